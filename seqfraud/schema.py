@@ -1,0 +1,95 @@
+"""The one place that spells column names.
+
+User-facing column names come from config (``data.schema``) into :class:`Schema`; the names of the
+columns seqfraud itself writes (datasets, predictions, scores) are the constants below. Nothing else in
+the package spells a column name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+# Columns of the tokenized datasets, predictions and score files that seqfraud writes.
+SESSION_ID = "session_id"
+LABEL = "label"
+LENGTH = "length"
+START_TIME = "start_time"
+SPLIT = "split"
+SCORE = "score"
+BAND = "band"
+TYPOLOGY = "typology"
+LABEL_NOISE = "label_noise"
+# Token field derived from timestamps: the log-bucketed time since the previous event.
+TIME_DELTA = "time_delta"
+# Internal working columns; the double underscore keeps them clear of user names.
+ROW_INDEX = "__row"
+TS_US = "__ts_us"
+
+SPLITS = ("train", "val", "test")
+TIMESTAMP_UNITS = ("auto", "s", "ms", "us", "ns")
+
+
+def token_column(field_name: str) -> str:
+    """Name of the list column that holds one field's token ids in a tokenized dataset."""
+    return f"tok__{field_name}"
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Roles of the columns in a user's event log."""
+
+    session_id: str = "session_id"
+    timestamp: str = "timestamp"
+    event_type: str = "event_type"
+    label: str = "label"
+    categorical: tuple[str, ...] = ()
+    numerical: tuple[str, ...] = ()
+    timestamp_unit: str = "auto"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "categorical", tuple(self.categorical))
+        object.__setattr__(self, "numerical", tuple(self.numerical))
+        if self.timestamp_unit not in TIMESTAMP_UNITS:
+            raise ValueError(
+                f"data.schema.timestamp_unit must be one of {TIMESTAMP_UNITS}, got {self.timestamp_unit!r}"
+            )
+        names = [self.session_id, self.timestamp, self.event_type, self.label, *self.categorical, *self.numerical]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"data.schema gives a column more than one role: {dupes}")
+        if TIME_DELTA in self.token_fields:
+            raise ValueError(f"data.schema: {TIME_DELTA!r} is reserved for the derived time-delta field")
+
+    @property
+    def categorical_fields(self) -> tuple[str, ...]:
+        """Fields tokenized through a vocabulary; the event type is one of them."""
+        return (self.event_type, *self.categorical)
+
+    @property
+    def token_fields(self) -> tuple[str, ...]:
+        """Every field of the token sequences, in model input order (time delta last)."""
+        return (*self.categorical_fields, *self.numerical, TIME_DELTA)
+
+    @property
+    def event_columns(self) -> tuple[str, ...]:
+        """Columns an event row must carry (the label may live in a separate table)."""
+        return (self.session_id, self.timestamp, self.event_type, *self.categorical, *self.numerical)
+
+    def roles(self) -> dict[str, Any]:
+        return asdict(self) | {"categorical": list(self.categorical), "numerical": list(self.numerical)}
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> "Schema":
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(cfg) - known)
+        if unknown:
+            raise ValueError(f"data.schema has unknown keys {unknown}; known keys are {sorted(known)}")
+        return cls(**{k: (tuple(v) if k in ("categorical", "numerical") else v) for k, v in cfg.items()})
+
+
+# Column names of the built-in synthetic clickstream (conf/data/synthetic.yaml spells the same).
+SYNTHETIC = Schema(
+    categorical=("device_type", "country", "payment_method"),
+    numerical=("amount",),
+)
