@@ -7,7 +7,7 @@ the package spells a column name.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 # Columns of the tokenized datasets, predictions and score files that seqfraud writes.
@@ -58,7 +58,7 @@ class Schema:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"data.schema gives a column more than one role: {dupes}")
-        if TIME_DELTA in self.token_fields:
+        if TIME_DELTA in names:
             raise ValueError(f"data.schema: {TIME_DELTA!r} is reserved for the derived time-delta field")
 
     @property

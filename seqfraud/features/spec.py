@@ -1,0 +1,133 @@
+"""The fitted preprocessing spec: plain, versioned JSON that training, batch scoring and serving share."""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from seqfraud import __version__
+from seqfraud.schema import TIME_DELTA, Schema
+
+SPEC_FORMAT = "seqfraud.preprocessing-spec"
+SPEC_VERSION = 1
+
+# Reserved token ids, the same in every field. Fitted vocabulary entries and buckets start at FIRST_ID.
+PAD = 0
+UNKNOWN = 1  # a category not seen (or too rare) at fit time
+MISSING = 2  # a null value; for the time delta, the first event of a session
+NAN = 3  # a NaN numeric value
+FIRST_ID = 4
+RESERVED = {"pad": PAD, "unknown": UNKNOWN, "missing": MISSING, "nan": NAN}
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used: unknown version, malformed, or fitted for another schema."""
+
+
+@dataclass
+class Spec:
+    """Everything needed to turn raw events into model tokens, exactly as at fit time.
+
+    Token rules (all engines and the scorer implement exactly these):
+    - categorical field: ``FIRST_ID + vocab.index(value)``, ``UNKNOWN`` if not in vocab, ``MISSING`` if null;
+    - numeric field: ``FIRST_ID + #{edge < x}``, ``MISSING`` if null, ``NAN`` if NaN (inf falls in the end buckets);
+    - time delta: the same bucket rule on seconds since the previous event of the session (``MISSING`` for the
+      first one), after sorting the session by time with input order as the tie-break;
+    - a session keeps its most recent ``max_len`` events.
+    """
+
+    schema: Schema
+    timestamp_unit: str
+    max_len: int
+    vocab: dict[str, list[str]]
+    edges: dict[str, list[float]]
+    fit_info: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return self.schema.token_fields
+
+    def vocab_size(self, field_name: str) -> int:
+        if field_name in self.vocab:
+            return FIRST_ID + len(self.vocab[field_name])
+        return FIRST_ID + len(self.edges[field_name]) + 1
+
+    def vocab_sizes(self) -> dict[str, int]:
+        return {f: self.vocab_size(f) for f in self.fields}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": SPEC_FORMAT,
+            "version": SPEC_VERSION,
+            "schema": self.schema.roles(),
+            "timestamp_unit": self.timestamp_unit,
+            "max_len": self.max_len,
+            "reserved": RESERVED,
+            "vocab": self.vocab,
+            "edges": self.edges,
+            "fit_info": self.fit_info,
+            "versions": self.versions,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_json())
+        return path
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "spec") -> "Spec":
+        if d.get("format") != SPEC_FORMAT:
+            raise SpecError(f"{source}: not a seqfraud preprocessing spec (format={d.get('format')!r})")
+        if d.get("version") != SPEC_VERSION:
+            raise SpecError(
+                f"{source}: spec version {d.get('version')!r} is not supported by seqfraud {__version__} "
+                f"(it reads version {SPEC_VERSION}); refit the preprocessing or use a matching seqfraud"
+            )
+        if d.get("reserved") != RESERVED:
+            raise SpecError(f"{source}: reserved ids {d.get('reserved')} differ from {RESERVED}")
+        try:
+            schema = Schema.from_config(d["schema"])
+            spec = cls(schema=schema, timestamp_unit=d["timestamp_unit"], max_len=int(d["max_len"]),
+                       vocab={k: list(v) for k, v in d["vocab"].items()},
+                       edges={k: [float(x) for x in v] for k, v in d["edges"].items()},
+                       fit_info=d.get("fit_info", {}), versions=d.get("versions", {}))
+        except (KeyError, TypeError, ValueError) as e:
+            raise SpecError(f"{source}: malformed spec: {e}") from e
+        expected = set(schema.categorical_fields) | set(schema.numerical) | {TIME_DELTA}
+        if set(spec.vocab) | set(spec.edges) != expected:
+            raise SpecError(f"{source}: fitted fields {sorted(set(spec.vocab) | set(spec.edges))} do not match the "
+                            f"schema's {sorted(expected)}")
+        return spec
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Spec":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise SpecError(f"{path}: cannot read spec: {e}") from e
+        return cls.from_dict(data, source=str(path))
+
+    def check_schema(self, schema: Schema) -> None:
+        """Refuse data configured with other column roles than the spec was fitted on."""
+        if schema.roles() | {"timestamp_unit": None} != self.schema.roles() | {"timestamp_unit": None}:
+            raise SpecError(
+                f"the data schema {schema.roles()} does not match the spec's {self.schema.roles()}; "
+                "refit the preprocessing for this schema"
+            )
+
+
+def library_versions() -> dict[str, str]:
+    import numpy
+    import polars
+
+    return {"seqfraud": __version__, "polars": polars.__version__, "numpy": numpy.__version__,
+            "python": platform.python_version()}

@@ -1,0 +1,55 @@
+"""Ranking and calibration metrics for imbalanced fraud labels, shared by models, baselines and backtests."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve, precision_recall_curve
+
+
+def recall_at_fpr(y: np.ndarray, p: np.ndarray, fpr: float) -> float:
+    """Best recall with a false-positive rate at most ``fpr``: the operating point fraud teams quote."""
+    fprs, tprs, _ = roc_curve(y, p)
+    ok = fprs <= fpr
+    return float(tprs[ok].max()) if ok.any() else 0.0
+
+
+def precision_at_recall(y: np.ndarray, p: np.ndarray, recall: float) -> float:
+    """Best precision among thresholds that still catch at least ``recall`` of the fraud."""
+    precision, rec, _ = precision_recall_curve(y, p)
+    ok = rec >= recall
+    return float(precision[ok].max()) if ok.any() else 0.0
+
+
+def classification_metrics(y, p, *, fpr: float = 0.01, recall: float = 0.5) -> dict[str, float]:
+    """PR-AUC first; NaN where a metric is undefined (a slice with one class)."""
+    y = np.asarray(y, dtype=np.int64)
+    p = np.asarray(p, dtype=np.float64)
+    out = {"n": float(len(y)), "positives": float(y.sum())}
+    both = 0 < y.sum() < len(y)
+    nan = float("nan")
+    out["pr_auc"] = float(average_precision_score(y, p)) if both else nan
+    out["roc_auc"] = float(roc_auc_score(y, p)) if both else nan
+    out[f"recall_at_{fpr:g}_fpr"] = recall_at_fpr(y, p, fpr) if both else nan
+    out[f"precision_at_{recall:g}_recall"] = precision_at_recall(y, p, recall) if both else nan
+    out["brier"] = float(np.mean((p - y) ** 2)) if len(y) else nan
+    return out
+
+
+def per_group_metrics(y, p, groups, negatives_mask=None, **kw) -> dict[str, dict[str, float]]:
+    """Metrics of each group's positives against all negatives.
+
+    A typology is scored as "this kind of fraud versus all legitimate traffic", the way a team reads
+    catch rates per fraud type; ``negatives_mask`` picks the shared negatives (default: label 0).
+    """
+    y = np.asarray(y, dtype=np.int64)
+    p = np.asarray(p, dtype=np.float64)
+    groups = np.asarray(groups)
+    neg = (y == 0) if negatives_mask is None else np.asarray(negatives_mask)
+    out = {}
+    for g in np.unique(groups):
+        pos = (groups == g) & (y == 1)
+        if not pos.any():
+            continue
+        keep = pos | neg
+        out[str(g)] = classification_metrics(y[keep], p[keep], **kw)
+    return out

@@ -1,0 +1,96 @@
+"""A thin LightningModule around :class:`SessionClassifier`: loss, optimizer schedule and metrics."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from seqfraud.metrics import classification_metrics
+from seqfraud.models.sequence import ModelConfig, SessionClassifier
+
+
+def focal_loss(logits: torch.Tensor, labels: torch.Tensor, gamma: float, alpha: float) -> torch.Tensor:
+    bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+    p_t = torch.exp(-bce)
+    weight = alpha * labels + (1 - alpha) * (1 - labels)
+    return (weight * (1 - p_t) ** gamma * bce).mean()
+
+
+def warmup_cosine(step: int, warmup: int, total: int, floor: float) -> float:
+    if step < warmup:
+        return (step + 1) / max(warmup, 1)
+    progress = min(1.0, (step - warmup) / max(total - warmup, 1))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class SessionRiskModule(pl.LightningModule):
+    """Hyperparameters are plain dicts, so a checkpoint alone rebuilds the model (no nn.Module in hparams)."""
+
+    def __init__(self, model: dict, optim: dict, loss: dict, metrics: dict, spec: dict | None = None):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = SessionClassifier(ModelConfig(**model))
+        self._outputs: dict[str, list] = {}
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.net(tokens, lengths)
+
+    def loss_fn(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        cfg = self.hparams.loss
+        if cfg["name"] == "focal":
+            return focal_loss(logits, labels, cfg.get("gamma", 2.0), cfg.get("alpha", 0.25))
+        pos_weight = torch.tensor(float(cfg.get("pos_weight", 1.0)), device=logits.device)
+        return F.binary_cross_entropy_with_logits(logits, labels, pos_weight=pos_weight)
+
+    def model_step(self, batch: dict, stage: str) -> torch.Tensor:
+        logits = self(batch["tokens"], batch["lengths"])
+        loss = self.loss_fn(logits.float(), batch["labels"])
+        self.log(f"{stage}/loss", loss, prog_bar=stage == "train", batch_size=len(logits),
+                 on_step=stage == "train", on_epoch=True)
+        if stage != "train":
+            out = self._outputs.setdefault(stage, [])
+            out.append((torch.sigmoid(logits.float()).detach().cpu(), batch["labels"].cpu()))
+        return loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self.model_step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self.model_step(batch, "val")
+
+    def _epoch_metrics(self, stage: str) -> None:
+        outputs = self._outputs.pop(stage, None)
+        if not outputs or self.trainer.sanity_checking:
+            return
+        prob, lab = (torch.cat(t).numpy() for t in zip(*outputs))
+        metrics = classification_metrics(lab, prob, **self.hparams.metrics)
+        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items() if k not in ("n", "positives")},
+                      prog_bar=False)
+        self.log(f"{stage}/pr_auc", metrics["pr_auc"], prog_bar=True)
+
+    def on_validation_epoch_start(self) -> None:
+        self._outputs.pop("val", None)
+
+    def on_validation_epoch_end(self) -> None:
+        self._epoch_metrics("val")
+
+    def configure_optimizers(self) -> Any:
+        cfg = self.hparams.optim
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            (no_decay if p.ndim < 2 or "embed" in name or "position" in name else decay).append(p)
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.get("weight_decay", 0.01)},
+             {"params": no_decay, "weight_decay": 0.0}],
+            lr=cfg["lr"], betas=tuple(cfg.get("betas", (0.9, 0.98))),
+        )
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warmup = int(cfg.get("warmup_fraction", 0.05) * total)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: warmup_cosine(step, warmup, total, cfg.get("min_lr_ratio", 0.05))
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

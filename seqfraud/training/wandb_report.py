@@ -1,0 +1,51 @@
+"""End-of-run logging: final metrics to any logger; PR curve, histogram and artifacts to W&B."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from seqfraud import schema as S
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out |= flatten(v, key + "/")
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[key] = float(v)
+    return out
+
+
+def log_run(logger, metrics: dict[str, Any], predictions: dict[str, pl.DataFrame], run_dir: Path) -> None:
+    flat = {f"final/{k}": v for k, v in flatten({s: metrics[s] for s in ("val", "test")}).items()}
+    logger.log_metrics(flat)
+    from pytorch_lightning.loggers import WandbLogger
+
+    if not isinstance(logger, WandbLogger):
+        logger.finalize("success")
+        return
+    import wandb
+
+    run = logger.experiment
+    test = predictions["test"]
+    y = test[S.LABEL].to_numpy()
+    p = test[S.SCORE].to_numpy()
+    run.log({
+        "test/pr_curve": wandb.plot.pr_curve(y, np.stack([1 - p, p], axis=1), labels=["legit", "fraud"],
+                                             classes_to_plot=[1]),
+        "test/score_histogram": wandb.Histogram(p),
+    })
+    run.summary.update(flat)
+    artifact = wandb.Artifact(f"model-{run.id}", type="model", metadata={"val_pr_auc": metrics["val"]["pr_auc"]})
+    for name in ("spec.json", "checkpoints/best.ckpt", "metrics.json"):
+        if (run_dir / name).exists():
+            artifact.add_file(str(run_dir / name), name=name)
+    run.log_artifact(artifact)
+    # Every multirun job must be its own W&B run.
+    wandb.finish()

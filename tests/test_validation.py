@@ -1,0 +1,399 @@
+"""The data contract: every broken input is a DataValidationError naming the file, the column and the row count."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, time, timedelta
+
+import polars as pl
+import pytest
+
+from seqfraud import schema as S
+from seqfraud.data.events import DataValidationError, load_events
+from seqfraud.features.tokens import fit_spec, sequences
+from seqfraud.preprocess import REPORT_FILE, preprocess
+from seqfraud.schema import Schema
+
+T0 = datetime(2024, 1, 1)
+SCHEMA = Schema(categorical=("device",), numerical=("amount",))
+
+
+def events(**overrides) -> pl.DataFrame:
+    """A valid log: s1 (2 events, label 0), s2 (2 events, label 1), s3 (1 event, label 0)."""
+    cols = {
+        "session_id": ["s1", "s1", "s2", "s2", "s3"],
+        "timestamp": [T0 + timedelta(seconds=s) for s in (0, 5, 60, 61, 120)],
+        "event_type": ["view", "pay", "view", "click", "view"],
+        "device": ["web", "web", "app", None, "web"],
+        "amount": [1.0, 2.0, None, 4.0, 5.0],
+        "label": [0, 0, 1, 1, 0],
+    }
+    return pl.DataFrame(cols).with_columns(**overrides) if overrides else pl.DataFrame(cols)
+
+
+def write(df: pl.DataFrame, path) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.write_csv(path) if path.suffix == ".csv" else df.write_parquet(path)
+    return str(path)
+
+
+def fails(path, *fragments, schema=SCHEMA, labels=None, **kw) -> str:
+    with pytest.raises(DataValidationError) as info:
+        load_events(str(path), schema, labels, **kw)
+    msg = str(info.value)
+    for fragment in fragments:
+        assert fragment in msg, f"{fragment!r} not in {msg!r}"
+    return msg
+
+
+def test_valid_log_loads(tmp_path):
+    path = write(events(), tmp_path / "e.parquet")
+    loaded = load_events(path, SCHEMA)
+    assert loaded.source == path and loaded.timestamp_unit == "datetime"
+    assert loaded.report == {"source": path, "timestamp_unit": "datetime", "n_events": 5, "n_sessions": 3,
+                             "n_positive_sessions": 1}
+    assert loaded.sessions.sort(S.SESSION_ID).select(S.SESSION_ID, "n_events", S.LABEL).rows() == [
+        ("s1", 2, 0), ("s2", 2, 1), ("s3", 1, 0)]
+
+
+# ---------------------------------------------------------------- columns and types
+
+def test_missing_column(tmp_path):
+    path = write(events().drop("amount"), tmp_path / "e.parquet")
+    fails(path, path, "missing column(s) 'amount'", "Columns present", "data.schema")
+
+
+def test_misnamed_column_suggests_the_close_name(tmp_path):
+    path = write(events().rename({"event_type": "event_typ", "device": "devices"}), tmp_path / "e.parquet")
+    fails(path, path, "'event_type' (did you mean 'event_typ'?)", "'device' (did you mean 'devices'?)")
+
+
+def test_missing_label_column_when_labels_live_on_events(tmp_path):
+    path = write(events().drop("label"), tmp_path / "e.parquet")
+    fails(path, path, "missing column(s) 'label'")
+
+
+def test_numeric_column_holding_strings(tmp_path):
+    path = write(events(amount=pl.col("amount").cast(pl.String)), tmp_path / "e.parquet")
+    fails(path, path, "column 'amount' has type String", "numeric")
+
+
+def test_categorical_column_of_floats(tmp_path):
+    path = write(events(device=pl.lit(1.5)), tmp_path / "e.parquet")
+    fails(path, path, "column 'device' has type Float64", "string or integer")
+
+
+def test_label_column_of_strings(tmp_path):
+    path = write(events(label=pl.col("label").cast(pl.String)), tmp_path / "e.parquet")
+    fails(path, path, "column 'label' has type String", "0/1")
+
+
+@pytest.mark.parametrize(
+    ("value", "dtype"),
+    [(pl.lit(1.5e9), "Float64"), (pl.lit(True), "Boolean"), (pl.lit(time(12, 0)), "Time"),
+     (pl.lit(timedelta(seconds=3)), "Duration")],
+)
+def test_timestamp_of_a_bad_type(tmp_path, value, dtype):
+    path = write(events(timestamp=value), tmp_path / "e.parquet")
+    fails(path, path, f"column 'timestamp' has type {dtype}")
+
+
+# ---------------------------------------------------------------- row-level checks
+
+def test_null_session_ids(tmp_path):
+    path = write(events(session_id=pl.Series(["s1", None, "s2", None, "s3"])), tmp_path / "e.parquet")
+    fails(path, path, "column 'session_id': 2 row(s) have a null session id")
+
+
+def test_null_session_ids_in_a_sharded_directory(tmp_path):
+    df = events(session_id=pl.Series(["s1", None, "s2", None, None]))
+    write(df.head(2), tmp_path / "shards" / "part-0.parquet")
+    write(df.tail(3), tmp_path / "shards" / "part-1.parquet")
+    fails(tmp_path / "shards", f"{tmp_path / 'shards'} (2 files)", "column 'session_id': 3 row(s)")
+
+
+def test_null_timestamps(tmp_path):
+    ts = [T0, None, T0, None, None]
+    path = write(events(timestamp=pl.Series(ts, dtype=pl.Datetime("us"))), tmp_path / "e.parquet")
+    fails(path, path, "column 'timestamp': 3 row(s) have a null timestamp")
+
+
+def test_null_integer_epochs(tmp_path):
+    path = write(events(timestamp=pl.Series([1_704_067_200, None, 1_704_067_260, 1_704_067_261, 1_704_067_320])),
+                 tmp_path / "e.parquet")
+    fails(path, path, "column 'timestamp': 1 row(s) have a null timestamp")
+
+
+CSV_HEADER = "session_id,timestamp,event_type,device,amount,label\n"
+
+
+def test_unparseable_csv_timestamps(tmp_path):
+    path = tmp_path / "e.csv"
+    path.write_text(CSV_HEADER + "".join([
+        "s1,2024-01-01T00:00:00,view,web,1.0,0\n",
+        "s1,yesterday,pay,web,2.0,0\n",
+        "s2,2024-01-01 00:01:00,view,app,3.0,1\n",
+        "s2,31/12/2024 10:00,click,app,4.0,1\n",
+        "s3,2024-01-02,view,web,5.0,0\n",
+    ]))
+    fails(path, str(path), "column 'timestamp': 2 row(s) have a timestamp that does not parse")
+
+
+def test_unparseable_string_timestamps_in_parquet(tmp_path):
+    ts = pl.Series(["2024-01-01T00:00:00", "not a date", "2024-01-01T00:01:00", "", "2024-01-01T00:02:00"])
+    path = write(events(timestamp=ts), tmp_path / "e.parquet")
+    fails(path, path, "column 'timestamp': 2 row(s) have a timestamp that does not parse")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "bug: events.timestamp_us parses String timestamps with str.to_datetime(strict=False) and no format/time "
+    "zone; when the strings carry a UTC offset, polars raises ComputeError instead of the bad rows being counted"
+))
+def test_unparseable_csv_timestamps_with_offsets(tmp_path):
+    path = tmp_path / "e.csv"
+    path.write_text(CSV_HEADER + "".join([
+        "s1,2024-01-01T00:00:00+02:00,view,web,1.0,0\n",
+        "s1,yesterday,pay,web,2.0,0\n",
+        "s2,2024-01-01T00:01:00+02:00,view,app,3.0,1\n",
+    ]))
+    fails(path, str(path), "column 'timestamp': 1 row(s) have a timestamp that does not parse")
+
+
+@pytest.mark.parametrize(("labels", "n_bad"), [([0, 0, 2, 2, 0], 2), ([0, 0, 1, 1, -1], 1)])
+def test_event_labels_not_0_1(tmp_path, labels, n_bad):
+    path = write(events(label=pl.Series(labels)), tmp_path / "e.parquet")
+    fails(path, path, f"column 'label': {n_bad} row(s) have a label that is not 0/1")
+
+
+def test_fractional_event_labels(tmp_path):
+    path = write(events(label=pl.Series([0.0, 0.0, 0.5, 0.5, 1.0])), tmp_path / "e.parquet")
+    fails(path, path, "column 'label': 2 row(s) have a label that is not 0/1")
+
+
+def test_label_not_constant_within_a_session(tmp_path):
+    df = pl.concat([events(), events().head(1).with_columns(label=pl.lit(1, pl.Int64))])  # s1 now has labels 0, 0, 1
+    path = write(df, tmp_path / "e.parquet")
+    fails(path, path, "column 'label': 3 row(s) belong to 1 session(s) whose label is not constant")
+
+
+def test_null_label_inside_a_labelled_session(tmp_path):
+    path = write(events(label=pl.Series([0, 0, 1, None, 0])), tmp_path / "e.parquet")
+    fails(path, path, "column 'label': 1 row(s) have a null label inside 1 otherwise labelled session(s)")
+
+
+def test_session_without_label_on_events(tmp_path):
+    path = write(events(label=pl.Series([0, 0, None, None, 0])), tmp_path / "e.parquet")
+    fails(path, f"{path}: column 'label': 2 event row(s) in 1 session(s) have no label in {path}",
+          "on_unlabeled=drop")
+
+
+def test_empty_parquet(tmp_path):
+    path = write(events().head(0), tmp_path / "e.parquet")
+    fails(path, f"{path}: the event log is empty")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "bug: a header-only CSV infers every column as String, so check_columns reports \"column 'label' has type "
+    "String\" (or a numeric column's type) instead of 'the event log is empty'"
+))
+def test_header_only_csv_is_reported_empty(tmp_path):
+    path = tmp_path / "e.csv"
+    path.write_text(CSV_HEADER)
+    fails(path, f"{path}: the event log is empty")
+
+
+@pytest.mark.parametrize("name", ["missing.parquet", "emptydir", "nothing-*.parquet"])
+def test_nonexistent_input(tmp_path, name):
+    (tmp_path / "emptydir").mkdir()
+    path = str(tmp_path / name)
+    fails(path, f"{path}: no such file")
+
+
+def test_unsupported_file_type(tmp_path):
+    path = tmp_path / "e.json"
+    path.write_text("{}")
+    fails(path, str(path), "unsupported file type", ".json")
+
+
+# ---------------------------------------------------------------- separate label table
+
+def _split_tables(tmp_path, label_rows, ext="parquet"):
+    ev = write(events().drop("label"), tmp_path / "events.parquet")
+    sids, labels = zip(*label_rows) if label_rows else ((), ())
+    lab = write(pl.DataFrame({"session_id": list(sids), "label": list(labels)},
+                             schema={"session_id": pl.String, "label": pl.Int64}), tmp_path / f"labels.{ext}")
+    return ev, lab
+
+
+def test_separate_label_table_loads(tmp_path):
+    ev, lab = _split_tables(tmp_path, [("s1", 0), ("s2", 1), ("s3", 0), ("s3", 0)], ext="csv")
+    loaded = load_events(ev, SCHEMA, lab)
+    assert loaded.sessions.sort(S.SESSION_ID)[S.LABEL].to_list() == [0, 1, 0]
+    assert loaded.events.collect().sort(S.ROW_INDEX)[S.LABEL].to_list() == [0, 0, 1, 1, 0]
+
+
+def test_label_table_labels_not_0_1(tmp_path):
+    ev, lab = _split_tables(tmp_path, [("s1", 0), ("s2", 3), ("s3", 7)])
+    fails(ev, lab, "column 'label': 2 row(s) have a label that is not 0/1", labels=lab)
+
+
+def test_label_table_conflicting_labels(tmp_path):
+    ev, lab = _split_tables(tmp_path, [("s1", 0), ("s2", 1), ("s2", 0), ("s3", 0)])
+    fails(ev, lab, "column 'label': 1 row(s) are sessions listed with conflicting labels", labels=lab)
+
+
+def test_label_table_null_labels_and_ids(tmp_path):
+    ev = write(events().drop("label"), tmp_path / "events.parquet")
+    lab = write(pl.DataFrame({"session_id": ["s1", "s2", "s3"], "label": [0, None, None]}), tmp_path / "l1.parquet")
+    fails(ev, lab, "column 'label': 2 row(s) have a null label", labels=lab)
+    lab = write(pl.DataFrame({"session_id": ["s1", None, "s3"], "label": [0, 1, 0]}), tmp_path / "l2.parquet")
+    fails(ev, lab, "column 'session_id': 1 row(s) have a null session id", labels=lab)
+
+
+def test_label_table_missing_column_wrong_type_and_empty(tmp_path):
+    ev, lab = _split_tables(tmp_path, [])
+    fails(ev, f"{lab}: the label table is empty", labels=lab)
+    bad = write(pl.DataFrame({"session_id": ["s1"], "fraud": [1]}), tmp_path / "l1.parquet")
+    fails(ev, bad, "missing column(s) ['label']", labels=bad)
+    bad = write(pl.DataFrame({"session_id": ["s1"], "label": ["yes"]}), tmp_path / "l2.parquet")
+    fails(ev, bad, "column 'label' has type String", labels=bad)
+
+
+def test_labelled_sessions_with_no_events(tmp_path):
+    ev, lab = _split_tables(tmp_path, [("s1", 0), ("s2", 1), ("s3", 0), ("s8", 1), ("s9", 0)])
+    fails(ev, f"{lab}: column 'session_id': 2 labelled session(s) have no events in {ev}", "on_orphan_labels=drop",
+          labels=lab)
+
+
+def test_events_with_no_label_in_the_table(tmp_path):
+    ev, lab = _split_tables(tmp_path, [("s1", 0), ("s3", 0)])
+    fails(ev, f"{ev}: column 'label': 2 event row(s) in 1 session(s) have no label in {lab}", labels=lab)
+
+
+# ---------------------------------------------------------------- policies
+
+def _data_cfg(ev, lab=None, **policy):
+    return {
+        "events": ev,
+        "labels": lab,
+        "schema": {"categorical": ["device"], "numerical": ["amount"]},
+        "split": {"val_start": "2030-01-01", "test_start": "2030-01-02"},  # everything in train
+        "policy": policy,
+    }
+
+
+FEATURES = {"max_len": 8, "min_count": 1, "n_buckets": 4}
+
+
+def test_drop_policies_with_a_label_table(tmp_path):
+    extra = pl.DataFrame({"session_id": ["s4", "s4", "s4"], "timestamp": [T0 + timedelta(hours=h) for h in (1, 2, 3)],
+                          "event_type": ["view"] * 3, "device": ["web"] * 3, "amount": [1.0] * 3})
+    ev = write(pl.concat([events().drop("label"), extra]), tmp_path / "events.parquet")
+    lab = write(pl.DataFrame({"session_id": ["s1", "s2", "s3", "s7", "s8", "s9"], "label": [0, 1, 0, 1, 1, 0]}),
+                tmp_path / "labels.parquet")
+    # s4 (3 events) has no label; s7, s8, s9 have no events
+    loaded = load_events(ev, SCHEMA, lab, on_unlabeled="drop", on_orphan_labels="drop")
+    assert loaded.report == {"source": ev, "timestamp_unit": "datetime", "orphan_labels_dropped": 3,
+                             "unlabeled_sessions_dropped": 1, "unlabeled_events_dropped": 3, "n_events": 5,
+                             "n_sessions": 3, "n_positive_sessions": 1}
+    assert sorted(loaded.events.collect()[S.SESSION_ID].unique().to_list()) == ["s1", "s2", "s3"]
+
+    prepared = preprocess(_data_cfg(ev, lab, on_unlabeled="drop", on_orphan_labels="drop"), FEATURES, tmp_path / "o")
+    report = json.loads((tmp_path / "o" / REPORT_FILE).read_text())
+    for r in (prepared.report, report):
+        assert (r["orphan_labels_dropped"], r["unlabeled_sessions_dropped"], r["unlabeled_events_dropped"]) == (3, 1, 3)
+        assert r["splits"]["train"] == {"sessions": 3, "positives": 1}
+    ids = pl.concat([pl.read_parquet(p) for p in prepared.datasets.values()])[S.SESSION_ID].sort().to_list()
+    assert ids == ["s1", "s2", "s3"]
+    assert prepared.spec.fit_info["n_events"] == 5  # the dropped events never reach the fit
+    # either policy alone still fails on the other problem
+    with pytest.raises(DataValidationError, match="1 session"):
+        load_events(ev, SCHEMA, lab, on_orphan_labels="drop")
+    with pytest.raises(DataValidationError, match="3 labelled session"):
+        load_events(ev, SCHEMA, lab, on_unlabeled="drop")
+
+
+def test_drop_unlabeled_with_a_label_column(tmp_path):
+    ev = write(events(label=pl.Series([0, 0, None, None, 1])), tmp_path / "events.parquet")
+    prepared = preprocess(_data_cfg(ev, on_unlabeled="drop"), FEATURES, tmp_path / "o")
+    assert (prepared.report["unlabeled_sessions_dropped"], prepared.report["unlabeled_events_dropped"]) == (1, 2)
+    assert "orphan_labels_dropped" not in prepared.report
+    assert prepared.report["n_sessions"] == 2 and prepared.report["n_positive_sessions"] == 1
+    train = pl.read_parquet(prepared.datasets["train"]).sort(S.SESSION_ID)
+    assert train.select(S.SESSION_ID, S.LABEL).rows() == [("s1", 0), ("s3", 1)]
+    assert prepared.spec.vocab["event_type"] == ["view", "pay"]  # "click" lived only in the dropped session
+
+
+def test_unknown_policy_value(tmp_path):
+    path = write(events(), tmp_path / "e.parquet")
+    with pytest.raises(ValueError, match="on_unlabeled"):
+        load_events(path, SCHEMA, on_unlabeled="ignore")
+    with pytest.raises(ValueError, match="on_orphan_labels"):
+        load_events(path, SCHEMA, on_orphan_labels="keep")
+
+
+# ---------------------------------------------------------------- Schema
+
+@pytest.mark.parametrize(
+    ("kwargs", "dupes"),
+    [
+        ({"categorical": ("device", "device")}, "['device']"),
+        ({"event_type": "label"}, "['label']"),
+        ({"categorical": ("country",), "numerical": ("country", "amount"), "session_id": "amount"},
+         "['amount', 'country']"),
+    ],
+)
+def test_schema_duplicate_roles(kwargs, dupes):
+    with pytest.raises(ValueError, match="more than one role") as info:
+        Schema(**kwargs)
+    assert dupes in str(info.value)
+
+
+@pytest.mark.parametrize("kwargs", [{"categorical": ("time_delta",)}, {"numerical": ("time_delta",)},
+                                    {"event_type": "time_delta"}, {"timestamp": "time_delta"}])
+def test_schema_reserved_time_delta(kwargs):
+    with pytest.raises(ValueError, match="'time_delta' is reserved"):
+        Schema(**kwargs)
+
+
+def test_schema_bad_timestamp_unit():
+    with pytest.raises(ValueError, match="timestamp_unit"):
+        Schema(timestamp_unit="minutes")
+
+
+def test_schema_from_config():
+    cfg = {"session_id": "sid", "categorical": ["device"], "numerical": ["amount"], "timestamp_unit": "ms"}
+    assert Schema.from_config(cfg) == Schema(session_id="sid", categorical=("device",), numerical=("amount",),
+                                             timestamp_unit="ms")
+    with pytest.raises(ValueError, match=r"unknown keys \['colour'\]"):
+        Schema.from_config(cfg | {"colour": "red"})
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "bug: Schema accepts a user column named like a column seqfraud writes (session_id, label) in another role; "
+    "events.normalize then selects two columns of that name and polars raises DuplicateError / "
+    "InvalidOperationError instead of a ValueError that names the column (or the column being handled)"
+))
+@pytest.mark.parametrize("clash", ["session_id", "label"])
+def test_user_column_named_like_an_output_column(tmp_path, clash):
+    ts = [T0, T0 + timedelta(seconds=1), T0]
+    if clash == "session_id":  # sessions keyed by "sid"; "session_id" is an ordinary categorical column
+        schema = Schema(session_id="sid", categorical=("session_id",))
+        df = pl.DataFrame({"sid": ["a", "a", "b"], "session_id": ["p", "q", "r"], "timestamp": ts,
+                           "event_type": ["x", "y", "x"], "label": [0, 0, 1]})
+    else:  # the label is "fraud"; "label" is an ordinary categorical column
+        schema = Schema(label="fraud", categorical=("label",))
+        df = pl.DataFrame({"session_id": ["a", "a", "b"], "label": ["p", "q", "r"], "timestamp": ts,
+                           "event_type": ["x", "y", "x"], "fraud": [0, 0, 1]})
+    path = write(df, tmp_path / "e.parquet")
+    try:
+        loaded = load_events(path, schema)
+        spec = fit_spec(loaded.events, schema, timestamp_unit=loaded.timestamp_unit, min_count=1)
+        seqs = sequences(loaded.events, spec, extra=(S.LABEL,)).collect().sort(S.SESSION_ID)
+    except ValueError as e:  # a clear refusal that names the column is a fix too
+        assert repr(clash) in str(e)
+        return
+    # or it works: the column is tokenized like any categorical; sessions and labels come from their own roles
+    assert seqs[S.SESSION_ID].to_list() == ["a", "b"]
+    assert seqs[S.LABEL].to_list() == [0, 1]
+    assert seqs[S.token_column(clash)].to_list() == [[4, 5], [6]]

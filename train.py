@@ -1,0 +1,16 @@
+"""Train a session-risk model: ``python train.py [+experiment=NAME] [key=value ...]``."""
+
+import hydra
+from omegaconf import DictConfig
+
+from seqfraud.training.train import train
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    metrics = train(cfg)
+    return metrics["val"]["pr_auc"]
+
+
+if __name__ == "__main__":
+    main()
