@@ -25,6 +25,9 @@ TIME_DELTA = "time_delta"
 # Internal working columns; the double underscore keeps them clear of user names.
 ROW_INDEX = "__row"
 TS_US = "__ts_us"
+TS_PRESENT = "__ts_present"
+# Names the normalized event frame uses itself; an event field (type, categorical, numeric) cannot take them.
+RESERVED_FIELD_NAMES = (SESSION_ID, LABEL, TIME_DELTA, ROW_INDEX, TS_US, TS_PRESENT)
 
 SPLITS = ("train", "val", "test")
 TIMESTAMP_UNITS = ("auto", "s", "ms", "us", "ns")
@@ -58,8 +61,12 @@ class Schema:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"data.schema gives a column more than one role: {dupes}")
-        if TIME_DELTA in names:
-            raise ValueError(f"data.schema: {TIME_DELTA!r} is reserved for the derived time-delta field")
+        clash = sorted(set(self.categorical_fields + self.numerical) & set(RESERVED_FIELD_NAMES))
+        if clash:
+            raise ValueError(
+                f"data.schema: event field(s) {clash} use a name seqfraud reserves {RESERVED_FIELD_NAMES}; "
+                "rename the column(s) in the data"
+            )
 
     @property
     def categorical_fields(self) -> tuple[str, ...]:

@@ -68,9 +68,9 @@ class SessionRiskModule(pl.LightningModule):
             return
         prob, lab = (torch.cat(t).numpy() for t in zip(*outputs))
         metrics = classification_metrics(lab, prob, **self.hparams.metrics)
-        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items() if k not in ("n", "positives")},
-                      prog_bar=False)
-        self.log(f"{stage}/pr_auc", metrics["pr_auc"], prog_bar=True)
+        for k, v in metrics.items():
+            if k not in ("n", "positives"):
+                self.log(f"{stage}/{k}", v, prog_bar=k == "pr_auc")
 
     def on_validation_epoch_start(self) -> None:
         self._outputs.pop("val", None)

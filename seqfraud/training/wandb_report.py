@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from sklearn.metrics import precision_recall_curve
 
 from seqfraud import schema as S
 
@@ -36,9 +37,11 @@ def log_run(logger, metrics: dict[str, Any], predictions: dict[str, pl.DataFrame
     test = predictions["test"]
     y = test[S.LABEL].to_numpy()
     p = test[S.SCORE].to_numpy()
+    precision, recall, _ = precision_recall_curve(y, p)
+    keep = np.unique(np.linspace(0, len(recall) - 1, min(len(recall), 500)).astype(int))
+    table = wandb.Table(data=[[float(recall[i]), float(precision[i])] for i in keep], columns=["recall", "precision"])
     run.log({
-        "test/pr_curve": wandb.plot.pr_curve(y, np.stack([1 - p, p], axis=1), labels=["legit", "fraud"],
-                                             classes_to_plot=[1]),
+        "test/pr_curve": wandb.plot.line(table, "recall", "precision", title="test PR curve"),
         "test/score_histogram": wandb.Histogram(p),
     })
     run.summary.update(flat)
