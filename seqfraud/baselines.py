@@ -8,6 +8,8 @@ baseline is fitted on the training period only, like the sequence model.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import polars as pl
 
@@ -57,7 +59,9 @@ def fit_predict_lightgbm(train: pl.DataFrame, val: pl.DataFrame, tests: dict[str
     features = [c for c in train.columns if c not in (S.SESSION_ID, S.LABEL)]
     p = DEFAULT_PARAMS | {"seed": seed, "num_threads": num_threads, "metric": "average_precision",
                           "deterministic": True, "force_col_wise": True} | (params or {})
-    dtrain = lgb.Dataset(train.select(features).to_numpy(), train[S.LABEL].to_numpy(), feature_name=features)
+    # LightGBM refuses JSON punctuation in feature names, and category values can hold anything.
+    names = [f"{i}_{re.sub(r'[^0-9A-Za-z_]', '_', c)}" for i, c in enumerate(features)]
+    dtrain = lgb.Dataset(train.select(features).to_numpy(), train[S.LABEL].to_numpy(), feature_name=names)
     dval = lgb.Dataset(val.select(features).to_numpy(), val[S.LABEL].to_numpy(), reference=dtrain)
     booster = lgb.train(p, dtrain, num_boost_round, valid_sets=[dval],
                         callbacks=[lgb.early_stopping(early_stopping, verbose=False)])

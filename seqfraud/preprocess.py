@@ -34,6 +34,8 @@ class Prepared:
     spec: Spec
     datasets: dict[str, Path]
     report: dict[str, Any]
+    events: pl.LazyFrame  # normalized events, for models that read raw values (the aggregates baseline)
+    sessions: pl.DataFrame  # one row per session: start time, label, split
 
 
 def resolve_data_config(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -115,7 +117,7 @@ def preprocess(data_cfg: Mapping[str, Any], features_cfg: Mapping[str, Any], out
     for key in ("orphan_labels_dropped", "unlabeled_sessions_dropped", "unlabeled_events_dropped"):
         if key in report:
             log.warning("policy: %s = %s", key, report[key])
-    return Prepared(spec=spec, datasets=datasets, report=report)
+    return Prepared(spec=spec, datasets=datasets, report=report, events=loaded.events, sessions=sessions)
 
 
 def main() -> None:

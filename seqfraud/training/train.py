@@ -21,9 +21,11 @@ from omegaconf import DictConfig, OmegaConf
 from seqfraud import schema as S
 from seqfraud.metrics import classification_metrics, per_group_metrics
 from seqfraud.models.sequence import ModelConfig, SessionClassifier
-from seqfraud.preprocess import preprocess, resolve_data_config
-from seqfraud.training.data import LoaderConfig, TokenDataset, collate, make_loader
+from seqfraud.baselines import fit_predict_lightgbm, session_aggregates
+from seqfraud.preprocess import Prepared, preprocess, resolve_data_config
+from seqfraud.training.data import LoaderConfig, TokenDataset, make_loader
 from seqfraud.training.module import SessionRiskModule
+from seqfraud.training.wandb_report import log_run
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +71,43 @@ def evaluate(pred: pl.DataFrame, metrics_cfg: dict, typologies: pl.DataFrame | N
     return out
 
 
-def build_logger(cfg: DictConfig, run_dir: Path):
-    if not cfg.get("logger"):
-        return False
-    return instantiate(cfg.logger)
+def fit_sequence_model(cfg: DictConfig, prepared: Prepared, features: dict, logger) -> dict[str, np.ndarray]:
+    """Fit with Lightning; returns the best checkpoint's probabilities on val and test, in dataset order."""
+    spec = prepared.spec
+    run_dir = Path(cfg.paths.output_dir)
+    datasets = {
+        name: TokenDataset(path, spec.fields, shuffle_order=features.get("shuffle_order", False), seed=cfg.seed)
+        for name, path in prepared.datasets.items()
+    }
+    model_cfg = model_config(OmegaConf.to_container(cfg.model, resolve=True), spec, features.get("exclude", []))
+    module = SessionRiskModule(model=model_cfg.to_dict(), optim=OmegaConf.to_container(cfg.optim, resolve=True),
+                               loss=OmegaConf.to_container(cfg.loss, resolve=True),
+                               metrics=OmegaConf.to_container(cfg.metrics, resolve=True), spec=spec.to_dict())
+    loader_cfg = LoaderConfig(**OmegaConf.to_container(cfg.loader, resolve=True))
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    trainer = L.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=logger, callbacks=callbacks,
+                        default_root_dir=str(run_dir))
+    trainer.fit(module, make_loader(datasets["train"], loader_cfg, train=True, seed=cfg.seed),
+                make_loader(datasets["val"], loader_cfg, train=False, seed=cfg.seed))
+    best_path = run_dir / CHECKPOINT
+    best = SessionRiskModule.load_from_checkpoint(best_path, map_location="cpu") if best_path.exists() else module
+    return {name: predict_proba(best.net.cpu(), datasets[name], loader_cfg.eval_batch_size) for name in ("val", "test")}
+
+
+def fit_aggregates_baseline(cfg: DictConfig, prepared: Prepared) -> dict[str, np.ndarray]:
+    """LightGBM on per-session aggregates, aligned with the tokenized datasets' session order."""
+    params = OmegaConf.to_container(cfg.model, resolve=True)
+    params.pop("encoder")
+    aggregates = session_aggregates(prepared.events, prepared.spec).collect(engine="streaming")
+    frames = {}
+    for name, path in prepared.datasets.items():
+        order = pl.read_parquet(path, columns=[S.SESSION_ID, S.LABEL])
+        frames[name] = order.join(aggregates, on=S.SESSION_ID, how="left", maintain_order="left")
+    return fit_predict_lightgbm(frames["train"], frames["val"], {"test": frames["test"]}, seed=cfg.seed, **params)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train one model; returns the metrics dict (``val/pr_auc`` is what sweeps optimize)."""
+    """Train one model; returns the metrics dict (``val.pr_auc`` is what sweeps optimize)."""
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True)
@@ -85,41 +116,25 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     data_cfg = resolve_data_config(OmegaConf.to_container(cfg.data, resolve=True))
     features = OmegaConf.to_container(cfg.features, resolve=True)
     prepared = preprocess(data_cfg, features, run_dir)
-    spec = prepared.spec
-    datasets = {
-        name: TokenDataset(path, spec.fields, shuffle_order=features.get("shuffle_order", False), seed=cfg.seed)
-        for name, path in prepared.datasets.items()
-    }
-    model_cfg = model_config(OmegaConf.to_container(cfg.model, resolve=True), spec, features.get("exclude", []))
-    metrics_cfg = OmegaConf.to_container(cfg.metrics, resolve=True)
-    module = SessionRiskModule(model=model_cfg.to_dict(), optim=OmegaConf.to_container(cfg.optim, resolve=True),
-                               loss=OmegaConf.to_container(cfg.loss, resolve=True), metrics=metrics_cfg,
-                               spec=spec.to_dict())
-    loader_cfg = LoaderConfig(**OmegaConf.to_container(cfg.loader, resolve=True))
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    logger = build_logger(cfg, run_dir)
-    trainer = L.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=logger, callbacks=callbacks,
-                        default_root_dir=str(run_dir))
-    trainer.fit(module, make_loader(datasets["train"], loader_cfg, train=True, seed=cfg.seed),
-                make_loader(datasets["val"], loader_cfg, train=False, seed=cfg.seed))
+    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    if cfg.model.encoder == "lightgbm":
+        scores = fit_aggregates_baseline(cfg, prepared)
+    else:
+        scores = fit_sequence_model(cfg, prepared, features, logger)
 
-    best_path = run_dir / CHECKPOINT
-    best = SessionRiskModule.load_from_checkpoint(best_path, map_location="cpu") if best_path.exists() else module
     typologies = load_typologies(data_cfg.get("typologies"))
+    metrics_cfg = OmegaConf.to_container(cfg.metrics, resolve=True)
     (run_dir / PREDICTIONS_DIR).mkdir(exist_ok=True)
-    metrics: dict[str, Any] = {"epochs": trainer.current_epoch, "best_checkpoint": str(best_path)}
+    metrics: dict[str, Any] = {"model": cfg.model.encoder, "experiment": cfg.experiment_name}
     predictions = {}
     for name in ("val", "test"):
-        ds = datasets[name]
-        pred = pl.DataFrame({S.SESSION_ID: ds.session_ids, S.LABEL: ds.labels.astype(np.int8),
-                             S.SCORE: predict_proba(best.net.cpu(), ds, loader_cfg.eval_batch_size)})
+        pred = pl.read_parquet(prepared.datasets[name], columns=[S.SESSION_ID, S.LABEL])
+        pred = pred.with_columns(pl.Series(S.SCORE, scores[name], dtype=pl.Float32))
         pred.write_parquet(run_dir / PREDICTIONS_DIR / f"{name}.parquet")
         predictions[name] = pred
         metrics[name] = evaluate(pred, metrics_cfg, typologies)
     (run_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     log.info("val PR-AUC %.4f, test PR-AUC %.4f", metrics["val"]["pr_auc"], metrics["test"]["pr_auc"])
     if logger:
-        from seqfraud.training.wandb_report import log_run
-
         log_run(logger, metrics, predictions, run_dir)
     return metrics
