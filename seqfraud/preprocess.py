@@ -92,7 +92,7 @@ def preprocess(data_cfg: Mapping[str, Any], features_cfg: Mapping[str, Any], out
     spec.fit_info |= {"val_start": from_epoch_us(val_us), "test_start": from_epoch_us(test_us)}
     seqs = (
         sequences(loaded.events, spec, extra=(S.LABEL,))
-        .join(sessions.lazy().select(S.SESSION_ID, S.SPLIT), on=S.SESSION_ID, how="left")
+        .join(sessions.lazy().select(S.SESSION_ID, S.SPLIT), on=S.SESSION_ID, how="left", maintain_order="left")
         .collect(engine="streaming")
     )
     out = Path(out_dir)

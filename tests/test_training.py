@@ -1,0 +1,166 @@
+"""Training: configs compose, the model ignores padding, a smoke run writes its run directory, seeds repeat."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from seqfraud import schema as S
+from seqfraud.features.spec import Spec
+from seqfraud.models.sequence import ModelConfig, SessionClassifier
+from seqfraud.training.module import SessionRiskModule
+from seqfraud.training.train import model_config, train
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+
+def compose_train(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+@pytest.fixture(autouse=True)
+def _no_wandb(monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    os.environ["WANDB_MODE"] = "disabled"
+    out = tmp_path_factory.mktemp("smoke")
+    cfg = compose_train(["+experiment=smoke", f"paths.output_dir={out / 'run'}", f"paths.data_dir={out / 'data'}"])
+    return out / "run", train(cfg)
+
+
+def test_experiment_list_is_what_the_docs_promise():
+    assert {"synthetic_transformer", "synthetic_gru", "synthetic_lightgbm", "smoke", "ablation_shuffled_order",
+            "ablation_no_time"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_builds(experiment, smoke_run, tmp_path):
+    cfg = compose_train([f"+experiment={experiment}", f"paths.output_dir={tmp_path}"])
+    assert cfg.experiment_name == experiment
+    for callback in cfg.callbacks.values():
+        instantiate(callback)
+    if cfg.logger:
+        instantiate(cfg.logger)
+    spec = Spec.load(smoke_run[0] / "spec.json")
+    if cfg.model.encoder == "lightgbm":
+        return
+    model_cfg = model_config(OmegaConf.to_container(cfg.model), spec, list(cfg.features.exclude))
+    net = SessionClassifier(model_cfg).eval()
+    tokens = torch.full((2, 5, len(spec.fields)), 4, dtype=torch.long)
+    assert net(tokens, torch.tensor([5, 3])).shape == (2,)
+
+
+def test_ablation_configs_change_what_they_claim():
+    shuffled = compose_train(["+experiment=ablation_shuffled_order", "paths.output_dir=x"])
+    no_time = compose_train(["+experiment=ablation_no_time", "paths.output_dir=x"])
+    base = compose_train(["+experiment=synthetic_transformer", "paths.output_dir=x"])
+    assert shuffled.features.shuffle_order and not base.features.shuffle_order
+    assert list(no_time.features.exclude) == [S.TIME_DELTA] and list(base.features.exclude) == []
+    assert OmegaConf.to_container(shuffled.model) == OmegaConf.to_container(base.model)
+
+
+@pytest.mark.parametrize("encoder", ["transformer", "gru"])
+@pytest.mark.parametrize("fusion", ["concat", "sum"])
+def test_scores_do_not_depend_on_padding(encoder, fusion):
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_sizes=[12, 9, 20, 28], max_len=32, encoder=encoder, fusion=fusion, d_model=32,
+                      n_layers=2, n_heads=4)
+    net = SessionClassifier(cfg).eval()
+    lengths = torch.tensor([7, 3, 1, 5])
+    tokens = torch.randint(4, 9, (4, 7, 4))
+    for row, n in enumerate(lengths):
+        tokens[row, n:] = 0
+    base = net(tokens, lengths)
+    for extra in (1, 9, 25):
+        padded = torch.cat([tokens, torch.zeros(4, extra, 4, dtype=torch.long)], dim=1)
+        torch.testing.assert_close(net(padded, lengths), base, atol=1e-5, rtol=0)
+    # and each session alone, with no padding at all, scores the same as in the batch
+    for row, n in enumerate(lengths):
+        torch.testing.assert_close(net(tokens[row:row + 1, :n], lengths[row:row + 1]), base[row:row + 1],
+                                   atol=1e-5, rtol=0)
+
+
+def test_recency_positions_align_sessions_cut_from_the_front():
+    from seqfraud.models.sequence import recency_positions
+
+    assert recency_positions(torch.tensor([3, 1]), 4).tolist() == [[2, 1, 0, 0], [0, 0, 0, 0]]
+
+
+def test_smoke_run_writes_the_run_directory(smoke_run):
+    run_dir, metrics = smoke_run
+    for name in ("metrics.json", "predictions/val.parquet", "predictions/test.parquet", "spec.json",
+                 "checkpoints/best.ckpt", "config.yaml"):
+        assert (run_dir / name).is_file(), name
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert saved["val"]["pr_auc"] == pytest.approx(metrics["val"]["pr_auc"])
+    for key in ("pr_auc", "roc_auc", "recall_at_0.01_fpr", "precision_at_0.5_recall", "brier"):
+        assert 0.0 <= saved["test"][key] <= 1.0
+    from seqfraud.data.synthetic import KINDS
+
+    assert saved["test"]["per_typology"] and set(saved["test"]["per_typology"]) <= set(KINDS)
+    test = pl.read_parquet(run_dir / "predictions/test.parquet")
+    assert test.columns == [S.SESSION_ID, S.LABEL, S.SCORE]
+    assert test[S.SCORE].is_between(0, 1).all() and test.height == saved["test"]["n"]
+
+
+def test_checkpoint_and_spec_rebuild_the_model_without_yaml(smoke_run):
+    run_dir, _ = smoke_run
+    module = SessionRiskModule.load_from_checkpoint(run_dir / "checkpoints/best.ckpt", map_location="cpu")
+    spec = Spec.from_dict(module.hparams.spec)
+    assert spec.to_dict() == Spec.load(run_dir / "spec.json").to_dict()
+    from seqfraud.training.data import TokenDataset
+    from seqfraud.training.train import predict_proba
+
+    ds = TokenDataset(run_dir / "data/test.parquet", spec.fields)
+    scores = predict_proba(module.net, ds)
+    expected = pl.read_parquet(run_dir / "predictions/test.parquet")[S.SCORE].to_numpy()
+    assert abs(scores - expected).max() < 1e-6
+
+
+def test_same_seed_same_metrics(smoke_run, tmp_path):
+    run_dir, metrics = smoke_run
+    cfg = compose_train(["+experiment=smoke", f"paths.output_dir={tmp_path / 'again'}",
+                         f"paths.data_dir={run_dir.parent / 'data'}"])
+    again = train(cfg)
+    assert again["val"] == metrics["val"] and again["test"] == metrics["test"]
+
+
+def test_lightgbm_baseline_trains_on_the_same_splits(smoke_run, tmp_path):
+    run_dir, _ = smoke_run
+    cfg = compose_train(["+experiment=smoke", "model=lightgbm", f"paths.output_dir={tmp_path}",
+                         f"paths.data_dir={run_dir.parent / 'data'}", "model.num_boost_round=30"])
+    metrics = train(cfg)
+    assert metrics["model"] == "lightgbm" and 0 <= metrics["test"]["pr_auc"] <= 1
+    ours = pl.read_parquet(tmp_path / "predictions/test.parquet")
+    theirs = pl.read_parquet(run_dir / "predictions/test.parquet")
+    assert ours[S.SESSION_ID].to_list() == theirs[S.SESSION_ID].to_list()
+
+
+def test_multirun_of_two_jobs_makes_two_runs(tmp_path):
+    env = os.environ | {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}
+    cmd = [sys.executable, str(ROOT / "train.py"), "-m", "+experiment=smoke", "model.d_model=8,16",
+           "trainer.max_epochs=1", "data.synthetic.sessions=800", f"paths.data_dir={tmp_path / 'data'}",
+           f"hydra.sweep.dir={tmp_path / 'multirun'}", f"logger.save_dir={tmp_path}", "trainer.enable_progress_bar=false"]
+    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted((tmp_path / "multirun").glob("[0-9]*/metrics.json"))
+    assert len(jobs) == 2
+    assert {json.loads(p.read_text())["model"] for p in jobs} == {"transformer"}
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and runs[0].name.split("-")[-1] != runs[1].name.split("-")[-1]
