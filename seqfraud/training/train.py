@@ -71,7 +71,8 @@ def evaluate(pred: pl.DataFrame, metrics_cfg: dict, typologies: pl.DataFrame | N
     return out
 
 
-def fit_sequence_model(cfg: DictConfig, prepared: Prepared, features: dict, logger) -> dict[str, np.ndarray]:
+def fit_sequence_model(cfg: DictConfig, prepared: Prepared, features: dict, logger,
+                       extra_callbacks: list | None = None) -> dict[str, np.ndarray]:
     """Fit with Lightning; returns the best checkpoint's probabilities on val and test, in dataset order."""
     spec = prepared.spec
     run_dir = Path(cfg.paths.output_dir)
@@ -84,7 +85,7 @@ def fit_sequence_model(cfg: DictConfig, prepared: Prepared, features: dict, logg
                                loss=OmegaConf.to_container(cfg.loss, resolve=True),
                                metrics=OmegaConf.to_container(cfg.metrics, resolve=True), spec=spec.to_dict())
     loader_cfg = LoaderConfig(**OmegaConf.to_container(cfg.loader, resolve=True))
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + list(extra_callbacks or [])
     trainer = L.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=logger, callbacks=callbacks,
                         default_root_dir=str(run_dir))
     trainer.fit(module, make_loader(datasets["train"], loader_cfg, train=True, seed=cfg.seed),
@@ -106,8 +107,11 @@ def fit_aggregates_baseline(cfg: DictConfig, prepared: Prepared) -> dict[str, np
     return fit_predict_lightgbm(frames["train"], frames["val"], {"test": frames["test"]}, seed=cfg.seed, **params)
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train one model; returns the metrics dict (``val.pr_auc`` is what sweeps optimize)."""
+def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any]:
+    """Train one model; returns the metrics dict (``val.pr_auc`` is what sweeps optimize).
+
+    ``extra_callbacks`` are Lightning callbacks added to the configured ones (benchmarks use it to time steps).
+    """
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True)
@@ -120,7 +124,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.model.encoder == "lightgbm":
         scores = fit_aggregates_baseline(cfg, prepared)
     else:
-        scores = fit_sequence_model(cfg, prepared, features, logger)
+        scores = fit_sequence_model(cfg, prepared, features, logger, extra_callbacks)
 
     typologies = load_typologies(data_cfg.get("typologies"))
     metrics_cfg = OmegaConf.to_container(cfg.metrics, resolve=True)
