@@ -20,8 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqfraud import schema as S
 from seqfraud.metrics import classification_metrics, per_group_metrics
-from seqfraud.models.sequence import ModelConfig, SessionClassifier
 from seqfraud.baselines import fit_predict_lightgbm, session_aggregates
+from seqfraud.models.sequence import ModelConfig, SessionClassifier
 from seqfraud.preprocess import Prepared, preprocess, resolve_data_config
 from seqfraud.training.data import LoaderConfig, TokenDataset, make_loader
 from seqfraud.training.module import SessionRiskModule
@@ -56,17 +56,18 @@ def model_config(model_cfg: dict, spec, exclude: list[str]) -> ModelConfig:
     )
 
 
-def load_typologies(path: str | None) -> pl.DataFrame | None:
-    if not path or not Path(path).exists():
+def load_typologies(path: str | None, session_column: str) -> pl.DataFrame | None:
+    """An optional session -> typology table (the generator writes one) for per-typology metrics."""
+    if not path:
         return None
-    return pl.read_parquet(path).select(pl.col(S.SESSION_ID).cast(pl.String), pl.col(S.TYPOLOGY))
+    return pl.read_parquet(path).select(pl.col(session_column).cast(pl.String).alias(S.SESSION_ID), pl.col(S.TYPOLOGY))
 
 
 def evaluate(pred: pl.DataFrame, metrics_cfg: dict, typologies: pl.DataFrame | None) -> dict[str, Any]:
     """Overall metrics, plus per-typology ones when the generator's typologies are known."""
     out: dict[str, Any] = classification_metrics(pred[S.LABEL], pred[S.SCORE], **metrics_cfg)
     if typologies is not None:
-        joined = pred.join(typologies, on=S.SESSION_ID, how="left").with_columns(pl.col(S.TYPOLOGY).fill_null("?"))
+        joined = pred.join(typologies, on=S.SESSION_ID, how="left").with_columns(pl.col(S.TYPOLOGY).fill_null("unknown"))
         out["per_typology"] = per_group_metrics(joined[S.LABEL], joined[S.SCORE], joined[S.TYPOLOGY], **metrics_cfg)
     return out
 
@@ -126,7 +127,7 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
     else:
         scores = fit_sequence_model(cfg, prepared, features, logger, extra_callbacks)
 
-    typologies = load_typologies(data_cfg.get("typologies"))
+    typologies = load_typologies(data_cfg.get("typologies"), data_cfg["schema"]["session_id"])
     metrics_cfg = OmegaConf.to_container(cfg.metrics, resolve=True)
     (run_dir / PREDICTIONS_DIR).mkdir(exist_ok=True)
     metrics: dict[str, Any] = {"model": cfg.model.encoder, "experiment": cfg.experiment_name}
