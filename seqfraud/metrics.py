@@ -20,6 +20,15 @@ def precision_at_recall(y: np.ndarray, p: np.ndarray, recall: float) -> float:
     return float(precision[ok].max()) if ok.any() else 0.0
 
 
+def recall_key(fpr: float) -> str:
+    """Metric name of recall at ``fpr``, e.g. ``recall_at_0.01_fpr``: the one spelling readers look it up by."""
+    return f"recall_at_{fpr:g}_fpr"
+
+
+def precision_key(recall: float) -> str:
+    return f"precision_at_{recall:g}_recall"
+
+
 def classification_metrics(y, p, *, fpr: float = 0.01, recall: float = 0.5) -> dict[str, float]:
     """PR-AUC first; NaN where a metric is undefined (a slice with one class)."""
     y = np.asarray(y, dtype=np.int64)
@@ -29,8 +38,8 @@ def classification_metrics(y, p, *, fpr: float = 0.01, recall: float = 0.5) -> d
     nan = float("nan")
     out["pr_auc"] = float(average_precision_score(y, p)) if both else nan
     out["roc_auc"] = float(roc_auc_score(y, p)) if both else nan
-    out[f"recall_at_{fpr:g}_fpr"] = recall_at_fpr(y, p, fpr) if both else nan
-    out[f"precision_at_{recall:g}_recall"] = precision_at_recall(y, p, recall) if both else nan
+    out[recall_key(fpr)] = recall_at_fpr(y, p, fpr) if both else nan
+    out[precision_key(recall)] = precision_at_recall(y, p, recall) if both else nan
     out["brier"] = float(np.mean((p - y) ** 2)) if len(y) else nan
     return out
 

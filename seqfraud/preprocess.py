@@ -17,7 +17,7 @@ import polars as pl
 
 from seqfraud import schema as S
 from seqfraud.data.events import load_events
-from seqfraud.data.split import assign_split, from_epoch_us, split_boundaries
+from seqfraud.data.split import assign_split, before_test_end, from_epoch_us, split_boundaries, to_epoch_us
 from seqfraud.features.spec import Spec
 from seqfraud.features.tokens import fit_spec, sequences
 from seqfraud.schema import Schema
@@ -78,9 +78,11 @@ def preprocess(data_cfg: Mapping[str, Any], features_cfg: Mapping[str, Any], out
                          on_unlabeled=policy.get("on_unlabeled", "error"),
                          on_orphan_labels=policy.get("on_orphan_labels", "error"))
     split = data.get("split") or {}
-    val_us, test_us = split_boundaries(loaded.sessions, split.get("val_start"), split.get("test_start"),
-                                       split.get("val_fraction", 0.15), split.get("test_fraction", 0.15))
-    sessions = assign_split(loaded.sessions, val_us, test_us)
+    test_end = split.get("test_end")
+    in_range = before_test_end(loaded.sessions, test_end)
+    val_us, test_us = split_boundaries(in_range, split.get("val_start"), split.get("test_start"),
+                                       split.get("val_fraction", 0.15), split.get("test_fraction", 0.15), test_end)
+    sessions = assign_split(in_range, val_us, test_us)
     train_ids = sessions.lazy().filter(pl.col(S.SPLIT) == "train").select(S.SESSION_ID)
     train_events = loaded.events.join(train_ids, on=S.SESSION_ID, how="semi")
     spec = fit_spec(
@@ -108,12 +110,16 @@ def preprocess(data_cfg: Mapping[str, Any], features_cfg: Mapping[str, Any], out
         "splits": counts,
         "val_start": spec.fit_info["val_start"],
         "test_start": spec.fit_info["test_start"],
+        "test_end": from_epoch_us(to_epoch_us(test_end)) if test_end else None,
+        "sessions_after_test_end": loaded.sessions.height - in_range.height,
         "truncated_sessions": int((sessions["n_events"] > spec.max_len).sum()),
         "seconds": round(time.perf_counter() - t0, 3),
     }
     (out / REPORT_FILE).write_text(json.dumps(report, indent=2))
     for name, c in counts.items():
         log.info("%s: %s sessions, %s positive", name, c["sessions"], c["positives"])
+    if test_end:
+        log.info("test_end %s: %s later sessions left out", report["test_end"], report["sessions_after_test_end"])
     for key in ("orphan_labels_dropped", "unlabeled_sessions_dropped", "unlabeled_events_dropped"):
         if key in report:
             log.warning("policy: %s = %s", key, report[key])

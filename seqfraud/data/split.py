@@ -1,0 +1,65 @@
+"""Out-of-time split: a session belongs to the period of its first event."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import polars as pl
+
+from seqfraud import schema as S
+
+
+def to_epoch_us(value: str | datetime) -> int:
+    """ISO datetime (naive means UTC) to epoch microseconds."""
+    dt = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return int(dt.timestamp() * 1_000_000)
+
+
+def from_epoch_us(us: int) -> str:
+    return datetime.fromtimestamp(us / 1_000_000, tz=timezone.utc).isoformat()
+
+
+def split_boundaries(
+    sessions: pl.DataFrame,
+    val_start: str | None = None,
+    test_start: str | None = None,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    test_end: str | None = None,
+) -> tuple[int, int]:
+    """Boundaries in epoch microseconds; a missing one is the start time that leaves its fraction of sessions after it."""
+    starts = sessions[S.START_TIME].sort()
+    n = len(starts)
+
+    def from_end(fraction: float) -> int:
+        return int(starts[min(max(n - round(n * fraction), 0), n - 1)])
+
+    test_us = to_epoch_us(test_start) if test_start else from_end(test_fraction)
+    val_us = to_epoch_us(val_start) if val_start else from_end(test_fraction + val_fraction)
+    if val_us > test_us:
+        raise ValueError(f"data.split: val_start ({from_epoch_us(val_us)}) is after test_start ({from_epoch_us(test_us)})")
+    if test_end and to_epoch_us(test_end) <= test_us:
+        raise ValueError(f"data.split: test_end ({test_end}) is not after test_start ({from_epoch_us(test_us)})")
+    return val_us, test_us
+
+
+def before_test_end(sessions: pl.DataFrame, test_end: str | None) -> pl.DataFrame:
+    """Sessions that start before ``test_end`` (all when None); the rest belong to no split, so a backtest
+    window's test period can end before the data does."""
+    if not test_end:
+        return sessions
+    kept = sessions.filter(pl.col(S.START_TIME) < to_epoch_us(test_end))
+    if kept.height == 0:
+        raise ValueError(f"data.split: test_end ({test_end}) is before every session")
+    return kept
+
+
+def assign_split(sessions: pl.DataFrame, val_us: int, test_us: int) -> pl.DataFrame:
+    return sessions.with_columns(
+        pl.when(pl.col(S.START_TIME) >= test_us).then(pl.lit("test"))
+        .when(pl.col(S.START_TIME) >= val_us).then(pl.lit("val"))
+        .otherwise(pl.lit("train"))
+        .alias(S.SPLIT)
+    )

@@ -1,0 +1,82 @@
+"""Batch scoring of event logs larger than memory, in chunks of whole sessions.
+
+Sessions are split into ``K`` chunks by a hash of their id, and each chunk is one lazy filtered scan,
+so memory holds one chunk (about ``chunk_events`` events) at a time whatever the row order of the
+input. The next chunk is read and tokenized while the model scores the current one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterator
+
+import polars as pl
+from tqdm import tqdm
+
+from seqfraud.data.events import check_columns, scan_table
+from seqfraud.scoring.prepare import Sequences, normalized_events, polars_sequences, timestamp_unit
+from seqfraud.scoring.scorer import Scorer
+
+CHUNK_EVENTS = 1_000_000
+
+
+def iter_scores(scorer: Scorer, events: pl.LazyFrame, source: str, *, chunk_events: int = CHUNK_EVENTS,
+                progress: bool = True) -> Iterator[pl.DataFrame]:
+    """Score frames (``session_id, score, band``), one per chunk; together they equal ``scorer.score``."""
+    spec = scorer.spec
+    have = check_columns(events, spec.schema, source, with_label=False)
+    unit = timestamp_unit(events, have, spec)  # resolved once, so every chunk reads timestamps alike
+    counts = events.select(pl.len(), pl.col(spec.schema.session_id).n_unique().alias("sessions")).collect()
+    k = max(1, math.ceil(counts["len"].item() / chunk_events))
+    part = pl.col(spec.schema.session_id).hash(seed=0) % k
+
+    def prepare(i: int) -> Sequences:
+        chunk = events.filter(part == i) if k > 1 else events
+        return polars_sequences(normalized_events(chunk, spec, source, unit), spec)
+
+    with ThreadPoolExecutor(max_workers=1) as pool, tqdm(total=counts["sessions"].item(), unit="session",
+                                                          unit_scale=True, disable=not progress) as bar:
+        pending = pool.submit(prepare, 0)
+        for i in range(k):
+            seqs = pending.result()
+            if i + 1 < k:
+                pending = pool.submit(prepare, i + 1)
+            if len(seqs):
+                yield scorer.score_sequences(seqs)
+            bar.update(len(seqs))
+            bar.set_postfix(chunk=f"{i + 1}/{k}")
+
+
+def score_file(scorer: Scorer, events: str | os.PathLike, out: str | os.PathLike, *,
+               chunk_events: int = CHUNK_EVENTS, progress: bool = True) -> dict[str, int]:
+    """Score an event log (Parquet/CSV file, directory or glob) into a Parquet file, chunk by chunk.
+
+    The output appears only when complete (written beside it, then renamed). Rows are grouped by
+    chunk; sort by session id if order matters.
+    """
+    import pyarrow.parquet as pq
+
+    lf, source = scan_table(events)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial")
+    writer, n_sessions = None, 0
+    try:
+        for frame in iter_scores(scorer, lf, source, chunk_events=chunk_events, progress=progress):
+            table = frame.to_arrow()
+            writer = writer or pq.ParquetWriter(tmp, table.schema)
+            writer.write_table(table)
+            n_sessions += frame.height
+        if writer is None:
+            raise ValueError(f"{source}: no sessions to score")
+        writer.close()
+        os.replace(tmp, out)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    return {"sessions": n_sessions}

@@ -1,0 +1,169 @@
+"""Raw events to model inputs at scoring time, with the training code's own validation and token rules.
+
+Columns are checked and cast by :mod:`seqfraud.data.events` and sequences come from
+:func:`seqfraud.features.tokens.sequences`, exactly as in training. :func:`numpy_sequences` is the one
+second implementation of the token rules, kept because Polars spends milliseconds planning the query
+for a single session; a parity test holds it to the Polars path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import polars as pl
+
+from seqfraud import schema as S
+from seqfraud.data.events import (
+    DataValidationError,
+    _fail,
+    check_columns,
+    detect_timestamp_unit,
+    normalize,
+)
+from seqfraud.features.spec import FIRST_ID, MISSING, NAN, UNKNOWN, Spec
+from seqfraud.features.tokens import sequences
+
+EPOCH_UNITS = ("s", "ms", "us", "ns")
+
+
+@dataclass
+class Sequences:
+    """Sessions back to back: ``tokens[offsets[i]:offsets[i] + lengths[i]]`` are session i's kept events."""
+
+    session_ids: list[str]
+    tokens: np.ndarray  # [kept events, fields] int64, in time order within each session
+    lengths: np.ndarray  # [sessions] int64
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+
+def as_frame(events: Any, spec: Spec, source: str) -> pl.DataFrame:
+    """A Polars frame from a Polars frame, an Arrow table or a list of dicts (training column names).
+
+    Columns that hold only nulls get the type of their role, so a session without any amount is not
+    refused for its column type. Record keys outside the schema are ignored, like extra frame columns.
+    """
+    if isinstance(events, pl.DataFrame):
+        frame = events
+    elif isinstance(events, (list, tuple)):
+        frame = _records_frame(events, spec, source)
+    else:
+        try:
+            frame = pl.from_arrow(events)
+        except TypeError:
+            raise TypeError(f"events must be a Polars DataFrame, an Arrow table or a list of dicts, "
+                            f"not {type(events).__name__}") from None
+    if frame.height == 0:
+        raise DataValidationError(f"{source}: no events")
+    numeric = set(spec.schema.numerical)
+    nulls = [c for c in spec.schema.event_columns if c in frame.columns and frame.schema[c] == pl.Null]
+    if nulls:
+        frame = frame.with_columns(pl.col(c).cast(pl.Float64 if c in numeric else pl.String) for c in nulls)
+    return frame
+
+
+def _records_frame(records: Sequence[Any], spec: Spec, source: str) -> pl.DataFrame:
+    bad = sum(not isinstance(r, dict) for r in records)
+    if bad:
+        raise DataValidationError(f"{source}: {bad:,} event(s) are not objects of column -> value")
+    numeric = set(spec.schema.numerical)
+    columns = []
+    for c in spec.schema.event_columns:
+        if not any(c in r for r in records):
+            continue  # check_columns names it as missing
+        values = [r.get(c) for r in records]
+        try:
+            columns.append(pl.Series(c, values, dtype=pl.Float64 if c in numeric else None))
+        except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError):
+            types = sorted({type(v).__name__ for v in values if v is not None})
+            raise DataValidationError(
+                f"{source}: column {c!r}: values of types {types} cannot form one column"
+                + (" (expected numbers)" if c in numeric else "")
+            ) from None
+    return pl.DataFrame(columns)
+
+
+def timestamp_unit(lf: pl.LazyFrame, have: pl.Schema, spec: Spec) -> str:
+    """Integer epochs are read in the unit training found; the rest exactly as training reads them."""
+    if have[spec.schema.timestamp].is_integer() and spec.timestamp_unit in EPOCH_UNITS:
+        return spec.timestamp_unit
+    return detect_timestamp_unit(lf, spec.schema, have[spec.schema.timestamp])
+
+
+def normalized_events(lf: pl.LazyFrame, spec: Spec, source: str, unit: str | None = None) -> pl.DataFrame:
+    """Checked, cast and validated events (the training loader's contract, without labels).
+
+    ``unit`` fixes the timestamp unit for all chunks of one input; by default it is resolved here.
+    """
+    schema = spec.schema
+    have = check_columns(lf, schema, source, with_label=False)
+    unit = unit or timestamp_unit(lf, have, spec)
+    events = normalize(lf, schema, have, unit, with_label=False).collect()
+    if n := events[S.SESSION_ID].null_count():
+        _fail(source, schema.session_id, n, "have a null session id")
+    present = events[S.TS_PRESENT]
+    if n := int((~present).sum()):
+        _fail(source, schema.timestamp, n, "have a null timestamp")
+    if n := int((events[S.TS_US].is_null() & present).sum()):
+        _fail(source, schema.timestamp, n, "have a timestamp that does not parse")
+    return events.drop(S.TS_PRESENT)
+
+
+def polars_sequences(events: pl.DataFrame, spec: Spec) -> Sequences:
+    """The training path itself: :func:`seqfraud.features.tokens.sequences`."""
+    seqs = sequences(events.lazy(), spec).collect()
+    cols = [S.token_column(f) for f in spec.fields]
+    tokens = seqs.select(pl.col(c).explode() for c in cols).to_numpy().astype(np.int64)
+    return Sequences(seqs[S.SESSION_ID].to_list(), tokens, seqs[S.LENGTH].to_numpy().astype(np.int64))
+
+
+def numpy_sequences(events: pl.DataFrame, spec: Spec, vocab_index: dict[str, dict[str, int]]) -> Sequences:
+    """The token rules of :class:`~seqfraud.features.spec.Spec` in numpy, for inputs too small for Polars.
+
+    Sorted by (session, time, input row) like :func:`~seqfraud.features.tokens.sort_events`; buckets are
+    ``searchsorted(side="left")``, so ``FIRST_ID + #{edge < x}``; vocabularies are dict lookups
+    (``vocab_index`` from :func:`vocab_index`); sessions keep their last ``max_len`` events.
+    """
+    sid = events[S.SESSION_ID].to_numpy()
+    names, codes = np.unique(sid, return_inverse=True)
+    order = np.lexsort((events[S.ROW_INDEX].to_numpy(), events[S.TS_US].to_numpy(), codes))
+    codes = codes[order]
+    n = len(order)
+    first = np.r_[True, codes[1:] != codes[:-1]]
+    starts = np.flatnonzero(first)
+    counts = np.diff(np.r_[starts, n])
+    # Keep the last max_len events of each session: those less than max_len from its end.
+    ends = np.repeat(starts + counts, counts)
+    keep = order[ends - np.arange(n) <= spec.max_len]
+    ts = events[S.TS_US].to_numpy()[order]
+    delta = np.r_[np.nan, np.diff(ts).astype(np.float64) / 1e6]
+    delta_ids = _bucket(delta, np.zeros(n, bool), spec.edges[S.TIME_DELTA])
+    delta_ids[first] = MISSING
+    columns = []
+    for f in spec.fields:
+        if f == S.TIME_DELTA:
+            columns.append(delta_ids[ends - np.arange(n) <= spec.max_len])
+        elif f in vocab_index:
+            lookup = vocab_index[f]
+            values = events[f].gather(keep).to_list()
+            columns.append(np.array([MISSING if v is None else lookup.get(v, UNKNOWN) for v in values], np.int64))
+        else:
+            x = events[f].gather(keep)
+            columns.append(_bucket(x.to_numpy(), x.is_null().to_numpy(), spec.edges[f]))
+    lengths = np.minimum(counts, spec.max_len).astype(np.int64)
+    return Sequences(names.tolist(), np.stack(columns, axis=1), lengths)
+
+
+def _bucket(x: np.ndarray, null: np.ndarray, edges: list[float]) -> np.ndarray:
+    ids = np.searchsorted(np.asarray(edges, np.float64), x, side="left").astype(np.int64) + FIRST_ID
+    ids[np.isnan(x)] = NAN
+    ids[null] = MISSING
+    return ids
+
+
+def vocab_index(spec: Spec) -> dict[str, dict[str, int]]:
+    """Value -> token id for each categorical field, built once per scorer."""
+    return {f: {v: FIRST_ID + i for i, v in enumerate(vocab)} for f, vocab in spec.vocab.items()}

@@ -1,0 +1,126 @@
+"""``Scorer``: raw events in, one score and decision band per session out, from a verified artifact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import polars as pl
+import torch
+
+from seqfraud import schema as S
+from seqfraud.export.artifact import Model, open_artifact
+from seqfraud.features.spec import MISSING, Spec
+from seqfraud.scoring.prepare import (
+    Sequences,
+    as_frame,
+    normalized_events,
+    numpy_sequences,
+    polars_sequences,
+    vocab_index,
+)
+
+# Up to this many events the numpy token path runs; above it Polars' planning cost is amortized.
+FAST_PATH_MAX_EVENTS = 4096
+BANDS = ("approve", "review", "decline")
+
+
+def check_thresholds(thresholds: Mapping[str, float]) -> dict[str, float]:
+    if set(thresholds) != {"review", "decline"}:
+        raise ValueError(f"thresholds need exactly the keys 'review' and 'decline', got {sorted(thresholds)}")
+    review, decline = float(thresholds["review"]), float(thresholds["decline"])
+    if not 0.0 <= review <= decline <= 1.0:
+        raise ValueError(f"thresholds need 0 <= review <= decline <= 1, got review={review}, decline={decline}")
+    return {"review": review, "decline": decline}
+
+
+class Scorer:
+    """Applies the artifact's spec exactly as training did, then its model, then the decision bands.
+
+    Bands: ``approve`` below ``review``, ``review`` from ``review``, ``decline`` from ``decline``.
+    Thread-safe for concurrent :meth:`score` calls; set torch's thread count in the process that owns it.
+    """
+
+    def __init__(self, model: Model, spec: Spec, thresholds: Mapping[str, float], *, model_version: str,
+                 manifest: dict[str, Any] | None = None, batch_size: int = 256,
+                 fast_path_max_events: int = FAST_PATH_MAX_EVENTS):
+        self.model = model
+        self.spec = spec
+        self.thresholds = check_thresholds(thresholds)
+        self.model_version = model_version
+        self.manifest = manifest or {}
+        self.batch_size = batch_size
+        self.fast_path_max_events = fast_path_max_events
+        self._vocab_index = vocab_index(spec)
+
+    @classmethod
+    def load(cls, path: str | Path, fmt: str = "torchscript", thresholds: Mapping[str, float] | None = None,
+             **kwargs: Any) -> "Scorer":
+        """Verify the artifact (manifest, hashes, embedded spec) and load one model format.
+
+        ``thresholds`` overrides the artifact's bands, e.g. ``{"review": 0.3, "decline": 0.8}``.
+        """
+        artifact = open_artifact(path)
+        return cls(artifact.load_model(fmt), artifact.spec, thresholds or artifact.thresholds,
+                   model_version=artifact.run_id, manifest=artifact.manifest, **kwargs)
+
+    def score(self, events: Any, *, source: str = "events") -> pl.DataFrame:
+        """Events of one or many sessions (Polars, Arrow or list of dicts) to ``session_id, score, band``.
+
+        Rows come sorted by session id. Unseen categories score as the unknown id; sessions longer than
+        ``max_len`` keep their most recent events. Bad input raises ``DataValidationError`` naming the
+        column and the number of bad rows.
+        """
+        frame = as_frame(events, self.spec, source)
+        return self.score_normalized(normalized_events(frame.lazy(), self.spec, source))
+
+    def score_normalized(self, events: pl.DataFrame) -> pl.DataFrame:
+        """Score events already through :func:`~seqfraud.scoring.prepare.normalized_events`."""
+        return self.score_sequences(self.sequences(events))
+
+    def sequences(self, events: pl.DataFrame) -> Sequences:
+        """The numpy token path for small inputs, the Polars one otherwise; both give the same tokens."""
+        if events.height <= self.fast_path_max_events:
+            return numpy_sequences(events, self.spec, self._vocab_index)
+        return polars_sequences(events, self.spec)
+
+    def score_sequences(self, seqs: Sequences) -> pl.DataFrame:
+        scores = self.predict(seqs)
+        return pl.DataFrame({
+            S.SESSION_ID: pl.Series(seqs.session_ids, dtype=pl.String),
+            S.SCORE: pl.Series(scores, dtype=pl.Float32),
+            S.BAND: self.bands(scores),
+        })
+
+    def bands(self, scores: np.ndarray) -> pl.Series:
+        t = self.thresholds
+        idx = (scores >= t["review"]).astype(np.int8) + (scores >= t["decline"]).astype(np.int8)
+        return pl.Series(S.BAND, np.asarray(BANDS, dtype=object)[idx], dtype=pl.String)
+
+    def predict(self, seqs: Sequences) -> np.ndarray:
+        """Probabilities in session order; batches group similar lengths to keep padding low."""
+        lengths = seqs.lengths
+        offsets = np.r_[0, np.cumsum(lengths)]
+        out = np.empty(len(lengths), dtype=np.float32)
+        order = np.argsort(lengths, kind="stable")
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            lens = lengths[rows]
+            total = int(lens.sum())
+            before = np.repeat(np.cumsum(lens) - lens, lens)  # each event's offset inside its session's block
+            within = np.arange(total) - before
+            padded = np.zeros((len(rows), int(lens.max()), seqs.tokens.shape[1]), dtype=np.int64)
+            padded[np.repeat(np.arange(len(rows)), lens), within] = seqs.tokens[np.repeat(offsets[rows], lens) + within]
+            with torch.inference_mode():
+                out[rows] = self.model(torch.from_numpy(padded), torch.from_numpy(lens)).numpy()
+        return out
+
+    def warmup(self, lengths: tuple[int, ...] = (1, 16, 128)) -> None:
+        """A few forward passes, so the first real request does not pay for lazy initialization."""
+        n_fields = len(self.spec.fields)
+        for length in lengths:
+            length = min(length, self.spec.max_len)
+            tokens = np.full((length, n_fields), MISSING, dtype=np.int64)
+            for _ in range(3):
+                self.predict(Sequences(["warmup"], tokens, np.array([length], dtype=np.int64)))
