@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     os.environ.setdefault("WANDB_MODE", "disabled")
     results: dict[str, list[dict]] = {}
-    for experiment in args.experiments:
-        for seed in args.seeds:
+    for seed in args.seeds:  # seed-major, so a partial run already compares every model
+        for experiment in args.experiments:
             m = run(experiment, seed, args.sessions, args.work, args.overrides)
             results.setdefault(experiment, []).append(m)
             print(f"{experiment} seed={seed}: test PR-AUC {m['test']['pr_auc']:.3f} ({m['seconds']:.0f} s)",
