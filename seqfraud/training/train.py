@@ -17,6 +17,7 @@ import pytorch_lightning as L
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from seqfraud import schema as S
 from seqfraud.metrics import classification_metrics, per_group_metrics
@@ -91,8 +92,9 @@ def fit_sequence_model(cfg: DictConfig, prepared: Prepared, features: dict, logg
                         default_root_dir=str(run_dir))
     trainer.fit(module, make_loader(datasets["train"], loader_cfg, train=True, seed=cfg.seed),
                 make_loader(datasets["val"], loader_cfg, train=False, seed=cfg.seed))
-    best_path = run_dir / CHECKPOINT
-    best = SessionRiskModule.load_from_checkpoint(best_path, map_location="cpu") if best_path.exists() else module
+    # The checkpoint this fit wrote, never a stale file left in a reused run directory.
+    saved = [c.best_model_path for c in callbacks if isinstance(c, ModelCheckpoint) and c.best_model_path]
+    best = SessionRiskModule.load_from_checkpoint(saved[0], map_location="cpu") if saved else module
     return {name: predict_proba(best.net.cpu(), datasets[name], loader_cfg.eval_batch_size) for name in ("val", "test")}
 
 
