@@ -15,12 +15,12 @@ import polars as pl
 
 from seqfraud import schema as S
 from seqfraud.features.spec import Spec
-from seqfraud.features.tokens import seconds_since_previous, sort_events
 
 
 def session_aggregates(events: pl.LazyFrame, spec: Spec) -> pl.LazyFrame:
     """Normalized events to one feature row per session (column order is stable for a given spec)."""
-    dt = pl.col(S.TIME_DELTA)
+    # Timing statistics need only the sorted timestamps of a session, not its event order.
+    dt = pl.col(S.TS_US).sort().diff().drop_nulls().cast(pl.Float64) / 1e6
     aggs = [pl.len().alias("n_events"),
             ((pl.col(S.TS_US).max() - pl.col(S.TS_US).min()) / 1e6).alias("duration_s")]
     for c in spec.schema.categorical_fields:
@@ -35,10 +35,7 @@ def session_aggregates(events: pl.LazyFrame, spec: Spec) -> pl.LazyFrame:
     aggs += [dt.mean().alias("dt:mean"), dt.median().alias("dt:median"), dt.std().alias("dt:std"),
              dt.min().alias("dt:min"), dt.max().alias("dt:max"),
              (dt.std() / dt.mean()).alias("dt:cv"), (dt < 1.0).sum().alias("dt:under_1s")]
-    return (
-        events.pipe(sort_events).pipe(seconds_since_previous)
-        .group_by(S.SESSION_ID, maintain_order=True).agg(aggs)
-    )
+    return events.group_by(S.SESSION_ID).agg(aggs).sort(S.SESSION_ID)
 
 
 DEFAULT_PARAMS = {

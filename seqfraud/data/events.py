@@ -250,7 +250,13 @@ def load_events(
                 )
             report["orphan_labels_dropped"] = orphans.height
         sessions = sessions.join(labels, on=S.SESSION_ID, how="left")
-        events = events.join(labels.lazy(), on=S.SESSION_ID, how="left")
+        # A lookup, not a join: projection pushdown drops it from every query that never reads the label
+        # (fitting the spec, the aggregates), which a join cannot, and it keeps the scan's row order.
+        events = events.with_columns(
+            pl.col(S.SESSION_ID).replace_strict(labels[S.SESSION_ID], labels[S.LABEL],
+                                                default=pl.lit(None, labels[S.LABEL].dtype),
+                                                return_dtype=labels[S.LABEL].dtype).alias(S.LABEL)
+        )
 
     unlabeled = sessions.filter(pl.col(S.LABEL).is_null())
     if unlabeled.height:
