@@ -66,6 +66,14 @@ def test_every_experiment_composes_and_builds(experiment, smoke_run, tmp_path):
     assert net(tokens, torch.tensor([5, 3])).shape == (2,)
 
 
+def test_optuna_search_composes_with_its_sweeper():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["hparams_search=optuna", "paths.output_dir=x"], return_hydra_config=True)
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize" and sweeper.storage is None
+    assert "optim.lr" in sweeper.params and cfg.hydra.mode.name == "MULTIRUN"
+
+
 def test_ablation_configs_change_what_they_claim():
     shuffled = compose_train(["+experiment=ablation_shuffled_order", "paths.output_dir=x"])
     no_time = compose_train(["+experiment=ablation_no_time", "paths.output_dir=x"])

@@ -124,6 +124,8 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
     features = OmegaConf.to_container(cfg.features, resolve=True)
     prepared = preprocess(data_cfg, features, run_dir)
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    if logger:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     if cfg.model.encoder == "lightgbm":
         scores = fit_aggregates_baseline(cfg, prepared)
     else:
