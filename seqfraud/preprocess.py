@@ -89,6 +89,7 @@ def preprocess(data_cfg: Mapping[str, Any], features_cfg: Mapping[str, Any], out
         train_events, schema, timestamp_unit=loaded.timestamp_unit,
         max_len=int(features_cfg.get("max_len", 256)), min_count=int(features_cfg.get("min_count", 5)),
         max_vocab=int(features_cfg.get("max_vocab", 1000)), n_buckets=int(features_cfg.get("n_buckets", 16)),
+        tail_quantiles=tuple(features_cfg.get("tail_quantiles") or ()),
         time_delta=dict(features_cfg.get("time_delta") or {}),
     )
     spec.fit_info |= {"val_start": from_epoch_us(val_us), "test_start": from_epoch_us(test_us)}

@@ -36,9 +36,14 @@ def fit_spec(
     min_count: int = 5,
     max_vocab: int = 1000,
     n_buckets: int = 16,
+    tail_quantiles: tuple[float, ...] = (),
     time_delta: dict | None = None,
 ) -> Spec:
-    """Vocabularies and numeric edges from the training period only, so val and test cannot leak into it."""
+    """Vocabularies and numeric edges from the training period only, so val and test cannot leak into it.
+
+    Numeric edges are ``n_buckets`` equal-frequency quantiles plus ``tail_quantiles``: fraud often lives in
+    the last percent of amounts, which one equal-frequency top bucket would lump together.
+    """
     time_delta = time_delta or {}
     td_edges = time_delta_edges(
         time_delta.get("min_seconds", 0.25), time_delta.get("max_seconds", 86_400.0), time_delta.get("n_buckets", 24)
@@ -49,7 +54,9 @@ def fit_spec(
         .sort(["n", c], descending=[True, False]).head(max_vocab)
         for c in schema.categorical_fields
     ]
-    probs = [i / n_buckets for i in range(1, n_buckets)]
+    if any(not 0 < q < 1 for q in tail_quantiles):
+        raise ValueError(f"features.tail_quantiles must lie strictly between 0 and 1, got {list(tail_quantiles)}")
+    probs = sorted({i / n_buckets for i in range(1, n_buckets)} | set(tail_quantiles))
     quantile_query = train_events.select(
         *[
             pl.col(c).filter(pl.col(c).is_finite()).quantile(q, "nearest").alias(f"{c}@{i}")
@@ -77,6 +84,7 @@ def fit_spec(
         "min_count": min_count,
         "max_vocab": max_vocab,
         "n_buckets": n_buckets,
+        "tail_quantiles": list(tail_quantiles),
     }
     return Spec(schema=schema, timestamp_unit=timestamp_unit, max_len=max_len, vocab=vocab, edges=edges,
                 fit_info=fit_info, versions=library_versions())
