@@ -39,6 +39,11 @@ HN_CONTEXT = f"{HARD_NEGATIVE}_context"
 HN_AMOUNT = f"{HARD_NEGATIVE}_amount"
 HN_GIFT_CARD = f"{HARD_NEGATIVE}_gift_card"
 HARD_NEGATIVES = (HN_ORDER, HN_FAST, HN_CONTEXT, HN_AMOUNT, HN_GIFT_CARD)
+# The legitimate look-alikes of each fraud typology: telling the two apart needs exactly the typology's signal.
+HARD_NEGATIVE_OF = {
+    ATO_ORDER: HN_ORDER, BOT_TIMING: HN_FAST, RISKY_CONTEXT: HN_CONTEXT, AMOUNT_SPIKE: HN_AMOUNT,
+    LATE_VARIANT: HN_GIFT_CARD,
+}
 
 KINDS = (LEGIT, *HARD_NEGATIVES, *TYPOLOGIES)
 _K = {name: i for i, name in enumerate(KINDS)}
