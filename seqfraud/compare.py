@@ -1,0 +1,220 @@
+"""Leaderboard of run directories, read from the directories alone (no W&B server needed).
+
+``python -m seqfraud.compare RUN_DIR... [--out DIR]`` takes run directories, or directories holding runs (a
+multirun sweep, a backtest), ranks the runs by validation PR-AUC, and writes ``leaderboard.md``,
+``leaderboard.html`` (self-contained) and ``pr_curves.png`` (every run's test PR curve in one plot).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from omegaconf import OmegaConf
+
+from seqfraud import schema as S
+from seqfraud.metrics import precision_key, recall_key
+from seqfraud.training.train import METRICS_FILE, PREDICTIONS_DIR
+
+CONFIG_FILE = "config.yaml"
+OUTPUT_FILES = ("leaderboard.md", "leaderboard.html", "pr_curves.png")
+
+
+@dataclass
+class Run:
+    name: str
+    path: Path
+    metrics: dict[str, Any]
+    config: dict[str, Any]
+
+
+def recall_label(fpr: float) -> str:
+    return f"recall@{fpr * 100:g}%FPR"
+
+
+def fmt(v: float | None) -> str:
+    return "n/a" if v is None or math.isnan(v) else f"{v:.3f}"
+
+
+def typology_columns(seen) -> list[str]:
+    """Typologies worth a column: every reported group except the synthetic generator's legitimate kinds."""
+    from seqfraud.data.synthetic import KINDS, TYPOLOGIES
+
+    seen = list(dict.fromkeys(seen))
+    return [t for t in TYPOLOGIES if t in seen] + [t for t in seen if t not in KINDS]
+
+
+def find_runs(paths: Sequence[str | Path]) -> list[Path]:
+    """Each path is a run directory (it holds metrics.json) or holds run directories somewhere below it."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if (p / METRICS_FILE).is_file():
+            found.append(p)
+            continue
+        below = sorted(m.parent for m in p.rglob(METRICS_FILE)) if p.is_dir() else []
+        if not below:
+            raise FileNotFoundError(f"{p}: no {METRICS_FILE} in it or below it, so it is not a run directory "
+                                    "(train.py writes one per run)")
+        found += below
+    return list(dict.fromkeys(p.resolve() for p in found))
+
+
+def load_run(path: Path, name: str) -> Run:
+    test = path / PREDICTIONS_DIR / "test.parquet"
+    if not test.is_file():
+        raise FileNotFoundError(f"{path}: no {PREDICTIONS_DIR}/test.parquet, so it is not a complete run directory")
+    metrics = json.loads((path / METRICS_FILE).read_text())
+    for split in ("val", "test"):
+        if split not in metrics:
+            raise ValueError(f"{path / METRICS_FILE}: no {split!r} metrics")
+    config = OmegaConf.to_container(OmegaConf.load(path / CONFIG_FILE)) if (path / CONFIG_FILE).is_file() else {}
+    return Run(name=name, path=path, metrics=metrics, config=config)
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        out |= _flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
+    return out
+
+
+def config_differences(runs: list[Run]) -> list[str]:
+    """Per run, the config values that differ between the runs (what a sweep varied); run paths left out."""
+    flat = [_flat(r.config) for r in runs]
+    own = [str(f.get("paths.output_dir", "\0")) for f in flat]
+    keys = dict.fromkeys(k for f in flat for k in f if not k.startswith("paths."))
+    varying = [k for k in keys
+               if len({repr(f.get(k)) for f in flat}) > 1
+               and not any(o in str(f.get(k)) for f, o in zip(flat, own))]
+    return [" ".join(f"{k}={f[k]}" for k in varying if f.get(k) is not None) for f in flat]
+
+
+def leaderboard(runs: list[Run], fpr: float = 0.01, recall: float = 0.5) -> list[dict[str, Any]]:
+    """One row per run, best validation PR-AUC first (runs without one last)."""
+    rk, pk = recall_key(fpr), precision_key(recall)
+    typologies = typology_columns(t for r in runs for t in r.metrics["test"].get("per_typology", {}))
+    rows = []
+    for run, differs in zip(runs, config_differences(runs)):
+        val, test = run.metrics["val"], run.metrics["test"]
+        missing = [k for k in (rk, pk) if k not in test]
+        if missing:
+            raise ValueError(f"{run.path / METRICS_FILE}: no {missing} (the run used other metrics.fpr/recall); "
+                             "pass the run's operating points with --fpr/--recall")
+        per = test.get("per_typology", {})
+        rows.append({
+            "run": run.name, "experiment": run.metrics.get("experiment", ""), "model": run.metrics.get("model", ""),
+            "config": differs, "val_pr_auc": val["pr_auc"], "test_pr_auc": test["pr_auc"],
+            "test_roc_auc": test["roc_auc"], rk: test[rk], pk: test[pk], "test_brier": test["brier"],
+            "per_typology": {t: per[t][rk] if t in per else float("nan") for t in typologies},
+            "path": str(run.path),
+        })
+    return sorted(rows, key=lambda r: -r["val_pr_auc"] if not math.isnan(r["val_pr_auc"]) else math.inf)
+
+
+def _table(rows: list[dict], fpr: float, recall: float) -> tuple[list[str], list[list[str]]]:
+    rk, pk = recall_key(fpr), precision_key(recall)
+    typologies = list(rows[0]["per_typology"]) if rows else []
+    head = ["rank", "run", "experiment", "model", "config", "val PR-AUC", "test PR-AUC", "ROC-AUC",
+            recall_label(fpr), f"precision@{recall * 100:g}%recall", "Brier", *[f"{t} {recall_label(fpr)}" for t in typologies]]
+    body = [[str(i), r["run"], r["experiment"], r["model"], r["config"], fmt(r["val_pr_auc"]), fmt(r["test_pr_auc"]),
+             fmt(r["test_roc_auc"]), fmt(r[rk]), fmt(r[pk]), fmt(r["test_brier"]),
+             *[fmt(r["per_typology"][t]) for t in typologies]] for i, r in enumerate(rows, 1)]
+    return head, body
+
+
+def plot_pr_curves(runs: list[Run], rows: list[dict], path: Path) -> None:
+    """Test PR curves of all runs in leaderboard order; the legend gives each run's test PR-AUC."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import precision_recall_curve
+
+    by_name = {r.name: r for r in runs}
+    fig, ax = plt.subplots(figsize=(6.4, 5.0))
+    colors = plt.cm.tab10.colors if len(rows) <= 10 else plt.cm.tab20.colors
+    for i, row in enumerate(rows):
+        pred = pl.read_parquet(by_name[row["run"]].path / PREDICTIONS_DIR / "test.parquet", columns=[S.LABEL, S.SCORE])
+        if not 0 < pred[S.LABEL].sum() < pred.height:
+            continue
+        precision, rec, _ = precision_recall_curve(pred[S.LABEL].to_numpy(), pred[S.SCORE].to_numpy())
+        ax.plot(rec, precision, drawstyle="steps-post", color=colors[i % len(colors)], lw=1.3,
+                label=f"{row['run']} ({fmt(row['test_pr_auc'])})")
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="test PR curves (PR-AUC)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_markdown(rows: list[dict], fpr: float, recall: float, path: Path) -> None:
+    head, body = _table(rows, fpr, recall)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in body]
+    path.write_text("Leaderboard, best validation PR-AUC first; test metrics on the out-of-time test split.\n\n"
+                    + "\n".join(lines) + f"\n\n![test PR curves]({OUTPUT_FILES[2]})\n")
+
+
+def write_html(rows: list[dict], fpr: float, recall: float, png: Path, path: Path) -> None:
+    """One file to mail around: the PR-curve PNG is embedded as base64."""
+    head, body = _table(rows, fpr, recall)
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    trs = "\n".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>" for cells in body)
+    img = base64.b64encode(png.read_bytes()).decode("ascii")
+    path.write_text(f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>seqfraud leaderboard</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;font-size:13px}}
+th,td{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:nth-child(-n+5),th{{text-align:left}}
+tr:nth-child(even){{background:#f6f6f6}}</style></head><body>
+<h1>Leaderboard</h1><p>Best validation PR-AUC first; test metrics on the out-of-time test split.</p>
+<table><tr>{th}</tr>
+{trs}
+</table>
+<h2>Test PR curves</h2><img alt="test PR curves" src="data:image/png;base64,{img}">
+</body></html>
+""")
+
+
+def compare(paths: Sequence[str | Path], out_dir: str | Path | None = None, *, fpr: float = 0.01,
+            recall: float = 0.5) -> list[dict[str, Any]]:
+    """Rank the runs under ``paths`` and write the leaderboard files into ``out_dir`` (default: their common parent)."""
+    dirs = find_runs(paths)
+    common = Path(os.path.commonpath([d.parent for d in dirs]))
+    runs = [load_run(d, str(d.relative_to(common))) for d in dirs]
+    rows = leaderboard(runs, fpr, recall)
+    out = Path(out_dir) if out_dir else common
+    out.mkdir(parents=True, exist_ok=True)
+    md, page, png = (out / f for f in OUTPUT_FILES)
+    plot_pr_curves(runs, rows, png)
+    write_markdown(rows, fpr, recall, md)
+    write_html(rows, fpr, recall, png, page)
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Rank run directories by validation PR-AUC: Markdown, HTML, PR curves.")
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories, or directories holding runs")
+    parser.add_argument("--out", type=Path, default=None, help="output directory (default: the runs' common parent)")
+    parser.add_argument("--fpr", type=float, default=0.01, help="operating point the runs report recall at")
+    parser.add_argument("--recall", type=float, default=0.5, help="operating point the runs report precision at")
+    args = parser.parse_args(argv)
+    try:
+        rows = compare(args.runs, args.out, fpr=args.fpr, recall=args.recall)
+    except (FileNotFoundError, ValueError) as e:
+        parser.error(str(e))
+    head, body = _table(rows, args.fpr, args.recall)
+    print("\n".join("\t".join(cells) for cells in [head, *body]))
+
+
+if __name__ == "__main__":
+    main()

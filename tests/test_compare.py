@@ -1,0 +1,69 @@
+"""Comparison: run directories become one leaderboard ranked by validation PR-AUC, with PR curves."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from seqfraud.compare import compare, main
+from seqfraud.training.train import train
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two LightGBM runs on the smoke data that differ in one setting, as a two-job multirun would."""
+    os.environ["WANDB_MODE"] = "disabled"
+    out = tmp_path_factory.mktemp("compare")
+    for job, rounds in (("0", 3), ("1", 40)):
+        overrides = ["+experiment=smoke", "model=lightgbm", "logger=none", f"model.num_boost_round={rounds}", "+model.num_threads=1",
+                     f"paths.data_dir={out / 'data'}", f"paths.output_dir={out / 'multirun' / job}"]
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            train(compose("train", overrides=overrides))
+    return out / "multirun"
+
+
+def test_two_runs_make_a_leaderboard_ranked_by_val_pr_auc(runs, tmp_path):
+    rows = compare([runs / "0", runs / "1"], tmp_path)
+    val = {job: json.loads((runs / job / "metrics.json").read_text())["val"]["pr_auc"] for job in ("0", "1")}
+    assert [r["run"] for r in rows] == sorted(val, key=val.get, reverse=True)
+    assert [r["val_pr_auc"] for r in rows] == sorted(val.values(), reverse=True)
+    assert {r["config"] for r in rows} == {"model.num_boost_round=3", "model.num_boost_round=40"}
+    assert all(r["model"] == "lightgbm" and r["experiment"] == "smoke" for r in rows)
+    md = (tmp_path / "leaderboard.md").read_text()
+    table = [line for line in md.splitlines() if line.startswith("| ")]
+    assert len(table) == 3 and "recall@1%FPR" in table[0] and "late_variant recall@1%FPR" in table[0]
+    assert table[1].startswith(f"| 1 | {rows[0]['run']} |")
+    page = (tmp_path / "leaderboard.html").read_text()
+    assert "data:image/png;base64," in page and page.count("<tr>") == 3
+    assert (tmp_path / "pr_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_multirun_directory_is_searched_for_runs(runs):
+    rows = compare([runs])  # writes next to the runs by default
+    assert sorted(r["run"] for r in rows) == ["0", "1"]
+    assert all((runs / f).is_file() for f in ("leaderboard.md", "leaderboard.html", "pr_curves.png"))
+
+
+def test_a_directory_without_runs_is_named_in_the_error(tmp_path, capsys):
+    empty = tmp_path / "not_a_run"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="not_a_run: no metrics.json"):
+        compare([empty])
+    with pytest.raises(SystemExit):
+        main([str(empty)])
+    assert str(empty) in capsys.readouterr().err
+
+
+def test_a_run_without_predictions_is_named_in_the_error(runs, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    shutil.copy(runs / "0" / "metrics.json", broken / "metrics.json")
+    with pytest.raises(FileNotFoundError, match="broken: no predictions/test.parquet"):
+        compare([broken])
