@@ -14,9 +14,10 @@ import os
 import platform
 import shutil
 import tempfile
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -109,9 +110,14 @@ def export_run(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; the artifact is for a serving user to read
         (tmp / SPEC_FILE).write_text(spec.to_json())
         for fmt in formats:
-            FORMATS[fmt].save(model, spec, tmp / FORMATS[fmt].file)
+            try:
+                FORMATS[fmt].save(model, spec, tmp / FORMATS[fmt].file)
+            except Exception as e:  # tracing and scripting fail with their own error types
+                raise ExportError(f"cannot export the model to {fmt}: {str(e).strip().splitlines()[0]} "
+                                  f"(export other formats with formats=[...])") from e
         loaded = {fmt: FORMATS[fmt].load(tmp / FORMATS[fmt].file)[0] for fmt in formats}
         parity = {"tolerance": tolerance,
                   "validation": check_model_parity(model, loaded, run_dir, spec, tolerance, parity_sessions)}
@@ -150,7 +156,8 @@ def export_run(
 def read_run(run_dir: Path) -> tuple[Spec, SessionRiskModule, str]:
     """The spec, the best checkpoint's module in eval mode, and the checkpoint's SHA-256."""
     ckpt = run_dir / CHECKPOINT
-    for needed in (ckpt, run_dir / SPEC_FILE, run_dir / METRICS_FILE, run_dir / PREDICTIONS_DIR / "val.parquet"):
+    for needed in (ckpt, run_dir / SPEC_FILE, run_dir / METRICS_FILE, run_dir / "config.yaml",
+                   *(run_dir / PREDICTIONS_DIR / f"{split}.parquet" for split in ("val", "test"))):
         if not needed.is_file():
             raise ExportError(f"{run_dir}: no {needed.relative_to(run_dir)}; export needs a finished "
                               "sequence-model run (python train.py ...)")
@@ -176,7 +183,7 @@ def decision_thresholds(val: pl.DataFrame, review_fpr: float, decline_fpr: float
         raise ExportError("the validation predictions hold no negatives to set thresholds on")
 
     def at(fpr: float) -> tuple[float, dict[str, Any]]:
-        k = int(math.floor(fpr * len(neg)))
+        k = math.floor(fpr * len(neg))
         t = float(np.nextafter(neg[k], np.float32(np.inf))) if k < len(neg) else 0.0
         return t, {"target_fpr": fpr, "fpr": float(np.mean(neg >= t)),
                    "recall": float(np.mean(pos >= t)) if len(pos) else None,
@@ -189,7 +196,7 @@ def decision_thresholds(val: pl.DataFrame, review_fpr: float, decline_fpr: float
         "decline": decline,
         "bands": "approve: score < review; review: review <= score < decline; decline: score >= decline",
         "method": "lowest score whose false-positive rate on the validation negatives is at most the target",
-        "validation": {"negatives": int(len(neg)), "positives": int(len(pos)),
+        "validation": {"negatives": len(neg), "positives": len(pos),
                        "review": review_stats, "decline": decline_stats},
     }
 

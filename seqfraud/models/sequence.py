@@ -101,7 +101,13 @@ class TransformerSessionEncoder(nn.Module):
         x = x + self.position(recency_positions(lengths, seq_len))
         x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)
         pad = torch.cat([torch.zeros_like(lengths, dtype=torch.bool).unsqueeze(1), padding_mask(lengths, seq_len)], 1)
-        h = self.encoder(x, src_key_padding_mask=pad)
+        if torch.jit.is_scripting() and not bool(pad.any()):
+            # Served TorchScript, nothing padded (one session, or a batch of equal lengths): without a mask the
+            # CPU fast path skips its masked softmax, several times slower than the rest of attention on long
+            # sessions. Eager and torch.export never branch on data here.
+            h = self.encoder(x)
+        else:
+            h = self.encoder(x, src_key_padding_mask=pad)
         return self.norm(h[:, 0])
 
 

@@ -8,4 +8,4 @@ from seqfraud.data.events import DataValidationError
 from seqfraud.export.artifact import ArtifactError
 from seqfraud.scoring.scorer import BANDS, Scorer
 
-__all__ = ["ArtifactError", "BANDS", "DataValidationError", "Scorer"]
+__all__ = ["BANDS", "ArtifactError", "DataValidationError", "Scorer"]

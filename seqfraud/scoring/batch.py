@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator
 
 import polars as pl
 from tqdm import tqdm
 
-from seqfraud.data.events import check_columns, scan_table
+from seqfraud.data.events import DataValidationError, check_columns, scan_table
 from seqfraud.scoring.prepare import Sequences, normalized_events, polars_sequences, timestamp_unit
 from seqfraud.scoring.scorer import Scorer
 
@@ -71,7 +71,7 @@ def score_file(scorer: Scorer, events: str | os.PathLike, out: str | os.PathLike
             writer.write_table(table)
             n_sessions += frame.height
         if writer is None:
-            raise ValueError(f"{source}: no sessions to score")
+            raise DataValidationError(f"{source}: the event log is empty")
         writer.close()
         os.replace(tmp, out)
     except BaseException:

@@ -8,8 +8,9 @@ for a single session; a parity test holds it to the Polars path.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -30,7 +31,7 @@ EPOCH_UNITS = ("s", "ms", "us", "ns")
 
 @dataclass
 class Sequences:
-    """Sessions back to back: ``tokens[offsets[i]:offsets[i] + lengths[i]]`` are session i's kept events."""
+    """Sessions back to back: session i's kept events are ``lengths[i]`` rows of ``tokens``, after ``lengths[:i].sum()``."""
 
     session_ids: list[str]
     tokens: np.ndarray  # [kept events, fields] int64, in time order within each session
@@ -44,7 +45,8 @@ def as_frame(events: Any, spec: Spec, source: str) -> pl.DataFrame:
     """A Polars frame from a Polars frame, an Arrow table or a list of dicts (training column names).
 
     Columns that hold only nulls get the type of their role, so a session without any amount is not
-    refused for its column type. Record keys outside the schema are ignored, like extra frame columns.
+    refused for its column type. In a list of dicts, categorical and numeric fields may be left out
+    (null, like JSON without the key); keys outside the schema are ignored, like extra frame columns.
     """
     if isinstance(events, pl.DataFrame):
         frame = events
@@ -69,19 +71,20 @@ def _records_frame(records: Sequence[Any], spec: Spec, source: str) -> pl.DataFr
     bad = sum(not isinstance(r, dict) for r in records)
     if bad:
         raise DataValidationError(f"{source}: {bad:,} event(s) are not objects of column -> value")
-    numeric = set(spec.schema.numerical)
+    s = spec.schema
+    optional = {*s.categorical, *s.numerical}
     columns = []
-    for c in spec.schema.event_columns:
-        if not any(c in r for r in records):
-            continue  # check_columns names it as missing
+    for c in s.event_columns:
+        if c not in optional and not any(c in r for r in records):
+            continue  # a required column nobody sent: check_columns names it
         values = [r.get(c) for r in records]
         try:
-            columns.append(pl.Series(c, values, dtype=pl.Float64 if c in numeric else None))
+            columns.append(pl.Series(c, values, dtype=pl.Float64 if c in s.numerical else None))
         except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError):
             types = sorted({type(v).__name__ for v in values if v is not None})
             raise DataValidationError(
                 f"{source}: column {c!r}: values of types {types} cannot form one column"
-                + (" (expected numbers)" if c in numeric else "")
+                + (" (expected numbers)" if c in s.numerical else "")
             ) from None
     return pl.DataFrame(columns)
 
@@ -96,20 +99,24 @@ def timestamp_unit(lf: pl.LazyFrame, have: pl.Schema, spec: Spec) -> str:
 def normalized_events(lf: pl.LazyFrame, spec: Spec, source: str, unit: str | None = None) -> pl.DataFrame:
     """Checked, cast and validated events (the training loader's contract, without labels).
 
-    ``unit`` fixes the timestamp unit for all chunks of one input; by default it is resolved here.
+    ``unit`` fixes the timestamp unit for all chunks of one input; by default it is resolved here. The
+    frame keeps normalize's timestamp-presence column: dropping it would cost a query per request.
     """
     schema = spec.schema
     have = check_columns(lf, schema, source, with_label=False)
     unit = unit or timestamp_unit(lf, have, spec)
-    events = normalize(lf, schema, have, unit, with_label=False).collect()
+    try:
+        events = normalize(lf, schema, have, unit, with_label=False).collect()
+    except pl.exceptions.PolarsError as e:  # e.g. an integer epoch beyond int64; Polars names the column
+        raise DataValidationError(f"{source}: {str(e).splitlines()[0]}") from None
     if n := events[S.SESSION_ID].null_count():
         _fail(source, schema.session_id, n, "have a null session id")
-    present = events[S.TS_PRESENT]
-    if n := int((~present).sum()):
-        _fail(source, schema.timestamp, n, "have a null timestamp")
-    if n := int((events[S.TS_US].is_null() & present).sum()):
+    n_null = events.height - int(events[S.TS_PRESENT].sum())
+    if n_null:
+        _fail(source, schema.timestamp, n_null, "have a null timestamp")
+    if n := events[S.TS_US].null_count():  # not null on input, so null because it did not parse
         _fail(source, schema.timestamp, n, "have a timestamp that does not parse")
-    return events.drop(S.TS_PRESENT)
+    return events
 
 
 def polars_sequences(events: pl.DataFrame, spec: Spec) -> Sequences:
@@ -123,41 +130,46 @@ def polars_sequences(events: pl.DataFrame, spec: Spec) -> Sequences:
 def numpy_sequences(events: pl.DataFrame, spec: Spec, vocab_index: dict[str, dict[str, int]]) -> Sequences:
     """The token rules of :class:`~seqfraud.features.spec.Spec` in numpy, for inputs too small for Polars.
 
-    Sorted by (session, time, input row) like :func:`~seqfraud.features.tokens.sort_events`; buckets are
+    Sorted by (session, time, input row) like :func:`~seqfraud.features.tokens.sequences`; buckets are
     ``searchsorted(side="left")``, so ``FIRST_ID + #{edge < x}``; vocabularies are dict lookups
     (``vocab_index`` from :func:`vocab_index`); sessions keep their last ``max_len`` events.
     """
-    sid = events[S.SESSION_ID].to_numpy()
-    names, codes = np.unique(sid, return_inverse=True)
-    order = np.lexsort((events[S.ROW_INDEX].to_numpy(), events[S.TS_US].to_numpy(), codes))
-    codes = codes[order]
-    n = len(order)
+    n = events.height
+    sid = events[S.SESSION_ID]
+    if sid.n_unique() == 1:
+        names, codes = [sid[0]], np.zeros(n, dtype=np.int64)
+    else:
+        uniques, codes = np.unique(sid.to_numpy(), return_inverse=True)
+        names = uniques.tolist()
+    ts = events[S.TS_US].to_numpy()
+    order = np.lexsort((events[S.ROW_INDEX].to_numpy(), ts, codes))
+    codes, ts = codes[order], ts[order]
     first = np.r_[True, codes[1:] != codes[:-1]]
     starts = np.flatnonzero(first)
     counts = np.diff(np.r_[starts, n])
-    # Keep the last max_len events of each session: those less than max_len from its end.
-    ends = np.repeat(starts + counts, counts)
-    keep = order[ends - np.arange(n) <= spec.max_len]
-    ts = events[S.TS_US].to_numpy()[order]
-    delta = np.r_[np.nan, np.diff(ts).astype(np.float64) / 1e6]
-    delta_ids = _bucket(delta, np.zeros(n, bool), spec.edges[S.TIME_DELTA])
-    delta_ids[first] = MISSING
+    # The last max_len events of each session: those fewer than max_len from its end (sorted positions).
+    kept = np.repeat(starts + counts, counts) - np.arange(n) <= spec.max_len
+    rows = order[kept]  # the same events as input rows
     columns = []
     for f in spec.fields:
         if f == S.TIME_DELTA:
-            columns.append(delta_ids[ends - np.arange(n) <= spec.max_len])
+            delta = np.r_[np.nan, np.diff(ts).astype(np.float64) / 1e6]
+            ids = _bucket(delta, first, spec.edges[f])[kept]
         elif f in vocab_index:
             lookup = vocab_index[f]
-            values = events[f].gather(keep).to_list()
-            columns.append(np.array([MISSING if v is None else lookup.get(v, UNKNOWN) for v in values], np.int64))
+            ids = np.array([MISSING if v is None else lookup.get(v, UNKNOWN) for v in events[f].to_list()],
+                           dtype=np.int64)[rows]
         else:
-            x = events[f].gather(keep)
-            columns.append(_bucket(x.to_numpy(), x.is_null().to_numpy(), spec.edges[f]))
+            x = events[f]
+            null = np.array([v is None for v in x.to_list()]) if x.null_count() else np.zeros(n, dtype=bool)
+            ids = _bucket(x.to_numpy(), null, spec.edges[f])[rows]
+        columns.append(ids)
     lengths = np.minimum(counts, spec.max_len).astype(np.int64)
-    return Sequences(names.tolist(), np.stack(columns, axis=1), lengths)
+    return Sequences(names, np.stack(columns, axis=1), lengths)
 
 
 def _bucket(x: np.ndarray, null: np.ndarray, edges: list[float]) -> np.ndarray:
+    """``FIRST_ID + #{edge < x}``; ``NAN`` for NaN and ``MISSING`` where ``null`` (nulls read as NaN here)."""
     ids = np.searchsorted(np.asarray(edges, np.float64), x, side="left").astype(np.int64) + FIRST_ID
     ids[np.isnan(x)] = NAN
     ids[null] = MISSING

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -43,7 +45,7 @@ class Scorer:
     """
 
     def __init__(self, model: Model, spec: Spec, thresholds: Mapping[str, float], *, model_version: str,
-                 manifest: dict[str, Any] | None = None, batch_size: int = 256,
+                 manifest: dict[str, Any] | None = None, batch_size: int = 64, workers: int = 1,
                  fast_path_max_events: int = FAST_PATH_MAX_EVENTS):
         self.model = model
         self.spec = spec
@@ -51,12 +53,13 @@ class Scorer:
         self.model_version = model_version
         self.manifest = manifest or {}
         self.batch_size = batch_size
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="seqfraud-score") if workers > 1 else None
         self.fast_path_max_events = fast_path_max_events
         self._vocab_index = vocab_index(spec)
 
     @classmethod
     def load(cls, path: str | Path, fmt: str = "torchscript", thresholds: Mapping[str, float] | None = None,
-             **kwargs: Any) -> "Scorer":
+             **kwargs: Any) -> Scorer:
         """Verify the artifact (manifest, hashes, embedded spec) and load one model format.
 
         ``thresholds`` overrides the artifact's bands, e.g. ``{"review": 0.3, "decline": 0.8}``.
@@ -86,6 +89,7 @@ class Scorer:
         return polars_sequences(events, self.spec)
 
     def score_sequences(self, seqs: Sequences) -> pl.DataFrame:
+        """Model and bands on ready token sequences (the batch scorer tokenizes ahead of the model)."""
         scores = self.predict(seqs)
         return pl.DataFrame({
             S.SESSION_ID: pl.Series(seqs.session_ids, dtype=pl.String),
@@ -99,21 +103,33 @@ class Scorer:
         return pl.Series(S.BAND, np.asarray(BANDS, dtype=object)[idx], dtype=pl.String)
 
     def predict(self, seqs: Sequences) -> np.ndarray:
-        """Probabilities in session order; batches group similar lengths to keep padding low."""
-        lengths = seqs.lengths
-        offsets = np.r_[0, np.cumsum(lengths)]
-        out = np.empty(len(lengths), dtype=np.float32)
-        order = np.argsort(lengths, kind="stable")
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start:start + self.batch_size]
-            lens = lengths[rows]
-            total = int(lens.sum())
-            before = np.repeat(np.cumsum(lens) - lens, lens)  # each event's offset inside its session's block
-            within = np.arange(total) - before
-            padded = np.zeros((len(rows), int(lens.max()), seqs.tokens.shape[1]), dtype=np.int64)
-            padded[np.repeat(np.arange(len(rows)), lens), within] = seqs.tokens[np.repeat(offsets[rows], lens) + within]
+        """Probabilities in session order.
+
+        Batches group similar lengths to keep padding low; with ``workers > 1`` they run on that many
+        threads at once (the model releases the GIL), which scales where intra-op threads stall.
+        """
+        offsets = np.r_[0, np.cumsum(seqs.lengths)]
+        order = np.argsort(seqs.lengths, kind="stable")
+        groups = [order[start:start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+        out = np.empty(len(seqs), dtype=np.float32)
+
+        def run(rows: np.ndarray) -> None:
+            lens = seqs.lengths[rows]
+            if len(rows) == 1:  # one session fills its batch: no padding to build
+                start = offsets[rows[0]]
+                padded = seqs.tokens[start:start + lens[0]][None]
+            else:
+                within = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
+                padded = np.zeros((len(rows), int(lens.max()), seqs.tokens.shape[1]), dtype=np.int64)
+                padded[np.repeat(np.arange(len(rows)), lens), within] = seqs.tokens[np.repeat(offsets[rows], lens) + within]
             with torch.inference_mode():
                 out[rows] = self.model(torch.from_numpy(padded), torch.from_numpy(lens)).numpy()
+
+        if self._pool is not None and len(groups) > 1:
+            list(self._pool.map(run, groups))
+        else:
+            for rows in groups:
+                run(rows)
         return out
 
     def warmup(self, lengths: tuple[int, ...] = (1, 16, 128)) -> None:

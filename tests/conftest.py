@@ -1,0 +1,74 @@
+"""Shared fixtures: one smoke training run and its exported artifact, built once per test session.
+
+Heavy imports stay inside the fixtures, so test files that do not use them do not pay for them.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def single_torch_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine their barriers stall."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_torch_thread():
+    with single_torch_thread():
+        yield
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """The smoke experiment trained into a temporary run directory; treat it as read-only."""
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    from hydra import compose, initialize_config_dir
+
+    from seqfraud.training.train import train
+
+    base = tmp_path_factory.mktemp("trained")
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["+experiment=smoke", f"paths.output_dir={base / 'run'}",
+                                          f"paths.data_dir={base / 'data'}", "logger=none"])
+    with single_torch_thread():
+        train(cfg)
+    return base / "run"
+
+
+@pytest.fixture(scope="session")
+def exported_artifact(trained_run, tmp_path_factory) -> Path:
+    """``trained_run`` exported in every format; treat it as read-only (copy it to tamper with it)."""
+    from seqfraud.export import export_run
+
+    with single_torch_thread():
+        return export_run(trained_run, tmp_path_factory.mktemp("export") / "artifact")
+
+
+@pytest.fixture(scope="session")
+def test_period_events(trained_run):
+    """The raw events of the run's test sessions, as a Polars frame in the training column names."""
+    import polars as pl
+    from omegaconf import OmegaConf
+
+    from seqfraud import schema as S
+    from seqfraud.features.spec import Spec
+
+    spec = Spec.load(trained_run / "spec.json")
+    ids = pl.read_parquet(trained_run / "predictions" / "test.parquet")[S.SESSION_ID]
+    events = pl.read_parquet(OmegaConf.load(trained_run / "config.yaml").data.events)
+    return events.filter(pl.col(spec.schema.session_id).cast(pl.String).is_in(ids.implode()))

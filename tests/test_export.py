@@ -1,0 +1,191 @@
+"""Export: the artifact's layout and manifest, its formats' parity, and refusals that leave nothing behind."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from seqfraud import schema as S
+from seqfraud.export import FORMATS, ExportError, export_run
+from seqfraud.export.artifact import MANIFEST_FILE, SPEC_FILE, sha256
+from seqfraud.features.spec import Spec
+from seqfraud.scoring import Scorer
+from seqfraud.training.data import TokenDataset, collate
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_artifact_layout_and_manifest(exported_artifact, trained_run):
+    files = {p.name for p in exported_artifact.iterdir()}
+    assert files == {MANIFEST_FILE, SPEC_FILE, "model.ts", "model.pt2"}
+    m = json.loads((exported_artifact / MANIFEST_FILE).read_text())
+    assert (m["format"], m["version"]) == ("seqfraud.artifact", 1)
+    assert set(m["versions"]) >= {"seqfraud", "torch", "polars"} and m["versions"]["torch"] == torch.__version__
+    assert m["run_id"].startswith(trained_run.name + "-") and len(m["run_id"]) == len(trained_run.name) + 13
+    assert m["source"]["checkpoint_sha256"] == sha256(trained_run / "checkpoints" / "best.ckpt")
+    assert m["formats"] == {fmt: FORMATS[fmt].file for fmt in ("torchscript", "pt2")}
+    for name, entry in m["files"].items():
+        assert entry == {"bytes": (exported_artifact / name).stat().st_size, "sha256": sha256(exported_artifact / name)}
+    assert set(m["files"]) == files - {MANIFEST_FILE}
+
+    spec = Spec.load(trained_run / "spec.json")
+    assert Spec.load(exported_artifact / SPEC_FILE).to_dict() == spec.to_dict()
+    schema = m["input_schema"]
+    assert schema["columns"] == {
+        spec.schema.session_id: "session_id", spec.schema.timestamp: "timestamp", spec.schema.event_type: "event_type",
+        **{c: "categorical" for c in spec.schema.categorical}, **{c: "numerical" for c in spec.schema.numerical}}
+    assert schema["token_fields"] == list(spec.fields) and schema["max_len"] == spec.max_len
+    assert m["model"]["vocab_sizes"] == [spec.vocab_size(f) for f in spec.fields]
+
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    for split in ("val", "test"):
+        for key, value in metrics[split].items():
+            if isinstance(value, float):
+                assert m["metrics"][split][key] == (None if math.isnan(value) else value)
+
+    parity = m["parity"]
+    assert max(parity["validation"]["max_abs_diff"].values()) <= 1e-5
+    assert parity["end_to_end"]["max_abs_diff"] <= 1e-5 and parity["end_to_end"]["sessions"] > 0
+
+
+def test_thresholds_hold_their_false_positive_targets(exported_artifact, trained_run):
+    t = json.loads((exported_artifact / MANIFEST_FILE).read_text())["thresholds"]
+    val = pl.read_parquet(trained_run / "predictions" / "val.parquet")
+    neg = val.filter(pl.col(S.LABEL) == 0)[S.SCORE].cast(pl.Float64)
+    assert 0 < t["review"] <= t["decline"] <= 1
+    for band, target in (("review", 0.01), ("decline", 0.001)):
+        fpr = float((neg >= t[band]).mean())
+        assert fpr <= target and fpr == t["validation"][band]["fpr"]
+        # The lowest such threshold: the next negative score below it would break the target.
+        below = neg.filter(neg < t[band]).max()
+        assert float((neg >= below).mean()) > target
+    assert t["method"] and t["bands"]
+
+
+def test_torchscript_runs_in_a_process_that_never_imports_seqfraud(exported_artifact, trained_run, tmp_path):
+    spec = Spec.load(trained_run / "spec.json")
+    ds = TokenDataset(trained_run / "data" / "val.parquet", spec.fields)
+    batch = collate([ds[i] for i in range(min(len(ds), 50))])
+    np.save(tmp_path / "tokens.npy", batch["tokens"].numpy())
+    np.save(tmp_path / "lengths.npy", batch["lengths"].numpy())
+    script = textwrap.dedent(f"""
+        import json, sys
+        import numpy as np, torch
+        extra = {{"spec.json": ""}}
+        model = torch.jit.load({str(exported_artifact / "model.ts")!r}, _extra_files=extra)
+        probs = model(torch.from_numpy(np.load("tokens.npy")), torch.from_numpy(np.load("lengths.npy")))
+        assert not [m for m in sys.modules if m.startswith("seqfraud")]
+        spec = extra["spec.json"]
+        print(json.dumps({{"probs": probs.tolist(), "spec": spec.decode() if isinstance(spec, bytes) else spec}}))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["spec"] == (exported_artifact / SPEC_FILE).read_text()
+    expected = pl.read_parquet(trained_run / "predictions" / "val.parquet")[S.SCORE].to_numpy()
+    np.testing.assert_allclose(out["probs"], expected[batch["index"].numpy()], atol=1e-5)
+
+
+def test_torchscript_scores_do_not_depend_on_padding(exported_artifact, trained_run):
+    """Unpadded batches take the unmasked attention path in TorchScript; padded ones the masked path."""
+    spec = Spec.load(trained_run / "spec.json")
+    ds = TokenDataset(trained_run / "data" / "val.parquet", spec.fields)
+    by_length = sorted(range(len(ds)), key=lambda i: ds.lengths[i])
+    long, short = by_length[-1], by_length[0]
+    model = torch.jit.load(str(exported_artifact / "model.ts"))
+    with torch.inference_mode():
+        alone = [model(collate([ds[i]])["tokens"], collate([ds[i]])["lengths"]) for i in (long, short)]
+        batch = collate([ds[long], ds[short]])
+        together = model(batch["tokens"], batch["lengths"])
+    assert ds.lengths[long] > ds.lengths[short]
+    torch.testing.assert_close(torch.cat(alone), together, atol=1e-6, rtol=0)
+
+
+def test_scorer_reproduces_the_run_on_raw_test_events(exported_artifact, trained_run, test_period_events):
+    expected = pl.read_parquet(trained_run / "predictions" / "test.parquet")
+    for fmt in ("torchscript", "pt2"):
+        got = Scorer.load(exported_artifact, fmt=fmt).score(test_period_events)
+        assert got.columns == [S.SESSION_ID, S.SCORE, S.BAND] and got.height == expected.height
+        joined = expected.join(got, on=S.SESSION_ID, how="inner", suffix="_got")
+        assert joined.height == expected.height
+        assert float((joined[S.SCORE] - joined[f"{S.SCORE}_got"]).abs().max()) <= 1e-5, fmt
+
+
+def _leftovers(parent: Path) -> list[str]:
+    return sorted(p.name for p in parent.iterdir())
+
+
+def test_export_refuses_a_parity_failure_and_leaves_nothing(trained_run, tmp_path):
+    with pytest.raises(ExportError, match="differ from the eager model"):
+        export_run(trained_run, tmp_path / "a", formats=["torchscript"], tolerance=-1.0)
+    assert _leftovers(tmp_path) == []
+
+
+def test_export_refuses_train_serve_skew_end_to_end(trained_run, test_period_events, tmp_path):
+    """Events that are not what the run was trained on (here: shifted an hour apart) must fail the export."""
+    spec = Spec.load(trained_run / "spec.json")
+    ts = spec.schema.timestamp
+    skewed = test_period_events.with_columns(
+        pl.col(ts) + pl.duration(hours=pl.int_range(pl.len()).over(spec.schema.session_id)))
+    skewed.write_parquet(tmp_path / "skewed.parquet")
+    with pytest.raises(ExportError, match="end-to-end"):
+        export_run(trained_run, tmp_path / "out" / "a", formats=["torchscript"], events=str(tmp_path / "skewed.parquet"))
+    assert _leftovers(tmp_path / "out") == []
+
+
+def test_export_refuses_missing_events_existing_out_and_unknown_format(trained_run, tmp_path):
+    with pytest.raises(ExportError, match="pass events=PATH"):
+        export_run(trained_run, tmp_path / "out" / "a", formats=["torchscript"], events=str(tmp_path / "none.parquet"))
+    assert _leftovers(tmp_path / "out") == []
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(ExportError, match="exists"):
+        export_run(trained_run, tmp_path / "taken")
+    with pytest.raises(ExportError, match="unknown"):
+        export_run(trained_run, tmp_path / "b", formats=["onnx"])
+    with pytest.raises(ExportError, match="checkpoints/best.ckpt"):
+        export_run(tmp_path, tmp_path / "c")
+
+
+def test_export_names_a_format_that_cannot_hold_the_model(trained_run, tmp_path, monkeypatch):
+    """As torch.export does for nn.GRU, whose sequence length it fixes."""
+    def refuse(module, spec, path):
+        raise RuntimeError("Constraints violated (L['tokens'].size()[1])!\nmore detail")
+
+    monkeypatch.setitem(FORMATS, "pt2", dataclasses.replace(FORMATS["pt2"], save=refuse))
+    with pytest.raises(ExportError, match=r"cannot export the model to pt2: Constraints violated"):
+        export_run(trained_run, tmp_path / "a")
+    assert _leftovers(tmp_path) == []
+
+
+def test_export_overwrite_replaces_the_old_artifact(trained_run, tmp_path):
+    out = tmp_path / "a"
+    out.mkdir()
+    (out / "stale").write_text("x")
+    export_run(trained_run, out, formats=["torchscript"], overwrite=True)
+    assert _leftovers(out) == [MANIFEST_FILE, "model.ts", SPEC_FILE]
+    assert _leftovers(tmp_path) == ["a"]
+    assert json.loads((out / MANIFEST_FILE).read_text())["formats"] == {"torchscript": "model.ts"}
+
+
+def test_export_config_maps_onto_export_run():
+    import inspect
+
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("export", overrides=["run_dir=r", "out=o"])
+    params = inspect.signature(export_run).parameters
+    flat = set(cfg) - {"thresholds"} | set(cfg.thresholds)
+    assert flat == set(params)
+    assert list(cfg.formats) == list(FORMATS) and cfg.tolerance == 1e-5

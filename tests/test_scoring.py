@@ -1,0 +1,333 @@
+"""Scorer: refusing bad artifacts and bad input, the fast token path against Polars, and batch scoring."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import polars as pl
+import pytest
+
+from seqfraud import schema as S
+from seqfraud.data.events import DataValidationError
+from seqfraud.export.artifact import MANIFEST_FILE, SPEC_FILE, sha256
+from seqfraud.features.spec import UNKNOWN, Spec
+from seqfraud.score import main as score_cli
+from seqfraud.scoring import ArtifactError, Scorer
+from seqfraud.scoring.prepare import normalized_events, numpy_sequences, polars_sequences, vocab_index
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def scorer(exported_artifact) -> Scorer:
+    return Scorer.load(exported_artifact)
+
+
+@pytest.fixture(scope="module")
+def one_session(test_period_events, scorer) -> pl.DataFrame:
+    """The longest test session."""
+    sid = scorer.spec.schema.session_id
+    longest = test_period_events.group_by(sid).len().sort(["len", sid], descending=[True, False])[sid][0]
+    return test_period_events.filter(pl.col(sid) == longest)
+
+
+# ---------------------------------------------------------------- artifact refusal
+
+def _manifest(root) -> dict:
+    return json.loads((root / MANIFEST_FILE).read_text())
+
+
+def _write_manifest(root, manifest: dict) -> None:
+    (root / MANIFEST_FILE).write_text(json.dumps(manifest))
+
+
+def _flip_byte(root):
+    data = bytearray((root / "model.ts").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (root / "model.ts").write_bytes(bytes(data))
+
+
+def _truncate(root):
+    data = (root / "model.pt2").read_bytes()
+    (root / "model.pt2").write_bytes(data[: len(data) - 100])
+
+
+def _version(root):
+    _write_manifest(root, _manifest(root) | {"version": 99})
+
+
+def _garble_manifest(root):
+    (root / MANIFEST_FILE).write_text("{not json")
+
+
+def _unknown_format(root):
+    m = _manifest(root)
+    m["formats"]["onnx"] = "model.onnx"
+    _write_manifest(root, m)
+
+
+def _respec(root, change) -> None:
+    """Rewrite spec.json and re-hash it, as a careless hand edit or a mixed-up copy would."""
+    spec = json.loads((root / SPEC_FILE).read_text())
+    change(spec)
+    (root / SPEC_FILE).write_text(Spec.from_dict(spec).to_json())
+    m = _manifest(root)
+    m["files"][SPEC_FILE] = {"bytes": (root / SPEC_FILE).stat().st_size, "sha256": sha256(root / SPEC_FILE)}
+    _write_manifest(root, m)
+
+
+CORRUPTIONS = {
+    "flipped byte": (_flip_byte, "SHA-256 differs"),
+    "truncated file": (_truncate, "bytes, the manifest says"),
+    "deleted spec": (lambda root: (root / SPEC_FILE).unlink(), "missing file spec.json"),
+    "deleted model": (lambda root: (root / "model.ts").unlink(), "missing file model.ts"),
+    "deleted manifest": (lambda root: (root / MANIFEST_FILE).unlink(), "no manifest.json"),
+    "unknown version": (_version, "version 99 is not supported"),
+    "garbled manifest": (_garble_manifest, "unreadable manifest"),
+    "unknown format": (_unknown_format, "unknown or not among the verified files"),
+    "other spec": (lambda root: _respec(root, lambda d: d["fit_info"].update(n_events=1)),
+                   "spec inside the model differs"),
+    "other schema": (lambda root: _respec(root, lambda d: d.update(max_len=d["max_len"] + 1)),
+                     "input_schema does not match"),
+}
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "pt2"])
+@pytest.mark.parametrize("corruption", list(CORRUPTIONS))
+def test_scorer_refuses_a_corrupt_artifact(exported_artifact, tmp_path, corruption, fmt):
+    root = tmp_path / "artifact"
+    shutil.copytree(exported_artifact, root)
+    tamper, message = CORRUPTIONS[corruption]
+    tamper(root)
+    if corruption == "deleted model" and fmt == "pt2":
+        message = "missing file model.ts"  # every listed file is verified, whichever format is asked for
+    with pytest.raises(ArtifactError, match=message):
+        Scorer.load(root, fmt=fmt)
+
+
+def test_scorer_refuses_an_unknown_or_absent_format(exported_artifact, tmp_path):
+    with pytest.raises(ArtifactError, match="unknown model format"):
+        Scorer.load(exported_artifact, fmt="onnx")
+    root = tmp_path / "artifact"
+    shutil.copytree(exported_artifact, root)
+    m = _manifest(root)
+    del m["formats"]["pt2"], m["files"]["model.pt2"]
+    _write_manifest(root, m)
+    with pytest.raises(ArtifactError, match="no pt2 model"):
+        Scorer.load(root, fmt="pt2")
+
+
+def test_thresholds_override_and_validation(exported_artifact, one_session):
+    always_review = Scorer.load(exported_artifact, thresholds={"review": 0.0, "decline": 1.0})
+    assert always_review.score(one_session)[S.BAND].to_list() == ["review"]
+    assert Scorer.load(exported_artifact, thresholds={"review": 0.0, "decline": 0.0}).score(one_session)[
+        S.BAND].to_list() == ["decline"]
+    for bad in ({"review": 0.5}, {"review": 0.9, "decline": 0.1}, {"review": -1, "decline": 0.5}):
+        with pytest.raises(ValueError, match="thresholds"):
+            Scorer.load(exported_artifact, thresholds=bad)
+
+
+# ---------------------------------------------------------------- input
+
+def test_polars_arrow_and_records_score_alike(scorer, test_period_events):
+    sample = test_period_events.head(400)
+    ts = scorer.spec.schema.timestamp
+    expected = scorer.score(sample)
+    assert expected[S.SESSION_ID].is_sorted() and expected[S.BAND].is_in(["approve", "review", "decline"]).all()
+    for events in (sample.to_arrow(), sample.to_dicts(),
+                   sample.with_columns(pl.col(ts).dt.to_string("%Y-%m-%dT%H:%M:%S%.3f%:z")).to_dicts(),
+                   sample.with_columns(pl.col(ts).dt.epoch("ms")).to_dicts()):
+        assert scorer.score(events).equals(expected)
+    # A list of dicts may leave optional fields out altogether: that is a null, as in JSON.
+    amount = scorer.spec.schema.numerical[0]
+    without = [{k: v for k, v in r.items() if k != amount} for r in sample.to_dicts()]
+    assert scorer.score(without).equals(scorer.score(sample.with_columns(pl.lit(None, pl.Float64).alias(amount))))
+
+
+def _set_null(frame: pl.DataFrame, column: str, n: int) -> pl.DataFrame:
+    return frame.with_columns(pl.when(pl.int_range(pl.len()) < n).then(None).otherwise(pl.col(column)).alias(column))
+
+
+def test_bad_input_names_the_column_and_the_row_count(scorer, one_session):
+    s = scorer.spec.schema
+    amount, device = s.numerical[0], s.categorical[0]
+    cases = [
+        (one_session.drop(amount), f"missing column.*'{amount}'"),
+        (one_session.with_columns(pl.col(amount).cast(pl.String)), f"'{amount}' has type"),
+        (one_session.with_columns(pl.col(device).cast(pl.Float64, strict=False)), f"'{device}' has type"),
+        (_set_null(one_session, s.session_id, 2), f"'{s.session_id}': 2 row\\(s\\) have a null session id"),
+        (_set_null(one_session, s.timestamp, 3), f"'{s.timestamp}': 3 row\\(s\\) have a null timestamp"),
+        (one_session.with_columns(pl.col(s.timestamp).dt.to_string().str.replace(r"^\d{4}", "year")),
+         f"'{s.timestamp}': {one_session.height} row\\(s\\) have a timestamp that does not parse"),
+        (one_session.clear(), "no events"),
+        ([], "no events"),
+        ([{s.event_type: "a"}, {s.event_type: 5}], f"'{s.event_type}': values of types \\['int', 'str'\\]"),
+        ([{amount: "12.5"}], f"'{amount}': values of types \\['str'\\].*expected numbers"),
+        ([1, 2], "2 event\\(s\\) are not objects"),
+    ]
+    for events, message in cases:
+        with pytest.raises(DataValidationError, match=message):
+            scorer.score(events)
+    with pytest.raises(TypeError, match="list of dicts"):
+        scorer.score("not events")
+
+
+def test_unseen_categories_score_as_unknown(scorer, one_session):
+    s = scorer.spec.schema
+    unseen = one_session.with_columns(pl.lit("never-seen-before").alias(c) for c in s.categorical_fields)
+    seqs = scorer.sequences(normalized_events(unseen.lazy(), scorer.spec, "test"))
+    for i, field in enumerate(scorer.spec.fields):
+        if field in s.categorical_fields:
+            assert (seqs.tokens[:, i] == UNKNOWN).all()
+    scored = scorer.score(unseen)
+    assert scored.height == 1 and 0 <= scored[S.SCORE][0] <= 1
+
+
+def test_a_long_session_keeps_its_most_recent_events(scorer, one_session):
+    s, max_len = scorer.spec.schema, scorer.spec.max_len
+    base = one_session.sort(s.timestamp).head(1)
+    n = max_len + 40
+    long = pl.concat([base] * n).with_columns(
+        (pl.col(s.timestamp) + pl.duration(seconds=pl.int_range(pl.len()) * 7)).alias(s.timestamp))
+    vocab = scorer.spec.vocab[s.event_type]
+    types = [vocab[i % len(vocab)] for i in range(n)]
+    long = long.with_columns(pl.Series(s.event_type, types))
+    seqs = scorer.sequences(normalized_events(long.lazy(), scorer.spec, "test"))
+    assert seqs.lengths.tolist() == [max_len]
+    # Events before the kept window (and the one whose time the first kept delta reads) do not matter ...
+    early = long.with_columns(pl.when(pl.int_range(pl.len()) < n - max_len - 1).then(pl.lit("unseen"))
+                              .otherwise(pl.col(s.event_type)).alias(s.event_type))
+    assert scorer.score(early)[S.SCORE][0] == scorer.score(long)[S.SCORE][0]
+    # ... the most recent ones do.
+    late = long.with_columns(pl.when(pl.int_range(pl.len()) >= n - 5).then(pl.lit("unseen"))
+                             .otherwise(pl.col(s.event_type)).alias(s.event_type))
+    late_seqs = scorer.sequences(normalized_events(late.lazy(), scorer.spec, "test"))
+    assert (late_seqs.tokens[-5:, 0] == UNKNOWN).all() and not np.array_equal(late_seqs.tokens, seqs.tokens)
+
+
+# ---------------------------------------------------------------- the fast path
+
+def random_events(rng: np.random.Generator, spec: Spec, n_sessions: int, max_events: int) -> pl.DataFrame:
+    """Events that hit every token rule: ties, nulls, NaN, inf, bucket edges, unseen values, long sessions."""
+    s = spec.schema
+    t0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    td_edges = spec.edges[S.TIME_DELTA]
+    rows = []
+    for k in range(n_sessions):
+        n = int(rng.integers(1, max_events + 1))
+        gaps = rng.choice([0.0, *td_edges[:4], 0.1, 3.3, 5000.0, 1e6], size=n)  # zero gaps tie; edges are exact
+        times = np.cumsum(gaps)
+        for i in rng.permutation(n):  # arrival order is not time order
+            row = {s.session_id: f"r{k:03d}", s.timestamp: t0 + timedelta(seconds=float(times[i]))}
+            for c in s.categorical_fields:
+                choices = [*spec.vocab[c][:3], "unseen", None]
+                row[c] = choices[int(rng.integers(len(choices)))]
+            for c in s.numerical:
+                edges = spec.edges[c]
+                choices = [*edges[:2], edges[-1], float("nan"), float("inf"), -float("inf"), None, 0.5, 1e9, -3.0]
+                row[c] = choices[int(rng.integers(len(choices)))]
+            rows.append(row)
+    frame = pl.DataFrame(rows, schema={s.session_id: pl.String, s.timestamp: pl.Datetime("us", "UTC"),
+                                       **{c: pl.String for c in s.categorical_fields},
+                                       **{c: pl.Float64 for c in s.numerical}})
+    return frame.select(s.event_columns)
+
+
+def test_fast_path_matches_polars_on_random_sessions(scorer):
+    spec = scorer.spec
+    index = vocab_index(spec)
+    rng = np.random.default_rng(0)
+    for trial in range(40):
+        n_sessions = 1 if trial % 2 else int(rng.integers(2, 12))
+        frame = random_events(rng, spec, n_sessions, max_events=spec.max_len * 2)
+        events = normalized_events(frame.lazy(), spec, "random")
+        fast, slow = numpy_sequences(events, spec, index), polars_sequences(events, spec)
+        assert fast.session_ids == slow.session_ids
+        np.testing.assert_array_equal(fast.lengths, slow.lengths)
+        np.testing.assert_array_equal(fast.tokens, slow.tokens)
+    assert slow.lengths.max() == spec.max_len  # truncation was exercised
+
+
+def test_fast_path_is_chosen_for_small_inputs_and_gives_the_polars_scores(exported_artifact, test_period_events,
+                                                                         monkeypatch):
+    fast = Scorer.load(exported_artifact)
+    slow = Scorer.load(exported_artifact, fast_path_max_events=0)
+    sample = test_period_events.head(300)
+    expected = slow.score(sample)
+    monkeypatch.setattr("seqfraud.scoring.scorer.polars_sequences", lambda *a: pytest.fail("Polars path used"))
+    got = fast.score(sample)
+    assert got[S.SESSION_ID].equals(expected[S.SESSION_ID]) and got[S.BAND].equals(expected[S.BAND])
+    np.testing.assert_allclose(got[S.SCORE].to_numpy(), expected[S.SCORE].to_numpy(), atol=1e-6)
+
+
+def test_fast_path_is_faster_for_one_session(scorer, one_session):
+    events = normalized_events(one_session.lazy(), scorer.spec, "test")
+    index = vocab_index(scorer.spec)
+
+    def median_seconds(fn) -> float:
+        times = []
+        for _ in range(15):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times))
+
+    fast = median_seconds(lambda: numpy_sequences(events, scorer.spec, index))
+    slow = median_seconds(lambda: polars_sequences(events, scorer.spec))
+    assert fast * 3 < slow, (fast, slow)
+
+
+# ---------------------------------------------------------------- batch scoring and the serving path's imports
+
+def test_batch_cli_equals_scorer(scorer, exported_artifact, test_period_events, tmp_path):
+    events = tmp_path / "events.parquet"
+    test_period_events.write_parquet(events)
+    out = tmp_path / "scores.parquet"
+    chunk = test_period_events.height // 4  # several chunks of whole sessions
+    score_cli(["--artifact", str(exported_artifact), "--events", str(events), "--out", str(out),
+               "--chunk-events", str(chunk), "--workers", "2", "--no-progress"])
+    got = pl.read_parquet(out).sort(S.SESSION_ID)
+    expected = scorer.score(test_period_events)
+    assert got.columns == expected.columns and got[S.SESSION_ID].equals(expected[S.SESSION_ID])
+    np.testing.assert_allclose(got[S.SCORE].to_numpy(), expected[S.SCORE].to_numpy(), atol=1e-6)
+    assert got[S.BAND].equals(expected[S.BAND])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["events.parquet", "scores.parquet"]
+
+
+def test_batch_cli_writes_nothing_on_bad_input(exported_artifact, test_period_events, tmp_path):
+    ts = Spec.load(exported_artifact / SPEC_FILE).schema.timestamp
+    _set_null(test_period_events, ts, 1).write_parquet(tmp_path / "events.parquet")
+    with pytest.raises(DataValidationError, match="1 row\\(s\\) have a null timestamp"):
+        score_cli(["--artifact", str(exported_artifact), "--events", str(tmp_path / "events.parquet"),
+                   "--out", str(tmp_path / "scores.parquet"), "--chunk-events", "500", "--no-progress",
+                   "--workers", "2"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["events.parquet"]
+
+
+def test_serving_path_imports_neither_lightning_nor_hydra_nor_wandb(exported_artifact, test_period_events, tmp_path):
+    test_period_events.head(200).write_parquet(tmp_path / "events.parquet")
+    script = textwrap.dedent(f"""
+        import sys
+        import polars as pl
+        import seqfraud.score, seqfraud.serve
+        from seqfraud.scoring import Scorer
+        from seqfraud.scoring.service import create_app
+        from fastapi.testclient import TestClient
+        events = pl.read_parquet("events.parquet")
+        Scorer.load({str(exported_artifact)!r}).score(events)
+        with TestClient(create_app({str(exported_artifact)!r})) as client:
+            assert client.get("/healthz").status_code == 200
+        packages = {{"pytorch_lightning", "lightning", "lightning_fabric", "hydra", "omegaconf", "wandb"}}
+        modules = {{"seqfraud.training", "seqfraud.export.exporter"}}
+        print(sorted(m for m in sys.modules if m.split(".")[0] in packages or m in modules))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"

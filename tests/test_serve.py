@@ -1,0 +1,211 @@
+"""The HTTP service: answers, every kind of bad request as a 4xx naming the field, limits, and no crashes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import polars as pl
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from starlette.concurrency import run_in_threadpool
+
+from seqfraud import schema as S
+from seqfraud.export.artifact import MANIFEST_FILE
+from seqfraud.scoring import ArtifactError, Scorer
+from seqfraud.scoring.service import Limits, create_app
+
+LIMITS = Limits(max_events_per_session=200, max_sessions_per_batch=5, max_body_bytes=200_000)
+
+
+@pytest.fixture(scope="module")
+def client(exported_artifact):
+    threads = torch.get_num_threads()  # the app sets torch's threads for this whole process; give them back
+    with TestClient(create_app(exported_artifact, limits=LIMITS), raise_server_exceptions=False) as c:
+        assert c.portal.call(run_in_threadpool, torch.get_num_threads) == 1  # what a scoring thread gets
+        yield c
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def scorer(exported_artifact) -> Scorer:
+    return Scorer.load(exported_artifact)
+
+
+@pytest.fixture(scope="module")
+def sessions(test_period_events, scorer) -> list[list[dict]]:
+    """Three test sessions as JSON-ready event lists (ISO timestamps)."""
+    s = scorer.spec.schema
+    events = test_period_events.with_columns(pl.col(s.timestamp).dt.to_string("%Y-%m-%dT%H:%M:%S%.3fZ"))
+    ids = events[s.session_id].unique().sort()[:3]
+    return [events.filter(pl.col(s.session_id) == i).to_dicts() for i in ids]
+
+
+def _json_safe(events: list[dict]) -> list[dict]:
+    return [{k: v for k, v in e.items() if v is not None} for e in events]  # left-out fields are nulls
+
+
+def test_healthz_and_metadata(client, exported_artifact, scorer):
+    health = client.get("/healthz")
+    assert health.status_code == 200 and health.json() == {"status": "ok", "model_version": scorer.model_version}
+    assert client.get("/metadata").json() == json.loads((exported_artifact / MANIFEST_FILE).read_text())
+
+
+def test_score_one_session(client, scorer, sessions):
+    r = client.post("/score", json={"events": _json_safe(sessions[0])})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    expected = scorer.score(sessions[0]).row(0, named=True)
+    assert set(body) == {S.SESSION_ID, S.SCORE, S.BAND, "model_version", "latency_ms"}
+    assert body[S.SESSION_ID] == expected[S.SESSION_ID] and body[S.BAND] == expected[S.BAND]
+    assert body[S.SCORE] == pytest.approx(expected[S.SCORE], abs=1e-6)
+    assert body["model_version"] == scorer.model_version and body["latency_ms"] > 0
+
+
+def test_score_batch_in_request_order(client, scorer, sessions):
+    ordered = sessions[::-1]
+    r = client.post("/score/batch", json={"sessions": [{"events": _json_safe(e)} for e in ordered]})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    expected = scorer.score([e for events in ordered for e in events])
+    by_id = {row[S.SESSION_ID]: row for row in expected.iter_rows(named=True)}
+    assert [x[S.SESSION_ID] for x in results] == [str(e[0][scorer.spec.schema.session_id]) for e in ordered]
+    for x in results:
+        assert x[S.SCORE] == pytest.approx(by_id[x[S.SESSION_ID]][S.SCORE], abs=1e-6)
+        assert x[S.BAND] == by_id[x[S.SESSION_ID]][S.BAND]
+
+
+def test_unseen_categories_and_integer_epochs_are_fine(client, scorer, sessions):
+    s = scorer.spec.schema
+    events = [e | {s.event_type: "never-seen", s.categorical[0]: "martian-device", s.timestamp: 1_772_000_000 + i}
+              for i, e in enumerate(_json_safe(sessions[0]))]
+    r = client.post("/score", json={"events": events})
+    assert r.status_code == 200, r.text
+    assert 0 <= r.json()[S.SCORE] <= 1
+
+
+def _case(name: str, sessions, s) -> tuple[str, object, int, str]:
+    """(path, JSON body or raw bytes, expected status, text the message must contain)."""
+    e = _json_safe(sessions[0])
+    amount, device = s.numerical[0], s.categorical[0]
+    cases = {
+        "missing field": ("/score", {"events": [{k: v for k, v in e[0].items() if k != s.timestamp}]}, 422,
+                          f"events[0].{s.timestamp}: Field required"),
+        "wrong type number": ("/score", {"events": [e[0] | {amount: "12.5"}]}, 422, f"events[0].{amount}"),
+        "wrong type category": ("/score", {"events": [e[0] | {device: 1.5}]}, 422, f"events[0].{device}"),
+        "wrong type id": ("/score", {"events": [e[0] | {s.session_id: True}]}, 422, f"events[0].{s.session_id}"),
+        "null required": ("/score", {"events": [e[0] | {s.event_type: None}]}, 422, f"events[0].{s.event_type}"),
+        "unknown field": ("/score", {"events": [e[0] | {"colour": "red"}]}, 422, "events[0].colour"),
+        "empty session": ("/score", {"events": []}, 422, "events: List should have at least 1 item"),
+        "empty batch session": ("/score/batch", {"sessions": [{"events": e}, {"events": []}]}, 422,
+                                "sessions[1].events"),
+        "bad timestamp": ("/score", {"events": [e[0] | {s.timestamp: "yesterday-ish"}]}, 422,
+                          f"'{s.timestamp}': 1 row(s) have a timestamp that does not parse"),
+        "timestamp beyond int64": ("/score", {"events": [e[0] | {s.timestamp: 2**70}]}, 422, f"'{s.timestamp}'"),
+        "NaN amount": ("/score", b'{"events": [%s]}' % json.dumps(e[0] | {amount: 0}).replace(
+            f'"{amount}": 0', f'"{amount}": NaN').encode(), 422, f"events[0].{amount}: Input should be a finite"),
+        "inf amount": ("/score", b'{"events": [%s]}' % json.dumps(e[0] | {amount: 0}).replace(
+            f'"{amount}": 0', f'"{amount}": -Infinity').encode(), 422, f"events[0].{amount}"),
+        "overflowing amount": ("/score", b'{"events": [%s]}' % json.dumps(e[0] | {amount: 0}).replace(
+            f'"{amount}": 0', f'"{amount}": 1e999').encode(), 422, f"events[0].{amount}"),
+        "malformed JSON": ("/score", b'{"events": [', 400, "malformed JSON"),
+        "not JSON": ("/score", b"\xff\xfe garbage", 400, "malformed JSON"),
+        "not an object": ("/score", [1, 2], 422, "body: Input should be an object"),
+        "wrong top-level key": ("/score", {"event": e}, 422, "events: Field required"),
+        "event not an object": ("/score", {"events": [1]}, 422, "events[0]"),
+        "two sessions": ("/score", {"events": e + _json_safe(sessions[1])}, 422, "one session per request"),
+        "duplicate batch sessions": ("/score/batch", {"sessions": [{"events": e}, {"events": e}]}, 422,
+                                     "sessions[1]: session id"),
+        "too many events": ("/score", {"events": [e[0]] * (LIMITS.max_events_per_session + 1)}, 422,
+                            "events: List should have at most 200 items"),
+        "too many sessions": ("/score/batch", {"sessions": [{"events": [e[0]]}] * (LIMITS.max_sessions_per_batch + 1)},
+                              422, "sessions: List should have at most 5 items"),
+        "body too large": ("/score", b" " * (LIMITS.max_body_bytes + 1), 413, "exceeds the limit"),
+    }
+    return cases[name]
+
+
+BAD = ["missing field", "wrong type number", "wrong type category", "wrong type id", "null required", "unknown field",
+       "empty session", "empty batch session", "bad timestamp", "timestamp beyond int64", "NaN amount", "inf amount",
+       "overflowing amount", "malformed JSON", "not JSON", "not an object", "wrong top-level key",
+       "event not an object", "two sessions", "duplicate batch sessions", "too many events", "too many sessions",
+       "body too large"]
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_bad_requests_get_a_4xx_naming_the_field(client, sessions, scorer, name):
+    path, body, status, needle = _case(name, sessions, scorer.spec.schema)
+    r = client.post(path, content=body) if isinstance(body, bytes) else client.post(path, json=body)
+    assert r.status_code == status, r.text
+    assert needle in r.json()["detail"]
+    assert client.get("/healthz").status_code == 200  # still serving
+
+
+def test_streamed_body_over_the_limit_is_refused_without_a_length(client):
+    chunks = (b" " * 50_000 for _ in range(5))  # chunked: no Content-Length to refuse up front
+    r = client.post("/score", content=chunks)
+    assert r.status_code == 413 and "exceeds the limit" in r.json()["detail"]
+
+
+def test_unknown_routes_and_methods_are_4xx(client):
+    assert client.get("/score").status_code == 405
+    assert client.post("/nope", json={}).status_code == 404
+
+
+def test_an_internal_error_is_a_500_json_and_the_server_goes_on(client, sessions, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(client.app.state.scorer, "score", broken)
+    r = client.post("/score", json={"events": _json_safe(sessions[0])})
+    assert r.status_code == 500 and r.json() == {"detail": "internal error"}
+    monkeypatch.undo()
+    assert client.post("/score", json={"events": _json_safe(sessions[0])}).status_code == 200
+
+
+def test_the_model_loads_once(client, sessions):
+    scorer = client.app.state.scorer
+    for _ in range(3):
+        client.post("/score", json={"events": _json_safe(sessions[0])})
+    assert client.app.state.scorer is scorer
+
+
+def test_serve_cli_answers_on_loopback(exported_artifact, sessions):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "seqfraud.serve", "--artifact", str(exported_artifact),
+                             "--port", str(port), "--threads", "1"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the service did not come up"
+            time.sleep(0.2)
+        r = httpx.post(f"{url}/score", json={"events": _json_safe(sessions[0])}, timeout=10)
+        assert r.status_code == 200 and 0 <= r.json()[S.SCORE] <= 1
+        assert httpx.post(f"{url}/score", content=b"{", timeout=10).status_code == 400
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.mark.usefixtures("one_torch_thread")  # start-up sets torch's threads before it fails; restore them
+def test_a_corrupt_artifact_stops_the_service_from_starting(exported_artifact, tmp_path):
+    shutil.copytree(exported_artifact, tmp_path / "a")
+    (tmp_path / "a" / "model.ts").write_bytes(b"not a model")
+    with pytest.raises(ArtifactError, match="model.ts"), TestClient(create_app(tmp_path / "a")):
+        pass
