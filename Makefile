@@ -17,9 +17,15 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# generate -> train -> export -> score, on the built-in synthetic data.
 demo: venv
-	WANDB_MODE=$${WANDB_MODE:-offline} $(PY) train.py +experiment=smoke hydra.run.dir=$(DEMO_DIR)/run
-	@echo "demo: run directory $(DEMO_DIR)/run (metrics.json, predictions/, checkpoints/best.ckpt, spec.json)"
+	$(PY) -m seqfraud.data.synthetic --sessions 3000 --seed 0 --out $(DEMO_DIR)/data/synthetic_smoke
+	WANDB_MODE=$${WANDB_MODE:-offline} $(PY) train.py +experiment=smoke paths.data_dir=$(DEMO_DIR)/data \
+		hydra.run.dir=$(DEMO_DIR)/run
+	$(PY) export.py run_dir=$(DEMO_DIR)/run out=$(DEMO_DIR)/artifact overwrite=true hydra.run.dir=$(DEMO_DIR)/export
+	$(PY) -m seqfraud.score --artifact $(DEMO_DIR)/artifact --events $(DEMO_DIR)/data/synthetic_smoke/events.parquet \
+		--out $(DEMO_DIR)/scores.parquet
+	@echo "demo: run $(DEMO_DIR)/run, artifact $(DEMO_DIR)/artifact, scores $(DEMO_DIR)/scores.parquet"
 
 test: venv
 	WANDB_MODE=disabled $(PY) -m pytest -q
