@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -72,7 +73,7 @@ def load_run(directory: Path, typologies: pl.DataFrame) -> dict:
 
 
 def cell(values: list[float]) -> str:
-    values = [v for v in values if v == v]
+    values = [v for v in values if not math.isnan(v)]
     if not values:
         return "n/a"
     if len(values) == 1:

@@ -7,8 +7,9 @@ the package spells a column name.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any
 
 # Columns of the tokenized datasets, predictions and score files that seqfraud writes.
 SESSION_ID = "session_id"
@@ -17,6 +18,7 @@ LENGTH = "length"
 START_TIME = "start_time"
 SPLIT = "split"
 SCORE = "score"
+RAW_SCORE = "raw_score"  # the model's own probability, next to the calibrated ``score``
 BAND = "band"
 TYPOLOGY = "typology"
 LABEL_NOISE = "label_noise"
@@ -87,7 +89,7 @@ class Schema:
         return asdict(self) | {"categorical": list(self.categorical), "numerical": list(self.numerical)}
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> "Schema":
+    def from_config(cls, cfg: Mapping[str, Any]) -> Schema:
         known = {f for f in cls.__dataclass_fields__}
         unknown = sorted(set(cfg) - known)
         if unknown:

@@ -10,7 +10,6 @@ import pytest
 
 from seqfraud import schema as S
 from seqfraud.data.events import DataValidationError, load_events
-from seqfraud.features.tokens import fit_spec, sequences
 from seqfraud.preprocess import REPORT_FILE, preprocess
 from seqfraud.schema import Schema
 

@@ -83,7 +83,7 @@ class Spec:
         return path
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "spec") -> "Spec":
+    def from_dict(cls, d: dict[str, Any], source: str = "spec") -> Spec:
         if d.get("format") != SPEC_FORMAT:
             raise SpecError(f"{source}: not a seqfraud preprocessing spec (format={d.get('format')!r})")
         if d.get("version") != SPEC_VERSION:
@@ -108,7 +108,7 @@ class Spec:
         return spec
 
     @classmethod
-    def load(cls, path: str | Path) -> "Spec":
+    def load(cls, path: str | Path) -> Spec:
         path = Path(path)
         try:
             data = json.loads(path.read_text())

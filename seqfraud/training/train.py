@@ -20,8 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from seqfraud import schema as S
-from seqfraud.metrics import classification_metrics, per_group_metrics
 from seqfraud.baselines import fit_predict_lightgbm, session_aggregates
+from seqfraud.metrics import classification_metrics, per_group_metrics
 from seqfraud.models.sequence import ModelConfig, SessionClassifier
 from seqfraud.preprocess import Prepared, preprocess, resolve_data_config
 from seqfraud.training.data import LoaderConfig, TokenDataset, make_loader
