@@ -1,7 +1,7 @@
 """Export a trained run to a serving artifact: ``python export.py run_dir=RUN out=ARTIFACT``."""
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from seqfraud.export.exporter import export_run
 
@@ -11,7 +11,7 @@ def main(cfg: DictConfig) -> None:
     out = export_run(
         cfg.run_dir, cfg.out, formats=list(cfg.formats), overwrite=cfg.overwrite, events=cfg.events,
         tolerance=cfg.tolerance, parity_sessions=cfg.parity_sessions,
-        review_fpr=cfg.thresholds.review_fpr, decline_fpr=cfg.thresholds.decline_fpr,
+        thresholds=OmegaConf.to_container(cfg.thresholds, resolve=True), calibration=cfg.calibration,
     )
     print(out)
 

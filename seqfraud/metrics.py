@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve, precision_recall_curve
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 
 def recall_at_fpr(y: np.ndarray, p: np.ndarray, fpr: float) -> float:
@@ -62,3 +62,18 @@ def per_group_metrics(y, p, groups, negatives_mask=None, **kw) -> dict[str, dict
         keep = pos | neg
         out[str(g)] = classification_metrics(y[keep], p[keep], **kw)
     return out
+
+
+def expected_calibration_error(y, p, bins: int = 10) -> float:
+    """Mean |observed fraud rate - mean score| over ``bins`` equal-width score bins, weighted by bin size.
+
+    A score ``p`` falls in bin ``min(floor(p * bins), bins - 1)``, so 1.0 is in the last bin. NaN for no rows.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    if len(y) == 0:
+        return float("nan")
+    idx = np.minimum((p * bins).astype(np.int64), bins - 1)
+    count = np.bincount(idx, minlength=bins)
+    gap = np.abs(np.bincount(idx, weights=y, minlength=bins) - np.bincount(idx, weights=p, minlength=bins))
+    return float(gap.sum() / count.sum())

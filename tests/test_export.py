@@ -16,8 +16,10 @@ import pytest
 import torch
 
 from seqfraud import schema as S
+from seqfraud.calibration import Calibration
 from seqfraud.export import FORMATS, ExportError, export_run
-from seqfraud.export.artifact import MANIFEST_FILE, SPEC_FILE, sha256
+from seqfraud.export.artifact import CALIBRATION_FILE, MANIFEST_FILE, RELIABILITY_FILE, SPEC_FILE, sha256
+from seqfraud.export.exporter import DEFAULT_THRESHOLDS
 from seqfraud.features.spec import Spec
 from seqfraud.scoring import Scorer
 from seqfraud.training.data import TokenDataset, collate
@@ -28,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def test_artifact_layout_and_manifest(exported_artifact, trained_run):
     files = {p.name for p in exported_artifact.iterdir()}
-    assert files == {MANIFEST_FILE, SPEC_FILE, "model.ts", "model.pt2"}
+    assert files == {MANIFEST_FILE, SPEC_FILE, CALIBRATION_FILE, RELIABILITY_FILE, "model.ts", "model.pt2"}
     m = json.loads((exported_artifact / MANIFEST_FILE).read_text())
     assert (m["format"], m["version"]) == ("seqfraud.artifact", 1)
     assert set(m["versions"]) >= {"seqfraud", "torch", "polars"} and m["versions"]["torch"] == torch.__version__
@@ -62,7 +64,10 @@ def test_artifact_layout_and_manifest(exported_artifact, trained_run):
 def test_thresholds_hold_their_false_positive_targets(exported_artifact, trained_run):
     t = json.loads((exported_artifact / MANIFEST_FILE).read_text())["thresholds"]
     val = pl.read_parquet(trained_run / "predictions" / "val.parquet")
-    neg = val.filter(pl.col(S.LABEL) == 0)[S.SCORE].cast(pl.Float64)
+    # Thresholds live on the calibrated scale the scorer returns.
+    calib = Calibration.from_dict(json.loads((exported_artifact / CALIBRATION_FILE).read_text()))
+    val = val.with_columns(pl.Series(S.SCORE, calib.apply(val[S.SCORE].cast(pl.Float32).to_numpy()).astype(np.float32)))
+    neg = val.filter(pl.col(S.LABEL) == 0)[S.SCORE]
     assert 0 < t["review"] <= t["decline"] <= 1
     for band, target in (("review", 0.01), ("decline", 0.001)):
         fpr = float((neg >= t[band]).mean())
@@ -70,7 +75,7 @@ def test_thresholds_hold_their_false_positive_targets(exported_artifact, trained
         # The lowest such threshold: the next negative score below it would break the target.
         below = neg.filter(neg < t[band]).max()
         assert float((neg >= below).mean()) > target
-    assert t["method"] and t["bands"]
+    assert t["method"] and t["bands"] and t["policies"] == DEFAULT_THRESHOLDS
 
 
 def test_torchscript_runs_in_a_process_that_never_imports_seqfraud(exported_artifact, trained_run, tmp_path):
@@ -116,10 +121,11 @@ def test_scorer_reproduces_the_run_on_raw_test_events(exported_artifact, trained
     expected = pl.read_parquet(trained_run / "predictions" / "test.parquet")
     for fmt in ("torchscript", "pt2"):
         got = Scorer.load(exported_artifact, fmt=fmt).score(test_period_events)
-        assert got.columns == [S.SESSION_ID, S.SCORE, S.BAND] and got.height == expected.height
+        assert got.columns == [S.SESSION_ID, S.SCORE, S.BAND, S.RAW_SCORE] and got.height == expected.height
         joined = expected.join(got, on=S.SESSION_ID, how="inner", suffix="_got")
         assert joined.height == expected.height
-        assert float((joined[S.SCORE] - joined[f"{S.SCORE}_got"]).abs().max()) <= 1e-5, fmt
+        # The run's predictions are raw model probabilities; the scorer's score is calibrated.
+        assert float((joined[S.SCORE] - joined[S.RAW_SCORE]).abs().max()) <= 1e-5, fmt
 
 
 def _leftovers(parent: Path) -> list[str]:
@@ -173,7 +179,7 @@ def test_export_overwrite_replaces_the_old_artifact(trained_run, tmp_path):
     out.mkdir()
     (out / "stale").write_text("x")
     export_run(trained_run, out, formats=["torchscript"], overwrite=True)
-    assert _leftovers(out) == [MANIFEST_FILE, "model.ts", SPEC_FILE]
+    assert _leftovers(out) == sorted([CALIBRATION_FILE, MANIFEST_FILE, "model.ts", RELIABILITY_FILE, SPEC_FILE])
     assert _leftovers(tmp_path) == ["a"]
     assert json.loads((out / MANIFEST_FILE).read_text())["formats"] == {"torchscript": "model.ts"}
 
@@ -182,10 +188,11 @@ def test_export_config_maps_onto_export_run():
     import inspect
 
     from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("export", overrides=["run_dir=r", "out=o"])
     params = inspect.signature(export_run).parameters
-    flat = set(cfg) - {"thresholds"} | set(cfg.thresholds)
-    assert flat == set(params)
+    assert set(cfg) == set(params)
+    assert OmegaConf.to_container(cfg.thresholds) == DEFAULT_THRESHOLDS and cfg.calibration == "platt"
     assert list(cfg.formats) == list(FORMATS) and cfg.tolerance == 1e-5

@@ -18,12 +18,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from seqfraud.calibration import Calibration, CalibrationError
 from seqfraud.features.spec import MISSING, Spec, SpecError
 
 ARTIFACT_FORMAT = "seqfraud.artifact"
 ARTIFACT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 SPEC_FILE = "spec.json"
+CALIBRATION_FILE = "calibration.json"  # the calibration map (plain JSON) and its before/after report
+RELIABILITY_FILE = "reliability.png"
 EMBEDDED_SPEC = "spec.json"  # name of the spec inside each model file, so a model file alone still describes itself
 
 Model = Callable[[Tensor, Tensor], Tensor]
@@ -120,6 +123,14 @@ class Artifact:
         return self.manifest["run_id"]
 
     @property
+    def calibration(self) -> Calibration:
+        """The calibration map the scores go through (verified by hash like every file)."""
+        try:
+            return Calibration.from_dict(json.loads((self.path / CALIBRATION_FILE).read_text()))
+        except (json.JSONDecodeError, CalibrationError) as e:
+            raise ArtifactError(f"{self.path / CALIBRATION_FILE}: not a calibration: {e}") from e
+
+    @property
     def thresholds(self) -> dict[str, float]:
         t = self.manifest["thresholds"]
         return {"review": t["review"], "decline": t["decline"]}
@@ -158,8 +169,8 @@ def open_artifact(path: str | Path) -> Artifact:
         raise ArtifactError(f"{manifest_path}: artifact version {manifest.get('version')!r} is not supported "
                             f"(this seqfraud reads version {ARTIFACT_VERSION}); re-export the run")
     files = manifest.get("files")
-    if not isinstance(files, dict) or SPEC_FILE not in files:
-        raise ArtifactError(f"{manifest_path}: the manifest lists no files, or not {SPEC_FILE}")
+    if not isinstance(files, dict) or SPEC_FILE not in files or CALIBRATION_FILE not in files:
+        raise ArtifactError(f"{manifest_path}: the manifest lists no files, or not {SPEC_FILE} and {CALIBRATION_FILE}")
     for name, entry in files.items():
         f = root / name
         if not f.is_file():

@@ -14,7 +14,7 @@ import os
 import platform
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,12 +27,16 @@ from torch import Tensor, nn
 
 from seqfraud import __version__
 from seqfraud import schema as S
+from seqfraud.calibration import Calibration, CalibrationError, fit_calibration, reliability_curve
 from seqfraud.data.events import DataValidationError, scan_table
+from seqfraud.decisions import DecisionError, choose_thresholds
 from seqfraud.export.artifact import (
     ARTIFACT_FORMAT,
     ARTIFACT_VERSION,
+    CALIBRATION_FILE,
     FORMATS,
     MANIFEST_FILE,
+    RELIABILITY_FILE,
     SPEC_FILE,
     file_entries,
     input_schema,
@@ -40,6 +44,7 @@ from seqfraud.export.artifact import (
     sha256,
 )
 from seqfraud.features.spec import Spec
+from seqfraud.metrics import expected_calibration_error
 from seqfraud.preprocess import DATA_DIR
 from seqfraud.scoring.batch import iter_scores
 from seqfraud.scoring.scorer import Scorer
@@ -50,6 +55,8 @@ from seqfraud.training.train import CHECKPOINT, METRICS_FILE, PREDICTIONS_DIR
 log = logging.getLogger(__name__)
 
 PARITY_BATCH = 64
+# Band thresholds when none are given: review at 1% FPR, decline at 0.1% FPR on validation.
+DEFAULT_THRESHOLDS = {"review": {"policy": "fpr", "fpr": 0.01}, "decline": {"policy": "fpr", "fpr": 0.001}}
 
 
 class ExportError(RuntimeError):
@@ -81,8 +88,8 @@ def export_run(
     out: str | Path,
     *,
     formats: Sequence[str] = tuple(FORMATS),
-    review_fpr: float = 0.01,
-    decline_fpr: float = 0.001,
+    thresholds: Mapping[str, Mapping[str, Any]] | None = None,
+    calibration: str = "platt",
     tolerance: float = 1e-5,
     parity_sessions: int = 1024,
     events: str | None = None,
@@ -92,7 +99,11 @@ def export_run(
 
     Fails with :class:`ExportError` unless every format matches the eager model on validation batches
     and the scorer, fed the raw events of the test sessions (``events``, default the run's
-    ``data.events``), reproduces ``predictions/test.parquet``, both within ``tolerance``.
+    ``data.events``), reproduces the raw scores of ``predictions/test.parquet``, both within ``tolerance``.
+
+    ``calibration`` (``isotonic``, ``platt`` or ``none``) is fitted on the validation predictions; the
+    band ``thresholds`` (one policy per band, see :func:`seqfraud.decisions.choose_thresholds`; default
+    :data:`DEFAULT_THRESHOLDS`) are chosen on the calibrated validation scores, the scale the scorer returns.
     """
     run_dir, out = Path(run_dir), Path(out)
     unknown = sorted(set(formats) - set(FORMATS))
@@ -102,8 +113,18 @@ def export_run(
         raise ExportError(f"{out} exists; choose another out or set overwrite=true")
     spec, module, ckpt_sha = read_run(run_dir)
     metrics = json.loads((run_dir / METRICS_FILE).read_text())
-    thresholds = decision_thresholds(pl.read_parquet(run_dir / PREDICTIONS_DIR / "val.parquet"),
-                                     review_fpr, decline_fpr)
+    val = pl.read_parquet(run_dir / PREDICTIONS_DIR / "val.parquet")
+    test = pl.read_parquet(run_dir / PREDICTIONS_DIR / "test.parquet")
+    try:
+        calib = fit_calibration(calibration, val[S.LABEL].to_numpy(), val[S.SCORE].cast(pl.Float32).to_numpy())
+    except CalibrationError as e:
+        raise ExportError(f"calibration: {e}") from e
+    policies = {k: dict(v) for k, v in (thresholds or DEFAULT_THRESHOLDS).items()}
+    amounts = session_amounts(policies, val, run_dir, spec, events)
+    try:
+        chosen = choose_thresholds(val[S.LABEL].to_numpy(), calibrated(calib, val), policies, amounts=amounts)
+    except DecisionError as e:
+        raise ExportError(f"thresholds: {e}") from e
     run_id = f"{run_dir.resolve().name}-{ckpt_sha[:12]}"
     model = ProbabilityModel(module.net).eval()
 
@@ -112,6 +133,9 @@ def export_run(
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; the artifact is for a serving user to read
         (tmp / SPEC_FILE).write_text(spec.to_json())
+        report = calibration_report(calib, val, test)
+        (tmp / CALIBRATION_FILE).write_text(json.dumps(calib.to_dict() | {"report": report}, indent=2, allow_nan=False))
+        plot_reliability(calib, val, test, tmp / RELIABILITY_FILE)
         for fmt in formats:
             try:
                 FORMATS[fmt].save(model, spec, tmp / FORMATS[fmt].file)
@@ -121,8 +145,8 @@ def export_run(
         loaded = {fmt: FORMATS[fmt].load(tmp / FORMATS[fmt].file)[0] for fmt in formats}
         parity = {"tolerance": tolerance,
                   "validation": check_model_parity(model, loaded, run_dir, spec, tolerance, parity_sessions)}
-        scorer = Scorer(loaded[formats[0]], spec, {k: thresholds[k] for k in ("review", "decline")},
-                        model_version=run_id)
+        scorer = Scorer(loaded[formats[0]], spec, {k: chosen[k] for k in ("review", "decline")},
+                        model_version=run_id, calibration=calib)
         parity["end_to_end"] = check_end_to_end(scorer, run_dir, events, tolerance) | {"format": formats[0]}
         manifest = {
             "format": ARTIFACT_FORMAT,
@@ -136,9 +160,12 @@ def export_run(
             "model": dict(module.hparams["model"]),
             "formats": {fmt: FORMATS[fmt].file for fmt in formats},
             "metrics": _finite({split: metrics[split] for split in ("val", "test")}),
-            "thresholds": thresholds,
+            "calibration": {"method": calib.method, "file": CALIBRATION_FILE, "reliability_diagram": RELIABILITY_FILE,
+                            **report},
+            "thresholds": chosen,
             "parity": parity,
-            "files": file_entries(tmp, [SPEC_FILE, *(FORMATS[fmt].file for fmt in formats)]),
+            "files": file_entries(tmp, [SPEC_FILE, CALIBRATION_FILE, RELIABILITY_FILE,
+                                        *(FORMATS[fmt].file for fmt in formats)]),
         }
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, allow_nan=False))
         artifact = open_artifact(tmp)  # what serving will do, before anyone can see the artifact
@@ -168,37 +195,75 @@ def read_run(run_dir: Path) -> tuple[Spec, SessionRiskModule, str]:
     return spec, module, sha256(ckpt)
 
 
-def decision_thresholds(val: pl.DataFrame, review_fpr: float, decline_fpr: float) -> dict[str, Any]:
-    """Band thresholds at target false-positive rates on the validation negatives.
+def calibrated(calib: Calibration, pred: pl.DataFrame) -> np.ndarray:
+    """Calibrated float32 scores of a predictions frame, exactly as the scorer computes them."""
+    return calib.apply(pred[S.SCORE].cast(pl.Float32).to_numpy()).astype(np.float32)
 
-    Each threshold is the lowest score at which at most ``fpr`` of the validation negatives score at or
-    above it: just above the ``floor(fpr * n_negatives) + 1``-th highest negative score.
-    """
-    if not 0 < decline_fpr <= review_fpr < 1:
-        raise ExportError(f"thresholds need 0 < decline_fpr <= review_fpr < 1, got {decline_fpr}, {review_fpr}")
-    scores = val[S.SCORE].cast(pl.Float32).to_numpy()
-    labels = val[S.LABEL].to_numpy()
-    neg, pos = np.sort(scores[labels == 0])[::-1], scores[labels == 1]
-    if len(neg) == 0:
-        raise ExportError("the validation predictions hold no negatives to set thresholds on")
 
-    def at(fpr: float) -> tuple[float, dict[str, Any]]:
-        k = math.floor(fpr * len(neg))
-        t = float(np.nextafter(neg[k], np.float32(np.inf))) if k < len(neg) else 0.0
-        return t, {"target_fpr": fpr, "fpr": float(np.mean(neg >= t)),
-                   "recall": float(np.mean(pos >= t)) if len(pos) else None,
-                   "flagged_share": float(np.mean(scores >= t))}
+def calibration_report(calib: Calibration, val: pl.DataFrame, test: pl.DataFrame) -> dict[str, Any]:
+    """Brier score and expected calibration error before and after calibration, on val (in sample) and test."""
+    out: dict[str, Any] = {"bins": 10}
+    for split, pred in (("val", val), ("test", test)):
+        y = pred[S.LABEL].to_numpy().astype(np.float64)
+        raw = pred[S.SCORE].cast(pl.Float32).to_numpy().astype(np.float64)
+        cal = calibrated(calib, pred).astype(np.float64)
+        out[split] = {"sessions": len(y), "positives": int(y.sum()),
+                      **{f"{name}_{stage}": _finite(value)
+                         for stage, p in (("raw", raw), ("calibrated", cal))
+                         for name, value in (("brier", float(np.mean((p - y) ** 2)) if len(y) else math.nan),
+                                             ("ece", expected_calibration_error(y, p)))}}
+    out["val"]["note"] = "in sample: the calibration was fitted on these predictions"
+    return out
 
-    review, review_stats = at(review_fpr)
-    decline, decline_stats = at(decline_fpr)
-    return {
-        "review": review,
-        "decline": decline,
-        "bands": "approve: score < review; review: review <= score < decline; decline: score >= decline",
-        "method": "lowest score whose false-positive rate on the validation negatives is at most the target",
-        "validation": {"negatives": len(neg), "positives": len(pos),
-                       "review": review_stats, "decline": decline_stats},
-    }
+
+def plot_reliability(calib: Calibration, val: pl.DataFrame, test: pl.DataFrame, path: Path) -> None:
+    """Reliability diagram: observed fraud rate against mean score per bin, raw and calibrated, val and test."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4), sharey=True)
+    for ax, (split, pred) in zip(axes, (("val (in sample)", val), ("test (out of sample)", test))):
+        y = pred[S.LABEL].to_numpy()
+        for label, p, marker in (("raw", pred[S.SCORE].cast(pl.Float32).to_numpy(), "o"),
+                                 (f"calibrated ({calib.method})", calibrated(calib, pred), "s")):
+            if len(y):
+                mean_p, rate, _ = reliability_curve(y, p)
+                ece = expected_calibration_error(y, p)
+                ax.plot(mean_p, rate, marker=marker, label=f"{label}, ECE {ece:.3f}")
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+        ax.set(title=split, xlabel="mean score in bin", xlim=(0, 1), ylim=(0, 1))
+        ax.legend(loc="upper left", fontsize=8)
+    axes[0].set_ylabel("observed fraud rate")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def session_amounts(policies: Mapping[str, Mapping[str, Any]], val: pl.DataFrame, run_dir: Path, spec: Spec,
+                    events: str | None) -> np.ndarray | None:
+    """Per validation session, the sum of the numerical column a cost policy names as ``amount`` (else None)."""
+    names = {p.get("amount") for p in policies.values() if p.get("policy") == "cost" and p.get("amount")}
+    if not names:
+        return None
+    if len(names) > 1:
+        raise ExportError(f"thresholds: the cost policies name different amount columns {sorted(names)}")
+    (amount,) = names
+    if amount not in spec.schema.numerical:
+        raise ExportError(f"thresholds: amount {amount!r} is not a numerical column of the run "
+                          f"({list(spec.schema.numerical)})")
+    path = events or OmegaConf.load(run_dir / "config.yaml").data.events
+    try:
+        raw, _ = scan_table(path)
+    except DataValidationError as e:
+        raise ExportError(f"thresholds: {e}; pass events=PATH to point at the run's raw events") from e
+    sid = spec.schema.session_id
+    sums = (raw.select(pl.col(sid).cast(pl.String).alias(S.SESSION_ID), pl.col(amount).cast(pl.Float64))
+            .filter(pl.col(S.SESSION_ID).is_in(val[S.SESSION_ID].implode()))
+            .group_by(S.SESSION_ID).agg(pl.col(amount).fill_null(0.0).sum()).collect())
+    joined = val.select(S.SESSION_ID).join(sums, on=S.SESSION_ID, how="left")
+    return joined[amount].fill_null(0.0).to_numpy()
 
 
 @torch.inference_mode()
@@ -243,7 +308,8 @@ def check_end_to_end(scorer: Scorer, run_dir: Path, events: str | None, toleranc
     sid = pl.col(scorer.spec.schema.session_id).cast(pl.String)
     raw = raw.filter(sid.is_in(expected[S.SESSION_ID].implode()))
     got = pl.concat(list(iter_scores(scorer, raw, source, progress=False)))
-    joined = expected.join(got.select(S.SESSION_ID, pl.col(S.SCORE).alias("artifact")), on=S.SESSION_ID,
+    # The run's predictions are the model's raw probabilities: compare the scorer's raw_score.
+    joined = expected.join(got.select(S.SESSION_ID, pl.col(S.RAW_SCORE).alias("artifact")), on=S.SESSION_ID,
                            how="left")
     if n := joined["artifact"].null_count():
         raise ExportError(f"end-to-end check: {n:,} of {expected.height:,} test sessions have no events in {source}")

@@ -12,6 +12,8 @@ import polars as pl
 import torch
 
 from seqfraud import schema as S
+from seqfraud.calibration import Calibration
+from seqfraud.decisions import BANDS, assign_bands, check_thresholds
 from seqfraud.export.artifact import Model, open_artifact
 from seqfraud.features.spec import MISSING, Spec
 from seqfraud.scoring.prepare import (
@@ -25,33 +27,28 @@ from seqfraud.scoring.prepare import (
 
 # Up to this many events the numpy token path runs; above it Polars' planning cost is amortized.
 FAST_PATH_MAX_EVENTS = 4096
-BANDS = ("approve", "review", "decline")
-
-
-def check_thresholds(thresholds: Mapping[str, float]) -> dict[str, float]:
-    if set(thresholds) != {"review", "decline"}:
-        raise ValueError(f"thresholds need exactly the keys 'review' and 'decline', got {sorted(thresholds)}")
-    review, decline = float(thresholds["review"]), float(thresholds["decline"])
-    if not 0.0 <= review <= decline <= 1.0:
-        raise ValueError(f"thresholds need 0 <= review <= decline <= 1, got review={review}, decline={decline}")
-    return {"review": review, "decline": decline}
+__all__ = ["BANDS", "FAST_PATH_MAX_EVENTS", "Scorer", "check_thresholds"]
 
 
 class Scorer:
-    """Applies the artifact's spec exactly as training did, then its model, then the decision bands.
+    """Applies the artifact's spec exactly as training did, then its model, its calibration, then the bands.
+
+    ``score`` is the calibrated probability (the scale the thresholds were chosen on); ``raw_score`` the
+    model's own.
 
     Bands: ``approve`` below ``review``, ``review`` from ``review``, ``decline`` from ``decline``.
     Thread-safe for concurrent :meth:`score` calls; set torch's thread count in the process that owns it.
     """
 
     def __init__(self, model: Model, spec: Spec, thresholds: Mapping[str, float], *, model_version: str,
-                 manifest: dict[str, Any] | None = None, batch_size: int = 64, workers: int = 1,
+                 manifest: dict[str, Any] | None = None, calibration: Calibration | None = None, batch_size: int = 64, workers: int = 1,
                  fast_path_max_events: int = FAST_PATH_MAX_EVENTS):
         self.model = model
         self.spec = spec
         self.thresholds = check_thresholds(thresholds)
         self.model_version = model_version
         self.manifest = manifest or {}
+        self.calibration = calibration or Calibration()
         self.batch_size = batch_size
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="seqfraud-score") if workers > 1 else None
         self.fast_path_max_events = fast_path_max_events
@@ -66,10 +63,11 @@ class Scorer:
         """
         artifact = open_artifact(path)
         return cls(artifact.load_model(fmt), artifact.spec, thresholds or artifact.thresholds,
-                   model_version=artifact.run_id, manifest=artifact.manifest, **kwargs)
+                   model_version=artifact.run_id, manifest=artifact.manifest, calibration=artifact.calibration,
+                   **kwargs)
 
     def score(self, events: Any, *, source: str = "events") -> pl.DataFrame:
-        """Events of one or many sessions (Polars, Arrow or list of dicts) to ``session_id, score, band``.
+        """Events of one or many sessions (Polars, Arrow or list of dicts) to ``session_id, score, band, raw_score``.
 
         Rows come sorted by session id. Unseen categories score as the unknown id; sessions longer than
         ``max_len`` keep their most recent events. Bad input raises ``DataValidationError`` naming the
@@ -90,17 +88,21 @@ class Scorer:
 
     def score_sequences(self, seqs: Sequences) -> pl.DataFrame:
         """Model and bands on ready token sequences (the batch scorer tokenizes ahead of the model)."""
-        scores = self.predict(seqs)
+        raw = self.predict(seqs)
+        scores = self.calibrate(raw)
         return pl.DataFrame({
             S.SESSION_ID: pl.Series(seqs.session_ids, dtype=pl.String),
             S.SCORE: pl.Series(scores, dtype=pl.Float32),
             S.BAND: self.bands(scores),
+            S.RAW_SCORE: pl.Series(raw, dtype=pl.Float32),
         })
 
+    def calibrate(self, raw: np.ndarray) -> np.ndarray:
+        """Calibrated float32 scores of raw model probabilities: what ``score`` holds and the bands compare."""
+        return self.calibration.apply(raw).astype(np.float32)
+
     def bands(self, scores: np.ndarray) -> pl.Series:
-        t = self.thresholds
-        idx = (scores >= t["review"]).astype(np.int8) + (scores >= t["decline"]).astype(np.int8)
-        return pl.Series(S.BAND, np.asarray(BANDS, dtype=object)[idx], dtype=pl.String)
+        return pl.Series(S.BAND, assign_bands(scores, self.thresholds), dtype=pl.String)
 
     def predict(self, seqs: Sequences) -> np.ndarray:
         """Probabilities in session order.

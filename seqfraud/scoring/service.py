@@ -174,6 +174,7 @@ def create_app(artifact: str | Path, *, fmt: str = "torchscript", thresholds: Ma
         body = parse(session_validator, await read_body(request, limits.max_body_bytes))
         records = one_session(body["events"], scorer.spec, "events")
         result = await run_in_threadpool(scorer.score, records, source="request")
+        result = result.select(S.SESSION_ID, S.SCORE, S.BAND)
         return JSONResponse(result.row(0, named=True) | {
             "model_version": scorer.model_version, "latency_ms": round((time.perf_counter() - t0) * 1e3, 3)})
 
@@ -192,7 +193,7 @@ def create_app(artifact: str | Path, *, fmt: str = "torchscript", thresholds: Ma
                 raise RequestError(422, f"sessions[{i}]: session id {sid!r} appears in more than one session")
             seen.add(sid)
         result = await run_in_threadpool(scorer.score, [r for records in sessions for r in records], source="request")
-        by_id = {row[S.SESSION_ID]: row for row in result.iter_rows(named=True)}
+        by_id = {row[S.SESSION_ID]: row for row in result.select(S.SESSION_ID, S.SCORE, S.BAND).iter_rows(named=True)}
         return JSONResponse({"results": [by_id[sid] for sid in ids], "model_version": scorer.model_version,
                              "latency_ms": round((time.perf_counter() - t0) * 1e3, 3)})
 

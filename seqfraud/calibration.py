@@ -1,0 +1,97 @@
+"""Score calibration: a map from the model's raw probability to a calibrated one, stored as plain JSON.
+
+Fitting (at export, on validation predictions) uses scikit-learn; applying is numpy only, so the serving
+path stays light. ``isotonic`` keeps the breakpoints ``x``/``y`` of a monotone step-linear map for
+``np.interp`` (scores outside ``x`` clip to the end values); ``platt`` keeps ``a``, ``b`` of
+``sigmoid(a * logit(raw) + b)``; ``none`` is the identity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+METHODS = ("isotonic", "platt", "none")
+EPS = 1e-7  # raw probabilities are clipped to [EPS, 1 - EPS] before the logit
+
+
+class CalibrationError(ValueError):
+    """An unknown method, or parameters that do not describe a calibration map."""
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), EPS, 1 - EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    method: str = "none"
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise CalibrationError(f"calibration must be one of {METHODS}, got {self.method!r}")
+        p = self.params
+        if self.method == "isotonic":
+            x, y = np.asarray(p.get("x", []), dtype=np.float64), np.asarray(p.get("y", []), dtype=np.float64)
+            if x.ndim != 1 or len(x) < 1 or x.shape != y.shape or np.any(np.diff(x) < 0) or np.any(np.diff(y) < 0) \
+                    or not (np.isfinite(x).all() and np.isfinite(y).all()) or y.min() < 0 or y.max() > 1:
+                raise CalibrationError("isotonic calibration needs breakpoints x, y of one length, both "
+                                       "non-decreasing, y in [0, 1]")
+        elif self.method == "platt" and not all(
+                isinstance(p.get(k), (int, float)) and np.isfinite(p[k]) for k in ("a", "b")):
+            raise CalibrationError("platt calibration needs finite numbers a and b")
+
+    def apply(self, raw: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities (float64) of raw model probabilities."""
+        raw = np.asarray(raw, dtype=np.float64)
+        if self.method == "isotonic":
+            return np.interp(raw, self.params["x"], self.params["y"])
+        if self.method == "platt":
+            return 1.0 / (1.0 + np.exp(-(self.params["a"] * _logit(raw) + self.params["b"])))
+        return raw
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "params": self.params}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Calibration:
+        if not isinstance(d, dict) or "method" not in d:
+            raise CalibrationError("a calibration needs a method and its params")
+        return cls(d["method"], dict(d.get("params") or {}))
+
+
+def fit_calibration(method: str, y: np.ndarray, raw: np.ndarray) -> Calibration:
+    """Fit ``method`` on labels ``y`` and raw probabilities ``raw`` (the validation predictions)."""
+    if method not in METHODS:
+        raise CalibrationError(f"calibration must be one of {METHODS}, got {method!r}")
+    y = np.asarray(y, dtype=np.float64)
+    raw = np.asarray(raw, dtype=np.float64)
+    if method != "none" and not 0 < y.sum() < len(y):
+        raise CalibrationError(f"{method} calibration needs both classes in the validation predictions")
+    if method == "isotonic":
+        from sklearn.isotonic import IsotonicRegression
+
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(raw, y)
+        return Calibration("isotonic", {"x": [float(v) for v in iso.X_thresholds_],
+                                        "y": [float(v) for v in iso.y_thresholds_]})
+    if method == "platt":
+        from sklearn.linear_model import LogisticRegression
+
+        lr = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(raw)[:, None], y)
+        return Calibration("platt", {"a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])})
+    return Calibration("none", {})
+
+
+def reliability_curve(y: np.ndarray, p: np.ndarray, bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean score, observed rate and count of each non-empty equal-width bin (the ECE's bins)."""
+    y, p = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
+    idx = np.minimum((p * bins).astype(np.int64), bins - 1)
+    count = np.bincount(idx, minlength=bins)
+    keep = count > 0
+    mean_p = np.bincount(idx, weights=p, minlength=bins)[keep] / count[keep]
+    rate = np.bincount(idx, weights=y, minlength=bins)[keep] / count[keep]
+    return mean_p, rate, count[keep]

@@ -1,0 +1,279 @@
+"""Decisions and calibration: threshold policies and bands on literal arrays, calibration maps, and the
+calibrated scorer of the exported artifact."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import polars as pl
+import pytest
+
+from seqfraud import schema as S
+from seqfraud.calibration import Calibration, CalibrationError, fit_calibration
+from seqfraud.decisions import (
+    DecisionError,
+    assign_bands,
+    check_thresholds,
+    choose_thresholds,
+    cost_curve,
+    threshold_by_capacity,
+    threshold_by_cost,
+    threshold_by_fpr,
+)
+from seqfraud.export.artifact import CALIBRATION_FILE, MANIFEST_FILE
+from seqfraud.metrics import expected_calibration_error
+from seqfraud.scoring import ArtifactError, Scorer
+
+# Ten sessions: eight legitimate (scores 0.1..0.8), two fraud (0.75, 0.95).
+Y = np.array([0, 0, 0, 0, 0, 0, 0, 0, 1, 1])
+P = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.75, 0.95], dtype=np.float32)
+
+
+def _just_above(x: float) -> float:
+    return float(np.nextafter(np.float32(x), np.float32(np.inf)))
+
+
+# ---------------------------------------------------------------- policies
+
+def test_threshold_by_fpr_is_the_lowest_that_holds_the_target():
+    assert threshold_by_fpr(Y, P, 0.125) == _just_above(0.7)  # one of eight negatives (0.8) may be flagged
+    assert threshold_by_fpr(Y, P, 0.1) == _just_above(0.8)    # none may: above every negative
+    assert threshold_by_fpr(Y, P, 0.25) == _just_above(0.6)
+    t = threshold_by_fpr(Y, P, 0.25)
+    assert (P[Y == 0] >= t).mean() <= 0.25 and (P[Y == 0] >= np.float32(0.6)).mean() > 0.25
+
+
+def test_threshold_by_fpr_with_ties_never_exceeds_the_target():
+    y = np.array([0, 0, 0, 0, 1])
+    p = np.array([0.5, 0.5, 0.5, 0.2, 0.9], dtype=np.float32)
+    assert threshold_by_fpr(y, p, 0.5) == _just_above(0.5)   # 0.5 itself would flag 3 of 4 negatives
+
+
+def test_threshold_by_capacity_counts_every_session():
+    assert threshold_by_capacity(P, 200) == _just_above(0.75)  # 2 of 10 sessions: 0.95 and 0.8
+    assert threshold_by_capacity(P, 100) == _just_above(0.8)   # 1 of 10: 0.95 only
+    assert threshold_by_capacity(P, 99) == _just_above(0.95)   # none
+
+
+def test_threshold_by_cost_without_amounts():
+    # Missing a fraud costs 10, declining a legitimate session 1: catch both frauds (t = 0.75, one false
+    # decline at 0.8, cost 1) rather than one (t = 0.95, cost 10) or none (20).
+    assert threshold_by_cost(Y, P, fraud_loss=10, false_decline_cost=1) == pytest.approx(0.75)
+    # A false decline dearer than a missed fraud: flag only the 0.95 (cost 10 < 10 + 3 at t=0.75).
+    assert threshold_by_cost(Y, P, fraud_loss=10, false_decline_cost=11) == pytest.approx(0.95)
+    thresholds, cost = cost_curve(Y, P, fraud_loss=10, false_decline_cost=1)
+    assert len(thresholds) == 11 and cost[-1] == pytest.approx(20 / 10) and cost[0] == pytest.approx(8 / 10)
+
+
+def test_threshold_by_cost_with_amounts():
+    # The 0.75 fraud moves little money (1), the 0.95 a lot (100); with fraud_loss 1 a missed fraud loses
+    # its amount. Catching the 0.75 one costs a false decline (2) to save 1: not worth it.
+    amounts = np.array([5] * 8 + [1, 100], dtype=np.float64)
+    assert threshold_by_cost(Y, P, fraud_loss=1, false_decline_cost=2, amounts=amounts) == pytest.approx(0.95)
+    amounts[8] = 50
+    assert threshold_by_cost(Y, P, fraud_loss=1, false_decline_cost=2, amounts=amounts) == pytest.approx(0.75)
+    with pytest.raises(DecisionError, match="amounts"):
+        threshold_by_cost(Y, P, fraud_loss=1, false_decline_cost=2, amounts=amounts[:3])
+
+
+def test_choose_thresholds_records_policies_and_operating_points():
+    out = choose_thresholds(Y, P, {"review": {"policy": "capacity", "per_1000": 200},
+                                   "decline": {"policy": "fpr", "fpr": 0.1}})
+    assert out["review"] == _just_above(0.75) and out["decline"] == _just_above(0.8)
+    assert out["policies"]["review"] == {"policy": "capacity", "per_1000": 200}
+    review = out["validation"]["review"]
+    assert (review["fpr"], review["recall"], review["flagged_per_1000"]) == (0.125, 0.5, 200.0)
+    assert out["validation"]["decline"]["fpr"] == 0.0 and out["validation"]["negatives"] == 8
+    cost = choose_thresholds(Y, P, {"review": {"policy": "fpr", "fpr": 0.125},
+                                    "decline": {"policy": "cost", "fraud_loss": 10, "false_decline_cost": 11}})
+    assert cost["validation"]["decline"]["expected_cost_per_session"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("policies, message", [
+    ({"review": {"policy": "fpr", "fpr": 0.1}, "decline": {"policy": "fpr", "fpr": 0.25}}, "review=.* decline="),
+    ({"review": {"policy": "magic"}, "decline": {"policy": "fpr", "fpr": 0.1}}, "policy must be one of"),
+    ({"review": {"policy": "fpr"}, "decline": {"policy": "fpr", "fpr": 0.1}}, r"needs \['fpr'\]"),
+    ({"review": {"policy": "fpr", "fpr": 0.1, "per_1000": 3}, "decline": {"policy": "fpr", "fpr": 0.1}}, "not"),
+    ({"review": {"policy": "fpr", "fpr": 0.1}}, "exactly 'review' and 'decline'"),
+    ({"review": {"policy": "fpr", "fpr": 0.1},
+      "decline": {"policy": "cost", "fraud_loss": 1, "false_decline_cost": 1, "amount": "amount"}}, "no amounts"),
+])
+def test_bad_policies_are_refused_clearly(policies, message):
+    with pytest.raises(DecisionError, match=message):
+        choose_thresholds(Y, P, policies)
+
+
+def test_bad_inputs_are_refused():
+    with pytest.raises(DecisionError, match="fpr must be in"):
+        threshold_by_fpr(Y, P, 1.5)
+    with pytest.raises(DecisionError, match="no negatives"):
+        threshold_by_fpr(np.ones(3), np.ones(3), 0.1)
+    with pytest.raises(DecisionError, match="labels must be 0 or 1"):
+        threshold_by_fpr(np.array([0, 2]), np.array([0.1, 0.2]), 0.1)
+    with pytest.raises(DecisionError, match="NaN"):
+        threshold_by_capacity(np.array([0.1, np.nan]), 10)
+    with pytest.raises(DecisionError, match="shape"):
+        threshold_by_fpr(Y[:3], P, 0.1)
+    with pytest.raises(DecisionError, match="costs must be >= 0"):
+        threshold_by_cost(Y, P, fraud_loss=-1, false_decline_cost=1)
+
+
+# ---------------------------------------------------------------- bands
+
+def test_bands_at_the_edges():
+    t = {"review": 0.3, "decline": 0.8}
+    scores = np.array([0.0, np.nextafter(0.3, 0), 0.3, np.nextafter(0.8, 0), 0.8, 1.0])
+    assert assign_bands(scores, t).tolist() == ["approve", "approve", "review", "review", "decline", "decline"]
+    assert assign_bands(np.array([0.5]), {"review": 0.5, "decline": 0.5}).tolist() == ["decline"]
+    assert assign_bands(np.array([1.0]), {"review": 0.0, "decline": 1.0}).tolist() == ["decline"]
+
+
+@pytest.mark.parametrize("bad", [{"review": 0.5}, {"review": 0.9, "decline": 0.1}, {"review": -0.1, "decline": 0.5},
+                                 {"review": 0.1, "decline": 1.5}, {"review": "x", "decline": 0.5},
+                                 {"review": 0.1, "decline": 0.5, "block": 0.9}])
+def test_bad_thresholds_are_refused(bad):
+    with pytest.raises(DecisionError, match="thresholds"):
+        check_thresholds(bad)
+
+
+def test_a_nan_score_has_no_band():
+    with pytest.raises(DecisionError, match="NaN"):
+        assign_bands(np.array([0.1, np.nan]), {"review": 0.3, "decline": 0.8})
+
+
+# ---------------------------------------------------------------- calibration
+
+def test_expected_calibration_error_on_a_toy_example():
+    # Bins of 0.1: |0-0.1| + |0-0.2| + |1-0.6| + |1-0.9| = 0.8 over 4 sessions.
+    assert expected_calibration_error([0, 0, 1, 1], [0.1, 0.2, 0.6, 0.9]) == pytest.approx(0.2)
+    assert expected_calibration_error([0, 1], [0.0, 1.0]) == 0.0
+    # Two sessions in one bin, weight 2/3: |0.5 - 0.45| = 0.05; a score of 1.0 falls in the last bin, gap 0.
+    assert expected_calibration_error([0, 1, 1], [0.41, 0.49, 1.0]) == pytest.approx(2 / 3 * 0.05)
+
+
+def _overconfident(n=2000, seed=0):
+    rng = np.random.default_rng(seed)
+    raw = rng.random(n)
+    return (rng.random(n) < raw ** 3).astype(int), raw
+
+
+def test_isotonic_is_monotone_in_unit_interval_and_plain_json():
+    y, raw = _overconfident()
+    calib = fit_calibration("isotonic", y, raw)
+    grid = np.linspace(-0.5, 1.5, 2001)
+    out = calib.apply(grid)
+    assert np.all(np.diff(out) >= 0) and out.min() >= 0 and out.max() <= 1
+    again = Calibration.from_dict(json.loads(json.dumps(calib.to_dict())))
+    np.testing.assert_array_equal(again.apply(grid), out)
+    assert expected_calibration_error(y, calib.apply(raw)) < expected_calibration_error(y, raw)
+
+
+def test_platt_round_trip_recovers_a_known_map():
+    rng = np.random.default_rng(1)
+    raw = rng.uniform(0.01, 0.99, 20000)
+    true = Calibration("platt", {"a": 2.0, "b": -1.0})
+    y = (rng.random(len(raw)) < true.apply(raw)).astype(int)
+    fitted = fit_calibration("platt", y, raw)
+    assert fitted.params["a"] == pytest.approx(2.0, abs=0.1) and fitted.params["b"] == pytest.approx(-1.0, abs=0.1)
+    again = Calibration.from_dict(json.loads(json.dumps(fitted.to_dict())))
+    np.testing.assert_allclose(again.apply(raw), fitted.apply(raw))
+    assert np.all(np.diff(again.apply(np.sort(raw))) >= 0)
+
+
+def test_bad_calibrations_are_refused():
+    with pytest.raises(CalibrationError, match="must be one of"):
+        fit_calibration("beta", Y, P)
+    with pytest.raises(CalibrationError, match="both classes"):
+        fit_calibration("isotonic", np.zeros(3), np.array([0.1, 0.2, 0.3]))
+    with pytest.raises(CalibrationError, match="non-decreasing"):
+        Calibration("isotonic", {"x": [0.0, 1.0], "y": [0.9, 0.1]})
+    with pytest.raises(CalibrationError, match="a and b"):
+        Calibration("platt", {"a": 1.0})
+    np.testing.assert_array_equal(fit_calibration("none", Y, P).apply(P), P.astype(np.float64))
+
+
+# ---------------------------------------------------------------- the exported artifact
+
+@pytest.fixture(scope="module")
+def one_session(test_period_events, exported_artifact):
+    sid = Scorer.load(exported_artifact).spec.schema.session_id
+    first = test_period_events[sid][0]
+    return test_period_events.filter(pl.col(sid) == first)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_scorer_returns_calibrated_score_and_raw_score(exported_artifact, test_period_events):
+    scorer = Scorer.load(exported_artifact)
+    got = scorer.score(test_period_events)
+    assert got.columns == [S.SESSION_ID, S.SCORE, S.BAND, S.RAW_SCORE]
+    stored = json.loads((exported_artifact / CALIBRATION_FILE).read_text())
+    assert stored["method"] == "platt" and set(stored["params"]) == {"a", "b"}
+    raw = np.clip(got[S.RAW_SCORE].to_numpy().astype(np.float64), 1e-7, 1 - 1e-7)
+    a, b = stored["params"]["a"], stored["params"]["b"]
+    expected = 1 / (1 + np.exp(-(a * np.log(raw / (1 - raw)) + b)))
+    np.testing.assert_allclose(got[S.SCORE].to_numpy(), expected, atol=1e-6)
+    assert assign_bands(got[S.SCORE].to_numpy(), scorer.thresholds).tolist() == got[S.BAND].to_list()
+
+
+def test_manifest_reports_calibration_before_and_after(exported_artifact):
+    m = json.loads((exported_artifact / MANIFEST_FILE).read_text())
+    report = json.loads((exported_artifact / CALIBRATION_FILE).read_text())["report"]
+    assert m["calibration"]["method"] == "platt"
+    for split in ("val", "test"):
+        assert {k: m["calibration"][split][k] for k in report[split]} == report[split]
+        assert set(report[split]) >= {"brier_raw", "brier_calibrated", "ece_raw", "ece_calibrated"}
+    # In sample, a fitted Platt map (which contains the identity) cannot be worse than the raw scores in log loss;
+    # Brier follows closely enough on this data to check it.
+    assert report["val"]["brier_calibrated"] <= report["val"]["brier_raw"] + 1e-12
+    assert (exported_artifact / m["calibration"]["reliability_diagram"]).read_bytes()[:4] == b"\x89PNG"
+    assert {"calibration.json", "reliability.png"} <= set(m["files"])
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_band_override_at_load(exported_artifact, one_session):
+    scorer = Scorer.load(exported_artifact, thresholds={"review": 0.0, "decline": 1.0})
+    assert scorer.thresholds == {"review": 0.0, "decline": 1.0}
+    assert scorer.score(one_session)[S.BAND].to_list() == ["review"]
+    assert Scorer.load(exported_artifact).thresholds == {
+        k: json.loads((exported_artifact / MANIFEST_FILE).read_text())["thresholds"][k] for k in ("review", "decline")}
+
+
+def test_a_corrupt_calibration_file_is_refused(exported_artifact, tmp_path):
+    root = tmp_path / "artifact"
+    shutil.copytree(exported_artifact, root)
+    d = json.loads((root / CALIBRATION_FILE).read_text())
+    d["params"]["b"] += 0.5
+    (root / CALIBRATION_FILE).write_text(json.dumps(d))
+    with pytest.raises(ArtifactError, match="calibration.json"):
+        Scorer.load(root)
+    m = json.loads((root / MANIFEST_FILE).read_text())
+    del m["files"][CALIBRATION_FILE]
+    (root / MANIFEST_FILE).write_text(json.dumps(m))
+    with pytest.raises(ArtifactError, match="not spec.json and calibration.json"):
+        Scorer.load(root)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_export_with_platt_and_a_cost_policy_on_amounts(trained_run, tmp_path):
+    from seqfraud.export import ExportError, export_run
+    from seqfraud.features.spec import Spec
+
+    amount = Spec.load(trained_run / "spec.json").schema.numerical[0]
+    # A review costs less than a decline, so its least-cost threshold is never the higher one.
+    policies = {"review": {"policy": "cost", "fraud_loss": 1.0, "false_decline_cost": 2.0, "amount": amount},
+                "decline": {"policy": "cost", "fraud_loss": 1.0, "false_decline_cost": 20.0, "amount": amount}}
+    out = export_run(trained_run, tmp_path / "a", formats=["torchscript"], calibration="platt", thresholds=policies)
+    m = json.loads((out / MANIFEST_FILE).read_text())
+    assert m["calibration"]["method"] == "platt" and m["thresholds"]["policies"]["decline"]["amount"] == amount
+    assert m["thresholds"]["review"] <= m["thresholds"]["decline"]
+    for band in ("review", "decline"):
+        assert m["thresholds"]["validation"][band]["expected_cost_per_session"] >= 0
+    assert set(json.loads((out / CALIBRATION_FILE).read_text())["params"]) == {"a", "b"}
+    with pytest.raises(ExportError, match="not a numerical column"):
+        export_run(trained_run, tmp_path / "b", formats=["torchscript"],
+                   thresholds={band: {**p, "amount": "nope"} for band, p in policies.items()})
+    with pytest.raises(ExportError, match="calibration"):
+        export_run(trained_run, tmp_path / "c", formats=["torchscript"], calibration="beta")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
