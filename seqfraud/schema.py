@@ -22,6 +22,12 @@ RAW_SCORE = "raw_score"  # the model's own probability, next to the calibrated `
 BAND = "band"
 TYPOLOGY = "typology"
 LABEL_NOISE = "label_noise"
+# Columns of per-event explanations (``Scorer.explain``): the event's place in the session's kept
+# sequence (0 = oldest kept), its raw event type and time for display, and its share of the score.
+POSITION = "position"
+EVENT = "event"
+EVENT_TIME = "event_time"
+CONTRIBUTION = "contribution"
 # Token field derived from timestamps: the log-bucketed time since the previous event.
 TIME_DELTA = "time_delta"
 # Internal working columns; the double underscore keeps them clear of user names.

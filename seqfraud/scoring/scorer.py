@@ -76,6 +76,17 @@ class Scorer:
         frame = as_frame(events, self.spec, source)
         return self.score_normalized(normalized_events(frame.lazy(), self.spec, source))
 
+    def explain(self, events: Any, *, source: str = "events") -> pl.DataFrame:
+        """Each kept event's ``contribution`` to its session's score, by occlusion (see :mod:`seqfraud.scoring.explain`).
+
+        Same input and validation as :meth:`score`; rows ``session_id, position, event, event_time,
+        contribution`` in session id then time order. ``contribution`` is in raw-probability units.
+        """
+        from seqfraud.scoring.explain import occlusion
+
+        frame = as_frame(events, self.spec, source)
+        return occlusion(self, normalized_events(frame.lazy(), self.spec, source))
+
     def score_normalized(self, events: pl.DataFrame) -> pl.DataFrame:
         """Score events already through :func:`~seqfraud.scoring.prepare.normalized_events`."""
         return self.score_sequences(self.sequences(events))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
+import polars as pl
 import torch
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -177,6 +178,22 @@ def create_app(artifact: str | Path, *, fmt: str = "torchscript", thresholds: Ma
         result = result.select(S.SESSION_ID, S.SCORE, S.BAND)
         return JSONResponse(result.row(0, named=True) | {
             "model_version": scorer.model_version, "latency_ms": round((time.perf_counter() - t0) * 1e3, 3)})
+
+    @app.post("/explain")
+    async def explain(request: Request) -> JSONResponse:
+        """One session, as for ``/score``: its score and band plus each kept event's ``contribution`` (by occlusion)."""
+        t0 = time.perf_counter()
+        scorer: Scorer = request.app.state.scorer
+        session_validator, _ = request.app.state.validators
+        body = parse(session_validator, await read_body(request, limits.max_body_bytes))
+        records = one_session(body["events"], scorer.spec, "events")
+        result = await run_in_threadpool(scorer.score, records, source="request")
+        explained = await run_in_threadpool(scorer.explain, records, source="request")
+        events = explained.select(S.POSITION, S.EVENT, pl.col(S.EVENT_TIME).dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ"),
+                                  S.CONTRIBUTION)
+        return JSONResponse(result.select(S.SESSION_ID, S.SCORE, S.BAND).row(0, named=True) | {
+            "events": events.to_dicts(), "model_version": scorer.model_version,
+            "latency_ms": round((time.perf_counter() - t0) * 1e3, 3)})
 
     @app.post("/score/batch")
     async def score_batch(request: Request) -> JSONResponse:

@@ -1,0 +1,81 @@
+"""Per-event explanations by occlusion: how much each event moved a session's score.
+
+An event's ``contribution`` is the model's raw probability for the session minus its probability with that
+one event masked: every token of the event (type, categories, numbers, time delta) set to the ``MISSING`` id,
+everything else unchanged. Masking rather than dropping keeps the other events at their positions and with
+their own time deltas, so a pattern in the order of events is not broken by the shift a deletion causes.
+The tokens come from the scorer's own token path (:meth:`~seqfraud.scoring.scorer.Scorer.sequences`), so
+vocabularies, buckets and truncation are exactly those of :meth:`~seqfraud.scoring.scorer.Scorer.score`. It
+needs only the exported model (no gradients) and is exact by definition: it is the score change that masking
+the event causes. Cost: one forward pass per kept event.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import polars as pl
+
+from seqfraud import schema as S
+from seqfraud.features.spec import MISSING, UNKNOWN
+from seqfraud.scoring.prepare import Sequences
+
+if TYPE_CHECKING:
+    from seqfraud.scoring.scorer import Scorer
+
+
+def kept_events(events: pl.DataFrame, max_len: int) -> pl.DataFrame:
+    """Normalized events in token order, with their ``position`` in the kept sequence; truncated ones dropped."""
+    rank = pl.int_range(pl.len(), dtype=pl.Int64).over(S.SESSION_ID)
+    dropped = (pl.len().over(S.SESSION_ID).cast(pl.Int64) - max_len).clip(lower_bound=0)
+    return (events.sort(S.SESSION_ID, S.TS_US, S.ROW_INDEX)
+            .with_columns((rank - dropped).alias(S.POSITION))
+            .filter(pl.col(S.POSITION) >= 0))
+
+
+def masked_contributions(scorer: Scorer, seqs: Sequences) -> np.ndarray:
+    """Raw probability minus the probability with each kept event masked, aligned with ``seqs.tokens``."""
+    full = scorer.predict(seqs)
+    offsets = np.r_[0, np.cumsum(seqs.lengths)]
+    out = np.empty(len(seqs.tokens), dtype=np.float32)
+    for i, n in enumerate(seqs.lengths.tolist()):  # n variants of n events: at most max_len**2 rows at a time
+        variants = np.repeat(seqs.tokens[offsets[i]:offsets[i + 1]][None], n, axis=0)
+        variants[np.arange(n), np.arange(n)] = MISSING
+        masked = scorer.predict(Sequences([seqs.session_ids[i]] * n, variants.reshape(n * n, -1),
+                                          np.full(n, n, dtype=np.int64)))
+        out[offsets[i]:offsets[i + 1]] = full[i] - masked
+    return out
+
+
+def occlusion(scorer: Scorer, events: pl.DataFrame) -> pl.DataFrame:
+    """Normalized events to ``session_id, position, event, event_time, contribution`` (one row per kept event)."""
+    kept = kept_events(events, scorer.spec.max_len)
+    seqs = scorer.sequences(events)
+    _check_alignment(scorer, kept, seqs)
+    return pl.DataFrame({
+        S.SESSION_ID: kept[S.SESSION_ID],
+        S.POSITION: kept[S.POSITION],
+        S.EVENT: kept[scorer.spec.schema.event_type].cast(pl.String),
+        S.EVENT_TIME: kept[S.TS_US].cast(pl.Datetime("us", "UTC")),
+        S.CONTRIBUTION: pl.Series(masked_contributions(scorer, seqs), dtype=pl.Float32),
+    })
+
+
+def _check_alignment(scorer: Scorer, kept: pl.DataFrame, full: Sequences) -> None:
+    """The displayed events must be the model's events: same sessions, lengths and event-type tokens."""
+    spec = scorer.spec
+    event_type = spec.schema.event_type
+    lengths = kept.group_by(S.SESSION_ID, maintain_order=True).len()
+    lookup = scorer._vocab_index[event_type]
+    ids = np.array([MISSING if v is None else lookup.get(v, UNKNOWN) for v in kept[event_type].to_list()])
+    column = full.tokens[:, spec.fields.index(event_type)]
+    if (lengths[S.SESSION_ID].to_list() != list(full.session_ids)
+            or lengths["len"].to_list() != full.lengths.tolist() or not np.array_equal(ids, column)):
+        raise RuntimeError("explain: the kept events do not line up with the scored tokens")
+
+
+def top_events(explained: pl.DataFrame, k: int = 3) -> pl.DataFrame:
+    """The ``k`` events of each session that raised its score most."""
+    return (explained.sort(S.CONTRIBUTION, descending=True)
+            .group_by(S.SESSION_ID, maintain_order=True).head(k).sort(S.SESSION_ID, maintain_order=True))

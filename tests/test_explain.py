@@ -1,0 +1,243 @@
+"""Per-event explanations: occlusion lines up with the scored tokens, is the score drop it claims, finds the
+event a model keys on, and is served, validated and drawn like the scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from seqfraud import schema as S
+from seqfraud.features.spec import MISSING
+from seqfraud.scoring import Scorer
+from seqfraud.scoring.explain import top_events
+from seqfraud.scoring.prepare import Sequences, normalized_events
+from seqfraud.scoring.service import Limits, create_app
+
+LIMITS = Limits(max_events_per_session=200, max_sessions_per_batch=5, max_body_bytes=200_000)
+
+
+@pytest.fixture(scope="module")
+def scorer(exported_artifact) -> Scorer:
+    return Scorer.load(exported_artifact)
+
+
+@pytest.fixture(scope="module")
+def few(test_period_events, scorer) -> pl.DataFrame:
+    s = scorer.spec.schema
+    ids = test_period_events[s.session_id].unique().sort()[:4]
+    return test_period_events.filter(pl.col(s.session_id).is_in(ids.implode()))
+
+
+def test_one_row_per_kept_event_in_time_order(scorer, few, one_torch_thread):
+    s = scorer.spec.schema
+    explained = scorer.explain(few)
+    assert explained.columns == [S.SESSION_ID, S.POSITION, S.EVENT, S.EVENT_TIME, S.CONTRIBUTION]
+    lengths = dict(scorer.score(few).join(
+        few.group_by(pl.col(s.session_id).cast(pl.String).alias(S.SESSION_ID)).len(), on=S.SESSION_ID)
+        .select(S.SESSION_ID, pl.col("len").clip(upper_bound=scorer.spec.max_len)).iter_rows())
+    for sid, group in explained.group_by(S.SESSION_ID):
+        assert group[S.POSITION].to_list() == list(range(lengths[sid[0]]))
+        assert group[S.EVENT_TIME].is_sorted()
+
+
+def test_both_token_paths_explain_alike(exported_artifact, few, one_torch_thread):
+    fast = Scorer.load(exported_artifact).explain(few)
+    slow = Scorer.load(exported_artifact, fast_path_max_events=0).explain(few)
+    assert fast.drop(S.CONTRIBUTION).equals(slow.drop(S.CONTRIBUTION))
+    np.testing.assert_allclose(fast[S.CONTRIBUTION].to_numpy(), slow[S.CONTRIBUTION].to_numpy(), atol=1e-5)
+
+
+def test_contribution_is_the_score_drop_when_the_event_is_masked(scorer, few, one_torch_thread):
+    """Each contribution is what re-scoring the session's tokens with that event set to MISSING gives."""
+    s = scorer.spec.schema
+    session = few.filter(pl.col(s.session_id) == few[s.session_id].unique().sort()[0])
+    explained = scorer.explain(session)
+    seqs = scorer.sequences(normalized_events(session.lazy(), scorer.spec, "test"))
+    full = scorer.predict(seqs)[0]
+    for pos in range(min(len(seqs.tokens), 6)):
+        tokens = seqs.tokens.copy()
+        tokens[pos] = MISSING
+        masked = scorer.predict(Sequences(seqs.session_ids, tokens, seqs.lengths))[0]
+        assert explained[S.CONTRIBUTION][pos] == pytest.approx(full - masked, abs=1e-5)
+
+
+def test_masking_the_top_events_lowers_the_score_most(scorer, few, one_torch_thread):
+    """Fidelity: masking the three events ranked highest moves the score more than masking the three lowest."""
+    explained = scorer.explain(few)
+    seqs = scorer.sequences(normalized_events(few.lazy(), scorer.spec, "test"))
+    full = scorer.predict(seqs)
+    offsets = np.r_[0, np.cumsum(seqs.lengths)]
+    for i, sid in enumerate(seqs.session_ids):
+        c = explained.filter(pl.col(S.SESSION_ID) == sid)[S.CONTRIBUTION].to_numpy()
+        order = np.argsort(-c, kind="stable")
+
+        masked = []
+        for rows in (order[:3], order[-3:]):
+            tokens = seqs.tokens[offsets[i]:offsets[i + 1]].copy()
+            tokens[rows] = MISSING
+            masked.append(float(scorer.predict(Sequences([sid], tokens, seqs.lengths[i:i + 1]))[0]))
+        assert full[i] - masked[0] > full[i] - masked[1]
+
+
+def test_truncated_sessions_explain_only_the_kept_events(scorer, few, one_torch_thread):
+    s = scorer.spec.schema
+    first = few.filter(pl.col(s.session_id) == few[s.session_id][0])
+    n = scorer.spec.max_len + 5
+    long = pl.concat([first[:1]] * n).with_columns(
+        pl.col(s.timestamp) + pl.duration(seconds=pl.int_range(pl.len())))
+    explained = scorer.explain(long)
+    assert explained.height == scorer.spec.max_len
+    assert explained[S.EVENT_TIME][0] == long[s.timestamp][5]  # the oldest five were truncated away
+
+
+class KeysOnOneToken(torch.nn.Module):
+    """Scores 0.9 when the event-type field holds ``token`` anywhere in the session, else 0.1."""
+
+    def __init__(self, token: int):
+        super().__init__()
+        self.token = token
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        valid = torch.arange(tokens.shape[1])[None, :] < lengths[:, None]
+        hit = ((tokens[:, :, 0] == self.token) & valid).any(dim=1)
+        return torch.where(hit, torch.tensor(0.9), torch.tensor(0.1))
+
+
+def test_the_event_a_model_keys_on_ranks_first(scorer, few):
+    """By construction only the one keyed event matters: it gets +0.8, every other event 0."""
+    s = scorer.spec.schema
+    assert scorer.spec.fields[0] == s.event_type
+    session = few.filter(pl.col(s.session_id) == few[s.session_id].unique().sort()[0]).sort(s.timestamp)
+    target_pos = session.height // 2
+    target = str(session[s.event_type][target_pos])
+    others = session.filter(pl.col(s.event_type) != target)
+    session = pl.concat([others[:target_pos], session[target_pos:target_pos + 1], others[target_pos:]]).with_columns(
+        pl.col(s.timestamp).first() + pl.duration(seconds=pl.int_range(pl.len())))  # in this order
+    token = scorer._vocab_index[s.event_type][target]
+    toy = Scorer(torch.jit.script(KeysOnOneToken(token)), scorer.spec, {"review": 0.5, "decline": 0.95},
+                 model_version="toy")
+    explained = toy.explain(session)
+    top = explained.sort(S.CONTRIBUTION, descending=True).row(0, named=True)
+    assert top[S.EVENT] == target and top[S.POSITION] == target_pos
+    assert top[S.CONTRIBUTION] == pytest.approx(0.8)
+    assert explained.filter(pl.col(S.POSITION) != target_pos)[S.CONTRIBUTION].abs().max() == pytest.approx(0.0)
+    # A session of that one event is compared with a session of one all-missing event.
+    assert toy.explain(session[target_pos:target_pos + 1])[S.CONTRIBUTION][0] == pytest.approx(0.8)
+    assert MISSING != token
+
+
+@pytest.fixture(scope="module")
+def client(exported_artifact):
+    threads = torch.get_num_threads()
+    with TestClient(create_app(exported_artifact, limits=LIMITS), raise_server_exceptions=False) as c:
+        yield c
+    torch.set_num_threads(threads)
+
+
+def _records(events: pl.DataFrame, scorer: Scorer) -> list[dict]:
+    s = scorer.spec.schema
+    events = events.with_columns(pl.col(s.timestamp).dt.to_string("%Y-%m-%dT%H:%M:%S%.3fZ"))
+    return [{k: v for k, v in e.items() if v is not None} for e in events.to_dicts()]
+
+
+def test_explain_endpoint(client, scorer, few):
+    s = scorer.spec.schema
+    session = few.filter(pl.col(s.session_id) == few[s.session_id].unique().sort()[0])
+    r = client.post("/explain", json={"events": _records(session, scorer)})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) == {S.SESSION_ID, S.SCORE, S.BAND, "events", "model_version", "latency_ms"}
+    assert body[S.SCORE] == pytest.approx(scorer.score(session)[S.SCORE][0], abs=1e-6)
+    expected = scorer.explain(session)
+    assert [e[S.EVENT] for e in body["events"]] == expected[S.EVENT].to_list()
+    assert [e[S.POSITION] for e in body["events"]] == expected[S.POSITION].to_list()
+    np.testing.assert_allclose([e[S.CONTRIBUTION] for e in body["events"]], expected[S.CONTRIBUTION].to_numpy(),
+                               atol=1e-6)
+    assert body["events"][0][S.EVENT_TIME].endswith("Z")
+
+
+def test_explain_endpoint_refuses_bad_requests_like_score(client, scorer, few):
+    s = scorer.spec.schema
+    ids = few[s.session_id].unique().sort()
+    e = _records(few.filter(pl.col(s.session_id) == ids[0]), scorer)
+    other = _records(few.filter(pl.col(s.session_id) == ids[1]), scorer)
+    cases = [
+        ({"events": []}, 422, "at least 1 item"),
+        ({"events": [e[0] | {"colour": "red"}]}, 422, "events[0].colour"),
+        ({"events": e + other}, 422, "one session per request"),
+        ({"events": [e[0]] * (LIMITS.max_events_per_session + 1)}, 422, "at most 200 items"),
+        ({"events": [e[0] | {s.timestamp: "yesterday-ish"}]}, 422, s.timestamp),
+    ]
+    for body, status, needle in cases:
+        r = client.post("/explain", json=body)
+        assert r.status_code == status and needle in r.json()["detail"], (body, r.text)
+    r = client.post("/explain", content=b" " * (LIMITS.max_body_bytes + 1))
+    assert r.status_code == 413
+
+
+def test_cli_writes_html_and_png(exported_artifact, few, scorer, tmp_path):
+    from seqfraud.explain import main
+
+    s = scorer.spec.schema
+    sid = str(few[s.session_id].unique().sort()[0])
+    few.write_parquet(tmp_path / "events.parquet")
+    main(["--artifact", str(exported_artifact), "--events", str(tmp_path / "events.parquet"), "--session", sid,
+          "--out", str(tmp_path / "view.html"), "--png", str(tmp_path / "view.png")])
+    page = (tmp_path / "view.html").read_text()
+    assert page.startswith("<!doctype html>") and sid in page and "<script" not in page
+    for event in scorer.explain(few.filter(pl.col(s.session_id) == few[s.session_id].unique().sort()[0]))[S.EVENT]:
+        assert event in page
+    assert (tmp_path / "view.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(SystemExit, match="no events"):
+        main(["--artifact", str(exported_artifact), "--events", str(tmp_path / "events.parquet"), "--session",
+              "no-such-session", "--out", str(tmp_path / "x.html")])
+
+
+ACCOUNT_CHANGES = {"change_email", "change_password", "add_payment_method"}
+ATO_PREFIX = {"login", "view_account", *ACCOUNT_CHANGES}  # the takeover part of an ato_order session
+
+
+@pytest.mark.slow
+def test_ato_order_sessions_are_explained_by_their_account_changes(tmp_path):
+    """A small transformer that learned the order-only typology points at the account changes after login.
+
+    On the sessions it flags, an account change is among the three top events of at least 80% and the top
+    event belongs to the takeover prefix (login, view_account, the account changes) in at least 75%.
+
+    Trains the default experiment (about 1-2 minutes on CPU), so it is kept out of the default run.
+    """
+    import os
+
+    from hydra import compose, initialize_config_dir
+
+    from seqfraud.data.synthetic import ATO_ORDER
+    from seqfraud.export import export_run
+    from seqfraud.training.train import train
+    from tests.conftest import ROOT, single_torch_thread
+
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["+experiment=synthetic_transformer", f"paths.output_dir={tmp_path / 'run'}",
+                                          f"paths.data_dir={tmp_path / 'data'}", "logger=none",
+                                          "trainer.enable_progress_bar=false"])
+    with single_torch_thread():
+        train(cfg)
+        artifact = export_run(tmp_path / "run", tmp_path / "artifact", formats=["torchscript"])
+        scorer = Scorer.load(artifact)
+        data = tmp_path / "data" / "synthetic"
+        test_ids = pl.read_parquet(tmp_path / "run" / "predictions" / "test.parquet")[S.SESSION_ID]
+        typologies = pl.read_parquet(data / "typologies.parquet").with_columns(pl.col(S.SESSION_ID).cast(pl.String))
+        ato = typologies.filter((pl.col(S.TYPOLOGY) == ATO_ORDER) & pl.col(S.SESSION_ID).is_in(test_ids.implode()))
+        ato = ato[S.SESSION_ID].to_list()
+        events = pl.read_parquet(data / "events.parquet")
+        events = events.filter(pl.col(scorer.spec.schema.session_id).cast(pl.String).is_in(ato))
+        flagged = scorer.score(events).filter(pl.col(S.RAW_SCORE) >= 0.5)[S.SESSION_ID]
+        assert len(flagged) >= 5, "the model did not learn the ato_order typology"
+        explained = scorer.explain(events.filter(pl.col(scorer.spec.schema.session_id).cast(pl.String).is_in(flagged.implode())))
+    top3 = top_events(explained, 3).group_by(S.SESSION_ID).agg(pl.col(S.EVENT))
+    assert top3[S.EVENT].list.eval(pl.element().is_in(list(ACCOUNT_CHANGES))).list.any().mean() >= 0.8, top3
+    top1 = top_events(explained, 1)
+    assert top1[S.EVENT].is_in(list(ATO_PREFIX)).mean() >= 0.75, top1
