@@ -166,14 +166,18 @@ def create_app(artifact: str | Path, *, fmt: str = "torchscript", thresholds: Ma
     async def metadata(request: Request) -> dict[str, Any]:
         return request.app.state.scorer.manifest
 
+    async def read_session(request: Request) -> tuple[Scorer, list[dict[str, Any]]]:
+        """The scorer and one session's validated event records, as ``/score`` and ``/explain`` take them."""
+        scorer: Scorer = request.app.state.scorer
+        session_validator, _ = request.app.state.validators
+        body = parse(session_validator, await read_body(request, limits.max_body_bytes))
+        return scorer, one_session(body["events"], scorer.spec, "events")
+
     @app.post("/score")
     async def score(request: Request) -> JSONResponse:
         """One session's events: ``{"events": [{column: value, ...}, ...]}``."""
         t0 = time.perf_counter()
-        scorer: Scorer = request.app.state.scorer
-        session_validator, _ = request.app.state.validators
-        body = parse(session_validator, await read_body(request, limits.max_body_bytes))
-        records = one_session(body["events"], scorer.spec, "events")
+        scorer, records = await read_session(request)
         result = await run_in_threadpool(scorer.score, records, source="request")
         result = result.select(S.SESSION_ID, S.SCORE, S.BAND)
         return JSONResponse(result.row(0, named=True) | {
@@ -183,10 +187,7 @@ def create_app(artifact: str | Path, *, fmt: str = "torchscript", thresholds: Ma
     async def explain(request: Request) -> JSONResponse:
         """One session, as for ``/score``: its score and band plus each kept event's ``contribution`` (by occlusion)."""
         t0 = time.perf_counter()
-        scorer: Scorer = request.app.state.scorer
-        session_validator, _ = request.app.state.validators
-        body = parse(session_validator, await read_body(request, limits.max_body_bytes))
-        records = one_session(body["events"], scorer.spec, "events")
+        scorer, records = await read_session(request)
         result = await run_in_threadpool(scorer.score, records, source="request")
         explained = await run_in_threadpool(scorer.explain, records, source="request")
         events = explained.select(S.POSITION, S.EVENT, pl.col(S.EVENT_TIME).dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ"),
