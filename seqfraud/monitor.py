@@ -314,38 +314,36 @@ def plot(report: dict[str, Any], spec: Spec, ref: Window, cur: Window, ref_score
     ax = axes[0, 1]
     bins = np.asarray(SCORE_BINS)
     x = np.arange(len(bins) - 1)
-    for shift, scores, label in ((-0.2, ref_scores, "reference"), (0.2, cur_scores, "current")):
-        counts = np.histogram(scores, bins)[0]
-        ax.bar(x + shift, counts / max(counts.sum(), 1), width=0.4, label=label)
+    _paired_shares(ax, x, np.histogram(ref_scores, bins)[0], np.histogram(cur_scores, bins)[0])
     ax.set_xticks(x, [f"{b:g}" for b in bins[:-1]], fontsize=7)
     ax.set_title(f"Score share per bin (PSI {report['score']['psi']:.3f})")
     ax.set_xlabel("score bin (lower edge)")
-    ax.legend(fontsize=8)
 
     ax = axes[1, 0]
     edges = length_edges(spec.max_len)
     x = np.arange(len(edges) - 1)
-    for shift, lengths, label in ((-0.2, ref.seqs.lengths, "reference"), (0.2, cur.seqs.lengths, "current")):
-        counts = np.histogram(lengths, edges)[0]
-        ax.bar(x + shift, counts / max(counts.sum(), 1), width=0.4, label=label)
+    _paired_shares(ax, x, np.histogram(ref.seqs.lengths, edges)[0], np.histogram(cur.seqs.lengths, edges)[0])
     ax.set_xticks(x, [f"{int(e)}" for e in edges[:-1]], fontsize=7)
     ax.set_title(f"Session length (PSI {report['session_length']['psi']:.3f})")
     ax.set_xlabel("events per session (bin lower edge; last: truncated)")
-    ax.legend(fontsize=8)
 
     ax = axes[1, 1]
     j = spec.fields.index(S.TIME_DELTA)
     size = spec.vocab_size(S.TIME_DELTA)
-    x = np.arange(1, size)
-    for shift, window, label in ((-0.2, ref, "reference"), (0.2, cur, "current")):
-        counts = np.bincount(window.seqs.tokens[:, j], minlength=size)[1:size]
-        ax.bar(x + shift, counts / max(counts.sum(), 1), width=0.4, label=label)
+    ref_counts, cur_counts = (np.bincount(w.seqs.tokens[:, j], minlength=size)[1:size] for w in (ref, cur))
+    _paired_shares(ax, np.arange(1, size), ref_counts, cur_counts)
     ax.set_title(f"Inter-event time bucket (PSI {report['fields'][S.TIME_DELTA]['psi']:.3f})")
     ax.set_xlabel("time-delta token id (2: first event; 4..: log-spaced seconds)")
-    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def _paired_shares(ax, x: np.ndarray, ref_counts: np.ndarray, cur_counts: np.ndarray) -> None:
+    """Reference and current shares per bin, side by side."""
+    for shift, counts, label in ((-0.2, ref_counts, "reference"), (0.2, cur_counts, "current")):
+        ax.bar(x + shift, counts / max(counts.sum(), 1), width=0.4, label=label)
+    ax.legend(fontsize=8)
 
 
 def _fmt(v: Any) -> str:

@@ -66,7 +66,8 @@ def scan_table(path: str | os.PathLike) -> tuple[pl.LazyFrame, str]:
     raise DataValidationError(f"{source}: unsupported file type(s) {sorted(suffixes)}; use Parquet or CSV")
 
 
-def _fail(source: str, column: str, n_rows: int, what: str) -> None:
+def fail_rows(source: str, column: str, n_rows: int, what: str) -> None:
+    """The one wording of a bad-rows error, shared by training and scoring validation."""
     raise DataValidationError(f"{source}: column {column!r}: {n_rows:,} row(s) {what}")
 
 
@@ -182,10 +183,10 @@ def read_labels(path: str, schema: Schema) -> tuple[pl.DataFrame, str]:
          "have a label that is not 0/1"),
     ):
         if n:
-            _fail(source, col, n, what)
+            fail_rows(source, col, n, what)
     dupes = labels.group_by(S.SESSION_ID).agg(pl.col(S.LABEL).n_unique().alias("k")).filter(pl.col("k") > 1)
     if dupes.height:
-        _fail(source, schema.label, dupes.height, "are sessions listed with conflicting labels")
+        fail_rows(source, schema.label, dupes.height, "are sessions listed with conflicting labels")
     return labels.unique(S.SESSION_ID, keep="first", maintain_order=True).with_columns(pl.col(S.LABEL).cast(pl.Int8)), source
 
 
@@ -221,21 +222,21 @@ def load_events(
         raise DataValidationError(f"{source}: the event log is empty")
     null_sid = sessions.filter(pl.col(S.SESSION_ID).is_null())
     if null_sid.height:
-        _fail(source, schema.session_id, int(null_sid["n_events"][0]), "have a null session id")
+        fail_rows(source, schema.session_id, int(null_sid["n_events"][0]), "have a null session id")
     for col, what in (("n_ts_null", "have a null timestamp"), ("n_ts_unparsed", "have a timestamp that does not parse")):
         if n := int(sessions[col].sum()):
-            _fail(source, schema.timestamp, n, what)
+            fail_rows(source, schema.timestamp, n, what)
 
     if label_on_events:
         if n := int(sessions["n_label_bad"].sum()):
-            _fail(source, schema.label, n, "have a label that is not 0/1")
+            fail_rows(source, schema.label, n, "have a label that is not 0/1")
         mixed = sessions.filter(pl.col("label_min") != pl.col("label_max"))
         if mixed.height:
-            _fail(source, schema.label, int(mixed["n_events"].sum()),
+            fail_rows(source, schema.label, int(mixed["n_events"].sum()),
                   f"belong to {mixed.height:,} session(s) whose label is not constant")
         partial = sessions.filter((pl.col("n_label_null") > 0) & pl.col("label_min").is_not_null())
         if partial.height:
-            _fail(source, schema.label, int(partial["n_label_null"].sum()),
+            fail_rows(source, schema.label, int(partial["n_label_null"].sum()),
                   f"have a null label inside {partial.height:,} otherwise labelled session(s)")
         sessions = sessions.with_columns(pl.col("label_min").cast(pl.Int8).alias(S.LABEL))
         label_source = source

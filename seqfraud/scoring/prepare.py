@@ -18,9 +18,9 @@ import polars as pl
 from seqfraud import schema as S
 from seqfraud.data.events import (
     DataValidationError,
-    _fail,
     check_columns,
     detect_timestamp_unit,
+    fail_rows,
     normalize,
 )
 from seqfraud.features.spec import FIRST_ID, MISSING, NAN, UNKNOWN, Spec
@@ -110,12 +110,12 @@ def normalized_events(lf: pl.LazyFrame, spec: Spec, source: str, unit: str | Non
     except pl.exceptions.PolarsError as e:  # e.g. an integer epoch beyond int64; Polars names the column
         raise DataValidationError(f"{source}: {str(e).splitlines()[0]}") from None
     if n := events[S.SESSION_ID].null_count():
-        _fail(source, schema.session_id, n, "have a null session id")
+        fail_rows(source, schema.session_id, n, "have a null session id")
     n_null = events.height - int(events[S.TS_PRESENT].sum())
     if n_null:
-        _fail(source, schema.timestamp, n_null, "have a null timestamp")
+        fail_rows(source, schema.timestamp, n_null, "have a null timestamp")
     if n := events[S.TS_US].null_count():  # not null on input, so null because it did not parse
-        _fail(source, schema.timestamp, n, "have a timestamp that does not parse")
+        fail_rows(source, schema.timestamp, n, "have a timestamp that does not parse")
     return events
 
 
