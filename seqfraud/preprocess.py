@@ -1,13 +1,20 @@
 """Preprocessing pipeline: validate, split out of time, fit the spec on train, tokenize, write datasets.
 
 ``python -m seqfraud.preprocess`` runs it under Hydra (``conf/preprocess.yaml``) and writes the spec and
-the train/val/test Parquet datasets into the run directory.
+the train/val/test datasets (directories of Parquet shards) into the run directory. ``preprocess.engine``
+picks who loads and counts: Polars on one machine (out of core), or Spark on a cluster; everything else
+(validation, split, spec rules, report) is this module's, shared by both.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import resource
+import shutil
+import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import psutil
 
 from seqfraud import schema as S
-from seqfraud.data.events import load_events
+from seqfraud.data.events import LoadedEvents, load_events
+from seqfraud.data.shards import shard_files, shard_name
 from seqfraud.data.split import assign_split, before_test_end, from_epoch_us, split_boundaries, to_epoch_us
 from seqfraud.features.spec import Spec
-from seqfraud.features.tokens import fit_spec, sequences
+from seqfraud.features.tokens import FitStats, build_spec, fit_stats, quantile_probs, sequences
 from seqfraud.schema import Schema
 
 log = logging.getLogger(__name__)
@@ -28,6 +37,7 @@ log = logging.getLogger(__name__)
 SPEC_FILE = "spec.json"
 DATA_DIR = "data"
 REPORT_FILE = "preprocess_report.json"
+ROW_GROUP_SESSIONS = 4096  # the unit training streams and shuffles; small enough to bound reader memory
 
 
 @dataclass
@@ -35,8 +45,10 @@ class Prepared:
     spec: Spec
     datasets: dict[str, Path]
     report: dict[str, Any]
-    events: pl.LazyFrame  # normalized events, for models that read raw values (the aggregates baseline)
-    sessions: pl.DataFrame  # one row per session: start time, label, split
+    # Normalized events, for models that read raw values (the aggregates baseline); None when the data was
+    # prepared by another engine or loaded from disk.
+    events: pl.LazyFrame | None
+    sessions: pl.DataFrame | None  # one row per session: start time, label, split
 
 
 def resolve_data_config(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -68,47 +80,114 @@ def ensure_synthetic(data: Mapping[str, Any]) -> None:
     synthetic.write(synthetic.generate(int(synth["sessions"]), seed=int(synth["seed"])), synth["dir"])
 
 
-def preprocess(data_cfg: Mapping[str, Any], features_cfg: Mapping[str, Any], out_dir: str | Path) -> Prepared:
-    """Run the whole preprocessing and write ``spec.json``, ``data/{split}.parquet`` and a report."""
+class PolarsEngine:
+    """One machine, out of core: events beyond the memory budget are hash-partitioned by session on disk,
+    then sequenced one part at a time, so peak memory follows the part size, not the data size."""
+
+    # Peak working memory of sequencing one event, per token field, measured (see BENCHMARKS.md), with headroom.
+    BYTES_PER_EVENT_FIELD = 60
+
+    def __init__(self, memory_gb: float = 4.0, partitions: int | None = None):
+        if memory_gb <= 0:
+            raise ValueError(f"preprocess.memory_gb must be positive, got {memory_gb}")
+        self.memory_bytes = memory_gb * 1e9
+        self.partitions = partitions
+
+    def load(self, data: Mapping[str, Any], schema: Schema) -> LoadedEvents:
+        policy = data.get("policy") or {}
+        return load_events(data["events"], schema, data.get("labels"),
+                           on_unlabeled=policy.get("on_unlabeled", "error"),
+                           on_orphan_labels=policy.get("on_orphan_labels", "error"))
+
+    def fit_stats(self, loaded: LoadedEvents, schema: Schema, train_ids: pl.DataFrame, probs: list[float],
+                  min_count: int) -> FitStats:
+        train_events = loaded.events.join(train_ids.lazy(), on=S.SESSION_ID, how="semi")
+        return fit_stats(train_events, schema, probs, min_count)
+
+    def n_parts(self, n_events: int, n_fields: int) -> int:
+        if self.partitions:
+            return int(self.partitions)
+        free = max(self.memory_bytes - psutil.Process().memory_info().rss, 0.1 * self.memory_bytes)
+        return max(1, math.ceil(n_events * n_fields * self.BYTES_PER_EVENT_FIELD / free))
+
+    def write_datasets(self, loaded: LoadedEvents, spec: Spec, sessions: pl.DataFrame, out: Path) -> dict[str, Any]:
+        n_parts = self.n_parts(int(sessions["n_events"].sum()), len(spec.fields))
+        columns = [S.SESSION_ID, S.TS_US, S.ROW_INDEX, *spec.schema.categorical_fields, *spec.schema.numerical]
+        events = loaded.events.select(columns)
+        keys = sessions.lazy().select(S.SESSION_ID, S.LABEL, S.SPLIT)
+        with tempfile.TemporaryDirectory(dir=out, prefix="_partitions") as tmp:
+            if n_parts == 1:
+                parts = [events]
+            else:
+                part = (pl.col(S.SESSION_ID).hash(seed=0) % n_parts).alias("__part")
+                events.with_columns(part).sink_parquet(pl.PartitionBy(tmp, key="__part", include_key=False),
+                                                       mkdir=True)
+                parts = [pl.scan_parquet(Path(tmp, f"__part={i}")) if Path(tmp, f"__part={i}").exists()
+                         else events.clear() for i in range(n_parts)]
+            for i, lf in enumerate(parts):
+                seqs = sequences(lf, spec).join(keys, on=S.SESSION_ID, how="inner").collect(engine="streaming")
+                for name in S.SPLITS:
+                    (out / name).mkdir(parents=True, exist_ok=True)
+                    seqs.filter(pl.col(S.SPLIT) == name).drop(S.SPLIT).write_parquet(
+                        out / name / shard_name(i), row_group_size=ROW_GROUP_SESSIONS)
+        return {"engine": "polars", "partitions": n_parts}
+
+
+def make_engine(engine_cfg: Mapping[str, Any] | None):
+    """``preprocess.engine``: ``polars`` (default) or ``spark``; both write the same spec and datasets."""
+    cfg = dict(engine_cfg or {})
+    name = cfg.get("engine", "polars")
+    if name == "polars":
+        return PolarsEngine(float(cfg.get("memory_gb", 4.0)), cfg.get("partitions"))
+    if name == "spark":
+        from seqfraud.spark_engine import SparkEngine
+
+        return SparkEngine(**(cfg.get("spark") or {}))
+    raise ValueError(f"preprocess.engine must be 'polars' or 'spark', got {name!r}")
+
+
+def preprocess(data_cfg: Mapping[str, Any], features_cfg: Mapping[str, Any], out_dir: str | Path,
+               engine_cfg: Mapping[str, Any] | None = None) -> Prepared:
+    """Run the whole preprocessing and write ``spec.json``, ``data/{split}/part-*.parquet`` and a report.
+
+    The engine loads and counts; validation, the split, the spec rules and the report are shared here.
+    """
     t0 = time.perf_counter()
+    engine = make_engine(engine_cfg)
     data = resolve_data_config(data_cfg)
     ensure_synthetic(data)
     schema = Schema.from_config(data["schema"])
-    policy = data.get("policy") or {}
-    loaded = load_events(data["events"], schema, data.get("labels"),
-                         on_unlabeled=policy.get("on_unlabeled", "error"),
-                         on_orphan_labels=policy.get("on_orphan_labels", "error"))
+    loaded = engine.load(data, schema)
     split = data.get("split") or {}
     test_end = split.get("test_end")
     in_range = before_test_end(loaded.sessions, test_end)
     val_us, test_us = split_boundaries(in_range, split.get("val_start"), split.get("test_start"),
                                        split.get("val_fraction", 0.15), split.get("test_fraction", 0.15), test_end)
     sessions = assign_split(in_range, val_us, test_us)
-    train_ids = sessions.lazy().filter(pl.col(S.SPLIT) == "train").select(S.SESSION_ID)
-    train_events = loaded.events.join(train_ids, on=S.SESSION_ID, how="semi")
-    spec = fit_spec(
-        train_events, schema, timestamp_unit=loaded.timestamp_unit,
-        max_len=int(features_cfg.get("max_len", 256)), min_count=int(features_cfg.get("min_count", 5)),
-        max_vocab=int(features_cfg.get("max_vocab", 1000)), n_buckets=int(features_cfg.get("n_buckets", 16)),
-        tail_quantiles=tuple(features_cfg.get("tail_quantiles") or ()),
-        time_delta=dict(features_cfg.get("time_delta") or {}),
+    tail = tuple(features_cfg.get("tail_quantiles") or ())
+    n_buckets = int(features_cfg.get("n_buckets", 16))
+    min_count = int(features_cfg.get("min_count", 5))
+    stats = engine.fit_stats(loaded, schema, sessions.filter(pl.col(S.SPLIT) == "train").select(S.SESSION_ID),
+                             quantile_probs(n_buckets, tail), min_count)
+    spec = build_spec(
+        stats, schema, timestamp_unit=loaded.timestamp_unit, max_len=int(features_cfg.get("max_len", 256)),
+        min_count=min_count, max_vocab=int(features_cfg.get("max_vocab", 1000)), n_buckets=n_buckets,
+        tail_quantiles=tail, time_delta=dict(features_cfg.get("time_delta") or {}),
     )
     spec.fit_info |= {"val_start": from_epoch_us(val_us), "test_start": from_epoch_us(test_us)}
-    seqs = (
-        sequences(loaded.events, spec, extra=(S.LABEL,))
-        .join(sessions.lazy().select(S.SESSION_ID, S.SPLIT), on=S.SESSION_ID, how="left", maintain_order="left")
-        .collect(engine="streaming")
-    )
     out = Path(out_dir)
-    (out / DATA_DIR).mkdir(parents=True, exist_ok=True)
+    if (out / DATA_DIR).exists():
+        shutil.rmtree(out / DATA_DIR)  # shards of an earlier run must not mix with these
+    (out / DATA_DIR).mkdir(parents=True)
     spec.save(out / SPEC_FILE)
-    datasets, counts = {}, {}
-    for name in S.SPLITS:
-        part = seqs.filter(pl.col(S.SPLIT) == name).drop(S.SPLIT)
-        datasets[name] = out / DATA_DIR / f"{name}.parquet"
-        part.write_parquet(datasets[name])
-        counts[name] = {"sessions": part.height, "positives": int(part[S.LABEL].sum() or 0)}
-    report = loaded.report | {
+    engine_report = engine.write_datasets(loaded, spec, sessions, out / DATA_DIR)
+    datasets = {name: out / DATA_DIR / name for name in S.SPLITS}
+    counts = {
+        name: {"sessions": sessions.filter(pl.col(S.SPLIT) == name).height,
+               "positives": int(sessions.filter(pl.col(S.SPLIT) == name)[S.LABEL].sum() or 0)}
+        for name in S.SPLITS
+    }
+    report = loaded.report | engine_report | {
         "splits": counts,
         "val_start": spec.fit_info["val_start"],
         "test_start": spec.fit_info["test_start"],
@@ -116,6 +195,7 @@ def preprocess(data_cfg: Mapping[str, Any], features_cfg: Mapping[str, Any], out
         "sessions_after_test_end": loaded.sessions.height - in_range.height,
         "truncated_sessions": int((sessions["n_events"] > spec.max_len).sum()),
         "seconds": round(time.perf_counter() - t0, 3),
+        "peak_rss_gb": round(peak_rss_bytes() / 1e9, 3),
     }
     (out / REPORT_FILE).write_text(json.dumps(report, indent=2))
     for name, c in counts.items():
@@ -125,7 +205,25 @@ def preprocess(data_cfg: Mapping[str, Any], features_cfg: Mapping[str, Any], out
     for key in ("orphan_labels_dropped", "unlabeled_sessions_dropped", "unlabeled_events_dropped"):
         if key in report:
             log.warning("policy: %s = %s", key, report[key])
-    return Prepared(spec=spec, datasets=datasets, report=report, events=loaded.events, sessions=sessions)
+    events = loaded.events if isinstance(loaded.events, pl.LazyFrame) else None
+    return Prepared(spec=spec, datasets=datasets, report=report, events=events, sessions=sessions)
+
+
+def load_prepared(out_dir: str | Path) -> Prepared:
+    """An earlier preprocessing output, for training on data that was prepared once (torchrun, SLURM, Spark)."""
+    out = Path(out_dir)
+    spec = Spec.load(out / SPEC_FILE)
+    datasets = {name: out / DATA_DIR / name for name in S.SPLITS}
+    for path in datasets.values():
+        shard_files(path)  # fails early, naming the directory, when a split is missing
+    report = json.loads((out / REPORT_FILE).read_text()) if (out / REPORT_FILE).exists() else {}
+    return Prepared(spec=spec, datasets=datasets, report=report, events=None, sessions=None)
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory (``ru_maxrss`` is in KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
 
 
 def main() -> None:
@@ -136,7 +234,8 @@ def main() -> None:
     def _run(cfg: DictConfig) -> None:
         out = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
         prepared = preprocess(OmegaConf.to_container(cfg.data, resolve=True),
-                              OmegaConf.to_container(cfg.features, resolve=True), out)
+                              OmegaConf.to_container(cfg.features, resolve=True), out,
+                              OmegaConf.to_container(cfg.preprocess, resolve=True))
         print(json.dumps(prepared.report, indent=2))
 
     _run()

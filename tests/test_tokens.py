@@ -66,7 +66,8 @@ def run(path, schema=SCHEMA, *, fit_sessions=None, labels=None, **fit_kw):
         train = train.filter(pl.col(S.SESSION_ID).is_in(list(fit_sessions)))
     kw = {"min_count": 1, "n_buckets": 4, "time_delta": TD} | fit_kw
     spec = fit_spec(train, schema, timestamp_unit=loaded.timestamp_unit, **kw)
-    seqs = sequences(loaded.events, spec, extra=(S.LABEL,)).collect()
+    labels = loaded.sessions.lazy().select(S.SESSION_ID, S.LABEL)
+    seqs = sequences(loaded.events, spec).join(labels, on=S.SESSION_ID, how="left").collect()
     return loaded, spec, {r[S.SESSION_ID]: r for r in seqs.iter_rows(named=True)}
 
 

@@ -190,35 +190,27 @@ def read_labels(path: str, schema: Schema) -> tuple[pl.DataFrame, str]:
     return labels.unique(S.SESSION_ID, keep="first", maintain_order=True).with_columns(pl.col(S.LABEL).cast(pl.Int8)), source
 
 
-def load_events(
-    events_path: str,
+def validate_sessions(
+    sessions: pl.DataFrame,
     schema: Schema,
-    labels_path: str | None = None,
+    source: str,
+    labels: tuple[pl.DataFrame, str] | None = None,
     *,
     on_unlabeled: str = "error",
     on_orphan_labels: str = "error",
-) -> LoadedEvents:
-    """Scan, type-check, normalize and validate an event log; the returned events carry ``label``.
+) -> tuple[pl.DataFrame, dict]:
+    """Row-level checks and drop policies on the per-session table of :func:`session_table`.
 
-    Policies: ``on_unlabeled`` (``error`` or ``drop``) for sessions whose events have no label, and
-    ``on_orphan_labels`` (``error`` or ``drop``) for labelled sessions that have no events. Whatever a
-    policy drops is counted in ``report``.
+    Every engine builds that small table its own way and hands it here, so the contract and the wording
+    of its errors exist once. ``labels`` is a separate label table from :func:`read_labels`; without it
+    the labels come from the events. Returns one row per kept session (``session_id``, ``start_time``,
+    ``n_events``, ``label``) and what the policies dropped.
     """
     for name, value in (("on_unlabeled", on_unlabeled), ("on_orphan_labels", on_orphan_labels)):
         if value not in ("error", "drop"):
             raise ValueError(f"data.policy.{name} must be 'error' or 'drop', got {value!r}")
-    raw, source = scan_table(events_path)
-    if raw.head(1).collect().height == 0:
-        raise DataValidationError(f"{source}: the event log is empty")
-    label_on_events = labels_path is None
-    have = check_columns(raw, schema, source, with_label=label_on_events)
-    unit = detect_timestamp_unit(raw, schema, have[schema.timestamp])
-    events = normalize(raw, schema, have, unit, with_label=label_on_events)
-    sessions = session_table(events, with_label=label_on_events).collect(engine="streaming")
-    report: dict = {"source": source, "timestamp_unit": unit}
-
-    n_events = int(sessions["n_events"].sum())
-    if n_events == 0:
+    report: dict = {}
+    if int(sessions["n_events"].sum()) == 0:
         raise DataValidationError(f"{source}: the event log is empty")
     null_sid = sessions.filter(pl.col(S.SESSION_ID).is_null())
     if null_sid.height:
@@ -227,22 +219,22 @@ def load_events(
         if n := int(sessions[col].sum()):
             fail_rows(source, schema.timestamp, n, what)
 
-    if label_on_events:
+    if labels is None:
         if n := int(sessions["n_label_bad"].sum()):
             fail_rows(source, schema.label, n, "have a label that is not 0/1")
         mixed = sessions.filter(pl.col("label_min") != pl.col("label_max"))
         if mixed.height:
             fail_rows(source, schema.label, int(mixed["n_events"].sum()),
-                  f"belong to {mixed.height:,} session(s) whose label is not constant")
+                      f"belong to {mixed.height:,} session(s) whose label is not constant")
         partial = sessions.filter((pl.col("n_label_null") > 0) & pl.col("label_min").is_not_null())
         if partial.height:
             fail_rows(source, schema.label, int(partial["n_label_null"].sum()),
-                  f"have a null label inside {partial.height:,} otherwise labelled session(s)")
+                      f"have a null label inside {partial.height:,} otherwise labelled session(s)")
         sessions = sessions.with_columns(pl.col("label_min").cast(pl.Int8).alias(S.LABEL))
         label_source = source
     else:
-        labels, label_source = read_labels(labels_path, schema)
-        orphans = labels.join(sessions, on=S.SESSION_ID, how="anti")
+        table, label_source = labels
+        orphans = table.join(sessions, on=S.SESSION_ID, how="anti")
         if orphans.height:
             if on_orphan_labels == "error":
                 raise DataValidationError(
@@ -250,14 +242,7 @@ def load_events(
                     f"events in {source} (set data.policy.on_orphan_labels=drop to skip them)"
                 )
             report["orphan_labels_dropped"] = orphans.height
-        sessions = sessions.join(labels, on=S.SESSION_ID, how="left")
-        # A lookup, not a join: projection pushdown drops it from every query that never reads the label
-        # (fitting the spec, the aggregates), which a join cannot, and it keeps the scan's row order.
-        events = events.with_columns(
-            pl.col(S.SESSION_ID).replace_strict(labels[S.SESSION_ID], labels[S.LABEL],
-                                                default=pl.lit(None, labels[S.LABEL].dtype),
-                                                return_dtype=labels[S.LABEL].dtype).alias(S.LABEL)
-        )
+        sessions = sessions.join(table, on=S.SESSION_ID, how="left")
 
     unlabeled = sessions.filter(pl.col(S.LABEL).is_null())
     if unlabeled.height:
@@ -270,10 +255,47 @@ def load_events(
         report["unlabeled_sessions_dropped"] = unlabeled.height
         report["unlabeled_events_dropped"] = n_rows
         sessions = sessions.filter(pl.col(S.LABEL).is_not_null())
-        events = events.join(sessions.lazy().select(S.SESSION_ID), on=S.SESSION_ID, how="semi")
 
-    sessions = sessions.select(S.SESSION_ID, S.START_TIME, "n_events", S.LABEL)
-    events = events.drop(S.TS_PRESENT).with_columns(pl.col(S.LABEL).cast(pl.Int8))
+    sessions = sessions.select(S.SESSION_ID, S.START_TIME, "n_events", pl.col(S.LABEL).cast(pl.Int8))
     report |= {"n_events": int(sessions["n_events"].sum()), "n_sessions": sessions.height,
                "n_positive_sessions": int(sessions[S.LABEL].sum())}
+    return sessions, report
+
+
+def load_events(
+    events_path: str,
+    schema: Schema,
+    labels_path: str | None = None,
+    *,
+    on_unlabeled: str = "error",
+    on_orphan_labels: str = "error",
+) -> LoadedEvents:
+    """Scan, type-check, normalize and validate an event log; the returned events carry ``label``.
+
+    Policies (see :func:`validate_sessions`): ``on_unlabeled`` for sessions whose events have no label and
+    ``on_orphan_labels`` for labelled sessions that have no events; whatever a policy drops is counted in
+    ``report``.
+    """
+    raw, source = scan_table(events_path)
+    if raw.head(1).collect().height == 0:
+        raise DataValidationError(f"{source}: the event log is empty")
+    label_on_events = labels_path is None
+    have = check_columns(raw, schema, source, with_label=label_on_events)
+    unit = detect_timestamp_unit(raw, schema, have[schema.timestamp])
+    events = normalize(raw, schema, have, unit, with_label=label_on_events)
+    table = session_table(events, with_label=label_on_events).collect(engine="streaming")
+    labels = None if label_on_events else read_labels(labels_path, schema)
+    sessions, report = validate_sessions(table, schema, source, labels,
+                                         on_unlabeled=on_unlabeled, on_orphan_labels=on_orphan_labels)
+    if labels is not None:
+        # A lookup, not a join: projection pushdown drops it from every query that never reads the label
+        # (fitting the spec, the aggregates), which a join cannot, and it keeps the scan's row order.
+        events = events.with_columns(
+            pl.col(S.SESSION_ID).replace_strict(sessions[S.SESSION_ID], sessions[S.LABEL],
+                                                default=pl.lit(None, pl.Int8), return_dtype=pl.Int8).alias(S.LABEL)
+        )
+    if "unlabeled_sessions_dropped" in report:
+        events = events.join(sessions.lazy().select(S.SESSION_ID), on=S.SESSION_ID, how="semi")
+    events = events.drop(S.TS_PRESENT).with_columns(pl.col(S.LABEL).cast(pl.Int8))
+    report = {"source": source, "timestamp_unit": unit} | report
     return LoadedEvents(events=events, sessions=sessions, timestamp_unit=unit, source=source, report=report)

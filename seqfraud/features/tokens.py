@@ -7,6 +7,7 @@ Input frames are the normalized events of :mod:`seqfraud.data.events` (``session
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import polars as pl
 
@@ -27,8 +28,46 @@ def time_delta_edges(min_seconds: float, max_seconds: float, n_buckets: int) -> 
     return [0.0] + [round(min_seconds * ratio**i, 6) for i in range(n)]
 
 
-def fit_spec(
-    train_events: pl.LazyFrame,
+@dataclass
+class FitStats:
+    """What an engine measures on the training events; :func:`build_spec` alone turns it into a spec.
+
+    Engines differ only in how they count, so the rules that pick vocabularies and edges live once, here.
+    """
+
+    counts: dict[str, dict[str, int]]  # categorical field -> {value: events}, at least every value >= min_count
+    quantiles: dict[str, list[float | None]]  # numeric field -> the value at quantile_rank(q, n) per probability
+    n_events: int
+    n_sessions: int
+    first_event_us: int | None
+    last_event_us: int | None
+
+
+def quantile_probs(n_buckets: int, tail_quantiles: tuple[float, ...] = ()) -> list[float]:
+    """``n_buckets`` equal-frequency cut points plus the tail ones: fraud often lives in the last percent of
+    amounts, which one equal-frequency top bucket would lump together."""
+    if any(not 0 < q < 1 for q in tail_quantiles):
+        raise ValueError(f"features.tail_quantiles must lie strictly between 0 and 1, got {list(tail_quantiles)}")
+    return sorted({i / n_buckets for i in range(1, n_buckets)} | set(tail_quantiles))
+
+
+def quantile_rank(q: float, n: int) -> int:
+    """The edge at probability ``q`` is the finite training value at this 0-based rank among ``n`` sorted ones.
+
+    ``round((n - 1) * q)`` with halves rounded up: Polars' ``quantile(q, "nearest")`` (a test holds it to this),
+    and what other engines compute explicitly.
+    """
+    return int(math.floor((n - 1) * q + 0.5))
+
+
+def vocabulary(counts: dict[str, int], min_count: int, max_vocab: int) -> list[str]:
+    """Most frequent first, ties by value (UTF-8 byte order, as every engine sorts strings), rare ones dropped."""
+    kept = [(-n, v) for v, n in counts.items() if v is not None and n >= min_count]
+    return [v for _, v in sorted(kept)[:max_vocab]]
+
+
+def build_spec(
+    stats: FitStats,
     schema: Schema,
     *,
     timestamp_unit: str,
@@ -39,25 +78,38 @@ def fit_spec(
     tail_quantiles: tuple[float, ...] = (),
     time_delta: dict | None = None,
 ) -> Spec:
-    """Vocabularies and numeric edges from the training period only, so val and test cannot leak into it.
-
-    Numeric edges are ``n_buckets`` equal-frequency quantiles plus ``tail_quantiles``: fraud often lives in
-    the last percent of amounts, which one equal-frequency top bucket would lump together.
-    """
+    if stats.n_events == 0:
+        raise ValueError("the training period holds no events; check data.split")
     time_delta = time_delta or {}
-    td_edges = time_delta_edges(
+    edges = {
+        c: sorted({float(v) for v in stats.quantiles[c] if v is not None and math.isfinite(v)})
+        for c in schema.numerical
+    }
+    edges[S.TIME_DELTA] = time_delta_edges(
         time_delta.get("min_seconds", 0.25), time_delta.get("max_seconds", 86_400.0), time_delta.get("n_buckets", 24)
     )
-    vocab_queries = [
-        train_events.group_by(c).agg(pl.len().alias("n"))
-        .filter(pl.col(c).is_not_null() & (pl.col("n") >= min_count))
-        .sort(["n", c], descending=[True, False]).head(max_vocab)
+    fit_info = {
+        "n_events": stats.n_events,
+        "n_sessions": stats.n_sessions,
+        "first_event_us": stats.first_event_us,
+        "last_event_us": stats.last_event_us,
+        "min_count": min_count,
+        "max_vocab": max_vocab,
+        "n_buckets": n_buckets,
+        "tail_quantiles": list(tail_quantiles),
+    }
+    vocab = {c: vocabulary(stats.counts[c], min_count, max_vocab) for c in schema.categorical_fields}
+    return Spec(schema=schema, timestamp_unit=timestamp_unit, max_len=max_len, vocab=vocab, edges=edges,
+                fit_info=fit_info, versions=library_versions())
+
+
+def fit_stats(train_events: pl.LazyFrame, schema: Schema, probs: list[float], min_count: int) -> FitStats:
+    """The Polars engine's :class:`FitStats`: one streaming pass of group-bys and quantiles."""
+    count_queries = [
+        train_events.group_by(c).agg(pl.len().alias("n")).filter(pl.col(c).is_not_null() & (pl.col("n") >= min_count))
         for c in schema.categorical_fields
     ]
-    if any(not 0 < q < 1 for q in tail_quantiles):
-        raise ValueError(f"features.tail_quantiles must lie strictly between 0 and 1, got {list(tail_quantiles)}")
-    probs = sorted({i / n_buckets for i in range(1, n_buckets)} | set(tail_quantiles))
-    quantile_query = train_events.select(
+    summary_query = train_events.select(
         *[
             pl.col(c).filter(pl.col(c).is_finite()).quantile(q, "nearest").alias(f"{c}@{i}")
             for c in schema.numerical for i, q in enumerate(probs)
@@ -67,27 +119,22 @@ def fit_spec(
         pl.col(S.TS_US).min().alias("__ts_min"),
         pl.col(S.TS_US).max().alias("__ts_max"),
     )
-    *vocab_frames, quantiles = pl.collect_all([*vocab_queries, quantile_query], engine="streaming")
-    if quantiles["__n_events"][0] == 0:
-        raise ValueError("the training period holds no events; check data.split")
-    vocab = {c: frame[c].to_list() for c, frame in zip(schema.categorical_fields, vocab_frames)}
-    edges = {}
-    for c in schema.numerical:
-        values = [quantiles[f"{c}@{i}"][0] for i in range(len(probs))]
-        edges[c] = sorted({float(v) for v in values if v is not None and math.isfinite(v)})
-    edges[S.TIME_DELTA] = td_edges
-    fit_info = {
-        "n_events": int(quantiles["__n_events"][0]),
-        "n_sessions": int(quantiles["__n_sessions"][0]),
-        "first_event_us": quantiles["__ts_min"][0],
-        "last_event_us": quantiles["__ts_max"][0],
-        "min_count": min_count,
-        "max_vocab": max_vocab,
-        "n_buckets": n_buckets,
-        "tail_quantiles": list(tail_quantiles),
-    }
-    return Spec(schema=schema, timestamp_unit=timestamp_unit, max_len=max_len, vocab=vocab, edges=edges,
-                fit_info=fit_info, versions=library_versions())
+    *count_frames, summary = pl.collect_all([*count_queries, summary_query], engine="streaming")
+    row = summary.row(0, named=True)
+    return FitStats(
+        counts={c: dict(zip(f[c].to_list(), f["n"].to_list())) for c, f in zip(schema.categorical_fields, count_frames)},
+        quantiles={c: [row[f"{c}@{i}"] for i in range(len(probs))] for c in schema.numerical},
+        n_events=int(row["__n_events"]), n_sessions=int(row["__n_sessions"]),
+        first_event_us=row["__ts_min"], last_event_us=row["__ts_max"],
+    )
+
+
+def fit_spec(train_events: pl.LazyFrame, schema: Schema, *, timestamp_unit: str, min_count: int = 5,
+             n_buckets: int = 16, tail_quantiles: tuple[float, ...] = (), **options) -> Spec:
+    """Vocabularies and numeric edges from the training period only, so val and test cannot leak into it."""
+    stats = fit_stats(train_events, schema, quantile_probs(n_buckets, tail_quantiles), min_count)
+    return build_spec(stats, schema, timestamp_unit=timestamp_unit, min_count=min_count, n_buckets=n_buckets,
+                      tail_quantiles=tail_quantiles, **options)
 
 
 def categorical_ids(column: str, vocab: list[str]) -> pl.Expr:
@@ -127,8 +174,8 @@ def time_order_key() -> pl.Expr:
     )
 
 
-def sequences(events: pl.LazyFrame, spec: Spec, extra: tuple[str, ...] = ()) -> pl.LazyFrame:
-    """Normalized events to per-session token sequences; ``extra`` columns (constant per session) ride along.
+def sequences(events: pl.LazyFrame, spec: Spec) -> pl.LazyFrame:
+    """Normalized events to per-session token sequences.
 
     The row-wise tokens come first (so the sort moves int32 columns, not strings), then one sort on
     :func:`time_order_key` (a multi-column sort led by the session-id string costs several times more),
@@ -137,11 +184,10 @@ def sequences(events: pl.LazyFrame, spec: Spec, extra: tuple[str, ...] = ()) -> 
     """
     n = spec.max_len
     row_tokens = [*spec.schema.categorical_fields, *spec.schema.numerical]
-    keep = dict.fromkeys([S.SESSION_ID, S.TS_US, *extra])
     # Null on a session's first event, and throughout a null session id.
     delta_us = pl.when(pl.col(S.SESSION_ID).is_not_null()).then(pl.col(S.TS_US).diff())
     per_session = (
-        events.select(*keep, *event_tokens(spec), time_order_key().alias(_ORDER))
+        events.select(S.SESSION_ID, S.TS_US, *event_tokens(spec), time_order_key().alias(_ORDER))
         .sort(_ORDER)
         .group_by(S.SESSION_ID)
         .agg(
@@ -149,7 +195,6 @@ def sequences(events: pl.LazyFrame, spec: Spec, extra: tuple[str, ...] = ()) -> 
             delta_us.tail(n).alias(_DELTA_US),
             pl.len().clip(upper_bound=n).cast(pl.Int32).alias(S.LENGTH),
             pl.col(S.TS_US).min().alias(S.START_TIME),
-            *[pl.col(c).first() for c in extra],
         )
         .sort(S.SESSION_ID)
     )
@@ -160,5 +205,4 @@ def sequences(events: pl.LazyFrame, spec: Spec, extra: tuple[str, ...] = ()) -> 
         pl.col(_DELTA_US).list.eval(bucket_ids(seconds, spec.edges[S.TIME_DELTA])).alias(S.token_column(S.TIME_DELTA)),
         S.LENGTH,
         S.START_TIME,
-        *extra,
     )
