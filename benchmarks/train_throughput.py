@@ -2,7 +2,8 @@
 
     python benchmarks/train_throughput.py --model small --sessions 20000 --epochs 2
 
-Times every training step (forward, backward, optimizer step) with a Lightning callback. Reports, per
+Times every training step (forward, backward, optimizer step) with a Lightning callback, on rank 0 under
+DDP (all ranks step through equal batch counts, so the total is world size x rank 0's). Reports, per
 epoch, sequences / summed step time (batches are length-bucketed, so single steps range from a few long
 sessions to many short ones and only the epoch total is a fair rate), the median over epochs, and the
 batch fill (real tokens / padded tokens).
@@ -26,18 +27,28 @@ from seqfraud.training.train import train
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _sync(module) -> None:
+    """GPU steps run asynchronously: wait for them, or the timer measures only the kernel launches."""
+    if module.device.type == "cuda":
+        torch.cuda.synchronize(module.device)
+
+
 class StepTimer(pl.Callback):
     def __init__(self) -> None:
         self.epochs: list[tuple[int, float, int, int]] = []  # sequences, seconds, real tokens, padded tokens
         self._t0 = 0.0
+        self.world_size = 1
 
     def on_train_epoch_start(self, trainer, module) -> None:
+        self.world_size = trainer.world_size  # every rank steps through as many equal-sized batches as this one
         self.epochs.append((0, 0.0, 0, 0))
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        _sync(module)
         self._t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        _sync(module)
         n, secs, real, padded = self.epochs[-1]
         self.epochs[-1] = (n + len(batch["lengths"]), secs + time.perf_counter() - self._t0,
                            real + int(batch["lengths"].sum()), padded + batch["tokens"].shape[0] * batch["tokens"].shape[1])
@@ -59,9 +70,11 @@ def main() -> None:
             f"paths.data_dir={args.work / 'data'}", f"paths.output_dir={args.work / args.model}", "logger=none",
             "trainer.enable_progress_bar=false", "~callbacks.early_stopping", *args.overrides])
     train(cfg, extra_callbacks=[timer])
-    rates = [n / secs for n, secs, _, _ in timer.epochs]
+    rates = [timer.world_size * n / secs for n, secs, _, _ in timer.epochs]
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or platform.machine()
     print(f"model={args.model} batch={cfg.loader.batch_size} sessions={args.sessions} torch={torch.__version__} "
-          f"threads={torch.get_num_threads()} cpu={platform.processor() or platform.machine()}")
+          f"threads={torch.get_num_threads()} processes={timer.world_size} precision={cfg.trainer.precision} "
+          f"device={device}")
     print("per epoch sequences/s: " + ", ".join(f"{r:.0f}" for r in rates))
     print(f"median {statistics.median(rates):.0f} sequences/s; batch fill (real / padded tokens) "
           f"{sum(e[2] for e in timer.epochs) / sum(e[3] for e in timer.epochs):.2f}")

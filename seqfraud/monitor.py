@@ -33,6 +33,7 @@ import polars as pl
 
 from seqfraud import schema as S
 from seqfraud.data.events import DataValidationError, read_labels, scan_table
+from seqfraud.data.shards import shard_files
 from seqfraud.features.spec import FIRST_ID, MISSING, NAN, PAD, UNKNOWN, Spec
 from seqfraud.metrics import classification_metrics, recall_key
 from seqfraud.scoring.prepare import Sequences, as_frame, normalized_events, polars_sequences
@@ -101,11 +102,13 @@ def raw_window(events: Any, spec: Spec, source: str = "events") -> tuple[Window,
 
 def dataset_window(path: Path, spec: Spec) -> Window:
     """A tokenized dataset written by preprocessing (one row per session, a token list per field)."""
-    if not path.is_file():
+    try:
+        files = shard_files(path)
+    except FileNotFoundError:
         raise MonitorError(f"{path}: the run's tokenized train dataset is missing; pass --reference with raw "
-                           "events of the training period")
+                           "events of the training period") from None
     cols = [S.token_column(f) for f in spec.fields]
-    data = pl.read_parquet(path, columns=[S.SESSION_ID, S.LENGTH, *cols])
+    data = pl.read_parquet(files, columns=[S.SESSION_ID, S.LENGTH, *cols])
     if data.height == 0:
         raise MonitorError(f"{path}: no sessions")
     tokens = data.select(pl.col(c).explode() for c in cols).to_numpy().astype(np.int64)
@@ -121,7 +124,7 @@ def default_reference(scorer: Scorer, artifact: str | Path) -> Window:
     if not run_dir:
         raise MonitorError(f"{artifact}: the manifest records no training run (source.run_dir) and the artifact "
                            "holds no reference statistics; pass --reference with raw events of the training period")
-    return dataset_window(Path(run_dir) / DATA_DIR / "train.parquet", scorer.spec)
+    return dataset_window(Path(run_dir) / DATA_DIR / "train", scorer.spec)
 
 
 def current_labels(labels: Any, events_lf: pl.LazyFrame, spec: Spec) -> pl.DataFrame | None:

@@ -23,11 +23,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="sessions per model call")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="model calls run at once, one torch thread each (default: all cores)")
+    p.add_argument("--device", default="cpu", help="where the model runs, e.g. cuda (tokenizing stays on the CPU)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
 
     torch.set_num_threads(1)  # parallel across batches, not inside ops: no thread barriers per op
-    scorer = Scorer.load(args.artifact, fmt=args.format, batch_size=args.batch_size, workers=args.workers)
+    scorer = Scorer.load(args.artifact, fmt=args.format, batch_size=args.batch_size, workers=args.workers,
+                         device=args.device)
     t0 = time.perf_counter()
     stats = score_file(scorer, args.events, args.out, chunk_events=args.chunk_events, progress=not args.no_progress)
     seconds = time.perf_counter() - t0

@@ -93,10 +93,10 @@ def test_test_windows_are_ordered_and_do_not_overlap(backtest):
     assert first["val_start"] < first["test_start"] < first["test_end"] == second["test_start"] < second["test_end"]
     tests = []
     for r in (first, second):
-        test = pl.read_parquet(run_dir / r["run_dir"] / "data/test.parquet", columns=[S.SESSION_ID, S.START_TIME])
+        test = pl.read_parquet(run_dir / r["run_dir"] / "data/test", columns=[S.SESSION_ID, S.START_TIME])
         assert test[S.START_TIME].min() >= to_epoch_us(r["test_start"])
         assert test[S.START_TIME].max() < to_epoch_us(r["test_end"])
-        train = pl.read_parquet(run_dir / r["run_dir"] / "data/train.parquet", columns=[S.START_TIME])
+        train = pl.read_parquet(run_dir / r["run_dir"] / "data/train", columns=[S.START_TIME])
         assert train[S.START_TIME].max() < to_epoch_us(r["val_start"])
         tests.append(set(test[S.SESSION_ID]))
     assert tests[0] and tests[1] and not tests[0] & tests[1]

@@ -80,7 +80,7 @@ def test_report_sections_and_files(reports):
 
 def test_default_reference_is_the_runs_train_dataset(exported_artifact, windows):
     report = monitor(exported_artifact, windows["late"])
-    assert report["reference"]["source"].endswith("train.parquet")
+    assert report["reference"]["source"].endswith("data/train")
     assert report["inter_event_seconds"]["reference"] is None  # tokens only: PSI of the buckets, no seconds
     assert report["performance"] is None  # no labels given, none on the events
     assert _unknown_alerts(report)

@@ -104,11 +104,18 @@ def build_spec(
 
 
 def fit_stats(train_events: pl.LazyFrame, schema: Schema, probs: list[float], min_count: int) -> FitStats:
-    """The Polars engine's :class:`FitStats`: one streaming pass of group-bys and quantiles."""
-    count_queries = [
-        train_events.group_by(c).agg(pl.len().alias("n")).filter(pl.col(c).is_not_null() & (pl.col("n") >= min_count))
-        for c in schema.categorical_fields
-    ]
+    """The Polars engine's :class:`FitStats`: two streaming queries over the training events, one after the other.
+
+    All categorical fields are counted in one long (field, value) group-by. Collecting both queries at once
+    would run them side by side, or cache the whole training period to share one scan; either doubles peak
+    memory on data larger than RAM.
+    """
+    fields = list(schema.categorical_fields)
+    counts_query = (
+        train_events.select(fields).unpivot(variable_name="__field", value_name="__value")
+        .group_by("__field", "__value").agg(pl.len().alias("n"))
+        .filter(pl.col("__value").is_not_null() & (pl.col("n") >= min_count))
+    )
     summary_query = train_events.select(
         *[
             pl.col(c).filter(pl.col(c).is_finite()).quantile(q, "nearest").alias(f"{c}@{i}")
@@ -119,10 +126,14 @@ def fit_stats(train_events: pl.LazyFrame, schema: Schema, probs: list[float], mi
         pl.col(S.TS_US).min().alias("__ts_min"),
         pl.col(S.TS_US).max().alias("__ts_max"),
     )
-    *count_frames, summary = pl.collect_all([*count_queries, summary_query], engine="streaming")
+    counts = counts_query.collect(engine="streaming")
+    summary = summary_query.collect(engine="streaming")
+    by_field: dict[str, dict[str, int]] = {c: {} for c in fields}
+    for field, value, n in counts.iter_rows():
+        by_field[field][value] = n
     row = summary.row(0, named=True)
     return FitStats(
-        counts={c: dict(zip(f[c].to_list(), f["n"].to_list())) for c, f in zip(schema.categorical_fields, count_frames)},
+        counts=by_field,
         quantiles={c: [row[f"{c}@{i}"] for i in range(len(probs))] for c in schema.numerical},
         n_events=int(row["__n_events"]), n_sessions=int(row["__n_sessions"]),
         first_event_us=row["__ts_min"], last_event_us=row["__ts_max"],

@@ -42,8 +42,9 @@ class Scorer:
 
     def __init__(self, model: Model, spec: Spec, thresholds: Mapping[str, float], *, model_version: str,
                  manifest: dict[str, Any] | None = None, calibration: Calibration | None = None, batch_size: int = 64, workers: int = 1,
-                 fast_path_max_events: int = FAST_PATH_MAX_EVENTS):
-        self.model = model
+                 fast_path_max_events: int = FAST_PATH_MAX_EVENTS, device: str = "cpu"):
+        self.device = torch.device(device)
+        self.model = model.to(self.device) if self.device.type != "cpu" else model
         self.spec = spec
         self.thresholds = check_thresholds(thresholds)
         self.model_version = model_version
@@ -59,7 +60,8 @@ class Scorer:
              **kwargs: Any) -> Scorer:
         """Verify the artifact (manifest, hashes, embedded spec) and load one model format.
 
-        ``thresholds`` overrides the artifact's bands, e.g. ``{"review": 0.3, "decline": 0.8}``.
+        ``thresholds`` overrides the artifact's bands, e.g. ``{"review": 0.3, "decline": 0.8}``;
+        ``device="cuda"`` runs the model on a GPU (large batch jobs; tokenization stays on the CPU).
         """
         artifact = open_artifact(path)
         return cls(artifact.load_model(fmt), artifact.spec, thresholds or artifact.thresholds,
@@ -136,7 +138,8 @@ class Scorer:
                 padded = np.zeros((len(rows), int(lens.max()), seqs.tokens.shape[1]), dtype=np.int64)
                 padded[np.repeat(np.arange(len(rows)), lens), within] = seqs.tokens[np.repeat(offsets[rows], lens) + within]
             with torch.inference_mode():
-                out[rows] = self.model(torch.from_numpy(padded), torch.from_numpy(lens)).numpy()
+                tokens, lengths = torch.from_numpy(padded).to(self.device), torch.from_numpy(lens).to(self.device)
+                out[rows] = self.model(tokens, lengths).cpu().numpy()
 
         if self._pool is not None and len(groups) > 1:
             list(self._pool.map(run, groups))

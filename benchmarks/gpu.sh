@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The prepared GPU check (BENCHMARKS.md, "GPU"): bf16 training throughput of model=base and GPU batch scoring.
+# Runs on a machine with torch + CUDA + pytorch-lightning already installed; other packages come as wheels
+# in .whl/ (polars, hydra-core, omegaconf, antlr4). Results go to $OUT (or outputs/benchmarks/gpu).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-outputs/benchmarks/gpu}
+mkdir -p "$OUT"
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+export WANDB_MODE=disabled PYTHONUNBUFFERED=1
+WORK=/tmp/seqfraud_gpu
+SESSIONS=${SESSIONS:-100000}
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  python3 -c "import torch, polars, pytorch_lightning as L; print('torch', torch.__version__, 'polars', polars.__version__, 'lightning', L.__version__, 'cpus', __import__('os').cpu_count())"
+  echo "## training throughput, model=base, bf16"
+  python3 benchmarks/train_throughput.py --model base --sessions "$SESSIONS" --epochs 3 --work "$WORK" \
+    trainer=gpu loader.batch_size=512 loader.num_workers=4
+  echo "## export"
+  python3 export.py run_dir="$WORK/base" out="$WORK/artifact" overwrite=true formats=[torchscript] \
+    hydra.run.dir="$WORK/export" 2>&1 | tail -3
+  echo "## batch scoring, the whole synthetic log (events of every split)"
+  for device in cuda cpu; do
+    python3 -m seqfraud.score --artifact "$WORK/artifact" --events "$WORK/data/synthetic/events.parquet" \
+      --out "$WORK/scores_$device.parquet" --device "$device" --batch-size 1024 --no-progress
+  done
+} 2>&1 | tee "$OUT/gpu.log"
