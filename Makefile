@@ -5,17 +5,21 @@ PY := $(VENV)/bin/python
 # The CPU wheel of torch first: a plain install would pull a multi-GB CUDA build (see README for GPUs).
 TORCH_SPEC ?= torch==2.13.0
 DEMO_DIR ?= outputs/demo
+# Optional dependency groups of pyproject.toml, e.g. EXTRAS=dev,spark. One stamp per set, so a new set installs.
+EXTRAS ?= dev
+comma := ,
+INSTALLED := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .PHONY: venv demo test test-slow clean
 
-$(VENV)/.installed: pyproject.toml
+$(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
-venv: $(VENV)/.installed
+venv: $(INSTALLED)
 
 # generate -> train -> export -> score, on the built-in synthetic data.
 demo: venv

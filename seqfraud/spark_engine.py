@@ -1,0 +1,360 @@
+"""The Spark engine: the Polars engine's load, fit and transform as Spark SQL, for logs beyond one machine.
+
+``preprocess.engine=spark`` picks it (``pip install seqfraud[spark]``). It writes the same spec and the
+same datasets as :class:`seqfraud.preprocess.PolarsEngine` (``tests/test_spark.py`` compares them exactly):
+the rules come from the fitted :class:`~seqfraud.features.spec.Spec` and its reserved ids, the fitting
+numbers go through the shared :func:`~seqfraud.features.tokens.build_spec`, and validation is the shared
+:func:`~seqfraud.data.events.validate_sessions` on a per-session table that Spark computes. Only built-in
+Spark SQL functions run on the executors (no Python UDFs), so they need no Python packages.
+
+Input must be Parquet, with datetime or integer epoch timestamps: input order, the tie-break of equal
+timestamps, is the Parquet row position (``_metadata.row_index``), which CSV lacks, and ISO strings
+would be parsed by Spark's rules instead of Polars'. Paths are local or shared-storage paths that the
+driver and the executors see alike, because the driver inspects the same files with Polars.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from bisect import bisect_right
+from collections import Counter, defaultdict
+from collections.abc import Mapping
+from functools import reduce
+from itertools import accumulate
+from operator import add
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyspark import StorageLevel
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from seqfraud import schema as S
+from seqfraud.data.events import (
+    DataValidationError,
+    LoadedEvents,
+    check_columns,
+    detect_timestamp_unit,
+    read_labels,
+    resolve_paths,
+    scan_table,
+    validate_sessions,
+)
+from seqfraud.data.shards import SHARD_GLOB, shard_name
+from seqfraud.features.spec import FIRST_ID, MISSING, NAN, UNKNOWN, Spec
+from seqfraud.features.tokens import FitStats, quantile_rank
+from seqfraud.preprocess import ROW_GROUP_SESSIONS
+from seqfraud.schema import Schema
+
+# Working columns of this module (double underscore, like the schema's internal names).
+_PATH, _OFFSET, _FILE_ROW = "__path", "__offset", "__file_row"
+_FIELD, _VALUE, _ID, _PART, _N = "__field", "__value", "__id", "__part", "__n"
+_PREV_US, _NEWEST = "__prev_us", "__newest"
+_EVENTS = "__events"
+_MONO_BITS = 33  # monotonically_increasing_id(): partition index << 33 | row position within the partition
+_US_PER_UNIT = {"s": 1_000_000, "ms": 1_000, "us": 1}
+
+
+class SparkEngine:
+    """PySpark on any master: ``local[2]`` in tests, a cluster under ``spark-submit`` (``master=None``)."""
+
+    def __init__(self, master: str | None = "local[2]", app_name: str = "seqfraud-preprocess",
+                 conf: Mapping[str, Any] | None = None):
+        builder = SparkSession.builder.appName(app_name)
+        if master:
+            builder = builder.master(master)
+        for key, value in (conf or {}).items():
+            builder = builder.config(key, str(value))
+        # getOrCreate reuses the active session (spark-submit, a notebook, a test fixture); it is not ours
+        # to stop, and one we create ends with the process.
+        self.spark = builder.getOrCreate()
+        # Naive datetimes are UTC, as in Polars; nanosecond Parquet timestamps (pandas' default) arrive
+        # as epoch integers, which Spark's microsecond timestamps cannot hold.
+        self.spark.conf.set("spark.sql.session.timeZone", "UTC")
+        self.spark.conf.set("spark.sql.legacy.parquet.nanosAsLong", "true")
+
+    # ------------------------------------------------------------------------------------------- load
+
+    def load(self, data: Mapping[str, Any], schema: Schema) -> LoadedEvents:
+        """Type checks and the timestamp unit from Polars on the same files (footers and the first rows),
+        the per-session table from Spark, validation shared with the Polars engine."""
+        policy = data.get("policy") or {}
+        raw, source = scan_table(data["events"])
+        files = resolve_paths(data["events"])
+        if any(Path(f).suffix.lower() not in (".parquet", ".pq") for f in files):
+            raise DataValidationError(
+                f"{source}: the spark engine reads Parquet only: the tie-break of equal timestamps is the "
+                "row's position in its file, which Spark gives for Parquet alone; convert the CSV or use "
+                "preprocess.engine=polars"
+            )
+        if raw.head(1).collect().height == 0:
+            raise DataValidationError(f"{source}: the event log is empty")
+        label_on_events = data.get("labels") is None
+        have = check_columns(raw, schema, source, with_label=label_on_events)
+        if have[schema.timestamp] == pl.String:
+            raise DataValidationError(
+                f"{source}: column {schema.timestamp!r} holds strings; the spark engine needs datetime or "
+                "integer epoch timestamps (Spark parses ISO strings by other rules than Polars), so convert "
+                "the column or use preprocess.engine=polars"
+            )
+        unit = detect_timestamp_unit(raw, schema, have[schema.timestamp])
+        events = self._normalize(files, schema, have, unit, with_label=label_on_events)
+        table = pl.from_arrow(_session_table(events, with_label=label_on_events).toArrow())
+        labels = None if label_on_events else read_labels(data["labels"], schema)
+        sessions, report = validate_sessions(table, schema, source, labels,
+                                             on_unlabeled=policy.get("on_unlabeled", "error"),
+                                             on_orphan_labels=policy.get("on_orphan_labels", "error"))
+        columns = [S.SESSION_ID, S.TS_US, S.ROW_INDEX, *schema.categorical_fields, *schema.numerical]
+        return LoadedEvents(events=events.select([_col(c) for c in columns]), sessions=sessions,
+                            timestamp_unit=unit, source=source,
+                            report={"source": source, "timestamp_unit": unit} | report)
+
+    def _normalize(self, files: list[str], schema: Schema, have: pl.Schema, unit: str, *,
+                   with_label: bool) -> DataFrame:
+        """``seqfraud.data.events.normalize`` in Spark: the same columns, types and row index.
+
+        The row index is Polars' (the row's position in the concatenation of the sorted files): the file's
+        offset, from the Parquet footers, plus ``_metadata.row_index``.
+        """
+        paths = [os.path.abspath(f) for f in files]
+        counts = [pq.read_metadata(f).num_rows for f in files]
+        offset = dict(zip(paths, accumulate([0] + counts[:-1])))
+        raw = self.spark.read.parquet(*[_local_uri(_escape_glob(p)) for p in paths])
+        # Spark names each file by its URL-encoded URI: one cheap pass over the first rows learns those
+        # names, so that the events join a small table on the name as it comes, with no per-row decoding.
+        first_rows = raw.where(F.col("_metadata.row_index") == 0).select("_metadata.file_path")
+        names = [row[0] for row in first_rows.collect()]
+        local = {name: unquote(urlparse(name).path) for name in names}
+        if unplaced := sorted(n for n, path in local.items() if path not in offset):
+            raise RuntimeError(f"Spark read files that the file list does not hold, so their rows have no "
+                               f"place in input order: {unplaced[:3]}")
+        offsets = pa.table({_PATH: names, _OFFSET: pa.array([offset[local[n]] for n in names], pa.int64())})
+        raw = (raw.select("*", F.col("_metadata.file_path").alias(_PATH),
+                          F.col("_metadata.row_index").alias(_FILE_ROW))
+               .join(F.broadcast(self._frame(offsets)), on=_PATH))
+        cols = [
+            _col(schema.session_id).cast("string").alias(S.SESSION_ID),
+            _timestamp_us(schema.timestamp, have[schema.timestamp], raw.schema[schema.timestamp].dataType,
+                          unit).alias(S.TS_US),
+            _col(schema.timestamp).isNotNull().alias(S.TS_PRESENT),
+            *[_col(c).cast("string").alias(c) for c in schema.categorical_fields],
+            *[_col(c).cast("double").alias(c) for c in schema.numerical],
+            (F.col(_OFFSET) + F.col(_FILE_ROW)).alias(S.ROW_INDEX),
+        ]
+        if with_label:
+            cols.append(_col(schema.label).cast("double").alias(S.LABEL))
+        return raw.select(cols)
+
+    def _frame(self, table: pa.Table | pl.DataFrame) -> DataFrame:
+        """A small driver-side table as a Spark frame, through Arrow."""
+        return self.spark.createDataFrame(table.to_arrow() if isinstance(table, pl.DataFrame) else table)
+
+    # -------------------------------------------------------------------------------------------- fit
+
+    def fit_stats(self, loaded: LoadedEvents, schema: Schema, train_ids: pl.DataFrame, probs: list[float],
+                  min_count: int) -> FitStats:
+        """The numbers of ``seqfraud.features.tokens.fit_stats``, counted by Spark over the train sessions."""
+        # Cached for the three passes below (counts, summary, the quantiles' sort) and released after them.
+        train = (loaded.events.drop(S.ROW_INDEX)
+                 .join(self._frame(train_ids.select(S.SESSION_ID)), on=S.SESSION_ID, how="left_semi")
+                 .persist(StorageLevel.MEMORY_AND_DISK))
+        try:
+            return _fit_stats(train, schema, probs, min_count)
+        finally:
+            train.unpersist()
+
+    # -------------------------------------------------------------------------------------- transform
+
+    def write_datasets(self, loaded: LoadedEvents, spec: Spec, sessions: pl.DataFrame,
+                       out: Path) -> dict[str, Any]:
+        """``seqfraud.features.tokens.sequences`` in Spark, one partitioned write for the three splits."""
+        schema, n = spec.schema, spec.max_len
+        events = loaded.events
+        tokens = []
+        for c in schema.categorical_fields:
+            events, token = self._categorical_ids(events, c, spec.vocab[c])
+            tokens.append(token.alias(S.token_column(c)))
+        tokens += [_bucket_ids(_col(c), spec.edges[c]).alias(S.token_column(c)) for c in schema.numerical]
+        newest_first = (Window.partitionBy(S.SESSION_ID)
+                        .orderBy(F.col(S.TS_US).desc(), F.col(S.ROW_INDEX).desc()))
+        # The previous event in time order is the next one newest first; the delta spans the whole session
+        # before it is cut to its most recent max_len events.
+        seconds = (F.col(S.TS_US) - F.col(_PREV_US)).cast("double") / 1e6
+        tokens.append(_bucket_ids(seconds, spec.edges[S.TIME_DELTA]).alias(S.token_column(S.TIME_DELTA)))
+        token_columns = [S.token_column(f) for f in spec.fields]
+        # Structs sort field by field, so (time, input row) first puts each session's events in time order.
+        kept_event = F.struct(S.TS_US, S.ROW_INDEX, *[_col(t) for t in token_columns])
+        per_session = (
+            events.withColumn(_PREV_US, F.lead(S.TS_US).over(newest_first))
+            .withColumn(_NEWEST, F.row_number().over(newest_first))
+            .select(S.SESSION_ID, S.TS_US, S.ROW_INDEX, _NEWEST, *tokens)
+            .groupBy(S.SESSION_ID)
+            .agg(F.sort_array(F.collect_list(F.when(F.col(_NEWEST) <= n, kept_event))).alias(_EVENTS),
+                 F.min(S.TS_US).alias(S.START_TIME))
+        )
+        keys = self._frame(sessions.select(S.SESSION_ID, S.LABEL, S.SPLIT))
+        datasets = per_session.join(keys, on=S.SESSION_ID, how="inner").select(
+            S.SESSION_ID,
+            *[F.col(_EVENTS).getField(t).alias(t) for t in token_columns],
+            F.size(_EVENTS).cast("int").alias(S.LENGTH),
+            S.START_TIME,
+            S.LABEL,
+            S.SPLIT,
+        )
+        staging = out / "_spark"
+        (datasets.sortWithinPartitions(S.SPLIT, S.SESSION_ID).write.partitionBy(S.SPLIT)
+         .option("parquet.block.row.count.limit", ROW_GROUP_SESSIONS)  # training reads a row group at a time
+         .parquet(_local_uri(str(staging.absolute()))))
+        parts = {}
+        for name in S.SPLITS:
+            (out / name).mkdir(parents=True, exist_ok=True)
+            written = sorted((staging / f"{S.SPLIT}={name}").glob(SHARD_GLOB))
+            parts[name] = [f.rename(out / name / f.name) for f in written]
+        shutil.rmtree(staging)
+        columns = pl.read_parquet_schema(next(f for fs in parts.values() for f in fs))
+        for name in S.SPLITS:
+            if not parts[name]:  # a split without sessions still gets a shard, as with the Polars engine
+                pl.DataFrame(schema=columns).write_parquet(out / name / shard_name(0))
+        return {"engine": "spark", "partitions": max(len(p) for p in parts.values()),
+                "spark_master": self.spark.sparkContext.master}
+
+    def _categorical_ids(self, events: DataFrame, column: str, vocab: list[str]) -> tuple[DataFrame, Column]:
+        """``FIRST_ID + vocab index``, ``UNKNOWN`` outside the vocabulary, ``MISSING`` for null: a broadcast
+        hash join, since a map literal's lookup scans its keys."""
+        value, token = f"__vocab_{column}", f"__id_{column}"
+        table = pa.table({value: pa.array(vocab, pa.string()),
+                          token: pa.array(range(FIRST_ID, FIRST_ID + len(vocab)), pa.int32())})
+        events = events.join(F.broadcast(self._frame(table)), _col(column) == _col(value), how="left")
+        return events, F.when(_col(column).isNull(), F.lit(MISSING)).otherwise(
+            F.coalesce(_col(token), F.lit(UNKNOWN)))
+
+
+def _col(name: str) -> Column:
+    """A column by its exact name: user names may hold dots, which ``F.col`` reads as struct access."""
+    return F.col(f"`{name.replace('`', '``')}`")
+
+
+def _local_uri(path: str) -> str:
+    """A path on the local (or shared, mounted) file system, not on the cluster's default one (HDFS)."""
+    return "file:" + path
+
+
+def _escape_glob(path: str) -> str:
+    """Spark globs every path it reads; Hadoop's glob characters in a file name must be taken literally."""
+    return re.sub(r"([\\\[\]{}*?])", r"\\\1", path)
+
+
+def _timestamp_us(column: str, dtype: pl.DataType, spark_type: T.DataType, unit: str) -> Column:
+    """``seqfraud.data.events.timestamp_us`` for datetimes and integer epochs, to the microsecond."""
+    ts = _col(column)
+    if dtype.is_temporal():
+        if isinstance(spark_type, T.LongType):  # nanosecond datetimes, as integers (nanosAsLong): Polars floors
+            return _floor_div(column, 1_000)
+        return F.unix_micros(ts.cast("timestamp"))  # naive (timestamp_ntz) and dates are read in UTC
+    if unit == "ns":
+        return _floor_div(column, 1_000)
+    return ts.cast("long") * _US_PER_UNIT[unit]
+
+
+def _floor_div(column: str, divisor: int) -> Column:
+    """Integer floor division, Polars' ``//``. SQL's ``div`` truncates toward zero, and ``/`` goes through
+    doubles, which lose digits of nanosecond epochs; ``x - pmod(x, d)`` is a multiple of d, so ``div`` is
+    exact on it."""
+    x = f"CAST(`{column.replace('`', '``')}` AS BIGINT)"
+    return F.expr(f"({x} - pmod({x}, {divisor})) div {divisor}")
+
+
+def _count() -> Column:
+    return F.count(F.lit(1)).alias(_N)
+
+
+def _session_table(events: DataFrame, *, with_label: bool) -> DataFrame:
+    """``seqfraud.data.events.session_table`` in Spark."""
+    def count(condition: Column) -> Column:
+        return F.sum(condition.cast("long"))
+
+    ts, label = F.col(S.TS_US), F.col(S.LABEL)
+    aggs = [
+        F.min(ts).alias(S.START_TIME),
+        _count().alias("n_events"),
+        count(ts.isNull() & F.col(S.TS_PRESENT)).alias("n_ts_unparsed"),
+        count(~F.col(S.TS_PRESENT)).alias("n_ts_null"),
+    ]
+    if with_label:
+        aggs += [
+            F.min(label).alias("label_min"),
+            F.max(label).alias("label_max"),
+            count(label.isNull()).alias("n_label_null"),
+            count(label.isNotNull() & ~label.isin(0.0, 1.0)).alias("n_label_bad"),
+        ]
+    return events.groupBy(S.SESSION_ID).agg(*aggs)
+
+
+def _bucket_ids(value: Column, edges: list[float]) -> Column:
+    """``FIRST_ID + #{edge < x}``, ``MISSING`` for null, ``NAN`` for NaN (Spark orders NaN above +inf)."""
+    below = reduce(add, [(F.lit(e) < value).cast("int") for e in edges], F.lit(0))
+    return (F.when(value.isNull(), F.lit(MISSING)).when(F.isnan(value), F.lit(NAN))
+            .otherwise(below + FIRST_ID).cast("int"))
+
+
+def _fit_stats(train: DataFrame, schema: Schema, probs: list[float], min_count: int) -> FitStats:
+    """Vocabulary counts, quantiles and totals of the (cached) training events."""
+    cats = schema.categorical_fields
+    pairs = train.select(F.inline(F.array(*[
+        F.struct(F.lit(i).alias(_FIELD), _col(c).alias(_VALUE)) for i, c in enumerate(cats)
+    ])))
+    count_rows = (pairs.where(F.col(_VALUE).isNotNull()).groupBy(_FIELD, _VALUE).agg(_count())
+                  .where(F.col(_N) >= min_count).collect())
+    counts: dict[str, dict[str, int]] = {c: {} for c in cats}
+    for row in count_rows:
+        counts[cats[row[_FIELD]]][row[_VALUE]] = row[_N]
+    summary = train.agg(_count(), F.countDistinct(S.SESSION_ID), F.min(S.TS_US), F.max(S.TS_US)).first()
+    return FitStats(counts=counts, quantiles=_exact_quantiles(train, schema.numerical, probs),
+                    n_events=int(summary[0]), n_sessions=int(summary[1]),
+                    first_event_us=summary[2], last_event_us=summary[3])
+
+
+def _exact_quantiles(train: DataFrame, numerical: tuple[str, ...],
+                     probs: list[float]) -> dict[str, list[float | None]]:
+    """Per field, the finite value at ``quantile_rank(q, n)`` among its n sorted finite values, exactly.
+
+    One distributed sort of (field, value) pairs numbers every value by (range partition, position in it);
+    per-partition counts, a few rows to the driver, turn the wanted ranks into those numbers, and one
+    filter fetches just the wanted values. The sorted frame is checkpointed so that both passes see the
+    same numbering.
+    """
+    if not numerical:
+        return {}
+    pairs = train.select(F.inline(F.array(*[
+        F.struct(F.lit(i).alias(_FIELD), _col(c).alias(_VALUE)) for i, c in enumerate(numerical)
+    ])))
+    # Spark orders NaN above +inf, so these bounds keep exactly the finite values.
+    finite = pairs.where((F.col(_VALUE) > float("-inf")) & (F.col(_VALUE) < float("inf")))
+    numbered = finite.orderBy(_FIELD, _VALUE).select(
+        _FIELD, _VALUE, F.monotonically_increasing_id().alias(_ID)).localCheckpoint(eager=True)
+    part = F.shiftright(F.col(_ID), _MONO_BITS).alias(_PART)
+    sizes = numbered.groupBy(part, _FIELD).agg(_count()).collect()
+    n_field, part_size = Counter(), Counter()
+    for row in sizes:
+        n_field[row[_FIELD]] += row[_N]
+        part_size[row[_PART]] += row[_N]
+    # Positions in the whole sort: the fields follow each other, and so do the partitions, in range order.
+    field_start = list(accumulate([0] + [n_field[i] for i in range(len(numerical))]))
+    parts = sorted(part_size)
+    part_start = list(accumulate([0] + [part_size[p] for p in parts]))
+    wanted: dict[int, list[tuple[int, int]]] = defaultdict(list)  # two probabilities may share a rank
+    for i in range(len(numerical)):
+        for j, q in enumerate(probs if n_field[i] else []):
+            position = field_start[i] + quantile_rank(q, n_field[i])
+            k = bisect_right(part_start, position) - 1
+            wanted[(parts[k] << _MONO_BITS) + position - part_start[k]].append((i, j))
+    values = {ij: row[_VALUE] for row in numbered.where(F.col(_ID).isin(list(wanted))).collect()
+              for ij in wanted[row[_ID]]}
+    return {c: [values.get((i, j)) for j in range(len(probs))] for i, c in enumerate(numerical)}

@@ -1,0 +1,236 @@
+"""The Spark engine writes exactly what the Polars engine writes: the same spec, datasets and errors."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+
+import numpy as np
+import polars as pl
+import pytest
+
+if os.environ.get("SEQFRAUD_REQUIRE_SPARK"):
+    import pyspark  # noqa: F401  (CI sets this: a missing pyspark fails the run instead of skipping the parity)
+else:
+    pytest.importorskip("pyspark")
+
+from seqfraud import schema as S
+from seqfraud.data import synthetic
+from seqfraud.data.events import DataValidationError
+from seqfraud.data.shards import shard_files
+from seqfraud.features.spec import MISSING, NAN, UNKNOWN
+from seqfraud.features.tokens import quantile_rank
+from seqfraud.preprocess import preprocess
+from seqfraud.schema import Schema
+
+SPARK = {"engine": "spark", "spark": {"master": "local[2]"}}
+FEATURES = {"max_len": 5, "min_count": 2, "n_buckets": 4, "tail_quantiles": [0.9],
+            "time_delta": {"min_seconds": 1.0, "max_seconds": 3600.0, "n_buckets": 6}}
+# refund: three values, all in the first session, so edges share ranks; fee: never set, so no edges at all.
+SCHEMA = Schema(categorical=("device", "merchant", "flag"), numerical=("amount", "items", "refund", "fee"))
+T0_NS = 1_704_067_200 * 10**9  # 2024-01-01
+T1922_NS = -1_500_000_000 * 10**9  # before 1970: flooring and truncating nanoseconds differ
+LATE_TYPES = ("gift_card", "crypto")  # only in the latest sessions: unknown to a spec fitted on train
+
+
+@pytest.fixture(scope="module", autouse=True)
+def spark():
+    """One local session for the module; the engine's getOrCreate reuses it."""
+    from pyspark.sql import SparkSession
+
+    session = (SparkSession.builder.master("local[2]").appName("seqfraud-tests")
+               .config("spark.sql.shuffle.partitions", "4").config("spark.ui.enabled", "false")
+               # Keep every shuffle at 4 partitions, so that tiny inputs still take the distributed paths
+               # (a sort over several range partitions, several files per split).
+               .config("spark.sql.adaptive.coalescePartitions.enabled", "false")
+               .config("spark.driver.memory", "1g")
+               # A short-lived JVM: the quick JIT tier and the serial collector halve the module's time.
+               .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC").getOrCreate())
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+def edge_events(seed: int, base_ns: int, n_sessions: int = 60) -> pl.DataFrame:
+    """Events with every case the rules treat specially; ``ts_ns`` is cast per test to the wanted encoding.
+
+    Offsets within a session come from a few values, so equal timestamps are common (input order breaks
+    the tie); the sub-second part is not a multiple of a microsecond, so flooring matters before 1970.
+    """
+    rng = np.random.default_rng(seed)
+    lens = rng.integers(1, 13, n_sessions)
+    lens[0] = 3
+    sess = np.repeat(np.arange(n_sessions), lens)
+    start_s = np.sort(rng.integers(0, 30 * 86_400, n_sessions))
+    offset_s = rng.choice([0, 0, 1, 7, 90, 4_000], sess.size)
+    ts_ns = base_ns + (start_s[sess] + offset_s) * 10**9 + (offset_s % 7) * 123_456_789
+    late = sess >= n_sessions * 4 // 5
+    event_type = np.where(late & (rng.random(sess.size) < 0.3), rng.choice(LATE_TYPES, sess.size),
+                          rng.choice(["view", "login", "cart", "pay"], sess.size))
+    amount = np.round(rng.lognormal(3, 1, sess.size), 1)
+    amount[rng.random(sess.size) < 0.05] = np.nan
+    amount[rng.random(sess.size) < 0.03] = np.inf
+    amount[rng.random(sess.size) < 0.02] = -np.inf
+    events = pl.DataFrame({
+        "session_id": [f"u{i:03d}" for i in sess],
+        "ts_ns": ts_ns,
+        "event_type": event_type,
+        "device": rng.choice(["ios", "android", "web", "tv"], sess.size, p=[0.4, 0.4, 0.18, 0.02]),
+        "merchant": rng.integers(1, 8, sess.size),
+        "flag": rng.random(sess.size) < 0.3,
+        "amount": amount,
+        "items": rng.integers(0, 5, sess.size),
+        "refund": pl.Series([12.0, 5.0, 7.5] + [None] * (sess.size - 3)),  # the three events of the first session
+        "fee": pl.Series([None] * sess.size, dtype=pl.Float32),
+        "label": (sess % 7 == 0).astype(np.int64),
+    })
+    events = events.with_columns([pl.when(pl.Series(rng.random(sess.size) < 0.08)).then(None).otherwise(pl.col(c))
+                                  .alias(c) for c in ("device", "merchant", "flag", "amount", "items")])
+    return events.sample(fraction=1.0, shuffle=True, seed=seed)  # logs arrive unordered
+
+
+def write_shards(events: pl.DataFrame, out, n: int = 3, name: str = "part-{}.parquet"):
+    """Several Parquet files in one directory: sessions span files, and the file order is input order."""
+    out.mkdir(parents=True, exist_ok=True)
+    size = -(-events.height // n)
+    for i in range(n):
+        events.slice(i * size, size).write_parquet(out / name.format(i))
+    return out
+
+
+def run_both(data_cfg: dict, out, features: dict = FEATURES):
+    """Both engines on the same input; asserts the same spec, datasets and counts, returns Polars' result."""
+    polars = preprocess(data_cfg, features, out / "polars", {"engine": "polars"})
+    spark = preprocess(data_cfg, features, out / "spark", SPARK)
+    assert spark.report["engine"] == "spark" and spark.report["partitions"] > 1
+    assert spark.spec.to_dict() | {"versions": None} == polars.spec.to_dict() | {"versions": None}
+    for name in S.SPLITS:
+        want = pl.read_parquet(shard_files(polars.datasets[name])).sort(S.SESSION_ID)
+        got = pl.read_parquet(shard_files(spark.datasets[name])).sort(S.SESSION_ID)
+        assert got.schema == want.schema, name
+        assert got.equals(want), name
+    same = ("n_events", "n_sessions", "n_positive_sessions", "splits", "val_start", "test_start",
+            "sessions_after_test_end", "truncated_sessions", "source", "timestamp_unit",
+            "unlabeled_sessions_dropped", "unlabeled_events_dropped", "orphan_labels_dropped")
+    assert {k: spark.report.get(k) for k in same} == {k: polars.report.get(k) for k in same}
+    return polars
+
+
+def tokens(prepared, field: str, splits=S.SPLITS) -> list[int]:
+    frames = [pl.read_parquet(shard_files(prepared.datasets[s]), columns=[S.token_column(field)]) for s in splits]
+    return pl.concat(frames)[S.token_column(field)].explode().to_list()
+
+
+TIMESTAMPS = {
+    "datetime_us_naive": (T0_NS, lambda ns: pl.from_epoch(ns // 1_000, "us")),
+    "datetime_ns_utc_before_1970": (T1922_NS, lambda ns: pl.from_epoch(ns, "ns").dt.replace_time_zone("UTC")),
+    "epoch_ms": (T0_NS, lambda ns: ns // 10**6),
+    "epoch_ns_before_1970": (T1922_NS, lambda ns: ns),
+}
+
+
+@pytest.mark.parametrize("encoding", list(TIMESTAMPS))
+def test_parity_on_edge_cases(encoding, tmp_path):
+    base, cast = TIMESTAMPS[encoding]
+    events = edge_events(seed=len(encoding), base_ns=base)
+    events = events.with_columns(cast(pl.col("ts_ns")).alias("timestamp")).drop("ts_ns")
+    data = {"events": str(write_shards(events, tmp_path / "events")), "labels": None, "schema": SCHEMA.roles()}
+    prepared = run_both(data, tmp_path)
+    # The input really holds the cases the rules treat specially.
+    assert prepared.report["truncated_sessions"] > 0
+    assert UNKNOWN in tokens(prepared, "event_type", ("val", "test"))
+    assert {MISSING, NAN} <= set(tokens(prepared, "amount"))
+    assert MISSING in set(tokens(prepared, "merchant")) & set(tokens(prepared, "flag"))
+    assert max(tokens(prepared, "amount")) == prepared.spec.vocab_size("amount") - 1  # +inf, the top bucket
+    assert events.select(pl.struct("session_id", "timestamp").is_duplicated().any()).item()  # ties
+    assert len(prepared.spec.edges["refund"]) == 2 and prepared.spec.edges["fee"] == []
+
+
+def test_parity_with_label_table_drop_policy_and_test_end(tmp_path):
+    events = edge_events(seed=11, base_ns=T0_NS).with_columns(
+        (pl.col("ts_ns") // 10**6).alias("timestamp"), pl.col("session_id").str.slice(1).cast(pl.Int64)
+    ).drop("ts_ns", "label")
+    sids = events["session_id"].unique().sort()
+    labels = pl.DataFrame({"session_id": sids, "label": (sids % 5 == 0)}).filter(sids % 9 != 4)
+    labels.write_parquet(tmp_path / "labels.parquet")
+    starts = events.group_by("session_id").agg(pl.col("timestamp").min())["timestamp"].sort()
+    test_end = datetime.fromtimestamp(int(starts[int(0.9 * len(starts))]) / 1e3, tz=timezone.utc)
+    data = {"events": str(write_shards(events, tmp_path / "events", n=4)), "labels": str(tmp_path / "labels.parquet"),
+            "schema": SCHEMA.roles(), "policy": {"on_unlabeled": "drop"},
+            "split": {"test_end": test_end.replace(tzinfo=None).isoformat()}}
+    prepared = run_both(data, tmp_path)
+    assert prepared.report["unlabeled_sessions_dropped"] > 0 and prepared.report["sessions_after_test_end"] > 0
+
+
+def test_parity_on_synthetic_data(tmp_path):
+    data = synthetic.generate(400, seed=7)
+    events = tmp_path / "events +%20 é"  # Spark globs and URL-encodes paths; the files must still be found
+    write_shards(data.events, events, name="part {}+é.parquet")
+    data.labels.write_parquet(tmp_path / "labels.parquet")
+    cfg = {"events": str(events), "labels": str(tmp_path / "labels.parquet"),
+           "schema": S.SYNTHETIC.roles()}
+    run_both(cfg, tmp_path, FEATURES | {"max_len": 32, "n_buckets": 8, "tail_quantiles": [0.98, 0.99]})
+
+
+def _error(data_cfg, out, engine) -> str:
+    with pytest.raises(DataValidationError) as info:
+        preprocess(data_cfg, FEATURES, out, engine)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("breakage", ["null_timestamp", "mixed_label"])
+def test_validation_errors_are_the_shared_ones(breakage, tmp_path):
+    events = edge_events(seed=3, base_ns=T0_NS).with_columns(pl.from_epoch(pl.col("ts_ns"), "ns").alias("timestamp"))
+    events = events.drop("ts_ns").with_row_index("i").with_columns(
+        pl.when(pl.col("i") == 5).then(None).otherwise(pl.col("timestamp")).alias("timestamp")
+        if breakage == "null_timestamp" else
+        pl.when(pl.col("i") == 5).then(1 - pl.col("label")).otherwise(pl.col("label")).alias("label")
+    ).drop("i")
+    data = {"events": str(write_shards(events, tmp_path / "events")), "labels": None, "schema": SCHEMA.roles()}
+    message = _error(data, tmp_path / "polars", {"engine": "polars"})
+    assert message == _error(data, tmp_path / "spark", SPARK)
+    assert "timestamp" in message if breakage == "null_timestamp" else "not constant" in message
+
+
+def test_inputs_the_spark_engine_refuses(tmp_path):
+    events = edge_events(seed=4, base_ns=T0_NS)
+    csv = tmp_path / "events.csv"
+    events.with_columns(pl.from_epoch(pl.col("ts_ns"), "ns").alias("timestamp")).drop("ts_ns").write_csv(csv)
+    data = {"events": str(csv), "labels": None, "schema": SCHEMA.roles()}
+    assert "Parquet only" in _error(data, tmp_path / "o", SPARK)
+    iso = tmp_path / "iso.parquet"
+    events.with_columns(pl.from_epoch(pl.col("ts_ns"), "ns").dt.to_string().alias("timestamp")).drop("ts_ns") \
+        .write_parquet(iso)
+    assert "datetime or integer epoch" in _error(data | {"events": str(iso)}, tmp_path / "o", SPARK)
+
+
+def test_exact_quantiles_across_range_partitions(spark):
+    """The k-th value by (range partition, position) numbering, against a sort on the driver."""
+    from seqfraud.spark_engine import _exact_quantiles
+
+    rng = np.random.default_rng(0)
+    a = np.round(rng.normal(size=3_000), 1)  # many ties
+    a[rng.random(a.size) < 0.05] = np.nan
+    a[:3] = [np.inf, -np.inf, np.inf]
+    b = np.full(a.size, np.nan)
+    b[:2] = [2.0, 1.0]
+    frame = spark.createDataFrame(pl.DataFrame({"a": a, "b": b, "c": pl.Series([None] * a.size, dtype=pl.Float64)})
+                                  .to_arrow()).repartition(7)
+    probs = [0.001, 0.25, 0.5, 0.75, 0.98, 0.99, 0.995, 0.999]
+    got = _exact_quantiles(frame, ("a", "b", "c"), probs)
+    for name, values in (("a", a), ("b", b)):
+        finite = np.sort(values[np.isfinite(values)])
+        assert got[name] == [finite[quantile_rank(q, finite.size)] for q in probs], name
+    assert got["c"] == [None] * len(probs)
+    assert spark.sparkContext.defaultParallelism == 2 and int(spark.conf.get("spark.sql.shuffle.partitions")) > 1
+
+
+def test_spark_takes_file_names_literally(spark, tmp_path):
+    """Spark globs the paths it reads; a name with glob characters must still name just its own file."""
+    from seqfraud.spark_engine import _escape_glob, _local_uri
+
+    for name in ("a[1].parquet", "a1.parquet", "a*.parquet"):
+        pl.DataFrame({"x": [name]}).write_parquet(tmp_path / name)
+    for name in ("a[1].parquet", "a*.parquet"):
+        rows = spark.read.parquet(_local_uri(_escape_glob(str(tmp_path / name)))).collect()
+        assert [r.x for r in rows] == [name]
