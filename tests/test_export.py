@@ -22,7 +22,7 @@ from seqfraud.export.artifact import CALIBRATION_FILE, MANIFEST_FILE, RELIABILIT
 from seqfraud.export.exporter import DEFAULT_THRESHOLDS
 from seqfraud.features.spec import Spec
 from seqfraud.scoring import Scorer
-from seqfraud.training.data import TokenDataset, collate
+from seqfraud.training.data import collate, read_sessions
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -80,8 +80,8 @@ def test_thresholds_hold_their_false_positive_targets(exported_artifact, trained
 
 def test_torchscript_runs_in_a_process_that_never_imports_seqfraud(exported_artifact, trained_run, tmp_path):
     spec = Spec.load(trained_run / "spec.json")
-    ds = TokenDataset(trained_run / "data" / "val.parquet", spec.fields)
-    batch = collate([ds[i] for i in range(min(len(ds), 50))])
+    ds = read_sessions(trained_run / "data" / "val", spec.fields, 50)
+    batch = collate([ds[i] for i in range(len(ds))])
     np.save(tmp_path / "tokens.npy", batch["tokens"].numpy())
     np.save(tmp_path / "lengths.npy", batch["lengths"].numpy())
     script = textwrap.dedent(f"""
@@ -105,7 +105,7 @@ def test_torchscript_runs_in_a_process_that_never_imports_seqfraud(exported_arti
 def test_torchscript_scores_do_not_depend_on_padding(exported_artifact, trained_run):
     """Unpadded batches take the unmasked attention path in TorchScript; padded ones the masked path."""
     spec = Spec.load(trained_run / "spec.json")
-    ds = TokenDataset(trained_run / "data" / "val.parquet", spec.fields)
+    ds = read_sessions(trained_run / "data" / "val", spec.fields)
     by_length = sorted(range(len(ds)), key=lambda i: ds.lengths[i])
     long, short = by_length[-1], by_length[0]
     model = torch.jit.load(str(exported_artifact / "model.ts"))

@@ -132,11 +132,9 @@ def test_checkpoint_and_spec_rebuild_the_model_without_yaml(smoke_run):
     module = SessionRiskModule.load_from_checkpoint(run_dir / "checkpoints/best.ckpt", map_location="cpu")
     spec = Spec.from_dict(module.hparams.spec)
     assert spec.to_dict() == Spec.load(run_dir / "spec.json").to_dict()
-    from seqfraud.training.data import TokenDataset
     from seqfraud.training.train import predict_proba
 
-    ds = TokenDataset(run_dir / "data/test.parquet", spec.fields)
-    scores = predict_proba(module.net, ds)
+    scores = predict_proba(module.net, run_dir / "data/test", spec.fields)
     expected = pl.read_parquet(run_dir / "predictions/test.parquet")[S.SCORE].to_numpy()
     assert abs(scores - expected).max() < 1e-6
 

@@ -45,10 +45,10 @@ from seqfraud.export.artifact import (
 )
 from seqfraud.features.spec import Spec
 from seqfraud.metrics import expected_calibration_error
-from seqfraud.preprocess import DATA_DIR
+from seqfraud.preprocess import load_prepared
 from seqfraud.scoring.batch import iter_scores
 from seqfraud.scoring.scorer import Scorer
-from seqfraud.training.data import TokenDataset, collate
+from seqfraud.training.data import collate, read_sessions
 from seqfraud.training.module import SessionRiskModule
 from seqfraud.training.train import CHECKPOINT, METRICS_FILE, PREDICTIONS_DIR
 
@@ -273,10 +273,12 @@ def check_model_parity(eager: nn.Module, loaded: dict[str, Any], run_dir: Path, 
 
     Batches of mixed lengths (padding), plus single-session batches of the shortest and longest.
     """
-    ds = TokenDataset(run_dir / DATA_DIR / "val.parquet", spec.fields)
+    # The run's own data/, or the preprocessing output it trained on (prepared_dir).
+    val = load_prepared(OmegaConf.load(run_dir / "config.yaml").get("prepared_dir") or run_dir).datasets["val"]
+    ds = read_sessions(val, spec.fields, n_sessions)
     if len(ds) == 0:
-        raise ExportError(f"{run_dir / DATA_DIR / 'val.parquet'}: no validation sessions to check parity on")
-    idx = list(range(min(len(ds), n_sessions)))
+        raise ExportError(f"{val}: no validation sessions to check parity on")
+    idx = list(range(len(ds)))
     by_length = sorted(idx, key=lambda i: ds.lengths[i])
     groups = [idx[s:s + PARITY_BATCH] for s in range(0, len(idx), PARITY_BATCH)]
     groups += [[by_length[0]], [by_length[-1]]]

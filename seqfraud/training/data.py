@@ -1,96 +1,234 @@
-"""Tokenized Parquet datasets to padded batches, with length-aware batching to keep padding low."""
+"""Tokenized Parquet shards streamed as ready, length-bucketed batches, split exactly across ranks and workers.
+
+Nothing holds a whole split: a stream reads one row group at a time, shuffles through a bounded buffer and
+sorts pools of a few batches by length to keep padding low.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
-import polars as pl
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytorch_lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from seqfraud import schema as S
+from seqfraud.data.shards import shard_files
+
+Session = tuple[np.ndarray, float, int]  # tokens [events, fields], label, global index in file order
 
 
-class TokenDataset(Dataset):
-    """All sessions of a split as one flat ``[events, fields]`` array plus offsets: compact and fast to slice."""
+@dataclass(frozen=True)
+class RowGroup:
+    """``rows`` sessions in row group ``group`` of ``file``; the first is session ``start`` in file order."""
 
-    def __init__(self, path: str | Path, fields: Sequence[str], *, shuffle_order: bool = False, seed: int = 0):
+    file: Path
+    group: int
+    start: int
+    rows: int
+
+
+def row_groups(path: str | Path) -> list[RowGroup]:
+    """A dataset's row groups in file order, from Parquet metadata alone."""
+    out, start = [], 0
+    for file in shard_files(path):
+        meta = pq.read_metadata(file)
+        for g in range(meta.num_row_groups):
+            rows = meta.row_group(g).num_rows
+            if rows:
+                out.append(RowGroup(file, g, start, rows))
+                start += rows
+    return out
+
+
+@dataclass
+class Sessions:
+    """Sessions as one flat ``[events, fields]`` array plus offsets: compact and fast to slice."""
+
+    tokens: np.ndarray  # int64 [events, fields]
+    offsets: np.ndarray  # int64 [sessions + 1]
+    labels: np.ndarray  # float32 [sessions]
+    index: np.ndarray  # int64 [sessions]: global position in file order
+
+    @classmethod
+    def read(cls, group: RowGroup, fields: Sequence[str]) -> Sessions:
         cols = [S.token_column(f) for f in fields]
-        frame = pl.read_parquet(path, columns=[S.SESSION_ID, S.LABEL, S.LENGTH, *cols])
-        self.session_ids = frame[S.SESSION_ID].to_list()
-        self.labels = frame[S.LABEL].to_numpy().astype(np.float32)
-        self.lengths = frame[S.LENGTH].to_numpy().astype(np.int64)
-        flat = frame.select([pl.col(c).explode() for c in cols]).to_numpy() if frame.height else np.zeros((0, len(cols)))
-        self.tokens = np.ascontiguousarray(flat, dtype=np.int64)
-        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])
-        self.shuffle_order = shuffle_order
-        self.seed = seed
+        with pq.ParquetFile(group.file) as f:
+            table = f.read_row_group(group.group, columns=[S.LABEL, *cols])
+        lists = [table.column(c).combine_chunks() for c in cols]
+        tokens = np.stack([lst.flatten().to_numpy(zero_copy_only=False) for lst in lists], axis=1)
+        lengths = pc.list_value_length(lists[0]).to_numpy(zero_copy_only=False)
+        return cls(tokens=tokens.astype(np.int64), offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+                   labels=table.column(S.LABEL).to_numpy().astype(np.float32),
+                   index=np.arange(group.start, group.start + group.rows, dtype=np.int64))
+
+    @classmethod
+    def concat(cls, parts: Sequence[Sessions]) -> Sessions:
+        lengths = np.concatenate([p.lengths for p in parts])
+        return cls(tokens=np.concatenate([p.tokens for p in parts]),
+                   offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+                   labels=np.concatenate([p.labels for p in parts]), index=np.concatenate([p.index for p in parts]))
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
 
     def __len__(self) -> int:
-        return len(self.lengths)
+        return len(self.labels)
 
-    def __getitem__(self, i: int) -> tuple[np.ndarray, float, int]:
-        tokens = self.tokens[self.offsets[i]:self.offsets[i + 1]]
-        if self.shuffle_order:
-            # A fixed permutation per session: the ablation sees the same shuffled session every epoch.
-            tokens = tokens[np.random.default_rng((self.seed, i)).permutation(len(tokens))]
-        return tokens, self.labels[i], i
+    def __getitem__(self, i: int) -> Session:
+        return self.tokens[self.offsets[i]:self.offsets[i + 1]], float(self.labels[i]), int(self.index[i])
 
 
-def collate(batch: list[tuple[np.ndarray, float, int]]) -> dict[str, torch.Tensor]:
+def read_sessions(path: str | Path, fields: Sequence[str], limit: int | None = None) -> Sessions:
+    """The first ``limit`` sessions (all by default) in file order, for checks that need random access."""
+    parts, n = [], 0
+    for group in row_groups(path):
+        if limit is not None and n >= limit:
+            break
+        parts.append(Sessions.read(group, fields))
+        n += group.rows
+    if not parts:
+        return Sessions(np.zeros((0, len(fields)), np.int64), np.zeros(1, np.int64), np.zeros(0, np.float32),
+                        np.zeros(0, np.int64))
+    whole = Sessions.concat(parts)
+    keep = len(whole) if limit is None else min(limit, len(whole))
+    return Sessions(whole.tokens[:whole.offsets[keep]], whole.offsets[:keep + 1], whole.labels[:keep],
+                    whole.index[:keep])
+
+
+def collate(batch: Sequence[Session]) -> dict[str, torch.Tensor]:
     """Right-pad with 0; ``index`` maps rows back to sessions, since batches are bucketed by length."""
-    lengths = torch.tensor([len(t) for t, _, _ in batch], dtype=torch.long)
-    n_fields = batch[0][0].shape[1]
-    tokens = torch.zeros(len(batch), max(int(lengths.max()), 1), n_fields, dtype=torch.long)
-    for row, (t, _, _) in enumerate(batch):
-        tokens[row, : len(t)] = torch.from_numpy(t)
+    lengths = np.array([len(t) for t, _, _ in batch], dtype=np.int64)
+    tokens = np.zeros((len(batch), max(int(lengths.max()), 1), batch[0][0].shape[1]), dtype=np.int64)
+    tokens[np.arange(tokens.shape[1]) < lengths[:, None]] = np.concatenate([t for t, _, _ in batch])
     return {
-        "tokens": tokens,
-        "lengths": lengths,
+        "tokens": torch.from_numpy(tokens),
+        "lengths": torch.from_numpy(lengths),
         "labels": torch.tensor([y for _, y, _ in batch], dtype=torch.float32),
         "index": torch.tensor([i for _, _, i in batch], dtype=torch.long),
     }
 
 
-class LengthBucketSampler(Sampler[list[int]]):
-    """Batches of similar lengths, drawn from shuffled pools, in random order.
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
 
-    With ``weights`` it first draws the epoch's sessions with replacement (a class-balanced sampler),
-    then buckets those.
+
+def split_sizes(n: int, parts: int) -> list[int]:
+    """``n`` items in ``parts`` near-equal counts (they differ by at most 1)."""
+    return [n // parts + (i < n % parts) for i in range(parts)]
+
+
+class SessionStream(IterableDataset):
+    """A split as collated batches, one exact share per slot: (rank, DataLoader worker).
+
+    Each pass, the row groups are permuted by ``(seed, epoch)`` identically on every rank (when shuffling),
+    conceptually concatenated, and slot ``s`` of ``S`` takes sessions ``[s*N//S, (s+1)*N//S)``: nothing is
+    duplicated or dropped. Every slot yields the same number of batches, so DDP ranks never wait on a rank
+    that ran out. Training shuffles through a buffer of ``shuffle_buffer`` sessions; then pools of
+    ``pool_batches`` batches are sorted by length and cut, to keep padding low.
+
+    The epoch is the count of passes this object (or a persistent worker's copy of it) has started: every
+    rank and worker starts one pass per epoch, so they agree without talking to each other.
     """
 
-    def __init__(self, lengths: np.ndarray, batch_size: int, *, shuffle: bool, seed: int = 0,
-                 pool_batches: int = 50, weights: np.ndarray | None = None):
-        self.lengths = np.asarray(lengths)
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-        self.pool = batch_size * pool_batches
-        self.weights = None if weights is None else np.asarray(weights, dtype=np.float64) / np.sum(weights)
+    def __init__(self, path: str | Path, fields: Sequence[str], batch_size: int, *, shuffle: bool, seed: int = 0,
+                 shuffle_buffer: int = 0, pool_batches: int = 50, num_workers: int = 0, shuffle_order: bool = False,
+                 rank: int | None = None, world_size: int | None = None):
+        self.path = Path(path)
+        self.fields = list(fields)
+        self.groups = row_groups(path)
+        self.n = sum(g.rows for g in self.groups)
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.shuffle_buffer, self.pool_batches, self.num_workers = shuffle_buffer, pool_batches, num_workers
+        self.shuffle_order = shuffle_order
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            rank = torch.distributed.get_rank() if rank is None else rank
+            world_size = torch.distributed.get_world_size() if world_size is None else world_size
+        self.rank, self.world_size = rank or 0, world_size or 1
+        self.slots = self.world_size * max(num_workers, 1)
+        self.batches_per_slot = ceil_div(ceil_div(self.n, self.slots), batch_size)
+        if self.n // self.slots < max(self.batches_per_slot, 1):
+            raise ValueError(
+                f"{self.path}: {self.n} sessions cannot give each of {self.slots} slots ({self.world_size} rank(s) x "
+                f"{max(num_workers, 1)} worker(s)) {max(self.batches_per_slot, 1)} non-empty batch(es); use fewer "
+                f"ranks or loader.num_workers, or more data")
         self.epoch = 0
+        self.peak_buffered = 0  # most sessions held at once by the shuffle buffer and a pool (this process)
 
     def __len__(self) -> int:
-        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+        """Batches per rank per pass."""
+        return self.batches_per_slot * max(self.num_workers, 1)
 
-    def __iter__(self) -> Iterator[list[int]]:
-        rng = np.random.default_rng((self.seed, self.epoch))
-        self.epoch += 1
-        n = len(self.lengths)
-        if self.weights is not None:
-            order = rng.choice(n, size=n, replace=True, p=self.weights)
-        else:
-            order = rng.permutation(n) if self.shuffle else np.arange(n)
-        batches = []
-        for start in range(0, n, self.pool):
-            chunk = order[start:start + self.pool]
-            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
-            batches += [chunk[i:i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        info = get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info else (0, 0)
+        if workers != self.num_workers:
+            raise RuntimeError(f"stream built for num_workers={self.num_workers} is read by {workers} worker(s)")
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        return self._batches(self.rank * max(workers, 1) + worker, epoch)
+
+    def _batches(self, slot: int, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        order = self.groups
         if self.shuffle:
-            batches = [batches[i] for i in rng.permutation(len(batches))]
-        return iter(batches)
+            order = [order[i] for i in np.random.default_rng((self.seed, epoch)).permutation(len(order))]
+        lo, hi = slot * self.n // self.slots, (slot + 1) * self.n // self.slots
+        rng = np.random.default_rng((self.seed, epoch, slot))
+        buffer: list[Session] = []
+        stream = self._read(order, lo, hi)
+        if self.shuffle and self.shuffle_buffer:
+            stream = self._shuffled(stream, buffer, rng)
+        sizes = split_sizes(hi - lo, self.batches_per_slot)
+        for start in range(0, len(sizes), self.pool_batches):
+            pool_sizes = sizes[start:start + self.pool_batches]
+            pool = []
+            for item in stream:
+                pool.append(item)
+                if len(pool) == sum(pool_sizes):
+                    break
+            self.peak_buffered = max(self.peak_buffered, len(buffer) + len(pool))
+            pool.sort(key=lambda item: len(item[0]))
+            batches = [pool[a:b] for a, b in pairwise(np.cumsum([0, *pool_sizes]))]
+            for i in rng.permutation(len(batches)) if self.shuffle else range(len(batches)):
+                yield collate(batches[i])
+
+    def _read(self, order: Sequence[RowGroup], lo: int, hi: int) -> Iterator[Session]:
+        """Sessions ``[lo, hi)`` of the row groups concatenated in ``order``, reading only those groups."""
+        pos = 0
+        for group in order:
+            a, b = max(lo - pos, 0), min(hi - pos, group.rows)
+            pos += group.rows
+            if a >= b:
+                continue
+            chunk = Sessions.read(group, self.fields)
+            for i in range(a, b):
+                tokens, label, index = chunk[i]
+                if self.shuffle_order:
+                    # A fixed permutation per session: the ablation sees the same shuffled session every epoch.
+                    tokens = tokens[np.random.default_rng((self.seed, index)).permutation(len(tokens))]
+                # A copy, so held sessions do not pin their whole row group in memory.
+                yield tokens.copy(), label, index
+            if pos >= hi:
+                break
+
+    def _shuffled(self, items: Iterator[Session], buffer: list[Session], rng: np.random.Generator) -> Iterator[Session]:
+        """A bounded shuffle: each arriving session swaps out a random one of ``buffer``."""
+        for item in items:
+            if len(buffer) < self.shuffle_buffer:
+                buffer.append(item)
+                continue
+            j = int(rng.integers(len(buffer)))
+            yield buffer[j]
+            buffer[j] = item
+        rng.shuffle(buffer)
+        while buffer:
+            yield buffer.pop()
 
 
 @dataclass
@@ -98,16 +236,34 @@ class LoaderConfig:
     batch_size: int = 256
     eval_batch_size: int = 1024
     num_workers: int = 0
-    balanced_sampler: bool = False
     pool_batches: int = 50
+    shuffle_buffer: int = 10_000
 
 
-def make_loader(ds: TokenDataset, cfg: LoaderConfig, *, train: bool, seed: int) -> DataLoader:
-    weights = None
-    if train and cfg.balanced_sampler:
-        pos = ds.labels.mean()
-        weights = np.where(ds.labels > 0, 0.5 / max(pos, 1e-12), 0.5 / max(1 - pos, 1e-12))
-    sampler = LengthBucketSampler(ds.lengths, cfg.batch_size if train else cfg.eval_batch_size,
-                                  shuffle=train, seed=seed, pool_batches=cfg.pool_batches, weights=weights)
-    return DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.num_workers,
-                      persistent_workers=cfg.num_workers > 0)
+def make_loader(path: str | Path, fields: Sequence[str], cfg: LoaderConfig, *, train: bool, seed: int,
+                shuffle_order: bool = False) -> DataLoader:
+    """A loader of ready batches; workers persist because each keeps its stream's epoch count."""
+    stream = SessionStream(path, fields, cfg.batch_size if train else cfg.eval_batch_size, shuffle=train, seed=seed,
+                           shuffle_buffer=cfg.shuffle_buffer, pool_batches=cfg.pool_batches,
+                           num_workers=cfg.num_workers, shuffle_order=shuffle_order)
+    return DataLoader(stream, batch_size=None, num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
+
+
+class StreamData(L.LightningDataModule):
+    """Builds the loaders in Lightning's hooks, after torch.distributed is up, so each stream knows its rank."""
+
+    def __init__(self, datasets: Mapping[str, Path], fields: Sequence[str], cfg: LoaderConfig, *, seed: int,
+                 shuffle_order: bool = False):
+        super().__init__()
+        self.datasets, self.fields, self.cfg = dict(datasets), list(fields), cfg
+        self.seed, self.shuffle_order = seed, shuffle_order
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        return make_loader(self.datasets[split], self.fields, self.cfg, train=train, seed=self.seed,
+                           shuffle_order=self.shuffle_order)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -50,7 +51,7 @@ class SessionRiskModule(pl.LightningModule):
         logits = self(batch["tokens"], batch["lengths"])
         loss = self.loss_fn(logits.float(), batch["labels"])
         self.log(f"{stage}/loss", loss, prog_bar=stage == "train", batch_size=len(logits),
-                 on_step=stage == "train", on_epoch=True)
+                 on_step=stage == "train", on_epoch=True, sync_dist=True)
         if stage != "train":
             out = self._outputs.setdefault(stage, [])
             out.append((torch.sigmoid(logits.float()).detach().cpu(), batch["labels"].cpu()))
@@ -63,14 +64,23 @@ class SessionRiskModule(pl.LightningModule):
         self.model_step(batch, "val")
 
     def _epoch_metrics(self, stage: str) -> None:
-        outputs = self._outputs.pop(stage, None)
-        if not outputs or self.trainer.sanity_checking:
+        """Metrics of the whole split: under DDP every rank gathers all ranks' outputs, so the checkpoint and
+        early-stopping monitor is the global value, identical on every rank."""
+        outputs = self._outputs.pop(stage, [])
+        if self.trainer.sanity_checking:
             return
-        prob, lab = (torch.cat(t).numpy() for t in zip(*outputs))
+        prob, lab = (torch.cat(t).numpy() for t in zip(*outputs)) if outputs else (np.zeros(0), np.zeros(0))
+        if self.trainer.world_size > 1:
+            gathered: list = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(gathered, (prob, lab))  # pickled: gloo-safe, sizes may differ
+            prob, lab = (np.concatenate(t) for t in zip(*gathered))
+        if not len(lab):
+            return
         metrics = classification_metrics(lab, prob, **self.hparams.metrics)
         for k, v in metrics.items():
             if k not in ("n", "positives"):
-                self.log(f"{stage}/{k}", v, prog_bar=k == "pr_auc")
+                # Already identical on every rank: "max" syncs without changing the value.
+                self.log(f"{stage}/{k}", v, prog_bar=k == "pr_auc", sync_dist=True, reduce_fx="max")
 
     def on_validation_epoch_start(self) -> None:
         self._outputs.pop("val", None)

@@ -1,7 +1,8 @@
 """``train(cfg)``: preprocess, fit, evaluate the best checkpoint out of time, and write the run directory.
 
 The run directory then holds everything later steps need: ``spec.json``, ``checkpoints/best.ckpt``,
-``metrics.json``, ``predictions/{val,test}.parquet`` and ``config.yaml``.
+``metrics.json``, ``predictions/{val,test}.parquet`` and ``config.yaml``, plus the tokenized ``data/`` unless
+``prepared_dir`` points at an earlier preprocessing output.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from seqfraud import schema as S
 from seqfraud.baselines import fit_predict_lightgbm, session_aggregates
+from seqfraud.data.shards import shard_files
 from seqfraud.metrics import classification_metrics, per_group_metrics
 from seqfraud.models.sequence import ModelConfig, SessionClassifier
-from seqfraud.preprocess import Prepared, preprocess, resolve_data_config
-from seqfraud.training.data import LoaderConfig, TokenDataset, make_loader
+from seqfraud.preprocess import SPEC_FILE, Prepared, load_prepared, preprocess, resolve_data_config
+from seqfraud.training.data import LoaderConfig, SessionStream, StreamData
+from seqfraud.training.launch import launcher_rank_and_world, local_processes
 from seqfraud.training.module import SessionRiskModule
 from seqfraud.training.wandb_report import log_run
 
@@ -36,12 +39,14 @@ PREDICTIONS_DIR = "predictions"
 
 
 @torch.no_grad()
-def predict_proba(net: SessionClassifier, ds: TokenDataset, batch_size: int = 1024) -> np.ndarray:
-    """Probabilities in dataset order."""
+def predict_proba(net: SessionClassifier, path: str | Path, fields: list[str], batch_size: int = 1024, *,
+                  shuffle_order: bool = False, seed: int = 0) -> np.ndarray:
+    """Probabilities in dataset (file) order, from one eval stream of world size 1."""
     net.eval()
-    loader = make_loader(ds, LoaderConfig(eval_batch_size=batch_size), train=False, seed=0)
-    out = np.zeros(len(ds), dtype=np.float32)
-    for batch in loader:
+    stream = SessionStream(path, fields, batch_size, shuffle=False, seed=seed, shuffle_order=shuffle_order,
+                           rank=0, world_size=1)
+    out = np.zeros(stream.n, dtype=np.float32)
+    for batch in stream:
         out[batch["index"].numpy()] = torch.sigmoid(net(batch["tokens"], batch["lengths"]).float()).numpy()
     return out
 
@@ -73,39 +78,46 @@ def evaluate(pred: pl.DataFrame, metrics_cfg: dict, typologies: pl.DataFrame | N
     return out
 
 
-def fit_sequence_model(cfg: DictConfig, prepared: Prepared, features: dict, logger,
-                       extra_callbacks: list | None = None) -> dict[str, np.ndarray]:
-    """Fit with Lightning; returns the best checkpoint's probabilities on val and test, in dataset order."""
+def fit_sequence_model(cfg: DictConfig, prepared: Prepared, logger,
+                       extra_callbacks: list | None = None) -> dict[str, np.ndarray] | None:
+    """Fit with Lightning. Rank 0 gets the best checkpoint's probabilities on val and test in dataset order;
+    other DDP ranks (which run this same function) get None."""
     spec = prepared.spec
     run_dir = Path(cfg.paths.output_dir)
-    datasets = {
-        name: TokenDataset(path, spec.fields, shuffle_order=features.get("shuffle_order", False), seed=cfg.seed)
-        for name, path in prepared.datasets.items()
-    }
+    features = OmegaConf.to_container(cfg.features, resolve=True)
+    shuffle_order = features.get("shuffle_order", False)
     model_cfg = model_config(OmegaConf.to_container(cfg.model, resolve=True), spec, features.get("exclude", []))
     module = SessionRiskModule(model=model_cfg.to_dict(), optim=OmegaConf.to_container(cfg.optim, resolve=True),
                                loss=OmegaConf.to_container(cfg.loss, resolve=True),
                                metrics=OmegaConf.to_container(cfg.metrics, resolve=True), spec=spec.to_dict())
     loader_cfg = LoaderConfig(**OmegaConf.to_container(cfg.loader, resolve=True))
+    data = StreamData(prepared.datasets, spec.fields, loader_cfg, seed=cfg.seed, shuffle_order=shuffle_order)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + list(extra_callbacks or [])
-    trainer = L.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=logger, callbacks=callbacks,
+    trainer = L.Trainer(**instantiate(cfg.trainer, _convert_="all"), logger=logger, callbacks=callbacks,
                         default_root_dir=str(run_dir))
-    trainer.fit(module, make_loader(datasets["train"], loader_cfg, train=True, seed=cfg.seed),
-                make_loader(datasets["val"], loader_cfg, train=False, seed=cfg.seed))
+    with local_processes(trainer, run_dir):
+        trainer.fit(module, datamodule=data)
+    if not trainer.is_global_zero:
+        return None
     # The checkpoint this fit wrote, never a stale file left in a reused run directory.
     saved = [c.best_model_path for c in callbacks if isinstance(c, ModelCheckpoint) and c.best_model_path]
     best = SessionRiskModule.load_from_checkpoint(saved[0], map_location="cpu") if saved else module
-    return {name: predict_proba(best.net.cpu(), datasets[name], loader_cfg.eval_batch_size) for name in ("val", "test")}
+    return {name: predict_proba(best.net.cpu(), prepared.datasets[name], spec.fields, loader_cfg.eval_batch_size,
+                                shuffle_order=shuffle_order, seed=cfg.seed)
+            for name in ("val", "test")}
 
 
 def fit_aggregates_baseline(cfg: DictConfig, prepared: Prepared) -> dict[str, np.ndarray]:
     """LightGBM on per-session aggregates, aligned with the tokenized datasets' session order."""
+    if prepared.events is None:
+        raise ValueError("the LightGBM baseline reads the raw events, which a prepared_dir does not keep: "
+                         "run it without prepared_dir")
     params = OmegaConf.to_container(cfg.model, resolve=True)
     params.pop("encoder")
     aggregates = session_aggregates(prepared.events, prepared.spec).collect(engine="streaming")
     frames = {}
     for name, path in prepared.datasets.items():
-        order = pl.read_parquet(path, columns=[S.SESSION_ID, S.LABEL])
+        order = pl.read_parquet(shard_files(path), columns=[S.SESSION_ID, S.LABEL])
         frames[name] = order.join(aggregates, on=S.SESSION_ID, how="left", maintain_order="left")
     return fit_predict_lightgbm(frames["train"], frames["val"], {"test": frames["test"]}, seed=cfg.seed, **params)
 
@@ -114,22 +126,37 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
     """Train one model; returns the metrics dict (``val.pr_auc`` is what sweeps optimize).
 
     ``extra_callbacks`` are Lightning callbacks added to the configured ones (benchmarks use it to time steps).
+    When torchrun or SLURM start the processes, each one runs this on data prepared once (``prepared_dir``);
+    only global rank 0 writes the run directory and logs, and the other ranks return ``{}`` after the fit.
     """
     run_dir = Path(cfg.paths.output_dir)
+    rank, world = launcher_rank_and_world()
+    if world > 1 and not cfg.get("prepared_dir"):
+        raise ValueError(
+            f"this is rank {rank} of {world} processes started by torchrun/SLURM: preprocess once first "
+            "(python -m seqfraud.preprocess ...) and pass prepared_dir=<its output dir>, so that no rank preprocesses")
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if rank == 0:
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     data_cfg = resolve_data_config(OmegaConf.to_container(cfg.data, resolve=True))
-    features = OmegaConf.to_container(cfg.features, resolve=True)
-    prepared = preprocess(data_cfg, features, run_dir)
-    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    if cfg.get("prepared_dir"):
+        prepared = load_prepared(cfg.prepared_dir)
+        if rank == 0:
+            prepared.spec.save(run_dir / SPEC_FILE)  # the run directory describes its model on its own
+    else:
+        prepared = preprocess(data_cfg, OmegaConf.to_container(cfg.features, resolve=True), run_dir,
+                              OmegaConf.to_container(cfg.get("preprocess"), resolve=True))
+    logger = instantiate(cfg.logger) if cfg.get("logger") and rank == 0 else False
     if logger:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     if cfg.model.encoder == "lightgbm":
         scores = fit_aggregates_baseline(cfg, prepared)
     else:
-        scores = fit_sequence_model(cfg, prepared, features, logger, extra_callbacks)
+        scores = fit_sequence_model(cfg, prepared, logger, extra_callbacks)
+    if scores is None:
+        return {}
 
     typologies = load_typologies(data_cfg.get("typologies"), data_cfg["schema"]["session_id"])
     metrics_cfg = OmegaConf.to_container(cfg.metrics, resolve=True)
@@ -137,7 +164,7 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
     metrics: dict[str, Any] = {"model": cfg.model.encoder, "experiment": cfg.experiment_name}
     predictions = {}
     for name in ("val", "test"):
-        pred = pl.read_parquet(prepared.datasets[name], columns=[S.SESSION_ID, S.LABEL])
+        pred = pl.read_parquet(shard_files(prepared.datasets[name]), columns=[S.SESSION_ID, S.LABEL])
         pred = pred.with_columns(pl.Series(S.SCORE, scores[name], dtype=pl.Float32))
         pred.write_parquet(run_dir / PREDICTIONS_DIR / f"{name}.parquet")
         predictions[name] = pred
