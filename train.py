@@ -7,9 +7,9 @@ from seqfraud.training.train import train
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
-    return metrics["val"]["pr_auc"]
+    return metrics["val"]["pr_auc"] if metrics else None  # ranks other than 0 report nothing
 
 
 if __name__ == "__main__":

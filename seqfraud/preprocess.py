@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import psutil
 
 from seqfraud import schema as S
 from seqfraud.data.events import LoadedEvents, load_events
@@ -86,6 +85,9 @@ class PolarsEngine:
 
     # Peak working memory of sequencing one event, per token field, measured (see BENCHMARKS.md), with headroom.
     BYTES_PER_EVENT_FIELD = 60
+    # The share of the budget a part may use; the rest is the interpreter, the session table and what the
+    # allocator keeps from the earlier passes.
+    PART_SHARE = 0.5
 
     def __init__(self, memory_gb: float = 4.0, partitions: int | None = None):
         if memory_gb <= 0:
@@ -105,10 +107,10 @@ class PolarsEngine:
         return fit_stats(train_events, schema, probs, min_count)
 
     def n_parts(self, n_events: int, n_fields: int) -> int:
+        """From the data size alone, so that the same data always gives the same shards (and training order)."""
         if self.partitions:
             return int(self.partitions)
-        free = max(self.memory_bytes - psutil.Process().memory_info().rss, 0.1 * self.memory_bytes)
-        return max(1, math.ceil(n_events * n_fields * self.BYTES_PER_EVENT_FIELD / free))
+        return max(1, math.ceil(n_events * n_fields * self.BYTES_PER_EVENT_FIELD / (self.PART_SHARE * self.memory_bytes)))
 
     def write_datasets(self, loaded: LoadedEvents, spec: Spec, sessions: pl.DataFrame, out: Path) -> dict[str, Any]:
         n_parts = self.n_parts(int(sessions["n_events"].sum()), len(spec.fields))
@@ -125,7 +127,8 @@ class PolarsEngine:
                 parts = [pl.scan_parquet(Path(tmp, f"__part={i}")) if Path(tmp, f"__part={i}").exists()
                          else events.clear() for i in range(n_parts)]
             for i, lf in enumerate(parts):
-                seqs = sequences(lf, spec).join(keys, on=S.SESSION_ID, how="inner").collect(engine="streaming")
+                seqs = (sequences(lf, spec).join(keys, on=S.SESSION_ID, how="inner", maintain_order="left")
+                        .collect(engine="streaming"))
                 for name in S.SPLITS:
                     (out / name).mkdir(parents=True, exist_ok=True)
                     seqs.filter(pl.col(S.SPLIT) == name).drop(S.SPLIT).write_parquet(

@@ -110,8 +110,8 @@ def fit_sequence_model(cfg: DictConfig, prepared: Prepared, logger,
 def fit_aggregates_baseline(cfg: DictConfig, prepared: Prepared) -> dict[str, np.ndarray]:
     """LightGBM on per-session aggregates, aligned with the tokenized datasets' session order."""
     if prepared.events is None:
-        raise ValueError("the LightGBM baseline reads the raw events, which a prepared_dir does not keep: "
-                         "run it without prepared_dir")
+        raise ValueError("the LightGBM baseline reads the raw events through Polars, which neither prepared_dir "
+                         "nor preprocess.engine=spark keeps: run it with the polars engine and no prepared_dir")
     params = OmegaConf.to_container(cfg.model, resolve=True)
     params.pop("encoder")
     aggregates = session_aggregates(prepared.events, prepared.spec).collect(engine="streaming")
