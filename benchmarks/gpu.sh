@@ -6,24 +6,26 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-outputs/benchmarks/gpu}
 mkdir -p "$OUT"
-if [ -d .whl ]; then
+if ! python3 -c "import polars, hydra" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:$PWD
 fi
+export PYTHONPATH=/tmp/site:$PWD
 export WANDB_MODE=disabled PYTHONUNBUFFERED=1
 WORK=/tmp/seqfraud_gpu
 SESSIONS=${SESSIONS:-100000}
+TRAINER=${TRAINER:-gpu}        # TRAINER=default DEVICES=cpu SESSIONS=2000 tries the script on a CPU machine
+DEVICES=${DEVICES:-cuda cpu}
 {
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || echo "no nvidia-smi"
   python3 -c "import torch, polars, pytorch_lightning as L; print('torch', torch.__version__, 'polars', polars.__version__, 'lightning', L.__version__, 'cpus', __import__('os').cpu_count())"
   echo "## training throughput, model=base, bf16"
   python3 benchmarks/train_throughput.py --model base --sessions "$SESSIONS" --epochs 3 --work "$WORK" \
-    trainer=gpu loader.batch_size=512 loader.num_workers=4
+    trainer="$TRAINER" loader.batch_size=512 loader.num_workers=4
   echo "## export"
   python3 export.py run_dir="$WORK/base" out="$WORK/artifact" overwrite=true formats=[torchscript] \
     hydra.run.dir="$WORK/export" 2>&1 | tail -3
   echo "## batch scoring, the whole synthetic log (events of every split)"
-  for device in cuda cpu; do
+  for device in $DEVICES; do
     python3 -m seqfraud.score --artifact "$WORK/artifact" --events "$WORK/data/synthetic/events.parquet" \
       --out "$WORK/scores_$device.parquet" --device "$device" --batch-size 1024 --no-progress
   done
