@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from datetime import datetime, timezone
 
 import numpy as np
@@ -13,6 +14,8 @@ if os.environ.get("SEQFRAUD_REQUIRE_SPARK"):
     import pyspark  # noqa: F401  (CI sets this: a missing pyspark fails the run instead of skipping the parity)
 else:
     pytest.importorskip("pyspark")
+    if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
+        pytest.skip("the Spark engine needs Java", allow_module_level=True)
 
 from seqfraud import schema as S
 from seqfraud.data import synthetic
