@@ -40,11 +40,9 @@ from seqfraud import schema as S
 from seqfraud.data.events import (
     DataValidationError,
     LoadedEvents,
-    check_columns,
-    detect_timestamp_unit,
+    inspect_events,
     read_labels,
     resolve_paths,
-    scan_table,
     validate_sessions,
 )
 from seqfraud.data.shards import SHARD_GLOB, shard_name
@@ -86,26 +84,21 @@ class SparkEngine:
         """Type checks and the timestamp unit from Polars on the same files (footers and the first rows),
         the per-session table from Spark, validation shared with the Polars engine."""
         policy = data.get("policy") or {}
-        raw, source = scan_table(data["events"])
-        files = resolve_paths(data["events"])
-        if any(Path(f).suffix.lower() not in (".parquet", ".pq") for f in files):
+        if any(Path(f).suffix.lower() not in (".parquet", ".pq") for f in resolve_paths(data["events"])):
             raise DataValidationError(
-                f"{source}: the spark engine reads Parquet only: the tie-break of equal timestamps is the "
-                "row's position in its file, which Spark gives for Parquet alone; convert the CSV or use "
+                f"{data['events']}: the spark engine reads Parquet only: the tie-break of equal timestamps is "
+                "the row's position in its file, which Spark gives for Parquet alone; convert the CSV or use "
                 "preprocess.engine=polars"
             )
-        if raw.head(1).collect().height == 0:
-            raise DataValidationError(f"{source}: the event log is empty")
-        label_on_events = data.get("labels") is None
-        have = check_columns(raw, schema, source, with_label=label_on_events)
-        if have[schema.timestamp] == pl.String:
+        raw = inspect_events(data["events"], schema, data.get("labels"))
+        source, unit, label_on_events = raw.source, raw.timestamp_unit, raw.label_on_events
+        if raw.columns[schema.timestamp] == pl.String:
             raise DataValidationError(
                 f"{source}: column {schema.timestamp!r} holds strings; the spark engine needs datetime or "
                 "integer epoch timestamps (Spark parses ISO strings by other rules than Polars), so convert "
                 "the column or use preprocess.engine=polars"
             )
-        unit = detect_timestamp_unit(raw, schema, have[schema.timestamp])
-        events = self._normalize(files, schema, have, unit, with_label=label_on_events)
+        events = self._normalize(raw.files, schema, raw.columns, unit, with_label=label_on_events)
         table = pl.from_arrow(_session_table(events, with_label=label_on_events).toArrow())
         labels = None if label_on_events else read_labels(data["labels"], schema)
         sessions, report = validate_sessions(table, schema, source, labels,

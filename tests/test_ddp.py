@@ -42,7 +42,7 @@ def test_outside_launchers_must_point_at_prepared_data(tmp_path, monkeypatch):
 
 def test_prepared_dir_skips_preprocessing(trained_run, tmp_path, one_torch_thread):
     cfg = compose_train(["+experiment=smoke", f"paths.output_dir={tmp_path}", f"prepared_dir={trained_run}",
-                         "trainer.max_epochs=1"])
+                         f"paths.data_dir={trained_run.parent / 'data'}", "trainer.max_epochs=1"])
     metrics = train(cfg)
     assert not (tmp_path / "data").exists()
     assert (tmp_path / "spec.json").read_text() == (trained_run / "spec.json").read_text()

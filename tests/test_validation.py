@@ -370,3 +370,13 @@ def test_event_field_named_like_a_reserved_column_is_refused(roles):
     clash = roles.get("event_type") or (roles.get("categorical") or roles.get("numerical"))[0]
     with pytest.raises(ValueError, match=repr(clash)):
         Schema(**roles)
+
+
+def test_glob_characters_in_names_are_taken_literally(tmp_path):
+    df = events()
+    folder = tmp_path / "logs [2024]"
+    write(df.head(2), folder / "a[1].parquet")
+    write(df.tail(len(df) - 2), folder / "b*.parquet")
+    loaded = load_events(str(folder), SCHEMA)
+    assert loaded.report["n_events"] == len(df)
+    assert loaded.events.collect()[S.ROW_INDEX].to_list() == list(range(len(df)))

@@ -44,7 +44,7 @@ def resolve_paths(path: str | os.PathLike) -> list[str]:
     """A file, a directory of Parquet files, or a glob, to a sorted file list (sorted: row order is the tie-break)."""
     p = str(path)
     if os.path.isdir(p):
-        files = sorted(glob.glob(os.path.join(p, "**", "*.parquet"), recursive=True))
+        files = sorted(glob.glob(os.path.join(glob.escape(p), "**", "*.parquet"), recursive=True))
     elif glob.has_magic(p):
         files = sorted(glob.glob(p, recursive=True))
     else:
@@ -59,10 +59,12 @@ def scan_table(path: str | os.PathLike) -> tuple[pl.LazyFrame, str]:
     files = resolve_paths(path)
     suffixes = {Path(f).suffix.lower() for f in files}
     source = files[0] if len(files) == 1 else f"{path} ({len(files)} files)"
+    # glob=False: the list is already resolved, so a "[" or "*" in a file name is taken literally.
     if suffixes <= {".parquet", ".pq"}:
-        return pl.scan_parquet(files), source
+        return pl.scan_parquet(files, glob=False), source
     if suffixes <= {".csv"}:
-        return pl.concat([pl.scan_csv(f, try_parse_dates=True, infer_schema_length=10_000) for f in files]), source
+        return pl.concat([pl.scan_csv(f, try_parse_dates=True, infer_schema_length=10_000, glob=False)
+                          for f in files]), source
     raise DataValidationError(f"{source}: unsupported file type(s) {sorted(suffixes)}; use Parquet or CSV")
 
 
@@ -262,6 +264,29 @@ def validate_sessions(
     return sessions, report
 
 
+@dataclass
+class RawEvents:
+    """An event log scanned and type-checked, before any engine reads its rows."""
+
+    frame: pl.LazyFrame
+    source: str
+    files: list[str]
+    columns: pl.Schema
+    timestamp_unit: str
+    label_on_events: bool
+
+
+def inspect_events(events_path: str, schema: Schema, labels_path: str | None) -> RawEvents:
+    """Footers and the first rows only: emptiness, columns, types and the timestamp unit, for every engine."""
+    raw, source = scan_table(events_path)
+    if raw.head(1).collect().height == 0:
+        raise DataValidationError(f"{source}: the event log is empty")
+    label_on_events = labels_path is None
+    have = check_columns(raw, schema, source, with_label=label_on_events)
+    unit = detect_timestamp_unit(raw, schema, have[schema.timestamp])
+    return RawEvents(raw, source, resolve_paths(events_path), have, unit, label_on_events)
+
+
 def load_events(
     events_path: str,
     schema: Schema,
@@ -276,15 +301,11 @@ def load_events(
     ``on_orphan_labels`` for labelled sessions that have no events; whatever a policy drops is counted in
     ``report``.
     """
-    raw, source = scan_table(events_path)
-    if raw.head(1).collect().height == 0:
-        raise DataValidationError(f"{source}: the event log is empty")
-    label_on_events = labels_path is None
-    have = check_columns(raw, schema, source, with_label=label_on_events)
-    unit = detect_timestamp_unit(raw, schema, have[schema.timestamp])
-    events = normalize(raw, schema, have, unit, with_label=label_on_events)
-    table = session_table(events, with_label=label_on_events).collect(engine="streaming")
-    labels = None if label_on_events else read_labels(labels_path, schema)
+    raw = inspect_events(events_path, schema, labels_path)
+    source, unit = raw.source, raw.timestamp_unit
+    events = normalize(raw.frame, schema, raw.columns, unit, with_label=raw.label_on_events)
+    table = session_table(events, with_label=raw.label_on_events).collect(engine="streaming")
+    labels = None if raw.label_on_events else read_labels(labels_path, schema)
     sessions, report = validate_sessions(table, schema, source, labels,
                                          on_unlabeled=on_unlabeled, on_orphan_labels=on_orphan_labels)
     if labels is not None:

@@ -57,7 +57,7 @@ def quantile_rank(q: float, n: int) -> int:
     ``round((n - 1) * q)`` with halves rounded up: Polars' ``quantile(q, "nearest")`` (a test holds it to this),
     and what other engines compute explicitly.
     """
-    return int(math.floor((n - 1) * q + 0.5))
+    return math.floor((n - 1) * q + 0.5)
 
 
 def vocabulary(counts: dict[str, int], min_count: int, max_vocab: int) -> list[str]:
