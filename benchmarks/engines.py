@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import psutil
+from report import emit
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS_PER_SESSION = 26.43  # synthetic.generate's average, measured at 1M and 10M events
@@ -196,13 +197,7 @@ def main(argv: list[str] | None = None) -> None:
          f"Spark: master local[2], {spark_conf}. Polars: default engine settings (memory_gb 4)."),
         table(rows),
     ])
-    print("\n" + text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"machine": info, "rows": rows, "raw": raw}, indent=2))
+    emit(text, args.out, args.json, {"machine": info, "rows": rows, "raw": raw})
 
 
 if __name__ == "__main__":

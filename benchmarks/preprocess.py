@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from report import emit
+
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS_PER_SESSION = 26.43  # synthetic.generate's average, measured at 1M and 10M events
 CHUNK_SESSIONS = 190_000  # about 5M events per generated shard, so generation itself stays small
@@ -272,13 +274,7 @@ def main(argv: list[str] | None = None) -> None:
         "Pipeline stages (median s):\n\n" + stage_table(rows),
         "Targets:\n\n" + verdict(rows, args.memory_gb),
     ])
-    print("\n" + text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"machine": info, "rows": rows, "raw": raw}, indent=2))
+    emit(text, args.out, args.json, {"machine": info, "rows": rows, "raw": raw})
 
 
 if __name__ == "__main__":

@@ -83,11 +83,12 @@ class PolarsEngine:
     """One machine, out of core: events beyond the memory budget are hash-partitioned by session on disk,
     then sequenced one part at a time, so peak memory follows the part size, not the data size."""
 
-    # Peak working memory of sequencing one event, per token field, measured (see BENCHMARKS.md), with headroom.
-    BYTES_PER_EVENT_FIELD = 60
+    # Peak working memory of sequencing one event, per token field: 31-35 bytes measured on the synthetic log
+    # at 10M and 50M events (BENCHMARKS.md, "Scale"), plus a little headroom.
+    BYTES_PER_EVENT_FIELD = 36
     # The share of the budget a part may use; the rest is the interpreter, the session table and what the
     # allocator keeps from the earlier passes.
-    PART_SHARE = 0.5
+    PART_SHARE = 0.6
 
     def __init__(self, memory_gb: float = 4.0, partitions: int | None = None):
         if memory_gb <= 0:
