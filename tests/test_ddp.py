@@ -78,8 +78,8 @@ def ddp_overrides(tmp_path: Path, name: str) -> list[str]:
             "data.synthetic.sessions=12000", "trainer.max_epochs=6", "optim.lr=3e-3", "~callbacks.early_stopping"]
 
 
-@pytest.mark.slow
 def test_two_ranks_learn_what_one_process_learns(tmp_path):
+    """The issue's check, in the default run (26 s on the quiet 2-core box): 2 gloo processes vs 1."""
     single = train(compose_train(ddp_overrides(tmp_path, "single")))
     threads = torch.get_num_threads()
     before = {k: os.environ.get(k) for k in ENV_KEYS}
