@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # The prepared GPU check (BENCHMARKS.md, "GPU"): bf16 training throughput of model=base and GPU batch scoring.
 # Runs on a machine with torch + CUDA + pytorch-lightning already installed; other packages come as wheels
-# in .whl/ (polars, hydra-core, omegaconf, antlr4). Results go to $OUT (or outputs/benchmarks/gpu).
+# in .whl/ when that machine has no package index, fetched beforehand where pip works:
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_17_x86_64 \
+#     -d .whl polars==2.1.0 polars-runtime-32==2.1.0 hydra-core==1.3.8 omegaconf==2.3.1
+#   pip wheel --no-deps -w .whl antlr4-python3-runtime==4.9.3
+# Results go to $OUT (or outputs/benchmarks/gpu).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-outputs/benchmarks/gpu}
