@@ -14,6 +14,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from seqfraud import schema as S
+from seqfraud.features.spec import SpecError
 from seqfraud.training import launch
 from seqfraud.training.train import train
 
@@ -48,6 +49,14 @@ def test_prepared_dir_skips_preprocessing(trained_run, tmp_path, one_torch_threa
     assert (tmp_path / "spec.json").read_text() == (trained_run / "spec.json").read_text()
     ours, theirs = (pl.read_parquet(d / "predictions/test.parquet") for d in (tmp_path, trained_run))
     assert ours[S.SESSION_ID].to_list() == theirs[S.SESSION_ID].to_list() and metrics["test"]["n"] == ours.height
+
+
+def test_prepared_dir_of_another_schema_is_refused(trained_run, tmp_path):
+    cfg = compose_train(["+experiment=smoke", f"paths.output_dir={tmp_path}", f"prepared_dir={trained_run}",
+                         "data.schema.event_type=action"])
+    with pytest.raises(SpecError, match="does not match the spec"):
+        train(cfg)
+    assert not (tmp_path / "spec.json").exists()
 
 
 def test_a_failing_rank_is_reported_not_waited_for(trained_run, tmp_path, monkeypatch):

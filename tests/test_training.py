@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -159,14 +160,47 @@ def test_lightgbm_baseline_trains_on_the_same_splits(smoke_run, tmp_path):
 
 
 def test_multirun_of_two_jobs_makes_two_runs(tmp_path):
+    """Also: W&B runs land in WANDB_DIR, not where training was started; one log line per epoch reaches the job's
+    log file; and none of the warnings every run used to print."""
+    started_in = tmp_path / "elsewhere"
+    started_in.mkdir()
     env = os.environ | {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}
     cmd = [sys.executable, str(ROOT / "train.py"), "-m", "+experiment=smoke", "model.d_model=8,16",
            "trainer.max_epochs=1", "data.synthetic.sessions=800", f"paths.data_dir={tmp_path / 'data'}",
-           f"hydra.sweep.dir={tmp_path / 'multirun'}", f"logger.save_dir={tmp_path}", "trainer.enable_progress_bar=false"]
-    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+           f"hydra.sweep.dir={tmp_path / 'multirun'}", "trainer.enable_progress_bar=false"]
+    result = subprocess.run(cmd, cwd=started_in, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = sorted((tmp_path / "multirun").glob("[0-9]*/metrics.json"))
     assert len(jobs) == 2
     assert {json.loads(p.read_text())["model"] for p in jobs} == {"transformer"}
     runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 2 and runs[0].name.split("-")[-1] != runs[1].name.split("-")[-1]
+    assert list(started_in.iterdir()) == []
+    for job in jobs:
+        log_text = (job.parent / "train.log").read_text()
+        assert re.search(r"epoch 1/1, train/loss_epoch [0-9.]+, .*val/pr_auc [0-9.]+.*, [0-9,]+ seq/s", log_text)
+    output = result.stdout + result.stderr
+    for noise in ("anonymous setting", "`IterableDataset` has `__len__`", "LeafSpec", "litlogger"):
+        assert noise not in output
+
+
+def test_a_failed_training_still_finishes_its_wandb_run(tmp_path, monkeypatch):
+    import wandb
+
+    import seqfraud.training.train as training
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the fit broke")
+
+    monkeypatch.setattr(training, "fit_sequence_model", broken)
+    cfg = compose_train(["+experiment=smoke", f"paths.output_dir={tmp_path / 'run'}",
+                         f"paths.data_dir={tmp_path / 'data'}", "data.synthetic.sessions=300"])
+    with pytest.raises(RuntimeError, match="the fit broke"):
+        train(cfg)
+    assert wandb.run is None
+    (run,) = (tmp_path / "wandb").glob("offline-run-*")
+    assert (run / f"run-{run.name.split('-')[-1]}.wandb").exists()

@@ -21,15 +21,17 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from seqfraud import schema as S
+from seqfraud.schema import Schema
 from seqfraud.baselines import fit_predict_lightgbm, session_aggregates
 from seqfraud.data.shards import shard_files
 from seqfraud.metrics import classification_metrics, per_group_metrics
 from seqfraud.models.sequence import ModelConfig, SessionClassifier
 from seqfraud.preprocess import SPEC_FILE, Prepared, load_prepared, preprocess, resolve_data_config
+from seqfraud.training.callbacks import silence_known_warnings
 from seqfraud.training.data import LoaderConfig, SessionStream, StreamData
 from seqfraud.training.launch import launcher_rank_and_world, local_processes
 from seqfraud.training.module import SessionRiskModule
-from seqfraud.training.wandb_report import log_run
+from seqfraud.training.wandb_report import finish, log_run
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +131,7 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
     When torchrun or SLURM start the processes, each one runs this on data prepared once (``prepared_dir``);
     only global rank 0 writes the run directory and logs, and the other ranks return ``{}`` after the fit.
     """
+    silence_known_warnings()
     run_dir = Path(cfg.paths.output_dir)
     rank, world = launcher_rank_and_world()
     if world > 1 and not cfg.get("prepared_dir"):
@@ -143,12 +146,26 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
     data_cfg = resolve_data_config(OmegaConf.to_container(cfg.data, resolve=True))
     if cfg.get("prepared_dir"):
         prepared = load_prepared(cfg.prepared_dir)
+        prepared.spec.check_schema(Schema.from_config(data_cfg["schema"]))
         if rank == 0:
             prepared.spec.save(run_dir / SPEC_FILE)  # the run directory describes its model on its own
     else:
         prepared = preprocess(data_cfg, OmegaConf.to_container(cfg.features, resolve=True), run_dir,
                               OmegaConf.to_container(cfg.get("preprocess"), resolve=True))
     logger = instantiate(cfg.logger) if cfg.get("logger") and rank == 0 else False
+    try:
+        metrics = fit_and_evaluate(cfg, prepared, data_cfg, logger, extra_callbacks)
+    except BaseException:
+        finish(logger, failed=True)
+        raise
+    finish(logger, failed=False)
+    return metrics
+
+
+def fit_and_evaluate(cfg: DictConfig, prepared: Prepared, data_cfg: dict[str, Any], logger,
+                     extra_callbacks: list | None) -> dict[str, Any]:
+    """The model's fit, then its out-of-time metrics and predictions written into the run directory."""
+    run_dir = Path(cfg.paths.output_dir)
     if logger:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     if cfg.model.encoder == "lightgbm":

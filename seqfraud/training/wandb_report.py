@@ -7,9 +7,28 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from pytorch_lightning.loggers import WandbLogger as _LightningWandbLogger
 from sklearn.metrics import precision_recall_curve
 
 from seqfraud import schema as S
+
+
+class WandbLogger(_LightningWandbLogger):
+    """Lightning's W&B logger, minus the ``anonymous=None`` it always passes: wandb warns on every run that
+    the setting has no effect."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._wandb_init.pop("anonymous", None)
+
+
+def finish(logger, *, failed: bool) -> None:
+    """End the W&B run whether training succeeded or not: every multirun job must be its own W&B run, and a
+    failed job is marked failed instead of staying open."""
+    if isinstance(logger, _LightningWandbLogger):
+        import wandb
+
+        wandb.finish(exit_code=1 if failed else 0)
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
@@ -26,9 +45,7 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
 def log_run(logger, metrics: dict[str, Any], predictions: dict[str, pl.DataFrame], run_dir: Path) -> None:
     flat = {f"final/{k}": v for k, v in flatten({s: metrics[s] for s in ("val", "test")}).items()}
     logger.log_metrics(flat)
-    from pytorch_lightning.loggers import WandbLogger
-
-    if not isinstance(logger, WandbLogger):
+    if not isinstance(logger, _LightningWandbLogger):
         logger.finalize("success")
         return
     import wandb
@@ -50,5 +67,3 @@ def log_run(logger, metrics: dict[str, Any], predictions: dict[str, pl.DataFrame
         if (run_dir / name).exists():
             artifact.add_file(str(run_dir / name), name=name)
     run.log_artifact(artifact)
-    # Every multirun job must be its own W&B run.
-    wandb.finish()

@@ -1,0 +1,57 @@
+"""Lightning callbacks of our own, and the known-harmless warnings every run would otherwise print."""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+
+import pytorch_lightning as L
+
+log = logging.getLogger(__name__)
+
+
+class EpochLog(L.Callback):
+    """One log line per epoch (train loss, validation metrics, sequences per second), so a run whose output goes
+    to a file shows progress: the progress bar renders there only at the end."""
+
+    def __init__(self) -> None:
+        self._start = 0.0
+        self._sequences = 0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start, self._sequences = time.perf_counter(), 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        self._sequences += len(batch["lengths"])
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        seconds = time.perf_counter() - self._start  # validation included: what a user waits per epoch
+        got = trainer.callback_metrics
+        keys = ["train/loss_epoch", *sorted(k for k in got if k.startswith("val/"))]
+        parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
+        parts += [f"{key} {float(got[key]):.4f}" for key in keys if key in got]
+        parts.append(f"{self._sequences / seconds:,.0f} seq/s on this rank")
+        log.info(", ".join(parts))
+
+
+def silence_known_warnings() -> None:
+    """Warnings every run printed that say nothing about this run; each was checked to be harmless here."""
+    # SessionStream gives every (rank, worker) slot an exact share, so its length is right with any workers.
+    warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
+    # Lightning's own pytree helper on a newer torch; nothing of ours uses LeafSpec.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    for name in ("lightning_fabric.utilities.rank_zero", "pytorch_lightning.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_NO_TIPS)
+
+
+class _NoTips(logging.Filter):
+    """Lightning's advertisement for its cloud logger, printed on every fit."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in str(record.msg)
+
+
+_NO_TIPS = _NoTips()  # one instance: adding it again is then a no-op
