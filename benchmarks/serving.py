@@ -9,6 +9,7 @@ Measures (torch intra-op threads 1 for latency, all cores for batch):
   HTTP service passes), preprocessing included: median and p99 over ``--calls`` calls;
 - ``python -m seqfraud.serve`` on 127.0.0.1 under an open-loop load generator (asyncio + httpx) at a fixed
   rate with bounded concurrency and duration: client-side median and p99, and the server's own latency_ms;
+  then ``POST /explain`` on one session of ``min(256, max_len)`` events, called one at a time;
 - ``python -m seqfraud.score`` on ``--sessions`` synthetic sessions: sessions/s and peak memory.
 
 Latency runs with the service's settings, one torch and one Polars thread (POLARS_MAX_THREADS is set
@@ -141,7 +142,7 @@ async def load_generator(url: str, bodies: list[bytes], rate: float, duration: f
 
 
 def bench_http(artifact: Path, sessions: dict[str, list[list[dict]]], rate: float, duration: float,
-               concurrency: int) -> dict[str, dict]:
+               concurrency: int, explain: list[dict], explain_calls: int = 10) -> tuple[dict[str, dict], dict]:
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "seqfraud.serve", "--artifact", str(artifact),
                                "--host", "127.0.0.1", "--port", str(port), "--threads", "1"],
@@ -170,7 +171,12 @@ def bench_http(artifact: Path, sessions: dict[str, list[list[dict]]], rate: floa
             before = sum(watched.cpu_times()[:2])
             out[name] = asyncio.run(load_generator(url, bodies, rate, duration, concurrency))
             out[name]["server_cpu_ms_per_request"] = (sum(watched.cpu_times()[:2]) - before) * 1e3 / int(rate * duration)
-        return out
+        seconds = []
+        for i in range(explain_calls + 2):  # the first two warm up
+            t0 = time.perf_counter()
+            httpx.post(f"{url}/explain", json={"events": explain}, timeout=60).raise_for_status()
+            seconds.append(time.perf_counter() - t0)
+        return out, percentiles(seconds[2:]) | {"events": len(explain)}
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -207,7 +213,7 @@ def bench_batch(artifact: Path, work: Path, n_sessions: int) -> dict[str, float]
             "sessions_per_s": scored / scoring_s, "sessions_per_s_wall": scored / wall, "peak_rss_mb": peak / 2**20}
 
 
-def report(meta: dict, imports: dict, inproc: dict, http: dict, batch: dict) -> str:
+def report(meta: dict, imports: dict, inproc: dict, http: dict, explain: dict, batch: dict) -> str:
     machine = (f"Machine: {meta['machine']}. Load average (1, 5, 15 min) at start {meta['load_start']}, "
                f"at end {meta['load_end']}.")
     startup = (f"- Import of the serving path: {imports['import_s']:.2f} s. `Scorer.load` (verify hashes, load "
@@ -240,6 +246,8 @@ def report(meta: dict, imports: dict, inproc: dict, http: dict, batch: dict) -> 
           f"{r['server_median_ms']:.2f} / {r['server_p99_ms']:.2f} | {r['server_cpu_ms_per_request']:.2f} | "
           f"{r['errors']} |" for name, r in http.items()],
         "",
+        (f"- HTTP `POST /explain`, one {explain['events']}-event session at a time: median "
+         f"{explain['median_ms']:.0f} ms, p99 {explain['p99_ms']:.0f} ms over {explain['n']} calls."),
         batch_line,
     ]
     return "\n".join(lines)
@@ -277,24 +285,25 @@ def main() -> None:
         "rate": args.rate, "duration": args.duration, "concurrency": args.concurrency,
     }
     imports = bench_import_and_load(artifact)
-    inproc, http, batch = {}, {}, {}
+    inproc, http, explain, batch = {}, {}, {}, {}
     if "in_process" not in args.skip:
         inproc = {fmt: bench_in_process(artifact, fmt, args.lengths, args.calls) for fmt in args.formats}
     if "http" not in args.skip:
         real = generate(2000, seed=3).events.with_columns(pl.col(SYNTHETIC.timestamp).dt.to_string("iso"))
         real_sessions = [g.to_dicts() for _, g in real.group_by(SYNTHETIC.session_id, maintain_order=True)][:500]
         median_len = int(np.median([len(s) for s in real_sessions]))
-        http = bench_http(artifact, {f"synthetic sessions (median {median_len} events)": real_sessions,
-                                     "128-event sessions": [session_of(128, seed=i) for i in range(20)]},
-                          args.rate, args.duration, args.concurrency)
+        http, explain = bench_http(artifact, {f"synthetic sessions (median {median_len} events)": real_sessions,
+                                              "128-event sessions": [session_of(128, seed=i) for i in range(20)]},
+                                   args.rate, args.duration, args.concurrency, session_of(min(256, spec.max_len), seed=7))
     if "batch" not in args.skip:
         batch = bench_batch(artifact, args.work, args.sessions)
     meta["load_end"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
     if args.json:
         args.json.write_text(json.dumps({"meta": meta, "imports": imports, "in_process": inproc, "http": http,
-                                         "batch": batch, "targets": TARGETS}, indent=2))
-    print(report(meta, imports, inproc, http, batch) if inproc and http and batch else json.dumps(
-        {"meta": meta, "imports": imports, "in_process": inproc, "http": http, "batch": batch}, indent=2))
+                                         "explain": explain, "batch": batch, "targets": TARGETS}, indent=2))
+    print(report(meta, imports, inproc, http, explain, batch) if inproc and http and batch else json.dumps(
+        {"meta": meta, "imports": imports, "in_process": inproc, "http": http, "explain": explain, "batch": batch},
+        indent=2))
 
 
 if __name__ == "__main__":

@@ -207,9 +207,9 @@ def plot(result: dict, path: Path) -> None:
 
 
 def main() -> None:
-    import hydra
+    from seqfraud.errors import hydra_command
 
-    @hydra.main(version_base="1.3", config_path="../conf", config_name="backtest")
+    @hydra_command(config_path="../conf", config_name="backtest")
     def _run(cfg: DictConfig) -> None:
         run_backtest(cfg)
         out = Path(cfg.paths.output_dir)

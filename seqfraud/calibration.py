@@ -13,11 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from seqfraud.errors import UserError
+
 METHODS = ("isotonic", "platt", "none")
 EPS = 1e-7  # raw probabilities are clipped to [EPS, 1 - EPS] before the logit
 
 
-class CalibrationError(ValueError):
+class CalibrationError(UserError, ValueError):
     """An unknown method, or parameters that do not describe a calibration map."""
 
 

@@ -22,6 +22,7 @@ import polars as pl
 from omegaconf import OmegaConf
 
 from seqfraud import schema as S
+from seqfraud.errors import UserError, command
 from seqfraud.metrics import precision_key, recall_key
 from seqfraud.training.train import METRICS_FILE, PREDICTIONS_DIR
 
@@ -201,6 +202,7 @@ def compare(paths: Sequence[str | Path], out_dir: str | Path | None = None, *, f
     return rows
 
 
+@command
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Rank run directories by validation PR-AUC: Markdown, HTML, PR curves.")
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories, or directories holding runs")
@@ -210,8 +212,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         rows = compare(args.runs, args.out, fpr=args.fpr, recall=args.recall)
-    except (FileNotFoundError, ValueError) as e:
-        parser.error(str(e))
+    except ValueError as e:  # a run directory without the metrics compared
+        raise UserError(str(e)) from e
     head, body = _table(rows, args.fpr, args.recall)
     print("\n".join("\t".join(cells) for cells in [head, *body]))
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from seqfraud.errors import UserError
+
 BANDS = ("approve", "review", "decline")
 POLICIES = ("fpr", "capacity", "cost")
 # Keys each policy takes (besides ``policy``), and the ones it requires.
@@ -22,7 +24,7 @@ POLICY_KEYS = {"fpr": ({"fpr"}, {"fpr"}),
 BAND_RULE = "approve: score < review; review: review <= score < decline; decline: score >= decline"
 
 
-class DecisionError(ValueError):
+class DecisionError(UserError, ValueError):
     """Thresholds or a threshold policy that cannot be used."""
 
 

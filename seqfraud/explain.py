@@ -14,22 +14,19 @@ from pathlib import Path
 import polars as pl
 
 from seqfraud import schema as S
+from seqfraud.data.events import DataValidationError, reading, scan_table
+from seqfraud.errors import command
 from seqfraud.scoring.scorer import Scorer
 
 
-def read_events(path: str | Path) -> pl.LazyFrame:
-    """A Parquet file, directory or glob, or a CSV file."""
-    path = str(path)
-    if path.endswith(".csv"):
-        return pl.scan_csv(path)
-    return pl.scan_parquet(f"{path.rstrip('/')}/*.parquet" if Path(path).is_dir() else path)
-
-
-def session_events(events: pl.LazyFrame, scorer: Scorer, session: str) -> pl.DataFrame:
+def session_events(path: str | Path, scorer: Scorer, session: str) -> pl.DataFrame:
+    """One session's raw events from a Parquet file, directory or glob, or a CSV file."""
+    events, source = scan_table(path, scorer.spec.schema)
     column = scorer.spec.schema.session_id
-    found = events.filter(pl.col(column).cast(pl.String) == session).collect()
+    with reading(source):
+        found = events.filter(pl.col(column).cast(pl.String) == session).collect()
     if found.height == 0:
-        raise SystemExit(f"no events of session {session!r} in column {column!r}")
+        raise DataValidationError(f"{source}: column {column!r}: no events of session {session!r}")
     return found
 
 
@@ -88,7 +85,7 @@ def explain_session(artifact: str | Path, events: str | Path, session: str, out:
                     png: str | Path | None = None) -> pl.DataFrame:
     """Write the HTML view (and the PNG) of one session; returns the per-event contributions."""
     scorer = Scorer.load(artifact)
-    found = session_events(read_events(events), scorer, session)
+    found = session_events(events, scorer, session)
     scored = scorer.score(found).row(0, named=True)
     explained = scorer.explain(found)
     Path(out).write_text(render_html(explained, scored, scorer.model_version), encoding="utf-8")
@@ -97,6 +94,7 @@ def explain_session(artifact: str | Path, events: str | Path, session: str, out:
     return explained
 
 
+@command
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Show which events of one session drove its score.")
     parser.add_argument("--artifact", required=True, help="exported artifact directory")

@@ -12,7 +12,8 @@ model, and writes ``monitor.json``, ``monitor.html`` (self-contained) and ``moni
 
 The reference is ``--reference`` (raw events) or, by default, the tokenized train dataset of the run the
 artifact was exported from (the manifest records its directory). Each alert names the check, the field, the
-value and the threshold; ``--fail-on-alert`` exits with status 2 when there is any (status 1: bad input).
+value and the threshold; ``--fail-on-alert`` exits with status 1 when there is any (status 2: bad input, as
+every command's user errors).
 """
 
 from __future__ import annotations
@@ -34,14 +35,14 @@ import polars as pl
 from seqfraud import schema as S
 from seqfraud.data.events import DataValidationError, read_labels, scan_table
 from seqfraud.data.shards import shard_files
+from seqfraud.errors import UserError, command
 from seqfraud.features.spec import FIRST_ID, MISSING, NAN, PAD, UNKNOWN, Spec
 from seqfraud.metrics import classification_metrics, recall_key
 from seqfraud.scoring.prepare import Sequences, as_frame, normalized_events, polars_sequences
 from seqfraud.scoring.scorer import Scorer
 
 OUTPUT_FILES = ("monitor.json", "monitor.html", "monitor.png")
-EXIT_ALERT = 2
-EXIT_BAD_INPUT = 1
+EXIT_ALERT = 1  # like diff: 1 means "differences found", 2 (a user error, see seqfraud.errors) means trouble
 PSI_EPSILON = 1e-4  # share given to an empty bin, so PSI stays finite
 SCORE_BINS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
 QUANTILES = (0.1, 0.5, 0.9, 0.99)
@@ -54,7 +55,7 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
 _RESERVED_NAMES = {PAD: "<pad>", UNKNOWN: "<unknown>", MISSING: "<missing>", NAN: "<nan>"}
 
 
-class MonitorError(ValueError):
+class MonitorError(UserError, ValueError):
     """Inputs the monitor cannot compare: no reference, an empty window, unknown thresholds."""
 
 
@@ -84,7 +85,7 @@ def check_thresholds(thresholds: Mapping[str, float] | None) -> dict[str, float]
 def raw_window(events: Any, spec: Spec, source: str = "events") -> tuple[Window, pl.LazyFrame]:
     """Raw events (a path, or a frame in the training column names) through the spec, like the scorer reads them."""
     if isinstance(events, (str, Path)):
-        lf, source = scan_table(events)
+        lf, source = scan_table(events, spec.schema)
     else:
         lf = as_frame(events, spec, source).lazy()
     if lf.head(1).collect().height == 0:
@@ -403,12 +404,6 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#e
 # ---------------------------------------------------------------------------------------------- CLI
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # exit status 2 means "alert"; usage errors are bad input
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
-
-
 def _threshold(text: str) -> tuple[str, float]:
     key, sep, value = text.partition("=")
     try:
@@ -419,9 +414,11 @@ def _threshold(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"expected NAME=NUMBER, got {text!r}") from None
 
 
+@command
 def main(argv: Sequence[str] | None = None) -> int:
-    p = _Parser(prog="python -m seqfraud.monitor",
-                description="Compare a current window of raw events with the training period of an artifact.")
+    p = argparse.ArgumentParser(prog="python -m seqfraud.monitor",
+                                description="Compare a current window of raw events with the training period of an "
+                                            "artifact.")
     p.add_argument("--artifact", required=True, help="artifact directory written by export.py")
     p.add_argument("--current", required=True, help="current raw events: Parquet/CSV file, directory or glob")
     p.add_argument("--reference", help="reference raw events (default: the artifact's run train dataset)")
@@ -432,16 +429,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--format", default="torchscript", choices=("torchscript", "pt2"))
     p.add_argument("--fail-on-alert", action="store_true", help=f"exit with status {EXIT_ALERT} on any alert")
     args = p.parse_args(argv)
-
-    from seqfraud.export.artifact import ArtifactError
-    from seqfraud.features.spec import SpecError
-
-    try:
-        report = monitor(args.artifact, args.current, args.reference, args.labels, dict(args.threshold),
-                         out=args.out, fmt=args.format)
-    except (MonitorError, DataValidationError, ArtifactError, SpecError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    report = monitor(args.artifact, args.current, args.reference, args.labels, dict(args.threshold),
+                     out=args.out, fmt=args.format)
     for a in report["alerts"]:
         print(f"ALERT {a['check']} {a['field']}: {a['value']:.4g} (threshold {a['threshold']:g})")
     for a in report["warnings"]:

@@ -27,6 +27,7 @@ from seqfraud import schema as S
 from seqfraud.data.events import LoadedEvents, load_events
 from seqfraud.data.shards import shard_files, shard_name
 from seqfraud.data.split import assign_split, before_test_end, from_epoch_us, split_boundaries, to_epoch_us
+from seqfraud.errors import ConfigError
 from seqfraud.features.spec import Spec
 from seqfraud.features.tokens import FitStats, build_spec, fit_stats, quantile_probs, sequences
 from seqfraud.schema import Schema
@@ -92,7 +93,7 @@ class PolarsEngine:
 
     def __init__(self, memory_gb: float = 4.0, partitions: int | None = None):
         if memory_gb <= 0:
-            raise ValueError(f"preprocess.memory_gb must be positive, got {memory_gb}")
+            raise ConfigError(f"preprocess.memory_gb must be positive, got {memory_gb}")
         self.memory_bytes = memory_gb * 1e9
         self.partitions = partitions
 
@@ -147,7 +148,7 @@ def make_engine(engine_cfg: Mapping[str, Any] | None):
         from seqfraud.spark_engine import SparkEngine
 
         return SparkEngine(**(cfg.get("spark") or {}))
-    raise ValueError(f"preprocess.engine must be 'polars' or 'spark', got {name!r}")
+    raise ConfigError(f"preprocess.engine must be 'polars' or 'spark', got {name!r}")
 
 
 def preprocess(data_cfg: Mapping[str, Any], features_cfg: Mapping[str, Any], out_dir: str | Path,
@@ -234,7 +235,9 @@ def main() -> None:
     import hydra
     from omegaconf import DictConfig, OmegaConf
 
-    @hydra.main(version_base="1.3", config_path="../conf", config_name="preprocess")
+    from seqfraud.errors import hydra_command
+
+    @hydra_command(config_path="../conf", config_name="preprocess")
     def _run(cfg: DictConfig) -> None:
         out = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
         prepared = preprocess(OmegaConf.to_container(cfg.data, resolve=True),

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from typing import Any
+
+from seqfraud.errors import ConfigError
 
 # Columns of the tokenized datasets, predictions and score files that seqfraud writes.
 SESSION_ID = "session_id"
@@ -34,11 +37,16 @@ TIME_DELTA = "time_delta"
 ROW_INDEX = "__row"
 TS_US = "__ts_us"
 TS_PRESENT = "__ts_present"
+TS_OUT_OF_RANGE = "__ts_out_of_range"
 # Names the normalized event frame uses itself; an event field (type, categorical, numeric) cannot take them.
-RESERVED_FIELD_NAMES = (SESSION_ID, LABEL, TIME_DELTA, ROW_INDEX, TS_US, TS_PRESENT)
+RESERVED_FIELD_NAMES = (SESSION_ID, LABEL, TIME_DELTA, ROW_INDEX, TS_US, TS_PRESENT, TS_OUT_OF_RANGE)
 
 SPLITS = ("train", "val", "test")
-TIMESTAMP_UNITS = ("auto", "s", "ms", "us", "ns")
+EPOCH_UNITS = ("s", "ms", "us", "ns")
+TIMESTAMP_UNITS = ("auto", *EPOCH_UNITS)
+# Plausible event times, [start, end): anything outside is an error, which is also what catches epochs read in
+# the wrong unit (a column that mixes seconds and milliseconds) and epochs that would overflow.
+TIMESTAMP_RANGE = ("1990-01-01", "2100-01-01")
 
 
 def token_column(field_name: str) -> str:
@@ -57,21 +65,30 @@ class Schema:
     categorical: tuple[str, ...] = ()
     numerical: tuple[str, ...] = ()
     timestamp_unit: str = "auto"
+    timestamp_range: tuple[str, str] = TIMESTAMP_RANGE
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "categorical", tuple(self.categorical))
         object.__setattr__(self, "numerical", tuple(self.numerical))
+        object.__setattr__(self, "timestamp_range", tuple(str(v) for v in self.timestamp_range))
         if self.timestamp_unit not in TIMESTAMP_UNITS:
-            raise ValueError(
+            raise ConfigError(
                 f"data.schema.timestamp_unit must be one of {TIMESTAMP_UNITS}, got {self.timestamp_unit!r}"
             )
+        try:
+            start, end = (_utc(datetime.fromisoformat(v)) for v in self.timestamp_range)
+        except ValueError:
+            start = end = None
+        if start is None or start >= end:
+            raise ConfigError(f"data.schema.timestamp_range must be two ISO datetimes, start before end (naive "
+                             f"means UTC), got {list(self.timestamp_range)}")
         names = [self.session_id, self.timestamp, self.event_type, self.label, *self.categorical, *self.numerical]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"data.schema gives a column more than one role: {dupes}")
+            raise ConfigError(f"data.schema gives a column more than one role: {dupes}")
         clash = sorted(set(self.categorical_fields + self.numerical) & set(RESERVED_FIELD_NAMES))
         if clash:
-            raise ValueError(
+            raise ConfigError(
                 f"data.schema: event field(s) {clash} use a name seqfraud reserves {RESERVED_FIELD_NAMES}; "
                 "rename the column(s) in the data"
             )
@@ -92,15 +109,21 @@ class Schema:
         return (self.session_id, self.timestamp, self.event_type, *self.categorical, *self.numerical)
 
     def roles(self) -> dict[str, Any]:
-        return asdict(self) | {"categorical": list(self.categorical), "numerical": list(self.numerical)}
+        return asdict(self) | {"categorical": list(self.categorical), "numerical": list(self.numerical),
+                               "timestamp_range": list(self.timestamp_range)}
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> Schema:
         known = {f for f in cls.__dataclass_fields__}
         unknown = sorted(set(cfg) - known)
         if unknown:
-            raise ValueError(f"data.schema has unknown keys {unknown}; known keys are {sorted(known)}")
-        return cls(**{k: (tuple(v) if k in ("categorical", "numerical") else v) for k, v in cfg.items()})
+            raise ConfigError(f"data.schema has unknown keys {unknown}; known keys are {sorted(known)}")
+        return cls(**{k: (tuple(v) if k in ("categorical", "numerical", "timestamp_range") else v)
+                      for k, v in cfg.items()})
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 # Column names of the built-in synthetic clickstream (conf/data/synthetic.yaml spells the same).

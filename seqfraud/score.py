@@ -8,10 +8,12 @@ import time
 
 import torch
 
+from seqfraud.errors import command
 from seqfraud.scoring.batch import CHUNK_EVENTS, score_file
 from seqfraud.scoring.scorer import Scorer
 
 
+@command
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Score an event log with an exported artifact, in chunks of whole "
                                             "sessions; writes session_id, score, band.")
@@ -25,11 +27,16 @@ def main(argv: list[str] | None = None) -> None:
                    help="model calls run at once, one torch thread each (default: all cores)")
     p.add_argument("--device", default="cpu", help="where the model runs, e.g. cuda (tokenizing stays on the CPU)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--verify-key", action="append", metavar="PUBLIC_KEY",
+                   help="refuse the artifact unless signed by this key (repeat during a key rotation; "
+                        "default $SEQFRAUD_VERIFY_KEY)")
+    p.add_argument("--require-signed", action="store_true", default=None,
+                   help="refuse artifacts not verified by signature (default $SEQFRAUD_REQUIRE_SIGNED)")
     args = p.parse_args(argv)
 
     torch.set_num_threads(1)  # parallel across batches, not inside ops: no thread barriers per op
     scorer = Scorer.load(args.artifact, fmt=args.format, batch_size=args.batch_size, workers=args.workers,
-                         device=args.device)
+                         device=args.device, verify_key=args.verify_key, require_signed=args.require_signed)
     t0 = time.perf_counter()
     stats = score_file(scorer, args.events, args.out, chunk_events=args.chunk_events, progress=not args.no_progress)
     seconds = time.perf_counter() - t0

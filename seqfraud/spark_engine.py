@@ -40,9 +40,11 @@ from seqfraud import schema as S
 from seqfraud.data.events import (
     DataValidationError,
     LoadedEvents,
+    epoch_bounds,
     inspect_events,
     read_labels,
     resolve_paths,
+    timestamp_range_us,
     validate_sessions,
 )
 from seqfraud.data.shards import SHARD_GLOB, shard_name
@@ -103,7 +105,8 @@ class SparkEngine:
         labels = None if label_on_events else read_labels(data["labels"], schema)
         sessions, report = validate_sessions(table, schema, source, labels,
                                              on_unlabeled=policy.get("on_unlabeled", "error"),
-                                             on_orphan_labels=policy.get("on_orphan_labels", "error"))
+                                             on_orphan_labels=policy.get("on_orphan_labels", "error"),
+                                             epoch_unit=raw.epoch_unit)
         columns = [S.SESSION_ID, S.TS_US, S.ROW_INDEX, *schema.categorical_fields, *schema.numerical]
         return LoadedEvents(events=events.select([_col(c) for c in columns]), sessions=sessions,
                             timestamp_unit=unit, source=source,
@@ -132,11 +135,13 @@ class SparkEngine:
         raw = (raw.select("*", F.col("_metadata.file_path").alias(_PATH),
                           F.col("_metadata.row_index").alias(_FILE_ROW))
                .join(F.broadcast(self._frame(offsets)), on=_PATH))
+        ts_us, out_of_range = _timestamp_us(schema.timestamp, have[schema.timestamp],
+                                            raw.schema[schema.timestamp].dataType, unit, timestamp_range_us(schema))
         cols = [
             _col(schema.session_id).cast("string").alias(S.SESSION_ID),
-            _timestamp_us(schema.timestamp, have[schema.timestamp], raw.schema[schema.timestamp].dataType,
-                          unit).alias(S.TS_US),
+            ts_us.alias(S.TS_US),
             _col(schema.timestamp).isNotNull().alias(S.TS_PRESENT),
+            out_of_range.alias(S.TS_OUT_OF_RANGE),
             *[_col(c).cast("string").alias(c) for c in schema.categorical_fields],
             *[_col(c).cast("double").alias(c) for c in schema.numerical],
             (F.col(_OFFSET) + F.col(_FILE_ROW)).alias(S.ROW_INDEX),
@@ -244,24 +249,27 @@ def _escape_glob(path: str) -> str:
     return re.sub(r"([\\\[\]{}*?])", r"\\\1", path)
 
 
-def _timestamp_us(column: str, dtype: pl.DataType, spark_type: T.DataType, unit: str) -> Column:
-    """``seqfraud.data.events.timestamp_us`` for datetimes and integer epochs, to the microsecond."""
-    ts = _col(column)
+def _timestamp_us(column: str, dtype: pl.DataType, spark_type: T.DataType, unit: str,
+                  range_us: tuple[int, int]) -> tuple[Column, Column]:
+    """``seqfraud.data.events.timestamp_us`` for datetimes and integer epochs: microseconds, null out of
+    range, and the out-of-range flag, with the range checked in the value's own unit (no overflow)."""
+    raw = _col(column)
     if dtype.is_temporal():
         if isinstance(spark_type, T.LongType):  # nanosecond datetimes, as integers (nanosAsLong): Polars floors
-            return _floor_div(column, 1_000)
-        return F.unix_micros(ts.cast("timestamp"))  # naive (timestamp_ntz) and dates are read in UTC
-    if unit == "ns":
-        return _floor_div(column, 1_000)
-    return ts.cast("long") * _US_PER_UNIT[unit]
+            unit = "ns"
+        else:  # naive (timestamp_ntz) and dates are read in UTC
+            raw, unit = F.unix_micros(raw.cast("timestamp")), "us"
+    first, last = epoch_bounds(unit, range_us)
+    in_range = raw.between(first, last)
+    value = F.least(F.greatest(raw.try_cast("long"), F.lit(first)), F.lit(last))  # clipped: no overflow below
+    us = _floor_div(value, 1_000) if unit == "ns" else value * _US_PER_UNIT[unit]
+    return F.when(in_range, us), F.coalesce(~in_range, F.lit(False))
 
 
-def _floor_div(column: str, divisor: int) -> Column:
-    """Integer floor division, Polars' ``//``. SQL's ``div`` truncates toward zero, and ``/`` goes through
-    doubles, which lose digits of nanosecond epochs; ``x - pmod(x, d)`` is a multiple of d, so ``div`` is
-    exact on it."""
-    x = f"CAST(`{column.replace('`', '``')}` AS BIGINT)"
-    return F.expr(f"({x} - pmod({x}, {divisor})) div {divisor}")
+def _floor_div(x: Column, divisor: int) -> Column:
+    """Integer floor division, Polars' ``//``. ``/`` goes through doubles, which lose digits of nanosecond
+    epochs; ``x - pmod(x, d)`` is a multiple of d, so its decimal quotient is exact."""
+    return ((x - F.pmod(x, F.lit(divisor))).cast("decimal(20,0)") / divisor).cast("long")
 
 
 def _count() -> Column:
@@ -277,8 +285,9 @@ def _session_table(events: DataFrame, *, with_label: bool) -> DataFrame:
     aggs = [
         F.min(ts).alias(S.START_TIME),
         _count().alias("n_events"),
-        count(ts.isNull() & F.col(S.TS_PRESENT)).alias("n_ts_unparsed"),
+        count(ts.isNull() & F.col(S.TS_PRESENT) & ~F.col(S.TS_OUT_OF_RANGE)).alias("n_ts_unparsed"),
         count(~F.col(S.TS_PRESENT)).alias("n_ts_null"),
+        count(F.col(S.TS_OUT_OF_RANGE)).alias("n_ts_out_of_range"),
     ]
     if with_label:
         aggs += [

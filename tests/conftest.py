@@ -27,6 +27,22 @@ def single_torch_thread():
         torch.set_num_threads(before)
 
 
+@contextmanager
+def service_client(artifact, **kwargs):
+    """A TestClient of the scoring service; the app sets torch's threads for this whole process, so give them back."""
+    import torch
+    from fastapi.testclient import TestClient
+
+    from seqfraud.scoring.service import create_app
+
+    threads = torch.get_num_threads()
+    try:
+        with TestClient(create_app(artifact, **kwargs), raise_server_exceptions=False) as client:
+            yield client
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def one_torch_thread():
     with single_torch_thread():

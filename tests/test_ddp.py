@@ -75,7 +75,7 @@ def test_a_failing_rank_is_reported_not_waited_for(trained_run, tmp_path, monkey
 
 def monitored_val_pr_auc(run_dir: Path) -> float:
     """The best ``val/pr_auc`` the checkpoint callback saw during the fit (under DDP: as the ranks logged it)."""
-    ckpt = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
     (state,) = [v for k, v in ckpt["callbacks"].items() if k.startswith("ModelCheckpoint")]
     return float(state["best_model_score"])
 

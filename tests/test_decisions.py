@@ -251,7 +251,7 @@ def test_a_corrupt_calibration_file_is_refused(exported_artifact, tmp_path):
     m = json.loads((root / MANIFEST_FILE).read_text())
     del m["files"][CALIBRATION_FILE]
     (root / MANIFEST_FILE).write_text(json.dumps(m))
-    with pytest.raises(ArtifactError, match="not spec.json and calibration.json"):
+    with pytest.raises(ArtifactError, match="does not list calibration.json"):
         Scorer.load(root)
 
 

@@ -7,16 +7,17 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from fastapi.testclient import TestClient
 
 from seqfraud import schema as S
 from seqfraud.features.spec import MISSING
 from seqfraud.scoring import Scorer
 from seqfraud.scoring.explain import top_events
 from seqfraud.scoring.prepare import Sequences, normalized_events
-from seqfraud.scoring.service import Limits, create_app
+from seqfraud.scoring.service import Limits
+from tests.conftest import service_client
 
-LIMITS = Limits(max_events_per_session=200, max_sessions_per_batch=5, max_body_bytes=200_000)
+LIMITS = Limits(max_events_per_session=200, max_sessions_per_batch=5, max_body_bytes=200_000,
+                max_session_body_bytes=200_000)
 
 
 @pytest.fixture(scope="module")
@@ -131,10 +132,8 @@ def test_the_event_a_model_keys_on_ranks_first(scorer, few):
 
 @pytest.fixture(scope="module")
 def client(exported_artifact):
-    threads = torch.get_num_threads()
-    with TestClient(create_app(exported_artifact, limits=LIMITS), raise_server_exceptions=False) as c:
+    with service_client(exported_artifact, limits=LIMITS) as c:
         yield c
-    torch.set_num_threads(threads)
 
 
 def _records(events: pl.DataFrame, scorer: Scorer) -> list[dict]:
@@ -174,11 +173,12 @@ def test_explain_endpoint_refuses_bad_requests_like_score(client, scorer, few):
     for body, status, needle in cases:
         r = client.post("/explain", json=body)
         assert r.status_code == status and needle in r.json()["detail"], (body, r.text)
-    r = client.post("/explain", content=b" " * (LIMITS.max_body_bytes + 1))
+    r = client.post("/explain", content=b" " * (LIMITS.max_session_body_bytes + 1),
+                    headers={"content-type": "application/json"})
     assert r.status_code == 413
 
 
-def test_cli_writes_html_and_png(exported_artifact, few, scorer, tmp_path):
+def test_cli_writes_html_and_png(exported_artifact, few, scorer, tmp_path, capsys):
     from seqfraud.explain import main
 
     s = scorer.spec.schema
@@ -191,9 +191,11 @@ def test_cli_writes_html_and_png(exported_artifact, few, scorer, tmp_path):
     for event in scorer.explain(few.filter(pl.col(s.session_id) == few[s.session_id].unique().sort()[0]))[S.EVENT]:
         assert event in page
     assert (tmp_path / "view.png").read_bytes()[:4] == b"\x89PNG"
-    with pytest.raises(SystemExit, match="no events"):
+    with pytest.raises(SystemExit) as exit_:  # a user error: one line, exit status 2
         main(["--artifact", str(exported_artifact), "--events", str(tmp_path / "events.parquet"), "--session",
               "no-such-session", "--out", str(tmp_path / "x.html")])
+    assert exit_.value.code == 2
+    assert "no events of session 'no-such-session'" in capsys.readouterr().err
 
 
 ACCOUNT_CHANGES = {"change_email", "change_password", "add_payment_method"}

@@ -18,8 +18,18 @@ import torch
 from seqfraud import schema as S
 from seqfraud.calibration import Calibration
 from seqfraud.export import FORMATS, ExportError, export_run
-from seqfraud.export.artifact import CALIBRATION_FILE, MANIFEST_FILE, RELIABILITY_FILE, SPEC_FILE, sha256
+from seqfraud.export.artifact import (
+    CALIBRATION_FILE,
+    MANIFEST_FILE,
+    RELIABILITY_FILE,
+    SIGNATURE_FILE,
+    SPEC_FILE,
+    canonical_json,
+    open_artifact,
+    sha256,
+)
 from seqfraud.export.exporter import DEFAULT_THRESHOLDS
+from seqfraud.export.signing import generate_keypair, load_public_keys
 from seqfraud.features.spec import Spec
 from seqfraud.scoring import Scorer
 from seqfraud.training.data import collate, read_sessions
@@ -32,6 +42,7 @@ def test_artifact_layout_and_manifest(exported_artifact, trained_run):
     files = {p.name for p in exported_artifact.iterdir()}
     assert files == {MANIFEST_FILE, SPEC_FILE, CALIBRATION_FILE, RELIABILITY_FILE, "model.ts", "model.pt2"}
     m = json.loads((exported_artifact / MANIFEST_FILE).read_text())
+    assert (exported_artifact / MANIFEST_FILE).read_bytes() == canonical_json(m)  # the bytes a signature covers
     assert (m["format"], m["version"]) == ("seqfraud.artifact", 1)
     assert set(m["versions"]) >= {"seqfraud", "torch", "polars"} and m["versions"]["torch"] == torch.__version__
     assert m["run_id"].startswith(trained_run.name + "-") and len(m["run_id"]) == len(trained_run.name) + 13
@@ -174,14 +185,25 @@ def test_export_names_a_format_that_cannot_hold_the_model(trained_run, tmp_path,
     assert _leftovers(tmp_path) == []
 
 
-def test_export_overwrite_replaces_the_old_artifact(trained_run, tmp_path):
+def test_export_overwrite_replaces_the_old_artifact_and_signs(trained_run, tmp_path):
     out = tmp_path / "a"
     out.mkdir()
     (out / "stale").write_text("x")
-    export_run(trained_run, out, formats=["torchscript"], overwrite=True)
-    assert _leftovers(out) == sorted([CALIBRATION_FILE, MANIFEST_FILE, "model.ts", RELIABILITY_FILE, SPEC_FILE])
-    assert _leftovers(tmp_path) == ["a"]
+    private, public = generate_keypair(tmp_path / "keys")
+    export_run(trained_run, out, formats=["torchscript"], overwrite=True, sign_key=private)
+    assert _leftovers(out) == sorted([CALIBRATION_FILE, MANIFEST_FILE, SIGNATURE_FILE, "model.ts", RELIABILITY_FILE,
+                                      SPEC_FILE])
+    assert _leftovers(tmp_path) == ["a", "keys"]
     assert json.loads((out / MANIFEST_FILE).read_text())["formats"] == {"torchscript": "model.ts"}
+    assert open_artifact(out, verify_key=public, require_signed=True).signer == next(iter(load_public_keys(public)))
+
+
+def test_export_refuses_a_bad_sign_key_before_any_work(trained_run, tmp_path):
+    _, public = generate_keypair(tmp_path / "keys")
+    for key, message in ((public, "that is the public key"), (tmp_path / "none.key", "cannot read the private key")):
+        with pytest.raises(ExportError, match=f"sign_key: .*{message}"):
+            export_run(trained_run, tmp_path / "out" / "a", sign_key=key)
+    assert not (tmp_path / "out").exists()
 
 
 def test_export_config_maps_onto_export_run():

@@ -92,7 +92,7 @@ def test_cli_exit_codes(exported_artifact, windows, tmp_path, capsys):
     ref = tmp_path / "ref.csv"
     windows["reference"].write_csv(ref)
     args = ["--artifact", str(exported_artifact), "--current", str(late), "--reference", str(ref)]
-    assert main([*args, "--out", str(tmp_path / "a"), "--fail-on-alert"]) == 2
+    assert main([*args, "--out", str(tmp_path / "a"), "--fail-on-alert"]) == 1
     assert "ALERT unknown_rate_increase event_type" in capsys.readouterr().out
     assert main([*args, "--out", str(tmp_path / "b")]) == 0
     # Thresholds no window can reach: nothing to alert on.
@@ -101,21 +101,20 @@ def test_cli_exit_codes(exported_artifact, windows, tmp_path, capsys):
 
 
 def test_cli_bad_inputs(exported_artifact, windows, tmp_path, capsys):
+    def stderr_of_failing(*argv: str) -> str:
+        with pytest.raises(SystemExit) as exit_:  # bad input and usage errors exit 2 (1 means "alert")
+            main(list(argv))
+        assert exit_.value.code == 2
+        return capsys.readouterr().err
+
     base = ["--artifact", str(exported_artifact), "--out", str(tmp_path / "o")]
-    assert main([*base, "--current", str(tmp_path / "nope.parquet")]) == 1
-    assert "nope.parquet" in capsys.readouterr().err
+    assert "nope.parquet" in stderr_of_failing(*base, "--current", str(tmp_path / "nope.parquet"))
     bad = tmp_path / "bad.parquet"
     windows["late"].drop(EVENT_TYPE).write_parquet(bad)
-    assert main([*base, "--current", str(bad)]) == 1
-    assert EVENT_TYPE in capsys.readouterr().err
-    assert main([*base, "--current", str(bad), "--threshold", "psi_max=1"]) == 1
-    assert "psi_max" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as usage:  # a usage error exits 1, not 2 (2 means "alert")
-        main([*base, "--current", str(bad), "--threshold", "psi_alert"])
-    assert usage.value.code == 1
-    capsys.readouterr()
-    assert main(["--artifact", str(tmp_path), "--current", str(bad)]) == 1
-    assert "not an artifact" in capsys.readouterr().err
+    assert EVENT_TYPE in stderr_of_failing(*base, "--current", str(bad))
+    assert "psi_max" in stderr_of_failing(*base, "--current", str(bad), "--threshold", "psi_max=1")
+    assert "NAME=NUMBER" in stderr_of_failing(*base, "--current", str(bad), "--threshold", "psi_alert")
+    assert "not an artifact" in stderr_of_failing("--artifact", str(tmp_path), "--current", str(bad))
 
 
 def test_errors_without_any_reference(exported_artifact, windows, tmp_path):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -20,6 +21,7 @@ from seqfraud.export.artifact import MANIFEST_FILE, SPEC_FILE, sha256
 from seqfraud.features.spec import UNKNOWN, Spec
 from seqfraud.score import main as score_cli
 from seqfraud.scoring import ArtifactError, Scorer
+from seqfraud.scoring.batch import score_file
 from seqfraud.scoring.prepare import normalized_events, numpy_sequences, polars_sequences, vocab_index
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -142,13 +144,27 @@ def test_polars_arrow_and_records_score_alike(scorer, test_period_events):
     expected = scorer.score(sample)
     assert expected[S.SESSION_ID].is_sorted() and expected[S.BAND].is_in(["approve", "review", "decline"]).all()
     for events in (sample.to_arrow(), sample.to_dicts(),
-                   sample.with_columns(pl.col(ts).dt.to_string("%Y-%m-%dT%H:%M:%S%.3f%:z")).to_dicts(),
-                   sample.with_columns(pl.col(ts).dt.epoch("ms")).to_dicts()):
+                   sample.with_columns(pl.col(ts).dt.to_string("%Y-%m-%dT%H:%M:%S%.3f%:z")).to_dicts()):
         assert scorer.score(events).equals(expected)
+    # Integer epochs are read in the spec's unit: this model was trained on datetimes with unit auto, so it has
+    # none and refuses them; one whose spec says milliseconds reads them so.
+    epochs = sample.with_columns(pl.col(ts).dt.epoch("ms")).to_dicts()
+    with pytest.raises(DataValidationError, match=f"column '{ts}' holds integer epochs, but the model was trained "
+                                                  "on datetimes with data.schema.timestamp_unit=auto"):
+        scorer.score(epochs)
+    assert with_spec(scorer, timestamp_unit="ms").score(epochs).equals(expected)
     # A list of dicts may leave optional fields out altogether: that is a null, as in JSON.
     amount = scorer.spec.schema.numerical[0]
     without = [{k: v for k, v in r.items() if k != amount} for r in sample.to_dicts()]
     assert scorer.score(without).equals(scorer.score(sample.with_columns(pl.lit(None, pl.Float64).alias(amount))))
+
+
+def with_spec(scorer: Scorer, **changes) -> Scorer:
+    """The same model and calibration behind a spec with ``changes`` (``timestamp_range`` goes to its schema)."""
+    if "timestamp_range" in changes:
+        changes["schema"] = replace(scorer.spec.schema, timestamp_range=changes.pop("timestamp_range"))
+    return Scorer(scorer.model, replace(scorer.spec, **changes), scorer.thresholds,
+                  model_version=scorer.model_version, calibration=scorer.calibration)
 
 
 def _set_null(frame: pl.DataFrame, column: str, n: int) -> pl.DataFrame:
@@ -210,6 +226,83 @@ def test_a_long_session_keeps_its_most_recent_events(scorer, one_session):
                              .otherwise(pl.col(s.event_type)).alias(s.event_type))
     late_seqs = scorer.sequences(normalized_events(late.lazy(), scorer.spec, "test"))
     assert (late_seqs.tokens[-5:, 0] == UNKNOWN).all() and not np.array_equal(late_seqs.tokens, seqs.tokens)
+
+
+# ---------------------------------------------------------------- timestamps at scoring
+
+def _iso(session: pl.DataFrame, ts: str, fmt: str, offset_minutes: int = 0) -> pl.DataFrame:
+    """The session's times as strings in ``fmt``, shown at ``offset_minutes`` east of UTC."""
+    shifted = pl.col(ts).dt.convert_time_zone("UTC") + pl.duration(minutes=offset_minutes)
+    return session.with_columns(shifted.dt.replace_time_zone(None).dt.strftime(fmt).alias(ts))
+
+
+def test_rfc3339_variants_and_mixes_score_like_datetimes(scorer, one_session):
+    ts = scorer.spec.schema.timestamp
+    expected = scorer.score(one_session)
+    variants = {
+        "Z": _iso(one_session, ts, "%Y-%m-%dT%H:%M:%S%.3fZ"),
+        "naive, space": _iso(one_session, ts, "%Y-%m-%d %H:%M:%S%.6f"),
+        "+05:30": _iso(one_session, ts, "%Y-%m-%dT%H:%M:%S%.3f+05:30", 330),
+        "-0800": _iso(one_session, ts, "%Y-%m-%dt%H:%M:%S%.9f-0800", -480),
+    }
+    for name, frame in variants.items():
+        assert scorer.score(frame).equals(expected), name
+    # One session whose events take turns through all four styles: a mix of offsets and naive times.
+    turns = pl.int_range(pl.len()) % len(variants)
+    mixed = one_session.with_columns(pl.coalesce(
+        pl.when(turns == i).then(frame[ts]) for i, frame in enumerate(variants.values())).alias(ts))
+    assert scorer.score(mixed).equals(expected)
+    assert scorer.score(mixed.to_dicts()).equals(expected)
+
+
+@pytest.mark.parametrize("bad", ["01/03/2026 10:00:00", "2026-3-1T10:00:00", "2026-03-01", "2026-03-01T10:00Z",
+                                 "2026-03-01T10:00:00 CET", "yesterday"])
+def test_other_string_formats_are_refused_at_scoring(scorer, one_session, bad):
+    ts = scorer.spec.schema.timestamp
+    events = _iso(one_session, ts, "%Y-%m-%dT%H:%M:%SZ").to_dicts()
+    events[0][ts] = events[-1][ts] = bad
+    with pytest.raises(DataValidationError, match=f"column '{ts}': 2 row\\(s\\) have a timestamp that does not "
+                                                  "parse: expected RFC 3339"):
+        scorer.score(events)
+
+
+def test_timestamps_outside_the_spec_range_are_refused_at_scoring(scorer, one_session):
+    ts = scorer.spec.schema.timestamp
+    events = _iso(one_session, ts, "%Y-%m-%dT%H:%M:%SZ").to_dicts()
+    events[0][ts], events[1][ts] = "1970-01-01T00:00:00Z", "2100-01-01 00:00:00"
+    with pytest.raises(DataValidationError, match=f"column '{ts}': 2 row\\(s\\) have a timestamp outside the "
+                                                  "plausible range 1990-01-01 to 2100-01-01"):
+        scorer.score(events)
+    # The range travels in the spec: a model whose range ends before these events refuses all of them.
+    early = with_spec(scorer, timestamp_range=("1990-01-01", "2000-01-01"))
+    with pytest.raises(DataValidationError, match=f"{one_session.height} row\\(s\\) have a timestamp outside the "
+                                                  "plausible range 1990-01-01 to 2000-01-01"):
+        early.score(one_session)
+
+
+def test_integer_epochs_at_scoring_are_read_in_the_spec_unit_never_guessed(scorer, one_session):
+    ts = scorer.spec.schema.timestamp
+    ms = with_spec(scorer, timestamp_unit="ms")
+    expected = scorer.score(one_session)
+    epochs_ms = one_session.with_columns(pl.col(ts).dt.epoch("ms"))
+    assert ms.score(epochs_ms).equals(expected)
+    # Seconds beside it are not re-read as seconds: they land in January 1970 and the batch is refused.
+    seconds = epochs_ms.with_columns(pl.col(ts) // 1000, pl.lit("other").alias(scorer.spec.schema.session_id))
+    message = (f"column '{ts}': {one_session.height} row\\(s\\) have a timestamp outside the plausible range "
+               "1990-01-01 to 2100-01-01 \\(data.schema.timestamp_range\\); integer epochs are read as milliseconds")
+    with pytest.raises(DataValidationError, match=message):
+        ms.score(pl.concat([epochs_ms, seconds]))
+    # Epochs whose microseconds would overflow int64 are out of range too, never wrapped.
+    overflow = epochs_ms.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(9 * 10**18).otherwise(pl.col(ts))
+                                      .alias(ts))
+    with pytest.raises(DataValidationError, match="1 row\\(s\\) have a timestamp outside the plausible range"):
+        ms.score(overflow)
+    unsigned = epochs_ms.with_columns(pl.when(pl.int_range(pl.len()) < 2).then(2**64 - 1).otherwise(pl.col(ts))
+                                      .cast(pl.UInt64).alias(ts))
+    with pytest.raises(DataValidationError, match="2 row\\(s\\) have a timestamp outside the plausible range"):
+        ms.score(unsigned)
+    with pytest.raises(DataValidationError, match="1 row\\(s\\) have a timestamp outside the plausible range"):
+        ms.score([{**epochs_ms.row(0, named=True), ts: 2**70}])  # beyond int64 altogether (an Int128 column)
 
 
 # ---------------------------------------------------------------- the fast path
@@ -301,13 +394,36 @@ def test_batch_cli_equals_scorer(scorer, exported_artifact, test_period_events, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["events.parquet", "scores.parquet"]
 
 
-def test_batch_cli_writes_nothing_on_bad_input(exported_artifact, test_period_events, tmp_path):
+def test_batch_scoring_reads_timestamps_by_the_same_rules(scorer, test_period_events, tmp_path):
+    ts = scorer.spec.schema.timestamp
+    sample = test_period_events.head(300)
+    turns = pl.int_range(pl.len()) % 3
+    mixed = sample.with_columns(
+        pl.when(turns == 0).then(_iso(sample, ts, "%Y-%m-%dT%H:%M:%S%.3fZ")[ts])
+        .when(turns == 1).then(_iso(sample, ts, "%Y-%m-%d %H:%M:%S%.3f")[ts])
+        .otherwise(_iso(sample, ts, "%Y-%m-%dT%H:%M:%S%.3f-03:00", -180)[ts]).alias(ts))
+    mixed.write_parquet(tmp_path / "mixed.parquet")
+    score_file(scorer, tmp_path / "mixed.parquet", tmp_path / "scores.parquet", chunk_events=100, progress=False)
+    got = pl.read_parquet(tmp_path / "scores.parquet").sort(S.SESSION_ID)
+    np.testing.assert_allclose(got[S.SCORE].to_numpy(), scorer.score(sample)[S.SCORE].to_numpy(), atol=1e-6)
+    # Integer epochs: refused by this spec before anything is read, read as milliseconds by one that says so.
+    sample.with_columns(pl.col(ts).dt.epoch("ms")).write_parquet(tmp_path / "epochs.parquet")
+    with pytest.raises(DataValidationError, match=f"column '{ts}' holds integer epochs"):
+        score_file(scorer, tmp_path / "epochs.parquet", tmp_path / "never.parquet", progress=False)
+    score_file(with_spec(scorer, timestamp_unit="ms"), tmp_path / "epochs.parquet", tmp_path / "ms.parquet",
+               chunk_events=100, progress=False)
+    assert pl.read_parquet(tmp_path / "ms.parquet").sort(S.SESSION_ID).equals(got)
+    assert not (tmp_path / "never.parquet").exists()
+
+
+def test_batch_cli_writes_nothing_on_bad_input(exported_artifact, test_period_events, tmp_path, capsys):
     ts = Spec.load(exported_artifact / SPEC_FILE).schema.timestamp
     _set_null(test_period_events, ts, 1).write_parquet(tmp_path / "events.parquet")
-    with pytest.raises(DataValidationError, match="1 row\\(s\\) have a null timestamp"):
+    with pytest.raises(SystemExit) as exit_:  # a user error: one line on stderr, status 2
         score_cli(["--artifact", str(exported_artifact), "--events", str(tmp_path / "events.parquet"),
                    "--out", str(tmp_path / "scores.parquet"), "--chunk-events", "500", "--no-progress",
                    "--workers", "2"])
+    assert exit_.value.code == 2 and "1 row(s) have a null timestamp" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["events.parquet"]
 
 

@@ -20,17 +20,18 @@ from seqfraud import schema as S
 from seqfraud.export.artifact import MANIFEST_FILE
 from seqfraud.scoring import ArtifactError, Scorer
 from seqfraud.scoring.service import Limits, create_app
+from tests.conftest import service_client
 
-LIMITS = Limits(max_events_per_session=200, max_sessions_per_batch=5, max_body_bytes=200_000)
+LIMITS = Limits(max_events_per_session=200, max_sessions_per_batch=5, max_body_bytes=200_000,
+                max_session_body_bytes=200_000)
+JSON = {"content-type": "application/json"}
 
 
 @pytest.fixture(scope="module")
 def client(exported_artifact):
-    threads = torch.get_num_threads()  # the app sets torch's threads for this whole process; give them back
-    with TestClient(create_app(exported_artifact, limits=LIMITS), raise_server_exceptions=False) as c:
+    with service_client(exported_artifact, limits=LIMITS) as c:
         assert c.portal.call(run_in_threadpool, torch.get_num_threads) == 1  # what a scoring thread gets
         yield c
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,10 @@ def _json_safe(events: list[dict]) -> list[dict]:
 def test_healthz_and_metadata(client, exported_artifact, scorer):
     health = client.get("/healthz")
     assert health.status_code == 200 and health.json() == {"status": "ok", "model_version": scorer.model_version}
-    assert client.get("/metadata").json() == json.loads((exported_artifact / MANIFEST_FILE).read_text())
+    manifest = json.loads((exported_artifact / MANIFEST_FILE).read_text())
+    metadata = client.get("/metadata")
+    run_dir = manifest["source"].pop("run_dir")  # a path on the exporting machine: not shown
+    assert metadata.json() == manifest and run_dir not in metadata.text
 
 
 def test_score_one_session(client, scorer, sessions):
@@ -81,13 +85,15 @@ def test_score_batch_in_request_order(client, scorer, sessions):
         assert x[S.BAND] == by_id[x[S.SESSION_ID]][S.BAND]
 
 
-def test_unseen_categories_and_integer_epochs_are_fine(client, scorer, sessions):
+def test_unseen_categories_are_fine_and_integer_epochs_need_a_trained_unit(client, scorer, sessions):
     s = scorer.spec.schema
-    events = [e | {s.event_type: "never-seen", s.categorical[0]: "martian-device", s.timestamp: 1_772_000_000 + i}
-              for i, e in enumerate(_json_safe(sessions[0]))]
+    events = [e | {s.event_type: "never-seen", s.categorical[0]: "martian-device"} for e in _json_safe(sessions[0])]
     r = client.post("/score", json={"events": events})
     assert r.status_code == 200, r.text
     assert 0 <= r.json()[S.SCORE] <= 1
+    # The model was trained on datetimes with timestamp_unit=auto: no epoch unit travels with it, so none is guessed.
+    r = client.post("/score", json={"events": [e | {s.timestamp: 1_772_000_000 + i} for i, e in enumerate(events)]})
+    assert r.status_code == 422 and f"column '{s.timestamp}' holds integer epochs" in r.json()["detail"], r.text
 
 
 def _case(name: str, sessions, s) -> tuple[str, object, int, str]:
@@ -141,7 +147,7 @@ BAD = ["missing field", "wrong type number", "wrong type category", "wrong type 
 @pytest.mark.parametrize("name", BAD)
 def test_bad_requests_get_a_4xx_naming_the_field(client, sessions, scorer, name):
     path, body, status, needle = _case(name, sessions, scorer.spec.schema)
-    r = client.post(path, content=body) if isinstance(body, bytes) else client.post(path, json=body)
+    r = client.post(path, content=body, headers=JSON) if isinstance(body, bytes) else client.post(path, json=body)
     assert r.status_code == status, r.text
     assert needle in r.json()["detail"]
     assert client.get("/healthz").status_code == 200  # still serving
@@ -149,7 +155,7 @@ def test_bad_requests_get_a_4xx_naming_the_field(client, sessions, scorer, name)
 
 def test_streamed_body_over_the_limit_is_refused_without_a_length(client):
     chunks = (b" " * 50_000 for _ in range(5))  # chunked: no Content-Length to refuse up front
-    r = client.post("/score", content=chunks)
+    r = client.post("/score", content=chunks, headers=JSON)
     assert r.status_code == 413 and "exceeds the limit" in r.json()["detail"]
 
 
@@ -197,7 +203,7 @@ def test_serve_cli_answers_on_loopback(exported_artifact, sessions):
             time.sleep(0.2)
         r = httpx.post(f"{url}/score", json={"events": _json_safe(sessions[0])}, timeout=10)
         assert r.status_code == 200 and 0 <= r.json()[S.SCORE] <= 1
-        assert httpx.post(f"{url}/score", content=b"{", timeout=10).status_code == 400
+        assert httpx.post(f"{url}/score", content=b"{", headers=JSON, timeout=10).status_code == 400
     finally:
         proc.terminate()
         proc.wait(timeout=30)

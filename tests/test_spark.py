@@ -30,7 +30,9 @@ SPARK = {"engine": "spark", "spark": {"master": "local[2]"}}
 FEATURES = {"max_len": 5, "min_count": 2, "n_buckets": 4, "tail_quantiles": [0.9],
             "time_delta": {"min_seconds": 1.0, "max_seconds": 3600.0, "n_buckets": 6}}
 # refund: three values, all in the first session, so edges share ranks; fee: never set, so no edges at all.
-SCHEMA = Schema(categorical=("device", "merchant", "flag"), numerical=("amount", "items", "refund", "fee"))
+# The timestamp range reaches back to 1900, for the encodings before 1970.
+SCHEMA = Schema(categorical=("device", "merchant", "flag"), numerical=("amount", "items", "refund", "fee"),
+                timestamp_range=("1900-01-01", "2100-01-01"))
 T0_NS = 1_704_067_200 * 10**9  # 2024-01-01
 T1922_NS = -1_500_000_000 * 10**9  # before 1970: flooring and truncating nanoseconds differ
 LATE_TYPES = ("gift_card", "crypto")  # only in the latest sessions: unknown to a spec fitted on train
@@ -181,18 +183,33 @@ def _error(data_cfg, out, engine) -> str:
     return str(info.value)
 
 
-@pytest.mark.parametrize("breakage", ["null_timestamp", "mixed_label"])
+BREAKAGES = {  # (timestamp encoding, the change at rows 5 and 6, what the message says)
+    "null_timestamp": ("datetime", lambda: pl.when(pl.col("i") == 5).then(None).otherwise(pl.col("timestamp"))
+                       .alias("timestamp"), "1 row(s) have a null timestamp"),
+    "mixed_label": ("datetime", lambda: pl.when(pl.col("i") == 5).then(1 - pl.col("label")).otherwise(pl.col("label"))
+                    .alias("label"), "not constant"),
+    "before_the_range": ("datetime", lambda: pl.when(pl.col("i").is_in([5, 6])).then(datetime(1850, 1, 1))
+                         .otherwise(pl.col("timestamp")).alias("timestamp"), "2 row(s) have a timestamp outside"),
+    # 9e18 ms and the int64 minimum would wrap as microseconds; microseconds among milliseconds land in year 55970.
+    "epoch_overflow": ("ms", lambda: pl.when(pl.col("i") == 5).then(9 * 10**18).when(pl.col("i") == 6)
+                       .then(-(2**63)).when(pl.col("i") == 7).then(pl.col("timestamp") * 1000)
+                       .otherwise(pl.col("timestamp")).alias("timestamp"),
+                       ("3 row(s) have a timestamp outside the plausible range 1900-01-01 to 2100-01-01 "
+                        "(data.schema.timestamp_range); integer epochs are read as milliseconds "
+                        "(data.schema.timestamp_unit=auto chose 'ms' from the first values)")),
+}
+
+
+@pytest.mark.parametrize("breakage", list(BREAKAGES))
 def test_validation_errors_are_the_shared_ones(breakage, tmp_path):
-    events = edge_events(seed=3, base_ns=T0_NS).with_columns(pl.from_epoch(pl.col("ts_ns"), "ns").alias("timestamp"))
-    events = events.drop("ts_ns").with_row_index("i").with_columns(
-        pl.when(pl.col("i") == 5).then(None).otherwise(pl.col("timestamp")).alias("timestamp")
-        if breakage == "null_timestamp" else
-        pl.when(pl.col("i") == 5).then(1 - pl.col("label")).otherwise(pl.col("label")).alias("label")
-    ).drop("i")
+    encoding, change, says = BREAKAGES[breakage]
+    ts = pl.from_epoch(pl.col("ts_ns"), "ns") if encoding == "datetime" else pl.col("ts_ns") // 10**6
+    events = edge_events(seed=3, base_ns=T0_NS).with_columns(ts.alias("timestamp"))
+    events = events.drop("ts_ns").with_row_index("i").with_columns(change()).drop("i")
     data = {"events": str(write_shards(events, tmp_path / "events")), "labels": None, "schema": SCHEMA.roles()}
     message = _error(data, tmp_path / "polars", {"engine": "polars"})
     assert message == _error(data, tmp_path / "spark", SPARK)
-    assert "timestamp" in message if breakage == "null_timestamp" else "not constant" in message
+    assert says in message
 
 
 def test_inputs_the_spark_engine_refuses(tmp_path):

@@ -378,6 +378,10 @@ def _ts_variant(kind: str) -> pl.Expr:
         "epoch_us": epoch_s * 1_000_000,
         "epoch_ns": epoch_s * 1_000_000_000,
         "epoch_s_int32": epoch_s.cast(pl.Int32),
+        # naive and offset strings in one column, T and space
+        "iso_mixed": pl.when(pl.int_range(pl.len()) % 2 == 0).then(ts.dt.strftime("%Y-%m-%d %H:%M:%S"))
+        .otherwise(ts.dt.replace_time_zone("UTC").dt.convert_time_zone("Asia/Kolkata")
+                   .dt.strftime("%Y-%m-%dT%H:%M:%S%:z")),
     }[kind]
 
 
@@ -396,8 +400,12 @@ def _ts_variant(kind: str) -> pl.Expr:
         ("epoch_us", "auto", "us"),
         ("epoch_ns", "auto", "ns"),
         ("epoch_s_int32", "auto", "s"),
+        ("iso_mixed", "auto", "datetime"),
         ("epoch_s", "s", "s"),
         ("epoch_ms", "ms", "ms"),
+        # datetimes with a configured unit: the spec records it, for integer epochs at scoring
+        ("naive", "ms", "ms"),
+        ("iso_string", "s", "s"),
         ("epoch_ns", "ns", "ns"),
     ],
 )
@@ -413,6 +421,7 @@ def test_timestamp_encodings_give_identical_tokens(tmp_path, kind, configured, u
     loaded, spec, got = run(write(variant, tmp_path / f"{kind}.parquet"), schema)
     assert loaded.timestamp_unit == unit and spec.timestamp_unit == unit
     assert Spec.from_dict(json.loads(spec.to_json())).timestamp_unit == unit
+    assert spec.epoch_unit == (None if unit == "datetime" else unit)
     assert got == ref
     assert (spec.vocab, spec.edges) == (ref_spec.vocab, ref_spec.edges)
     assert spec.fit_info["first_event_us"] == T0_US
@@ -432,7 +441,8 @@ def test_spec_json_round_trip(tmp_path):
     loaded = Spec.load(path)
     assert loaded == spec
     d = json.loads(path.read_text())
-    assert d["format"] == "seqfraud.preprocessing-spec" and d["version"] == 1
+    assert d["format"] == "seqfraud.preprocessing-spec" and d["version"] == 2
+    assert d["schema"]["timestamp_range"] == ["1990-01-01", "2100-01-01"]
     assert d["reserved"] == {"pad": 0, "unknown": 1, "missing": 2, "nan": 3}
     assert d["vocab"]["event_type"] == ["view", "add", "click", "pay", "zzz"]
     assert d["edges"]["amount"] == [1.0]
@@ -444,7 +454,8 @@ def test_spec_json_round_trip(tmp_path):
 @pytest.mark.parametrize(
     ("mutate", "match"),
     [
-        (lambda d: d.update(version=2), "version 2"),
+        (lambda d: d.update(version=3), "version 3"),
+        (lambda d: d["schema"].update(timestamp_range=["2100-01-01", "1990-01-01"]), "malformed"),
         (lambda d: d.pop("version"), "version None"),
         (lambda d: d.update(format="something-else"), "not a seqfraud preprocessing spec"),
         (lambda d: d.update(reserved={"pad": 0, "unknown": 2, "missing": 1, "nan": 3}), "reserved ids"),
@@ -464,6 +475,28 @@ def test_bad_spec_raises_spec_error(tmp_path, mutate, match):
         Spec.load(path)
 
 
+def test_a_version_1_spec_still_loads(tmp_path):
+    """Version 1 had no timestamp range (the default applies) and the same meaning of ``timestamp_unit``."""
+    d = json.loads(_fitted_spec(tmp_path).to_json())
+    d["version"] = 1
+    del d["schema"]["timestamp_range"]
+    spec = Spec.from_dict(d)
+    assert spec.schema.timestamp_range == ("1990-01-01", "2100-01-01")
+    assert spec.timestamp_unit == "datetime" and spec.epoch_unit is None
+
+
+@pytest.mark.parametrize(("timestamp_unit", "configured", "epoch_unit"), [
+    ("ms", "auto", "ms"),          # integer epochs at training: their unit
+    ("ns", "ns", "ns"),
+    ("datetime", "auto", None),    # datetimes with auto: no unit is known, integer epochs are refused
+    ("datetime", "s", "s"),        # a version 1 spec of datetimes with a configured unit
+])
+def test_the_unit_of_integer_epochs_at_scoring(tmp_path, timestamp_unit, configured, epoch_unit):
+    d = json.loads(_fitted_spec(tmp_path).to_json())
+    d["timestamp_unit"], d["schema"]["timestamp_unit"] = timestamp_unit, configured
+    assert Spec.from_dict(d).epoch_unit == epoch_unit
+
+
 def test_unreadable_spec_raises_spec_error(tmp_path):
     (tmp_path / "x.json").write_text("{not json")
     with pytest.raises(SpecError, match="cannot read spec"):
@@ -475,8 +508,9 @@ def test_unreadable_spec_raises_spec_error(tmp_path):
 def test_check_schema(tmp_path):
     spec = _fitted_spec(tmp_path)
     spec.check_schema(SCHEMA)
-    # the timestamp unit may differ
-    spec.check_schema(Schema(categorical=("device",), numerical=("amount",), timestamp_unit="ms"))
+    # the timestamp unit and range may differ
+    spec.check_schema(Schema(categorical=("device",), numerical=("amount",), timestamp_unit="ms",
+                             timestamp_range=("2000-01-01", "2030-01-01")))
     for other in (
         Schema(categorical=("device", "country"), numerical=("amount",)),
         Schema(categorical=("device",), numerical=()),

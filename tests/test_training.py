@@ -130,7 +130,7 @@ def test_smoke_run_writes_the_run_directory(smoke_run):
 
 def test_checkpoint_and_spec_rebuild_the_model_without_yaml(smoke_run):
     run_dir, _ = smoke_run
-    module = SessionRiskModule.load_from_checkpoint(run_dir / "checkpoints/best.ckpt", map_location="cpu")
+    module = SessionRiskModule.load_from_checkpoint(run_dir / "checkpoints/best.ckpt", map_location="cpu", weights_only=True)
     spec = Spec.from_dict(module.hparams.spec)
     assert spec.to_dict() == Spec.load(run_dir / "spec.json").to_dict()
     from seqfraud.training.train import predict_proba
@@ -185,9 +185,8 @@ def test_multirun_of_two_jobs_makes_two_runs(tmp_path):
 
 
 def test_a_failed_training_still_finishes_its_wandb_run(tmp_path, monkeypatch):
-    import wandb
-
     import seqfraud.training.train as training
+    import wandb
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))

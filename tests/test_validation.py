@@ -136,7 +136,8 @@ def test_unparseable_csv_timestamps(tmp_path):
         + "s2,31/12/2024 10:00,click,app,4.0,1\n"
         + "s3,2024-01-02,view,web,5.0,0\n"
     )
-    fails(path, str(path), "column 'timestamp': 2 row(s) have a timestamp that does not parse")
+    # RFC 3339 only: "yesterday", the day-first date and the date without a time are refused.
+    fails(path, str(path), "column 'timestamp': 3 row(s) have a timestamp that does not parse")
 
 
 def test_unparseable_string_timestamps_in_parquet(tmp_path):
@@ -154,6 +155,103 @@ def test_unparseable_csv_timestamps_with_offsets(tmp_path):
         + "s2,2024-01-01T00:01:00+02:00,view,app,3.0,1\n"
     )
     fails(path, str(path), "column 'timestamp': 1 row(s) have a timestamp that does not parse")
+
+
+# ---------------------------------------------------------------- timestamps: RFC 3339, the plausible range, units
+
+T0_US = 1_704_067_200_000_000  # T0 in epoch microseconds
+T0_S = T0_US // 1_000_000
+
+
+def ts_us(path, schema=SCHEMA) -> list[int]:
+    """Microseconds after T0 of each row, in input order."""
+    loaded = load_events(str(path), schema)
+    return [t - T0_US for t in loaded.events.collect().sort(S.ROW_INDEX)[S.TS_US].to_list()]
+
+
+def test_rfc3339_variants_parse_in_one_column_and_naive_means_utc(tmp_path):
+    ts = ["2024-01-01T00:00:00Z",               # Z
+          "2024-01-01 00:00:05",                # space separator, no offset: UTC
+          "2024-01-01T02:01:00+02:00",          # an offset
+          "2024-01-01t00:01:01.25z",            # lower case, a fraction
+          "2023-12-31T19:02:00.1234567-0500"]   # nanoseconds (truncated to microseconds), offset without colon
+    expected = [0, 5_000_000, 60_000_000, 61_250_000, 120_123_456]
+    assert ts_us(write(events(timestamp=pl.Series(ts)), tmp_path / "e.parquet")) == expected
+    assert ts_us(write(events(timestamp=pl.Series(ts)), tmp_path / "e.csv")) == expected
+
+
+@pytest.mark.parametrize("bad", [
+    "01/01/2024 10:00:00",        # day or month first: never guessed
+    "2024-1-1T10:00:00",          # digits missing
+    "2024-01-01",                 # a date alone: RFC 3339 needs the time
+    "2024-01-01T10:00",           # no seconds
+    "2024-01-01T10:00:00+02",     # offset without minutes
+    "2024-01-01T10:00:00 UTC",    # a zone name
+    "2024-02-30T00:00:00Z",       # no such day
+    "2024-01-01T24:00:00Z",       # no such hour
+    " 2024-01-01T00:00:00Z",      # padding
+    "1704067200",                 # an epoch in a string column
+])
+def test_other_string_formats_are_refused(tmp_path, bad):
+    ts = ["2024-01-01T00:00:00Z", bad, "2024-01-01T00:01:00Z", bad, "2024-01-01T00:02:00Z"]
+    path = write(events(timestamp=pl.Series(ts)), tmp_path / "e.parquet")
+    fails(path, path, "column 'timestamp': 2 row(s) have a timestamp that does not parse: expected RFC 3339")
+
+
+def test_day_first_csv_dates_are_refused_not_guessed(tmp_path):
+    path = tmp_path / "e.csv"
+    path.write_text(CSV_HEADER + "".join(f"s{i},0{i}/03/2024 10:00:00,view,web,1.0,0\n" for i in (1, 2, 3)))
+    fails(path, str(path), "column 'timestamp': 3 row(s) have a timestamp that does not parse")
+
+
+def test_timestamps_outside_the_plausible_range(tmp_path):
+    ts = [datetime(1989, 12, 31, 23, 59, 59), T0, datetime(2100, 1, 1), T0, datetime(2099, 12, 31, 23, 59, 59)]
+    path = write(events(timestamp=pl.Series(ts)), tmp_path / "e.parquet")
+    msg = fails(path, path, "column 'timestamp': 2 row(s) have a timestamp outside the plausible range "
+                            "1990-01-01 to 2100-01-01 (data.schema.timestamp_range)")
+    assert "integer epochs" not in msg
+    wide = Schema(categorical=("device",), numerical=("amount",), timestamp_range=("1900-01-01", "2100-01-01T00:00:01"))
+    assert load_events(path, wide).report["n_events"] == 5
+    iso_ts = pl.Series(["1970-01-01T00:00:00Z", "2024-01-01T00:00:00Z"] * 2 + ["2200-01-01 00:00:00"])
+    iso = write(events(timestamp=iso_ts), tmp_path / "iso.parquet")
+    fails(iso, iso, "column 'timestamp': 3 row(s) have a timestamp outside the plausible range")
+
+
+@pytest.mark.parametrize(("epochs", "unit", "n_bad", "read_as"), [
+    # The issue's [1, 2, 9e18]: read as seconds, 9e18 would wrap int64 microseconds; it is out of range instead.
+    ([1, 2, 9 * 10**18, 3, 4], "auto", 5,
+     "seconds (data.schema.timestamp_unit=auto chose 's' from the first values)"),
+    ([T0_S, T0_S + 5, 9 * 10**18, T0_S + 61, T0_S + 120], "s", 1, "seconds (data.schema.timestamp_unit=s)"),
+    ([T0_S * 1000, -(2**63), T0_S * 1000, 2**63 - 1, T0_S * 1000], "ms", 2,
+     "milliseconds (data.schema.timestamp_unit=ms)"),
+    ([T0_S * 10**9, 2**63 - 1, T0_S * 10**9, T0_S * 10**9, -(2**63)], "ns", 2,
+     "nanoseconds (data.schema.timestamp_unit=ns)"),
+])
+def test_overflowing_epochs_are_out_of_range_not_wrapped(tmp_path, epochs, unit, n_bad, read_as):
+    path = write(events(timestamp=pl.Series(epochs, dtype=pl.Int64)), tmp_path / "e.parquet")
+    schema = Schema(categorical=("device",), numerical=("amount",), timestamp_unit=unit)
+    fails(path, path, f"column 'timestamp': {n_bad} row(s) have a timestamp outside the plausible range",
+          f"integer epochs are read as {read_as}", schema=schema)
+
+
+def test_unsigned_epochs_beyond_int64_are_out_of_range(tmp_path):
+    epochs = pl.Series([T0_S * 1000, 2**64 - 1, T0_S * 1000, T0_S * 1000, T0_S * 1000], dtype=pl.UInt64)
+    path = write(events(timestamp=epochs), tmp_path / "e.parquet")
+    fails(path, path, "column 'timestamp': 1 row(s) have a timestamp outside the plausible range",
+          "integer epochs are read as milliseconds (data.schema.timestamp_unit=auto chose 'ms' from the first values)")
+
+
+@pytest.mark.parametrize("epochs", [
+    [T0_S * 1000, T0_S * 1000 + 5_000, T0_S + 60, T0_S * 1000 + 61_000, T0_S + 120],  # mostly ms: the s rows are 1970
+    [T0_S, T0_S + 5, T0_S * 1000 + 60_000, T0_S + 61, T0_S * 1000 + 120_000],  # mostly s: the ms rows are year 55970
+])
+def test_a_column_mixing_seconds_and_milliseconds_is_refused(tmp_path, epochs):
+    path = write(events(timestamp=pl.Series(epochs)), tmp_path / "e.parquet")
+    unit = "milliseconds" if epochs[0] > 10**11 else "seconds"
+    unit += f" (data.schema.timestamp_unit=auto chose '{'ms' if epochs[0] > 10**11 else 's'}' from the first values)"
+    fails(path, path, "column 'timestamp': 2 row(s) have a timestamp outside the plausible range 1990-01-01 to "
+                      f"2100-01-01 (data.schema.timestamp_range); integer epochs are read as {unit}, so epochs in "
+                      "another unit, a column that mixes units, or epochs beyond int64 fall outside it")
 
 
 @pytest.mark.parametrize(("labels", "n_bad"), [([0, 0, 2, 2, 0], 2), ([0, 0, 1, 1, -1], 1)])
@@ -352,10 +450,20 @@ def test_schema_bad_timestamp_unit():
         Schema(timestamp_unit="minutes")
 
 
+@pytest.mark.parametrize("bad", [("2100-01-01", "1990-01-01"), ("1990-01-01", "1990-01-01"), ("1990-01-01",),
+                                 ("yesterday", "2100-01-01"), ("1990-01-01", "2000-01-01", "2100-01-01")])
+def test_schema_bad_timestamp_range(bad):
+    with pytest.raises(ValueError, match="data.schema.timestamp_range must be two ISO datetimes, start before end"):
+        Schema(timestamp_range=bad)
+
+
 def test_schema_from_config():
-    cfg = {"session_id": "sid", "categorical": ["device"], "numerical": ["amount"], "timestamp_unit": "ms"}
+    cfg = {"session_id": "sid", "categorical": ["device"], "numerical": ["amount"], "timestamp_unit": "ms",
+           "timestamp_range": ["2000-01-01", "2030-01-01T12:00:00+02:00"]}
     assert Schema.from_config(cfg) == Schema(session_id="sid", categorical=("device",), numerical=("amount",),
-                                             timestamp_unit="ms")
+                                             timestamp_unit="ms",
+                                             timestamp_range=("2000-01-01", "2030-01-01T12:00:00+02:00"))
+    assert Schema().timestamp_range == ("1990-01-01", "2100-01-01")
     with pytest.raises(ValueError, match=r"unknown keys \['colour'\]"):
         Schema.from_config(cfg | {"colour": "red"})
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from seqfraud.errors import command
 from seqfraud.schema import LABEL_NOISE, SYNTHETIC, TYPOLOGY
 
 LEGIT = "legit"
@@ -603,6 +604,7 @@ def summary(data: SyntheticData) -> str:
             f"observed_label_rate={data.labels[SYNTHETIC.label].mean():.4f} {per_typology}")
 
 
+@command
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write a synthetic clickstream with labelled fraud typologies.")
     parser.add_argument("--sessions", type=int, required=True)

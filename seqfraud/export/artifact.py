@@ -1,25 +1,45 @@
-"""The serving artifact: its files, the model formats it can hold, and the checks that refuse a bad one.
+"""The serving artifact: its files, the model formats it can hold, its signature, and the checks that refuse a bad one.
 
 This module is the one place that knows model formats (:data:`FORMATS`): export saves through it and
 the scorer loads through it, so switching a service to another format is a name, not new code. It
-imports torch and the spec only, because the serving path imports it and must stay free of Lightning
-and Hydra.
+imports torch, ``cryptography`` and the spec only, because the serving path imports it and must stay
+free of Lightning and Hydra.
+
+Trust: ``manifest.json`` records the size and SHA-256 of every file, and ``manifest.sig`` (not listed)
+holds an Ed25519 signature of the manifest's exact bytes, so one signature covers every file, the
+thresholds and the run id. :func:`open_artifact` checks the signature on the raw bytes, then the
+manifest's structure, then every file's hash, before anything is deserialized; a model is
+deserialized from the very bytes whose hash was checked. See SECURITY.md.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
 import json
-from collections.abc import Callable
+import logging
+import os
+import re
+import stat
+import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from torch import Tensor, nn
 
 from seqfraud.calibration import Calibration, CalibrationError
+from seqfraud.decisions import DecisionError, check_thresholds
+from seqfraud.errors import UserError
+from seqfraud.export.signing import KeySource, SigningKeyError, key_id, load_private_key, load_public_keys
 from seqfraud.features.spec import MISSING, Spec, SpecError
+
+log = logging.getLogger(__name__)
 
 ARTIFACT_FORMAT = "seqfraud.artifact"
 ARTIFACT_VERSION = 1
@@ -28,11 +48,20 @@ SPEC_FILE = "spec.json"
 CALIBRATION_FILE = "calibration.json"  # the calibration map (plain JSON) and its before/after report
 RELIABILITY_FILE = "reliability.png"
 EMBEDDED_SPEC = "spec.json"  # name of the spec inside each model file, so a model file alone still describes itself
+SIGNATURE_FILE = "manifest.sig"
+SIGNATURE_ALGORITHM = "ed25519"
+VERIFY_KEY_ENV = "SEQFRAUD_VERIFY_KEY"  # public key file(s), separated by os.pathsep
+REQUIRE_SIGNED_ENV = "SEQFRAUD_REQUIRE_SIGNED"  # 1: refuse any artifact not verified by signature
+MAX_MANIFEST_BYTES = 1 << 20
+MAX_SIGNATURE_BYTES = 4096
+# A listed file is a plain name inside the artifact: no separators, no "..", no hidden files.
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 Model = Callable[[Tensor, Tensor], Tensor]
 
 
-class ArtifactError(ValueError):
+class ArtifactError(UserError, ValueError):
     """An artifact that must not be served: missing or altered files, unknown version, inconsistent spec."""
 
 
@@ -42,7 +71,8 @@ class ModelFormat:
 
     file: str
     save: Callable[[nn.Module, Spec, Path], None]
-    load: Callable[[Path], tuple[Model, str]]  # the callable model and the spec text embedded in the file
+    # A path or the verified bytes of the file -> the callable model and the spec text embedded in it.
+    load: Callable[[Path | IO[bytes]], tuple[Model, str]]
 
 
 def example_inputs(spec: Spec, batch: int = 2, length: int = 8) -> tuple[Tensor, Tensor]:
@@ -57,9 +87,9 @@ def _save_torchscript(module: nn.Module, spec: Spec, path: Path) -> None:
     torch.jit.save(torch.jit.script(module), str(path), _extra_files={EMBEDDED_SPEC: spec.to_json()})
 
 
-def _load_torchscript(path: Path) -> tuple[Model, str]:
+def _load_torchscript(f: Path | IO[bytes]) -> tuple[Model, str]:
     extra = {EMBEDDED_SPEC: ""}
-    model = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    model = torch.jit.load(f, map_location="cpu", _extra_files=extra)
     model.eval()
     return model, _text(extra[EMBEDDED_SPEC])
 
@@ -72,9 +102,10 @@ def _save_pt2(module: nn.Module, spec: Spec, path: Path) -> None:
     torch.export.save(program, str(path), extra_files={EMBEDDED_SPEC: spec.to_json()})
 
 
-def _load_pt2(path: Path) -> tuple[Model, str]:
+def _load_pt2(f: Path | IO[bytes]) -> tuple[Model, str]:
+    """torch.export.load unpickles weights and constants (``weights_only=False``): only verified bytes come here."""
     extra = {EMBEDDED_SPEC: ""}
-    program = torch.export.load(str(path), extra_files=extra)
+    program = torch.export.load(f, extra_files=extra)
     return program.module(), _text(extra[EMBEDDED_SPEC])
 
 
@@ -112,11 +143,15 @@ def input_schema(spec: Spec) -> dict[str, Any]:
 
 @dataclass
 class Artifact:
-    """A verified artifact directory: every listed file is present and matches its hash."""
+    """A verified artifact directory: every listed file is present and matches its hash.
+
+    ``signer`` is the id of the key whose signature was verified; None when none was (see :func:`open_artifact`).
+    """
 
     path: Path
     manifest: dict[str, Any]
     spec: Spec
+    signer: str | None = None
 
     @property
     def run_id(self) -> str:
@@ -126,8 +161,8 @@ class Artifact:
     def calibration(self) -> Calibration:
         """The calibration map the scores go through (verified by hash like every file)."""
         try:
-            return Calibration.from_dict(json.loads((self.path / CALIBRATION_FILE).read_text()))
-        except (json.JSONDecodeError, CalibrationError) as e:
+            return Calibration.from_dict(_json_object(self.read(CALIBRATION_FILE), self.path / CALIBRATION_FILE))
+        except CalibrationError as e:
             raise ArtifactError(f"{self.path / CALIBRATION_FILE}: not a calibration: {e}") from e
 
     @property
@@ -135,60 +170,276 @@ class Artifact:
         t = self.manifest["thresholds"]
         return {"review": t["review"], "decline": t["decline"]}
 
+    def read(self, name: str) -> bytes:
+        """A listed file's bytes, checked against the manifest again: what is deserialized is what was verified."""
+        return _verified_bytes(self.path, name, self.manifest["files"][name])
+
     def load_model(self, fmt: str = "torchscript") -> Model:
         """The model of one format; refused if the spec inside it is not the artifact's spec.json."""
         if fmt not in FORMATS:
             raise ArtifactError(f"unknown model format {fmt!r}; formats are {sorted(FORMATS)}")
-        held = self.manifest.get("formats", {})
+        held = self.manifest["formats"]
         if fmt not in held:
             raise ArtifactError(f"{self.path}: no {fmt} model in this artifact; it holds {sorted(held)}")
         name = FORMATS[fmt].file
+        data = self.read(name)
+        if fmt == "pt2" and self.signer is None:
+            log.warning("%s: loading a pt2 model that no signature vouches for; torch.export.load unpickles it, so "
+                        "whoever can write this file can run code in this process", self.path / name)
         try:
-            model, embedded = FORMATS[fmt].load(self.path / name)
+            model, embedded = FORMATS[fmt].load(io.BytesIO(data))
         except Exception as e:  # a corrupt file raises whatever its deserializer raises
             raise ArtifactError(f"{self.path / name}: cannot load the {fmt} model: {e}") from e
-        if embedded != (self.path / SPEC_FILE).read_text():
+        if embedded.encode() != self.read(SPEC_FILE):
             raise ArtifactError(f"{self.path / name}: the spec inside the model differs from {SPEC_FILE}; "
                                 "the files come from different exports")
         return model
 
 
-def open_artifact(path: str | Path) -> Artifact:
-    """Read the manifest and verify every file before anything is deserialized."""
+def canonical_json(manifest: dict[str, Any]) -> bytes:
+    """The manifest's one byte form: sorted keys, two-space indent, ASCII, strict JSON, a final newline."""
+    return json.dumps(manifest, sort_keys=True, indent=2, ensure_ascii=True, allow_nan=False).encode() + b"\n"
+
+
+def verification_settings(verify_key: KeySource | Iterable[KeySource] | None = None,
+                          require_signed: bool | None = None) -> dict[str, Any]:
+    """:func:`open_artifact`'s ``verify_key`` and ``require_signed``; those not given come from the environment.
+
+    ``SEQFRAUD_VERIFY_KEY``: public key files separated by ``os.pathsep``; ``SEQFRAUD_REQUIRE_SIGNED``: 1 or 0.
+    """
+    if verify_key is None and os.environ.get(VERIFY_KEY_ENV):
+        verify_key = [p for p in os.environ[VERIFY_KEY_ENV].split(os.pathsep) if p]
+    if require_signed is None:
+        value = os.environ.get(REQUIRE_SIGNED_ENV, "").strip().lower()
+        if value not in ("", "0", "1", "true", "false", "yes", "no"):
+            raise ArtifactError(f"{REQUIRE_SIGNED_ENV}={os.environ[REQUIRE_SIGNED_ENV]!r}: set it to 1 or 0")
+        require_signed = value in ("1", "true", "yes")
+    return {"verify_key": verify_key, "require_signed": require_signed}
+
+
+def open_artifact(path: str | Path, *, verify_key: KeySource | Iterable[KeySource] | None = None,
+                  require_signed: bool = False) -> Artifact:
+    """Verify the signature, the manifest and every file, before anything is deserialized.
+
+    ``verify_key``: public key file(s) or keys. With one, the artifact must carry a valid signature by
+    one of them. Without one, an artifact loads with a logged warning (its hashes catch corruption, not
+    tampering), unless ``require_signed`` refuses it.
+    """
     root = Path(path)
-    manifest_path = root / MANIFEST_FILE
-    if not manifest_path.is_file():
+    raw = _read_manifest(root)
+    signer = _check_signature(root, raw, verify_key, require_signed)
+    manifest, spec = _checked(root, raw)
+    return Artifact(path=root, manifest=manifest, spec=spec, signer=signer)
+
+
+def sign_artifact(path: str | Path, key: str | Path | Ed25519PrivateKey) -> str:
+    """Check every file of the artifact at ``path``, then sign its manifest with a private key; the key's id.
+
+    The manifest is rewritten in :func:`canonical_json` form first, so the signed bytes are the file's
+    bytes. Signing again (with a new key, after a rotation) replaces the signature.
+    """
+    root = Path(path)
+    private = key if isinstance(key, Ed25519PrivateKey) else load_private_key(key)
+    manifest, _ = _checked(root, _read_manifest(root))
+    raw = canonical_json(manifest)
+    signature = {"algorithm": SIGNATURE_ALGORITHM, "key_id": key_id(private.public_key()),
+                 "signature": base64.b64encode(private.sign(raw)).decode()}
+    _replace(root / MANIFEST_FILE, raw)
+    _replace(root / SIGNATURE_FILE, json.dumps(signature, indent=2).encode() + b"\n")
+    return signature["key_id"]
+
+
+def _check_signature(root: Path, raw: bytes, verify_key: Any, require_signed: bool) -> str | None:
+    """The id of the key that signed ``raw``, None if no key is configured; refuses every other case."""
+    sig_path = root / SIGNATURE_FILE
+    signed = sig_path.exists() or sig_path.is_symlink()
+    try:
+        keys = load_public_keys(verify_key) if verify_key else {}
+    except SigningKeyError as e:
+        raise ArtifactError(f"verify key: {e}") from e
+    if not keys:
+        if require_signed:
+            raise ArtifactError(f"{root}: signed artifacts are required (--require-signed, {REQUIRE_SIGNED_ENV}), but "
+                                f"no verify key is configured: pass --verify-key PUBLIC_KEY or set {VERIFY_KEY_ENV}")
+        if signed:
+            log.warning("%s: signed, but the signature was NOT checked: no verify key is configured "
+                        "(--verify-key or %s)", root, VERIFY_KEY_ENV)
+        else:
+            log.warning("%s: UNSIGNED artifact: its hashes catch corruption, not tampering; anyone who can write it "
+                        "can change its thresholds or model. For production, export with sign_key= and serve with "
+                        "--verify-key and --require-signed (see SECURITY.md)", root)
+        return None
+    if not signed:
+        raise ArtifactError(f"{root}: unsigned artifact (no {SIGNATURE_FILE}), and a verify key is configured; "
+                            "export it with sign_key=KEY, or sign it: python -m seqfraud.sign artifact")
+    kid, signature = _read_signature(sig_path)
+    if kid not in keys:
+        raise ArtifactError(f"{sig_path}: signed with key {kid}, which is not a configured verify key "
+                            f"({', '.join(sorted(keys))}): the wrong public key, or signed before a key rotation")
+    try:
+        keys[kid].verify(signature, raw)
+    except InvalidSignature:
+        raise ArtifactError(f"{sig_path}: the signature does not match {MANIFEST_FILE}: the manifest was changed "
+                            "after signing; do not serve this artifact") from None
+    return kid
+
+
+def _read_signature(path: Path) -> tuple[str, bytes]:
+    """The key id and the 64 signature bytes of ``manifest.sig``: JSON with ``algorithm``, ``key_id``, ``signature``."""
+    bad = ArtifactError(f"{path}: not a valid {SIGNATURE_ALGORITHM} signature file (truncated or damaged); "
+                        "re-sign the artifact")
+    raw = _read_regular(path, MAX_SIGNATURE_BYTES)
+    try:
+        sig = json.loads(raw)
+    except ValueError:  # JSON and UTF-8 errors
+        raise bad from None
+    if not (isinstance(sig, dict) and sig.get("algorithm") == SIGNATURE_ALGORITHM
+            and isinstance(sig.get("key_id"), str) and isinstance(sig.get("signature"), str)):
+        raise bad
+    try:
+        signature = base64.b64decode(sig["signature"], validate=True)
+    except ValueError:
+        raise bad from None
+    if len(signature) != 64:
+        raise bad
+    return sig["key_id"], signature
+
+
+def _read_manifest(root: Path) -> bytes:
+    if not (root / MANIFEST_FILE).exists():
         raise ArtifactError(f"{root}: not an artifact (no {MANIFEST_FILE})")
+    return _read_regular(root / MANIFEST_FILE, MAX_MANIFEST_BYTES)
+
+
+def _checked(root: Path, raw: bytes) -> tuple[dict[str, Any], Spec]:
+    """The manifest, checked for structure, every file checked against it, and the spec it lists."""
+    manifest = _parse_manifest(raw, root / MANIFEST_FILE)
+    for name, entry in manifest["files"].items():
+        _verified_bytes(root, name, entry)
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ArtifactError(f"{manifest_path}: unreadable manifest: {e}") from e
-    if not isinstance(manifest, dict) or manifest.get("format") != ARTIFACT_FORMAT:
-        raise ArtifactError(f"{manifest_path}: not a seqfraud artifact manifest")
-    if manifest.get("version") != ARTIFACT_VERSION:
-        raise ArtifactError(f"{manifest_path}: artifact version {manifest.get('version')!r} is not supported "
-                            f"(this seqfraud reads version {ARTIFACT_VERSION}); re-export the run")
-    files = manifest.get("files")
-    if not isinstance(files, dict) or SPEC_FILE not in files or CALIBRATION_FILE not in files:
-        raise ArtifactError(f"{manifest_path}: the manifest lists no files, or not {SPEC_FILE} and {CALIBRATION_FILE}")
-    for name, entry in files.items():
-        f = root / name
-        if not f.is_file():
-            raise ArtifactError(f"{root}: missing file {name} listed in the manifest")
-        size = f.stat().st_size
-        if size != entry.get("bytes"):
-            raise ArtifactError(f"{f}: {size} bytes, the manifest says {entry.get('bytes')} (truncated or replaced)")
-        if sha256(f) != entry.get("sha256"):
-            raise ArtifactError(f"{f}: SHA-256 differs from the manifest (corrupted or modified)")
-    formats = manifest.get("formats")
-    if not isinstance(formats, dict) or not formats or any(
-        f not in FORMATS or FORMATS[f].file != name or name not in files for f, name in formats.items()
-    ):
-        raise ArtifactError(f"{manifest_path}: formats {formats!r} are unknown or not among the verified files")
-    try:
-        spec = Spec.load(root / SPEC_FILE)
+        spec = Spec.from_dict(_json_object(_verified_bytes(root, SPEC_FILE, manifest["files"][SPEC_FILE]),
+                                           root / SPEC_FILE), source=str(root / SPEC_FILE))
     except SpecError as e:
         raise ArtifactError(str(e)) from e
-    if manifest.get("input_schema") != input_schema(spec):
-        raise ArtifactError(f"{manifest_path}: input_schema does not match {SPEC_FILE}")
-    return Artifact(path=root, manifest=manifest, spec=spec)
+    if manifest["input_schema"] != input_schema(spec):
+        raise ArtifactError(f"{root / MANIFEST_FILE}: input_schema does not match {SPEC_FILE}")
+    return manifest, spec
+
+
+def _parse_manifest(raw: bytes, where: Path) -> dict[str, Any]:
+    """The manifest's JSON, with every key the scorer reads present and of the right type, or an error naming it."""
+    try:
+        manifest = json.loads(raw, parse_constant=_refuse_constant)
+    except ValueError as e:  # JSON, UTF-8 and NaN errors
+        raise ArtifactError(f"{where}: unreadable manifest: {e}") from e
+    if not isinstance(manifest, dict) or manifest.get("format") != ARTIFACT_FORMAT:
+        raise ArtifactError(f"{where}: not a seqfraud artifact manifest")
+    if manifest.get("version") != ARTIFACT_VERSION:
+        raise ArtifactError(f"{where}: artifact version {manifest.get('version')!r} is not supported "
+                            f"(this seqfraud reads version {ARTIFACT_VERSION}); re-export the run")
+
+    def bad(key: str, problem: str) -> ArtifactError:
+        return ArtifactError(f"{where}: {key} {problem}; this manifest was not written by export.py, or was edited")
+
+    for key, kind in (("run_id", str), ("files", dict), ("formats", dict), ("thresholds", dict), ("input_schema", dict)):
+        if key not in manifest:
+            raise bad(repr(key), "is missing")
+        if not isinstance(manifest[key], kind) or not manifest[key]:
+            raise bad(repr(key), f"must be a non-empty {'string' if kind is str else 'object'}, "
+                                 f"got {json.dumps(manifest[key])[:80]}")
+    files = manifest["files"]
+    for name, entry in files.items():
+        if not PLAIN_NAME.fullmatch(name) or name in (MANIFEST_FILE, SIGNATURE_FILE):
+            raise bad(f"files[{name!r}]", "is not a plain file name inside the artifact (no path separators, "
+                                          "no '..', not absolute, not the manifest or its signature)")
+        if not (isinstance(entry, dict) and _is_int(entry.get("bytes")) and entry["bytes"] >= 0
+                and isinstance(entry.get("sha256"), str) and SHA256_HEX.fullmatch(entry["sha256"])):
+            raise bad(f"files[{name!r}]", 'must be {"bytes": SIZE, "sha256": 64 lowercase hex digits}, '
+                                          f"got {json.dumps(entry)[:120]}")
+    for needed in (SPEC_FILE, CALIBRATION_FILE):
+        if needed not in files:
+            raise bad("'files'", f"must list {SPEC_FILE} and {CALIBRATION_FILE}; it does not list {needed}")
+    for fmt, name in manifest["formats"].items():
+        if fmt not in FORMATS or name != FORMATS[fmt].file or name not in files:
+            raise bad(f"formats[{fmt!r}]", f"= {name!r} is unknown or not among the verified files "
+                                           f"(known: {', '.join(f'{k} in {v.file}' for k, v in FORMATS.items())})")
+    thresholds = manifest["thresholds"]
+    for band in ("review", "decline"):
+        if not _is_number(thresholds.get(band)):
+            raise bad(f"thresholds[{band!r}]", f"must be a number, got {json.dumps(thresholds.get(band))}")
+    try:
+        check_thresholds({band: thresholds[band] for band in ("review", "decline")})
+    except DecisionError as e:
+        raise bad("'thresholds'", f"are invalid: {e}") from e
+    return manifest
+
+
+def _verified_bytes(root: Path, name: str, entry: dict[str, Any]) -> bytes:
+    """A listed file's bytes, refused unless a regular file (not a symlink) of the listed size and SHA-256."""
+    path = root / name
+    if not (path.exists() or path.is_symlink()):
+        raise ArtifactError(f"{root}: missing file {name} listed in the manifest")
+    data = _read_regular(path, entry["bytes"], exact=True)
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise ArtifactError(f"{path}: SHA-256 differs from the manifest (corrupted or modified)")
+    return data
+
+
+def _read_regular(path: Path, max_bytes: int, *, exact: bool = False) -> bytes:
+    """A regular file's bytes, never through a symlink; at most ``max_bytes`` (exactly that many with ``exact``)."""
+    if path.is_symlink():
+        raise ArtifactError(f"{path}: a symlink; artifact files must be regular files inside the artifact")
+    # O_NOFOLLOW and fstat close the gap between the check above and the open; O_NONBLOCK keeps a FIFO from hanging.
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        raise ArtifactError(f"{path}: cannot open: {e.strerror}") from e
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ArtifactError(f"{path}: not a regular file")
+        if exact and st.st_size != max_bytes:
+            raise ArtifactError(f"{path}: {st.st_size} bytes, the manifest says {max_bytes} (truncated or replaced)")
+        if st.st_size > max_bytes:
+            raise ArtifactError(f"{path}: {st.st_size:,} bytes, more than the {max_bytes:,} allowed")
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as f:
+        return f.read(max_bytes + 1)
+
+
+def _json_object(data: bytes, path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(data, parse_constant=_refuse_constant)
+    except ValueError as e:
+        raise ArtifactError(f"{path}: not JSON: {e}") from e
+    if not isinstance(value, dict):
+        raise ArtifactError(f"{path}: not a JSON object")
+    return value
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write ``path`` atomically; a symlink there is replaced, never followed."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise

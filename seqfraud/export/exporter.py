@@ -30,6 +30,7 @@ from seqfraud import schema as S
 from seqfraud.calibration import Calibration, CalibrationError, fit_calibration, reliability_curve
 from seqfraud.data.events import DataValidationError, scan_table
 from seqfraud.decisions import DecisionError, choose_thresholds
+from seqfraud.errors import UserError
 from seqfraud.export.artifact import (
     ARTIFACT_FORMAT,
     ARTIFACT_VERSION,
@@ -38,11 +39,14 @@ from seqfraud.export.artifact import (
     MANIFEST_FILE,
     RELIABILITY_FILE,
     SPEC_FILE,
+    canonical_json,
     file_entries,
     input_schema,
     open_artifact,
     sha256,
+    sign_artifact,
 )
+from seqfraud.export.signing import SigningKeyError, load_private_key
 from seqfraud.features.spec import Spec
 from seqfraud.metrics import expected_calibration_error
 from seqfraud.preprocess import load_prepared
@@ -59,7 +63,7 @@ PARITY_BATCH = 64
 DEFAULT_THRESHOLDS = {"review": {"policy": "fpr", "fpr": 0.01}, "decline": {"policy": "fpr", "fpr": 0.001}}
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """The run cannot be exported, or the exported model does not reproduce it."""
 
 
@@ -94,6 +98,7 @@ def export_run(
     parity_sessions: int = 1024,
     events: str | None = None,
     overwrite: bool = False,
+    sign_key: str | Path | None = None,
 ) -> Path:
     """Export ``run_dir`` to the artifact directory ``out`` and return its path.
 
@@ -104,6 +109,9 @@ def export_run(
     ``calibration`` (``isotonic``, ``platt`` or ``none``) is fitted on the validation predictions; the
     band ``thresholds`` (one policy per band, see :func:`seqfraud.decisions.choose_thresholds`; default
     :data:`DEFAULT_THRESHOLDS`) are chosen on the calibrated validation scores, the scale the scorer returns.
+
+    ``sign_key``, an Ed25519 private key file (``python -m seqfraud.sign keygen``), signs the
+    manifest; without one the artifact is unsigned, and scorers that require signatures refuse it.
     """
     run_dir, out = Path(run_dir), Path(out)
     unknown = sorted(set(formats) - set(FORMATS))
@@ -111,6 +119,10 @@ def export_run(
         raise ExportError(f"unknown or no model formats {list(formats)}; formats are {sorted(FORMATS)}")
     if out.exists() and not overwrite:
         raise ExportError(f"{out} exists; choose another out or set overwrite=true")
+    try:
+        private_key = load_private_key(sign_key) if sign_key else None
+    except SigningKeyError as e:
+        raise ExportError(f"sign_key: {e}") from e
     spec, module, ckpt_sha = read_run(run_dir)
     metrics = json.loads((run_dir / METRICS_FILE).read_text())
     val = pl.read_parquet(run_dir / PREDICTIONS_DIR / "val.parquet")
@@ -142,7 +154,7 @@ def export_run(
             except Exception as e:  # tracing and scripting fail with their own error types
                 raise ExportError(f"cannot export the model to {fmt}: {str(e).strip().splitlines()[0]} "
                                   f"(export other formats with formats=[...])") from e
-        loaded = {fmt: FORMATS[fmt].load(tmp / FORMATS[fmt].file)[0] for fmt in formats}
+        loaded = {fmt: FORMATS[fmt].load(tmp / FORMATS[fmt].file)[0] for fmt in formats}  # written just now, by this process
         parity = {"tolerance": tolerance,
                   "validation": check_model_parity(model, loaded, run_dir, spec, tolerance, parity_sessions)}
         scorer = Scorer(loaded[formats[0]], spec, {k: chosen[k] for k in ("review", "decline")},
@@ -167,16 +179,21 @@ def export_run(
             "files": file_entries(tmp, [SPEC_FILE, CALIBRATION_FILE, RELIABILITY_FILE,
                                         *(FORMATS[fmt].file for fmt in formats)]),
         }
-        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, allow_nan=False))
-        artifact = open_artifact(tmp)  # what serving will do, before anyone can see the artifact
+        (tmp / MANIFEST_FILE).write_bytes(canonical_json(manifest))
+        if private_key is not None:
+            sign_artifact(tmp, private_key)
+        # What serving will do, before anyone can see the artifact.
+        artifact = open_artifact(tmp, verify_key=private_key and private_key.public_key(),
+                                 require_signed=private_key is not None)
         for fmt in formats:
             artifact.load_model(fmt)
         _publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log.info("exported %s to %s (formats %s, end-to-end max |diff| %.2g)", run_id, out, list(formats),
-             parity["end_to_end"]["max_abs_diff"])
+    log.info("exported %s to %s (formats %s, end-to-end max |diff| %.2g, %s)", run_id, out, list(formats),
+             parity["end_to_end"]["max_abs_diff"],
+             f"signed by key {artifact.signer}" if artifact.signer else "unsigned")
     return out
 
 
@@ -189,7 +206,7 @@ def read_run(run_dir: Path) -> tuple[Spec, SessionRiskModule, str]:
             raise ExportError(f"{run_dir}: no {needed.relative_to(run_dir)}; export needs a finished "
                               "sequence-model run (python train.py ...)")
     spec = Spec.load(run_dir / SPEC_FILE)
-    module = SessionRiskModule.load_from_checkpoint(ckpt, map_location="cpu").eval()
+    module = SessionRiskModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True).eval()
     if Spec.from_dict(module.hparams["spec"], source=str(ckpt)).to_dict() != spec.to_dict():
         raise ExportError(f"{ckpt}: the checkpoint was trained with another spec than {run_dir / SPEC_FILE}")
     return spec, module, sha256(ckpt)
@@ -255,7 +272,7 @@ def session_amounts(policies: Mapping[str, Mapping[str, Any]], val: pl.DataFrame
                           f"({list(spec.schema.numerical)})")
     path = events or OmegaConf.load(run_dir / "config.yaml").data.events
     try:
-        raw, _ = scan_table(path)
+        raw, _ = scan_table(path, spec.schema)
     except DataValidationError as e:
         raise ExportError(f"thresholds: {e}; pass events=PATH to point at the run's raw events") from e
     sid = spec.schema.session_id
@@ -304,7 +321,7 @@ def check_end_to_end(scorer: Scorer, run_dir: Path, events: str | None, toleranc
         raise ExportError(f"{run_dir / PREDICTIONS_DIR / 'test.parquet'}: no test predictions to check against")
     path = events or OmegaConf.load(run_dir / "config.yaml").data.events
     try:
-        raw, source = scan_table(path)
+        raw, source = scan_table(path, scorer.spec.schema)
     except DataValidationError as e:
         raise ExportError(f"end-to-end check: {e}; pass events=PATH to point at the run's raw events") from e
     sid = pl.col(scorer.spec.schema.session_id).cast(pl.String)

@@ -9,10 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from seqfraud import __version__
-from seqfraud.schema import TIME_DELTA, Schema
+from seqfraud.errors import UserError
+from seqfraud.schema import EPOCH_UNITS, TIME_DELTA, Schema
 
 SPEC_FORMAT = "seqfraud.preprocessing-spec"
-SPEC_VERSION = 1
+# 2: the schema holds ``timestamp_range``, and integer epochs are read in the spec's unit or refused (never
+# guessed). Version 1 still loads: its range is the default one and its unit means the same.
+SPEC_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 # Reserved token ids, the same in every field. Fitted vocabulary entries and buckets start at FIRST_ID.
 PAD = 0
@@ -23,7 +27,7 @@ FIRST_ID = 4
 RESERVED = {"pad": PAD, "unknown": UNKNOWN, "missing": MISSING, "nan": NAN}
 
 
-class SpecError(ValueError):
+class SpecError(UserError, ValueError):
     """A spec that cannot be used: unknown version, malformed, or fitted for another schema."""
 
 
@@ -37,6 +41,10 @@ class Spec:
     - time delta: the same bucket rule on seconds since the previous event of the session (``MISSING`` for the
       first one), after sorting the session by time with input order as the tie-break;
     - a session keeps its most recent ``max_len`` events.
+
+    Timestamps (every engine and the scorer read them so): integer epochs in :attr:`epoch_unit`, never a unit
+    guessed from the data at hand; datetimes as they are, naive ones in UTC; strings only as RFC 3339
+    (``seqfraud.data.events.RFC3339``), naive ones in UTC; every time must fall in ``schema.timestamp_range``.
     """
 
     schema: Schema
@@ -50,6 +58,15 @@ class Spec:
     @property
     def fields(self) -> tuple[str, ...]:
         return self.schema.token_fields
+
+    @property
+    def epoch_unit(self) -> str | None:
+        """The unit of integer epochs at scoring: the one training read them in (``timestamp_unit``) or, for a
+        spec fitted on datetimes, the configured ``data.schema.timestamp_unit``; None when training saw
+        datetimes with ``auto``, so no unit is known and integer epochs are refused."""
+        if self.timestamp_unit in EPOCH_UNITS:
+            return self.timestamp_unit
+        return self.schema.timestamp_unit if self.schema.timestamp_unit in EPOCH_UNITS else None
 
     def vocab_size(self, field_name: str) -> int:
         if field_name in self.vocab:
@@ -86,10 +103,10 @@ class Spec:
     def from_dict(cls, d: dict[str, Any], source: str = "spec") -> Spec:
         if d.get("format") != SPEC_FORMAT:
             raise SpecError(f"{source}: not a seqfraud preprocessing spec (format={d.get('format')!r})")
-        if d.get("version") != SPEC_VERSION:
+        if d.get("version") not in READABLE_VERSIONS:
             raise SpecError(
                 f"{source}: spec version {d.get('version')!r} is not supported by seqfraud {__version__} "
-                f"(it reads version {SPEC_VERSION}); refit the preprocessing or use a matching seqfraud"
+                f"(it reads versions {list(READABLE_VERSIONS)}); refit the preprocessing or use a matching seqfraud"
             )
         if d.get("reserved") != RESERVED:
             raise SpecError(f"{source}: reserved ids {d.get('reserved')} differ from {RESERVED}")
@@ -99,7 +116,7 @@ class Spec:
                        vocab={k: list(v) for k, v in d["vocab"].items()},
                        edges={k: [float(x) for x in v] for k, v in d["edges"].items()},
                        fit_info=d.get("fit_info", {}), versions=d.get("versions", {}))
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise SpecError(f"{source}: malformed spec: {e}") from e
         expected = set(schema.categorical_fields) | set(schema.numerical) | {TIME_DELTA}
         if set(spec.vocab) | set(spec.edges) != expected:
@@ -118,7 +135,8 @@ class Spec:
 
     def check_schema(self, schema: Schema) -> None:
         """Refuse data configured with other column roles than the spec was fitted on."""
-        if schema.roles() | {"timestamp_unit": None} != self.schema.roles() | {"timestamp_unit": None}:
+        ignored = {"timestamp_unit": None, "timestamp_range": None}
+        if schema.roles() | ignored != self.schema.roles() | ignored:
             raise SpecError(
                 f"the data schema {schema.roles()} does not match the spec's {self.schema.roles()}; "
                 "refit the preprocessing for this schema"

@@ -16,8 +16,8 @@ from pathlib import Path
 import polars as pl
 from tqdm import tqdm
 
-from seqfraud.data.events import DataValidationError, check_columns, scan_table
-from seqfraud.scoring.prepare import Sequences, normalized_events, polars_sequences, timestamp_unit
+from seqfraud.data.events import DataValidationError, check_columns, reading, scan_table
+from seqfraud.scoring.prepare import Sequences, epoch_unit, normalized_events, polars_sequences
 from seqfraud.scoring.scorer import Scorer
 
 CHUNK_EVENTS = 1_000_000
@@ -27,15 +27,16 @@ def iter_scores(scorer: Scorer, events: pl.LazyFrame, source: str, *, chunk_even
                 progress: bool = True) -> Iterator[pl.DataFrame]:
     """Score frames (``session_id, score, band``), one per chunk; together they equal ``scorer.score``."""
     spec = scorer.spec
-    have = check_columns(events, spec.schema, source, with_label=False)
-    unit = timestamp_unit(events, have, spec)  # resolved once, so every chunk reads timestamps alike
-    counts = events.select(pl.len(), pl.col(spec.schema.session_id).n_unique().alias("sessions")).collect()
+    # Refused before the first pass over the data; every chunk reads timestamps in the spec's unit.
+    epoch_unit(check_columns(events, spec.schema, source, with_label=False), spec, source)
+    with reading(source):
+        counts = events.select(pl.len(), pl.col(spec.schema.session_id).n_unique().alias("sessions")).collect()
     k = max(1, math.ceil(counts["len"].item() / chunk_events))
     part = pl.col(spec.schema.session_id).hash(seed=0) % k
 
     def prepare(i: int) -> Sequences:
         chunk = events.filter(part == i) if k > 1 else events
-        return polars_sequences(normalized_events(chunk, spec, source, unit), spec)
+        return polars_sequences(normalized_events(chunk, spec, source), spec)
 
     with ThreadPoolExecutor(max_workers=1) as pool, tqdm(total=counts["sessions"].item(), unit="session",
                                                           unit_scale=True, disable=not progress) as bar:
@@ -59,7 +60,7 @@ def score_file(scorer: Scorer, events: str | os.PathLike, out: str | os.PathLike
     """
     import pyarrow.parquet as pq
 
-    lf, source = scan_table(events)
+    lf, source = scan_table(events, scorer.spec.schema)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial")

@@ -17,16 +17,16 @@ import polars as pl
 
 from seqfraud import schema as S
 from seqfraud.data.events import (
+    UNPARSED,
     DataValidationError,
     check_columns,
-    detect_timestamp_unit,
     fail_rows,
     normalize,
+    out_of_range_text,
+    reading,
 )
 from seqfraud.features.spec import FIRST_ID, MISSING, NAN, UNKNOWN, Spec
 from seqfraud.features.tokens import sequences
-
-EPOCH_UNITS = ("s", "ms", "us", "ns")
 
 
 @dataclass
@@ -89,33 +89,42 @@ def _records_frame(records: Sequence[Any], spec: Spec, source: str) -> pl.DataFr
     return pl.DataFrame(columns)
 
 
-def timestamp_unit(lf: pl.LazyFrame, have: pl.Schema, spec: Spec) -> str:
-    """Integer epochs are read in the unit training found; the rest exactly as training reads them."""
-    if have[spec.schema.timestamp].is_integer() and spec.timestamp_unit in EPOCH_UNITS:
-        return spec.timestamp_unit
-    return detect_timestamp_unit(lf, spec.schema, have[spec.schema.timestamp])
+def epoch_unit(have: pl.Schema, spec: Spec, source: str) -> str | None:
+    """The unit integer epochs are read in: the spec's, fixed at training, never one guessed from the input,
+    so a session scores the same whatever else is sent with it. None for datetimes and strings."""
+    ts = spec.schema.timestamp
+    if not have[ts].is_integer():
+        return None
+    if spec.epoch_unit is None:
+        raise DataValidationError(
+            f"{source}: column {ts!r} holds integer epochs, but the model was trained on datetimes with "
+            "data.schema.timestamp_unit=auto, so their unit is unknown; send RFC 3339 strings "
+            "(2026-03-01T12:00:00Z) or datetimes, or train with data.schema.timestamp_unit set"
+        )
+    return spec.epoch_unit
 
 
-def normalized_events(lf: pl.LazyFrame, spec: Spec, source: str, unit: str | None = None) -> pl.DataFrame:
+def normalized_events(lf: pl.LazyFrame, spec: Spec, source: str) -> pl.DataFrame:
     """Checked, cast and validated events (the training loader's contract, without labels).
 
-    ``unit`` fixes the timestamp unit for all chunks of one input; by default it is resolved here. The
-    frame keeps normalize's timestamp-presence column: dropping it would cost a query per request.
+    The frame keeps normalize's timestamp flag columns: dropping them would cost a query per request.
     """
     schema = spec.schema
     have = check_columns(lf, schema, source, with_label=False)
-    unit = unit or timestamp_unit(lf, have, spec)
-    try:
-        events = normalize(lf, schema, have, unit, with_label=False).collect()
-    except pl.exceptions.PolarsError as e:  # e.g. an integer epoch beyond int64; Polars names the column
-        raise DataValidationError(f"{source}: {str(e).splitlines()[0]}") from None
+    unit = epoch_unit(have, spec, source)
+    with reading(source):
+        events = normalize(lf, schema, have, unit or "datetime", with_label=False).collect()
     if n := events[S.SESSION_ID].null_count():
         fail_rows(source, schema.session_id, n, "have a null session id")
     n_null = events.height - int(events[S.TS_PRESENT].sum())
     if n_null:
         fail_rows(source, schema.timestamp, n_null, "have a null timestamp")
-    if n := events[S.TS_US].null_count():  # not null on input, so null because it did not parse
-        fail_rows(source, schema.timestamp, n, "have a timestamp that does not parse")
+    n_out = int(events[S.TS_OUT_OF_RANGE].sum())
+    if n := events[S.TS_US].null_count() - n_out:  # not null on input nor out of range: it did not parse
+        fail_rows(source, schema.timestamp, n, UNPARSED)
+    if n_out:
+        fail_rows(source, schema.timestamp, n_out,
+                  out_of_range_text(schema, unit, "the model's unit, fixed at training"))
     return events
 
 

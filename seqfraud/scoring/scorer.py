@@ -14,7 +14,7 @@ import torch
 from seqfraud import schema as S
 from seqfraud.calibration import Calibration
 from seqfraud.decisions import BANDS, assign_bands, check_thresholds
-from seqfraud.export.artifact import Model, open_artifact
+from seqfraud.export.artifact import Model, open_artifact, verification_settings
 from seqfraud.features.spec import MISSING, Spec
 from seqfraud.scoring.prepare import (
     Sequences,
@@ -56,14 +56,16 @@ class Scorer:
         self._vocab_index = vocab_index(spec)
 
     @classmethod
-    def load(cls, path: str | Path, fmt: str = "torchscript", thresholds: Mapping[str, float] | None = None,
-             **kwargs: Any) -> Scorer:
-        """Verify the artifact (manifest, hashes, embedded spec) and load one model format.
+    def load(cls, path: str | Path, fmt: str = "torchscript", thresholds: Mapping[str, float] | None = None, *,
+             verify_key: Any = None, require_signed: bool | None = None, **kwargs: Any) -> Scorer:
+        """Verify the artifact (signature, manifest, hashes, embedded spec) and load one model format.
 
         ``thresholds`` overrides the artifact's bands, e.g. ``{"review": 0.3, "decline": 0.8}``;
         ``device="cuda"`` runs the model on a GPU (large batch jobs; tokenization stays on the CPU).
+        ``verify_key`` (public key file or files) and ``require_signed`` default to ``$SEQFRAUD_VERIFY_KEY``
+        and ``$SEQFRAUD_REQUIRE_SIGNED`` (see :func:`~seqfraud.export.artifact.open_artifact`).
         """
-        artifact = open_artifact(path)
+        artifact = open_artifact(path, **verification_settings(verify_key, require_signed))
         return cls(artifact.load_model(fmt), artifact.spec, thresholds or artifact.thresholds,
                    model_version=artifact.run_id, manifest=artifact.manifest, calibration=artifact.calibration,
                    **kwargs)

@@ -1,49 +1,135 @@
 """The real-time HTTP service: a FastAPI app around one :class:`Scorer`, loaded once at start-up.
 
 Requests are checked against validators built from the artifact's own schema, so a bad request gets a 4xx
-that names the field before anything is scored. Scoring runs in a worker thread, off the event loop.
+that names the field before anything is scored. Work never queues: each route class (``/score``,
+``/score/batch``, ``/explain``) has its own :class:`Capacity`, and a request that finds it full gets 503 with
+``Retry-After`` at once, so batches and explanations cannot starve ``/score``. ``/score`` is scored in a worker
+thread, off the event loop (and so is the validation of a large body). Batches and explanations run in worker
+processes at a lower OS priority: a 60k-event batch holds the GIL through about 0.3 s of validation and
+conversion, which in a thread would stall every other request for as long. The connection-level limits
+(timeouts, header caps, open connections) are the server's: :mod:`seqfraud.scoring.server`.
 """
 
+import asyncio
+import gc
 import logging
+import multiprocessing
+import os
 import time
-from collections.abc import Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import polars as pl
 import torch
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from pydantic import ConfigDict, Field, PlainValidator, TypeAdapter, ValidationError, with_config
+from pydantic import (
+    ConfigDict,
+    Field,
+    PlainValidator,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+    with_config,
+)
 from pydantic_core import PydanticCustomError
+from starlette.requests import ClientDisconnect
 from typing_extensions import NotRequired, Required, TypedDict
 
 from seqfraud import schema as S
 from seqfraud.data.events import DataValidationError
+from seqfraud.decisions import BANDS
 from seqfraud.features.spec import Spec
+from seqfraud.scoring.explain import scored_occlusion
+from seqfraud.scoring.prepare import as_frame, normalized_events
 from seqfraud.scoring.scorer import Scorer
 
 log = logging.getLogger(__name__)
 
+# Bodies above this size are validated in a worker thread: 64 KiB validate in about 2 ms, a full batch in 200 ms.
+OFF_LOOP_BYTES = 64 * 1024
+HEAVY_NICE = 10  # OS priority offset of the batch and explain worker processes: the CPU goes to /score first
+
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-request bounds: what one request may cost the service in memory and time."""
+    """Per-request bounds (what one request may cost in memory and time) and requests in flight per route."""
 
     max_events_per_session: int = 4096
     max_sessions_per_batch: int = 1000
-    max_body_bytes: int = 8 * 1024 * 1024
+    max_body_bytes: int = 8 * 1024 * 1024  # /score/batch
+    max_session_body_bytes: int = 2 * 1024 * 1024  # /score and /explain
+    max_explain_events: int = 256  # kept events of an /explain session: its cost grows with their square
+    max_score_in_flight: int = 32
+    max_batch_in_flight: int = 2
+    max_explain_in_flight: int = 2
+    max_body_memory: int = 64 * 1024 * 1024  # body bytes held at once, per route class
+    retry_after_s: int = 1
 
 
 class RequestError(Exception):
-    """A request refused with ``status`` (4xx) and a message that names what is wrong."""
+    """A request refused with ``status`` (4xx, or 503 when busy) and a message that names what is wrong."""
 
-    def __init__(self, status: int, detail: str, errors: list[dict] | None = None):
+    def __init__(self, status: int, detail: str, errors: list[dict] | None = None, headers: dict[str, str] | None = None):
         super().__init__(detail)
-        self.status, self.detail, self.errors = status, detail, errors
+        self.status, self.detail, self.errors, self.headers = status, detail, errors, headers
+
+    def __reduce__(self) -> tuple:  # raised in a worker process, re-raised in the server's
+        return RequestError, (self.status, self.detail, self.errors, self.headers)
+
+
+class Capacity:
+    """One route class's share of the service: requests in flight, and body bytes held; past either, a 503.
+
+    A slot is taken once the body is in, so a client that stalls its upload holds no slot, only the bytes it
+    did send (until the server's body timeout). A request that finds the slots full is refused before its
+    body is read. All counting happens on the event loop's one thread, with no await between a check and
+    its count, so it needs no lock.
+    """
+
+    def __init__(self, route: str, slots: int, body_bytes: int, retry_after_s: int):
+        self.route, self.slots, self.body_bytes, self.retry_after_s = route, slots, body_bytes, retry_after_s
+        self.in_flight = self.held_bytes = 0
+
+    def _busy(self, what: str) -> RequestError:
+        return RequestError(503, f"{self.route} is busy ({what}); retry after {self.retry_after_s} s",
+                            headers={"Retry-After": str(self.retry_after_s)})
+
+    def refuse_if_full(self) -> None:
+        if self.in_flight >= self.slots:
+            raise self._busy(f"{self.slots} requests in flight")
+
+    @contextmanager
+    def body(self) -> Iterator[Callable[[int], None]]:
+        """A function that counts ``n`` more body bytes held (503 past the budget); all are released at exit."""
+        taken = 0
+
+        def take(n: int) -> None:
+            nonlocal taken
+            if self.held_bytes + n > self.body_bytes:
+                raise self._busy(f"{self.body_bytes:,} bytes of request bodies held")
+            self.held_bytes += n
+            taken += n
+
+        try:
+            yield take
+        finally:
+            self.held_bytes -= taken
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        self.refuse_if_full()
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
 
 
 def _typed(expected: str, *types: type, nullable: bool = False) -> Any:
@@ -55,10 +141,14 @@ def _typed(expected: str, *types: type, nullable: bool = False) -> Any:
         raise PydanticCustomError("wrong_type", "expected {expected}, got {got}",
                                   {"expected": expected, "got": type(value).__name__})
 
-    return Annotated[Any, PlainValidator(check)]
+    json_types = {str: "string", int: "integer", bool: "boolean"}
+    schema = {"type": [json_types[t] for t in types] + (["null"] if nullable else [])}
+    return Annotated[Any, PlainValidator(check), WithJsonSchema(schema)]
 
 
 IDENT = _typed("a string or an integer", str, int)
+TIMESTAMP = Annotated[IDENT, WithJsonSchema({"anyOf": [{"type": "string", "format": "date-time"}, {"type": "integer"}],
+                                             "description": "RFC 3339, or an integer epoch in the unit training read"})]
 CATEGORY = _typed("a string, an integer, a boolean or null", str, int, bool, nullable=True)
 NUMBER = Annotated[float | None, Field(strict=True, allow_inf_nan=False)]  # NaN, inf and 1e400 are refused
 FORBID = ConfigDict(extra="forbid")
@@ -67,13 +157,13 @@ FORBID = ConfigDict(extra="forbid")
 def request_models(spec: Spec, limits: Limits) -> tuple[TypeAdapter, TypeAdapter]:
     """Validators of ``POST /score`` and ``POST /score/batch`` bodies, from the spec's column roles.
 
-    The session id, timestamp (ISO-8601 string or integer epoch) and event type are required; other
+    The session id, timestamp (RFC 3339 string or integer epoch) and event type are required; other
     fields may be null or left out, which is a null, exactly as a null in training. Unknown fields are
     refused. TypedDicts keyed by the column names themselves (any string) validate straight to the
-    dicts the scorer takes.
+    dicts the scorer takes; their JSON schemas are the request bodies of the OpenAPI document.
     """
     s = spec.schema
-    event = TypedDict("Event", {s.session_id: Required[IDENT], s.timestamp: Required[IDENT], s.event_type: Required[IDENT],
+    event = TypedDict("Event", {s.session_id: Required[IDENT], s.timestamp: Required[TIMESTAMP], s.event_type: Required[IDENT],
                                 **{c: NotRequired[CATEGORY] for c in s.categorical},
                                 **{c: NotRequired[NUMBER] for c in s.numerical}})
     events = Annotated[list[with_config(FORBID)(event)],
@@ -82,6 +172,38 @@ def request_models(spec: Spec, limits: Limits) -> tuple[TypeAdapter, TypeAdapter
     sessions = Annotated[list[session], Field(min_length=1, max_length=limits.max_sessions_per_batch)]
     batch = with_config(FORBID)(TypedDict("BatchRequest", {"sessions": Required[sessions]}))
     return TypeAdapter(session), TypeAdapter(batch)
+
+
+# Response bodies, for the OpenAPI document.
+ScoreResult = TypedDict("ScoreResult", {S.SESSION_ID: str, S.SCORE: float, S.BAND: Literal[BANDS]})
+ScoreResponse = TypedDict("ScoreResponse", {**ScoreResult.__annotations__, "model_version": str, "latency_ms": float})
+BatchResponse = TypedDict("BatchResponse", {"results": list[ScoreResult], "model_version": str, "latency_ms": float})
+ExplainedEvent = TypedDict("ExplainedEvent", {S.POSITION: int, S.EVENT: str, S.EVENT_TIME: str, S.CONTRIBUTION: float})
+ExplainResponse = TypedDict("ExplainResponse", {**ScoreResponse.__annotations__, "events": list[ExplainedEvent]})
+FieldError = TypedDict("FieldError", {"loc": str, "msg": str})
+ErrorResponse = TypedDict("ErrorResponse", {"detail": Required[str], "errors": NotRequired[list[FieldError]]})
+Health = TypedDict("Health", {"status": str, "model_version": str})
+
+
+def request_examples(spec: Spec) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A valid ``/score`` body and a valid ``/score/batch`` body, for the OpenAPI document (and its fuzzer)."""
+    s = spec.schema
+    event_type = spec.vocab[s.event_type][0] if spec.vocab.get(s.event_type) else "login"
+
+    def session(sid: str) -> dict[str, Any]:
+        return {"events": [{s.session_id: sid, s.timestamp: f"2026-03-01T10:00:0{i}Z", s.event_type: event_type}
+                           for i in range(2)]}
+
+    return session("s1"), {"sessions": [session("s1"), session("s2")]}
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    words = {400: "malformed JSON", 413: "body too large", 415: "not application/json",
+             422: "a field is missing, mistyped, unknown or out of range", 503: "busy: retry after Retry-After seconds"}
+    out: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse, "description": words[code]} for code in statuses}
+    if 503 in out:
+        out[503]["headers"] = {"Retry-After": {"required": True, "schema": {"type": "integer"}}}
+    return out
 
 
 def _where(loc: tuple) -> str:
@@ -101,8 +223,17 @@ def parse(validator: TypeAdapter, body: bytes) -> dict[str, Any]:
         raise RequestError(422, detail + more, [{"loc": _where(err["loc"]), "msg": err["msg"]} for err in errors]) from None
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it passes ``limit`` bytes (declared or streamed)."""
+def check_json_content_type(request: Request) -> None:
+    """Refuse (415) a body that is not ``application/json`` (UTF-8): a browser form can post no JSON cross-site."""
+    declared = request.headers.get("content-type", "")
+    media, *params = [p.strip().lower() for p in declared.split(";")]
+    charsets = [p.partition("=")[2].strip('"') for p in params if p.startswith("charset=")]
+    if media != "application/json" or any(c not in ("utf-8", "utf8") for c in charsets):
+        raise RequestError(415, f"Content-Type must be application/json, got {declared[:100]!r}")
+
+
+async def read_body(request: Request, limit: int, take: Callable[[int], None]) -> bytes:
+    """The body, refused with 413 as soon as it passes ``limit`` bytes (declared or streamed); ``take`` counts them."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise RequestError(413, f"body of {int(declared):,} bytes exceeds the limit of {limit:,} bytes")
@@ -111,6 +242,7 @@ async def read_body(request: Request, limit: int) -> bytes:
         size += len(chunk)
         if size > limit:
             raise RequestError(413, f"body exceeds the limit of {limit:,} bytes")
+        take(len(chunk))
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -122,6 +254,65 @@ def one_session(events: list[dict[str, Any]], spec: Spec, where: str) -> list[di
         raise RequestError(422, f"{where}.{spec.schema.session_id}: one session per request, got {len(ids)} "
                                 f"session ids; send several sessions to /score/batch")
     return events
+
+
+def batch_scores(scorer: Scorer, validator: TypeAdapter, body: bytes) -> list[dict[str, Any]]:
+    """A ``/score/batch`` body to its results in request order: validation, checks and scoring in one call."""
+    batch = parse(validator, body)
+    sessions = [one_session(s["events"], scorer.spec, f"sessions[{i}].events") for i, s in enumerate(batch["sessions"])]
+    ids = [str(records[0][scorer.spec.schema.session_id]) for records in sessions]
+    seen: set[str] = set()
+    for i, sid in enumerate(ids):
+        if sid in seen:
+            raise RequestError(422, f"sessions[{i}]: session id {sid!r} appears in more than one session")
+        seen.add(sid)
+    result = scorer.score([r for records in sessions for r in records], source="request")
+    by_id = {row[S.SESSION_ID]: row for row in result.select(S.SESSION_ID, S.SCORE, S.BAND).iter_rows(named=True)}
+    return [by_id[sid] for sid in ids]
+
+
+def explained_session(scorer: Scorer, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """One session's score and band, as ``/score`` gives them, and its events' contributions, tokenized once."""
+    events = normalized_events(as_frame(records, scorer.spec, "request").lazy(), scorer.spec, "request")
+    scores, explained = scored_occlusion(scorer, events)
+    events = explained.select(S.POSITION, S.EVENT, pl.col(S.EVENT_TIME).dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ"),
+                              S.CONTRIBUTION)
+    return scores.select(S.SESSION_ID, S.SCORE, S.BAND).row(0, named=True) | {"events": events.to_dicts()}
+
+
+def public_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest as ``/metadata`` shows it: without ``source.run_dir``, a path on the exporting machine."""
+    source = manifest.get("source")
+    if not isinstance(source, dict):
+        return manifest
+    return manifest | {"source": {k: v for k, v in source.items() if k != "run_dir"}}
+
+
+_worker: tuple[Scorer, TypeAdapter] | None = None  # in a worker process: its scorer and batch validator
+
+
+def _start_worker(artifact: str | Path, fmt: str, thresholds: Mapping[str, float] | None, limits: Limits,
+                  threads: int) -> None:
+    """A worker process's start: a lower OS priority, torch's threads, its own verified copy of the artifact."""
+    global _worker
+    with suppress(AttributeError, OSError):  # not on every OS; an unchanged priority only costs latency
+        os.setpriority(os.PRIO_PROCESS, 0, HEAVY_NICE)
+    torch.set_num_threads(threads)
+    scorer = Scorer.load(artifact, fmt=fmt, thresholds=thresholds)
+    scorer.warmup()
+    _worker = scorer, request_models(scorer.spec, limits)[1]
+
+
+def _worker_version() -> str:
+    return _worker[0].model_version
+
+
+def _worker_batch(body: bytes) -> list[dict[str, Any]]:
+    return batch_scores(*_worker, body)
+
+
+def _worker_explain(records: list[dict[str, Any]]) -> dict[str, Any]:
+    return explained_session(_worker[0], records)
 
 
 def create_app(artifact: str | Path, *, fmt: str = "torchscript", thresholds: Mapping[str, float] | None = None,
@@ -137,82 +328,140 @@ def create_app(artifact: str | Path, *, fmt: str = "torchscript", thresholds: Ma
         torch.set_num_threads(threads)
         scorer = Scorer.load(artifact, fmt=fmt, thresholds=thresholds)
         scorer.warmup()
+        gc.collect()
+        gc.freeze()  # a full collection over torch's and Polars' objects stops every thread for ~150 ms
         app.state.scorer = scorer
         app.state.validators = request_models(scorer.spec, limits)
-        log.info("serving %s (%s) from %s", scorer.model_version, fmt, artifact)
-        yield
+        # One worker process per batch and explain slot: a request its Capacity admits never waits for one.
+        # forkserver: workers fork from a clean process (never from this one's threads), with the imports done.
+        workers = limits.max_batch_in_flight + limits.max_explain_in_flight
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload([__name__])
+        else:
+            context = multiprocessing.get_context("spawn")
+        app.state.workers = ProcessPoolExecutor(workers, context, initializer=_start_worker,
+                                                initargs=(artifact, fmt, thresholds, limits, threads))
+        try:
+            loop = asyncio.get_running_loop()  # start them all now, not on the first requests
+            started = await asyncio.gather(*[loop.run_in_executor(app.state.workers, _worker_version)
+                                             for _ in range(workers)])
+            if set(started) != {scorer.model_version}:
+                raise RuntimeError(f"{artifact}: the artifact changed while the service started; start it again")
+            log.info("serving %s (%s) from %s", scorer.model_version, fmt, artifact)
+            yield
+        finally:
+            app.state.workers.shutdown(wait=True, cancel_futures=True)  # else they would outlive this process
+            del app.state.workers
+            gc.collect()  # the pool's queues sit in a reference cycle: free their semaphores now, not as "leaked"
 
     app = FastAPI(title="seqfraud scoring", lifespan=lifespan)
+    capacity = {route: Capacity(route, slots, limits.max_body_memory, limits.retry_after_s) for route, slots in
+                [("/score", limits.max_score_in_flight), ("/score/batch", limits.max_batch_in_flight),
+                 ("/explain", limits.max_explain_in_flight)]}
+
+    @asynccontextmanager
+    async def admitted(request: Request, route: str, max_bytes: int) -> AsyncIterator[bytes]:
+        """The body, read and held while its route has room for it: 415, 413 or 503 (never a wait) otherwise."""
+        check_json_content_type(request)
+        room = capacity[route]
+        room.refuse_if_full()
+        with room.body() as take:
+            body = await read_body(request, max_bytes, take)
+            with room.slot():
+                yield body
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, exc: RequestError) -> JSONResponse:
         body = {"detail": exc.detail} | ({"errors": exc.errors} if exc.errors else {})
-        return JSONResponse(body, status_code=exc.status)
+        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(DataValidationError)
     async def data_error(request: Request, exc: DataValidationError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        client = f"{request.client.host}:{request.client.port}" if request.client else "client"
+        log.info("%s: %s %s: the connection closed before the body was in (client abort or --body-timeout)",
+                 client, request.method, request.url.path)
+        return JSONResponse({"detail": "client disconnected"}, status_code=400)  # nobody is left to read it
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
-    @app.get("/healthz")
-    async def healthz(request: Request) -> dict[str, str]:
-        return {"status": "ok", "model_version": request.app.state.scorer.model_version}
+    @app.get("/healthz", response_model=Health)
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "model_version": request.app.state.scorer.model_version})
 
-    @app.get("/metadata")
-    async def metadata(request: Request) -> dict[str, Any]:
-        return request.app.state.scorer.manifest
+    @app.get("/metadata", response_model=dict[str, Any])
+    async def metadata(request: Request) -> JSONResponse:
+        """The artifact's manifest, less host paths."""
+        return JSONResponse(public_manifest(request.app.state.scorer.manifest))
 
-    async def read_session(request: Request) -> tuple[Scorer, list[dict[str, Any]]]:
+    async def read_session(request: Request, body: bytes) -> tuple[Scorer, list[dict[str, Any]]]:
         """The scorer and one session's validated event records, as ``/score`` and ``/explain`` take them."""
         scorer: Scorer = request.app.state.scorer
         session_validator, _ = request.app.state.validators
-        body = parse(session_validator, await read_body(request, limits.max_body_bytes))
-        return scorer, one_session(body["events"], scorer.spec, "events")
+        if len(body) > OFF_LOOP_BYTES:
+            parsed = await run_in_threadpool(parse, session_validator, body)
+        else:
+            parsed = parse(session_validator, body)
+        return scorer, one_session(parsed["events"], scorer.spec, "events")
 
-    @app.post("/score")
+    @app.post("/score", response_model=ScoreResponse, responses=_errors(400, 413, 415, 422, 503))
     async def score(request: Request) -> JSONResponse:
         """One session's events: ``{"events": [{column: value, ...}, ...]}``."""
         t0 = time.perf_counter()
-        scorer, records = await read_session(request)
-        result = await run_in_threadpool(scorer.score, records, source="request")
+        async with admitted(request, "/score", limits.max_session_body_bytes) as body:
+            scorer, records = await read_session(request, body)
+            result = await run_in_threadpool(scorer.score, records, source="request")
         result = result.select(S.SESSION_ID, S.SCORE, S.BAND)
         return JSONResponse(result.row(0, named=True) | {
             "model_version": scorer.model_version, "latency_ms": round((time.perf_counter() - t0) * 1e3, 3)})
 
-    @app.post("/explain")
+    @app.post("/explain", response_model=ExplainResponse, responses=_errors(400, 413, 415, 422, 503))
     async def explain(request: Request) -> JSONResponse:
         """One session, as for ``/score``: its score and band plus each kept event's ``contribution`` (by occlusion)."""
         t0 = time.perf_counter()
-        scorer, records = await read_session(request)
-        result = await run_in_threadpool(scorer.score, records, source="request")
-        explained = await run_in_threadpool(scorer.explain, records, source="request")
-        events = explained.select(S.POSITION, S.EVENT, pl.col(S.EVENT_TIME).dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ"),
-                                  S.CONTRIBUTION)
-        return JSONResponse(result.select(S.SESSION_ID, S.SCORE, S.BAND).row(0, named=True) | {
-            "events": events.to_dicts(), "model_version": scorer.model_version,
-            "latency_ms": round((time.perf_counter() - t0) * 1e3, 3)})
+        async with admitted(request, "/explain", limits.max_session_body_bytes) as body:
+            scorer, records = await read_session(request, body)
+            kept = min(len(records), scorer.spec.max_len)
+            if kept > limits.max_explain_events:
+                raise RequestError(422, f"events: /explain takes sessions of at most {limits.max_explain_events} "
+                                        f"events (--max-explain-events), got {kept}; an explanation costs one forward "
+                                        f"pass per event")
+            result = await asyncio.get_running_loop().run_in_executor(app.state.workers, _worker_explain, records)
+        return JSONResponse(result | {"model_version": scorer.model_version,
+                                      "latency_ms": round((time.perf_counter() - t0) * 1e3, 3)})
 
-    @app.post("/score/batch")
+    @app.post("/score/batch", response_model=BatchResponse, responses=_errors(400, 413, 415, 422, 503))
     async def score_batch(request: Request) -> JSONResponse:
         """Many sessions: ``{"sessions": [{"events": [...]}, ...]}``; results in request order."""
         t0 = time.perf_counter()
         scorer: Scorer = request.app.state.scorer
-        _, batch_validator = request.app.state.validators
-        batch = parse(batch_validator, await read_body(request, limits.max_body_bytes))
-        sessions = [one_session(s["events"], scorer.spec, f"sessions[{i}].events") for i, s in enumerate(batch["sessions"])]
-        ids = [str(records[0][scorer.spec.schema.session_id]) for records in sessions]
-        seen: set[str] = set()
-        for i, sid in enumerate(ids):
-            if sid in seen:
-                raise RequestError(422, f"sessions[{i}]: session id {sid!r} appears in more than one session")
-            seen.add(sid)
-        result = await run_in_threadpool(scorer.score, [r for records in sessions for r in records], source="request")
-        by_id = {row[S.SESSION_ID]: row for row in result.select(S.SESSION_ID, S.SCORE, S.BAND).iter_rows(named=True)}
-        return JSONResponse({"results": [by_id[sid] for sid in ids], "model_version": scorer.model_version,
+        async with admitted(request, "/score/batch", limits.max_body_bytes) as body:
+            results = await asyncio.get_running_loop().run_in_executor(app.state.workers, _worker_batch, body)
+        return JSONResponse({"results": results, "model_version": scorer.model_version,
                              "latency_ms": round((time.perf_counter() - t0) * 1e3, 3)})
 
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document plus the request bodies, from the validators of the loaded artifact's schema."""
+        if app.openapi_schema is None:
+            doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            session_validator, batch_validator = app.state.validators
+            examples = dict(zip(["session", "batch"], request_examples(app.state.scorer.spec)))
+            refs, defs = TypeAdapter.json_schemas(
+                [("session", "validation", session_validator), ("batch", "validation", batch_validator)],
+                ref_template="#/components/schemas/{model}")
+            doc.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+            for path, key in [("/score", "session"), ("/explain", "session"), ("/score/batch", "batch")]:
+                doc["paths"][path]["post"]["requestBody"] = {"required": True, "content": {"application/json": {
+                    "schema": refs[(key, "validation")], "example": examples[key]}}}
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi
     return app

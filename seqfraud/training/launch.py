@@ -26,6 +26,8 @@ from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import OmegaConf
 from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 
+from seqfraud.errors import command
+
 log = logging.getLogger(__name__)
 
 ENV_KEYS = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK", "RANK", "OMP_NUM_THREADS")
@@ -132,6 +134,7 @@ def local_processes(trainer: L.Trainer, run_dir: Path) -> Iterator[None]:
             torch.set_num_threads(threads)
 
 
+@command
 def main() -> None:
     """A child rank: the same fit as rank 0, from what rank 0 wrote into the run directory."""
     from seqfraud.preprocess import load_prepared

@@ -21,12 +21,12 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from seqfraud import schema as S
-from seqfraud.schema import Schema
 from seqfraud.baselines import fit_predict_lightgbm, session_aggregates
 from seqfraud.data.shards import shard_files
 from seqfraud.metrics import classification_metrics, per_group_metrics
 from seqfraud.models.sequence import ModelConfig, SessionClassifier
 from seqfraud.preprocess import SPEC_FILE, Prepared, load_prepared, preprocess, resolve_data_config
+from seqfraud.schema import Schema
 from seqfraud.training.callbacks import silence_known_warnings
 from seqfraud.training.data import LoaderConfig, SessionStream, StreamData
 from seqfraud.training.launch import launcher_rank_and_world, local_processes
@@ -103,7 +103,7 @@ def fit_sequence_model(cfg: DictConfig, prepared: Prepared, logger,
         return None
     # The checkpoint this fit wrote, never a stale file left in a reused run directory.
     saved = [c.best_model_path for c in callbacks if isinstance(c, ModelCheckpoint) and c.best_model_path]
-    best = SessionRiskModule.load_from_checkpoint(saved[0], map_location="cpu") if saved else module
+    best = SessionRiskModule.load_from_checkpoint(saved[0], map_location="cpu", weights_only=True) if saved else module
     return {name: predict_proba(best.net.cpu(), prepared.datasets[name], spec.fields, loader_cfg.eval_batch_size,
                                 shuffle_order=shuffle_order, seed=cfg.seed)
             for name in ("val", "test")}

@@ -1,0 +1,102 @@
+"""How every command ends on an error: a user error is one line on stderr and exit status 2; a bug keeps its traceback.
+
+A user error is a fault in what the user gave (a file, a column, a config value, an artifact): a
+:class:`UserError` (the data contract's, the artifact's, the spec's... errors derive from it), a missing or
+unreadable file, and Hydra's and OmegaConf's errors in a config or an override. Library modules raise them
+and print nothing; a command's ``main`` is wrapped in :func:`command` (or :func:`hydra_command`), which is
+where the message is printed. ``SEQFRAUD_DEBUG=1`` shows the traceback of a user error too.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+EXIT_USER_ERROR = 2  # argparse's status for a usage error, so every user error of a command exits alike
+DEBUG_ENV = "SEQFRAUD_DEBUG"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class UserError(Exception):
+    """A fault in what the user gave; its message says what is wrong and where (file, column, count, key)."""
+
+
+class ConfigError(UserError, ValueError):
+    """A config value that cannot work, named by its key (``data.schema.timestamp_unit``, ``preprocess.engine``)."""
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """The exception types reported as user errors. Hydra's and OmegaConf's count only where those packages
+    are already loaded: no other code raises them, and the serving commands never import them."""
+    types: list[type[BaseException]] = [UserError, FileNotFoundError, PermissionError]
+    if hydra_errors := sys.modules.get("hydra.errors"):
+        types.append(hydra_errors.CompactHydraException)  # a bad override, an unknown key or config group
+    if omegaconf_errors := sys.modules.get("omegaconf.errors"):
+        types += [omegaconf_errors.MissingMandatoryValue, omegaconf_errors.InterpolationResolutionError]
+    return tuple(types)
+
+
+def one_line(error: BaseException) -> str:
+    """The message on one line. OmegaConf appends ``full_key``/``object_type`` lines to its first, which says it
+    all; Hydra's own messages read as sentences, with the OmegaConf error that caused them after."""
+    if type(error).__module__.startswith("omegaconf"):
+        return str(error).splitlines()[0] if str(error) else type(error).__name__
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
+    cause = error.__cause__
+    if type(error).__module__.startswith("hydra") and cause is not None and str(cause):
+        text += f" ({str(cause).splitlines()[0]})"
+    return text
+
+
+def debugging() -> bool:
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def command(main: F) -> F:
+    """Wrap a command's ``main``: a user error prints ``error: <message>`` and exits 2, unless ``SEQFRAUD_DEBUG``
+    is set; any other exception, a bug, propagates with its traceback."""
+
+    @functools.wraps(main)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return main(*args, **kwargs)
+        except Exception as e:
+            if debugging() or not isinstance(e, user_error_types()):
+                raise
+            print(f"error: {one_line(e)}", file=sys.stderr)
+            raise SystemExit(EXIT_USER_ERROR) from None
+
+    return run  # type: ignore[return-value]
+
+
+def hydra_command(config_path: str, config_name: str) -> Callable[[F], F]:
+    """``@hydra.main(version_base="1.3", ...)`` with :func:`command` around the task and around Hydra itself.
+
+    Inside, the ``SystemExit`` of a user error passes through Hydra, which catches only ``Exception``. Outside,
+    Hydra's own config errors (an unknown override key, a missing config group) arrive too: Hydra is told to
+    raise them (``HYDRA_FULL_ERROR``) instead of printing them itself and exiting with status 1.
+    """
+    import hydra
+
+    def wrap(task: F) -> F:
+        hydra_main = hydra.main(version_base="1.3", config_path=config_path, config_name=config_name)(command(task))
+
+        @functools.wraps(hydra_main)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            before = os.environ.get("HYDRA_FULL_ERROR")
+            os.environ["HYDRA_FULL_ERROR"] = "1"
+            try:
+                return hydra_main(*args, **kwargs)
+            finally:
+                if before is None:
+                    os.environ.pop("HYDRA_FULL_ERROR", None)
+                else:
+                    os.environ["HYDRA_FULL_ERROR"] = before
+
+        return command(run)  # type: ignore[return-value]
+
+    return wrap

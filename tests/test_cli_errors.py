@@ -1,0 +1,118 @@
+"""Commands as a user runs them: a user error is one ``error:`` line on stderr and exit status 2, no traceback,
+under Hydra too; ``SEQFRAUD_DEBUG=1`` brings the traceback back.
+
+Each command costs seconds of imports, so the few here start together and the tests read their results.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from seqfraud.errors import DEBUG_ENV, EXIT_USER_ERROR
+
+ROOT = Path(__file__).resolve().parents[1]
+BAD_CSV = "session_id,timestamp,event_type,amount\n" + "s1,2026-03-01T00:00:00Z,view,1.5\n" * 3 + "s1,2026-03-01T00:00:01Z,view,n/a\n"
+
+
+@pytest.fixture(scope="module")
+def runs(exported_artifact, tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
+    tmp = tmp_path_factory.mktemp("cli")
+    (tmp / "bad.csv").write_text(BAD_CSV)
+    (tmp / "dup.csv").write_text("session_id,timestamp,event_type,event_type\ns1,2026-03-01T00:00:00Z,view,view\n")
+    score = [sys.executable, "-m", "seqfraud.score", "--no-progress", "--out", str(tmp / "scores.parquet")]
+    commands = {
+        "score: no artifact": score + ["--artifact", str(tmp / "none"), "--events", str(tmp / "bad.csv")],
+        "score: bad csv": score + ["--artifact", str(exported_artifact), "--events", str(tmp / "bad.csv")],
+        "train: no events": [sys.executable, "train.py", f"data.events={tmp / 'none' / 'events.parquet'}",
+                             f"hydra.run.dir={tmp / 'train'}", "logger=none"],
+        "export: no run": [sys.executable, "export.py", f"run_dir={tmp / 'none'}", f"out={tmp / 'artifact'}",
+                           f"hydra.run.dir={tmp / 'export'}"],
+        "preprocess: duplicated column": [sys.executable, "-m", "seqfraud.preprocess", f"data.events={tmp / 'dup.csv'}",
+                                          f"hydra.run.dir={tmp / 'pre'}"],
+        "preprocess: unknown override key": [sys.executable, "-m", "seqfraud.preprocess", "data.evnts=x",
+                                             f"hydra.run.dir={tmp / 'pre2'}"],
+        "debug: preprocess, duplicated column": [sys.executable, "-m", "seqfraud.preprocess",
+                                                 f"data.events={tmp / 'dup.csv'}", f"hydra.run.dir={tmp / 'pre3'}"],
+    }
+    env = {k: v for k, v in os.environ.items() if k not in (DEBUG_ENV, "HYDRA_FULL_ERROR")} | {"WANDB_MODE": "disabled"}
+    procs = {name: subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    env=env | ({DEBUG_ENV: "1"} if name.startswith("debug") else {}))
+             for name, argv in commands.items()}
+    done = {}
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=120)
+        done[name] = (subprocess.CompletedProcess(proc.args, proc.returncode, out, err), tmp)
+    return done
+
+
+def error_line(runs, name: str) -> str:
+    """The run's one ``error:`` line: the last on stderr, after at most a library's own log lines."""
+    result, _ = runs[name]
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == EXIT_USER_ERROR, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert [line for line in lines if line.startswith("error:")] == lines[-1:], result.stderr
+    return lines[-1]
+
+
+def test_score_without_an_artifact(runs):
+    assert runs["score: no artifact"][0].stderr.strip().splitlines() == [error_line(runs, "score: no artifact")]
+    assert "none: not an artifact" in error_line(runs, "score: no artifact")
+
+
+def test_score_with_a_bad_csv_names_file_column_and_count(runs):
+    line = error_line(runs, "score: bad csv")
+    assert "bad.csv: column 'amount': 1 row(s) hold a value that is not a number (first: 'n/a', data row 4)" in line
+    assert not (runs["score: bad csv"][1] / "scores.parquet").exists()
+
+
+def test_train_fails_in_validation_before_training(runs):
+    line = error_line(runs, "train: no events")
+    assert f"{runs['train: no events'][1] / 'none' / 'events.parquet'}: no such file" in line
+    assert not (runs["train: no events"][1] / "train" / "checkpoints").exists()
+
+
+def test_export_without_a_run(runs):
+    assert runs["export: no run"][0].stderr.strip().splitlines() == [error_line(runs, "export: no run")]
+    assert "no checkpoints/best.ckpt" in error_line(runs, "export: no run")
+
+
+def test_preprocess_with_a_duplicated_column(runs):
+    assert "dup.csv: column(s) ['event_type'] appear more than once" in error_line(runs, "preprocess: duplicated column")
+
+
+def test_hydra_config_errors_are_one_line_and_status_2(runs):
+    assert "Could not override 'data.evnts'" in error_line(runs, "preprocess: unknown override key")
+
+
+def test_debug_switch_shows_the_traceback(runs):
+    result, _ = runs["debug: preprocess, duplicated column"]
+    assert result.returncode != 0 and "Traceback" in result.stderr and "DataValidationError" in result.stderr
+
+
+def test_command_reports_user_errors_and_lets_bugs_through(capsys, monkeypatch):
+    from seqfraud.data.events import DataValidationError
+    from seqfraud.errors import command
+
+    @command
+    def main(error: Exception) -> None:
+        raise error
+
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        main(DataValidationError("e.csv: column 'amount': 3 row(s) hold a value that is not a number"))
+    assert exit_.value.code == EXIT_USER_ERROR
+    assert capsys.readouterr().err == "error: e.csv: column 'amount': 3 row(s) hold a value that is not a number\n"
+    with pytest.raises(SystemExit):
+        main(FileNotFoundError(2, "No such file or directory", "x.parquet"))
+    assert "x.parquet" in capsys.readouterr().err
+    with pytest.raises(KeyError):  # a bug keeps its traceback
+        main(KeyError("bug"))
+    monkeypatch.setenv(DEBUG_ENV, "1")
+    with pytest.raises(DataValidationError):
+        main(DataValidationError("e.csv: shown with its traceback"))

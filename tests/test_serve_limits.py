@@ -1,0 +1,231 @@
+"""What one client may hold: time, header bytes, connections, work in flight and body bytes.
+
+The connection limits are the server's (:mod:`seqfraud.scoring.server`), so they are checked against
+``python -m seqfraud.serve`` on 127.0.0.1 with tight limits; the per-route capacity and the content type are the
+app's, checked in process.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import resource
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import polars as pl
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from seqfraud.scoring.server import FD_RESERVE, ConnectionLimits, fit_to_open_files
+from seqfraud.scoring.service import Limits, create_app
+from tests.conftest import service_client
+from tests.test_serve_load import Client, free_port
+
+TIMEOUT_S = 1.0
+MAX_CONNECTIONS = 8
+
+
+@pytest.fixture(scope="module")
+def events(test_period_events, exported_artifact) -> list[dict]:
+    """One test session as a JSON-ready event list."""
+    from seqfraud.scoring import Scorer
+
+    s = Scorer.load(exported_artifact).spec.schema
+    first = test_period_events.filter(pl.col(s.session_id) == test_period_events[s.session_id].min())
+    first = first.with_columns(pl.col(s.timestamp).dt.to_string("%Y-%m-%dT%H:%M:%S%.3fZ"))
+    return [{k: v for k, v in e.items() if v is not None} for e in first.to_dicts()]
+
+
+@pytest.fixture(scope="module")
+def server(exported_artifact, events, tmp_path_factory):
+    """The real server with tight connection limits: its port and its log file."""
+    port, log_path = free_port(), tmp_path_factory.mktemp("server") / "server.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-u", "-m", "seqfraud.serve", "--artifact", str(exported_artifact), "--port", str(port),
+             "--header-timeout", str(TIMEOUT_S), "--body-timeout", str(TIMEOUT_S), "--keep-alive-timeout",
+             str(TIMEOUT_S), "--max-connections", str(MAX_CONNECTIONS), "--max-header-bytes", "4096",
+             "--max-headers", "16", "--max-batch-in-flight", "1", "--max-explain-in-flight", "1"],
+            stdout=log, stderr=subprocess.STDOUT)
+    body = json.dumps({"events": events}).encode()
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            try:
+                if Client(port).post("/score", body)[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the service did not come up"
+            time.sleep(0.2)
+        yield port, log_path
+        assert proc.poll() is None, "the server died"
+        assert "Traceback" not in log_path.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _answer(sock: socket.socket, within: float = 5.0) -> tuple[bytes, float]:
+    """Everything the server sends until it closes the connection, and how long that took."""
+    t0, data = time.monotonic(), b""
+    sock.settimeout(within)
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data, time.monotonic() - t0
+
+
+def _connect(port: int, data: bytes = b"") -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(data)
+    return sock
+
+
+HEAD = b"POST /score HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+
+
+@pytest.mark.parametrize(("sent", "what"), [
+    (b"", "headers not received"),
+    (HEAD[:30], "headers not received"),
+    (HEAD + b"Content-Length: 5000\r\n\r\n{\"events\": [", "body not received"),
+])
+def test_a_stalled_request_is_cut_off_with_408(server, sent, what):
+    with _connect(server[0], sent) as sock:
+        answer, seconds = _answer(sock)
+    assert answer.startswith(b"HTTP/1.1 408") and what.encode() in answer, answer
+    assert TIMEOUT_S - 0.05 <= seconds <= TIMEOUT_S + 1.5
+
+
+def test_an_idle_kept_alive_connection_is_closed(server, events):
+    client = Client(server[0])
+    assert client.post("/score", json.dumps({"events": events}).encode())[0] == 200
+    answer, seconds = _answer(client.sock)
+    assert answer == b"" and seconds <= TIMEOUT_S + 1.5
+    client.close()
+
+
+@pytest.mark.parametrize("headers", [b"X-Big: " + b"a" * 5000 + b"\r\n",
+                                     b"".join(b"X-H%d: 1\r\n" % i for i in range(20))])
+def test_too_large_or_too_many_headers_get_431(server, headers):
+    with _connect(server[0], b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + headers + b"\r\n") as sock:
+        answer, _ = _answer(sock)
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+
+
+def test_an_aborted_upload_is_one_log_line(server, events):
+    port, log_path = server
+    sock = _connect(port, HEAD + b"Content-Length: 5000\r\n\r\n{\"events\": [")
+    client_port = sock.getsockname()[1]
+    time.sleep(0.2)
+    sock.close()  # mid-body
+    assert Client(port).post("/score", json.dumps({"events": events}).encode())[0] == 200
+    time.sleep(0.3)
+    lines = [line for line in log_path.read_text().splitlines() if f":{client_port}:" in line]
+    assert len(lines) == 1 and "closed before the body was in" in lines[0], lines
+
+
+def test_over_the_connection_cap_the_longest_waiting_connection_makes_room(server, events):
+    port = server[0]
+    held = [_connect(port) for _ in range(MAX_CONNECTIONS)]  # stalled: no request at all
+    try:
+        time.sleep(0.1)
+        t0 = time.perf_counter()
+        assert Client(port).post("/score", json.dumps({"events": events}).encode())[0] == 200
+        assert time.perf_counter() - t0 < 0.5
+        answer, _ = _answer(held[0])  # the oldest stalled connection was closed to make room
+        assert answer.startswith(b"HTTP/1.1 503") and b"retry-after: 1" in answer.lower(), answer
+        assert b"the server is full" in answer
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_the_connection_cap_stays_below_the_open_file_limit():
+    assert fit_to_open_files(ConnectionLimits(max_connections=100)).max_connections == 100
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    fitted = fit_to_open_files(ConnectionLimits(max_connections=10**9)).max_connections
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)  # raised to the hard limit if that is higher
+    assert fitted == soft - FD_RESERVE
+
+
+# In process: per-route capacity, body memory, the explain limit and the content type.
+
+LIMITS = Limits(max_score_in_flight=1, max_batch_in_flight=1, max_explain_in_flight=1, max_explain_events=8)
+
+
+@pytest.fixture(scope="module")
+def client(exported_artifact):
+    with service_client(exported_artifact, limits=LIMITS) as c:
+        yield c
+
+
+@pytest.mark.parametrize(("content_type", "status"), [
+    ("application/json", 200), ("application/json; charset=utf-8", 200), ("Application/JSON;charset=UTF-8", 200),
+    ("text/plain", 415), ("application/x-www-form-urlencoded", 415), ("multipart/form-data; boundary=x", 415),
+    ("application/json; charset=latin-1", 415), (None, 415)])
+def test_only_json_bodies_are_read(client, events, content_type, status):
+    headers = {"content-type": content_type} if content_type else {}
+    r = client.post("/score", content=json.dumps({"events": events}), headers=headers)
+    assert r.status_code == status, r.text
+    if status == 415:
+        assert "Content-Type must be application/json" in r.json()["detail"]
+        for path in ("/score/batch", "/explain"):
+            assert client.post(path, content=b"{}", headers=headers).status_code == 415
+
+
+def test_a_full_route_answers_503_at_once_and_the_others_go_on(client, events, monkeypatch):
+    scorer = client.app.state.scorer
+    entered, release = threading.Event(), threading.Event()
+    score = scorer.score
+
+    def slow_score(*args, **kwargs):
+        entered.set()
+        release.wait(10)
+        return score(*args, **kwargs)
+
+    monkeypatch.setattr(scorer, "score", slow_score)
+    body = json.dumps({"events": events})
+    first: list = []
+    worker = threading.Thread(target=lambda: first.append(client.post("/score", content=body, headers=JSON)))
+    worker.start()
+    try:
+        assert entered.wait(10)
+        t0 = time.perf_counter()
+        busy = client.post("/score", content=body, headers=JSON)
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "1", busy.text
+        assert re.search(r"/score is busy \(1 requests in flight\)", busy.json()["detail"])
+        assert time.perf_counter() - t0 < 1.0  # refused, not queued
+        assert client.post("/explain", content=json.dumps({"events": events[:8]}), headers=JSON).status_code == 200
+        batch = client.post("/score/batch", content=json.dumps({"sessions": [{"events": events}]}), headers=JSON)
+        assert batch.status_code == 200, batch.text
+    finally:
+        release.set()
+        worker.join(30)
+    assert first[0].status_code == 200
+    monkeypatch.undo()
+    assert client.post("/score", content=body, headers=JSON).status_code == 200
+
+
+JSON = {"content-type": "application/json"}
+
+
+def test_bodies_past_the_memory_budget_get_503(exported_artifact, events):
+    threads = torch.get_num_threads()
+    limits = Limits(max_body_memory=1000, max_batch_in_flight=1, max_explain_in_flight=1)
+    with TestClient(create_app(exported_artifact, limits=limits)) as c:
+        r = c.post("/score", content=json.dumps({"events": events}).ljust(1500), headers=JSON)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1" and "bytes of request bodies" in r.text
+    torch.set_num_threads(threads)
+
+
+def test_long_sessions_are_refused_by_explain_with_the_limit_named(client, events):
+    long = (events * 10)[:9]
+    r = client.post("/explain", content=json.dumps({"events": long}), headers=JSON)
+    assert r.status_code == 422 and "at most 8 events (--max-explain-events), got 9" in r.json()["detail"]
+    assert client.post("/score", content=json.dumps({"events": long}), headers=JSON).status_code == 200
