@@ -10,7 +10,7 @@ EXTRAS ?= dev
 comma := ,
 INSTALLED := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: venv demo test test-slow clean
+.PHONY: venv demo test test-slow check wheel-demo clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,19 +23,32 @@ venv: $(INSTALLED)
 
 # generate -> train -> export -> score, on the built-in synthetic data.
 demo: venv
-	$(PY) -m seqfraud.data.synthetic --sessions 3000 --seed 0 --out $(DEMO_DIR)/data/synthetic_smoke
+	$(VENV)/bin/seqfraud synthetic --sessions 3000 --seed 0 --out $(DEMO_DIR)/data/synthetic_smoke
 	WANDB_MODE=$${WANDB_MODE:-offline} $(PY) train.py +experiment=smoke paths.data_dir=$(DEMO_DIR)/data \
 		hydra.run.dir=$(DEMO_DIR)/run
 	$(PY) export.py run_dir=$(DEMO_DIR)/run out=$(DEMO_DIR)/artifact overwrite=true hydra.run.dir=$(DEMO_DIR)/export
-	$(PY) -m seqfraud.score --artifact $(DEMO_DIR)/artifact --events $(DEMO_DIR)/data/synthetic_smoke/events.parquet \
+	$(VENV)/bin/seqfraud score --artifact $(DEMO_DIR)/artifact --events $(DEMO_DIR)/data/synthetic_smoke/events.parquet \
 		--out $(DEMO_DIR)/scores.parquet
 	@echo "demo: run $(DEMO_DIR)/run, artifact $(DEMO_DIR)/artifact, scores $(DEMO_DIR)/scores.parquet"
 
+# Fast unit tests, then integration tests (markers set in tests/conftest.py); `slow` stays out.
 test: venv
-	WANDB_MODE=disabled $(PY) -m pytest -q
+	WANDB_MODE=disabled $(PY) -m pytest -q -m "unit and not slow" --durations=15
+	WANDB_MODE=disabled $(PY) -m pytest -q -m "integration and not slow" --durations=15
 
 test-slow: venv
 	WANDB_MODE=disabled $(PY) -m pytest -q -m slow
+
+# Lint, format, types and layering (the import contract in pyproject.toml).
+check: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy seqfraud
+	$(VENV)/bin/lint-imports
+
+# The demo from a built wheel in a fresh venv outside the repository (.ci/wheel_demo.sh).
+wheel-demo:
+	PYTHON=$(PYTHON) TORCH_SPEC="$(TORCH_SPEC)" bash .ci/wheel_demo.sh
 
 clean:
 	rm -rf $(VENV) outputs multirun wandb

@@ -4,8 +4,8 @@
 
 For each size it generates the synthetic clickstream once (about 26.4 events a session) and caches it under
 ``--work`` as several Parquet shards plus a label table. Each measurement is a fresh Python process that
-runs ``seqfraud.preprocess.preprocess`` with the real ``conf/data/synthetic.yaml`` schema and
-``conf/features/default.yaml``; the engines alternate, so load from elsewhere hits both alike.
+runs ``seqfraud.preprocess.preprocess`` with the real ``seqfraud/conf/data/synthetic.yaml`` schema and
+``seqfraud/conf/features/default.yaml``; the engines alternate, so load from elsewhere hits both alike.
 
 * wall s: the whole child process, interpreter start and imports included;
 * preprocess s: ``preprocess()`` alone, which for Spark includes starting the JVM and the session;
@@ -52,19 +52,30 @@ def _child(engine: str, cfg_path: Path, out: Path) -> dict:
     cfg = json.loads(cfg_path.read_text())
     engine_cfg = {"engine": engine}
     if engine == "spark":
-        engine_cfg["spark"] = {"master": "local[2]", "app_name": "seqfraud-benchmark", "conf": cfg["spark_conf"]}
+        engine_cfg["spark"] = {
+            "master": "local[2]",
+            "app_name": "seqfraud-benchmark",
+            "conf": cfg["spark_conf"],
+        }
     t0 = time.perf_counter()
     prepared = preprocess(cfg["data"], cfg["features"], out, engine_cfg)
-    return {"seconds": time.perf_counter() - t0, "n_events": prepared.report["n_events"],
-            "n_sessions": prepared.report["n_sessions"], "partitions": prepared.report["partitions"]}
+    return {
+        "seconds": time.perf_counter() - t0,
+        "n_events": prepared.report["n_events"],
+        "n_sessions": prepared.report["n_sessions"],
+        "partitions": prepared.report["partitions"],
+    }
 
 
 def _measure(engine: str, cfg_path: Path, out: Path) -> dict:
     """One child; its own result plus wall time and the peak RSS of its process tree."""
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, __file__, "--child", engine, str(cfg_path), str(out)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--child", engine, str(cfg_path), str(out)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     root, peak = psutil.Process(proc.pid), 0
     while proc.poll() is None:
         peak = max(peak, _tree_rss(root))
@@ -73,8 +84,11 @@ def _measure(engine: str, cfg_path: Path, out: Path) -> dict:
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{engine} child failed with exit code {proc.returncode}")
-    return json.loads(out_text.strip().splitlines()[-1]) | {"wall_s": wall, "peak_rss_bytes": peak,
-                                                            "loadavg_1m_before": load}
+    return json.loads(out_text.strip().splitlines()[-1]) | {
+        "wall_s": wall,
+        "peak_rss_bytes": peak,
+        "loadavg_1m_before": load,
+    }
 
 
 def _tree_rss(root: psutil.Process) -> int:
@@ -94,7 +108,9 @@ def _same_output(a: Path, b: Path) -> None:
     from seqfraud.data.shards import shard_files
     from seqfraud.features.spec import Spec
 
-    if Spec.load(a / "spec.json").to_dict() | {"versions": None} != Spec.load(b / "spec.json").to_dict() | {"versions": None}:
+    if Spec.load(a / "spec.json").to_dict() | {"versions": None} != Spec.load(b / "spec.json").to_dict() | {
+        "versions": None
+    }:
         raise RuntimeError("the engines fitted different specs")
     for name in S.SPLITS:
         x = pl.read_parquet(shard_files(a / "data" / name)).sort(S.SESSION_ID)
@@ -121,15 +137,30 @@ def _prepare(n_events: float, work: Path, seed: int, shards: int) -> Path:
         for i in range(shards):
             data.events.slice(i * size, size).write_parquet(events_dir / f"part-{i:03d}.parquet")
         data.labels.write_parquet(labels)
-        print(f"generated {sessions:,} sessions ({data.events.height:,} events) into {size_dir} "
-              f"in {time.perf_counter() - t:.1f}s (not timed)", flush=True)
+        print(
+            f"generated {sessions:,} sessions ({data.events.height:,} events) into {size_dir} "
+            f"in {time.perf_counter() - t:.1f}s (not timed)",
+            flush=True,
+        )
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("preprocess")
     data = OmegaConf.to_container(cfg.data, resolve=True) | {
-        "events": str(events_dir), "labels": str(labels), "typologies": None, "synthetic": None}
+        "events": str(events_dir),
+        "labels": str(labels),
+        "typologies": None,
+        "synthetic": None,
+    }
     cfg_path = size_dir / "engines_config.json"
-    cfg_path.write_text(json.dumps({"data": data, "features": OmegaConf.to_container(cfg.features, resolve=True),
-                                    "spark_conf": SPARK_CONF}, indent=2))
+    cfg_path.write_text(
+        json.dumps(
+            {
+                "data": data,
+                "features": OmegaConf.to_container(cfg.features, resolve=True),
+                "spark_conf": SPARK_CONF,
+            },
+            indent=2,
+        )
+    )
     return cfg_path
 
 
@@ -138,31 +169,49 @@ def machine() -> dict:
     import pyspark
 
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    java = subprocess.run(["java", "-version"], check=True, capture_output=True, text=True).stderr.splitlines()[0]
-    return {"nproc": len(os.sched_getaffinity(0)), "ram_gib": round(mem / 2**30, 1), "polars": pl.__version__,
-            "pyspark": pyspark.__version__, "java": java, "python": platform.python_version(),
-            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
+    java = subprocess.run(
+        ["java", "-version"], check=True, capture_output=True, text=True
+    ).stderr.splitlines()[0]
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "ram_gib": round(mem / 2**30, 1),
+        "polars": pl.__version__,
+        "pyspark": pyspark.__version__,
+        "java": java,
+        "python": platform.python_version(),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+    }
 
 
 def table(rows: list[dict]) -> str:
-    lines = [("| events | engine | wall s | preprocess s | events/s | peak RSS GB (tree) | output files/split "
-              "| repeats | load avg |"),
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        (
+            "| events | engine | wall s | preprocess s | events/s | peak RSS GB (tree) | output files/split "
+            "| repeats | load avg |"
+        ),
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['n_events']:,} | {r['engine']} | {r['wall_s']:.1f} | {r['seconds']:.1f} "
-                     f"| {r['n_events'] / r['seconds']:,.0f} | {r['peak_rss_bytes'] / 1e9:.2f} "
-                     f"| {r['partitions']} | {r['repeats']} | {r['loadavg']:.1f} |")
+        lines.append(
+            f"| {r['n_events']:,} | {r['engine']} | {r['wall_s']:.1f} | {r['seconds']:.1f} "
+            f"| {r['n_events'] / r['seconds']:,.0f} | {r['peak_rss_bytes'] / 1e9:.2f} "
+            f"| {r['partitions']} | {r['repeats']} | {r['loadavg']:.1f} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=float, nargs="+", default=[1e6], help="approximate event counts")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--shards", type=int, default=8, help="Parquet files the events are written as")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--engines", nargs="+", default=["polars", "spark"])
-    parser.add_argument("--work", type=Path, default=ROOT / "outputs/benchmarks/engines", help="cached data sets")
+    parser.add_argument(
+        "--work", type=Path, default=ROOT / "outputs/benchmarks/engines", help="cached data sets"
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown table here")
     parser.add_argument("--json", type=Path, default=None, help="also write every measurement here")
     args = parser.parse_args(argv)
@@ -178,25 +227,41 @@ def main(argv: list[str] | None = None) -> None:
                 for engine in args.engines:
                     runs[engine].append(_measure(engine, cfg_path, Path(tmp, engine)))
                     r = runs[engine][-1]
-                    print(f"  {n_events:.0e} #{i + 1} {engine}: preprocess {r['seconds']:.1f}s wall {r['wall_s']:.1f}s "
-                          f"rss {r['peak_rss_bytes'] / 1e9:.2f}GB load {r['loadavg_1m_before']:.1f}", flush=True)
+                    print(
+                        f"  {n_events:.0e} #{i + 1} {engine}: preprocess {r['seconds']:.1f}s wall {r['wall_s']:.1f}s "
+                        f"rss {r['peak_rss_bytes'] / 1e9:.2f}GB load {r['loadavg_1m_before']:.1f}",
+                        flush=True,
+                    )
                 if i == 0 and len(args.engines) == 2:
                     _same_output(*(Path(tmp, e) for e in args.engines))
                     print("  same spec and datasets from both engines", flush=True)
         for engine, rs in runs.items():
-            rows.append({"engine": engine, "n_events": rs[0]["n_events"], "repeats": len(rs),
-                         "partitions": rs[0]["partitions"],
-                         **{k: statistics.median(r[k] for r in rs) for k in ("seconds", "wall_s", "peak_rss_bytes")},
-                         "loadavg": statistics.median(r["loadavg_1m_before"] for r in rs)})
+            rows.append(
+                {
+                    "engine": engine,
+                    "n_events": rs[0]["n_events"],
+                    "repeats": len(rs),
+                    "partitions": rs[0]["partitions"],
+                    **{
+                        k: statistics.median(r[k] for r in rs)
+                        for k in ("seconds", "wall_s", "peak_rss_bytes")
+                    },
+                    "loadavg": statistics.median(r["loadavg_1m_before"] for r in rs),
+                }
+            )
         raw.append({"n_events": n_events, "runs": runs})
 
     spark_conf = ", ".join(f"{k}={v}" for k, v in SPARK_CONF.items())
-    text = "\n\n".join([
-        (f"Machine: {info['nproc']} cores, {info['ram_gib']} GiB RAM; polars {info['polars']}, pyspark "
-         f"{info['pyspark']} ({info['java']}), Python {info['python']}, OMP_NUM_THREADS={info['OMP_NUM_THREADS']}. "
-         f"Spark: master local[2], {spark_conf}. Polars: default engine settings (memory_gb 4)."),
-        table(rows),
-    ])
+    text = "\n\n".join(
+        [
+            (
+                f"Machine: {info['nproc']} cores, {info['ram_gib']} GiB RAM; polars {info['polars']}, pyspark "
+                f"{info['pyspark']} ({info['java']}), Python {info['python']}, OMP_NUM_THREADS={info['OMP_NUM_THREADS']}. "
+                f"Spark: master local[2], {spark_conf}. Polars: default engine settings (memory_gb 4)."
+            ),
+            table(rows),
+        ]
+    )
     emit(text, args.out, args.json, {"machine": info, "rows": rows, "raw": raw})
 
 

@@ -30,7 +30,7 @@ DEVICES=${DEVICES:-cuda cpu}
     hydra.run.dir="$WORK/export" 2>&1 | tail -3
   echo "## batch scoring, the whole synthetic log (events of every split)"
   for device in $DEVICES; do
-    python3 -m seqfraud.score --artifact "$WORK/artifact" --events "$WORK/data/synthetic/events.parquet" \
+    python3 -m seqfraud score --artifact "$WORK/artifact" --events "$WORK/data/synthetic/events.parquet" \
       --out "$WORK/scores_$device.parquet" --device "$device" --batch-size 1024 --no-progress
   done
 } 2>&1 | tee "$OUT/gpu.log"

@@ -7,8 +7,8 @@ directory of Parquet shards of at most 5M events (sessions never span chunks; ea
 generator seed with its own session-id prefix) plus one label table, then alternates two measurements,
 each in a fresh Python subprocess so that peak RSS belongs to that measurement alone:
 
-* pipeline: ``seqfraud.preprocess.preprocess`` with the real ``conf/data/synthetic.yaml`` schema,
-  ``conf/features/default.yaml`` and the Polars engine under ``--memory-gb`` (validate, split, fit the
+* pipeline: ``seqfraud.preprocess.preprocess`` with the real ``seqfraud/conf/data/synthetic.yaml`` schema,
+  ``seqfraud/conf/features/default.yaml`` and the Polars engine under ``--memory-gb`` (validate, split, fit the
   spec, partition by session when over budget, tokenize and sequence, write spec.json and the sharded
   datasets);
 * floor: ``pl.scan_parquet(events).group_by(session_id).agg(pl.all().sort_by(timestamp)).collect()``
@@ -47,6 +47,7 @@ TARGET_RSS_BYTES = 4e9
 
 # ---------------------------------------------------------------- children (one measurement each)
 
+
 def _child_pipeline(cfg_path: Path, out_dir: Path) -> dict:
     import polars as pl
 
@@ -63,6 +64,7 @@ def _child_pipeline(cfg_path: Path, out_dir: Path) -> dict:
                 return fn(*args, **kwargs)
             finally:
                 stages[name] += time.perf_counter() - t
+
         return wrapper
 
     prep.load_events = timed("load_events", prep.load_events)
@@ -72,9 +74,14 @@ def _child_pipeline(cfg_path: Path, out_dir: Path) -> dict:
     prepared = prep.preprocess(cfg["data"], cfg["features"], out_dir, cfg["preprocess"])
     seconds = time.perf_counter() - t0
     stages["sequences_and_rest"] = seconds - sum(stages.values())
-    return {"seconds": seconds, "n_events": prepared.report["n_events"], "partitions": prepared.report["partitions"],
-            "n_sessions": prepared.report["n_sessions"], "stages": stages,
-            "code": str(Path(seqfraud.__file__).parent)}
+    return {
+        "seconds": seconds,
+        "n_events": prepared.report["n_events"],
+        "partitions": prepared.report["partitions"],
+        "n_sessions": prepared.report["n_sessions"],
+        "stages": stages,
+        "code": str(Path(seqfraud.__file__).parent),
+    }
 
 
 def _child_floor(events: Path, session_id: str, timestamp: str) -> dict:
@@ -88,6 +95,7 @@ def _child_floor(events: Path, session_id: str, timestamp: str) -> dict:
 
 # ---------------------------------------------------------------- parent
 
+
 def _measure(argv: list[str]) -> dict:
     """Run one child; its JSON result plus wall, peak RSS and CPU from the kernel's accounting of it."""
     load = os.getloadavg()[0]
@@ -98,8 +106,11 @@ def _measure(argv: list[str]) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"child {argv} failed with exit code {proc.returncode}")
     result = json.loads(out.strip().splitlines()[-1])
-    result |= {"peak_rss_bytes": usage.ru_maxrss * 1024, "cpu_s": usage.ru_utime + usage.ru_stime,
-               "loadavg_1m_before": load}
+    result |= {
+        "peak_rss_bytes": usage.ru_maxrss * 1024,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "loadavg_1m_before": load,
+    }
     return result
 
 
@@ -107,8 +118,12 @@ def _configs(data_dir: Path, memory_gb: float) -> dict:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    overrides = [f"data.events={data_dir / 'events'}", f"data.labels={data_dir / 'labels.parquet'}",
-                 "data.typologies=null", f"preprocess.memory_gb={memory_gb}"]
+    overrides = [
+        f"data.events={data_dir / 'events'}",
+        f"data.labels={data_dir / 'labels.parquet'}",
+        "data.typologies=null",
+        f"preprocess.memory_gb={memory_gb}",
+    ]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("preprocess", overrides=overrides)
     return {key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("data", "features", "preprocess")}
@@ -139,8 +154,10 @@ def _prepare(n_events: float, work: Path, seed: int, memory_gb: float) -> tuple[
     if not (size_dir / "labels.parquet").exists():
         t = time.perf_counter()
         _generate(sessions, seed, size_dir)
-        print(f"generated {sessions:,} sessions into {size_dir} in {time.perf_counter() - t:.1f}s (not timed)",
-              flush=True)
+        print(
+            f"generated {sessions:,} sessions into {size_dir} in {time.perf_counter() - t:.1f}s (not timed)",
+            flush=True,
+        )
     cfg_path = size_dir / "preprocess_config.json"
     cfg_path.write_text(json.dumps(cfg, indent=2))
     return cfg_path, cfg
@@ -158,8 +175,14 @@ def machine() -> dict:
     except OSError:
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return {"nproc": len(os.sched_getaffinity(0)), "cpu": model, "ram_gib": round(mem / 2**30, 1),
-            "polars": pl.__version__, "polars_threads": pl.thread_pool_size(), "python": platform.python_version()}
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": model,
+        "ram_gib": round(mem / 2**30, 1),
+        "polars": pl.__version__,
+        "polars_threads": pl.thread_pool_size(),
+        "python": platform.python_version(),
+    }
 
 
 def _gb(b: float) -> str:
@@ -168,8 +191,10 @@ def _gb(b: float) -> str:
 
 def table(rows: list[dict]) -> str:
     lines = [
-        ("| events | partitions | pipeline s | events/s | peak RSS GB | pipeline CPU s | CPU µs/event | floor s "
-         "| floor RSS GB | ratio | repeats | load avg |"),
+        (
+            "| events | partitions | pipeline s | events/s | peak RSS GB | pipeline CPU s | CPU µs/event | floor s "
+            "| floor RSS GB | ratio | repeats | load avg |"
+        ),
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
@@ -187,7 +212,9 @@ def stage_table(rows: list[dict]) -> str:
     names = ["load_events", "fit_stats", "sequences_and_rest", "write"]
     lines = ["| events | " + " | ".join(f"{n} s" for n in names) + " |", "|---:|" + "---:|" * len(names)]
     for r in rows:
-        lines.append(f"| {r['n_events']:,} | " + " | ".join(f"{r['pipeline']['stages'][n]:.2f}" for n in names) + " |")
+        lines.append(
+            f"| {r['n_events']:,} | " + " | ".join(f"{r['pipeline']['stages'][n]:.2f}" for n in names) + " |"
+        )
     return "\n".join(lines)
 
 
@@ -196,13 +223,21 @@ def verdict(rows: list[dict], memory_gb: float) -> str:
     p = largest["pipeline"]
     with_floor = [r for r in rows if r["floor"]]
     checks = [
-        (f"≥ {TARGET_EVENTS_PER_S / 1e6:.0f}M events/s at {largest['n_events']:,} events",
-         p["events_per_s"] >= TARGET_EVENTS_PER_S, f"{p['events_per_s'] / 1e6:.2f}M"),
-        (f"within {TARGET_RATIO:.0f}x of the bare group_by (sizes with a floor)",
-         all(r["ratio"] <= TARGET_RATIO for r in with_floor), ", ".join(f"{r['ratio']:.2f}x" for r in with_floor)),
-        (f"peak RSS < the {memory_gb:g} GB budget (every size)",
-         all(r["pipeline"]["peak_rss_bytes"] < memory_gb * 1e9 for r in rows),
-         ", ".join(f"{_gb(r['pipeline']['peak_rss_bytes'])} GB" for r in rows)),
+        (
+            f"≥ {TARGET_EVENTS_PER_S / 1e6:.0f}M events/s at {largest['n_events']:,} events",
+            p["events_per_s"] >= TARGET_EVENTS_PER_S,
+            f"{p['events_per_s'] / 1e6:.2f}M",
+        ),
+        (
+            f"within {TARGET_RATIO:.0f}x of the bare group_by (sizes with a floor)",
+            all(r["ratio"] <= TARGET_RATIO for r in with_floor),
+            ", ".join(f"{r['ratio']:.2f}x" for r in with_floor),
+        ),
+        (
+            f"peak RSS < the {memory_gb:g} GB budget (every size)",
+            all(r["pipeline"]["peak_rss_bytes"] < memory_gb * 1e9 for r in rows),
+            ", ".join(f"{_gb(r['pipeline']['peak_rss_bytes'])} GB" for r in rows),
+        ),
     ]
     return "\n".join(f"- {'met' if ok else 'MISSED'}: {name} ({got})" for name, ok, got in checks)
 
@@ -217,16 +252,30 @@ def _median_of(results: list[dict], n_events: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=float, nargs="+", default=[1e6, 1e7], help="approximate event counts")
-    parser.add_argument("--repeats", type=int, nargs="+", default=[3],
-                        help="repeats per size (one value for all sizes, or one per --events value)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--events", type=float, nargs="+", default=[1e6, 1e7], help="approximate event counts"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        nargs="+",
+        default=[3],
+        help="repeats per size (one value for all sizes, or one per --events value)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--memory-gb", type=float, default=4.0, help="preprocess.memory_gb of the pipeline")
-    parser.add_argument("--floor-max-events", type=float, default=1.5e7,
-                        help="skip the in-memory floor above this many events")
-    parser.add_argument("--work", type=Path, default=ROOT / "outputs/benchmarks/preprocess",
-                        help="cached synthetic data sets")
+    parser.add_argument(
+        "--floor-max-events",
+        type=float,
+        default=1.5e7,
+        help="skip the in-memory floor above this many events",
+    )
+    parser.add_argument(
+        "--work", type=Path, default=ROOT / "outputs/benchmarks/preprocess", help="cached synthetic data sets"
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown report here")
     parser.add_argument("--json", type=Path, default=None, help="also write every measurement here")
     args = parser.parse_args(argv)
@@ -245,35 +294,51 @@ def main(argv: list[str] | None = None) -> None:
         for i in range(reps):  # alternate, so that load from elsewhere hits both alike
             with tempfile.TemporaryDirectory(prefix="seqfraud_prep_bench_", dir=args.work) as out:
                 pipe.append(_measure(["--child-pipeline", str(cfg_path), out]))
-            line = (f"  {n_events:.0e} #{i + 1}: pipeline {pipe[-1]['seconds']:.2f}s "
-                    f"{pipe[-1]['peak_rss_bytes'] / 1e9:.2f}GB cpu {pipe[-1]['cpu_s']:.1f}s "
-                    f"partitions {pipe[-1]['partitions']}")
+            line = (
+                f"  {n_events:.0e} #{i + 1}: pipeline {pipe[-1]['seconds']:.2f}s "
+                f"{pipe[-1]['peak_rss_bytes'] / 1e9:.2f}GB cpu {pipe[-1]['cpu_s']:.1f}s "
+                f"partitions {pipe[-1]['partitions']}"
+            )
             if with_floor:
-                floor.append(_measure(["--child-floor", cfg["data"]["events"], schema["session_id"],
-                                       schema["timestamp"]]))
-                line += (f" | floor {floor[-1]['seconds']:.2f}s {floor[-1]['peak_rss_bytes'] / 1e9:.2f}GB "
-                         f"cpu {floor[-1]['cpu_s']:.1f}s")
+                floor.append(
+                    _measure(
+                        ["--child-floor", cfg["data"]["events"], schema["session_id"], schema["timestamp"]]
+                    )
+                )
+                line += (
+                    f" | floor {floor[-1]['seconds']:.2f}s {floor[-1]['peak_rss_bytes'] / 1e9:.2f}GB "
+                    f"cpu {floor[-1]['cpu_s']:.1f}s"
+                )
             print(f"{line} | load {pipe[-1]['loadavg_1m_before']:.1f}", flush=True)
         n = pipe[0]["n_events"]
         if any(r["n_sessions"] != pipe[0]["n_sessions"] for r in pipe + floor):
             raise RuntimeError("pipeline and floor disagree on the number of sessions")
-        row = {"n_events": n, "n_sessions": pipe[0]["n_sessions"], "repeats": reps,
-               "partitions": pipe[0]["partitions"], "pipeline": _median_of(pipe, n),
-               "floor": _median_of(floor, n) if floor else None,
-               "loadavg": statistics.median(r["loadavg_1m_before"] for r in pipe + floor),
-               "code": pipe[0]["code"]}
+        row = {
+            "n_events": n,
+            "n_sessions": pipe[0]["n_sessions"],
+            "repeats": reps,
+            "partitions": pipe[0]["partitions"],
+            "pipeline": _median_of(pipe, n),
+            "floor": _median_of(floor, n) if floor else None,
+            "loadavg": statistics.median(r["loadavg_1m_before"] for r in pipe + floor),
+            "code": pipe[0]["code"],
+        }
         row["ratio"] = row["pipeline"]["seconds"] / row["floor"]["seconds"] if floor else None
         rows.append(row)
         raw.append({"n_events": n, "pipeline": pipe, "floor": floor})
 
-    text = "\n\n".join([
-        (f"Machine: {info['nproc']} cores ({info['cpu']}), {info['ram_gib']} GiB RAM, polars {info['polars']} "
-         f"({info['polars_threads']} threads), Python {info['python']}; seqfraud from {rows[0]['code']}; "
-         f"preprocess.memory_gb={args.memory_gb:g}."),
-        table(rows),
-        "Pipeline stages (median s):\n\n" + stage_table(rows),
-        "Targets:\n\n" + verdict(rows, args.memory_gb),
-    ])
+    text = "\n\n".join(
+        [
+            (
+                f"Machine: {info['nproc']} cores ({info['cpu']}), {info['ram_gib']} GiB RAM, polars {info['polars']} "
+                f"({info['polars_threads']} threads), Python {info['python']}; seqfraud from {rows[0]['code']}; "
+                f"preprocess.memory_gb={args.memory_gb:g}."
+            ),
+            table(rows),
+            "Pipeline stages (median s):\n\n" + stage_table(rows),
+            "Targets:\n\n" + verdict(rows, args.memory_gb),
+        ]
+    )
     emit(text, args.out, args.json, {"machine": info, "rows": rows, "raw": raw})
 
 

@@ -32,8 +32,13 @@ from seqfraud.schema import SYNTHETIC
 from seqfraud.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPERIMENTS = ["synthetic_transformer", "synthetic_gru", "synthetic_lightgbm", "ablation_shuffled_order",
-               "ablation_no_time"]
+EXPERIMENTS = [
+    "synthetic_transformer",
+    "synthetic_gru",
+    "synthetic_lightgbm",
+    "ablation_shuffled_order",
+    "ablation_no_time",
+]
 RECALL = "recall_at_0.01_fpr"
 
 
@@ -42,9 +47,16 @@ def run_dir(work: Path, experiment: str, seed: int) -> Path:
 
 
 def run(experiment: str, seed: int, sessions: int, work: Path, extra: list[str]) -> dict:
-    overrides = [f"+experiment={experiment}", f"seed={seed}", f"data.synthetic.sessions={sessions}",
-                 f"paths.data_dir={work / 'data'}", f"paths.output_dir={run_dir(work, experiment, seed)}",
-                 "logger=none", "trainer.enable_progress_bar=false", *extra]
+    overrides = [
+        f"+experiment={experiment}",
+        f"seed={seed}",
+        f"data.synthetic.sessions={sessions}",
+        f"paths.data_dir={work / 'data'}",
+        f"paths.output_dir={run_dir(work, experiment, seed)}",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+        *extra,
+    ]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     t0 = time.perf_counter()
@@ -61,7 +73,9 @@ def hard_negative_auc(directory: Path, typologies: pl.DataFrame) -> dict[str, fl
     for typology, look_alike in HARD_NEGATIVE_OF.items():
         part = pred.filter(pl.col(S.TYPOLOGY).is_in([typology, look_alike]))
         truth = (part[S.TYPOLOGY] == typology).to_numpy()
-        out[typology] = float(roc_auc_score(truth, part[S.SCORE])) if 0 < truth.sum() < len(truth) else float("nan")
+        out[typology] = (
+            float(roc_auc_score(truth, part[S.SCORE])) if 0 < truth.sum() < len(truth) else float("nan")
+        )
     return out
 
 
@@ -86,15 +100,26 @@ def table(results: dict[str, list[dict]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, runs in results.items():
         tests = [r["test"] for r in runs]
-        row = [name, cell([t["pr_auc"] for t in tests]), cell([t["roc_auc"] for t in tests]),
-               cell([t[RECALL] for t in tests])]
-        row += [cell([t.get("per_typology", {}).get(ty, {}).get(RECALL, float("nan")) for t in tests])
-                for ty in TYPOLOGIES]
+        row = [
+            name,
+            cell([t["pr_auc"] for t in tests]),
+            cell([t["roc_auc"] for t in tests]),
+            cell([t[RECALL] for t in tests]),
+        ]
+        row += [
+            cell([t.get("per_typology", {}).get(ty, {}).get(RECALL, float("nan")) for t in tests])
+            for ty in TYPOLOGIES
+        ]
         row.append(f"{statistics.median(r['seconds'] for r in runs):.0f}")
         lines.append("| " + " | ".join(row) + " |")
     head = ["model", *[f"{t} vs {HARD_NEGATIVE_OF[t]}" for t in TYPOLOGIES]]
-    lines += ["", "ROC-AUC of each typology against its own hard negatives (true typologies, test split):", "",
-              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += [
+        "",
+        "ROC-AUC of each typology against its own hard negatives (true typologies, test split):",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for name, runs in results.items():
         row = [name, *[cell([r["vs_hard_negatives"][t] for r in runs]) for t in TYPOLOGIES]]
         lines.append("| " + " | ".join(row) + " |")
@@ -102,7 +127,9 @@ def table(results: dict[str, list[dict]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sessions", type=int, default=30_000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--experiments", nargs="+", default=EXPERIMENTS)
@@ -116,15 +143,27 @@ def main(argv: list[str] | None = None) -> None:
         for seed in args.seeds:  # seed-major, so a partial run already compares every model
             for experiment in args.experiments:
                 m = run(experiment, seed, args.sessions, args.work, args.overrides)
-                print(f"{experiment} seed={seed}: test PR-AUC {m['test']['pr_auc']:.3f} ({m['seconds']:.0f} s)",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"{experiment} seed={seed}: test PR-AUC {m['test']['pr_auc']:.3f} ({m['seconds']:.0f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
     typologies = pl.read_parquet(args.work / "data/synthetic/typologies.parquet").rename(
-        {SYNTHETIC.session_id: S.SESSION_ID})
-    results = {e: [load_run(run_dir(args.work, e, s), typologies) for s in args.seeds
-                   if (run_dir(args.work, e, s) / "seconds.txt").exists()] for e in args.experiments}
+        {SYNTHETIC.session_id: S.SESSION_ID}
+    )
+    results = {
+        e: [
+            load_run(run_dir(args.work, e, s), typologies)
+            for s in args.seeds
+            if (run_dir(args.work, e, s) / "seconds.txt").exists()
+        ]
+        for e in args.experiments
+    }
     results = {e: runs for e, runs in results.items() if runs}
-    text = (f"{args.sessions} synthetic sessions (data seed 0), model seeds {args.seeds}; "
-            f"test split = latest 15% of sessions.\n\n{table(results)}\n")
+    text = (
+        f"{args.sessions} synthetic sessions (data seed 0), model seeds {args.seeds}; "
+        f"test split = latest 15% of sessions.\n\n{table(results)}\n"
+    )
     print(text)
     (args.work / "quality.json").write_text(json.dumps(results, indent=2, default=str))
     if args.out:

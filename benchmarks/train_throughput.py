@@ -40,7 +40,9 @@ class StepTimer(pl.Callback):
         self.world_size = 1
 
     def on_train_epoch_start(self, trainer, module) -> None:
-        self.world_size = trainer.world_size  # every rank steps through as many equal-sized batches as this one
+        self.world_size = (
+            trainer.world_size
+        )  # every rank steps through as many equal-sized batches as this one
         self.epochs.append((0, 0.0, 0, 0))
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
@@ -50,8 +52,12 @@ class StepTimer(pl.Callback):
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         _sync(module)
         n, secs, real, padded = self.epochs[-1]
-        self.epochs[-1] = (n + len(batch["lengths"]), secs + time.perf_counter() - self._t0,
-                           real + int(batch["lengths"].sum()), padded + batch["tokens"].shape[0] * batch["tokens"].shape[1])
+        self.epochs[-1] = (
+            n + len(batch["lengths"]),
+            secs + time.perf_counter() - self._t0,
+            real + int(batch["lengths"].sum()),
+            padded + batch["tokens"].shape[0] * batch["tokens"].shape[1],
+        )
 
 
 def main() -> None:
@@ -65,19 +71,37 @@ def main() -> None:
     os.environ.setdefault("WANDB_MODE", "disabled")
     timer = StepTimer()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[
-            f"model={args.model}", f"data.synthetic.sessions={args.sessions}", f"trainer.max_epochs={args.epochs}",
-            f"paths.data_dir={args.work / 'data'}", f"paths.output_dir={args.work / args.model}", "logger=none",
-            "trainer.enable_progress_bar=false", "~callbacks.early_stopping", *args.overrides])
+        cfg = compose(
+            "train",
+            overrides=[
+                f"model={args.model}",
+                f"data.synthetic.sessions={args.sessions}",
+                f"trainer.max_epochs={args.epochs}",
+                f"paths.data_dir={args.work / 'data'}",
+                f"paths.output_dir={args.work / args.model}",
+                "logger=none",
+                "trainer.enable_progress_bar=false",
+                "~callbacks.early_stopping",
+                *args.overrides,
+            ],
+        )
     train(cfg, extra_callbacks=[timer])
     rates = [timer.world_size * n / secs for n, secs, _, _ in timer.epochs]
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or platform.machine()
-    print(f"model={args.model} batch={cfg.loader.batch_size} sessions={args.sessions} torch={torch.__version__} "
-          f"threads={torch.get_num_threads()} processes={timer.world_size} precision={cfg.trainer.precision} "
-          f"device={device}")
+    device = (
+        torch.cuda.get_device_name()
+        if torch.cuda.is_available()
+        else platform.processor() or platform.machine()
+    )
+    print(
+        f"model={args.model} batch={cfg.loader.batch_size} sessions={args.sessions} torch={torch.__version__} "
+        f"threads={torch.get_num_threads()} processes={timer.world_size} precision={cfg.trainer.precision} "
+        f"device={device}"
+    )
     print("per epoch sequences/s: " + ", ".join(f"{r:.0f}" for r in rates))
-    print(f"median {statistics.median(rates):.0f} sequences/s; batch fill (real / padded tokens) "
-          f"{sum(e[2] for e in timer.epochs) / sum(e[3] for e in timer.epochs):.2f}")
+    print(
+        f"median {statistics.median(rates):.0f} sequences/s; batch fill (real / padded tokens) "
+        f"{sum(e[2] for e in timer.epochs) / sum(e[3] for e in timer.epochs):.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -21,32 +21,62 @@ def session_aggregates(events: pl.LazyFrame, spec: Spec) -> pl.LazyFrame:
     """Normalized events to one feature row per session (column order is stable for a given spec)."""
     # Timing statistics need only the sorted timestamps of a session, not its event order.
     dt = pl.col(S.TS_US).sort().diff().drop_nulls().cast(pl.Float64) / 1e6
-    aggs = [pl.len().alias("n_events"),
-            ((pl.col(S.TS_US).max() - pl.col(S.TS_US).min()) / 1e6).alias("duration_s")]
+    aggs = [
+        pl.len().alias("n_events"),
+        ((pl.col(S.TS_US).max() - pl.col(S.TS_US).min()) / 1e6).alias("duration_s"),
+    ]
     for c in spec.schema.categorical_fields:
         aggs += [(pl.col(c) == v).sum().alias(f"{c}={v}") for v in spec.vocab[c]]
-        aggs += [(~pl.col(c).is_in(spec.vocab[c]) & pl.col(c).is_not_null()).sum().alias(f"{c}=<unknown>"),
-                 pl.col(c).is_null().sum().alias(f"{c}=<missing>"),
-                 pl.col(c).n_unique().alias(f"{c}:n_unique")]
+        aggs += [
+            (~pl.col(c).is_in(spec.vocab[c]) & pl.col(c).is_not_null()).sum().alias(f"{c}=<unknown>"),
+            pl.col(c).is_null().sum().alias(f"{c}=<missing>"),
+            pl.col(c).n_unique().alias(f"{c}:n_unique"),
+        ]
     for c in spec.schema.numerical:
         x = pl.col(c).filter(pl.col(c).is_finite())
-        aggs += [x.sum().alias(f"{c}:sum"), x.mean().alias(f"{c}:mean"), x.max().alias(f"{c}:max"),
-                 x.min().alias(f"{c}:min"), x.std().alias(f"{c}:std"), x.count().alias(f"{c}:count")]
-    aggs += [dt.mean().alias("dt:mean"), dt.median().alias("dt:median"), dt.std().alias("dt:std"),
-             dt.min().alias("dt:min"), dt.max().alias("dt:max"),
-             (dt.std() / dt.mean()).alias("dt:cv"), (dt < 1.0).sum().alias("dt:under_1s")]
+        aggs += [
+            x.sum().alias(f"{c}:sum"),
+            x.mean().alias(f"{c}:mean"),
+            x.max().alias(f"{c}:max"),
+            x.min().alias(f"{c}:min"),
+            x.std().alias(f"{c}:std"),
+            x.count().alias(f"{c}:count"),
+        ]
+    aggs += [
+        dt.mean().alias("dt:mean"),
+        dt.median().alias("dt:median"),
+        dt.std().alias("dt:std"),
+        dt.min().alias("dt:min"),
+        dt.max().alias("dt:max"),
+        (dt.std() / dt.mean()).alias("dt:cv"),
+        (dt < 1.0).sum().alias("dt:under_1s"),
+    ]
     return events.group_by(S.SESSION_ID).agg(aggs).sort(S.SESSION_ID)
 
 
 DEFAULT_PARAMS = {
-    "objective": "binary", "learning_rate": 0.05, "num_leaves": 31, "min_child_samples": 20,
-    "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1, "verbose": -1,
+    "objective": "binary",
+    "learning_rate": 0.05,
+    "num_leaves": 31,
+    "min_child_samples": 20,
+    "feature_fraction": 0.8,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "verbose": -1,
 }
 
 
-def fit_predict_lightgbm(train: pl.DataFrame, val: pl.DataFrame, tests: dict[str, pl.DataFrame], *,
-                         params: dict | None = None, num_boost_round: int = 1000, early_stopping: int = 50,
-                         seed: int = 0, num_threads: int = 0) -> dict[str, np.ndarray]:
+def fit_predict_lightgbm(
+    train: pl.DataFrame,
+    val: pl.DataFrame,
+    tests: dict[str, pl.DataFrame],
+    *,
+    params: dict | None = None,
+    num_boost_round: int = 1000,
+    early_stopping: int = 50,
+    seed: int = 0,
+    num_threads: int = 0,
+) -> dict[str, np.ndarray]:
     """Early stopping on validation average precision; returns probabilities for val and each test frame.
 
     Frames hold aggregates plus ``label``; the session id is not a feature.
@@ -54,14 +84,30 @@ def fit_predict_lightgbm(train: pl.DataFrame, val: pl.DataFrame, tests: dict[str
     import lightgbm as lgb
 
     features = [c for c in train.columns if c not in (S.SESSION_ID, S.LABEL)]
-    p = DEFAULT_PARAMS | {"seed": seed, "num_threads": num_threads, "metric": "average_precision",
-                          "deterministic": True, "force_col_wise": True} | (params or {})
+    p = (
+        DEFAULT_PARAMS
+        | {
+            "seed": seed,
+            "num_threads": num_threads,
+            "metric": "average_precision",
+            "deterministic": True,
+            "force_col_wise": True,
+        }
+        | (params or {})
+    )
     # LightGBM refuses JSON punctuation in feature names, and category values can hold anything.
     names = [f"{i}_{re.sub(r'[^0-9A-Za-z_]', '_', c)}" for i, c in enumerate(features)]
     dtrain = lgb.Dataset(train.select(features).to_numpy(), train[S.LABEL].to_numpy(), feature_name=names)
     dval = lgb.Dataset(val.select(features).to_numpy(), val[S.LABEL].to_numpy(), reference=dtrain)
-    booster = lgb.train(p, dtrain, num_boost_round, valid_sets=[dval],
-                        callbacks=[lgb.early_stopping(early_stopping, verbose=False)])
+    booster = lgb.train(
+        p,
+        dtrain,
+        num_boost_round,
+        valid_sets=[dval],
+        callbacks=[lgb.early_stopping(early_stopping, verbose=False)],
+    )
     frames = {"val": val} | tests
-    return {k: booster.predict(f.select(features).to_numpy(), num_iteration=booster.best_iteration)
-            for k, f in frames.items()}
+    return {
+        k: np.asarray(booster.predict(f.select(features).to_numpy(), num_iteration=booster.best_iteration))
+        for k, f in frames.items()
+    }

@@ -39,12 +39,23 @@ class Calibration:
         p = self.params
         if self.method == "isotonic":
             x, y = np.asarray(p.get("x", []), dtype=np.float64), np.asarray(p.get("y", []), dtype=np.float64)
-            if x.ndim != 1 or len(x) < 1 or x.shape != y.shape or np.any(np.diff(x) < 0) or np.any(np.diff(y) < 0) \
-                    or not (np.isfinite(x).all() and np.isfinite(y).all()) or y.min() < 0 or y.max() > 1:
-                raise CalibrationError("isotonic calibration needs breakpoints x, y of one length, both "
-                                       "non-decreasing, y in [0, 1]")
+            if (
+                x.ndim != 1
+                or len(x) < 1
+                or x.shape != y.shape
+                or np.any(np.diff(x) < 0)
+                or np.any(np.diff(y) < 0)
+                or not (np.isfinite(x).all() and np.isfinite(y).all())
+                or y.min() < 0
+                or y.max() > 1
+            ):
+                raise CalibrationError(
+                    "isotonic calibration needs breakpoints x, y of one length, both "
+                    "non-decreasing, y in [0, 1]"
+                )
         elif self.method == "platt" and not all(
-                isinstance(p.get(k), (int, float)) and np.isfinite(p[k]) for k in ("a", "b")):
+            isinstance(p.get(k), (int, float)) and np.isfinite(p[k]) for k in ("a", "b")
+        ):
             raise CalibrationError("platt calibration needs finite numbers a and b")
 
     def apply(self, raw: np.ndarray) -> np.ndarray:
@@ -78,8 +89,10 @@ def fit_calibration(method: str, y: np.ndarray, raw: np.ndarray) -> Calibration:
         from sklearn.isotonic import IsotonicRegression
 
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(raw, y)
-        return Calibration("isotonic", {"x": [float(v) for v in iso.X_thresholds_],
-                                        "y": [float(v) for v in iso.y_thresholds_]})
+        return Calibration(
+            "isotonic",
+            {"x": [float(v) for v in iso.X_thresholds_], "y": [float(v) for v in iso.y_thresholds_]},
+        )
     if method == "platt":
         from sklearn.linear_model import LogisticRegression
 
@@ -88,7 +101,9 @@ def fit_calibration(method: str, y: np.ndarray, raw: np.ndarray) -> Calibration:
     return Calibration("none", {})
 
 
-def reliability_curve(y: np.ndarray, p: np.ndarray, bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def reliability_curve(
+    y: np.ndarray, p: np.ndarray, bins: int = 10
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean score, observed rate and count of each non-empty equal-width bin (the ECE's bins)."""
     y, p = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
     idx = np.minimum((p * bins).astype(np.int64), bins - 1)

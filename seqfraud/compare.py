@@ -1,13 +1,12 @@
 """Leaderboard of run directories, read from the directories alone (no W&B server needed).
 
-``python -m seqfraud.compare RUN_DIR... [--out DIR]`` takes run directories, or directories holding runs (a
+``seqfraud compare RUN_DIR... [--out DIR]`` takes run directories, or directories holding runs (a
 multirun sweep, a backtest), ranks the runs by validation PR-AUC, and writes ``leaderboard.md``,
 ``leaderboard.html`` (self-contained) and ``pr_curves.png`` (every run's test PR curve in one plot).
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import json
@@ -22,11 +21,10 @@ import polars as pl
 from omegaconf import OmegaConf
 
 from seqfraud import schema as S
-from seqfraud.errors import UserError, command
+from seqfraud.config import plain
 from seqfraud.metrics import precision_key, recall_key
-from seqfraud.training.train import METRICS_FILE, PREDICTIONS_DIR
+from seqfraud.rundir import CONFIG_FILE, METRICS_FILE, PREDICTIONS_DIR, predictions
 
-CONFIG_FILE = "config.yaml"
 OUTPUT_FILES = ("leaderboard.md", "leaderboard.html", "pr_curves.png")
 
 
@@ -63,26 +61,30 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
             continue
         below = sorted(m.parent for m in p.rglob(METRICS_FILE)) if p.is_dir() else []
         if not below:
-            raise FileNotFoundError(f"{p}: no {METRICS_FILE} in it or below it, so it is not a run directory "
-                                    "(train.py writes one per run)")
+            raise FileNotFoundError(
+                f"{p}: no {METRICS_FILE} in it or below it, so it is not a run directory "
+                "(train.py writes one per run)"
+            )
         found += below
     return list(dict.fromkeys(p.resolve() for p in found))
 
 
 def load_run(path: Path, name: str) -> Run:
-    test = path / PREDICTIONS_DIR / "test.parquet"
+    test = predictions(path, "test")
     if not test.is_file():
-        raise FileNotFoundError(f"{path}: no {PREDICTIONS_DIR}/test.parquet, so it is not a complete run directory")
+        raise FileNotFoundError(
+            f"{path}: no {PREDICTIONS_DIR}/test.parquet, so it is not a complete run directory"
+        )
     metrics = json.loads((path / METRICS_FILE).read_text())
     for split in ("val", "test"):
         if split not in metrics:
             raise ValueError(f"{path / METRICS_FILE}: no {split!r} metrics")
-    config = OmegaConf.to_container(OmegaConf.load(path / CONFIG_FILE)) if (path / CONFIG_FILE).is_file() else {}
+    config = plain(OmegaConf.load(path / CONFIG_FILE)) if (path / CONFIG_FILE).is_file() else {}
     return Run(name=name, path=path, metrics=metrics, config=config)
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
+    out: dict[str, Any] = {}
     for k, v in d.items():
         out |= _flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
     return out
@@ -93,9 +95,11 @@ def config_differences(runs: list[Run]) -> list[str]:
     flat = [_flat(r.config) for r in runs]
     own = [str(f.get("paths.output_dir", "\0")) for f in flat]
     keys = dict.fromkeys(k for f in flat for k in f if not k.startswith("paths."))
-    varying = [k for k in keys
-               if len({repr(f.get(k)) for f in flat}) > 1
-               and not any(o in str(f.get(k)) for f, o in zip(flat, own))]
+    varying = [
+        k
+        for k in keys
+        if len({repr(f.get(k)) for f in flat}) > 1 and not any(o in str(f.get(k)) for f, o in zip(flat, own))
+    ]
     return [" ".join(f"{k}={f[k]}" for k in varying if f.get(k) is not None) for f in flat]
 
 
@@ -108,27 +112,64 @@ def leaderboard(runs: list[Run], fpr: float = 0.01, recall: float = 0.5) -> list
         val, test = run.metrics["val"], run.metrics["test"]
         missing = [k for k in (rk, pk) if k not in test]
         if missing:
-            raise ValueError(f"{run.path / METRICS_FILE}: no {missing} (the run used other metrics.fpr/recall); "
-                             "pass the run's operating points with --fpr/--recall")
+            raise ValueError(
+                f"{run.path / METRICS_FILE}: no {missing} (the run used other metrics.fpr/recall); "
+                "pass the run's operating points with --fpr/--recall"
+            )
         per = test.get("per_typology", {})
-        rows.append({
-            "run": run.name, "experiment": run.metrics.get("experiment", ""), "model": run.metrics.get("model", ""),
-            "config": differs, "val_pr_auc": val["pr_auc"], "test_pr_auc": test["pr_auc"],
-            "test_roc_auc": test["roc_auc"], rk: test[rk], pk: test[pk], "test_brier": test["brier"],
-            "per_typology": {t: per[t][rk] if t in per else float("nan") for t in typologies},
-            "path": str(run.path),
-        })
+        rows.append(
+            {
+                "run": run.name,
+                "experiment": run.metrics.get("experiment", ""),
+                "model": run.metrics.get("model", ""),
+                "config": differs,
+                "val_pr_auc": val["pr_auc"],
+                "test_pr_auc": test["pr_auc"],
+                "test_roc_auc": test["roc_auc"],
+                rk: test[rk],
+                pk: test[pk],
+                "test_brier": test["brier"],
+                "per_typology": {t: per[t][rk] if t in per else float("nan") for t in typologies},
+                "path": str(run.path),
+            }
+        )
     return sorted(rows, key=lambda r: -r["val_pr_auc"] if not math.isnan(r["val_pr_auc"]) else math.inf)
 
 
 def _table(rows: list[dict], fpr: float, recall: float) -> tuple[list[str], list[list[str]]]:
     rk, pk = recall_key(fpr), precision_key(recall)
     typologies = list(rows[0]["per_typology"]) if rows else []
-    head = ["rank", "run", "experiment", "model", "config", "val PR-AUC", "test PR-AUC", "ROC-AUC",
-            recall_label(fpr), f"precision@{recall * 100:g}%recall", "Brier", *[f"{t} {recall_label(fpr)}" for t in typologies]]
-    body = [[str(i), r["run"], r["experiment"], r["model"], r["config"], fmt(r["val_pr_auc"]), fmt(r["test_pr_auc"]),
-             fmt(r["test_roc_auc"]), fmt(r[rk]), fmt(r[pk]), fmt(r["test_brier"]),
-             *[fmt(r["per_typology"][t]) for t in typologies]] for i, r in enumerate(rows, 1)]
+    head = [
+        "rank",
+        "run",
+        "experiment",
+        "model",
+        "config",
+        "val PR-AUC",
+        "test PR-AUC",
+        "ROC-AUC",
+        recall_label(fpr),
+        f"precision@{recall * 100:g}%recall",
+        "Brier",
+        *[f"{t} {recall_label(fpr)}" for t in typologies],
+    ]
+    body = [
+        [
+            str(i),
+            r["run"],
+            r["experiment"],
+            r["model"],
+            r["config"],
+            fmt(r["val_pr_auc"]),
+            fmt(r["test_pr_auc"]),
+            fmt(r["test_roc_auc"]),
+            fmt(r[rk]),
+            fmt(r[pk]),
+            fmt(r["test_brier"]),
+            *[fmt(r["per_typology"][t]) for t in typologies],
+        ]
+        for i, r in enumerate(rows, 1)
+    ]
     return head, body
 
 
@@ -142,14 +183,21 @@ def plot_pr_curves(runs: list[Run], rows: list[dict], path: Path) -> None:
 
     by_name = {r.name: r for r in runs}
     fig, ax = plt.subplots(figsize=(6.4, 5.0))
-    colors = plt.cm.tab10.colors if len(rows) <= 10 else plt.cm.tab20.colors
+    cmap = plt.get_cmap("tab10" if len(rows) <= 10 else "tab20")
+    colors = [cmap(i) for i in range(cmap.N)]
     for i, row in enumerate(rows):
-        pred = pl.read_parquet(by_name[row["run"]].path / PREDICTIONS_DIR / "test.parquet", columns=[S.LABEL, S.SCORE])
+        pred = pl.read_parquet(predictions(by_name[row["run"]].path, "test"), columns=[S.LABEL, S.SCORE])
         if not 0 < pred[S.LABEL].sum() < pred.height:
             continue
         precision, rec, _ = precision_recall_curve(pred[S.LABEL].to_numpy(), pred[S.SCORE].to_numpy())
-        ax.plot(rec, precision, drawstyle="steps-post", color=colors[i % len(colors)], lw=1.3,
-                label=f"{row['run']} ({fmt(row['test_pr_auc'])})")
+        ax.plot(
+            rec,
+            precision,
+            drawstyle="steps-post",
+            color=colors[i % len(colors)],
+            lw=1.3,
+            label=f"{row['run']} ({fmt(row['test_pr_auc'])})",
+        )
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="test PR curves (PR-AUC)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper right")
@@ -162,8 +210,11 @@ def write_markdown(rows: list[dict], fpr: float, recall: float, path: Path) -> N
     head, body = _table(rows, fpr, recall)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in body]
-    path.write_text("Leaderboard, best validation PR-AUC first; test metrics on the out-of-time test split.\n\n"
-                    + "\n".join(lines) + f"\n\n![test PR curves]({OUTPUT_FILES[2]})\n")
+    path.write_text(
+        "Leaderboard, best validation PR-AUC first; test metrics on the out-of-time test split.\n\n"
+        + "\n".join(lines)
+        + f"\n\n![test PR curves]({OUTPUT_FILES[2]})\n"
+    )
 
 
 def write_html(rows: list[dict], fpr: float, recall: float, png: Path, path: Path) -> None:
@@ -186,8 +237,9 @@ tr:nth-child(even){{background:#f6f6f6}}</style></head><body>
 """)
 
 
-def compare(paths: Sequence[str | Path], out_dir: str | Path | None = None, *, fpr: float = 0.01,
-            recall: float = 0.5) -> list[dict[str, Any]]:
+def compare(
+    paths: Sequence[str | Path], out_dir: str | Path | None = None, *, fpr: float = 0.01, recall: float = 0.5
+) -> list[dict[str, Any]]:
     """Rank the runs under ``paths`` and write the leaderboard files into ``out_dir`` (default: their common parent)."""
     dirs = find_runs(paths)
     common = Path(os.path.commonpath([d.parent for d in dirs]))
@@ -200,23 +252,3 @@ def compare(paths: Sequence[str | Path], out_dir: str | Path | None = None, *, f
     write_markdown(rows, fpr, recall, md)
     write_html(rows, fpr, recall, png, page)
     return rows
-
-
-@command
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Rank run directories by validation PR-AUC: Markdown, HTML, PR curves.")
-    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories, or directories holding runs")
-    parser.add_argument("--out", type=Path, default=None, help="output directory (default: the runs' common parent)")
-    parser.add_argument("--fpr", type=float, default=0.01, help="operating point the runs report recall at")
-    parser.add_argument("--recall", type=float, default=0.5, help="operating point the runs report precision at")
-    args = parser.parse_args(argv)
-    try:
-        rows = compare(args.runs, args.out, fpr=args.fpr, recall=args.recall)
-    except ValueError as e:  # a run directory without the metrics compared
-        raise UserError(str(e)) from e
-    head, body = _table(rows, args.fpr, args.recall)
-    print("\n".join("\t".join(cells) for cells in [head, *body]))
-
-
-if __name__ == "__main__":
-    main()

@@ -18,9 +18,11 @@ from seqfraud.errors import UserError
 BANDS = ("approve", "review", "decline")
 POLICIES = ("fpr", "capacity", "cost")
 # Keys each policy takes (besides ``policy``), and the ones it requires.
-POLICY_KEYS = {"fpr": ({"fpr"}, {"fpr"}),
-               "capacity": ({"per_1000"}, {"per_1000"}),
-               "cost": ({"fraud_loss", "false_decline_cost", "amount"}, {"fraud_loss", "false_decline_cost"})}
+POLICY_KEYS = {
+    "fpr": ({"fpr"}, {"fpr"}),
+    "capacity": ({"per_1000"}, {"per_1000"}),
+    "cost": ({"fraud_loss", "false_decline_cost", "amount"}, {"fraud_loss", "false_decline_cost"}),
+}
 BAND_RULE = "approve: score < review; review: review <= score < decline; decline: score >= decline"
 
 
@@ -80,8 +82,9 @@ def threshold_by_capacity(scores: Any, per_1000: float) -> float:
     return lowest_threshold_at_share(s, per_1000 / 1000)
 
 
-def cost_curve(labels: Any, scores: Any, *, fraud_loss: float, false_decline_cost: float,
-               amounts: Any = None) -> tuple[np.ndarray, np.ndarray]:
+def cost_curve(
+    labels: Any, scores: Any, *, fraud_loss: float, false_decline_cost: float, amounts: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Candidate thresholds (ascending) and the expected cost per session at each.
 
     Cost at ``t``: every fraud scoring below ``t`` loses ``fraud_loss`` (times its session's amount when
@@ -91,7 +94,9 @@ def cost_curve(labels: Any, scores: Any, *, fraud_loss: float, false_decline_cos
     s = _scores(scores)
     y = _labels(labels, len(s))
     if not (fraud_loss >= 0 and false_decline_cost >= 0):
-        raise DecisionError(f"costs must be >= 0, got fraud_loss={fraud_loss}, false_decline_cost={false_decline_cost}")
+        raise DecisionError(
+            f"costs must be >= 0, got fraud_loss={fraud_loss}, false_decline_cost={false_decline_cost}"
+        )
     loss = np.full(len(s), float(fraud_loss))
     if amounts is not None:
         a = np.asarray(amounts, dtype=np.float64)
@@ -107,15 +112,16 @@ def cost_curve(labels: Any, scores: Any, *, fraud_loss: float, false_decline_cos
     below = np.searchsorted(s_sorted, candidates, side="left")  # sessions scoring < t
     cost = missed[below] + false_decline_cost * (negs[-1] - negs[below])
     top = missed[-1]  # flag none
-    return (np.r_[candidates, _above(s_sorted[-1])].astype(s.dtype),
-            np.r_[cost, top] / len(s))
+    return (np.r_[candidates, _above(s_sorted[-1])].astype(s.dtype), np.r_[cost, top] / len(s))
 
 
-def threshold_by_cost(labels: Any, scores: Any, *, fraud_loss: float, false_decline_cost: float,
-                      amounts: Any = None) -> float:
+def threshold_by_cost(
+    labels: Any, scores: Any, *, fraud_loss: float, false_decline_cost: float, amounts: Any = None
+) -> float:
     """The candidate threshold of least expected cost (:func:`cost_curve`); ties go to the highest."""
-    thresholds, cost = cost_curve(labels, scores, fraud_loss=fraud_loss, false_decline_cost=false_decline_cost,
-                                  amounts=amounts)
+    thresholds, cost = cost_curve(
+        labels, scores, fraud_loss=fraud_loss, false_decline_cost=false_decline_cost, amounts=amounts
+    )
     best = np.flatnonzero(cost == cost.min())[-1]
     return float(thresholds[best])
 
@@ -130,7 +136,9 @@ def check_thresholds(thresholds: Mapping[str, float]) -> dict[str, float]:
     except (TypeError, ValueError) as e:
         raise DecisionError(f"thresholds must be numbers, got {dict(thresholds)}") from e
     if not 0.0 <= review <= decline <= 1.0:
-        raise DecisionError(f"thresholds need 0 <= review <= decline <= 1, got review={review}, decline={decline}")
+        raise DecisionError(
+            f"thresholds need 0 <= review <= decline <= 1, got review={review}, decline={decline}"
+        )
     return {"review": review, "decline": decline}
 
 
@@ -161,8 +169,9 @@ def check_policy(policy: Mapping[str, Any], band: str = "threshold") -> dict[str
     return {"policy": name, **policy}
 
 
-def threshold_by_policy(labels: Any, scores: Any, policy: Mapping[str, Any], *, amounts: Any = None,
-                        band: str = "threshold") -> float:
+def threshold_by_policy(
+    labels: Any, scores: Any, policy: Mapping[str, Any], *, amounts: Any = None, band: str = "threshold"
+) -> float:
     """One threshold by ``policy`` (see :func:`check_policy`); ``amounts`` feed a cost policy with ``amount``."""
     p = check_policy(policy, band)
     if p["policy"] == "fpr":
@@ -171,8 +180,13 @@ def threshold_by_policy(labels: Any, scores: Any, policy: Mapping[str, Any], *, 
         return threshold_by_capacity(scores, p["per_1000"])
     if p.get("amount") and amounts is None:
         raise DecisionError(f"{band}: the cost policy names amount {p['amount']!r} but no amounts were given")
-    return threshold_by_cost(labels, scores, fraud_loss=p["fraud_loss"], false_decline_cost=p["false_decline_cost"],
-                             amounts=amounts if p.get("amount") else None)
+    return threshold_by_cost(
+        labels,
+        scores,
+        fraud_loss=p["fraud_loss"],
+        false_decline_cost=p["false_decline_cost"],
+        amounts=amounts if p.get("amount") else None,
+    )
 
 
 def operating_point(labels: Any, scores: Any, threshold: float) -> dict[str, Any]:
@@ -180,13 +194,18 @@ def operating_point(labels: Any, scores: Any, threshold: float) -> dict[str, Any
     s = _scores(scores)
     y = _labels(labels, len(s))
     flagged = s >= threshold
-    return {"threshold": float(threshold), "fpr": float(flagged[~y].mean()) if (~y).any() else None,
-            "recall": float(flagged[y].mean()) if y.any() else None, "flagged_share": float(flagged.mean()),
-            "flagged_per_1000": float(1000 * flagged.mean())}
+    return {
+        "threshold": float(threshold),
+        "fpr": float(flagged[~y].mean()) if (~y).any() else None,
+        "recall": float(flagged[y].mean()) if y.any() else None,
+        "flagged_share": float(flagged.mean()),
+        "flagged_per_1000": float(1000 * flagged.mean()),
+    }
 
 
-def choose_thresholds(labels: Any, scores: Any, policies: Mapping[str, Mapping[str, Any]], *,
-                      amounts: Any = None) -> dict[str, Any]:
+def choose_thresholds(
+    labels: Any, scores: Any, policies: Mapping[str, Mapping[str, Any]], *, amounts: Any = None
+) -> dict[str, Any]:
     """Both band thresholds, each by its own policy, with how they were chosen and what they give.
 
     ``policies``: ``{"review": {"policy": ..., ...}, "decline": {"policy": ..., ...}}``. Raises
@@ -196,23 +215,34 @@ def choose_thresholds(labels: Any, scores: Any, policies: Mapping[str, Mapping[s
         raise DecisionError(f"threshold policies need exactly 'review' and 'decline', got {policies!r}")
     s = _scores(scores)
     y = _labels(labels, len(s))
-    chosen = {band: threshold_by_policy(y, s, policies[band], amounts=amounts, band=band)
-              for band in ("review", "decline")}
+    chosen = {
+        band: threshold_by_policy(y, s, policies[band], amounts=amounts, band=band)
+        for band in ("review", "decline")
+    }
     try:
         check_thresholds(chosen)
     except DecisionError as e:
-        raise DecisionError(f"the policies {dict(policies)} give {e}; loosen the review policy or tighten the "
-                            "decline one") from None
-    out: dict[str, Any] = {**chosen, "bands": BAND_RULE,
-                           "method": "each threshold by its policy on the validation predictions (calibrated scale)",
-                           "policies": {band: check_policy(policies[band], band) for band in ("review", "decline")},
-                           "validation": {"negatives": int((~y).sum()), "positives": int(y.sum())}}
+        raise DecisionError(
+            f"the policies {dict(policies)} give {e}; loosen the review policy or tighten the decline one"
+        ) from None
+    out: dict[str, Any] = {
+        **chosen,
+        "bands": BAND_RULE,
+        "method": "each threshold by its policy on the validation predictions (calibrated scale)",
+        "policies": {band: check_policy(policies[band], band) for band in ("review", "decline")},
+        "validation": {"negatives": int((~y).sum()), "positives": int(y.sum())},
+    }
     for band in ("review", "decline"):
         point = operating_point(y, s, chosen[band])
         if policies[band].get("policy") == "cost":
             p = out["policies"][band]
-            _, cost = cost_curve(y, s, fraud_loss=p["fraud_loss"], false_decline_cost=p["false_decline_cost"],
-                                 amounts=amounts if p.get("amount") else None)
+            _, cost = cost_curve(
+                y,
+                s,
+                fraud_loss=p["fraud_loss"],
+                false_decline_cost=p["false_decline_cost"],
+                amounts=amounts if p.get("amount") else None,
+            )
             point["expected_cost_per_session"] = float(cost.min())
         out["validation"][band] = point
     return out

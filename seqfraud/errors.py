@@ -3,7 +3,7 @@
 A user error is a fault in what the user gave (a file, a column, a config value, an artifact): a
 :class:`UserError` (the data contract's, the artifact's, the spec's... errors derive from it), a missing or
 unreadable file, and Hydra's and OmegaConf's errors in a config or an override. Library modules raise them
-and print nothing; a command's ``main`` is wrapped in :func:`command` (or :func:`hydra_command`), which is
+and print nothing; a command's ``main`` is wrapped in :func:`command` (or :func:`seqfraud.cli.hydra_main.hydra_command`), which is
 where the message is printed. ``SEQFRAUD_DEBUG=1`` shows the traceback of a user error too.
 """
 
@@ -71,32 +71,3 @@ def command(main: F) -> F:
             raise SystemExit(EXIT_USER_ERROR) from None
 
     return run  # type: ignore[return-value]
-
-
-def hydra_command(config_path: str, config_name: str) -> Callable[[F], F]:
-    """``@hydra.main(version_base="1.3", ...)`` with :func:`command` around the task and around Hydra itself.
-
-    Inside, the ``SystemExit`` of a user error passes through Hydra, which catches only ``Exception``. Outside,
-    Hydra's own config errors (an unknown override key, a missing config group) arrive too: Hydra is told to
-    raise them (``HYDRA_FULL_ERROR``) instead of printing them itself and exiting with status 1.
-    """
-    import hydra
-
-    def wrap(task: F) -> F:
-        hydra_main = hydra.main(version_base="1.3", config_path=config_path, config_name=config_name)(command(task))
-
-        @functools.wraps(hydra_main)
-        def run(*args: Any, **kwargs: Any) -> Any:
-            before = os.environ.get("HYDRA_FULL_ERROR")
-            os.environ["HYDRA_FULL_ERROR"] = "1"
-            try:
-                return hydra_main(*args, **kwargs)
-            finally:
-                if before is None:
-                    os.environ.pop("HYDRA_FULL_ERROR", None)
-                else:
-                    os.environ["HYDRA_FULL_ERROR"] = before
-
-        return command(run)  # type: ignore[return-value]
-
-    return wrap

@@ -1,6 +1,6 @@
 """Preprocessing pipeline: validate, split out of time, fit the spec on train, tokenize, write datasets.
 
-``python -m seqfraud.preprocess`` runs it under Hydra (``conf/preprocess.yaml``) and writes the spec and
+``seqfraud preprocess`` runs it under Hydra (``seqfraud/conf/preprocess.yaml``) and writes the spec and
 the train/val/test datasets (directories of Parquet shards) into the run directory. ``preprocess.engine``
 picks who loads and counts: Polars on one machine (out of core), or Spark on a cluster; everything else
 (validation, split, spec rules, report) is this module's, shared by both.
@@ -25,19 +25,15 @@ import polars as pl
 
 from seqfraud import schema as S
 from seqfraud.data.events import LoadedEvents, load_events
-from seqfraud.data.shards import shard_files, shard_name
+from seqfraud.data.shards import ROW_GROUP_SESSIONS, shard_files, shard_name
 from seqfraud.data.split import assign_split, before_test_end, from_epoch_us, split_boundaries, to_epoch_us
 from seqfraud.errors import ConfigError
 from seqfraud.features.spec import Spec
 from seqfraud.features.tokens import FitStats, build_spec, fit_stats, quantile_probs, sequences
+from seqfraud.rundir import DATA_DIR, REPORT_FILE, SPEC_FILE, dataset
 from seqfraud.schema import Schema
 
 log = logging.getLogger(__name__)
-
-SPEC_FILE = "spec.json"
-DATA_DIR = "data"
-REPORT_FILE = "preprocess_report.json"
-ROW_GROUP_SESSIONS = 4096  # the unit training streams and shuffles; small enough to bound reader memory
 
 
 @dataclass
@@ -76,7 +72,12 @@ def ensure_synthetic(data: Mapping[str, Any]) -> None:
         return
     from seqfraud.data import synthetic
 
-    log.info("generating synthetic data: %s sessions, seed %s, into %s", synth["sessions"], synth["seed"], synth["dir"])
+    log.info(
+        "generating synthetic data: %s sessions, seed %s, into %s",
+        synth["sessions"],
+        synth["seed"],
+        synth["dir"],
+    )
     synthetic.write(synthetic.generate(int(synth["sessions"]), seed=int(synth["seed"])), synth["dir"])
 
 
@@ -99,12 +100,22 @@ class PolarsEngine:
 
     def load(self, data: Mapping[str, Any], schema: Schema) -> LoadedEvents:
         policy = data.get("policy") or {}
-        return load_events(data["events"], schema, data.get("labels"),
-                           on_unlabeled=policy.get("on_unlabeled", "error"),
-                           on_orphan_labels=policy.get("on_orphan_labels", "error"))
+        return load_events(
+            data["events"],
+            schema,
+            data.get("labels"),
+            on_unlabeled=policy.get("on_unlabeled", "error"),
+            on_orphan_labels=policy.get("on_orphan_labels", "error"),
+        )
 
-    def fit_stats(self, loaded: LoadedEvents, schema: Schema, train_ids: pl.DataFrame, probs: list[float],
-                  min_count: int) -> FitStats:
+    def fit_stats(
+        self,
+        loaded: LoadedEvents,
+        schema: Schema,
+        train_ids: pl.DataFrame,
+        probs: list[float],
+        min_count: int,
+    ) -> FitStats:
         train_events = loaded.events.join(train_ids.lazy(), on=S.SESSION_ID, how="semi")
         return fit_stats(train_events, schema, probs, min_count)
 
@@ -112,11 +123,24 @@ class PolarsEngine:
         """From the data size alone, so that the same data always gives the same shards (and training order)."""
         if self.partitions:
             return int(self.partitions)
-        return max(1, math.ceil(n_events * n_fields * self.BYTES_PER_EVENT_FIELD / (self.PART_SHARE * self.memory_bytes)))
+        return max(
+            1,
+            math.ceil(
+                n_events * n_fields * self.BYTES_PER_EVENT_FIELD / (self.PART_SHARE * self.memory_bytes)
+            ),
+        )
 
-    def write_datasets(self, loaded: LoadedEvents, spec: Spec, sessions: pl.DataFrame, out: Path) -> dict[str, Any]:
+    def write_datasets(
+        self, loaded: LoadedEvents, spec: Spec, sessions: pl.DataFrame, out: Path
+    ) -> dict[str, Any]:
         n_parts = self.n_parts(int(sessions["n_events"].sum()), len(spec.fields))
-        columns = [S.SESSION_ID, S.TS_US, S.ROW_INDEX, *spec.schema.categorical_fields, *spec.schema.numerical]
+        columns = [
+            S.SESSION_ID,
+            S.TS_US,
+            S.ROW_INDEX,
+            *spec.schema.categorical_fields,
+            *spec.schema.numerical,
+        ]
         events = loaded.events.select(columns)
         keys = sessions.lazy().select(S.SESSION_ID, S.LABEL, S.SPLIT)
         with tempfile.TemporaryDirectory(dir=out, prefix="_partitions") as tmp:
@@ -124,17 +148,26 @@ class PolarsEngine:
                 parts = [events]
             else:
                 part = (pl.col(S.SESSION_ID).hash(seed=0) % n_parts).alias("__part")
-                events.with_columns(part).sink_parquet(pl.PartitionBy(tmp, key="__part", include_key=False),
-                                                       mkdir=True)
-                parts = [pl.scan_parquet(Path(tmp, f"__part={i}")) if Path(tmp, f"__part={i}").exists()
-                         else events.clear() for i in range(n_parts)]
+                events.with_columns(part).sink_parquet(
+                    pl.PartitionBy(tmp, key="__part", include_key=False), mkdir=True
+                )
+                parts = [
+                    pl.scan_parquet(Path(tmp, f"__part={i}"))
+                    if Path(tmp, f"__part={i}").exists()
+                    else events.clear()
+                    for i in range(n_parts)
+                ]
             for i, lf in enumerate(parts):
-                seqs = (sequences(lf, spec).join(keys, on=S.SESSION_ID, how="inner", maintain_order="left")
-                        .collect(engine="streaming"))
+                seqs = (
+                    sequences(lf, spec)
+                    .join(keys, on=S.SESSION_ID, how="inner", maintain_order="left")
+                    .collect(engine="streaming")
+                )
                 for name in S.SPLITS:
                     (out / name).mkdir(parents=True, exist_ok=True)
                     seqs.filter(pl.col(S.SPLIT) == name).drop(S.SPLIT).write_parquet(
-                        out / name / shard_name(i), row_group_size=ROW_GROUP_SESSIONS)
+                        out / name / shard_name(i), row_group_size=ROW_GROUP_SESSIONS
+                    )
         return {"engine": "polars", "partitions": n_parts}
 
 
@@ -151,8 +184,12 @@ def make_engine(engine_cfg: Mapping[str, Any] | None):
     raise ConfigError(f"preprocess.engine must be 'polars' or 'spark', got {name!r}")
 
 
-def preprocess(data_cfg: Mapping[str, Any], features_cfg: Mapping[str, Any], out_dir: str | Path,
-               engine_cfg: Mapping[str, Any] | None = None) -> Prepared:
+def preprocess(
+    data_cfg: Mapping[str, Any],
+    features_cfg: Mapping[str, Any],
+    out_dir: str | Path,
+    engine_cfg: Mapping[str, Any] | None = None,
+) -> Prepared:
     """Run the whole preprocessing and write ``spec.json``, ``data/{split}/part-*.parquet`` and a report.
 
     The engine loads and counts; validation, the split, the spec rules and the report are shared here.
@@ -166,18 +203,35 @@ def preprocess(data_cfg: Mapping[str, Any], features_cfg: Mapping[str, Any], out
     split = data.get("split") or {}
     test_end = split.get("test_end")
     in_range = before_test_end(loaded.sessions, test_end)
-    val_us, test_us = split_boundaries(in_range, split.get("val_start"), split.get("test_start"),
-                                       split.get("val_fraction", 0.15), split.get("test_fraction", 0.15), test_end)
+    val_us, test_us = split_boundaries(
+        in_range,
+        split.get("val_start"),
+        split.get("test_start"),
+        split.get("val_fraction", 0.15),
+        split.get("test_fraction", 0.15),
+        test_end,
+    )
     sessions = assign_split(in_range, val_us, test_us)
     tail = tuple(features_cfg.get("tail_quantiles") or ())
     n_buckets = int(features_cfg.get("n_buckets", 16))
     min_count = int(features_cfg.get("min_count", 5))
-    stats = engine.fit_stats(loaded, schema, sessions.filter(pl.col(S.SPLIT) == "train").select(S.SESSION_ID),
-                             quantile_probs(n_buckets, tail), min_count)
+    stats = engine.fit_stats(
+        loaded,
+        schema,
+        sessions.filter(pl.col(S.SPLIT) == "train").select(S.SESSION_ID),
+        quantile_probs(n_buckets, tail),
+        min_count,
+    )
     spec = build_spec(
-        stats, schema, timestamp_unit=loaded.timestamp_unit, max_len=int(features_cfg.get("max_len", 256)),
-        min_count=min_count, max_vocab=int(features_cfg.get("max_vocab", 1000)), n_buckets=n_buckets,
-        tail_quantiles=tail, time_delta=dict(features_cfg.get("time_delta") or {}),
+        stats,
+        schema,
+        timestamp_unit=loaded.timestamp_unit,
+        max_len=int(features_cfg.get("max_len", 256)),
+        min_count=min_count,
+        max_vocab=int(features_cfg.get("max_vocab", 1000)),
+        n_buckets=n_buckets,
+        tail_quantiles=tail,
+        time_delta=dict(features_cfg.get("time_delta") or {}),
     )
     spec.fit_info |= {"val_start": from_epoch_us(val_us), "test_start": from_epoch_us(test_us)}
     out = Path(out_dir)
@@ -186,27 +240,35 @@ def preprocess(data_cfg: Mapping[str, Any], features_cfg: Mapping[str, Any], out
     (out / DATA_DIR).mkdir(parents=True)
     spec.save(out / SPEC_FILE)
     engine_report = engine.write_datasets(loaded, spec, sessions, out / DATA_DIR)
-    datasets = {name: out / DATA_DIR / name for name in S.SPLITS}
+    datasets = {name: dataset(out, name) for name in S.SPLITS}
     counts = {
-        name: {"sessions": sessions.filter(pl.col(S.SPLIT) == name).height,
-               "positives": int(sessions.filter(pl.col(S.SPLIT) == name)[S.LABEL].sum() or 0)}
+        name: {
+            "sessions": sessions.filter(pl.col(S.SPLIT) == name).height,
+            "positives": int(sessions.filter(pl.col(S.SPLIT) == name)[S.LABEL].sum() or 0),
+        }
         for name in S.SPLITS
     }
-    report = loaded.report | engine_report | {
-        "splits": counts,
-        "val_start": spec.fit_info["val_start"],
-        "test_start": spec.fit_info["test_start"],
-        "test_end": from_epoch_us(to_epoch_us(test_end)) if test_end else None,
-        "sessions_after_test_end": loaded.sessions.height - in_range.height,
-        "truncated_sessions": int((sessions["n_events"] > spec.max_len).sum()),
-        "seconds": round(time.perf_counter() - t0, 3),
-        "peak_rss_gb": round(peak_rss_bytes() / 1e9, 3),
-    }
+    report = (
+        loaded.report
+        | engine_report
+        | {
+            "splits": counts,
+            "val_start": spec.fit_info["val_start"],
+            "test_start": spec.fit_info["test_start"],
+            "test_end": from_epoch_us(to_epoch_us(test_end)) if test_end else None,
+            "sessions_after_test_end": loaded.sessions.height - in_range.height,
+            "truncated_sessions": int((sessions["n_events"] > spec.max_len).sum()),
+            "seconds": round(time.perf_counter() - t0, 3),
+            "peak_rss_gb": round(peak_rss_bytes() / 1e9, 3),
+        }
+    )
     (out / REPORT_FILE).write_text(json.dumps(report, indent=2))
     for name, c in counts.items():
         log.info("%s: %s sessions, %s positive", name, c["sessions"], c["positives"])
     if test_end:
-        log.info("test_end %s: %s later sessions left out", report["test_end"], report["sessions_after_test_end"])
+        log.info(
+            "test_end %s: %s later sessions left out", report["test_end"], report["sessions_after_test_end"]
+        )
     for key in ("orphan_labels_dropped", "unlabeled_sessions_dropped", "unlabeled_events_dropped"):
         if key in report:
             log.warning("policy: %s = %s", key, report[key])
@@ -218,7 +280,7 @@ def load_prepared(out_dir: str | Path) -> Prepared:
     """An earlier preprocessing output, for training on data that was prepared once (torchrun, SLURM, Spark)."""
     out = Path(out_dir)
     spec = Spec.load(out / SPEC_FILE)
-    datasets = {name: out / DATA_DIR / name for name in S.SPLITS}
+    datasets = {name: dataset(out, name) for name in S.SPLITS}
     for path in datasets.values():
         shard_files(path)  # fails early, naming the directory, when a split is missing
     report = json.loads((out / REPORT_FILE).read_text()) if (out / REPORT_FILE).exists() else {}
@@ -229,24 +291,3 @@ def peak_rss_bytes() -> int:
     """This process's peak resident memory (``ru_maxrss`` is in KiB on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
-
-
-def main() -> None:
-    import hydra
-    from omegaconf import DictConfig, OmegaConf
-
-    from seqfraud.errors import hydra_command
-
-    @hydra_command(config_path="../conf", config_name="preprocess")
-    def _run(cfg: DictConfig) -> None:
-        out = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
-        prepared = preprocess(OmegaConf.to_container(cfg.data, resolve=True),
-                              OmegaConf.to_container(cfg.features, resolve=True), out,
-                              OmegaConf.to_container(cfg.preprocess, resolve=True))
-        print(json.dumps(prepared.report, indent=2))
-
-    _run()
-
-
-if __name__ == "__main__":
-    main()

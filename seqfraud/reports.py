@@ -1,33 +1,295 @@
-"""Why did this session score high? ``python -m seqfraud.explain --artifact A --events E --session SID --out view.html``.
+"""Every report seqfraud renders (HTML pages, PNG charts, Markdown tables), from results computed elsewhere.
 
-Writes a self-contained HTML view of one session's events in time order, each shaded by its contribution to
-the score (:meth:`~seqfraud.scoring.scorer.Scorer.explain`, by occlusion), and with ``--png`` a bar chart.
+The monitor's page and chart, the export's reliability diagram, the backtest's table and chart, and the
+explained-session timeline. matplotlib is imported only when a chart is drawn, so nothing that scores
+pays for it.
 """
 
 from __future__ import annotations
 
-import argparse
+import base64
 import html
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import polars as pl
 
 from seqfraud import schema as S
-from seqfraud.data.events import DataValidationError, reading, scan_table
-from seqfraud.errors import command
-from seqfraud.scoring.scorer import Scorer
+from seqfraud.calibration import reliability_curve
+from seqfraud.compare import fmt, recall_label
+from seqfraud.metrics import expected_calibration_error, recall_key
 
 
-def session_events(path: str | Path, scorer: Scorer, session: str) -> pl.DataFrame:
-    """One session's raw events from a Parquet file, directory or glob, or a CSV file."""
-    events, source = scan_table(path, scorer.spec.schema)
-    column = scorer.spec.schema.session_id
-    with reading(source):
-        found = events.filter(pl.col(column).cast(pl.String) == session).collect()
-    if found.height == 0:
-        raise DataValidationError(f"{source}: column {column!r}: no events of session {session!r}")
-    return found
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _embedded_png(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+# ---------------------------------------------------------------------------------------------- monitor
+
+
+def monitor_png(report: dict[str, Any], hist: Mapping[str, Sequence[np.ndarray]], path: Path) -> None:
+    """PSI per field, and reference against current shares of scores, session lengths and time deltas.
+
+    ``hist``: reference and current counts per bin of ``score`` (the report's score bins), ``session_length``
+    (its length bins, the last one the truncated sessions) and the time-delta token ids from 1.
+    """
+    plt = _pyplot()
+    t = report["thresholds"]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    ax = axes[0, 0]
+    names = list(report["fields"])
+    values = [report["fields"][f]["psi"] for f in names] + [
+        report["session_length"]["psi"],
+        report["score"]["psi"],
+    ]
+    names += ["session_length", "score"]
+    colors = [
+        "tab:red" if v >= t["psi_alert"] else "tab:orange" if v >= t["psi_warn"] else "tab:blue"
+        for v in values
+    ]
+    ax.barh(names, values, color=colors)
+    ax.axvline(t["psi_warn"], color="tab:orange", ls="--", lw=1, label=f"warn {t['psi_warn']:g}")
+    ax.axvline(t["psi_alert"], color="tab:red", ls="--", lw=1, label=f"alert {t['psi_alert']:g}")
+    ax.invert_yaxis()
+    ax.set_title("PSI, current vs reference")
+    ax.legend(fontsize=8)
+
+    ax = axes[0, 1]
+    bins = report["score"]["bins"]
+    x = np.arange(len(bins) - 1)
+    _paired_shares(ax, x, *hist["score"])
+    ax.set_xticks(x, [f"{b:g}" for b in bins[:-1]], fontsize=7)
+    ax.set_title(f"Score share per bin (PSI {report['score']['psi']:.3f})")
+    ax.set_xlabel("score bin (lower edge)")
+
+    ax = axes[1, 0]
+    edges = report["session_length"]["bins"]
+    x = np.arange(len(edges))
+    _paired_shares(ax, x, *hist["session_length"])
+    ax.set_xticks(x, [str(e) for e in edges], fontsize=7)
+    ax.set_title(f"Session length (PSI {report['session_length']['psi']:.3f})")
+    ax.set_xlabel("events per session (bin lower edge; last: truncated)")
+
+    ax = axes[1, 1]
+    ref_td, cur_td = hist[S.TIME_DELTA]
+    _paired_shares(ax, np.arange(1, len(ref_td) + 1), ref_td, cur_td)
+    ax.set_title(f"Inter-event time bucket (PSI {report['fields'][S.TIME_DELTA]['psi']:.3f})")
+    ax.set_xlabel("time-delta token id (2: first event; 4..: log-spaced seconds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def _paired_shares(ax: Any, x: np.ndarray, ref_counts: np.ndarray, cur_counts: np.ndarray) -> None:
+    """Reference and current shares per bin, side by side."""
+    for shift, counts, label in ((-0.2, ref_counts, "reference"), (0.2, cur_counts, "current")):
+        ax.bar(x + shift, counts / max(counts.sum(), 1), width=0.4, label=label)
+    ax.legend(fontsize=8)
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))
+
+
+def _table(head: Sequence[str], rows: list[list[Any]]) -> str:
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    trs = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{th}</tr>{trs}</table>"
+
+
+def monitor_html(report: dict[str, Any], png: Path) -> str:
+    """The monitor's self-contained page: alerts, warnings, fields, new categories, distributions, performance."""
+    finding_rows = [
+        [a["check"], a["field"], a.get("category", ""), a["value"], a["threshold"]] for a in report["alerts"]
+    ]
+    warn_rows = [[a["check"], a["field"], a["value"], a["threshold"]] for a in report["warnings"]]
+    field_rows = [
+        [
+            f,
+            s["psi"],
+            *((s["unknown_rate"] or {}).get(k) for k in ("reference", "current")),
+            s["missing_rate"]["reference"],
+            s["missing_rate"]["current"],
+        ]
+        for f, s in report["fields"].items()
+    ]
+    new_rows = [
+        [f, v["value"], v["sessions"], v["events"], ", ".join(v["example_sessions"])]
+        for f, values in report["new_categories"].items()
+        for v in values
+    ]
+    q_rows = []
+    for name, key in (
+        ("session length", "session_length"),
+        ("inter-event seconds", "inter_event_seconds"),
+        ("score", "score"),
+    ):
+        for side in ("reference", "current"):
+            q = report[key][side] or {}
+            q_rows.append([name, side, *(q.get(k) for k in ("mean", "p10", "p50", "p90", "p99"))])
+    perf = report["performance"]
+    perf_html = (
+        _table(list(perf), [list(perf.values())]) if perf else "<p>No labels for the current window.</p>"
+    )
+    none = "<p>None.</p>"
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>seqfraud monitor</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin-bottom:1em}}
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#eee}}</style></head><body>
+<h1>Is today's traffic still like the training data?</h1>
+<p>Model {_cell(report["model_version"])}. Reference: {_cell(report["reference"]["source"])}
+({report["reference"]["sessions"]:,} sessions); current: {_cell(report["current"]["source"])}
+({report["current"]["sessions"]:,} sessions).</p>
+<h2>Alerts ({len(finding_rows)})</h2>
+{_table(["check", "field", "category", "value", "threshold"], finding_rows) if finding_rows else none}
+<h2>Warnings ({len(warn_rows)})</h2>{_table(["check", "field", "value", "threshold"], warn_rows) if warn_rows else none}
+<h2>Token fields</h2>{_table(["field", "PSI", "unknown ref", "unknown cur", "missing ref", "missing cur"], field_rows)}
+<h2>Categories the model never learned ({len(new_rows)})</h2>
+{_table(["field", "value", "sessions", "events", "example sessions"], new_rows) if new_rows else none}
+<h2>Distributions</h2>{_table(["quantity", "window", "mean", "p10", "p50", "p90", "p99"], q_rows)}
+<p>Session length PSI {_cell(report["session_length"]["psi"])}; score PSI {_cell(report["score"]["psi"])}.</p>
+<h2>Performance on the current window</h2>{perf_html}
+<img alt="PSI per field, score, session length and inter-event time distributions" src="{_embedded_png(png)}">
+</body></html>
+"""
+
+
+# ---------------------------------------------------------------------------------------------- export
+
+
+def reliability_png(splits: Mapping[str, tuple[np.ndarray, Mapping[str, np.ndarray]]], path: Path) -> None:
+    """Reliability diagram: observed fraud rate against mean score per bin, one panel per split.
+
+    ``splits``: panel title -> (labels, {curve label: scores}), e.g. raw and calibrated scores.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(splits), figsize=(4 * len(splits), 4), sharey=True, squeeze=False)
+    for ax, (title, (y, curves)) in zip(axes[0], splits.items()):
+        for (label, p), marker in zip(curves.items(), "osd^"):
+            if len(y):
+                mean_p, rate, _ = reliability_curve(y, p)
+                ax.plot(
+                    mean_p, rate, marker=marker, label=f"{label}, ECE {expected_calibration_error(y, p):.3f}"
+                )
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+        ax.set(title=title, xlabel="mean score in bin", xlim=(0, 1), ylim=(0, 1))
+        ax.legend(loc="upper left", fontsize=8)
+    axes[0][0].set_ylabel("observed fraud rate")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------- backtest
+
+
+def _when(iso: str) -> str:
+    t = datetime.fromisoformat(iso).astimezone(timezone.utc)
+    return t.strftime("%Y-%m-%d") if t.time() == datetime.min.time() else t.strftime("%Y-%m-%d %H:%M")
+
+
+def typology_recall(row: dict, typology: str, fpr: float) -> tuple[float, int]:
+    """Recall at ``fpr`` of one typology in one window, and its number of positives (NaN, 0 when absent)."""
+    m = row["test"].get("per_typology", {}).get(typology)
+    return (m[recall_key(fpr)], int(m["positives"])) if m else (float("nan"), 0)
+
+
+def backtest_markdown(result: dict) -> str:
+    """One row per window and model; a typology cell reads 'recall (positives)'."""
+    fpr, key = result["fpr"], recall_key(result["fpr"])
+    recall = recall_label(fpr)
+    head = [
+        "window",
+        "model",
+        "test period",
+        "sessions",
+        "positives",
+        "PR-AUC",
+        "ROC-AUC",
+        recall,
+        *[f"{t} {recall}" for t in result["typologies"]],
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in result["rows"]:
+        t = r["test"]
+        cells = [
+            str(r["window"]),
+            r["model"],
+            f"{_when(r['test_start'])} – {_when(r['test_end'])}",
+            f"{int(t['n']):,}",
+            f"{int(t['positives']):,}",
+            fmt(t["pr_auc"]),
+            fmt(t["roc_auc"]),
+            fmt(t[key]),
+        ]
+        for ty in result["typologies"]:
+            v, n = typology_recall(r, ty, fpr)
+            cells.append(f"{fmt(v)} ({n})" if n else "n/a")
+        lines.append("| " + " | ".join(cells) + " |")
+    return (
+        f"Backtest: {result['windows']} windows of {result['window_days']:g} days, validation on the "
+        f"{result['val_days']:g} days before each, retrained per window.\n\n" + "\n".join(lines) + "\n"
+    )
+
+
+def backtest_png(result: dict, path: Path) -> None:
+    """Test PR-AUC and recall per window per model, plus the highlighted typology's recall where it occurs."""
+    plt = _pyplot()
+    fpr, key, rows = result["fpr"], recall_key(result["fpr"]), result["rows"]
+    recall = recall_label(fpr)
+    highlight = result["highlight_typology"]
+    show_highlight = bool(highlight) and any(typology_recall(r, highlight, fpr)[1] for r in rows)
+    panels: list[tuple[str, Callable[[dict], float]]] = [
+        ("test PR-AUC", lambda r: r["test"]["pr_auc"]),
+        (f"test {recall}", lambda r: r["test"][key]),
+    ]
+    if show_highlight:
+        panels.append((f"{highlight} {recall}", lambda r: typology_recall(r, highlight, fpr)[0]))
+    windows = sorted({r["window"] for r in rows})
+    starts = {r["window"]: _when(r["test_start"]) for r in rows}
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
+    for ax, (title, value) in zip(axes[0], panels):
+        for model in result["models"]:
+            mine = [r for r in rows if r["model"] == model]
+            ax.plot([r["window"] for r in mine], [value(r) for r in mine], marker="o", label=model)
+        ax.set_title(title)
+        ax.set(ylim=(-0.03, 1.03), xlim=(windows[0] - 0.4, windows[-1] + 0.4))
+        ax.set_xticks(windows, [f"{w}\n{starts[w]}" for w in windows], fontsize=8)
+        ax.set_xlabel("window (test start)")
+        ax.grid(alpha=0.3)
+    if show_highlight:
+        ax = axes[0][-1]
+        for w in windows:
+            n = typology_recall(next(r for r in rows if r["window"] == w), highlight, fpr)[1]
+            ax.annotate(
+                f"n={n}", (w, 0.0), textcoords="offset points", xytext=(0, 2), ha="center", fontsize=7
+            )
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(
+        f"Backtest: {result['windows']} windows of {result['window_days']:g} days, retrained per window",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------- explain
 
 
 def _shade(c: float, scale: float) -> str:
@@ -36,13 +298,15 @@ def _shade(c: float, scale: float) -> str:
     return f"rgba(214,39,40,{a:.3f})" if c > 0 else f"rgba(31,119,180,{a:.3f})"
 
 
-def render_html(explained: pl.DataFrame, scored: dict, model_version: str) -> str:
-    scale = float(explained[S.CONTRIBUTION].abs().max() or 0.0)
+def session_html(explained: pl.DataFrame, scored: dict, model_version: str) -> str:
+    """One session's events in time order, each shaded by its contribution to the score."""
+    scale = float(np.abs(explained[S.CONTRIBUTION].to_numpy()).max(initial=0.0))
     rows = "\n".join(
-        f"<tr style=\"background:{_shade(r[S.CONTRIBUTION], scale)}\"><td>{r[S.POSITION]}</td>"
+        f'<tr style="background:{_shade(r[S.CONTRIBUTION], scale)}"><td>{r[S.POSITION]}</td>'
         f"<td>{html.escape(str(r[S.EVENT_TIME]))}</td><td>{html.escape(str(r[S.EVENT]))}</td>"
         f"<td class=n>{r[S.CONTRIBUTION]:+.4f}</td></tr>"
-        for r in explained.iter_rows(named=True))
+        for r in explained.iter_rows(named=True)
+    )
     sid = html.escape(str(scored[S.SESSION_ID]))
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>seqfraud: session {sid}</title>
@@ -61,12 +325,9 @@ contribution = model probability minus the probability with that event masked</p
 """
 
 
-def render_png(explained: pl.DataFrame, scored: dict, path: str | Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def session_png(explained: pl.DataFrame, scored: dict, path: str | Path) -> None:
+    """The same timeline as a bar chart, first event on top."""
+    plt = _pyplot()
     c = explained[S.CONTRIBUTION].to_list()
     labels = [f"{p}  {e}" for p, e in zip(explained[S.POSITION].to_list(), explained[S.EVENT].to_list())]
     fig, ax = plt.subplots(figsize=(7, 0.3 * len(c) + 1.2), dpi=90)
@@ -75,39 +336,9 @@ def render_png(explained: pl.DataFrame, scored: dict, path: str | Path) -> None:
     ax.invert_yaxis()  # first event on top: read it as a timeline
     ax.axvline(0, color="black", lw=0.8)
     ax.set_xlabel("contribution (model probability minus probability with the event masked)")
-    ax.set_title(f"session {scored[S.SESSION_ID]}: score {scored[S.SCORE]:.3f}, band {scored[S.BAND]}", fontsize=10)
+    ax.set_title(
+        f"session {scored[S.SESSION_ID]}: score {scored[S.SCORE]:.3f}, band {scored[S.BAND]}", fontsize=10
+    )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-
-
-def explain_session(artifact: str | Path, events: str | Path, session: str, out: str | Path,
-                    png: str | Path | None = None) -> pl.DataFrame:
-    """Write the HTML view (and the PNG) of one session; returns the per-event contributions."""
-    scorer = Scorer.load(artifact)
-    found = session_events(events, scorer, session)
-    scored = scorer.score(found).row(0, named=True)
-    explained = scorer.explain(found)
-    Path(out).write_text(render_html(explained, scored, scorer.model_version), encoding="utf-8")
-    if png:
-        render_png(explained, scored, png)
-    return explained
-
-
-@command
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Show which events of one session drove its score.")
-    parser.add_argument("--artifact", required=True, help="exported artifact directory")
-    parser.add_argument("--events", required=True, help="raw events: Parquet file, directory or glob, or CSV")
-    parser.add_argument("--session", required=True, help="the session id to explain")
-    parser.add_argument("--out", required=True, help="HTML file to write")
-    parser.add_argument("--png", default=None, help="also write a bar chart here")
-    args = parser.parse_args(argv)
-    explained = explain_session(args.artifact, args.events, args.session, args.out, args.png)
-    top = explained.sort(S.CONTRIBUTION, descending=True).head(3)
-    print(f"wrote {args.out}" + (f" and {args.png}" if args.png else "") + "; top events: "
-          + ", ".join(f"{e} ({c:+.3f})" for e, c in zip(top[S.EVENT], top[S.CONTRIBUTION])))
-
-
-if __name__ == "__main__":
-    main()

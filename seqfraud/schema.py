@@ -75,14 +75,25 @@ class Schema:
             raise ConfigError(
                 f"data.schema.timestamp_unit must be one of {TIMESTAMP_UNITS}, got {self.timestamp_unit!r}"
             )
+        start: datetime | None
+        end: datetime | None
         try:
             start, end = (_utc(datetime.fromisoformat(v)) for v in self.timestamp_range)
         except ValueError:
             start = end = None
-        if start is None or start >= end:
-            raise ConfigError(f"data.schema.timestamp_range must be two ISO datetimes, start before end (naive "
-                             f"means UTC), got {list(self.timestamp_range)}")
-        names = [self.session_id, self.timestamp, self.event_type, self.label, *self.categorical, *self.numerical]
+        if start is None or end is None or start >= end:
+            raise ConfigError(
+                f"data.schema.timestamp_range must be two ISO datetimes, start before end (naive "
+                f"means UTC), got {list(self.timestamp_range)}"
+            )
+        names = [
+            self.session_id,
+            self.timestamp,
+            self.event_type,
+            self.label,
+            *self.categorical,
+            *self.numerical,
+        ]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ConfigError(f"data.schema gives a column more than one role: {dupes}")
@@ -109,8 +120,11 @@ class Schema:
         return (self.session_id, self.timestamp, self.event_type, *self.categorical, *self.numerical)
 
     def roles(self) -> dict[str, Any]:
-        return asdict(self) | {"categorical": list(self.categorical), "numerical": list(self.numerical),
-                               "timestamp_range": list(self.timestamp_range)}
+        return asdict(self) | {
+            "categorical": list(self.categorical),
+            "numerical": list(self.numerical),
+            "timestamp_range": list(self.timestamp_range),
+        }
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> Schema:
@@ -118,8 +132,11 @@ class Schema:
         unknown = sorted(set(cfg) - known)
         if unknown:
             raise ConfigError(f"data.schema has unknown keys {unknown}; known keys are {sorted(known)}")
-        return cls(**{k: (tuple(v) if k in ("categorical", "numerical", "timestamp_range") else v)
-                      for k, v in cfg.items()})
+        kwargs: dict[str, Any] = {
+            k: (tuple(v) if k in ("categorical", "numerical", "timestamp_range") else v)
+            for k, v in cfg.items()
+        }
+        return cls(**kwargs)
 
 
 def _utc(value: datetime) -> datetime:

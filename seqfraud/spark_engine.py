@@ -25,7 +25,7 @@ from functools import reduce
 from itertools import accumulate
 from operator import add
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlparse
 
 import polars as pl
@@ -47,10 +47,9 @@ from seqfraud.data.events import (
     timestamp_range_us,
     validate_sessions,
 )
-from seqfraud.data.shards import SHARD_GLOB, shard_name
+from seqfraud.data.shards import ROW_GROUP_SESSIONS, SHARD_GLOB, shard_name
 from seqfraud.features.spec import FIRST_ID, MISSING, NAN, UNKNOWN, Spec
 from seqfraud.features.tokens import FitStats, quantile_rank
-from seqfraud.preprocess import ROW_GROUP_SESSIONS
 from seqfraud.schema import Schema
 
 # Working columns of this module (double underscore, like the schema's internal names).
@@ -65,8 +64,12 @@ _US_PER_UNIT = {"s": 1_000_000, "ms": 1_000, "us": 1}
 class SparkEngine:
     """PySpark on any master: ``local[2]`` in tests, a cluster under ``spark-submit`` (``master=None``)."""
 
-    def __init__(self, master: str | None = "local[2]", app_name: str = "seqfraud-preprocess",
-                 conf: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        master: str | None = "local[2]",
+        app_name: str = "seqfraud-preprocess",
+        conf: Mapping[str, Any] | None = None,
+    ):
         builder = SparkSession.builder.appName(app_name)
         if master:
             builder = builder.master(master)
@@ -82,7 +85,7 @@ class SparkEngine:
 
     # ------------------------------------------------------------------------------------------- load
 
-    def load(self, data: Mapping[str, Any], schema: Schema) -> LoadedEvents:
+    def load(self, data: Mapping[str, Any], schema: Schema) -> LoadedEvents[DataFrame]:
         """Type checks and the timestamp unit from Polars on the same files (footers and the first rows),
         the per-session table from Spark, validation shared with the Polars engine."""
         policy = data.get("policy") or {}
@@ -101,19 +104,32 @@ class SparkEngine:
                 "the column or use preprocess.engine=polars"
             )
         events = self._normalize(raw.files, schema, raw.columns, unit, with_label=label_on_events)
-        table = pl.from_arrow(_session_table(events, with_label=label_on_events).toArrow())
+        # An Arrow table converts to a DataFrame (an array would give a Series).
+        table = cast(
+            pl.DataFrame, pl.from_arrow(_session_table(events, with_label=label_on_events).toArrow())
+        )
         labels = None if label_on_events else read_labels(data["labels"], schema)
-        sessions, report = validate_sessions(table, schema, source, labels,
-                                             on_unlabeled=policy.get("on_unlabeled", "error"),
-                                             on_orphan_labels=policy.get("on_orphan_labels", "error"),
-                                             epoch_unit=raw.epoch_unit)
+        sessions, report = validate_sessions(
+            table,
+            schema,
+            source,
+            labels,
+            on_unlabeled=policy.get("on_unlabeled", "error"),
+            on_orphan_labels=policy.get("on_orphan_labels", "error"),
+            epoch_unit=raw.epoch_unit,
+        )
         columns = [S.SESSION_ID, S.TS_US, S.ROW_INDEX, *schema.categorical_fields, *schema.numerical]
-        return LoadedEvents(events=events.select([_col(c) for c in columns]), sessions=sessions,
-                            timestamp_unit=unit, source=source,
-                            report={"source": source, "timestamp_unit": unit} | report)
+        return LoadedEvents(
+            events=events.select([_col(c) for c in columns]),
+            sessions=sessions,
+            timestamp_unit=unit,
+            source=source,
+            report={"source": source, "timestamp_unit": unit} | report,
+        )
 
-    def _normalize(self, files: list[str], schema: Schema, have: pl.Schema, unit: str, *,
-                   with_label: bool) -> DataFrame:
+    def _normalize(
+        self, files: list[str], schema: Schema, have: pl.Schema, unit: str, *, with_label: bool
+    ) -> DataFrame:
         """``seqfraud.data.events.normalize`` in Spark: the same columns, types and row index.
 
         The row index is Polars' (the row's position in the concatenation of the sorted files): the file's
@@ -129,14 +145,21 @@ class SparkEngine:
         names = [row[0] for row in first_rows.collect()]
         local = {name: unquote(urlparse(name).path) for name in names}
         if unplaced := sorted(n for n, path in local.items() if path not in offset):
-            raise RuntimeError(f"Spark read files that the file list does not hold, so their rows have no "
-                               f"place in input order: {unplaced[:3]}")
+            raise RuntimeError(
+                f"Spark read files that the file list does not hold, so their rows have no "
+                f"place in input order: {unplaced[:3]}"
+            )
         offsets = pa.table({_PATH: names, _OFFSET: pa.array([offset[local[n]] for n in names], pa.int64())})
-        raw = (raw.select("*", F.col("_metadata.file_path").alias(_PATH),
-                          F.col("_metadata.row_index").alias(_FILE_ROW))
-               .join(F.broadcast(self._frame(offsets)), on=_PATH))
-        ts_us, out_of_range = _timestamp_us(schema.timestamp, have[schema.timestamp],
-                                            raw.schema[schema.timestamp].dataType, unit, timestamp_range_us(schema))
+        raw = raw.select(
+            "*", F.col("_metadata.file_path").alias(_PATH), F.col("_metadata.row_index").alias(_FILE_ROW)
+        ).join(F.broadcast(self._frame(offsets)), on=_PATH)
+        ts_us, out_of_range = _timestamp_us(
+            schema.timestamp,
+            have[schema.timestamp],
+            raw.schema[schema.timestamp].dataType,
+            unit,
+            timestamp_range_us(schema),
+        )
         cols = [
             _col(schema.session_id).cast("string").alias(S.SESSION_ID),
             ts_us.alias(S.TS_US),
@@ -156,13 +179,21 @@ class SparkEngine:
 
     # -------------------------------------------------------------------------------------------- fit
 
-    def fit_stats(self, loaded: LoadedEvents, schema: Schema, train_ids: pl.DataFrame, probs: list[float],
-                  min_count: int) -> FitStats:
+    def fit_stats(
+        self,
+        loaded: LoadedEvents[DataFrame],
+        schema: Schema,
+        train_ids: pl.DataFrame,
+        probs: list[float],
+        min_count: int,
+    ) -> FitStats:
         """The numbers of ``seqfraud.features.tokens.fit_stats``, counted by Spark over the train sessions."""
         # Cached for the three passes below (counts, summary, the quantiles' sort) and released after them.
-        train = (loaded.events.drop(S.ROW_INDEX)
-                 .join(self._frame(train_ids.select(S.SESSION_ID)), on=S.SESSION_ID, how="left_semi")
-                 .persist(StorageLevel.MEMORY_AND_DISK))
+        train = (
+            loaded.events.drop(S.ROW_INDEX)
+            .join(self._frame(train_ids.select(S.SESSION_ID)), on=S.SESSION_ID, how="left_semi")
+            .persist(StorageLevel.MEMORY_AND_DISK)
+        )
         try:
             return _fit_stats(train, schema, probs, min_count)
         finally:
@@ -170,8 +201,9 @@ class SparkEngine:
 
     # -------------------------------------------------------------------------------------- transform
 
-    def write_datasets(self, loaded: LoadedEvents, spec: Spec, sessions: pl.DataFrame,
-                       out: Path) -> dict[str, Any]:
+    def write_datasets(
+        self, loaded: LoadedEvents[DataFrame], spec: Spec, sessions: pl.DataFrame, out: Path
+    ) -> dict[str, Any]:
         """``seqfraud.features.tokens.sequences`` in Spark, one partitioned write for the three splits."""
         schema, n = spec.schema, spec.max_len
         events = loaded.events
@@ -180,8 +212,9 @@ class SparkEngine:
             events, token = self._categorical_ids(events, c, spec.vocab[c])
             tokens.append(token.alias(S.token_column(c)))
         tokens += [_bucket_ids(_col(c), spec.edges[c]).alias(S.token_column(c)) for c in schema.numerical]
-        newest_first = (Window.partitionBy(S.SESSION_ID)
-                        .orderBy(F.col(S.TS_US).desc(), F.col(S.ROW_INDEX).desc()))
+        newest_first = Window.partitionBy(S.SESSION_ID).orderBy(
+            F.col(S.TS_US).desc(), F.col(S.ROW_INDEX).desc()
+        )
         # The previous event in time order is the next one newest first; the delta spans the whole session
         # before it is cut to its most recent max_len events.
         seconds = (F.col(S.TS_US) - F.col(_PREV_US)).cast("double") / 1e6
@@ -194,8 +227,10 @@ class SparkEngine:
             .withColumn(_NEWEST, F.row_number().over(newest_first))
             .select(S.SESSION_ID, S.TS_US, S.ROW_INDEX, _NEWEST, *tokens)
             .groupBy(S.SESSION_ID)
-            .agg(F.sort_array(F.collect_list(F.when(F.col(_NEWEST) <= n, kept_event))).alias(_EVENTS),
-                 F.min(S.TS_US).alias(S.START_TIME))
+            .agg(
+                F.sort_array(F.collect_list(F.when(F.col(_NEWEST) <= n, kept_event))).alias(_EVENTS),
+                F.min(S.TS_US).alias(S.START_TIME),
+            )
         )
         keys = self._frame(sessions.select(S.SESSION_ID, S.LABEL, S.SPLIT))
         datasets = per_session.join(keys, on=S.SESSION_ID, how="inner").select(
@@ -207,9 +242,14 @@ class SparkEngine:
             S.SPLIT,
         )
         staging = out / "_spark"
-        (datasets.sortWithinPartitions(S.SPLIT, S.SESSION_ID).write.partitionBy(S.SPLIT)
-         .option("parquet.block.row.count.limit", ROW_GROUP_SESSIONS)  # training reads a row group at a time
-         .parquet(_local_uri(str(staging.absolute()))))
+        (
+            datasets.sortWithinPartitions(S.SPLIT, S.SESSION_ID)
+            .write.partitionBy(S.SPLIT)
+            .option(
+                "parquet.block.row.count.limit", ROW_GROUP_SESSIONS
+            )  # training reads a row group at a time
+            .parquet(_local_uri(str(staging.absolute())))
+        )
         parts = {}
         for name in S.SPLITS:
             (out / name).mkdir(parents=True, exist_ok=True)
@@ -220,18 +260,26 @@ class SparkEngine:
         for name in S.SPLITS:
             if not parts[name]:  # a split without sessions still gets a shard, as with the Polars engine
                 pl.DataFrame(schema=columns).write_parquet(out / name / shard_name(0))
-        return {"engine": "spark", "partitions": max(len(p) for p in parts.values()),
-                "spark_master": self.spark.sparkContext.master}
+        return {
+            "engine": "spark",
+            "partitions": max(len(p) for p in parts.values()),
+            "spark_master": self.spark.sparkContext.master,
+        }
 
     def _categorical_ids(self, events: DataFrame, column: str, vocab: list[str]) -> tuple[DataFrame, Column]:
         """``FIRST_ID + vocab index``, ``UNKNOWN`` outside the vocabulary, ``MISSING`` for null: a broadcast
         hash join, since a map literal's lookup scans its keys."""
         value, token = f"__vocab_{column}", f"__id_{column}"
-        table = pa.table({value: pa.array(vocab, pa.string()),
-                          token: pa.array(range(FIRST_ID, FIRST_ID + len(vocab)), pa.int32())})
+        table = pa.table(
+            {
+                value: pa.array(vocab, pa.string()),
+                token: pa.array(range(FIRST_ID, FIRST_ID + len(vocab)), pa.int32()),
+            }
+        )
         events = events.join(F.broadcast(self._frame(table)), _col(column) == _col(value), how="left")
         return events, F.when(_col(column).isNull(), F.lit(MISSING)).otherwise(
-            F.coalesce(_col(token), F.lit(UNKNOWN)))
+            F.coalesce(_col(token), F.lit(UNKNOWN))
+        )
 
 
 def _col(name: str) -> Column:
@@ -249,13 +297,16 @@ def _escape_glob(path: str) -> str:
     return re.sub(r"([\\\[\]{}*?])", r"\\\1", path)
 
 
-def _timestamp_us(column: str, dtype: pl.DataType, spark_type: T.DataType, unit: str,
-                  range_us: tuple[int, int]) -> tuple[Column, Column]:
+def _timestamp_us(
+    column: str, dtype: pl.DataType, spark_type: T.DataType, unit: str, range_us: tuple[int, int]
+) -> tuple[Column, Column]:
     """``seqfraud.data.events.timestamp_us`` for datetimes and integer epochs: microseconds, null out of
     range, and the out-of-range flag, with the range checked in the value's own unit (no overflow)."""
     raw = _col(column)
     if dtype.is_temporal():
-        if isinstance(spark_type, T.LongType):  # nanosecond datetimes, as integers (nanosAsLong): Polars floors
+        if isinstance(
+            spark_type, T.LongType
+        ):  # nanosecond datetimes, as integers (nanosAsLong): Polars floors
             unit = "ns"
         else:  # naive (timestamp_ntz) and dates are read in UTC
             raw, unit = F.unix_micros(raw.cast("timestamp")), "us"
@@ -278,6 +329,7 @@ def _count() -> Column:
 
 def _session_table(events: DataFrame, *, with_label: bool) -> DataFrame:
     """``seqfraud.data.events.session_table`` in Spark."""
+
     def count(condition: Column) -> Column:
         return F.sum(condition.cast("long"))
 
@@ -302,29 +354,47 @@ def _session_table(events: DataFrame, *, with_label: bool) -> DataFrame:
 def _bucket_ids(value: Column, edges: list[float]) -> Column:
     """``FIRST_ID + #{edge < x}``, ``MISSING`` for null, ``NAN`` for NaN (Spark orders NaN above +inf)."""
     below = reduce(add, [(F.lit(e) < value).cast("int") for e in edges], F.lit(0))
-    return (F.when(value.isNull(), F.lit(MISSING)).when(F.isnan(value), F.lit(NAN))
-            .otherwise(below + FIRST_ID).cast("int"))
+    return (
+        F.when(value.isNull(), F.lit(MISSING))
+        .when(F.isnan(value), F.lit(NAN))
+        .otherwise(below + FIRST_ID)
+        .cast("int")
+    )
 
 
 def _fit_stats(train: DataFrame, schema: Schema, probs: list[float], min_count: int) -> FitStats:
     """Vocabulary counts, quantiles and totals of the (cached) training events."""
     cats = schema.categorical_fields
-    pairs = train.select(F.inline(F.array(*[
-        F.struct(F.lit(i).alias(_FIELD), _col(c).alias(_VALUE)) for i, c in enumerate(cats)
-    ])))
-    count_rows = (pairs.where(F.col(_VALUE).isNotNull()).groupBy(_FIELD, _VALUE).agg(_count())
-                  .where(F.col(_N) >= min_count).collect())
+    pairs = train.select(
+        F.inline(
+            F.array(*[F.struct(F.lit(i).alias(_FIELD), _col(c).alias(_VALUE)) for i, c in enumerate(cats)])
+        )
+    )
+    count_rows = (
+        pairs.where(F.col(_VALUE).isNotNull())
+        .groupBy(_FIELD, _VALUE)
+        .agg(_count())
+        .where(F.col(_N) >= min_count)
+        .collect()
+    )
     counts: dict[str, dict[str, int]] = {c: {} for c in cats}
     for row in count_rows:
         counts[cats[row[_FIELD]]][row[_VALUE]] = row[_N]
     summary = train.agg(_count(), F.countDistinct(S.SESSION_ID), F.min(S.TS_US), F.max(S.TS_US)).first()
-    return FitStats(counts=counts, quantiles=_exact_quantiles(train, schema.numerical, probs),
-                    n_events=int(summary[0]), n_sessions=int(summary[1]),
-                    first_event_us=summary[2], last_event_us=summary[3])
+    assert summary is not None  # a global aggregate always has its one row
+    return FitStats(
+        counts=counts,
+        quantiles=_exact_quantiles(train, schema.numerical, probs),
+        n_events=int(summary[0]),
+        n_sessions=int(summary[1]),
+        first_event_us=summary[2],
+        last_event_us=summary[3],
+    )
 
 
-def _exact_quantiles(train: DataFrame, numerical: tuple[str, ...],
-                     probs: list[float]) -> dict[str, list[float | None]]:
+def _exact_quantiles(
+    train: DataFrame, numerical: tuple[str, ...], probs: list[float]
+) -> dict[str, list[float | None]]:
     """Per field, the finite value at ``quantile_rank(q, n)`` among its n sorted finite values, exactly.
 
     One distributed sort of (field, value) pairs numbers every value by (range partition, position in it);
@@ -334,16 +404,24 @@ def _exact_quantiles(train: DataFrame, numerical: tuple[str, ...],
     """
     if not numerical:
         return {}
-    pairs = train.select(F.inline(F.array(*[
-        F.struct(F.lit(i).alias(_FIELD), _col(c).alias(_VALUE)) for i, c in enumerate(numerical)
-    ])))
+    pairs = train.select(
+        F.inline(
+            F.array(
+                *[F.struct(F.lit(i).alias(_FIELD), _col(c).alias(_VALUE)) for i, c in enumerate(numerical)]
+            )
+        )
+    )
     # Spark orders NaN above +inf, so these bounds keep exactly the finite values.
     finite = pairs.where((F.col(_VALUE) > float("-inf")) & (F.col(_VALUE) < float("inf")))
-    numbered = finite.orderBy(_FIELD, _VALUE).select(
-        _FIELD, _VALUE, F.monotonically_increasing_id().alias(_ID)).localCheckpoint(eager=True)
+    numbered = (
+        finite.orderBy(_FIELD, _VALUE)
+        .select(_FIELD, _VALUE, F.monotonically_increasing_id().alias(_ID))
+        .localCheckpoint(eager=True)
+    )
     part = F.shiftright(F.col(_ID), _MONO_BITS).alias(_PART)
     sizes = numbered.groupBy(part, _FIELD).agg(_count()).collect()
-    n_field, part_size = Counter(), Counter()
+    n_field: Counter[int] = Counter()
+    part_size: Counter[int] = Counter()
     for row in sizes:
         n_field[row[_FIELD]] += row[_N]
         part_size[row[_PART]] += row[_N]
@@ -357,6 +435,9 @@ def _exact_quantiles(train: DataFrame, numerical: tuple[str, ...],
             position = field_start[i] + quantile_rank(q, n_field[i])
             k = bisect_right(part_start, position) - 1
             wanted[(parts[k] << _MONO_BITS) + position - part_start[k]].append((i, j))
-    values = {ij: row[_VALUE] for row in numbered.where(F.col(_ID).isin(list(wanted))).collect()
-              for ij in wanted[row[_ID]]}
+    values = {
+        ij: row[_VALUE]
+        for row in numbered.where(F.col(_ID).isin(list(wanted))).collect()
+        for ij in wanted[row[_ID]]
+    }
     return {c: [values.get((i, j)) for j in range(len(probs))] for i, c in enumerate(numerical)}

@@ -13,6 +13,36 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Fixtures that train or export (a test using one of them, or a fixture built on them, trains or exports too):
+# this file's, then test_training's smoke_run, test_backtest's backtest, test_compare's and test_cli_errors' runs.
+HEAVY_FIXTURES = {"trained_run", "exported_artifact", "test_period_events", "smoke_run", "backtest", "runs"}
+# Files whose fixtures start servers, processes or multi-process training for every test.
+INTEGRATION_FILES = {
+    "test_api_fuzz.py",
+    "test_cli_errors.py",
+    "test_ddp.py",
+    "test_serve_limits.py",
+    "test_serve_load.py",
+    "test_spark.py",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test ``integration`` (it trains, exports, or runs a process or server) or else ``unit``.
+
+    A test may also mark itself ``integration`` when none of the signs below shows it.
+    """
+    for item in items:
+        function = getattr(item, "function", None)
+        integration = (
+            item.get_closest_marker("integration") is not None
+            or item.get_closest_marker("slow") is not None
+            or not HEAVY_FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))
+            or item.path.name in INTEGRATION_FILES
+            or "subprocess" in getattr(getattr(function, "__code__", None), "co_names", ())
+        )
+        item.add_marker("integration" if integration else "unit")
+
 
 @contextmanager
 def single_torch_thread():
@@ -58,9 +88,16 @@ def trained_run(tmp_path_factory) -> Path:
     from seqfraud.training.train import train
 
     base = tmp_path_factory.mktemp("trained")
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["+experiment=smoke", f"paths.output_dir={base / 'run'}",
-                                          f"paths.data_dir={base / 'data'}", "logger=none"])
+    with initialize_config_dir(config_dir=str(ROOT / "seqfraud" / "conf"), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "+experiment=smoke",
+                f"paths.output_dir={base / 'run'}",
+                f"paths.data_dir={base / 'data'}",
+                "logger=none",
+            ],
+        )
     with single_torch_thread():
         train(cfg)
     return base / "run"
@@ -69,7 +106,7 @@ def trained_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def exported_artifact(trained_run, tmp_path_factory) -> Path:
     """``trained_run`` exported in every format; treat it as read-only (copy it to tamper with it)."""
-    from seqfraud.export import export_run
+    from seqfraud.export.exporter import export_run
 
     with single_torch_thread():
         return export_run(trained_run, tmp_path_factory.mktemp("export") / "artifact")

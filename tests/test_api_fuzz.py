@@ -25,8 +25,14 @@ from tests.conftest import service_client
 
 LIMITS = Limits(max_events_per_session=16, max_sessions_per_batch=4)
 EXAMPLES = 50  # per operation and mode
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
-          response_schema_conformance, negative_data_rejection]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+]
 
 
 @pytest.fixture(scope="module")
@@ -38,27 +44,46 @@ def client(exported_artifact):
 @pytest.fixture(scope="module")
 def operations(client) -> dict[str, schemathesis.APIOperation]:
     schema = schemathesis.openapi.from_dict(client.get("/openapi.json").json())
-    return {f"{op.method.upper()} {op.path}": op for op in (result.ok() for result in schema.get_all_operations())}
+    return {
+        f"{op.method.upper()} {op.path}": op for op in (result.ok() for result in schema.get_all_operations())
+    }
 
 
 def test_the_document_describes_every_request_body(operations):
-    assert set(operations) == {"GET /healthz", "GET /metadata", "POST /score", "POST /explain", "POST /score/batch"}
+    assert set(operations) == {
+        "GET /healthz",
+        "GET /metadata",
+        "POST /score",
+        "POST /explain",
+        "POST /score/batch",
+    }
     for name, op in operations.items():
         if name.startswith("POST"):
             assert [body.media_type for body in op.body] == ["application/json"], name
 
 
 POSITIVE, NEGATIVE = schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE
-CASES = [(name, POSITIVE) for name in ["GET /healthz", "GET /metadata", "POST /score", "POST /explain", "POST /score/batch"]]
-CASES += [(name, NEGATIVE) for name in ["POST /score", "POST /explain", "POST /score/batch"]]  # a GET takes nothing
+CASES = [
+    (name, POSITIVE)
+    for name in ["GET /healthz", "GET /metadata", "POST /score", "POST /explain", "POST /score/batch"]
+]
+CASES += [
+    (name, NEGATIVE) for name in ["POST /score", "POST /explain", "POST /score/batch"]
+]  # a GET takes nothing
 
 
 @pytest.mark.parametrize(("name", "mode"), CASES)
 def test_fuzzed_requests_get_declared_answers(client, operations, name, mode):
     seen: dict[int, int] = {}
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
-              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=operations[name].as_strategy(mode))
     def fuzz(case):
         kwargs = case.as_transport_kwargs(base_url=str(client.base_url))

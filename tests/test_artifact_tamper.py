@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from seqfraud import sign as sign_cli
+from seqfraud.cli import sign as sign_cli
 from seqfraud.export.artifact import (
     CALIBRATION_FILE,
     FORMATS,
@@ -85,8 +85,10 @@ def evil_pt2(exported_artifact, tmp_path_factory) -> tuple[bytes, Path]:
         config = json.loads(zin.read(config_name))
         first = next(iter(config["config"].values()))
         first["use_pickle"] = True
-        changed = {config_name: json.dumps(config).encode(),
-                   f"{config_name.rsplit('/', 1)[0]}/{first['path_name']}": pickle.dumps(OpensMarker(marker))}
+        changed = {
+            config_name: json.dumps(config).encode(),
+            f"{config_name.rsplit('/', 1)[0]}/{first['path_name']}": pickle.dumps(OpensMarker(marker)),
+        }
         for info in zin.infolist():
             zout.writestr(info, changed.get(info.filename) or zin.read(info))
     return out.getvalue(), marker
@@ -106,6 +108,7 @@ def model_loads(monkeypatch) -> list[str]:
     """Every model deserialization, recorded (then done for real): a refusal must leave this empty."""
     calls: list[str] = []
     for fmt, f in list(FORMATS.items()):
+
         def record(data, fmt=fmt, real=f.load):
             calls.append(fmt)
             return real(data)
@@ -115,6 +118,7 @@ def model_loads(monkeypatch) -> list[str]:
 
 
 # ---------------------------------------------------------------- tamperings
+
 
 def _manifest(root: Path) -> dict:
     return json.loads((root / MANIFEST_FILE).read_text())
@@ -237,14 +241,19 @@ def _spec_disagrees_with_model(a: Artifact, x: dict) -> None:
 
 # Edits that keep the manifest well-formed (hashes rewritten where a file is replaced): only a signature catches them.
 FORGERIES = {
-    "thresholds edited": Case(lambda r, x: _edit(r, lambda m: m["thresholds"].update(review=0.999, decline=1.0)),
-                              _thresholds_took),
+    "thresholds edited": Case(
+        lambda r, x: _edit(r, lambda m: m["thresholds"].update(review=0.999, decline=1.0)), _thresholds_took
+    ),
     "run_id edited": Case(lambda r, x: _edit(r, lambda m: m.update(run_id="attacker")), _run_id_took),
-    "model.ts replaced, hash rewritten": Case(lambda r, x: _replace(r, "model.ts", x["approve_all_ts"]),
-                                              _model_approves_all),
+    "model.ts replaced, hash rewritten": Case(
+        lambda r, x: _replace(r, "model.ts", x["approve_all_ts"]), _model_approves_all
+    ),
     "model.pt2 replaced by a pickle payload, hash rewritten": Case(
-        lambda r, x: _replace(r, "model.pt2", x["evil_pt2"][0]), _pt2_listed, fmt="pt2"),
-    "calibration.json replaced, hash rewritten": Case(lambda r, x: _calibration_to_zero(r), _calibration_took),
+        lambda r, x: _replace(r, "model.pt2", x["evil_pt2"][0]), _pt2_listed, fmt="pt2"
+    ),
+    "calibration.json replaced, hash rewritten": Case(
+        lambda r, x: _calibration_to_zero(r), _calibration_took
+    ),
     "spec.json replaced, hash rewritten": Case(lambda r, x: _swap_vocab(r), _spec_disagrees_with_model),
 }
 # Breakage and structural attacks: refused whether or not the artifact is signed.
@@ -252,11 +261,17 @@ BREAKAGES = {
     "file changed, hash kept": Case(lambda r, x: _flip(r, "calibration.json", True), "SHA-256 differs"),
     "file grown, size kept": Case(lambda r, x: _flip(r, "model.ts", False), "bytes, the manifest says"),
     "listed file removed": Case(lambda r, x: (r / "model.pt2").unlink(), "missing file model.pt2", fmt="pt2"),
-    "name ../x": Case(lambda r, x: (_outside(r, "x"), _list_outside(r, "../x")), r"files\['\.\./x'\] is not a plain"),
-    "absolute name": Case(lambda r, x: _list_outside(r, str(_outside(r, "abs.json"))), r"files\['/.*abs.json'\] is not"),
+    "name ../x": Case(
+        lambda r, x: (_outside(r, "x"), _list_outside(r, "../x")), r"files\['\.\./x'\] is not a plain"
+    ),
+    "absolute name": Case(
+        lambda r, x: _list_outside(r, str(_outside(r, "abs.json"))), r"files\['/.*abs.json'\] is not"
+    ),
     "name in a subdirectory": Case(lambda r, x: _subdirectory(r), r"files\['sub/spec.json'\] is not a plain"),
     "name ..": Case(lambda r, x: _list_outside(r, ".."), r"files\['\.\.'\] is not a plain"),
-    "manifest lists its signature": Case(lambda r, x: _list_outside(r, SIGNATURE_FILE), r"files\['manifest.sig'\]"),
+    "manifest lists its signature": Case(
+        lambda r, x: _list_outside(r, SIGNATURE_FILE), r"files\['manifest.sig'\]"
+    ),
     "spec.json is a symlink": Case(lambda r, x: _symlink(r, SPEC_FILE), "spec.json: a symlink"),
     "model.ts is a symlink": Case(lambda r, x: _symlink(r, "model.ts"), "model.ts: a symlink"),
     "manifest.json is a symlink": Case(lambda r, x: _symlink(r, MANIFEST_FILE), "manifest.json: a symlink"),
@@ -266,33 +281,60 @@ BREAKAGES = {
     "no run_id": Case(lambda r, x: _edit(r, lambda m: m.pop("run_id")), "'run_id' is missing"),
     "no formats": Case(lambda r, x: _edit(r, lambda m: m.pop("formats")), "'formats' is missing"),
     "no files": Case(lambda r, x: _edit(r, lambda m: m.pop("files")), "'files' is missing"),
-    "no input_schema": Case(lambda r, x: _edit(r, lambda m: m.pop("input_schema")), "'input_schema' is missing"),
-    "file entry not a dict": Case(lambda r, x: _edit(r, lambda m: m["files"].update({SPEC_FILE: "abc"})),
-                                  r"files\['spec.json'\] must be"),
+    "no input_schema": Case(
+        lambda r, x: _edit(r, lambda m: m.pop("input_schema")), "'input_schema' is missing"
+    ),
+    "file entry not a dict": Case(
+        lambda r, x: _edit(r, lambda m: m["files"].update({SPEC_FILE: "abc"})),
+        r"files\['spec.json'\] must be",
+    ),
     "file entry size a string": Case(
-        lambda r, x: _edit(r, lambda m: m["files"]["model.ts"].update(bytes=str(m["files"]["model.ts"]["bytes"]))),
-        r"files\['model.ts'\] must be"),
-    "file entry hash not hex": Case(lambda r, x: _edit(r, lambda m: m["files"]["model.ts"].update(sha256="z" * 64)),
-                                    r"files\['model.ts'\] must be"),
-    "no spec listed": Case(lambda r, x: _edit(r, lambda m: m["files"].pop(SPEC_FILE)), "does not list spec.json"),
-    "files a list": Case(lambda r, x: _edit(r, lambda m: m.update(files=list(m["files"]))), "'files' must be"),
-    "thresholds a list": Case(lambda r, x: _edit(r, lambda m: m.update(thresholds=[0.1, 0.5])), "'thresholds' must be"),
-    "threshold a string": Case(lambda r, x: _edit(r, lambda m: m["thresholds"].update(review="0.5")),
-                               r"thresholds\['review'\] must be a number"),
-    "threshold a bool": Case(lambda r, x: _edit(r, lambda m: m["thresholds"].update(decline=True)),
-                             r"thresholds\['decline'\] must be a number"),
-    "threshold above 1": Case(lambda r, x: _edit(r, lambda m: m["thresholds"].update(decline=1.5)),
-                              "'thresholds' are invalid"),
-    "review above decline": Case(lambda r, x: _edit(r, lambda m: m["thresholds"].update(review=0.9, decline=0.1)),
-                                 "'thresholds' are invalid"),
+        lambda r, x: _edit(
+            r, lambda m: m["files"]["model.ts"].update(bytes=str(m["files"]["model.ts"]["bytes"]))
+        ),
+        r"files\['model.ts'\] must be",
+    ),
+    "file entry hash not hex": Case(
+        lambda r, x: _edit(r, lambda m: m["files"]["model.ts"].update(sha256="z" * 64)),
+        r"files\['model.ts'\] must be",
+    ),
+    "no spec listed": Case(
+        lambda r, x: _edit(r, lambda m: m["files"].pop(SPEC_FILE)), "does not list spec.json"
+    ),
+    "files a list": Case(
+        lambda r, x: _edit(r, lambda m: m.update(files=list(m["files"]))), "'files' must be"
+    ),
+    "thresholds a list": Case(
+        lambda r, x: _edit(r, lambda m: m.update(thresholds=[0.1, 0.5])), "'thresholds' must be"
+    ),
+    "threshold a string": Case(
+        lambda r, x: _edit(r, lambda m: m["thresholds"].update(review="0.5")),
+        r"thresholds\['review'\] must be a number",
+    ),
+    "threshold a bool": Case(
+        lambda r, x: _edit(r, lambda m: m["thresholds"].update(decline=True)),
+        r"thresholds\['decline'\] must be a number",
+    ),
+    "threshold above 1": Case(
+        lambda r, x: _edit(r, lambda m: m["thresholds"].update(decline=1.5)), "'thresholds' are invalid"
+    ),
+    "review above decline": Case(
+        lambda r, x: _edit(r, lambda m: m["thresholds"].update(review=0.9, decline=0.1)),
+        "'thresholds' are invalid",
+    ),
     "threshold NaN": Case(lambda r, x: _nan_threshold(r), "NaN is not JSON"),
     "run_id a number": Case(lambda r, x: _edit(r, lambda m: m.update(run_id=7)), "'run_id' must be"),
     "run_id empty": Case(lambda r, x: _edit(r, lambda m: m.update(run_id="")), "'run_id' must be"),
-    "unknown format": Case(lambda r, x: _edit(r, lambda m: m["formats"].update(onnx="model.onnx")),
-                           r"formats\['onnx'\]"),
-    "format file not listed": Case(lambda r, x: _edit(r, lambda m: m["files"].pop("model.pt2")),
-                                   r"formats\['pt2'\] = 'model.pt2' is unknown or not among the verified files"),
-    "manifest a list": Case(lambda r, x: (r / MANIFEST_FILE).write_text("[]"), "not a seqfraud artifact manifest"),
+    "unknown format": Case(
+        lambda r, x: _edit(r, lambda m: m["formats"].update(onnx="model.onnx")), r"formats\['onnx'\]"
+    ),
+    "format file not listed": Case(
+        lambda r, x: _edit(r, lambda m: m["files"].pop("model.pt2")),
+        r"formats\['pt2'\] = 'model.pt2' is unknown or not among the verified files",
+    ),
+    "manifest a list": Case(
+        lambda r, x: (r / MANIFEST_FILE).write_text("[]"), "not a seqfraud artifact manifest"
+    ),
     "manifest not JSON": Case(lambda r, x: (r / MANIFEST_FILE).write_text("{"), "unreadable manifest"),
 }
 
@@ -326,13 +368,26 @@ SIGNATURE_ATTACKS = {
     "verified with the wrong key": ("theirs", lambda r, x: None, "not a configured verify key"),
     "re-signed by another key": ("ours", _resign_theirs, "not a configured verify key"),
     "another key's signature under our key id": ("ours", _forge_key_id, "signature does not match"),
-    "signature bit flipped": ("ours", lambda r, x: _signature(r, _flip_signature_bit), "signature does not match"),
-    "signature file truncated": ("ours", lambda r, x: (r / SIGNATURE_FILE).write_bytes(
-        (r / SIGNATURE_FILE).read_bytes()[:60]), "not a valid ed25519 signature file"),
-    "signature value truncated": ("ours", lambda r, x: _signature(r, lambda s: s.update(signature=s["signature"][:44])),
-                                  "not a valid ed25519 signature file"),
-    "signature algorithm changed": ("ours", lambda r, x: _signature(r, lambda s: s.update(algorithm="none")),
-                                    "not a valid ed25519 signature file"),
+    "signature bit flipped": (
+        "ours",
+        lambda r, x: _signature(r, _flip_signature_bit),
+        "signature does not match",
+    ),
+    "signature file truncated": (
+        "ours",
+        lambda r, x: (r / SIGNATURE_FILE).write_bytes((r / SIGNATURE_FILE).read_bytes()[:60]),
+        "not a valid ed25519 signature file",
+    ),
+    "signature value truncated": (
+        "ours",
+        lambda r, x: _signature(r, lambda s: s.update(signature=s["signature"][:44])),
+        "not a valid ed25519 signature file",
+    ),
+    "signature algorithm changed": (
+        "ours",
+        lambda r, x: _signature(r, lambda s: s.update(algorithm="none")),
+        "not a valid ed25519 signature file",
+    ),
     "signature removed": ("ours", lambda r, x: (r / SIGNATURE_FILE).unlink(), "unsigned artifact"),
     "signature is a symlink": ("ours", lambda r, x: _symlink(r, SIGNATURE_FILE), "manifest.sig: a symlink"),
 }
@@ -345,7 +400,9 @@ def _inputs() -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.fixture
 def extras(keys, evil_pt2, approve_all_ts):
     yield {"keys": keys, "evil_pt2": evil_pt2, "approve_all_ts": approve_all_ts}
-    evil_pt2[1].unlink(missing_ok=True)  # a test that let the payload run fails alone, not every test after it
+    evil_pt2[1].unlink(
+        missing_ok=True
+    )  # a test that let the payload run fails alone, not every test after it
 
 
 def _copy(src: Path, tmp_path: Path) -> Path:
@@ -354,9 +411,11 @@ def _copy(src: Path, tmp_path: Path) -> Path:
 
 # ---------------------------------------------------------------- the matrix
 
+
 @pytest.mark.parametrize("case", [*FORGERIES, *BREAKAGES, *SIGNATURE_ATTACKS])
-def test_a_tampered_signed_artifact_is_refused_before_any_model_is_read(case, signed_artifact, extras, model_loads,
-                                                                         tmp_path):
+def test_a_tampered_signed_artifact_is_refused_before_any_model_is_read(
+    case, signed_artifact, extras, model_loads, tmp_path
+):
     root = _copy(signed_artifact, tmp_path)
     if case in SIGNATURE_ATTACKS:
         who, tamper, message = SIGNATURE_ATTACKS[case]
@@ -407,13 +466,17 @@ def test_the_crafted_pt2_runs_code_when_torch_loads_it(evil_pt2, tmp_path):
 
 # ---------------------------------------------------------------- signed artifacts that load
 
-def test_a_signed_artifact_verifies_and_scores_like_the_unsigned_one(signed_artifact, exported_artifact, keys,
-                                                                     test_period_events, caplog):
+
+def test_a_signed_artifact_verifies_and_scores_like_the_unsigned_one(
+    signed_artifact, exported_artifact, keys, test_period_events, caplog
+):
     theirs, ours = keys["theirs"][1], keys["ours"][1]
     assert SIGNATURE_FILE not in _manifest(signed_artifact)["files"]
     assert (signed_artifact / MANIFEST_FILE).read_bytes() == canonical_json(_manifest(signed_artifact))
     with caplog.at_level(logging.WARNING):
-        scorer = Scorer.load(signed_artifact, verify_key=[theirs, ours], require_signed=True)  # a rotation overlap
+        scorer = Scorer.load(
+            signed_artifact, verify_key=[theirs, ours], require_signed=True
+        )  # a rotation overlap
     assert "UNSIGNED" not in caplog.text and "NOT checked" not in caplog.text
     events = test_period_events.head(300)
     assert scorer.score(events).equals(Scorer.load(exported_artifact).score(events))
@@ -428,7 +491,9 @@ def test_settings_come_from_the_environment(signed_artifact, exported_artifact, 
     assert Scorer.load(signed_artifact).manifest == _manifest(signed_artifact)
     with pytest.raises(ArtifactError, match="unsigned artifact"):
         Scorer.load(exported_artifact)
-    assert Scorer.load(exported_artifact, verify_key=[]).model_version  # an explicit empty key list: none configured
+    assert Scorer.load(
+        exported_artifact, verify_key=[]
+    ).model_version  # an explicit empty key list: none configured
     monkeypatch.setenv(VERIFY_KEY_ENV, str(theirs))
     with pytest.raises(ArtifactError, match="not a configured verify key"):
         Scorer.load(signed_artifact)
@@ -443,8 +508,11 @@ def test_settings_come_from_the_environment(signed_artifact, exported_artifact, 
 
 def test_bad_key_files_are_clear_errors(signed_artifact, keys, tmp_path):
     (tmp_path / "junk.pub").write_text("not a key")
-    for key, message in ((tmp_path / "none.pub", "cannot read the public key"), (tmp_path / "junk.pub", "not a PEM"),
-                         (keys["ours"][0], "that is the private key")):
+    for key, message in (
+        (tmp_path / "none.pub", "cannot read the public key"),
+        (tmp_path / "junk.pub", "not a PEM"),
+        (keys["ours"][0], "that is the private key"),
+    ):
         with pytest.raises(ArtifactError, match=message):
             open_artifact(signed_artifact, verify_key=key)
 
@@ -453,13 +521,17 @@ def test_the_sign_command_signs_rotates_and_refuses(exported_artifact, keys, tmp
     root = _copy(exported_artifact, tmp_path)
     sign_cli.main(["artifact", str(root), "--key", str(keys["theirs"][0])])
     assert open_artifact(root, verify_key=keys["theirs"][1]).signer in capsys.readouterr().out
-    sign_cli.main(["artifact", str(root), "--key", str(keys["ours"][0])])  # rotation: the new signature replaces it
+    sign_cli.main(
+        ["artifact", str(root), "--key", str(keys["ours"][0])]
+    )  # rotation: the new signature replaces it
     assert open_artifact(root, verify_key=keys["ours"][1]).signer
     with pytest.raises(ArtifactError, match="not a configured verify key"):
         open_artifact(root, verify_key=keys["theirs"][1])
     _flip(root, "model.ts", True)  # signing vouches for the files: a tampered artifact is not signed
-    for argv in (["artifact", str(root), "--key", str(keys["ours"][0])],
-                 ["keygen", "--out", str(keys["ours"][0].parent)]):
+    for argv in (
+        ["artifact", str(root), "--key", str(keys["ours"][0])],
+        ["keygen", "--out", str(keys["ours"][0].parent)],
+    ):
         with pytest.raises(SystemExit) as exit_:
             sign_cli.main(argv)
         assert exit_.value.code == 2
@@ -468,24 +540,38 @@ def test_the_sign_command_signs_rotates_and_refuses(exported_artifact, keys, tmp
     assert oct(keys["ours"][0].stat().st_mode & 0o777) == "0o600"
 
 
-def test_the_commands_take_the_verify_settings(signed_artifact, exported_artifact, keys, test_period_events, tmp_path,
-                                               monkeypatch, capsys):
+def test_the_commands_take_the_verify_settings(
+    signed_artifact, exported_artifact, keys, test_period_events, tmp_path, monkeypatch, capsys
+):
     """Refused at startup: the batch CLI writes nothing, the service does not start."""
     from fastapi.testclient import TestClient
 
-    from seqfraud.score import main as score_cli
+    from seqfraud.cli.score import main as score_cli
     from seqfraud.scoring.service import create_app
 
     test_period_events.head(100).write_parquet(tmp_path / "events.parquet")
-    args = ["--events", str(tmp_path / "events.parquet"), "--out", str(tmp_path / "out.parquet"), "--no-progress"]
-    for argv, message in ((["--artifact", str(signed_artifact), "--verify-key", str(keys["theirs"][1])],
-                           "not a configured verify key"),
-                          (["--artifact", str(exported_artifact), "--require-signed"], "no verify key is configured")):
+    args = [
+        "--events",
+        str(tmp_path / "events.parquet"),
+        "--out",
+        str(tmp_path / "out.parquet"),
+        "--no-progress",
+    ]
+    for argv, message in (
+        (
+            ["--artifact", str(signed_artifact), "--verify-key", str(keys["theirs"][1])],
+            "not a configured verify key",
+        ),
+        (["--artifact", str(exported_artifact), "--require-signed"], "no verify key is configured"),
+    ):
         # ArtifactError, or SystemExit(2) and one line on stderr where the CLI turns user errors into a message
         with pytest.raises((ArtifactError, SystemExit)) as refused:
             score_cli(argv + args)
         assert message in str(refused.value) + capsys.readouterr().err
         assert not (tmp_path / "out.parquet").exists()
     monkeypatch.setenv(VERIFY_KEY_ENV, str(keys["theirs"][1]))
-    with pytest.raises(ArtifactError, match="not a configured verify key"), TestClient(create_app(signed_artifact)):
+    with (
+        pytest.raises(ArtifactError, match="not a configured verify key"),
+        TestClient(create_app(signed_artifact)),
+    ):
         pass

@@ -23,7 +23,13 @@ from seqfraud.data.events import DataValidationError, load_events
 from seqfraud.schema import SYNTHETIC
 
 T0 = datetime(2026, 3, 1)
-SID, TS, LABEL, AMOUNT, DEVICE = SYNTHETIC.session_id, SYNTHETIC.timestamp, SYNTHETIC.label, "amount", "device_type"
+SID, TS, LABEL, AMOUNT, DEVICE = (
+    SYNTHETIC.session_id,
+    SYNTHETIC.timestamp,
+    SYNTHETIC.label,
+    "amount",
+    "device_type",
+)
 PAST_INFERENCE = 10_050  # rows: past the 10,000 a CSV column's type is inferred from
 
 
@@ -31,21 +37,25 @@ def log(n_rows: int = 12, ids: list[str] | None = None) -> pl.DataFrame:
     """A valid log, four events per session (or one per id given), in the synthetic schema."""
     sids = ids or [f"s{i // 4}" for i in range(n_rows)]
     n = len(sids)
-    return pl.DataFrame({
-        SID: sids,
-        TS: [T0 + timedelta(seconds=i) for i in range(n)],
-        SYNTHETIC.event_type: ["view", "login", "pay", "view"] * (n // 4) + ["view"] * (n % 4),
-        DEVICE: ["web"] * n,
-        "country": ["US"] * n,
-        "payment_method": ["card"] * n,
-        AMOUNT: [float(i) for i in range(n)],
-        LABEL: [int(s.endswith("1")) for s in sids],
-    })
+    return pl.DataFrame(
+        {
+            SID: sids,
+            TS: [T0 + timedelta(seconds=i) for i in range(n)],
+            SYNTHETIC.event_type: ["view", "login", "pay", "view"] * (n // 4) + ["view"] * (n % 4),
+            DEVICE: ["web"] * n,
+            "country": ["US"] * n,
+            "payment_method": ["card"] * n,
+            AMOUNT: [float(i) for i in range(n)],
+            LABEL: [int(s.endswith("1")) for s in sids],
+        }
+    )
 
 
 @dataclass
 class Case:
-    make: Callable[[Path], tuple[Path, list[str]]]  # writes the file(s); returns the input path and the fragments
+    make: Callable[
+        [Path], tuple[Path, list[str]]
+    ]  # writes the file(s); returns the input path and the fragments
     score: bool = True  # also through batch scoring (False: a label problem, which scoring never reads)
 
 
@@ -62,9 +72,11 @@ def _write(path: Path, content: str | bytes | pl.DataFrame) -> Path:
 
 def _file(name: str, content, *fragments: str, score: bool = True) -> Case:
     """One file; the fragments follow its path."""
+
     def make(tmp: Path) -> tuple[Path, list[str]]:
         path = _write(tmp / name, content() if callable(content) else content)
         return path, [str(path), *fragments]
+
     return Case(make, score)
 
 
@@ -77,17 +89,21 @@ def _parquet_bytes(df: pl.DataFrame) -> bytes:
 def _with_row(df: pl.DataFrame, row: int, **values) -> pl.DataFrame:
     """``df`` as strings, with ``values`` written into one row (for CSV files with a bad value in one place)."""
     text = df.with_columns(pl.all().cast(pl.String))
-    return text.with_columns(pl.when(pl.int_range(pl.len()) == row).then(pl.lit(v)).otherwise(pl.col(c)).alias(c)
-                             for c, v in values.items())
+    return text.with_columns(
+        pl.when(pl.int_range(pl.len()) == row).then(pl.lit(v)).otherwise(pl.col(c)).alias(c)
+        for c, v in values.items()
+    )
 
 
 def _folder(frames: dict[str, object], *fragments: str, glob: str | None = None) -> Case:
     """Several files read as one input (a folder, or a glob); fragments name files by their names."""
+
     def make(tmp: Path) -> tuple[Path, list[str]]:
         for name, content in frames.items():
             _write(tmp / "logs" / name, content)
         path = tmp / "logs" / glob if glob else tmp / "logs"
         return path, [*(str(tmp / "logs" / f) if f in frames else f for f in fragments)]
+
     return Case(make)
 
 
@@ -108,7 +124,7 @@ def _duplicate_column_parquet() -> bytes:
 def _corrupt_middle(data: bytes) -> bytes:
     """Zeros over a stretch of data pages; the footer stays intact, so only reading the data finds out."""
     at = len(data) // 3
-    return data[:at] + bytes(2000) + data[at + 2000:]
+    return data[:at] + bytes(2000) + data[at + 2000 :]
 
 
 GOOD = log()
@@ -118,89 +134,175 @@ CASES: dict[str, Case] = {
     "empty csv file": _file("e.csv", "", "the file is empty"),
     "header-only csv": _file("e.csv", ",".join(GOOD.columns) + "\n", "the event log is empty"),
     "empty parquet file (0 bytes)": _file("e.parquet", b"", "not a readable Parquet file", "size is 0 bytes"),
-    "truncated parquet": _file("e.parquet", lambda: _parquet_bytes(LONG)[:5000], "not a readable Parquet file",
-                               "truncated"),
+    "truncated parquet": _file(
+        "e.parquet", lambda: _parquet_bytes(LONG)[:5000], "not a readable Parquet file", "truncated"
+    ),
     "csv text named .parquet": _file("e.parquet", lambda: GOOD.write_csv(), "not a readable Parquet file"),
     "random bytes named .parquet": _file("e.parquet", bytes(range(256)) * 8, "not a readable Parquet file"),
     "parquet with no rows": _file("e.parquet", GOOD.head(0), "the event log is empty"),
     "corrupt parquet data, intact footer": _file(
-        "e.parquet", lambda: _corrupt_middle(_parquet_bytes(LONG)), "cannot be read"),
+        "e.parquet", lambda: _corrupt_middle(_parquet_bytes(LONG)), "cannot be read"
+    ),
     "unsupported suffix": _file("e.json", "{}", "unsupported file type", ".json"),
     # ---- folders and globs
     "folder: a column's type differs": _folder(
         {"p0.parquet": GOOD, "p1.parquet": GOOD.with_columns(pl.col(AMOUNT).cast(pl.String))},
-        "p0.parquet", "p1.parquet", f"the files disagree on column '{AMOUNT}'", "Float64", "String"),
+        "p0.parquet",
+        "p1.parquet",
+        f"the files disagree on column '{AMOUNT}'",
+        "Float64",
+        "String",
+    ),
     "folder: an extra column": _folder(
         {"p0.parquet": GOOD, "p1.parquet": GOOD.with_columns(note=pl.lit("x"))},
-        "p0.parquet", "p1.parquet", "column 'note'", "absent in"),
+        "p0.parquet",
+        "p1.parquet",
+        "column 'note'",
+        "absent in",
+    ),
     "folder: a missing column": _folder(
-        {"p0.parquet": GOOD, "p1.parquet": GOOD.drop(DEVICE)}, "p1.parquet", f"column '{DEVICE}'", "absent in"),
+        {"p0.parquet": GOOD, "p1.parquet": GOOD.drop(DEVICE)}, "p1.parquet", f"column '{DEVICE}'", "absent in"
+    ),
     "folder: one file truncated": _folder(
-        {"p0.parquet": GOOD, "p1.parquet": _parquet_bytes(GOOD)[:300]}, "p1.parquet", "not a readable Parquet file"),
+        {"p0.parquet": GOOD, "p1.parquet": _parquet_bytes(GOOD)[:300]},
+        "p1.parquet",
+        "not a readable Parquet file",
+    ),
     "folder: a duplicated column in arrow-written parquet": _folder(
-        {"p0.parquet": _duplicate_column_parquet()}, "p0.parquet", f"['{AMOUNT}'] appear more than once"),
+        {"p0.parquet": _duplicate_column_parquet()}, "p0.parquet", f"['{AMOUNT}'] appear more than once"
+    ),
     "csv glob: timestamps of different types": _folder(
         {"a.csv": GOOD, "b.csv": GOOD.with_columns(pl.col(TS).dt.epoch("s"))},
-        "a.csv", "b.csv", f"the files disagree on column '{TS}'", "Int64", "String", glob="*.csv"),
-    "glob mixing csv and parquet": _folder({"a.csv": GOOD, "b.parquet": GOOD}, "unsupported file type(s)",
-                                           glob="*"),
-    "no such file": Case(lambda tmp: (tmp / "missing.parquet", [str(tmp / "missing.parquet"), "no such file"])),
+        "a.csv",
+        "b.csv",
+        f"the files disagree on column '{TS}'",
+        "Int64",
+        "String",
+        glob="*.csv",
+    ),
+    "glob mixing csv and parquet": _folder(
+        {"a.csv": GOOD, "b.parquet": GOOD}, "unsupported file type(s)", glob="*"
+    ),
+    "no such file": Case(
+        lambda tmp: (tmp / "missing.parquet", [str(tmp / "missing.parquet"), "no such file"])
+    ),
     "folder without parquet files": _folder({"a.csv": GOOD}, "no such file, or no Parquet/CSV files match"),
     # ---- CSV that does not parse as its columns' types
-    "duplicated csv column": _file("e.csv", lambda: GOOD.write_csv().replace(f",{LABEL}\n", f",{AMOUNT}\n", 1),
-                                   f"column(s) ['{AMOUNT}'] appear more than once in the header"),
-    "bad number past row 10,000": _file("e.csv", lambda: _with_row(LONG, 10_040, **{AMOUNT: "12,5"}),
-                                        f"column '{AMOUNT}': 1 row(s) hold a value that is not a number",
-                                        "'12,5'", "data row 10,041"),
+    "duplicated csv column": _file(
+        "e.csv",
+        lambda: GOOD.write_csv().replace(f",{LABEL}\n", f",{AMOUNT}\n", 1),
+        f"column(s) ['{AMOUNT}'] appear more than once in the header",
+    ),
+    "bad number past row 10,000": _file(
+        "e.csv",
+        lambda: _with_row(LONG, 10_040, **{AMOUNT: "12,5"}),
+        f"column '{AMOUNT}': 1 row(s) hold a value that is not a number",
+        "'12,5'",
+        "data row 10,041",
+    ),
     "three bad numbers past row 10,000": _file(
-        "e.csv", lambda: pl.concat([_with_row(LONG.head(10_020), 10_010, **{AMOUNT: "n/a"}),
-                                    _with_row(LONG.tail(30), 3, **{AMOUNT: "USD 3"}),
-                                    _with_row(LONG.tail(1), 0, **{AMOUNT: "-"})]),
-        f"column '{AMOUNT}': 3 row(s) hold a value that is not a number", "'n/a'", "data row 10,011"),
-    "numbers that are all text": _file("e.csv", lambda: GOOD.with_columns(pl.lit("USD").alias(AMOUNT)),
-                                       f"column '{AMOUNT}': 12 row(s) hold a value that is not a number"),
+        "e.csv",
+        lambda: pl.concat(
+            [
+                _with_row(LONG.head(10_020), 10_010, **{AMOUNT: "n/a"}),
+                _with_row(LONG.tail(30), 3, **{AMOUNT: "USD 3"}),
+                _with_row(LONG.tail(1), 0, **{AMOUNT: "-"}),
+            ]
+        ),
+        f"column '{AMOUNT}': 3 row(s) hold a value that is not a number",
+        "'n/a'",
+        "data row 10,011",
+    ),
+    "numbers that are all text": _file(
+        "e.csv",
+        lambda: GOOD.with_columns(pl.lit("USD").alias(AMOUNT)),
+        f"column '{AMOUNT}': 12 row(s) hold a value that is not a number",
+    ),
     "integer epochs with a string past row 10,000": _file(
-        "e.csv", lambda: _with_row(LONG.with_columns(pl.col(TS).dt.epoch("s")), 10_020, **{TS: "2026-03-01"}),
-        f"column '{TS}': 1 row(s) hold a value that is not an integer", "'2026-03-01'", "data row 10,021",
-        "first 10,000 rows"),
-    "ragged csv row": _file("e.csv", lambda: _ragged(LONG.write_csv(), 10_030),
-                            "1 row(s) have more fields than the header's 8", "data row 10,030"),
+        "e.csv",
+        lambda: _with_row(LONG.with_columns(pl.col(TS).dt.epoch("s")), 10_020, **{TS: "2026-03-01"}),
+        f"column '{TS}': 1 row(s) hold a value that is not an integer",
+        "'2026-03-01'",
+        "data row 10,021",
+        "first 10,000 rows",
+    ),
+    "ragged csv row": _file(
+        "e.csv",
+        lambda: _ragged(LONG.write_csv(), 10_030),
+        "1 row(s) have more fields than the header's 8",
+        "data row 10,030",
+    ),
     # ---- columns and types
     "missing column": _file("e.parquet", GOOD.drop(DEVICE), f"missing column(s) '{DEVICE}'", "data.schema"),
-    "misnamed column": _file("e.parquet", GOOD.rename({DEVICE: "devicetype"}),
-                             f"'{DEVICE}' (did you mean 'devicetype'?)"),
-    "numeric column of strings (parquet)": _file("e.parquet", GOOD.with_columns(pl.col(AMOUNT).cast(pl.String)),
-                                                 f"column '{AMOUNT}' has type String", "numeric"),
-    "categorical column of floats": _file("e.parquet", GOOD.with_columns(pl.lit(1.5).alias(DEVICE)),
-                                          f"column '{DEVICE}' has type Float64"),
-    "timestamp of booleans": _file("e.parquet", GOOD.with_columns(pl.lit(True).alias(TS)),
-                                   f"column '{TS}' has type Boolean"),
-    "float epochs in csv": _file("e.csv", GOOD.with_columns(pl.col(TS).dt.epoch("ms") / 1000),
-                                 f"column '{TS}' has type Float64"),
+    "misnamed column": _file(
+        "e.parquet", GOOD.rename({DEVICE: "devicetype"}), f"'{DEVICE}' (did you mean 'devicetype'?)"
+    ),
+    "numeric column of strings (parquet)": _file(
+        "e.parquet",
+        GOOD.with_columns(pl.col(AMOUNT).cast(pl.String)),
+        f"column '{AMOUNT}' has type String",
+        "numeric",
+    ),
+    "categorical column of floats": _file(
+        "e.parquet", GOOD.with_columns(pl.lit(1.5).alias(DEVICE)), f"column '{DEVICE}' has type Float64"
+    ),
+    "timestamp of booleans": _file(
+        "e.parquet", GOOD.with_columns(pl.lit(True).alias(TS)), f"column '{TS}' has type Boolean"
+    ),
+    "float epochs in csv": _file(
+        "e.csv", GOOD.with_columns(pl.col(TS).dt.epoch("ms") / 1000), f"column '{TS}' has type Float64"
+    ),
     # ---- rows
-    "null session ids": _file("e.parquet", GOOD.with_columns(
-        pl.when(pl.int_range(pl.len()) < 2).then(None).otherwise(pl.col(SID)).alias(SID)),
-        f"column '{SID}': 2 row(s) have a null session id"),
-    "null session ids in csv": _file("e.csv", GOOD.with_columns(
-        pl.when(pl.int_range(pl.len()) == 5).then(None).otherwise(pl.col(SID)).alias(SID)),
-        f"column '{SID}': 1 row(s) have a null session id"),
-    "null timestamps": _file("e.parquet", GOOD.with_columns(
-        pl.when(pl.int_range(pl.len()) % 4 == 1).then(None).otherwise(pl.col(TS)).alias(TS)),
-        f"column '{TS}': 3 row(s) have a null timestamp"),
-    "day-first dates in csv are not guessed": _file("e.csv", lambda: _with_row(GOOD, 3, **{TS: "01/03/2026"}),
-                                                    f"column '{TS}': 1 row(s) have a timestamp that does not parse"),
-    "timestamps out of range": _file("e.parquet", GOOD.with_columns(
-        pl.when(pl.int_range(pl.len()) < 2).then(datetime(1970, 1, 2)).otherwise(pl.col(TS)).alias(TS)),
-        f"column '{TS}': 2 row(s) have a timestamp outside the plausible range"),
+    "null session ids": _file(
+        "e.parquet",
+        GOOD.with_columns(pl.when(pl.int_range(pl.len()) < 2).then(None).otherwise(pl.col(SID)).alias(SID)),
+        f"column '{SID}': 2 row(s) have a null session id",
+    ),
+    "null session ids in csv": _file(
+        "e.csv",
+        GOOD.with_columns(pl.when(pl.int_range(pl.len()) == 5).then(None).otherwise(pl.col(SID)).alias(SID)),
+        f"column '{SID}': 1 row(s) have a null session id",
+    ),
+    "null timestamps": _file(
+        "e.parquet",
+        GOOD.with_columns(
+            pl.when(pl.int_range(pl.len()) % 4 == 1).then(None).otherwise(pl.col(TS)).alias(TS)
+        ),
+        f"column '{TS}': 3 row(s) have a null timestamp",
+    ),
+    "day-first dates in csv are not guessed": _file(
+        "e.csv",
+        lambda: _with_row(GOOD, 3, **{TS: "01/03/2026"}),
+        f"column '{TS}': 1 row(s) have a timestamp that does not parse",
+    ),
+    "timestamps out of range": _file(
+        "e.parquet",
+        GOOD.with_columns(
+            pl.when(pl.int_range(pl.len()) < 2).then(datetime(1970, 1, 2)).otherwise(pl.col(TS)).alias(TS)
+        ),
+        f"column '{TS}': 2 row(s) have a timestamp outside the plausible range",
+    ),
     # ---- labels (training only: scoring never reads them)
-    "label not 0/1": _file("e.parquet", GOOD.with_columns(pl.lit(2).alias(LABEL)),
-                           f"column '{LABEL}': 12 row(s) have a label that is not 0/1", score=False),
+    "label not 0/1": _file(
+        "e.parquet",
+        GOOD.with_columns(pl.lit(2).alias(LABEL)),
+        f"column '{LABEL}': 12 row(s) have a label that is not 0/1",
+        score=False,
+    ),
     "label not constant within a session": _file(
-        "e.parquet", GOOD.with_columns((pl.int_range(pl.len()) == 0).cast(pl.Int64).alias(LABEL)),
-        f"column '{LABEL}': 4 row(s) belong to 1 session(s) whose label is not constant", score=False),
+        "e.parquet",
+        GOOD.with_columns((pl.int_range(pl.len()) == 0).cast(pl.Int64).alias(LABEL)),
+        f"column '{LABEL}': 4 row(s) belong to 1 session(s) whose label is not constant",
+        score=False,
+    ),
     "label of strings past row 10,000": _file(
-        "e.csv", lambda: _with_row(LONG, 10_020, **{LABEL: "yes"}),
-        f"column '{LABEL}': 1 row(s) hold a value that is not an integer", "'yes'", "data row 10,021", score=False),
+        "e.csv",
+        lambda: _with_row(LONG, 10_020, **{LABEL: "yes"}),
+        f"column '{LABEL}': 1 row(s) hold a value that is not an integer",
+        "'yes'",
+        "data row 10,021",
+        score=False,
+    ),
 }
 
 
@@ -249,8 +351,10 @@ def test_csv_ids_007_and_7_stay_two_sessions_in_training(tmp_path):
 
 def test_csv_label_table_ids_are_strings_too(tmp_path):
     events = _write(tmp_path / "e.csv", log(ids=ZERO_PADDED).drop(LABEL))
-    labels = _write(tmp_path / "labels.csv", pl.DataFrame({SID: ZERO_PADDED, LABEL: [int(len(s) == 3) for s in
-                                                                                    ZERO_PADDED]}))
+    labels = _write(
+        tmp_path / "labels.csv",
+        pl.DataFrame({SID: ZERO_PADDED, LABEL: [int(len(s) == 3) for s in ZERO_PADDED]}),
+    )
     loaded = load_events(str(events), SYNTHETIC, str(labels))
     got = dict(loaded.sessions.select(S.SESSION_ID, S.LABEL).iter_rows())
     assert got["007"] == 1 and got["7"] == 0 and len(got) == 200

@@ -16,33 +16,87 @@ import pytest
 from seqfraud.errors import DEBUG_ENV, EXIT_USER_ERROR
 
 ROOT = Path(__file__).resolve().parents[1]
-BAD_CSV = "session_id,timestamp,event_type,amount\n" + "s1,2026-03-01T00:00:00Z,view,1.5\n" * 3 + "s1,2026-03-01T00:00:01Z,view,n/a\n"
+BAD_CSV = (
+    "session_id,timestamp,event_type,amount\n"
+    + "s1,2026-03-01T00:00:00Z,view,1.5\n" * 3
+    + "s1,2026-03-01T00:00:01Z,view,n/a\n"
+)
 
 
 @pytest.fixture(scope="module")
 def runs(exported_artifact, tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
     tmp = tmp_path_factory.mktemp("cli")
     (tmp / "bad.csv").write_text(BAD_CSV)
-    (tmp / "dup.csv").write_text("session_id,timestamp,event_type,event_type\ns1,2026-03-01T00:00:00Z,view,view\n")
-    score = [sys.executable, "-m", "seqfraud.score", "--no-progress", "--out", str(tmp / "scores.parquet")]
+    (tmp / "dup.csv").write_text(
+        "session_id,timestamp,event_type,event_type\ns1,2026-03-01T00:00:00Z,view,view\n"
+    )
+    score = [sys.executable, "-m", "seqfraud", "score", "--no-progress", "--out", str(tmp / "scores.parquet")]
     commands = {
         "score: no artifact": score + ["--artifact", str(tmp / "none"), "--events", str(tmp / "bad.csv")],
         "score: bad csv": score + ["--artifact", str(exported_artifact), "--events", str(tmp / "bad.csv")],
-        "train: no events": [sys.executable, "train.py", f"data.events={tmp / 'none' / 'events.parquet'}",
-                             f"hydra.run.dir={tmp / 'train'}", "logger=none"],
-        "export: no run": [sys.executable, "export.py", f"run_dir={tmp / 'none'}", f"out={tmp / 'artifact'}",
-                           f"hydra.run.dir={tmp / 'export'}"],
-        "preprocess: duplicated column": [sys.executable, "-m", "seqfraud.preprocess", f"data.events={tmp / 'dup.csv'}",
-                                          f"hydra.run.dir={tmp / 'pre'}"],
-        "preprocess: unknown override key": [sys.executable, "-m", "seqfraud.preprocess", "data.evnts=x",
-                                             f"hydra.run.dir={tmp / 'pre2'}"],
-        "debug: preprocess, duplicated column": [sys.executable, "-m", "seqfraud.preprocess",
-                                                 f"data.events={tmp / 'dup.csv'}", f"hydra.run.dir={tmp / 'pre3'}"],
+        "train: no events": [
+            sys.executable,
+            "train.py",
+            f"data.events={tmp / 'none' / 'events.parquet'}",
+            f"hydra.run.dir={tmp / 'train'}",
+            "logger=none",
+        ],
+        "export: no run": [
+            sys.executable,
+            "export.py",
+            f"run_dir={tmp / 'none'}",
+            f"out={tmp / 'artifact'}",
+            f"hydra.run.dir={tmp / 'export'}",
+        ],
+        "preprocess: duplicated column": [
+            sys.executable,
+            "-m",
+            "seqfraud",
+            "preprocess",
+            f"data.events={tmp / 'dup.csv'}",
+            f"hydra.run.dir={tmp / 'pre'}",
+        ],
+        "preprocess: unknown override key": [
+            sys.executable,
+            "-m",
+            "seqfraud",
+            "preprocess",
+            "data.evnts=x",
+            f"hydra.run.dir={tmp / 'pre2'}",
+        ],
+        "debug: preprocess, duplicated column": [
+            sys.executable,
+            "-m",
+            "seqfraud",
+            "preprocess",
+            f"data.events={tmp / 'dup.csv'}",
+            f"hydra.run.dir={tmp / 'pre3'}",
+        ],
+        # The [train] extra missing: Lightning cannot be imported (a None in sys.modules stops an import).
+        "train: no [train] extra": [
+            sys.executable,
+            "-c",
+            (
+                "import sys; sys.modules['pytorch_lightning'] = None; "
+                "from seqfraud.cli import main; sys.exit(main(['train', 'logger=none']))"
+            ),
+        ],
+        "unknown subcommand": [sys.executable, "-m", "seqfraud", "trian"],
     }
-    env = {k: v for k, v in os.environ.items() if k not in (DEBUG_ENV, "HYDRA_FULL_ERROR")} | {"WANDB_MODE": "disabled"}
-    procs = {name: subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                    env=env | ({DEBUG_ENV: "1"} if name.startswith("debug") else {}))
-             for name, argv in commands.items()}
+    env = {k: v for k, v in os.environ.items() if k not in (DEBUG_ENV, "HYDRA_FULL_ERROR")} | {
+        "WANDB_MODE": "disabled"
+    }
+    procs = {
+        name: subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env | ({DEBUG_ENV: "1"} if name.startswith("debug") else {}),
+        )
+        for name, argv in commands.items()
+    }
     done = {}
     for name, proc in procs.items():
         out, err = proc.communicate(timeout=120)
@@ -61,13 +115,18 @@ def error_line(runs, name: str) -> str:
 
 
 def test_score_without_an_artifact(runs):
-    assert runs["score: no artifact"][0].stderr.strip().splitlines() == [error_line(runs, "score: no artifact")]
+    assert runs["score: no artifact"][0].stderr.strip().splitlines() == [
+        error_line(runs, "score: no artifact")
+    ]
     assert "none: not an artifact" in error_line(runs, "score: no artifact")
 
 
 def test_score_with_a_bad_csv_names_file_column_and_count(runs):
     line = error_line(runs, "score: bad csv")
-    assert "bad.csv: column 'amount': 1 row(s) hold a value that is not a number (first: 'n/a', data row 4)" in line
+    assert (
+        "bad.csv: column 'amount': 1 row(s) hold a value that is not a number (first: 'n/a', data row 4)"
+        in line
+    )
     assert not (runs["score: bad csv"][1] / "scores.parquet").exists()
 
 
@@ -83,7 +142,9 @@ def test_export_without_a_run(runs):
 
 
 def test_preprocess_with_a_duplicated_column(runs):
-    assert "dup.csv: column(s) ['event_type'] appear more than once" in error_line(runs, "preprocess: duplicated column")
+    assert "dup.csv: column(s) ['event_type'] appear more than once" in error_line(
+        runs, "preprocess: duplicated column"
+    )
 
 
 def test_hydra_config_errors_are_one_line_and_status_2(runs):
@@ -93,6 +154,64 @@ def test_hydra_config_errors_are_one_line_and_status_2(runs):
 def test_debug_switch_shows_the_traceback(runs):
     result, _ = runs["debug: preprocess, duplicated column"]
     assert result.returncode != 0 and "Traceback" in result.stderr and "DataValidationError" in result.stderr
+
+
+def test_a_missing_extra_names_the_install_command(runs):
+    line = error_line(runs, "train: no [train] extra")
+    assert 'pip install "seqfraud[train]"' in line and "pytorch_lightning" in line
+
+
+def test_an_unknown_subcommand_lists_the_subcommands(runs):
+    assert "unknown subcommand 'trian'" in error_line(runs, "unknown subcommand")
+    assert "train, export, score, serve" in error_line(runs, "unknown subcommand")
+
+
+def test_help_lists_every_subcommand(capsys):
+    from seqfraud.cli import COMMANDS, main
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"  {name} " in out for name in COMMANDS)
+    assert {
+        "preprocess",
+        "train",
+        "export",
+        "score",
+        "serve",
+        "backtest",
+        "compare",
+        "monitor",
+        "explain",
+        "synthetic",
+        "sign",
+    } <= set(COMMANDS)
+
+
+def test_user_config_folder_through_the_search_path(tmp_path):
+    """An experiment in the user's own folder composes with the packaged config, from outside the checkout."""
+    (tmp_path / "myconf" / "experiment").mkdir(parents=True)
+    (tmp_path / "myconf" / "experiment" / "mine.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /model: tiny\nexperiment_name: mine\nseed: 7\n"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "seqfraud",
+            "train",
+            f"hydra.searchpath=[file://{tmp_path / 'myconf'}]",
+            "+experiment=mine",
+            "--cfg",
+            "job",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "experiment_name: mine" in result.stdout and "seed: 7" in result.stdout
+    assert "d_model: 16" in result.stdout  # model=tiny, a packaged config the user's experiment overrides to
 
 
 def test_command_reports_user_errors_and_lets_bugs_through(capsys, monkeypatch):
@@ -107,7 +226,10 @@ def test_command_reports_user_errors_and_lets_bugs_through(capsys, monkeypatch):
     with pytest.raises(SystemExit) as exit_:
         main(DataValidationError("e.csv: column 'amount': 3 row(s) hold a value that is not a number"))
     assert exit_.value.code == EXIT_USER_ERROR
-    assert capsys.readouterr().err == "error: e.csv: column 'amount': 3 row(s) hold a value that is not a number\n"
+    assert (
+        capsys.readouterr().err
+        == "error: e.csv: column 'amount': 3 row(s) hold a value that is not a number\n"
+    )
     with pytest.raises(SystemExit):
         main(FileNotFoundError(2, "No such file or directory", "x.parquet"))
     assert "x.parquet" in capsys.readouterr().err

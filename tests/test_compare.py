@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from seqfraud.compare import compare, main
+from seqfraud.cli.compare import main
+from seqfraud.compare import compare
 from seqfraud.training.train import train
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "seqfraud" / "conf"
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +23,15 @@ def runs(tmp_path_factory):
     os.environ["WANDB_MODE"] = "disabled"
     out = tmp_path_factory.mktemp("compare")
     for job, rounds in (("0", 3), ("1", 40)):
-        overrides = ["+experiment=smoke", "model=lightgbm", "logger=none", f"model.num_boost_round={rounds}", "+model.num_threads=1",
-                     f"paths.data_dir={out / 'data'}", f"paths.output_dir={out / 'multirun' / job}"]
+        overrides = [
+            "+experiment=smoke",
+            "model=lightgbm",
+            "logger=none",
+            f"model.num_boost_round={rounds}",
+            "+model.num_threads=1",
+            f"paths.data_dir={out / 'data'}",
+            f"paths.output_dir={out / 'multirun' / job}",
+        ]
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             train(compose("train", overrides=overrides))
     return out / "multirun"

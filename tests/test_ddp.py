@@ -23,7 +23,7 @@ ENV_KEYS = launch.ENV_KEYS
 
 
 def compose_train(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "seqfraud" / "conf"), version_base="1.3"):
         return compose("train", overrides=["logger=none", "trainer.enable_progress_bar=false", *overrides])
 
 
@@ -36,24 +36,39 @@ def test_outside_launchers_must_point_at_prepared_data(tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "4")
     cfg = compose_train(["+experiment=smoke", f"paths.output_dir={tmp_path / 'run'}"])
-    with pytest.raises(ValueError, match=r"rank 1 of 4 .*python -m seqfraud.preprocess.*prepared_dir="):
+    with pytest.raises(ValueError, match=r"rank 1 of 4 .*seqfraud preprocess .*prepared_dir="):
         train(cfg)
     assert not (tmp_path / "run").exists()
 
 
 def test_prepared_dir_skips_preprocessing(trained_run, tmp_path, one_torch_thread):
-    cfg = compose_train(["+experiment=smoke", f"paths.output_dir={tmp_path}", f"prepared_dir={trained_run}",
-                         f"paths.data_dir={trained_run.parent / 'data'}", "trainer.max_epochs=1"])
+    cfg = compose_train(
+        [
+            "+experiment=smoke",
+            f"paths.output_dir={tmp_path}",
+            f"prepared_dir={trained_run}",
+            f"paths.data_dir={trained_run.parent / 'data'}",
+            "trainer.max_epochs=1",
+        ]
+    )
     metrics = train(cfg)
     assert not (tmp_path / "data").exists()
     assert (tmp_path / "spec.json").read_text() == (trained_run / "spec.json").read_text()
     ours, theirs = (pl.read_parquet(d / "predictions/test.parquet") for d in (tmp_path, trained_run))
-    assert ours[S.SESSION_ID].to_list() == theirs[S.SESSION_ID].to_list() and metrics["test"]["n"] == ours.height
+    assert (
+        ours[S.SESSION_ID].to_list() == theirs[S.SESSION_ID].to_list() and metrics["test"]["n"] == ours.height
+    )
 
 
 def test_prepared_dir_of_another_schema_is_refused(trained_run, tmp_path):
-    cfg = compose_train(["+experiment=smoke", f"paths.output_dir={tmp_path}", f"prepared_dir={trained_run}",
-                         "data.schema.event_type=action"])
+    cfg = compose_train(
+        [
+            "+experiment=smoke",
+            f"paths.output_dir={tmp_path}",
+            f"prepared_dir={trained_run}",
+            "data.schema.event_type=action",
+        ]
+    )
     with pytest.raises(SpecError, match="does not match the spec"):
         train(cfg)
     assert not (tmp_path / "spec.json").exists()
@@ -66,8 +81,14 @@ def test_a_failing_rank_is_reported_not_waited_for(trained_run, tmp_path, monkey
     fake.chmod(0o755)
     monkeypatch.setattr(launch.sys, "executable", str(fake))
     before = {k: os.environ.get(k) for k in ENV_KEYS}
-    cfg = compose_train(["+experiment=smoke", f"paths.output_dir={tmp_path / 'run'}", f"prepared_dir={trained_run}",
-                         "trainer=ddp"])
+    cfg = compose_train(
+        [
+            "+experiment=smoke",
+            f"paths.output_dir={tmp_path / 'run'}",
+            f"prepared_dir={trained_run}",
+            "trainer=ddp",
+        ]
+    )
     with pytest.raises(launch.ChildFailed, match=r"rank 1 exited with 3(.|\n)*child could not start"):
         train(cfg)
     assert {k: os.environ.get(k) for k in ENV_KEYS} == before
@@ -83,8 +104,15 @@ def monitored_val_pr_auc(run_dir: Path) -> float:
 def ddp_overrides(tmp_path: Path, name: str) -> list[str]:
     # Smoke-sized data leaves 6 fraud sessions in test: metrics there are noise. 12k sessions (48 in test),
     # 6 epochs at a higher rate and no early stop make both runs learn, so their metrics can be compared.
-    return ["+experiment=smoke", f"paths.output_dir={tmp_path / name}", f"paths.data_dir={tmp_path / 'data'}",
-            "data.synthetic.sessions=12000", "trainer.max_epochs=6", "optim.lr=3e-3", "~callbacks.early_stopping"]
+    return [
+        "+experiment=smoke",
+        f"paths.output_dir={tmp_path / name}",
+        f"paths.data_dir={tmp_path / 'data'}",
+        "data.synthetic.sessions=12000",
+        "trainer.max_epochs=6",
+        "optim.lr=3e-3",
+        "~callbacks.early_stopping",
+    ]
 
 
 def test_two_ranks_learn_what_one_process_learns(tmp_path):
@@ -96,7 +124,9 @@ def test_two_ranks_learn_what_one_process_learns(tmp_path):
     ddp = train(compose_train([*ddp_overrides(tmp_path, "ddp"), "trainer=ddp", "loader.batch_size=32"]))
     for name in ("single", "ddp"):
         assert json.loads((tmp_path / name / "metrics.json").read_text())["test"]["n"] == single["test"]["n"]
-    assert (tmp_path / "ddp" / "ddp_rank1.log").is_file() and not (tmp_path / "single" / "ddp_rank1.log").exists()
+    assert (tmp_path / "ddp" / "ddp_rank1.log").is_file() and not (
+        tmp_path / "single" / "ddp_rank1.log"
+    ).exists()
     # The launcher leaves this process as it found it: no process group, environment, thread count.
     assert not torch.distributed.is_initialized()
     assert {k: os.environ.get(k) for k in ENV_KEYS} == before and torch.get_num_threads() == threads
@@ -105,7 +135,11 @@ def test_two_ranks_learn_what_one_process_learns(tmp_path):
     # vs 0.528/0.899, 0.513/0.900 vs 0.475/0.914, 0.570/0.955 vs 0.611/0.937. Across seeds the single runs
     # alone spread by 0.16 PR-AUC and 0.055 ROC-AUC.
     for key, tol in (("pr_auc", 0.15), ("roc_auc", 0.05)):
-        assert abs(ddp["test"][key] - single["test"][key]) <= tol, (key, single["test"][key], ddp["test"][key])
+        assert abs(ddp["test"][key] - single["test"][key]) <= tol, (
+            key,
+            single["test"][key],
+            ddp["test"][key],
+        )
     assert ddp["test"]["roc_auc"] > 0.85  # learned, far from chance
     # The monitor was computed on all ranks' outputs: it is the best checkpoint's PR-AUC on the whole val split.
     assert monitored_val_pr_auc(tmp_path / "ddp") == pytest.approx(ddp["val"]["pr_auc"], abs=1e-5)
@@ -113,11 +147,24 @@ def test_two_ranks_learn_what_one_process_learns(tmp_path):
 
 def test_multirun_with_ddp_makes_one_run_per_job_and_no_strays(tmp_path):
     env = os.environ | {"WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, str(ROOT / "train.py"), "-m", "+experiment=smoke", "trainer=ddp", "seed=1,2",
-           "trainer.max_epochs=1", "data.synthetic.sessions=800", "loader.batch_size=32", "logger=none",
-           f"paths.data_dir={tmp_path / 'data'}", f"hydra.sweep.dir={tmp_path / 'multirun'}",
-           "trainer.enable_progress_bar=false"]
-    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
+    cmd = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "-m",
+        "+experiment=smoke",
+        "trainer=ddp",
+        "seed=1,2",
+        "trainer.max_epochs=1",
+        "data.synthetic.sessions=800",
+        "loader.batch_size=32",
+        "logger=none",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"hydra.sweep.dir={tmp_path / 'multirun'}",
+        "trainer.enable_progress_bar=false",
+    ]
+    result = subprocess.run(
+        cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "multirun"]  # children made no run dirs
     jobs = sorted(p for p in (tmp_path / "multirun").iterdir() if p.is_dir())

@@ -37,9 +37,10 @@ def _just_above(x: float) -> float:
 
 # ---------------------------------------------------------------- policies
 
+
 def test_threshold_by_fpr_is_the_lowest_that_holds_the_target():
     assert threshold_by_fpr(Y, P, 0.125) == _just_above(0.7)  # one of eight negatives (0.8) may be flagged
-    assert threshold_by_fpr(Y, P, 0.1) == _just_above(0.8)    # none may: above every negative
+    assert threshold_by_fpr(Y, P, 0.1) == _just_above(0.8)  # none may: above every negative
     assert threshold_by_fpr(Y, P, 0.25) == _just_above(0.6)
     t = threshold_by_fpr(Y, P, 0.25)
     assert (P[Y == 0] >= t).mean() <= 0.25 and (P[Y == 0] >= np.float32(0.6)).mean() > 0.25
@@ -48,13 +49,13 @@ def test_threshold_by_fpr_is_the_lowest_that_holds_the_target():
 def test_threshold_by_fpr_with_ties_never_exceeds_the_target():
     y = np.array([0, 0, 0, 0, 1])
     p = np.array([0.5, 0.5, 0.5, 0.2, 0.9], dtype=np.float32)
-    assert threshold_by_fpr(y, p, 0.5) == _just_above(0.5)   # 0.5 itself would flag 3 of 4 negatives
+    assert threshold_by_fpr(y, p, 0.5) == _just_above(0.5)  # 0.5 itself would flag 3 of 4 negatives
 
 
 def test_threshold_by_capacity_counts_every_session():
     assert threshold_by_capacity(P, 200) == _just_above(0.75)  # 2 of 10 sessions: 0.95 and 0.8
-    assert threshold_by_capacity(P, 100) == _just_above(0.8)   # 1 of 10: 0.95 only
-    assert threshold_by_capacity(P, 99) == _just_above(0.95)   # none
+    assert threshold_by_capacity(P, 100) == _just_above(0.8)  # 1 of 10: 0.95 only
+    assert threshold_by_capacity(P, 99) == _just_above(0.95)  # none
 
 
 def test_threshold_by_cost_without_amounts():
@@ -79,27 +80,51 @@ def test_threshold_by_cost_with_amounts():
 
 
 def test_choose_thresholds_records_policies_and_operating_points():
-    out = choose_thresholds(Y, P, {"review": {"policy": "capacity", "per_1000": 200},
-                                   "decline": {"policy": "fpr", "fpr": 0.1}})
+    out = choose_thresholds(
+        Y, P, {"review": {"policy": "capacity", "per_1000": 200}, "decline": {"policy": "fpr", "fpr": 0.1}}
+    )
     assert out["review"] == _just_above(0.75) and out["decline"] == _just_above(0.8)
     assert out["policies"]["review"] == {"policy": "capacity", "per_1000": 200}
     review = out["validation"]["review"]
     assert (review["fpr"], review["recall"], review["flagged_per_1000"]) == (0.125, 0.5, 200.0)
     assert out["validation"]["decline"]["fpr"] == 0.0 and out["validation"]["negatives"] == 8
-    cost = choose_thresholds(Y, P, {"review": {"policy": "fpr", "fpr": 0.125},
-                                    "decline": {"policy": "cost", "fraud_loss": 10, "false_decline_cost": 11}})
+    cost = choose_thresholds(
+        Y,
+        P,
+        {
+            "review": {"policy": "fpr", "fpr": 0.125},
+            "decline": {"policy": "cost", "fraud_loss": 10, "false_decline_cost": 11},
+        },
+    )
     assert cost["validation"]["decline"]["expected_cost_per_session"] == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("policies, message", [
-    ({"review": {"policy": "fpr", "fpr": 0.1}, "decline": {"policy": "fpr", "fpr": 0.25}}, "review=.* decline="),
-    ({"review": {"policy": "magic"}, "decline": {"policy": "fpr", "fpr": 0.1}}, "policy must be one of"),
-    ({"review": {"policy": "fpr"}, "decline": {"policy": "fpr", "fpr": 0.1}}, r"needs \['fpr'\]"),
-    ({"review": {"policy": "fpr", "fpr": 0.1, "per_1000": 3}, "decline": {"policy": "fpr", "fpr": 0.1}}, "not"),
-    ({"review": {"policy": "fpr", "fpr": 0.1}}, "exactly 'review' and 'decline'"),
-    ({"review": {"policy": "fpr", "fpr": 0.1},
-      "decline": {"policy": "cost", "fraud_loss": 1, "false_decline_cost": 1, "amount": "amount"}}, "no amounts"),
-])
+@pytest.mark.parametrize(
+    "policies, message",
+    [
+        (
+            {"review": {"policy": "fpr", "fpr": 0.1}, "decline": {"policy": "fpr", "fpr": 0.25}},
+            "review=.* decline=",
+        ),
+        ({"review": {"policy": "magic"}, "decline": {"policy": "fpr", "fpr": 0.1}}, "policy must be one of"),
+        ({"review": {"policy": "fpr"}, "decline": {"policy": "fpr", "fpr": 0.1}}, r"needs \['fpr'\]"),
+        (
+            {
+                "review": {"policy": "fpr", "fpr": 0.1, "per_1000": 3},
+                "decline": {"policy": "fpr", "fpr": 0.1},
+            },
+            "not",
+        ),
+        ({"review": {"policy": "fpr", "fpr": 0.1}}, "exactly 'review' and 'decline'"),
+        (
+            {
+                "review": {"policy": "fpr", "fpr": 0.1},
+                "decline": {"policy": "cost", "fraud_loss": 1, "false_decline_cost": 1, "amount": "amount"},
+            },
+            "no amounts",
+        ),
+    ],
+)
 def test_bad_policies_are_refused_clearly(policies, message):
     with pytest.raises(DecisionError, match=message):
         choose_thresholds(Y, P, policies)
@@ -122,17 +147,33 @@ def test_bad_inputs_are_refused():
 
 # ---------------------------------------------------------------- bands
 
+
 def test_bands_at_the_edges():
     t = {"review": 0.3, "decline": 0.8}
     scores = np.array([0.0, np.nextafter(0.3, 0), 0.3, np.nextafter(0.8, 0), 0.8, 1.0])
-    assert assign_bands(scores, t).tolist() == ["approve", "approve", "review", "review", "decline", "decline"]
+    assert assign_bands(scores, t).tolist() == [
+        "approve",
+        "approve",
+        "review",
+        "review",
+        "decline",
+        "decline",
+    ]
     assert assign_bands(np.array([0.5]), {"review": 0.5, "decline": 0.5}).tolist() == ["decline"]
     assert assign_bands(np.array([1.0]), {"review": 0.0, "decline": 1.0}).tolist() == ["decline"]
 
 
-@pytest.mark.parametrize("bad", [{"review": 0.5}, {"review": 0.9, "decline": 0.1}, {"review": -0.1, "decline": 0.5},
-                                 {"review": 0.1, "decline": 1.5}, {"review": "x", "decline": 0.5},
-                                 {"review": 0.1, "decline": 0.5, "block": 0.9}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"review": 0.5},
+        {"review": 0.9, "decline": 0.1},
+        {"review": -0.1, "decline": 0.5},
+        {"review": 0.1, "decline": 1.5},
+        {"review": "x", "decline": 0.5},
+        {"review": 0.1, "decline": 0.5, "block": 0.9},
+    ],
+)
 def test_bad_thresholds_are_refused(bad):
     with pytest.raises(DecisionError, match="thresholds"):
         check_thresholds(bad)
@@ -145,6 +186,7 @@ def test_a_nan_score_has_no_band():
 
 # ---------------------------------------------------------------- calibration
 
+
 def test_expected_calibration_error_on_a_toy_example():
     # Bins of 0.1: |0-0.1| + |0-0.2| + |1-0.6| + |1-0.9| = 0.8 over 4 sessions.
     assert expected_calibration_error([0, 0, 1, 1], [0.1, 0.2, 0.6, 0.9]) == pytest.approx(0.2)
@@ -156,7 +198,7 @@ def test_expected_calibration_error_on_a_toy_example():
 def _overconfident(n=2000, seed=0):
     rng = np.random.default_rng(seed)
     raw = rng.random(n)
-    return (rng.random(n) < raw ** 3).astype(int), raw
+    return (rng.random(n) < raw**3).astype(int), raw
 
 
 def test_isotonic_is_monotone_in_unit_interval_and_plain_json():
@@ -176,7 +218,9 @@ def test_platt_round_trip_recovers_a_known_map():
     true = Calibration("platt", {"a": 2.0, "b": -1.0})
     y = (rng.random(len(raw)) < true.apply(raw)).astype(int)
     fitted = fit_calibration("platt", y, raw)
-    assert fitted.params["a"] == pytest.approx(2.0, abs=0.1) and fitted.params["b"] == pytest.approx(-1.0, abs=0.1)
+    assert fitted.params["a"] == pytest.approx(2.0, abs=0.1) and fitted.params["b"] == pytest.approx(
+        -1.0, abs=0.1
+    )
     again = Calibration.from_dict(json.loads(json.dumps(fitted.to_dict())))
     np.testing.assert_allclose(again.apply(raw), fitted.apply(raw))
     assert np.all(np.diff(again.apply(np.sort(raw))) >= 0)
@@ -195,6 +239,7 @@ def test_bad_calibrations_are_refused():
 
 
 # ---------------------------------------------------------------- the exported artifact
+
 
 @pytest.fixture(scope="module")
 def one_session(test_period_events, exported_artifact):
@@ -237,7 +282,9 @@ def test_band_override_at_load(exported_artifact, one_session):
     assert scorer.thresholds == {"review": 0.0, "decline": 1.0}
     assert scorer.score(one_session)[S.BAND].to_list() == ["review"]
     assert Scorer.load(exported_artifact).thresholds == {
-        k: json.loads((exported_artifact / MANIFEST_FILE).read_text())["thresholds"][k] for k in ("review", "decline")}
+        k: json.loads((exported_artifact / MANIFEST_FILE).read_text())["thresholds"][k]
+        for k in ("review", "decline")
+    }
 
 
 def test_a_corrupt_calibration_file_is_refused(exported_artifact, tmp_path):
@@ -257,23 +304,33 @@ def test_a_corrupt_calibration_file_is_refused(exported_artifact, tmp_path):
 
 @pytest.mark.usefixtures("one_torch_thread")
 def test_export_with_platt_and_a_cost_policy_on_amounts(trained_run, tmp_path):
-    from seqfraud.export import ExportError, export_run
+    from seqfraud.export.exporter import ExportError, export_run
     from seqfraud.features.spec import Spec
 
     amount = Spec.load(trained_run / "spec.json").schema.numerical[0]
     # A review costs less than a decline, so its least-cost threshold is never the higher one.
-    policies = {"review": {"policy": "cost", "fraud_loss": 1.0, "false_decline_cost": 2.0, "amount": amount},
-                "decline": {"policy": "cost", "fraud_loss": 1.0, "false_decline_cost": 20.0, "amount": amount}}
-    out = export_run(trained_run, tmp_path / "a", formats=["torchscript"], calibration="platt", thresholds=policies)
+    policies = {
+        "review": {"policy": "cost", "fraud_loss": 1.0, "false_decline_cost": 2.0, "amount": amount},
+        "decline": {"policy": "cost", "fraud_loss": 1.0, "false_decline_cost": 20.0, "amount": amount},
+    }
+    out = export_run(
+        trained_run, tmp_path / "a", formats=["torchscript"], calibration="platt", thresholds=policies
+    )
     m = json.loads((out / MANIFEST_FILE).read_text())
-    assert m["calibration"]["method"] == "platt" and m["thresholds"]["policies"]["decline"]["amount"] == amount
+    assert (
+        m["calibration"]["method"] == "platt" and m["thresholds"]["policies"]["decline"]["amount"] == amount
+    )
     assert m["thresholds"]["review"] <= m["thresholds"]["decline"]
     for band in ("review", "decline"):
         assert m["thresholds"]["validation"][band]["expected_cost_per_session"] >= 0
     assert set(json.loads((out / CALIBRATION_FILE).read_text())["params"]) == {"a", "b"}
     with pytest.raises(ExportError, match="not a numerical column"):
-        export_run(trained_run, tmp_path / "b", formats=["torchscript"],
-                   thresholds={band: {**p, "amount": "nope"} for band, p in policies.items()})
+        export_run(
+            trained_run,
+            tmp_path / "b",
+            formats=["torchscript"],
+            thresholds={band: {**p, "amount": "nope"} for band, p in policies.items()},
+        )
     with pytest.raises(ExportError, match="calibration"):
         export_run(trained_run, tmp_path / "c", formats=["torchscript"], calibration="beta")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]

@@ -10,14 +10,19 @@ import torch
 
 from seqfraud import schema as S
 from seqfraud.features.spec import MISSING
+from seqfraud.features.tokens import Sequences
 from seqfraud.scoring import Scorer
 from seqfraud.scoring.explain import top_events
-from seqfraud.scoring.prepare import Sequences, normalized_events
+from seqfraud.scoring.prepare import normalized_events
 from seqfraud.scoring.service import Limits
 from tests.conftest import service_client
 
-LIMITS = Limits(max_events_per_session=200, max_sessions_per_batch=5, max_body_bytes=200_000,
-                max_session_body_bytes=200_000)
+LIMITS = Limits(
+    max_events_per_session=200,
+    max_sessions_per_batch=5,
+    max_body_bytes=200_000,
+    max_session_body_bytes=200_000,
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +41,12 @@ def test_one_row_per_kept_event_in_time_order(scorer, few, one_torch_thread):
     s = scorer.spec.schema
     explained = scorer.explain(few)
     assert explained.columns == [S.SESSION_ID, S.POSITION, S.EVENT, S.EVENT_TIME, S.CONTRIBUTION]
-    lengths = dict(scorer.score(few).join(
-        few.group_by(pl.col(s.session_id).cast(pl.String).alias(S.SESSION_ID)).len(), on=S.SESSION_ID)
-        .select(S.SESSION_ID, pl.col("len").clip(upper_bound=scorer.spec.max_len)).iter_rows())
+    lengths = dict(
+        scorer.score(few)
+        .join(few.group_by(pl.col(s.session_id).cast(pl.String).alias(S.SESSION_ID)).len(), on=S.SESSION_ID)
+        .select(S.SESSION_ID, pl.col("len").clip(upper_bound=scorer.spec.max_len))
+        .iter_rows()
+    )
     for sid, group in explained.group_by(S.SESSION_ID):
         assert group[S.POSITION].to_list() == list(range(lengths[sid[0]]))
         assert group[S.EVENT_TIME].is_sorted()
@@ -77,9 +85,9 @@ def test_masking_the_top_events_lowers_the_score_most(scorer, few, one_torch_thr
 
         masked = []
         for rows in (order[:3], order[-3:]):
-            tokens = seqs.tokens[offsets[i]:offsets[i + 1]].copy()
+            tokens = seqs.tokens[offsets[i] : offsets[i + 1]].copy()
             tokens[rows] = MISSING
-            masked.append(float(scorer.predict(Sequences([sid], tokens, seqs.lengths[i:i + 1]))[0]))
+            masked.append(float(scorer.predict(Sequences([sid], tokens, seqs.lengths[i : i + 1]))[0]))
         assert full[i] - masked[0] > full[i] - masked[1]
 
 
@@ -88,7 +96,8 @@ def test_truncated_sessions_explain_only_the_kept_events(scorer, few, one_torch_
     first = few.filter(pl.col(s.session_id) == few[s.session_id][0])
     n = scorer.spec.max_len + 5
     long = pl.concat([first[:1]] * n).with_columns(
-        pl.col(s.timestamp) + pl.duration(seconds=pl.int_range(pl.len())))
+        pl.col(s.timestamp) + pl.duration(seconds=pl.int_range(pl.len()))
+    )
     explained = scorer.explain(long)
     assert explained.height == scorer.spec.max_len
     assert explained[S.EVENT_TIME][0] == long[s.timestamp][5]  # the oldest five were truncated away
@@ -115,18 +124,25 @@ def test_the_event_a_model_keys_on_ranks_first(scorer, few):
     target_pos = session.height // 2
     target = str(session[s.event_type][target_pos])
     others = session.filter(pl.col(s.event_type) != target)
-    session = pl.concat([others[:target_pos], session[target_pos:target_pos + 1], others[target_pos:]]).with_columns(
-        pl.col(s.timestamp).first() + pl.duration(seconds=pl.int_range(pl.len())))  # in this order
+    session = pl.concat(
+        [others[:target_pos], session[target_pos : target_pos + 1], others[target_pos:]]
+    ).with_columns(pl.col(s.timestamp).first() + pl.duration(seconds=pl.int_range(pl.len())))  # in this order
     token = scorer._vocab_index[s.event_type][target]
-    toy = Scorer(torch.jit.script(KeysOnOneToken(token)), scorer.spec, {"review": 0.5, "decline": 0.95},
-                 model_version="toy")
+    toy = Scorer(
+        torch.jit.script(KeysOnOneToken(token)),
+        scorer.spec,
+        {"review": 0.5, "decline": 0.95},
+        model_version="toy",
+    )
     explained = toy.explain(session)
     top = explained.sort(S.CONTRIBUTION, descending=True).row(0, named=True)
     assert top[S.EVENT] == target and top[S.POSITION] == target_pos
     assert top[S.CONTRIBUTION] == pytest.approx(0.8)
-    assert explained.filter(pl.col(S.POSITION) != target_pos)[S.CONTRIBUTION].abs().max() == pytest.approx(0.0)
+    assert explained.filter(pl.col(S.POSITION) != target_pos)[S.CONTRIBUTION].abs().max() == pytest.approx(
+        0.0
+    )
     # A session of that one event is compared with a session of one all-missing event.
-    assert toy.explain(session[target_pos:target_pos + 1])[S.CONTRIBUTION][0] == pytest.approx(0.8)
+    assert toy.explain(session[target_pos : target_pos + 1])[S.CONTRIBUTION][0] == pytest.approx(0.8)
     assert MISSING != token
 
 
@@ -153,8 +169,9 @@ def test_explain_endpoint(client, scorer, few):
     expected = scorer.explain(session)
     assert [e[S.EVENT] for e in body["events"]] == expected[S.EVENT].to_list()
     assert [e[S.POSITION] for e in body["events"]] == expected[S.POSITION].to_list()
-    np.testing.assert_allclose([e[S.CONTRIBUTION] for e in body["events"]], expected[S.CONTRIBUTION].to_numpy(),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        [e[S.CONTRIBUTION] for e in body["events"]], expected[S.CONTRIBUTION].to_numpy(), atol=1e-6
+    )
     assert body["events"][0][S.EVENT_TIME].endswith("Z")
 
 
@@ -173,27 +190,54 @@ def test_explain_endpoint_refuses_bad_requests_like_score(client, scorer, few):
     for body, status, needle in cases:
         r = client.post("/explain", json=body)
         assert r.status_code == status and needle in r.json()["detail"], (body, r.text)
-    r = client.post("/explain", content=b" " * (LIMITS.max_session_body_bytes + 1),
-                    headers={"content-type": "application/json"})
+    r = client.post(
+        "/explain",
+        content=b" " * (LIMITS.max_session_body_bytes + 1),
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 413
 
 
 def test_cli_writes_html_and_png(exported_artifact, few, scorer, tmp_path, capsys):
-    from seqfraud.explain import main
+    from seqfraud.cli.explain import main
 
     s = scorer.spec.schema
     sid = str(few[s.session_id].unique().sort()[0])
     few.write_parquet(tmp_path / "events.parquet")
-    main(["--artifact", str(exported_artifact), "--events", str(tmp_path / "events.parquet"), "--session", sid,
-          "--out", str(tmp_path / "view.html"), "--png", str(tmp_path / "view.png")])
+    main(
+        [
+            "--artifact",
+            str(exported_artifact),
+            "--events",
+            str(tmp_path / "events.parquet"),
+            "--session",
+            sid,
+            "--out",
+            str(tmp_path / "view.html"),
+            "--png",
+            str(tmp_path / "view.png"),
+        ]
+    )
     page = (tmp_path / "view.html").read_text()
     assert page.startswith("<!doctype html>") and sid in page and "<script" not in page
-    for event in scorer.explain(few.filter(pl.col(s.session_id) == few[s.session_id].unique().sort()[0]))[S.EVENT]:
+    for event in scorer.explain(few.filter(pl.col(s.session_id) == few[s.session_id].unique().sort()[0]))[
+        S.EVENT
+    ]:
         assert event in page
     assert (tmp_path / "view.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(SystemExit) as exit_:  # a user error: one line, exit status 2
-        main(["--artifact", str(exported_artifact), "--events", str(tmp_path / "events.parquet"), "--session",
-              "no-such-session", "--out", str(tmp_path / "x.html")])
+        main(
+            [
+                "--artifact",
+                str(exported_artifact),
+                "--events",
+                str(tmp_path / "events.parquet"),
+                "--session",
+                "no-such-session",
+                "--out",
+                str(tmp_path / "x.html"),
+            ]
+        )
     assert exit_.value.code == 2
     assert "no events of session 'no-such-session'" in capsys.readouterr().err
 
@@ -216,29 +260,42 @@ def test_ato_order_sessions_are_explained_by_their_account_changes(tmp_path):
     from hydra import compose, initialize_config_dir
 
     from seqfraud.data.synthetic import ATO_ORDER
-    from seqfraud.export import export_run
+    from seqfraud.export.exporter import export_run
     from seqfraud.training.train import train
     from tests.conftest import ROOT, single_torch_thread
 
     os.environ.setdefault("WANDB_MODE", "disabled")
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["+experiment=synthetic_transformer", f"paths.output_dir={tmp_path / 'run'}",
-                                          f"paths.data_dir={tmp_path / 'data'}", "logger=none",
-                                          "trainer.enable_progress_bar=false"])
+    with initialize_config_dir(config_dir=str(ROOT / "seqfraud" / "conf"), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "+experiment=synthetic_transformer",
+                f"paths.output_dir={tmp_path / 'run'}",
+                f"paths.data_dir={tmp_path / 'data'}",
+                "logger=none",
+                "trainer.enable_progress_bar=false",
+            ],
+        )
     with single_torch_thread():
         train(cfg)
         artifact = export_run(tmp_path / "run", tmp_path / "artifact", formats=["torchscript"])
         scorer = Scorer.load(artifact)
         data = tmp_path / "data" / "synthetic"
         test_ids = pl.read_parquet(tmp_path / "run" / "predictions" / "test.parquet")[S.SESSION_ID]
-        typologies = pl.read_parquet(data / "typologies.parquet").with_columns(pl.col(S.SESSION_ID).cast(pl.String))
-        ato = typologies.filter((pl.col(S.TYPOLOGY) == ATO_ORDER) & pl.col(S.SESSION_ID).is_in(test_ids.implode()))
+        typologies = pl.read_parquet(data / "typologies.parquet").with_columns(
+            pl.col(S.SESSION_ID).cast(pl.String)
+        )
+        ato = typologies.filter(
+            (pl.col(S.TYPOLOGY) == ATO_ORDER) & pl.col(S.SESSION_ID).is_in(test_ids.implode())
+        )
         ato = ato[S.SESSION_ID].to_list()
         events = pl.read_parquet(data / "events.parquet")
         events = events.filter(pl.col(scorer.spec.schema.session_id).cast(pl.String).is_in(ato))
         flagged = scorer.score(events).filter(pl.col(S.RAW_SCORE) >= 0.5)[S.SESSION_ID]
         assert len(flagged) >= 5, "the model did not learn the ato_order typology"
-        explained = scorer.explain(events.filter(pl.col(scorer.spec.schema.session_id).cast(pl.String).is_in(flagged.implode())))
+        explained = scorer.explain(
+            events.filter(pl.col(scorer.spec.schema.session_id).cast(pl.String).is_in(flagged.implode()))
+        )
     top3 = top_events(explained, 3).group_by(S.SESSION_ID).agg(pl.col(S.EVENT))
     assert top3[S.EVENT].list.eval(pl.element().is_in(list(ACCOUNT_CHANGES))).list.any().mean() >= 0.8, top3
     top1 = top_events(explained, 1)

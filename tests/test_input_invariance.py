@@ -60,8 +60,13 @@ def scorer(exported_artifact) -> Scorer:
 @pytest.fixture(scope="module")
 def ms_scorer(scorer) -> Scorer:
     """The same model behind a spec whose integer epochs are milliseconds (as data.schema.timestamp_unit=ms makes)."""
-    return Scorer(scorer.model, replace(scorer.spec, timestamp_unit="ms"), scorer.thresholds,
-                  model_version=scorer.model_version, calibration=scorer.calibration)
+    return Scorer(
+        scorer.model,
+        replace(scorer.spec, timestamp_unit="ms"),
+        scorer.thresholds,
+        model_version=scorer.model_version,
+        calibration=scorer.calibration,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +91,9 @@ def client(exported_artifact):
 
 def interleave(parts: list[list[dict]], seed: int) -> list[dict]:
     """The events of all parts in a random interleaving that keeps each part's own order (its tie-break)."""
-    owners = np.random.default_rng(seed).permutation(np.repeat(np.arange(len(parts)), [len(p) for p in parts]))
+    owners = np.random.default_rng(seed).permutation(
+        np.repeat(np.arange(len(parts)), [len(p) for p in parts])
+    )
     cursors = [iter(p) for p in parts]
     return [next(cursors[i]) for i in owners]
 
@@ -97,15 +104,26 @@ def assert_same(got: dict[str, tuple[float, str]], sid: str, expected: tuple[flo
     assert band == expected[1], path
 
 
-@settings(max_examples=40, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=40,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(data=st.data())
 def test_a_session_scores_the_same_alone_in_any_batch_over_http_and_in_batch_files(
-        data, scorer, ms_scorer, sessions, alone, client, tmp_path):
+    data, scorer, ms_scorer, sessions, alone, client, tmp_path
+):
     s = scorer.spec.schema
     target = data.draw(st.integers(0, len(sessions) - 1), label="target")
-    others = data.draw(st.lists(st.integers(0, len(sessions) - 1).filter(lambda i: i != target), unique=True,
-                                max_size=len(sessions) - 1), label="neighbours")
+    others = data.draw(
+        st.lists(
+            st.integers(0, len(sessions) - 1).filter(lambda i: i != target),
+            unique=True,
+            max_size=len(sessions) - 1,
+        ),
+        label="neighbours",
+    )
     chosen = [target, *others]
     styles = {i: data.draw(st.lists(STYLE, min_size=1, max_size=3), label=f"styles of {i}") for i in chosen}
     seed = data.draw(st.integers(0, 2**32 - 1), label="interleaving")
@@ -114,8 +132,10 @@ def test_a_session_scores_the_same_alone_in_any_batch_over_http_and_in_batch_fil
 
     def records(i: int) -> list[dict]:
         """Session i as JSON-ready events, each time in one of its styles; null fields left out, as JSON may."""
-        rows = [r | {s.timestamp: render(r[s.timestamp], styles[i][n % len(styles[i])])}
-                for n, r in enumerate(sessions[i].to_dicts())]
+        rows = [
+            r | {s.timestamp: render(r[s.timestamp], styles[i][n % len(styles[i])])}
+            for n, r in enumerate(sessions[i].to_dicts())
+        ]
         return [{k: v for k, v in r.items() if v is not None} for r in rows]
 
     parts = {i: records(i) for i in chosen}
@@ -135,14 +155,23 @@ def test_a_session_scores_the_same_alone_in_any_batch_over_http_and_in_batch_fil
     order = [chosen[k] for k in np.random.default_rng(seed + 1).permutation(len(chosen))]
     r = client.post("/score/batch", json={"sessions": [{"events": parts[i]} for i in order]})
     assert r.status_code == 200, r.text
-    assert_same({x[S.SESSION_ID]: (x[S.SCORE], x[S.BAND]) for x in r.json()["results"]}, sid, alone[target],
-                "/score/batch")
+    assert_same(
+        {x[S.SESSION_ID]: (x[S.SCORE], x[S.BAND]) for x in r.json()["results"]},
+        sid,
+        alone[target],
+        "/score/batch",
+    )
 
     # Batch scoring of a Parquet file, in chunks of whole sessions.
     columns = {**sessions[target].schema, s.timestamp: pl.String}
     pl.DataFrame(batch, schema=columns).write_parquet(tmp_path / "events.parquet")
-    score_file(scorer, tmp_path / "events.parquet", tmp_path / "scores.parquet", chunk_events=chunk_events,
-               progress=False)
+    score_file(
+        scorer,
+        tmp_path / "events.parquet",
+        tmp_path / "scores.parquet",
+        chunk_events=chunk_events,
+        progress=False,
+    )
     assert_same(by_id(pl.read_parquet(tmp_path / "scores.parquet")), sid, alone[target], "batch file")
 
     # Integer epochs in the spec's unit (milliseconds), in process and in a batch file.
@@ -150,6 +179,13 @@ def test_a_session_scores_the_same_alone_in_any_batch_over_http_and_in_batch_fil
     shuffled = pl.DataFrame(interleave([e.to_dicts() for e in epochs], seed), schema=epochs[0].schema)
     assert_same(by_id(ms_scorer.score(shuffled)), sid, alone[target], "epochs in process")
     shuffled.write_parquet(tmp_path / "epochs.parquet")
-    score_file(ms_scorer, tmp_path / "epochs.parquet", tmp_path / "epoch_scores.parquet", chunk_events=chunk_events,
-               progress=False)
-    assert_same(by_id(pl.read_parquet(tmp_path / "epoch_scores.parquet")), sid, alone[target], "epochs in a file")
+    score_file(
+        ms_scorer,
+        tmp_path / "epochs.parquet",
+        tmp_path / "epoch_scores.parquet",
+        chunk_events=chunk_events,
+        progress=False,
+    )
+    assert_same(
+        by_id(pl.read_parquet(tmp_path / "epoch_scores.parquet")), sid, alone[target], "epochs in a file"
+    )

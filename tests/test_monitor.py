@@ -9,11 +9,13 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from omegaconf import OmegaConf
 
 from seqfraud import schema as S
+from seqfraud.cli.monitor import main
 from seqfraud.data import synthetic
 from seqfraud.data.events import DataValidationError
-from seqfraud.monitor import MonitorError, check_thresholds, main, monitor, psi
+from seqfraud.monitoring import MonitorError, check_thresholds, monitor, psi
 
 EVENT_TYPE = S.SYNTHETIC.event_type
 
@@ -27,8 +29,11 @@ def windows() -> dict[str, pl.DataFrame]:
     starts = data.events.group_by(s.session_id).agg(pl.col(s.timestamp).min().alias("start"))
     early = starts.filter(pl.col("start") < late).sort("start")
     half = early.height // 2
-    ids = {"reference": early.head(half)[s.session_id], "early": early.tail(early.height - half)[s.session_id],
-           "late": starts.filter(pl.col("start") >= late)[s.session_id]}
+    ids = {
+        "reference": early.head(half)[s.session_id],
+        "early": early.tail(early.height - half)[s.session_id],
+        "late": starts.filter(pl.col("start") >= late)[s.session_id],
+    }
     out = {name: data.events.filter(pl.col(s.session_id).is_in(v.implode())) for name, v in ids.items()}
     out["labels"] = data.labels
     return out
@@ -37,9 +42,17 @@ def windows() -> dict[str, pl.DataFrame]:
 @pytest.fixture(scope="module")
 def reports(exported_artifact, windows, tmp_path_factory) -> dict[str, dict]:
     out = tmp_path_factory.mktemp("monitor")
-    return {name: monitor(exported_artifact, windows[name], reference=windows["reference"], labels=windows["labels"],
-                          out=out / name)
-            | {"_out": out / name} for name in ("early", "late")}
+    return {
+        name: monitor(
+            exported_artifact,
+            windows[name],
+            reference=windows["reference"],
+            labels=windows["labels"],
+            out=out / name,
+        )
+        | {"_out": out / name}
+        for name in ("early", "late")
+    }
 
 
 def _unknown_alerts(report: dict) -> list[dict]:
@@ -65,7 +78,15 @@ def test_late_window_alerts_on_unknown_event_types_early_does_not(reports):
 
 def test_report_sections_and_files(reports):
     late = reports["late"]
-    for key in ("fields", "session_length", "inter_event_seconds", "score", "performance", "alerts", "warnings"):
+    for key in (
+        "fields",
+        "session_length",
+        "inter_event_seconds",
+        "score",
+        "performance",
+        "alerts",
+        "warnings",
+    ):
         assert key in late
     assert set(late["fields"]) == set(S.SYNTHETIC.token_fields)
     assert late["inter_event_seconds"]["reference"]["p50"] > 0
@@ -96,7 +117,17 @@ def test_cli_exit_codes(exported_artifact, windows, tmp_path, capsys):
     assert "ALERT unknown_rate_increase event_type" in capsys.readouterr().out
     assert main([*args, "--out", str(tmp_path / "b")]) == 0
     # Thresholds no window can reach: nothing to alert on.
-    high = [f"--threshold={k}=1e9" for k in ("psi_warn", "psi_alert", "unknown_rate_alert", "score_psi_alert")]
+    high = [
+        f"--threshold={k}=1e9"
+        for k in (
+            "psi_warn",
+            "psi_alert",
+            "unknown_rate_alert",
+            "score_psi_alert",
+            "new_category_sessions",
+            "performance_drop",
+        )
+    ]
     assert main([*args, "--out", str(tmp_path / "c"), "--fail-on-alert", *high]) == 0
 
 
@@ -128,3 +159,85 @@ def test_errors_without_any_reference(exported_artifact, windows, tmp_path):
         check_thresholds({"psi_warn": 0.5, "psi_alert": 0.2})
     with pytest.raises(DataValidationError, match="no events"):
         monitor(exported_artifact, windows["late"].head(0), reference=windows["reference"])
+
+
+def test_new_categories_are_listed_from_raw_values_and_alert_by_sessions(reports, windows, exported_artifact):
+    """Brand-new event types are news even when their unknown-token share stays under its threshold."""
+    late, early = reports["late"], reports["early"]
+    s = S.SYNTHETIC
+    new = late["new_categories"][EVENT_TYPE]
+    assert new and EVENT_TYPE not in early["new_categories"]
+    events = windows["late"]
+    for v in new:
+        rows = events.filter(pl.col(EVENT_TYPE) == v["value"])
+        assert v["events"] == rows.height and v["sessions"] == rows[s.session_id].n_unique()
+        assert set(v["example_sessions"]) <= set(rows[s.session_id].to_list()) and v["example_sessions"]
+    alerted = {a["category"]: a for a in late["alerts"] if a["check"] == "new_category"}
+    assert set(alerted) == {v["value"] for v in new if v["sessions"] >= 5}
+    assert alerted and all(a["field"] == EVENT_TYPE and a["threshold"] == 5 for a in alerted.values())
+    quiet = monitor(
+        exported_artifact,
+        events,
+        reference=windows["reference"],
+        thresholds={
+            "unknown_rate_alert": 1.0,
+            "new_category_sessions": max(alerted.values(), key=lambda a: a["value"])["value"],
+        },
+    )
+    assert not _unknown_alerts(quiet)
+    assert [a["check"] for a in quiet["alerts"] if a["check"] == "new_category"] == ["new_category"]
+    assert "Categories the model never learned" in (reports["late"]["_out"] / "monitor.html").read_text()
+
+
+def test_operating_point_follows_the_runs_metrics_fpr(exported_artifact, trained_run, windows, tmp_path):
+    manifest = json.loads((exported_artifact / "manifest.json").read_text())
+    run_fpr = OmegaConf.load(trained_run / "config.yaml").metrics.fpr
+    assert manifest["metrics_config"]["fpr"] == run_fpr
+    copy = Path(shutil.copytree(exported_artifact, tmp_path / "artifact"))
+    for fpr, expected in ((0.05, 0.05), (None, 0.01)):  # None: an artifact exported before metrics_config
+        if fpr is None:
+            del manifest["metrics_config"]
+        else:
+            manifest["metrics_config"] = {"fpr": fpr}
+        (copy / "manifest.json").write_text(json.dumps(manifest))
+        perf = monitor(copy, windows["early"], reference=windows["reference"], labels=windows["labels"])[
+            "performance"
+        ]
+        assert perf["fpr"] == expected and f"recall_at_{expected:g}_fpr" in perf
+
+
+def test_performance_drop_alerts_when_labels_show_it(exported_artifact, windows):
+    s = S.SYNTHETIC
+    flipped = windows["labels"].with_columns(1 - pl.col(s.label))  # a model that now ranks fraud last
+    report = monitor(exported_artifact, windows["early"], reference=windows["reference"], labels=flipped)
+    perf = report["performance"]
+    [alert] = [a for a in report["alerts"] if a["check"] == "performance_drop"]
+    assert (
+        perf["reference_pr_auc"]
+        == json.loads((exported_artifact / "manifest.json").read_text())["metrics"]["test"]["pr_auc"]
+    )
+    assert alert["value"] == pytest.approx(
+        (perf["reference_pr_auc"] - perf["pr_auc"]) / perf["reference_pr_auc"]
+    )
+    assert alert["value"] >= 0.25
+    never = monitor(
+        exported_artifact,
+        windows["early"],
+        reference=windows["reference"],
+        labels=flipped,
+        thresholds={"performance_drop": 1.0},
+    )
+    assert not [a for a in never["alerts"] if a["check"] == "performance_drop"]
+
+
+def test_default_reference_follows_the_runs_prepared_dir(exported_artifact, trained_run, windows, tmp_path):
+    """A run trained with prepared_dir= has no data/ of its own: its config.yaml says where the data is."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(f"prepared_dir: {trained_run}\n")
+    copy = Path(shutil.copytree(exported_artifact, tmp_path / "artifact"))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["source"]["run_dir"] = str(run)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    report = monitor(copy, windows["late"].head(200))
+    assert report["reference"]["source"] == str(trained_run / "data" / "train")

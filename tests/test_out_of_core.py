@@ -12,7 +12,8 @@ from seqfraud import schema as S
 from seqfraud.data import synthetic
 from seqfraud.data.shards import shard_files
 from seqfraud.features.tokens import quantile_probs, quantile_rank
-from seqfraud.preprocess import REPORT_FILE, PolarsEngine, load_prepared, preprocess
+from seqfraud.preprocess import PolarsEngine, load_prepared, preprocess
+from seqfraud.rundir import REPORT_FILE
 
 FEATURES = {"max_len": 32, "min_count": 2, "n_buckets": 8, "tail_quantiles": [0.99]}
 
@@ -30,12 +31,18 @@ def events_dir(tmp_path_factory):
 
 
 def _data_cfg(events_dir):
-    return {"events": str(events_dir), "labels": str(events_dir.parent / f"{events_dir.name}-labels.parquet"),
-            "schema": S.SYNTHETIC.roles()}
+    return {
+        "events": str(events_dir),
+        "labels": str(events_dir.parent / f"{events_dir.name}-labels.parquet"),
+        "schema": S.SYNTHETIC.roles(),
+    }
 
 
 def _all_rows(prepared) -> dict[str, pl.DataFrame]:
-    return {name: pl.read_parquet(shard_files(path)).sort(S.SESSION_ID) for name, path in prepared.datasets.items()}
+    return {
+        name: pl.read_parquet(shard_files(path)).sort(S.SESSION_ID)
+        for name, path in prepared.datasets.items()
+    }
 
 
 def test_partitioned_run_writes_what_one_pass_writes(events_dir, tmp_path):

@@ -16,13 +16,15 @@ import polars as pl
 import pytest
 
 from seqfraud import schema as S
+from seqfraud.cli.score import main as score_cli
 from seqfraud.data.events import DataValidationError
 from seqfraud.export.artifact import MANIFEST_FILE, SPEC_FILE, sha256
+from seqfraud.features.fastpath import numpy_sequences, vocab_index
 from seqfraud.features.spec import UNKNOWN, Spec
-from seqfraud.score import main as score_cli
+from seqfraud.features.tokens import polars_sequences
 from seqfraud.scoring import ArtifactError, Scorer
 from seqfraud.scoring.batch import score_file
-from seqfraud.scoring.prepare import normalized_events, numpy_sequences, polars_sequences, vocab_index
+from seqfraud.scoring.prepare import normalized_events
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -41,6 +43,7 @@ def one_session(test_period_events, scorer) -> pl.DataFrame:
 
 
 # ---------------------------------------------------------------- artifact refusal
+
 
 def _manifest(root) -> dict:
     return json.loads((root / MANIFEST_FILE).read_text())
@@ -94,10 +97,14 @@ CORRUPTIONS = {
     "unknown version": (_version, "version 99 is not supported"),
     "garbled manifest": (_garble_manifest, "unreadable manifest"),
     "unknown format": (_unknown_format, "unknown or not among the verified files"),
-    "other spec": (lambda root: _respec(root, lambda d: d["fit_info"].update(n_events=1)),
-                   "spec inside the model differs"),
-    "other schema": (lambda root: _respec(root, lambda d: d.update(max_len=d["max_len"] + 1)),
-                     "input_schema does not match"),
+    "other spec": (
+        lambda root: _respec(root, lambda d: d["fit_info"].update(n_events=1)),
+        "spec inside the model differs",
+    ),
+    "other schema": (
+        lambda root: _respec(root, lambda d: d.update(max_len=d["max_len"] + 1)),
+        "input_schema does not match",
+    ),
 }
 
 
@@ -130,7 +137,8 @@ def test_thresholds_override_and_validation(exported_artifact, one_session):
     always_review = Scorer.load(exported_artifact, thresholds={"review": 0.0, "decline": 1.0})
     assert always_review.score(one_session)[S.BAND].to_list() == ["review"]
     assert Scorer.load(exported_artifact, thresholds={"review": 0.0, "decline": 0.0}).score(one_session)[
-        S.BAND].to_list() == ["decline"]
+        S.BAND
+    ].to_list() == ["decline"]
     for bad in ({"review": 0.5}, {"review": 0.9, "decline": 0.1}, {"review": -1, "decline": 0.5}):
         with pytest.raises(ValueError, match="thresholds"):
             Scorer.load(exported_artifact, thresholds=bad)
@@ -138,37 +146,55 @@ def test_thresholds_override_and_validation(exported_artifact, one_session):
 
 # ---------------------------------------------------------------- input
 
+
 def test_polars_arrow_and_records_score_alike(scorer, test_period_events):
     sample = test_period_events.head(400)
     ts = scorer.spec.schema.timestamp
     expected = scorer.score(sample)
-    assert expected[S.SESSION_ID].is_sorted() and expected[S.BAND].is_in(["approve", "review", "decline"]).all()
-    for events in (sample.to_arrow(), sample.to_dicts(),
-                   sample.with_columns(pl.col(ts).dt.to_string("%Y-%m-%dT%H:%M:%S%.3f%:z")).to_dicts()):
+    assert (
+        expected[S.SESSION_ID].is_sorted() and expected[S.BAND].is_in(["approve", "review", "decline"]).all()
+    )
+    for events in (
+        sample.to_arrow(),
+        sample.to_dicts(),
+        sample.with_columns(pl.col(ts).dt.to_string("%Y-%m-%dT%H:%M:%S%.3f%:z")).to_dicts(),
+    ):
         assert scorer.score(events).equals(expected)
     # Integer epochs are read in the spec's unit: this model was trained on datetimes with unit auto, so it has
     # none and refuses them; one whose spec says milliseconds reads them so.
     epochs = sample.with_columns(pl.col(ts).dt.epoch("ms")).to_dicts()
-    with pytest.raises(DataValidationError, match=f"column '{ts}' holds integer epochs, but the model was trained "
-                                                  "on datetimes with data.schema.timestamp_unit=auto"):
+    with pytest.raises(
+        DataValidationError,
+        match=f"column '{ts}' holds integer epochs, but the model was trained "
+        "on datetimes with data.schema.timestamp_unit=auto",
+    ):
         scorer.score(epochs)
     assert with_spec(scorer, timestamp_unit="ms").score(epochs).equals(expected)
     # A list of dicts may leave optional fields out altogether: that is a null, as in JSON.
     amount = scorer.spec.schema.numerical[0]
     without = [{k: v for k, v in r.items() if k != amount} for r in sample.to_dicts()]
-    assert scorer.score(without).equals(scorer.score(sample.with_columns(pl.lit(None, pl.Float64).alias(amount))))
+    assert scorer.score(without).equals(
+        scorer.score(sample.with_columns(pl.lit(None, pl.Float64).alias(amount)))
+    )
 
 
 def with_spec(scorer: Scorer, **changes) -> Scorer:
     """The same model and calibration behind a spec with ``changes`` (``timestamp_range`` goes to its schema)."""
     if "timestamp_range" in changes:
         changes["schema"] = replace(scorer.spec.schema, timestamp_range=changes.pop("timestamp_range"))
-    return Scorer(scorer.model, replace(scorer.spec, **changes), scorer.thresholds,
-                  model_version=scorer.model_version, calibration=scorer.calibration)
+    return Scorer(
+        scorer.model,
+        replace(scorer.spec, **changes),
+        scorer.thresholds,
+        model_version=scorer.model_version,
+        calibration=scorer.calibration,
+    )
 
 
 def _set_null(frame: pl.DataFrame, column: str, n: int) -> pl.DataFrame:
-    return frame.with_columns(pl.when(pl.int_range(pl.len()) < n).then(None).otherwise(pl.col(column)).alias(column))
+    return frame.with_columns(
+        pl.when(pl.int_range(pl.len()) < n).then(None).otherwise(pl.col(column)).alias(column)
+    )
 
 
 def test_bad_input_names_the_column_and_the_row_count(scorer, one_session):
@@ -180,8 +206,10 @@ def test_bad_input_names_the_column_and_the_row_count(scorer, one_session):
         (one_session.with_columns(pl.col(device).cast(pl.Float64, strict=False)), f"'{device}' has type"),
         (_set_null(one_session, s.session_id, 2), f"'{s.session_id}': 2 row\\(s\\) have a null session id"),
         (_set_null(one_session, s.timestamp, 3), f"'{s.timestamp}': 3 row\\(s\\) have a null timestamp"),
-        (one_session.with_columns(pl.col(s.timestamp).dt.to_string().str.replace(r"^\d{4}", "year")),
-         f"'{s.timestamp}': {one_session.height} row\\(s\\) have a timestamp that does not parse"),
+        (
+            one_session.with_columns(pl.col(s.timestamp).dt.to_string().str.replace(r"^\d{4}", "year")),
+            f"'{s.timestamp}': {one_session.height} row\\(s\\) have a timestamp that does not parse",
+        ),
         (one_session.clear(), "no events"),
         ([], "no events"),
         ([{s.event_type: "a"}, {s.event_type: 5}], f"'{s.event_type}': values of types \\['int', 'str'\\]"),
@@ -211,24 +239,34 @@ def test_a_long_session_keeps_its_most_recent_events(scorer, one_session):
     base = one_session.sort(s.timestamp).head(1)
     n = max_len + 40
     long = pl.concat([base] * n).with_columns(
-        (pl.col(s.timestamp) + pl.duration(seconds=pl.int_range(pl.len()) * 7)).alias(s.timestamp))
+        (pl.col(s.timestamp) + pl.duration(seconds=pl.int_range(pl.len()) * 7)).alias(s.timestamp)
+    )
     vocab = scorer.spec.vocab[s.event_type]
     types = [vocab[i % len(vocab)] for i in range(n)]
     long = long.with_columns(pl.Series(s.event_type, types))
     seqs = scorer.sequences(normalized_events(long.lazy(), scorer.spec, "test"))
     assert seqs.lengths.tolist() == [max_len]
     # Events before the kept window (and the one whose time the first kept delta reads) do not matter ...
-    early = long.with_columns(pl.when(pl.int_range(pl.len()) < n - max_len - 1).then(pl.lit("unseen"))
-                              .otherwise(pl.col(s.event_type)).alias(s.event_type))
+    early = long.with_columns(
+        pl.when(pl.int_range(pl.len()) < n - max_len - 1)
+        .then(pl.lit("unseen"))
+        .otherwise(pl.col(s.event_type))
+        .alias(s.event_type)
+    )
     assert scorer.score(early)[S.SCORE][0] == scorer.score(long)[S.SCORE][0]
     # ... the most recent ones do.
-    late = long.with_columns(pl.when(pl.int_range(pl.len()) >= n - 5).then(pl.lit("unseen"))
-                             .otherwise(pl.col(s.event_type)).alias(s.event_type))
+    late = long.with_columns(
+        pl.when(pl.int_range(pl.len()) >= n - 5)
+        .then(pl.lit("unseen"))
+        .otherwise(pl.col(s.event_type))
+        .alias(s.event_type)
+    )
     late_seqs = scorer.sequences(normalized_events(late.lazy(), scorer.spec, "test"))
     assert (late_seqs.tokens[-5:, 0] == UNKNOWN).all() and not np.array_equal(late_seqs.tokens, seqs.tokens)
 
 
 # ---------------------------------------------------------------- timestamps at scoring
+
 
 def _iso(session: pl.DataFrame, ts: str, fmt: str, offset_minutes: int = 0) -> pl.DataFrame:
     """The session's times as strings in ``fmt``, shown at ``offset_minutes`` east of UTC."""
@@ -249,20 +287,34 @@ def test_rfc3339_variants_and_mixes_score_like_datetimes(scorer, one_session):
         assert scorer.score(frame).equals(expected), name
     # One session whose events take turns through all four styles: a mix of offsets and naive times.
     turns = pl.int_range(pl.len()) % len(variants)
-    mixed = one_session.with_columns(pl.coalesce(
-        pl.when(turns == i).then(frame[ts]) for i, frame in enumerate(variants.values())).alias(ts))
+    mixed = one_session.with_columns(
+        pl.coalesce(pl.when(turns == i).then(frame[ts]) for i, frame in enumerate(variants.values())).alias(
+            ts
+        )
+    )
     assert scorer.score(mixed).equals(expected)
     assert scorer.score(mixed.to_dicts()).equals(expected)
 
 
-@pytest.mark.parametrize("bad", ["01/03/2026 10:00:00", "2026-3-1T10:00:00", "2026-03-01", "2026-03-01T10:00Z",
-                                 "2026-03-01T10:00:00 CET", "yesterday"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "01/03/2026 10:00:00",
+        "2026-3-1T10:00:00",
+        "2026-03-01",
+        "2026-03-01T10:00Z",
+        "2026-03-01T10:00:00 CET",
+        "yesterday",
+    ],
+)
 def test_other_string_formats_are_refused_at_scoring(scorer, one_session, bad):
     ts = scorer.spec.schema.timestamp
     events = _iso(one_session, ts, "%Y-%m-%dT%H:%M:%SZ").to_dicts()
     events[0][ts] = events[-1][ts] = bad
-    with pytest.raises(DataValidationError, match=f"column '{ts}': 2 row\\(s\\) have a timestamp that does not "
-                                                  "parse: expected RFC 3339"):
+    with pytest.raises(
+        DataValidationError,
+        match=f"column '{ts}': 2 row\\(s\\) have a timestamp that does not parse: expected RFC 3339",
+    ):
         scorer.score(events)
 
 
@@ -270,13 +322,19 @@ def test_timestamps_outside_the_spec_range_are_refused_at_scoring(scorer, one_se
     ts = scorer.spec.schema.timestamp
     events = _iso(one_session, ts, "%Y-%m-%dT%H:%M:%SZ").to_dicts()
     events[0][ts], events[1][ts] = "1970-01-01T00:00:00Z", "2100-01-01 00:00:00"
-    with pytest.raises(DataValidationError, match=f"column '{ts}': 2 row\\(s\\) have a timestamp outside the "
-                                                  "plausible range 1990-01-01 to 2100-01-01"):
+    with pytest.raises(
+        DataValidationError,
+        match=f"column '{ts}': 2 row\\(s\\) have a timestamp outside the "
+        "plausible range 1990-01-01 to 2100-01-01",
+    ):
         scorer.score(events)
     # The range travels in the spec: a model whose range ends before these events refuses all of them.
     early = with_spec(scorer, timestamp_range=("1990-01-01", "2000-01-01"))
-    with pytest.raises(DataValidationError, match=f"{one_session.height} row\\(s\\) have a timestamp outside the "
-                                                  "plausible range 1990-01-01 to 2000-01-01"):
+    with pytest.raises(
+        DataValidationError,
+        match=f"{one_session.height} row\\(s\\) have a timestamp outside the "
+        "plausible range 1990-01-01 to 2000-01-01",
+    ):
         early.score(one_session)
 
 
@@ -288,24 +346,35 @@ def test_integer_epochs_at_scoring_are_read_in_the_spec_unit_never_guessed(score
     assert ms.score(epochs_ms).equals(expected)
     # Seconds beside it are not re-read as seconds: they land in January 1970 and the batch is refused.
     seconds = epochs_ms.with_columns(pl.col(ts) // 1000, pl.lit("other").alias(scorer.spec.schema.session_id))
-    message = (f"column '{ts}': {one_session.height} row\\(s\\) have a timestamp outside the plausible range "
-               "1990-01-01 to 2100-01-01 \\(data.schema.timestamp_range\\); integer epochs are read as milliseconds")
+    message = (
+        f"column '{ts}': {one_session.height} row\\(s\\) have a timestamp outside the plausible range "
+        "1990-01-01 to 2100-01-01 \\(data.schema.timestamp_range\\); integer epochs are read as milliseconds"
+    )
     with pytest.raises(DataValidationError, match=message):
         ms.score(pl.concat([epochs_ms, seconds]))
     # Epochs whose microseconds would overflow int64 are out of range too, never wrapped.
-    overflow = epochs_ms.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(9 * 10**18).otherwise(pl.col(ts))
-                                      .alias(ts))
-    with pytest.raises(DataValidationError, match="1 row\\(s\\) have a timestamp outside the plausible range"):
+    overflow = epochs_ms.with_columns(
+        pl.when(pl.int_range(pl.len()) == 0).then(9 * 10**18).otherwise(pl.col(ts)).alias(ts)
+    )
+    with pytest.raises(
+        DataValidationError, match="1 row\\(s\\) have a timestamp outside the plausible range"
+    ):
         ms.score(overflow)
-    unsigned = epochs_ms.with_columns(pl.when(pl.int_range(pl.len()) < 2).then(2**64 - 1).otherwise(pl.col(ts))
-                                      .cast(pl.UInt64).alias(ts))
-    with pytest.raises(DataValidationError, match="2 row\\(s\\) have a timestamp outside the plausible range"):
+    unsigned = epochs_ms.with_columns(
+        pl.when(pl.int_range(pl.len()) < 2).then(2**64 - 1).otherwise(pl.col(ts)).cast(pl.UInt64).alias(ts)
+    )
+    with pytest.raises(
+        DataValidationError, match="2 row\\(s\\) have a timestamp outside the plausible range"
+    ):
         ms.score(unsigned)
-    with pytest.raises(DataValidationError, match="1 row\\(s\\) have a timestamp outside the plausible range"):
+    with pytest.raises(
+        DataValidationError, match="1 row\\(s\\) have a timestamp outside the plausible range"
+    ):
         ms.score([{**epochs_ms.row(0, named=True), ts: 2**70}])  # beyond int64 altogether (an Int128 column)
 
 
 # ---------------------------------------------------------------- the fast path
+
 
 def random_events(rng: np.random.Generator, spec: Spec, n_sessions: int, max_events: int) -> pl.DataFrame:
     """Events that hit every token rule: ties, nulls, NaN, inf, bucket edges, unseen values, long sessions."""
@@ -315,7 +384,9 @@ def random_events(rng: np.random.Generator, spec: Spec, n_sessions: int, max_eve
     rows = []
     for k in range(n_sessions):
         n = int(rng.integers(1, max_events + 1))
-        gaps = rng.choice([0.0, *td_edges[:4], 0.1, 3.3, 5000.0, 1e6], size=n)  # zero gaps tie; edges are exact
+        gaps = rng.choice(
+            [0.0, *td_edges[:4], 0.1, 3.3, 5000.0, 1e6], size=n
+        )  # zero gaps tie; edges are exact
         times = np.cumsum(gaps)
         for i in rng.permutation(n):  # arrival order is not time order
             row = {s.session_id: f"r{k:03d}", s.timestamp: t0 + timedelta(seconds=float(times[i]))}
@@ -324,12 +395,28 @@ def random_events(rng: np.random.Generator, spec: Spec, n_sessions: int, max_eve
                 row[c] = choices[int(rng.integers(len(choices)))]
             for c in s.numerical:
                 edges = spec.edges[c]
-                choices = [*edges[:2], edges[-1], float("nan"), float("inf"), -float("inf"), None, 0.5, 1e9, -3.0]
+                choices = [
+                    *edges[:2],
+                    edges[-1],
+                    float("nan"),
+                    float("inf"),
+                    -float("inf"),
+                    None,
+                    0.5,
+                    1e9,
+                    -3.0,
+                ]
                 row[c] = choices[int(rng.integers(len(choices)))]
             rows.append(row)
-    frame = pl.DataFrame(rows, schema={s.session_id: pl.String, s.timestamp: pl.Datetime("us", "UTC"),
-                                       **{c: pl.String for c in s.categorical_fields},
-                                       **{c: pl.Float64 for c in s.numerical}})
+    frame = pl.DataFrame(
+        rows,
+        schema={
+            s.session_id: pl.String,
+            s.timestamp: pl.Datetime("us", "UTC"),
+            **{c: pl.String for c in s.categorical_fields},
+            **{c: pl.Float64 for c in s.numerical},
+        },
+    )
     return frame.select(s.event_columns)
 
 
@@ -348,13 +435,16 @@ def test_fast_path_matches_polars_on_random_sessions(scorer):
     assert slow.lengths.max() == spec.max_len  # truncation was exercised
 
 
-def test_fast_path_is_chosen_for_small_inputs_and_gives_the_polars_scores(exported_artifact, test_period_events,
-                                                                         monkeypatch):
+def test_fast_path_is_chosen_for_small_inputs_and_gives_the_polars_scores(
+    exported_artifact, test_period_events, monkeypatch
+):
     fast = Scorer.load(exported_artifact)
     slow = Scorer.load(exported_artifact, fast_path_max_events=0)
     sample = test_period_events.head(300)
     expected = slow.score(sample)
-    monkeypatch.setattr("seqfraud.scoring.scorer.polars_sequences", lambda *a: pytest.fail("Polars path used"))
+    monkeypatch.setattr(
+        "seqfraud.scoring.scorer.polars_sequences", lambda *a: pytest.fail("Polars path used")
+    )
     got = fast.score(sample)
     assert got[S.SESSION_ID].equals(expected[S.SESSION_ID]) and got[S.BAND].equals(expected[S.BAND])
     np.testing.assert_allclose(got[S.SCORE].to_numpy(), expected[S.SCORE].to_numpy(), atol=1e-6)
@@ -379,13 +469,27 @@ def test_fast_path_is_faster_for_one_session(scorer, one_session):
 
 # ---------------------------------------------------------------- batch scoring and the serving path's imports
 
+
 def test_batch_cli_equals_scorer(scorer, exported_artifact, test_period_events, tmp_path):
     events = tmp_path / "events.parquet"
     test_period_events.write_parquet(events)
     out = tmp_path / "scores.parquet"
     chunk = test_period_events.height // 4  # several chunks of whole sessions
-    score_cli(["--artifact", str(exported_artifact), "--events", str(events), "--out", str(out),
-               "--chunk-events", str(chunk), "--workers", "2", "--no-progress"])
+    score_cli(
+        [
+            "--artifact",
+            str(exported_artifact),
+            "--events",
+            str(events),
+            "--out",
+            str(out),
+            "--chunk-events",
+            str(chunk),
+            "--workers",
+            "2",
+            "--no-progress",
+        ]
+    )
     got = pl.read_parquet(out).sort(S.SESSION_ID)
     expected = scorer.score(test_period_events)
     assert got.columns == expected.columns and got[S.SESSION_ID].equals(expected[S.SESSION_ID])
@@ -399,19 +503,30 @@ def test_batch_scoring_reads_timestamps_by_the_same_rules(scorer, test_period_ev
     sample = test_period_events.head(300)
     turns = pl.int_range(pl.len()) % 3
     mixed = sample.with_columns(
-        pl.when(turns == 0).then(_iso(sample, ts, "%Y-%m-%dT%H:%M:%S%.3fZ")[ts])
-        .when(turns == 1).then(_iso(sample, ts, "%Y-%m-%d %H:%M:%S%.3f")[ts])
-        .otherwise(_iso(sample, ts, "%Y-%m-%dT%H:%M:%S%.3f-03:00", -180)[ts]).alias(ts))
+        pl.when(turns == 0)
+        .then(_iso(sample, ts, "%Y-%m-%dT%H:%M:%S%.3fZ")[ts])
+        .when(turns == 1)
+        .then(_iso(sample, ts, "%Y-%m-%d %H:%M:%S%.3f")[ts])
+        .otherwise(_iso(sample, ts, "%Y-%m-%dT%H:%M:%S%.3f-03:00", -180)[ts])
+        .alias(ts)
+    )
     mixed.write_parquet(tmp_path / "mixed.parquet")
-    score_file(scorer, tmp_path / "mixed.parquet", tmp_path / "scores.parquet", chunk_events=100, progress=False)
+    score_file(
+        scorer, tmp_path / "mixed.parquet", tmp_path / "scores.parquet", chunk_events=100, progress=False
+    )
     got = pl.read_parquet(tmp_path / "scores.parquet").sort(S.SESSION_ID)
     np.testing.assert_allclose(got[S.SCORE].to_numpy(), scorer.score(sample)[S.SCORE].to_numpy(), atol=1e-6)
     # Integer epochs: refused by this spec before anything is read, read as milliseconds by one that says so.
     sample.with_columns(pl.col(ts).dt.epoch("ms")).write_parquet(tmp_path / "epochs.parquet")
     with pytest.raises(DataValidationError, match=f"column '{ts}' holds integer epochs"):
         score_file(scorer, tmp_path / "epochs.parquet", tmp_path / "never.parquet", progress=False)
-    score_file(with_spec(scorer, timestamp_unit="ms"), tmp_path / "epochs.parquet", tmp_path / "ms.parquet",
-               chunk_events=100, progress=False)
+    score_file(
+        with_spec(scorer, timestamp_unit="ms"),
+        tmp_path / "epochs.parquet",
+        tmp_path / "ms.parquet",
+        chunk_events=100,
+        progress=False,
+    )
     assert pl.read_parquet(tmp_path / "ms.parquet").sort(S.SESSION_ID).equals(got)
     assert not (tmp_path / "never.parquet").exists()
 
@@ -420,19 +535,33 @@ def test_batch_cli_writes_nothing_on_bad_input(exported_artifact, test_period_ev
     ts = Spec.load(exported_artifact / SPEC_FILE).schema.timestamp
     _set_null(test_period_events, ts, 1).write_parquet(tmp_path / "events.parquet")
     with pytest.raises(SystemExit) as exit_:  # a user error: one line on stderr, status 2
-        score_cli(["--artifact", str(exported_artifact), "--events", str(tmp_path / "events.parquet"),
-                   "--out", str(tmp_path / "scores.parquet"), "--chunk-events", "500", "--no-progress",
-                   "--workers", "2"])
+        score_cli(
+            [
+                "--artifact",
+                str(exported_artifact),
+                "--events",
+                str(tmp_path / "events.parquet"),
+                "--out",
+                str(tmp_path / "scores.parquet"),
+                "--chunk-events",
+                "500",
+                "--no-progress",
+                "--workers",
+                "2",
+            ]
+        )
     assert exit_.value.code == 2 and "1 row(s) have a null timestamp" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["events.parquet"]
 
 
-def test_serving_path_imports_neither_lightning_nor_hydra_nor_wandb(exported_artifact, test_period_events, tmp_path):
+def test_serving_path_imports_neither_lightning_nor_hydra_nor_wandb(
+    exported_artifact, test_period_events, tmp_path
+):
     test_period_events.head(200).write_parquet(tmp_path / "events.parquet")
     script = textwrap.dedent(f"""
         import sys
         import polars as pl
-        import seqfraud.score, seqfraud.serve
+        import seqfraud.cli.score, seqfraud.cli.serve
         from seqfraud.scoring import Scorer
         from seqfraud.scoring.service import create_app
         from fastapi.testclient import TestClient
@@ -444,6 +573,8 @@ def test_serving_path_imports_neither_lightning_nor_hydra_nor_wandb(exported_art
         modules = {{"seqfraud.training", "seqfraud.export.exporter"}}
         print(sorted(m for m in sys.modules if m.split(".")[0] in packages or m in modules))
     """)
-    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"

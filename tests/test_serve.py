@@ -22,8 +22,12 @@ from seqfraud.scoring import ArtifactError, Scorer
 from seqfraud.scoring.service import Limits, create_app
 from tests.conftest import service_client
 
-LIMITS = Limits(max_events_per_session=200, max_sessions_per_batch=5, max_body_bytes=200_000,
-                max_session_body_bytes=200_000)
+LIMITS = Limits(
+    max_events_per_session=200,
+    max_sessions_per_batch=5,
+    max_body_bytes=200_000,
+    max_session_body_bytes=200_000,
+)
 JSON = {"content-type": "application/json"}
 
 
@@ -54,7 +58,10 @@ def _json_safe(events: list[dict]) -> list[dict]:
 
 def test_healthz_and_metadata(client, exported_artifact, scorer):
     health = client.get("/healthz")
-    assert health.status_code == 200 and health.json() == {"status": "ok", "model_version": scorer.model_version}
+    assert health.status_code == 200 and health.json() == {
+        "status": "ok",
+        "model_version": scorer.model_version,
+    }
     manifest = json.loads((exported_artifact / MANIFEST_FILE).read_text())
     metadata = client.get("/metadata")
     run_dir = manifest["source"].pop("run_dir")  # a path on the exporting machine: not shown
@@ -87,13 +94,19 @@ def test_score_batch_in_request_order(client, scorer, sessions):
 
 def test_unseen_categories_are_fine_and_integer_epochs_need_a_trained_unit(client, scorer, sessions):
     s = scorer.spec.schema
-    events = [e | {s.event_type: "never-seen", s.categorical[0]: "martian-device"} for e in _json_safe(sessions[0])]
+    events = [
+        e | {s.event_type: "never-seen", s.categorical[0]: "martian-device"} for e in _json_safe(sessions[0])
+    ]
     r = client.post("/score", json={"events": events})
     assert r.status_code == 200, r.text
     assert 0 <= r.json()[S.SCORE] <= 1
     # The model was trained on datetimes with timestamp_unit=auto: no epoch unit travels with it, so none is guessed.
-    r = client.post("/score", json={"events": [e | {s.timestamp: 1_772_000_000 + i} for i, e in enumerate(events)]})
-    assert r.status_code == 422 and f"column '{s.timestamp}' holds integer epochs" in r.json()["detail"], r.text
+    r = client.post(
+        "/score", json={"events": [e | {s.timestamp: 1_772_000_000 + i} for i, e in enumerate(events)]}
+    )
+    assert r.status_code == 422 and f"column '{s.timestamp}' holds integer epochs" in r.json()["detail"], (
+        r.text
+    )
 
 
 def _case(name: str, sessions, s) -> tuple[str, object, int, str]:
@@ -101,53 +114,131 @@ def _case(name: str, sessions, s) -> tuple[str, object, int, str]:
     e = _json_safe(sessions[0])
     amount, device = s.numerical[0], s.categorical[0]
     cases = {
-        "missing field": ("/score", {"events": [{k: v for k, v in e[0].items() if k != s.timestamp}]}, 422,
-                          f"events[0].{s.timestamp}: Field required"),
+        "missing field": (
+            "/score",
+            {"events": [{k: v for k, v in e[0].items() if k != s.timestamp}]},
+            422,
+            f"events[0].{s.timestamp}: Field required",
+        ),
         "wrong type number": ("/score", {"events": [e[0] | {amount: "12.5"}]}, 422, f"events[0].{amount}"),
         "wrong type category": ("/score", {"events": [e[0] | {device: 1.5}]}, 422, f"events[0].{device}"),
-        "wrong type id": ("/score", {"events": [e[0] | {s.session_id: True}]}, 422, f"events[0].{s.session_id}"),
-        "null required": ("/score", {"events": [e[0] | {s.event_type: None}]}, 422, f"events[0].{s.event_type}"),
+        "wrong type id": (
+            "/score",
+            {"events": [e[0] | {s.session_id: True}]},
+            422,
+            f"events[0].{s.session_id}",
+        ),
+        "null required": (
+            "/score",
+            {"events": [e[0] | {s.event_type: None}]},
+            422,
+            f"events[0].{s.event_type}",
+        ),
         "unknown field": ("/score", {"events": [e[0] | {"colour": "red"}]}, 422, "events[0].colour"),
         "empty session": ("/score", {"events": []}, 422, "events: List should have at least 1 item"),
-        "empty batch session": ("/score/batch", {"sessions": [{"events": e}, {"events": []}]}, 422,
-                                "sessions[1].events"),
-        "bad timestamp": ("/score", {"events": [e[0] | {s.timestamp: "yesterday-ish"}]}, 422,
-                          f"'{s.timestamp}': 1 row(s) have a timestamp that does not parse"),
-        "timestamp beyond int64": ("/score", {"events": [e[0] | {s.timestamp: 2**70}]}, 422, f"'{s.timestamp}'"),
-        "NaN amount": ("/score", b'{"events": [%s]}' % json.dumps(e[0] | {amount: 0}).replace(
-            f'"{amount}": 0', f'"{amount}": NaN').encode(), 422, f"events[0].{amount}: Input should be a finite"),
-        "inf amount": ("/score", b'{"events": [%s]}' % json.dumps(e[0] | {amount: 0}).replace(
-            f'"{amount}": 0', f'"{amount}": -Infinity').encode(), 422, f"events[0].{amount}"),
-        "overflowing amount": ("/score", b'{"events": [%s]}' % json.dumps(e[0] | {amount: 0}).replace(
-            f'"{amount}": 0', f'"{amount}": 1e999').encode(), 422, f"events[0].{amount}"),
+        "empty batch session": (
+            "/score/batch",
+            {"sessions": [{"events": e}, {"events": []}]},
+            422,
+            "sessions[1].events",
+        ),
+        "bad timestamp": (
+            "/score",
+            {"events": [e[0] | {s.timestamp: "yesterday-ish"}]},
+            422,
+            f"'{s.timestamp}': 1 row(s) have a timestamp that does not parse",
+        ),
+        "timestamp beyond int64": (
+            "/score",
+            {"events": [e[0] | {s.timestamp: 2**70}]},
+            422,
+            f"'{s.timestamp}'",
+        ),
+        "NaN amount": (
+            "/score",
+            b'{"events": [%s]}'
+            % json.dumps(e[0] | {amount: 0}).replace(f'"{amount}": 0', f'"{amount}": NaN').encode(),
+            422,
+            f"events[0].{amount}: Input should be a finite",
+        ),
+        "inf amount": (
+            "/score",
+            b'{"events": [%s]}'
+            % json.dumps(e[0] | {amount: 0}).replace(f'"{amount}": 0', f'"{amount}": -Infinity').encode(),
+            422,
+            f"events[0].{amount}",
+        ),
+        "overflowing amount": (
+            "/score",
+            b'{"events": [%s]}'
+            % json.dumps(e[0] | {amount: 0}).replace(f'"{amount}": 0', f'"{amount}": 1e999').encode(),
+            422,
+            f"events[0].{amount}",
+        ),
         "malformed JSON": ("/score", b'{"events": [', 400, "malformed JSON"),
         "not JSON": ("/score", b"\xff\xfe garbage", 400, "malformed JSON"),
         "not an object": ("/score", [1, 2], 422, "body: Input should be an object"),
         "wrong top-level key": ("/score", {"event": e}, 422, "events: Field required"),
         "event not an object": ("/score", {"events": [1]}, 422, "events[0]"),
         "two sessions": ("/score", {"events": e + _json_safe(sessions[1])}, 422, "one session per request"),
-        "duplicate batch sessions": ("/score/batch", {"sessions": [{"events": e}, {"events": e}]}, 422,
-                                     "sessions[1]: session id"),
-        "too many events": ("/score", {"events": [e[0]] * (LIMITS.max_events_per_session + 1)}, 422,
-                            "events: List should have at most 200 items"),
-        "too many sessions": ("/score/batch", {"sessions": [{"events": [e[0]]}] * (LIMITS.max_sessions_per_batch + 1)},
-                              422, "sessions: List should have at most 5 items"),
+        "duplicate batch sessions": (
+            "/score/batch",
+            {"sessions": [{"events": e}, {"events": e}]},
+            422,
+            "sessions[1]: session id",
+        ),
+        "too many events": (
+            "/score",
+            {"events": [e[0]] * (LIMITS.max_events_per_session + 1)},
+            422,
+            "events: List should have at most 200 items",
+        ),
+        "too many sessions": (
+            "/score/batch",
+            {"sessions": [{"events": [e[0]]}] * (LIMITS.max_sessions_per_batch + 1)},
+            422,
+            "sessions: List should have at most 5 items",
+        ),
         "body too large": ("/score", b" " * (LIMITS.max_body_bytes + 1), 413, "exceeds the limit"),
     }
     return cases[name]
 
 
-BAD = ["missing field", "wrong type number", "wrong type category", "wrong type id", "null required", "unknown field",
-       "empty session", "empty batch session", "bad timestamp", "timestamp beyond int64", "NaN amount", "inf amount",
-       "overflowing amount", "malformed JSON", "not JSON", "not an object", "wrong top-level key",
-       "event not an object", "two sessions", "duplicate batch sessions", "too many events", "too many sessions",
-       "body too large"]
+BAD = [
+    "missing field",
+    "wrong type number",
+    "wrong type category",
+    "wrong type id",
+    "null required",
+    "unknown field",
+    "empty session",
+    "empty batch session",
+    "bad timestamp",
+    "timestamp beyond int64",
+    "NaN amount",
+    "inf amount",
+    "overflowing amount",
+    "malformed JSON",
+    "not JSON",
+    "not an object",
+    "wrong top-level key",
+    "event not an object",
+    "two sessions",
+    "duplicate batch sessions",
+    "too many events",
+    "too many sessions",
+    "body too large",
+]
 
 
 @pytest.mark.parametrize("name", BAD)
 def test_bad_requests_get_a_4xx_naming_the_field(client, sessions, scorer, name):
     path, body, status, needle = _case(name, sessions, scorer.spec.schema)
-    r = client.post(path, content=body, headers=JSON) if isinstance(body, bytes) else client.post(path, json=body)
+    r = (
+        client.post(path, content=body, headers=JSON)
+        if isinstance(body, bytes)
+        else client.post(path, json=body)
+    )
     assert r.status_code == status, r.text
     assert needle in r.json()["detail"]
     assert client.get("/healthz").status_code == 200  # still serving
@@ -186,9 +277,23 @@ def test_serve_cli_answers_on_loopback(exported_artifact, sessions):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "seqfraud.serve", "--artifact", str(exported_artifact),
-                             "--port", str(port), "--threads", "1"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "seqfraud",
+            "serve",
+            "--artifact",
+            str(exported_artifact),
+            "--port",
+            str(port),
+            "--threads",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60

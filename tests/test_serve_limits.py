@@ -1,7 +1,7 @@
 """What one client may hold: time, header bytes, connections, work in flight and body bytes.
 
 The connection limits are the server's (:mod:`seqfraud.scoring.server`), so they are checked against
-``python -m seqfraud.serve`` on 127.0.0.1 with tight limits; the per-route capacity and the content type are the
+``seqfraud serve`` on 127.0.0.1 with tight limits; the per-route capacity and the content type are the
 app's, checked in process.
 """
 
@@ -47,11 +47,36 @@ def server(exported_artifact, events, tmp_path_factory):
     port, log_path = free_port(), tmp_path_factory.mktemp("server") / "server.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-u", "-m", "seqfraud.serve", "--artifact", str(exported_artifact), "--port", str(port),
-             "--header-timeout", str(TIMEOUT_S), "--body-timeout", str(TIMEOUT_S), "--keep-alive-timeout",
-             str(TIMEOUT_S), "--max-connections", str(MAX_CONNECTIONS), "--max-header-bytes", "4096",
-             "--max-headers", "16", "--max-batch-in-flight", "1", "--max-explain-in-flight", "1"],
-            stdout=log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-u",
+                "-m",
+                "seqfraud",
+                "serve",
+                "--artifact",
+                str(exported_artifact),
+                "--port",
+                str(port),
+                "--header-timeout",
+                str(TIMEOUT_S),
+                "--body-timeout",
+                str(TIMEOUT_S),
+                "--keep-alive-timeout",
+                str(TIMEOUT_S),
+                "--max-connections",
+                str(MAX_CONNECTIONS),
+                "--max-header-bytes",
+                "4096",
+                "--max-headers",
+                "16",
+                "--max-batch-in-flight",
+                "1",
+                "--max-explain-in-flight",
+                "1",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     body = json.dumps({"events": events}).encode()
     try:
         deadline = time.monotonic() + 120
@@ -90,11 +115,14 @@ def _connect(port: int, data: bytes = b"") -> socket.socket:
 HEAD = b"POST /score HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
 
 
-@pytest.mark.parametrize(("sent", "what"), [
-    (b"", "headers not received"),
-    (HEAD[:30], "headers not received"),
-    (HEAD + b"Content-Length: 5000\r\n\r\n{\"events\": [", "body not received"),
-])
+@pytest.mark.parametrize(
+    ("sent", "what"),
+    [
+        (b"", "headers not received"),
+        (HEAD[:30], "headers not received"),
+        (HEAD + b'Content-Length: 5000\r\n\r\n{"events": [', "body not received"),
+    ],
+)
 def test_a_stalled_request_is_cut_off_with_408(server, sent, what):
     with _connect(server[0], sent) as sock:
         answer, seconds = _answer(sock)
@@ -110,8 +138,9 @@ def test_an_idle_kept_alive_connection_is_closed(server, events):
     client.close()
 
 
-@pytest.mark.parametrize("headers", [b"X-Big: " + b"a" * 5000 + b"\r\n",
-                                     b"".join(b"X-H%d: 1\r\n" % i for i in range(20))])
+@pytest.mark.parametrize(
+    "headers", [b"X-Big: " + b"a" * 5000 + b"\r\n", b"".join(b"X-H%d: 1\r\n" % i for i in range(20))]
+)
 def test_too_large_or_too_many_headers_get_431(server, headers):
     with _connect(server[0], b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + headers + b"\r\n") as sock:
         answer, _ = _answer(sock)
@@ -120,7 +149,7 @@ def test_too_large_or_too_many_headers_get_431(server, headers):
 
 def test_an_aborted_upload_is_one_log_line(server, events):
     port, log_path = server
-    sock = _connect(port, HEAD + b"Content-Length: 5000\r\n\r\n{\"events\": [")
+    sock = _connect(port, HEAD + b'Content-Length: 5000\r\n\r\n{"events": [')
     client_port = sock.getsockname()[1]
     time.sleep(0.2)
     sock.close()  # mid-body
@@ -165,10 +194,19 @@ def client(exported_artifact):
         yield c
 
 
-@pytest.mark.parametrize(("content_type", "status"), [
-    ("application/json", 200), ("application/json; charset=utf-8", 200), ("Application/JSON;charset=UTF-8", 200),
-    ("text/plain", 415), ("application/x-www-form-urlencoded", 415), ("multipart/form-data; boundary=x", 415),
-    ("application/json; charset=latin-1", 415), (None, 415)])
+@pytest.mark.parametrize(
+    ("content_type", "status"),
+    [
+        ("application/json", 200),
+        ("application/json; charset=utf-8", 200),
+        ("Application/JSON;charset=UTF-8", 200),
+        ("text/plain", 415),
+        ("application/x-www-form-urlencoded", 415),
+        ("multipart/form-data; boundary=x", 415),
+        ("application/json; charset=latin-1", 415),
+        (None, 415),
+    ],
+)
 def test_only_json_bodies_are_read(client, events, content_type, status):
     headers = {"content-type": content_type} if content_type else {}
     r = client.post("/score", content=json.dumps({"events": events}), headers=headers)
@@ -201,8 +239,13 @@ def test_a_full_route_answers_503_at_once_and_the_others_go_on(client, events, m
         assert busy.status_code == 503 and busy.headers["retry-after"] == "1", busy.text
         assert re.search(r"/score is busy \(1 requests in flight\)", busy.json()["detail"])
         assert time.perf_counter() - t0 < 1.0  # refused, not queued
-        assert client.post("/explain", content=json.dumps({"events": events[:8]}), headers=JSON).status_code == 200
-        batch = client.post("/score/batch", content=json.dumps({"sessions": [{"events": events}]}), headers=JSON)
+        assert (
+            client.post("/explain", content=json.dumps({"events": events[:8]}), headers=JSON).status_code
+            == 200
+        )
+        batch = client.post(
+            "/score/batch", content=json.dumps({"sessions": [{"events": events}]}), headers=JSON
+        )
         assert batch.status_code == 200, batch.text
     finally:
         release.set()
@@ -220,7 +263,9 @@ def test_bodies_past_the_memory_budget_get_503(exported_artifact, events):
     limits = Limits(max_body_memory=1000, max_batch_in_flight=1, max_explain_in_flight=1)
     with TestClient(create_app(exported_artifact, limits=limits)) as c:
         r = c.post("/score", content=json.dumps({"events": events}).ljust(1500), headers=JSON)
-        assert r.status_code == 503 and r.headers["retry-after"] == "1" and "bytes of request bodies" in r.text
+        assert (
+            r.status_code == 503 and r.headers["retry-after"] == "1" and "bytes of request bodies" in r.text
+        )
     torch.set_num_threads(threads)
 
 

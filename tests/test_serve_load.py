@@ -38,9 +38,9 @@ STALLS = {  # what each kind of slow client sends, then nothing more
     "idle": b"",
     "half headers": b"POST /score HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: applic",
     "half body": b"POST /score HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: 100000\r\n\r\n{\"events\": [",
+    b'Content-Length: 100000\r\n\r\n{"events": [',
     "half batch": b"POST /score/batch HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: 8000000\r\n\r\n" + b"{\"sessions\": [" + b" " * 60_000,
+    b"Content-Length: 8000000\r\n\r\n" + b'{"sessions": [' + b" " * 60_000,
 }
 
 
@@ -61,8 +61,10 @@ class Client:
             self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
             self.file = self.sock.makefile("rb")
         try:
-            self.sock.sendall(b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                              b"Content-Length: %d\r\n\r\n%s" % (path.encode(), len(body), body))
+            self.sock.sendall(
+                b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (path.encode(), len(body), body)
+            )
             status = int(self.file.readline().split()[1])
             headers = {}
             while (line := self.file.readline()) not in (b"\r\n", b""):
@@ -150,7 +152,9 @@ class LoadRun:
     loaded: Calls
     batch: Calls
     explain: Calls
-    slow: list[tuple[str, float, bytes]]  # each slow connection the server answered: kind, seconds open, answer
+    slow: list[
+        tuple[str, float, bytes]
+    ]  # each slow connection the server answered: kind, seconds open, answer
     log: str
 
     @staticmethod
@@ -158,18 +162,23 @@ class LoadRun:
         return float(np.quantile([s for s, st in zip(calls.seconds, calls.statuses) if st == 200], 0.99))
 
 
-def attack(port: int, n_slow: int, seconds: float, batch_body: bytes, explain_body: bytes
-           ) -> tuple[Calls, Calls, list[tuple[str, float, bytes]]]:
+def attack(
+    port: int, n_slow: int, seconds: float, batch_body: bytes, explain_body: bytes
+) -> tuple[Calls, Calls, list[tuple[str, float, bytes]]]:
     """Slow, batch and explain clients for ``seconds``. Run in a process of its own, so that its threads do not
     share a GIL (and so a clock) with the ``/score`` clients being measured."""
     raise_open_file_limit()
     until = time.monotonic() + seconds
     batch, explain, slow = Calls(), Calls(), []
     threads = [threading.Thread(target=stall, args=(port, n_slow, until, slow))]
-    threads += [threading.Thread(target=hammer, args=(port, "/score/batch", batch_body, until, batch))
-                for _ in range(BATCH_CLIENTS)]
-    threads += [threading.Thread(target=hammer, args=(port, "/explain", explain_body, until, explain))
-                for _ in range(EXPLAIN_CLIENTS)]
+    threads += [
+        threading.Thread(target=hammer, args=(port, "/score/batch", batch_body, until, batch))
+        for _ in range(BATCH_CLIENTS)
+    ]
+    threads += [
+        threading.Thread(target=hammer, args=(port, "/explain", explain_body, until, explain))
+        for _ in range(EXPLAIN_CLIENTS)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -180,8 +189,10 @@ def attack(port: int, n_slow: int, seconds: float, batch_body: bytes, explain_bo
 def measure(port: int, body: bytes, seconds: float) -> Calls:
     """Well-behaved ``/score`` clients, back to back for ``seconds``."""
     calls = Calls()
-    threads = [threading.Thread(target=hammer, args=(port, "/score", body, time.monotonic() + seconds, calls))
-               for _ in range(SCORE_CLIENTS)]
+    threads = [
+        threading.Thread(target=hammer, args=(port, "/score", body, time.monotonic() + seconds, calls))
+        for _ in range(SCORE_CLIENTS)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -189,19 +200,40 @@ def measure(port: int, body: bytes, seconds: float) -> Calls:
     return calls
 
 
-def load_run(artifact: Path, score_body: bytes, batch_body: bytes, explain_body: bytes, log_path: Path,
-             n_slow: int) -> LoadRun:
+def load_run(
+    artifact: Path, score_body: bytes, batch_body: bytes, explain_body: bytes, log_path: Path, n_slow: int
+) -> LoadRun:
     """Start the server, measure ``/score`` alone, then again under every other kind of client; stop it."""
     port = free_port()
     with open(log_path, "w") as log:  # a file, not a pipe: a full pipe would stall the server's logging
         server = subprocess.Popen(
-            [sys.executable, "-m", "seqfraud", "serve", "--artifact", str(artifact), "--port", str(port),
-             "--header-timeout", str(TIMEOUT_S), "--body-timeout", str(TIMEOUT_S),
-             "--keep-alive-timeout", str(TIMEOUT_S), "--max-connections", str(MAX_CONNECTIONS)],
-            stdout=log, stderr=subprocess.STDOUT, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+            [
+                sys.executable,
+                "-m",
+                "seqfraud",
+                "serve",
+                "--artifact",
+                str(artifact),
+                "--port",
+                str(port),
+                "--header-timeout",
+                str(TIMEOUT_S),
+                "--body-timeout",
+                str(TIMEOUT_S),
+                "--keep-alive-timeout",
+                str(TIMEOUT_S),
+                "--max-connections",
+                str(MAX_CONNECTIONS),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=os.environ | {"PYTHONUNBUFFERED": "1"},
+        )
     try:
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as attacker:
-            ready = attacker.submit(raise_open_file_limit)  # the attacker's process starts while the server does
+            ready = attacker.submit(
+                raise_open_file_limit
+            )  # the attacker's process starts while the server does
             deadline = time.monotonic() + 120
             while True:
                 assert server.poll() is None, log_path.read_text()[-3000:]
@@ -215,7 +247,9 @@ def load_run(artifact: Path, score_body: bytes, batch_body: bytes, explain_body:
             ready.result(timeout=60)
             unloaded = measure(port, score_body, UNLOADED_S)
             attacked = attacker.submit(attack, port, n_slow, LOADED_S, batch_body, explain_body)
-            time.sleep(1.0)  # the slow clients are all connected and the heavy ones busy before /score is measured
+            time.sleep(
+                1.0
+            )  # the slow clients are all connected and the heavy ones busy before /score is measured
             loaded = measure(port, score_body, LOADED_S - 1.5)
             batch, explain, slow = attacked.result(timeout=LOADED_S + 60)
         assert server.poll() is None, "the server died under load"
@@ -228,16 +262,30 @@ def load_run(artifact: Path, score_body: bytes, batch_body: bytes, explain_body:
 def request_bodies(events: pl.DataFrame, schema, max_len: int) -> tuple[bytes, bytes, bytes]:
     """A typical ``/score`` session, a batch as large as the default limit allows, and a ``max_len``-event session."""
     events = events.with_columns(pl.col(schema.timestamp).dt.to_string("%Y-%m-%dT%H:%M:%S%.3fZ"))
-    sessions = [[{k: v for k, v in e.items() if v is not None} for e in group.to_dicts()]
-                for _, group in events.sort(schema.session_id, schema.timestamp).group_by(schema.session_id,
-                                                                                          maintain_order=True)]
+    sessions = [
+        [{k: v for k, v in e.items() if v is not None} for e in group.to_dicts()]
+        for _, group in events.sort(schema.session_id, schema.timestamp).group_by(
+            schema.session_id, maintain_order=True
+        )
+    ]
     score = json.dumps({"events": sessions[0]}).encode()
     longest = max(sessions, key=len)
     explain = json.dumps({"events": (longest * max_len)[:max_len]}).encode()
     per_event = len(json.dumps(longest)) / len(longest)
-    n_events = int(MAX_BATCH_BYTES * 0.97 / 1000 / per_event)  # 1000 sessions, the default --max-sessions-per-batch
-    batch = {"sessions": [{"events": [e | {schema.session_id: f"b{i}"} for e in (sessions[i % len(sessions)] * n_events)
-                                      [:n_events]]} for i in range(1000)]}
+    n_events = int(
+        MAX_BATCH_BYTES * 0.97 / 1000 / per_event
+    )  # 1000 sessions, the default --max-sessions-per-batch
+    batch = {
+        "sessions": [
+            {
+                "events": [
+                    e | {schema.session_id: f"b{i}"}
+                    for e in (sessions[i % len(sessions)] * n_events)[:n_events]
+                ]
+            }
+            for i in range(1000)
+        ]
+    }
     body = json.dumps(batch).encode()
     assert len(body) <= MAX_BATCH_BYTES, len(body)
     return score, body, explain
@@ -276,7 +324,9 @@ def test_no_well_behaved_client_is_locked_out(exported_artifact, test_period_eve
 
     # The heavy clients were served too, within their own capacity, and never left without an answer.
     for heavy in (run.batch, run.explain):
-        assert not heavy.failures and set(heavy.statuses) <= {200, 503} and 200 in heavy.statuses, heavy.statuses
+        assert not heavy.failures and set(heavy.statuses) <= {200, 503} and 200 in heavy.statuses, (
+            heavy.statuses
+        )
 
     # Each slow connection was cut off: by its timeout, with a 408 and no earlier, or sooner with a 503 and a
     # Retry-After, to make room for a newer connection past --max-connections (or, for a half-sent batch, while
@@ -287,7 +337,10 @@ def test_no_well_behaved_client_is_locked_out(exported_artifact, test_period_eve
             assert b"retry-after: 1" in answer.lower() and seconds <= TIMEOUT_S + 1.5, (kind, seconds, answer)
         else:
             assert answer.startswith(b"HTTP/1.1 408") and TIMEOUT_S - 0.1 <= seconds <= TIMEOUT_S + 1.5, (
-                kind, seconds, answer)
+                kind,
+                seconds,
+                answer,
+            )
     assert any(b"the server is full" in answer for _, _, answer in run.slow)
 
     # An upload cut short is one log line, never a traceback.

@@ -27,12 +27,20 @@ from seqfraud.preprocess import preprocess
 from seqfraud.schema import Schema
 
 SPARK = {"engine": "spark", "spark": {"master": "local[2]"}}
-FEATURES = {"max_len": 5, "min_count": 2, "n_buckets": 4, "tail_quantiles": [0.9],
-            "time_delta": {"min_seconds": 1.0, "max_seconds": 3600.0, "n_buckets": 6}}
+FEATURES = {
+    "max_len": 5,
+    "min_count": 2,
+    "n_buckets": 4,
+    "tail_quantiles": [0.9],
+    "time_delta": {"min_seconds": 1.0, "max_seconds": 3600.0, "n_buckets": 6},
+}
 # refund: three values, all in the first session, so edges share ranks; fee: never set, so no edges at all.
 # The timestamp range reaches back to 1900, for the encodings before 1970.
-SCHEMA = Schema(categorical=("device", "merchant", "flag"), numerical=("amount", "items", "refund", "fee"),
-                timestamp_range=("1900-01-01", "2100-01-01"))
+SCHEMA = Schema(
+    categorical=("device", "merchant", "flag"),
+    numerical=("amount", "items", "refund", "fee"),
+    timestamp_range=("1900-01-01", "2100-01-01"),
+)
 T0_NS = 1_704_067_200 * 10**9  # 2024-01-01
 T1922_NS = -1_500_000_000 * 10**9  # before 1970: flooring and truncating nanoseconds differ
 LATE_TYPES = ("gift_card", "crypto")  # only in the latest sessions: unknown to a spec fitted on train
@@ -43,14 +51,19 @@ def spark():
     """One local session for the module; the engine's getOrCreate reuses it."""
     from pyspark.sql import SparkSession
 
-    session = (SparkSession.builder.master("local[2]").appName("seqfraud-tests")
-               .config("spark.sql.shuffle.partitions", "4").config("spark.ui.enabled", "false")
-               # Keep every shuffle at 4 partitions, so that tiny inputs still take the distributed paths
-               # (a sort over several range partitions, several files per split).
-               .config("spark.sql.adaptive.coalescePartitions.enabled", "false")
-               .config("spark.driver.memory", "1g")
-               # A short-lived JVM: the quick JIT tier and the serial collector halve the module's time.
-               .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC").getOrCreate())
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("seqfraud-tests")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.ui.enabled", "false")
+        # Keep every shuffle at 4 partitions, so that tiny inputs still take the distributed paths
+        # (a sort over several range partitions, several files per split).
+        .config("spark.sql.adaptive.coalescePartitions.enabled", "false")
+        .config("spark.driver.memory", "1g")
+        # A short-lived JVM: the quick JIT tier and the serial collector halve the module's time.
+        .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+        .getOrCreate()
+    )
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
@@ -70,27 +83,38 @@ def edge_events(seed: int, base_ns: int, n_sessions: int = 60) -> pl.DataFrame:
     offset_s = rng.choice([0, 0, 1, 7, 90, 4_000], sess.size)
     ts_ns = base_ns + (start_s[sess] + offset_s) * 10**9 + (offset_s % 7) * 123_456_789
     late = sess >= n_sessions * 4 // 5
-    event_type = np.where(late & (rng.random(sess.size) < 0.3), rng.choice(LATE_TYPES, sess.size),
-                          rng.choice(["view", "login", "cart", "pay"], sess.size))
+    event_type = np.where(
+        late & (rng.random(sess.size) < 0.3),
+        rng.choice(LATE_TYPES, sess.size),
+        rng.choice(["view", "login", "cart", "pay"], sess.size),
+    )
     amount = np.round(rng.lognormal(3, 1, sess.size), 1)
     amount[rng.random(sess.size) < 0.05] = np.nan
     amount[rng.random(sess.size) < 0.03] = np.inf
     amount[rng.random(sess.size) < 0.02] = -np.inf
-    events = pl.DataFrame({
-        "session_id": [f"u{i:03d}" for i in sess],
-        "ts_ns": ts_ns,
-        "event_type": event_type,
-        "device": rng.choice(["ios", "android", "web", "tv"], sess.size, p=[0.4, 0.4, 0.18, 0.02]),
-        "merchant": rng.integers(1, 8, sess.size),
-        "flag": rng.random(sess.size) < 0.3,
-        "amount": amount,
-        "items": rng.integers(0, 5, sess.size),
-        "refund": pl.Series([12.0, 5.0, 7.5] + [None] * (sess.size - 3)),  # the three events of the first session
-        "fee": pl.Series([None] * sess.size, dtype=pl.Float32),
-        "label": (sess % 7 == 0).astype(np.int64),
-    })
-    events = events.with_columns([pl.when(pl.Series(rng.random(sess.size) < 0.08)).then(None).otherwise(pl.col(c))
-                                  .alias(c) for c in ("device", "merchant", "flag", "amount", "items")])
+    events = pl.DataFrame(
+        {
+            "session_id": [f"u{i:03d}" for i in sess],
+            "ts_ns": ts_ns,
+            "event_type": event_type,
+            "device": rng.choice(["ios", "android", "web", "tv"], sess.size, p=[0.4, 0.4, 0.18, 0.02]),
+            "merchant": rng.integers(1, 8, sess.size),
+            "flag": rng.random(sess.size) < 0.3,
+            "amount": amount,
+            "items": rng.integers(0, 5, sess.size),
+            "refund": pl.Series(
+                [12.0, 5.0, 7.5] + [None] * (sess.size - 3)
+            ),  # the three events of the first session
+            "fee": pl.Series([None] * sess.size, dtype=pl.Float32),
+            "label": (sess % 7 == 0).astype(np.int64),
+        }
+    )
+    events = events.with_columns(
+        [
+            pl.when(pl.Series(rng.random(sess.size) < 0.08)).then(None).otherwise(pl.col(c)).alias(c)
+            for c in ("device", "merchant", "flag", "amount", "items")
+        ]
+    )
     return events.sample(fraction=1.0, shuffle=True, seed=seed)  # logs arrive unordered
 
 
@@ -114,15 +138,29 @@ def run_both(data_cfg: dict, out, features: dict = FEATURES):
         got = pl.read_parquet(shard_files(spark.datasets[name])).sort(S.SESSION_ID)
         assert got.schema == want.schema, name
         assert got.equals(want), name
-    same = ("n_events", "n_sessions", "n_positive_sessions", "splits", "val_start", "test_start",
-            "sessions_after_test_end", "truncated_sessions", "source", "timestamp_unit",
-            "unlabeled_sessions_dropped", "unlabeled_events_dropped", "orphan_labels_dropped")
+    same = (
+        "n_events",
+        "n_sessions",
+        "n_positive_sessions",
+        "splits",
+        "val_start",
+        "test_start",
+        "sessions_after_test_end",
+        "truncated_sessions",
+        "source",
+        "timestamp_unit",
+        "unlabeled_sessions_dropped",
+        "unlabeled_events_dropped",
+        "orphan_labels_dropped",
+    )
     assert {k: spark.report.get(k) for k in same} == {k: polars.report.get(k) for k in same}
     return polars
 
 
 def tokens(prepared, field: str, splits=S.SPLITS) -> list[int]:
-    frames = [pl.read_parquet(shard_files(prepared.datasets[s]), columns=[S.token_column(field)]) for s in splits]
+    frames = [
+        pl.read_parquet(shard_files(prepared.datasets[s]), columns=[S.token_column(field)]) for s in splits
+    ]
     return pl.concat(frames)[S.token_column(field)].explode().to_list()
 
 
@@ -139,7 +177,11 @@ def test_parity_on_edge_cases(encoding, tmp_path):
     base, cast = TIMESTAMPS[encoding]
     events = edge_events(seed=len(encoding), base_ns=base)
     events = events.with_columns(cast(pl.col("ts_ns")).alias("timestamp")).drop("ts_ns")
-    data = {"events": str(write_shards(events, tmp_path / "events")), "labels": None, "schema": SCHEMA.roles()}
+    data = {
+        "events": str(write_shards(events, tmp_path / "events")),
+        "labels": None,
+        "schema": SCHEMA.roles(),
+    }
     prepared = run_both(data, tmp_path)
     # The input really holds the cases the rules treat specially.
     assert prepared.report["truncated_sessions"] > 0
@@ -152,19 +194,29 @@ def test_parity_on_edge_cases(encoding, tmp_path):
 
 
 def test_parity_with_label_table_drop_policy_and_test_end(tmp_path):
-    events = edge_events(seed=11, base_ns=T0_NS).with_columns(
-        (pl.col("ts_ns") // 10**6).alias("timestamp"), pl.col("session_id").str.slice(1).cast(pl.Int64)
-    ).drop("ts_ns", "label")
+    events = (
+        edge_events(seed=11, base_ns=T0_NS)
+        .with_columns(
+            (pl.col("ts_ns") // 10**6).alias("timestamp"), pl.col("session_id").str.slice(1).cast(pl.Int64)
+        )
+        .drop("ts_ns", "label")
+    )
     sids = events["session_id"].unique().sort()
     labels = pl.DataFrame({"session_id": sids, "label": (sids % 5 == 0)}).filter(sids % 9 != 4)
     labels.write_parquet(tmp_path / "labels.parquet")
     starts = events.group_by("session_id").agg(pl.col("timestamp").min())["timestamp"].sort()
     test_end = datetime.fromtimestamp(int(starts[int(0.9 * len(starts))]) / 1e3, tz=timezone.utc)
-    data = {"events": str(write_shards(events, tmp_path / "events", n=4)), "labels": str(tmp_path / "labels.parquet"),
-            "schema": SCHEMA.roles(), "policy": {"on_unlabeled": "drop"},
-            "split": {"test_end": test_end.replace(tzinfo=None).isoformat()}}
+    data = {
+        "events": str(write_shards(events, tmp_path / "events", n=4)),
+        "labels": str(tmp_path / "labels.parquet"),
+        "schema": SCHEMA.roles(),
+        "policy": {"on_unlabeled": "drop"},
+        "split": {"test_end": test_end.replace(tzinfo=None).isoformat()},
+    }
     prepared = run_both(data, tmp_path)
-    assert prepared.report["unlabeled_sessions_dropped"] > 0 and prepared.report["sessions_after_test_end"] > 0
+    assert (
+        prepared.report["unlabeled_sessions_dropped"] > 0 and prepared.report["sessions_after_test_end"] > 0
+    )
 
 
 def test_parity_on_synthetic_data(tmp_path):
@@ -172,8 +224,7 @@ def test_parity_on_synthetic_data(tmp_path):
     events = tmp_path / "events +%20 é"  # Spark globs and URL-encodes paths; the files must still be found
     write_shards(data.events, events, name="part {}+é.parquet")
     data.labels.write_parquet(tmp_path / "labels.parquet")
-    cfg = {"events": str(events), "labels": str(tmp_path / "labels.parquet"),
-           "schema": S.SYNTHETIC.roles()}
+    cfg = {"events": str(events), "labels": str(tmp_path / "labels.parquet"), "schema": S.SYNTHETIC.roles()}
     run_both(cfg, tmp_path, FEATURES | {"max_len": 32, "n_buckets": 8, "tail_quantiles": [0.98, 0.99]})
 
 
@@ -184,19 +235,45 @@ def _error(data_cfg, out, engine) -> str:
 
 
 BREAKAGES = {  # (timestamp encoding, the change at rows 5 and 6, what the message says)
-    "null_timestamp": ("datetime", lambda: pl.when(pl.col("i") == 5).then(None).otherwise(pl.col("timestamp"))
-                       .alias("timestamp"), "1 row(s) have a null timestamp"),
-    "mixed_label": ("datetime", lambda: pl.when(pl.col("i") == 5).then(1 - pl.col("label")).otherwise(pl.col("label"))
-                    .alias("label"), "not constant"),
-    "before_the_range": ("datetime", lambda: pl.when(pl.col("i").is_in([5, 6])).then(datetime(1850, 1, 1))
-                         .otherwise(pl.col("timestamp")).alias("timestamp"), "2 row(s) have a timestamp outside"),
+    "null_timestamp": (
+        "datetime",
+        lambda: pl.when(pl.col("i") == 5).then(None).otherwise(pl.col("timestamp")).alias("timestamp"),
+        "1 row(s) have a null timestamp",
+    ),
+    "mixed_label": (
+        "datetime",
+        lambda: pl.when(pl.col("i") == 5).then(1 - pl.col("label")).otherwise(pl.col("label")).alias("label"),
+        "not constant",
+    ),
+    "before_the_range": (
+        "datetime",
+        lambda: (
+            pl.when(pl.col("i").is_in([5, 6]))
+            .then(datetime(1850, 1, 1))
+            .otherwise(pl.col("timestamp"))
+            .alias("timestamp")
+        ),
+        "2 row(s) have a timestamp outside",
+    ),
     # 9e18 ms and the int64 minimum would wrap as microseconds; microseconds among milliseconds land in year 55970.
-    "epoch_overflow": ("ms", lambda: pl.when(pl.col("i") == 5).then(9 * 10**18).when(pl.col("i") == 6)
-                       .then(-(2**63)).when(pl.col("i") == 7).then(pl.col("timestamp") * 1000)
-                       .otherwise(pl.col("timestamp")).alias("timestamp"),
-                       ("3 row(s) have a timestamp outside the plausible range 1900-01-01 to 2100-01-01 "
-                        "(data.schema.timestamp_range); integer epochs are read as milliseconds "
-                        "(data.schema.timestamp_unit=auto chose 'ms' from the first values)")),
+    "epoch_overflow": (
+        "ms",
+        lambda: (
+            pl.when(pl.col("i") == 5)
+            .then(9 * 10**18)
+            .when(pl.col("i") == 6)
+            .then(-(2**63))
+            .when(pl.col("i") == 7)
+            .then(pl.col("timestamp") * 1000)
+            .otherwise(pl.col("timestamp"))
+            .alias("timestamp")
+        ),
+        (
+            "3 row(s) have a timestamp outside the plausible range 1900-01-01 to 2100-01-01 "
+            "(data.schema.timestamp_range); integer epochs are read as milliseconds "
+            "(data.schema.timestamp_unit=auto chose 'ms' from the first values)"
+        ),
+    ),
 }
 
 
@@ -206,7 +283,11 @@ def test_validation_errors_are_the_shared_ones(breakage, tmp_path):
     ts = pl.from_epoch(pl.col("ts_ns"), "ns") if encoding == "datetime" else pl.col("ts_ns") // 10**6
     events = edge_events(seed=3, base_ns=T0_NS).with_columns(ts.alias("timestamp"))
     events = events.drop("ts_ns").with_row_index("i").with_columns(change()).drop("i")
-    data = {"events": str(write_shards(events, tmp_path / "events")), "labels": None, "schema": SCHEMA.roles()}
+    data = {
+        "events": str(write_shards(events, tmp_path / "events")),
+        "labels": None,
+        "schema": SCHEMA.roles(),
+    }
     message = _error(data, tmp_path / "polars", {"engine": "polars"})
     assert message == _error(data, tmp_path / "spark", SPARK)
     assert says in message
@@ -219,8 +300,9 @@ def test_inputs_the_spark_engine_refuses(tmp_path):
     data = {"events": str(csv), "labels": None, "schema": SCHEMA.roles()}
     assert "Parquet only" in _error(data, tmp_path / "o", SPARK)
     iso = tmp_path / "iso.parquet"
-    events.with_columns(pl.from_epoch(pl.col("ts_ns"), "ns").dt.to_string().alias("timestamp")).drop("ts_ns") \
-        .write_parquet(iso)
+    events.with_columns(pl.from_epoch(pl.col("ts_ns"), "ns").dt.to_string().alias("timestamp")).drop(
+        "ts_ns"
+    ).write_parquet(iso)
     assert "datetime or integer epoch" in _error(data | {"events": str(iso)}, tmp_path / "o", SPARK)
 
 
@@ -234,15 +316,18 @@ def test_exact_quantiles_across_range_partitions(spark):
     a[:3] = [np.inf, -np.inf, np.inf]
     b = np.full(a.size, np.nan)
     b[:2] = [2.0, 1.0]
-    frame = spark.createDataFrame(pl.DataFrame({"a": a, "b": b, "c": pl.Series([None] * a.size, dtype=pl.Float64)})
-                                  .to_arrow()).repartition(7)
+    frame = spark.createDataFrame(
+        pl.DataFrame({"a": a, "b": b, "c": pl.Series([None] * a.size, dtype=pl.Float64)}).to_arrow()
+    ).repartition(7)
     probs = [0.001, 0.25, 0.5, 0.75, 0.98, 0.99, 0.995, 0.999]
     got = _exact_quantiles(frame, ("a", "b", "c"), probs)
     for name, values in (("a", a), ("b", b)):
         finite = np.sort(values[np.isfinite(values)])
         assert got[name] == [finite[quantile_rank(q, finite.size)] for q in probs], name
     assert got["c"] == [None] * len(probs)
-    assert spark.sparkContext.defaultParallelism == 2 and int(spark.conf.get("spark.sql.shuffle.partitions")) > 1
+    assert (
+        spark.sparkContext.defaultParallelism == 2 and int(spark.conf.get("spark.sql.shuffle.partitions")) > 1
+    )
 
 
 def test_spark_takes_file_names_literally(spark, tmp_path):

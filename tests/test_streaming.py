@@ -36,14 +36,18 @@ def write_shards(root, sizes=SHARD_SIZES, row_group=ROW_GROUP):
     for k, size in enumerate(sizes):
         ids = range(start, start + size)
         toks = [session_tokens(i) for i in ids]
-        table = pa.table({
-            S.SESSION_ID: pa.array([f"s{i:04d}" for i in ids], pa.string()),
-            **{S.token_column(f): pa.array([t[:, j].tolist() for t in toks], pa.list_(pa.int32()))
-               for j, f in enumerate(FIELDS)},
-            S.LENGTH: pa.array([len(t) for t in toks], pa.int32()),
-            S.START_TIME: pa.array(list(ids), pa.int64()),
-            S.LABEL: pa.array([int(i % 3 == 0) for i in ids], pa.int8()),
-        })
+        table = pa.table(
+            {
+                S.SESSION_ID: pa.array([f"s{i:04d}" for i in ids], pa.string()),
+                **{
+                    S.token_column(f): pa.array([t[:, j].tolist() for t in toks], pa.list_(pa.int32()))
+                    for j, f in enumerate(FIELDS)
+                },
+                S.LENGTH: pa.array([len(t) for t in toks], pa.int32()),
+                S.START_TIME: pa.array(list(ids), pa.int64()),
+                S.LABEL: pa.array([int(i % 3 == 0) for i in ids], pa.int8()),
+            }
+        )
         pq.write_table(table, root / shard_name(k), row_group_size=row_group)
         start += size
     return root
@@ -66,8 +70,19 @@ def check_batch(batch):
 
 
 def rank_batches(path, *, world, rank, workers, shuffle, batch_size=4, epochs=1, **kw):
-    stream = SessionStream(path, FIELDS, batch_size, shuffle=shuffle, seed=7, shuffle_buffer=5, pool_batches=2,
-                           num_workers=workers, rank=rank, world_size=world, **kw)
+    stream = SessionStream(
+        path,
+        FIELDS,
+        batch_size,
+        shuffle=shuffle,
+        seed=7,
+        shuffle_buffer=5,
+        pool_batches=2,
+        num_workers=workers,
+        rank=rank,
+        world_size=world,
+        **kw,
+    )
     loader = DataLoader(stream, batch_size=None, num_workers=workers, persistent_workers=workers > 0)
     return stream, [list(loader) for _ in range(epochs)]
 
@@ -121,8 +136,13 @@ def test_epochs_reshuffle_and_a_seed_repeats(shards):
 
 
 def test_persistent_workers_advance_the_epoch(shards):
-    loader = make_loader(shards, FIELDS, LoaderConfig(batch_size=4, num_workers=2, shuffle_buffer=5, pool_batches=2),
-                         train=True, seed=3)
+    loader = make_loader(
+        shards,
+        FIELDS,
+        LoaderConfig(batch_size=4, num_workers=2, shuffle_buffer=5, pool_batches=2),
+        train=True,
+        seed=3,
+    )
     assert loader.persistent_workers
     first, second = ([i for b in loader for i in b["index"].tolist()] for _ in range(2))
     assert first != second and sorted(first) == sorted(second) == list(range(N))
@@ -131,11 +151,15 @@ def test_persistent_workers_advance_the_epoch(shards):
 def test_the_shuffle_buffer_is_bounded(tmp_path):
     path = write_shards(tmp_path / "big", sizes=[401, 298], row_group=50)
     pool = 2 * 4
-    stream = SessionStream(path, FIELDS, 4, shuffle=True, shuffle_buffer=30, pool_batches=2, rank=0, world_size=1)
+    stream = SessionStream(
+        path, FIELDS, 4, shuffle=True, shuffle_buffer=30, pool_batches=2, rank=0, world_size=1
+    )
     got = [i for b in stream for i in b["index"].tolist()]
     assert sorted(got) == list(range(699))
     assert 30 <= stream.peak_buffered <= 30 + pool
-    plain = SessionStream(path, FIELDS, 4, shuffle=True, shuffle_buffer=0, pool_batches=2, rank=0, world_size=1)
+    plain = SessionStream(
+        path, FIELDS, 4, shuffle=True, shuffle_buffer=0, pool_batches=2, rank=0, world_size=1
+    )
     list(plain)
     assert plain.peak_buffered <= pool
 

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 import polars as pl
 import pytest
 
+from seqfraud.cli.synthetic import main as synthetic_cli
 from seqfraud.data import synthetic as syn
 from seqfraud.schema import LABEL_NOISE, TYPOLOGY
 from seqfraud.schema import SYNTHETIC as S
@@ -48,10 +49,17 @@ def test_same_seed_same_frames_other_seed_differs():
 
 
 def test_columns_and_types(data):
-    assert data.events.schema == pl.Schema({
-        S.session_id: pl.String, S.timestamp: pl.Datetime("ms", "UTC"), S.event_type: pl.String,
-        DEVICE: pl.String, COUNTRY: pl.String, METHOD: pl.String, AMOUNT: pl.Float64,
-    })
+    assert data.events.schema == pl.Schema(
+        {
+            S.session_id: pl.String,
+            S.timestamp: pl.Datetime("ms", "UTC"),
+            S.event_type: pl.String,
+            DEVICE: pl.String,
+            COUNTRY: pl.String,
+            METHOD: pl.String,
+            AMOUNT: pl.Float64,
+        }
+    )
     assert data.labels.columns == [S.session_id, S.label]
     assert data.typologies.columns == [S.session_id, TYPOLOGY, LABEL_NOISE]
     assert set(data.events[S.event_type].unique()) <= set(syn.EVENT_TYPES)
@@ -129,8 +137,10 @@ def test_ato_order_differs_from_its_hard_negatives_only_in_order(ordered):
     sessions = pair.group_by(TYPOLOGY).agg(pl.col(S.session_id).n_unique().alias("n"))
     n = dict(sessions.iter_rows())
     counts = (
-        pair.group_by(TYPOLOGY, S.event_type).len()
-        .pivot(on=TYPOLOGY, index=S.event_type, values="len").fill_null(0)
+        pair.group_by(TYPOLOGY, S.event_type)
+        .len()
+        .pivot(on=TYPOLOGY, index=S.event_type, values="len")
+        .fill_null(0)
     )
     assert counts.height == len(set(pair[S.event_type]))
     for event, fraud, legit in counts.select(S.event_type, syn.ATO_ORDER, syn.HN_ORDER).iter_rows():
@@ -172,21 +182,26 @@ def test_risky_context_is_the_device_country_pair(ordered):
 
 
 def test_amount_spike_is_in_the_amounts(ordered):
-    top = ordered.group_by(S.session_id, TYPOLOGY).agg(pl.col(AMOUNT).max()).group_by(TYPOLOGY).agg(
-        pl.col(AMOUNT).median()
+    top = (
+        ordered.group_by(S.session_id, TYPOLOGY)
+        .agg(pl.col(AMOUNT).max())
+        .group_by(TYPOLOGY)
+        .agg(pl.col(AMOUNT).median())
     )
     amount = dict(top.iter_rows())
     assert amount[syn.AMOUNT_SPIKE] > amount[syn.HN_AMOUNT] > 3 * amount[syn.LEGIT]
 
 
 def test_cli_writes_the_three_files(tmp_path, capsys):
-    syn.main(["--sessions", "300", "--seed", "1", "--out", str(tmp_path / "a"), "--days", "30"])
+    synthetic_cli(["--sessions", "300", "--seed", "1", "--out", str(tmp_path / "a"), "--days", "30"])
     assert "sessions=300" in capsys.readouterr().out
     for name in ("events", "labels", "typologies"):
         assert pl.read_parquet(tmp_path / "a" / f"{name}.parquet").height > 0
     run = subprocess.run(
-        [sys.executable, "-m", "seqfraud.data.synthetic", "--sessions", "50", "--out", str(tmp_path / "b")],
-        capture_output=True, text=True, check=True,
+        [sys.executable, "-m", "seqfraud", "synthetic", "--sessions", "50", "--out", str(tmp_path / "b")],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert "sessions=50" in run.stdout
     written = pl.read_parquet(tmp_path / "b" / "labels.parquet")

@@ -13,7 +13,8 @@ from seqfraud.data.events import load_events
 from seqfraud.data.split import assign_split, split_boundaries
 from seqfraud.features.spec import FIRST_ID, MISSING, NAN, PAD, UNKNOWN, Spec, SpecError
 from seqfraud.features.tokens import fit_spec, sequences, time_delta_edges
-from seqfraud.preprocess import REPORT_FILE, SPEC_FILE, preprocess
+from seqfraud.preprocess import preprocess
+from seqfraud.rundir import REPORT_FILE, SPEC_FILE
 from seqfraud.schema import Schema
 
 T0 = datetime(2024, 1, 1)  # 2024-01-01T00:00:00Z
@@ -154,6 +155,7 @@ def test_unseen_rare_and_null_categories(tmp_path):
 
 # ---------------------------------------------------------------- numeric buckets
 
+
 def test_numeric_edges_from_quantiles_and_bucket_rule(tmp_path):
     inf, nan = float("inf"), float("nan")
     fit_amounts = [50.0, 10.0, 40.0, None, 20.0, nan, 30.0, inf, -inf]  # only finite ones count
@@ -187,6 +189,7 @@ def test_numeric_edges_empty_when_training_has_no_finite_value(tmp_path):
 
 
 # ---------------------------------------------------------------- time deltas, ordering, truncation
+
 
 def test_time_delta_buckets_for_known_gaps(tmp_path):
     # gaps: 0, 0.5, 1, 5, 100, 1000 seconds
@@ -239,9 +242,12 @@ def test_truncation_keeps_most_recent_events(tmp_path):
 
 # ---------------------------------------------------------------- out-of-time split
 
+
 def _sessions(starts_us) -> pl.DataFrame:
-    return pl.DataFrame({S.SESSION_ID: [f"s{i:03d}" for i in range(len(starts_us))], S.START_TIME: starts_us},
-                        schema={S.SESSION_ID: pl.String, S.START_TIME: pl.Int64})
+    return pl.DataFrame(
+        {S.SESSION_ID: [f"s{i:03d}" for i in range(len(starts_us))], S.START_TIME: starts_us},
+        schema={S.SESSION_ID: pl.String, S.START_TIME: pl.Int64},
+    )
 
 
 VAL_US = T0_US + 9 * DAY_US  # 2024-01-10T00:00:00Z
@@ -295,6 +301,7 @@ def test_val_start_after_test_start_errors():
 
 # ---------------------------------------------------------------- no leakage, end to end
 
+
 def test_preprocess_fits_on_train_only(tmp_path):
     def d(day, sec=0):  # seconds after T0 on day `day` (0-based)
         return day * 86_400 + sec
@@ -331,8 +338,11 @@ def test_preprocess_fits_on_train_only(tmp_path):
     assert Spec.load(out / SPEC_FILE) == spec
 
     ds = {name: pl.read_parquet(p).sort(S.SESSION_ID) for name, p in prepared.datasets.items()}
-    assert {k: v[S.SESSION_ID].to_list() for k, v in ds.items()} == {"train": ["t1", "t2"], "val": ["v1"],
-                                                                      "test": ["x1"]}
+    assert {k: v[S.SESSION_ID].to_list() for k, v in ds.items()} == {
+        "train": ["t1", "t2"],
+        "val": ["v1"],
+        "test": ["x1"],
+    }
     v1 = ds["val"].row(0, named=True)
     assert v1[TOK["device"]] == [UNKNOWN, UNKNOWN]
     assert v1[TOK["event_type"]] == [4, UNKNOWN]
@@ -344,9 +354,11 @@ def test_preprocess_fits_on_train_only(tmp_path):
     assert t1[TOK["amount"]] == [4, 4, 5] and t1[TOK[S.TIME_DELTA]] == [MISSING, 7, 8]
 
     report = json.loads((out / REPORT_FILE).read_text())
-    assert report["splits"] == {"train": {"sessions": 2, "positives": 1},
-                                "val": {"sessions": 1, "positives": 1},
-                                "test": {"sessions": 1, "positives": 0}}
+    assert report["splits"] == {
+        "train": {"sessions": 2, "positives": 1},
+        "val": {"sessions": 1, "positives": 1},
+        "test": {"sessions": 1, "positives": 0},
+    }
     assert report["truncated_sessions"] == 0 and report["n_events"] == 8
 
 
@@ -371,7 +383,8 @@ def _ts_variant(kind: str) -> pl.Expr:
         "datetime_ms": ts.cast(pl.Datetime("ms")),
         "datetime_ns": ts.cast(pl.Datetime("ns")),
         "iso_string": ts.dt.strftime("%Y-%m-%dT%H:%M:%S"),
-        "iso_string_offset": ts.dt.replace_time_zone("UTC").dt.convert_time_zone("Asia/Kolkata")
+        "iso_string_offset": ts.dt.replace_time_zone("UTC")
+        .dt.convert_time_zone("Asia/Kolkata")
         .dt.strftime("%Y-%m-%dT%H:%M:%S%:z"),
         "epoch_s": epoch_s,
         "epoch_ms": epoch_s * 1_000,
@@ -379,9 +392,13 @@ def _ts_variant(kind: str) -> pl.Expr:
         "epoch_ns": epoch_s * 1_000_000_000,
         "epoch_s_int32": epoch_s.cast(pl.Int32),
         # naive and offset strings in one column, T and space
-        "iso_mixed": pl.when(pl.int_range(pl.len()) % 2 == 0).then(ts.dt.strftime("%Y-%m-%d %H:%M:%S"))
-        .otherwise(ts.dt.replace_time_zone("UTC").dt.convert_time_zone("Asia/Kolkata")
-                   .dt.strftime("%Y-%m-%dT%H:%M:%S%:z")),
+        "iso_mixed": pl.when(pl.int_range(pl.len()) % 2 == 0)
+        .then(ts.dt.strftime("%Y-%m-%d %H:%M:%S"))
+        .otherwise(
+            ts.dt.replace_time_zone("UTC")
+            .dt.convert_time_zone("Asia/Kolkata")
+            .dt.strftime("%Y-%m-%dT%H:%M:%S%:z")
+        ),
     }[kind]
 
 
@@ -394,7 +411,7 @@ def _ts_variant(kind: str) -> pl.Expr:
         ("datetime_ms", "auto", "datetime"),
         ("datetime_ns", "auto", "datetime"),
         ("iso_string", "auto", "datetime"),
-         ("iso_string_offset", "auto", "datetime"),
+        ("iso_string_offset", "auto", "datetime"),
         ("epoch_s", "auto", "s"),
         ("epoch_ms", "auto", "ms"),
         ("epoch_us", "auto", "us"),
@@ -429,6 +446,7 @@ def test_timestamp_encodings_give_identical_tokens(tmp_path, kind, configured, u
 
 
 # ---------------------------------------------------------------- spec file
+
 
 def _fitted_spec(tmp_path) -> Spec:
     _, spec, _ = run(write(frame(VOCAB_ROWS), tmp_path / "e.parquet"))
@@ -485,12 +503,15 @@ def test_a_version_1_spec_still_loads(tmp_path):
     assert spec.timestamp_unit == "datetime" and spec.epoch_unit is None
 
 
-@pytest.mark.parametrize(("timestamp_unit", "configured", "epoch_unit"), [
-    ("ms", "auto", "ms"),          # integer epochs at training: their unit
-    ("ns", "ns", "ns"),
-    ("datetime", "auto", None),    # datetimes with auto: no unit is known, integer epochs are refused
-    ("datetime", "s", "s"),        # a version 1 spec of datetimes with a configured unit
-])
+@pytest.mark.parametrize(
+    ("timestamp_unit", "configured", "epoch_unit"),
+    [
+        ("ms", "auto", "ms"),  # integer epochs at training: their unit
+        ("ns", "ns", "ns"),
+        ("datetime", "auto", None),  # datetimes with auto: no unit is known, integer epochs are refused
+        ("datetime", "s", "s"),  # a version 1 spec of datetimes with a configured unit
+    ],
+)
 def test_the_unit_of_integer_epochs_at_scoring(tmp_path, timestamp_unit, configured, epoch_unit):
     d = json.loads(_fitted_spec(tmp_path).to_json())
     d["timestamp_unit"], d["schema"]["timestamp_unit"] = timestamp_unit, configured
@@ -509,8 +530,14 @@ def test_check_schema(tmp_path):
     spec = _fitted_spec(tmp_path)
     spec.check_schema(SCHEMA)
     # the timestamp unit and range may differ
-    spec.check_schema(Schema(categorical=("device",), numerical=("amount",), timestamp_unit="ms",
-                             timestamp_range=("2000-01-01", "2030-01-01")))
+    spec.check_schema(
+        Schema(
+            categorical=("device",),
+            numerical=("amount",),
+            timestamp_unit="ms",
+            timestamp_range=("2000-01-01", "2030-01-01"),
+        )
+    )
     for other in (
         Schema(categorical=("device", "country"), numerical=("amount",)),
         Schema(categorical=("device",), numerical=()),

@@ -23,7 +23,7 @@ from seqfraud.training.module import SessionRiskModule
 from seqfraud.training.train import model_config, train
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = ROOT / "seqfraud" / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 
@@ -41,13 +41,21 @@ def _no_wandb(monkeypatch):
 def smoke_run(tmp_path_factory):
     os.environ["WANDB_MODE"] = "disabled"
     out = tmp_path_factory.mktemp("smoke")
-    cfg = compose_train(["+experiment=smoke", f"paths.output_dir={out / 'run'}", f"paths.data_dir={out / 'data'}"])
+    cfg = compose_train(
+        ["+experiment=smoke", f"paths.output_dir={out / 'run'}", f"paths.data_dir={out / 'data'}"]
+    )
     return out / "run", train(cfg)
 
 
 def test_experiment_list_is_what_the_docs_promise():
-    assert {"synthetic_transformer", "synthetic_gru", "synthetic_lightgbm", "smoke", "ablation_shuffled_order",
-            "ablation_no_time"} <= set(EXPERIMENTS)
+    assert {
+        "synthetic_transformer",
+        "synthetic_gru",
+        "synthetic_lightgbm",
+        "smoke",
+        "ablation_shuffled_order",
+        "ablation_no_time",
+    } <= set(EXPERIMENTS)
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -69,9 +77,15 @@ def test_every_experiment_composes_and_builds(experiment, smoke_run, tmp_path):
 
 def test_optuna_search_composes_with_its_sweeper():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=["hparams_search=optuna", "paths.output_dir=x"], return_hydra_config=True)
+        cfg = compose(
+            "train", overrides=["hparams_search=optuna", "paths.output_dir=x"], return_hydra_config=True
+        )
     sweeper = cfg.hydra.sweeper
-    assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize" and sweeper.storage is None
+    assert (
+        sweeper._target_.endswith("OptunaSweeper")
+        and sweeper.direction == "maximize"
+        and sweeper.storage is None
+    )
     assert "optim.lr" in sweeper.params and cfg.hydra.mode.name == "MULTIRUN"
 
 
@@ -88,8 +102,15 @@ def test_ablation_configs_change_what_they_claim():
 @pytest.mark.parametrize("fusion", ["concat", "sum"])
 def test_scores_do_not_depend_on_padding(encoder, fusion):
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab_sizes=[12, 9, 20, 28], max_len=32, encoder=encoder, fusion=fusion, d_model=32,
-                      n_layers=2, n_heads=4)
+    cfg = ModelConfig(
+        vocab_sizes=[12, 9, 20, 28],
+        max_len=32,
+        encoder=encoder,
+        fusion=fusion,
+        d_model=32,
+        n_layers=2,
+        n_heads=4,
+    )
     net = SessionClassifier(cfg).eval()
     lengths = torch.tensor([7, 3, 1, 5])
     tokens = torch.randint(4, 9, (4, 7, 4))
@@ -101,8 +122,9 @@ def test_scores_do_not_depend_on_padding(encoder, fusion):
         torch.testing.assert_close(net(padded, lengths), base, atol=1e-5, rtol=0)
     # and each session alone, with no padding at all, scores the same as in the batch
     for row, n in enumerate(lengths):
-        torch.testing.assert_close(net(tokens[row:row + 1, :n], lengths[row:row + 1]), base[row:row + 1],
-                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            net(tokens[row : row + 1, :n], lengths[row : row + 1]), base[row : row + 1], atol=1e-5, rtol=0
+        )
 
 
 def test_recency_positions_align_sessions_cut_from_the_front():
@@ -113,8 +135,14 @@ def test_recency_positions_align_sessions_cut_from_the_front():
 
 def test_smoke_run_writes_the_run_directory(smoke_run):
     run_dir, metrics = smoke_run
-    for name in ("metrics.json", "predictions/val.parquet", "predictions/test.parquet", "spec.json",
-                 "checkpoints/best.ckpt", "config.yaml"):
+    for name in (
+        "metrics.json",
+        "predictions/val.parquet",
+        "predictions/test.parquet",
+        "spec.json",
+        "checkpoints/best.ckpt",
+        "config.yaml",
+    ):
         assert (run_dir / name).is_file(), name
     saved = json.loads((run_dir / "metrics.json").read_text())
     assert saved["val"]["pr_auc"] == pytest.approx(metrics["val"]["pr_auc"])
@@ -130,7 +158,9 @@ def test_smoke_run_writes_the_run_directory(smoke_run):
 
 def test_checkpoint_and_spec_rebuild_the_model_without_yaml(smoke_run):
     run_dir, _ = smoke_run
-    module = SessionRiskModule.load_from_checkpoint(run_dir / "checkpoints/best.ckpt", map_location="cpu", weights_only=True)
+    module = SessionRiskModule.load_from_checkpoint(
+        run_dir / "checkpoints/best.ckpt", map_location="cpu", weights_only=True
+    )
     spec = Spec.from_dict(module.hparams.spec)
     assert spec.to_dict() == Spec.load(run_dir / "spec.json").to_dict()
     from seqfraud.training.train import predict_proba
@@ -142,16 +172,28 @@ def test_checkpoint_and_spec_rebuild_the_model_without_yaml(smoke_run):
 
 def test_same_seed_same_metrics(smoke_run, tmp_path):
     run_dir, metrics = smoke_run
-    cfg = compose_train(["+experiment=smoke", f"paths.output_dir={tmp_path / 'again'}",
-                         f"paths.data_dir={run_dir.parent / 'data'}"])
+    cfg = compose_train(
+        [
+            "+experiment=smoke",
+            f"paths.output_dir={tmp_path / 'again'}",
+            f"paths.data_dir={run_dir.parent / 'data'}",
+        ]
+    )
     again = train(cfg)
     assert again["val"] == metrics["val"] and again["test"] == metrics["test"]
 
 
 def test_lightgbm_baseline_trains_on_the_same_splits(smoke_run, tmp_path):
     run_dir, _ = smoke_run
-    cfg = compose_train(["+experiment=smoke", "model=lightgbm", f"paths.output_dir={tmp_path}",
-                         f"paths.data_dir={run_dir.parent / 'data'}", "model.num_boost_round=30"])
+    cfg = compose_train(
+        [
+            "+experiment=smoke",
+            "model=lightgbm",
+            f"paths.output_dir={tmp_path}",
+            f"paths.data_dir={run_dir.parent / 'data'}",
+            "model.num_boost_round=30",
+        ]
+    )
     metrics = train(cfg)
     assert metrics["model"] == "lightgbm" and 0 <= metrics["test"]["pr_auc"] <= 1
     ours = pl.read_parquet(tmp_path / "predictions/test.parquet")
@@ -165,10 +207,21 @@ def test_multirun_of_two_jobs_makes_two_runs(tmp_path):
     started_in = tmp_path / "elsewhere"
     started_in.mkdir()
     env = os.environ | {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}
-    cmd = [sys.executable, str(ROOT / "train.py"), "-m", "+experiment=smoke", "model.d_model=8,16",
-           "trainer.max_epochs=1", "data.synthetic.sessions=800", f"paths.data_dir={tmp_path / 'data'}",
-           f"hydra.sweep.dir={tmp_path / 'multirun'}", "trainer.enable_progress_bar=false"]
-    result = subprocess.run(cmd, cwd=started_in, env=env, capture_output=True, text=True, timeout=300, check=False)
+    cmd = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "-m",
+        "+experiment=smoke",
+        "model.d_model=8,16",
+        "trainer.max_epochs=1",
+        "data.synthetic.sessions=800",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"hydra.sweep.dir={tmp_path / 'multirun'}",
+        "trainer.enable_progress_bar=false",
+    ]
+    result = subprocess.run(
+        cmd, cwd=started_in, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = sorted((tmp_path / "multirun").glob("[0-9]*/metrics.json"))
     assert len(jobs) == 2
@@ -178,12 +231,15 @@ def test_multirun_of_two_jobs_makes_two_runs(tmp_path):
     assert list(started_in.iterdir()) == []
     for job in jobs:
         log_text = (job.parent / "train.log").read_text()
-        assert re.search(r"epoch 1/1, train/loss_epoch [0-9.]+, .*val/pr_auc [0-9.]+.*, [0-9,]+ seq/s", log_text)
+        assert re.search(
+            r"epoch 1/1, train/loss_epoch [0-9.]+, .*val/pr_auc [0-9.]+.*, [0-9,]+ seq/s", log_text
+        )
     output = result.stdout + result.stderr
     for noise in ("anonymous setting", "`IterableDataset` has `__len__`", "LeafSpec", "litlogger"):
         assert noise not in output
 
 
+@pytest.mark.integration  # W&B offline starts its service process
 def test_a_failed_training_still_finishes_its_wandb_run(tmp_path, monkeypatch):
     import seqfraud.training.train as training
     import wandb
@@ -196,8 +252,14 @@ def test_a_failed_training_still_finishes_its_wandb_run(tmp_path, monkeypatch):
         raise RuntimeError("the fit broke")
 
     monkeypatch.setattr(training, "fit_sequence_model", broken)
-    cfg = compose_train(["+experiment=smoke", f"paths.output_dir={tmp_path / 'run'}",
-                         f"paths.data_dir={tmp_path / 'data'}", "data.synthetic.sessions=300"])
+    cfg = compose_train(
+        [
+            "+experiment=smoke",
+            f"paths.output_dir={tmp_path / 'run'}",
+            f"paths.data_dir={tmp_path / 'data'}",
+            "data.synthetic.sessions=300",
+        ]
+    )
     with pytest.raises(RuntimeError, match="the fit broke"):
         train(cfg)
     assert wandb.run is None

@@ -10,7 +10,8 @@ import pytest
 
 from seqfraud import schema as S
 from seqfraud.data.events import DataValidationError, load_events
-from seqfraud.preprocess import REPORT_FILE, preprocess
+from seqfraud.preprocess import preprocess
+from seqfraud.rundir import REPORT_FILE
 from seqfraud.schema import Schema
 
 T0 = datetime(2024, 1, 1)
@@ -49,13 +50,22 @@ def test_valid_log_loads(tmp_path):
     path = write(events(), tmp_path / "e.parquet")
     loaded = load_events(path, SCHEMA)
     assert loaded.source == path and loaded.timestamp_unit == "datetime"
-    assert loaded.report == {"source": path, "timestamp_unit": "datetime", "n_events": 5, "n_sessions": 3,
-                             "n_positive_sessions": 1}
+    assert loaded.report == {
+        "source": path,
+        "timestamp_unit": "datetime",
+        "n_events": 5,
+        "n_sessions": 3,
+        "n_positive_sessions": 1,
+    }
     assert loaded.sessions.sort(S.SESSION_ID).select(S.SESSION_ID, "n_events", S.LABEL).rows() == [
-        ("s1", 2, 0), ("s2", 2, 1), ("s3", 1, 0)]
+        ("s1", 2, 0),
+        ("s2", 2, 1),
+        ("s3", 1, 0),
+    ]
 
 
 # ---------------------------------------------------------------- columns and types
+
 
 def test_missing_column(tmp_path):
     path = write(events().drop("amount"), tmp_path / "e.parquet")
@@ -89,8 +99,12 @@ def test_label_column_of_strings(tmp_path):
 
 @pytest.mark.parametrize(
     ("value", "dtype"),
-    [(pl.lit(1.5e9), "Float64"), (pl.lit(True), "Boolean"), (pl.lit(time(12, 0)), "Time"),
-     (pl.lit(timedelta(seconds=3)), "Duration")],
+    [
+        (pl.lit(1.5e9), "Float64"),
+        (pl.lit(True), "Boolean"),
+        (pl.lit(time(12, 0)), "Time"),
+        (pl.lit(timedelta(seconds=3)), "Duration"),
+    ],
 )
 def test_timestamp_of_a_bad_type(tmp_path, value, dtype):
     path = write(events(timestamp=value), tmp_path / "e.parquet")
@@ -98,6 +112,7 @@ def test_timestamp_of_a_bad_type(tmp_path, value, dtype):
 
 
 # ---------------------------------------------------------------- row-level checks
+
 
 def test_null_session_ids(tmp_path):
     path = write(events(session_id=pl.Series(["s1", None, "s2", None, "s3"])), tmp_path / "e.parquet")
@@ -170,28 +185,33 @@ def ts_us(path, schema=SCHEMA) -> list[int]:
 
 
 def test_rfc3339_variants_parse_in_one_column_and_naive_means_utc(tmp_path):
-    ts = ["2024-01-01T00:00:00Z",               # Z
-          "2024-01-01 00:00:05",                # space separator, no offset: UTC
-          "2024-01-01T02:01:00+02:00",          # an offset
-          "2024-01-01t00:01:01.25z",            # lower case, a fraction
-          "2023-12-31T19:02:00.1234567-0500"]   # nanoseconds (truncated to microseconds), offset without colon
+    ts = [
+        "2024-01-01T00:00:00Z",  # Z
+        "2024-01-01 00:00:05",  # space separator, no offset: UTC
+        "2024-01-01T02:01:00+02:00",  # an offset
+        "2024-01-01t00:01:01.25z",  # lower case, a fraction
+        "2023-12-31T19:02:00.1234567-0500",
+    ]  # nanoseconds (truncated to microseconds), offset without colon
     expected = [0, 5_000_000, 60_000_000, 61_250_000, 120_123_456]
     assert ts_us(write(events(timestamp=pl.Series(ts)), tmp_path / "e.parquet")) == expected
     assert ts_us(write(events(timestamp=pl.Series(ts)), tmp_path / "e.csv")) == expected
 
 
-@pytest.mark.parametrize("bad", [
-    "01/01/2024 10:00:00",        # day or month first: never guessed
-    "2024-1-1T10:00:00",          # digits missing
-    "2024-01-01",                 # a date alone: RFC 3339 needs the time
-    "2024-01-01T10:00",           # no seconds
-    "2024-01-01T10:00:00+02",     # offset without minutes
-    "2024-01-01T10:00:00 UTC",    # a zone name
-    "2024-02-30T00:00:00Z",       # no such day
-    "2024-01-01T24:00:00Z",       # no such hour
-    " 2024-01-01T00:00:00Z",      # padding
-    "1704067200",                 # an epoch in a string column
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "01/01/2024 10:00:00",  # day or month first: never guessed
+        "2024-1-1T10:00:00",  # digits missing
+        "2024-01-01",  # a date alone: RFC 3339 needs the time
+        "2024-01-01T10:00",  # no seconds
+        "2024-01-01T10:00:00+02",  # offset without minutes
+        "2024-01-01T10:00:00 UTC",  # a zone name
+        "2024-02-30T00:00:00Z",  # no such day
+        "2024-01-01T24:00:00Z",  # no such hour
+        " 2024-01-01T00:00:00Z",  # padding
+        "1704067200",  # an epoch in a string column
+    ],
+)
 def test_other_string_formats_are_refused(tmp_path, bad):
     ts = ["2024-01-01T00:00:00Z", bad, "2024-01-01T00:01:00Z", bad, "2024-01-01T00:02:00Z"]
     path = write(events(timestamp=pl.Series(ts)), tmp_path / "e.parquet")
@@ -205,53 +225,113 @@ def test_day_first_csv_dates_are_refused_not_guessed(tmp_path):
 
 
 def test_timestamps_outside_the_plausible_range(tmp_path):
-    ts = [datetime(1989, 12, 31, 23, 59, 59), T0, datetime(2100, 1, 1), T0, datetime(2099, 12, 31, 23, 59, 59)]
+    ts = [
+        datetime(1989, 12, 31, 23, 59, 59),
+        T0,
+        datetime(2100, 1, 1),
+        T0,
+        datetime(2099, 12, 31, 23, 59, 59),
+    ]
     path = write(events(timestamp=pl.Series(ts)), tmp_path / "e.parquet")
-    msg = fails(path, path, "column 'timestamp': 2 row(s) have a timestamp outside the plausible range "
-                            "1990-01-01 to 2100-01-01 (data.schema.timestamp_range)")
+    msg = fails(
+        path,
+        path,
+        "column 'timestamp': 2 row(s) have a timestamp outside the plausible range "
+        "1990-01-01 to 2100-01-01 (data.schema.timestamp_range)",
+    )
     assert "integer epochs" not in msg
-    wide = Schema(categorical=("device",), numerical=("amount",), timestamp_range=("1900-01-01", "2100-01-01T00:00:01"))
+    wide = Schema(
+        categorical=("device",), numerical=("amount",), timestamp_range=("1900-01-01", "2100-01-01T00:00:01")
+    )
     assert load_events(path, wide).report["n_events"] == 5
     iso_ts = pl.Series(["1970-01-01T00:00:00Z", "2024-01-01T00:00:00Z"] * 2 + ["2200-01-01 00:00:00"])
     iso = write(events(timestamp=iso_ts), tmp_path / "iso.parquet")
     fails(iso, iso, "column 'timestamp': 3 row(s) have a timestamp outside the plausible range")
 
 
-@pytest.mark.parametrize(("epochs", "unit", "n_bad", "read_as"), [
-    # The issue's [1, 2, 9e18]: read as seconds, 9e18 would wrap int64 microseconds; it is out of range instead.
-    ([1, 2, 9 * 10**18, 3, 4], "auto", 5,
-     "seconds (data.schema.timestamp_unit=auto chose 's' from the first values)"),
-    ([T0_S, T0_S + 5, 9 * 10**18, T0_S + 61, T0_S + 120], "s", 1, "seconds (data.schema.timestamp_unit=s)"),
-    ([T0_S * 1000, -(2**63), T0_S * 1000, 2**63 - 1, T0_S * 1000], "ms", 2,
-     "milliseconds (data.schema.timestamp_unit=ms)"),
-    ([T0_S * 10**9, 2**63 - 1, T0_S * 10**9, T0_S * 10**9, -(2**63)], "ns", 2,
-     "nanoseconds (data.schema.timestamp_unit=ns)"),
-])
+@pytest.mark.parametrize(
+    ("epochs", "unit", "n_bad", "read_as"),
+    [
+        # The issue's [1, 2, 9e18]: read as seconds, 9e18 would wrap int64 microseconds; it is out of range instead.
+        (
+            [1, 2, 9 * 10**18, 3, 4],
+            "auto",
+            5,
+            "seconds (data.schema.timestamp_unit=auto chose 's' from the first values)",
+        ),
+        (
+            [T0_S, T0_S + 5, 9 * 10**18, T0_S + 61, T0_S + 120],
+            "s",
+            1,
+            "seconds (data.schema.timestamp_unit=s)",
+        ),
+        (
+            [T0_S * 1000, -(2**63), T0_S * 1000, 2**63 - 1, T0_S * 1000],
+            "ms",
+            2,
+            "milliseconds (data.schema.timestamp_unit=ms)",
+        ),
+        (
+            [T0_S * 10**9, 2**63 - 1, T0_S * 10**9, T0_S * 10**9, -(2**63)],
+            "ns",
+            2,
+            "nanoseconds (data.schema.timestamp_unit=ns)",
+        ),
+    ],
+)
 def test_overflowing_epochs_are_out_of_range_not_wrapped(tmp_path, epochs, unit, n_bad, read_as):
     path = write(events(timestamp=pl.Series(epochs, dtype=pl.Int64)), tmp_path / "e.parquet")
     schema = Schema(categorical=("device",), numerical=("amount",), timestamp_unit=unit)
-    fails(path, path, f"column 'timestamp': {n_bad} row(s) have a timestamp outside the plausible range",
-          f"integer epochs are read as {read_as}", schema=schema)
+    fails(
+        path,
+        path,
+        f"column 'timestamp': {n_bad} row(s) have a timestamp outside the plausible range",
+        f"integer epochs are read as {read_as}",
+        schema=schema,
+    )
 
 
 def test_unsigned_epochs_beyond_int64_are_out_of_range(tmp_path):
     epochs = pl.Series([T0_S * 1000, 2**64 - 1, T0_S * 1000, T0_S * 1000, T0_S * 1000], dtype=pl.UInt64)
     path = write(events(timestamp=epochs), tmp_path / "e.parquet")
-    fails(path, path, "column 'timestamp': 1 row(s) have a timestamp outside the plausible range",
-          "integer epochs are read as milliseconds (data.schema.timestamp_unit=auto chose 'ms' from the first values)")
+    fails(
+        path,
+        path,
+        "column 'timestamp': 1 row(s) have a timestamp outside the plausible range",
+        "integer epochs are read as milliseconds (data.schema.timestamp_unit=auto chose 'ms' from the first values)",
+    )
 
 
-@pytest.mark.parametrize("epochs", [
-    [T0_S * 1000, T0_S * 1000 + 5_000, T0_S + 60, T0_S * 1000 + 61_000, T0_S + 120],  # mostly ms: the s rows are 1970
-    [T0_S, T0_S + 5, T0_S * 1000 + 60_000, T0_S + 61, T0_S * 1000 + 120_000],  # mostly s: the ms rows are year 55970
-])
+@pytest.mark.parametrize(
+    "epochs",
+    [
+        [
+            T0_S * 1000,
+            T0_S * 1000 + 5_000,
+            T0_S + 60,
+            T0_S * 1000 + 61_000,
+            T0_S + 120,
+        ],  # mostly ms: the s rows are 1970
+        [
+            T0_S,
+            T0_S + 5,
+            T0_S * 1000 + 60_000,
+            T0_S + 61,
+            T0_S * 1000 + 120_000,
+        ],  # mostly s: the ms rows are year 55970
+    ],
+)
 def test_a_column_mixing_seconds_and_milliseconds_is_refused(tmp_path, epochs):
     path = write(events(timestamp=pl.Series(epochs)), tmp_path / "e.parquet")
     unit = "milliseconds" if epochs[0] > 10**11 else "seconds"
     unit += f" (data.schema.timestamp_unit=auto chose '{'ms' if epochs[0] > 10**11 else 's'}' from the first values)"
-    fails(path, path, "column 'timestamp': 2 row(s) have a timestamp outside the plausible range 1990-01-01 to "
-                      f"2100-01-01 (data.schema.timestamp_range); integer epochs are read as {unit}, so epochs in "
-                      "another unit, a column that mixes units, or epochs beyond int64 fall outside it")
+    fails(
+        path,
+        path,
+        "column 'timestamp': 2 row(s) have a timestamp outside the plausible range 1990-01-01 to "
+        f"2100-01-01 (data.schema.timestamp_range); integer epochs are read as {unit}, so epochs in "
+        "another unit, a column that mixes units, or epochs beyond int64 fall outside it",
+    )
 
 
 @pytest.mark.parametrize(("labels", "n_bad"), [([0, 0, 2, 2, 0], 2), ([0, 0, 1, 1, -1], 1)])
@@ -279,8 +359,11 @@ def test_null_label_inside_a_labelled_session(tmp_path):
 
 def test_session_without_label_on_events(tmp_path):
     path = write(events(label=pl.Series([0, 0, None, None, 0])), tmp_path / "e.parquet")
-    fails(path, f"{path}: column 'label': 2 event row(s) in 1 session(s) have no label in {path}",
-          "on_unlabeled=drop")
+    fails(
+        path,
+        f"{path}: column 'label': 2 event row(s) in 1 session(s) have no label in {path}",
+        "on_unlabeled=drop",
+    )
 
 
 def test_empty_parquet(tmp_path):
@@ -309,11 +392,17 @@ def test_unsupported_file_type(tmp_path):
 
 # ---------------------------------------------------------------- separate label table
 
+
 def _split_tables(tmp_path, label_rows, ext="parquet"):
     ev = write(events().drop("label"), tmp_path / "events.parquet")
     sids, labels = zip(*label_rows) if label_rows else ((), ())
-    lab = write(pl.DataFrame({"session_id": list(sids), "label": list(labels)},
-                             schema={"session_id": pl.String, "label": pl.Int64}), tmp_path / f"labels.{ext}")
+    lab = write(
+        pl.DataFrame(
+            {"session_id": list(sids), "label": list(labels)},
+            schema={"session_id": pl.String, "label": pl.Int64},
+        ),
+        tmp_path / f"labels.{ext}",
+    )
     return ev, lab
 
 
@@ -354,8 +443,12 @@ def test_label_table_missing_column_wrong_type_and_empty(tmp_path):
 
 def test_labelled_sessions_with_no_events(tmp_path):
     ev, lab = _split_tables(tmp_path, [("s1", 0), ("s2", 1), ("s3", 0), ("s8", 1), ("s9", 0)])
-    fails(ev, f"{lab}: column 'session_id': 2 labelled session(s) have no events in {ev}",
-          "on_orphan_labels=drop", labels=lab)
+    fails(
+        ev,
+        f"{lab}: column 'session_id': 2 labelled session(s) have no events in {ev}",
+        "on_orphan_labels=drop",
+        labels=lab,
+    )
 
 
 def test_events_with_no_label_in_the_table(tmp_path):
@@ -364,6 +457,7 @@ def test_events_with_no_label_in_the_table(tmp_path):
 
 
 # ---------------------------------------------------------------- policies
+
 
 def _data_cfg(ev, lab=None, **policy):
     return {
@@ -379,16 +473,30 @@ FEATURES = {"max_len": 8, "min_count": 1, "n_buckets": 4}
 
 
 def test_drop_policies_with_a_label_table(tmp_path):
-    extra = pl.DataFrame({"session_id": ["s4"] * 3, "timestamp": [T0 + timedelta(hours=h) for h in (1, 2, 3)],
-                          "event_type": ["view"] * 3, "device": ["web"] * 3, "amount": [1.0] * 3})
+    extra = pl.DataFrame(
+        {
+            "session_id": ["s4"] * 3,
+            "timestamp": [T0 + timedelta(hours=h) for h in (1, 2, 3)],
+            "event_type": ["view"] * 3,
+            "device": ["web"] * 3,
+            "amount": [1.0] * 3,
+        }
+    )
     ev = write(pl.concat([events().drop("label"), extra]), tmp_path / "events.parquet")
     lab = pl.DataFrame({"session_id": ["s1", "s2", "s3", "s7", "s8", "s9"], "label": [0, 1, 0, 1, 1, 0]})
     lab = write(lab, tmp_path / "labels.parquet")
     # s4 (3 events) has no label; s7, s8, s9 have no events
     loaded = load_events(ev, SCHEMA, lab, on_unlabeled="drop", on_orphan_labels="drop")
-    assert loaded.report == {"source": ev, "timestamp_unit": "datetime", "orphan_labels_dropped": 3,
-                             "unlabeled_sessions_dropped": 1, "unlabeled_events_dropped": 3, "n_events": 5,
-                             "n_sessions": 3, "n_positive_sessions": 1}
+    assert loaded.report == {
+        "source": ev,
+        "timestamp_unit": "datetime",
+        "orphan_labels_dropped": 3,
+        "unlabeled_sessions_dropped": 1,
+        "unlabeled_events_dropped": 3,
+        "n_events": 5,
+        "n_sessions": 3,
+        "n_positive_sessions": 1,
+    }
     assert sorted(loaded.events.collect()[S.SESSION_ID].unique().to_list()) == ["s1", "s2", "s3"]
 
     cfg = _data_cfg(ev, lab, on_unlabeled="drop", on_orphan_labels="drop")
@@ -430,13 +538,16 @@ def test_unknown_policy_value(tmp_path):
 
 # ---------------------------------------------------------------- Schema
 
+
 @pytest.mark.parametrize(
     ("kwargs", "dupes"),
     [
         ({"categorical": ("device", "device")}, "['device']"),
         ({"event_type": "label"}, "['label']"),
-        ({"categorical": ("country",), "numerical": ("country", "amount"), "session_id": "amount"},
-         "['amount', 'country']"),
+        (
+            {"categorical": ("country",), "numerical": ("country", "amount"), "session_id": "amount"},
+            "['amount', 'country']",
+        ),
     ],
 )
 def test_schema_duplicate_roles(kwargs, dupes):
@@ -450,30 +561,52 @@ def test_schema_bad_timestamp_unit():
         Schema(timestamp_unit="minutes")
 
 
-@pytest.mark.parametrize("bad", [("2100-01-01", "1990-01-01"), ("1990-01-01", "1990-01-01"), ("1990-01-01",),
-                                 ("yesterday", "2100-01-01"), ("1990-01-01", "2000-01-01", "2100-01-01")])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ("2100-01-01", "1990-01-01"),
+        ("1990-01-01", "1990-01-01"),
+        ("1990-01-01",),
+        ("yesterday", "2100-01-01"),
+        ("1990-01-01", "2000-01-01", "2100-01-01"),
+    ],
+)
 def test_schema_bad_timestamp_range(bad):
-    with pytest.raises(ValueError, match="data.schema.timestamp_range must be two ISO datetimes, start before end"):
+    with pytest.raises(
+        ValueError, match="data.schema.timestamp_range must be two ISO datetimes, start before end"
+    ):
         Schema(timestamp_range=bad)
 
 
 def test_schema_from_config():
-    cfg = {"session_id": "sid", "categorical": ["device"], "numerical": ["amount"], "timestamp_unit": "ms",
-           "timestamp_range": ["2000-01-01", "2030-01-01T12:00:00+02:00"]}
-    assert Schema.from_config(cfg) == Schema(session_id="sid", categorical=("device",), numerical=("amount",),
-                                             timestamp_unit="ms",
-                                             timestamp_range=("2000-01-01", "2030-01-01T12:00:00+02:00"))
+    cfg = {
+        "session_id": "sid",
+        "categorical": ["device"],
+        "numerical": ["amount"],
+        "timestamp_unit": "ms",
+        "timestamp_range": ["2000-01-01", "2030-01-01T12:00:00+02:00"],
+    }
+    assert Schema.from_config(cfg) == Schema(
+        session_id="sid",
+        categorical=("device",),
+        numerical=("amount",),
+        timestamp_unit="ms",
+        timestamp_range=("2000-01-01", "2030-01-01T12:00:00+02:00"),
+    )
     assert Schema().timestamp_range == ("1990-01-01", "2100-01-01")
     with pytest.raises(ValueError, match=r"unknown keys \['colour'\]"):
         Schema.from_config(cfg | {"colour": "red"})
 
 
-@pytest.mark.parametrize("roles", [
-    {"session_id": "sid", "categorical": ("session_id",)},
-    {"label": "fraud", "categorical": ("label",)},
-    {"numerical": ("time_delta",)},
-    {"event_type": "time_delta"},
-])
+@pytest.mark.parametrize(
+    "roles",
+    [
+        {"session_id": "sid", "categorical": ("session_id",)},
+        {"label": "fraud", "categorical": ("label",)},
+        {"numerical": ("time_delta",)},
+        {"event_type": "time_delta"},
+    ],
+)
 def test_event_field_named_like_a_reserved_column_is_refused(roles):
     clash = roles.get("event_type") or (roles.get("categorical") or roles.get("numerical"))[0]
     with pytest.raises(ValueError, match=repr(clash)):

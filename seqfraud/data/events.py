@@ -16,10 +16,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, Literal, cast
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+from typing_extensions import TypeVar
 
 from seqfraud import schema as S
 from seqfraud.data.split import to_epoch_us
@@ -40,18 +42,26 @@ _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 # RFC 3339 date-time: T, t or space; optional fraction; Z, z or +hh:mm/-hh:mm, and no offset means UTC. The
 # offset may also be +hhmm (what strftime's %z and Polars' CSV writer print). Anything else (a date alone,
 # 01/03/2026, 2026-3-1, no seconds) is refused rather than guessed at.
-RFC3339 = (r"^(?P<date>\d{4}-\d{2}-\d{2})[Tt ](?P<time>\d{2}:\d{2}:\d{2})(?:\.(?P<frac>\d+))?"
-           r"(?:[Zz]|(?P<sign>[+-])(?P<oh>[01]\d|2[0-3]):?(?P<om>[0-5]\d))?$")
-UNPARSED = ("have a timestamp that does not parse: expected RFC 3339, e.g. 2026-03-01T12:00:00Z or "
-            "2026-03-01 12:00:00.25+02:00 (no offset means UTC)")
+RFC3339 = (
+    r"^(?P<date>\d{4}-\d{2}-\d{2})[Tt ](?P<time>\d{2}:\d{2}:\d{2})(?:\.(?P<frac>\d+))?"
+    r"(?:[Zz]|(?P<sign>[+-])(?P<oh>[01]\d|2[0-3]):?(?P<om>[0-5]\d))?$"
+)
+UNPARSED = (
+    "have a timestamp that does not parse: expected RFC 3339, e.g. 2026-03-01T12:00:00Z or "
+    "2026-03-01 12:00:00.25+02:00 (no offset means UTC)"
+)
 _CATEGORICAL_OK = (pl.String, pl.Categorical, pl.Enum, pl.Boolean)
 
 
+# The engine's frame of the normalized events: a Polars LazyFrame, or the Spark engine's DataFrame.
+EventsT = TypeVar("EventsT", default=pl.LazyFrame)
+
+
 @dataclass
-class LoadedEvents:
+class LoadedEvents(Generic[EventsT]):
     """Normalized events and the per-session table, both lazy, plus what the loader counted."""
 
-    events: pl.LazyFrame
+    events: EventsT
     sessions: pl.DataFrame
     timestamp_unit: str
     source: str
@@ -74,7 +84,12 @@ def resolve_paths(path: str | os.PathLike) -> list[str]:
 
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_INFER_ROWS = 10_000  # rows a CSV timestamp or label column's type is inferred from
-_CSV_KINDS = {pl.Float64: "a number", pl.Int64: "an integer", pl.Boolean: "true or false"}
+_EpochUnit = Literal["ns", "us", "ms", "s", "d"]
+_CSV_KINDS: dict[pl.DataType | type[pl.DataType], str] = {
+    pl.Float64: "a number",
+    pl.Int64: "an integer",
+    pl.Boolean: "true or false",
+}
 
 
 def scan_table(path: str | os.PathLike, schema: Schema) -> tuple[pl.LazyFrame, str]:
@@ -128,10 +143,15 @@ def _parquet_schema(file: str) -> pl.Schema:
     except (pa.ArrowException, OSError) as e:
         raise DataValidationError(
             f"{file}: not a readable Parquet file ({_first_line(e)}); is it truncated, empty, or of another "
-            "format? Rewrite it, or remove it from the input") from None
+            "format? Rewrite it, or remove it from the input"
+        ) from None
     if dupes := _duplicates(arrow.names):
-        raise DataValidationError(f"{file}: column(s) {dupes} appear more than once; rename or drop the copies")
-    return pl.from_arrow(arrow.empty_table()).collect_schema()
+        raise DataValidationError(
+            f"{file}: column(s) {dupes} appear more than once; rename or drop the copies"
+        )
+    return cast(
+        pl.DataFrame, pl.from_arrow(arrow.empty_table())
+    ).collect_schema()  # a Table gives a DataFrame
 
 
 def _check_same_columns(schemas: dict[str, pl.Schema], source: str) -> None:
@@ -143,7 +163,8 @@ def _check_same_columns(schemas: dict[str, pl.Schema], source: str) -> None:
             if a.get(c) != b.get(c):
                 raise DataValidationError(
                     f"{source}: the files disagree on column {c!r}: {a.get(c) or 'absent'} in {first}, "
-                    f"{b.get(c) or 'absent'} in {file}; every file must have the same columns and types")
+                    f"{b.get(c) or 'absent'} in {file}; every file must have the same columns and types"
+                )
 
 
 def _csv_header(file: str) -> list[str]:
@@ -154,7 +175,8 @@ def _csv_header(file: str) -> list[str]:
     if dupes := _duplicates(header):
         raise DataValidationError(
             f"{file}: column(s) {dupes} appear more than once in the header, so which one is meant is unknown; "
-            "rename or drop the copies")
+            "rename or drop the copies"
+        )
     return header
 
 
@@ -168,33 +190,49 @@ def _scan_csv(file: str, schema: Schema) -> pl.LazyFrame:
         # All columns: Polars notices a row with more fields than the header only when it reads them all.
         lf.select(pl.all().null_count()).collect(engine="streaming")
     except (pl.exceptions.PolarsError, OSError) as e:
-        raise DataValidationError(_csv_fault(file, lf.collect_schema()) or f"{file}: {_first_line(e)}") from None
+        raise DataValidationError(
+            _csv_fault(file, lf.collect_schema()) or f"{file}: {_first_line(e)}"
+        ) from None
     return lf
 
 
 def _csv_fault(file: str, have: pl.Schema) -> str | None:
     """What made a CSV file fail to parse, counted: values that do not fit a typed column, or ragged rows."""
-    raw = pl.scan_csv(file, infer_schema=False, truncate_ragged_lines=True, glob=False).with_row_index(S.ROW_INDEX)
+    raw = pl.scan_csv(file, infer_schema=False, truncate_ragged_lines=True, glob=False).with_row_index(
+        S.ROW_INDEX
+    )
     for c, dtype in have.items():
         if dtype == pl.String:
             continue
         value = pl.col(c)
-        fits = (value.str.to_lowercase().is_in(["true", "false"]) if dtype == pl.Boolean
-                else value.cast(dtype, strict=False).is_not_null())
-        bad = raw.filter(value.is_not_null() & ~fits).select(pl.len(), value.first(), pl.col(S.ROW_INDEX).first())
+        fits = (
+            value.str.to_lowercase().is_in(["true", "false"])
+            if dtype == pl.Boolean
+            else value.cast(dtype, strict=False).is_not_null()
+        )
+        bad = raw.filter(value.is_not_null() & ~fits).select(
+            pl.len(), value.first(), pl.col(S.ROW_INDEX).first()
+        )
         n, example, row = bad.collect().row(0)
         if n:
-            fix = ("fix them, or leave them empty where the value is missing" if dtype == pl.Float64 else
-                   f"its type, {dtype}, is what its first {CSV_INFER_ROWS:,} rows hold: make the column consistent")
-            return (f"{file}: column {c!r}: {n:,} row(s) hold a value that is not {_CSV_KINDS.get(dtype, dtype)} "
-                    f"(first: {example!r}, data row {row + 1:,}); {fix}")
+            fix = (
+                "fix them, or leave them empty where the value is missing"
+                if dtype == pl.Float64
+                else f"its type, {dtype}, is what its first {CSV_INFER_ROWS:,} rows hold: make the column consistent"
+            )
+            return (
+                f"{file}: column {c!r}: {n:,} row(s) hold a value that is not {_CSV_KINDS.get(dtype, dtype)} "
+                f"(first: {example!r}, data row {row + 1:,}); {fix}"
+            )
     with open(file, newline="", encoding="utf-8-sig", errors="replace") as f:
         rows = csv.reader(f)
         width = len(next(rows))
         ragged = [i for i, r in enumerate(rows, 1) if len(r) > width]
     if ragged:
-        return (f"{file}: {len(ragged):,} row(s) have more fields than the header's {width} (first: data row "
-                f"{ragged[0]:,}); quote values that hold the separator")
+        return (
+            f"{file}: {len(ragged):,} row(s) have more fields than the header's {width} (first: data row "
+            f"{ragged[0]:,}); quote values that hold the separator"
+        )
     return None
 
 
@@ -210,8 +248,10 @@ def out_of_range_text(schema: Schema, epoch_unit: str | None, unit_origin: str) 
     start, end = schema.timestamp_range
     what = f"have a timestamp outside the plausible range {start} to {end} (data.schema.timestamp_range)"
     if epoch_unit in _UNIT_NAMES:
-        what += (f"; integer epochs are read as {_UNIT_NAMES[epoch_unit]} ({unit_origin}), so epochs in another "
-                 "unit, a column that mixes units, or epochs beyond int64 fall outside it")
+        what += (
+            f"; integer epochs are read as {_UNIT_NAMES[epoch_unit]} ({unit_origin}), so epochs in another "
+            "unit, a column that mixes units, or epochs beyond int64 fall outside it"
+        )
     return what
 
 
@@ -234,7 +274,9 @@ def check_columns(lf: pl.LazyFrame, schema: Schema, source: str, *, with_label: 
         )
     for c in (schema.session_id, *schema.categorical_fields):
         if not (have[c] in _CATEGORICAL_OK or have[c].is_integer()):
-            raise DataValidationError(f"{source}: column {c!r} has type {have[c]}; expected string or integer")
+            raise DataValidationError(
+                f"{source}: column {c!r} has type {have[c]}; expected string or integer"
+            )
     for c in schema.numerical:
         if not have[c].is_numeric():
             raise DataValidationError(f"{source}: column {c!r} has type {have[c]}; expected a numeric type")
@@ -258,7 +300,7 @@ def detect_timestamp_unit(lf: pl.LazyFrame, schema: Schema, dtype: pl.DataType) 
     head = lf.select(pl.col(schema.timestamp)).head(10_000).collect()[schema.timestamp].drop_nulls()
     if head.is_empty():
         return "ms"
-    magnitude = float(head.abs().median())
+    magnitude = float(cast(float, head.abs().median()))  # not null: head is non-empty
     return next(unit for unit, limit in _UNIT_LIMITS if magnitude < limit)
 
 
@@ -288,8 +330,11 @@ def rfc3339_us(col: pl.Expr) -> pl.Expr:
     the microsecond are truncated. Each part is taken apart on its own, so one column may mix offsets, ``Z``
     and naive (UTC) strings, which a single Polars format cannot."""
     g = col.str.extract_groups(RFC3339)
-    local = (pl.concat_str(g.struct["date"], pl.lit(" "), g.struct["time"])
-             .str.to_datetime("%Y-%m-%d %H:%M:%S", time_unit="us", strict=False).dt.epoch("us"))
+    local = (
+        pl.concat_str(g.struct["date"], pl.lit(" "), g.struct["time"])
+        .str.to_datetime("%Y-%m-%d %H:%M:%S", time_unit="us", strict=False)
+        .dt.epoch("us")
+    )
     fraction = g.struct["frac"].str.slice(0, 6).str.pad_end(6, "0").cast(pl.Int64).fill_null(0)
     offset = ((g.struct["oh"].cast(pl.Int64) * 60 + g.struct["om"].cast(pl.Int64)) * 60_000_000).fill_null(0)
     return local + fraction - pl.when(g.struct["sign"] == "-").then(-offset).otherwise(offset)
@@ -303,7 +348,7 @@ def epoch_value(column: str, dtype: pl.DataType, unit: str) -> tuple[pl.Expr, st
     if dtype == pl.String:
         return rfc3339_us(col), "us"
     if dtype.is_temporal():
-        own = getattr(dtype, "time_unit", None) or "ms"
+        own: _EpochUnit = getattr(dtype, "time_unit", None) or "ms"
         return (col.cast(pl.Datetime("ms")) if dtype == pl.Date else col).dt.epoch(own), own
     return col, unit
 
@@ -321,7 +366,9 @@ def timestamp_us(raw: pl.Expr, unit: str, range_us: tuple[int, int]) -> tuple[pl
     return pl.when(in_range).then(us), in_range.not_().fill_null(False)
 
 
-def normalize(lf: pl.LazyFrame, schema: Schema, have: pl.Schema, unit: str, *, with_label: bool) -> pl.LazyFrame:
+def normalize(
+    lf: pl.LazyFrame, schema: Schema, have: pl.Schema, unit: str, *, with_label: bool
+) -> pl.LazyFrame:
     """Cast to the canonical working types; flags present and out-of-range timestamps for the row counts.
 
     The epoch value is a column of its own first: both flags read it, and parsing strings twice would double
@@ -347,7 +394,9 @@ def session_table(events: pl.LazyFrame, *, with_label: bool) -> pl.LazyFrame:
     aggs = [
         pl.col(S.TS_US).min().alias(S.START_TIME),
         pl.len().alias("n_events"),
-        (pl.col(S.TS_US).is_null() & pl.col(S.TS_PRESENT) & ~pl.col(S.TS_OUT_OF_RANGE)).sum().alias("n_ts_unparsed"),
+        (pl.col(S.TS_US).is_null() & pl.col(S.TS_PRESENT) & ~pl.col(S.TS_OUT_OF_RANGE))
+        .sum()
+        .alias("n_ts_unparsed"),
         pl.col(S.TS_PRESENT).not_().sum().alias("n_ts_null"),
         pl.col(S.TS_OUT_OF_RANGE).sum().alias("n_ts_out_of_range"),
     ]
@@ -382,15 +431,20 @@ def read_labels(path: str, schema: Schema) -> tuple[pl.DataFrame, str]:
     for col, n, what in (
         (schema.session_id, labels[S.SESSION_ID].null_count(), "have a null session id"),
         (schema.label, labels[S.LABEL].null_count(), "have a null label"),
-        (schema.label, int((~labels[S.LABEL].is_in([0.0, 1.0]) & labels[S.LABEL].is_not_null()).sum()),
-         "have a label that is not 0/1"),
+        (
+            schema.label,
+            int((~labels[S.LABEL].is_in([0.0, 1.0]) & labels[S.LABEL].is_not_null()).sum()),
+            "have a label that is not 0/1",
+        ),
     ):
         if n:
             fail_rows(source, col, n, what)
     dupes = labels.group_by(S.SESSION_ID).agg(pl.col(S.LABEL).n_unique().alias("k")).filter(pl.col("k") > 1)
     if dupes.height:
         fail_rows(source, schema.label, dupes.height, "are sessions listed with conflicting labels")
-    return labels.unique(S.SESSION_ID, keep="first", maintain_order=True).with_columns(pl.col(S.LABEL).cast(pl.Int8)), source
+    return labels.unique(S.SESSION_ID, keep="first", maintain_order=True).with_columns(
+        pl.col(S.LABEL).cast(pl.Int8)
+    ), source
 
 
 def validate_sessions(
@@ -415,15 +469,21 @@ def validate_sessions(
         if value not in ("error", "drop"):
             raise ValueError(f"data.policy.{name} must be 'error' or 'drop', got {value!r}")
     report: dict = {}
-    origin = (f"data.schema.timestamp_unit={epoch_unit}" if schema.timestamp_unit != "auto" else
-              f"data.schema.timestamp_unit=auto chose {epoch_unit!r} from the first values")
+    origin = (
+        f"data.schema.timestamp_unit={epoch_unit}"
+        if schema.timestamp_unit != "auto"
+        else f"data.schema.timestamp_unit=auto chose {epoch_unit!r} from the first values"
+    )
     if int(sessions["n_events"].sum()) == 0:
         raise DataValidationError(f"{source}: the event log is empty")
     null_sid = sessions.filter(pl.col(S.SESSION_ID).is_null())
     if null_sid.height:
         fail_rows(source, schema.session_id, int(null_sid["n_events"][0]), "have a null session id")
-    for col, what in (("n_ts_null", "have a null timestamp"), ("n_ts_unparsed", UNPARSED),
-                      ("n_ts_out_of_range", out_of_range_text(schema, epoch_unit, origin))):
+    for col, what in (
+        ("n_ts_null", "have a null timestamp"),
+        ("n_ts_unparsed", UNPARSED),
+        ("n_ts_out_of_range", out_of_range_text(schema, epoch_unit, origin)),
+    ):
         if n := int(sessions[col].sum()):
             fail_rows(source, schema.timestamp, n, what)
 
@@ -432,12 +492,20 @@ def validate_sessions(
             fail_rows(source, schema.label, n, "have a label that is not 0/1")
         mixed = sessions.filter(pl.col("label_min") != pl.col("label_max"))
         if mixed.height:
-            fail_rows(source, schema.label, int(mixed["n_events"].sum()),
-                      f"belong to {mixed.height:,} session(s) whose label is not constant")
+            fail_rows(
+                source,
+                schema.label,
+                int(mixed["n_events"].sum()),
+                f"belong to {mixed.height:,} session(s) whose label is not constant",
+            )
         partial = sessions.filter((pl.col("n_label_null") > 0) & pl.col("label_min").is_not_null())
         if partial.height:
-            fail_rows(source, schema.label, int(partial["n_label_null"].sum()),
-                      f"have a null label inside {partial.height:,} otherwise labelled session(s)")
+            fail_rows(
+                source,
+                schema.label,
+                int(partial["n_label_null"].sum()),
+                f"have a null label inside {partial.height:,} otherwise labelled session(s)",
+            )
         sessions = sessions.with_columns(pl.col("label_min").cast(pl.Int8).alias(S.LABEL))
         label_source = source
     else:
@@ -465,8 +533,11 @@ def validate_sessions(
         sessions = sessions.filter(pl.col(S.LABEL).is_not_null())
 
     sessions = sessions.select(S.SESSION_ID, S.START_TIME, "n_events", pl.col(S.LABEL).cast(pl.Int8))
-    report |= {"n_events": int(sessions["n_events"].sum()), "n_sessions": sessions.height,
-               "n_positive_sessions": int(sessions[S.LABEL].sum())}
+    report |= {
+        "n_events": int(sessions["n_events"].sum()),
+        "n_sessions": sessions.height,
+        "n_positive_sessions": int(sessions[S.LABEL].sum()),
+    }
     return sessions, report
 
 
@@ -480,7 +551,9 @@ class RawEvents:
     columns: pl.Schema
     timestamp_unit: str
     label_on_events: bool
-    epoch_unit: str | None  # the unit integer epochs are read in; None when the column holds datetimes or strings
+    epoch_unit: (
+        str | None
+    )  # the unit integer epochs are read in; None when the column holds datetimes or strings
 
 
 def inspect_events(events_path: str, schema: Schema, labels_path: str | None) -> RawEvents:
@@ -515,15 +588,25 @@ def load_events(
     events = normalize(raw.frame, schema, raw.columns, unit, with_label=raw.label_on_events)
     with reading(source):
         table = session_table(events, with_label=raw.label_on_events).collect(engine="streaming")
-    labels = None if raw.label_on_events else read_labels(labels_path, schema)
-    sessions, report = validate_sessions(table, schema, source, labels, on_unlabeled=on_unlabeled,
-                                         on_orphan_labels=on_orphan_labels, epoch_unit=raw.epoch_unit)
+    labels = None if labels_path is None else read_labels(labels_path, schema)  # None iff raw.label_on_events
+    sessions, report = validate_sessions(
+        table,
+        schema,
+        source,
+        labels,
+        on_unlabeled=on_unlabeled,
+        on_orphan_labels=on_orphan_labels,
+        epoch_unit=raw.epoch_unit,
+    )
     if labels is not None:
         # A lookup, not a join: projection pushdown drops it from every query that never reads the label
         # (fitting the spec, the aggregates), which a join cannot, and it keeps the scan's row order.
         events = events.with_columns(
-            pl.col(S.SESSION_ID).replace_strict(sessions[S.SESSION_ID], sessions[S.LABEL],
-                                                default=pl.lit(None, pl.Int8), return_dtype=pl.Int8).alias(S.LABEL)
+            pl.col(S.SESSION_ID)
+            .replace_strict(
+                sessions[S.SESSION_ID], sessions[S.LABEL], default=pl.lit(None, pl.Int8), return_dtype=pl.Int8
+            )
+            .alias(S.LABEL)
         )
     if "unlabeled_sessions_dropped" in report:
         events = events.join(sessions.lazy().select(S.SESSION_ID), on=S.SESSION_ID, how="semi")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 SHARD_GLOB = "part-*.parquet"
+ROW_GROUP_SESSIONS = 4096  # the unit training streams and shuffles; small enough to bound reader memory
 
 
 def shard_name(index: int) -> str:

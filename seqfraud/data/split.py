@@ -39,9 +39,13 @@ def split_boundaries(
     test_us = to_epoch_us(test_start) if test_start else from_end(test_fraction)
     val_us = to_epoch_us(val_start) if val_start else from_end(test_fraction + val_fraction)
     if val_us > test_us:
-        raise ValueError(f"data.split: val_start ({from_epoch_us(val_us)}) is after test_start ({from_epoch_us(test_us)})")
+        raise ValueError(
+            f"data.split: val_start ({from_epoch_us(val_us)}) is after test_start ({from_epoch_us(test_us)})"
+        )
     if test_end and to_epoch_us(test_end) <= test_us:
-        raise ValueError(f"data.split: test_end ({test_end}) is not after test_start ({from_epoch_us(test_us)})")
+        raise ValueError(
+            f"data.split: test_end ({test_end}) is not after test_start ({from_epoch_us(test_us)})"
+        )
     return val_us, test_us
 
 
@@ -58,8 +62,10 @@ def before_test_end(sessions: pl.DataFrame, test_end: str | None) -> pl.DataFram
 
 def assign_split(sessions: pl.DataFrame, val_us: int, test_us: int) -> pl.DataFrame:
     return sessions.with_columns(
-        pl.when(pl.col(S.START_TIME) >= test_us).then(pl.lit("test"))
-        .when(pl.col(S.START_TIME) >= val_us).then(pl.lit("val"))
+        pl.when(pl.col(S.START_TIME) >= test_us)
+        .then(pl.lit("test"))
+        .when(pl.col(S.START_TIME) >= val_us)
+        .then(pl.lit("val"))
         .otherwise(pl.lit("train"))
         .alias(S.SPLIT)
     )

@@ -6,22 +6,22 @@ comes with a population of legitimate hard negatives that shares the rest of its
 per-typology metric say which signal a model actually learned. Labels are observed with noise in both
 directions, as chargeback-based labels are; the true typology of every session is kept aside.
 
-``python -m seqfraud.data.synthetic --sessions 20000 --seed 0 --out data/synthetic`` writes the three
+``seqfraud synthetic --sessions 20000 --seed 0 --out data/synthetic`` writes the three
 Parquet files (events, labels, typologies).
 """
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import cast
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 
-from seqfraud.errors import command
 from seqfraud.schema import LABEL_NOISE, SYNTHETIC, TYPOLOGY
 
 LEGIT = "legit"
@@ -42,7 +42,10 @@ HN_GIFT_CARD = f"{HARD_NEGATIVE}_gift_card"
 HARD_NEGATIVES = (HN_ORDER, HN_FAST, HN_CONTEXT, HN_AMOUNT, HN_GIFT_CARD)
 # The legitimate look-alikes of each fraud typology: telling the two apart needs exactly the typology's signal.
 HARD_NEGATIVE_OF = {
-    ATO_ORDER: HN_ORDER, BOT_TIMING: HN_FAST, RISKY_CONTEXT: HN_CONTEXT, AMOUNT_SPIKE: HN_AMOUNT,
+    ATO_ORDER: HN_ORDER,
+    BOT_TIMING: HN_FAST,
+    RISKY_CONTEXT: HN_CONTEXT,
+    AMOUNT_SPIKE: HN_AMOUNT,
     LATE_VARIANT: HN_GIFT_CARD,
 }
 
@@ -68,30 +71,79 @@ MISSED_CHARGEBACK = 0.07  # fraud observed as label 0
 FALSE_CHARGEBACK = 0.0008  # legit observed as label 1 (friendly fraud, disputes)
 
 EVENT_TYPES = (
-    "login", "logout",
-    "view_home", "search", "view_category", "view_item", "view_reviews", "add_to_wishlist",
-    "add_to_cart", "view_cart", "remove_from_cart",
-    "checkout_start", "apply_coupon", "payment_attempt", "payment_success", "payment_failed",
-    "view_account", "change_email", "change_password", "change_phone", "change_address", "add_payment_method",
-    "view_orders", "track_order", "contact_support",
-    "add_gift_card", "redeem_gift_card",
+    "login",
+    "logout",
+    "view_home",
+    "search",
+    "view_category",
+    "view_item",
+    "view_reviews",
+    "add_to_wishlist",
+    "add_to_cart",
+    "view_cart",
+    "remove_from_cart",
+    "checkout_start",
+    "apply_coupon",
+    "payment_attempt",
+    "payment_success",
+    "payment_failed",
+    "view_account",
+    "change_email",
+    "change_password",
+    "change_phone",
+    "change_address",
+    "add_payment_method",
+    "view_orders",
+    "track_order",
+    "contact_support",
+    "add_gift_card",
+    "redeem_gift_card",
 )
 NEW_EVENT_TYPES = ("add_gift_card", "redeem_gift_card")
 PAYMENT_EVENTS = ("add_payment_method", "payment_attempt", "payment_success", "payment_failed")
 AMOUNT_EVENTS = (
-    "add_to_cart", "remove_from_cart", "view_cart", "checkout_start", "apply_coupon",
-    "payment_attempt", "payment_success", "payment_failed", "add_gift_card", "redeem_gift_card",
+    "add_to_cart",
+    "remove_from_cart",
+    "view_cart",
+    "checkout_start",
+    "apply_coupon",
+    "payment_attempt",
+    "payment_success",
+    "payment_failed",
+    "add_gift_card",
+    "redeem_gift_card",
 )
 _E = {name: i for i, name in enumerate(EVENT_TYPES)}
 
 # Median seconds a human takes to reach each event from the previous one (reading, typing a form).
 _DWELL_S = {
-    "login": 8, "logout": 6, "view_home": 5, "search": 9, "view_category": 6, "view_item": 12,
-    "view_reviews": 18, "add_to_wishlist": 5, "add_to_cart": 7, "view_cart": 5, "remove_from_cart": 5,
-    "checkout_start": 9, "apply_coupon": 20, "payment_attempt": 30, "payment_success": 2.5,
-    "payment_failed": 2.5, "view_account": 6, "change_email": 25, "change_password": 28, "change_phone": 25,
-    "change_address": 45, "add_payment_method": 50, "view_orders": 6, "track_order": 8, "contact_support": 40,
-    "add_gift_card": 15, "redeem_gift_card": 25,
+    "login": 8,
+    "logout": 6,
+    "view_home": 5,
+    "search": 9,
+    "view_category": 6,
+    "view_item": 12,
+    "view_reviews": 18,
+    "add_to_wishlist": 5,
+    "add_to_cart": 7,
+    "view_cart": 5,
+    "remove_from_cart": 5,
+    "checkout_start": 9,
+    "apply_coupon": 20,
+    "payment_attempt": 30,
+    "payment_success": 2.5,
+    "payment_failed": 2.5,
+    "view_account": 6,
+    "change_email": 25,
+    "change_password": 28,
+    "change_phone": 25,
+    "change_address": 45,
+    "add_payment_method": 50,
+    "view_orders": 6,
+    "track_order": 8,
+    "contact_support": 40,
+    "add_gift_card": 15,
+    "redeem_gift_card": 25,
 }
 DWELL_S = np.array([_DWELL_S[e] for e in EVENT_TYPES], dtype=np.float64)
 # Payment outcomes arrive at processor latency, for humans and bots alike.
@@ -103,12 +155,36 @@ RISKY_DEVICE = "emulator"
 
 # (country, traffic share, UTC offset in hours): an EU/US-centred marketplace with a long tail.
 _COUNTRIES = (
-    ("US", 0.36, -6), ("GB", 0.09, 0), ("DE", 0.08, 1), ("FR", 0.06, 1), ("CA", 0.045, -5), ("ES", 0.035, 1),
-    ("IT", 0.035, 1), ("BR", 0.03, -3), ("IN", 0.03, 5.5), ("NL", 0.025, 1), ("AU", 0.025, 10),
-    ("MX", 0.02, -6), ("PL", 0.015, 1), ("JP", 0.015, 9), ("SE", 0.012, 1), ("BE", 0.012, 1), ("IE", 0.01, 0),
-    ("AT", 0.01, 1), ("CH", 0.01, 1), ("TR", 0.01, 3), ("PT", 0.008, 0), ("RO", 0.008, 2), ("PH", 0.008, 8),
-    ("KR", 0.008, 9), ("ZA", 0.007, 2), ("SG", 0.006, 8), ("AE", 0.006, 4), ("AR", 0.006, -3),
-    ("CO", 0.006, -5), ("NG", 0.005, 1),
+    ("US", 0.36, -6),
+    ("GB", 0.09, 0),
+    ("DE", 0.08, 1),
+    ("FR", 0.06, 1),
+    ("CA", 0.045, -5),
+    ("ES", 0.035, 1),
+    ("IT", 0.035, 1),
+    ("BR", 0.03, -3),
+    ("IN", 0.03, 5.5),
+    ("NL", 0.025, 1),
+    ("AU", 0.025, 10),
+    ("MX", 0.02, -6),
+    ("PL", 0.015, 1),
+    ("JP", 0.015, 9),
+    ("SE", 0.012, 1),
+    ("BE", 0.012, 1),
+    ("IE", 0.01, 0),
+    ("AT", 0.01, 1),
+    ("CH", 0.01, 1),
+    ("TR", 0.01, 3),
+    ("PT", 0.008, 0),
+    ("RO", 0.008, 2),
+    ("PH", 0.008, 8),
+    ("KR", 0.008, 9),
+    ("ZA", 0.007, 2),
+    ("SG", 0.006, 8),
+    ("AE", 0.006, 4),
+    ("AR", 0.006, -3),
+    ("CO", 0.006, -5),
+    ("NG", 0.005, 1),
 )
 COUNTRIES = tuple(c for c, _, _ in _COUNTRIES)
 COUNTRY_P = np.array([p for _, p, _ in _COUNTRIES]) / sum(p for _, p, _ in _COUNTRIES)
@@ -119,13 +195,17 @@ PAYMENT_METHODS = ("card", "wallet", "bnpl", "bank_transfer")
 _METHOD_P_DEFAULT = (0.55, 0.27, 0.10, 0.08)
 # Local payment habits: iDEAL, PayPal, Klarna, Pix, UPI, BLIK.
 _METHOD_P_LOCAL = {
-    "NL": (0.20, 0.15, 0.10, 0.55), "DE": (0.30, 0.32, 0.18, 0.20), "SE": (0.35, 0.20, 0.35, 0.10),
-    "BR": (0.55, 0.12, 0.03, 0.30), "IN": (0.35, 0.45, 0.05, 0.15), "PL": (0.30, 0.20, 0.10, 0.40),
+    "NL": (0.20, 0.15, 0.10, 0.55),
+    "DE": (0.30, 0.32, 0.18, 0.20),
+    "SE": (0.35, 0.20, 0.35, 0.10),
+    "BR": (0.55, 0.12, 0.03, 0.30),
+    "IN": (0.35, 0.45, 0.05, 0.15),
+    "PL": (0.30, 0.20, 0.10, 0.40),
     "JP": (0.70, 0.20, 0.02, 0.08),
 }
 
 
-def _cumulative(p: Sequence[float] | np.ndarray) -> np.ndarray:
+def _cumulative(p: npt.ArrayLike) -> np.ndarray:
     """Row-wise CDF whose last column is exactly 1, so a uniform draw below 1 always lands in range."""
     p = np.asarray(p, dtype=np.float64)
     c = np.cumsum(p / p.sum(axis=-1, keepdims=True), axis=-1)
@@ -136,22 +216,33 @@ def _cumulative(p: Sequence[float] | np.ndarray) -> np.ndarray:
 _METHOD_CUM = _cumulative([_METHOD_P_LOCAL.get(c, _METHOD_P_DEFAULT) for c in COUNTRIES])
 
 # Browsing and cart behaviour as a Markov chain; browse-only segments never touch the cart.
-_SHOP_STATES = ("view_home", "search", "view_category", "view_item", "view_reviews", "add_to_wishlist",
-                "add_to_cart", "view_cart", "remove_from_cart")
+_SHOP_STATES = (
+    "view_home",
+    "search",
+    "view_category",
+    "view_item",
+    "view_reviews",
+    "add_to_wishlist",
+    "add_to_cart",
+    "view_cart",
+    "remove_from_cart",
+)
 _SHOP_CODES = np.array([_E[s] for s in _SHOP_STATES], dtype=np.int8)
 _SHOP_START = np.array([0.45, 0.20, 0.10, 0.25, 0, 0, 0, 0, 0])
-_SHOP_TRANS = np.array([
-    # home  search  categ  item  reviews wish  add   cart  remove
-    [0.00, 0.35, 0.35, 0.25, 0.00, 0.00, 0.00, 0.05, 0.00],  # view_home
-    [0.03, 0.15, 0.10, 0.70, 0.00, 0.00, 0.00, 0.02, 0.00],  # search
-    [0.08, 0.15, 0.15, 0.60, 0.00, 0.00, 0.00, 0.02, 0.00],  # view_category
-    [0.04, 0.16, 0.12, 0.30, 0.12, 0.04, 0.17, 0.05, 0.00],  # view_item
-    [0.00, 0.15, 0.10, 0.55, 0.00, 0.02, 0.18, 0.00, 0.00],  # view_reviews
-    [0.05, 0.30, 0.25, 0.40, 0.00, 0.00, 0.00, 0.00, 0.00],  # add_to_wishlist
-    [0.02, 0.20, 0.13, 0.30, 0.00, 0.00, 0.00, 0.35, 0.00],  # add_to_cart
-    [0.10, 0.25, 0.10, 0.25, 0.00, 0.00, 0.00, 0.00, 0.30],  # view_cart
-    [0.05, 0.25, 0.10, 0.25, 0.00, 0.00, 0.00, 0.35, 0.00],  # remove_from_cart
-])
+_SHOP_TRANS = np.array(
+    [
+        # home  search  categ  item  reviews wish  add   cart  remove
+        [0.00, 0.35, 0.35, 0.25, 0.00, 0.00, 0.00, 0.05, 0.00],  # view_home
+        [0.03, 0.15, 0.10, 0.70, 0.00, 0.00, 0.00, 0.02, 0.00],  # search
+        [0.08, 0.15, 0.15, 0.60, 0.00, 0.00, 0.00, 0.02, 0.00],  # view_category
+        [0.04, 0.16, 0.12, 0.30, 0.12, 0.04, 0.17, 0.05, 0.00],  # view_item
+        [0.00, 0.15, 0.10, 0.55, 0.00, 0.02, 0.18, 0.00, 0.00],  # view_reviews
+        [0.05, 0.30, 0.25, 0.40, 0.00, 0.00, 0.00, 0.00, 0.00],  # add_to_wishlist
+        [0.02, 0.20, 0.13, 0.30, 0.00, 0.00, 0.00, 0.35, 0.00],  # add_to_cart
+        [0.10, 0.25, 0.10, 0.25, 0.00, 0.00, 0.00, 0.00, 0.30],  # view_cart
+        [0.05, 0.25, 0.10, 0.25, 0.00, 0.00, 0.00, 0.35, 0.00],  # remove_from_cart
+    ]
+)
 _SHOP_CUM = _cumulative(_SHOP_TRANS)
 _BROWSE_TRANS = _SHOP_TRANS.copy()
 _BROWSE_TRANS[:, 6:] = 0.0
@@ -240,8 +331,14 @@ def _account(probs: Sequence[float]) -> Segment:
 
 
 def _orders(rng: np.random.Generator, m: int) -> np.ndarray:
-    return np.stack([np.full(m, _E["view_orders"]), _optional(rng, m, 0.5, "track_order"),
-                     _optional(rng, m, 0.08, "contact_support")], axis=1).astype(np.int8)
+    return np.stack(
+        [
+            np.full(m, _E["view_orders"]),
+            _optional(rng, m, 0.5, "track_order"),
+            _optional(rng, m, 0.08, "contact_support"),
+        ],
+        axis=1,
+    ).astype(np.int8)
 
 
 def _gift_cards(max_cards: int, p_more: float, min_cards: int = 1) -> Segment:
@@ -282,22 +379,48 @@ TEMPLATES: dict[str, tuple[tuple[str, float], ...]] = {
     "profile_then_buy": (("login", 1), ("profile", 1), ("shop", 1), ("checkout", 1), ("logout", 0.2)),
     "buy_then_profile": (("login", 1), ("shop", 1), ("checkout", 1), ("profile", 1), ("logout", 0.3)),
     # The same segments in two orders: a quick purchase then securing the account, versus a takeover.
-    "buy_then_secure_account": (("login", 1), ("shop_short", 1), ("checkout", 1), ("secure_account", 1),
-                                ("logout", 0.3)),
-    "takeover_buy": (("login", 1), ("secure_account", 1), ("shop_short", 1), ("checkout", 1), ("logout", 0.3)),
+    "buy_then_secure_account": (
+        ("login", 1),
+        ("shop_short", 1),
+        ("checkout", 1),
+        ("secure_account", 1),
+        ("logout", 0.3),
+    ),
+    "takeover_buy": (
+        ("login", 1),
+        ("secure_account", 1),
+        ("shop_short", 1),
+        ("checkout", 1),
+        ("logout", 0.3),
+    ),
     "buy_gift_card": (("login", 0.85), ("shop", 1), ("gift_card", 1), ("checkout", 1), ("logout", 0.2)),
     "redeem_and_shop": (("login", 1), ("redeem", 1), ("shop", 1), ("checkout", 0.7), ("logout", 0.2)),
-    "gift_card_cashout": (("login", 0.9), ("browse_short", 1), ("gift_card_bulk", 1), ("checkout", 1),
-                          ("redeem", 0.5), ("logout", 0.15)),
+    "gift_card_cashout": (
+        ("login", 0.9),
+        ("browse_short", 1),
+        ("gift_card_bulk", 1),
+        ("checkout", 1),
+        ("redeem", 0.5),
+        ("logout", 0.15),
+    ),
 }
 _INTENTS = tuple(TEMPLATES)
 _I = {name: i for i, name in enumerate(_INTENTS)}
 LEGIT_INTENT_MIX = {
-    "browse": 0.29, "bounce": 0.08, "abandon_cart": 0.14, "buy": 0.28, "check_orders": 0.10,
-    "update_profile": 0.05, "profile_then_buy": 0.03, "buy_then_profile": 0.03,
+    "browse": 0.29,
+    "bounce": 0.08,
+    "abandon_cart": 0.14,
+    "buy": 0.28,
+    "check_orders": 0.10,
+    "update_profile": 0.05,
+    "profile_then_buy": 0.03,
+    "buy_then_profile": 0.03,
 }
 _FIXED_INTENT = {
-    ATO_ORDER: "takeover_buy", HN_ORDER: "buy_then_secure_account", AMOUNT_SPIKE: "buy", HN_AMOUNT: "buy",
+    ATO_ORDER: "takeover_buy",
+    HN_ORDER: "buy_then_secure_account",
+    AMOUNT_SPIKE: "buy",
+    HN_AMOUNT: "buy",
     LATE_VARIANT: "gift_card_cashout",
 }
 
@@ -310,8 +433,34 @@ _GIFT_CARD_P_FRAUD = np.array([0, 0, 0.2, 0, 0.3, 0.2, 0.3])
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
 # Local-time traffic by hour (evening peak) and by weekday (Monday first; Sunday peak).
-_HOUR_W = np.array([2.5, 1.5, 1.0, 0.7, 0.6, 0.8, 1.5, 2.5, 3.5, 4.5, 5.0, 5.2,
-                    5.5, 5.3, 5.0, 5.0, 5.2, 5.5, 6.0, 6.8, 7.2, 7.0, 5.8, 4.0])
+_HOUR_W = np.array(
+    [
+        2.5,
+        1.5,
+        1.0,
+        0.7,
+        0.6,
+        0.8,
+        1.5,
+        2.5,
+        3.5,
+        4.5,
+        5.0,
+        5.2,
+        5.5,
+        5.3,
+        5.0,
+        5.0,
+        5.2,
+        5.5,
+        6.0,
+        6.8,
+        7.2,
+        7.0,
+        5.8,
+        4.0,
+    ]
+)
 _WEEKDAY_W = np.array([1.02, 0.97, 0.97, 0.98, 0.95, 1.02, 1.12])
 _GROWTH = 0.2  # traffic grows by this fraction over the range
 _TIE_RATE = 0.015  # events logged in the same millisecond as the previous one
@@ -370,11 +519,15 @@ def _context(rng: np.random.Generator, kind: np.ndarray) -> tuple[np.ndarray, np
     hn_device_side = hn & (rng.random(n) < 0.5)  # emulator users elsewhere
     hn_country_side = hn & ~hn_device_side  # risky-country users on ordinary devices
     device = np.where(risky | hn_device_side, emulator, np.where(hn_country_side, other_device, device))
-    country = np.where(risky | hn_country_side, risky_country, np.where(hn_device_side, other_country, country))
+    country = np.where(
+        risky | hn_country_side, risky_country, np.where(hn_device_side, other_country, country)
+    )
     return device, country
 
 
-def _start_times(rng: np.random.Generator, kind: np.ndarray, country: np.ndarray, t0: int, days: int) -> np.ndarray:
+def _start_times(
+    rng: np.random.Generator, kind: np.ndarray, country: np.ndarray, t0: int, days: int
+) -> np.ndarray:
     """Session starts with growth, weekly and local diurnal seasonality; late_variant only late."""
     n = kind.size
     span = days * DAY_MS
@@ -412,8 +565,8 @@ def _sequences(rng: np.random.Generator, intent: np.ndarray) -> tuple[np.ndarray
             seg_sess.append(keep)
             seg_slot.append(np.full(keep.size, slot))
             seg_kind.append(np.full(keep.size, _SEGMENT_NAMES.index(seg)))
-    sess, slot, kind = (np.concatenate(a) for a in (seg_sess, seg_slot, seg_kind))
-    order = np.lexsort((slot, sess))
+    sess, slots, kind = (np.concatenate(a) for a in (seg_sess, seg_slot, seg_kind))
+    order = np.lexsort((slots, sess))
     sess, kind = sess[order], kind[order]
 
     seg_len = np.zeros(sess.size, dtype=np.int64)
@@ -446,12 +599,19 @@ def _ffill_within(mask: np.ndarray, values: np.ndarray, first: np.ndarray) -> np
     return np.where(idx >= first, values[np.maximum(idx, 0)], np.nan)
 
 
-def _gaps_ms(rng: np.random.Generator, codes: np.ndarray, ev_sess: np.ndarray, kind: np.ndarray) -> np.ndarray:
+def _gaps_ms(
+    rng: np.random.Generator, codes: np.ndarray, ev_sess: np.ndarray, kind: np.ndarray
+) -> np.ndarray:
     """Time from the previous event: lognormal human dwell with pauses, or a bot's steady tick."""
     n, n_ev = kind.size, codes.size
-    speed = np.where(kind == _K[HN_FAST], np.exp(np.log(0.2) + 0.3 * rng.standard_normal(n)),
-                     np.exp(0.35 * rng.standard_normal(n)))
-    tick = np.where(kind == _K[BOT_TIMING], np.clip(1.2 * np.exp(0.5 * rng.standard_normal(n)), 0.25, 6.0), np.nan)
+    speed = np.where(
+        kind == _K[HN_FAST],
+        np.exp(np.log(0.2) + 0.3 * rng.standard_normal(n)),
+        np.exp(0.35 * rng.standard_normal(n)),
+    )
+    tick = np.where(
+        kind == _K[BOT_TIMING], np.clip(1.2 * np.exp(0.5 * rng.standard_normal(n)), 0.25, 6.0), np.nan
+    )
     human = speed[ev_sess] * DWELL_S[codes] * np.exp(0.85 * rng.standard_normal(n_ev))
     human += np.where(rng.random(n_ev) < 0.02, 240.0 * np.exp(0.9 * rng.standard_normal(n_ev)), 0.0)
     tick_ev = tick[ev_sess]
@@ -472,8 +632,9 @@ def _prices(rng: np.random.Generator, kind: np.ndarray) -> np.ndarray:
     return np.maximum(price, 0.99)
 
 
-def _amounts(rng: np.random.Generator, codes: np.ndarray, ev_sess: np.ndarray, first: np.ndarray,
-             kind: np.ndarray) -> np.ndarray:
+def _amounts(
+    rng: np.random.Generator, codes: np.ndarray, ev_sess: np.ndarray, first: np.ndarray, kind: np.ndarray
+) -> np.ndarray:
     """Item prices on cart events, the running cart value on views, the charged total on payments."""
     n, n_ev = kind.size, codes.size
     price = _prices(rng, kind[ev_sess])
@@ -508,8 +669,9 @@ def _amounts(rng: np.random.Generator, codes: np.ndarray, ev_sess: np.ndarray, f
     return np.round(amount, 2)
 
 
-def _event_countries(rng: np.random.Generator, country: np.ndarray, ev_sess: np.ndarray,
-                     first: np.ndarray, lens: np.ndarray) -> np.ndarray:
+def _event_countries(
+    rng: np.random.Generator, country: np.ndarray, ev_sess: np.ndarray, first: np.ndarray, lens: np.ndarray
+) -> np.ndarray:
     """Session country, except a few sessions that hop country mid-way (travel, VPN, roaming)."""
     n = country.size
     hop = (rng.random(n) < 0.004) & (lens > 1)
@@ -561,28 +723,34 @@ def generate(n_sessions: int, seed: int = 0, start: str = "2026-01-01", days: in
     noise = np.where(fraud, u < MISSED_CHARGEBACK, u < FALSE_CHARGEBACK)
 
     width = max(7, len(str(n - 1)))
-    sid = pl.select(pl.lit("s") + pl.int_range(n, dtype=pl.Int64).cast(pl.String).str.zfill(width)).to_series()
+    sid = pl.select(
+        pl.lit("s") + pl.int_range(n, dtype=pl.Int64).cast(pl.String).str.zfill(width)
+    ).to_series()
     s = SYNTHETIC
     shuffle = rng.permutation(codes.size)  # logs arrive unordered
     ev_sess, codes, ts, amount, ev_country, pay = (
         a[shuffle] for a in (ev_sess, codes, ts, amount, ev_country, pay)
     )
     device_col, country_col, method_col = s.categorical
-    events = pl.DataFrame([
-        sid.gather(ev_sess.astype(np.uint32)).alias(s.session_id),
-        pl.Series(s.timestamp, ts).cast(pl.Datetime("ms", "UTC")),
-        _strings(EVENT_TYPES, codes).alias(s.event_type),
-        _strings(DEVICES, device[ev_sess]).alias(device_col),
-        _strings(COUNTRIES, ev_country).alias(country_col),
-        _strings(PAYMENT_METHODS, pay).alias(method_col),
-        pl.Series(s.numerical[0], amount).fill_nan(None),
-    ])
+    events = pl.DataFrame(
+        [
+            sid.gather(ev_sess.astype(np.uint32)).alias(s.session_id),
+            pl.Series(s.timestamp, ts).cast(pl.Datetime("ms", "UTC")),
+            _strings(EVENT_TYPES, codes).alias(s.event_type),
+            _strings(DEVICES, device[ev_sess]).alias(device_col),
+            _strings(COUNTRIES, ev_country).alias(country_col),
+            _strings(PAYMENT_METHODS, pay).alias(method_col),
+            pl.Series(s.numerical[0], amount).fill_nan(None),
+        ]
+    )
     labels = pl.DataFrame([sid.alias(s.session_id), pl.Series(s.label, (fraud ^ noise).astype(np.int8))])
-    typologies = pl.DataFrame([
-        sid.alias(s.session_id),
-        _strings(KINDS, kind).alias(TYPOLOGY),
-        pl.Series(LABEL_NOISE, noise, dtype=pl.Boolean),
-    ])
+    typologies = pl.DataFrame(
+        [
+            sid.alias(s.session_id),
+            _strings(KINDS, kind).alias(TYPOLOGY),
+            pl.Series(LABEL_NOISE, noise, dtype=pl.Boolean),
+        ]
+    )
     return SyntheticData(events=events, labels=labels, typologies=typologies)
 
 
@@ -600,23 +768,7 @@ def summary(data: SyntheticData) -> str:
     n = data.labels.height
     fraud = sum(counts.get(t, 0) for t in TYPOLOGIES)
     per_typology = " ".join(f"{t}={counts.get(t, 0)}" for t in TYPOLOGIES)
-    return (f"sessions={n} events={data.events.height} fraud_rate={fraud / n:.4f} "
-            f"observed_label_rate={data.labels[SYNTHETIC.label].mean():.4f} {per_typology}")
-
-
-@command
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write a synthetic clickstream with labelled fraud typologies.")
-    parser.add_argument("--sessions", type=int, required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--start", default="2026-01-01", help="ISO date or datetime (UTC if naive)")
-    parser.add_argument("--days", type=int, default=180)
-    args = parser.parse_args(argv)
-    data = generate(args.sessions, seed=args.seed, start=args.start, days=args.days)
-    write(data, args.out)
-    print(f"{summary(data)} -> {args.out}")
-
-
-if __name__ == "__main__":
-    main()
+    return (
+        f"sessions={n} events={data.events.height} fraud_rate={fraud / n:.4f} "
+        f"observed_label_rate={cast(float, data.labels[SYNTHETIC.label].mean()):.4f} {per_typology}"
+    )

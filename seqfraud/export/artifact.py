@@ -15,6 +15,7 @@ deserialized from the very bytes whose hash was checked. See SECURITY.md.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import json
@@ -23,6 +24,7 @@ import os
 import re
 import stat
 import tempfile
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +49,9 @@ MANIFEST_FILE = "manifest.json"
 SPEC_FILE = "spec.json"
 CALIBRATION_FILE = "calibration.json"  # the calibration map (plain JSON) and its before/after report
 RELIABILITY_FILE = "reliability.png"
-EMBEDDED_SPEC = "spec.json"  # name of the spec inside each model file, so a model file alone still describes itself
+EMBEDDED_SPEC = (
+    "spec.json"  # name of the spec inside each model file, so a model file alone still describes itself
+)
 SIGNATURE_FILE = "manifest.sig"
 SIGNATURE_ALGORITHM = "ed25519"
 VERIFY_KEY_ENV = "SEQFRAUD_VERIFY_KEY"  # public key file(s), separated by os.pathsep
@@ -97,9 +101,29 @@ def _load_torchscript(f: Path | IO[bytes]) -> tuple[Model, str]:
 def _save_pt2(module: nn.Module, spec: Spec, path: Path) -> None:
     """Dynamic batch and length; the length is capped at ``max_len``, the size of the position table."""
     dims = torch.export.Dim
-    dynamic = {"tokens": {0: dims.DYNAMIC, 1: dims.DYNAMIC(min=1, max=spec.max_len)}, "lengths": {0: dims.DYNAMIC}}
-    program = torch.export.export(module, example_inputs(spec), dynamic_shapes=dynamic)
+    dynamic = {
+        "tokens": {0: dims.DYNAMIC, 1: dims.DYNAMIC(min=1, max=spec.max_len)},
+        "lengths": {0: dims.DYNAMIC},
+    }
+    with _dynamic_length_gru(), warnings.catch_warnings():
+        # Known and harmless while tracing that decomposition (torch 2.13).
+        warnings.filterwarnings("ignore", "_check_is_size will be removed", FutureWarning)
+        warnings.filterwarnings("ignore", r"The tensor attributes .*_flat_weights", UserWarning)
+        program = torch.export.export(module, example_inputs(spec), dynamic_shapes=dynamic)
     torch.export.save(program, str(path), extra_files={EMBEDDED_SPEC: spec.to_json()})
+
+
+def _dynamic_length_gru() -> contextlib.AbstractContextManager[None]:
+    """While tracing, ``nn.GRU`` through torch's while_loop decomposition (the one ``torch.onnx`` uses).
+
+    The default decomposition loops over time in Python, which fixes the length to the example's. The
+    program still holds ``aten.gru``, so the served model runs the native kernel.
+    """
+    try:
+        from torch.export._patches import register_gru_while_loop_decomposition
+    except ImportError:  # an older torch: a GRU's pt2 export then fails, and export skips or names the format
+        return contextlib.nullcontext()
+    return register_gru_while_loop_decomposition()
 
 
 def _load_pt2(f: Path | IO[bytes]) -> tuple[Model, str]:
@@ -135,10 +159,19 @@ def file_entries(root: Path, names: list[str]) -> dict[str, dict[str, Any]]:
 def input_schema(spec: Spec) -> dict[str, Any]:
     """What a caller must send: raw event columns by role, and how the model sees them."""
     s = spec.schema
-    columns = {s.session_id: "session_id", s.timestamp: "timestamp", s.event_type: "event_type",
-               **{c: "categorical" for c in s.categorical}, **{c: "numerical" for c in s.numerical}}
-    return {"columns": columns, "timestamp_unit": spec.timestamp_unit, "max_len": spec.max_len,
-            "token_fields": list(spec.fields)}
+    columns = {
+        s.session_id: "session_id",
+        s.timestamp: "timestamp",
+        s.event_type: "event_type",
+        **{c: "categorical" for c in s.categorical},
+        **{c: "numerical" for c in s.numerical},
+    }
+    return {
+        "columns": columns,
+        "timestamp_unit": spec.timestamp_unit,
+        "max_len": spec.max_len,
+        "token_fields": list(spec.fields),
+    }
 
 
 @dataclass
@@ -161,7 +194,9 @@ class Artifact:
     def calibration(self) -> Calibration:
         """The calibration map the scores go through (verified by hash like every file)."""
         try:
-            return Calibration.from_dict(_json_object(self.read(CALIBRATION_FILE), self.path / CALIBRATION_FILE))
+            return Calibration.from_dict(
+                _json_object(self.read(CALIBRATION_FILE), self.path / CALIBRATION_FILE)
+            )
         except CalibrationError as e:
             raise ArtifactError(f"{self.path / CALIBRATION_FILE}: not a calibration: {e}") from e
 
@@ -184,15 +219,20 @@ class Artifact:
         name = FORMATS[fmt].file
         data = self.read(name)
         if fmt == "pt2" and self.signer is None:
-            log.warning("%s: loading a pt2 model that no signature vouches for; torch.export.load unpickles it, so "
-                        "whoever can write this file can run code in this process", self.path / name)
+            log.warning(
+                "%s: loading a pt2 model that no signature vouches for; torch.export.load unpickles it, so "
+                "whoever can write this file can run code in this process",
+                self.path / name,
+            )
         try:
             model, embedded = FORMATS[fmt].load(io.BytesIO(data))
         except Exception as e:  # a corrupt file raises whatever its deserializer raises
             raise ArtifactError(f"{self.path / name}: cannot load the {fmt} model: {e}") from e
         if embedded.encode() != self.read(SPEC_FILE):
-            raise ArtifactError(f"{self.path / name}: the spec inside the model differs from {SPEC_FILE}; "
-                                "the files come from different exports")
+            raise ArtifactError(
+                f"{self.path / name}: the spec inside the model differs from {SPEC_FILE}; "
+                "the files come from different exports"
+            )
         return model
 
 
@@ -201,8 +241,9 @@ def canonical_json(manifest: dict[str, Any]) -> bytes:
     return json.dumps(manifest, sort_keys=True, indent=2, ensure_ascii=True, allow_nan=False).encode() + b"\n"
 
 
-def verification_settings(verify_key: KeySource | Iterable[KeySource] | None = None,
-                          require_signed: bool | None = None) -> dict[str, Any]:
+def verification_settings(
+    verify_key: KeySource | Iterable[KeySource] | None = None, require_signed: bool | None = None
+) -> dict[str, Any]:
     """:func:`open_artifact`'s ``verify_key`` and ``require_signed``; those not given come from the environment.
 
     ``SEQFRAUD_VERIFY_KEY``: public key files separated by ``os.pathsep``; ``SEQFRAUD_REQUIRE_SIGNED``: 1 or 0.
@@ -217,8 +258,12 @@ def verification_settings(verify_key: KeySource | Iterable[KeySource] | None = N
     return {"verify_key": verify_key, "require_signed": require_signed}
 
 
-def open_artifact(path: str | Path, *, verify_key: KeySource | Iterable[KeySource] | None = None,
-                  require_signed: bool = False) -> Artifact:
+def open_artifact(
+    path: str | Path,
+    *,
+    verify_key: KeySource | Iterable[KeySource] | None = None,
+    require_signed: bool = False,
+) -> Artifact:
     """Verify the signature, the manifest and every file, before anything is deserialized.
 
     ``verify_key``: public key file(s) or keys. With one, the artifact must carry a valid signature by
@@ -242,8 +287,11 @@ def sign_artifact(path: str | Path, key: str | Path | Ed25519PrivateKey) -> str:
     private = key if isinstance(key, Ed25519PrivateKey) else load_private_key(key)
     manifest, _ = _checked(root, _read_manifest(root))
     raw = canonical_json(manifest)
-    signature = {"algorithm": SIGNATURE_ALGORITHM, "key_id": key_id(private.public_key()),
-                 "signature": base64.b64encode(private.sign(raw)).decode()}
+    signature = {
+        "algorithm": SIGNATURE_ALGORITHM,
+        "key_id": key_id(private.public_key()),
+        "signature": base64.b64encode(private.sign(raw)).decode(),
+    }
     _replace(root / MANIFEST_FILE, raw)
     _replace(root / SIGNATURE_FILE, json.dumps(signature, indent=2).encode() + b"\n")
     return signature["key_id"]
@@ -259,42 +307,63 @@ def _check_signature(root: Path, raw: bytes, verify_key: Any, require_signed: bo
         raise ArtifactError(f"verify key: {e}") from e
     if not keys:
         if require_signed:
-            raise ArtifactError(f"{root}: signed artifacts are required (--require-signed, {REQUIRE_SIGNED_ENV}), but "
-                                f"no verify key is configured: pass --verify-key PUBLIC_KEY or set {VERIFY_KEY_ENV}")
+            raise ArtifactError(
+                f"{root}: signed artifacts are required (--require-signed, {REQUIRE_SIGNED_ENV}), but "
+                f"no verify key is configured: pass --verify-key PUBLIC_KEY or set {VERIFY_KEY_ENV}"
+            )
         if signed:
-            log.warning("%s: signed, but the signature was NOT checked: no verify key is configured "
-                        "(--verify-key or %s)", root, VERIFY_KEY_ENV)
+            log.warning(
+                "%s: signed, but the signature was NOT checked: no verify key is configured "
+                "(--verify-key or %s)",
+                root,
+                VERIFY_KEY_ENV,
+            )
         else:
-            log.warning("%s: UNSIGNED artifact: its hashes catch corruption, not tampering; anyone who can write it "
-                        "can change its thresholds or model. For production, export with sign_key= and serve with "
-                        "--verify-key and --require-signed (see SECURITY.md)", root)
+            log.warning(
+                "%s: UNSIGNED artifact: its hashes catch corruption, not tampering; anyone who can write it "
+                "can change its thresholds or model. For production, export with sign_key= and serve with "
+                "--verify-key and --require-signed (see SECURITY.md)",
+                root,
+            )
         return None
     if not signed:
-        raise ArtifactError(f"{root}: unsigned artifact (no {SIGNATURE_FILE}), and a verify key is configured; "
-                            "export it with sign_key=KEY, or sign it: python -m seqfraud.sign artifact")
+        raise ArtifactError(
+            f"{root}: unsigned artifact (no {SIGNATURE_FILE}), and a verify key is configured; "
+            "export it with sign_key=KEY, or sign it: seqfraud sign artifact"
+        )
     kid, signature = _read_signature(sig_path)
     if kid not in keys:
-        raise ArtifactError(f"{sig_path}: signed with key {kid}, which is not a configured verify key "
-                            f"({', '.join(sorted(keys))}): the wrong public key, or signed before a key rotation")
+        raise ArtifactError(
+            f"{sig_path}: signed with key {kid}, which is not a configured verify key "
+            f"({', '.join(sorted(keys))}): the wrong public key, or signed before a key rotation"
+        )
     try:
         keys[kid].verify(signature, raw)
     except InvalidSignature:
-        raise ArtifactError(f"{sig_path}: the signature does not match {MANIFEST_FILE}: the manifest was changed "
-                            "after signing; do not serve this artifact") from None
+        raise ArtifactError(
+            f"{sig_path}: the signature does not match {MANIFEST_FILE}: the manifest was changed "
+            "after signing; do not serve this artifact"
+        ) from None
     return kid
 
 
 def _read_signature(path: Path) -> tuple[str, bytes]:
     """The key id and the 64 signature bytes of ``manifest.sig``: JSON with ``algorithm``, ``key_id``, ``signature``."""
-    bad = ArtifactError(f"{path}: not a valid {SIGNATURE_ALGORITHM} signature file (truncated or damaged); "
-                        "re-sign the artifact")
+    bad = ArtifactError(
+        f"{path}: not a valid {SIGNATURE_ALGORITHM} signature file (truncated or damaged); "
+        "re-sign the artifact"
+    )
     raw = _read_regular(path, MAX_SIGNATURE_BYTES)
     try:
         sig = json.loads(raw)
     except ValueError:  # JSON and UTF-8 errors
         raise bad from None
-    if not (isinstance(sig, dict) and sig.get("algorithm") == SIGNATURE_ALGORITHM
-            and isinstance(sig.get("key_id"), str) and isinstance(sig.get("signature"), str)):
+    if not (
+        isinstance(sig, dict)
+        and sig.get("algorithm") == SIGNATURE_ALGORITHM
+        and isinstance(sig.get("key_id"), str)
+        and isinstance(sig.get("signature"), str)
+    ):
         raise bad
     try:
         signature = base64.b64decode(sig["signature"], validate=True)
@@ -317,8 +386,10 @@ def _checked(root: Path, raw: bytes) -> tuple[dict[str, Any], Spec]:
     for name, entry in manifest["files"].items():
         _verified_bytes(root, name, entry)
     try:
-        spec = Spec.from_dict(_json_object(_verified_bytes(root, SPEC_FILE, manifest["files"][SPEC_FILE]),
-                                           root / SPEC_FILE), source=str(root / SPEC_FILE))
+        spec = Spec.from_dict(
+            _json_object(_verified_bytes(root, SPEC_FILE, manifest["files"][SPEC_FILE]), root / SPEC_FILE),
+            source=str(root / SPEC_FILE),
+        )
     except SpecError as e:
         raise ArtifactError(str(e)) from e
     if manifest["input_schema"] != input_schema(spec):
@@ -335,34 +406,61 @@ def _parse_manifest(raw: bytes, where: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != ARTIFACT_FORMAT:
         raise ArtifactError(f"{where}: not a seqfraud artifact manifest")
     if manifest.get("version") != ARTIFACT_VERSION:
-        raise ArtifactError(f"{where}: artifact version {manifest.get('version')!r} is not supported "
-                            f"(this seqfraud reads version {ARTIFACT_VERSION}); re-export the run")
+        raise ArtifactError(
+            f"{where}: artifact version {manifest.get('version')!r} is not supported "
+            f"(this seqfraud reads version {ARTIFACT_VERSION}); re-export the run"
+        )
 
     def bad(key: str, problem: str) -> ArtifactError:
-        return ArtifactError(f"{where}: {key} {problem}; this manifest was not written by export.py, or was edited")
+        return ArtifactError(
+            f"{where}: {key} {problem}; this manifest was not written by export.py, or was edited"
+        )
 
-    for key, kind in (("run_id", str), ("files", dict), ("formats", dict), ("thresholds", dict), ("input_schema", dict)):
+    for key, kind in (
+        ("run_id", str),
+        ("files", dict),
+        ("formats", dict),
+        ("thresholds", dict),
+        ("input_schema", dict),
+    ):
         if key not in manifest:
             raise bad(repr(key), "is missing")
         if not isinstance(manifest[key], kind) or not manifest[key]:
-            raise bad(repr(key), f"must be a non-empty {'string' if kind is str else 'object'}, "
-                                 f"got {json.dumps(manifest[key])[:80]}")
+            raise bad(
+                repr(key),
+                f"must be a non-empty {'string' if kind is str else 'object'}, "
+                f"got {json.dumps(manifest[key])[:80]}",
+            )
     files = manifest["files"]
     for name, entry in files.items():
         if not PLAIN_NAME.fullmatch(name) or name in (MANIFEST_FILE, SIGNATURE_FILE):
-            raise bad(f"files[{name!r}]", "is not a plain file name inside the artifact (no path separators, "
-                                          "no '..', not absolute, not the manifest or its signature)")
-        if not (isinstance(entry, dict) and _is_int(entry.get("bytes")) and entry["bytes"] >= 0
-                and isinstance(entry.get("sha256"), str) and SHA256_HEX.fullmatch(entry["sha256"])):
-            raise bad(f"files[{name!r}]", 'must be {"bytes": SIZE, "sha256": 64 lowercase hex digits}, '
-                                          f"got {json.dumps(entry)[:120]}")
+            raise bad(
+                f"files[{name!r}]",
+                "is not a plain file name inside the artifact (no path separators, "
+                "no '..', not absolute, not the manifest or its signature)",
+            )
+        if not (
+            isinstance(entry, dict)
+            and _is_int(entry.get("bytes"))
+            and entry["bytes"] >= 0
+            and isinstance(entry.get("sha256"), str)
+            and SHA256_HEX.fullmatch(entry["sha256"])
+        ):
+            raise bad(
+                f"files[{name!r}]",
+                'must be {"bytes": SIZE, "sha256": 64 lowercase hex digits}, '
+                f"got {json.dumps(entry)[:120]}",
+            )
     for needed in (SPEC_FILE, CALIBRATION_FILE):
         if needed not in files:
             raise bad("'files'", f"must list {SPEC_FILE} and {CALIBRATION_FILE}; it does not list {needed}")
     for fmt, name in manifest["formats"].items():
         if fmt not in FORMATS or name != FORMATS[fmt].file or name not in files:
-            raise bad(f"formats[{fmt!r}]", f"= {name!r} is unknown or not among the verified files "
-                                           f"(known: {', '.join(f'{k} in {v.file}' for k, v in FORMATS.items())})")
+            raise bad(
+                f"formats[{fmt!r}]",
+                f"= {name!r} is unknown or not among the verified files "
+                f"(known: {', '.join(f'{k} in {v.file}' for k, v in FORMATS.items())})",
+            )
     thresholds = manifest["thresholds"]
     for band in ("review", "decline"):
         if not _is_number(thresholds.get(band)):
@@ -390,7 +488,9 @@ def _read_regular(path: Path, max_bytes: int, *, exact: bool = False) -> bytes:
     if path.is_symlink():
         raise ArtifactError(f"{path}: a symlink; artifact files must be regular files inside the artifact")
     # O_NOFOLLOW and fstat close the gap between the check above and the open; O_NONBLOCK keeps a FIFO from hanging.
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    flags = (
+        os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    )
     try:
         fd = os.open(path, flags)
     except OSError as e:
@@ -400,7 +500,9 @@ def _read_regular(path: Path, max_bytes: int, *, exact: bool = False) -> bytes:
         if not stat.S_ISREG(st.st_mode):
             raise ArtifactError(f"{path}: not a regular file")
         if exact and st.st_size != max_bytes:
-            raise ArtifactError(f"{path}: {st.st_size} bytes, the manifest says {max_bytes} (truncated or replaced)")
+            raise ArtifactError(
+                f"{path}: {st.st_size} bytes, the manifest says {max_bytes} (truncated or replaced)"
+            )
         if st.st_size > max_bytes:
             raise ArtifactError(f"{path}: {st.st_size:,} bytes, more than the {max_bytes:,} allowed")
     except BaseException:

@@ -25,9 +25,10 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
-from seqfraud import __version__
+from seqfraud import __version__, reports, rundir
 from seqfraud import schema as S
-from seqfraud.calibration import Calibration, CalibrationError, fit_calibration, reliability_curve
+from seqfraud.calibration import Calibration, CalibrationError, fit_calibration
+from seqfraud.config import plain
 from seqfraud.data.events import DataValidationError, scan_table
 from seqfraud.decisions import DecisionError, choose_thresholds
 from seqfraud.errors import UserError
@@ -47,14 +48,15 @@ from seqfraud.export.artifact import (
     sign_artifact,
 )
 from seqfraud.export.signing import SigningKeyError, load_private_key
+from seqfraud.features.fastpath import numpy_sequences, vocab_index
 from seqfraud.features.spec import Spec
 from seqfraud.metrics import expected_calibration_error
 from seqfraud.preprocess import load_prepared
 from seqfraud.scoring.batch import iter_scores
+from seqfraud.scoring.prepare import normalized_events
 from seqfraud.scoring.scorer import Scorer
 from seqfraud.training.data import collate, read_sessions
 from seqfraud.training.module import SessionRiskModule
-from seqfraud.training.train import CHECKPOINT, METRICS_FILE, PREDICTIONS_DIR
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +93,7 @@ def export_run(
     run_dir: str | Path,
     out: str | Path,
     *,
-    formats: Sequence[str] = tuple(FORMATS),
+    formats: Sequence[str] | None = None,
     thresholds: Mapping[str, Mapping[str, Any]] | None = None,
     calibration: str = "platt",
     tolerance: float = 1e-5,
@@ -106,14 +108,20 @@ def export_run(
     and the scorer, fed the raw events of the test sessions (``events``, default the run's
     ``data.events``), reproduces the raw scores of ``predictions/test.parquet``, both within ``tolerance``.
 
+    ``formats`` (names of :data:`FORMATS`; the first is scored end to end): None writes every format the
+    model can be saved in, and logs and records in the manifest's ``skipped_formats`` why it skipped
+    the others; a format asked for by name that cannot hold the model is an error naming the others.
+
     ``calibration`` (``isotonic``, ``platt`` or ``none``) is fitted on the validation predictions; the
     band ``thresholds`` (one policy per band, see :func:`seqfraud.decisions.choose_thresholds`; default
     :data:`DEFAULT_THRESHOLDS`) are chosen on the calibrated validation scores, the scale the scorer returns.
 
-    ``sign_key``, an Ed25519 private key file (``python -m seqfraud.sign keygen``), signs the
+    ``sign_key``, an Ed25519 private key file (``seqfraud sign keygen``), signs the
     manifest; without one the artifact is unsigned, and scorers that require signatures refuse it.
     """
     run_dir, out = Path(run_dir), Path(out)
+    requested = formats is not None
+    formats = list(FORMATS) if formats is None else list(formats)
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown or not formats:
         raise ExportError(f"unknown or no model formats {list(formats)}; formats are {sorted(FORMATS)}")
@@ -124,11 +132,13 @@ def export_run(
     except SigningKeyError as e:
         raise ExportError(f"sign_key: {e}") from e
     spec, module, ckpt_sha = read_run(run_dir)
-    metrics = json.loads((run_dir / METRICS_FILE).read_text())
-    val = pl.read_parquet(run_dir / PREDICTIONS_DIR / "val.parquet")
-    test = pl.read_parquet(run_dir / PREDICTIONS_DIR / "test.parquet")
+    metrics = json.loads((run_dir / rundir.METRICS_FILE).read_text())
+    val = pl.read_parquet(rundir.predictions(run_dir, "val"))
+    test = pl.read_parquet(rundir.predictions(run_dir, "test"))
     try:
-        calib = fit_calibration(calibration, val[S.LABEL].to_numpy(), val[S.SCORE].cast(pl.Float32).to_numpy())
+        calib = fit_calibration(
+            calibration, val[S.LABEL].to_numpy(), val[S.SCORE].cast(pl.Float32).to_numpy()
+        )
     except CalibrationError as e:
         raise ExportError(f"calibration: {e}") from e
     policies = {k: dict(v) for k, v in (thresholds or DEFAULT_THRESHOLDS).items()}
@@ -146,19 +156,25 @@ def export_run(
         tmp.chmod(0o755)  # mkdtemp makes it private; the artifact is for a serving user to read
         (tmp / SPEC_FILE).write_text(spec.to_json())
         report = calibration_report(calib, val, test)
-        (tmp / CALIBRATION_FILE).write_text(json.dumps(calib.to_dict() | {"report": report}, indent=2, allow_nan=False))
+        (tmp / CALIBRATION_FILE).write_text(
+            json.dumps(calib.to_dict() | {"report": report}, indent=2, allow_nan=False)
+        )
         plot_reliability(calib, val, test, tmp / RELIABILITY_FILE)
-        for fmt in formats:
-            try:
-                FORMATS[fmt].save(model, spec, tmp / FORMATS[fmt].file)
-            except Exception as e:  # tracing and scripting fail with their own error types
-                raise ExportError(f"cannot export the model to {fmt}: {str(e).strip().splitlines()[0]} "
-                                  f"(export other formats with formats=[...])") from e
-        loaded = {fmt: FORMATS[fmt].load(tmp / FORMATS[fmt].file)[0] for fmt in formats}  # written just now, by this process
-        parity = {"tolerance": tolerance,
-                  "validation": check_model_parity(model, loaded, run_dir, spec, tolerance, parity_sessions)}
-        scorer = Scorer(loaded[formats[0]], spec, {k: chosen[k] for k in ("review", "decline")},
-                        model_version=run_id, calibration=calib)
+        formats, skipped = save_formats(model, spec, tmp, formats, requested)
+        loaded = {
+            fmt: FORMATS[fmt].load(tmp / FORMATS[fmt].file)[0] for fmt in formats
+        }  # written just now, by this process
+        parity: dict[str, Any] = {
+            "tolerance": tolerance,
+            "validation": check_model_parity(model, loaded, run_dir, spec, tolerance, parity_sessions),
+        }
+        scorer = Scorer(
+            loaded[formats[0]],
+            spec,
+            {k: chosen[k] for k in ("review", "decline")},
+            model_version=run_id,
+            calibration=calib,
+        )
         parity["end_to_end"] = check_end_to_end(scorer, run_dir, events, tolerance) | {"format": formats[0]}
         manifest = {
             "format": ARTIFACT_FORMAT,
@@ -166,50 +182,125 @@ def export_run(
             "run_id": run_id,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "source": {"run_dir": str(run_dir.resolve()), "checkpoint_sha256": ckpt_sha},
-            "versions": {"seqfraud": __version__, "torch": torch.__version__, "polars": pl.__version__,
-                         "numpy": np.__version__, "python": platform.python_version()},
+            "versions": {
+                "seqfraud": __version__,
+                "torch": torch.__version__,
+                "polars": pl.__version__,
+                "numpy": np.__version__,
+                "python": platform.python_version(),
+            },
             "input_schema": input_schema(spec),
             "model": dict(module.hparams["model"]),
             "formats": {fmt: FORMATS[fmt].file for fmt in formats},
+            "skipped_formats": skipped,
             "metrics": _finite({split: metrics[split] for split in ("val", "test")}),
-            "calibration": {"method": calib.method, "file": CALIBRATION_FILE, "reliability_diagram": RELIABILITY_FILE,
-                            **report},
+            "metrics_config": run_metrics_config(
+                run_dir
+            ),  # the operating points (metrics.fpr) the monitor reuses
+            "calibration": {
+                "method": calib.method,
+                "file": CALIBRATION_FILE,
+                "reliability_diagram": RELIABILITY_FILE,
+                **report,
+            },
             "thresholds": chosen,
             "parity": parity,
-            "files": file_entries(tmp, [SPEC_FILE, CALIBRATION_FILE, RELIABILITY_FILE,
-                                        *(FORMATS[fmt].file for fmt in formats)]),
+            "files": file_entries(
+                tmp, [SPEC_FILE, CALIBRATION_FILE, RELIABILITY_FILE, *(FORMATS[fmt].file for fmt in formats)]
+            ),
         }
         (tmp / MANIFEST_FILE).write_bytes(canonical_json(manifest))
         if private_key is not None:
             sign_artifact(tmp, private_key)
         # What serving will do, before anyone can see the artifact.
-        artifact = open_artifact(tmp, verify_key=private_key and private_key.public_key(),
-                                 require_signed=private_key is not None)
+        artifact = open_artifact(
+            tmp,
+            verify_key=private_key.public_key() if private_key is not None else None,
+            require_signed=private_key is not None,
+        )
         for fmt in formats:
             artifact.load_model(fmt)
         _publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log.info("exported %s to %s (formats %s, end-to-end max |diff| %.2g, %s)", run_id, out, list(formats),
-             parity["end_to_end"]["max_abs_diff"],
-             f"signed by key {artifact.signer}" if artifact.signer else "unsigned")
+    log.info(
+        "exported %s to %s (formats %s%s, end-to-end max |diff| %.2g, %s)",
+        run_id,
+        out,
+        list(formats),
+        f", skipped {sorted(skipped)}" if skipped else "",
+        parity["end_to_end"]["max_abs_diff"],
+        f"signed by key {artifact.signer}" if artifact.signer else "unsigned",
+    )
     return out
 
 
 def read_run(run_dir: Path) -> tuple[Spec, SessionRiskModule, str]:
     """The spec, the best checkpoint's module in eval mode, and the checkpoint's SHA-256."""
-    ckpt = run_dir / CHECKPOINT
-    for needed in (ckpt, run_dir / SPEC_FILE, run_dir / METRICS_FILE, run_dir / "config.yaml",
-                   *(run_dir / PREDICTIONS_DIR / f"{split}.parquet" for split in ("val", "test"))):
+    ckpt = run_dir / rundir.CHECKPOINT
+    for needed in (
+        ckpt,
+        run_dir / rundir.SPEC_FILE,
+        run_dir / rundir.METRICS_FILE,
+        run_dir / rundir.CONFIG_FILE,
+        *(rundir.predictions(run_dir, split) for split in ("val", "test")),
+    ):
         if not needed.is_file():
-            raise ExportError(f"{run_dir}: no {needed.relative_to(run_dir)}; export needs a finished "
-                              "sequence-model run (python train.py ...)")
-    spec = Spec.load(run_dir / SPEC_FILE)
+            raise ExportError(
+                f"{run_dir}: no {needed.relative_to(run_dir)}; export needs a finished "
+                "sequence-model run (python train.py ...)"
+            )
+    if OmegaConf.select(
+        OmegaConf.load(run_dir / rundir.CONFIG_FILE), "features.shuffle_order", default=False
+    ):
+        raise ExportError(
+            f"{run_dir}: an order-shuffled ablation (features.shuffle_order=true) is not a servable "
+            "model: it was trained and evaluated on sessions with their events shuffled, and a scorer "
+            "reads events in time order; export a run trained with features.shuffle_order=false"
+        )
+    spec = Spec.load(run_dir / rundir.SPEC_FILE)
     module = SessionRiskModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True).eval()
     if Spec.from_dict(module.hparams["spec"], source=str(ckpt)).to_dict() != spec.to_dict():
-        raise ExportError(f"{ckpt}: the checkpoint was trained with another spec than {run_dir / SPEC_FILE}")
+        raise ExportError(
+            f"{ckpt}: the checkpoint was trained with another spec than {run_dir / rundir.SPEC_FILE}"
+        )
     return spec, module, sha256(ckpt)
+
+
+def save_formats(
+    model: nn.Module, spec: Spec, root: Path, formats: list[str], requested: bool
+) -> tuple[list[str], dict[str, str]]:
+    """Save ``model`` in each format; the formats written and, unless ``requested``, why the others were skipped.
+
+    Some models cannot be saved in some formats (scripting or tracing refuses them); a format the caller
+    named must work, a default one may be skipped as long as one format remains.
+    """
+    skipped = {}
+    for fmt in formats:
+        try:
+            FORMATS[fmt].save(model, spec, root / FORMATS[fmt].file)
+        except Exception as e:  # tracing and scripting fail with their own error types
+            reason = str(e).strip().splitlines()[0]
+            if requested:
+                others = [f for f in FORMATS if f != fmt]
+                raise ExportError(
+                    f"cannot export the model to {fmt}: {reason}; export formats=[{','.join(others)}] "
+                    "instead, or leave formats unset to write every format the model supports"
+                ) from e
+            log.warning("skipping format %s: cannot export the model to it: %s", fmt, reason)
+            (root / FORMATS[fmt].file).unlink(missing_ok=True)  # whatever a failed save left
+            skipped[fmt] = reason
+    saved = [fmt for fmt in formats if fmt not in skipped]
+    if not saved:
+        raise ExportError(f"cannot export the model to any format: {skipped}")
+    return saved, skipped
+
+
+def run_metrics_config(run_dir: Path) -> dict[str, Any]:
+    """The run's ``metrics`` config (``fpr``, ``recall``): the operating points its metrics were reported at."""
+    metrics = OmegaConf.select(OmegaConf.load(run_dir / rundir.CONFIG_FILE), "metrics")
+    return plain(metrics)
 
 
 def calibrated(calib: Calibration, pred: pl.DataFrame) -> np.ndarray:
@@ -224,80 +315,90 @@ def calibration_report(calib: Calibration, val: pl.DataFrame, test: pl.DataFrame
         y = pred[S.LABEL].to_numpy().astype(np.float64)
         raw = pred[S.SCORE].cast(pl.Float32).to_numpy().astype(np.float64)
         cal = calibrated(calib, pred).astype(np.float64)
-        out[split] = {"sessions": len(y), "positives": int(y.sum()),
-                      **{f"{name}_{stage}": _finite(value)
-                         for stage, p in (("raw", raw), ("calibrated", cal))
-                         for name, value in (("brier", float(np.mean((p - y) ** 2)) if len(y) else math.nan),
-                                             ("ece", expected_calibration_error(y, p)))}}
+        out[split] = {
+            "sessions": len(y),
+            "positives": int(y.sum()),
+            **{
+                f"{name}_{stage}": _finite(value)
+                for stage, p in (("raw", raw), ("calibrated", cal))
+                for name, value in (
+                    ("brier", float(np.mean((p - y) ** 2)) if len(y) else math.nan),
+                    ("ece", expected_calibration_error(y, p)),
+                )
+            },
+        }
     out["val"]["note"] = "in sample: the calibration was fitted on these predictions"
     return out
 
 
 def plot_reliability(calib: Calibration, val: pl.DataFrame, test: pl.DataFrame, path: Path) -> None:
-    """Reliability diagram: observed fraud rate against mean score per bin, raw and calibrated, val and test."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(8, 4), sharey=True)
-    for ax, (split, pred) in zip(axes, (("val (in sample)", val), ("test (out of sample)", test))):
-        y = pred[S.LABEL].to_numpy()
-        for label, p, marker in (("raw", pred[S.SCORE].cast(pl.Float32).to_numpy(), "o"),
-                                 (f"calibrated ({calib.method})", calibrated(calib, pred), "s")):
-            if len(y):
-                mean_p, rate, _ = reliability_curve(y, p)
-                ece = expected_calibration_error(y, p)
-                ax.plot(mean_p, rate, marker=marker, label=f"{label}, ECE {ece:.3f}")
-        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
-        ax.set(title=split, xlabel="mean score in bin", xlim=(0, 1), ylim=(0, 1))
-        ax.legend(loc="upper left", fontsize=8)
-    axes[0].set_ylabel("observed fraud rate")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    """Reliability diagram of the raw and calibrated scores, val (in sample) and test (out of sample)."""
+    reports.reliability_png(
+        {
+            split: (
+                pred[S.LABEL].to_numpy(),
+                {
+                    "raw": pred[S.SCORE].cast(pl.Float32).to_numpy(),
+                    f"calibrated ({calib.method})": calibrated(calib, pred),
+                },
+            )
+            for split, pred in (("val (in sample)", val), ("test (out of sample)", test))
+        },
+        path,
+    )
 
 
-def session_amounts(policies: Mapping[str, Mapping[str, Any]], val: pl.DataFrame, run_dir: Path, spec: Spec,
-                    events: str | None) -> np.ndarray | None:
+def session_amounts(
+    policies: Mapping[str, Mapping[str, Any]],
+    val: pl.DataFrame,
+    run_dir: Path,
+    spec: Spec,
+    events: str | None,
+) -> np.ndarray | None:
     """Per validation session, the sum of the numerical column a cost policy names as ``amount`` (else None)."""
-    names = {p.get("amount") for p in policies.values() if p.get("policy") == "cost" and p.get("amount")}
+    names = {str(p["amount"]) for p in policies.values() if p.get("policy") == "cost" and p.get("amount")}
     if not names:
         return None
     if len(names) > 1:
         raise ExportError(f"thresholds: the cost policies name different amount columns {sorted(names)}")
     (amount,) = names
     if amount not in spec.schema.numerical:
-        raise ExportError(f"thresholds: amount {amount!r} is not a numerical column of the run "
-                          f"({list(spec.schema.numerical)})")
-    path = events or OmegaConf.load(run_dir / "config.yaml").data.events
+        raise ExportError(
+            f"thresholds: amount {amount!r} is not a numerical column of the run "
+            f"({list(spec.schema.numerical)})"
+        )
+    path = events or OmegaConf.load(run_dir / rundir.CONFIG_FILE).data.events
     try:
         raw, _ = scan_table(path, spec.schema)
     except DataValidationError as e:
         raise ExportError(f"thresholds: {e}; pass events=PATH to point at the run's raw events") from e
     sid = spec.schema.session_id
-    sums = (raw.select(pl.col(sid).cast(pl.String).alias(S.SESSION_ID), pl.col(amount).cast(pl.Float64))
-            .filter(pl.col(S.SESSION_ID).is_in(val[S.SESSION_ID].implode()))
-            .group_by(S.SESSION_ID).agg(pl.col(amount).fill_null(0.0).sum()).collect())
+    sums = (
+        raw.select(pl.col(sid).cast(pl.String).alias(S.SESSION_ID), pl.col(amount).cast(pl.Float64))
+        .filter(pl.col(S.SESSION_ID).is_in(val[S.SESSION_ID].implode()))
+        .group_by(S.SESSION_ID)
+        .agg(pl.col(amount).fill_null(0.0).sum())
+        .collect()
+    )
     joined = val.select(S.SESSION_ID).join(sums, on=S.SESSION_ID, how="left")
     return joined[amount].fill_null(0.0).to_numpy()
 
 
 @torch.inference_mode()
-def check_model_parity(eager: nn.Module, loaded: dict[str, Any], run_dir: Path, spec: Spec, tolerance: float,
-                       n_sessions: int) -> dict[str, Any]:
+def check_model_parity(
+    eager: nn.Module, loaded: dict[str, Any], run_dir: Path, spec: Spec, tolerance: float, n_sessions: int
+) -> dict[str, Any]:
     """Every loaded format against the eager model on real validation sessions.
 
     Batches of mixed lengths (padding), plus single-session batches of the shortest and longest.
     """
-    # The run's own data/, or the preprocessing output it trained on (prepared_dir).
-    val = load_prepared(OmegaConf.load(run_dir / "config.yaml").get("prepared_dir") or run_dir).datasets["val"]
+    val = load_prepared(rundir.prepared_dir(run_dir)).datasets["val"]
     ds = read_sessions(val, spec.fields, n_sessions)
     if len(ds) == 0:
         raise ExportError(f"{val}: no validation sessions to check parity on")
     idx = list(range(len(ds)))
     by_length = sorted(idx, key=lambda i: ds.lengths[i])
-    groups = [idx[s:s + PARITY_BATCH] for s in range(0, len(idx), PARITY_BATCH)]
+    groups = [idx[s : s + PARITY_BATCH] for s in range(0, len(idx), PARITY_BATCH)]
     groups += [[by_length[0]], [by_length[-1]]]
     worst = dict.fromkeys(loaded, 0.0)
     for group in groups:
@@ -307,36 +408,62 @@ def check_model_parity(eager: nn.Module, loaded: dict[str, Any], run_dir: Path, 
             worst[fmt] = max(worst[fmt], float((model(batch["tokens"], batch["lengths"]) - ref).abs().max()))
     bad = {fmt: d for fmt, d in worst.items() if not d <= tolerance}
     if bad:
-        raise ExportError(f"exported model(s) differ from the eager model on validation batches by more than "
-                          f"{tolerance}: {bad}")
-    return {"sessions": len(idx), "batches": len(groups),
-            "lengths": [int(ds.lengths[by_length[0]]), int(ds.lengths[by_length[-1]])],
-            "max_abs_diff": worst}
+        raise ExportError(
+            f"exported model(s) differ from the eager model on validation batches by more than "
+            f"{tolerance}: {bad}"
+        )
+    return {
+        "sessions": len(idx),
+        "batches": len(groups),
+        "lengths": [int(ds.lengths[by_length[0]]), int(ds.lengths[by_length[-1]])],
+        "max_abs_diff": worst,
+    }
 
 
 def check_end_to_end(scorer: Scorer, run_dir: Path, events: str | None, tolerance: float) -> dict[str, Any]:
     """Score the raw events of the run's test sessions and compare with ``predictions/test.parquet``."""
-    expected = pl.read_parquet(run_dir / PREDICTIONS_DIR / "test.parquet")
+    expected = pl.read_parquet(rundir.predictions(run_dir, "test"))
     if expected.is_empty():
-        raise ExportError(f"{run_dir / PREDICTIONS_DIR / 'test.parquet'}: no test predictions to check against")
-    path = events or OmegaConf.load(run_dir / "config.yaml").data.events
+        raise ExportError(f"{rundir.predictions(run_dir, 'test')}: no test predictions to check against")
+    path = events or OmegaConf.load(run_dir / rundir.CONFIG_FILE).data.events
     try:
         raw, source = scan_table(path, scorer.spec.schema)
     except DataValidationError as e:
         raise ExportError(f"end-to-end check: {e}; pass events=PATH to point at the run's raw events") from e
     sid = pl.col(scorer.spec.schema.session_id).cast(pl.String)
     raw = raw.filter(sid.is_in(expected[S.SESSION_ID].implode()))
-    got = pl.concat(list(iter_scores(scorer, raw, source, progress=False)))
-    # The run's predictions are the model's raw probabilities: compare the scorer's raw_score.
-    joined = expected.join(got.select(S.SESSION_ID, pl.col(S.RAW_SCORE).alias("artifact")), on=S.SESSION_ID,
-                           how="left")
-    if n := joined["artifact"].null_count():
-        raise ExportError(f"end-to-end check: {n:,} of {expected.height:,} test sessions have no events in {source}")
-    diff = float((joined[S.SCORE] - joined["artifact"]).abs().max())
-    if not diff <= tolerance:
-        raise ExportError(f"end-to-end check: scoring the raw test events of {source} differs from "
-                          f"{PREDICTIONS_DIR}/test.parquet by up to {diff:.3g} (> {tolerance}): train/serve skew")
-    return {"sessions": expected.height, "max_abs_diff": diff, "events": str(path)}
+    # Both token paths: Polars (batch scoring) and numpy (the real-time path of every small request).
+    paths = {
+        "polars": pl.concat(list(iter_scores(scorer, raw, source, progress=False))),
+        "numpy": scorer.score_sequences(
+            numpy_sequences(
+                normalized_events(raw, scorer.spec, source), scorer.spec, vocab_index(scorer.spec)
+            )
+        ),
+    }
+    diffs = {}
+    for name, got in paths.items():
+        # The run's predictions are the model's raw probabilities: compare the scorer's raw_score.
+        joined = expected.join(
+            got.select(S.SESSION_ID, pl.col(S.RAW_SCORE).alias("artifact")), on=S.SESSION_ID, how="left"
+        )
+        if n := joined["artifact"].null_count():
+            raise ExportError(
+                f"end-to-end check: {n:,} of {expected.height:,} test sessions have no events in {source}"
+            )
+        diffs[name] = float((joined[S.SCORE] - joined["artifact"]).abs().max())
+        if not diffs[name] <= tolerance:
+            raise ExportError(
+                f"end-to-end check: scoring the raw test events of {source} ({name} token path) "
+                f"differs from {rundir.PREDICTIONS_DIR}/test.parquet by up to {diffs[name]:.3g} "
+                f"(> {tolerance}): train/serve skew"
+            )
+    return {
+        "sessions": expected.height,
+        "max_abs_diff": max(diffs.values()),
+        "token_paths": diffs,
+        "events": str(path),
+    }
 
 
 def _finite(value: Any) -> Any:

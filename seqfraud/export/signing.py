@@ -1,4 +1,4 @@
-"""Ed25519 keys that sign artifacts: how a key pair is made and read back (the command is :mod:`seqfraud.sign`).
+"""Ed25519 keys that sign artifacts: how a key pair is made and read back (the command is ``seqfraud sign``).
 
 What a signature covers and how it is checked lives with the artifact's layout, in
 :mod:`seqfraud.export.artifact`. This module is on the serving path: it imports ``cryptography`` and
@@ -48,22 +48,28 @@ def generate_keypair(out: str | Path) -> tuple[Path, Path]:
             raise SigningKeyError(f"{path} exists; keys are never overwritten: choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     private = Ed25519PrivateKey.generate()
-    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     # Created 0600, so the key is never readable by others, not even for a moment.
     fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
-    public_path.write_bytes(private.public_key().public_bytes(serialization.Encoding.PEM,
-                                                              serialization.PublicFormat.SubjectPublicKeyInfo))
+    public_path.write_bytes(
+        private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
     return private_path, public_path
 
 
 def load_private_key(path: str | Path) -> Ed25519PrivateKey:
     key = _load(path, lambda pem: serialization.load_pem_private_key(pem, password=None), "private")
     if not isinstance(key, Ed25519PrivateKey):
-        raise SigningKeyError(f"{path}: a {type(key).__name__}, not an Ed25519 private key; make one with "
-                              "`python -m seqfraud.sign keygen`")
+        raise SigningKeyError(
+            f"{path}: a {type(key).__name__}, not an Ed25519 private key; make one with "
+            "`seqfraud sign keygen`"
+        )
     return key
 
 
@@ -73,8 +79,11 @@ def load_public_keys(sources: KeySource | Iterable[KeySource]) -> dict[str, Ed25
         sources = [sources]
     keys = {}
     for source in sources:
-        key = source if isinstance(source, Ed25519PublicKey) else _load(source, serialization.load_pem_public_key,
-                                                                        "public")
+        key = (
+            source
+            if isinstance(source, Ed25519PublicKey)
+            else _load(source, serialization.load_pem_public_key, "public")
+        )
         if not isinstance(key, Ed25519PublicKey):
             raise SigningKeyError(f"{source}: a {type(key).__name__}, not an Ed25519 public key")
         keys[key_id(key)] = key
@@ -92,6 +101,11 @@ def _load(path: str | Path, parse, kind: str):
     try:
         return parse(pem)
     except (ValueError, TypeError, UnsupportedAlgorithm) as e:
-        hint = " (that is the public key; export needs the private one)" if b"PUBLIC KEY" in pem and kind == "private" \
-            else " (that is the private key; scorers get the public one)" if b"PRIVATE KEY" in pem else ""
+        hint = (
+            " (that is the public key; export needs the private one)"
+            if b"PUBLIC KEY" in pem and kind == "private"
+            else " (that is the private key; scorers get the public one)"
+            if b"PRIVATE KEY" in pem
+            else ""
+        )
         raise SigningKeyError(f"{path}: not a PEM {kind} key{hint}") from e

@@ -112,16 +112,23 @@ class Spec:
             raise SpecError(f"{source}: reserved ids {d.get('reserved')} differ from {RESERVED}")
         try:
             schema = Schema.from_config(d["schema"])
-            spec = cls(schema=schema, timestamp_unit=d["timestamp_unit"], max_len=int(d["max_len"]),
-                       vocab={k: list(v) for k, v in d["vocab"].items()},
-                       edges={k: [float(x) for x in v] for k, v in d["edges"].items()},
-                       fit_info=d.get("fit_info", {}), versions=d.get("versions", {}))
+            spec = cls(
+                schema=schema,
+                timestamp_unit=d["timestamp_unit"],
+                max_len=int(d["max_len"]),
+                vocab={k: list(v) for k, v in d["vocab"].items()},
+                edges={k: [float(x) for x in v] for k, v in d["edges"].items()},
+                fit_info=d.get("fit_info", {}),
+                versions=d.get("versions", {}),
+            )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise SpecError(f"{source}: malformed spec: {e}") from e
         expected = set(schema.categorical_fields) | set(schema.numerical) | {TIME_DELTA}
         if set(spec.vocab) | set(spec.edges) != expected:
-            raise SpecError(f"{source}: fitted fields {sorted(set(spec.vocab) | set(spec.edges))} do not match the "
-                            f"schema's {sorted(expected)}")
+            raise SpecError(
+                f"{source}: fitted fields {sorted(set(spec.vocab) | set(spec.edges))} do not match the "
+                f"schema's {sorted(expected)}"
+            )
         return spec
 
     @classmethod
@@ -147,5 +154,9 @@ def library_versions() -> dict[str, str]:
     import numpy
     import polars
 
-    return {"seqfraud": __version__, "polars": polars.__version__, "numpy": numpy.__version__,
-            "python": platform.python_version()}
+    return {
+        "seqfraud": __version__,
+        "polars": polars.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 
 from seqfraud import schema as S
@@ -17,6 +18,18 @@ from seqfraud.schema import Schema
 
 _ORDER = "__order"  # working columns of sequences()
 _DELTA_US = "__delta_us"
+
+
+@dataclass
+class Sequences:
+    """Sessions back to back: session i's kept events are ``lengths[i]`` rows of ``tokens``, after ``lengths[:i].sum()``."""
+
+    session_ids: list[str]
+    tokens: np.ndarray  # [kept events, fields] int64, in time order within each session
+    lengths: np.ndarray  # [sessions] int64
+
+    def __len__(self) -> int:
+        return len(self.lengths)
 
 
 def time_delta_edges(min_seconds: float, max_seconds: float, n_buckets: int) -> list[float]:
@@ -35,8 +48,12 @@ class FitStats:
     Engines differ only in how they count, so the rules that pick vocabularies and edges live once, here.
     """
 
-    counts: dict[str, dict[str, int]]  # categorical field -> {value: events}, at least every value >= min_count
-    quantiles: dict[str, list[float | None]]  # numeric field -> the value at quantile_rank(q, n) per probability
+    counts: dict[
+        str, dict[str, int]
+    ]  # categorical field -> {value: events}, at least every value >= min_count
+    quantiles: dict[
+        str, list[float | None]
+    ]  # numeric field -> the value at quantile_rank(q, n) per probability
     n_events: int
     n_sessions: int
     first_event_us: int | None
@@ -47,7 +64,9 @@ def quantile_probs(n_buckets: int, tail_quantiles: tuple[float, ...] = ()) -> li
     """``n_buckets`` equal-frequency cut points plus the tail ones: fraud often lives in the last percent of
     amounts, which one equal-frequency top bucket would lump together."""
     if any(not 0 < q < 1 for q in tail_quantiles):
-        raise ValueError(f"features.tail_quantiles must lie strictly between 0 and 1, got {list(tail_quantiles)}")
+        raise ValueError(
+            f"features.tail_quantiles must lie strictly between 0 and 1, got {list(tail_quantiles)}"
+        )
     return sorted({i / n_buckets for i in range(1, n_buckets)} | set(tail_quantiles))
 
 
@@ -86,7 +105,9 @@ def build_spec(
         for c in schema.numerical
     }
     edges[S.TIME_DELTA] = time_delta_edges(
-        time_delta.get("min_seconds", 0.25), time_delta.get("max_seconds", 86_400.0), time_delta.get("n_buckets", 24)
+        time_delta.get("min_seconds", 0.25),
+        time_delta.get("max_seconds", 86_400.0),
+        time_delta.get("n_buckets", 24),
     )
     fit_info = {
         "n_events": stats.n_events,
@@ -99,8 +120,15 @@ def build_spec(
         "tail_quantiles": list(tail_quantiles),
     }
     vocab = {c: vocabulary(stats.counts[c], min_count, max_vocab) for c in schema.categorical_fields}
-    return Spec(schema=schema, timestamp_unit=timestamp_unit, max_len=max_len, vocab=vocab, edges=edges,
-                fit_info=fit_info, versions=library_versions())
+    return Spec(
+        schema=schema,
+        timestamp_unit=timestamp_unit,
+        max_len=max_len,
+        vocab=vocab,
+        edges=edges,
+        fit_info=fit_info,
+        versions=library_versions(),
+    )
 
 
 def fit_stats(train_events: pl.LazyFrame, schema: Schema, probs: list[float], min_count: int) -> FitStats:
@@ -112,14 +140,17 @@ def fit_stats(train_events: pl.LazyFrame, schema: Schema, probs: list[float], mi
     """
     fields = list(schema.categorical_fields)
     counts_query = (
-        train_events.select(fields).unpivot(variable_name="__field", value_name="__value")
-        .group_by("__field", "__value").agg(pl.len().alias("n"))
+        train_events.select(fields)
+        .unpivot(variable_name="__field", value_name="__value")
+        .group_by("__field", "__value")
+        .agg(pl.len().alias("n"))
         .filter(pl.col("__value").is_not_null() & (pl.col("n") >= min_count))
     )
     summary_query = train_events.select(
         *[
             pl.col(c).filter(pl.col(c).is_finite()).quantile(q, "nearest").alias(f"{c}@{i}")
-            for c in schema.numerical for i, q in enumerate(probs)
+            for c in schema.numerical
+            for i, q in enumerate(probs)
         ],
         pl.len().alias("__n_events"),
         pl.col(S.SESSION_ID).n_unique().alias("__n_sessions"),
@@ -135,32 +166,54 @@ def fit_stats(train_events: pl.LazyFrame, schema: Schema, probs: list[float], mi
     return FitStats(
         counts=by_field,
         quantiles={c: [row[f"{c}@{i}"] for i in range(len(probs))] for c in schema.numerical},
-        n_events=int(row["__n_events"]), n_sessions=int(row["__n_sessions"]),
-        first_event_us=row["__ts_min"], last_event_us=row["__ts_max"],
+        n_events=int(row["__n_events"]),
+        n_sessions=int(row["__n_sessions"]),
+        first_event_us=row["__ts_min"],
+        last_event_us=row["__ts_max"],
     )
 
 
-def fit_spec(train_events: pl.LazyFrame, schema: Schema, *, timestamp_unit: str, min_count: int = 5,
-             n_buckets: int = 16, tail_quantiles: tuple[float, ...] = (), **options) -> Spec:
+def fit_spec(
+    train_events: pl.LazyFrame,
+    schema: Schema,
+    *,
+    timestamp_unit: str,
+    min_count: int = 5,
+    n_buckets: int = 16,
+    tail_quantiles: tuple[float, ...] = (),
+    **options,
+) -> Spec:
     """Vocabularies and numeric edges from the training period only, so val and test cannot leak into it."""
     stats = fit_stats(train_events, schema, quantile_probs(n_buckets, tail_quantiles), min_count)
-    return build_spec(stats, schema, timestamp_unit=timestamp_unit, min_count=min_count, n_buckets=n_buckets,
-                      tail_quantiles=tail_quantiles, **options)
+    return build_spec(
+        stats,
+        schema,
+        timestamp_unit=timestamp_unit,
+        min_count=min_count,
+        n_buckets=n_buckets,
+        tail_quantiles=tail_quantiles,
+        **options,
+    )
 
 
 def categorical_ids(column: str, vocab: list[str]) -> pl.Expr:
     ids = pl.Series(range(FIRST_ID, FIRST_ID + len(vocab)), dtype=pl.Int32)
-    mapped = pl.col(column).replace_strict(pl.Series(vocab, dtype=pl.String), ids, default=UNKNOWN,
-                                           return_dtype=pl.Int32)
+    mapped = pl.col(column).replace_strict(
+        pl.Series(vocab, dtype=pl.String), ids, default=UNKNOWN, return_dtype=pl.Int32
+    )
     return pl.when(pl.col(column).is_null()).then(pl.lit(MISSING, pl.Int32)).otherwise(mapped)
 
 
 def bucket_ids(value: pl.Expr, edges: list[float]) -> pl.Expr:
     """``FIRST_ID + #{edge < x}``: searchsorted on the left side counts edges strictly below x."""
-    bucket = pl.lit(pl.Series(edges, dtype=pl.Float64)).search_sorted(value, side="left").cast(pl.Int32) + FIRST_ID
+    bucket = (
+        pl.lit(pl.Series(edges, dtype=pl.Float64)).search_sorted(value, side="left").cast(pl.Int32) + FIRST_ID
+    )
     return (
-        pl.when(value.is_null()).then(pl.lit(MISSING, pl.Int32))
-        .when(value.is_nan()).then(pl.lit(NAN, pl.Int32))
+        pl.when(value.is_null())
+        .then(pl.lit(MISSING, pl.Int32))
+        .when(value.is_nan())
+        .then(pl.lit(NAN, pl.Int32))
         .otherwise(bucket)
     )
 
@@ -179,10 +232,9 @@ def time_order_key() -> pl.Expr:
     ``ts * 2**63 + row`` (rows are below 2**63); a null time counts as one below the Int64 minimum, so it
     sorts first, and the key stays inside Int128.
     """
-    return (
-        pl.col(S.TS_US).cast(pl.Int128).fill_null(pl.lit(-(1 << 63) - 1, pl.Int128)) * pl.lit(1 << 63, pl.Int128)
-        + pl.col(S.ROW_INDEX).cast(pl.Int128)
-    )
+    return pl.col(S.TS_US).cast(pl.Int128).fill_null(pl.lit(-(1 << 63) - 1, pl.Int128)) * pl.lit(
+        1 << 63, pl.Int128
+    ) + pl.col(S.ROW_INDEX).cast(pl.Int128)
 
 
 def sequences(events: pl.LazyFrame, spec: Spec) -> pl.LazyFrame:
@@ -213,7 +265,44 @@ def sequences(events: pl.LazyFrame, spec: Spec) -> pl.LazyFrame:
     return per_session.select(
         S.SESSION_ID,
         *[S.token_column(c) for c in row_tokens],
-        pl.col(_DELTA_US).list.eval(bucket_ids(seconds, spec.edges[S.TIME_DELTA])).alias(S.token_column(S.TIME_DELTA)),
+        pl.col(_DELTA_US)
+        .list.eval(bucket_ids(seconds, spec.edges[S.TIME_DELTA]))
+        .alias(S.token_column(S.TIME_DELTA)),
         S.LENGTH,
         S.START_TIME,
+    )
+
+
+def as_sequences(frame: pl.DataFrame, spec: Spec) -> Sequences:
+    """A frame of :func:`sequences` (or a tokenized dataset written from one) as :class:`Sequences`."""
+    cols = [S.token_column(f) for f in spec.fields]
+    tokens = frame.select(pl.col(c).explode() for c in cols).to_numpy().astype(np.int64)
+    return Sequences(frame[S.SESSION_ID].to_list(), tokens, frame[S.LENGTH].to_numpy().astype(np.int64))
+
+
+def polars_sequences(events: pl.DataFrame, spec: Spec) -> Sequences:
+    """Normalized events to :class:`Sequences` through :func:`sequences`, the training path itself."""
+    return as_sequences(sequences(events.lazy(), spec).collect(), spec)
+
+
+def kept_events(events: pl.DataFrame, max_len: int) -> pl.DataFrame:
+    """Normalized events in token order, with their ``position`` in the kept sequence; truncated ones dropped."""
+    rank = pl.int_range(pl.len(), dtype=pl.Int64).over(S.SESSION_ID)
+    dropped = (pl.len().over(S.SESSION_ID).cast(pl.Int64) - max_len).clip(lower_bound=0)
+    return (
+        events.sort(S.SESSION_ID, S.TS_US, S.ROW_INDEX)
+        .with_columns((rank - dropped).alias(S.POSITION))
+        .filter(pl.col(S.POSITION) >= 0)
+    )
+
+
+def inter_event_seconds(events: pl.DataFrame) -> np.ndarray:
+    """Seconds between consecutive events of a session, in token order: what the time-delta field buckets."""
+    return (
+        events.lazy()
+        .sort(S.SESSION_ID, S.TS_US, S.ROW_INDEX)
+        .select((pl.col(S.TS_US).diff().over(S.SESSION_ID).cast(pl.Float64) / 1e6).alias("d"))
+        .drop_nulls()
+        .collect()["d"]
+        .to_numpy()
     )

@@ -36,7 +36,9 @@ class ModelConfig:
         if self.fusion not in ("concat", "sum"):
             raise ValueError(f"model.fusion must be 'concat' or 'sum', got {self.fusion!r}")
         if self.encoder == "transformer" and self.d_model % self.n_heads:
-            raise ValueError(f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})")
+            raise ValueError(
+                f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,6 +50,7 @@ class EventEmbedding(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         kept = [i for i, keep in enumerate(cfg.use_fields) if keep]
+        self.field_index: Tensor
         self.register_buffer("field_index", torch.tensor(kept, dtype=torch.long), persistent=False)
         width = cfg.field_dim if cfg.fusion == "concat" else cfg.d_model
         self.tables = nn.ModuleList(nn.Embedding(cfg.vocab_sizes[i], width, padding_idx=0) for i in kept)
@@ -90,8 +93,13 @@ class TransformerSessionEncoder(nn.Module):
         nn.init.normal_(self.cls, std=0.02)
         self.position = nn.Embedding(cfg.max_len, cfg.d_model)
         layer = nn.TransformerEncoderLayer(
-            cfg.d_model, cfg.n_heads, cfg.d_model * cfg.ff_mult, cfg.dropout,
-            activation="gelu", batch_first=True, norm_first=True,
+            cfg.d_model,
+            cfg.n_heads,
+            cfg.d_model * cfg.ff_mult,
+            cfg.dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
         )
         self.encoder = nn.TransformerEncoder(layer, cfg.n_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(cfg.d_model)
@@ -100,7 +108,9 @@ class TransformerSessionEncoder(nn.Module):
         seq_len = x.shape[1]
         x = x + self.position(recency_positions(lengths, seq_len))
         x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)
-        pad = torch.cat([torch.zeros_like(lengths, dtype=torch.bool).unsqueeze(1), padding_mask(lengths, seq_len)], 1)
+        pad = torch.cat(
+            [torch.zeros_like(lengths, dtype=torch.bool).unsqueeze(1), padding_mask(lengths, seq_len)], 1
+        )
         if torch.jit.is_scripting() and not bool(pad.any()):
             # Served TorchScript, nothing padded (one session, or a batch of equal lengths): without a mask the
             # CPU fast path skips its masked softmax, several times slower than the rest of attention on long
@@ -116,8 +126,13 @@ class GRUSessionEncoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.gru = nn.GRU(cfg.d_model, cfg.d_model, num_layers=cfg.n_layers, batch_first=True,
-                          dropout=cfg.dropout if cfg.n_layers > 1 else 0.0)
+        self.gru = nn.GRU(
+            cfg.d_model,
+            cfg.d_model,
+            num_layers=cfg.n_layers,
+            batch_first=True,
+            dropout=cfg.dropout if cfg.n_layers > 1 else 0.0,
+        )
         self.norm = nn.LayerNorm(cfg.d_model)
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
@@ -133,7 +148,9 @@ class SessionClassifier(nn.Module):
         super().__init__()
         self.config = cfg
         self.embed = EventEmbedding(cfg)
-        self.encoder = TransformerSessionEncoder(cfg) if cfg.encoder == "transformer" else GRUSessionEncoder(cfg)
+        self.encoder = (
+            TransformerSessionEncoder(cfg) if cfg.encoder == "transformer" else GRUSessionEncoder(cfg)
+        )
         self.head = nn.Sequential(
             nn.Linear(cfg.d_model, cfg.d_model), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.d_model, 1)
         )

@@ -17,20 +17,29 @@ import polars as pl
 from tqdm import tqdm
 
 from seqfraud.data.events import DataValidationError, check_columns, reading, scan_table
-from seqfraud.scoring.prepare import Sequences, epoch_unit, normalized_events, polars_sequences
+from seqfraud.features.tokens import Sequences, polars_sequences
+from seqfraud.scoring.prepare import epoch_unit, normalized_events
 from seqfraud.scoring.scorer import Scorer
 
 CHUNK_EVENTS = 1_000_000
 
 
-def iter_scores(scorer: Scorer, events: pl.LazyFrame, source: str, *, chunk_events: int = CHUNK_EVENTS,
-                progress: bool = True) -> Iterator[pl.DataFrame]:
+def iter_scores(
+    scorer: Scorer,
+    events: pl.LazyFrame,
+    source: str,
+    *,
+    chunk_events: int = CHUNK_EVENTS,
+    progress: bool = True,
+) -> Iterator[pl.DataFrame]:
     """Score frames (``session_id, score, band``), one per chunk; together they equal ``scorer.score``."""
     spec = scorer.spec
     # Refused before the first pass over the data; every chunk reads timestamps in the spec's unit.
     epoch_unit(check_columns(events, spec.schema, source, with_label=False), spec, source)
     with reading(source):
-        counts = events.select(pl.len(), pl.col(spec.schema.session_id).n_unique().alias("sessions")).collect()
+        counts = events.select(
+            pl.len(), pl.col(spec.schema.session_id).n_unique().alias("sessions")
+        ).collect()
     k = max(1, math.ceil(counts["len"].item() / chunk_events))
     part = pl.col(spec.schema.session_id).hash(seed=0) % k
 
@@ -38,8 +47,10 @@ def iter_scores(scorer: Scorer, events: pl.LazyFrame, source: str, *, chunk_even
         chunk = events.filter(part == i) if k > 1 else events
         return polars_sequences(normalized_events(chunk, spec, source), spec)
 
-    with ThreadPoolExecutor(max_workers=1) as pool, tqdm(total=counts["sessions"].item(), unit="session",
-                                                          unit_scale=True, disable=not progress) as bar:
+    with (
+        ThreadPoolExecutor(max_workers=1) as pool,
+        tqdm(total=counts["sessions"].item(), unit="session", unit_scale=True, disable=not progress) as bar,
+    ):
         pending = pool.submit(prepare, 0)
         for i in range(k):
             seqs = pending.result()
@@ -51,8 +62,14 @@ def iter_scores(scorer: Scorer, events: pl.LazyFrame, source: str, *, chunk_even
             bar.set_postfix(chunk=f"{i + 1}/{k}")
 
 
-def score_file(scorer: Scorer, events: str | os.PathLike, out: str | os.PathLike, *,
-               chunk_events: int = CHUNK_EVENTS, progress: bool = True) -> dict[str, int]:
+def score_file(
+    scorer: Scorer,
+    events: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    chunk_events: int = CHUNK_EVENTS,
+    progress: bool = True,
+) -> dict[str, int]:
     """Score an event log (Parquet/CSV file, directory or glob) into a Parquet file, chunk by chunk.
 
     The output appears only when complete (written beside it, then renamed). Rows are grouped by

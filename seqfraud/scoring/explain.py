@@ -14,55 +14,61 @@ the event causes. Cost: one forward pass per kept event, so it grows with the sq
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import polars as pl
 
 from seqfraud import schema as S
-from seqfraud.features.spec import MISSING, UNKNOWN
-from seqfraud.scoring.prepare import Sequences
-
-if TYPE_CHECKING:
-    from seqfraud.scoring.scorer import Scorer
+from seqfraud.data.events import DataValidationError, reading, scan_table
+from seqfraud.features.fastpath import category_ids, vocab_index
+from seqfraud.features.spec import MISSING, Spec
+from seqfraud.features.tokens import Sequences, kept_events
 
 # Rows x length^2 of one batch of masked variants: 8 variants of a 256-event session. Measured on CPU with the
 # default model, 8-16 such rows per batch ran a 256-event session's variants in 0.65 s, 64 rows in 1.0 s.
 VARIANT_BUDGET = 2**19
 
 
-def kept_events(events: pl.DataFrame, max_len: int) -> pl.DataFrame:
-    """Normalized events in token order, with their ``position`` in the kept sequence; truncated ones dropped."""
-    rank = pl.int_range(pl.len(), dtype=pl.Int64).over(S.SESSION_ID)
-    dropped = (pl.len().over(S.SESSION_ID).cast(pl.Int64) - max_len).clip(lower_bound=0)
-    return (events.sort(S.SESSION_ID, S.TS_US, S.ROW_INDEX)
-            .with_columns((rank - dropped).alias(S.POSITION))
-            .filter(pl.col(S.POSITION) >= 0))
+class TokenScorer(Protocol):
+    """What occlusion needs of :class:`~seqfraud.scoring.scorer.Scorer`, which calls this module."""
+
+    spec: Spec
+
+    def sequences(self, events: pl.DataFrame) -> Sequences: ...
+
+    def score_sequences(self, seqs: Sequences) -> pl.DataFrame: ...
+
+    def predict(self, seqs: Sequences) -> np.ndarray: ...
 
 
-def masked_contributions(scorer: Scorer, seqs: Sequences, full: np.ndarray) -> np.ndarray:
+def masked_contributions(scorer: TokenScorer, seqs: Sequences, full: np.ndarray) -> np.ndarray:
     """``full`` (the raw probabilities) minus the probability with each kept event masked, aligned with ``seqs.tokens``."""
     offsets = np.r_[0, np.cumsum(seqs.lengths)]
     out = np.empty(len(seqs.tokens), dtype=np.float32)
     for i, n in enumerate(seqs.lengths.tolist()):
-        tokens = seqs.tokens[offsets[i]:offsets[i + 1]]
+        tokens = seqs.tokens[offsets[i] : offsets[i + 1]]
         rows = max(1, VARIANT_BUDGET // n**2)
         for start in range(0, n, rows):  # variants start..stop-1, each with its own event masked
             k = min(rows, n - start)
             variants = np.repeat(tokens[None], k, axis=0)
             variants[np.arange(k), np.arange(start, start + k)] = MISSING
-            masked = scorer.predict(Sequences([seqs.session_ids[i]] * k, variants.reshape(k * n, -1),
-                                              np.full(k, n, dtype=np.int64)))
-            out[offsets[i] + start:offsets[i] + start + k] = full[i] - masked
+            masked = scorer.predict(
+                Sequences(
+                    [seqs.session_ids[i]] * k, variants.reshape(k * n, -1), np.full(k, n, dtype=np.int64)
+                )
+            )
+            out[offsets[i] + start : offsets[i] + start + k] = full[i] - masked
     return out
 
 
-def occlusion(scorer: Scorer, events: pl.DataFrame) -> pl.DataFrame:
+def occlusion(scorer: TokenScorer, events: pl.DataFrame) -> pl.DataFrame:
     """Normalized events to ``session_id, position, event, event_time, contribution`` (one row per kept event)."""
     return scored_occlusion(scorer, events)[1]
 
 
-def scored_occlusion(scorer: Scorer, events: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+def scored_occlusion(scorer: TokenScorer, events: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Normalized events to their scores, exactly :meth:`~seqfraud.scoring.scorer.Scorer.score_normalized`'s,
     and :func:`occlusion`'s contributions, from one tokenization."""
     kept = kept_events(events, scorer.spec.max_len)
@@ -70,29 +76,48 @@ def scored_occlusion(scorer: Scorer, events: pl.DataFrame) -> tuple[pl.DataFrame
     _check_alignment(scorer, kept, seqs)
     scores = scorer.score_sequences(seqs)
     contributions = masked_contributions(scorer, seqs, scores[S.RAW_SCORE].to_numpy())
-    return scores, pl.DataFrame({
-        S.SESSION_ID: kept[S.SESSION_ID],
-        S.POSITION: kept[S.POSITION],
-        S.EVENT: kept[scorer.spec.schema.event_type].cast(pl.String),
-        S.EVENT_TIME: kept[S.TS_US].cast(pl.Datetime("us", "UTC")),
-        S.CONTRIBUTION: pl.Series(contributions, dtype=pl.Float32),
-    })
+    return scores, pl.DataFrame(
+        {
+            S.SESSION_ID: kept[S.SESSION_ID],
+            S.POSITION: kept[S.POSITION],
+            S.EVENT: kept[scorer.spec.schema.event_type].cast(pl.String),
+            S.EVENT_TIME: kept[S.TS_US].cast(pl.Datetime("us", "UTC")),
+            S.CONTRIBUTION: pl.Series(contributions, dtype=pl.Float32),
+        }
+    )
 
 
-def _check_alignment(scorer: Scorer, kept: pl.DataFrame, full: Sequences) -> None:
+def _check_alignment(scorer: TokenScorer, kept: pl.DataFrame, full: Sequences) -> None:
     """The displayed events must be the model's events: same sessions, lengths and event-type tokens."""
     spec = scorer.spec
     event_type = spec.schema.event_type
     lengths = kept.group_by(S.SESSION_ID, maintain_order=True).len()
-    lookup = scorer._vocab_index[event_type]
-    ids = np.array([MISSING if v is None else lookup.get(v, UNKNOWN) for v in kept[event_type].to_list()])
+    ids = category_ids(kept[event_type].to_list(), vocab_index(spec)[event_type])
     column = full.tokens[:, spec.fields.index(event_type)]
-    if (lengths[S.SESSION_ID].to_list() != list(full.session_ids)
-            or lengths["len"].to_list() != full.lengths.tolist() or not np.array_equal(ids, column)):
+    if (
+        lengths[S.SESSION_ID].to_list() != list(full.session_ids)
+        or lengths["len"].to_list() != full.lengths.tolist()
+        or not np.array_equal(ids, column)
+    ):
         raise RuntimeError("explain: the kept events do not line up with the scored tokens")
+
+
+def session_events(path: str | Path, spec: Spec, session: str) -> pl.DataFrame:
+    """One session's raw events from a Parquet file, directory or glob, or a CSV file."""
+    events, source = scan_table(path, spec.schema)
+    column = spec.schema.session_id
+    with reading(source):
+        found = events.filter(pl.col(column).cast(pl.String) == session).collect()
+    if found.height == 0:
+        raise DataValidationError(f"{source}: column {column!r}: no events of session {session!r}")
+    return found
 
 
 def top_events(explained: pl.DataFrame, k: int = 3) -> pl.DataFrame:
     """The ``k`` events of each session that raised its score most."""
-    return (explained.sort(S.CONTRIBUTION, descending=True)
-            .group_by(S.SESSION_ID, maintain_order=True).head(k).sort(S.SESSION_ID, maintain_order=True))
+    return (
+        explained.sort(S.CONTRIBUTION, descending=True)
+        .group_by(S.SESSION_ID, maintain_order=True)
+        .head(k)
+        .sort(S.SESSION_ID, maintain_order=True)
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -15,15 +15,11 @@ from seqfraud import schema as S
 from seqfraud.calibration import Calibration
 from seqfraud.decisions import BANDS, assign_bands, check_thresholds
 from seqfraud.export.artifact import Model, open_artifact, verification_settings
+from seqfraud.features.fastpath import numpy_sequences, vocab_index
 from seqfraud.features.spec import MISSING, Spec
-from seqfraud.scoring.prepare import (
-    Sequences,
-    as_frame,
-    normalized_events,
-    numpy_sequences,
-    polars_sequences,
-    vocab_index,
-)
+from seqfraud.features.tokens import Sequences, polars_sequences
+from seqfraud.scoring.explain import occlusion
+from seqfraud.scoring.prepare import as_frame, normalized_events
 
 # Up to this many events the numpy token path runs; above it Polars' planning cost is amortized.
 FAST_PATH_MAX_EVENTS = 4096
@@ -40,11 +36,25 @@ class Scorer:
     Thread-safe for concurrent :meth:`score` calls; set torch's thread count in the process that owns it.
     """
 
-    def __init__(self, model: Model, spec: Spec, thresholds: Mapping[str, float], *, model_version: str,
-                 manifest: dict[str, Any] | None = None, calibration: Calibration | None = None, batch_size: int = 64, workers: int = 1,
-                 fast_path_max_events: int = FAST_PATH_MAX_EVENTS, device: str = "cpu"):
+    def __init__(
+        self,
+        model: Model,
+        spec: Spec,
+        thresholds: Mapping[str, float],
+        *,
+        model_version: str,
+        manifest: dict[str, Any] | None = None,
+        calibration: Calibration | None = None,
+        batch_size: int = 64,
+        workers: int = 1,
+        fast_path_max_events: int = FAST_PATH_MAX_EVENTS,
+        device: str = "cpu",
+    ):
         self.device = torch.device(device)
-        self.model = model.to(self.device) if self.device.type != "cpu" else model
+        # Loaded models are torch modules (TorchScript or torch.export); Model only spells their call signature.
+        self.model: Model = (
+            cast(torch.nn.Module, model).to(self.device) if self.device.type != "cpu" else model
+        )
         self.spec = spec
         self.thresholds = check_thresholds(thresholds)
         self.model_version = model_version
@@ -56,8 +66,16 @@ class Scorer:
         self._vocab_index = vocab_index(spec)
 
     @classmethod
-    def load(cls, path: str | Path, fmt: str = "torchscript", thresholds: Mapping[str, float] | None = None, *,
-             verify_key: Any = None, require_signed: bool | None = None, **kwargs: Any) -> Scorer:
+    def load(
+        cls,
+        path: str | Path,
+        fmt: str = "torchscript",
+        thresholds: Mapping[str, float] | None = None,
+        *,
+        verify_key: Any = None,
+        require_signed: bool | None = None,
+        **kwargs: Any,
+    ) -> Scorer:
         """Verify the artifact (signature, manifest, hashes, embedded spec) and load one model format.
 
         ``thresholds`` overrides the artifact's bands, e.g. ``{"review": 0.3, "decline": 0.8}``;
@@ -66,9 +84,15 @@ class Scorer:
         and ``$SEQFRAUD_REQUIRE_SIGNED`` (see :func:`~seqfraud.export.artifact.open_artifact`).
         """
         artifact = open_artifact(path, **verification_settings(verify_key, require_signed))
-        return cls(artifact.load_model(fmt), artifact.spec, thresholds or artifact.thresholds,
-                   model_version=artifact.run_id, manifest=artifact.manifest, calibration=artifact.calibration,
-                   **kwargs)
+        return cls(
+            artifact.load_model(fmt),
+            artifact.spec,
+            thresholds or artifact.thresholds,
+            model_version=artifact.run_id,
+            manifest=artifact.manifest,
+            calibration=artifact.calibration,
+            **kwargs,
+        )
 
     def score(self, events: Any, *, source: str = "events") -> pl.DataFrame:
         """Events of one or many sessions (Polars, Arrow or list of dicts) to ``session_id, score, band, raw_score``.
@@ -86,8 +110,6 @@ class Scorer:
         Same input and validation as :meth:`score`; rows ``session_id, position, event, event_time,
         contribution`` in session id then time order. ``contribution`` is in raw-probability units.
         """
-        from seqfraud.scoring.explain import occlusion
-
         frame = as_frame(events, self.spec, source)
         return occlusion(self, normalized_events(frame.lazy(), self.spec, source))
 
@@ -105,12 +127,14 @@ class Scorer:
         """Model and bands on ready token sequences (the batch scorer tokenizes ahead of the model)."""
         raw = self.predict(seqs)
         scores = self.calibrate(raw)
-        return pl.DataFrame({
-            S.SESSION_ID: pl.Series(seqs.session_ids, dtype=pl.String),
-            S.SCORE: pl.Series(scores, dtype=pl.Float32),
-            S.BAND: self.bands(scores),
-            S.RAW_SCORE: pl.Series(raw, dtype=pl.Float32),
-        })
+        return pl.DataFrame(
+            {
+                S.SESSION_ID: pl.Series(seqs.session_ids, dtype=pl.String),
+                S.SCORE: pl.Series(scores, dtype=pl.Float32),
+                S.BAND: self.bands(scores),
+                S.RAW_SCORE: pl.Series(raw, dtype=pl.Float32),
+            }
+        )
 
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
         """Calibrated float32 scores of raw model probabilities: what ``score`` holds and the bands compare."""
@@ -127,20 +151,25 @@ class Scorer:
         """
         offsets = np.r_[0, np.cumsum(seqs.lengths)]
         order = np.argsort(seqs.lengths, kind="stable")
-        groups = [order[start:start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+        groups = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
         out = np.empty(len(seqs), dtype=np.float32)
 
         def run(rows: np.ndarray) -> None:
             lens = seqs.lengths[rows]
             if len(rows) == 1:  # one session fills its batch: no padding to build
                 start = offsets[rows[0]]
-                padded = seqs.tokens[start:start + lens[0]][None]
+                padded = seqs.tokens[start : start + lens[0]][None]
             else:
                 within = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
                 padded = np.zeros((len(rows), int(lens.max()), seqs.tokens.shape[1]), dtype=np.int64)
-                padded[np.repeat(np.arange(len(rows)), lens), within] = seqs.tokens[np.repeat(offsets[rows], lens) + within]
+                padded[np.repeat(np.arange(len(rows)), lens), within] = seqs.tokens[
+                    np.repeat(offsets[rows], lens) + within
+                ]
             with torch.inference_mode():
-                tokens, lengths = torch.from_numpy(padded).to(self.device), torch.from_numpy(lens).to(self.device)
+                tokens, lengths = (
+                    torch.from_numpy(padded).to(self.device),
+                    torch.from_numpy(lens).to(self.device),
+                )
                 out[rows] = self.model(tokens, lengths).cpu().numpy()
 
         if self._pool is not None and len(groups) > 1:

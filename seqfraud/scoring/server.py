@@ -33,7 +33,9 @@ class ConnectionLimits:
     """What one connection may hold: time (seconds), header bytes and count, and how many connections at once."""
 
     header_timeout: float = 5.0  # from the connection (or the request's first byte) to the end of its headers
-    body_timeout: float = 10.0  # to receive a request body, and to hand over a response the client stopped reading
+    body_timeout: float = (
+        10.0  # to receive a request body, and to hand over a response the client stopped reading
+    )
     keep_alive_timeout: float = 5.0  # an idle connection between two requests
     max_connections: int = 1000
     max_header_bytes: int = 16 * 1024  # request line and headers
@@ -48,8 +50,13 @@ class _HeadersTooLarge(Exception):
 def _response(status: int, detail: str, *headers: str) -> bytes:
     """A complete JSON error response that closes the connection, for refusals made before the app runs."""
     body = json.dumps({"detail": detail}).encode()
-    head = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", "content-type: application/json",
-            f"content-length: {len(body)}", "connection: close", *headers]
+    head = [
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
+        "content-type: application/json",
+        f"content-length: {len(body)}",
+        "connection: close",
+        *headers,
+    ]
     return "\r\n".join(head).encode() + b"\r\n\r\n" + body
 
 
@@ -58,9 +65,18 @@ def _shed_app(retry_after_s: int) -> Any:
     body = json.dumps({"detail": f"too many open connections; retry after {retry_after_s} s"}).encode()
 
     async def app(scope: dict, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 503, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"retry-after", str(retry_after_s).encode()), (b"connection", b"close")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"retry-after", str(retry_after_s).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     return app
@@ -88,13 +104,19 @@ class GuardedProtocol(HttpToolsProtocol):
         header_timeout = self.limits.header_timeout
         if len(self.connections) > self.limits.max_connections:
             if self.reading:
-                next(iter(self.reading))._close(503, "the server is full and this connection waited longest",
-                                                f"retry-after: {self.limits.retry_after_s}")
+                next(iter(self.reading))._close(
+                    503,
+                    "the server is full and this connection waited longest",
+                    f"retry-after: {self.limits.retry_after_s}",
+                )
             else:
                 self.app = _shed_app(self.limits.retry_after_s)
                 header_timeout = min(header_timeout, 1.0)
-                log.info("%s: answered 503: %d connections open, all at work (--max-connections)", self._peer(),
-                         len(self.connections) - 1)
+                log.info(
+                    "%s: answered 503: %d connections open, all at work (--max-connections)",
+                    self._peer(),
+                    len(self.connections) - 1,
+                )
         self._read_timer = self._timer(header_timeout, "headers not received")
         self._waiting(True)
 
@@ -109,13 +131,19 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._reading_headers:
             self._received += len(data)  # httptools buffers a header line whole: cap what waits for its end
         super().data_received(data)
-        if self._reading_headers and self._received > self.limits.max_header_bytes and not self.transport.is_closing():
+        if (
+            self._reading_headers
+            and self._received > self.limits.max_header_bytes
+            and not self.transport.is_closing()
+        ):
             self._refuse_headers()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._header_bytes, self._headers, self._too_large = 0, 0, False
-        if self._read_timer is None:  # a kept-alive connection's next request; the first is timed from connect
+        if (
+            self._read_timer is None
+        ):  # a kept-alive connection's next request; the first is timed from connect
             self._read_timer = self._timer(self.limits.header_timeout, "headers not received")
 
     def on_url(self, url: bytes) -> None:
@@ -135,13 +163,15 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._reading_headers = False
-        self._read_timer.cancel()
+        if self._read_timer is not None:
+            self._read_timer.cancel()
         self._read_timer = self._timer(self.limits.body_timeout, "body not received")
         self._waiting(True)  # the body's wait starts now
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self._read_timer.cancel()
+        if self._read_timer is not None:
+            self._read_timer.cancel()
         self._read_timer = None
         self._reading_headers, self._received = True, 0  # what comes next is the next request
         self._waiting(False)  # at work
@@ -213,21 +243,35 @@ def fit_to_open_files(limits: ConnectionLimits) -> ConnectionLimits:
     wanted = limits.max_connections + FD_RESERVE
     if soft != resource.RLIM_INFINITY and soft < wanted:
         with suppress(ValueError, OSError):  # past the kernel's own ceiling: keep the limit there is
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard),
-                                                        hard))
+            resource.setrlimit(
+                resource.RLIMIT_NOFILE,
+                (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard), hard),
+            )
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft >= wanted:
         return limits
     fitted = max(1, soft - FD_RESERVE)
-    log.warning("--max-connections %d lowered to %d: the open-file limit is %d (ulimit -n)", limits.max_connections,
-                fitted, soft)
+    log.warning(
+        "--max-connections %d lowered to %d: the open-file limit is %d (ulimit -n)",
+        limits.max_connections,
+        fitted,
+        soft,
+    )
     return replace(limits, max_connections=fitted)
 
 
-def run(app: Any, *, host: str, port: int, limits: ConnectionLimits = ConnectionLimits(),
-        access_log: bool = False) -> None:
+def run(
+    app: Any, *, host: str, port: int, limits: ConnectionLimits = ConnectionLimits(), access_log: bool = False
+) -> None:
     """Serve ``app`` with uvicorn until interrupted, under ``limits``."""
     limits = fit_to_open_files(limits)
-    uvicorn.run(app, host=host, port=port, http=protocol(limits), timeout_keep_alive=limits.keep_alive_timeout,
-                proxy_headers=False, access_log=access_log, log_level="info")  # X-Forwarded-For is not trusted
-
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        http=protocol(limits),
+        timeout_keep_alive=limits.keep_alive_timeout,  # type: ignore[arg-type]  # uvicorn annotates int; it only feeds loop.call_later, which takes a float
+        proxy_headers=False,
+        access_log=access_log,
+        log_level="info",
+    )  # X-Forwarded-For is not trusted

@@ -76,7 +76,13 @@ class Limits:
 class RequestError(Exception):
     """A request refused with ``status`` (4xx, or 503 when busy) and a message that names what is wrong."""
 
-    def __init__(self, status: int, detail: str, errors: list[dict] | None = None, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        errors: list[dict] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(detail)
         self.status, self.detail, self.errors, self.headers = status, detail, errors, headers
 
@@ -98,8 +104,11 @@ class Capacity:
         self.in_flight = self.held_bytes = 0
 
     def _busy(self, what: str) -> RequestError:
-        return RequestError(503, f"{self.route} is busy ({what}); retry after {self.retry_after_s} s",
-                            headers={"Retry-After": str(self.retry_after_s)})
+        return RequestError(
+            503,
+            f"{self.route} is busy ({what}); retry after {self.retry_after_s} s",
+            headers={"Retry-After": str(self.retry_after_s)},
+        )
 
     def refuse_if_full(self) -> None:
         if self.in_flight >= self.slots:
@@ -136,10 +145,15 @@ def _typed(expected: str, *types: type, nullable: bool = False) -> Any:
     """A strict JSON type check with one readable message (a union would report once per member)."""
 
     def check(value: Any) -> Any:
-        if (value is None and nullable) or (isinstance(value, types) and (bool in types or not isinstance(value, bool))):
+        if (value is None and nullable) or (
+            isinstance(value, types) and (bool in types or not isinstance(value, bool))
+        ):
             return value
-        raise PydanticCustomError("wrong_type", "expected {expected}, got {got}",
-                                  {"expected": expected, "got": type(value).__name__})
+        raise PydanticCustomError(
+            "wrong_type",
+            "expected {expected}, got {got}",
+            {"expected": expected, "got": type(value).__name__},
+        )
 
     json_types = {str: "string", int: "integer", bool: "boolean"}
     schema = {"type": [json_types[t] for t in types] + (["null"] if nullable else [])}
@@ -147,11 +161,21 @@ def _typed(expected: str, *types: type, nullable: bool = False) -> Any:
 
 
 IDENT = _typed("a string or an integer", str, int)
-TIMESTAMP = Annotated[IDENT, WithJsonSchema({"anyOf": [{"type": "string", "format": "date-time"}, {"type": "integer"}],
-                                             "description": "RFC 3339, or an integer epoch in the unit training read"})]
+TIMESTAMP: Any = Annotated[
+    IDENT,
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string", "format": "date-time"}, {"type": "integer"}],
+            "description": "RFC 3339, or an integer epoch in the unit training read",
+        }
+    ),
+]
 CATEGORY = _typed("a string, an integer, a boolean or null", str, int, bool, nullable=True)
 NUMBER = Annotated[float | None, Field(strict=True, allow_inf_nan=False)]  # NaN, inf and 1e400 are refused
 FORBID = ConfigDict(extra="forbid")
+# TypedDicts whose keys are only known at run time (the spec's columns, the schema's constants): pydantic reads
+# them, a static checker cannot, so they are built through an untyped alias of the functional form.
+_dynamic_typed_dict: Any = TypedDict
 
 
 def request_models(spec: Spec, limits: Limits) -> tuple[TypeAdapter, TypeAdapter]:
@@ -163,23 +187,40 @@ def request_models(spec: Spec, limits: Limits) -> tuple[TypeAdapter, TypeAdapter
     dicts the scorer takes; their JSON schemas are the request bodies of the OpenAPI document.
     """
     s = spec.schema
-    event = TypedDict("Event", {s.session_id: Required[IDENT], s.timestamp: Required[TIMESTAMP], s.event_type: Required[IDENT],
-                                **{c: NotRequired[CATEGORY] for c in s.categorical},
-                                **{c: NotRequired[NUMBER] for c in s.numerical}})
-    events = Annotated[list[with_config(FORBID)(event)],
-                       Field(min_length=1, max_length=limits.max_events_per_session)]
-    session = with_config(FORBID)(TypedDict("ScoreRequest", {"events": Required[events]}))
-    sessions = Annotated[list[session], Field(min_length=1, max_length=limits.max_sessions_per_batch)]
-    batch = with_config(FORBID)(TypedDict("BatchRequest", {"sessions": Required[sessions]}))
+    event = _dynamic_typed_dict(
+        "Event",
+        {
+            s.session_id: Required[IDENT],
+            s.timestamp: Required[TIMESTAMP],
+            s.event_type: Required[IDENT],
+            **{c: NotRequired[CATEGORY] for c in s.categorical},
+            **{c: NotRequired[NUMBER] for c in s.numerical},
+        },
+    )
+    strict_event: Any = with_config(FORBID)(event)
+    events: Any = Annotated[list[strict_event], Field(min_length=1, max_length=limits.max_events_per_session)]
+    session: Any = with_config(FORBID)(_dynamic_typed_dict("ScoreRequest", {"events": Required[events]}))
+    sessions: Any = Annotated[list[session], Field(min_length=1, max_length=limits.max_sessions_per_batch)]
+    batch = with_config(FORBID)(_dynamic_typed_dict("BatchRequest", {"sessions": Required[sessions]}))
     return TypeAdapter(session), TypeAdapter(batch)
 
 
 # Response bodies, for the OpenAPI document.
-ScoreResult = TypedDict("ScoreResult", {S.SESSION_ID: str, S.SCORE: float, S.BAND: Literal[BANDS]})
-ScoreResponse = TypedDict("ScoreResponse", {**ScoreResult.__annotations__, "model_version": str, "latency_ms": float})
-BatchResponse = TypedDict("BatchResponse", {"results": list[ScoreResult], "model_version": str, "latency_ms": float})
-ExplainedEvent = TypedDict("ExplainedEvent", {S.POSITION: int, S.EVENT: str, S.EVENT_TIME: str, S.CONTRIBUTION: float})
-ExplainResponse = TypedDict("ExplainResponse", {**ScoreResponse.__annotations__, "events": list[ExplainedEvent]})
+ScoreResult: Any = _dynamic_typed_dict(
+    "ScoreResult", {S.SESSION_ID: str, S.SCORE: float, S.BAND: Literal[BANDS]}
+)
+ScoreResponse = _dynamic_typed_dict(
+    "ScoreResponse", {**ScoreResult.__annotations__, "model_version": str, "latency_ms": float}
+)
+BatchResponse = TypedDict(
+    "BatchResponse", {"results": list[ScoreResult], "model_version": str, "latency_ms": float}
+)
+ExplainedEvent: Any = _dynamic_typed_dict(
+    "ExplainedEvent", {S.POSITION: int, S.EVENT: str, S.EVENT_TIME: str, S.CONTRIBUTION: float}
+)
+ExplainResponse = _dynamic_typed_dict(
+    "ExplainResponse", {**ScoreResponse.__annotations__, "events": list[ExplainedEvent]}
+)
 FieldError = TypedDict("FieldError", {"loc": str, "msg": str})
 ErrorResponse = TypedDict("ErrorResponse", {"detail": Required[str], "errors": NotRequired[list[FieldError]]})
 Health = TypedDict("Health", {"status": str, "model_version": str})
@@ -191,16 +232,27 @@ def request_examples(spec: Spec) -> tuple[dict[str, Any], dict[str, Any]]:
     event_type = spec.vocab[s.event_type][0] if spec.vocab.get(s.event_type) else "login"
 
     def session(sid: str) -> dict[str, Any]:
-        return {"events": [{s.session_id: sid, s.timestamp: f"2026-03-01T10:00:0{i}Z", s.event_type: event_type}
-                           for i in range(2)]}
+        return {
+            "events": [
+                {s.session_id: sid, s.timestamp: f"2026-03-01T10:00:0{i}Z", s.event_type: event_type}
+                for i in range(2)
+            ]
+        }
 
     return session("s1"), {"sessions": [session("s1"), session("s2")]}
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    words = {400: "malformed JSON", 413: "body too large", 415: "not application/json",
-             422: "a field is missing, mistyped, unknown or out of range", 503: "busy: retry after Retry-After seconds"}
-    out: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse, "description": words[code]} for code in statuses}
+    words = {
+        400: "malformed JSON",
+        413: "body too large",
+        415: "not application/json",
+        422: "a field is missing, mistyped, unknown or out of range",
+        503: "busy: retry after Retry-After seconds",
+    }
+    out: dict[int | str, dict[str, Any]] = {
+        code: {"model": ErrorResponse, "description": words[code]} for code in statuses
+    }
     if 503 in out:
         out[503]["headers"] = {"Retry-After": {"required": True, "schema": {"type": "integer"}}}
     return out
@@ -220,7 +272,9 @@ def parse(validator: TypeAdapter, body: bytes) -> dict[str, Any]:
             raise RequestError(400, f"malformed JSON: {errors[0]['msg']}") from None
         detail = "; ".join(f"{_where(err['loc'])}: {err['msg']}" for err in errors[:10])
         more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
-        raise RequestError(422, detail + more, [{"loc": _where(err["loc"]), "msg": err["msg"]} for err in errors]) from None
+        raise RequestError(
+            422, detail + more, [{"loc": _where(err["loc"]), "msg": err["msg"]} for err in errors]
+        ) from None
 
 
 def check_json_content_type(request: Request) -> None:
@@ -251,15 +305,21 @@ def one_session(events: list[dict[str, Any]], spec: Spec, where: str) -> list[di
     """The events, refused unless they all carry one session id."""
     ids = {e[spec.schema.session_id] for e in events}
     if len(ids) > 1:
-        raise RequestError(422, f"{where}.{spec.schema.session_id}: one session per request, got {len(ids)} "
-                                f"session ids; send several sessions to /score/batch")
+        raise RequestError(
+            422,
+            f"{where}.{spec.schema.session_id}: one session per request, got {len(ids)} "
+            f"session ids; send several sessions to /score/batch",
+        )
     return events
 
 
 def batch_scores(scorer: Scorer, validator: TypeAdapter, body: bytes) -> list[dict[str, Any]]:
     """A ``/score/batch`` body to its results in request order: validation, checks and scoring in one call."""
     batch = parse(validator, body)
-    sessions = [one_session(s["events"], scorer.spec, f"sessions[{i}].events") for i, s in enumerate(batch["sessions"])]
+    sessions = [
+        one_session(s["events"], scorer.spec, f"sessions[{i}].events")
+        for i, s in enumerate(batch["sessions"])
+    ]
     ids = [str(records[0][scorer.spec.schema.session_id]) for records in sessions]
     seen: set[str] = set()
     for i, sid in enumerate(ids):
@@ -267,7 +327,9 @@ def batch_scores(scorer: Scorer, validator: TypeAdapter, body: bytes) -> list[di
             raise RequestError(422, f"sessions[{i}]: session id {sid!r} appears in more than one session")
         seen.add(sid)
     result = scorer.score([r for records in sessions for r in records], source="request")
-    by_id = {row[S.SESSION_ID]: row for row in result.select(S.SESSION_ID, S.SCORE, S.BAND).iter_rows(named=True)}
+    by_id = {
+        row[S.SESSION_ID]: row for row in result.select(S.SESSION_ID, S.SCORE, S.BAND).iter_rows(named=True)
+    }
     return [by_id[sid] for sid in ids]
 
 
@@ -275,8 +337,9 @@ def explained_session(scorer: Scorer, records: list[dict[str, Any]]) -> dict[str
     """One session's score and band, as ``/score`` gives them, and its events' contributions, tokenized once."""
     events = normalized_events(as_frame(records, scorer.spec, "request").lazy(), scorer.spec, "request")
     scores, explained = scored_occlusion(scorer, events)
-    events = explained.select(S.POSITION, S.EVENT, pl.col(S.EVENT_TIME).dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ"),
-                              S.CONTRIBUTION)
+    events = explained.select(
+        S.POSITION, S.EVENT, pl.col(S.EVENT_TIME).dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ"), S.CONTRIBUTION
+    )
     return scores.select(S.SESSION_ID, S.SCORE, S.BAND).row(0, named=True) | {"events": events.to_dicts()}
 
 
@@ -291,8 +354,9 @@ def public_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
 _worker: tuple[Scorer, TypeAdapter] | None = None  # in a worker process: its scorer and batch validator
 
 
-def _start_worker(artifact: str | Path, fmt: str, thresholds: Mapping[str, float] | None, limits: Limits,
-                  threads: int) -> None:
+def _start_worker(
+    artifact: str | Path, fmt: str, thresholds: Mapping[str, float] | None, limits: Limits, threads: int
+) -> None:
     """A worker process's start: a lower OS priority, torch's threads, its own verified copy of the artifact."""
     global _worker
     with suppress(AttributeError, OSError):  # not on every OS; an unchanged priority only costs latency
@@ -303,20 +367,33 @@ def _start_worker(artifact: str | Path, fmt: str, thresholds: Mapping[str, float
     _worker = scorer, request_models(scorer.spec, limits)[1]
 
 
+def _loaded_worker() -> tuple[Scorer, TypeAdapter]:
+    if _worker is None:
+        raise RuntimeError("not a scoring worker process: _start_worker has not run here")
+    return _worker
+
+
 def _worker_version() -> str:
-    return _worker[0].model_version
+    return _loaded_worker()[0].model_version
 
 
 def _worker_batch(body: bytes) -> list[dict[str, Any]]:
-    return batch_scores(*_worker, body)
+    scorer, validator = _loaded_worker()
+    return batch_scores(scorer, validator, body)
 
 
 def _worker_explain(records: list[dict[str, Any]]) -> dict[str, Any]:
-    return explained_session(_worker[0], records)
+    return explained_session(_loaded_worker()[0], records)
 
 
-def create_app(artifact: str | Path, *, fmt: str = "torchscript", thresholds: Mapping[str, float] | None = None,
-               limits: Limits = Limits(), threads: int = 1) -> FastAPI:
+def create_app(
+    artifact: str | Path,
+    *,
+    fmt: str = "torchscript",
+    thresholds: Mapping[str, float] | None = None,
+    limits: Limits = Limits(),
+    threads: int = 1,
+) -> FastAPI:
     """The service for one artifact; the model is verified and loaded when the app starts, not per request.
 
     ``threads`` is torch's intra-op thread count: 1 keeps single-request latency low and lets requests
@@ -335,19 +412,25 @@ def create_app(artifact: str | Path, *, fmt: str = "torchscript", thresholds: Ma
         # One worker process per batch and explain slot: a request its Capacity admits never waits for one.
         # forkserver: workers fork from a clean process (never from this one's threads), with the imports done.
         workers = limits.max_batch_in_flight + limits.max_explain_in_flight
+        context: multiprocessing.context.BaseContext
         if "forkserver" in multiprocessing.get_all_start_methods():
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload([__name__])
+            forkserver = multiprocessing.get_context("forkserver")
+            forkserver.set_forkserver_preload([__name__])
+            context = forkserver
         else:
             context = multiprocessing.get_context("spawn")
-        app.state.workers = ProcessPoolExecutor(workers, context, initializer=_start_worker,
-                                                initargs=(artifact, fmt, thresholds, limits, threads))
+        app.state.workers = ProcessPoolExecutor(
+            workers, context, initializer=_start_worker, initargs=(artifact, fmt, thresholds, limits, threads)
+        )
         try:
             loop = asyncio.get_running_loop()  # start them all now, not on the first requests
-            started = await asyncio.gather(*[loop.run_in_executor(app.state.workers, _worker_version)
-                                             for _ in range(workers)])
+            started = await asyncio.gather(
+                *[loop.run_in_executor(app.state.workers, _worker_version) for _ in range(workers)]
+            )
             if set(started) != {scorer.model_version}:
-                raise RuntimeError(f"{artifact}: the artifact changed while the service started; start it again")
+                raise RuntimeError(
+                    f"{artifact}: the artifact changed while the service started; start it again"
+                )
             log.info("serving %s (%s) from %s", scorer.model_version, fmt, artifact)
             yield
         finally:
@@ -356,9 +439,14 @@ def create_app(artifact: str | Path, *, fmt: str = "torchscript", thresholds: Ma
             gc.collect()  # the pool's queues sit in a reference cycle: free their semaphores now, not as "leaked"
 
     app = FastAPI(title="seqfraud scoring", lifespan=lifespan)
-    capacity = {route: Capacity(route, slots, limits.max_body_memory, limits.retry_after_s) for route, slots in
-                [("/score", limits.max_score_in_flight), ("/score/batch", limits.max_batch_in_flight),
-                 ("/explain", limits.max_explain_in_flight)]}
+    capacity = {
+        route: Capacity(route, slots, limits.max_body_memory, limits.retry_after_s)
+        for route, slots in [
+            ("/score", limits.max_score_in_flight),
+            ("/score/batch", limits.max_batch_in_flight),
+            ("/explain", limits.max_explain_in_flight),
+        ]
+    }
 
     @asynccontextmanager
     async def admitted(request: Request, route: str, max_bytes: int) -> AsyncIterator[bytes]:
@@ -383,8 +471,12 @@ def create_app(artifact: str | Path, *, fmt: str = "torchscript", thresholds: Ma
     @app.exception_handler(ClientDisconnect)
     async def client_gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
         client = f"{request.client.host}:{request.client.port}" if request.client else "client"
-        log.info("%s: %s %s: the connection closed before the body was in (client abort or --body-timeout)",
-                 client, request.method, request.url.path)
+        log.info(
+            "%s: %s %s: the connection closed before the body was in (client abort or --body-timeout)",
+            client,
+            request.method,
+            request.url.path,
+        )
         return JSONResponse({"detail": "client disconnected"}, status_code=400)  # nobody is left to read it
 
     @app.exception_handler(Exception)
@@ -419,8 +511,13 @@ def create_app(artifact: str | Path, *, fmt: str = "torchscript", thresholds: Ma
             scorer, records = await read_session(request, body)
             result = await run_in_threadpool(scorer.score, records, source="request")
         result = result.select(S.SESSION_ID, S.SCORE, S.BAND)
-        return JSONResponse(result.row(0, named=True) | {
-            "model_version": scorer.model_version, "latency_ms": round((time.perf_counter() - t0) * 1e3, 3)})
+        return JSONResponse(
+            result.row(0, named=True)
+            | {
+                "model_version": scorer.model_version,
+                "latency_ms": round((time.perf_counter() - t0) * 1e3, 3),
+            }
+        )
 
     @app.post("/explain", response_model=ExplainResponse, responses=_errors(400, 413, 415, 422, 503))
     async def explain(request: Request) -> JSONResponse:
@@ -430,12 +527,22 @@ def create_app(artifact: str | Path, *, fmt: str = "torchscript", thresholds: Ma
             scorer, records = await read_session(request, body)
             kept = min(len(records), scorer.spec.max_len)
             if kept > limits.max_explain_events:
-                raise RequestError(422, f"events: /explain takes sessions of at most {limits.max_explain_events} "
-                                        f"events (--max-explain-events), got {kept}; an explanation costs one forward "
-                                        f"pass per event")
-            result = await asyncio.get_running_loop().run_in_executor(app.state.workers, _worker_explain, records)
-        return JSONResponse(result | {"model_version": scorer.model_version,
-                                      "latency_ms": round((time.perf_counter() - t0) * 1e3, 3)})
+                raise RequestError(
+                    422,
+                    f"events: /explain takes sessions of at most {limits.max_explain_events} "
+                    f"events (--max-explain-events), got {kept}; an explanation costs one forward "
+                    f"pass per event",
+                )
+            result = await asyncio.get_running_loop().run_in_executor(
+                app.state.workers, _worker_explain, records
+            )
+        return JSONResponse(
+            result
+            | {
+                "model_version": scorer.model_version,
+                "latency_ms": round((time.perf_counter() - t0) * 1e3, 3),
+            }
+        )
 
     @app.post("/score/batch", response_model=BatchResponse, responses=_errors(400, 413, 415, 422, 503))
     async def score_batch(request: Request) -> JSONResponse:
@@ -444,8 +551,13 @@ def create_app(artifact: str | Path, *, fmt: str = "torchscript", thresholds: Ma
         scorer: Scorer = request.app.state.scorer
         async with admitted(request, "/score/batch", limits.max_body_bytes) as body:
             results = await asyncio.get_running_loop().run_in_executor(app.state.workers, _worker_batch, body)
-        return JSONResponse({"results": results, "model_version": scorer.model_version,
-                             "latency_ms": round((time.perf_counter() - t0) * 1e3, 3)})
+        return JSONResponse(
+            {
+                "results": results,
+                "model_version": scorer.model_version,
+                "latency_ms": round((time.perf_counter() - t0) * 1e3, 3),
+            }
+        )
 
     def openapi() -> dict[str, Any]:
         """FastAPI's document plus the request bodies, from the validators of the loaded artifact's schema."""
@@ -455,13 +567,18 @@ def create_app(artifact: str | Path, *, fmt: str = "torchscript", thresholds: Ma
             examples = dict(zip(["session", "batch"], request_examples(app.state.scorer.spec)))
             refs, defs = TypeAdapter.json_schemas(
                 [("session", "validation", session_validator), ("batch", "validation", batch_validator)],
-                ref_template="#/components/schemas/{model}")
+                ref_template="#/components/schemas/{model}",
+            )
             doc.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
             for path, key in [("/score", "session"), ("/explain", "session"), ("/score/batch", "batch")]:
-                doc["paths"][path]["post"]["requestBody"] = {"required": True, "content": {"application/json": {
-                    "schema": refs[(key, "validation")], "example": examples[key]}}}
+                doc["paths"][path]["post"]["requestBody"] = {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": refs[(key, "validation")], "example": examples[key]}
+                    },
+                }
             app.openapi_schema = doc
         return app.openapi_schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented hook for a custom OpenAPI document
     return app

@@ -64,16 +64,22 @@ class Sessions:
         lists = [table.column(c).combine_chunks() for c in cols]
         tokens = np.stack([lst.flatten().to_numpy(zero_copy_only=False) for lst in lists], axis=1)
         lengths = pc.list_value_length(lists[0]).to_numpy(zero_copy_only=False)
-        return cls(tokens=tokens.astype(np.int64), offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-                   labels=table.column(S.LABEL).to_numpy().astype(np.float32),
-                   index=np.arange(group.start, group.start + group.rows, dtype=np.int64))
+        return cls(
+            tokens=tokens.astype(np.int64),
+            offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+            labels=table.column(S.LABEL).to_numpy().astype(np.float32),
+            index=np.arange(group.start, group.start + group.rows, dtype=np.int64),
+        )
 
     @classmethod
     def concat(cls, parts: Sequence[Sessions]) -> Sessions:
         lengths = np.concatenate([p.lengths for p in parts])
-        return cls(tokens=np.concatenate([p.tokens for p in parts]),
-                   offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-                   labels=np.concatenate([p.labels for p in parts]), index=np.concatenate([p.index for p in parts]))
+        return cls(
+            tokens=np.concatenate([p.tokens for p in parts]),
+            offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+            labels=np.concatenate([p.labels for p in parts]),
+            index=np.concatenate([p.index for p in parts]),
+        )
 
     @property
     def lengths(self) -> np.ndarray:
@@ -83,7 +89,7 @@ class Sessions:
         return len(self.labels)
 
     def __getitem__(self, i: int) -> Session:
-        return self.tokens[self.offsets[i]:self.offsets[i + 1]], float(self.labels[i]), int(self.index[i])
+        return self.tokens[self.offsets[i] : self.offsets[i + 1]], float(self.labels[i]), int(self.index[i])
 
 
 def read_sessions(path: str | Path, fields: Sequence[str], limit: int | None = None) -> Sessions:
@@ -95,12 +101,20 @@ def read_sessions(path: str | Path, fields: Sequence[str], limit: int | None = N
         parts.append(Sessions.read(group, fields))
         n += group.rows
     if not parts:
-        return Sessions(np.zeros((0, len(fields)), np.int64), np.zeros(1, np.int64), np.zeros(0, np.float32),
-                        np.zeros(0, np.int64))
+        return Sessions(
+            np.zeros((0, len(fields)), np.int64),
+            np.zeros(1, np.int64),
+            np.zeros(0, np.float32),
+            np.zeros(0, np.int64),
+        )
     whole = Sessions.concat(parts)
     keep = len(whole) if limit is None else min(limit, len(whole))
-    return Sessions(whole.tokens[:whole.offsets[keep]], whole.offsets[:keep + 1], whole.labels[:keep],
-                    whole.index[:keep])
+    return Sessions(
+        whole.tokens[: whole.offsets[keep]],
+        whole.offsets[: keep + 1],
+        whole.labels[:keep],
+        whole.index[:keep],
+    )
 
 
 def collate(batch: Sequence[Session]) -> dict[str, torch.Tensor]:
@@ -138,9 +152,21 @@ class SessionStream(IterableDataset):
     rank and worker starts one pass per epoch, so they agree without talking to each other.
     """
 
-    def __init__(self, path: str | Path, fields: Sequence[str], batch_size: int, *, shuffle: bool, seed: int = 0,
-                 shuffle_buffer: int = 0, pool_batches: int = 50, num_workers: int = 0, shuffle_order: bool = False,
-                 rank: int | None = None, world_size: int | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        fields: Sequence[str],
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int = 0,
+        shuffle_buffer: int = 0,
+        pool_batches: int = 50,
+        num_workers: int = 0,
+        shuffle_order: bool = False,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ):
         self.path = Path(path)
         self.fields = list(fields)
         self.groups = row_groups(path)
@@ -158,7 +184,8 @@ class SessionStream(IterableDataset):
             raise ValueError(
                 f"{self.path}: {self.n} sessions cannot give each of {self.slots} slots ({self.world_size} rank(s) x "
                 f"{max(num_workers, 1)} worker(s)) {max(self.batches_per_slot, 1)} non-empty batch(es); use fewer "
-                f"ranks or loader.num_workers, or more data")
+                f"ranks or loader.num_workers, or more data"
+            )
         self.epoch = 0
         self.peak_buffered = 0  # most sessions held at once by the shuffle buffer and a pool (this process)
 
@@ -170,7 +197,9 @@ class SessionStream(IterableDataset):
         info = get_worker_info()
         workers, worker = (info.num_workers, info.id) if info else (0, 0)
         if workers != self.num_workers:
-            raise RuntimeError(f"stream built for num_workers={self.num_workers} is read by {workers} worker(s)")
+            raise RuntimeError(
+                f"stream built for num_workers={self.num_workers} is read by {workers} worker(s)"
+            )
         epoch, self.epoch = self.epoch, self.epoch + 1
         return self._batches(self.rank * max(workers, 1) + worker, epoch)
 
@@ -186,7 +215,7 @@ class SessionStream(IterableDataset):
             stream = self._shuffled(stream, buffer, rng)
         sizes = split_sizes(hi - lo, self.batches_per_slot)
         for start in range(0, len(sizes), self.pool_batches):
-            pool_sizes = sizes[start:start + self.pool_batches]
+            pool_sizes = sizes[start : start + self.pool_batches]
             pool = []
             for item in stream:
                 pool.append(item)
@@ -217,7 +246,9 @@ class SessionStream(IterableDataset):
             if pos >= hi:
                 break
 
-    def _shuffled(self, items: Iterator[Session], buffer: list[Session], rng: np.random.Generator) -> Iterator[Session]:
+    def _shuffled(
+        self, items: Iterator[Session], buffer: list[Session], rng: np.random.Generator
+    ) -> Iterator[Session]:
         """A bounded shuffle: each arriving session swaps out a random one of ``buffer``."""
         for item in items:
             if len(buffer) < self.shuffle_buffer:
@@ -240,27 +271,57 @@ class LoaderConfig:
     shuffle_buffer: int = 10_000
 
 
-def make_loader(path: str | Path, fields: Sequence[str], cfg: LoaderConfig, *, train: bool, seed: int,
-                shuffle_order: bool = False) -> DataLoader:
+def make_loader(
+    path: str | Path,
+    fields: Sequence[str],
+    cfg: LoaderConfig,
+    *,
+    train: bool,
+    seed: int,
+    shuffle_order: bool = False,
+) -> DataLoader:
     """A loader of ready batches; workers persist because each keeps its stream's epoch count."""
-    stream = SessionStream(path, fields, cfg.batch_size if train else cfg.eval_batch_size, shuffle=train, seed=seed,
-                           shuffle_buffer=cfg.shuffle_buffer, pool_batches=cfg.pool_batches,
-                           num_workers=cfg.num_workers, shuffle_order=shuffle_order)
-    return DataLoader(stream, batch_size=None, num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
+    stream = SessionStream(
+        path,
+        fields,
+        cfg.batch_size if train else cfg.eval_batch_size,
+        shuffle=train,
+        seed=seed,
+        shuffle_buffer=cfg.shuffle_buffer,
+        pool_batches=cfg.pool_batches,
+        num_workers=cfg.num_workers,
+        shuffle_order=shuffle_order,
+    )
+    return DataLoader(
+        stream, batch_size=None, num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0
+    )
 
 
 class StreamData(L.LightningDataModule):
     """Builds the loaders in Lightning's hooks, after torch.distributed is up, so each stream knows its rank."""
 
-    def __init__(self, datasets: Mapping[str, Path], fields: Sequence[str], cfg: LoaderConfig, *, seed: int,
-                 shuffle_order: bool = False):
+    def __init__(
+        self,
+        datasets: Mapping[str, Path],
+        fields: Sequence[str],
+        cfg: LoaderConfig,
+        *,
+        seed: int,
+        shuffle_order: bool = False,
+    ):
         super().__init__()
         self.datasets, self.fields, self.cfg = dict(datasets), list(fields), cfg
         self.seed, self.shuffle_order = seed, shuffle_order
 
     def _loader(self, split: str, train: bool) -> DataLoader:
-        return make_loader(self.datasets[split], self.fields, self.cfg, train=train, seed=self.seed,
-                           shuffle_order=self.shuffle_order)
+        return make_loader(
+            self.datasets[split],
+            self.fields,
+            self.cfg,
+            train=train,
+            seed=self.seed,
+            shuffle_order=self.shuffle_order,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

@@ -1,4 +1,4 @@
-"""Start the other local DDP ranks of a run as ``python -m seqfraud.training.launch RUN_DIR``.
+"""Start the other local DDP ranks of a run as ``python -m seqfraud.cli.rank RUN_DIR``.
 
 Lightning's own launcher re-runs ``sys.argv`` for each rank. Under a Hydra multirun that re-runs the whole
 sweep in every child, and a ``${now:}`` run directory drifts between processes. Here the current process is
@@ -23,10 +23,7 @@ from pathlib import Path
 import pytorch_lightning as L
 import torch
 from lightning_fabric.plugins.environments import SLURMEnvironment
-from omegaconf import OmegaConf
 from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
-
-from seqfraud.errors import command
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +59,13 @@ class ChildFailed(RuntimeError):
 def _raise_if_failed(children: list[tuple[int, subprocess.Popen, Path]]) -> None:
     failed = [(rank, proc.returncode, path) for rank, proc, path in children if proc.poll() not in (None, 0)]
     if failed:
-        raise ChildFailed("DDP rank(s) failed: " + "; ".join(
-            f"rank {rank} exited with {code}, last output ({path}):\n{_tail(path)}" for rank, code, path in failed))
+        raise ChildFailed(
+            "DDP rank(s) failed: "
+            + "; ".join(
+                f"rank {rank} exited with {code}, last output ({path}):\n{_tail(path)}"
+                for rank, code, path in failed
+            )
+        )
 
 
 @contextmanager
@@ -79,27 +81,46 @@ def local_processes(trainer: L.Trainer, run_dir: Path) -> Iterator[None]:
     if os.environ.get(READY_ENV):  # a child we started: tell rank 0 this rank is about to join
         Path(os.environ[READY_ENV]).touch()
     # _SubprocessScriptLauncher is the launcher that would re-run sys.argv (script-based DDP, not spawn).
-    if not (isinstance(strategy.launcher, _SubprocessScriptLauncher) and trainer.num_devices > 1
-            and env is not None and not env.creates_processes_externally):
+    if not (
+        isinstance(strategy.launcher, _SubprocessScriptLauncher)
+        and trainer.num_devices > 1
+        and env is not None
+        and not env.creates_processes_externally
+    ):
         yield
         return
     if trainer.num_nodes > 1:
-        raise ValueError("trainer.num_nodes > 1 needs an outside launcher (torchrun or SLURM); see docs/scale.md")
+        raise ValueError(
+            "trainer.num_nodes > 1 needs an outside launcher (torchrun or SLURM); see docs/scale.md"
+        )
     world = trainer.num_devices
     saved = {k: os.environ.get(k) for k in ENV_KEYS}
     threads = torch.get_num_threads()
     children: list[tuple[int, subprocess.Popen, Path]] = []
     with tempfile.TemporaryDirectory(prefix="seqfraud-ddp-") as tmp:
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE=str(world),
-                          NODE_RANK="0", LOCAL_RANK="0", RANK="0")
+        os.environ.update(
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(_free_port()),
+            WORLD_SIZE=str(world),
+            NODE_RANK="0",
+            LOCAL_RANK="0",
+            RANK="0",
+        )
         try:
             for rank in range(1, world):
                 out = run_dir / f"ddp_rank{rank}.log"
-                child_env = os.environ | {"LOCAL_RANK": str(rank), "RANK": str(rank),
-                                          READY_ENV: str(Path(tmp, f"ready{rank}"))}
+                child_env = os.environ | {
+                    "LOCAL_RANK": str(rank),
+                    "RANK": str(rank),
+                    READY_ENV: str(Path(tmp, f"ready{rank}")),
+                }
                 with out.open("w") as f:
-                    proc = subprocess.Popen([sys.executable, "-m", "seqfraud.training.launch", str(run_dir)],
-                                            env=child_env, stdout=f, stderr=subprocess.STDOUT)
+                    proc = subprocess.Popen(
+                        [sys.executable, "-m", "seqfraud.cli.rank", str(run_dir)],
+                        env=child_env,
+                        stdout=f,
+                        stderr=subprocess.STDOUT,
+                    )
                 children.append((rank, proc, out))
                 log.info("started DDP rank %d of %d (pid %d), output in %s", rank, world, proc.pid, out)
             # A child that dies before joining would leave rank 0 waiting in the rendezvous for its full
@@ -132,24 +153,3 @@ def local_processes(trainer: L.Trainer, run_dir: Path) -> Iterator[None]:
                 else:
                     os.environ[k] = v
             torch.set_num_threads(threads)
-
-
-@command
-def main() -> None:
-    """A child rank: the same fit as rank 0, from what rank 0 wrote into the run directory."""
-    from seqfraud.preprocess import load_prepared
-    from seqfraud.training.train import fit_sequence_model
-
-    logging.basicConfig(level=logging.INFO)
-    run_dir = Path(sys.argv[1])
-    cfg = OmegaConf.load(run_dir / "config.yaml")
-    L.seed_everything(cfg.seed, workers=True)
-    try:
-        fit_sequence_model(cfg, load_prepared(cfg.get("prepared_dir") or run_dir), logger=False)
-    finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-
-
-if __name__ == "__main__":
-    main()

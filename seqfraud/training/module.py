@@ -9,6 +9,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from seqfraud.metrics import classification_metrics
 from seqfraud.models.sequence import ModelConfig, SessionClassifier
@@ -41,7 +42,7 @@ class SessionRiskModule(pl.LightningModule):
         return self.net(tokens, lengths)
 
     def loss_fn(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        cfg = self.hparams.loss
+        cfg = self.hparams["loss"]
         if cfg["name"] == "focal":
             return focal_loss(logits, labels, cfg.get("gamma", 2.0), cfg.get("alpha", 0.25))
         pos_weight = torch.tensor(float(cfg.get("pos_weight", 1.0)), device=logits.device)
@@ -50,8 +51,15 @@ class SessionRiskModule(pl.LightningModule):
     def model_step(self, batch: dict, stage: str) -> torch.Tensor:
         logits = self(batch["tokens"], batch["lengths"])
         loss = self.loss_fn(logits.float(), batch["labels"])
-        self.log(f"{stage}/loss", loss, prog_bar=stage == "train", batch_size=len(logits),
-                 on_step=stage == "train", on_epoch=True, sync_dist=True)
+        self.log(
+            f"{stage}/loss",
+            loss,
+            prog_bar=stage == "train",
+            batch_size=len(logits),
+            on_step=stage == "train",
+            on_epoch=True,
+            sync_dist=True,
+        )
         if stage != "train":
             out = self._outputs.setdefault(stage, [])
             out.append((torch.sigmoid(logits.float()).detach().cpu(), batch["labels"].cpu()))
@@ -76,7 +84,7 @@ class SessionRiskModule(pl.LightningModule):
             prob, lab = (np.concatenate(t) for t in zip(*gathered))
         if not len(lab):
             return
-        metrics = classification_metrics(lab, prob, **self.hparams.metrics)
+        metrics = classification_metrics(lab, prob, **self.hparams["metrics"])
         for k, v in metrics.items():
             if k not in ("n", "positives"):
                 # Already identical on every rank: "max" syncs without changing the value.
@@ -89,14 +97,18 @@ class SessionRiskModule(pl.LightningModule):
         self._epoch_metrics("val")
 
     def configure_optimizers(self) -> Any:
-        cfg = self.hparams.optim
-        decay, no_decay = [], []
+        cfg = self.hparams["optim"]
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for name, p in self.named_parameters():
             (no_decay if p.ndim < 2 or "embed" in name or "position" in name else decay).append(p)
         opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": cfg.get("weight_decay", 0.01)},
-             {"params": no_decay, "weight_decay": 0.0}],
-            lr=cfg["lr"], betas=tuple(cfg.get("betas", (0.9, 0.98))),
+            [
+                {"params": decay, "weight_decay": cfg.get("weight_decay", 0.01)},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=cfg["lr"],
+            betas=tuple(cfg.get("betas", (0.9, 0.98))),
         )
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         warmup = int(cfg.get("warmup_fraction", 0.05) * total)

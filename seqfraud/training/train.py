@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from seqfraud import rundir
 from seqfraud import schema as S
 from seqfraud.baselines import fit_predict_lightgbm, session_aggregates
+from seqfraud.config import plain
 from seqfraud.data.shards import shard_files
 from seqfraud.metrics import classification_metrics, per_group_metrics
 from seqfraud.models.sequence import ModelConfig, SessionClassifier
-from seqfraud.preprocess import SPEC_FILE, Prepared, load_prepared, preprocess, resolve_data_config
+from seqfraud.preprocess import Prepared, load_prepared, preprocess, resolve_data_config
 from seqfraud.schema import Schema
 from seqfraud.training.callbacks import silence_known_warnings
 from seqfraud.training.data import LoaderConfig, SessionStream, StreamData
@@ -35,18 +38,22 @@ from seqfraud.training.wandb_report import finish, log_run
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoints/best.ckpt"
-METRICS_FILE = "metrics.json"
-PREDICTIONS_DIR = "predictions"
-
 
 @torch.no_grad()
-def predict_proba(net: SessionClassifier, path: str | Path, fields: list[str], batch_size: int = 1024, *,
-                  shuffle_order: bool = False, seed: int = 0) -> np.ndarray:
+def predict_proba(
+    net: SessionClassifier,
+    path: str | Path,
+    fields: Sequence[str],
+    batch_size: int = 1024,
+    *,
+    shuffle_order: bool = False,
+    seed: int = 0,
+) -> np.ndarray:
     """Probabilities in dataset (file) order, from one eval stream of world size 1."""
     net.eval()
-    stream = SessionStream(path, fields, batch_size, shuffle=False, seed=seed, shuffle_order=shuffle_order,
-                           rank=0, world_size=1)
+    stream = SessionStream(
+        path, fields, batch_size, shuffle=False, seed=seed, shuffle_order=shuffle_order, rank=0, world_size=1
+    )
     out = np.zeros(stream.n, dtype=np.float32)
     for batch in stream:
         out[batch["index"].numpy()] = torch.sigmoid(net(batch["tokens"], batch["lengths"]).float()).numpy()
@@ -59,8 +66,10 @@ def model_config(model_cfg: dict, spec, exclude: list[str]) -> ModelConfig:
     if unknown:
         raise ValueError(f"features.exclude names unknown field(s) {unknown}; fields are {list(spec.fields)}")
     return ModelConfig(
-        vocab_sizes=[spec.vocab_size(f) for f in spec.fields], max_len=spec.max_len,
-        use_fields=[f not in exclude for f in spec.fields], **model_cfg,
+        vocab_sizes=[spec.vocab_size(f) for f in spec.fields],
+        max_len=spec.max_len,
+        use_fields=[f not in exclude for f in spec.fields],
+        **model_cfg,
     )
 
 
@@ -68,60 +77,91 @@ def load_typologies(path: str | None, session_column: str) -> pl.DataFrame | Non
     """An optional session -> typology table (the generator writes one) for per-typology metrics."""
     if not path:
         return None
-    return pl.read_parquet(path).select(pl.col(session_column).cast(pl.String).alias(S.SESSION_ID), pl.col(S.TYPOLOGY))
+    return pl.read_parquet(path).select(
+        pl.col(session_column).cast(pl.String).alias(S.SESSION_ID), pl.col(S.TYPOLOGY)
+    )
 
 
 def evaluate(pred: pl.DataFrame, metrics_cfg: dict, typologies: pl.DataFrame | None) -> dict[str, Any]:
     """Overall metrics, plus per-typology ones when the generator's typologies are known."""
     out: dict[str, Any] = classification_metrics(pred[S.LABEL], pred[S.SCORE], **metrics_cfg)
     if typologies is not None:
-        joined = pred.join(typologies, on=S.SESSION_ID, how="left").with_columns(pl.col(S.TYPOLOGY).fill_null("unknown"))
-        out["per_typology"] = per_group_metrics(joined[S.LABEL], joined[S.SCORE], joined[S.TYPOLOGY], **metrics_cfg)
+        joined = pred.join(typologies, on=S.SESSION_ID, how="left").with_columns(
+            pl.col(S.TYPOLOGY).fill_null("unknown")
+        )
+        out["per_typology"] = per_group_metrics(
+            joined[S.LABEL], joined[S.SCORE], joined[S.TYPOLOGY], **metrics_cfg
+        )
     return out
 
 
-def fit_sequence_model(cfg: DictConfig, prepared: Prepared, logger,
-                       extra_callbacks: list | None = None) -> dict[str, np.ndarray] | None:
+def fit_sequence_model(
+    cfg: DictConfig, prepared: Prepared, logger, extra_callbacks: list | None = None
+) -> dict[str, np.ndarray] | None:
     """Fit with Lightning. Rank 0 gets the best checkpoint's probabilities on val and test in dataset order;
     other DDP ranks (which run this same function) get None."""
     spec = prepared.spec
     run_dir = Path(cfg.paths.output_dir)
-    features = OmegaConf.to_container(cfg.features, resolve=True)
+    features = plain(cfg.features)
     shuffle_order = features.get("shuffle_order", False)
-    model_cfg = model_config(OmegaConf.to_container(cfg.model, resolve=True), spec, features.get("exclude", []))
-    module = SessionRiskModule(model=model_cfg.to_dict(), optim=OmegaConf.to_container(cfg.optim, resolve=True),
-                               loss=OmegaConf.to_container(cfg.loss, resolve=True),
-                               metrics=OmegaConf.to_container(cfg.metrics, resolve=True), spec=spec.to_dict())
-    loader_cfg = LoaderConfig(**OmegaConf.to_container(cfg.loader, resolve=True))
+    model_cfg = model_config(plain(cfg.model), spec, features.get("exclude", []))
+    module = SessionRiskModule(
+        model=model_cfg.to_dict(),
+        optim=plain(cfg.optim),
+        loss=plain(cfg.loss),
+        metrics=plain(cfg.metrics),
+        spec=spec.to_dict(),
+    )
+    loader_cfg = LoaderConfig(**plain(cfg.loader))
     data = StreamData(prepared.datasets, spec.fields, loader_cfg, seed=cfg.seed, shuffle_order=shuffle_order)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + list(extra_callbacks or [])
-    trainer = L.Trainer(**instantiate(cfg.trainer, _convert_="all"), logger=logger, callbacks=callbacks,
-                        default_root_dir=str(run_dir))
+    trainer = L.Trainer(
+        **instantiate(cfg.trainer, _convert_="all"),
+        logger=logger,
+        callbacks=callbacks,
+        default_root_dir=str(run_dir),
+    )
     with local_processes(trainer, run_dir):
         trainer.fit(module, datamodule=data)
     if not trainer.is_global_zero:
         return None
     # The checkpoint this fit wrote, never a stale file left in a reused run directory.
     saved = [c.best_model_path for c in callbacks if isinstance(c, ModelCheckpoint) and c.best_model_path]
-    best = SessionRiskModule.load_from_checkpoint(saved[0], map_location="cpu", weights_only=True) if saved else module
-    return {name: predict_proba(best.net.cpu(), prepared.datasets[name], spec.fields, loader_cfg.eval_batch_size,
-                                shuffle_order=shuffle_order, seed=cfg.seed)
-            for name in ("val", "test")}
+    best = (
+        SessionRiskModule.load_from_checkpoint(saved[0], map_location="cpu", weights_only=True)
+        if saved
+        else module
+    )
+    return {
+        name: predict_proba(
+            best.net.cpu(),
+            prepared.datasets[name],
+            spec.fields,
+            loader_cfg.eval_batch_size,
+            shuffle_order=shuffle_order,
+            seed=cfg.seed,
+        )
+        for name in ("val", "test")
+    }
 
 
 def fit_aggregates_baseline(cfg: DictConfig, prepared: Prepared) -> dict[str, np.ndarray]:
     """LightGBM on per-session aggregates, aligned with the tokenized datasets' session order."""
     if prepared.events is None:
-        raise ValueError("the LightGBM baseline reads the raw events through Polars, which neither prepared_dir "
-                         "nor preprocess.engine=spark keeps: run it with the polars engine and no prepared_dir")
-    params = OmegaConf.to_container(cfg.model, resolve=True)
+        raise ValueError(
+            "the LightGBM baseline reads the raw events through Polars, which neither prepared_dir "
+            "nor preprocess.engine=spark keeps: run it with the polars engine and no prepared_dir"
+        )
+    params = plain(cfg.model)
     params.pop("encoder")
     aggregates = session_aggregates(prepared.events, prepared.spec).collect(engine="streaming")
     frames = {}
     for name, path in prepared.datasets.items():
         order = pl.read_parquet(shard_files(path), columns=[S.SESSION_ID, S.LABEL])
         frames[name] = order.join(aggregates, on=S.SESSION_ID, how="left", maintain_order="left")
-    return fit_predict_lightgbm(frames["train"], frames["val"], {"test": frames["test"]}, seed=cfg.seed, **params)
+    return fit_predict_lightgbm(
+        frames["train"], frames["val"], {"test": frames["test"]}, seed=cfg.seed, **params
+    )
 
 
 def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any]:
@@ -137,21 +177,21 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
     if world > 1 and not cfg.get("prepared_dir"):
         raise ValueError(
             f"this is rank {rank} of {world} processes started by torchrun/SLURM: preprocess once first "
-            "(python -m seqfraud.preprocess ...) and pass prepared_dir=<its output dir>, so that no rank preprocesses")
+            "(seqfraud preprocess ...) and pass prepared_dir=<its output dir>, so that no rank preprocesses"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True)
     if rank == 0:
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        (run_dir / rundir.CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
-    data_cfg = resolve_data_config(OmegaConf.to_container(cfg.data, resolve=True))
+    data_cfg = resolve_data_config(plain(cfg.data))
     if cfg.get("prepared_dir"):
         prepared = load_prepared(cfg.prepared_dir)
         prepared.spec.check_schema(Schema.from_config(data_cfg["schema"]))
         if rank == 0:
-            prepared.spec.save(run_dir / SPEC_FILE)  # the run directory describes its model on its own
+            prepared.spec.save(run_dir / rundir.SPEC_FILE)  # the run directory describes its model on its own
     else:
-        prepared = preprocess(data_cfg, OmegaConf.to_container(cfg.features, resolve=True), run_dir,
-                              OmegaConf.to_container(cfg.get("preprocess"), resolve=True))
+        prepared = preprocess(data_cfg, plain(cfg.features), run_dir, plain(cfg.get("preprocess")))
     logger = instantiate(cfg.logger) if cfg.get("logger") and rank == 0 else False
     try:
         metrics = fit_and_evaluate(cfg, prepared, data_cfg, logger, extra_callbacks)
@@ -162,31 +202,46 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
     return metrics
 
 
-def fit_and_evaluate(cfg: DictConfig, prepared: Prepared, data_cfg: dict[str, Any], logger,
-                     extra_callbacks: list | None) -> dict[str, Any]:
+def run_child_rank(run_dir: Path) -> None:
+    """A local DDP child rank (started by :func:`~seqfraud.training.launch.local_processes`): the same fit as
+    rank 0, from what rank 0 wrote into the run directory."""
+    cfg = OmegaConf.load(run_dir / rundir.CONFIG_FILE)
+    assert isinstance(cfg, DictConfig)  # written by train() from one
+    L.seed_everything(cfg.seed, workers=True)
+    try:
+        fit_sequence_model(cfg, load_prepared(rundir.prepared_dir(run_dir)), logger=False)
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def fit_and_evaluate(
+    cfg: DictConfig, prepared: Prepared, data_cfg: dict[str, Any], logger, extra_callbacks: list | None
+) -> dict[str, Any]:
     """The model's fit, then its out-of-time metrics and predictions written into the run directory."""
     run_dir = Path(cfg.paths.output_dir)
     if logger:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    if cfg.model.encoder == "lightgbm":
-        scores = fit_aggregates_baseline(cfg, prepared)
-    else:
-        scores = fit_sequence_model(cfg, prepared, logger, extra_callbacks)
+        logger.log_hyperparams(plain(cfg))
+    scores = (
+        fit_aggregates_baseline(cfg, prepared)
+        if cfg.model.encoder == "lightgbm"
+        else fit_sequence_model(cfg, prepared, logger, extra_callbacks)
+    )
     if scores is None:
         return {}
 
     typologies = load_typologies(data_cfg.get("typologies"), data_cfg["schema"]["session_id"])
-    metrics_cfg = OmegaConf.to_container(cfg.metrics, resolve=True)
-    (run_dir / PREDICTIONS_DIR).mkdir(exist_ok=True)
+    metrics_cfg = plain(cfg.metrics)
+    (run_dir / rundir.PREDICTIONS_DIR).mkdir(exist_ok=True)
     metrics: dict[str, Any] = {"model": cfg.model.encoder, "experiment": cfg.experiment_name}
     predictions = {}
     for name in ("val", "test"):
         pred = pl.read_parquet(shard_files(prepared.datasets[name]), columns=[S.SESSION_ID, S.LABEL])
         pred = pred.with_columns(pl.Series(S.SCORE, scores[name], dtype=pl.Float32))
-        pred.write_parquet(run_dir / PREDICTIONS_DIR / f"{name}.parquet")
+        pred.write_parquet(rundir.predictions(run_dir, name))
         predictions[name] = pred
         metrics[name] = evaluate(pred, metrics_cfg, typologies)
-    (run_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+    (run_dir / rundir.METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     log.info("val PR-AUC %.4f, test PR-AUC %.4f", metrics["val"]["pr_auc"], metrics["test"]["pr_auc"])
     if logger:
         log_run(logger, metrics, predictions, run_dir)

@@ -10,6 +10,7 @@ import polars as pl
 from pytorch_lightning.loggers import WandbLogger as _LightningWandbLogger
 from sklearn.metrics import precision_recall_curve
 
+from seqfraud import rundir
 from seqfraud import schema as S
 
 
@@ -32,7 +33,7 @@ def finish(logger, *, failed: bool) -> None:
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    out = {}
+    out: dict[str, float] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
@@ -56,14 +57,20 @@ def log_run(logger, metrics: dict[str, Any], predictions: dict[str, pl.DataFrame
     p = test[S.SCORE].to_numpy()
     precision, recall, _ = precision_recall_curve(y, p)
     keep = np.unique(np.linspace(0, len(recall) - 1, min(len(recall), 500)).astype(int))
-    table = wandb.Table(data=[[float(recall[i]), float(precision[i])] for i in keep], columns=["recall", "precision"])
-    run.log({
-        "test/pr_curve": wandb.plot.line(table, "recall", "precision", title="test PR curve"),
-        "test/score_histogram": wandb.Histogram(p),
-    })
+    table = wandb.Table(
+        data=[[float(recall[i]), float(precision[i])] for i in keep], columns=["recall", "precision"]
+    )
+    run.log(
+        {
+            "test/pr_curve": wandb.plot.line(table, "recall", "precision", title="test PR curve"),
+            "test/score_histogram": wandb.Histogram(p.tolist()),
+        }
+    )
     run.summary.update(flat)
-    artifact = wandb.Artifact(f"model-{run.id}", type="model", metadata={"val_pr_auc": metrics["val"]["pr_auc"]})
-    for name in ("spec.json", "checkpoints/best.ckpt", "metrics.json"):
+    artifact = wandb.Artifact(
+        f"model-{run.id}", type="model", metadata={"val_pr_auc": metrics["val"]["pr_auc"]}
+    )
+    for name in (rundir.SPEC_FILE, rundir.CHECKPOINT, rundir.METRICS_FILE):
         if (run_dir / name).exists():
             artifact.add_file(str(run_dir / name), name=name)
     run.log_artifact(artifact)

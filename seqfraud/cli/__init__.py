@@ -1,0 +1,129 @@
+"""The ``seqfraud`` command: ``seqfraud SUBCOMMAND [args]``, one module of this package per subcommand.
+
+Hydra-driven subcommands (preprocess, train, export, backtest) take Hydra overrides after their name; the
+others take flags (``seqfraud score --help``). A subcommand that needs an optional dependency group which is
+not installed says which one, in one line, and exits 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from seqfraud.errors import EXIT_USER_ERROR
+
+CONFIG_PATH = (
+    "pkg://seqfraud.conf"  # the packaged config; users add theirs with hydra.searchpath=[file://...]
+)
+
+COMMANDS = {
+    "synthetic": "write a synthetic clickstream with labelled fraud typologies",
+    "preprocess": "validate, split and tokenize an event log into a run directory (Hydra overrides)",
+    "train": "train a session-risk model (Hydra overrides, e.g. +experiment=smoke)",
+    "export": "export a trained run to a verified serving artifact (run_dir=RUN out=ARTIFACT)",
+    "score": "score an event log with an artifact, in chunks, to Parquet",
+    "serve": "serve an artifact over HTTP (FastAPI + uvicorn)",
+    "backtest": "retrain window by window and test on the next period (Hydra overrides)",
+    "compare": "rank run directories by validation PR-AUC: Markdown, HTML, PR curves",
+    "monitor": "compare a current window of events with an artifact's training period",
+    "explain": "show which events of one session drove its score",
+    "sign": "make an artifact signing key pair, or sign an artifact",
+}
+
+# Top-level modules of the optional dependency groups, so a missing one names the extra to install.
+EXTRA_OF_MODULE = {
+    **dict.fromkeys(
+        [
+            "pytorch_lightning",
+            "lightning_fabric",
+            "lightning",
+            "torchmetrics",
+            "hydra",
+            "omegaconf",
+            "optuna",
+            "wandb",
+            "lightgbm",
+            "sklearn",
+            "matplotlib",
+            "psutil",
+        ],
+        "train",
+    ),
+    **dict.fromkeys(["fastapi", "pydantic", "uvicorn", "uvloop", "httptools", "starlette"], "serve"),
+    "pyspark": "spark",
+}
+
+
+def add_verification_arguments(parser: Any) -> None:
+    """``--verify-key`` and ``--require-signed``, alike on every command that loads an artifact."""
+    parser.add_argument(
+        "--verify-key",
+        action="append",
+        metavar="PUBLIC_KEY",
+        help="refuse the artifact unless signed by this key (repeat during a key rotation; "
+        "default $SEQFRAUD_VERIFY_KEY)",
+    )
+    parser.add_argument(
+        "--require-signed",
+        action="store_true",
+        default=None,
+        help="refuse artifacts not verified by signature (default $SEQFRAUD_REQUIRE_SIGNED)",
+    )
+
+
+def apply_verification_arguments(args: Any) -> None:
+    """Hand the flags to every ``Scorer.load`` of this process, through the variables it reads by default."""
+    from seqfraud.export.artifact import REQUIRE_SIGNED_ENV, VERIFY_KEY_ENV
+
+    if args.verify_key:
+        os.environ[VERIFY_KEY_ENV] = os.pathsep.join(args.verify_key)
+    if args.require_signed:
+        os.environ[REQUIRE_SIGNED_ENV] = "1"
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()]
+    return "\n".join(
+        ["usage: seqfraud SUBCOMMAND [args ...]   (seqfraud SUBCOMMAND --help)", "", "subcommands:", *lines]
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int | None:
+    """Dispatch to ``seqfraud.cli.<subcommand>.main`` with the remaining arguments."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage(), file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else EXIT_USER_ERROR
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"error: unknown subcommand {name!r}; one of: {', '.join(COMMANDS)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    try:
+        return importlib.import_module(f"seqfraud.cli.{name}").main(rest)
+    except ModuleNotFoundError as e:
+        extra = EXTRA_OF_MODULE.get((e.name or "").partition(".")[0])
+        if extra is None:
+            raise
+        print(
+            f"error: seqfraud {name} needs the [{extra}] extra (no module {e.name!r}): "
+            f'pip install "seqfraud[{extra}]"',
+            file=sys.stderr,
+        )
+        return EXIT_USER_ERROR
+
+
+def run_hydra(task: Callable[..., Any], argv: Sequence[str] | None) -> None:
+    """Run a ``hydra_command`` task on ``argv`` (Hydra reads its overrides from ``sys.argv``)."""
+    if argv is None:
+        task()
+        return
+    saved = sys.argv
+    sys.argv = [saved[0], *argv]
+    try:
+        task()
+    finally:
+        sys.argv = saved

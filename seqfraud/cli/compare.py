@@ -1,0 +1,35 @@
+"""``seqfraud compare RUN_DIR ... [--out DIR]``: rank run directories by validation PR-AUC."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from seqfraud.compare import _table, compare
+from seqfraud.errors import UserError, command
+
+
+@command
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="seqfraud compare",
+        description="Rank run directories by validation PR-AUC: Markdown, HTML, PR curves.",
+    )
+    parser.add_argument(
+        "runs", nargs="+", metavar="RUN_DIR", help="run directories, or directories holding runs"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output directory (default: the runs' common parent)"
+    )
+    parser.add_argument("--fpr", type=float, default=0.01, help="operating point the runs report recall at")
+    parser.add_argument(
+        "--recall", type=float, default=0.5, help="operating point the runs report precision at"
+    )
+    args = parser.parse_args(argv)
+    try:
+        rows = compare(args.runs, args.out, fpr=args.fpr, recall=args.recall)
+    except ValueError as e:  # a run directory without the metrics compared
+        raise UserError(str(e)) from e
+    head, body = _table(rows, args.fpr, args.recall)
+    print("\n".join("\t".join(cells) for cells in [head, *body]))

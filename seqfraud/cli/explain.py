@@ -1,0 +1,53 @@
+"""``seqfraud explain --artifact A --events E --session SID --out view.html [--png chart.png]``."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+import polars as pl
+
+from seqfraud import reports
+from seqfraud import schema as S
+from seqfraud.cli import add_verification_arguments, apply_verification_arguments
+from seqfraud.errors import command
+from seqfraud.scoring.explain import session_events
+from seqfraud.scoring.scorer import Scorer
+
+
+def explain_session(
+    artifact: str | Path, events: str | Path, session: str, out: str | Path, png: str | Path | None = None
+) -> pl.DataFrame:
+    """Write the HTML view (and the PNG) of one session; returns the per-event contributions."""
+    scorer = Scorer.load(artifact)
+    found = session_events(events, scorer.spec, session)
+    scored = scorer.score(found).row(0, named=True)
+    explained = scorer.explain(found)
+    Path(out).write_text(reports.session_html(explained, scored, scorer.model_version), encoding="utf-8")
+    if png:
+        reports.session_png(explained, scored, png)
+    return explained
+
+
+@command
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="seqfraud explain", description="Show which events of one session drove its score."
+    )
+    parser.add_argument("--artifact", required=True, help="exported artifact directory")
+    parser.add_argument("--events", required=True, help="raw events: Parquet file, directory or glob, or CSV")
+    parser.add_argument("--session", required=True, help="the session id to explain")
+    parser.add_argument("--out", required=True, help="HTML file to write")
+    parser.add_argument("--png", default=None, help="also write a bar chart here")
+    add_verification_arguments(parser)
+    args = parser.parse_args(argv)
+    apply_verification_arguments(args)
+    explained = explain_session(args.artifact, args.events, args.session, args.out, args.png)
+    top = explained.sort(S.CONTRIBUTION, descending=True).head(3)
+    print(
+        f"wrote {args.out}"
+        + (f" and {args.png}" if args.png else "")
+        + "; top events: "
+        + ", ".join(f"{e} ({c:+.3f})" for e, c in zip(top[S.EVENT], top[S.CONTRIBUTION]))
+    )

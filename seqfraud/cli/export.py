@@ -1,0 +1,33 @@
+"""``seqfraud export run_dir=RUN out=ARTIFACT [key=value ...]``: export a trained run to a serving artifact."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from omegaconf import DictConfig
+
+from seqfraud.cli import CONFIG_PATH, run_hydra
+from seqfraud.cli.hydra_main import hydra_command
+from seqfraud.config import plain
+from seqfraud.export.exporter import export_run
+
+
+@hydra_command(config_path=CONFIG_PATH, config_name="export")
+def export_task(cfg: DictConfig) -> None:
+    out = export_run(
+        cfg.run_dir,
+        cfg.out,
+        formats=None if cfg.formats is None else list(cfg.formats),
+        overwrite=cfg.overwrite,
+        events=cfg.events,
+        tolerance=cfg.tolerance,
+        parity_sessions=cfg.parity_sessions,
+        thresholds=plain(cfg.thresholds),
+        calibration=cfg.calibration,
+        sign_key=cfg.sign_key,
+    )
+    print(out)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    run_hydra(export_task, argv)

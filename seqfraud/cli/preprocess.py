@@ -1,0 +1,26 @@
+"""``seqfraud preprocess [key=value ...]``: validate, split and tokenize an event log into a run directory."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from seqfraud.cli import CONFIG_PATH, run_hydra
+from seqfraud.cli.hydra_main import hydra_command
+from seqfraud.config import plain
+from seqfraud.preprocess import preprocess
+
+
+@hydra_command(config_path=CONFIG_PATH, config_name="preprocess")
+def preprocess_task(cfg: DictConfig) -> None:
+    out = Path(HydraConfig.get().runtime.output_dir)
+    prepared = preprocess(plain(cfg.data), plain(cfg.features), out, plain(cfg.preprocess))
+    print(json.dumps(prepared.report, indent=2))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    run_hydra(preprocess_task, argv)

@@ -1,0 +1,125 @@
+"""Serve an artifact over HTTP: ``seqfraud serve --artifact A --port P [--threads N]``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from dataclasses import fields
+
+# Requests are a few hundred rows: one Polars thread does them fastest, and an idle pool's spinning threads
+# would take CPU the requests need. Set before Polars is imported; an explicit setting wins.
+os.environ.setdefault("POLARS_MAX_THREADS", "1")
+
+from seqfraud.cli import add_verification_arguments, apply_verification_arguments
+from seqfraud.errors import command
+from seqfraud.scoring.server import ConnectionLimits, run
+from seqfraud.scoring.service import Limits, create_app
+
+
+@command
+def main(argv: list[str] | None = None) -> None:
+    defaults, conn = Limits(), ConnectionLimits()
+    p = argparse.ArgumentParser(
+        prog="seqfraud serve", description="Real-time scoring service (FastAPI + uvicorn)."
+    )
+    p.add_argument("--artifact", required=True, help="artifact directory written by export.py")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--format", default="torchscript", choices=("torchscript", "pt2"))
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads per request (default 1)")
+    p.add_argument("--review", type=float, help="override the artifact's review threshold (with --decline)")
+    p.add_argument("--decline", type=float, help="override the artifact's decline threshold (with --review)")
+    p.add_argument("--max-events-per-session", type=int, default=defaults.max_events_per_session)
+    p.add_argument("--max-sessions-per-batch", type=int, default=defaults.max_sessions_per_batch)
+    p.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes, help="a /score/batch body")
+    p.add_argument(
+        "--max-session-body-bytes",
+        type=int,
+        default=defaults.max_session_body_bytes,
+        help="a /score or /explain body",
+    )
+    p.add_argument(
+        "--max-explain-events",
+        type=int,
+        default=defaults.max_explain_events,
+        help="kept events of an /explain session; more is a 422",
+    )
+    for route, default in [
+        ("score", defaults.max_score_in_flight),
+        ("batch", defaults.max_batch_in_flight),
+        ("explain", defaults.max_explain_in_flight),
+    ]:
+        p.add_argument(
+            f"--max-{route}-in-flight",
+            type=int,
+            default=default,
+            help=f"{route} requests at work at once; more get 503 with Retry-After",
+        )
+    p.add_argument(
+        "--max-body-memory",
+        type=int,
+        default=defaults.max_body_memory,
+        help="request body bytes held at once per route class; more get 503",
+    )
+    p.add_argument(
+        "--retry-after",
+        dest="retry_after_s",
+        type=int,
+        default=defaults.retry_after_s,
+        help="seconds, in the Retry-After of a 503",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=conn.header_timeout,
+        help="seconds from connecting (or a request's first byte) to the end of its headers",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=conn.body_timeout,
+        help="seconds to receive a request body, or to hand over a response the client does not read",
+    )
+    p.add_argument(
+        "--keep-alive-timeout",
+        type=float,
+        default=conn.keep_alive_timeout,
+        help="seconds an idle connection stays open between requests",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=conn.max_connections,
+        help="open connections; more get 503 (kept below the open-file limit)",
+    )
+    p.add_argument(
+        "--max-header-bytes",
+        type=int,
+        default=conn.max_header_bytes,
+        help="request line and headers; more is a 431",
+    )
+    p.add_argument("--max-headers", type=int, default=conn.max_headers, help="header fields; more is a 431")
+    p.add_argument("--access-log", action="store_true", help="log every request (costs latency)")
+    add_verification_arguments(p)
+    args = p.parse_args(argv)
+    if (args.review is None) != (args.decline is None):
+        p.error("--review and --decline go together")
+
+    apply_verification_arguments(args)  # Scorer.load runs in the app's startup
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(
+        args.artifact,
+        fmt=args.format,
+        threads=args.threads,
+        thresholds=None if args.review is None else {"review": args.review, "decline": args.decline},
+        limits=Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)}),
+    )
+    run(
+        app,
+        host=args.host,
+        port=args.port,
+        access_log=args.access_log,
+        limits=ConnectionLimits(**{f.name: getattr(args, f.name) for f in fields(ConnectionLimits)}),
+    )

@@ -1,0 +1,31 @@
+"""Artifact signing: ``seqfraud sign keygen --out DIR``, ``seqfraud sign artifact A --key K``."""
+
+from __future__ import annotations
+
+import argparse
+
+from seqfraud.errors import command
+from seqfraud.export.artifact import sign_artifact
+from seqfraud.export.signing import generate_keypair, key_id, load_private_key
+
+
+@command
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(
+        prog="seqfraud sign", description="Make an artifact signing key pair, or sign an existing artifact."
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    keygen = sub.add_parser("keygen", help="write a new Ed25519 key pair: signing.key (private), signing.pub")
+    keygen.add_argument("--out", required=True, help="directory for the key pair (must not hold one already)")
+    artifact = sub.add_parser("artifact", help="check an artifact's files, then (re-)sign its manifest")
+    artifact.add_argument("path", help="artifact directory written by export.py")
+    artifact.add_argument("--key", required=True, help="the private key file (signing.key)")
+    args = p.parse_args(argv)
+    if args.command == "keygen":
+        private, public = generate_keypair(args.out)
+        print(
+            f"key {key_id(load_private_key(private).public_key())}: {private} is the private key (keep it "
+            f"secret, export reads it), {public} the public key (for every scorer)"
+        )
+    else:
+        print(f"signed {args.path} with key {sign_artifact(args.path, args.key)}")

@@ -1,0 +1,26 @@
+"""``seqfraud synthetic --sessions N --seed S --out DIR``: write a synthetic clickstream (events, labels, typologies)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from seqfraud.data.synthetic import generate, summary, write
+from seqfraud.errors import command
+
+
+@command
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="seqfraud synthetic", description="Write a synthetic clickstream with labelled fraud typologies."
+    )
+    parser.add_argument("--sessions", type=int, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--start", default="2026-01-01", help="ISO date or datetime (UTC if naive)")
+    parser.add_argument("--days", type=int, default=180)
+    args = parser.parse_args(argv)
+    data = generate(args.sessions, seed=args.seed, start=args.start, days=args.days)
+    write(data, args.out)
+    print(f"{summary(data)} -> {args.out}")

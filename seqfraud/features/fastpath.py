@@ -1,0 +1,76 @@
+"""The token rules of :mod:`seqfraud.features.tokens` in numpy, for inputs too small for Polars.
+
+Polars spends milliseconds planning the query for a single session, so the scorer's real-time path
+(every HTTP ``/score``) runs this one. It is the only second implementation of the rules; a property
+test and every export's end-to-end check hold it equal to :func:`~seqfraud.features.tokens.sequences`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import polars as pl
+
+from seqfraud import schema as S
+from seqfraud.features.spec import FIRST_ID, MISSING, NAN, UNKNOWN, Spec
+from seqfraud.features.tokens import Sequences
+
+VocabIndex = dict[str, dict[str, int]]
+
+
+def vocab_index(spec: Spec) -> VocabIndex:
+    """Value -> token id for each categorical field, built once per scorer."""
+    return {f: {v: FIRST_ID + i for i, v in enumerate(vocab)} for f, vocab in spec.vocab.items()}
+
+
+def category_ids(values: Iterable[str | None], lookup: dict[str, int]) -> np.ndarray:
+    """A categorical field's ids: ``MISSING`` for null, ``UNKNOWN`` for a value outside the vocabulary."""
+    return np.array([MISSING if v is None else lookup.get(v, UNKNOWN) for v in values], dtype=np.int64)
+
+
+def numpy_sequences(events: pl.DataFrame, spec: Spec, index: VocabIndex) -> Sequences:
+    """Normalized events to :class:`~seqfraud.features.tokens.Sequences`, as ``sequences`` makes them.
+
+    Sorted by (session, time, input row); buckets are ``searchsorted(side="left")``, so
+    ``FIRST_ID + #{edge < x}``; vocabularies are dict lookups (``index`` from :func:`vocab_index`);
+    sessions keep their last ``max_len`` events.
+    """
+    n = events.height
+    sid = events[S.SESSION_ID]
+    if sid.n_unique() == 1:
+        names, codes = [sid[0]], np.zeros(n, dtype=np.int64)
+    else:
+        uniques, codes = np.unique(sid.to_numpy(), return_inverse=True)
+        names = uniques.tolist()
+    ts = events[S.TS_US].to_numpy()
+    order = np.lexsort((events[S.ROW_INDEX].to_numpy(), ts, codes))
+    codes, ts = codes[order], ts[order]
+    first = np.r_[True, codes[1:] != codes[:-1]]
+    starts = np.flatnonzero(first)
+    counts = np.diff(np.r_[starts, n])
+    # The last max_len events of each session: those fewer than max_len from its end (sorted positions).
+    kept = np.repeat(starts + counts, counts) - np.arange(n) <= spec.max_len
+    rows = order[kept]  # the same events as input rows
+    columns = []
+    for f in spec.fields:
+        if f == S.TIME_DELTA:
+            delta = np.r_[np.nan, np.diff(ts).astype(np.float64) / 1e6]
+            ids = _bucket(delta, first, spec.edges[f])[kept]
+        elif f in index:
+            ids = category_ids(events[f].to_list(), index[f])[rows]
+        else:
+            x = events[f]
+            null = np.array([v is None for v in x.to_list()]) if x.null_count() else np.zeros(n, dtype=bool)
+            ids = _bucket(x.to_numpy(), null, spec.edges[f])[rows]
+        columns.append(ids)
+    lengths = np.minimum(counts, spec.max_len).astype(np.int64)
+    return Sequences(names, np.stack(columns, axis=1), lengths)
+
+
+def _bucket(x: np.ndarray, null: np.ndarray, edges: list[float]) -> np.ndarray:
+    """``FIRST_ID + #{edge < x}``; ``NAN`` for NaN and ``MISSING`` where ``null`` (nulls read as NaN here)."""
+    ids = np.searchsorted(np.asarray(edges, np.float64), x, side="left").astype(np.int64) + FIRST_ID
+    ids[np.isnan(x)] = NAN
+    ids[null] = MISSING
+    return ids

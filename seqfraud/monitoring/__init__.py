@@ -1,0 +1,144 @@
+"""Drift monitoring: is today's traffic still like the data the exported model was trained on?
+
+:func:`monitor` compares a current window of raw events with a reference window, through the artifact's
+own spec and model, and writes ``monitor.json``, ``monitor.html`` (self-contained) and ``monitor.png``:
+
+- PSI per token field (vocabulary ids, numeric buckets, time-delta buckets; reserved ids are bins too);
+- the unknown-token rate per categorical field, reference vs current;
+- categories outside the vocabulary, from the raw values, with counts and example sessions;
+- session length and inter-event time (quantiles, and PSI of the length distribution);
+- PSI of the model's scores on fixed score bins;
+- PR-AUC, ROC-AUC and recall at the run's ``metrics.fpr`` on the current window when its labels are known
+  (they arrive late), and the drop from the artifact's test PR-AUC.
+
+The reference is raw events or, by default, the tokenized train dataset of the run the artifact was exported
+from (the manifest records its directory). Each alert names the check, the field, the value and the threshold.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seqfraud import reports
+from seqfraud import schema as S
+from seqfraud.monitoring.alerts import DEFAULT_THRESHOLDS, alerts, check_thresholds
+from seqfraud.monitoring.inputs import MonitorError, current_labels, default_reference, raw_window
+from seqfraud.monitoring.statistics import (
+    DEFAULT_FPR,
+    SCORE_BINS,
+    field_stats,
+    length_edges,
+    length_summary,
+    new_categories,
+    performance,
+    psi,
+    quantiles,
+    token_counts,
+)
+from seqfraud.scoring.scorer import Scorer
+
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "EXIT_ALERT",
+    "OUTPUT_FILES",
+    "MonitorError",
+    "check_thresholds",
+    "monitor",
+    "psi",
+]
+
+OUTPUT_FILES = ("monitor.json", "monitor.html", "monitor.png")
+EXIT_ALERT = 1  # like diff: 1 means "differences found", 2 (a user error, see seqfraud.errors) means trouble
+
+
+def monitor(
+    artifact: str | Path,
+    current: Any,
+    reference: Any = None,
+    labels: Any = None,
+    thresholds: Mapping[str, float] | None = None,
+    *,
+    out: str | Path | None = None,
+    fmt: str = "torchscript",
+) -> dict[str, Any]:
+    """Compare ``current`` raw events with ``reference`` (raw events; default: the run's train dataset).
+
+    ``current``/``reference``: a Parquet/CSV path (file, directory or glob) or a frame in the training column
+    names. ``labels``: a label table (path or frame) for the current window; by default the events' label
+    column if they have one. Returns the report dict; with ``out`` also writes :data:`OUTPUT_FILES` there.
+    """
+    t = check_thresholds(thresholds)
+    scorer = Scorer.load(artifact, fmt=fmt)
+    spec = scorer.spec
+    cur, cur_lf = raw_window(current, spec, "current")
+    ref = (
+        default_reference(scorer, artifact)
+        if reference is None
+        else raw_window(reference, spec, "reference")[0]
+    )
+    label_table = current_labels(labels, cur_lf, spec)
+    assert cur.events is not None  # a raw window
+    # The run's operating point, recorded at export; artifacts from before that used 1% FPR.
+    fpr = float((scorer.manifest.get("metrics_config") or {}).get("fpr", DEFAULT_FPR))
+    test_pr_auc = ((scorer.manifest.get("metrics") or {}).get("test") or {}).get("pr_auc")
+
+    fields = field_stats(spec, ref.seqs, cur.seqs)
+    ref_scores = scorer.score_sequences(ref.seqs)[
+        S.SCORE
+    ].to_numpy()  # the served score, calibration included
+    cur_scored = scorer.score_sequences(cur.seqs)
+    cur_scores = cur_scored[S.SCORE].to_numpy()
+    bins = np.asarray(SCORE_BINS)
+    len_bins = length_edges(spec.max_len)
+    hist = {  # reference and current counts per bin
+        "score": (np.histogram(ref_scores, bins)[0], np.histogram(cur_scores, bins)[0]),
+        "session_length": (
+            np.histogram(ref.seqs.lengths, len_bins)[0],
+            np.histogram(cur.seqs.lengths, len_bins)[0],
+        ),
+        S.TIME_DELTA: (
+            token_counts(spec, ref.seqs, S.TIME_DELTA)[1:],
+            token_counts(spec, cur.seqs, S.TIME_DELTA)[1:],
+        ),
+    }
+    report: dict[str, Any] = {
+        "artifact": str(artifact),
+        "model_version": scorer.model_version,
+        "reference": {"source": ref.source, "sessions": len(ref.seqs), "events": int(ref.seqs.lengths.sum())},
+        "current": {"source": cur.source, "sessions": len(cur.seqs), "events": int(cur.seqs.lengths.sum())},
+        "thresholds": t,
+        "fields": fields,
+        "new_categories": new_categories(cur.events, spec),
+        "session_length": {
+            "psi": psi(hist["session_length"][0], hist["session_length"][1]),
+            "bins": len_bins[:-1].astype(int).tolist(),
+            "reference": length_summary(ref.seqs.lengths, spec.max_len),
+            "current": length_summary(cur.seqs.lengths, spec.max_len),
+        },
+        "inter_event_seconds": {
+            "psi": fields[S.TIME_DELTA]["psi"],
+            "reference": quantiles(ref.deltas_s),
+            "current": quantiles(cur.deltas_s),
+        },
+        "score": {
+            "psi": psi(hist["score"][0], hist["score"][1]),
+            "bins": list(SCORE_BINS),
+            "reference": quantiles(ref_scores),
+            "current": quantiles(cur_scores),
+            "current_bands": dict(cur_scored[S.BAND].value_counts().iter_rows()),
+        },
+        "performance": performance(cur_scored, label_table, fpr, test_pr_auc),
+    }
+    report["alerts"], report["warnings"] = alerts(report, t)
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "monitor.json").write_text(json.dumps(report, indent=2, default=float))
+        reports.monitor_png(report, hist, out / "monitor.png")
+        (out / "monitor.html").write_text(reports.monitor_html(report, out / "monitor.png"))
+    return report

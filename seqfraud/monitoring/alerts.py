@@ -1,0 +1,92 @@
+"""The monitor's thresholds and the alerts and warnings a report raises against them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from seqfraud import schema as S
+from seqfraud.monitoring.inputs import MonitorError
+
+DEFAULT_THRESHOLDS: dict[str, float] = {
+    "psi_warn": 0.1,  # token field or session length PSI: warning from here
+    "psi_alert": 0.25,  # ... alert from here
+    "unknown_rate_alert": 0.001,  # alert when a field's unknown-token share of events rises by this much (absolute)
+    "score_psi_alert": 0.25,  # alert on PSI of the score distribution
+    "new_category_sessions": 5,  # alert on a category outside the vocabulary seen in this many sessions
+    "performance_drop": 0.25,  # alert when PR-AUC falls this far below the artifact's test PR-AUC (relative)
+}
+
+
+def check_thresholds(thresholds: Mapping[str, float] | None) -> dict[str, float]:
+    t = dict(DEFAULT_THRESHOLDS)
+    unknown = sorted(set(thresholds or {}) - set(t))
+    if unknown:
+        raise MonitorError(f"unknown threshold(s) {unknown}; known thresholds are {sorted(t)}")
+    t.update({k: float(v) for k, v in (thresholds or {}).items()})
+    if not t["psi_warn"] <= t["psi_alert"]:
+        raise MonitorError(f"psi_warn ({t['psi_warn']}) must not exceed psi_alert ({t['psi_alert']})")
+    return t
+
+
+def alerts(report: dict[str, Any], t: dict[str, float]) -> tuple[list[dict], list[dict]]:
+    """Each finding as ``{check, field, value, threshold}``: alerts at or above the alert levels, warnings below."""
+    found, warned = [], []
+
+    def psi_check(check: str, name: str, value: float) -> None:
+        if value >= t["psi_alert"]:
+            found.append({"check": check, "field": name, "value": value, "threshold": t["psi_alert"]})
+        elif value >= t["psi_warn"]:
+            warned.append({"check": check, "field": name, "value": value, "threshold": t["psi_warn"]})
+
+    for name, stats in report["fields"].items():
+        psi_check("psi", name, stats["psi"])
+        u = stats["unknown_rate"]
+        if u is not None and u["current"] - u["reference"] >= t["unknown_rate_alert"]:
+            found.append(
+                {
+                    "check": "unknown_rate_increase",
+                    "field": name,
+                    "value": u["current"] - u["reference"],
+                    "threshold": t["unknown_rate_alert"],
+                    "reference": u["reference"],
+                    "current": u["current"],
+                }
+            )
+    for name, values in report["new_categories"].items():
+        for v in values:
+            if v["sessions"] >= t["new_category_sessions"]:
+                found.append(
+                    {
+                        "check": "new_category",
+                        "field": name,
+                        "value": v["sessions"],
+                        "threshold": t["new_category_sessions"],
+                        "category": v["value"],
+                        "events": v["events"],
+                        "example_sessions": v["example_sessions"],
+                    }
+                )
+    psi_check("psi", "session_length", report["session_length"]["psi"])
+    if report["score"]["psi"] >= t["score_psi_alert"]:
+        found.append(
+            {
+                "check": "score_psi",
+                "field": S.SCORE,
+                "value": report["score"]["psi"],
+                "threshold": t["score_psi_alert"],
+            }
+        )
+    perf = report["performance"] or {}
+    if perf.get("pr_auc_drop") is not None and perf["pr_auc_drop"] >= t["performance_drop"]:
+        found.append(
+            {
+                "check": "performance_drop",
+                "field": "pr_auc",
+                "value": perf["pr_auc_drop"],
+                "threshold": t["performance_drop"],
+                "reference": perf["reference_pr_auc"],
+                "current": perf["pr_auc"],
+            }
+        )
+    return found, warned

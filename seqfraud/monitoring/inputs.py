@@ -1,0 +1,102 @@
+"""The monitor's inputs: windows of traffic in model tokens, the reference the artifact records, labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from seqfraud import rundir
+from seqfraud import schema as S
+from seqfraud.data.events import DataValidationError, read_labels, scan_table
+from seqfraud.data.shards import shard_files
+from seqfraud.errors import UserError
+from seqfraud.features.spec import Spec
+from seqfraud.features.tokens import Sequences, as_sequences, inter_event_seconds, polars_sequences
+from seqfraud.scoring.prepare import as_frame, normalized_events
+from seqfraud.scoring.scorer import Scorer
+
+
+class MonitorError(UserError, ValueError):
+    """Inputs the monitor cannot compare: no reference, an empty window, unknown thresholds."""
+
+
+@dataclass
+class Window:
+    """One period of traffic in model tokens, with its raw events where raw events were given."""
+
+    source: str
+    seqs: Sequences
+    events: pl.DataFrame | None  # normalized raw events; None from a tokenized dataset
+
+    @property
+    def deltas_s(self) -> np.ndarray | None:
+        """Seconds between consecutive events of a session (None from a tokenized dataset)."""
+        return None if self.events is None else inter_event_seconds(self.events)
+
+
+def raw_window(events: Any, spec: Spec, source: str = "events") -> tuple[Window, pl.LazyFrame]:
+    """Raw events (a path, or a frame in the training column names) through the spec, like the scorer reads them."""
+    if isinstance(events, (str, Path)):
+        lf, source = scan_table(events, spec.schema)
+    else:
+        lf = as_frame(events, spec, source).lazy()
+    if lf.head(1).collect().height == 0:
+        raise DataValidationError(f"{source}: no events")
+    normalized = normalized_events(lf, spec, source)
+    return Window(source, polars_sequences(normalized, spec), normalized), lf
+
+
+def dataset_window(path: Path, spec: Spec) -> Window:
+    """A tokenized dataset written by preprocessing (one row per session, a token list per field)."""
+    try:
+        files = shard_files(path)
+    except FileNotFoundError:
+        raise MonitorError(
+            f"{path}: the run's tokenized train dataset is missing; pass --reference with raw "
+            "events of the training period"
+        ) from None
+    data = pl.read_parquet(files, columns=[S.SESSION_ID, S.LENGTH, *(S.token_column(f) for f in spec.fields)])
+    if data.height == 0:
+        raise MonitorError(f"{path}: no sessions")
+    return Window(str(path), as_sequences(data, spec), None)
+
+
+def default_reference(scorer: Scorer, artifact: str | Path) -> Window:
+    """The training period the artifact records: its run's tokenized train dataset (in ``prepared_dir`` if the
+    run was trained on one)."""
+    run_dir = (scorer.manifest.get("source") or {}).get("run_dir")
+    if not run_dir:
+        raise MonitorError(
+            f"{artifact}: the manifest records no training run (source.run_dir) and the artifact "
+            "holds no reference statistics; pass --reference with raw events of the training period"
+        )
+    return dataset_window(rundir.dataset(rundir.prepared_dir(run_dir), "train"), scorer.spec)
+
+
+def current_labels(labels: Any, events_lf: pl.LazyFrame, spec: Spec) -> pl.DataFrame | None:
+    """``session_id, label`` from a label table (path or frame), else the events' label column, else None."""
+    s = spec.schema
+    if labels is None:
+        if s.label not in events_lf.collect_schema():
+            return None
+        table = (
+            events_lf.select(
+                pl.col(s.session_id).cast(pl.String).alias(S.SESSION_ID),
+                pl.col(s.label).cast(pl.Float64).alias(S.LABEL),
+            )
+            .drop_nulls()
+            .collect()
+        )
+        return table.group_by(S.SESSION_ID).agg(pl.col(S.LABEL).max().cast(pl.Int8))
+    if isinstance(labels, (str, Path)):
+        return read_labels(str(labels), s)[0]
+    missing = [c for c in (s.session_id, s.label) if c not in labels.columns]
+    if missing:
+        raise DataValidationError(f"labels: missing column(s) {missing}. Columns present: {labels.columns}")
+    return labels.select(
+        pl.col(s.session_id).cast(pl.String).alias(S.SESSION_ID), pl.col(s.label).cast(pl.Int8).alias(S.LABEL)
+    )

@@ -1,0 +1,38 @@
+"""The run directory's layout: the one place that names its files.
+
+Preprocessing writes ``spec.json``, ``data/{split}/`` and ``preprocess_report.json``; training adds
+``config.yaml``, ``checkpoints/best.ckpt``, ``metrics.json`` and ``predictions/{val,test}.parquet``.
+A run trained with ``prepared_dir=`` keeps its tokenized data there, and its ``config.yaml`` says so.
+Every other module asks this one, so that a file is renamed in one place. Imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SPEC_FILE = "spec.json"
+DATA_DIR = "data"
+REPORT_FILE = "preprocess_report.json"
+CONFIG_FILE = "config.yaml"
+CHECKPOINT = "checkpoints/best.ckpt"
+METRICS_FILE = "metrics.json"
+PREDICTIONS_DIR = "predictions"
+
+
+def dataset(prepared: str | Path, split: str) -> Path:
+    """The directory of one split's tokenized shards in a preprocessing output."""
+    return Path(prepared) / DATA_DIR / split
+
+
+def predictions(run_dir: str | Path, split: str) -> Path:
+    """A split's ``session_id, label, score`` table, written by training."""
+    return Path(run_dir) / PREDICTIONS_DIR / f"{split}.parquet"
+
+
+def prepared_dir(run_dir: str | Path) -> Path:
+    """Where a run's spec and tokenized data live: its ``prepared_dir`` if it was trained on one, else itself."""
+    from omegaconf import OmegaConf  # a run directory's config is Hydra's; the serving path never calls this
+
+    config = Path(run_dir) / CONFIG_FILE
+    prepared = OmegaConf.select(OmegaConf.load(config), "prepared_dir") if config.is_file() else None
+    return Path(prepared) if prepared else Path(run_dir)
