@@ -241,8 +241,9 @@ def test_multirun_of_two_jobs_makes_two_runs(tmp_path):
 
 @pytest.mark.integration  # W&B offline starts its service process
 def test_a_failed_training_still_finishes_its_wandb_run(tmp_path, monkeypatch):
-    import seqfraud.training.train as training
     import wandb
+
+    import seqfraud.training.train as training
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
