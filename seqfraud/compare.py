@@ -1,14 +1,12 @@
 """Leaderboard of run directories, read from the directories alone (no W&B server needed).
 
 ``seqfraud compare RUN_DIR... [--out DIR]`` takes run directories, or directories holding runs (a
-multirun sweep, a backtest), ranks the runs by validation PR-AUC, and writes ``leaderboard.md``,
-``leaderboard.html`` (self-contained) and ``pr_curves.png`` (every run's test PR curve in one plot).
+multirun sweep, a backtest), and ranks the runs by validation PR-AUC; :func:`seqfraud.reports.write_leaderboard`
+renders ``leaderboard.md``, ``leaderboard.html`` (self-contained) and ``pr_curves.png``.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import math
 import os
@@ -17,10 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import polars as pl
 from omegaconf import OmegaConf
 
-from seqfraud import schema as S
 from seqfraud.config import plain
 from seqfraud.metrics import precision_key, recall_key
 from seqfraud.rundir import CONFIG_FILE, METRICS_FILE, PREDICTIONS_DIR, predictions
@@ -136,7 +132,8 @@ def leaderboard(runs: list[Run], fpr: float = 0.01, recall: float = 0.5) -> list
     return sorted(rows, key=lambda r: -r["val_pr_auc"] if not math.isnan(r["val_pr_auc"]) else math.inf)
 
 
-def _table(rows: list[dict], fpr: float, recall: float) -> tuple[list[str], list[list[str]]]:
+def leaderboard_table(rows: list[dict], fpr: float, recall: float) -> tuple[list[str], list[list[str]]]:
+    """The leaderboard as header and string cells, the one layout of the Markdown, HTML and terminal tables."""
     rk, pk = recall_key(fpr), precision_key(recall)
     typologies = list(rows[0]["per_typology"]) if rows else []
     head = [
@@ -173,82 +170,11 @@ def _table(rows: list[dict], fpr: float, recall: float) -> tuple[list[str], list
     return head, body
 
 
-def plot_pr_curves(runs: list[Run], rows: list[dict], path: Path) -> None:
-    """Test PR curves of all runs in leaderboard order; the legend gives each run's test PR-AUC."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import precision_recall_curve
-
-    by_name = {r.name: r for r in runs}
-    fig, ax = plt.subplots(figsize=(6.4, 5.0))
-    cmap = plt.get_cmap("tab10" if len(rows) <= 10 else "tab20")
-    colors = [cmap(i) for i in range(cmap.N)]
-    for i, row in enumerate(rows):
-        pred = pl.read_parquet(predictions(by_name[row["run"]].path, "test"), columns=[S.LABEL, S.SCORE])
-        if not 0 < pred[S.LABEL].sum() < pred.height:
-            continue
-        precision, rec, _ = precision_recall_curve(pred[S.LABEL].to_numpy(), pred[S.SCORE].to_numpy())
-        ax.plot(
-            rec,
-            precision,
-            drawstyle="steps-post",
-            color=colors[i % len(colors)],
-            lw=1.3,
-            label=f"{row['run']} ({fmt(row['test_pr_auc'])})",
-        )
-    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="test PR curves (PR-AUC)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def write_markdown(rows: list[dict], fpr: float, recall: float, path: Path) -> None:
-    head, body = _table(rows, fpr, recall)
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in body]
-    path.write_text(
-        "Leaderboard, best validation PR-AUC first; test metrics on the out-of-time test split.\n\n"
-        + "\n".join(lines)
-        + f"\n\n![test PR curves]({OUTPUT_FILES[2]})\n"
-    )
-
-
-def write_html(rows: list[dict], fpr: float, recall: float, png: Path, path: Path) -> None:
-    """One file to mail around: the PR-curve PNG is embedded as base64."""
-    head, body = _table(rows, fpr, recall)
-    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-    trs = "\n".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>" for cells in body)
-    img = base64.b64encode(png.read_bytes()).decode("ascii")
-    path.write_text(f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>seqfraud leaderboard</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;font-size:13px}}
-th,td{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:nth-child(-n+5),th{{text-align:left}}
-tr:nth-child(even){{background:#f6f6f6}}</style></head><body>
-<h1>Leaderboard</h1><p>Best validation PR-AUC first; test metrics on the out-of-time test split.</p>
-<table><tr>{th}</tr>
-{trs}
-</table>
-<h2>Test PR curves</h2><img alt="test PR curves" src="data:image/png;base64,{img}">
-</body></html>
-""")
-
-
-def compare(
-    paths: Sequence[str | Path], out_dir: str | Path | None = None, *, fpr: float = 0.01, recall: float = 0.5
-) -> list[dict[str, Any]]:
-    """Rank the runs under ``paths`` and write the leaderboard files into ``out_dir`` (default: their common parent)."""
+def rank_runs(
+    paths: Sequence[str | Path], fpr: float = 0.01, recall: float = 0.5
+) -> tuple[list[Run], list[dict], Path]:
+    """The runs under ``paths``, their leaderboard rows (best validation PR-AUC first) and the runs' common parent."""
     dirs = find_runs(paths)
     common = Path(os.path.commonpath([d.parent for d in dirs]))
     runs = [load_run(d, str(d.relative_to(common))) for d in dirs]
-    rows = leaderboard(runs, fpr, recall)
-    out = Path(out_dir) if out_dir else common
-    out.mkdir(parents=True, exist_ok=True)
-    md, page, png = (out / f for f in OUTPUT_FILES)
-    plot_pr_curves(runs, rows, png)
-    write_markdown(rows, fpr, recall, md)
-    write_html(rows, fpr, recall, png, page)
-    return rows
+    return runs, leaderboard(runs, fpr, recall), common

@@ -1,7 +1,7 @@
 """Every report seqfraud renders (HTML pages, PNG charts, Markdown tables), from results computed elsewhere.
 
-The monitor's page and chart, the export's reliability diagram, the backtest's table and chart, and the
-explained-session timeline. matplotlib is imported only when a chart is drawn, so nothing that scores
+The monitor's page and chart, the export's reliability diagram, the backtest's table and chart, the
+explained-session timeline, and the compare leaderboard. matplotlib is imported only when a chart is drawn, so nothing that scores
 pays for it.
 """
 
@@ -19,8 +19,9 @@ import polars as pl
 
 from seqfraud import schema as S
 from seqfraud.calibration import reliability_curve
-from seqfraud.compare import fmt, recall_label
+from seqfraud.compare import OUTPUT_FILES, Run, fmt, leaderboard_table, rank_runs, recall_label
 from seqfraud.metrics import expected_calibration_error, recall_key
+from seqfraud.rundir import predictions
 
 
 def _pyplot() -> Any:
@@ -342,3 +343,81 @@ def session_png(explained: pl.DataFrame, scored: dict, path: str | Path) -> None
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------- leaderboard
+
+
+def plot_pr_curves(runs: list[Run], rows: list[dict], path: Path) -> None:
+    """Test PR curves of all runs in leaderboard order; the legend gives each run's test PR-AUC."""
+    from sklearn.metrics import precision_recall_curve
+
+    plt = _pyplot()
+
+    by_name = {r.name: r for r in runs}
+    fig, ax = plt.subplots(figsize=(6.4, 5.0))
+    cmap = plt.get_cmap("tab10" if len(rows) <= 10 else "tab20")
+    colors = [cmap(i) for i in range(cmap.N)]
+    for i, row in enumerate(rows):
+        pred = pl.read_parquet(predictions(by_name[row["run"]].path, "test"), columns=[S.LABEL, S.SCORE])
+        if not 0 < pred[S.LABEL].sum() < pred.height:
+            continue
+        precision, rec, _ = precision_recall_curve(pred[S.LABEL].to_numpy(), pred[S.SCORE].to_numpy())
+        ax.plot(
+            rec,
+            precision,
+            drawstyle="steps-post",
+            color=colors[i % len(colors)],
+            lw=1.3,
+            label=f"{row['run']} ({fmt(row['test_pr_auc'])})",
+        )
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="test PR curves (PR-AUC)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_leaderboard_markdown(rows: list[dict], fpr: float, recall: float, path: Path) -> None:
+    head, body = leaderboard_table(rows, fpr, recall)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in body]
+    path.write_text(
+        "Leaderboard, best validation PR-AUC first; test metrics on the out-of-time test split.\n\n"
+        + "\n".join(lines)
+        + f"\n\n![test PR curves]({OUTPUT_FILES[2]})\n"
+    )
+
+
+def write_leaderboard_html(rows: list[dict], fpr: float, recall: float, png: Path, path: Path) -> None:
+    """One file to mail around: the PR-curve PNG is embedded as base64."""
+    head, body = leaderboard_table(rows, fpr, recall)
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    trs = "\n".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>" for cells in body)
+    path.write_text(f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>seqfraud leaderboard</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;font-size:13px}}
+th,td{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:nth-child(-n+5),th{{text-align:left}}
+tr:nth-child(even){{background:#f6f6f6}}</style></head><body>
+<h1>Leaderboard</h1><p>Best validation PR-AUC first; test metrics on the out-of-time test split.</p>
+<table><tr>{th}</tr>
+{trs}
+</table>
+<h2>Test PR curves</h2><img alt="test PR curves" src="{_embedded_png(png)}">
+</body></html>
+""")
+
+
+def write_leaderboard(
+    paths: Sequence[str | Path], out_dir: str | Path | None = None, *, fpr: float = 0.01, recall: float = 0.5
+) -> list[dict[str, Any]]:
+    """Rank the runs under ``paths`` and write the leaderboard files into ``out_dir`` (default: their common parent)."""
+    runs, rows, common = rank_runs(paths, fpr, recall)
+    out = Path(out_dir) if out_dir else common
+    out.mkdir(parents=True, exist_ok=True)
+    md, page, png = (out / f for f in OUTPUT_FILES)
+    plot_pr_curves(runs, rows, png)
+    write_leaderboard_markdown(rows, fpr, recall, md)
+    write_leaderboard_html(rows, fpr, recall, png, page)
+    return rows

@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from seqfraud.cli.compare import main
-from seqfraud.compare import compare
+from seqfraud.reports import write_leaderboard
 from seqfraud.training.train import train
 
 CONF = Path(__file__).resolve().parents[1] / "seqfraud" / "conf"
@@ -38,7 +38,7 @@ def runs(tmp_path_factory):
 
 
 def test_two_runs_make_a_leaderboard_ranked_by_val_pr_auc(runs, tmp_path):
-    rows = compare([runs / "0", runs / "1"], tmp_path)
+    rows = write_leaderboard([runs / "0", runs / "1"], tmp_path)
     val = {job: json.loads((runs / job / "metrics.json").read_text())["val"]["pr_auc"] for job in ("0", "1")}
     assert [r["run"] for r in rows] == sorted(val, key=val.get, reverse=True)
     assert [r["val_pr_auc"] for r in rows] == sorted(val.values(), reverse=True)
@@ -54,7 +54,7 @@ def test_two_runs_make_a_leaderboard_ranked_by_val_pr_auc(runs, tmp_path):
 
 
 def test_a_multirun_directory_is_searched_for_runs(runs):
-    rows = compare([runs])  # writes next to the runs by default
+    rows = write_leaderboard([runs])  # writes next to the runs by default
     assert sorted(r["run"] for r in rows) == ["0", "1"]
     assert all((runs / f).is_file() for f in ("leaderboard.md", "leaderboard.html", "pr_curves.png"))
 
@@ -63,7 +63,7 @@ def test_a_directory_without_runs_is_named_in_the_error(tmp_path, capsys):
     empty = tmp_path / "not_a_run"
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match="not_a_run: no metrics.json"):
-        compare([empty])
+        write_leaderboard([empty])
     with pytest.raises(SystemExit):
         main([str(empty)])
     assert str(empty) in capsys.readouterr().err
@@ -74,4 +74,4 @@ def test_a_run_without_predictions_is_named_in_the_error(runs, tmp_path):
     broken.mkdir()
     shutil.copy(runs / "0" / "metrics.json", broken / "metrics.json")
     with pytest.raises(FileNotFoundError, match="broken: no predictions/test.parquet"):
-        compare([broken])
+        write_leaderboard([broken])

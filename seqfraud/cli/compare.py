@@ -6,8 +6,9 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from seqfraud.compare import _table, compare
+from seqfraud.compare import leaderboard_table
 from seqfraud.errors import UserError, command
+from seqfraud.reports import write_leaderboard
 
 
 @command
@@ -28,8 +29,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     try:
-        rows = compare(args.runs, args.out, fpr=args.fpr, recall=args.recall)
+        rows = write_leaderboard(args.runs, args.out, fpr=args.fpr, recall=args.recall)
     except ValueError as e:  # a run directory without the metrics compared
         raise UserError(str(e)) from e
-    head, body = _table(rows, args.fpr, args.recall)
+    head, body = leaderboard_table(rows, args.fpr, args.recall)
     print("\n".join("\t".join(cells) for cells in [head, *body]))
