@@ -11,8 +11,6 @@ import json
 import re
 import resource
 import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -24,7 +22,7 @@ from fastapi.testclient import TestClient
 from seqfraud.scoring.server import FD_RESERVE, ConnectionLimits, fit_to_open_files
 from seqfraud.scoring.service import Limits, create_app
 from tests.conftest import service_client
-from tests.test_serve_load import Client, free_port
+from tests.test_serve_load import Client, serving
 
 TIMEOUT_S = 1.0
 MAX_CONNECTIONS = 8
@@ -44,57 +42,18 @@ def events(test_period_events, exported_artifact) -> list[dict]:
 @pytest.fixture(scope="module")
 def server(exported_artifact, events, tmp_path_factory):
     """The real server with tight connection limits: its port and its log file."""
-    port, log_path = free_port(), tmp_path_factory.mktemp("server") / "server.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-u",
-                "-m",
-                "seqfraud",
-                "serve",
-                "--artifact",
-                str(exported_artifact),
-                "--port",
-                str(port),
-                "--header-timeout",
-                str(TIMEOUT_S),
-                "--body-timeout",
-                str(TIMEOUT_S),
-                "--keep-alive-timeout",
-                str(TIMEOUT_S),
-                "--max-connections",
-                str(MAX_CONNECTIONS),
-                "--max-header-bytes",
-                "4096",
-                "--max-headers",
-                "16",
-                "--max-batch-in-flight",
-                "1",
-                "--max-explain-in-flight",
-                "1",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    body = json.dumps({"events": events}).encode()
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, log_path.read_text()[-3000:]
-            try:
-                if Client(port).post("/score", body)[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "the service did not come up"
-            time.sleep(0.2)
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    flags = ["--header-timeout", str(TIMEOUT_S), "--body-timeout", str(TIMEOUT_S)]
+    flags += ["--keep-alive-timeout", str(TIMEOUT_S), "--max-connections", str(MAX_CONNECTIONS)]
+    flags += ["--max-header-bytes", "4096", "--max-headers", "16", "--max-batch-in-flight", "1"]
+    flags += ["--max-explain-in-flight", "1"]
+    with serving(exported_artifact, log_path, json.dumps({"events": events}).encode(), *flags) as (
+        port,
+        proc,
+    ):
         yield port, log_path
         assert proc.poll() is None, "the server died"
         assert "Traceback" not in log_path.read_text()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def _answer(sock: socket.socket, within: float = 5.0) -> tuple[bytes, float]:

@@ -21,7 +21,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +50,46 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def serving(
+    artifact: Path, log_path: Path, ready_body: bytes, *flags: str
+) -> Iterator[tuple[int, subprocess.Popen]]:
+    """``seqfraud serve`` on a free loopback port, logging to ``log_path``, once it answers ``ready_body`` with 200."""
+    port = free_port()
+    with open(log_path, "w") as log:  # a file, not a pipe: a full pipe would stall the server's logging
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "seqfraud",
+                "serve",
+                "--artifact",
+                str(artifact),
+                "--port",
+                str(port),
+                *flags,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=os.environ | {"PYTHONUNBUFFERED": "1"},
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, log_path.read_text()[-3000:]
+            try:
+                if Client(port).post("/score", ready_body)[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the service did not come up"
+            time.sleep(0.2)
+        yield port, server
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 class Client:
@@ -204,58 +246,19 @@ def load_run(
     artifact: Path, score_body: bytes, batch_body: bytes, explain_body: bytes, log_path: Path, n_slow: int
 ) -> LoadRun:
     """Start the server, measure ``/score`` alone, then again under every other kind of client; stop it."""
-    port = free_port()
-    with open(log_path, "w") as log:  # a file, not a pipe: a full pipe would stall the server's logging
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "seqfraud",
-                "serve",
-                "--artifact",
-                str(artifact),
-                "--port",
-                str(port),
-                "--header-timeout",
-                str(TIMEOUT_S),
-                "--body-timeout",
-                str(TIMEOUT_S),
-                "--keep-alive-timeout",
-                str(TIMEOUT_S),
-                "--max-connections",
-                str(MAX_CONNECTIONS),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=os.environ | {"PYTHONUNBUFFERED": "1"},
-        )
-    try:
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as attacker:
-            ready = attacker.submit(
-                raise_open_file_limit
-            )  # the attacker's process starts while the server does
-            deadline = time.monotonic() + 120
-            while True:
-                assert server.poll() is None, log_path.read_text()[-3000:]
-                try:
-                    if Client(port).post("/score", score_body)[0] == 200:
-                        break
-                except OSError:
-                    pass
-                assert time.monotonic() < deadline, "the service did not come up"
-                time.sleep(0.2)
+    flags = ["--header-timeout", str(TIMEOUT_S), "--body-timeout", str(TIMEOUT_S)]
+    flags += ["--keep-alive-timeout", str(TIMEOUT_S), "--max-connections", str(MAX_CONNECTIONS)]
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as attacker:
+        ready = attacker.submit(raise_open_file_limit)  # the attacker's process starts while the server does
+        with serving(artifact, log_path, score_body, *flags) as (port, server):
             ready.result(timeout=60)
             unloaded = measure(port, score_body, UNLOADED_S)
             attacked = attacker.submit(attack, port, n_slow, LOADED_S, batch_body, explain_body)
-            time.sleep(
-                1.0
-            )  # the slow clients are all connected and the heavy ones busy before /score is measured
+            # The slow clients are all connected and the heavy ones busy before /score is measured.
+            time.sleep(1.0)
             loaded = measure(port, score_body, LOADED_S - 1.5)
             batch, explain, slow = attacked.result(timeout=LOADED_S + 60)
-        assert server.poll() is None, "the server died under load"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+            assert server.poll() is None, "the server died under load"
     return LoadRun(unloaded, loaded, batch, explain, slow, log_path.read_text())
 
 

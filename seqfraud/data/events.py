@@ -255,14 +255,19 @@ def out_of_range_text(schema: Schema, epoch_unit: str | None, unit_origin: str) 
     return what
 
 
+def did_you_mean(name: object, choices: list[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or nothing: the one wording of a name hint."""
+    close = difflib.get_close_matches(str(name), choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def check_columns(lf: pl.LazyFrame, schema: Schema, source: str, *, with_label: bool) -> pl.Schema:
     """Fail on missing or wrongly typed columns before any data is read."""
     have = lf.collect_schema()
     wanted = list(schema.event_columns) + ([schema.label] if with_label else [])
     missing = [c for c in wanted if c not in have]
     if missing:
-        hints = {c: difflib.get_close_matches(c, list(have), n=1) for c in missing}
-        hint = "; ".join(f"{c!r} (did you mean {h[0]!r}?)" if h else repr(c) for c, h in hints.items())
+        hint = "; ".join(repr(c) + did_you_mean(c, list(have)) for c in missing)
         raise DataValidationError(
             f"{source}: missing column(s) {hint}. Columns present: {list(have)}. "
             "Set the names under data.schema."

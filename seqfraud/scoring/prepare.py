@@ -6,7 +6,6 @@ that follow are :mod:`seqfraud.features`' (both the Polars path and the numpy fa
 
 from __future__ import annotations
 
-import difflib
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -18,6 +17,7 @@ from seqfraud.data.events import (
     UNPARSED,
     DataValidationError,
     check_columns,
+    did_you_mean,
     fail_rows,
     normalize,
     out_of_range_text,
@@ -67,9 +67,8 @@ def _records_frame(records: Sequence[Any], spec: Spec, source: str) -> pl.DataFr
     known = set(s.event_columns)
     unknown = Counter(k for r in records for k in r.keys() - known)
     if unknown:
-        hints = {k: difflib.get_close_matches(str(k), s.event_columns, n=1) for k in unknown}
         named = "; ".join(
-            f"{k!r} in {n:,} event(s)" + (f" (did you mean {hints[k][0]!r}?)" if hints[k] else "")
+            f"{k!r} in {n:,} event(s)" + did_you_mean(k, list(s.event_columns))
             for k, n in sorted(unknown.items(), key=lambda kv: str(kv[0]))
         )
         raise DataValidationError(
