@@ -24,6 +24,11 @@ SCORE = "score"
 RAW_SCORE = "raw_score"  # the model's own probability, next to the calibrated ``score``
 BAND = "band"
 TYPOLOGY = "typology"
+# Per-session label availability (epoch us): when the session's label became known, from
+# ``data.schema.label_time`` or ``data.policy.label_delay``; null when it never is. ``END_TIME`` is the
+# session's last event, where a label delay counts from.
+LABEL_KNOWN = "label_known"
+END_TIME = "end_time"
 LABEL_NOISE = "label_noise"
 # Columns of per-event explanations (``Scorer.explain``): the event's place in the session's kept
 # sequence (0 = oldest kept), its raw event type and time for display, and its share of the score.
@@ -49,6 +54,11 @@ TIMESTAMP_UNITS = ("auto", *EPOCH_UNITS)
 TIMESTAMP_RANGE = ("1990-01-01", "2100-01-01")
 
 
+def entity_feature(column: str, feature: str, window: str | None = None) -> str:
+    """Name of one entity feature of an entity column: ``ent__{column}__{feature}[_{window}]``."""
+    return f"ent__{column}__{feature}" + (f"_{window}" if window else "")
+
+
 def token_column(field_name: str) -> str:
     """Name of the list column that holds one field's token ids in a tokenized dataset."""
     return f"tok__{field_name}"
@@ -64,12 +74,17 @@ class Schema:
     label: str = "label"
     categorical: tuple[str, ...] = ()
     numerical: tuple[str, ...] = ()
+    # Columns that name things sessions share (device, IP, card, terminal, account); see docs/entities.md.
+    entities: tuple[str, ...] = ()
+    # Column of the label table (or of the events, when labels live there) saying when a label became known.
+    label_time: str | None = None
     timestamp_unit: str = "auto"
     timestamp_range: tuple[str, str] = TIMESTAMP_RANGE
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "categorical", tuple(self.categorical))
         object.__setattr__(self, "numerical", tuple(self.numerical))
+        object.__setattr__(self, "entities", tuple(self.entities))
         object.__setattr__(self, "timestamp_range", tuple(str(v) for v in self.timestamp_range))
         if self.timestamp_unit not in TIMESTAMP_UNITS:
             raise ConfigError(
@@ -93,11 +108,15 @@ class Schema:
             self.label,
             *self.categorical,
             *self.numerical,
+            *self.entities,
+            *([self.label_time] if self.label_time else []),
         ]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ConfigError(f"data.schema gives a column more than one role: {dupes}")
-        clash = sorted(set(self.categorical_fields + self.numerical) & set(RESERVED_FIELD_NAMES))
+        clash = sorted(
+            set(self.categorical_fields + self.numerical + self.entities) & set(RESERVED_FIELD_NAMES)
+        )
         if clash:
             raise ConfigError(
                 f"data.schema: event field(s) {clash} use a name seqfraud reserves {RESERVED_FIELD_NAMES}; "
@@ -117,12 +136,20 @@ class Schema:
     @property
     def event_columns(self) -> tuple[str, ...]:
         """Columns an event row must carry (the label may live in a separate table)."""
-        return (self.session_id, self.timestamp, self.event_type, *self.categorical, *self.numerical)
+        return (
+            self.session_id,
+            self.timestamp,
+            self.event_type,
+            *self.categorical,
+            *self.numerical,
+            *self.entities,
+        )
 
     def roles(self) -> dict[str, Any]:
         return asdict(self) | {
             "categorical": list(self.categorical),
             "numerical": list(self.numerical),
+            "entities": list(self.entities),
             "timestamp_range": list(self.timestamp_range),
         }
 
@@ -133,7 +160,7 @@ class Schema:
         if unknown:
             raise ConfigError(f"data.schema has unknown keys {unknown}; known keys are {sorted(known)}")
         kwargs: dict[str, Any] = {
-            k: (tuple(v) if k in ("categorical", "numerical", "timestamp_range") else v)
+            k: (tuple(v) if k in ("categorical", "numerical", "entities", "timestamp_range") else v)
             for k, v in cfg.items()
         }
         return cls(**kwargs)
@@ -148,3 +175,6 @@ SYNTHETIC = Schema(
     categorical=("device_type", "country", "payment_method"),
     numerical=("amount",),
 )
+# The synthetic log's entity columns and its label table's label-time column (conf/experiment/synthetic_entities.yaml).
+SYNTHETIC_ENTITIES = ("account_id", "device_id", "ip")
+SYNTHETIC_LABEL_TIME = "label_time"
