@@ -42,6 +42,15 @@ def session_aggregates(events: pl.LazyFrame, spec: Spec) -> pl.LazyFrame:
             x.std().alias(f"{c}:std"),
             x.count().alias(f"{c}:count"),
         ]
+    # Entity features change along the session as its context accrues: the latest value is the most informed.
+    for c in spec.numeric_fields[len(spec.schema.numerical) :]:
+        x = pl.col(c).drop_nulls()
+        aggs += [
+            pl.col(c).sort_by(S.TS_US, S.ROW_INDEX).drop_nulls().last().alias(f"{c}:last"),
+            x.max().alias(f"{c}:max"),
+            x.min().alias(f"{c}:min"),
+            x.mean().alias(f"{c}:mean"),
+        ]
     aggs += [
         dt.mean().alias("dt:mean"),
         dt.median().alias("dt:median"),

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +28,10 @@ from seqfraud.data.events import LoadedEvents, load_events
 from seqfraud.data.shards import ROW_GROUP_SESSIONS, shard_files, shard_name
 from seqfraud.data.split import assign_split, before_test_end, from_epoch_us, split_boundaries, to_epoch_us
 from seqfraud.errors import ConfigError
+from seqfraud.features.entities import EntitySpec, attach, column_features, entity_spec, kernel_rows
 from seqfraud.features.spec import Spec
 from seqfraud.features.tokens import FitStats, build_spec, fit_stats, quantile_probs, sequences
-from seqfraud.rundir import DATA_DIR, REPORT_FILE, SPEC_FILE, dataset
+from seqfraud.rundir import DATA_DIR, ENTITY_DIR, REPORT_FILE, SPEC_FILE, dataset
 from seqfraud.schema import Schema
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,10 @@ class PolarsEngine:
     # Peak working memory of sequencing one event, per token field: 31-35 bytes measured on the synthetic log
     # at 10M and 50M events (BENCHMARKS.md, "Scale"), plus a little headroom.
     BYTES_PER_EVENT_FIELD = 36
+    # The entity kernel: working bytes per event and field (features plus KERNEL_WORKING_FIELDS arrays of sort
+    # keys, orders and cumulative sums), measured in BENCHMARKS.md, "Entity features".
+    KERNEL_BYTES_PER_EVENT_FIELD = 8
+    KERNEL_WORKING_FIELDS = 24
     # The share of the budget a part may use; the rest is the interpreter, the session table and what the
     # allocator keeps from the earlier passes.
     PART_SHARE = 0.6
@@ -106,6 +111,7 @@ class PolarsEngine:
             data.get("labels"),
             on_unlabeled=policy.get("on_unlabeled", "error"),
             on_orphan_labels=policy.get("on_orphan_labels", "error"),
+            label_delay=policy.get("label_delay"),
         )
 
     def fit_stats(
@@ -115,32 +121,63 @@ class PolarsEngine:
         train_ids: pl.DataFrame,
         probs: list[float],
         min_count: int,
+        numeric: tuple[str, ...],
     ) -> FitStats:
         train_events = loaded.events.join(train_ids.lazy(), on=S.SESSION_ID, how="semi")
-        return fit_stats(train_events, schema, probs, min_count)
+        return fit_stats(train_events, schema, probs, min_count, numeric)
 
-    def n_parts(self, n_events: int, n_fields: int) -> int:
+    def entity_features(self, loaded: LoadedEvents, entity: EntitySpec, out: Path) -> LoadedEvents:
+        """The events with their entity features, computed per entity column into ``out`` and joined back.
+
+        Beyond the memory budget, a column's rows are hash-partitioned by its value on disk and the kernel runs
+        one part at a time: a value's features need only that value's rows.
+        """
+        rows = kernel_rows(loaded.events, loaded.sessions, entity)
+        n_events = int(loaded.sessions["n_events"].sum())
+        events = loaded.events
+        for i, column in enumerate(entity.columns):
+            target = out / str(i)  # user column names may not make safe file names
+            target.mkdir(parents=True)
+            present = rows.filter(pl.col(column).is_not_null())
+            n_fields = len(entity.column_feature_names(column)) + self.KERNEL_WORKING_FIELDS
+            n_parts = self.n_parts(n_events, n_fields, self.KERNEL_BYTES_PER_EVENT_FIELD)
+            if n_parts == 1:
+                column_features(present.collect(engine="streaming"), column, entity).write_parquet(
+                    target / shard_name(0)
+                )
+            else:
+                with tempfile.TemporaryDirectory(dir=out, prefix="_partitions") as tmp:
+                    part = (pl.col(column).hash(seed=0) % n_parts).alias("__part")
+                    present.with_columns(part).sink_parquet(
+                        pl.PartitionBy(tmp, key="__part", include_key=False), mkdir=True
+                    )
+                    for j in range(n_parts):
+                        if Path(tmp, f"__part={j}").exists():
+                            rows_j = pl.scan_parquet(Path(tmp, f"__part={j}")).collect()
+                            column_features(rows_j, column, entity).write_parquet(target / shard_name(j))
+            if not any(target.iterdir()):  # no event carries the column: every feature is null
+                column_features(present.head(0).collect(), column, entity).write_parquet(
+                    target / shard_name(0)
+                )
+            events = attach(events, pl.scan_parquet(target), entity.column_feature_names(column))
+        return replace(loaded, events=events)
+
+    def n_parts(
+        self, n_events: int, n_fields: int, bytes_per_event_field: int = BYTES_PER_EVENT_FIELD
+    ) -> int:
         """From the data size alone, so that the same data always gives the same shards (and training order)."""
         if self.partitions:
             return int(self.partitions)
         return max(
             1,
-            math.ceil(
-                n_events * n_fields * self.BYTES_PER_EVENT_FIELD / (self.PART_SHARE * self.memory_bytes)
-            ),
+            math.ceil(n_events * n_fields * bytes_per_event_field / (self.PART_SHARE * self.memory_bytes)),
         )
 
     def write_datasets(
         self, loaded: LoadedEvents, spec: Spec, sessions: pl.DataFrame, out: Path
     ) -> dict[str, Any]:
         n_parts = self.n_parts(int(sessions["n_events"].sum()), len(spec.fields))
-        columns = [
-            S.SESSION_ID,
-            S.TS_US,
-            S.ROW_INDEX,
-            *spec.schema.categorical_fields,
-            *spec.schema.numerical,
-        ]
+        columns = [S.SESSION_ID, S.TS_US, S.ROW_INDEX, *spec.schema.categorical_fields, *spec.numeric_fields]
         events = loaded.events.select(columns)
         keys = sessions.lazy().select(S.SESSION_ID, S.LABEL, S.SPLIT)
         with tempfile.TemporaryDirectory(dir=out, prefix="_partitions") as tmp:
@@ -212,15 +249,31 @@ def preprocess(
         test_end,
     )
     sessions = assign_split(in_range, val_us, test_us)
+    train = sessions.filter(pl.col(S.SPLIT) == "train")
+    out = Path(out_dir)
+    for stale in (DATA_DIR, ENTITY_DIR):  # outputs of an earlier run must not mix with these
+        if (out / stale).exists():
+            shutil.rmtree(out / stale)
+    entity = entity_spec(
+        schema,
+        features_cfg.get("entity"),
+        (data.get("policy") or {}).get("label_delay"),
+        prior=float(train[S.LABEL].mean() or 0.0) if train.height else 0.0,
+    )
+    if entity is not None:
+        t_entity = time.perf_counter()
+        loaded = engine.entity_features(loaded, entity, out / ENTITY_DIR)
+        entity_seconds = round(time.perf_counter() - t_entity, 3)
     tail = tuple(features_cfg.get("tail_quantiles") or ())
     n_buckets = int(features_cfg.get("n_buckets", 16))
     min_count = int(features_cfg.get("min_count", 5))
     stats = engine.fit_stats(
         loaded,
         schema,
-        sessions.filter(pl.col(S.SPLIT) == "train").select(S.SESSION_ID),
+        train.select(S.SESSION_ID),
         quantile_probs(n_buckets, tail),
         min_count,
+        (*schema.numerical, *(entity.feature_names() if entity else ())),
     )
     spec = build_spec(
         stats,
@@ -232,11 +285,9 @@ def preprocess(
         n_buckets=n_buckets,
         tail_quantiles=tail,
         time_delta=dict(features_cfg.get("time_delta") or {}),
+        entity=entity,
     )
     spec.fit_info |= {"val_start": from_epoch_us(val_us), "test_start": from_epoch_us(test_us)}
-    out = Path(out_dir)
-    if (out / DATA_DIR).exists():
-        shutil.rmtree(out / DATA_DIR)  # shards of an earlier run must not mix with these
     (out / DATA_DIR).mkdir(parents=True)
     spec.save(out / SPEC_FILE)
     engine_report = engine.write_datasets(loaded, spec, sessions, out / DATA_DIR)
@@ -258,6 +309,11 @@ def preprocess(
             "test_end": from_epoch_us(to_epoch_us(test_end)) if test_end else None,
             "sessions_after_test_end": loaded.sessions.height - in_range.height,
             "truncated_sessions": int((sessions["n_events"] > spec.max_len).sum()),
+            **(
+                {"entity_features": len(entity.feature_names()), "entity_seconds": entity_seconds}
+                if entity
+                else {}
+            ),
             "seconds": round(time.perf_counter() - t0, 3),
             "peak_rss_gb": round(peak_rss_bytes() / 1e9, 3),
         }

@@ -1,6 +1,7 @@
 """The run directory's layout: the one place that names its files.
 
-Preprocessing writes ``spec.json``, ``data/{split}/`` and ``preprocess_report.json``; training adds
+Preprocessing writes ``spec.json``, ``data/{split}/``, ``preprocess_report.json`` and, with entity
+columns, ``entity_features/``; training adds
 ``config.yaml``, ``checkpoints/best.ckpt``, ``metrics.json`` and ``predictions/{val,test}.parquet``.
 A run trained with ``prepared_dir=`` keeps its tokenized data there, and its ``config.yaml`` says so.
 Every other module asks this one, so that a file is renamed in one place. Imports nothing heavy.
@@ -17,6 +18,7 @@ CONFIG_FILE = "config.yaml"
 CHECKPOINT = "checkpoints/best.ckpt"
 METRICS_FILE = "metrics.json"
 PREDICTIONS_DIR = "predictions"
+ENTITY_DIR = "entity_features"  # per-event entity features of the prepared events, one directory per entity column
 
 
 def dataset(prepared: str | Path, split: str) -> Path:

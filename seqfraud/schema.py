@@ -129,11 +129,6 @@ class Schema:
         return (self.event_type, *self.categorical)
 
     @property
-    def token_fields(self) -> tuple[str, ...]:
-        """Every field of the token sequences, in model input order (time delta last)."""
-        return (*self.categorical_fields, *self.numerical, TIME_DELTA)
-
-    @property
     def event_columns(self) -> tuple[str, ...]:
         """Columns an event row must carry (the label may live in a separate table)."""
         return (

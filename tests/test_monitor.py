@@ -88,7 +88,7 @@ def test_report_sections_and_files(reports):
         "warnings",
     ):
         assert key in late
-    assert set(late["fields"]) == set(S.SYNTHETIC.token_fields)
+    assert set(late["fields"]) == {*S.SYNTHETIC.categorical_fields, *S.SYNTHETIC.numerical, S.TIME_DELTA}
     assert late["inter_event_seconds"]["reference"]["p50"] > 0
     assert late["performance"]["n"] == late["current"]["sessions"]
     assert 0.0 <= late["performance"]["roc_auc"] <= 1.0

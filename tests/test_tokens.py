@@ -459,7 +459,7 @@ def test_spec_json_round_trip(tmp_path):
     loaded = Spec.load(path)
     assert loaded == spec
     d = json.loads(path.read_text())
-    assert d["format"] == "seqfraud.preprocessing-spec" and d["version"] == 2
+    assert d["format"] == "seqfraud.preprocessing-spec" and d["version"] == 3 and d["entity"] is None
     assert d["schema"]["timestamp_range"] == ["1990-01-01", "2100-01-01"]
     assert d["reserved"] == {"pad": 0, "unknown": 1, "missing": 2, "nan": 3}
     assert d["vocab"]["event_type"] == ["view", "add", "click", "pay", "zzz"]
@@ -472,7 +472,7 @@ def test_spec_json_round_trip(tmp_path):
 @pytest.mark.parametrize(
     ("mutate", "match"),
     [
-        (lambda d: d.update(version=3), "version 3"),
+        (lambda d: d.update(version=4), "version 4"),
         (lambda d: d["schema"].update(timestamp_range=["2100-01-01", "1990-01-01"]), "malformed"),
         (lambda d: d.pop("version"), "version None"),
         (lambda d: d.update(format="something-else"), "not a seqfraud preprocessing spec"),

@@ -162,12 +162,14 @@ def column_features(rows: pl.DataFrame, column: str, entity: EntitySpec) -> pl.D
     non-null value, in ``__row`` order.
     """
     names = entity.column_feature_names(column)
-    rows = rows.filter(pl.col(column).is_not_null()).sort(S.ROW_INDEX)
+    # Ties in time break by session id, then input row: the same order whatever the other sessions' rows are
+    # numbered (a history scored beside new events numbers them apart from the training log).
+    rows = rows.filter(pl.col(column).is_not_null()).sort(S.SESSION_ID, S.ROW_INDEX)
     n = rows.height
     if n == 0:
         return pl.DataFrame(
             {S.ROW_INDEX: pl.Series([], dtype=rows.schema[S.ROW_INDEX])} | {c: [] for c in names},
-            schema_overrides={c: pl.Float64 for c in names},
+            schema_overrides={c: pl.Float32 for c in names},
         )
     value = _codes(rows[column])
     session = _codes(rows[S.SESSION_ID])
@@ -233,9 +235,19 @@ def column_features(rows: pl.DataFrame, column: str, entity: EntitySpec) -> pl.D
     first_seen, last_seen = by_value.seen_by_others(session, t)
     out[S.entity_feature(column, FIRST_SEEN)] = first_seen
     out[S.entity_feature(column, LAST_SEEN)] = last_seen
+    # Float32 on disk and on every path alike: counts stay exact, and the values the edges were fitted on are
+    # the values scoring sees.
+    seen = (S.entity_feature(column, FIRST_SEEN), S.entity_feature(column, LAST_SEEN))
     return pl.DataFrame({S.ROW_INDEX: rows[S.ROW_INDEX]} | {c: out[c] for c in names}).with_columns(
-        pl.col(c).fill_nan(None)
-        for c in (S.entity_feature(column, FIRST_SEEN), S.entity_feature(column, LAST_SEEN))
+        pl.col(c).fill_nan(None).cast(pl.Float32) if c in seen else pl.col(c).cast(pl.Float32) for c in names
+    )
+
+
+def attach(events: pl.LazyFrame, features: pl.LazyFrame, names: list[str]) -> pl.LazyFrame:
+    """``events`` with the features of one entity column (rows without a value get nulls), as Float64 like
+    every numeric field."""
+    return events.join(features, on=S.ROW_INDEX, how="left", maintain_order="left").with_columns(
+        pl.col(c).cast(pl.Float64) for c in names
     )
 
 
@@ -245,7 +257,7 @@ def _codes(values: pl.Series) -> np.ndarray:
 
 
 class _Grouped:
-    """Rows sorted by (group, time, input row): sums of per-row weights over ``[t - w, t)`` within a group.
+    """Rows sorted by (group, time, then their given order): sums of per-row weights over ``[t - w, t)`` within a group.
 
     Times enter as ranks among the distinct times, so ``group * (n_times + 1) + rank`` is one int64 key and
     every window bound is one ``searchsorted`` of sorted queries.
@@ -254,7 +266,7 @@ class _Grouped:
     def __init__(self, group: np.ndarray, rank: np.ndarray, n_times: int):
         self.m = n_times + 1
         key = group * self.m + rank
-        self.order = np.argsort(key, kind="stable")  # rows come in __row order: the tie-break
+        self.order = np.argsort(key, kind="stable")  # the rows' given order breaks ties
         self.keys = key[self.order]
         self.base = group[self.order] * self.m
         self.group_first = np.r_[True, self.base[1:] != self.base[:-1]]

@@ -10,13 +10,15 @@ from typing import Any
 
 from seqfraud import __version__
 from seqfraud.errors import UserError
+from seqfraud.features.entities import EntitySpec
 from seqfraud.schema import EPOCH_UNITS, TIME_DELTA, Schema
 
 SPEC_FORMAT = "seqfraud.preprocessing-spec"
 # 2: the schema holds ``timestamp_range``, and integer epochs are read in the spec's unit or refused (never
-# guessed). Version 1 still loads: its range is the default one and its unit means the same.
-SPEC_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+# guessed). 3: the ``entity`` section (entity features, seqfraud.features.entities). Versions 1 and 2 still
+# load: a version 1 range is the default one, its unit means the same, and neither has entity features.
+SPEC_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 # Reserved token ids, the same in every field. Fitted vocabulary entries and buckets start at FIRST_ID.
 PAD = 0
@@ -40,7 +42,9 @@ class Spec:
     - numeric field: ``FIRST_ID + #{edge < x}``, ``MISSING`` if null, ``NAN`` if NaN (inf falls in the end buckets);
     - time delta: the same bucket rule on seconds since the previous event of the session (``MISSING`` for the
       first one), after sorting the session by time with input order as the tie-break;
-    - a session keeps its most recent ``max_len`` events.
+    - a session keeps its most recent ``max_len`` events;
+    - entity features (:attr:`entity`) are numeric fields like the others, computed from the events and a
+      history by :mod:`seqfraud.features.entities` before tokenizing.
 
     Timestamps (every engine and the scorer read them so): integer epochs in :attr:`epoch_unit`, never a unit
     guessed from the data at hand; datetimes as they are, naive ones in UTC; strings only as RFC 3339
@@ -54,10 +58,17 @@ class Spec:
     edges: dict[str, list[float]]
     fit_info: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    entity: EntitySpec | None = None
+
+    @property
+    def numeric_fields(self) -> tuple[str, ...]:
+        """Fields bucketed by numeric edges: the schema's numeric columns, then the entity features."""
+        return (*self.schema.numerical, *(self.entity.feature_names() if self.entity else ()))
 
     @property
     def fields(self) -> tuple[str, ...]:
-        return self.schema.token_fields
+        """Token fields in model input order: categorical, numeric, time delta last."""
+        return (*self.schema.categorical_fields, *self.numeric_fields, TIME_DELTA)
 
     @property
     def epoch_unit(self) -> str | None:
@@ -88,6 +99,7 @@ class Spec:
             "edges": self.edges,
             "fit_info": self.fit_info,
             "versions": self.versions,
+            "entity": self.entity.to_dict() if self.entity else None,
         }
 
     def to_json(self) -> str:
@@ -120,10 +132,13 @@ class Spec:
                 edges={k: [float(x) for x in v] for k, v in d["edges"].items()},
                 fit_info=d.get("fit_info", {}),
                 versions=d.get("versions", {}),
+                entity=EntitySpec.from_dict(d["entity"]) if d.get("entity") else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise SpecError(f"{source}: malformed spec: {e}") from e
-        expected = set(schema.categorical_fields) | set(schema.numerical) | {TIME_DELTA}
+        if (spec.entity.columns if spec.entity else ()) != schema.entities:
+            raise SpecError(f"{source}: entity features of {spec.entity} do not match the schema's entities")
+        expected = set(spec.fields)
         if set(spec.vocab) | set(spec.edges) != expected:
             raise SpecError(
                 f"{source}: fitted fields {sorted(set(spec.vocab) | set(spec.edges))} do not match the "

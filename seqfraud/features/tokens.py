@@ -7,12 +7,14 @@ Input frames are the normalized events of :mod:`seqfraud.data.events` (``session
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
 from seqfraud import schema as S
+from seqfraud.features.entities import EntitySpec
 from seqfraud.features.spec import FIRST_ID, MISSING, NAN, UNKNOWN, Spec, library_versions
 from seqfraud.schema import Schema
 
@@ -96,13 +98,15 @@ def build_spec(
     n_buckets: int = 16,
     tail_quantiles: tuple[float, ...] = (),
     time_delta: dict | None = None,
+    entity: EntitySpec | None = None,
 ) -> Spec:
+    """``stats`` holds quantiles of every numeric field: the schema's numeric columns and ``entity``'s features."""
     if stats.n_events == 0:
         raise ValueError("the training period holds no events; check data.split")
     time_delta = time_delta or {}
     edges = {
-        c: sorted({float(v) for v in stats.quantiles[c] if v is not None and math.isfinite(v)})
-        for c in schema.numerical
+        c: sorted({float(v) for v in qs if v is not None and math.isfinite(v)})
+        for c, qs in stats.quantiles.items()
     }
     edges[S.TIME_DELTA] = time_delta_edges(
         time_delta.get("min_seconds", 0.25),
@@ -128,10 +132,13 @@ def build_spec(
         edges=edges,
         fit_info=fit_info,
         versions=library_versions(),
+        entity=entity,
     )
 
 
-def fit_stats(train_events: pl.LazyFrame, schema: Schema, probs: list[float], min_count: int) -> FitStats:
+def fit_stats(
+    train_events: pl.LazyFrame, schema: Schema, probs: list[float], min_count: int, numeric: Sequence[str]
+) -> FitStats:
     """The Polars engine's :class:`FitStats`: two streaming queries over the training events, one after the other.
 
     All categorical fields are counted in one long (field, value) group-by. Collecting both queries at once
@@ -149,7 +156,7 @@ def fit_stats(train_events: pl.LazyFrame, schema: Schema, probs: list[float], mi
     summary_query = train_events.select(
         *[
             pl.col(c).filter(pl.col(c).is_finite()).quantile(q, "nearest").alias(f"{c}@{i}")
-            for c in schema.numerical
+            for c in numeric
             for i, q in enumerate(probs)
         ],
         pl.len().alias("__n_events"),
@@ -165,7 +172,7 @@ def fit_stats(train_events: pl.LazyFrame, schema: Schema, probs: list[float], mi
     row = summary.row(0, named=True)
     return FitStats(
         counts=by_field,
-        quantiles={c: [row[f"{c}@{i}"] for i in range(len(probs))] for c in schema.numerical},
+        quantiles={c: [row[f"{c}@{i}"] for i in range(len(probs))] for c in numeric},
         n_events=int(row["__n_events"]),
         n_sessions=int(row["__n_sessions"]),
         first_event_us=row["__ts_min"],
@@ -181,10 +188,12 @@ def fit_spec(
     min_count: int = 5,
     n_buckets: int = 16,
     tail_quantiles: tuple[float, ...] = (),
+    entity: EntitySpec | None = None,
     **options,
 ) -> Spec:
     """Vocabularies and numeric edges from the training period only, so val and test cannot leak into it."""
-    stats = fit_stats(train_events, schema, quantile_probs(n_buckets, tail_quantiles), min_count)
+    numeric = (*schema.numerical, *(entity.feature_names() if entity else ()))
+    stats = fit_stats(train_events, schema, quantile_probs(n_buckets, tail_quantiles), min_count, numeric)
     return build_spec(
         stats,
         schema,
@@ -192,6 +201,7 @@ def fit_spec(
         min_count=min_count,
         n_buckets=n_buckets,
         tail_quantiles=tail_quantiles,
+        entity=entity,
         **options,
     )
 
@@ -222,7 +232,7 @@ def event_tokens(spec: Spec) -> list[pl.Expr]:
     """Token ids of the fields that depend on one event alone (all but the time delta)."""
     return [
         *[categorical_ids(c, spec.vocab[c]).alias(S.token_column(c)) for c in spec.schema.categorical_fields],
-        *[bucket_ids(pl.col(c), spec.edges[c]).alias(S.token_column(c)) for c in spec.schema.numerical],
+        *[bucket_ids(pl.col(c), spec.edges[c]).alias(S.token_column(c)) for c in spec.numeric_fields],
     ]
 
 
@@ -246,7 +256,7 @@ def sequences(events: pl.LazyFrame, spec: Spec) -> pl.LazyFrame:
     as within-session differences, and last a sort of the sessions, not the events, by id.
     """
     n = spec.max_len
-    row_tokens = [*spec.schema.categorical_fields, *spec.schema.numerical]
+    row_tokens = [*spec.schema.categorical_fields, *spec.numeric_fields]
     # Null on a session's first event, and throughout a null session id.
     delta_us = pl.when(pl.col(S.SESSION_ID).is_not_null()).then(pl.col(S.TS_US).diff())
     per_session = (
