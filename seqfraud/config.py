@@ -22,7 +22,13 @@ def plain(node: Any) -> dict[str, Any]:
     return {str(k): v for k, v in data.items()}
 
 
-_DURATION_US = {"s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000, "d": 86_400_000_000, "w": 604_800_000_000}
+_DURATION_US = {
+    "s": 1_000_000,
+    "m": 60_000_000,
+    "h": 3_600_000_000,
+    "d": 86_400_000_000,
+    "w": 604_800_000_000,
+}
 
 
 def duration_us(text: Any, key: str) -> int:

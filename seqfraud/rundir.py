@@ -18,7 +18,8 @@ CONFIG_FILE = "config.yaml"
 CHECKPOINT = "checkpoints/best.ckpt"
 METRICS_FILE = "metrics.json"
 PREDICTIONS_DIR = "predictions"
-ENTITY_DIR = "entity_features"  # per-event entity features of the prepared events, one directory per entity column
+# Per-event entity features of the prepared events, one directory per entity column.
+ENTITY_DIR = "entity_features"
 
 
 def dataset(prepared: str | Path, split: str) -> Path:

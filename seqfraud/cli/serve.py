@@ -13,6 +13,8 @@ os.environ.setdefault("POLARS_MAX_THREADS", "1")
 
 from seqfraud.cli import add_verification_arguments, apply_verification_arguments
 from seqfraud.errors import command
+from seqfraud.export.artifact import open_artifact, verification_settings
+from seqfraud.scoring.history import refuse_to_serve
 from seqfraud.scoring.server import ConnectionLimits, run
 from seqfraud.scoring.service import Limits, create_app
 
@@ -107,6 +109,9 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--review and --decline go together")
 
     apply_verification_arguments(args)  # Scorer.load runs in the app's startup
+    refuse_to_serve(
+        open_artifact(args.artifact, **verification_settings(None, None)).spec
+    )  # before binding a port
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(

@@ -165,12 +165,26 @@ def input_schema(spec: Spec) -> dict[str, Any]:
         s.event_type: "event_type",
         **{c: "categorical" for c in s.categorical},
         **{c: "numerical" for c in s.numerical},
+        **{c: "entity" for c in s.entities},
     }
+    entity = spec.entity
     return {
         "columns": columns,
         "timestamp_unit": spec.timestamp_unit,
         "max_len": spec.max_len,
         "token_fields": list(spec.fields),
+        # What scoring must be given besides the sessions scored; the scorer refuses to score without it.
+        "history": None
+        if entity is None
+        else {
+            "required": True,
+            "entities": list(entity.columns),
+            "windows": list(entity.windows),
+            "events": "earlier events of other sessions, with the columns above",
+            "labels": None
+            if not entity.risk
+            else {"label_time": s.label_time, "label_delay": entity.label_delay, "label": s.label},
+        },
     }
 
 

@@ -53,6 +53,7 @@ from seqfraud.features.spec import Spec
 from seqfraud.metrics import expected_calibration_error
 from seqfraud.preprocess import load_prepared
 from seqfraud.scoring.batch import iter_scores
+from seqfraud.scoring.history import History
 from seqfraud.scoring.prepare import normalized_events
 from seqfraud.scoring.scorer import Scorer
 from seqfraud.training.data import collate, read_sessions
@@ -431,13 +432,20 @@ def check_end_to_end(scorer: Scorer, run_dir: Path, events: str | None, toleranc
     except DataValidationError as e:
         raise ExportError(f"end-to-end check: {e}; pass events=PATH to point at the run's raw events") from e
     sid = pl.col(scorer.spec.schema.session_id).cast(pl.String)
-    raw = raw.filter(sid.is_in(expected[S.SESSION_ID].implode()))
+    test_ids = sid.is_in(expected[S.SESSION_ID].implode())
+    if scorer.spec.entity is not None:
+        # Entity features: the history is every other session of the run's log, and the run's labels.
+        labels = OmegaConf.load(run_dir / rundir.CONFIG_FILE).data.get("labels")
+        scorer.history = History.from_frame(raw.filter(~test_ids), source, labels, scorer.spec)
+    raw = raw.filter(test_ids)
     # Both token paths: Polars (batch scoring) and numpy (the real-time path of every small request).
     paths = {
         "polars": pl.concat(list(iter_scores(scorer, raw, source, progress=False))),
         "numpy": scorer.score_sequences(
             numpy_sequences(
-                normalized_events(raw, scorer.spec, source), scorer.spec, vocab_index(scorer.spec)
+                scorer.in_context(normalized_events(raw, scorer.spec, source)),
+                scorer.spec,
+                vocab_index(scorer.spec),
             )
         ),
     }

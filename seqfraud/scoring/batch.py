@@ -2,7 +2,9 @@
 
 Sessions are split into ``K`` chunks by a hash of their id, and each chunk is one lazy filtered scan,
 so memory holds one chunk (about ``chunk_events`` events) at a time whatever the row order of the
-input. The next chunk is read and tokenized while the model scores the current one.
+input. The next chunk is read and tokenized while the model scores the current one. An artifact with
+entity features reads every scored session as context for the others, so its events are normalized and
+featured at once: its memory follows the whole input (docs/entities.md).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 import polars as pl
 from tqdm import tqdm
 
+from seqfraud import schema as S
 from seqfraud.data.events import DataValidationError, check_columns, reading, scan_table
 from seqfraud.features.tokens import Sequences, polars_sequences
 from seqfraud.scoring.prepare import epoch_unit, normalized_events
@@ -41,9 +44,17 @@ def iter_scores(
             pl.len(), pl.col(spec.schema.session_id).n_unique().alias("sessions")
         ).collect()
     k = max(1, math.ceil(counts["len"].item() / chunk_events))
-    part = pl.col(spec.schema.session_id).hash(seed=0) % k
+    if spec.entity is not None:
+        # Every scored session is context for the others (as in training), so their entity features are
+        # computed over all of them at once, in memory; the chunks then only bound the model's batches.
+        featured = scorer.in_context(normalized_events(events, spec, source)).lazy()
+        part = pl.col(S.SESSION_ID).hash(seed=0) % k
+    else:
+        part = pl.col(spec.schema.session_id).hash(seed=0) % k
 
     def prepare(i: int) -> Sequences:
+        if spec.entity is not None:
+            return polars_sequences((featured.filter(part == i) if k > 1 else featured).collect(), spec)
         chunk = events.filter(part == i) if k > 1 else events
         return polars_sequences(normalized_events(chunk, spec, source), spec)
 

@@ -19,6 +19,7 @@ from seqfraud.features.fastpath import numpy_sequences, vocab_index
 from seqfraud.features.spec import MISSING, Spec
 from seqfraud.features.tokens import Sequences, polars_sequences
 from seqfraud.scoring.explain import occlusion
+from seqfraud.scoring.history import History, require_history
 from seqfraud.scoring.prepare import as_frame, normalized_events
 
 # Up to this many events the numpy token path runs; above it Polars' planning cost is amortized.
@@ -49,6 +50,7 @@ class Scorer:
         workers: int = 1,
         fast_path_max_events: int = FAST_PATH_MAX_EVENTS,
         device: str = "cpu",
+        history: History | None = None,
     ):
         self.device = torch.device(device)
         # Loaded models are torch modules (TorchScript or torch.export); Model only spells their call signature.
@@ -64,6 +66,7 @@ class Scorer:
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="seqfraud-score") if workers > 1 else None
         self.fast_path_max_events = fast_path_max_events
         self._vocab_index = vocab_index(spec)
+        self.history = history  # what entity features read; checked at each score, when it is needed
 
     @classmethod
     def load(
@@ -81,7 +84,8 @@ class Scorer:
         ``thresholds`` overrides the artifact's bands, e.g. ``{"review": 0.3, "decline": 0.8}``;
         ``device="cuda"`` runs the model on a GPU (large batch jobs; tokenization stays on the CPU).
         ``verify_key`` (public key file or files) and ``require_signed`` default to ``$SEQFRAUD_VERIFY_KEY``
-        and ``$SEQFRAUD_REQUIRE_SIGNED`` (see :func:`~seqfraud.export.artifact.open_artifact`).
+        and ``$SEQFRAUD_REQUIRE_SIGNED`` (see :func:`~seqfraud.export.artifact.open_artifact`). An artifact
+        with entity features needs ``history=`` (:class:`~seqfraud.scoring.history.History`) to score.
         """
         artifact = open_artifact(path, **verification_settings(verify_key, require_signed))
         return cls(
@@ -102,7 +106,7 @@ class Scorer:
         column and the number of bad rows.
         """
         frame = as_frame(events, self.spec, source)
-        return self.score_normalized(normalized_events(frame.lazy(), self.spec, source))
+        return self.score_normalized(self.in_context(normalized_events(frame.lazy(), self.spec, source)))
 
     def explain(self, events: Any, *, source: str = "events") -> pl.DataFrame:
         """Each kept event's ``contribution`` to its session's score, by occlusion (see :mod:`seqfraud.scoring.explain`).
@@ -111,10 +115,16 @@ class Scorer:
         contribution`` in session id then time order. ``contribution`` is in raw-probability units.
         """
         frame = as_frame(events, self.spec, source)
-        return occlusion(self, normalized_events(frame.lazy(), self.spec, source))
+        return occlusion(self, self.in_context(normalized_events(frame.lazy(), self.spec, source)))
+
+    def in_context(self, events: pl.DataFrame) -> pl.DataFrame:
+        """Normalized events with their entity features from the history, when the spec has any."""
+        history = require_history(self.spec, self.history)
+        return events if history is None else history.context(events, self.spec)
 
     def score_normalized(self, events: pl.DataFrame) -> pl.DataFrame:
-        """Score events already through :func:`~seqfraud.scoring.prepare.normalized_events`."""
+        """Score events already through :func:`~seqfraud.scoring.prepare.normalized_events` (and
+        :meth:`in_context`)."""
         return self.score_sequences(self.sequences(events))
 
     def sequences(self, events: pl.DataFrame) -> Sequences:

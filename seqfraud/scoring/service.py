@@ -47,6 +47,7 @@ from seqfraud.data.events import DataValidationError
 from seqfraud.decisions import BANDS
 from seqfraud.features.spec import Spec
 from seqfraud.scoring.explain import scored_occlusion
+from seqfraud.scoring.history import refuse_to_serve
 from seqfraud.scoring.prepare import as_frame, normalized_events
 from seqfraud.scoring.scorer import Scorer
 
@@ -404,6 +405,7 @@ def create_app(
     async def lifespan(app: FastAPI):
         torch.set_num_threads(threads)
         scorer = Scorer.load(artifact, fmt=fmt, thresholds=thresholds)
+        refuse_to_serve(scorer.spec)
         scorer.warmup()
         gc.collect()
         gc.freeze()  # a full collection over torch's and Polars' objects stops every thread for ~150 ms

@@ -1,0 +1,142 @@
+"""The history an entity-aware artifact scores against: other sessions' events, and labels with their known-times.
+
+Entity features (:mod:`seqfraud.features.entities`) of a scored event read every earlier event on the same
+device, IP or card, and every label known by then. At scoring, those come from a :class:`History` plus the
+scored events themselves (a session scored in the same batch is context for the others, as in training). An
+artifact with entity features refuses to score without one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import polars as pl
+
+from seqfraud import schema as S
+from seqfraud.data.events import (
+    LABEL_TIME_US,
+    DataValidationError,
+    label_delay_us,
+    label_known,
+    read_labels,
+    scan_table,
+)
+from seqfraud.errors import UserError
+from seqfraud.features.entities import EntitySpec, attach, column_features, kernel_rows
+from seqfraud.features.spec import Spec
+from seqfraud.scoring.prepare import normalized_events
+
+
+class HistoryRequired(UserError, ValueError):
+    """An artifact with entity features was asked to score without a history."""
+
+
+@dataclass
+class History:
+    """Normalized events of other sessions, and a label table (``session_id``, ``label``, label time)."""
+
+    events: pl.DataFrame
+    labels: pl.DataFrame
+    label_source: str
+    labels_on_events: bool  # the label table was read off the events: a session's rows there are its events
+
+    @classmethod
+    def read(cls, events: str | os.PathLike, labels: str | os.PathLike | None, spec: Spec) -> History:
+        """Events as the scorer reads them; labels from ``labels`` (a table with the training label columns,
+        sessions without a label yet simply absent), or off the events when None."""
+        lf, source = scan_table(events, spec.schema)
+        return cls.from_frame(lf, source, labels, spec)
+
+    @classmethod
+    def from_frame(
+        cls, events: pl.LazyFrame, source: str, labels: str | os.PathLike | None, spec: Spec
+    ) -> History:
+        entity = _entity(spec)
+        frame = normalized_events(events, spec, source)
+        if entity.risk:
+            table, label_source = read_labels(
+                str(labels) if labels is not None else source, spec.schema, timestamp_unit=spec.timestamp_unit
+            )
+        else:
+            table, label_source = (
+                pl.DataFrame(
+                    {S.SESSION_ID: [], S.LABEL: []}, schema={S.SESSION_ID: pl.String, S.LABEL: pl.Int8}
+                ),
+                source,
+            )
+        return cls(frame, table, label_source, labels is None)
+
+    def context(self, events: pl.DataFrame, spec: Spec) -> pl.DataFrame:
+        """``events`` (normalized, the sessions being scored) with their entity features, read from the history
+        and from ``events`` themselves."""
+        entity = _entity(spec)
+        scored = events[S.SESSION_ID].unique()
+        if n := int(self.events[S.SESSION_ID].is_in(scored.implode()).sum()):
+            raise DataValidationError(
+                f"history: {n:,} event row(s) belong to sessions being scored; a history holds other sessions "
+                "only (the scored events are context for each other already)"
+            )
+        columns = [S.SESSION_ID, S.TS_US, *entity.columns]
+        offset = events.height
+        both = pl.concat(
+            [
+                events.select(pl.col(S.ROW_INDEX).cast(pl.Int64), *columns),
+                self.events.select((pl.col(S.ROW_INDEX).cast(pl.Int64) + offset), *columns),
+            ]
+        )
+        sessions = both.group_by(S.SESSION_ID).agg(
+            pl.col(S.TS_US).min().alias(S.START_TIME),
+            pl.col(S.TS_US).max().alias(S.END_TIME),
+            pl.len().alias("n_events"),
+        )
+        labelled = sessions.join(self.labels, on=S.SESSION_ID, how="inner")
+        if LABEL_TIME_US not in labelled.columns:
+            labelled = labelled.with_columns(pl.lit(None, pl.Int64).alias(LABEL_TIME_US))
+        if entity.risk:
+            labelled = label_known(
+                labelled,
+                spec.schema,
+                self.label_source,
+                label_delay_us(entity.label_delay),
+                rows_are_events=self.labels_on_events,
+            )
+        else:
+            labelled = labelled.with_columns(pl.lit(None, pl.Int64).alias(S.LABEL_KNOWN))
+        rows = kernel_rows(both.lazy(), labelled, entity).collect()
+        out = events.lazy()
+        row_type = events.schema[S.ROW_INDEX]
+        for column in entity.columns:
+            features = column_features(rows, column, entity).filter(pl.col(S.ROW_INDEX) < offset)
+            features = features.with_columns(pl.col(S.ROW_INDEX).cast(row_type))
+            out = attach(out, features.lazy(), entity.column_feature_names(column))
+        return out.collect()
+
+
+def _entity(spec: Spec) -> EntitySpec:
+    if spec.entity is None:
+        raise ValueError("this artifact has no entity features, so it reads no history")
+    return spec.entity
+
+
+def require_history(spec: Spec, history: History | None) -> History | None:
+    """The history an entity-aware spec needs, refused clearly when it is missing."""
+    if spec.entity is not None and history is None:
+        raise HistoryRequired(
+            f"this model reads entity features of {list(spec.entity.columns)} from other sessions: score it with "
+            "a history of their events and labels (Scorer.load(..., history=History.read(events, labels, spec)), "
+            "or seqfraud score --history-events PATH [--history-labels PATH]); see docs/entities.md"
+        )
+    if spec.entity is None and history is not None:
+        raise ValueError("this artifact has no entity features: it reads no history")
+    return history
+
+
+def refuse_to_serve(spec: Spec) -> None:
+    """The HTTP service keeps no history yet: an entity-aware artifact would score every session as if alone."""
+    if spec.entity is not None:
+        raise HistoryRequired(
+            f"this model reads entity features of {list(spec.entity.columns)} from other sessions, and the HTTP "
+            "service keeps no history of them yet; score it in batch with seqfraud score --history-events PATH "
+            "(docs/entities.md)"
+        )
