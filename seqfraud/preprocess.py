@@ -258,7 +258,7 @@ def preprocess(
         schema,
         features_cfg.get("entity"),
         (data.get("policy") or {}).get("label_delay"),
-        prior=float(train[S.LABEL].mean() or 0.0) if train.height else 0.0,
+        prior=float(train[S.LABEL].cast(pl.Float64).mean() or 0.0) if train.height else 0.0,
     )
     if entity is not None:
         t_entity = time.perf_counter()

@@ -40,6 +40,11 @@ CONTRIBUTION = "contribution"
 TIME_DELTA = "time_delta"
 # Internal working columns; the double underscore keeps them clear of user names.
 ROW_INDEX = "__row"
+# Working columns of ``data.schema.label_time``: epoch microseconds (null where absent, unparsed or out of
+# range), and the flags validation counts.
+LABEL_TIME_US = "__label_time_us"
+LABEL_TIME_PRESENT = "__label_time_present"
+LABEL_TIME_OUT_OF_RANGE = "__label_time_out_of_range"
 TS_US = "__ts_us"
 TS_PRESENT = "__ts_present"
 TS_OUT_OF_RANGE = "__ts_out_of_range"

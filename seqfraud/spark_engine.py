@@ -42,6 +42,8 @@ from seqfraud.data.events import (
     LoadedEvents,
     epoch_bounds,
     inspect_events,
+    label_delay_us,
+    label_time_unit,
     read_labels,
     resolve_paths,
     timestamp_range_us,
@@ -89,6 +91,7 @@ class SparkEngine:
         """Type checks and the timestamp unit from Polars on the same files (footers and the first rows),
         the per-session table from Spark, validation shared with the Polars engine."""
         policy = data.get("policy") or {}
+        label_delay_us(policy.get("label_delay"))  # a bad duration fails before the data is read
         if any(Path(f).suffix.lower() not in (".parquet", ".pq") for f in resolve_paths(data["events"])):
             raise DataValidationError(
                 f"{data['events']}: the spark engine reads Parquet only: the tie-break of equal timestamps is "
@@ -97,18 +100,29 @@ class SparkEngine:
             )
         raw = inspect_events(data["events"], schema, data.get("labels"))
         source, unit, label_on_events = raw.source, raw.timestamp_unit, raw.label_on_events
-        if raw.columns[schema.timestamp] == pl.String:
-            raise DataValidationError(
-                f"{source}: column {schema.timestamp!r} holds strings; the spark engine needs datetime or "
-                "integer epoch timestamps (Spark parses ISO strings by other rules than Polars), so convert "
-                "the column or use preprocess.engine=polars"
-            )
+        # A label time on the events is read by the timestamp's rules, so it takes the same limits.
+        time_columns = [schema.timestamp]
+        if label_on_events and schema.label_time:
+            time_columns.append(schema.label_time)
+        label_time_on_events = len(time_columns) > 1
+        for c in time_columns:
+            if raw.columns[c] == pl.String:
+                raise DataValidationError(
+                    f"{source}: column {c!r} holds strings; the spark engine needs datetime or integer epoch "
+                    "timestamps (Spark parses ISO strings by other rules than Polars), so convert the column "
+                    "or use preprocess.engine=polars"
+                )
         events = self._normalize(raw.files, schema, raw.columns, unit, with_label=label_on_events)
         # An Arrow table converts to a DataFrame (an array would give a Series).
         table = cast(
-            pl.DataFrame, pl.from_arrow(_session_table(events, with_label=label_on_events).toArrow())
+            pl.DataFrame,
+            pl.from_arrow(
+                _session_table(
+                    events, with_label=label_on_events, with_label_time=label_time_on_events
+                ).toArrow()
+            ),
         )
-        labels = None if label_on_events else read_labels(data["labels"], schema)
+        labels = None if label_on_events else read_labels(data["labels"], schema, timestamp_unit=unit)
         sessions, report = validate_sessions(
             table,
             schema,
@@ -117,8 +131,16 @@ class SparkEngine:
             on_unlabeled=policy.get("on_unlabeled", "error"),
             on_orphan_labels=policy.get("on_orphan_labels", "error"),
             epoch_unit=raw.epoch_unit,
+            label_delay=policy.get("label_delay"),
         )
-        columns = [S.SESSION_ID, S.TS_US, S.ROW_INDEX, *schema.categorical_fields, *schema.numerical]
+        columns = [
+            S.SESSION_ID,
+            S.TS_US,
+            S.ROW_INDEX,
+            *schema.categorical_fields,
+            *schema.numerical,
+            *schema.entities,
+        ]
         return LoadedEvents(
             events=events.select([_col(c) for c in columns]),
             sessions=sessions,
@@ -130,7 +152,8 @@ class SparkEngine:
     def _normalize(
         self, files: list[str], schema: Schema, have: pl.Schema, unit: str, *, with_label: bool
     ) -> DataFrame:
-        """``seqfraud.data.events.normalize`` in Spark: the same columns, types and row index.
+        """``seqfraud.data.events.normalize`` in Spark: the same columns, types and row index (entity ids as
+        strings, integers as their decimal text, and the label time's columns where it lives on the events).
 
         The row index is Polars' (the row's position in the concatenation of the sorted files): the file's
         offset, from the Parquet footers, plus ``_metadata.row_index``.
@@ -153,12 +176,9 @@ class SparkEngine:
         raw = raw.select(
             "*", F.col("_metadata.file_path").alias(_PATH), F.col("_metadata.row_index").alias(_FILE_ROW)
         ).join(F.broadcast(self._frame(offsets)), on=_PATH)
+        range_us = timestamp_range_us(schema)
         ts_us, out_of_range = _timestamp_us(
-            schema.timestamp,
-            have[schema.timestamp],
-            raw.schema[schema.timestamp].dataType,
-            unit,
-            timestamp_range_us(schema),
+            schema.timestamp, have[schema.timestamp], raw.schema[schema.timestamp].dataType, unit, range_us
         )
         cols = [
             _col(schema.session_id).cast("string").alias(S.SESSION_ID),
@@ -167,10 +187,21 @@ class SparkEngine:
             out_of_range.alias(S.TS_OUT_OF_RANGE),
             *[_col(c).cast("string").alias(c) for c in schema.categorical_fields],
             *[_col(c).cast("double").alias(c) for c in schema.numerical],
+            *[_col(c).cast("string").alias(c) for c in schema.entities],
             (F.col(_OFFSET) + F.col(_FILE_ROW)).alias(S.ROW_INDEX),
         ]
         if with_label:
             cols.append(_col(schema.label).cast("double").alias(S.LABEL))
+            if schema.label_time:
+                lt = schema.label_time
+                lt_us, lt_out = _timestamp_us(
+                    lt, have[lt], raw.schema[lt].dataType, label_time_unit(unit), range_us
+                )
+                cols += [
+                    lt_us.alias(S.LABEL_TIME_US),
+                    _col(lt).isNotNull().alias(S.LABEL_TIME_PRESENT),
+                    lt_out.alias(S.LABEL_TIME_OUT_OF_RANGE),
+                ]
         return raw.select(cols)
 
     def _frame(self, table: pa.Table | pl.DataFrame) -> DataFrame:
@@ -327,7 +358,7 @@ def _count() -> Column:
     return F.count(F.lit(1)).alias(_N)
 
 
-def _session_table(events: DataFrame, *, with_label: bool) -> DataFrame:
+def _session_table(events: DataFrame, *, with_label: bool, with_label_time: bool = False) -> DataFrame:
     """``seqfraud.data.events.session_table`` in Spark."""
 
     def count(condition: Column) -> Column:
@@ -336,6 +367,7 @@ def _session_table(events: DataFrame, *, with_label: bool) -> DataFrame:
     ts, label = F.col(S.TS_US), F.col(S.LABEL)
     aggs = [
         F.min(ts).alias(S.START_TIME),
+        F.max(ts).alias(S.END_TIME),
         _count().alias("n_events"),
         count(ts.isNull() & F.col(S.TS_PRESENT) & ~F.col(S.TS_OUT_OF_RANGE)).alias("n_ts_unparsed"),
         count(~F.col(S.TS_PRESENT)).alias("n_ts_null"),
@@ -347,6 +379,19 @@ def _session_table(events: DataFrame, *, with_label: bool) -> DataFrame:
             F.max(label).alias("label_max"),
             count(label.isNull()).alias("n_label_null"),
             count(label.isNotNull() & ~label.isin(0.0, 1.0)).alias("n_label_bad"),
+        ]
+    if with_label_time:
+        lt, present, outside = (
+            F.col(S.LABEL_TIME_US),
+            F.col(S.LABEL_TIME_PRESENT),
+            F.col(S.LABEL_TIME_OUT_OF_RANGE),
+        )
+        aggs += [
+            F.min(lt).alias("label_time_min"),
+            F.max(lt).alias("label_time_max"),
+            count(~present).alias("n_label_time_null"),
+            count(lt.isNull() & present & ~outside).alias("n_label_time_unparsed"),
+            count(outside).alias("n_label_time_out_of_range"),
         ]
     return events.groupBy(S.SESSION_ID).agg(*aggs)
 

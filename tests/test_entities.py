@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seqfraud import schema as S
-from seqfraud.config import duration_us
+from seqfraud.durations import duration_us
 from seqfraud.features.entities import EntitySpec, column_features
 
 ENTITY = EntitySpec(

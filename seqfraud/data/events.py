@@ -25,6 +25,7 @@ from typing_extensions import TypeVar
 
 from seqfraud import schema as S
 from seqfraud.data.split import to_epoch_us
+from seqfraud.durations import duration_us
 from seqfraud.errors import UserError
 from seqfraud.schema import Schema
 
@@ -46,11 +47,14 @@ RFC3339 = (
     r"^(?P<date>\d{4}-\d{2}-\d{2})[Tt ](?P<time>\d{2}:\d{2}:\d{2})(?:\.(?P<frac>\d+))?"
     r"(?:[Zz]|(?P<sign>[+-])(?P<oh>[01]\d|2[0-3]):?(?P<om>[0-5]\d))?$"
 )
-UNPARSED = (
-    "have a timestamp that does not parse: expected RFC 3339, e.g. 2026-03-01T12:00:00Z or "
-    "2026-03-01 12:00:00.25+02:00 (no offset means UTC)"
+_RFC3339_HINT = (
+    "expected RFC 3339, e.g. 2026-03-01T12:00:00Z or 2026-03-01 12:00:00.25+02:00 (no offset means UTC)"
 )
+UNPARSED = f"have a timestamp that does not parse: {_RFC3339_HINT}"
+LABEL_TIME_UNPARSED = f"have a label time that does not parse: {_RFC3339_HINT}"
 _CATEGORICAL_OK = (pl.String, pl.Categorical, pl.Enum, pl.Boolean)
+# Entity ids: strings or integers (as their decimal text); an all-null column is an entity no event has.
+_ENTITY_OK = (pl.String, pl.Categorical, pl.Enum, pl.Null)
 
 
 # The engine's frame of the normalized events: a Polars LazyFrame, or the Spark engine's DataFrame.
@@ -181,18 +185,35 @@ def _csv_header(file: str) -> list[str]:
 
 
 def _scan_csv(file: str, schema: Schema) -> pl.LazyFrame:
-    """One CSV file with ``schema``'s types (see :func:`scan_table`), parsed once in full to check it."""
-    types = {c: pl.String for c in _csv_header(file)} | {c: pl.Float64 for c in schema.numerical}
-    for c in (schema.timestamp, schema.label):
-        types.pop(c, None)  # inferred
+    """One CSV file with ``schema``'s types (see :func:`scan_table`), parsed once in full to check it.
+
+    A label time column may be empty for its first rows (negatives seldom have one): when the inference saw
+    only strings, the same pass checks whether every value is an integer, and then reads it as one.
+    """
+    types: dict[str, type[pl.DataType]] = {c: pl.String for c in _csv_header(file)}
+    types |= {c: pl.Float64 for c in schema.numerical}
+    for c in (schema.timestamp, schema.label, schema.label_time):
+        if c is not None:
+            types.pop(c, None)  # inferred
     lf = pl.scan_csv(file, schema_overrides=types, infer_schema_length=CSV_INFER_ROWS, glob=False)
+    lt = schema.label_time
+    check_lt = lt is not None and lf.collect_schema().get(lt) == pl.String
+    integers = pl.lit(False)
+    if check_lt:
+        value = pl.col(cast(str, lt))
+        integers = (value.cast(pl.Int64, strict=False).null_count() == value.null_count()) & (
+            value.null_count() < pl.len()
+        )
     try:
         # All columns: Polars notices a row with more fields than the header only when it reads them all.
-        lf.select(pl.all().null_count()).collect(engine="streaming")
+        counts = lf.select(pl.all().null_count(), integers.alias(S.LABEL_TIME_US)).collect(engine="streaming")
     except (pl.exceptions.PolarsError, OSError) as e:
         raise DataValidationError(
             _csv_fault(file, lf.collect_schema()) or f"{file}: {_first_line(e)}"
         ) from None
+    if check_lt and counts[S.LABEL_TIME_US][0]:
+        types[cast(str, lt)] = pl.Int64
+        lf = pl.scan_csv(file, schema_overrides=types, infer_schema_length=CSV_INFER_ROWS, glob=False)
     return lf
 
 
@@ -241,12 +262,14 @@ def fail_rows(source: str, column: str, n_rows: int, what: str) -> None:
     raise DataValidationError(f"{source}: column {column!r}: {n_rows:,} row(s) {what}")
 
 
-def out_of_range_text(schema: Schema, epoch_unit: str | None, unit_origin: str) -> str:
+def out_of_range_text(
+    schema: Schema, epoch_unit: str | None, unit_origin: str, value: str = "timestamp"
+) -> str:
     """What rows outside ``data.schema.timestamp_range`` have, for :func:`fail_rows`. ``epoch_unit`` is the unit
     integer epochs were read in (None for datetimes and strings) and ``unit_origin`` where it came from: epochs
-    in another unit are the usual cause."""
+    in another unit are the usual cause. ``value`` names what is out of range (a timestamp, a label time)."""
     start, end = schema.timestamp_range
-    what = f"have a timestamp outside the plausible range {start} to {end} (data.schema.timestamp_range)"
+    what = f"have a {value} outside the plausible range {start} to {end} (data.schema.timestamp_range)"
     if epoch_unit in _UNIT_NAMES:
         what += (
             f"; integer epochs are read as {_UNIT_NAMES[epoch_unit]} ({unit_origin}), so epochs in another "
@@ -261,10 +284,54 @@ def did_you_mean(name: object, choices: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def unit_origin(schema: Schema, epoch_unit: str | None) -> str:
+    """Where the unit of integer epochs came from, for :func:`out_of_range_text`."""
+    if schema.timestamp_unit != "auto":
+        return f"data.schema.timestamp_unit={epoch_unit}"
+    return f"data.schema.timestamp_unit=auto chose {epoch_unit!r} from the first values"
+
+
+def _check_time_type(source: str, column: str, dtype: pl.DataType, *, may_be_empty: bool = False) -> None:
+    """A timestamp or label time column must hold datetimes, integer epochs or strings; a label time column
+    (``may_be_empty``) may also hold nothing at all (type Null)."""
+    if may_be_empty and dtype == pl.Null:
+        return
+    if not (
+        (dtype.is_temporal() and dtype not in (pl.Time, pl.Duration))
+        or dtype.is_integer()
+        or dtype == pl.String
+    ):
+        raise DataValidationError(
+            f"{source}: column {column!r} has type {dtype}; expected a datetime, integer epoch or ISO string"
+        )
+
+
+def check_label_time_unit(source: str, schema: Schema, dtype: pl.DataType, unit: str) -> None:
+    """Integer label times are read in the events' epoch unit, which events of datetimes or strings lack."""
+    if dtype.is_integer() and unit not in _UNIT_NAMES:
+        raise DataValidationError(
+            f"{source}: column {schema.label_time!r} holds integer epochs, but the events' timestamps are "
+            "datetimes or strings, so the unit of those epochs is unknown; set data.schema.timestamp_unit, or "
+            "give label times as datetimes or RFC 3339 strings"
+        )
+
+
+def label_time_unit(unit: str) -> str:
+    """The unit label times are read in: the events' epoch unit. Without one (events of datetimes or strings)
+    :func:`check_label_time_unit` has refused integer label times, so any unit serves what is left: datetimes,
+    strings, or a column of nothing but nulls."""
+    return unit if unit in _UNIT_NAMES else "us"
+
+
 def check_columns(lf: pl.LazyFrame, schema: Schema, source: str, *, with_label: bool) -> pl.Schema:
-    """Fail on missing or wrongly typed columns before any data is read."""
+    """Fail on missing or wrongly typed columns before any data is read.
+
+    With ``with_label`` (labels live on the events) the label column, and ``data.schema.label_time`` when
+    set, are required too.
+    """
     have = lf.collect_schema()
-    wanted = list(schema.event_columns) + ([schema.label] if with_label else [])
+    label_time = [schema.label_time] if with_label and schema.label_time else []
+    wanted = list(schema.event_columns) + ([schema.label] if with_label else []) + label_time
     missing = [c for c in wanted if c not in have]
     if missing:
         hint = "; ".join(repr(c) + did_you_mean(c, list(have)) for c in missing)
@@ -272,15 +339,19 @@ def check_columns(lf: pl.LazyFrame, schema: Schema, source: str, *, with_label: 
             f"{source}: missing column(s) {hint}. Columns present: {list(have)}. "
             "Set the names under data.schema."
         )
-    ts = have[schema.timestamp]
-    if not ((ts.is_temporal() and ts not in (pl.Time, pl.Duration)) or ts.is_integer() or ts == pl.String):
-        raise DataValidationError(
-            f"{source}: column {schema.timestamp!r} has type {ts}; expected a datetime, integer epoch or ISO string"
-        )
+    _check_time_type(source, schema.timestamp, have[schema.timestamp])
+    for c in label_time:
+        _check_time_type(source, c, have[c], may_be_empty=True)
     for c in (schema.session_id, *schema.categorical_fields):
         if not (have[c] in _CATEGORICAL_OK or have[c].is_integer()):
             raise DataValidationError(
                 f"{source}: column {c!r} has type {have[c]}; expected string or integer"
+            )
+    for c in schema.entities:
+        if not (have[c] in _ENTITY_OK or have[c].is_integer()):
+            raise DataValidationError(
+                f"{source}: column {c!r} has type {have[c]}; expected string or integer entity ids "
+                "(data.schema.entities)"
             )
     for c in schema.numerical:
         if not have[c].is_numeric():
@@ -377,10 +448,14 @@ def normalize(
     """Cast to the canonical working types; flags present and out-of-range timestamps for the row counts.
 
     The epoch value is a column of its own first: both flags read it, and parsing strings twice would double
-    the cost of a scoring request.
+    the cost of a scoring request. Entity ids become strings (integers their decimal text). With
+    ``with_label`` and ``data.schema.label_time`` the label time gets the timestamp's rules and flags
+    (:data:`S.LABEL_TIME_US` and the rest), integer epochs in the timestamp's ``unit``.
     """
+    range_us = timestamp_range_us(schema)
     raw, raw_unit = epoch_value(schema.timestamp, have[schema.timestamp], unit)
-    ts_us, outside = timestamp_us(pl.col(S.TS_US), raw_unit, timestamp_range_us(schema))
+    ts_us, outside = timestamp_us(pl.col(S.TS_US), raw_unit, range_us)
+    epochs = [raw.alias(S.TS_US)]
     cols = [
         pl.col(schema.session_id).cast(pl.String).alias(S.SESSION_ID),
         ts_us.alias(S.TS_US),
@@ -388,16 +463,28 @@ def normalize(
         outside.alias(S.TS_OUT_OF_RANGE),
         *[pl.col(c).cast(pl.String) for c in schema.categorical_fields],
         *[pl.col(c).cast(pl.Float64) for c in schema.numerical],
+        *[pl.col(c).cast(pl.String) for c in schema.entities],
     ]
     if with_label:
         cols.append(pl.col(schema.label).cast(pl.Float64).alias(S.LABEL))
-    return lf.with_row_index(S.ROW_INDEX).with_columns(raw.alias(S.TS_US)).select(pl.col(S.ROW_INDEX), *cols)
+        if schema.label_time:
+            lt_raw, lt_unit = epoch_value(schema.label_time, have[schema.label_time], label_time_unit(unit))
+            lt_us, lt_outside = timestamp_us(pl.col(S.LABEL_TIME_US), lt_unit, range_us)
+            epochs.append(lt_raw.alias(S.LABEL_TIME_US))
+            cols += [
+                lt_us.alias(S.LABEL_TIME_US),
+                pl.col(schema.label_time).is_not_null().alias(S.LABEL_TIME_PRESENT),
+                lt_outside.alias(S.LABEL_TIME_OUT_OF_RANGE),
+            ]
+    return lf.with_row_index(S.ROW_INDEX).with_columns(epochs).select(pl.col(S.ROW_INDEX), *cols)
 
 
-def session_table(events: pl.LazyFrame, *, with_label: bool) -> pl.LazyFrame:
-    """One row per session with its start time and the counts that validation needs."""
+def session_table(events: pl.LazyFrame, *, with_label: bool, with_label_time: bool = False) -> pl.LazyFrame:
+    """One row per session with its start and end time and the counts that validation needs; with
+    ``with_label_time``, the label time's range and counts (:func:`normalize`'s label time columns)."""
     aggs = [
         pl.col(S.TS_US).min().alias(S.START_TIME),
+        pl.col(S.TS_US).max().alias(S.END_TIME),
         pl.len().alias("n_events"),
         (pl.col(S.TS_US).is_null() & pl.col(S.TS_PRESENT) & ~pl.col(S.TS_OUT_OF_RANGE))
         .sum()
@@ -412,25 +499,58 @@ def session_table(events: pl.LazyFrame, *, with_label: bool) -> pl.LazyFrame:
             pl.col(S.LABEL).is_null().sum().alias("n_label_null"),
             (pl.col(S.LABEL).is_not_null() & ~pl.col(S.LABEL).is_in([0.0, 1.0])).sum().alias("n_label_bad"),
         ]
+    if with_label_time:
+        lt, present, outside = (
+            pl.col(S.LABEL_TIME_US),
+            pl.col(S.LABEL_TIME_PRESENT),
+            pl.col(S.LABEL_TIME_OUT_OF_RANGE),
+        )
+        aggs += [
+            lt.min().alias("label_time_min"),
+            lt.max().alias("label_time_max"),
+            present.not_().sum().alias("n_label_time_null"),
+            (lt.is_null() & present & ~outside).sum().alias("n_label_time_unparsed"),
+            outside.sum().alias("n_label_time_out_of_range"),
+        ]
     return events.group_by(S.SESSION_ID).agg(aggs)
 
 
-def read_labels(path: str, schema: Schema) -> tuple[pl.DataFrame, str]:
-    """A separate label table: one row per session, 0/1 label."""
+def read_labels(path: str, schema: Schema, *, timestamp_unit: str | None = None) -> tuple[pl.DataFrame, str]:
+    """A separate label table: one row per session, 0/1 label.
+
+    With ``timestamp_unit`` (the events' :attr:`LoadedEvents.timestamp_unit`) and ``data.schema.label_time``,
+    the table must also hold the label time, read by the events' timestamp rules (integer epochs in that
+    unit) into :data:`S.LABEL_TIME_US`: null where absent, an error where it does not parse or is out of
+    range. Without ``timestamp_unit`` label times are not read.
+    """
     lf, source = scan_table(path, schema)
     have = lf.collect_schema()
-    missing = [c for c in (schema.session_id, schema.label) if c not in have]
+    lt = schema.label_time if timestamp_unit is not None else None
+    missing = [c for c in (schema.session_id, schema.label, *([lt] if lt else [])) if c not in have]
     if missing:
         raise DataValidationError(f"{source}: missing column(s) {missing}. Columns present: {list(have)}")
     if not (have[schema.label].is_numeric() or have[schema.label] == pl.Boolean):
         raise DataValidationError(
             f"{source}: column {schema.label!r} has type {have[schema.label]}; expected 0/1 integers or booleans"
         )
+    columns = [
+        pl.col(schema.session_id).cast(pl.String).alias(S.SESSION_ID),
+        pl.col(schema.label).cast(pl.Float64).alias(S.LABEL),
+    ]
+    epochs = []
+    if lt is not None and timestamp_unit is not None:
+        _check_time_type(source, lt, have[lt], may_be_empty=True)
+        check_label_time_unit(source, schema, have[lt], timestamp_unit)
+        raw, raw_unit = epoch_value(lt, have[lt], label_time_unit(timestamp_unit))
+        us, outside = timestamp_us(pl.col(S.LABEL_TIME_US), raw_unit, timestamp_range_us(schema))
+        epochs.append(raw.alias(S.LABEL_TIME_US))
+        columns += [
+            us.alias(S.LABEL_TIME_US),
+            pl.col(lt).is_not_null().alias(S.LABEL_TIME_PRESENT),
+            outside.alias(S.LABEL_TIME_OUT_OF_RANGE),
+        ]
     with reading(source):
-        labels = lf.select(
-            pl.col(schema.session_id).cast(pl.String).alias(S.SESSION_ID),
-            pl.col(schema.label).cast(pl.Float64).alias(S.LABEL),
-        ).collect()
+        labels = lf.with_columns(epochs).select(columns).collect()
     if labels.is_empty():
         raise DataValidationError(f"{source}: the label table is empty")
     for col, n, what in (
@@ -447,9 +567,38 @@ def read_labels(path: str, schema: Schema) -> tuple[pl.DataFrame, str]:
     dupes = labels.group_by(S.SESSION_ID).agg(pl.col(S.LABEL).n_unique().alias("k")).filter(pl.col("k") > 1)
     if dupes.height:
         fail_rows(source, schema.label, dupes.height, "are sessions listed with conflicting labels")
+    if lt is not None:
+        labels = _check_label_times(labels, schema, source, have[lt], timestamp_unit)
     return labels.unique(S.SESSION_ID, keep="first", maintain_order=True).with_columns(
         pl.col(S.LABEL).cast(pl.Int8)
     ), source
+
+
+def _check_label_times(
+    labels: pl.DataFrame, schema: Schema, source: str, dtype: pl.DataType, unit: str | None
+) -> pl.DataFrame:
+    """The label table's label times: each parses, lies in the plausible range, and one per session."""
+    lt = cast(str, schema.label_time)
+    us, present, outside = (
+        pl.col(S.LABEL_TIME_US),
+        pl.col(S.LABEL_TIME_PRESENT),
+        pl.col(S.LABEL_TIME_OUT_OF_RANGE),
+    )
+    n_unparsed, n_outside = labels.select((us.is_null() & present & ~outside).sum(), outside.sum()).row(0)
+    if n_unparsed:
+        fail_rows(source, lt, n_unparsed, LABEL_TIME_UNPARSED)
+    if n_outside:
+        epoch_unit = unit if dtype.is_integer() else None
+        fail_rows(
+            source,
+            lt,
+            n_outside,
+            out_of_range_text(schema, epoch_unit, unit_origin(schema, epoch_unit), "label time"),
+        )
+    dupes = labels.group_by(S.SESSION_ID).agg(us.n_unique().alias("k")).filter(pl.col("k") > 1)
+    if dupes.height:
+        fail_rows(source, lt, dupes.height, "are sessions listed with conflicting label times")
+    return labels.drop(S.LABEL_TIME_PRESENT, S.LABEL_TIME_OUT_OF_RANGE)
 
 
 def validate_sessions(
@@ -461,24 +610,24 @@ def validate_sessions(
     on_unlabeled: str = "error",
     on_orphan_labels: str = "error",
     epoch_unit: str | None = None,
+    label_delay: str | None = None,
 ) -> tuple[pl.DataFrame, dict]:
     """Row-level checks and drop policies on the per-session table of :func:`session_table`.
 
     Every engine builds that small table its own way and hands it here, so the contract and the wording
     of its errors exist once. ``labels`` is a separate label table from :func:`read_labels`; without it
     the labels come from the events. ``epoch_unit`` (:attr:`RawEvents.epoch_unit`) goes into the message
-    on timestamps out of range. Returns one row per kept session (``session_id``, ``start_time``,
-    ``n_events``, ``label``) and what the policies dropped.
+    on timestamps out of range. ``label_delay`` (``data.policy.label_delay``) and ``data.schema.label_time``
+    say when each label became known (:func:`label_known`). Returns one row per kept session
+    (``session_id``, ``start_time``, ``end_time``, ``n_events``, ``label``, ``label_known``) and what the
+    policies dropped.
     """
     for name, value in (("on_unlabeled", on_unlabeled), ("on_orphan_labels", on_orphan_labels)):
         if value not in ("error", "drop"):
             raise ValueError(f"data.policy.{name} must be 'error' or 'drop', got {value!r}")
+    delay_us = label_delay_us(label_delay)
     report: dict = {}
-    origin = (
-        f"data.schema.timestamp_unit={epoch_unit}"
-        if schema.timestamp_unit != "auto"
-        else f"data.schema.timestamp_unit=auto chose {epoch_unit!r} from the first values"
-    )
+    origin = unit_origin(schema, epoch_unit)
     if int(sessions["n_events"].sum()) == 0:
         raise DataValidationError(f"{source}: the event log is empty")
     null_sid = sessions.filter(pl.col(S.SESSION_ID).is_null())
@@ -513,6 +662,9 @@ def validate_sessions(
             )
         sessions = sessions.with_columns(pl.col("label_min").cast(pl.Int8).alias(S.LABEL))
         label_source = source
+        if schema.label_time:
+            _check_label_times_on_events(sessions, schema, source, epoch_unit, origin)
+            sessions = sessions.with_columns(pl.col("label_time_min").alias(S.LABEL_TIME_US))
     else:
         table, label_source = labels
         orphans = table.join(sessions, on=S.SESSION_ID, how="anti")
@@ -524,6 +676,10 @@ def validate_sessions(
                 )
             report["orphan_labels_dropped"] = orphans.height
         sessions = sessions.join(table, on=S.SESSION_ID, how="left")
+        if schema.label_time and S.LABEL_TIME_US not in table.columns:
+            raise ValueError(
+                "the label table was read without label times: pass read_labels a timestamp_unit"
+            )
 
     unlabeled = sessions.filter(pl.col(S.LABEL).is_null())
     if unlabeled.height:
@@ -537,13 +693,98 @@ def validate_sessions(
         report["unlabeled_events_dropped"] = n_rows
         sessions = sessions.filter(pl.col(S.LABEL).is_not_null())
 
-    sessions = sessions.select(S.SESSION_ID, S.START_TIME, "n_events", pl.col(S.LABEL).cast(pl.Int8))
+    sessions = label_known(sessions, schema, label_source, delay_us, rows_are_events=labels is None)
+    sessions = sessions.select(
+        S.SESSION_ID,
+        S.START_TIME,
+        S.END_TIME,
+        pl.col("n_events").cast(pl.Int64),
+        pl.col(S.LABEL).cast(pl.Int8),
+        pl.col(S.LABEL_KNOWN).cast(pl.Int64),
+    )
     report |= {
         "n_events": int(sessions["n_events"].sum()),
         "n_sessions": sessions.height,
         "n_positive_sessions": int(sessions[S.LABEL].sum()),
     }
+    if schema.label_time or delay_us is not None:
+        report["labels_never_known"] = sessions[S.LABEL_KNOWN].null_count()
     return sessions, report
+
+
+def label_delay_us(label_delay: str | None) -> int | None:
+    """``data.policy.label_delay`` in microseconds, None when unset; a bad duration is a ConfigError."""
+    return None if label_delay is None else duration_us(label_delay, "data.policy.label_delay")
+
+
+def _check_label_times_on_events(
+    sessions: pl.DataFrame, schema: Schema, source: str, epoch_unit: str | None, origin: str
+) -> None:
+    """Label times on the events, from :func:`session_table`'s counts: they parse, lie in the plausible
+    range, and are one per session, like the label."""
+    lt = cast(str, schema.label_time)
+    if n := int(sessions["n_label_time_unparsed"].sum()):
+        fail_rows(source, lt, n, LABEL_TIME_UNPARSED)
+    if n := int(sessions["n_label_time_out_of_range"].sum()):
+        fail_rows(source, lt, n, out_of_range_text(schema, epoch_unit, origin, "label time"))
+    mixed = sessions.filter(pl.col("label_time_min") != pl.col("label_time_max"))
+    if mixed.height:
+        fail_rows(
+            source,
+            lt,
+            int(mixed["n_events"].sum()),
+            f"belong to {mixed.height:,} session(s) whose label time is not constant",
+        )
+    partial = sessions.filter((pl.col("n_label_time_null") > 0) & pl.col("label_time_min").is_not_null())
+    if partial.height:
+        fail_rows(
+            source,
+            lt,
+            int(partial["n_label_time_null"].sum()),
+            f"have a null label time inside {partial.height:,} session(s) that have one on other events",
+        )
+
+
+def label_known(
+    sessions: pl.DataFrame, schema: Schema, label_source: str, delay_us: int | None, *, rows_are_events: bool
+) -> pl.DataFrame:
+    """:data:`~seqfraud.schema.LABEL_KNOWN` of each labelled session: its label time (:data:`S.LABEL_TIME_US`)
+    where ``data.schema.label_time`` gives one, else its end plus ``delay_us`` where that is set, else null
+    (never known). A label time before the session's first event is an error, and so is a positive label
+    that would never be known. ``rows_are_events``: the label times live on the events, so a session's
+    rows in ``label_source`` are its events (else one row of the label table)."""
+    known = pl.lit(None, pl.Int64)
+    if schema.label_time:
+        lt = pl.col(S.LABEL_TIME_US)
+
+        def rows(frame: pl.DataFrame) -> int:
+            return int(frame["n_events"].sum()) if rows_are_events else frame.height
+
+        early = sessions.filter(lt < pl.col(S.START_TIME))
+        if early.height:
+            fail_rows(
+                label_source,
+                schema.label_time,
+                rows(early),
+                f"have a label time before the first event of their session ({early.height:,} session(s))",
+            )
+        if delay_us is None:
+            blind = sessions.filter(lt.is_null() & (pl.col(S.LABEL) == 1))
+            if blind.height:
+                fail_rows(
+                    label_source,
+                    schema.label_time,
+                    rows(blind),
+                    f"have no label time in {blind.height:,} positive (label 1) session(s), and no "
+                    "data.policy.label_delay to fall back on, so those labels would never be known; set "
+                    "data.schema.label_time values or data.policy.label_delay",
+                )
+        known = lt
+    if delay_us is not None:
+        # Capped so that no end time in the plausible range overflows: a later label is never known anyway.
+        delay = min(delay_us, _INT64_MAX - timestamp_range_us(schema)[1])
+        known = pl.coalesce(known, pl.col(S.END_TIME) + delay)
+    return sessions.with_columns(known.alias(S.LABEL_KNOWN))
 
 
 @dataclass
@@ -570,6 +811,8 @@ def inspect_events(events_path: str, schema: Schema, labels_path: str | None) ->
             raise DataValidationError(f"{source}: the event log is empty")
         have = check_columns(raw, schema, source, with_label=label_on_events)
         unit = detect_timestamp_unit(raw, schema, have[schema.timestamp])
+    if label_on_events and schema.label_time:
+        check_label_time_unit(source, schema, have[schema.label_time], unit)
     epoch_unit = unit if have[schema.timestamp].is_integer() else None
     return RawEvents(raw, source, resolve_paths(events_path), have, unit, label_on_events, epoch_unit)
 
@@ -581,19 +824,27 @@ def load_events(
     *,
     on_unlabeled: str = "error",
     on_orphan_labels: str = "error",
+    label_delay: str | None = None,
 ) -> LoadedEvents:
-    """Scan, type-check, normalize and validate an event log; the returned events carry ``label``.
+    """Scan, type-check, normalize and validate an event log; the returned events carry ``label`` and the
+    entity columns (as strings).
 
     Policies (see :func:`validate_sessions`): ``on_unlabeled`` for sessions whose events have no label and
     ``on_orphan_labels`` for labelled sessions that have no events; whatever a policy drops is counted in
-    ``report``.
+    ``report``. ``label_delay`` (``data.policy.label_delay``, e.g. ``30d``) and ``data.schema.label_time``
+    give the sessions table's ``label_known`` (:func:`label_known`).
     """
+    label_delay_us(label_delay)  # a bad duration fails before the data is read
     raw = inspect_events(events_path, schema, labels_path)
     source, unit = raw.source, raw.timestamp_unit
     events = normalize(raw.frame, schema, raw.columns, unit, with_label=raw.label_on_events)
+    label_time_on_events = raw.label_on_events and schema.label_time is not None
     with reading(source):
-        table = session_table(events, with_label=raw.label_on_events).collect(engine="streaming")
-    labels = None if labels_path is None else read_labels(labels_path, schema)  # None iff raw.label_on_events
+        table = session_table(
+            events, with_label=raw.label_on_events, with_label_time=label_time_on_events
+        ).collect(engine="streaming")
+    # None iff raw.label_on_events
+    labels = None if labels_path is None else read_labels(labels_path, schema, timestamp_unit=unit)
     sessions, report = validate_sessions(
         table,
         schema,
@@ -602,6 +853,7 @@ def load_events(
         on_unlabeled=on_unlabeled,
         on_orphan_labels=on_orphan_labels,
         epoch_unit=raw.epoch_unit,
+        label_delay=label_delay,
     )
     if labels is not None:
         # A lookup, not a join: projection pushdown drops it from every query that never reads the label
@@ -615,6 +867,9 @@ def load_events(
         )
     if "unlabeled_sessions_dropped" in report:
         events = events.join(sessions.lazy().select(S.SESSION_ID), on=S.SESSION_ID, how="semi")
-    events = events.drop(S.TS_PRESENT, S.TS_OUT_OF_RANGE).with_columns(pl.col(S.LABEL).cast(pl.Int8))
+    working = [S.TS_PRESENT, S.TS_OUT_OF_RANGE]
+    if label_time_on_events:
+        working += [S.LABEL_TIME_US, S.LABEL_TIME_PRESENT, S.LABEL_TIME_OUT_OF_RANGE]
+    events = events.drop(working).with_columns(pl.col(S.LABEL).cast(pl.Int8))
     report = {"source": source, "timestamp_unit": unit} | report
     return LoadedEvents(events=events, sessions=sessions, timestamp_unit=unit, source=source, report=report)

@@ -40,7 +40,7 @@ import numpy as np
 import polars as pl
 
 from seqfraud import schema as S
-from seqfraud.config import duration_us
+from seqfraud.durations import duration_us
 from seqfraud.errors import ConfigError
 from seqfraud.schema import Schema
 
@@ -137,7 +137,7 @@ def kernel_rows(events: pl.LazyFrame, sessions: pl.DataFrame, entity: EntitySpec
     """What :func:`column_features` reads: each event's row, session, time and entities, and its session's
     label with the time it became known (``sessions``: ``session_id``, ``label``, ``label_known``)."""
 
-    def lookup(column: str, dtype: pl.DataType) -> pl.Expr:
+    def lookup(column: str, dtype: type[pl.DataType]) -> pl.Expr:
         return (
             pl.col(S.SESSION_ID)
             .replace_strict(sessions[S.SESSION_ID], sessions[column], default=None, return_dtype=dtype)

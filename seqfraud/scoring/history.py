@@ -15,7 +15,6 @@ import polars as pl
 
 from seqfraud import schema as S
 from seqfraud.data.events import (
-    LABEL_TIME_US,
     DataValidationError,
     label_delay_us,
     label_known,
@@ -91,8 +90,8 @@ class History:
             pl.len().alias("n_events"),
         )
         labelled = sessions.join(self.labels, on=S.SESSION_ID, how="inner")
-        if LABEL_TIME_US not in labelled.columns:
-            labelled = labelled.with_columns(pl.lit(None, pl.Int64).alias(LABEL_TIME_US))
+        if S.LABEL_TIME_US not in labelled.columns:
+            labelled = labelled.with_columns(pl.lit(None, pl.Int64).alias(S.LABEL_TIME_US))
         if entity.risk:
             labelled = label_known(
                 labelled,

@@ -30,10 +30,10 @@ def as_frame(events: Any, spec: Spec, source: str) -> pl.DataFrame:
     """A Polars frame from a Polars frame, an Arrow table or a list of dicts (training column names).
 
     Columns that hold only nulls get the type of their role, so a session without any amount is not
-    refused for its column type. In a list of dicts, categorical and numeric fields may be left out
-    (null, like JSON without the key), but keys outside the schema are refused, as the HTTP API refuses
-    them: a misspelled optional key would otherwise read as missing. A frame's or table's extra columns
-    are ignored, as training ignores the columns its schema does not name.
+    refused for its column type. In a list of dicts, categorical, numeric and entity fields may be left
+    out (null, like JSON without the key; an entity left out is none), but keys outside the schema are
+    refused, as the HTTP API refuses them: a misspelled optional key would otherwise read as missing. A
+    frame's or table's extra columns are ignored, as training ignores the columns its schema does not name.
     """
     if isinstance(events, pl.DataFrame):
         frame = events
@@ -74,7 +74,7 @@ def _records_frame(records: Sequence[Any], spec: Spec, source: str) -> pl.DataFr
         raise DataValidationError(
             f"{source}: unknown key(s) {named}. Keys are the model's columns: {list(s.event_columns)}"
         )
-    optional = {*s.categorical, *s.numerical}
+    optional = {*s.categorical, *s.numerical, *s.entities}
     columns = []
     for c in s.event_columns:
         if c not in optional and not any(c in r for r in records):

@@ -1,0 +1,357 @@
+"""When labels become known (data.schema.label_time, data.policy.label_delay) and entity ids as strings:
+the sessions table's end_time and label_known, their validation, and the same results from both engines."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import datetime, timedelta
+
+import polars as pl
+import pytest
+
+from seqfraud import schema as S
+from seqfraud.data.events import DataValidationError, load_events
+from seqfraud.errors import ConfigError
+from seqfraud.preprocess import PolarsEngine
+from seqfraud.schema import Schema
+
+T0 = datetime(2024, 1, 1)
+SCHEMA = Schema(entities=("device_id", "ip"), label_time="known_at")
+PLAIN = Schema(entities=("device_id", "ip"))  # no label time
+HOUR_US = 3_600_000_000
+
+
+def us(t: datetime) -> int:
+    return (t - datetime(1970, 1, 1)) // timedelta(microseconds=1)
+
+
+START = {"s1": us(T0), "s2": us(T0 + timedelta(seconds=60)), "s3": us(T0 + timedelta(seconds=120))}
+END = {"s1": us(T0 + timedelta(seconds=5)), "s2": us(T0 + timedelta(seconds=61)), "s3": START["s3"]}
+KNOWN_S2 = T0 + timedelta(days=2)
+
+
+def events(**overrides) -> pl.DataFrame:
+    """s1 (2 events, label 0), s2 (2 events, label 1), s3 (1 event, label 0); integer and string entities."""
+    cols = {
+        "session_id": ["s1", "s1", "s2", "s2", "s3"],
+        "timestamp": [T0 + timedelta(seconds=s) for s in (0, 5, 60, 61, 120)],
+        "event_type": ["view", "pay", "view", "pay", "view"],
+        "device_id": [7, 7, 12, None, 3],
+        "ip": ["1.2.3.4", None, "1.2.3.4", "5.6.7.8", "5.6.7.8"],
+        "label": [0, 0, 1, 1, 0],
+    }
+    return pl.DataFrame(cols).with_columns(**overrides)
+
+
+def labels(known_at: list) -> pl.DataFrame:
+    return pl.DataFrame({"session_id": ["s1", "s2", "s3"], "label": [0, 1, 0], "known_at": known_at})
+
+
+def write(df: pl.DataFrame, path) -> str:
+    df.write_csv(path) if path.suffix == ".csv" else df.write_parquet(path)
+    return str(path)
+
+
+def known(loaded) -> dict[str, int | None]:
+    return dict(loaded.sessions.select(S.SESSION_ID, S.LABEL_KNOWN).iter_rows())
+
+
+def fails(events_path, *fragments, schema=SCHEMA, labels_path=None, **kw) -> str:
+    with pytest.raises(DataValidationError) as info:
+        load_events(str(events_path), schema, labels_path, **kw)
+    msg = str(info.value)
+    for fragment in fragments:
+        assert fragment in msg, f"{fragment!r} not in {msg!r}"
+    return msg
+
+
+# ---------------------------------------------------------------- label_known
+
+
+@pytest.mark.parametrize("encoding", ["datetime", "rfc3339_csv", "epoch_ms"])
+def test_label_known_from_a_label_table_column(encoding, tmp_path):
+    ev = events().drop("label")
+    if encoding == "datetime":
+        table = labels([None, KNOWN_S2, None])
+    elif encoding == "rfc3339_csv":  # an offset is honoured: 02:00+02:00 is midnight UTC
+        table = labels([None, "2024-01-03 02:00:00+02:00", None])
+    else:  # integer epochs are read in the events' unit
+        ev = ev.with_columns(pl.col("timestamp").dt.epoch("ms"))
+        table = labels([None, us(KNOWN_S2) // 1000, None])
+    ext = "csv" if encoding == "rfc3339_csv" else "parquet"
+    loaded = load_events(write(ev, tmp_path / "e.parquet"), SCHEMA, write(table, tmp_path / f"labels.{ext}"))
+    assert known(loaded) == {"s1": None, "s2": us(KNOWN_S2), "s3": None}
+    assert dict(loaded.sessions.select(S.SESSION_ID, S.END_TIME).iter_rows()) == END
+    assert loaded.sessions.schema[S.END_TIME] == pl.Int64 == loaded.sessions.schema[S.LABEL_KNOWN]
+    assert loaded.report["labels_never_known"] == 2
+
+
+def test_integer_label_times_behind_empty_csv_rows_are_still_integers(tmp_path):
+    """Negatives seldom have a label time: the first 10,000 rows may all be empty."""
+    ev = write(
+        events().drop("label").with_columns(pl.col("timestamp").dt.epoch("ms")), tmp_path / "e.parquet"
+    )
+    n = 10_001
+    table = pl.DataFrame(
+        {
+            "session_id": ["s1"] * n + ["s2", "s3"],
+            "label": [0] * n + [1, 0],
+            "known_at": pl.Series([None] * n + [us(KNOWN_S2) // 1000, None], dtype=pl.Int64),
+        }
+    )
+    loaded = load_events(ev, SCHEMA, write(table, tmp_path / "labels.csv"))
+    assert known(loaded) == {"s1": None, "s2": us(KNOWN_S2), "s3": None}
+
+
+def test_label_known_from_label_delay(tmp_path):
+    ev = write(events(), tmp_path / "e.parquet")
+    loaded = load_events(ev, PLAIN, label_delay="2h")
+    assert known(loaded) == {s: end + 2 * HOUR_US for s, end in END.items()}
+    assert loaded.report["labels_never_known"] == 0
+
+
+def test_label_delay_is_the_fallback_where_a_label_time_is_null(tmp_path):
+    ev = write(events().drop("label"), tmp_path / "e.parquet")
+    lab = write(labels([None, KNOWN_S2, None]), tmp_path / "labels.parquet")
+    loaded = load_events(ev, SCHEMA, lab, label_delay="1h")
+    assert known(loaded) == {"s1": END["s1"] + HOUR_US, "s2": us(KNOWN_S2), "s3": END["s3"] + HOUR_US}
+    assert loaded.report["labels_never_known"] == 0
+
+
+def test_label_time_on_the_events(tmp_path):
+    ev = write(events(known_at=pl.Series([None, None, KNOWN_S2, KNOWN_S2, None])), tmp_path / "e.parquet")
+    loaded = load_events(ev, SCHEMA)
+    assert known(loaded) == {"s1": None, "s2": us(KNOWN_S2), "s3": None}
+    assert loaded.report["labels_never_known"] == 2
+    assert "known_at" not in loaded.events.collect_schema()  # nor any working column of it
+    assert not [c for c in loaded.events.collect_schema() if c.startswith("__label")]
+
+
+def test_nothing_configured_changes_nothing(tmp_path):
+    loaded = load_events(write(events(), tmp_path / "e.parquet"), PLAIN)
+    assert known(loaded) == {"s1": None, "s2": None, "s3": None}
+    assert "labels_never_known" not in loaded.report
+    assert loaded.sessions.columns == [
+        S.SESSION_ID,
+        S.START_TIME,
+        S.END_TIME,
+        "n_events",
+        S.LABEL,
+        S.LABEL_KNOWN,
+    ]
+
+
+def test_the_polars_engine_passes_the_label_delay_policy(tmp_path):
+    data = {"events": write(events(), tmp_path / "e.parquet"), "policy": {"label_delay": "1h"}}
+    assert known(PolarsEngine().load(data, PLAIN)) == {s: end + HOUR_US for s, end in END.items()}
+
+
+# ---------------------------------------------------------------- validation
+
+
+def test_label_table_label_time_that_does_not_parse(tmp_path):
+    ev = write(events().drop("label"), tmp_path / "e.parquet")
+    lab = write(labels(["2024-01-03T00:00:00Z", "03/01/2024", "soon"]), tmp_path / "labels.csv")
+    fails(
+        ev,
+        lab,
+        "column 'known_at': 2 row(s) have a label time that does not parse",
+        "RFC 3339",
+        labels_path=lab,
+    )
+
+
+def test_label_table_label_time_outside_the_range(tmp_path):
+    ev = write(events().drop("label"), tmp_path / "e.parquet")
+    lab = write(labels([None, datetime(2150, 1, 1), None]), tmp_path / "labels.parquet")
+    fails(
+        ev, lab, "column 'known_at': 1 row(s) have a label time outside the plausible range", labels_path=lab
+    )
+
+
+def test_label_time_on_events_that_does_not_parse_or_is_out_of_range(tmp_path):
+    bad = write(events(known_at=pl.Series([None, None, "never", "never", None])), tmp_path / "a.parquet")
+    fails(bad, bad, "column 'known_at': 2 row(s) have a label time that does not parse")
+    old = write(events(known_at=pl.Series([T0, T0, datetime(1950, 1, 1), None, T0])), tmp_path / "b.parquet")
+    fails(old, old, "column 'known_at': 1 row(s) have a label time outside the plausible range")
+
+
+def test_label_time_on_events_not_constant_within_a_session(tmp_path):
+    times = [KNOWN_S2, KNOWN_S2 + timedelta(hours=1), KNOWN_S2, KNOWN_S2, KNOWN_S2]
+    path = write(events(known_at=pl.Series(times)), tmp_path / "e.parquet")
+    fails(path, path, "column 'known_at': 2 row(s) belong to 1 session(s) whose label time is not constant")
+    path = write(events(known_at=pl.Series([None, None, KNOWN_S2, None, None])), tmp_path / "f.parquet")
+    fails(path, path, "column 'known_at': 1 row(s) have a null label time inside 1 session(s)")
+
+
+def test_label_time_before_the_session_starts(tmp_path):
+    ev = write(events().drop("label"), tmp_path / "e.parquet")
+    lab = write(labels([T0 - timedelta(days=1), KNOWN_S2, None]), tmp_path / "labels.parquet")
+    fails(ev, lab, "column 'known_at': 1 row(s) have a label time before the first event", labels_path=lab)
+    times = [T0, T0, KNOWN_S2, KNOWN_S2, T0]  # s3 starts 2 minutes after T0
+    on_events = write(events(known_at=pl.Series(times)), tmp_path / "on.parquet")
+    fails(on_events, on_events, "column 'known_at': 1 row(s) have a label time before the first event")
+
+
+def test_a_positive_label_never_known(tmp_path):
+    ev = write(events().drop("label"), tmp_path / "e.parquet")
+    lab = write(labels([None, None, None]), tmp_path / "labels.parquet")
+    fails(
+        ev,
+        lab,
+        "column 'known_at': 1 row(s) have no label time in 1 positive",
+        "set data.schema.label_time values or data.policy.label_delay",
+        labels_path=lab,
+    )
+    on_events = write(events(known_at=pl.lit(None, pl.Datetime("us"))), tmp_path / "on.parquet")
+    fails(on_events, on_events, "column 'known_at': 2 row(s) have no label time in 1 positive")
+    assert known(load_events(ev, SCHEMA, lab, label_delay="1d"))["s2"] == END["s2"] + 24 * HOUR_US
+
+
+def test_label_time_column_missing_or_of_a_bad_type(tmp_path):
+    ev = write(events().drop("label"), tmp_path / "e.parquet")
+    lab = write(labels([None, KNOWN_S2, None]).drop("known_at"), tmp_path / "l1.parquet")
+    fails(ev, lab, "missing column(s) ['known_at']", labels_path=lab)
+    lab = write(labels([None, 1.5, None]), tmp_path / "l2.parquet")
+    fails(ev, lab, "column 'known_at' has type Float64", labels_path=lab)
+    on_events = write(events(), tmp_path / "on.parquet")
+    fails(on_events, on_events, "missing column(s) 'known_at'")
+
+
+def test_integer_label_times_need_the_events_epoch_unit(tmp_path):
+    ev = write(events().drop("label"), tmp_path / "e.parquet")  # datetimes: no epoch unit
+    lab = write(labels([None, us(KNOWN_S2), None]), tmp_path / "labels.parquet")
+    fails(ev, lab, "column 'known_at' holds integer epochs", "data.schema.timestamp_unit", labels_path=lab)
+
+
+def test_conflicting_label_times_in_the_label_table(tmp_path):
+    ev = write(events().drop("label"), tmp_path / "e.parquet")
+    table = pl.concat([labels([None, KNOWN_S2, None]), labels([None, KNOWN_S2 + timedelta(days=1), None])])
+    lab = write(table, tmp_path / "labels.parquet")
+    fails(
+        ev,
+        lab,
+        "column 'known_at': 1 row(s) are sessions listed with conflicting label times",
+        labels_path=lab,
+    )
+
+
+def test_a_bad_label_delay_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="data.policy.label_delay"):
+        load_events(write(events(), tmp_path / "e.parquet"), PLAIN, label_delay="30 days")
+
+
+# ---------------------------------------------------------------- entity columns
+
+
+def test_integer_entity_ids_become_the_same_strings_in_parquet_and_csv(tmp_path):
+    want = {
+        "device_id": ["7", "7", "12", None, "3"],
+        "ip": ["1.2.3.4", None, "1.2.3.4", "5.6.7.8", "5.6.7.8"],
+    }
+    for ext in ("parquet", "csv"):
+        loaded = load_events(write(events(), tmp_path / f"e.{ext}"), PLAIN)
+        got = loaded.events.collect().sort(S.ROW_INDEX)
+        assert {c: got[c].to_list() for c in want} == want, ext
+        assert got.schema["device_id"] == pl.String
+
+
+def test_csv_entity_ids_keep_their_zeros(tmp_path):
+    path = write(events(device_id=pl.Series(["007", "007", "7", None, "0"])), tmp_path / "e.csv")
+    got = load_events(path, PLAIN).events.collect().sort(S.ROW_INDEX)["device_id"].to_list()
+    assert got == ["007", "007", "7", None, "0"]
+
+
+def test_entity_columns_are_required_and_typed(tmp_path):
+    path = write(events().rename({"device_id": "device"}), tmp_path / "a.parquet")
+    fails(path, path, "missing column(s) 'device_id' (did you mean 'device'?)", schema=PLAIN)
+    path = write(events(device_id=pl.lit(1.5)), tmp_path / "b.parquet")
+    fails(path, path, "column 'device_id' has type Float64", "string or integer", schema=PLAIN)
+
+
+# ---------------------------------------------------------------- both engines
+
+
+@pytest.fixture(scope="module")
+def spark_engine():
+    """The Spark engine on a local session, skipped without pyspark or Java as tests/test_spark.py is."""
+    if not os.environ.get("SEQFRAUD_REQUIRE_SPARK"):
+        pytest.importorskip("pyspark")
+        if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
+            pytest.skip("the Spark engine needs Java")
+    from pyspark.sql import SparkSession
+
+    from seqfraud.spark_engine import SparkEngine
+
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("seqfraud-tests")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.memory", "1g")
+        .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield SparkEngine()
+    session.stop()
+
+
+def write_two_files(df: pl.DataFrame, folder) -> str:
+    folder.mkdir()
+    df.slice(0, 3).write_parquet(folder / "part-0.parquet")
+    df.slice(3).write_parquet(folder / "part-1.parquet")
+    return str(folder)
+
+
+def same_loads(data: dict, schema: Schema, spark_engine):
+    polars, spark = PolarsEngine().load(data, schema), spark_engine.load(data, schema)
+    want, got = polars.sessions.sort(S.SESSION_ID), spark.sessions.sort(S.SESSION_ID)
+    assert got.schema == want.schema and got.equals(want)
+    assert spark.report == polars.report
+    columns = [S.SESSION_ID, S.ROW_INDEX, *schema.entities]
+    want_events = polars.events.select(columns).collect().sort(S.ROW_INDEX)
+    got_events = pl.from_arrow(spark.events.select(columns).toArrow())
+    assert isinstance(got_events, pl.DataFrame)
+    got_events = got_events.with_columns(pl.col(S.ROW_INDEX).cast(want_events.schema[S.ROW_INDEX]))
+    assert got_events.sort(S.ROW_INDEX).equals(want_events)
+    return polars
+
+
+@pytest.mark.integration
+def test_both_engines_give_the_same_sessions_from_a_label_table(spark_engine, tmp_path):
+    ev = write_two_files(
+        events().drop("label").with_columns(pl.col("timestamp").dt.epoch("ms")), tmp_path / "ev"
+    )
+    lab = write(labels([None, us(KNOWN_S2) // 1000, None]), tmp_path / "labels.parquet")
+    data = {"events": ev, "labels": lab, "policy": {"label_delay": "12h"}}
+    loaded = same_loads(data, SCHEMA, spark_engine)
+    assert known(loaded) == {
+        "s1": END["s1"] + 12 * HOUR_US,
+        "s2": us(KNOWN_S2),
+        "s3": END["s3"] + 12 * HOUR_US,
+    }
+    assert loaded.events.collect().sort(S.ROW_INDEX)["device_id"].to_list() == ["7", "7", "12", None, "3"]
+
+
+@pytest.mark.integration
+def test_both_engines_give_the_same_sessions_from_label_times_on_events(spark_engine, tmp_path):
+    ev = write_two_files(events(known_at=pl.Series([None, None, KNOWN_S2, KNOWN_S2, None])), tmp_path / "ev")
+    loaded = same_loads({"events": ev, "labels": None}, SCHEMA, spark_engine)
+    assert known(loaded) == {"s1": None, "s2": us(KNOWN_S2), "s3": None}
+    loaded = same_loads({"events": ev, "labels": None}, PLAIN, spark_engine)  # nothing configured
+    assert known(loaded) == {"s1": None, "s2": None, "s3": None}
+
+
+@pytest.mark.integration
+def test_both_engines_give_the_same_label_time_errors(spark_engine, tmp_path):
+    times = [T0, T0, KNOWN_S2, KNOWN_S2, datetime(2150, 1, 1)]
+    ev = write_two_files(events(known_at=pl.Series(times)), tmp_path / "ev")
+    messages = []
+    for engine in (PolarsEngine(), spark_engine):
+        with pytest.raises(DataValidationError) as info:
+            engine.load({"events": ev, "labels": None}, SCHEMA)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
+    assert "column 'known_at': 1 row(s) have a label time outside the plausible range" in messages[0]
