@@ -14,8 +14,18 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # Fixtures that train or export (a test using one of them, or a fixture built on them, trains or exports too):
-# this file's, then test_training's smoke_run, test_backtest's backtest, test_compare's and test_cli_errors' runs.
-HEAVY_FIXTURES = {"trained_run", "exported_artifact", "test_period_events", "smoke_run", "backtest", "runs"}
+# this file's, then test_training's smoke_run, test_backtest's backtest, test_compare's and test_cli_errors' runs,
+# test_entity_pipeline's entity_run and entity_artifact.
+HEAVY_FIXTURES = {
+    "trained_run",
+    "exported_artifact",
+    "test_period_events",
+    "smoke_run",
+    "backtest",
+    "runs",
+    "entity_run",
+    "entity_artifact",
+}
 # Files whose fixtures start servers, processes or multi-process training for every test.
 INTEGRATION_FILES = {
     "test_api_fuzz.py",

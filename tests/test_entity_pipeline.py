@@ -1,0 +1,180 @@
+"""Entity features end to end: preprocess, train, export, and scoring that needs (and respects) a history."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from seqfraud import schema as S
+from tests.conftest import ROOT, service_client, single_torch_thread
+
+ENTITY_OVERRIDES = [
+    "+experiment=smoke",
+    "+experiment@_global_=synthetic_entities",
+    "data.synthetic.sessions=1500",
+    "features.max_len=32",
+    "features.entity.windows=[1h,7d]",
+    "trainer.max_epochs=1",
+    "logger=none",
+]
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "seqfraud" / "conf"), version_base="1.3"):
+        return hydra_compose("train", overrides=overrides)
+
+
+@pytest.fixture(scope="module")
+def entity_run(tmp_path_factory) -> Path:
+    """A tiny model trained with account, device and IP context; treat it as read-only."""
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    from seqfraud.training.train import train
+
+    base = tmp_path_factory.mktemp("entities")
+    cfg = compose([*ENTITY_OVERRIDES, f"paths.output_dir={base / 'run'}", f"paths.data_dir={base / 'data'}"])
+    with single_torch_thread():
+        train(cfg)
+    return base / "run"
+
+
+@pytest.fixture(scope="module")
+def entity_artifact(entity_run, tmp_path_factory) -> Path:
+    from seqfraud.export.exporter import export_run
+
+    with single_torch_thread():
+        return export_run(
+            entity_run, tmp_path_factory.mktemp("export") / "artifact", formats=("torchscript",)
+        )
+
+
+def split_log(run: Path) -> tuple[pl.DataFrame, pl.DataFrame, str]:
+    """The run's raw log as (test sessions' events, every other session's events), and the label table."""
+    from omegaconf import OmegaConf
+
+    data = OmegaConf.load(run / "config.yaml").data
+    test_ids = pl.read_parquet(run / "predictions" / "test.parquet")[S.SESSION_ID].implode()
+    events = pl.read_parquet(data.events)
+    is_test = pl.col("session_id").is_in(test_ids)
+    return events.filter(is_test), events.filter(~is_test), data.labels
+
+
+def test_spec_and_baseline_carry_the_entity_features(entity_run) -> None:
+    from seqfraud.baselines import session_aggregates
+    from seqfraud.features.spec import Spec
+    from seqfraud.preprocess import load_prepared
+
+    spec = Spec.load(entity_run / "spec.json")
+    assert spec.entity is not None and spec.entity.columns == S.SYNTHETIC_ENTITIES
+    names = spec.entity.feature_names()
+    # 3 columns x 2 windows x (events, sessions, 2 distinct, known, fraud, rate) + first/last seen
+    assert len(names) == 3 * (2 * 7 + 2) and set(names) <= set(spec.edges)
+    assert list(spec.fields[-len(names) - 1 : -1]) == names
+    report = json.loads((entity_run / "preprocess_report.json").read_text())
+    train = load_prepared(entity_run).report["splits"]["train"]
+    assert spec.entity.prior == pytest.approx(train["positives"] / train["sessions"])
+    assert report["entity_features"] == len(names)
+    # Device features vary across events: not a constant column that only looks wired up.
+    assert len(spec.edges[S.entity_feature("device_id", "sessions", "7d")]) > 1
+    events = pl.DataFrame(
+        {
+            S.SESSION_ID: ["a"],
+            S.TS_US: [0],
+            S.ROW_INDEX: [0],
+            **{c: ["x"] for c in spec.schema.categorical_fields},
+            **{c: [1.0] for c in spec.numeric_fields},
+        }
+    )
+    columns = session_aggregates(events.lazy(), spec).collect_schema().names()
+    assert f"{S.entity_feature('ip', 'rate', '7d')}:last" in columns
+
+
+def test_export_scores_the_raw_log_against_a_history_like_training(entity_artifact) -> None:
+    manifest = json.loads((entity_artifact / "manifest.json").read_text())
+    history = manifest["input_schema"]["history"]
+    assert history["required"] and history["entities"] == list(S.SYNTHETIC_ENTITIES)
+    assert history["labels"]["label_time"] == S.SYNTHETIC_LABEL_TIME
+    end_to_end = manifest["parity"]["end_to_end"]
+    assert end_to_end["max_abs_diff"] <= 1e-5 and set(end_to_end["token_paths"]) == {"polars", "numpy"}
+
+
+def test_scoring_needs_a_history_and_reads_it_point_in_time(entity_run, entity_artifact, tmp_path) -> None:
+    from seqfraud.data.events import DataValidationError
+    from seqfraud.scoring.history import History, HistoryRequired
+    from seqfraud.scoring.scorer import Scorer
+
+    scored, other, labels = split_log(entity_run)
+    scorer = Scorer.load(entity_artifact)
+    with pytest.raises(HistoryRequired, match="history"):
+        scorer.score(scored)
+    other.write_parquet(tmp_path / "history.parquet")
+    scorer.history = History.read(tmp_path / "history.parquet", labels, scorer.spec)
+    with_history = scorer.score(scored)
+    expected = pl.read_parquet(entity_run / "predictions" / "test.parquet")
+    joined = expected.join(with_history, on=S.SESSION_ID, suffix="_artifact")
+    assert joined.height == expected.height
+    assert (joined[S.SCORE] - joined[S.RAW_SCORE]).abs().max() <= 1e-5
+
+    # Without the history the same sessions score differently: the features are really read.
+    scorer.history = History.from_frame(other.head(0).lazy(), "empty history", labels, scorer.spec)
+    alone = scorer.score(scored)
+    assert (alone[S.RAW_SCORE] - with_history[S.RAW_SCORE]).abs().max() > 1e-4
+
+    # Events and labels that come after every scored event change nothing.
+    last = scored["timestamp"].max()
+    later = other.filter(pl.col("timestamp") > last)
+    moved = pl.concat(
+        [
+            other.filter(pl.col("timestamp") <= last),
+            later.with_columns(pl.lit("d_ring").alias("device_id"), pl.lit("10.0.0.1").alias("ip")),
+        ]
+    )
+    moved.write_parquet(tmp_path / "moved.parquet")
+    label_table = pl.read_parquet(labels)
+    flipped = label_table.with_columns(
+        pl.when(pl.col(S.SYNTHETIC_LABEL_TIME) > last)
+        .then(1 - pl.col("label"))
+        .otherwise(pl.col("label"))
+        .alias("label")
+    )
+    flipped.write_parquet(tmp_path / "flipped.parquet")
+    scorer.history = History.read(tmp_path / "moved.parquet", tmp_path / "flipped.parquet", scorer.spec)
+    assert scorer.score(scored)[S.RAW_SCORE].to_list() == with_history[S.RAW_SCORE].to_list()
+
+    # A history that holds a scored session is refused, naming how many rows.
+    scorer.history = History.from_frame(pl.concat([other, scored.head(3)]).lazy(), "h", labels, scorer.spec)
+    with pytest.raises(DataValidationError, match="3 event row"):
+        scorer.score(scored)
+
+
+def test_the_service_refuses_an_artifact_that_needs_a_history(entity_artifact) -> None:
+    from seqfraud.scoring.history import HistoryRequired
+
+    with (
+        pytest.raises(HistoryRequired, match="HTTP service keeps no history"),
+        service_client(entity_artifact),
+    ):
+        pass
+
+
+def test_risk_features_need_to_know_when_labels_became_known(tmp_path) -> None:
+    from seqfraud.errors import ConfigError
+    from seqfraud.preprocess import preprocess
+
+    cfg = compose(
+        [
+            *ENTITY_OVERRIDES,
+            f"paths.data_dir={tmp_path / 'data'}",
+            "data.synthetic.sessions=300",
+            "data.schema.label_time=null",
+            "data.policy.label_delay=null",
+        ]
+    )
+    with pytest.raises(ConfigError, match="label_time.*label_delay"):
+        preprocess(cfg.data, cfg.features, tmp_path / "out")
