@@ -178,3 +178,35 @@ def test_risk_features_need_to_know_when_labels_became_known(tmp_path) -> None:
     )
     with pytest.raises(ConfigError, match="label_time.*label_delay"):
         preprocess(cfg.data, cfg.features, tmp_path / "out")
+
+
+def test_score_and_explain_commands_take_a_history(entity_run, entity_artifact, tmp_path, capsys) -> None:
+    from seqfraud.cli import explain, score
+
+    scored, other, labels = split_log(entity_run)
+    scored.write_parquet(tmp_path / "new.parquet")
+    other.write_parquet(tmp_path / "history.parquet")
+    args = ["--artifact", str(entity_artifact), "--events", str(tmp_path / "new.parquet"), "--no-progress"]
+    with pytest.raises(SystemExit) as refused:
+        score.main([*args, "--out", str(tmp_path / "none.parquet")])
+    assert refused.value.code == 2 and "--history-events" in capsys.readouterr().err
+    history = ["--history-events", str(tmp_path / "history.parquet"), "--history-labels", labels]
+    score.main([*args, "--out", str(tmp_path / "scores.parquet"), *history])
+    expected = pl.read_parquet(entity_run / "predictions" / "test.parquet")
+    got = pl.read_parquet(tmp_path / "scores.parquet").join(expected, on=S.SESSION_ID, suffix="_train")
+    assert got.height == expected.height and (got[S.RAW_SCORE] - got[f"{S.SCORE}_train"]).abs().max() <= 1e-5
+    session = scored["session_id"][0]
+    explain.main(
+        [
+            "--artifact",
+            str(entity_artifact),
+            "--events",
+            str(tmp_path / "new.parquet"),
+            "--session",
+            session,
+            "--out",
+            str(tmp_path / "view.html"),
+            *history,
+        ]
+    )
+    assert session in (tmp_path / "view.html").read_text()

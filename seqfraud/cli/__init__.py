@@ -84,6 +84,29 @@ def apply_verification_arguments(args: Any) -> None:
         os.environ[REQUIRE_SIGNED_ENV] = "1"
 
 
+def add_history_arguments(parser: Any) -> None:
+    """``--history-events`` and ``--history-labels``, for artifacts with entity features (docs/entities.md)."""
+    parser.add_argument(
+        "--history-events",
+        help="artifacts with entity features: earlier events of other sessions (same columns as --events)",
+    )
+    parser.add_argument(
+        "--history-labels",
+        help="their labels with label times (the training label table's columns; sessions without a label yet "
+        "left out); default: the labels on --history-events",
+    )
+
+
+def history_of(args: Any, spec: Any) -> Any:
+    """The :class:`~seqfraud.scoring.history.History` the flags name, or None."""
+    from seqfraud.errors import UserError
+    from seqfraud.scoring.history import History
+
+    if args.history_labels and not args.history_events:
+        raise UserError("--history-labels needs --history-events")
+    return History.read(args.history_events, args.history_labels, spec) if args.history_events else None
+
+
 def usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()]

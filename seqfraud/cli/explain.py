@@ -3,24 +3,40 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import polars as pl
 
 from seqfraud import reports
 from seqfraud import schema as S
-from seqfraud.cli import add_verification_arguments, apply_verification_arguments
+from seqfraud.cli import (
+    add_history_arguments,
+    add_verification_arguments,
+    apply_verification_arguments,
+    history_of,
+)
 from seqfraud.errors import command
+from seqfraud.features.spec import Spec
 from seqfraud.scoring.explain import session_events
+from seqfraud.scoring.history import History
 from seqfraud.scoring.scorer import Scorer
 
 
 def explain_session(
-    artifact: str | Path, events: str | Path, session: str, out: str | Path, png: str | Path | None = None
+    artifact: str | Path,
+    events: str | Path,
+    session: str,
+    out: str | Path,
+    png: str | Path | None = None,
+    history: Callable[[Spec], History | None] = lambda spec: None,
 ) -> pl.DataFrame:
-    """Write the HTML view (and the PNG) of one session; returns the per-event contributions."""
+    """Write the HTML view (and the PNG) of one session; returns the per-event contributions.
+
+    ``history`` gives what an artifact with entity features reads besides the session (docs/entities.md).
+    """
     scorer = Scorer.load(artifact)
+    scorer.history = history(scorer.spec)
     found = session_events(events, scorer.spec, session)
     scored = scorer.score(found).row(0, named=True)
     explained = scorer.explain(found)
@@ -41,9 +57,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="HTML file to write")
     parser.add_argument("--png", default=None, help="also write a bar chart here")
     add_verification_arguments(parser)
+    add_history_arguments(parser)
     args = parser.parse_args(argv)
     apply_verification_arguments(args)
-    explained = explain_session(args.artifact, args.events, args.session, args.out, args.png)
+    explained = explain_session(
+        args.artifact, args.events, args.session, args.out, args.png, lambda spec: history_of(args, spec)
+    )
     top = explained.sort(S.CONTRIBUTION, descending=True).head(3)
     print(
         f"wrote {args.out}"

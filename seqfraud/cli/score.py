@@ -8,10 +8,9 @@ import time
 
 import torch
 
-from seqfraud.cli import add_verification_arguments
-from seqfraud.errors import UserError, command
+from seqfraud.cli import add_history_arguments, add_verification_arguments, history_of
+from seqfraud.errors import command
 from seqfraud.scoring.batch import CHUNK_EVENTS, score_file
-from seqfraud.scoring.history import History
 from seqfraud.scoring.scorer import Scorer
 
 
@@ -37,17 +36,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--device", default="cpu", help="where the model runs, e.g. cuda (tokenizing stays on the CPU)"
     )
-    p.add_argument(
-        "--history-events",
-        help="artifacts with entity features: earlier events of other sessions (same columns as --events)",
-    )
-    p.add_argument(
-        "--history-labels",
-        help="their labels with label times (the training label table's columns; sessions without a label yet "
-        "left out); default: the labels on --history-events",
-    )
     p.add_argument("--no-progress", action="store_true")
     add_verification_arguments(p)
+    add_history_arguments(p)
     args = p.parse_args(argv)
 
     torch.set_num_threads(1)  # parallel across batches, not inside ops: no thread barriers per op
@@ -60,10 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         verify_key=args.verify_key,
         require_signed=args.require_signed,
     )
-    if args.history_events:
-        scorer.history = History.read(args.history_events, args.history_labels, scorer.spec)
-    elif args.history_labels:
-        raise UserError("--history-labels needs --history-events")
+    scorer.history = history_of(args, scorer.spec)
     t0 = time.perf_counter()
     stats = score_file(
         scorer, args.events, args.out, chunk_events=args.chunk_events, progress=not args.no_progress
