@@ -4,24 +4,30 @@
 same datasets as :class:`seqfraud.preprocess.PolarsEngine` (``tests/test_spark.py`` compares them exactly):
 the rules come from the fitted :class:`~seqfraud.features.spec.Spec` and its reserved ids, the fitting
 numbers go through the shared :func:`~seqfraud.features.tokens.build_spec`, and validation is the shared
-:func:`~seqfraud.data.events.validate_sessions` on a per-session table that Spark computes. Only built-in
-Spark SQL functions run on the executors (no Python UDFs), so they need no Python packages.
+:func:`~seqfraud.data.events.validate_sessions` on a per-session table that Spark computes. Built-in Spark
+SQL functions do the work, so the executors need no Python packages, except for entity features
+(``data.schema.entities``): their one kernel, :func:`~seqfraud.features.entities.column_features`, runs in
+Python tasks there, which then need seqfraud installed.
 
 Input must be Parquet, with datetime or integer epoch timestamps: input order, the tie-break of equal
 timestamps, is the Parquet row position (``_metadata.row_index``), which CSV lacks, and ISO strings
-would be parsed by Spark's rules instead of Polars'. Paths are local or shared-storage paths that the
-driver and the executors see alike, because the driver inspects the same files with Polars.
+would be parsed by Spark's rules instead of Polars'. Paths, the output's too, are local or shared-storage
+paths that the driver and the executors see alike, because the driver inspects the same files with Polars.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
+import sys
+import uuid
 from bisect import bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Mapping
-from functools import reduce
+from dataclasses import replace
+from functools import partial, reduce
 from itertools import accumulate
 from operator import add
 from pathlib import Path
@@ -50,6 +56,7 @@ from seqfraud.data.events import (
     validate_sessions,
 )
 from seqfraud.data.shards import ROW_GROUP_SESSIONS, SHARD_GLOB, shard_name
+from seqfraud.features.entities import EntitySpec, column_features
 from seqfraud.features.spec import FIRST_ID, MISSING, NAN, UNKNOWN, Spec
 from seqfraud.features.tokens import FitStats, quantile_rank
 from seqfraud.schema import Schema
@@ -65,6 +72,10 @@ _US_PER_UNIT = {"s": 1_000_000, "ms": 1_000, "us": 1}
 
 class SparkEngine:
     """PySpark on any master: ``local[2]`` in tests, a cluster under ``spark-submit`` (``master=None``)."""
+
+    # Most events in one part of the entity kernel: its Python task holds about (features + 24) * 8 bytes
+    # per row (PolarsEngine's measure, BENCHMARKS.md, "Entity features"), some 1 GB at 40 features.
+    ENTITY_PART_EVENTS = 2_000_000
 
     def __init__(
         self,
@@ -84,6 +95,11 @@ class SparkEngine:
         # as epoch integers, which Spark's microsecond timestamps cannot hold.
         self.spark.conf.set("spark.sql.session.timeZone", "UTC")
         self.spark.conf.set("spark.sql.legacy.parquet.nanosAsLong", "true")
+        context = self.spark.sparkContext
+        if str(context.master).startswith("local") and "PYSPARK_PYTHON" not in os.environ:
+            # A local master's Python tasks (the entity kernel) run on this machine: in this interpreter,
+            # which has seqfraud, not in whatever ``python3`` the PATH finds.
+            context.pythonExec = sys.executable
 
     # ------------------------------------------------------------------------------------------- load
 
@@ -217,8 +233,10 @@ class SparkEngine:
         train_ids: pl.DataFrame,
         probs: list[float],
         min_count: int,
+        numeric: tuple[str, ...],
     ) -> FitStats:
-        """The numbers of ``seqfraud.features.tokens.fit_stats``, counted by Spark over the train sessions."""
+        """The numbers of ``seqfraud.features.tokens.fit_stats``, counted by Spark over the train sessions;
+        ``numeric``: the fields to take quantiles of (the schema's numeric columns and entity features)."""
         # Cached for the three passes below (counts, summary, the quantiles' sort) and released after them.
         train = (
             loaded.events.drop(S.ROW_INDEX)
@@ -226,9 +244,65 @@ class SparkEngine:
             .persist(StorageLevel.MEMORY_AND_DISK)
         )
         try:
-            return _fit_stats(train, schema, probs, min_count)
+            return _fit_stats(train, schema, probs, min_count, numeric)
         finally:
             train.unpersist()
+
+    # ------------------------------------------------------------------------------- entity features
+
+    def entity_features(
+        self, loaded: LoadedEvents[DataFrame], entity: EntitySpec, out: Path
+    ) -> LoadedEvents[DataFrame]:
+        """The events with their entity features, computed per entity column into ``out`` and joined back.
+
+        Spark writes a column's kernel rows into ``out`` split by a hash of the value, a folder per part (so
+        a value's rows all lie in one), a Python task per part runs the kernel on it with Polars and writes
+        the part's features, and the events left-join them by row. Files in between, not an Arrow UDF:
+        pyspark's Arrow UDFs need pandas on the driver and the executors.
+        """
+        labels = F.broadcast(self._frame(loaded.sessions.select(S.SESSION_ID, S.LABEL, S.LABEL_KNOWN)))
+        # An inner join: events of sessions a policy dropped take no part, as they are gone from the
+        # Polars engine's events.
+        rows = loaded.events.select(
+            S.ROW_INDEX, S.SESSION_ID, S.TS_US, *[_col(c) for c in entity.columns]
+        ).join(labels, on=S.SESSION_ID)
+        n_events = int(loaded.sessions["n_events"].sum())
+        n_parts = max(
+            int(self.spark.conf.get("spark.sql.shuffle.partitions") or 1),
+            math.ceil(n_events / self.ENTITY_PART_EVENTS),
+        )
+        events = loaded.events
+        for i, column in enumerate(entity.columns):
+            names = entity.column_feature_names(column)
+            # Folders by position: user column names may not make safe file names.
+            target, staging = out / str(i), out / f"_rows{i}"
+            part = F.pmod(F.xxhash64(_col(column)), F.lit(n_parts)).alias(_PART)
+            (
+                rows.where(_col(column).isNotNull())
+                .select("*", part)
+                .repartition(n_parts, _PART)  # one file per part
+                .write.partitionBy(_PART)
+                .parquet(_local_uri(str(staging.absolute())))
+            )
+            parts = sorted(staging.glob(f"{_PART}=*"))
+            if parts:
+                target.mkdir(parents=True)
+                jobs = [
+                    (str(p.absolute()), str((target / shard_name(j)).absolute())) for j, p in enumerate(parts)
+                ]
+                self.spark.sparkContext.parallelize(jobs, len(jobs)).foreach(
+                    partial(_kernel_part, column=column, entity=entity)
+                )
+                features = self.spark.read.parquet(_local_uri(_escape_glob(str(target.absolute()))))
+                events = events.join(
+                    features.select(S.ROW_INDEX, *[_col(c).cast("double").alias(c) for c in names]),
+                    on=S.ROW_INDEX,
+                    how="left",
+                )
+            else:  # no event carries the column: every feature is null
+                events = events.select("*", *[F.lit(None).cast("double").alias(c) for c in names])
+            shutil.rmtree(staging)
+        return replace(loaded, events=events)
 
     # -------------------------------------------------------------------------------------- transform
 
@@ -242,7 +316,7 @@ class SparkEngine:
         for c in schema.categorical_fields:
             events, token = self._categorical_ids(events, c, spec.vocab[c])
             tokens.append(token.alias(S.token_column(c)))
-        tokens += [_bucket_ids(_col(c), spec.edges[c]).alias(S.token_column(c)) for c in schema.numerical]
+        tokens += [_bucket_ids(_col(c), spec.edges[c]).alias(S.token_column(c)) for c in spec.numeric_fields]
         newest_first = Window.partitionBy(S.SESSION_ID).orderBy(
             F.col(S.TS_US).desc(), F.col(S.ROW_INDEX).desc()
         )
@@ -311,6 +385,18 @@ class SparkEngine:
         return events, F.when(_col(column).isNull(), F.lit(MISSING)).otherwise(
             F.coalesce(_col(token), F.lit(UNKNOWN))
         )
+
+
+def _kernel_part(job: tuple[str, str], column: str, entity: EntitySpec) -> None:
+    """A Python task on an executor: one part's kernel rows (a folder of Spark's files) to its features."""
+    source, target = job
+    files = sorted(Path(source).glob(SHARD_GLOB))
+    rows = pl.read_parquet(files, glob=False, hive_partitioning=False)
+    # Written aside (a hidden name, which Spark skips) and renamed: a retried or speculative attempt never
+    # leaves half a file where Spark reads the features.
+    aside = Path(target).with_name(f".{Path(target).name}.{uuid.uuid4().hex}")
+    column_features(rows, column, entity).write_parquet(aside)
+    aside.replace(target)
 
 
 def _col(name: str) -> Column:
@@ -407,7 +493,9 @@ def _bucket_ids(value: Column, edges: list[float]) -> Column:
     )
 
 
-def _fit_stats(train: DataFrame, schema: Schema, probs: list[float], min_count: int) -> FitStats:
+def _fit_stats(
+    train: DataFrame, schema: Schema, probs: list[float], min_count: int, numeric: tuple[str, ...]
+) -> FitStats:
     """Vocabulary counts, quantiles and totals of the (cached) training events."""
     cats = schema.categorical_fields
     pairs = train.select(
@@ -429,7 +517,7 @@ def _fit_stats(train: DataFrame, schema: Schema, probs: list[float], min_count: 
     assert summary is not None  # a global aggregate always has its one row
     return FitStats(
         counts=counts,
-        quantiles=_exact_quantiles(train, schema.numerical, probs),
+        quantiles=_exact_quantiles(train, numeric, probs),
         n_events=int(summary[0]),
         n_sessions=int(summary[1]),
         first_event_us=summary[2],

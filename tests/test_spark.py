@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from datetime import datetime, timezone
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import polars as pl
@@ -24,6 +25,7 @@ from seqfraud.data.shards import shard_files
 from seqfraud.features.spec import MISSING, NAN, UNKNOWN
 from seqfraud.features.tokens import quantile_rank
 from seqfraud.preprocess import preprocess
+from seqfraud.rundir import ENTITY_DIR
 from seqfraud.schema import Schema
 
 SPARK = {"engine": "spark", "spark": {"master": "local[2]"}}
@@ -152,6 +154,8 @@ def run_both(data_cfg: dict, out, features: dict = FEATURES):
         "unlabeled_sessions_dropped",
         "unlabeled_events_dropped",
         "orphan_labels_dropped",
+        "labels_never_known",
+        "entity_features",
     )
     assert {k: spark.report.get(k) for k in same} == {k: polars.report.get(k) for k in same}
     return polars
@@ -226,6 +230,71 @@ def test_parity_on_synthetic_data(tmp_path):
     data.labels.write_parquet(tmp_path / "labels.parquet")
     cfg = {"events": str(events), "labels": str(tmp_path / "labels.parquet"), "schema": S.SYNTHETIC.roles()}
     run_both(cfg, tmp_path, FEATURES | {"max_len": 32, "n_buckets": 8, "tail_quantiles": [0.98, 0.99]})
+
+
+ENTITY_SCHEMA = replace(SCHEMA, entities=("ip", "card", "voucher"), label_time="label_time")
+ENTITY = {"windows": ["1h", "7d"], "risk": True, "smoothing": 5}
+
+
+def entity_events(seed: int) -> pl.DataFrame:
+    """:func:`edge_events` on a few thousand events, with an IP (strings) and a card (integer ids) shared
+    between sessions, each mostly one per session, sometimes another, sometimes null, and a voucher that no
+    event carries."""
+    events = edge_events(seed, T0_NS, n_sessions=400)
+    rng = np.random.default_rng(seed)
+    sid = events["session_id"].str.slice(1).cast(pl.Int64).to_numpy()
+    n = events.height
+
+    def shared(pool: int, per_session: np.ndarray, p_other: float, p_null: float) -> np.ndarray:
+        value = np.where(rng.random(n) < p_other, rng.integers(0, pool, n), per_session[sid])
+        return np.where(rng.random(n) < p_null, -1, value)
+
+    ip = shared(40, rng.integers(0, 40, 400), 0.1, 0.1)
+    card = shared(60, rng.integers(0, 60, 400), 0.05, 0.2)
+    return events.with_columns(
+        pl.Series("ip", [f"10.0.{x % 7}.{x}" if x >= 0 else None for x in ip]),
+        pl.Series("card", card).replace(-1, None) + 4_000_000_000,  # ids past int32
+        pl.from_epoch(pl.col("ts_ns") // 1_000, "us").alias("timestamp"),
+        pl.lit(None, pl.String).alias("voucher"),
+    ).drop("ts_ns", "label")
+
+
+def test_parity_with_entity_features(tmp_path):
+    """Entity features from a label table with label times (label_delay where one is null), risk on, some
+    sessions dropped unlabeled: the same spec (edges fitted on the features) and datasets from both engines,
+    though the Spark engine runs the kernel on several hash parts and the Polars engine on one."""
+    events = entity_events(seed=5)
+    ends = events.group_by("session_id").agg(pl.col("timestamp").max())
+    rng = np.random.default_rng(5)
+    sid = ends["session_id"].str.slice(1).cast(pl.Int64)
+    hours = rng.integers(0, 96, ends.height).tolist()
+    labels = ends.select(
+        "session_id",
+        (sid % 5 == 0).alias("label"),
+        pl.Series([timedelta(hours=h) if h < 72 else None for h in hours]).alias("after"),
+    ).with_columns((ends["timestamp"] + pl.col("after")).alias("label_time"))
+    labels.filter(sid % 9 != 4).drop("after").write_parquet(tmp_path / "labels.parquet")
+    data = {
+        "events": str(write_shards(events, tmp_path / "events")),
+        "labels": str(tmp_path / "labels.parquet"),
+        "schema": ENTITY_SCHEMA.roles(),
+        "policy": {"on_unlabeled": "drop", "label_delay": "2d"},
+    }
+    prepared = run_both(data, tmp_path, FEATURES | {"entity": ENTITY})
+    spec = prepared.spec
+    assert spec.entity is not None and prepared.report["unlabeled_sessions_dropped"] > 0
+    assert len(list((tmp_path / "spark" / ENTITY_DIR / "0").glob("*.parquet"))) > 1  # several kernel parts
+    # The features carry something: counts, labels known in the window, both entities' edges.
+    assert prepared.events is not None
+    most = prepared.events.select(
+        pl.col(S.entity_feature(c, k, "7d")).max().alias(f"{c}.{k}")
+        for c in ("ip", "card")
+        for k in ("events", "known", "fraud", "distinct_ip" if c == "card" else "distinct_card")
+    ).collect()
+    assert all(v > 0 for v in most.row(0)), most
+    assert all(len(spec.edges[S.entity_feature(c, "events", "7d")]) > 1 for c in ("ip", "card"))
+    assert MISSING in tokens(prepared, S.entity_feature("card", "rate", "1h"))
+    assert set(tokens(prepared, S.entity_feature("voucher", "events", "7d"))) == {MISSING}
 
 
 def _error(data_cfg, out, engine) -> str:
