@@ -11,13 +11,15 @@ import pytest
 
 from seqfraud.cli.synthetic import main as synthetic_cli
 from seqfraud.data import synthetic as syn
-from seqfraud.schema import LABEL_NOISE, TYPOLOGY
+from seqfraud.schema import LABEL_NOISE, SYNTHETIC_ENTITIES, SYNTHETIC_LABEL_TIME, TYPOLOGY
 from seqfraud.schema import SYNTHETIC as S
 
 N = 40_000
 DEVICE, COUNTRY, METHOD = S.categorical
 AMOUNT = S.numerical[0]
+ACCOUNT, DEVICE_ID, IP = SYNTHETIC_ENTITIES
 GAP = "__gap_s"
+START, END, WEEK = "__start", "__end", "__week"
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +39,44 @@ def ordered(data: syn.SyntheticData) -> pl.DataFrame:
     )
 
 
+@pytest.fixture(scope="module")
+def sessions(data: syn.SyntheticData) -> pl.DataFrame:
+    """One row per session: its entities, start and end, and its true typology."""
+    return (
+        data.events.group_by(S.session_id)
+        .agg(
+            pl.col(ACCOUNT).first(),
+            pl.col(DEVICE_ID).first(),
+            pl.col(IP).first(),
+            pl.col(S.timestamp).min().alias(START),
+            pl.col(S.timestamp).max().alias(END),
+        )
+        .with_columns(pl.col(START).dt.truncate("7d").alias(WEEK))
+        .join(data.typologies, on=S.session_id)
+    )
+
+
 def _of(frame: pl.DataFrame, *kinds: str) -> pl.DataFrame:
     return frame.filter(pl.col(TYPOLOGY).is_in(kinds))
+
+
+def _per_entity(sessions: pl.DataFrame, column: str) -> pl.DataFrame:
+    """Per value of an entity column: its accounts (all time, and the most in one week), devices and IPs, its
+    active span, its share of weekend sessions, and whether ring or shared-entity sessions use it."""
+    weekly = sessions.group_by(column, WEEK).agg(pl.col(ACCOUNT).n_unique().alias("week_accounts"))
+    return (
+        sessions.group_by(column)
+        .agg(
+            pl.col(ACCOUNT).n_unique().alias("accounts"),
+            pl.col(DEVICE_ID, IP).n_unique().name.suffix("s"),
+            ((pl.col(START).max() - pl.col(START).min()).dt.total_hours() / 24).alias("span_days"),
+            (pl.col(TYPOLOGY) == syn.ENTITY_RING).any().alias("ring"),
+            (pl.col(TYPOLOGY) == syn.HN_SHARED).any().alias("shared"),
+            (pl.col(TYPOLOGY) == syn.HN_SHARED).all().alias("only_shared"),
+            (pl.col(START).dt.weekday() >= 6).mean().alias("weekend"),
+        )
+        .join(weekly.group_by(column).agg(pl.col("week_accounts").max()), on=column)
+    )
 
 
 def test_same_seed_same_frames_other_seed_differs():
@@ -58,15 +96,24 @@ def test_columns_and_types(data):
             COUNTRY: pl.String,
             METHOD: pl.String,
             AMOUNT: pl.Float64,
+            ACCOUNT: pl.String,
+            DEVICE_ID: pl.String,
+            IP: pl.String,
         }
     )
-    assert data.labels.columns == [S.session_id, S.label]
+    assert data.labels.schema == pl.Schema(
+        {S.session_id: pl.String, S.label: pl.Int8, SYNTHETIC_LABEL_TIME: pl.Datetime("ms", "UTC")}
+    )
     assert data.typologies.columns == [S.session_id, TYPOLOGY, LABEL_NOISE]
     assert set(data.events[S.event_type].unique()) <= set(syn.EVENT_TYPES)
     assert set(data.events[DEVICE].unique()) <= set(syn.DEVICES)
     assert set(data.events[COUNTRY].unique()) <= set(syn.COUNTRIES)
     assert set(data.events[METHOD].drop_nulls().unique()) == set(syn.PAYMENT_METHODS)
     assert data.events[S.session_id].str.contains(r"^s\d{7}$").all()
+    assert data.events.select(SYNTHETIC_ENTITIES).null_count().sum_horizontal().item() == 0
+    assert data.events[ACCOUNT].str.contains(r"^a\d{7}$").all()
+    assert data.events[DEVICE_ID].str.contains(r"^d\d{6}$").all()
+    assert data.events[IP].str.contains(r"^10\.\d{1,3}\.\d{1,3}\.\d{1,3}$").all()
 
 
 def test_every_kind_present_and_fraud_rate(data):
@@ -83,7 +130,8 @@ def test_labels_and_events_cover_the_same_sessions(data):
     assert set(data.events[S.session_id].unique()) == set(ids)
     assert set(data.labels[S.label].unique()) == {0, 1}
     lengths = data.events.group_by(S.session_id).len()["len"]
-    assert lengths.min() >= 2 and lengths.max() <= 150 and 20 <= lengths.mean() <= 40
+    # The longest template (login, profile, a 140-event shop, checkout, logout) has 157 events.
+    assert lengths.min() >= 2 and lengths.max() <= 157 and 20 <= lengths.mean() <= 40
 
 
 def test_label_noise_in_both_directions(data):
@@ -192,9 +240,117 @@ def test_amount_spike_is_in_the_amounts(ordered):
     assert amount[syn.AMOUNT_SPIKE] > amount[syn.HN_AMOUNT] > 3 * amount[syn.LEGIT]
 
 
+def test_accounts_recur_on_a_few_devices_of_their_own(sessions):
+    per_account = sessions.group_by(ACCOUNT).agg(
+        pl.len().alias("n"),
+        ((pl.col(START).max() - pl.col(START).min()).dt.total_days()).alias("span_days"),
+    )
+    # Most sessions belong to accounts seen again, often weeks apart: account histories exist.
+    assert per_account.filter(pl.col("n") >= 2)["n"].sum() > 0.9 * N
+    assert per_account["n"].median() >= 3 and per_account["span_days"].median() >= 30
+    # An account on its own (no ring victim, no shared setting) uses 1-3 devices, and a device of its own
+    # serves that account alone.
+    plain = sessions.filter(
+        ~pl.col(ACCOUNT).is_in(_of(sessions, syn.ENTITY_RING, syn.HN_SHARED)[ACCOUNT].implode())
+    )
+    devices = plain.group_by(ACCOUNT).agg(pl.col(DEVICE_ID).n_unique())[DEVICE_ID]
+    assert devices.min() == 1 and devices.max() == 3 and 1.2 < devices.mean() < 2.0
+    shared = set(_of(sessions, syn.ENTITY_RING, syn.HN_SHARED)[DEVICE_ID])
+    own = _per_entity(sessions, DEVICE_ID).filter(~pl.col(DEVICE_ID).is_in(list(shared)))
+    assert own["accounts"].max() == 1
+
+
+def test_a_session_keeps_its_entities_and_changes_ip_only_with_country(data):
+    per_session = data.events.group_by(S.session_id).agg(pl.col(ACCOUNT, DEVICE_ID, IP, COUNTRY).n_unique())
+    assert per_session[ACCOUNT].max() == 1 and per_session[DEVICE_ID].max() == 1
+    # The IP changes exactly where a session hops (VPN, roaming), mostly to another country.
+    moved = per_session.filter(pl.col(IP) > 1)
+    assert 0 < moved.height < 0.01 * N
+    assert moved[IP].max() == 2 and (moved[COUNTRY] > 1).mean() > 0.8
+    assert (per_session.filter(pl.col(COUNTRY) > 1)[IP] == 2).all()
+
+
+def test_ring_devices_and_ips_serve_many_accounts_within_a_week(sessions):
+    for column in (DEVICE_ID, IP):
+        entities = _per_entity(sessions, column)
+        ring = entities.filter(pl.col("ring"))
+        assert ring["week_accounts"].median() >= 5 and ring["week_accounts"].max() >= 10, column
+        assert ring["span_days"].max() <= syn.RING_DAYS[1] + 1, column
+        # Outside rings and shared settings, an entity stays with its account or household.
+        assert entities.filter(~pl.col("ring") & ~pl.col("shared"))["accounts"].max() <= 4, column
+    typical = _per_entity(_of(sessions, syn.LEGIT), DEVICE_ID)["accounts"]
+    assert typical.median() == 1 and typical.quantile(0.99) <= 3
+    # The victims are accounts with lives of their own: most also have sessions outside the ring.
+    victims = _of(sessions, syn.ENTITY_RING)[ACCOUNT]
+    elsewhere = _of(sessions, syn.LEGIT).filter(pl.col(ACCOUNT).is_in(victims.implode()))
+    assert elsewhere[ACCOUNT].n_unique() > 0.7 * victims.n_unique()
+
+
+def test_legitimately_shared_entities_share_the_ring_pattern(sessions):
+    devices = _per_entity(sessions, DEVICE_ID).filter(pl.col("only_shared"))
+    ips = _per_entity(sessions, IP).filter(pl.col("only_shared"))
+    # Family devices: 2-4 accounts over months. Public terminals: many accounts in a week, like a ring's.
+    family = devices.filter(pl.col("accounts").is_between(2, 4) & (pl.col("span_days") > 60))
+    assert family.height >= 5
+    assert devices.filter(pl.col("week_accounts") >= 5).height >= 1
+    # Office NATs: dozens of accounts on their own devices over months, on working days (a public terminal's
+    # IP has one device). Public wifi: many accounts within days.
+    offices = ips.filter(
+        (pl.col("accounts") >= 12) & (pl.col("span_days") > 60) & (pl.col(f"{DEVICE_ID}s") > 1)
+    )
+    assert offices.height >= 1 and (offices["weekend"] < 0.1).all()
+    assert ips.filter((pl.col("accounts") >= 5) & (pl.col("span_days") <= 3)).height >= 5
+    assert ips["week_accounts"].max() >= 10
+
+
+def test_ring_sessions_look_legit_on_their_own(ordered):
+    """Length, event mix, timing, amounts and context of a ring session match plain legit ones."""
+    per_session = (
+        _of(ordered, syn.LEGIT, syn.ENTITY_RING)
+        .group_by(S.session_id, TYPOLOGY)
+        .agg(
+            pl.len().alias("events"),
+            pl.col(GAP).median().alias("gap"),
+            pl.col(AMOUNT).max().alias("top_amount"),
+            pl.col(S.timestamp).first().dt.hour().alias("hour"),
+            *[(pl.col(S.event_type) == e).any().alias(e) for e in ("login", "view_item", "payment_attempt")],
+            *[(pl.col(c).first() == v).alias(f"{c}={v}") for c, v in ((DEVICE, "mobile"), (COUNTRY, "US"))],
+            (pl.col(METHOD).drop_nulls().first() == "card").alias("card"),
+        )
+    )
+    ring, legit = _of(per_session, syn.ENTITY_RING), _of(per_session, syn.LEGIT)
+    assert ring.height >= 100
+    for column in ("events", "gap", "top_amount", "hour"):
+        assert 0.7 < ring[column].median() / legit[column].median() < 1.4, column
+    shares = [c for c in per_session.columns if per_session.schema[c] == pl.Boolean]
+    for column in shares:
+        assert abs(ring[column].mean() - legit[column].mean()) < 0.12, column
+
+
+def test_label_times_are_chargeback_dates_of_the_observed_positives(data, sessions):
+    t = data.labels.join(sessions, on=S.session_id)
+    positive = t.filter(pl.col(S.label) == 1)
+    assert t.filter(pl.col(S.label) == 0)[SYNTHETIC_LABEL_TIME].null_count() == t.height - positive.height
+    delay = (positive[SYNTHETIC_LABEL_TIME] - positive[END]).dt.total_milliseconds() / 86_400_000
+    assert delay.null_count() == 0
+    assert syn.CHARGEBACK_DAYS[0] <= delay.min() and delay.max() <= syn.CHARGEBACK_DAYS[1]
+    assert 10 < delay.median() < 30
+    # False chargebacks are chargebacks too.
+    false_positive = positive.filter(~pl.col(TYPOLOGY).is_in(syn.TYPOLOGIES))
+    assert false_positive.height > 0 and false_positive[SYNTHETIC_LABEL_TIME].null_count() == 0
+
+
+def test_the_new_kinds_are_wired_in():
+    assert syn.ENTITY_RING in syn.TYPOLOGIES and syn.HN_SHARED in syn.HARD_NEGATIVES
+    assert syn.HARD_NEGATIVE_OF[syn.ENTITY_RING] == syn.HN_SHARED
+    assert set(syn.HARD_NEGATIVE_OF) == set(syn.TYPOLOGIES)
+    assert len(set(syn.KINDS)) == len(syn.KINDS) == 1 + len(syn.TYPOLOGIES) + len(syn.HARD_NEGATIVES)
+
+
 def test_cli_writes_the_three_files(tmp_path, capsys):
     synthetic_cli(["--sessions", "300", "--seed", "1", "--out", str(tmp_path / "a"), "--days", "30"])
-    assert "sessions=300" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "sessions=300" in out and f"{syn.ENTITY_RING}=" in out and f"{ACCOUNT}s=" in out
     for name in ("events", "labels", "typologies"):
         assert pl.read_parquet(tmp_path / "a" / f"{name}.parquet").height > 0
     run = subprocess.run(

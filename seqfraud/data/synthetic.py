@@ -1,13 +1,42 @@
 """Synthetic e-commerce clickstream whose fraud typologies each hide behind exactly one kind of signal.
 
 Each fraud typology differs from legitimate traffic through a single channel (event order, inter-event
-timing, device/country context, amounts, or event types that only exist late in the time range) and
-comes with a population of legitimate hard negatives that shares the rest of its pattern. That lets a
-per-typology metric say which signal a model actually learned. Labels are observed with noise in both
-directions, as chargeback-based labels are; the true typology of every session is kept aside.
+timing, device/country context, amounts, event types that only exist late in the time range, or the
+entities a session shares with others) and comes with a population of legitimate hard negatives that
+shares the rest of its pattern. That lets a per-typology metric say which signal a model actually
+learned. Labels are observed with noise in both directions, as chargeback-based labels are, and a
+chargeback arrives 3 to 60 days after its session; the true typology of every session is kept aside.
+
+**Entities.** Every event names its account, device and IP (:data:`seqfraud.schema.SYNTHETIC_ENTITIES`).
+Accounts recur over the whole range (about :data:`SESSIONS_PER_ACCOUNT` sessions each, lognormal
+activity); an account keeps 1-3 devices, some first used part-way through the range (a new phone), and
+a home IP shared with its household (1-4 accounts), plus for some a second IP of its own (work, mobile).
+A session's device type is its device's and its country the account's home country, except for
+travel (:data:`TRAVEL`: another country, from an IP seen nowhere else), for risky_context and its hard
+negatives, which get the emulator or BR their pattern needs on the account's usual device (so that the
+entity columns say nothing about them), and for ring sessions (below). All events of a session share
+account, device and IP, except that the IP changes where a session hops country mid-way (VPN, roaming).
+Ids are dense numbers in random order; IPs are pseudonyms in 10.0.0.0/8.
+
+The ``entity_ring`` typology is account takeover by fraud rings: each ring is active for days to weeks
+and works through a few devices and IPs of its own across many victims' accounts (drawn, like every
+session's account, by activity), with the victims' countries, plain legitimate intents, timing, amounts
+and payment habits, and a device type spoofed per session from the population's mix (anti-detect
+browsers; the device id is what they cannot spoof). A ring session alone looks legitimate: only what its
+device and IP do across sessions (and the chargebacks they collect) gives it away. Its hard negatives
+(``hard_negative_shared``) are legitimately shared entities: family devices of 2-4 accounts over the
+whole range, office NAT IPs shared by dozens of colleagues on working days, public wifi used by many
+accounts for hours to days, and public terminals (library computers) used by many accounts for weeks
+(:data:`SHARED_RATES`). The other typologies and hard negatives use their accounts' own devices and IPs,
+as plain sessions do, so the entity columns tell nothing about them.
+
+**Label times.** The label table's :data:`seqfraud.schema.SYNTHETIC_LABEL_TIME` column is the chargeback
+date of every observed positive (false chargebacks included), :data:`CHARGEBACK_DAYS` after the session's
+last event; it is null for observed negatives, which are only known once the chargeback window closes
+(``data.policy.label_delay``).
 
 ``seqfraud synthetic --sessions 20000 --seed 0 --out data/synthetic`` writes the three
-Parquet files (events, labels, typologies).
+Parquet files (events, labels with their label times, typologies).
 """
 
 from __future__ import annotations
@@ -22,7 +51,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from seqfraud.schema import LABEL_NOISE, SYNTHETIC, TYPOLOGY
+from seqfraud.schema import LABEL_NOISE, SYNTHETIC, SYNTHETIC_ENTITIES, SYNTHETIC_LABEL_TIME, TYPOLOGY
 
 LEGIT = "legit"
 HARD_NEGATIVE = "hard_negative"
@@ -32,14 +61,16 @@ BOT_TIMING = "bot_timing"
 RISKY_CONTEXT = "risky_context"
 AMOUNT_SPIKE = "amount_spike"
 LATE_VARIANT = "late_variant"
-TYPOLOGIES = (ATO_ORDER, BOT_TIMING, RISKY_CONTEXT, AMOUNT_SPIKE, LATE_VARIANT)
+ENTITY_RING = "entity_ring"
+TYPOLOGIES = (ATO_ORDER, BOT_TIMING, RISKY_CONTEXT, AMOUNT_SPIKE, LATE_VARIANT, ENTITY_RING)
 
 HN_ORDER = f"{HARD_NEGATIVE}_order"
 HN_FAST = f"{HARD_NEGATIVE}_fast"
 HN_CONTEXT = f"{HARD_NEGATIVE}_context"
 HN_AMOUNT = f"{HARD_NEGATIVE}_amount"
 HN_GIFT_CARD = f"{HARD_NEGATIVE}_gift_card"
-HARD_NEGATIVES = (HN_ORDER, HN_FAST, HN_CONTEXT, HN_AMOUNT, HN_GIFT_CARD)
+HN_SHARED = f"{HARD_NEGATIVE}_shared"
+HARD_NEGATIVES = (HN_ORDER, HN_FAST, HN_CONTEXT, HN_AMOUNT, HN_GIFT_CARD, HN_SHARED)
 # The legitimate look-alikes of each fraud typology: telling the two apart needs exactly the typology's signal.
 HARD_NEGATIVE_OF = {
     ATO_ORDER: HN_ORDER,
@@ -47,6 +78,7 @@ HARD_NEGATIVE_OF = {
     RISKY_CONTEXT: HN_CONTEXT,
     AMOUNT_SPIKE: HN_AMOUNT,
     LATE_VARIANT: HN_GIFT_CARD,
+    ENTITY_RING: HN_SHARED,
 }
 
 KINDS = (LEGIT, *HARD_NEGATIVES, *TYPOLOGIES)
@@ -60,15 +92,46 @@ KIND_RATES = {
     RISKY_CONTEXT: 0.004,
     AMOUNT_SPIKE: 0.004,
     LATE_VARIANT: 0.0025,
+    ENTITY_RING: 0.005,
     HN_ORDER: 0.008,
     HN_FAST: 0.015,
     HN_CONTEXT: 0.008,
     HN_AMOUNT: 0.008,
 }
+# The settings of legitimately shared entities (hard_negative_shared), as shares of all sessions.
+SHARED_RATES = {"family_device": 0.008, "office_ip": 0.008, "public_wifi": 0.004, "public_terminal": 0.002}
+KIND_RATES[HN_SHARED] = sum(SHARED_RATES.values())
 GIFT_CARD_ADOPTION = 0.02  # of legit sessions starting in the late period
 LATE_FRACTION = 0.28  # the trailing part of the time range where gift cards (and their fraud) exist
 MISSED_CHARGEBACK = 0.07  # fraud observed as label 0
 FALSE_CHARGEBACK = 0.0008  # legit observed as label 1 (friendly fraud, disputes)
+# An observed positive's label time (its chargeback), in days after its last event: 3 + 57 * beta(2, 4),
+# mode ~17 days.
+CHARGEBACK_DAYS = (3, 60)
+
+SESSIONS_PER_ACCOUNT = 6  # mean; activity is lognormal, so some accounts come back far more often
+ACCOUNT_ACTIVITY_SIGMA = 1.0
+ACCOUNT_DEVICES_P = (0.5, 0.35, 0.15)  # an account's 1, 2 or 3 devices
+NEW_DEVICE = 0.3  # a second or third device first used part-way through the range
+HOUSEHOLD_P = (0.8, 0.12, 0.05, 0.03)  # households of 1-4 accounts; a household shares its home IP
+SECOND_IP = 0.4  # accounts with a second IP of their own (work, mobile)
+SECOND_IP_USE = 0.3  # share of such an account's sessions from that IP
+TRAVEL = 0.03  # sessions of a plain account away from home: another country, a one-off IP
+COUNTRY_HOP = 0.004  # sessions whose country (and IP) changes mid-way: VPN, roaming
+# Fraud rings: victims per ring (mean), active span in days (log-uniform), devices and IPs per ring.
+RING_SESSIONS = 30
+RING_DAYS = (4, 35)
+RING_DEVICES_P = (0.4, 0.4, 0.2)
+RING_IPS_P = (0.5, 0.3, 0.2)
+# Shared settings: sessions per family device / office / hotspot / terminal (mean), and their extents.
+FAMILY_SESSIONS = 12
+OFFICE_SESSIONS = 150
+OFFICE_STAFF = (15, 60)
+OFFICE_HOURS = (9, 18)  # local, Monday to Friday
+HOTSPOT_SESSIONS = 12
+HOTSPOT_HOURS = (2, 72)
+TERMINAL_SESSIONS = 25
+TERMINAL_DAYS = (20, 120)
 
 EVENT_TYPES = (
     "login",
@@ -507,39 +570,278 @@ def _kinds(rng: np.random.Generator, n: int) -> np.ndarray:
     return _draw(rng, p, n)
 
 
-def _context(rng: np.random.Generator, kind: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Device and country; risky_context is the emulator-in-BR pair, each half of it is common alone."""
-    n = kind.size
-    emulator, risky_country = DEVICES.index(RISKY_DEVICE), COUNTRIES.index(RISKY_COUNTRY)
-    device, country = _draw(rng, DEVICE_P, n), _draw(rng, COUNTRY_P, n)
-    other_device = _draw(rng, np.where(np.arange(len(DEVICES)) == emulator, 0.0, DEVICE_P), n)
-    other_country = _draw(rng, np.where(np.arange(len(COUNTRIES)) == risky_country, 0.0, COUNTRY_P), n)
-    risky = kind == _K[RISKY_CONTEXT]
-    hn = kind == _K[HN_CONTEXT]
-    hn_device_side = hn & (rng.random(n) < 0.5)  # emulator users elsewhere
-    hn_country_side = hn & ~hn_device_side  # risky-country users on ordinary devices
-    device = np.where(risky | hn_device_side, emulator, np.where(hn_country_side, other_device, device))
-    country = np.where(
-        risky | hn_country_side, risky_country, np.where(hn_device_side, other_country, country)
+def _log_uniform(rng: np.random.Generator, lo: float, hi: float, size: int) -> np.ndarray:
+    return np.exp(rng.uniform(np.log(lo), np.log(hi), size))
+
+
+@dataclass
+class _Accounts:
+    """The account population. A household's accounts are consecutive and share its home IP."""
+
+    home: np.ndarray  # home country of each account
+    household: np.ndarray  # household of each account
+    household_start: np.ndarray  # first account of each household
+    household_size: np.ndarray
+    n_devices: np.ndarray  # 1-3; the account's devices have raw ids account * 3 + slot
+    device_from: np.ndarray  # (accounts, 3): ms into the range from which each device is in use
+    second_ip: np.ndarray  # whether the account has an IP of its own besides the household's
+    by_country: np.ndarray  # account ids sorted by home country
+    bounds: np.ndarray  # by_country[bounds[c]:bounds[c + 1]] live in country c
+    activity: np.ndarray  # cumulative activity along by_country
+
+    def pick(self, rng: np.random.Generator, size: int, country: np.ndarray | None = None) -> np.ndarray:
+        """Accounts drawn by how active they are, from anywhere or each from the given home country."""
+        if country is None:
+            lo, hi = np.zeros(size, dtype=np.int64), np.full(size, self.home.size)
+        else:
+            lo, hi = self.bounds[country], self.bounds[country + 1]
+        below = np.where(lo > 0, self.activity[np.maximum(lo - 1, 0)], 0.0)
+        u = below + rng.random(size) * (self.activity[hi - 1] - below)
+        return self.by_country[np.clip(np.searchsorted(self.activity, u, side="right"), lo, hi - 1)]
+
+
+class _Registry:
+    """Raw ids of the devices (with their device types) and IPs, handed out as they are made."""
+
+    def __init__(self, device_types: np.ndarray, n_ips: int) -> None:
+        self._types = [device_types]
+        self.n_devices = device_types.size
+        self.n_ips = n_ips
+
+    def new_devices(self, types: np.ndarray) -> int:
+        first = self.n_devices
+        self._types.append(types)
+        self.n_devices += types.size
+        return first
+
+    def new_ips(self, count: int) -> int:
+        first = self.n_ips
+        self.n_ips += count
+        return first
+
+    def device_types(self) -> np.ndarray:
+        return np.concatenate(self._types)
+
+
+def _population(rng: np.random.Generator, n_accounts: int, span_ms: int) -> tuple[_Accounts, _Registry]:
+    """Accounts in households, each with its devices and IPs; IP raw ids: households, then second IPs."""
+    a = n_accounts
+    household = np.repeat(np.arange(a), _draw(rng, np.array(HOUSEHOLD_P), a) + 1)[:a]
+    size = np.bincount(household)
+    home = _draw(rng, COUNTRY_P, size.size)[household]
+    later = (np.arange(3) > 0) & (rng.random((a, 3)) < NEW_DEVICE)
+    by_country = np.argsort(home, kind="stable")
+    accounts = _Accounts(
+        home=home,
+        household=household,
+        household_start=np.cumsum(size) - size,
+        household_size=size,
+        n_devices=_draw(rng, np.array(ACCOUNT_DEVICES_P), a) + 1,
+        device_from=np.where(later, rng.integers(0, span_ms, (a, 3)), 0),
+        second_ip=rng.random(a) < SECOND_IP,
+        by_country=by_country,
+        bounds=np.searchsorted(home[by_country], np.arange(len(COUNTRIES) + 1)),
+        activity=np.cumsum(np.exp(ACCOUNT_ACTIVITY_SIGMA * rng.standard_normal(a))[by_country]),
     )
-    return device, country
+    return accounts, _Registry(_draw(rng, DEVICE_P, 3 * a), size.size + a)
+
+
+# How a session's start is drawn: the ordinary seasonality, a day within its window (rings, terminals),
+# office hours on a working day (offices), or any instant within its window (wifi hotspots).
+_ANY_TIME, _DAY_WINDOW, _OFFICE_HOURS, _INSTANT_WINDOW = range(4)
+
+
+@dataclass
+class _Placement:
+    """Per session: account, and device / IP raw ids where the setting fixes them (-1: the account's own)."""
+
+    account: np.ndarray
+    device: np.ndarray
+    ip: np.ndarray
+    rule: np.ndarray
+    lo: np.ndarray  # time window, ms into the range
+    hi: np.ndarray
+
+
+def _pools(rng: np.random.Generator, first_id: int, counts: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """One id per session, uniform over its group's ``counts[group]`` consecutive ids."""
+    offset = np.cumsum(counts) - counts
+    return first_id + offset[group] + (rng.random(group.size) * counts[group]).astype(np.int64)
+
+
+def _place(
+    rng: np.random.Generator, kind: np.ndarray, acc: _Accounts, reg: _Registry, days: int
+) -> _Placement:
+    """Accounts for every session, and the rings and shared settings some sessions happen in."""
+    n, span = kind.size, days * DAY_MS
+    p = _Placement(
+        account=acc.pick(rng, n),  # plain sessions and ring victims alike
+        device=np.full(n, -1, dtype=np.int64),
+        ip=np.full(n, -1, dtype=np.int64),
+        rule=np.full(n, _ANY_TIME, dtype=np.int8),
+        lo=np.zeros(n, dtype=np.int64),
+        hi=np.full(n, span, dtype=np.int64),
+    )
+
+    def day_window(rows: np.ndarray, group: np.ndarray, length_days: np.ndarray) -> None:
+        length = np.minimum(days, np.ceil(length_days)).astype(np.int64)
+        first = rng.integers(0, days - length + 1)
+        p.rule[rows] = _DAY_WINDOW
+        p.lo[rows], p.hi[rows] = first[group] * DAY_MS, (first + length)[group] * DAY_MS
+
+    def local_accounts(rows: np.ndarray, n_groups: int) -> np.ndarray:
+        """Each session in one of ``n_groups`` places, by an account living in the place's country."""
+        country = acc.home[acc.pick(rng, n_groups)]
+        group = rng.integers(0, n_groups, rows.size)
+        p.account[rows] = acc.pick(rng, rows.size, country[group])
+        return group
+
+    # Fraud rings: a few devices and IPs of their own across many victims, for days to weeks.
+    rows = np.flatnonzero(kind == _K[ENTITY_RING])
+    if rows.size:
+        r = max(1, round(rows.size / RING_SESSIONS))
+        group = _draw(rng, np.exp(0.5 * rng.standard_normal(r)), rows.size)
+        devices = _draw(rng, np.array(RING_DEVICES_P), r) + 1
+        # What a ring's device reports as its type is spoofed per session (see generate).
+        p.device[rows] = _pools(
+            rng, reg.new_devices(np.zeros(int(devices.sum()), dtype=np.int64)), devices, group
+        )
+        ips = _draw(rng, np.array(RING_IPS_P), r) + 1
+        p.ip[rows] = _pools(rng, reg.new_ips(int(ips.sum())), ips, group)
+        day_window(rows, group, _log_uniform(rng, *RING_DAYS, r))
+
+    rows = np.flatnonzero(kind == _K[HN_SHARED])
+    setting = _draw(rng, np.array(list(SHARED_RATES.values())), rows.size)
+    family, office, wifi, terminal = (rows[setting == i] for i in range(len(SHARED_RATES)))
+    if family.size:  # a household's shared tablet or computer, over the whole range
+        multi = np.flatnonzero(acc.household_size >= 2)
+        multi = multi if multi.size else np.arange(acc.household_size.size)
+        f = min(multi.size, max(1, round(family.size / FAMILY_SESSIONS)))
+        household = rng.choice(multi, f, replace=False)
+        group = rng.integers(0, f, family.size)
+        h = household[group]
+        member = (rng.random(family.size) * acc.household_size[h]).astype(np.int64)
+        p.account[family] = acc.household_start[h] + member
+        p.device[family] = reg.new_devices(_draw(rng, DEVICE_P, f)) + group
+        p.ip[family] = h
+    if office.size:  # colleagues behind their office's NAT, on their own devices, in office hours
+        o = max(1, round(office.size / OFFICE_SESSIONS))
+        country = acc.home[acc.pick(rng, o)]
+        staff = rng.integers(OFFICE_STAFF[0], OFFICE_STAFF[1] + 1, o)
+        group = _draw(rng, staff.astype(np.float64), office.size)
+        for k in range(o):
+            members = np.unique(acc.pick(rng, int(staff[k]), np.full(int(staff[k]), country[k])))
+            sel = office[group == k]
+            p.account[sel] = members[rng.integers(0, members.size, sel.size)]
+        p.ip[office] = reg.new_ips(o) + group
+        p.rule[office] = _OFFICE_HOURS
+    if wifi.size:  # a café's, hotel's or conference's wifi, for hours to days
+        w = max(1, round(wifi.size / HOTSPOT_SESSIONS))
+        group = local_accounts(wifi, w)
+        length = np.minimum(span, _log_uniform(rng, *HOTSPOT_HOURS, w) * HOUR_MS).astype(np.int64)
+        begin = (rng.random(w) * (span - length + 1)).astype(np.int64)
+        p.ip[wifi] = reg.new_ips(w) + group
+        p.rule[wifi] = _INSTANT_WINDOW
+        p.lo[wifi], p.hi[wifi] = begin[group], (begin + length)[group]
+    if terminal.size:  # a library's or hotel lobby's computer, for weeks
+        t = max(1, round(terminal.size / TERMINAL_SESSIONS))
+        group = local_accounts(terminal, t)
+        p.device[terminal] = reg.new_devices(np.full(t, DEVICES.index("desktop"))) + group
+        p.ip[terminal] = reg.new_ips(t) + group
+        day_window(terminal, group, _log_uniform(rng, *TERMINAL_DAYS, t))
+    return p
+
+
+def _own_devices(
+    rng: np.random.Generator, acc: _Accounts, account: np.ndarray, at_ms: np.ndarray
+) -> np.ndarray:
+    """One of the account's devices already in use at the session's start."""
+    usable = (np.arange(3) < acc.n_devices[account, None]) & (acc.device_from[account] <= at_ms[:, None])
+    pick = (rng.random(account.size) * usable.sum(axis=1)).astype(np.int64)
+    return account * 3 + (np.cumsum(usable, axis=1) <= pick[:, None]).sum(axis=1)
+
+
+def _relabel(rng: np.random.Generator, raw: np.ndarray) -> tuple[np.ndarray, int]:
+    """Dense ids in random order, so that an id says nothing about how its entity was made."""
+    unique, inverse = np.unique(raw, return_inverse=True)
+    return rng.permutation(unique.size)[inverse], unique.size
+
+
+def _numbered(prefix: str, count: int, width: int) -> pl.Series:
+    width = max(width, len(str(count - 1)))
+    return pl.select(
+        pl.lit(prefix) + pl.int_range(count, dtype=pl.Int64).cast(pl.String).str.zfill(width)
+    ).to_series()
+
+
+def _ip_names(count: int) -> pl.Series:
+    """Pseudonymous IPs 10.x.y.z (z in 1-254), then 11.x.y.z and on."""
+    u = np.arange(count, dtype=np.int64)
+    parts = (10 + u // 16_646_144, u // 65_024 % 256, u // 254 % 256, u % 254 + 1)
+    return pl.select(pl.format("{}.{}.{}.{}", *(pl.lit(pl.Series(x)) for x in parts))).to_series()
+
+
+def _context_country(
+    rng: np.random.Generator, kind: np.ndarray, country: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """risky_context is the emulator-in-BR pair; each half of it is common alone.
+
+    Its sessions and half its hard negatives (risky-country users on ordinary devices) come from BR; the
+    other half (emulator users elsewhere, returned as a mask) from anywhere else.
+    """
+    n = kind.size
+    risky_country = COUNTRIES.index(RISKY_COUNTRY)
+    other_country = _draw(rng, np.where(np.arange(len(COUNTRIES)) == risky_country, 0.0, COUNTRY_P), n)
+    hn = kind == _K[HN_CONTEXT]
+    device_side = hn & (rng.random(n) < 0.5)
+    to_risky = (kind == _K[RISKY_CONTEXT]) | (hn & ~device_side)
+    elsewhere = device_side & (country == risky_country)
+    return np.where(to_risky, risky_country, np.where(elsewhere, other_country, country)), device_side
+
+
+def _context_device(
+    rng: np.random.Generator, kind: np.ndarray, device: np.ndarray, device_side: np.ndarray
+) -> np.ndarray:
+    """The device half of :func:`_context_country`: emulators for risky_context and the device side."""
+    emulator = DEVICES.index(RISKY_DEVICE)
+    other_device = _draw(rng, np.where(np.arange(len(DEVICES)) == emulator, 0.0, DEVICE_P), kind.size)
+    country_side = (kind == _K[HN_CONTEXT]) & ~device_side
+    to_emulator = (kind == _K[RISKY_CONTEXT]) | device_side
+    ordinary = country_side & (device == emulator)
+    return np.where(to_emulator, emulator, np.where(ordinary, other_device, device))
 
 
 def _start_times(
-    rng: np.random.Generator, kind: np.ndarray, country: np.ndarray, t0: int, days: int
+    rng: np.random.Generator, kind: np.ndarray, country: np.ndarray, t0: int, days: int, place: _Placement
 ) -> np.ndarray:
-    """Session starts with growth, weekly and local diurnal seasonality; late_variant only late."""
+    """Session starts with growth, weekly and local diurnal seasonality; late_variant only late.
+
+    Sessions of a ring or a shared place keep to its window (see ``_ANY_TIME`` and the rest).
+    """
     n = kind.size
     span = days * DAY_MS
     late0 = _late_offset_ms(days)
     d = np.arange(days)
-    weekday0 = datetime.fromtimestamp(t0 / 1000, tz=timezone.utc).weekday()
-    w = _WEEKDAY_W[(weekday0 + d) % 7] * (1 + _GROWTH * d / days)
+    weekday = (datetime.fromtimestamp(t0 / 1000, tz=timezone.utc).weekday() + d) % 7
+    w = _WEEKDAY_W[weekday] * (1 + _GROWTH * d / days)
     day = _draw(rng, w, n)
-    local = day * DAY_MS + _draw(rng, _HOUR_W, n) * HOUR_MS + rng.integers(0, HOUR_MS, n)
+    hour = _draw(rng, _HOUR_W, n)
+    windowed = place.rule == _DAY_WINDOW
+    in_window = place.lo // DAY_MS + (rng.random(n) * ((place.hi - place.lo) // DAY_MS)).astype(np.int64)
+    day = np.where(windowed, in_window, day)
+    office = place.rule == _OFFICE_HOURS
+    workdays = d[weekday < 5] if (weekday < 5).any() else d
+    day = np.where(office, workdays[rng.integers(0, workdays.size, n)], day)
+    hour = np.where(office, rng.integers(*OFFICE_HOURS, n), hour)
+    local = day * DAY_MS + hour * HOUR_MS + rng.integers(0, HOUR_MS, n)
     t = local - _UTC_OFFSET_MS[country]
+    instant = place.rule == _INSTANT_WINDOW
+    t = np.where(instant, place.lo + (rng.random(n) * (place.hi - place.lo)).astype(np.int64), t)
     late = kind == _K[LATE_VARIANT]
-    t = np.where(late, late0 + (t - late0) % (span - late0), t % span)
+    anywhere = place.rule == _ANY_TIME
+    t = np.where(
+        late, late0 + (t - late0) % (span - late0), np.where(anywhere, t % span, np.clip(t, 0, span - 1))
+    )
     return t0 + t
 
 
@@ -669,16 +971,16 @@ def _amounts(
     return np.round(amount, 2)
 
 
-def _event_countries(
-    rng: np.random.Generator, country: np.ndarray, ev_sess: np.ndarray, first: np.ndarray, lens: np.ndarray
-) -> np.ndarray:
-    """Session country, except a few sessions that hop country mid-way (travel, VPN, roaming)."""
-    n = country.size
-    hop = (rng.random(n) < 0.004) & (lens > 1)
+def _hops(
+    rng: np.random.Generator, lens: np.ndarray, ev_sess: np.ndarray, first: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """A few sessions hop country mid-way (travel, VPN, roaming): per event whether its session has hopped
+    by then, and per session whether it hops at all."""
+    n = lens.size
+    hop = (rng.random(n) < COUNTRY_HOP) & (lens > 1)
     at = 1 + (rng.random(n) * (lens - 1)).astype(np.int64)
-    new = _draw(rng, COUNTRY_P, n)
     pos = np.arange(ev_sess.size) - first
-    return np.where(hop[ev_sess] & (pos >= at[ev_sess]), new[ev_sess], country[ev_sess])
+    return hop[ev_sess] & (pos >= at[ev_sess]), hop
 
 
 def _strings(names: Sequence[str], codes: np.ndarray) -> pl.Series:
@@ -696,11 +998,29 @@ def generate(n_sessions: int, seed: int = 0, start: str = "2026-01-01", days: in
     n = n_sessions
 
     kind = _kinds(rng, n)
-    device, country = _context(rng, kind)
-    start_ms = _start_times(rng, kind, country, t0, days)
+    acc, reg = _population(rng, max(1, round(n / SESSIONS_PER_ACCOUNT)), days * DAY_MS)
+    place = _place(rng, kind, acc, reg, days)
+    account = place.account
+    # Sessions on no ring or shared place: at home (household or own second IP), or travelling.
+    own = place.ip < 0
+    travel = own & (rng.random(n) < TRAVEL)
+    country = np.where(travel, _draw(rng, COUNTRY_P, n), acc.home[account])
+    second = acc.second_ip[account] & (rng.random(n) < SECOND_IP_USE)
+    home_ip = np.where(second, acc.household_size.size + account, acc.household[account])
+    ip = np.where(own, np.where(travel, reg.new_ips(n) + np.arange(n), home_ip), place.ip)
+    country, device_side = _context_country(rng, kind, country)
+    start_ms = _start_times(rng, kind, country, t0, days, place)
+    device = np.where(place.device < 0, _own_devices(rng, acc, account, start_ms - t0), place.device)
+    device_type = _context_device(rng, kind, reg.device_types()[device], device_side)
+    # Rings run anti-detect browsers: the device type they report is drawn afresh each session (as the
+    # population's), while the device id, a fingerprint of what they cannot spoof, stays.
+    ring = kind == _K[ENTITY_RING]
+    device_type = np.where(ring, _draw(rng, DEVICE_P, n), device_type)
     # Session ids follow start time, like an auto-increment id would.
     order = np.argsort(start_ms, kind="stable")
-    kind, device, country, start_ms = kind[order], device[order], country[order], start_ms[order]
+    kind, device_type, country, start_ms, account, device, ip = (
+        a[order] for a in (kind, device_type, country, start_ms, account, device, ip)
+    )
     late_legit = (kind == _K[LEGIT]) & (start_ms >= t0 + _late_offset_ms(days))
     kind[late_legit & (rng.random(n) < GIFT_CARD_ADOPTION)] = _K[HN_GIFT_CARD]
 
@@ -710,17 +1030,29 @@ def generate(n_sessions: int, seed: int = 0, start: str = "2026-01-01", days: in
     gaps = _gaps_ms(rng, codes, ev_sess, kind)
     gaps[first == np.arange(codes.size)] = 0
     ts = start_ms[ev_sess] + _cumsum_within(gaps, first)
+    end_ms = ts[np.cumsum(lens) - 1]
     amount = _amounts(rng, codes, ev_sess, first, kind)
-    ev_country = _event_countries(rng, country, ev_sess, first, lens)
+    hopped, hop = _hops(rng, lens, ev_sess, first)
+    ev_country = np.where(hopped, _draw(rng, COUNTRY_P, n)[ev_sess], country[ev_sess])
     method = _draw_rows(rng, _METHOD_CUM[country])
     new_method = _draw_rows(rng, _METHOD_CUM[ev_country])
     is_payment = np.isin(codes, [_E[e] for e in PAYMENT_EVENTS])
     pay = np.where(codes == _E["add_payment_method"], new_method, method[ev_sess])
     pay = np.where(is_payment, pay, -1)
 
+    # A hop moves the session to an IP of its own; ids are numbered last, in random order.
+    account, n_accounts = _relabel(rng, account)
+    device, n_devices = _relabel(rng, device)
+    ips, n_ips = _relabel(rng, np.concatenate([ip, reg.new_ips(n) + np.flatnonzero(hop)]))
+    hop_ip = np.zeros(n, dtype=np.int64)
+    hop_ip[hop] = ips[n:]
+    ev_ip = np.where(hopped, hop_ip[ev_sess], ips[:n][ev_sess])
+
     fraud = np.isin(kind, [_K[t] for t in TYPOLOGIES])
     u = rng.random(n)
     noise = np.where(fraud, u < MISSED_CHARGEBACK, u < FALSE_CHARGEBACK)
+    lo, hi = CHARGEBACK_DAYS
+    chargeback_ms = end_ms + np.rint((lo + (hi - lo) * rng.beta(2.0, 4.0, n)) * DAY_MS).astype(np.int64)
 
     width = max(7, len(str(n - 1)))
     sid = pl.select(
@@ -728,22 +1060,37 @@ def generate(n_sessions: int, seed: int = 0, start: str = "2026-01-01", days: in
     ).to_series()
     s = SYNTHETIC
     shuffle = rng.permutation(codes.size)  # logs arrive unordered
-    ev_sess, codes, ts, amount, ev_country, pay = (
-        a[shuffle] for a in (ev_sess, codes, ts, amount, ev_country, pay)
+    ev_sess, codes, ts, amount, ev_country, pay, ev_ip = (
+        a[shuffle] for a in (ev_sess, codes, ts, amount, ev_country, pay, ev_ip)
     )
     device_col, country_col, method_col = s.categorical
+    account_col, device_id_col, ip_col = SYNTHETIC_ENTITIES
+    at_session = ev_sess.astype(np.uint32)
     events = pl.DataFrame(
         [
-            sid.gather(ev_sess.astype(np.uint32)).alias(s.session_id),
+            sid.gather(at_session).alias(s.session_id),
             pl.Series(s.timestamp, ts).cast(pl.Datetime("ms", "UTC")),
             _strings(EVENT_TYPES, codes).alias(s.event_type),
-            _strings(DEVICES, device[ev_sess]).alias(device_col),
+            _strings(DEVICES, device_type[ev_sess]).alias(device_col),
             _strings(COUNTRIES, ev_country).alias(country_col),
             _strings(PAYMENT_METHODS, pay).alias(method_col),
             pl.Series(s.numerical[0], amount).fill_nan(None),
+            _numbered("a", n_accounts, 7).gather(account[at_session]).alias(account_col),
+            _numbered("d", n_devices, 6).gather(device[at_session]).alias(device_id_col),
+            _ip_names(n_ips).gather(ev_ip.astype(np.uint32)).alias(ip_col),
         ]
     )
-    labels = pl.DataFrame([sid.alias(s.session_id), pl.Series(s.label, (fraud ^ noise).astype(np.int8))])
+    observed = fraud ^ noise
+    labels = pl.DataFrame(
+        [
+            sid.alias(s.session_id),
+            pl.Series(s.label, observed.astype(np.int8)),
+            # The chargeback date; a negative is only known once the chargeback window has closed.
+            pl.Series(SYNTHETIC_LABEL_TIME, np.where(observed, chargeback_ms, 0))
+            .cast(pl.Datetime("ms", "UTC"))
+            .scatter(np.flatnonzero(~observed), None),
+        ]
+    )
     typologies = pl.DataFrame(
         [
             sid.alias(s.session_id),
@@ -768,7 +1115,13 @@ def summary(data: SyntheticData) -> str:
     n = data.labels.height
     fraud = sum(counts.get(t, 0) for t in TYPOLOGIES)
     per_typology = " ".join(f"{t}={counts.get(t, 0)}" for t in TYPOLOGIES)
+    rings = data.typologies.filter(pl.col(TYPOLOGY) == ENTITY_RING)[SYNTHETIC.session_id]
+    ring_events = data.events.filter(pl.col(SYNTHETIC.session_id).is_in(rings.implode()))
+    _, device_col, ip_col = SYNTHETIC_ENTITIES
+    entities = " ".join(f"{c}s={data.events[c].n_unique()}" for c in SYNTHETIC_ENTITIES)
     return (
         f"sessions={n} events={data.events.height} fraud_rate={fraud / n:.4f} "
-        f"observed_label_rate={cast(float, data.labels[SYNTHETIC.label].mean()):.4f} {per_typology}"
+        f"observed_label_rate={cast(float, data.labels[SYNTHETIC.label].mean()):.4f} {per_typology} "
+        f"{HN_SHARED}={counts.get(HN_SHARED, 0)} {entities} "
+        f"ring_{device_col}s={ring_events[device_col].n_unique()} ring_{ip_col}s={ring_events[ip_col].n_unique()}"
     )
