@@ -399,7 +399,11 @@ def main() -> None:
     if "in_process" not in args.skip:
         inproc = {fmt: bench_in_process(artifact, fmt, args.lengths, args.calls) for fmt in args.formats}
     if "http" not in args.skip:
-        real = generate(2000, seed=3).events.with_columns(pl.col(SYNTHETIC.timestamp).dt.to_string("iso"))
+        real = (
+            generate(2000, seed=3)
+            .events.select(SYNTHETIC.event_columns)  # the model's columns: the API refuses others
+            .with_columns(pl.col(SYNTHETIC.timestamp).dt.to_string("iso"))
+        )
         real_sessions = [g.to_dicts() for _, g in real.group_by(SYNTHETIC.session_id, maintain_order=True)][
             :500
         ]

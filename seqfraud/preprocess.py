@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from seqfraud import schema as S
@@ -67,19 +68,34 @@ def resolve_data_config(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def ensure_synthetic(data: Mapping[str, Any]) -> None:
-    """Generate the built-in synthetic data on first use."""
+    """Generate the built-in synthetic data on first use, and again when the directory holds data of another
+    size, seed or generator version (its stamp says which), so a config change never trains on stale data."""
     synth = data.get("synthetic")
-    if not synth or Path(data["events"]).exists():
+    if not synth:
         return
     from seqfraud.data import synthetic
 
+    out = Path(synth["dir"])
+    stamp = {
+        "generator": synthetic.GENERATOR_VERSION,
+        "sessions": int(synth["sessions"]),
+        "seed": int(synth["seed"]),
+    }
+    try:
+        current = json.loads((out / synthetic.STAMP_FILE).read_text())
+    except (OSError, ValueError):
+        current = None
+    if current == stamp and Path(data["events"]).exists():
+        return
     log.info(
-        "generating synthetic data: %s sessions, seed %s, into %s",
-        synth["sessions"],
-        synth["seed"],
-        synth["dir"],
+        "generating synthetic data: %s sessions, seed %s, into %s%s",
+        stamp["sessions"],
+        stamp["seed"],
+        out,
+        f" (replacing {current or 'unstamped data'})" if Path(data["events"]).exists() else "",
     )
-    synthetic.write(synthetic.generate(int(synth["sessions"]), seed=int(synth["seed"])), synth["dir"])
+    synthetic.write(synthetic.generate(stamp["sessions"], seed=stamp["seed"]), out)
+    (out / synthetic.STAMP_FILE).write_text(json.dumps(stamp))
 
 
 class PolarsEngine:
@@ -127,39 +143,69 @@ class PolarsEngine:
         return fit_stats(train_events, schema, probs, min_count, numeric)
 
     def entity_features(self, loaded: LoadedEvents, entity: EntitySpec, out: Path) -> LoadedEvents:
-        """The events with their entity features, computed per entity column into ``out`` and joined back.
+        """The events with their entity features, computed per entity column into ``out``.
 
-        Beyond the memory budget, a column's rows are hash-partitioned by its value on disk and the kernel runs
-        one part at a time: a value's features need only that value's rows.
+        The kernel's rows are read once, with session ids and entity values as integer codes (sessions in their
+        sort order), all the kernel compares. Beyond the memory budget they are spilled to disk, and each
+        column's rows are hash-partitioned by value, the kernel running one part at a time: a value's features
+        need only that value's rows. When the events are the log's rows in order (none dropped), each column's
+        features are written as one Float32 row per event and put beside the events, which costs no join;
+        otherwise they are joined on the row number.
         """
-        rows = kernel_rows(loaded.events, loaded.sessions, entity)
         n_events = int(loaded.sessions["n_events"].sum())
-        events = loaded.events
-        for i, column in enumerate(entity.columns):
-            target = out / str(i)  # user column names may not make safe file names
-            target.mkdir(parents=True)
-            present = rows.filter(pl.col(column).is_not_null())
-            n_fields = len(entity.column_feature_names(column)) + self.KERNEL_WORKING_FIELDS
-            n_parts = self.n_parts(n_events, n_fields, self.KERNEL_BYTES_PER_EVENT_FIELD)
+        n_fields = len(entity.column_feature_names(entity.columns[0])) + self.KERNEL_WORKING_FIELDS
+        n_parts = self.n_parts(n_events, n_fields, self.KERNEL_BYTES_PER_EVENT_FIELD)
+        rows = _coded_rows(loaded, entity)
+        out.mkdir(parents=True)
+        with tempfile.TemporaryDirectory(dir=out, prefix="_rows") as tmp:
             if n_parts == 1:
-                column_features(present.collect(engine="streaming"), column, entity).write_parquet(
-                    target / shard_name(0)
-                )
+                in_memory = rows.collect(engine="streaming")
+                row = in_memory[S.ROW_INDEX].to_numpy()
             else:
-                with tempfile.TemporaryDirectory(dir=out, prefix="_partitions") as tmp:
+                rows.sink_parquet(Path(tmp, "rows.parquet"))
+                rows = pl.scan_parquet(Path(tmp, "rows.parquet"))
+                row = rows.select(S.ROW_INDEX).collect()[S.ROW_INDEX].to_numpy()
+            in_order = bool(np.array_equal(row, np.arange(len(row))))
+            del row
+            beside, events = [], loaded.events
+            for i, column in enumerate(entity.columns):
+                target = out / str(i)  # user column names may not make safe file names
+                target.mkdir()
+                names = entity.column_feature_names(column)
+                kernel_dir = Path(tmp, f"kernel{i}") if in_order else target
+                kernel_dir.mkdir(exist_ok=True)
+                if n_parts == 1:
+                    parts = [column_features(in_memory, column, entity)]
+                else:
+                    parts = []
+                    present = rows.filter(pl.col(column).is_not_null())
+                    split = Path(tmp, f"split{i}")
                     part = (pl.col(column).hash(seed=0) % n_parts).alias("__part")
                     present.with_columns(part).sink_parquet(
-                        pl.PartitionBy(tmp, key="__part", include_key=False), mkdir=True
+                        pl.PartitionBy(split, key="__part", include_key=False), mkdir=True
                     )
                     for j in range(n_parts):
-                        if Path(tmp, f"__part={j}").exists():
-                            rows_j = pl.scan_parquet(Path(tmp, f"__part={j}")).collect()
-                            column_features(rows_j, column, entity).write_parquet(target / shard_name(j))
-            if not any(target.iterdir()):  # no event carries the column: every feature is null
-                column_features(present.head(0).collect(), column, entity).write_parquet(
-                    target / shard_name(0)
-                )
-            events = attach(events, pl.scan_parquet(target), entity.column_feature_names(column))
+                        if Path(split, f"__part={j}").exists():
+                            rows_j = pl.scan_parquet(Path(split, f"__part={j}")).collect()
+                            column_features(rows_j, column, entity).write_parquet(kernel_dir / shard_name(j))
+                            parts.append(kernel_dir / shard_name(j))
+                    shutil.rmtree(split)
+                if in_order:
+                    beside += _write_beside(
+                        parts, names, n_events, target, self.PART_SHARE * self.memory_bytes
+                    )
+                    continue
+                if n_parts == 1:
+                    parts[0].write_parquet(target / shard_name(0))
+                if not any(target.iterdir()):  # no event carries the column: every feature is null
+                    column_features(rows.head(0).collect(), column, entity).write_parquet(
+                        target / shard_name(0)
+                    )
+                events = attach(events, pl.scan_parquet(target), names)
+        if in_order:
+            events = pl.concat(
+                [events, *(pl.scan_parquet(f) for f in beside)], how="horizontal"
+            ).with_columns(pl.col(c).cast(pl.Float64) for c in entity.feature_names())
         return replace(loaded, events=events)
 
     def n_parts(
@@ -206,6 +252,47 @@ class PolarsEngine:
                         out / name / shard_name(i), row_group_size=ROW_GROUP_SESSIONS
                     )
         return {"engine": "polars", "partitions": n_parts}
+
+
+def _coded_rows(loaded: LoadedEvents, entity: EntitySpec) -> pl.LazyFrame:
+    """:func:`kernel_rows` with session ids as their rank among the sessions' ids and entity values as numbers."""
+    rows = kernel_rows(loaded.events, loaded.sessions, entity)
+    values = rows.select(pl.col(c).drop_nulls().unique().implode() for c in entity.columns).collect(
+        engine="streaming"
+    )
+    return rows.with_columns(
+        pl.col(S.SESSION_ID).cast(pl.Enum(loaded.sessions[S.SESSION_ID].sort())).to_physical(),
+        *(pl.col(c).cast(pl.Enum(values[c][0])).to_physical() for c in entity.columns),
+    )
+
+
+def _write_beside(
+    parts: list[pl.DataFrame | Path], names: list[str], n_events: int, target: Path, memory_bytes: float
+) -> list[Path]:
+    """Kernel outputs (``__row`` numbering the events in order) as Float32 columns of one row per event, null
+    where the event has no value: as many features to a file as fit in ``memory_bytes``."""
+    per_file = max(
+        1, int(memory_bytes // (8 * max(n_events, 1)))
+    )  # the column, and the values it is built from
+    files = []
+    for k, start in enumerate(range(0, len(names), per_file)):
+        group = names[start : start + per_file]
+        got = pl.concat(
+            [
+                (p.lazy() if isinstance(p, pl.DataFrame) else pl.scan_parquet(p)).select(S.ROW_INDEX, *group)
+                for p in parts
+            ]
+        ).collect()
+        at = got[S.ROW_INDEX].to_numpy()
+        columns = []
+        for name in group:
+            x = np.full(n_events, np.nan, dtype=np.float32)
+            x[at] = got[name].to_numpy()  # nulls come as NaN, which no feature is
+            columns.append(pl.Series(name, x, nan_to_null=True))
+        del got
+        files.append(target / shard_name(k))
+        pl.DataFrame(columns).write_parquet(files[-1])
+    return files
 
 
 def make_engine(engine_cfg: Mapping[str, Any] | None):

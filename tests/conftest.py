@@ -134,4 +134,5 @@ def test_period_events(trained_run):
     spec = Spec.load(trained_run / "spec.json")
     ids = pl.read_parquet(trained_run / "predictions" / "test.parquet")[S.SESSION_ID]
     events = pl.read_parquet(OmegaConf.load(trained_run / "config.yaml").data.events)
-    return events.filter(pl.col(spec.schema.session_id).cast(pl.String).is_in(ids.implode()))
+    test = events.filter(pl.col(spec.schema.session_id).cast(pl.String).is_in(ids.implode()))
+    return test.select(spec.schema.event_columns)  # what a client sends: the model's columns only

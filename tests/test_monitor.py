@@ -23,7 +23,7 @@ EVENT_TYPE = S.SYNTHETIC.event_type
 @pytest.fixture(scope="module")
 def windows() -> dict[str, pl.DataFrame]:
     """Raw event windows of a fresh synthetic log (same calendar as the smoke run), split by session start."""
-    data = synthetic.generate(2000, seed=11)
+    data = synthetic.generate(4000, seed=11)
     s = S.SYNTHETIC
     late = synthetic.late_period_start()
     starts = data.events.group_by(s.session_id).agg(pl.col(s.timestamp).min().alias("start"))
@@ -72,7 +72,12 @@ def test_late_window_alerts_on_unknown_event_types_early_does_not(reports):
     unknown = late["fields"][EVENT_TYPE]["unknown_rate"]
     assert unknown["current"] > unknown["reference"] + alert["threshold"]
     assert alert["value"] == pytest.approx(unknown["current"] - unknown["reference"])
-    assert any(m["token"] == "<unknown>" for m in late["fields"][EVENT_TYPE]["top_moves"])
+    # The unknown token is among the largest moves: nothing it outmoves is left out of top_moves.
+    moves = late["fields"][EVENT_TYPE]["top_moves"]
+    unknown_move = unknown["current"] - unknown["reference"]
+    assert any(m["token"] == "<unknown>" for m in moves) or all(
+        abs(m["current"] - m["reference"]) >= unknown_move for m in moves
+    )
     assert late["fields"][EVENT_TYPE]["psi"] > early["fields"][EVENT_TYPE]["psi"]
 
 
@@ -172,7 +177,10 @@ def test_new_categories_are_listed_from_raw_values_and_alert_by_sessions(reports
         rows = events.filter(pl.col(EVENT_TYPE) == v["value"])
         assert v["events"] == rows.height and v["sessions"] == rows[s.session_id].n_unique()
         assert set(v["example_sessions"]) <= set(rows[s.session_id].to_list()) and v["example_sessions"]
-    alerted = {a["category"]: a for a in late["alerts"] if a["check"] == "new_category"}
+    # Countries may be new too (they cluster by account); this test is about the new event types.
+    alerted = {
+        a["category"]: a for a in late["alerts"] if a["check"] == "new_category" and a["field"] == EVENT_TYPE
+    }
     assert set(alerted) == {v["value"] for v in new if v["sessions"] >= 5}
     assert alerted and all(a["field"] == EVENT_TYPE and a["threshold"] == 5 for a in alerted.values())
     quiet = monitor(
@@ -185,7 +193,9 @@ def test_new_categories_are_listed_from_raw_values_and_alert_by_sessions(reports
         },
     )
     assert not _unknown_alerts(quiet)
-    assert [a["check"] for a in quiet["alerts"] if a["check"] == "new_category"] == ["new_category"]
+    assert [
+        a["category"] for a in quiet["alerts"] if a["check"] == "new_category" and a["field"] == EVENT_TYPE
+    ] == [max(alerted.values(), key=lambda a: a["value"])["category"]]
     assert "Categories the model never learned" in (reports["late"]["_out"] / "monitor.html").read_text()
 
 

@@ -362,3 +362,23 @@ def test_cli_writes_the_three_files(tmp_path, capsys):
     assert "sessions=50" in run.stdout
     written = pl.read_parquet(tmp_path / "b" / "labels.parquet")
     assert written.equals(syn.generate(50).labels)
+
+
+def test_config_data_is_generated_again_when_its_stamp_differs(tmp_path):
+    """A data directory from another size, seed or generator version is never trained on silently."""
+    from seqfraud.preprocess import ensure_synthetic
+
+    data = {
+        "synthetic": {"dir": str(tmp_path), "sessions": 200, "seed": 0},
+        "events": str(tmp_path / "events.parquet"),
+    }
+    ensure_synthetic(data)
+    first = pl.read_parquet(tmp_path / "events.parquet")
+    mtime = (tmp_path / "events.parquet").stat().st_mtime_ns
+    ensure_synthetic(data)
+    assert (tmp_path / "events.parquet").stat().st_mtime_ns == mtime  # same stamp: kept
+    ensure_synthetic(data | {"synthetic": data["synthetic"] | {"sessions": 300}})
+    assert pl.read_parquet(tmp_path / "events.parquet")[S.session_id].n_unique() == 300
+    (tmp_path / syn.STAMP_FILE).unlink()  # data from before stamps: generated again
+    ensure_synthetic(data)
+    assert pl.read_parquet(tmp_path / "events.parquet").equals(first)

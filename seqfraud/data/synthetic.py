@@ -1101,6 +1101,12 @@ def generate(n_sessions: int, seed: int = 0, start: str = "2026-01-01", days: in
     return SyntheticData(events=events, labels=labels, typologies=typologies)
 
 
+# Bumped whenever the same seed would generate other data; config-driven data directories that carry another
+# stamp are generated again (seqfraud.preprocess.ensure_synthetic).
+GENERATOR_VERSION = 2
+STAMP_FILE = "generator.json"
+
+
 def write(data: SyntheticData, out_dir: str | Path) -> dict[str, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
