@@ -83,6 +83,31 @@ def service_client(artifact, **kwargs):
         torch.set_num_threads(threads)
 
 
+@contextmanager
+def local_spark():
+    """A local Spark session for a test module; the engine's getOrCreate reuses it."""
+    from pyspark.sql import SparkSession
+
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("seqfraud-tests")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.ui.enabled", "false")
+        # Keep every shuffle at 4 partitions, so that tiny inputs still take the distributed paths
+        # (a sort over several range partitions, several files per split).
+        .config("spark.sql.adaptive.coalescePartitions.enabled", "false")
+        .config("spark.driver.memory", "1g")
+        # A short-lived JVM: the quick JIT tier and the serial collector halve the module's time.
+        .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    try:
+        yield session
+    finally:
+        session.stop()
+
+
 @pytest.fixture
 def one_torch_thread():
     with single_torch_thread():

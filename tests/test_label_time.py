@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 from datetime import datetime, timedelta
+from functools import partial
 
 import polars as pl
 import pytest
@@ -15,10 +16,13 @@ from seqfraud.data.events import DataValidationError, load_events
 from seqfraud.errors import ConfigError
 from seqfraud.preprocess import PolarsEngine
 from seqfraud.schema import Schema
+from tests.conftest import local_spark
+from tests.test_validation import fails as fails_with
 
 T0 = datetime(2024, 1, 1)
 SCHEMA = Schema(entities=("device_id", "ip"), label_time="known_at")
 PLAIN = Schema(entities=("device_id", "ip"))  # no label time
+fails = partial(fails_with, schema=SCHEMA)
 HOUR_US = 3_600_000_000
 
 
@@ -55,15 +59,6 @@ def write(df: pl.DataFrame, path) -> str:
 
 def known(loaded) -> dict[str, int | None]:
     return dict(loaded.sessions.select(S.SESSION_ID, S.LABEL_KNOWN).iter_rows())
-
-
-def fails(events_path, *fragments, schema=SCHEMA, labels_path=None, **kw) -> str:
-    with pytest.raises(DataValidationError) as info:
-        load_events(str(events_path), schema, labels_path, **kw)
-    msg = str(info.value)
-    for fragment in fragments:
-        assert fragment in msg, f"{fragment!r} not in {msg!r}"
-    return msg
 
 
 # ---------------------------------------------------------------- label_known
@@ -158,16 +153,14 @@ def test_label_table_label_time_that_does_not_parse(tmp_path):
         lab,
         "column 'known_at': 2 row(s) have a label time that does not parse",
         "RFC 3339",
-        labels_path=lab,
+        labels=lab,
     )
 
 
 def test_label_table_label_time_outside_the_range(tmp_path):
     ev = write(events().drop("label"), tmp_path / "e.parquet")
     lab = write(labels([None, datetime(2150, 1, 1), None]), tmp_path / "labels.parquet")
-    fails(
-        ev, lab, "column 'known_at': 1 row(s) have a label time outside the plausible range", labels_path=lab
-    )
+    fails(ev, lab, "column 'known_at': 1 row(s) have a label time outside the plausible range", labels=lab)
 
 
 def test_label_time_on_events_that_does_not_parse_or_is_out_of_range(tmp_path):
@@ -188,7 +181,7 @@ def test_label_time_on_events_not_constant_within_a_session(tmp_path):
 def test_label_time_before_the_session_starts(tmp_path):
     ev = write(events().drop("label"), tmp_path / "e.parquet")
     lab = write(labels([T0 - timedelta(days=1), KNOWN_S2, None]), tmp_path / "labels.parquet")
-    fails(ev, lab, "column 'known_at': 1 row(s) have a label time before the first event", labels_path=lab)
+    fails(ev, lab, "column 'known_at': 1 row(s) have a label time before the first event", labels=lab)
     times = [T0, T0, KNOWN_S2, KNOWN_S2, T0]  # s3 starts 2 minutes after T0
     on_events = write(events(known_at=pl.Series(times)), tmp_path / "on.parquet")
     fails(on_events, on_events, "column 'known_at': 1 row(s) have a label time before the first event")
@@ -202,7 +195,7 @@ def test_a_positive_label_never_known(tmp_path):
         lab,
         "column 'known_at': 1 row(s) have no label time in 1 positive",
         "set data.schema.label_time values or data.policy.label_delay",
-        labels_path=lab,
+        labels=lab,
     )
     on_events = write(events(known_at=pl.lit(None, pl.Datetime("us"))), tmp_path / "on.parquet")
     fails(on_events, on_events, "column 'known_at': 2 row(s) have no label time in 1 positive")
@@ -212,9 +205,9 @@ def test_a_positive_label_never_known(tmp_path):
 def test_label_time_column_missing_or_of_a_bad_type(tmp_path):
     ev = write(events().drop("label"), tmp_path / "e.parquet")
     lab = write(labels([None, KNOWN_S2, None]).drop("known_at"), tmp_path / "l1.parquet")
-    fails(ev, lab, "missing column(s) ['known_at']", labels_path=lab)
+    fails(ev, lab, "missing column(s) ['known_at']", labels=lab)
     lab = write(labels([None, 1.5, None]), tmp_path / "l2.parquet")
-    fails(ev, lab, "column 'known_at' has type Float64", labels_path=lab)
+    fails(ev, lab, "column 'known_at' has type Float64", labels=lab)
     on_events = write(events(), tmp_path / "on.parquet")
     fails(on_events, on_events, "missing column(s) 'known_at'")
 
@@ -222,7 +215,7 @@ def test_label_time_column_missing_or_of_a_bad_type(tmp_path):
 def test_integer_label_times_need_the_events_epoch_unit(tmp_path):
     ev = write(events().drop("label"), tmp_path / "e.parquet")  # datetimes: no epoch unit
     lab = write(labels([None, us(KNOWN_S2), None]), tmp_path / "labels.parquet")
-    fails(ev, lab, "column 'known_at' holds integer epochs", "data.schema.timestamp_unit", labels_path=lab)
+    fails(ev, lab, "column 'known_at' holds integer epochs", "data.schema.timestamp_unit", labels=lab)
 
 
 def test_conflicting_label_times_in_the_label_table(tmp_path):
@@ -233,7 +226,7 @@ def test_conflicting_label_times_in_the_label_table(tmp_path):
         ev,
         lab,
         "column 'known_at': 1 row(s) are sessions listed with conflicting label times",
-        labels_path=lab,
+        labels=lab,
     )
 
 
@@ -280,22 +273,10 @@ def spark_engine():
         pytest.importorskip("pyspark")
         if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
             pytest.skip("the Spark engine needs Java")
-    from pyspark.sql import SparkSession
-
     from seqfraud.spark_engine import SparkEngine
 
-    session = (
-        SparkSession.builder.master("local[2]")
-        .appName("seqfraud-tests")
-        .config("spark.sql.shuffle.partitions", "4")
-        .config("spark.ui.enabled", "false")
-        .config("spark.driver.memory", "1g")
-        .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
-        .getOrCreate()
-    )
-    session.sparkContext.setLogLevel("ERROR")
-    yield SparkEngine()
-    session.stop()
+    with local_spark():
+        yield SparkEngine()
 
 
 def write_two_files(df: pl.DataFrame, folder) -> str:

@@ -27,6 +27,7 @@ from seqfraud.features.tokens import quantile_rank
 from seqfraud.preprocess import preprocess
 from seqfraud.rundir import ENTITY_DIR
 from seqfraud.schema import Schema
+from tests.conftest import local_spark
 
 SPARK = {"engine": "spark", "spark": {"master": "local[2]"}}
 FEATURES = {
@@ -50,25 +51,8 @@ LATE_TYPES = ("gift_card", "crypto")  # only in the latest sessions: unknown to 
 
 @pytest.fixture(scope="module", autouse=True)
 def spark():
-    """One local session for the module; the engine's getOrCreate reuses it."""
-    from pyspark.sql import SparkSession
-
-    session = (
-        SparkSession.builder.master("local[2]")
-        .appName("seqfraud-tests")
-        .config("spark.sql.shuffle.partitions", "4")
-        .config("spark.ui.enabled", "false")
-        # Keep every shuffle at 4 partitions, so that tiny inputs still take the distributed paths
-        # (a sort over several range partitions, several files per split).
-        .config("spark.sql.adaptive.coalescePartitions.enabled", "false")
-        .config("spark.driver.memory", "1g")
-        # A short-lived JVM: the quick JIT tier and the serial collector halve the module's time.
-        .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
-        .getOrCreate()
-    )
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
+    with local_spark() as session:
+        yield session
 
 
 def edge_events(seed: int, base_ns: int, n_sessions: int = 60) -> pl.DataFrame:
