@@ -2,6 +2,10 @@
 
 Plain PyTorch, no framework imports, scriptable with TorchScript. Input is one LongTensor of token ids,
 ``tokens[batch, position, field]`` in the spec's field order, right-padded with 0, plus ``lengths``.
+
+Entity features (``entity_fields``) enter either as tokens like every other field (``entity_input="tokens"``:
+one embedding table each) or as numbers (``"linear"``): each one's bucket position scaled to [0, 1] plus a
+missing flag, all of them through one linear layer into the event embedding.
 """
 
 from __future__ import annotations
@@ -10,6 +14,10 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import Tensor, nn
+
+from seqfraud.features.spec import FIRST_ID
+
+ENTITY_INPUTS = ("tokens", "linear")
 
 
 @dataclass
@@ -25,12 +33,26 @@ class ModelConfig:
     fusion: str = "concat"  # concat (then projection) | sum
     field_dim: int = 16  # per-field embedding width when fusion=concat
     use_fields: list[bool] = field(default_factory=list)  # False drops a field (ablations); empty means all
+    # linear (entity features as numbers through one Linear; the shipped presets) | tokens (a table per feature).
+    # The default here is what checkpoints saved before this option existed hold.
+    entity_input: str = "tokens"
+    entity_fields: list[bool] = field(default_factory=list)  # True: an entity feature, from the spec
 
     def __post_init__(self) -> None:
         if not self.use_fields:
             self.use_fields = [True] * len(self.vocab_sizes)
+        if not self.entity_fields:
+            self.entity_fields = [False] * len(self.vocab_sizes)
         if len(self.use_fields) != len(self.vocab_sizes) or not any(self.use_fields):
             raise ValueError("use_fields must give one flag per field and keep at least one field")
+        if len(self.entity_fields) != len(self.vocab_sizes):
+            raise ValueError("entity_fields must give one flag per field")
+        if self.entity_input not in ENTITY_INPUTS:
+            raise ValueError(f"model.entity_input must be 'tokens' or 'linear', got {self.entity_input!r}")
+        if not self.token_fields():
+            raise ValueError(
+                "model.entity_input=linear needs at least one field that is not an entity feature"
+            )
         if self.encoder not in ("transformer", "gru"):
             raise ValueError(f"model.encoder must be 'transformer' or 'gru', got {self.encoder!r}")
         if self.fusion not in ("concat", "sum"):
@@ -40,22 +62,52 @@ class ModelConfig:
                 f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})"
             )
 
+    def token_fields(self) -> list[int]:
+        """Indices of the kept fields that get an embedding table."""
+        linear = self.entity_input == "linear"
+        return [
+            i for i, keep in enumerate(self.use_fields) if keep and not (linear and self.entity_fields[i])
+        ]
+
+    def numeric_fields(self) -> list[int]:
+        """Indices of the kept entity features read as numbers (none unless ``entity_input="linear"``)."""
+        if self.entity_input != "linear":
+            return []
+        return [i for i, keep in enumerate(self.use_fields) if keep and self.entity_fields[i]]
+
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 class EventEmbedding(nn.Module):
-    """One embedding per field, fused by concatenation and projection (or a sum)."""
+    """One embedding per token field, fused by concatenation and projection (or a sum), plus the numeric
+    side input when there is one; then a LayerNorm.
+
+    The side input is each numeric field's bucket position ``(id - FIRST_ID) / (buckets - 1)`` in [0, 1] (0 for
+    a reserved id) and a flag that is 1 for the reserved ids (padding, missing, NaN), through one ``nn.Linear``
+    whose output is added to the fused embedding. With ``fusion="concat"`` that equals concatenating the
+    numbers before the projection (a linear map of a concatenation is the sum of linear maps), and it works
+    the same way for ``fusion="sum"``.
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        kept = [i for i, keep in enumerate(cfg.use_fields) if keep]
+        kept = cfg.token_fields()
         self.field_index: Tensor
         self.register_buffer("field_index", torch.tensor(kept, dtype=torch.long), persistent=False)
         width = cfg.field_dim if cfg.fusion == "concat" else cfg.d_model
         self.tables = nn.ModuleList(nn.Embedding(cfg.vocab_sizes[i], width, padding_idx=0) for i in kept)
         self.concat = cfg.fusion == "concat"
         self.project = nn.Linear(width * len(self.field_index), cfg.d_model) if self.concat else nn.Identity()
+        numeric = cfg.numeric_fields()
+        self.numeric_index: Tensor
+        self.numeric_scale: Tensor
+        self.register_buffer("numeric_index", torch.tensor(numeric, dtype=torch.long), persistent=False)
+        # 1 / (buckets - 1): the last bucket maps to 1; a field of one bucket maps to 0
+        scale = [1.0 / max(cfg.vocab_sizes[i] - FIRST_ID - 1, 1) for i in numeric]
+        self.register_buffer("numeric_scale", torch.tensor(scale, dtype=torch.float32), persistent=False)
+        self.side = nn.Linear(2 * len(numeric), cfg.d_model) if numeric else None
+        self.first_id = FIRST_ID  # an attribute, since TorchScript reads no module globals
         self.norm = nn.LayerNorm(cfg.d_model)
 
     def forward(self, tokens: Tensor) -> Tensor:
@@ -65,6 +117,12 @@ class EventEmbedding(nn.Module):
             x = self.project(torch.cat(parts, dim=-1))
         else:
             x = torch.stack(parts, dim=0).sum(dim=0)
+        if self.side is not None:
+            ids = tokens.index_select(2, self.numeric_index)
+            known = ids >= self.first_id
+            position = ((ids - self.first_id).to(x.dtype) * self.numeric_scale.to(x.dtype)).clamp(0.0, 1.0)
+            value = torch.where(known, position, torch.zeros_like(position))
+            x = x + self.side(torch.cat([value, (~known).to(x.dtype)], dim=-1))
         return self.norm(x)
 
 

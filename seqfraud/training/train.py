@@ -61,14 +61,17 @@ def predict_proba(
 
 
 def model_config(model_cfg: dict, spec, exclude: list[str]) -> ModelConfig:
-    """Sizes from the preset, vocabulary sizes and field list from the fitted spec."""
+    """Sizes from the preset; vocabulary sizes, the field list and which fields are entity features from the
+    fitted spec."""
     unknown = sorted(set(exclude) - set(spec.fields))
     if unknown:
         raise ValueError(f"features.exclude names unknown field(s) {unknown}; fields are {list(spec.fields)}")
+    entity = set(spec.entity.feature_names()) if spec.entity else set()
     return ModelConfig(
         vocab_sizes=[spec.vocab_size(f) for f in spec.fields],
         max_len=spec.max_len,
         use_fields=[f not in exclude for f in spec.fields],
+        entity_fields=[f in entity for f in spec.fields],
         **model_cfg,
     )
 
