@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -174,6 +174,7 @@ class PolarsEngine:
                 names = entity.column_feature_names(column)
                 kernel_dir = Path(tmp, f"kernel{i}") if in_order else target
                 kernel_dir.mkdir(exist_ok=True)
+                parts: list[pl.DataFrame | Path]
                 if n_parts == 1:
                     parts = [column_features(in_memory, column, entity)]
                 else:
@@ -196,7 +197,7 @@ class PolarsEngine:
                     )
                     continue
                 if n_parts == 1:
-                    parts[0].write_parquet(target / shard_name(0))
+                    cast(pl.DataFrame, parts[0]).write_parquet(target / shard_name(0))
                 if not any(target.iterdir()):  # no event carries the column: every feature is null
                     column_features(rows.head(0).collect(), column, entity).write_parquet(
                         target / shard_name(0)
