@@ -210,3 +210,12 @@ def test_score_and_explain_commands_take_a_history(entity_run, entity_artifact, 
         ]
     )
     assert session in (tmp_path / "view.html").read_text()
+
+
+def test_monitoring_refuses_an_artifact_that_needs_a_history(entity_run, entity_artifact) -> None:
+    from seqfraud.monitoring import monitor
+    from seqfraud.scoring.history import HistoryRequired
+
+    scored, _, _ = split_log(entity_run)
+    with pytest.raises(HistoryRequired, match="history"):
+        monitor(entity_artifact, scored)

@@ -40,6 +40,7 @@ from seqfraud.monitoring.statistics import (
     quantiles,
     token_counts,
 )
+from seqfraud.scoring.history import require_history
 from seqfraud.scoring.scorer import Scorer
 
 __all__ = [
@@ -74,6 +75,9 @@ def monitor(
     """
     t = check_thresholds(thresholds)
     scorer = Scorer.load(artifact, fmt=fmt)
+    require_history(
+        scorer.spec, None
+    )  # monitoring reads no history yet: entity artifacts are refused clearly
     spec = scorer.spec
     cur, cur_lf = raw_window(current, spec, "current")
     ref = (
