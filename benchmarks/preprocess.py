@@ -4,8 +4,9 @@
 
 For each size it generates the synthetic clickstream once (not timed; about 26.4 events a session) as a
 directory of Parquet shards of at most 5M events (sessions never span chunks; each chunk is its own
-generator seed with its own session-id prefix) plus one label table, then alternates two measurements,
-each in a fresh Python subprocess so that peak RSS belongs to that measurement alone:
+generator seed with its own prefix on session, account, device and IP ids) plus one label table, then
+alternates two measurements, each in a fresh Python subprocess so that peak RSS belongs to that measurement
+alone:
 
 * pipeline: ``seqfraud.preprocess.preprocess`` with the real ``seqfraud/conf/data/synthetic.yaml`` schema,
   ``seqfraud/conf/features/default.yaml`` and the Polars engine under ``--memory-gb`` (validate, split, fit the
@@ -18,8 +19,9 @@ each in a fresh Python subprocess so that peak RSS belongs to that measurement a
 Seconds are wall-clock time around the work inside the child (interpreter start and imports excluded).
 Peak RSS is the child's ``ru_maxrss`` from ``os.wait4``; CPU is the child's user + system time. The
 table gives medians over the repeats; ratio = median pipeline s / median floor s of the same run.
-Pipeline runs also time their stages (load_events: scan + validation pass; fit_stats; the Parquet writes
-of the datasets; the rest is partitioning, sequences and split).
+Pipeline runs also time their stages (load_events: scan + validation pass; with entity features,
+entity_kernel: ``column_features``, and entity_rest: the rest of the entity stage; fit_stats; the Parquet
+writes; the rest is partitioning, sequences and split). A stage's time leaves out the stages it calls.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from report import emit
@@ -55,19 +59,30 @@ def _child_pipeline(cfg_path: Path, out_dir: Path) -> dict:
     import seqfraud.preprocess as prep
 
     cfg = json.loads(cfg_path.read_text())
-    stages = {"load_events": 0.0, "fit_stats": 0.0, "write": 0.0}
+    stages = {"load_events": 0.0, "entity_kernel": 0.0, "entity_rest": 0.0, "fit_stats": 0.0, "write": 0.0}
+    peaks: dict[str, float] = {}  # the process's peak RSS (bytes) when a stage last returned
+    running: list[list] = []  # [stage, start, time spent in stages inside it]
 
     def timed(name, fn):
+        """Exclusive stage times: a stage called inside another (a write inside the entity stage) counts once."""
+
         def wrapper(*args, **kwargs):
-            t = time.perf_counter()
+            running.append([name, time.perf_counter(), 0.0])
             try:
                 return fn(*args, **kwargs)
             finally:
-                stages[name] += time.perf_counter() - t
+                _, start, inner = running.pop()
+                spent = time.perf_counter() - start
+                peaks[name] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+                stages[name] += spent - inner
+                if running:
+                    running[-1][2] += spent
 
         return wrapper
 
     prep.load_events = timed("load_events", prep.load_events)
+    prep.column_features = timed("entity_kernel", prep.column_features)
+    prep.PolarsEngine.entity_features = timed("entity_rest", prep.PolarsEngine.entity_features)
     prep.fit_stats = timed("fit_stats", prep.fit_stats)
     pl.DataFrame.write_parquet = timed("write", pl.DataFrame.write_parquet)
     t0 = time.perf_counter()
@@ -79,7 +94,10 @@ def _child_pipeline(cfg_path: Path, out_dir: Path) -> dict:
         "n_events": prepared.report["n_events"],
         "partitions": prepared.report["partitions"],
         "n_sessions": prepared.report["n_sessions"],
+        "entity_features": prepared.report.get("entity_features", 0),
+        "entity_seconds": prepared.report.get("entity_seconds", 0.0),
         "stages": stages,
+        "peak_rss_after": peaks,
         "code": str(Path(seqfraud.__file__).parent),
     }
 
@@ -114,7 +132,8 @@ def _measure(argv: list[str]) -> dict:
     return result
 
 
-def _configs(data_dir: Path, memory_gb: float) -> dict:
+def _configs(data_dir: Path, memory_gb: float, overrides: Sequence[str] = ()) -> dict:
+    """The packaged ``preprocess`` config on a generated data set, plus Hydra ``overrides``."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -123,8 +142,9 @@ def _configs(data_dir: Path, memory_gb: float) -> dict:
         f"data.labels={data_dir / 'labels.parquet'}",
         "data.typologies=null",
         f"preprocess.memory_gb={memory_gb}",
+        *overrides,
     ]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "seqfraud" / "conf"), version_base="1.3"):
         cfg = compose("preprocess", overrides=overrides)
     return {key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("data", "features", "preprocess")}
 
@@ -134,23 +154,32 @@ def _generate(sessions: int, seed: int, out: Path) -> None:
     import polars as pl
 
     from seqfraud.data import synthetic
-    from seqfraud.schema import SYNTHETIC
+    from seqfraud.schema import SYNTHETIC, SYNTHETIC_ENTITIES
 
     (out / "events").mkdir(parents=True, exist_ok=True)
     labels = []
     for i, start in enumerate(range(0, sessions, CHUNK_SESSIONS)):
         data = synthetic.generate(min(CHUNK_SESSIONS, sessions - start), seed=seed * 1000 + i)
-        prefix = (pl.lit(f"c{i:03d}-") + pl.col(SYNTHETIC.session_id)).alias(SYNTHETIC.session_id)
+        # A chunk is a population of its own: its sessions, accounts, devices and IPs share no id with another's.
+        prefix = [(f"c{i:03d}-" + pl.col(c)).alias(c) for c in (SYNTHETIC.session_id, *SYNTHETIC_ENTITIES)]
         data.events.with_columns(prefix).write_parquet(out / "events" / f"part-{i:05d}.parquet")
-        labels.append(data.labels.with_columns(prefix))
+        labels.append(data.labels.with_columns(prefix[0]))
     pl.concat(labels).write_parquet(out / "labels.parquet")
 
 
-def _prepare(n_events: float, work: Path, seed: int, memory_gb: float) -> tuple[Path, dict]:
-    """Generate the data set for a size once (cached in work); returns the config file and the config."""
+def _prepare(
+    n_events: float,
+    work: Path,
+    seed: int,
+    memory_gb: float,
+    overrides: Sequence[str] = (),
+    name: str = "preprocess_config",
+) -> tuple[Path, dict]:
+    """Generate the data set for a size once (cached in work); returns the config file (``name``.json, for these
+    ``overrides``) and the config."""
     sessions = max(1, round(n_events / EVENTS_PER_SESSION))
-    size_dir = work / f"sessions_{sessions}_seed_{seed}_chunked"
-    cfg = _configs(size_dir, memory_gb)
+    size_dir = work / f"sessions_{sessions}_seed_{seed}_chunked_entities"
+    cfg = _configs(size_dir, memory_gb, overrides)
     if not (size_dir / "labels.parquet").exists():
         t = time.perf_counter()
         _generate(sessions, seed, size_dir)
@@ -158,7 +187,7 @@ def _prepare(n_events: float, work: Path, seed: int, memory_gb: float) -> tuple[
             f"generated {sessions:,} sessions into {size_dir} in {time.perf_counter() - t:.1f}s (not timed)",
             flush=True,
         )
-    cfg_path = size_dir / "preprocess_config.json"
+    cfg_path = size_dir / f"{name}.json"
     cfg_path.write_text(json.dumps(cfg, indent=2))
     return cfg_path, cfg
 

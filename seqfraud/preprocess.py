@@ -140,7 +140,7 @@ class PolarsEngine:
         numeric: tuple[str, ...],
     ) -> FitStats:
         train_events = loaded.events.join(train_ids.lazy(), on=S.SESSION_ID, how="semi")
-        return fit_stats(train_events, schema, probs, min_count, numeric)
+        return fit_stats(train_events, schema, probs, min_count, numeric, self.PART_SHARE * self.memory_bytes)
 
     def entity_features(self, loaded: LoadedEvents, entity: EntitySpec, out: Path) -> LoadedEvents:
         """The events with their entity features, computed per entity column into ``out``.

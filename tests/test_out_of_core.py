@@ -11,7 +11,7 @@ import pytest
 from seqfraud import schema as S
 from seqfraud.data import synthetic
 from seqfraud.data.shards import shard_files
-from seqfraud.features.tokens import quantile_probs, quantile_rank
+from seqfraud.features.tokens import numeric_quantiles, quantile_probs, quantile_rank
 from seqfraud.preprocess import PolarsEngine, load_prepared, preprocess
 from seqfraud.rundir import REPORT_FILE
 
@@ -102,3 +102,28 @@ def test_quantile_rank_is_polars_nearest(n):
         assert pl.Series(values).quantile(q, "nearest") == ordered[quantile_rank(q, n)], (n, q)
     assert quantile_rank(0.5, 4) == 2 and quantile_rank(0.25, 3) == 1  # halves round up
     assert all(0 <= quantile_rank(q, n) < n for q in (1e-9, 1 - 1e-9)) and not math.isnan(ordered[0])
+
+
+@pytest.mark.parametrize("memory_bytes", [None, 1.0, 8 * 300 * 4.0])
+def test_numeric_quantiles_are_exact_in_any_batch(memory_bytes):
+    """One partition per field, in batches of fields sized to memory, gives what one Polars quantile per
+    probability gives: nulls, NaN and infinities skipped, integers and all-missing fields included."""
+    rng = np.random.default_rng(0)
+    n = 300
+    amount = rng.lognormal(size=n)
+    amount[rng.random(n) < 0.1] = np.nan
+    amount[:3] = [np.inf, -np.inf, np.nan]
+    frame = pl.DataFrame(
+        {
+            "amount": amount,
+            "count": pl.Series(rng.integers(0, 5, n)).scatter([1, 2], None),
+            "ties": np.repeat([1.0, 2.0, 3.0], n // 3),
+            "never": pl.Series([None] * n, dtype=pl.Float64),
+        }
+    )
+    probs = quantile_probs(8, (0.99,))
+    got = numeric_quantiles(frame.lazy(), frame.columns, probs, n, memory_bytes)
+    for c in frame.columns:
+        finite = frame[c].filter(frame[c].cast(pl.Float64).is_finite())
+        expected = [finite.quantile(q, "nearest") for q in probs]
+        assert got[c] == expected, c

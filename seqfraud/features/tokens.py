@@ -137,13 +137,18 @@ def build_spec(
 
 
 def fit_stats(
-    train_events: pl.LazyFrame, schema: Schema, probs: list[float], min_count: int, numeric: Sequence[str]
+    train_events: pl.LazyFrame,
+    schema: Schema,
+    probs: list[float],
+    min_count: int,
+    numeric: Sequence[str],
+    memory_bytes: float | None = None,
 ) -> FitStats:
-    """The Polars engine's :class:`FitStats`: two streaming queries over the training events, one after the other.
+    """The Polars engine's :class:`FitStats`: streaming queries over the training events, one after the other.
 
-    All categorical fields are counted in one long (field, value) group-by. Collecting both queries at once
+    All categorical fields are counted in one long (field, value) group-by. Collecting the queries at once
     would run them side by side, or cache the whole training period to share one scan; either doubles peak
-    memory on data larger than RAM.
+    memory on data larger than RAM. Quantiles come from :func:`numeric_quantiles`, within ``memory_bytes``.
     """
     fields = list(schema.categorical_fields)
     counts_query = (
@@ -154,30 +159,59 @@ def fit_stats(
         .filter(pl.col("__value").is_not_null() & (pl.col("n") >= min_count))
     )
     summary_query = train_events.select(
-        *[
-            pl.col(c).filter(pl.col(c).is_finite()).quantile(q, "nearest").alias(f"{c}@{i}")
-            for c in numeric
-            for i, q in enumerate(probs)
-        ],
         pl.len().alias("__n_events"),
         pl.col(S.SESSION_ID).n_unique().alias("__n_sessions"),
         pl.col(S.TS_US).min().alias("__ts_min"),
         pl.col(S.TS_US).max().alias("__ts_max"),
     )
     counts = counts_query.collect(engine="streaming")
-    summary = summary_query.collect(engine="streaming")
+    row = summary_query.collect(engine="streaming").row(0, named=True)
     by_field: dict[str, dict[str, int]] = {c: {} for c in fields}
     for field, value, n in counts.iter_rows():
         by_field[field][value] = n
-    row = summary.row(0, named=True)
+    n_events = int(row["__n_events"])
     return FitStats(
         counts=by_field,
-        quantiles={c: [row[f"{c}@{i}"] for i in range(len(probs))] for c in numeric},
-        n_events=int(row["__n_events"]),
+        quantiles=numeric_quantiles(train_events, numeric, probs, n_events, memory_bytes),
+        n_events=n_events,
         n_sessions=int(row["__n_sessions"]),
         first_event_us=row["__ts_min"],
         last_event_us=row["__ts_max"],
     )
+
+
+def numeric_quantiles(
+    events: pl.LazyFrame,
+    numeric: Sequence[str],
+    probs: list[float],
+    n_events: int,
+    memory_bytes: float | None = None,
+) -> dict[str, list[float | None]]:
+    """Per field, the finite value at ``quantile_rank(q, n)`` among its n finite values, exactly.
+
+    One ``np.partition`` per field finds every rank at once, where one Polars ``quantile`` per probability
+    sorts the field again each time (90 entity features x 17 probabilities took 37 s of a 50 s run at 1M
+    events). Fields are read as many at a time as fit in ``memory_bytes`` (8 bytes an event and field, plus
+    two working copies of one field), so the values of all of them are never held at once.
+    """
+    numeric = list(numeric)
+    per_batch = len(numeric) or 1
+    if memory_bytes is not None:
+        per_batch = max(1, int(memory_bytes // (8 * max(n_events, 1))) - 2)
+    quantiles: dict[str, list[float | None]] = {}
+    for start in range(0, len(numeric), per_batch):
+        batch = events.select(numeric[start : start + per_batch]).collect(engine="streaming")
+        for column in batch.columns:
+            values = batch.drop_in_place(column).to_numpy()
+            if values.dtype.kind == "f":
+                values = values[np.isfinite(values)]
+            ranks = [quantile_rank(q, len(values)) for q in probs]
+            if not len(values):
+                quantiles[column] = [None] * len(probs)
+                continue
+            ordered = np.partition(values, sorted(set(ranks)))
+            quantiles[column] = [float(ordered[r]) for r in ranks]
+    return quantiles
 
 
 def fit_spec(
