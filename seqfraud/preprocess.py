@@ -374,6 +374,7 @@ def preprocess(
         tail_quantiles=tail,
         time_delta=dict(features_cfg.get("time_delta") or {}),
         entity=entity,
+        numeric_values=bool(features_cfg.get("numeric_values", True)),
     )
     spec.fit_info |= {"val_start": from_epoch_us(val_us), "test_start": from_epoch_us(test_us)}
     (out / DATA_DIR).mkdir(parents=True)

@@ -64,6 +64,11 @@ def entity_feature(column: str, feature: str, window: str | None = None) -> str:
     return f"ent__{column}__{feature}" + (f"_{window}" if window else "")
 
 
+def value_field(column: str) -> str:
+    """Name of the field that carries a numeric column's value as a number: ``val__{column}``."""
+    return f"val__{column}"
+
+
 def token_column(field_name: str) -> str:
     """Name of the list column that holds one field's token ids in a tokenized dataset."""
     return f"tok__{field_name}"

@@ -57,7 +57,7 @@ from seqfraud.data.events import (
 )
 from seqfraud.data.shards import ROW_GROUP_SESSIONS, SHARD_GLOB, shard_name
 from seqfraud.features.entities import EntitySpec, column_features
-from seqfraud.features.spec import FIRST_ID, MISSING, NAN, UNKNOWN, Spec
+from seqfraud.features.spec import FIRST_ID, MISSING, NAN, UNKNOWN, VALUE_STEPS, Spec, value_pieces
 from seqfraud.features.tokens import FitStats, quantile_rank
 from seqfraud.schema import Schema
 
@@ -317,6 +317,9 @@ class SparkEngine:
             events, token = self._categorical_ids(events, c, spec.vocab[c])
             tokens.append(token.alias(S.token_column(c)))
         tokens += [_bucket_ids(_col(c), spec.edges[c]).alias(S.token_column(c)) for c in spec.numeric_fields]
+        tokens += [
+            _value_ids(_col(c), spec.edges[c]).alias(S.token_column(S.value_field(c))) for c in spec.values
+        ]
         newest_first = Window.partitionBy(S.SESSION_ID).orderBy(
             F.col(S.TS_US).desc(), F.col(S.ROW_INDEX).desc()
         )
@@ -489,6 +492,30 @@ def _bucket_ids(value: Column, edges: list[float]) -> Column:
         F.when(value.isNull(), F.lit(MISSING))
         .when(F.isnan(value), F.lit(NAN))
         .otherwise(below + FIRST_ID)
+        .cast("int")
+    )
+
+
+def _value_ids(value: Column, edges: list[float]) -> Column:
+    """The value-field rule of :class:`~seqfraud.features.spec.Spec`, in the same floating-point operations."""
+    m = len(edges)
+    if m == 0:
+        position = F.lit(0.5)
+    else:
+        lo, width, scale = value_pieces(edges)
+        bucket = reduce(add, [(F.lit(e) < value).cast("int") for e in edges], F.lit(0))
+        at = bucket + 1  # element_at counts from 1
+        inner = (value - F.element_at(F.array(*map(F.lit, lo)), at)) / F.element_at(
+            F.array(*map(F.lit, width)), at
+        )
+        below = F.lit(1.0) / (F.lit(1.0) + (F.lit(edges[0]) - value) / F.lit(scale))
+        above = F.lit(1.0) - F.lit(1.0) / (F.lit(1.0) + (value - F.lit(edges[-1])) / F.lit(scale))
+        share = F.when(bucket == 0, below).when(bucket == m, above).otherwise(inner)
+        position = (bucket.cast("double") + share) / F.lit(float(m + 1))
+    return (
+        F.when(value.isNull(), F.lit(MISSING))
+        .when(F.isnan(value), F.lit(NAN))
+        .otherwise(F.floor(position * F.lit(float(VALUE_STEPS)) + F.lit(0.5)) + FIRST_ID)
         .cast("int")
     )
 

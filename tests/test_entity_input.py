@@ -121,6 +121,7 @@ def test_the_spec_says_which_fields_are_entity_features():
         max_len=16,
         vocab_size=lambda f: 10,
         entity=SimpleNamespace(feature_names=lambda: ["ent__ip__events_1h", "ent__ip__first_seen_s"]),
+        value_fields=(),
     )
     cfg = model_config({"entity_input": "linear", "d_model": 16, "n_heads": 2}, spec, ["ent__ip__events_1h"])
     assert cfg.entity_fields == [False, False, True, True, False]
@@ -132,9 +133,9 @@ def test_the_spec_says_which_fields_are_entity_features():
 def test_bad_entity_input_settings_are_refused():
     with pytest.raises(ValueError, match="entity_input must be 'tokens' or 'linear'"):
         config("numbers")
-    with pytest.raises(ValueError, match="entity_fields must give one flag per field"):
+    with pytest.raises(ValueError, match="entity_fields and value_fields must give one flag per field"):
         config("linear", entity_fields=[True])
-    with pytest.raises(ValueError, match="at least one field that is not an entity feature"):
+    with pytest.raises(ValueError, match="at least one token field"):
         ModelConfig(vocab_sizes=[9, 9], max_len=8, entity_input="linear", entity_fields=[True, True])
 
 

@@ -11,7 +11,7 @@ import pytest
 from seqfraud import schema as S
 from seqfraud.data.events import load_events
 from seqfraud.data.split import assign_split, split_boundaries
-from seqfraud.features.spec import FIRST_ID, MISSING, NAN, PAD, UNKNOWN, Spec, SpecError
+from seqfraud.features.spec import FIRST_ID, MISSING, NAN, PAD, UNKNOWN, VALUE_STEPS, Spec, SpecError
 from seqfraud.features.tokens import fit_spec, sequences, time_delta_edges
 from seqfraud.preprocess import preprocess
 from seqfraud.rundir import REPORT_FILE, SPEC_FILE
@@ -459,20 +459,27 @@ def test_spec_json_round_trip(tmp_path):
     loaded = Spec.load(path)
     assert loaded == spec
     d = json.loads(path.read_text())
-    assert d["format"] == "seqfraud.preprocessing-spec" and d["version"] == 3 and d["entity"] is None
+    assert d["format"] == "seqfraud.preprocessing-spec" and d["version"] == 4 and d["entity"] is None
     assert d["schema"]["timestamp_range"] == ["1990-01-01", "2100-01-01"]
     assert d["reserved"] == {"pad": 0, "unknown": 1, "missing": 2, "nan": 3}
     assert d["vocab"]["event_type"] == ["view", "add", "click", "pay", "zzz"]
     assert d["edges"]["amount"] == [1.0]
     assert d["edges"][S.TIME_DELTA] == [0.0, 1.0, 10.0, 100.0]
     assert d["timestamp_unit"] == "datetime"
-    assert loaded.vocab_sizes() == {"event_type": 9, "device": 6, "amount": 6, S.TIME_DELTA: 9}
+    assert d["values"] == ["amount"]
+    assert loaded.vocab_sizes() == {
+        "event_type": 9,
+        "device": 6,
+        "amount": 6,
+        S.value_field("amount"): FIRST_ID + VALUE_STEPS + 1,
+        S.TIME_DELTA: 9,
+    }
 
 
 @pytest.mark.parametrize(
     ("mutate", "match"),
     [
-        (lambda d: d.update(version=4), "version 4"),
+        (lambda d: d.update(version=5), "version 5"),
         (lambda d: d["schema"].update(timestamp_range=["2100-01-01", "1990-01-01"]), "malformed"),
         (lambda d: d.pop("version"), "version None"),
         (lambda d: d.update(format="something-else"), "not a seqfraud preprocessing spec"),

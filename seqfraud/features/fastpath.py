@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 
 from seqfraud import schema as S
-from seqfraud.features.spec import FIRST_ID, MISSING, NAN, UNKNOWN, Spec
+from seqfraud.features.spec import FIRST_ID, MISSING, NAN, UNKNOWN, VALUE_STEPS, Spec, value_pieces
 from seqfraud.features.tokens import Sequences
 
 VocabIndex = dict[str, dict[str, int]]
@@ -52,6 +52,7 @@ def numpy_sequences(events: pl.DataFrame, spec: Spec, index: VocabIndex) -> Sequ
     # The last max_len events of each session: those fewer than max_len from its end (sorted positions).
     kept = np.repeat(starts + counts, counts) - np.arange(n) <= spec.max_len
     rows = order[kept]  # the same events as input rows
+    values = dict(zip(spec.value_fields, spec.values))  # value field -> its numeric column
     columns = []
     for f in spec.fields:
         if f == S.TIME_DELTA:
@@ -60,9 +61,11 @@ def numpy_sequences(events: pl.DataFrame, spec: Spec, index: VocabIndex) -> Sequ
         elif f in index:
             ids = category_ids(events[f].to_list(), index[f])[rows]
         else:
-            x = events[f]
+            column = values.get(f, f)
+            x = events[column]
             null = np.array([v is None for v in x.to_list()]) if x.null_count() else np.zeros(n, dtype=bool)
-            ids = _bucket(x.to_numpy(), null, spec.edges[f])[rows]
+            rule = _value if f in values else _bucket
+            ids = rule(x.to_numpy(), null, spec.edges[column])[rows]
         columns.append(ids)
     lengths = np.minimum(counts, spec.max_len).astype(np.int64)
     return Sequences(names, np.stack(columns, axis=1), lengths)
@@ -71,6 +74,26 @@ def numpy_sequences(events: pl.DataFrame, spec: Spec, index: VocabIndex) -> Sequ
 def _bucket(x: np.ndarray, null: np.ndarray, edges: list[float]) -> np.ndarray:
     """``FIRST_ID + #{edge < x}``; ``NAN`` for NaN and ``MISSING`` where ``null`` (nulls read as NaN here)."""
     ids = np.searchsorted(np.asarray(edges, np.float64), x, side="left").astype(np.int64) + FIRST_ID
+    ids[np.isnan(x)] = NAN
+    ids[null] = MISSING
+    return ids
+
+
+def _value(x: np.ndarray, null: np.ndarray, edges: list[float]) -> np.ndarray:
+    """The value-field rule of :class:`~seqfraud.features.spec.Spec`; reserved ids as in :func:`_bucket`."""
+    m = len(edges)
+    with np.errstate(all="ignore"):  # the branches not taken see infinities and NaN
+        if m == 0:
+            position = np.full(len(x), 0.5)
+        else:
+            lo, width, scale = value_pieces(edges)
+            bucket = np.searchsorted(np.asarray(edges, np.float64), x, side="left")
+            inner = (x - np.asarray(lo)[bucket]) / np.asarray(width)[bucket]
+            below = 1.0 / (1.0 + (edges[0] - x) / scale)
+            above = 1.0 - 1.0 / (1.0 + (x - edges[-1]) / scale)
+            share = np.where(bucket == 0, below, np.where(bucket == m, above, inner))
+            position = (bucket + share) / (m + 1)
+        ids = np.floor(position * VALUE_STEPS + 0.5).astype(np.int64) + FIRST_ID
     ids[np.isnan(x)] = NAN
     ids[null] = MISSING
     return ids

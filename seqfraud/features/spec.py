@@ -11,14 +11,16 @@ from typing import Any
 from seqfraud import __version__
 from seqfraud.errors import UserError
 from seqfraud.features.entities import EntitySpec
-from seqfraud.schema import EPOCH_UNITS, TIME_DELTA, Schema
+from seqfraud.schema import EPOCH_UNITS, TIME_DELTA, Schema, value_field
 
 SPEC_FORMAT = "seqfraud.preprocessing-spec"
 # 2: the schema holds ``timestamp_range``, and integer epochs are read in the spec's unit or refused (never
 # guessed). 3: the ``entity`` section (entity features, seqfraud.features.entities). Versions 1 and 2 still
 # load: a version 1 range is the default one, its unit means the same, and neither has entity features.
-SPEC_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+# 4: ``values``, the numeric columns that also carry their value as a number (a value field); earlier ones
+# have none.
+SPEC_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 
 # Reserved token ids, the same in every field. Fitted vocabulary entries and buckets start at FIRST_ID.
 PAD = 0
@@ -27,6 +29,20 @@ MISSING = 2  # a null value; for the time delta, the first event of a session
 NAN = 3  # a NaN numeric value
 FIRST_ID = 4
 RESERVED = {"pad": PAD, "unknown": UNKNOWN, "missing": MISSING, "nan": NAN}
+# A value field's id is FIRST_ID + round(position * VALUE_STEPS): 2**20 steps of the position in [0, 1] tell
+# apart amounts 0.01 apart in a bucket 10,000 wide.
+VALUE_STEPS = 1 << 20
+
+
+def value_pieces(edges: list[float]) -> tuple[list[float], list[float], float]:
+    """Per bucket b, the lower edge and width of the value-field rule's inner buckets (0 and 1 at the two ends,
+    unused), and the end buckets' scale s: the numbers every engine's rule reads, so that all compute the same
+    floating-point operations."""
+    m = len(edges)
+    lo = [0.0] + [edges[b - 1] for b in range(1, m)] + [0.0]
+    width = [1.0] + [edges[b] - edges[b - 1] for b in range(1, m)] + [1.0]
+    spread = (edges[-1] - edges[0]) / (m - 1) if m > 1 else 0.0
+    return lo[: m + 1], width[: m + 1], spread if spread > 0 else 1.0
 
 
 class SpecError(UserError, ValueError):
@@ -44,7 +60,14 @@ class Spec:
       first one), after sorting the session by time with input order as the tie-break;
     - a session keeps its most recent ``max_len`` events;
     - entity features (:attr:`entity`) are numeric fields like the others, computed from the events and a
-      history by :mod:`seqfraud.features.entities` before tokenizing.
+      history by :mod:`seqfraud.features.entities` before tokenizing;
+    - value field of a numeric column in :attr:`values` (:func:`~seqfraud.schema.value_field`): the value's
+      position in [0, 1], ``FIRST_ID + floor(position * VALUE_STEPS + 0.5)``, reserved ids as for the bucket.
+      With edges e_0 < ... < e_{m-1} and bucket b = #{edge < x}, position = (b + f) / (m + 1), f in [0, 1]
+      linear inside the bucket, ``(x - e_{b-1}) / (e_b - e_{b-1})``; below e_0, ``1 / (1 + (e_0 - x) / s)``;
+      above e_{m-1}, ``1 - 1 / (1 + (x - e_{m-1}) / s)``, s the mean bucket width (1 when there is none);
+      0.5 when there are no edges. Monotone in x, so a threshold anywhere, "amount above 220", is a threshold
+      on the position, which buckets alone cannot draw.
 
     Timestamps (every engine and the scorer read them so): integer epochs in :attr:`epoch_unit`, never a unit
     guessed from the data at hand; datetimes as they are, naive ones in UTC; strings only as RFC 3339
@@ -59,6 +82,7 @@ class Spec:
     fit_info: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     entity: EntitySpec | None = None
+    values: tuple[str, ...] = ()
 
     @property
     def numeric_fields(self) -> tuple[str, ...]:
@@ -66,9 +90,14 @@ class Spec:
         return (*self.schema.numerical, *(self.entity.feature_names() if self.entity else ()))
 
     @property
+    def value_fields(self) -> tuple[str, ...]:
+        """The value fields of :attr:`values`, in their order."""
+        return tuple(value_field(c) for c in self.values)
+
+    @property
     def fields(self) -> tuple[str, ...]:
-        """Token fields in model input order: categorical, numeric, time delta last."""
-        return (*self.schema.categorical_fields, *self.numeric_fields, TIME_DELTA)
+        """Token fields in model input order: categorical, numeric, value fields, time delta last."""
+        return (*self.schema.categorical_fields, *self.numeric_fields, *self.value_fields, TIME_DELTA)
 
     @property
     def epoch_unit(self) -> str | None:
@@ -82,6 +111,8 @@ class Spec:
     def vocab_size(self, field_name: str) -> int:
         if field_name in self.vocab:
             return FIRST_ID + len(self.vocab[field_name])
+        if field_name in self.value_fields:
+            return FIRST_ID + VALUE_STEPS + 1
         return FIRST_ID + len(self.edges[field_name]) + 1
 
     def vocab_sizes(self) -> dict[str, int]:
@@ -100,6 +131,7 @@ class Spec:
             "fit_info": self.fit_info,
             "versions": self.versions,
             "entity": self.entity.to_dict() if self.entity else None,
+            "values": list(self.values),
         }
 
     def to_json(self) -> str:
@@ -133,12 +165,17 @@ class Spec:
                 fit_info=d.get("fit_info", {}),
                 versions=d.get("versions", {}),
                 entity=EntitySpec.from_dict(d["entity"]) if d.get("entity") else None,
+                values=tuple(str(c) for c in d.get("values") or ()),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise SpecError(f"{source}: malformed spec: {e}") from e
         if (spec.entity.columns if spec.entity else ()) != schema.entities:
             raise SpecError(f"{source}: entity features of {spec.entity} do not match the schema's entities")
-        expected = set(spec.fields)
+        if not set(spec.values) <= set(schema.numerical):
+            raise SpecError(
+                f"{source}: value fields {list(spec.values)} are not all numeric columns of the schema"
+            )
+        expected = set(spec.fields) - set(spec.value_fields)
         if set(spec.vocab) | set(spec.edges) != expected:
             raise SpecError(
                 f"{source}: fitted fields {sorted(set(spec.vocab) | set(spec.edges))} do not match the "

@@ -15,7 +15,16 @@ import polars as pl
 
 from seqfraud import schema as S
 from seqfraud.features.entities import EntitySpec
-from seqfraud.features.spec import FIRST_ID, MISSING, NAN, UNKNOWN, Spec, library_versions
+from seqfraud.features.spec import (
+    FIRST_ID,
+    MISSING,
+    NAN,
+    UNKNOWN,
+    VALUE_STEPS,
+    Spec,
+    library_versions,
+    value_pieces,
+)
 from seqfraud.schema import Schema
 
 _ORDER = "__order"  # working columns of sequences()
@@ -99,8 +108,12 @@ def build_spec(
     tail_quantiles: tuple[float, ...] = (),
     time_delta: dict | None = None,
     entity: EntitySpec | None = None,
+    numeric_values: bool = True,
 ) -> Spec:
-    """``stats`` holds quantiles of every numeric field: the schema's numeric columns and ``entity``'s features."""
+    """``stats`` holds quantiles of every numeric field: the schema's numeric columns and ``entity``'s features.
+
+    ``numeric_values`` gives each of the schema's numeric columns a value field beside its buckets (entity
+    features have none: their counts and rates are what the buckets already resolve)."""
     if stats.n_events == 0:
         raise ValueError("the training period holds no events; check data.split")
     time_delta = time_delta or {}
@@ -133,6 +146,7 @@ def build_spec(
         fit_info=fit_info,
         versions=library_versions(),
         entity=entity,
+        values=tuple(schema.numerical) if numeric_values else (),
     )
 
 
@@ -262,11 +276,38 @@ def bucket_ids(value: pl.Expr, edges: list[float]) -> pl.Expr:
     )
 
 
+def value_ids(value: pl.Expr, edges: list[float]) -> pl.Expr:
+    """The value-field rule of :class:`~seqfraud.features.spec.Spec`: the value's position, in steps."""
+    m = len(edges)
+    if m == 0:
+        position = pl.lit(0.5)
+    else:
+        lo, width, scale = value_pieces(edges)
+        bucket = pl.lit(pl.Series(edges, dtype=pl.Float64)).search_sorted(value, side="left").cast(pl.Int32)
+        buckets = list(range(m + 1))
+        inner = (value - bucket.replace_strict(buckets, lo, return_dtype=pl.Float64)) / bucket.replace_strict(
+            buckets, width, return_dtype=pl.Float64
+        )
+        below = 1.0 / (1.0 + (edges[0] - value) / scale)
+        above = 1.0 - 1.0 / (1.0 + (value - edges[-1]) / scale)
+        share = pl.when(bucket == 0).then(below).when(bucket == m).then(above).otherwise(inner)
+        position = (bucket.cast(pl.Float64) + share) / (m + 1)
+    steps = (position * VALUE_STEPS + 0.5).floor().fill_nan(0.0).cast(pl.Int32) + FIRST_ID  # NaN: below
+    return (
+        pl.when(value.is_null())
+        .then(pl.lit(MISSING, pl.Int32))
+        .when(value.is_nan())
+        .then(pl.lit(NAN, pl.Int32))
+        .otherwise(steps)
+    )
+
+
 def event_tokens(spec: Spec) -> list[pl.Expr]:
     """Token ids of the fields that depend on one event alone (all but the time delta)."""
     return [
         *[categorical_ids(c, spec.vocab[c]).alias(S.token_column(c)) for c in spec.schema.categorical_fields],
         *[bucket_ids(pl.col(c), spec.edges[c]).alias(S.token_column(c)) for c in spec.numeric_fields],
+        *[value_ids(pl.col(c), spec.edges[c]).alias(S.token_column(S.value_field(c))) for c in spec.values],
     ]
 
 
@@ -290,7 +331,7 @@ def sequences(events: pl.LazyFrame, spec: Spec) -> pl.LazyFrame:
     as within-session differences, and last a sort of the sessions, not the events, by id.
     """
     n = spec.max_len
-    row_tokens = [*spec.schema.categorical_fields, *spec.numeric_fields]
+    row_tokens = [*spec.schema.categorical_fields, *spec.numeric_fields, *spec.value_fields]
     # Null on a session's first event, and throughout a null session id.
     delta_us = pl.when(pl.col(S.SESSION_ID).is_not_null()).then(pl.col(S.TS_US).diff())
     per_session = (

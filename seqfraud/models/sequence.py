@@ -5,7 +5,12 @@ Plain PyTorch, no framework imports, scriptable with TorchScript. Input is one L
 
 Entity features (``entity_fields``) enter either as tokens like every other field (``entity_input="tokens"``:
 one embedding table each) or as numbers (``"linear"``): each one's bucket position scaled to [0, 1] plus a
-missing flag, all of them through one linear layer into the event embedding.
+missing flag, all of them through one linear layer into the event embedding. Value fields (``value_fields``,
+a numeric column's exact position, :class:`~seqfraud.features.spec.Spec`) always enter as numbers.
+
+``aggregates=True`` adds a session-level branch beside the encoder (:class:`SessionAggregates`): what the
+LightGBM baseline computes per session, counts and numeric statistics, read from the same tokens, so that a
+signal carried by session statistics rather than order needs no second model and no second input path.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
-from seqfraud.features.spec import FIRST_ID
+from seqfraud.features.spec import FIRST_ID, VALUE_STEPS
 
 ENTITY_INPUTS = ("tokens", "linear")
 
@@ -37,22 +42,26 @@ class ModelConfig:
     # The default here is what checkpoints saved before this option existed hold.
     entity_input: str = "tokens"
     entity_fields: list[bool] = field(default_factory=list)  # True: an entity feature, from the spec
+    value_fields: list[bool] = field(default_factory=list)  # True: a value field, from the spec
+    aggregates: bool = False  # the session-level branch (SessionAggregates) beside the encoder
+    value_bins: int = 32  # bins of the value fields' piecewise-linear encoding (Numbers)
 
     def __post_init__(self) -> None:
+        n = len(self.vocab_sizes)
         if not self.use_fields:
-            self.use_fields = [True] * len(self.vocab_sizes)
+            self.use_fields = [True] * n
         if not self.entity_fields:
-            self.entity_fields = [False] * len(self.vocab_sizes)
-        if len(self.use_fields) != len(self.vocab_sizes) or not any(self.use_fields):
+            self.entity_fields = [False] * n
+        if not self.value_fields:
+            self.value_fields = [False] * n
+        if len(self.use_fields) != n or not any(self.use_fields):
             raise ValueError("use_fields must give one flag per field and keep at least one field")
-        if len(self.entity_fields) != len(self.vocab_sizes):
-            raise ValueError("entity_fields must give one flag per field")
+        if len(self.entity_fields) != n or len(self.value_fields) != n:
+            raise ValueError("entity_fields and value_fields must give one flag per field")
         if self.entity_input not in ENTITY_INPUTS:
             raise ValueError(f"model.entity_input must be 'tokens' or 'linear', got {self.entity_input!r}")
         if not self.token_fields():
-            raise ValueError(
-                "model.entity_input=linear needs at least one field that is not an entity feature"
-            )
+            raise ValueError("the model needs at least one token field: one that is not read as a number")
         if self.encoder not in ("transformer", "gru"):
             raise ValueError(f"model.encoder must be 'transformer' or 'gru', got {self.encoder!r}")
         if self.fusion not in ("concat", "sum"):
@@ -62,30 +71,77 @@ class ModelConfig:
                 f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})"
             )
 
+    def read_as_number(self, i: int) -> bool:
+        return self.value_fields[i] or (self.entity_input == "linear" and self.entity_fields[i])
+
     def token_fields(self) -> list[int]:
         """Indices of the kept fields that get an embedding table."""
-        linear = self.entity_input == "linear"
-        return [
-            i for i, keep in enumerate(self.use_fields) if keep and not (linear and self.entity_fields[i])
-        ]
+        return [i for i, keep in enumerate(self.use_fields) if keep and not self.read_as_number(i)]
 
     def numeric_fields(self) -> list[int]:
-        """Indices of the kept entity features read as numbers (none unless ``entity_input="linear"``)."""
-        if self.entity_input != "linear":
-            return []
-        return [i for i, keep in enumerate(self.use_fields) if keep and self.entity_fields[i]]
+        """Indices of the kept fields read as numbers: value fields, and entity features when ``linear``."""
+        return [i for i, keep in enumerate(self.use_fields) if keep and self.read_as_number(i)]
+
+    def number_scales(self) -> list[float]:
+        """Per field of :meth:`numeric_fields`, what maps ``id - FIRST_ID`` to [0, 1]: a value field's steps,
+        or an entity feature's buckets (the last one maps to 1; a field of one bucket maps to 0)."""
+        return [
+            1.0 / VALUE_STEPS if self.value_fields[i] else 1.0 / max(self.vocab_sizes[i] - FIRST_ID - 1, 1)
+            for i in self.numeric_fields()
+        ]
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+class Numbers(nn.Module):
+    """The fields read as numbers (:meth:`ModelConfig.numeric_fields`): positions in [0, 1] (0 for a reserved
+    id), where they are known, and the value fields' piecewise-linear encoding.
+
+    The encoding splits [0, 1] into ``value_bins`` equal bins and gives bin t ``clamp(position * bins - t, 0,
+    1)`` (Gorishniy et al., "On Embeddings for Numerical Features in Tabular Deep Learning", 2022): a threshold
+    anywhere is then one weight on one input, where the bare position of "amount above 220" differs by 0.003
+    from that of 219, too little for a network to pick up in a few epochs.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        numeric = cfg.numeric_fields()
+        self.index: Tensor
+        self.scale: Tensor
+        self.value_at: Tensor
+        self.steps: Tensor
+        self.register_buffer("index", torch.tensor(numeric, dtype=torch.long), persistent=False)
+        self.register_buffer(
+            "scale", torch.tensor(cfg.number_scales(), dtype=torch.float32), persistent=False
+        )
+        value_at = [j for j, i in enumerate(numeric) if cfg.value_fields[i]]
+        self.register_buffer("value_at", torch.tensor(value_at, dtype=torch.long), persistent=False)
+        self.register_buffer("steps", torch.arange(cfg.value_bins, dtype=torch.float32), persistent=False)
+        self.bins = float(cfg.value_bins)
+        self.width = len(numeric)  # of value() and known()
+        self.encoded_width = len(value_at) * cfg.value_bins  # of encode()
+        self.first_id = FIRST_ID  # an attribute, since TorchScript reads no module globals
+
+    def forward(self, tokens: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        ids = tokens.index_select(2, self.index)
+        known = ids >= self.first_id
+        position = ((ids - self.first_id).to(dtype) * self.scale.to(dtype)).clamp(0.0, 1.0)
+        return torch.where(known, position, torch.zeros_like(position)), known
+
+    def encode(self, value: Tensor) -> Tensor:
+        """``[..., fields]`` positions to ``[..., value fields * bins]``."""
+        chosen = value.index_select(-1, self.value_at).unsqueeze(-1)
+        return (chosen * self.bins - self.steps.to(value.dtype)).clamp(0.0, 1.0).flatten(-2)
 
 
 class EventEmbedding(nn.Module):
     """One embedding per token field, fused by concatenation and projection (or a sum), plus the numeric
     side input when there is one; then a LayerNorm.
 
-    The side input is each numeric field's bucket position ``(id - FIRST_ID) / (buckets - 1)`` in [0, 1] (0 for
-    a reserved id) and a flag that is 1 for the reserved ids (padding, missing, NaN), through one ``nn.Linear``
-    whose output is added to the fused embedding. With ``fusion="concat"`` that equals concatenating the
+    The side input is each numeric field's position in [0, 1] (:meth:`ModelConfig.number_scales`; 0 for a
+    reserved id), a flag that is 1 for the reserved ids (padding, missing, NaN), and the value fields'
+    encoding (:class:`Numbers`), through one ``nn.Linear`` whose output is added to the fused embedding. With ``fusion="concat"`` that equals concatenating the
     numbers before the projection (a linear map of a concatenation is the sum of linear maps), and it works
     the same way for ``fusion="sum"``.
     """
@@ -99,15 +155,9 @@ class EventEmbedding(nn.Module):
         self.tables = nn.ModuleList(nn.Embedding(cfg.vocab_sizes[i], width, padding_idx=0) for i in kept)
         self.concat = cfg.fusion == "concat"
         self.project = nn.Linear(width * len(self.field_index), cfg.d_model) if self.concat else nn.Identity()
-        numeric = cfg.numeric_fields()
-        self.numeric_index: Tensor
-        self.numeric_scale: Tensor
-        self.register_buffer("numeric_index", torch.tensor(numeric, dtype=torch.long), persistent=False)
-        # 1 / (buckets - 1): the last bucket maps to 1; a field of one bucket maps to 0
-        scale = [1.0 / max(cfg.vocab_sizes[i] - FIRST_ID - 1, 1) for i in numeric]
-        self.register_buffer("numeric_scale", torch.tensor(scale, dtype=torch.float32), persistent=False)
-        self.side = nn.Linear(2 * len(numeric), cfg.d_model) if numeric else None
-        self.first_id = FIRST_ID  # an attribute, since TorchScript reads no module globals
+        self.numbers = Numbers(cfg)
+        width = 2 * self.numbers.width + self.numbers.encoded_width
+        self.side = nn.Linear(width, cfg.d_model) if self.numbers.width else None
         self.norm = nn.LayerNorm(cfg.d_model)
 
     def forward(self, tokens: Tensor) -> Tensor:
@@ -118,11 +168,8 @@ class EventEmbedding(nn.Module):
         else:
             x = torch.stack(parts, dim=0).sum(dim=0)
         if self.side is not None:
-            ids = tokens.index_select(2, self.numeric_index)
-            known = ids >= self.first_id
-            position = ((ids - self.first_id).to(x.dtype) * self.numeric_scale.to(x.dtype)).clamp(0.0, 1.0)
-            value = torch.where(known, position, torch.zeros_like(position))
-            x = x + self.side(torch.cat([value, (~known).to(x.dtype)], dim=-1))
+            value, known = self.numbers(tokens, x.dtype)
+            x = x + self.side(torch.cat([value, (~known).to(x.dtype), self.numbers.encode(value)], dim=-1))
         return self.norm(x)
 
 
@@ -199,6 +246,75 @@ class GRUSessionEncoder(nn.Module):
         return self.norm(out.gather(1, last).squeeze(1))
 
 
+class SessionAggregates(nn.Module):
+    """The LightGBM baseline's kind of per-session aggregates, from the session's tokens, through a small MLP.
+
+    - Every token field (categories, numeric buckets, the time delta): events per token id, as ``log1p(count)``
+      and as a share of the session, and the number of distinct ids: the baseline's counts per category value,
+      unknown and missing counts, distinct values, and (through the buckets) amount and timing histograms.
+    - Every field read as a number (value fields, entity features when ``linear``): mean, standard
+      deviation, min, max and the latest value of the known positions, and the share known: the baseline's
+      numeric statistics, taken on the position (monotone in the value, so min, max and thresholds match);
+      the value fields' max and min also encoded (:class:`Numbers`), so a session-level threshold is one
+      weight.
+    - ``log1p`` of the session length.
+
+    It sees the events the encoder sees (the latest ``max_len``); the baseline sees them all.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        kept = cfg.token_fields()
+        self.field_index: Tensor
+        self.offsets: Tensor
+        self.segments: Tensor
+        self.register_buffer("field_index", torch.tensor(kept, dtype=torch.long), persistent=False)
+        sizes = [cfg.vocab_sizes[i] for i in kept]
+        starts = [sum(sizes[:j]) for j in range(len(sizes))]
+        self.register_buffer("offsets", torch.tensor(starts, dtype=torch.long), persistent=False)
+        segments = torch.zeros(sum(sizes), len(sizes))
+        for j, (start, size) in enumerate(zip(starts, sizes)):
+            segments[start : start + size, j] = 1.0
+        self.register_buffer("segments", segments, persistent=False)
+        self.n_ids = sum(sizes)
+        self.numbers = Numbers(cfg)
+        width = 2 * self.n_ids + len(sizes) + 1 + 6 * self.numbers.width + 2 * self.numbers.encoded_width
+        self.norm = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(
+            nn.Linear(width, cfg.d_model),
+            nn.GELU(),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.d_model, cfg.d_model),
+        )
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        batch, seq_len = tokens.shape[0], tokens.shape[1]
+        real = ~padding_mask(lengths, seq_len)  # [B, L]
+        weight = real.to(torch.float32)
+        n = lengths.clamp(min=1).to(torch.float32).unsqueeze(1)
+        ids = tokens.index_select(2, self.field_index) + self.offsets  # [B, L, k] into one id space
+        counts = torch.zeros(batch, self.n_ids, dtype=torch.float32, device=tokens.device)
+        counts.scatter_add_(1, ids.reshape(batch, -1), weight.unsqueeze(2).expand_as(ids).reshape(batch, -1))
+        distinct = (counts > 0).to(torch.float32) @ self.segments
+        parts = [torch.log1p(counts), counts / n, torch.log1p(distinct), torch.log1p(n)]
+        if self.numbers.width > 0:
+            value, known = self.numbers(tokens, torch.float32)
+            seen = known & real.unsqueeze(2)
+            w = seen.to(torch.float32)
+            count = w.sum(1)
+            mean = (value * w).sum(1) / count.clamp(min=1.0)
+            var = (((value - mean.unsqueeze(1)) ** 2) * w).sum(1) / count.clamp(min=1.0)
+            high = torch.where(seen, value, torch.full_like(value, -1.0)).amax(1)
+            low = torch.where(seen, value, torch.full_like(value, 2.0)).amin(1)
+            some = count > 0
+            high = torch.where(some, high, torch.zeros_like(high))
+            low = torch.where(some, low, torch.zeros_like(low))
+            last = value.gather(1, (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, value.shape[2]))
+            parts += [mean, var.sqrt(), high, low, last.squeeze(1), count / n]
+            parts += [self.numbers.encode(high), self.numbers.encode(low)]
+        return self.mlp(self.norm(torch.cat(parts, dim=1)))
+
+
 class SessionClassifier(nn.Module):
     """Token ids and lengths in, one fraud logit per session out."""
 
@@ -209,9 +325,14 @@ class SessionClassifier(nn.Module):
         self.encoder = (
             TransformerSessionEncoder(cfg) if cfg.encoder == "transformer" else GRUSessionEncoder(cfg)
         )
+        self.aggregates = SessionAggregates(cfg) if cfg.aggregates else None
+        width = cfg.d_model * (2 if cfg.aggregates else 1)
         self.head = nn.Sequential(
-            nn.Linear(cfg.d_model, cfg.d_model), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.d_model, 1)
+            nn.Linear(width, cfg.d_model), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.d_model, 1)
         )
 
     def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
-        return self.head(self.encoder(self.embed(tokens), lengths)).squeeze(-1)
+        h = self.encoder(self.embed(tokens), lengths)
+        if self.aggregates is not None:
+            h = torch.cat([h, self.aggregates(tokens, lengths)], dim=1)
+        return self.head(h).squeeze(-1)

@@ -72,6 +72,7 @@ def model_config(model_cfg: dict, spec, exclude: list[str]) -> ModelConfig:
         max_len=spec.max_len,
         use_fields=[f not in exclude for f in spec.fields],
         entity_fields=[f in entity for f in spec.fields],
+        value_fields=[f in spec.value_fields for f in spec.fields],
         **model_cfg,
     )
 
