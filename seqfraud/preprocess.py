@@ -16,10 +16,10 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -105,10 +105,18 @@ class PolarsEngine:
     # Peak working memory of sequencing one event, per token field: 31-35 bytes measured on the synthetic log
     # at 10M and 50M events (BENCHMARKS.md, "Scale"), plus a little headroom.
     BYTES_PER_EVENT_FIELD = 36
-    # The entity kernel: working bytes per event and field (features plus KERNEL_WORKING_FIELDS arrays of sort
-    # keys, orders and cumulative sums), measured in BENCHMARKS.md, "Entity features".
-    KERNEL_BYTES_PER_EVENT_FIELD = 8
-    KERNEL_WORKING_FIELDS = 24
+    # The entity stage, in fields of KERNEL_BYTES_PER_EVENT_FIELD bytes per event, measured on the synthetic log
+    # (BENCHMARKS.md, "Entity features (issue 12)"): the whole stage holds the coded kernel rows
+    # (KERNEL_ROW_FIELDS; 35 bytes an event measured) and, while a column is computed, its 30 Float32 features
+    # beside the events; a part's kernel needs its features plus KERNEL_WORKING_FIELDS per row (codes, orders,
+    # time ranks, prefix sums: 175 bytes a row in all on 1.2M rows, 220 on 5M, 290 on one part of 10M). At 10M
+    # events this model gives 2.0 GB for the stage, measured 2.07 GB (2.62 GB peak RSS of the process).
+    KERNEL_BYTES_PER_EVENT_FIELD = 4
+    KERNEL_WORKING_FIELDS = 42
+    KERNEL_ROW_FIELDS = 10
+    # And at most this many events to a part: the kernel's sorts and searches cost 1.8 µs a row on parts of
+    # 1.2M rows against 2.9 µs on one part of 10M (cache misses, fresh pages), and parts in memory are cheap.
+    KERNEL_PART_EVENTS = 1_500_000
     # The share of the budget a part may use; the rest is the interpreter, the session table and what the
     # allocator keeps from the earlier passes.
     PART_SHARE = 0.6
@@ -146,67 +154,58 @@ class PolarsEngine:
         """The events with their entity features, computed per entity column into ``out``.
 
         The kernel's rows are read once, with session ids and entity values as integer codes (sessions in their
-        sort order), all the kernel compares. Beyond the memory budget they are spilled to disk, and each
-        column's rows are hash-partitioned by value, the kernel running one part at a time: a value's features
-        need only that value's rows. When the events are the log's rows in order (none dropped), each column's
+        sort order), all the kernel compares. Each column's rows are split by a hash of the value and the kernel
+        runs one part at a time (a value's features need only that value's rows), in memory, or beyond the
+        memory budget through files. When the events are the log's rows in order (none dropped), a column's
         features are written as one Float32 row per event and put beside the events, which costs no join;
         otherwise they are joined on the row number.
         """
         n_events = int(loaded.sessions["n_events"].sum())
-        n_fields = len(entity.column_feature_names(entity.columns[0])) + self.KERNEL_WORKING_FIELDS
-        n_parts = self.n_parts(n_events, n_fields, self.KERNEL_BYTES_PER_EVENT_FIELD)
-        rows = _coded_rows(loaded, entity)
+        width = len(entity.column_feature_names(entity.columns[0]))
+        field, share = self.KERNEL_BYTES_PER_EVENT_FIELD, self.PART_SHARE * self.memory_bytes
+        held = n_events * field * (self.KERNEL_ROW_FIELDS + width)
+        in_memory = held <= 0.75 * share
+        n_parts = int(self.partitions or 0) or max(
+            math.ceil(n_events / self.KERNEL_PART_EVENTS),
+            math.ceil(n_events * field * (width + self.KERNEL_WORKING_FIELDS) / (share - held * in_memory)),
+        )
+        coded = _coded_rows(loaded, entity)
+        rows: pl.DataFrame | pl.LazyFrame
         out.mkdir(parents=True)
-        with tempfile.TemporaryDirectory(dir=out, prefix="_rows") as tmp:
-            if n_parts == 1:
-                in_memory = rows.collect(engine="streaming")
-                row = in_memory[S.ROW_INDEX].to_numpy()
+        with tempfile.TemporaryDirectory(dir=out, prefix="_kernel") as tmp:
+            if in_memory:
+                rows = coded.collect(engine="streaming")
+                row = rows[S.ROW_INDEX].to_numpy()
             else:
-                rows.sink_parquet(Path(tmp, "rows.parquet"))
+                coded.sink_parquet(Path(tmp, "rows.parquet"))
                 rows = pl.scan_parquet(Path(tmp, "rows.parquet"))
                 row = rows.select(S.ROW_INDEX).collect()[S.ROW_INDEX].to_numpy()
-            in_order = bool(np.array_equal(row, np.arange(len(row))))
+            beside, n_rows = bool(np.array_equal(row, np.arange(len(row)))), len(row)
             del row
-            beside, events = [], loaded.events
+            files, events = [], loaded.events
             for i, column in enumerate(entity.columns):
                 target = out / str(i)  # user column names may not make safe file names
                 target.mkdir()
                 names = entity.column_feature_names(column)
-                kernel_dir = Path(tmp, f"kernel{i}") if in_order else target
-                kernel_dir.mkdir(exist_ok=True)
-                parts: list[pl.DataFrame | Path]
-                if n_parts == 1:
-                    parts = [column_features(in_memory, column, entity)]
-                else:
-                    parts = []
-                    present = rows.filter(pl.col(column).is_not_null())
-                    split = Path(tmp, f"split{i}")
-                    part = (pl.col(column).hash(seed=0) % n_parts).alias("__part")
-                    present.with_columns(part).sink_parquet(
-                        pl.PartitionBy(split, key="__part", include_key=False), mkdir=True
-                    )
-                    for j in range(n_parts):
-                        if Path(split, f"__part={j}").exists():
-                            rows_j = pl.scan_parquet(Path(split, f"__part={j}")).collect()
-                            column_features(rows_j, column, entity).write_parquet(kernel_dir / shard_name(j))
-                            parts.append(kernel_dir / shard_name(j))
-                    shutil.rmtree(split)
-                if in_order:
-                    beside += _write_beside(
-                        parts, names, n_events, target, self.PART_SHARE * self.memory_bytes
-                    )
+                parts = _kernel_parts(rows, column, entity, n_parts, Path(tmp, f"split{i}"))
+                if beside and in_memory:
+                    files.append(_beside_in_memory(parts, names, n_rows, target / shard_name(0)))
                     continue
-                if n_parts == 1:
-                    cast(pl.DataFrame, parts[0]).write_parquet(target / shard_name(0))
-                if not any(target.iterdir()):  # no event carries the column: every feature is null
-                    column_features(rows.head(0).collect(), column, entity).write_parquet(
-                        target / shard_name(0)
-                    )
+                written = Path(tmp, f"kernel{i}") if beside else target
+                written.mkdir(exist_ok=True)
+                for j, features in enumerate(parts):
+                    features.write_parquet(written / shard_name(j))
+                if not any(written.iterdir()):  # no event carries the column: every feature is null
+                    empty = rows.head(0) if isinstance(rows, pl.DataFrame) else rows.head(0).collect()
+                    column_features(empty, column, entity).write_parquet(written / shard_name(0))
+                if beside:
+                    files += _write_beside(sorted(written.iterdir()), names, n_rows, target, share)
+                    continue
                 events = attach(events, pl.scan_parquet(target), names)
-        if in_order:
-            events = pl.concat(
-                [events, *(pl.scan_parquet(f) for f in beside)], how="horizontal"
-            ).with_columns(pl.col(c).cast(pl.Float64) for c in entity.feature_names())
+        if beside:
+            events = pl.concat([events, *(pl.scan_parquet(f) for f in files)], how="horizontal").with_columns(
+                pl.col(c).cast(pl.Float64) for c in entity.feature_names()
+            )
         return replace(loaded, events=events)
 
     def n_parts(
@@ -267,23 +266,53 @@ def _coded_rows(loaded: LoadedEvents, entity: EntitySpec) -> pl.LazyFrame:
     )
 
 
+def _kernel_parts(
+    rows: pl.DataFrame | pl.LazyFrame, column: str, entity: EntitySpec, n_parts: int, spill: Path
+) -> Iterator[pl.DataFrame]:
+    """:func:`column_features` of each part of ``column``'s values split by a hash: from rows in memory, or
+    from rows on disk through one partitioned file per part in ``spill``."""
+    part = pl.col(column).hash(seed=0) % n_parts
+    if isinstance(rows, pl.DataFrame):
+        if n_parts == 1:
+            yield column_features(rows, column, entity)
+            return
+        key = rows.select(pl.when(pl.col(column).is_not_null()).then(part)).to_series()
+        for j in range(n_parts):
+            yield column_features(rows.filter(key == j), column, entity)
+        return
+    rows.filter(pl.col(column).is_not_null()).with_columns(part.alias("__part")).sink_parquet(
+        pl.PartitionBy(spill, key="__part", include_key=False), mkdir=True
+    )
+    for j in range(n_parts):
+        if Path(spill, f"__part={j}").exists():
+            yield column_features(pl.scan_parquet(Path(spill, f"__part={j}")).collect(), column, entity)
+    shutil.rmtree(spill, ignore_errors=True)
+
+
+def _beside_in_memory(parts: Iterable[pl.DataFrame], names: list[str], n_events: int, path: Path) -> Path:
+    """Kernel outputs (``__row`` numbering the events in order) as one Float32 row per event, null where the
+    event has no value, written to ``path``."""
+    beside = {name: np.full(n_events, np.nan, dtype=np.float32) for name in names}
+    for features in parts:
+        at = features[S.ROW_INDEX].to_numpy()
+        for name in names:
+            beside[name][at] = features[name].to_numpy()  # nulls come as NaN, which no feature is
+    pl.DataFrame([pl.Series(name, beside.pop(name), nan_to_null=True) for name in names]).write_parquet(path)
+    return path
+
+
 def _write_beside(
-    parts: list[pl.DataFrame | Path], names: list[str], n_events: int, target: Path, memory_bytes: float
+    parts: list[Path], names: list[str], n_events: int, target: Path, memory_bytes: float
 ) -> list[Path]:
-    """Kernel outputs (``__row`` numbering the events in order) as Float32 columns of one row per event, null
-    where the event has no value: as many features to a file as fit in ``memory_bytes``."""
+    """Kernel output files (``__row`` numbering the events in order) as Float32 columns of one row per event,
+    null where the event has no value: as many features to a file as fit in ``memory_bytes``."""
     per_file = max(
         1, int(memory_bytes // (8 * max(n_events, 1)))
     )  # the column, and the values it is built from
     files = []
     for k, start in enumerate(range(0, len(names), per_file)):
         group = names[start : start + per_file]
-        got = pl.concat(
-            [
-                (p.lazy() if isinstance(p, pl.DataFrame) else pl.scan_parquet(p)).select(S.ROW_INDEX, *group)
-                for p in parts
-            ]
-        ).collect()
+        got = pl.scan_parquet(parts).select(S.ROW_INDEX, *group).collect()
         at = got[S.ROW_INDEX].to_numpy()
         columns = []
         for name in group:

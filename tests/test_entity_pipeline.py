@@ -75,7 +75,10 @@ def test_spec_and_baseline_carry_the_entity_features(entity_run) -> None:
     names = spec.entity.feature_names()
     # 3 columns x 2 windows x (events, sessions, 2 distinct, known, fraud, rate) + first/last seen
     assert len(names) == 3 * (2 * 7 + 2) and set(names) <= set(spec.edges)
-    assert list(spec.fields[-len(names) - 1 : -1]) == names
+    assert list(spec.numeric_fields[-len(names) :]) == names and spec.fields[-2:] == (
+        *spec.value_fields,
+        S.TIME_DELTA,
+    )
     report = json.loads((entity_run / "preprocess_report.json").read_text())
     train = load_prepared(entity_run).report["splits"]["train"]
     assert spec.entity.prior == pytest.approx(train["positives"] / train["sessions"])

@@ -158,89 +158,131 @@ def column_features(rows: pl.DataFrame, column: str, entity: EntitySpec) -> pl.D
     """The features of entity column ``column`` for every row of ``rows`` that carries a value of it.
 
     ``rows`` (from :func:`kernel_rows`) must hold every row of each value of ``column`` it holds, and nothing
-    else is read. Returns ``__row`` and :meth:`EntitySpec.column_feature_names`, one row per input row with a
-    non-null value, in ``__row`` order.
+    else is read. Session ids and entity values may come as non-negative integer codes instead (session codes
+    in the ids' sort order): only equality and the order of sessions count. Returns ``__row`` and
+    :meth:`EntitySpec.column_feature_names`, one row per input row with a non-null value, in ``__row`` order.
     """
     names = entity.column_feature_names(column)
-    # Ties in time break by session id, then input row: the same order whatever the other sessions' rows are
-    # numbered (a history scored beside new events numbers them apart from the training log).
-    rows = rows.filter(pl.col(column).is_not_null()).sort(S.SESSION_ID, S.ROW_INDEX)
+    if rows[column].null_count():
+        rows = rows.filter(pl.col(column).is_not_null())
     n = rows.height
     if n == 0:
         return pl.DataFrame(
             {S.ROW_INDEX: pl.Series([], dtype=rows.schema[S.ROW_INDEX])} | {c: [] for c in names},
             schema_overrides={c: pl.Float32 for c in names},
         )
-    value = _codes(rows[column])
-    session = _codes(rows[S.SESSION_ID])
-    t = rows[S.TS_US].to_numpy()
-    # Per row, the time its session's label became usable on this value (later of known time and first touch).
-    known = rows[S.LABEL_KNOWN].fill_null(_NO_TIME).to_numpy()
-    fraud = rows[S.LABEL].fill_null(0).to_numpy().astype(np.float64)
-    pair = _codes(pl.Series(value * (int(session.max()) + 1) + session))
-
-    times = np.unique(t)
-    rank = np.searchsorted(times, t)
-    by_value = _Grouped(value, rank, len(times))
-    by_pair = _Grouped(pair, rank, len(times))
-    first_touch = np.zeros(n, dtype=bool)
-    first_touch[by_pair.order[by_pair.group_first]] = True
-    touch_time = by_pair.first_value(t)  # per row: its session's first event on this value
-    fact_time = np.maximum(known, touch_time)
-
     out: dict[str, np.ndarray] = {}
-    others = [c for c in entity.columns if c != column]
-    distinct = {
-        c: (
-            pl.DataFrame({"v": value, "o": rows[c], "r": np.arange(n)})
-            .sort("r")[by_value.order]
-            .select(pl.struct("v", "o").is_first_distinct() & pl.col("o").is_not_null())
-            .to_series()
-            .to_numpy()
-        )
-        for c in others
-    }
-    facts = _Facts(value[first_touch], fact_time[first_touch], fraud[first_touch])
-    markers = {}
-    for c in others:
-        # First co-occurrence markers are found in value order; the window sums take them per input row.
-        markers[c] = np.zeros(n)
-        markers[c][by_value.order] = distinct[c]
-    v_sorted, t_sorted = value[by_value.order], t[by_value.order]
-    for w, w_us in zip(entity.windows, entity.window_us, strict=True):
-        start_rank = np.searchsorted(times, t - w_us, side="left")
-        lo_v, lo_p = by_value.lower(start_rank), by_pair.lower(start_rank)
 
-        def others_only(weight: np.ndarray, lo_v: np.ndarray = lo_v, lo_p: np.ndarray = lo_p) -> np.ndarray:
-            return by_value.window_sum(weight, lo_v) - by_pair.window_sum(weight, lo_p)
+    def emit(name: str, x: np.ndarray) -> None:
+        """Float32 on disk and on every path alike: counts stay exact, and the values the edges were fitted on
+        are the values scoring sees. From order A to ``__row`` order on the way."""
+        y = np.empty(n, dtype=np.float32)
+        y[a_out] = x
+        out[name] = y
 
-        out[S.entity_feature(column, "events", w)] = others_only(np.ones(n))
-        out[S.entity_feature(column, "sessions", w)] = others_only(first_touch.astype(np.float64))
-        for c in others:
-            out[S.entity_feature(column, f"distinct_{c}", w)] = others_only(markers[c])
-        if entity.risk:
-            known_w, fraud_w = np.empty(n), np.empty(n)
-            known_w[by_value.order], fraud_w[by_value.order] = facts.counts(
-                v_sorted, t_sorted - w_us, t_sorted
-            )
-            # The session's own label, whenever it would fall in the window.
-            own = (fact_time >= t - w_us) & (fact_time < t)
-            known_w -= own
-            fraud_w -= own * fraud
-            out[S.entity_feature(column, "known", w)] = known_w
-            out[S.entity_feature(column, "fraud", w)] = fraud_w
-            out[S.entity_feature(column, "rate", w)] = (fraud_w + entity.smoothing * entity.prior) / (
-                known_w + entity.smoothing
-            )
+    # Ties in time break by session id, then input row: the same order whatever the other sessions' rows are
+    # numbered (a history scored beside new events numbers them apart from the training log). The work below is
+    # on integer codes, time ranks and positions (int32 where they fit): strings are coded once, never sorted.
+    session = _codes(rows[S.SESSION_ID], ordered=True)
+    row = rows[S.ROW_INDEX].to_numpy()
+    given = _argsort_pair(session, row)  # the tie-break order, of input rows
+    by_row = np.argsort(row, kind="stable")  # the output's order (rows often come in it: then one pass)
+    row_index = rows[S.ROW_INDEX].gather(by_row)
+    out_at = np.empty(n, dtype=_index(n))  # each input row's output position
+    out_at[by_row] = np.arange(n, dtype=out_at.dtype)
+    del row, by_row
+    t = rows[S.TS_US].to_numpy()
+    times, rank = _time_ranks(t)
+    m = len(times) + 1
+    value = _codes(rows[column])
+    # Order A: (value, time, tie-break order); a[j] is the input row of A's row j, a_out[j] its output position.
+    # Every per-row array below is in order A.
+    a = given[np.argsort((value * m + rank)[given], kind="stable")]
+    a_out = out_at[a]
+    del given, out_at
+    value, session, t, rank = value[a], session[a].astype(_index(n)), t[a], rank[a]
+    by_value = _Runs(value, rank, m)
+    up_v = by_value.upper
     first_seen, last_seen = by_value.seen_by_others(session, t)
-    out[S.entity_feature(column, FIRST_SEEN)] = first_seen
-    out[S.entity_feature(column, LAST_SEEN)] = last_seen
-    # Float32 on disk and on every path alike: counts stay exact, and the values the edges were fitted on are
-    # the values scoring sees.
-    seen = (S.entity_feature(column, FIRST_SEEN), S.entity_feature(column, LAST_SEEN))
-    return pl.DataFrame({S.ROW_INDEX: rows[S.ROW_INDEX]} | {c: out[c] for c in names}).with_columns(
-        pl.col(c).fill_nan(None).cast(pl.Float32) if c in seen else pl.col(c).cast(pl.Float32) for c in names
-    )
+    emit(S.entity_feature(column, FIRST_SEEN), first_seen)
+    emit(S.entity_feature(column, LAST_SEEN), last_seen)
+    del first_seen, last_seen, by_value.start, by_value.group_first
+    # Order B: one session's rows on the value together (a pair), in time order; b[p] is the A position of B's
+    # row p. What a row's own session adds to a window comes from there and is taken back out.
+    b = np.argsort(session, kind="stable").astype(_index(n))
+    by_pair = _Runs(_run_ids(session[b], value[b]), rank[b], m)
+    del session
+    to_b = np.empty(n, dtype=_index(n))
+    to_b[b] = np.arange(n, dtype=_index(n))
+
+    def from_b(x: np.ndarray) -> np.ndarray:
+        out = np.empty(n, dtype=x.dtype)
+        out[b] = x
+        return out
+
+    # The session's first event on the value, and its rows on the value before the row's time. A window that
+    # starts at or before that first event holds all of them; only the other rows need a search of the pair.
+    touch_rank = from_b(rank[b][by_pair.start])
+    first_touch = from_b(by_pair.group_first)
+    own_before = from_b(by_pair.upper - by_pair.start)
+    cum_touch = _cumsum(first_touch)
+    touch_up = cum_touch[up_v]
+    touch_before = touch_rank < rank
+    markers = {}  # per other column: prefix sums in order A, the same in order B, own rows before the row's time
+    for c in entity.columns:
+        if c != column:
+            marker = _first_with(value, _codes(rows[c])[a])
+            cum_a, cum_b = _cumsum(marker), _cumsum(marker[b])
+            markers[c] = (cum_a, cum_a[up_v], cum_b, from_b(cum_b[by_pair.upper] - cum_b[by_pair.start]))
+    del by_pair.start, by_pair.group_first
+    if entity.risk:
+        # Per row, the time its session's label became usable on this value (later of known time and first touch).
+        fact_time = np.maximum(rows[S.LABEL_KNOWN].fill_null(_NO_TIME).to_numpy()[a], times[touch_rank])
+        fraud = rows[S.LABEL].fill_null(0).cast(pl.Int8).to_numpy()[a]
+        usable = first_touch & (fact_time != _NO_TIME)
+        facts = _Facts(value[usable], fact_time[usable], fraud[usable], value, times)
+        facts_to_t = facts.before(rank)
+        fraud_to_t = facts.cum_fraud[facts_to_t]
+        fact_before_t = fact_time < t
+        del usable
+    del rows, a, first_touch, value
+
+    x = np.empty(n, dtype=_index(n))
+    q, start_rank = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+    for w, w_us in zip(entity.windows, entity.window_us, strict=True):
+        np.take(np.searchsorted(times, times - w_us), rank, out=start_rank)  # the window start's time rank
+        np.subtract(by_value.keys, rank, out=q)
+        lo_v = np.searchsorted(by_value.keys, np.add(q, start_rank, out=q))
+        # Rows whose session came to the value before the window: their own rows in it, searched in order B.
+        late = np.flatnonzero(touch_rank < start_rank)
+        at_b = to_b[late]
+        lo_p = np.searchsorted(by_pair.keys, by_pair.keys[at_b] - rank[late] + start_rank[late])
+        pair_window = (late, lo_p, by_pair.upper[at_b])
+        emit(S.entity_feature(column, "events", w), _others(x, lo_v, pair_window, up_v, own_before))
+        np.subtract(touch_up, np.take(cum_touch, lo_v, out=x), out=x)
+        x -= (touch_rank >= start_rank) & touch_before
+        emit(S.entity_feature(column, "sessions", w), x)
+        for c, (cum_a, cum_up, cum_b, own) in markers.items():
+            emit(
+                S.entity_feature(column, f"distinct_{c}", w),
+                _others(x, lo_v, pair_window, cum_up, own, cum_a, cum_b),
+            )
+        del lo_v
+        if entity.risk:
+            # The session's own label, whenever it would fall in the window.
+            own_fact = (fact_time >= np.subtract(t, w_us, out=q)) & fact_before_t
+            lo_f = facts.before(rank, w_us)
+            known_w = np.subtract(facts_to_t, lo_f, out=x)
+            known_w -= own_fact
+            emit(S.entity_feature(column, "known", w), known_w)
+            fraud_w = np.subtract(fraud_to_t, facts.cum_fraud[lo_f], out=q)
+            fraud_w -= own_fact * fraud
+            emit(S.entity_feature(column, "fraud", w), fraud_w)
+            rate = (fraud_w + entity.smoothing * entity.prior) / (known_w + entity.smoothing)
+            emit(S.entity_feature(column, "rate", w), rate)
+            del rate, lo_f, own_fact
+    del x, q, start_rank
+    return pl.DataFrame([row_index, *(pl.Series(c, out.pop(c), nan_to_null=True) for c in names)])
 
 
 def attach(events: pl.LazyFrame, features: pl.LazyFrame, names: list[str]) -> pl.LazyFrame:
@@ -251,45 +293,115 @@ def attach(events: pl.LazyFrame, features: pl.LazyFrame, names: list[str]) -> pl
     )
 
 
-def _codes(values: pl.Series) -> np.ndarray:
-    """Dense 0-based codes of a column's values (any order, the same value the same code)."""
-    return (values.rank("dense").cast(pl.Int64) - 1).to_numpy()
+def _codes(values: pl.Series, *, ordered: bool = False) -> np.ndarray:
+    """Int64 codes of a column's values below ``2**31``, -1 for null; with ``ordered``, in the values' sort order.
+
+    Strings go through an Enum of their distinct values (a hash lookup, where a dense rank sorts every row);
+    integer codes that are already small and non-negative stay as they are.
+    """
+    if values.dtype == pl.String:
+        categories = values.drop_nulls().unique()
+        codes = values.cast(pl.Enum(categories.sort() if ordered else categories)).to_physical()
+    elif values.dtype.is_integer() and _small_non_negative(values):
+        codes = values
+    else:
+        codes = values.rank("dense") - 1
+    return codes.cast(pl.Int64).fill_null(-1).to_numpy()
 
 
-class _Grouped:
-    """Rows sorted by (group, time, then their given order): sums of per-row weights over ``[t - w, t)`` within a group.
+def _small_non_negative(values: pl.Series) -> bool:
+    low, high = values.min(), values.max()
+    return low is None or (isinstance(low, int) and isinstance(high, int) and low >= 0 and high < 2**31)
 
-    Times enter as ranks among the distinct times, so ``group * (n_times + 1) + rank`` is one int64 key and
-    every window bound is one ``searchsorted`` of sorted queries.
+
+def _argsort_pair(major: np.ndarray, minor: np.ndarray) -> np.ndarray:
+    """The order of (major, minor), both non-negative integers: one sort of a packed key where it fits."""
+    minor = minor.astype(np.int64)
+    span = int(minor.max()) + 1
+    if (int(major.max()) + 1) * span < 2**63:
+        return np.argsort(major * span + minor, kind="stable")
+    return np.lexsort((minor, major))
+
+
+def _starts(x: np.ndarray) -> np.ndarray:
+    """Where a run of equal values begins."""
+    first = np.empty(len(x), dtype=bool)
+    first[:1] = True
+    np.not_equal(x[1:], x[:-1], out=first[1:])
+    return first
+
+
+def _run_ids(*keys: np.ndarray) -> np.ndarray:
+    """0-based ids of the runs of equal key tuples (rows sorted so that equal tuples are adjacent)."""
+    first = _starts(keys[0])
+    for k in keys[1:]:
+        first |= _starts(k)
+    return np.cumsum(first) - 1
+
+
+def _time_ranks(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct times, ascending, and each time's rank among them."""
+    order = pl.Series(t).arg_sort().to_numpy()  # any order of ties; Polars' sort is the faster here
+    sorted_t = t[order]
+    first = _starts(sorted_t)
+    rank = np.empty(len(t), dtype=_index(len(t)))
+    rank[order] = np.cumsum(first, dtype=rank.dtype) - 1
+    return sorted_t[first], rank
+
+
+def _index(n: int) -> type[np.signedinteger]:
+    """The integer type for positions and counts among ``n`` rows: int32 where it fits, half of int64's memory."""
+    return np.int32 if n < 2**31 - 1 else np.int64
+
+
+def _cumsum(x: np.ndarray) -> np.ndarray:
+    """``[0, x0, x0 + x1, ...]`` of 0/1 weights: a sum over positions ``[lo, hi)`` is ``c[hi] - c[lo]``."""
+    c = np.zeros(len(x) + 1, dtype=_index(len(x) + 1))
+    np.cumsum(x, dtype=c.dtype, out=c[1:])
+    return c
+
+
+def _first_with(value: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """Rows (in order A) where a non-null value of another column first appears together with the value."""
+    key = value * (int(other.max()) + 2) + other + 1
+    return pl.Series(key).is_first_distinct().to_numpy() & (other >= 0)
+
+
+def _others(
+    out: np.ndarray,
+    lo_v: np.ndarray,
+    pair_window: tuple[np.ndarray, np.ndarray, np.ndarray],
+    cum_up: np.ndarray,
+    own: np.ndarray,
+    cum_a: np.ndarray | None = None,
+    cum_b: np.ndarray | None = None,
+) -> np.ndarray:
+    """A weight summed over other sessions' rows in each row's window, into ``out``: over the value's rows in
+    ``[lo_v, upper)`` (prefix sums ``cum_a`` in order A, ``cum_up`` at the uppers), less the row's own session's
+    rows, ``own``, or for the rows in ``pair_window`` (rows, lower and upper bounds in order B) the sum there
+    (prefix sums ``cum_b``). Without prefix sums, the weight is one per row."""
+    late, lo_p, up_p = pair_window
+    np.subtract(cum_up, lo_v if cum_a is None else np.take(cum_a, lo_v, out=out), out=out)
+    fix = own[late] - (up_p - lo_p if cum_b is None else cum_b[up_p] - cum_b[lo_p])
+    out -= own
+    out[late] += fix
+    return out
+
+
+class _Runs:
+    """Rows sorted by (group, time): the rows of a group in ``[t - w, t)`` are a range of positions.
+
+    Times enter as ranks among the distinct times, so ``group * m + rank`` is one ascending int64 key and every
+    window bound is one ``searchsorted``.
     """
 
-    def __init__(self, group: np.ndarray, rank: np.ndarray, n_times: int):
-        self.m = n_times + 1
-        key = group * self.m + rank
-        self.order = np.argsort(key, kind="stable")  # the rows' given order breaks ties
-        self.keys = key[self.order]
-        self.base = group[self.order] * self.m
-        self.group_first = np.r_[True, self.base[1:] != self.base[:-1]]
-        # Sorted position of the first row of each row's group, and of the first row at the row's own time.
-        self.start = np.maximum.accumulate(np.where(self.group_first, np.arange(len(key)), 0))
-        self.upper = np.searchsorted(self.keys, self.keys, side="left")
-
-    def lower(self, start_rank: np.ndarray) -> np.ndarray:
-        """Sorted position of each row's first group row at or after the window start (rank per input row)."""
-        return np.searchsorted(self.keys, self.base + start_rank[self.order], side="left")
-
-    def window_sum(self, weight: np.ndarray, lower: np.ndarray) -> np.ndarray:
-        """Per input row: the sum of ``weight`` over its group's rows in ``[lower, upper)``."""
-        cum = np.r_[0.0, np.cumsum(weight[self.order], dtype=np.float64)]
-        out = np.empty(len(weight))
-        out[self.order] = cum[self.upper] - cum[lower]
-        return out
-
-    def first_value(self, x: np.ndarray) -> np.ndarray:
-        """Per input row: ``x`` at the first row of its group."""
-        out = np.empty_like(x)
-        out[self.order] = x[self.order][self.start]
-        return out
+    def __init__(self, group: np.ndarray, rank: np.ndarray, m: int):
+        idx = np.arange(len(group), dtype=_index(len(group)))
+        self.keys = group * m + rank
+        self.group_first = _starts(group)
+        # Position of the first row of each row's group, and of the first row at the row's own time.
+        self.start = np.maximum.accumulate(np.where(self.group_first, idx, 0))
+        self.upper = np.maximum.accumulate(np.where(_starts(self.keys), idx, 0))
 
     def seen_by_others(self, session: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Seconds since the group's first and latest row of another session before each row's time (NaN: none).
@@ -299,49 +411,53 @@ class _Grouped:
         group's first run when that run is the row's own session.
         """
         n = len(t)
-        s, ts = session[self.order], t[self.order]
-        run_first = np.r_[True, (s[1:] != s[:-1]) | self.group_first[1:]]
-        run_start = np.maximum.accumulate(np.where(run_first, np.arange(n), 0))
+        s = session
+        run_first = _starts(s) | self.group_first
+        run_id = np.cumsum(run_first) - 1
+        run_starts = np.flatnonzero(run_first)
+        run_start = run_starts[run_id]
         last = self.upper - 1
-        last = np.where((last >= 0) & (s[np.maximum(last, 0)] == s), run_start[np.maximum(last, 0)] - 1, last)
+        at = np.maximum(last, 0)
+        last = np.where((last >= 0) & (s[at] == s), run_start[at] - 1, last)
         ok = last >= self.start
-        last_seen = np.where(ok, (ts - ts[np.maximum(last, 0)]) / 1e6, np.nan)
+        last_seen = np.where(ok, (t - t[np.maximum(last, 0)]) / 1e6, np.nan)
         # The first run of each group ends where the next run starts; that next row is the first other session.
-        next_run = np.r_[np.flatnonzero(run_first)[1:], n]
-        first_run_end = next_run[np.searchsorted(np.flatnonzero(run_first), self.start, side="right") - 1]
+        next_run = np.r_[run_starts[1:], n]
+        first_run_end = next_run[run_id[self.start]]
         second = np.minimum(first_run_end, n - 1)
         has_second = (first_run_end < n) & ~self.group_first[second] & (first_run_end > self.start)
-        first_other = np.where(
-            s[self.start] != s, self.start, np.where(has_second, second, -1)
-        )  # sorted position, -1 for none
-        valid = (first_other >= 0) & (ts[np.maximum(first_other, 0)] < ts)
-        first_seen = np.where(valid, (ts - ts[np.maximum(first_other, 0)]) / 1e6, np.nan)
-        out_first, out_last = np.empty(n), np.empty(n)
-        out_first[self.order], out_last[self.order] = first_seen, last_seen
-        return out_first, out_last
+        first_other = np.where(s[self.start] != s, self.start, np.where(has_second, second, -1))
+        valid = (first_other >= 0) & (t[np.maximum(first_other, 0)] < t)
+        first_seen = np.where(valid, (t - t[np.maximum(first_other, 0)]) / 1e6, np.nan)
+        return first_seen, last_seen
 
 
 class _Facts:
-    """Labels usable on a value from a time on; per query row, how many became usable in ``[start, t)``.
+    """Labels usable on a value from a time on: per query row, how many sort before (value, time).
 
     Fact times rank among the distinct fact times, where a bound's rank (how many fact times lie below it)
     compares exactly with every fact; event-time ranks would not, as facts fall between events.
     """
 
-    def __init__(self, value: np.ndarray, time: np.ndarray, fraud: np.ndarray):
-        usable = time != _NO_TIME
-        value, time, fraud = value[usable], time[usable], fraud[usable]
-        self.times = np.unique(time)
-        self.m = len(self.times) + 1
-        key = value * self.m + np.searchsorted(self.times, time)
-        order = np.argsort(key, kind="stable")
+    def __init__(
+        self,
+        value: np.ndarray,
+        time: np.ndarray,
+        fraud: np.ndarray,
+        rows_value: np.ndarray,
+        event_times: np.ndarray,
+    ):
+        self.times, rank = _time_ranks(time)
+        self.event_times = event_times
+        m = len(self.times) + 1
+        key = value * m + rank
+        order = np.argsort(key)
         self.keys = key[order]
-        self.cum_known = np.arange(len(order) + 1, dtype=np.float64)
-        self.cum_fraud = np.r_[0.0, np.cumsum(fraud[order], dtype=np.float64)]
+        self.cum_fraud = _cumsum(fraud[order])
+        self.base = rows_value * m
 
-    def counts(self, value: np.ndarray, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Known and fraud counts of ``value``'s facts with ``start <= time < end`` (queries sorted by value, end)."""
-        base = value * self.m
-        lo = np.searchsorted(self.keys, base + np.searchsorted(self.times, start), side="left")
-        hi = np.searchsorted(self.keys, base + np.searchsorted(self.times, end), side="left")
-        return self.cum_known[hi] - self.cum_known[lo], self.cum_fraud[hi] - self.cum_fraud[lo]
+    def before(self, rank: np.ndarray, back_us: int = 0) -> np.ndarray:
+        """Per query row (its time as a rank among ``event_times``), the facts of lower values plus those of its
+        value before its time less ``back_us``: a difference of two is a count, and indexes ``cum_fraud``."""
+        below = np.searchsorted(self.times, self.event_times - back_us)[rank]
+        return np.searchsorted(self.keys, np.add(self.base, below, out=below))
