@@ -75,24 +75,22 @@ DEFAULT_PARAMS = {
 }
 
 
-def fit_predict_lightgbm(
-    train: pl.DataFrame,
-    val: pl.DataFrame,
-    tests: dict[str, pl.DataFrame],
+def fit_lightgbm(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    names: list[str],
     *,
     params: dict | None = None,
     num_boost_round: int = 1000,
     early_stopping: int = 50,
     seed: int = 0,
     num_threads: int = 0,
-) -> dict[str, np.ndarray]:
-    """Early stopping on validation average precision; returns probabilities for val and each test frame.
-
-    Frames hold aggregates plus ``label``; the session id is not a feature.
-    """
+):
+    """A booster early-stopped on validation average precision (the baseline's and the stacker's fit)."""
     import lightgbm as lgb
 
-    features = [c for c in train.columns if c not in (S.SESSION_ID, S.LABEL)]
     p = (
         DEFAULT_PARAMS
         | {
@@ -105,15 +103,36 @@ def fit_predict_lightgbm(
         | (params or {})
     )
     # LightGBM refuses JSON punctuation in feature names, and category values can hold anything.
-    names = [f"{i}_{re.sub(r'[^0-9A-Za-z_]', '_', c)}" for i, c in enumerate(features)]
-    dtrain = lgb.Dataset(train.select(features).to_numpy(), train[S.LABEL].to_numpy(), feature_name=names)
-    dval = lgb.Dataset(val.select(features).to_numpy(), val[S.LABEL].to_numpy(), reference=dtrain)
-    booster = lgb.train(
+    names = [f"{i}_{re.sub(r'[^0-9A-Za-z_]', '_', c)}" for i, c in enumerate(names)]
+    dtrain = lgb.Dataset(train_x, train_y, feature_name=names)
+    dval = lgb.Dataset(val_x, val_y, reference=dtrain)
+    return lgb.train(
         p,
         dtrain,
         num_boost_round,
         valid_sets=[dval],
         callbacks=[lgb.early_stopping(early_stopping, verbose=False)],
+    )
+
+
+def fit_predict_lightgbm(
+    train: pl.DataFrame,
+    val: pl.DataFrame,
+    tests: dict[str, pl.DataFrame],
+    **options,
+) -> dict[str, np.ndarray]:
+    """Early stopping on validation average precision; returns probabilities for val and each test frame.
+
+    Frames hold aggregates plus ``label``; the session id is not a feature. ``options`` go to :func:`fit_lightgbm`.
+    """
+    features = [c for c in train.columns if c not in (S.SESSION_ID, S.LABEL)]
+    booster = fit_lightgbm(
+        train.select(features).to_numpy(),
+        train[S.LABEL].to_numpy(),
+        val.select(features).to_numpy(),
+        val[S.LABEL].to_numpy(),
+        features,
+        **options,
     )
     frames = {"val": val} | tests
     return {

@@ -40,6 +40,7 @@ from seqfraud.decisions import DecisionError, check_thresholds
 from seqfraud.errors import UserError
 from seqfraud.export.signing import KeySource, SigningKeyError, key_id, load_private_key, load_public_keys
 from seqfraud.features.spec import MISSING, Spec, SpecError
+from seqfraud.models.stacking import STACKER_FILE, STACKER_FORMAT, Stacker
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +223,20 @@ class Artifact:
     def read(self, name: str) -> bytes:
         """A listed file's bytes, checked against the manifest again: what is deserialized is what was verified."""
         return _verified_bytes(self.path, name, self.manifest["files"][name])
+
+    def load_stacker(self) -> Stacker | None:
+        """The LightGBM stacker of a ``model=stacked`` run, parsed from its verified text; None for other runs."""
+        if "stacker" not in self.manifest:
+            return None
+        text = self.read(STACKER_FILE)
+        try:
+            return Stacker.from_text(text.decode("utf-8"), self.spec)
+        except (UnicodeDecodeError, ValueError) as e:
+            raise ArtifactError(f"{self.path / STACKER_FILE}: cannot load the stacker: {e}") from e
+        except Exception as e:  # LightGBM raises its own error type on a malformed model
+            if type(e).__name__ != "LightGBMError":
+                raise
+            raise ArtifactError(f"{self.path / STACKER_FILE}: cannot load the stacker: {e}") from e
 
     def load_model(self, fmt: str = "torchscript") -> Model:
         """The model of one format; refused if the spec inside it is not the artifact's spec.json."""
@@ -475,6 +490,15 @@ def _parse_manifest(raw: bytes, where: Path) -> dict[str, Any]:
                 f"= {name!r} is unknown or not among the verified files "
                 f"(known: {', '.join(f'{k} in {v.file}' for k, v in FORMATS.items())})",
             )
+    stacker = manifest.get("stacker", {"file": STACKER_FILE, "format": STACKER_FORMAT})
+    if stacker != {"file": STACKER_FILE, "format": STACKER_FORMAT} or (
+        "stacker" in manifest and STACKER_FILE not in files
+    ):
+        raise bad(
+            "'stacker'",
+            f'must be {{"file": "{STACKER_FILE}", "format": "{STACKER_FORMAT}"}} with the file among the '
+            f"verified files, got {json.dumps(stacker)[:120]}",
+        )
     thresholds = manifest["thresholds"]
     for band in ("review", "decline"):
         if not _is_number(thresholds.get(band)):

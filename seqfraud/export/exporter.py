@@ -51,6 +51,7 @@ from seqfraud.export.signing import SigningKeyError, load_private_key
 from seqfraud.features.fastpath import numpy_sequences, vocab_index
 from seqfraud.features.spec import Spec
 from seqfraud.metrics import expected_calibration_error
+from seqfraud.models.stacking import STACKER_FILE, STACKER_FORMAT, Stacker
 from seqfraud.preprocess import load_prepared
 from seqfraud.scoring.batch import iter_scores
 from seqfraud.scoring.history import History
@@ -162,6 +163,10 @@ def export_run(
         )
         plot_reliability(calib, val, test, tmp / RELIABILITY_FILE)
         formats, skipped = save_formats(model, spec, tmp, formats, requested)
+        stacker = None
+        if (run_dir / STACKER_FILE).exists():  # a model=stacked run: its LightGBM travels as text
+            shutil.copyfile(run_dir / STACKER_FILE, tmp / STACKER_FILE)
+            stacker = Stacker.from_text((tmp / STACKER_FILE).read_text(), spec)
         loaded = {
             fmt: FORMATS[fmt].load(tmp / FORMATS[fmt].file)[0] for fmt in formats
         }  # written just now, by this process
@@ -175,6 +180,7 @@ def export_run(
             {k: chosen[k] for k in ("review", "decline")},
             model_version=run_id,
             calibration=calib,
+            stacker=stacker,
         )
         parity["end_to_end"] = check_end_to_end(scorer, run_dir, events, tolerance) | {"format": formats[0]}
         manifest = {
@@ -207,9 +213,18 @@ def export_run(
             "thresholds": chosen,
             "parity": parity,
             "files": file_entries(
-                tmp, [SPEC_FILE, CALIBRATION_FILE, RELIABILITY_FILE, *(FORMATS[fmt].file for fmt in formats)]
+                tmp,
+                [
+                    SPEC_FILE,
+                    CALIBRATION_FILE,
+                    RELIABILITY_FILE,
+                    *(FORMATS[fmt].file for fmt in formats),
+                    *([STACKER_FILE] if stacker else []),
+                ],
             ),
         }
+        if stacker is not None:
+            manifest["stacker"] = {"file": STACKER_FILE, "format": STACKER_FORMAT}
         (tmp / MANIFEST_FILE).write_bytes(canonical_json(manifest))
         if private_key is not None:
             sign_artifact(tmp, private_key)
@@ -221,6 +236,7 @@ def export_run(
         )
         for fmt in formats:
             artifact.load_model(fmt)
+        artifact.load_stacker()
         _publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

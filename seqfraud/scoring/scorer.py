@@ -18,6 +18,7 @@ from seqfraud.export.artifact import Model, open_artifact, verification_settings
 from seqfraud.features.fastpath import numpy_sequences, vocab_index
 from seqfraud.features.spec import MISSING, Spec
 from seqfraud.features.tokens import Sequences, polars_sequences
+from seqfraud.models.stacking import Stacker
 from seqfraud.scoring.explain import occlusion
 from seqfraud.scoring.history import History, require_history
 from seqfraud.scoring.prepare import as_frame, normalized_events
@@ -51,6 +52,7 @@ class Scorer:
         fast_path_max_events: int = FAST_PATH_MAX_EVENTS,
         device: str = "cpu",
         history: History | None = None,
+        stacker: Stacker | None = None,
     ):
         self.device = torch.device(device)
         # Loaded models are torch modules (TorchScript or torch.export); Model only spells their call signature.
@@ -67,6 +69,7 @@ class Scorer:
         self.fast_path_max_events = fast_path_max_events
         self._vocab_index = vocab_index(spec)
         self.history = history  # what entity features read; checked at each score, when it is needed
+        self.stacker = stacker  # LightGBM over the aggregates and the model's score, for model=stacked runs
 
     @classmethod
     def load(
@@ -95,6 +98,7 @@ class Scorer:
             model_version=artifact.run_id,
             manifest=artifact.manifest,
             calibration=artifact.calibration,
+            stacker=artifact.load_stacker(),
             **kwargs,
         )
 
@@ -180,7 +184,10 @@ class Scorer:
                     torch.from_numpy(padded).to(self.device),
                     torch.from_numpy(lens).to(self.device),
                 )
-                out[rows] = self.model(tokens, lengths).cpu().numpy()
+                probability = self.model(tokens, lengths).cpu().numpy()
+                if self.stacker is not None:
+                    probability = self.stacker.predict(tokens, lengths, probability)
+                out[rows] = probability
 
         if self._pool is not None and len(groups) > 1:
             list(self._pool.map(run, groups))

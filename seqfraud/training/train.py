@@ -34,6 +34,7 @@ from seqfraud.training.callbacks import silence_known_warnings
 from seqfraud.training.data import LoaderConfig, SessionStream, StreamData
 from seqfraud.training.launch import launcher_rank_and_world, local_processes
 from seqfraud.training.module import SessionRiskModule
+from seqfraud.training.stacking import fit_stacked
 from seqfraud.training.wandb_report import finish, log_run
 
 log = logging.getLogger(__name__)
@@ -226,11 +227,13 @@ def fit_and_evaluate(
     run_dir = Path(cfg.paths.output_dir)
     if logger:
         logger.log_hyperparams(plain(cfg))
-    scores = (
-        fit_aggregates_baseline(cfg, prepared)
-        if cfg.model.encoder == "lightgbm"
-        else fit_sequence_model(cfg, prepared, logger, extra_callbacks)
-    )
+    scores: dict[str, np.ndarray] | None
+    if cfg.model.encoder == "lightgbm":
+        scores = fit_aggregates_baseline(cfg, prepared)
+    elif cfg.model.encoder == "stacked":
+        scores = fit_stacked(cfg, prepared, logger, extra_callbacks, fit_sequence_model)
+    else:
+        scores = fit_sequence_model(cfg, prepared, logger, extra_callbacks)
     if scores is None:
         return {}
 

@@ -1,0 +1,162 @@
+"""``model=stacked``: the sequence model's out-of-fold scores, then LightGBM on aggregates plus that score.
+
+1. The training sessions are split into ``model.folds`` folds by a hash of their id. For each fold, the
+   sequence model (``model.sequence``, any sequence preset) is fitted on the other folds, early-stopped on the
+   validation split, and scores the fold: every training session gets a score from a model that never saw
+   its label.
+2. The sequence model is fitted once more on all the training sessions: the model that is exported and scores
+   validation, test and production sessions.
+3. LightGBM (:mod:`seqfraud.models.stacking`) is fitted on the training sessions' aggregates and out-of-fold
+   scores, early-stopped on the validation split's aggregates and refit scores, and saved as ``stacker.txt``.
+
+Costs ``folds + 1`` sequence fits. ``stacking.json`` in the run directory records each part's metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+from omegaconf import DictConfig, open_dict
+
+from seqfraud import schema as S
+from seqfraud.baselines import fit_lightgbm
+from seqfraud.config import plain
+from seqfraud.data.shards import ROW_GROUP_SESSIONS, shard_files, shard_name
+from seqfraud.metrics import classification_metrics
+from seqfraud.models.stacking import STACKER_FILE, Stacker, StackInputs
+from seqfraud.preprocess import Prepared
+from seqfraud.training.data import SessionStream
+from seqfraud.training.launch import launcher_rank_and_world
+
+log = logging.getLogger(__name__)
+
+STACKING_REPORT = "stacking.json"
+FitSequence = Callable[..., "dict[str, np.ndarray] | None"]
+
+
+def sequence_config(cfg: DictConfig, output_dir: Path | None = None) -> DictConfig:
+    """The run's config with ``model`` replaced by the stacked sequence preset (and another output dir)."""
+    out = cfg.copy()
+    with open_dict(out):
+        out.model = cfg.model.sequence
+        if output_dir is not None:
+            out.paths.output_dir = str(output_dir)
+    return out
+
+
+def fold_datasets(train: Path, folds: int, seed: int, out: Path) -> list[tuple[Path, Path]]:
+    """(fit, held out) dataset directories per fold: the training shards split by a hash of the session id."""
+    scan = pl.scan_parquet(shard_files(train))
+    fold = pl.col(S.SESSION_ID).hash(seed=seed) % folds
+    pairs = []
+    for k in range(folds):
+        pair = (out / f"fold{k}" / "fit", out / f"fold{k}" / "held_out")
+        for path, keep in zip(pair, (fold != k, fold == k)):
+            path.mkdir(parents=True, exist_ok=True)
+            scan.filter(keep).sink_parquet(path / shard_name(0), row_group_size=ROW_GROUP_SESSIONS)
+        pairs.append(pair)
+    return pairs
+
+
+def session_order(path: Path) -> pl.DataFrame:
+    return pl.read_parquet(shard_files(path), columns=[S.SESSION_ID, S.LABEL])
+
+
+@torch.no_grad()
+def stack_rows(
+    inputs: StackInputs, path: Path, fields: list[str], probability: np.ndarray, batch: int
+) -> np.ndarray:
+    """The stacker's input rows of a dataset, in its file order, given the sequence model's scores in that order."""
+    stream = SessionStream(path, fields, batch, shuffle=False, rank=0, world_size=1)
+    rows = np.zeros((stream.n, inputs.width), dtype=np.float64)
+    for b in stream:
+        at = b["index"].numpy()
+        rows[at] = inputs(b["tokens"], b["lengths"], probability[at])
+    return rows
+
+
+def fit_stacked(
+    cfg: DictConfig, prepared: Prepared, logger, extra_callbacks: list | None, fit_sequence: FitSequence
+) -> dict[str, np.ndarray]:
+    """Out-of-fold sequence scores, the refit sequence model, and the LightGBM stacker; probabilities of the
+    stacked model on val and test in dataset order."""
+    run_dir = Path(cfg.paths.output_dir)
+    folds = int(cfg.model.folds)
+    if folds < 2:
+        raise ValueError(f"model.folds must be at least 2, got {folds}")
+    devices = cfg.trainer.get("devices", 1)
+    if launcher_rank_and_world()[1] > 1 or (isinstance(devices, int) and devices > 1):
+        raise ValueError("model=stacked fits its folds one after another in one process: run it without DDP")
+    spec, datasets = prepared.spec, prepared.datasets
+    fields = list(spec.fields)
+    train_order = session_order(datasets["train"])
+    oof = np.full(train_order.height, np.nan, dtype=np.float32)
+    position = {sid: i for i, sid in enumerate(train_order[S.SESSION_ID].to_list())}
+    for k, (fit, held_out) in enumerate(fold_datasets(datasets["train"], folds, cfg.seed, run_dir / "folds")):
+        log.info("stacking: sequence model of fold %d of %d", k + 1, folds)
+        fold_cfg = sequence_config(cfg, run_dir / "folds" / f"fold{k}")
+        fold_data = replace(prepared, datasets={"train": fit, "val": datasets["val"], "test": held_out})
+        scores = fit_sequence(fold_cfg, fold_data, False)
+        assert scores is not None  # one process, as checked above
+        at = [position[sid] for sid in session_order(held_out)[S.SESSION_ID].to_list()]
+        oof[at] = scores["test"]
+    shutil.rmtree(run_dir / "folds")  # copies of the training data and checkpoints no one reads again
+    if np.isnan(oof).any():
+        raise RuntimeError(f"stacking: {int(np.isnan(oof).sum())} training sessions got no out-of-fold score")
+    log.info("stacking: sequence model on all training sessions")
+    refit = fit_sequence(sequence_config(cfg), prepared, logger, extra_callbacks)
+    assert refit is not None  # one process, as checked above
+    inputs = StackInputs(spec)
+    batch = int(cfg.loader.eval_batch_size)
+    rows = {
+        "train": stack_rows(inputs, datasets["train"], fields, oof, batch),
+        **{name: stack_rows(inputs, datasets[name], fields, refit[name], batch) for name in ("val", "test")},
+    }
+    labels = {name: session_order(datasets[name])[S.LABEL].to_numpy() for name in rows}
+    params = plain(cfg.model)
+    booster = fit_lightgbm(
+        rows["train"],
+        labels["train"],
+        rows["val"],
+        labels["val"],
+        [f"aggregate_{i}" for i in range(inputs.width - 1)] + ["sequence_logit"],
+        params=params.get("params"),
+        num_boost_round=int(params.get("num_boost_round", 1000)),
+        early_stopping=int(params.get("early_stopping", 50)),
+        seed=int(cfg.seed),
+    )
+    text = booster.model_to_string(num_iteration=booster.best_iteration)
+    (run_dir / STACKER_FILE).write_text(text)
+    stacker = Stacker.from_text(text, spec)  # the saved trees score, as the artifact's will
+    stacked = {
+        name: np.asarray(stacker.booster.predict(rows[name]), dtype=np.float32) for name in ("val", "test")
+    }
+    metrics_cfg = plain(cfg.metrics)
+
+    def ap(name: str, scores: np.ndarray) -> dict[str, Any]:
+        return classification_metrics(labels[name], scores, **metrics_cfg)
+
+    report = {
+        "folds": folds,
+        "inputs": inputs.width,
+        "best_iteration": booster.best_iteration,
+        "sequence_out_of_fold": {"train": ap("train", oof)},
+        "sequence": {name: ap(name, refit[name]) for name in ("val", "test")},
+        "stacked": {name: ap(name, stacked[name]) for name in ("val", "test")},
+    }
+    (run_dir / STACKING_REPORT).write_text(json.dumps(report, indent=2, default=float))
+    log.info(
+        "stacking: test PR-AUC sequence %.4f, stacked %.4f",
+        report["sequence"]["test"]["pr_auc"],
+        report["stacked"]["test"]["pr_auc"],
+    )
+    return stacked
