@@ -266,3 +266,22 @@ def test_a_failed_training_still_finishes_its_wandb_run(tmp_path, monkeypatch):
     assert wandb.run is None
     (run,) = (tmp_path / "wandb").glob("offline-run-*")
     assert (run / f"run-{run.name.split('-')[-1]}.wandb").exists()
+
+
+def test_training_threads_follow_the_setting_the_environment_and_the_machine(monkeypatch):
+    from seqfraud.training.launch import training_threads
+
+    assert training_threads(3) == 3
+    for bad in (0, -1, "two", 1.5, True):
+        with pytest.raises(ValueError, match="threads must be"):
+            training_threads(bad)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert training_threads("auto") == 2
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.0, 0.0))
+    assert training_threads("auto") == 4
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.6, 0.0, 0.0))
+    assert training_threads("auto") == 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 0.0, 0.0))
+    assert training_threads("auto") == 1

@@ -265,7 +265,7 @@ class SessionStream(IterableDataset):
 @dataclass
 class LoaderConfig:
     batch_size: int = 256
-    eval_batch_size: int = 1024
+    eval_batch_size: int = 64
     num_workers: int = 0
     pool_batches: int = 50
     shuffle_buffer: int = 10_000

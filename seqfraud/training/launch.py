@@ -153,3 +153,21 @@ def local_processes(trainer: L.Trainer, run_dir: Path) -> Iterator[None]:
                 else:
                     os.environ[k] = v
             torch.set_num_threads(threads)
+
+
+def training_threads(setting: int | str) -> int:
+    """Torch intra-op threads for one training process: an int as given, or ``auto``: ``OMP_NUM_THREADS`` when
+    set, else the cores not busy when training starts (usable cores less the 1-minute load average, at least 1).
+
+    While another process holds a core, threads of one op wait on each other at every barrier: on the busy
+    2-core box one thread trained the small transformer 2.6x faster than two (BENCHMARKS.md, "CPU training").
+    """
+    if setting != "auto":
+        if not isinstance(setting, int) or isinstance(setting, bool) or setting < 1:
+            raise ValueError(f"threads must be a positive integer or 'auto', got {setting!r}")
+        return setting
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        return int(os.environ["OMP_NUM_THREADS"])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(cores, round(cores - busy)))

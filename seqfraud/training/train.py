@@ -32,7 +32,7 @@ from seqfraud.preprocess import Prepared, load_prepared, preprocess, resolve_dat
 from seqfraud.schema import Schema
 from seqfraud.training.callbacks import silence_known_warnings
 from seqfraud.training.data import LoaderConfig, SessionStream, StreamData
-from seqfraud.training.launch import launcher_rank_and_world, local_processes
+from seqfraud.training.launch import launcher_rank_and_world, local_processes, training_threads
 from seqfraud.training.module import SessionRiskModule
 from seqfraud.training.stacking import fit_stacked
 from seqfraud.training.wandb_report import finish, log_run
@@ -45,7 +45,7 @@ def predict_proba(
     net: SessionClassifier,
     path: str | Path,
     fields: Sequence[str],
-    batch_size: int = 1024,
+    batch_size: int = 64,
     *,
     shuffle_order: bool = False,
     seed: int = 0,
@@ -185,6 +185,8 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
             "(seqfraud preprocess ...) and pass prepared_dir=<its output dir>, so that no rank preprocesses"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
+    if world == 1:  # torchrun and SLURM set each rank's threads themselves
+        torch.set_num_threads(training_threads(cfg.get("threads", "auto")))
     L.seed_everything(cfg.seed, workers=True)
     if rank == 0:
         (run_dir / rundir.CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
