@@ -31,9 +31,9 @@ The kinds (:data:`KINDS`):
     threshold T (about 1.8% of sessions). T sits mid-way (geometric mean) between two adjacent quantile edges
     of ``value`` that ``features/default.yaml`` gives the sequence model (16 equal-frequency buckets plus the
     0.98, 0.99, 0.995, 0.999 tail edges, fitted on the training split), the 0.99 and 0.995 ones, computed here
-    on the earliest 70% of sessions. The model sees amounts only as bucket tokens, and the sessions whose
-    largest payment falls in T's bucket are fraud or not depending on which half; the aggregates'
-    ``value:max`` can split at T exactly. Refunds carry amounts too (somewhat smaller ones, a few above T),
+    on the earliest 70% of sessions. Bucket tokens alone cannot tell the sessions whose largest
+    payment falls in T's bucket apart (fraud or not depending on which half); the value field
+    (``features.numeric_values``) and the aggregates' ``value:max`` can split at T exactly. Refunds carry amounts too (somewhat smaller ones, a few above T),
     but only payments count, as a rule engine's amount rule would.
 ``counts``
     Checkout sessions (``sid`` integers, ``ts`` epoch milliseconds); fraud is card testing, a session with
@@ -683,6 +683,10 @@ def main(argv: list[str] | None = None) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
+        args.overrides = [
+            f"threads={args.threads}",
+            *args.overrides,
+        ]  # train() sets its threads from the config
         # Seed-major, so that a partial run already compares every model on every kind.
         for seed in args.seeds:
             for kind, data in builds.items():

@@ -19,7 +19,7 @@ from seqfraud.export.artifact import MANIFEST_FILE, ArtifactError, canonical_jso
 from seqfraud.features.spec import PAD
 from seqfraud.models.stacking import STACKER_FILE, Stacker, StackInputs
 from seqfraud.training.stacking import STACKING_REPORT, fold_datasets
-from tests.conftest import ROOT, single_torch_thread
+from tests.conftest import ROOT, service_client, single_torch_thread
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +99,17 @@ def test_stacked_artifact_scores_like_the_run_and_refuses_a_changed_stacker(
     joined = expected.join(got, on=S.SESSION_ID, suffix="_served")
     assert joined.height == expected.height
     np.testing.assert_allclose(joined["raw_score"], joined[S.SCORE], atol=1e-5)
+
+    session = events.filter(pl.col("session_id") == expected[S.SESSION_ID][0]).select(
+        scorer.spec.schema.event_columns
+    )
+    payload = session.with_columns(pl.col("timestamp").dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ")).to_dicts()
+    with service_client(stacked_artifact) as client:
+        r = client.post(
+            "/score", json={"events": [{k: v for k, v in e.items() if v is not None} for e in payload]}
+        )
+    assert r.status_code == 200, r.text
+    assert r.json()[S.SCORE] == pytest.approx(scorer.score(session)[S.SCORE][0], abs=1e-6)
 
     changed = tmp_path / "changed"
     shutil.copytree(stacked_artifact, changed)
