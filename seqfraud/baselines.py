@@ -1,9 +1,13 @@
-"""The incumbent to beat: LightGBM on hand-built per-session aggregates.
+"""The incumbent to beat: LightGBM on hand-built per-session aggregates; and the stacker built on it.
 
 Aggregates are what fraud teams already run: counts per event type and per category, amount
 statistics, timing statistics. They see *what* happened and *how fast*, never in which order, which
 is the gap a sequence model should close. Vocabularies come from the same fitted spec, so the
 baseline is fitted on the training period only, like the sequence model.
+
+:class:`Stacker` (``model=stacked``, :mod:`seqfraud.training.stacking`) is this baseline with one more input,
+the sequence model's logit: it has everything the incumbent has, so it should not lose to it. Its trees travel
+in LightGBM's own text format: no pickle, and reading them runs no code.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ import polars as pl
 
 from seqfraud import schema as S
 from seqfraud.features.spec import Spec
+
+STACKER_FILE = "stacker.txt"
+STACKER_FORMAT = "lightgbm-text"
 
 
 def session_aggregates(events: pl.LazyFrame, spec: Spec) -> pl.LazyFrame:
@@ -139,3 +146,51 @@ def fit_predict_lightgbm(
         k: np.asarray(booster.predict(f.select(features).to_numpy(), num_iteration=booster.best_iteration))
         for k, f in frames.items()
     }
+
+
+def aggregate_matrix(events: pl.DataFrame | pl.LazyFrame, spec: Spec, session_ids: list[str]) -> np.ndarray:
+    """:func:`session_aggregates` of normalized events as one float64 row per session, in ``session_ids`` order."""
+    aggregates = session_aggregates(events.lazy(), spec).collect()
+    order = pl.DataFrame({S.SESSION_ID: pl.Series(session_ids, dtype=pl.String)})
+    aligned = order.join(aggregates, on=S.SESSION_ID, how="left", maintain_order="left")
+    return aligned.drop(S.SESSION_ID).to_numpy().astype(np.float64)
+
+
+def with_logit(aggregates: np.ndarray, probability: np.ndarray) -> np.ndarray:
+    """The stacker's input rows: the aggregates, then the sequence model's probability as a logit."""
+    p = np.clip(np.asarray(probability, dtype=np.float64), 1e-7, 1 - 1e-7)
+    return np.column_stack([aggregates, np.log(p / (1 - p))])
+
+
+class Stacker:
+    """A LightGBM booster over :func:`with_logit` rows; thread-safe for concurrent predictions."""
+
+    def __init__(self, booster, spec: Spec):
+        self.booster = booster
+        self.spec = spec
+
+    @classmethod
+    def from_text(cls, text: str, spec: Spec) -> Stacker:
+        try:
+            import lightgbm
+        except ImportError as e:
+            raise ImportError(
+                "this artifact stacks LightGBM on the sequence model: install lightgbm "
+                "(pip install 'seqfraud[serve]' or 'seqfraud[train]')"
+            ) from e
+        return cls(lightgbm.Booster(model_str=text), spec)
+
+    def aggregates(self, events: pl.DataFrame, session_ids: list[str]) -> np.ndarray:
+        rows = aggregate_matrix(events, self.spec, session_ids)
+        if rows.shape[1] + 1 != self.booster.num_feature():
+            raise ValueError(
+                f"the stacker reads {self.booster.num_feature()} inputs; this spec gives "
+                f"{rows.shape[1]} aggregates and the score"
+            )
+        return rows
+
+    def combine(self, aggregates: np.ndarray, probability: np.ndarray) -> np.ndarray:
+        """Probabilities of the stacked model from the sessions' aggregates and sequence-model probabilities."""
+        return np.asarray(
+            self.booster.predict(with_logit(aggregates, probability), num_threads=1), np.float32
+        )

@@ -11,13 +11,11 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 import pytest
-import torch
 
 from seqfraud import schema as S
+from seqfraud.baselines import STACKER_FILE
 from seqfraud.data.shards import shard_files
 from seqfraud.export.artifact import MANIFEST_FILE, ArtifactError, canonical_json, open_artifact
-from seqfraud.features.spec import PAD
-from seqfraud.models.stacking import STACKER_FILE, Stacker, StackInputs
 from seqfraud.training.stacking import STACKING_REPORT, fold_datasets
 from tests.conftest import ROOT, service_client, single_torch_thread
 
@@ -111,6 +109,10 @@ def test_stacked_artifact_scores_like_the_run_and_refuses_a_changed_stacker(
     assert r.status_code == 200, r.text
     assert r.json()[S.SCORE] == pytest.approx(scorer.score(session)[S.SCORE][0], abs=1e-6)
 
+    explained = scorer.explain(session)
+    assert explained.height == min(session.height, scorer.spec.max_len)
+    assert explained[S.CONTRIBUTION].is_finite().all() and explained[S.CONTRIBUTION].abs().max() > 0
+
     changed = tmp_path / "changed"
     shutil.copytree(stacked_artifact, changed)
     text = (changed / STACKER_FILE).read_text()
@@ -143,57 +145,38 @@ def test_folds_split_the_training_sessions_without_overlap(tmp_path):
         assert fit.isdisjoint(out) and fit | out == set(ids) and len(out) > 30
 
 
-@pytest.fixture(scope="module")
-def spec():
-    import tempfile
-
+def test_stacker_reads_the_baselines_aggregates_and_the_logit(tmp_path):
+    from seqfraud.baselines import Stacker, aggregate_matrix, session_aggregates, with_logit
     from seqfraud.data import synthetic
     from seqfraud.data.events import load_events
     from seqfraud.features.tokens import fit_spec
     from seqfraud.schema import SYNTHETIC
 
-    with tempfile.TemporaryDirectory() as tmp:
-        data = synthetic.generate(80, seed=2)
-        data.events.write_parquet(Path(tmp) / "e.parquet")
-        data.labels.write_parquet(Path(tmp) / "l.parquet")
-        loaded = load_events(str(Path(tmp) / "e.parquet"), SYNTHETIC, str(Path(tmp) / "l.parquet"))
-        return fit_spec(loaded.events, SYNTHETIC, timestamp_unit=loaded.timestamp_unit, min_count=1)
-
-
-def batch(spec, lengths: list[int], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    sizes = list(spec.vocab_sizes().values())
-    tokens = torch.stack([torch.randint(1, v, (len(lengths), max(lengths)), generator=g) for v in sizes], -1)
-    for row, n in enumerate(lengths):
-        tokens[row, n:] = PAD
-    return tokens, torch.tensor(lengths)
-
-
-def test_stack_inputs_do_not_depend_on_the_batch_a_session_is_padded_in(spec):
-    inputs = StackInputs(spec)
-    tokens, lengths = batch(spec, [3, 17, 9, 1], seed=0)
-    probability = np.array([0.1, 0.5, 0.9, 0.01])
-    together = inputs(tokens, lengths, probability)
-    assert together.shape == (4, inputs.width)
-    for i, n in enumerate(lengths.tolist()):
-        alone = inputs(tokens[i : i + 1, :n], lengths[i : i + 1], probability[i : i + 1])
-        assert np.array_equal(alone[0], together[i])
-    assert together[:, -1] == pytest.approx(np.log(probability / (1 - probability)))
-
-
-def test_stacker_text_round_trip_and_width_check(spec):
-    inputs = StackInputs(spec)
-    rng = np.random.default_rng(0)
-    rows = np.concatenate([inputs(*batch(spec, [5, 8, 2, 12], seed=s), rng.random(4)) for s in range(60)])
-    label = (rows[:, -1] > 0).astype(int)
-    booster = lgb.train(
-        {"objective": "binary", "verbose": -1, "min_data_in_leaf": 5}, lgb.Dataset(rows, label), 5
+    data = synthetic.generate(300, seed=2)
+    data.events.write_parquet(tmp_path / "e.parquet")
+    data.labels.write_parquet(tmp_path / "l.parquet")
+    loaded = load_events(str(tmp_path / "e.parquet"), SYNTHETIC, str(tmp_path / "l.parquet"))
+    spec = fit_spec(loaded.events, SYNTHETIC, timestamp_unit=loaded.timestamp_unit, min_count=1)
+    events = loaded.events.collect()
+    ids = loaded.sessions[S.SESSION_ID].to_list()[::-1]  # any order: rows follow the ids given
+    rows = aggregate_matrix(events, spec, ids)
+    frame = session_aggregates(events.lazy(), spec).collect()
+    first = frame.filter(pl.col(S.SESSION_ID) == ids[0]).drop(S.SESSION_ID).to_numpy()[0]
+    np.testing.assert_array_equal(rows[0], first.astype(np.float64))
+    probability = np.linspace(0.01, 0.99, len(ids))
+    x = with_logit(rows, probability)
+    assert x[:, -1] == pytest.approx(np.log(probability / (1 - probability)))
+    label = loaded.sessions.select(S.SESSION_ID, S.LABEL)
+    y = (
+        pl.DataFrame({S.SESSION_ID: ids})
+        .join(label, on=S.SESSION_ID, maintain_order="left")[S.LABEL]
+        .to_numpy()
     )
+    booster = lgb.train({"objective": "binary", "verbose": -1, "min_data_in_leaf": 5}, lgb.Dataset(x, y), 5)
     stacker = Stacker.from_text(booster.model_to_string(), spec)
-    tokens, lengths = batch(spec, [4, 6], seed=99)
-    probability = np.array([0.2, 0.7])
-    expected = booster.predict(inputs(tokens, lengths, probability))
-    assert stacker.predict(tokens, lengths, probability) == pytest.approx(expected, abs=1e-6)
-    narrow = lgb.train({"objective": "binary", "verbose": -1}, lgb.Dataset(rows[:, :3], label), 2)
+    assert stacker.combine(stacker.aggregates(events, ids), probability) == pytest.approx(
+        booster.predict(x), abs=1e-6
+    )
+    narrow = lgb.train({"objective": "binary", "verbose": -1}, lgb.Dataset(x[:, :3], y), 2)
     with pytest.raises(ValueError, match="reads 3 inputs"):
-        Stacker.from_text(narrow.model_to_string(), spec)
+        Stacker.from_text(narrow.model_to_string(), spec).aggregates(events, ids)

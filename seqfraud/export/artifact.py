@@ -35,12 +35,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from torch import Tensor, nn
 
+from seqfraud.baselines import STACKER_FILE, STACKER_FORMAT, Stacker
 from seqfraud.calibration import Calibration, CalibrationError
 from seqfraud.decisions import DecisionError, check_thresholds
 from seqfraud.errors import UserError
 from seqfraud.export.signing import KeySource, SigningKeyError, key_id, load_private_key, load_public_keys
 from seqfraud.features.spec import MISSING, Spec, SpecError
-from seqfraud.models.stacking import STACKER_FILE, STACKER_FORMAT, Stacker
 
 log = logging.getLogger(__name__)
 

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from seqfraud import __version__, reports, rundir
 from seqfraud import schema as S
+from seqfraud.baselines import STACKER_FILE, STACKER_FORMAT, Stacker
 from seqfraud.calibration import Calibration, CalibrationError, fit_calibration
 from seqfraud.config import plain
 from seqfraud.data.events import DataValidationError, scan_table
@@ -51,7 +52,6 @@ from seqfraud.export.signing import SigningKeyError, load_private_key
 from seqfraud.features.fastpath import numpy_sequences, vocab_index
 from seqfraud.features.spec import Spec
 from seqfraud.metrics import expected_calibration_error
-from seqfraud.models.stacking import STACKER_FILE, STACKER_FORMAT, Stacker
 from seqfraud.preprocess import load_prepared
 from seqfraud.scoring.batch import iter_scores
 from seqfraud.scoring.history import History
@@ -455,14 +455,11 @@ def check_end_to_end(scorer: Scorer, run_dir: Path, events: str | None, toleranc
         scorer.history = History.from_frame(raw.filter(~test_ids), source, labels, scorer.spec)
     raw = raw.filter(test_ids)
     # Both token paths: Polars (batch scoring) and numpy (the real-time path of every small request).
+    featured = scorer.in_context(normalized_events(raw, scorer.spec, source))
     paths = {
         "polars": pl.concat(list(iter_scores(scorer, raw, source, progress=False))),
         "numpy": scorer.score_sequences(
-            numpy_sequences(
-                scorer.in_context(normalized_events(raw, scorer.spec, source)),
-                scorer.spec,
-                vocab_index(scorer.spec),
-            )
+            numpy_sequences(featured, scorer.spec, vocab_index(scorer.spec)), featured
         ),
     }
     diffs = {}

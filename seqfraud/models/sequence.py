@@ -258,8 +258,7 @@ class AggregateFeatures(nn.Module):
     - The session length.
 
     It sees the events the encoder sees (the latest ``max_len``); the baseline sees them all. No parameters:
-    :class:`SessionAggregates` learns from these inside the network, and the stacker
-    (:mod:`seqfraud.models.stacking`) hands them to LightGBM.
+    :class:`SessionAggregates` learns from these.
     """
 
     def __init__(self, cfg: ModelConfig):

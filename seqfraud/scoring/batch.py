@@ -52,11 +52,12 @@ def iter_scores(
     else:
         part = pl.col(spec.schema.session_id).hash(seed=0) % k
 
-    def prepare(i: int) -> Sequences:
+    def prepare(i: int) -> tuple[Sequences, pl.DataFrame]:
         if spec.entity is not None:
-            return polars_sequences((featured.filter(part == i) if k > 1 else featured).collect(), spec)
-        chunk = events.filter(part == i) if k > 1 else events
-        return polars_sequences(normalized_events(chunk, spec, source), spec)
+            frame = (featured.filter(part == i) if k > 1 else featured).collect()
+        else:
+            frame = normalized_events(events.filter(part == i) if k > 1 else events, spec, source)
+        return polars_sequences(frame, spec), frame
 
     with (
         ThreadPoolExecutor(max_workers=1) as pool,
@@ -64,11 +65,11 @@ def iter_scores(
     ):
         pending = pool.submit(prepare, 0)
         for i in range(k):
-            seqs = pending.result()
+            seqs, frame = pending.result()
             if i + 1 < k:
                 pending = pool.submit(prepare, i + 1)
             if len(seqs):
-                yield scorer.score_sequences(seqs)
+                yield scorer.score_sequences(seqs, frame)
             bar.update(len(seqs))
             bar.set_postfix(chunk=f"{i + 1}/{k}")
 

@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 
 from seqfraud import schema as S
+from seqfraud.baselines import Stacker
 from seqfraud.data.events import DataValidationError, reading, scan_table
 from seqfraud.features.fastpath import category_ids, vocab_index
 from seqfraud.features.spec import MISSING, Spec
@@ -35,16 +36,23 @@ class TokenScorer(Protocol):
     """What occlusion needs of :class:`~seqfraud.scoring.scorer.Scorer`, which calls this module."""
 
     spec: Spec
+    stacker: Stacker | None
 
     def sequences(self, events: pl.DataFrame) -> Sequences: ...
 
-    def score_sequences(self, seqs: Sequences) -> pl.DataFrame: ...
+    def score_sequences(self, seqs: Sequences, events: pl.DataFrame | None = None) -> pl.DataFrame: ...
 
     def predict(self, seqs: Sequences) -> np.ndarray: ...
 
 
-def masked_contributions(scorer: TokenScorer, seqs: Sequences, full: np.ndarray) -> np.ndarray:
-    """``full`` (the raw probabilities) minus the probability with each kept event masked, aligned with ``seqs.tokens``."""
+def masked_contributions(
+    scorer: TokenScorer, seqs: Sequences, full: np.ndarray, aggregates: np.ndarray | None = None
+) -> np.ndarray:
+    """``full`` (the raw probabilities) minus the probability with each kept event masked, aligned with ``seqs.tokens``.
+
+    A stacked artifact's masked probability is its stacker's, on the sequence model's masked score and the
+    session's own ``aggregates``: an event counts through what the sequence model reads of it.
+    """
     offsets = np.r_[0, np.cumsum(seqs.lengths)]
     out = np.empty(len(seqs.tokens), dtype=np.float32)
     for i, n in enumerate(seqs.lengths.tolist()):
@@ -59,6 +67,8 @@ def masked_contributions(scorer: TokenScorer, seqs: Sequences, full: np.ndarray)
                     [seqs.session_ids[i]] * k, variants.reshape(k * n, -1), np.full(k, n, dtype=np.int64)
                 )
             )
+            if scorer.stacker is not None and aggregates is not None:
+                masked = scorer.stacker.combine(np.repeat(aggregates[i : i + 1], k, axis=0), masked)
             out[offsets[i] + start : offsets[i] + start + k] = full[i] - masked
     return out
 
@@ -74,8 +84,9 @@ def scored_occlusion(scorer: TokenScorer, events: pl.DataFrame) -> tuple[pl.Data
     kept = kept_events(events, scorer.spec.max_len)
     seqs = scorer.sequences(events)
     _check_alignment(scorer, kept, seqs)
-    scores = scorer.score_sequences(seqs)
-    contributions = masked_contributions(scorer, seqs, scores[S.RAW_SCORE].to_numpy())
+    scores = scorer.score_sequences(seqs, events)
+    aggregates = None if scorer.stacker is None else scorer.stacker.aggregates(events, seqs.session_ids)
+    contributions = masked_contributions(scorer, seqs, scores[S.RAW_SCORE].to_numpy(), aggregates)
     return scores, pl.DataFrame(
         {
             S.SESSION_ID: kept[S.SESSION_ID],

@@ -12,13 +12,13 @@ import polars as pl
 import torch
 
 from seqfraud import schema as S
+from seqfraud.baselines import Stacker
 from seqfraud.calibration import Calibration
 from seqfraud.decisions import BANDS, assign_bands, check_thresholds
 from seqfraud.export.artifact import Model, open_artifact, verification_settings
 from seqfraud.features.fastpath import numpy_sequences, vocab_index
 from seqfraud.features.spec import MISSING, Spec
 from seqfraud.features.tokens import Sequences, polars_sequences
-from seqfraud.models.stacking import Stacker
 from seqfraud.scoring.explain import occlusion
 from seqfraud.scoring.history import History, require_history
 from seqfraud.scoring.prepare import as_frame, normalized_events
@@ -129,7 +129,7 @@ class Scorer:
     def score_normalized(self, events: pl.DataFrame) -> pl.DataFrame:
         """Score events already through :func:`~seqfraud.scoring.prepare.normalized_events` (and
         :meth:`in_context`)."""
-        return self.score_sequences(self.sequences(events))
+        return self.score_sequences(self.sequences(events), events)
 
     def sequences(self, events: pl.DataFrame) -> Sequences:
         """The numpy token path for small inputs, the Polars one otherwise; both give the same tokens."""
@@ -137,9 +137,14 @@ class Scorer:
             return numpy_sequences(events, self.spec, self._vocab_index)
         return polars_sequences(events, self.spec)
 
-    def score_sequences(self, seqs: Sequences) -> pl.DataFrame:
-        """Model and bands on ready token sequences (the batch scorer tokenizes ahead of the model)."""
+    def score_sequences(self, seqs: Sequences, events: pl.DataFrame | None = None) -> pl.DataFrame:
+        """Model and bands on ready token sequences (the batch scorer tokenizes ahead of the model); a stacked
+        artifact also needs the normalized ``events`` the sequences came from, for the aggregates."""
         raw = self.predict(seqs)
+        if self.stacker is not None:
+            if events is None:
+                raise ValueError("a stacked artifact scores from the events: pass them with their sequences")
+            raw = self.stacker.combine(self.stacker.aggregates(events, seqs.session_ids), raw)
         scores = self.calibrate(raw)
         return pl.DataFrame(
             {
@@ -158,7 +163,7 @@ class Scorer:
         return pl.Series(S.BAND, assign_bands(scores, self.thresholds), dtype=pl.String)
 
     def predict(self, seqs: Sequences) -> np.ndarray:
-        """Probabilities in session order.
+        """The sequence model's probabilities in session order (a stacked artifact's stacker comes after).
 
         Batches group similar lengths to keep padding low; with ``workers > 1`` they run on that many
         threads at once (the model releases the GIL), which scales where intra-op threads stall.
@@ -184,10 +189,7 @@ class Scorer:
                     torch.from_numpy(padded).to(self.device),
                     torch.from_numpy(lens).to(self.device),
                 )
-                probability = self.model(tokens, lengths).cpu().numpy()
-                if self.stacker is not None:
-                    probability = self.stacker.predict(tokens, lengths, probability)
-                out[rows] = probability
+                out[rows] = self.model(tokens, lengths).cpu().numpy()
 
         if self._pool is not None and len(groups) > 1:
             list(self._pool.map(run, groups))

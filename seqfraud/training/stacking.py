@@ -6,8 +6,9 @@
    its label.
 2. The sequence model is fitted once more on all the training sessions: the model that is exported and scores
    validation, test and production sessions.
-3. LightGBM (:mod:`seqfraud.models.stacking`) is fitted on the training sessions' aggregates and out-of-fold
-   scores, early-stopped on the validation split's aggregates and refit scores, and saved as ``stacker.txt``.
+3. LightGBM (:class:`seqfraud.baselines.Stacker`) is fitted on the training sessions' aggregates (the
+   baseline's own, :func:`~seqfraud.baselines.session_aggregates`) and out-of-fold scores, early-stopped on the
+   validation split's aggregates and refit scores, and saved as ``stacker.txt``.
 
 Costs ``folds + 1`` sequence fits. ``stacking.json`` in the run directory records each part's metrics.
 """
@@ -24,17 +25,14 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-import torch
 from omegaconf import DictConfig, open_dict
 
 from seqfraud import schema as S
-from seqfraud.baselines import fit_lightgbm
+from seqfraud.baselines import STACKER_FILE, Stacker, fit_lightgbm, session_aggregates, with_logit
 from seqfraud.config import plain
 from seqfraud.data.shards import ROW_GROUP_SESSIONS, shard_files, shard_name
 from seqfraud.metrics import classification_metrics
-from seqfraud.models.stacking import STACKER_FILE, Stacker, StackInputs
 from seqfraud.preprocess import Prepared
-from seqfraud.training.data import SessionStream
 from seqfraud.training.launch import launcher_rank_and_world
 
 log = logging.getLogger(__name__)
@@ -71,17 +69,19 @@ def session_order(path: Path) -> pl.DataFrame:
     return pl.read_parquet(shard_files(path), columns=[S.SESSION_ID, S.LABEL])
 
 
-@torch.no_grad()
-def stack_rows(
-    inputs: StackInputs, path: Path, fields: list[str], probability: np.ndarray, batch: int
-) -> np.ndarray:
-    """The stacker's input rows of a dataset, in its file order, given the sequence model's scores in that order."""
-    stream = SessionStream(path, fields, batch, shuffle=False, rank=0, world_size=1)
-    rows = np.zeros((stream.n, inputs.width), dtype=np.float64)
-    for b in stream:
-        at = b["index"].numpy()
-        rows[at] = inputs(b["tokens"], b["lengths"], probability[at])
-    return rows
+def aggregate_frames(prepared: Prepared) -> dict[str, pl.DataFrame]:
+    """Per split, the baseline's aggregates with the label, in the dataset's session order."""
+    if prepared.events is None:
+        raise ValueError(
+            "the aggregates read the raw events through Polars, which neither prepared_dir nor "
+            "preprocess.engine=spark keeps: run model=lightgbm or model=stacked with the polars engine and no "
+            "prepared_dir"
+        )
+    aggregates = session_aggregates(prepared.events, prepared.spec).collect(engine="streaming")
+    return {
+        name: session_order(path).join(aggregates, on=S.SESSION_ID, how="left", maintain_order="left")
+        for name, path in prepared.datasets.items()
+    }
 
 
 def fit_stacked(
@@ -97,7 +97,6 @@ def fit_stacked(
     if launcher_rank_and_world()[1] > 1 or (isinstance(devices, int) and devices > 1):
         raise ValueError("model=stacked fits its folds one after another in one process: run it without DDP")
     spec, datasets = prepared.spec, prepared.datasets
-    fields = list(spec.fields)
     train_order = session_order(datasets["train"])
     oof = np.full(train_order.height, np.nan, dtype=np.float32)
     position = {sid: i for i, sid in enumerate(train_order[S.SESSION_ID].to_list())}
@@ -115,20 +114,18 @@ def fit_stacked(
     log.info("stacking: sequence model on all training sessions")
     refit = fit_sequence(sequence_config(cfg), prepared, logger, extra_callbacks)
     assert refit is not None  # one process, as checked above
-    inputs = StackInputs(spec)
-    batch = int(cfg.loader.eval_batch_size)
-    rows = {
-        "train": stack_rows(inputs, datasets["train"], fields, oof, batch),
-        **{name: stack_rows(inputs, datasets[name], fields, refit[name], batch) for name in ("val", "test")},
-    }
-    labels = {name: session_order(datasets[name])[S.LABEL].to_numpy() for name in rows}
+    frames = aggregate_frames(prepared)
+    names = [c for c in frames["train"].columns if c not in (S.SESSION_ID, S.LABEL)]
+    scores = {"train": oof, **refit}
+    rows = {name: with_logit(frames[name].select(names).to_numpy(), scores[name]) for name in frames}
+    labels = {name: frames[name][S.LABEL].to_numpy() for name in frames}
     params = plain(cfg.model)
     booster = fit_lightgbm(
         rows["train"],
         labels["train"],
         rows["val"],
         labels["val"],
-        [f"aggregate_{i}" for i in range(inputs.width - 1)] + ["sequence_logit"],
+        [*names, "sequence_logit"],
         params=params.get("params"),
         num_boost_round=int(params.get("num_boost_round", 1000)),
         early_stopping=int(params.get("early_stopping", 50)),
@@ -137,17 +134,15 @@ def fit_stacked(
     text = booster.model_to_string(num_iteration=booster.best_iteration)
     (run_dir / STACKER_FILE).write_text(text)
     stacker = Stacker.from_text(text, spec)  # the saved trees score, as the artifact's will
-    stacked = {
-        name: np.asarray(stacker.booster.predict(rows[name]), dtype=np.float32) for name in ("val", "test")
-    }
+    stacked = {name: stacker.combine(rows[name][:, :-1], scores[name]) for name in ("val", "test")}
     metrics_cfg = plain(cfg.metrics)
 
-    def ap(name: str, scores: np.ndarray) -> dict[str, Any]:
-        return classification_metrics(labels[name], scores, **metrics_cfg)
+    def ap(name: str, probability: np.ndarray) -> dict[str, Any]:
+        return classification_metrics(labels[name], probability, **metrics_cfg)
 
     report = {
         "folds": folds,
-        "inputs": inputs.width,
+        "inputs": len(names) + 1,
         "best_iteration": booster.best_iteration,
         "sequence_out_of_fold": {"train": ap("train", oof)},
         "sequence": {name: ap(name, refit[name]) for name in ("val", "test")},

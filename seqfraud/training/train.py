@@ -23,7 +23,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from seqfraud import rundir
 from seqfraud import schema as S
-from seqfraud.baselines import fit_predict_lightgbm, session_aggregates
+from seqfraud.baselines import fit_predict_lightgbm
 from seqfraud.config import plain
 from seqfraud.data.shards import shard_files
 from seqfraud.metrics import classification_metrics, per_group_metrics
@@ -34,7 +34,7 @@ from seqfraud.training.callbacks import silence_known_warnings
 from seqfraud.training.data import LoaderConfig, SessionStream, StreamData
 from seqfraud.training.launch import launcher_rank_and_world, local_processes, training_threads
 from seqfraud.training.module import SessionRiskModule
-from seqfraud.training.stacking import fit_stacked
+from seqfraud.training.stacking import aggregate_frames, fit_stacked
 from seqfraud.training.wandb_report import finish, log_run
 
 log = logging.getLogger(__name__)
@@ -152,18 +152,9 @@ def fit_sequence_model(
 
 def fit_aggregates_baseline(cfg: DictConfig, prepared: Prepared) -> dict[str, np.ndarray]:
     """LightGBM on per-session aggregates, aligned with the tokenized datasets' session order."""
-    if prepared.events is None:
-        raise ValueError(
-            "the LightGBM baseline reads the raw events through Polars, which neither prepared_dir "
-            "nor preprocess.engine=spark keeps: run it with the polars engine and no prepared_dir"
-        )
     params = plain(cfg.model)
     params.pop("encoder")
-    aggregates = session_aggregates(prepared.events, prepared.spec).collect(engine="streaming")
-    frames = {}
-    for name, path in prepared.datasets.items():
-        order = pl.read_parquet(shard_files(path), columns=[S.SESSION_ID, S.LABEL])
-        frames[name] = order.join(aggregates, on=S.SESSION_ID, how="left", maintain_order="left")
+    frames = aggregate_frames(prepared)
     return fit_predict_lightgbm(
         frames["train"], frames["val"], {"test": frames["test"]}, seed=cfg.seed, **params
     )
