@@ -110,12 +110,23 @@ def model_presets(cfg: DictConfig) -> dict[str, Any]:
     """Name -> model config: the presets in ``backtest.models`` (each as ``model=NAME`` gives it), else the composed model."""
     names = cfg.backtest.models
     if not names:
-        return {cfg.model.encoder: cfg.model}
+        return {"stacked" if cfg.model.get("stacking") else cfg.model.encoder: cfg.model}
     available = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
     unknown = [n for n in names if n not in available]
     if unknown:
         raise ValueError(f"backtest.models: unknown model preset(s) {unknown}; presets are {available}")
-    return {n: OmegaConf.load(CONF_DIR / "model" / f"{n}.yaml") for n in names}
+    return {n: preset(n) for n in names}
+
+
+def preset(name: str) -> DictConfig:
+    """A model preset as ``model=NAME`` composes it: the presets its defaults list names, then its own keys."""
+    raw = OmegaConf.load(CONF_DIR / "model" / f"{name}.yaml")
+    assert isinstance(raw, DictConfig)
+    with open_dict(raw):
+        bases = [preset(str(d)) for d in raw.pop("defaults", []) if d != "_self_"]
+    merged = OmegaConf.merge(*bases, raw)
+    assert isinstance(merged, DictConfig)
+    return merged
 
 
 def window_config(cfg: DictConfig, window: Window, model: DictConfig, run_dir: Path) -> DictConfig:

@@ -137,3 +137,11 @@ def test_test_windows_are_ordered_and_do_not_overlap(backtest):
     assert report["test_end"] == first["test_end"] and report["sessions_after_test_end"] > 0
     last = json.loads((run_dir / second["run_dir"] / REPORT_FILE).read_text())
     assert last["sessions_after_test_end"] == 0  # the last window ends after the last session
+
+
+def test_a_preset_with_a_defaults_list_loads_as_model_NAME_composes_it():
+    from seqfraud.backtest import preset
+
+    stacked, small = preset("stacked"), preset("small")
+    assert stacked.stacking.folds == 3
+    assert {k: v for k, v in stacked.items() if k != "stacking"} == dict(small)

@@ -36,8 +36,8 @@ def stacked_run(tmp_path_factory) -> Path:
             overrides=[
                 "+experiment=smoke",
                 "model=stacked",
-                "model.folds=2",
-                *(f"model.sequence.{kv}" for kv in tiny),
+                "model.stacking.folds=2",
+                *(f"model.{kv}" for kv in tiny),
                 "trainer.max_epochs=1",
                 f"paths.output_dir={base / 'run'}",
                 f"paths.data_dir={base / 'data'}",

@@ -1,7 +1,9 @@
 """``model=stacked``: the sequence model's out-of-fold scores, then LightGBM on aggregates plus that score.
 
-1. The training sessions are split into ``model.folds`` folds by a hash of their id. For each fold, the
-   sequence model (``model.sequence``, any sequence preset) is fitted on the other folds, early-stopped on the
+A model config with a ``stacking`` section is stacked; the rest of it is the sequence model's.
+
+1. The training sessions are split into ``model.stacking.folds`` folds by a hash of their id. For each fold, the
+   sequence model is fitted on the other folds, early-stopped on the
    validation split, and scores the fold: every training session gets a score from a model that never saw
    its label.
 2. The sequence model is fitted once more on all the training sessions: the model that is exported and scores
@@ -42,10 +44,10 @@ FitSequence = Callable[..., "dict[str, np.ndarray] | None"]
 
 
 def sequence_config(cfg: DictConfig, output_dir: Path | None = None) -> DictConfig:
-    """The run's config with ``model`` replaced by the stacked sequence preset (and another output dir)."""
+    """The run's config for its sequence model: ``model`` without ``stacking`` (and another output dir)."""
     out = cfg.copy()
     with open_dict(out):
-        out.model = cfg.model.sequence
+        out.model.pop("stacking")
         if output_dir is not None:
             out.paths.output_dir = str(output_dir)
     return out
@@ -90,9 +92,10 @@ def fit_stacked(
     """Out-of-fold sequence scores, the refit sequence model, and the LightGBM stacker; probabilities of the
     stacked model on val and test in dataset order."""
     run_dir = Path(cfg.paths.output_dir)
-    folds = int(cfg.model.folds)
+    stacking = plain(cfg.model.stacking)
+    folds = int(stacking.get("folds", 3))
     if folds < 2:
-        raise ValueError(f"model.folds must be at least 2, got {folds}")
+        raise ValueError(f"model.stacking.folds must be at least 2, got {folds}")
     devices = cfg.trainer.get("devices", 1)
     if launcher_rank_and_world()[1] > 1 or (isinstance(devices, int) and devices > 1):
         raise ValueError("model=stacked fits its folds one after another in one process: run it without DDP")
@@ -119,16 +122,15 @@ def fit_stacked(
     scores = {"train": oof, **refit}
     rows = {name: with_logit(frames[name].select(names).to_numpy(), scores[name]) for name in frames}
     labels = {name: frames[name][S.LABEL].to_numpy() for name in frames}
-    params = plain(cfg.model)
     booster = fit_lightgbm(
         rows["train"],
         labels["train"],
         rows["val"],
         labels["val"],
         [*names, "sequence_logit"],
-        params=params.get("params"),
-        num_boost_round=int(params.get("num_boost_round", 1000)),
-        early_stopping=int(params.get("early_stopping", 50)),
+        params=stacking.get("params"),
+        num_boost_round=int(stacking.get("num_boost_round", 1000)),
+        early_stopping=int(stacking.get("early_stopping", 50)),
         seed=int(cfg.seed),
     )
     text = booster.model_to_string(num_iteration=booster.best_iteration)

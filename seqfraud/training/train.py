@@ -223,7 +223,7 @@ def fit_and_evaluate(
     scores: dict[str, np.ndarray] | None
     if cfg.model.encoder == "lightgbm":
         scores = fit_aggregates_baseline(cfg, prepared)
-    elif cfg.model.encoder == "stacked":
+    elif cfg.model.get("stacking"):
         scores = fit_stacked(cfg, prepared, logger, extra_callbacks, fit_sequence_model)
     else:
         scores = fit_sequence_model(cfg, prepared, logger, extra_callbacks)
@@ -233,7 +233,8 @@ def fit_and_evaluate(
     typologies = load_typologies(data_cfg.get("typologies"), data_cfg["schema"]["session_id"])
     metrics_cfg = plain(cfg.metrics)
     (run_dir / rundir.PREDICTIONS_DIR).mkdir(exist_ok=True)
-    metrics: dict[str, Any] = {"model": cfg.model.encoder, "experiment": cfg.experiment_name}
+    model = "stacked" if cfg.model.get("stacking") else cfg.model.encoder
+    metrics: dict[str, Any] = {"model": model, "experiment": cfg.experiment_name}
     predictions = {}
     for name in ("val", "test"):
         pred = pl.read_parquet(shard_files(prepared.datasets[name]), columns=[S.SESSION_ID, S.LABEL])
