@@ -63,6 +63,10 @@ def stacked_artifact(stacked_run, tmp_path_factory) -> Path:
 def test_stacked_run_scores_with_lightgbm_over_out_of_fold_scores(stacked_run):
     report = json.loads((stacked_run / STACKING_REPORT).read_text())
     assert report["folds"] == 2 and report["best_iteration"] >= 1
+    assert report["chosen"] in ("stacked", "aggregates")
+    chosen = report["candidates_val_pr_auc"][report["chosen"]]
+    assert chosen == max(report["candidates_val_pr_auc"].values())
+    assert report["stacked"]["val"]["pr_auc"] == pytest.approx(chosen)
     test = pl.read_parquet(stacked_run / "predictions" / "test.parquet")
     metrics = json.loads((stacked_run / "metrics.json").read_text())
     assert metrics["model"] == "stacked"
@@ -111,7 +115,10 @@ def test_stacked_artifact_scores_like_the_run_and_refuses_a_changed_stacker(
 
     explained = scorer.explain(session)
     assert explained.height == min(session.height, scorer.spec.max_len)
-    assert explained[S.CONTRIBUTION].is_finite().all() and explained[S.CONTRIBUTION].abs().max() > 0
+    assert explained[S.CONTRIBUTION].is_finite().all()
+    # Events count through what the sequence model reads of them: nothing when the baseline candidate won.
+    chosen = json.loads((stacked_run / STACKING_REPORT).read_text())["chosen"]
+    assert (explained[S.CONTRIBUTION].abs().max() > 0) == (chosen == "stacked")
 
     changed = tmp_path / "changed"
     shutil.copytree(stacked_artifact, changed)
@@ -177,6 +184,12 @@ def test_stacker_reads_the_baselines_aggregates_and_the_logit(tmp_path):
     assert stacker.combine(stacker.aggregates(events, ids), probability) == pytest.approx(
         booster.predict(x), abs=1e-6
     )
+    held = x.copy()
+    held[:, -1] = 0.0  # the baseline candidate: the score held constant, so no tree reads it
+    baseline = Stacker.from_text(
+        lgb.train({"objective": "binary", "verbose": -1}, lgb.Dataset(held, y), 5).model_to_string(), spec
+    )
+    assert baseline.combine(rows, probability) == pytest.approx(baseline.combine(rows, probability[::-1]))
     narrow = lgb.train({"objective": "binary", "verbose": -1}, lgb.Dataset(x[:, :3], y), 2)
     with pytest.raises(ValueError, match="reads 3 inputs"):
         Stacker.from_text(narrow.model_to_string(), spec).aggregates(events, ids)
