@@ -115,6 +115,7 @@ def ddp_overrides(tmp_path: Path, name: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow  # 35-70 s: two training processes; make test-slow runs it
 def test_two_ranks_learn_what_one_process_learns(tmp_path):
     """The issue's check, in the default run (26 s on the quiet 2-core box): 2 gloo processes vs 1."""
     single = train(compose_train(ddp_overrides(tmp_path, "single")))
@@ -145,6 +146,7 @@ def test_two_ranks_learn_what_one_process_learns(tmp_path):
     assert monitored_val_pr_auc(tmp_path / "ddp") == pytest.approx(ddp["val"]["pr_auc"], abs=1e-5)
 
 
+@pytest.mark.slow  # 20-40 s: a multirun of DDP jobs; make test-slow runs it
 def test_multirun_with_ddp_makes_one_run_per_job_and_no_strays(tmp_path):
     env = os.environ | {"WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     cmd = [
