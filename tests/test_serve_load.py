@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pytest
 
 TIMEOUT_S = 2.0  # the server's header, body and keep-alive timeouts in this test
 UNLOADED_S, LOADED_S = 3.0, 8.0
