@@ -114,20 +114,18 @@ def one_torch_thread():
         yield
 
 
-@pytest.fixture(scope="session")
-def trained_run(tmp_path_factory) -> Path:
-    """The smoke experiment trained into a temporary run directory; treat it as read-only."""
+def train_into(base: Path, *overrides: str) -> Path:
+    """``train()`` of the packaged config with ``overrides``, writing its run and data under ``base``; the run dir."""
     os.environ.setdefault("WANDB_MODE", "disabled")
     from hydra import compose, initialize_config_dir
 
     from seqfraud.training.train import train
 
-    base = tmp_path_factory.mktemp("trained")
     with initialize_config_dir(config_dir=str(ROOT / "seqfraud" / "conf"), version_base="1.3"):
         cfg = compose(
             "train",
             overrides=[
-                "+experiment=smoke",
+                *overrides,
                 f"paths.output_dir={base / 'run'}",
                 f"paths.data_dir={base / 'data'}",
                 "logger=none",
@@ -136,6 +134,12 @@ def trained_run(tmp_path_factory) -> Path:
     with single_torch_thread():
         train(cfg)
     return base / "run"
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """The smoke experiment trained into a temporary run directory; treat it as read-only."""
+    return train_into(tmp_path_factory.mktemp("trained"), "+experiment=smoke")
 
 
 @pytest.fixture(scope="session")

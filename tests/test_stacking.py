@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -17,36 +16,21 @@ from seqfraud.baselines import STACKER_FILE
 from seqfraud.data.shards import shard_files
 from seqfraud.export.artifact import MANIFEST_FILE, ArtifactError, canonical_json, open_artifact
 from seqfraud.training.stacking import STACKING_REPORT, fold_datasets
-from tests.conftest import ROOT, service_client, single_torch_thread
+from tests.conftest import service_client, single_torch_thread, train_into
 
 
 @pytest.fixture(scope="module")
 def stacked_run(tmp_path_factory) -> Path:
     """The smoke experiment as ``model=stacked`` (two folds of a tiny sequence model); read-only."""
-    os.environ.setdefault("WANDB_MODE", "disabled")
-    from hydra import compose, initialize_config_dir
-
-    from seqfraud.training.train import train
-
-    base = tmp_path_factory.mktemp("stacked")
-    tiny = ["d_model=16", "n_layers=1", "n_heads=2", "field_dim=4"]
-    with initialize_config_dir(config_dir=str(ROOT / "seqfraud" / "conf"), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                "+experiment=smoke",
-                "model=stacked",
-                "model.stacking.folds=2",
-                *(f"model.{kv}" for kv in tiny),
-                "trainer.max_epochs=1",
-                f"paths.output_dir={base / 'run'}",
-                f"paths.data_dir={base / 'data'}",
-                "logger=none",
-            ],
-        )
-    with single_torch_thread():
-        train(cfg)
-    return base / "run"
+    tiny = ["model.d_model=16", "model.n_layers=1", "model.n_heads=2", "model.field_dim=4"]
+    return train_into(
+        tmp_path_factory.mktemp("stacked"),
+        "+experiment=smoke",
+        "model=stacked",
+        "model.stacking.folds=2",
+        *tiny,
+        "trainer.max_epochs=1",
+    )
 
 
 @pytest.fixture(scope="module")
