@@ -141,9 +141,9 @@ class EventEmbedding(nn.Module):
 
     The side input is each numeric field's position in [0, 1] (:meth:`ModelConfig.number_scales`; 0 for a
     reserved id), a flag that is 1 for the reserved ids (padding, missing, NaN), and the value fields'
-    encoding (:class:`Numbers`), through one ``nn.Linear`` whose output is added to the fused embedding. With ``fusion="concat"`` that equals concatenating the
-    numbers before the projection (a linear map of a concatenation is the sum of linear maps), and it works
-    the same way for ``fusion="sum"``.
+    encoding (:class:`Numbers`), through one ``nn.Linear`` whose output is added to the fused embedding. With
+    ``fusion="concat"`` that equals concatenating the numbers before the projection (a linear map of a
+    concatenation is the sum of linear maps), and it works the same way for ``fusion="sum"``.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -168,8 +168,10 @@ class EventEmbedding(nn.Module):
         else:
             x = torch.stack(parts, dim=0).sum(dim=0)
         if self.side is not None:
-            value, known = self.numbers(tokens, x.dtype)
-            x = x + self.side(torch.cat([value, (~known).to(x.dtype), self.numbers.encode(value)], dim=-1))
+            # In float32 whatever the model's dtype: bf16 would round a value field's position to 1/256.
+            value, known = self.numbers(tokens, torch.float32)
+            numbers = torch.cat([value, (~known).to(torch.float32), self.numbers.encode(value)], dim=-1)
+            x = x + self.side(numbers.to(x.dtype))
         return self.norm(x)
 
 

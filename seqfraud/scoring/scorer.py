@@ -34,6 +34,9 @@ class Scorer:
     ``score`` is the calibrated probability (the scale the thresholds were chosen on); ``raw_score`` the
     model's own.
 
+    A ``model=stacked`` artifact's LightGBM (:class:`~seqfraud.baselines.Stacker`) runs after the model, on the
+    baseline's aggregates of the same normalized events; ``raw_score`` is then its probability.
+
     Bands: ``approve`` below ``review``, ``review`` from ``review``, ``decline`` from ``decline``.
     Thread-safe for concurrent :meth:`score` calls; set torch's thread count in the process that owns it.
     """

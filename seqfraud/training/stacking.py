@@ -2,10 +2,9 @@
 
 A model config with a ``stacking`` section is stacked; the rest of it is the sequence model's.
 
-1. The training sessions are split into ``model.stacking.folds`` folds by a hash of their id. For each fold, the
-   sequence model is fitted on the other folds, early-stopped on the
-   validation split, and scores the fold: every training session gets a score from a model that never saw
-   its label.
+1. The training sessions are split into ``model.stacking.folds`` folds by a hash of their id. For each fold,
+   the sequence model is fitted on the other folds, early-stopped on the validation split, and scores the
+   fold: every training session gets a score from a model that never saw its label.
 2. The sequence model is fitted once more on all the training sessions: the model that is exported and scores
    validation, test and production sessions.
 3. LightGBM (:class:`seqfraud.baselines.Stacker`) is fitted on the training sessions' aggregates (the
@@ -18,6 +17,7 @@ Costs ``folds + 1`` sequence fits. ``stacking.json`` in the run directory record
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import shutil
@@ -46,7 +46,7 @@ FitSequence = Callable[..., "dict[str, np.ndarray] | None"]
 
 def sequence_config(cfg: DictConfig, output_dir: Path | None = None) -> DictConfig:
     """The run's config for its sequence model: ``model`` without ``stacking`` (and another output dir)."""
-    out = cfg.copy()
+    out = copy.deepcopy(cfg)
     with open_dict(out):
         out.model.pop("stacking")
         if output_dir is not None:
