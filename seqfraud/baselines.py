@@ -171,6 +171,7 @@ class Stacker:
 
     @classmethod
     def from_text(cls, text: str, spec: Spec) -> Stacker:
+        """The booster of LightGBM's text format; ValueError if the text is not one."""
         try:
             import lightgbm
         except ImportError as e:
@@ -178,7 +179,11 @@ class Stacker:
                 "this artifact stacks LightGBM on the sequence model: install lightgbm "
                 "(pip install 'seqfraud[serve]' or 'seqfraud[train]')"
             ) from e
-        return cls(lightgbm.Booster(model_str=text), spec)
+        try:
+            booster = lightgbm.Booster(model_str=text)
+        except lightgbm.basic.LightGBMError as e:
+            raise ValueError(f"not a LightGBM model: {e}") from e
+        return cls(booster, spec)
 
     def aggregates(self, events: pl.DataFrame, session_ids: list[str]) -> np.ndarray:
         rows = aggregate_matrix(events, self.spec, session_ids)

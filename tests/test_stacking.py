@@ -14,7 +14,7 @@ import pytest
 from seqfraud import schema as S
 from seqfraud.baselines import STACKER_FILE
 from seqfraud.data.shards import shard_files
-from seqfraud.export.artifact import MANIFEST_FILE, ArtifactError, canonical_json, open_artifact
+from seqfraud.export.artifact import MANIFEST_FILE, ArtifactError, canonical_json, file_entries, open_artifact
 from seqfraud.training.stacking import STACKING_REPORT, fold_datasets
 from tests.conftest import service_client, single_torch_thread, train_into
 
@@ -113,6 +113,14 @@ def test_stacked_artifact_scores_like_the_run_and_refuses_a_changed_stacker(
     (changed / STACKER_FILE).write_text(text[:digit] + swapped + text[digit + 1 :])
     with pytest.raises(ArtifactError, match="SHA-256"):
         open_artifact(changed)
+    garbled = tmp_path / "garbled"  # hashes rewritten to match: the text itself must still be a model
+    shutil.copytree(stacked_artifact, garbled)
+    (garbled / STACKER_FILE).write_text("tree\nversion=v4\nnot a model\n")
+    rehashed = json.loads((garbled / MANIFEST_FILE).read_text())
+    rehashed["files"][STACKER_FILE] = file_entries(garbled, [STACKER_FILE])[STACKER_FILE]
+    (garbled / MANIFEST_FILE).write_bytes(canonical_json(rehashed))
+    with pytest.raises(ArtifactError, match="cannot load the stacker"):
+        Scorer.load(garbled)
     mislabeled = tmp_path / "mislabeled"
     shutil.copytree(stacked_artifact, mislabeled)
     bad = manifest | {"stacker": {"file": "model.ts", "format": "lightgbm-text"}}

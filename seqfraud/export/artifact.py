@@ -233,10 +233,6 @@ class Artifact:
             return Stacker.from_text(text.decode("utf-8"), self.spec)
         except (UnicodeDecodeError, ValueError) as e:
             raise ArtifactError(f"{self.path / STACKER_FILE}: cannot load the stacker: {e}") from e
-        except Exception as e:  # LightGBM raises its own error type on a malformed model
-            if type(e).__name__ != "LightGBMError":
-                raise
-            raise ArtifactError(f"{self.path / STACKER_FILE}: cannot load the stacker: {e}") from e
 
     def load_model(self, fmt: str = "torchscript") -> Model:
         """The model of one format; refused if the spec inside it is not the artifact's spec.json."""
