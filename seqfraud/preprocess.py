@@ -222,10 +222,7 @@ class PolarsEngine:
     def write_datasets(
         self, loaded: LoadedEvents, spec: Spec, sessions: pl.DataFrame, out: Path
     ) -> dict[str, Any]:
-        # An entity feature arrives as a Float64 column beside its token: it weighs about two token fields
-        # (5.1 GB peak at 10M events with 90 of them counted as one each, against a 4 GB budget).
-        entity_fields = len(spec.entity.feature_names()) if spec.entity else 0
-        n_parts = self.n_parts(int(sessions["n_events"].sum()), len(spec.fields) + entity_fields)
+        n_parts = self.n_parts(int(sessions["n_events"].sum()), len(spec.fields))
         columns = [S.SESSION_ID, S.TS_US, S.ROW_INDEX, *spec.schema.categorical_fields, *spec.numeric_fields]
         events = loaded.events.select(columns)
         keys = sessions.lazy().select(S.SESSION_ID, S.LABEL, S.SPLIT)
