@@ -52,12 +52,13 @@ def iter_scores(
     else:
         part = pl.col(spec.schema.session_id).hash(seed=0) % k
 
-    def prepare(i: int) -> tuple[Sequences, pl.DataFrame]:
+    def prepare(i: int) -> tuple[Sequences, pl.DataFrame | None]:
         if spec.entity is not None:
             frame = (featured.filter(part == i) if k > 1 else featured).collect()
         else:
             frame = normalized_events(events.filter(part == i) if k > 1 else events, spec, source)
-        return polars_sequences(frame, spec), frame
+        # A stacked artifact's aggregates read the events too; other artifacts need only the tokens.
+        return polars_sequences(frame, spec), frame if scorer.stacker is not None else None
 
     with (
         ThreadPoolExecutor(max_workers=1) as pool,
