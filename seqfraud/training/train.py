@@ -68,9 +68,8 @@ def model_config(model_cfg: dict, spec, exclude: list[str]) -> ModelConfig:
     if unknown:
         raise ValueError(f"features.exclude names unknown field(s) {unknown}; fields are {list(spec.fields)}")
     entity = set(spec.entity.feature_names()) if spec.entity else set()
-    model_cfg = {
-        k: v for k, v in model_cfg.items() if k != "stacking"
-    }  # model=stacked: the sequence model's keys
+    # model=stacked: the keys outside its stacking section are the sequence model's
+    model_cfg = {k: v for k, v in model_cfg.items() if k != "stacking"}
     return ModelConfig(
         vocab_sizes=[spec.vocab_size(f) for f in spec.fields],
         max_len=spec.max_len,
