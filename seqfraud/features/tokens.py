@@ -267,12 +267,17 @@ def bucket_ids(value: pl.Expr, edges: list[float]) -> pl.Expr:
     bucket = (
         pl.lit(pl.Series(edges, dtype=pl.Float64)).search_sorted(value, side="left").cast(pl.Int32) + FIRST_ID
     )
+    return _reserved(value, bucket)
+
+
+def _reserved(value: pl.Expr, ids: pl.Expr) -> pl.Expr:
+    """``ids``, but ``MISSING`` where the value is null and ``NAN`` where it is NaN: every numeric rule's ends."""
     return (
         pl.when(value.is_null())
         .then(pl.lit(MISSING, pl.Int32))
         .when(value.is_nan())
         .then(pl.lit(NAN, pl.Int32))
-        .otherwise(bucket)
+        .otherwise(ids)
     )
 
 
@@ -293,13 +298,7 @@ def value_ids(value: pl.Expr, edges: list[float]) -> pl.Expr:
         share = pl.when(bucket == 0).then(below).when(bucket == m).then(above).otherwise(inner)
         position = (bucket.cast(pl.Float64) + share) / (m + 1)
     steps = (position * VALUE_STEPS + 0.5).floor().fill_nan(0.0).cast(pl.Int32) + FIRST_ID  # NaN: below
-    return (
-        pl.when(value.is_null())
-        .then(pl.lit(MISSING, pl.Int32))
-        .when(value.is_nan())
-        .then(pl.lit(NAN, pl.Int32))
-        .otherwise(steps)
-    )
+    return _reserved(value, steps)
 
 
 def event_tokens(spec: Spec) -> list[pl.Expr]:

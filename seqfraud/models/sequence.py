@@ -123,16 +123,17 @@ class Numbers(nn.Module):
         self.encoded_width = len(value_at) * cfg.value_bins  # of encode()
         self.first_id = FIRST_ID  # an attribute, since TorchScript reads no module globals
 
-    def forward(self, tokens: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    def forward(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """Float32 whatever the model's dtype: bf16 would round a value field's position to 1/256."""
         ids = tokens.index_select(2, self.index)
         known = ids >= self.first_id
-        position = ((ids - self.first_id).to(dtype) * self.scale.to(dtype)).clamp(0.0, 1.0)
+        position = ((ids - self.first_id).to(torch.float32) * self.scale).clamp(0.0, 1.0)
         return torch.where(known, position, torch.zeros_like(position)), known
 
     def encode(self, value: Tensor) -> Tensor:
         """``[..., fields]`` positions to ``[..., value fields * bins]``."""
         chosen = value.index_select(-1, self.value_at).unsqueeze(-1)
-        return (chosen * self.bins - self.steps.to(value.dtype)).clamp(0.0, 1.0).flatten(-2)
+        return (chosen * self.bins - self.steps).clamp(0.0, 1.0).flatten(-2)
 
 
 class EventEmbedding(nn.Module):
@@ -168,8 +169,7 @@ class EventEmbedding(nn.Module):
         else:
             x = torch.stack(parts, dim=0).sum(dim=0)
         if self.side is not None:
-            # In float32 whatever the model's dtype: bf16 would round a value field's position to 1/256.
-            value, known = self.numbers(tokens, torch.float32)
+            value, known = self.numbers(tokens)
             numbers = torch.cat([value, (~known).to(torch.float32), self.numbers.encode(value)], dim=-1)
             x = x + self.side(numbers.to(x.dtype))
         return self.norm(x)
@@ -248,19 +248,19 @@ class GRUSessionEncoder(nn.Module):
         return self.norm(out.gather(1, last).squeeze(1))
 
 
-class AggregateFeatures(nn.Module):
-    """The LightGBM baseline's kind of per-session aggregates, computed from the session's tokens.
+class SessionAggregates(nn.Module):
+    """The LightGBM baseline's kind of per-session aggregates, from the session's tokens, through a small MLP.
 
-    - Every token field (categories, numeric buckets, the time delta): events per token id, and distinct ids:
-      the baseline's counts per category value, unknown and missing counts, distinct values, and (through the
-      buckets) amount and timing histograms.
+    - Every token field (categories, numeric buckets, the time delta): events per token id, as ``log1p`` and as
+      a share of the session, and distinct ids: the baseline's counts per category value, unknown and missing
+      counts, distinct values, and (through the buckets) amount and timing histograms.
     - Every field read as a number (value fields, entity features when ``linear``): mean, standard deviation,
       max, min and the latest of the known positions, and the share known: the baseline's numeric statistics,
-      taken on the position (monotone in the value, so max, min and thresholds match).
+      taken on the position (monotone in the value, so max, min and thresholds match); the value fields' max
+      and min also encoded (:class:`Numbers`), so that a session-level threshold is one weight.
     - The session length.
 
-    It sees the events the encoder sees (the latest ``max_len``); the baseline sees them all. No parameters:
-    :class:`SessionAggregates` learns from these.
+    It sees the events the encoder sees (the latest ``max_len``); the baseline sees them all.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -273,61 +273,13 @@ class AggregateFeatures(nn.Module):
         sizes = [cfg.vocab_sizes[i] for i in kept]
         starts = [sum(sizes[:j]) for j in range(len(sizes))]
         self.register_buffer("offsets", torch.tensor(starts, dtype=torch.long), persistent=False)
-        segments = torch.zeros(sum(sizes), len(sizes), dtype=torch.float64)
+        segments = torch.zeros(sum(sizes), len(sizes))
         for j, (start, size) in enumerate(zip(starts, sizes)):
             segments[start : start + size, j] = 1.0
         self.register_buffer("segments", segments, persistent=False)
-        self.n_ids, self.n_fields = sum(sizes), len(sizes)
+        self.n_ids = sum(sizes)
         self.numbers = Numbers(cfg)
-        self.width = self.n_ids + self.n_fields + 1 + 6 * self.numbers.width  # of the four outputs together
-
-    def forward(
-        self, tokens: Tensor, lengths: Tensor, dtype: torch.dtype
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Events per token id ``[B, ids]``, distinct ids per field ``[B, fields]``, the length ``[B, 1]``, and
-        the statistics of the numbers ``[B, 6 * numbers]``: mean, std, max, min, latest, share known, each a
-        block of one column per number."""
-        batch, seq_len = tokens.shape[0], tokens.shape[1]
-        real = ~padding_mask(lengths, seq_len)  # [B, L]
-        n = lengths.to(dtype).unsqueeze(1)
-        ids = tokens.index_select(2, self.field_index) + self.offsets  # [B, L, k] into one id space
-        counts = torch.zeros(batch, self.n_ids, dtype=dtype, device=tokens.device)
-        weight = real.to(dtype).unsqueeze(2).expand_as(ids)
-        counts.scatter_add_(1, ids.reshape(batch, -1), weight.reshape(batch, -1))
-        distinct = (counts > 0).to(dtype) @ self.segments.to(dtype)
-        value, known = self.numbers(tokens, dtype)
-        seen = known & real.unsqueeze(2)
-        w = seen.to(dtype)
-        count = w.sum(1)
-        mean = (value * w).sum(1) / count.clamp(min=1.0)
-        var = (((value - mean.unsqueeze(1)) ** 2) * w).sum(1) / count.clamp(min=1.0)
-        some = count > 0
-        high = torch.where(seen, value, torch.full_like(value, -1.0)).amax(1)
-        low = torch.where(seen, value, torch.full_like(value, 2.0)).amin(1)
-        last = value.gather(
-            1, (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, value.shape[2])
-        ).squeeze(1)
-        stats = [
-            mean,
-            var.sqrt(),
-            torch.where(some, high, torch.zeros_like(high)),
-            torch.where(some, low, torch.zeros_like(low)),
-            last,
-            count / n.clamp(min=1.0),
-        ]
-        return counts, distinct, n, torch.cat(stats, dim=1)
-
-
-class SessionAggregates(nn.Module):
-    """:class:`AggregateFeatures` through a small MLP, beside the encoder: counts as ``log1p`` and as shares of
-    the session, and the value fields' max and min also encoded (:class:`Numbers`), so that a session-level
-    threshold is one weight."""
-
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.features = AggregateFeatures(cfg)
-        f = self.features
-        width = 2 * f.n_ids + f.n_fields + 1 + 6 * f.numbers.width + 2 * f.numbers.encoded_width
+        width = 2 * self.n_ids + len(sizes) + 1 + 6 * self.numbers.width + 2 * self.numbers.encoded_width
         self.norm = nn.LayerNorm(width)
         self.mlp = nn.Sequential(
             nn.Linear(width, cfg.d_model),
@@ -337,13 +289,42 @@ class SessionAggregates(nn.Module):
         )
 
     def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
-        counts, distinct, n, stats = self.features(tokens, lengths, torch.float32)
-        share = counts / n.clamp(min=1.0)
-        parts = [torch.log1p(counts), share, torch.log1p(distinct), torch.log1p(n), stats]
-        width = self.features.numbers.width
-        if width > 0:
-            high, low = stats[:, 2 * width : 3 * width], stats[:, 3 * width : 4 * width]
-            parts += [self.features.numbers.encode(high), self.features.numbers.encode(low)]
+        batch, seq_len = tokens.shape[0], tokens.shape[1]
+        real = ~padding_mask(lengths, seq_len)  # [B, L]
+        n = lengths.to(torch.float32).unsqueeze(1)
+        ids = tokens.index_select(2, self.field_index) + self.offsets  # [B, L, k] into one id space
+        counts = torch.zeros(batch, self.n_ids, dtype=torch.float32, device=tokens.device)
+        weight = real.to(torch.float32).unsqueeze(2).expand_as(ids)
+        counts.scatter_add_(1, ids.reshape(batch, -1), weight.reshape(batch, -1))
+        distinct = (counts > 0).to(torch.float32) @ self.segments
+        value, known = self.numbers(tokens)
+        seen = known & real.unsqueeze(2)
+        w = seen.to(torch.float32)
+        count = w.sum(1)
+        mean = (value * w).sum(1) / count.clamp(min=1.0)
+        var = (((value - mean.unsqueeze(1)) ** 2) * w).sum(1) / count.clamp(min=1.0)
+        some = count > 0
+        high = torch.where(seen, value, torch.full_like(value, -1.0)).amax(1)
+        low = torch.where(seen, value, torch.full_like(value, 2.0)).amin(1)
+        high = torch.where(some, high, torch.zeros_like(high))
+        low = torch.where(some, low, torch.zeros_like(low))
+        last = value.gather(
+            1, (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, value.shape[2])
+        ).squeeze(1)
+        parts = [
+            torch.log1p(counts),
+            counts / n.clamp(min=1.0),
+            torch.log1p(distinct),
+            torch.log1p(n),
+            mean,
+            var.sqrt(),
+            high,
+            low,
+            last,
+            count / n.clamp(min=1.0),
+            self.numbers.encode(high),
+            self.numbers.encode(low),
+        ]
         return self.mlp(self.norm(torch.cat(parts, dim=1)))
 
 

@@ -25,7 +25,6 @@ from seqfraud import rundir
 from seqfraud import schema as S
 from seqfraud.baselines import fit_predict_lightgbm
 from seqfraud.config import plain
-from seqfraud.data.shards import shard_files
 from seqfraud.metrics import classification_metrics, per_group_metrics
 from seqfraud.models.sequence import ModelConfig, SessionClassifier
 from seqfraud.preprocess import Prepared, load_prepared, preprocess, resolve_data_config
@@ -34,7 +33,7 @@ from seqfraud.training.callbacks import silence_known_warnings
 from seqfraud.training.data import LoaderConfig, SessionStream, StreamData
 from seqfraud.training.launch import launcher_rank_and_world, local_processes, training_threads
 from seqfraud.training.module import SessionRiskModule
-from seqfraud.training.stacking import aggregate_frames, fit_stacked
+from seqfraud.training.stacking import aggregate_frames, fit_stacked, session_order
 from seqfraud.training.wandb_report import finish, log_run
 
 log = logging.getLogger(__name__)
@@ -239,7 +238,7 @@ def fit_and_evaluate(
     metrics: dict[str, Any] = {"model": model, "experiment": cfg.experiment_name}
     predictions = {}
     for name in ("val", "test"):
-        pred = pl.read_parquet(shard_files(prepared.datasets[name]), columns=[S.SESSION_ID, S.LABEL])
+        pred = session_order(prepared.datasets[name])
         pred = pred.with_columns(pl.Series(S.SCORE, scores[name], dtype=pl.Float32))
         pred.write_parquet(rundir.predictions(run_dir, name))
         predictions[name] = pred
