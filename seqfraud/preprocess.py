@@ -203,9 +203,7 @@ class PolarsEngine:
                     continue
                 events = attach(events, pl.scan_parquet(target), names)
         if beside:
-            events = pl.concat([events, *(pl.scan_parquet(f) for f in files)], how="horizontal").with_columns(
-                pl.col(c).cast(pl.Float64) for c in entity.feature_names()
-            )
+            events = pl.concat([events, *(pl.scan_parquet(f) for f in files)], how="horizontal")
         return replace(loaded, events=events)
 
     def n_parts(

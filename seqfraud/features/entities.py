@@ -286,10 +286,9 @@ def column_features(rows: pl.DataFrame, column: str, entity: EntitySpec) -> pl.D
 
 
 def attach(events: pl.LazyFrame, features: pl.LazyFrame, names: list[str]) -> pl.LazyFrame:
-    """``events`` with the features of one entity column (rows without a value get nulls), as Float64 like
-    every numeric field."""
-    return events.join(features, on=S.ROW_INDEX, how="left", maintain_order="left").with_columns(
-        pl.col(c).cast(pl.Float64) for c in names
+    """``events`` with the features of one entity column (rows without a value get nulls)."""
+    return events.join(
+        features.select(S.ROW_INDEX, *names), on=S.ROW_INDEX, how="left", maintain_order="left"
     )
 
 
