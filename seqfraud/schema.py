@@ -88,6 +88,8 @@ class Schema:
     entities: tuple[str, ...] = ()
     # Column of the label table (or of the events, when labels live there) saying when a label became known.
     label_time: str | None = None
+    # Column of an event's own id: online scoring (POST /events) takes a repeated id as the same event.
+    event_id: str | None = None
     timestamp_unit: str = "auto"
     timestamp_range: tuple[str, str] = TIMESTAMP_RANGE
 
@@ -120,6 +122,7 @@ class Schema:
             *self.numerical,
             *self.entities,
             *([self.label_time] if self.label_time else []),
+            *([self.event_id] if self.event_id else []),
         ]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -156,14 +157,51 @@ def test_scoring_needs_a_history_and_reads_it_point_in_time(entity_run, entity_a
         scorer.score(scored)
 
 
-def test_the_service_refuses_an_artifact_that_needs_a_history(entity_artifact) -> None:
-    from seqfraud.scoring.history import HistoryRequired
+def test_live_entity_features_equal_the_batch_features(entity_run, entity_artifact) -> None:
+    """Replay a history through the service (other sessions' events, then their labels, then a few sessions
+    event by event): every kept token, entity features included, equals the batch path's on the same history,
+    and so does the score. The stateless routes refuse the model, pointing at /events."""
+    from seqfraud.scoring.history import History
+    from seqfraud.scoring.online import LABEL_TIME
+    from seqfraud.scoring.prepare import as_frame, normalized_events
+    from seqfraud.scoring.scorer import Scorer
 
-    with (
-        pytest.raises(HistoryRequired, match="HTTP service keeps no history"),
-        service_client(entity_artifact),
-    ):
-        pass
+    scored, other, labels = split_log(entity_run)
+    chosen = scored["session_id"].unique().sort().head(4)
+    scored = scored.filter(pl.col("session_id").is_in(chosen.implode())).sort("timestamp")
+    # Only sessions that share a value with the replayed ones reach their features: the others are left out.
+    shared = pl.any_horizontal(
+        pl.col(c).is_in(scored[c].drop_nulls().implode()) for c in S.SYNTHETIC_ENTITIES
+    )
+    sharing = other.filter(shared)["session_id"].unique().implode()
+    other = other.filter(pl.col("session_id").is_in(sharing)).sort("timestamp")
+    label_table = pl.read_parquet(labels).filter(pl.col("session_id").is_in(sharing))
+
+    def wire(frame: pl.DataFrame) -> list[dict]:
+        return frame.with_columns(pl.col(pl.Datetime).dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ")).to_dicts()
+
+    with service_client(entity_artifact) as client:
+        assert client.post("/score", json={"events": wire(scored.head(2))}).status_code == 422
+        for start in range(0, other.height, 500):
+            assert (
+                client.post("/events", json={"events": wire(other[start : start + 500])}).status_code == 200
+            )
+        posted = label_table.select("session_id", "label", pl.col(S.SYNTHETIC_LABEL_TIME).alias(LABEL_TIME))
+        assert client.post("/labels", json={"labels": wire(posted)}).json() == {"accepted": posted.height}
+        for event in wire(scored):
+            assert client.post("/events", json={"events": [event]}).status_code == 200
+        online = client.app.state.online
+        states = {sid: online.session(sid) for sid in chosen}
+
+    scorer = Scorer.load(entity_artifact)
+    scorer.history = History.from_frame(other.lazy(), "history", labels, scorer.spec)
+    events = normalized_events(as_frame(scored, scorer.spec, "scored").lazy(), scorer.spec, "scored")
+    batch = scorer.sequences(scorer.in_context(events))
+    expected = scorer.score(scored)
+    offsets = np.r_[0, np.cumsum(batch.lengths)]
+    for i, sid in enumerate(batch.session_ids):
+        assert np.array_equal(states[sid].tokens, batch.tokens[offsets[i] : offsets[i + 1]]), sid
+        assert abs(states[sid].score - expected.filter(pl.col("session_id") == sid)[S.SCORE][0]) <= 1e-5
 
 
 def test_risk_features_need_to_know_when_labels_became_known(tmp_path) -> None:

@@ -14,9 +14,10 @@ os.environ.setdefault("POLARS_MAX_THREADS", "1")
 from seqfraud.cli import add_verification_arguments, apply_verification_arguments
 from seqfraud.errors import command
 from seqfraud.export.artifact import open_artifact, verification_settings
-from seqfraud.scoring.history import refuse_to_serve
+from seqfraud.scoring.redis_store import RedisStore
 from seqfraud.scoring.server import ConnectionLimits, run
 from seqfraud.scoring.service import Limits, create_app
+from seqfraud.scoring.state import MemoryStore, StateStore
 
 
 @command
@@ -103,15 +104,54 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--max-headers", type=int, default=conn.max_headers, help="header fields; more is a 431")
     p.add_argument("--access-log", action="store_true", help="log every request (costs latency)")
+    online = p.add_argument_group("online state (POST /events, /labels, GET /sessions/ID; docs/serving.md)")
+    online.add_argument("--state", default="memory", choices=("memory", "redis"), help="where sessions live")
+    online.add_argument("--redis-url", default="redis://localhost:6379/0", help="with --state redis")
+    online.add_argument("--redis-prefix", default="seqfraud:", help="key prefix, to share one Redis")
+    online.add_argument(
+        "--redis-timeout", type=float, default=0.05, help="seconds before Redis counts as down"
+    )
+    online.add_argument(
+        "--session-ttl", type=float, default=3600.0, help="seconds a session lives after its last event"
+    )
+    online.add_argument(
+        "--max-sessions", type=int, default=100_000, help="open sessions held (--state memory)"
+    )
+    online.add_argument(
+        "--entity-retention", type=float, default=None, help="seconds entity history is kept (default: all)"
+    )
+    online.add_argument(
+        "--snapshot", help="file the memory state is restored from at start and saved to at stop"
+    )
+    online.add_argument(
+        "--on-store-error",
+        default="degraded",
+        choices=("degraded", "fail"),
+        help="when the store is down: score the request's events alone and flag it, or answer 503",
+    )
     add_verification_arguments(p)
     args = p.parse_args(argv)
     if (args.review is None) != (args.decline is None):
         p.error("--review and --decline go together")
 
     apply_verification_arguments(args)  # Scorer.load runs in the app's startup
-    refuse_to_serve(
-        open_artifact(args.artifact, **verification_settings(None, None)).spec
-    )  # before binding a port
+    open_artifact(args.artifact, **verification_settings(None, None))  # refused before binding a port
+    store: StateStore
+    if args.state == "redis":
+        store = RedisStore(
+            args.redis_url,
+            prefix=args.redis_prefix,
+            session_ttl_s=args.session_ttl,
+            entity_retention_s=args.entity_retention,
+            timeout_s=args.redis_timeout,
+        )
+    else:
+        store = MemoryStore(
+            max_sessions=args.max_sessions,
+            session_ttl_s=args.session_ttl,
+            entity_retention_s=args.entity_retention,
+            snapshot=args.snapshot,
+        )
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(
@@ -120,6 +160,8 @@ def main(argv: list[str] | None = None) -> None:
         threads=args.threads,
         thresholds=None if args.review is None else {"review": args.review, "decline": args.decline},
         limits=Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)}),
+        store=store,
+        on_store_error=args.on_store_error,
     )
     run(
         app,

@@ -54,6 +54,9 @@ EMBEDDED_SPEC = (
     "spec.json"  # name of the spec inside each model file, so a model file alone still describes itself
 )
 SIGNATURE_FILE = "manifest.sig"
+# The step function of a GRU model (models.sequence.GRUStep, with a sigmoid): per-event online scoring.
+STEP_FILE = "step.ts"
+STEP_FORMAT = "torchscript"
 SIGNATURE_ALGORITHM = "ed25519"
 VERIFY_KEY_ENV = "SEQFRAUD_VERIFY_KEY"  # public key file(s), separated by os.pathsep
 REQUIRE_SIGNED_ENV = "SEQFRAUD_REQUIRE_SIGNED"  # 1: refuse any artifact not verified by signature
@@ -64,6 +67,8 @@ PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 Model = Callable[[Tensor, Tensor], Tensor]
+# (new events' tokens [B, k, F], hidden state [layers, B, width]) -> (probabilities [B], hidden state)
+Step = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
 class ArtifactError(UserError, ValueError):
@@ -241,24 +246,35 @@ class Artifact:
         held = self.manifest["formats"]
         if fmt not in held:
             raise ArtifactError(f"{self.path}: no {fmt} model in this artifact; it holds {sorted(held)}")
-        name = FORMATS[fmt].file
-        data = self.read(name)
         if fmt == "pt2" and self.signer is None:
             log.warning(
                 "%s: loading a pt2 model that no signature vouches for; torch.export.load unpickles it, so "
                 "whoever can write this file can run code in this process",
-                self.path / name,
+                self.path / FORMATS[fmt].file,
             )
+        return self._load(FORMATS[fmt].file, FORMATS[fmt].load, fmt)
+
+    def load_step(self) -> tuple[Step, tuple[int, int]] | None:
+        """A GRU model's step function and the shape of its per-session state (layers, width); None when the
+        model has none (a transformer rescored on its kept events is the online path then)."""
+        if "step" not in self.manifest:
+            return None
+        step = self.manifest["step"]
+        return self._load(STEP_FILE, _load_torchscript, "step"), (step["layers"], step["width"])
+
+    def _load(self, name: str, load: Callable[[IO[bytes]], tuple[Any, str]], what: str) -> Any:
+        """A module deserialized from the verified bytes of ``name``, refused unless it embeds spec.json."""
+        data = self.read(name)
         try:
-            model, embedded = FORMATS[fmt].load(io.BytesIO(data))
+            module, embedded = load(io.BytesIO(data))
         except Exception as e:  # a corrupt file raises whatever its deserializer raises
-            raise ArtifactError(f"{self.path / name}: cannot load the {fmt} model: {e}") from e
+            raise ArtifactError(f"{self.path / name}: cannot load the {what} model: {e}") from e
         if embedded.encode() != self.read(SPEC_FILE):
             raise ArtifactError(
                 f"{self.path / name}: the spec inside the model differs from {SPEC_FILE}; "
                 "the files come from different exports"
             )
-        return model
+        return module
 
 
 def canonical_json(manifest: dict[str, Any]) -> bytes:
@@ -494,6 +510,20 @@ def _parse_manifest(raw: bytes, where: Path) -> dict[str, Any]:
             "'stacker'",
             f'must be {{"file": "{STACKER_FILE}", "format": "{STACKER_FORMAT}"}} with the file among the '
             f"verified files, got {json.dumps(stacker)[:120]}",
+        )
+    step = manifest.get("step")
+    if step is not None and not (
+        isinstance(step, dict)
+        and set(step) == {"file", "format", "layers", "width"}
+        and step["file"] == STEP_FILE
+        and step["format"] == STEP_FORMAT
+        and STEP_FILE in files
+        and all(_is_int(step[k]) and 0 < step[k] <= 65536 for k in ("layers", "width"))
+    ):
+        raise bad(
+            "'step'",
+            f'must be {{"file": "{STEP_FILE}", "format": "{STEP_FORMAT}", "layers": N, "width": N}} with the '
+            f"file among the verified files, got {json.dumps(step)[:120]}",
         )
     thresholds = manifest["thresholds"]
     for band in ("review", "decline"):

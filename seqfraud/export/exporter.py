@@ -41,6 +41,8 @@ from seqfraud.export.artifact import (
     MANIFEST_FILE,
     RELIABILITY_FILE,
     SPEC_FILE,
+    STEP_FILE,
+    STEP_FORMAT,
     canonical_json,
     file_entries,
     input_schema,
@@ -52,6 +54,7 @@ from seqfraud.export.signing import SigningKeyError, load_private_key
 from seqfraud.features.fastpath import numpy_sequences, vocab_index
 from seqfraud.features.spec import Spec
 from seqfraud.metrics import expected_calibration_error
+from seqfraud.models.sequence import GRUStep, SessionClassifier, can_step
 from seqfraud.preprocess import load_prepared
 from seqfraud.scoring.batch import iter_scores
 from seqfraud.scoring.history import History
@@ -89,6 +92,24 @@ class ProbabilityModel(nn.Module):
 
     def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         return torch.sigmoid(self.net(tokens, lengths))
+
+
+class ProbabilityStep(nn.Module):
+    """The exported step contract of a GRU model (artifact ``step``), for per-event online scoring.
+
+    ``forward(tokens, hidden) -> (probabilities, hidden)``: ``tokens`` int64 ``[B, k, F]`` are ``k`` new events
+    of each session, ``hidden`` float32 ``[layers, B, width]`` the state after its earlier events (zeros before
+    the first); the probabilities equal :class:`ProbabilityModel`'s on the whole session so far, up to
+    ``max_len`` events.
+    """
+
+    def __init__(self, net: SessionClassifier):
+        super().__init__()
+        self.step = GRUStep(net)
+
+    def forward(self, tokens: Tensor, hidden: Tensor) -> tuple[Tensor, Tensor]:
+        logit, hidden = self.step(tokens, hidden)
+        return torch.sigmoid(logit), hidden
 
 
 def export_run(
@@ -174,6 +195,19 @@ def export_run(
             "tolerance": tolerance,
             "validation": check_model_parity(model, loaded, run_dir, spec, tolerance, parity_sessions),
         }
+        step = None
+        if can_step(module.net):
+            stepper = ProbabilityStep(module.net).eval()
+            FORMATS[STEP_FORMAT].save(stepper, spec, tmp / STEP_FILE)
+            step = {
+                "file": STEP_FILE,
+                "format": STEP_FORMAT,
+                "layers": stepper.step.layers,
+                "width": stepper.step.width,
+            }
+            loaded_step = FORMATS[STEP_FORMAT].load(tmp / STEP_FILE)[0]
+            start = torch.zeros(stepper.step.layers, 1, stepper.step.width)
+            parity["step"] = check_step_parity(model, loaded_step, start, run_dir, spec, tolerance)
         scorer = Scorer(
             loaded[formats[0]],
             spec,
@@ -220,9 +254,12 @@ def export_run(
                     RELIABILITY_FILE,
                     *(FORMATS[fmt].file for fmt in formats),
                     *([STACKER_FILE] if stacker else []),
+                    *([STEP_FILE] if step else []),
                 ],
             ),
         }
+        if step is not None:
+            manifest["step"] = step
         if stacker is not None:
             manifest["stacker"] = {"file": STACKER_FILE, "format": STACKER_FORMAT}
         (tmp / MANIFEST_FILE).write_bytes(canonical_json(manifest))
@@ -237,6 +274,7 @@ def export_run(
         for fmt in formats:
             artifact.load_model(fmt)
         artifact.load_stacker()
+        artifact.load_step()
         _publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -435,6 +473,38 @@ def check_model_parity(
         "lengths": [int(ds.lengths[by_length[0]]), int(ds.lengths[by_length[-1]])],
         "max_abs_diff": worst,
     }
+
+
+def check_step_parity(
+    eager: nn.Module,
+    step: Any,
+    start: Tensor,
+    run_dir: Path,
+    spec: Spec,
+    tolerance: float,
+    n_sessions: int = 16,
+) -> dict[str, Any]:
+    """The step function, fed one event at a time, against the eager model on every prefix of validation
+    sessions (the online parity rule: the score after event k is the score of the first k events); ``start`` is
+    the state before a session's first event."""
+    val = load_prepared(rundir.prepared_dir(run_dir)).datasets["val"]
+    ds = read_sessions(val, spec.fields, n_sessions)
+    worst, prefixes = 0.0, 0
+    with torch.inference_mode():
+        for i in range(len(ds)):
+            tokens = collate([ds[i]])["tokens"]
+            hidden = start
+            for k in range(tokens.shape[1]):
+                prob, hidden = step(tokens[:, k : k + 1], hidden)
+                ref = eager(tokens[:, : k + 1], torch.tensor([k + 1]))
+                worst = max(worst, float((prob - ref).abs().max()))
+                prefixes += 1
+    if not worst <= tolerance:
+        raise ExportError(
+            f"the step function differs from the whole-session model by {worst:.3g} > {tolerance} on "
+            "validation prefixes"
+        )
+    return {"sessions": len(ds), "prefixes": prefixes, "max_abs_diff": worst}
 
 
 def check_end_to_end(scorer: Scorer, run_dir: Path, events: str | None, tolerance: float) -> dict[str, Any]:

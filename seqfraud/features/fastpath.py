@@ -71,6 +71,11 @@ def numpy_sequences(events: pl.DataFrame, spec: Spec, index: VocabIndex) -> Sequ
     return Sequences(names, np.stack(columns, axis=1), lengths)
 
 
+def time_delta_ids(seconds: np.ndarray, spec: Spec) -> np.ndarray:
+    """The time-delta field's ids of events that follow others by ``seconds``."""
+    return _bucket(seconds, np.zeros(len(seconds), dtype=bool), spec.edges[S.TIME_DELTA])
+
+
 def _bucket(x: np.ndarray, null: np.ndarray, edges: list[float]) -> np.ndarray:
     """``FIRST_ID + #{edge < x}``; ``NAN`` for NaN and ``MISSING`` where ``null`` (nulls read as NaN here)."""
     ids = np.searchsorted(np.asarray(edges, np.float64), x, side="left").astype(np.int64) + FIRST_ID

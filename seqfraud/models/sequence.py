@@ -349,3 +349,31 @@ class SessionClassifier(nn.Module):
         if self.aggregates is not None:
             h = torch.cat([h, self.aggregates(tokens, lengths)], dim=1)
         return self.head(h).squeeze(-1)
+
+
+class GRUStep(nn.Module):
+    """A GRU classifier one event at a time: the hidden state carries the session, so an event costs O(1).
+
+    ``forward(tokens [B, k, F], hidden [layers, B, d]) -> (logit [B], hidden)`` reads ``k`` new events after
+    the state ``hidden`` (zeros before the first event); the logit equals :class:`SessionClassifier`'s on the
+    whole session so far, as long as it fits in ``max_len`` (a longer one drops its oldest events, which a
+    carried state cannot forget: then the whole kept session is read again).
+    """
+
+    def __init__(self, net: SessionClassifier):
+        super().__init__()
+        if not can_step(net):
+            raise ValueError("only a GRU classifier without the aggregates branch steps one event at a time")
+        encoder = net.encoder
+        assert isinstance(encoder, GRUSessionEncoder)
+        self.embed, self.gru, self.norm, self.head = net.embed, encoder.gru, encoder.norm, net.head
+        self.layers, self.width = encoder.gru.num_layers, encoder.gru.hidden_size  # the state's shape
+
+    def forward(self, tokens: Tensor, hidden: Tensor) -> tuple[Tensor, Tensor]:
+        out, hidden = self.gru(self.embed(tokens), hidden)
+        return self.head(self.norm(out[:, -1])).squeeze(-1), hidden
+
+
+def can_step(net: SessionClassifier) -> bool:
+    """Whether :class:`GRUStep` can carry ``net``'s state."""
+    return isinstance(net.encoder, GRUSessionEncoder) and net.aggregates is None

@@ -69,47 +69,63 @@ class History:
     def context(self, events: pl.DataFrame, spec: Spec) -> pl.DataFrame:
         """``events`` (normalized, the sessions being scored) with their entity features, read from the history
         and from ``events`` themselves."""
-        entity = _entity(spec)
         scored = events[S.SESSION_ID].unique()
         if n := int(self.events[S.SESSION_ID].is_in(scored.implode()).sum()):
             raise DataValidationError(
                 f"history: {n:,} event row(s) belong to sessions being scored; a history holds other sessions "
                 "only (the scored events are context for each other already)"
             )
-        columns = [S.SESSION_ID, S.TS_US, *entity.columns]
-        offset = events.height
-        both = pl.concat(
-            [
-                events.select(pl.col(S.ROW_INDEX).cast(pl.Int64), *columns),
-                self.events.select((pl.col(S.ROW_INDEX).cast(pl.Int64) + offset), *columns),
-            ]
+        return entity_context(
+            events, self.events, self.labels, self.label_source, self.labels_on_events, spec
         )
-        sessions = both.group_by(S.SESSION_ID).agg(
-            pl.col(S.TS_US).min().alias(S.START_TIME),
-            pl.col(S.TS_US).max().alias(S.END_TIME),
-            pl.len().alias("n_events"),
+
+
+def entity_context(
+    events: pl.DataFrame,
+    context: pl.DataFrame,
+    labels: pl.DataFrame,
+    label_source: str,
+    labels_on_events: bool,
+    spec: Spec,
+) -> pl.DataFrame:
+    """``events`` with their entity features, read from ``events`` and the ``context`` rows (``__row``, session,
+    time, entity columns: other sessions' events, and the scored sessions' earlier events that are not in
+    ``events``), with ``labels`` (``session_id``, ``label``, label time) of the labelled sessions among them."""
+    entity = _entity(spec)
+    columns = [S.SESSION_ID, S.TS_US, *entity.columns]
+    offset = events.height
+    both = pl.concat(
+        [
+            events.select(pl.col(S.ROW_INDEX).cast(pl.Int64), *columns),
+            context.select((pl.col(S.ROW_INDEX).cast(pl.Int64) + offset), *columns),
+        ]
+    )
+    sessions = both.group_by(S.SESSION_ID).agg(
+        pl.col(S.TS_US).min().alias(S.START_TIME),
+        pl.col(S.TS_US).max().alias(S.END_TIME),
+        pl.len().alias("n_events"),
+    )
+    labelled = sessions.join(labels, on=S.SESSION_ID, how="inner")
+    if S.LABEL_TIME_US not in labelled.columns:
+        labelled = labelled.with_columns(pl.lit(None, pl.Int64).alias(S.LABEL_TIME_US))
+    if entity.risk:
+        labelled = label_known(
+            labelled,
+            spec.schema,
+            label_source,
+            label_delay_us(entity.label_delay),
+            rows_are_events=labels_on_events,
         )
-        labelled = sessions.join(self.labels, on=S.SESSION_ID, how="inner")
-        if S.LABEL_TIME_US not in labelled.columns:
-            labelled = labelled.with_columns(pl.lit(None, pl.Int64).alias(S.LABEL_TIME_US))
-        if entity.risk:
-            labelled = label_known(
-                labelled,
-                spec.schema,
-                self.label_source,
-                label_delay_us(entity.label_delay),
-                rows_are_events=self.labels_on_events,
-            )
-        else:
-            labelled = labelled.with_columns(pl.lit(None, pl.Int64).alias(S.LABEL_KNOWN))
-        rows = kernel_rows(both.lazy(), labelled, entity).collect()
-        out = events.lazy()
-        row_type = events.schema[S.ROW_INDEX]
-        for column in entity.columns:
-            features = column_features(rows, column, entity).filter(pl.col(S.ROW_INDEX) < offset)
-            features = features.with_columns(pl.col(S.ROW_INDEX).cast(row_type))
-            out = attach(out, features.lazy(), entity.column_feature_names(column))
-        return out.collect()
+    else:
+        labelled = labelled.with_columns(pl.lit(None, pl.Int64).alias(S.LABEL_KNOWN))
+    rows = kernel_rows(both.lazy(), labelled, entity).collect()
+    out = events.lazy()
+    row_type = events.schema[S.ROW_INDEX]
+    for column in entity.columns:
+        features = column_features(rows, column, entity).filter(pl.col(S.ROW_INDEX) < offset)
+        features = features.with_columns(pl.col(S.ROW_INDEX).cast(row_type))
+        out = attach(out, features.lazy(), entity.column_feature_names(column))
+    return out.collect()
 
 
 def _entity(spec: Spec) -> EntitySpec:
@@ -132,10 +148,10 @@ def require_history(spec: Spec, history: History | None) -> History | None:
 
 
 def refuse_to_serve(spec: Spec) -> None:
-    """The HTTP service keeps no history yet: an entity-aware artifact would score every session as if alone."""
+    """A request alone is no history: an entity-aware artifact would score every session as if alone."""
     if spec.entity is not None:
         raise HistoryRequired(
-            f"this model reads entity features of {list(spec.entity.columns)} from other sessions, and the HTTP "
-            "service keeps no history of them yet; score it in batch with seqfraud score --history-events PATH "
-            "(docs/entities.md)"
+            f"this model reads entity features of {list(spec.entity.columns)} from other sessions, which a "
+            "request alone does not hold: send the events to POST /events, where the service keeps that "
+            "history (docs/serving.md), or score in batch with seqfraud score --history-events PATH"
         )

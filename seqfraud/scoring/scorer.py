@@ -15,7 +15,7 @@ from seqfraud import schema as S
 from seqfraud.baselines import Stacker
 from seqfraud.calibration import Calibration
 from seqfraud.decisions import BANDS, assign_bands, check_thresholds
-from seqfraud.export.artifact import Model, open_artifact, verification_settings
+from seqfraud.export.artifact import Model, Step, open_artifact, verification_settings
 from seqfraud.features.fastpath import numpy_sequences, vocab_index
 from seqfraud.features.spec import MISSING, Spec
 from seqfraud.features.tokens import Sequences, polars_sequences
@@ -56,6 +56,7 @@ class Scorer:
         device: str = "cpu",
         history: History | None = None,
         stacker: Stacker | None = None,
+        step: tuple[Step, tuple[int, int]] | None = None,
     ):
         self.device = torch.device(device)
         # Loaded models are torch modules (TorchScript or torch.export); Model only spells their call signature.
@@ -73,6 +74,7 @@ class Scorer:
         self._vocab_index = vocab_index(spec)
         self.history = history  # what entity features read; checked at each score, when it is needed
         self.stacker = stacker  # LightGBM over the aggregates and the model's score, for model=stacked runs
+        self.step = step  # a GRU's step function and state shape, for per-event online scoring (online.py)
 
     @classmethod
     def load(
@@ -102,6 +104,7 @@ class Scorer:
             manifest=artifact.manifest,
             calibration=artifact.calibration,
             stacker=artifact.load_stacker(),
+            step=artifact.load_step(),
             **kwargs,
         )
 

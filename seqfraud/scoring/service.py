@@ -47,9 +47,11 @@ from seqfraud.data.events import DataValidationError
 from seqfraud.decisions import BANDS
 from seqfraud.features.spec import Spec
 from seqfraud.scoring.explain import scored_occlusion
-from seqfraud.scoring.history import refuse_to_serve
+from seqfraud.scoring.history import HistoryRequired, refuse_to_serve
+from seqfraud.scoring.online import OnlineScorer, read_labels
 from seqfraud.scoring.prepare import as_frame, normalized_events
 from seqfraud.scoring.scorer import Scorer
+from seqfraud.scoring.state import MemoryStore, StateStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +208,37 @@ def request_models(spec: Spec, limits: Limits) -> tuple[TypeAdapter, TypeAdapter
     return TypeAdapter(session), TypeAdapter(batch)
 
 
+def online_request_models(spec: Spec, limits: Limits) -> tuple[TypeAdapter, TypeAdapter]:
+    """Validators of ``POST /events`` (events of any open sessions, each with its ``data.schema.event_id``
+    when the log has one) and ``POST /labels`` (a session's label and when it became known)."""
+    s = spec.schema
+    fields = {
+        s.session_id: Required[IDENT],
+        s.timestamp: Required[TIMESTAMP],
+        s.event_type: Required[IDENT],
+        **({s.event_id: NotRequired[IDENT]} if s.event_id else {}),
+        **{c: NotRequired[CATEGORY] for c in (*s.categorical, *s.entities)},
+        **{c: NotRequired[NUMBER] for c in s.numerical},
+    }
+    event: Any = with_config(FORBID)(_dynamic_typed_dict("OnlineEvent", fields))
+    events: Any = Annotated[list[event], Field(min_length=1, max_length=limits.max_events_per_session)]
+    label: Any = with_config(FORBID)(
+        _dynamic_typed_dict(
+            "Label",
+            {
+                S.SESSION_ID: Required[IDENT],
+                S.LABEL: Required[Annotated[int, Field(strict=True, ge=0, le=1)]],
+                "label_time": NotRequired[Annotated[TIMESTAMP | None, Field(default=None)]],
+            },
+        )
+    )
+    labels: Any = Annotated[list[label], Field(min_length=1, max_length=limits.max_sessions_per_batch)]
+    return (
+        TypeAdapter(with_config(FORBID)(_dynamic_typed_dict("EventsRequest", {"events": Required[events]}))),
+        TypeAdapter(with_config(FORBID)(_dynamic_typed_dict("LabelsRequest", {"labels": Required[labels]}))),
+    )
+
+
 # Response bodies, for the OpenAPI document.
 ScoreResult: Any = _dynamic_typed_dict(
     "ScoreResult", {S.SESSION_ID: str, S.SCORE: float, S.BAND: Literal[BANDS]}
@@ -225,6 +258,17 @@ ExplainResponse = _dynamic_typed_dict(
 FieldError = TypedDict("FieldError", {"loc": str, "msg": str})
 ErrorResponse = TypedDict("ErrorResponse", {"detail": Required[str], "errors": NotRequired[list[FieldError]]})
 Health = TypedDict("Health", {"status": str, "model_version": str})
+EventResult: Any = _dynamic_typed_dict(
+    "EventResult", {**ScoreResult.__annotations__, "n_events": int, "degraded": bool}
+)
+EventsResponse = TypedDict(
+    "EventsResponse", {"results": list[EventResult], "model_version": str, "latency_ms": float}
+)
+LabelsResponse = TypedDict("LabelsResponse", {"accepted": int})
+SessionResponse: Any = _dynamic_typed_dict(
+    "SessionResponse",
+    {**ScoreResult.__annotations__, S.RAW_SCORE: float, "n_events": int, "updated_at": float},
+)
 
 
 def request_examples(spec: Spec) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -247,6 +291,7 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     words = {
         400: "malformed JSON",
         413: "body too large",
+        404: "no such open session",
         415: "not application/json",
         422: "a field is missing, mistyped, unknown or out of range",
         503: "busy: retry after Retry-After seconds",
@@ -344,6 +389,15 @@ def explained_session(scorer: Scorer, records: list[dict[str, Any]]) -> dict[str
     return scores.select(S.SESSION_ID, S.SCORE, S.BAND).row(0, named=True) | {"events": events.to_dicts()}
 
 
+def stateless(scorer: Scorer) -> None:
+    """``/score``, ``/score/batch`` and ``/explain`` read the request alone: an entity-aware model needs the
+    history that only ``/events`` keeps."""
+    try:
+        refuse_to_serve(scorer.spec)
+    except HistoryRequired as e:
+        raise RequestError(422, str(e)) from None
+
+
 def public_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
     """The manifest as ``/metadata`` shows it: without ``source.run_dir``, a path on the exporting machine."""
     source = manifest.get("source")
@@ -394,23 +448,30 @@ def create_app(
     thresholds: Mapping[str, float] | None = None,
     limits: Limits = Limits(),
     threads: int = 1,
+    store: StateStore | None = None,
+    on_store_error: str = "degraded",
 ) -> FastAPI:
     """The service for one artifact; the model is verified and loaded when the app starts, not per request.
 
     ``threads`` is torch's intra-op thread count: 1 keeps single-request latency low and lets requests
-    run side by side on the other cores.
+    run side by side on the other cores. ``store`` keeps the open sessions, entity history and labels of
+    ``/events`` and ``/labels`` (:mod:`seqfraud.scoring.online`; default a :class:`MemoryStore`), closed
+    (and so snapshotted) at shutdown; ``on_store_error`` is ``degraded`` or ``fail`` when it is unreachable.
     """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         torch.set_num_threads(threads)
         scorer = Scorer.load(artifact, fmt=fmt, thresholds=thresholds)
-        refuse_to_serve(scorer.spec)
         scorer.warmup()
         gc.collect()
         gc.freeze()  # a full collection over torch's and Polars' objects stops every thread for ~150 ms
         app.state.scorer = scorer
         app.state.validators = request_models(scorer.spec, limits)
+        app.state.online = OnlineScorer(
+            scorer, store if store is not None else MemoryStore(), on_store_error=on_store_error
+        )
+        app.state.online_validators = online_request_models(scorer.spec, limits)
         # One worker process per batch and explain slot: a request its Capacity admits never waits for one.
         # forkserver: workers fork from a clean process (never from this one's threads), with the imports done.
         workers = limits.max_batch_in_flight + limits.max_explain_in_flight
@@ -438,6 +499,7 @@ def create_app(
         finally:
             app.state.workers.shutdown(wait=True, cancel_futures=True)  # else they would outlive this process
             del app.state.workers
+            app.state.online.store.close()
             gc.collect()  # the pool's queues sit in a reference cycle: free their semaphores now, not as "leaked"
 
     app = FastAPI(title="seqfraud scoring", lifespan=lifespan)
@@ -447,6 +509,8 @@ def create_app(
             ("/score", limits.max_score_in_flight),
             ("/score/batch", limits.max_batch_in_flight),
             ("/explain", limits.max_explain_in_flight),
+            ("/events", limits.max_score_in_flight),
+            ("/labels", limits.max_batch_in_flight),
         ]
     }
 
@@ -498,6 +562,7 @@ def create_app(
     async def read_session(request: Request, body: bytes) -> tuple[Scorer, list[dict[str, Any]]]:
         """The scorer and one session's validated event records, as ``/score`` and ``/explain`` take them."""
         scorer: Scorer = request.app.state.scorer
+        stateless(scorer)
         session_validator, _ = request.app.state.validators
         if len(body) > OFF_LOOP_BYTES:
             parsed = await run_in_threadpool(parse, session_validator, body)
@@ -551,6 +616,7 @@ def create_app(
         """Many sessions: ``{"sessions": [{"events": [...]}, ...]}``; results in request order."""
         t0 = time.perf_counter()
         scorer: Scorer = request.app.state.scorer
+        stateless(scorer)
         async with admitted(request, "/score/batch", limits.max_body_bytes) as body:
             results = await asyncio.get_running_loop().run_in_executor(app.state.workers, _worker_batch, body)
         return JSONResponse(
@@ -561,18 +627,89 @@ def create_app(
             }
         )
 
+    def store_down(e: StoreUnavailable) -> RequestError:
+        return RequestError(
+            503, f"the state store is unavailable: {e}", headers={"Retry-After": str(limits.retry_after_s)}
+        )
+
+    @app.post("/events", response_model=EventsResponse, responses=_errors(400, 413, 415, 422, 503))
+    async def events(request: Request) -> JSONResponse:
+        """Events of open sessions, ``{"events": [{column: value, ...}, ...]}``: each touched session's score
+        after them (a repeated event changes nothing); ``degraded`` when the store could not be reached."""
+        t0 = time.perf_counter()
+        online: OnlineScorer = request.app.state.online
+        async with admitted(request, "/events", limits.max_session_body_bytes) as body:
+            parsed = await run_in_threadpool(parse, request.app.state.online_validators[0], body)
+            try:
+                results = await run_in_threadpool(online.events, parsed["events"], source="request")
+            except StoreUnavailable as e:
+                raise store_down(e) from None
+        return JSONResponse(
+            {
+                "results": results,
+                "model_version": online.scorer.model_version,
+                "latency_ms": round((time.perf_counter() - t0) * 1e3, 3),
+            }
+        )
+
+    @app.post("/labels", response_model=LabelsResponse, responses=_errors(400, 413, 415, 422, 503))
+    async def labels(request: Request) -> JSONResponse:
+        """Confirmed labels, ``{"labels": [{"session_id": ..., "label": 0 | 1, "label_time": ...}]}``: the
+        entity risk features count each one from the time it became known."""
+        online: OnlineScorer = request.app.state.online
+        async with admitted(request, "/labels", limits.max_session_body_bytes) as body:
+            parsed = await run_in_threadpool(parse, request.app.state.online_validators[1], body)
+            taken = read_labels(parsed["labels"], online.spec, "request")
+            try:
+                await run_in_threadpool(online.labels, taken)
+            except StoreUnavailable as e:
+                raise store_down(e) from None
+        return JSONResponse({"accepted": len(taken)})
+
+    @app.get("/sessions/{session_id}", response_model=SessionResponse, responses=_errors(404, 503))
+    async def session(request: Request, session_id: str) -> JSONResponse:
+        """An open session's latest score and state; 404 once it expired, or before its first event."""
+        online: OnlineScorer = request.app.state.online
+        try:
+            state = await run_in_threadpool(online.session, session_id)
+        except StoreUnavailable as e:
+            raise store_down(e) from None
+        if state is None:
+            raise RequestError(404, f"no open session {session_id!r} (never seen, or expired)")
+        return JSONResponse(state.public())
+
     def openapi() -> dict[str, Any]:
         """FastAPI's document plus the request bodies, from the validators of the loaded artifact's schema."""
         if app.openapi_schema is None:
             doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
             session_validator, batch_validator = app.state.validators
-            examples = dict(zip(["session", "batch"], request_examples(app.state.scorer.spec)))
+            events_validator, labels_validator = app.state.online_validators
+            session_example, batch_example = request_examples(app.state.scorer.spec)
+            examples = {
+                "session": session_example,
+                "batch": batch_example,
+                "events": session_example,
+                "labels": {
+                    "labels": [{S.SESSION_ID: "s1", S.LABEL: 1, "label_time": "2026-03-20T00:00:00Z"}]
+                },
+            }
             refs, defs = TypeAdapter.json_schemas(
-                [("session", "validation", session_validator), ("batch", "validation", batch_validator)],
+                [
+                    ("session", "validation", session_validator),
+                    ("batch", "validation", batch_validator),
+                    ("events", "validation", events_validator),
+                    ("labels", "validation", labels_validator),
+                ],
                 ref_template="#/components/schemas/{model}",
             )
             doc.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
-            for path, key in [("/score", "session"), ("/explain", "session"), ("/score/batch", "batch")]:
+            for path, key in [
+                ("/score", "session"),
+                ("/explain", "session"),
+                ("/score/batch", "batch"),
+                ("/events", "events"),
+                ("/labels", "labels"),
+            ]:
                 doc["paths"][path]["post"]["requestBody"] = {
                     "required": True,
                     "content": {

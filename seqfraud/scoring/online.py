@@ -1,0 +1,373 @@
+"""Per-event online scoring: a fresh score after every event of an open session, from state that outlives a request.
+
+**The parity rule.** The score after a session's k-th event equals what :meth:`Scorer.score` gives the first k
+events, within 1e-5: the same validation, tokens, entity features, model, stacker, calibration and bands,
+recency positions and truncation at ``max_len`` included. Tests hold every path below to it.
+
+How each event is scored:
+
+- Its tokens are computed once, when it arrives (the time delta from the session's previous event), and kept
+  with the session: the events before it never change, so the session is never tokenized again.
+- A GRU artifact carries its hidden state (:class:`~seqfraud.models.sequence.GRUStep`, the artifact's
+  ``step``): an event costs O(1). Past ``max_len`` events the oldest is cut off, which a carried state cannot
+  forget, so from then on the kept events are read again.
+- A transformer reads the kept tokens again: recency positions change with every event, so cached keys and
+  values of earlier events would not stay valid (O(max_len) per event at most; BENCHMARKS.md measures it).
+- An event older than the session's latest one (late delivery) rebuilds the session from its events.
+- Entity features (:mod:`seqfraud.features.entities`) are computed at arrival from the store's entity history:
+  the events of every other session that shares a value with the new events, and the labels that have
+  arrived. That is exactly the batch features' input for those values, so live and batch features agree.
+
+A repeated event (the same ``data.schema.event_id``) changes nothing; without an id column every event counts. When the store is unreachable, ``on_store_error="degraded"`` scores the request's events as
+a session alone (entity features missing) and flags the answer, ``"fail"`` raises :class:`StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, cast
+
+import numpy as np
+import polars as pl
+import torch
+
+from seqfraud import schema as S
+from seqfraud.data.events import DataValidationError
+from seqfraud.export.artifact import Step
+from seqfraud.features.entities import EntitySpec
+from seqfraud.features.fastpath import numpy_sequences, time_delta_ids
+from seqfraud.features.spec import Spec
+from seqfraud.features.tokens import Sequences
+from seqfraud.scoring.history import entity_context
+from seqfraud.scoring.prepare import as_frame, normalized_events
+from seqfraud.scoring.scorer import Scorer
+from seqfraud.scoring.state import EntityRow, Label, StateStore, StoreUnavailable
+
+ON_STORE_ERROR = ("degraded", "fail")
+STATE_VERSION = 1
+
+
+@dataclass
+class SessionState:
+    """An open session: its events as sent (for a rebuild and the stacker), their kept tokens, the carried
+    GRU state, and the latest score."""
+
+    session_id: str
+    keys: list[str] = field(default_factory=list)  # of the events taken, in arrival order
+    records: list[dict[str, Any]] = field(default_factory=list)
+    tokens: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))  # the kept events'
+    n_events: int = 0
+    last_ts_us: int | None = None
+    hidden: np.ndarray | None = None  # [layers, width]; None: not carried (no step, or past max_len)
+    score: float = float("nan")
+    raw_score: float = float("nan")
+    band: str = ""
+    updated_at: float = 0.0
+
+    def encode(self) -> bytes:
+        """``[header length][JSON header][tokens][hidden]``: plain bytes, read back by :meth:`decode` without
+        unpickling anything (the arrays are raw little-endian int64 and float32 of the shapes the header gives)."""
+        meta = {k: getattr(self, k) for k in ("session_id", "keys", "records", "n_events", "last_ts_us")}
+        meta |= {k: getattr(self, k) for k in ("score", "raw_score", "band", "updated_at")}
+        meta |= {
+            "version": STATE_VERSION,
+            "tokens": list(self.tokens.shape),
+            "hidden": None if self.hidden is None else list(self.hidden.shape),
+        }
+        header = json.dumps(meta).encode()
+        hidden = b"" if self.hidden is None else self.hidden.astype("<f4").tobytes()
+        return len(header).to_bytes(4, "little") + header + self.tokens.astype("<i8").tobytes() + hidden
+
+    @classmethod
+    def decode(cls, data: bytes, n_fields: int, hidden_shape: tuple[int, int] | None) -> SessionState:
+        """A state of :meth:`encode`, checked against the artifact's shapes: a state written by another model
+        (or damaged) is refused rather than scored."""
+        try:
+            size = int.from_bytes(data[:4], "little")
+            meta = json.loads(data[4 : 4 + size])
+            if meta.pop("version") != STATE_VERSION:
+                raise ValueError("a state of another seqfraud version")
+            tokens_shape, hidden_at = meta.pop("tokens"), meta.pop("hidden")
+            start = 4 + size
+            end = start + 8 * tokens_shape[0] * tokens_shape[1]
+            tokens = np.frombuffer(data[start:end], dtype="<i8").reshape(tokens_shape).astype(np.int64)
+            hidden = None
+            if hidden_at is not None:
+                hidden = np.frombuffer(data[end:], dtype="<f4").reshape(hidden_at).astype(np.float32)
+            elif len(data) != end:
+                raise ValueError("trailing bytes")
+            state = cls(tokens=tokens, hidden=hidden, **meta)
+        except (ValueError, TypeError, KeyError, IndexError) as e:
+            raise ValueError(f"unreadable session state: {e}") from e
+        if tokens.shape[1] != n_fields and len(tokens):
+            raise ValueError(f"session {state.session_id!r}: its state holds tokens of another model")
+        if hidden is not None and (hidden_shape is None or hidden.shape != hidden_shape):
+            raise ValueError(f"session {state.session_id!r}: its state holds a hidden state of another model")
+        return state
+
+    def public(self) -> dict[str, Any]:
+        """What ``GET /sessions/{id}`` shows."""
+        return {
+            S.SESSION_ID: self.session_id,
+            S.SCORE: self.score,
+            S.BAND: self.band,
+            S.RAW_SCORE: self.raw_score,
+            "n_events": self.n_events,
+            "updated_at": self.updated_at,
+        }
+
+
+def event_key(record: Mapping[str, Any], event_id: str | None, arrival: str) -> str:
+    """The event's id where the log has one (``data.schema.event_id``): a resent event is the same key. Without
+    one, two events with equal fields may both be real (a double click logged to the second), so every event
+    counts: ``arrival`` makes its key unique."""
+    if event_id is not None and record.get(event_id) is not None:
+        return f"id:{record[event_id]}"
+    return f"new:{arrival}"
+
+
+class OnlineScorer:
+    """:class:`Scorer` plus a :class:`StateStore`: events in, each touched session's updated score out."""
+
+    def __init__(
+        self,
+        scorer: Scorer,
+        store: StateStore,
+        *,
+        on_store_error: str = "degraded",
+    ):
+        if on_store_error not in ON_STORE_ERROR:
+            raise ValueError(f"on_store_error must be one of {ON_STORE_ERROR}, got {on_store_error!r}")
+        self.scorer, self.store, self.spec = scorer, store, scorer.spec
+        step = scorer.step
+        self.step: Step | None = step[0] if step is not None else None
+        self.hidden_shape: tuple[int, int] | None = step[1] if step is not None else None
+        self.on_store_error = on_store_error
+        self._delta_field = self.spec.fields.index(S.TIME_DELTA)
+        self._arrivals = itertools.count()
+
+    def events(self, records: list[dict[str, Any]], *, source: str = "request") -> list[dict[str, Any]]:
+        """Take events of one or more open sessions; per touched session (in order of first appearance) its
+        ``session_id, score, band, n_events, degraded``. Every event is validated before any state changes."""
+        schema = self.spec.schema
+        arrival = f"{time.time_ns()}-{next(self._arrivals)}"
+        keys = [event_key(r, schema.event_id, f"{arrival}-{i}") for i, r in enumerate(records)]
+        if schema.event_id:
+            records = [{k: v for k, v in r.items() if k != schema.event_id} for r in records]
+        events = normalized_events(as_frame(records, self.spec, source).lazy(), self.spec, source)
+        sids = events[S.SESSION_ID].to_list()
+        by_session: dict[str, list[int]] = {}
+        for i, sid in enumerate(sids):
+            by_session.setdefault(sid, []).append(i)
+        results = []
+        for sid, rows in by_session.items():
+            try:
+                state = self._take(sid, [keys[i] for i in rows], [records[i] for i in rows], events[rows])
+            except StoreUnavailable:
+                if self.on_store_error == "fail":
+                    raise
+                results.append(self._alone(sid, events[rows]))
+                continue
+            results.append(
+                {S.SESSION_ID: sid, S.SCORE: state.score, S.BAND: state.band, "n_events": state.n_events}
+                | {"degraded": False}
+            )
+        return results
+
+    def labels(self, labels: list[Label]) -> None:
+        self.store.add_labels(labels)
+
+    def session(self, session_id: str) -> SessionState | None:
+        data = self.store.get(session_id)
+        return None if data is None else self._decode(data)
+
+    def _decode(self, data: bytes) -> SessionState:
+        return SessionState.decode(data, len(self.spec.fields), self.hidden_shape)
+
+    def _take(
+        self, sid: str, keys: list[str], records: list[dict[str, Any]], events: pl.DataFrame
+    ) -> SessionState:
+        """Apply a session's new events to its state, atomically, then record them in the entity history."""
+        taken: list[int] = []
+        latest: list[SessionState] = []
+
+        def change(data: bytes | None) -> bytes | None:
+            state = SessionState(sid) if data is None else self._decode(data)
+            latest[:] = [state]
+            seen = set(state.keys)
+            new = [i for i, k in enumerate(keys) if not (k in seen or seen.add(k))]  # type: ignore[func-returns-value]
+            taken[:] = new
+            if not new:
+                return None
+            self._advance(state, [keys[i] for i in new], [records[i] for i in new], events[new])
+            return state.encode()
+
+        self.store.update(sid, change)
+        state = latest[0]
+        if taken and self.spec.entity is not None:
+            new = events[taken]
+            columns = self.spec.entity.columns
+            self.store.add_entity_rows(
+                [
+                    EntityRow(keys[i], sid, ts, tuple(row))
+                    for i, ts, *row in zip(
+                        taken, new[S.TS_US].to_list(), *(new[c].to_list() for c in columns)
+                    )
+                ]
+            )
+        return state
+
+    def _advance(
+        self, state: SessionState, keys: list[str], records: list[dict[str, Any]], new: pl.DataFrame
+    ) -> None:
+        """The state after ``new`` (normalized events of the session not seen before)."""
+        ts = new[S.TS_US].to_numpy()
+        in_order = state.last_ts_us is None or int(ts.min()) >= state.last_ts_us
+        state.keys += keys
+        state.records += records
+        state.n_events += len(records)
+        if not in_order or len(records) > self.spec.max_len:  # a late event: the session as if scored whole
+            events = self._normalized(state.records, state.session_id)
+            seqs = self._tokens(self._in_context(events, state.keys))
+            state.tokens, state.hidden = seqs.tokens, None
+            state.last_ts_us = int(events[S.TS_US].to_numpy().max())
+            added = state.tokens
+        else:
+            seqs = self._tokens(self._in_context(new, keys))
+            added = seqs.tokens
+            if state.last_ts_us is not None:
+                first_ts = int(np.sort(ts)[0])
+                added[0, self._delta_field] = time_delta_ids(
+                    np.array([(first_ts - state.last_ts_us) / 1e6]), self.spec
+                )[0]
+            state.tokens = np.concatenate([state.tokens.reshape(-1, added.shape[1]), added])[
+                -self.spec.max_len :
+            ]
+            state.last_ts_us = int(ts.max())
+        raw = self._predict(state, added)
+        if self.scorer.stacker is not None:
+            events = self._normalized(state.records, state.session_id)
+            raw = self.scorer.stacker.combine(self.scorer.stacker.aggregates(events, [state.session_id]), raw)
+        score = self.scorer.calibrate(raw)
+        state.raw_score, state.score = float(raw[0]), float(score[0])
+        state.band = self.scorer.bands(score)[0]
+        state.updated_at = time.time()
+
+    def _predict(self, state: SessionState, added: np.ndarray) -> np.ndarray:
+        """The model's probability for the kept events: one step from the carried state where there is one."""
+        kept = len(state.tokens)
+        if self.step is None or state.n_events > self.spec.max_len:
+            state.hidden = None
+            return self.scorer.predict(Sequences([state.session_id], state.tokens, np.array([kept])))
+        if state.hidden is None:  # a rebuilt session: its whole kept history from the start
+            added, state.hidden = (
+                state.tokens,
+                np.zeros(cast(tuple[int, int], self.hidden_shape), dtype=np.float32),
+            )
+        with torch.inference_mode():
+            prob, hidden = self.step(torch.from_numpy(added)[None], torch.from_numpy(state.hidden)[:, None])
+        state.hidden = hidden[:, 0].numpy().copy()
+        return prob.numpy().astype(np.float32)
+
+    def _normalized(self, records: list[dict[str, Any]], sid: str) -> pl.DataFrame:
+        return normalized_events(
+            as_frame(records, self.spec, f"session {sid!r}").lazy(), self.spec, f"session {sid!r}"
+        )
+
+    def _tokens(self, events: pl.DataFrame) -> Sequences:
+        seqs = numpy_sequences(events, self.spec, self.scorer._vocab_index)
+        if len(seqs) != 1:
+            raise DataValidationError("online scoring takes the events of one session at a time")
+        return seqs
+
+    def _in_context(self, events: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+        """Normalized events of one session with their entity features, from the live entity history."""
+        return events if self.spec.entity is None else live_context(self.store, events, keys, self.spec)
+
+    def _alone(self, sid: str, events: pl.DataFrame) -> dict[str, Any]:
+        """A degraded answer: the request's events scored as a session on their own, entity features missing."""
+        if self.spec.entity is not None:
+            names = self.spec.entity.feature_names()
+            events = events.with_columns(pl.lit(None, pl.Float32).alias(c) for c in names)
+        row = self.scorer.score_sequences(self.scorer.sequences(events), events).row(0, named=True)
+        return {S.SESSION_ID: sid, S.SCORE: row[S.SCORE], S.BAND: row[S.BAND], "n_events": events.height} | {
+            "degraded": True
+        }
+
+
+def live_context(store: StateStore, events: pl.DataFrame, keys: list[str], spec: Spec) -> pl.DataFrame:
+    """``events`` (one session's, with their event ``keys``) with their entity features from the live history:
+    every event of every other session that shares an entity value with them, the session's own earlier events
+    (a pair of values first seen together there is not new when another session shows it), and the labels of
+    the other sessions. Whole sessions come, so each one's end time (a label delay counts from it) is its own,
+    as in batch; every row of a value the kernel reads is there, which is all :func:`column_features` needs."""
+    entity = cast(EntitySpec, spec.entity)
+    (sid,) = events[S.SESSION_ID].unique().to_list()
+    sharing: set[str] = set()
+    for i, column in enumerate(entity.columns):
+        values = [v for v in events[column].unique().to_list() if v is not None]
+        if values:
+            sharing |= store.sessions_with(i, values)
+    sharing.discard(sid)
+    taken = set(keys)
+    rows = [
+        r for r in store.entity_rows([*sorted(sharing), sid]) if r.session_id != sid or r.key not in taken
+    ]
+    rows.sort(key=lambda r: (r.ts_us, r.session_id, r.key))
+    context = pl.DataFrame(
+        {
+            S.ROW_INDEX: pl.Series(range(len(rows)), dtype=pl.Int64),
+            S.SESSION_ID: pl.Series([r.session_id for r in rows], dtype=pl.String),
+            S.TS_US: pl.Series([r.ts_us for r in rows], dtype=pl.Int64),
+            **{
+                c: pl.Series([r.values[i] for r in rows], dtype=pl.String)
+                for i, c in enumerate(entity.columns)
+            },
+        }
+    )
+    labels = store.labels(sorted(sharing))
+    table = pl.DataFrame(
+        {
+            S.SESSION_ID: pl.Series([lb.session_id for lb in labels], dtype=pl.String),
+            S.LABEL: pl.Series([lb.label for lb in labels], dtype=pl.Int8),
+            S.LABEL_TIME_US: pl.Series([lb.label_time_us for lb in labels], dtype=pl.Int64),
+        }
+    )
+    return entity_context(events, context, table, "POST /labels", False, spec)
+
+
+LABEL_TIME = "label_time"  # the key of POST /labels that says when a label became known
+
+
+def read_labels(labels: list[Mapping[str, Any]], spec: Spec, source: str) -> list[Label]:
+    """Labels as ``POST /labels`` sends them (``session_id``, ``label``, ``label_time``), with the label times
+    read by the event timestamp's own rules (RFC 3339, or integer epochs in the training unit), refused when the
+    model could not use them as batch training did."""
+    s, entity = spec.schema, spec.entity
+    if entity is None or not entity.risk:
+        raise DataValidationError(f"{source}: this model reads no labels (it has no entity risk features)")
+    times = [lb.get(LABEL_TIME) for lb in labels]
+    given = [i for i, t in enumerate(times) if t is not None]
+    if given and not s.label_time:
+        raise DataValidationError(
+            f"{source}: {len(given):,} label(s) carry a {LABEL_TIME!r}, but this model counts when a label is "
+            f"known from the session's end plus its label delay ({entity.label_delay}); leave {LABEL_TIME!r} out"
+        )
+    blind = sum(t is None and lb[S.LABEL] == 1 for t, lb in zip(times, labels))
+    if s.label_time and entity.label_delay is None and blind:
+        raise DataValidationError(
+            f"{source}: {blind:,} positive label(s) have no {LABEL_TIME!r}, and this model has no label delay to "
+            "fall back on, so they would never be known"
+        )
+    us: list[int | None] = [None] * len(labels)
+    if given:
+        lt_spec = replace(spec, schema=replace(s, timestamp=LABEL_TIME, label_time=None, event_id=None))
+        records = [{LABEL_TIME: times[i], s.session_id: "-", s.event_type: "-"} for i in given]
+        frame = normalized_events(as_frame(records, lt_spec, source).lazy(), lt_spec, source)
+        for i, t in zip(given, frame[S.TS_US].to_list()):
+            us[i] = t
+    return [Label(str(lb[S.SESSION_ID]), int(lb[S.LABEL]), t) for lb, t in zip(labels, us)]

@@ -1,0 +1,241 @@
+"""The online state in Redis, so that every replica of the scoring service sees the same sessions, entity
+history and labels.
+
+Pointing the service at a Redis deployment is one URL (redis-py's forms):
+
+- ``redis://host:6379/0``: plain TCP, database 0;
+- ``rediss://host:6380/0``: TLS (``?ssl_cert_reqs=required&ssl_ca_certs=/path/ca.pem`` to pin a CA);
+- ``unix:///run/redis/redis.sock?db=0``: a Unix socket on the same host;
+- ``redis://:password@host:6379/0`` or ``redis://user:password@host:6379/0`` (ACL user): credentials in the
+  URL, percent-encoded where needed. Messages name the URL with the credentials redacted.
+
+Every key starts with ``prefix`` (``seqfraud:`` by default), so services, or two deployments of this one,
+can share one Redis by giving each its own prefix. The layout, for an operator's ``redis-cli``:
+``{prefix}session:{id}`` (a session's state, expiring ``session_ttl_s`` after its last update),
+``{prefix}rows:{id}`` (a hash: event key -> JSON ``[ts_us, values...]``), ``{prefix}ent:{column}:{value}``
+(a set of session ids) and ``{prefix}labels`` (a hash: session id -> JSON ``[label, label_time_us]``).
+
+What is atomic: :meth:`RedisStore.update` of one session (optimistic locking: WATCH, read, compute, then
+MULTI/EXEC, retried on a conflict), and each :meth:`RedisStore.add_entity_rows` batch (one MULTI/EXEC: a
+reader sees all of it or none). Reads across several sessions are not one snapshot. The entity batch is one
+transaction over many keys, so this needs one Redis primary (with replicas or Sentinel if wanted), not Redis
+Cluster.
+
+A Redis that is down, hung, still loading or read-only (a replica after failover) surfaces as
+:class:`~seqfraud.scoring.state.StoreUnavailable` within about ``timeout_s``, never as a hung request: the
+service decides whether to degrade or fail closed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, cast
+
+from seqfraud.scoring.state import Change, EntityRow, Label, StateStore, StoreUnavailable
+
+if TYPE_CHECKING:
+    import redis
+
+
+class RedisStore(StateStore):
+    """The :class:`StateStore` of a Redis server, shared by every process pointed at the same URL and prefix.
+
+    ``entity_retention_s`` (None: kept) is an approximation of :class:`~seqfraud.scoring.state.MemoryStore`'s:
+    each entity key expires that long after its last write (by wall clock, not event time), so a value's set
+    of sessions can outlive the rows of a session in it, and a busy value's set never expires.
+    ``client``: an already configured ``redis.Redis`` (Sentinel, custom TLS or pool), used as it is, with its
+    own timeouts; ``url`` then only names it in messages. :meth:`close` closes it either way.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://localhost:6379/0",
+        *,
+        prefix: str = "seqfraud:",
+        session_ttl_s: float = 3600.0,
+        entity_retention_s: float | None = None,
+        timeout_s: float = 0.05,
+        max_retries: int = 20,
+        client: redis.Redis | None = None,
+    ):
+        try:
+            import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+        except ImportError as e:
+            raise ImportError("the Redis state store needs redis-py: pip install 'seqfraud[serve]'") from e
+        if session_ttl_s <= 0 or timeout_s <= 0 or max_retries < 0:
+            raise ValueError("session_ttl_s and timeout_s must be positive, max_retries at least 0")
+        if entity_retention_s is not None and entity_retention_s <= 0:
+            raise ValueError("entity_retention_s must be positive (None: kept)")
+        self.where = redact(url)
+        self.max_retries = max_retries
+        self._prefix = _bytes(prefix)
+        self._labels_key = self._prefix + b"labels"
+        self._ttl_ms = max(1, round(session_ttl_s * 1000))
+        self._retention_ms = None if entity_retention_s is None else max(1, round(entity_retention_s * 1000))
+        # Connection errors (BusyLoadingError, a restarted Redis still loading, is one), timeouts, and writes
+        # refused by a replica: Redis cannot serve now, which is not a bug here.
+        self._unreachable: tuple[type[Exception], ...] = (
+            redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError,
+            redis.exceptions.ReadOnlyError,
+        )
+        self._conflict = redis.exceptions.WatchError
+        if client is None:
+            # No retries inside redis-py either: a request waits one timeout at most, and the service decides.
+            client = redis.Redis.from_url(
+                url,
+                socket_timeout=timeout_s,
+                socket_connect_timeout=timeout_s,
+                retry_on_timeout=False,
+                retry=Retry(NoBackoff(), 0),
+                decode_responses=False,
+            )
+        elif client.get_connection_kwargs().get("decode_responses"):
+            raise ValueError("the Redis client must answer bytes (decode_responses=False): states are bytes")
+        self._client = client
+
+    @contextmanager
+    def _reachable(self) -> Iterator[None]:
+        try:
+            yield
+        except self._unreachable as e:
+            raise StoreUnavailable(f"Redis at {self.where}: {e}") from e
+
+    def _key(self, kind: bytes, name: str) -> bytes:
+        return self._prefix + kind + _bytes(name)
+
+    def update(self, session_id: str, change: Change) -> bytes | None:
+        """Optimistic locking, because ``change`` is Python (it scores the event) and cannot run inside Redis:
+        WATCH makes EXEC fail when another writer got there first, and ``change`` then runs on the new state."""
+        key = self._key(b"session:", session_id)
+        with self._reachable(), self._client.pipeline() as pipe:
+            for _ in range(1 + self.max_retries):
+                try:
+                    pipe.watch(key)
+                    current = cast("bytes | None", pipe.get(key))
+                    new = change(current)
+                    if new is None:
+                        return current  # leaving the pipeline's block UNWATCHes
+                    pipe.multi()
+                    pipe.set(key, new, px=self._ttl_ms)
+                    pipe.execute()
+                    return new
+                except self._conflict:
+                    continue  # another replica wrote the session between our GET and EXEC: read it again
+        raise StoreUnavailable(
+            f"Redis at {self.where}: session {session_id!r} changed under us {1 + self.max_retries} times "
+            "in a row (contention)"
+        )
+
+    def get(self, session_id: str) -> bytes | None:
+        with self._reachable():
+            state = cast("bytes | None", self._client.get(self._key(b"session:", session_id)))
+        return state
+
+    def add_entity_rows(self, rows: list[EntityRow]) -> None:
+        touched: set[bytes] = set()
+        with self._reachable(), self._client.pipeline(transaction=True) as pipe:
+            for row in rows:
+                rows_key = self._key(b"rows:", row.session_id)
+                pipe.hset(rows_key, _bytes(row.key), _json([row.ts_us, *row.values]))
+                touched.add(rows_key)
+                for column, value in enumerate(row.values):
+                    if value is not None:
+                        index_key = self._key(b"ent:%d:" % column, value)
+                        pipe.sadd(index_key, _bytes(row.session_id))
+                        touched.add(index_key)
+            if self._retention_ms is not None:
+                for key in touched:
+                    pipe.pexpire(key, self._retention_ms)
+            pipe.execute()
+
+    def sessions_with(self, column: int, values: Iterable[str]) -> set[str]:
+        keys = [self._key(b"ent:%d:" % column, value) for value in values]
+        if not keys:
+            return set()
+        with self._reachable():
+            members = cast("set[bytes]", self._client.sunion(keys))
+        return {_text(m) for m in members}
+
+    def entity_rows(self, session_ids: Iterable[str]) -> list[EntityRow]:
+        keys = [(sid, self._key(b"rows:", sid)) for sid in session_ids]
+        with self._reachable(), self._client.pipeline() as pipe:
+            for _, key in keys:
+                pipe.hgetall(key)
+            hashes: list[dict[bytes, bytes]] = pipe.execute()
+        return [
+            self._row(sid, key, field, value)
+            for (sid, key), fields in zip(keys, hashes)
+            for field, value in fields.items()
+        ]
+
+    def _row(self, session_id: str, key: bytes, field: bytes, value: bytes) -> EntityRow:
+        """Decoded and checked: anything else in our keys was written by someone else, and is refused."""
+        try:
+            ts_us, *values = json.loads(value)
+            if type(ts_us) is not int or not all(v is None or isinstance(v, str) for v in values):
+                raise ValueError("expected [ts_us, values...]")
+            event_key = _text(field)
+        except (ValueError, TypeError) as e:
+            raise ValueError(
+                f"Redis at {self.where}: {key!r} field {field!r} is not a seqfraud entity row: {value[:80]!r}"
+            ) from e
+        return EntityRow(event_key, session_id, ts_us, tuple(values))
+
+    def add_labels(self, labels: list[Label]) -> None:
+        latest = {_bytes(lb.session_id): _json([lb.label, lb.label_time_us]) for lb in labels}
+        if not latest:
+            return
+        with self._reachable():
+            self._client.hset(self._labels_key, items=[part for pair in latest.items() for part in pair])
+
+    def labels(self, session_ids: Iterable[str]) -> list[Label]:
+        sids = list(session_ids)
+        if not sids:
+            return []
+        with self._reachable():
+            found = cast(
+                "list[bytes | None]", self._client.hmget(self._labels_key, [_bytes(s) for s in sids])
+            )
+        return [self._label(sid, value) for sid, value in zip(sids, found) if value is not None]
+
+    def _label(self, session_id: str, value: bytes) -> Label:
+        try:
+            label, label_time_us = json.loads(value)
+            if type(label) is not int or not (label_time_us is None or type(label_time_us) is int):
+                raise ValueError("expected [label, label_time_us]")
+        except (ValueError, TypeError) as e:
+            raise ValueError(
+                f"Redis at {self.where}: {self._labels_key!r} field {_bytes(session_id)!r} is not a "
+                f"seqfraud label: {value[:80]!r}"
+            ) from e
+        return Label(session_id, label, label_time_us)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def redact(url: str) -> str:
+    """The URL without its credentials (user:password@, ?password=), fit for a log or an error message."""
+    # Up to the last @: a password with an unencoded / ? # or @ must not show either (at worst, more is hidden).
+    url = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://).*@", r"\1***@", url)
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url, flags=re.IGNORECASE)
+
+
+# Ids and values are arbitrary strings, and a JSON request can carry a lone surrogate: surrogatepass makes
+# every Python string a key that reads back as itself.
+def _bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "surrogatepass")
+
+
+def _json(value: list[Any]) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()

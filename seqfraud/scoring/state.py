@@ -1,0 +1,266 @@
+"""Where the online scorer keeps what outlives a request: open sessions, entity history, labels.
+
+One interface, :class:`StateStore`, and two backends: :class:`MemoryStore` (one process, the default; bounded,
+snapshotted on shutdown) and :class:`~seqfraud.scoring.redis_store.RedisStore` (replicas share it). A session's
+state is opaque bytes here (:mod:`seqfraud.scoring.online` encodes it); the store only promises that
+:meth:`StateStore.update` is atomic per session. Entity history is one row per event (session, time, the
+event's entity values), indexed by value, and the labels that have arrived, with the time each became known.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import tempfile
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from seqfraud.errors import UserError
+
+SNAPSHOT_FORMAT = "seqfraud.online-state"
+SNAPSHOT_VERSION = 1
+
+
+class StoreUnavailable(RuntimeError):
+    """The store cannot be reached (Redis down or too slow): the service degrades or fails closed."""
+
+
+class SnapshotError(UserError, ValueError):
+    """A snapshot file that cannot be restored: another format, or damaged."""
+
+
+@dataclass(frozen=True)
+class EntityRow:
+    """One event's entry in the entity history: its session, time and entity values (null: none)."""
+
+    key: str  # the event's key: a replayed event overwrites its own row, never adds one
+    session_id: str
+    ts_us: int
+    values: tuple[str | None, ...]  # in the spec's entity column order
+
+
+@dataclass(frozen=True)
+class Label:
+    session_id: str
+    label: int
+    label_time_us: int | None  # when the label became known; None: the label delay decides
+
+
+Change = Callable[[bytes | None], bytes | None]
+
+
+class StateStore(ABC):
+    """Sessions (atomic read-modify-write), the entity history and labels, shared by everything that scores."""
+
+    @abstractmethod
+    def update(self, session_id: str, change: Change) -> bytes | None:
+        """Apply ``change`` to the session's state atomically and return the state now held; ``change`` returns
+        None to leave the state as it is. It may run more than once (a backend retries on a conflict)."""
+
+    @abstractmethod
+    def get(self, session_id: str) -> bytes | None: ...
+
+    @abstractmethod
+    def add_entity_rows(self, rows: list[EntityRow]) -> None: ...
+
+    @abstractmethod
+    def sessions_with(self, column: int, values: Iterable[str]) -> set[str]:
+        """Sessions with an event whose entity column ``column`` (index in the spec) holds one of ``values``."""
+
+    @abstractmethod
+    def entity_rows(self, session_ids: Iterable[str]) -> list[EntityRow]:
+        """The rows of these sessions, in no particular order (a backend with retention may have dropped some)."""
+
+    @abstractmethod
+    def add_labels(self, labels: list[Label]) -> None: ...
+
+    @abstractmethod
+    def labels(self, session_ids: Iterable[str]) -> list[Label]: ...
+
+    def close(self) -> None:
+        """Release connections, and for an in-process store, write its snapshot."""
+
+
+class MemoryStore(StateStore):
+    """One process's store: at most ``max_sessions`` sessions (the least recently updated go first), each
+    expiring ``session_ttl_s`` after its last event; entity rows older than ``entity_retention_s`` (None: kept)
+    are dropped. With ``snapshot``, the whole state is read from that file at start (when it exists) and
+    written to it on :meth:`close`, so a restart loses nothing.
+
+    Thread-safe: updates of one session are serialized by a lock striped over session ids, so sessions update
+    side by side while one session's events apply in order.
+    """
+
+    LOCKS = 64
+    RETIRE_EVERY_S = 60.0  # how often the retention sweep (a pass over every session's rows) may run
+
+    def __init__(
+        self,
+        *,
+        max_sessions: int = 100_000,
+        session_ttl_s: float = 3600.0,
+        entity_retention_s: float | None = None,
+        snapshot: str | os.PathLike | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        if max_sessions < 1 or session_ttl_s <= 0:
+            raise ValueError("max_sessions must be at least 1 and session_ttl_s positive")
+        self.max_sessions, self.session_ttl_s = max_sessions, session_ttl_s
+        self.entity_retention_s = entity_retention_s
+        self.snapshot = Path(snapshot) if snapshot else None
+        self.clock = clock
+        self._sessions: OrderedDict[str, tuple[float, bytes]] = OrderedDict()  # by last update, oldest first
+        self._locks = [threading.Lock() for _ in range(self.LOCKS)]
+        self._lock = threading.Lock()  # the dicts themselves
+        self._rows: dict[str, dict[str, EntityRow]] = {}  # session -> event key -> row
+        self._index: dict[tuple[int, str], set[str]] = {}  # (column, value) -> sessions
+        self._labels: dict[str, Label] = {}
+        self._retired_at = float("-inf")
+        if self.snapshot is not None and self.snapshot.exists():
+            self._restore(self.snapshot)
+
+    def update(self, session_id: str, change: Change) -> bytes | None:
+        with self._locks[hash(session_id) % self.LOCKS]:
+            current = self.get(session_id)
+            new = change(current)
+            if new is None:
+                return current
+            with self._lock:
+                self._sessions[session_id] = (self.clock(), new)
+                self._sessions.move_to_end(session_id)
+                while len(self._sessions) > self.max_sessions:
+                    self._sessions.popitem(last=False)
+            return new
+
+    def get(self, session_id: str) -> bytes | None:
+        with self._lock:
+            self._expire()
+            held = self._sessions.get(session_id)
+        return None if held is None else held[1]
+
+    def _expire(self) -> None:
+        """Drop sessions idle past the TTL (the oldest come first, so this stops at the first live one)."""
+        cutoff = self.clock() - self.session_ttl_s
+        while self._sessions:
+            sid, (touched, _) = next(iter(self._sessions.items()))
+            if touched >= cutoff:
+                break
+            del self._sessions[sid]
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._expire()
+            return len(self._sessions)
+
+    def add_entity_rows(self, rows: list[EntityRow]) -> None:
+        with self._lock:
+            for row in rows:
+                self._rows.setdefault(row.session_id, {})[row.key] = row
+                for column, value in enumerate(row.values):
+                    if value is not None:
+                        self._index.setdefault((column, value), set()).add(row.session_id)
+            self._retire()
+
+    def _retire(self) -> None:
+        """Drop the entity rows of sessions whose latest event is older than the retention."""
+        if self.entity_retention_s is None or self.clock() - self._retired_at < self.RETIRE_EVERY_S:
+            return
+        self._retired_at = self.clock()
+        cutoff_us = (self.clock() - self.entity_retention_s) * 1e6
+        old = [sid for sid, rows in self._rows.items() if max(r.ts_us for r in rows.values()) < cutoff_us]
+        for sid in old:
+            for row in self._rows.pop(sid).values():
+                for column, value in enumerate(row.values):
+                    if value is not None and (holders := self._index.get((column, value))) is not None:
+                        holders.discard(sid)
+                        if not holders:
+                            del self._index[(column, value)]
+
+    def sessions_with(self, column: int, values: Iterable[str]) -> set[str]:
+        with self._lock:
+            return set().union(*(self._index.get((column, v), set()) for v in values))
+
+    def entity_rows(self, session_ids: Iterable[str]) -> list[EntityRow]:
+        with self._lock:
+            return [row for sid in session_ids for row in self._rows.get(sid, {}).values()]
+
+    def add_labels(self, labels: list[Label]) -> None:
+        with self._lock:
+            self._labels.update((label.session_id, label) for label in labels)
+
+    def labels(self, session_ids: Iterable[str]) -> list[Label]:
+        with self._lock:
+            return [self._labels[sid] for sid in session_ids if sid in self._labels]
+
+    def close(self) -> None:
+        if self.snapshot is not None:
+            self.save(self.snapshot)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """The whole state as JSON (states base64), written to a temporary file and renamed over ``path``."""
+        path = Path(path)
+        with self._lock:
+            self._expire()
+            doc = {
+                "format": SNAPSHOT_FORMAT,
+                "version": SNAPSHOT_VERSION,
+                "sessions": [
+                    [sid, t, base64.b64encode(b).decode()] for sid, (t, b) in self._sessions.items()
+                ],
+                "entity_rows": [
+                    [r.key, r.session_id, r.ts_us, list(r.values)]
+                    for rows in self._rows.values()
+                    for r in rows.values()
+                ],
+                "labels": [[lb.session_id, lb.label, lb.label_time_us] for lb in self._labels.values()],
+            }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f)
+        os.replace(tmp, path)
+
+    def _restore(self, path: Path) -> None:
+        """A snapshot of :meth:`save`: plain JSON, checked field by field (a state's bytes are checked again
+        when decoded), so a damaged or foreign file is refused, never half-read."""
+        try:
+            doc = json.loads(path.read_text())
+            if not isinstance(doc, dict) or doc.get("format") != SNAPSHOT_FORMAT:
+                raise ValueError("not a seqfraud online-state snapshot")
+            if doc.get("version") != SNAPSHOT_VERSION:
+                raise ValueError(
+                    f"snapshot version {doc.get('version')!r}, this seqfraud reads {SNAPSHOT_VERSION}"
+                )
+            sessions = [
+                (_text(sid), float(t), base64.b64decode(_text(b), validate=True))
+                for sid, t, b in doc["sessions"]
+            ]
+            rows = [
+                EntityRow(
+                    _text(k), _text(sid), int(ts), tuple(None if v is None else _text(v) for v in values)
+                )
+                for k, sid, ts, values in doc["entity_rows"]
+            ]
+            labels = [
+                Label(_text(sid), int(label), None if lt is None else int(lt))
+                for sid, label, lt in doc["labels"]
+            ]
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            raise SnapshotError(f"{path}: cannot restore the online state: {e}") from e
+        for sid, t, state in sorted(sessions, key=lambda s: s[1]):
+            self._sessions[sid] = (t, state)
+        self.add_entity_rows(rows)
+        self.add_labels(labels)
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value

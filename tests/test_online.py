@@ -1,0 +1,243 @@
+"""Per-event online scoring (seqfraud.scoring.online): the parity rule, idempotency, state, and the HTTP routes."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from seqfraud import schema as S
+from tests.conftest import service_client, single_torch_thread, train_into
+
+TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S%.6fZ"
+
+
+@pytest.fixture(scope="module")
+def gru_run(tmp_path_factory) -> Path:
+    """A GRU (which carries its state from event to event) trained on a log whose events have ids."""
+    return train_into(
+        tmp_path_factory.mktemp("gru"),
+        "+experiment=smoke",
+        "model=gru",
+        "trainer.max_epochs=1",
+        "data.synthetic.sessions=1200",
+        "features.max_len=24",
+        "data.schema.event_id=event_id",
+    )
+
+
+@pytest.fixture(scope="module")
+def gru_artifact(gru_run, tmp_path_factory) -> Path:
+    from seqfraud.export.exporter import export_run
+
+    with single_torch_thread():
+        return export_run(gru_run, tmp_path_factory.mktemp("export") / "artifact", formats=("torchscript",))
+
+
+def session_records(run: Path, n_sessions: int, min_events: int = 1) -> list[dict]:
+    """Raw events of the run's first test sessions with at least ``min_events`` events, in time order, as
+    ``POST /events`` sends them (RFC 3339 times, ids in ``event_id``)."""
+    from omegaconf import OmegaConf
+
+    events = pl.read_parquet(OmegaConf.load(run / "config.yaml").data.events)
+    ids = pl.read_parquet(run / "predictions" / "test.parquet")[S.SESSION_ID]
+    sizes = events.filter(pl.col("session_id").is_in(ids.implode())).group_by("session_id").len()
+    chosen = sizes.filter(pl.col("len") >= min_events).sort("session_id").head(n_sessions)["session_id"]
+    picked = events.filter(pl.col("session_id").is_in(chosen.implode())).sort("timestamp", "session_id")
+    columns = [c for c in S.SYNTHETIC.event_columns if c in picked.columns]
+    return (
+        picked.select(columns)
+        .with_row_index("event_id")
+        .with_columns(pl.col("event_id").cast(pl.String), pl.col("timestamp").dt.to_string(TIMESTAMP_FORMAT))
+        .to_dicts()
+    )
+
+
+def without_ids(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "event_id"} for r in records]
+
+
+def replay_matches_whole_sessions(scorer, records: list[dict]) -> int:
+    """Feed ``records`` one at a time; after each, the session's online score must equal the whole-session
+    score of its events so far. Returns how many events were checked."""
+    from seqfraud.scoring.online import OnlineScorer
+    from seqfraud.scoring.state import MemoryStore
+
+    online = OnlineScorer(scorer, MemoryStore())
+    so_far: dict[str, list[dict]] = {}
+    for record in records:
+        (result,) = online.events([record])
+        sid = record["session_id"]
+        so_far.setdefault(sid, []).append(record)
+        whole = scorer.score(without_ids(so_far[sid]), source="test").row(0, named=True)
+        assert result["n_events"] == len(so_far[sid])
+        assert abs(result[S.SCORE] - whole[S.SCORE]) <= 1e-5, (sid, len(so_far[sid]))
+        assert result[S.BAND] == whole[S.BAND] and not result["degraded"]
+    return len(records)
+
+
+def test_session_state_round_trips_and_refuses_foreign_bytes() -> None:
+    from seqfraud.scoring.online import SessionState
+
+    state = SessionState("s1", keys=["id:1"], records=[{"a": 1}], n_events=1, last_ts_us=5, score=0.25)
+    state.tokens = np.arange(6, dtype=np.int64).reshape(2, 3)
+    state.hidden = np.ones((1, 4), dtype=np.float32)
+    back = SessionState.decode(state.encode(), 3, (1, 4))
+    assert back.keys == ["id:1"] and back.records == [{"a": 1}] and back.score == 0.25
+    assert np.array_equal(back.tokens, state.tokens) and np.array_equal(back.hidden, state.hidden)
+    with pytest.raises(ValueError, match="another model"):
+        SessionState.decode(state.encode(), 4, (1, 4))
+    with pytest.raises(ValueError, match="another model"):
+        SessionState.decode(state.encode(), 3, (2, 4))
+    for garbage in (b"", b"\x05\x00\x00\x00{bad}", state.encode() + b"x", state.encode()[:-3]):
+        with pytest.raises(ValueError, match="unreadable session state"):
+            SessionState.decode(garbage, 3, (1, 4))
+
+
+def test_gru_steps_one_event_at_a_time_like_the_whole_session(gru_artifact, gru_run) -> None:
+    from seqfraud.scoring.scorer import Scorer
+
+    manifest = json.loads((gru_artifact / "manifest.json").read_text())
+    assert manifest["step"]["file"] == "step.ts" and manifest["parity"]["step"]["max_abs_diff"] <= 1e-5
+    scorer = Scorer.load(gru_artifact)
+    assert scorer.step is not None
+    # Sessions longer than max_len (24) cross the point where the carried state must be rebuilt.
+    records = session_records(gru_run, 4, min_events=30)
+    with single_torch_thread():
+        assert replay_matches_whole_sessions(scorer, records) >= 120
+
+
+def test_transformer_rescores_its_kept_events_like_the_whole_session(exported_artifact, trained_run) -> None:
+    from seqfraud.scoring.scorer import Scorer
+
+    scorer = Scorer.load(exported_artifact)
+    assert scorer.step is None
+    records = without_ids(session_records(trained_run, 3, min_events=40))  # max_len 64: some pass it
+    with single_torch_thread():
+        replay_matches_whole_sessions(scorer, records)
+
+
+def test_late_and_repeated_events(gru_artifact, gru_run) -> None:
+    """A resent event (same id) changes nothing; an event older than the session's latest is put in its
+    place, as the whole-session score would; several events of several sessions may come at once."""
+    from seqfraud.scoring.online import OnlineScorer
+    from seqfraud.scoring.scorer import Scorer
+    from seqfraud.scoring.state import MemoryStore
+
+    scorer = Scorer.load(gru_artifact)
+    records = session_records(gru_run, 2, min_events=8)
+    first = [r for r in records if r["session_id"] == records[0]["session_id"]][:8]
+    online = OnlineScorer(scorer, MemoryStore())
+    with single_torch_thread():
+        online.events(first[:3] + first[4:6])  # event 3 is late
+        before = online.session(first[0]["session_id"])
+        assert before is not None and before.n_events == 5
+        again = online.events(first[:3])  # resent: nothing changes
+        assert again[0]["n_events"] == 5 and again[0][S.SCORE] == before.score
+        (late,) = online.events([first[3]])
+        whole = scorer.score(without_ids(first[:6]), source="test")
+        assert late["n_events"] == 6 and abs(late[S.SCORE] - whole[S.SCORE][0]) <= 1e-5
+        # Two sessions in one request, each scored on its own events.
+        other = [r for r in records if r["session_id"] != first[0]["session_id"]][:4]
+        results = online.events(first[6:8] + other)
+        assert [r[S.SESSION_ID] for r in results] == [first[0]["session_id"], other[0]["session_id"]]
+        expected = scorer.score(without_ids(first[:8] + other), source="test")
+        got = dict(zip([r[S.SESSION_ID] for r in results], [r[S.SCORE] for r in results]))
+        for sid, score in zip(expected[S.SESSION_ID], expected[S.SCORE]):
+            assert abs(got[sid] - score) <= 1e-5
+
+
+def test_store_bounds_and_expiry_reach_sessions(gru_artifact, gru_run) -> None:
+    from seqfraud.scoring.online import OnlineScorer
+    from seqfraud.scoring.scorer import Scorer
+    from seqfraud.scoring.state import MemoryStore
+
+    now = [1000.0]
+    store = MemoryStore(max_sessions=2, session_ttl_s=60, clock=lambda: now[0])
+    online = OnlineScorer(Scorer.load(gru_artifact), store)
+    records = session_records(gru_run, 3)
+    sids = list(dict.fromkeys(r["session_id"] for r in records))
+    for sid in sids:
+        online.events([next(r for r in records if r["session_id"] == sid)])
+    assert online.session(sids[0]) is None and len(store) == 2  # the least recently updated went first
+    now[0] += 61
+    assert online.session(sids[2]) is None and len(store) == 0
+
+
+def test_service_events_labels_sessions_and_restart(gru_artifact, gru_run, tmp_path) -> None:
+    from seqfraud.scoring.state import MemoryStore
+
+    records = session_records(gru_run, 2, min_events=6)
+    sid = records[0]["session_id"]
+    mine = [r for r in records if r["session_id"] == sid]
+    snapshot = tmp_path / "state.json"
+    with service_client(gru_artifact, store=MemoryStore(snapshot=snapshot)) as client:
+        assert client.get(f"/sessions/{sid}").status_code == 404
+        first = client.post("/events", json={"events": mine[:3]})
+        assert first.status_code == 200, first.text
+        (result,) = first.json()["results"]
+        assert result["n_events"] == 3 and result["degraded"] is False
+        assert client.post("/events", json={"events": mine[:3]}).json()["results"][0] == result
+        state = client.get(f"/sessions/{sid}").json()
+        assert state[S.SCORE] == result[S.SCORE] and state["n_events"] == 3
+        bad = client.post("/events", json={"events": [mine[3] | {"amount": "lots"}]})
+        assert bad.status_code == 422 and "amount" in bad.text
+        unknown = client.post("/events", json={"events": [mine[3] | {"colour": "red"}]})
+        assert unknown.status_code == 422 and "colour" in unknown.text
+        # This model reads no labels: refused, not silently dropped.
+        labels = client.post("/labels", json={"labels": [{"session_id": sid, "label": 1}]})
+        assert labels.status_code == 422 and "reads no labels" in labels.text
+        assert client.get(f"/sessions/{sid}").json()["n_events"] == 3  # nothing bad was taken
+    # A restart restores the session from the snapshot, and scoring goes on from it.
+    assert snapshot.exists()
+    with service_client(gru_artifact, store=MemoryStore(snapshot=snapshot)) as client:
+        assert client.get(f"/sessions/{sid}").json()[S.SCORE] == result[S.SCORE]
+        (after,) = client.post("/events", json={"events": mine[3:6]}).json()["results"]
+    from seqfraud.scoring.scorer import Scorer
+
+    whole = Scorer.load(gru_artifact).score(without_ids(mine[:6]), source="test")
+    assert after["n_events"] == 6 and abs(after[S.SCORE] - whole[S.SCORE][0]) <= 1e-5
+
+
+def test_a_damaged_snapshot_is_refused_at_start(tmp_path) -> None:
+    from seqfraud.scoring.state import MemoryStore, SnapshotError
+
+    path = tmp_path / "state.json"
+    path.write_text(
+        json.dumps({"format": "seqfraud.online-state", "version": 1, "sessions": [["s", 1, "!!"]]})
+    )
+    with pytest.raises(SnapshotError, match="state.json"):
+        MemoryStore(snapshot=path)
+
+
+def test_redis_state_is_shared_and_its_outage_degrades_or_fails_closed(
+    gru_artifact, gru_run, tmp_path
+) -> None:
+    """Two services on one Redis share sessions; with Redis down, ``degraded`` answers from the request's
+    events alone and says so, ``fail`` answers 503, and neither hangs."""
+    from seqfraud.scoring.redis_store import RedisStore
+    from tests.redis_server import redis_server
+
+    records = session_records(gru_run, 1, min_events=4)
+    with redis_server(tmp_path) as server:
+        store_a, store_b = RedisStore(server.url), RedisStore(server.url)
+        with (
+            service_client(gru_artifact, store=store_a) as a,
+            service_client(gru_artifact, store=store_b) as b,
+        ):
+            first = a.post("/events", json={"events": records[:2]}).json()["results"][0]
+            second = b.post("/events", json={"events": records[2:4]}).json()["results"][0]
+            assert first["n_events"] == 2 and second["n_events"] == 4
+            server.stop()
+            t0 = time.perf_counter()
+            degraded = a.post("/events", json={"events": records[:4]})
+            assert time.perf_counter() - t0 < 2.0
+            assert degraded.status_code == 200 and degraded.json()["results"][0]["degraded"] is True
+            assert b.get(f"/sessions/{records[0]['session_id']}").status_code == 503
+    with service_client(gru_artifact, store=RedisStore(server.url), on_store_error="fail") as c:
+        refused = c.post("/events", json={"events": records[:1]})
+        assert refused.status_code == 503 and "Retry-After" in refused.headers

@@ -1,0 +1,362 @@
+"""The online state's contract, held by both backends alike: MemoryStore, and RedisStore on a real redis-server.
+
+Then what is one backend's own: MemoryStore's bound and snapshot; Redis down or hung, prefixes, retention,
+contention and foreign data in its keys.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from seqfraud.scoring.redis_store import RedisStore, redact
+from seqfraud.scoring.state import (
+    EntityRow,
+    Label,
+    MemoryStore,
+    SnapshotError,
+    StateStore,
+    StoreUnavailable,
+)
+from tests.redis_server import redis_server
+
+ODD_IDS = ["s1", "", "a:b:c", "rows:x", "ünï cødé 🙂", "lone \ud800 surrogate", "nul\x00byte"]
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory) -> Iterator[str]:
+    """One server for the module's contract tests (each starts from an empty database)."""
+    with redis_server(tmp_path_factory.mktemp("redis")) as server:
+        yield server.url
+
+
+class Backend:
+    """Makes one backend's stores, closes them at the end, and lets their time pass."""
+
+    def __init__(self, redis_url: str | None = None):
+        self.redis_url = redis_url
+        self.now = time.time()  # MemoryStore's clock; Redis keeps its own, so time passes by sleeping
+        self.stores: list[StateStore] = []
+
+    def make(self, **kwargs: Any) -> StateStore:
+        store: StateStore
+        if self.redis_url is None:
+            store = MemoryStore(clock=lambda: self.now, **kwargs)
+        else:
+            store = RedisStore(self.redis_url, max_retries=10_000, **kwargs)
+        self.stores.append(store)
+        return store
+
+    def advance(self, seconds: float) -> None:
+        if self.redis_url is None:
+            self.now += seconds
+        else:
+            time.sleep(seconds)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request) -> Iterator[Backend]:
+    if request.param == "memory":
+        made = Backend()
+    else:
+        url = request.getfixturevalue("redis_url")
+        with redis.Redis.from_url(url) as client:
+            client.flushdb()
+        made = Backend(url)
+    yield made
+    for store in made.stores:
+        store.close()
+
+
+@pytest.fixture
+def store(backend: Backend) -> StateStore:
+    return backend.make()
+
+
+def increment(state: bytes | None) -> bytes:
+    return str(int(state or b"0") + 1).encode()
+
+
+def by_key(rows: list[EntityRow]) -> list[EntityRow]:
+    return sorted(rows, key=lambda r: (r.session_id, r.key))
+
+
+# --- the contract -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("session_id", ODD_IDS)
+def test_update_and_get_round_trip_any_bytes(store: StateStore, session_id: str):
+    assert store.get(session_id) is None
+    seen: list[bytes | None] = []
+
+    def to(new: bytes | None):
+        def change(current: bytes | None) -> bytes | None:
+            seen.append(current)
+            return new
+
+        return change
+
+    assert store.update(session_id, to(b"\x00\xff")) == b"\x00\xff"
+    assert store.get(session_id) == b"\x00\xff"
+    assert store.update(session_id, to(None)) == b"\x00\xff"  # None: left as it is, and that is returned
+    assert store.get(session_id) == b"\x00\xff"
+    assert store.update(session_id, to(b"")) == b""  # empty is a state, not "none"
+    assert store.get(session_id) == b""
+    assert seen == [None, b"\x00\xff", b"\x00\xff"]
+    assert store.update("never-set", to(None)) is None
+    assert store.get("never-set") is None
+
+
+def test_update_is_atomic_under_concurrency(store: StateStore):
+    """8 threads x 50 read-modify-writes of one session: no increment lost (Redis: WATCH conflicts retried)."""
+    start = threading.Barrier(8)
+
+    def work() -> None:
+        start.wait()
+        for _ in range(50):
+            store.update("hot", increment)
+
+    with ThreadPoolExecutor(8) as pool:
+        for done in [pool.submit(work) for _ in range(8)]:
+            done.result()  # a thread's exception, raised here
+    assert store.get("hot") == b"400"
+
+
+def test_session_expires_after_inactivity(backend: Backend):
+    store = backend.make(session_ttl_s=0.4)
+    store.update("s", increment)
+    backend.advance(0.25)
+    store.update("s", increment)  # an update restarts the TTL
+    backend.advance(0.25)
+    assert store.get("s") == b"2"  # 0.5 s after the first update, 0.25 s after the last
+    backend.advance(0.3)
+    assert store.get("s") is None
+    assert store.update("s", increment) == b"1"  # a new session starts from nothing
+
+
+def test_entity_rows_replay_index_and_nulls(store: StateStore):
+    rows = [
+        EntityRow("e1", "s1", 10, ("card-1", "dev:1")),
+        EntityRow("e2", "s1", 20, ("card-2", None)),
+        EntityRow("e3", "s2", 30, ("card-1", None)),
+        EntityRow("e4", "s3", 40, (None, "dev:1")),
+        EntityRow("e5", "lone \ud800 surrogate", 50, ("ünï 🙂", None)),
+    ]
+    store.add_entity_rows(rows)
+    store.add_entity_rows([rows[0], rows[2]])  # replayed events: their own rows again, no new ones
+    store.add_entity_rows([])
+
+    assert store.sessions_with(0, ["card-1", "card-2"]) == {"s1", "s2"}
+    assert store.sessions_with(1, ["dev:1"]) == {"s1", "s3"}
+    assert store.sessions_with(0, ["ünï 🙂"]) == {"lone \ud800 surrogate"}
+    assert store.sessions_with(1, ["card-1"]) == set()  # the column is part of the index
+    assert store.sessions_with(0, ["unseen"]) == set()
+    assert store.sessions_with(0, []) == set()
+
+    assert by_key(store.entity_rows(["s1", "s2", "s3", "lone \ud800 surrogate", "unseen"])) == by_key(rows)
+    assert by_key(store.entity_rows(["s1"])) == rows[:2]
+    assert store.entity_rows([]) == []
+
+
+def test_labels_round_trip_and_latest_wins(store: StateStore):
+    store.add_labels([Label("s1", 1, None), Label("s2", 0, 123), Label("s3", 0, 1), Label("s3", 1, 2)])
+    store.add_labels([])
+    assert store.labels(["s1", "s2", "s3", "unseen"]) == [
+        Label("s1", 1, None),
+        Label("s2", 0, 123),
+        Label("s3", 1, 2),
+    ]
+    store.add_labels([Label("s1", 0, 999)])
+    assert store.labels(["s1"]) == [Label("s1", 0, 999)]
+    assert store.labels([]) == []
+
+
+# --- MemoryStore ----------------------------------------------------------------------------------------------
+
+
+def test_memory_bound_evicts_least_recently_updated():
+    store = MemoryStore(max_sessions=2)
+    for sid in ["a", "b", "a", "c"]:
+        store.update(sid, increment)
+    assert len(store) == 2
+    assert (store.get("a"), store.get("b"), store.get("c")) == (b"2", None, b"1")
+
+
+def test_memory_snapshot_restores_everything(tmp_path: Path):
+    path = tmp_path / "state" / "online.json"
+    rows = [EntityRow("e1", "s1", 10, ("c", None)), EntityRow("e2", "s2", 20, (None, "d"))]
+    labels = [Label("s1", 1, None), Label("s2", 0, 5)]
+    first = MemoryStore(snapshot=path)
+    for sid, state in [("s1", b"\x00\xff"), ("s2", b""), ("ünï", b"x")]:
+        first.update(sid, lambda _, state=state: state)
+    first.add_entity_rows(rows)
+    first.add_labels(labels)
+    first.close()
+
+    second = MemoryStore(snapshot=path)
+    assert [second.get(sid) for sid in ["s1", "s2", "ünï"]] == [b"\x00\xff", b"", b"x"]
+    assert len(second) == 3
+    assert by_key(second.entity_rows(["s1", "s2"])) == rows
+    assert second.sessions_with(1, ["d"]) == {"s2"}
+    assert second.labels(["s1", "s2"]) == labels
+
+
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ('{"format": "seqfraud.online-state", "version": 1, "sessions": [', "Expecting"),
+        (
+            json.dumps({"format": "other", "version": 1, "sessions": [], "entity_rows": [], "labels": []}),
+            "not a",
+        ),
+        (
+            json.dumps(
+                {
+                    "format": "seqfraud.online-state",
+                    "version": 1,
+                    "sessions": [["s1", 1.0, "not base64!"]],
+                    "entity_rows": [],
+                    "labels": [],
+                }
+            ),
+            "cannot restore",
+        ),
+    ],
+    ids=["bad-json", "wrong-format", "bad-base64"],
+)
+def test_memory_damaged_snapshot_is_refused(tmp_path: Path, text: str, says: str):
+    path = tmp_path / "online.json"
+    path.write_text(text)
+    with pytest.raises(SnapshotError, match=says) as caught:
+        MemoryStore(snapshot=path)
+    assert str(path) in str(caught.value)
+
+
+# --- RedisStore -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("failure", ["stopped", "hung"])
+def test_redis_unavailable_fails_fast_and_recovers(tmp_path: Path, failure: str):
+    with redis_server(tmp_path) as server:
+        store = RedisStore(server.url)
+        store.update("s", increment)
+        if failure == "stopped":
+            server.stop()
+        else:
+            server.pause()
+        calls = {
+            "get": lambda: store.get("s"),
+            "update": lambda: store.update("s", increment),
+            "add_entity_rows": lambda: store.add_entity_rows([EntityRow("e", "s", 1, ("v",))]),
+            "sessions_with": lambda: store.sessions_with(0, ["v"]),
+            "entity_rows": lambda: store.entity_rows(["s"]),
+            "labels": lambda: store.labels(["s"]),
+        }
+        for name, call in calls.items():
+            began = time.monotonic()
+            with pytest.raises(StoreUnavailable, match=f"127.0.0.1:{server.port}"):
+                call()
+            assert time.monotonic() - began < 1.0, name
+        if failure == "stopped":
+            server.start()  # the same port: the pool's dead connections are replaced, nothing to restart here
+        else:
+            server.resume()
+        assert store.update("s", increment) == (b"1" if failure == "stopped" else b"2")
+        store.close()
+
+
+def test_redis_error_never_shows_the_password(tmp_path: Path):
+    with redis_server(tmp_path) as server:
+        port = server.port
+    store = RedisStore(f"redis://:secret@127.0.0.1:{port}/0")
+    with pytest.raises(StoreUnavailable) as caught:
+        store.get("s")
+    message = str(caught.value)
+    assert "secret" not in message and f"***@127.0.0.1:{port}" in message
+    assert "secret" not in str(caught.value.__cause__)
+    store.close()
+
+
+def test_redact():
+    assert redact("redis://user:p%40ss@host:6379/0") == "redis://***@host:6379/0"
+    assert (
+        redact("rediss://:pw@host:6380/1?ssl_cert_reqs=required")
+        == "rediss://***@host:6380/1?ssl_cert_reqs=required"
+    )
+    assert redact("unix:///run/redis.sock?db=2&password=pw") == "unix:///run/redis.sock?db=2&password=***"
+    assert redact("redis://localhost:6379/0") == "redis://localhost:6379/0"
+    assert redact("redis://:p@ss#w/rd@host:6379/0") == "redis://***@host:6379/0"
+
+
+def test_redis_prefixes_keep_stores_apart(redis_url: str):
+    ours, theirs = (RedisStore(redis_url, prefix=f"{uuid.uuid4()}:{name}:") for name in ["ours", "theirs"])
+    ours.update("s", increment)
+    ours.add_entity_rows([EntityRow("e", "s", 1, ("v",))])
+    ours.add_labels([Label("s", 1, None)])
+    assert theirs.get("s") is None
+    assert theirs.sessions_with(0, ["v"]) == set()
+    assert theirs.entity_rows(["s"]) == []
+    assert theirs.labels(["s"]) == []
+    assert ours.get("s") == b"1"
+    ours.close()
+    theirs.close()
+
+
+def test_redis_entity_retention(redis_url: str):
+    store = RedisStore(redis_url, prefix=f"{uuid.uuid4()}:", entity_retention_s=0.3)
+    store.add_entity_rows([EntityRow("e", "s", 1, ("v", None))])
+    assert store.sessions_with(0, ["v"]) == {"s"}
+    time.sleep(0.4)
+    assert store.sessions_with(0, ["v"]) == set()
+    assert store.entity_rows(["s"]) == []
+    store.close()
+
+
+def test_redis_contention_gives_up(redis_url: str):
+    """Another writer beats every attempt: after max_retries the store says so instead of spinning."""
+    prefix = f"{uuid.uuid4()}:"
+    store = RedisStore(redis_url, prefix=prefix, max_retries=2)
+    rival = RedisStore(redis_url, prefix=prefix, max_retries=0)
+    attempts = []
+
+    def contended(current: bytes | None) -> bytes:
+        attempts.append(current)
+        rival.update("s", increment)  # between our WATCH and EXEC
+        return b"ours"
+
+    with pytest.raises(StoreUnavailable, match="contention"):
+        store.update("s", contended)
+    assert attempts == [None, b"1", b"2"]
+    assert store.get("s") == b"3"
+    store.close()
+    rival.close()
+
+
+def test_redis_refuses_foreign_data(redis_url: str):
+    prefix = f"{uuid.uuid4()}:"
+    store = RedisStore(redis_url, prefix=prefix)
+    with redis.Redis.from_url(redis_url) as client:
+        client.hset(f"{prefix}rows:s", "e", b"\xff not json")
+        client.hset(f"{prefix}labels", "s", "[1]")
+    with pytest.raises(ValueError, match=f"{prefix}rows:s"):
+        store.entity_rows(["s"])
+    with pytest.raises(ValueError, match=f"{prefix}labels"):
+        store.labels(["s"])
+    store.close()
+
+
+def test_redis_refuses_a_decoding_client(redis_url: str):
+    with (
+        redis.Redis.from_url(redis_url, decode_responses=True) as client,
+        pytest.raises(ValueError, match="decode_responses"),
+    ):
+        RedisStore(redis_url, client=client)
