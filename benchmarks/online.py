@@ -5,15 +5,18 @@
 For each artifact, store (memory; redis when ``redis-server`` is installed: a fresh local server) and history
 length L: ``--sessions`` synthetic sessions (real event rows of the generator, increasing timestamps) are fed
 their first L events in one untimed call, then ``--events`` more one at a time, each timed (``OnlineScorer.events``
-of one event: validation, tokens, entity features, model, calibration, state read and write). Beside it, what
+of one event: validation, tokens, entity features, model, calibration, state read and write; the history stays
+within ``max_len``, so a GRU steps from its carried state). Beside it, what
 ``/score`` would cost instead: ``Scorer.score`` of the whole session so far, for the same events. Every
 combination runs quiet, then with a CPU hog (one busy process) beside it. Torch runs one thread, as the service.
-Reports p50, p99 and p99.9 in ms, and the bytes one open session's state holds at L events.
+Reports p50, p99 and p99.9 in ms, the model's own time for one event at that history (a GRU step from the carried
+state, or one pass of the transformer over its kept events), and the bytes one open session's state holds.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import shutil
@@ -29,7 +32,8 @@ import numpy as np
 import torch
 from serving import session_of
 
-from seqfraud.scoring.online import OnlineScorer
+from seqfraud.features.tokens import Sequences
+from seqfraud.scoring.online import OnlineScorer, SessionState
 from seqfraud.scoring.redis_store import RedisStore
 from seqfraud.scoring.scorer import Scorer
 from seqfraud.scoring.state import MemoryStore, StateStore
@@ -79,19 +83,41 @@ def redis(work: Path):
         proc.wait()
 
 
+def model_alone(online: OnlineScorer, state: SessionState) -> float:
+    """The model's own share of one event: a GRU step from the carried state, or a pass over the kept tokens."""
+    tokens = state.tokens
+    with torch.inference_mode():
+        if state.hidden is not None and online.step is not None:
+            new, hidden = torch.from_numpy(tokens[-1:])[None], torch.from_numpy(state.hidden)[:, None]
+            call = lambda: online.step(new, hidden)
+        else:
+            seqs = Sequences(["s"], tokens, np.array([len(tokens)]))
+            call = lambda: online.scorer.predict(seqs)
+        times = []
+        for _ in range(50):
+            t0 = time.perf_counter()
+            call()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(times))
+
+
 def measure(scorer: Scorer, store: StateStore, length: int, sessions: int, events: int) -> dict:
     online = OnlineScorer(scorer, store)
-    step_ms, whole_ms, state_bytes = [], [], []
+    step_ms, whole_ms, state_bytes, model_ms = [], [], [], []
     for k in range(sessions):
         records = session_of(length + events, seed=k)
+        sid = f"bench-{length}-{k}-{time.time_ns()}"
         for r in records:
-            r["session_id"] = f"bench-{length}-{k}-{time.time_ns()}"
+            r["session_id"] = sid
         online.events(records[:length])
-        state_bytes.append(len(online.session(records[0]["session_id"]).encode()))
+        state = online.session(records[0]["session_id"])
+        state_bytes.append(len(state.encode()))
+        model_ms.append(model_alone(online, state))
         for i in range(length, length + events):
             t0 = time.perf_counter()
             online.events([records[i]])
             step_ms.append((time.perf_counter() - t0) * 1e3)
+        for i in range(length, length + events):  # apart, so that neither warms the caches for the other
             t0 = time.perf_counter()
             scorer.score(records[: i + 1], source="bench")
             whole_ms.append((time.perf_counter() - t0) * 1e3)
@@ -99,6 +125,7 @@ def measure(scorer: Scorer, store: StateStore, length: int, sessions: int, event
         "online": percentiles(step_ms),
         "whole": percentiles(whole_ms),
         "state_bytes": int(np.median(state_bytes)),
+        "model_ms": float(np.median(model_ms)),
     }
 
 
@@ -115,14 +142,17 @@ def main() -> None:
         f"{args.sessions} sessions x {args.events} timed events per cell; torch 1 thread.\n"
     )
     print(
-        "| model | store | load | history L | max_len | online p50 ms | p99 | p99.9 | whole-session p50 ms | p99 | p99.9 | state bytes |"
+        "| model | store | load | history L | max_len | online p50 ms | p99 | p99.9 | model alone p50 ms | "
+        "whole-session p50 ms | p99 | p99.9 | state bytes |"
     )
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as work, redis(Path(work)) as url:
         for spec in args.artifact:
             name, path = spec.split("=", 1)
             scorer = Scorer.load(path)
             scorer.warmup()
+            gc.collect()
+            gc.freeze()  # as the service does after start-up
             backends = {"memory": MemoryStore}
             if url:
                 backends["redis"] = lambda: RedisStore(url, timeout_s=1.0)
@@ -134,7 +164,7 @@ def main() -> None:
                             o, w = r["online"], r["whole"]
                             print(
                                 f"| {name} | {store_name} | {'hog' if loaded else 'quiet'} | {length} | "
-                                f"{scorer.spec.max_len} | {o['p50']:.2f} | {o['p99']:.2f} | {o['p99.9']:.2f} | "
+                                f"{scorer.spec.max_len} | {o['p50']:.2f} | {o['p99']:.2f} | {o['p99.9']:.2f} | {r['model_ms']:.2f} | "
                                 f"{w['p50']:.2f} | {w['p99']:.2f} | {w['p99.9']:.2f} | {r['state_bytes']:,} |",
                                 flush=True,
                             )

@@ -62,3 +62,87 @@ def test_numpy_path_equals_polars_path(rows):
     assert fast.session_ids == slow.session_ids
     np.testing.assert_array_equal(fast.lengths, slow.lengths)
     np.testing.assert_array_equal(fast.tokens, slow.tokens)
+
+
+# Records as a request or a caller sends them: JSON types, some of them wrong, timestamps good and bad.
+loose = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["login", "pay", "ios", "web", "", "é"]),
+)
+stamps = st.one_of(
+    st.sampled_from(
+        [
+            "2024-01-01T00:00:00Z",
+            "2024-01-01 00:00:01.5",
+            "2024-01-01T00:00:02.1234567+02:00",
+            "2024-01-01t00:00:03-05:30",
+            "2024-02-30T00:00:00Z",
+            "2024-01-01T25:00:00Z",
+            "1900-01-01T00:00:00Z",
+            "2024-01-01",
+            "yesterday",
+        ]
+    ),
+    st.integers(min_value=-(2**64), max_value=2**64),
+    st.sampled_from([1_704_067_200_000_000, 1_704_067_200_000_001, 0]),
+    st.none(),
+)
+record = st.fixed_dictionaries(
+    {"session_id": st.one_of(st.sampled_from(["a", "b"]), st.integers(-5, 5)), "timestamp": stamps},
+    optional={"event_type": loose, "device": loose, "amount": loose, "colour": loose},
+)
+
+
+clean = st.fixed_dictionaries(
+    {
+        "session_id": st.sampled_from(["a", "b"]),
+        "timestamp": st.sampled_from(
+            ["2024-01-01T00:00:00Z", "2024-01-01 00:00:01.5", 1_704_067_200_000_001]
+        ),
+        "event_type": st.sampled_from(["login", "pay", "x"]),
+    },
+    optional={
+        "device": st.one_of(st.none(), st.sampled_from(["ios", "web"])),
+        "amount": st.one_of(st.none(), st.floats(allow_nan=True), st.integers(-(2**60), 2**60)),
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(clean, clean, record), min_size=1, max_size=6))
+def test_record_columns_answer_only_what_the_full_path_answers(records):
+    """The Polars-free path of per-event scoring: where it answers, exactly normalized_events' columns; where
+    the full path refuses the records, it does not answer."""
+    from seqfraud.data.events import DataValidationError
+    from seqfraud.features.fastpath import EventColumns
+    from seqfraud.scoring.prepare import as_frame, record_columns
+
+    fast = record_columns(records, SPEC)
+    try:
+        full = EventColumns.of_frame(normalized_events(as_frame(records, SPEC, "r").lazy(), SPEC, "r"), SPEC)
+    except (DataValidationError, TypeError, pl.exceptions.PolarsError):
+        assert fast is None
+        return
+    if fast is None:
+        return  # the full path may accept more (e.g. mixed types it can cast); it is the one that runs then
+    assert fast.session_ids == full.session_ids and fast.categorical == full.categorical
+    assert np.array_equal(fast.ts_us, full.ts_us) and np.array_equal(fast.rows, full.rows)
+    for c, (x, null) in full.numeric.items():
+        assert np.array_equal(fast.numeric[c][0], x, equal_nan=True) and np.array_equal(
+            fast.numeric[c][1], null
+        )
+
+
+def test_record_columns_answer_clean_records():
+    from seqfraud.scoring.prepare import record_columns
+
+    records = [
+        {"session_id": "a", "timestamp": "2024-01-01T00:00:00.25+01:00", "event_type": "pay", "amount": 3},
+        {"session_id": "a", "timestamp": "2024-01-01 00:00:01Z", "event_type": "login", "device": None},
+    ]
+    got = record_columns(records, SPEC)
+    assert got is not None and got.ts_us.tolist() == [1_704_063_600_250_000, 1_704_067_201_000_000]
+    assert got.categorical["device"] == [None, None] and got.numeric["amount"][1].tolist() == [False, True]

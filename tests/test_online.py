@@ -35,7 +35,7 @@ def gru_artifact(gru_run, tmp_path_factory) -> Path:
     from seqfraud.export.exporter import export_run
 
     with single_torch_thread():
-        return export_run(gru_run, tmp_path_factory.mktemp("export") / "artifact", formats=("torchscript",))
+        return export_run(gru_run, tmp_path_factory.mktemp("export") / "artifact")
 
 
 def session_records(run: Path, n_sessions: int, min_events: int = 1) -> list[dict]:
@@ -83,17 +83,17 @@ def replay_matches_whole_sessions(scorer, records: list[dict]) -> int:
 def test_session_state_round_trips_and_refuses_foreign_bytes() -> None:
     from seqfraud.scoring.online import SessionState
 
-    state = SessionState("s1", keys=["id:1"], records=[{"a": 1}], n_events=1, last_ts_us=5, score=0.25)
+    state = SessionState("s1", keys=["id:1"], records=b'{"a":1}', n_events=1, last_ts_us=5, score=0.25)
     state.tokens = np.arange(6, dtype=np.int64).reshape(2, 3)
     state.hidden = np.ones((1, 4), dtype=np.float32)
     back = SessionState.decode(state.encode(), 3, (1, 4))
-    assert back.keys == ["id:1"] and back.records == [{"a": 1}] and back.score == 0.25
+    assert back.keys == ["id:1"] and back.record_list() == [{"a": 1}] and back.score == 0.25
     assert np.array_equal(back.tokens, state.tokens) and np.array_equal(back.hidden, state.hidden)
     with pytest.raises(ValueError, match="another model"):
         SessionState.decode(state.encode(), 4, (1, 4))
     with pytest.raises(ValueError, match="another model"):
         SessionState.decode(state.encode(), 3, (2, 4))
-    for garbage in (b"", b"\x05\x00\x00\x00{bad}", state.encode() + b"x", state.encode()[:-3]):
+    for garbage in (b"", b"\x05\x00\x00\x00{bad}", state.encode() + b"\nx", state.encode()[:-12]):
         with pytest.raises(ValueError, match="unreadable session state"):
             SessionState.decode(garbage, 3, (1, 4))
 
@@ -102,13 +102,15 @@ def test_gru_steps_one_event_at_a_time_like_the_whole_session(gru_artifact, gru_
     from seqfraud.scoring.scorer import Scorer
 
     manifest = json.loads((gru_artifact / "manifest.json").read_text())
-    assert manifest["step"]["file"] == "step.ts" and manifest["parity"]["step"]["max_abs_diff"] <= 1e-5
-    scorer = Scorer.load(gru_artifact)
-    assert scorer.step is not None
+    assert manifest["step"]["formats"] == {"torchscript": "step.ts", "pt2": "step.pt2"}
+    assert all(p["max_abs_diff"] <= 1e-5 and p["prefixes"] > 100 for p in manifest["parity"]["step"].values())
     # Sessions longer than max_len (24) cross the point where the carried state must be rebuilt.
     records = session_records(gru_run, 4, min_events=30)
-    with single_torch_thread():
-        assert replay_matches_whole_sessions(scorer, records) >= 120
+    for fmt in ("torchscript", "pt2"):
+        scorer = Scorer.load(gru_artifact, fmt=fmt)
+        assert scorer.step is not None
+        with single_torch_thread():
+            assert replay_matches_whole_sessions(scorer, records) >= 120
 
 
 def test_transformer_rescores_its_kept_events_like_the_whole_session(exported_artifact, trained_run) -> None:
@@ -241,3 +243,28 @@ def test_redis_state_is_shared_and_its_outage_degrades_or_fails_closed(
     with service_client(gru_artifact, store=RedisStore(server.url), on_store_error="fail") as c:
         refused = c.post("/events", json={"events": records[:1]})
         assert refused.status_code == 503 and "Retry-After" in refused.headers
+
+
+def test_an_altered_step_entry_or_file_is_refused(gru_artifact, tmp_path) -> None:
+    import shutil
+
+    from seqfraud.export.artifact import ArtifactError, open_artifact
+
+    for change, match in [
+        (lambda m: m["step"]["formats"].update(torchscript="model.ts"), "'step'"),
+        (lambda m: m["step"].update(width=0), "'step'"),
+    ]:
+        copy = tmp_path / f"a{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(gru_artifact, copy)
+        manifest = json.loads((copy / "manifest.json").read_text())
+        change(manifest)
+        (copy / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(ArtifactError, match=match):
+            open_artifact(copy)
+    copy = tmp_path / "bytes"
+    shutil.copytree(gru_artifact, copy)
+    data = bytearray((copy / "step.ts").read_bytes())
+    data[len(data) // 2] ^= 1
+    (copy / "step.ts").write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="step.ts"):
+        open_artifact(copy).load_step()

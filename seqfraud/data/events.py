@@ -37,7 +37,7 @@ class DataValidationError(UserError, ValueError):
 # Integer epoch timestamps: ``auto`` reads the unit off the magnitude (seconds reach 1e11 only in year 5138);
 # values of another unit then fall outside the plausible range and are refused.
 _UNIT_LIMITS = (("s", 1e11), ("ms", 1e14), ("us", 1e17), ("ns", float("inf")))
-_US_PER_UNIT = {"s": 1_000_000, "ms": 1_000, "us": 1}  # ns: floor-divided by 1,000
+US_PER_UNIT = {"s": 1_000_000, "ms": 1_000, "us": 1}  # ns: floor-divided by 1,000
 _UNIT_NAMES = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 # RFC 3339 date-time: T, t or space; optional fraction; Z, z or +hh:mm/-hh:mm, and no offset means UTC. The
@@ -396,7 +396,7 @@ def epoch_bounds(unit: str, range_us: tuple[int, int]) -> tuple[int, int]:
     if unit == "ns":
         first, last = start * 1_000, end * 1_000 - 1
     else:
-        k = _US_PER_UNIT[unit]
+        k = US_PER_UNIT[unit]
         first, last = -(-start // k), (end - 1) // k
     return max(first, _INT64_MIN), min(last, _INT64_MAX)
 
@@ -438,7 +438,7 @@ def timestamp_us(raw: pl.Expr, unit: str, range_us: tuple[int, int]) -> tuple[pl
     first, last = epoch_bounds(unit, range_us)
     in_range = raw.is_between(first, last)
     value = raw.cast(pl.Int64, strict=False).clip(first, last)  # clipped: no product below can overflow
-    us = value // 1_000 if unit == "ns" else value * _US_PER_UNIT[unit]
+    us = value // 1_000 if unit == "ns" else value * US_PER_UNIT[unit]
     return pl.when(in_range).then(us), in_range.not_().fill_null(False)
 
 

@@ -55,8 +55,7 @@ EMBEDDED_SPEC = (
 )
 SIGNATURE_FILE = "manifest.sig"
 # The step function of a GRU model (models.sequence.GRUStep, with a sigmoid): per-event online scoring.
-STEP_FILE = "step.ts"
-STEP_FORMAT = "torchscript"
+STEP_FILES = {"torchscript": "step.ts", "pt2": "step.pt2"}
 SIGNATURE_ALGORITHM = "ed25519"
 VERIFY_KEY_ENV = "SEQFRAUD_VERIFY_KEY"  # public key file(s), separated by os.pathsep
 REQUIRE_SIGNED_ENV = "SEQFRAUD_REQUIRE_SIGNED"  # 1: refuse any artifact not verified by signature
@@ -111,12 +110,29 @@ def _save_pt2(module: nn.Module, spec: Spec, path: Path) -> None:
         "tokens": {0: dims.DYNAMIC, 1: dims.DYNAMIC(min=1, max=spec.max_len)},
         "lengths": {0: dims.DYNAMIC},
     }
+    _export_pt2(module, spec, path, example_inputs(spec), dynamic)
+
+
+def _export_pt2(module: nn.Module, spec: Spec, path: Path, inputs: tuple[Tensor, ...], dynamic: dict) -> None:
     with _dynamic_length_gru(), warnings.catch_warnings():
         # Known and harmless while tracing that decomposition (torch 2.13).
         warnings.filterwarnings("ignore", "_check_is_size will be removed", FutureWarning)
         warnings.filterwarnings("ignore", r"The tensor attributes .*_flat_weights", UserWarning)
-        program = torch.export.export(module, example_inputs(spec), dynamic_shapes=dynamic)
+        program = torch.export.export(module, inputs, dynamic_shapes=dynamic)
     torch.export.save(program, str(path), extra_files={EMBEDDED_SPEC: spec.to_json()})
+
+
+def save_step(module: nn.Module, spec: Spec, root: Path, fmt: str, layers: int, width: int) -> None:
+    """The step contract in one format: ``(tokens [B, k, F], hidden [layers, B, width]) -> (probabilities,
+    hidden)``, dynamic in the batch (shared by both inputs) and in ``k``."""
+    if fmt == "torchscript":
+        _save_torchscript(module, spec, root / STEP_FILES[fmt])
+        return
+    dims = torch.export.Dim
+    batch = dims("batch")
+    tokens = torch.full((2, 2, len(spec.fields)), MISSING, dtype=torch.long)  # 2, not 1: 0/1 specialize
+    dynamic = {"tokens": {0: batch, 1: dims.DYNAMIC(min=1, max=spec.max_len)}, "hidden": {1: batch}}
+    _export_pt2(module, spec, root / STEP_FILES[fmt], (tokens, torch.zeros(layers, 2, width)), dynamic)
 
 
 def _dynamic_length_gru() -> contextlib.AbstractContextManager[None]:
@@ -254,13 +270,13 @@ class Artifact:
             )
         return self._load(FORMATS[fmt].file, FORMATS[fmt].load, fmt)
 
-    def load_step(self) -> tuple[Step, tuple[int, int]] | None:
-        """A GRU model's step function and the shape of its per-session state (layers, width); None when the
-        model has none (a transformer rescored on its kept events is the online path then)."""
-        if "step" not in self.manifest:
+    def load_step(self, fmt: str = "torchscript") -> tuple[Step, tuple[int, int]] | None:
+        """A GRU model's step function in ``fmt`` and the shape of its per-session state (layers, width); None
+        when the model has none in that format (the kept events are then read again for each event)."""
+        step = self.manifest.get("step")
+        if step is None or fmt not in step["formats"]:
             return None
-        step = self.manifest["step"]
-        return self._load(STEP_FILE, _load_torchscript, "step"), (step["layers"], step["width"])
+        return self._load(STEP_FILES[fmt], FORMATS[fmt].load, f"{fmt} step"), (step["layers"], step["width"])
 
     def _load(self, name: str, load: Callable[[IO[bytes]], tuple[Any, str]], what: str) -> Any:
         """A module deserialized from the verified bytes of ``name``, refused unless it embeds spec.json."""
@@ -514,16 +530,16 @@ def _parse_manifest(raw: bytes, where: Path) -> dict[str, Any]:
     step = manifest.get("step")
     if step is not None and not (
         isinstance(step, dict)
-        and set(step) == {"file", "format", "layers", "width"}
-        and step["file"] == STEP_FILE
-        and step["format"] == STEP_FORMAT
-        and STEP_FILE in files
+        and set(step) == {"formats", "layers", "width"}
+        and isinstance(step["formats"], dict)
+        and step["formats"]
+        and all(STEP_FILES.get(fmt) == name and name in files for fmt, name in step["formats"].items())
         and all(_is_int(step[k]) and 0 < step[k] <= 65536 for k in ("layers", "width"))
     ):
         raise bad(
             "'step'",
-            f'must be {{"file": "{STEP_FILE}", "format": "{STEP_FORMAT}", "layers": N, "width": N}} with the '
-            f"file among the verified files, got {json.dumps(step)[:120]}",
+            f'must be {{"formats": {{FORMAT: FILE}}, "layers": N, "width": N}} with files {STEP_FILES} among the '
+            f"verified files, got {json.dumps(step)[:120]}",
         )
     thresholds = manifest["thresholds"]
     for band in ("review", "decline"):

@@ -41,12 +41,12 @@ from seqfraud.export.artifact import (
     MANIFEST_FILE,
     RELIABILITY_FILE,
     SPEC_FILE,
-    STEP_FILE,
-    STEP_FORMAT,
+    STEP_FILES,
     canonical_json,
     file_entries,
     input_schema,
     open_artifact,
+    save_step,
     sha256,
     sign_artifact,
 )
@@ -195,19 +195,15 @@ def export_run(
             "tolerance": tolerance,
             "validation": check_model_parity(model, loaded, run_dir, spec, tolerance, parity_sessions),
         }
-        step = None
-        if can_step(module.net):
-            stepper = ProbabilityStep(module.net).eval()
-            FORMATS[STEP_FORMAT].save(stepper, spec, tmp / STEP_FILE)
-            step = {
-                "file": STEP_FILE,
-                "format": STEP_FORMAT,
-                "layers": stepper.step.layers,
-                "width": stepper.step.width,
+        step = save_steps(module.net, spec, tmp, formats) if can_step(module.net) else None
+        if step is not None:
+            start = torch.zeros(step["layers"], 1, step["width"])
+            parity["step"] = {
+                fmt: check_step_parity(
+                    model, FORMATS[fmt].load(tmp / name)[0], start, run_dir, spec, tolerance
+                )
+                for fmt, name in step["formats"].items()
             }
-            loaded_step = FORMATS[STEP_FORMAT].load(tmp / STEP_FILE)[0]
-            start = torch.zeros(stepper.step.layers, 1, stepper.step.width)
-            parity["step"] = check_step_parity(model, loaded_step, start, run_dir, spec, tolerance)
         scorer = Scorer(
             loaded[formats[0]],
             spec,
@@ -254,7 +250,7 @@ def export_run(
                     RELIABILITY_FILE,
                     *(FORMATS[fmt].file for fmt in formats),
                     *([STACKER_FILE] if stacker else []),
-                    *([STEP_FILE] if step else []),
+                    *(step["formats"].values() if step else []),
                 ],
             ),
         }
@@ -274,7 +270,8 @@ def export_run(
         for fmt in formats:
             artifact.load_model(fmt)
         artifact.load_stacker()
-        artifact.load_step()
+        for fmt in step["formats"] if step else []:
+            artifact.load_step(fmt)
         _publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -473,6 +470,22 @@ def check_model_parity(
         "lengths": [int(ds.lengths[by_length[0]]), int(ds.lengths[by_length[-1]])],
         "max_abs_diff": worst,
     }
+
+
+def save_steps(net: SessionClassifier, spec: Spec, root: Path, formats: list[str]) -> dict[str, Any]:
+    """The step function in each of the model's formats (a format that cannot hold it is skipped with a
+    warning: the kept events are then read again for each event), and its manifest entry."""
+    stepper = ProbabilityStep(net).eval()
+    layers, width = stepper.step.layers, stepper.step.width
+    saved = {}
+    for fmt in formats:
+        try:
+            save_step(stepper, spec, root, fmt, layers, width)
+            saved[fmt] = STEP_FILES[fmt]
+        except Exception as e:  # noqa: BLE001  # scripting and tracing fail with their own error types
+            log.warning("no %s step function: %s", fmt, str(e).strip().splitlines()[0])
+            (root / STEP_FILES[fmt]).unlink(missing_ok=True)
+    return {"formats": saved, "layers": layers, "width": width}
 
 
 def check_step_parity(

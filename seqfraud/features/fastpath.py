@@ -8,6 +8,7 @@ test and every export's end-to-end check hold it equal to :func:`~seqfraud.featu
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -29,23 +30,65 @@ def category_ids(values: Iterable[str | None], lookup: dict[str, int]) -> np.nda
     return np.array([MISSING if v is None else lookup.get(v, UNKNOWN) for v in values], dtype=np.int64)
 
 
+@dataclass
+class EventColumns:
+    """Normalized events as plain columns: what the numpy rules read, whether they came from a frame of
+    :func:`~seqfraud.scoring.prepare.normalized_events` or straight from a request's records."""
+
+    session_ids: list[str]
+    ts_us: np.ndarray  # int64
+    rows: np.ndarray  # int64, the input order (ties in time break by it)
+    categorical: dict[str, list[str | None]]
+    numeric: dict[str, tuple[np.ndarray, np.ndarray]]  # float64 values (NaN where null) and the null mask
+
+    @classmethod
+    def of_frame(cls, events: pl.DataFrame, spec: Spec) -> EventColumns:
+        numeric = {}
+        for c in {*spec.numeric_fields, *spec.values}:
+            x = events[c]
+            null = (
+                np.array([v is None for v in x.to_list()]) if x.null_count() else np.zeros(len(x), dtype=bool)
+            )
+            numeric[c] = (x.cast(pl.Float64).to_numpy(), null)
+        return cls(
+            events[S.SESSION_ID].to_list(),
+            events[S.TS_US].to_numpy().astype(np.int64),
+            events[S.ROW_INDEX].to_numpy().astype(np.int64),
+            {c: events[c].to_list() for c in spec.schema.categorical_fields},
+            numeric,
+        )
+
+    def take(self, at: list[int]) -> EventColumns:
+        idx = np.asarray(at, dtype=np.int64)
+        return EventColumns(
+            [self.session_ids[i] for i in at],
+            self.ts_us[idx],
+            self.rows[idx],
+            {c: [v[i] for i in at] for c, v in self.categorical.items()},
+            {c: (x[idx], null[idx]) for c, (x, null) in self.numeric.items()},
+        )
+
+
 def numpy_sequences(events: pl.DataFrame, spec: Spec, index: VocabIndex) -> Sequences:
-    """Normalized events to :class:`~seqfraud.features.tokens.Sequences`, as ``sequences`` makes them.
+    """Normalized events to :class:`~seqfraud.features.tokens.Sequences`, as ``sequences`` makes them."""
+    return column_sequences(EventColumns.of_frame(events, spec), spec, index)
+
+
+def column_sequences(events: EventColumns, spec: Spec, index: VocabIndex) -> Sequences:
+    """:class:`EventColumns` to :class:`~seqfraud.features.tokens.Sequences`, as ``sequences`` makes them.
 
     Sorted by (session, time, input row); buckets are ``searchsorted(side="left")``, so
     ``FIRST_ID + #{edge < x}``; vocabularies are dict lookups (``index`` from :func:`vocab_index`);
     sessions keep their last ``max_len`` events.
     """
-    n = events.height
-    sid = events[S.SESSION_ID]
-    if sid.n_unique() == 1:
-        names, codes = [sid[0]], np.zeros(n, dtype=np.int64)
+    n = len(events.session_ids)
+    if len(set(events.session_ids)) == 1:
+        names, codes = [events.session_ids[0]], np.zeros(n, dtype=np.int64)
     else:
-        uniques, codes = np.unique(sid.to_numpy(), return_inverse=True)
+        uniques, codes = np.unique(np.array(events.session_ids, dtype=object), return_inverse=True)
         names = uniques.tolist()
-    ts = events[S.TS_US].to_numpy()
-    order = np.lexsort((events[S.ROW_INDEX].to_numpy(), ts, codes))
-    codes, ts = codes[order], ts[order]
+    order = np.lexsort((events.rows, events.ts_us, codes))
+    codes, ts = codes[order], events.ts_us[order]
     first = np.r_[True, codes[1:] != codes[:-1]]
     starts = np.flatnonzero(first)
     counts = np.diff(np.r_[starts, n])
@@ -59,13 +102,12 @@ def numpy_sequences(events: pl.DataFrame, spec: Spec, index: VocabIndex) -> Sequ
             delta = np.r_[np.nan, np.diff(ts).astype(np.float64) / 1e6]
             ids = _bucket(delta, first, spec.edges[f])[kept]
         elif f in index:
-            ids = category_ids(events[f].to_list(), index[f])[rows]
+            ids = category_ids(events.categorical[f], index[f])[rows]
         else:
             column = values.get(f, f)
-            x = events[column]
-            null = np.array([v is None for v in x.to_list()]) if x.null_count() else np.zeros(n, dtype=bool)
+            x, null = events.numeric[column]
             rule = _value if f in values else _bucket
-            ids = rule(x.to_numpy(), null, spec.edges[column])[rows]
+            ids = rule(x, null, spec.edges[column])[rows]
         columns.append(ids)
     lengths = np.minimum(counts, spec.max_len).astype(np.int64)
     return Sequences(names, np.stack(columns, axis=1), lengths)

@@ -37,14 +37,15 @@ import torch
 
 from seqfraud import schema as S
 from seqfraud.data.events import DataValidationError
+from seqfraud.decisions import assign_bands
 from seqfraud.export.artifact import Step
 from seqfraud.features.entities import EntitySpec
-from seqfraud.features.fastpath import numpy_sequences, time_delta_ids
+from seqfraud.features.fastpath import EventColumns, column_sequences, time_delta_ids
 from seqfraud.features.spec import Spec
 from seqfraud.features.tokens import Sequences
 from seqfraud.scoring.history import entity_context
-from seqfraud.scoring.prepare import as_frame, normalized_events
-from seqfraud.scoring.scorer import Scorer
+from seqfraud.scoring.prepare import as_frame, normalized_events, record_columns
+from seqfraud.scoring.scorer import Scorer, intra_op_threads
 from seqfraud.scoring.state import EntityRow, Label, StateStore, StoreUnavailable
 
 ON_STORE_ERROR = ("degraded", "fail")
@@ -57,8 +58,8 @@ class SessionState:
     GRU state, and the latest score."""
 
     session_id: str
-    keys: list[str] = field(default_factory=list)  # of the events taken, in arrival order
-    records: list[dict[str, Any]] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)  # the ids of the events taken (with data.schema.event_id)
+    records: bytes = b""  # the events taken, as sent: one JSON object a line
     tokens: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))  # the kept events'
     n_events: int = 0
     last_ts_us: int | None = None
@@ -68,19 +69,25 @@ class SessionState:
     band: str = ""
     updated_at: float = 0.0
 
+    def record_list(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.records.split(b"\n")] if self.records else []
+
     def encode(self) -> bytes:
-        """``[header length][JSON header][tokens][hidden]``: plain bytes, read back by :meth:`decode` without
-        unpickling anything (the arrays are raw little-endian int64 and float32 of the shapes the header gives)."""
-        meta = {k: getattr(self, k) for k in ("session_id", "keys", "records", "n_events", "last_ts_us")}
+        """``[header length][JSON header][tokens][hidden][records]``: plain bytes, read back by :meth:`decode`
+        without unpickling anything (raw little-endian int64 and float32 arrays of the shapes the header gives,
+        then the records as JSON lines, parsed only when a rebuild or the stacker needs them)."""
+        meta = {k: getattr(self, k) for k in ("session_id", "keys", "n_events", "last_ts_us")}
         meta |= {k: getattr(self, k) for k in ("score", "raw_score", "band", "updated_at")}
         meta |= {
             "version": STATE_VERSION,
             "tokens": list(self.tokens.shape),
             "hidden": None if self.hidden is None else list(self.hidden.shape),
+            "records": len(self.records),
         }
         header = json.dumps(meta).encode()
         hidden = b"" if self.hidden is None else self.hidden.astype("<f4").tobytes()
-        return len(header).to_bytes(4, "little") + header + self.tokens.astype("<i8").tobytes() + hidden
+        arrays = self.tokens.astype("<i8").tobytes() + hidden
+        return len(header).to_bytes(4, "little") + header + arrays + self.records
 
     @classmethod
     def decode(cls, data: bytes, n_fields: int, hidden_shape: tuple[int, int] | None) -> SessionState:
@@ -91,16 +98,21 @@ class SessionState:
             meta = json.loads(data[4 : 4 + size])
             if meta.pop("version") != STATE_VERSION:
                 raise ValueError("a state of another seqfraud version")
-            tokens_shape, hidden_at = meta.pop("tokens"), meta.pop("hidden")
+            tokens_shape, hidden_at, records_size = (
+                meta.pop("tokens"),
+                meta.pop("hidden"),
+                meta.pop("records"),
+            )
             start = 4 + size
             end = start + 8 * tokens_shape[0] * tokens_shape[1]
             tokens = np.frombuffer(data[start:end], dtype="<i8").reshape(tokens_shape).astype(np.int64)
             hidden = None
             if hidden_at is not None:
-                hidden = np.frombuffer(data[end:], dtype="<f4").reshape(hidden_at).astype(np.float32)
-            elif len(data) != end:
-                raise ValueError("trailing bytes")
-            state = cls(tokens=tokens, hidden=hidden, **meta)
+                start, end = end, end + 4 * hidden_at[0] * hidden_at[1]
+                hidden = np.frombuffer(data[start:end], dtype="<f4").reshape(hidden_at).astype(np.float32)
+            if len(data) != end + records_size:
+                raise ValueError(f"{len(data)} bytes where the header gives {end + records_size}")
+            state = cls(tokens=tokens, hidden=hidden, records=bytes(data[end:]), **meta)
         except (ValueError, TypeError, KeyError, IndexError) as e:
             raise ValueError(f"unreadable session state: {e}") from e
         if tokens.shape[1] != n_fields and len(tokens):
@@ -158,19 +170,29 @@ class OnlineScorer:
         keys = [event_key(r, schema.event_id, f"{arrival}-{i}") for i, r in enumerate(records)]
         if schema.event_id:
             records = [{k: v for k, v in r.items() if k != schema.event_id} for r in records]
-        events = normalized_events(as_frame(records, self.spec, source).lazy(), self.spec, source)
-        sids = events[S.SESSION_ID].to_list()
+        # Clean records of a model without entity features skip Polars (its planning alone costs a millisecond).
+        events: EventColumns | pl.DataFrame | None = None
+        if self.spec.entity is None:
+            events = record_columns(records, self.spec)
+        if events is None:
+            events = normalized_events(as_frame(records, self.spec, source).lazy(), self.spec, source)
+        try:
+            lines = [json.dumps(r, separators=(",", ":")).encode() for r in records]
+        except (TypeError, ValueError) as e:
+            raise DataValidationError(f"{source}: online events must hold JSON values only: {e}") from None
+        sids = events.session_ids if isinstance(events, EventColumns) else events[S.SESSION_ID].to_list()
         by_session: dict[str, list[int]] = {}
         for i, sid in enumerate(sids):
             by_session.setdefault(sid, []).append(i)
         results = []
         for sid, rows in by_session.items():
+            new = events.take(rows) if isinstance(events, EventColumns) else events[rows]
             try:
-                state = self._take(sid, [keys[i] for i in rows], [records[i] for i in rows], events[rows])
+                state = self._take(sid, [keys[i] for i in rows], [lines[i] for i in rows], new)
             except StoreUnavailable:
                 if self.on_store_error == "fail":
                     raise
-                results.append(self._alone(sid, events[rows]))
+                results.append(self._alone(sid, [records[i] for i in rows], source))
                 continue
             results.append(
                 {S.SESSION_ID: sid, S.SCORE: state.score, S.BAND: state.band, "n_events": state.n_events}
@@ -189,9 +211,10 @@ class OnlineScorer:
         return SessionState.decode(data, len(self.spec.fields), self.hidden_shape)
 
     def _take(
-        self, sid: str, keys: list[str], records: list[dict[str, Any]], events: pl.DataFrame
+        self, sid: str, keys: list[str], lines: list[bytes], events: EventColumns | pl.DataFrame
     ) -> SessionState:
         """Apply a session's new events to its state, atomically, then record them in the entity history."""
+        with_ids = self.spec.schema.event_id is not None
         taken: list[int] = []
         latest: list[SessionState] = []
 
@@ -203,12 +226,15 @@ class OnlineScorer:
             taken[:] = new
             if not new:
                 return None
-            self._advance(state, [keys[i] for i in new], [records[i] for i in new], events[new])
+            if with_ids:
+                state.keys += [keys[i] for i in new]
+            part = events.take(new) if isinstance(events, EventColumns) else events[new]
+            self._advance(state, [keys[i] for i in new], [lines[i] for i in new], part)
             return state.encode()
 
         self.store.update(sid, change)
         state = latest[0]
-        if taken and self.spec.entity is not None:
+        if taken and self.spec.entity is not None and isinstance(events, pl.DataFrame):
             new = events[taken]
             columns = self.spec.entity.columns
             self.store.add_entity_rows(
@@ -222,39 +248,36 @@ class OnlineScorer:
         return state
 
     def _advance(
-        self, state: SessionState, keys: list[str], records: list[dict[str, Any]], new: pl.DataFrame
+        self, state: SessionState, keys: list[str], lines: list[bytes], new: EventColumns | pl.DataFrame
     ) -> None:
-        """The state after ``new`` (normalized events of the session not seen before)."""
-        ts = new[S.TS_US].to_numpy()
+        """The state after ``new`` (normalized events of the session not seen before, with their ``keys`` and
+        JSON ``lines``)."""
+        columns = self._columns(new, keys)
+        ts = columns.ts_us
         in_order = state.last_ts_us is None or int(ts.min()) >= state.last_ts_us
-        state.keys += keys
-        state.records += records
-        state.n_events += len(records)
-        if not in_order or len(records) > self.spec.max_len:  # a late event: the session as if scored whole
-            events = self._normalized(state.records, state.session_id)
-            seqs = self._tokens(self._in_context(events, state.keys))
+        state.records = b"\n".join([*([state.records] if state.records else []), *lines])
+        state.n_events += len(lines)
+        if not in_order or len(lines) > self.spec.max_len:  # a late event: the session as if scored whole
+            events = self._normalized(state)
+            seqs = self._tokens(self._columns(events, None))
             state.tokens, state.hidden = seqs.tokens, None
             state.last_ts_us = int(events[S.TS_US].to_numpy().max())
             added = state.tokens
         else:
-            seqs = self._tokens(self._in_context(new, keys))
-            added = seqs.tokens
+            added = self._tokens(columns).tokens
             if state.last_ts_us is not None:
-                first_ts = int(np.sort(ts)[0])
-                added[0, self._delta_field] = time_delta_ids(
-                    np.array([(first_ts - state.last_ts_us) / 1e6]), self.spec
-                )[0]
-            state.tokens = np.concatenate([state.tokens.reshape(-1, added.shape[1]), added])[
-                -self.spec.max_len :
-            ]
+                gap = np.array([(int(ts.min()) - state.last_ts_us) / 1e6])
+                added[0, self._delta_field] = time_delta_ids(gap, self.spec)[0]
+            kept = np.concatenate([state.tokens.reshape(-1, added.shape[1]), added])
+            state.tokens = kept[-self.spec.max_len :]
             state.last_ts_us = int(ts.max())
         raw = self._predict(state, added)
         if self.scorer.stacker is not None:
-            events = self._normalized(state.records, state.session_id)
-            raw = self.scorer.stacker.combine(self.scorer.stacker.aggregates(events, [state.session_id]), raw)
+            aggregates = self.scorer.stacker.aggregates(self._normalized(state), [state.session_id])
+            raw = self.scorer.stacker.combine(aggregates, raw)
         score = self.scorer.calibrate(raw)
         state.raw_score, state.score = float(raw[0]), float(score[0])
-        state.band = self.scorer.bands(score)[0]
+        state.band = str(assign_bands(score, self.scorer.thresholds)[0])
         state.updated_at = time.time()
 
     def _predict(self, state: SessionState, added: np.ndarray) -> np.ndarray:
@@ -264,43 +287,48 @@ class OnlineScorer:
             state.hidden = None
             return self.scorer.predict(Sequences([state.session_id], state.tokens, np.array([kept])))
         if state.hidden is None:  # a rebuilt session: its whole kept history from the start
-            added, state.hidden = (
-                state.tokens,
-                np.zeros(cast(tuple[int, int], self.hidden_shape), dtype=np.float32),
-            )
-        with torch.inference_mode():
+            added = state.tokens
+            state.hidden = np.zeros(cast(tuple[int, int], self.hidden_shape), dtype=np.float32)
+        with torch.inference_mode(), intra_op_threads(self.scorer.threads):
             prob, hidden = self.step(torch.from_numpy(added)[None], torch.from_numpy(state.hidden)[:, None])
         state.hidden = hidden[:, 0].numpy().copy()
         return prob.numpy().astype(np.float32)
 
-    def _normalized(self, records: list[dict[str, Any]], sid: str) -> pl.DataFrame:
-        return normalized_events(
-            as_frame(records, self.spec, f"session {sid!r}").lazy(), self.spec, f"session {sid!r}"
-        )
+    def _normalized(self, state: SessionState) -> pl.DataFrame:
+        where = f"session {state.session_id!r}"
+        return normalized_events(as_frame(state.record_list(), self.spec, where).lazy(), self.spec, where)
 
-    def _tokens(self, events: pl.DataFrame) -> Sequences:
-        seqs = numpy_sequences(events, self.spec, self.scorer._vocab_index)
+    def _columns(self, events: EventColumns | pl.DataFrame, keys: list[str] | None) -> EventColumns:
+        """Plain columns of one session's normalized events, with their entity features where the model has any
+        (read from the live history; ``keys`` are the events' own, None when they are the whole session)."""
+        if isinstance(events, EventColumns):
+            return events
+        if self.spec.entity is not None:
+            events = live_context(self.store, events, keys, self.spec)
+        return EventColumns.of_frame(events, self.spec)
+
+    def _tokens(self, events: EventColumns) -> Sequences:
+        seqs = column_sequences(events, self.spec, self.scorer._vocab_index)
         if len(seqs) != 1:
             raise DataValidationError("online scoring takes the events of one session at a time")
         return seqs
 
-    def _in_context(self, events: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
-        """Normalized events of one session with their entity features, from the live entity history."""
-        return events if self.spec.entity is None else live_context(self.store, events, keys, self.spec)
-
-    def _alone(self, sid: str, events: pl.DataFrame) -> dict[str, Any]:
+    def _alone(self, sid: str, records: list[dict[str, Any]], source: str) -> dict[str, Any]:
         """A degraded answer: the request's events scored as a session on their own, entity features missing."""
+        events = normalized_events(as_frame(records, self.spec, source).lazy(), self.spec, source)
         if self.spec.entity is not None:
-            names = self.spec.entity.feature_names()
-            events = events.with_columns(pl.lit(None, pl.Float32).alias(c) for c in names)
-        row = self.scorer.score_sequences(self.scorer.sequences(events), events).row(0, named=True)
-        return {S.SESSION_ID: sid, S.SCORE: row[S.SCORE], S.BAND: row[S.BAND], "n_events": events.height} | {
+            events = events.with_columns(
+                pl.lit(None, pl.Float32).alias(c) for c in self.spec.entity.feature_names()
+            )
+        row = self.scorer.score_normalized(events).row(0, named=True)
+        return {S.SESSION_ID: sid, S.SCORE: row[S.SCORE], S.BAND: row[S.BAND], "n_events": len(records)} | {
             "degraded": True
         }
 
 
-def live_context(store: StateStore, events: pl.DataFrame, keys: list[str], spec: Spec) -> pl.DataFrame:
-    """``events`` (one session's, with their event ``keys``) with their entity features from the live history:
+def live_context(store: StateStore, events: pl.DataFrame, keys: list[str] | None, spec: Spec) -> pl.DataFrame:
+    """``events`` (one session's, with their event ``keys``; None: the whole session) with their entity features
+    from the live history:
     every event of every other session that shares an entity value with them, the session's own earlier events
     (a pair of values first seen together there is not new when another session shows it), and the labels of
     the other sessions. Whole sessions come, so each one's end time (a label delay counts from it) is its own,
@@ -313,9 +341,9 @@ def live_context(store: StateStore, events: pl.DataFrame, keys: list[str], spec:
         if values:
             sharing |= store.sessions_with(i, values)
     sharing.discard(sid)
-    taken = set(keys)
+    own, taken = ([], set()) if keys is None else ([sid], set(keys))
     rows = [
-        r for r in store.entity_rows([*sorted(sharing), sid]) if r.session_id != sid or r.key not in taken
+        r for r in store.entity_rows([*sorted(sharing), *own]) if r.session_id != sid or r.key not in taken
     ]
     rows.sort(key=lambda r: (r.ts_us, r.session_id, r.key))
     context = pl.DataFrame(

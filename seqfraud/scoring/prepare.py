@@ -6,23 +6,31 @@ that follow are :mod:`seqfraud.features`' (both the Polars path and the numpy fa
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from datetime import date
+from typing import Any, cast
 
+import numpy as np
 import polars as pl
 
 from seqfraud import schema as S
 from seqfraud.data.events import (
+    RFC3339,
     UNPARSED,
+    US_PER_UNIT,
     DataValidationError,
     check_columns,
     did_you_mean,
+    epoch_bounds,
     fail_rows,
     normalize,
     out_of_range_text,
     reading,
+    timestamp_range_us,
 )
+from seqfraud.features.fastpath import EventColumns
 from seqfraud.features.spec import Spec
 
 
@@ -132,3 +140,95 @@ def normalized_events(lf: pl.LazyFrame, spec: Spec, source: str) -> pl.DataFrame
             out_of_range_text(schema, unit, "the model's unit, fixed at training"),
         )
     return events
+
+
+_RFC3339 = re.compile(RFC3339)
+_EPOCH_DAY = date(1970, 1, 1).toordinal()
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def record_columns(records: Sequence[Any], spec: Spec) -> EventColumns | None:
+    """A few events as plain columns without Polars, for per-event online scoring; None unless every record is
+    clean (known keys, the required ones set, one JSON type per column, timestamps that parse and lie in range).
+
+    Where it answers, it answers exactly what :func:`normalized_events` gives (a property test holds it to
+    that); every other input goes through :func:`normalized_events`, which names what is wrong.
+    """
+    s = spec.schema
+    known = set(s.event_columns)
+    if not all(isinstance(r, dict) and r.keys() <= known for r in records) or not records:
+        return None
+    column: dict[str, list[Any]] = {c: [r.get(c) for r in records] for c in s.event_columns}
+    if any(v is None for c in (s.session_id, s.timestamp, s.event_type) for v in column[c]):
+        return None
+    text: dict[str, list[str | None]] = {}
+    for c in (s.session_id, *s.categorical_fields, *s.entities):
+        types = {type(v) for v in column[c] if v is not None}
+        allowed = {str, int} if c in s.entities or c == s.session_id else {str, int, bool}
+        if len(types) > 1 or not types <= allowed:
+            return None
+        if types == {int} and not all(v is None or _INT64_MIN <= v <= _INT64_MAX for v in column[c]):
+            return None
+        if types == {bool}:
+            text[c] = [None if v is None else ("true" if v else "false") for v in column[c]]
+        else:
+            text[c] = [None if v is None else str(v) for v in column[c]]
+    numeric = {}
+    for c in s.numerical:
+        values = column[c]
+        if not all(
+            v is None or type(v) is float or (type(v) is int and _INT64_MIN <= v <= _INT64_MAX)
+            for v in values
+        ):
+            return None
+        null = np.array([v is None for v in values])
+        numeric[c] = (np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64), null)
+    ts = _timestamps_us(column[s.timestamp], spec)
+    if ts is None:
+        return None
+    return EventColumns(
+        cast(list[str], text[s.session_id]),
+        ts,
+        np.arange(len(records), dtype=np.int64),
+        {c: text[c] for c in s.categorical_fields},
+        numeric,
+    )
+
+
+def _timestamps_us(values: list[Any], spec: Spec) -> np.ndarray | None:
+    """Epoch microseconds by :func:`~seqfraud.data.events.normalize`'s rules; None where any value would not
+    pass them (the full path then says why)."""
+    first, last = epoch_bounds("us", timestamp_range_us(spec.schema))
+    out = np.empty(len(values), dtype=np.int64)
+    types = {type(v) for v in values}
+    if types == {str}:
+        for i, v in enumerate(values):
+            m = _RFC3339.match(v)
+            if m is None:
+                return None
+            day, clock = m["date"], m["time"]
+            hour, minute, second = int(clock[:2]), int(clock[3:5]), int(clock[6:])
+            if hour > 23 or minute > 59 or second > 59:  # a leap second or worse: the full path decides
+                return None
+            try:
+                days = date(int(day[:4]), int(day[5:7]), int(day[8:])).toordinal() - _EPOCH_DAY
+            except ValueError:
+                return None
+            us = (((days * 24 + hour) * 60 + minute) * 60 + second) * 1_000_000
+            us += int((m["frac"] or "")[:6].ljust(6, "0"))
+            if m["sign"]:
+                offset = (int(m["oh"]) * 60 + int(m["om"])) * 60_000_000
+                us += offset if m["sign"] == "-" else -offset
+            if not first <= us <= last:
+                return None
+            out[i] = us
+        return out
+    unit = spec.epoch_unit
+    if types != {int} or unit is None:
+        return None
+    low, high = epoch_bounds(unit, timestamp_range_us(spec.schema))
+    for i, v in enumerate(values):
+        if not low <= v <= high:
+            return None
+        out[i] = v // 1_000 if unit == "ns" else v * US_PER_UNIT[unit]
+    return out

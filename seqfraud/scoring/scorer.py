@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -16,16 +17,31 @@ from seqfraud.baselines import Stacker
 from seqfraud.calibration import Calibration
 from seqfraud.decisions import BANDS, assign_bands, check_thresholds
 from seqfraud.export.artifact import Model, Step, open_artifact, verification_settings
-from seqfraud.features.fastpath import numpy_sequences, vocab_index
+from seqfraud.features.fastpath import column_sequences, numpy_sequences, vocab_index
 from seqfraud.features.spec import MISSING, Spec
 from seqfraud.features.tokens import Sequences, polars_sequences
 from seqfraud.scoring.explain import occlusion
 from seqfraud.scoring.history import History, require_history
-from seqfraud.scoring.prepare import as_frame, normalized_events
+from seqfraud.scoring.prepare import as_frame, normalized_events, record_columns
 
 # Up to this many events the numpy token path runs; above it Polars' planning cost is amortized.
 FAST_PATH_MAX_EVENTS = 4096
 __all__ = ["BANDS", "FAST_PATH_MAX_EVENTS", "Scorer", "check_thresholds"]
+
+
+@contextmanager
+def intra_op_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to ``threads`` for a model call, then given back (a setting costs
+    under a microsecond); None changes nothing."""
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class Scorer:
@@ -38,7 +54,12 @@ class Scorer:
     baseline's aggregates of the same normalized events; ``raw_score`` is then its probability.
 
     Bands: ``approve`` below ``review``, ``review`` from ``review``, ``decline`` from ``decline``.
-    Thread-safe for concurrent :meth:`score` calls; set torch's thread count in the process that owns it.
+    Thread-safe for concurrent :meth:`score` calls.
+
+    ``threads``: torch's intra-op threads while the model runs (default 1; None leaves the process's setting).
+    One thread is the latency setting: a session is too small to gain from more, and on a busy machine the
+    per-op barriers of a thread pool put a 189 ms p99 on a 3 ms median (issue 14's measurement; 5.4 ms with one
+    thread). Batch jobs gain more from ``workers`` (threads over batches) than from intra-op threads.
     """
 
     def __init__(
@@ -57,6 +78,7 @@ class Scorer:
         history: History | None = None,
         stacker: Stacker | None = None,
         step: tuple[Step, tuple[int, int]] | None = None,
+        threads: int | None = 1,
     ):
         self.device = torch.device(device)
         # Loaded models are torch modules (TorchScript or torch.export); Model only spells their call signature.
@@ -75,6 +97,7 @@ class Scorer:
         self.history = history  # what entity features read; checked at each score, when it is needed
         self.stacker = stacker  # LightGBM over the aggregates and the model's score, for model=stacked runs
         self.step = step  # a GRU's step function and state shape, for per-event online scoring (online.py)
+        self.threads = threads
 
     @classmethod
     def load(
@@ -104,7 +127,7 @@ class Scorer:
             manifest=artifact.manifest,
             calibration=artifact.calibration,
             stacker=artifact.load_stacker(),
-            step=artifact.load_step(),
+            step=artifact.load_step(fmt),
             **kwargs,
         )
 
@@ -114,7 +137,18 @@ class Scorer:
         Rows come sorted by session id. Unseen categories score as the unknown id; sessions longer than
         ``max_len`` keep their most recent events. Bad input raises ``DataValidationError`` naming the
         column and the number of bad rows.
+
+        A few clean records (a request's) of a model that reads neither entity features nor a stacker's
+        aggregates go through :func:`~seqfraud.scoring.prepare.record_columns`, without Polars.
         """
+        if (
+            isinstance(events, (list, tuple))
+            and len(events) <= self.fast_path_max_events
+            and self.spec.entity is None
+            and self.stacker is None
+            and (columns := record_columns(events, self.spec)) is not None
+        ):
+            return self.score_sequences(column_sequences(columns, self.spec, self._vocab_index))
         frame = as_frame(events, self.spec, source)
         return self.score_normalized(self.in_context(normalized_events(frame.lazy(), self.spec, source)))
 
@@ -190,7 +224,7 @@ class Scorer:
                 padded[np.repeat(np.arange(len(rows)), lens), within] = seqs.tokens[
                     np.repeat(offsets[rows], lens) + within
                 ]
-            with torch.inference_mode():
+            with torch.inference_mode(), intra_op_threads(self.threads):
                 tokens, lengths = (
                     torch.from_numpy(padded).to(self.device),
                     torch.from_numpy(lens).to(self.device),

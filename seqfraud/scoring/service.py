@@ -417,7 +417,7 @@ def _start_worker(
     with suppress(AttributeError, OSError):  # not on every OS; an unchanged priority only costs latency
         os.setpriority(os.PRIO_PROCESS, 0, HEAVY_NICE)
     torch.set_num_threads(threads)
-    scorer = Scorer.load(artifact, fmt=fmt, thresholds=thresholds)
+    scorer = Scorer.load(artifact, fmt=fmt, thresholds=thresholds, threads=threads)
     scorer.warmup()
     _worker = scorer, request_models(scorer.spec, limits)[1]
 
@@ -462,7 +462,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         torch.set_num_threads(threads)
-        scorer = Scorer.load(artifact, fmt=fmt, thresholds=thresholds)
+        scorer = Scorer.load(artifact, fmt=fmt, thresholds=thresholds, threads=threads)
         scorer.warmup()
         gc.collect()
         gc.freeze()  # a full collection over torch's and Polars' objects stops every thread for ~150 ms
