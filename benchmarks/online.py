@@ -129,12 +129,97 @@ def measure(scorer: Scorer, store: StateStore, length: int, sessions: int, event
     }
 
 
+@contextmanager
+def service(artifact: str, redis_url: str | None):
+    """``seqfraud serve`` on a free loopback port (memory state, or Redis), up and answering."""
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    state = ["--state", "redis", "--redis-url", redis_url, "--redis-timeout", "1"] if redis_url else []
+    cmd = [sys.executable, "-m", "seqfraud", "serve", "--artifact", artifact, "--port", str(port), *state]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the service did not come up")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        yield url, proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def http_latency(url: str, length: int, sessions: int, events: int) -> dict:
+    """One client, one kept-alive connection: per-event POST /events round trips after ``length`` events."""
+    import httpx
+
+    ms = []
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for k in range(sessions):
+            records = session_of(length + events, seed=100 + k)
+            sid = f"http-{length}-{k}-{time.time_ns()}"
+            for r in records:
+                r["session_id"] = sid
+            client.post("/events", json={"events": records[:length]}).raise_for_status()
+            for r in records[length:]:
+                t0 = time.perf_counter()
+                client.post("/events", json={"events": [r]}).raise_for_status()
+                ms.append((time.perf_counter() - t0) * 1e3)
+    return percentiles(ms)
+
+
+async def sustained(url: str, open_sessions: int, per_session: int, concurrency: int) -> dict:
+    """Events of ``open_sessions`` sessions, one per request, ``concurrency`` requests in flight; each session's
+    events in order. Events per second over the whole run."""
+    import asyncio
+
+    import httpx
+
+    sessions = []
+    for k in range(open_sessions):
+        records = session_of(per_session, seed=1000 + k)
+        sid = f"load-{k}-{time.time_ns()}"
+        for r in records:
+            r["session_id"] = sid
+        sessions.append(records)
+    queue = list(range(open_sessions))
+    errors = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+
+        async def worker() -> None:
+            nonlocal errors
+            while queue:
+                records = sessions[queue.pop()]
+                for r in records:
+                    response = await client.post("/events", json={"events": [r]})
+                    errors += response.status_code != 200
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - t0
+    return {"events_per_s": open_sessions * per_session / elapsed, "errors": errors, "seconds": elapsed}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--artifact", nargs="+", required=True, help="NAME=PATH ...")
     p.add_argument("--lengths", type=int, nargs="+", default=[16, 128, 512])
     p.add_argument("--sessions", type=int, default=3)
     p.add_argument("--events", type=int, default=100)
+    p.add_argument("--http", action="store_true", help="also over HTTP: per-event round trips and throughput")
+    p.add_argument("--open-sessions", type=int, default=400, help="sessions of the throughput run")
+    p.add_argument("--per-session", type=int, default=32, help="events of each, one per request")
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--http-only", action="store_true", help="skip the in-process part")
     args = p.parse_args()
     torch.set_num_threads(1)
     print(
@@ -147,7 +232,7 @@ def main() -> None:
     )
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as work, redis(Path(work)) as url:
-        for spec in args.artifact:
+        for spec in [] if args.http_only else args.artifact:
             name, path = spec.split("=", 1)
             scorer = Scorer.load(path)
             scorer.warmup()
@@ -168,6 +253,47 @@ def main() -> None:
                                 f"{w['p50']:.2f} | {w['p99']:.2f} | {w['p99.9']:.2f} | {r['state_bytes']:,} |",
                                 flush=True,
                             )
+        if args.http or args.http_only:
+            http(args, url)
+
+
+def http(args: argparse.Namespace, redis_url: str | None) -> None:
+    """The service over loopback: per-event round trips by history length, then sustained throughput and the
+    memory each open session holds (the server's RSS growth over the throughput run, per session)."""
+    import asyncio
+
+    import psutil
+
+    print(
+        "\nOver HTTP (`seqfraud serve`, loopback, one kept-alive client for latency; throughput: "
+        f"{args.open_sessions} sessions x {args.per_session} events, one event a request, "
+        f"{args.concurrency} in flight):\n"
+    )
+    print(
+        "| model | store | history L | p50 ms | p99 | p99.9 | events/s | server CPU ms per event | errors | "
+        "RSS per open session kB |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for spec in args.artifact:
+        name, path = spec.split("=", 1)
+        for store_name, url_of in (
+            [("memory", None), ("redis", redis_url)] if redis_url else [("memory", None)]
+        ):
+            with service(path, url_of) as (url, pid):
+                latency = {
+                    length: http_latency(url, length, args.sessions, args.events) for length in args.lengths
+                }
+                server = psutil.Process(pid)
+                before, cpu = server.memory_info().rss, sum(server.cpu_times()[:2])
+                load = asyncio.run(sustained(url, args.open_sessions, args.per_session, args.concurrency))
+                per_session = (server.memory_info().rss - before) / args.open_sessions / 1e3
+                cpu_ms = (sum(server.cpu_times()[:2]) - cpu) * 1e3 / (args.open_sessions * args.per_session)
+            for length, r in latency.items():
+                print(
+                    f"| {name} | {store_name} | {length} | {r['p50']:.2f} | {r['p99']:.2f} | {r['p99.9']:.2f} | "
+                    f"{load['events_per_s']:.0f} | {cpu_ms:.2f} | {load['errors']} | {per_session:.1f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -268,3 +268,25 @@ def test_an_altered_step_entry_or_file_is_refused(gru_artifact, tmp_path) -> Non
     (copy / "step.ts").write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match="step.ts"):
         open_artifact(copy).load_step()
+
+
+def test_replay_after_a_restart_without_snapshot_restores_the_state(gru_artifact, gru_run) -> None:
+    """A store lost with its process (no snapshot) is rebuilt by replaying the events; with event ids, events
+    the new store already took are not counted twice."""
+    from seqfraud.scoring.online import OnlineScorer
+    from seqfraud.scoring.scorer import Scorer
+    from seqfraud.scoring.state import MemoryStore
+
+    scorer = Scorer.load(gru_artifact)
+    records = session_records(gru_run, 3, min_events=5)
+    before = OnlineScorer(scorer, MemoryStore())
+    for record in records:
+        before.events([record])
+    after = OnlineScorer(scorer, MemoryStore())  # the restart: nothing kept
+    after.events(records[:7])
+    for start in range(0, len(records), 4):  # the replay overlaps what came in since the restart
+        after.events(records[start : start + 4])
+    for sid in {r["session_id"] for r in records}:
+        old, new = before.session(sid), after.session(sid)
+        assert new.n_events == old.n_events and abs(new.score - old.score) <= 1e-5
+        assert np.array_equal(new.tokens, old.tokens)

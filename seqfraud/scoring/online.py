@@ -18,8 +18,10 @@ How each event is scored:
   the events of every other session that shares a value with the new events, and the labels that have
   arrived. That is exactly the batch features' input for those values, so live and batch features agree.
 
-A repeated event (the same ``data.schema.event_id``) changes nothing; without an id column every event counts. When the store is unreachable, ``on_store_error="degraded"`` scores the request's events as
-a session alone (entity features missing) and flags the answer, ``"fail"`` raises :class:`StoreUnavailable`.
+A repeated event (the same ``data.schema.event_id``) changes nothing; without an id column every event counts.
+When the store is unreachable, ``on_store_error="degraded"`` scores the request's events as a session alone
+(entity features missing) and flags the answer; ``"fail"`` raises :class:`StoreUnavailable`. Clean records of a
+model without entity features skip Polars (:func:`~seqfraud.scoring.prepare.record_columns`).
 """
 
 from __future__ import annotations

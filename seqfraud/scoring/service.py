@@ -639,7 +639,11 @@ def create_app(
         t0 = time.perf_counter()
         online: OnlineScorer = request.app.state.online
         async with admitted(request, "/events", limits.max_session_body_bytes) as body:
-            parsed = await run_in_threadpool(parse, request.app.state.online_validators[0], body)
+            validator = request.app.state.online_validators[0]
+            if len(body) > OFF_LOOP_BYTES:
+                parsed = await run_in_threadpool(parse, validator, body)
+            else:
+                parsed = parse(validator, body)
             try:
                 results = await run_in_threadpool(online.events, parsed["events"], source="request")
             except StoreUnavailable as e:
