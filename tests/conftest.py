@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Fixtures that train or export (a test using one of them, or a fixture built on them, trains or exports too):
 # this file's, then test_training's smoke_run, test_backtest's backtest, test_compare's and test_cli_errors' runs,
-# test_entity_pipeline's entity_run and entity_artifact, test_online's gru_run and gru_artifact.
+# test_entity_pipeline's entity_run and entity_artifact, test_online's gru_run and gru_artifact, test_pretrain's pretrained.
 HEAVY_FIXTURES = {
     "trained_run",
     "exported_artifact",
@@ -27,6 +27,7 @@ HEAVY_FIXTURES = {
     "entity_artifact",
     "gru_run",
     "gru_artifact",
+    "pretrained",
 }
 # Files whose fixtures start servers, processes or multi-process training for every test.
 INTEGRATION_FILES = {

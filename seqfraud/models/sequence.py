@@ -212,6 +212,10 @@ class TransformerSessionEncoder(nn.Module):
         self.norm = nn.LayerNorm(cfg.d_model)
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        return self.norm(self.states(x, lengths)[:, 0])
+
+    def states(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """``[B, 1 + L, d]``: the [CLS] state, then one per event (what masked event modelling reads)."""
         seq_len = x.shape[1]
         x = x + self.position(recency_positions(lengths, seq_len))
         x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)
@@ -222,10 +226,8 @@ class TransformerSessionEncoder(nn.Module):
             # Served TorchScript, nothing padded (one session, or a batch of equal lengths): without a mask the
             # CPU fast path skips its masked softmax, several times slower than the rest of attention on long
             # sessions. Eager and torch.export never branch on data here.
-            h = self.encoder(x)
-        else:
-            h = self.encoder(x, src_key_padding_mask=pad)
-        return self.norm(h[:, 0])
+            return self.encoder(x)
+        return self.encoder(x, src_key_padding_mask=pad)
 
 
 class GRUSessionEncoder(nn.Module):
@@ -243,9 +245,13 @@ class GRUSessionEncoder(nn.Module):
         self.norm = nn.LayerNorm(cfg.d_model)
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
-        out, _ = self.gru(x)
+        out = self.states(x, lengths)
         last = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, out.shape[-1])
         return self.norm(out.gather(1, last).squeeze(1))
+
+    def states(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """``[B, L, d]``: the state after each event (each reads only the events up to it)."""
+        return self.gru(x)[0]
 
 
 class SessionAggregates(nn.Module):

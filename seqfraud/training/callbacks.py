@@ -7,6 +7,7 @@ import time
 import warnings
 
 import pytorch_lightning as L
+from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -57,3 +58,19 @@ class _NoTips(logging.Filter):
 
 
 _NO_TIPS = _NoTips()  # one instance: adding it again is then a no-op
+
+
+class FreezeEncoder(L.Callback):
+    """A pretrained embedding and encoder held fixed for the first ``epochs`` epochs of fine-tuning, so the new
+    head learns on stable features before the encoder moves (``freeze_epochs``)."""
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainable = trainer.current_epoch >= self.epochs
+        net = pl_module.net
+        assert isinstance(net, nn.Module)
+        for name, p in net.named_parameters():
+            if name.startswith(("embed.", "encoder.")):
+                p.requires_grad_(trainable)

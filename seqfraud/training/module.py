@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqfraud.metrics import classification_metrics
+from seqfraud.models.pretrain import PretrainNet
 from seqfraud.models.sequence import ModelConfig, SessionClassifier
 
 
@@ -97,22 +98,62 @@ class SessionRiskModule(pl.LightningModule):
         self._epoch_metrics("val")
 
     def configure_optimizers(self) -> Any:
-        cfg = self.hparams["optim"]
-        decay: list[nn.Parameter] = []
-        no_decay: list[nn.Parameter] = []
-        for name, p in self.named_parameters():
-            (no_decay if p.ndim < 2 or "embed" in name or "position" in name else decay).append(p)
-        opt = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": cfg.get("weight_decay", 0.01)},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=cfg["lr"],
-            betas=tuple(cfg.get("betas", (0.9, 0.98))),
-        )
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        warmup = int(cfg.get("warmup_fraction", 0.05) * total)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: warmup_cosine(step, warmup, total, cfg.get("min_lr_ratio", 0.05))
-        )
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return adamw_warmup_cosine(self, self.hparams["optim"])
+
+
+def adamw_warmup_cosine(module: pl.LightningModule, cfg: dict) -> dict[str, Any]:
+    """AdamW (no decay on biases, norms, embeddings and positions), linear warm-up, then cosine to a floor."""
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for name, p in module.named_parameters():
+        (no_decay if p.ndim < 2 or "embed" in name or "position" in name else decay).append(p)
+    opt = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.get("weight_decay", 0.01)},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=cfg["lr"],
+        betas=tuple(cfg.get("betas", (0.9, 0.98))),
+    )
+    total = max(int(module.trainer.estimated_stepping_batches), 1)
+    warmup = int(cfg.get("warmup_fraction", 0.05) * total)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: warmup_cosine(step, warmup, total, cfg.get("min_lr_ratio", 0.05))
+    )
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class PretrainModule(pl.LightningModule):
+    """:class:`~seqfraud.models.pretrain.PretrainNet` under Lightning: labels are never read; ``val/loss`` (the
+    objectives' sum on the validation sessions) is what checkpoints and early stopping watch."""
+
+    def __init__(self, model: dict, optim: dict, pretrain: dict, spec: dict | None = None):
+        super().__init__()
+        self.save_hyperparameters()
+        options = {k: v for k, v in pretrain.items() if k != "objectives"}
+        if "crop" in options:
+            options["crop"] = tuple(options["crop"])
+        self.net = PretrainNet(ModelConfig(**model), list(pretrain["objectives"]), **options)
+
+    def step(self, batch: dict, stage: str) -> torch.Tensor:
+        losses = self.net(batch["tokens"], batch["lengths"])
+        for name, value in losses.items():
+            self.log(
+                f"{stage}/{name}",
+                value,
+                prog_bar=name == "loss",
+                batch_size=len(batch["lengths"]),
+                on_step=stage == "train",
+                on_epoch=True,
+                sync_dist=True,
+            )
+        return losses["loss"]
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self.step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self.step(batch, "val")
+
+    def configure_optimizers(self) -> Any:
+        return adamw_warmup_cosine(self, self.hparams["optim"])

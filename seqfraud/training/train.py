@@ -20,19 +20,23 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
+from torch import nn
 
 from seqfraud import rundir
 from seqfraud import schema as S
 from seqfraud.baselines import fit_predict_lightgbm
 from seqfraud.config import plain
+from seqfraud.errors import ConfigError
+from seqfraud.features.spec import Spec
 from seqfraud.metrics import classification_metrics, per_group_metrics
 from seqfraud.models.sequence import ModelConfig, SessionClassifier
 from seqfraud.preprocess import Prepared, load_prepared, preprocess, resolve_data_config
 from seqfraud.schema import Schema
-from seqfraud.training.callbacks import silence_known_warnings
+from seqfraud.training.callbacks import FreezeEncoder, silence_known_warnings
 from seqfraud.training.data import LoaderConfig, SessionStream, StreamData
+from seqfraud.training.embeddings import with_embeddings
 from seqfraud.training.launch import launcher_rank_and_world, local_processes, training_threads
-from seqfraud.training.module import SessionRiskModule
+from seqfraud.training.module import PretrainModule, SessionRiskModule
 from seqfraud.training.stacking import aggregate_frames, fit_stacked, session_order
 from seqfraud.training.wandb_report import finish, log_run
 
@@ -118,9 +122,14 @@ def fit_sequence_model(
         metrics=plain(cfg.metrics),
         spec=spec.to_dict(),
     )
+    extra_callbacks = list(extra_callbacks or [])
+    if cfg.get("init_from"):
+        load_pretrained(module.net, Path(cfg.init_from), spec)
+        if cfg.get("freeze_epochs"):
+            extra_callbacks.append(FreezeEncoder(int(cfg.freeze_epochs)))
     loader_cfg = LoaderConfig(**plain(cfg.loader))
     data = StreamData(prepared.datasets, spec.fields, loader_cfg, seed=cfg.seed, shuffle_order=shuffle_order)
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + list(extra_callbacks or [])
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + extra_callbacks
     trainer = L.Trainer(
         **instantiate(cfg.trainer, _convert_="all"),
         logger=logger,
@@ -151,11 +160,78 @@ def fit_sequence_model(
     }
 
 
+def load_pretrained(net: nn.Module, run: Path, spec: Spec) -> None:
+    """The embedding and encoder of a pretraining run (``init_from``) into ``net``, key for key.
+
+    The pretraining run must have tokenized with the same spec (train both on one ``prepared_dir``, or on the
+    same data and features config), and its model preset must match: both are checked, with what differs named.
+    """
+    ckpt = run / rundir.CHECKPOINT
+    if not ckpt.is_file() or not (run / rundir.SPEC_FILE).is_file():
+        raise ConfigError(
+            f"init_from={run}: no {rundir.CHECKPOINT} and {rundir.SPEC_FILE}; point it at a run dir"
+        )
+    theirs = Spec.load(run / rundir.SPEC_FILE)
+    if (theirs.fields, [theirs.vocab_size(f) for f in theirs.fields]) != (
+        spec.fields,
+        [spec.vocab_size(f) for f in spec.fields],
+    ):
+        raise ConfigError(
+            f"init_from={run}: that run tokenized with another spec (fields or vocabularies differ); pretrain and "
+            "fine-tune on one preprocessing output (prepared_dir=...)"
+        )
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    parts = {
+        k.removeprefix("net."): v for k, v in state.items() if k.startswith(("net.embed.", "net.encoder."))
+    }
+    if not parts:
+        raise ConfigError(f"init_from={run}: its checkpoint holds no embedding or encoder")
+    try:
+        missing, _ = net.load_state_dict(parts, strict=False)
+    except RuntimeError as e:
+        raise ConfigError(f"init_from={run}: its encoder does not fit this model preset: {e}") from None
+    if gaps := [k for k in missing if k.startswith(("embed.", "encoder."))]:
+        raise ConfigError(
+            f"init_from={run}: its checkpoint lacks {gaps[:5]}: another encoder (model.encoder?)"
+        )
+    log.info("initialized the embedding and encoder from %s (%d tensors)", ckpt, len(parts))
+
+
+def fit_pretrain(cfg: DictConfig, prepared: Prepared, logger, extra_callbacks: list | None) -> dict[str, Any]:
+    """Self-supervised pretraining (``pretrain``): labels unused; the best checkpoint by ``val/loss``."""
+    spec = prepared.spec
+    model_cfg = model_config(plain(cfg.model), spec, plain(cfg.features).get("exclude", []))
+    module = PretrainModule(
+        model=model_cfg.to_dict(), optim=plain(cfg.optim), pretrain=plain(cfg.pretrain), spec=spec.to_dict()
+    )
+    loader_cfg = LoaderConfig(**plain(cfg.loader))
+    data = StreamData(prepared.datasets, spec.fields, loader_cfg, seed=cfg.seed)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + list(extra_callbacks or [])
+    trainer = L.Trainer(
+        **instantiate(cfg.trainer, _convert_="all"),
+        logger=logger,
+        callbacks=callbacks,
+        default_root_dir=cfg.paths.output_dir,
+    )
+    with local_processes(trainer, Path(cfg.paths.output_dir)):
+        trainer.fit(module, datamodule=data)
+    got = trainer.callback_metrics
+    return {
+        "model": "pretrain",
+        "experiment": cfg.experiment_name,
+        "objectives": list(cfg.pretrain.objectives),
+        "val": {k.removeprefix("val/"): float(v) for k, v in got.items() if k.startswith("val/")},
+    }
+
+
 def fit_aggregates_baseline(cfg: DictConfig, prepared: Prepared) -> dict[str, np.ndarray]:
     """LightGBM on per-session aggregates, aligned with the tokenized datasets' session order."""
     params = plain(cfg.model)
     params.pop("encoder")
+    embeddings = params.pop("embeddings", None)
     frames = aggregate_frames(prepared)
+    if embeddings:
+        frames = with_embeddings(frames, embeddings)
     return fit_predict_lightgbm(
         frames["train"], frames["val"], {"test": frames["test"]}, seed=cfg.seed, **params
     )
@@ -221,6 +297,13 @@ def fit_and_evaluate(
     run_dir = Path(cfg.paths.output_dir)
     if logger:
         logger.log_hyperparams(plain(cfg))
+    if cfg.get("pretrain"):
+        pretrained = fit_pretrain(cfg, prepared, logger, extra_callbacks)
+        (run_dir / rundir.METRICS_FILE).write_text(json.dumps(pretrained, indent=2))
+        log.info(
+            "pretrained (%s): val loss %.4f", ", ".join(pretrained["objectives"]), pretrained["val"]["loss"]
+        )
+        return pretrained
     scores: dict[str, np.ndarray] | None
     if cfg.model.encoder == "lightgbm":
         scores = fit_aggregates_baseline(cfg, prepared)

@@ -1,0 +1,117 @@
+"""Self-supervised objectives on the classifier's own encoder, for the sessions that never get a label.
+
+:class:`PretrainNet` holds an :class:`~seqfraud.models.sequence.EventEmbedding` and a session encoder under the
+same names as :class:`~seqfraud.models.sequence.SessionClassifier` (``embed``, ``encoder``), so a pretrained
+checkpoint initializes a classifier key for key (``init_from``). Two objectives, alone or summed:
+
+- **masked event modelling**: a share of each session's events is replaced by a learned mask embedding, and every
+  token field of those events is predicted from the encoder's state at their position (a transformer reads the
+  whole session around them; a GRU only the events before, which makes it next-event prediction);
+- **contrastive** (CoLES, Babaev et al. 2022): two random contiguous sub-sequences of one session are positives,
+  the other sessions of the batch negatives, through InfoNCE on the pooled session embedding.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from seqfraud.models.sequence import (
+    EventEmbedding,
+    GRUSessionEncoder,
+    ModelConfig,
+    TransformerSessionEncoder,
+    padding_mask,
+)
+
+OBJECTIVES = ("masked", "contrastive")
+
+
+class PretrainNet(nn.Module):
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        objectives: list[str],
+        *,
+        mask_prob: float = 0.15,
+        crop: tuple[float, float] = (0.5, 1.0),
+        temperature: float = 0.1,
+        projection_dim: int = 64,
+    ):
+        super().__init__()
+        unknown = sorted(set(objectives) - set(OBJECTIVES))
+        if unknown or not objectives:
+            raise ValueError(f"pretrain.objectives must be some of {list(OBJECTIVES)}, got {objectives}")
+        if not 0 < mask_prob < 1 or not 0 < crop[0] <= crop[1] <= 1 or temperature <= 0:
+            raise ValueError(
+                "pretrain needs 0 < mask_prob < 1, 0 < crop[0] <= crop[1] <= 1 and temperature > 0"
+            )
+        self.config, self.objectives = cfg, list(objectives)
+        self.mask_prob, self.crop, self.temperature = mask_prob, crop, temperature
+        self.embed = EventEmbedding(cfg)
+        self.encoder = (
+            TransformerSessionEncoder(cfg) if cfg.encoder == "transformer" else GRUSessionEncoder(cfg)
+        )
+        d = cfg.d_model
+        self.fields = cfg.token_fields()
+        if "masked" in self.objectives:
+            self.mask_embedding = nn.Parameter(torch.randn(d) * 0.02)
+            self.predict = nn.ModuleList(nn.Linear(d, cfg.vocab_sizes[i]) for i in self.fields)
+        if "contrastive" in self.objectives:
+            self.project = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, projection_dim))
+
+    def embed_sessions(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        """The session embedding a classifier's head would read: ``[B, d_model]``."""
+        return self.encoder(self.embed(tokens), lengths)
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> dict[str, Tensor]:
+        """Each objective's loss (and ``loss``, their sum) on a batch of real sessions."""
+        losses = {}
+        if "masked" in self.objectives:
+            losses["masked"] = self.masked_loss(tokens, lengths)
+        if "contrastive" in self.objectives:
+            losses["contrastive"] = self.contrastive_loss(tokens, lengths)
+        losses["loss"] = torch.stack(list(losses.values())).sum()
+        return losses
+
+    def masked_loss(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        real = ~padding_mask(lengths, tokens.shape[1])
+        masked = (torch.rand(real.shape, device=tokens.device) < self.mask_prob) & real
+        # At least one masked event per session, so no batch is without a target.
+        first = torch.zeros_like(masked)
+        pick = (
+            (torch.rand(len(lengths), device=tokens.device) * lengths).long().clamp(max=tokens.shape[1] - 1)
+        )
+        first[torch.arange(len(lengths), device=tokens.device), pick] = True
+        masked |= first & real
+        x = self.embed(tokens)
+        x = torch.where(masked.unsqueeze(-1), self.mask_embedding.to(x.dtype), x)
+        h = self.encoder.states(x, lengths)
+        if isinstance(self.encoder, TransformerSessionEncoder):
+            h = h[:, 1:]  # past the [CLS] state
+        h = self.encoder.norm(h[masked])
+        targets = tokens[masked]
+        return torch.stack(
+            [F.cross_entropy(head(h).float(), targets[:, i]) for head, i in zip(self.predict, self.fields)]
+        ).mean()
+
+    def contrastive_loss(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        a, b = self._crop(tokens, lengths), self._crop(tokens, lengths)
+        za = F.normalize(self.project(self.embed_sessions(*a)).float(), dim=-1)
+        zb = F.normalize(self.project(self.embed_sessions(*b)).float(), dim=-1)
+        logits = za @ zb.T / self.temperature
+        target = torch.arange(len(za), device=za.device)
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+    def _crop(self, tokens: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """A random contiguous sub-sequence of each session, ``crop`` of its length (at least one event)."""
+        low, high = self.crop
+        share = low + (high - low) * torch.rand(len(lengths), device=tokens.device)
+        keep = (lengths.float() * share).round().long().clamp(min=1).minimum(lengths)
+        start = (torch.rand(len(lengths), device=tokens.device) * (lengths - keep + 1).float()).long()
+        width = int(keep.max())
+        idx = (start.unsqueeze(1) + torch.arange(width, device=tokens.device)).clamp(max=tokens.shape[1] - 1)
+        out = tokens.gather(1, idx.unsqueeze(-1).expand(-1, -1, tokens.shape[2]))
+        out = out.masked_fill(padding_mask(keep, width).unsqueeze(-1), 0)
+        return out, keep

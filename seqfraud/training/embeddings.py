@@ -1,0 +1,74 @@
+"""Session embeddings: what a pretrained (or trained) encoder makes of each session, for other models to read.
+
+``seqfraud embed --run RUN --out FILE`` writes one row per session of the run's datasets (``session_id``,
+``split``, ``label``, and ``emb_0`` .. ``emb_{d-1}``); ``model=lightgbm model.embeddings=FILE`` then trains the
+baseline on its aggregates plus these columns, the hybrid many fraud teams run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from seqfraud import rundir
+from seqfraud import schema as S
+from seqfraud.errors import ConfigError
+from seqfraud.preprocess import load_prepared
+from seqfraud.training.data import SessionStream
+from seqfraud.training.module import PretrainModule, SessionRiskModule
+from seqfraud.training.stacking import session_order
+
+EMBEDDING_PREFIX = "emb_"
+
+
+@torch.no_grad()
+def session_embeddings(run_dir: str | Path, batch_size: int = 64) -> pl.DataFrame:
+    """Every session of the run's train, val and test datasets with its embedding: the encoder's pooled state,
+    what the classifier head reads. Works on a pretraining run and on a sequence-model run alike."""
+    run = Path(run_dir)
+    ckpt = run / rundir.CHECKPOINT
+    if not ckpt.is_file():
+        raise ConfigError(
+            f"{run}: no {rundir.CHECKPOINT}; embeddings come from a pretraining or sequence-model run"
+        )
+    hparams = torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]
+    module_class = PretrainModule if "pretrain" in hparams else SessionRiskModule
+    net = module_class.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True).net.eval()
+    prepared = load_prepared(rundir.prepared_dir(run))
+    frames = []
+    for split in S.SPLITS:
+        path = prepared.datasets[split]
+        stream = SessionStream(
+            path, prepared.spec.fields, batch_size, shuffle=False, seed=0, rank=0, world_size=1
+        )
+        out = np.zeros((stream.n, net.config.d_model), dtype=np.float32)
+        for batch in stream:
+            out[batch["index"].numpy()] = (
+                net.encoder(net.embed(batch["tokens"]), batch["lengths"]).float().numpy()
+            )
+        columns = [pl.Series(f"{EMBEDDING_PREFIX}{j}", out[:, j]) for j in range(out.shape[1])]
+        frames.append(session_order(path).with_columns(pl.lit(split).alias(S.SPLIT), *columns))
+    return pl.concat(frames)
+
+
+def with_embeddings(frames: dict[str, pl.DataFrame], path: str | Path) -> dict[str, pl.DataFrame]:
+    """The baseline's per-split frames with each session's embedding columns from ``path`` (``seqfraud embed``);
+    every session must have one, or the error says how many do not."""
+    table = pl.read_parquet(path)
+    columns = [c for c in table.columns if c.startswith(EMBEDDING_PREFIX)]
+    if S.SESSION_ID not in table.columns or not columns:
+        raise ConfigError(f"model.embeddings={path}: not a file of seqfraud embed (session_id, emb_0, ...)")
+    table = table.select(S.SESSION_ID, *columns)
+    out = {}
+    for name, frame in frames.items():
+        joined = frame.join(table, on=S.SESSION_ID, how="left", maintain_order="left")
+        if n := joined[columns[0]].null_count():
+            raise ConfigError(
+                f"model.embeddings={path}: {n:,} {name} session(s) have no embedding; embed the run whose data "
+                "this one trains on"
+            )
+        out[name] = joined
+    return out
