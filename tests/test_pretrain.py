@@ -117,3 +117,28 @@ def test_embeddings_of_a_run_feed_the_lightgbm_hybrid(pretrained, tmp_path) -> N
         train_into(
             tmp_path / "bad", *SMALL, "model=lightgbm", f"model.embeddings={tmp_path / 'partial.parquet'}"
         )
+
+
+def test_train_command_runs_a_contrastive_pretraining(tmp_path) -> None:
+    """``python train.py +experiment=pretrain_contrastive`` end to end, through Hydra and the command's exit code."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    cmd = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        *SMALL,
+        "+experiment@_global_=pretrain_contrastive",
+        "logger=none",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "trainer.enable_progress_bar=false",
+    ]
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["objectives"] == ["contrastive"] and metrics["val"]["contrastive"] > 0

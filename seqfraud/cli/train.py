@@ -13,9 +13,10 @@ from seqfraud.training.train import train
 
 @hydra_command(config_path=CONFIG_PATH, config_name="train")
 def train_task(cfg: DictConfig) -> float | None:
-    """Returns the validation PR-AUC, the objective of a Hydra sweep (ranks other than 0 report nothing)."""
+    """Returns the validation PR-AUC, the objective of a Hydra sweep (ranks other than 0 and pretraining runs,
+    which have no PR-AUC, report nothing)."""
     metrics = train(cfg)
-    return metrics["val"]["pr_auc"] if metrics else None
+    return metrics["val"].get("pr_auc") if metrics else None
 
 
 def main(argv: Sequence[str] | None = None) -> None:
