@@ -111,7 +111,7 @@ clean = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(st.one_of(clean, clean, record), min_size=1, max_size=6))
 def test_record_columns_answer_only_what_the_full_path_answers(records):
     """The Polars-free path of per-event scoring: where it answers, exactly normalized_events' columns; where

@@ -119,6 +119,7 @@ def test_embeddings_of_a_run_feed_the_lightgbm_hybrid(pretrained, tmp_path) -> N
         )
 
 
+@pytest.mark.slow
 def test_train_command_runs_a_contrastive_pretraining(tmp_path) -> None:
     """``python train.py +experiment=pretrain_contrastive`` end to end, through Hydra and the command's exit code."""
     import os
