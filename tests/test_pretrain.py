@@ -143,3 +143,16 @@ def test_train_command_runs_a_contrastive_pretraining(tmp_path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["objectives"] == ["contrastive"] and metrics["val"]["contrastive"] > 0
+
+
+def test_label_fraction_trains_on_one_fixed_share_of_the_training_labels(tmp_path) -> None:
+    import polars as pl
+
+    from seqfraud.errors import ConfigError
+
+    runs = [train_into(tmp_path / m, *SMALL, "model=lightgbm", "label_fraction=0.3") for m in ("a", "b")]
+    subsets = [pl.read_parquet(r / "labelled" / "train")["session_id"].sort().to_list() for r in runs]
+    everyone = pl.read_parquet(runs[0] / "data" / "train")["session_id"]
+    assert subsets[0] == subsets[1] and 0.2 < len(subsets[0]) / len(everyone) < 0.4
+    with pytest.raises(ConfigError, match="label_fraction"):
+        train_into(tmp_path / "c", *SMALL, "model=lightgbm", "label_fraction=0")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from seqfraud import rundir
 from seqfraud import schema as S
 from seqfraud.baselines import fit_predict_lightgbm
 from seqfraud.config import plain
+from seqfraud.data.shards import ROW_GROUP_SESSIONS, shard_files
 from seqfraud.errors import ConfigError
 from seqfraud.features.spec import Spec
 from seqfraud.metrics import classification_metrics, per_group_metrics
@@ -160,6 +162,27 @@ def fit_sequence_model(
     }
 
 
+def labelled_subset(train: Path, fraction: float, seed: int, run_dir: Path) -> Path:
+    """The training sessions whose labels a label-scarce run may read (``label_fraction``): a fixed share picked
+    by a hash of the session id, so every model of one seed sees the same ones; the rest count as unlabelled.
+    Written once per run beside the data, shard for shard."""
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"label_fraction must be in (0, 1], got {fraction}")
+    out = run_dir / "labelled" / "train"
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    keep = (pl.col(S.SESSION_ID).hash(seed) % 1_000_000) < round(fraction * 1_000_000)
+    positives = 0
+    for file in shard_files(train):
+        part = pl.read_parquet(file).filter(keep)
+        positives += int(part[S.LABEL].sum() or 0)
+        part.write_parquet(out / file.name, row_group_size=ROW_GROUP_SESSIONS)
+    if not positives:
+        raise ConfigError(f"label_fraction={fraction} leaves no positive training session (seed {seed})")
+    return out
+
+
 def load_pretrained(net: nn.Module, run: Path, spec: Spec) -> None:
     """The embedding and encoder of a pretraining run (``init_from``) into ``net``, key for key.
 
@@ -267,6 +290,9 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
             prepared.spec.save(run_dir / rundir.SPEC_FILE)  # the run directory describes its model on its own
     else:
         prepared = preprocess(data_cfg, plain(cfg.features), run_dir, plain(cfg.get("preprocess")))
+    fraction = float(cfg.get("label_fraction", 1.0))
+    if fraction != 1.0 and not cfg.get("pretrain"):
+        prepared.datasets["train"] = labelled_subset(prepared.datasets["train"], fraction, cfg.seed, run_dir)
     logger = instantiate(cfg.logger) if cfg.get("logger") and rank == 0 else False
     try:
         metrics = fit_and_evaluate(cfg, prepared, data_cfg, logger, extra_callbacks)
