@@ -113,7 +113,6 @@ def fit_sequence_model(
     """Fit with Lightning. Rank 0 gets the best checkpoint's probabilities on val and test in dataset order;
     other DDP ranks (which run this same function) get None."""
     spec = prepared.spec
-    run_dir = Path(cfg.paths.output_dir)
     features = plain(cfg.features)
     shuffle_order = features.get("shuffle_order", False)
     model_cfg = model_config(plain(cfg.model), spec, features.get("exclude", []))
@@ -131,15 +130,7 @@ def fit_sequence_model(
             extra_callbacks.append(FreezeEncoder(int(cfg.freeze_epochs)))
     loader_cfg = LoaderConfig(**plain(cfg.loader))
     data = StreamData(prepared.datasets, spec.fields, loader_cfg, seed=cfg.seed, shuffle_order=shuffle_order)
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + extra_callbacks
-    trainer = L.Trainer(
-        **instantiate(cfg.trainer, _convert_="all"),
-        logger=logger,
-        callbacks=callbacks,
-        default_root_dir=str(run_dir),
-    )
-    with local_processes(trainer, run_dir):
-        trainer.fit(module, datamodule=data)
+    trainer, callbacks = fit_lightning(cfg, module, data, logger, extra_callbacks)
     if not trainer.is_global_zero:
         return None
     # The checkpoint this fit wrote, never a stale file left in a reused run directory.
@@ -162,13 +153,16 @@ def fit_sequence_model(
     }
 
 
+LABELLED_TRAIN = "labelled/train"  # in the run dir: the training sessions a label_fraction run reads
+
+
 def labelled_subset(train: Path, fraction: float, seed: int, run_dir: Path) -> Path:
     """The training sessions whose labels a label-scarce run may read (``label_fraction``): a fixed share picked
     by a hash of the session id, so every model of one seed sees the same ones; the rest count as unlabelled.
     Written once per run beside the data, shard for shard."""
     if not 0 < fraction <= 1:
         raise ConfigError(f"label_fraction must be in (0, 1], got {fraction}")
-    out = run_dir / "labelled" / "train"
+    out = run_dir / LABELLED_TRAIN
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -220,25 +214,35 @@ def load_pretrained(net: nn.Module, run: Path, spec: Spec) -> None:
     log.info("initialized the embedding and encoder from %s (%d tensors)", ckpt, len(parts))
 
 
-def fit_pretrain(cfg: DictConfig, prepared: Prepared, logger, extra_callbacks: list | None) -> dict[str, Any]:
+def fit_lightning(
+    cfg: DictConfig, module: L.LightningModule, data: StreamData, logger, extra_callbacks: list
+) -> tuple[L.Trainer, list]:
+    """The configured trainer and callbacks (plus ``extra_callbacks``) fit ``module``, local DDP ranks included."""
+    run_dir = Path(cfg.paths.output_dir)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + extra_callbacks
+    trainer = L.Trainer(
+        **instantiate(cfg.trainer, _convert_="all"),
+        logger=logger,
+        callbacks=callbacks,
+        default_root_dir=str(run_dir),
+    )
+    with local_processes(trainer, run_dir):
+        trainer.fit(module, datamodule=data)
+    return trainer, callbacks
+
+
+def fit_pretrain(
+    cfg: DictConfig, prepared: Prepared, logger, extra_callbacks: list | None = None
+) -> dict[str, Any]:
     """Self-supervised pretraining (``pretrain``): labels unused; the best checkpoint by ``val/loss``."""
     spec = prepared.spec
     model_cfg = model_config(plain(cfg.model), spec, plain(cfg.features).get("exclude", []))
     module = PretrainModule(
         model=model_cfg.to_dict(), optim=plain(cfg.optim), pretrain=plain(cfg.pretrain), spec=spec.to_dict()
     )
-    loader_cfg = LoaderConfig(**plain(cfg.loader))
-    data = StreamData(prepared.datasets, spec.fields, loader_cfg, seed=cfg.seed)
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + list(extra_callbacks or [])
-    trainer = L.Trainer(
-        **instantiate(cfg.trainer, _convert_="all"),
-        logger=logger,
-        callbacks=callbacks,
-        default_root_dir=cfg.paths.output_dir,
-    )
-    with local_processes(trainer, Path(cfg.paths.output_dir)):
-        trainer.fit(module, datamodule=data)
-    got = trainer.callback_metrics
+    data = StreamData(prepared.datasets, spec.fields, LoaderConfig(**plain(cfg.loader)), seed=cfg.seed)
+    trainer, _ = fit_lightning(cfg, module, data, logger, list(extra_callbacks or []))
+    got = trainer.callback_metrics  # the last epoch's; the checkpoint is the best one
     return {
         "model": "pretrain",
         "experiment": cfg.experiment_name,
@@ -310,7 +314,13 @@ def run_child_rank(run_dir: Path) -> None:
     assert isinstance(cfg, DictConfig)  # written by train() from one
     L.seed_everything(cfg.seed, workers=True)
     try:
-        fit_sequence_model(cfg, load_prepared(rundir.prepared_dir(run_dir)), logger=False)
+        prepared = load_prepared(rundir.prepared_dir(run_dir))
+        if cfg.get("pretrain"):
+            fit_pretrain(cfg, prepared, logger=False)
+            return
+        if float(cfg.get("label_fraction", 1.0)) != 1.0:  # the share rank 0 wrote before the fit
+            prepared.datasets["train"] = run_dir / LABELLED_TRAIN
+        fit_sequence_model(cfg, prepared, logger=False)
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
