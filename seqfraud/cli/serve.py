@@ -136,6 +136,8 @@ def main(argv: list[str] | None = None) -> None:
 
     apply_verification_arguments(args)  # Scorer.load runs in the app's startup
     open_artifact(args.artifact, **verification_settings(None, None))  # refused before binding a port
+    if args.state == "redis" and args.snapshot:
+        p.error("--snapshot is for --state memory; Redis keeps the state itself")
     store: StateStore
     if args.state == "redis":
         store = RedisStore(
