@@ -44,6 +44,7 @@ from pyspark.sql import types as T
 
 from seqfraud import schema as S
 from seqfraud.data.events import (
+    US_PER_UNIT,
     DataValidationError,
     LoadedEvents,
     epoch_bounds,
@@ -67,7 +68,6 @@ _FIELD, _VALUE, _ID, _PART, _N = "__field", "__value", "__id", "__part", "__n"
 _PREV_US, _NEWEST = "__prev_us", "__newest"
 _EVENTS = "__events"
 _MONO_BITS = 33  # monotonically_increasing_id(): partition index << 33 | row position within the partition
-_US_PER_UNIT = {"s": 1_000_000, "ms": 1_000, "us": 1}
 
 
 class SparkEngine:
@@ -433,7 +433,7 @@ def _timestamp_us(
     first, last = epoch_bounds(unit, range_us)
     in_range = raw.between(first, last)
     value = F.least(F.greatest(raw.try_cast("long"), F.lit(first)), F.lit(last))  # clipped: no overflow below
-    us = _floor_div(value, 1_000) if unit == "ns" else value * _US_PER_UNIT[unit]
+    us = _floor_div(value, 1_000) if unit == "ns" else value * US_PER_UNIT[unit]
     return F.when(in_range, us), F.coalesce(~in_range, F.lit(False))
 
 

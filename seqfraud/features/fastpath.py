@@ -44,7 +44,7 @@ class EventColumns:
     @classmethod
     def of_frame(cls, events: pl.DataFrame, spec: Spec) -> EventColumns:
         numeric = {}
-        for c in {*spec.numeric_fields, *spec.values}:
+        for c in spec.numeric_fields:  # value fields read these same columns
             x = events[c]
             null = (
                 np.array([v is None for v in x.to_list()]) if x.null_count() else np.zeros(len(x), dtype=bool)

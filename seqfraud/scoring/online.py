@@ -188,9 +188,10 @@ class OnlineScorer:
             by_session.setdefault(sid, []).append(i)
         results = []
         for sid, rows in by_session.items():
-            new = events.take(rows) if isinstance(events, EventColumns) else events[rows]
             try:
-                state = self._take(sid, [keys[i] for i in rows], [lines[i] for i in rows], new)
+                state = self._take(
+                    sid, [keys[i] for i in rows], [lines[i] for i in rows], _rows(events, rows)
+                )
             except StoreUnavailable:
                 if self.on_store_error == "fail":
                     raise
@@ -230,8 +231,7 @@ class OnlineScorer:
                 return None
             if with_ids:
                 state.keys += [keys[i] for i in new]
-            part = events.take(new) if isinstance(events, EventColumns) else events[new]
-            self._advance(state, [keys[i] for i in new], [lines[i] for i in new], part)
+            self._advance(state, [keys[i] for i in new], [lines[i] for i in new], _rows(events, new))
             return state.encode()
 
         self.store.update(sid, change)
@@ -254,19 +254,19 @@ class OnlineScorer:
     ) -> None:
         """The state after ``new`` (normalized events of the session not seen before, with their ``keys`` and
         JSON ``lines``)."""
-        columns = self._columns(new, keys)
-        ts = columns.ts_us
+        ts = new.ts_us if isinstance(new, EventColumns) else new[S.TS_US].to_numpy()
         in_order = state.last_ts_us is None or int(ts.min()) >= state.last_ts_us
         state.records = b"\n".join([*([state.records] if state.records else []), *lines])
         state.n_events += len(lines)
+        whole = None  # the session's normalized events, read back from its records when needed
         if not in_order or len(lines) > self.spec.max_len:  # a late event: the session as if scored whole
-            events = self._normalized(state)
-            seqs = self._tokens(self._columns(events, None))
+            whole = self._normalized(state)
+            seqs = self._tokens(self._columns(whole, None))
             state.tokens, state.hidden = seqs.tokens, None
-            state.last_ts_us = int(events[S.TS_US].to_numpy().max())
+            state.last_ts_us = int(whole[S.TS_US].to_numpy().max())
             added = state.tokens
         else:
-            added = self._tokens(columns).tokens
+            added = self._tokens(self._columns(new, keys)).tokens
             if state.last_ts_us is not None:
                 gap = np.array([(int(ts.min()) - state.last_ts_us) / 1e6])
                 added[0, self._delta_field] = time_delta_ids(gap, self.spec)[0]
@@ -275,7 +275,8 @@ class OnlineScorer:
             state.last_ts_us = int(ts.max())
         raw = self._predict(state, added)
         if self.scorer.stacker is not None:
-            aggregates = self.scorer.stacker.aggregates(self._normalized(state), [state.session_id])
+            whole = self._normalized(state) if whole is None else whole
+            aggregates = self.scorer.stacker.aggregates(whole, [state.session_id])
             raw = self.scorer.stacker.combine(aggregates, raw)
         score = self.scorer.calibrate(raw)
         state.raw_score, state.score = float(raw[0]), float(score[0])
@@ -326,6 +327,10 @@ class OnlineScorer:
         return {S.SESSION_ID: sid, S.SCORE: row[S.SCORE], S.BAND: row[S.BAND], "n_events": len(records)} | {
             "degraded": True
         }
+
+
+def _rows(events: EventColumns | pl.DataFrame, at: list[int]) -> EventColumns | pl.DataFrame:
+    return events.take(at) if isinstance(events, EventColumns) else events[at]
 
 
 def live_context(store: StateStore, events: pl.DataFrame, keys: list[str] | None, spec: Spec) -> pl.DataFrame:

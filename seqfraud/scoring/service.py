@@ -181,6 +181,19 @@ FORBID = ConfigDict(extra="forbid")
 _dynamic_typed_dict: Any = TypedDict
 
 
+def event_fields(spec: Spec) -> dict[str, Any]:
+    """An event's keys and their JSON types, from the spec's column roles (entity columns and the event id are
+    for ``/events`` only)."""
+    s = spec.schema
+    return {
+        s.session_id: Required[IDENT],
+        s.timestamp: Required[TIMESTAMP],
+        s.event_type: Required[IDENT],
+        **{c: NotRequired[CATEGORY] for c in s.categorical},
+        **{c: NotRequired[NUMBER] for c in s.numerical},
+    }
+
+
 def request_models(spec: Spec, limits: Limits) -> tuple[TypeAdapter, TypeAdapter]:
     """Validators of ``POST /score`` and ``POST /score/batch`` bodies, from the spec's column roles.
 
@@ -189,18 +202,7 @@ def request_models(spec: Spec, limits: Limits) -> tuple[TypeAdapter, TypeAdapter
     refused. TypedDicts keyed by the column names themselves (any string) validate straight to the
     dicts the scorer takes; their JSON schemas are the request bodies of the OpenAPI document.
     """
-    s = spec.schema
-    event = _dynamic_typed_dict(
-        "Event",
-        {
-            s.session_id: Required[IDENT],
-            s.timestamp: Required[TIMESTAMP],
-            s.event_type: Required[IDENT],
-            **{c: NotRequired[CATEGORY] for c in s.categorical},
-            **{c: NotRequired[NUMBER] for c in s.numerical},
-        },
-    )
-    strict_event: Any = with_config(FORBID)(event)
+    strict_event: Any = with_config(FORBID)(_dynamic_typed_dict("Event", event_fields(spec)))
     events: Any = Annotated[list[strict_event], Field(min_length=1, max_length=limits.max_events_per_session)]
     session: Any = with_config(FORBID)(_dynamic_typed_dict("ScoreRequest", {"events": Required[events]}))
     sessions: Any = Annotated[list[session], Field(min_length=1, max_length=limits.max_sessions_per_batch)]
@@ -212,14 +214,9 @@ def online_request_models(spec: Spec, limits: Limits) -> tuple[TypeAdapter, Type
     """Validators of ``POST /events`` (events of any open sessions, each with its ``data.schema.event_id``
     when the log has one) and ``POST /labels`` (a session's label and when it became known)."""
     s = spec.schema
-    fields = {
-        s.session_id: Required[IDENT],
-        s.timestamp: Required[TIMESTAMP],
-        s.event_type: Required[IDENT],
-        **({s.event_id: NotRequired[IDENT]} if s.event_id else {}),
-        **{c: NotRequired[CATEGORY] for c in (*s.categorical, *s.entities)},
-        **{c: NotRequired[NUMBER] for c in s.numerical},
-    }
+    fields = event_fields(spec) | {c: NotRequired[CATEGORY] for c in s.entities}
+    if s.event_id:
+        fields[s.event_id] = NotRequired[IDENT]
     event: Any = with_config(FORBID)(_dynamic_typed_dict("OnlineEvent", fields))
     events: Any = Annotated[list[event], Field(min_length=1, max_length=limits.max_events_per_session)]
     label: Any = with_config(FORBID)(
