@@ -363,7 +363,7 @@ def preprocess(
         split.get("test_fraction", 0.15),
         test_end,
     )
-    sessions = assign_split(in_range, val_us, test_us)
+    sessions, unlabeled = drop_unlabeled_outside_train(assign_split(in_range, val_us, test_us))
     train = sessions.filter(pl.col(S.SPLIT) == "train")
     out = Path(out_dir)
     for stale in (DATA_DIR, ENTITY_DIR):  # outputs of an earlier run must not mix with these
@@ -417,6 +417,7 @@ def preprocess(
     }
     report = (
         loaded.report
+        | unlabeled
         | engine_report
         | {
             "splits": counts,
@@ -444,8 +445,33 @@ def preprocess(
     for key in ("orphan_labels_dropped", "unlabeled_sessions_dropped", "unlabeled_events_dropped"):
         if key in report:
             log.warning("policy: %s = %s", key, report[key])
+    if "unlabeled_sessions_kept" in report:
+        log.info(
+            "policy: %s unlabelled training sessions kept for pretraining (supervised fits skip them)",
+            report["unlabeled_sessions_kept"],
+        )
     events = loaded.events if isinstance(loaded.events, pl.LazyFrame) else None
     return Prepared(spec=spec, datasets=datasets, report=report, events=events, sessions=sessions)
+
+
+def drop_unlabeled_outside_train(sessions: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
+    """``data.policy.on_unlabeled=keep``: sessions without a label stay in train with a null label, for
+    pretraining (supervised fits skip them: :func:`seqfraud.training.train.labelled_train`); val and test
+    cannot evaluate them, so they leave those splits. Both counted for the report; a no-op under the other
+    policies, which leave no null label. Being real traffic, unlabelled sessions still count where no label
+    is read: the spec is fitted on the whole train split, and entity features see every session's events."""
+    unlabeled = pl.col(S.LABEL).is_null()
+    if not sessions.select(unlabeled.any()).item():
+        return sessions, {}
+    in_train = pl.col(S.SPLIT) == "train"
+    kept, dropped = (sessions.filter(unlabeled & where) for where in (in_train, ~in_train))
+    report = {
+        "unlabeled_sessions_kept": kept.height,
+        "unlabeled_events_kept": int(kept["n_events"].sum()),
+        "unlabeled_sessions_dropped": dropped.height,
+        "unlabeled_events_dropped": int(dropped["n_events"].sum()),
+    }
+    return sessions.filter(~(unlabeled & ~in_train)), report
 
 
 def load_prepared(out_dir: str | Path) -> Prepared:

@@ -118,8 +118,9 @@ def one_torch_thread():
         yield
 
 
-def train_into(base: Path, *overrides: str) -> Path:
-    """``train()`` of the packaged config with ``overrides``, writing its run and data under ``base``; the run dir."""
+def train_into(base: Path, *overrides: str, callbacks: list | None = None) -> Path:
+    """``train()`` of the packaged config with ``overrides`` (and extra Lightning ``callbacks``), writing its run
+    and data under ``base``; the run dir."""
     os.environ.setdefault("WANDB_MODE", "disabled")
     from hydra import compose, initialize_config_dir
 
@@ -136,7 +137,7 @@ def train_into(base: Path, *overrides: str) -> Path:
             ],
         )
     with single_torch_thread():
-        train(cfg)
+        train(cfg, callbacks)
     return base / "run"
 
 

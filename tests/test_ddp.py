@@ -146,6 +146,28 @@ def test_two_ranks_learn_what_one_process_learns(tmp_path):
     assert monitored_val_pr_auc(tmp_path / "ddp") == pytest.approx(ddp["val"]["pr_auc"], abs=1e-5)
 
 
+def test_pretraining_runs_on_two_ranks(tmp_path):
+    """The local child rank runs the pretraining fit too (``run_child_rank``), on what rank 0 prepared."""
+    run = tmp_path / "run"
+    overrides = [
+        "+experiment=smoke",
+        "model=tiny",
+        "+experiment@_global_=pretrain_masked",
+        "trainer=ddp",
+        "trainer.max_epochs=1",
+        "data.synthetic.sessions=600",
+        "loader.batch_size=32",
+        f"paths.output_dir={run}",
+        f"paths.data_dir={tmp_path / 'data'}",
+    ]
+    before = {k: os.environ.get(k) for k in ENV_KEYS}
+    metrics = train(compose_train(overrides))
+    assert metrics["model"] == "pretrain" and 0 < metrics["val"]["loss"] < 10
+    assert (run / "checkpoints" / "best.ckpt").is_file()
+    assert "Traceback" not in (run / "ddp_rank1.log").read_text()
+    assert not torch.distributed.is_initialized() and {k: os.environ.get(k) for k in ENV_KEYS} == before
+
+
 @pytest.mark.slow  # 20-40 s: a multirun of DDP jobs; make test-slow runs it
 def test_multirun_with_ddp_makes_one_run_per_job_and_no_strays(tmp_path):
     env = os.environ | {"WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}

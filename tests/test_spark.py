@@ -137,6 +137,8 @@ def run_both(data_cfg: dict, out, features: dict = FEATURES):
         "timestamp_unit",
         "unlabeled_sessions_dropped",
         "unlabeled_events_dropped",
+        "unlabeled_sessions_kept",
+        "unlabeled_events_kept",
         "orphan_labels_dropped",
         "labels_never_known",
         "entity_features",
@@ -181,7 +183,8 @@ def test_parity_on_edge_cases(encoding, tmp_path):
     assert len(prepared.spec.edges["refund"]) == 2 and prepared.spec.edges["fee"] == []
 
 
-def test_parity_with_label_table_drop_policy_and_test_end(tmp_path):
+@pytest.mark.parametrize("on_unlabeled", ["drop", "keep"])
+def test_parity_with_label_table_unlabeled_policy_and_test_end(on_unlabeled, tmp_path):
     events = (
         edge_events(seed=11, base_ns=T0_NS)
         .with_columns(
@@ -198,13 +201,17 @@ def test_parity_with_label_table_drop_policy_and_test_end(tmp_path):
         "events": str(write_shards(events, tmp_path / "events", n=4)),
         "labels": str(tmp_path / "labels.parquet"),
         "schema": SCHEMA.roles(),
-        "policy": {"on_unlabeled": "drop"},
+        "policy": {"on_unlabeled": on_unlabeled},
         "split": {"test_end": test_end.replace(tzinfo=None).isoformat()},
     }
     prepared = run_both(data, tmp_path)
     assert (
         prepared.report["unlabeled_sessions_dropped"] > 0 and prepared.report["sessions_after_test_end"] > 0
     )
+    # keep: the unlabelled training sessions stay, with a null label; val and test drop theirs.
+    kept = prepared.report.get("unlabeled_sessions_kept", 0)
+    nulls = [pl.read_parquet(shard_files(prepared.datasets[s]))[S.LABEL].null_count() for s in S.SPLITS]
+    assert nulls == [kept, 0, 0] and (kept > 0) == (on_unlabeled == "keep")
 
 
 def test_parity_on_synthetic_data(tmp_path):
@@ -243,10 +250,12 @@ def entity_events(seed: int) -> pl.DataFrame:
     ).drop("ts_ns", "label")
 
 
-def test_parity_with_entity_features(tmp_path):
+@pytest.mark.parametrize("on_unlabeled", ["drop", "keep"])
+def test_parity_with_entity_features(on_unlabeled, tmp_path):
     """Entity features from a label table with label times (label_delay where one is null), risk on, some
-    sessions dropped unlabeled: the same spec (edges fitted on the features) and datasets from both engines,
-    though the Spark engine runs the kernel on several hash parts and the Polars engine on one."""
+    sessions without a label (dropped, or kept: their events count, their missing label is never known): the
+    same spec (edges fitted on the features) and datasets from both engines, though the Spark engine runs the
+    kernel on several hash parts and the Polars engine on one."""
     events = entity_events(seed=5)
     ends = events.group_by("session_id").agg(pl.col("timestamp").max())
     rng = np.random.default_rng(5)
@@ -262,7 +271,7 @@ def test_parity_with_entity_features(tmp_path):
         "events": str(write_shards(events, tmp_path / "events")),
         "labels": str(tmp_path / "labels.parquet"),
         "schema": ENTITY_SCHEMA.roles(),
-        "policy": {"on_unlabeled": "drop", "label_delay": "2d"},
+        "policy": {"on_unlabeled": on_unlabeled, "label_delay": "2d"},
     }
     prepared = run_both(data, tmp_path, FEATURES | {"entity": ENTITY})
     spec = prepared.spec

@@ -528,9 +528,58 @@ def test_drop_unlabeled_with_a_label_column(tmp_path):
     assert prepared.spec.vocab["event_type"] == ["view", "pay"]  # "click" lived only in the dropped session
 
 
+def test_keep_unlabeled_leaves_them_in_train_only(tmp_path):
+    """on_unlabeled=keep: unlabelled training sessions stay, with a null label, for pretraining, and the spec is
+    fitted on them too; unlabelled val and test sessions cannot be evaluated, so they leave, counted."""
+    ev = pl.DataFrame(
+        {
+            "session_id": [f"s{i}" for i in range(10) for _ in range(2)],
+            "timestamp": [T0 + timedelta(hours=i, seconds=s) for i in range(10) for s in (0, 5)],
+            "event_type": ["click" if i == 1 else "view" for i in range(10) for _ in range(2)],
+            "device": ["web"] * 20,
+            "amount": [1.0] * 20,
+        }
+    )
+    ev = write(ev, tmp_path / "events.parquet")
+    unlabelled = ["s1", "s3", "s6", "s9"]  # two in train (s0-s5), one each in val (s6, s7) and test (s8, s9)
+    lab = pl.DataFrame({"session_id": [f"s{i}" for i in range(10)], "label": [0, 0, 1, 0, 0, 0, 0, 1, 1, 0]})
+    lab = write(lab.filter(~pl.col("session_id").is_in(unlabelled)), tmp_path / "labels.parquet")
+
+    loaded = load_events(ev, SCHEMA, lab, on_unlabeled="keep", label_delay="1d")
+    assert not any(k.startswith("unlabeled") for k in loaded.report)
+    assert (loaded.report["n_sessions"], loaded.report["labels_never_known"]) == (10, 0)
+    sessions = loaded.sessions.filter(pl.col(S.SESSION_ID).is_in(unlabelled))
+    # No label, so none ever known: the entity risk features never count these sessions.
+    assert sessions[S.LABEL].null_count() == sessions[S.LABEL_KNOWN].null_count() == 4
+
+    cfg = _data_cfg(ev, lab, on_unlabeled="keep")
+    cfg["split"] = {"val_start": str(T0 + timedelta(hours=6)), "test_start": str(T0 + timedelta(hours=8))}
+    prepared = preprocess(cfg, FEATURES, tmp_path / "o")
+    report = json.loads((tmp_path / "o" / REPORT_FILE).read_text())
+    for r in (prepared.report, report):
+        assert (r["unlabeled_sessions_kept"], r["unlabeled_events_kept"]) == (2, 4)
+        assert (r["unlabeled_sessions_dropped"], r["unlabeled_events_dropped"]) == (2, 4)
+        assert {k: v["sessions"] for k, v in r["splits"].items()} == {"train": 6, "val": 1, "test": 1}
+    train = pl.read_parquet(prepared.datasets["train"]).sort(S.SESSION_ID)
+    assert train.filter(pl.col(S.LABEL).is_null())[S.SESSION_ID].to_list() == ["s1", "s3"]
+    assert [pl.read_parquet(prepared.datasets[s])[S.SESSION_ID].to_list() for s in ("val", "test")] == [
+        ["s7"],
+        ["s8"],
+    ]
+    assert "click" in prepared.spec.vocab["event_type"]  # only unlabelled s1 has it: fitted on all of train
+
+    # The same with the label on the events: s2 has none, and everything is in train.
+    ev = write(events(label=pl.Series([0, 0, None, None, 1])), tmp_path / "labelled_events.parquet")
+    prepared = preprocess(_data_cfg(ev, on_unlabeled="keep"), FEATURES, tmp_path / "o2")
+    report = prepared.report
+    assert (report["unlabeled_sessions_kept"], report["unlabeled_sessions_dropped"]) == (1, 0)
+    train = pl.read_parquet(prepared.datasets["train"]).sort(S.SESSION_ID)
+    assert train.select(S.SESSION_ID, S.LABEL).rows() == [("s1", 0), ("s2", None), ("s3", 1)]
+
+
 def test_unknown_policy_value(tmp_path):
     path = write(events(), tmp_path / "e.parquet")
-    with pytest.raises(ValueError, match="on_unlabeled"):
+    with pytest.raises(ValueError, match="on_unlabeled must be one of error, drop, keep"):
         load_events(path, SCHEMA, on_unlabeled="ignore")
     with pytest.raises(ValueError, match="on_orphan_labels"):
         load_events(path, SCHEMA, on_orphan_labels="keep")

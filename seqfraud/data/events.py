@@ -55,6 +55,8 @@ LABEL_TIME_UNPARSED = f"have a label time that does not parse: {_RFC3339_HINT}"
 _CATEGORICAL_OK = (pl.String, pl.Categorical, pl.Enum, pl.Boolean)
 # Entity ids: strings or integers (as their decimal text); an all-null column is an entity no event has.
 _ENTITY_OK = (pl.String, pl.Categorical, pl.Enum, pl.Null)
+# data.policy.on_unlabeled: refuse, leave out, or keep for pretraining (train split only) sessions with no label.
+UNLABELED_POLICIES = ("error", "drop", "keep")
 
 
 # The engine's frame of the normalized events: a Polars LazyFrame, or the Spark engine's DataFrame.
@@ -620,11 +622,15 @@ def validate_sessions(
     on timestamps out of range. ``label_delay`` (``data.policy.label_delay``) and ``data.schema.label_time``
     say when each label became known (:func:`label_known`). Returns one row per kept session
     (``session_id``, ``start_time``, ``end_time``, ``n_events``, ``label``, ``label_known``) and what the
-    policies dropped.
+    policies dropped. ``on_unlabeled=keep`` keeps sessions without a label, with a null label: the split
+    decides their fate (:func:`seqfraud.preprocess.drop_unlabeled_outside_train`).
     """
-    for name, value in (("on_unlabeled", on_unlabeled), ("on_orphan_labels", on_orphan_labels)):
-        if value not in ("error", "drop"):
-            raise ValueError(f"data.policy.{name} must be 'error' or 'drop', got {value!r}")
+    for name, value, allowed in (
+        ("on_unlabeled", on_unlabeled, UNLABELED_POLICIES),
+        ("on_orphan_labels", on_orphan_labels, ("error", "drop")),
+    ):
+        if value not in allowed:
+            raise ValueError(f"data.policy.{name} must be one of {', '.join(allowed)}; got {value!r}")
     delay_us = label_delay_us(label_delay)
     report: dict = {}
     origin = unit_origin(schema, epoch_unit)
@@ -682,12 +688,13 @@ def validate_sessions(
             )
 
     unlabeled = sessions.filter(pl.col(S.LABEL).is_null())
-    if unlabeled.height:
+    if unlabeled.height and on_unlabeled != "keep":
         n_rows = int(unlabeled["n_events"].sum())
         if on_unlabeled == "error":
             raise DataValidationError(
                 f"{source}: column {schema.label!r}: {n_rows:,} event row(s) in {unlabeled.height:,} session(s) have "
-                f"no label in {label_source} (set data.policy.on_unlabeled=drop to leave them out)"
+                f"no label in {label_source} (set data.policy.on_unlabeled=drop to leave them out, or keep to "
+                "pretrain on them)"
             )
         report["unlabeled_sessions_dropped"] = unlabeled.height
         report["unlabeled_events_dropped"] = n_rows
@@ -708,7 +715,9 @@ def validate_sessions(
         "n_positive_sessions": int(sessions[S.LABEL].sum()),
     }
     if schema.label_time or delay_us is not None:
-        report["labels_never_known"] = sessions[S.LABEL_KNOWN].null_count()
+        report["labels_never_known"] = int(
+            sessions.select((pl.col(S.LABEL).is_not_null() & pl.col(S.LABEL_KNOWN).is_null()).sum()).item()
+        )
     return sessions, report
 
 
@@ -751,8 +760,9 @@ def label_known(
     """:data:`~seqfraud.schema.LABEL_KNOWN` of each labelled session: its label time (:data:`S.LABEL_TIME_US`)
     where ``data.schema.label_time`` gives one, else its end plus ``delay_us`` where that is set, else null
     (never known). A label time before the session's first event is an error, and so is a positive label
-    that would never be known. ``rows_are_events``: the label times live on the events, so a session's
-    rows in ``label_source`` are its events (else one row of the label table)."""
+    that would never be known. A session without a label (``on_unlabeled=keep``) has none to know: null.
+    ``rows_are_events``: the label times live on the events, so a session's rows in ``label_source`` are its
+    events (else one row of the label table)."""
     known = pl.lit(None, pl.Int64)
     if schema.label_time:
         lt = pl.col(S.LABEL_TIME_US)
@@ -784,7 +794,7 @@ def label_known(
         # Capped so that no end time in the plausible range overflows: a later label is never known anyway.
         delay = min(delay_us, _INT64_MAX - timestamp_range_us(schema)[1])
         known = pl.coalesce(known, pl.col(S.END_TIME) + delay)
-    return sessions.with_columns(known.alias(S.LABEL_KNOWN))
+    return sessions.with_columns(pl.when(pl.col(S.LABEL).is_not_null()).then(known).alias(S.LABEL_KNOWN))
 
 
 @dataclass
@@ -829,10 +839,11 @@ def load_events(
     """Scan, type-check, normalize and validate an event log; the returned events carry ``label`` and the
     entity columns (as strings).
 
-    Policies (see :func:`validate_sessions`): ``on_unlabeled`` for sessions whose events have no label and
-    ``on_orphan_labels`` for labelled sessions that have no events; whatever a policy drops is counted in
-    ``report``. ``label_delay`` (``data.policy.label_delay``, e.g. ``30d``) and ``data.schema.label_time``
-    give the sessions table's ``label_known`` (:func:`label_known`).
+    Policies (see :func:`validate_sessions`): ``on_unlabeled`` (``error``, ``drop`` or ``keep``) for sessions
+    whose events have no label and ``on_orphan_labels`` for labelled sessions that have no events; whatever a
+    policy drops is counted in ``report``; kept sessions carry a null label. ``label_delay``
+    (``data.policy.label_delay``, e.g. ``30d``) and ``data.schema.label_time`` give the sessions table's
+    ``label_known`` (:func:`label_known`).
     """
     label_delay_us(label_delay)  # a bad duration fails before the data is read
     raw = inspect_events(events_path, schema, labels_path)

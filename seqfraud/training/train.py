@@ -153,27 +153,41 @@ def fit_sequence_model(
     }
 
 
-LABELLED_TRAIN = "labelled/train"  # in the run dir: the training sessions a label_fraction run reads
+# In the run dir: the training sessions a supervised fit reads, when that is not the whole train split.
+LABELLED_TRAIN = "labelled/train"
 
 
-def labelled_subset(train: Path, fraction: float, seed: int, run_dir: Path) -> Path:
-    """The training sessions whose labels a label-scarce run may read (``label_fraction``): a fixed share picked
-    by a hash of the session id, so every model of one seed sees the same ones; the rest count as unlabelled.
-    Written once per run beside the data, shard for shard."""
+def labelled_train(train: Path, fraction: float, seed: int, out: Path, *, write: bool = True) -> Path:
+    """The training sessions whose labels a supervised fit (sequence model, LightGBM, stacker) reads: those that
+    have one (``data.policy.on_unlabeled=keep`` leaves the others in train, for pretraining), and of those, in a
+    label-scarce run (``label_fraction``), a fixed share picked by a hash of the session id, so every model of
+    one seed sees the same ones. The train split itself when that is all of it; else a copy in ``out``, shard
+    for shard, written there unless ``write`` is off (local DDP child ranks read the copy rank 0 wrote)."""
     if not 0 < fraction <= 1:
         raise ConfigError(f"label_fraction must be in (0, 1], got {fraction}")
-    out = run_dir / LABELLED_TRAIN
+    total, unlabelled = (
+        pl.scan_parquet(shard_files(train)).select(pl.len(), pl.col(S.LABEL).null_count()).collect().row(0)
+    )
+    if fraction == 1 and not unlabelled:
+        return train
+    if not write:
+        return out
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    keep = (pl.col(S.SESSION_ID).hash(seed) % 1_000_000) < round(fraction * 1_000_000)
-    positives = 0
+    keep = pl.col(S.LABEL).is_not_null() & (
+        (pl.col(S.SESSION_ID).hash(seed) % 1_000_000) < round(fraction * 1_000_000)
+    )
+    sessions = positives = 0
     for file in shard_files(train):
         part = pl.read_parquet(file).filter(keep)
+        sessions += part.height
         positives += int(part[S.LABEL].sum() or 0)
         part.write_parquet(out / file.name, row_group_size=ROW_GROUP_SESSIONS)
     if not positives:
-        raise ConfigError(f"label_fraction={fraction} leaves no positive training session (seed {seed})")
+        share = f" in the label_fraction={fraction} share (seed {seed})" if fraction != 1 else ""
+        raise ConfigError(f"no positive among the {sessions:,} labelled training session(s){share}")
+    log.info("supervised fit on %s of %s training sessions (%s have no label)", sessions, total, unlabelled)
     return out
 
 
@@ -294,9 +308,11 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
             prepared.spec.save(run_dir / rundir.SPEC_FILE)  # the run directory describes its model on its own
     else:
         prepared = preprocess(data_cfg, plain(cfg.features), run_dir, plain(cfg.get("preprocess")))
-    fraction = float(cfg.get("label_fraction", 1.0))
-    if fraction != 1.0 and not cfg.get("pretrain"):
-        prepared.datasets["train"] = labelled_subset(prepared.datasets["train"], fraction, cfg.seed, run_dir)
+    if not cfg.get("pretrain"):  # pretraining reads every training session; labels unused
+        fraction = float(cfg.get("label_fraction", 1.0))
+        # Ranks that torchrun or SLURM start each write their own copy: they may share the run dir.
+        out = run_dir / (LABELLED_TRAIN if rank == 0 else f"{LABELLED_TRAIN}.rank{rank}")
+        prepared.datasets["train"] = labelled_train(prepared.datasets["train"], fraction, cfg.seed, out)
     logger = instantiate(cfg.logger) if cfg.get("logger") and rank == 0 else False
     try:
         metrics = fit_and_evaluate(cfg, prepared, data_cfg, logger, extra_callbacks)
@@ -318,8 +334,11 @@ def run_child_rank(run_dir: Path) -> None:
         if cfg.get("pretrain"):
             fit_pretrain(cfg, prepared, logger=False)
             return
-        if float(cfg.get("label_fraction", 1.0)) != 1.0:  # the share rank 0 wrote before the fit
-            prepared.datasets["train"] = run_dir / LABELLED_TRAIN
+        # The labelled sessions rank 0 wrote before the fit, where it wrote any.
+        fraction = float(cfg.get("label_fraction", 1.0))
+        prepared.datasets["train"] = labelled_train(
+            prepared.datasets["train"], fraction, cfg.seed, run_dir / LABELLED_TRAIN, write=False
+        )
         fit_sequence_model(cfg, prepared, logger=False)
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
