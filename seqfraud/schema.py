@@ -36,6 +36,8 @@ POSITION = "position"
 EVENT = "event"
 EVENT_TIME = "event_time"
 CONTRIBUTION = "contribution"
+# Columns of session embeddings (``seqfraud embed``): ``emb_0`` .. ``emb_{d-1}``, the encoder's pooled state.
+EMBEDDING_PREFIX = "emb_"
 # Token field derived from timestamps: the log-bucketed time since the previous event.
 TIME_DELTA = "time_delta"
 # Internal working columns; the double underscore keeps them clear of user names.
@@ -67,6 +69,11 @@ def entity_feature(column: str, feature: str, window: str | None = None) -> str:
 def value_field(column: str) -> str:
     """Name of the field that carries a numeric column's value as a number: ``val__{column}``."""
     return f"val__{column}"
+
+
+def embedding_column(j: int) -> str:
+    """Name of a session embedding's ``j``-th dimension: ``emb_{j}``."""
+    return f"{EMBEDDING_PREFIX}{j}"
 
 
 def token_column(field_name: str) -> str:

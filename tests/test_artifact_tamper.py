@@ -7,6 +7,7 @@ import base64
 import dataclasses
 import hashlib
 import io
+import itertools
 import json
 import logging
 import os
@@ -226,6 +227,10 @@ def _model_approves_all(a: Artifact, x: dict) -> None:
     assert float(a.load_model("torchscript")(*_inputs()).abs().max()) == 0.0
 
 
+def _embedding_replaced(a: Artifact, x: dict) -> None:
+    assert float(a.load_embedding("torchscript")[0](*_inputs()).abs().max()) == 0.0
+
+
 def _pt2_listed(a: Artifact, x: dict) -> None:
     assert a.manifest["files"]["model.pt2"]["bytes"] == len(x["evil_pt2"][0])  # not loaded here: it would run
 
@@ -248,6 +253,9 @@ FORGERIES = {
     "model.ts replaced, hash rewritten": Case(
         lambda r, x: _replace(r, "model.ts", x["approve_all_ts"]), _model_approves_all
     ),
+    "embed.ts replaced, hash rewritten": Case(
+        lambda r, x: _replace(r, "embed.ts", x["approve_all_ts"]), _embedding_replaced
+    ),
     "model.pt2 replaced by a pickle payload, hash rewritten": Case(
         lambda r, x: _replace(r, "model.pt2", x["evil_pt2"][0]), _pt2_listed, fmt="pt2"
     ),
@@ -260,6 +268,7 @@ FORGERIES = {
 BREAKAGES = {
     "file changed, hash kept": Case(lambda r, x: _flip(r, "calibration.json", True), "SHA-256 differs"),
     "file grown, size kept": Case(lambda r, x: _flip(r, "model.ts", False), "bytes, the manifest says"),
+    "embed.ts changed, hash kept": Case(lambda r, x: _flip(r, "embed.ts", True), "embed.ts: SHA-256 differs"),
     "listed file removed": Case(lambda r, x: (r / "model.pt2").unlink(), "missing file model.pt2", fmt="pt2"),
     "name ../x": Case(
         lambda r, x: (_outside(r, "x"), _list_outside(r, "../x")), r"files\['\.\./x'\] is not a plain"
@@ -331,6 +340,13 @@ BREAKAGES = {
     "format file not listed": Case(
         lambda r, x: _edit(r, lambda m: m["files"].pop("model.pt2")),
         r"formats\['pt2'\] = 'model.pt2' is unknown or not among the verified files",
+    ),
+    "embed names the model file": Case(
+        lambda r, x: _edit(r, lambda m: m["embed"]["formats"].update(torchscript="model.ts")),
+        "'embed' must be",
+    ),
+    "embed file not listed": Case(
+        lambda r, x: _edit(r, lambda m: m["files"].pop("embed.pt2")), "'embed' must be"
     ),
     "manifest a list": Case(
         lambda r, x: (r / MANIFEST_FILE).write_text("[]"), "not a seqfraud artifact manifest"
@@ -546,6 +562,7 @@ def test_the_commands_take_the_verify_settings(
     """Refused at startup: the batch CLI writes nothing, the service does not start."""
     from fastapi.testclient import TestClient
 
+    from seqfraud.cli.embed import main as embed_cli
     from seqfraud.cli.score import main as score_cli
     from seqfraud.scoring.service import create_app
 
@@ -557,16 +574,19 @@ def test_the_commands_take_the_verify_settings(
         str(tmp_path / "out.parquet"),
         "--no-progress",
     ]
-    for argv, message in (
+    for cli, (argv, message) in itertools.product(
+        (score_cli, embed_cli),
         (
-            ["--artifact", str(signed_artifact), "--verify-key", str(keys["theirs"][1])],
-            "not a configured verify key",
+            (
+                ["--artifact", str(signed_artifact), "--verify-key", str(keys["theirs"][1])],
+                "not a configured verify key",
+            ),
+            (["--artifact", str(exported_artifact), "--require-signed"], "no verify key is configured"),
         ),
-        (["--artifact", str(exported_artifact), "--require-signed"], "no verify key is configured"),
     ):
         # ArtifactError, or SystemExit(2) and one line on stderr where the CLI turns user errors into a message
         with pytest.raises((ArtifactError, SystemExit)) as refused:
-            score_cli(argv + args)
+            cli(argv + args)
         assert message in str(refused.value) + capsys.readouterr().err
         assert not (tmp_path / "out.parquet").exists()
     monkeypatch.setenv(VERIFY_KEY_ENV, str(keys["theirs"][1]))

@@ -39,7 +39,16 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def test_artifact_layout_and_manifest(exported_artifact, trained_run):
     files = {p.name for p in exported_artifact.iterdir()}
-    assert files == {MANIFEST_FILE, SPEC_FILE, CALIBRATION_FILE, RELIABILITY_FILE, "model.ts", "model.pt2"}
+    assert files == {
+        MANIFEST_FILE,
+        SPEC_FILE,
+        CALIBRATION_FILE,
+        RELIABILITY_FILE,
+        "model.ts",
+        "model.pt2",
+        "embed.ts",
+        "embed.pt2",
+    }
     m = json.loads((exported_artifact / MANIFEST_FILE).read_text())
     assert (exported_artifact / MANIFEST_FILE).read_bytes() == canonical_json(
         m
@@ -79,6 +88,11 @@ def test_artifact_layout_and_manifest(exported_artifact, trained_run):
 
     parity = m["parity"]
     assert max(parity["validation"]["max_abs_diff"].values()) <= 1e-5
+    assert m["embed"] == {
+        "formats": {"torchscript": "embed.ts", "pt2": "embed.pt2"},
+        "width": m["model"]["d_model"],
+    }
+    assert max(parity["embed"]["max_abs_diff"].values()) <= 1e-5
     assert parity["end_to_end"]["max_abs_diff"] <= 1e-5 and parity["end_to_end"]["sessions"] > 0
     paths = parity["end_to_end"]["token_paths"]
     assert set(paths) == {"polars", "numpy"} and max(paths.values()) <= 1e-5
@@ -225,7 +239,7 @@ def test_export_overwrite_replaces_the_old_artifact_and_signs(trained_run, tmp_p
     private, public = generate_keypair(tmp_path / "keys")
     export_run(trained_run, out, formats=["torchscript"], overwrite=True, sign_key=private)
     assert _leftovers(out) == sorted(
-        [CALIBRATION_FILE, MANIFEST_FILE, SIGNATURE_FILE, "model.ts", RELIABILITY_FILE, SPEC_FILE]
+        [CALIBRATION_FILE, MANIFEST_FILE, SIGNATURE_FILE, "model.ts", "embed.ts", RELIABILITY_FILE, SPEC_FILE]
     )
     assert _leftovers(tmp_path) == ["a", "keys"]
     assert json.loads((out / MANIFEST_FILE).read_text())["formats"] == {"torchscript": "model.ts"}

@@ -60,6 +60,10 @@ def test_a_gru_run_exports_to_every_format_and_scores_like_the_run(
     assert m["model"]["encoder"] == "gru"
     assert m["formats"] == {fmt: FORMATS[fmt].file for fmt in FORMATS} and m["skipped_formats"] == {}
     assert max(m["parity"]["validation"]["max_abs_diff"].values()) <= 1e-5
+    assert (
+        m["embed"]["formats"] == {"torchscript": "embed.ts", "pt2": "embed.pt2"} and m["embed"]["width"] == 16
+    )
+    assert max(m["parity"]["embed"]["max_abs_diff"].values()) <= 1e-5
 
     # The pt2 program keeps the length dynamic: every length up to max_len, padded or not, matches TorchScript.
     spec = Spec.load(out / "spec.json")
@@ -102,6 +106,7 @@ def test_by_default_export_skips_a_format_the_model_cannot_use_and_says_why(
     assert m["formats"] == {"torchscript": "model.ts"}
     assert m["skipped_formats"] == {"pt2": "Constraints violated (L['tokens'].size()[1])!"}
     assert not (out / "model.pt2").exists() and "model.pt2" not in m["files"]
+    assert m["embed"]["formats"] == {"torchscript": "embed.ts"} and not (out / "embed.pt2").exists()
     assert "skipping format pt2: cannot export the model to it: Constraints violated" in caplog.text
 
 

@@ -31,7 +31,7 @@ COMMANDS = {
     "monitor": "compare a current window of events with an artifact's training period",
     "explain": "show which events of one session drove its score",
     "sign": "make an artifact signing key pair, or sign an artifact",
-    "embed": "write each session's embedding from a pretraining or sequence-model run, to Parquet",
+    "embed": "write each session's embedding, from a run or from an artifact and an event log, to Parquet",
 }
 
 # Top-level modules of the optional dependency groups, so a missing one names the extra to install.

@@ -56,6 +56,8 @@ EMBEDDED_SPEC = (
 SIGNATURE_FILE = "manifest.sig"
 # The step function of a GRU model (models.sequence.GRUStep, with a sigmoid): per-event online scoring.
 STEP_FILES = {"torchscript": "step.ts", "pt2": "step.pt2"}
+# A sequence model's session embedding (the encoder's pooled state, what its head reads): seqfraud embed --artifact.
+EMBED_FILES = {"torchscript": "embed.ts", "pt2": "embed.pt2"}
 SIGNATURE_ALGORITHM = "ed25519"
 VERIFY_KEY_ENV = "SEQFRAUD_VERIFY_KEY"  # public key file(s), separated by os.pathsep
 REQUIRE_SIGNED_ENV = "SEQFRAUD_REQUIRE_SIGNED"  # 1: refuse any artifact not verified by signature
@@ -262,12 +264,7 @@ class Artifact:
         held = self.manifest["formats"]
         if fmt not in held:
             raise ArtifactError(f"{self.path}: no {fmt} model in this artifact; it holds {sorted(held)}")
-        if fmt == "pt2" and self.signer is None:
-            log.warning(
-                "%s: loading a pt2 model that no signature vouches for; torch.export.load unpickles it, so "
-                "whoever can write this file can run code in this process",
-                self.path / FORMATS[fmt].file,
-            )
+        self._warn_unsigned(fmt, FORMATS[fmt].file)
         return self._load(FORMATS[fmt].file, FORMATS[fmt].load, fmt)
 
     def load_step(self, fmt: str = "torchscript") -> tuple[Step, tuple[int, int]] | None:
@@ -277,6 +274,31 @@ class Artifact:
         if step is None or fmt not in step["formats"]:
             return None
         return self._load(STEP_FILES[fmt], FORMATS[fmt].load, f"{fmt} step"), (step["layers"], step["width"])
+
+    def load_embedding(self, fmt: str = "torchscript") -> tuple[Model, int]:
+        """The session embedding in ``fmt`` (``forward(tokens, lengths) -> float32 [B, width]``, the encoder's
+        pooled state) and its width; refused with what to do when the artifact holds none."""
+        embed = self.manifest.get("embed")
+        if embed is None:
+            raise ArtifactError(
+                f"{self.path}: no session embedding in this artifact; it was exported before artifacts held one: "
+                "re-export the run (python export.py run_dir=RUN out=ARTIFACT), or embed from the run "
+                "(seqfraud embed --run RUN)"
+            )
+        if fmt not in embed["formats"]:
+            raise ArtifactError(
+                f"{self.path}: no {fmt} session embedding in this artifact; it holds {sorted(embed['formats'])}"
+            )
+        self._warn_unsigned(fmt, EMBED_FILES[fmt])
+        return self._load(EMBED_FILES[fmt], FORMATS[fmt].load, f"{fmt} embedding"), embed["width"]
+
+    def _warn_unsigned(self, fmt: str, name: str) -> None:
+        if fmt == "pt2" and self.signer is None:
+            log.warning(
+                "%s: loading a pt2 model that no signature vouches for; torch.export.load unpickles it, so "
+                "whoever can write this file can run code in this process",
+                self.path / name,
+            )
 
     def _load(self, name: str, load: Callable[[IO[bytes]], tuple[Any, str]], what: str) -> Any:
         """A module deserialized from the verified bytes of ``name``, refused unless it embeds spec.json."""
@@ -540,6 +562,21 @@ def _parse_manifest(raw: bytes, where: Path) -> dict[str, Any]:
             "'step'",
             f'must be {{"formats": {{FORMAT: FILE}}, "layers": N, "width": N}} with files {STEP_FILES} among the '
             f"verified files, got {json.dumps(step)[:120]}",
+        )
+    embed = manifest.get("embed")
+    if embed is not None and not (
+        isinstance(embed, dict)
+        and set(embed) == {"formats", "width"}
+        and isinstance(embed["formats"], dict)
+        and embed["formats"]
+        and all(EMBED_FILES.get(fmt) == name and name in files for fmt, name in embed["formats"].items())
+        and _is_int(embed["width"])
+        and 0 < embed["width"] <= 65536
+    ):
+        raise bad(
+            "'embed'",
+            f'must be {{"formats": {{FORMAT: FILE}}, "width": N}} with files {EMBED_FILES} among the verified '
+            f"files, got {json.dumps(embed)[:120]}",
         )
     thresholds = manifest["thresholds"]
     for band in ("review", "decline"):

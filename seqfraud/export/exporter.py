@@ -37,6 +37,7 @@ from seqfraud.export.artifact import (
     ARTIFACT_FORMAT,
     ARTIFACT_VERSION,
     CALIBRATION_FILE,
+    EMBED_FILES,
     FORMATS,
     MANIFEST_FILE,
     RELIABILITY_FILE,
@@ -51,7 +52,7 @@ from seqfraud.export.artifact import (
     sign_artifact,
 )
 from seqfraud.export.signing import SigningKeyError, load_private_key
-from seqfraud.features.fastpath import numpy_sequences, vocab_index
+from seqfraud.features.fastpath import numpy_sequences, token_tables
 from seqfraud.features.spec import Spec
 from seqfraud.metrics import expected_calibration_error
 from seqfraud.models.sequence import GRUStep, SessionClassifier, can_step
@@ -92,6 +93,21 @@ class ProbabilityModel(nn.Module):
 
     def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         return torch.sigmoid(self.net(tokens, lengths))
+
+
+class EmbeddingModel(nn.Module):
+    """The exported session embedding (artifact ``embed``): the encoder's pooled state, what the classifier head
+    reads and what ``session_embeddings`` gives from the run.
+
+    ``forward(tokens, lengths) -> float32 [B, d_model]``, the inputs of :class:`ProbabilityModel`.
+    """
+
+    def __init__(self, net: SessionClassifier):
+        super().__init__()
+        self.embed, self.encoder = net.embed, net.encoder
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        return self.encoder(self.embed(tokens), lengths)
 
 
 class ProbabilityStep(nn.Module):
@@ -138,6 +154,9 @@ def export_run(
     ``calibration`` (``isotonic``, ``platt`` or ``none``) is fitted on the validation predictions; the
     band ``thresholds`` (one policy per band, see :func:`seqfraud.decisions.choose_thresholds`; default
     :data:`DEFAULT_THRESHOLDS`) are chosen on the calibrated validation scores, the scale the scorer returns.
+
+    Each format also holds the session embedding (:class:`EmbeddingModel`, the manifest's ``embed``, for
+    ``seqfraud embed --artifact``), checked against the eager encoder like the model.
 
     ``sign_key``, an Ed25519 private key file (``seqfraud sign keygen``), signs the
     manifest; without one the artifact is unsigned, and scorers that require signatures refuse it.
@@ -191,9 +210,20 @@ def export_run(
         loaded = {
             fmt: FORMATS[fmt].load(tmp / FORMATS[fmt].file)[0] for fmt in formats
         }  # written just now, by this process
+        embedding = EmbeddingModel(module.net).eval()
+        embed = save_embeddings(embedding, module.net.config.d_model, spec, tmp, formats)
         parity: dict[str, Any] = {
             "tolerance": tolerance,
             "validation": check_model_parity(model, loaded, run_dir, spec, tolerance, parity_sessions),
+            "embed": check_model_parity(
+                embedding,
+                {fmt: FORMATS[fmt].load(tmp / name)[0] for fmt, name in embed["formats"].items()},
+                run_dir,
+                spec,
+                tolerance,
+                parity_sessions,
+                what="session embedding",
+            ),
         }
         step = save_steps(module.net, spec, tmp, formats) if can_step(module.net) else None
         if step is not None:
@@ -230,6 +260,7 @@ def export_run(
             "model": dict(module.hparams["model"]),
             "formats": {fmt: FORMATS[fmt].file for fmt in formats},
             "skipped_formats": skipped,
+            "embed": embed,
             "metrics": _finite({split: metrics[split] for split in ("val", "test")}),
             "metrics_config": run_metrics_config(
                 run_dir
@@ -249,6 +280,7 @@ def export_run(
                     CALIBRATION_FILE,
                     RELIABILITY_FILE,
                     *(FORMATS[fmt].file for fmt in formats),
+                    *embed["formats"].values(),
                     *([STACKER_FILE] if stacker else []),
                     *(step["formats"].values() if step else []),
                 ],
@@ -269,6 +301,7 @@ def export_run(
         )
         for fmt in formats:
             artifact.load_model(fmt)
+            artifact.load_embedding(fmt)
         artifact.load_stacker()
         for fmt in step["formats"] if step else []:
             artifact.load_step(fmt)
@@ -436,11 +469,32 @@ def session_amounts(
     return joined[amount].fill_null(0.0).to_numpy()
 
 
+def save_embeddings(
+    embedding: EmbeddingModel, width: int, spec: Spec, root: Path, formats: list[str]
+) -> dict[str, Any]:
+    """The session embedding in each of the model's formats (a part of the model, so every format that holds the
+    model holds it), and its manifest entry."""
+    for fmt in formats:
+        try:
+            FORMATS[fmt].save(embedding, spec, root / EMBED_FILES[fmt])
+        except Exception as e:  # scripting and tracing fail with their own error types
+            raise ExportError(
+                f"cannot export the session embedding to {fmt}: {str(e).strip().splitlines()[0]}"
+            ) from e
+    return {"formats": {fmt: EMBED_FILES[fmt] for fmt in formats}, "width": width}
+
+
 @torch.inference_mode()
 def check_model_parity(
-    eager: nn.Module, loaded: dict[str, Any], run_dir: Path, spec: Spec, tolerance: float, n_sessions: int
+    eager: nn.Module,
+    loaded: dict[str, Any],
+    run_dir: Path,
+    spec: Spec,
+    tolerance: float,
+    n_sessions: int,
+    what: str = "model",
 ) -> dict[str, Any]:
-    """Every loaded format against the eager model on real validation sessions.
+    """Every loaded format of ``what`` against the eager module on real validation sessions.
 
     Batches of mixed lengths (padding), plus single-session batches of the shortest and longest.
     """
@@ -461,7 +515,7 @@ def check_model_parity(
     bad = {fmt: d for fmt, d in worst.items() if not d <= tolerance}
     if bad:
         raise ExportError(
-            f"exported model(s) differ from the eager model on validation batches by more than "
+            f"exported {what}(s) differ from the eager {what} on validation batches by more than "
             f"{tolerance}: {bad}"
         )
     return {
@@ -542,7 +596,7 @@ def check_end_to_end(scorer: Scorer, run_dir: Path, events: str | None, toleranc
     paths = {
         "polars": pl.concat(list(iter_scores(scorer, raw, source, progress=False))),
         "numpy": scorer.score_sequences(
-            numpy_sequences(featured, scorer.spec, vocab_index(scorer.spec)), featured
+            numpy_sequences(featured, scorer.spec, token_tables(scorer.spec)), featured
         ),
     }
     diffs = {}

@@ -4,7 +4,8 @@ Sessions are split into ``K`` chunks by a hash of their id, and each chunk is on
 so memory holds one chunk (about ``chunk_events`` events) at a time whatever the row order of the
 input. The next chunk is read and tokenized while the model scores the current one. An artifact with
 entity features reads every scored session as context for the others, so its events are normalized and
-featured at once: its memory follows the whole input (docs/entities.md).
+featured at once: its memory follows the whole input (docs/entities.md). Session embeddings
+(``seqfraud embed --artifact``) read the same chunks.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tqdm import tqdm
 
 from seqfraud import schema as S
 from seqfraud.data.events import DataValidationError, check_columns, reading, scan_table
+from seqfraud.export.artifact import Model
 from seqfraud.features.tokens import Sequences, polars_sequences
 from seqfraud.scoring.prepare import epoch_unit, normalized_events
 from seqfraud.scoring.scorer import Scorer
@@ -36,6 +38,20 @@ def iter_scores(
     progress: bool = True,
 ) -> Iterator[pl.DataFrame]:
     """Score frames (``session_id, score, band``), one per chunk; together they equal ``scorer.score``."""
+    for seqs, frame in iter_sequences(scorer, events, source, chunk_events=chunk_events, progress=progress):
+        yield scorer.score_sequences(seqs, frame)
+
+
+def iter_sequences(
+    scorer: Scorer,
+    events: pl.LazyFrame,
+    source: str,
+    *,
+    chunk_events: int = CHUNK_EVENTS,
+    progress: bool = True,
+) -> Iterator[tuple[Sequences, pl.DataFrame | None]]:
+    """The scorer's token sequences, one non-empty chunk at a time, with the normalized events a stacked
+    artifact's aggregates read (None for other artifacts): what batch scoring and embedding run the model on."""
     spec = scorer.spec
     # Refused before the first pass over the data; every chunk reads timestamps in the spec's unit.
     epoch_unit(check_columns(events, spec.schema, source, with_label=False), spec, source)
@@ -70,7 +86,7 @@ def iter_scores(
             if i + 1 < k:
                 pending = pool.submit(prepare, i + 1)
             if len(seqs):
-                yield scorer.score_sequences(seqs, frame)
+                yield seqs, frame
             bar.update(len(seqs))
             bar.set_postfix(chunk=f"{i + 1}/{k}")
 
@@ -88,15 +104,40 @@ def score_file(
     The output appears only when complete (written beside it, then renamed). Rows are grouped by
     chunk; sort by session id if order matters.
     """
+    lf, source = scan_table(events, scorer.spec.schema)
+    frames = iter_scores(scorer, lf, source, chunk_events=chunk_events, progress=progress)
+    return {"sessions": write_frames(frames, out, source)}
+
+
+def embed_file(
+    scorer: Scorer,
+    embedding: tuple[Model, int],
+    events: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    chunk_events: int = CHUNK_EVENTS,
+    progress: bool = True,
+) -> dict[str, int]:
+    """Each session's embedding (:meth:`Scorer.embed_sequences`) of an event log into a Parquet file, chunk by
+    chunk, tokenized as :func:`score_file` tokenizes: ``session_id, emb_0 .. emb_{width-1}``."""
+    lf, source = scan_table(events, scorer.spec.schema)
+    frames = (
+        scorer.embed_sequences(seqs, embedding)
+        for seqs, _ in iter_sequences(scorer, lf, source, chunk_events=chunk_events, progress=progress)
+    )
+    return {"sessions": write_frames(frames, out, source)}
+
+
+def write_frames(frames: Iterator[pl.DataFrame], out: str | os.PathLike, source: str) -> int:
+    """Write ``frames`` into one Parquet file that appears only when complete; the rows written."""
     import pyarrow.parquet as pq
 
-    lf, source = scan_table(events, scorer.spec.schema)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial")
     writer, n_sessions = None, 0
     try:
-        for frame in iter_scores(scorer, lf, source, chunk_events=chunk_events, progress=progress):
+        for frame in frames:
             table = frame.to_arrow()
             writer = writer or pq.ParquetWriter(tmp, table.schema)
             writer.write_table(table)
@@ -110,4 +151,4 @@ def score_file(
             writer.close()
         tmp.unlink(missing_ok=True)
         raise
-    return {"sessions": n_sessions}
+    return n_sessions

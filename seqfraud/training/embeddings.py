@@ -2,7 +2,9 @@
 
 ``seqfraud embed --run RUN --out FILE`` writes one row per session of the run's datasets (``session_id``,
 ``split``, ``label``, and ``emb_0`` .. ``emb_{d-1}``); ``model=lightgbm model.embeddings=FILE`` then trains the
-baseline on its aggregates plus these columns, the hybrid many fraud teams run.
+baseline on its aggregates plus these columns, the hybrid many fraud teams run. ``seqfraud embed --artifact``
+gives the same vectors from an exported artifact (its ``embed`` file, :mod:`seqfraud.scoring.batch`), for the
+sessions of any event log.
 """
 
 from __future__ import annotations
@@ -20,8 +22,6 @@ from seqfraud.preprocess import load_prepared
 from seqfraud.training.data import SessionStream
 from seqfraud.training.module import PretrainModule, SessionRiskModule
 from seqfraud.training.stacking import session_order
-
-EMBEDDING_PREFIX = "emb_"
 
 
 @torch.no_grad()
@@ -49,7 +49,7 @@ def session_embeddings(run_dir: str | Path, batch_size: int = 64) -> pl.DataFram
             out[batch["index"].numpy()] = (
                 net.encoder(net.embed(batch["tokens"]), batch["lengths"]).float().numpy()
             )
-        columns = [pl.Series(f"{EMBEDDING_PREFIX}{j}", out[:, j]) for j in range(out.shape[1])]
+        columns = [pl.Series(S.embedding_column(j), out[:, j]) for j in range(out.shape[1])]
         frames.append(session_order(path).with_columns(pl.lit(split).alias(S.SPLIT), *columns))
     return pl.concat(frames)
 
@@ -58,7 +58,7 @@ def with_embeddings(frames: dict[str, pl.DataFrame], path: str | Path) -> dict[s
     """The baseline's per-split frames with each session's embedding columns from ``path`` (``seqfraud embed``);
     every session must have one, or the error says how many do not."""
     table = pl.read_parquet(path)
-    columns = [c for c in table.columns if c.startswith(EMBEDDING_PREFIX)]
+    columns = [c for c in table.columns if c.startswith(S.EMBEDDING_PREFIX)]
     if S.SESSION_ID not in table.columns or not columns:
         raise ConfigError(f"model.embeddings={path}: not a file of seqfraud embed (session_id, emb_0, ...)")
     table = table.select(S.SESSION_ID, *columns)

@@ -1,0 +1,138 @@
+"""``seqfraud embed --artifact``: the artifact's session embedding equals the run's, one row per session of the
+events; artifacts without one (exported before, or never a sequence model) are refused with what to do."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from seqfraud import schema as S
+from seqfraud.cli.embed import main as embed
+from seqfraud.export.artifact import (
+    EMBED_FILES,
+    MANIFEST_FILE,
+    SPEC_FILE,
+    ArtifactError,
+    canonical_json,
+    open_artifact,
+)
+from seqfraud.features.spec import Spec
+from seqfraud.scoring import Scorer
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def run_embeddings(trained_run) -> pl.DataFrame:
+    from seqfraud.training.embeddings import session_embeddings
+
+    return session_embeddings(trained_run)
+
+
+@pytest.fixture
+def events_file(test_period_events, tmp_path) -> Path:
+    path = tmp_path / "events.parquet"
+    test_period_events.write_parquet(path)
+    return path
+
+
+def _embed(artifact: Path, events: Path, out: Path, *extra: str) -> pl.DataFrame:
+    embed(["--artifact", str(artifact), "--events", str(events), "--out", str(out), "--no-progress", *extra])
+    return pl.read_parquet(out)
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "pt2"])
+def test_artifact_embeddings_equal_the_runs_one_row_per_session(
+    fmt, exported_artifact, run_embeddings, test_period_events, events_file, tmp_path, capsys
+):
+    manifest = json.loads((exported_artifact / MANIFEST_FILE).read_text())
+    width = manifest["model"]["d_model"]
+    assert manifest["embed"] == {"formats": EMBED_FILES, "width": width}
+    assert max(manifest["parity"]["embed"]["max_abs_diff"].values()) <= 1e-5
+
+    # Small chunks on two workers: the batch path's chunks and threads change nothing.
+    got = _embed(
+        exported_artifact,
+        events_file,
+        tmp_path / "emb.parquet",
+        "--format",
+        fmt,
+        "--chunk-events",
+        "500",
+        "--workers",
+        "2",
+    )
+    dims = [S.embedding_column(j) for j in range(width)]
+    assert got.columns == [S.SESSION_ID, *dims]
+    sessions = test_period_events[Spec.load(exported_artifact / SPEC_FILE).schema.session_id].n_unique()
+    assert got.height == got[S.SESSION_ID].n_unique() == sessions
+    assert f"{got.height:,} sessions, {width} dimensions" in capsys.readouterr().out
+
+    joined = got.join(run_embeddings.filter(pl.col(S.SPLIT) == "test"), on=S.SESSION_ID, suffix="_run")
+    assert joined.height == got.height
+    diff = np.abs(joined.select(dims).to_numpy() - joined.select(f"{d}_run" for d in dims).to_numpy())
+    assert float(diff.max()) <= 1e-5
+    assert float(joined.select(dims).to_numpy().std(axis=0).mean()) > 0  # sessions differ
+
+
+def test_an_artifact_exported_before_embeddings_scores_and_refuses_to_embed(
+    exported_artifact, test_period_events, events_file, tmp_path, capsys
+):
+    old = shutil.copytree(exported_artifact, tmp_path / "old")
+    manifest = json.loads((old / MANIFEST_FILE).read_text())
+    for name in manifest.pop("embed")["formats"].values():
+        del manifest["files"][name]
+        (old / name).unlink()
+    del manifest["parity"]["embed"]
+    (old / MANIFEST_FILE).write_bytes(canonical_json(manifest))
+
+    events = test_period_events.head(300)
+    assert Scorer.load(old).score(events).equals(Scorer.load(exported_artifact).score(events))
+    with pytest.raises(ArtifactError, match="no session embedding in this artifact.*re-export the run"):
+        open_artifact(old).load_embedding()
+    with pytest.raises(SystemExit) as refused:
+        _embed(old, events_file, tmp_path / "emb.parquet")
+    assert refused.value.code == 2 and "re-export the run" in capsys.readouterr().err
+    assert not (tmp_path / "emb.parquet").exists()
+
+
+@pytest.mark.integration
+def test_a_lightgbm_run_has_no_encoder_to_export_or_embed(tmp_path, capsys):
+    """No artifact without a sequence model exists: export refuses the run, so embed never meets one."""
+    from conftest import train_into
+
+    from seqfraud.export.exporter import ExportError, export_run
+
+    run = train_into(tmp_path / "lgbm", "+experiment=smoke", "model=lightgbm")
+    with pytest.raises(ExportError, match="export needs a finished sequence-model run"):
+        export_run(run, tmp_path / "artifact")
+    with pytest.raises(SystemExit) as refused:
+        embed(["--run", str(run), "--out", str(tmp_path / "emb.parquet")])
+    assert refused.value.code == 2 and "embeddings come from a pretraining or sequence-model run" in (
+        capsys.readouterr().err
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--out", "x.parquet"], "one of the arguments --run --artifact is required"),
+        (["--run", "r", "--artifact", "a", "--out", "x.parquet"], "not allowed with argument"),
+        (["--artifact", "a", "--out", "x.parquet"], "--artifact needs --events"),
+        (
+            ["--run", "r", "--events", "e", "--out", "x.parquet"],
+            "--events and --history-\\* go with --artifact",
+        ),
+    ],
+)
+def test_embed_takes_exactly_one_source(argv, message, capsys):
+    with pytest.raises(SystemExit) as refused:
+        embed(argv)
+    assert refused.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
