@@ -131,7 +131,7 @@ def test_the_event_a_model_keys_on_ranks_first(scorer, few):
     session = pl.concat(
         [others[:target_pos], session[target_pos : target_pos + 1], others[target_pos:]]
     ).with_columns(pl.col(s.timestamp).first() + pl.duration(seconds=pl.int_range(pl.len())))  # in this order
-    token = scorer._vocab_index[s.event_type][target]
+    token = scorer.tables.vocab[s.event_type][target]
     toy = Scorer(
         torch.jit.script(KeysOnOneToken(token)),
         scorer.spec,

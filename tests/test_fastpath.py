@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -10,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seqfraud import schema as S
-from seqfraud.features.fastpath import numpy_sequences, vocab_index
+from seqfraud.baselines import aggregate_matrix, column_aggregates
+from seqfraud.features.entities import EntitySpec
+from seqfraud.features.fastpath import EventColumns, numpy_sequences, token_tables
 from seqfraud.features.spec import Spec
 from seqfraud.features.tokens import polars_sequences
 from seqfraud.schema import Schema
@@ -58,7 +61,7 @@ def test_numpy_path_equals_polars_path(rows):
         },
     )
     events = normalized_events(frame.lazy(), SPEC, "random")
-    fast, slow = numpy_sequences(events, SPEC, vocab_index(SPEC)), polars_sequences(events, SPEC)
+    fast, slow = numpy_sequences(events, SPEC, token_tables(SPEC)), polars_sequences(events, SPEC)
     assert fast.session_ids == slow.session_ids
     np.testing.assert_array_equal(fast.lengths, slow.lengths)
     np.testing.assert_array_equal(fast.tokens, slow.tokens)
@@ -146,3 +149,92 @@ def test_record_columns_answer_clean_records():
     got = record_columns(records, SPEC)
     assert got is not None and got.ts_us.tolist() == [1_704_063_600_250_000, 1_704_067_201_000_000]
     assert got.categorical["device"] == [None, None] and got.numeric["amount"][1].tolist() == [False, True]
+
+
+ENTITY_SPEC = replace(
+    SPEC,
+    entity=EntitySpec(
+        columns=("device",), windows=("1h",), risk=False, smoothing=1.0, prior=0.1, label_delay=None
+    ),
+)
+entity_value = st.one_of(
+    st.none(), st.sampled_from([0.0, 1.0, 2.5, float("nan")]), st.floats(-1e6, 1e6, width=32)
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(event, min_size=1, max_size=14), st.data())
+def test_column_aggregates_equal_session_aggregates(rows, data):
+    """The stacker's aggregates of a request, without Polars: the baseline's own features, to the last bit
+    or nearly (sums may add in another order)."""
+    frame = pl.DataFrame(
+        rows,
+        schema={
+            "session_id": pl.String,
+            "timestamp": pl.Datetime("us"),
+            "event_type": pl.String,
+            "device": pl.String,
+            "amount": pl.Float64,
+        },
+    )
+    events = normalized_events(frame.lazy(), SPEC, "random")
+    features = ENTITY_SPEC.numeric_fields[1:]
+    events = events.with_columns(
+        pl.Series(
+            f, data.draw(st.lists(entity_value, min_size=events.height, max_size=events.height)), pl.Float32
+        )
+        for f in features
+    )
+    names, fast = column_aggregates(EventColumns.of_frame(events, ENTITY_SPEC), ENTITY_SPEC)
+    assert names == sorted(set(events[S.SESSION_ID].to_list()))
+    slow = aggregate_matrix(events, ENTITY_SPEC, names)
+    np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=0, equal_nan=True)
+
+
+LAYOUTS = [
+    "2024-01-01T00:00:00Z",
+    "2024-01-01 00:00:01.5",
+    "2024-01-01T00:00:02.1234567+02:00",
+    "2024-01-01t00:00:03-05:30",
+    "2024-01-01T00:00:00+0530",
+    "2024-01-01T00:00:00.250z",
+]
+
+
+@st.composite
+def one_layout(draw):
+    """Timestamps of one layout with random digits (impossible dates and hours among them), sometimes one of
+    another layout."""
+    layout = draw(st.sampled_from(LAYOUTS))
+    n = draw(st.integers(8, 20))
+    digits = st.sampled_from("0123456789") if draw(st.booleans()) else st.sampled_from("0112")
+    values = ["".join(draw(digits) if c.isdigit() else c for c in layout) for _ in range(n)]
+    if draw(st.integers(0, 9)) == 0:
+        values[draw(st.integers(0, n - 1))] = draw(st.sampled_from(LAYOUTS))
+    return values
+
+
+@settings(max_examples=300, deadline=None)
+@given(one_layout())
+def test_timestamps_of_one_layout_parse_at_once_as_one_at_a_time(values):
+    from seqfraud.scoring.prepare import _each_us, _one_layout_us
+
+    fast, slow = _one_layout_us(values), _each_us(values)
+    if slow is None:
+        assert fast is None
+    elif fast is not None:
+        np.testing.assert_array_equal(fast, slow)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.datetimes(datetime(1000, 1, 1), datetime(9999, 12, 31)), min_size=8, max_size=20),
+    st.sampled_from(["%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S.%f-07:30"]),
+)
+def test_real_timestamps_of_one_layout_parse_at_once(moments, layout):
+    from seqfraud.scoring.prepare import _each_us, _one_layout_us
+
+    values = [m.strftime(layout) for m in moments]
+    fast = _one_layout_us(values)
+    assert fast is not None
+    np.testing.assert_array_equal(fast, _each_us(values))

@@ -11,13 +11,19 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from seqfraud.features.fastpath import _value
-from seqfraud.features.spec import FIRST_ID, MISSING, NAN, PAD, VALUE_STEPS, Spec, SpecError
+from seqfraud.features.spec import FIRST_ID, MISSING, NAN, PAD, VALUE_STEPS, Spec, SpecError, value_pieces
 from seqfraud.features.tokens import value_ids
 from seqfraud.models.sequence import ModelConfig, SessionClassifier
 
 # The fitted amount edges of a card-fraud log around its rule "amount above 220" (issue 13).
 CARD_EDGES = [12.5, 40.0, 97.1, 188.63, 291.8, 640.0]
 EDGE_SETS = [[], [5.0], [0.0, 1.0], CARD_EDGES, [-3.0, -1.0, 0.0, 2.5, 1e6]]
+
+
+def numpy_values(x: np.ndarray, null: np.ndarray, edges: list[float]) -> np.ndarray:
+    """The numpy value rule with the lookups a scorer builds once (:func:`token_tables`)."""
+    lo, width, scale = value_pieces(edges)
+    return _value(x, null, np.asarray(edges, np.float64), (np.asarray(lo), np.asarray(width), scale))
 
 
 def polars_values(x: np.ndarray, edges: list[float]) -> np.ndarray:
@@ -35,7 +41,7 @@ def test_value_rule_is_the_same_in_polars_and_numpy_and_monotone(edges):
             [-np.inf, np.inf, np.nan, -0.0, 1e300, -1e300],
         ]
     )
-    expected = _value(x, np.zeros(len(x), dtype=bool), edges)
+    expected = numpy_values(x, np.zeros(len(x), dtype=bool), edges)
     assert np.array_equal(polars_values(x, edges), expected)
     finite = np.isfinite(x)
     order = np.argsort(x[finite], kind="stable")
@@ -43,7 +49,7 @@ def test_value_rule_is_the_same_in_polars_and_numpy_and_monotone(edges):
     assert expected[np.isnan(x)].tolist() == [NAN]
     assert FIRST_ID <= expected[~np.isnan(x)].min() and expected.max() <= FIRST_ID + VALUE_STEPS
     if edges:
-        assert _value(np.array([-np.inf, np.inf]), np.zeros(2, dtype=bool), edges).tolist() == [
+        assert numpy_values(np.array([-np.inf, np.inf]), np.zeros(2, dtype=bool), edges).tolist() == [
             FIRST_ID,
             FIRST_ID + VALUE_STEPS,
         ]
@@ -52,10 +58,10 @@ def test_value_rule_is_the_same_in_polars_and_numpy_and_monotone(edges):
 def test_a_threshold_inside_one_bucket_is_a_threshold_on_the_value_field():
     """220 lies inside the bucket (188.63, 291.8]: one bucket id for both sides, two value ids apart."""
     amounts = np.array([219.99, 220.0, 220.01, 250.0])
-    ids = _value(amounts, np.zeros(4, dtype=bool), CARD_EDGES)
+    ids = numpy_values(amounts, np.zeros(4, dtype=bool), CARD_EDGES)
     assert len(set(np.searchsorted(CARD_EDGES, amounts, side="left"))) == 1
     assert ids[0] < ids[1] < ids[2] < ids[3]
-    assert _value(np.array([1.0]), np.array([True]), CARD_EDGES).tolist() == [MISSING]
+    assert numpy_values(np.array([1.0]), np.array([True]), CARD_EDGES).tolist() == [MISSING]
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +123,7 @@ def sessions(n: int, length: int, seed: int) -> tuple[torch.Tensor, torch.Tensor
         [torch.randint(FIRST_ID, v if v < 100 else 10, (n, length), generator=g) for v in VOCAB], -1
     )
     amount = 200 + 40 * torch.rand(n, generator=g, dtype=torch.float64)
-    ids = _value(amount.numpy(), np.zeros(n, dtype=bool), CARD_EDGES)
+    ids = numpy_values(amount.numpy(), np.zeros(n, dtype=bool), CARD_EDGES)
     bucket = FIRST_ID + np.searchsorted(CARD_EDGES, amount.numpy(), side="left")
     tokens[:, :, 2] = MISSING  # no amount on the other events
     at = torch.randint(0, 1 << 30, (n,), generator=g) % lengths

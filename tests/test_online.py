@@ -81,14 +81,28 @@ def replay_matches_whole_sessions(scorer, records: list[dict]) -> int:
 
 
 def test_session_state_round_trips_and_refuses_foreign_bytes() -> None:
+    from seqfraud.features.fastpath import EventColumns
     from seqfraud.scoring.online import SessionState
 
     state = SessionState("s1", keys=["id:1"], records=b'{"a":1}', n_events=1, last_ts_us=5, score=0.25)
     state.tokens = np.arange(6, dtype=np.int64).reshape(2, 3)
     state.hidden = np.ones((1, 4), dtype=np.float32)
+    state.columns = EventColumns(
+        ["s1", "s1"],
+        np.array([7, 9]),
+        np.array([0, 1]),
+        {"device": ["ios", None]},
+        {"amount": (np.array([1.5, np.nan]), np.array([False, True]))},
+    )
     back = SessionState.decode(state.encode(), 3, (1, 4))
     assert back.keys == ["id:1"] and back.record_list() == [{"a": 1}] and back.score == 0.25
     assert np.array_equal(back.tokens, state.tokens) and np.array_equal(back.hidden, state.hidden)
+    assert back.columns is not None and back.columns.session_ids == ["s1", "s1"]
+    assert back.columns.ts_us.tolist() == [7, 9] and back.columns.categorical == {"device": ["ios", None]}
+    x, null = back.columns.numeric["amount"]
+    assert np.array_equal(x, [1.5, np.nan], equal_nan=True) and null.tolist() == [False, True]
+    grown = back.columns.then(back.columns.take([1]))
+    assert grown.rows.tolist() == [0, 1, 2] and grown.categorical["device"] == ["ios", None, None]
     with pytest.raises(ValueError, match="another model"):
         SessionState.decode(state.encode(), 4, (1, 4))
     with pytest.raises(ValueError, match="another model"):

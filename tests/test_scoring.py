@@ -19,7 +19,7 @@ from seqfraud import schema as S
 from seqfraud.cli.score import main as score_cli
 from seqfraud.data.events import DataValidationError
 from seqfraud.export.artifact import MANIFEST_FILE, SPEC_FILE, sha256
-from seqfraud.features.fastpath import numpy_sequences, vocab_index
+from seqfraud.features.fastpath import numpy_sequences, token_tables
 from seqfraud.features.spec import UNKNOWN, Spec
 from seqfraud.features.tokens import polars_sequences
 from seqfraud.scoring import ArtifactError, Scorer
@@ -422,13 +422,13 @@ def random_events(rng: np.random.Generator, spec: Spec, n_sessions: int, max_eve
 
 def test_fast_path_matches_polars_on_random_sessions(scorer):
     spec = scorer.spec
-    index = vocab_index(spec)
+    tables = token_tables(spec)
     rng = np.random.default_rng(0)
     for trial in range(40):
         n_sessions = 1 if trial % 2 else int(rng.integers(2, 12))
         frame = random_events(rng, spec, n_sessions, max_events=spec.max_len * 2)
         events = normalized_events(frame.lazy(), spec, "random")
-        fast, slow = numpy_sequences(events, spec, index), polars_sequences(events, spec)
+        fast, slow = numpy_sequences(events, spec, tables), polars_sequences(events, spec)
         assert fast.session_ids == slow.session_ids
         np.testing.assert_array_equal(fast.lengths, slow.lengths)
         np.testing.assert_array_equal(fast.tokens, slow.tokens)
@@ -452,7 +452,7 @@ def test_fast_path_is_chosen_for_small_inputs_and_gives_the_polars_scores(
 
 def test_fast_path_is_faster_for_one_session(scorer, one_session):
     events = normalized_events(one_session.lazy(), scorer.spec, "test")
-    index = vocab_index(scorer.spec)
+    tables = token_tables(scorer.spec)
 
     def median_seconds(fn) -> float:
         times = []
@@ -462,7 +462,7 @@ def test_fast_path_is_faster_for_one_session(scorer, one_session):
             times.append(time.perf_counter() - t0)
         return float(np.median(times))
 
-    fast = median_seconds(lambda: numpy_sequences(events, scorer.spec, index))
+    fast = median_seconds(lambda: numpy_sequences(events, scorer.spec, tables))
     slow = median_seconds(lambda: polars_sequences(events, scorer.spec))
     assert fast * 3 < slow, (fast, slow)
 

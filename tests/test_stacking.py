@@ -15,6 +15,7 @@ from seqfraud import schema as S
 from seqfraud.baselines import STACKER_FILE
 from seqfraud.data.shards import shard_files
 from seqfraud.export.artifact import MANIFEST_FILE, ArtifactError, canonical_json, file_entries, open_artifact
+from seqfraud.scoring.prepare import normalized_events
 from seqfraud.training.stacking import STACKING_REPORT, fold_datasets
 from tests.conftest import service_client, single_torch_thread, train_into
 
@@ -63,6 +64,23 @@ def test_stacked_run_scores_with_lightgbm_over_out_of_fold_scores(stacked_run):
     assert booster.feature_name()[-1] == f"{booster.num_feature() - 1}_sequence_logit"
     assert test[S.SCORE].n_unique() > 10
     assert not (stacked_run / "folds").exists()  # fold data and checkpoints are removed
+
+
+@pytest.mark.integration
+def test_stacked_artifact_scores_records_without_polars_and_event_by_event(stacked_run, stacked_artifact):
+    """A request's records take the Polars-free path, aggregates included, and online scoring keeps the
+    session's columns to read its aggregates: both score as the Polars path scores the whole session."""
+    from seqfraud.scoring.scorer import Scorer
+    from tests.test_online import replay_matches_whole_sessions, session_records, without_ids
+
+    scorer = Scorer.load(stacked_artifact)
+    records = without_ids(session_records(stacked_run, 3, min_events=20))
+    fast = scorer.score(records, source="records")
+    full = scorer.score_normalized(normalized_events(pl.DataFrame(records).lazy(), scorer.spec, "frame"))
+    assert fast[S.SESSION_ID].to_list() == full[S.SESSION_ID].to_list() and fast.height == 3
+    np.testing.assert_allclose(fast[S.RAW_SCORE], full[S.RAW_SCORE], atol=1e-6)
+    with single_torch_thread():
+        assert replay_matches_whole_sessions(scorer, records) >= 60
 
 
 @pytest.mark.integration

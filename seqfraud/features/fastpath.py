@@ -7,6 +7,7 @@ test and every export's end-to-end check hold it equal to :func:`~seqfraud.featu
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -17,17 +18,30 @@ from seqfraud import schema as S
 from seqfraud.features.spec import FIRST_ID, MISSING, NAN, UNKNOWN, VALUE_STEPS, Spec, value_pieces
 from seqfraud.features.tokens import Sequences
 
-VocabIndex = dict[str, dict[str, int]]
+
+@dataclass(frozen=True)
+class TokenTables:
+    """A spec's rules as ready lookups, built once per scorer: a single event then pays for no list-to-array
+    conversion, which would cost more than its tokens."""
+
+    vocab: dict[str, dict[str | None, int]]  # categorical field -> value (None: null) -> token id
+    edges: dict[str, np.ndarray]  # numeric column -> its edges, float64
+    pieces: dict[str, tuple[np.ndarray, np.ndarray, float]]  # value field's column -> value_pieces, as arrays
 
 
-def vocab_index(spec: Spec) -> VocabIndex:
-    """Value -> token id for each categorical field, built once per scorer."""
-    return {f: {v: FIRST_ID + i for i, v in enumerate(vocab)} for f, vocab in spec.vocab.items()}
-
-
-def category_ids(values: Iterable[str | None], lookup: dict[str, int]) -> np.ndarray:
-    """A categorical field's ids: ``MISSING`` for null, ``UNKNOWN`` for a value outside the vocabulary."""
-    return np.array([MISSING if v is None else lookup.get(v, UNKNOWN) for v in values], dtype=np.int64)
+def token_tables(spec: Spec) -> TokenTables:
+    pieces = {}
+    for column in spec.values:
+        lo, width, scale = value_pieces(spec.edges[column])
+        pieces[column] = (np.asarray(lo, np.float64), np.asarray(width, np.float64), scale)
+    return TokenTables(
+        {
+            f: {None: MISSING} | {v: FIRST_ID + i for i, v in enumerate(vocab)}
+            for f, vocab in spec.vocab.items()
+        },
+        {c: np.asarray(e, np.float64) for c, e in spec.edges.items()},
+        pieces,
+    )
 
 
 @dataclass
@@ -58,6 +72,19 @@ class EventColumns:
             numeric,
         )
 
+    def then(self, later: EventColumns) -> EventColumns:
+        """These events, then ``later`` ones (input rows counting on from these): a session as it grows."""
+        return EventColumns(
+            self.session_ids + later.session_ids,
+            np.concatenate([self.ts_us, later.ts_us]),
+            np.concatenate([self.rows, len(self.rows) + np.argsort(np.argsort(later.rows))]),
+            {c: v + later.categorical[c] for c, v in self.categorical.items()},
+            {
+                c: (np.concatenate([x, later.numeric[c][0]]), np.concatenate([null, later.numeric[c][1]]))
+                for c, (x, null) in self.numeric.items()
+            },
+        )
+
     def take(self, at: list[int]) -> EventColumns:
         idx = np.asarray(at, dtype=np.int64)
         return EventColumns(
@@ -69,73 +96,93 @@ class EventColumns:
         )
 
 
-def numpy_sequences(events: pl.DataFrame, spec: Spec, index: VocabIndex) -> Sequences:
+def numpy_sequences(events: pl.DataFrame, spec: Spec, tables: TokenTables) -> Sequences:
     """Normalized events to :class:`~seqfraud.features.tokens.Sequences`, as ``sequences`` makes them."""
-    return column_sequences(EventColumns.of_frame(events, spec), spec, index)
+    return column_sequences(EventColumns.of_frame(events, spec), spec, tables)
 
 
-def column_sequences(events: EventColumns, spec: Spec, index: VocabIndex) -> Sequences:
+def column_sequences(events: EventColumns, spec: Spec, tables: TokenTables) -> Sequences:
     """:class:`EventColumns` to :class:`~seqfraud.features.tokens.Sequences`, as ``sequences`` makes them.
 
     Sorted by (session, time, input row); buckets are ``searchsorted(side="left")``, so
-    ``FIRST_ID + #{edge < x}``; vocabularies are dict lookups (``index`` from :func:`vocab_index`);
+    ``FIRST_ID + #{edge < x}``; vocabularies are dict lookups (``tables`` from :func:`token_tables`);
     sessions keep their last ``max_len`` events.
     """
     n = len(events.session_ids)
-    if len(set(events.session_ids)) == 1:
-        names, codes = [events.session_ids[0]], np.zeros(n, dtype=np.int64)
+    if len(set(events.session_ids)) == 1:  # a request's one session: no grouping to do
+        names, codes = [events.session_ids[0]], None
+        order = np.lexsort((events.rows, events.ts_us)) if n > 1 else np.zeros(1, dtype=np.int64)
+        ts = events.ts_us[order]
+        first = np.zeros(n, dtype=bool)
+        first[0] = True
+        counts = np.array([n])
+        kept_from = max(n - spec.max_len, 0)
+        rows = order[kept_from:]
+        kept: slice | np.ndarray = slice(kept_from, None)
     else:
         uniques, codes = np.unique(np.array(events.session_ids, dtype=object), return_inverse=True)
         names = uniques.tolist()
-    order = np.lexsort((events.rows, events.ts_us, codes))
-    codes, ts = codes[order], events.ts_us[order]
-    first = np.r_[True, codes[1:] != codes[:-1]]
-    starts = np.flatnonzero(first)
-    counts = np.diff(np.r_[starts, n])
-    # The last max_len events of each session: those fewer than max_len from its end (sorted positions).
-    kept = np.repeat(starts + counts, counts) - np.arange(n) <= spec.max_len
-    rows = order[kept]  # the same events as input rows
+        order = np.lexsort((events.rows, events.ts_us, codes))
+        codes, ts = codes[order], events.ts_us[order]
+        first = np.r_[True, codes[1:] != codes[:-1]]
+        starts = np.flatnonzero(first)
+        counts = np.diff(np.r_[starts, n])
+        # The last max_len events of each session: those fewer than max_len from its end (sorted positions).
+        kept = np.repeat(starts + counts, counts) - np.arange(n) <= spec.max_len
+        rows = order[kept]  # the same events as input rows
     values = dict(zip(spec.value_fields, spec.values))  # value field -> its numeric column
-    columns = []
-    for f in spec.fields:
+    tokens = np.empty((len(rows), len(spec.fields)), dtype=np.int64)
+    as_given = len(rows) == n and bool((rows == np.arange(n)).all())  # in time order, none cut: no reordering
+    for j, f in enumerate(spec.fields):
         if f == S.TIME_DELTA:
-            delta = np.r_[np.nan, np.diff(ts).astype(np.float64) / 1e6]
-            ids = _bucket(delta, first, spec.edges[f])[kept]
-        elif f in index:
-            ids = category_ids(events.categorical[f], index[f])[rows]
+            delta = np.empty(n, dtype=np.float64)
+            delta[0] = np.nan
+            delta[1:] = np.diff(ts) / 1e6
+            tokens[:, j] = _bucket(delta, first, tables.edges[f])[kept]
+        elif f in tables.vocab:
+            column = events.categorical[f]
+            picked = column if as_given else [column[i] for i in rows.tolist()]
+            tokens[:, j] = list(map(tables.vocab[f].get, picked, itertools.repeat(UNKNOWN)))
+        elif f in values:
+            x, null = events.numeric[values[f]]
+            tokens[:, j] = _value(x[rows], null[rows], tables.edges[values[f]], tables.pieces[values[f]])
         else:
-            column = values.get(f, f)
-            x, null = events.numeric[column]
-            rule = _value if f in values else _bucket
-            ids = rule(x, null, spec.edges[column])[rows]
-        columns.append(ids)
+            x, null = events.numeric[f]
+            tokens[:, j] = _bucket(x[rows], null[rows], tables.edges[f])
     lengths = np.minimum(counts, spec.max_len).astype(np.int64)
-    return Sequences(names, np.stack(columns, axis=1), lengths)
+    return Sequences(names, tokens, lengths)
 
 
-def time_delta_ids(seconds: np.ndarray, spec: Spec) -> np.ndarray:
+def category_ids(values: Iterable[str | None], lookup: dict[str | None, int]) -> np.ndarray:
+    """A categorical field's ids: ``MISSING`` for null, ``UNKNOWN`` for a value outside the vocabulary."""
+    return np.array([lookup.get(v, UNKNOWN) for v in values], dtype=np.int64)
+
+
+def time_delta_ids(seconds: np.ndarray, tables: TokenTables) -> np.ndarray:
     """The time-delta field's ids of events that follow others by ``seconds``."""
-    return _bucket(seconds, np.zeros(len(seconds), dtype=bool), spec.edges[S.TIME_DELTA])
+    return _bucket(seconds, np.zeros(len(seconds), dtype=bool), tables.edges[S.TIME_DELTA])
 
 
-def _bucket(x: np.ndarray, null: np.ndarray, edges: list[float]) -> np.ndarray:
+def _bucket(x: np.ndarray, null: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """``FIRST_ID + #{edge < x}``; ``NAN`` for NaN and ``MISSING`` where ``null`` (nulls read as NaN here)."""
-    ids = np.searchsorted(np.asarray(edges, np.float64), x, side="left").astype(np.int64) + FIRST_ID
+    ids = np.searchsorted(edges, x, side="left") + FIRST_ID
     ids[np.isnan(x)] = NAN
     ids[null] = MISSING
     return ids
 
 
-def _value(x: np.ndarray, null: np.ndarray, edges: list[float]) -> np.ndarray:
+def _value(
+    x: np.ndarray, null: np.ndarray, edges: np.ndarray, pieces: tuple[np.ndarray, np.ndarray, float]
+) -> np.ndarray:
     """The value-field rule of :class:`~seqfraud.features.spec.Spec`; reserved ids as in :func:`_bucket`."""
     m = len(edges)
     with np.errstate(all="ignore"):  # the branches not taken see infinities and NaN
         if m == 0:
             position = np.full(len(x), 0.5)
         else:
-            lo, width, scale = value_pieces(edges)
-            bucket = np.searchsorted(np.asarray(edges, np.float64), x, side="left")
-            inner = (x - np.asarray(lo)[bucket]) / np.asarray(width)[bucket]
+            lo, width, scale = pieces
+            bucket = np.searchsorted(edges, x, side="left")
+            inner = (x - lo[bucket]) / width[bucket]
             below = 1.0 / (1.0 + (edges[0] - x) / scale)
             above = 1.0 - 1.0 / (1.0 + (x - edges[-1]) / scale)
             share = np.where(bucket == 0, below, np.where(bucket == m, above, inner))

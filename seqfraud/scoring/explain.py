@@ -23,7 +23,7 @@ import polars as pl
 from seqfraud import schema as S
 from seqfraud.baselines import Stacker
 from seqfraud.data.events import DataValidationError, reading, scan_table
-from seqfraud.features.fastpath import category_ids, vocab_index
+from seqfraud.features.fastpath import category_ids, token_tables
 from seqfraud.features.spec import MISSING, Spec
 from seqfraud.features.tokens import Sequences, kept_events
 
@@ -103,7 +103,7 @@ def _check_alignment(scorer: TokenScorer, kept: pl.DataFrame, full: Sequences) -
     spec = scorer.spec
     event_type = spec.schema.event_type
     lengths = kept.group_by(S.SESSION_ID, maintain_order=True).len()
-    ids = category_ids(kept[event_type].to_list(), vocab_index(spec)[event_type])
+    ids = category_ids(kept[event_type].to_list(), token_tables(spec).vocab[event_type])
     column = full.tokens[:, spec.fields.index(event_type)]
     if (
         lengths[S.SESSION_ID].to_list() != list(full.session_ids)

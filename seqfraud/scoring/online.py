@@ -56,8 +56,8 @@ STATE_VERSION = 1
 
 @dataclass
 class SessionState:
-    """An open session: its events as sent (for a rebuild and the stacker), their kept tokens, the carried
-    GRU state, and the latest score."""
+    """An open session: its events as sent (for a rebuild), their kept tokens, the carried GRU state, the plain
+    columns a stacker's aggregates read, and the latest score."""
 
     session_id: str
     keys: list[str] = field(default_factory=list)  # the ids of the events taken (with data.schema.event_id)
@@ -66,6 +66,9 @@ class SessionState:
     n_events: int = 0
     last_ts_us: int | None = None
     hidden: np.ndarray | None = None  # [layers, width]; None: not carried (no step, or past max_len)
+    columns: EventColumns | None = (
+        None  # every event taken, as plain columns: a stacker's aggregates read them
+    )
     score: float = float("nan")
     raw_score: float = float("nan")
     band: str = ""
@@ -75,20 +78,24 @@ class SessionState:
         return [json.loads(line) for line in self.records.split(b"\n")] if self.records else []
 
     def encode(self) -> bytes:
-        """``[header length][JSON header][tokens][hidden][records]``: plain bytes, read back by :meth:`decode`
-        without unpickling anything (raw little-endian int64 and float32 arrays of the shapes the header gives,
-        then the records as JSON lines, parsed only when a rebuild or the stacker needs them)."""
+        """``[header length][JSON header][tokens][hidden][columns][records]``: plain bytes, read back by
+        :meth:`decode` without unpickling anything (raw little-endian arrays of the shapes the header gives, the
+        columns' text values as one JSON list, then the records as JSON lines, parsed only for a rebuild)."""
         meta = {k: getattr(self, k) for k in ("session_id", "keys", "n_events", "last_ts_us")}
         meta |= {k: getattr(self, k) for k in ("score", "raw_score", "band", "updated_at")}
+        columns, columns_meta = b"", None
+        if self.columns is not None:
+            columns, columns_meta = _encode_columns(self.columns)
         meta |= {
             "version": STATE_VERSION,
             "tokens": list(self.tokens.shape),
             "hidden": None if self.hidden is None else list(self.hidden.shape),
+            "columns": columns_meta,
             "records": len(self.records),
         }
         header = json.dumps(meta).encode()
         hidden = b"" if self.hidden is None else self.hidden.astype("<f4").tobytes()
-        arrays = self.tokens.astype("<i8").tobytes() + hidden
+        arrays = self.tokens.astype("<i8").tobytes() + hidden + columns
         return len(header).to_bytes(4, "little") + header + arrays + self.records
 
     @classmethod
@@ -100,9 +107,10 @@ class SessionState:
             meta = json.loads(data[4 : 4 + size])
             if meta.pop("version") != STATE_VERSION:
                 raise ValueError("a state of another seqfraud version")
-            tokens_shape, hidden_at, records_size = (
+            tokens_shape, hidden_at, columns_meta, records_size = (
                 meta.pop("tokens"),
                 meta.pop("hidden"),
+                meta.pop("columns"),
                 meta.pop("records"),
             )
             start = 4 + size
@@ -112,9 +120,12 @@ class SessionState:
             if hidden_at is not None:
                 start, end = end, end + 4 * hidden_at[0] * hidden_at[1]
                 hidden = np.frombuffer(data[start:end], dtype="<f4").reshape(hidden_at).astype(np.float32)
+            columns = None
+            if columns_meta is not None:
+                columns, end = _decode_columns(data, end, columns_meta, meta["session_id"])
             if len(data) != end + records_size:
                 raise ValueError(f"{len(data)} bytes where the header gives {end + records_size}")
-            state = cls(tokens=tokens, hidden=hidden, records=bytes(data[end:]), **meta)
+            state = cls(tokens=tokens, hidden=hidden, columns=columns, records=bytes(data[end:]), **meta)
         except (ValueError, TypeError, KeyError, IndexError) as e:
             raise ValueError(f"unreadable session state: {e}") from e
         if tokens.shape[1] != n_fields and len(tokens):
@@ -133,6 +144,52 @@ class SessionState:
             "n_events": self.n_events,
             "updated_at": self.updated_at,
         }
+
+
+def _encode_columns(columns: EventColumns) -> tuple[bytes, dict[str, Any]]:
+    """A session's plain columns as raw arrays (times, input rows, numbers and their null masks) and one JSON
+    list of the text columns; the header part says their names and sizes."""
+    numeric = list(columns.numeric)
+    text = json.dumps([columns.categorical[c] for c in columns.categorical]).encode()
+    values = [columns.numeric[c][0].astype("<f8").tobytes() for c in numeric]
+    nulls = [columns.numeric[c][1].astype(np.uint8).tobytes() for c in numeric]
+    arrays = columns.ts_us.astype("<i8").tobytes() + columns.rows.astype("<i8").tobytes()
+    meta = {
+        "n": len(columns.rows),
+        "numeric": numeric,
+        "categorical": list(columns.categorical),
+        "text": len(text),
+    }
+    return arrays + b"".join(values) + b"".join(nulls) + text, meta
+
+
+def _decode_columns(data: bytes, at: int, meta: dict[str, Any], session_id: str) -> tuple[EventColumns, int]:
+    """The columns of :func:`_encode_columns` that start at byte ``at``, and the byte after them."""
+    n, numeric = int(meta["n"]), list(meta["numeric"])
+
+    def take(size: int, dtype: str) -> np.ndarray:
+        nonlocal at
+        if at + size * np.dtype(dtype).itemsize > len(data):
+            raise ValueError("the state's columns run past its end")
+        out = np.frombuffer(data, dtype=dtype, count=size, offset=at)
+        at += out.nbytes
+        return out
+
+    ts, rows = take(n, "<i8").astype(np.int64), take(n, "<i8").astype(np.int64)
+    values = [take(n, "<f8").astype(np.float64) for _ in numeric]
+    nulls = [take(n, "u1").astype(bool) for _ in numeric]
+    text = json.loads(data[at : at + int(meta["text"])])
+    at += int(meta["text"])
+    if len(text) != len(meta["categorical"]) or any(len(v) != n for v in text):
+        raise ValueError("the state's text columns do not match its header")
+    columns = EventColumns(
+        [session_id] * n,
+        ts,
+        rows,
+        dict(zip(meta["categorical"], text)),
+        {c: (x, null) for c, x, null in zip(numeric, values, nulls)},
+    )
+    return columns, at
 
 
 def event_key(record: Mapping[str, Any], event_id: str | None, arrival: str) -> str:
@@ -258,26 +315,28 @@ class OnlineScorer:
         in_order = state.last_ts_us is None or int(ts.min()) >= state.last_ts_us
         state.records = b"\n".join([*([state.records] if state.records else []), *lines])
         state.n_events += len(lines)
-        whole = None  # the session's normalized events, read back from its records when needed
+        stacker = self.scorer.stacker
         if not in_order or len(lines) > self.spec.max_len:  # a late event: the session as if scored whole
-            whole = self._normalized(state)
-            seqs = self._tokens(self._columns(whole, None))
-            state.tokens, state.hidden = seqs.tokens, None
-            state.last_ts_us = int(whole[S.TS_US].to_numpy().max())
+            columns = self._columns(self._normalized(state), None)
+            state.tokens, state.hidden = self._tokens(columns).tokens, None
+            state.last_ts_us = int(columns.ts_us.max())
             added = state.tokens
+            state.columns = columns if stacker is not None else None
         else:
-            added = self._tokens(self._columns(new, keys)).tokens
+            columns = self._columns(new, keys)
+            added = self._tokens(columns).tokens
             if state.last_ts_us is not None:
                 gap = np.array([(int(ts.min()) - state.last_ts_us) / 1e6])
-                added[0, self._delta_field] = time_delta_ids(gap, self.spec)[0]
+                added[0, self._delta_field] = time_delta_ids(gap, self.scorer.tables)[0]
             kept = np.concatenate([state.tokens.reshape(-1, added.shape[1]), added])
             state.tokens = kept[-self.spec.max_len :]
             state.last_ts_us = int(ts.max())
+            if stacker is not None:
+                state.columns = columns if state.columns is None else state.columns.then(columns)
         raw = self._predict(state, added)
-        if self.scorer.stacker is not None:
-            whole = self._normalized(state) if whole is None else whole
-            aggregates = self.scorer.stacker.aggregates(whole, [state.session_id])
-            raw = self.scorer.stacker.combine(aggregates, raw)
+        if stacker is not None:
+            aggregates = stacker.aggregates(cast(EventColumns, state.columns), [state.session_id])
+            raw = stacker.combine(aggregates, raw)
         score = self.scorer.calibrate(raw)
         state.raw_score, state.score = float(raw[0]), float(score[0])
         state.band = str(assign_bands(score, self.scorer.thresholds)[0])
@@ -311,7 +370,7 @@ class OnlineScorer:
         return EventColumns.of_frame(events, self.spec)
 
     def _tokens(self, events: EventColumns) -> Sequences:
-        seqs = column_sequences(events, self.spec, self.scorer._vocab_index)
+        seqs = column_sequences(events, self.spec, self.scorer.tables)
         if len(seqs) != 1:
             raise DataValidationError("online scoring takes the events of one session at a time")
         return seqs

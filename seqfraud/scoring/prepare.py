@@ -199,30 +199,12 @@ def _timestamps_us(values: list[Any], spec: Spec) -> np.ndarray | None:
     """Epoch microseconds by :func:`~seqfraud.data.events.normalize`'s rules; None where any value would not
     pass them (the full path then says why)."""
     first, last = epoch_bounds("us", timestamp_range_us(spec.schema))
-    out = np.empty(len(values), dtype=np.int64)
     types = {type(v) for v in values}
     if types == {str}:
-        for i, v in enumerate(values):
-            m = _RFC3339.match(v)
-            if m is None:
-                return None
-            day, clock = m["date"], m["time"]
-            hour, minute, second = int(clock[:2]), int(clock[3:5]), int(clock[6:])
-            if hour > 23 or minute > 59 or second > 59:  # a leap second or worse: the full path decides
-                return None
-            try:
-                days = date(int(day[:4]), int(day[5:7]), int(day[8:])).toordinal() - _EPOCH_DAY
-            except ValueError:
-                return None
-            us = (((days * 24 + hour) * 60 + minute) * 60 + second) * 1_000_000
-            us += int((m["frac"] or "")[:6].ljust(6, "0"))
-            if m["sign"]:
-                offset = (int(m["oh"]) * 60 + int(m["om"])) * 60_000_000
-                us += offset if m["sign"] == "-" else -offset
-            if not first <= us <= last:
-                return None
-            out[i] = us
-        return out
+        out = _one_layout_us(values) if len(values) >= _VECTOR_MIN else None
+        out = _each_us(values) if out is None else out
+        return out if out is not None and ((out >= first) & (out <= last)).all() else None
+    out = np.empty(len(values), dtype=np.int64)
     unit = spec.epoch_unit
     if types != {int} or unit is None:
         return None
@@ -232,3 +214,89 @@ def _timestamps_us(values: list[Any], spec: Spec) -> np.ndarray | None:
             return None
         out[i] = v // 1_000 if unit == "ns" else v * US_PER_UNIT[unit]
     return out
+
+
+def _each_us(values: list[str]) -> np.ndarray | None:
+    """RFC 3339 strings one at a time (any mix of layouts) to epoch microseconds; None where one does not parse."""
+    out = np.empty(len(values), dtype=np.int64)
+    for i, v in enumerate(values):
+        m = _RFC3339.match(v)
+        if m is None:
+            return None
+        day, clock = m["date"], m["time"]
+        hour, minute, second = int(clock[:2]), int(clock[3:5]), int(clock[6:])
+        if hour > 23 or minute > 59 or second > 59:  # a leap second or worse: the full path decides
+            return None
+        try:
+            days = date(int(day[:4]), int(day[5:7]), int(day[8:])).toordinal() - _EPOCH_DAY
+        except ValueError:
+            return None
+        us = (((days * 24 + hour) * 60 + minute) * 60 + second) * 1_000_000
+        us += int((m["frac"] or "")[:6].ljust(6, "0"))
+        if m["sign"]:
+            offset = (int(m["oh"]) * 60 + int(m["om"])) * 60_000_000
+            us += offset if m["sign"] == "-" else -offset
+        out[i] = us
+    return out
+
+
+_VECTOR_MIN = 8  # below this many timestamps, one at a time is faster
+_DAYS_BEFORE_MONTH = np.array([0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334])
+_MONTH_DAYS = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
+
+
+def _one_layout_us(values: list[str]) -> np.ndarray | None:
+    """Many RFC 3339 strings of one layout (one producer writes them all alike) to epoch microseconds at once,
+    as :func:`_each_us` reads them; None where they do not share the first one's layout (or it does not parse),
+    and :func:`_each_us` then decides. Same layout means: every character the first has is a digit where it
+    has a digit, and the same character where it has another."""
+    m = _RFC3339.match(values[0])
+    width = len(values[0])
+    if m is None or any(len(v) != width for v in values):
+        return None
+    codes = np.array(values, dtype=f"<U{width}").view(np.uint32).reshape(len(values), width).astype(np.int64)
+    digit = (codes[0] >= 48) & (codes[0] <= 57)
+    digits = codes[:, digit] - 48
+    if digits.min(initial=0) < 0 or digits.max(initial=0) > 9 or (codes[:, ~digit] != codes[0, ~digit]).any():
+        return None
+    # Every number of the layout at once: the digits times a matrix of their place values.
+    fields = ["date", "time", "frac", "oh", "om"]
+    spans = {f: (m.start(f), m.end(f)) for f in fields if m[f] is not None}
+    spans |= {"year": (0, 4), "month": (5, 7), "day": (8, 10)}
+    t = spans.pop("time")[0]
+    spans |= {"hour": (t, t + 2), "minute": (t + 3, t + 5), "second": (t + 6, t + 8)}
+    if "frac" in spans:
+        start, end = spans["frac"]
+        spans["frac"] = (start, min(end, start + 6))  # microseconds: digits past the sixth are cut
+    del spans["date"]
+    names = list(spans)
+    places = np.zeros((width, len(names)), dtype=np.int64)
+    for j, f in enumerate(names):
+        start, end = spans[f]
+        places[start:end, j] = 10 ** np.arange(end - start - 1, -1, -1)
+    value = dict(zip(names, (digits @ places[digit]).T))
+    year, month, day = value["year"], value["month"], value["day"]
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    month_index = np.clip(month - 1, 0, 11)
+    ok = (year >= 1) & (month >= 1) & (month <= 12) & (day >= 1)
+    ok &= day <= _MONTH_DAYS[month_index] + (leap & (month == 2))
+    ok &= (value["hour"] <= 23) & (value["minute"] <= 59) & (value["second"] <= 59)
+    if m["sign"]:
+        ok &= (value["oh"] <= 23) & (value["om"] <= 59)
+    if not ok.all():
+        return None
+    # Days since 1970-01-01 of the proleptic Gregorian calendar, as date.toordinal counts them.
+    y = year - 1
+    days = (
+        y * 365 + y // 4 - y // 100 + y // 400 + _DAYS_BEFORE_MONTH[month_index] + (leap & (month > 2)) + day
+    )
+    us = (
+        (((days - _EPOCH_DAY) * 24 + value["hour"]) * 60 + value["minute"]) * 60 + value["second"]
+    ) * 1_000_000
+    if "frac" in spans:
+        start, end = spans["frac"]
+        us += value["frac"] * 10 ** (6 - (end - start))
+    if m["sign"]:
+        offset = (value["oh"] * 60 + value["om"]) * 60_000_000
+        us += -offset if m["sign"] == "+" else offset
+    return us

@@ -16,8 +16,8 @@ from seqfraud import schema as S
 from seqfraud.baselines import Stacker
 from seqfraud.calibration import Calibration
 from seqfraud.decisions import BANDS, assign_bands, check_thresholds
-from seqfraud.export.artifact import Model, Step, open_artifact, verification_settings
-from seqfraud.features.fastpath import column_sequences, numpy_sequences, vocab_index
+from seqfraud.export.artifact import Artifact, Model, Step, open_artifact, verification_settings
+from seqfraud.features.fastpath import EventColumns, column_sequences, numpy_sequences, token_tables
 from seqfraud.features.spec import MISSING, Spec
 from seqfraud.features.tokens import Sequences, polars_sequences
 from seqfraud.scoring.explain import occlusion
@@ -93,7 +93,7 @@ class Scorer:
         self.batch_size = batch_size
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="seqfraud-score") if workers > 1 else None
         self.fast_path_max_events = fast_path_max_events
-        self._vocab_index = vocab_index(spec)
+        self.tables = token_tables(spec)
         self.history = history  # what entity features read; checked at each score, when it is needed
         self.stacker = stacker  # LightGBM over the aggregates and the model's score, for model=stacked runs
         self.step = step  # a GRU's step function and state shape, for per-event online scoring (online.py)
@@ -119,6 +119,17 @@ class Scorer:
         with entity features needs ``history=`` (:class:`~seqfraud.scoring.history.History`) to score.
         """
         artifact = open_artifact(path, **verification_settings(verify_key, require_signed))
+        return cls.of_artifact(artifact, fmt, thresholds, **kwargs)
+
+    @classmethod
+    def of_artifact(
+        cls,
+        artifact: Artifact,
+        fmt: str = "torchscript",
+        thresholds: Mapping[str, float] | None = None,
+        **kwargs: Any,
+    ) -> Scorer:
+        """The scorer of an artifact already opened (and so verified) by :func:`open_artifact`."""
         return cls(
             artifact.load_model(fmt),
             artifact.spec,
@@ -138,17 +149,16 @@ class Scorer:
         ``max_len`` keep their most recent events. Bad input raises ``DataValidationError`` naming the
         column and the number of bad rows.
 
-        A few clean records (a request's) of a model that reads neither entity features nor a stacker's
-        aggregates go through :func:`~seqfraud.scoring.prepare.record_columns`, without Polars.
+        A few clean records (a request's) of a model without entity features go through
+        :func:`~seqfraud.scoring.prepare.record_columns`, without Polars.
         """
         if (
             isinstance(events, (list, tuple))
             and len(events) <= self.fast_path_max_events
             and self.spec.entity is None
-            and self.stacker is None
             and (columns := record_columns(events, self.spec)) is not None
         ):
-            return self.score_sequences(column_sequences(columns, self.spec, self._vocab_index))
+            return self.score_sequences(column_sequences(columns, self.spec, self.tables), columns)
         frame = as_frame(events, self.spec, source)
         return self.score_normalized(self.in_context(normalized_events(frame.lazy(), self.spec, source)))
 
@@ -174,10 +184,12 @@ class Scorer:
     def sequences(self, events: pl.DataFrame) -> Sequences:
         """The numpy token path for small inputs, the Polars one otherwise; both give the same tokens."""
         if events.height <= self.fast_path_max_events:
-            return numpy_sequences(events, self.spec, self._vocab_index)
+            return numpy_sequences(events, self.spec, self.tables)
         return polars_sequences(events, self.spec)
 
-    def score_sequences(self, seqs: Sequences, events: pl.DataFrame | None = None) -> pl.DataFrame:
+    def score_sequences(
+        self, seqs: Sequences, events: pl.DataFrame | EventColumns | None = None
+    ) -> pl.DataFrame:
         """Model and bands on ready token sequences (the batch scorer tokenizes ahead of the model); a stacked
         artifact also needs the normalized ``events`` the sequences came from, for the aggregates."""
         raw = self.predict(seqs)
@@ -202,8 +214,9 @@ class Scorer:
     def bands(self, scores: np.ndarray) -> pl.Series:
         return pl.Series(S.BAND, assign_bands(scores, self.thresholds), dtype=pl.String)
 
-    def predict(self, seqs: Sequences) -> np.ndarray:
-        """The sequence model's probabilities in session order (a stacked artifact's stacker comes after).
+    def predict(self, seqs: Sequences, embedding: tuple[Model, int] | None = None) -> np.ndarray:
+        """The sequence model's probabilities in session order (a stacked artifact's stacker comes after); with
+        ``embedding`` (a session embedding module and its width, see :meth:`embed_sequences`), its ``[n, width]``.
 
         Batches group similar lengths to keep padding low; with ``workers > 1`` they run on that many
         threads at once (the model releases the GIL), which scales where intra-op threads stall.
@@ -211,7 +224,9 @@ class Scorer:
         offsets = np.r_[0, np.cumsum(seqs.lengths)]
         order = np.argsort(seqs.lengths, kind="stable")
         groups = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
-        out = np.empty(len(seqs), dtype=np.float32)
+        model, out = self.model, np.empty(len(seqs), dtype=np.float32)
+        if embedding is not None:
+            model, out = embedding[0], np.empty((len(seqs), embedding[1]), dtype=np.float32)
 
         def run(rows: np.ndarray) -> None:
             lens = seqs.lengths[rows]
@@ -229,7 +244,7 @@ class Scorer:
                     torch.from_numpy(padded).to(self.device),
                     torch.from_numpy(lens).to(self.device),
                 )
-                out[rows] = self.model(tokens, lengths).cpu().numpy()
+                out[rows] = model(tokens, lengths).cpu().numpy()
 
         if self._pool is not None and len(groups) > 1:
             list(self._pool.map(run, groups))
@@ -246,3 +261,14 @@ class Scorer:
             tokens = np.full((length, n_fields), MISSING, dtype=np.int64)
             for _ in range(3):
                 self.predict(Sequences(["warmup"], tokens, np.array([length], dtype=np.int64)))
+
+    def embed_sequences(self, seqs: Sequences, embedding: tuple[Model, int]) -> pl.DataFrame:
+        """``session_id, emb_0 .. emb_{width-1}`` of ready token sequences (``seqfraud embed --artifact``):
+        ``embedding`` is :meth:`~seqfraud.export.artifact.Artifact.load_embedding`'s, batched like the model."""
+        module, width = embedding
+        if self.device.type != "cpu":
+            module = cast(torch.nn.Module, module).to(self.device)
+        out = self.predict(seqs, (module, width))
+        return pl.from_numpy(out, schema=[S.embedding_column(j) for j in range(width)]).insert_column(
+            0, pl.Series(S.SESSION_ID, seqs.session_ids, dtype=pl.String)
+        )
