@@ -6,9 +6,11 @@ that follow are :mod:`seqfraud.features`' (both the Polars path and the numpy fa
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date
 from typing import Any, cast
 
@@ -241,62 +243,68 @@ def _each_us(values: list[str]) -> np.ndarray | None:
 
 
 _VECTOR_MIN = 8  # below this many timestamps, one at a time is faster
-_DAYS_BEFORE_MONTH = np.array([0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334])
-_MONTH_DAYS = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
+_ZEROS = str.maketrans("123456789", "000000000")
+_NUMBERS = ("year", "month", "day", "hour", "minute", "second", "frac", "oh", "om")
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where an RFC 3339 layout keeps its digits, and the place value of each digit in each number."""
+
+    digit: np.ndarray  # bool per character
+    text: np.ndarray  # the code of every other character
+    places: np.ndarray  # float64 [digits, numbers]: the digits times it give the numbers (exact below 2**53)
+    frac_scale: int  # the fraction's digits times it give microseconds
+    sign: str | None  # the offset's sign, None without one
+
+
+@functools.lru_cache(maxsize=64)
+def _layout(template: str) -> _Layout | None:
+    """The layout of timestamps like ``template`` (its digits zeroed); None where it is not RFC 3339."""
+    m = _RFC3339.match(template)
+    if m is None or not template.isascii():
+        return None
+    t = m.start("time")
+    spans = {"year": (0, 4), "month": (5, 7), "day": (8, 10), "hour": (t, t + 2), "minute": (t + 3, t + 5)}
+    spans |= {"second": (t + 6, t + 8)} | {f: m.span(f) for f in ("frac", "oh", "om") if m[f] is not None}
+    frac_scale = 1
+    if "frac" in spans:
+        start, end = spans["frac"]
+        spans["frac"] = (start, min(end, start + 6))  # microseconds: digits past the sixth are cut
+        frac_scale = 10 ** (6 - (spans["frac"][1] - start))
+    codes = np.frombuffer(template.encode(), dtype=np.uint8).astype(np.int64)
+    digit = (codes >= 48) & (codes <= 57)
+    places = np.zeros((len(template), len(_NUMBERS)), dtype=np.float64)
+    for j, name in enumerate(_NUMBERS):
+        if name in spans:
+            start, end = spans[name]
+            places[start:end, j] = 10.0 ** np.arange(end - start - 1, -1, -1)
+    return _Layout(digit, codes[~digit], places[digit], frac_scale, m["sign"])
 
 
 def _one_layout_us(values: list[str]) -> np.ndarray | None:
     """Many RFC 3339 strings of one layout (one producer writes them all alike) to epoch microseconds at once,
     as :func:`_each_us` reads them; None where they do not share the first one's layout (or it does not parse),
-    and :func:`_each_us` then decides. Same layout means: every character the first has is a digit where it
-    has a digit, and the same character where it has another."""
-    m = _RFC3339.match(values[0])
+    and :func:`_each_us` then decides. Same layout means: an ASCII digit wherever the first has one, and the
+    same character wherever it has another."""
     width = len(values[0])
-    if m is None or any(len(v) != width for v in values):
+    layout = _layout(values[0].translate(_ZEROS))
+    if layout is None or any(len(v) != width for v in values):
         return None
     codes = np.array(values, dtype=f"<U{width}").view(np.uint32).reshape(len(values), width).astype(np.int64)
-    digit = (codes[0] >= 48) & (codes[0] <= 57)
-    digits = codes[:, digit] - 48
-    if digits.min(initial=0) < 0 or digits.max(initial=0) > 9 or (codes[:, ~digit] != codes[0, ~digit]).any():
+    digits = codes[:, layout.digit] - 48
+    if digits.min() < 0 or digits.max() > 9 or (codes[:, ~layout.digit] != layout.text).any():
         return None
-    # Every number of the layout at once: the digits times a matrix of their place values.
-    fields = ["date", "time", "frac", "oh", "om"]
-    spans = {f: (m.start(f), m.end(f)) for f in fields if m[f] is not None}
-    spans |= {"year": (0, 4), "month": (5, 7), "day": (8, 10)}
-    t = spans.pop("time")[0]
-    spans |= {"hour": (t, t + 2), "minute": (t + 3, t + 5), "second": (t + 6, t + 8)}
-    if "frac" in spans:
-        start, end = spans["frac"]
-        spans["frac"] = (start, min(end, start + 6))  # microseconds: digits past the sixth are cut
-    del spans["date"]
-    names = list(spans)
-    places = np.zeros((width, len(names)), dtype=np.int64)
-    for j, f in enumerate(names):
-        start, end = spans[f]
-        places[start:end, j] = 10 ** np.arange(end - start - 1, -1, -1)
-    value = dict(zip(names, (digits @ places[digit]).T))
-    year, month, day = value["year"], value["month"], value["day"]
-    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
-    month_index = np.clip(month - 1, 0, 11)
-    ok = (year >= 1) & (month >= 1) & (month <= 12) & (day >= 1)
-    ok &= day <= _MONTH_DAYS[month_index] + (leap & (month == 2))
-    ok &= (value["hour"] <= 23) & (value["minute"] <= 59) & (value["second"] <= 59)
-    if m["sign"]:
-        ok &= (value["oh"] <= 23) & (value["om"] <= 59)
-    if not ok.all():
+    year, month, day, hour, minute, second, frac, oh, om = (digits @ layout.places).astype(np.int64).T
+    if hour.max() > 23 or minute.max() > 59 or second.max() > 59 or oh.max() > 23 or om.max() > 59:
         return None
-    # Days since 1970-01-01 of the proleptic Gregorian calendar, as date.toordinal counts them.
-    y = year - 1
-    days = (
-        y * 365 + y // 4 - y // 100 + y // 400 + _DAYS_BEFORE_MONTH[month_index] + (leap & (month > 2)) + day
-    )
-    us = (
-        (((days - _EPOCH_DAY) * 24 + value["hour"]) * 60 + value["minute"]) * 60 + value["second"]
-    ) * 1_000_000
-    if "frac" in spans:
-        start, end = spans["frac"]
-        us += value["frac"] * 10 ** (6 - (end - start))
-    if m["sign"]:
-        offset = (value["oh"] * 60 + value["om"]) * 60_000_000
-        us += -offset if m["sign"] == "+" else offset
-    return us
+    # A session's events fall on a few dates: each distinct one is checked and counted by date itself.
+    dates, at = np.unique((year * 100 + month) * 100 + day, return_inverse=True)
+    try:
+        ordinals = [date(d // 10_000, d // 100 % 100, d % 100).toordinal() for d in dates.tolist()]
+    except ValueError:
+        return None
+    days = np.array(ordinals, dtype=np.int64)[at] - _EPOCH_DAY
+    us = ((((days * 24 + hour) * 60 + minute) * 60 + second) * 1_000_000) + frac * layout.frac_scale
+    offset = (oh * 60 + om) * 60_000_000
+    return us - offset if layout.sign == "+" else us + offset
