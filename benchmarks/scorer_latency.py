@@ -1,0 +1,60 @@
+"""Median latency of ``Scorer.score`` and of one online event, for one session of ``--length`` events.
+
+    OMP_NUM_THREADS=1 python benchmarks/scorer_latency.py --artifact ARTIFACT [--code DIR]
+
+``--code`` runs another checkout's seqfraud (e.g. ``git worktree add /tmp/before COMMIT``), so that two versions
+can be timed side by side: alternate the two commands a few times and compare medians (BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def median_ms(call, n: int) -> float:
+    import numpy as np
+
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1e3)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--artifact", required=True)
+    p.add_argument("--code", type=Path, default=Path(__file__).resolve().parents[1], help="checkout to time")
+    p.add_argument("--length", type=int, default=128)
+    p.add_argument("--calls", type=int, default=200)
+    p.add_argument("--events", type=int, default=60, help="online events timed after --length")
+    args = p.parse_args()
+    sys.path[:0] = [str(args.code), str(args.code / "benchmarks")]
+    import torch
+    from serving import session_of
+
+    import seqfraud
+    from seqfraud.scoring.online import OnlineScorer
+    from seqfraud.scoring.scorer import Scorer
+    from seqfraud.scoring.state import MemoryStore
+
+    torch.set_num_threads(1)
+    scorer = Scorer.load(args.artifact)
+    records = session_of(args.length, seed=1)
+    score = median_ms(lambda: scorer.score(records, source="bench"), args.calls)
+    online = OnlineScorer(scorer, MemoryStore())
+    more = session_of(args.length + args.events, seed=2)
+    for r in more:
+        r["session_id"] = "bench"
+    online.events(more[: args.length])
+    later = iter(more[args.length :])
+    event = median_ms(lambda: online.events([next(later)]), args.events)
+    print(f"{Path(seqfraud.__file__).parents[1]}: Scorer.score {score:.3f} ms, online event {event:.3f} ms")
+
+
+if __name__ == "__main__":
+    main()
