@@ -31,10 +31,13 @@ demo: venv
 		--out $(DEMO_DIR)/scores.parquet
 	@echo "demo: run $(DEMO_DIR)/run, artifact $(DEMO_DIR)/artifact, scores $(DEMO_DIR)/scores.parquet"
 
-# Fast unit tests, then integration tests (markers set in tests/conftest.py); `slow` stays out.
+# Fast unit tests, then integration tests (markers set in tests/conftest.py); `slow` stays out. The integration
+# tests run on TEST_WORKERS processes (pytest-xdist, a file per worker at a time): much of their time is spent
+# waiting on servers and subprocesses, which two workers overlap.
+TEST_WORKERS ?= 2
 test: venv
 	WANDB_MODE=disabled $(PY) -m pytest -q -m "unit and not slow" --durations=15
-	WANDB_MODE=disabled $(PY) -m pytest -q -m "integration and not slow" --durations=15
+	WANDB_MODE=disabled $(PY) -m pytest -q -m "integration and not slow" -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 test-slow: venv
 	WANDB_MODE=disabled $(PY) -m pytest -q -m slow

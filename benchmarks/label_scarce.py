@@ -59,6 +59,7 @@ def main() -> None:
     args = p.parse_args()
     os.environ.setdefault("WANDB_MODE", "disabled")
     from seqfraud import rundir
+    from seqfraud.errors import ConfigError
     from seqfraud.training.embeddings import session_embeddings
 
     results: dict[tuple[str, float], list[dict]] = {}
@@ -89,13 +90,25 @@ def main() -> None:
             }
             for model, extra in runs.items():
                 out = base / f"{model}_{fraction}_{args.pretrain}"
-                metrics = train([*common, *extra, f"label_fraction={fraction}"], out)
+                try:
+                    metrics = train([*common, *extra, f"label_fraction={fraction}"], out)
+                except ConfigError as e:  # a share so small that it holds no positive: nothing to learn from
+                    print(seed, fraction, model, "skipped:", e, flush=True)
+                    results.setdefault((model, fraction), [])
+                    continue
                 results.setdefault((model, fraction), []).append(metrics["test"])
                 print(seed, fraction, model, round(metrics["test"]["pr_auc"], 4), flush=True)
 
     def cell(values: list[float]) -> str:
+        if not values:
+            return "–"
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{statistics.mean(values):.3f} ± {spread:.3f}"
+        missing = (
+            f" ({len(args.seeds) - len(values)} seed(s) without a positive label)"
+            if len(values) < len(args.seeds)
+            else ""
+        )
+        return f"{statistics.mean(values):.3f} ± {spread:.3f}{missing}"
 
     lines = [
         (

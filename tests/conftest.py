@@ -13,6 +13,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Under pytest-xdist (`make test` runs two workers) each worker has a core: one OpenMP thread each, for torch here
+# and in the processes a test starts, or the two oversubscribe the cores.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # Fixtures that train or export (a test using one of them, or a fixture built on them, trains or exports too):
 # this file's, then test_training's smoke_run, test_backtest's backtest, test_compare's and test_cli_errors' runs,
 # test_entity_pipeline's entity_run and entity_artifact, test_online's gru_run and gru_artifact, test_pretrain's pretrained.

@@ -146,6 +146,7 @@ def test_two_ranks_learn_what_one_process_learns(tmp_path):
     assert monitored_val_pr_auc(tmp_path / "ddp") == pytest.approx(ddp["val"]["pr_auc"], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_pretraining_runs_on_two_ranks(tmp_path):
     """The local child rank runs the pretraining fit too (``run_child_rank``), on what rank 0 prepared."""
     run = tmp_path / "run"

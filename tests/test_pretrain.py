@@ -156,3 +156,181 @@ def test_label_fraction_trains_on_one_fixed_share_of_the_training_labels(tmp_pat
     assert subsets[0] == subsets[1] and 0.2 < len(subsets[0]) / len(everyone) < 0.4
     with pytest.raises(ConfigError, match="label_fraction"):
         train_into(tmp_path / "c", *SMALL, "model=lightgbm", "label_fraction=0")
+
+
+def old_contrastive_loss(net, tokens, lengths) -> torch.Tensor:
+    """The contrastive loss before entity positives, verbatim: the reference that session positives keep."""
+    import torch.nn.functional as F
+
+    a, b = net._crop(tokens, lengths), net._crop(tokens, lengths)
+    za = F.normalize(net.project(net.embed_sessions(*a)).float(), dim=-1)
+    zb = F.normalize(net.project(net.embed_sessions(*b)).float(), dim=-1)
+    logits = za @ zb.T / net.temperature
+    target = torch.arange(len(za))
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+def test_contrastive_loss_without_shared_groups_is_the_session_loss() -> None:
+    from seqfraud.models.pretrain import PretrainNet
+    from seqfraud.models.sequence import ModelConfig
+
+    net = PretrainNet(ModelConfig(vocab_sizes=[10, 20, 30], max_len=16), ["contrastive"])
+    tokens, lengths = batch(2)
+    losses = []
+    for group in (None, None, torch.arange(8) * 5):  # reference, no groups, every group distinct
+        torch.manual_seed(3)  # the same crops
+        losses.append(
+            old_contrastive_loss(net, tokens, lengths)
+            if not losses
+            else net.contrastive_loss(tokens, lengths, group)
+        )
+    assert torch.equal(losses[0], losses[1])
+    torch.testing.assert_close(losses[2], losses[0])
+
+
+def test_sessions_of_one_group_are_each_others_positives() -> None:
+    """Multi-positive InfoNCE against a hand computation: sessions 0 and 1 share a group, session 2 is alone."""
+    import math
+
+    from seqfraud.models.pretrain import info_nce
+
+    za = [[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]
+    zb = [[1.0, 0.0], [0.6, 0.8], [0.0, -1.0]]
+    t, positives = 0.5, [[0, 1], [0, 1], [2]]
+
+    def direction(anchors, others) -> float:
+        total = 0.0
+        for i, anchor in enumerate(anchors):
+            logits = [sum(x * y for x, y in zip(anchor, other)) / t for other in others]
+            log_z = math.log(sum(math.exp(v) for v in logits))
+            total += -sum(logits[j] - log_z for j in positives[i]) / len(positives[i])
+        return total / len(anchors)
+
+    expected = (direction(za, zb) + direction(zb, za)) / 2
+    got = info_nce(torch.tensor(za), torch.tensor(zb), t, torch.tensor([4, 4, 9]))
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    assert got.item() != pytest.approx(info_nce(torch.tensor(za), torch.tensor(zb), t).item())
+
+
+def test_grouped_stream_batches_a_groups_sessions_together(tmp_path) -> None:
+    """Same-group sessions share a batch (each group splits at most at a batch boundary), every batch names their
+    group, and two ranks still read disjoint shares that cover the split."""
+    import numpy as np
+
+    from seqfraud.training.data import SessionStream
+    from tests.test_streaming import FIELDS, N, write_shards
+
+    path = write_shards(tmp_path / "train")
+    groups = (np.arange(N) * 7) % 25  # 110 sessions, 4-5 a group, scattered over the file
+    read = []
+    for rank in (0, 1):
+        plain, grouped = (
+            SessionStream(
+                path,
+                FIELDS,
+                8,
+                shuffle=True,
+                seed=1,
+                shuffle_buffer=5,
+                pool_batches=100,
+                rank=rank,
+                world_size=2,
+                session_groups=session_groups,
+            )
+            for session_groups in (None, groups)
+        )
+        for _ in range(2):  # epochs
+            unlike, batches = list(plain), list(grouped)
+            assert "group" not in unlike[0]
+            assert all(torch.equal(b["group"], torch.from_numpy(groups[b["index"].numpy()])) for b in batches)
+            where: dict[int, set[int]] = {}  # group -> the batches holding its sessions
+            for k, b in enumerate(batches):
+                for g in b["group"].tolist():
+                    where.setdefault(g, set()).add(k)
+            assert sum(len(ks) - 1 for ks in where.values()) <= len(batches) - 1
+            indices = sorted(i for b in batches for i in b["index"].tolist())
+            # The rank's own sessions, grouped or not.
+            assert indices == sorted(i for b in unlike for i in b["index"].tolist())
+        read += indices
+    assert sorted(read) == list(range(N))
+
+
+def test_entity_groups_take_each_sessions_first_entity_value(tmp_path) -> None:
+    from datetime import datetime, timedelta
+
+    import polars as pl
+
+    from seqfraud.schema import Schema
+    from seqfraud.training.data import entity_groups
+    from tests.test_streaming import write_shards
+
+    path = write_shards(tmp_path / "train", sizes=[5], row_group=2)  # sessions s0000 .. s0004
+    t0 = datetime(2024, 1, 1)
+    rows = [  # (session, minutes, account): s0000's first account is b (by time, not file order)
+        ("s0000", 5, "a"),
+        ("s0000", 1, None),
+        ("s0000", 2, "b"),
+        ("s0001", 0, "a"),
+        ("s0002", 0, None),
+        ("s0003", 3, "b"),
+        ("s0003", 3, "c"),  # same time: the earlier row wins
+        ("s0004", 0, None),
+        ("s9999", 0, "z"),  # not in the dataset
+    ]
+    events = tmp_path / "events.parquet"
+    pl.DataFrame(
+        {
+            "sid": [r[0] for r in rows],
+            "ts": [t0 + timedelta(minutes=r[1]) for r in rows],
+            "kind": ["x"] * len(rows),
+            "y": [0] * len(rows),
+            "acct": [r[2] for r in rows],
+        }
+    ).write_parquet(events)
+    schema = Schema(session_id="sid", timestamp="ts", event_type="kind", label="y", entities=("acct",))
+    got = entity_groups(str(events), None, schema, "acct", {"train": path})["train"]
+    assert got.tolist() == [1, 0, 4, 1, 6]  # a=0, b=1; a session with none: 2 + its position, a group alone
+
+
+def test_entity_positives_config_errors() -> None:
+    from seqfraud.errors import ConfigError
+    from seqfraud.schema import Schema
+    from seqfraud.training.train import pretrain_entity
+
+    schema = Schema(entities=("account_id", "ip"))
+    contrastive = {"objectives": ["contrastive"]}
+    assert pretrain_entity(contrastive, schema) is None
+    assert pretrain_entity(contrastive | {"positives": "entity", "entity": "ip"}, schema) == "ip"
+    for pretrain, message in [
+        ({"positives": "account"}, r"pretrain.positives must be one of \['session', 'entity'\]"),
+        (
+            {"positives": "entity"},
+            r"pretrain.entity must be one of data.schema.entities \['account_id', 'ip'\]",
+        ),
+        ({"positives": "entity", "entity": "device_id"}, "got 'device_id'"),
+        ({"entity": "ip"}, "needs pretrain.positives=entity"),
+        (
+            {"positives": "entity", "entity": "ip", "objectives": ["masked"]},
+            "needs the contrastive objective",
+        ),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            pretrain_entity(contrastive | pretrain, schema)
+
+
+@pytest.mark.integration  # it trains
+def test_entity_positives_pretraining_sees_entity_pairs(tmp_path) -> None:
+    run = train_into(
+        tmp_path,
+        *SMALL,
+        "+experiment@_global_=pretrain_contrastive",
+        "data.schema.entities=[account_id]",
+        "features.entity.risk=false",
+        "features.entity.windows=[1d]",
+        "pretrain.positives=entity",
+        "pretrain.entity=account_id",
+    )
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["positives"] == "entity" and metrics["entity"] == "account_id"
+    assert metrics["train"]["entity_pairs"] > 0 and metrics["val"]["entity_pairs"] > 0
+    assert metrics["val"]["contrastive"] > 0

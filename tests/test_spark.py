@@ -250,7 +250,7 @@ def entity_events(seed: int) -> pl.DataFrame:
     ).drop("ts_ns", "label")
 
 
-@pytest.mark.parametrize("on_unlabeled", ["drop", "keep"])
+@pytest.mark.parametrize("on_unlabeled", ["drop", pytest.param("keep", marks=pytest.mark.slow)])
 def test_parity_with_entity_features(on_unlabeled, tmp_path):
     """Entity features from a label table with label times (label_delay where one is null), risk on, some
     sessions without a label (dropped, or kept: their events count, their missing label is never known): the

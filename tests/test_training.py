@@ -201,6 +201,7 @@ def test_lightgbm_baseline_trains_on_the_same_splits(smoke_run, tmp_path):
     assert ours[S.SESSION_ID].to_list() == theirs[S.SESSION_ID].to_list()
 
 
+@pytest.mark.slow
 def test_multirun_of_two_jobs_makes_two_runs(tmp_path):
     """Also: W&B runs land in WANDB_DIR, not where training was started; one log line per epoch reaches the job's
     log file; and none of the warnings every run used to print."""

@@ -120,6 +120,7 @@ def test_pretraining_and_embeddings_read_every_session(data, supervised, tmp_pat
     assert table[S.LABEL].null_count() == train[S.LABEL].null_count()
 
 
+@pytest.mark.slow
 def test_a_local_ddp_rank_reads_the_labelled_copy_rank_0_wrote(data, supervised, tmp_path) -> None:
     """The child rank (``run_child_rank``) must read the sessions rank 0 reads: an unlabelled one would make
     the shared gradients NaN, and a different count would leave the ranks with different numbers of batches."""

@@ -8,7 +8,9 @@ checkpoint initializes a classifier key for key (``init_from``). Two objectives,
   token field of those events is predicted from the encoder's state at their position (a transformer reads the
   whole session around them; a GRU only the events before, which makes it next-event prediction);
 - **contrastive** (CoLES, Babaev et al. 2022): two random contiguous sub-sequences of one session are positives,
-  the other sessions of the batch negatives, through InfoNCE on the pooled session embedding.
+  the other sessions of the batch negatives, through InfoNCE on the pooled session embedding. Given each
+  session's group (``pretrain.positives=entity``: sessions of one account, device, ...), the crops of every
+  session of the anchor's group are positives too (:func:`info_nce`).
 """
 
 from __future__ import annotations
@@ -65,13 +67,14 @@ class PretrainNet(nn.Module):
         """The session embedding a classifier's head would read: ``[B, d_model]``."""
         return self.encoder(self.embed(tokens), lengths)
 
-    def forward(self, tokens: Tensor, lengths: Tensor) -> dict[str, Tensor]:
-        """Each objective's loss (and ``loss``, their sum) on a batch of real sessions."""
+    def forward(self, tokens: Tensor, lengths: Tensor, group: Tensor | None = None) -> dict[str, Tensor]:
+        """Each objective's loss (and ``loss``, their sum) on a batch of real sessions; ``group`` (one id per
+        session) makes sessions of one group positives of each other in the contrastive objective."""
         losses = {}
         if "masked" in self.objectives:
             losses["masked"] = self.masked_loss(tokens, lengths)
         if "contrastive" in self.objectives:
-            losses["contrastive"] = self.contrastive_loss(tokens, lengths)
+            losses["contrastive"] = self.contrastive_loss(tokens, lengths, group)
         losses["loss"] = torch.stack(list(losses.values())).sum()
         return losses
 
@@ -96,13 +99,11 @@ class PretrainNet(nn.Module):
             [F.cross_entropy(head(h).float(), targets[:, i]) for head, i in zip(self.predict, self.fields)]
         ).mean()
 
-    def contrastive_loss(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+    def contrastive_loss(self, tokens: Tensor, lengths: Tensor, group: Tensor | None = None) -> Tensor:
         a, b = self._crop(tokens, lengths), self._crop(tokens, lengths)
         za = F.normalize(self.project(self.embed_sessions(*a)).float(), dim=-1)
         zb = F.normalize(self.project(self.embed_sessions(*b)).float(), dim=-1)
-        logits = za @ zb.T / self.temperature
-        target = torch.arange(len(za), device=za.device)
-        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        return info_nce(za, zb, self.temperature, group)
 
     def _crop(self, tokens: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """A random contiguous sub-sequence of each session, ``crop`` of its length (at least one event)."""
@@ -115,3 +116,23 @@ class PretrainNet(nn.Module):
         out = tokens.gather(1, idx.unsqueeze(-1).expand(-1, -1, tokens.shape[2]))
         out = out.masked_fill(padding_mask(keep, width).unsqueeze(-1), 0)
         return out, keep
+
+
+def info_nce(za: Tensor, zb: Tensor, temperature: float, group: Tensor | None = None) -> Tensor:
+    """Symmetric InfoNCE between two views ``[B, d]`` of a batch: row ``i`` of one view against every row of the
+    other. Without ``group`` the positive of ``za[i]`` is ``zb[i]`` alone (CoLES); with it, the multi-positive
+    (supervised-contrastive) form: every ``zb[j]`` of ``i``'s group is a positive, its log-probability averaged
+    over them, so all-distinct groups give the plain loss back."""
+    logits = za @ zb.T / temperature
+    if group is None:
+        target = torch.arange(len(za), device=za.device)
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    positive = group[:, None] == group[None, :]  # symmetric, so it serves both directions
+    return (_multi_positive(logits, positive) + _multi_positive(logits.T, positive)) / 2
+
+
+def _multi_positive(logits: Tensor, positive: Tensor) -> Tensor:
+    """Minus each anchor's mean log-probability over its positives, averaged over anchors (masked, so a -inf
+    logit of a non-positive cannot turn the sum into NaN)."""
+    log_prob = logits.log_softmax(-1).masked_fill(~positive, 0)
+    return -(log_prob.sum(-1) / positive.sum(-1)).mean()

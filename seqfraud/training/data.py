@@ -1,7 +1,8 @@
 """Tokenized Parquet shards streamed as ready, length-bucketed batches, split exactly across ranks and workers.
 
 Nothing holds a whole split: a stream reads one row group at a time, shuffles through a bounded buffer and
-sorts pools of a few batches by length to keep padding low.
+sorts pools of a few batches by length to keep padding low. Given each session's group
+(:func:`entity_groups`), a pool keeps each group's sessions together, so they share batches.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytorch_lightning as L
@@ -19,7 +21,10 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from seqfraud import schema as S
+from seqfraud.data.events import inspect_events, normalize, reading
 from seqfraud.data.shards import shard_files
+from seqfraud.features.tokens import time_order_key
+from seqfraud.schema import Schema
 
 Session = tuple[np.ndarray, float, int]  # tokens [events, fields], label, global index in file order
 
@@ -130,6 +135,20 @@ def collate(batch: Sequence[Session]) -> dict[str, torch.Tensor]:
     }
 
 
+def grouped(
+    pool: Sequence[Session], session_groups: np.ndarray, rng: np.random.Generator, *, shuffle: bool
+) -> list[Session]:
+    """``pool`` with each group's sessions next to each other, by length within the group; groups in order of
+    their longest session, so batches still pad little, and with ``shuffle`` in a fresh random order among
+    equals each pass."""
+    lengths = np.array([len(tokens) for tokens, _, _ in pool])
+    _, group = np.unique(session_groups[[index for _, _, index in pool]], return_inverse=True)
+    longest = np.zeros(group.max() + 1, dtype=lengths.dtype)
+    np.maximum.at(longest, group, lengths)
+    tie = rng.permutation(len(longest))[group] if shuffle else group
+    return [pool[i] for i in np.lexsort((lengths, tie, longest[group]))]
+
+
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -150,6 +169,10 @@ class SessionStream(IterableDataset):
 
     The epoch is the count of passes this object (or a persistent worker's copy of it) has started: every
     rank and worker starts one pass per epoch, so they agree without talking to each other.
+
+    ``session_groups`` (an id per session, in file order) orders each pool by group instead (:func:`grouped`),
+    so that sessions of one group land in one batch as far as the pool and lengths allow, and every batch
+    carries their ``group``. Which sessions a slot reads does not change.
     """
 
     def __init__(
@@ -166,11 +189,15 @@ class SessionStream(IterableDataset):
         shuffle_order: bool = False,
         rank: int | None = None,
         world_size: int | None = None,
+        session_groups: np.ndarray | None = None,
     ):
         self.path = Path(path)
         self.fields = list(fields)
         self.groups = row_groups(path)
         self.n = sum(g.rows for g in self.groups)
+        if session_groups is not None and len(session_groups) != self.n:
+            raise ValueError(f"{self.path}: {len(session_groups)} session groups for {self.n} sessions")
+        self.session_groups = session_groups
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.shuffle_buffer, self.pool_batches, self.num_workers = shuffle_buffer, pool_batches, num_workers
         self.shuffle_order = shuffle_order
@@ -222,10 +249,16 @@ class SessionStream(IterableDataset):
                 if len(pool) == sum(pool_sizes):
                     break
             self.peak_buffered = max(self.peak_buffered, len(buffer) + len(pool))
-            pool.sort(key=lambda item: len(item[0]))
+            if self.session_groups is None:
+                pool.sort(key=lambda item: len(item[0]))
+            else:
+                pool = grouped(pool, self.session_groups, rng, shuffle=self.shuffle)
             batches = [pool[a:b] for a, b in pairwise(np.cumsum([0, *pool_sizes]))]
             for i in rng.permutation(len(batches)) if self.shuffle else range(len(batches)):
-                yield collate(batches[i])
+                out = collate(batches[i])
+                if self.session_groups is not None:
+                    out["group"] = torch.from_numpy(self.session_groups[out["index"].numpy()])
+                yield out
 
     def _read(self, order: Sequence[RowGroup], lo: int, hi: int) -> Iterator[Session]:
         """Sessions ``[lo, hi)`` of the row groups concatenated in ``order``, reading only those groups."""
@@ -279,6 +312,7 @@ def make_loader(
     train: bool,
     seed: int,
     shuffle_order: bool = False,
+    session_groups: np.ndarray | None = None,
 ) -> DataLoader:
     """A loader of ready batches; workers persist because each keeps its stream's epoch count."""
     stream = SessionStream(
@@ -291,6 +325,7 @@ def make_loader(
         pool_batches=cfg.pool_batches,
         num_workers=cfg.num_workers,
         shuffle_order=shuffle_order,
+        session_groups=session_groups,
     )
     return DataLoader(
         stream, batch_size=None, num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0
@@ -298,7 +333,8 @@ def make_loader(
 
 
 class StreamData(L.LightningDataModule):
-    """Builds the loaders in Lightning's hooks, after torch.distributed is up, so each stream knows its rank."""
+    """Builds the loaders in Lightning's hooks, after torch.distributed is up, so each stream knows its rank.
+    ``session_groups`` holds each split's session groups (:func:`entity_groups`), where batches need them."""
 
     def __init__(
         self,
@@ -308,10 +344,12 @@ class StreamData(L.LightningDataModule):
         *,
         seed: int,
         shuffle_order: bool = False,
+        session_groups: Mapping[str, np.ndarray] | None = None,
     ):
         super().__init__()
         self.datasets, self.fields, self.cfg = dict(datasets), list(fields), cfg
         self.seed, self.shuffle_order = seed, shuffle_order
+        self.session_groups = dict(session_groups or {})
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         return make_loader(
@@ -321,6 +359,7 @@ class StreamData(L.LightningDataModule):
             train=train,
             seed=self.seed,
             shuffle_order=self.shuffle_order,
+            session_groups=self.session_groups.get(split),
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -328,3 +367,35 @@ class StreamData(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", train=False)
+
+
+def entity_groups(
+    events: str, labels: str | None, schema: Schema, entity: str, datasets: Mapping[str, Path]
+) -> dict[str, np.ndarray]:
+    """Each session's group for entity positives (``pretrain.positives=entity``), per dataset in file order.
+
+    A session's group is the value of the ``entity`` column on its first event that has one, in the order
+    sequences use (time, then input row), read from the event log (``events``, with ``labels`` as
+    preprocessing read them) by a streaming query over the datasets' sessions only. Values get dense ranks, the
+    same in every dataset; a session with no value is a group of its own, numbered after them.
+    """
+    raw = inspect_events(events, schema, labels)
+    ids = {name: pl.scan_parquet(shard_files(path)).select(S.SESSION_ID) for name, path in datasets.items()}
+    first = (
+        normalize(raw.frame, schema, raw.columns, raw.timestamp_unit, with_label=False)
+        .filter(pl.col(entity).is_not_null())
+        .join(pl.concat(list(ids.values())), on=S.SESSION_ID, how="semi")
+        .group_by(S.SESSION_ID)
+        .agg(pl.col(entity).min_by(time_order_key()))
+    )
+    with reading(raw.source):
+        first_df = first.collect(engine="streaming")
+    coded = first_df.select(S.SESSION_ID, (pl.col(entity).rank("dense").cast(pl.Int64) - 1).alias(entity))
+    values = coded[entity].n_unique()
+    return {
+        name: lf.join(coded.lazy(), on=S.SESSION_ID, how="left", maintain_order="left")
+        .select(pl.col(entity).fill_null(values + pl.int_range(pl.len(), dtype=pl.Int64)))
+        .collect(engine="streaming")[entity]
+        .to_numpy()
+        for name, lf in ids.items()
+    }

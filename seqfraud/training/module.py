@@ -125,18 +125,34 @@ def adamw_warmup_cosine(module: pl.LightningModule, cfg: dict) -> dict[str, Any]
 
 class PretrainModule(pl.LightningModule):
     """:class:`~seqfraud.models.pretrain.PretrainNet` under Lightning: labels are never read; ``val/loss`` (the
-    objectives' sum on the validation sessions) is what checkpoints and early stopping watch."""
+    objectives' sum on the validation sessions) is what checkpoints and early stopping watch. Batches that carry
+    ``group`` (``pretrain.positives=entity``) also count their entity positives: ``{stage}/entity_pairs``, the
+    pairs of distinct sessions of one group, summed over the epoch and the ranks."""
 
     def __init__(self, model: dict, optim: dict, pretrain: dict, spec: dict | None = None):
         super().__init__()
         self.save_hyperparameters()
-        options = {k: v for k, v in pretrain.items() if k != "objectives"}
+        # positives and entity choose the batches' groups: the data's business, not the network's.
+        options = {k: v for k, v in pretrain.items() if k not in ("objectives", "positives", "entity")}
         if "crop" in options:
             options["crop"] = tuple(options["crop"])
         self.net = PretrainNet(ModelConfig(**model), list(pretrain["objectives"]), **options)
 
     def step(self, batch: dict, stage: str) -> torch.Tensor:
-        losses = self.net(batch["tokens"], batch["lengths"])
+        group = batch.get("group")
+        losses = self.net(batch["tokens"], batch["lengths"], group)
+        if group is not None:
+            # Pairs from the equality matrix, not unique(): no host sync on an accelerator.
+            pairs = ((group[:, None] == group[None, :]).sum() - len(group)) / 2
+            self.log(
+                f"{stage}/entity_pairs",
+                pairs,
+                on_step=False,
+                on_epoch=True,
+                reduce_fx="sum",
+                sync_dist=True,
+                batch_size=len(group),
+            )
         for name, value in losses.items():
             self.log(
                 f"{stage}/{name}",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from seqfraud.models.sequence import ModelConfig, SessionClassifier
 from seqfraud.preprocess import Prepared, load_prepared, preprocess, resolve_data_config
 from seqfraud.schema import Schema
 from seqfraud.training.callbacks import FreezeEncoder, silence_known_warnings
-from seqfraud.training.data import LoaderConfig, SessionStream, StreamData
+from seqfraud.training.data import LoaderConfig, SessionStream, StreamData, entity_groups
 from seqfraud.training.embeddings import with_embeddings
 from seqfraud.training.launch import launcher_rank_and_world, local_processes, training_threads
 from seqfraud.training.module import PretrainModule, SessionRiskModule
@@ -245,24 +245,65 @@ def fit_lightning(
     return trainer, callbacks
 
 
+POSITIVES = ("session", "entity")
+
+
+def pretrain_entity(pretrain: Mapping[str, Any], schema: Schema) -> str | None:
+    """The entity column whose sessions are each other's contrastive positives (``pretrain.positives=entity``
+    and ``pretrain.entity``), or None for ``session`` (a session's own crops only)."""
+    positives, entity = pretrain.get("positives", "session"), pretrain.get("entity")
+    if positives not in POSITIVES:
+        raise ConfigError(f"pretrain.positives must be one of {list(POSITIVES)}, got {positives!r}")
+    if positives == "session":
+        if entity is not None:
+            raise ConfigError(f"pretrain.entity={entity} needs pretrain.positives=entity")
+        return None
+    if "contrastive" not in pretrain["objectives"]:
+        raise ConfigError("pretrain.positives=entity needs the contrastive objective in pretrain.objectives")
+    if entity not in schema.entities:
+        raise ConfigError(
+            f"pretrain.entity must be one of data.schema.entities {list(schema.entities)} with "
+            f"pretrain.positives=entity, got {entity!r}"
+        )
+    return entity
+
+
 def fit_pretrain(
     cfg: DictConfig, prepared: Prepared, logger, extra_callbacks: list | None = None
 ) -> dict[str, Any]:
-    """Self-supervised pretraining (``pretrain``): labels unused; the best checkpoint by ``val/loss``."""
+    """Self-supervised pretraining (``pretrain``): labels unused; the best checkpoint by ``val/loss``. With
+    ``pretrain.positives=entity`` the train and val sessions are grouped by that entity from the run's event log
+    first, and the metrics add how many entity positives the last epoch's batches held (``entity_pairs``)."""
     spec = prepared.spec
+    pretrain = plain(cfg.pretrain)
+    data_cfg = resolve_data_config(plain(cfg.data))
+    schema = Schema.from_config(data_cfg["schema"])
+    entity = pretrain_entity(pretrain, schema)
     model_cfg = model_config(plain(cfg.model), spec, plain(cfg.features).get("exclude", []))
     module = PretrainModule(
-        model=model_cfg.to_dict(), optim=plain(cfg.optim), pretrain=plain(cfg.pretrain), spec=spec.to_dict()
+        model=model_cfg.to_dict(), optim=plain(cfg.optim), pretrain=pretrain, spec=spec.to_dict()
     )
-    data = StreamData(prepared.datasets, spec.fields, LoaderConfig(**plain(cfg.loader)), seed=cfg.seed)
+    groups = None
+    if entity:
+        splits = {name: prepared.datasets[name] for name in ("train", "val")}
+        groups = entity_groups(data_cfg["events"], data_cfg.get("labels"), schema, entity, splits)
+    loader_cfg = LoaderConfig(**plain(cfg.loader))
+    data = StreamData(prepared.datasets, spec.fields, loader_cfg, seed=cfg.seed, session_groups=groups)
     trainer, _ = fit_lightning(cfg, module, data, logger, list(extra_callbacks or []))
     got = trainer.callback_metrics  # the last epoch's; the checkpoint is the best one
-    return {
+    out = {
         "model": "pretrain",
         "experiment": cfg.experiment_name,
         "objectives": list(cfg.pretrain.objectives),
         "val": {k.removeprefix("val/"): float(v) for k, v in got.items() if k.startswith("val/")},
     }
+    if entity:
+        pairs = float(got["train/entity_pairs"])
+        log.info(
+            "entity positives (%s): %d session pairs in the last epoch's training batches", entity, pairs
+        )
+        out |= {"positives": "entity", "entity": entity, "train": {"entity_pairs": pairs}}
+    return out
 
 
 def fit_aggregates_baseline(cfg: DictConfig, prepared: Prepared) -> dict[str, np.ndarray]:
