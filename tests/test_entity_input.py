@@ -139,7 +139,7 @@ def test_bad_entity_input_settings_are_refused():
         ModelConfig(vocab_sizes=[9, 9], max_len=8, entity_input="linear", entity_fields=[True, True])
 
 
-@pytest.mark.integration
+@pytest.mark.slow  # the module's export in every format is a unit test; this trains and exports a whole run
 def test_a_linear_entity_run_exports_to_every_format_and_scores_like_the_run(tmp_path: Path) -> None:
     """Trained through train(cfg) on a tiny entity log; export checks every format and the raw-log scoring
     against the run's own test predictions."""

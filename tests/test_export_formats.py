@@ -52,6 +52,7 @@ def gru_run(trained_run, tmp_path_factory) -> Path:
     return base / "run"
 
 
+@pytest.mark.slow  # test_online's GRU artifact is exported and replayed in both formats in the default run
 def test_a_gru_run_exports_to_every_format_and_scores_like_the_run(
     gru_run, trained_run, test_period_events, tmp_path
 ):

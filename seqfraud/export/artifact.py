@@ -273,6 +273,7 @@ class Artifact:
         step = self.manifest.get("step")
         if step is None or fmt not in step["formats"]:
             return None
+        self._warn_unsigned(fmt, STEP_FILES[fmt])
         return self._load(STEP_FILES[fmt], FORMATS[fmt].load, f"{fmt} step"), (step["layers"], step["width"])
 
     def load_embedding(self, fmt: str = "torchscript") -> tuple[Model, int]:
