@@ -110,7 +110,7 @@ def column_sequences(events: EventColumns, spec: Spec, tables: TokenTables) -> S
     """
     n = len(events.session_ids)
     if len(set(events.session_ids)) == 1:  # a request's one session: no grouping to do
-        names, codes = [events.session_ids[0]], None
+        names = [events.session_ids[0]]
         order = np.lexsort((events.rows, events.ts_us)) if n > 1 else np.zeros(1, dtype=np.int64)
         ts = events.ts_us[order]
         first = np.zeros(n, dtype=bool)

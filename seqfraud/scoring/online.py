@@ -51,7 +51,7 @@ from seqfraud.scoring.scorer import Scorer, intra_op_threads
 from seqfraud.scoring.state import EntityRow, Label, StateStore, StoreUnavailable
 
 ON_STORE_ERROR = ("degraded", "fail")
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the columns a stacker reads
 
 
 @dataclass
@@ -66,9 +66,8 @@ class SessionState:
     n_events: int = 0
     last_ts_us: int | None = None
     hidden: np.ndarray | None = None  # [layers, width]; None: not carried (no step, or past max_len)
-    columns: EventColumns | None = (
-        None  # every event taken, as plain columns: a stacker's aggregates read them
-    )
+    # Every event taken, as plain columns, for a stacker's aggregates (None without a stacker).
+    columns: EventColumns | None = None
     score: float = float("nan")
     raw_score: float = float("nan")
     band: str = ""
