@@ -276,17 +276,16 @@ def fit_pretrain(
     first, and the metrics add how many entity positives the last epoch's batches held (``entity_pairs``)."""
     spec = prepared.spec
     pretrain = plain(cfg.pretrain)
-    data_cfg = resolve_data_config(plain(cfg.data))
-    schema = Schema.from_config(data_cfg["schema"])
-    entity = pretrain_entity(pretrain, schema)
+    entity = pretrain_entity(pretrain, spec.schema)
     model_cfg = model_config(plain(cfg.model), spec, plain(cfg.features).get("exclude", []))
     module = PretrainModule(
         model=model_cfg.to_dict(), optim=plain(cfg.optim), pretrain=pretrain, spec=spec.to_dict()
     )
     groups = None
     if entity:
+        data_cfg = resolve_data_config(plain(cfg.data))  # the event log that preprocessing read
         splits = {name: prepared.datasets[name] for name in ("train", "val")}
-        groups = entity_groups(data_cfg["events"], data_cfg.get("labels"), schema, entity, splits)
+        groups = entity_groups(data_cfg["events"], data_cfg.get("labels"), spec.schema, entity, splits)
     loader_cfg = LoaderConfig(**plain(cfg.loader))
     data = StreamData(prepared.datasets, spec.fields, loader_cfg, seed=cfg.seed, session_groups=groups)
     trainer, _ = fit_lightning(cfg, module, data, logger, list(extra_callbacks or []))
