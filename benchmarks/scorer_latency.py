@@ -1,4 +1,4 @@
-"""Median latency of ``Scorer.score`` and of one online event, for one session of ``--length`` events.
+"""Latency (p50, p99) of ``Scorer.score`` and of one online event, for one session of ``--length`` events.
 
     OMP_NUM_THREADS=1 python benchmarks/scorer_latency.py --artifact ARTIFACT [--code DIR]
 
@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 
-def median_ms(call, n: int) -> float:
+def latency_ms(call, n: int) -> str:
     import numpy as np
 
     times = []
@@ -22,7 +22,8 @@ def median_ms(call, n: int) -> float:
         t0 = time.perf_counter()
         call()
         times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1e3)
+    ms = np.asarray(times) * 1e3
+    return f"p50 {np.median(ms):.3f} p99 {np.quantile(ms, 0.99):.3f}"
 
 
 def main() -> None:
@@ -31,7 +32,7 @@ def main() -> None:
     p.add_argument("--code", type=Path, default=Path(__file__).resolve().parents[1], help="checkout to time")
     p.add_argument("--length", type=int, default=128)
     p.add_argument("--calls", type=int, default=200)
-    p.add_argument("--events", type=int, default=60, help="online events timed after --length")
+    p.add_argument("--events", type=int, default=300, help="online events timed after --length")
     args = p.parse_args()
     sys.path[:0] = [str(args.code), str(args.code / "benchmarks")]
     import torch
@@ -45,15 +46,16 @@ def main() -> None:
     torch.set_num_threads(1)
     scorer = Scorer.load(args.artifact)
     records = session_of(args.length, seed=1)
-    score = median_ms(lambda: scorer.score(records, source="bench"), args.calls)
+    scorer.warmup()
+    score = latency_ms(lambda: scorer.score(records, source="bench"), args.calls)
     online = OnlineScorer(scorer, MemoryStore())
     more = session_of(args.length + args.events, seed=2)
     for r in more:
         r["session_id"] = "bench"
     online.events(more[: args.length])
     later = iter(more[args.length :])
-    event = median_ms(lambda: online.events([next(later)]), args.events)
-    print(f"{Path(seqfraud.__file__).parents[1]}: Scorer.score {score:.3f} ms, online event {event:.3f} ms")
+    event = latency_ms(lambda: online.events([next(later)]), args.events)
+    print(f"{Path(seqfraud.__file__).parents[1]}: Scorer.score {score} ms, online event {event} ms")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ path stays light. ``isotonic`` keeps the breakpoints ``x``/``y`` of a monotone s
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,10 +63,15 @@ class Calibration:
         """Calibrated probabilities (float64) of raw model probabilities."""
         raw = np.asarray(raw, dtype=np.float64)
         if self.method == "isotonic":
-            return np.interp(raw, self.params["x"], self.params["y"])
+            return np.interp(raw, *self._breakpoints)
         if self.method == "platt":
             return 1.0 / (1.0 + np.exp(-(self.params["a"] * _logit(raw) + self.params["b"])))
         return raw
+
+    @functools.cached_property
+    def _breakpoints(self) -> tuple[np.ndarray, np.ndarray]:
+        """Isotonic x and y as arrays once: converting the lists again cost more than one score's interpolation."""
+        return np.asarray(self.params["x"], np.float64), np.asarray(self.params["y"], np.float64)
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "params": self.params}

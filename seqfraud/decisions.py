@@ -16,6 +16,7 @@ import numpy as np
 from seqfraud.errors import UserError
 
 BANDS = ("approve", "review", "decline")
+_BANDS = np.asarray(BANDS, dtype=object)
 POLICIES = ("fpr", "capacity", "cost")
 # Keys each policy takes (besides ``policy``), and the ones it requires.
 POLICY_KEYS = {
@@ -150,8 +151,7 @@ def assign_bands(scores: Any, thresholds: Mapping[str, float]) -> np.ndarray:
         raise DecisionError(f"scores must be a 1-d array, got shape {s.shape}")
     if np.isnan(s).any():
         raise DecisionError("scores hold NaN; a NaN score has no band")
-    idx = (s >= t["review"]).astype(np.int8) + (s >= t["decline"]).astype(np.int8)
-    return np.asarray(BANDS, dtype=object)[idx]
+    return _BANDS[(s >= t["review"]).astype(np.int8) + (s >= t["decline"]).astype(np.int8)]
 
 
 def check_policy(policy: Mapping[str, Any], band: str = "threshold") -> dict[str, Any]:

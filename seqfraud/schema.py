@@ -7,6 +7,7 @@ the package spells a column name.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -143,12 +144,12 @@ class Schema:
                 "rename the column(s) in the data"
             )
 
-    @property
+    @functools.cached_property
     def categorical_fields(self) -> tuple[str, ...]:
         """Fields tokenized through a vocabulary; the event type is one of them."""
         return (self.event_type, *self.categorical)
 
-    @property
+    @functools.cached_property
     def event_columns(self) -> tuple[str, ...]:
         """Columns an event row must carry (the label may live in a separate table)."""
         return (

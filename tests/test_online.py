@@ -82,9 +82,10 @@ def replay_matches_whole_sessions(scorer, records: list[dict]) -> int:
 
 def test_session_state_round_trips_and_refuses_foreign_bytes() -> None:
     from seqfraud.features.fastpath import EventColumns
-    from seqfraud.scoring.online import SessionState
+    from seqfraud.scoring.online import SessionState, key_entry
 
-    state = SessionState("s1", keys=["id:1"], records=b'{"a":1}', n_events=1, last_ts_us=5, score=0.25)
+    state = SessionState("s1", records=b'{"a":1}', n_events=1, last_ts_us=5, score=0.25)
+    state.add_keys([key_entry("id:1"), key_entry("id:7")])
     state.tokens = np.arange(6, dtype=np.int64).reshape(2, 3)
     state.hidden = np.ones((1, 4), dtype=np.float32)
     state.columns = EventColumns(
@@ -95,7 +96,10 @@ def test_session_state_round_trips_and_refuses_foreign_bytes() -> None:
         {"amount": (np.array([1.5, np.nan]), np.array([False, True]))},
     )
     back = SessionState.decode(state.encode(), 3, (1, 4))
-    assert back.keys == ["id:1"] and back.record_list() == [{"a": 1}] and back.score == 0.25
+    assert back.record_list() == [{"a": 1}] and back.score == 0.25
+    # Keys match whole: neither a prefix nor an extension of a taken id, nor one with a newline, is taken.
+    assert back.seen(key_entry("id:1")) and back.seen(key_entry("id:7"))
+    assert not any(back.seen(key_entry(k)) for k in ("id:", "id:12", "d:1", "id:1\nid:7", "id:2"))
     assert np.array_equal(back.tokens, state.tokens) and np.array_equal(back.hidden, state.hidden)
     assert back.columns is not None and back.columns.session_ids == ["s1", "s1"]
     assert back.columns.ts_us.tolist() == [7, 9] and back.columns.categorical == {"device": ["ios", None]}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import functools
 import glob
 import os
 from collections.abc import Iterator
@@ -382,8 +383,10 @@ def detect_timestamp_unit(lf: pl.LazyFrame, schema: Schema, dtype: pl.DataType) 
     return next(unit for unit, limit in _UNIT_LIMITS if magnitude < limit)
 
 
+@functools.lru_cache(maxsize=32)
 def timestamp_range_us(schema: Schema) -> tuple[int, int]:
-    """``data.schema.timestamp_range`` as epoch microseconds, [start, end)."""
+    """``data.schema.timestamp_range`` as epoch microseconds, [start, end); parsed once per schema, as the
+    per-event scorer reads it at every event."""
     start, end = schema.timestamp_range
     return to_epoch_us(start), to_epoch_us(end)
 

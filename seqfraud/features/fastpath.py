@@ -27,6 +27,8 @@ class TokenTables:
     vocab: dict[str, dict[str | None, int]]  # categorical field -> value (None: null) -> token id
     edges: dict[str, np.ndarray]  # numeric column -> its edges, float64
     pieces: dict[str, tuple[np.ndarray, np.ndarray, float]]  # value field's column -> value_pieces, as arrays
+    fields: tuple[str, ...]  # the spec's token fields, in model input order
+    value_of: dict[str, str]  # value field -> the numeric column it reads
 
 
 def token_tables(spec: Spec) -> TokenTables:
@@ -41,6 +43,8 @@ def token_tables(spec: Spec) -> TokenTables:
         },
         {c: np.asarray(e, np.float64) for c, e in spec.edges.items()},
         pieces,
+        spec.fields,
+        dict(zip(spec.value_fields, spec.values)),
     )
 
 
@@ -54,6 +58,9 @@ class EventColumns:
     rows: np.ndarray  # int64, the input order (ties in time break by it)
     categorical: dict[str, list[str | None]]
     numeric: dict[str, tuple[np.ndarray, np.ndarray]]  # float64 values (NaN where null) and the null mask
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
     @classmethod
     def of_frame(cls, events: pl.DataFrame, spec: Spec) -> EventColumns:
@@ -130,14 +137,15 @@ def column_sequences(events: EventColumns, spec: Spec, tables: TokenTables) -> S
         # The last max_len events of each session: those fewer than max_len from its end (sorted positions).
         kept = np.repeat(starts + counts, counts) - np.arange(n) <= spec.max_len
         rows = order[kept]  # the same events as input rows
-    values = dict(zip(spec.value_fields, spec.values))  # value field -> its numeric column
-    tokens = np.empty((len(rows), len(spec.fields)), dtype=np.int64)
-    as_given = len(rows) == n and bool((rows == np.arange(n)).all())  # in time order, none cut: no reordering
-    for j, f in enumerate(spec.fields):
+    values = tables.value_of
+    tokens = np.empty((len(rows), len(tables.fields)), dtype=np.int64)
+    # In time order, none cut: no reordering.
+    as_given = n == 1 or (len(rows) == n and bool((rows == np.arange(n)).all()))
+    for j, f in enumerate(tables.fields):
         if f == S.TIME_DELTA:
             delta = np.empty(n, dtype=np.float64)
             delta[0] = np.nan
-            delta[1:] = np.diff(ts) / 1e6
+            delta[1:] = (ts[1:] - ts[:-1]) / 1e6
             tokens[:, j] = _bucket(delta, first, tables.edges[f])[kept]
         elif f in tables.vocab:
             column = events.categorical[f]

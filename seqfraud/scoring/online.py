@@ -51,7 +51,8 @@ from seqfraud.scoring.scorer import Scorer, intra_op_threads
 from seqfraud.scoring.state import EntityRow, Label, StateStore, StoreUnavailable
 
 ON_STORE_ERROR = ("degraded", "fail")
-STATE_VERSION = 2  # 2: the columns a stacker reads
+STATE_VERSION = 3  # 2: the columns a stacker reads; 3: the event keys outside the header
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # one encoder for every line: json.dumps makes one a call
 
 
 @dataclass
@@ -60,7 +61,9 @@ class SessionState:
     columns a stacker's aggregates read, and the latest score."""
 
     session_id: str
-    keys: list[str] = field(default_factory=list)  # the ids of the events taken (with data.schema.event_id)
+    # The ids of the events taken (with data.schema.event_id), each a JSON string between newlines: whether an
+    # event was seen is one substring search, not a set built from a list at every event.
+    keys: bytes = b""
     records: bytes = b""  # the events taken, as sent: one JSON object a line
     tokens: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))  # the kept events'
     n_events: int = 0
@@ -73,14 +76,23 @@ class SessionState:
     band: str = ""
     updated_at: float = 0.0
 
+    def seen(self, entry: bytes) -> bool:
+        return entry in self.keys
+
+    def add_keys(self, entries: list[bytes]) -> None:
+        """Record event ids as :func:`key_entry` gives them."""
+        if entries:
+            self.keys = (self.keys or b"\n") + b"".join(e[1:] for e in entries)
+
     def record_list(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.records.split(b"\n")] if self.records else []
 
     def encode(self) -> bytes:
-        """``[header length][JSON header][tokens][hidden][columns][records]``: plain bytes, read back by
+        """``[header length][JSON header][tokens][hidden][columns][keys][records]``: plain bytes, read back by
         :meth:`decode` without unpickling anything (raw little-endian arrays of the shapes the header gives, the
-        columns' text values as one JSON list, then the records as JSON lines, parsed only for a rebuild)."""
-        meta = {k: getattr(self, k) for k in ("session_id", "keys", "n_events", "last_ts_us")}
+        columns' text values as one JSON list, the keys as they are held, then the records as JSON lines, parsed
+        only for a rebuild). The header stays small: nothing in it grows with the session."""
+        meta = {k: getattr(self, k) for k in ("session_id", "n_events", "last_ts_us")}
         meta |= {k: getattr(self, k) for k in ("score", "raw_score", "band", "updated_at")}
         columns, columns_meta = b"", None
         if self.columns is not None:
@@ -90,12 +102,13 @@ class SessionState:
             "tokens": list(self.tokens.shape),
             "hidden": None if self.hidden is None else list(self.hidden.shape),
             "columns": columns_meta,
+            "keys": len(self.keys),
             "records": len(self.records),
         }
         header = json.dumps(meta).encode()
-        hidden = b"" if self.hidden is None else self.hidden.astype("<f4").tobytes()
-        arrays = self.tokens.astype("<i8").tobytes() + hidden + columns
-        return len(header).to_bytes(4, "little") + header + arrays + self.records
+        hidden = b"" if self.hidden is None else self.hidden.astype("<f4", copy=False).tobytes()
+        parts = (self.tokens.astype("<i8", copy=False).tobytes(), hidden, columns, self.keys, self.records)
+        return b"".join((len(header).to_bytes(4, "little"), header, *parts))
 
     @classmethod
     def decode(cls, data: bytes, n_fields: int, hidden_shape: tuple[int, int] | None) -> SessionState:
@@ -106,10 +119,11 @@ class SessionState:
             meta = json.loads(data[4 : 4 + size])
             if meta.pop("version") != STATE_VERSION:
                 raise ValueError("a state of another seqfraud version")
-            tokens_shape, hidden_at, columns_meta, records_size = (
+            tokens_shape, hidden_at, columns_meta, keys_size, records_size = (
                 meta.pop("tokens"),
                 meta.pop("hidden"),
                 meta.pop("columns"),
+                meta.pop("keys"),
                 meta.pop("records"),
             )
             start = 4 + size
@@ -122,9 +136,10 @@ class SessionState:
             columns = None
             if columns_meta is not None:
                 columns, end = _decode_columns(data, end, columns_meta, meta["session_id"])
-            if len(data) != end + records_size:
-                raise ValueError(f"{len(data)} bytes where the header gives {end + records_size}")
-            state = cls(tokens=tokens, hidden=hidden, columns=columns, records=bytes(data[end:]), **meta)
+            if len(data) != end + keys_size + records_size:
+                raise ValueError(f"{len(data)} bytes where the header gives {end + keys_size + records_size}")
+            keys, records = bytes(data[end : end + keys_size]), bytes(data[end + keys_size :])
+            state = cls(tokens=tokens, hidden=hidden, columns=columns, keys=keys, records=records, **meta)
         except (ValueError, TypeError, KeyError, IndexError) as e:
             raise ValueError(f"unreadable session state: {e}") from e
         if tokens.shape[1] != n_fields and len(tokens):
@@ -191,6 +206,11 @@ def _decode_columns(data: bytes, at: int, meta: dict[str, Any], session_id: str)
     return columns, at
 
 
+def key_entry(key: str) -> bytes:
+    """An event key as :attr:`SessionState.keys` holds it: JSON (no raw newline) between newlines."""
+    return b"\n" + json.dumps(key).encode() + b"\n"
+
+
 def event_key(record: Mapping[str, Any], event_id: str | None, arrival: str) -> str:
     """The event's id where the log has one (``data.schema.event_id``): a resent event is the same key. Without
     one, two events with equal fields may both be real (a double click logged to the second), so every event
@@ -235,7 +255,7 @@ class OnlineScorer:
         if events is None:
             events = normalized_events(as_frame(records, self.spec, source).lazy(), self.spec, source)
         try:
-            lines = [json.dumps(r, separators=(",", ":")).encode() for r in records]
+            lines = [_COMPACT.encode(r).encode() for r in records]
         except (TypeError, ValueError) as e:
             raise DataValidationError(f"{source}: online events must hold JSON values only: {e}") from None
         sids = events.session_ids if isinstance(events, EventColumns) else events[S.SESSION_ID].to_list()
@@ -273,20 +293,24 @@ class OnlineScorer:
         self, sid: str, keys: list[str], lines: list[bytes], events: EventColumns | pl.DataFrame
     ) -> SessionState:
         """Apply a session's new events to its state, atomically, then record them in the entity history."""
-        with_ids = self.spec.schema.event_id is not None
+        entries = [key_entry(k) for k in keys] if self.spec.schema.event_id is not None else None
         taken: list[int] = []
         latest: list[SessionState] = []
 
         def change(data: bytes | None) -> bytes | None:
             state = SessionState(sid) if data is None else self._decode(data)
             latest[:] = [state]
-            seen = set(state.keys)
-            new = [i for i, k in enumerate(keys) if not (k in seen or seen.add(k))]  # type: ignore[func-returns-value]
+            new = list(range(len(keys)))  # without ids every event is new
+            if entries is not None:
+                fresh: dict[bytes, int] = {}
+                for i, e in enumerate(entries):
+                    if e not in fresh and not state.seen(e):
+                        fresh[e] = i
+                new = list(fresh.values())
+                state.add_keys(list(fresh))
             taken[:] = new
             if not new:
                 return None
-            if with_ids:
-                state.keys += [keys[i] for i in new]
             self._advance(state, [keys[i] for i in new], [lines[i] for i in new], _rows(events, new))
             return state.encode()
 
@@ -352,8 +376,8 @@ class OnlineScorer:
             state.hidden = np.zeros(cast(tuple[int, int], self.hidden_shape), dtype=np.float32)
         with torch.inference_mode(), intra_op_threads(self.scorer.threads):
             prob, hidden = self.step(torch.from_numpy(added)[None], torch.from_numpy(state.hidden)[:, None])
-        state.hidden = hidden[:, 0].numpy().copy()
-        return prob.numpy().astype(np.float32)
+        state.hidden = hidden[:, 0].numpy()
+        return prob.numpy().astype(np.float32, copy=False)
 
     def _normalized(self, state: SessionState) -> pl.DataFrame:
         where = f"session {state.session_id!r}"
@@ -388,6 +412,8 @@ class OnlineScorer:
 
 
 def _rows(events: EventColumns | pl.DataFrame, at: list[int]) -> EventColumns | pl.DataFrame:
+    if len(at) == len(events) and at == list(range(len(at))):  # all of them, as most requests are
+        return events
     return events.take(at) if isinstance(events, EventColumns) else events[at]
 
 

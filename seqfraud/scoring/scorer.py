@@ -37,6 +37,9 @@ def intra_op_threads(threads: int | None) -> Iterator[None]:
         yield
         return
     before = torch.get_num_threads()
+    if before == threads:
+        yield
+        return
     torch.set_num_threads(threads)
     try:
         yield
