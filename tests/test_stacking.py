@@ -49,8 +49,10 @@ def test_stacked_run_scores_with_lightgbm_over_out_of_fold_scores(stacked_run):
     report = json.loads((stacked_run / STACKING_REPORT).read_text())
     assert report["folds"] == 2 and report["best_iteration"] >= 1
     assert report["chosen"] in ("stacked", "aggregates")
+    assert report["confidence"] == 0.95 and 0.0 <= report["stacked_win_share"] <= 1.0
+    confident = report["stacked_win_share"] >= report["confidence"]
+    assert report["chosen"] == ("stacked" if confident else "aggregates")
     chosen = report["candidates_val_pr_auc"][report["chosen"]]
-    assert chosen == max(report["candidates_val_pr_auc"].values())
     assert report["stacked"]["val"]["pr_auc"] == pytest.approx(chosen)
     test = pl.read_parquet(stacked_run / "predictions" / "test.parquet")
     metrics = json.loads((stacked_run / "metrics.json").read_text())

@@ -10,7 +10,8 @@ A model config with a ``stacking`` section is stacked; the rest of it is the seq
 3. LightGBM (:class:`seqfraud.baselines.Stacker`) is fitted on the training sessions' aggregates (the
    baseline's own, :func:`~seqfraud.baselines.session_aggregates`) and out-of-fold scores, early-stopped on the
    validation split's aggregates and refit scores; and once more with the score held constant (the baseline).
-   The one with the higher validation PR-AUC is saved as ``stacker.txt``.
+   The one with the score is saved as ``stacker.txt`` only when it beats the baseline on validation PR-AUC in
+   at least ``model.stacking.confidence`` (0.95) of paired bootstrap resamples; otherwise the baseline is.
 
 Costs ``folds + 1`` sequence fits. ``stacking.json`` in the run directory records each part's metrics.
 """
@@ -34,7 +35,7 @@ from seqfraud import schema as S
 from seqfraud.baselines import STACKER_FILE, Stacker, fit_lightgbm, session_aggregates, with_logit
 from seqfraud.config import plain
 from seqfraud.data.shards import ROW_GROUP_SESSIONS, shard_files, shard_name
-from seqfraud.metrics import classification_metrics
+from seqfraud.metrics import classification_metrics, paired_win_share
 from seqfraud.preprocess import Prepared
 from seqfraud.training.launch import launcher_rank_and_world
 
@@ -161,7 +162,18 @@ def fit_stacked(
             {name: stacker.combine(rows[name][:, :-1], scores[name]) for name in ("val", "test")},
         )
     val_ap = {kind: ap("val", c[2]["val"])["pr_auc"] for kind, c in candidates.items()}
-    chosen = "stacked" if val_ap["stacked"] >= val_ap["aggregates"] else "aggregates"
+    # The sequence score must win on validation with confidence, not on this one sample: the refit sequence model
+    # kept its best checkpoint by validation and LightGBM stopped early on it, so validation flatters the stacked
+    # candidate, and a few dozen validation frauds can rank either way by chance.
+    confidence = float(stacking.get("confidence", 0.95))
+    win_share = paired_win_share(
+        labels["val"],
+        candidates["stacked"][2]["val"],
+        candidates["aggregates"][2]["val"],
+        resamples=int(stacking.get("resamples", 500)),
+        seed=int(cfg.seed),
+    )
+    chosen = "stacked" if win_share >= confidence else "aggregates"
     text, best_iteration, stacked = candidates[chosen]
     (run_dir / STACKER_FILE).write_text(text)
     report = {
@@ -170,6 +182,8 @@ def fit_stacked(
         "chosen": chosen,
         "best_iteration": best_iteration,
         "candidates_val_pr_auc": val_ap,
+        "stacked_win_share": win_share,
+        "confidence": confidence,
         "sequence_out_of_fold": {"train": ap("train", oof)},
         "sequence": {name: ap(name, refit[name]) for name in ("val", "test")},
         "stacked": {name: ap(name, stacked[name]) for name in ("val", "test")},
