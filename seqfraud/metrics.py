@@ -44,13 +44,15 @@ def classification_metrics(y, p, *, fpr: float = 0.01, recall: float = 0.5) -> d
     return out
 
 
-def paired_win_share(y, a, b, *, resamples: int = 1000, seed: int = 0, chunk: int = 64) -> float:
+def paired_win_share(y, a, b, *, resamples: int = 1000, seed: int = 0) -> float:
     """Share of paired bootstrap resamples of ``(y, a, b)`` in which scores ``a`` reach a higher PR-AUC than ``b``
     (ties count against ``a``): how sure one can be that ``a`` ranks better on such data, not just on this
     sample. A resample is the rows drawn with replacement, held as counts; draws without both classes are
-    skipped. The PR-AUC of each is :func:`weighted_pr_auc`, vectorized over ``chunk`` resamples at a time."""
+    skipped. The PR-AUC of each is :func:`weighted_pr_auc`, over as many resamples at a time as keep its arrays
+    near 4M values (32 MB each)."""
     y = np.asarray(y, dtype=np.int64)
     n = len(y)
+    chunk = max(1, min(64, 4_000_000 // max(n, 1)))
     rng = np.random.default_rng(seed)
     wins = drawn = 0
     for start in range(0, resamples, chunk):
@@ -66,8 +68,8 @@ def paired_win_share(y, a, b, *, resamples: int = 1000, seed: int = 0, chunk: in
 
 def weighted_pr_auc(y, p, counts: np.ndarray) -> np.ndarray:
     """PR-AUC (``average_precision_score``) of ``(y, p)`` with each row of ``counts`` ``[resamples, n]`` as the
-    sample weights: one sort for all of them. Steps at each distinct score, highest first, as sklearn takes
-    them: the sum of recall gained times precision there."""
+    sample weights (each row must weigh some positive): one sort for all of them. Steps at each distinct score,
+    highest first, as sklearn takes them: the sum of recall gained times precision there."""
     y, p = np.asarray(y, dtype=np.int64), np.asarray(p, dtype=np.float64)
     order = np.argsort(-p, kind="stable")
     ends = np.r_[np.flatnonzero(np.diff(p[order])), len(p) - 1]  # the last row of each distinct score
