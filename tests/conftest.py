@@ -6,6 +6,8 @@ Heavy imports stay inside the fixtures, so test files that do not use them do no
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -13,10 +15,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Under pytest-xdist (`make test` runs two workers) each worker has a core: one OpenMP thread each, for torch here
-# and in the processes a test starts, or the two oversubscribe the cores.
-if "PYTEST_XDIST_WORKER" in os.environ:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+# One OpenMP thread, for torch here and in the processes a test starts: the tests' models are tiny and gain
+# nothing from more, while on a busy machine (the other xdist worker, or anything else on the box) the threads of
+# one op wait on each other at every barrier, many times slower. It also makes the thread count, and so the
+# floating-point sums, the same for every run a test compares (training's threads=auto reads it).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # Fixtures that train or export (a test using one of them, or a fixture built on them, trains or exports too):
 # this file's, then test_training's smoke_run, test_backtest's backtest, test_compare's and test_cli_errors' runs,
@@ -63,6 +66,32 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker("integration" if integration else "unit")
 
 
+# Files that start Spark: one xdist worker runs them all, so that they share one JVM (and its warmed-up code) and
+# one session (spark_session below) instead of each worker starting its own.
+SPARK_FILES = {"test_spark.py", "test_label_time.py"}
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: pytest without xdist (-p no:xdist) must not reject it
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile`` with the files of SPARK_FILES as one unit of work, sent first: the longest unit starts
+    while the other worker builds the shared runs (built_once), which that one then finds ready."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SparkTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return "spark" if Path(scope).name in SPARK_FILES else scope
+
+        def _assign_work_unit(self, node) -> None:
+            if "spark" in self.workqueue:
+                self.workqueue.move_to_end("spark", last=False)
+            super()._assign_work_unit(node)
+
+    return SparkTogether(config, log)
+
+
 @contextmanager
 def single_torch_thread():
     """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine their barriers stall."""
@@ -77,16 +106,24 @@ def single_torch_thread():
 
 
 @contextmanager
-def service_client(artifact, **kwargs):
-    """A TestClient of the scoring service; the app sets torch's threads for this whole process, so give them back."""
+def service_client(artifact, limits=None, **kwargs):
+    """A TestClient of the scoring service; the app sets torch's threads for this whole process, so give them back.
+
+    Without ``limits``, the default ones but for one batch and one explain worker process, not two of each: every
+    worker loads the model when the app starts, and these tests send one request at a time.
+    """
     import torch
     from fastapi.testclient import TestClient
 
-    from seqfraud.scoring.service import create_app
+    from seqfraud.scoring.service import Limits, create_app
 
+    if limits is None:
+        limits = Limits(max_batch_in_flight=1, max_explain_in_flight=1)
     threads = torch.get_num_threads()
     try:
-        with TestClient(create_app(artifact, **kwargs), raise_server_exceptions=False) as client:
+        with TestClient(
+            create_app(artifact, limits=limits, **kwargs), raise_server_exceptions=False
+        ) as client:
             yield client
     finally:
         torch.set_num_threads(threads)
@@ -94,7 +131,7 @@ def service_client(artifact, **kwargs):
 
 @contextmanager
 def local_spark():
-    """A local Spark session for a test module; the engine's getOrCreate reuses it."""
+    """A local Spark session; the engine's getOrCreate reuses it."""
     from pyspark.sql import SparkSession
 
     session = (
@@ -115,6 +152,13 @@ def local_spark():
         yield session
     finally:
         session.stop()
+
+
+@pytest.fixture(scope="session")
+def spark_session():
+    """One local Spark session for every test of this process that uses Spark (see SPARK_FILES)."""
+    with local_spark() as session:
+        yield session
 
 
 @pytest.fixture
@@ -146,19 +190,40 @@ def train_into(base: Path, *overrides: str, callbacks: list | None = None) -> Pa
     return base / "run"
 
 
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], Path]) -> Path:
+    """``build(folder)``'s result, built once per test run: under pytest-xdist the first worker to ask builds it
+    (the others wait on a file lock) into a folder every worker of the run reads. Treat it as read-only."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return build(tmp_path_factory.mktemp(name))
+    from filelock import FileLock  # a dependency of torch
+
+    shared = tmp_path_factory.getbasetemp().parent  # this run's folder, the workers' base folders inside
+    folder, done = shared / name, shared / f"{name}.done"
+    with FileLock(shared / f"{name}.lock"):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            done.write_text(str(build(folder)))
+    return Path(done.read_text())
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> Path:
     """The smoke experiment trained into a temporary run directory; treat it as read-only."""
-    return train_into(tmp_path_factory.mktemp("trained"), "+experiment=smoke")
+    return built_once(tmp_path_factory, "trained", lambda base: train_into(base, "+experiment=smoke"))
 
 
 @pytest.fixture(scope="session")
 def exported_artifact(trained_run, tmp_path_factory) -> Path:
     """``trained_run`` exported in every format; treat it as read-only (copy it to tamper with it)."""
-    from seqfraud.export.exporter import export_run
 
-    with single_torch_thread():
-        return export_run(trained_run, tmp_path_factory.mktemp("export") / "artifact")
+    def export(folder: Path) -> Path:
+        from seqfraud.export.exporter import export_run
+
+        with single_torch_thread():
+            return export_run(trained_run, folder / "artifact")
+
+    return built_once(tmp_path_factory, "export", export)
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,12 @@ from schemathesis.specs.openapi.checks import (
 from seqfraud.scoring.service import Limits
 from tests.conftest import service_client
 
-LIMITS = Limits(max_events_per_session=16, max_sessions_per_batch=4)
+LIMITS = Limits(
+    max_events_per_session=16,
+    max_sessions_per_batch=4,
+    max_batch_in_flight=1,  # a worker process each (see service_client): requests come one at a time
+    max_explain_in_flight=1,
+)
 EXAMPLES = 50  # per operation and mode
 CHECKS = [
     not_a_server_error,

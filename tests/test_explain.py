@@ -22,6 +22,8 @@ LIMITS = Limits(
     max_sessions_per_batch=5,
     max_body_bytes=200_000,
     max_session_body_bytes=200_000,
+    max_batch_in_flight=1,  # a worker process each (see service_client): requests come one at a time
+    max_explain_in_flight=1,
 )
 
 

@@ -16,7 +16,6 @@ from seqfraud.data.events import DataValidationError, load_events
 from seqfraud.errors import ConfigError
 from seqfraud.preprocess import PolarsEngine
 from seqfraud.schema import Schema
-from tests.conftest import local_spark
 from tests.test_validation import fails as fails_with
 
 T0 = datetime(2024, 1, 1)
@@ -267,16 +266,16 @@ def test_entity_columns_are_required_and_typed(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def spark_engine():
-    """The Spark engine on a local session, skipped without pyspark or Java as tests/test_spark.py is."""
+def spark_engine(request):
+    """The Spark engine on the local session, skipped without pyspark or Java as tests/test_spark.py is."""
     if not os.environ.get("SEQFRAUD_REQUIRE_SPARK"):
         pytest.importorskip("pyspark")
         if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
             pytest.skip("the Spark engine needs Java")
     from seqfraud.spark_engine import SparkEngine
 
-    with local_spark():
-        yield SparkEngine()
+    request.getfixturevalue("spark_session")
+    return SparkEngine()
 
 
 def write_two_files(df: pl.DataFrame, folder) -> str:

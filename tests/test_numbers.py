@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import polars as pl
@@ -134,13 +135,15 @@ def sessions(n: int, length: int, seed: int) -> tuple[torch.Tensor, torch.Tensor
     return tokens, lengths, (amount > 220).numpy()
 
 
-def fit_auc(cfg: ModelConfig) -> float:
+def fit_auc(cfg: ModelConfig, steps: int) -> float:
+    """Test AUC of ``cfg`` with one encoder layer, as the shipped tiny and GRU models have, after ``steps`` of Adam."""
+    cfg = replace(cfg, n_layers=1)
     torch.manual_seed(0)
     net = SessionClassifier(cfg)
     tokens, lengths, label = sessions(512, 12, seed=1)
     y = torch.as_tensor(label, dtype=torch.float32)
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    for step in range(200):
+    for step in range(steps):
         batch = torch.arange(step * 64, step * 64 + 64) % len(y)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(
             net(tokens[batch], lengths[batch]), y[batch]
@@ -153,10 +156,12 @@ def fit_auc(cfg: ModelConfig) -> float:
         return float(roc_auc_score(test_label, net.eval()(test_tokens, test_lengths).numpy()))
 
 
-@pytest.mark.parametrize("aggregates", [False, True])
-def test_an_amount_rule_inside_one_bucket_is_learned_only_with_the_value_field(aggregates):
-    with_value = fit_auc(config(aggregates=aggregates))
-    buckets_only = fit_auc(config(aggregates=aggregates, use_fields=[True, True, False, True]))
+# Training steps: with the aggregates branch the value field's test AUC passes 0.98 within 50 steps; without it,
+# 0.94 at 100 and 0.98 at 200. Buckets only stay near 0.5 either way.
+@pytest.mark.parametrize(("aggregates", "steps"), [(False, 200), (True, 100)])
+def test_an_amount_rule_inside_one_bucket_is_learned_only_with_the_value_field(aggregates, steps):
+    with_value = fit_auc(config(aggregates=aggregates), steps)
+    buckets_only = fit_auc(config(aggregates=aggregates, use_fields=[True, True, False, True]), steps)
     assert with_value > 0.9, with_value
     assert buckets_only < 0.65, buckets_only
 

@@ -564,11 +564,12 @@ def test_serving_path_imports_neither_lightning_nor_hydra_nor_wandb(
         import polars as pl
         import seqfraud.cli.score, seqfraud.cli.serve
         from seqfraud.scoring import Scorer
-        from seqfraud.scoring.service import create_app
+        from seqfraud.scoring.service import Limits, create_app
         from fastapi.testclient import TestClient
         events = pl.read_parquet("events.parquet")
         Scorer.load({str(exported_artifact)!r}).score(events)
-        with TestClient(create_app({str(exported_artifact)!r})) as client:
+        one_worker_each = Limits(max_batch_in_flight=1, max_explain_in_flight=1)  # each worker loads the model
+        with TestClient(create_app({str(exported_artifact)!r}, limits=one_worker_each)) as client:
             assert client.get("/healthz").status_code == 200
         packages = {{"pytorch_lightning", "lightning", "lightning_fabric", "hydra", "omegaconf", "wandb"}}
         modules = {{"seqfraud.training", "seqfraud.export.exporter"}}

@@ -14,11 +14,13 @@ import socket
 import threading
 import time
 
+import httpx
 import polars as pl
 import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from seqfraud import schema as S
 from seqfraud.scoring.server import FD_RESERVE, ConnectionLimits, fit_to_open_files
 from seqfraud.scoring.service import Limits, create_app
 from tests.conftest import service_client
@@ -54,6 +56,14 @@ def server(exported_artifact, events, tmp_path_factory):
         yield port, log_path
         assert proc.poll() is None, "the server died"
         assert "Traceback" not in log_path.read_text()
+
+
+def test_the_serve_command_answers_on_loopback(server, events):
+    """``seqfraud serve`` (the fixture's) scores a session, and answers a malformed body with 400."""
+    url = f"http://127.0.0.1:{server[0]}"
+    r = httpx.post(f"{url}/score", json={"events": events}, timeout=10)
+    assert r.status_code == 200 and 0 <= r.json()[S.SCORE] <= 1
+    assert httpx.post(f"{url}/score", content=b"{", headers=JSON, timeout=10).status_code == 400
 
 
 def _answer(sock: socket.socket, within: float = 5.0) -> tuple[bytes, float]:
