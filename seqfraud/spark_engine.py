@@ -134,7 +134,10 @@ class SparkEngine:
             pl.DataFrame,
             pl.from_arrow(
                 _session_table(
-                    events, with_label=label_on_events, with_label_time=label_time_on_events
+                    events,
+                    with_label=label_on_events,
+                    with_label_time=label_time_on_events,
+                    with_event_id=schema.event_id in raw.columns,
                 ).toArrow()
             ),
         )
@@ -204,6 +207,11 @@ class SparkEngine:
             *[_col(c).cast("string").alias(c) for c in schema.categorical_fields],
             *[_col(c).cast("double").alias(c) for c in schema.numerical],
             *[_col(c).cast("string").alias(c) for c in schema.entities],
+            *[
+                _col(c).cast("string").alias(S.EVENT_ID)
+                for c in [schema.event_id]
+                if c is not None and c in have
+            ],
             (F.col(_OFFSET) + F.col(_FILE_ROW)).alias(S.ROW_INDEX),
         ]
         if with_label:
@@ -447,7 +455,9 @@ def _count() -> Column:
     return F.count(F.lit(1)).alias(_N)
 
 
-def _session_table(events: DataFrame, *, with_label: bool, with_label_time: bool = False) -> DataFrame:
+def _session_table(
+    events: DataFrame, *, with_label: bool, with_label_time: bool = False, with_event_id: bool = False
+) -> DataFrame:
     """``seqfraud.data.events.session_table`` in Spark."""
 
     def count(condition: Column) -> Column:
@@ -482,6 +492,9 @@ def _session_table(events: DataFrame, *, with_label: bool, with_label_time: bool
             count(lt.isNull() & present & ~outside).alias("n_label_time_unparsed"),
             count(outside).alias("n_label_time_out_of_range"),
         ]
+    if with_event_id:  # count and countDistinct skip nulls, as Polars' count and drop_nulls
+        ids = F.col(S.EVENT_ID)
+        aggs.append((F.count(ids) - F.countDistinct(ids)).alias("n_event_id_repeats"))
     return events.groupBy(S.SESSION_ID).agg(*aggs)
 
 

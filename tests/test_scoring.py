@@ -580,3 +580,24 @@ def test_serving_path_imports_neither_lightning_nor_hydra_nor_wandb(
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_event_ids_count_once_or_not_at_all(scorer, one_session):
+    """With ``data.schema.event_id``, batch scoring takes the id column (records or frames) and refuses a
+    session that repeats one: online scoring ignores a repeated id, so batch must not count the event twice."""
+    ids = with_spec(scorer, schema=replace(scorer.spec.schema, event_id="tx"))
+    numbered = one_session.with_row_index("tx")
+    expected = scorer.score(one_session)[S.SCORE].to_list()
+    assert ids.score(numbered)[S.SCORE].to_list() == expected
+    assert ids.score(numbered.to_dicts())[S.SCORE].to_list() == expected  # records with the id as a key
+    nulls = numbered.with_columns(pl.lit(None, pl.String).alias("tx"))  # events without ids all count
+    assert ids.score(nulls)[S.SCORE].to_list() == expected
+    twice = pl.concat([numbered, numbered.head(2)])
+    match = "'tx': 2 row\\(s\\) repeat the id of an earlier event of their session"
+    for events in (twice, twice.to_dicts()):
+        with pytest.raises(DataValidationError, match=match):
+            ids.score(events)
+    with pytest.raises(DataValidationError, match="'tx' has type"):
+        ids.score(numbered.with_columns(pl.col("tx").cast(pl.Float64)))
+    with pytest.raises(DataValidationError, match="unknown key\\(s\\) 'tx'"):
+        scorer.score(numbered.to_dicts())  # a model without event ids has no such column

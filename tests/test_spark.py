@@ -406,3 +406,23 @@ def test_spark_takes_file_names_literally(spark, tmp_path):
     for name in ("a[1].parquet", "a*.parquet"):
         rows = spark.read.parquet(_local_uri(_escape_glob(str(tmp_path / name)))).collect()
         assert [r.x for r in rows] == [name]
+
+
+def test_both_engines_refuse_repeated_event_ids_alike(tmp_path):
+    events = edge_events(seed=3, base_ns=T0_NS).with_columns(
+        pl.from_epoch(pl.col("ts_ns"), "ns").alias("timestamp")
+    )
+    # Every session repeats ids (two per session, by row parity), nulls aside: both engines count the same rows.
+    events = (
+        events.drop("ts_ns")
+        .with_row_index("i")
+        .with_columns(pl.when(pl.col("i") % 7 == 0).then(None).otherwise(pl.col("i") % 2).alias("tx"))
+    )
+    data = {
+        "events": str(write_shards(events.drop("i"), tmp_path / "events")),
+        "labels": None,
+        "schema": replace(SCHEMA, event_id="tx").roles(),
+    }
+    message = _error(data, tmp_path / "polars", {"engine": "polars"})
+    assert message == _error(data, tmp_path / "spark", SPARK)
+    assert "column 'tx':" in message and "repeat the id of an earlier event of their session" in message

@@ -670,3 +670,16 @@ def test_glob_characters_in_names_are_taken_literally(tmp_path):
     loaded = load_events(str(folder), SCHEMA)
     assert loaded.report["n_events"] == len(df)
     assert loaded.events.collect()[S.ROW_INDEX].to_list() == list(range(len(df)))
+
+
+def test_repeated_event_ids_within_a_session(tmp_path):
+    """Online scoring takes a repeated event id as the same event, so training refuses to count it twice; ids
+    repeated across sessions, and null ids, are not repeats."""
+    schema = Schema(categorical=("device",), numerical=("amount",), event_id="event_id")
+    ok = events(event_id=pl.Series(["a", "b", "a", None, None]))  # "a" in s1 and s2; two nulls
+    assert load_events(write(ok, tmp_path / "ok.parquet"), schema).report["n_events"] == 5
+    assert S.EVENT_ID not in load_events(write(ok, tmp_path / "ok.parquet"), schema).events.collect_schema()
+    path = write(events(event_id=pl.Series([7, 7, 1, 1, 9])), tmp_path / "e.csv")  # integers in a CSV
+    fails(path, path, "column 'event_id': 2 row(s) repeat the id of an earlier event", schema=schema)
+    path = write(events(event_id=pl.Series([1.5, 2.5, 3.5, 4.5, 5.5])), tmp_path / "f.parquet")
+    fails(path, path, "'event_id' has type Float64; expected string or integer event ids", schema=schema)

@@ -350,6 +350,12 @@ def check_columns(lf: pl.LazyFrame, schema: Schema, source: str, *, with_label: 
             raise DataValidationError(
                 f"{source}: column {c!r} has type {have[c]}; expected string or integer"
             )
+    ids = schema.event_id
+    if ids is not None and ids in have and not (have[ids] in _ENTITY_OK or have[ids].is_integer()):
+        raise DataValidationError(
+            f"{source}: column {ids!r} has type {have[ids]}; expected string or integer event ids "
+            "(data.schema.event_id)"
+        )
     for c in schema.entities:
         if not (have[c] in _ENTITY_OK or have[c].is_integer()):
             raise DataValidationError(
@@ -469,6 +475,11 @@ def normalize(
         *[pl.col(c).cast(pl.String) for c in schema.categorical_fields],
         *[pl.col(c).cast(pl.Float64) for c in schema.numerical],
         *[pl.col(c).cast(pl.String) for c in schema.entities],
+        *[
+            pl.col(c).cast(pl.String).alias(S.EVENT_ID)
+            for c in [schema.event_id]
+            if c is not None and c in have
+        ],
     ]
     if with_label:
         cols.append(pl.col(schema.label).cast(pl.Float64).alias(S.LABEL))
@@ -484,9 +495,24 @@ def normalize(
     return lf.with_row_index(S.ROW_INDEX).with_columns(epochs).select(pl.col(S.ROW_INDEX), *cols)
 
 
-def session_table(events: pl.LazyFrame, *, with_label: bool, with_label_time: bool = False) -> pl.LazyFrame:
+# Why a repeated event id is an error: online scoring takes it as the same event (and ignores it), so training
+# and batch scoring must not count it twice.
+REPEATED_ID = "repeat the id of an earlier event of their session (online scoring ignores a repeated id); remove the repeats"
+
+
+def repeated_event_ids() -> pl.Expr:
+    """Per session: rows whose event id an earlier row of the session holds (null ids never repeat)."""
+    return (pl.col(S.EVENT_ID).count() - pl.col(S.EVENT_ID).drop_nulls().n_unique()).alias(
+        "n_event_id_repeats"
+    )
+
+
+def session_table(
+    events: pl.LazyFrame, *, with_label: bool, with_label_time: bool = False, with_event_id: bool = False
+) -> pl.LazyFrame:
     """One row per session with its start and end time and the counts that validation needs; with
-    ``with_label_time``, the label time's range and counts (:func:`normalize`'s label time columns)."""
+    ``with_label_time``, the label time's range and counts (:func:`normalize`'s label time columns); with
+    ``with_event_id``, the repeated event ids."""
     aggs = [
         pl.col(S.TS_US).min().alias(S.START_TIME),
         pl.col(S.TS_US).max().alias(S.END_TIME),
@@ -517,6 +543,8 @@ def session_table(events: pl.LazyFrame, *, with_label: bool, with_label_time: bo
             (lt.is_null() & present & ~outside).sum().alias("n_label_time_unparsed"),
             outside.sum().alias("n_label_time_out_of_range"),
         ]
+    if with_event_id:
+        aggs.append(repeated_event_ids())
     return events.group_by(S.SESSION_ID).agg(aggs)
 
 
@@ -649,6 +677,8 @@ def validate_sessions(
     ):
         if n := int(sessions[col].sum()):
             fail_rows(source, schema.timestamp, n, what)
+    if "n_event_id_repeats" in sessions.columns and (n := int(sessions["n_event_id_repeats"].sum())):
+        fail_rows(source, str(schema.event_id), n, REPEATED_ID)
 
     if labels is None:
         if n := int(sessions["n_label_bad"].sum()):
@@ -853,9 +883,13 @@ def load_events(
     source, unit = raw.source, raw.timestamp_unit
     events = normalize(raw.frame, schema, raw.columns, unit, with_label=raw.label_on_events)
     label_time_on_events = raw.label_on_events and schema.label_time is not None
+    with_ids = schema.event_id in raw.columns
     with reading(source):
         table = session_table(
-            events, with_label=raw.label_on_events, with_label_time=label_time_on_events
+            events,
+            with_label=raw.label_on_events,
+            with_label_time=label_time_on_events,
+            with_event_id=with_ids,
         ).collect(engine="streaming")
     # None iff raw.label_on_events
     labels = None if labels_path is None else read_labels(labels_path, schema, timestamp_unit=unit)
@@ -881,7 +915,7 @@ def load_events(
         )
     if "unlabeled_sessions_dropped" in report:
         events = events.join(sessions.lazy().select(S.SESSION_ID), on=S.SESSION_ID, how="semi")
-    working = [S.TS_PRESENT, S.TS_OUT_OF_RANGE]
+    working = [S.TS_PRESENT, S.TS_OUT_OF_RANGE, *([S.EVENT_ID] if with_ids else [])]
     if label_time_on_events:
         working += [S.LABEL_TIME_US, S.LABEL_TIME_PRESENT, S.LABEL_TIME_OUT_OF_RANGE]
     events = events.drop(working).with_columns(pl.col(S.LABEL).cast(pl.Int8))

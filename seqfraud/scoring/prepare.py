@@ -19,6 +19,7 @@ import polars as pl
 
 from seqfraud import schema as S
 from seqfraud.data.events import (
+    REPEATED_ID,
     RFC3339,
     UNPARSED,
     US_PER_UNIT,
@@ -30,6 +31,7 @@ from seqfraud.data.events import (
     normalize,
     out_of_range_text,
     reading,
+    repeated_event_ids,
     timestamp_range_us,
 )
 from seqfraud.features.fastpath import EventColumns
@@ -74,19 +76,20 @@ def _records_frame(records: Sequence[Any], spec: Spec, source: str) -> pl.DataFr
     if bad:
         raise DataValidationError(f"{source}: {bad:,} event(s) are not objects of column -> value")
     s = spec.schema
-    known = set(s.event_columns)
+    columns_in = [*s.event_columns, *([s.event_id] if s.event_id else [])]
+    known = set(columns_in)
     unknown = Counter(k for r in records for k in r.keys() - known)
     if unknown:
         named = "; ".join(
-            f"{k!r} in {n:,} event(s)" + did_you_mean(k, list(s.event_columns))
+            f"{k!r} in {n:,} event(s)" + did_you_mean(k, columns_in)
             for k, n in sorted(unknown.items(), key=lambda kv: str(kv[0]))
         )
         raise DataValidationError(
-            f"{source}: unknown key(s) {named}. Keys are the model's columns: {list(s.event_columns)}"
+            f"{source}: unknown key(s) {named}. Keys are the model's columns: {columns_in}"
         )
     optional = {*s.categorical, *s.numerical, *s.entities}
     columns = []
-    for c in s.event_columns:
+    for c in columns_in:
         if c not in optional and not any(c in r for r in records):
             continue  # a required column nobody sent: check_columns names it
         values = [r.get(c) for r in records]
@@ -141,6 +144,10 @@ def normalized_events(lf: pl.LazyFrame, spec: Spec, source: str) -> pl.DataFrame
             n_out,
             out_of_range_text(schema, unit, "the model's unit, fixed at training"),
         )
+    if S.EVENT_ID in events.columns:
+        if n := int(events.group_by(S.SESSION_ID).agg(repeated_event_ids())["n_event_id_repeats"].sum()):
+            fail_rows(source, str(schema.event_id), n, REPEATED_ID)
+        events = events.drop(S.EVENT_ID)
     return events
 
 
