@@ -151,10 +151,18 @@ def test_scoring_needs_a_history_and_reads_it_point_in_time(entity_run, entity_a
     scorer.history = History.read(tmp_path / "moved.parquet", tmp_path / "flipped.parquet", scorer.spec)
     assert scorer.score(scored)[S.RAW_SCORE].to_list() == with_history[S.RAW_SCORE].to_list()
 
-    # A history that holds a scored session is refused, naming how many rows.
+    # A history that holds a scored session is refused, naming the source, the column and how many rows.
     scorer.history = History.from_frame(pl.concat([other, scored.head(3)]).lazy(), "h", labels, scorer.spec)
-    with pytest.raises(DataValidationError, match="3 event row"):
+    with pytest.raises(DataValidationError, match="h: column 'session_id': 3 history event row"):
         scorer.score(scored)
+
+    # A label table none of whose ids match the history's (read as numbers, say, where the events hold text).
+    renamed = label_table.with_columns((pl.lit("0") + pl.col("session_id")).alias("session_id"))
+    renamed.write_parquet(tmp_path / "renamed.parquet")
+    with pytest.raises(
+        DataValidationError, match="labelled session\\(s\\), none with events in .*: label ids \\['0s"
+    ):
+        History.read(tmp_path / "history.parquet", tmp_path / "renamed.parquet", scorer.spec)
 
 
 def test_live_entity_features_equal_the_batch_features(entity_run, entity_artifact) -> None:

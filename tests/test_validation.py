@@ -449,6 +449,10 @@ def test_labelled_sessions_with_no_events(tmp_path):
         "on_orphan_labels=drop",
         labels=lab,
     )
+    # When none matches, the message shows ids of both sides: here the labels' were written zero-padded.
+    ev, lab = _split_tables(tmp_path, [("s01", 0), ("s02", 1)])
+    msg = fails(ev, "2 labelled session(s) have no events", labels=lab)
+    assert "none of them matches: label ids ['s01', 's02'], event ids [" in msg and "'007' is not '7'" in msg
 
 
 def test_events_with_no_label_in_the_table(tmp_path):

@@ -634,6 +634,15 @@ def _check_label_times(
     return labels.drop(S.LABEL_TIME_PRESENT, S.LABEL_TIME_OUT_OF_RANGE)
 
 
+def unmatched_ids_text(label_ids: pl.Series, event_ids: pl.Series) -> str:
+    """What to show when no label id matches an event's: a few of each, since ids compare as text and a reader
+    that kept ``007`` on one side and made it ``7`` on the other matches nothing."""
+    return (
+        f"label ids {label_ids.head(3).to_list()}, event ids {event_ids.head(3).to_list()} (ids compare as "
+        "text: '007' is not '7')"
+    )
+
+
 def validate_sessions(
     sessions: pl.DataFrame,
     schema: Schema,
@@ -709,9 +718,14 @@ def validate_sessions(
         orphans = table.join(sessions, on=S.SESSION_ID, how="anti")
         if orphans.height:
             if on_orphan_labels == "error":
+                hint = ""
+                if orphans.height == table.height:
+                    hint = "; none of them matches: " + unmatched_ids_text(
+                        orphans[S.SESSION_ID], sessions[S.SESSION_ID]
+                    )
                 raise DataValidationError(
                     f"{label_source}: column {schema.session_id!r}: {orphans.height:,} labelled session(s) have no "
-                    f"events in {source} (set data.policy.on_orphan_labels=drop to skip them)"
+                    f"events in {source}{hint} (set data.policy.on_orphan_labels=drop to skip them)"
                 )
             report["orphan_labels_dropped"] = orphans.height
         sessions = sessions.join(table, on=S.SESSION_ID, how="left")

@@ -20,6 +20,7 @@ from seqfraud.data.events import (
     label_known,
     read_labels,
     scan_table,
+    unmatched_ids_text,
 )
 from seqfraud.errors import UserError
 from seqfraud.features.entities import EntitySpec, attach, column_features, kernel_rows
@@ -33,12 +34,19 @@ class HistoryRequired(UserError, ValueError):
 
 @dataclass
 class History:
-    """Normalized events of other sessions, and a label table (``session_id``, ``label``, label time)."""
+    """Normalized events of other sessions, and a label table (``session_id``, ``label``, label time).
+
+    The label table may hold sessions outside the history (those being scored, older ones): a label counts only
+    where its session's events are in the history or scored. But a table none of whose ids match the history's
+    is refused: its ids were read otherwise than the events' (``007`` against ``7``), and every risk feature
+    would stay zero unseen.
+    """
 
     events: pl.DataFrame
     labels: pl.DataFrame
     label_source: str
     labels_on_events: bool  # the label table was read off the events: a session's rows there are its events
+    source: str = "history"
 
     @classmethod
     def read(cls, events: str | os.PathLike, labels: str | os.PathLike | None, spec: Spec) -> History:
@@ -64,7 +72,13 @@ class History:
                 ),
                 source,
             )
-        return cls(frame, table, label_source, labels is None)
+        history_ids = frame[S.SESSION_ID].unique()
+        if table.height and frame.height and not table[S.SESSION_ID].is_in(history_ids.implode()).any():
+            raise DataValidationError(
+                f"{label_source}: column {spec.schema.session_id!r}: {table.height:,} labelled session(s), none "
+                f"with events in {source}: {unmatched_ids_text(table[S.SESSION_ID], history_ids)}"
+            )
+        return cls(frame, table, label_source, labels is None, source)
 
     def context(self, events: pl.DataFrame, spec: Spec) -> pl.DataFrame:
         """``events`` (normalized, the sessions being scored) with their entity features, read from the history
@@ -72,8 +86,9 @@ class History:
         scored = events[S.SESSION_ID].unique()
         if n := int(self.events[S.SESSION_ID].is_in(scored.implode()).sum()):
             raise DataValidationError(
-                f"history: {n:,} event row(s) belong to sessions being scored; a history holds other sessions "
-                "only (the scored events are context for each other already)"
+                f"{self.source}: column {spec.schema.session_id!r}: {n:,} history event row(s) belong to sessions "
+                "being scored; a history holds other sessions only (the scored events are context for each "
+                "other already)"
             )
         return entity_context(
             events, self.events, self.labels, self.label_source, self.labels_on_events, spec
