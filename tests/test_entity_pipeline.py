@@ -261,10 +261,30 @@ def test_score_and_explain_commands_take_a_history(entity_run, entity_artifact, 
     assert session in (tmp_path / "view.html").read_text()
 
 
-def test_monitoring_refuses_an_artifact_that_needs_a_history(entity_run, entity_artifact) -> None:
-    from seqfraud.monitoring import monitor
-    from seqfraud.scoring.history import HistoryRequired
+def test_monitoring_reads_the_current_window_against_a_history(entity_run, entity_artifact, tmp_path) -> None:
+    """Without a history an entity artifact is refused; with one, the current window scores as ``Scorer.score``
+    scores it, and the entity features' drift is checked like any other field."""
+    from seqfraud.cli.monitor import main as monitor_cli
+    from seqfraud.monitoring import MonitorError, monitor
+    from seqfraud.scoring.history import History, HistoryRequired
+    from seqfraud.scoring.scorer import Scorer
 
-    scored, _, _ = split_log(entity_run)
+    scored, other, labels = split_log(entity_run)
     with pytest.raises(HistoryRequired, match="history"):
         monitor(entity_artifact, scored)
+    other.write_parquet(tmp_path / "history.parquet")
+    history = lambda spec: History.read(tmp_path / "history.parquet", labels, spec)
+    with pytest.raises(MonitorError, match="leave the reference unset"):
+        monitor(entity_artifact, scored, reference=other, history=history)
+    report = monitor(entity_artifact, scored, history=history)
+    scorer = Scorer.load(entity_artifact)
+    scorer.history = history(scorer.spec)
+    expected = scorer.score(scored)[S.SCORE].to_numpy()
+    assert report["score"]["current"]["p50"] == pytest.approx(float(np.quantile(expected, 0.5)), abs=1e-6)
+    fields = json.dumps(report)
+    assert scorer.spec.entity is not None and scorer.spec.entity.feature_names()[0] in fields
+    scored.write_parquet(tmp_path / "current.parquet")
+    args = ["--artifact", str(entity_artifact), "--current", str(tmp_path / "current.parquet")]
+    out = ["--out", str(tmp_path / "monitor"), "--history-events", str(tmp_path / "history.parquet")]
+    assert monitor_cli([*args, *out, "--history-labels", labels]) == 0
+    assert (tmp_path / "monitor" / "monitor.json").is_file()

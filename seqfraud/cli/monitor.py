@@ -6,7 +6,12 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from seqfraud.cli import add_verification_arguments, apply_verification_arguments
+from seqfraud.cli import (
+    add_history_arguments,
+    add_verification_arguments,
+    apply_verification_arguments,
+    history_of,
+)
 from seqfraud.errors import command
 from seqfraud.monitoring import DEFAULT_THRESHOLDS, EXIT_ALERT, monitor
 
@@ -44,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--format", default="torchscript", choices=("torchscript", "pt2"))
     p.add_argument("--fail-on-alert", action="store_true", help=f"exit with status {EXIT_ALERT} on any alert")
+    add_history_arguments(p)
     add_verification_arguments(p)
     args = p.parse_args(argv)
     apply_verification_arguments(args)
@@ -55,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dict(args.threshold),
         out=args.out,
         fmt=args.format,
+        history=lambda spec: history_of(args, spec),
     )
     for a in report["alerts"]:
         print(f"ALERT {a['check']} {a['field']}: {a['value']:.4g} (threshold {a['threshold']:g})")

@@ -18,7 +18,7 @@ from (the manifest records its directory). Each alert names the check, the field
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ import numpy as np
 
 from seqfraud import reports
 from seqfraud import schema as S
+from seqfraud.features.spec import Spec
 from seqfraud.monitoring.alerts import DEFAULT_THRESHOLDS, alerts, check_thresholds
 from seqfraud.monitoring.inputs import MonitorError, current_labels, default_reference, raw_window
 from seqfraud.monitoring.statistics import (
@@ -40,7 +41,7 @@ from seqfraud.monitoring.statistics import (
     quantiles,
     token_counts,
 )
-from seqfraud.scoring.history import require_history
+from seqfraud.scoring.history import History, require_history
 from seqfraud.scoring.scorer import Scorer
 
 __all__ = [
@@ -66,24 +67,32 @@ def monitor(
     *,
     out: str | Path | None = None,
     fmt: str = "torchscript",
+    history: Callable[[Spec], History | None] = lambda spec: None,
 ) -> dict[str, Any]:
     """Compare ``current`` raw events with ``reference`` (raw events; default: the run's train dataset).
 
     ``current``/``reference``: a Parquet/CSV path (file, directory or glob) or a frame in the training column
     names. ``labels``: a label table (path or frame) for the current window; by default the events' label
     column if they have one. Returns the report dict; with ``out`` also writes :data:`OUTPUT_FILES` there.
+
+    An artifact with entity features reads the current events against ``history(spec)`` (other sessions'
+    events and labels, as in scoring), and takes its reference from the run's train dataset only, whose entity features
+    training computed: raw reference events would need a history of their own.
     """
     t = check_thresholds(thresholds)
     scorer = Scorer.load(artifact, fmt=fmt)
-    require_history(
-        scorer.spec, None
-    )  # monitoring reads no history yet: entity artifacts are refused clearly
+    scorer.history = require_history(scorer.spec, history(scorer.spec))
     spec = scorer.spec
-    cur, cur_lf = raw_window(current, spec, "current")
+    if scorer.history is not None and reference is not None:
+        raise MonitorError(
+            "an artifact with entity features is monitored against its run's train dataset: leave the "
+            "reference unset (raw reference events would need a history of their own)"
+        )
+    cur, cur_lf = raw_window(scorer, current, "current")
     ref = (
         default_reference(scorer, artifact)
         if reference is None
-        else raw_window(reference, spec, "reference")[0]
+        else raw_window(scorer, reference, "reference")[0]
     )
     label_table = current_labels(labels, cur_lf, spec)
     assert cur.events is not None  # a raw window

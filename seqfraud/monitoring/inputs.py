@@ -38,15 +38,17 @@ class Window:
         return None if self.events is None else inter_event_seconds(self.events)
 
 
-def raw_window(events: Any, spec: Spec, source: str = "events") -> tuple[Window, pl.LazyFrame]:
-    """Raw events (a path, or a frame in the training column names) through the spec, like the scorer reads them."""
+def raw_window(scorer: Scorer, events: Any, source: str = "events") -> tuple[Window, pl.LazyFrame]:
+    """Raw events (a path, or a frame in the training column names) through the spec, with their entity features
+    from the scorer's history where it has any: as the scorer reads them."""
+    spec = scorer.spec
     if isinstance(events, (str, Path)):
         lf, source = scan_table(events, spec.schema)
     else:
         lf = as_frame(events, spec, source).lazy()
     if lf.head(1).collect().height == 0:
         raise DataValidationError(f"{source}: no events")
-    normalized = normalized_events(lf, spec, source)
+    normalized = scorer.in_context(normalized_events(lf, spec, source))
     return Window(source, polars_sequences(normalized, spec), normalized), lf
 
 
