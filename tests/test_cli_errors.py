@@ -231,3 +231,13 @@ def test_command_reports_user_errors_and_lets_bugs_through(capsys, monkeypatch):
     monkeypatch.setenv(DEBUG_ENV, "1")
     with pytest.raises(DataValidationError):
         main(DataValidationError("e.csv: shown with its traceback"))
+
+
+@pytest.mark.parametrize("experiment", ["smoke", "synthetic_gru"])
+def test_preprocess_composes_every_training_experiment(experiment, capsys):
+    """``seqfraud preprocess`` reads the training config, so an experiment that overrides a training group
+    (``override /model``) composes there too: a prepared_dir for it is one command."""
+    from seqfraud.cli import main
+
+    assert main(["preprocess", f"+experiment={experiment}", "--cfg", "job"]) is None
+    assert f"experiment_name: {experiment}" in capsys.readouterr().out
