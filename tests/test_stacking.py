@@ -120,9 +120,18 @@ def test_stacked_artifact_scores_like_the_run_and_refuses_a_changed_stacker(
     explained = scorer.explain(session)
     assert explained.height == min(session.height, scorer.spec.max_len)
     assert explained[S.CONTRIBUTION].is_finite().all()
-    # Events count through what the sequence model reads of them: nothing when the baseline candidate won.
+    # Events count through the sequence model (masked) and the aggregates (left out), so they count whichever
+    # candidate won. When the baseline's won, the score is held constant: an event's contribution is then
+    # exactly the score change from leaving it out of the session.
+    assert explained[S.CONTRIBUTION].abs().max() > 0
     chosen = json.loads((stacked_run / STACKING_REPORT).read_text())["chosen"]
-    assert (explained[S.CONTRIBUTION].abs().max() > 0) == (chosen == "stacked")
+    if chosen == "aggregates" and session.height <= scorer.spec.max_len:
+        raw = scorer.score(session)[S.RAW_SCORE][0]
+        in_order = session.with_row_index("_i").sort("timestamp", "_i", maintain_order=True)
+        for j in range(min(4, session.height - 1)):
+            without = in_order.filter(pl.col("_i") != in_order["_i"][j]).drop("_i")
+            left_out = raw - scorer.score(without)[S.RAW_SCORE][0]
+            assert explained[S.CONTRIBUTION][j] == pytest.approx(left_out, abs=1e-6), j
 
     changed = tmp_path / "changed"
     shutil.copytree(stacked_artifact, changed)

@@ -4,6 +4,9 @@ An event's ``contribution`` is the model's raw probability for the session minus
 one event masked: every token of the event (type, categories, numbers, time delta) set to the ``MISSING`` id,
 everything else unchanged. Masking rather than dropping keeps the other events at their positions and with
 their own time deltas, so a pattern in the order of events is not broken by the shift a deletion causes.
+A stacked artifact's
+LightGBM also reads the session's aggregates: there the event is masked for the sequence model and left out of
+the aggregates, so an event counts through both (and a stacker that kept the aggregates alone still explains).
 The tokens come from the scorer's own token path (:meth:`~seqfraud.scoring.scorer.Scorer.sequences`), so
 vocabularies, buckets and truncation are exactly those of :meth:`~seqfraud.scoring.scorer.Scorer.score`. It
 needs only the exported model (no gradients) and is exact by definition: it is the score change that masking
@@ -50,8 +53,8 @@ def masked_contributions(
 ) -> np.ndarray:
     """``full`` (the raw probabilities) minus the probability with each kept event masked, aligned with ``seqs.tokens``.
 
-    A stacked artifact's masked probability is its stacker's, on the sequence model's masked score and the
-    session's own ``aggregates``: an event counts through what the sequence model reads of it.
+    A stacked artifact's masked probability is its stacker's, on the sequence model's masked score and
+    ``aggregates``: one row per kept event (aligned with ``seqs.tokens``), its session's aggregates without it.
     """
     offsets = np.r_[0, np.cumsum(seqs.lengths)]
     out = np.empty(len(seqs.tokens), dtype=np.float32)
@@ -68,7 +71,8 @@ def masked_contributions(
                 )
             )
             if scorer.stacker is not None and aggregates is not None:
-                masked = scorer.stacker.combine(np.repeat(aggregates[i : i + 1], k, axis=0), masked)
+                at = offsets[i] + start
+                masked = scorer.stacker.combine(aggregates[at : at + k], masked)
             out[offsets[i] + start : offsets[i] + start + k] = full[i] - masked
     return out
 
@@ -85,7 +89,7 @@ def scored_occlusion(scorer: TokenScorer, events: pl.DataFrame) -> tuple[pl.Data
     seqs = scorer.sequences(events)
     _check_alignment(scorer, kept, seqs)
     scores = scorer.score_sequences(seqs, events)
-    aggregates = None if scorer.stacker is None else scorer.stacker.aggregates(events, seqs.session_ids)
+    aggregates = None if scorer.stacker is None else aggregates_without_each(scorer.stacker, events, kept)
     contributions = masked_contributions(scorer, seqs, scores[S.RAW_SCORE].to_numpy(), aggregates)
     return scores, pl.DataFrame(
         {
@@ -96,6 +100,21 @@ def scored_occlusion(scorer: TokenScorer, events: pl.DataFrame) -> tuple[pl.Data
             S.CONTRIBUTION: pl.Series(contributions, dtype=pl.Float32),
         }
     )
+
+
+def aggregates_without_each(stacker: Stacker, events: pl.DataFrame, kept: pl.DataFrame) -> np.ndarray:
+    """Per kept event (in ``kept``'s order), its session's aggregates from all its events but that one: each
+    is a variant session of its own, so one query computes them all (a session of one event leaves an empty
+    variant, whose aggregates are missing values, as LightGBM reads an absent input)."""
+    variant = pl.int_range(pl.len(), dtype=pl.Int64).alias("__variant")
+    drops = kept.select(S.SESSION_ID, pl.col(S.ROW_INDEX).alias("__drop"), variant)
+    variants = (
+        events.join(drops, on=S.SESSION_ID)
+        .filter(pl.col(S.ROW_INDEX) != pl.col("__drop"))
+        .with_columns(pl.col("__variant").cast(pl.String).alias(S.SESSION_ID))
+        .drop("__drop", "__variant")
+    )
+    return stacker.aggregates(variants, [str(v) for v in range(kept.height)])
 
 
 def _check_alignment(scorer: TokenScorer, kept: pl.DataFrame, full: Sequences) -> None:
