@@ -497,7 +497,10 @@ def normalize(
 
 # Why a repeated event id is an error: online scoring takes it as the same event (and ignores it), so training
 # and batch scoring must not count it twice.
-REPEATED_ID = "repeat the id of an earlier event of their session (online scoring ignores a repeated id); remove the repeats"
+REPEATED_ID = (
+    "repeat the id of an earlier event of their session (online scoring ignores a repeated id); "
+    "remove the repeats"
+)
 
 
 def repeated_event_ids() -> pl.Expr:

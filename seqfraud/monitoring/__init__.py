@@ -76,8 +76,8 @@ def monitor(
     column if they have one. Returns the report dict; with ``out`` also writes :data:`OUTPUT_FILES` there.
 
     An artifact with entity features reads the current events against ``history(spec)`` (other sessions'
-    events and labels, as in scoring), and takes its reference from the run's train dataset only, whose entity features
-    training computed: raw reference events would need a history of their own.
+    events and labels, as in scoring), and takes its reference from the run's train dataset only, whose entity
+    features training computed: raw reference events would need a history of their own.
     """
     t = check_thresholds(thresholds)
     scorer = Scorer.load(artifact, fmt=fmt)

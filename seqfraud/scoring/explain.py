@@ -4,9 +4,9 @@ An event's ``contribution`` is the model's raw probability for the session minus
 one event masked: every token of the event (type, categories, numbers, time delta) set to the ``MISSING`` id,
 everything else unchanged. Masking rather than dropping keeps the other events at their positions and with
 their own time deltas, so a pattern in the order of events is not broken by the shift a deletion causes.
-A stacked artifact's
-LightGBM also reads the session's aggregates: there the event is masked for the sequence model and left out of
-the aggregates, so an event counts through both (and a stacker that kept the aggregates alone still explains).
+A stacked artifact's LightGBM also reads the session's aggregates: there the event is masked for the sequence
+model and left out of the aggregates, so an event counts through both (and a stacker that kept the aggregates
+alone still explains).
 The tokens come from the scorer's own token path (:meth:`~seqfraud.scoring.scorer.Scorer.sequences`), so
 vocabularies, buckets and truncation are exactly those of :meth:`~seqfraud.scoring.scorer.Scorer.score`. It
 needs only the exported model (no gradients) and is exact by definition: it is the score change that masking
