@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -196,6 +197,14 @@ def test_live_entity_features_equal_the_batch_features(entity_run, entity_artifa
             )
         posted = label_table.select("session_id", "label", pl.col(S.SYNTHETIC_LABEL_TIME).alias(LABEL_TIME))
         assert client.post("/labels", json={"labels": wire(posted)}).json() == {"accepted": posted.height}
+        # A label known before its session began is refused, as training refuses it; nothing of it is stored.
+        first = other.sort("timestamp").row(0, named=True)
+        before = (first["timestamp"] - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        early = {"session_id": first["session_id"], "label": 1, LABEL_TIME: before}
+        r = client.post("/labels", json={"labels": [early]})
+        assert r.status_code == 422 and "1 label(s) have a label time before the first event" in r.text, (
+            r.text
+        )
         for event in wire(scored):
             assert client.post("/events", json={"events": [event]}).status_code == 200
         online = client.app.state.online

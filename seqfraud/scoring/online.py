@@ -279,7 +279,23 @@ class OnlineScorer:
             )
         return results
 
-    def labels(self, labels: list[Label]) -> None:
+    def labels(self, labels: list[Label], *, source: str = "request") -> None:
+        """Store confirmed labels; one whose time is before its session's first known event is refused, as
+        training refuses it (a session not seen yet, or expired from the history, cannot be checked)."""
+        timed = {lb.session_id for lb in labels if lb.label_time_us is not None}
+        starts: dict[str, int] = {}
+        for row in self.store.entity_rows(sorted(timed)):
+            starts[row.session_id] = min(starts.get(row.session_id, row.ts_us), row.ts_us)
+        early = [
+            lb.session_id
+            for lb in labels
+            if lb.label_time_us is not None and lb.label_time_us < starts.get(lb.session_id, lb.label_time_us)
+        ]
+        if early:
+            raise DataValidationError(
+                f"{source}: {LABEL_TIME!r}: {len(early):,} label(s) have a label time before the first event of "
+                f"their session, e.g. session {min(early)!r}"
+            )
         self.store.add_labels(labels)
 
     def session(self, session_id: str) -> SessionState | None:
