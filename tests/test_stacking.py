@@ -158,6 +158,27 @@ def test_stacked_artifact_scores_like_the_run_and_refuses_a_changed_stacker(
         open_artifact(mislabeled)
 
 
+def test_monitor_scores_a_stacked_artifact_from_the_events(stacked_run, stacked_artifact, tmp_path):
+    """The default model's LightGBM reads aggregates of the raw events: the monitor passes the current window's
+    events, and with the default reference (the run's tokens, no events) takes the run's validation predictions,
+    calibrated, as the reference scores."""
+    from omegaconf import OmegaConf
+
+    from seqfraud.monitoring import monitor
+    from seqfraud.scoring import Scorer
+
+    events = pl.read_parquet(OmegaConf.load(stacked_run / "config.yaml").data.events)
+    test_ids = pl.read_parquet(stacked_run / "predictions" / "test.parquet")[S.SESSION_ID].implode()
+    current = events.filter(pl.col("session_id").cast(pl.String).is_in(test_ids))
+    report = monitor(stacked_artifact, current, out=tmp_path / "monitor")
+    scorer = Scorer.load(stacked_artifact)
+    served = scorer.score(current)[S.SCORE].to_numpy()
+    assert report["score"]["current"]["p50"] == pytest.approx(float(np.quantile(served, 0.5)), abs=1e-6)
+    val = pl.read_parquet(stacked_run / "predictions" / "val.parquet")[S.SCORE].to_numpy().astype(np.float32)
+    reference = scorer.calibrate(val)
+    assert report["score"]["reference"]["p50"] == pytest.approx(float(np.quantile(reference, 0.5)), abs=1e-6)
+
+
 def test_folds_split_the_training_sessions_without_overlap(tmp_path):
     train = tmp_path / "train"
     train.mkdir()

@@ -28,7 +28,13 @@ from seqfraud import reports
 from seqfraud import schema as S
 from seqfraud.features.spec import Spec
 from seqfraud.monitoring.alerts import DEFAULT_THRESHOLDS, alerts, check_thresholds
-from seqfraud.monitoring.inputs import MonitorError, current_labels, default_reference, raw_window
+from seqfraud.monitoring.inputs import (
+    MonitorError,
+    current_labels,
+    default_reference,
+    raw_window,
+    reference_scores,
+)
 from seqfraud.monitoring.statistics import (
     DEFAULT_FPR,
     SCORE_BINS,
@@ -101,10 +107,8 @@ def monitor(
     test_pr_auc = ((scorer.manifest.get("metrics") or {}).get("test") or {}).get("pr_auc")
 
     fields = field_stats(spec, ref.seqs, cur.seqs)
-    ref_scores = scorer.score_sequences(ref.seqs)[
-        S.SCORE
-    ].to_numpy()  # the served score, calibration included
-    cur_scored = scorer.score_sequences(cur.seqs)
+    ref_scores = reference_scores(scorer, ref, artifact)  # the served score, calibration included
+    cur_scored = scorer.score_sequences(cur.seqs, cur.events)
     cur_scores = cur_scored[S.SCORE].to_numpy()
     bins = np.asarray(SCORE_BINS)
     len_bins = length_edges(spec.max_len)

@@ -79,6 +79,24 @@ def default_reference(scorer: Scorer, artifact: str | Path) -> Window:
     return dataset_window(rundir.dataset(rundir.prepared_dir(run_dir), "train"), scorer.spec)
 
 
+def reference_scores(scorer: Scorer, ref: Window, artifact: str | Path) -> np.ndarray:
+    """The served scores of the reference window. A stacked artifact's LightGBM reads aggregates of the raw
+    events, which the default reference (the run's tokens) lacks: its scores are then the run's validation
+    predictions, calibrated, the nearest period the run scored out of sample."""
+    if ref.events is not None or scorer.stacker is None:
+        return scorer.score_sequences(ref.seqs, ref.events)[S.SCORE].to_numpy()
+    run_dir = (scorer.manifest.get("source") or {}).get("run_dir")
+    path = rundir.predictions(run_dir, "val") if run_dir else None
+    if path is None or not path.is_file():
+        raise MonitorError(
+            f"{artifact}: a stacked model's reference scores come from its run's validation predictions "
+            f"({path or 'no run recorded'}), which are missing; pass --reference with raw events of the training "
+            "period"
+        )
+    raw = pl.read_parquet(path, columns=[S.SCORE])[S.SCORE].to_numpy().astype(np.float32)
+    return scorer.calibrate(raw)
+
+
 def current_labels(labels: Any, events_lf: pl.LazyFrame, spec: Spec) -> pl.DataFrame | None:
     """``session_id, label`` from a label table (path or frame), else the events' label column, else None."""
     s = spec.schema
