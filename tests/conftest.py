@@ -195,7 +195,7 @@ def built_once(tmp_path_factory, name: str, build: Callable[[Path], Path]) -> Pa
     (the others wait on a file lock) into a folder every worker of the run reads. Treat it as read-only."""
     if "PYTEST_XDIST_WORKER" not in os.environ:
         return build(tmp_path_factory.mktemp(name))
-    from filelock import FileLock  # a dependency of torch
+    from filelock import FileLock
 
     shared = tmp_path_factory.getbasetemp().parent  # this run's folder, the workers' base folders inside
     folder, done = shared / name, shared / f"{name}.done"
