@@ -189,13 +189,18 @@ def test_store_bounds_and_expiry_reach_sessions(gru_artifact, gru_run) -> None:
 
 
 def test_service_events_labels_sessions_and_restart(gru_artifact, gru_run, tmp_path) -> None:
+    from seqfraud.scoring.service import Limits
     from seqfraud.scoring.state import MemoryStore
 
-    records = session_records(gru_run, 2, min_events=6)
+    records = session_records(gru_run, 3, min_events=6)
     sid = records[0]["session_id"]
     mine = [r for r in records if r["session_id"] == sid]
     snapshot = tmp_path / "state.json"
-    with service_client(gru_artifact, store=MemoryStore(snapshot=snapshot)) as client:
+    limits = Limits(max_batch_in_flight=1, max_explain_in_flight=1, max_sessions_per_events=2)
+    with service_client(gru_artifact, limits, store=MemoryStore(snapshot=snapshot)) as client:
+        # Each touched session is rescored, so one request touches a bounded number; nothing is taken.
+        many = client.post("/events", json={"events": records})
+        assert many.status_code == 422 and "at most 2 sessions per request, got 3" in many.text
         assert client.get(f"/sessions/{sid}").status_code == 404
         first = client.post("/events", json={"events": mine[:3]})
         assert first.status_code == 200, first.text

@@ -35,6 +35,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--decline", type=float, help="override the artifact's decline threshold (with --review)")
     p.add_argument("--max-events-per-session", type=int, default=defaults.max_events_per_session)
     p.add_argument("--max-sessions-per-batch", type=int, default=defaults.max_sessions_per_batch)
+    p.add_argument(
+        "--max-sessions-per-events",
+        type=int,
+        default=defaults.max_sessions_per_events,
+        help="distinct sessions of one /events request; more is a 422",
+    )
     p.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes, help="a /score/batch body")
     p.add_argument(
         "--max-session-body-bytes",

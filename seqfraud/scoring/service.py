@@ -66,6 +66,7 @@ class Limits:
 
     max_events_per_session: int = 4096
     max_sessions_per_batch: int = 1000
+    max_sessions_per_events: int = 64  # distinct sessions of one /events request: each is rescored in turn
     max_body_bytes: int = 8 * 1024 * 1024  # /score/batch
     max_session_body_bytes: int = 2 * 1024 * 1024  # /score and /explain
     max_explain_events: int = 256  # kept events of an /explain session: its cost grows with their square
@@ -356,6 +357,19 @@ def one_session(events: list[dict[str, Any]], spec: Spec, where: str) -> list[di
     return events
 
 
+def few_sessions(events: list[dict[str, Any]], spec: Spec, limit: int) -> list[dict[str, Any]]:
+    """The events, refused when they touch more sessions than ``limit``: each touched session is rescored
+    (with live entity features, tens of milliseconds), and the work cannot stop once it starts."""
+    n = len({str(e[spec.schema.session_id]) for e in events})
+    if n > limit:
+        raise RequestError(
+            422,
+            f"events.{spec.schema.session_id}: /events takes events of at most {limit:,} sessions per request, "
+            f"got {n:,}; split the request",
+        )
+    return events
+
+
 def batch_scores(scorer: Scorer, validator: TypeAdapter, body: bytes) -> list[dict[str, Any]]:
     """A ``/score/batch`` body to its results in request order: validation, checks and scoring in one call."""
     batch = parse(validator, body)
@@ -641,8 +655,9 @@ def create_app(
                 parsed = await run_in_threadpool(parse, validator, body)
             else:
                 parsed = parse(validator, body)
+            records = few_sessions(parsed["events"], online.spec, limits.max_sessions_per_events)
             try:
-                results = await run_in_threadpool(online.events, parsed["events"], source="request")
+                results = await run_in_threadpool(online.events, records, source="request")
             except StoreUnavailable as e:
                 raise store_down(e) from None
         return JSONResponse(
