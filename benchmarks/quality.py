@@ -92,11 +92,11 @@ def run(experiment: str, variant: str, seed: int, sessions: int, work: Path, ext
     with initialize_config_dir(config_dir=str(ROOT / "seqfraud" / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     # Sequence models on the same data and features share one preprocessing (the first such run's directory);
-    # LightGBM reads the raw events, so it always preprocesses.
+    # LightGBM and the stacker read the raw events, so they always preprocess.
     inputs = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("data", "features", "preprocess")}
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
     prepared = [p.parent for p in sorted(work.glob(f"*/*/{PREP_KEY}")) if p.read_text() == key]
-    if prepared and cfg.model.encoder != "lightgbm":
+    if prepared and cfg.model.kind == "sequence":
         cfg.prepared_dir = str(prepared[0])
     t0 = time.perf_counter()
     metrics = train(cfg)
@@ -105,7 +105,7 @@ def run(experiment: str, variant: str, seed: int, sessions: int, work: Path, ext
         report = json.loads((run_dir(work, name, seed) / rundir.REPORT_FILE).read_text())
         metrics["seconds"] -= report["seconds"]
     (run_dir(work, name, seed) / "seconds.txt").write_text(f"{metrics['seconds']:.1f}")
-    if not cfg.prepared_dir and cfg.model.encoder != "lightgbm":
+    if not cfg.prepared_dir and cfg.model.kind == "sequence":
         (run_dir(work, name, seed) / PREP_KEY).write_text(key)
     return metrics
 

@@ -29,7 +29,7 @@ from seqfraud.data.events import load_events
 from seqfraud.data.split import from_epoch_us, to_epoch_us
 from seqfraud.preprocess import ensure_synthetic, resolve_data_config
 from seqfraud.schema import Schema
-from seqfraud.training.train import train
+from seqfraud.training.train import model_name, train
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def model_presets(cfg: DictConfig) -> dict[str, Any]:
     """Name -> model config: the presets in ``backtest.models`` (each as ``model=NAME`` gives it), else the composed model."""
     names = cfg.backtest.models
     if not names:
-        return {"stacked" if cfg.model.get("stacking") else cfg.model.encoder: cfg.model}
+        return {model_name(cfg.model): cfg.model}
     available = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
     unknown = [n for n in names if n not in available]
     if unknown:

@@ -143,5 +143,7 @@ def test_a_preset_with_a_defaults_list_loads_as_model_NAME_composes_it():
     from seqfraud.backtest import preset
 
     stacked, small = preset("stacked"), preset("small")
-    assert stacked.stacking.folds == 3
-    assert {k: v for k, v in stacked.items() if k != "stacking"} == dict(small)
+    assert stacked.stacking.folds == 3 and stacked.kind == "stacked" and small.kind == "sequence"
+    assert {k: v for k, v in stacked.items() if k not in ("stacking", "kind")} == {
+        k: v for k, v in small.items() if k != "kind"
+    }

@@ -17,10 +17,11 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from seqfraud import schema as S
+from seqfraud.errors import ConfigError
 from seqfraud.features.spec import Spec
 from seqfraud.models.sequence import ModelConfig, SessionClassifier
 from seqfraud.training.module import SessionRiskModule
-from seqfraud.training.train import model_config, train
+from seqfraud.training.train import checked_model, model_config, train
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "seqfraud" / "conf"
@@ -63,7 +64,7 @@ def test_every_experiment_composes_and_builds(experiment, smoke_run, tmp_path):
     if cfg.logger:
         instantiate(cfg.logger)
     spec = Spec.load(smoke_run[0] / "spec.json")
-    if cfg.model.encoder == "lightgbm":
+    if cfg.model.kind == "lightgbm":
         return
     model_cfg = model_config(OmegaConf.to_container(cfg.model), spec, list(cfg.features.exclude))
     net = SessionClassifier(model_cfg).eval()
@@ -182,6 +183,34 @@ def test_same_seed_same_metrics(smoke_run, tmp_path):
     assert again["val"] == metrics["val"] and again["test"] == metrics["test"]
 
 
+def test_the_model_preset_decides_the_model_not_an_experiments_keys(tmp_path, caplog):
+    """An experiment file's ``model.*`` keys merge into whichever preset ``model=`` picks: the stacker's folds
+    turned ``model=small`` into the stacked model, and broke ``model=lightgbm`` with a TypeError."""
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "mine.yaml").write_text(
+        "# @package _global_\nmodel:\n  d_model: 32\n  stacking:\n    folds: 2\n"
+    )
+    mine = [f"hydra.searchpath=[file://{tmp_path}]", "+experiment=mine"]
+    stacked = checked_model(compose_train(mine))
+    assert (
+        stacked.model.kind == "stacked" and stacked.model.stacking.folds == 2 and stacked.model.d_model == 32
+    )
+    small = checked_model(compose_train([*mine, "model=small"]))
+    assert small.model.kind == "sequence" and "stacking" not in small.model and small.model.d_model == 32
+    assert "model.kind=sequence does not read ['model.stacking']" in caplog.text
+    lightgbm = checked_model(compose_train([*mine, "model=lightgbm"]))
+    assert set(lightgbm.model) == {"kind", "embeddings", "num_boost_round", "early_stopping", "params"}
+    with pytest.raises(ConfigError, match=r"model.num_leaf: no model reads \['num_leaf'\]"):
+        checked_model(compose_train(["model=lightgbm", "+model.num_leaf=3"]))
+    # The stacker and LightGBM read the raw events, which a prepared_dir run never loads: refused before any fit.
+    for model in ("stacked", "lightgbm"):
+        with pytest.raises(ConfigError, match=f"model.kind={model} reads the baseline's aggregates"):
+            checked_model(compose_train([f"model={model}", "prepared_dir=/some/run"]))
+    assert checked_model(compose_train(["model=small", "prepared_dir=/some/run"])).model.kind == "sequence"
+    with pytest.raises(ConfigError, match="model.kind must be one of"):
+        checked_model(compose_train(["~model.kind"]))
+
+
 def test_lightgbm_baseline_trains_on_the_same_splits(smoke_run, tmp_path):
     run_dir, _ = smoke_run
     cfg = compose_train(
@@ -191,6 +220,7 @@ def test_lightgbm_baseline_trains_on_the_same_splits(smoke_run, tmp_path):
             f"paths.output_dir={tmp_path}",
             f"paths.data_dir={run_dir.parent / 'data'}",
             "model.num_boost_round=30",
+            "+model.d_model=8",  # the sequence model's, as an experiment file may set it: not LightGBM's
         ]
     )
     metrics = train(cfg)

@@ -1,6 +1,6 @@
 """``model=stacked``: the sequence model's out-of-fold scores, then LightGBM on aggregates plus that score.
 
-A model config with a ``stacking`` section is stacked; the rest of it is the sequence model's.
+The ``stacking`` section of ``model`` is the stacker's; the rest of it is the sequence model's.
 
 1. The training sessions are split into ``model.stacking.folds`` folds by a hash of their id. For each fold,
    the sequence model is fitted on the other folds, early-stopped on the validation split, and scores the
@@ -35,6 +35,7 @@ from seqfraud import schema as S
 from seqfraud.baselines import STACKER_FILE, Stacker, fit_lightgbm, session_aggregates, with_logit
 from seqfraud.config import plain
 from seqfraud.data.shards import ROW_GROUP_SESSIONS, shard_files, shard_name
+from seqfraud.errors import ConfigError
 from seqfraud.metrics import classification_metrics, paired_win_share
 from seqfraud.preprocess import Prepared
 from seqfraud.training.launch import launcher_rank_and_world
@@ -50,6 +51,7 @@ def sequence_config(cfg: DictConfig, output_dir: Path | None = None) -> DictConf
     out = copy.deepcopy(cfg)
     with open_dict(out):
         out.model.pop("stacking")
+        out.model.kind = "sequence"
         if output_dir is not None:
             out.paths.output_dir = str(output_dir)
     return out
@@ -82,7 +84,7 @@ def _without_score(rows: np.ndarray) -> np.ndarray:
 def aggregate_frames(prepared: Prepared) -> dict[str, pl.DataFrame]:
     """Per split, the baseline's aggregates with the label, in the dataset's session order."""
     if prepared.events is None:
-        raise ValueError(
+        raise ConfigError(
             "the aggregates read the raw events through Polars, which neither prepared_dir nor "
             "preprocess.engine=spark keeps: run model=lightgbm or model=stacked with the polars engine and no "
             "prepared_dir"
@@ -103,10 +105,10 @@ def fit_stacked(
     stacking = plain(cfg.model.stacking)
     folds = int(stacking.get("folds", 3))
     if folds < 2:
-        raise ValueError(f"model.stacking.folds must be at least 2, got {folds}")
+        raise ConfigError(f"model.stacking.folds must be at least 2, got {folds}")
     devices = cfg.trainer.get("devices", 1)
     if launcher_rank_and_world()[1] > 1 or (isinstance(devices, int) and devices > 1):
-        raise ValueError("model=stacked fits its folds one after another in one process: run it without DDP")
+        raise ConfigError("model=stacked fits its folds one after another in one process: run it without DDP")
     spec, datasets = prepared.spec, prepared.datasets
     train_order = session_order(datasets["train"])
     oof = np.full(train_order.height, np.nan, dtype=np.float32)

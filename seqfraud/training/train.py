@@ -7,6 +7,8 @@ The run directory then holds everything later steps need: ``spec.json``, ``check
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import logging
 import shutil
@@ -19,13 +21,13 @@ import polars as pl
 import pytorch_lightning as L
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 
 from seqfraud import rundir
 from seqfraud import schema as S
-from seqfraud.baselines import fit_predict_lightgbm
+from seqfraud.baselines import fit_lightgbm, fit_predict_lightgbm
 from seqfraud.config import plain
 from seqfraud.data.shards import ROW_GROUP_SESSIONS, shard_files
 from seqfraud.errors import ConfigError
@@ -66,6 +68,69 @@ def predict_proba(
     return out
 
 
+# What each ``model.kind`` reads under ``model``: the sequence model's sizes (ModelConfig less what the fitted spec
+# gives), the stacker's section on top of them, or the LightGBM baseline's options and the hybrid's embeddings file.
+SPEC_GIVEN = {"vocab_sizes", "max_len", "use_fields", "entity_fields", "value_fields"}
+SEQUENCE_KEYS = {f.name for f in dataclasses.fields(ModelConfig)} - SPEC_GIVEN
+MODEL_KEYS = {
+    "sequence": SEQUENCE_KEYS,
+    "stacked": SEQUENCE_KEYS | {"stacking"},
+    "lightgbm": {"embeddings"}
+    | {p.name for p in inspect.signature(fit_lightgbm).parameters.values() if p.kind == p.KEYWORD_ONLY}
+    - {"seed"},
+}
+
+
+def checked_model(cfg: DictConfig) -> DictConfig:
+    """The config with ``model`` as its preset's ``kind`` reads it, checked before any data is read.
+
+    An experiment file's ``model.*`` keys merge into whichever preset ``model=`` picks: its ``stacking`` section
+    lands in ``model=small``, its ``d_model`` in ``model=lightgbm``. The preset's ``kind`` decides the model, keys
+    another kind reads are dropped with a warning, and a key no kind reads is refused (a typo would be ignored).
+    """
+    model = plain(cfg.model)
+    kind = model.get("kind")
+    if kind not in MODEL_KEYS:
+        raise ConfigError(
+            f"model.kind must be one of {list(MODEL_KEYS)} (each model preset sets it), got {kind!r}"
+        )
+    keys = set(model) - {"kind"}
+    unknown = sorted(keys - set().union(*MODEL_KEYS.values()))
+    if unknown:
+        raise ConfigError(
+            f"model.{unknown[0]}: no model reads {unknown}; model.kind={kind} reads {sorted(MODEL_KEYS[kind])}"
+        )
+    others = sorted(keys - MODEL_KEYS[kind])
+    out = cfg.copy()
+    if others:
+        log.warning(
+            "model.kind=%s does not read %s (set for another model, by an experiment file?): ignored",
+            kind,
+            ["model." + k for k in others],
+        )
+        with open_dict(out):
+            for k in others:
+                out.model.pop(k)
+    if cfg.get("pretrain") and kind == "lightgbm":
+        raise ConfigError(
+            "pretraining fits a sequence model: choose model=small (or another sequence preset)"
+        )
+    engine = (cfg.get("preprocess") or {}).get("engine", "polars")
+    if kind != "sequence" and not cfg.get("pretrain") and (cfg.get("prepared_dir") or engine == "spark"):
+        raise ConfigError(
+            f"model.kind={kind} reads the baseline's aggregates from the raw events through Polars, which neither "
+            "prepared_dir nor preprocess.engine=spark keeps: run it with the polars engine and no prepared_dir, "
+            "or choose a sequence model (model=small)"
+        )
+    return out
+
+
+def model_name(model: Mapping[str, Any]) -> str:
+    """How metrics and backtests name a model: its kind, or a sequence model's encoder."""
+    kind = model.get("kind")
+    return str(model.get("encoder") if kind == "sequence" else kind)
+
+
 def model_config(model_cfg: dict, spec, exclude: list[str]) -> ModelConfig:
     """Sizes from the preset; vocabulary sizes, the field list and which fields are entity features from the
     fitted spec."""
@@ -73,15 +138,13 @@ def model_config(model_cfg: dict, spec, exclude: list[str]) -> ModelConfig:
     if unknown:
         raise ValueError(f"features.exclude names unknown field(s) {unknown}; fields are {list(spec.fields)}")
     entity = set(spec.entity.feature_names()) if spec.entity else set()
-    # model=stacked: the keys outside its stacking section are the sequence model's
-    model_cfg = {k: v for k, v in model_cfg.items() if k != "stacking"}
     return ModelConfig(
         vocab_sizes=[spec.vocab_size(f) for f in spec.fields],
         max_len=spec.max_len,
         use_fields=[f not in exclude for f in spec.fields],
         entity_fields=[f in entity for f in spec.fields],
         value_fields=[f in spec.value_fields for f in spec.fields],
-        **model_cfg,
+        **{k: v for k, v in model_cfg.items() if k in SEQUENCE_KEYS},
     )
 
 
@@ -308,7 +371,7 @@ def fit_pretrain(
 def fit_aggregates_baseline(cfg: DictConfig, prepared: Prepared) -> dict[str, np.ndarray]:
     """LightGBM on per-session aggregates, aligned with the tokenized datasets' session order."""
     params = plain(cfg.model)
-    params.pop("encoder")
+    params.pop("kind")
     embeddings = params.pop("embeddings", None)
     frames = aggregate_frames(prepared)
     if embeddings:
@@ -326,6 +389,7 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
     only global rank 0 writes the run directory and logs, and the other ranks return ``{}`` after the fit.
     """
     silence_known_warnings()
+    cfg = checked_model(cfg)
     run_dir = Path(cfg.paths.output_dir)
     rank, world = launcher_rank_and_world()
     if world > 1 and not cfg.get("prepared_dir"):
@@ -400,9 +464,9 @@ def fit_and_evaluate(
         )
         return pretrained
     scores: dict[str, np.ndarray] | None
-    if cfg.model.encoder == "lightgbm":
+    if cfg.model.kind == "lightgbm":
         scores = fit_aggregates_baseline(cfg, prepared)
-    elif cfg.model.get("stacking"):
+    elif cfg.model.kind == "stacked":
         scores = fit_stacked(cfg, prepared, logger, extra_callbacks, fit_sequence_model)
     else:
         scores = fit_sequence_model(cfg, prepared, logger, extra_callbacks)
@@ -412,8 +476,7 @@ def fit_and_evaluate(
     typologies = load_typologies(data_cfg.get("typologies"), data_cfg["schema"]["session_id"])
     metrics_cfg = plain(cfg.metrics)
     (run_dir / rundir.PREDICTIONS_DIR).mkdir(exist_ok=True)
-    model = "stacked" if cfg.model.get("stacking") else cfg.model.encoder
-    metrics: dict[str, Any] = {"model": model, "experiment": cfg.experiment_name}
+    metrics: dict[str, Any] = {"model": model_name(cfg.model), "experiment": cfg.experiment_name}
     predictions = {}
     for name in ("val", "test"):
         pred = session_order(prepared.datasets[name])
