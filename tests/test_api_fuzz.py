@@ -56,6 +56,7 @@ def operations(client) -> dict[str, schemathesis.APIOperation]:
 
 OPERATIONS = [
     "GET /healthz",
+    "GET /readyz",
     "GET /metadata",
     "POST /score",
     "POST /explain",

@@ -257,7 +257,12 @@ def test_redis_state_is_shared_and_its_outage_degrades_or_fails_closed(
             first = a.post("/events", json={"events": records[:2]}).json()["results"][0]
             second = b.post("/events", json={"events": records[2:4]}).json()["results"][0]
             assert first["n_events"] == 2 and second["n_events"] == 4
+            assert a.get("/readyz").status_code == 200
             server.stop()
+            # Alive, but not ready: the readiness probe says the store is gone.
+            assert a.get("/healthz").status_code == 200
+            unready = a.get("/readyz")
+            assert unready.status_code == 503 and "state store is unavailable" in unready.json()["detail"]
             t0 = time.perf_counter()
             degraded = a.post("/events", json={"events": records[:4]})
             assert time.perf_counter() - t0 < 2.0

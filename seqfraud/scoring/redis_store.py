@@ -106,6 +106,10 @@ class RedisStore(StateStore):
         except self._unreachable as e:
             raise StoreUnavailable(f"Redis at {self.where}: {e}") from e
 
+    def ping(self) -> None:
+        with self._reachable():
+            self._client.ping()
+
     def _key(self, kind: bytes, name: str) -> bytes:
         return self._prefix + kind + _bytes(name)
 

@@ -15,6 +15,7 @@ import gc
 import logging
 import multiprocessing
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
@@ -30,6 +31,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic import (
+    AfterValidator,
     ConfigDict,
     Field,
     PlainValidator,
@@ -165,6 +167,22 @@ def _typed(expected: str, *types: type, nullable: bool = False) -> Any:
 
 
 IDENT = _typed("a string or an integer", str, int)
+_PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
+
+
+def _session_id(value: Any) -> Any:
+    """A session id that a batch file could hold and ``GET /sessions/{id}`` can name: an empty CSV field is a null
+    id, and a control character cannot be part of a path."""
+    if isinstance(value, str) and not _PRINTABLE.fullmatch(value):
+        raise PydanticCustomError("session_id", "expected a non-empty id without control characters")
+    return value
+
+
+SESSION_IDENT: Any = Annotated[
+    IDENT,
+    AfterValidator(_session_id),
+    WithJsonSchema({"type": ["string", "integer"], "minLength": 1, "pattern": "^[^\\x00-\\x1f\\x7f]+$"}),
+]
 TIMESTAMP: Any = Annotated[
     IDENT,
     WithJsonSchema(
@@ -187,7 +205,7 @@ def event_fields(spec: Spec) -> dict[str, Any]:
     for ``/events`` only)."""
     s = spec.schema
     return {
-        s.session_id: Required[IDENT],
+        s.session_id: Required[SESSION_IDENT],
         s.timestamp: Required[TIMESTAMP],
         s.event_type: Required[IDENT],
         **{c: NotRequired[CATEGORY] for c in s.categorical},
@@ -224,7 +242,7 @@ def online_request_models(spec: Spec, limits: Limits) -> tuple[TypeAdapter, Type
         _dynamic_typed_dict(
             "Label",
             {
-                S.SESSION_ID: Required[IDENT],
+                S.SESSION_ID: Required[SESSION_IDENT],
                 S.LABEL: Required[Annotated[int, Field(strict=True, ge=0, le=1)]],
                 "label_time": NotRequired[Annotated[TIMESTAMP | None, Field(default=None)]],
             },
@@ -561,8 +579,23 @@ def create_app(
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
+    def store_down(e: StoreUnavailable) -> RequestError:
+        return RequestError(
+            503, f"the state store is unavailable: {e}", headers={"Retry-After": str(limits.retry_after_s)}
+        )
+
     @app.get("/healthz", response_model=Health)
     async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "model_version": request.app.state.scorer.model_version})
+
+    @app.get("/readyz", response_model=Health, responses=_errors(503))
+    async def readyz(request: Request) -> JSONResponse:
+        """``/healthz`` plus the state store: 503 while it cannot be reached (``/events`` then answers degraded
+        or 503, ``/labels`` and ``/sessions`` 503)."""
+        try:
+            await run_in_threadpool(request.app.state.online.store.ping)
+        except StoreUnavailable as e:
+            raise store_down(e) from None
         return JSONResponse({"status": "ok", "model_version": request.app.state.scorer.model_version})
 
     @app.get("/metadata", response_model=dict[str, Any])
@@ -636,11 +669,6 @@ def create_app(
                 "model_version": scorer.model_version,
                 "latency_ms": round((time.perf_counter() - t0) * 1e3, 3),
             }
-        )
-
-    def store_down(e: StoreUnavailable) -> RequestError:
-        return RequestError(
-            503, f"the state store is unavailable: {e}", headers={"Retry-After": str(limits.retry_after_s)}
         )
 
     @app.post("/events", response_model=EventsResponse, responses=_errors(400, 413, 415, 422, 503))

@@ -84,6 +84,9 @@ class StateStore(ABC):
     @abstractmethod
     def labels(self, session_ids: Iterable[str]) -> list[Label]: ...
 
+    def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` when the store cannot serve now (an in-process store always can)."""
+
     def close(self) -> None:
         """Release connections, and for an in-process store, write its snapshot."""
 
