@@ -435,6 +435,9 @@ def test_label_table_null_labels_and_ids(tmp_path):
 def test_label_table_missing_column_wrong_type_and_empty(tmp_path):
     ev, lab = _split_tables(tmp_path, [])
     fails(ev, f"{lab}: the label table is empty", labels=lab)
+    header_only = tmp_path / "labels.csv"  # every column of it reads as text
+    header_only.write_text("session_id,label\n")
+    fails(ev, f"{header_only}: the label table is empty", labels=header_only)
     bad = write(pl.DataFrame({"session_id": ["s1"], "fraud": [1]}), tmp_path / "l1.parquet")
     fails(ev, bad, "missing column(s) ['label']", labels=bad)
     bad = write(pl.DataFrame({"session_id": ["s1"], "label": ["yes"]}), tmp_path / "l2.parquet")

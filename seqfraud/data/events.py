@@ -566,8 +566,12 @@ def read_labels(path: str, schema: Schema, *, timestamp_unit: str | None = None)
     if missing:
         raise DataValidationError(f"{source}: missing column(s) {missing}. Columns present: {list(have)}")
     if not (have[schema.label].is_numeric() or have[schema.label] == pl.Boolean):
+        with reading(source):
+            empty = lf.head(1).collect().is_empty()  # a header-only CSV reads every column as text
         raise DataValidationError(
-            f"{source}: column {schema.label!r} has type {have[schema.label]}; expected 0/1 integers or booleans"
+            f"{source}: the label table is empty"
+            if empty
+            else f"{source}: column {schema.label!r} has type {have[schema.label]}; expected 0/1 integers or booleans"
         )
     columns = [
         pl.col(schema.session_id).cast(pl.String).alias(S.SESSION_ID),
