@@ -424,6 +424,8 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
         finish(logger, failed=True)
         raise
     finish(logger, failed=False)
+    if rank == 0:
+        log.info("run directory: %s", run_dir)  # what init_from=, prepared_dir=, embed --run and export take
     return metrics
 
 
