@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from seqfraud import schema as S
 from seqfraud.durations import duration_us
+from seqfraud.features import entities
 from seqfraud.features.entities import EntitySpec, column_features
 
 ENTITY = EntitySpec(
@@ -114,8 +115,12 @@ def assert_same(got: pl.DataFrame, want: pl.DataFrame) -> None:
             ), f"{c} row {i}: {x} != {y}"
 
 
+@pytest.mark.parametrize("small_path", [True, False])
 @pytest.mark.parametrize("seed", range(12))
-def test_column_features_match_the_rule_read_literally(seed: int) -> None:
+def test_column_features_match_the_rule_read_literally(seed: int, small_path: bool, monkeypatch) -> None:
+    """Both paths of the kernel: numpy and Python on the few rows of an online event, Polars on a batch's many."""
+    if not small_path:
+        monkeypatch.setattr(entities, "SMALL", 0)
     rows = random_rows(np.random.default_rng(seed), 80)
     for column in ENTITY.columns:
         assert_same(column_features(rows, column, ENTITY).sort(S.ROW_INDEX), oracle(rows, column, ENTITY))

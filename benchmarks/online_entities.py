@@ -1,0 +1,118 @@
+"""Per-event online scoring with live entity features: latency by the history the store holds.
+
+    python benchmarks/online_entities.py --artifact ARTIFACT --events LOG [--labels LABELS] \
+        --history 200 2000 8000 --timed 150
+
+The log (Parquet or CSV, the artifact's columns) is put in time order (then by ``data.schema.event_id`` where the
+artifact has one) and cut before its last ``--timed`` events. For each history length N, a fresh in-memory store
+takes the N events before the cut in requests of 200, untimed, and the labels known by the cut (a label time
+before it; a session without one counts from its label delay); then the events after the cut go in one at a time,
+each timed (``OnlineScorer.events``: validation, entity features from the live history, tokens, model, state).
+Torch runs one thread, as the service. Reports p50, p99 and p99.9 in ms, quiet and beside a CPU hog.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import time
+
+import polars as pl
+import torch
+from online import hog, percentiles
+
+from seqfraud.scoring.online import OnlineScorer, read_labels
+from seqfraud.scoring.scorer import Scorer
+from seqfraud.scoring.state import MemoryStore
+
+
+def read_table(path: str) -> pl.DataFrame:
+    return pl.read_parquet(path) if path.endswith(".parquet") else pl.read_csv(path)
+
+
+def known_labels(path: str, scorer: Scorer, sessions: set, cut) -> list[dict]:
+    """``POST /labels`` bodies of the history's sessions whose label is known by ``cut``."""
+    s = scorer.spec.schema
+    table = read_table(path).filter(pl.col(s.session_id).is_in(list(sessions)))
+    out = []
+    for row in table.iter_rows(named=True):
+        when = row.get(s.label_time) if s.label_time else None
+        if when is not None and when >= cut:
+            continue  # not known yet
+        if when is None and row[s.label] == 1 and not (scorer.spec.entity and scorer.spec.entity.label_delay):
+            continue
+        out.append(
+            {"session_id": row[s.session_id], "label": int(row[s.label])}
+            | ({"label_time": when} if when is not None else {})
+        )
+    return out
+
+
+def measure(scorer: Scorer, log: pl.DataFrame, labels: str | None, history: int, timed: int) -> dict:
+    s = scorer.spec.schema
+    cut = log.height - timed
+    past, now = log.slice(cut - history, history).to_dicts(), log.slice(cut, timed).to_dicts()
+    online = OnlineScorer(scorer, MemoryStore(session_ttl_s=1e9))
+    t0 = time.perf_counter()
+    for i in range(0, len(past), 200):
+        online.events(past[i : i + 200], source="bench")
+    replay_s = time.perf_counter() - t0
+    n_labels = 0
+    if labels and scorer.spec.entity and scorer.spec.entity.risk:
+        taken = known_labels(labels, scorer, {r[s.session_id] for r in past}, now[0][s.timestamp])
+        if taken:
+            online.labels(read_labels(taken, scorer.spec, "bench"))
+        n_labels = len(taken)
+    gc.collect()
+    ms = []
+    for record in now:
+        t0 = time.perf_counter()
+        online.events([record], source="bench")
+        ms.append((time.perf_counter() - t0) * 1e3)
+    return percentiles(ms) | {"replay_s": replay_s, "labels": n_labels}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--artifact", required=True)
+    p.add_argument(
+        "--events", required=True, help="the event log (Parquet or CSV) with the artifact's columns"
+    )
+    p.add_argument("--labels", help="its label table, for the risk features")
+    p.add_argument("--history", type=int, nargs="+", default=[200, 2000, 8000])
+    p.add_argument("--timed", type=int, default=150)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    scorer = Scorer.load(args.artifact)
+    s = scorer.spec.schema
+    if scorer.spec.entity is None:
+        p.error(f"{args.artifact} has no entity features: benchmarks/online.py measures it")
+    log = read_table(args.events).sort([s.timestamp, *([s.event_id] if s.event_id else [])])
+    keep = [c for c in log.columns if c in {*s.event_columns, *([s.event_id] if s.event_id else [])}]
+    log = log.select(keep)
+    scorer.warmup()
+    gc.freeze()  # as the service does after start-up
+    print(
+        f"Machine: {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}, "
+        f"polars {pl.__version__}; {args.timed} timed events per cell; torch 1 thread; entities "
+        f"{list(scorer.spec.entity.columns)}, {len(scorer.spec.entity.feature_names())} features.\n"
+    )
+    print("| load | history events | labels | replay s | online p50 ms | p99 | p99.9 |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for loaded in (False, True):
+        with hog(loaded):
+            for n in args.history:
+                if n + args.timed > log.height:
+                    p.error(f"--history {n} + --timed {args.timed} exceeds the log's {log.height:,} events")
+                r = measure(scorer, log, args.labels, n, args.timed)
+                print(
+                    f"| {'hog' if loaded else 'quiet'} | {n:,} | {r['labels']:,} | {r['replay_s']:.1f} | "
+                    f"{r['p50']:.2f} | {r['p99']:.2f} | {r['p99.9']:.2f} |",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()
