@@ -23,31 +23,30 @@ import polars as pl
 import torch
 from online import hog, percentiles
 
+from seqfraud import schema as S
 from seqfraud.scoring.online import OnlineScorer, read_labels
+from seqfraud.scoring.prepare import as_frame, normalized_events
 from seqfraud.scoring.scorer import Scorer
-from seqfraud.scoring.state import MemoryStore
+from seqfraud.scoring.state import Label, MemoryStore
 
 
 def read_table(path: str) -> pl.DataFrame:
     return pl.read_parquet(path) if path.endswith(".parquet") else pl.read_csv(path)
 
 
-def known_labels(path: str, scorer: Scorer, sessions: set, cut) -> list[dict]:
-    """``POST /labels`` bodies of the history's sessions whose label is known by ``cut``."""
+def known_labels(path: str, scorer: Scorer, sessions: set, first: dict) -> list[Label]:
+    """The history's labels known before the ``first`` timed event (a label without a time counts from its
+    session's end plus the label delay, as the service does)."""
     s = scorer.spec.schema
     table = read_table(path).filter(pl.col(s.session_id).is_in(list(sessions)))
-    out = []
-    for row in table.iter_rows(named=True):
-        when = row.get(s.label_time) if s.label_time else None
-        if when is not None and when >= cut:
-            continue  # not known yet
-        if when is None and row[s.label] == 1 and not (scorer.spec.entity and scorer.spec.entity.label_delay):
-            continue
-        out.append(
-            {"session_id": row[s.session_id], "label": int(row[s.label])}
-            | ({"label_time": when} if when is not None else {})
-        )
-    return out
+    bodies = [
+        {"session_id": row[s.session_id], "label": int(row[s.label])}
+        | ({"label_time": row[s.label_time]} if s.label_time and row[s.label_time] is not None else {})
+        for row in table.iter_rows(named=True)
+    ]
+    cut = normalized_events(as_frame([first], scorer.spec, "bench").lazy(), scorer.spec, "bench")[S.TS_US][0]
+    labels = read_labels(bodies, scorer.spec, "bench") if bodies else []
+    return [lb for lb in labels if lb.label_time_us is None or lb.label_time_us < cut]
 
 
 def measure(scorer: Scorer, log: pl.DataFrame, labels: str | None, history: int, timed: int) -> dict:
@@ -61,9 +60,9 @@ def measure(scorer: Scorer, log: pl.DataFrame, labels: str | None, history: int,
     replay_s = time.perf_counter() - t0
     n_labels = 0
     if labels and scorer.spec.entity and scorer.spec.entity.risk:
-        taken = known_labels(labels, scorer, {r[s.session_id] for r in past}, now[0][s.timestamp])
+        taken = known_labels(labels, scorer, {r[s.session_id] for r in past}, now[0])
         if taken:
-            online.labels(read_labels(taken, scorer.spec, "bench"))
+            online.labels(taken)
         n_labels = len(taken)
     gc.collect()
     ms = []
