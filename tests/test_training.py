@@ -209,6 +209,10 @@ def test_the_model_preset_decides_the_model_not_an_experiments_keys(tmp_path, ca
     assert checked_model(compose_train(["model=small", "prepared_dir=/some/run"])).model.kind == "sequence"
     with pytest.raises(ConfigError, match="model.kind must be one of"):
         checked_model(compose_train(["~model.kind"]))
+    with pytest.raises(ConfigError, match="model.stacking.folds must be at least 2, got 1"):
+        checked_model(compose_train(["model=stacked", "model.stacking.folds=1"]))
+    with pytest.raises(ConfigError, match="without DDP"):
+        checked_model(compose_train(["model=stacked", "trainer.devices=2"]))
 
 
 def test_lightgbm_baseline_trains_on_the_same_splits(smoke_run, tmp_path):

@@ -96,6 +96,16 @@ def aggregate_frames(prepared: Prepared) -> dict[str, pl.DataFrame]:
     }
 
 
+def check_stacking(cfg: DictConfig) -> None:
+    """What ``model=stacked`` cannot run with, refused before any data is read."""
+    folds = int(cfg.model.stacking.get("folds", 3))
+    if folds < 2:
+        raise ConfigError(f"model.stacking.folds must be at least 2, got {folds}")
+    devices = cfg.trainer.get("devices", 1)
+    if launcher_rank_and_world()[1] > 1 or (isinstance(devices, int) and devices > 1):
+        raise ConfigError("model=stacked fits its folds one after another in one process: run it without DDP")
+
+
 def fit_stacked(
     cfg: DictConfig, prepared: Prepared, logger, extra_callbacks: list | None, fit_sequence: FitSequence
 ) -> dict[str, np.ndarray]:
@@ -104,11 +114,6 @@ def fit_stacked(
     run_dir = Path(cfg.paths.output_dir)
     stacking = plain(cfg.model.stacking)
     folds = int(stacking.get("folds", 3))
-    if folds < 2:
-        raise ConfigError(f"model.stacking.folds must be at least 2, got {folds}")
-    devices = cfg.trainer.get("devices", 1)
-    if launcher_rank_and_world()[1] > 1 or (isinstance(devices, int) and devices > 1):
-        raise ConfigError("model=stacked fits its folds one after another in one process: run it without DDP")
     spec, datasets = prepared.spec, prepared.datasets
     train_order = session_order(datasets["train"])
     oof = np.full(train_order.height, np.nan, dtype=np.float32)

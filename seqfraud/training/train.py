@@ -41,7 +41,7 @@ from seqfraud.training.data import LoaderConfig, SessionStream, StreamData, enti
 from seqfraud.training.embeddings import with_embeddings
 from seqfraud.training.launch import launcher_rank_and_world, local_processes, training_threads
 from seqfraud.training.module import PretrainModule, SessionRiskModule
-from seqfraud.training.stacking import aggregate_frames, fit_stacked, session_order
+from seqfraud.training.stacking import aggregate_frames, check_stacking, fit_stacked, session_order
 from seqfraud.training.wandb_report import finish, log_run
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,8 @@ def checked_model(cfg: DictConfig) -> DictConfig:
         raise ConfigError(
             "pretraining fits a sequence model: choose model=small (or another sequence preset)"
         )
+    if kind == "stacked" and not cfg.get("pretrain"):
+        check_stacking(out)
     engine = (cfg.get("preprocess") or {}).get("engine", "polars")
     if kind != "sequence" and not cfg.get("pretrain") and (cfg.get("prepared_dir") or engine == "spark"):
         raise ConfigError(
