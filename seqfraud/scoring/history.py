@@ -137,10 +137,14 @@ def entity_context(
     out = events.lazy()
     row_type = events.schema[S.ROW_INDEX]
     for column in entity.columns:
-        features = column_features(rows, column, entity).filter(pl.col(S.ROW_INDEX) < offset)
-        features = features.with_columns(pl.col(S.ROW_INDEX).cast(row_type))
-        out = attach(out, features.lazy(), entity.column_feature_names(column))
-    return out.collect()
+        features = (
+            column_features(rows, column, entity)
+            .lazy()
+            .filter(pl.col(S.ROW_INDEX) < offset)
+            .with_columns(pl.col(S.ROW_INDEX).cast(row_type))
+        )
+        out = attach(out, features, entity.column_feature_names(column))
+    return out.collect()  # one query: a few rows' filters and joins cost their planning, not their work
 
 
 def _entity(spec: Spec) -> EntitySpec:
