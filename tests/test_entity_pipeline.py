@@ -221,6 +221,49 @@ def test_live_entity_features_equal_the_batch_features(entity_run, entity_artifa
         assert abs(states[sid].score - expected.filter(pl.col("session_id") == sid)[S.SCORE][0]) <= 1e-5
 
 
+def test_a_store_seeded_with_a_history_scores_like_batch_with_it(
+    entity_run, entity_artifact, exported_artifact, tmp_path, capsys
+) -> None:
+    """``seqfraud serve --history-events`` puts the batch history into the store without scoring it: the next
+    events' tokens and scores then equal batch scoring's with that history, and seeding again changes nothing."""
+    from seqfraud.cli.serve import main as serve
+    from seqfraud.scoring.history import History
+    from seqfraud.scoring.online import OnlineScorer, seed
+    from seqfraud.scoring.prepare import as_frame, normalized_events
+    from seqfraud.scoring.scorer import Scorer
+    from seqfraud.scoring.state import MemoryStore
+
+    scored, other, labels = split_log(entity_run)
+    chosen = scored["session_id"].unique().sort().head(4)
+    scored = scored.filter(pl.col("session_id").is_in(chosen.implode())).sort("timestamp")
+    scorer = Scorer.load(entity_artifact)
+    scorer.history = History.from_frame(other.lazy(), "history", labels, scorer.spec)
+    store = MemoryStore()
+    rows, n_labels = seed(store, scorer.history, scorer.spec)
+    assert rows == other.height and n_labels == scorer.history.labels.height > 0
+    assert seed(store, scorer.history, scorer.spec) == (rows, n_labels)
+    held = store.entity_rows(other["session_id"].unique().to_list())
+    assert len(held) == rows  # keyed as /events keys them: no row twice
+    online = OnlineScorer(scorer, store)
+    records = scored.with_columns(pl.col(pl.Datetime).dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ")).to_dicts()
+    for record in records:
+        online.events([record])
+    events = normalized_events(as_frame(scored, scorer.spec, "scored").lazy(), scorer.spec, "scored")
+    batch = scorer.sequences(scorer.in_context(events))
+    expected = scorer.score(scored)
+    offsets = np.r_[0, np.cumsum(batch.lengths)]
+    for i, sid in enumerate(batch.session_ids):
+        state = online.session(sid)
+        assert np.array_equal(state.tokens, batch.tokens[offsets[i] : offsets[i + 1]]), sid
+        assert abs(state.score - expected.filter(pl.col("session_id") == sid)[S.SCORE][0]) <= 1e-5
+    # A model without entity features reads no history: a one-line error before any port is bound.
+    other.write_parquet(tmp_path / "history.parquet")
+    with pytest.raises(SystemExit) as exit_:
+        serve(["--artifact", str(exported_artifact), "--history-events", str(tmp_path / "history.parquet")])
+    assert exit_.value.code == 2
+    assert "error: this artifact has no entity features, so it reads no history" in capsys.readouterr().err
+
+
 def test_risk_features_need_to_know_when_labels_became_known(tmp_path) -> None:
     from seqfraud.errors import ConfigError
     from seqfraud.preprocess import preprocess

@@ -85,12 +85,12 @@ def apply_verification_arguments(args: Any) -> None:
         os.environ[REQUIRE_SIGNED_ENV] = "1"
 
 
-def add_history_arguments(parser: Any) -> None:
+def add_history_arguments(
+    parser: Any,
+    what: str = "artifacts with entity features: earlier events of other sessions (same columns as --events)",
+) -> None:
     """``--history-events`` and ``--history-labels``, for artifacts with entity features (docs/entities.md)."""
-    parser.add_argument(
-        "--history-events",
-        help="artifacts with entity features: earlier events of other sessions (same columns as --events)",
-    )
+    parser.add_argument("--history-events", help=what)
     parser.add_argument(
         "--history-labels",
         help="their labels with label times (the training label table's columns; sessions without a label yet "

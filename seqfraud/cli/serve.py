@@ -11,13 +11,22 @@ from dataclasses import fields
 # would take CPU the requests need. Set before Polars is imported; an explicit setting wins.
 os.environ.setdefault("POLARS_MAX_THREADS", "1")
 
-from seqfraud.cli import add_verification_arguments, apply_verification_arguments
-from seqfraud.errors import command
+from seqfraud.cli import (
+    add_history_arguments,
+    add_verification_arguments,
+    apply_verification_arguments,
+    history_of,
+)
+from seqfraud.errors import UserError, command
 from seqfraud.export.artifact import open_artifact, verification_settings
+from seqfraud.scoring.online import seed
 from seqfraud.scoring.redis_store import RedisStore
 from seqfraud.scoring.server import ConnectionLimits, run
 from seqfraud.scoring.service import Limits, create_app
-from seqfraud.scoring.state import MemoryStore, StateStore
+from seqfraud.scoring.state import MemoryStore, StateStore, StoreUnavailable
+
+log = logging.getLogger(__name__)
+SEED_TIMEOUT_S = 30.0
 
 
 @command
@@ -135,24 +144,35 @@ def main(argv: list[str] | None = None) -> None:
         choices=("degraded", "fail"),
         help="when the store is down: score the request's events alone and flag it, or answer 503",
     )
+    add_history_arguments(
+        online,
+        "artifacts with entity features: put this history (as seqfraud score reads it) into the store at start, "
+        "so that the first events' entity features read it; without it a fresh store starts empty",
+    )
     add_verification_arguments(p)
     args = p.parse_args(argv)
     if (args.review is None) != (args.decline is None):
         p.error("--review and --decline go together")
 
     apply_verification_arguments(args)  # Scorer.load runs in the app's startup
-    open_artifact(args.artifact, **verification_settings(None, None))  # refused before binding a port
+    # Refused before binding a port: an artifact that fails verification, a history that cannot be read.
+    spec = open_artifact(args.artifact, **verification_settings(None, None)).spec
+    history = history_of(args, spec)
     if args.state == "redis" and args.snapshot:
         p.error("--snapshot is for --state memory; Redis keeps the state itself")
-    store: StateStore
-    if args.state == "redis":
-        store = RedisStore(
+
+    def redis_store(timeout_s: float) -> RedisStore:
+        return RedisStore(
             args.redis_url,
             prefix=args.redis_prefix,
             session_ttl_s=args.session_ttl,
             entity_retention_s=args.entity_retention,
-            timeout_s=args.redis_timeout,
+            timeout_s=timeout_s,
         )
+
+    store: StateStore
+    if args.state == "redis":
+        store = redis_store(args.redis_timeout)
     else:
         store = MemoryStore(
             max_sessions=args.max_sessions,
@@ -162,6 +182,22 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if history is not None:
+        # Thousands of rows a transaction: a bulk load, not a request, so a connection with a bulk timeout.
+        target = redis_store(max(args.redis_timeout, SEED_TIMEOUT_S)) if args.state == "redis" else store
+        try:
+            rows, labels = seed(target, history, spec)
+        except StoreUnavailable as e:
+            raise UserError(f"--history-events: could not seed the state store: {e}") from None
+        finally:
+            if target is not store:
+                target.close()
+        log.info(
+            "seeded the store with %s entity rows and %s labels from %s",
+            f"{rows:,}",
+            f"{labels:,}",
+            history.source,
+        )
     app = create_app(
         args.artifact,
         fmt=args.format,

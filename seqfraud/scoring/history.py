@@ -60,7 +60,7 @@ class History:
         cls, events: pl.LazyFrame, source: str, labels: str | os.PathLike | None, spec: Spec
     ) -> History:
         entity = _entity(spec)
-        frame = normalized_events(events, spec, source)
+        frame = normalized_events(events, spec, source, keep_ids=True)
         if entity.risk:
             table, label_source = read_labels(
                 str(labels) if labels is not None else source, spec.schema, timestamp_unit=spec.timestamp_unit
@@ -149,7 +149,7 @@ def entity_context(
 
 def _entity(spec: Spec) -> EntitySpec:
     if spec.entity is None:
-        raise ValueError("this artifact has no entity features, so it reads no history")
+        raise UserError("this artifact has no entity features, so it reads no history")
     return spec.entity
 
 
@@ -162,7 +162,7 @@ def require_history(spec: Spec, history: History | None) -> History | None:
             "or seqfraud score --history-events PATH [--history-labels PATH]); see docs/entities.md"
         )
     if spec.entity is None and history is not None:
-        raise ValueError("this artifact has no entity features: it reads no history")
+        raise UserError("this artifact has no entity features: it reads no history")
     return history
 
 

@@ -45,7 +45,7 @@ from seqfraud.features.entities import EntitySpec
 from seqfraud.features.fastpath import EventColumns, column_sequences, time_delta_ids
 from seqfraud.features.spec import Spec
 from seqfraud.features.tokens import Sequences
-from seqfraud.scoring.history import entity_context
+from seqfraud.scoring.history import History, entity_context
 from seqfraud.scoring.prepare import as_frame, normalized_events, record_columns
 from seqfraud.scoring.scorer import Scorer, intra_op_threads
 from seqfraud.scoring.state import EntityRow, Label, StateStore, StoreUnavailable
@@ -473,6 +473,45 @@ def live_context(store: StateStore, events: pl.DataFrame, keys: list[str] | None
         }
     )
     return entity_context(events, context, table, "POST /labels", False, spec)
+
+
+SEED_CHUNK = 10_000  # entity rows per store call while seeding: one Redis transaction each
+
+
+def seed(store: StateStore, history: History, spec: Spec) -> tuple[int, int]:
+    """Put a batch history (what ``seqfraud score --history-events/--history-labels`` reads) into the store's
+    entity history and labels, without scoring: a replica then starts with the context its live features read,
+    equal to batch scoring's with that history, where replaying the events through the model takes hours.
+
+    Rows are keyed as ``POST /events`` keys them (by event id where the log has one, else by their row in the
+    history), so seeding twice, or replaying a seeded event with its id, changes nothing. Its sessions are
+    closed: their events are context, and an event of one of them later opens a new session state. Returns the
+    rows and the labels taken.
+    """
+    entity = cast(EntitySpec, spec.entity)
+    events = history.events
+    ids = events[S.EVENT_ID].to_list() if S.EVENT_ID in events.columns else [None] * events.height
+    rows = [
+        EntityRow(f"id:{i}" if i is not None else f"history:{row}", sid, ts, tuple(values))
+        for i, row, sid, ts, *values in zip(
+            ids,
+            events[S.ROW_INDEX].to_list(),
+            events[S.SESSION_ID].to_list(),
+            events[S.TS_US].to_list(),
+            *(events[c].cast(pl.String).to_list() for c in entity.columns),
+        )
+    ]
+    for at in range(0, len(rows), SEED_CHUNK):
+        store.add_entity_rows(rows[at : at + SEED_CHUNK])
+    table = history.labels
+    times = table[S.LABEL_TIME_US].to_list() if S.LABEL_TIME_US in table.columns else [None] * table.height
+    labels = [
+        Label(sid, int(label), at)
+        for sid, label, at in zip(table[S.SESSION_ID].to_list(), table[S.LABEL].to_list(), times)
+    ]
+    if labels and entity.risk:
+        store.add_labels(labels)
+    return len(rows), len(labels) if entity.risk else 0
 
 
 LABEL_TIME = "label_time"  # the key of POST /labels that says when a label became known

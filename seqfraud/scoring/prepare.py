@@ -119,10 +119,11 @@ def epoch_unit(have: pl.Schema, spec: Spec, source: str) -> str | None:
     return spec.epoch_unit
 
 
-def normalized_events(lf: pl.LazyFrame, spec: Spec, source: str) -> pl.DataFrame:
+def normalized_events(lf: pl.LazyFrame, spec: Spec, source: str, *, keep_ids: bool = False) -> pl.DataFrame:
     """Checked, cast and validated events (the training loader's contract, without labels).
 
-    The frame keeps normalize's timestamp flag columns: dropping them would cost a query per request.
+    The frame keeps normalize's timestamp flag columns: dropping them would cost a query per request; and with
+    ``keep_ids`` the event ids (``__event_id``, text), which the online store keys its entity history by.
     """
     schema = spec.schema
     have = check_columns(lf, schema, source, with_label=False)
@@ -147,7 +148,8 @@ def normalized_events(lf: pl.LazyFrame, spec: Spec, source: str) -> pl.DataFrame
     if S.EVENT_ID in events.columns:
         if n := int(events.group_by(S.SESSION_ID).agg(repeated_event_ids())["n_event_id_repeats"].sum()):
             fail_rows(source, str(schema.event_id), n, REPEATED_ID)
-        events = events.drop(S.EVENT_ID)
+        if not keep_ids:
+            events = events.drop(S.EVENT_ID)
     return events
 
 
