@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> None:
         "--max-sessions-per-events",
         type=int,
         default=defaults.max_sessions_per_events,
-        help="distinct sessions of one /events request; more is a 422",
+        help="sessions of one /events request (with entity features, each run of one session's consecutive "
+        "events counts); more is a 422",
     )
     p.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes, help="a /score/batch body")
     p.add_argument(

@@ -107,6 +107,10 @@ def entity_context(
     time, entity columns: other sessions' events, and the scored sessions' earlier events that are not in
     ``events``), with ``labels`` (``session_id``, ``label``, label time) of the labelled sessions among them."""
     entity = _entity(spec)
+    # The kernel numbers the scored rows 0..n-1 and the context rows after them, whatever numbers ``events``
+    # carries (one session's rows of an online request carry their positions in the request).
+    given = events[S.ROW_INDEX]
+    events = events.with_columns(pl.int_range(pl.len()).cast(given.dtype).alias(S.ROW_INDEX))
     columns = [S.SESSION_ID, S.TS_US, *entity.columns]
     offset = events.height
     both = pl.concat(
@@ -144,7 +148,8 @@ def entity_context(
             .with_columns(pl.col(S.ROW_INDEX).cast(row_type))
         )
         out = attach(out, features, entity.column_feature_names(column))
-    return out.collect()  # one query: a few rows' filters and joins cost their planning, not their work
+    # One query: a few rows' filters and joins cost their planning, not their work.
+    return out.collect().with_columns(given)
 
 
 def _entity(spec: Spec) -> EntitySpec:

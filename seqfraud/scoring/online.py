@@ -259,11 +259,10 @@ class OnlineScorer:
         except (TypeError, ValueError) as e:
             raise DataValidationError(f"{source}: online events must hold JSON values only: {e}") from None
         sids = events.session_ids if isinstance(events, EventColumns) else events[S.SESSION_ID].to_list()
-        by_session: dict[str, list[int]] = {}
-        for i, sid in enumerate(sids):
-            by_session.setdefault(sid, []).append(i)
-        results = []
-        for sid, rows in by_session.items():
+        results: dict[
+            str, dict[str, Any]
+        ] = {}  # the last result of each session, in order of first appearance
+        for sid, rows in segments(sids, self.spec.entity is not None):
             try:
                 state = self._take(
                     sid, [keys[i] for i in rows], [lines[i] for i in rows], _rows(events, rows)
@@ -271,13 +270,17 @@ class OnlineScorer:
             except StoreUnavailable:
                 if self.on_store_error == "fail":
                     raise
-                results.append(self._alone(sid, [records[i] for i in rows], source))
+                mine = [records[i] for i, other in enumerate(sids) if other == sid]
+                results[sid] = self._alone(sid, mine, source)
                 continue
-            results.append(
-                {S.SESSION_ID: sid, S.SCORE: state.score, S.BAND: state.band, "n_events": state.n_events}
-                | {"degraded": False}
-            )
-        return results
+            results[sid] = {
+                S.SESSION_ID: sid,
+                S.SCORE: state.score,
+                S.BAND: state.band,
+                "n_events": state.n_events,
+                "degraded": False,
+            }
+        return list(results.values())
 
     def labels(self, labels: list[Label], *, source: str = "request") -> None:
         """Store confirmed labels; one whose time is before its session's first known event is refused, as
@@ -425,6 +428,24 @@ class OnlineScorer:
         return {S.SESSION_ID: sid, S.SCORE: row[S.SCORE], S.BAND: row[S.BAND], "n_events": len(records)} | {
             "degraded": True
         }
+
+
+def segments(session_ids: list[str], by_run: bool) -> list[tuple[str, list[int]]]:
+    """A request's events as units of work, in request order: each session's events together, or, where sessions
+    read each other (entity features), each run of one session's consecutive events, so that a request scores as
+    its events sent one at a time would (a session's later event sees the other sessions' events before it)."""
+    if not by_run:
+        by_session: dict[str, list[int]] = {}
+        for i, sid in enumerate(session_ids):
+            by_session.setdefault(sid, []).append(i)
+        return list(by_session.items())
+    runs: list[tuple[str, list[int]]] = []
+    for i, sid in enumerate(session_ids):
+        if runs and runs[-1][0] == sid:
+            runs[-1][1].append(i)
+        else:
+            runs.append((sid, [i]))
+    return runs
 
 
 def _rows(events: EventColumns | pl.DataFrame, at: list[int]) -> EventColumns | pl.DataFrame:

@@ -50,7 +50,7 @@ from seqfraud.decisions import BANDS
 from seqfraud.features.spec import Spec
 from seqfraud.scoring.explain import scored_occlusion
 from seqfraud.scoring.history import HistoryRequired, refuse_to_serve
-from seqfraud.scoring.online import OnlineScorer, read_labels
+from seqfraud.scoring.online import OnlineScorer, read_labels, segments
 from seqfraud.scoring.prepare import as_frame, normalized_events
 from seqfraud.scoring.scorer import Scorer
 from seqfraud.scoring.state import MemoryStore, StateStore, StoreUnavailable
@@ -68,7 +68,7 @@ class Limits:
 
     max_events_per_session: int = 4096
     max_sessions_per_batch: int = 1000
-    max_sessions_per_events: int = 64  # distinct sessions of one /events request: each is rescored in turn
+    max_sessions_per_events: int = 256  # sessions of one /events request (entity models: runs), each rescored
     max_body_bytes: int = 8 * 1024 * 1024  # /score/batch
     max_session_body_bytes: int = 2 * 1024 * 1024  # /score and /explain
     max_explain_events: int = 256  # kept events of an /explain session: its cost grows with their square
@@ -376,14 +376,16 @@ def one_session(events: list[dict[str, Any]], spec: Spec, where: str) -> list[di
 
 
 def few_sessions(events: list[dict[str, Any]], spec: Spec, limit: int) -> list[dict[str, Any]]:
-    """The events, refused when they touch more sessions than ``limit``: each touched session is rescored
-    (with live entity features, tens of milliseconds), and the work cannot stop once it starts."""
-    n = len({str(e[spec.schema.session_id]) for e in events})
+    """The events, refused when they touch more sessions than ``limit``: each touched session is rescored (with
+    live entity features, milliseconds each, and once per run of its events), and the work cannot stop once it
+    starts."""
+    n = len(segments([str(e[spec.schema.session_id]) for e in events], spec.entity is not None))
     if n > limit:
+        again = " (with entity features, a session counts again where its events resume after another's)"
         raise RequestError(
             422,
-            f"events.{spec.schema.session_id}: /events takes events of at most {limit:,} sessions per request, "
-            f"got {n:,}; split the request",
+            f"events.{spec.schema.session_id}: /events takes events of at most {limit:,} sessions per request"
+            f"{again if spec.entity is not None else ''}, got {n:,}; split the request",
         )
     return events
 
