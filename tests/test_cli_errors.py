@@ -24,7 +24,9 @@ BAD_CSV = (
 
 
 @pytest.fixture(scope="module")
-def runs(exported_artifact, tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
+def runs(
+    exported_artifact, trained_run, tmp_path_factory
+) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
     tmp = tmp_path_factory.mktemp("cli")
     (tmp / "bad.csv").write_text(BAD_CSV)
     (tmp / "dup.csv").write_text(
@@ -63,6 +65,16 @@ def runs(exported_artifact, tmp_path_factory) -> dict[str, tuple[subprocess.Comp
             "preprocess",
             "data.evnts=x",
             f"hydra.run.dir={tmp / 'pre2'}",
+        ],
+        "preprocess: bad split date": [
+            sys.executable,
+            "-m",
+            "seqfraud",
+            "preprocess",
+            "+experiment=smoke",
+            f"paths.data_dir={trained_run.parent / 'data'}",  # the session run's generated log
+            "data.split.test_start=2026-13-01",
+            f"hydra.run.dir={tmp / 'pre4'}",
         ],
         "debug: preprocess, duplicated column": [
             sys.executable,
@@ -145,6 +157,11 @@ def test_preprocess_with_a_duplicated_column(runs):
     assert "dup.csv: column(s) ['event_type'] appear more than once" in error_line(
         runs, "preprocess: duplicated column"
     )
+
+
+def test_a_split_date_that_does_not_parse_is_one_line(runs):
+    line = error_line(runs, "preprocess: bad split date")
+    assert "data.split.test_start: '2026-13-01' is not an ISO 8601 date or datetime" in line
 
 
 def test_hydra_config_errors_are_one_line_and_status_2(runs):

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 import polars as pl
 
 from seqfraud import schema as S
+from seqfraud.errors import ConfigError
 
 
 def to_epoch_us(value: str | datetime) -> int:
@@ -15,6 +16,14 @@ def to_epoch_us(value: str | datetime) -> int:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     return int(dt.timestamp() * 1_000_000)
+
+
+def split_time(key: str, value: str | datetime) -> int:
+    """A ``data.split`` boundary in epoch microseconds, refused by its key when it does not parse."""
+    try:
+        return to_epoch_us(value)
+    except ValueError as e:
+        raise ConfigError(f"data.split.{key}: {value!r} is not an ISO 8601 date or datetime ({e})") from None
 
 
 def from_epoch_us(us: int) -> str:
@@ -36,14 +45,14 @@ def split_boundaries(
     def from_end(fraction: float) -> int:
         return int(starts[min(max(n - round(n * fraction), 0), n - 1)])
 
-    test_us = to_epoch_us(test_start) if test_start else from_end(test_fraction)
-    val_us = to_epoch_us(val_start) if val_start else from_end(test_fraction + val_fraction)
+    test_us = split_time("test_start", test_start) if test_start else from_end(test_fraction)
+    val_us = split_time("val_start", val_start) if val_start else from_end(test_fraction + val_fraction)
     if val_us > test_us:
-        raise ValueError(
+        raise ConfigError(
             f"data.split: val_start ({from_epoch_us(val_us)}) is after test_start ({from_epoch_us(test_us)})"
         )
-    if test_end and to_epoch_us(test_end) <= test_us:
-        raise ValueError(
+    if test_end and split_time("test_end", test_end) <= test_us:
+        raise ConfigError(
             f"data.split: test_end ({test_end}) is not after test_start ({from_epoch_us(test_us)})"
         )
     return val_us, test_us
@@ -54,9 +63,9 @@ def before_test_end(sessions: pl.DataFrame, test_end: str | None) -> pl.DataFram
     window's test period can end before the data does."""
     if not test_end:
         return sessions
-    kept = sessions.filter(pl.col(S.START_TIME) < to_epoch_us(test_end))
+    kept = sessions.filter(pl.col(S.START_TIME) < split_time("test_end", test_end))
     if kept.height == 0:
-        raise ValueError(f"data.split: test_end ({test_end}) is before every session")
+        raise ConfigError(f"data.split: test_end ({test_end}) is before every session")
     return kept
 
 
