@@ -207,6 +207,14 @@ def test_bad_input_names_the_column_and_the_row_count(scorer, one_session):
         (_set_null(one_session, s.session_id, 2), f"'{s.session_id}': 2 row\\(s\\) have a null session id"),
         (_set_null(one_session, s.timestamp, 3), f"'{s.timestamp}': 3 row\\(s\\) have a null timestamp"),
         (
+            one_session.with_columns(pl.lit(" ").alias(s.session_id)),
+            f"'{s.session_id}': {one_session.height} row\\(s\\) have a blank session id",
+        ),
+        (
+            one_session.with_columns(pl.lit(" ").alias(s.session_id)).to_dicts(),  # records: the quick path
+            f"'{s.session_id}': {one_session.height} row\\(s\\) have a blank session id",
+        ),
+        (
             one_session.with_columns(pl.col(s.timestamp).dt.to_string().str.replace(r"^\d{4}", "year")),
             f"'{s.timestamp}': {one_session.height} row\\(s\\) have a timestamp that does not parse",
         ),

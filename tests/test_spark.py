@@ -307,6 +307,18 @@ BREAKAGES = {  # (timestamp encoding, the change at rows 5 and 6, what the messa
         lambda: pl.when(pl.col("i") == 5).then(None).otherwise(pl.col("timestamp")).alias("timestamp"),
         "1 row(s) have a null timestamp",
     ),
+    "blank_session_id": (
+        "datetime",
+        lambda: (
+            pl.when(pl.col("i") == 5)
+            .then(pl.lit(""))
+            .when(pl.col("i") == 6)
+            .then(pl.lit("  "))
+            .otherwise(pl.col("session_id"))
+            .alias("session_id")
+        ),
+        "2 row(s) have a blank session id (empty, or spaces only)",
+    ),
     "mixed_label": (
         "datetime",
         lambda: pl.when(pl.col("i") == 5).then(1 - pl.col("label")).otherwise(pl.col("label")).alias("label"),

@@ -119,6 +119,13 @@ def test_null_session_ids(tmp_path):
     fails(path, path, "column 'session_id': 2 row(s) have a null session id")
 
 
+def test_blank_session_ids(tmp_path):
+    """An empty or all-spaces id is refused, as batch scoring and the service refuse it (a CSV reads an empty
+    field as null)."""
+    path = write(events(session_id=pl.Series(["s1", "", "s2", "  ", "s3"])), tmp_path / "e.parquet")
+    fails(path, path, "column 'session_id': 2 row(s) have a blank session id (empty, or spaces only)")
+
+
 def test_null_session_ids_in_a_sharded_directory(tmp_path):
     df = events(session_id=pl.Series(["s1", None, "s2", None, None]))
     write(df.head(2), tmp_path / "shards" / "part-0.parquet")

@@ -53,6 +53,15 @@ _RFC3339_HINT = (
 )
 UNPARSED = f"have a timestamp that does not parse: {_RFC3339_HINT}"
 LABEL_TIME_UNPARSED = f"have a label time that does not parse: {_RFC3339_HINT}"
+# A session id that is empty or only spaces: a CSV reads an empty field as null, and such an id names nothing a
+# service route or a report can show; refused alike in training, batch scoring and requests.
+BLANK_ID = "have a blank session id (empty, or spaces only)"
+
+
+def blank(column: str) -> pl.Expr:
+    return pl.col(column).str.strip_chars() == ""
+
+
 _CATEGORICAL_OK = (pl.String, pl.Categorical, pl.Enum, pl.Boolean)
 # Entity ids: strings or integers (as their decimal text); an all-null column is an entity no event has.
 _ENTITY_OK = (pl.String, pl.Categorical, pl.Enum, pl.Null)
@@ -595,6 +604,7 @@ def read_labels(path: str, schema: Schema, *, timestamp_unit: str | None = None)
         raise DataValidationError(f"{source}: the label table is empty")
     for col, n, what in (
         (schema.session_id, labels[S.SESSION_ID].null_count(), "have a null session id"),
+        (schema.session_id, int(labels.select(blank(S.SESSION_ID).sum()).item()), BLANK_ID),
         (schema.label, labels[S.LABEL].null_count(), "have a null label"),
         (
             schema.label,
@@ -686,6 +696,8 @@ def validate_sessions(
     null_sid = sessions.filter(pl.col(S.SESSION_ID).is_null())
     if null_sid.height:
         fail_rows(source, schema.session_id, int(null_sid["n_events"][0]), "have a null session id")
+    if n := int(sessions.filter(blank(S.SESSION_ID))["n_events"].sum()):
+        fail_rows(source, schema.session_id, n, BLANK_ID)
     for col, what in (
         ("n_ts_null", "have a null timestamp"),
         ("n_ts_unparsed", UNPARSED),

@@ -19,11 +19,13 @@ import polars as pl
 
 from seqfraud import schema as S
 from seqfraud.data.events import (
+    BLANK_ID,
     REPEATED_ID,
     RFC3339,
     UNPARSED,
     US_PER_UNIT,
     DataValidationError,
+    blank,
     check_columns,
     did_you_mean,
     epoch_bounds,
@@ -132,6 +134,8 @@ def normalized_events(lf: pl.LazyFrame, spec: Spec, source: str, *, keep_ids: bo
         events = normalize(lf, schema, have, unit or "datetime", with_label=False).collect()
     if n := events[S.SESSION_ID].null_count():
         fail_rows(source, schema.session_id, n, "have a null session id")
+    if n := int(events.select(blank(S.SESSION_ID).sum()).item()):
+        fail_rows(source, schema.session_id, n, BLANK_ID)
     n_null = events.height - int(events[S.TS_PRESENT].sum())
     if n_null:
         fail_rows(source, schema.timestamp, n_null, "have a null timestamp")
@@ -172,6 +176,8 @@ def record_columns(records: Sequence[Any], spec: Spec) -> EventColumns | None:
     column: dict[str, list[Any]] = {c: [r.get(c) for r in records] for c in s.event_columns}
     if any(v is None for c in (s.session_id, s.timestamp, s.event_type) for v in column[c]):
         return None
+    if any(isinstance(v, str) and not v.strip() for v in column[s.session_id]):
+        return None  # a blank id: the full path names it
     text: dict[str, list[str | None]] = {}
     for c in (s.session_id, *s.categorical_fields, *s.entities):
         types = {type(v) for v in column[c] if v is not None}

@@ -171,10 +171,10 @@ _PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
 
 
 def _session_id(value: Any) -> Any:
-    """A session id that a batch file could hold and ``GET /sessions/{id}`` can name: an empty CSV field is a null
-    id, and a control character cannot be part of a path."""
-    if isinstance(value, str) and not _PRINTABLE.fullmatch(value):
-        raise PydanticCustomError("session_id", "expected a non-empty id without control characters")
+    """A session id that training and batch scoring accept and ``GET /sessions/{id}`` can name: not blank
+    (:data:`~seqfraud.data.events.BLANK_ID`), and no control character, which cannot be part of a path."""
+    if isinstance(value, str) and not (_PRINTABLE.fullmatch(value) and value.strip()):
+        raise PydanticCustomError("session_id", "expected a non-blank id without control characters")
     return value
 
 
