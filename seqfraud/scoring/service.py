@@ -448,6 +448,8 @@ def _start_worker(
     with suppress(AttributeError, OSError):  # not on every OS; an unchanged priority only costs latency
         os.setpriority(os.PRIO_PROCESS, 0, HEAVY_NICE)
     torch.set_num_threads(threads)
+    # The service warned at its start about an artifact it cannot verify; each worker would say it again.
+    logging.getLogger("seqfraud.export.artifact").setLevel(logging.ERROR)
     scorer = Scorer.load(artifact, fmt=fmt, thresholds=thresholds, threads=threads)
     scorer.warmup()
     _worker = scorer, request_models(scorer.spec, limits)[1]
