@@ -197,7 +197,12 @@ def test_live_entity_features_equal_the_batch_features(entity_run, entity_artifa
             assert (
                 client.post("/events", json={"events": wire(other[start : start + 200])}).status_code == 200
             )
-        posted = label_table.select("session_id", "label", pl.col(S.SYNTHETIC_LABEL_TIME).alias(LABEL_TIME))
+        # As booleans, which training's label tables take too; 2 is no label.
+        posted = label_table.select(
+            "session_id", pl.col("label").cast(pl.Boolean), pl.col(S.SYNTHETIC_LABEL_TIME).alias(LABEL_TIME)
+        )
+        two = client.post("/labels", json={"labels": [{"session_id": "s", "label": 2}]})
+        assert two.status_code == 422 and "labels[0].label: expected 0 or 1 (or a boolean), got 2" in two.text
         assert client.post("/labels", json={"labels": wire(posted)}).json() == {"accepted": posted.height}
         # A label known before its session began is refused, as training refuses it; nothing of it is stored.
         first = other.sort("timestamp").row(0, named=True)

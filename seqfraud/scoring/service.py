@@ -183,6 +183,20 @@ SESSION_IDENT: Any = Annotated[
     AfterValidator(_session_id),
     WithJsonSchema({"type": ["string", "integer"], "minLength": 1, "pattern": "^[^\\x00-\\x1f\\x7f]+$"}),
 ]
+
+
+def _label(value: Any) -> int:
+    """0 or 1, or a boolean, as training's label tables take them."""
+    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+        return int(value)
+    raise PydanticCustomError("label", "expected 0 or 1 (or a boolean), got {got}", {"got": repr(value)[:40]})
+
+
+LABEL: Any = Annotated[
+    Any,
+    PlainValidator(_label),
+    WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 0, "maximum": 1}, {"type": "boolean"}]}),
+]
 TIMESTAMP: Any = Annotated[
     IDENT,
     WithJsonSchema(
@@ -243,7 +257,7 @@ def online_request_models(spec: Spec, limits: Limits) -> tuple[TypeAdapter, Type
             "Label",
             {
                 S.SESSION_ID: Required[SESSION_IDENT],
-                S.LABEL: Required[Annotated[int, Field(strict=True, ge=0, le=1)]],
+                S.LABEL: Required[LABEL],
                 "label_time": NotRequired[Annotated[TIMESTAMP | None, Field(default=None)]],
             },
         )
