@@ -259,9 +259,8 @@ class OnlineScorer:
         except (TypeError, ValueError) as e:
             raise DataValidationError(f"{source}: online events must hold JSON values only: {e}") from None
         sids = events.session_ids if isinstance(events, EventColumns) else events[S.SESSION_ID].to_list()
-        results: dict[
-            str, dict[str, Any]
-        ] = {}  # the last result of each session, in order of first appearance
+        # The last result of each session, in order of first appearance.
+        results: dict[str, dict[str, Any]] = {}
         for sid, rows in segments(sids, self.spec.entity is not None):
             try:
                 state = self._take(
@@ -502,12 +501,12 @@ SEED_CHUNK = 10_000  # entity rows per store call while seeding: one Redis trans
 def seed(store: StateStore, history: History, spec: Spec) -> tuple[int, int]:
     """Put a batch history (what ``seqfraud score --history-events/--history-labels`` reads) into the store's
     entity history and labels, without scoring: a replica then starts with the context its live features read,
-    equal to batch scoring's with that history, where replaying the events through the model takes hours.
+    equal to batch scoring's with that history, where replaying a long history through the model takes hours.
 
-    Rows are keyed as ``POST /events`` keys them (by event id where the log has one, else by their row in the
-    history), so seeding twice, or replaying a seeded event with its id, changes nothing. Its sessions are
-    closed: their events are context, and an event of one of them later opens a new session state. Returns the
-    rows and the labels taken.
+    Rows are keyed as ``POST /events`` keys them: by event id where the log has one, so seeding again, or
+    replaying a seeded event, changes nothing; else by their row in the history file, so only the same file
+    seeds again without adding rows. Its sessions are closed: their events are context, and an event of one of
+    them later opens a new session state. Returns the rows and the labels taken.
     """
     entity = cast(EntitySpec, spec.entity)
     events = history.events
