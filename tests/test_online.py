@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from pathlib import Path
@@ -222,10 +223,22 @@ def test_service_events_labels_sessions_and_restart(gru_artifact, gru_run, tmp_p
     with service_client(gru_artifact, store=MemoryStore(snapshot=snapshot)) as client:
         assert client.get(f"/sessions/{sid}").json()[S.SCORE] == result[S.SCORE]
         (after,) = client.post("/events", json={"events": mine[3:6]}).json()["results"]
+    from seqfraud.scoring.online import OnlineScorer
     from seqfraud.scoring.scorer import Scorer
+    from seqfraud.scoring.state import SnapshotError
 
-    whole = Scorer.load(gru_artifact).score(without_ids(mine[:6]), source="test")
+    scorer = Scorer.load(gru_artifact)
+    whole = scorer.score(without_ids(mine[:6]), source="test")
     assert after["n_events"] == 6 and abs(after[S.SCORE] - whole[S.SCORE][0]) <= 1e-5
+    # A session state damaged inside a well-formed snapshot is refused at start: it was taken, then answered
+    # 500 at each of its session's events, and written back at the next stop.
+    doc = json.loads(snapshot.read_text())
+    state = bytearray(base64.b64decode(doc["sessions"][0][2]))
+    state[8] = 0xDF  # inside the state's JSON header
+    doc["sessions"][0][2] = base64.b64encode(bytes(state)).decode()
+    snapshot.write_text(json.dumps(doc))
+    with pytest.raises(SnapshotError, match=f"cannot restore session {doc['sessions'][0][0]!r}"):
+        OnlineScorer(scorer, MemoryStore(snapshot=snapshot))
 
 
 def test_a_damaged_snapshot_is_refused_at_start(tmp_path) -> None:

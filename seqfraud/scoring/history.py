@@ -164,7 +164,8 @@ def require_history(spec: Spec, history: History | None) -> History | None:
         raise HistoryRequired(
             f"this model reads entity features of {list(spec.entity.columns)} from other sessions: score it with "
             "a history of their events and labels (Scorer.load(..., history=History.read(events, labels, spec)), "
-            "or seqfraud score --history-events PATH [--history-labels PATH]); see docs/entities.md"
+            "or --history-events PATH [--history-labels PATH] on seqfraud score, embed, explain and monitor); see "
+            "docs/entities.md"
         )
     if spec.entity is None and history is not None:
         raise UserError("this artifact has no entity features: it reads no history")

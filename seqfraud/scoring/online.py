@@ -239,6 +239,7 @@ class OnlineScorer:
         self.on_store_error = on_store_error
         self._delta_field = self.spec.fields.index(S.TIME_DELTA)
         self._arrivals = itertools.count()
+        store.check_restored(self._decode)
 
     def events(self, records: list[dict[str, Any]], *, source: str = "request") -> list[dict[str, Any]]:
         """Take events of one or more open sessions; per touched session (in order of first appearance) its

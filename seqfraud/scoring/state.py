@@ -87,6 +87,10 @@ class StateStore(ABC):
     def ping(self) -> None:
         """Raise :class:`StoreUnavailable` when the store cannot serve now (an in-process store always can)."""
 
+    def check_restored(self, decode: Callable[[bytes], object]) -> None:
+        """Decode every session state restored from a file (``decode`` raises ValueError on a damaged one), so
+        that a damaged state is refused at start, not answered with an error at its session's every event."""
+
     def close(self) -> None:
         """Release connections, and for an in-process store, write its snapshot."""
 
@@ -229,6 +233,17 @@ class MemoryStore(StateStore):
         with os.fdopen(fd, "w") as f:
             json.dump(doc, f)
         os.replace(tmp, path)
+
+    def check_restored(self, decode: Callable[[bytes], object]) -> None:
+        if self.snapshot is None:
+            return
+        with self._lock:
+            held = list(self._sessions.items())
+        for sid, (_, state) in held:
+            try:
+                decode(state)
+            except ValueError as e:
+                raise SnapshotError(f"{self.snapshot}: cannot restore session {sid!r}: {e}") from None
 
     def _restore(self, path: Path) -> None:
         """A snapshot of :meth:`save`: plain JSON, checked field by field (a state's bytes are checked again
