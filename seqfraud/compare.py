@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from seqfraud.config import plain
+from seqfraud.errors import UserError
 from seqfraud.metrics import precision_key, recall_key
 from seqfraud.rundir import CONFIG_FILE, METRICS_FILE, PREDICTIONS_DIR, predictions
 
@@ -71,7 +72,12 @@ def load_run(path: Path, name: str) -> Run:
         raise FileNotFoundError(
             f"{path}: no {PREDICTIONS_DIR}/test.parquet, so it is not a complete run directory"
         )
-    metrics = json.loads((path / METRICS_FILE).read_text())
+    try:
+        metrics = json.loads((path / METRICS_FILE).read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(
+            f"{path / METRICS_FILE}: not JSON ({e}); is the run still writing it, or cut short?"
+        ) from None
     for split in ("val", "test"):
         if split not in metrics:
             raise ValueError(f"{path / METRICS_FILE}: no {split!r} metrics")

@@ -11,6 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from seqfraud.cli.compare import main
+from seqfraud.errors import UserError
 from seqfraud.reports import write_leaderboard
 from seqfraud.training.train import train
 
@@ -74,4 +75,8 @@ def test_a_run_without_predictions_is_named_in_the_error(runs, tmp_path):
     broken.mkdir()
     shutil.copy(runs / "0" / "metrics.json", broken / "metrics.json")
     with pytest.raises(FileNotFoundError, match="broken: no predictions/test.parquet"):
+        write_leaderboard([broken])
+    shutil.copytree(runs / "0" / "predictions", broken / "predictions")
+    (broken / "metrics.json").write_text('{"val": ')  # a run cut short while writing it
+    with pytest.raises(UserError, match="broken/metrics.json: not JSON"):
         write_leaderboard([broken])

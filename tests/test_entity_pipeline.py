@@ -203,6 +203,10 @@ def test_live_entity_features_equal_the_batch_features(entity_run, entity_artifa
         )
         two = client.post("/labels", json={"labels": [{"session_id": "s", "label": 2}]})
         assert two.status_code == 422 and "labels[0].label: expected 0 or 1 (or a boolean), got 2" in two.text
+        both = client.post("/labels", json={"labels": [{"session_id": "s", "label": v} for v in (1, 0)]})
+        assert (
+            both.status_code == 422 and "1 session(s) listed with conflicting labels, e.g. 's'" in both.text
+        )
         assert client.post("/labels", json={"labels": wire(posted)}).json() == {"accepted": posted.height}
         # A label known before its session began is refused, as training refuses it; nothing of it is stored.
         first = other.sort("timestamp").row(0, named=True)

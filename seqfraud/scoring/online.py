@@ -552,6 +552,15 @@ def read_labels(labels: list[Mapping[str, Any]], spec: Spec, source: str) -> lis
             f"{source}: {len(given):,} label(s) carry a {LABEL_TIME!r}, but this model counts when a label is "
             f"known from the session's end plus its label delay ({entity.label_delay}); leave {LABEL_TIME!r} out"
         )
+    seen: dict[str, int] = {}
+    conflicting = {
+        sid for lb in labels if seen.setdefault(sid := str(lb[S.SESSION_ID]), lb[S.LABEL]) != lb[S.LABEL]
+    }
+    if conflicting:
+        raise DataValidationError(
+            f"{source}: {len(conflicting):,} session(s) listed with conflicting labels, e.g. {min(conflicting)!r} "
+            "(a later request may correct a label)"
+        )
     blind = sum(t is None and lb[S.LABEL] == 1 for t, lb in zip(times, labels))
     if s.label_time and entity.label_delay is None and blind:
         raise DataValidationError(
