@@ -68,6 +68,9 @@ def test_a_directory_without_runs_is_named_in_the_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(empty)])
     assert str(empty) in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a percentage where a share is meant
+        main([str(empty), "--fpr", "2"])
+    assert "--fpr is a share between 0 and 1 (0.01 is 1%), got 2.0" in capsys.readouterr().err
 
 
 def test_a_run_without_predictions_is_named_in_the_error(runs, tmp_path):

@@ -28,6 +28,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--recall", type=float, default=0.5, help="operating point the runs report precision at"
     )
     args = parser.parse_args(argv)
+    for flag, value in (("--fpr", args.fpr), ("--recall", args.recall)):
+        if not 0 < value < 1:
+            parser.error(f"{flag} is a share between 0 and 1 (0.01 is 1%), got {value}")
     try:
         rows = write_leaderboard(args.runs, args.out, fpr=args.fpr, recall=args.recall)
     except ValueError as e:  # a run directory without the metrics compared

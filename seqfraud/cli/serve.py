@@ -183,6 +183,12 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if isinstance(store, RedisStore):
+        try:
+            store.ping()
+            log.info("state store: Redis at %s", store.where)
+        except StoreUnavailable as e:  # it may come up later: /events answers degraded (or 503) until then
+            log.warning("state store: %s (/readyz answers 503 until it can be reached)", e)
     if history is not None:
         # Thousands of rows a transaction: a bulk load, not a request, so a connection with a bulk timeout.
         target = redis_store(max(args.redis_timeout, SEED_TIMEOUT_S)) if args.state == "redis" else store

@@ -383,8 +383,8 @@ def one_session(events: list[dict[str, Any]], spec: Spec, where: str) -> list[di
     if len(ids) > 1:
         raise RequestError(
             422,
-            f"{where}.{spec.schema.session_id}: one session per request, got {len(ids)} "
-            f"session ids; send several sessions to /score/batch",
+            f"{where}.{spec.schema.session_id}: one session per request, got {len(ids)} session ids "
+            "(/score/batch scores several at once; /explain takes them one by one)",
         )
     return events
 
