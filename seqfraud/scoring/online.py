@@ -513,7 +513,7 @@ def seed(store: StateStore, history: History, spec: Spec) -> tuple[int, int]:
     events = history.events
     ids = events[S.EVENT_ID].to_list() if S.EVENT_ID in events.columns else [None] * events.height
     rows = [
-        EntityRow(f"id:{i}" if i is not None else f"history:{row}", sid, ts, tuple(values))
+        EntityRow(event_key({S.EVENT_ID: i}, S.EVENT_ID, f"history:{row}"), sid, ts, tuple(values))
         for i, row, sid, ts, *values in zip(
             ids,
             events[S.ROW_INDEX].to_list(),
@@ -524,15 +524,15 @@ def seed(store: StateStore, history: History, spec: Spec) -> tuple[int, int]:
     ]
     for at in range(0, len(rows), SEED_CHUNK):
         store.add_entity_rows(rows[at : at + SEED_CHUNK])
-    table = history.labels
+    table = history.labels  # empty for a model without risk features
     times = table[S.LABEL_TIME_US].to_list() if S.LABEL_TIME_US in table.columns else [None] * table.height
     labels = [
         Label(sid, int(label), at)
         for sid, label, at in zip(table[S.SESSION_ID].to_list(), table[S.LABEL].to_list(), times)
     ]
-    if labels and entity.risk:
+    if labels:
         store.add_labels(labels)
-    return len(rows), len(labels) if entity.risk else 0
+    return len(rows), len(labels)
 
 
 LABEL_TIME = "label_time"  # the key of POST /labels that says when a label became known
