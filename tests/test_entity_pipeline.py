@@ -291,6 +291,59 @@ def test_a_store_seeded_with_a_history_scores_like_batch_with_it(
     assert "error: this artifact has no entity features, so it reads no history" in capsys.readouterr().err
 
 
+def test_a_replica_seeds_redis_again_when_it_restarts_empty(entity_run, entity_artifact, tmp_path) -> None:
+    """A Redis restarted without persistence comes back empty and healthy: the replica notices that the seeded
+    history is gone, says so on ``/readyz`` and seeds it again, so that scores read the history once more."""
+    import threading
+
+    from seqfraud.scoring.history import History
+    from seqfraud.scoring.online import seed
+    from seqfraud.scoring.redis_store import RedisStore
+    from seqfraud.scoring.scorer import Scorer
+    from tests.redis_server import redis_server
+
+    scored, other, labels = split_log(entity_run)
+    spec = Scorer.load(entity_artifact).spec
+    history = History.from_frame(other.lazy(), "history", labels, spec)
+    sid = scored["session_id"].unique().sort()[0]
+    records = (
+        scored.filter(pl.col("session_id") == sid)
+        .sort("timestamp")
+        .with_columns(pl.col(pl.Datetime).dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ"))
+        .to_dicts()
+    )
+    gate = threading.Event()  # the test decides when the re-seed may run, so the 503 before it is no race
+    calls = []
+
+    def reseed() -> None:
+        calls.append(gate.wait(30))
+        seed(RedisStore(server.url, timeout_s=5), history, spec)
+
+    def score_as(name: str) -> float:
+        events = [r | {"session_id": name} for r in records]
+        return client.post("/events", json={"events": events}).json()["results"][0]["score"]
+
+    with redis_server(tmp_path) as server:
+        store = RedisStore(server.url)
+        seed(store, history, spec)
+        with service_client(entity_artifact, store=store, reseed=reseed, seed_check_s=0.1) as client:
+            assert client.get("/readyz").status_code == 200
+            seeded = score_as("before")
+            server.stop()
+            server.start()  # empty, as after a restart without persistence
+            unready = client.get("/readyz")
+            assert unready.status_code == 503 and "lost the history seeded at start" in unready.text
+            gate.set()
+            for _ in range(300):
+                if client.get("/readyz").status_code == 200:
+                    break
+                threading.Event().wait(0.1)
+            assert calls == [True]
+            assert client.get("/readyz").status_code == 200
+            assert len(store.entity_rows(other["session_id"].unique().to_list())) == other.height
+            assert score_as("after") == pytest.approx(seeded, abs=1e-6)
+
+
 def test_risk_features_need_to_know_when_labels_became_known(tmp_path) -> None:
     from seqfraud.errors import ConfigError
     from seqfraud.preprocess import preprocess

@@ -19,6 +19,7 @@ from seqfraud.cli import (
 )
 from seqfraud.errors import UserError, command
 from seqfraud.export.artifact import open_artifact, verification_settings
+from seqfraud.scoring.history import History
 from seqfraud.scoring.online import seed
 from seqfraud.scoring.redis_store import RedisStore
 from seqfraud.scoring.server import ConnectionLimits, run
@@ -189,13 +190,12 @@ def main(argv: list[str] | None = None) -> None:
             log.info("state store: Redis at %s", store.where)
         except StoreUnavailable as e:  # it may come up later: /events answers degraded (or 503) until then
             log.warning("state store: %s (/readyz answers 503 until it can be reached)", e)
-    if history is not None:
+
+    def seed_store(history: History) -> None:
         # Thousands of rows a transaction: a bulk load, not a request, so a connection with a bulk timeout.
         target = redis_store(max(args.redis_timeout, SEED_TIMEOUT_S)) if args.state == "redis" else store
         try:
             rows, labels = seed(target, history, spec)
-        except StoreUnavailable as e:
-            raise UserError(f"--history-events: could not seed the state store: {e}") from None
         finally:
             if target is not store:
                 target.close()
@@ -205,6 +205,12 @@ def main(argv: list[str] | None = None) -> None:
             f"{labels:,}",
             history.source,
         )
+
+    if history is not None:
+        try:
+            seed_store(history)
+        except StoreUnavailable as e:
+            raise UserError(f"--history-events: could not seed the state store: {e}") from None
     app = create_app(
         args.artifact,
         fmt=args.format,
@@ -213,6 +219,10 @@ def main(argv: list[str] | None = None) -> None:
         limits=Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)}),
         store=store,
         on_store_error=args.on_store_error,
+        # Redis may restart empty under a running replica; the files are read again, as at start.
+        reseed=None
+        if history is None or args.state != "redis"
+        else lambda: seed_store(history_of(args, spec)),
     )
     run(
         app,

@@ -532,6 +532,7 @@ def seed(store: StateStore, history: History, spec: Spec) -> tuple[int, int]:
     ]
     if labels:
         store.add_labels(labels)
+    store.mark_seeded()
     return len(rows), len(labels)
 
 

@@ -13,7 +13,8 @@ Every key starts with ``prefix`` (``seqfraud:`` by default), so services, or two
 can share one Redis by giving each its own prefix. The layout, for an operator's ``redis-cli``:
 ``{prefix}session:{id}`` (a session's state, expiring ``session_ttl_s`` after its last update),
 ``{prefix}rows:{id}`` (a hash: event key -> JSON ``[ts_us, values...]``), ``{prefix}ent:{column}:{value}``
-(a set of session ids) and ``{prefix}labels`` (a hash: session id -> JSON ``[label, label_time_us]``).
+(a set of session ids), ``{prefix}labels`` (a hash: session id -> JSON ``[label, label_time_us]``) and
+``{prefix}seeded`` (set once a history is seeded: its absence tells a replica that Redis lost it).
 
 What is atomic: :meth:`RedisStore.update` of one session (optimistic locking: WATCH, read, compute, then
 MULTI/EXEC, retried on a conflict), and each :meth:`RedisStore.add_entity_rows` batch (one MULTI/EXEC: a
@@ -75,6 +76,7 @@ class RedisStore(StateStore):
         self.max_retries = max_retries
         self._prefix = _bytes(prefix)
         self._labels_key = self._prefix + b"labels"
+        self._seeded_key = self._prefix + b"seeded"
         self._ttl_ms = max(1, round(session_ttl_s * 1000))
         self._retention_ms = None if entity_retention_s is None else max(1, round(entity_retention_s * 1000))
         # Connection errors (BusyLoadingError, a restarted Redis still loading, is one), timeouts, and writes
@@ -109,6 +111,14 @@ class RedisStore(StateStore):
     def ping(self) -> None:
         with self._reachable():
             self._client.ping()
+
+    def mark_seeded(self) -> None:
+        with self._reachable():
+            self._client.set(self._seeded_key, b"1")
+
+    def holds_seed(self) -> bool:
+        with self._reachable():
+            return bool(self._client.exists(self._seeded_key))
 
     def _key(self, kind: bytes, name: str) -> bytes:
         return self._prefix + kind + _bytes(name)

@@ -497,6 +497,8 @@ def create_app(
     threads: int = 1,
     store: StateStore | None = None,
     on_store_error: str = "degraded",
+    reseed: Callable[[], object] | None = None,
+    seed_check_s: float = 10.0,
 ) -> FastAPI:
     """The service for one artifact; the model is verified and loaded when the app starts, not per request.
 
@@ -504,7 +506,27 @@ def create_app(
     run side by side on the other cores. ``store`` keeps the open sessions, entity history and labels of
     ``/events`` and ``/labels`` (:mod:`seqfraud.scoring.online`; default a :class:`MemoryStore`), closed
     (and so snapshotted) at shutdown; ``on_store_error`` is ``degraded`` or ``fail`` when it is unreachable.
+    ``reseed`` seeds the store with its history again: with it, every ``seed_check_s`` seconds the service
+    checks that the store still holds that history, and seeds it again when a restart emptied it.
     """
+
+    async def keep_seeded(store: StateStore, reseed: Callable[[], object]) -> None:
+        """A Redis restarted without persistence comes back empty and healthy: without this, entity features
+        would read an empty history, unnoticed, until every replica restarted."""
+        while True:
+            await asyncio.sleep(seed_check_s)
+            try:
+                if await run_in_threadpool(store.holds_seed):
+                    continue
+                log.warning(
+                    "the state store lost the history seeded at start (restarted empty?): seeding again"
+                )
+                await run_in_threadpool(reseed)
+                log.info("seeded the state store again")
+            except StoreUnavailable as e:  # /readyz says so meanwhile; the next check tries again
+                log.warning("could not check or seed the state store: %s", e)
+            except Exception:  # a history file gone or damaged since start: say so, and try again
+                log.exception("could not seed the state store again")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -519,6 +541,8 @@ def create_app(
             scorer, store if store is not None else MemoryStore(), on_store_error=on_store_error
         )
         app.state.online_validators = online_request_models(scorer.spec, limits)
+        app.state.reseed = reseed
+        seeding = None if reseed is None else asyncio.create_task(keep_seeded(app.state.online.store, reseed))
         # One worker process per batch and explain slot: a request its Capacity admits never waits for one.
         # forkserver: workers fork from a clean process (never from this one's threads), with the imports done.
         workers = limits.max_batch_in_flight + limits.max_explain_in_flight
@@ -544,6 +568,8 @@ def create_app(
             log.info("serving %s (%s) from %s", scorer.model_version, fmt, artifact)
             yield
         finally:
+            if seeding is not None:
+                seeding.cancel()
             app.state.workers.shutdown(wait=True, cancel_futures=True)  # else they would outlive this process
             del app.state.workers
             app.state.online.store.close()
@@ -609,11 +635,17 @@ def create_app(
     @app.get("/readyz", response_model=Health, responses=_errors(503))
     async def readyz(request: Request) -> JSONResponse:
         """``/healthz`` plus the state store: 503 while it cannot be reached (``/events`` then answers degraded
-        or 503, ``/labels`` and ``/sessions`` 503)."""
+        or 503, ``/labels`` and ``/sessions`` 503), or while it lacks the history seeded at start."""
+        store = request.app.state.online.store
         try:
-            await run_in_threadpool(request.app.state.online.store.ping)
+            await run_in_threadpool(store.ping)
+            lost = request.app.state.reseed is not None and not await run_in_threadpool(store.holds_seed)
         except StoreUnavailable as e:
             raise store_down(e) from None
+        if lost:
+            raise store_down(
+                StoreUnavailable("it lost the history seeded at start (restarted empty?); seeding again")
+            )
         return JSONResponse({"status": "ok", "model_version": request.app.state.scorer.model_version})
 
     @app.get("/metadata", response_model=dict[str, Any])

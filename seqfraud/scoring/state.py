@@ -87,6 +87,14 @@ class StateStore(ABC):
     def ping(self) -> None:
         """Raise :class:`StoreUnavailable` when the store cannot serve now (an in-process store always can)."""
 
+    def mark_seeded(self) -> None:
+        """Note that a batch history was put into the store (:func:`~seqfraud.scoring.online.seed`)."""
+
+    def holds_seed(self) -> bool:
+        """Whether the store still holds the history seeded into it: an in-process store cannot lose it, a Redis
+        restarted without persistence can (it comes back empty, and entity features would read nothing)."""
+        return True
+
     def check_restored(self, decode: Callable[[bytes], object]) -> None:
         """Decode every session state restored from a file (``decode`` raises ValueError on a damaged one), so
         that a damaged state is refused at start, not answered with an error at its session's every event."""
