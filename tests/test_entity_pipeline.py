@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -166,7 +167,7 @@ def test_scoring_needs_a_history_and_reads_it_point_in_time(entity_run, entity_a
         History.read(tmp_path / "history.parquet", tmp_path / "renamed.parquet", scorer.spec)
 
 
-def test_live_entity_features_equal_the_batch_features(entity_run, entity_artifact) -> None:
+def test_live_entity_features_equal_the_batch_features(entity_run, entity_artifact, caplog) -> None:
     """Replay a history through the service (other sessions' events, then their labels, then a few sessions
     event by event): every kept token, entity features included, equals the batch path's on the same history,
     and so does the score. The stateless routes refuse the model, pointing at /events."""
@@ -207,7 +208,10 @@ def test_live_entity_features_equal_the_batch_features(entity_run, entity_artifa
         assert (
             both.status_code == 422 and "1 session(s) listed with conflicting labels, e.g. 's'" in both.text
         )
-        assert client.post("/labels", json={"labels": wire(posted)}).json() == {"accepted": posted.height}
+        assert client.post("/labels", json={"labels": wire(posted)}).json() == {
+            "accepted": posted.height,
+            "unseen": 0,
+        }
         # A label known before its session began is refused, as training refuses it; nothing of it is stored.
         first = other.sort("timestamp").row(0, named=True)
         before = (first["timestamp"] - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -220,6 +224,19 @@ def test_live_entity_features_equal_the_batch_features(entity_run, entity_artifa
             assert client.post("/events", json={"events": [event]}).status_code == 200
         online = client.app.state.online
         states = {sid: online.session(sid) for sid in chosen}
+        # A label for a session not seen yet cannot be checked; once its events show its time too early, the
+        # features ignore it (once logged) instead of failing every request of a session sharing an entity.
+        ghost = {"session_id": "ghost", "label": 1, LABEL_TIME: "1999-01-01T00:00:00Z"}
+        assert client.post("/labels", json={"labels": [ghost]}).json() == {"accepted": 1, "unseen": 1}
+        later = wire(scored.filter(pl.col("session_id") == chosen[0]).tail(1))[0]
+        assert client.post("/events", json={"events": [later | {"session_id": "ghost"}]}).status_code == 200
+        with caplog.at_level(logging.WARNING, logger="seqfraud.scoring.online"):
+            for _ in range(2):
+                again = client.post("/events", json={"events": [later | {"session_id": "next"}]})
+                assert again.status_code == 200, again.text
+        assert [r.getMessage() for r in caplog.records].count(
+            "label of session 'ghost' ignored: its label time is before the first event held of the session"
+        ) == 1
 
     scorer = Scorer.load(entity_artifact)
     scorer.history = History.from_frame(other.lazy(), "history", labels, scorer.spec)

@@ -26,8 +26,10 @@ model without entity features skip Polars (:func:`~seqfraud.scoring.prepare.reco
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -49,6 +51,8 @@ from seqfraud.scoring.history import History, entity_context
 from seqfraud.scoring.prepare import as_frame, normalized_events, record_columns
 from seqfraud.scoring.scorer import Scorer, intra_op_threads
 from seqfraud.scoring.state import EntityRow, Label, StateStore, StoreUnavailable
+
+log = logging.getLogger(__name__)
 
 ON_STORE_ERROR = ("degraded", "fail")
 STATE_VERSION = 3  # 2: the columns a stacker reads; 3: the event keys outside the header
@@ -282,12 +286,12 @@ class OnlineScorer:
             }
         return list(results.values())
 
-    def labels(self, labels: list[Label], *, source: str = "request") -> None:
+    def labels(self, labels: list[Label], *, source: str = "request") -> int:
         """Store confirmed labels; one whose time is before its session's first known event is refused, as
-        training refuses it (a session not seen yet, or expired from the history, cannot be checked)."""
-        timed = {lb.session_id for lb in labels if lb.label_time_us is not None}
+        training refuses it. A session not seen yet, or expired from the history, cannot be checked: returns
+        how many labels are such (:func:`live_context` ignores one whose time turns out to be too early)."""
         starts: dict[str, int] = {}
-        for row in self.store.entity_rows(sorted(timed)):
+        for row in self.store.entity_rows(sorted({lb.session_id for lb in labels})):
             starts[row.session_id] = min(starts.get(row.session_id, row.ts_us), row.ts_us)
         early = [
             lb.session_id
@@ -300,6 +304,7 @@ class OnlineScorer:
                 f"their session, e.g. session {min(early)!r}"
             )
         self.store.add_labels(labels)
+        return sum(lb.session_id not in starts for lb in labels)
 
     def session(self, session_id: str) -> SessionState | None:
         data = self.store.get(session_id)
@@ -485,7 +490,17 @@ def live_context(store: StateStore, events: pl.DataFrame, keys: list[str] | None
             },
         }
     )
-    labels = store.labels(sorted(sharing))
+    first: dict[str, int] = {}
+    for r in rows:  # in time order
+        first.setdefault(r.session_id, r.ts_us)
+    labels = []
+    for lb in store.labels(sorted(sharing)):
+        if lb.label_time_us is not None and lb.label_time_us < first.get(lb.session_id, lb.label_time_us):
+            # Taken before its session's events arrived (or retention dropped the first ones): training would
+            # refuse it, and it must not fail the requests of every session that shares an entity with it.
+            _ignored_label(lb.session_id)
+            continue
+        labels.append(lb)
     table = pl.DataFrame(
         {
             S.SESSION_ID: pl.Series([lb.session_id for lb in labels], dtype=pl.String),
@@ -494,6 +509,15 @@ def live_context(store: StateStore, events: pl.DataFrame, keys: list[str] | None
         }
     )
     return entity_context(events, context, table, "POST /labels", False, spec)
+
+
+@functools.lru_cache(maxsize=4096)
+def _ignored_label(session_id: str) -> None:
+    """Logs once per session (as long as it stays among the last 4,096), not at every request that reads it."""
+    log.warning(
+        "label of session %r ignored: its label time is before the first event held of the session",
+        session_id,
+    )
 
 
 SEED_CHUNK = 10_000  # entity rows per store call while seeding: one Redis transaction each

@@ -294,7 +294,7 @@ EventResult: Any = _dynamic_typed_dict(
 EventsResponse = TypedDict(
     "EventsResponse", {"results": list[EventResult], "model_version": str, "latency_ms": float}
 )
-LabelsResponse = TypedDict("LabelsResponse", {"accepted": int})
+LabelsResponse = TypedDict("LabelsResponse", {"accepted": int, "unseen": int})
 SessionResponse: Any = _dynamic_typed_dict(
     "SessionResponse",
     {**ScoreResult.__annotations__, S.RAW_SCORE: float, "n_events": int, "updated_at": float},
@@ -755,10 +755,10 @@ def create_app(
             parsed = await run_in_threadpool(parse, request.app.state.online_validators[1], body)
             taken = read_labels(parsed["labels"], online.spec, "request")
             try:
-                await run_in_threadpool(online.labels, taken)
+                unseen = await run_in_threadpool(online.labels, taken)
             except StoreUnavailable as e:
                 raise store_down(e) from None
-        return JSONResponse({"accepted": len(taken)})
+        return JSONResponse({"accepted": len(taken), "unseen": unseen})
 
     @app.get("/sessions/{session_id}", response_model=SessionResponse, responses=_errors(404, 503))
     async def session(request: Request, session_id: str) -> JSONResponse:
