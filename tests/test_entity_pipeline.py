@@ -334,7 +334,9 @@ def test_a_replica_seeds_redis_again_when_it_restarts_empty(entity_run, entity_a
 
     def reseed() -> None:
         calls.append(gate.wait(30))
-        seed(RedisStore(server.url, timeout_s=5), history, spec)
+        seed(
+            RedisStore(server.url, timeout_s=5), history, spec
+        )  # as serve seeds: a long write, a long timeout
 
     def score_as(name: str) -> float:
         events = [r | {"session_id": name} for r in records]
@@ -342,7 +344,7 @@ def test_a_replica_seeds_redis_again_when_it_restarts_empty(entity_run, entity_a
 
     with redis_server(tmp_path) as server:
         store = RedisStore(server.url)
-        seed(store, history, spec)
+        seed(RedisStore(server.url, timeout_s=5), history, spec)
         with service_client(entity_artifact, store=store, reseed=reseed, seed_check_s=0.1) as client:
             assert client.get("/readyz").status_code == 200
             seeded = score_as("before")

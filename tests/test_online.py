@@ -145,6 +145,7 @@ def test_transformer_rescores_its_kept_events_like_the_whole_session(exported_ar
 def test_late_and_repeated_events(gru_artifact, gru_run) -> None:
     """A resent event (same id) changes nothing; an event older than the session's latest is put in its
     place, as the whole-session score would; several events of several sessions may come at once."""
+    from seqfraud.data.events import DataValidationError
     from seqfraud.scoring.online import OnlineScorer
     from seqfraud.scoring.scorer import Scorer
     from seqfraud.scoring.state import MemoryStore
@@ -157,8 +158,13 @@ def test_late_and_repeated_events(gru_artifact, gru_run) -> None:
         online.events(first[:3] + first[4:6])  # event 3 is late
         before = online.session(first[0]["session_id"])
         assert before is not None and before.n_events == 5
-        again = online.events(first[:3])  # resent: nothing changes
-        assert again[0]["n_events"] == 5 and again[0][S.SCORE] == before.score
+        again = online.events(first[:3])  # resent: nothing changes, and the answer says so
+        assert again[0]["n_events"] == 5 and again[0][S.SCORE] == before.score and again[0]["repeated"] == 3
+        # One id twice in one request is a client error (which would the state keep?), refused as batch refuses.
+        repeat = f"column 'event_id': 1 event\\(s\\) repeat the id .*first: '{first[6]['event_id']}'"
+        with pytest.raises(DataValidationError, match=repeat):
+            online.events([first[6], first[6] | {"timestamp": first[7]["timestamp"]}])
+        assert online.session(first[0]["session_id"]).n_events == 5
         (late,) = online.events([first[3]])
         whole = scorer.score(without_ids(first[:6]), source="test")
         assert late["n_events"] == 6 and abs(late[S.SCORE] - whole[S.SCORE][0]) <= 1e-5
@@ -166,6 +172,7 @@ def test_late_and_repeated_events(gru_artifact, gru_run) -> None:
         other = [r for r in records if r["session_id"] != first[0]["session_id"]][:4]
         results = online.events(first[6:8] + other)
         assert [r[S.SESSION_ID] for r in results] == [first[0]["session_id"], other[0]["session_id"]]
+        assert [r["repeated"] for r in results] == [0, 0]
         expected = scorer.score(without_ids(first[:8] + other), source="test")
         got = dict(zip([r[S.SESSION_ID] for r in results], [r[S.SCORE] for r in results]))
         for sid, score in zip(expected[S.SESSION_ID], expected[S.SCORE]):
@@ -207,7 +214,11 @@ def test_service_events_labels_sessions_and_restart(gru_artifact, gru_run, tmp_p
         assert first.status_code == 200, first.text
         (result,) = first.json()["results"]
         assert result["n_events"] == 3 and result["degraded"] is False
-        assert client.post("/events", json={"events": mine[:3]}).json()["results"][0] == result
+        assert client.post("/events", json={"events": mine[:3]}).json()["results"][0] == result | {
+            "repeated": 3
+        }
+        twice = client.post("/events", json={"events": [mine[3], mine[3]]})
+        assert twice.status_code == 422 and "1 event(s) repeat the id of an earlier event" in twice.text
         state = client.get(f"/sessions/{sid}").json()
         assert state[S.SCORE] == result[S.SCORE] and state["n_events"] == 3
         bad = client.post("/events", json={"events": [mine[3] | {"amount": "lots"}]})

@@ -247,7 +247,9 @@ class OnlineScorer:
 
     def events(self, records: list[dict[str, Any]], *, source: str = "request") -> list[dict[str, Any]]:
         """Take events of one or more open sessions; per touched session (in order of first appearance) its
-        ``session_id, score, band, n_events, degraded``. Every event is validated before any state changes."""
+        ``session_id, score, band, n_events, degraded, repeated`` (``repeated``: this request's events whose
+        id the session had already taken, which change nothing). Every event is validated before any state
+        changes, and one id twice in a session of the request is refused, as batch scoring refuses it."""
         schema = self.spec.schema
         arrival = f"{time.time_ns()}-{next(self._arrivals)}"
         keys = [event_key(r, schema.event_id, f"{arrival}-{i}") for i, r in enumerate(records)]
@@ -264,11 +266,13 @@ class OnlineScorer:
         except (TypeError, ValueError) as e:
             raise DataValidationError(f"{source}: online events must hold JSON values only: {e}") from None
         sids = events.session_ids if isinstance(events, EventColumns) else events[S.SESSION_ID].to_list()
+        if schema.event_id:
+            _refuse_repeats(sids, keys, schema.event_id, source)
         # The last result of each session, in order of first appearance.
         results: dict[str, dict[str, Any]] = {}
         for sid, rows in segments(sids, self.spec.entity is not None):
             try:
-                state = self._take(
+                state, taken = self._take(
                     sid, [keys[i] for i in rows], [lines[i] for i in rows], _rows(events, rows)
                 )
             except StoreUnavailable:
@@ -277,12 +281,14 @@ class OnlineScorer:
                 mine = [records[i] for i, other in enumerate(sids) if other == sid]
                 results[sid] = self._alone(sid, mine, source)
                 continue
+            repeated = len(rows) - taken + results.get(sid, {}).get("repeated", 0)
             results[sid] = {
                 S.SESSION_ID: sid,
                 S.SCORE: state.score,
                 S.BAND: state.band,
                 "n_events": state.n_events,
                 "degraded": False,
+                "repeated": repeated,
             }
         return list(results.values())
 
@@ -315,8 +321,9 @@ class OnlineScorer:
 
     def _take(
         self, sid: str, keys: list[str], lines: list[bytes], events: EventColumns | pl.DataFrame
-    ) -> SessionState:
-        """Apply a session's new events to its state, atomically, then record them in the entity history."""
+    ) -> tuple[SessionState, int]:
+        """Apply a session's new events to its state, atomically, then record them in the entity history;
+        returns the state and how many of the events were new."""
         entries = [key_entry(k) for k in keys] if self.spec.schema.event_id is not None else None
         taken: list[int] = []
         latest: list[SessionState] = []
@@ -351,7 +358,7 @@ class OnlineScorer:
                     )
                 ]
             )
-        return state
+        return state, len(taken)
 
     def _advance(
         self, state: SessionState, keys: list[str], lines: list[bytes], new: EventColumns | pl.DataFrame
@@ -431,8 +438,26 @@ class OnlineScorer:
             )
         row = self.scorer.score_normalized(events).row(0, named=True)
         return {S.SESSION_ID: sid, S.SCORE: row[S.SCORE], S.BAND: row[S.BAND], "n_events": len(records)} | {
-            "degraded": True
+            "degraded": True,
+            "repeated": 0,  # unknown: the session's taken ids are in the store that could not be read
         }
+
+
+def _refuse_repeats(session_ids: list[str], keys: list[str], column: str, source: str) -> None:
+    """One event id twice in a session of one request: a client error, not a retry (the state would keep the
+    first and drop the other unseen), so refused as batch refuses it."""
+    seen: set[tuple[str, str]] = set()
+    repeats = []
+    for sid, key in zip(session_ids, keys):
+        if key.startswith("id:"):
+            if (sid, key) in seen:
+                repeats.append(key)
+            seen.add((sid, key))
+    if repeats:
+        raise DataValidationError(
+            f"{source}: column {column!r}: {len(repeats):,} event(s) repeat the id of an earlier event of their "
+            f"session in this request (first: {repeats[0][3:]!r}); an id names one event: remove the repeats"
+        )
 
 
 def segments(session_ids: list[str], by_run: bool) -> list[tuple[str, list[int]]]:
