@@ -19,7 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from hydra import compose
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException
+from omegaconf import DictConfig, open_dict
 
 from seqfraud import reports
 from seqfraud import schema as S
@@ -27,13 +31,13 @@ from seqfraud.compare import typology_columns
 from seqfraud.config import plain
 from seqfraud.data.events import load_events
 from seqfraud.data.split import from_epoch_us, to_epoch_us
+from seqfraud.errors import ConfigError
 from seqfraud.preprocess import ensure_synthetic, resolve_data_config
 from seqfraud.schema import Schema
 from seqfraud.training.train import model_name, train
 
 log = logging.getLogger(__name__)
 
-CONF_DIR = Path(__file__).resolve().parent / "conf"  # the packaged config
 DAY_US = 86_400 * 1_000_000
 RESULT_FILES = ("backtest.json", "backtest.md", "backtest.png")
 
@@ -107,26 +111,29 @@ def session_range(data: dict[str, Any]) -> tuple[int, int]:
 
 
 def model_presets(cfg: DictConfig) -> dict[str, Any]:
-    """Name -> model config: the presets in ``backtest.models`` (each as ``model=NAME`` gives it), else the composed model."""
+    """Name -> model config: each preset in ``backtest.models`` composed as ``model=NAME`` with this run's other
+    overrides composes it (the user's search path and the experiment's ``model.*`` keys included, which
+    ``train`` then checks against the preset's kind), else the composed model."""
     names = cfg.backtest.models
     if not names:
         return {model_name(cfg.model): cfg.model}
-    available = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
-    unknown = [n for n in names if n not in available]
-    if unknown:
-        raise ValueError(f"backtest.models: unknown model preset(s) {unknown}; presets are {available}")
-    return {n: preset(n) for n in names}
-
-
-def preset(name: str) -> DictConfig:
-    """A model preset as ``model=NAME`` composes it: the presets its defaults list names, then its own keys."""
-    raw = OmegaConf.load(CONF_DIR / "model" / f"{name}.yaml")
-    assert isinstance(raw, DictConfig)
-    with open_dict(raw):
-        bases = [preset(str(d)) for d in raw.pop("defaults", []) if d != "_self_"]
-    merged = OmegaConf.merge(*bases, raw)
-    assert isinstance(merged, DictConfig)
-    return merged
+    if not GlobalHydra.instance().is_initialized() or not HydraConfig.initialized():
+        raise ConfigError(
+            "backtest.models composes each preset with Hydra: run it as `seqfraud backtest ...`"
+        )
+    run = HydraConfig.get()
+    searchpath = [o for o in run.overrides.hydra if o.startswith("hydra.searchpath=")]
+    overrides = [*searchpath, *(o for o in run.overrides.task if o.split("=", 1)[0].lstrip("+~") != "model")]
+    models = {}
+    for name in names:
+        try:
+            composed = compose(run.job.config_name, overrides=[*overrides, f"model={name}"])
+        except ConfigCompositionException as e:  # no such preset, or a model.* override it has no key for
+            raise ConfigError(
+                f"backtest.models: model={name} does not compose: {str(e).splitlines()[0]}"
+            ) from None
+        models[str(name)] = composed.model
+    return models
 
 
 def window_config(cfg: DictConfig, window: Window, model: DictConfig, run_dir: Path) -> DictConfig:
@@ -144,6 +151,7 @@ def run_backtest(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     bt = cfg.backtest
+    models = model_presets(cfg)  # a config error before any data is read
     data = resolve_data_config(plain(cfg.data))
     windows = plan_windows(
         *session_range(data),
@@ -152,7 +160,6 @@ def run_backtest(cfg: DictConfig) -> dict[str, Any]:
         val_days=float(bt.val_days),
         first_test_start=bt.first_test_start,
     )
-    models = model_presets(cfg)
     rows = []
     for w in windows:
         for name, model in models.items():

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import polars as pl
 import pytest
 from conftest import single_torch_thread
-from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from seqfraud import schema as S
-from seqfraud.backtest import DAY_US, Window, plan_windows, run_backtest
+from seqfraud.backtest import DAY_US, Window, plan_windows
 from seqfraud.data.split import assign_split, before_test_end, split_boundaries, to_epoch_us
-from seqfraud.rundir import REPORT_FILE
+from seqfraud.rundir import CONFIG_FILE, REPORT_FILE
 
-CONF = Path(__file__).resolve().parents[1] / "seqfraud" / "conf"
 T0_US = 1_704_067_200_000_000  # 2024-01-01T00:00:00Z
 
 
@@ -72,24 +70,34 @@ def test_windows_that_do_not_fit_the_data_error():
 
 @pytest.fixture(scope="module")
 def backtest(tmp_path_factory):
+    """Through the command, as a user runs it: ``backtest.models`` composes its presets with Hydra. One preset
+    is the user's own, in a folder on the search path, and the experiment's ``model.*`` keys reach every preset."""
+    from seqfraud.cli.backtest import main
+
     os.environ["WANDB_MODE"] = "disabled"
     out = tmp_path_factory.mktemp("backtest")
+    for group in ("model", "experiment"):
+        (out / "conf" / group).mkdir(parents=True)
+    (out / "conf" / "model" / "mini.yaml").write_text("defaults:\n  - tiny\n  - _self_\nd_model: 8\n")
+    (out / "conf" / "experiment" / "mine.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - smoke\n  - _self_\nmodel:\n  dropout: 0.2\n"
+    )
     overrides = [
-        "+experiment=smoke",
+        f"hydra.searchpath=[file://{out / 'conf'}]",
+        "+experiment=mine",
         "logger=none",
         "trainer.max_epochs=1",
         "trainer.enable_progress_bar=false",
         "backtest.windows=2",
         "backtest.window_days=20",
         "backtest.val_days=14",
-        "backtest.models=[tiny,lightgbm]",
+        "backtest.models=[mini,lightgbm]",
         f"paths.data_dir={out / 'data'}",
-        f"paths.output_dir={out / 'run'}",
+        f"hydra.run.dir={out / 'run'}",
     ]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("backtest", overrides=overrides)
     with single_torch_thread():
-        return out / "run", run_backtest(cfg)
+        main(overrides)
+    return out / "run", json.loads((out / "run" / "backtest.json").read_text())
 
 
 def test_backtest_writes_one_row_per_window_and_model(backtest):
@@ -98,9 +106,9 @@ def test_backtest_writes_one_row_per_window_and_model(backtest):
         json.dumps(result["rows"])
     )
     assert [(r["window"], r["model"]) for r in result["rows"]] == [
-        (1, "tiny"),
+        (1, "mini"),
         (1, "lightgbm"),
-        (2, "tiny"),
+        (2, "mini"),
         (2, "lightgbm"),
     ]
     table = [line for line in (run_dir / "backtest.md").read_text().splitlines() if line.startswith("| ")]
@@ -110,6 +118,11 @@ def test_backtest_writes_one_row_per_window_and_model(backtest):
         metrics = json.loads((run_dir / r["run_dir"] / "metrics.json").read_text())
         assert metrics["test"]["n"] == r["test"]["n"] > 0
         assert metrics["model"] == ("lightgbm" if r["model"] == "lightgbm" else "transformer")
+        model = OmegaConf.load(run_dir / r["run_dir"] / CONFIG_FILE).model
+        if r["model"] == "mini":  # the user's preset on the packaged one it names, with the experiment's key
+            assert (model.kind, model.d_model, model.n_layers, model.dropout) == ("sequence", 8, 1, 0.2)
+        else:  # dropped (with a warning) by the model that does not read it
+            assert model.kind == "lightgbm" and "dropout" not in model
 
 
 def test_test_windows_are_ordered_and_do_not_overlap(backtest):
@@ -139,11 +152,11 @@ def test_test_windows_are_ordered_and_do_not_overlap(backtest):
     assert last["sessions_after_test_end"] == 0  # the last window ends after the last session
 
 
-def test_a_preset_with_a_defaults_list_loads_as_model_NAME_composes_it():
-    from seqfraud.backtest import preset
+def test_an_unknown_preset_is_one_line_naming_it(tmp_path, capsys):
+    from seqfraud.cli.backtest import main
 
-    stacked, small = preset("stacked"), preset("small")
-    assert stacked.stacking.folds == 3 and stacked.kind == "stacked" and small.kind == "sequence"
-    assert {k: v for k, v in stacked.items() if k not in ("stacking", "kind")} == {
-        k: v for k, v in small.items() if k != "kind"
-    }
+    with pytest.raises(SystemExit) as refused:
+        main(["+experiment=smoke", "backtest.models=[tiny,nosuch]", f"hydra.run.dir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and "backtest.models: model=nosuch does not compose" in err
+    assert len(err.strip().splitlines()) == 1, err

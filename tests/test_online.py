@@ -263,6 +263,22 @@ def test_a_damaged_snapshot_is_refused_at_start(tmp_path) -> None:
         MemoryStore(snapshot=path)
 
 
+def test_serve_refuses_a_snapshot_of_another_model_before_binding(gru_artifact, tmp_path, capsys) -> None:
+    """Another model's session states may have the same shapes (the same architecture retrained): its stamp,
+    not the shapes, tells, and ``serve`` says so in one line before it binds a port."""
+    from seqfraud.cli.serve import main as serve
+    from seqfraud.scoring.state import MemoryStore
+
+    path = tmp_path / "state.json"
+    MemoryStore(snapshot=path, model="run-of-another-model").close()
+    assert json.loads(path.read_text())["model"] == "run-of-another-model"
+    with pytest.raises(SystemExit) as refused:
+        serve(["--artifact", str(gru_artifact), "--snapshot", str(path), "--port=-1"])  # never binds
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "holds the sessions of model 'run-of-another-model', not of this artifact's" in err
+
+
 def test_redis_state_is_shared_and_its_outage_degrades_or_fails_closed(
     gru_artifact, gru_run, tmp_path
 ) -> None:

@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> None:
 
     apply_verification_arguments(args)  # Scorer.load runs in the app's startup
     # Refused before binding a port: an artifact that fails verification, a history that cannot be read.
-    spec = open_artifact(args.artifact, **verification_settings(None, None)).spec
+    artifact = open_artifact(args.artifact, **verification_settings(None, None))
+    spec = artifact.spec
     history = history_of(args, spec)
     if args.state == "redis" and args.snapshot:
         p.error("--snapshot is for --state memory; Redis keeps the state itself")
@@ -180,7 +181,8 @@ def main(argv: list[str] | None = None) -> None:
             max_sessions=args.max_sessions,
             session_ttl_s=args.session_ttl,
             entity_retention_s=args.entity_retention,
-            snapshot=args.snapshot,
+            snapshot=args.snapshot,  # read here, so that a snapshot of another model is refused before the port
+            model=artifact.run_id,
         )
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

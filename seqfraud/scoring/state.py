@@ -107,7 +107,9 @@ class MemoryStore(StateStore):
     """One process's store: at most ``max_sessions`` sessions (the least recently updated go first), each
     expiring ``session_ttl_s`` after its last event; entity rows older than ``entity_retention_s`` (None: kept)
     are dropped. With ``snapshot``, the whole state is read from that file at start (when it exists) and
-    written to it on :meth:`close`, so a restart loses nothing.
+    written to it on :meth:`close`, so a restart loses nothing. ``model`` (the artifact's model version) stamps
+    the snapshot: one written for another model is refused when read, as its session states (a GRU's hidden
+    state, the scores) belong to that model even where the shapes agree.
 
     Thread-safe: updates of one session are serialized by a lock striped over session ids, so sessions update
     side by side while one session's events apply in order.
@@ -123,6 +125,7 @@ class MemoryStore(StateStore):
         session_ttl_s: float = 3600.0,
         entity_retention_s: float | None = None,
         snapshot: str | os.PathLike | None = None,
+        model: str | None = None,
         clock: Callable[[], float] = time.time,
     ):
         if max_sessions < 1 or session_ttl_s <= 0:
@@ -130,6 +133,7 @@ class MemoryStore(StateStore):
         self.max_sessions, self.session_ttl_s = max_sessions, session_ttl_s
         self.entity_retention_s = entity_retention_s
         self.snapshot = Path(snapshot) if snapshot else None
+        self.model = model
         self.clock = clock
         self._sessions: OrderedDict[str, tuple[float, bytes]] = OrderedDict()  # by last update, oldest first
         self._locks = [threading.Lock() for _ in range(self.LOCKS)]
@@ -226,6 +230,7 @@ class MemoryStore(StateStore):
             doc = {
                 "format": SNAPSHOT_FORMAT,
                 "version": SNAPSHOT_VERSION,
+                "model": self.model,
                 "sessions": [
                     [sid, t, base64.b64encode(b).decode()] for sid, (t, b) in self._sessions.items()
                 ],
@@ -263,6 +268,12 @@ class MemoryStore(StateStore):
             if doc.get("version") != SNAPSHOT_VERSION:
                 raise ValueError(
                     f"snapshot version {doc.get('version')!r}, this seqfraud reads {SNAPSHOT_VERSION}"
+                )
+            written_by = doc.get("model")
+            if None not in (written_by, self.model) and written_by != self.model:
+                raise ValueError(
+                    f"it holds the sessions of model {written_by!r}, not of this artifact's {self.model!r}: "
+                    "serve that artifact with it, or start from an empty state (another --snapshot file)"
                 )
             sessions = [
                 (_text(sid), float(t), base64.b64decode(_text(b), validate=True))
