@@ -148,6 +148,39 @@ def test_record_columns_answer_clean_records():
     assert got.categorical["device"] == [None, None] and got.numeric["amount"][1].tolist() == [False, True]
 
 
+def test_an_integer_in_a_text_column_reads_as_its_digits_whatever_else_the_request_holds():
+    """A request mixing 5 and "web" in a categorical scores each event as it would alone (5 as "5", as batch
+    reads an integer column); a float there is refused, naming the column, how many events and the first."""
+    import pytest
+
+    from seqfraud.data.events import DataValidationError
+    from seqfraud.scoring.prepare import as_frame, record_columns
+
+    def event(device, session="a"):
+        return {
+            "session_id": session,
+            "timestamp": "2024-01-01T00:00:00Z",
+            "event_type": "pay",
+            "device": device,
+        }
+
+    alone = record_columns([event(5), event(True, 7)], SPEC)
+    mixed = record_columns([event(5), event("web"), event(True, 7), event(None, "b")], SPEC)
+    assert alone is not None and alone.categorical["device"] == ["5", "true"]
+    assert mixed is not None and mixed.categorical["device"] == ["5", "web", "true", None]
+    assert mixed.session_ids == ["a", "a", "7", "b"]
+    full = as_frame([event(5), event("web"), event(True, 7)], SPEC, "request")
+    assert full["device"].to_list() == ["5", "web", "true"] and full["session_id"].to_list() == [
+        "a",
+        "a",
+        "7",
+    ]
+    with pytest.raises(
+        DataValidationError, match=r"column 'device'.*1 event\(s\) hold a float \(first: event 2\)"
+    ):
+        as_frame([event("web"), event("ios"), event(5.5)], SPEC, "request")
+
+
 ENTITY_SPEC = replace(
     SPEC,
     entity=EntitySpec(

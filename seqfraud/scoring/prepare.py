@@ -90,20 +90,38 @@ def _records_frame(records: Sequence[Any], spec: Spec, source: str) -> pl.DataFr
             f"{source}: unknown key(s) {named}. Keys are the model's columns: {columns_in}"
         )
     optional = {*s.categorical, *s.numerical, *s.entities}
+    # Columns read as text, where an integer stands for its digits (as an integer column's values do in batch):
+    # a request mixing 5 and "web" then scores as each would alone.
+    textual: dict[str, tuple[type, ...]] = {
+        **{c: (int,) for c in [*s.entities, *([s.event_id] if s.event_id else [])]},
+        **{c: (int, bool) for c in (s.session_id, *s.categorical_fields)},  # as batch reads a Boolean column
+    }
     columns = []
     for c in columns_in:
         if c not in optional and not any(c in r for r in records):
             continue  # a required column nobody sent: check_columns names it
         values = [r.get(c) for r in records]
+        if c in textual and len({type(v) for v in values if v is not None}) > 1:
+            values = [text_value(v) if type(v) in textual[c] else v for v in values]
         try:
             columns.append(pl.Series(c, values, dtype=pl.Float64 if c in s.numerical else None))
         except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError):
-            types = sorted({type(v).__name__ for v in values if v is not None})
+            types = Counter(type(v).__name__ for v in values if v is not None)
+            rare = min(types, key=lambda t: types[t])
+            first = next(i for i, v in enumerate(values) if type(v).__name__ == rare)
             raise DataValidationError(
-                f"{source}: column {c!r}: values of types {types} cannot form one column"
-                + (" (expected numbers)" if c in s.numerical else "")
+                f"{source}: column {c!r}: values of types {sorted(types)} cannot form one column"
+                + (" (expected numbers)" if c in s.numerical else " (expected text or integers)")
+                + f"; {types[rare]:,} event(s) hold a {rare} (first: event {first})"
             ) from None
     return pl.DataFrame(columns)
+
+
+def text_value(value: str | int | bool) -> str:
+    """A text column's value as batch reads it: an integer's digits, a boolean's ``true`` or ``false``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def epoch_unit(have: pl.Schema, spec: Spec, source: str) -> str | None:
@@ -182,14 +200,11 @@ def record_columns(records: Sequence[Any], spec: Spec) -> EventColumns | None:
     for c in (s.session_id, *s.categorical_fields, *s.entities):
         types = {type(v) for v in column[c] if v is not None}
         allowed = {str, int} if c in s.entities or c == s.session_id else {str, int, bool}
-        if len(types) > 1 or not types <= allowed:
+        if not types <= allowed:
             return None
         if types == {int} and not all(v is None or _INT64_MIN <= v <= _INT64_MAX for v in column[c]):
             return None
-        if types == {bool}:
-            text[c] = [None if v is None else ("true" if v else "false") for v in column[c]]
-        else:
-            text[c] = [None if v is None else str(v) for v in column[c]]
+        text[c] = [None if v is None else text_value(v) for v in column[c]]
     numeric = {}
     for c in s.numerical:
         values = column[c]
