@@ -434,6 +434,15 @@ def test_monitoring_reads_the_current_window_against_a_history(entity_run, entit
     assert report["score"]["current"]["p50"] == pytest.approx(float(np.quantile(expected, 0.5)), abs=1e-6)
     fields = json.dumps(report)
     assert scorer.spec.entity is not None and scorer.spec.entity.feature_names()[0] in fields
+    # Entity features against the validation period (the training period's first sessions had no history),
+    # and time since first seen, which grows with the history's age, reported but never alerted on.
+    assert report["entity_reference"]["source"].endswith("val") and report["reference"]["source"].endswith(
+        "train"
+    )
+    first_seen = [f for f in report["fields"] if f.endswith("__first_seen_s")]
+    assert len(first_seen) == len(scorer.spec.entity.columns)
+    assert all(report["fields"][f]["alerted"] is False for f in first_seen)
+    assert not {a["field"] for a in report["alerts"]} & set(first_seen)
     scored.write_parquet(tmp_path / "current.parquet")
     args = ["--artifact", str(entity_artifact), "--current", str(tmp_path / "current.parquet")]
     out = ["--out", str(tmp_path / "monitor"), "--history-events", str(tmp_path / "history.parquet")]

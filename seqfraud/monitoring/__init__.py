@@ -26,6 +26,7 @@ import numpy as np
 
 from seqfraud import reports
 from seqfraud import schema as S
+from seqfraud.features.entities import FIRST_SEEN
 from seqfraud.features.spec import Spec
 from seqfraud.monitoring.alerts import DEFAULT_THRESHOLDS, alerts, check_thresholds
 from seqfraud.monitoring.inputs import (
@@ -107,6 +108,15 @@ def monitor(
     test_pr_auc = ((scorer.manifest.get("metrics") or {}).get("test") or {}).get("pr_auc")
 
     fields = field_stats(spec, ref.seqs, cur.seqs)
+    entity_ref = None
+    if spec.entity is not None:
+        # The training period's first sessions saw an empty history, so its entity features drift from any later
+        # window by construction: they are compared with the validation period's, which had the whole training
+        # period behind it, as the current window has the history behind it.
+        entity_ref = default_reference(scorer, artifact, "val")
+        fields |= field_stats(spec, entity_ref.seqs, cur.seqs, spec.entity.feature_names())
+        for column in spec.entity.columns:  # time since first seen grows with the age of the history itself
+            fields[S.entity_feature(column, FIRST_SEEN)]["alerted"] = False
     ref_scores = reference_scores(scorer, ref, artifact)  # the served score, calibration included
     cur_scored = scorer.score_sequences(cur.seqs, cur.events)
     cur_scores = cur_scored[S.SCORE].to_numpy()
@@ -128,6 +138,13 @@ def monitor(
         "model_version": scorer.model_version,
         "reference": {"source": ref.source, "sessions": len(ref.seqs), "events": int(ref.seqs.lengths.sum())},
         "current": {"source": cur.source, "sessions": len(cur.seqs), "events": int(cur.seqs.lengths.sum())},
+        "entity_reference": None
+        if entity_ref is None
+        else {
+            "source": entity_ref.source,
+            "sessions": len(entity_ref.seqs),
+            "events": int(entity_ref.seqs.lengths.sum()),
+        },
         "thresholds": t,
         "fields": fields,
         "new_categories": new_categories(cur.events, spec),

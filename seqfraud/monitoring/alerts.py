@@ -40,7 +40,8 @@ def alerts(report: dict[str, Any], t: dict[str, float]) -> tuple[list[dict], lis
             warned.append({"check": check, "field": name, "value": value, "threshold": t["psi_warn"]})
 
     for name, stats in report["fields"].items():
-        psi_check("psi", name, stats["psi"])
+        if stats.get("alerted", True):
+            psi_check("psi", name, stats["psi"])
         u = stats["unknown_rate"]
         if u is not None and u["current"] - u["reference"] >= t["unknown_rate_alert"]:
             found.append(

@@ -58,7 +58,7 @@ def dataset_window(path: Path, spec: Spec) -> Window:
         files = shard_files(path)
     except FileNotFoundError:
         raise MonitorError(
-            f"{path}: the run's tokenized train dataset is missing; pass --reference with raw "
+            f"{path}: the run's tokenized dataset is missing; pass --reference with raw "
             "events of the training period"
         ) from None
     data = pl.read_parquet(files, columns=[S.SESSION_ID, S.LENGTH, *(S.token_column(f) for f in spec.fields)])
@@ -67,16 +67,16 @@ def dataset_window(path: Path, spec: Spec) -> Window:
     return Window(str(path), as_sequences(data, spec), None)
 
 
-def default_reference(scorer: Scorer, artifact: str | Path) -> Window:
-    """The training period the artifact records: its run's tokenized train dataset (in ``prepared_dir`` if the
-    run was trained on one)."""
+def default_reference(scorer: Scorer, artifact: str | Path, split: str = "train") -> Window:
+    """A period the artifact records: its run's tokenized dataset of ``split`` (in ``prepared_dir`` if the run
+    was trained on one); by default the training period."""
     run_dir = (scorer.manifest.get("source") or {}).get("run_dir")
     if not run_dir:
         raise MonitorError(
             f"{artifact}: the manifest records no training run (source.run_dir) and the artifact "
             "holds no reference statistics; pass --reference with raw events of the training period"
         )
-    return dataset_window(rundir.dataset(rundir.prepared_dir(run_dir), "train"), scorer.spec)
+    return dataset_window(rundir.dataset(rundir.prepared_dir(run_dir), split), scorer.spec)
 
 
 def reference_scores(scorer: Scorer, ref: Window, artifact: str | Path) -> np.ndarray:

@@ -4,6 +4,7 @@ categories the model never learned, and performance where labels are known."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -66,10 +67,13 @@ def token_counts(spec: Spec, seqs: Sequences, field_name: str) -> np.ndarray:
     return np.bincount(seqs.tokens[:, spec.fields.index(field_name)], minlength=size)[:size]
 
 
-def field_stats(spec: Spec, ref: Sequences, cur: Sequences) -> dict[str, dict[str, Any]]:
-    """Per token field; a value field's drift is its numeric column's, read on the column's buckets."""
+def field_stats(
+    spec: Spec, ref: Sequences, cur: Sequences, only: Sequence[str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Per token field (or the ``only`` ones); a value field's drift is its numeric column's, read on the
+    column's buckets."""
     out = {}
-    for f in spec.fields:
+    for f in spec.fields if only is None else only:
         if f in spec.value_fields:
             continue
         rc, cc = token_counts(spec, ref, f), token_counts(spec, cur, f)
