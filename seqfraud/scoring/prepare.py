@@ -178,6 +178,7 @@ def normalized_events(lf: pl.LazyFrame, spec: Spec, source: str, *, keep_ids: bo
 _RFC3339 = re.compile(RFC3339)
 _EPOCH_DAY = date(1970, 1, 1).toordinal()
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+_NONE = type(None)
 
 
 def record_columns(records: Sequence[Any], spec: Spec) -> EventColumns | None:
@@ -192,29 +193,37 @@ def record_columns(records: Sequence[Any], spec: Spec) -> EventColumns | None:
     if not all(isinstance(r, dict) and r.keys() <= known for r in records) or not records:
         return None
     column: dict[str, list[Any]] = {c: [r.get(c) for r in records] for c in s.event_columns}
-    if any(v is None for c in (s.session_id, s.timestamp, s.event_type) for v in column[c]):
+    # Loops in C where they can be (set(map(type, ...)), `None in`): this runs at every online event.
+    if any(None in column[c] for c in (s.session_id, s.timestamp, s.event_type)):
         return None
-    if any(isinstance(v, str) and not v.strip() for v in column[s.session_id]):
-        return None  # a blank id: the full path names it
     text: dict[str, list[str | None]] = {}
     for c in (s.session_id, *s.categorical_fields, *s.entities):
-        types = {type(v) for v in column[c] if v is not None}
+        values = column[c]
+        types = set(map(type, values)) - {_NONE}
         allowed = {str, int} if c in s.entities or c == s.session_id else {str, int, bool}
         if not types <= allowed:
             return None
-        if types == {int} and not all(v is None or _INT64_MIN <= v <= _INT64_MAX for v in column[c]):
+        if int in types and not all(
+            v is None or type(v) is not int or _INT64_MIN <= v <= _INT64_MAX for v in values
+        ):
             return None
-        text[c] = [None if v is None else text_value(v) for v in column[c]]
+        text[c] = values if types <= {str} else [None if v is None else text_value(v) for v in values]
+    if any(not v.strip() for v in set(cast(list[str], text[s.session_id]))):
+        return None  # a blank id: the full path names it
     numeric = {}
     for c in s.numerical:
         values = column[c]
-        if not all(
-            v is None or type(v) is float or (type(v) is int and _INT64_MIN <= v <= _INT64_MAX)
-            for v in values
-        ):
+        types = set(map(type, values))
+        if not types <= {float, int, _NONE}:
             return None
-        null = np.array([v is None for v in values])
-        numeric[c] = (np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64), null)
+        if int in types and not all(type(v) is not int or _INT64_MIN <= v <= _INT64_MAX for v in values):
+            return None
+        if _NONE in types:
+            null = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
+            x = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+        else:
+            null, x = np.zeros(len(values), dtype=bool), np.array(values, dtype=np.float64)
+        numeric[c] = (x, null)
     ts = _timestamps_us(column[s.timestamp], spec)
     if ts is None:
         return None
