@@ -160,3 +160,14 @@ def test_an_unknown_preset_is_one_line_naming_it(tmp_path, capsys):
     err = capsys.readouterr().err
     assert refused.value.code == 2 and "backtest.models: model=nosuch does not compose" in err
     assert len(err.strip().splitlines()) == 1, err
+
+
+def test_exporting_a_lightgbm_run_points_to_the_stacked_model(backtest, tmp_path):
+    from seqfraud.export.exporter import ExportError, export_run
+
+    run_dir, result = backtest
+    lightgbm = next(r for r in result["rows"] if r["model"] == "lightgbm")
+    with pytest.raises(
+        ExportError, match="a model=lightgbm run holds no sequence model.*train model=stacked"
+    ):
+        export_run(run_dir / lightgbm["run_dir"], tmp_path / "artifact")

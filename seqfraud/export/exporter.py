@@ -324,6 +324,13 @@ def export_run(
 def read_run(run_dir: Path) -> tuple[Spec, SessionRiskModule, str]:
     """The spec, the best checkpoint's module in eval mode, and the checkpoint's SHA-256."""
     ckpt = run_dir / rundir.CHECKPOINT
+    config = run_dir / rundir.CONFIG_FILE
+    if config.is_file() and OmegaConf.select(OmegaConf.load(config), "model.kind") == "lightgbm":
+        raise ExportError(
+            f"{run_dir}: a model=lightgbm run holds no sequence model to export. To serve LightGBM on the "
+            "aggregates, train model=stacked: its LightGBM keeps the sequence model's score only where it helps "
+            "on validation, and it exports and serves like any run"
+        )
     for needed in (
         ckpt,
         run_dir / rundir.SPEC_FILE,
@@ -336,9 +343,7 @@ def read_run(run_dir: Path) -> tuple[Spec, SessionRiskModule, str]:
                 f"{run_dir}: no {needed.relative_to(run_dir)}; export needs a finished "
                 "sequence-model run (python train.py ...)"
             )
-    if OmegaConf.select(
-        OmegaConf.load(run_dir / rundir.CONFIG_FILE), "features.shuffle_order", default=False
-    ):
+    if OmegaConf.select(OmegaConf.load(config), "features.shuffle_order", default=False):
         raise ExportError(
             f"{run_dir}: an order-shuffled ablation (features.shuffle_order=true) is not a servable "
             "model: it was trained and evaluated on sessions with their events shuffled, and a scorer "
