@@ -172,7 +172,6 @@ def test_live_entity_features_equal_the_batch_features(entity_run, entity_artifa
     event by event): every kept token, entity features included, equals the batch path's on the same history,
     and so does the score. The stateless routes refuse the model, pointing at /events."""
     from seqfraud.scoring.history import History
-    from seqfraud.scoring.online import LABEL_TIME
     from seqfraud.scoring.prepare import as_frame, normalized_events
     from seqfraud.scoring.scorer import Scorer
 
@@ -200,7 +199,9 @@ def test_live_entity_features_equal_the_batch_features(entity_run, entity_artifa
             )
         # As booleans, which training's label tables take too; 2 is no label.
         posted = label_table.select(
-            "session_id", pl.col("label").cast(pl.Boolean), pl.col(S.SYNTHETIC_LABEL_TIME).alias(LABEL_TIME)
+            "session_id",
+            pl.col("label").cast(pl.Boolean),
+            pl.col(S.SYNTHETIC_LABEL_TIME),  # /labels takes the label table's names
         )
         two = client.post("/labels", json={"labels": [{"session_id": "s", "label": 2}]})
         assert two.status_code == 422 and "labels[0].label: expected 0 or 1 (or a boolean), got 2" in two.text
@@ -215,7 +216,7 @@ def test_live_entity_features_equal_the_batch_features(entity_run, entity_artifa
         # A label known before its session began is refused, as training refuses it; nothing of it is stored.
         first = other.sort("timestamp").row(0, named=True)
         before = (first["timestamp"] - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        early = {"session_id": first["session_id"], "label": 1, LABEL_TIME: before}
+        early = {"session_id": first["session_id"], "label": 1, S.SYNTHETIC_LABEL_TIME: before}
         r = client.post("/labels", json={"labels": [early]})
         assert r.status_code == 422 and "1 label(s) have a label time before the first event" in r.text, (
             r.text
@@ -226,7 +227,7 @@ def test_live_entity_features_equal_the_batch_features(entity_run, entity_artifa
         states = {sid: online.session(sid) for sid in chosen}
         # A label for a session not seen yet cannot be checked; once its events show its time too early, the
         # features ignore it (once logged) instead of failing every request of a session sharing an entity.
-        ghost = {"session_id": "ghost", "label": 1, LABEL_TIME: "1999-01-01T00:00:00Z"}
+        ghost = {"session_id": "ghost", "label": 1, S.SYNTHETIC_LABEL_TIME: "1999-01-01T00:00:00Z"}
         assert client.post("/labels", json={"labels": [ghost]}).json() == {"accepted": 1, "unseen": 1}
         later = wire(scored.filter(pl.col("session_id") == chosen[0]).tail(1))[0]
         assert client.post("/events", json={"events": [later | {"session_id": "ghost"}]}).status_code == 200

@@ -358,3 +358,31 @@ def test_replay_after_a_restart_without_snapshot_restores_the_state(gru_artifact
         old, new = before.session(sid), after.session(sid)
         assert new.n_events == old.n_events and abs(new.score - old.score) <= 1e-5
         assert np.array_equal(new.tokens, old.tokens)
+
+
+def test_labels_are_read_in_the_label_tables_column_names() -> None:
+    """``POST /labels`` takes the label table's names, as ``/events`` takes the event table's: a log whose
+    labels say ``visit``, ``is_fraud`` and ``cb_date`` sends those, and the validator refuses the defaults."""
+    from seqfraud.features.entities import EntitySpec
+    from seqfraud.features.spec import Spec
+    from seqfraud.schema import Schema
+    from seqfraud.scoring.online import read_labels
+    from seqfraud.scoring.service import Limits, online_request_models
+    from seqfraud.scoring.state import Label
+
+    spec = Spec(
+        schema=Schema(session_id="visit", label="is_fraud", label_time="cb_date", entities=("seller",)),
+        timestamp_unit="us",
+        max_len=3,
+        vocab={"event_type": ["pay"]},
+        edges={S.TIME_DELTA: [0.0]},
+        entity=EntitySpec(
+            columns=("seller",), windows=("1h",), risk=True, smoothing=1.0, prior=0.1, label_delay=None
+        ),
+    )
+    sent = {"labels": [{"visit": 7, "is_fraud": True, "cb_date": "2024-01-01T00:00:01Z"}]}
+    _, validator = online_request_models(spec, Limits())
+    parsed = validator.validate_python(sent)
+    assert read_labels(parsed["labels"], spec, "request") == [Label("7", 1, 1_704_067_201_000_000)]
+    with pytest.raises(Exception, match="session_id"):
+        validator.validate_python({"labels": [{"session_id": "7", "label": 1}]})

@@ -47,6 +47,7 @@ from seqfraud.features.entities import EntitySpec
 from seqfraud.features.fastpath import EventColumns, column_sequences, time_delta_ids
 from seqfraud.features.spec import Spec
 from seqfraud.features.tokens import Sequences
+from seqfraud.schema import Schema
 from seqfraud.scoring.history import History, entity_context
 from seqfraud.scoring.prepare import as_frame, normalized_events, record_columns
 from seqfraud.scoring.scorer import Scorer, intra_op_threads
@@ -306,7 +307,7 @@ class OnlineScorer:
         ]
         if early:
             raise DataValidationError(
-                f"{source}: {LABEL_TIME!r}: {len(early):,} label(s) have a label time before the first event of "
+                f"{source}: {label_keys(self.spec.schema)[2]!r}: {len(early):,} label(s) have a label time before the first event of "
                 f"their session, e.g. session {min(early)!r}"
             )
         self.store.add_labels(labels)
@@ -585,43 +586,48 @@ def seed(store: StateStore, history: History, spec: Spec) -> tuple[int, int]:
     return len(rows), len(labels)
 
 
-LABEL_TIME = "label_time"  # the key of POST /labels that says when a label became known
+def label_keys(schema: Schema) -> tuple[str, str, str]:
+    """The keys of a ``POST /labels`` label: the label table's own column names (``data.schema.session_id``,
+    ``label`` and ``label_time``), as ``/events`` takes the event table's; ``label_time`` where the model has no
+    label-time column, so that a time sent to a label-delay model is refused with the reason."""
+    return schema.session_id, schema.label, schema.label_time or "label_time"
 
 
 def read_labels(labels: list[Mapping[str, Any]], spec: Spec, source: str) -> list[Label]:
-    """Labels as ``POST /labels`` sends them (``session_id``, ``label``, ``label_time``), with the label times
-    read by the event timestamp's own rules (RFC 3339, or integer epochs in the training unit), refused when the
-    model could not use them as batch training did."""
+    """Labels as ``POST /labels`` sends them (:func:`label_keys`), with the label times read by the event
+    timestamp's own rules (RFC 3339, or integer epochs in the training unit), refused when the model could not use
+    them as batch training did."""
     s, entity = spec.schema, spec.entity
     if entity is None or not entity.risk:
         raise DataValidationError(f"{source}: this model reads no labels (it has no entity risk features)")
-    times = [lb.get(LABEL_TIME) for lb in labels]
+    session_key, label_key, time_key = label_keys(s)
+    times = [lb.get(time_key) for lb in labels]
     given = [i for i, t in enumerate(times) if t is not None]
     if given and not s.label_time:
         raise DataValidationError(
-            f"{source}: {len(given):,} label(s) carry a {LABEL_TIME!r}, but this model counts when a label is "
-            f"known from the session's end plus its label delay ({entity.label_delay}); leave {LABEL_TIME!r} out"
+            f"{source}: {len(given):,} label(s) carry a {time_key!r}, but this model counts when a label is "
+            f"known from the session's end plus its label delay ({entity.label_delay}); leave {time_key!r} out"
         )
     seen: dict[str, int] = {}
     conflicting = {
-        sid for lb in labels if seen.setdefault(sid := str(lb[S.SESSION_ID]), lb[S.LABEL]) != lb[S.LABEL]
+        sid for lb in labels if seen.setdefault(sid := str(lb[session_key]), lb[label_key]) != lb[label_key]
     }
     if conflicting:
         raise DataValidationError(
             f"{source}: {len(conflicting):,} session(s) listed with conflicting labels, e.g. {min(conflicting)!r} "
             "(a later request may correct a label)"
         )
-    blind = sum(t is None and lb[S.LABEL] == 1 for t, lb in zip(times, labels))
+    blind = sum(t is None and lb[label_key] == 1 for t, lb in zip(times, labels))
     if s.label_time and entity.label_delay is None and blind:
         raise DataValidationError(
-            f"{source}: {blind:,} positive label(s) have no {LABEL_TIME!r}, and this model has no label delay to "
+            f"{source}: {blind:,} positive label(s) have no {time_key!r}, and this model has no label delay to "
             "fall back on, so they would never be known"
         )
     us: list[int | None] = [None] * len(labels)
     if given:
-        lt_spec = replace(spec, schema=replace(s, timestamp=LABEL_TIME, label_time=None, event_id=None))
-        records = [{LABEL_TIME: times[i], s.session_id: "-", s.event_type: "-"} for i in given]
+        lt_spec = replace(spec, schema=replace(s, timestamp=time_key, label_time=None, event_id=None))
+        records = [{time_key: times[i], s.session_id: "-", s.event_type: "-"} for i in given]
         frame = normalized_events(as_frame(records, lt_spec, source).lazy(), lt_spec, source)
         for i, t in zip(given, frame[S.TS_US].to_list()):
             us[i] = t
-    return [Label(str(lb[S.SESSION_ID]), int(lb[S.LABEL]), t) for lb, t in zip(labels, us)]
+    return [Label(str(lb[session_key]), int(lb[label_key]), t) for lb, t in zip(labels, us)]

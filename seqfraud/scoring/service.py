@@ -50,7 +50,7 @@ from seqfraud.decisions import BANDS
 from seqfraud.features.spec import Spec
 from seqfraud.scoring.explain import scored_occlusion
 from seqfraud.scoring.history import HistoryRequired, refuse_to_serve
-from seqfraud.scoring.online import OnlineScorer, read_labels, segments
+from seqfraud.scoring.online import OnlineScorer, label_keys, read_labels, segments
 from seqfraud.scoring.prepare import as_frame, normalized_events
 from seqfraud.scoring.scorer import Scorer
 from seqfraud.scoring.state import MemoryStore, StateStore, StoreUnavailable
@@ -251,14 +251,15 @@ def online_request_models(spec: Spec, limits: Limits) -> tuple[TypeAdapter, Type
     if s.event_id:
         fields[s.event_id] = NotRequired[IDENT]
     event: Any = with_config(FORBID)(_dynamic_typed_dict("OnlineEvent", fields))
+    session_key, label_key, time_key = label_keys(s)
     events: Any = Annotated[list[event], Field(min_length=1, max_length=limits.max_events_per_session)]
     label: Any = with_config(FORBID)(
         _dynamic_typed_dict(
             "Label",
             {
-                S.SESSION_ID: Required[SESSION_IDENT],
-                S.LABEL: Required[LABEL],
-                "label_time": NotRequired[Annotated[TIMESTAMP | None, Field(default=None)]],
+                session_key: Required[SESSION_IDENT],
+                label_key: Required[LABEL],
+                time_key: NotRequired[Annotated[TIMESTAMP | None, Field(default=None)]],
             },
         )
     )
@@ -748,8 +749,9 @@ def create_app(
 
     @app.post("/labels", response_model=LabelsResponse, responses=_errors(400, 413, 415, 422, 503))
     async def labels(request: Request) -> JSONResponse:
-        """Confirmed labels, ``{"labels": [{"session_id": ..., "label": 0 | 1, "label_time": ...}]}``: the
-        entity risk features count each one from the time it became known."""
+        """Confirmed labels, ``{"labels": [{SESSION: ..., LABEL: 0 | 1, LABEL_TIME: ...}]}`` in the label table's
+        column names (:func:`~seqfraud.scoring.online.label_keys`): the entity risk features count each one from
+        the time it became known."""
         online: OnlineScorer = request.app.state.online
         async with admitted(request, "/labels", limits.max_session_body_bytes) as body:
             parsed = await run_in_threadpool(parse, request.app.state.online_validators[1], body)
@@ -784,7 +786,9 @@ def create_app(
                 "batch": batch_example,
                 "events": session_example,
                 "labels": {
-                    "labels": [{S.SESSION_ID: "s1", S.LABEL: 1, "label_time": "2026-03-20T00:00:00Z"}]
+                    "labels": [
+                        dict(zip(label_keys(app.state.scorer.spec.schema), ("s1", 1, "2026-03-20T00:00:00Z")))
+                    ]
                 },
             }
             refs, defs = TypeAdapter.json_schemas(
