@@ -351,7 +351,12 @@ def preprocess(
     data = resolve_data_config(data_cfg)
     ensure_synthetic(data)
     schema = Schema.from_config(data["schema"])
-    loaded = engine.load(data, schema)
+    policy = data.get("policy") or {}
+    # An unlabelled session happened all the same: its events are context for the entity features of the sessions
+    # that share its device or IP, as they will be when the model is served. Under on_unlabeled=drop it is loaded
+    # as under keep, and left out of the splits below (and so of the spec's fit), not out of the log.
+    dropping = policy.get("on_unlabeled") == "drop"
+    loaded = engine.load({**data, "policy": {**policy, "on_unlabeled": "keep"}} if dropping else data, schema)
     split = data.get("split") or {}
     test_end = split.get("test_end")
     in_range = before_test_end(loaded.sessions, test_end)
@@ -363,7 +368,7 @@ def preprocess(
         split.get("test_fraction", 0.15),
         test_end,
     )
-    sessions, unlabeled = drop_unlabeled_outside_train(assign_split(in_range, val_us, test_us))
+    sessions, unlabeled = drop_unlabeled(assign_split(in_range, val_us, test_us), keep_in_train=not dropping)
     train = sessions.filter(pl.col(S.SPLIT) == "train")
     out = Path(out_dir)
     for stale in (DATA_DIR, ENTITY_DIR):  # outputs of an earlier run must not mix with these
@@ -454,24 +459,27 @@ def preprocess(
     return Prepared(spec=spec, datasets=datasets, report=report, events=events, sessions=sessions)
 
 
-def drop_unlabeled_outside_train(sessions: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
-    """``data.policy.on_unlabeled=keep``: sessions without a label stay in train with a null label, for
-    pretraining (supervised fits skip them: :func:`seqfraud.training.train.labelled_train`); val and test
-    cannot evaluate them, so they leave those splits. Both counted for the report; a no-op under the other
-    policies, which leave no null label. Being real traffic, unlabelled sessions still count where no label
-    is read: the spec is fitted on the whole train split, and entity features see every session's events."""
+def drop_unlabeled(sessions: pl.DataFrame, *, keep_in_train: bool) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Sessions loaded without a label leave the splits that cannot use them. ``data.policy.on_unlabeled=keep``
+    (``keep_in_train``): they stay in train with a null label, for pretraining (supervised fits skip them:
+    :func:`seqfraud.training.train.labelled_train`), and leave val and test, which cannot evaluate them.
+    ``drop``: they leave every split, and so the spec's fit. Counted for the report; a no-op where no session
+    has a null label. Being real traffic, unlabelled sessions still count where no label is read: entity
+    features see every session's events under either policy, and under ``keep`` the spec is fitted on them."""
     unlabeled = pl.col(S.LABEL).is_null()
     if not sessions.select(unlabeled.any()).item():
         return sessions, {}
-    in_train = pl.col(S.SPLIT) == "train"
-    kept, dropped = (sessions.filter(unlabeled & where) for where in (in_train, ~in_train))
+    kept_where = (pl.col(S.SPLIT) == "train") if keep_in_train else pl.lit(False)
+    kept, dropped = (sessions.filter(unlabeled & where) for where in (kept_where, ~kept_where))
     report = {
         "unlabeled_sessions_kept": kept.height,
         "unlabeled_events_kept": int(kept["n_events"].sum()),
         "unlabeled_sessions_dropped": dropped.height,
         "unlabeled_events_dropped": int(dropped["n_events"].sum()),
     }
-    return sessions.filter(~(unlabeled & ~in_train)), report
+    if not keep_in_train:
+        report = {k: v for k, v in report.items() if "_dropped" in k}
+    return sessions.filter(~(unlabeled & ~kept_where)), report
 
 
 def load_prepared(out_dir: str | Path) -> Prepared:

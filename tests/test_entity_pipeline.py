@@ -449,3 +449,41 @@ def test_monitoring_reads_the_current_window_against_a_history(entity_run, entit
     out = ["--out", str(tmp_path / "monitor"), "--history-events", str(tmp_path / "history.parquet")]
     assert monitor_cli([*args, *out, "--history-labels", labels]) == 0
     assert (tmp_path / "monitor" / "monitor.json").is_file()
+
+
+def test_unlabelled_sessions_left_out_still_count_as_entity_context(entity_run, tmp_path) -> None:
+    """``on_unlabeled=drop`` leaves a session out of the splits, not out of the log: the sessions that share its
+    device or IP see its events, as they will when served (export's end-to-end check found the skew). The
+    entity features equal ``keep``'s, which keeps the same sessions' events."""
+    from omegaconf import OmegaConf
+
+    from seqfraud.preprocess import preprocess
+    from seqfraud.rundir import ENTITY_DIR
+
+    data = OmegaConf.load(entity_run / "config.yaml").data
+    labels = pl.read_parquet(data.labels)
+    unlabelled = labels["session_id"].sort().gather_every(5)  # a fifth of the sessions lose their label
+    labels.filter(~pl.col("session_id").is_in(unlabelled.implode())).write_parquet(
+        tmp_path / "labels.parquet"
+    )
+    out = {}
+    for policy in ("drop", "keep"):
+        cfg = compose(
+            [
+                *ENTITY_OVERRIDES,
+                f"paths.data_dir={tmp_path / 'data'}",
+                f"data.events={data.events}",
+                f"data.labels={tmp_path / 'labels.parquet'}",
+                f"data.policy.on_unlabeled={policy}",
+            ]
+        )
+        out[policy] = preprocess(cfg.data, cfg.features, tmp_path / policy)
+    dropped = out["drop"].report
+    assert (
+        dropped["unlabeled_sessions_dropped"] == unlabelled.len() and "unlabeled_sessions_kept" not in dropped
+    )
+    for column in ("0", "1", "2"):  # each entity column's features, one row per event of the log
+        got, kept = (pl.read_parquet(tmp_path / p / ENTITY_DIR / column) for p in ("drop", "keep"))
+        assert got.height == pl.read_parquet(data.events).height and got.equals(kept), column
+    train = pl.read_parquet(out["drop"].datasets["train"])
+    assert train["label"].null_count() == 0 and not train["session_id"].is_in(unlabelled.implode()).any()

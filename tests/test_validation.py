@@ -536,7 +536,9 @@ def test_drop_unlabeled_with_a_label_column(tmp_path):
     report = prepared.report
     assert (report["unlabeled_sessions_dropped"], report["unlabeled_events_dropped"]) == (1, 2)
     assert "orphan_labels_dropped" not in prepared.report
-    assert prepared.report["n_sessions"] == 2 and prepared.report["n_positive_sessions"] == 1
+    # The log's sessions, the unlabelled one included: preprocessing loads it (its events are entity context)
+    # and leaves it out of the splits.
+    assert prepared.report["n_sessions"] == 3 and prepared.report["n_positive_sessions"] == 1
     train = pl.read_parquet(prepared.datasets["train"]).sort(S.SESSION_ID)
     assert train.select(S.SESSION_ID, S.LABEL).rows() == [("s1", 0), ("s3", 1)]
     assert prepared.spec.vocab["event_type"] == ["view", "pay"]  # "click" lived only in the dropped session

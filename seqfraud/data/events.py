@@ -680,7 +680,7 @@ def validate_sessions(
     say when each label became known (:func:`label_known`). Returns one row per kept session
     (``session_id``, ``start_time``, ``end_time``, ``n_events``, ``label``, ``label_known``) and what the
     policies dropped. ``on_unlabeled=keep`` keeps sessions without a label, with a null label: the split
-    decides their fate (:func:`seqfraud.preprocess.drop_unlabeled_outside_train`).
+    decides their fate (:func:`seqfraud.preprocess.drop_unlabeled`).
     """
     for name, value, allowed in (
         ("on_unlabeled", on_unlabeled, UNLABELED_POLICIES),
