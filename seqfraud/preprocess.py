@@ -229,8 +229,12 @@ class PolarsEngine:
                 parts = [events]
             else:
                 part = (pl.col(S.SESSION_ID).hash(seed=0) % n_parts).alias("__part")
+                # Scratch files, read once: LZ4 without statistics writes them faster than the default (zstd).
                 events.with_columns(part).sink_parquet(
-                    pl.PartitionBy(tmp, key="__part", include_key=False), mkdir=True
+                    pl.PartitionBy(tmp, key="__part", include_key=False),
+                    mkdir=True,
+                    compression="lz4",
+                    statistics=False,
                 )
                 parts = [
                     pl.scan_parquet(Path(tmp, f"__part={i}"))

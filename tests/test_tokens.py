@@ -592,3 +592,28 @@ def test_labels_in_a_separate_table(tmp_path):
     ev = write(df.drop("label"), tmp_path / "nolabel.parquet")
     _, _, got = run(ev, labels=str(tmp_path / "labels.csv"))
     assert got == ref
+
+
+def test_at_ranks_tallies_counts_exactly_as_a_partition():
+    """numeric_quantiles tallies whole non-negative values (entity counts) with a bincount: the same values at
+    the same ranks as the partition it stands in for, -0.0 and large values included."""
+    import numpy as np
+
+    from seqfraud.features.tokens import _at_ranks, quantile_probs, quantile_rank
+
+    rng = np.random.default_rng(0)
+    probs = quantile_probs(16, (0.99, 0.999))
+    cases = [
+        rng.integers(0, 5, 1000).astype(np.float32),
+        rng.poisson(30, 777).astype(np.float32),
+        np.r_[rng.integers(0, 3, 500), [2**21]].astype(np.float32),
+        (rng.random(300) * 10).astype(np.float32),
+        np.r_[[-0.0], rng.integers(0, 4, 50)].astype(np.float32),
+        np.array([3.0]),
+    ]
+    for values in cases:
+        ranks = [quantile_rank(q, len(values)) for q in probs]
+        ordered = np.partition(values, sorted(set(ranks)))
+        expected = [float(ordered[r]) for r in ranks]
+        got = _at_ranks(values, ranks)
+        assert [repr(v) for v in got] == [repr(v) for v in expected]

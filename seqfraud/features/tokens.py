@@ -223,9 +223,27 @@ def numeric_quantiles(
             if not len(values):
                 quantiles[column] = [None] * len(probs)
                 continue
-            ordered = np.partition(values, sorted(set(ranks)))
-            quantiles[column] = [float(ordered[r]) for r in ranks]
+            quantiles[column] = _at_ranks(values, ranks)
     return quantiles
+
+
+# Counts below this bound are tallied, not partitioned.
+_TALLIED = 1 << 20
+
+
+def _at_ranks(values: np.ndarray, ranks: list[int]) -> list[float | None]:
+    """The values at 0-based ``ranks`` of the sorted finite ``values``. Counts (most entity features: small
+    non-negative whole numbers) by one ``np.bincount``, the value at rank r being the first whose running count
+    exceeds r, several times cheaper than a partition; everything else by one ``np.partition``."""
+    if values.dtype.kind == "f":
+        low, high = values.min(), values.max()
+        if 0 <= low and high < _TALLIED and not (low == 0 and np.signbit(values).any()):
+            whole = values.astype(np.int64)
+            if np.array_equal(whole, values):
+                cum = np.cumsum(np.bincount(whole))
+                return [float(v) for v in np.searchsorted(cum, ranks, side="right")]
+    ordered = np.partition(values, sorted(set(ranks)))
+    return [float(ordered[r]) for r in ranks]
 
 
 def fit_spec(
@@ -337,10 +355,11 @@ def time_order_key() -> pl.Expr:
 def sequences(events: pl.LazyFrame, spec: Spec) -> pl.LazyFrame:
     """Normalized events to per-session token sequences.
 
-    The row-wise tokens come first (so the sort moves int32 columns, not strings), then one sort on
-    :func:`time_order_key` (a multi-column sort led by the session-id string costs several times more),
-    then a group by session (a group keeps its rows in input order, i.e. time order), the time deltas
-    as within-session differences, and last a sort of the sessions, not the events, by id.
+    The row-wise tokens come first (so the sort moves int32 columns, not strings), then one sort by session
+    id and :func:`time_order_key`, so that each session's rows lie together in time order and the group by
+    session takes them as slices (a sort on the time key alone left every group to be gathered again, once per
+    token column: with 90 entity features, 0.9 s against 1.3 s a half of 1M events), the time deltas as
+    within-session differences, and the sessions come out in id order.
     """
     n = spec.max_len
     row_tokens = [*spec.schema.categorical_fields, *spec.numeric_fields, *spec.value_fields]
@@ -348,8 +367,9 @@ def sequences(events: pl.LazyFrame, spec: Spec) -> pl.LazyFrame:
     delta_us = pl.when(pl.col(S.SESSION_ID).is_not_null()).then(pl.col(S.TS_US).diff())
     per_session = (
         events.select(S.SESSION_ID, S.TS_US, *event_tokens(spec), time_order_key().alias(_ORDER))
-        .sort(_ORDER)
-        .group_by(S.SESSION_ID)
+        .sort(S.SESSION_ID, _ORDER)
+        .with_columns(pl.col(S.SESSION_ID).set_sorted())
+        .group_by(S.SESSION_ID, maintain_order=True)
         .agg(
             *[pl.col(S.token_column(c)).tail(n) for c in row_tokens],
             delta_us.tail(n).alias(_DELTA_US),
