@@ -30,7 +30,7 @@ from seqfraud.data.shards import ROW_GROUP_SESSIONS, shard_files, shard_name
 from seqfraud.data.split import assign_split, before_test_end, from_epoch_us, split_boundaries, to_epoch_us
 from seqfraud.errors import ConfigError
 from seqfraud.features.entities import EntitySpec, attach, column_features, entity_spec, kernel_rows
-from seqfraud.features.spec import Spec
+from seqfraud.features.spec import SHORTEST_TRAINED, Spec
 from seqfraud.features.tokens import FitStats, build_spec, fit_stats, quantile_probs, sequences
 from seqfraud.rundir import DATA_DIR, ENTITY_DIR, REPORT_FILE, SPEC_FILE, dataset
 from seqfraud.schema import Schema
@@ -412,7 +412,13 @@ def preprocess(
         entity=entity,
         numeric_values=bool(features_cfg.get("numeric_values", True)),
     )
-    spec.fit_info |= {"val_start": from_epoch_us(val_us), "test_start": from_epoch_us(test_us)}
+    spec.fit_info |= {
+        "val_start": from_epoch_us(val_us),
+        "test_start": from_epoch_us(test_us),
+        # A per-event score of a session shorter than nearly every training session is the model's reading of a
+        # kind of session it hardly saw: online results say so (seqfraud.scoring.online).
+        SHORTEST_TRAINED: int(train["n_events"].quantile(0.01, "lower") or 0) if train.height else 0,
+    }
     (out / DATA_DIR).mkdir(parents=True)
     spec.save(out / SPEC_FILE)
     engine_report = engine.write_datasets(loaded, spec, sessions, out / DATA_DIR)

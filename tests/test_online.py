@@ -386,3 +386,22 @@ def test_labels_are_read_in_the_label_tables_column_names() -> None:
     assert read_labels(parsed["labels"], spec, "request") == [Label("7", 1, 1_704_067_201_000_000)]
     with pytest.raises(Exception, match="session_id"):
         validator.validate_python({"labels": [{"session_id": "7", "label": 1}]})
+
+
+def test_a_session_shorter_than_nearly_all_training_sessions_is_flagged(gru_artifact, gru_run) -> None:
+    """A per-event score of a prefix shorter than 99% of the training sessions reads a kind of session the model
+    hardly saw (a dogfood log's default model declined every session at its first event): each result says so,
+    from the length preprocessing recorded in the spec, until the session is as long as those."""
+    from seqfraud.features.spec import Spec
+    from seqfraud.scoring.online import OnlineScorer
+    from seqfraud.scoring.scorer import Scorer
+    from seqfraud.scoring.state import MemoryStore
+
+    scorer = Scorer.load(gru_artifact)
+    shortest = Spec.load(gru_run / "spec.json").shortest_trained
+    assert scorer.spec.shortest_trained == shortest >= 2  # else nothing below is ever flagged
+    records = session_records(gru_run, 1, min_events=shortest + 1)
+    online = OnlineScorer(scorer, MemoryStore())
+    with single_torch_thread():
+        flags = [online.events([r])[0]["shorter_than_training"] for r in records[: shortest + 1]]
+    assert flags == [True] * (shortest - 1) + [False, False]

@@ -29,6 +29,7 @@ MISSING = 2  # a null value; for the time delta, the first event of a session
 NAN = 3  # a NaN numeric value
 FIRST_ID = 4
 RESERVED = {"pad": PAD, "unknown": UNKNOWN, "missing": MISSING, "nan": NAN}
+SHORTEST_TRAINED = "session_events_p1"  # fit_info: 1% of the training sessions have fewer events than this
 # A value field's id is FIRST_ID + round(position * VALUE_STEPS): 2**20 steps of the position in [0, 1] tell
 # apart amounts 0.01 apart in a bucket 10,000 wide.
 VALUE_STEPS = 1 << 20
@@ -88,6 +89,12 @@ class Spec:
     def numeric_fields(self) -> tuple[str, ...]:
         """Fields bucketed by numeric edges: the schema's numeric columns, then the entity features."""
         return (*self.schema.numerical, *(self.entity.feature_names() if self.entity else ()))
+
+    @property
+    def shortest_trained(self) -> int:
+        """Events of the shortest training sessions (their 1st percentile); 0 for specs fitted before it was
+        recorded."""
+        return int(self.fit_info.get(SHORTEST_TRAINED, 0))
 
     @property
     def value_fields(self) -> tuple[str, ...]:

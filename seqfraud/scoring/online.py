@@ -248,8 +248,10 @@ class OnlineScorer:
 
     def events(self, records: list[dict[str, Any]], *, source: str = "request") -> list[dict[str, Any]]:
         """Take events of one or more open sessions; per touched session (in order of first appearance) its
-        ``session_id, score, band, n_events, degraded, repeated`` (``repeated``: this request's events whose
-        id the session had already taken, which change nothing). Every event is validated before any state
+        ``session_id, score, band, n_events, degraded, repeated, shorter_than_training`` (``repeated``: this
+        request's events whose id the session had already taken, which change nothing; ``shorter_than_training``:
+        the session has fewer events than 99% of the training sessions, so its score reads a kind of session the
+        model hardly saw). Every event is validated before any state
         changes, and one id twice in a session of the request is refused, as batch scoring refuses it."""
         schema = self.spec.schema
         arrival = f"{time.time_ns()}-{next(self._arrivals)}"
@@ -290,6 +292,7 @@ class OnlineScorer:
                 "n_events": state.n_events,
                 "degraded": False,
                 "repeated": repeated,
+                "shorter_than_training": state.n_events < self.spec.shortest_trained,
             }
         return list(results.values())
 
@@ -441,6 +444,7 @@ class OnlineScorer:
         return {S.SESSION_ID: sid, S.SCORE: row[S.SCORE], S.BAND: row[S.BAND], "n_events": len(records)} | {
             "degraded": True,
             "repeated": 0,  # unknown: the session's taken ids are in the store that could not be read
+            "shorter_than_training": len(records) < self.spec.shortest_trained,
         }
 
 

@@ -290,7 +290,14 @@ FieldError = TypedDict("FieldError", {"loc": str, "msg": str})
 ErrorResponse = TypedDict("ErrorResponse", {"detail": Required[str], "errors": NotRequired[list[FieldError]]})
 Health = TypedDict("Health", {"status": str, "model_version": str})
 EventResult: Any = _dynamic_typed_dict(
-    "EventResult", {**ScoreResult.__annotations__, "n_events": int, "degraded": bool, "repeated": int}
+    "EventResult",
+    {
+        **ScoreResult.__annotations__,
+        "n_events": int,
+        "degraded": bool,
+        "repeated": int,
+        "shorter_than_training": bool,
+    },
 )
 EventsResponse = TypedDict(
     "EventsResponse", {"results": list[EventResult], "model_version": str, "latency_ms": float}
