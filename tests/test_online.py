@@ -219,6 +219,13 @@ def test_service_events_labels_sessions_and_restart(gru_artifact, gru_run, tmp_p
         }
         twice = client.post("/events", json={"events": [mine[3], mine[3]]})
         assert twice.status_code == 422 and "1 event(s) repeat the id of an earlier event" in twice.text
+        # /score takes the same payload, ids included, and refuses a repeated id as batch does.
+        scored = client.post("/score", json={"events": mine[:3]})
+        assert scored.status_code == 200 and scored.json()[S.SCORE] == pytest.approx(
+            result[S.SCORE], abs=1e-5
+        )
+        again = client.post("/score", json={"events": [mine[0], mine[1], mine[0]]})
+        assert again.status_code == 422 and "column 'event_id'" in again.text, again.text
         state = client.get(f"/sessions/{sid}").json()
         assert state[S.SCORE] == result[S.SCORE] and state["n_events"] == 3
         bad = client.post("/events", json={"events": [mine[3] | {"amount": "lots"}]})

@@ -215,8 +215,8 @@ _dynamic_typed_dict: Any = TypedDict
 
 
 def event_fields(spec: Spec) -> dict[str, Any]:
-    """An event's keys and their JSON types, from the spec's column roles (entity columns and the event id are
-    for ``/events`` only)."""
+    """An event's keys and their JSON types, from the spec's column roles: the log's event id too, where it has
+    one, so that one payload serves ``/score`` and ``/events`` (entity columns are for ``/events`` only)."""
     s = spec.schema
     return {
         s.session_id: Required[SESSION_IDENT],
@@ -224,6 +224,7 @@ def event_fields(spec: Spec) -> dict[str, Any]:
         s.event_type: Required[IDENT],
         **{c: NotRequired[CATEGORY] for c in s.categorical},
         **{c: NotRequired[NUMBER] for c in s.numerical},
+        **({s.event_id: NotRequired[IDENT]} if s.event_id else {}),
     }
 
 
@@ -248,8 +249,6 @@ def online_request_models(spec: Spec, limits: Limits) -> tuple[TypeAdapter, Type
     when the log has one) and ``POST /labels`` (a session's label and when it became known)."""
     s = spec.schema
     fields = event_fields(spec) | {c: NotRequired[CATEGORY] for c in s.entities}
-    if s.event_id:
-        fields[s.event_id] = NotRequired[IDENT]
     event: Any = with_config(FORBID)(_dynamic_typed_dict("OnlineEvent", fields))
     session_key, label_key, time_key = label_keys(s)
     events: Any = Annotated[list[event], Field(min_length=1, max_length=limits.max_events_per_session)]
