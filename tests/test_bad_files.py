@@ -233,7 +233,9 @@ CASES: dict[str, Case] = {
         "data row 10,030",
     ),
     # ---- columns and types
-    "missing column": _file("e.parquet", GOOD.drop(DEVICE), f"missing column(s) '{DEVICE}'", "data.schema"),
+    "missing column": _file(
+        "e.parquet", GOOD.drop(DEVICE), f"missing column(s) '{DEVICE}'", "Columns present"
+    ),
     "misnamed column": _file(
         "e.parquet", GOOD.rename({DEVICE: "devicetype"}), f"'{DEVICE}' (did you mean 'devicetype'?)"
     ),

@@ -165,6 +165,9 @@ def test_scoring_needs_a_history_and_reads_it_point_in_time(entity_run, entity_a
         DataValidationError, match="labelled session\\(s\\), none with events in .*: label ids \\['0s"
     ):
         History.read(tmp_path / "history.parquet", tmp_path / "renamed.parquet", scorer.spec)
+    # A history without its label table: the way to give it, not the label columns the events lack.
+    with pytest.raises(DataValidationError, match="carry no 'label' column: give the label table"):
+        History.read(tmp_path / "history.parquet", None, scorer.spec)
 
 
 def test_live_entity_features_equal_the_batch_features(entity_run, entity_artifact, caplog) -> None:

@@ -201,7 +201,7 @@ def test_bad_input_names_the_column_and_the_row_count(scorer, one_session):
     s = scorer.spec.schema
     amount, device = s.numerical[0], s.categorical[0]
     cases = [
-        (one_session.drop(amount), f"missing column.*'{amount}'"),
+        (one_session.drop(amount), f"missing column.*'{amount}'.*rename this file's columns"),
         (one_session.with_columns(pl.col(amount).cast(pl.String)), f"'{amount}' has type"),
         (one_session.with_columns(pl.col(device).cast(pl.Float64, strict=False)), f"'{device}' has type"),
         (_set_null(one_session, s.session_id, 2), f"'{s.session_id}': 2 row\\(s\\) have a null session id"),
@@ -220,7 +220,10 @@ def test_bad_input_names_the_column_and_the_row_count(scorer, one_session):
         ),
         (one_session.clear(), "no events"),
         ([], "no events"),
-        ([{s.event_type: "a"}, {s.event_type: 5}], f"'{s.event_type}': values of types \\['int', 'str'\\]"),
+        (
+            [{s.event_type: "a"}, {s.event_type: 5.5}],
+            f"'{s.event_type}': values of types \\['float', 'str'\\]",
+        ),
         ([{amount: "12.5"}], f"'{amount}': values of types \\['str'\\].*expected numbers"),
         ([1, 2], "2 event\\(s\\) are not objects"),
     ]

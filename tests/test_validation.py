@@ -427,7 +427,23 @@ def test_label_table_labels_not_0_1(tmp_path):
 
 def test_label_table_conflicting_labels(tmp_path):
     ev, lab = _split_tables(tmp_path, [("s1", 0), ("s2", 1), ("s2", 0), ("s3", 0)])
-    fails(ev, lab, "column 'label': 1 row(s) are sessions listed with conflicting labels", labels=lab)
+    fails(
+        ev,
+        lab,
+        "column 'label': 1 row(s) are sessions listed with conflicting labels (first: 's2')",
+        labels=lab,
+    )
+
+
+def test_text_labels_are_counted_with_the_first_value(tmp_path):
+    """``yes``/``no`` labels (or a CSV column that is not all numbers): how many rows and the first, on the
+    events and in a label table."""
+    table = pl.DataFrame({"session_id": ["s1", "s2", "s3"], "label": ["0", "yes", "no"]})
+    ev = write(events().drop("label"), tmp_path / "events.parquet")
+    lab = write(table, tmp_path / "labels.csv")
+    fails(ev, lab, "column 'label': 2 row(s) hold a label that is not 0/1 (first: 'yes')", labels=lab)
+    on_events = write(events(label=pl.Series(["1", "0", "0", "y", "1"])), tmp_path / "on_events.parquet")
+    fails(on_events, on_events, "column 'label': 1 row(s) hold a label that is not 0/1 (first: 'y')")
 
 
 def test_label_table_null_labels_and_ids(tmp_path):
@@ -448,7 +464,7 @@ def test_label_table_missing_column_wrong_type_and_empty(tmp_path):
     bad = write(pl.DataFrame({"session_id": ["s1"], "fraud": [1]}), tmp_path / "l1.parquet")
     fails(ev, bad, "missing column(s) ['label']", labels=bad)
     bad = write(pl.DataFrame({"session_id": ["s1"], "label": ["yes"]}), tmp_path / "l2.parquet")
-    fails(ev, bad, "column 'label' has type String", labels=bad)
+    fails(ev, bad, "column 'label': 1 row(s) hold a label that is not 0/1 (first: 'yes')", labels=bad)
 
 
 def test_labelled_sessions_with_no_events(tmp_path):
@@ -696,6 +712,12 @@ def test_repeated_event_ids_within_a_session(tmp_path):
     assert load_events(write(ok, tmp_path / "ok.parquet"), schema).report["n_events"] == 5
     assert S.EVENT_ID not in load_events(write(ok, tmp_path / "ok.parquet"), schema).events.collect_schema()
     path = write(events(event_id=pl.Series([7, 7, 1, 1, 9])), tmp_path / "e.csv")  # integers in a CSV
-    fails(path, path, "column 'event_id': 2 row(s) repeat the id of an earlier event", schema=schema)
+    fails(
+        path,
+        path,
+        "column 'event_id': 2 row(s) repeat the id of an earlier event",
+        "first in session 's1'",
+        schema=schema,
+    )
     path = write(events(event_id=pl.Series([1.5, 2.5, 3.5, 4.5, 5.5])), tmp_path / "f.parquet")
     fails(path, path, "'event_id' has type Float64; expected string or integer event ids", schema=schema)

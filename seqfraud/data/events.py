@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, Literal, cast
+from typing import Generic, Literal, NoReturn, cast
 
 import polars as pl
 import pyarrow as pa
@@ -335,11 +335,18 @@ def label_time_unit(unit: str) -> str:
     return unit if unit in _UNIT_NAMES else "us"
 
 
-def check_columns(lf: pl.LazyFrame, schema: Schema, source: str, *, with_label: bool) -> pl.Schema:
+TRAINING_NAMES = "Set the names under data.schema."
+SCORING_NAMES = "The model reads its training log's columns, named in the artifact's spec: rename this file's columns to match."
+
+
+def check_columns(
+    lf: pl.LazyFrame, schema: Schema, source: str, *, with_label: bool, missing_hint: str = TRAINING_NAMES
+) -> pl.Schema:
     """Fail on missing or wrongly typed columns before any data is read.
 
     With ``with_label`` (labels live on the events) the label column, and ``data.schema.label_time`` when
-    set, are required too.
+    set, are required too. ``missing_hint`` says how to fix a missing column: the config when training, the
+    file when scoring (:data:`SCORING_NAMES`).
     """
     have = lf.collect_schema()
     label_time = [schema.label_time] if with_label and schema.label_time else []
@@ -348,8 +355,7 @@ def check_columns(lf: pl.LazyFrame, schema: Schema, source: str, *, with_label: 
     if missing:
         hint = "; ".join(repr(c) + did_you_mean(c, list(have)) for c in missing)
         raise DataValidationError(
-            f"{source}: missing column(s) {hint}. Columns present: {list(have)}. "
-            "Set the names under data.schema."
+            f"{source}: missing column(s) {hint}. Columns present: {list(have)}. {missing_hint}"
         )
     _check_time_type(source, schema.timestamp, have[schema.timestamp])
     for c in label_time:
@@ -375,10 +381,24 @@ def check_columns(lf: pl.LazyFrame, schema: Schema, source: str, *, with_label: 
         if not have[c].is_numeric():
             raise DataValidationError(f"{source}: column {c!r} has type {have[c]}; expected a numeric type")
     if with_label and not (have[schema.label].is_numeric() or have[schema.label] == pl.Boolean):
-        raise DataValidationError(
-            f"{source}: column {schema.label!r} has type {have[schema.label]}; expected 0/1 integers or booleans"
-        )
+        not_labels(lf, schema.label, source)
     return have
+
+
+def not_labels(lf: pl.LazyFrame, column: str, source: str) -> NoReturn:
+    """A label column that is neither numbers nor booleans (``yes``/``no``, say): how many rows and the first
+    value, which reading the one column costs."""
+    with reading(source):
+        values = lf.select(pl.col(column)).collect().to_series()
+    bad = values.filter(values.is_not_null() & ~values.cast(pl.String).is_in(["0", "1"]))
+    if bad.len():
+        raise DataValidationError(
+            f"{source}: column {column!r}: {bad.len():,} row(s) hold a label that is not 0/1 (first: {bad[0]!r}); "
+            "labels are 0/1 integers or booleans"
+        )
+    raise DataValidationError(
+        f"{source}: column {column!r} has type {values.dtype}; expected 0/1 integers or booleans"
+    )
 
 
 def detect_timestamp_unit(lf: pl.LazyFrame, schema: Schema, dtype: pl.DataType) -> str:
@@ -512,6 +532,19 @@ REPEATED_ID = (
 )
 
 
+def refuse_repeated_ids(per_session: pl.DataFrame, source: str, column: str) -> None:
+    """Fails on the sessions (``session_id``, :func:`repeated_event_ids`) that repeat an id, naming the first."""
+    repeats = per_session.filter(pl.col("n_event_id_repeats") > 0)
+    if repeats.height:
+        first = repeats[S.SESSION_ID].min()
+        fail_rows(
+            source,
+            column,
+            int(repeats["n_event_id_repeats"].sum()),
+            f"{REPEATED_ID} (first in session {first!r})",
+        )
+
+
 def repeated_event_ids() -> pl.Expr:
     """Per session: rows whose event id an earlier row of the session holds (null ids never repeat)."""
     return (pl.col(S.EVENT_ID).count() - pl.col(S.EVENT_ID).drop_nulls().n_unique()).alias(
@@ -577,11 +610,9 @@ def read_labels(path: str, schema: Schema, *, timestamp_unit: str | None = None)
     if not (have[schema.label].is_numeric() or have[schema.label] == pl.Boolean):
         with reading(source):
             empty = lf.head(1).collect().is_empty()  # a header-only CSV reads every column as text
-        raise DataValidationError(
-            f"{source}: the label table is empty"
-            if empty
-            else f"{source}: column {schema.label!r} has type {have[schema.label]}; expected 0/1 integers or booleans"
-        )
+        if empty:
+            raise DataValidationError(f"{source}: the label table is empty")
+        not_labels(lf, schema.label, source)
     columns = [
         pl.col(schema.session_id).cast(pl.String).alias(S.SESSION_ID),
         pl.col(schema.label).cast(pl.Float64).alias(S.LABEL),
@@ -616,7 +647,12 @@ def read_labels(path: str, schema: Schema, *, timestamp_unit: str | None = None)
             fail_rows(source, col, n, what)
     dupes = labels.group_by(S.SESSION_ID).agg(pl.col(S.LABEL).n_unique().alias("k")).filter(pl.col("k") > 1)
     if dupes.height:
-        fail_rows(source, schema.label, dupes.height, "are sessions listed with conflicting labels")
+        fail_rows(
+            source,
+            schema.label,
+            dupes.height,
+            f"are sessions listed with conflicting labels (first: {dupes[S.SESSION_ID].min()!r})",
+        )
     if lt is not None:
         labels = _check_label_times(labels, schema, source, have[lt], timestamp_unit)
     return labels.unique(S.SESSION_ID, keep="first", maintain_order=True).with_columns(
@@ -647,7 +683,12 @@ def _check_label_times(
         )
     dupes = labels.group_by(S.SESSION_ID).agg(us.n_unique().alias("k")).filter(pl.col("k") > 1)
     if dupes.height:
-        fail_rows(source, lt, dupes.height, "are sessions listed with conflicting label times")
+        fail_rows(
+            source,
+            lt,
+            dupes.height,
+            f"are sessions listed with conflicting label times (first: {dupes[S.SESSION_ID].min()!r})",
+        )
     return labels.drop(S.LABEL_TIME_PRESENT, S.LABEL_TIME_OUT_OF_RANGE)
 
 
@@ -705,8 +746,8 @@ def validate_sessions(
     ):
         if n := int(sessions[col].sum()):
             fail_rows(source, schema.timestamp, n, what)
-    if "n_event_id_repeats" in sessions.columns and (n := int(sessions["n_event_id_repeats"].sum())):
-        fail_rows(source, str(schema.event_id), n, REPEATED_ID)
+    if "n_event_id_repeats" in sessions.columns:
+        refuse_repeated_ids(sessions, source, str(schema.event_id))
 
     if labels is None:
         if n := int(sessions["n_label_bad"].sum()):

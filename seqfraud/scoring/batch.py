@@ -20,7 +20,7 @@ import polars as pl
 from tqdm import tqdm
 
 from seqfraud import schema as S
-from seqfraud.data.events import DataValidationError, check_columns, reading, scan_table
+from seqfraud.data.events import SCORING_NAMES, DataValidationError, check_columns, reading, scan_table
 from seqfraud.export.artifact import Model
 from seqfraud.features.tokens import Sequences, polars_sequences
 from seqfraud.scoring.prepare import epoch_unit, normalized_events
@@ -54,7 +54,9 @@ def iter_sequences(
     artifact's aggregates read (None for other artifacts): what batch scoring and embedding run the model on."""
     spec = scorer.spec
     # Refused before the first pass over the data; every chunk reads timestamps in the spec's unit.
-    epoch_unit(check_columns(events, spec.schema, source, with_label=False), spec, source)
+    epoch_unit(
+        check_columns(events, spec.schema, source, with_label=False, missing_hint=SCORING_NAMES), spec, source
+    )
     with reading(source):
         counts = events.select(
             pl.len(), pl.col(spec.schema.session_id).n_unique().alias("sessions")

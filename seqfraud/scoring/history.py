@@ -61,6 +61,12 @@ class History:
     ) -> History:
         entity = _entity(spec)
         frame = normalized_events(events, spec, source, keep_ids=True)
+        if entity.risk and labels is None and spec.schema.label not in events.collect_schema():
+            raise DataValidationError(
+                f"{source}: this model's risk features read the history's labels, and its events carry no "
+                f"{spec.schema.label!r} column: give the label table (--history-labels PATH; in Python, "
+                "History.read(events, labels, spec))"
+            )
         if entity.risk:
             table, label_source = read_labels(
                 str(labels) if labels is not None else source, spec.schema, timestamp_unit=spec.timestamp_unit

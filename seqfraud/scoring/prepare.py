@@ -20,8 +20,8 @@ import polars as pl
 from seqfraud import schema as S
 from seqfraud.data.events import (
     BLANK_ID,
-    REPEATED_ID,
     RFC3339,
+    SCORING_NAMES,
     UNPARSED,
     US_PER_UNIT,
     DataValidationError,
@@ -33,6 +33,7 @@ from seqfraud.data.events import (
     normalize,
     out_of_range_text,
     reading,
+    refuse_repeated_ids,
     repeated_event_ids,
     timestamp_range_us,
 )
@@ -146,7 +147,7 @@ def normalized_events(lf: pl.LazyFrame, spec: Spec, source: str, *, keep_ids: bo
     ``keep_ids`` the event ids (``__event_id``, text), which the online store keys its entity history by.
     """
     schema = spec.schema
-    have = check_columns(lf, schema, source, with_label=False)
+    have = check_columns(lf, schema, source, with_label=False, missing_hint=SCORING_NAMES)
     unit = epoch_unit(have, spec, source)
     with reading(source):
         events = normalize(lf, schema, have, unit or "datetime", with_label=False).collect()
@@ -168,8 +169,9 @@ def normalized_events(lf: pl.LazyFrame, spec: Spec, source: str, *, keep_ids: bo
             out_of_range_text(schema, unit, "the model's unit, fixed at training"),
         )
     if S.EVENT_ID in events.columns:
-        if n := int(events.group_by(S.SESSION_ID).agg(repeated_event_ids())["n_event_id_repeats"].sum()):
-            fail_rows(source, str(schema.event_id), n, REPEATED_ID)
+        refuse_repeated_ids(
+            events.group_by(S.SESSION_ID).agg(repeated_event_ids()), source, str(schema.event_id)
+        )
         if not keep_ids:
             events = events.drop(S.EVENT_ID)
     return events
