@@ -8,6 +8,7 @@ renders ``leaderboard.md``, ``leaderboard.html`` (self-contained) and ``pr_curve
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -21,6 +22,8 @@ from seqfraud.config import plain
 from seqfraud.errors import UserError
 from seqfraud.metrics import precision_key, recall_key
 from seqfraud.rundir import CONFIG_FILE, METRICS_FILE, PREDICTIONS_DIR, predictions
+
+log = logging.getLogger(__name__)
 
 OUTPUT_FILES = ("leaderboard.md", "leaderboard.html", "pr_curves.png")
 
@@ -50,19 +53,29 @@ def typology_columns(seen) -> list[str]:
 
 
 def find_runs(paths: Sequence[str | Path]) -> list[Path]:
-    """Each path is a run directory (it holds metrics.json) or holds run directories somewhere below it."""
+    """Each path is a run directory (it holds metrics.json) or holds run directories somewhere below it.
+
+    A directory without any, beside others that hold runs, is left out with a warning: a glob such as
+    ``outputs/train/*/*`` also matches the run that failed or is still training. Alone, it is an error, as is a
+    path that does not exist."""
     found: list[Path] = []
+    empty: list[Path] = []
     for p in map(Path, paths):
         if (p / METRICS_FILE).is_file():
             found.append(p)
             continue
-        below = sorted(m.parent for m in p.rglob(METRICS_FILE)) if p.is_dir() else []
-        if not below:
-            raise FileNotFoundError(
-                f"{p}: no {METRICS_FILE} in it or below it, so it is not a run directory "
-                "(train.py writes one per run)"
-            )
+        if not p.is_dir():
+            raise FileNotFoundError(f"{p}: no such run directory")
+        below = sorted(m.parent for m in p.rglob(METRICS_FILE))
+        empty += [] if below else [p]
         found += below
+    if not found:
+        raise FileNotFoundError(
+            f"{empty[0]}: no {METRICS_FILE} in it or below it, so it is not a run directory "
+            "(train.py writes one per run)"
+        )
+    for p in empty:
+        log.warning("%s: no %s in it or below it (a failed or unfinished run?): left out", p, METRICS_FILE)
     return list(dict.fromkeys(p.resolve() for p in found))
 
 

@@ -60,11 +60,24 @@ def test_a_multirun_directory_is_searched_for_runs(runs):
     assert all((runs / f).is_file() for f in ("leaderboard.md", "leaderboard.html", "pr_curves.png"))
 
 
+def test_a_failed_run_beside_finished_ones_is_left_out_with_a_warning(runs, tmp_path, caplog):
+    """``compare outputs/train/*/*`` also matches a run that failed: the others are still compared."""
+    failed = tmp_path / "failed_run"
+    failed.mkdir()
+    rows = write_leaderboard([runs, failed], tmp_path / "board")
+    assert sorted(r["run"] for r in rows) == ["0", "1"]
+    assert (
+        "failed_run: no metrics.json in it or below it (a failed or unfinished run?): left out" in caplog.text
+    )
+
+
 def test_a_directory_without_runs_is_named_in_the_error(tmp_path, capsys):
     empty = tmp_path / "not_a_run"
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match="not_a_run: no metrics.json"):
         write_leaderboard([empty])
+    with pytest.raises(FileNotFoundError, match="typo: no such run directory"):
+        write_leaderboard([tmp_path / "typo"])
     with pytest.raises(SystemExit):
         main([str(empty)])
     assert str(empty) in capsys.readouterr().err

@@ -306,3 +306,30 @@ def test_ato_order_sessions_are_explained_by_their_account_changes(tmp_path):
     assert top3[S.EVENT].list.eval(pl.element().is_in(list(ACCOUNT_CHANGES))).list.any().mean() >= 0.8, top3
     top1 = top_events(explained, 1)
     assert top1[S.EVENT].is_in(list(ATO_PREFIX)).mean() >= 0.75, top1
+
+
+def test_cli_says_when_no_single_event_moves_the_score(
+    exported_artifact, few, scorer, tmp_path, capsys, monkeypatch
+):
+    """Every contribution 0 (a stacked model's trees that no one event's removal crosses) reads as a broken
+    explanation unless the command says what it means."""
+    import seqfraud.cli.explain as cli
+
+    s = scorer.spec.schema
+    sid = str(few[s.session_id].unique().sort()[0])
+    few.write_parquet(tmp_path / "events.parquet")
+    args = [
+        "--artifact",
+        str(exported_artifact),
+        "--events",
+        str(tmp_path / "events.parquet"),
+        "--session",
+        sid,
+    ]
+    cli.main([*args, "--out", str(tmp_path / "view.html")])
+    assert "no single event moves this score" not in capsys.readouterr().out
+    real = cli.explain_session
+    flat = lambda *a: real(*a).with_columns(pl.lit(0.0).alias(S.CONTRIBUTION))
+    monkeypatch.setattr(cli, "explain_session", flat)
+    cli.main([*args, "--out", str(tmp_path / "flat.html")])
+    assert "note: no single event moves this score" in capsys.readouterr().out

@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from seqfraud import reports
@@ -46,6 +47,9 @@ def explain_session(
     return explained
 
 
+NO_SINGLE_EVENT = 5e-4  # below this, every contribution prints as 0.000
+
+
 @command
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
@@ -70,3 +74,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         + "; top events: "
         + ", ".join(f"{e} ({c:+.3f})" for e, c in zip(top[S.EVENT], top[S.CONTRIBUTION]))
     )
+    if np.abs(explained[S.CONTRIBUTION].to_numpy()).max() < NO_SINGLE_EVENT:
+        print(
+            "note: no single event moves this score: it comes from the session as a whole (a stacked model's "
+            "trees move in steps, and leaving out one event may cross none of their splits)"
+        )
