@@ -336,7 +336,10 @@ def label_time_unit(unit: str) -> str:
 
 
 TRAINING_NAMES = "Set the names under data.schema."
-SCORING_NAMES = "The model reads its training log's columns, named in the artifact's spec: rename this file's columns to match."
+SCORING_NAMES = (
+    "The model reads its training log's columns, named in the artifact's spec: "
+    "rename this file's columns to match."
+)
 
 
 def check_columns(

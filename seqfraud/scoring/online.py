@@ -251,8 +251,8 @@ class OnlineScorer:
         ``session_id, score, band, n_events, degraded, repeated, shorter_than_training`` (``repeated``: this
         request's events whose id the session had already taken, which change nothing; ``shorter_than_training``:
         the session has fewer events than 99% of the training sessions, so its score reads a kind of session the
-        model hardly saw). Every event is validated before any state
-        changes, and one id twice in a session of the request is refused, as batch scoring refuses it."""
+        model hardly saw). Every event is validated before any state changes, and one id twice in a session of
+        the request is refused, as batch scoring refuses it."""
         schema = self.spec.schema
         arrival = f"{time.time_ns()}-{next(self._arrivals)}"
         keys = [event_key(r, schema.event_id, f"{arrival}-{i}") for i, r in enumerate(records)]
@@ -309,8 +309,9 @@ class OnlineScorer:
             if lb.label_time_us is not None and lb.label_time_us < starts.get(lb.session_id, lb.label_time_us)
         ]
         if early:
+            time_key = label_keys(self.spec.schema)[2]
             raise DataValidationError(
-                f"{source}: {label_keys(self.spec.schema)[2]!r}: {len(early):,} label(s) have a label time before the first event of "
+                f"{source}: {time_key!r}: {len(early):,} label(s) have a label time before the first event of "
                 f"their session, e.g. session {min(early)!r}"
             )
         self.store.add_labels(labels)
