@@ -110,7 +110,9 @@ def test_a_lightgbm_run_has_no_encoder_to_export_or_embed(tmp_path, capsys):
     from seqfraud.export.exporter import ExportError, export_run
 
     run = train_into(tmp_path / "lgbm", "+experiment=smoke", "model=lightgbm")
-    with pytest.raises(ExportError, match="export needs a finished sequence-model run"):
+    with pytest.raises(
+        ExportError, match="a model=lightgbm run holds no sequence model.*train model=stacked"
+    ):
         export_run(run, tmp_path / "artifact")
     with pytest.raises(SystemExit) as refused:
         embed(["--run", str(run), "--out", str(tmp_path / "emb.parquet")])
