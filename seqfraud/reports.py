@@ -121,7 +121,7 @@ def monitor_html(report: dict[str, Any], png: Path) -> str:
     warn_rows = [[a["check"], a["field"], a["value"], a["threshold"]] for a in report["warnings"]]
     field_rows = [
         [
-            f if s.get("alerted", True) else f"{f} (not alerted: grows with the history's age)",
+            f if s.get("alerted", True) else f"{f} (not alerted: {s['why']})",
             s["psi"],
             *((s["unknown_rate"] or {}).get(k) for k in ("reference", "current")),
             s["missing_rate"]["reference"],

@@ -438,15 +438,24 @@ def test_monitoring_reads_the_current_window_against_a_history(entity_run, entit
     assert report["score"]["current"]["p50"] == pytest.approx(float(np.quantile(expected, 0.5)), abs=1e-6)
     fields = json.dumps(report)
     assert scorer.spec.entity is not None and scorer.spec.entity.feature_names()[0] in fields
-    # Entity features against the validation period (the training period's first sessions had no history),
-    # and time since first seen, which grows with the history's age, reported but never alerted on.
-    assert report["entity_reference"]["source"].endswith("val") and report["reference"]["source"].endswith(
-        "train"
-    )
-    first_seen = [f for f in report["fields"] if f.endswith("__first_seen_s")]
-    assert len(first_seen) == len(scorer.spec.entity.columns)
-    assert all(report["fields"][f]["alerted"] is False for f in first_seen)
-    assert not {a["field"] for a in report["alerts"]} & set(first_seen)
+    # Entity features against the training and validation sessions that began after each one's warm-up (the
+    # log's first weeks see a short history); time since first and last seen, which never settle, are reported
+    # but never alerted on.
+    entity = scorer.spec.entity
+    train, val = report["entity_reference"]["source"].split(" + ")
+    assert train == report["reference"]["source"] and val.endswith("val")
+    stats = report["fields"]
+    column = entity.columns[0]
+    short, long = (stats[S.entity_feature(column, "events", w)] for w in entity.windows)  # 1h, 7d
+    assert report["entity_reference"]["sessions"] > short["reference_sessions"] > long["reference_sessions"]
+    risky = stats[S.entity_feature(column, "known", entity.windows[0])]  # 1h plus the 60-day label delay
+    assert risky["reference_sessions"] < short["reference_sessions"]
+    settle_never = [f for f in stats if f.endswith(("__first_seen_s", "__last_seen_s"))]
+    assert len(settle_never) == 2 * len(entity.columns)
+    assert all(stats[f]["alerted"] is False and "grows" in stats[f]["why"] for f in settle_never)
+    assert not {a["field"] for a in report["alerts"]} & {
+        f for f in stats if not stats[f].get("alerted", True)
+    }
     scored.write_parquet(tmp_path / "current.parquet")
     args = ["--artifact", str(entity_artifact), "--current", str(tmp_path / "current.parquet")]
     out = ["--out", str(tmp_path / "monitor"), "--history-events", str(tmp_path / "history.parquet")]

@@ -79,14 +79,31 @@ class EntitySpec:
     def window_us(self) -> list[int]:
         return [duration_us(w, "features.entity.windows") for w in self.windows]
 
-    def column_feature_names(self, column: str) -> list[str]:
+    def _kinds(self, column: str) -> list[str]:
+        """The windowed features of one entity column."""
         others = [c for c in self.columns if c != column]
-        kinds = [*ACTIVITY, *[f"distinct_{c}" for c in others], *(RISK if self.risk else ())]
-        windowed = [S.entity_feature(column, k, w) for k in kinds for w in self.windows]
+        return [*ACTIVITY, *[f"distinct_{c}" for c in others], *(RISK if self.risk else ())]
+
+    def column_feature_names(self, column: str) -> list[str]:
+        windowed = [S.entity_feature(column, k, w) for k in self._kinds(column) for w in self.windows]
         return [*windowed, S.entity_feature(column, FIRST_SEEN), S.entity_feature(column, LAST_SEEN)]
 
     def feature_names(self) -> list[str]:
         return [name for c in self.columns for name in self.column_feature_names(c)]
+
+    def warm_up_us(self) -> dict[str, int | None]:
+        """Per feature, how much log must lie before an event for the feature to read as it will in a long
+        history: its window, plus the label delay for the risk features (a negative is known that long after its
+        session; where labels carry their own times the delay is unknown, and the window alone counts). None for
+        time since first and last seen, whose range grows with the history's age and never settles."""
+        delay = 0 if self.label_delay is None else duration_us(self.label_delay, "data.policy.label_delay")
+        out: dict[str, int | None] = {}
+        for column in self.columns:
+            for kind in self._kinds(column):
+                for window, span in zip(self.windows, self.window_us):
+                    out[S.entity_feature(column, kind, window)] = span + (delay if kind in RISK else 0)
+            out[S.entity_feature(column, FIRST_SEEN)] = out[S.entity_feature(column, LAST_SEEN)] = None
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"columns": list(self.columns), "windows": list(self.windows)}

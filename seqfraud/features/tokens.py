@@ -42,6 +42,11 @@ class Sequences:
     def __len__(self) -> int:
         return len(self.lengths)
 
+    def take(self, keep: np.ndarray) -> Sequences:
+        """The sessions where the boolean mask ``keep`` holds."""
+        ids = [sid for sid, k in zip(self.session_ids, keep) if k]
+        return Sequences(ids, self.tokens[np.repeat(keep, self.lengths)], self.lengths[keep])
+
 
 def time_delta_edges(min_seconds: float, max_seconds: float, n_buckets: int) -> list[float]:
     """Log-spaced edges in seconds, with 0 first so that simultaneous events get their own bucket."""

@@ -26,7 +26,6 @@ import numpy as np
 
 from seqfraud import reports
 from seqfraud import schema as S
-from seqfraud.features.entities import FIRST_SEEN
 from seqfraud.features.spec import Spec
 from seqfraud.monitoring.alerts import DEFAULT_THRESHOLDS, alerts, check_thresholds
 from seqfraud.monitoring.inputs import (
@@ -39,6 +38,7 @@ from seqfraud.monitoring.inputs import (
 from seqfraud.monitoring.statistics import (
     DEFAULT_FPR,
     SCORE_BINS,
+    entity_field_stats,
     field_stats,
     length_edges,
     length_summary,
@@ -109,14 +109,10 @@ def monitor(
 
     fields = field_stats(spec, ref.seqs, cur.seqs)
     entity_ref = None
-    if spec.entity is not None:
-        # The training period's first sessions saw an empty history, so its entity features drift from any later
-        # window by construction: they are compared with the validation period's, which had the whole training
-        # period behind it, as the current window has the history behind it.
-        entity_ref = default_reference(scorer, artifact, "val")
-        fields |= field_stats(spec, entity_ref.seqs, cur.seqs, spec.entity.feature_names())
-        for column in spec.entity.columns:  # time since first seen grows with the age of the history itself
-            fields[S.entity_feature(column, FIRST_SEEN)]["alerted"] = False
+    if spec.entity is not None:  # against the run's training and validation periods, each after its warm-up
+        entity_ref = default_reference(scorer, artifact, ("train", "val"))
+        assert entity_ref.starts is not None  # a tokenized dataset
+        fields |= entity_field_stats(spec, entity_ref.seqs, entity_ref.starts, cur.seqs)
     ref_scores = reference_scores(scorer, ref, artifact)  # the served score, calibration included
     cur_scored = scorer.score_sequences(cur.seqs, cur.events)
     cur_scores = cur_scored[S.SCORE].to_numpy()

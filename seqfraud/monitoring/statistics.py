@@ -94,6 +94,40 @@ def field_stats(
     return out
 
 
+MIN_REFERENCE_SESSIONS = 100  # fewer reference sessions than this, and a field's PSI is too noisy to alert on
+
+
+def entity_field_stats(
+    spec: Spec, ref: Sequences, starts: np.ndarray, cur: Sequences
+) -> dict[str, dict[str, Any]]:
+    """The entity features' drift, each against the reference sessions that began after its warm-up
+    (:meth:`~seqfraud.features.entities.EntitySpec.warm_up_us`) from the log's first event: the first weeks of a
+    log see a short history, so a 30-day count there is lower than in any later window, by construction. A feature
+    whose warm-up leaves too few reference sessions, or that never settles, is reported and marked, not
+    alerted on (``alerted``, ``why``)."""
+    entity = spec.entity
+    assert entity is not None
+    first = int(spec.fit_info.get("first_event_us") or starts.min())
+    groups: dict[int | None, list[str]] = {}
+    for name, warm_up in entity.warm_up_us().items():
+        groups.setdefault(warm_up, []).append(name)
+    out: dict[str, dict[str, Any]] = {}
+    for warm_up, names in groups.items():
+        keep = np.ones(len(starts), dtype=bool) if warm_up is None else starts >= first + warm_up
+        why = None
+        if warm_up is None:
+            why = "its range grows with the history's age"
+        elif keep.sum() < MIN_REFERENCE_SESSIONS:
+            why = (
+                f"{int(keep.sum())} reference sessions began after its warm-up ({warm_up / 86_400e6:g} days from "
+                f"the log's first event); it needs {MIN_REFERENCE_SESSIONS}"
+            )
+            keep = np.ones(len(starts), dtype=bool)
+        for name, stats in field_stats(spec, ref.take(keep), cur, names).items():
+            out[name] = stats | {"reference_sessions": int(keep.sum()), "alerted": why is None, "why": why}
+    return out
+
+
 def new_categories(events: pl.DataFrame, spec: Spec) -> dict[str, list[dict[str, Any]]]:
     """Per categorical field, the values outside the model's vocabulary (never seen in training, or too rare
     to get a token), most sessions first, with their events, sessions and example sessions.
