@@ -56,8 +56,8 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
     """Each path is a run directory (it holds metrics.json) or holds run directories somewhere below it.
 
     A directory without any, beside others that hold runs, is left out with a warning: a glob such as
-    ``outputs/train/*/*`` also matches the run that failed or is still training. Alone, it is an error, as is a
-    path that does not exist."""
+    ``outputs/train/*/*`` also matches the run that failed or is still training, and pretraining runs, which
+    predict nothing, are left out so too. Alone, they are an error, as is a path that does not exist."""
     found: list[Path] = []
     empty: list[Path] = []
     for p in map(Path, paths):
@@ -74,9 +74,15 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
             f"{empty[0]}: no {METRICS_FILE} in it or below it, so it is not a run directory "
             "(train.py writes one per run)"
         )
+    predicting = [p for p in found if predictions(p, "test").is_file()]
+    if not predicting:
+        load_run(found[0], found[0].name)  # says what is missing
     for p in empty:
         log.warning("%s: no %s in it or below it (a failed or unfinished run?): left out", p, METRICS_FILE)
-    return list(dict.fromkeys(p.resolve() for p in found))
+    for p in found:
+        if p not in predicting:
+            log.warning("%s: no test predictions (a pretraining run, or an unfinished one): left out", p)
+    return list(dict.fromkeys(p.resolve() for p in predicting))
 
 
 def load_run(path: Path, name: str) -> Run:

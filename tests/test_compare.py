@@ -61,14 +61,23 @@ def test_a_multirun_directory_is_searched_for_runs(runs):
 
 
 def test_a_failed_run_beside_finished_ones_is_left_out_with_a_warning(runs, tmp_path, caplog):
-    """``compare outputs/train/*/*`` also matches a run that failed: the others are still compared."""
+    """``compare outputs/train/*/*`` also matches a run that failed, and pretraining runs (metrics, no
+    predictions): the others are still compared."""
     failed = tmp_path / "failed_run"
     failed.mkdir()
-    rows = write_leaderboard([runs, failed], tmp_path / "board")
+    pretrained = tmp_path / "pretrain_run"
+    pretrained.mkdir()
+    (pretrained / "metrics.json").write_text("{}")
+    rows = write_leaderboard([runs, failed, pretrained], tmp_path / "board")
     assert sorted(r["run"] for r in rows) == ["0", "1"]
     assert (
         "failed_run: no metrics.json in it or below it (a failed or unfinished run?): left out" in caplog.text
     )
+    assert (
+        "pretrain_run: no test predictions (a pretraining run, or an unfinished one): left out" in caplog.text
+    )
+    with pytest.raises(FileNotFoundError, match="pretrain_run: no predictions/test.parquet"):
+        write_leaderboard([pretrained])
 
 
 def test_a_directory_without_runs_is_named_in_the_error(tmp_path, capsys):

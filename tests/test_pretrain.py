@@ -83,6 +83,15 @@ def test_pretraining_writes_a_checkpoint_that_starts_a_classifier(pretrained, tm
     assert json.loads((tuned / "metrics.json").read_text())["test"]["pr_auc"] > 0
 
 
+def test_a_pretraining_run_is_not_exported_but_says_what_to_do(pretrained, tmp_path) -> None:
+    from seqfraud.export.exporter import ExportError, export_run
+
+    with pytest.raises(
+        ExportError, match="a pretraining run holds an encoder, not a classifier: fine-tune it"
+    ):
+        export_run(pretrained, tmp_path / "artifact")
+
+
 def test_init_from_refuses_a_run_with_another_spec(pretrained, tmp_path) -> None:
     from seqfraud.errors import ConfigError
 

@@ -325,11 +325,18 @@ def read_run(run_dir: Path) -> tuple[Spec, SessionRiskModule, str]:
     """The spec, the best checkpoint's module in eval mode, and the checkpoint's SHA-256."""
     ckpt = run_dir / rundir.CHECKPOINT
     config = run_dir / rundir.CONFIG_FILE
-    if config.is_file() and OmegaConf.select(OmegaConf.load(config), "model.kind") == "lightgbm":
+    run_cfg = OmegaConf.load(config) if config.is_file() else OmegaConf.create()
+    if OmegaConf.select(run_cfg, "model.kind") == "lightgbm":
         raise ExportError(
-            f"{run_dir}: a model=lightgbm run holds no sequence model to export. To serve LightGBM on the "
-            "aggregates, train model=stacked: its LightGBM keeps the sequence model's score only where it helps "
-            "on validation, and it exports and serves like any run"
+            f"{run_dir}: a model=lightgbm run holds no sequence model to export (nor does one with "
+            "model.embeddings, which trains offline only). To serve LightGBM on the aggregates, train model=stacked: "
+            "its LightGBM keeps the sequence model's score only where it helps on validation, and it exports and "
+            "serves like any run"
+        )
+    if OmegaConf.select(run_cfg, "pretrain"):
+        raise ExportError(
+            f"{run_dir}: a pretraining run holds an encoder, not a classifier: fine-tune it "
+            f"(python train.py init_from={run_dir} ...) and export that run; `seqfraud embed --run` reads it as is"
         )
     for needed in (
         ckpt,
@@ -343,7 +350,7 @@ def read_run(run_dir: Path) -> tuple[Spec, SessionRiskModule, str]:
                 f"{run_dir}: no {needed.relative_to(run_dir)}; export needs a finished "
                 "sequence-model run (python train.py ...)"
             )
-    if OmegaConf.select(OmegaConf.load(config), "features.shuffle_order", default=False):
+    if OmegaConf.select(run_cfg, "features.shuffle_order", default=False):
         raise ExportError(
             f"{run_dir}: an order-shuffled ablation (features.shuffle_order=true) is not a servable "
             "model: it was trained and evaluated on sessions with their events shuffled, and a scorer "
