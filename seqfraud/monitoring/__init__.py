@@ -108,6 +108,13 @@ def monitor(
     test_pr_auc = ((scorer.manifest.get("metrics") or {}).get("test") or {}).get("pr_auc")
 
     fields = field_stats(spec, ref.seqs, cur.seqs)
+    unknown_ref = None
+    if reference is None:
+        # The vocabulary was fitted on the training period, where each of its values occurs by construction: a
+        # later period of the same traffic meets more unknown values. The validation period is the fair reference.
+        unknown_ref = default_reference(scorer, artifact, ("val",))
+        for f, stats in field_stats(spec, unknown_ref.seqs, cur.seqs, list(spec.vocab)).items():
+            fields[f]["unknown_rate"] = stats["unknown_rate"]
     entity_ref = None
     if spec.entity is not None:  # against the run's training and validation periods, each after its warm-up
         entity_ref = default_reference(scorer, artifact, ("train", "val"))
@@ -134,6 +141,7 @@ def monitor(
         "model_version": scorer.model_version,
         "reference": {"source": ref.source, "sessions": len(ref.seqs), "events": int(ref.seqs.lengths.sum())},
         "current": {"source": cur.source, "sessions": len(cur.seqs), "events": int(cur.seqs.lengths.sum())},
+        "unknown_rate_reference": None if unknown_ref is None else unknown_ref.source,
         "entity_reference": None
         if entity_ref is None
         else {

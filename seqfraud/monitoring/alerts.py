@@ -12,6 +12,7 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "psi_warn": 0.1,  # token field or session length PSI: warning from here
     "psi_alert": 0.25,  # ... alert from here
     "unknown_rate_alert": 0.001,  # alert when a field's unknown-token share of events rises by this much (absolute)
+    "unknown_rate_ratio": 2.0,  # ... and to this many times the reference's (a long tail's 1.1% against 1.3% is noise)
     "score_psi_alert": 0.25,  # alert on PSI of the score distribution
     "new_category_sessions": 5,  # alert on a category outside the vocabulary seen in this many sessions
     "performance_drop": 0.25,  # alert when PR-AUC falls this far below the artifact's test PR-AUC (relative)
@@ -43,7 +44,11 @@ def alerts(report: dict[str, Any], t: dict[str, float]) -> tuple[list[dict], lis
         if stats.get("alerted", True):
             psi_check("psi", name, stats["psi"])
         u = stats["unknown_rate"]
-        if u is not None and u["current"] - u["reference"] >= t["unknown_rate_alert"]:
+        if (
+            u is not None
+            and u["current"] - u["reference"] >= t["unknown_rate_alert"]
+            and u["current"] >= t["unknown_rate_ratio"] * u["reference"]
+        ):
             found.append(
                 {
                     "check": "unknown_rate_increase",
