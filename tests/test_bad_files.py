@@ -374,3 +374,24 @@ def test_csv_integer_epochs_stay_integers(tmp_path):
     path = _write(tmp_path / "e.csv", GOOD.with_columns(pl.col(TS).dt.epoch("s")))
     loaded = load_events(str(path), SYNTHETIC)
     assert loaded.timestamp_unit == "s" and loaded.report["n_events"] == GOOD.height
+
+
+def test_a_column_of_nulls_scores_as_missing_whatever_its_type_and_is_named(scorer, tmp_path, caplog):
+    """A writer may type a column of nulls as Null or as the column's own type: the same scores either way (it
+    was refused as Null and taken silently as Float64), and a warning names it, since it is more often a
+    broken export than traffic without amounts."""
+    from seqfraud.scoring.batch import score_file
+
+    amount = scorer.spec.schema.numerical[0]
+    floats = GOOD.with_columns(pl.lit(None, pl.Float64).alias(amount))
+    nulls = GOOD.with_columns(pl.lit(None).alias(amount))
+    assert nulls.schema[amount] == pl.Null
+    for name, frame in (("floats", floats), ("nulls", nulls)):
+        frame.write_parquet(tmp_path / f"{name}.parquet")
+        score_file(
+            scorer, str(tmp_path / f"{name}.parquet"), tmp_path / f"{name}_scores.parquet", progress=False
+        )
+    assert pl.read_parquet(tmp_path / "floats_scores.parquet").equals(
+        pl.read_parquet(tmp_path / "nulls_scores.parquet")
+    )
+    assert f"column '{amount}' is null in every row" in caplog.text

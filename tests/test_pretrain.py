@@ -99,6 +99,11 @@ def test_init_from_refuses_a_run_with_another_spec(pretrained, tmp_path) -> None
         train_into(tmp_path, *SMALL, f"init_from={pretrained}", "features.n_buckets=8")
     with pytest.raises(ConfigError, match="no checkpoints"):
         train_into(tmp_path / "b", *SMALL, f"init_from={tmp_path}")
+    # Another width: the setting that differs, not torch's size-mismatch dump of every tensor.
+    with pytest.raises(
+        ConfigError, match="does not fit this model: model.d_model=16 there, 32 here; fine-tune with"
+    ):
+        train_into(tmp_path / "c", *SMALL, f"init_from={pretrained}", "model.d_model=32")
 
 
 def test_embeddings_of_a_run_feed_the_lightgbm_hybrid(pretrained, tmp_path) -> None:

@@ -364,7 +364,7 @@ def check_columns(
     for c in label_time:
         _check_time_type(source, c, have[c], may_be_empty=True)
     for c in (schema.session_id, *schema.categorical_fields):
-        if not (have[c] in _CATEGORICAL_OK or have[c].is_integer()):
+        if not (have[c] in _CATEGORICAL_OK or have[c].is_integer() or have[c] == pl.Null):
             raise DataValidationError(
                 f"{source}: column {c!r} has type {have[c]}; expected string or integer"
             )
@@ -381,7 +381,7 @@ def check_columns(
                 "(data.schema.entities)"
             )
     for c in schema.numerical:
-        if not have[c].is_numeric():
+        if not (have[c].is_numeric() or have[c] == pl.Null):  # Null: a writer's type for a column of nulls
             raise DataValidationError(f"{source}: column {c!r} has type {have[c]}; expected a numeric type")
     if with_label and not (have[schema.label].is_numeric() or have[schema.label] == pl.Boolean):
         not_labels(lf, schema.label, source)

@@ -10,6 +10,7 @@ featured at once: its memory follows the whole input (docs/entities.md). Session
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Iterator
@@ -25,6 +26,8 @@ from seqfraud.export.artifact import Model
 from seqfraud.features.tokens import Sequences, polars_sequences
 from seqfraud.scoring.prepare import epoch_unit, normalized_events
 from seqfraud.scoring.scorer import Scorer
+
+log = logging.getLogger(__name__)
 
 CHUNK_EVENTS = 1_000_000
 
@@ -57,10 +60,18 @@ def iter_sequences(
     epoch_unit(
         check_columns(events, spec.schema, source, with_label=False, missing_hint=SCORING_NAMES), spec, source
     )
+    optional = [*spec.schema.categorical, *spec.schema.numerical]
     with reading(source):
         counts = events.select(
-            pl.len(), pl.col(spec.schema.session_id).n_unique().alias("sessions")
+            pl.len(),
+            pl.col(spec.schema.session_id).n_unique().alias("sessions"),
+            *(pl.col(c).null_count().alias(f"__nulls_{i}") for i, c in enumerate(optional)),
         ).collect()
+    for i, c in enumerate(optional):  # legal (a null is a missing value), but more often a broken export
+        if counts[f"__nulls_{i}"].item() == counts["len"].item():
+            log.warning(
+                "%s: column %r is null in every row: every event scores as if it had no value", source, c
+            )
     k = max(1, math.ceil(counts["len"].item() / chunk_events))
     if spec.entity is not None:
         # Every scored session is context for the others (as in training), so their entity features are

@@ -190,7 +190,7 @@ def fit_sequence_model(
     )
     extra_callbacks = list(extra_callbacks or [])
     if cfg.get("init_from"):
-        load_pretrained(module.net, Path(cfg.init_from), spec)
+        load_pretrained(module.net, Path(cfg.init_from), spec, plain(cfg.model))
         if cfg.get("freeze_epochs"):
             extra_callbacks.append(FreezeEncoder(int(cfg.freeze_epochs)))
     loader_cfg = LoaderConfig(**plain(cfg.loader))
@@ -256,11 +256,12 @@ def labelled_train(train: Path, fraction: float, seed: int, out: Path, *, write:
     return out
 
 
-def load_pretrained(net: nn.Module, run: Path, spec: Spec) -> None:
+def load_pretrained(net: nn.Module, run: Path, spec: Spec, model: Mapping[str, Any]) -> None:
     """The embedding and encoder of a pretraining run (``init_from``) into ``net``, key for key.
 
     The pretraining run must have tokenized with the same spec (train both on one ``prepared_dir``, or on the
-    same data and features config), and its model preset must match: both are checked, with what differs named.
+    same data and features config), and its model settings (``model``: this run's) must match: both are
+    checked, with what differs named.
     """
     ckpt = run / rundir.CHECKPOINT
     if not ckpt.is_file() or not (run / rundir.SPEC_FILE).is_file():
@@ -285,7 +286,22 @@ def load_pretrained(net: nn.Module, run: Path, spec: Spec) -> None:
     try:
         missing, _ = net.load_state_dict(parts, strict=False)
     except RuntimeError as e:
-        raise ConfigError(f"init_from={run}: its encoder does not fit this model preset: {e}") from None
+        pretrained = (
+            plain(OmegaConf.load(run / rundir.CONFIG_FILE).model)
+            if (run / rundir.CONFIG_FILE).is_file()
+            else {}
+        )
+        differ = [
+            f"model.{k}={pretrained[k]!r} there, {model.get(k)!r} here"
+            for k in sorted(SEQUENCE_KEYS & set(pretrained))
+            if pretrained[k] != model.get(k)
+        ]
+        if theirs.max_len != spec.max_len:
+            differ.append(f"features.max_len={theirs.max_len} there, {spec.max_len} here")
+        raise ConfigError(
+            f"init_from={run}: its encoder does not fit this model: "
+            + (f"{'; '.join(differ)}; fine-tune with the pretraining run's settings" if differ else str(e))
+        ) from None
     if gaps := [k for k in missing if k.startswith(("embed.", "encoder."))]:
         raise ConfigError(
             f"init_from={run}: its checkpoint lacks {gaps[:5]}: another encoder (model.encoder?)"
