@@ -65,7 +65,7 @@ def pretrained(tmp_path_factory) -> Path:
     return train_into(tmp_path_factory.mktemp("pre"), *SMALL, "+experiment@_global_=pretrain_masked")
 
 
-def test_pretraining_writes_a_checkpoint_that_starts_a_classifier(pretrained, tmp_path) -> None:
+def test_pretraining_writes_a_checkpoint_that_starts_a_classifier(pretrained, tmp_path, caplog) -> None:
     metrics = json.loads((pretrained / "metrics.json").read_text())
     assert metrics["model"] == "pretrain" and metrics["objectives"] == ["masked"]
     assert 0 < metrics["val"]["loss"] < 10
@@ -81,6 +81,7 @@ def test_pretraining_writes_a_checkpoint_that_starts_a_classifier(pretrained, tm
     after = torch.load(tuned / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
     assert encoder and all(torch.equal(after[k], v) for k, v in encoder.items())
     assert json.loads((tuned / "metrics.json").read_text())["test"]["pr_auc"] > 0
+    assert "pretrained with the masked objective alone" in caplog.text  # which the README warns against
 
 
 def test_a_pretraining_run_is_not_exported_but_says_what_to_do(pretrained, tmp_path) -> None:

@@ -721,3 +721,24 @@ def test_repeated_event_ids_within_a_session(tmp_path):
     )
     path = write(events(event_id=pl.Series([1.5, 2.5, 3.5, 4.5, 5.5])), tmp_path / "f.parquet")
     fails(path, path, "'event_id' has type Float64; expected string or integer event ids", schema=schema)
+
+
+def test_parquet_parts_in_other_time_zones_read_as_one(tmp_path):
+    """Two writers, one in Asia/Kolkata at nanoseconds and one in UTC at microseconds: the same instants, so the
+    parts read as the single file of them does (they were refused as files that disagree on the column); and so
+    does a part of naive times beside them, naive meaning UTC as everywhere."""
+    frame = events().with_columns(pl.col("timestamp").dt.replace_time_zone("UTC"))
+    kolkata = pl.col("timestamp").dt.convert_time_zone("Asia/Kolkata").dt.cast_time_unit("ns")
+    write(frame.head(2).with_columns(kolkata), tmp_path / "parts" / "a.parquet")
+    write(frame.tail(3), tmp_path / "parts" / "b.parquet")
+    whole = load_events(write(frame, tmp_path / "whole.parquet"), SCHEMA)
+    parts = load_events(str(tmp_path / "parts"), SCHEMA)
+    assert parts.sessions.sort(S.SESSION_ID).equals(whole.sessions.sort(S.SESSION_ID))
+    columns = [S.SESSION_ID, S.TS_US]
+    assert parts.events.collect().select(columns).equals(whole.events.collect().select(columns))
+    write(
+        frame.tail(3).with_columns(pl.col("timestamp").dt.replace_time_zone(None)),
+        tmp_path / "parts" / "b.parquet",
+    )
+    naive = load_events(str(tmp_path / "parts"), SCHEMA)
+    assert naive.events.collect().select(columns).equals(whole.events.collect().select(columns))

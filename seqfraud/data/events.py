@@ -124,8 +124,15 @@ def scan_table(path: str | os.PathLike, schema: Schema) -> tuple[pl.LazyFrame, s
     source = files[0] if len(files) == 1 else f"{path} ({len(files)} files)"
     # glob=False: the list is already resolved, so a "[" or "*" in a file name is taken literally.
     if suffixes <= set(_PARQUET_SUFFIXES):
-        _check_same_columns({f: _parquet_schema(f) for f in files}, source)
-        return pl.scan_parquet(files, glob=False), source
+        schemas = {f: _parquet_schema(f) for f in files}
+        common = _common_datetimes(schemas)
+        _check_same_columns(
+            {f: pl.Schema({**s, **{c: common[c] for c in s if c in common}}) for f, s in schemas.items()},
+            source,
+        )
+        if not common:
+            return pl.scan_parquet(files, glob=False), source
+        return pl.concat([_as_common(pl.scan_parquet(f, glob=False), common) for f in files]), source
     if suffixes <= {".csv"}:
         scans = {f: _scan_csv(f, schema) for f in files}
         _check_same_columns({f: lf.collect_schema() for f, lf in scans.items()}, source)
@@ -168,6 +175,31 @@ def _parquet_schema(file: str) -> pl.Schema:
     return cast(
         pl.DataFrame, pl.from_arrow(arrow.empty_table())
     ).collect_schema()  # a Table gives a DataFrame
+
+
+def _common_datetimes(schemas: dict[str, pl.Schema]) -> dict[str, pl.Datetime]:
+    """Datetime columns that files type differently (two writers' time zones or units): one type for each,
+    microseconds, in UTC where any file has a zone (a naive time means UTC). The instants are the same, so the
+    files read as one, as strings with mixed offsets do."""
+    common = {}
+    for c in {c for s in schemas.values() for c in s}:
+        types = {s[c] for s in schemas.values() if c in s}
+        if len(types) > 1 and all(isinstance(t, pl.Datetime) for t in types):
+            zoned = any(cast(pl.Datetime, t).time_zone is not None for t in types)
+            common[c] = pl.Datetime("us", "UTC" if zoned else None)
+    return common
+
+
+def _as_common(lf: pl.LazyFrame, common: dict[str, pl.Datetime]) -> pl.LazyFrame:
+    """One file's datetime columns as :func:`_common_datetimes` types them."""
+    have = lf.collect_schema()
+    columns = []
+    for c, t in common.items():
+        if c in have:
+            zone = cast(pl.Datetime, have[c]).time_zone
+            value = pl.col(c).dt.replace_time_zone("UTC") if t.time_zone and zone is None else pl.col(c)
+            columns.append(value.dt.convert_time_zone("UTC") if t.time_zone else value)
+    return lf.with_columns(v.dt.cast_time_unit("us") for v in columns)
 
 
 def _check_same_columns(schemas: dict[str, pl.Schema], source: str) -> None:

@@ -307,6 +307,14 @@ def load_pretrained(net: nn.Module, run: Path, spec: Spec, model: Mapping[str, A
             f"init_from={run}: its checkpoint lacks {gaps[:5]}: another encoder (model.encoder?)"
         )
     log.info("initialized the embedding and encoder from %s (%d tensors)", ckpt, len(parts))
+    metrics = run / rundir.METRICS_FILE
+    if metrics.is_file() and json.loads(metrics.read_text()).get("objectives") == ["masked"]:
+        log.warning(
+            "init_from=%s pretrained with the masked objective alone, which trains the per-event states but not the "
+            "pooled one the classifier reads: fine-tuning from it has done worse than from scratch (README); "
+            "pretrain with contrastive, or both objectives",
+            run,
+        )
 
 
 def fit_lightning(
