@@ -204,26 +204,27 @@ def test_explain_endpoint_refuses_bad_requests_like_score(client, scorer, few):
     assert r.status_code == 413
 
 
+def _cli_session(exported_artifact, few, scorer, tmp_path) -> tuple[str, list[str]]:
+    """The first session of ``few`` and the ``seqfraud explain`` arguments that pick it, less ``--out``."""
+    sid = str(few[scorer.spec.schema.session_id].unique().sort()[0])
+    few.write_parquet(tmp_path / "events.parquet")
+    return sid, [
+        "--artifact",
+        str(exported_artifact),
+        "--events",
+        str(tmp_path / "events.parquet"),
+        "--session",
+        sid,
+    ]
+
+
 def test_cli_writes_html_and_png(exported_artifact, few, scorer, tmp_path, capsys):
     from seqfraud.cli.explain import main
 
     s = scorer.spec.schema
-    sid = str(few[s.session_id].unique().sort()[0])
-    few.write_parquet(tmp_path / "events.parquet")
-    main(
-        [
-            "--artifact",
-            str(exported_artifact),
-            "--events",
-            str(tmp_path / "events.parquet"),
-            "--session",
-            sid,
-            "--out",
-            str(tmp_path / "view.html"),
-            "--png",
-            str(tmp_path / "view.png"),
-        ]
-    )
+    sid, args = _cli_session(exported_artifact, few, scorer, tmp_path)
+    main([*args, "--out", str(tmp_path / "view.html"), "--png", str(tmp_path / "view.png")])
+    assert "no single event moves this score" not in capsys.readouterr().out
     page = (tmp_path / "view.html").read_text()
     assert page.startswith("<!doctype html>") and sid in page and "<script" not in page
     for event in scorer.explain(few.filter(pl.col(s.session_id) == few[s.session_id].unique().sort()[0]))[
@@ -315,19 +316,7 @@ def test_cli_says_when_no_single_event_moves_the_score(
     explanation unless the command says what it means."""
     import seqfraud.cli.explain as cli
 
-    s = scorer.spec.schema
-    sid = str(few[s.session_id].unique().sort()[0])
-    few.write_parquet(tmp_path / "events.parquet")
-    args = [
-        "--artifact",
-        str(exported_artifact),
-        "--events",
-        str(tmp_path / "events.parquet"),
-        "--session",
-        sid,
-    ]
-    cli.main([*args, "--out", str(tmp_path / "view.html")])
-    assert "no single event moves this score" not in capsys.readouterr().out
+    _, args = _cli_session(exported_artifact, few, scorer, tmp_path)
     real = cli.explain_session
     flat = lambda *a: real(*a).with_columns(pl.lit(0.0).alias(S.CONTRIBUTION))
     monkeypatch.setattr(cli, "explain_session", flat)
