@@ -7,6 +7,7 @@ renders ``leaderboard.md``, ``leaderboard.html`` (self-contained) and ``pr_curve
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -16,8 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 from omegaconf import OmegaConf
 
+from seqfraud import schema as S
 from seqfraud.config import plain
 from seqfraud.errors import UserError
 from seqfraud.metrics import precision_key, recall_key
@@ -202,4 +205,21 @@ def rank_runs(
     dirs = find_runs(paths)
     common = Path(os.path.commonpath([d.parent for d in dirs]))
     runs = [load_run(d, str(d.relative_to(common))) for d in dirs]
+    if len(groups := test_sets(runs)) > 1:
+        log.warning(
+            "the runs were tested on %d different sets of sessions, so their test figures do not compare across "
+            "them (another log, split or backtest window): %s",
+            len(groups),
+            "; ".join(", ".join(names) for names in groups),
+        )
     return runs, leaderboard(runs, fpr, recall), common
+
+
+def test_sets(runs: list[Run]) -> list[list[str]]:
+    """The runs' names grouped by the sessions of their test predictions."""
+    groups: dict[str, list[str]] = {}
+    for run in runs:
+        ids = pl.read_parquet(predictions(run.path, "test"), columns=[S.SESSION_ID])[S.SESSION_ID]
+        key = hashlib.sha256("\n".join(ids.sort().to_list()).encode()).hexdigest()
+        groups.setdefault(key, []).append(run.name)
+    return list(groups.values())

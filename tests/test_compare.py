@@ -60,6 +60,21 @@ def test_a_multirun_directory_is_searched_for_runs(runs):
     assert all((runs / f).is_file() for f in ("leaderboard.md", "leaderboard.html", "pr_curves.png"))
 
 
+def test_runs_tested_on_other_sessions_are_named_in_a_warning(runs, tmp_path, caplog):
+    """Runs of one split compare; a run tested on other sessions (another log or window) is ranked, but the
+    warning says whose figures do not compare."""
+    import polars as pl
+
+    write_leaderboard([runs / "0", runs / "1"], tmp_path / "same")
+    assert "different sets of sessions" not in caplog.text
+    other = tmp_path / "other"
+    shutil.copytree(runs / "1", other / "1")
+    test = other / "1" / "predictions" / "test.parquet"
+    pl.read_parquet(test).head(-1).write_parquet(test)
+    write_leaderboard([runs / "0", other / "1"], tmp_path / "board")
+    assert "the runs were tested on 2 different sets of sessions" in caplog.text
+
+
 def test_a_failed_run_beside_finished_ones_is_left_out_with_a_warning(runs, tmp_path, caplog):
     """``compare outputs/train/*/*`` also matches a run that failed, and pretraining runs (metrics, no
     predictions): the others are still compared."""
