@@ -132,7 +132,8 @@ def scan_table(path: str | os.PathLike, schema: Schema) -> tuple[pl.LazyFrame, s
         )
         if not common:
             return pl.scan_parquet(files, glob=False), source
-        return pl.concat([_as_common(pl.scan_parquet(f, glob=False), common) for f in files]), source
+        parts = [_as_common(pl.scan_parquet(f, glob=False), common) for f in files]
+        return pl.concat(parts, how="diagonal"), source  # by name: the files may order their columns apart
     if suffixes <= {".csv"}:
         scans = {f: _scan_csv(f, schema) for f in files}
         _check_same_columns({f: lf.collect_schema() for f, lf in scans.items()}, source)
