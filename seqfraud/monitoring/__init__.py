@@ -32,6 +32,7 @@ from seqfraud.monitoring.inputs import (
     MonitorError,
     current_labels,
     default_reference,
+    joined,
     raw_window,
     reference_scores,
 )
@@ -108,18 +109,17 @@ def monitor(
     test_pr_auc = ((scorer.manifest.get("metrics") or {}).get("test") or {}).get("pr_auc")
 
     fields = field_stats(spec, ref.seqs, cur.seqs)
-    unknown_ref = None
+    unknown_ref = entity_ref = None
     if reference is None:
         # The vocabulary was fitted on the training period, where each of its values occurs by construction: a
         # later period of the same traffic meets more unknown values. The validation period is the fair reference.
-        unknown_ref = default_reference(scorer, artifact, ("val",))
+        unknown_ref = default_reference(scorer, artifact, "val")
         for f, stats in field_stats(spec, unknown_ref.seqs, cur.seqs, list(spec.vocab)).items():
             fields[f]["unknown_rate"] = stats["unknown_rate"]
-    entity_ref = None
-    if spec.entity is not None:  # against the run's training and validation periods, each after its warm-up
-        entity_ref = default_reference(scorer, artifact, ("train", "val"))
-        assert entity_ref.starts is not None  # a tokenized dataset
-        fields |= entity_field_stats(spec, entity_ref.seqs, entity_ref.starts, cur.seqs)
+        if spec.entity is not None:  # against the training and validation periods, each after its warm-up
+            entity_ref = joined(ref, unknown_ref)
+            assert entity_ref.starts is not None  # tokenized datasets
+            fields |= entity_field_stats(spec, entity_ref.seqs, entity_ref.starts, cur.seqs)
     ref_scores = reference_scores(scorer, ref, artifact)  # the served score, calibration included
     cur_scored = scorer.score_sequences(cur.seqs, cur.events)
     cur_scores = cur_scored[S.SCORE].to_numpy()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,25 +53,24 @@ def raw_window(scorer: Scorer, events: Any, source: str = "events") -> tuple[Win
     return Window(source, polars_sequences(normalized, spec), normalized), lf
 
 
-def dataset_window(paths: Sequence[Path], spec: Spec) -> Window:
-    """Tokenized datasets written by preprocessing (one row per session, a token list per field), as one."""
+def dataset_window(path: Path, spec: Spec) -> Window:
+    """A tokenized dataset written by preprocessing (one row per session, a token list per field)."""
     try:
-        files = [f for path in paths for f in shard_files(path)]
-    except FileNotFoundError as e:
+        files = shard_files(path)
+    except FileNotFoundError:
         raise MonitorError(
-            f"{e.filename or paths[0]}: the run's tokenized dataset is missing; pass --reference with raw "
+            f"{path}: the run's tokenized dataset is missing; pass --reference with raw "
             "events of the training period"
         ) from None
     columns = [S.SESSION_ID, S.LENGTH, S.START_TIME, *(S.token_column(f) for f in spec.fields)]
     data = pl.read_parquet(files, columns=columns)
-    source = " + ".join(map(str, paths))
     if data.height == 0:
-        raise MonitorError(f"{source}: no sessions")
-    return Window(source, as_sequences(data, spec), None, data[S.START_TIME].to_numpy())
+        raise MonitorError(f"{path}: no sessions")
+    return Window(str(path), as_sequences(data, spec), None, data[S.START_TIME].to_numpy())
 
 
-def default_reference(scorer: Scorer, artifact: str | Path, splits: Sequence[str] = ("train",)) -> Window:
-    """Periods the artifact records: its run's tokenized datasets of ``splits`` (in ``prepared_dir`` if the run
+def default_reference(scorer: Scorer, artifact: str | Path, split: str = "train") -> Window:
+    """A period the artifact records: its run's tokenized dataset of ``split`` (in ``prepared_dir`` if the run
     was trained on one); by default the training period."""
     run_dir = (scorer.manifest.get("source") or {}).get("run_dir")
     if not run_dir:
@@ -80,8 +78,18 @@ def default_reference(scorer: Scorer, artifact: str | Path, splits: Sequence[str
             f"{artifact}: the manifest records no training run (source.run_dir) and the artifact "
             "holds no reference statistics; pass --reference with raw events of the training period"
         )
-    prepared = rundir.prepared_dir(run_dir)
-    return dataset_window([rundir.dataset(prepared, split) for split in splits], scorer.spec)
+    return dataset_window(rundir.dataset(rundir.prepared_dir(run_dir), split), scorer.spec)
+
+
+def joined(a: Window, b: Window) -> Window:
+    """Two tokenized datasets as one window (the training and validation periods, read once each)."""
+    assert a.starts is not None and b.starts is not None
+    seqs = Sequences(
+        [*a.seqs.session_ids, *b.seqs.session_ids],
+        np.concatenate([a.seqs.tokens, b.seqs.tokens]),
+        np.concatenate([a.seqs.lengths, b.seqs.lengths]),
+    )
+    return Window(f"{a.source} + {b.source}", seqs, None, np.concatenate([a.starts, b.starts]))
 
 
 def reference_scores(scorer: Scorer, ref: Window, artifact: str | Path) -> np.ndarray:
