@@ -8,6 +8,7 @@ artifact has one) and cut before its last ``--timed`` events. For each history l
 takes the N events before the cut in requests of 200, untimed, and the labels known by the cut (a label time
 before it; a session without one counts from its label delay); then the events after the cut go in one at a time,
 each timed (``OnlineScorer.events``: validation, entity features from the live history, tokens, model, state).
+Each store: memory, and Redis where ``redis-server`` is installed (one local server, a key prefix per cell).
 Torch runs one thread, as the service. Reports p50, p99 and p99.9 in ms, quiet and beside a CPU hog.
 """
 
@@ -17,17 +18,21 @@ import argparse
 import gc
 import os
 import platform
+import tempfile
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import polars as pl
 import torch
-from online import hog, percentiles
+from online import hog, percentiles, redis
 
 from seqfraud import schema as S
-from seqfraud.scoring.online import OnlineScorer, read_labels
+from seqfraud.scoring.online import OnlineScorer, label_keys, read_labels
 from seqfraud.scoring.prepare import as_frame, normalized_events
+from seqfraud.scoring.redis_store import RedisStore
 from seqfraud.scoring.scorer import Scorer
-from seqfraud.scoring.state import Label, MemoryStore
+from seqfraud.scoring.state import Label, MemoryStore, StateStore
 
 
 def read_table(path: str) -> pl.DataFrame:
@@ -39,9 +44,10 @@ def known_labels(path: str, scorer: Scorer, sessions: set, first: dict) -> list[
     session's end plus the label delay, as the service does)."""
     s = scorer.spec.schema
     table = read_table(path).filter(pl.col(s.session_id).is_in(list(sessions)))
+    sid, label, label_time = label_keys(s)  # as POST /labels takes them
     bodies = [
-        {"session_id": row[s.session_id], "label": int(row[s.label])}
-        | ({"label_time": row[s.label_time]} if s.label_time and row[s.label_time] is not None else {})
+        {sid: row[s.session_id], label: int(row[s.label])}
+        | ({label_time: row[s.label_time]} if s.label_time and row[s.label_time] is not None else {})
         for row in table.iter_rows(named=True)
     ]
     cut = normalized_events(as_frame([first], scorer.spec, "bench").lazy(), scorer.spec, "bench")[S.TS_US][0]
@@ -49,11 +55,13 @@ def known_labels(path: str, scorer: Scorer, sessions: set, first: dict) -> list[
     return [lb for lb in labels if lb.label_time_us is None or lb.label_time_us < cut]
 
 
-def measure(scorer: Scorer, log: pl.DataFrame, labels: str | None, history: int, timed: int) -> dict:
+def measure(
+    scorer: Scorer, store: StateStore, log: pl.DataFrame, labels: str | None, history: int, timed: int
+) -> dict:
     s = scorer.spec.schema
     cut = log.height - timed
     past, now = log.slice(cut - history, history).to_dicts(), log.slice(cut, timed).to_dicts()
-    online = OnlineScorer(scorer, MemoryStore(session_ttl_s=1e9))
+    online = OnlineScorer(scorer, store)
     t0 = time.perf_counter()
     for i in range(0, len(past), 200):
         online.events(past[i : i + 200], source="bench")
@@ -98,19 +106,29 @@ def main() -> None:
         f"polars {pl.__version__}; {args.timed} timed events per cell; torch 1 thread; entities "
         f"{list(scorer.spec.entity.columns)}, {len(scorer.spec.entity.feature_names())} features.\n"
     )
-    print("| load | history events | labels | replay s | online p50 ms | p99 | p99.9 |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for loaded in (False, True):
-        with hog(loaded):
-            for n in args.history:
-                if n + args.timed > log.height:
-                    p.error(f"--history {n} + --timed {args.timed} exceeds the log's {log.height:,} events")
-                r = measure(scorer, log, args.labels, n, args.timed)
-                print(
-                    f"| {'hog' if loaded else 'quiet'} | {n:,} | {r['labels']:,} | {r['replay_s']:.1f} | "
-                    f"{r['p50']:.2f} | {r['p99']:.2f} | {r['p99.9']:.2f} |",
-                    flush=True,
-                )
+    for n in args.history:
+        if n + args.timed > log.height:
+            p.error(f"--history {n} + --timed {args.timed} exceeds the log's {log.height:,} events")
+    print("| store | load | history events | labels | replay s | online p50 ms | p99 | p99.9 |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as work, redis(Path(work)) as url:
+        stores: dict[str, Callable[[str], StateStore]] = {"memory": lambda _: MemoryStore(session_ttl_s=1e9)}
+        if url:  # one server, a key prefix per cell: no cell reads another's history
+            stores["redis"] = lambda cell: RedisStore(
+                url, prefix=f"{cell}:", session_ttl_s=1e9, timeout_s=1.0
+            )
+        for store, make in stores.items():
+            for loaded in (False, True):
+                with hog(loaded):
+                    for n in args.history:
+                        state = make(f"{loaded}-{n}")
+                        r = measure(scorer, state, log, args.labels, n, args.timed)
+                        state.close()
+                        print(
+                            f"| {store} | {'hog' if loaded else 'quiet'} | {n:,} | {r['labels']:,} | "
+                            f"{r['replay_s']:.1f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['p99.9']:.2f} |",
+                            flush=True,
+                        )
 
 
 if __name__ == "__main__":

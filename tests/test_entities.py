@@ -115,15 +115,44 @@ def assert_same(got: pl.DataFrame, want: pl.DataFrame) -> None:
             ), f"{c} row {i}: {x} != {y}"
 
 
-@pytest.mark.parametrize("small_path", [True, False])
 @pytest.mark.parametrize("seed", range(12))
-def test_column_features_match_the_rule_read_literally(seed: int, small_path: bool, monkeypatch) -> None:
-    """Both paths of the kernel: numpy and Python on the few rows of an online event, Polars on a batch's many."""
-    if not small_path:
-        monkeypatch.setattr(entities, "SMALL", 0)
+def test_column_features_match_the_rule_read_literally(seed: int) -> None:
     rows = random_rows(np.random.default_rng(seed), 80)
     for column in ENTITY.columns:
         assert_same(column_features(rows, column, ENTITY).sort(S.ROW_INDEX), oracle(rows, column, ENTITY))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_point_features_of_online_events_match_the_rule_read_literally(seed: int) -> None:
+    """The online path: each session's events given at once, every other row as context, as a store holds it."""
+    rows = random_rows(np.random.default_rng(seed), 80)
+    r = rows.to_dicts()
+    known = {x[S.SESSION_ID]: (x[S.LABEL], x[S.LABEL_KNOWN]) for x in r if x[S.LABEL_KNOWN] is not None}
+    want = {c: {x[S.ROW_INDEX]: x for x in oracle(rows, c, ENTITY).to_dicts()} for c in ENTITY.columns}
+    for session in sorted(set(rows[S.SESSION_ID])):
+        mine = [x for x in r if x[S.SESSION_ID] == session]
+        context = [
+            (x[S.SESSION_ID], x[S.TS_US], tuple(x[c] for c in ENTITY.columns))
+            for x in r
+            if x[S.SESSION_ID] != session
+        ]
+        got = entities.point_features(
+            ENTITY,
+            session,
+            np.array([x[S.TS_US] for x in mine], dtype=np.int64),
+            [[x[c] for x in mine] for c in ENTITY.columns],
+            context,
+            known,
+        )
+        assert list(got) == ENTITY.feature_names()
+        for c in ENTITY.columns:
+            for k, x in enumerate(mine):
+                for name in ENTITY.column_feature_names(c):
+                    expected = want[c][x[S.ROW_INDEX]][name] if x[c] is not None else None
+                    value = float(got[name][k])
+                    assert (math.isnan(value) and expected is None) or (
+                        expected is not None and math.isclose(value, expected, rel_tol=1e-6)
+                    ), f"{session} row {x[S.ROW_INDEX]} {name}: {value} != {expected}"
 
 
 def test_split_by_value_gives_the_same_features() -> None:

@@ -412,3 +412,75 @@ def test_a_session_shorter_than_nearly_all_training_sessions_is_flagged(gru_arti
     with single_torch_thread():
         flags = [online.events([r])[0]["shorter_than_training"] for r in records[: shortest + 1]]
     assert flags == [True] * (shortest - 1) + [False, False]
+
+
+@pytest.mark.parametrize("label_time", [None, "cb_date"])
+@pytest.mark.parametrize("seed", range(4))
+def test_live_features_equal_the_batch_features_event_by_event(seed: int, label_time: str | None) -> None:
+    """Without a model: a session's events taken one at a time against a store of other sessions' events and
+    labels give the features the batch path gives the whole session against the same history, whether labels
+    become known at their own times or a label delay after their session's last event (ties, nulls and labels
+    known during the session included)."""
+    from seqfraud.features.entities import EntitySpec
+    from seqfraud.features.fastpath import EventColumns
+    from seqfraud.features.spec import Spec
+    from seqfraud.schema import Schema
+    from seqfraud.scoring.history import History
+    from seqfraud.scoring.online import live_features
+    from seqfraud.scoring.state import EntityRow, Label, MemoryStore
+
+    rng = np.random.default_rng(seed)
+    columns = ("device", "account")
+    spec = Spec(
+        schema=Schema(label_time=label_time, entities=columns),
+        timestamp_unit="us",
+        max_len=8,
+        vocab={"event_type": ["pay"]},
+        edges={S.TIME_DELTA: [0.0]},
+        entity=EntitySpec(
+            columns=columns, windows=("10s", "1m"), risk=True, smoothing=2.0, prior=0.1, label_delay="20s"
+        ),
+    )
+    n = 90
+    sessions = [f"s{x}" for x in rng.integers(0, 7, n)]
+    log = pl.DataFrame(
+        {
+            S.ROW_INDEX: np.arange(n, dtype=np.uint32),
+            S.SESSION_ID: sessions,
+            S.TS_US: (1_700_000_000 + rng.integers(0, 120, n)) * 1_000_000,
+            **{c: [None if rng.random() < 0.15 else f"v{x}" for x in rng.integers(0, 3, n)] for c in columns},
+        }
+    ).sort(S.TS_US, S.SESSION_ID, S.ROW_INDEX)
+    mine, others = log.filter(pl.col(S.SESSION_ID) == "s0"), log.filter(pl.col(S.SESSION_ID) != "s0")
+    starts = dict(others.group_by(S.SESSION_ID).agg(pl.col(S.TS_US).min()).iter_rows())
+    labels = [
+        Label(
+            sid, int(rng.integers(0, 2)), None if label_time is None or rng.random() < 0.3 else int(start + t)
+        )
+        for sid, start in sorted(starts.items())
+        for t in [rng.integers(0, 150) * 1_000_000]
+    ]
+    table = pl.DataFrame(
+        {
+            S.SESSION_ID: [lb.session_id for lb in labels],
+            S.LABEL: pl.Series([lb.label for lb in labels], dtype=pl.Int8),
+            S.LABEL_TIME_US: pl.Series([lb.label_time_us for lb in labels], dtype=pl.Int64),
+        }
+    )
+    batch = History(others, table, "labels", False).context(mine, spec)
+
+    store = MemoryStore(session_ttl_s=1e9)
+    store.add_entity_rows([EntityRow(f"h{r}", sid, ts, (d, a)) for r, sid, ts, d, a in others.iter_rows()])
+    store.add_labels(labels)
+    names = spec.entity.feature_names()
+    for k, (row, sid, ts, *values) in enumerate(mine.iter_rows()):
+        event = EventColumns(
+            [sid], np.array([ts]), np.array([0]), {}, {}, dict(zip(columns, ([v] for v in values)))
+        )
+        live = live_features(store, event, [f"e{row}"], spec)
+        for name in names:
+            want, got = batch[name][k], live.numeric[name]
+            assert (want is None and got[1][0]) or (
+                want is not None and not got[1][0] and got[0][0] == pytest.approx(want, rel=1e-6)
+            ), f"event {k} {name}: live {got} batch {want}"
+        store.add_entity_rows([EntityRow(f"e{row}", sid, ts, tuple(values))])

@@ -864,6 +864,12 @@ def validate_sessions(
     return sessions, report
 
 
+def usable_delay_us(delay_us: int, schema: Schema) -> int:
+    """The label delay capped so that no end time in the plausible range overflows when it is added: a later
+    label is never known anyway."""
+    return min(delay_us, _INT64_MAX - timestamp_range_us(schema)[1])
+
+
 def label_delay_us(label_delay: str | None) -> int | None:
     """``data.policy.label_delay`` in microseconds, None when unset; a bad duration is a ConfigError."""
     return None if label_delay is None else duration_us(label_delay, "data.policy.label_delay")
@@ -934,9 +940,7 @@ def label_known(
                 )
         known = lt
     if delay_us is not None:
-        # Capped so that no end time in the plausible range overflows: a later label is never known anyway.
-        delay = min(delay_us, _INT64_MAX - timestamp_range_us(schema)[1])
-        known = pl.coalesce(known, pl.col(S.END_TIME) + delay)
+        known = pl.coalesce(known, pl.col(S.END_TIME) + usable_delay_us(delay_us, schema))
     return sessions.with_columns(pl.when(pl.col(S.LABEL).is_not_null()).then(known).alias(S.LABEL_KNOWN))
 
 

@@ -9,9 +9,9 @@ entity column on that event, a feature reads only
   session's first event on ``e``, again strictly before ``t``.
 
 Nothing of ``s`` itself (its events, its label), nothing at ``t`` or later. Windowed features look back over
-``[t - w, t)``. Every engine and every path (training, backtests, batch scoring, the export check) computes
-the features with :func:`column_features`, and a property test holds it to this rule; docs/entities.md says
-the same with examples.
+``[t - w, t)``. Every engine and every batch path (training, backtests, batch scoring, the export check)
+computes the features with :func:`column_features`; online scoring reads the rule at each new event with
+:func:`point_features`. A property test holds both to this rule; docs/entities.md says the same with examples.
 
 Per entity column ``c`` (names from :func:`seqfraud.schema.entity_feature`), for each window ``w``:
 
@@ -32,7 +32,7 @@ rows by a hash of the value and run it on each part: that is how both engines st
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -302,6 +302,112 @@ def column_features(rows: pl.DataFrame, column: str, entity: EntitySpec) -> pl.D
     return pl.DataFrame([row_index, *(_nullable(c, out.pop(c)) for c in names)])
 
 
+def point_features(
+    entity: EntitySpec,
+    session: str,
+    ts: np.ndarray,
+    values: Sequence[Sequence[str | None]],
+    context: Sequence[tuple[str, int, Sequence[str | None]]],
+    known: Mapping[str, tuple[int, int]],
+) -> dict[str, np.ndarray]:
+    """The features of a few new events of one ``session`` (times ``ts``; ``values[i]``: their values of entity
+    column ``i``), for online scoring, where :func:`column_features`' sorts of every row cost more than the rule
+    read at each event.
+
+    ``context`` holds (session, time, entity values) of every other row of each value the events carry: every
+    event of the other sessions on them, and the session's own earlier events. ``known`` maps each labelled
+    session among them to (label, time the label became known). Returns each of
+    :meth:`EntitySpec.feature_names` as float32 in event order, NaN where :func:`column_features` gives null.
+    The oracle test and the online replay test hold the two equal.
+    """
+    n = len(ts)
+    sessions = [r[0] for r in context] + [session] * n
+    stamps = [r[1] for r in context] + ts.tolist()
+    times = np.array(stamps, dtype=np.int64)
+    # Ties in time break by session id, as in the kernel; rows of one session at one time read alike.
+    order = sorted(range(len(sessions)), key=lambda i: (stamps[i], sessions[i]))
+    columns = [[r[2][i] for r in context] + list(values[i]) for i in range(len(entity.columns))]
+    spans = np.array(entity.window_us, dtype=np.int64)
+    out: dict[str, np.ndarray] = {}
+    for i, column in enumerate(entity.columns):
+        names = entity.column_feature_names(column)
+        table = np.full((len(names), n), np.nan)
+        on: dict[str, list[int]] = {v: [] for v in values[i] if v is not None}
+        for j in order:
+            if (v := columns[i][j]) in on:
+                on[v].append(j)
+        for v, rows in on.items():
+            kinds = _point_kinds(entity, i, session, rows, sessions, times, columns, known)
+            for q in (q for q in range(n) if values[i][q] == v):
+                t = int(ts[q])
+                table[:, q] = _at(entity, column, kinds, t, t - spans)
+        out |= dict(zip(names, table.astype(np.float32)))
+    return out
+
+
+def _point_kinds(
+    entity: EntitySpec,
+    i: int,
+    session: str,
+    rows: list[int],
+    sessions: list[str],
+    times: np.ndarray,
+    columns: list[list[str | None]],
+    known: Mapping[str, tuple[int, int]],
+) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+    """Per windowed kind, the ascending times at which other sessions' facts on one value happen (with their
+    fraud flags for ``fraud``), from its ``rows`` in (time, session) order; ``seen``: their events' times."""
+    seen = np.array([times[j] for j in rows if sessions[j] != session], dtype=np.int64)
+    touch: dict[str, int] = {}
+    for j in rows:
+        touch.setdefault(sessions[j], int(times[j]))
+    touch.pop(session, None)
+    kinds: dict[str, tuple[np.ndarray, np.ndarray | None]] = {
+        "events": (seen, None),
+        "sessions": (np.sort(np.fromiter(touch.values(), np.int64, len(touch))), None),
+    }
+    for k, other in enumerate(entity.columns):
+        if k != i:
+            first: dict[str, int] = {}
+            for j in rows:
+                if (x := columns[k][j]) is not None and x not in first:
+                    first[x] = j
+            together = [int(times[j]) for j in first.values() if sessions[j] != session]
+            kinds[f"distinct_{other}"] = (np.sort(np.array(together, dtype=np.int64)), None)
+    if entity.risk:
+        facts = sorted((max(known[s][1], t), known[s][0]) for s, t in touch.items() if s in known)
+        usable = np.array([f[0] for f in facts], dtype=np.int64)
+        kinds["known"] = (usable, None)
+        kinds["fraud"] = (usable, np.array([f[1] for f in facts], dtype=np.int64))
+    return kinds
+
+
+def _at(
+    entity: EntitySpec,
+    column: str,
+    kinds: dict[str, tuple[np.ndarray, np.ndarray | None]],
+    t: int,
+    starts: np.ndarray,
+) -> np.ndarray:
+    """One event's features of one value at time ``t`` (window starts ``starts``), in feature-name order."""
+    counts = {}
+    for kind, (at, weight) in kinds.items():
+        lo, hi = np.searchsorted(at, starts), np.searchsorted(at, t)
+        if weight is None:
+            counts[kind] = (hi - lo).astype(np.float64)
+        else:
+            cum = np.concatenate([[0], np.cumsum(weight)])
+            counts[kind] = (cum[hi] - cum[lo]).astype(np.float64)
+    if entity.risk:
+        counts["rate"] = (counts["fraud"] + entity.smoothing * entity.prior) / (
+            counts["known"] + entity.smoothing
+        )
+    seen = kinds["events"][0]
+    before = seen[: np.searchsorted(seen, t)]
+    since = [(t - before[0]) / 1e6, (t - before[-1]) / 1e6] if len(before) else [np.nan, np.nan]
+    return np.concatenate([*(counts[k] for k in entity._kinds(column)), since])
+
+
 def _nullable(name: str, x: np.ndarray) -> pl.Series:
     """A feature column with NaN (never seen) as null; the NaN scan costs less than Polars' own conversion."""
     return pl.Series(name, x, nan_to_null=bool(np.isnan(x).any()))
@@ -314,24 +420,12 @@ def attach(events: pl.LazyFrame, features: pl.LazyFrame, names: list[str]) -> pl
     )
 
 
-# Below this many rows (an online event's context holds dozens), Python and numpy beat the fixed cost of a Polars
-# operation, about a tenth of a millisecond each.
-SMALL = 4096
-
-
 def _codes(values: pl.Series, *, ordered: bool = False) -> np.ndarray:
     """Int64 codes of a column's values below ``2**31``, -1 for null; with ``ordered``, in the values' sort order.
 
-    Strings go through an Enum of their distinct values (a hash lookup, where a dense rank sorts every row), or a
-    dict when they are few (Python's order of strings is their UTF-8 bytes' order, as Polars'); integer codes
-    that are already small and non-negative stay as they are.
+    Strings go through an Enum of their distinct values (a hash lookup, where a dense rank sorts every row);
+    integer codes that are already small and non-negative stay as they are.
     """
-    if values.dtype == pl.String and len(values) <= SMALL:
-        items = values.to_list()
-        distinct = {v for v in items if v is not None}
-        code: dict[str | None, int] = {v: i for i, v in enumerate(sorted(distinct) if ordered else distinct)}
-        code[None] = -1
-        return np.fromiter((code[v] for v in items), dtype=np.int64, count=len(items))
     if values.dtype == pl.String:
         categories = values.drop_nulls().unique()
         codes = values.cast(pl.Enum(categories.sort() if ordered else categories)).to_physical()
@@ -346,8 +440,6 @@ def _filled(values: pl.Series, fill: int) -> np.ndarray:
     """An integer column as int64, nulls as ``fill``."""
     if not values.null_count():
         return values.to_numpy().astype(np.int64, copy=False)
-    if len(values) <= SMALL:
-        return np.array([fill if v is None else v for v in values.to_list()], dtype=np.int64)
     return values.fill_null(fill).cast(pl.Int64).to_numpy()
 
 
@@ -383,8 +475,7 @@ def _run_ids(*keys: np.ndarray) -> np.ndarray:
 
 def _time_ranks(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The distinct times, ascending, and each time's rank among them."""
-    # Any order of ties; Polars' sort is the faster on many rows.
-    order = np.argsort(t) if len(t) <= SMALL else pl.Series(t).arg_sort().to_numpy()
+    order = pl.Series(t).arg_sort().to_numpy()  # any order of ties; Polars' sort is the faster on many rows
     sorted_t = t[order]
     first = _starts(sorted_t)
     rank = np.empty(len(t), dtype=_index(len(t)))

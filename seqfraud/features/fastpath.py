@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
@@ -58,14 +58,19 @@ class EventColumns:
     rows: np.ndarray  # int64, the input order (ties in time break by it)
     categorical: dict[str, list[str | None]]
     numeric: dict[str, tuple[np.ndarray, np.ndarray]]  # float64 values (NaN where null) and the null mask
+    # Entity values as text, where the model reads entity features: what online scoring computes them from.
+    entities: dict[str, list[str | None]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.rows)
 
     @classmethod
     def of_frame(cls, events: pl.DataFrame, spec: Spec) -> EventColumns:
+        """The frame's columns; entity features where it has them (online scoring adds them after)."""
         numeric = {}
         for c in spec.numeric_fields:  # value fields read these same columns
+            if c not in events.columns and spec.entity is not None and c in spec.entity.feature_names():
+                continue
             x = events[c]
             null = (
                 np.array([v is None for v in x.to_list()]) if x.null_count() else np.zeros(len(x), dtype=bool)
@@ -77,6 +82,7 @@ class EventColumns:
             events[S.ROW_INDEX].to_numpy().astype(np.int64),
             {c: events[c].to_list() for c in spec.schema.categorical_fields},
             numeric,
+            {c: events[c].to_list() for c in spec.schema.entities},
         )
 
     def then(self, later: EventColumns) -> EventColumns:
@@ -90,6 +96,7 @@ class EventColumns:
                 c: (np.concatenate([x, later.numeric[c][0]]), np.concatenate([null, later.numeric[c][1]]))
                 for c, (x, null) in self.numeric.items()
             },
+            {c: v + later.entities[c] for c, v in self.entities.items()},
         )
 
     def take(self, at: list[int]) -> EventColumns:
@@ -100,6 +107,7 @@ class EventColumns:
             self.rows[idx],
             {c: [v[i] for i in at] for c, v in self.categorical.items()},
             {c: (x[idx], null[idx]) for c, (x, null) in self.numeric.items()},
+            {c: [v[i] for i in at] for c, v in self.entities.items()},
         )
 
 

@@ -16,12 +16,13 @@ How each event is scored:
 - An event older than the session's latest one (late delivery) rebuilds the session from its events.
 - Entity features (:mod:`seqfraud.features.entities`) are computed at arrival from the store's entity history:
   the events of every other session that shares a value with the new events, and the labels that have
-  arrived. That is exactly the batch features' input for those values, so live and batch features agree.
+  arrived. That is exactly the batch features' input for those values, so live and batch features agree;
+  :func:`~seqfraud.features.entities.point_features` reads the rule at the new events alone.
 
 A repeated event (the same ``data.schema.event_id``) changes nothing; without an id column every event counts.
 When the store is unreachable, ``on_store_error="degraded"`` scores the request's events as a session alone
-(entity features missing) and flags the answer; ``"fail"`` raises :class:`StoreUnavailable`. Clean records of a
-model without entity features skip Polars (:func:`~seqfraud.scoring.prepare.record_columns`).
+(entity features missing) and flags the answer; ``"fail"`` raises :class:`StoreUnavailable`. Clean records skip
+Polars (:func:`~seqfraud.scoring.prepare.record_columns`).
 """
 
 from __future__ import annotations
@@ -40,15 +41,15 @@ import polars as pl
 import torch
 
 from seqfraud import schema as S
-from seqfraud.data.events import DataValidationError
+from seqfraud.data.events import DataValidationError, label_delay_us, usable_delay_us
 from seqfraud.decisions import assign_bands
 from seqfraud.export.artifact import Step
-from seqfraud.features.entities import EntitySpec
+from seqfraud.features.entities import EntitySpec, point_features
 from seqfraud.features.fastpath import EventColumns, column_sequences, time_delta_ids
 from seqfraud.features.spec import Spec
 from seqfraud.features.tokens import Sequences
 from seqfraud.schema import Schema
-from seqfraud.scoring.history import History, entity_context
+from seqfraud.scoring.history import History
 from seqfraud.scoring.prepare import as_frame, normalized_events, record_columns
 from seqfraud.scoring.scorer import Scorer, intra_op_threads
 from seqfraud.scoring.state import EntityRow, Label, StateStore, StoreUnavailable
@@ -258,17 +259,16 @@ class OnlineScorer:
         keys = [event_key(r, schema.event_id, f"{arrival}-{i}") for i, r in enumerate(records)]
         if schema.event_id:
             records = [{k: v for k, v in r.items() if k != schema.event_id} for r in records]
-        # Clean records of a model without entity features skip Polars (its planning alone costs a millisecond).
-        events: EventColumns | pl.DataFrame | None = None
-        if self.spec.entity is None:
-            events = record_columns(records, self.spec)
+        # Clean records skip Polars (its planning alone costs a millisecond); the full path names what is wrong.
+        events = record_columns(records, self.spec)
         if events is None:
-            events = normalized_events(as_frame(records, self.spec, source).lazy(), self.spec, source)
+            frame = normalized_events(as_frame(records, self.spec, source).lazy(), self.spec, source)
+            events = EventColumns.of_frame(frame, self.spec)
         try:
             lines = [_COMPACT.encode(r).encode() for r in records]
         except (TypeError, ValueError) as e:
             raise DataValidationError(f"{source}: online events must hold JSON values only: {e}") from None
-        sids = events.session_ids if isinstance(events, EventColumns) else events[S.SESSION_ID].to_list()
+        sids = events.session_ids
         if schema.event_id:
             _refuse_repeats(sids, keys, schema.event_id, source)
         # The last result of each session, in order of first appearance.
@@ -299,7 +299,7 @@ class OnlineScorer:
     def labels(self, labels: list[Label], *, source: str = "request") -> int:
         """Store confirmed labels; one whose time is before its session's first known event is refused, as
         training refuses it. A session not seen yet, or expired from the history, cannot be checked: returns
-        how many labels are such (:func:`live_context` ignores one whose time turns out to be too early)."""
+        how many labels are such (:func:`live_features` ignores one whose time turns out to be too early)."""
         starts: dict[str, int] = {}
         for row in self.store.entity_rows(sorted({lb.session_id for lb in labels})):
             starts[row.session_id] = min(starts.get(row.session_id, row.ts_us), row.ts_us)
@@ -325,7 +325,7 @@ class OnlineScorer:
         return SessionState.decode(data, len(self.spec.fields), self.hidden_shape)
 
     def _take(
-        self, sid: str, keys: list[str], lines: list[bytes], events: EventColumns | pl.DataFrame
+        self, sid: str, keys: list[str], lines: list[bytes], events: EventColumns
     ) -> tuple[SessionState, int]:
         """Apply a session's new events to its state, atomically, then record them in the entity history;
         returns the state and how many of the events were new."""
@@ -352,25 +352,18 @@ class OnlineScorer:
 
         self.store.update(sid, change)
         state = latest[0]
-        if taken and self.spec.entity is not None and isinstance(events, pl.DataFrame):
-            new = events[taken]
-            columns = self.spec.entity.columns
+        if taken and self.spec.entity is not None:
+            new = events.take(taken)
+            values = zip(*(new.entities[c] for c in self.spec.entity.columns))
             self.store.add_entity_rows(
-                [
-                    EntityRow(keys[i], sid, ts, tuple(row))
-                    for i, ts, *row in zip(
-                        taken, new[S.TS_US].to_list(), *(new[c].to_list() for c in columns)
-                    )
-                ]
+                [EntityRow(keys[i], sid, ts, row) for i, ts, row in zip(taken, new.ts_us.tolist(), values)]
             )
         return state, len(taken)
 
-    def _advance(
-        self, state: SessionState, keys: list[str], lines: list[bytes], new: EventColumns | pl.DataFrame
-    ) -> None:
+    def _advance(self, state: SessionState, keys: list[str], lines: list[bytes], new: EventColumns) -> None:
         """The state after ``new`` (normalized events of the session not seen before, with their ``keys`` and
         JSON ``lines``)."""
-        ts = new.ts_us if isinstance(new, EventColumns) else new[S.TS_US].to_numpy()
+        ts = new.ts_us
         in_order = state.last_ts_us is None or int(ts.min()) >= state.last_ts_us
         state.records = b"\n".join([*([state.records] if state.records else []), *lines])
         state.n_events += len(lines)
@@ -415,18 +408,17 @@ class OnlineScorer:
         state.hidden = hidden[:, 0].numpy()
         return prob.numpy().astype(np.float32, copy=False)
 
-    def _normalized(self, state: SessionState) -> pl.DataFrame:
+    def _normalized(self, state: SessionState) -> EventColumns:
         where = f"session {state.session_id!r}"
-        return normalized_events(as_frame(state.record_list(), self.spec, where).lazy(), self.spec, where)
+        frame = normalized_events(as_frame(state.record_list(), self.spec, where).lazy(), self.spec, where)
+        return EventColumns.of_frame(frame, self.spec)
 
-    def _columns(self, events: EventColumns | pl.DataFrame, keys: list[str] | None) -> EventColumns:
-        """Plain columns of one session's normalized events, with their entity features where the model has any
-        (read from the live history; ``keys`` are the events' own, None when they are the whole session)."""
-        if isinstance(events, EventColumns):
+    def _columns(self, events: EventColumns, keys: list[str] | None) -> EventColumns:
+        """One session's events with their entity features where the model has any (read from the live history;
+        ``keys`` are the events' own, None when they are the whole session)."""
+        if self.spec.entity is None:
             return events
-        if self.spec.entity is not None:
-            events = live_context(self.store, events, keys, self.spec)
-        return EventColumns.of_frame(events, self.spec)
+        return live_features(self.store, events, keys, self.spec)
 
     def _tokens(self, events: EventColumns) -> Sequences:
         seqs = column_sequences(events, self.spec, self.scorer.tables)
@@ -484,62 +476,67 @@ def segments(session_ids: list[str], by_run: bool) -> list[tuple[str, list[int]]
     return runs
 
 
-def _rows(events: EventColumns | pl.DataFrame, at: list[int]) -> EventColumns | pl.DataFrame:
+def _rows(events: EventColumns, at: list[int]) -> EventColumns:
     if len(at) == len(events) and at == list(range(len(at))):  # all of them, as most requests are
         return events
-    return events.take(at) if isinstance(events, EventColumns) else events[at]
+    return events.take(at)
 
 
-def live_context(store: StateStore, events: pl.DataFrame, keys: list[str] | None, spec: Spec) -> pl.DataFrame:
+def live_features(
+    store: StateStore, events: EventColumns, keys: list[str] | None, spec: Spec
+) -> EventColumns:
     """``events`` (one session's, with their event ``keys``; None: the whole session) with their entity features
-    from the live history:
-    every event of every other session that shares an entity value with them, the session's own earlier events
-    (a pair of values first seen together there is not new when another session shows it), and the labels of
-    the other sessions. Whole sessions come, so each one's end time (a label delay counts from it) is its own,
-    as in batch; every row of a value the kernel reads is there, which is all :func:`column_features` needs."""
+    from the live history: every event of every other session that shares an entity value with them, the
+    session's own earlier events (a pair of values first seen together there is not new when another session
+    shows it), and the labels of the other sessions. Whole sessions come, so each one's end time (a label delay
+    counts from it) is its own, as in batch."""
     entity = cast(EntitySpec, spec.entity)
-    (sid,) = events[S.SESSION_ID].unique().to_list()
+    sid = events.session_ids[0]
+    values = [events.entities[c] for c in entity.columns]
     sharing: set[str] = set()
-    for i, column in enumerate(entity.columns):
-        values = [v for v in events[column].unique().to_list() if v is not None]
-        if values:
-            sharing |= store.sessions_with(i, values)
+    for i, column in enumerate(values):
+        if wanted := {v for v in column if v is not None}:
+            sharing |= store.sessions_with(i, wanted)
     sharing.discard(sid)
     own, taken = ([], set()) if keys is None else ([sid], set(keys))
     rows = [
         r for r in store.entity_rows([*sorted(sharing), *own]) if r.session_id != sid or r.key not in taken
     ]
-    rows.sort(key=lambda r: (r.ts_us, r.session_id, r.key))
-    context = pl.DataFrame(
-        {
-            S.ROW_INDEX: pl.Series(range(len(rows)), dtype=pl.Int64),
-            S.SESSION_ID: pl.Series([r.session_id for r in rows], dtype=pl.String),
-            S.TS_US: pl.Series([r.ts_us for r in rows], dtype=pl.Int64),
-            **{
-                c: pl.Series([r.values[i] for r in rows], dtype=pl.String)
-                for i, c in enumerate(entity.columns)
-            },
-        }
-    )
+    known = _known(store, sharing, rows, spec) if entity.risk else {}
+    context = [(r.session_id, r.ts_us, r.values) for r in rows]
+    features = point_features(entity, sid, events.ts_us, values, context, known)
+    added = {name: (x.astype(np.float64), np.isnan(x)) for name, x in features.items()}
+    return replace(events, numeric=events.numeric | added)
+
+
+def _known(
+    store: StateStore, sharing: set[str], rows: list[EntityRow], spec: Spec
+) -> dict[str, tuple[int, int]]:
+    """The label and the time it became known of each labelled session of ``sharing``, as
+    :func:`~seqfraud.data.events.label_known` gives them in batch (a label that is never known is left out)."""
     first: dict[str, int] = {}
-    for r in rows:  # in time order
-        first.setdefault(r.session_id, r.ts_us)
-    labels = []
+    end: dict[str, int] = {}
+    for r in rows:
+        first[r.session_id] = min(first.get(r.session_id, r.ts_us), r.ts_us)
+        end[r.session_id] = max(end.get(r.session_id, r.ts_us), r.ts_us)
+    delay = label_delay_us(cast(EntitySpec, spec.entity).label_delay)
+    if delay is not None:
+        delay = usable_delay_us(delay, spec.schema)
+    known = {}
     for lb in store.labels(sorted(sharing)):
-        if lb.label_time_us is not None and lb.label_time_us < first.get(lb.session_id, lb.label_time_us):
+        if lb.session_id not in first:
+            continue  # no event held: expired from the history, so it is context no more
+        if lb.label_time_us is not None and lb.label_time_us < first[lb.session_id]:
             # Taken before its session's events arrived (or retention dropped the first ones): training would
             # refuse it, and it must not fail the requests of every session that shares an entity with it.
             _ignored_label(lb.session_id)
             continue
-        labels.append(lb)
-    table = pl.DataFrame(
-        {
-            S.SESSION_ID: pl.Series([lb.session_id for lb in labels], dtype=pl.String),
-            S.LABEL: pl.Series([lb.label for lb in labels], dtype=pl.Int8),
-            S.LABEL_TIME_US: pl.Series([lb.label_time_us for lb in labels], dtype=pl.Int64),
-        }
-    )
-    return entity_context(events, context, table, "POST /labels", False, spec)
+        at = lb.label_time_us if spec.schema.label_time else None
+        if at is None and delay is not None:
+            at = end[lb.session_id] + delay
+        if at is not None:
+            known[lb.session_id] = (lb.label, at)
+    return known
 
 
 @functools.lru_cache(maxsize=4096)

@@ -235,6 +235,7 @@ def record_columns(records: Sequence[Any], spec: Spec) -> EventColumns | None:
         np.arange(len(records), dtype=np.int64),
         {c: text[c] for c in s.categorical_fields},
         numeric,
+        {c: text[c] for c in s.entities},
     )
 
 
