@@ -155,12 +155,13 @@ def test_entity_rows_replay_index_and_nulls(store: StateStore):
     store.add_entity_rows([rows[0], rows[2]])  # replayed events: their own rows again, no new ones
     store.add_entity_rows([])
 
-    assert store.sessions_with(0, ["card-1", "card-2"]) == {"s1", "s2"}
-    assert store.sessions_with(1, ["dev:1"]) == {"s1", "s3"}
-    assert store.sessions_with(0, ["ünï 🙂"]) == {"lone \ud800 surrogate"}
-    assert store.sessions_with(1, ["card-1"]) == set()  # the column is part of the index
-    assert store.sessions_with(0, ["unseen"]) == set()
-    assert store.sessions_with(0, []) == set()
+    assert store.sessions_with([["card-1", "card-2"]]) == {"s1", "s2"}
+    assert store.sessions_with([[], ["dev:1"]]) == {"s1", "s3"}
+    assert store.sessions_with([["ünï 🙂"]]) == {"lone \ud800 surrogate"}
+    assert store.sessions_with([[], ["card-1"]]) == set()  # the column is part of the index
+    assert store.sessions_with([["card-2"], ["dev:1"]]) == {"s1", "s3"}  # any column
+    assert store.sessions_with([["unseen"]]) == set()
+    assert store.sessions_with([[]]) == set()
 
     assert by_key(store.entity_rows(["s1", "s2", "s3", "lone \ud800 surrogate", "unseen"])) == by_key(rows)
     assert by_key(store.entity_rows(["s1"])) == rows[:2]
@@ -206,7 +207,7 @@ def test_memory_snapshot_restores_everything(tmp_path: Path):
     assert [second.get(sid) for sid in ["s1", "s2", "ünï"]] == [b"\x00\xff", b"", b"x"]
     assert len(second) == 3
     assert by_key(second.entity_rows(["s1", "s2"])) == rows
-    assert second.sessions_with(1, ["d"]) == {"s2"}
+    assert second.sessions_with([[], ["d"]]) == {"s2"}
     assert second.labels(["s1", "s2"]) == labels
 
 
@@ -257,7 +258,7 @@ def test_redis_unavailable_fails_fast_and_recovers(tmp_path: Path, failure: str)
             "get": lambda: store.get("s"),
             "update": lambda: store.update("s", increment),
             "add_entity_rows": lambda: store.add_entity_rows([EntityRow("e", "s", 1, ("v",))]),
-            "sessions_with": lambda: store.sessions_with(0, ["v"]),
+            "sessions_with": lambda: store.sessions_with([["v"]]),
             "entity_rows": lambda: store.entity_rows(["s"]),
             "labels": lambda: store.labels(["s"]),
         }
@@ -303,7 +304,7 @@ def test_redis_prefixes_keep_stores_apart(redis_url: str):
     ours.add_entity_rows([EntityRow("e", "s", 1, ("v",))])
     ours.add_labels([Label("s", 1, None)])
     assert theirs.get("s") is None
-    assert theirs.sessions_with(0, ["v"]) == set()
+    assert theirs.sessions_with([["v"]]) == set()
     assert theirs.entity_rows(["s"]) == []
     assert theirs.labels(["s"]) == []
     assert ours.get("s") == b"1"
@@ -314,9 +315,9 @@ def test_redis_prefixes_keep_stores_apart(redis_url: str):
 def test_redis_entity_retention(redis_url: str):
     store = RedisStore(redis_url, prefix=f"{uuid.uuid4()}:", entity_retention_s=0.3)
     store.add_entity_rows([EntityRow("e", "s", 1, ("v", None))])
-    assert store.sessions_with(0, ["v"]) == {"s"}
+    assert store.sessions_with([["v"]]) == {"s"}
     time.sleep(0.4)
-    assert store.sessions_with(0, ["v"]) == set()
+    assert store.sessions_with([["v"]]) == set()
     assert store.entity_rows(["s"]) == []
     store.close()
 
@@ -349,6 +350,13 @@ def test_redis_refuses_foreign_data(redis_url: str):
         client.hset(f"{prefix}labels", "s", "[1]")
     with pytest.raises(ValueError, match=f"{prefix}rows:s"):
         store.entity_rows(["s"])
+    # Rows are parsed together: a value that is two rows, or half of one, must not shift the others'.
+    store.add_entity_rows([EntityRow("ok", "t", 1, ("v",))])
+    for bad in (b'[2,"v"],[3,"w"]', b'[2,"'):
+        with redis.Redis.from_url(redis_url) as client:
+            client.hset(f"{prefix}rows:t", "bad", bad)
+        with pytest.raises(ValueError, match=f"{prefix}rows:t.*field b'bad'"):
+            store.entity_rows(["t"])
     with pytest.raises(ValueError, match=f"{prefix}labels"):
         store.labels(["s"])
     store.close()

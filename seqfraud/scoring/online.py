@@ -493,10 +493,7 @@ def live_features(
     entity = cast(EntitySpec, spec.entity)
     sid = events.session_ids[0]
     values = [events.entities[c] for c in entity.columns]
-    sharing: set[str] = set()
-    for i, column in enumerate(values):
-        if wanted := {v for v in column if v is not None}:
-            sharing |= store.sessions_with(i, wanted)
+    sharing = store.sessions_with([{v for v in column if v is not None} for column in values])
     sharing.discard(sid)
     own, taken = ([], set()) if keys is None else ([sid], set(keys))
     rows = [

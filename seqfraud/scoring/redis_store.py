@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
 
@@ -168,8 +168,8 @@ class RedisStore(StateStore):
                     pipe.pexpire(key, self._retention_ms)
             pipe.execute()
 
-    def sessions_with(self, column: int, values: Iterable[str]) -> set[str]:
-        keys = [self._key(b"ent:%d:" % column, value) for value in values]
+    def sessions_with(self, values: Sequence[Iterable[str]]) -> set[str]:
+        keys = [self._key(b"ent:%d:" % i, value) for i, column in enumerate(values) for value in column]
         if not keys:
             return set()
         with self._reachable():
@@ -182,16 +182,23 @@ class RedisStore(StateStore):
             for _, key in keys:
                 pipe.hgetall(key)
             hashes: list[dict[bytes, bytes]] = pipe.execute()
-        return [
-            self._row(sid, key, field, value)
+        found = [
+            (sid, key, field, value)
             for (sid, key), fields in zip(keys, hashes)
             for field, value in fields.items()
         ]
+        try:  # one parse for all (one per row cost more than the round trip), each row checked below
+            decoded = json.loads(b"[" + b",".join(f[3] for f in found) + b"]")
+        except ValueError:
+            decoded = None
+        if not isinstance(decoded, list) or len(decoded) != len(found):  # a row that is not one JSON value
+            decoded = [None] * len(found)  # parsed one by one: the first bad one is named
+        return [self._row(*f, d) for f, d in zip(found, decoded)]
 
-    def _row(self, session_id: str, key: bytes, field: bytes, value: bytes) -> EntityRow:
+    def _row(self, session_id: str, key: bytes, field: bytes, value: bytes, decoded: Any) -> EntityRow:
         """Decoded and checked: anything else in our keys was written by someone else, and is refused."""
         try:
-            ts_us, *values = json.loads(value)
+            ts_us, *values = json.loads(value) if decoded is None else decoded
             if type(ts_us) is not int or not all(v is None or isinstance(v, str) for v in values):
                 raise ValueError("expected [ts_us, values...]")
             event_key = _text(field)

@@ -17,7 +17,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,8 +71,9 @@ class StateStore(ABC):
     def add_entity_rows(self, rows: list[EntityRow]) -> None: ...
 
     @abstractmethod
-    def sessions_with(self, column: int, values: Iterable[str]) -> set[str]:
-        """Sessions with an event whose entity column ``column`` (index in the spec) holds one of ``values``."""
+    def sessions_with(self, values: Sequence[Iterable[str]]) -> set[str]:
+        """Sessions with an event whose entity column ``i`` (index in the spec) holds one of ``values[i]``, for
+        any ``i``: one question, so one round trip to a remote store."""
 
     @abstractmethod
     def entity_rows(self, session_ids: Iterable[str]) -> list[EntityRow]:
@@ -202,9 +203,11 @@ class MemoryStore(StateStore):
                         if not holders:
                             del self._index[(column, value)]
 
-    def sessions_with(self, column: int, values: Iterable[str]) -> set[str]:
+    def sessions_with(self, values: Sequence[Iterable[str]]) -> set[str]:
         with self._lock:
-            return set().union(*(self._index.get((column, v), set()) for v in values))
+            return set().union(
+                *(self._index.get((i, v), set()) for i, column in enumerate(values) for v in column)
+            )
 
     def entity_rows(self, session_ids: Iterable[str]) -> list[EntityRow]:
         with self._lock:
