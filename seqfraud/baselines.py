@@ -183,17 +183,31 @@ def _aggregate_row(events: EventColumns, spec: Spec, at: np.ndarray) -> list[flo
         x = x[np.isfinite(x)]
         mean, high, low, std = _stats(x)
         row += [x.sum(), mean, high, low, std, len(x)]
-    for c in spec.numeric_fields[len(spec.schema.numerical) :]:  # entity features
-        x, null = events.numeric[c]
-        order = at[np.lexsort((events.rows[at], ts))]
-        x = x[order][~null[order]]
-        _, high, low, _ = _stats(x[~np.isnan(x)])  # Polars skips NaN in max and min, not in the mean
-        mean = float(np.float32(x.mean())) if len(x) else np.nan  # a float32 column's mean is float32
-        row += [x[-1] if len(x) else np.nan, high, low, mean]
+    if entity := spec.numeric_fields[len(spec.schema.numerical) :]:
+        row += _entity_aggregates(events, entity, at[np.lexsort((events.rows[at], ts))])
     dt = np.diff(np.sort(ts)) / 1e6
     mean, high, low, std = _stats(dt)
     row += [mean, np.median(dt) if len(dt) else np.nan, std, low, high, std / mean, (dt < 1.0).sum()]
     return row
+
+
+def _entity_aggregates(events: EventColumns, names: tuple[str, ...], order: np.ndarray) -> list[float]:
+    """Per entity feature, the last (in time order), max, min and mean of a session's non-null values, every
+    feature at once: a few numpy calls per feature cost milliseconds an event at a hundred features."""
+    x = np.stack([events.numeric[c][0][order] for c in names])  # a feature per row, each contiguous
+    valid = ~np.stack([events.numeric[c][1][order] for c in names])
+    n, count = x.shape[1], valid.sum(axis=1)
+    present = np.where(valid, x, np.nan)
+    high, low = np.fmax.reduce(present, axis=1), np.fmin.reduce(present, axis=1)  # Polars skips NaN there
+    last = x[np.arange(len(names)), n - 1 - np.argmax(valid[:, ::-1], axis=1)]
+    # A row's sum adds as the mean of its values alone does, bit for bit; partly null features are taken alone.
+    mean = x.sum(axis=1) / n
+    for j in np.flatnonzero((count < n) & (count > 0)):
+        mean[j] = x[j, valid[j]].mean()
+    mean = mean.astype(np.float32).astype(np.float64)  # a float32 column's mean is float32
+    none = count == 0
+    last[none] = mean[none] = np.nan
+    return np.column_stack([last, high, low, mean]).ravel().tolist()
 
 
 def _stats(x: np.ndarray) -> tuple[float, float, float, float]:
