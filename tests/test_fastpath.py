@@ -136,6 +136,64 @@ def test_record_columns_answer_only_what_the_full_path_answers(records):
         )
 
 
+CARD_SPEC = replace(
+    SPEC,
+    schema=replace(SCHEMA, entities=("card",)),
+    entity=EntitySpec(
+        columns=("card",), windows=("1h",), risk=False, smoothing=1.0, prior=0.1, label_delay=None
+    ),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {
+                "session_id": st.sampled_from(["a", "b"]),
+                "timestamp": st.sampled_from(["2024-01-01T00:00:00Z", "2024-01-01 00:00:01.5"]),
+                "event_type": st.just("pay"),
+            },
+            optional={"card": st.one_of(loose, st.sampled_from(["7", "c-1"]), st.integers(-3, 3))},
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_record_columns_read_entity_values_as_the_full_path_does(records):
+    """Entity values are text whatever JSON type they came as (an integer reads as its digits): live entity
+    features compare them with the history's, so both paths must give the same text."""
+    from seqfraud.data.events import DataValidationError
+    from seqfraud.features.fastpath import EventColumns
+    from seqfraud.scoring.prepare import as_frame, record_columns
+
+    fast = record_columns(records, CARD_SPEC)
+    try:
+        frame = normalized_events(as_frame(records, CARD_SPEC, "r").lazy(), CARD_SPEC, "r")
+    except (DataValidationError, TypeError, pl.exceptions.PolarsError):
+        assert fast is None
+        return
+    full = EventColumns.of_frame(frame, CARD_SPEC)
+    assert full.entities["card"] == frame["card"].to_list()
+    if fast is not None:
+        assert fast.entities == full.entities
+
+
+def test_record_columns_read_integer_entity_values_as_their_digits():
+    from seqfraud.features.fastpath import EventColumns
+    from seqfraud.scoring.prepare import as_frame, record_columns
+
+    records = [
+        {"session_id": "a", "timestamp": "2024-01-01T00:00:00Z", "event_type": "pay", "card": v}
+        for v in (7, "c-1", None, -3)
+    ]
+    fast = record_columns(records, CARD_SPEC)
+    full = EventColumns.of_frame(
+        normalized_events(as_frame(records, CARD_SPEC, "r").lazy(), CARD_SPEC, "r"), CARD_SPEC
+    )
+    assert fast is not None and fast.entities == full.entities == {"card": ["7", "c-1", None, "-3"]}
+
+
 def test_record_columns_answer_clean_records():
     from seqfraud.scoring.prepare import record_columns
 

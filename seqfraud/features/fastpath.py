@@ -68,8 +68,9 @@ class EventColumns:
     def of_frame(cls, events: pl.DataFrame, spec: Spec) -> EventColumns:
         """The frame's columns; entity features where it has them (online scoring adds them after)."""
         numeric = {}
+        added_later = set(spec.entity.feature_names()) - set(events.columns) if spec.entity else set()
         for c in spec.numeric_fields:  # value fields read these same columns
-            if c not in events.columns and spec.entity is not None and c in spec.entity.feature_names():
+            if c in added_later:
                 continue
             x = events[c]
             null = (

@@ -114,7 +114,7 @@ def entity_context(
     ``events``), with ``labels`` (``session_id``, ``label``, label time) of the labelled sessions among them."""
     entity = _entity(spec)
     # The kernel numbers the scored rows 0..n-1 and the context rows after them, whatever numbers ``events``
-    # carries (one session's rows of an online request carry their positions in the request).
+    # carries.
     given = events[S.ROW_INDEX]
     events = events.with_columns(pl.int_range(pl.len()).cast(given.dtype).alias(S.ROW_INDEX))
     columns = [S.SESSION_ID, S.TS_US, *entity.columns]
