@@ -160,6 +160,12 @@ def test_late_and_repeated_events(gru_artifact, gru_run) -> None:
         assert before is not None and before.n_events == 5
         again = online.events(first[:3])  # resent: nothing changes, and the answer says so
         assert again[0]["n_events"] == 5 and again[0][S.SCORE] == before.score and again[0]["repeated"] == 3
+        assert again[0]["conflicting"] == 0
+        # An id resent with other fields is a client's bug: the first event is kept, and the answer says so.
+        changed = first[0] | {"timestamp": first[7]["timestamp"]}
+        (conflict,) = online.events([changed, first[1]])
+        assert (conflict["repeated"], conflict["conflicting"], conflict["n_events"]) == (2, 1, 5)
+        assert conflict[S.SCORE] == before.score
         # One id twice in one request is a client error (which would the state keep?), refused as batch refuses.
         repeat = f"column 'event_id': 1 event\\(s\\) repeat the id .*first: '{first[6]['event_id']}'"
         with pytest.raises(DataValidationError, match=repeat):
@@ -393,6 +399,13 @@ def test_labels_are_read_in_the_label_tables_column_names() -> None:
     assert read_labels(parsed["labels"], spec, "request") == [Label("7", 1, 1_704_067_201_000_000)]
     with pytest.raises(Exception, match="session_id"):
         validator.validate_python({"labels": [{"session_id": "7", "label": 1}]})
+    # An entity id is a string or an integer, as training reads the column: a boolean is refused as such.
+    events, _ = online_request_models(spec, Limits())
+    event = {"visit": 7, "timestamp": "2024-01-01T00:00:00Z", "event_type": "pay"}
+    assert events.validate_python({"events": [event | {"seller": 104}]})["events"][0]["seller"] == 104
+    for bad, got in ((True, "bool"), (104.0, "float")):
+        with pytest.raises(Exception, match=f"seller\n.*expected a string, an integer or null, got {got}"):
+            events.validate_python({"events": [event | {"seller": bad}]})
 
 
 def test_a_session_shorter_than_nearly_all_training_sessions_is_flagged(gru_artifact, gru_run) -> None:

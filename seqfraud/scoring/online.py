@@ -85,6 +85,11 @@ class SessionState:
     def seen(self, entry: bytes) -> bool:
         return entry in self.keys
 
+    def taken_as(self, entry: bytes) -> dict[str, Any]:
+        """The event taken under a seen key, as it was sent (keys and records are kept in the same order)."""
+        index = self.keys.split(b"\n").index(entry[1:-1]) - 1
+        return json.loads(self.records.split(b"\n")[index])
+
     def add_keys(self, entries: list[bytes]) -> None:
         """Record event ids as :func:`key_entry` gives them."""
         if entries:
@@ -249,8 +254,10 @@ class OnlineScorer:
 
     def events(self, records: list[dict[str, Any]], *, source: str = "request") -> list[dict[str, Any]]:
         """Take events of one or more open sessions; per touched session (in order of first appearance) its
-        ``session_id, score, band, n_events, degraded, repeated, shorter_than_training`` (``repeated``: this
-        request's events whose id the session had already taken, which change nothing; ``shorter_than_training``:
+        ``session_id, score, band, n_events, degraded, repeated, conflicting, shorter_than_training``
+        (``repeated``: this request's events whose id the session had already taken, which change nothing;
+        ``conflicting``: those of them whose fields differ from the event taken under that id, which is kept;
+        ``shorter_than_training``:
         the session has fewer events than 99% of the training sessions, so its score reads a kind of session the
         model hardly saw). Every event is validated before any state changes, and one id twice in a session of
         the request is refused, as batch scoring refuses it."""
@@ -275,8 +282,12 @@ class OnlineScorer:
         results: dict[str, dict[str, Any]] = {}
         for sid, rows in segments(sids, self.spec.entity is not None):
             try:
-                state, taken = self._take(
-                    sid, [keys[i] for i in rows], [lines[i] for i in rows], _rows(events, rows)
+                state, taken, conflicting = self._take(
+                    sid,
+                    [keys[i] for i in rows],
+                    [records[i] for i in rows],
+                    [lines[i] for i in rows],
+                    _rows(events, rows),
                 )
             except StoreUnavailable:
                 if self.on_store_error == "fail":
@@ -284,7 +295,9 @@ class OnlineScorer:
                 mine = [records[i] for i, other in enumerate(sids) if other == sid]
                 results[sid] = self._alone(sid, mine, source)
                 continue
-            repeated = len(rows) - taken + results.get(sid, {}).get("repeated", 0)
+            earlier = results.get(sid, {})
+            repeated = len(rows) - taken + earlier.get("repeated", 0)
+            conflicting += earlier.get("conflicting", 0)
             results[sid] = {
                 S.SESSION_ID: sid,
                 S.SCORE: state.score,
@@ -292,6 +305,7 @@ class OnlineScorer:
                 "n_events": state.n_events,
                 "degraded": False,
                 "repeated": repeated,
+                "conflicting": conflicting,
                 "shorter_than_training": state.n_events < self.spec.shortest_trained,
             }
         return list(results.values())
@@ -325,12 +339,18 @@ class OnlineScorer:
         return SessionState.decode(data, len(self.spec.fields), self.hidden_shape)
 
     def _take(
-        self, sid: str, keys: list[str], lines: list[bytes], events: EventColumns
-    ) -> tuple[SessionState, int]:
+        self,
+        sid: str,
+        keys: list[str],
+        records: list[dict[str, Any]],
+        lines: list[bytes],
+        events: EventColumns,
+    ) -> tuple[SessionState, int, int]:
         """Apply a session's new events to its state, atomically, then record them in the entity history;
-        returns the state and how many of the events were new."""
+        returns the state, how many of the events were new, and how many repeated an id with other fields."""
         entries = [key_entry(k) for k in keys] if self.spec.schema.event_id is not None else None
         taken: list[int] = []
+        conflicts: list[str] = []
         latest: list[SessionState] = []
 
         def change(data: bytes | None) -> bytes | None:
@@ -339,8 +359,12 @@ class OnlineScorer:
             new = list(range(len(keys)))  # without ids every event is new
             if entries is not None:
                 fresh: dict[bytes, int] = {}
+                conflicts.clear()
                 for i, e in enumerate(entries):
-                    if e not in fresh and not state.seen(e):
+                    if state.seen(e):
+                        if state.taken_as(e) != records[i]:
+                            conflicts.append(keys[i])
+                    elif e not in fresh:
                         fresh[e] = i
                 new = list(fresh.values())
                 state.add_keys(list(fresh))
@@ -352,13 +376,21 @@ class OnlineScorer:
 
         self.store.update(sid, change)
         state = latest[0]
+        if conflicts:
+            log.warning(
+                "session %r: %d resent event(s) differ from the event first taken under their id, which is kept "
+                "(first: %r)",
+                sid,
+                len(conflicts),
+                conflicts[0][3:],
+            )
         if taken and self.spec.entity is not None:
             new = events.take(taken)
             values = zip(*(new.entities[c] for c in self.spec.entity.columns))
             self.store.add_entity_rows(
                 [EntityRow(keys[i], sid, ts, row) for i, ts, row in zip(taken, new.ts_us.tolist(), values)]
             )
-        return state, len(taken)
+        return state, len(taken), len(conflicts)
 
     def _advance(self, state: SessionState, keys: list[str], lines: list[bytes], new: EventColumns) -> None:
         """The state after ``new`` (normalized events of the session not seen before, with their ``keys`` and
@@ -437,6 +469,7 @@ class OnlineScorer:
         return {S.SESSION_ID: sid, S.SCORE: row[S.SCORE], S.BAND: row[S.BAND], "n_events": len(records)} | {
             "degraded": True,
             "repeated": 0,  # unknown: the session's taken ids are in the store that could not be read
+            "conflicting": 0,
             "shorter_than_training": len(records) < self.spec.shortest_trained,
         }
 

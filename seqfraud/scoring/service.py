@@ -207,6 +207,9 @@ TIMESTAMP: Any = Annotated[
     ),
 ]
 CATEGORY = _typed("a string, an integer, a boolean or null", str, int, bool, nullable=True)
+ENTITY = _typed(
+    "a string, an integer or null", str, int, nullable=True
+)  # an id, as training reads entity columns
 NUMBER = Annotated[float | None, Field(strict=True, allow_inf_nan=False)]  # NaN, inf and 1e400 are refused
 FORBID = ConfigDict(extra="forbid")
 # TypedDicts whose keys are only known at run time (the spec's columns, the schema's constants): pydantic reads
@@ -248,7 +251,7 @@ def online_request_models(spec: Spec, limits: Limits) -> tuple[TypeAdapter, Type
     """Validators of ``POST /events`` (events of any open sessions, each with its ``data.schema.event_id``
     when the log has one) and ``POST /labels`` (a session's label and when it became known)."""
     s = spec.schema
-    fields = event_fields(spec) | {c: NotRequired[CATEGORY] for c in s.entities}
+    fields = event_fields(spec) | {c: NotRequired[ENTITY] for c in s.entities}
     event: Any = with_config(FORBID)(_dynamic_typed_dict("OnlineEvent", fields))
     session_key, label_key, time_key = label_keys(s)
     events: Any = Annotated[list[event], Field(min_length=1, max_length=limits.max_events_per_session)]
@@ -295,6 +298,7 @@ EventResult: Any = _dynamic_typed_dict(
         "n_events": int,
         "degraded": bool,
         "repeated": int,
+        "conflicting": int,
         "shorter_than_training": bool,
     },
 )
