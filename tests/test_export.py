@@ -273,3 +273,26 @@ def test_export_config_maps_onto_export_run():
     assert (
         cfg.formats is None and params["formats"].default is None and cfg.tolerance == 1e-5
     )  # every format it can
+
+
+def test_manifest_says_how_test_sessions_score_after_their_first_events(
+    exported_artifact, trained_run, test_period_events
+):
+    """Per-event scoring acts on prefixes, which models trained on whole sessions may misread: the manifest
+    holds the test sessions scored after their first k events, each row as Scorer.score gives those events."""
+    m = json.loads((exported_artifact / MANIFEST_FILE).read_text())
+    rows = m["metrics"]["test_by_events_seen"]
+    spec, scorer = Spec.load(trained_run / "spec.json"), Scorer.load(exported_artifact)
+    labels = pl.read_parquet(trained_run / "predictions" / "test.parquet").select(S.SESSION_ID, S.LABEL)
+    s = spec.schema
+    longest = test_period_events.group_by(s.session_id).len()["len"].max()
+    assert [r["events"] for r in rows] == [*(k for k in (1, 2, 4, 8, 16) if k < longest), "all"]
+    ordered = test_period_events.with_row_index("_row").sort(s.timestamp, "_row")
+    for row in (rows[0], rows[-1]):
+        k = longest if row["events"] == "all" else row["events"]
+        first = ordered.filter(pl.int_range(pl.len()).over(s.session_id) < k).drop("_row")
+        scored = scorer.score(first).join(labels, on=S.SESSION_ID)
+        legit = scored.filter(pl.col(S.LABEL) == 0)[S.SCORE]
+        assert row["decline_fpr"] == pytest.approx(float((legit >= scorer.thresholds["decline"]).mean()))
+        assert row["review_fpr"] == pytest.approx(float((legit >= scorer.thresholds["review"]).mean()))
+    assert rows[-1]["pr_auc"] == pytest.approx(m["metrics"]["test"]["pr_auc"], abs=1e-6)

@@ -54,7 +54,7 @@ from seqfraud.export.artifact import (
 from seqfraud.export.signing import SigningKeyError, load_private_key
 from seqfraud.features.fastpath import numpy_sequences, token_tables
 from seqfraud.features.spec import Spec
-from seqfraud.metrics import expected_calibration_error
+from seqfraud.metrics import classification_metrics, expected_calibration_error
 from seqfraud.models.sequence import GRUStep, SessionClassifier, can_step
 from seqfraud.preprocess import load_prepared
 from seqfraud.scoring.batch import iter_scores
@@ -242,7 +242,9 @@ def export_run(
             calibration=calib,
             stacker=stacker,
         )
-        parity["end_to_end"] = check_end_to_end(scorer, run_dir, events, tolerance) | {"format": formats[0]}
+        parity["end_to_end"], featured = check_end_to_end(scorer, run_dir, events, tolerance)
+        parity["end_to_end"]["format"] = formats[0]
+        early = by_events_seen(scorer, featured, test, run_metrics_config(run_dir) or {})
         manifest = {
             "format": ARTIFACT_FORMAT,
             "version": ARTIFACT_VERSION,
@@ -261,7 +263,9 @@ def export_run(
             "formats": {fmt: FORMATS[fmt].file for fmt in formats},
             "skipped_formats": skipped,
             "embed": embed,
-            "metrics": _finite({split: metrics[split] for split in ("val", "test")}),
+            "metrics": _finite(
+                {split: metrics[split] for split in ("val", "test")} | {"test_by_events_seen": early}
+            ),
             "metrics_config": run_metrics_config(
                 run_dir
             ),  # the operating points (metrics.fpr) the monitor reuses
@@ -586,8 +590,11 @@ def check_step_parity(
     return {"sessions": len(ds), "prefixes": prefixes, "max_abs_diff": worst}
 
 
-def check_end_to_end(scorer: Scorer, run_dir: Path, events: str | None, tolerance: float) -> dict[str, Any]:
-    """Score the raw events of the run's test sessions and compare with ``predictions/test.parquet``."""
+def check_end_to_end(
+    scorer: Scorer, run_dir: Path, events: str | None, tolerance: float
+) -> tuple[dict[str, Any], pl.DataFrame]:
+    """Score the raw events of the run's test sessions and compare with ``predictions/test.parquet``; returns
+    the check's figures and those events, normalized, with their entity features where the model reads any."""
     expected = pl.read_parquet(rundir.predictions(run_dir, "test"))
     if expected.is_empty():
         raise ExportError(f"{rundir.predictions(run_dir, 'test')}: no test predictions to check against")
@@ -633,7 +640,57 @@ def check_end_to_end(scorer: Scorer, run_dir: Path, events: str | None, toleranc
         "max_abs_diff": max(diffs.values()),
         "token_paths": diffs,
         "events": str(path),
-    }
+    }, featured
+
+
+EVENTS_SEEN = (1, 2, 4, 8, 16)
+FALSE_DECLINE_WARNING = 0.05
+
+
+def by_events_seen(
+    scorer: Scorer, featured: pl.DataFrame, test: pl.DataFrame, points: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """The test sessions scored after their first k events, as ``POST /events`` scores them then (the parity
+    rule), per k of :data:`EVENTS_SEEN` below the longest session, and whole: ranking, and what the bands do to
+    legitimate sessions (``review_fpr``, ``decline_fpr``) and to fraud (``decline_recall``). Models learn from
+    whole sessions, so a short prefix may read as a kind of session they hardly saw; a fraud team decides from
+    this table at which event a score can act. Warns where the decline band would take more than
+    :data:`FALSE_DECLINE_WARNING` of the legitimate sessions."""
+    spec, tables = scorer.spec, token_tables(scorer.spec)
+    ranked = featured.with_columns(
+        pl.int_range(pl.len()).over(S.SESSION_ID, order_by=[S.TS_US, S.ROW_INDEX]).alias("_seen")
+    )
+    longest = int(ranked.select(pl.col("_seen").max()).item()) + 1
+    review, decline = scorer.thresholds["review"], scorer.thresholds["decline"]
+    rows, early = [], []
+    for k in [*(k for k in EVENTS_SEEN if k < longest), None]:
+        part = (ranked if k is None else ranked.filter(pl.col("_seen") < k)).drop("_seen")
+        scored = scorer.score_sequences(numpy_sequences(part, spec, tables), part)
+        joined = test.join(scored.select(S.SESSION_ID, pl.col(S.SCORE).alias("now")), on=S.SESSION_ID)
+        y, p = joined[S.LABEL].to_numpy(), joined["now"].to_numpy()
+        legit, fraud = p[y == 0], p[y == 1]
+        metrics = classification_metrics(y, p, **points)
+        declined = float((legit >= decline).mean()) if len(legit) else None
+        if declined is not None and declined > FALSE_DECLINE_WARNING:
+            early.append((k, declined))
+        rows.append(
+            {
+                "events": "all" if k is None else k,
+                "pr_auc": metrics["pr_auc"],
+                **{name: v for name, v in metrics.items() if name.startswith("recall_at")},
+                "review_fpr": float((legit >= review).mean()) if len(legit) else None,
+                "decline_fpr": declined,
+                "decline_recall": float((fraud >= decline).mean()) if len(fraud) else None,
+            }
+        )
+    if early:
+        log.warning(
+            "scored after its first %s event(s), the decline band takes %.0f%% of the legitimate test sessions: "
+            "do not act on per-event scores that early (manifest metrics.test_by_events_seen)",
+            early[0][0] or "all its",
+            100 * early[0][1],
+        )
+    return rows
 
 
 def _finite(value: Any) -> Any:
