@@ -277,3 +277,20 @@ def test_psi_of_a_long_tail_groups_its_rare_values():
     grown = cur.copy()
     grown[FIRST_ID + 250] += 600  # a rare value becomes as common as all the others together
     assert psi(*psi_bins(ref, grown)) > 0.25
+
+
+def test_labels_of_other_sessions_are_counted_and_a_table_matching_none_is_refused(
+    exported_artifact, windows
+):
+    """A label table whose ids were read otherwise than the events' ('007' against '7') matched nothing and
+    the window read as unlabelled, silently; it is refused as training refuses it, naming ids of both sides."""
+    s = S.SYNTHETIC
+    labels = windows["labels"].with_columns(pl.col(s.session_id).cast(pl.String))
+    padded = labels.with_columns(pl.format("0{}", pl.col(s.session_id)).alias(s.session_id))
+    with pytest.raises(DataValidationError, match=r"none with events in the current window: label ids \['0"):
+        monitor(exported_artifact, windows["early"], reference=windows["reference"], labels=padded)
+    early = windows["early"][s.session_id].cast(pl.String).unique()
+    report = monitor(exported_artifact, windows["early"], reference=windows["reference"], labels=labels)
+    perf = report["performance"]
+    assert perf["labels_without_events"] == labels.height - early.len() > 0
+    assert perf["n"] == early.len()

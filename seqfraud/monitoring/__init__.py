@@ -33,6 +33,7 @@ from seqfraud.monitoring.inputs import (
     current_labels,
     default_reference,
     joined,
+    matched_labels,
     raw_window,
     reference_scores,
 )
@@ -122,6 +123,10 @@ def monitor(
             fields |= entity_field_stats(spec, entity_ref.seqs, entity_ref.starts, cur.seqs)
     ref_scores = reference_scores(scorer, ref, artifact)  # the served score, calibration included
     cur_scored = scorer.score_sequences(cur.seqs, cur.events)
+    outside = 0
+    if label_table is not None and labels is not None:
+        source = str(labels) if isinstance(labels, (str, Path)) else "labels"
+        label_table, outside = matched_labels(label_table, cur_scored[S.SESSION_ID], source, spec)
     cur_scores = cur_scored[S.SCORE].to_numpy()
     bins = np.asarray(SCORE_BINS)
     len_bins = length_edges(spec.max_len)
@@ -170,7 +175,7 @@ def monitor(
             "current": quantiles(cur_scores),
             "current_bands": dict(cur_scored[S.BAND].value_counts().iter_rows()),
         },
-        "performance": performance(cur_scored, label_table, fpr, test_pr_auc),
+        "performance": performance(cur_scored, label_table, fpr, test_pr_auc, outside),
     }
     report["alerts"], report["warnings"] = alerts(report, t)
     if out is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,13 +12,15 @@ import polars as pl
 
 from seqfraud import rundir
 from seqfraud import schema as S
-from seqfraud.data.events import DataValidationError, read_labels, scan_table
+from seqfraud.data.events import DataValidationError, read_labels, scan_table, unmatched_ids_text
 from seqfraud.data.shards import shard_files
 from seqfraud.errors import UserError
 from seqfraud.features.spec import Spec
 from seqfraud.features.tokens import Sequences, as_sequences, inter_event_seconds, polars_sequences
 from seqfraud.scoring.prepare import as_frame, normalized_events
 from seqfraud.scoring.scorer import Scorer
+
+log = logging.getLogger(__name__)
 
 
 class MonitorError(UserError, ValueError):
@@ -133,3 +136,27 @@ def current_labels(labels: Any, events_lf: pl.LazyFrame, spec: Spec) -> pl.DataF
     return labels.select(
         pl.col(s.session_id).cast(pl.String).alias(S.SESSION_ID), pl.col(s.label).cast(pl.Int8).alias(S.LABEL)
     )
+
+
+def matched_labels(
+    table: pl.DataFrame, sessions: pl.Series, source: str, spec: Spec
+) -> tuple[pl.DataFrame, int]:
+    """The labels of the current window's sessions, and how many others the table holds (left out and counted:
+    a table of every label is a normal input). A table none of whose ids match is refused: its ids were read
+    otherwise than the events' (``007`` against ``7``), and the window's performance would read as unlabelled."""
+    inside = table[S.SESSION_ID].is_in(sessions.implode())
+    if table.height and not inside.any():
+        raise DataValidationError(
+            f"{source}: column {spec.schema.session_id!r}: {table.height:,} labelled session(s), none with events "
+            f"in the current window: {unmatched_ids_text(table[S.SESSION_ID], sessions)}"
+        )
+    outside = table.height - int(inside.sum())
+    if outside:
+        log.info(
+            "%s: %d of %d labelled session(s) have no events in the current window and are left out (e.g. %r)",
+            source,
+            outside,
+            table.height,
+            table.filter(~inside)[S.SESSION_ID][0],
+        )
+    return table.filter(inside), outside

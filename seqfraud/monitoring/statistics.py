@@ -184,9 +184,10 @@ def performance(
     labels: pl.DataFrame | None,
     fpr: float = DEFAULT_FPR,
     reference_pr_auc: float | None = None,
+    outside: int = 0,
 ) -> dict[str, Any] | None:
     """Metrics of the current window at the run's operating point, and the relative PR-AUC drop from
-    ``reference_pr_auc`` (the artifact's test PR-AUC)."""
+    ``reference_pr_auc`` (the artifact's test PR-AUC); ``outside``: labels of sessions not in the window."""
     if labels is None:
         return None
     joined = scores.join(labels, on=S.SESSION_ID, how="inner")
@@ -201,4 +202,5 @@ def performance(
         "fpr": fpr,
         "reference_pr_auc": reference_pr_auc,
         "pr_auc_drop": drop,
+        "labels_without_events": outside,
     }
