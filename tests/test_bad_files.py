@@ -226,6 +226,12 @@ CASES: dict[str, Case] = {
         "data row 10,021",
         "first 10,000 rows",
     ),
+    "integer epochs with a string in the first rows": _file(
+        "e.csv",
+        lambda: _with_row(LONG.with_columns(pl.col(TS).dt.epoch("s")), 5, **{TS: "2026-03-01T00:00:00Z"}),
+        f"column '{TS}': {LONG.height - 1:,} row(s) hold integer epochs and 1 row(s) text",
+        "(first text: '2026-03-01T00:00:00Z', data row 6)",
+    ),
     "ragged csv row": _file(
         "e.csv",
         lambda: _ragged(LONG.write_csv(), 10_030),

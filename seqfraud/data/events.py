@@ -232,8 +232,11 @@ def _csv_header(file: str) -> list[str]:
 def _scan_csv(file: str, schema: Schema) -> pl.LazyFrame:
     """One CSV file with ``schema``'s types (see :func:`scan_table`), parsed once in full to check it.
 
-    A label time column may be empty for its first rows (negatives seldom have one): when the inference saw
-    only strings, the same pass checks whether every value is an integer, and then reads it as one.
+    A time column (the timestamp, a label time) that the inference read as text may hold integer epochs: a label
+    time is often empty for its first rows (negatives seldom have one), and one date-time string among the epochs
+    makes the whole column text. The same pass counts its integers: all of them, and it is read as integers;
+    some, and the column mixes the two, which is refused with both counts and the first odd value (where each
+    integer would otherwise count as a timestamp that does not parse).
     """
     types: dict[str, type[pl.DataType]] = {c: pl.String for c in _csv_header(file)}
     types |= {c: pl.Float64 for c in schema.numerical}
@@ -241,25 +244,43 @@ def _scan_csv(file: str, schema: Schema) -> pl.LazyFrame:
         if c is not None:
             types.pop(c, None)  # inferred
     lf = pl.scan_csv(file, schema_overrides=types, infer_schema_length=CSV_INFER_ROWS, glob=False)
-    lt = schema.label_time
-    check_lt = lt is not None and lf.collect_schema().get(lt) == pl.String
-    integers = pl.lit(False)
-    if check_lt:
-        value = pl.col(cast(str, lt))
-        integers = (value.cast(pl.Int64, strict=False).null_count() == value.null_count()) & (
-            value.null_count() < pl.len()
-        )
+    have = lf.collect_schema()
+    texts = [c for c in (schema.timestamp, schema.label_time) if c is not None and have.get(c) == pl.String]
+    integers = [
+        pl.col(c).cast(pl.Int64, strict=False).is_not_null().sum().alias(f"{S.ROW_INDEX}{c}") for c in texts
+    ]
     try:
         # All columns: Polars notices a row with more fields than the header only when it reads them all.
-        counts = lf.select(pl.all().null_count(), integers.alias(S.LABEL_TIME_US)).collect(engine="streaming")
+        counts = lf.select(pl.all().null_count(), *integers, pl.len().alias(S.ROW_INDEX)).collect(
+            engine="streaming"
+        )
     except (pl.exceptions.PolarsError, OSError) as e:
-        raise DataValidationError(
-            _csv_fault(file, lf.collect_schema()) or f"{file}: {_first_line(e)}"
-        ) from None
-    if check_lt and counts[S.LABEL_TIME_US][0]:
-        types[cast(str, lt)] = pl.Int64
-        lf = pl.scan_csv(file, schema_overrides=types, infer_schema_length=CSV_INFER_ROWS, glob=False)
-    return lf
+        raise DataValidationError(_csv_fault(file, have) or f"{file}: {_first_line(e)}") from None
+    epochs = []
+    for c in texts:
+        n_int = int(counts[f"{S.ROW_INDEX}{c}"][0])
+        n_text = int(counts[S.ROW_INDEX][0]) - int(counts[c][0]) - n_int
+        if n_int and n_text:
+            raise DataValidationError(_mixed_epochs(file, c, n_int, n_text))
+        if n_int:
+            epochs.append(c)
+    if not epochs:
+        return lf
+    types |= {c: pl.Int64 for c in epochs}
+    return pl.scan_csv(file, schema_overrides=types, infer_schema_length=CSV_INFER_ROWS, glob=False)
+
+
+def _mixed_epochs(file: str, column: str, n_int: int, n_text: int) -> str:
+    """A time column of integer epochs and text, with the first value of the fewer kind and its data row."""
+    value = pl.col(column)
+    integer = value.cast(pl.Int64, strict=False).is_not_null()
+    odd, kind = (value.is_not_null() & ~integer, "text") if n_text <= n_int else (integer, "integer")
+    raw = pl.scan_csv(file, infer_schema=False, glob=False).with_row_index(S.ROW_INDEX)
+    example, row = raw.filter(odd).select(value.first(), pl.col(S.ROW_INDEX).first()).collect().row(0)
+    return (
+        f"{file}: column {column!r}: {n_int:,} row(s) hold integer epochs and {n_text:,} row(s) text (first "
+        f"{kind}: {example!r}, data row {row + 1:,}); a time column holds one or the other: make it consistent"
+    )
 
 
 def _csv_fault(file: str, have: pl.Schema) -> str | None:
