@@ -294,3 +294,34 @@ def test_labels_of_other_sessions_are_counted_and_a_table_matching_none_is_refus
     perf = report["performance"]
     assert perf["labels_without_events"] == labels.height - early.len() > 0
     assert perf["n"] == early.len()
+
+
+def test_a_shift_of_present_values_is_not_hidden_by_a_large_missing_share():
+    """A number blank in 90% of events: its values moving by a bucket barely moves the PSI over all events;
+    the PSI over the present values shows it, and the alert reads the larger, once."""
+    from seqfraud.features.spec import FIRST_ID, MISSING
+    from seqfraud.monitoring.alerts import alerts
+    from seqfraud.monitoring.statistics import MIN_PRESENT, present_psi
+
+    reference = np.zeros(FIRST_ID + 4, dtype=np.int64)
+    current = reference.copy()
+    reference[MISSING], current[MISSING] = 9_000, 9_000
+    reference[FIRST_ID : FIRST_ID + 4] = [400, 300, 200, 100]
+    current[FIRST_ID : FIRST_ID + 4] = [100, 200, 300, 400]
+    whole = psi(reference[1:], current[1:])
+    present = present_psi(reference, current)
+    assert whole < 0.1 <= 0.25 <= present
+    few = reference.copy()
+    few[FIRST_ID : FIRST_ID + 4] = [MIN_PRESENT // 4 - 1] * 4
+    assert present_psi(few, current) is None
+    report = {
+        "fields": {"amount": {"psi": whole, "psi_present": present, "unknown_rate": None}},
+        "new_categories": {},
+        "session_length": {"psi": 0.0},
+        "score": {"psi": 0.0},
+        "performance": None,
+    }
+    found, _ = alerts(report, check_thresholds(None))
+    assert [(a["check"], a["field"], a["value"], a["over"]) for a in found] == [
+        ("psi", "amount", present, "present values")
+    ]

@@ -34,15 +34,20 @@ def alerts(report: dict[str, Any], t: dict[str, float]) -> tuple[list[dict], lis
     """Each finding as ``{check, field, value, threshold}``: alerts at or above the alert levels, warnings below."""
     found, warned = [], []
 
-    def psi_check(check: str, name: str, value: float) -> None:
+    def psi_check(check: str, name: str, value: float, **extra: Any) -> None:
         if value >= t["psi_alert"]:
-            found.append({"check": check, "field": name, "value": value, "threshold": t["psi_alert"]})
+            found.append({"check": check, "field": name, "value": value, "threshold": t["psi_alert"]} | extra)
         elif value >= t["psi_warn"]:
-            warned.append({"check": check, "field": name, "value": value, "threshold": t["psi_warn"]})
+            warned.append({"check": check, "field": name, "value": value, "threshold": t["psi_warn"]} | extra)
 
     for name, stats in report["fields"].items():
         if stats.get("alerted", True):
-            psi_check("psi", name, stats["psi"])
+            # A number's present values may have moved where its missing share hides it: one finding, the larger.
+            present = stats.get("psi_present")
+            if present is not None and present > stats["psi"]:
+                psi_check("psi", name, present, over="present values")
+            else:
+                psi_check("psi", name, stats["psi"])
         u = stats["unknown_rate"]
         if (
             u is not None

@@ -88,6 +88,20 @@ def psi_bins(reference: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np
     )
 
 
+MIN_PRESENT = 100  # fewer present values than this in a window, and their PSI is too noisy to read
+
+
+def present_psi(reference: np.ndarray, current: np.ndarray) -> float | None:
+    """A number's PSI over the events that have a value: where most are missing, the missing bin's share hides
+    a shift of the values themselves (a claims log's amounts, 90% blank, moved by a third at a PSI of 0.02 over
+    all events, 0.17 over the present ones). None below :data:`MIN_PRESENT` values in either window."""
+    reference, current = reference.copy(), current.copy()
+    reference[MISSING] = current[MISSING] = 0
+    if min(reference.sum(), current.sum()) < MIN_PRESENT:
+        return None
+    return psi(*psi_bins(reference, current))
+
+
 def field_stats(
     spec: Spec, ref: Sequences, cur: Sequences, only: Sequence[str] | None = None
 ) -> dict[str, dict[str, Any]]:
@@ -102,6 +116,7 @@ def field_stats(
         moved = np.argsort(-np.abs(cs - rs))[:5]
         out[f] = {
             "psi": psi(*psi_bins(rc, cc)),
+            "psi_present": present_psi(rc, cc) if f in spec.edges else None,
             "unknown_rate": {"reference": float(rs[UNKNOWN]), "current": float(cs[UNKNOWN])}
             if f in spec.vocab
             else None,
