@@ -24,7 +24,7 @@ from seqfraud import schema as S
 from seqfraud.config import plain
 from seqfraud.errors import UserError
 from seqfraud.metrics import precision_key, recall_key
-from seqfraud.rundir import CONFIG_FILE, METRICS_FILE, PREDICTIONS_DIR, predictions
+from seqfraud.rundir import CONFIG_FILE, METRICS_FILE, PREDICTIONS_DIR, STACKING_REPORT, predictions
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,16 @@ def config_differences(runs: list[Run]) -> list[str]:
     return [" ".join(f"{k}={f[k]}" for k in varying if f.get(k) is not None) for f in flat]
 
 
+def model_label(run: Run) -> str:
+    """The run's model; a stacked run whose stacker kept the aggregates alone (its sequence model did not win
+    on validation) says so, since its scores are LightGBM's."""
+    name = str(run.metrics.get("model", ""))
+    report = run.path / STACKING_REPORT
+    if report.exists() and json.loads(report.read_text()).get("chosen") == "aggregates":
+        return f"{name} (LightGBM alone)"
+    return name
+
+
 def leaderboard(runs: list[Run], fpr: float = 0.01, recall: float = 0.5) -> list[dict[str, Any]]:
     """One row per run, best validation PR-AUC first (runs without one last)."""
     rk, pk = recall_key(fpr), precision_key(recall)
@@ -145,7 +155,7 @@ def leaderboard(runs: list[Run], fpr: float = 0.01, recall: float = 0.5) -> list
             {
                 "run": run.name,
                 "experiment": run.metrics.get("experiment", ""),
-                "model": run.metrics.get("model", ""),
+                "model": model_label(run),
                 "config": differs,
                 "val_pr_auc": val["pr_auc"],
                 "test_pr_auc": test["pr_auc"],

@@ -17,6 +17,7 @@ REPORT_FILE = "preprocess_report.json"
 CONFIG_FILE = "config.yaml"
 CHECKPOINT = "checkpoints/best.ckpt"
 METRICS_FILE = "metrics.json"
+STACKING_REPORT = "stacking.json"  # model=stacked: which stacker was kept, and why
 PREDICTIONS_DIR = "predictions"
 # Per-event entity features of the prepared events, one directory per entity column.
 ENTITY_DIR = "entity_features"

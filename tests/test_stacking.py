@@ -15,8 +15,9 @@ from seqfraud import schema as S
 from seqfraud.baselines import STACKER_FILE
 from seqfraud.data.shards import shard_files
 from seqfraud.export.artifact import MANIFEST_FILE, ArtifactError, canonical_json, file_entries, open_artifact
+from seqfraud.rundir import STACKING_REPORT
 from seqfraud.scoring.prepare import normalized_events
-from seqfraud.training.stacking import STACKING_REPORT, fold_datasets
+from seqfraud.training.stacking import fold_datasets
 from tests.conftest import service_client, single_torch_thread, train_into
 
 

@@ -92,7 +92,7 @@ def test_lightgbm_reads_the_labelled_share_of_the_labelled_sessions(data, superv
 
 def test_the_stacker_reads_the_labelled_training_sessions_only(data, tmp_path) -> None:
     """Its folds, out-of-fold scores and trees all come from the one labelled copy."""
-    from seqfraud.training.stacking import STACKING_REPORT
+    from seqfraud.rundir import STACKING_REPORT
 
     tiny = ["model.d_model=16", "model.n_layers=1", "model.n_heads=2", "model.field_dim=4"]
     stacked, seen = ["model=stacked", "model.stacking.folds=2", *tiny], Seen()

@@ -38,11 +38,11 @@ from seqfraud.data.shards import ROW_GROUP_SESSIONS, shard_files, shard_name
 from seqfraud.errors import ConfigError
 from seqfraud.metrics import classification_metrics, paired_win_share
 from seqfraud.preprocess import Prepared
+from seqfraud.rundir import STACKING_REPORT
 from seqfraud.training.launch import launcher_rank_and_world
 
 log = logging.getLogger(__name__)
 
-STACKING_REPORT = "stacking.json"
 FitSequence = Callable[..., "dict[str, np.ndarray] | None"]
 
 
