@@ -322,3 +322,21 @@ def test_cli_says_when_no_single_event_moves_the_score(
     monkeypatch.setattr(cli, "explain_session", flat)
     cli.main([*args, "--out", str(tmp_path / "flat.html")])
     assert "note: no single event moves this score" in capsys.readouterr().out
+
+
+def test_a_session_id_without_its_leading_zeros_is_pointed_at_the_ids_that_have_them(tmp_path):
+    """Ids compare as text, so '663553' is not '0663553': the error names the ids the file does hold."""
+    from seqfraud.data.events import DataValidationError
+    from seqfraud.features.spec import Spec
+    from seqfraud.schema import Schema
+    from seqfraud.scoring.explain import session_events
+
+    spec = Spec(schema=Schema(), timestamp_unit="us", max_len=4, vocab={"event_type": ["pay"]}, edges={})
+    (tmp_path / "e.csv").write_text(
+        "session_id,timestamp,event_type\n0663553,2026-01-01T00:00:00Z,pay\n7,2026-01-01T00:00:01Z,pay\n"
+    )
+    assert session_events(tmp_path / "e.csv", spec, "0663553").height == 1
+    with pytest.raises(DataValidationError, match=r"no events of session '663553' \(ids compare as text; "):
+        session_events(tmp_path / "e.csv", spec, "663553")
+    with pytest.raises(DataValidationError, match=r"no events of session 'x'$"):
+        session_events(tmp_path / "e.csv", spec, "x")

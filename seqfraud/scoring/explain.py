@@ -139,7 +139,13 @@ def session_events(path: str | Path, spec: Spec, session: str) -> pl.DataFrame:
     with reading(source):
         found = events.filter(pl.col(column).cast(pl.String) == session).collect()
     if found.height == 0:
-        raise DataValidationError(f"{source}: column {column!r}: no events of session {session!r}")
+        # Ids compare as text: name the ids that differ from it only by leading zeros or spaces ('0663553').
+        bare = pl.col(column).cast(pl.String).str.strip_chars().str.strip_chars_start("0")
+        with reading(source):
+            alike = events.filter(bare == session.strip().lstrip("0")).select(pl.col(column).cast(pl.String))
+            near = alike.unique(maintain_order=True).head(3).collect()[column].to_list()
+        hint = f" (ids compare as text; this file has {near})" if near else ""
+        raise DataValidationError(f"{source}: column {column!r}: no events of session {session!r}{hint}")
     return found
 
 
