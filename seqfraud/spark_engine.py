@@ -17,6 +17,7 @@ paths that the driver and the executors see alike, because the driver inspects t
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -83,23 +84,29 @@ class SparkEngine:
         app_name: str = "seqfraud-preprocess",
         conf: Mapping[str, Any] | None = None,
     ):
-        builder = SparkSession.builder.appName(app_name)
-        if master:
-            builder = builder.master(master)
-        for key, value in (conf or {}).items():
+        self.master, self.app_name, self.conf = master, app_name, dict(conf or {})
+
+    @functools.cached_property
+    def spark(self) -> SparkSession:
+        """Started on first use, so that an input Spark cannot read is refused before its seconds of start-up."""
+        builder = SparkSession.builder.appName(self.app_name)
+        if self.master:
+            builder = builder.master(self.master)
+        for key, value in self.conf.items():
             builder = builder.config(key, str(value))
         # getOrCreate reuses the active session (spark-submit, a notebook, a test fixture); it is not ours
         # to stop, and one we create ends with the process.
-        self.spark = builder.getOrCreate()
+        spark = builder.getOrCreate()
         # Naive datetimes are UTC, as in Polars; nanosecond Parquet timestamps (pandas' default) arrive
         # as epoch integers, which Spark's microsecond timestamps cannot hold.
-        self.spark.conf.set("spark.sql.session.timeZone", "UTC")
-        self.spark.conf.set("spark.sql.legacy.parquet.nanosAsLong", "true")
-        context = self.spark.sparkContext
+        spark.conf.set("spark.sql.session.timeZone", "UTC")
+        spark.conf.set("spark.sql.legacy.parquet.nanosAsLong", "true")
+        context = spark.sparkContext
         if str(context.master).startswith("local") and "PYSPARK_PYTHON" not in os.environ:
             # A local master's Python tasks (the entity kernel) run on this machine: in this interpreter,
             # which has seqfraud, not in whatever ``python3`` the PATH finds.
             context.pythonExec = sys.executable
+        return spark
 
     # ------------------------------------------------------------------------------------------- load
 

@@ -438,3 +438,14 @@ def test_both_engines_refuse_repeated_event_ids_alike(tmp_path):
     message = _error(data, tmp_path / "polars", {"engine": "polars"})
     assert message == _error(data, tmp_path / "spark", SPARK)
     assert "column 'tx':" in message and "repeat the id of an earlier event of their session" in message
+
+
+def test_a_csv_is_refused_before_spark_starts(tmp_path):
+    """Spark takes seconds to start: an input it cannot read is refused first."""
+    from seqfraud.spark_engine import SparkEngine
+
+    (tmp_path / "e.csv").write_text("session_id,timestamp,event_type\n1,2026-01-01T00:00:00Z,x\n")
+    engine = SparkEngine()
+    with pytest.raises(DataValidationError, match="Parquet only"):
+        engine.load({"events": str(tmp_path / "e.csv")}, SCHEMA)
+    assert "spark" not in vars(engine)  # never started
