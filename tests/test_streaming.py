@@ -226,3 +226,22 @@ def test_too_little_data_for_the_slots_is_an_error(tmp_path):
     empty = write_shards(tmp_path / "empty", sizes=[0])
     with pytest.raises(ValueError, match="0 sessions"):
         SessionStream(empty, FIELDS, 4, shuffle=False, rank=0, world_size=1)
+
+
+def test_prefix_share_cuts_that_share_of_training_sessions_to_a_first_part(shards, tmp_path):
+    """Each cut session is its own first k events (label kept), k from 1 to its length, about the share asked
+    for; eval loaders never cut."""
+    stream = SessionStream(shards, FIELDS, 8, shuffle=True, seed=3, prefix_share=0.5, rank=0, world_size=1)
+    cut = 0
+    for batch in stream:
+        for row, i in enumerate(batch["index"].tolist()):
+            n, whole = int(batch["lengths"][row]), session_tokens(i)
+            assert 1 <= n <= len(whole) and batch["labels"][row] == float(i % 3 == 0)
+            np.testing.assert_array_equal(batch["tokens"][row, :n].numpy(), whole[:n])
+            cut += n < len(whole)
+    assert 0.3 * N < cut < 0.6 * N  # sessions cut to their full length count as whole
+    loader = make_loader(shards, FIELDS, LoaderConfig(prefix_share=1.0), train=False, seed=3)
+    for batch in loader:
+        check_batch(batch)
+    with pytest.raises(ValueError, match="prefix_share must be a share"):
+        SessionStream(shards, FIELDS, 8, shuffle=True, prefix_share=1.5, rank=0, world_size=1)

@@ -173,6 +173,10 @@ class SessionStream(IterableDataset):
     ``session_groups`` (an id per session, in file order) orders each pool by group instead (:func:`grouped`),
     so that sessions of one group land in one batch as far as the pool and lengths allow, and every batch
     carries their ``group``. Which sessions a slot reads does not change.
+
+    ``prefix_share``: the share of sessions cut, each pass, to their first k kept events (k uniform from 1 to
+    the length), label unchanged. Per-event online scoring reads such prefixes, which a model that only saw
+    whole sessions may misread (manifest ``metrics.test_by_events_seen``).
     """
 
     def __init__(
@@ -190,7 +194,11 @@ class SessionStream(IterableDataset):
         rank: int | None = None,
         world_size: int | None = None,
         session_groups: np.ndarray | None = None,
+        prefix_share: float = 0.0,
     ):
+        if not 0 <= prefix_share <= 1:
+            raise ValueError(f"loader.prefix_share must be a share in [0, 1], got {prefix_share}")
+        self.prefix_share = prefix_share
         self.path = Path(path)
         self.fields = list(fields)
         self.groups = row_groups(path)
@@ -240,6 +248,8 @@ class SessionStream(IterableDataset):
         stream = self._read(order, lo, hi)
         if self.shuffle and self.shuffle_buffer:
             stream = self._shuffled(stream, buffer, rng)
+        if self.prefix_share:
+            stream = self._prefixes(stream, rng)
         sizes = split_sizes(hi - lo, self.batches_per_slot)
         for start in range(0, len(sizes), self.pool_batches):
             pool_sizes = sizes[start : start + self.pool_batches]
@@ -279,6 +289,12 @@ class SessionStream(IterableDataset):
             if pos >= hi:
                 break
 
+    def _prefixes(self, items: Iterator[Session], rng: np.random.Generator) -> Iterator[Session]:
+        for tokens, label, index in items:
+            if rng.random() < self.prefix_share:
+                tokens = tokens[: int(rng.integers(1, len(tokens) + 1))]
+            yield tokens, label, index
+
     def _shuffled(
         self, items: Iterator[Session], buffer: list[Session], rng: np.random.Generator
     ) -> Iterator[Session]:
@@ -302,6 +318,7 @@ class LoaderConfig:
     num_workers: int = 0
     pool_batches: int = 50
     shuffle_buffer: int = 10_000
+    prefix_share: float = 0.0
 
 
 def make_loader(
@@ -326,6 +343,7 @@ def make_loader(
         num_workers=cfg.num_workers,
         shuffle_order=shuffle_order,
         session_groups=session_groups,
+        prefix_share=cfg.prefix_share if train else 0.0,
     )
     return DataLoader(
         stream, batch_size=None, num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0
