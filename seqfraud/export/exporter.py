@@ -684,11 +684,12 @@ def by_events_seen(
             }
         )
     if early:
+        k, share = early[0]
         log.warning(
-            "scored after its first %s event(s), the decline band takes %.0f%% of the legitimate test sessions: "
-            "do not act on per-event scores that early (manifest metrics.test_by_events_seen)",
-            early[0][0] or "all its",
-            100 * early[0][1],
+            "scored %s, the decline band takes %.0f%% of the legitimate test sessions: do not act on per-event "
+            "scores that early (manifest metrics.test_by_events_seen)",
+            "whole" if k is None else f"after their first {k} event(s)",
+            100 * share,
         )
     return rows
 

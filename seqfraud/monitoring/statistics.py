@@ -94,7 +94,7 @@ MIN_PRESENT = 100  # fewer present values than this in a window, and their PSI i
 def present_psi(reference: np.ndarray, current: np.ndarray) -> float | None:
     """A number's PSI over the events that have a value: where most are missing, the missing bin's share hides
     a shift of the values themselves (a claims log's amounts, 90% blank, moved by a third at a PSI of 0.02 over
-    all events, 0.17 over the present ones). None below :data:`MIN_PRESENT` values in either window."""
+    all events, 0.19 over the present ones). None below :data:`MIN_PRESENT` values in either window."""
     reference, current = reference.copy(), current.copy()
     reference[MISSING] = current[MISSING] = 0
     if min(reference.sum(), current.sum()) < MIN_PRESENT:
