@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, Literal, NoReturn, cast
+from typing import Any, Generic, Literal, NoReturn, cast
 
 import polars as pl
 import pyarrow as pa
@@ -275,19 +275,25 @@ def _mixed_epochs(file: str, column: str, n_int: int, n_text: int) -> str:
     value = pl.col(column)
     integer = value.cast(pl.Int64, strict=False).is_not_null()
     odd, kind = (value.is_not_null() & ~integer, "text") if n_text <= n_int else (integer, "integer")
-    raw = pl.scan_csv(file, infer_schema=False, glob=False).with_row_index(S.ROW_INDEX)
-    example, row = raw.filter(odd).select(value.first(), pl.col(S.ROW_INDEX).first()).collect().row(0)
+    _, example, row = _text_rows(file, column, odd)
     return (
         f"{file}: column {column!r}: {n_int:,} row(s) hold integer epochs and {n_text:,} row(s) text (first "
         f"{kind}: {example!r}, data row {row + 1:,}); a time column holds one or the other: make it consistent"
     )
 
 
-def _csv_fault(file: str, have: pl.Schema) -> str | None:
-    """What made a CSV file fail to parse, counted: values that do not fit a typed column, or ragged rows."""
+def _text_rows(file: str, column: str, where: pl.Expr) -> tuple[int, Any, int]:
+    """The data rows of a CSV file, read as text, where ``where`` holds: how many, and the first one's ``column``
+    value and 0-based data row (a message's example)."""
     raw = pl.scan_csv(file, infer_schema=False, truncate_ragged_lines=True, glob=False).with_row_index(
         S.ROW_INDEX
     )
+    found = raw.filter(where).select(pl.len(), pl.col(column).first(), pl.col(S.ROW_INDEX).first())
+    return found.collect().row(0)
+
+
+def _csv_fault(file: str, have: pl.Schema) -> str | None:
+    """What made a CSV file fail to parse, counted: values that do not fit a typed column, or ragged rows."""
     for c, dtype in have.items():
         if dtype == pl.String:
             continue
@@ -297,10 +303,7 @@ def _csv_fault(file: str, have: pl.Schema) -> str | None:
             if dtype == pl.Boolean
             else value.cast(dtype, strict=False).is_not_null()
         )
-        bad = raw.filter(value.is_not_null() & ~fits).select(
-            pl.len(), value.first(), pl.col(S.ROW_INDEX).first()
-        )
-        n, example, row = bad.collect().row(0)
+        n, example, row = _text_rows(file, c, value.is_not_null() & ~fits)
         if n:
             fix = (
                 "fix them, or leave them empty where the value is missing"

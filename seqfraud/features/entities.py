@@ -75,6 +75,11 @@ class EntitySpec:
         if not 0 <= self.prior <= 1:
             raise ConfigError(f"entity prior must be a rate in [0, 1], got {self.prior}")
 
+    def rate(self, fraud: np.ndarray, known: np.ndarray) -> np.ndarray:
+        """The smoothed fraud rate of ``fraud`` frauds among ``known`` labels: shrunk towards ``prior`` by
+        ``smoothing`` pseudo-sessions, so that a value with one fraudulent session is not a certainty."""
+        return (fraud + self.smoothing * self.prior) / (known + self.smoothing)
+
     @property
     def window_us(self) -> list[int]:
         return [duration_us(w, "features.entity.windows") for w in self.windows]
@@ -295,7 +300,7 @@ def column_features(rows: pl.DataFrame, column: str, entity: EntitySpec) -> pl.D
             fraud_w = np.subtract(fraud_to_t, facts.cum_fraud[lo_f], out=q)
             fraud_w -= own_fact * fraud
             emit(S.entity_feature(column, "fraud", w), fraud_w)
-            rate = (fraud_w + entity.smoothing * entity.prior) / (known_w + entity.smoothing)
+            rate = entity.rate(fraud_w, known_w)
             emit(S.entity_feature(column, "rate", w), rate)
             del rate, lo_f, own_fact
     del x, q, start_rank
@@ -399,9 +404,7 @@ def _at(
             cum = np.concatenate([[0], np.cumsum(weight)])
             counts[kind] = (cum[hi] - cum[lo]).astype(np.float64)
     if entity.risk:
-        counts["rate"] = (counts["fraud"] + entity.smoothing * entity.prior) / (
-            counts["known"] + entity.smoothing
-        )
+        counts["rate"] = entity.rate(counts["fraud"], counts["known"])
     seen = kinds["events"][0]
     before = seen[: np.searchsorted(seen, t)]
     since = [(t - before[0]) / 1e6, (t - before[-1]) / 1e6] if len(before) else [np.nan, np.nan]
