@@ -380,7 +380,7 @@ def test_labels_are_read_in_the_label_tables_column_names() -> None:
     from seqfraud.features.spec import Spec
     from seqfraud.schema import Schema
     from seqfraud.scoring.online import read_labels
-    from seqfraud.scoring.service import Limits, online_request_models
+    from seqfraud.scoring.service import Limits, RequestError, online_request_models, parse
     from seqfraud.scoring.state import Label
 
     spec = Spec(
@@ -399,6 +399,13 @@ def test_labels_are_read_in_the_label_tables_column_names() -> None:
     assert read_labels(parsed["labels"], spec, "request") == [Label("7", 1, 1_704_067_201_000_000)]
     with pytest.raises(Exception, match="session_id"):
         validator.validate_python({"labels": [{"session_id": "7", "label": 1}]})
+    # A field under another name is told the names this model takes, not only that it is extra.
+    with pytest.raises(RequestError) as refused:
+        parse(validator, json.dumps({"labels": [{"visit": 7, "is_fraud": 1, "cb_time": 5}]}).encode())
+    assert refused.value.status == 422
+    assert "labels[0].cb_time: unknown field; this request takes ['visit', 'is_fraud', 'cb_date']" in str(
+        refused.value
+    )
     # An entity id is a string or an integer, as training reads the column: a boolean is refused as such.
     events, _ = online_request_models(spec, Limits())
     event = {"visit": 7, "timestamp": "2024-01-01T00:00:00Z", "event_type": "pay"}

@@ -131,7 +131,13 @@ def _case(name: str, sessions, s) -> tuple[str, object, int, str]:
             422,
             f"events[0].{s.event_type}",
         ),
-        "unknown field": ("/score", {"events": [e[0] | {"colour": "red"}]}, 422, "events[0].colour"),
+        "unknown field": (
+            "/score",
+            {"events": [e[0] | {"colour": "red"}]},
+            422,
+            f"events[0].colour: unknown field; this request takes ['{s.session_id}', '{s.timestamp}'",
+        ),
+        "unknown top-level field": ("/score", {"events": e, "colour": "red"}, 422, "takes ['events']"),
         "empty session": ("/score", {"events": []}, 422, "events: List should have at least 1 item"),
         "empty batch session": (
             "/score/batch",
@@ -226,6 +232,7 @@ BAD = [
     "wrong type id",
     "null required",
     "unknown field",
+    "unknown top-level field",
     "empty session",
     "empty batch session",
     "bad timestamp",

@@ -11,6 +11,7 @@ conversion, which in a thread would stall every other request for as long. The c
 """
 
 import asyncio
+import functools
 import gc
 import logging
 import multiprocessing
@@ -357,11 +358,34 @@ def parse(validator: TypeAdapter, body: bytes) -> dict[str, Any]:
         errors = e.errors(include_url=False, include_context=False, include_input=False)
         if errors[0]["type"] == "json_invalid":
             raise RequestError(400, f"malformed JSON: {errors[0]['msg']}") from None
+        for err in errors:
+            if err["type"] == "extra_forbidden":
+                known = _known_fields(validator, err["loc"][:-1])
+                err["msg"] = f"unknown field; this request takes {known}" if known else err["msg"]
         detail = "; ".join(f"{_where(err['loc'])}: {err['msg']}" for err in errors[:10])
         more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
         raise RequestError(
             422, detail + more, [{"loc": _where(err["loc"]), "msg": err["msg"]} for err in errors]
         ) from None
+
+
+@functools.cache
+def _schema(validator: TypeAdapter) -> dict[str, Any]:
+    return validator.json_schema()
+
+
+def _known_fields(validator: TypeAdapter, loc: tuple) -> list[str]:
+    """The fields the request's schema allows at ``loc``, for the error of an unknown one (a label time sent
+    to a model that counts a label delay, a column under its name in another log)."""
+    root = _schema(validator)
+    node = root
+    for step in (*loc, None):
+        while "$ref" in node:
+            node = root["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+        if step is None:
+            break
+        node = node.get("items", {}) if isinstance(step, int) else node.get("properties", {}).get(step, {})
+    return list(node.get("properties", {}))
 
 
 def check_json_content_type(request: Request) -> None:
