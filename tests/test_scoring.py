@@ -509,6 +509,36 @@ def test_batch_cli_equals_scorer(scorer, exported_artifact, test_period_events, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["events.parquet", "scores.parquet"]
 
 
+def test_batch_outputs_name_and_type_session_ids_as_the_log_does(
+    scorer, exported_artifact, test_period_events, tmp_path
+):
+    """A log whose sessions are ``CheckoutKey`` integers gets scores and embeddings keyed by ``CheckoutKey``
+    integers: the output joins back to the events it came from (it said ``session_id``, as text)."""
+    from seqfraud.export.artifact import open_artifact
+    from seqfraud.scoring.batch import embed_file
+
+    sid = scorer.spec.schema.session_id
+    sample = test_period_events.head(400)
+    numbers = {k: 900_000_000_000_000 + i for i, k in enumerate(sample[sid].unique().sort())}
+    keyed = with_spec(scorer, schema=replace(scorer.spec.schema, session_id="CheckoutKey"))
+    sample.with_columns(pl.col(sid).replace_strict(numbers)).rename({sid: "CheckoutKey"}).write_parquet(
+        tmp_path / "events.parquet"
+    )
+    score_file(
+        keyed, tmp_path / "events.parquet", tmp_path / "scores.parquet", chunk_events=100, progress=False
+    )
+    got = pl.read_parquet(tmp_path / "scores.parquet").sort("CheckoutKey")
+    assert got.columns == ["CheckoutKey", S.SCORE, S.BAND, S.RAW_SCORE]
+    assert got.schema["CheckoutKey"] == pl.Int64 and got["CheckoutKey"].to_list() == sorted(numbers.values())
+    expected = scorer.score(sample).sort(S.SESSION_ID)
+    np.testing.assert_allclose(got[S.SCORE].to_numpy(), expected[S.SCORE].to_numpy(), atol=1e-5)
+    embedding = open_artifact(exported_artifact).load_embedding("torchscript")
+    embed_file(keyed, embedding, tmp_path / "events.parquet", tmp_path / "emb.parquet", progress=False)
+    embedded = pl.read_parquet(tmp_path / "emb.parquet")
+    assert embedded.columns[0] == "CheckoutKey" and embedded.schema["CheckoutKey"] == pl.Int64
+    assert sorted(embedded["CheckoutKey"]) == sorted(numbers.values())
+
+
 def test_batch_scoring_reads_timestamps_by_the_same_rules(scorer, test_period_events, tmp_path):
     ts = scorer.spec.schema.timestamp
     sample = test_period_events.head(300)

@@ -23,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         description="Write each session's embedding (the encoder's pooled state, what the classifier head reads). "
         "--run: every session of a pretraining or sequence-model run's datasets (session_id, split, label, "
         "emb_0 ... emb_{d-1}); --artifact: every session of --events, tokenized as seqfraud score tokenizes "
-        "(session_id, emb_0 ... emb_{d-1}).",
+        "(the log's session id column, emb_0 ... emb_{d-1}).",
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", type=Path, help="run directory (python train.py ...)")

@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
         prog="seqfraud score",
         description="Score an event log with an exported artifact, in chunks of whole "
-        "sessions; writes session_id, score, band.",
+        "sessions; writes the log's session id column, score, band, raw_score.",
     )
     p.add_argument("--artifact", required=True, help="artifact directory written by export.py")
     p.add_argument("--events", required=True, help="Parquet/CSV file, directory of Parquet files, or glob")

@@ -112,14 +112,15 @@ def score_file(
     chunk_events: int = CHUNK_EVENTS,
     progress: bool = True,
 ) -> dict[str, int]:
-    """Score an event log (Parquet/CSV file, directory or glob) into a Parquet file, chunk by chunk.
+    """Score an event log (Parquet/CSV file, directory or glob) into a Parquet file, chunk by chunk: the log's
+    session id column (:func:`as_logged`), ``score, band, raw_score``.
 
     The output appears only when complete (written beside it, then renamed). Rows are grouped by
     chunk; sort by session id if order matters.
     """
     lf, source = scan_table(events, scorer.spec.schema)
     frames = iter_scores(scorer, lf, source, chunk_events=chunk_events, progress=progress)
-    return {"sessions": write_frames(frames, out, source)}
+    return {"sessions": write_frames(as_logged(frames, lf, scorer.spec.schema.session_id), out, source)}
 
 
 def embed_file(
@@ -132,13 +133,29 @@ def embed_file(
     progress: bool = True,
 ) -> dict[str, int]:
     """Each session's embedding (:meth:`Scorer.embed_sequences`) of an event log into a Parquet file, chunk by
-    chunk, tokenized as :func:`score_file` tokenizes: ``session_id, emb_0 .. emb_{width-1}``."""
+    chunk, tokenized as :func:`score_file` tokenizes: the log's session id column, ``emb_0 .. emb_{width-1}``."""
     lf, source = scan_table(events, scorer.spec.schema)
     frames = (
         scorer.embed_sequences(seqs, embedding)
         for seqs, _ in iter_sequences(scorer, lf, source, chunk_events=chunk_events, progress=progress)
     )
-    return {"sessions": write_frames(frames, out, source)}
+    return {"sessions": write_frames(as_logged(frames, lf, scorer.spec.schema.session_id), out, source)}
+
+
+def as_logged(frames: Iterator[pl.DataFrame], events: pl.LazyFrame, column: str) -> Iterator[pl.DataFrame]:
+    """``frames`` with the session ids under the log's own column name and type, so that the output joins back
+    to the events it came from: an integer id, which seqfraud reads as its digits, is an integer again."""
+    dtype = events.collect_schema()[column]
+    for frame in frames:
+        ids = frame[S.SESSION_ID]
+        if (
+            column in frame.columns and column != S.SESSION_ID
+        ):  # an output column's own name: the id keeps ours
+            yield frame
+            continue
+        yield frame.with_columns(ids.cast(dtype) if dtype.is_integer() else ids).rename(
+            {S.SESSION_ID: column}
+        )
 
 
 def write_frames(frames: Iterator[pl.DataFrame], out: str | os.PathLike, source: str) -> int:
