@@ -52,6 +52,7 @@ from seqfraud.data.events import (
     inspect_events,
     label_delay_us,
     label_time_unit,
+    normalize,
     read_labels,
     resolve_paths,
     timestamp_range_us,
@@ -158,6 +159,9 @@ class SparkEngine:
             on_orphan_labels=policy.get("on_orphan_labels", "error"),
             epoch_unit=raw.epoch_unit,
             label_delay=policy.get("label_delay"),
+            # The example of a bad value comes from the same files through Polars, read on an error's path
+            # alone, so that both engines' messages agree word for word.
+            rows=(normalize(raw.frame, schema, raw.columns, unit, with_label=label_on_events), raw.frame),
         )
         columns = [
             S.SESSION_ID,

@@ -282,6 +282,7 @@ CASES: dict[str, Case] = {
         "e.csv",
         lambda: _with_row(GOOD, 3, **{TS: "01/03/2026"}),
         f"column '{TS}': 1 row(s) have a timestamp that does not parse",
+        "(first: '01/03/2026', session '",
     ),
     "timestamps out of range": _file(
         "e.parquet",
@@ -289,12 +290,13 @@ CASES: dict[str, Case] = {
             pl.when(pl.int_range(pl.len()) < 2).then(datetime(1970, 1, 2)).otherwise(pl.col(TS)).alias(TS)
         ),
         f"column '{TS}': 2 row(s) have a timestamp outside the plausible range",
+        "(first: 1970-01-02 00:00:00, session '",
     ),
     # ---- labels (training only: scoring never reads them)
     "label not 0/1": _file(
         "e.parquet",
         GOOD.with_columns(pl.lit(2).alias(LABEL)),
-        f"column '{LABEL}': 12 row(s) have a label that is not 0/1",
+        f"column '{LABEL}': 12 row(s) have a label that is not 0/1 (first: 2, session '",
         score=False,
     ),
     "label not constant within a session": _file(

@@ -152,6 +152,7 @@ def test_label_table_label_time_that_does_not_parse(tmp_path):
         lab,
         "column 'known_at': 2 row(s) have a label time that does not parse",
         "RFC 3339",
+        "(first: '03/01/2024', session 's2')",
         labels=lab,
     )
 
@@ -159,14 +160,30 @@ def test_label_table_label_time_that_does_not_parse(tmp_path):
 def test_label_table_label_time_outside_the_range(tmp_path):
     ev = write(events().drop("label"), tmp_path / "e.parquet")
     lab = write(labels([None, datetime(2150, 1, 1), None]), tmp_path / "labels.parquet")
-    fails(ev, lab, "column 'known_at': 1 row(s) have a label time outside the plausible range", labels=lab)
+    fails(
+        ev,
+        lab,
+        "column 'known_at': 1 row(s) have a label time outside the plausible range",
+        "(first: 2150-01-01 00:00:00, session 's2')",
+        labels=lab,
+    )
 
 
 def test_label_time_on_events_that_does_not_parse_or_is_out_of_range(tmp_path):
     bad = write(events(known_at=pl.Series([None, None, "never", "never", None])), tmp_path / "a.parquet")
-    fails(bad, bad, "column 'known_at': 2 row(s) have a label time that does not parse")
+    fails(
+        bad,
+        bad,
+        "column 'known_at': 2 row(s) have a label time that does not parse",
+        "(first: 'never', session 's2')",
+    )
     old = write(events(known_at=pl.Series([T0, T0, datetime(1950, 1, 1), None, T0])), tmp_path / "b.parquet")
-    fails(old, old, "column 'known_at': 1 row(s) have a label time outside the plausible range")
+    fails(
+        old,
+        old,
+        "column 'known_at': 1 row(s) have a label time outside the plausible range",
+        "(first: 1950-01-01 00:00:00, session 's2')",
+    )
 
 
 def test_label_time_on_events_not_constant_within_a_session(tmp_path):
@@ -335,3 +352,4 @@ def test_both_engines_give_the_same_label_time_errors(spark_engine, tmp_path):
         messages.append(str(info.value))
     assert messages[0] == messages[1]
     assert "column 'known_at': 1 row(s) have a label time outside the plausible range" in messages[0]
+    assert messages[0].endswith("(first: 2150-01-01 00:00:00, session 's3')")

@@ -159,13 +159,23 @@ def test_unparseable_csv_timestamps(tmp_path):
         + "s3,2024-01-02,view,web,5.0,0\n"
     )
     # RFC 3339 only: "yesterday", the day-first date and the date without a time are refused.
-    fails(path, str(path), "column 'timestamp': 3 row(s) have a timestamp that does not parse")
+    fails(
+        path,
+        str(path),
+        "column 'timestamp': 3 row(s) have a timestamp that does not parse",
+        "(first: 'yesterday', session 's1')",
+    )
 
 
 def test_unparseable_string_timestamps_in_parquet(tmp_path):
     ts = pl.Series(["2024-01-01T00:00:00", "not a date", "2024-01-01T00:01:00", "", "2024-01-01T00:02:00"])
     path = write(events(timestamp=ts), tmp_path / "e.parquet")
-    fails(path, path, "column 'timestamp': 2 row(s) have a timestamp that does not parse")
+    fails(
+        path,
+        path,
+        "column 'timestamp': 2 row(s) have a timestamp that does not parse",
+        "(first: 'not a date'",
+    )
 
 
 def test_unparseable_csv_timestamps_with_offsets(tmp_path):
@@ -245,6 +255,7 @@ def test_timestamps_outside_the_plausible_range(tmp_path):
         path,
         "column 'timestamp': 2 row(s) have a timestamp outside the plausible range "
         "1990-01-01 to 2100-01-01 (data.schema.timestamp_range)",
+        "(first: 1989-12-31 23:59:59, session 's1')",
     )
     assert "integer epochs" not in msg
     wide = Schema(
@@ -253,7 +264,12 @@ def test_timestamps_outside_the_plausible_range(tmp_path):
     assert load_events(path, wide).report["n_events"] == 5
     iso_ts = pl.Series(["1970-01-01T00:00:00Z", "2024-01-01T00:00:00Z"] * 2 + ["2200-01-01 00:00:00"])
     iso = write(events(timestamp=iso_ts), tmp_path / "iso.parquet")
-    fails(iso, iso, "column 'timestamp': 3 row(s) have a timestamp outside the plausible range")
+    fails(
+        iso,
+        iso,
+        "column 'timestamp': 3 row(s) have a timestamp outside the plausible range",
+        "(first: '1970-01-01T00:00:00Z', session 's1')",
+    )
 
 
 @pytest.mark.parametrize(
@@ -341,10 +357,13 @@ def test_a_column_mixing_seconds_and_milliseconds_is_refused(tmp_path, epochs):
     )
 
 
-@pytest.mark.parametrize(("labels", "n_bad"), [([0, 0, 2, 2, 0], 2), ([0, 0, 1, 1, -1], 1)])
-def test_event_labels_not_0_1(tmp_path, labels, n_bad):
+@pytest.mark.parametrize(
+    ("labels", "n_bad", "first"),
+    [([0, 0, 2, 2, 0], 2, "2, session 's2'"), ([0, 0, 1, 1, -1], 1, "-1, session 's3'")],
+)
+def test_event_labels_not_0_1(tmp_path, labels, n_bad, first):
     path = write(events(label=pl.Series(labels)), tmp_path / "e.parquet")
-    fails(path, path, f"column 'label': {n_bad} row(s) have a label that is not 0/1")
+    fails(path, path, f"column 'label': {n_bad} row(s) have a label that is not 0/1 (first: {first})")
 
 
 def test_fractional_event_labels(tmp_path):
@@ -422,7 +441,9 @@ def test_separate_label_table_loads(tmp_path):
 
 def test_label_table_labels_not_0_1(tmp_path):
     ev, lab = _split_tables(tmp_path, [("s1", 0), ("s2", 3), ("s3", 7)])
-    fails(ev, lab, "column 'label': 2 row(s) have a label that is not 0/1", labels=lab)
+    fails(
+        ev, lab, "column 'label': 2 row(s) have a label that is not 0/1 (first: 3, session 's2')", labels=lab
+    )
 
 
 def test_label_table_conflicting_labels(tmp_path):

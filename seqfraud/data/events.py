@@ -13,7 +13,7 @@ import difflib
 import functools
 import glob
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -326,9 +326,31 @@ def _csv_fault(file: str, have: pl.Schema) -> str | None:
     return None
 
 
-def fail_rows(source: str, column: str, n_rows: int, what: str) -> None:
-    """The one wording of a bad-rows error, shared by training and scoring validation."""
-    raise DataValidationError(f"{source}: column {column!r}: {n_rows:,} row(s) {what}")
+def fail_rows(source: str, column: str, n_rows: int, what: str, first: str = "") -> None:
+    """The one wording of a bad-rows error, shared by training and scoring validation; ``first`` is
+    :func:`first_bad`'s example, where the caller has the rows."""
+    raise DataValidationError(f"{source}: column {column!r}: {n_rows:,} row(s) {what}{first}")
+
+
+# Rows of normalized events (or labels) that validation counts and refuses, by the flags :func:`normalize` sets.
+TS_UNPARSED_ROWS = pl.col(S.TS_US).is_null() & pl.col(S.TS_PRESENT) & ~pl.col(S.TS_OUT_OF_RANGE)
+LABEL_TIME_UNPARSED_ROWS = (
+    pl.col(S.LABEL_TIME_US).is_null() & pl.col(S.LABEL_TIME_PRESENT) & ~pl.col(S.LABEL_TIME_OUT_OF_RANGE)
+)
+LABEL_NOT_01_ROWS = pl.col(S.LABEL).is_not_null() & ~pl.col(S.LABEL).is_in([0.0, 1.0])
+
+
+def first_bad(rows: pl.LazyFrame | pl.DataFrame, where: pl.Expr, raw: pl.LazyFrame, column: str) -> str:
+    """The example of a bad-rows message: the value of ``column`` as the file holds it, and its session, at the
+    first row of ``rows`` (normalized from ``raw``, numbered by ``__row``) where ``where`` holds. The counts come
+    from per-session tables, which keep no values; this reads the rows again, on the error's path alone."""
+    hit = rows.lazy().filter(where).select(S.ROW_INDEX, S.SESSION_ID).head(1).collect()
+    if hit.is_empty():
+        return ""
+    row, session = hit.row(0)
+    value = raw.slice(row, 1).select(column).collect().item()
+    text = repr(value) if isinstance(value, str) else str(value)
+    return f" (first: {text if len(text) <= 80 else text[:80] + '...'}, session {session!r})"
 
 
 def out_of_range_text(
@@ -622,9 +644,7 @@ def session_table(
         pl.col(S.TS_US).min().alias(S.START_TIME),
         pl.col(S.TS_US).max().alias(S.END_TIME),
         pl.len().alias("n_events"),
-        (pl.col(S.TS_US).is_null() & pl.col(S.TS_PRESENT) & ~pl.col(S.TS_OUT_OF_RANGE))
-        .sum()
-        .alias("n_ts_unparsed"),
+        TS_UNPARSED_ROWS.sum().alias("n_ts_unparsed"),
         pl.col(S.TS_PRESENT).not_().sum().alias("n_ts_null"),
         pl.col(S.TS_OUT_OF_RANGE).sum().alias("n_ts_out_of_range"),
     ]
@@ -633,7 +653,7 @@ def session_table(
             pl.col(S.LABEL).min().alias("label_min"),
             pl.col(S.LABEL).max().alias("label_max"),
             pl.col(S.LABEL).is_null().sum().alias("n_label_null"),
-            (pl.col(S.LABEL).is_not_null() & ~pl.col(S.LABEL).is_in([0.0, 1.0])).sum().alias("n_label_bad"),
+            LABEL_NOT_01_ROWS.sum().alias("n_label_bad"),
         ]
     if with_label_time:
         lt, present, outside = (
@@ -645,7 +665,7 @@ def session_table(
             lt.min().alias("label_time_min"),
             lt.max().alias("label_time_max"),
             present.not_().sum().alias("n_label_time_null"),
-            (lt.is_null() & present & ~outside).sum().alias("n_label_time_unparsed"),
+            LABEL_TIME_UNPARSED_ROWS.sum().alias("n_label_time_unparsed"),
             outside.sum().alias("n_label_time_out_of_range"),
         ]
     if with_event_id:
@@ -690,21 +710,24 @@ def read_labels(path: str, schema: Schema, *, timestamp_unit: str | None = None)
             outside.alias(S.LABEL_TIME_OUT_OF_RANGE),
         ]
     with reading(source):
-        labels = lf.with_columns(epochs).select(columns).collect()
+        labels = lf.with_row_index(S.ROW_INDEX).with_columns(epochs).select(S.ROW_INDEX, *columns).collect()
     if labels.is_empty():
         raise DataValidationError(f"{source}: the label table is empty")
     for col, n, what in (
         (schema.session_id, labels[S.SESSION_ID].null_count(), "have a null session id"),
         (schema.session_id, int(labels.select(blank(S.SESSION_ID).sum()).item()), BLANK_ID),
         (schema.label, labels[S.LABEL].null_count(), "have a null label"),
-        (
-            schema.label,
-            int((~labels[S.LABEL].is_in([0.0, 1.0]) & labels[S.LABEL].is_not_null()).sum()),
-            "have a label that is not 0/1",
-        ),
     ):
         if n:
             fail_rows(source, col, n, what)
+    if n := int(labels.select(LABEL_NOT_01_ROWS.sum()).item()):
+        fail_rows(
+            source,
+            schema.label,
+            n,
+            "have a label that is not 0/1",
+            first_bad(labels, LABEL_NOT_01_ROWS, lf, schema.label),
+        )
     dupes = labels.group_by(S.SESSION_ID).agg(pl.col(S.LABEL).n_unique().alias("k")).filter(pl.col("k") > 1)
     if dupes.height:
         fail_rows(
@@ -714,25 +737,24 @@ def read_labels(path: str, schema: Schema, *, timestamp_unit: str | None = None)
             f"are sessions listed with conflicting labels (first: {dupes[S.SESSION_ID].min()!r})",
         )
     if lt is not None:
-        labels = _check_label_times(labels, schema, source, have[lt], timestamp_unit)
-    return labels.unique(S.SESSION_ID, keep="first", maintain_order=True).with_columns(
+        labels = _check_label_times(labels, schema, source, lf, have[lt], timestamp_unit)
+    return labels.drop(S.ROW_INDEX).unique(S.SESSION_ID, keep="first", maintain_order=True).with_columns(
         pl.col(S.LABEL).cast(pl.Int8)
     ), source
 
 
 def _check_label_times(
-    labels: pl.DataFrame, schema: Schema, source: str, dtype: pl.DataType, unit: str | None
+    labels: pl.DataFrame, schema: Schema, source: str, raw: pl.LazyFrame, dtype: pl.DataType, unit: str | None
 ) -> pl.DataFrame:
-    """The label table's label times: each parses, lies in the plausible range, and one per session."""
+    """The label table's label times (``raw``: the table as read): each parses, lies in the plausible range, and
+    one per session."""
     lt = cast(str, schema.label_time)
-    us, present, outside = (
-        pl.col(S.LABEL_TIME_US),
-        pl.col(S.LABEL_TIME_PRESENT),
-        pl.col(S.LABEL_TIME_OUT_OF_RANGE),
-    )
-    n_unparsed, n_outside = labels.select((us.is_null() & present & ~outside).sum(), outside.sum()).row(0)
+    us, outside = pl.col(S.LABEL_TIME_US), pl.col(S.LABEL_TIME_OUT_OF_RANGE)
+    n_unparsed, n_outside = labels.select(LABEL_TIME_UNPARSED_ROWS.sum(), outside.sum()).row(0)
     if n_unparsed:
-        fail_rows(source, lt, n_unparsed, LABEL_TIME_UNPARSED)
+        fail_rows(
+            source, lt, n_unparsed, LABEL_TIME_UNPARSED, first_bad(labels, LABEL_TIME_UNPARSED_ROWS, raw, lt)
+        )
     if n_outside:
         epoch_unit = unit if dtype.is_integer() else None
         fail_rows(
@@ -740,6 +762,7 @@ def _check_label_times(
             lt,
             n_outside,
             out_of_range_text(schema, epoch_unit, unit_origin(schema, epoch_unit), "label time"),
+            first_bad(labels, outside, raw, lt),
         )
     dupes = labels.group_by(S.SESSION_ID).agg(us.n_unique().alias("k")).filter(pl.col("k") > 1)
     if dupes.height:
@@ -771,6 +794,7 @@ def validate_sessions(
     on_orphan_labels: str = "error",
     epoch_unit: str | None = None,
     label_delay: str | None = None,
+    rows: tuple[pl.LazyFrame, pl.LazyFrame] | None = None,
 ) -> tuple[pl.DataFrame, dict]:
     """Row-level checks and drop policies on the per-session table of :func:`session_table`.
 
@@ -781,8 +805,13 @@ def validate_sessions(
     say when each label became known (:func:`label_known`). Returns one row per kept session
     (``session_id``, ``start_time``, ``end_time``, ``n_events``, ``label``, ``label_known``) and what the
     policies dropped. ``on_unlabeled=keep`` keeps sessions without a label, with a null label: the split
-    decides their fate (:func:`seqfraud.preprocess.drop_unlabeled`).
+    decides their fate (:func:`seqfraud.preprocess.drop_unlabeled`). ``rows`` (the normalized events and the
+    scan they came from), where the engine has them, give bad values an example (:func:`first_bad`).
     """
+
+    def first(where: pl.Expr, column: str) -> str:
+        return "" if rows is None else first_bad(rows[0], where, rows[1], column)
+
     for name, value, allowed in (
         ("on_unlabeled", on_unlabeled, UNLABELED_POLICIES),
         ("on_orphan_labels", on_orphan_labels, ("error", "drop")),
@@ -799,19 +828,27 @@ def validate_sessions(
         fail_rows(source, schema.session_id, int(null_sid["n_events"][0]), "have a null session id")
     if n := int(sessions.filter(blank(S.SESSION_ID))["n_events"].sum()):
         fail_rows(source, schema.session_id, n, BLANK_ID)
-    for col, what in (
-        ("n_ts_null", "have a null timestamp"),
-        ("n_ts_unparsed", UNPARSED),
-        ("n_ts_out_of_range", out_of_range_text(schema, epoch_unit, origin)),
+    for col, what, where in (
+        ("n_ts_null", "have a null timestamp", None),
+        ("n_ts_unparsed", UNPARSED, TS_UNPARSED_ROWS),
+        ("n_ts_out_of_range", out_of_range_text(schema, epoch_unit, origin), pl.col(S.TS_OUT_OF_RANGE)),
     ):
         if n := int(sessions[col].sum()):
-            fail_rows(source, schema.timestamp, n, what)
+            fail_rows(
+                source, schema.timestamp, n, what, "" if where is None else first(where, schema.timestamp)
+            )
     if "n_event_id_repeats" in sessions.columns:
         refuse_repeated_ids(sessions, source, str(schema.event_id))
 
     if labels is None:
         if n := int(sessions["n_label_bad"].sum()):
-            fail_rows(source, schema.label, n, "have a label that is not 0/1")
+            fail_rows(
+                source,
+                schema.label,
+                n,
+                "have a label that is not 0/1",
+                first(LABEL_NOT_01_ROWS, schema.label),
+            )
         mixed = sessions.filter(pl.col("label_min") != pl.col("label_max"))
         if mixed.height:
             fail_rows(
@@ -831,7 +868,7 @@ def validate_sessions(
         sessions = sessions.with_columns(pl.col("label_min").cast(pl.Int8).alias(S.LABEL))
         label_source = source
         if schema.label_time:
-            _check_label_times_on_events(sessions, schema, source, epoch_unit, origin)
+            _check_label_times_on_events(sessions, schema, source, epoch_unit, origin, first)
             sessions = sessions.with_columns(pl.col("label_time_min").alias(S.LABEL_TIME_US))
     else:
         table, label_source = labels
@@ -900,15 +937,26 @@ def label_delay_us(label_delay: str | None) -> int | None:
 
 
 def _check_label_times_on_events(
-    sessions: pl.DataFrame, schema: Schema, source: str, epoch_unit: str | None, origin: str
+    sessions: pl.DataFrame,
+    schema: Schema,
+    source: str,
+    epoch_unit: str | None,
+    origin: str,
+    first: Callable[[pl.Expr, str], str],
 ) -> None:
     """Label times on the events, from :func:`session_table`'s counts: they parse, lie in the plausible
     range, and are one per session, like the label."""
     lt = cast(str, schema.label_time)
     if n := int(sessions["n_label_time_unparsed"].sum()):
-        fail_rows(source, lt, n, LABEL_TIME_UNPARSED)
+        fail_rows(source, lt, n, LABEL_TIME_UNPARSED, first(LABEL_TIME_UNPARSED_ROWS, lt))
     if n := int(sessions["n_label_time_out_of_range"].sum()):
-        fail_rows(source, lt, n, out_of_range_text(schema, epoch_unit, origin, "label time"))
+        fail_rows(
+            source,
+            lt,
+            n,
+            out_of_range_text(schema, epoch_unit, origin, "label time"),
+            first(pl.col(S.LABEL_TIME_OUT_OF_RANGE), lt),
+        )
     mixed = sessions.filter(pl.col("label_time_min") != pl.col("label_time_max"))
     if mixed.height:
         fail_rows(
@@ -1040,6 +1088,7 @@ def load_events(
         on_orphan_labels=on_orphan_labels,
         epoch_unit=raw.epoch_unit,
         label_delay=label_delay,
+        rows=(events, raw.frame),
     )
     if labels is not None:
         # A lookup, not a join: projection pushdown drops it from every query that never reads the label

@@ -22,6 +22,7 @@ from seqfraud.data.events import (
     BLANK_ID,
     RFC3339,
     SCORING_NAMES,
+    TS_UNPARSED_ROWS,
     UNPARSED,
     US_PER_UNIT,
     DataValidationError,
@@ -30,6 +31,7 @@ from seqfraud.data.events import (
     did_you_mean,
     epoch_bounds,
     fail_rows,
+    first_bad,
     normalize,
     out_of_range_text,
     reading,
@@ -160,13 +162,16 @@ def normalized_events(lf: pl.LazyFrame, spec: Spec, source: str, *, keep_ids: bo
         fail_rows(source, schema.timestamp, n_null, "have a null timestamp")
     n_out = int(events[S.TS_OUT_OF_RANGE].sum())
     if n := events[S.TS_US].null_count() - n_out:  # not null on input nor out of range: it did not parse
-        fail_rows(source, schema.timestamp, n, UNPARSED)
+        fail_rows(
+            source, schema.timestamp, n, UNPARSED, first_bad(events, TS_UNPARSED_ROWS, lf, schema.timestamp)
+        )
     if n_out:
         fail_rows(
             source,
             schema.timestamp,
             n_out,
             out_of_range_text(schema, unit, "the model's unit, fixed at training"),
+            first_bad(events, pl.col(S.TS_OUT_OF_RANGE), lf, schema.timestamp),
         )
     if S.EVENT_ID in events.columns:
         refuse_repeated_ids(
