@@ -221,7 +221,7 @@ def test_a_positive_label_never_known(tmp_path):
 def test_label_time_column_missing_or_of_a_bad_type(tmp_path):
     ev = write(events().drop("label"), tmp_path / "e.parquet")
     lab = write(labels([None, KNOWN_S2, None]).drop("known_at"), tmp_path / "l1.parquet")
-    fails(ev, lab, "missing column(s) ['known_at']", labels=lab)
+    fails(ev, lab, "missing column(s) 'known_at'", labels=lab)
     lab = write(labels([None, 1.5, None]), tmp_path / "l2.parquet")
     fails(ev, lab, "column 'known_at' has type Float64", labels=lab)
     on_events = write(events(), tmp_path / "on.parquet")

@@ -483,7 +483,9 @@ def test_label_table_missing_column_wrong_type_and_empty(tmp_path):
     header_only.write_text("session_id,label\n")
     fails(ev, f"{header_only}: the label table is empty", labels=header_only)
     bad = write(pl.DataFrame({"session_id": ["s1"], "fraud": [1]}), tmp_path / "l1.parquet")
-    fails(ev, bad, "missing column(s) ['label']", labels=bad)
+    fails(ev, bad, "missing column(s) 'label'. Columns present: ['session_id', 'fraud']", labels=bad)
+    typo = write(pl.DataFrame({"session_id": ["s1"], "labels": [1]}), tmp_path / "l3.parquet")
+    fails(ev, typo, "missing column(s) 'label' (did you mean 'labels'?)", labels=typo)
     bad = write(pl.DataFrame({"session_id": ["s1"], "label": ["yes"]}), tmp_path / "l2.parquet")
     fails(ev, bad, "column 'label': 1 row(s) hold a label that is not 0/1 (first: 'yes')", labels=bad)
 
@@ -496,10 +498,29 @@ def test_labelled_sessions_with_no_events(tmp_path):
         "on_orphan_labels=drop",
         labels=lab,
     )
-    # When none matches, the message shows ids of both sides: here the labels' were written zero-padded.
+    # When none matches, the message shows ids of both sides: here the labels' were written zero-padded. No
+    # policy drops them all (that left nothing to train on, and a traceback about an empty training period).
     ev, lab = _split_tables(tmp_path, [("s01", 0), ("s02", 1)])
-    msg = fails(ev, "2 labelled session(s) have no events", labels=lab)
-    assert "none of them matches: label ids ['s01', 's02'], event ids [" in msg and "'007' is not '7'" in msg
+    for policy in ({}, {"on_orphan_labels": "drop", "on_unlabeled": "drop"}):
+        msg = fails(ev, "none of its 2 labelled session(s) has events", labels=lab, **policy)
+        assert "label ids ['s01', 's02'], event ids [" in msg and "'007' is not '7'" in msg
+        assert "on_orphan_labels=drop" not in msg
+
+
+def test_a_label_table_of_float_ids_is_refused_by_type(tmp_path):
+    """Float ids (a pandas or spreadsheet reading of integers) compare as '123.0' and lose digits past 2**53."""
+    ev = write(events(session_id=pl.Series(["1", "1", "2", "2", "3"])).drop("label"), tmp_path / "e.parquet")
+    lab = write(pl.DataFrame({"session_id": [1.0, 2.0, 3.0], "label": [0, 1, 0]}), tmp_path / "l.parquet")
+    fails(
+        ev,
+        lab,
+        "column 'session_id' has type Float64; expected string or integer: float ids read",
+        labels=lab,
+    )
+    events_of_floats = write(events(session_id=pl.Series([1.0, 1.0, 2.0, 2.0, 3.0])), tmp_path / "f.parquet")
+    fails(
+        events_of_floats, events_of_floats, "column 'session_id' has type Float64", "lose digits past 2**53"
+    )
 
 
 def test_events_with_no_label_in_the_table(tmp_path):

@@ -444,27 +444,30 @@ def check_columns(
         _check_time_type(source, c, have[c], may_be_empty=True)
     for c in (schema.session_id, *schema.categorical_fields):
         if not (have[c] in _CATEGORICAL_OK or have[c].is_integer() or have[c] == pl.Null):
-            raise DataValidationError(
-                f"{source}: column {c!r} has type {have[c]}; expected string or integer"
-            )
+            raise DataValidationError(wrong_id_type(source, c, have[c]))
     ids = schema.event_id
     if ids is not None and ids in have and not (have[ids] in _ENTITY_OK or have[ids].is_integer()):
-        raise DataValidationError(
-            f"{source}: column {ids!r} has type {have[ids]}; expected string or integer event ids "
-            "(data.schema.event_id)"
-        )
+        raise DataValidationError(wrong_id_type(source, ids, have[ids], " event ids (data.schema.event_id)"))
     for c in schema.entities:
         if not (have[c] in _ENTITY_OK or have[c].is_integer()):
-            raise DataValidationError(
-                f"{source}: column {c!r} has type {have[c]}; expected string or integer entity ids "
-                "(data.schema.entities)"
-            )
+            raise DataValidationError(wrong_id_type(source, c, have[c], " entity ids (data.schema.entities)"))
     for c in schema.numerical:
         if not (have[c].is_numeric() or have[c] == pl.Null):  # Null: a writer's type for a column of nulls
             raise DataValidationError(f"{source}: column {c!r} has type {have[c]}; expected a numeric type")
     if with_label and not (have[schema.label].is_numeric() or have[schema.label] == pl.Boolean):
         not_labels(lf, schema.label, source)
     return have
+
+
+def wrong_id_type(source: str, column: str, dtype: pl.DataType, what: str = "") -> str:
+    """The error of an id or category column of another type; a float one is most often a writer's (pandas,
+    a spreadsheet) reading of integer ids, which compare as ``'123.0'`` and lose digits past 2**53."""
+    floats = (
+        ": float ids read as '123.0' and lose digits past 2**53; write them as integers or text"
+        if dtype.is_float()
+        else ""
+    )
+    return f"{source}: column {column!r} has type {dtype}; expected string or integer{what}{floats}"
 
 
 def not_labels(lf: pl.LazyFrame, column: str, source: str) -> NoReturn:
@@ -686,7 +689,10 @@ def read_labels(path: str, schema: Schema, *, timestamp_unit: str | None = None)
     lt = schema.label_time if timestamp_unit is not None else None
     missing = [c for c in (schema.session_id, schema.label, *([lt] if lt else [])) if c not in have]
     if missing:
-        raise DataValidationError(f"{source}: missing column(s) {missing}. Columns present: {list(have)}")
+        hint = "; ".join(repr(c) + did_you_mean(c, list(have)) for c in missing)
+        raise DataValidationError(f"{source}: missing column(s) {hint}. Columns present: {list(have)}")
+    if not (have[schema.session_id] in _ENTITY_OK or have[schema.session_id].is_integer()):
+        raise DataValidationError(wrong_id_type(source, schema.session_id, have[schema.session_id]))
     if not (have[schema.label].is_numeric() or have[schema.label] == pl.Boolean):
         with reading(source):
             empty = lf.head(1).collect().is_empty()  # a header-only CSV reads every column as text
@@ -874,15 +880,18 @@ def validate_sessions(
         table, label_source = labels
         orphans = table.join(sessions, on=S.SESSION_ID, how="anti")
         if orphans.height:
+            # A table that matches no session is the wrong table or ids written another way, whatever the policy
+            # (dropping would leave nothing to train on).
+            if orphans.height == table.height:
+                raise DataValidationError(
+                    f"{label_source}: column {schema.session_id!r}: none of its {table.height:,} labelled session(s) "
+                    f"has events in {source}: "
+                    + unmatched_ids_text(orphans[S.SESSION_ID], sessions[S.SESSION_ID])
+                )
             if on_orphan_labels == "error":
-                hint = ""
-                if orphans.height == table.height:
-                    hint = "; none of them matches: " + unmatched_ids_text(
-                        orphans[S.SESSION_ID], sessions[S.SESSION_ID]
-                    )
                 raise DataValidationError(
                     f"{label_source}: column {schema.session_id!r}: {orphans.height:,} labelled session(s) have no "
-                    f"events in {source}{hint} (set data.policy.on_orphan_labels=drop to skip them)"
+                    f"events in {source} (set data.policy.on_orphan_labels=drop to skip them)"
                 )
             report["orphan_labels_dropped"] = orphans.height
         sessions = sessions.join(table, on=S.SESSION_ID, how="left")

@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 
 from seqfraud import schema as S
+from seqfraud.errors import ConfigError
 from seqfraud.features.entities import EntitySpec
 from seqfraud.features.spec import (
     FIRST_ID,
@@ -120,7 +121,7 @@ def build_spec(
     ``numeric_values`` gives each of the schema's numeric columns a value field beside its buckets (entity
     features have none: their counts and rates are what the buckets already resolve)."""
     if stats.n_events == 0:
-        raise ValueError("the training period holds no events; check data.split")
+        raise ConfigError("the training period holds no events; check data.split")
     time_delta = time_delta or {}
     edges = {
         c: sorted({float(v) for v in qs if v is not None and math.isfinite(v)})
