@@ -242,6 +242,12 @@ def test_service_events_labels_sessions_and_restart(gru_artifact, gru_run, tmp_p
         labels = client.post("/labels", json={"labels": [{"session_id": sid, "label": 1}]})
         assert labels.status_code == 422 and "reads no labels" in labels.text
         assert client.get(f"/sessions/{sid}").json()["n_events"] == 3  # nothing bad was taken
+        # Any id the service takes can be fetched, "/" included; a value past --max-value-chars is refused.
+        slashed = client.post("/events", json={"events": [mine[0] | {"session_id": "a/b", "event_id": "x1"}]})
+        assert slashed.status_code == 200, slashed.text
+        assert client.get("/sessions/a/b").json()["n_events"] == 1
+        long = client.post("/events", json={"events": [mine[0] | {"session_id": "s" * 1025}]})
+        assert long.status_code == 422 and "a string of 1,025 characters; at most 1,024" in long.text
     # A restart restores the session from the snapshot, and scoring goes on from it.
     assert snapshot.exists()
     with service_client(gru_artifact, store=MemoryStore(snapshot=snapshot)) as client:

@@ -77,6 +77,12 @@ def main(argv: list[str] | None = None) -> None:
             help=f"{route} requests at work at once; more get 503 with Retry-After",
         )
     p.add_argument(
+        "--max-value-chars",
+        type=int,
+        default=defaults.max_value_chars,
+        help="characters of one string value (an id, a category, an entity value); longer is a 422",
+    )
+    p.add_argument(
         "--max-body-memory",
         type=int,
         default=defaults.max_body_memory,

@@ -11,6 +11,7 @@ conversion, which in a thread would stall every other request for as long. The c
 """
 
 import asyncio
+import copy
 import functools
 import gc
 import logging
@@ -77,6 +78,9 @@ class Limits:
     max_batch_in_flight: int = 2
     max_explain_in_flight: int = 2
     max_body_memory: int = 64 * 1024 * 1024  # body bytes held at once, per route class
+    max_value_chars: int = (
+        1024  # a string value (id, category, entity): the store keeps them and responses echo ids
+    )
     retry_after_s: int = 1
 
 
@@ -148,13 +152,20 @@ class Capacity:
             self.in_flight -= 1
 
 
-def _typed(expected: str, *types: type, nullable: bool = False) -> Any:
-    """A strict JSON type check with one readable message (a union would report once per member)."""
+def _typed(expected: str, *types: type, nullable: bool = False, max_chars: int) -> Any:
+    """A strict JSON type check with one readable message (a union would report once per member); a string
+    longer than ``max_chars`` is refused: the service keeps ids and entity values, and echoes ids."""
 
     def check(value: Any) -> Any:
         if (value is None and nullable) or (
             isinstance(value, types) and (bool in types or not isinstance(value, bool))
         ):
+            if isinstance(value, str) and len(value) > max_chars:
+                raise PydanticCustomError(
+                    "too_long",
+                    "a string of {n} characters; at most {limit} (--max-value-chars)",
+                    {"n": f"{len(value):,}", "limit": f"{max_chars:,}"},
+                )
             return value
         raise PydanticCustomError(
             "wrong_type",
@@ -163,11 +174,11 @@ def _typed(expected: str, *types: type, nullable: bool = False) -> Any:
         )
 
     json_types = {str: "string", int: "integer", bool: "boolean"}
-    schema = {"type": [json_types[t] for t in types] + (["null"] if nullable else [])}
+    schema: dict[str, Any] = {"type": [json_types[t] for t in types] + (["null"] if nullable else [])}
+    schema["maxLength"] = max_chars
     return Annotated[Any, PlainValidator(check), WithJsonSchema(schema)]
 
 
-IDENT = _typed("a string or an integer", str, int)
 _PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
 
 
@@ -177,13 +188,6 @@ def _session_id(value: Any) -> Any:
     if isinstance(value, str) and not (_PRINTABLE.fullmatch(value) and value.strip()):
         raise PydanticCustomError("session_id", "expected a non-blank id without control characters")
     return value
-
-
-SESSION_IDENT: Any = Annotated[
-    IDENT,
-    AfterValidator(_session_id),
-    WithJsonSchema({"type": ["string", "integer"], "minLength": 1, "pattern": "^[^\\x00-\\x1f\\x7f]+$"}),
-]
 
 
 def _label(value: Any) -> int:
@@ -198,19 +202,54 @@ LABEL: Any = Annotated[
     PlainValidator(_label),
     WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 0, "maximum": 1}, {"type": "boolean"}]}),
 ]
-TIMESTAMP: Any = Annotated[
-    IDENT,
-    WithJsonSchema(
-        {
-            "anyOf": [{"type": "string", "format": "date-time"}, {"type": "integer"}],
-            "description": "RFC 3339, or an integer epoch in the unit training read",
-        }
-    ),
-]
-CATEGORY = _typed("a string, an integer, a boolean or null", str, int, bool, nullable=True)
-ENTITY = _typed(
-    "a string, an integer or null", str, int, nullable=True
-)  # an id, as training reads entity columns
+
+
+@dataclass(frozen=True)
+class ValueTypes:
+    """The JSON types of a request's values, each string at most ``max_chars`` long (:attr:`Limits.max_value_chars`)."""
+
+    ident: Any
+    session: Any
+    timestamp: Any
+    category: Any
+    entity: Any
+
+    @classmethod
+    @functools.cache
+    def of(cls, max_chars: int) -> "ValueTypes":
+        ident = _typed("a string or an integer", str, int, max_chars=max_chars)
+        return cls(
+            ident=ident,
+            session=Annotated[
+                ident,
+                AfterValidator(_session_id),
+                WithJsonSchema(
+                    {
+                        "type": ["string", "integer"],
+                        "minLength": 1,
+                        "maxLength": max_chars,
+                        "pattern": "^[^\\x00-\\x1f\\x7f]+$",
+                    }
+                ),
+            ],
+            timestamp=Annotated[
+                ident,
+                WithJsonSchema(
+                    {
+                        "anyOf": [{"type": "string", "format": "date-time"}, {"type": "integer"}],
+                        "description": "RFC 3339, or an integer epoch in the unit training read",
+                    }
+                ),
+            ],
+            category=_typed(
+                "a string, an integer, a boolean or null", str, int, bool, nullable=True, max_chars=max_chars
+            ),
+            entity=_typed(
+                "a string, an integer or null", str, int, nullable=True, max_chars=max_chars
+            ),  # an id
+        )
+
+
 NUMBER = Annotated[float | None, Field(strict=True, allow_inf_nan=False)]  # NaN, inf and 1e400 are refused
 FORBID = ConfigDict(extra="forbid")
 # TypedDicts whose keys are only known at run time (the spec's columns, the schema's constants): pydantic reads
@@ -218,17 +257,17 @@ FORBID = ConfigDict(extra="forbid")
 _dynamic_typed_dict: Any = TypedDict
 
 
-def event_fields(spec: Spec) -> dict[str, Any]:
+def event_fields(spec: Spec, types: ValueTypes) -> dict[str, Any]:
     """An event's keys and their JSON types, from the spec's column roles: the log's event id too, where it has
     one, so that one payload serves ``/score`` and ``/events`` (entity columns are for ``/events`` only)."""
     s = spec.schema
     return {
-        s.session_id: Required[SESSION_IDENT],
-        s.timestamp: Required[TIMESTAMP],
-        s.event_type: Required[IDENT],
-        **{c: NotRequired[CATEGORY] for c in s.categorical},
+        s.session_id: Required[types.session],
+        s.timestamp: Required[types.timestamp],
+        s.event_type: Required[types.ident],
+        **{c: NotRequired[types.category] for c in s.categorical},
         **{c: NotRequired[NUMBER] for c in s.numerical},
-        **({s.event_id: NotRequired[IDENT]} if s.event_id else {}),
+        **({s.event_id: NotRequired[types.ident]} if s.event_id else {}),
     }
 
 
@@ -240,7 +279,8 @@ def request_models(spec: Spec, limits: Limits) -> tuple[TypeAdapter, TypeAdapter
     refused. TypedDicts keyed by the column names themselves (any string) validate straight to the
     dicts the scorer takes; their JSON schemas are the request bodies of the OpenAPI document.
     """
-    strict_event: Any = with_config(FORBID)(_dynamic_typed_dict("Event", event_fields(spec)))
+    types = ValueTypes.of(limits.max_value_chars)
+    strict_event: Any = with_config(FORBID)(_dynamic_typed_dict("Event", event_fields(spec, types)))
     events: Any = Annotated[list[strict_event], Field(min_length=1, max_length=limits.max_events_per_session)]
     session: Any = with_config(FORBID)(_dynamic_typed_dict("ScoreRequest", {"events": Required[events]}))
     sessions: Any = Annotated[list[session], Field(min_length=1, max_length=limits.max_sessions_per_batch)]
@@ -252,7 +292,8 @@ def online_request_models(spec: Spec, limits: Limits) -> tuple[TypeAdapter, Type
     """Validators of ``POST /events`` (events of any open sessions, each with its ``data.schema.event_id``
     when the log has one) and ``POST /labels`` (a session's label and when it became known)."""
     s = spec.schema
-    fields = event_fields(spec) | {c: NotRequired[ENTITY] for c in s.entities}
+    types = ValueTypes.of(limits.max_value_chars)
+    fields = event_fields(spec, types) | {c: NotRequired[types.entity] for c in s.entities}
     event: Any = with_config(FORBID)(_dynamic_typed_dict("OnlineEvent", fields))
     session_key, label_key, time_key = label_keys(s)
     events: Any = Annotated[list[event], Field(min_length=1, max_length=limits.max_events_per_session)]
@@ -260,9 +301,9 @@ def online_request_models(spec: Spec, limits: Limits) -> tuple[TypeAdapter, Type
         _dynamic_typed_dict(
             "Label",
             {
-                session_key: Required[SESSION_IDENT],
+                session_key: Required[types.session],
                 label_key: Required[LABEL],
-                time_key: NotRequired[Annotated[TIMESTAMP | None, Field(default=None)]],
+                time_key: NotRequired[Annotated[types.timestamp | None, Field(default=None)]],
             },
         )
     )
@@ -478,12 +519,21 @@ def stateless(scorer: Scorer) -> None:
         raise RequestError(422, str(e)) from None
 
 
+# Where the manifest names paths on the exporting machine: (section, key) pairs that /metadata leaves out.
+HOST_PATHS = (("source", "run_dir"), ("parity", "end_to_end", "events"))
+
+
 def public_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The manifest as ``/metadata`` shows it: without ``source.run_dir``, a path on the exporting machine."""
-    source = manifest.get("source")
-    if not isinstance(source, dict):
-        return manifest
-    return manifest | {"source": {k: v for k, v in source.items() if k != "run_dir"}}
+    """The manifest as ``/metadata`` shows it: without :data:`HOST_PATHS`, which name the exporting machine's
+    directories."""
+    out = copy.deepcopy(manifest)
+    for *where, key in HOST_PATHS:
+        section: Any = out
+        for step in where:
+            section = section.get(step) if isinstance(section, dict) else None
+        if isinstance(section, dict):
+            section.pop(key, None)
+    return out
 
 
 _worker: tuple[Scorer, TypeAdapter] | None = None  # in a worker process: its scorer and batch validator
@@ -796,7 +846,8 @@ def create_app(
                 raise store_down(e) from None
         return JSONResponse({"accepted": len(taken), "unseen": unseen})
 
-    @app.get("/sessions/{session_id}", response_model=SessionResponse, responses=_errors(404, 503))
+    # A path parameter: an id may hold "/", which the service accepts as training does.
+    @app.get("/sessions/{session_id:path}", response_model=SessionResponse, responses=_errors(404, 503))
     async def session(request: Request, session_id: str) -> JSONResponse:
         """An open session's latest score and state; 404 once it expired, or before its first event."""
         online: OnlineScorer = request.app.state.online
