@@ -356,6 +356,10 @@ def test_a_replica_seeds_redis_again_when_it_restarts_empty(entity_run, entity_a
             server.start()  # empty, as after a restart without persistence
             unready = client.get("/readyz")
             assert unready.status_code == 503 and "lost the history seeded at start" in unready.text
+            # Meanwhile an event is answered from its session alone, and says so: not scored as if the emptied
+            # history were the truth (a ring's device, seen nowhere, would look new).
+            gap = client.post("/events", json={"events": [r | {"session_id": "gap"} for r in records]})
+            assert gap.json()["results"][0]["degraded"] is True, gap.text
             gate.set()
             for _ in range(300):
                 if client.get("/readyz").status_code == 200:

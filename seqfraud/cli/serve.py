@@ -17,7 +17,7 @@ from seqfraud.cli import (
     apply_verification_arguments,
     history_of,
 )
-from seqfraud.errors import UserError, command
+from seqfraud.errors import command
 from seqfraud.export.artifact import open_artifact, verification_settings
 from seqfraud.scoring.history import History
 from seqfraud.scoring.online import seed
@@ -217,8 +217,12 @@ def main(argv: list[str] | None = None) -> None:
     if history is not None:
         try:
             seed_store(history)
-        except StoreUnavailable as e:
-            raise UserError(f"--history-events: could not seed the state store: {e}") from None
+        except StoreUnavailable as e:  # as without a history: serve, and seed once the store can be reached
+            log.warning(
+                "--history-events: could not seed the state store: %s (entity models answer /events degraded, or "
+                "503 with --on-store-error fail, and /readyz 503, until the service seeds it: it tries every 10 s)",
+                e,
+            )
     app = create_app(
         args.artifact,
         fmt=args.format,

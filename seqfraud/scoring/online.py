@@ -31,6 +31,7 @@ import functools
 import itertools
 import json
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -240,6 +241,7 @@ class OnlineScorer:
         store: StateStore,
         *,
         on_store_error: str = "degraded",
+        seeded: bool = False,
     ):
         if on_store_error not in ON_STORE_ERROR:
             raise ValueError(f"on_store_error must be one of {ON_STORE_ERROR}, got {on_store_error!r}")
@@ -248,6 +250,12 @@ class OnlineScorer:
         self.step: Step | None = step[0] if step is not None else None
         self.hidden_shape: tuple[int, int] | None = step[1] if step is not None else None
         self.on_store_error = on_store_error
+        # A store seeded with a history (serve --history-events) that an entity model reads: without it (a Redis
+        # restarted empty, until the service seeds it again) the entity features would read an empty history.
+        self.needs_seed = seeded and self.spec.entity is not None
+        self._degraded = _Occasional(
+            log, "degraded answers (each request's events scored as a session alone)"
+        )
         self._delta_field = self.spec.fields.index(S.TIME_DELTA)
         self._arrivals = itertools.count()
         store.check_restored(self._decode)
@@ -280,8 +288,16 @@ class OnlineScorer:
             _refuse_repeats(sids, keys, schema.event_id, source)
         # The last result of each session, in order of first appearance.
         results: dict[str, dict[str, Any]] = {}
+        try:
+            lost = self.needs_seed and not self.store.holds_seed()
+        except StoreUnavailable:
+            lost = False  # each session's update below meets the same outage and answers for it
         for sid, rows in segments(sids, self.spec.entity is not None):
             try:
+                if lost:
+                    raise StoreUnavailable(
+                        "the store lost the history seeded at start; the service seeds it again"
+                    )
                 state, taken, conflicting = self._take(
                     sid,
                     [keys[i] for i in rows],
@@ -289,9 +305,10 @@ class OnlineScorer:
                     [lines[i] for i in rows],
                     _rows(events, rows),
                 )
-            except StoreUnavailable:
+            except StoreUnavailable as e:
                 if self.on_store_error == "fail":
                     raise
+                self._degraded.note(e)
                 mine = [records[i] for i, other in enumerate(sids) if other == sid]
                 results[sid] = self._alone(sid, mine, source)
                 continue
@@ -472,6 +489,25 @@ class OnlineScorer:
             "conflicting": 0,
             "shorter_than_training": len(records) < self.spec.shortest_trained,
         }
+
+
+class _Occasional:
+    """A warning that may come at every request (a store outage): logged at its first occurrence, then at most
+    every ``every_s`` seconds with the count since, so that an outage is in the log without flooding it."""
+
+    def __init__(self, logger: logging.Logger, what: str, every_s: float = 10.0):
+        self.logger, self.what, self.every_s = logger, what, every_s
+        self._lock = threading.Lock()
+        self._count, self._logged_at = 0, float("-inf")
+
+    def note(self, cause: BaseException) -> None:
+        with self._lock:
+            self._count += 1
+            now = time.monotonic()
+            if now - self._logged_at < self.every_s:
+                return
+            count, self._count, self._logged_at = self._count, 0, now
+        self.logger.warning("%s: %d since the last such line; the store: %s", self.what, count, cause)
 
 
 def _refuse_repeats(session_ids: list[str], keys: list[str], column: str, source: str) -> None:

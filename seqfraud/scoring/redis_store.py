@@ -30,12 +30,22 @@ service decides whether to degrade or fail closed.
 from __future__ import annotations
 
 import json
+import random
 import re
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
 
-from seqfraud.scoring.state import Change, EntityRow, Label, StateStore, StoreUnavailable
+from seqfraud.scoring.state import (
+    Change,
+    EntityRow,
+    Label,
+    SessionLocks,
+    StateStore,
+    StoreBusy,
+    StoreUnavailable,
+)
 
 if TYPE_CHECKING:
     import redis
@@ -50,6 +60,9 @@ class RedisStore(StateStore):
     ``client``: an already configured ``redis.Redis`` (Sentinel, custom TLS or pool), used as it is, with its
     own timeouts; ``url`` then only names it in messages. :meth:`close` closes it either way.
     """
+
+    BACKOFF_S = 0.001  # the first wait after a conflicting write, doubled at each conflict in a row
+    BACKOFF_CAP_S = 0.05
 
     def __init__(
         self,
@@ -74,6 +87,7 @@ class RedisStore(StateStore):
             raise ValueError("entity_retention_s must be positive (None: kept)")
         self.where = redact(url)
         self.max_retries = max_retries
+        self._session_lock = SessionLocks()
         self._prefix = _bytes(prefix)
         self._labels_key = self._prefix + b"labels"
         self._seeded_key = self._prefix + b"seeded"
@@ -125,10 +139,15 @@ class RedisStore(StateStore):
 
     def update(self, session_id: str, change: Change) -> bytes | None:
         """Optimistic locking, because ``change`` is Python (it scores the event) and cannot run inside Redis:
-        WATCH makes EXEC fail when another writer got there first, and ``change`` then runs on the new state."""
+        WATCH makes EXEC fail when another writer got there first, and ``change`` then runs on the new state.
+
+        Writers of one session in this process take turns (:class:`SessionLocks`), so conflicts come from other
+        processes only; each is retried after a random wait that doubles up to :attr:`BACKOFF_CAP_S`, so that
+        replicas taking one session's events at once fall out of step. Past ``max_retries``: :class:`StoreBusy`.
+        """
         key = self._key(b"session:", session_id)
-        with self._reachable(), self._client.pipeline() as pipe:
-            for _ in range(1 + self.max_retries):
+        with self._session_lock(session_id), self._reachable(), self._client.pipeline() as pipe:
+            for attempt in range(1 + self.max_retries):
                 try:
                     pipe.watch(key)
                     current = cast("bytes | None", pipe.get(key))
@@ -139,11 +158,11 @@ class RedisStore(StateStore):
                     pipe.set(key, new, px=self._ttl_ms)
                     pipe.execute()
                     return new
-                except self._conflict:
-                    continue  # another replica wrote the session between our GET and EXEC: read it again
-        raise StoreUnavailable(
-            f"Redis at {self.where}: session {session_id!r} changed under us {1 + self.max_retries} times "
-            "in a row (contention)"
+                except self._conflict:  # another process wrote the session between our GET and EXEC
+                    time.sleep(random.uniform(0, min(self.BACKOFF_CAP_S, self.BACKOFF_S * 2**attempt)))
+        raise StoreBusy(
+            f"Redis at {self.where}: session {session_id!r} changed under us {1 + self.max_retries} times in a "
+            "row (other replicas writing it at once)"
         )
 
     def get(self, session_id: str) -> bytes | None:

@@ -55,7 +55,7 @@ from seqfraud.scoring.history import HistoryRequired, refuse_to_serve
 from seqfraud.scoring.online import OnlineScorer, label_keys, read_labels, segments
 from seqfraud.scoring.prepare import as_frame, normalized_events
 from seqfraud.scoring.scorer import Scorer
-from seqfraud.scoring.state import MemoryStore, StateStore, StoreUnavailable
+from seqfraud.scoring.state import MemoryStore, StateStore, StoreBusy, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -623,7 +623,10 @@ def create_app(
         app.state.scorer = scorer
         app.state.validators = request_models(scorer.spec, limits)
         app.state.online = OnlineScorer(
-            scorer, store if store is not None else MemoryStore(), on_store_error=on_store_error
+            scorer,
+            store if store is not None else MemoryStore(),
+            on_store_error=on_store_error,
+            seeded=reseed is not None,
         )
         app.state.online_validators = online_request_models(scorer.spec, limits)
         app.state.reseed = reseed
@@ -823,6 +826,11 @@ def create_app(
                 results = await run_in_threadpool(online.events, records, source="request")
             except StoreUnavailable as e:
                 raise store_down(e) from None
+            except StoreBusy as e:  # the store is up: the answer waits for a retry, which event ids make safe
+                log.warning("%s", e)
+                raise RequestError(
+                    503, f"{e}; retry", headers={"Retry-After": str(limits.retry_after_s)}
+                ) from None
         return JSONResponse(
             {
                 "results": results,

@@ -32,6 +32,23 @@ class StoreUnavailable(RuntimeError):
     """The store cannot be reached (Redis down or too slow): the service degrades or fails closed."""
 
 
+class StoreBusy(RuntimeError):
+    """The store is up, but a session's state kept changing under this writer (other replicas taking the same
+    session's events at once): the request is refused for a retry (which event ids make safe), never answered
+    from the session alone as if the store were down."""
+
+
+class SessionLocks:
+    """Locks striped over session ids: in one process, one session's updates apply one at a time (in arrival
+    order), while other sessions update side by side."""
+
+    def __init__(self, n: int = 64):
+        self._locks = [threading.Lock() for _ in range(n)]
+
+    def __call__(self, session_id: str) -> threading.Lock:
+        return self._locks[hash(session_id) % len(self._locks)]
+
+
 class SnapshotError(UserError, ValueError):
     """A snapshot file that cannot be restored: another format, or damaged."""
 
@@ -116,7 +133,6 @@ class MemoryStore(StateStore):
     side by side while one session's events apply in order.
     """
 
-    LOCKS = 64
     RETIRE_EVERY_S = 60.0  # how often the retention sweep (a pass over every session's rows) may run
 
     def __init__(
@@ -137,7 +153,7 @@ class MemoryStore(StateStore):
         self.model = model
         self.clock = clock
         self._sessions: OrderedDict[str, tuple[float, bytes]] = OrderedDict()  # by last update, oldest first
-        self._locks = [threading.Lock() for _ in range(self.LOCKS)]
+        self._session_lock = SessionLocks()
         self._lock = threading.Lock()  # the dicts themselves
         self._rows: dict[str, dict[str, EntityRow]] = {}  # session -> event key -> row
         self._index: dict[tuple[int, str], set[str]] = {}  # (column, value) -> sessions
@@ -147,7 +163,7 @@ class MemoryStore(StateStore):
             self._restore(self.snapshot)
 
     def update(self, session_id: str, change: Change) -> bytes | None:
-        with self._locks[hash(session_id) % self.LOCKS]:
+        with self._session_lock(session_id):
             current = self.get(session_id)
             new = change(current)
             if new is None:
