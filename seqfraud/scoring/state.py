@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import tempfile
 import threading
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from seqfraud.errors import UserError
+
+log = logging.getLogger(__name__)
 
 SNAPSHOT_FORMAT = "seqfraud.online-state"
 SNAPSHOT_VERSION = 1
@@ -314,6 +317,16 @@ class MemoryStore(StateStore):
             self._sessions[sid] = (t, state)
         self.add_entity_rows(rows)
         self.add_labels(labels)
+        # Written at the last clean stop: after a crash, what came since is not in it, and the age says so.
+        written = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(path.stat().st_mtime))
+        log.info(
+            "restored %d session(s), %d entity row(s) and %d label(s) from the snapshot %s, written %s",
+            len(sessions),
+            len(rows),
+            len(labels),
+            path,
+            written,
+        )
 
 
 def _text(value: Any) -> str:
