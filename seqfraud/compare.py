@@ -67,6 +67,9 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
         if (p / METRICS_FILE).is_file():
             found.append(p)
             continue
+        if p.is_file():  # a glob of a multirun directory matches Hydra's multirun.yaml beside the runs
+            log.warning("%s: a file, not a run directory: left out", p)
+            continue
         if not p.is_dir():
             raise FileNotFoundError(f"{p}: no such run directory")
         below = sorted(m.parent for m in p.rglob(METRICS_FILE))
@@ -74,8 +77,8 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
         found += below
     if not found:
         raise FileNotFoundError(
-            f"{empty[0]}: no {METRICS_FILE} in it or below it, so it is not a run directory "
-            "(train.py writes one per run)"
+            f"{(empty or list(map(Path, paths)))[0]}: no {METRICS_FILE} in it or below it, so it is not a run "
+            "directory (train.py writes one per run)"
         )
     predicting = [p for p in found if predictions(p, "test").is_file()]
     if not predicting:

@@ -83,7 +83,9 @@ def test_a_failed_run_beside_finished_ones_is_left_out_with_a_warning(runs, tmp_
     pretrained = tmp_path / "pretrain_run"
     pretrained.mkdir()
     (pretrained / "metrics.json").write_text("{}")
-    rows = write_leaderboard([runs, failed, pretrained], tmp_path / "board")
+    hydra_file = tmp_path / "multirun.yaml"  # what outputs/multirun/DATE/* matches beside the runs
+    hydra_file.write_text("hydra: {}\n")
+    rows = write_leaderboard([runs, failed, pretrained, hydra_file], tmp_path / "board")
     assert sorted(r["run"] for r in rows) == ["0", "1"]
     assert (
         "failed_run: no metrics.json in it or below it (a failed or unfinished run?): left out" in caplog.text
@@ -91,6 +93,7 @@ def test_a_failed_run_beside_finished_ones_is_left_out_with_a_warning(runs, tmp_
     assert (
         "pretrain_run: no test predictions (a pretraining run, or an unfinished one): left out" in caplog.text
     )
+    assert "multirun.yaml: a file, not a run directory: left out" in caplog.text
     with pytest.raises(FileNotFoundError, match="pretrain_run: no predictions/test.parquet"):
         write_leaderboard([pretrained])
 

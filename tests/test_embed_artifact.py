@@ -131,6 +131,10 @@ def test_a_lightgbm_run_has_no_encoder_to_export_or_embed(tmp_path, capsys):
             ["--run", "r", "--events", "e", "--out", "x.parquet"],
             "--events and --history-\\* go with --artifact",
         ),
+        (
+            ["--run", "r", "--out", "x.csv"],
+            "--out is a Parquet file, so its name ends in .parquet: got x.csv",
+        ),
     ],
 )
 def test_embed_takes_exactly_one_source(argv, message, capsys):

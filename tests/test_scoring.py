@@ -594,6 +594,13 @@ def test_batch_cli_writes_nothing_on_bad_input(exported_artifact, test_period_ev
         )
     assert exit_.value.code == 2 and "1 row(s) have a null timestamp" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["events.parquet"]
+    # Parquet written under a .csv name would mislead whoever opens it: refused before anything is read.
+    with pytest.raises(SystemExit) as exit_:
+        score_cli(["--artifact", "a", "--events", "e", "--out", str(tmp_path / "scores.csv")])
+    assert (
+        exit_.value.code == 2
+        and "--out is a Parquet file, so its name ends in .parquet" in capsys.readouterr().err
+    )
 
 
 def test_serving_path_imports_neither_lightning_nor_hydra_nor_wandb(

@@ -49,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     add_verification_arguments(batch)
     add_history_arguments(batch)
     args = parser.parse_args(argv)
+    if args.out.suffix != ".parquet":  # Parquet under another name misleads whoever opens it
+        parser.error(f"--out is a Parquet file, so its name ends in .parquet: got {args.out}")
     if args.run is not None:
         if args.events or args.history_events or args.history_labels:
             parser.error("--events and --history-* go with --artifact; --run embeds the run's own datasets")

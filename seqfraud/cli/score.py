@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 
 import torch
 
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> None:
     add_verification_arguments(p)
     add_history_arguments(p)
     args = p.parse_args(argv)
+    if Path(args.out).suffix != ".parquet":  # Parquet under another name misleads whoever opens it
+        p.error(f"--out is a Parquet file, so its name ends in .parquet: got {args.out}")
 
     torch.set_num_threads(1)  # parallel across batches, not inside ops: no thread barriers per op
     scorer = Scorer.load(
