@@ -564,12 +564,19 @@ def _fit_stats(
     counts: dict[str, dict[str, int]] = {c: {} for c in cats}
     for row in count_rows:
         counts[cats[row[_FIELD]]][row[_VALUE]] = row[_N]
-    summary = train.agg(_count(), F.countDistinct(S.SESSION_ID), F.min(S.TS_US), F.max(S.TS_US)).first()
+    summary = train.agg(
+        _count(),
+        F.countDistinct(S.SESSION_ID),
+        F.min(S.TS_US),
+        F.max(S.TS_US),
+        *(F.count(_col(c)) for c in cats),
+    ).first()
     assert summary is not None  # a global aggregate always has its one row
     return FitStats(
         counts=counts,
         quantiles=_exact_quantiles(train, numeric, probs),
         n_events=int(summary[0]),
+        present={c: int(summary[4 + i]) for i, c in enumerate(cats)},
         n_sessions=int(summary[1]),
         first_event_us=summary[2],
         last_event_us=summary[3],

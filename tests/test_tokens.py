@@ -108,6 +108,9 @@ def test_vocab_frequency_ranked_ties_by_value_with_min_count(tmp_path):
     # counts: view 4, add 2, click 2, pay 1, zzz 1 -> add before click on the tie; pay/zzz below min_count
     assert spec.vocab["event_type"] == ["view", "add", "click"]
     assert spec.vocab["device"] == ["web", "app"]  # web 5, app 3; nulls never enter the vocabulary
+    # The share of training events with a value whose value has a token: event types 8 of 10, devices 8 of 8
+    # (a null is missing, not unknown: payment fields are null on most events of a clickstream).
+    assert spec.fit_info["vocab_coverage"] == {"event_type": 0.8, "device": 1.0}
     assert spec.vocab_size("event_type") == FIRST_ID + 3
     s1 = seqs["s1"]
     assert s1[TOK["event_type"]] == [4, 6, 5, 4, UNKNOWN, 6, 4, 5, UNKNOWN, 4]
@@ -133,6 +136,16 @@ def test_vocab_min_count_and_max_vocab(tmp_path, min_count, max_vocab, expected)
     ids = {v: FIRST_ID + i for i, v in enumerate(expected)}
     types = [r[2] for r in VOCAB_ROWS]
     assert seqs["s1"][TOK["event_type"]] == [ids.get(t, UNKNOWN) for t in types]
+
+
+def test_a_vocabulary_that_covers_little_of_the_training_events_is_warned_about(tmp_path, caplog):
+    """A column of ids (one value per event) keeps no value past min_count: every event reads as unknown, which
+    a dogfood run found only in the spec."""
+    rows = [("s1", i, "view", f"dev{i}", 1.0, 0) for i in range(10)]
+    _, spec, _ = run(write(frame(rows), tmp_path / "e.parquet"), min_count=2)
+    assert spec.vocab["device"] == [] and spec.fit_info["vocab_coverage"]["device"] == 0.0
+    assert "column 'device': its 0 kept value(s) (seen at least 2 times in training" in caplog.text
+    assert "column 'event_type'" not in caplog.text
 
 
 def test_unseen_rare_and_null_categories(tmp_path):

@@ -6,9 +6,11 @@ Input frames are the normalized events of :mod:`seqfraud.data.events` (``session
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -72,9 +74,14 @@ class FitStats:
         str, list[float | None]
     ]  # numeric field -> the value at quantile_rank(q, n) per probability
     n_events: int
+    present: dict[str, int]  # categorical field -> events with a value (not null)
     n_sessions: int
     first_event_us: int | None
     last_event_us: int | None
+
+
+log = logging.getLogger(__name__)
+LOW_COVERAGE = 0.5  # a categorical field whose vocabulary covers less of the training events is warned about
 
 
 def quantile_probs(n_buckets: int, tail_quantiles: tuple[float, ...] = ()) -> list[float]:
@@ -132,7 +139,7 @@ def build_spec(
         time_delta.get("max_seconds", 86_400.0),
         time_delta.get("n_buckets", 24),
     )
-    fit_info = {
+    fit_info: dict[str, Any] = {
         "n_events": stats.n_events,
         "n_sessions": stats.n_sessions,
         "first_event_us": stats.first_event_us,
@@ -143,6 +150,27 @@ def build_spec(
         "tail_quantiles": list(tail_quantiles),
     }
     vocab = {c: vocabulary(stats.counts[c], min_count, max_vocab) for c in schema.categorical_fields}
+    # The share of training events with a value whose value has a token: an id-like column (one value per
+    # session or event) keeps none, and reads as nothing but unknown.
+    coverage = {
+        c: round(sum(stats.counts[c][v] for v in vocab[c]) / stats.present[c], 4)
+        if stats.present[c]
+        else None
+        for c in schema.categorical_fields
+    }
+    fit_info["vocab_coverage"] = coverage
+    for c, share in coverage.items():
+        if share is not None and share < LOW_COVERAGE:
+            log.warning(
+                "column %r: its %d kept value(s) (seen at least %d times in training, at most %d) cover %.1f%% of "
+                "the training events that have a value; the others read as unknown. A column of ids says "
+                "nothing as a token: name it in data.schema.entities, or leave it out",
+                c,
+                len(vocab[c]),
+                min_count,
+                max_vocab,
+                100 * share,
+            )
     return Spec(
         schema=schema,
         timestamp_unit=timestamp_unit,
@@ -180,6 +208,7 @@ def fit_stats(
     )
     summary_query = train_events.select(
         pl.len().alias("__n_events"),
+        *(pl.col(c).count().alias(f"__present_{i}") for i, c in enumerate(fields)),
         pl.col(S.SESSION_ID).n_unique().alias("__n_sessions"),
         pl.col(S.TS_US).min().alias("__ts_min"),
         pl.col(S.TS_US).max().alias("__ts_max"),
@@ -194,6 +223,7 @@ def fit_stats(
         counts=by_field,
         quantiles=numeric_quantiles(train_events, numeric, probs, n_events, memory_bytes),
         n_events=n_events,
+        present={c: int(row[f"__present_{i}"]) for i, c in enumerate(fields)},
         n_sessions=int(row["__n_sessions"]),
         first_event_us=row["__ts_min"],
         last_event_us=row["__ts_max"],
