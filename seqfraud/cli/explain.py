@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -31,10 +32,11 @@ def explain_session(
     out: str | Path,
     png: str | Path | None = None,
     history: Callable[[Spec], History | None] = lambda spec: None,
-) -> pl.DataFrame:
+) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Write the HTML view (and the PNG) of one session; returns the per-event contributions.
 
     ``history`` gives what an artifact with entity features reads besides the session (docs/entities.md).
+    Also returns the session's score row (``score``, ``band``, and ``raw_score``: the contributions' units).
     """
     scorer = Scorer.load(artifact)
     scorer.history = history(scorer.spec)
@@ -44,10 +46,13 @@ def explain_session(
     Path(out).write_text(reports.session_html(explained, scored, scorer.model_version), encoding="utf-8")
     if png:
         reports.session_png(explained, scored, png)
-    return explained
+    return explained, scored
 
 
 NO_SINGLE_EVENT = 5e-4  # below this, every contribution prints as 0.000
+SMALL_SHARE = (
+    0.05  # a flagged session's largest contribution below this share of its raw score explains little
+)
 
 
 @command
@@ -64,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     add_history_arguments(parser)
     args = parser.parse_args(argv)
     apply_verification_arguments(args)
-    explained = explain_session(
+    explained, scored = explain_session(
         args.artifact, args.events, args.session, args.out, args.png, lambda spec: history_of(args, spec)
     )
     top = explained.sort(S.CONTRIBUTION, descending=True).head(3)
@@ -74,8 +79,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         + "; top events: "
         + ", ".join(f"{e} ({c:+.3f})" for e, c in zip(top[S.EVENT], top[S.CONTRIBUTION]))
     )
-    if np.abs(explained[S.CONTRIBUTION].to_numpy()).max() < NO_SINGLE_EVENT:
+    # A flagged session is the one whose reason is asked for: a sliver of its score is no reason.
+    largest, raw = float(np.abs(explained[S.CONTRIBUTION].to_numpy()).max()), scored[S.RAW_SCORE]
+    flagged = scored[S.BAND] != "approve"
+    if largest < NO_SINGLE_EVENT or (flagged and largest < SMALL_SHARE * raw):
         print(
-            "note: no single event moves this score: it comes from the session as a whole (a stacked model's "
-            "trees move in steps, and leaving out one event may cross none of their splits)"
+            f"note: no single event explains this score (the largest moves its raw score of {raw:.3f} by "
+            f"{largest:.3f}): it comes from the session as a whole. A stacked model's trees move in steps, and "
+            "leaving out one event may cross none of their splits; read the contributions as an order, not as "
+            "the reason for the score"
         )
