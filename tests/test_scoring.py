@@ -601,6 +601,16 @@ def test_batch_cli_writes_nothing_on_bad_input(exported_artifact, test_period_ev
         exit_.value.code == 2
         and "--out is a Parquet file, so its name ends in .parquet" in capsys.readouterr().err
     )
+    # Scores written among the files --events reads would be read as events by the next run (a dogfood run's
+    # directory then failed every command: the files disagree on their columns).
+    for events, out in (
+        (tmp_path, tmp_path / "scores.parquet"),
+        (tmp_path / "*.parquet", tmp_path / "s.parquet"),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            score_cli(["--artifact", "a", "--events", str(events), "--out", str(out)])
+        assert exit_.value.code == 2 and "is among the files --events" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["events.parquet"]
 
 
 def test_serving_path_imports_neither_lightning_nor_hydra_nor_wandb(

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from seqfraud.cli import add_history_arguments, add_verification_arguments, history_of
+from seqfraud.data.events import reads
 from seqfraud.errors import command
 from seqfraud.export.artifact import open_artifact, verification_settings
 from seqfraud.scoring.batch import CHUNK_EVENTS, embed_file
@@ -64,6 +65,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if not args.events:
         parser.error("--artifact needs --events: the event log whose sessions to embed")
+    if reads(args.events, args.out):
+        parser.error(
+            f"--out {args.out} is among the files --events {args.events} reads: the next run would read it"
+        )
     artifact = open_artifact(args.artifact, **verification_settings(args.verify_key, args.require_signed))
     embedding = artifact.load_embedding(args.format)
     torch.set_num_threads(1)  # parallel across batches, not inside ops, as seqfraud score

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from seqfraud.cli import add_history_arguments, add_verification_arguments, history_of
+from seqfraud.data.events import reads
 from seqfraud.errors import command
 from seqfraud.scoring.batch import CHUNK_EVENTS, score_file
 from seqfraud.scoring.scorer import Scorer
@@ -43,6 +44,10 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if Path(args.out).suffix != ".parquet":  # Parquet under another name misleads whoever opens it
         p.error(f"--out is a Parquet file, so its name ends in .parquet: got {args.out}")
+    if reads(args.events, args.out):
+        p.error(
+            f"--out {args.out} is among the files --events {args.events} reads: the next run would read it"
+        )
 
     torch.set_num_threads(1)  # parallel across batches, not inside ops: no thread barriers per op
     scorer = Scorer.load(

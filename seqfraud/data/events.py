@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import fnmatch
 import functools
 import glob
 import os
@@ -96,6 +97,17 @@ def resolve_paths(path: str | os.PathLike) -> list[str]:
     if not files:
         raise DataValidationError(f"{p}: no such file, or no Parquet/CSV files match")
     return files
+
+
+def reads(path: str | os.PathLike, file: str | os.PathLike) -> bool:
+    """Whether :func:`resolve_paths` of ``path`` would read ``file`` (which need not exist yet): an output
+    written there would be read as input by the next run over the same path."""
+    p, f = os.path.abspath(path), os.path.abspath(file)
+    if os.path.isdir(p):
+        return f.startswith(os.path.join(p, "")) and f.endswith(".parquet")
+    if glob.has_magic(str(path)):
+        return fnmatch.fnmatch(f, p)
+    return f == p
 
 
 _PARQUET_SUFFIXES = (".parquet", ".pq")
