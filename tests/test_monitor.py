@@ -124,7 +124,12 @@ def test_cli_exit_codes(exported_artifact, windows, tmp_path, capsys):
     windows["reference"].write_csv(ref)
     args = ["--artifact", str(exported_artifact), "--current", str(late), "--reference", str(ref)]
     assert main([*args, "--out", str(tmp_path / "a"), "--fail-on-alert"]) == 1
-    assert "ALERT unknown_rate_increase event_type" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "ALERT unknown_rate_increase event_type" in out
+    # A new category's line names it and its unit, as the report does.
+    report = json.loads((tmp_path / "a" / "monitor.json").read_text())
+    new = next(a for a in report["alerts"] if a["check"] == "new_category")
+    assert f"ALERT new_category {new['field']}: {new['category']!r} in {new['value']:,} sessions" in out
     assert main([*args, "--out", str(tmp_path / "b")]) == 0
     # Thresholds no window can reach: nothing to alert on.
     high = [

@@ -26,6 +26,17 @@ def _threshold(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"expected NAME=NUMBER, got {text!r}") from None
 
 
+def finding(a: dict) -> str:
+    """One alert or warning as a line: a new category names its value, counted in sessions."""
+    if a["check"] == "new_category":
+        return (
+            f"new_category {a['field']}: {a['category']!r} in {a['value']:,} sessions (threshold "
+            f"{a['threshold']:g})"
+        )
+    over = f" over {a['over']}" if "over" in a else ""
+    return f"{a['check']} {a['field']}: {a['value']:.4g}{over} (threshold {a['threshold']:g})"
+
+
 @command
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
@@ -64,9 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         history=lambda spec: history_of(args, spec),
     )
     for a in report["alerts"]:
-        print(f"ALERT {a['check']} {a['field']}: {a['value']:.4g} (threshold {a['threshold']:g})")
+        print(f"ALERT {finding(a)}")
     for a in report["warnings"]:
-        print(f"warning {a['check']} {a['field']}: {a['value']:.4g} (threshold {a['threshold']:g})")
+        print(f"warning {finding(a)}")
     print(
         f"{len(report['alerts'])} alert(s), {len(report['warnings'])} warning(s) -> {Path(args.out) / 'monitor.html'}"
     )
