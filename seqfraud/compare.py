@@ -24,7 +24,7 @@ from seqfraud import schema as S
 from seqfraud.config import plain
 from seqfraud.errors import UserError
 from seqfraud.metrics import precision_key, recall_key
-from seqfraud.rundir import CONFIG_FILE, METRICS_FILE, PREDICTIONS_DIR, STACKING_REPORT, predictions
+from seqfraud.rundir import CONFIG_FILE, METRICS_FILE, PREDICTIONS_DIR, aggregates_alone, predictions
 
 log = logging.getLogger(__name__)
 
@@ -134,10 +134,7 @@ def model_label(run: Run) -> str:
     """The run's model; a stacked run whose stacker kept the aggregates alone (its sequence model did not win
     on validation) says so, since its scores are LightGBM's."""
     name = str(run.metrics.get("model", ""))
-    report = run.path / STACKING_REPORT
-    if report.exists() and json.loads(report.read_text()).get("chosen") == "aggregates":
-        return f"{name} (LightGBM alone)"
-    return name
+    return f"{name} (LightGBM alone)" if aggregates_alone(run.path) else name
 
 
 def leaderboard(runs: list[Run], fpr: float = 0.01, recall: float = 0.5) -> list[dict[str, Any]]:

@@ -33,6 +33,15 @@ def predictions(run_dir: str | Path, split: str) -> Path:
     return Path(run_dir) / PREDICTIONS_DIR / f"{split}.parquet"
 
 
+def aggregates_alone(run_dir: str | Path) -> bool:
+    """Whether a stacked run's stacker kept the aggregates alone: its scores are then LightGBM's, whatever its
+    sequence model's settings."""
+    import json
+
+    report = Path(run_dir) / STACKING_REPORT
+    return report.is_file() and json.loads(report.read_text()).get("chosen") == "aggregates"
+
+
 def prepared_dir(run_dir: str | Path) -> Path:
     """Where a run's spec and tokenized data live: its ``prepared_dir`` if it was trained on one, else itself."""
     from omegaconf import OmegaConf  # a run directory's config is Hydra's; the serving path never calls this

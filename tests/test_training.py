@@ -86,6 +86,35 @@ def test_optuna_search_composes_with_its_sweeper():
     assert "optim.lr" in sweeper.params and cfg.hydra.mode.name == "MULTIRUN"
 
 
+def test_a_search_whose_stacker_keeps_the_aggregates_alone_says_it_searches_nothing(
+    tmp_path, monkeypatch, capfd
+):
+    """Every trial of hparams_search=optuna on the default model scored alike on a dogfood log, and Hydra named
+    "best parameters": the stacker kept LightGBM alone, whose validation PR-AUC the sequence settings cannot move.
+    Each such trial says so (train is stood in for: what is tested is the sweep's reading of the run)."""
+    import json
+
+    from hydra.core.hydra_config import HydraConfig
+
+    import seqfraud.cli.train as cli
+    from seqfraud.rundir import STACKING_REPORT
+
+    def fitted(cfg):
+        Path(HydraConfig.get().runtime.output_dir, STACKING_REPORT).write_text(
+            json.dumps({"chosen": "aggregates"})
+        )
+        return {"val": {"pr_auc": 0.5}}
+
+    monkeypatch.setattr(cli, "train", fitted)
+    cli.main(
+        ["hparams_search=optuna", "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={tmp_path}", "logger=none"]
+    )
+    logged = capfd.readouterr().out  # Hydra's job logging writes to stdout
+    assert (
+        "the stacker kept the aggregates alone, so this trial's validation PR-AUC does not depend" in logged
+    )
+
+
 def test_ablation_configs_change_what_they_claim():
     shuffled = compose_train(["+experiment=ablation_shuffled_order", "paths.output_dir=x"])
     no_time = compose_train(["+experiment=ablation_no_time", "paths.output_dir=x"])

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from seqfraud.cli import CONFIG_PATH, run_hydra
 from seqfraud.cli.hydra_main import hydra_command
+from seqfraud.rundir import aggregates_alone
 from seqfraud.training.train import train
+
+log = logging.getLogger(__name__)
 
 
 @hydra_command(config_path=CONFIG_PATH, config_name="train")
@@ -16,7 +21,19 @@ def train_task(cfg: DictConfig) -> float | None:
     """Returns the validation PR-AUC, the objective of a Hydra sweep (ranks other than 0 and pretraining runs,
     which have no PR-AUC, report nothing)."""
     metrics = train(cfg)
+    if metrics and _searching() and aggregates_alone(HydraConfig.get().runtime.output_dir):
+        # Then the objective is LightGBM's alone: every trial scores the same, and "best parameters" mean nothing.
+        log.warning(
+            "the stacker kept the aggregates alone, so this trial's validation PR-AUC does not depend on the "
+            "sequence model's settings being searched: search them with model=small (or another sequence "
+            "preset), then train model=stacked with the best of them"
+        )
     return metrics["val"].get("pr_auc") if metrics else None
+
+
+def _searching() -> bool:
+    """Whether this run is a trial of an Optuna search (hparams_search=optuna)."""
+    return "optuna" in str(HydraConfig.get().sweeper.get("_target_", "")).lower()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
