@@ -226,7 +226,10 @@ class SparkEngine:
             (F.col(_OFFSET) + F.col(_FILE_ROW)).alias(S.ROW_INDEX),
         ]
         if with_label:
-            cols.append(_col(schema.label).cast("double").alias(S.LABEL))
+            label = _col(schema.label).cast("double")
+            cols.append(
+                F.nanvl(label, F.lit(None).cast("double")).alias(S.LABEL)
+            )  # NaN: pandas' missing label
             if schema.label_time:
                 lt = schema.label_time
                 lt_us, lt_out = _timestamp_us(

@@ -366,6 +366,21 @@ def test_event_labels_not_0_1(tmp_path, labels, n_bad, first):
     fails(path, path, f"column 'label': {n_bad} row(s) have a label that is not 0/1 (first: {first})")
 
 
+def test_a_nan_label_is_a_missing_label(tmp_path):
+    """pandas writes a float label column with NaN for the sessions nobody reviewed: that is a missing label (the
+    unlabelled policy decides), not a label that is not 0/1."""
+    nan = float("nan")
+    path = write(events(label=pl.Series([0.0, 0.0, nan, nan, 1.0])), tmp_path / "e.parquet")
+    fails(path, path, "column 'label': 2 event row(s) in 1 session(s) have no label")
+    kept = load_events(path, SCHEMA, on_unlabeled="keep").sessions.sort(S.SESSION_ID)
+    assert kept[S.LABEL].to_list() == [0, None, 1]
+    ev, _ = _split_tables(tmp_path, [("s1", 0), ("s2", 1), ("s3", 0)])
+    lab = write(
+        pl.DataFrame({"session_id": ["s1", "s2", "s3"], "label": [0.0, nan, 1.0]}), tmp_path / "nan.parquet"
+    )
+    fails(ev, lab, "column 'label': 1 row(s) have no label (null or NaN): leave sessions without", labels=lab)
+
+
 def test_fractional_event_labels(tmp_path):
     path = write(events(label=pl.Series([0.0, 0.0, 0.5, 0.5, 1.0])), tmp_path / "e.parquet")
     fails(path, path, "column 'label': 2 row(s) have a label that is not 0/1")
@@ -471,7 +486,7 @@ def test_label_table_null_labels_and_ids(tmp_path):
     ev = write(events().drop("label"), tmp_path / "events.parquet")
     lab = pl.DataFrame({"session_id": ["s1", "s2", "s3"], "label": [0, None, None]})
     lab = write(lab, tmp_path / "l1.parquet")
-    fails(ev, lab, "column 'label': 2 row(s) have a null label", labels=lab)
+    fails(ev, lab, "column 'label': 2 row(s) have no label (null or NaN)", labels=lab)
     lab = write(pl.DataFrame({"session_id": ["s1", None, "s3"], "label": [0, 1, 0]}), tmp_path / "l2.parquet")
     fails(ev, lab, "column 'session_id': 1 row(s) have a null session id", labels=lab)
 

@@ -608,7 +608,9 @@ def normalize(
         ],
     ]
     if with_label:
-        cols.append(pl.col(schema.label).cast(pl.Float64).alias(S.LABEL))
+        cols.append(
+            pl.col(schema.label).cast(pl.Float64).fill_nan(None).alias(S.LABEL)
+        )  # NaN: pandas' missing
         if schema.label_time:
             lt_raw, lt_unit = epoch_value(schema.label_time, have[schema.label_time], label_time_unit(unit))
             lt_us, lt_outside = timestamp_us(pl.col(S.LABEL_TIME_US), lt_unit, range_us)
@@ -713,7 +715,7 @@ def read_labels(path: str, schema: Schema, *, timestamp_unit: str | None = None)
         not_labels(lf, schema.label, source)
     columns = [
         pl.col(schema.session_id).cast(pl.String).alias(S.SESSION_ID),
-        pl.col(schema.label).cast(pl.Float64).alias(S.LABEL),
+        pl.col(schema.label).cast(pl.Float64).fill_nan(None).alias(S.LABEL),  # NaN: pandas' missing label
     ]
     epochs = []
     if lt is not None and timestamp_unit is not None:
@@ -734,7 +736,11 @@ def read_labels(path: str, schema: Schema, *, timestamp_unit: str | None = None)
     for col, n, what in (
         (schema.session_id, labels[S.SESSION_ID].null_count(), "have a null session id"),
         (schema.session_id, int(labels.select(blank(S.SESSION_ID).sum()).item()), BLANK_ID),
-        (schema.label, labels[S.LABEL].null_count(), "have a null label"),
+        (
+            schema.label,
+            labels[S.LABEL].null_count(),
+            "have no label (null or NaN): leave sessions without a label out of the label table",
+        ),
     ):
         if n:
             fail_rows(source, col, n, what)
