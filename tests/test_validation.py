@@ -133,6 +133,22 @@ def test_null_session_ids_in_a_sharded_directory(tmp_path):
     fails(tmp_path / "shards", f"{tmp_path / 'shards'} (2 files)", "column 'session_id': 3 row(s)")
 
 
+def test_a_directory_is_read_once_whatever_links_it_holds(tmp_path):
+    """A link back up the tree read every file 41 times (glob's recursion follows it to its depth limit), and
+    a file linked under a second name would be read twice: the first is read once, the second refused."""
+    shards = tmp_path / "shards"
+    write(events().head(2), shards / "part-0.parquet")
+    write(events().tail(3), shards / "sub" / "part-1.parquet")  # a partitioned dataset's subdirectory
+    write(events(), shards / ".hidden" / "old.parquet")  # hidden, as glob leaves them
+    (shards / "loop").symlink_to(shards)
+    (shards / "a").symlink_to(shards / "b")
+    (shards / "b").symlink_to(shards / "a")
+    loaded = load_events(str(shards), SCHEMA)
+    assert loaded.source == f"{shards} (2 files)" and loaded.report["n_events"] == 5
+    (shards / "copy.parquet").symlink_to(shards / "part-0.parquet")
+    fails(shards, "copy.parquet and", "part-0.parquet are the same file (through a link)")
+
+
 def test_null_timestamps(tmp_path):
     ts = [T0, None, T0, None, None]
     path = write(events(timestamp=pl.Series(ts, dtype=pl.Datetime("us"))), tmp_path / "e.parquet")

@@ -86,16 +86,41 @@ class LoadedEvents(Generic[EventsT]):
 
 
 def resolve_paths(path: str | os.PathLike) -> list[str]:
-    """A file, a directory of Parquet files, or a glob, to a sorted file list (sorted: row order is the tie-break)."""
+    """A file, a directory of Parquet files (its subdirectories too, as a partitioned dataset has them), or a
+    glob, to a sorted file list (sorted: row order is the tie-break).
+
+    Linked directories are followed once each: a link back up the tree (``loop -> .``) read every file 41 times
+    through glob's recursion. A file reached twice under two names would count its rows twice, so it is refused.
+    """
     p = str(path)
     if os.path.isdir(p):
-        files = sorted(glob.glob(os.path.join(glob.escape(p), "**", "*.parquet"), recursive=True))
+        files, seen = [], set()
+        for root, dirs, names in os.walk(p, followlinks=True):
+            if os.path.realpath(root) in seen:
+                dirs.clear()  # a directory already read, reached again through a link
+                continue
+            seen.add(os.path.realpath(root))
+            dirs[:] = sorted(
+                d for d in dirs if not d.startswith(".")
+            )  # hidden ones stay out, as glob leaves them
+            files += [
+                os.path.join(root, n) for n in names if n.endswith(".parquet") and not n.startswith(".")
+            ]
+        files.sort()
     elif glob.has_magic(p):
         files = sorted(glob.glob(p, recursive=True))
     else:
         files = [p] if os.path.exists(p) else []
     if not files:
         raise DataValidationError(f"{p}: no such file, or no Parquet/CSV files match")
+    first: dict[str, str] = {}
+    for f in files:
+        if (real := os.path.realpath(f)) in first:
+            raise DataValidationError(
+                f"{p}: {first[real]} and {f} are the same file (through a link), so its rows would be read "
+                "twice; remove the link, or name the files to read"
+            )
+        first[real] = f
     return files
 
 
