@@ -278,6 +278,11 @@ CASES: dict[str, Case] = {
         ),
         f"column '{TS}': 3 row(s) have a null timestamp",
     ),
+    "csv that is not utf-8": _file(  # a spreadsheet's Windows-1252 export: it was a traceback
+        "e.csv",
+        lambda: _with_row(GOOD, 3, **{DEVICE: "café"}).write_csv().encode("cp1252"),
+        "1 line(s) are not UTF-8 text (first: line 5, byte b'\\xe9'); CSV files are read as UTF-8",
+    ),
     "day-first dates in csv are not guessed": _file(
         "e.csv",
         lambda: _with_row(GOOD, 3, **{TS: "01/03/2026"}),

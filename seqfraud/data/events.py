@@ -330,7 +330,10 @@ def _text_rows(file: str, column: str, where: pl.Expr) -> tuple[int, Any, int]:
 
 
 def _csv_fault(file: str, have: pl.Schema) -> str | None:
-    """What made a CSV file fail to parse, counted: values that do not fit a typed column, or ragged rows."""
+    """What made a CSV file fail to parse, counted: bytes that are not UTF-8, values that do not fit a typed
+    column, or ragged rows."""
+    if encoding := _not_utf8(file):
+        return encoding
     for c, dtype in have.items():
         if dtype == pl.String:
             continue
@@ -361,6 +364,24 @@ def _csv_fault(file: str, have: pl.Schema) -> str | None:
             f"{ragged[0]:,}); quote values that hold the separator"
         )
     return None
+
+
+def _not_utf8(file: str) -> str | None:
+    """The lines of a file that are not UTF-8 (a spreadsheet's Windows-1252 export), counted, with the first."""
+    bad, first = 0, ""
+    with open(file, "rb") as f:
+        for i, line in enumerate(f, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                bad += 1
+                first = first or f"line {i:,}, byte {line[e.start : e.start + 1]!r}"
+    if not bad:
+        return None
+    return (
+        f"{file}: {bad:,} line(s) are not UTF-8 text (first: {first}); CSV files are read as UTF-8: re-encode "
+        "it, e.g. iconv -f cp1252 -t utf-8"
+    )
 
 
 def fail_rows(source: str, column: str, n_rows: int, what: str, first: str = "") -> None:
