@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -592,7 +593,9 @@ def test_batch_cli_writes_nothing_on_bad_input(exported_artifact, test_period_ev
                 "2",
             ]
         )
-    assert exit_.value.code == 2 and "1 row(s) have a null timestamp" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "1 row(s) have a null timestamp" in err
+    assert re.search(r"\(chunk \d+ of \d+: counts of this chunk's sessions\)", err), err  # not the file's
     assert sorted(p.name for p in tmp_path.iterdir()) == ["events.parquet"]
     # Parquet written under a .csv name would mislead whoever opens it: refused before anything is read.
     with pytest.raises(SystemExit) as exit_:

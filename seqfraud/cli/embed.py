@@ -36,7 +36,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     batch = parser.add_argument_group("with --artifact")
     batch.add_argument("--format", default="torchscript", choices=("torchscript", "pt2"))
     batch.add_argument(
-        "--chunk-events", type=int, default=CHUNK_EVENTS, help="events per chunk (bounds memory)"
+        "--chunk-events",
+        type=int,
+        default=CHUNK_EVENTS,
+        help="events per chunk: bounds memory; each chunk reads the input once more, so small chunks cost time",
     )
     batch.add_argument("--batch-size", type=int, default=64, help="sessions per model call")
     batch.add_argument(

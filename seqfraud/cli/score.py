@@ -27,7 +27,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--events", required=True, help="Parquet/CSV file, directory of Parquet files, or glob")
     p.add_argument("--out", required=True, help="output Parquet file")
     p.add_argument("--format", default="torchscript", choices=("torchscript", "pt2"))
-    p.add_argument("--chunk-events", type=int, default=CHUNK_EVENTS, help="events per chunk (bounds memory)")
+    p.add_argument(
+        "--chunk-events",
+        type=int,
+        default=CHUNK_EVENTS,
+        help="events per chunk: bounds memory; each chunk reads the input once more, so small chunks cost time",
+    )
     p.add_argument("--batch-size", type=int, default=64, help="sessions per model call")
     p.add_argument(
         "--workers",

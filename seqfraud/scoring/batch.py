@@ -85,7 +85,9 @@ def iter_sequences(
         if spec.entity is not None:
             frame = (featured.filter(part == i) if k > 1 else featured).collect()
         else:
-            frame = normalized_events(events.filter(part == i) if k > 1 else events, spec, source)
+            # Each chunk is validated as it is read: its counts are its own, and the message says so.
+            where = source if k == 1 else f"{source} (chunk {i + 1} of {k}: counts of this chunk's sessions)"
+            frame = normalized_events(events.filter(part == i) if k > 1 else events, spec, where)
         # A stacked artifact's aggregates read the events too; other artifacts need only the tokens.
         return polars_sequences(frame, spec), frame if scorer.stacker is not None else None
 
