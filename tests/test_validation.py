@@ -183,6 +183,18 @@ def test_unparseable_csv_timestamps(tmp_path):
     )
 
 
+def test_blank_csv_lines_are_no_events(tmp_path, caplog):
+    """An export's trailing newlines read as rows of nulls, refused as null session ids: they are left out, and
+    said so; a row with a value is not blank."""
+    path = tmp_path / "e.csv"
+    path.write_text(
+        CSV_HEADER + "s1,2024-01-01T00:00:00,view,web,1.0,0\n\n" + "s2,2024-01-01T00:01:00,view,,,1\n\n\n"
+    )
+    loaded = load_events(str(path), SCHEMA)
+    assert loaded.report["n_events"] == 2 and loaded.report["n_sessions"] == 2
+    assert f"{path}: 3 blank line(s) (every field empty) left out" in caplog.text
+
+
 def test_unparseable_string_timestamps_in_parquet(tmp_path):
     ts = pl.Series(["2024-01-01T00:00:00", "not a date", "2024-01-01T00:01:00", "", "2024-01-01T00:02:00"])
     path = write(events(timestamp=ts), tmp_path / "e.parquet")

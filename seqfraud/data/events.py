@@ -13,6 +13,7 @@ import difflib
 import fnmatch
 import functools
 import glob
+import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -63,6 +64,7 @@ def blank(column: str) -> pl.Expr:
     return pl.col(column).str.strip_chars() == ""
 
 
+log = logging.getLogger(__name__)
 _CATEGORICAL_OK = (pl.String, pl.Categorical, pl.Enum, pl.Boolean)
 # Entity ids: strings or integers (as their decimal text); an all-null column is an entity no event has.
 _ENTITY_OK = (pl.String, pl.Categorical, pl.Enum, pl.Null)
@@ -286,13 +288,18 @@ def _scan_csv(file: str, schema: Schema) -> pl.LazyFrame:
     integers = [
         pl.col(c).cast(pl.Int64, strict=False).is_not_null().sum().alias(f"{S.ROW_INDEX}{c}") for c in texts
     ]
+    # A blank line (an export's trailing newlines) reads as a row of nulls; it is no event, so it is left out.
+    blank, n_blank = pl.all_horizontal(pl.all().is_null()), f"{S.ROW_INDEX} blank"
     try:
         # All columns: Polars notices a row with more fields than the header only when it reads them all.
-        counts = lf.select(pl.all().null_count(), *integers, pl.len().alias(S.ROW_INDEX)).collect(
-            engine="streaming"
-        )
+        counts = lf.select(
+            pl.all().null_count(), *integers, pl.len().alias(S.ROW_INDEX), blank.sum().alias(n_blank)
+        ).collect(engine="streaming")
     except (pl.exceptions.PolarsError, OSError) as e:
         raise DataValidationError(_csv_fault(file, have) or f"{file}: {_first_line(e)}") from None
+    if blanks := int(counts[n_blank][0]):
+        log.warning("%s: %d blank line(s) (every field empty) left out", file, blanks)
+        lf = lf.filter(~blank)
     epochs = []
     for c in texts:
         n_int = int(counts[f"{S.ROW_INDEX}{c}"][0])
@@ -304,7 +311,8 @@ def _scan_csv(file: str, schema: Schema) -> pl.LazyFrame:
     if not epochs:
         return lf
     types |= {c: pl.Int64 for c in epochs}
-    return pl.scan_csv(file, schema_overrides=types, infer_schema_length=CSV_INFER_ROWS, glob=False)
+    epoch_lf = pl.scan_csv(file, schema_overrides=types, infer_schema_length=CSV_INFER_ROWS, glob=False)
+    return epoch_lf.filter(~blank) if blanks else epoch_lf
 
 
 def _mixed_epochs(file: str, column: str, n_int: int, n_text: int) -> str:
