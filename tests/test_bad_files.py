@@ -258,7 +258,10 @@ CASES: dict[str, Case] = {
         "e.parquet", GOOD.with_columns(pl.lit(True).alias(TS)), f"column '{TS}' has type Boolean"
     ),
     "float epochs in csv": _file(
-        "e.csv", GOOD.with_columns(pl.col(TS).dt.epoch("ms") / 1000), f"column '{TS}' has type Float64"
+        "e.csv",
+        GOOD.with_columns(pl.col(TS).dt.epoch("ms") / 1000),
+        f"column '{TS}' has type Float64",
+        "write integer milliseconds or microseconds",
     ),
     # ---- rows
     "null session ids": _file(
@@ -277,6 +280,11 @@ CASES: dict[str, Case] = {
             pl.when(pl.int_range(pl.len()) % 4 == 1).then(None).otherwise(pl.col(TS)).alias(TS)
         ),
         f"column '{TS}': 3 row(s) have a null timestamp",
+    ),
+    "csv separated by semicolons": _file(
+        "e.csv",
+        lambda: GOOD.write_csv(separator=";"),
+        "The header holds ';': CSV files are read as comma-separated",
     ),
     "csv that is not utf-8": _file(  # a spreadsheet's Windows-1252 export: it was a traceback
         "e.csv",

@@ -435,6 +435,14 @@ def out_of_range_text(
     return what
 
 
+def separator_hint(have: pl.Schema) -> str:
+    """Where a CSV header read as one column holds another separator (a European export's ``;``), which."""
+    seps = [sep for sep in (";", "\t", "|") if any(sep in c for c in have)]
+    return (
+        f" The header holds {seps[0]!r}: CSV files are read as comma-separated; convert it." if seps else ""
+    )
+
+
 def did_you_mean(name: object, choices: list[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest of ``choices``, or nothing: the one wording of a name hint."""
     close = difflib.get_close_matches(str(name), choices, n=1)
@@ -458,8 +466,15 @@ def _check_time_type(source: str, column: str, dtype: pl.DataType, *, may_be_emp
         or dtype.is_integer()
         or dtype == pl.String
     ):
+        fractional = (
+            " (fractional epochs lose precision and hide their unit: write integer milliseconds or microseconds, "
+            "or datetimes)"
+            if dtype.is_float()
+            else ""
+        )
         raise DataValidationError(
-            f"{source}: column {column!r} has type {dtype}; expected a datetime, integer epoch or ISO string"
+            f"{source}: column {column!r} has type {dtype}; expected a datetime, integer epoch or ISO "
+            f"string{fractional}"
         )
 
 
@@ -503,7 +518,8 @@ def check_columns(
     if missing:
         hint = "; ".join(repr(c) + did_you_mean(c, list(have)) for c in missing)
         raise DataValidationError(
-            f"{source}: missing column(s) {hint}. Columns present: {list(have)}. {missing_hint}"
+            f"{source}: missing column(s) {hint}. Columns present: {list(have)}.{separator_hint(have)} "
+            f"{missing_hint}"
         )
     _check_time_type(source, schema.timestamp, have[schema.timestamp])
     for c in label_time:
@@ -758,7 +774,9 @@ def read_labels(path: str, schema: Schema, *, timestamp_unit: str | None = None)
     missing = [c for c in (schema.session_id, schema.label, *([lt] if lt else [])) if c not in have]
     if missing:
         hint = "; ".join(repr(c) + did_you_mean(c, list(have)) for c in missing)
-        raise DataValidationError(f"{source}: missing column(s) {hint}. Columns present: {list(have)}")
+        raise DataValidationError(
+            f"{source}: missing column(s) {hint}. Columns present: {list(have)}.{separator_hint(have)}"
+        )
     if not (have[schema.session_id] in _ENTITY_OK or have[schema.session_id].is_integer()):
         raise DataValidationError(wrong_id_type(source, schema.session_id, have[schema.session_id]))
     if not (have[schema.label].is_numeric() or have[schema.label] == pl.Boolean):

@@ -147,8 +147,9 @@ def embed_file(
 def as_logged(frames: Iterator[pl.DataFrame], events: pl.LazyFrame, column: str) -> Iterator[pl.DataFrame]:
     """``frames`` with the session ids under the log's own column name and type, so that the output joins back
     to the events it came from: an integer id, which seqfraud reads as its digits, is an integer again."""
-    dtype = events.collect_schema()[column]
-    for frame in frames:
+    dtype = None
+    for frame in frames:  # the first one comes once the columns are checked, so the id column is there
+        dtype = dtype or events.collect_schema()[column]
         ids = frame[S.SESSION_ID]
         if (
             column in frame.columns and column != S.SESSION_ID
