@@ -149,6 +149,18 @@ def test_a_directory_is_read_once_whatever_links_it_holds(tmp_path):
     fails(shards, "copy.parquet and", "part-0.parquet are the same file (through a link)")
 
 
+def test_an_empty_part_is_left_out_whatever_its_column_types(tmp_path):
+    """A pandas writer types an empty frame's columns as Null: that part was refused as disagreeing with the
+    others, though it adds no row."""
+    shards = tmp_path / "shards"
+    write(events(), shards / "part-0.parquet")
+    pl.DataFrame({c: pl.Series([], dtype=pl.Null) for c in events().columns}).write_parquet(
+        shards / "part-1.parquet"
+    )
+    loaded = load_events(str(shards), SCHEMA)
+    assert loaded.source == f"{shards} (2 files)" and loaded.report["n_events"] == 5
+
+
 def test_null_timestamps(tmp_path):
     ts = [T0, None, T0, None, None]
     path = write(events(timestamp=pl.Series(ts, dtype=pl.Datetime("us"))), tmp_path / "e.parquet")

@@ -163,7 +163,11 @@ def scan_table(path: str | os.PathLike, schema: Schema) -> tuple[pl.LazyFrame, s
     source = files[0] if len(files) == 1 else f"{path} ({len(files)} files)"
     # glob=False: the list is already resolved, so a "[" or "*" in a file name is taken literally.
     if suffixes <= set(_PARQUET_SUFFIXES):
-        schemas = {f: _parquet_schema(f) for f in files}
+        read = {f: _parquet_schema(f) for f in files}
+        # A part of no rows adds nothing, and a writer types its columns as it likes (Null, from pandas): it is
+        # left out, unless every part is empty.
+        files = [f for f in files if read[f][1]] or files
+        schemas = {f: read[f][0] for f in files}
         common = _common_datetimes(schemas)
         _check_same_columns(
             {f: pl.Schema({**s, **{c: common[c] for c in s if c in common}}) for f, s in schemas.items()},
@@ -199,10 +203,11 @@ def _duplicates(names: list[str]) -> list[str]:
     return sorted({n for n in names if names.count(n) > 1})
 
 
-def _parquet_schema(file: str) -> pl.Schema:
-    """A file's columns from its footer; a file that is not Parquet, truncated or empty fails by name."""
+def _parquet_schema(file: str) -> tuple[pl.Schema, int]:
+    """A file's columns and rows from its footer; a file that is not Parquet, truncated or empty fails by name."""
     try:
-        arrow = pq.read_schema(file)
+        meta = pq.read_metadata(file)
+        arrow = meta.schema.to_arrow_schema()
     except (pa.ArrowException, OSError) as e:
         raise DataValidationError(
             f"{file}: not a readable Parquet file ({_first_line(e)}); is it truncated, empty, or of another "
@@ -212,9 +217,7 @@ def _parquet_schema(file: str) -> pl.Schema:
         raise DataValidationError(
             f"{file}: column(s) {dupes} appear more than once; rename or drop the copies"
         )
-    return cast(
-        pl.DataFrame, pl.from_arrow(arrow.empty_table())
-    ).collect_schema()  # a Table gives a DataFrame
+    return cast(pl.DataFrame, pl.from_arrow(arrow.empty_table())).collect_schema(), meta.num_rows
 
 
 def _common_datetimes(schemas: dict[str, pl.Schema]) -> dict[str, pl.Datetime]:
