@@ -281,6 +281,12 @@ CASES: dict[str, Case] = {
         ),
         f"column '{TS}': 3 row(s) have a null timestamp",
     ),
+    "csv cut off mid-line": _file(  # its last row's missing fields were read as nulls
+        "e.csv",
+        lambda: GOOD.write_csv()[: GOOD.write_csv().rstrip("\n").rfind("\n") + 12],
+        "its last row has",
+        "was the file cut off?",
+    ),
     "csv separated by semicolons": _file(
         "e.csv",
         lambda: GOOD.write_csv(separator=";"),

@@ -271,6 +271,22 @@ def _csv_header(file: str) -> list[str]:
     return header
 
 
+def _check_last_row(file: str, width: int) -> None:
+    """A file cut off mid-line (a copy that stopped, a full disk) ends in a row of fewer fields than the header,
+    which the reader would fill with nulls. Only the last row is read: a short row elsewhere is not caught."""
+    with open(file, "rb") as f:
+        f.seek(max(0, os.path.getsize(file) - 65_536))
+        tail = f.read().decode("utf-8", errors="replace").rstrip("\r\n").rsplit("\n", 1)[-1]
+    if not tail.strip() or '"' in tail:  # a quoted field may span lines: the last line is not the last row
+        return
+    fields = next(csv.reader([tail]))
+    if len(fields) < width:
+        raise DataValidationError(
+            f"{file}: its last row has {len(fields)} of the header's {width} fields ({tail[:80]!r}); was the file "
+            "cut off? Write it again"
+        )
+
+
 def _scan_csv(file: str, schema: Schema) -> pl.LazyFrame:
     """One CSV file with ``schema``'s types (see :func:`scan_table`), parsed once in full to check it.
 
@@ -280,7 +296,9 @@ def _scan_csv(file: str, schema: Schema) -> pl.LazyFrame:
     some, and the column mixes the two, which is refused with both counts and the first odd value (where each
     integer would otherwise count as a timestamp that does not parse).
     """
-    types: dict[str, type[pl.DataType]] = {c: pl.String for c in _csv_header(file)}
+    header = _csv_header(file)
+    _check_last_row(file, len(header))
+    types: dict[str, type[pl.DataType]] = {c: pl.String for c in header}
     types |= {c: pl.Float64 for c in schema.numerical}
     for c in (schema.timestamp, schema.label, schema.label_time):
         if c is not None:
