@@ -456,12 +456,15 @@ def out_of_range_text(
     return what
 
 
-def separator_hint(have: pl.Schema) -> str:
-    """Where a CSV header read as one column holds another separator (a European export's ``;``), which."""
+def missing_columns(source: str, missing: list[str], have: pl.Schema) -> str:
+    """The error of columns a table lacks: each with the closest present name, and the present ones; where a CSV
+    header read as one column holds another separator (a European export's ``;``), which."""
+    hint = "; ".join(repr(c) + did_you_mean(c, list(have)) for c in missing)
     seps = [sep for sep in (";", "\t", "|") if any(sep in c for c in have)]
-    return (
+    separator = (
         f" The header holds {seps[0]!r}: CSV files are read as comma-separated; convert it." if seps else ""
     )
+    return f"{source}: missing column(s) {hint}. Columns present: {list(have)}.{separator}"
 
 
 def did_you_mean(name: object, choices: list[str]) -> str:
@@ -537,11 +540,7 @@ def check_columns(
     wanted = list(schema.event_columns) + ([schema.label] if with_label else []) + label_time
     missing = [c for c in wanted if c not in have]
     if missing:
-        hint = "; ".join(repr(c) + did_you_mean(c, list(have)) for c in missing)
-        raise DataValidationError(
-            f"{source}: missing column(s) {hint}. Columns present: {list(have)}.{separator_hint(have)} "
-            f"{missing_hint}"
-        )
+        raise DataValidationError(f"{missing_columns(source, missing, have)} {missing_hint}")
     _check_time_type(source, schema.timestamp, have[schema.timestamp])
     for c in label_time:
         _check_time_type(source, c, have[c], may_be_empty=True)
@@ -699,9 +698,8 @@ def normalize(
         ],
     ]
     if with_label:
-        cols.append(
-            pl.col(schema.label).cast(pl.Float64).fill_nan(None).alias(S.LABEL)
-        )  # NaN: pandas' missing
+        # NaN is pandas' missing value in a float column: a missing label, for the unlabelled policy.
+        cols.append(pl.col(schema.label).cast(pl.Float64).fill_nan(None).alias(S.LABEL))
         if schema.label_time:
             lt_raw, lt_unit = epoch_value(schema.label_time, have[schema.label_time], label_time_unit(unit))
             lt_us, lt_outside = timestamp_us(pl.col(S.LABEL_TIME_US), lt_unit, range_us)
@@ -794,10 +792,7 @@ def read_labels(path: str, schema: Schema, *, timestamp_unit: str | None = None)
     lt = schema.label_time if timestamp_unit is not None else None
     missing = [c for c in (schema.session_id, schema.label, *([lt] if lt else [])) if c not in have]
     if missing:
-        hint = "; ".join(repr(c) + did_you_mean(c, list(have)) for c in missing)
-        raise DataValidationError(
-            f"{source}: missing column(s) {hint}. Columns present: {list(have)}.{separator_hint(have)}"
-        )
+        raise DataValidationError(missing_columns(source, missing, have))
     if not (have[schema.session_id] in _ENTITY_OK or have[schema.session_id].is_integer()):
         raise DataValidationError(wrong_id_type(source, schema.session_id, have[schema.session_id]))
     if not (have[schema.label].is_numeric() or have[schema.label] == pl.Boolean):
