@@ -8,12 +8,15 @@ Imports numpy only: the serving path uses :func:`check_thresholds` and :func:`as
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from seqfraud.errors import UserError
+
+log = logging.getLogger(__name__)
 
 BANDS = ("approve", "review", "decline")
 _BANDS = np.asarray(BANDS, dtype=object)
@@ -245,4 +248,15 @@ def choose_thresholds(
             )
             point["expected_cost_per_session"] = float(cost.min())
         out["validation"][band] = point
+    review, decline = out["validation"]["review"], out["validation"]["decline"]
+    out["validation"]["review_band_per_1000"] = review["flagged_per_1000"] - decline["flagged_per_1000"]
+    if review["flagged_share"] > 0 and out["validation"]["review_band_per_1000"] == 0:
+        # Seen with isotonic calibration, whose scores come in steps: two policies land on one step.
+        log.warning(
+            "the review and decline thresholds (%.4g, %.4g) flag the same validation sessions (%.1f per 1,000): "
+            "the review band holds none; loosen the review policy, or calibrate with fewer ties (platt)",
+            chosen["review"],
+            chosen["decline"],
+            review["flagged_per_1000"],
+        )
     return out

@@ -97,6 +97,22 @@ def test_choose_thresholds_records_policies_and_operating_points():
         },
     )
     assert cost["validation"]["decline"]["expected_cost_per_session"] == pytest.approx(1.0)
+    assert out["validation"]["review_band_per_1000"] == pytest.approx(
+        100.0
+    )  # 200 reviewed, 100 of them declined
+
+
+def test_a_review_band_that_holds_no_session_is_warned_about(caplog):
+    """Isotonic calibration scores in steps, and a capacity review and an FPR decline landed on one step of a
+    dogfood log: both flagged 17.1 per 1,000, and the review band was empty, unsaid."""
+    stepped = np.where(P >= 0.75, 0.9, 0.1)
+    out = choose_thresholds(
+        Y,
+        stepped,
+        {"review": {"policy": "capacity", "per_1000": 300}, "decline": {"policy": "fpr", "fpr": 0.125}},
+    )
+    assert out["validation"]["review_band_per_1000"] == 0
+    assert "flag the same validation sessions" in caplog.text and "the review band holds none" in caplog.text
 
 
 @pytest.mark.parametrize(
