@@ -108,6 +108,22 @@ def history_of(args: Any, spec: Any) -> Any:
     return History.read(args.history_events, args.history_labels, spec) if args.history_events else None
 
 
+CHUNK_HELP = (
+    "events per chunk: bounds memory; each chunk reads the input once more, so small chunks cost time"
+)
+
+
+def check_out(parser: Any, out: str | os.PathLike, events: str | None = None) -> None:
+    """A batch command's ``--out``: a Parquet file by its name (Parquet under another name misleads whoever
+    opens it), and not among the files ``events`` reads, where the next run would read it as events."""
+    from seqfraud.data.events import reads
+
+    if os.path.splitext(out)[1] != ".parquet":
+        parser.error(f"--out is a Parquet file, so its name ends in .parquet: got {out}")
+    if events is not None and reads(events, out):
+        parser.error(f"--out {out} is among the files --events {events} reads: the next run would read it")
+
+
 def usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()]

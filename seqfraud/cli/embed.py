@@ -9,8 +9,13 @@ from pathlib import Path
 
 import torch
 
-from seqfraud.cli import add_history_arguments, add_verification_arguments, history_of
-from seqfraud.data.events import reads
+from seqfraud.cli import (
+    CHUNK_HELP,
+    add_history_arguments,
+    add_verification_arguments,
+    check_out,
+    history_of,
+)
 from seqfraud.errors import command
 from seqfraud.export.artifact import open_artifact, verification_settings
 from seqfraud.scoring.batch import CHUNK_EVENTS, embed_file
@@ -39,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--chunk-events",
         type=int,
         default=CHUNK_EVENTS,
-        help="events per chunk: bounds memory; each chunk reads the input once more, so small chunks cost time",
+        help=CHUNK_HELP,
     )
     batch.add_argument("--batch-size", type=int, default=64, help="sessions per model call")
     batch.add_argument(
@@ -53,8 +58,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     add_verification_arguments(batch)
     add_history_arguments(batch)
     args = parser.parse_args(argv)
-    if args.out.suffix != ".parquet":  # Parquet under another name misleads whoever opens it
-        parser.error(f"--out is a Parquet file, so its name ends in .parquet: got {args.out}")
+    check_out(parser, args.out)
     if args.run is not None:
         if args.events or args.history_events or args.history_labels:
             parser.error("--events and --history-* go with --artifact; --run embeds the run's own datasets")
@@ -68,10 +72,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if not args.events:
         parser.error("--artifact needs --events: the event log whose sessions to embed")
-    if reads(args.events, args.out):
-        parser.error(
-            f"--out {args.out} is among the files --events {args.events} reads: the next run would read it"
-        )
+    check_out(parser, args.out, args.events)
     artifact = open_artifact(args.artifact, **verification_settings(args.verify_key, args.require_signed))
     embedding = artifact.load_embedding(args.format)
     torch.set_num_threads(1)  # parallel across batches, not inside ops, as seqfraud score

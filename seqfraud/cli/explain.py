@@ -50,9 +50,8 @@ def explain_session(
 
 
 NO_SINGLE_EVENT = 5e-4  # below this, every contribution prints as 0.000
-SMALL_SHARE = (
-    0.05  # a flagged session's largest contribution below this share of its raw score explains little
-)
+# A flagged session whose largest contribution is below this share of its raw score: no event explains it.
+SMALL_SHARE = 0.05
 
 
 @command

@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from pathlib import Path
 
 import torch
 
-from seqfraud.cli import add_history_arguments, add_verification_arguments, history_of
-from seqfraud.data.events import reads
+from seqfraud.cli import (
+    CHUNK_HELP,
+    add_history_arguments,
+    add_verification_arguments,
+    check_out,
+    history_of,
+)
 from seqfraud.errors import command
 from seqfraud.scoring.batch import CHUNK_EVENTS, score_file
 from seqfraud.scoring.scorer import Scorer
@@ -31,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
         "--chunk-events",
         type=int,
         default=CHUNK_EVENTS,
-        help="events per chunk: bounds memory; each chunk reads the input once more, so small chunks cost time",
+        help=CHUNK_HELP,
     )
     p.add_argument("--batch-size", type=int, default=64, help="sessions per model call")
     p.add_argument(
@@ -47,12 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     add_verification_arguments(p)
     add_history_arguments(p)
     args = p.parse_args(argv)
-    if Path(args.out).suffix != ".parquet":  # Parquet under another name misleads whoever opens it
-        p.error(f"--out is a Parquet file, so its name ends in .parquet: got {args.out}")
-    if reads(args.events, args.out):
-        p.error(
-            f"--out {args.out} is among the files --events {args.events} reads: the next run would read it"
-        )
+    check_out(p, args.out, args.events)
 
     torch.set_num_threads(1)  # parallel across batches, not inside ops: no thread barriers per op
     scorer = Scorer.load(

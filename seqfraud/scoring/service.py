@@ -78,9 +78,7 @@ class Limits:
     max_batch_in_flight: int = 2
     max_explain_in_flight: int = 2
     max_body_memory: int = 64 * 1024 * 1024  # body bytes held at once, per route class
-    max_value_chars: int = (
-        1024  # a string value (id, category, entity): the store keeps them and responses echo ids
-    )
+    max_value_chars: int = 1024  # one string value: the store keeps ids and entity values, answers echo ids
     retry_after_s: int = 1
 
 
@@ -174,8 +172,7 @@ def _typed(expected: str, *types: type, nullable: bool = False, max_chars: int) 
         )
 
     json_types = {str: "string", int: "integer", bool: "boolean"}
-    schema: dict[str, Any] = {"type": [json_types[t] for t in types] + (["null"] if nullable else [])}
-    schema["maxLength"] = max_chars
+    schema = {"type": [json_types[t] for t in types] + (["null"] if nullable else []), "maxLength": max_chars}
     return Annotated[Any, PlainValidator(check), WithJsonSchema(schema)]
 
 
