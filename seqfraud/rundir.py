@@ -9,6 +9,7 @@ Every other module asks this one, so that a file is renamed in one place. Import
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 SPEC_FILE = "spec.json"
@@ -36,8 +37,6 @@ def predictions(run_dir: str | Path, split: str) -> Path:
 def aggregates_alone(run_dir: str | Path) -> bool:
     """Whether a stacked run's stacker kept the aggregates alone: its scores are then LightGBM's, whatever its
     sequence model's settings."""
-    import json
-
     report = Path(run_dir) / STACKING_REPORT
     return report.is_file() and json.loads(report.read_text()).get("chosen") == "aggregates"
 

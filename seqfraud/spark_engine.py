@@ -226,10 +226,9 @@ class SparkEngine:
             (F.col(_OFFSET) + F.col(_FILE_ROW)).alias(S.ROW_INDEX),
         ]
         if with_label:
+            # NaN is pandas' missing value in a float column: a missing label, as the Polars engine reads it.
             label = _col(schema.label).cast("double")
-            cols.append(
-                F.nanvl(label, F.lit(None).cast("double")).alias(S.LABEL)
-            )  # NaN: pandas' missing label
+            cols.append(F.nanvl(label, F.lit(None).cast("double")).alias(S.LABEL))
             if schema.label_time:
                 lt = schema.label_time
                 lt_us, lt_out = _timestamp_us(

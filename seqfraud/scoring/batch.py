@@ -149,13 +149,12 @@ def as_logged(frames: Iterator[pl.DataFrame], events: pl.LazyFrame, column: str)
     to the events it came from: an integer id, which seqfraud reads as its digits, is an integer again."""
     dtype = None
     for frame in frames:  # the first one comes once the columns are checked, so the id column is there
-        dtype = dtype or events.collect_schema()[column]
-        ids = frame[S.SESSION_ID]
-        if (
-            column in frame.columns and column != S.SESSION_ID
-        ):  # an output column's own name: the id keeps ours
+        if column in frame.columns and column != S.SESSION_ID:  # the log calls its ids as we call an output
             yield frame
             continue
+        if dtype is None:
+            dtype = events.collect_schema()[column]
+        ids = frame[S.SESSION_ID]
         yield frame.with_columns(ids.cast(dtype) if dtype.is_integer() else ids).rename(
             {S.SESSION_ID: column}
         )
