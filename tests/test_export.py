@@ -296,3 +296,27 @@ def test_manifest_says_how_test_sessions_score_after_their_first_events(
         assert row["decline_fpr"] == pytest.approx(float((legit >= scorer.thresholds["decline"]).mean()))
         assert row["review_fpr"] == pytest.approx(float((legit >= scorer.thresholds["review"]).mean()))
     assert rows[-1]["pr_auc"] == pytest.approx(m["metrics"]["test"]["pr_auc"], abs=1e-6)
+
+
+def test_bands_that_take_legitimate_sessions_early_are_warned_about(
+    exported_artifact, trained_run, test_period_events, caplog
+):
+    """The decline band warns past 5% of legitimate sessions; the review band past half of them (a dogfood model
+    reviewed every legitimate session after its first event, unsaid). Thresholds chosen to trip neither, then
+    only the review band's."""
+    from seqfraud.export.exporter import by_events_seen
+    from seqfraud.scoring.prepare import normalized_events
+
+    scorer = Scorer.load(exported_artifact)
+    featured = normalized_events(test_period_events.lazy(), scorer.spec, "test")
+    labels = pl.read_parquet(trained_run / "predictions" / "test.parquet").select(S.SESSION_ID, S.LABEL)
+    scorer.thresholds = {"review": 1.0, "decline": 1.0}
+    by_events_seen(scorer, featured, labels, {})
+    assert "band takes" not in caplog.text
+    scorer.thresholds = {"review": 0.0, "decline": 1.0}
+    by_events_seen(scorer, featured, labels, {})
+    assert (
+        "after their first 1 event(s), the review band takes 100% of the legitimate test sessions"
+        in caplog.text
+    )
+    assert "the decline band" not in caplog.text

@@ -645,6 +645,7 @@ def check_end_to_end(
 
 EVENTS_SEEN = (1, 2, 4, 8, 16)
 FALSE_DECLINE_WARNING = 0.05
+FALSE_REVIEW_WARNING = 0.5  # half the legitimate sessions sent to review: a queue no team can work
 
 
 def by_events_seen(
@@ -655,14 +656,15 @@ def by_events_seen(
     legitimate sessions (``review_fpr``, ``decline_fpr``) and to fraud (``decline_recall``). Models learn from
     whole sessions, so a short prefix may read as a kind of session they hardly saw; a fraud team decides from
     this table at which event a score can act. Warns where the decline band would take more than
-    :data:`FALSE_DECLINE_WARNING` of the legitimate sessions."""
+    :data:`FALSE_DECLINE_WARNING` of the legitimate sessions, or the review band more than
+    :data:`FALSE_REVIEW_WARNING`."""
     spec, tables = scorer.spec, token_tables(scorer.spec)
     ranked = featured.with_columns(
         pl.int_range(pl.len()).over(S.SESSION_ID, order_by=[S.TS_US, S.ROW_INDEX]).alias("_seen")
     )
     longest = int(ranked.select(pl.col("_seen").max()).item()) + 1
     review, decline = scorer.thresholds["review"], scorer.thresholds["decline"]
-    rows, early = [], []
+    rows: list[dict[str, Any]] = []
     for k in [*(k for k in EVENTS_SEEN if k < longest), None]:
         part = (ranked if k is None else ranked.filter(pl.col("_seen") < k)).drop("_seen")
         scored = scorer.score_sequences(numpy_sequences(part, spec, tables), part)
@@ -670,27 +672,27 @@ def by_events_seen(
         y, p = joined[S.LABEL].to_numpy(), joined["now"].to_numpy()
         legit, fraud = p[y == 0], p[y == 1]
         metrics = classification_metrics(y, p, **points)
-        declined = float((legit >= decline).mean()) if len(legit) else None
-        if declined is not None and declined > FALSE_DECLINE_WARNING:
-            early.append((k, declined))
         rows.append(
             {
                 "events": "all" if k is None else k,
                 "pr_auc": metrics["pr_auc"],
                 **{name: v for name, v in metrics.items() if name.startswith("recall_at")},
                 "review_fpr": float((legit >= review).mean()) if len(legit) else None,
-                "decline_fpr": declined,
+                "decline_fpr": float((legit >= decline).mean()) if len(legit) else None,
                 "decline_recall": float((fraud >= decline).mean()) if len(fraud) else None,
             }
         )
-    if early:
-        k, share = early[0]
-        log.warning(
-            "scored %s, the decline band takes %.0f%% of the legitimate test sessions: do not act on per-event "
-            "scores that early (manifest metrics.test_by_events_seen)",
-            "whole" if k is None else f"after their first {k} event(s)",
-            100 * share,
-        )
+    for band, limit in (("decline", FALSE_DECLINE_WARNING), ("review", FALSE_REVIEW_WARNING)):
+        if early := [r for r in rows if r[f"{band}_fpr"] is not None and r[f"{band}_fpr"] > limit]:
+            log.warning(
+                "scored %s, the %s band takes %.0f%% of the legitimate test sessions: do not act on per-event "
+                "scores that early (manifest metrics.test_by_events_seen)",
+                "whole"
+                if early[0]["events"] == "all"
+                else f"after their first {early[0]['events']} event(s)",
+                band,
+                100 * early[0][f"{band}_fpr"],
+            )
     return rows
 
 
