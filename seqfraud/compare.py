@@ -137,8 +137,11 @@ def model_label(run: Run) -> str:
     return f"{name} (LightGBM alone)" if aggregates_alone(run.path) else name
 
 
-def leaderboard(runs: list[Run], fpr: float = 0.01, recall: float = 0.5) -> list[dict[str, Any]]:
-    """One row per run, best validation PR-AUC first (runs without one last)."""
+def leaderboard(
+    runs: list[Run], fpr: float = 0.01, recall: float = 0.5, sets: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """One row per run, best validation PR-AUC first (runs without one last); with ``sets`` (run name -> the
+    name of the sessions it was tested on), ranked within each set, since figures do not compare across them."""
     rk, pk = recall_key(fpr), precision_key(recall)
     typologies = typology_columns(t for r in runs for t in r.metrics["test"].get("per_typology", {}))
     rows = []
@@ -165,16 +168,20 @@ def leaderboard(runs: list[Run], fpr: float = 0.01, recall: float = 0.5) -> list
                 "test_brier": test["brier"],
                 "per_typology": {t: per[t][rk] if t in per else float("nan") for t in typologies},
                 "path": str(run.path),
+                "test_set": (sets or {}).get(run.name, ""),
             }
         )
-    return sorted(rows, key=lambda r: -r["val_pr_auc"] if not math.isnan(r["val_pr_auc"]) else math.inf)
+    rows.sort(key=lambda r: -r["val_pr_auc"] if not math.isnan(r["val_pr_auc"]) else math.inf)
+    return sorted(rows, key=lambda r: r["test_set"])  # stable: each set keeps its order
 
 
 def leaderboard_table(rows: list[dict], fpr: float, recall: float) -> tuple[list[str], list[list[str]]]:
     """The leaderboard as header and string cells, the one layout of the Markdown, HTML and terminal tables."""
     rk, pk = recall_key(fpr), precision_key(recall)
     typologies = list(rows[0]["per_typology"]) if rows else []
+    sets = any(r["test_set"] for r in rows)
     head = [
+        *(["test set"] if sets else []),
         "rank",
         "run",
         "experiment",
@@ -190,7 +197,8 @@ def leaderboard_table(rows: list[dict], fpr: float, recall: float) -> tuple[list
     ]
     body = [
         [
-            str(i),
+            *([r["test_set"]] if sets else []),
+            str(1 + sum(other["test_set"] == r["test_set"] for other in rows[:i])),
             r["run"],
             r["experiment"],
             r["model"],
@@ -203,7 +211,7 @@ def leaderboard_table(rows: list[dict], fpr: float, recall: float) -> tuple[list
             fmt(r["test_brier"]),
             *[fmt(r["per_typology"][t]) for t in typologies],
         ]
-        for i, r in enumerate(rows, 1)
+        for i, r in enumerate(rows)
     ]
     return head, body
 
@@ -215,14 +223,16 @@ def rank_runs(
     dirs = find_runs(paths)
     common = Path(os.path.commonpath([d.parent for d in dirs]))
     runs = [load_run(d, str(d.relative_to(common))) for d in dirs]
+    sets = None
     if len(groups := test_sets(runs)) > 1:
         log.warning(
             "the runs were tested on %d different sets of sessions, so their test figures do not compare across "
-            "them (another log, split or backtest window): %s",
+            "them (another log, split or backtest window), and each set is ranked on its own: %s",
             len(groups),
             "; ".join(", ".join(names) for names in groups),
         )
-    return runs, leaderboard(runs, fpr, recall), common
+        sets = {name: chr(ord("A") + i) for i, names in enumerate(groups) for name in names}
+    return runs, leaderboard(runs, fpr, recall, sets), common
 
 
 def test_sets(runs: list[Run]) -> list[list[str]]:

@@ -11,6 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from seqfraud.cli.compare import main
+from seqfraud.compare import leaderboard_table
 from seqfraud.errors import UserError
 from seqfraud.reports import write_leaderboard
 from seqfraud.training.train import train
@@ -61,8 +62,8 @@ def test_a_multirun_directory_is_searched_for_runs(runs):
 
 
 def test_runs_tested_on_other_sessions_are_named_in_a_warning(runs, tmp_path, caplog):
-    """Runs of one split compare; a run tested on other sessions (another log or window) is ranked, but the
-    warning says whose figures do not compare."""
+    """Runs of one split compare; a run tested on other sessions (another log or window) is ranked apart, in a
+    set of its own (a dogfood run from another log was ranked first of all), and the warning names the sets."""
     import polars as pl
 
     write_leaderboard([runs / "0", runs / "1"], tmp_path / "same")
@@ -71,8 +72,13 @@ def test_runs_tested_on_other_sessions_are_named_in_a_warning(runs, tmp_path, ca
     shutil.copytree(runs / "1", other / "1")
     test = other / "1" / "predictions" / "test.parquet"
     pl.read_parquet(test).head(-1).write_parquet(test)
-    write_leaderboard([runs / "0", other / "1"], tmp_path / "board")
+    rows = write_leaderboard([runs / "0", runs / "1", other / "1"], tmp_path / "board")
     assert "the runs were tested on 2 different sets of sessions" in caplog.text
+    assert sorted(r["test_set"] for r in rows) == ["A", "A", "B"]
+    head, body = leaderboard_table(rows, 0.01, 0.5)
+    assert head[:2] == ["test set", "rank"]
+    assert [cells[:2] for cells in body] == [["A", "1"], ["A", "2"], ["B", "1"]]
+    assert (tmp_path / "board" / "leaderboard.md").read_text().count("| B | 1 |") == 1
 
 
 def test_a_failed_run_beside_finished_ones_is_left_out_with_a_warning(runs, tmp_path, caplog):
