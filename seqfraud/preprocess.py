@@ -62,6 +62,12 @@ def resolve_data_config(data: Mapping[str, Any]) -> dict[str, Any]:
         if Path(d["events"]) != synth_dir / "events.parquet":
             for key in ("labels", "typologies"):
                 if d.get(key) and Path(d[key]).parent == synth_dir:
+                    log.info(
+                        "data.%s=%s belongs to the synthetic data, whose events are not read: left out (to read it "
+                        "with other events, set data.synthetic=null)",
+                        key,
+                        d[key],
+                    )
                     d[key] = None
             d["synthetic"] = None
     return d

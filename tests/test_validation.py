@@ -841,3 +841,17 @@ def test_parquet_parts_in_other_time_zones_read_as_one(tmp_path):
     )
     naive = load_events(str(tmp_path / "parts"), SCHEMA)
     assert naive.events.collect().select(columns).equals(whole.events.collect().select(columns))
+
+
+def test_the_synthetic_companions_drop_out_with_other_events_and_say_so(caplog):
+    """Labels in the synthetic folder follow the synthetic events: with other events they drop out (a user's
+    shards of the synthetic log lost their labels without a word), said in the log; data.synthetic=null keeps them."""
+    from seqfraud.preprocess import resolve_data_config
+
+    caplog.set_level("INFO", logger="seqfraud.preprocess")
+    synthetic = {"dir": "data/synthetic", "sessions": 100, "seed": 0}
+    data = {"events": "shards/", "labels": "data/synthetic/labels.parquet", "synthetic": synthetic}
+    assert resolve_data_config(data)["labels"] is None
+    assert "data.labels=data/synthetic/labels.parquet belongs to the synthetic data" in caplog.text
+    assert "set data.synthetic=null" in caplog.text
+    assert resolve_data_config(data | {"synthetic": None})["labels"] == "data/synthetic/labels.parquet"

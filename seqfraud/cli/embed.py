@@ -27,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="seqfraud embed",
         description="Write each session's embedding (the encoder's pooled state, what the classifier head reads). "
-        "--run: every session of a pretraining or sequence-model run's datasets (session_id, split, label, "
+        "--run: every session of a pretraining or sequence-model run's datasets (session_id, label, split, "
         "emb_0 ... emb_{d-1}); --artifact: every session of --events, tokenized as seqfraud score tokenizes "
         "(the log's session id column, emb_0 ... emb_{d-1}).",
     )

@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if largest < NO_SINGLE_EVENT or (flagged and largest < SMALL_SHARE * raw):
         print(
             f"note: no single event explains this score (the largest moves its raw score of {raw:.3f} by "
-            f"{largest:.3f}): it comes from the session as a whole. A stacked model's trees move in steps, and "
-            "leaving out one event may cross none of their splits; read the contributions as an order, not as "
+            f"{largest:.3f}): it comes from the session as a whole (a stacked model's trees move in steps, and "
+            "leaving out one event may cross none of their splits); read the contributions as an order, not as "
             "the reason for the score"
         )
