@@ -154,7 +154,9 @@ def assign_bands(scores: Any, thresholds: Mapping[str, float]) -> np.ndarray:
         raise DecisionError(f"scores must be a 1-d array, got shape {s.shape}")
     if np.isnan(s).any():
         raise DecisionError("scores hold NaN; a NaN score has no band")
-    return _BANDS[(s >= t["review"]).astype(np.int8) + (s >= t["decline"]).astype(np.int8)]
+    # Thresholds in the scores' own precision, as `s >= threshold` compares them; then #thresholds passed.
+    cuts = np.array((t["review"], t["decline"]), dtype=s.dtype if s.dtype.kind == "f" else np.float64)
+    return _BANDS[np.searchsorted(cuts, s, side="right")]
 
 
 def check_policy(policy: Mapping[str, Any], band: str = "threshold") -> dict[str, Any]:
