@@ -105,6 +105,11 @@ def test_init_from_refuses_a_run_with_another_spec(pretrained, tmp_path) -> None
         ConfigError, match="does not fit this model: model.d_model=16 there, 32 here; fine-tune with"
     ):
         train_into(tmp_path / "c", *SMALL, f"init_from={pretrained}", "model.d_model=32")
+    # Another head count keeps every weight's shape, so it loaded and meant something else; now refused, and
+    # before any preprocessing (which a large log spends long on): nothing was generated or written.
+    with pytest.raises(ConfigError, match="model.n_heads=2 there, 4 here"):
+        train_into(tmp_path / "d", *SMALL, f"init_from={pretrained}", "model.n_heads=4")
+    assert not (tmp_path / "d" / "data").exists() and not (tmp_path / "d" / "run").exists()
 
 
 def test_embeddings_of_a_run_feed_the_lightgbm_hybrid(pretrained, tmp_path) -> None:

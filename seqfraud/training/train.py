@@ -256,6 +256,45 @@ def labelled_train(train: Path, fraction: float, seed: int, out: Path, *, write:
     return out
 
 
+_MODEL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+
+
+def encoder_settings(model: Mapping[str, Any]) -> dict[str, Any]:
+    """The model settings that shape or read an embedding and encoder, each only where it does (n_heads keeps
+    every weight's shape, so a mismatch there would load and mean something else). The rest (value_bins,
+    entity_input) show in the weights' shapes when the model reads such fields."""
+    value = {k: model.get(k, _MODEL_DEFAULTS[k]) for k in SEQUENCE_KEYS}
+    keys = ["encoder", "d_model", "n_layers", "fusion"]
+    keys += ["n_heads", "ff_mult"] if value["encoder"] == "transformer" else []
+    keys += ["field_dim"] if value["fusion"] == "concat" else []
+    return {k: value[k] for k in keys}
+
+
+def check_init_from(run: Path, model: Mapping[str, Any]) -> None:
+    """Refuse ``init_from=run`` unless it is a run directory whose model settings this run's ``model`` shares:
+    checked before any preprocessing, which can take long, and again when the weights are loaded."""
+    if not (run / rundir.CHECKPOINT).is_file() or not (run / rundir.SPEC_FILE).is_file():
+        raise ConfigError(
+            f"init_from={run}: no {rundir.CHECKPOINT} and {rundir.SPEC_FILE}; point it at a run dir"
+        )
+    if not (run / rundir.CONFIG_FILE).is_file():
+        return  # a run written without its config: the weights' shapes are then the only check
+    theirs, ours = (
+        encoder_settings(plain(OmegaConf.load(run / rundir.CONFIG_FILE).model)),
+        encoder_settings(model),
+    )
+    differ = [
+        f"model.{k}={theirs.get(k)!r} there, {ours.get(k)!r} here"
+        for k in sorted(theirs.keys() | ours.keys())
+        if theirs.get(k) != ours.get(k)
+    ]
+    if differ:
+        raise ConfigError(
+            f"init_from={run}: its encoder does not fit this model: {'; '.join(differ)}; fine-tune with the "
+            "pretraining run's settings"
+        )
+
+
 def load_pretrained(net: nn.Module, run: Path, spec: Spec, model: Mapping[str, Any]) -> None:
     """The embedding and encoder of a pretraining run (``init_from``) into ``net``, key for key.
 
@@ -263,11 +302,7 @@ def load_pretrained(net: nn.Module, run: Path, spec: Spec, model: Mapping[str, A
     same data and features config), and its model settings (``model``: this run's) must match: both are
     checked, with what differs named.
     """
-    ckpt = run / rundir.CHECKPOINT
-    if not ckpt.is_file() or not (run / rundir.SPEC_FILE).is_file():
-        raise ConfigError(
-            f"init_from={run}: no {rundir.CHECKPOINT} and {rundir.SPEC_FILE}; point it at a run dir"
-        )
+    check_init_from(run, model)
     theirs = Spec.load(run / rundir.SPEC_FILE)
     if (theirs.fields, [theirs.vocab_size(f) for f in theirs.fields]) != (
         spec.fields,
@@ -277,7 +312,7 @@ def load_pretrained(net: nn.Module, run: Path, spec: Spec, model: Mapping[str, A
             f"init_from={run}: that run tokenized with another spec (fields or vocabularies differ); pretrain and "
             "fine-tune on one preprocessing output (prepared_dir=...)"
         )
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    state = torch.load(run / rundir.CHECKPOINT, map_location="cpu", weights_only=True)["state_dict"]
     parts = {
         k.removeprefix("net."): v for k, v in state.items() if k.startswith(("net.embed.", "net.encoder."))
     }
@@ -286,27 +321,21 @@ def load_pretrained(net: nn.Module, run: Path, spec: Spec, model: Mapping[str, A
     try:
         missing, _ = net.load_state_dict(parts, strict=False)
     except RuntimeError as e:
-        pretrained = (
-            plain(OmegaConf.load(run / rundir.CONFIG_FILE).model)
-            if (run / rundir.CONFIG_FILE).is_file()
-            else {}
+        differ = (
+            f"features.max_len={theirs.max_len} there, {spec.max_len} here; "
+            if theirs.max_len != spec.max_len
+            else ""
         )
-        differ = [
-            f"model.{k}={pretrained[k]!r} there, {model.get(k)!r} here"
-            for k in sorted(SEQUENCE_KEYS & set(pretrained))
-            if pretrained[k] != model.get(k)
-        ]
-        if theirs.max_len != spec.max_len:
-            differ.append(f"features.max_len={theirs.max_len} there, {spec.max_len} here")
         raise ConfigError(
-            f"init_from={run}: its encoder does not fit this model: "
-            + (f"{'; '.join(differ)}; fine-tune with the pretraining run's settings" if differ else str(e))
+            f"init_from={run}: its encoder does not fit this model: {differ or str(e)}"
         ) from None
     if gaps := [k for k in missing if k.startswith(("embed.", "encoder."))]:
         raise ConfigError(
             f"init_from={run}: its checkpoint lacks {gaps[:5]}: another encoder (model.encoder?)"
         )
-    log.info("initialized the embedding and encoder from %s (%d tensors)", ckpt, len(parts))
+    log.info(
+        "initialized the embedding and encoder from %s (%d tensors)", run / rundir.CHECKPOINT, len(parts)
+    )
     metrics = run / rundir.METRICS_FILE
     if metrics.is_file() and json.loads(metrics.read_text()).get("objectives") == ["masked"]:
         log.warning(
@@ -423,6 +452,8 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
             f"this is rank {rank} of {world} processes started by torchrun/SLURM: preprocess once first "
             "(seqfraud preprocess ...) and pass prepared_dir=<its output dir>, so that no rank preprocesses"
         )
+    if cfg.get("init_from") and not cfg.get("pretrain"):
+        check_init_from(Path(cfg.init_from), plain(cfg.model))
     run_dir.mkdir(parents=True, exist_ok=True)
     if world == 1:  # torchrun and SLURM set each rank's threads themselves
         torch.set_num_threads(training_threads(cfg.get("threads", "auto")))
