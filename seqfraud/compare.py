@@ -175,6 +175,14 @@ def leaderboard(
     return sorted(rows, key=lambda r: r["test_set"])  # stable: each set keeps its order
 
 
+def curve_label(row: dict[str, Any], width: int = 60) -> str:
+    """A run's name in the PR-curve legend: its directory alone is a multirun's job number ("0", "1"), so the
+    test set, model and the settings that differ come with it, then its test PR-AUC."""
+    set_of = f"[{row['test_set']}]" if row["test_set"] else ""
+    text = " ".join(p for p in (set_of, row["run"], row["model"], row["config"]) if p)
+    return f"{text if len(text) <= width else text[: width - 1] + '…'} ({fmt(row['test_pr_auc'])})"
+
+
 def leaderboard_table(rows: list[dict], fpr: float, recall: float) -> tuple[list[str], list[list[str]]]:
     """The leaderboard as header and string cells, the one layout of the Markdown, HTML and terminal tables."""
     rk, pk = recall_key(fpr), precision_key(recall)

@@ -19,7 +19,7 @@ import polars as pl
 
 from seqfraud import schema as S
 from seqfraud.calibration import reliability_curve
-from seqfraud.compare import OUTPUT_FILES, Run, fmt, leaderboard_table, rank_runs, recall_label
+from seqfraud.compare import OUTPUT_FILES, Run, curve_label, fmt, leaderboard_table, rank_runs, recall_label
 from seqfraud.metrics import expected_calibration_error, recall_key
 from seqfraud.rundir import predictions
 
@@ -369,7 +369,7 @@ def plot_pr_curves(runs: list[Run], rows: list[dict], path: Path) -> None:
             drawstyle="steps-post",
             color=colors[i % len(colors)],
             lw=1.3,
-            label=f"{row['run']} ({fmt(row['test_pr_auc'])})",
+            label=curve_label(row),
         )
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="test PR curves (PR-AUC)")
     ax.grid(alpha=0.3)

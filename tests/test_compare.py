@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from seqfraud.cli.compare import main
-from seqfraud.compare import leaderboard_table
+from seqfraud.compare import curve_label, leaderboard_table
 from seqfraud.errors import UserError
 from seqfraud.reports import write_leaderboard
 from seqfraud.training.train import train
@@ -53,6 +53,12 @@ def test_two_runs_make_a_leaderboard_ranked_by_val_pr_auc(runs, tmp_path):
     page = (tmp_path / "leaderboard.html").read_text()
     assert "data:image/png;base64," in page and page.count("<tr>") == 3
     assert (tmp_path / "pr_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The curves' legend: a multirun job's directory ("0") says nothing alone.
+    assert curve_label(rows[0]) == (
+        f"{rows[0]['run']} lightgbm {rows[0]['config']} ({rows[0]['test_pr_auc']:.3f})"
+    )
+    assert curve_label({**rows[0], "test_set": "B", "config": "x" * 80}).startswith(f"[B] {rows[0]['run']} ")
+    assert len(curve_label({**rows[0], "config": "x" * 80}).split(" (")[0]) == 60
 
 
 def test_a_multirun_directory_is_searched_for_runs(runs):
