@@ -23,6 +23,7 @@ from typing import Any, Generic, Literal, NoReturn, cast
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from typing_extensions import TypeVar
 
@@ -271,19 +272,33 @@ def _csv_header(file: str) -> list[str]:
     return header
 
 
-def _check_last_row(file: str, width: int) -> None:
-    """A file cut off mid-line (a copy that stopped, a full disk) ends in a row of fewer fields than the header,
-    which the reader would fill with nulls. Only the last row is read: a short row elsewhere is not caught."""
-    with open(file, "rb") as f:
-        f.seek(max(0, os.path.getsize(file) - 65_536))
-        tail = f.read().decode("utf-8", errors="replace").rstrip("\r\n").rsplit("\n", 1)[-1]
-    if not tail.strip() or '"' in tail:  # a quoted field may span lines: the last line is not the last row
+def _check_short_rows(file: str, width: int) -> None:
+    """Rows of fewer fields than the header would read with nulls in the fields they lack: a file cut off
+    mid-line (a copy that stopped, a full disk), a stray line break inside an unquoted value. Arrow's reader counts
+    every row's fields (converting one column), which Polars does not; rows of more fields, and files Arrow cannot
+    read, are left to the Polars read that follows, which names them."""
+    short: list[str] = []
+
+    def seen(row: Any) -> str:
+        if row.actual_columns < row.expected_columns:
+            short.append(row.text)
+        return "skip"
+
+    try:
+        for _ in pa_csv.open_csv(
+            file,
+            read_options=pa_csv.ReadOptions(skip_rows=1, column_names=[f"f{i}" for i in range(width)]),
+            parse_options=pa_csv.ParseOptions(newlines_in_values=True, invalid_row_handler=seen),
+            convert_options=pa_csv.ConvertOptions(include_columns=["f0"], column_types={"f0": pa.string()}),
+        ):
+            pass
+    except (pa.ArrowException, OSError):
         return
-    fields = next(csv.reader([tail]))
-    if len(fields) < width:
+    if short:
         raise DataValidationError(
-            f"{file}: its last row has {len(fields)} of the header's {width} fields ({tail[:80]!r}); was the file "
-            "cut off? Write it again"
+            f"{file}: {len(short):,} row(s) have fewer fields than the header's {width} (first: {short[0][:80]!r}), "
+            "so the fields they lack would read as empty; was the file cut off, or does a value hold an unquoted "
+            "line break? Write it again with every row's fields (empty ones as separators: a,,c)"
         )
 
 
@@ -297,7 +312,7 @@ def _scan_csv(file: str, schema: Schema) -> pl.LazyFrame:
     integer would otherwise count as a timestamp that does not parse).
     """
     header = _csv_header(file)
-    _check_last_row(file, len(header))
+    _check_short_rows(file, len(header))
     types: dict[str, type[pl.DataType]] = {c: pl.String for c in header}
     types |= {c: pl.Float64 for c in schema.numerical}
     for c in (schema.timestamp, schema.label, schema.label_time):
