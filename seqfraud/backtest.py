@@ -33,6 +33,7 @@ from seqfraud.data.events import load_events
 from seqfraud.data.split import from_epoch_us, to_epoch_us
 from seqfraud.errors import ConfigError
 from seqfraud.preprocess import ensure_synthetic, resolve_data_config
+from seqfraud.rundir import REPORT_FILE
 from seqfraud.schema import Schema
 from seqfraud.training.train import model_name, train
 
@@ -173,12 +174,21 @@ def run_backtest(cfg: DictConfig) -> dict[str, Any]:
                 from_epoch_us(w.test_end),
             )
             metrics = train(window_config(cfg, w, model, run_dir))
+            late = json.loads((run_dir / REPORT_FILE).read_text()).get("labels_known_after_test_start")
+            if late:
+                log.warning(
+                    "window %d trained and validated on labels known only after its test start (%s); a retrain "
+                    "then could not have: data.split.label_cutoff=test_start leaves them out",
+                    w.index,
+                    late,
+                )
             rows.append(
                 {
                     "window": w.index,
                     "model": name,
                     **w.split(),
                     "run_dir": str(run_dir.relative_to(out)),
+                    "labels_known_after_test_start": late or {},
                     "val_pr_auc": metrics["val"]["pr_auc"],
                     "test": metrics["test"],
                 }

@@ -27,7 +27,14 @@ import polars as pl
 from seqfraud import schema as S
 from seqfraud.data.events import LoadedEvents, load_events
 from seqfraud.data.shards import ROW_GROUP_SESSIONS, shard_files, shard_name
-from seqfraud.data.split import assign_split, before_test_end, from_epoch_us, split_boundaries, to_epoch_us
+from seqfraud.data.split import (
+    assign_split,
+    before_test_end,
+    from_epoch_us,
+    labels_known_by,
+    split_boundaries,
+    to_epoch_us,
+)
 from seqfraud.errors import ConfigError
 from seqfraud.features.entities import EntitySpec, attach, column_features, entity_spec, kernel_rows
 from seqfraud.features.spec import SHORTEST_TRAINED, Spec
@@ -378,7 +385,11 @@ def preprocess(
         split.get("test_fraction", 0.15),
         test_end,
     )
-    sessions, unlabeled = drop_unlabeled(assign_split(in_range, val_us, test_us), keep_in_train=not dropping)
+    cutoff = split.get("label_cutoff")
+    sessions, late = labels_known_by(assign_split(in_range, val_us, test_us), cutoff, test_us)
+    sessions, unlabeled = drop_unlabeled(sessions, keep_in_train=not dropping)
+    if cutoff is not None:
+        check_val_classes(sessions, cutoff)
     train = sessions.filter(pl.col(S.SPLIT) == "train")
     out = Path(out_dir)
     for stale in (DATA_DIR, ENTITY_DIR):  # outputs of an earlier run must not mix with these
@@ -438,6 +449,7 @@ def preprocess(
     }
     report = (
         loaded.report
+        | late
         | unlabeled
         | engine_report
         | {
@@ -463,6 +475,9 @@ def preprocess(
         log.info(
             "test_end %s: %s later sessions left out", report["test_end"], report["sessions_after_test_end"]
         )
+    for key, by_split in late.items():  # label times counted against the test start, or the cutoff
+        at = report["test_start"] if cutoff in (None, "test_start") else cutoff
+        log.info("%s %s: %s", key.replace("_", " "), at, by_split)
     for key in ("orphan_labels_dropped", "unlabeled_sessions_dropped", "unlabeled_events_dropped"):
         if key in report:
             log.warning("policy: %s = %s", key, report[key])
@@ -473,6 +488,19 @@ def preprocess(
         )
     events = loaded.events if isinstance(loaded.events, pl.LazyFrame) else None
     return Prepared(spec=spec, datasets=datasets, report=report, events=events, sessions=sessions)
+
+
+def check_val_classes(sessions: pl.DataFrame, cutoff: str) -> None:
+    """Validation picks the checkpoint and the stacker's inputs: after a label cutoff it must still hold both
+    classes, which a validation period shorter than the label delay does not (its negatives are not final yet)."""
+    val = sessions.filter((pl.col(S.SPLIT) == "val") & pl.col(S.LABEL).is_not_null())[S.LABEL]
+    positives = int(val.sum() or 0)
+    if positives == 0 or positives == val.len():
+        raise ConfigError(
+            f"data.split.label_cutoff={cutoff}: validation keeps {positives:,} positive and "
+            f"{val.len() - positives:,} negative label(s) known by then, and needs both: start validation earlier "
+            "(data.split.val_start, or a backtest.val_days longer than data.policy.label_delay)"
+        )
 
 
 def drop_unlabeled(sessions: pl.DataFrame, *, keep_in_train: bool) -> tuple[pl.DataFrame, dict[str, int]]:

@@ -503,3 +503,53 @@ def test_unlabelled_sessions_left_out_still_count_as_entity_context(entity_run, 
         assert got.height == pl.read_parquet(data.events).height and got.equals(kept), column
     train = pl.read_parquet(out["drop"].datasets["train"])
     assert train["label"].null_count() == 0 and not train["session_id"].is_in(unlabelled.implode()).any()
+
+
+def test_a_label_cutoff_trains_on_the_labels_known_by_then(tmp_path):
+    """``data.split.label_cutoff=test_start``: train and val keep only the labels known before the test start (a
+    retrain then had no others); the rest are counted either way, and test labels stay. A backtest window trained
+    on chargebacks that arrived after its test start, unsaid (dogfood 16)."""
+    from seqfraud.errors import ConfigError
+    from seqfraud.preprocess import preprocess
+
+    base = [*ENTITY_OVERRIDES, f"paths.data_dir={tmp_path / 'data'}", "data.policy.label_delay=10d"]
+    given = preprocess(compose(base).data, compose(base).features, tmp_path / "given")
+    cut_cfg = compose([*base, "data.split.label_cutoff=test_start"])
+    cut = preprocess(cut_cfg.data, cut_cfg.features, tmp_path / "cut")
+
+    test_us = given.sessions.filter(pl.col(S.SPLIT) == "test")[S.START_TIME].min()
+    late = given.sessions.filter((pl.col(S.SPLIT) != "test") & (pl.col(S.LABEL_KNOWN) >= test_us))
+    assert late.filter(pl.col(S.LABEL) == 1).height > 0 and set(late[S.SPLIT]) == {"train", "val"}
+    counts = {
+        split: {"sessions": rows.height, "positives": int(rows[S.LABEL].sum())}
+        for (split,), rows in late.group_by(S.SPLIT)
+    }
+    assert given.report["labels_known_after_test_start"] == counts == cut.report["labels_known_after_cutoff"]
+
+    def labels(prepared, split: str) -> dict:
+        return dict(pl.read_parquet(prepared.datasets[split]).select(S.SESSION_ID, S.LABEL).iter_rows())
+
+    ids = set(late[S.SESSION_ID])
+    assert {s: v for s, v in labels(cut, "train").items() if s in ids} == {
+        s: None for s in late.filter(pl.col(S.SPLIT) == "train")[S.SESSION_ID]
+    }  # kept unlabelled, as traffic (supervised fits skip them)
+    assert not ids & set(labels(cut, "val")) and ids & set(labels(given, "val"))
+    assert labels(cut, "test") == labels(given, "test")
+    assert {s: v for s, v in labels(cut, "train").items() if s not in ids} == {
+        s: v for s, v in labels(given, "train").items() if s not in ids
+    }
+
+    # Validation shorter than the label delay holds no final negative: refused, saying what to change.
+    with pytest.raises(ConfigError, match="validation keeps .* and needs both"):
+        long_delay = compose([*base, "data.policy.label_delay=60d", "data.split.label_cutoff=test_start"])
+        preprocess(long_delay.data, long_delay.features, tmp_path / "long")
+    # Labels with no known time cannot be placed before or after a cutoff.
+    with pytest.raises(ConfigError, match="needs each label's known time"):
+        plain_cfg = compose(
+            [
+                "+experiment=smoke",
+                f"paths.data_dir={tmp_path / 'data0'}",
+                "data.split.label_cutoff=test_start",
+            ]
+        )
+        preprocess(plain_cfg.data, plain_cfg.features, tmp_path / "plain")

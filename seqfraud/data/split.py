@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 
 import polars as pl
 
@@ -78,3 +79,44 @@ def assign_split(sessions: pl.DataFrame, val_us: int, test_us: int) -> pl.DataFr
         .otherwise(pl.lit("train"))
         .alias(S.SPLIT)
     )
+
+
+def labels_known_by(
+    sessions: pl.DataFrame, cutoff: str | None, test_us: int
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Train and val labels as they stood at the cutoff (``data.split.label_cutoff``: ``test_start`` or an ISO
+    datetime; None: the labels as given). A model retrained then had only the labels known before it; a label
+    known at or after it (its label time, or its session's end plus ``data.policy.label_delay``) leaves its
+    session unlabelled, for the unlabelled policy to place. Test labels stay: they are what is measured.
+
+    Without a cutoff the same labels are only counted, for the report: a single out-of-time run trains on them,
+    which a retrain at the test start could not have done. A label with no known time (no label time and no
+    delay) cannot be placed, so a cutoff refuses it."""
+    labelled, known = (pl.col(S.SPLIT) != "test") & pl.col(S.LABEL).is_not_null(), pl.col(S.LABEL_KNOWN)
+    if not sessions.select((labelled & known.is_not_null()).any()).item():  # no label time and no delay
+        if cutoff is not None:
+            raise ConfigError(
+                "data.split.label_cutoff needs each label's known time: set data.schema.label_time and/or "
+                "data.policy.label_delay (the time after which a label, positive or negative, is final)"
+            )
+        return sessions, {}
+    if cutoff is not None and (n := sessions.select((labelled & known.is_null()).sum()).item()):
+        raise ConfigError(
+            f"data.split.label_cutoff: {n:,} train/val label(s) have no known time (no label time, and no "
+            "data.policy.label_delay to count from): set data.policy.label_delay, the time after which a label "
+            "is final"
+        )
+    after = labelled & (
+        known >= (test_us if cutoff in (None, "test_start") else split_time("label_cutoff", cutoff))
+    )
+    counts = {
+        split: {"sessions": n, "positives": int(p or 0)}
+        for split, n, p in sessions.filter(after)
+        .group_by(S.SPLIT)
+        .agg(pl.len(), pl.col(S.LABEL).sum())
+        .iter_rows()
+    }
+    if cutoff is None:
+        return sessions, {"labels_known_after_test_start": counts}
+    labels = pl.when(after).then(None).otherwise(pl.col(S.LABEL)).alias(S.LABEL)
+    return sessions.with_columns(labels), {"labels_known_after_cutoff": counts}
