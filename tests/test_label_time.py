@@ -198,6 +198,14 @@ def test_label_time_before_the_session_starts(tmp_path):
     ev = write(events().drop("label"), tmp_path / "e.parquet")
     lab = write(labels([T0 - timedelta(days=1), KNOWN_S2, None]), tmp_path / "labels.parquet")
     fails(ev, lab, "column 'known_at': 1 row(s) have a label time before the first event", labels=lab)
+    # Which session, and both times: the count alone left the label table to be searched.
+    fails(
+        ev,
+        lab,
+        "(1 session(s); first: session 's1', label time 2023-12-31T00:00:00+00:00, first event "
+        "2024-01-01T00:00:00+00:00)",
+        labels=lab,
+    )
     times = [T0, T0, KNOWN_S2, KNOWN_S2, T0]  # s3 starts 2 minutes after T0
     on_events = write(events(known_at=pl.Series(times)), tmp_path / "on.parquet")
     fails(on_events, on_events, "column 'known_at': 1 row(s) have a label time before the first event")

@@ -433,6 +433,16 @@ def test_labels_are_read_in_the_label_tables_column_names() -> None:
     _, validator = online_request_models(spec, Limits())
     parsed = validator.validate_python(sent)
     assert read_labels(parsed["labels"], spec, "request") == [Label("7", 1, 1_704_067_201_000_000)]
+    # A bad label time names its label's session (it named '-'), and mixed kinds are told as labels, not events.
+    from seqfraud.data.events import DataValidationError
+
+    with pytest.raises(DataValidationError, match="first: '01/02/2026', session '8'"):
+        read_labels([{"visit": "8", "is_fraud": 1, "cb_date": "01/02/2026"}], spec, "request")
+    mixed = [
+        {"visit": "8", "is_fraud": 1, "cb_date": c} for c in ("2024-01-01T00:00:01Z", "2024-01-02T00:00:00Z")
+    ]
+    with pytest.raises(DataValidationError, match=r"1 label\(s\) hold a int \(first: label 2, session '9'\)"):
+        read_labels([*mixed, {"visit": "9", "is_fraud": 1, "cb_date": 1_704_067_201_000}], spec, "request")
     with pytest.raises(Exception, match="session_id"):
         validator.validate_python({"labels": [{"session_id": "7", "label": 1}]})
     # A field under another name is told the names this model takes, not only that it is extra.

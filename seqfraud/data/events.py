@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from typing_extensions import TypeVar
 
 from seqfraud import schema as S
-from seqfraud.data.split import to_epoch_us
+from seqfraud.data.split import from_epoch_us, to_epoch_us
 from seqfraud.durations import duration_us
 from seqfraud.errors import UserError
 from seqfraud.schema import Schema
@@ -1123,11 +1123,15 @@ def label_known(
 
         early = sessions.filter(lt < pl.col(S.START_TIME))
         if early.height:
+            sid, label_us, start_us = (
+                early.sort(S.SESSION_ID).select(S.SESSION_ID, S.LABEL_TIME_US, S.START_TIME).row(0)
+            )
             fail_rows(
                 label_source,
                 schema.label_time,
                 rows(early),
-                f"have a label time before the first event of their session ({early.height:,} session(s))",
+                f"have a label time before the first event of their session ({early.height:,} session(s); first: "
+                f"session {sid!r}, label time {from_epoch_us(label_us)}, first event {from_epoch_us(start_us)})",
             )
         if delay_us is None:
             blind = sessions.filter(lt.is_null() & (pl.col(S.LABEL) == 1))

@@ -33,6 +33,7 @@ import json
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
@@ -692,9 +693,21 @@ def read_labels(labels: list[Mapping[str, Any]], spec: Spec, source: str) -> lis
             "fall back on, so they would never be known"
         )
     us: list[int | None] = [None] * len(labels)
+    kinds = Counter(type(times[i]).__name__ for i in given)
+    if len(kinds) > 1:  # one column, as a request's timestamps: the events' rule, in the labels' words
+        rare = min(kinds, key=lambda k: kinds[k])
+        first = next(i for i in given if type(times[i]).__name__ == rare)
+        raise DataValidationError(
+            f"{source}: {time_key!r}: label times of types {sorted(kinds)} in one request; {kinds[rare]:,} "
+            f"label(s) hold a {rare} (first: label {first}, session {str(labels[first][session_key])!r}); send "
+            "integer epochs or date-time text, not both"
+        )
     if given:
         lt_spec = replace(spec, schema=replace(s, timestamp=time_key, label_time=None, event_id=None))
-        records = [{time_key: times[i], s.session_id: "-", s.event_type: "-"} for i in given]
+        # Each label's own session id: an error about its time names it.
+        records = [
+            {time_key: times[i], s.session_id: str(labels[i][session_key]), s.event_type: "-"} for i in given
+        ]
         frame = normalized_events(as_frame(records, lt_spec, source).lazy(), lt_spec, source)
         for i, t in zip(given, frame[S.TS_US].to_list()):
             us[i] = t
