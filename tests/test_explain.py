@@ -3,6 +3,8 @@ event a model keys on, and is served, validated and drawn like the scores."""
 
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import polars as pl
 import pytest
@@ -109,6 +111,29 @@ def test_truncated_sessions_explain_only_the_kept_events(scorer, few, one_torch_
     assert explained[S.EVENT_TIME][0] == long[s.timestamp][5]  # the oldest five were truncated away
 
 
+def test_a_truncated_session_says_which_events_it_leaves_out(
+    exported_artifact, client, scorer, few, tmp_path, capsys
+):
+    """A dogfood fraud burst sat at event 754 of 2,143: the explanation listed events 0-255 and said nothing of
+    the rest. The CLI line, the page and /explain's answer now say how many the model did not read."""
+    from seqfraud.cli.explain import main
+
+    s = scorer.spec.schema
+    first = few.filter(pl.col(s.session_id) == few[s.session_id].unique().sort()[0])[:1]
+    n = scorer.spec.max_len + 5
+    long = pl.concat([first] * n).with_columns(
+        pl.col(s.timestamp) + pl.duration(seconds=pl.int_range(pl.len()))
+    )
+    note = f"reads the last {scorer.spec.max_len:,} of the session's {n:,} events (features.max_len): the 5 earlier"
+    long.write_parquet(tmp_path / "long.parquet")
+    args = ["--artifact", str(exported_artifact), "--events", str(tmp_path / "long.parquet")]
+    main([*args, "--session", str(first[s.session_id][0]), "--out", str(tmp_path / "long.html")])
+    assert note in capsys.readouterr().out and html.escape(note) in (tmp_path / "long.html").read_text()
+    body = client.post("/explain", json={"events": _records(long, scorer)}).json()
+    assert body["n_events"] == n and len(body["events"]) == scorer.spec.max_len and note in body["note"]
+    assert ("stacker" in body["note"]) == (scorer.stacker is not None)
+
+
 class KeysOnOneToken(torch.nn.Module):
     """Scores 0.9 when the event-type field holds ``token`` anywhere in the session, else 0.1."""
 
@@ -170,7 +195,17 @@ def test_explain_endpoint(client, scorer, few):
     r = client.post("/explain", json={"events": _records(session, scorer)})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == {S.SESSION_ID, S.SCORE, S.BAND, "events", "model_version", "latency_ms"}
+    assert set(body) == {
+        S.SESSION_ID,
+        S.SCORE,
+        S.BAND,
+        "events",
+        "n_events",
+        "note",
+        "model_version",
+        "latency_ms",
+    }
+    assert body["n_events"] == session.height == len(body["events"]) and body["note"] is None
     assert body[S.SCORE] == pytest.approx(scorer.score(session)[S.SCORE][0], abs=1e-6)
     expected = scorer.explain(session)
     assert [e[S.EVENT] for e in body["events"]] == expected[S.EVENT].to_list()
@@ -331,6 +366,8 @@ def test_cli_says_when_no_single_event_moves_the_score(
         out = capsys.readouterr().out
         assert "note: no single event explains this score" in out
         assert f"moves its raw score of {raw:.3f} by {contribution:.3f}" in out
+        # Trees are named only where a stacker made the score (it was said of every model).
+        assert ("a stacked model's trees" in out) == (scorer.stacker is not None)
 
 
 def test_a_session_id_without_its_leading_zeros_is_pointed_at_the_ids_that_have_them(tmp_path):

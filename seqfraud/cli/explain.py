@@ -20,7 +20,7 @@ from seqfraud.cli import (
 )
 from seqfraud.errors import command
 from seqfraud.features.spec import Spec
-from seqfraud.scoring.explain import session_events
+from seqfraud.scoring.explain import session_events, unread_note
 from seqfraud.scoring.history import History
 from seqfraud.scoring.scorer import Scorer
 
@@ -36,12 +36,17 @@ def explain_session(
     """Write the HTML view (and the PNG) of one session; returns the per-event contributions.
 
     ``history`` gives what an artifact with entity features reads besides the session (docs/entities.md).
-    Also returns the session's score row (``score``, ``band``, and ``raw_score``: the contributions' units).
+    Also returns the session's score row (``score``, ``band``, and ``raw_score``: the contributions' units),
+    with ``stacked`` (whether a stacker made the score) and ``note`` (:func:`unread_note`).
     """
     scorer = Scorer.load(artifact)
     scorer.history = history(scorer.spec)
     found = session_events(events, scorer.spec, session)
-    scored = scorer.score(found).row(0, named=True)
+    stacked = scorer.stacker is not None
+    scored = scorer.score(found).row(0, named=True) | {
+        "stacked": stacked,
+        "note": unread_note(found.height, scorer.spec.max_len, stacked),
+    }
     explained = scorer.explain(found)
     Path(out).write_text(reports.session_html(explained, scored, scorer.model_version), encoding="utf-8")
     if png:
@@ -84,7 +89,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     if largest < NO_SINGLE_EVENT or (flagged and largest < SMALL_SHARE * raw):
         print(
             f"note: no single event explains this score (the largest moves its raw score of {raw:.3f} by "
-            f"{largest:.3f}): it comes from the session as a whole (a stacked model's trees move in steps, and "
-            "leaving out one event may cross none of their splits); read the contributions as an order, not as "
-            "the reason for the score"
+            f"{largest:.3f}): it comes from the session as a whole"
+            + (
+                " (a stacked model's trees move in steps, and leaving out one event may cross none of their splits)"
+                if scored["stacked"]
+                else ""
+            )
+            + "; read the contributions as an order, not as the reason for the score"
         )
+    if scored["note"]:
+        print(f"note: {scored['note']}")

@@ -102,6 +102,18 @@ def scored_occlusion(scorer: TokenScorer, events: pl.DataFrame) -> tuple[pl.Data
     )
 
 
+def unread_note(n_events: int, max_len: int, stacked: bool) -> str | None:
+    """Why a long session's earliest events have no contribution (a dogfood fraud burst sat at event 754 of
+    2,143, unlisted and unsaid); None when the model reads every event."""
+    if n_events <= max_len:
+        return None
+    return (
+        f"the sequence model reads the last {max_len:,} of the session's {n_events:,} events (features.max_len): "
+        f"the {n_events - max_len:,} earlier ones are not listed and have no contribution"
+        + ("; the stacker's aggregates read them all" if stacked else "")
+    )
+
+
 def aggregates_without_each(stacker: Stacker, events: pl.DataFrame, kept: pl.DataFrame) -> np.ndarray:
     """Per kept event (in ``kept``'s order), its session's aggregates from all its events but that one: each
     is a variant session of its own, so one query computes them all (a session of one event leaves an empty

@@ -50,7 +50,7 @@ from seqfraud import schema as S
 from seqfraud.data.events import DataValidationError
 from seqfraud.decisions import BANDS
 from seqfraud.features.spec import Spec
-from seqfraud.scoring.explain import scored_occlusion
+from seqfraud.scoring.explain import scored_occlusion, unread_note
 from seqfraud.scoring.history import HistoryRequired, refuse_to_serve
 from seqfraud.scoring.online import OnlineScorer, label_keys, read_labels, segments
 from seqfraud.scoring.prepare import as_frame, normalized_events
@@ -325,7 +325,8 @@ ExplainedEvent: Any = _dynamic_typed_dict(
     "ExplainedEvent", {S.POSITION: int, S.EVENT: str, S.EVENT_TIME: str, S.CONTRIBUTION: float}
 )
 ExplainResponse = _dynamic_typed_dict(
-    "ExplainResponse", {**ScoreResponse.__annotations__, "events": list[ExplainedEvent]}
+    "ExplainResponse",
+    {**ScoreResponse.__annotations__, "events": list[ExplainedEvent], "n_events": int, "note": str | None},
 )
 FieldError = TypedDict("FieldError", {"loc": str, "msg": str})
 ErrorResponse = TypedDict("ErrorResponse", {"detail": Required[str], "errors": NotRequired[list[FieldError]]})
@@ -504,7 +505,12 @@ def explained_session(scorer: Scorer, records: list[dict[str, Any]]) -> dict[str
     events = explained.select(
         S.POSITION, S.EVENT, pl.col(S.EVENT_TIME).dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ"), S.CONTRIBUTION
     )
-    return scores.select(S.SESSION_ID, S.SCORE, S.BAND).row(0, named=True) | {"events": events.to_dicts()}
+    note = unread_note(len(records), scorer.spec.max_len, scorer.stacker is not None)
+    return scores.select(S.SESSION_ID, S.SCORE, S.BAND).row(0, named=True) | {
+        "events": events.to_dicts(),
+        "n_events": len(records),
+        "note": note,
+    }
 
 
 def stateless(scorer: Scorer) -> None:
