@@ -131,8 +131,8 @@ def monitor_html(report: dict[str, Any], png: Path) -> str:
     ]
     new_rows = [
         [f, v["value"], v["sessions"], v["events"], ", ".join(v["example_sessions"])]
-        for f, values in report["new_categories"].items()
-        for v in values
+        for f, new in report["new_categories"].items()
+        for v in new["values"]
     ]
     q_rows = []
     for name, key in (
@@ -160,7 +160,8 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#e
 {_table(["check", "field", "category", "value", "threshold"], finding_rows) if finding_rows else none}
 <h2>Warnings ({len(warn_rows)})</h2>{_table(["check", "field", "value", "threshold"], warn_rows) if warn_rows else none}
 <h2>Token fields</h2>{_table(["field", "PSI", "unknown ref", "unknown cur", "missing ref", "missing cur"], field_rows)}
-<h2>Categories the model never learned ({len(new_rows)})</h2>
+<h2>Categories the model never learned ({sum(n["count"] for n in report["new_categories"].values()):,})</h2>
+{"".join(f"<p>{_cell(note)}</p>" for note in report["notes"])}
 {_table(["field", "value", "sessions", "events", "example sessions"], new_rows) if new_rows else none}
 <h2>Distributions</h2>{_table(["quantity", "window", "mean", "p10", "p50", "p90", "p99"], q_rows)}
 <p>Session length PSI {_cell(report["session_length"]["psi"])}; score PSI {_cell(report["score"]["psi"])}.</p>

@@ -180,8 +180,12 @@ def test_new_categories_are_listed_from_raw_values_and_alert_by_sessions(reports
     """Brand-new event types are news even when their unknown-token share stays under its threshold."""
     late, early = reports["late"], reports["early"]
     s = S.SYNTHETIC
-    new = late["new_categories"][EVENT_TYPE]
+    new = late["new_categories"][EVENT_TYPE]["values"]
     assert new and EVENT_TYPE not in early["new_categories"]
+    assert (
+        late["new_categories"][EVENT_TYPE]["count"] == len(new)
+        and late["new_categories"][EVENT_TYPE]["capped"] == 0
+    )
     events = windows["late"]
     for v in new:
         rows = events.filter(pl.col(EVENT_TYPE) == v["value"])
@@ -207,6 +211,50 @@ def test_new_categories_are_listed_from_raw_values_and_alert_by_sessions(reports
         a["category"] for a in quiet["alerts"] if a["check"] == "new_category" and a["field"] == EVENT_TYPE
     ] == [max(alerted.values(), key=lambda a: a["value"])["category"]]
     assert "Categories the model never learned" in (reports["late"]["_out"] / "monitor.html").read_text()
+
+
+def test_a_capped_vocabulary_lists_the_values_outside_it_without_alerting_on_each() -> None:
+    """A dogfood log's 20,000 item ids, capped at 1,000 tokens, raised 18,645 new_category alerts on its own
+    training window: outside a capped vocabulary is no sign of new. Such a field's values are listed (the first
+    100, all counted), not alerted on, and a note says why; an uncapped field alerts as before."""
+    from seqfraud.features.spec import Spec
+    from seqfraud.monitoring.alerts import alerts, capped_notes
+    from seqfraud.monitoring.statistics import NEW_CATEGORIES_LISTED, new_categories
+    from seqfraud.schema import Schema
+
+    values = [f"v{i:03d}" for i in range(150)]
+    events = pl.DataFrame(
+        {
+            S.SESSION_ID: [f"s{j}" for _ in values for j in range(6)],
+            "event_type": [v for v in values for _ in range(6)],
+        }
+    )
+    for capped in (0, 19_000):
+        spec = Spec(
+            schema=Schema(),
+            timestamp_unit="us",
+            max_len=4,
+            vocab={"event_type": ["pay"]},
+            edges={},
+            fit_info={"values_over_max_vocab": {"event_type": capped}},
+        )
+        report = {
+            "fields": {},
+            "new_categories": new_categories(events, spec),
+            "session_length": {"psi": 0.0},
+            "score": {"psi": 0.0},
+            "performance": None,
+        }
+        new = report["new_categories"]["event_type"]
+        assert (new["count"], len(new["values"]), new["capped"]) == (150, NEW_CATEGORIES_LISTED, capped)
+        found, _ = alerts(report, check_thresholds(None))
+        assert len(found) == (0 if capped else NEW_CATEGORIES_LISTED)  # the listed ones, most sessions first
+        note = (
+            "event_type: 150 value(s) outside the vocabulary, which max_vocab capped in training (19,000 "
+            "frequent value(s) left out), so they are listed, not alerted on one by one; its unknown-token "
+            "rate is checked instead"
+        )
+        assert capped_notes(report) == ([note] if capped else [])
 
 
 def test_operating_point_follows_the_runs_metrics_fpr(exported_artifact, trained_run, windows, tmp_path):

@@ -133,6 +133,10 @@ def test_vocab_min_count_and_max_vocab(tmp_path, min_count, max_vocab, expected)
     path = write(frame(VOCAB_ROWS), tmp_path / "e.parquet")
     _, spec, seqs = run(path, min_count=min_count, max_vocab=max_vocab)
     assert spec.vocab["event_type"] == expected
+    # The values frequent enough for a token that max_vocab left out: the monitor's sign that a value outside
+    # the vocabulary may be an old one.
+    frequent = sum(n >= min_count for n in (4, 2, 2, 1, 1))
+    assert spec.fit_info["values_over_max_vocab"]["event_type"] == frequent - len(expected)
     ids = {v: FIRST_ID + i for i, v in enumerate(expected)}
     types = [r[2] for r in VOCAB_ROWS]
     assert seqs["s1"][TOK["event_type"]] == [ids.get(t, UNKNOWN) for t in types]

@@ -78,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ALERT {finding(a)}")
     for a in report["warnings"]:
         print(f"warning {finding(a)}")
+    for note in report["notes"]:
+        print(f"note: {note}")
     print(
         f"{len(report['alerts'])} alert(s), {len(report['warnings'])} warning(s) -> {Path(args.out) / 'monitor.html'}"
     )

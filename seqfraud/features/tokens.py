@@ -159,6 +159,11 @@ def build_spec(
         for c in schema.categorical_fields
     }
     fit_info["vocab_coverage"] = coverage
+    # Values frequent enough for a token that max_vocab left out: outside the vocabulary is then no sign of new.
+    fit_info["values_over_max_vocab"] = {
+        c: sum(1 for v, n in stats.counts[c].items() if v is not None and n >= min_count) - len(vocab[c])
+        for c in schema.categorical_fields
+    }
     for c, share in coverage.items():
         if share is not None and share < LOW_COVERAGE:
             log.warning(

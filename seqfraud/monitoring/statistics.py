@@ -164,13 +164,20 @@ def entity_field_stats(
     return out
 
 
-def new_categories(events: pl.DataFrame, spec: Spec) -> dict[str, list[dict[str, Any]]]:
+NEW_CATEGORIES_LISTED = 100  # values listed per field, most sessions first; the report counts them all
+
+
+def new_categories(events: pl.DataFrame, spec: Spec) -> dict[str, dict[str, Any]]:
     """Per categorical field, the values outside the model's vocabulary (never seen in training, or too rare
-    to get a token), most sessions first, with their events, sessions and example sessions.
+    to get a token), most sessions first, with their events, sessions and example sessions: ``values`` (the
+    first :data:`NEW_CATEGORIES_LISTED`), ``count`` (all of them) and ``capped``, the training values that
+    ``max_vocab`` left out (``fit_info.values_over_max_vocab``; 0 in specs from before it was recorded). Where
+    that is above 0, a value outside the vocabulary may well be one of them: it is listed, not alerted on.
 
     Read from the raw values: the tokens map every such value to the one ``UNKNOWN`` id, so a rate of
     unknown tokens cannot tell two brand-new event types from noise.
     """
+    capped = spec.fit_info.get("values_over_max_vocab") or {}
     out = {}
     for f in spec.schema.categorical_fields:
         found = (
@@ -190,7 +197,11 @@ def new_categories(events: pl.DataFrame, spec: Spec) -> dict[str, list[dict[str,
             .collect()
         )
         if found.height:
-            out[f] = found.to_dicts()
+            out[f] = {
+                "values": found.head(NEW_CATEGORIES_LISTED).to_dicts(),
+                "count": found.height,
+                "capped": int(capped.get(f, 0)),
+            }
     return out
 
 
