@@ -86,7 +86,7 @@ def test_session_state_round_trips_and_refuses_foreign_bytes() -> None:
     from seqfraud.features.fastpath import EventColumns
     from seqfraud.scoring.online import SessionState, key_entry
 
-    state = SessionState("s1", records=b'{"a":1}', n_events=1, last_ts_us=5, score=0.25)
+    state = SessionState("s1", records=b'"id:1"\t{"a":1}', n_events=1, last_ts_us=5, score=0.25)
     state.add_keys([key_entry("id:1"), key_entry("id:7")])
     state.tokens = np.arange(6, dtype=np.int64).reshape(2, 3)
     state.hidden = np.ones((1, 4), dtype=np.float32)
@@ -99,6 +99,8 @@ def test_session_state_round_trips_and_refuses_foreign_bytes() -> None:
     )
     back = SessionState.decode(state.encode(), 3, (1, 4))
     assert back.record_list() == [{"a": 1}] and back.score == 0.25
+    # A key's record, found by the key; a taken key whose record is no longer kept has none.
+    assert back.taken_as(key_entry("id:1")) == {"a": 1} and back.taken_as(key_entry("id:7")) is None
     # Keys match whole: neither a prefix nor an extension of a taken id, nor one with a newline, is taken.
     assert back.seen(key_entry("id:1")) and back.seen(key_entry("id:7"))
     assert not any(back.seen(key_entry(k)) for k in ("id:", "id:12", "d:1", "id:1\nid:7", "id:2"))
@@ -141,6 +143,50 @@ def test_transformer_rescores_its_kept_events_like_the_whole_session(exported_ar
     records = without_ids(session_records(trained_run, 3, min_events=40))  # max_len 64: some pass it
     with single_torch_thread():
         replay_matches_whole_sessions(scorer, records)
+
+
+def test_a_long_sessions_state_keeps_what_a_rebuild_reads(gru_artifact, gru_run) -> None:
+    """Every event taken was kept as sent, so an event's cost grew with its session (a dogfood transformer: 3.9 ms
+    at 300 events, 8.2 ms at 4,500). Without a stacker the state keeps the latest max_len + 1 events by time,
+    all a rebuild reads; late events, before the kept ones or among them, still score as the whole session, and
+    a resent event no longer kept is a repeat (its fields cannot be compared)."""
+    from seqfraud.scoring.online import OnlineScorer
+    from seqfraud.scoring.scorer import Scorer
+    from seqfraud.scoring.state import MemoryStore
+
+    scorer = Scorer.load(gru_artifact)
+    m = scorer.spec.max_len
+    (sid,) = {r["session_id"] for r in session_records(gru_run, 1, min_events=m + 12)}
+    events = [r for r in session_records(gru_run, 1, min_events=m + 12) if r["session_id"] == sid][: m + 12]
+    held = {2, m}  # one late event older than everything kept, one among the kept
+    online = OnlineScorer(scorer, MemoryStore())
+
+    def whole(taken: list[int]) -> float:
+        return scorer.score(without_ids([events[i] for i in sorted(taken)]), source="test")[S.SCORE][0]
+
+    with single_torch_thread():
+        taken = []
+        for i, e in enumerate(events):
+            if i not in held:
+                online.events([e])
+                taken.append(i)
+        state = online.session(sid)
+        assert state is not None and state.n_events == len(taken) and len(state.record_list()) == m + 1
+        assert [r["timestamp"] for r in state.record_list()] == [
+            events[i]["timestamp"] for i in taken[-(m + 1) :]
+        ]
+        for late in sorted(held):
+            (result,) = online.events([events[late]])
+            taken.append(late)
+            assert result["n_events"] == len(taken) and abs(result[S.SCORE] - whole(taken)) <= 1e-5
+        assert len(online.session(sid).record_list()) == m + 1
+        score = online.session(sid).score
+        (again,) = online.events(
+            [events[0] | {"timestamp": events[-1]["timestamp"]}]
+        )  # long gone from the state
+        assert (again["repeated"], again["conflicting"], again[S.SCORE]) == (1, 0, score)
+        (again,) = online.events([events[-1] | {"event_type": "changed"}])  # still kept: compared
+        assert (again["repeated"], again["conflicting"]) == (1, 1)
 
 
 def test_late_and_repeated_events(gru_artifact, gru_run) -> None:

@@ -59,7 +59,8 @@ from seqfraud.scoring.state import EntityRow, Label, StateStore, StoreUnavailabl
 log = logging.getLogger(__name__)
 
 ON_STORE_ERROR = ("degraded", "fail")
-STATE_VERSION = 3  # 2: the columns a stacker reads; 3: the event keys outside the header
+# 2: the columns a stacker reads; 3: the event keys outside the header; 4: records keyed, in time order, bounded
+STATE_VERSION = 4
 _COMPACT = json.JSONEncoder(separators=(",", ":"))  # one encoder for every line: json.dumps makes one a call
 
 
@@ -72,7 +73,10 @@ class SessionState:
     # The ids of the events taken (with data.schema.event_id), each a JSON string between newlines: whether an
     # event was seen is one substring search, not a set built from a list at every event.
     keys: bytes = b""
-    records: bytes = b""  # the events taken, as sent: one JSON object a line
+    # The events taken, as sent, in time order (ties as they came): a line each, its key's JSON, a tab, its JSON
+    # object. Without a stacker only the latest max_len + 1 are kept (what a rebuild reads: the kept events and
+    # the one before them, for the first one's time delta), so an event's cost stops growing with the session.
+    records: bytes = b""
     tokens: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))  # the kept events'
     n_events: int = 0
     last_ts_us: int | None = None
@@ -87,10 +91,13 @@ class SessionState:
     def seen(self, entry: bytes) -> bool:
         return entry in self.keys
 
-    def taken_as(self, entry: bytes) -> dict[str, Any]:
-        """The event taken under a seen key, as it was sent (keys and records are kept in the same order)."""
-        index = self.keys.split(b"\n").index(entry[1:-1]) - 1
-        return json.loads(self.records.split(b"\n")[index])
+    def taken_as(self, entry: bytes) -> dict[str, Any] | None:
+        """The event taken under a seen key, as it was sent; None when it is no longer kept."""
+        at = (b"\n" + self.records).find(b"\n" + entry[1:-1] + b"\t")
+        if at < 0:
+            return None
+        end = self.records.find(b"\n", at)
+        return json.loads(self.records[at + len(entry) - 1 : None if end < 0 else end])
 
     def add_keys(self, entries: list[bytes]) -> None:
         """Record event ids as :func:`key_entry` gives them."""
@@ -98,7 +105,11 @@ class SessionState:
             self.keys = (self.keys or b"\n") + b"".join(e[1:] for e in entries)
 
     def record_list(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.records.split(b"\n")] if self.records else []
+        return (
+            [json.loads(line.split(b"\t", 1)[1]) for line in self.records.split(b"\n")]
+            if self.records
+            else []
+        )
 
     def encode(self) -> bytes:
         """``[header length][JSON header][tokens][hidden][columns][keys][records]``: plain bytes, read back by
@@ -380,7 +391,7 @@ class OnlineScorer:
                 conflicts.clear()
                 for i, e in enumerate(entries):
                     if state.seen(e):
-                        if state.taken_as(e) != records[i]:
+                        if (first := state.taken_as(e)) is not None and first != records[i]:
                             conflicts.append(keys[i])
                     elif e not in fresh:
                         fresh[e] = i
@@ -389,7 +400,8 @@ class OnlineScorer:
             taken[:] = new
             if not new:
                 return None
-            self._advance(state, [keys[i] for i in new], [lines[i] for i in new], _rows(events, new))
+            keyed = [json.dumps(keys[i]).encode() + b"\t" + lines[i] for i in new]
+            self._advance(state, [keys[i] for i in new], keyed, _rows(events, new))
             return state.encode()
 
         self.store.update(sid, change)
@@ -412,14 +424,21 @@ class OnlineScorer:
 
     def _advance(self, state: SessionState, keys: list[str], lines: list[bytes], new: EventColumns) -> None:
         """The state after ``new`` (normalized events of the session not seen before, with their ``keys`` and
-        JSON ``lines``)."""
+        keyed JSON ``lines``)."""
         ts = new.ts_us
         in_order = state.last_ts_us is None or int(ts.min()) >= state.last_ts_us
-        state.records = b"\n".join([*([state.records] if state.records else []), *lines])
+        by_time = np.lexsort((np.arange(len(lines)), ts)).tolist()
+        state.records = b"\n".join(
+            [*([state.records] if state.records else []), *(lines[i] for i in by_time)]
+        )
         state.n_events += len(lines)
         stacker = self.scorer.stacker
         if not in_order or len(lines) > self.spec.max_len:  # a late event: the session as if scored whole
             columns = self._columns(self._normalized(state), None)
+            held = state.records.split(b"\n")
+            state.records = b"\n".join(
+                held[i] for i in columns.rows[np.lexsort((columns.rows, columns.ts_us))]
+            )
             state.tokens, state.hidden = self._tokens(columns).tokens, None
             state.last_ts_us = int(columns.ts_us.max())
             added = state.tokens
@@ -435,6 +454,8 @@ class OnlineScorer:
             state.last_ts_us = int(ts.max())
             if stacker is not None:
                 state.columns = columns if state.columns is None else state.columns.then(columns)
+        if stacker is None and state.n_events > self.spec.max_len + 1:  # a stacker's rebuild reads them all
+            state.records = b"\n".join(state.records.split(b"\n")[-(self.spec.max_len + 1) :])
         raw = self._predict(state, added)
         if stacker is not None:
             aggregates = stacker.aggregates(cast(EventColumns, state.columns), [state.session_id])
