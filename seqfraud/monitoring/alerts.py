@@ -65,9 +65,8 @@ def alerts(report: dict[str, Any], t: dict[str, float]) -> tuple[list[dict], lis
                 }
             )
     for name, new in report["new_categories"].items():
-        if new[
-            "capped"
-        ]:  # a capped vocabulary: outside it is no sign of new (the unknown rate speaks for it)
+        # A capped vocabulary: outside it is no sign of new (the unknown rate speaks for the field).
+        if new["capped"]:
             continue
         for v in new["values"]:
             if v["sessions"] >= t["new_category_sessions"]:

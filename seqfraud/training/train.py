@@ -322,13 +322,12 @@ def load_pretrained(net: nn.Module, run: Path, spec: Spec, model: Mapping[str, A
         missing, _ = net.load_state_dict(parts, strict=False)
     except RuntimeError as e:
         differ = (
-            f"features.max_len={theirs.max_len} there, {spec.max_len} here; "
+            f"features.max_len={theirs.max_len} there, {spec.max_len} here; fine-tune with the pretraining run's "
+            "settings"
             if theirs.max_len != spec.max_len
-            else ""
+            else str(e)
         )
-        raise ConfigError(
-            f"init_from={run}: its encoder does not fit this model: {differ or str(e)}"
-        ) from None
+        raise ConfigError(f"init_from={run}: its encoder does not fit this model: {differ}") from None
     if gaps := [k for k in missing if k.startswith(("embed.", "encoder."))]:
         raise ConfigError(
             f"init_from={run}: its checkpoint lacks {gaps[:5]}: another encoder (model.encoder?)"
