@@ -213,22 +213,24 @@ def test_new_categories_are_listed_from_raw_values_and_alert_by_sessions(reports
     assert "Categories the model never learned" in (reports["late"]["_out"] / "monitor.html").read_text()
 
 
-def test_a_capped_vocabulary_lists_the_values_outside_it_without_alerting_on_each() -> None:
+def test_outside_a_capped_vocabulary_only_values_more_frequent_than_those_left_out_alert() -> None:
     """A dogfood log's 20,000 item ids, capped at 1,000 tokens, raised 18,645 new_category alerts on its own
-    training window: outside a capped vocabulary is no sign of new. Such a field's values are listed (the first
-    100, all counted), not alerted on, and a note says why; an uncapped field alerts as before."""
+    training window: outside a capped vocabulary a value may be one the cap left out. There a value alerts only
+    when too frequent for the most frequent left-out value (a brand-new one in volume still does); values
+    are listed (the first 100, all counted) and a note says the rule; an uncapped field alerts as before."""
     from seqfraud.features.spec import Spec
-    from seqfraud.monitoring.alerts import alerts, capped_notes
+    from seqfraud.monitoring.alerts import alerts, beyond, capped_notes
     from seqfraud.monitoring.statistics import NEW_CATEGORIES_LISTED, new_categories
     from seqfraud.schema import Schema
 
     values = [f"v{i:03d}" for i in range(150)]
     events = pl.DataFrame(
         {
-            S.SESSION_ID: [f"s{j}" for _ in values for j in range(6)],
-            "event_type": [v for v in values for _ in range(6)],
+            S.SESSION_ID: [f"s{j}" for _ in values for j in range(6)] + [f"n{j % 8}" for j in range(40)],
+            "event_type": [v for v in values for _ in range(6)] + ["brand_new"] * 40,
         }
     )
+    t = check_thresholds(None)
     for capped in (0, 19_000):
         spec = Spec(
             schema=Schema(),
@@ -236,7 +238,10 @@ def test_a_capped_vocabulary_lists_the_values_outside_it_without_alerting_on_eac
             max_len=4,
             vocab={"event_type": ["pay"]},
             edges={},
-            fit_info={"values_over_max_vocab": {"event_type": capped}},
+            fit_info={
+                "values_over_max_vocab": {"event_type": capped},
+                "left_out_max_share": {"event_type": 0.01},
+            },
         )
         report = {
             "fields": {},
@@ -246,15 +251,29 @@ def test_a_capped_vocabulary_lists_the_values_outside_it_without_alerting_on_eac
             "performance": None,
         }
         new = report["new_categories"]["event_type"]
-        assert (new["count"], len(new["values"]), new["capped"]) == (150, NEW_CATEGORIES_LISTED, capped)
-        found, _ = alerts(report, check_thresholds(None))
-        assert len(found) == (0 if capped else NEW_CATEGORIES_LISTED)  # the listed ones, most sessions first
-        note = (
-            "event_type: 150 value(s) outside the vocabulary, which max_vocab capped in training (19,000 "
-            "frequent value(s) left out), so they are listed, not alerted on one by one; its unknown-token "
-            "rate is checked instead"
+        assert (new["count"], len(new["values"]), new["capped"], new["present_events"]) == (
+            151,
+            NEW_CATEGORIES_LISTED,
+            capped,
+            940,
         )
-        assert capped_notes(report) == ([note] if capped else [])
+        found, _ = alerts(report, t)
+        # Capped: 6 events of 940 are fewer than the 9.4 a left-out value of 1% would have; the new value's 40
+        # are too many for one (a Poisson tail under 1e-6).
+        alerted = [a["category"] for a in found]
+        assert alerted == (["brand_new"] if capped else [v["value"] for v in new["values"]])
+        note = (
+            "event_type: 151 value(s) outside the vocabulary, which max_vocab capped in training (19,000 frequent "
+            "value(s) left out, the most frequent 1% of the field's values): a value is alerted on only where it "
+            "is too frequent for one of those (Poisson tail under capped_p=1e-06)"
+        )
+        assert capped_notes(report, t) == ([note] if capped else [])
+    assert (
+        beyond(40, 9.4, 1e-6)
+        and not beyond(20, 9.4, 1e-6)
+        and not beyond(9, 9.4, 1e-6)
+        and beyond(1, 0.0, 1e-6)
+    )
 
 
 def test_operating_point_follows_the_runs_metrics_fpr(exported_artifact, trained_run, windows, tmp_path):

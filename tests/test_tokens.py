@@ -135,8 +135,10 @@ def test_vocab_min_count_and_max_vocab(tmp_path, min_count, max_vocab, expected)
     assert spec.vocab["event_type"] == expected
     # The values frequent enough for a token that max_vocab left out: the monitor's sign that a value outside
     # the vocabulary may be an old one.
-    frequent = sum(n >= min_count for n in (4, 2, 2, 1, 1))
-    assert spec.fit_info["values_over_max_vocab"]["event_type"] == frequent - len(expected)
+    counts = {"view": 4, "add": 2, "click": 2, "pay": 1, "zzz": 1}
+    left_out = [n for v, n in counts.items() if n >= min_count and v not in expected]
+    assert spec.fit_info["values_over_max_vocab"]["event_type"] == len(left_out)
+    assert spec.fit_info["left_out_max_share"]["event_type"] == (max(left_out) / 10 if left_out else 0.0)
     ids = {v: FIRST_ID + i for i, v in enumerate(expected)}
     types = [r[2] for r in VOCAB_ROWS]
     assert seqs["s1"][TOK["event_type"]] == [ids.get(t, UNKNOWN) for t in types]

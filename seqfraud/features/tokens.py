@@ -159,10 +159,17 @@ def build_spec(
         for c in schema.categorical_fields
     }
     fit_info["vocab_coverage"] = coverage
-    # Values frequent enough for a token that max_vocab left out: outside the vocabulary is then no sign of new.
-    fit_info["values_over_max_vocab"] = {
-        c: sum(1 for v, n in stats.counts[c].items() if v is not None and n >= min_count) - len(vocab[c])
-        for c in schema.categorical_fields
+    # Values frequent enough for a token that max_vocab left out, and the most frequent one's share of the field's
+    # values: outside such a vocabulary a value is news only when it is more frequent than those.
+    left_out: dict[str, list[int]] = {}
+    for c in schema.categorical_fields:
+        kept = set(vocab[c])
+        left_out[c] = [
+            n for v, n in stats.counts[c].items() if v is not None and n >= min_count and v not in kept
+        ]
+    fit_info["values_over_max_vocab"] = {c: len(counts) for c, counts in left_out.items()}
+    fit_info["left_out_max_share"] = {
+        c: round(max(counts) / stats.present[c], 8) if counts else 0.0 for c, counts in left_out.items()
     }
     for c, share in coverage.items():
         if share is not None and share < LOW_COVERAGE:

@@ -178,7 +178,7 @@ def monitor(
         "performance": performance(cur_scored, label_table, fpr, test_pr_auc, outside),
     }
     report["alerts"], report["warnings"] = alerts(report, t)
-    report["notes"] = capped_notes(report)
+    report["notes"] = capped_notes(report, t)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

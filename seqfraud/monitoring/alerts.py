@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +16,9 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "unknown_rate_ratio": 2.0,  # ... and to this many times the reference's (a long tail's 1.1% against 1.3% is noise)
     "score_psi_alert": 0.25,  # alert on PSI of the score distribution
     "new_category_sessions": 5,  # alert on a category outside the vocabulary seen in this many sessions
+    # ... and, where max_vocab capped the vocabulary, too many events for a value as frequent as the most frequent
+    # one the cap left out (those may be any of them): a Poisson tail under this probability
+    "capped_p": 1e-6,
     "performance_drop": 0.25,  # alert when PR-AUC falls this far below the artifact's test PR-AUC (relative)
 }
 
@@ -65,11 +69,12 @@ def alerts(report: dict[str, Any], t: dict[str, float]) -> tuple[list[dict], lis
                 }
             )
     for name, new in report["new_categories"].items():
-        # A capped vocabulary: outside it is no sign of new (the unknown rate speaks for the field).
-        if new["capped"]:
-            continue
+        # Outside a capped vocabulary, a value is news only when it is more frequent than any the cap left out.
+        expected = new["left_out_max_share"] * new["present_events"]
         for v in new["values"]:
-            if v["sessions"] >= t["new_category_sessions"]:
+            if v["sessions"] >= t["new_category_sessions"] and (
+                not new["capped"] or beyond(v["events"], expected, t["capped_p"])
+            ):
                 found.append(
                     {
                         "check": "new_category",
@@ -106,13 +111,24 @@ def alerts(report: dict[str, Any], t: dict[str, float]) -> tuple[list[dict], lis
     return found, warned
 
 
-def capped_notes(report: dict[str, Any]) -> list[str]:
-    """The fields whose values outside the vocabulary are listed but not alerted on, and why (a dogfood log's
-    item ids, capped at 1,000 of 20,000, raised 18,645 alerts on its own training window)."""
+def beyond(count: int, expected: float, p: float) -> bool:
+    """Whether ``count`` is too many for a Poisson count of mean ``expected``: its tail's Chernoff bound,
+    ``exp(-expected) (e expected / count) ** count``, is under ``p`` (safe: the exact tail is smaller)."""
+    if count <= expected:
+        return False
+    if expected <= 0:
+        return True
+    return count * (1 + math.log(expected / count)) - expected < math.log(p)
+
+
+def capped_notes(report: dict[str, Any], t: dict[str, float]) -> list[str]:
+    """The fields whose vocabulary ``max_vocab`` capped, and how their values outside it are alerted on (a dogfood
+    log's item ids, capped at 1,000 of 20,000, raised 18,645 alerts on its own training window)."""
     return [
         f"{f}: {new['count']:,} value(s) outside the vocabulary, which max_vocab capped in training "
-        f"({new['capped']:,} frequent value(s) left out), so they are listed, not alerted on one by one; its "
-        "unknown-token rate is checked instead"
+        f"({new['capped']:,} frequent value(s) left out, the most frequent {100 * new['left_out_max_share']:.3g}% "
+        f"of the field's values): a value is alerted on only where it is too frequent for one of those "
+        f"(Poisson tail under capped_p={t['capped_p']:g})"
         for f, new in report["new_categories"].items()
         if new["capped"]
     ]

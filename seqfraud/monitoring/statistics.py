@@ -170,14 +170,17 @@ NEW_CATEGORIES_LISTED = 100  # values listed per field, most sessions first; the
 def new_categories(events: pl.DataFrame, spec: Spec) -> dict[str, dict[str, Any]]:
     """Per categorical field, the values outside the model's vocabulary (never seen in training, or too rare
     to get a token), most sessions first, with their events, sessions and example sessions: ``values`` (the
-    first :data:`NEW_CATEGORIES_LISTED`), ``count`` (all of them) and ``capped``, the training values that
-    ``max_vocab`` left out (``fit_info.values_over_max_vocab``; 0 in specs from before it was recorded). Where
-    that is above 0, a value outside the vocabulary may well be one of them: it is listed, not alerted on.
+    first :data:`NEW_CATEGORIES_LISTED`), ``count`` (all of them), ``present_events`` (the window's events with
+    a value), and ``capped`` and ``left_out_max_share``: how many training values ``max_vocab`` left out and the
+    most frequent one's share of the field's training values (``fit_info``; 0 in specs from before). Where the
+    vocabulary was capped, a value outside it may well be one of those, and is news only when it is more
+    frequent than they were (:func:`~seqfraud.monitoring.alerts.alerts`).
 
     Read from the raw values: the tokens map every such value to the one ``UNKNOWN`` id, so a rate of
     unknown tokens cannot tell two brand-new event types from noise.
     """
     capped = spec.fit_info.get("values_over_max_vocab") or {}
+    max_share = spec.fit_info.get("left_out_max_share") or {}
     out = {}
     for f in spec.schema.categorical_fields:
         found = (
@@ -201,6 +204,8 @@ def new_categories(events: pl.DataFrame, spec: Spec) -> dict[str, dict[str, Any]
                 "values": found.head(NEW_CATEGORIES_LISTED).to_dicts(),
                 "count": found.height,
                 "capped": int(capped.get(f, 0)),
+                "left_out_max_share": float(max_share.get(f, 0.0)),
+                "present_events": int(events[f].is_not_null().sum()),
             }
     return out
 
