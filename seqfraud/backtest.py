@@ -174,7 +174,8 @@ def run_backtest(cfg: DictConfig) -> dict[str, Any]:
                 from_epoch_us(w.test_end),
             )
             metrics = train(window_config(cfg, w, model, run_dir))
-            late = json.loads((run_dir / REPORT_FILE).read_text()).get("labels_known_after_test_start")
+            report = json.loads((run_dir / REPORT_FILE).read_text())
+            late = report.get("labels_known_after_test_start")
             if late:
                 log.warning(
                     "window %d trained and validated on labels known only after its test start (%s); a retrain "
@@ -189,6 +190,7 @@ def run_backtest(cfg: DictConfig) -> dict[str, Any]:
                     **w.split(),
                     "run_dir": str(run_dir.relative_to(out)),
                     "labels_known_after_test_start": late or {},
+                    "labels_known_after_cutoff": report.get("labels_known_after_cutoff") or {},
                     "val_pr_auc": metrics["val"]["pr_auc"],
                     "test": metrics["test"],
                 }

@@ -475,9 +475,20 @@ def preprocess(
         log.info(
             "test_end %s: %s later sessions left out", report["test_end"], report["sessions_after_test_end"]
         )
-    for key, by_split in late.items():  # label times counted against the test start, or the cutoff
-        at = report["test_start"] if cutoff in (None, "test_start") else cutoff
-        log.info("%s %s: %s", key.replace("_", " "), at, by_split)
+    if late.get("labels_known_after_cutoff"):
+        log.info(
+            "label_cutoff %s held back these train/val labels: %s", cutoff, late["labels_known_after_cutoff"]
+        )
+    if late.get("labels_known_after_test_start"):
+        # Without a cutoff that is the usual single run (info); with one, a cutoff set past the test start.
+        log.log(
+            logging.INFO if cutoff is None else logging.WARNING,
+            "train/val labels known only at or after the test start %s, which a retrain then could not have had: "
+            "%s%s",
+            report["test_start"],
+            late["labels_known_after_test_start"],
+            "" if cutoff is None else f" (data.split.label_cutoff {cutoff} is later)",
+        )
     for key in ("orphan_labels_dropped", "unlabeled_sessions_dropped", "unlabeled_events_dropped"):
         if key in report:
             log.warning("policy: %s = %s", key, report[key])

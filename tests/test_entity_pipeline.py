@@ -509,6 +509,7 @@ def test_a_label_cutoff_trains_on_the_labels_known_by_then(tmp_path):
     """``data.split.label_cutoff=test_start``: train and val keep only the labels known before the test start (a
     retrain then had no others); the rest are counted either way, and test labels stay. A backtest window trained
     on chargebacks that arrived after its test start, unsaid (dogfood 16)."""
+    from seqfraud.data.split import from_epoch_us
     from seqfraud.errors import ConfigError
     from seqfraud.preprocess import preprocess
 
@@ -520,10 +521,14 @@ def test_a_label_cutoff_trains_on_the_labels_known_by_then(tmp_path):
     test_us = given.sessions.filter(pl.col(S.SPLIT) == "test")[S.START_TIME].min()
     late = given.sessions.filter((pl.col(S.SPLIT) != "test") & (pl.col(S.LABEL_KNOWN) >= test_us))
     assert late.filter(pl.col(S.LABEL) == 1).height > 0 and set(late[S.SPLIT]) == {"train", "val"}
-    counts = {
-        split: {"sessions": rows.height, "positives": int(rows[S.LABEL].sum())}
-        for (split,), rows in late.group_by(S.SPLIT)
-    }
+
+    def split_counts(rows: pl.DataFrame) -> dict:
+        return {
+            split: {"sessions": part.height, "positives": int(part[S.LABEL].sum())}
+            for (split,), part in rows.group_by(S.SPLIT)
+        }
+
+    counts = split_counts(late)
     assert given.report["labels_known_after_test_start"] == counts == cut.report["labels_known_after_cutoff"]
 
     def labels(prepared, split: str) -> dict:
@@ -538,6 +543,18 @@ def test_a_label_cutoff_trains_on_the_labels_known_by_then(tmp_path):
     assert {s: v for s, v in labels(cut, "train").items() if s not in ids} == {
         s: v for s, v in labels(given, "train").items() if s not in ids
     }
+
+    # A cutoff past the test start holds back only the labels known after it, and counts the ones it keeps that
+    # a retrain at the test start could not have had (a dogfood backtest's such cutoff reported none).
+    later_us = int(test_us) + 3 * 86_400_000_000
+    later = from_epoch_us(later_us)
+    later_cfg = compose([*base, f"data.split.label_cutoff='{later}'"])
+    late_cut = preprocess(later_cfg.data, later_cfg.features, tmp_path / "later").report
+    held = late.filter(pl.col(S.LABEL_KNOWN) >= later_us)
+    kept = late.filter(pl.col(S.LABEL_KNOWN) < later_us)
+    assert held.height and kept.height
+    assert late_cut["labels_known_after_cutoff"] == split_counts(held)
+    assert late_cut["labels_known_after_test_start"] == split_counts(kept)
 
     # Validation shorter than the label delay holds no final negative: refused, saying what to change.
     with pytest.raises(ConfigError, match="validation keeps .* and needs both"):

@@ -89,9 +89,11 @@ def labels_known_by(
     known at or after it (its label time, or its session's end plus ``data.policy.label_delay``) leaves its
     session unlabelled, for the unlabelled policy to place. Test labels stay: they are what is measured.
 
-    Without a cutoff the same labels are only counted, for the report: a single out-of-time run trains on them,
-    which a retrain at the test start could not have done. A label with no known time (no label time and no
-    delay) cannot be placed, so a cutoff refuses it."""
+    The report counts the labels the cutoff held back (``labels_known_after_cutoff``) and the train/val labels
+    kept though known only at or after the test start (``labels_known_after_test_start``: all of those without
+    a cutoff, where a single out-of-time run trains on them, and those before a cutoff later than the test
+    start), which a retrain at the test start could not have had. A label with no known time (no label time
+    and no delay) cannot be placed, so a cutoff refuses it."""
     labelled, known = (pl.col(S.SPLIT) != "test") & pl.col(S.LABEL).is_not_null(), pl.col(S.LABEL_KNOWN)
     if not sessions.select((labelled & known.is_not_null()).any()).item():  # no label time and no delay
         if cutoff is not None:
@@ -106,17 +108,18 @@ def labels_known_by(
             "data.policy.label_delay to count from): set data.policy.label_delay, the time after which a label "
             "is final"
         )
-    after = labelled & (
-        known >= (test_us if cutoff in (None, "test_start") else split_time("label_cutoff", cutoff))
-    )
-    counts = {
-        split: {"sessions": n, "positives": int(p or 0)}
-        for split, n, p in sessions.filter(after)
-        .group_by(S.SPLIT)
-        .agg(pl.len(), pl.col(S.LABEL).sum())
-        .iter_rows()
-    }
+
+    def counts(where: pl.Expr) -> dict[str, dict[str, int]]:
+        rows = sessions.filter(where).group_by(S.SPLIT).agg(pl.len(), pl.col(S.LABEL).sum())
+        return {split: {"sessions": n, "positives": int(p or 0)} for split, n, p in rows.iter_rows()}
+
+    after_test = labelled & (known >= test_us)
     if cutoff is None:
-        return sessions, {"labels_known_after_test_start": counts}
+        return sessions, {"labels_known_after_test_start": counts(after_test)}
+    at = test_us if cutoff == "test_start" else split_time("label_cutoff", cutoff)
+    after = labelled & (known >= at)
+    report = {"labels_known_after_cutoff": counts(after)}
+    if at > test_us:  # a cutoff past the test start keeps labels a retrain then could not have had: counted
+        report["labels_known_after_test_start"] = counts(after_test & ~after)
     labels = pl.when(after).then(None).otherwise(pl.col(S.LABEL)).alias(S.LABEL)
-    return sessions.with_columns(labels), {"labels_known_after_cutoff": counts}
+    return sessions.with_columns(labels), report
