@@ -107,9 +107,11 @@ def unread_note(n_events: int, max_len: int, stacked: bool) -> str | None:
     2,143, unlisted and unsaid); None when the model reads every event."""
     if n_events <= max_len:
         return None
+    unread = n_events - max_len
     return (
         f"the sequence model reads the last {max_len:,} of the session's {n_events:,} events (features.max_len): "
-        f"the {n_events - max_len:,} earlier ones are not listed and have no contribution"
+        + ("the earlier one is" if unread == 1 else f"the {unread:,} earlier ones are")
+        + " not listed, and count only through the time gap before the first one listed"
         + ("; the stacker's aggregates read them all" if stacked else "")
     )
 
