@@ -292,7 +292,7 @@ CASES: dict[str, Case] = {
         lambda: "\n".join(
             line.rsplit(",", 2)[0] if i == 4 else line for i, line in enumerate(GOOD.write_csv().split("\n"))
         ),
-        "1 row(s) have fewer fields than the header's",
+        "1 row(s) have fewer fields than the header's 8 (first: data row 4, ",  # the row, as for too many
     ),
     "csv separated by semicolons": _file(
         "e.csv",

@@ -295,11 +295,22 @@ def _check_short_rows(file: str, width: int) -> None:
     except (pa.ArrowException, OSError):
         return
     if short:
+        _, row = _csv_rows_where(file, lambda fields, width: 0 < len(fields) < width)
         raise DataValidationError(
-            f"{file}: {len(short):,} row(s) have fewer fields than the header's {width} (first: {short[0][:80]!r}), "
-            "so the fields they lack would read as empty; was the file cut off, or does a value hold an unquoted "
-            "line break? Write it again with every row's fields (empty ones as separators: a,,c)"
+            f"{file}: {len(short):,} row(s) have fewer fields than the header's {width} (first: data row {row:,}, "
+            f"{short[0][:80]!r}), so the fields they lack would read as empty; was the file cut off, or does a value "
+            "hold an unquoted line break? Write it again with every row's fields (empty ones as separators: a,,c)"
         )
+
+
+def _csv_rows_where(file: str, bad: Callable[[list[str], int], bool]) -> tuple[int, int]:
+    """The CSV data rows where ``bad(fields, header width)`` holds, read by Python's reader (on an error's path
+    only): how many, and the first one's number (1-based, 0 for none)."""
+    with open(file, newline="", encoding="utf-8-sig", errors="replace") as f:
+        rows = csv.reader(f)
+        width = len(next(rows))
+        found = [i for i, fields in enumerate(rows, 1) if bad(fields, width)]
+    return len(found), found[0] if found else 0
 
 
 def _scan_csv(file: str, schema: Schema) -> pl.LazyFrame:
@@ -398,14 +409,11 @@ def _csv_fault(file: str, have: pl.Schema) -> str | None:
                 f"{file}: column {c!r}: {n:,} row(s) hold a value that is not {_CSV_KINDS.get(dtype, dtype)} "
                 f"(first: {example!r}, data row {row + 1:,}); {fix}"
             )
-    with open(file, newline="", encoding="utf-8-sig", errors="replace") as f:
-        rows = csv.reader(f)
-        width = len(next(rows))
-        ragged = [i for i, r in enumerate(rows, 1) if len(r) > width]
+    ragged, first = _csv_rows_where(file, lambda fields, width: len(fields) > width)
     if ragged:
         return (
-            f"{file}: {len(ragged):,} row(s) have more fields than the header's {width} (first: data row "
-            f"{ragged[0]:,}); quote values that hold the separator"
+            f"{file}: {ragged:,} row(s) have more fields than the header's {len(have)} (first: data "
+            f"row {first:,}); quote values that hold the separator"
         )
     return None
 
