@@ -24,7 +24,7 @@ from seqfraud import schema as S
 from seqfraud.config import plain
 from seqfraud.errors import UserError
 from seqfraud.metrics import precision_key, recall_key
-from seqfraud.rundir import CONFIG_FILE, METRICS_FILE, PREDICTIONS_DIR, aggregates_alone, predictions
+from seqfraud.rundir import CONFIG_FILE, METRICS_FILE, PREDICTIONS_DIR, predictions, stacking_kept
 
 log = logging.getLogger(__name__)
 
@@ -131,10 +131,14 @@ def config_differences(runs: list[Run]) -> list[str]:
 
 
 def model_label(run: Run) -> str:
-    """The run's model; a stacked run whose stacker kept the aggregates alone (its sequence model did not win
-    on validation) says so, since its scores are LightGBM's."""
+    """The run's model; a stacked run that kept one part alone says which, since its scores are that part's:
+    LightGBM's when its sequence model did not win on validation, the sequence model's when the stacker lost to
+    it."""
     name = str(run.metrics.get("model", ""))
-    return f"{name} (LightGBM alone)" if aggregates_alone(run.path) else name
+    alone = {"aggregates": "LightGBM alone", "sequence": "sequence model alone"}.get(
+        stacking_kept(run.path) or ""
+    )
+    return f"{name} ({alone})" if alone else name
 
 
 def leaderboard(

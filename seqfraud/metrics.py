@@ -36,7 +36,8 @@ def classification_metrics(y, p, *, fpr: float = 0.01, recall: float = 0.5) -> d
     out = {"n": float(len(y)), "positives": float(y.sum())}
     both = 0 < y.sum() < len(y)
     nan = float("nan")
-    out["pr_auc"] = float(average_precision_score(y, p)) if both else nan
+    # sklearn sums recall steps in floating point: 9 positives ranked first give 1.0000000000000002.
+    out["pr_auc"] = min(1.0, float(average_precision_score(y, p))) if both else nan
     out["roc_auc"] = float(roc_auc_score(y, p)) if both else nan
     out[recall_key(fpr)] = recall_at_fpr(y, p, fpr) if both else nan
     out[precision_key(recall)] = precision_at_recall(y, p, recall) if both else nan

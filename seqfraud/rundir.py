@@ -34,11 +34,11 @@ def predictions(run_dir: str | Path, split: str) -> Path:
     return Path(run_dir) / PREDICTIONS_DIR / f"{split}.parquet"
 
 
-def aggregates_alone(run_dir: str | Path) -> bool:
-    """Whether a stacked run's stacker kept the aggregates alone: its scores are then LightGBM's, whatever its
-    sequence model's settings."""
+def stacking_kept(run_dir: str | Path) -> str | None:
+    """Which candidate a stacked run kept (``stacked``, ``aggregates``: LightGBM's scores whatever its sequence
+    model's settings, or ``sequence``: its sequence model's alone); None for other runs."""
     report = Path(run_dir) / STACKING_REPORT
-    return report.is_file() and json.loads(report.read_text()).get("chosen") == "aggregates"
+    return json.loads(report.read_text()).get("chosen") if report.is_file() else None
 
 
 def prepared_dir(run_dir: str | Path) -> Path:

@@ -137,18 +137,20 @@ def test_a_run_without_predictions_is_named_in_the_error(runs, tmp_path):
         write_leaderboard([broken])
 
 
-def test_a_stacked_run_that_kept_lightgbm_alone_says_so(runs, tmp_path):
-    """Its scores are LightGBM's: listed as plain 'stacked', it read as a sequence model that tied LightGBM."""
+def test_a_stacked_run_that_kept_one_part_alone_says_which(runs, tmp_path):
+    """Its scores are LightGBM's: listed as plain 'stacked', it read as a sequence model that tied LightGBM (and one that
+    kept its sequence model alone reads as that model)."""
     from seqfraud.rundir import METRICS_FILE, STACKING_REPORT
 
-    for chosen in ("aggregates", "stacked"):
+    for chosen in ("aggregates", "stacked", "sequence"):
         run = tmp_path / chosen
         shutil.copytree(runs / "0", run)
         metrics = json.loads((run / METRICS_FILE).read_text()) | {"model": "stacked"}
         (run / METRICS_FILE).write_text(json.dumps(metrics))
         (run / STACKING_REPORT).write_text(json.dumps({"chosen": chosen}))
-    rows = write_leaderboard([tmp_path / "aggregates", tmp_path / "stacked"], tmp_path / "out")
+    rows = write_leaderboard([tmp_path / k for k in ("aggregates", "stacked", "sequence")], tmp_path / "out")
     assert {r["run"]: r["model"] for r in rows} == {
         "aggregates": "stacked (LightGBM alone)",
         "stacked": "stacked",
+        "sequence": "stacked (sequence model alone)",
     }

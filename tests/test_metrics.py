@@ -1,4 +1,4 @@
-"""The paired bootstrap that decides whether a stacker keeps the sequence score."""
+"""Metrics, and the paired bootstrap that decides which candidate a stacked run keeps."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score
 
-from seqfraud.metrics import paired_win_share, weighted_pr_auc
+from seqfraud.metrics import classification_metrics, paired_win_share, weighted_pr_auc
+from seqfraud.training.stacking import choose_candidate
 
 
 @settings(max_examples=60, deadline=None)
@@ -41,3 +42,41 @@ def test_win_share_is_high_only_for_a_real_gain():
     assert paired_win_share(y, rival, strong, resamples=50, seed=3) == paired_win_share(
         y, rival, strong, resamples=50, seed=3
     )
+
+
+def test_pr_auc_of_a_perfect_ranking_is_one_not_above():
+    """sklearn's float sum gives 1.0000000000000002 for 9 positives ranked first; a dogfood metrics.json showed it."""
+    y = np.r_[np.ones(9), np.zeros(100)]
+    p = np.r_[np.linspace(0.9, 1, 9), np.linspace(0, 0.5, 100)]
+    assert classification_metrics(y, p)["pr_auc"] == 1.0
+
+
+def test_a_stacked_run_keeps_the_sequence_model_alone_only_when_it_beats_the_baseline_surely_and_best():
+    rng = np.random.default_rng(1)
+    y = (rng.random(3000) < 0.04).astype(np.int64)
+    perfect, good, weak = rng.random(3000) + 2.0 * y, rng.random(3000) + 0.8 * y, rng.random(3000) + 0.1 * y
+    ap = lambda s: classification_metrics(y, s)["pr_auc"]
+
+    def choose(scores: dict[str, np.ndarray], allowed=("stacked", "sequence"), confidence=0.95):
+        return choose_candidate(
+            y,
+            scores,
+            {k: ap(s) for k, s in scores.items()},
+            list(allowed),
+            confidence=confidence,
+            resamples=200,
+            seed=0,
+        )
+
+    # A dogfood GRU: the stacker (out-of-fold scores of weaker fold models) below its own refit sequence model.
+    kept, shares = choose({"aggregates": weak, "stacked": good, "sequence": perfect})
+    assert kept == "sequence" and shares["sequence"] > 0.99 and shares["stacked"] > 0.99
+    assert choose({"aggregates": weak, "stacked": perfect, "sequence": good})[0] == "stacked"
+    # Not allowed, or not sure against the baseline: never kept, however good on validation.
+    assert (
+        choose({"aggregates": weak, "stacked": good, "sequence": perfect}, allowed=["stacked"])[0]
+        == "stacked"
+    )
+    assert choose({"aggregates": good, "stacked": weak, "sequence": weak})[0] == "aggregates"
+    rival = rng.random(3000) + 0.8 * y  # as strong as the baseline: no sure win
+    assert choose({"aggregates": good, "stacked": weak, "sequence": rival})[0] == "aggregates"

@@ -49,16 +49,17 @@ def stacked_artifact(stacked_run, tmp_path_factory) -> Path:
 def test_stacked_run_scores_with_lightgbm_over_out_of_fold_scores(stacked_run):
     report = json.loads((stacked_run / STACKING_REPORT).read_text())
     assert report["folds"] == 2 and report["best_iteration"] >= 1
-    assert report["chosen"] in ("stacked", "aggregates")
-    assert report["confidence"] == 0.95 and 0.0 <= report["stacked_win_share"] <= 1.0
-    confident = report["stacked_win_share"] >= report["confidence"]
-    assert report["chosen"] == ("stacked" if confident else "aggregates")
-    chosen = report["candidates_val_pr_auc"][report["chosen"]]
-    assert report["stacked"]["val"]["pr_auc"] == pytest.approx(chosen)
+    assert report["chosen"] in ("stacked", "aggregates")  # this run's stacker (a tiny model, one epoch)
+    assert report["confidence"] == 0.95 and set(report["win_share"]) == {"stacked", "sequence"}
+    sure = [k for k, share in report["win_share"].items() if share >= report["confidence"]]
+    val = report["candidates_val_pr_auc"]
+    assert report["chosen"] == max(sure, key=val.get, default="aggregates")
+    assert report["kept"]["val"]["pr_auc"] == pytest.approx(val[report["chosen"]])
+    assert val["sequence"] == pytest.approx(report["sequence"]["val"]["pr_auc"])
     test = pl.read_parquet(stacked_run / "predictions" / "test.parquet")
     metrics = json.loads((stacked_run / "metrics.json").read_text())
     assert metrics["model"] == "stacked"
-    assert metrics["test"]["pr_auc"] == pytest.approx(report["stacked"]["test"]["pr_auc"])
+    assert metrics["test"]["pr_auc"] == pytest.approx(report["kept"]["test"]["pr_auc"])
     assert (
         report["sequence_out_of_fold"]["train"]["n"]
         == pl.read_parquet(shard_files(stacked_run / "data" / "train")).height
@@ -67,6 +68,57 @@ def test_stacked_run_scores_with_lightgbm_over_out_of_fold_scores(stacked_run):
     assert booster.feature_name()[-1] == f"{booster.num_feature() - 1}_sequence_logit"
     assert test[S.SCORE].n_unique() > 10
     assert not (stacked_run / "folds").exists()  # fold data and checkpoints are removed
+
+
+@pytest.mark.integration
+def test_a_stacked_run_that_keeps_its_sequence_model_alone_exports_as_that_model(tmp_path):
+    """The stacker is not kept when the refit sequence model alone does better (its folds can be far weaker than
+    it): then no stacker.txt, the run's scores are the sequence model's, and the artifact serves them alone."""
+    from seqfraud.export.exporter import export_run
+    from seqfraud.scoring.scorer import Scorer
+
+    tiny = ["model.d_model=16", "model.n_layers=1", "model.n_heads=2", "model.field_dim=4"]
+    run = train_into(
+        tmp_path / "run",
+        "+experiment=smoke",
+        "model=stacked",
+        "model.stacking.folds=2",
+        "model.stacking.candidates=[sequence]",
+        "model.stacking.confidence=0",  # any win share passes: the one allowed candidate is kept
+        *tiny,
+        "trainer.max_epochs=1",
+    )
+    report = json.loads((run / STACKING_REPORT).read_text())
+    assert report["chosen"] == "sequence" and set(report["win_share"]) == {"sequence"}
+    assert not (run / STACKER_FILE).exists() and report["best_iteration"] is None
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test"]["pr_auc"] == pytest.approx(report["sequence"]["test"]["pr_auc"])
+    with single_torch_thread():
+        artifact = export_run(run, tmp_path / "artifact", formats=["torchscript"])
+    assert "stacker" not in json.loads((artifact / MANIFEST_FILE).read_text())
+    scorer = Scorer.load(artifact)
+    assert scorer.stacker is None
+    expected = pl.read_parquet(run / "predictions" / "test.parquet")
+    from omegaconf import OmegaConf
+
+    events = pl.read_parquet(OmegaConf.load(run / "config.yaml").data.events)
+    got = scorer.score(
+        events.filter(pl.col("session_id").cast(pl.String).is_in(expected[S.SESSION_ID].implode()))
+    )
+    joined = expected.join(got, on=S.SESSION_ID, suffix="_served")
+    assert joined.height == expected.height
+    np.testing.assert_allclose(joined["raw_score"], joined[S.SCORE], atol=1e-5)
+
+
+def test_unknown_stacking_candidates_are_refused_before_any_data_is_read():
+    from omegaconf import OmegaConf
+
+    from seqfraud.errors import ConfigError
+    from seqfraud.training.stacking import check_stacking
+
+    cfg = OmegaConf.create({"model": {"stacking": {"candidates": ["sequence", "lightgbm"]}}, "trainer": {}})
+    with pytest.raises(ConfigError, match=r"model.stacking.candidates: unknown \['lightgbm'\]"):
+        check_stacking(cfg)
 
 
 @pytest.mark.integration

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from seqfraud.cli import CONFIG_PATH, run_hydra
 from seqfraud.cli.hydra_main import hydra_command
-from seqfraud.rundir import aggregates_alone
+from seqfraud.rundir import stacking_kept
 from seqfraud.training.train import train
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ def train_task(cfg: DictConfig) -> float | None:
     """Returns the validation PR-AUC, the objective of a Hydra sweep (ranks other than 0 and pretraining runs,
     which have no PR-AUC, report nothing)."""
     metrics = train(cfg)
-    if metrics and _searching() and aggregates_alone(HydraConfig.get().runtime.output_dir):
+    if metrics and _searching() and stacking_kept(HydraConfig.get().runtime.output_dir) == "aggregates":
         # Then the objective is LightGBM's alone: every trial scores the same, and "best parameters" mean nothing.
         log.warning(
             "the stacker kept the aggregates alone, so this trial's validation PR-AUC does not depend on the "
