@@ -84,6 +84,30 @@ def test_pretraining_writes_a_checkpoint_that_starts_a_classifier(pretrained, tm
     assert "pretrained with the masked objective alone" in caplog.text  # which the README warns against
 
 
+def test_masked_heads_start_at_the_training_tokens_log_frequencies(pretrained) -> None:
+    """From a uniform start the encoder learnt the skewed token frequencies itself, one direction shared by every
+    session, and a classifier fine-tuned from it started from a near-constant pooled state."""
+    import numpy as np
+
+    from seqfraud.features.spec import Spec
+    from seqfraud.models.sequence import ModelConfig
+    from seqfraud.training.data import token_counts
+
+    spec = Spec.load(pretrained / "spec.json")
+    checkpoint = torch.load(pretrained / "checkpoints" / "best.ckpt", weights_only=True)
+    state, model = checkpoint["state_dict"], ModelConfig(**checkpoint["hyper_parameters"]["model"])
+    fields = [spec.fields[i] for i in model.token_fields()]
+    counts = token_counts(pretrained / "data" / "train", fields, [spec.vocab_size(f) for f in fields])
+    spread = []
+    for j, (field, count) in enumerate(zip(fields, counts)):
+        prior = np.log((count + 1.0) / (count + 1.0).sum())
+        bias = state[f"net.predict.{j}.bias"].double().numpy()
+        # One epoch of a few steps moves a bias little next to the several nats its prior spans.
+        assert np.abs(bias - prior).max() < 0.3, field
+        spread.append(prior.max() - prior.min())
+    assert max(spread) > 3
+
+
 def test_a_pretraining_run_is_not_exported_but_says_what_to_do(pretrained, tmp_path) -> None:
     from seqfraud.export.exporter import ExportError, export_run
 

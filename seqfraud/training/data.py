@@ -122,6 +122,17 @@ def read_sessions(path: str | Path, fields: Sequence[str], limit: int | None = N
     )
 
 
+def token_counts(path: str | Path, fields: Sequence[str], sizes: Sequence[int]) -> list[np.ndarray]:
+    """Per field, how often each token id (below its ``size``) occurs in a dataset's kept events, read one row
+    group at a time."""
+    counts = [np.zeros(n, np.int64) for n in sizes]
+    for group in row_groups(path):
+        tokens = Sessions.read(group, fields).tokens
+        for j, n in enumerate(sizes):
+            counts[j] += np.bincount(tokens[:, j], minlength=n)  # an id past the size is a bug: shapes differ
+    return counts
+
+
 def collate(batch: Sequence[Session]) -> dict[str, torch.Tensor]:
     """Right-pad with 0; ``index`` maps rows back to sessions, since batches are bucketed by length."""
     lengths = np.array([len(t) for t, _, _ in batch], dtype=np.int64)

@@ -37,7 +37,7 @@ from seqfraud.models.sequence import ModelConfig, SessionClassifier
 from seqfraud.preprocess import Prepared, load_prepared, preprocess, resolve_data_config
 from seqfraud.schema import Schema
 from seqfraud.training.callbacks import FreezeEncoder, silence_known_warnings
-from seqfraud.training.data import LoaderConfig, SessionStream, StreamData, entity_groups
+from seqfraud.training.data import LoaderConfig, SessionStream, StreamData, entity_groups, token_counts
 from seqfraud.training.embeddings import with_embeddings
 from seqfraud.training.launch import launcher_rank_and_world, local_processes, training_threads
 from seqfraud.training.module import PretrainModule, SessionRiskModule
@@ -339,7 +339,7 @@ def load_pretrained(net: nn.Module, run: Path, spec: Spec, model: Mapping[str, A
     if metrics.is_file() and json.loads(metrics.read_text()).get("objectives") == ["masked"]:
         log.warning(
             "init_from=%s pretrained with the masked objective alone, which trains the per-event states but not the "
-            "pooled one the classifier reads: fine-tuning from it has done worse than from scratch (README); "
+            "pooled one the classifier reads: fine-tuning from it has done no better than from scratch (README); "
             "pretrain with contrastive, or both objectives",
             run,
         )
@@ -398,6 +398,15 @@ def fit_pretrain(
     module = PretrainModule(
         model=model_cfg.to_dict(), optim=plain(cfg.optim), pretrain=pretrain, spec=spec.to_dict()
     )
+    net = module.net
+    if "masked" in net.objectives:
+        net.start_at_frequencies(
+            token_counts(
+                prepared.datasets["train"],
+                [spec.fields[i] for i in net.fields],
+                [model_cfg.vocab_sizes[i] for i in net.fields],
+            )
+        )
     groups = None
     if entity:
         data_cfg = resolve_data_config(plain(cfg.data))  # the event log that preprocessing read
