@@ -539,6 +539,8 @@ def test_label_table_missing_column_wrong_type_and_empty(tmp_path):
     fails(ev, f"{header_only}: the label table is empty", labels=header_only)
     bad = write(pl.DataFrame({"session_id": ["s1"], "fraud": [1]}), tmp_path / "l1.parquet")
     fails(ev, bad, "missing column(s) 'label'. Columns present: ['session_id', 'fraud']", labels=bad)
+    keyed = write(pl.DataFrame({"session": ["s1"], "label": [1]}), tmp_path / "l4.parquet")
+    fails(ev, keyed, "missing column(s) 'session_id'", "takes the events' names", labels=keyed)
     typo = write(pl.DataFrame({"session_id": ["s1"], "labels": [1]}), tmp_path / "l3.parquet")
     fails(ev, typo, "missing column(s) 'label' (did you mean 'labels'?)", labels=typo)
     bad = write(pl.DataFrame({"session_id": ["s1"], "label": ["yes"]}), tmp_path / "l2.parquet")

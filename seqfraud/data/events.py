@@ -815,7 +815,10 @@ def read_labels(path: str, schema: Schema, *, timestamp_unit: str | None = None)
     lt = schema.label_time if timestamp_unit is not None else None
     missing = [c for c in (schema.session_id, schema.label, *([lt] if lt else [])) if c not in have]
     if missing:
-        raise DataValidationError(missing_columns(source, missing, have))
+        raise DataValidationError(
+            f"{missing_columns(source, missing, have)} The label table takes the events' names "
+            "(data.schema.session_id, data.schema.label, data.schema.label_time): rename its columns to match."
+        )
     if not (have[schema.session_id] in _ENTITY_OK or have[schema.session_id].is_integer()):
         raise DataValidationError(wrong_id_type(source, schema.session_id, have[schema.session_id]))
     if not (have[schema.label].is_numeric() or have[schema.label] == pl.Boolean):
