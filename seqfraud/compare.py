@@ -117,8 +117,13 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# What only a sequence model's fit reads: listed for a LightGBM run, a difference there would read as its own.
+_SEQUENCE_FIT = ("trainer.", "optim.", "loader.", "callbacks.")
+
+
 def config_differences(runs: list[Run]) -> list[str]:
-    """Per run, the config values that differ between the runs (what a sweep varied); run paths left out."""
+    """Per run, the config values that differ between the runs (what a sweep varied) and that the run reads; run
+    paths left out."""
     flat = [_flat(r.config) for r in runs]
     own = [str(f.get("paths.output_dir", "\0")) for f in flat]
     keys = dict.fromkeys(k for f in flat for k in f if not k.startswith("paths."))
@@ -127,7 +132,15 @@ def config_differences(runs: list[Run]) -> list[str]:
         for k in keys
         if len({repr(f.get(k)) for f in flat}) > 1 and not any(o in str(f.get(k)) for f, o in zip(flat, own))
     ]
-    return [" ".join(f"{k}={f[k]}" for k in varying if f.get(k) is not None) for f in flat]
+    return [
+        " ".join(
+            f"{k}={f[k]}"
+            for k in varying
+            if f.get(k) is not None
+            and not (f.get("model.kind") == "lightgbm" and k.startswith(_SEQUENCE_FIT))
+        )
+        for f in flat
+    ]
 
 
 def model_label(run: Run) -> str:

@@ -61,6 +61,18 @@ def test_two_runs_make_a_leaderboard_ranked_by_val_pr_auc(runs, tmp_path):
     assert len(curve_label({**rows[0], "config": "x" * 80}).split(" (")[0]) == 60
 
 
+def test_config_differences_leave_out_what_a_lightgbm_run_does_not_read(runs):
+    """A dogfood leaderboard listed trainer.max_epochs=3 beside its LightGBM run, which never reads it."""
+    from dataclasses import replace
+
+    from seqfraud.compare import config_differences, load_run
+
+    lightgbm, other = load_run(runs / "0", "0"), load_run(runs / "1", "1")
+    sequence = {**other.config, "model": {"kind": "sequence"}, "trainer": {"max_epochs": 8}}
+    differs = config_differences([lightgbm, replace(other, config=sequence)])
+    assert "trainer.max_epochs" not in differs[0] and "trainer.max_epochs=8" in differs[1]
+
+
 def test_a_multirun_directory_is_searched_for_runs(runs):
     rows = write_leaderboard([runs])  # writes next to the runs by default
     assert sorted(r["run"] for r in rows) == ["0", "1"]
