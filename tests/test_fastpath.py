@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import polars as pl
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -330,3 +331,17 @@ def test_real_timestamps_of_one_layout_parse_at_once(moments, layout):
     fast = _one_layout_us(values)
     assert fast is not None
     np.testing.assert_array_equal(fast, _each_us(values))
+
+
+@pytest.mark.parametrize(
+    "stamp", ["２０２６-03-01T10:00:01Z", "٢٠٢٦-03-01T10:00:01Z", "2026-03-01T10:00:0١Z"]
+)
+def test_timestamps_in_other_digits_are_refused_on_every_path(stamp):
+    """Python's regex and int() read full-width and Arabic-Indic digits: a dogfood request scored with them on
+    the records' path, while the Polars path refused them."""
+    from seqfraud.scoring.prepare import _each_us, _one_layout_us
+
+    assert _each_us([stamp]) is None and _one_layout_us([stamp] * 8) is None
+    from seqfraud.data.events import rfc3339_us
+
+    assert pl.select(rfc3339_us(pl.lit(stamp))).item() is None

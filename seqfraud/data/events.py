@@ -47,9 +47,11 @@ _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 # RFC 3339 date-time: T, t or space; optional fraction; Z, z or +hh:mm/-hh:mm, and no offset means UTC. The
 # offset may also be +hhmm (what strftime's %z and Polars' CSV writer print). Anything else (a date alone,
 # 01/03/2026, 2026-3-1, no seconds) is refused rather than guessed at.
+# ASCII digits only: Python's \d also takes full-width and Arabic-Indic ones, which int() reads, so a request's
+# timestamps in them scored where the Polars path refused them.
 RFC3339 = (
-    r"^(?P<date>\d{4}-\d{2}-\d{2})[Tt ](?P<time>\d{2}:\d{2}:\d{2})(?:\.(?P<frac>\d+))?"
-    r"(?:[Zz]|(?P<sign>[+-])(?P<oh>[01]\d|2[0-3]):?(?P<om>[0-5]\d))?$"
+    r"^(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ](?P<time>[0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.(?P<frac>[0-9]+))?"
+    r"(?:[Zz]|(?P<sign>[+-])(?P<oh>[01][0-9]|2[0-3]):?(?P<om>[0-5][0-9]))?$"
 )
 _RFC3339_HINT = (
     "expected RFC 3339, e.g. 2026-03-01T12:00:00Z or 2026-03-01 12:00:00.25+02:00 (no offset means UTC)"
