@@ -87,6 +87,16 @@ def test_score_one_session(client, scorer, sessions):
     assert body["model_version"] == scorer.model_version and body["latency_ms"] > 0
 
 
+def test_an_integer_session_id_and_its_digits_are_one_session(client, scorer, sessions):
+    """/events and batch scoring took 7 and "7" as one session, /score as two (a dogfood found it)."""
+    sid = scorer.spec.schema.session_id
+    events = [e | {sid: 7 if i % 2 else "7"} for i, e in enumerate(_json_safe(sessions[0]))]
+    r = client.post("/score", json={"events": events})
+    assert r.status_code == 200, r.text
+    same = client.post("/score", json={"events": [e | {sid: "7"} for e in events]}).json()
+    assert r.json()[S.SESSION_ID] == "7" and r.json()[S.SCORE] == pytest.approx(same[S.SCORE], abs=1e-6)
+
+
 def test_score_batch_in_request_order(client, scorer, sessions):
     ordered = sessions[::-1]
     r = client.post("/score/batch", json={"sessions": [{"events": _json_safe(e)} for e in ordered]})
