@@ -66,7 +66,10 @@ def resolve_data_config(data: Mapping[str, Any]) -> dict[str, Any]:
     synth = d.get("synthetic")
     if synth:
         synth_dir = Path(synth["dir"])
-        if Path(d["events"]) != synth_dir / "events.parquet":
+        if Path(d["events"]) == synth_dir / "events.parquet":
+            # Not an interpolation in the config: with data.synthetic=null that would fail to resolve.
+            d["typologies"] = d.get("typologies") or str(synth_dir / "typologies.parquet")
+        else:
             for key in ("labels", "typologies"):
                 if d.get(key) and Path(d[key]).parent == synth_dir:
                     log.info(

@@ -857,3 +857,25 @@ def test_the_synthetic_companions_drop_out_with_other_events_and_say_so(caplog):
     assert "data.labels=data/synthetic/labels.parquet belongs to the synthetic data" in caplog.text
     assert "set data.synthetic=null" in caplog.text
     assert resolve_data_config(data | {"synthetic": None})["labels"] == "data/synthetic/labels.parquet"
+    own = {"events": "data/synthetic/events.parquet", "typologies": None, "synthetic": synthetic}
+    assert resolve_data_config(own)["typologies"] == "data/synthetic/typologies.parquet"
+
+
+def test_the_readme_data_synthetic_null_resolves():
+    """The README's data.synthetic=null (to read the synthetic labels with other events) failed to resolve: the
+    default typologies interpolated data.synthetic.dir."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    import seqfraud
+    from seqfraud.config import plain
+    from seqfraud.preprocess import resolve_data_config
+
+    conf = Path(seqfraud.__file__).parent / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(
+            "train", overrides=["data.synthetic=null", "data.events=e.parquet", "data.labels=l.parquet"]
+        )
+    data = resolve_data_config(plain(cfg.data))
+    assert (data["events"], data["labels"], data["typologies"]) == ("e.parquet", "l.parquet", None)
