@@ -249,7 +249,7 @@ def test_store_bounds_and_expiry_reach_sessions(gru_artifact, gru_run) -> None:
     assert online.session(sids[2]) is None and len(store) == 0
 
 
-def test_service_events_labels_sessions_and_restart(gru_artifact, gru_run, tmp_path) -> None:
+def test_service_events_labels_sessions_and_restart(gru_artifact, gru_run, tmp_path, capsys) -> None:
     from seqfraud.scoring.service import Limits
     from seqfraud.scoring.state import MemoryStore
 
@@ -316,6 +316,14 @@ def test_service_events_labels_sessions_and_restart(gru_artifact, gru_run, tmp_p
     snapshot.write_text(json.dumps(doc))
     with pytest.raises(SnapshotError, match=f"cannot restore session {doc['sessions'][0][0]!r}"):
         OnlineScorer(scorer, MemoryStore(snapshot=snapshot))
+    # serve refuses it in one line before it binds a port, not with a traceback from the service's start.
+    from seqfraud.cli.serve import main as serve
+
+    with pytest.raises(SystemExit) as refused:
+        serve(["--artifact", str(gru_artifact), "--snapshot", str(snapshot), "--port=-1"])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"cannot restore session {doc['sessions'][0][0]!r}" in err
 
 
 def test_a_damaged_snapshot_is_refused_at_start(tmp_path) -> None:
@@ -377,6 +385,39 @@ def test_redis_state_is_shared_and_its_outage_degrades_or_fails_closed(
     with service_client(gru_artifact, store=RedisStore(server.url), on_store_error="fail") as c:
         refused = c.post("/events", json={"events": records[:1]})
         assert refused.status_code == 503 and "Retry-After" in refused.headers
+
+
+def test_what_seqfraud_cannot_read_under_its_redis_keys_answers_as_an_outage_naming_it(
+    gru_artifact, gru_run, tmp_path
+) -> None:
+    """A session state that is not one (damaged, another seqfraud's, another type of key) answered 500 at each of
+    its session's events, for good: now as a store outage, degraded or 503, with the session or key named."""
+    import redis as redis_client
+
+    from seqfraud.scoring.redis_store import RedisStore
+    from tests.redis_server import redis_server
+
+    records = session_records(gru_run, 1, min_events=4)
+    sid = records[0]["session_id"]
+    with redis_server(tmp_path) as server, redis_client.Redis.from_url(server.url) as raw:
+        for damage in ("garbage", "wrong type"):
+            raw.delete(f"seqfraud:session:{sid}")
+            if damage == "garbage":
+                raw.set(f"seqfraud:session:{sid}", b"garbage")
+            else:
+                raw.lpush(f"seqfraud:session:{sid}", b"x")
+            with service_client(gru_artifact, store=RedisStore(server.url)) as client:
+                (answer,) = client.post("/events", json={"events": records[:2]}).json()["results"]
+                assert answer["degraded"] is True and answer["n_events"] == 2, damage
+                got = client.get(f"/sessions/{sid}")
+                assert got.status_code == 503, (damage, got.text)
+                said = "is unreadable" if damage == "garbage" else "WRONGTYPE"
+                assert said in got.json()["detail"] and (
+                    damage != "garbage" or repr(sid) in got.json()["detail"]
+                )
+            with service_client(gru_artifact, store=RedisStore(server.url), on_store_error="fail") as client:
+                refused = client.post("/events", json={"events": records[:2]})
+                assert refused.status_code == 503 and said in refused.json()["detail"], damage
 
 
 def test_one_sessions_events_sent_at_once_to_two_replicas_are_all_taken(

@@ -26,6 +26,7 @@ from seqfraud.scoring.state import (
     SnapshotError,
     StateStore,
     StoreBusy,
+    StoreCorrupt,
     StoreUnavailable,
 )
 from tests.redis_server import redis_server
@@ -345,21 +346,22 @@ def test_redis_contention_gives_up(redis_url: str):
 
 
 def test_redis_refuses_foreign_data(redis_url: str):
+    """As an outage of the sessions that read it (degraded or 503, the key named), not an internal error."""
     prefix = f"{uuid.uuid4()}:"
     store = RedisStore(redis_url, prefix=prefix)
     with redis.Redis.from_url(redis_url) as client:
         client.hset(f"{prefix}rows:s", "e", b"\xff not json")
         client.hset(f"{prefix}labels", "s", "[1]")
-    with pytest.raises(ValueError, match=f"{prefix}rows:s"):
+    with pytest.raises(StoreCorrupt, match=f"{prefix}rows:s"):
         store.entity_rows(["s"])
     # Rows are parsed together: a value that is two rows, or half of one, must not shift the others'.
     store.add_entity_rows([EntityRow("ok", "t", 1, ("v",))])
     for bad in (b'[2,"v"],[3,"w"]', b'[2,"'):
         with redis.Redis.from_url(redis_url) as client:
             client.hset(f"{prefix}rows:t", "bad", bad)
-        with pytest.raises(ValueError, match=f"{prefix}rows:t.*field b'bad'"):
+        with pytest.raises(StoreCorrupt, match=f"{prefix}rows:t.*field b'bad'"):
             store.entity_rows(["t"])
-    with pytest.raises(ValueError, match=f"{prefix}labels"):
+    with pytest.raises(StoreCorrupt, match=f"{prefix}labels"):
         store.labels(["s"])
     store.close()
 

@@ -20,7 +20,7 @@ from seqfraud.cli import (
 from seqfraud.errors import command
 from seqfraud.export.artifact import open_artifact, verification_settings
 from seqfraud.scoring.history import History
-from seqfraud.scoring.online import seed
+from seqfraud.scoring.online import SessionState, seed
 from seqfraud.scoring.redis_store import RedisStore
 from seqfraud.scoring.server import ConnectionLimits, run
 from seqfraud.scoring.service import Limits, create_app
@@ -190,6 +190,10 @@ def main(argv: list[str] | None = None) -> None:
             snapshot=args.snapshot,  # read here, so that a snapshot of another model is refused before the port
             model=artifact.run_id,
         )
+        # And each session's state checked here too: a damaged one then stops start-up with one line, not a
+        # traceback from the service's start.
+        shape = artifact.step_shape(args.format)
+        store.check_restored(lambda data: SessionState.decode(data, len(spec.fields), shape))
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if isinstance(store, RedisStore):

@@ -267,14 +267,20 @@ class Artifact:
         self._warn_unsigned(fmt, FORMATS[fmt].file)
         return self._load(FORMATS[fmt].file, FORMATS[fmt].load, fmt)
 
-    def load_step(self, fmt: str = "torchscript") -> tuple[Step, tuple[int, int]] | None:
-        """A GRU model's step function in ``fmt`` and the shape of its per-session state (layers, width); None
-        when the model has none in that format (the kept events are then read again for each event)."""
+    def step_shape(self, fmt: str = "torchscript") -> tuple[int, int] | None:
+        """The shape of a GRU model's per-session state (layers, width) when it has a step in ``fmt``: what an
+        online state of this model holds, read without loading the step."""
         step = self.manifest.get("step")
-        if step is None or fmt not in step["formats"]:
+        return None if step is None or fmt not in step["formats"] else (step["layers"], step["width"])
+
+    def load_step(self, fmt: str = "torchscript") -> tuple[Step, tuple[int, int]] | None:
+        """A GRU model's step function in ``fmt`` and :meth:`step_shape`; None when the model has none in that
+        format (the kept events are then read again for each event)."""
+        shape = self.step_shape(fmt)
+        if shape is None:
             return None
         self._warn_unsigned(fmt, STEP_FILES[fmt])
-        return self._load(STEP_FILES[fmt], FORMATS[fmt].load, f"{fmt} step"), (step["layers"], step["width"])
+        return self._load(STEP_FILES[fmt], FORMATS[fmt].load, f"{fmt} step"), shape
 
     def load_embedding(self, fmt: str = "torchscript") -> tuple[Model, int]:
         """The session embedding in ``fmt`` (``forward(tokens, lengths) -> float32 [B, width]``, the encoder's

@@ -54,7 +54,7 @@ from seqfraud.schema import Schema
 from seqfraud.scoring.history import History
 from seqfraud.scoring.prepare import as_frame, normalized_events, record_columns
 from seqfraud.scoring.scorer import Scorer, intra_op_threads
-from seqfraud.scoring.state import EntityRow, Label, StateStore, StoreUnavailable
+from seqfraud.scoring.state import EntityRow, Label, StateStore, StoreCorrupt, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +270,7 @@ class OnlineScorer:
         )
         self._delta_field = self.spec.fields.index(S.TIME_DELTA)
         self._arrivals = itertools.count()
-        store.check_restored(self._decode)
+        store.check_restored(self._read)
 
     def events(self, records: list[dict[str, Any]], *, source: str = "request") -> list[dict[str, Any]]:
         """Take events of one or more open sessions; per touched session (in order of first appearance) its
@@ -362,10 +362,19 @@ class OnlineScorer:
 
     def session(self, session_id: str) -> SessionState | None:
         data = self.store.get(session_id)
-        return None if data is None else self._decode(data)
+        return None if data is None else self._decode(session_id, data)
 
-    def _decode(self, data: bytes) -> SessionState:
+    def _read(self, data: bytes) -> SessionState:
         return SessionState.decode(data, len(self.spec.fields), self.hidden_shape)
+
+    def _decode(self, session_id: str, data: bytes) -> SessionState:
+        try:
+            return self._read(data)
+        except ValueError as e:
+            raise StoreCorrupt(
+                f"the stored state of session {session_id!r} is unreadable ({e}); delete it from the store to "
+                "start the session again"
+            ) from None
 
     def _take(
         self,
@@ -383,7 +392,7 @@ class OnlineScorer:
         latest: list[SessionState] = []
 
         def change(data: bytes | None) -> bytes | None:
-            state = SessionState(sid) if data is None else self._decode(data)
+            state = SessionState(sid) if data is None else self._decode(sid, data)
             latest[:] = [state]
             new = list(range(len(keys)))  # without ids every event is new
             if entries is not None:

@@ -44,6 +44,7 @@ from seqfraud.scoring.state import (
     SessionLocks,
     StateStore,
     StoreBusy,
+    StoreCorrupt,
     StoreUnavailable,
 )
 
@@ -101,6 +102,7 @@ class RedisStore(StateStore):
             redis.exceptions.ReadOnlyError,
         )
         self._conflict = redis.exceptions.WatchError
+        self._refused = redis.exceptions.ResponseError  # e.g. WRONGTYPE: someone else's value under our key
         if client is None:
             # No retries inside redis-py either: a request waits one timeout at most, and the service decides.
             client = redis.Redis.from_url(
@@ -121,6 +123,8 @@ class RedisStore(StateStore):
             yield
         except self._unreachable as e:
             raise StoreUnavailable(f"Redis at {self.where}: {e}") from e
+        except self._refused as e:
+            raise StoreCorrupt(f"Redis at {self.where}: {e}") from e
 
     def ping(self) -> None:
         with self._reachable():
@@ -222,7 +226,7 @@ class RedisStore(StateStore):
                 raise ValueError("expected [ts_us, values...]")
             event_key = _text(field)
         except (ValueError, TypeError) as e:
-            raise ValueError(
+            raise StoreCorrupt(
                 f"Redis at {self.where}: {key!r} field {field!r} is not a seqfraud entity row: {value[:80]!r}"
             ) from e
         return EntityRow(event_key, session_id, ts_us, tuple(values))
@@ -250,7 +254,7 @@ class RedisStore(StateStore):
             if type(label) is not int or not (label_time_us is None or type(label_time_us) is int):
                 raise ValueError("expected [label, label_time_us]")
         except (ValueError, TypeError) as e:
-            raise ValueError(
+            raise StoreCorrupt(
                 f"Redis at {self.where}: {self._labels_key!r} field {_bytes(session_id)!r} is not a "
                 f"seqfraud label: {value[:80]!r}"
             ) from e

@@ -35,6 +35,12 @@ class StoreUnavailable(RuntimeError):
     """The store cannot be reached (Redis down or too slow): the service degrades or fails closed."""
 
 
+class StoreCorrupt(StoreUnavailable):
+    """The store holds something under seqfraud's keys that it cannot read (written by someone else, damaged, or
+    a state of another seqfraud version): the sessions that need it are answered as when the store is down,
+    degraded or failed closed, with the key named, never as an internal error."""
+
+
 class StoreBusy(RuntimeError):
     """The store is up, but a session's state kept changing under this writer (other replicas taking the same
     session's events at once): the request is refused for a retry (which event ids make safe), never answered
