@@ -186,6 +186,22 @@ def test_labels_round_trip_and_latest_wins(store: StateStore):
 # --- MemoryStore ----------------------------------------------------------------------------------------------
 
 
+def test_memory_retention_bounds_labels_of_sessions_without_rows():
+    """A dogfood posted 153,000 labels for sessions the service never saw: kept for good, +168 MB. With the
+    retention they go once they are that old and their session has no rows; a seen session's stays with its rows."""
+    now = [1_000_000.0]
+    store = MemoryStore(entity_retention_s=3600, clock=lambda: now[0])
+    store.add_entity_rows([EntityRow("e", "seen", int(now[0] * 1e6), ("v",))])
+    store.add_labels([Label("seen", 1, None), Label("ghost", 1, None)])
+    now[0] += 1800 + MemoryStore.RETIRE_EVERY_S
+    store.add_labels([Label("later", 0, None)])
+    assert {lb.session_id for lb in store.labels(["seen", "ghost", "later"])} == {"seen", "ghost", "later"}
+    now[0] += 1800 + MemoryStore.RETIRE_EVERY_S  # the ghost's label is past the retention, the later one not
+    store.add_entity_rows([EntityRow("e2", "seen", int(now[0] * 1e6), ("v",))])  # the seen session goes on
+    assert {lb.session_id for lb in store.labels(["seen", "ghost", "later"])} == {"seen", "later"}
+    assert MemoryStore(clock=lambda: now[0]).labels([]) == []  # without a retention nothing is swept
+
+
 def test_memory_bound_evicts_least_recently_updated():
     store = MemoryStore(max_sessions=2)
     for sid in ["a", "b", "a", "c"]:

@@ -133,7 +133,7 @@ class StateStore(ABC):
 class MemoryStore(StateStore):
     """One process's store: at most ``max_sessions`` sessions (the least recently updated go first), each
     expiring ``session_ttl_s`` after its last event; entity rows older than ``entity_retention_s`` (None: kept)
-    are dropped. With ``snapshot``, the whole state is read from that file at start (when it exists) and
+    are dropped, and so are labels of sessions without rows, that long after they came. With ``snapshot``, the whole state is read from that file at start (when it exists) and
     written to it on :meth:`close`, so a restart loses nothing. ``model`` (the artifact's model version) stamps
     the snapshot: one written for another model is refused when read, as its session states (a GRU's hidden
     state, the scores) belong to that model even where the shapes agree.
@@ -166,7 +166,7 @@ class MemoryStore(StateStore):
         self._lock = threading.Lock()  # the dicts themselves
         self._rows: dict[str, dict[str, EntityRow]] = {}  # session -> event key -> row
         self._index: dict[tuple[int, str], set[str]] = {}  # (column, value) -> sessions
-        self._labels: dict[str, Label] = {}
+        self._labels: dict[str, tuple[float, Label]] = {}  # session -> (when added, label)
         self._retired_at = float("-inf")
         if self.snapshot is not None and self.snapshot.exists():
             self._restore(self.snapshot)
@@ -214,7 +214,9 @@ class MemoryStore(StateStore):
             self._retire()
 
     def _retire(self) -> None:
-        """Drop the entity rows of sessions whose latest event is older than the retention."""
+        """Drop the entity rows of sessions whose latest event is older than the retention, and the labels of
+        sessions without rows that came longer ago than that (labels for sessions never seen grew without
+        bound)."""
         if self.entity_retention_s is None or self.clock() - self._retired_at < self.RETIRE_EVERY_S:
             return
         self._retired_at = self.clock()
@@ -227,6 +229,11 @@ class MemoryStore(StateStore):
                         holders.discard(sid)
                         if not holders:
                             del self._index[(column, value)]
+        added_by = self.clock() - self.entity_retention_s
+        for sid in [
+            sid for sid, (added, _) in self._labels.items() if added < added_by and sid not in self._rows
+        ]:
+            del self._labels[sid]
 
     def sessions_with(self, values: Sequence[Iterable[str]]) -> set[str]:
         with self._lock:
@@ -240,11 +247,13 @@ class MemoryStore(StateStore):
 
     def add_labels(self, labels: list[Label]) -> None:
         with self._lock:
-            self._labels.update((label.session_id, label) for label in labels)
+            now = self.clock()
+            self._labels.update((label.session_id, (now, label)) for label in labels)
+            self._retire()
 
     def labels(self, session_ids: Iterable[str]) -> list[Label]:
         with self._lock:
-            return [self._labels[sid] for sid in session_ids if sid in self._labels]
+            return [self._labels[sid][1] for sid in session_ids if sid in self._labels]
 
     def close(self) -> None:
         if self.snapshot is not None:
@@ -267,7 +276,7 @@ class MemoryStore(StateStore):
                     for rows in self._rows.values()
                     for r in rows.values()
                 ],
-                "labels": [[lb.session_id, lb.label, lb.label_time_us] for lb in self._labels.values()],
+                "labels": [[lb.session_id, lb.label, lb.label_time_us] for _, lb in self._labels.values()],
             }
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
