@@ -263,6 +263,8 @@ def test_service_events_labels_sessions_and_restart(gru_artifact, gru_run, tmp_p
         many = client.post("/events", json={"events": records})
         assert many.status_code == 422 and "at most 2 sessions per request, got 3" in many.text
         assert client.get(f"/sessions/{sid}").status_code == 404
+        long = client.get("/sessions/" + "x" * 15_000)  # a dogfood's 404 echoed all 15,000 characters
+        assert long.status_code == 404 and len(long.text) < 300 and "15,000 characters" in long.text
         first = client.post("/events", json={"events": mine[:3]})
         assert first.status_code == 200, first.text
         (result,) = first.json()["results"]

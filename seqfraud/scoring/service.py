@@ -869,7 +869,12 @@ def create_app(
         except StoreUnavailable as e:
             raise store_down(e) from None
         if state is None:
-            raise RequestError(404, f"no open session {session_id!r} (never seen, or expired)")
+            shown = (
+                session_id
+                if len(session_id) <= 100
+                else f"{session_id[:100]}... ({len(session_id):,} characters)"
+            )
+            raise RequestError(404, f"no open session {shown!r} (never seen, or expired)")
         return JSONResponse(state.public())
 
     def openapi() -> dict[str, Any]:
