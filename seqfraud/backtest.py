@@ -33,7 +33,7 @@ from seqfraud.data.events import load_events
 from seqfraud.data.split import from_epoch_us, to_epoch_us
 from seqfraud.errors import ConfigError
 from seqfraud.preprocess import ensure_synthetic, resolve_data_config
-from seqfraud.rundir import REPORT_FILE
+from seqfraud.rundir import REPORT_FILE, stacking_kept
 from seqfraud.schema import Schema
 from seqfraud.training.train import model_name, train
 
@@ -189,6 +189,7 @@ def run_backtest(cfg: DictConfig) -> dict[str, Any]:
                     "model": name,
                     **w.split(),
                     "run_dir": str(run_dir.relative_to(out)),
+                    "kept": stacking_kept(run_dir),  # a stacked run's choice, window by window
                     "labels_known_after_test_start": late or {},
                     "labels_known_after_cutoff": report.get("labels_known_after_cutoff") or {},
                     "val_pr_auc": metrics["val"]["pr_auc"],

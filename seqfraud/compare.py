@@ -24,7 +24,7 @@ from seqfraud import schema as S
 from seqfraud.config import plain
 from seqfraud.errors import UserError
 from seqfraud.metrics import precision_key, recall_key
-from seqfraud.rundir import CONFIG_FILE, METRICS_FILE, PREDICTIONS_DIR, predictions, stacking_kept
+from seqfraud.rundir import CONFIG_FILE, METRICS_FILE, PREDICTIONS_DIR, kept_label, predictions, stacking_kept
 
 log = logging.getLogger(__name__)
 
@@ -144,14 +144,8 @@ def config_differences(runs: list[Run]) -> list[str]:
 
 
 def model_label(run: Run) -> str:
-    """The run's model; a stacked run that kept one part alone says which, since its scores are that part's:
-    LightGBM's when its sequence model did not win on validation, the sequence model's when the stacker lost to
-    it."""
-    name = str(run.metrics.get("model", ""))
-    alone = {"aggregates": "LightGBM alone", "sequence": "sequence model alone"}.get(
-        stacking_kept(run.path) or ""
-    )
-    return f"{name} ({alone})" if alone else name
+    """The run's model, with the part a stacked run kept alone (:func:`~seqfraud.rundir.kept_label`)."""
+    return kept_label(str(run.metrics.get("model", "")), stacking_kept(run.path))
 
 
 def leaderboard(

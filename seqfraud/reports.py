@@ -21,7 +21,7 @@ from seqfraud import schema as S
 from seqfraud.calibration import reliability_curve
 from seqfraud.compare import OUTPUT_FILES, Run, curve_label, fmt, leaderboard_table, rank_runs, recall_label
 from seqfraud.metrics import expected_calibration_error, recall_key
-from seqfraud.rundir import predictions
+from seqfraud.rundir import kept_label, predictions
 
 
 def _pyplot() -> Any:
@@ -231,7 +231,7 @@ def backtest_markdown(result: dict) -> str:
         t = r["test"]
         cells = [
             str(r["window"]),
-            r["model"],
+            kept_label(r["model"], r.get("kept")),
             f"{_when(r['test_start'])} – {_when(r['test_end'])}",
             f"{int(t['n']):,}",
             f"{int(t['positives']):,}",

@@ -41,6 +41,14 @@ def stacking_kept(run_dir: str | Path) -> str | None:
     return json.loads(report.read_text()).get("chosen") if report.is_file() else None
 
 
+def kept_label(model: str, kept: str | None) -> str:
+    """The model's name; a stacked run that kept one part alone (:func:`stacking_kept`) says which, since its
+    scores are that part's: LightGBM's when its sequence model did not win on validation, the sequence model's
+    when that beat the stacker."""
+    alone = {"aggregates": "LightGBM alone", "sequence": "sequence model alone"}.get(kept or "")
+    return f"{model} ({alone})" if alone else model
+
+
 def prepared_dir(run_dir: str | Path) -> Path:
     """Where a run's spec and tokenized data live: its ``prepared_dir`` if it was trained on one, else itself."""
     from omegaconf import OmegaConf  # a run directory's config is Hydra's; the serving path never calls this

@@ -10,6 +10,7 @@ import pytest
 from conftest import single_torch_thread
 from omegaconf import OmegaConf
 
+from seqfraud import reports
 from seqfraud import schema as S
 from seqfraud.backtest import DAY_US, Window, plan_windows
 from seqfraud.data.split import assign_split, before_test_end, split_boundaries, to_epoch_us
@@ -117,6 +118,10 @@ def test_backtest_writes_one_row_per_window_and_model(backtest):
     table = [line for line in (run_dir / "backtest.md").read_text().splitlines() if line.startswith("| ")]
     assert len(table) == 1 + 4 and "late_variant recall@1%FPR" in table[0]
     assert (run_dir / "backtest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # A stacked run's choice is kept per window (its scores may be one part's alone), and the table says it.
+    assert all(r["kept"] is None for r in result["rows"])  # no stacked run here
+    stacked = {**result, "rows": [{**result["rows"][0], "model": "stacked", "kept": "sequence"}]}
+    assert "| 1 | stacked (sequence model alone) |" in reports.backtest_markdown(stacked)
     for r in result["rows"]:
         metrics = json.loads((run_dir / r["run_dir"] / "metrics.json").read_text())
         assert metrics["test"]["n"] == r["test"]["n"] > 0
