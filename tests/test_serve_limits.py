@@ -186,6 +186,16 @@ def test_only_json_bodies_are_read(client, events, content_type, status):
             assert client.post(path, content=b"{}", headers=headers).status_code == 415
 
 
+@pytest.mark.parametrize(("encoding", "status"), [("identity", 200), ("gzip", 415), ("br", 415)])
+def test_a_compressed_body_is_refused_not_read_as_plain(client, events, encoding, status):
+    """A dogfood's plain body labelled gzip was scored as if the label were not there."""
+    headers = {"content-type": "application/json", "content-encoding": encoding}
+    r = client.post("/score", content=json.dumps({"events": events}), headers=headers)
+    assert r.status_code == status, r.text
+    if status == 415:
+        assert f"Content-Encoding {encoding!r} is not supported" in r.json()["detail"]
+
+
 def test_a_full_route_answers_503_at_once_and_the_others_go_on(client, events, monkeypatch):
     scorer = client.app.state.scorer
     entered, release = threading.Event(), threading.Event()

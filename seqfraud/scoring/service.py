@@ -434,6 +434,12 @@ def check_json_content_type(request: Request) -> None:
     charsets = [p.partition("=")[2].strip('"') for p in params if p.startswith("charset=")]
     if media != "application/json" or any(c not in ("utf-8", "utf8") for c in charsets):
         raise RequestError(415, f"Content-Type must be application/json, got {declared[:100]!r}")
+    # A compressed body would not parse, and a plain one labelled compressed is not what the client meant.
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":
+        raise RequestError(
+            415, f"Content-Encoding {encoding[:100]!r} is not supported: send the body uncompressed"
+        )
 
 
 async def read_body(request: Request, limit: int, take: Callable[[int], None]) -> bytes:
