@@ -78,6 +78,9 @@ def test_a_stacked_run_that_keeps_its_sequence_model_alone_exports_as_that_model
     from seqfraud.scoring.scorer import Scorer
 
     tiny = ["model.d_model=16", "model.n_layers=1", "model.n_heads=2", "model.field_dim=4"]
+    # Left by an earlier run into the same directory: export took it as this run's stacker (a dogfood).
+    (tmp_path / "run" / "run").mkdir(parents=True)
+    (tmp_path / "run" / "run" / STACKER_FILE).write_text("tree\n")
     run = train_into(
         tmp_path / "run",
         "+experiment=smoke",
@@ -91,6 +94,7 @@ def test_a_stacked_run_that_keeps_its_sequence_model_alone_exports_as_that_model
     report = json.loads((run / STACKING_REPORT).read_text())
     assert report["chosen"] == "sequence" and set(report["win_share"]) == {"sequence"}
     assert not (run / STACKER_FILE).exists() and report["best_iteration"] is None
+    assert report["sequence_out_of_fold"] is None  # without the stacker as a candidate no fold is fitted
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test"]["pr_auc"] == pytest.approx(report["sequence"]["test"]["pr_auc"])
     with single_torch_thread():
@@ -110,15 +114,19 @@ def test_a_stacked_run_that_keeps_its_sequence_model_alone_exports_as_that_model
     np.testing.assert_allclose(joined["raw_score"], joined[S.SCORE], atol=1e-5)
 
 
-def test_unknown_stacking_candidates_are_refused_before_any_data_is_read():
+def test_stacking_candidates_other_than_a_list_of_known_ones_are_refused_before_any_data_is_read():
+    """A bare `sequence` was split into its letters, and null raised a TypeError (a dogfood)."""
     from omegaconf import OmegaConf
 
     from seqfraud.errors import ConfigError
     from seqfraud.training.stacking import check_stacking
 
-    cfg = OmegaConf.create({"model": {"stacking": {"candidates": ["sequence", "lightgbm"]}}, "trainer": {}})
-    with pytest.raises(ConfigError, match=r"model.stacking.candidates: unknown \['lightgbm'\]"):
-        check_stacking(cfg)
+    for given in (["sequence", "lightgbm"], "sequence", None, [], ["sequence", "sequence"]):
+        cfg = OmegaConf.create({"model": {"stacking": {"candidates": given}}, "trainer": {}})
+        with pytest.raises(
+            ConfigError, match=r"model.stacking.candidates must be a non-empty list without repeats"
+        ):
+            check_stacking(cfg)
 
 
 @pytest.mark.integration

@@ -15,7 +15,8 @@ The ``stacking`` section of ``model`` is the stacker's; the rest of it is the se
    (0.95) of paired bootstrap resamples; of those that do, the one best on validation is kept. A stacker is
    saved as ``stacker.txt``; the sequence model alone saves none, so the run exports as a plain sequence model.
 
-Costs ``folds + 1`` sequence fits. ``stacking.json`` in the run directory records each part's metrics.
+Costs ``folds + 1`` sequence fits, one when the stacker is not a candidate (steps 1 and 3's first fit are then
+skipped). ``stacking.json`` in the run directory records each part's metrics.
 """
 
 from __future__ import annotations
@@ -109,15 +110,11 @@ def check_stacking(cfg: DictConfig) -> None:
         raise ConfigError("model=stacked fits its folds one after another in one process: run it without DDP")
 
 
-def fit_stacked(
-    cfg: DictConfig, prepared: Prepared, logger, extra_callbacks: list | None, fit_sequence: FitSequence
-) -> dict[str, np.ndarray]:
-    """Out-of-fold sequence scores, the refit sequence model, and the LightGBM stacker; probabilities of the
-    kept candidate on val and test in dataset order."""
-    run_dir = Path(cfg.paths.output_dir)
-    stacking = plain(cfg.model.stacking)
-    folds = int(stacking.get("folds", 3))
-    spec, datasets = prepared.spec, prepared.datasets
+def out_of_fold_scores(
+    cfg: DictConfig, prepared: Prepared, fit_sequence: FitSequence, folds: int
+) -> np.ndarray:
+    """Each training session's score from a sequence model fitted on the other folds, in dataset order."""
+    run_dir, datasets = Path(cfg.paths.output_dir), prepared.datasets
     train_order = session_order(datasets["train"])
     oof = np.full(train_order.height, np.nan, dtype=np.float32)
     position = {sid: i for i, sid in enumerate(train_order[S.SESSION_ID].to_list())}
@@ -132,12 +129,27 @@ def fit_stacked(
     shutil.rmtree(run_dir / "folds")  # copies of the training data and checkpoints no one reads again
     if np.isnan(oof).any():
         raise RuntimeError(f"stacking: {int(np.isnan(oof).sum())} training sessions got no out-of-fold score")
+    return oof
+
+
+def fit_stacked(
+    cfg: DictConfig, prepared: Prepared, logger, extra_callbacks: list | None, fit_sequence: FitSequence
+) -> dict[str, np.ndarray]:
+    """Out-of-fold sequence scores, the refit sequence model, and the LightGBM stacker; probabilities of the
+    kept candidate on val and test in dataset order."""
+    run_dir = Path(cfg.paths.output_dir)
+    stacking = plain(cfg.model.stacking)
+    folds = int(stacking.get("folds", 3))
+    allowed = stacking_candidates(stacking)
+    # Only the stacker reads out-of-fold scores: without it as a candidate, no fold is fitted.
+    oof = out_of_fold_scores(cfg, prepared, fit_sequence, folds) if "stacked" in allowed else None
     log.info("stacking: sequence model on all training sessions")
     refit = fit_sequence(sequence_config(cfg), prepared, logger, extra_callbacks)
     assert refit is not None  # one process, as checked above
     frames = aggregate_frames(prepared)
     names = [c for c in frames["train"].columns if c not in (S.SESSION_ID, S.LABEL)]
-    scores = {"train": oof, **refit}
+    # Without out-of-fold scores the training rows' score column is held constant, as the baseline's is.
+    scores = {"train": np.zeros(frames["train"].height, np.float32) if oof is None else oof, **refit}
     rows = {name: with_logit(frames[name].select(names).to_numpy(), scores[name]) for name in frames}
     labels = {name: frames[name][S.LABEL].to_numpy() for name in frames}
     metrics_cfg = plain(cfg.metrics)
@@ -149,6 +161,8 @@ def fit_stacked(
     # splits on it and the artifact's inputs stay the same).
     candidates = {}
     for kind, use_score in (("stacked", True), ("aggregates", False)):
+        if kind not in (*allowed, "aggregates"):
+            continue
         fit_rows = {
             name: rows[name] if use_score else _without_score(rows[name]) for name in ("train", "val")
         }
@@ -164,7 +178,7 @@ def fit_stacked(
             seed=int(cfg.seed),
         )
         text = booster.model_to_string(num_iteration=booster.best_iteration)
-        stacker = Stacker.from_text(text, spec)  # the saved trees score, as the artifact's will
+        stacker = Stacker.from_text(text, prepared.spec)  # the saved trees score, as the artifact's will
         candidates[kind] = (
             text,
             booster.best_iteration,
@@ -180,7 +194,7 @@ def fit_stacked(
         labels["val"],
         {kind: c[2]["val"] for kind, c in candidates.items()},
         val_ap,
-        stacking_candidates(stacking),
+        allowed,
         confidence=confidence,
         resamples=int(stacking.get("resamples", 500)),
         seed=int(cfg.seed),
@@ -196,7 +210,7 @@ def fit_stacked(
         "candidates_val_pr_auc": val_ap,
         "win_share": win_share,
         "confidence": confidence,
-        "sequence_out_of_fold": {"train": ap("train", oof)},
+        "sequence_out_of_fold": None if oof is None else {"train": ap("train", oof)},
         "sequence": {name: ap(name, refit[name]) for name in ("val", "test")},
         "kept": {name: ap(name, kept[name]) for name in ("val", "test")},
     }
@@ -214,14 +228,20 @@ CANDIDATES = ("stacked", "sequence")
 
 
 def stacking_candidates(stacking: dict[str, Any]) -> list[str]:
-    """``model.stacking.candidates``: what may replace the baseline (checked before any data is read)."""
-    given = list(stacking.get("candidates", CANDIDATES))
-    if unknown := sorted(set(given) - set(CANDIDATES)):
+    """``model.stacking.candidates``: what may replace the baseline, in order of preference on a tie (checked
+    before any data is read)."""
+    given = stacking.get("candidates", list(CANDIDATES))
+    if (
+        not isinstance(given, list)
+        or not given
+        or len(set(given)) < len(given)
+        or set(given) - set(CANDIDATES)
+    ):
         raise ConfigError(
-            f"model.stacking.candidates: unknown {unknown}; choose among {list(CANDIDATES)} (the baseline, "
-            "LightGBM on the aggregates alone, is always one)"
+            f"model.stacking.candidates must be a non-empty list without repeats of {list(CANDIDATES)} (the "
+            f"baseline, LightGBM on the aggregates alone, is always one; for it alone, model=lightgbm), got {given!r}"
         )
-    return given
+    return [str(kind) for kind in given]
 
 
 def choose_candidate(
@@ -238,7 +258,8 @@ def choose_candidate(
 
     A candidate must beat the baseline with confidence, not on this one sample: the refit sequence model kept its
     best checkpoint by validation and LightGBM stopped early on it, so validation flatters both, and a few dozen
-    validation frauds can rank either way by chance. Of those that do, the better on validation is kept.
+    validation frauds can rank either way by chance. Of those that do, the better on validation is kept (on a tie,
+    the first in ``allowed``).
     """
     win_share = {
         kind: paired_win_share(y, val[kind], val["aggregates"], resamples=resamples, seed=seed)

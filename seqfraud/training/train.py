@@ -27,7 +27,7 @@ from torch import nn
 
 from seqfraud import rundir
 from seqfraud import schema as S
-from seqfraud.baselines import fit_lightgbm, fit_predict_lightgbm
+from seqfraud.baselines import STACKER_FILE, fit_lightgbm, fit_predict_lightgbm
 from seqfraud.config import plain
 from seqfraud.data.shards import ROW_GROUP_SESSIONS, shard_files
 from seqfraud.errors import ConfigError
@@ -468,6 +468,10 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
     L.seed_everything(cfg.seed, workers=True)
     if rank == 0:
         (run_dir / rundir.CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        # What only some runs write: one left by an earlier run into this directory would speak for this one
+        # (export took a stale stacker.txt as this run's, and failed its parity check as train/serve skew).
+        for name in (STACKER_FILE, rundir.STACKING_REPORT):
+            (run_dir / name).unlink(missing_ok=True)
 
     data_cfg = resolve_data_config(plain(cfg.data))
     if cfg.get("prepared_dir"):
