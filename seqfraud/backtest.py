@@ -130,9 +130,14 @@ def model_presets(cfg: DictConfig) -> dict[str, Any]:
         try:
             composed = compose(run.job.config_name, overrides=[*overrides, f"model={name}"])
         except ConfigCompositionException as e:  # no such preset, or a model.* override it has no key for
-            raise ConfigError(
-                f"backtest.models: model={name} does not compose: {str(e).splitlines()[0]}"
-            ) from None
+            first = str(e).splitlines()[0]
+            hint = (
+                " (a key this preset lacks: write the override as ++KEY=VALUE, which adds it, and each model then "
+                "keeps what it reads: docs/risk.md)"
+                if first.startswith("Could not override")
+                else ""
+            )
+            raise ConfigError(f"backtest.models: model={name} does not compose: {first}{hint}") from None
         models[str(name)] = composed.model
     return models
 

@@ -170,3 +170,16 @@ def test_an_unknown_preset_is_one_line_naming_it(tmp_path, capsys):
     err = capsys.readouterr().err
     assert refused.value.code == 2 and "backtest.models: model=nosuch does not compose" in err
     assert len(err.strip().splitlines()) == 1, err
+    # A model.* override one preset lacks says how to give it (a dogfood's model.encoder=gru beside lightgbm).
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "+experiment=smoke",
+                "backtest.models=[tiny,lightgbm]",
+                "model.encoder=gru",
+                f"hydra.run.dir={tmp_path}",
+                *QUIET_HYDRA,
+            ]
+        )
+    err = capsys.readouterr().err
+    assert "model=lightgbm does not compose" in err and "write the override as ++KEY=VALUE" in err
