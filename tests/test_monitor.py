@@ -109,6 +109,14 @@ def test_default_reference_is_the_runs_train_dataset(exported_artifact, windows)
     report = monitor(exported_artifact, windows["late"])
     assert report["reference"]["source"].endswith("data/train")
     assert report["inter_event_seconds"]["reference"] is None  # tokens only: PSI of the buckets, no seconds
+    # Its scores are the run's validation predictions, calibrated: the training sessions were scored in sample.
+    from seqfraud.monitoring.statistics import quantiles
+    from seqfraud.scoring.scorer import Scorer
+
+    scores = report["score"]
+    assert scores["reference_source"].endswith("predictions/val.parquet")
+    val = pl.read_parquet(scores["reference_source"])[S.SCORE].to_numpy().astype(np.float32)
+    assert scores["reference"] == pytest.approx(quantiles(Scorer.load(exported_artifact).calibrate(val)))
     assert report["performance"] is None  # no labels given, none on the events
     # Unknown rates against the validation period: the vocabulary's own training period holds each of its values
     # by construction. The late variant's new event types were there already; its new countries were not.
@@ -322,6 +330,7 @@ def test_default_reference_follows_the_runs_prepared_dir(exported_artifact, trai
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text(f"prepared_dir: {trained_run}\n")
+    shutil.copytree(trained_run / "predictions", run / "predictions")  # what such a run writes of its own
     copy = Path(shutil.copytree(exported_artifact, tmp_path / "artifact"))
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["source"]["run_dir"] = str(run)

@@ -121,7 +121,7 @@ def monitor(
             entity_ref = joined(ref, unknown_ref)
             assert entity_ref.starts is not None  # tokenized datasets
             fields |= entity_field_stats(spec, entity_ref.seqs, entity_ref.starts, cur.seqs)
-    ref_scores = reference_scores(scorer, ref, artifact)  # the served score, calibration included
+    ref_scores, ref_scores_from = reference_scores(scorer, ref, artifact)  # served scores, calibrated
     cur_scored = scorer.score_sequences(cur.seqs, cur.events)
     outside = 0
     if label_table is not None and labels is not None:
@@ -172,6 +172,7 @@ def monitor(
             "psi": psi(hist["score"][0], hist["score"][1]),
             "bins": list(SCORE_BINS),
             "reference": quantiles(ref_scores),
+            "reference_source": ref_scores_from,
             "current": quantiles(cur_scores),
             "current_bands": dict(cur_scored[S.BAND].value_counts().iter_rows()),
         },

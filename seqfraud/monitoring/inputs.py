@@ -95,22 +95,24 @@ def joined(a: Window, b: Window) -> Window:
     return Window(f"{a.source} + {b.source}", seqs, None, np.concatenate([a.starts, b.starts]))
 
 
-def reference_scores(scorer: Scorer, ref: Window, artifact: str | Path) -> np.ndarray:
-    """The served scores of the reference window. A stacked artifact's LightGBM reads aggregates of the raw
-    events, which the default reference (the run's tokens) lacks: its scores are then the run's validation
-    predictions, calibrated, the nearest period the run scored out of sample."""
-    if ref.events is not None or scorer.stacker is None:
-        return scorer.score_sequences(ref.seqs, ref.events)[S.SCORE].to_numpy()
+def reference_scores(scorer: Scorer, ref: Window, artifact: str | Path) -> tuple[np.ndarray, str]:
+    """The served scores of the reference window, and where they come from. With raw reference events, the
+    artifact scores them. The default reference (the run's tokenized training sessions) was scored in sample,
+    more extreme than any later window (a score drift built in), and a stacked artifact cannot score tokens
+    alone (its LightGBM reads aggregates of raw events): its scores are then the run's validation predictions,
+    calibrated, the nearest period the run scored out of sample."""
+    if ref.events is not None:
+        return scorer.score_sequences(ref.seqs, ref.events)[S.SCORE].to_numpy(), ref.source
     run_dir = (scorer.manifest.get("source") or {}).get("run_dir")
     path = rundir.predictions(run_dir, "val") if run_dir else None
     if path is None or not path.is_file():
         raise MonitorError(
-            f"{artifact}: a stacked model's reference scores come from its run's validation predictions "
+            f"{artifact}: the reference scores come from its run's validation predictions "
             f"({path or 'no run recorded'}), which are missing; pass --reference with raw events of the training "
             "period"
         )
     raw = pl.read_parquet(path, columns=[S.SCORE])[S.SCORE].to_numpy().astype(np.float32)
-    return scorer.calibrate(raw)
+    return scorer.calibrate(raw), str(path)
 
 
 def current_labels(labels: Any, events_lf: pl.LazyFrame, spec: Spec) -> pl.DataFrame | None:
