@@ -103,7 +103,7 @@ def fit_calibration(method: str, y: np.ndarray, raw: np.ndarray) -> Calibration:
         from sklearn.linear_model import LogisticRegression
 
         # Platt's own targets, (N+ + 1) / (N+ + 2) and 1 / (N- + 2), not 1 and 0 (each row twice, weighted): where
-        # validation separates perfectly (a dogfood GRU's), the 0/1 fit's slope ran off (a = 23.6), 97.6% of the
+        # validation separates perfectly (a dogfood GRU's), the 0/1 fit's slope ran off (a = 23.6), 96.5% of the
         # float32 scores came out exactly 0, their ranking lost, and the review threshold fell to 1.4e-45.
         pos, neg = y.sum(), len(y) - y.sum()
         target = np.where(y == 1, (pos + 1) / (pos + 2), 1 / (neg + 2))

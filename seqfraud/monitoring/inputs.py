@@ -97,10 +97,10 @@ def joined(a: Window, b: Window) -> Window:
 
 def reference_scores(scorer: Scorer, ref: Window, artifact: str | Path) -> tuple[np.ndarray, str]:
     """The served scores of the reference window, and where they come from. With raw reference events, the
-    artifact scores them. The default reference (the run's tokenized training sessions) was scored in sample,
-    more extreme than any later window (a score drift built in), and a stacked artifact cannot score tokens
-    alone (its LightGBM reads aggregates of raw events): its scores are then the run's validation predictions,
-    calibrated, the nearest period the run scored out of sample."""
+    artifact scores them. For the default reference (the run's tokenized training sessions) they are the run's
+    validation predictions, calibrated, the nearest period the run scored out of sample: the training sessions
+    were scored in sample, more extreme than any later window (a drift built in), and a stacked artifact
+    cannot score tokens alone (its LightGBM reads aggregates of raw events)."""
     if ref.events is not None:
         return scorer.score_sequences(ref.seqs, ref.events)[S.SCORE].to_numpy(), ref.source
     run_dir = (scorer.manifest.get("source") or {}).get("run_dir")

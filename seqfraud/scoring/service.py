@@ -459,9 +459,8 @@ async def read_body(request: Request, limit: int, take: Callable[[int], None]) -
 
 def one_session(events: list[dict[str, Any]], spec: Spec, where: str) -> list[dict[str, Any]]:
     """The events, refused unless they all carry one session id."""
-    ids = {
-        str(e[spec.schema.session_id]) for e in events
-    }  # an integer id stands for its digits, as elsewhere
+    # An integer id stands for its digits, as in /events and batch scoring.
+    ids = {str(e[spec.schema.session_id]) for e in events}
     if len(ids) > 1:
         raise RequestError(
             422,

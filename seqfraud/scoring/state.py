@@ -133,8 +133,9 @@ class StateStore(ABC):
 class MemoryStore(StateStore):
     """One process's store: at most ``max_sessions`` sessions (the least recently updated go first), each
     expiring ``session_ttl_s`` after its last event; entity rows older than ``entity_retention_s`` (None: kept)
-    are dropped, and so are labels of sessions without rows, that long after they came. With ``snapshot``, the whole state is read from that file at start (when it exists) and
-    written to it on :meth:`close`, so a restart loses nothing. ``model`` (the artifact's model version) stamps
+    are dropped, and so are labels of sessions without rows, that long after they came. With ``snapshot``, the
+    whole state is read from that file at start (when it exists) and written to it on :meth:`close`, so a
+    restart loses nothing. ``model`` (the artifact's model version) stamps
     the snapshot: one written for another model is refused when read, as its session states (a GRU's hidden
     state, the scores) belong to that model even where the shapes agree.
 

@@ -161,7 +161,7 @@ def fit_stacked(
     # splits on it and the artifact's inputs stay the same).
     candidates = {}
     for kind, use_score in (("stacked", True), ("aggregates", False)):
-        if kind not in (*allowed, "aggregates"):
+        if use_score and oof is None:  # no out-of-fold scores to learn the score from: no stacker to fit
             continue
         fit_rows = {
             name: rows[name] if use_score else _without_score(rows[name]) for name in ("train", "val")
@@ -241,7 +241,7 @@ def stacking_candidates(stacking: dict[str, Any]) -> list[str]:
             f"model.stacking.candidates must be a non-empty list without repeats of {list(CANDIDATES)} (the "
             f"baseline, LightGBM on the aggregates alone, is always one; for it alone, model=lightgbm), got {given!r}"
         )
-    return [str(kind) for kind in given]
+    return given
 
 
 def choose_candidate(
