@@ -214,10 +214,15 @@ def leaderboard_table(rows: list[dict], fpr: float, recall: float) -> tuple[list
         "Brier",
         *[f"{t} {recall_label(fpr)}" for t in typologies],
     ]
+
+    def val(row: dict) -> float:
+        return -math.inf if math.isnan(row["val_pr_auc"]) else row["val_pr_auc"]
+
     body = [
         [
             *([r["test_set"]] if sets else []),
-            str(1 + sum(other["test_set"] == r["test_set"] for other in rows[:i])),
+            # Ranked within its set; equal validation PR-AUCs share a rank (a dogfood's tie read as 1 and 2).
+            str(1 + sum(other["test_set"] == r["test_set"] and val(other) > val(r) for other in rows)),
             r["run"],
             r["experiment"],
             r["model"],
@@ -230,7 +235,7 @@ def leaderboard_table(rows: list[dict], fpr: float, recall: float) -> tuple[list
             fmt(r["test_brier"]),
             *[fmt(r["per_typology"][t]) for t in typologies],
         ]
-        for i, r in enumerate(rows)
+        for r in rows
     ]
     return head, body
 

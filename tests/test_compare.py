@@ -166,3 +166,10 @@ def test_a_stacked_run_that_kept_one_part_alone_says_which(runs, tmp_path):
         "stacked": "stacked",
         "sequence": "stacked (sequence model alone)",
     }
+    # Three copies of one run tie: they share the rank (a dogfood's tie read as 1 and 2).
+    table = [
+        line
+        for line in (tmp_path / "out" / "leaderboard.md").read_text().splitlines()
+        if line.startswith("| ")
+    ]
+    assert [line.split(" | ")[0] for line in table[1:]] == ["| 1"] * 3
