@@ -249,6 +249,13 @@ def backtest_markdown(result: dict) -> str:
     )
 
 
+def backtest_legend(model: str, rows: list[dict]) -> str:
+    """A model's line in the backtest plot: with the part a stacked model kept alone when every window kept the
+    same (:func:`~seqfraud.rundir.kept_label`), else that the windows differ (the table says which)."""
+    kept = {r.get("kept") for r in rows}
+    return kept_label(model, kept.pop()) if len(kept) == 1 else f"{model} (kept varies by window)"
+
+
 def backtest_png(result: dict, path: Path) -> None:
     """Test PR-AUC and recall per window per model, plus the highlighted typology's recall where it occurs."""
     plt = _pyplot()
@@ -268,7 +275,8 @@ def backtest_png(result: dict, path: Path) -> None:
     for ax, (title, value) in zip(axes[0], panels):
         for model in result["models"]:
             mine = [r for r in rows if r["model"] == model]
-            ax.plot([r["window"] for r in mine], [value(r) for r in mine], marker="o", label=model)
+            label = backtest_legend(model, mine)
+            ax.plot([r["window"] for r in mine], [value(r) for r in mine], marker="o", label=label)
         ax.set_title(title)
         ax.set(ylim=(-0.03, 1.03), xlim=(windows[0] - 0.4, windows[-1] + 0.4))
         ax.set_xticks(windows, [f"{w}\n{starts[w]}" for w in windows], fontsize=8)

@@ -122,6 +122,10 @@ def test_backtest_writes_one_row_per_window_and_model(backtest):
     assert all(r["kept"] is None for r in result["rows"])  # no stacked run here
     stacked = {**result, "rows": [{**result["rows"][0], "model": "stacked", "kept": "sequence"}]}
     assert "| 1 | stacked (sequence model alone) |" in reports.backtest_markdown(stacked)
+    assert reports.backtest_legend("stacked", stacked["rows"] * 2) == "stacked (sequence model alone)"
+    mixed = [stacked["rows"][0], {**stacked["rows"][0], "kept": "aggregates"}]
+    assert reports.backtest_legend("stacked", mixed) == "stacked (kept varies by window)"
+    assert reports.backtest_legend("lightgbm", result["rows"][1::2]) == "lightgbm"
     for r in result["rows"]:
         metrics = json.loads((run_dir / r["run_dir"] / "metrics.json").read_text())
         assert metrics["test"]["n"] == r["test"]["n"] > 0
