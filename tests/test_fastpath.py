@@ -339,9 +339,8 @@ def test_real_timestamps_of_one_layout_parse_at_once(moments, layout):
 def test_timestamps_in_other_digits_are_refused_on_every_path(stamp):
     """Python's regex and int() read full-width and Arabic-Indic digits: a dogfood request scored with them on
     the records' path, while the Polars path refused them."""
+    from seqfraud.data.events import rfc3339_us
     from seqfraud.scoring.prepare import _each_us, _one_layout_us
 
     assert _each_us([stamp]) is None and _one_layout_us([stamp] * 8) is None
-    from seqfraud.data.events import rfc3339_us
-
     assert pl.select(rfc3339_us(pl.lit(stamp))).item() is None
