@@ -135,9 +135,9 @@ class MemoryStore(StateStore):
     expiring ``session_ttl_s`` after its last event; entity rows older than ``entity_retention_s`` (None: kept)
     are dropped, and so are labels of sessions without rows, that long after they came. With ``snapshot``, the
     whole state is read from that file at start (when it exists) and written to it on :meth:`close`, so a
-    restart loses nothing. ``model`` (the artifact's model version) stamps
-    the snapshot: one written for another model is refused when read, as its session states (a GRU's hidden
-    state, the scores) belong to that model even where the shapes agree.
+    restart loses nothing. ``model`` (the artifact's model version) stamps the snapshot: one written for another
+    model is refused when read, as its session states (a GRU's hidden state, the scores) belong to that model
+    even where the shapes agree.
 
     Thread-safe: updates of one session are serialized by a lock striped over session ids, so sessions update
     side by side while one session's events apply in order.
@@ -169,6 +169,7 @@ class MemoryStore(StateStore):
         self._index: dict[tuple[int, str], set[str]] = {}  # (column, value) -> sessions
         self._labels: dict[str, tuple[float, Label]] = {}  # session -> (when added, label)
         self._retired_at = float("-inf")
+        self._unchecked = False  # restored session states not decoded yet (check_restored)
         if self.snapshot is not None and self.snapshot.exists():
             self._restore(self.snapshot)
 
@@ -286,7 +287,8 @@ class MemoryStore(StateStore):
         os.replace(tmp, path)
 
     def check_restored(self, decode: Callable[[bytes], object]) -> None:
-        if self.snapshot is None:
+        """Once: ``serve`` checks before it binds its port, and the service's scorer then finds it done."""
+        if not self._unchecked:
             return
         with self._lock:
             held = list(self._sessions.items())
@@ -295,6 +297,7 @@ class MemoryStore(StateStore):
                 decode(state)
             except ValueError as e:
                 raise SnapshotError(f"{self.snapshot}: cannot restore session {sid!r}: {e}") from None
+        self._unchecked = False
 
     def _restore(self, path: Path) -> None:
         """A snapshot of :meth:`save`: plain JSON, checked field by field (a state's bytes are checked again
@@ -331,6 +334,7 @@ class MemoryStore(StateStore):
             raise SnapshotError(f"{path}: cannot restore the online state: {e}") from e
         for sid, t, state in sorted(sessions, key=lambda s: s[1]):
             self._sessions[sid] = (t, state)
+        self._unchecked = bool(sessions)
         self.add_entity_rows(rows)
         self.add_labels(labels)
         # Written at the last clean stop: after a crash, what came since is not in it, and the age says so.
