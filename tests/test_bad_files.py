@@ -186,7 +186,9 @@ CASES: dict[str, Case] = {
     "no such file": Case(
         lambda tmp: (tmp / "missing.parquet", [str(tmp / "missing.parquet"), "no such file"])
     ),
-    "folder without parquet files": _folder({"a.csv": GOOD}, "no such file, or no Parquet/CSV files match"),
+    "folder without parquet or csv files": _folder(
+        {"a.txt": "x"}, "no such file, or no Parquet/CSV files match"
+    ),
     # ---- CSV that does not parse as its columns' types
     "duplicated csv column": _file(
         "e.csv",
@@ -402,6 +404,20 @@ def test_csv_ids_007_and_7_stay_two_sessions_in_batch_scoring(scorer, tmp_path):
     path = _write(tmp_path / "e.csv", log(ids=ZERO_PADDED))
     assert score_file(scorer, path, tmp_path / "scores.parquet", progress=False) == {"sessions": 200}
     assert sorted(pl.read_parquet(tmp_path / "scores.parquet")[S.SESSION_ID].to_list()) == sorted(ZERO_PADDED)
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_files_of_one_log_may_order_their_columns_apart(suffix, tmp_path):
+    """A CSV glob whose second file put the timestamp first passed every check, then failed the preprocessing's
+    write with a Polars traceback (dogfood 22): parts are read by column name, as the check allows."""
+    whole = log(40)
+    _write(tmp_path / "parts" / f"a.{suffix}", whole.head(20))
+    _write(tmp_path / "parts" / f"b.{suffix}", whole.tail(20).select(reversed(whole.columns)))
+    one = load_events(str(_write(tmp_path / "one" / f"e.{suffix}", whole)), SYNTHETIC)
+    # As a glob, and as the folder (a folder of CSV files was "no such file, or no Parquet/CSV files match").
+    for given in (tmp_path / "parts" / f"*.{suffix}", tmp_path / "parts"):
+        parts = load_events(str(given), SYNTHETIC)
+        assert parts.events.collect().sort(S.ROW_INDEX).equals(one.events.collect().sort(S.ROW_INDEX))
 
 
 def test_csv_integer_epochs_stay_integers(tmp_path):

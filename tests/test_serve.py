@@ -211,6 +211,12 @@ def _case(name: str, sessions, s) -> tuple[str, object, int, str]:
             422,
             f"events[0].{s.session_id}: expected a non-blank id",
         ),
+        "session id padded with a space": (
+            "/score",
+            {"events": [r | {s.session_id: "s1 "} for r in e]},
+            422,
+            f"events[0].{s.session_id}: expected a non-blank id without control characters or spaces at its ends",
+        ),
         "control character in session id": (
             "/score/batch",
             {"sessions": [{"events": [r | {s.session_id: "s\u0000x"} for r in e]}]},

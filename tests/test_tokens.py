@@ -154,6 +154,19 @@ def test_a_vocabulary_that_covers_little_of_the_training_events_is_warned_about(
     assert "column 'event_type'" not in caplog.text
 
 
+def test_columns_without_a_value_in_training_are_warned_about(tmp_path, caplog):
+    """A column left empty by the export was accepted without a word (vocab_coverage null in the spec, dogfood 22)."""
+    rows = [("s1", i, "view", None, None, 0) for i in range(10)]
+    run(write(frame(rows), tmp_path / "e.parquet"), min_count=2)
+    assert "column(s) ['device', 'amount']: no training event has a value" in caplog.text
+    caplog.clear()
+    run(
+        write(frame([("s1", i, "view", "web", 1.0, 0) for i in range(10)]), tmp_path / "f.parquet"),
+        min_count=2,
+    )
+    assert "no training event has a value" not in caplog.text
+
+
 def test_unseen_rare_and_null_categories(tmp_path):
     rows = [
         ("a", 0, "view", "web", 1.0, 0),

@@ -126,6 +126,16 @@ def test_blank_session_ids(tmp_path):
     fails(path, path, "column 'session_id': 2 row(s) have a blank session id (empty, or spaces only)")
 
 
+def test_session_ids_padded_with_spaces_are_refused_not_split(tmp_path):
+    """``"s2 "`` beside ``"s2"`` read as two sessions, unsaid, in training and batch scoring (dogfood 22: a CSV
+    export padded some ids); it is refused in the events and in a label table, naming the column and count."""
+    path = write(events(session_id=pl.Series(["s1", "s1", "s2", "s2 ", "s3"])), tmp_path / "e.csv")
+    fails(path, path, "column 'session_id': 1 row(s) have a blank session id", "spaces at its start or end")
+    plain = write(events().drop("label"), tmp_path / "plain.parquet")
+    table = write(pl.DataFrame({"session_id": ["s1", " s2", "s3"], "label": [0, 1, 0]}), tmp_path / "l.csv")
+    fails(plain, "l.csv", "column 'session_id': 1 row(s) have a blank session id", labels=table)
+
+
 def test_null_session_ids_in_a_sharded_directory(tmp_path):
     df = events(session_id=pl.Series(["s1", None, "s2", None, None]))
     write(df.head(2), tmp_path / "shards" / "part-0.parquet")

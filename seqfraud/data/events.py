@@ -58,13 +58,18 @@ _RFC3339_HINT = (
 )
 UNPARSED = f"have a timestamp that does not parse: {_RFC3339_HINT}"
 LABEL_TIME_UNPARSED = f"have a label time that does not parse: {_RFC3339_HINT}"
-# A session id that is empty or only spaces: a CSV reads an empty field as null, and such an id names nothing a
-# service route or a report can show; refused alike in training, batch scoring and requests.
-BLANK_ID = "have a blank session id (empty, or spaces only)"
+# A session id that is empty or only spaces names nothing a service route or a report can show; one with spaces
+# at an end is an export's padding ("7 " and "7" read as two sessions, silently: dogfood 22). Refused alike in
+# training, label tables, batch scoring and requests.
+BLANK_ID = (
+    "have a blank session id (empty, or spaces only), or one with spaces at its start or end, which would read "
+    "as another session than the same id without them: strip them"
+)
 
 
 def blank(column: str) -> pl.Expr:
-    return pl.col(column).str.strip_chars() == ""
+    """Ids refused by :data:`BLANK_ID`."""
+    return (pl.col(column).str.strip_chars() != pl.col(column)) | (pl.col(column) == "")
 
 
 log = logging.getLogger(__name__)
@@ -91,15 +96,16 @@ class LoadedEvents(Generic[EventsT]):
 
 
 def resolve_paths(path: str | os.PathLike) -> list[str]:
-    """A file, a directory of Parquet files (its subdirectories too, as a partitioned dataset has them), or a
-    glob, to a sorted file list (sorted: row order is the tie-break).
+    """A file, a directory of Parquet files (its subdirectories too, as a partitioned dataset has them; of CSV
+    files where it holds no Parquet), or a glob, to a sorted file list (sorted: row order is the tie-break).
 
     Linked directories are followed once each: a link back up the tree (``loop -> .``) read every file 41 times
     through glob's recursion. A file reached twice under two names would count its rows twice, so it is refused.
     """
     p = str(path)
     if os.path.isdir(p):
-        files, seen = [], set()
+        found: dict[str, list[str]] = {".parquet": [], ".csv": []}
+        seen = set()
         for root, dirs, names in os.walk(p, followlinks=True):
             if os.path.realpath(root) in seen:
                 dirs.clear()  # a directory already read, reached again through a link
@@ -108,10 +114,10 @@ def resolve_paths(path: str | os.PathLike) -> list[str]:
             dirs[:] = sorted(
                 d for d in dirs if not d.startswith(".")
             )  # hidden ones stay out, as glob leaves them
-            files += [
-                os.path.join(root, n) for n in names if n.endswith(".parquet") and not n.startswith(".")
-            ]
-        files.sort()
+            for n in names:
+                if not n.startswith(".") and (suffix := os.path.splitext(n)[1]) in found:
+                    found[suffix].append(os.path.join(root, n))
+        files = sorted(found[".parquet"] or found[".csv"])
     elif glob.has_magic(p):
         files = sorted(glob.glob(p, recursive=True))
     else:
@@ -183,7 +189,7 @@ def scan_table(path: str | os.PathLike, schema: Schema) -> tuple[pl.LazyFrame, s
     if suffixes <= {".csv"}:
         scans = {f: _scan_csv(f, schema) for f in files}
         _check_same_columns({f: lf.collect_schema() for f, lf in scans.items()}, source)
-        return pl.concat(list(scans.values())), source
+        return pl.concat(list(scans.values()), how="diagonal"), source  # by name, as Parquet parts
     raise DataValidationError(f"{source}: unsupported file type(s) {sorted(suffixes)}; use Parquet or CSV")
 
 
@@ -1062,9 +1068,19 @@ def validate_sessions(
         "n_positive_sessions": int(sessions[S.LABEL].sum()),
     }
     if schema.label_time or delay_us is not None:
-        report["labels_never_known"] = int(
-            sessions.select((pl.col(S.LABEL).is_not_null() & pl.col(S.LABEL_KNOWN).is_null()).sum()).item()
-        )
+        never = sessions.filter(pl.col(S.LABEL).is_not_null() & pl.col(S.LABEL_KNOWN).is_null())
+        report["labels_never_known"] = never.height
+        if never.height:  # e.g. a chargeback date on frauds only: every negative would stay unknown, unsaid
+            log.warning(
+                "%s: column %r: %s of %s label(s) (%s negative) have no label time, and no data.policy.label_delay "
+                "says when they become final: entity risk features and label cutoffs never read them (known_w "
+                "then counts only the labels with a time); set data.policy.label_delay",
+                label_source,
+                schema.label_time,
+                f"{never.height:,}",
+                f"{sessions[S.LABEL].count():,}",
+                f"{int((never[S.LABEL] == 0).sum()):,}",
+            )
     return sessions, report
 
 

@@ -171,6 +171,14 @@ def build_spec(
     fit_info["left_out_max_share"] = {
         c: round(max(counts) / stats.present[c], 8) if counts else 0.0 for c, counts in left_out.items()
     }
+    empty = [c for c in schema.categorical_fields if not stats.present[c]]
+    empty += [c for c in schema.numerical if not edges.get(c)]
+    if empty:  # an export that lost a column reads as one that never had values: said, not only in the report
+        log.warning(
+            "column(s) %s: no training event has a value (or, for numbers, a finite one), so they carry "
+            "nothing; check the export, or leave them out of data.schema",
+            empty,
+        )
     for c, share in coverage.items():
         if share is not None and share < LOW_COVERAGE:
             log.warning(

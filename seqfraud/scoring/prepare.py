@@ -220,8 +220,8 @@ def record_columns(records: Sequence[Any], spec: Spec) -> EventColumns | None:
         ):
             return None
         text[c] = values if types <= {str} else [None if v is None else text_value(v) for v in values]
-    if any(not v.strip() for v in set(cast(list[str], text[s.session_id]))):
-        return None  # a blank id: the full path names it
+    if any(not v or v.strip() != v for v in set(cast(list[str], text[s.session_id]))):
+        return None  # a blank or padded id (BLANK_ID): the full path names it
     numeric = {}
     for c in s.numerical:
         values = column[c]

@@ -181,9 +181,12 @@ _PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
 
 def _session_id(value: Any) -> Any:
     """A session id that training and batch scoring accept and ``GET /sessions/{id}`` can name: not blank
-    (:data:`~seqfraud.data.events.BLANK_ID`), and no control character, which cannot be part of a path."""
-    if isinstance(value, str) and not (_PRINTABLE.fullmatch(value) and value.strip()):
-        raise PydanticCustomError("session_id", "expected a non-blank id without control characters")
+    (:data:`~seqfraud.data.events.BLANK_ID`: nor padded with spaces), and no control character, which cannot be
+    part of a path."""
+    if isinstance(value, str) and not (_PRINTABLE.fullmatch(value) and value.strip() == value):
+        raise PydanticCustomError(
+            "session_id", "expected a non-blank id without control characters or spaces at its ends"
+        )
     return value
 
 
@@ -226,6 +229,7 @@ class ValueTypes:
                         "minLength": 1,
                         "maxLength": max_chars,
                         "pattern": "^[^\\x00-\\x1f\\x7f]+$",
+                        "description": "not blank, and no spaces at its start or end",
                     }
                 ),
             ],
