@@ -391,8 +391,6 @@ def preprocess(
     cutoff = split.get("label_cutoff")
     sessions, late = labels_known_by(assign_split(in_range, val_us, test_us), cutoff, test_us)
     sessions, unlabeled = drop_unlabeled(sessions, keep_in_train=not dropping)
-    if cutoff is not None:
-        check_val_classes(sessions, cutoff)
     train = sessions.filter(pl.col(S.SPLIT) == "train")
     out = Path(out_dir)
     for stale in (DATA_DIR, ENTITY_DIR):  # outputs of an earlier run must not mix with these
@@ -502,19 +500,6 @@ def preprocess(
         )
     events = loaded.events if isinstance(loaded.events, pl.LazyFrame) else None
     return Prepared(spec=spec, datasets=datasets, report=report, events=events, sessions=sessions)
-
-
-def check_val_classes(sessions: pl.DataFrame, cutoff: str) -> None:
-    """Validation picks the checkpoint and the stacker's inputs: after a label cutoff it must still hold both
-    classes, which a validation period shorter than the label delay does not (its negatives are not final yet)."""
-    val = sessions.filter((pl.col(S.SPLIT) == "val") & pl.col(S.LABEL).is_not_null())[S.LABEL]
-    positives = int(val.sum() or 0)
-    if positives == 0 or positives == val.len():
-        raise ConfigError(
-            f"data.split.label_cutoff={cutoff}: validation keeps {positives:,} positive and "
-            f"{val.len() - positives:,} negative label(s) known by then, and needs both: start validation earlier "
-            "(data.split.val_start, or a backtest.val_days longer than data.policy.label_delay)"
-        )
 
 
 def drop_unlabeled(sessions: pl.DataFrame, *, keep_in_train: bool) -> tuple[pl.DataFrame, dict[str, int]]:

@@ -509,7 +509,7 @@ def test_a_label_cutoff_trains_on_the_labels_known_by_then(tmp_path):
     """``data.split.label_cutoff=test_start``: train and val keep only the labels known before the test start (a
     retrain then had no others); the rest are counted either way, and test labels stay. A backtest window trained
     on chargebacks that arrived after its test start, unsaid (dogfood 16)."""
-    from seqfraud.data.split import from_epoch_us
+    from seqfraud.data.split import check_splits, from_epoch_us
     from seqfraud.errors import ConfigError
     from seqfraud.preprocess import preprocess
 
@@ -557,9 +557,13 @@ def test_a_label_cutoff_trains_on_the_labels_known_by_then(tmp_path):
     assert late_cut["labels_known_after_test_start"] == split_counts(kept)
 
     # Validation shorter than the label delay holds no final negative: refused, saying what to change.
-    with pytest.raises(ConfigError, match="validation keeps .* and needs both"):
-        long_delay = compose([*base, "data.policy.label_delay=60d", "data.split.label_cutoff=test_start"])
-        preprocess(long_delay.data, long_delay.features, tmp_path / "long")
+    long_delay = compose([*base, "data.policy.label_delay=60d", "data.split.label_cutoff=test_start"])
+    report = preprocess(long_delay.data, long_delay.features, tmp_path / "long").report
+    with pytest.raises(
+        ConfigError,
+        match="validation keeps .* label.s. known by data.split.label_cutoff=test_start, and needs both",
+    ):
+        check_splits(report, "test_start", supervised=True)
     # Labels with no known time cannot be placed before or after a cutoff.
     with pytest.raises(ConfigError, match="needs each label's known time"):
         plain_cfg = compose(

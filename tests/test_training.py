@@ -348,3 +348,57 @@ def test_training_threads_follow_the_setting_the_environment_and_the_machine(mon
     assert training_threads("auto") == 1
     monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 0.0, 0.0))
     assert training_threads("auto") == 1
+
+
+def test_unusable_splits_are_refused_before_the_fit(smoke_run, tmp_path, caplog):
+    """An empty test split failed only after the whole fit, and a validation split without positives trained to a
+    NaN PR-AUC that picked the checkpoint and the stacker (dogfood 22): both are refused before any fit, naming
+    the split; pretraining, which reads no label, takes the same validation split."""
+    run_dir, _ = smoke_run
+    data = f"paths.data_dir={run_dir.parent / 'data'}"
+    empty = compose_train(
+        [
+            "+experiment=smoke",
+            data,
+            "data.split.test_start='2099-01-01'",
+            f"paths.output_dir={tmp_path / 'e'}",
+        ]
+    )
+    with pytest.raises(
+        ConfigError, match=r"the test split holds no session \(validation from .*test from 2099"
+    ):
+        train(empty)
+    assert not (tmp_path / "e" / "checkpoints").exists()
+
+    from seqfraud.data.split import check_splits
+
+    report = json.loads((run_dir / "preprocess_report.json").read_text())
+    no_fraud = report | {"splits": report["splits"] | {"val": {"sessions": 40, "positives": 0}}}
+    with pytest.raises(
+        ConfigError, match="validation keeps 0 positive and 40 negative label.s., and needs both"
+    ):
+        check_splits(no_fraud, None, supervised=True)
+    check_splits(no_fraud, None, supervised=False)
+    with pytest.raises(ConfigError, match="the train split holds no positive label"):
+        check_splits(
+            report | {"splits": report["splits"] | {"train": {"sessions": 9, "positives": 0}}},
+            None,
+            supervised=True,
+        )
+    few = report | {"splits": report["splits"] | {"val": {"sessions": 40, "positives": 2}}}
+    with caplog.at_level("WARNING", logger="seqfraud.data.split"):
+        check_splits(few, None, supervised=True)
+    assert "validation holds 2 positive session(s)" in caplog.text
+
+
+def test_a_logger_given_as_a_value_is_refused_before_preprocessing(tmp_path):
+    """``logger: none`` in an experiment file's body (not its defaults list) failed in Hydra's instantiate, after
+    the whole preprocessing, naming neither the key nor the fix (dogfood 21)."""
+    from omegaconf import open_dict
+
+    cfg = compose_train(["+experiment=smoke", f"paths.output_dir={tmp_path / 'run'}"])
+    with open_dict(cfg):
+        cfg.logger = "none"
+    with pytest.raises(ConfigError, match="logger: 'none' is a value.*override /logger: none"):
+        train(cfg)
+    assert not (tmp_path / "run" / "preprocess_report.json").exists()

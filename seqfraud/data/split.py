@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
 from typing import Any
 
@@ -9,6 +10,8 @@ import polars as pl
 
 from seqfraud import schema as S
 from seqfraud.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def to_epoch_us(value: str | datetime) -> int:
@@ -123,3 +126,57 @@ def labels_known_by(
         report["labels_known_after_test_start"] = counts(after_test & ~after)
     labels = pl.when(after).then(None).otherwise(pl.col(S.LABEL)).alias(S.LABEL)
     return sessions.with_columns(labels), report
+
+
+FEW_VAL_POSITIVES = (
+    5  # below this, checkpoint, stacker, calibration and thresholds rest on a handful: a warning
+)
+
+
+def check_splits(report: dict[str, Any], cutoff: str | None, *, supervised: bool) -> None:
+    """Refuse, before a model is fitted, the splits of a preprocessing ``report`` that a run cannot use: an empty
+    one (training failed only after its fit, on the empty test set), and for a ``supervised`` run a training
+    split without a positive label or a validation split without both classes (early stopping, the checkpoint,
+    the stacker's choice and calibration all read validation PR-AUC, which is then undefined). Pretraining reads
+    train and validation, and no label."""
+    counts, bounds = (
+        report["splits"],
+        f"validation from {report['val_start']}, test from {report['test_start']}",
+    )
+    for name in S.SPLITS if supervised else ("train", "val"):
+        if not counts[name]["sessions"]:
+            raise ConfigError(
+                f"data.split: the {name} split holds no session ({bounds}): move data.split.val_start / "
+                "test_start, or leave them unset for val_fraction / test_fraction"
+            )
+    if not supervised:
+        return
+    if not counts["train"]["positives"]:
+        raise ConfigError(
+            f"data.split: the train split holds no positive label ({bounds}): a supervised model has nothing to "
+            "learn from"
+        )
+    # Validation holds labelled sessions only: unlabelled ones stay in train (data.policy.on_unlabeled).
+    positives = counts["val"]["positives"]
+    negatives = counts["val"]["sessions"] - positives
+    if not positives or not negatives:
+        known, hint = (
+            (
+                f" known by data.split.label_cutoff={cutoff}",
+                "a backtest.val_days longer than data.policy.label_delay",
+            )
+            if cutoff is not None
+            else ("", "data.split.val_fraction")
+        )
+        raise ConfigError(
+            f"data.split: validation keeps {positives:,} positive and {negatives:,} negative label(s){known}, and "
+            "needs both: early stopping, the checkpoint, the stacker's choice and calibration read its PR-AUC; "
+            f"start validation earlier (data.split.val_start, or {hint})"
+        )
+    if positives < FEW_VAL_POSITIVES:
+        log.warning(
+            "validation holds %d positive session(s) (%s): the checkpoint, the stacker's choice, calibration and "
+            "the thresholds rest on them; start validation earlier (data.split.val_start or val_fraction)",
+            positives,
+            bounds,
+        )

@@ -30,6 +30,7 @@ from seqfraud import schema as S
 from seqfraud.baselines import STACKER_FILE, fit_lightgbm, fit_predict_lightgbm
 from seqfraud.config import plain
 from seqfraud.data.shards import ROW_GROUP_SESSIONS, shard_files
+from seqfraud.data.split import check_splits
 from seqfraud.errors import ConfigError
 from seqfraud.features.spec import Spec
 from seqfraud.metrics import classification_metrics, per_group_metrics
@@ -453,6 +454,12 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
     """
     silence_known_warnings()
     cfg = checked_model(cfg)
+    # `logger: none` in an experiment's body, not its defaults list: Hydra's error came after preprocessing.
+    if isinstance(cfg.get("logger"), str):
+        raise ConfigError(
+            f"logger: {cfg.logger!r} is a value, not a logger preset: choose the preset with logger={cfg.logger} "
+            f"on the command line, or '- override /logger: {cfg.logger}' in an experiment file's defaults list"
+        )
     run_dir = Path(cfg.paths.output_dir)
     rank, world = launcher_rank_and_world()
     if world > 1 and not cfg.get("prepared_dir"):
@@ -481,6 +488,9 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
             prepared.spec.save(run_dir / rundir.SPEC_FILE)  # the run directory describes its model on its own
     else:
         prepared = preprocess(data_cfg, plain(cfg.features), run_dir, plain(cfg.get("preprocess")))
+    check_splits(
+        prepared.report, (data_cfg.get("split") or {}).get("label_cutoff"), supervised=not cfg.get("pretrain")
+    )
     if not cfg.get("pretrain"):  # pretraining reads every training session; labels unused
         fraction = float(cfg.get("label_fraction", 1.0))
         # Ranks that torchrun or SLURM start each write their own copy: they may share the run dir.
