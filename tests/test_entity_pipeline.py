@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -110,7 +111,9 @@ def test_export_scores_the_raw_log_against_a_history_like_training(entity_artifa
     assert end_to_end["max_abs_diff"] <= 1e-5 and set(end_to_end["token_paths"]) == {"polars", "numpy"}
 
 
-def test_scoring_needs_a_history_and_reads_it_point_in_time(entity_run, entity_artifact, tmp_path) -> None:
+def test_scoring_needs_a_history_and_reads_it_point_in_time(
+    entity_run, entity_artifact, tmp_path, caplog
+) -> None:
     from seqfraud.data.events import DataValidationError
     from seqfraud.scoring.history import History, HistoryRequired
     from seqfraud.scoring.scorer import Scorer
@@ -126,6 +129,17 @@ def test_scoring_needs_a_history_and_reads_it_point_in_time(entity_run, entity_a
     joined = expected.join(with_history, on=S.SESSION_ID, suffix="_artifact")
     assert joined.height == expected.height
     assert (joined[S.SCORE] - joined[S.RAW_SCORE]).abs().max() <= 1e-5
+
+    # A history shorter than the longest window plus the label delay before the first scored event reads less.
+    assert "the history starts" not in caplog.text
+    first = scored["timestamp"].min()
+    short = other.filter(pl.col("timestamp") > first - timedelta(days=1))
+    scorer.history = History.from_frame(short.lazy(), "short history", labels, scorer.spec)
+    with caplog.at_level(logging.WARNING, logger="seqfraud.scoring.history"):
+        scorer.score(scored)
+    assert re.search(
+        r"short history: the history starts [01]\.\d day\(s\) before .* read \d+\.0 day", caplog.text
+    )
 
     # Without the history the same sessions score differently: the features are really read.
     scorer.history = History.from_frame(other.head(0).lazy(), "empty history", labels, scorer.spec)

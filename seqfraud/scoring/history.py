@@ -8,8 +8,10 @@ artifact with entity features refuses to score without one.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
+from typing import cast
 
 import polars as pl
 
@@ -26,6 +28,8 @@ from seqfraud.errors import UserError
 from seqfraud.features.entities import EntitySpec, attach, column_features, kernel_rows
 from seqfraud.features.spec import Spec
 from seqfraud.scoring.prepare import normalized_events
+
+log = logging.getLogger(__name__)
 
 
 class HistoryRequired(UserError, ValueError):
@@ -96,8 +100,28 @@ class History:
                 "being scored; a history holds other sessions only (the scored events are context for each "
                 "other already)"
             )
+        warn_if_short(self.events, events, spec, self.source)
         return entity_context(
             events, self.events, self.labels, self.label_source, self.labels_on_events, spec
+        )
+
+
+def warn_if_short(history: pl.DataFrame, events: pl.DataFrame, spec: Spec, source: str) -> None:
+    """Log when the history starts later before the first scored event than the longest window plus the label
+    delay: the windowed features then read less than training's did, and the scores move (a dogfood's 35-day
+    history against 30-day windows and a 40-day delay moved scores by up to 0.60, silently)."""
+    if not history.height:  # nothing to fall short of (batch scoring refuses an empty history before this)
+        return
+    need = max((us for us in _entity(spec).warm_up_us().values() if us is not None), default=0)
+    have = cast(int, events[S.TS_US].min()) - cast(int, history[S.TS_US].min())
+    if have < need:
+        log.warning(
+            "%s: the history starts %.1f day(s) before the first event scored, and the entity features read %.1f "
+            "day(s) back (the longest window plus the label delay): they read less than training did, and scores "
+            "differ from those a longer history gives (docs/entities.md, 'How much history')",
+            source,
+            have / 86_400e6,
+            need / 86_400e6,
         )
 
 
