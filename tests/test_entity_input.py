@@ -92,10 +92,17 @@ def test_linear_input_scores_do_not_depend_on_padding(encoder, fusion):
 
 # Two GRU layers: a stacked hidden state through the while-loop export. Transformer layers only repeat: one
 # is enough, and it halves the export's tracing.
-@pytest.mark.parametrize(("encoder", "n_layers"), [("transformer", 1), ("gru", 2)])
-def test_linear_input_scripts_and_exports_with_a_dynamic_length(encoder, n_layers):
+# A transformer with LocalMix (model.local_kernel), its convolution's weights made non-zero.
+@pytest.mark.parametrize(
+    ("encoder", "n_layers", "local_kernel"), [("transformer", 1, 1), ("transformer", 1, 3), ("gru", 2, 1)]
+)
+def test_linear_input_scripts_and_exports_with_a_dynamic_length(encoder, n_layers, local_kernel):
     torch.manual_seed(0)
-    net = SessionClassifier(config("linear", encoder=encoder, n_layers=n_layers)).eval()
+    net = SessionClassifier(
+        config("linear", encoder=encoder, n_layers=n_layers, local_kernel=local_kernel)
+    ).eval()
+    if local_kernel > 1:
+        torch.nn.init.normal_(net.encoder.local.conv.weight, std=0.3)
     lengths = torch.tensor([6, 2, 4])
     tokens = random_tokens(3, 6, lengths)
     with torch.no_grad():

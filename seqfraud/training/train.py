@@ -266,7 +266,7 @@ def encoder_settings(model: Mapping[str, Any]) -> dict[str, Any]:
     entity_input) show in the weights' shapes when the model reads such fields."""
     value = {k: model.get(k, _MODEL_DEFAULTS[k]) for k in SEQUENCE_KEYS}
     keys = ["encoder", "d_model", "n_layers", "fusion"]
-    keys += ["n_heads", "ff_mult"] if value["encoder"] == "transformer" else []
+    keys += ["n_heads", "ff_mult", "local_kernel"] if value["encoder"] == "transformer" else []
     keys += ["field_dim"] if value["fusion"] == "concat" else []
     return {k: value[k] for k in keys}
 
