@@ -115,6 +115,18 @@ class Spec:
             return self.timestamp_unit
         return self.schema.timestamp_unit if self.schema.timestamp_unit in EPOCH_UNITS else None
 
+    def boolean_text(self, field_name: str) -> tuple[str, str]:
+        """How ``false`` and ``true`` read in a categorical field at scoring: as its vocabulary spells them (a CSV
+        export's ``False``/``True`` text), else as a Boolean column reads in training. A JSON ``true`` read as
+        ``"true"`` against a vocabulary of ``"True"`` scored as an unknown value, moving scores by up to 0.47
+        (dogfood 22)."""
+        vocab = self.vocab.get(field_name, [])
+        spelled = [
+            word if word in vocab else next((v for v in vocab if v.lower() == word), word)
+            for word in ("false", "true")
+        ]
+        return spelled[0], spelled[1]
+
     def vocab_size(self, field_name: str) -> int:
         if field_name in self.vocab:
             return FIRST_ID + len(self.vocab[field_name])

@@ -105,7 +105,10 @@ def _records_frame(records: Sequence[Any], spec: Spec, source: str) -> pl.DataFr
         if c not in optional and not any(c in r for r in records):
             continue  # a required column nobody sent: check_columns names it
         values = [r.get(c) for r in records]
-        if c in textual and len({type(v) for v in values if v is not None}) > 1:
+        if c in s.categorical_fields and bool in {type(v) for v in values}:
+            booleans = spec.boolean_text(c)  # as the vocabulary spells them, whatever else the column holds
+            values = [text_value(v, booleans) if type(v) in textual[c] else v for v in values]
+        elif c in textual and len({type(v) for v in values if v is not None}) > 1:
             values = [text_value(v) if type(v) in textual[c] else v for v in values]
         try:
             columns.append(pl.Series(c, values, dtype=pl.Float64 if c in s.numerical else None))
@@ -121,10 +124,11 @@ def _records_frame(records: Sequence[Any], spec: Spec, source: str) -> pl.DataFr
     return pl.DataFrame(columns)
 
 
-def text_value(value: str | int | bool) -> str:
-    """A text column's value as batch reads it: an integer's digits, a boolean's ``true`` or ``false``."""
+def text_value(value: str | int | bool, booleans: tuple[str, str] = ("false", "true")) -> str:
+    """A text column's value as batch reads it: an integer's digits, a boolean as ``booleans`` spell false and
+    true (:meth:`~seqfraud.features.spec.Spec.boolean_text`)."""
     if isinstance(value, bool):
-        return "true" if value else "false"
+        return booleans[value]
     return str(value)
 
 
@@ -151,6 +155,11 @@ def normalized_events(lf: pl.LazyFrame, spec: Spec, source: str, *, keep_ids: bo
     """
     schema = spec.schema
     have = check_columns(lf, schema, source, with_label=False, missing_hint=SCORING_NAMES)
+    if booleans := [c for c in schema.categorical_fields if have[c] == pl.Boolean]:
+        lf = lf.with_columns(
+            pl.col(c).cast(pl.String).replace(dict(zip(("false", "true"), spec.boolean_text(c))))
+            for c in booleans
+        )
     unit = epoch_unit(have, spec, source)
     with reading(source):
         events = normalize(lf, schema, have, unit or "datetime", with_label=False).collect()
@@ -219,7 +228,10 @@ def record_columns(records: Sequence[Any], spec: Spec) -> EventColumns | None:
             v is None or type(v) is not int or _INT64_MIN <= v <= _INT64_MAX for v in values
         ):
             return None
-        text[c] = values if types <= {str} else [None if v is None else text_value(v) for v in values]
+        booleans = spec.boolean_text(c) if bool in types else ("false", "true")
+        text[c] = (
+            values if types <= {str} else [None if v is None else text_value(v, booleans) for v in values]
+        )
     if any(not v or v.strip() != v for v in set(cast(list[str], text[s.session_id]))):
         return None  # a blank or padded id (BLANK_ID): the full path names it
     numeric = {}
