@@ -484,6 +484,9 @@ def _session_table(
         count(ts.isNull() & F.col(S.TS_PRESENT) & ~F.col(S.TS_OUT_OF_RANGE)).alias("n_ts_unparsed"),
         count(~F.col(S.TS_PRESENT)).alias("n_ts_null"),
         count(F.col(S.TS_OUT_OF_RANGE)).alias("n_ts_out_of_range"),
+        (_count() - F.countDistinct(F.xxhash64(*[c for c in events.columns if c != S.ROW_INDEX]))).alias(
+            "n_duplicate_rows"
+        ),
     ]
     if with_label:
         aggs += [

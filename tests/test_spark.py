@@ -141,6 +141,7 @@ def run_both(data_cfg: dict, out, features: dict = FEATURES):
         "unlabeled_events_kept",
         "orphan_labels_dropped",
         "labels_never_known",
+        "duplicate_rows",
         "entity_features",
     )
     assert {k: spark.report.get(k) for k in same} == {k: polars.report.get(k) for k in same}
@@ -174,12 +175,14 @@ def test_parity_on_edge_cases(encoding, tmp_path):
     base, cast = TIMESTAMPS[encoding]
     events = edge_events(seed=len(encoding), base_ns=base)
     events = events.with_columns(cast(pl.col("ts_ns")).alias("timestamp")).drop("ts_ns")
+    events = pl.concat([events, events.sample(7, seed=1)])  # exact copies (nulls, NaN) for duplicate_rows
     data = {
         "events": str(write_shards(events, tmp_path / "events")),
         "labels": None,
         "schema": SCHEMA.roles(),
     }
     prepared = run_both(data, tmp_path)
+    assert prepared.report["duplicate_rows"] >= 7
     # The input really holds the cases the rules treat specially.
     assert prepared.report["truncated_sessions"] > 0
     assert UNKNOWN in tokens(prepared, "event_type", ("val", "test"))

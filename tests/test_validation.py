@@ -56,12 +56,24 @@ def test_valid_log_loads(tmp_path):
         "n_events": 5,
         "n_sessions": 3,
         "n_positive_sessions": 1,
+        "duplicate_rows": 0,
     }
     assert loaded.sessions.sort(S.SESSION_ID).select(S.SESSION_ID, "n_events", S.LABEL).rows() == [
         ("s1", 2, 0),
         ("s2", 2, 1),
         ("s3", 1, 0),
     ]
+
+
+def test_rows_repeated_exactly_are_counted_and_said(tmp_path, caplog):
+    """A copied file or a retried batch doubled rows, which were kept as events without a word (dogfood 22):
+    rows equal in every column to another of their session are counted in the report and warned about. Equal
+    rows of two sessions, or rows apart in one column, are not repeats."""
+    base = events()
+    doubled = pl.concat([base, base.slice(0, 2), base.slice(2, 1).with_columns(amount=pl.lit(99.0))])
+    loaded = load_events(write(doubled, tmp_path / "e.csv"), SCHEMA)
+    assert loaded.report["duplicate_rows"] == 2 and loaded.report["n_events"] == 8
+    assert "2 event row(s) repeat another row of their session in every column" in caplog.text
 
 
 # ---------------------------------------------------------------- columns and types
@@ -635,6 +647,7 @@ def test_drop_policies_with_a_label_table(tmp_path):
         "n_events": 5,
         "n_sessions": 3,
         "n_positive_sessions": 1,
+        "duplicate_rows": 0,
     }
     assert sorted(loaded.events.collect()[S.SESSION_ID].unique().to_list()) == ["s1", "s2", "s3"]
 

@@ -784,6 +784,9 @@ def session_table(
         TS_UNPARSED_ROWS.sum().alias("n_ts_unparsed"),
         pl.col(S.TS_PRESENT).not_().sum().alias("n_ts_null"),
         pl.col(S.TS_OUT_OF_RANGE).sum().alias("n_ts_out_of_range"),
+        # Rows equal in every column to another of their session: by a 64-bit hash per session (exact up to a
+        # collision among one session's rows); an exact struct comparison cost four times as much.
+        (pl.len() - pl.struct(pl.exclude(S.ROW_INDEX)).hash(0).n_unique()).alias("n_duplicate_rows"),
     ]
     if with_label:
         aggs += [
@@ -985,6 +988,15 @@ def validate_sessions(
             )
     if "n_event_id_repeats" in sessions.columns:
         refuse_repeated_ids(sessions, source, str(schema.event_id))
+    report["duplicate_rows"] = int(sessions["n_duplicate_rows"].sum())
+    if report["duplicate_rows"]:  # counted and said, not dropped: a session may really repeat an event
+        log.warning(
+            "%s: %s event row(s) repeat another row of their session in every column; each counts as an event. "
+            "If the export doubled them (a file copied twice, a retried batch), drop the copies, or give the log "
+            "an event id (data.schema.event_id), whose repeats are refused",
+            source,
+            f"{report['duplicate_rows']:,}",
+        )
 
     if labels is None:
         if n := int(sessions["n_label_bad"].sum()):
