@@ -195,6 +195,12 @@ CASES: dict[str, Case] = {
         lambda: GOOD.write_csv().replace(f",{LABEL}\n", f",{AMOUNT}\n", 1),
         f"column(s) ['{AMOUNT}'] appear more than once in the header",
     ),
+    "a header row repeated inside (concatenated exports)": _file(
+        "e.csv",
+        lambda: GOOD.write_csv() + GOOD.write_csv(),
+        f"column '{AMOUNT}': 1 row(s) hold a value that is not a number",
+        "that row repeats the header (files concatenated with their header rows?)",
+    ),
     "bad number past row 10,000": _file(
         "e.csv",
         lambda: _with_row(LONG, 10_040, **{AMOUNT: "12,5"}),

@@ -413,6 +413,8 @@ def _csv_fault(file: str, have: pl.Schema) -> str | None:
                 if dtype == pl.Float64
                 else f"its type, {dtype}, is what its first {CSV_INFER_ROWS:,} rows hold: make the column consistent"
             )
+            if example == c:  # the column's own name as a value: files concatenated with their headers
+                fix = "that row repeats the header (files concatenated with their header rows?): remove it"
             return (
                 f"{file}: column {c!r}: {n:,} row(s) hold a value that is not {_CSV_KINDS.get(dtype, dtype)} "
                 f"(first: {example!r}, data row {row + 1:,}); {fix}"
