@@ -5,6 +5,7 @@ Heavy imports stay inside the fixtures, so test files that do not use them do no
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Callable
@@ -159,6 +160,21 @@ def spark_session():
     """One local Spark session for every test of this process that uses Spark (see SPARK_FILES)."""
     with local_spark() as session:
         yield session
+
+
+@pytest.fixture(autouse=True)
+def root_logging_restored():
+    """The root logger's handlers and level as they were before each test: ``seqfraud serve``'s main calls
+    ``logging.basicConfig``, whose handler writes to the stream a test captured; once that stream is closed,
+    every later log line of the worker (an httpx request, a served model) printed a logging error into the
+    stderr that later tests assert on."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture
