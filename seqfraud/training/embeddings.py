@@ -54,14 +54,24 @@ def session_embeddings(run_dir: str | Path, batch_size: int = 64) -> pl.DataFram
     return pl.concat(frames)
 
 
-def with_embeddings(frames: dict[str, pl.DataFrame], path: str | Path) -> dict[str, pl.DataFrame]:
+def with_embeddings(
+    frames: dict[str, pl.DataFrame], path: str | Path, id_column: str
+) -> dict[str, pl.DataFrame]:
     """The baseline's per-split frames with each session's embedding columns from ``path`` (``seqfraud embed``);
-    every session must have one, or the error says how many do not."""
+    every session must have one, or the error says how many do not.
+
+    ``--run`` writes ``session_id``; ``--artifact`` the log's own id column (``id_column``) in its own type, as
+    ``seqfraud score`` does: both are read, ids as text, so that the README's embed-then-train works as written
+    (a helper's ``sess`` Int64 column was refused as not a file of seqfraud embed)."""
     table = pl.read_parquet(path)
     columns = [c for c in table.columns if c.startswith(S.EMBEDDING_PREFIX)]
-    if S.SESSION_ID not in table.columns or not columns:
-        raise ConfigError(f"model.embeddings={path}: not a file of seqfraud embed (session_id, emb_0, ...)")
-    table = table.select(S.SESSION_ID, *columns)
+    ids = next((c for c in (S.SESSION_ID, id_column) if c in table.columns), None)
+    if ids is None or not columns:
+        raise ConfigError(
+            f"model.embeddings={path}: not a file of seqfraud embed ({S.SESSION_ID} or {id_column}, "
+            f"{S.embedding_column(0)}, ...); its columns: {table.columns[:8]}"
+        )
+    table = table.select(pl.col(ids).cast(pl.String).alias(S.SESSION_ID), *columns)
     out = {}
     for name, frame in frames.items():
         joined = frame.join(table, on=S.SESSION_ID, how="left", maintain_order="left")
