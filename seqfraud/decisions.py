@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 BANDS = ("approve", "review", "decline")
 _BANDS = np.asarray(BANDS, dtype=object)
 POLICIES = ("fpr", "capacity", "cost")
+# An fpr policy that allows fewer false positives than this on validation rests on its few highest negatives.
+FEW_FALSE_POSITIVES = 5
 # Keys each policy takes (besides ``policy``), and the ones it requires.
 POLICY_KEYS = {
     "fpr": ({"fpr"}, {"fpr"}),
@@ -250,6 +252,21 @@ def choose_thresholds(
             )
             point["expected_cost_per_session"] = float(cost.min())
         out["validation"][band] = point
+    negatives = out["validation"]["negatives"]
+    for band in ("review", "decline"):
+        p = out["policies"][band]
+        if p["policy"] == "fpr" and p["fpr"] * negatives < FEW_FALSE_POSITIVES:
+            # 0.1% of 175 negatives is a fifth of one: the threshold sits above every negative, and test FPR
+            # came out 6 to 12 times the target (dogfood 24).
+            log.warning(
+                "%s: fpr %g of %d validation negatives allows %.2f false positive(s): the threshold is set by the "
+                "highest negatives, and the FPR on new traffic can be several times the target; set a coarser "
+                "fpr, or validate on more sessions (data.split.val_start)",
+                band,
+                p["fpr"],
+                negatives,
+                p["fpr"] * negatives,
+            )
     review, decline = out["validation"]["review"], out["validation"]["decline"]
     out["validation"]["review_band_per_1000"] = review["flagged_per_1000"] - decline["flagged_per_1000"]
     if review["flagged_share"] > 0 and out["validation"]["review_band_per_1000"] == 0:

@@ -115,6 +115,19 @@ def test_a_review_band_that_holds_no_session_is_warned_about(caplog):
     assert "flag the same validation sessions" in caplog.text and "the review band holds none" in caplog.text
 
 
+def test_an_fpr_target_finer_than_validation_can_resolve_is_warned_about(caplog):
+    """0.1% of 175 validation negatives is a fifth of one false positive: the threshold sat above every negative
+    and test FPR came out 6 to 12 times the target, unsaid (dogfood 24). A target that allows five is quiet."""
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(175, bool), np.ones(20, bool)]
+    scores = np.r_[rng.random(175) * 0.8, 0.5 + rng.random(20) * 0.5]
+    choose_thresholds(
+        y, scores, {"review": {"policy": "fpr", "fpr": 0.03}, "decline": {"policy": "fpr", "fpr": 0.001}}
+    )
+    assert "decline: fpr 0.001 of 175 validation negatives allows 0.18 false positive(s)" in caplog.text
+    assert "review: fpr" not in caplog.text  # 0.03 of 175: five
+
+
 @pytest.mark.parametrize(
     "policies, message",
     [
