@@ -69,6 +69,11 @@ def test_pretraining_writes_a_checkpoint_that_starts_a_classifier(pretrained, tm
     metrics = json.loads((pretrained / "metrics.json").read_text())
     assert metrics["model"] == "pretrain" and metrics["objectives"] == ["masked"]
     assert 0 < metrics["val"]["loss"] < 10
+    # The figures are the kept checkpoint's epoch, not the last one's (dogfood 24).
+    kept = torch.load(pretrained / "checkpoints" / "best.ckpt", weights_only=False)
+    best = next(v for k, v in kept["callbacks"].items() if k.startswith("ModelCheckpoint"))
+    assert metrics["epoch"] == kept["epoch"] + 1
+    assert metrics["val"]["loss"] == pytest.approx(float(best["best_model_score"]), rel=1e-6)
     encoder = {
         k: v
         for k, v in torch.load(pretrained / "checkpoints" / "best.ckpt", weights_only=True)[
@@ -394,3 +399,23 @@ def test_entity_positives_pretraining_sees_entity_pairs(tmp_path) -> None:
     assert metrics["positives"] == "entity" and metrics["entity"] == "account_id"
     assert metrics["train"]["entity_pairs"] > 0 and metrics["val"]["entity_pairs"] > 0
     assert metrics["val"]["contrastive"] > 0
+
+
+def test_a_run_reports_the_epoch_its_checkpoint_kept() -> None:
+    """A pretraining run said val loss 0.2095, its last epoch's, while best.ckpt (what init_from and embed read)
+    held epoch 2 at 0.1817 (dogfood 24): the figures come from the epoch the checkpoint's monitor picked."""
+    from types import SimpleNamespace
+
+    from seqfraud.training.callbacks import EpochLog, best_epoch
+
+    log = EpochLog()
+    log.history = [
+        {"epoch": 1, "val/loss": 0.30},
+        {"epoch": 2, "val/loss": 0.1817},
+        {"epoch": 3, "val/loss": 0.2095},
+    ]
+    trainer = SimpleNamespace(checkpoint_callback=SimpleNamespace(monitor="val/loss", mode="min"))
+    assert best_epoch(trainer, [log]) == {"epoch": 2, "val/loss": 0.1817}
+    trainer.checkpoint_callback.mode = "max"
+    assert best_epoch(trainer, [log])["epoch"] == 1
+    assert best_epoch(trainer, []) is None  # no epoch log: the caller falls back to the last epoch

@@ -19,6 +19,7 @@ class EpochLog(L.Callback):
     def __init__(self) -> None:
         self._start = 0.0
         self._sequences = 0
+        self.history: list[dict[str, float]] = []  # each epoch's logged metrics (rank 0), ``epoch`` from 1
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start, self._sequences = time.perf_counter(), 0
@@ -36,6 +37,9 @@ class EpochLog(L.Callback):
         keys = ["train/loss_epoch", *sorted(k for k in got if k.startswith("val/"))]
         parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
         parts += [f"{key} {float(got[key]):.4f}" for key in keys if key in got]
+        self.history.append(
+            {"epoch": trainer.current_epoch + 1} | {k: float(got[k]) for k in keys if k in got}
+        )
         parts.append(f"{self._sequences / seconds:,.0f} seq/s on this rank")
         log.info(", ".join(parts))
 
@@ -74,3 +78,17 @@ class FreezeEncoder(L.Callback):
         for name, p in net.named_parameters():
             if name.startswith(("embed.", "encoder.")):
                 p.requires_grad_(trainable)
+
+
+def best_epoch(trainer: L.Trainer, callbacks: list) -> dict[str, float] | None:
+    """The logged metrics of the epoch the checkpoint kept (by its monitor and mode): what a run that reads
+    ``best.ckpt`` should report, not the last epoch's (a pretraining run said val loss 0.2095, its last, while
+    its checkpoint held epoch 2 at 0.1817). None without an :class:`EpochLog` or a monitored checkpoint."""
+    checkpoint = trainer.checkpoint_callback
+    history = next((c.history for c in callbacks if isinstance(c, EpochLog)), [])
+    monitor = getattr(checkpoint, "monitor", None)
+    seen = [h for h in history if monitor in h]
+    if monitor is None or not seen:
+        return None
+    pick = min if getattr(checkpoint, "mode", "min") == "min" else max
+    return pick(seen, key=lambda h: h[monitor])

@@ -37,7 +37,7 @@ from seqfraud.metrics import classification_metrics, per_group_metrics
 from seqfraud.models.sequence import ModelConfig, SessionClassifier
 from seqfraud.preprocess import Prepared, load_prepared, preprocess, resolve_data_config
 from seqfraud.schema import Schema
-from seqfraud.training.callbacks import FreezeEncoder, silence_known_warnings
+from seqfraud.training.callbacks import FreezeEncoder, best_epoch, silence_known_warnings
 from seqfraud.training.data import LoaderConfig, SessionStream, StreamData, entity_groups, token_counts
 from seqfraud.training.embeddings import with_embeddings
 from seqfraud.training.launch import launcher_rank_and_world, local_processes, training_threads
@@ -415,13 +415,16 @@ def fit_pretrain(
         groups = entity_groups(data_cfg["events"], data_cfg.get("labels"), spec.schema, entity, splits)
     loader_cfg = LoaderConfig(**plain(cfg.loader))
     data = StreamData(prepared.datasets, spec.fields, loader_cfg, seed=cfg.seed, session_groups=groups)
-    trainer, _ = fit_lightning(cfg, module, data, logger, list(extra_callbacks or []))
-    got = trainer.callback_metrics  # the last epoch's; the checkpoint is the best one
+    trainer, callbacks = fit_lightning(cfg, module, data, logger, list(extra_callbacks or []))
+    got = trainer.callback_metrics  # the last epoch's
+    best = best_epoch(trainer, callbacks)  # the checkpoint's, which init_from and embed read
+    val = best or {k: float(v) for k, v in got.items()}
     out = {
         "model": "pretrain",
         "experiment": cfg.experiment_name,
         "objectives": list(cfg.pretrain.objectives),
-        "val": {k.removeprefix("val/"): float(v) for k, v in got.items() if k.startswith("val/")},
+        "val": {k.removeprefix("val/"): v for k, v in val.items() if k.startswith("val/")},
+        **({"epoch": int(best["epoch"])} if best else {}),
     }
     if entity:
         pairs = float(got["train/entity_pairs"])
@@ -541,7 +544,10 @@ def fit_and_evaluate(
         pretrained = fit_pretrain(cfg, prepared, logger, extra_callbacks)
         (run_dir / rundir.METRICS_FILE).write_text(json.dumps(pretrained, indent=2))
         log.info(
-            "pretrained (%s): val loss %.4f", ", ".join(pretrained["objectives"]), pretrained["val"]["loss"]
+            "pretrained (%s): val loss %.4f%s",
+            ", ".join(pretrained["objectives"]),
+            pretrained["val"]["loss"],
+            f" (epoch {pretrained['epoch']}, the checkpoint kept)" if "epoch" in pretrained else "",
         )
         return pretrained
     scores: dict[str, np.ndarray] | None
