@@ -177,6 +177,9 @@ def leaderboard(
                 rk: test[rk],
                 pk: test[pk],
                 "test_brier": test["brier"],
+                # How many sessions and frauds the test figures rest on (a dogfood's ranking rested on 13-19).
+                "test_sessions": test.get("n"),
+                "test_positives": test.get("positives"),
                 "per_typology": {t: per[t][rk] if t in per else float("nan") for t in typologies},
                 "path": str(run.path),
                 "test_set": (sets or {}).get(run.name, ""),
@@ -212,6 +215,7 @@ def leaderboard_table(rows: list[dict], fpr: float, recall: float) -> tuple[list
         recall_label(fpr),
         f"precision@{recall * 100:g}%recall",
         "Brier",
+        "test sessions (frauds)",
         *[f"{t} {recall_label(fpr)}" for t in typologies],
     ]
 
@@ -233,11 +237,19 @@ def leaderboard_table(rows: list[dict], fpr: float, recall: float) -> tuple[list
             fmt(r[rk]),
             fmt(r[pk]),
             fmt(r["test_brier"]),
+            counted(r["test_sessions"], r["test_positives"]),
             *[fmt(r["per_typology"][t]) for t in typologies],
         ]
         for r in rows
     ]
     return head, body
+
+
+def counted(sessions: float | None, positives: float | None) -> str:
+    """``2,400 (49)``; blank for a run whose metrics predate the counts."""
+    if sessions is None or positives is None:
+        return ""
+    return f"{int(sessions):,} ({int(positives):,})"
 
 
 def rank_runs(

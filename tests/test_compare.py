@@ -50,6 +50,10 @@ def test_two_runs_make_a_leaderboard_ranked_by_val_pr_auc(runs, tmp_path):
     table = [line for line in md.splitlines() if line.startswith("| ")]
     assert len(table) == 3 and "recall@1%FPR" in table[0] and "late_variant recall@1%FPR" in table[0]
     assert table[1].startswith(f"| 1 | {rows[0]['run']} |")
+    # What the ranking rests on: the test sessions and frauds (a dogfood's rested on 13-19 frauds, unshown).
+    test = json.loads((runs / rows[0]["run"] / "metrics.json").read_text())["test"]
+    assert "test sessions (frauds)" in table[0]
+    assert f"| {int(test['n']):,} ({int(test['positives']):,}) |" in table[1]
     page = (tmp_path / "leaderboard.html").read_text()
     assert "data:image/png;base64," in page and page.count("<tr>") == 3
     assert (tmp_path / "pr_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
