@@ -219,6 +219,10 @@ def test_label_fraction_trains_on_one_fixed_share_of_the_training_labels(tmp_pat
     subsets = [pl.read_parquet(r / "labelled" / "train")["session_id"].sort().to_list() for r in runs]
     everyone = pl.read_parquet(runs[0] / "data" / "train")["session_id"]
     assert subsets[0] == subsets[1] and 0.2 < len(subsets[0]) / len(everyone) < 0.4
+    # metrics.json says how many labelled sessions and frauds the fit read (a dogfood found them in the log only).
+    labelled = pl.read_parquet(runs[0] / "labelled" / "train")
+    metrics = json.loads((runs[0] / "metrics.json").read_text())
+    assert metrics["train"] == {"n": labelled.height, "positives": int(labelled["label"].sum())}
     with pytest.raises(ConfigError, match="label_fraction"):
         train_into(tmp_path / "c", *SMALL, "model=lightgbm", "label_fraction=0")
 

@@ -564,6 +564,15 @@ def fit_and_evaluate(
     metrics_cfg = plain(cfg.metrics)
     (run_dir / rundir.PREDICTIONS_DIR).mkdir(exist_ok=True)
     metrics: dict[str, Any] = {"model": model_name(cfg.model), "experiment": cfg.experiment_name}
+    # The labelled training sessions the fit read: with label_fraction or unlabelled sessions kept, fewer than
+    # the preprocessing report's train split (a dogfood found them only in the log).
+    n, positives = (
+        pl.scan_parquet(shard_files(prepared.datasets["train"]))
+        .select(pl.col(S.LABEL).is_not_null().sum().alias("n"), pl.col(S.LABEL).sum().alias("positives"))
+        .collect()
+        .row(0)
+    )
+    metrics["train"] = {"n": int(n), "positives": int(positives or 0)}
     predictions = {}
     for name in ("val", "test"):
         pred = session_order(prepared.datasets[name])
