@@ -519,6 +519,8 @@ def drop_unlabeled(sessions: pl.DataFrame, *, keep_in_train: bool) -> tuple[pl.D
         "unlabeled_events_kept": int(kept["n_events"].sum()),
         "unlabeled_sessions_dropped": dropped.height,
         "unlabeled_events_dropped": int(dropped["n_events"].sum()),
+        # Validation traffic that calibration and the thresholds never see (export warns).
+        "unlabeled_val_sessions_dropped": dropped.filter(pl.col(S.SPLIT) == "val").height,
     }
     if not keep_in_train:
         report = {k: v for k, v in report.items() if "_dropped" in k}

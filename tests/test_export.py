@@ -320,3 +320,18 @@ def test_bands_that_take_legitimate_sessions_early_are_warned_about(
         in caplog.text
     )
     assert "the decline band" not in caplog.text
+
+
+def test_export_says_when_validation_left_out_unlabelled_sessions(tmp_path, caplog):
+    """Calibration and thresholds read labelled validation sessions only; with labels a biased sample (frauds
+    labelled five times as often), a capacity of 30 per 1,000 flagged 11 per 1,000 of all traffic, unsaid
+    (dogfood 24)."""
+    from seqfraud.export.exporter import warn_if_labelled_sample
+
+    (tmp_path / "preprocess_report.json").write_text(json.dumps({"unlabeled_val_sessions_dropped": 1332}))
+    warn_if_labelled_sample(tmp_path, 175)
+    assert "fitted on the 175 labelled validation sessions; 1332 unlabelled ones were left out" in caplog.text
+    caplog.clear()
+    (tmp_path / "preprocess_report.json").write_text(json.dumps({"unlabeled_val_sessions_dropped": 0}))
+    warn_if_labelled_sample(tmp_path, 175)
+    assert "left out" not in caplog.text

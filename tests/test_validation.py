@@ -713,6 +713,7 @@ def test_keep_unlabeled_leaves_them_in_train_only(tmp_path):
     for r in (prepared.report, report):
         assert (r["unlabeled_sessions_kept"], r["unlabeled_events_kept"]) == (2, 4)
         assert (r["unlabeled_sessions_dropped"], r["unlabeled_events_dropped"]) == (2, 4)
+        assert r["unlabeled_val_sessions_dropped"] == 1  # of the two dropped, the one calibration never sees
         assert {k: v["sessions"] for k, v in r["splits"].items()} == {"train": 6, "val": 1, "test": 1}
     train = pl.read_parquet(prepared.datasets["train"]).sort(S.SESSION_ID)
     assert train.filter(pl.col(S.LABEL).is_null())[S.SESSION_ID].to_list() == ["s1", "s3"]
