@@ -128,9 +128,8 @@ def labels_known_by(
     return sessions.with_columns(labels), report
 
 
-FEW_VAL_POSITIVES = (
-    5  # below this, checkpoint, stacker, calibration and thresholds rest on a handful: a warning
-)
+# Below this many validation positives, checkpoint, stacker, calibration and thresholds rest on a handful: warned.
+FEW_VAL_POSITIVES = 5
 
 
 def check_splits(report: dict[str, Any], cutoff: str | None, *, supervised: bool) -> None:
@@ -139,10 +138,8 @@ def check_splits(report: dict[str, Any], cutoff: str | None, *, supervised: bool
     split without a positive label or a validation split without both classes (early stopping, the checkpoint,
     the stacker's choice and calibration all read validation PR-AUC, which is then undefined). Pretraining reads
     train and validation, and no label."""
-    counts, bounds = (
-        report["splits"],
-        f"validation from {report['val_start']}, test from {report['test_start']}",
-    )
+    counts = report["splits"]
+    bounds = f"validation from {report['val_start']}, test from {report['test_start']}"
     for name in S.SPLITS if supervised else ("train", "val"):
         if not counts[name]["sessions"]:
             raise ConfigError(

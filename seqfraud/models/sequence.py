@@ -203,7 +203,7 @@ class LocalMix(nn.Module):
     Attention with learnt positions must learn "right after" separately at every position, which a few frauds
     cannot teach: on a log whose fraud was three events in a row a small transformer reached test PR-AUC 0.46,
     and 1.0 with this. It lost elsewhere (card testing by counts: 0.83 to 0.75), so it is off by default and in
-    the Optuna search (BENCHMARKS.md, "Local order"). Causal: an event reads nothing after it (padding sits after
+    the Optuna search (BENCHMARKS.md, "local order"). Causal: an event reads nothing after it (padding sits after
     the events) and the first kept event of a cut session reads zeros. Starts at zero, as without it.
     """
 
