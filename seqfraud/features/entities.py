@@ -327,10 +327,10 @@ def point_features(
     """
     n = len(ts)
     sessions = [r[0] for r in context] + [session] * n
-    stamps = [r[1] for r in context] + ts.tolist()
-    times = np.array(stamps, dtype=np.int64)
+    stamps = [r[1] for r in context] + ts.tolist()  # a list: rows are read one at a time below
     # Ties in time break by session id, as in the kernel; rows of one session at one time read alike.
-    order = sorted(range(len(sessions)), key=lambda i: (stamps[i], sessions[i]))
+    order = sorted(range(len(sessions)), key=sessions.__getitem__)
+    order.sort(key=stamps.__getitem__)  # stable: by time, then session (two sorts with C keys, no tuples)
     columns = [[r[2][i] for r in context] + list(values[i]) for i in range(len(entity.columns))]
     spans = np.array(entity.window_us, dtype=np.int64)
     out: dict[str, np.ndarray] = {}
@@ -342,7 +342,7 @@ def point_features(
             if (v := columns[i][j]) in on:
                 on[v].append(j)
         for v, rows in on.items():
-            kinds = _point_kinds(entity, i, session, rows, sessions, times, columns, known)
+            kinds = _point_kinds(entity, i, session, rows, sessions, stamps, columns, known)
             for q in (q for q in range(n) if values[i][q] == v):
                 t = int(ts[q])
                 table[:, q] = _at(entity, column, kinds, t, t - spans)
@@ -356,7 +356,7 @@ def _point_kinds(
     session: str,
     rows: list[int],
     sessions: list[str],
-    times: np.ndarray,
+    times: list[int],
     columns: list[list[str | None]],
     known: Mapping[str, tuple[int, int]],
 ) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
@@ -365,7 +365,7 @@ def _point_kinds(
     seen = np.array([times[j] for j in rows if sessions[j] != session], dtype=np.int64)
     touch: dict[str, int] = {}
     for j in rows:
-        touch.setdefault(sessions[j], int(times[j]))
+        touch.setdefault(sessions[j], times[j])
     touch.pop(session, None)
     kinds: dict[str, tuple[np.ndarray, np.ndarray | None]] = {
         "events": (seen, None),
@@ -377,7 +377,7 @@ def _point_kinds(
             for j in rows:
                 if (x := columns[k][j]) is not None and x not in first:
                     first[x] = j
-            together = [int(times[j]) for j in first.values() if sessions[j] != session]
+            together = [times[j] for j in first.values() if sessions[j] != session]
             kinds[f"distinct_{other}"] = (np.sort(np.array(together, dtype=np.int64)), None)
     if entity.risk:
         facts = sorted((max(known[s][1], t), known[s][0]) for s, t in touch.items() if s in known)

@@ -611,16 +611,22 @@ def _known(
 ) -> dict[str, tuple[int, int]]:
     """The label and the time it became known of each labelled session of ``sharing``, as
     :func:`~seqfraud.data.events.label_known` gives them in batch (a label that is never known is left out)."""
+    labels = store.labels(sorted(sharing))
+    if not labels:
+        return {}
+    # First and last event of the labelled sessions only: a busy value's rows are mostly unlabelled sessions'.
+    labelled = {lb.session_id for lb in labels}
     first: dict[str, int] = {}
     end: dict[str, int] = {}
     for r in rows:
-        first[r.session_id] = min(first.get(r.session_id, r.ts_us), r.ts_us)
-        end[r.session_id] = max(end.get(r.session_id, r.ts_us), r.ts_us)
+        if r.session_id in labelled:
+            first[r.session_id] = min(first.get(r.session_id, r.ts_us), r.ts_us)
+            end[r.session_id] = max(end.get(r.session_id, r.ts_us), r.ts_us)
     delay = label_delay_us(cast(EntitySpec, spec.entity).label_delay)
     if delay is not None:
         delay = usable_delay_us(delay, spec.schema)
     known = {}
-    for lb in store.labels(sorted(sharing)):
+    for lb in labels:
         if lb.session_id not in first:
             continue  # no event held: expired from the history, so it is context no more
         if lb.label_time_us is not None and lb.label_time_us < first[lb.session_id]:
