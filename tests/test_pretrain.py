@@ -166,6 +166,13 @@ def test_embeddings_of_a_run_feed_the_lightgbm_hybrid(pretrained, tmp_path) -> N
         train_into(
             tmp_path / "bad", *SMALL, "model=lightgbm", f"model.embeddings={tmp_path / 'partial.parquet'}"
         )
+    # Embeddings of another log whose ids match (here: the labels say so) are refused, not joined (dogfood 24).
+    other = table.with_columns(
+        pl.when(pl.col("split") == "val").then(1 - pl.col("label")).otherwise(pl.col("label")).alias("label")
+    )
+    other.write_parquet(tmp_path / "other.parquet")
+    with pytest.raises(ConfigError, match="val session.s. carry another label there than here"):
+        train_into(tmp_path / "o", *SMALL, "model=lightgbm", f"model.embeddings={tmp_path / 'other.parquet'}")
 
 
 def test_embeddings_of_an_artifact_join_by_the_logs_id_column(tmp_path) -> None:

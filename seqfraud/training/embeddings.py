@@ -71,7 +71,10 @@ def with_embeddings(
             f"model.embeddings={path}: not a file of seqfraud embed ({S.SESSION_ID} or {id_column}, "
             f"{S.embedding_column(0)}, ...); its columns: {table.columns[:8]}"
         )
-    table = table.select(pl.col(ids).cast(pl.String).alias(S.SESSION_ID), *columns)
+    # --run files carry each session's label: one that disagrees with this run's says the file embedded another
+    # log whose ids happen to match (a helper's embeddings of another log joined silently, and trained).
+    theirs = [pl.col(S.LABEL).cast(pl.Int8).alias(_THEIR_LABEL)] if S.LABEL in table.columns else []
+    table = table.select(pl.col(ids).cast(pl.String).alias(S.SESSION_ID), *theirs, *columns)
     out = {}
     for name, frame in frames.items():
         joined = frame.join(table, on=S.SESSION_ID, how="left", maintain_order="left")
@@ -80,5 +83,14 @@ def with_embeddings(
                 f"model.embeddings={path}: {n:,} {name} session(s) have no embedding; embed the run whose data "
                 "this one trains on"
             )
-        out[name] = joined
+        if theirs and (n := int((joined[_THEIR_LABEL] != joined[S.LABEL].cast(pl.Int8)).sum())):
+            raise ConfigError(
+                f"model.embeddings={path}: {n:,} {name} session(s) carry another label there than here: the file "
+                "embedded another log whose session ids match this one's (or labels changed since); embed the run "
+                "whose data this one trains on"
+            )
+        out[name] = joined.drop(_THEIR_LABEL) if theirs else joined
     return out
+
+
+_THEIR_LABEL = "__embedded_label"
