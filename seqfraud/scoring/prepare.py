@@ -105,10 +105,11 @@ def _records_frame(records: Sequence[Any], spec: Spec, source: str) -> pl.DataFr
         if c not in optional and not any(c in r for r in records):
             continue  # a required column nobody sent: check_columns names it
         values = [r.get(c) for r in records]
-        if c in s.categorical_fields and bool in {type(v) for v in values}:
+        kinds = {type(v) for v in values if v is not None}
+        if c in s.categorical_fields and bool in kinds:
             booleans = spec.boolean_text(c)  # as the vocabulary spells them, whatever else the column holds
             values = [text_value(v, booleans) if type(v) in textual[c] else v for v in values]
-        elif c in textual and len({type(v) for v in values if v is not None}) > 1:
+        elif c in textual and len(kinds) > 1:
             values = [text_value(v) if type(v) in textual[c] else v for v in values]
         try:
             columns.append(pl.Series(c, values, dtype=pl.Float64 if c in s.numerical else None))
