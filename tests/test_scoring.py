@@ -216,6 +216,10 @@ def test_bad_input_names_the_column_and_the_row_count(scorer, one_session):
             f"'{s.session_id}': {one_session.height} row\\(s\\) have a blank session id",
         ),
         (
+            one_session.with_columns(pl.lit("a\nb").alias(s.session_id)).to_dicts(),
+            f"'{s.session_id}': {one_session.height} row\\(s\\) have a blank session id.*control character",
+        ),
+        (
             one_session.with_columns(pl.col(s.timestamp).dt.to_string().str.replace(r"^\d{4}", "year")),
             f"'{s.timestamp}': {one_session.height} row\\(s\\) have a timestamp that does not parse",
         ),

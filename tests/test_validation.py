@@ -148,6 +148,13 @@ def test_session_ids_padded_with_spaces_are_refused_not_split(tmp_path):
     fails(plain, "l.csv", "column 'session_id': 1 row(s) have a blank session id", labels=table)
 
 
+def test_session_ids_with_control_characters_are_refused(tmp_path):
+    """An id with a newline or tab inside passed training and batch scoring, while the service refused it: it
+    breaks every line-based file it is written to, and no ``GET /sessions/{id}`` can name it."""
+    path = write(events(session_id=pl.Series(["s1", "s1", "s\n2", "s2", "s\t3"])), tmp_path / "e.parquet")
+    fails(path, path, "column 'session_id': 2 row(s) have a blank session id", "control character")
+
+
 def test_null_session_ids_in_a_sharded_directory(tmp_path):
     df = events(session_id=pl.Series(["s1", None, "s2", None, None]))
     write(df.head(2), tmp_path / "shards" / "part-0.parquet")

@@ -15,6 +15,7 @@ import functools
 import glob
 import logging
 import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -59,17 +60,26 @@ _RFC3339_HINT = (
 UNPARSED = f"have a timestamp that does not parse: {_RFC3339_HINT}"
 LABEL_TIME_UNPARSED = f"have a label time that does not parse: {_RFC3339_HINT}"
 # A session id that is empty or only spaces names nothing a service route or a report can show; one with spaces
-# at an end is an export's padding ("7 " and "7" read as two sessions, silently: dogfood 22). Refused alike in
-# training, label tables, batch scoring and requests.
+# at an end is an export's padding ("7 " and "7" read as two sessions, silently: dogfood 22); one with a control
+# character (a newline, a tab) breaks the lines of a log or CSV it is written to and no URL path can name it.
+# Refused alike in training, label tables, batch scoring and requests.
 BLANK_ID = (
-    "have a blank session id (empty, or spaces only), or one with spaces at its start or end, which would read "
-    "as another session than the same id without them: strip them"
+    "have a blank session id (empty, or spaces only), one with spaces at its start or end, which would read "
+    "as another session than the same id without them, or one with a control character (newline, tab): strip them"
 )
+_CONTROL = r"[\x00-\x1f\x7f]"
+_CONTROL_CHAR = re.compile(_CONTROL)
 
 
 def blank(column: str) -> pl.Expr:
     """Ids refused by :data:`BLANK_ID`."""
-    return (pl.col(column).str.strip_chars() != pl.col(column)) | (pl.col(column) == "")
+    c = pl.col(column)
+    return (c.str.strip_chars() != c) | (c == "") | c.str.contains(_CONTROL)
+
+
+def blank_id(value: str) -> bool:
+    """:func:`blank`'s rule for one id (a request's, the record fast path's)."""
+    return not value or value.strip() != value or _CONTROL_CHAR.search(value) is not None
 
 
 log = logging.getLogger(__name__)

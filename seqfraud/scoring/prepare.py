@@ -28,6 +28,7 @@ from seqfraud.data.events import (
     US_PER_UNIT,
     DataValidationError,
     blank,
+    blank_id,
     check_columns,
     did_you_mean,
     epoch_bounds,
@@ -233,7 +234,7 @@ def record_columns(records: Sequence[Any], spec: Spec) -> EventColumns | None:
         text[c] = (
             values if types <= {str} else [None if v is None else text_value(v, booleans) for v in values]
         )
-    if any(not v or v.strip() != v for v in set(cast(list[str], text[s.session_id]))):
+    if any(map(blank_id, set(cast(list[str], text[s.session_id])))):
         return None  # a blank or padded id (BLANK_ID): the full path names it
     numeric = {}
     for c in s.numerical:

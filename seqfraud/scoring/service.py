@@ -17,7 +17,6 @@ import gc
 import logging
 import multiprocessing
 import os
-import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
@@ -47,7 +46,7 @@ from starlette.requests import ClientDisconnect
 from typing_extensions import NotRequired, Required, TypedDict
 
 from seqfraud import schema as S
-from seqfraud.data.events import DataValidationError
+from seqfraud.data.events import DataValidationError, blank_id
 from seqfraud.decisions import BANDS
 from seqfraud.features.spec import Spec
 from seqfraud.scoring.explain import scored_occlusion, unread_note
@@ -176,14 +175,10 @@ def _typed(expected: str, *types: type, nullable: bool = False, max_chars: int) 
     return Annotated[Any, PlainValidator(check), WithJsonSchema(schema)]
 
 
-_PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
-
-
 def _session_id(value: Any) -> Any:
-    """A session id that training and batch scoring accept and ``GET /sessions/{id}`` can name: not blank
-    (:data:`~seqfraud.data.events.BLANK_ID`: nor padded with spaces), and no control character, which cannot be
-    part of a path."""
-    if isinstance(value, str) and not (_PRINTABLE.fullmatch(value) and value.strip() == value):
+    """A session id that training and batch scoring accept and ``GET /sessions/{id}`` can name
+    (:data:`~seqfraud.data.events.BLANK_ID`)."""
+    if isinstance(value, str) and blank_id(value):
         raise PydanticCustomError(
             "session_id", "expected a non-blank id without control characters or spaces at its ends"
         )
