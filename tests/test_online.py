@@ -86,7 +86,7 @@ def test_session_state_round_trips_and_refuses_foreign_bytes() -> None:
     from seqfraud.features.fastpath import EventColumns
     from seqfraud.scoring.online import SessionState, key_entry
 
-    state = SessionState("s1", records=b'"id:1"\t{"a":1}', n_events=1, last_ts_us=5, score=0.25)
+    state = SessionState("s1", "m1", records=b'"id:1"\t{"a":1}', n_events=1, last_ts_us=5, score=0.25)
     state.add_keys([key_entry("id:1"), key_entry("id:7")])
     state.tokens = np.arange(6, dtype=np.int64).reshape(2, 3)
     state.hidden = np.ones((1, 4), dtype=np.float32)
@@ -97,7 +97,7 @@ def test_session_state_round_trips_and_refuses_foreign_bytes() -> None:
         {"device": ["ios", None]},
         {"amount": (np.array([1.5, np.nan]), np.array([False, True]))},
     )
-    back = SessionState.decode(state.encode(), 3, (1, 4))
+    back = SessionState.decode(state.encode(), 3, (1, 4), "m1")
     assert back.record_list() == [{"a": 1}] and back.score == 0.25
     # A key's record, found by the key; a taken key whose record is no longer kept has none.
     assert back.taken_as(key_entry("id:1")) == {"a": 1} and back.taken_as(key_entry("id:7")) is None
@@ -112,12 +112,18 @@ def test_session_state_round_trips_and_refuses_foreign_bytes() -> None:
     grown = back.columns.then(back.columns.take([1]))
     assert grown.rows.tolist() == [0, 1, 2] and grown.categorical["device"] == ["ios", None, None]
     with pytest.raises(ValueError, match="another model"):
-        SessionState.decode(state.encode(), 4, (1, 4))
+        SessionState.decode(state.encode(), 4, (1, 4), "m1")
     with pytest.raises(ValueError, match="another model"):
-        SessionState.decode(state.encode(), 3, (2, 4))
+        SessionState.decode(state.encode(), 3, (2, 4), "m1")
+    # Another model's state (a rolling deploy on one Redis) keeps its events and score, none of that model's
+    # tokens, hidden state or columns: whatever their shapes, they are rebuilt at the session's next event.
+    other = SessionState.decode(state.encode(), 4, (2, 4), "m2")
+    assert other.stale("m2") and other.public()["model_version"] == "m1" and other.score == 0.25
+    assert other.tokens.shape == (0, 4) and other.hidden is None and other.columns is None
+    assert other.record_list() == [{"a": 1}] and other.seen(key_entry("id:7"))
     for garbage in (b"", b"\x05\x00\x00\x00{bad}", state.encode() + b"\nx", state.encode()[:-12]):
         with pytest.raises(ValueError, match="unreadable session state"):
-            SessionState.decode(garbage, 3, (1, 4))
+            SessionState.decode(garbage, 3, (1, 4), "m1")
 
 
 def test_gru_steps_one_event_at_a_time_like_the_whole_session(gru_artifact, gru_run) -> None:
@@ -133,6 +139,35 @@ def test_gru_steps_one_event_at_a_time_like_the_whole_session(gru_artifact, gru_
         assert scorer.step is not None
         with single_torch_thread():
             assert replay_matches_whole_sessions(scorer, records) >= 120
+
+
+def test_a_session_opened_by_another_model_is_rebuilt_by_this_one(gru_artifact, gru_run) -> None:
+    """A rolling deploy: replicas of two models share one store. The old model's tokens (its vocabulary) and
+    hidden state were read as the new model's wherever the shapes agreed, a silently wrong score; now a state
+    another model scored is rebuilt from its events, so the next score is the new model's whole-session score."""
+    from dataclasses import replace
+
+    from seqfraud.scoring.online import OnlineScorer
+    from seqfraud.scoring.scorer import Scorer
+    from seqfraud.scoring.state import MemoryStore
+
+    old = Scorer.load(gru_artifact)
+    event_type = old.spec.schema.event_type
+    # A retrained model whose vocabulary orders the event types otherwise: same shapes, other token ids.
+    vocab = {**old.spec.vocab, event_type: old.spec.vocab[event_type][::-1]}
+    new = Scorer(
+        old.model, replace(old.spec, vocab=vocab), old.thresholds, model_version="retrained", step=old.step
+    )
+    records = session_records(gru_run, 1, min_events=8)[:8]
+    sid, store = records[0]["session_id"], MemoryStore()
+    with single_torch_thread():
+        OnlineScorer(old, store).events(records[:7])
+        online = OnlineScorer(new, store)
+        assert online.session(sid).public()["model_version"] == old.model_version  # the old model's score
+        (result,) = online.events(records[7:])
+        whole = new.score(without_ids(records), source="test").row(0, named=True)
+    assert result["n_events"] == 8 and abs(result[S.SCORE] - whole[S.SCORE]) <= 1e-5
+    assert online.session(sid).public()["model_version"] == "retrained"
 
 
 def test_transformer_rescores_its_kept_events_like_the_whole_session(exported_artifact, trained_run) -> None:

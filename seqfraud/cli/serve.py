@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
         # And each session's state checked here too: a damaged one then stops start-up with one line, not a
         # traceback from the service's start.
         shape = artifact.step_shape(args.format)
-        store.check_restored(lambda data: SessionState.decode(data, len(spec.fields), shape))
+        store.check_restored(lambda data: SessionState.decode(data, len(spec.fields), shape, artifact.run_id))
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if isinstance(store, RedisStore):

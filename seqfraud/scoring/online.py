@@ -59,17 +59,23 @@ from seqfraud.scoring.state import EntityRow, Label, StateStore, StoreCorrupt, S
 log = logging.getLogger(__name__)
 
 ON_STORE_ERROR = ("degraded", "fail")
-# 2: the columns a stacker reads; 3: the event keys outside the header; 4: records keyed, in time order, bounded
-STATE_VERSION = 4
+# 2: the columns a stacker reads; 3: the event keys outside the header; 4: records keyed, in time order, bounded;
+# 5: the model version that scored it (a version-4 state is read as one of an unknown model, so rebuilt).
+STATE_VERSION = 5
+_READABLE_VERSIONS = (4, STATE_VERSION)
 _COMPACT = json.JSONEncoder(separators=(",", ":"))  # one encoder for every line: json.dumps makes one a call
 
 
 @dataclass
 class SessionState:
     """An open session: its events as sent (for a rebuild), their kept tokens, the carried GRU state, the plain
-    columns a stacker's aggregates read, and the latest score."""
+    columns a stacker's aggregates read, and the latest score, with the model version that gave it."""
 
     session_id: str
+    # The model that computed the tokens, hidden state and score. Replicas of two models share one Redis during a
+    # rolling deploy: another model's tokens (its vocabulary, its buckets) and hidden state are not this model's,
+    # even where the shapes agree, so such a state is read as its events alone and rebuilt (:meth:`decode`).
+    model_version: str = ""
     # The ids of the events taken (with data.schema.event_id), each a JSON string between newlines: whether an
     # event was seen is one substring search, not a set built from a list at every event.
     keys: bytes = b""
@@ -116,7 +122,7 @@ class SessionState:
         :meth:`decode` without unpickling anything (raw little-endian arrays of the shapes the header gives, the
         columns' text values as one JSON list, the keys as they are held, then the records as JSON lines, parsed
         only for a rebuild). The header stays small: nothing in it grows with the session."""
-        meta = {k: getattr(self, k) for k in ("session_id", "n_events", "last_ts_us")}
+        meta = {k: getattr(self, k) for k in ("session_id", "model_version", "n_events", "last_ts_us")}
         meta |= {k: getattr(self, k) for k in ("score", "raw_score", "band", "updated_at")}
         columns, columns_meta = b"", None
         if self.columns is not None:
@@ -135,13 +141,16 @@ class SessionState:
         return b"".join((len(header).to_bytes(4, "little"), header, *parts))
 
     @classmethod
-    def decode(cls, data: bytes, n_fields: int, hidden_shape: tuple[int, int] | None) -> SessionState:
-        """A state of :meth:`encode`, checked against the artifact's shapes: a state written by another model
-        (or damaged) is refused rather than scored."""
+    def decode(
+        cls, data: bytes, n_fields: int, hidden_shape: tuple[int, int] | None, model_version: str
+    ) -> SessionState:
+        """A state of :meth:`encode`. One that ``model_version`` scored is checked against the artifact's shapes
+        (a damaged one is refused rather than scored); one of another model keeps its events, score and
+        ``model_version`` but none of that model's tokens, hidden state or columns: :meth:`stale`."""
         try:
             size = int.from_bytes(data[:4], "little")
             meta = json.loads(data[4 : 4 + size])
-            if meta.pop("version") != STATE_VERSION:
+            if meta.pop("version") not in _READABLE_VERSIONS:
                 raise ValueError("a state of another seqfraud version")
             tokens_shape, hidden_at, columns_meta, keys_size, records_size = (
                 meta.pop("tokens"),
@@ -166,11 +175,18 @@ class SessionState:
             state = cls(tokens=tokens, hidden=hidden, columns=columns, keys=keys, records=records, **meta)
         except (ValueError, TypeError, KeyError, IndexError) as e:
             raise ValueError(f"unreadable session state: {e}") from e
+        if state.model_version != model_version:
+            state.tokens, state.hidden, state.columns = np.zeros((0, n_fields), dtype=np.int64), None, None
+            return state
         if tokens.shape[1] != n_fields and len(tokens):
             raise ValueError(f"session {state.session_id!r}: its state holds tokens of another model")
         if hidden is not None and (hidden_shape is None or hidden.shape != hidden_shape):
             raise ValueError(f"session {state.session_id!r}: its state holds a hidden state of another model")
         return state
+
+    def stale(self, model_version: str) -> bool:
+        """Scored by another model: its next event rebuilds it from its events, as a late event does."""
+        return self.model_version != model_version
 
     def public(self) -> dict[str, Any]:
         """What ``GET /sessions/{id}`` shows."""
@@ -181,6 +197,7 @@ class SessionState:
             S.RAW_SCORE: self.raw_score,
             "n_events": self.n_events,
             "updated_at": self.updated_at,
+            "model_version": self.model_version,
         }
 
 
@@ -365,7 +382,7 @@ class OnlineScorer:
         return None if data is None else self._decode(session_id, data)
 
     def _read(self, data: bytes) -> SessionState:
-        return SessionState.decode(data, len(self.spec.fields), self.hidden_shape)
+        return SessionState.decode(data, len(self.spec.fields), self.hidden_shape, self.scorer.model_version)
 
     def _decode(self, session_id: str, data: bytes) -> SessionState:
         try:
@@ -392,7 +409,7 @@ class OnlineScorer:
         latest: list[SessionState] = []
 
         def change(data: bytes | None) -> bytes | None:
-            state = SessionState(sid) if data is None else self._decode(sid, data)
+            state = SessionState(sid, self.scorer.model_version) if data is None else self._decode(sid, data)
             latest[:] = [state]
             new = list(range(len(keys)))  # without ids every event is new
             if entries is not None:
@@ -442,7 +459,8 @@ class OnlineScorer:
         )
         state.n_events += len(lines)
         stacker = self.scorer.stacker
-        if not in_order or len(lines) > self.spec.max_len:  # a late event: the session as if scored whole
+        # A late event, or a state another model scored: the session as if scored whole.
+        if not in_order or len(lines) > self.spec.max_len or state.stale(self.scorer.model_version):
             columns = self._columns(self._normalized(state), None)
             held = state.records.split(b"\n")
             state.records = b"\n".join(
@@ -472,7 +490,7 @@ class OnlineScorer:
         score = self.scorer.calibrate(raw)
         state.raw_score, state.score = float(raw[0]), float(score[0])
         state.band = str(assign_bands(score, self.scorer.thresholds)[0])
-        state.updated_at = time.time()
+        state.updated_at, state.model_version = time.time(), self.scorer.model_version
 
     def _predict(self, state: SessionState, added: np.ndarray) -> np.ndarray:
         """The model's probability for the kept events: one step from the carried state where there is one."""

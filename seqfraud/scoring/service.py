@@ -347,7 +347,13 @@ EventsResponse = TypedDict(
 LabelsResponse = TypedDict("LabelsResponse", {"accepted": int, "unseen": int})
 SessionResponse: Any = _dynamic_typed_dict(
     "SessionResponse",
-    {**ScoreResult.__annotations__, S.RAW_SCORE: float, "n_events": int, "updated_at": float},
+    {
+        **ScoreResult.__annotations__,
+        S.RAW_SCORE: float,
+        "n_events": int,
+        "updated_at": float,
+        "model_version": str,
+    },
 )
 
 
