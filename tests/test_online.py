@@ -583,6 +583,11 @@ def test_labels_are_read_in_the_label_tables_column_names() -> None:
     for bad, got in ((True, "bool"), (104.0, "float")):
         with pytest.raises(Exception, match=f"seller\n.*expected a string, an integer or null, got {got}"):
             events.validate_python({"events": [event | {"seller": bad}]})
+    # Null says the event has no seller; a seller left out is a client's slip, refused rather than scored
+    # without the shared-entity context.
+    assert events.validate_python({"events": [event | {"seller": None}]})["events"][0]["seller"] is None
+    with pytest.raises(RequestError, match="events\\[0\\].seller: Field required"):
+        parse(events, json.dumps({"events": [event]}).encode())
 
 
 def test_a_session_shorter_than_nearly_all_training_sessions_is_flagged(gru_artifact, gru_run) -> None:

@@ -289,7 +289,9 @@ def online_request_models(spec: Spec, limits: Limits) -> tuple[TypeAdapter, Type
     when the log has one) and ``POST /labels`` (a session's label and when it became known)."""
     s = spec.schema
     types = ValueTypes.of(limits.max_value_chars)
-    fields = event_fields(spec, types) | {c: NotRequired[types.entity] for c in s.entities}
+    # An entity column is required (null: the event has none): a client that leaves it out by mistake would
+    # otherwise get scores without the shared-entity context the model was trained to read, and no error.
+    fields = event_fields(spec, types) | {c: Required[types.entity] for c in s.entities}
     event: Any = with_config(FORBID)(_dynamic_typed_dict("OnlineEvent", fields))
     session_key, label_key, time_key = label_keys(s)
     events: Any = Annotated[list[event], Field(min_length=1, max_length=limits.max_events_per_session)]
