@@ -84,34 +84,47 @@ def resolve_data_config(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def ensure_synthetic(data: Mapping[str, Any]) -> None:
-    """Generate the built-in synthetic data on first use, and again when the directory holds data of another
-    size, seed or generator version (its stamp says which), so a config change never trains on stale data."""
+    """Generate the built-in synthetic data on first use, and again when the directory holds data the config
+    generated for another size, seed or generator version (its stamp says which), so a config change never
+    trains on stale data. Files the config did not generate are never replaced: ``seqfraud synthetic``'s output
+    for other arguments, or files without a stamp (a dogfood's own seed-7 data was overwritten with seed 0)."""
     synth = data.get("synthetic")
     if not synth:
         return
     from seqfraud.data import synthetic
 
     out = Path(synth["dir"])
-    stamp = {
-        "generator": synthetic.GENERATOR_VERSION,
-        "sessions": int(synth["sessions"]),
-        "seed": int(synth["seed"]),
-    }
+    wanted = synthetic.stamp(int(synth["sessions"]), int(synth["seed"]))
+    current: dict[str, Any] | None
     try:
         current = json.loads((out / synthetic.STAMP_FILE).read_text())
     except (OSError, ValueError):
         current = None
-    if current == stamp and Path(data["events"]).exists():
+    held = Path(data["events"]).exists()
+    if held and not isinstance(current, dict):
+        raise ConfigError(
+            f"data.synthetic.dir={out} holds {data['events']} without the generator's stamp "
+            f"({synthetic.STAMP_FILE}), so not generated there by seqfraud: it is not replaced. Point "
+            "data.synthetic.dir at another directory, delete the files, or train on them as your own data "
+            "(data.synthetic=null, data.events=..., data.labels=...)"
+        )
+    by = current.pop("by", "config") if current else None
+    if held and current == wanted:
         return
+    if held and by != "config":
+        raise ConfigError(
+            f"data.synthetic.dir={out} holds `seqfraud synthetic` output ({current}), not the data "
+            f"data.synthetic asks for ({wanted}): it is not replaced. Set data.synthetic.sessions and "
+            "data.synthetic.seed to match it, or point data.synthetic.dir at another directory"
+        )
     log.info(
         "generating synthetic data: %s sessions, seed %s, into %s%s",
-        stamp["sessions"],
-        stamp["seed"],
+        wanted["sessions"],
+        wanted["seed"],
         out,
-        f" (replacing {current or 'unstamped data'})" if Path(data["events"]).exists() else "",
+        f" (replacing the config's earlier {current})" if held else "",
     )
-    synthetic.write(synthetic.generate(stamp["sessions"], seed=stamp["seed"]), out)
-    (out / synthetic.STAMP_FILE).write_text(json.dumps(stamp))
+    synthetic.write(synthetic.generate(wanted["sessions"], seed=wanted["seed"]), out, wanted, by="config")
 
 
 class PolarsEngine:

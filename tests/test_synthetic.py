@@ -379,6 +379,28 @@ def test_config_data_is_generated_again_when_its_stamp_differs(tmp_path):
     assert (tmp_path / "events.parquet").stat().st_mtime_ns == mtime  # same stamp: kept
     ensure_synthetic(data | {"synthetic": data["synthetic"] | {"sessions": 300}})
     assert pl.read_parquet(tmp_path / "events.parquet")[S.session_id].n_unique() == 300
-    (tmp_path / syn.STAMP_FILE).unlink()  # data from before stamps: generated again
     ensure_synthetic(data)
     assert pl.read_parquet(tmp_path / "events.parquet").equals(first)
+
+
+def test_data_the_config_did_not_generate_is_never_replaced(tmp_path):
+    """A dogfood pointed data.synthetic.dir at `seqfraud synthetic --seed 7` output: training replaced it with
+    seed 0, logging one INFO line. The command's output is used where it matches the config, refused where it
+    does not; files without a stamp (a user's own) are refused, never overwritten."""
+    from seqfraud.errors import ConfigError
+    from seqfraud.preprocess import ensure_synthetic
+
+    out = tmp_path / "data7"
+    synthetic_cli(["--sessions", "200", "--seed", "7", "--out", str(out)])
+    made = (out / "events.parquet").read_bytes()
+    data = {"synthetic": {"dir": str(out), "sessions": 200, "seed": 0}, "events": str(out / "events.parquet")}
+    with pytest.raises(
+        ConfigError, match="holds `seqfraud synthetic` output .*'seed': 7.* it is not replaced"
+    ):
+        ensure_synthetic(data)
+    ensure_synthetic(data | {"synthetic": data["synthetic"] | {"seed": 7}})  # as the command made it: used
+    assert (out / "events.parquet").read_bytes() == made
+    (out / syn.STAMP_FILE).unlink()
+    with pytest.raises(ConfigError, match="without the generator's stamp .* it is not replaced"):
+        ensure_synthetic(data | {"synthetic": data["synthetic"] | {"seed": 7}})
+    assert (out / "events.parquet").read_bytes() == made

@@ -41,11 +41,12 @@ Parquet files (events, labels with their label times, typologies).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -989,7 +990,12 @@ def _strings(names: Sequence[str], codes: np.ndarray) -> pl.Series:
     return lookup.gather(np.where(codes < 0, len(names), codes).astype(np.uint32))
 
 
-def generate(n_sessions: int, seed: int = 0, start: str = "2026-01-01", days: int = 180) -> SyntheticData:
+DEFAULT_START, DEFAULT_DAYS = "2026-01-01", 180
+
+
+def generate(
+    n_sessions: int, seed: int = 0, start: str = DEFAULT_START, days: int = DEFAULT_DAYS
+) -> SyntheticData:
     """Generate ``n_sessions`` sessions starting over ``days`` days from ``start``; same seed, same frames."""
     if n_sessions < 1 or days < 1:
         raise ValueError(f"need n_sessions >= 1 and days >= 1, got {n_sessions} and {days}")
@@ -1107,12 +1113,20 @@ GENERATOR_VERSION = 2
 STAMP_FILE = "generator.json"
 
 
-def write(data: SyntheticData, out_dir: str | Path) -> dict[str, Path]:
+def stamp(sessions: int, seed: int, start: str = DEFAULT_START, days: int = DEFAULT_DAYS) -> dict[str, Any]:
+    """What a data directory's :data:`STAMP_FILE` says made its files: the generator's version and arguments."""
+    return {"generator": GENERATOR_VERSION, "sessions": sessions, "seed": seed, "start": start, "days": days}
+
+
+def write(data: SyntheticData, out_dir: str | Path, made: Mapping[str, Any], *, by: str) -> dict[str, Path]:
+    """The frames as Parquet, and the :func:`stamp` ``made`` that generated them, with ``by`` (``"config"`` or
+    ``"command"``): data a command wrote is never replaced by a config that asks for other data."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / f"{name}.parquet" for name in ("events", "labels", "typologies")}
     for name, path in paths.items():
         getattr(data, name).write_parquet(path)
+    (out / STAMP_FILE).write_text(json.dumps({**made, "by": by}))
     return paths
 
 
