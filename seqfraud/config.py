@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -17,3 +18,33 @@ def plain(node: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise TypeError(f"expected a config mapping, got {type(data).__name__}")
     return {str(k): v for k, v in data.items()}
+
+
+def packaged(name: str) -> dict[str, Any]:
+    """A YAML file of the packaged config (``seqfraud/conf``), as written (interpolations unresolved)."""
+    from importlib.resources import files
+
+    from omegaconf import OmegaConf
+
+    data = OmegaConf.to_container(OmegaConf.load(str(files("seqfraud.conf").joinpath(name))), resolve=False)
+    return {str(k): v for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def unknown_key(given: Mapping[str, Any], reference: Mapping[str, Any], prefix: str = "") -> str | None:
+    """The first key of ``given`` that ``reference`` lacks, as ``"section.key: ..."`` with what that level takes.
+
+    Only levels whose reference is a non-empty mapping are checked; below a null, a list or an empty mapping
+    (``spark.conf: {}``) the keys are free-form."""
+    from seqfraud.errors import did_you_mean
+
+    for key, value in given.items():
+        if key not in reference:
+            known = sorted(reference)
+            where = prefix[:-1] or "the top level"
+            listed = f"{known}" if len(known) <= 25 else f"{len(known)} keys, among them {known[:25]}"
+            return f"{prefix}{key}: no such setting{did_you_mean(key, known)}; {where} takes {listed}"
+        below = reference[key]
+        free = not (isinstance(below, Mapping) and below and isinstance(value, Mapping))
+        if not free and (found := unknown_key(value, below, f"{prefix}{key}.")):
+            return found
+    return None

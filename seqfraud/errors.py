@@ -9,6 +9,7 @@ where the message is printed. ``SEQFRAUD_DEBUG=1`` shows the traceback of a user
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 import sys
@@ -27,6 +28,12 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
     """A config value that cannot work, named by its key (``data.schema.timestamp_unit``, ``preprocess.engine``)."""
+
+
+def did_you_mean(name: object, choices: list[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or nothing: the one wording of a name hint."""
+    close = difflib.get_close_matches(str(name), choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:

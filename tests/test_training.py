@@ -21,7 +21,7 @@ from seqfraud.errors import ConfigError
 from seqfraud.features.spec import Spec
 from seqfraud.models.sequence import ModelConfig, SessionClassifier
 from seqfraud.training.module import SessionRiskModule
-from seqfraud.training.train import checked_model, model_config, train
+from seqfraud.training.train import check_settings, checked_model, model_config, train
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "seqfraud" / "conf"
@@ -245,6 +245,44 @@ def test_the_model_preset_decides_the_model_not_an_experiments_keys(tmp_path, ca
         checked_model(compose_train(["model=stacked", "model.stacking.folds=1"]))
     with pytest.raises(ConfigError, match="without DDP"):
         checked_model(compose_train(["model=stacked", "trainer.devices=2"]))
+
+
+def test_a_setting_nothing_reads_is_refused_before_any_data(tmp_path):
+    """Keys an experiment file adds merge silently: a dogfood's ``optim.learning_rate`` trained at the default
+    rate, ``loss.name: nonsense`` trained with BCE, ``trainer.max_epoch`` failed after preprocessing with a
+    TypeError, ``model.n_heads=3`` with a traceback. Each is refused by its key, with what that level takes."""
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "mine.yaml").write_text("# @package _global_\noptim:\n  learning_rate: 0.5\n")
+    mine = [f"hydra.searchpath=[file://{tmp_path}]", "+experiment=mine"]
+    with pytest.raises(
+        ConfigError, match=r"optim.learning_rate: no such setting; optim takes \['betas', 'lr'"
+    ):
+        check_settings(compose_train(mine))
+    cases = {
+        "+trainer.max_epoch=5": r"trainer.max_epoch: no such setting \(did you mean 'max_epochs'\?\)",
+        "+lr=0.5": r"lr: no such setting; the top level takes \['callbacks'",
+        "+features.time_delta.n_bucket=3": r"features.time_delta.n_bucket: no such setting \(did you mean",
+        "loss.name=nonsense": r"loss.name must be one of \['bce', 'focal'\], got 'nonsense'",
+        "label_fraction=2": r"label_fraction must be in \(0, 1\], got 2",
+    }
+    for override, message in cases.items():
+        with pytest.raises(ConfigError, match=message):
+            check_settings(compose_train([override]))
+    for overrides, message in (
+        (
+            ["model=small", "model.n_heads=3"],
+            r"model.d_model \(64\) must be divisible by model.n_heads \(3\)",
+        ),
+        (["model=gru", "model.encoder=lstm"], "model.encoder must be 'transformer' or 'gru', got 'lstm'"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            checked_model(compose_train(overrides))
+    # What the packaged presets and Lightning take passes, free-form maps too (spark.conf holds spark.* keys).
+    for overrides in (
+        ["+experiment=pretrain_masked"],
+        ["+trainer.limit_train_batches=3", "+preprocess.spark.conf.x=1"],
+    ):
+        check_settings(compose_train(overrides))
 
 
 def test_lightgbm_baseline_trains_on_the_same_splits(smoke_run, tmp_path):

@@ -9,7 +9,6 @@ costs no further read of the data.
 from __future__ import annotations
 
 import csv
-import difflib
 import fnmatch
 import functools
 import glob
@@ -31,7 +30,7 @@ from typing_extensions import TypeVar
 from seqfraud import schema as S
 from seqfraud.data.split import from_epoch_us, to_epoch_us
 from seqfraud.durations import duration_us
-from seqfraud.errors import UserError
+from seqfraud.errors import UserError, did_you_mean
 from seqfraud.schema import Schema
 
 
@@ -508,12 +507,6 @@ def missing_columns(source: str, missing: list[str], have: pl.Schema) -> str:
         f" The header holds {seps[0]!r}: CSV files are read as comma-separated; convert it." if seps else ""
     )
     return f"{source}: missing column(s) {hint}. Columns present: {list(have)}.{separator}"
-
-
-def did_you_mean(name: object, choices: list[str]) -> str:
-    """`` (did you mean 'x'?)`` for the closest of ``choices``, or nothing: the one wording of a name hint."""
-    close = difflib.get_close_matches(str(name), choices, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def unit_origin(schema: Schema, epoch_unit: str | None) -> str:

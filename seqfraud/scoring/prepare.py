@@ -30,7 +30,6 @@ from seqfraud.data.events import (
     blank,
     blank_id,
     check_columns,
-    did_you_mean,
     epoch_bounds,
     fail_rows,
     first_bad,
@@ -41,6 +40,7 @@ from seqfraud.data.events import (
     repeated_event_ids,
     timestamp_range_us,
 )
+from seqfraud.errors import did_you_mean
 from seqfraud.features.fastpath import EventColumns
 from seqfraud.features.spec import Spec
 

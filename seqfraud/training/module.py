@@ -15,6 +15,8 @@ from seqfraud.metrics import classification_metrics
 from seqfraud.models.pretrain import PretrainNet
 from seqfraud.models.sequence import ModelConfig, SessionClassifier
 
+LOSSES = ("bce", "focal")
+
 
 def focal_loss(logits: torch.Tensor, labels: torch.Tensor, gamma: float, alpha: float) -> torch.Tensor:
     bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
@@ -44,6 +46,8 @@ class SessionRiskModule(pl.LightningModule):
 
     def loss_fn(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         cfg = self.hparams["loss"]
+        if cfg["name"] not in LOSSES:
+            raise ValueError(f"loss.name must be one of {LOSSES}, got {cfg['name']!r}")
         if cfg["name"] == "focal":
             return focal_loss(logits, labels, cfg.get("gamma", 2.0), cfg.get("alpha", 0.25))
         pos_weight = torch.tensor(float(cfg.get("pos_weight", 1.0)), device=logits.device)

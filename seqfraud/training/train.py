@@ -28,7 +28,7 @@ from torch import nn
 from seqfraud import rundir
 from seqfraud import schema as S
 from seqfraud.baselines import STACKER_FILE, fit_lightgbm, fit_predict_lightgbm
-from seqfraud.config import plain
+from seqfraud.config import packaged, plain, unknown_key
 from seqfraud.data.shards import ROW_GROUP_SESSIONS, shard_files
 from seqfraud.data.split import check_splits
 from seqfraud.errors import ConfigError
@@ -41,7 +41,7 @@ from seqfraud.training.callbacks import FreezeEncoder, best_epoch, silence_known
 from seqfraud.training.data import LoaderConfig, SessionStream, StreamData, entity_groups, token_counts
 from seqfraud.training.embeddings import with_embeddings
 from seqfraud.training.launch import launcher_rank_and_world, local_processes, training_threads
-from seqfraud.training.module import PretrainModule, SessionRiskModule
+from seqfraud.training.module import LOSSES, PretrainModule, SessionRiskModule
 from seqfraud.training.stacking import aggregate_frames, check_stacking, fit_stacked, session_order
 from seqfraud.training.wandb_report import finish, log_run
 
@@ -82,6 +82,35 @@ MODEL_KEYS = {
 }
 
 
+# Top-level keys that config groups fill (train.yaml's defaults list; the preprocessing group's package is
+# `preprocess`). Of these, features and preprocess are checked key by key against their defaults below.
+_GROUP_KEYS = ("data", "model", "trainer", "logger", "callbacks", "paths")
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """Refuse, before any data is read, a setting nothing reads, and values that cannot work.
+
+    Keys an experiment file adds merge without a word: a dogfood's ``optim.learning_rate: 0.5`` trained at the
+    default rate, ``loss.name: nonsense`` trained with BCE, ``trainer.max_epoch`` failed after preprocessing.
+    Every key must be one the packaged config has (or a Lightning ``Trainer`` argument, under ``trainer``);
+    ``model`` is :func:`checked_model`'s, ``data`` the data contract's.
+    """
+    train = packaged("train.yaml")
+    reference: dict[str, Any] = {k: v for k, v in train.items() if k not in ("defaults", "hydra")}
+    reference |= {key: None for key in _GROUP_KEYS}
+    reference["features"] = packaged("features/default.yaml")
+    reference["preprocess"] = packaged("preprocessing/default.yaml")
+    reference["trainer"] = dict.fromkeys(set(inspect.signature(L.Trainer.__init__).parameters) - {"self"})
+    settings = OmegaConf.to_container(cfg, resolve=False)
+    if isinstance(settings, dict) and (unknown := unknown_key(settings, reference)):
+        raise ConfigError(unknown)
+    if (name := cfg.get("loss", {}).get("name")) not in LOSSES:
+        raise ConfigError(f"loss.name must be one of {list(LOSSES)}, got {name!r}")
+    fraction = cfg.get("label_fraction", 1.0)
+    if not 0 < float(fraction) <= 1:  # labelled_train reads it, after preprocessing
+        raise ConfigError(f"label_fraction must be in (0, 1], got {fraction}")
+
+
 def checked_model(cfg: DictConfig) -> DictConfig:
     """The config with ``model`` as its preset's ``kind`` reads it, checked before any data is read.
 
@@ -116,6 +145,14 @@ def checked_model(cfg: DictConfig) -> DictConfig:
         raise ConfigError(
             "pretraining fits a sequence model: choose model=small (or another sequence preset)"
         )
+    if kind in (
+        "sequence",
+        "stacked",
+    ):  # the sizes' own rules (heads dividing the width...), with any vocabulary
+        try:
+            ModelConfig(vocab_sizes=[8], max_len=8, **{k: v for k, v in model.items() if k in SEQUENCE_KEYS})
+        except (TypeError, ValueError) as e:
+            raise ConfigError(str(e)) from None
     if kind == "stacked" and not cfg.get("pretrain"):
         check_stacking(out)
     engine = (cfg.get("preprocess") or {}).get("engine", "polars")
@@ -229,8 +266,6 @@ def labelled_train(train: Path, fraction: float, seed: int, out: Path, *, write:
     label-scarce run (``label_fraction``), a fixed share picked by a hash of the session id, so every model of
     one seed sees the same ones. The train split itself when that is all of it; else a copy in ``out``, shard
     for shard, written there unless ``write`` is off (local DDP child ranks read the copy rank 0 wrote)."""
-    if not 0 < fraction <= 1:
-        raise ConfigError(f"label_fraction must be in (0, 1], got {fraction}")
     total, unlabelled = (
         pl.scan_parquet(shard_files(train)).select(pl.len(), pl.col(S.LABEL).null_count()).collect().row(0)
     )
@@ -456,6 +491,7 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
     only global rank 0 writes the run directory and logs, and the other ranks return ``{}`` after the fit.
     """
     silence_known_warnings()
+    check_settings(cfg)
     cfg = checked_model(cfg)
     # `logger: none` in an experiment's body, not its defaults list: Hydra's error came after preprocessing.
     if isinstance(cfg.get("logger"), str):
