@@ -357,7 +357,7 @@ BREAKAGES = {
 
 def _resign_theirs(root: Path, x: dict) -> None:
     _edit(root, lambda m: m["thresholds"].update(review=0.999, decline=1.0))
-    sign_artifact(root, x["keys"]["theirs"][0])
+    sign_artifact(root, x["keys"]["theirs"][0], force=True)  # an attacker forces
 
 
 def _signature(root: Path, change: Callable[[dict], object]) -> None:
@@ -537,12 +537,27 @@ def test_the_sign_command_signs_rotates_and_refuses(exported_artifact, keys, tmp
     root = _copy(exported_artifact, tmp_path)
     sign_cli.main(["artifact", str(root), "--key", str(keys["theirs"][0])])
     assert open_artifact(root, verify_key=keys["theirs"][1]).signer in capsys.readouterr().out
+    # Rotation: the new signature replaces the old once the old key checks it.
+    with pytest.raises(
+        ArtifactError, match="signed with key .* not a configured verify key.*--verify-key OLD"
+    ):
+        sign_artifact(root, keys["ours"][0])
     sign_cli.main(
-        ["artifact", str(root), "--key", str(keys["ours"][0])]
-    )  # rotation: the new signature replaces it
+        ["artifact", str(root), "--key", str(keys["ours"][0]), "--verify-key", str(keys["theirs"][1])]
+    )
     assert open_artifact(root, verify_key=keys["ours"][1]).signer
     with pytest.raises(ArtifactError, match="not a configured verify key"):
         open_artifact(root, verify_key=keys["theirs"][1])
+    # A manifest changed after signing is not re-signed, which would make the change trusted (dogfood 26:
+    # thresholds raised in the store, re-signed in a rotation, approved every session), unless forced.
+    _edit(root, lambda m: m["thresholds"].update(review=0.999, decline=1.0))
+    with pytest.raises(ArtifactError, match="does not match manifest.json.*re-signing would make"):
+        sign_artifact(root, keys["ours"][0])
+    assert open_artifact(root).thresholds == {"review": 0.999, "decline": 1.0}
+    with pytest.raises(ArtifactError, match="does not match"):
+        open_artifact(root, verify_key=keys["ours"][1])
+    sign_artifact(root, keys["ours"][0], force=True)
+    assert open_artifact(root, verify_key=keys["ours"][1]).thresholds["review"] == 0.999
     _flip(root, "model.ts", True)  # signing vouches for the files: a tampered artifact is not signed
     for argv in (
         ["artifact", str(root), "--key", str(keys["ours"][0])],

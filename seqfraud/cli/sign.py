@@ -20,6 +20,18 @@ def main(argv: list[str] | None = None) -> None:
     artifact = sub.add_parser("artifact", help="check an artifact's files, then (re-)sign its manifest")
     artifact.add_argument("path", help="artifact directory written by export.py")
     artifact.add_argument("--key", required=True, help="the private key file (signing.key)")
+    artifact.add_argument(
+        "--verify-key",
+        action="append",
+        default=[],
+        help="public key that checks the signature being replaced, when --key did not make it (a rotation's "
+        "old key); repeatable",
+    )
+    artifact.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a signature that does not verify (a manifest you changed yourself, and checked)",
+    )
     args = p.parse_args(argv)
     if args.command == "keygen":
         private, public = generate_keypair(args.out)
@@ -28,4 +40,5 @@ def main(argv: list[str] | None = None) -> None:
             f"secret, export reads it), {public} the public key (for every scorer)"
         )
     else:
-        print(f"signed {args.path} with key {sign_artifact(args.path, args.key)}")
+        kid = sign_artifact(args.path, args.key, verify_key=args.verify_key, force=args.force)
+        print(f"signed {args.path} with key {kid}")

@@ -363,15 +363,37 @@ def open_artifact(
     return Artifact(path=root, manifest=manifest, spec=spec, signer=signer)
 
 
-def sign_artifact(path: str | Path, key: str | Path | Ed25519PrivateKey) -> str:
+def sign_artifact(
+    path: str | Path,
+    key: str | Path | Ed25519PrivateKey,
+    *,
+    verify_key: KeySource | Iterable[KeySource] | None = None,
+    force: bool = False,
+) -> str:
     """Check every file of the artifact at ``path``, then sign its manifest with a private key; the key's id.
 
     The manifest is rewritten in :func:`canonical_json` form first, so the signed bytes are the file's
-    bytes. Signing again (with a new key, after a rotation) replaces the signature.
+    bytes. Signing again (with a new key, after a rotation) replaces the signature, once the signature it
+    replaces is verified: by ``key``'s own public key or one of ``verify_key`` (the old key, in a rotation).
+    Re-signing a manifest changed after its signing would make that change trusted (a dogfood's re-signed
+    thresholds approved every session), so that is refused, as is a signature no given key can check, unless
+    ``force``.
     """
     root = Path(path)
     private = key if isinstance(key, Ed25519PrivateKey) else load_private_key(key)
-    manifest, _ = _checked(root, _read_manifest(root))
+    raw = _read_manifest(root)
+    sig_path = root / SIGNATURE_FILE
+    if not force and (sig_path.exists() or sig_path.is_symlink()):
+        keys = [private.public_key(), *(load_public_keys(verify_key) if verify_key else {}).values()]
+        try:
+            _check_signature(root, raw, keys, require_signed=True)
+        except ArtifactError as e:
+            raise ArtifactError(
+                f"{e}. Re-signing would make the manifest as it is now trusted: re-export from the training "
+                "run; with the old public key (--verify-key OLD.pub) if it was signed with another key; or, "
+                "if you changed the manifest yourself and checked it, --force"
+            ) from None
+    manifest, _ = _checked(root, raw)
     raw = canonical_json(manifest)
     signature = {
         "algorithm": SIGNATURE_ALGORITHM,
