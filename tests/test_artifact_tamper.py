@@ -551,7 +551,7 @@ def test_the_sign_command_signs_rotates_and_refuses(exported_artifact, keys, tmp
     # A manifest changed after signing is not re-signed, which would make the change trusted (dogfood 26:
     # thresholds raised in the store, re-signed in a rotation, approved every session), unless forced.
     _edit(root, lambda m: m["thresholds"].update(review=0.999, decline=1.0))
-    with pytest.raises(ArtifactError, match="does not match manifest.json.*re-signing would make"):
+    with pytest.raises(ArtifactError, match="does not match manifest.json.*Re-signing would make"):
         sign_artifact(root, keys["ours"][0])
     assert open_artifact(root).thresholds == {"review": 0.999, "decline": 1.0}
     with pytest.raises(ArtifactError, match="does not match"):

@@ -101,8 +101,10 @@ def check_settings(cfg: DictConfig) -> None:
     reference["features"] = packaged("features/default.yaml")
     reference["preprocess"] = packaged("preprocessing/default.yaml")
     reference["trainer"] = dict.fromkeys(set(inspect.signature(L.Trainer.__init__).parameters) - {"self"})
-    settings = OmegaConf.to_container(cfg, resolve=False)
-    if isinstance(settings, dict) and (unknown := unknown_key(settings, reference)):
+    settings = OmegaConf.to_container(cfg, resolve=False)  # names, not values: nothing to resolve
+    if isinstance(settings, dict) and (
+        unknown := unknown_key({str(k): v for k, v in settings.items()}, reference)
+    ):
         raise ConfigError(unknown)
     if (name := cfg.get("loss", {}).get("name")) not in LOSSES:
         raise ConfigError(f"loss.name must be one of {list(LOSSES)}, got {name!r}")
