@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, time, timedelta
 
 import polars as pl
@@ -160,6 +161,15 @@ def test_null_session_ids_in_a_sharded_directory(tmp_path):
     write(df.head(2), tmp_path / "shards" / "part-0.parquet")
     write(df.tail(3), tmp_path / "shards" / "part-1.parquet")
     fails(tmp_path / "shards", f"{tmp_path / 'shards'} (2 files)", "column 'session_id': 3 row(s)")
+
+
+def test_a_pipe_among_the_event_files_is_refused_not_read(tmp_path):
+    """Reading a FIFO blocks until something writes to it: `seqfraud score` hung (dogfood 26)."""
+    shards = tmp_path / "shards"
+    write(events(), shards / "a.parquet")
+    os.mkfifo(shards / "b.parquet")
+    fails(shards, f"{shards / 'b.parquet'}: not a regular file (a pipe, a device or a directory)")
+    fails(shards / "b.parquet", "not a regular file")
 
 
 def test_a_directory_is_read_once_whatever_links_it_holds(tmp_path):

@@ -15,6 +15,7 @@ import glob
 import logging
 import os
 import re
+import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -135,6 +136,8 @@ def resolve_paths(path: str | os.PathLike) -> list[str]:
         raise DataValidationError(f"{p}: no such file, or no Parquet/CSV files match")
     first: dict[str, str] = {}
     for f in files:
+        if not stat.S_ISREG(os.stat(f).st_mode):  # a pipe blocks its reader forever (dogfood 26)
+            raise DataValidationError(f"{f}: not a regular file (a pipe, a device or a directory): not read")
         if (real := os.path.realpath(f)) in first:
             raise DataValidationError(
                 f"{p}: {first[real]} and {f} are the same file (through a link), so its rows would be read "
