@@ -28,14 +28,14 @@ from omegaconf import DictConfig, open_dict
 from seqfraud import reports
 from seqfraud import schema as S
 from seqfraud.compare import typology_columns
-from seqfraud.config import plain
+from seqfraud.config import packaged, plain
 from seqfraud.data.events import load_events
 from seqfraud.data.split import from_epoch_us, to_epoch_us
 from seqfraud.errors import ConfigError
 from seqfraud.preprocess import ensure_synthetic, resolve_data_config
 from seqfraud.rundir import REPORT_FILE, stacking_kept
 from seqfraud.schema import Schema
-from seqfraud.training.train import model_name, train
+from seqfraud.training.train import check_settings, model_name, train
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +146,7 @@ def window_config(cfg: DictConfig, window: Window, model: DictConfig, run_dir: P
     """The backtest config turned into one ``train()`` run: this window's split, this model, its own directory."""
     run = copy.deepcopy(cfg)
     with open_dict(run):
+        del run["backtest"]  # a train() config: train.yaml's sections only
         run.model = copy.deepcopy(model)
         run.data.split.update(window.split())
         run.paths.output_dir = str(run_dir)
@@ -157,6 +158,7 @@ def run_backtest(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     bt = cfg.backtest
+    check_settings(cfg, sections={"backtest": packaged("backtest.yaml")["backtest"]})
     models = model_presets(cfg)  # a config error before any data is read
     data = resolve_data_config(plain(cfg.data))
     windows = plan_windows(

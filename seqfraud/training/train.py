@@ -87,13 +87,14 @@ MODEL_KEYS = {
 _GROUP_KEYS = ("data", "model", "trainer", "logger", "callbacks", "paths")
 
 
-def check_settings(cfg: DictConfig) -> None:
+def check_settings(cfg: DictConfig, *, sections: Mapping[str, Any] | None = None) -> None:
     """Refuse, before any data is read, a setting nothing reads, and values that cannot work.
 
     Keys an experiment file adds merge without a word: a dogfood's ``optim.learning_rate: 0.5`` trained at the
     default rate, ``loss.name: nonsense`` trained with BCE, ``trainer.max_epoch`` failed after preprocessing.
     Every key must be one the packaged config has (or a Lightning ``Trainer`` argument, under ``trainer``);
-    ``model`` is :func:`checked_model`'s, ``data`` the data contract's.
+    ``model`` is :func:`checked_model`'s, ``data`` the data contract's. ``sections``: a command's own sections
+    beside train.yaml's (the backtest's), as their packaged defaults.
     """
     train = packaged("train.yaml")
     reference: dict[str, Any] = {k: v for k, v in train.items() if k not in ("defaults", "hydra")}
@@ -101,6 +102,7 @@ def check_settings(cfg: DictConfig) -> None:
     reference["features"] = packaged("features/default.yaml")
     reference["preprocess"] = packaged("preprocessing/default.yaml")
     reference["trainer"] = dict.fromkeys(set(inspect.signature(L.Trainer.__init__).parameters) - {"self"})
+    reference |= sections or {}
     settings = OmegaConf.to_container(cfg, resolve=False)  # names, not values: nothing to resolve
     if isinstance(settings, dict) and (
         unknown := unknown_key({str(k): v for k, v in settings.items()}, reference)
