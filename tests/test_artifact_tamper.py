@@ -352,6 +352,18 @@ BREAKAGES = {
         lambda r, x: (r / MANIFEST_FILE).write_text("[]"), "not a seqfraud artifact manifest"
     ),
     "manifest not JSON": Case(lambda r, x: (r / MANIFEST_FILE).write_text("{"), "unreadable manifest"),
+    # One reader takes a repeated key's first value, Python's json its last: refused, whichever is meant.
+    "a key twice": Case(
+        lambda r, x: (r / MANIFEST_FILE).write_bytes(
+            canonical_json(_manifest(r)).rstrip()[:-1] + b',"thresholds":{"review":0.99,"decline":1.0}}'
+        ),
+        "unreadable manifest: key 'thresholds' appears more than once",
+    ),
+    # Deep nesting raised RecursionError, no ValueError: a traceback instead of this refusal (dogfood 26).
+    "manifest nested deeply": Case(
+        lambda r, x: (r / MANIFEST_FILE).write_text("[" * 100_000), "unreadable manifest: nested too deeply"
+    ),
+    "version true": Case(lambda r, x: _edit(r, lambda m: m.update(version=True)), "artifact version True"),
 }
 
 

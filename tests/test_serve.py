@@ -223,6 +223,16 @@ def _case(name: str, sessions, s) -> tuple[str, object, int, str]:
             422,
             f"sessions[0].events[0].{s.session_id}: expected a non-blank id",
         ),
+        # A gateway that reads the first of two keys checks another request than the one scored.
+        "a key twice": (
+            "/score/batch",
+            b'{"sessions": [{"events": [%s]}]}'
+            % json.dumps(e[0] | {amount: 1})
+            .replace(f'"{amount}": 1', f'"{amount}": 1, "{amount}": 1e9')
+            .encode(),
+            400,
+            f"malformed JSON: key '{amount}' appears more than once in one object",
+        ),
         "malformed JSON": ("/score", b'{"events": [', 400, "malformed JSON"),
         "not JSON": ("/score", b"\xff\xfe garbage", 400, "malformed JSON"),
         "not an object": ("/score", [1, 2], 422, "body: Input should be an object"),
@@ -270,6 +280,7 @@ BAD = [
     "NaN amount",
     "inf amount",
     "overflowing amount",
+    "a key twice",
     "malformed JSON",
     "not JSON",
     "not an object",

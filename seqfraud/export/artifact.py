@@ -25,6 +25,7 @@ import re
 import stat
 import tempfile
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -463,8 +464,8 @@ def _read_signature(path: Path) -> tuple[str, bytes]:
     )
     raw = _read_regular(path, MAX_SIGNATURE_BYTES)
     try:
-        sig = json.loads(raw)
-    except ValueError:  # JSON and UTF-8 errors
+        sig = strict_json(raw)
+    except ValueError:
         raise bad from None
     if not (
         isinstance(sig, dict)
@@ -508,12 +509,12 @@ def _checked(root: Path, raw: bytes) -> tuple[dict[str, Any], Spec]:
 def _parse_manifest(raw: bytes, where: Path) -> dict[str, Any]:
     """The manifest's JSON, with every key the scorer reads present and of the right type, or an error naming it."""
     try:
-        manifest = json.loads(raw, parse_constant=_refuse_constant)
-    except ValueError as e:  # JSON, UTF-8 and NaN errors
+        manifest = strict_json(raw)
+    except ValueError as e:
         raise ArtifactError(f"{where}: unreadable manifest: {e}") from e
     if not isinstance(manifest, dict) or manifest.get("format") != ARTIFACT_FORMAT:
         raise ArtifactError(f"{where}: not a seqfraud artifact manifest")
-    if manifest.get("version") != ARTIFACT_VERSION:
+    if not _is_int(manifest.get("version")) or manifest["version"] != ARTIFACT_VERSION:  # true == 1 in Python
         raise ArtifactError(
             f"{where}: artifact version {manifest.get('version')!r} is not supported "
             f"(this seqfraud reads version {ARTIFACT_VERSION}); re-export the run"
@@ -660,7 +661,7 @@ def _read_regular(path: Path, max_bytes: int, *, exact: bool = False) -> bytes:
 
 def _json_object(data: bytes, path: Path) -> dict[str, Any]:
     try:
-        value = json.loads(data, parse_constant=_refuse_constant)
+        value = strict_json(data)
     except ValueError as e:
         raise ArtifactError(f"{path}: not JSON: {e}") from e
     if not isinstance(value, dict):
@@ -668,8 +669,27 @@ def _json_object(data: bytes, path: Path) -> dict[str, Any]:
     return value
 
 
+def strict_json(data: bytes) -> Any:
+    """An artifact file's JSON, or ValueError: for a UTF-8 or JSON error, NaN or infinity (not JSON), a key
+    repeated in one object (a reader that takes the first would see another manifest than the scorer, which
+    takes the last), or nesting past Python's recursion limit (a crafted file; RecursionError is no
+    ValueError, so it escaped as a traceback)."""
+    try:
+        return json.loads(data, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        twice = [k for k, n in Counter(k for k, _ in pairs).items() if n > 1]
+        raise ValueError(f"key {twice[0]!r} appears more than once in one object")
+    return value
 
 
 def _is_int(value: Any) -> bool:

@@ -48,6 +48,7 @@ from typing_extensions import NotRequired, Required, TypedDict
 from seqfraud import schema as S
 from seqfraud.data.events import DataValidationError, blank_id
 from seqfraud.decisions import BANDS
+from seqfraud.export.artifact import strict_json
 from seqfraud.features.spec import Spec
 from seqfraud.scoring.explain import scored_occlusion, unread_note
 from seqfraud.scoring.history import HistoryRequired, refuse_to_serve
@@ -398,8 +399,10 @@ def _where(loc: tuple) -> str:
 
 
 def parse(validator: TypeAdapter, body: bytes) -> dict[str, Any]:
+    """The validated body; 400 for malformed JSON or a key repeated in one object (a gateway that reads the
+    first of two ``amount`` keys checked another request than the one scored, which took the last)."""
     try:
-        return validator.validate_json(body)
+        parsed = validator.validate_json(body)
     except ValidationError as e:
         errors = e.errors(include_url=False, include_context=False, include_input=False)
         if errors[0]["type"] == "json_invalid":
@@ -413,6 +416,11 @@ def parse(validator: TypeAdapter, body: bytes) -> dict[str, Any]:
         raise RequestError(
             422, detail + more, [{"loc": _where(err["loc"]), "msg": err["msg"]} for err in errors]
         ) from None
+    try:
+        strict_json(body)
+    except ValueError as e:  # valid JSON otherwise, as it validated
+        raise RequestError(400, f"malformed JSON: {e}") from None
+    return parsed
 
 
 @functools.cache
