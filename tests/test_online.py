@@ -586,6 +586,12 @@ def test_labels_are_read_in_the_label_tables_column_names() -> None:
     # Null says the event has no seller; a seller left out is a client's slip, refused rather than scored
     # without the shared-entity context.
     assert events.validate_python({"events": [event | {"seller": None}]})["events"][0]["seller"] is None
+    # "" is no seller: taken as a value, it linked every session that sent it into one entity (dogfood 26).
+    for blank in ("", " ", "a\nb"):
+        with pytest.raises(
+            Exception, match="seller\n.*expected null \\(the event has none\\) or a non-blank id"
+        ):
+            events.validate_python({"events": [event | {"seller": blank}]})
     with pytest.raises(RequestError, match="events\\[0\\].seller: Field required"):
         parse(events, json.dumps({"events": [event]}).encode())
 

@@ -186,6 +186,17 @@ def _session_id(value: Any) -> Any:
     return value
 
 
+def _entity_value(value: Any) -> Any:
+    """An entity value as an id: ``""`` (or a padded, or a control-character one) is refused, not taken as a
+    value, since every session that sent it would share that one entity (dogfood 26: a client linked sessions
+    by sending ``""``); ``null`` says the event has none."""
+    if isinstance(value, str) and blank_id(value):
+        raise PydanticCustomError(
+            "entity", "expected null (the event has none) or a non-blank id without control characters"
+        )
+    return value
+
+
 def _label(value: Any) -> int:
     """0 or 1, or a boolean, as training's label tables take them."""
     if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
@@ -241,9 +252,10 @@ class ValueTypes:
             category=_typed(
                 "a string, an integer, a boolean or null", str, int, bool, nullable=True, max_chars=max_chars
             ),
-            entity=_typed(
-                "a string, an integer or null", str, int, nullable=True, max_chars=max_chars
-            ),  # an id
+            entity=Annotated[  # an id, of something sessions share
+                _typed("a string, an integer or null", str, int, nullable=True, max_chars=max_chars),
+                AfterValidator(_entity_value),
+            ],
         )
 
 
