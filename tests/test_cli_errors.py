@@ -94,6 +94,19 @@ def runs(
             ),
         ],
         "unknown subcommand": [sys.executable, "-m", "seqfraud", "trian"],
+        # Job 0's settings cannot work; job 1 (LightGBM on the session run's log) still runs.
+        "sweep: one job's bad settings": [
+            sys.executable,
+            "train.py",
+            "-m",
+            "+experiment=smoke",
+            "model=lightgbm",
+            "model.num_boost_round=5",
+            "label_fraction=2.0,1.0",
+            f"paths.data_dir={trained_run.parent / 'data'}",
+            f"hydra.sweep.dir={tmp / 'sweep'}",
+            "logger=none",
+        ],
     }
     env = {k: v for k, v in os.environ.items() if k not in (DEBUG_ENV, "HYDRA_FULL_ERROR")} | {
         "WANDB_MODE": "disabled"
@@ -166,6 +179,20 @@ def test_a_split_date_that_does_not_parse_is_one_line(runs):
 
 def test_hydra_config_errors_are_one_line_and_status_2(runs):
     assert "Could not override 'data.evnts'" in error_line(runs, "preprocess: unknown override key")
+
+
+def test_one_sweep_jobs_bad_settings_fail_that_job_alone(runs):
+    """A user error became SystemExit, which Hydra's launcher does not catch: the first bad job ended the whole
+    sweep (dogfood 28). Now it fails alone, the other jobs run, and the sweep still ends in the one-line error."""
+    assert (
+        error_line(runs, "sweep: one job's bad settings")
+        == "error: label_fraction must be in (0, 1], got 2.0"
+    )
+    result, tmp = runs["sweep: one job's bad settings"]
+    assert "job 0 failed: label_fraction must be in (0, 1], got 2.0" in result.stdout  # Hydra logs to stdout
+    assert (tmp / "sweep" / "1" / "metrics.json").is_file() and not (
+        tmp / "sweep" / "0" / "metrics.json"
+    ).exists()
 
 
 def test_debug_switch_shows_the_traceback(runs):

@@ -6,26 +6,33 @@ It lives with the commands, not in :mod:`seqfraud.errors`, so that nothing below
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from collections.abc import Callable
 from typing import Any
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 
-from seqfraud.errors import F, command
+from seqfraud.errors import F, command, debugging, one_line, user_error_types
+
+log = logging.getLogger(__name__)
 
 
 def hydra_command(config_path: str, config_name: str) -> Callable[[F], F]:
     """``@hydra.main(version_base="1.3", ...)`` with :func:`command` around the task and around Hydra itself.
 
-    Inside, the ``SystemExit`` of a user error passes through Hydra, which catches only ``Exception``. Outside,
+    Inside, the ``SystemExit`` of a user error passes through Hydra, which catches only ``Exception``; in a sweep
+    (``-m``, ``hparams_search``) the error stays an exception instead, so that one job's bad settings fail that job
+    alone and the sweep goes on (a ``SystemExit`` ended it: dogfood 28). Outside,
     Hydra's own config errors (an unknown override key, a missing config group) arrive too: Hydra is told to
     raise them (``HYDRA_FULL_ERROR``) instead of printing them itself and exiting with status 1.
     """
 
     def wrap(task: F) -> F:
         hydra_main = hydra.main(version_base="1.3", config_path=config_path, config_name=config_name)(
-            command(task)
+            _job(task)
         )
 
         @functools.wraps(hydra_main)
@@ -43,3 +50,22 @@ def hydra_command(config_path: str, config_name: str) -> Callable[[F], F]:
         return command(run)  # type: ignore[return-value]
 
     return wrap
+
+
+def _job(task: F) -> F:
+    """:func:`command` around one run; in a sweep, a user error is logged in one line and raised on, for Hydra's
+    launcher to record as that job's failure (and raise again once every job has run)."""
+    single = command(task)
+
+    @functools.wraps(task)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            return single(*args, **kwargs)
+        try:
+            return task(*args, **kwargs)
+        except Exception as e:
+            if isinstance(e, user_error_types()) and not debugging():
+                log.error("job %s failed: %s", HydraConfig.get().job.num, one_line(e))
+            raise
+
+    return run  # type: ignore[return-value]
