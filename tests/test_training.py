@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -285,8 +286,12 @@ def test_a_setting_nothing_reads_is_refused_before_any_data(tmp_path):
         check_settings(compose_train(overrides))
 
 
-def test_lightgbm_baseline_trains_on_the_same_splits(smoke_run, tmp_path):
+def test_lightgbm_baseline_trains_on_the_same_splits(smoke_run, tmp_path, caplog):
+    """Also: trained into the directory of an earlier sequence run, nothing of that run is left to speak for this
+    one (its checkpoint was uploaded as the LightGBM run's W&B model: dogfood 28)."""
     run_dir, _ = smoke_run
+    shutil.copytree(run_dir, tmp_path, dirs_exist_ok=True)
+    (tmp_path / "stacker.txt").write_text("tree\n")
     cfg = compose_train(
         [
             "+experiment=smoke",
@@ -299,6 +304,10 @@ def test_lightgbm_baseline_trains_on_the_same_splits(smoke_run, tmp_path):
     )
     metrics = train(cfg)
     assert metrics["model"] == "lightgbm" and 0 <= metrics["test"]["pr_auc"] <= 1
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "stacker.txt").exists()
+    assert (
+        "holds an earlier run's ['config.yaml', 'checkpoints', 'metrics.json', 'predictions'" in caplog.text
+    )
     ours = pl.read_parquet(tmp_path / "predictions/test.parquet")
     theirs = pl.read_parquet(run_dir / "predictions/test.parquet")
     assert ours[S.SESSION_ID].to_list() == theirs[S.SESSION_ID].to_list()

@@ -34,6 +34,7 @@ import numpy as np
 import polars as pl
 from omegaconf import DictConfig, open_dict
 
+from seqfraud import rundir
 from seqfraud import schema as S
 from seqfraud.baselines import STACKER_FILE, Stacker, fit_lightgbm, session_aggregates, with_logit
 from seqfraud.config import plain
@@ -118,15 +119,19 @@ def out_of_fold_scores(
     train_order = session_order(datasets["train"])
     oof = np.full(train_order.height, np.nan, dtype=np.float32)
     position = {sid: i for i, sid in enumerate(train_order[S.SESSION_ID].to_list())}
-    for k, (fit, held_out) in enumerate(fold_datasets(datasets["train"], folds, cfg.seed, run_dir / "folds")):
+    for k, (fit, held_out) in enumerate(
+        fold_datasets(datasets["train"], folds, cfg.seed, run_dir / rundir.FOLDS_DIR)
+    ):
         log.info("stacking: sequence model of fold %d of %d", k + 1, folds)
-        fold_cfg = sequence_config(cfg, run_dir / "folds" / f"fold{k}")
+        fold_cfg = sequence_config(cfg, run_dir / rundir.FOLDS_DIR / f"fold{k}")
         fold_data = replace(prepared, datasets={"train": fit, "val": datasets["val"], "test": held_out})
         scores = fit_sequence(fold_cfg, fold_data, False)
         assert scores is not None  # one process, as checked above
         at = [position[sid] for sid in session_order(held_out)[S.SESSION_ID].to_list()]
         oof[at] = scores["test"]
-    shutil.rmtree(run_dir / "folds")  # copies of the training data and checkpoints no one reads again
+    shutil.rmtree(
+        run_dir / rundir.FOLDS_DIR
+    )  # copies of the training data and checkpoints no one reads again
     if np.isnan(oof).any():
         raise RuntimeError(f"stacking: {int(np.isnan(oof).sum())} training sessions got no out-of-fold score")
     return oof

@@ -43,7 +43,7 @@ from seqfraud.training.embeddings import with_embeddings
 from seqfraud.training.launch import launcher_rank_and_world, local_processes, training_threads
 from seqfraud.training.module import LOSSES, PretrainModule, SessionRiskModule
 from seqfraud.training.stacking import aggregate_frames, check_stacking, fit_stacked, session_order
-from seqfraud.training.wandb_report import finish, log_run
+from seqfraud.training.wandb_report import WandbLogger, finish, log_run
 
 log = logging.getLogger(__name__)
 
@@ -517,13 +517,33 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
         torch.set_num_threads(training_threads(cfg.get("threads", "auto")))
     L.seed_everything(cfg.seed, workers=True)
     if rank == 0:
+        prepared_here = (
+            bool(cfg.get("prepared_dir")) and Path(cfg.prepared_dir).resolve() == run_dir.resolve()
+        )
+        clear_earlier_run(run_dir, keep_prepared=prepared_here)
         (run_dir / rundir.CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        # What only some runs write: one left by an earlier run into this directory would speak for this one
-        # (export took a stale stacker.txt as this run's, and failed its parity check as train/serve skew).
-        for name in (STACKER_FILE, rundir.STACKING_REPORT):
-            (run_dir / name).unlink(missing_ok=True)
 
     data_cfg = resolve_data_config(plain(cfg.data))
+    # Started before any data is read: an online W&B run that cannot start falls back to offline here, not
+    # after preprocessing (wandb_report.WandbLogger.start).
+    logger = instantiate(cfg.logger) if cfg.get("logger") and rank == 0 else False
+    if isinstance(logger, WandbLogger):
+        logger.start()
+    try:
+        prepared = prepare(cfg, data_cfg, run_dir, rank)
+        metrics = fit_and_evaluate(cfg, prepared, data_cfg, logger, extra_callbacks)
+    except BaseException:
+        finish(logger, failed=True)
+        raise
+    finish(logger, failed=False)
+    if rank == 0:
+        log.info("run directory: %s", run_dir)  # what init_from=, prepared_dir=, embed --run and export take
+    return metrics
+
+
+def prepare(cfg: DictConfig, data_cfg: dict[str, Any], run_dir: Path, rank: int) -> Prepared:
+    """The run's tokenized splits: preprocessed into ``run_dir`` or read from ``prepared_dir``, checked, and a
+    supervised run's training split cut to the sessions whose labels it reads."""
     if cfg.get("prepared_dir"):
         prepared = load_prepared(cfg.prepared_dir)
         prepared.spec.check_schema(Schema.from_config(data_cfg["schema"]))
@@ -539,16 +559,37 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
         # Ranks that torchrun or SLURM start each write their own copy: they may share the run dir.
         out = run_dir / (LABELLED_TRAIN if rank == 0 else f"{LABELLED_TRAIN}.rank{rank}")
         prepared.datasets["train"] = labelled_train(prepared.datasets["train"], fraction, cfg.seed, out)
-    logger = instantiate(cfg.logger) if cfg.get("logger") and rank == 0 else False
-    try:
-        metrics = fit_and_evaluate(cfg, prepared, data_cfg, logger, extra_callbacks)
-    except BaseException:
-        finish(logger, failed=True)
-        raise
-    finish(logger, failed=False)
-    if rank == 0:
-        log.info("run directory: %s", run_dir)  # what init_from=, prepared_dir=, embed --run and export take
-    return metrics
+    return prepared
+
+
+# What training writes into its run directory (train.log aside, which Hydra appends to), then what preprocessing
+# writes there. An earlier run into the same directory (an explicit hydra.run.dir) left its own, which spoke for
+# this run: its checkpoint was uploaded as a LightGBM run's W&B model (dogfood 28), and export took a stale
+# stacker.txt as this run's and failed its parity check as train/serve skew.
+RUN_OUTPUTS = (
+    rundir.CONFIG_FILE,
+    str(Path(rundir.CHECKPOINT).parent),
+    rundir.METRICS_FILE,
+    rundir.PREDICTIONS_DIR,
+    STACKER_FILE,
+    rundir.STACKING_REPORT,
+    str(Path(LABELLED_TRAIN).parent),
+    rundir.FOLDS_DIR,
+)
+PREPARED_OUTPUTS = (rundir.SPEC_FILE, rundir.DATA_DIR, rundir.REPORT_FILE, rundir.ENTITY_DIR)
+
+
+def clear_earlier_run(run_dir: Path, *, keep_prepared: bool) -> None:
+    """Remove what an earlier run left in ``run_dir`` (its tokenized data too, unless this run trains on it)."""
+    names = RUN_OUTPUTS + (() if keep_prepared else PREPARED_OUTPUTS)
+    found = [name for name in names if (run_dir / name).exists()]
+    if found:
+        log.warning(
+            "%s holds an earlier run's %s: removed, so that none of it speaks for this run", run_dir, found
+        )
+    for name in found:
+        path = run_dir / name
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
 
 
 def run_child_rank(run_dir: Path) -> None:

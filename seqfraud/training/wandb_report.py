@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,9 @@ from sklearn.metrics import precision_recall_curve
 
 from seqfraud import rundir
 from seqfraud import schema as S
+from seqfraud.errors import one_line
+
+log = logging.getLogger(__name__)
 
 
 class WandbLogger(_LightningWandbLogger):
@@ -21,6 +25,24 @@ class WandbLogger(_LightningWandbLogger):
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         self._wandb_init.pop("anonymous", None)
+
+    def start(self) -> None:
+        """Start the W&B run now. An online run that cannot start (no API key; no network, past the settings'
+        ``init_timeout``) logs a warning and runs offline instead, to sync later: it failed the whole run after
+        preprocessing (dogfood 28), where the README promises that logging never waits on the network."""
+        try:
+            self.experiment  # noqa: B018 - the property starts the run
+        except Exception as e:  # wandb's UsageError (no key), CommError (no network)
+            if self._wandb_init.get("mode") == "offline":
+                raise
+            log.warning(
+                "W&B could not start an online run (%s): logging offline instead; sync it later with "
+                "wandb sync",
+                one_line(e),
+            )
+            self._wandb_init["mode"] = "offline"
+            self._experiment = None
+            self.experiment  # noqa: B018
 
 
 def finish(logger, *, failed: bool) -> None:
