@@ -560,8 +560,9 @@ def label_time_unit(unit: str) -> str:
 
 TRAINING_NAMES = "Set the names under data.schema."
 SCORING_NAMES = (
-    "The model reads its training log's columns, named in the artifact's spec: "
-    "rename this file's columns to match."
+    "The model reads its training log's columns, named in the artifact's spec: rename this file's columns to "
+    "match, or, for a column this log does not have, add it with nulls (a missing value, as in training; a "
+    "request to the service may leave such a field out)."
 )
 
 
