@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -125,6 +125,16 @@ def ensure_synthetic(data: Mapping[str, Any]) -> None:
         f" (replacing the config's earlier {current})" if held else "",
     )
     synthetic.write(synthetic.generate(wanted["sessions"], seed=wanted["seed"]), out, wanted, by="config")
+
+
+def truncation(n_events: pl.Series, max_len: int) -> dict[str, int]:
+    """How many sessions are cut to their last ``max_len`` events, the longest, and the events the sequence model
+    does not read: a bot's 20,000 events kept 256, and only a count of sessions said so (dogfood 29)."""
+    return {
+        "truncated_sessions": int((n_events > max_len).sum()),
+        "longest_session": int(cast(int, n_events.max() or 0)),
+        "events_not_read": int((n_events - max_len).clip(lower_bound=0).sum()),
+    }
 
 
 class PolarsEngine:
@@ -472,7 +482,7 @@ def preprocess(
             "test_start": spec.fit_info["test_start"],
             "test_end": from_epoch_us(to_epoch_us(test_end)) if test_end else None,
             "sessions_after_test_end": loaded.sessions.height - in_range.height,
-            "truncated_sessions": int((sessions["n_events"] > spec.max_len).sum()),
+            **truncation(sessions["n_events"], spec.max_len),
             **(
                 {"entity_features": len(entity.feature_names()), "entity_seconds": entity_seconds}
                 if entity
@@ -483,6 +493,17 @@ def preprocess(
         }
     )
     (out / REPORT_FILE).write_text(json.dumps(report, indent=2))
+    if report["truncated_sessions"]:
+        log.warning(
+            "%s session(s) are longer than features.max_len=%s (the longest %s events): the sequence model reads "
+            "their last %s, so %s events (%.1f%% of all) are not read by it (the LightGBM aggregates of model=stacked and model=lightgbm read them all)",
+            f"{report['truncated_sessions']:,}",
+            spec.max_len,
+            f"{report['longest_session']:,}",
+            spec.max_len,
+            f"{report['events_not_read']:,}",
+            100 * report["events_not_read"] / max(int(sessions["n_events"].sum()), 1),
+        )
     for name, c in counts.items():
         log.info("%s: %s sessions, %s positive", name, c["sessions"], c["positives"])
     if test_end:

@@ -133,6 +133,8 @@ def run_both(data_cfg: dict, out, features: dict = FEATURES):
         "test_start",
         "sessions_after_test_end",
         "truncated_sessions",
+        "longest_session",
+        "events_not_read",
         "source",
         "timestamp_unit",
         "unlabeled_sessions_dropped",

@@ -165,6 +165,15 @@ def test_columns_without_a_value_in_training_are_warned_about(tmp_path, caplog):
         min_count=2,
     )
     assert "no training event has a value" not in caplog.text
+    # Constant columns carry as little (dogfood 29: a numeric column always 7.0 passed without a word).
+    assert (
+        "column(s) ['event_type', 'device', 'amount']: every training event that has a value has the same one"
+        in caplog.text
+    )
+    caplog.clear()
+    varied = [("s1", i, "view" if i % 2 else "pay", f"d{i % 3}", float(i), 0) for i in range(10)]
+    run(write(frame(varied), tmp_path / "g.parquet"), min_count=2)
+    assert "has the same one" not in caplog.text
 
 
 def test_unseen_rare_and_null_categories(tmp_path):

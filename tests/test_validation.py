@@ -685,6 +685,26 @@ def test_drop_policies_with_a_label_table(tmp_path):
         load_events(ev, SCHEMA, lab, on_unlabeled="drop")
 
 
+def test_events_past_max_len_are_counted_and_said(tmp_path, caplog):
+    """A bot's 20,000 events kept their last 256 and only a count of sessions said so (dogfood 29)."""
+    ev = write(events(), tmp_path / "events.parquet")
+    sizes = events().group_by("session_id").len()["len"]
+    prepared = preprocess(_data_cfg(ev), FEATURES | {"max_len": 1}, tmp_path / "o")
+    r = prepared.report
+    assert r["truncated_sessions"] == int((sizes > 1).sum()) > 0 and r["longest_session"] == sizes.max()
+    assert r["events_not_read"] == int((sizes - 1).sum())
+    assert f"features.max_len=1 (the longest {sizes.max()} events)" in caplog.text
+    assert f"so {r['events_not_read']} events" in caplog.text
+
+
+def test_csv_files_beside_parquet_ones_are_said_to_be_left_out(tmp_path, caplog):
+    """A folder is read as its Parquet files; a CSV export beside them lost its rows without a word."""
+    write(events(), tmp_path / "shards" / "a.parquet")
+    write(events().with_columns(pl.lit("x").alias("session_id")), tmp_path / "shards" / "b.csv")
+    assert load_events(str(tmp_path / "shards"), SCHEMA).report["n_events"] == events().height
+    assert "1 CSV file(s) left out (the first:" in caplog.text and "b.csv" in caplog.text
+
+
 def test_drop_unlabeled_with_a_label_column(tmp_path):
     ev = write(events(label=pl.Series([0, 0, None, None, 1])), tmp_path / "events.parquet")
     prepared = preprocess(_data_cfg(ev, on_unlabeled="drop"), FEATURES, tmp_path / "o")

@@ -128,6 +128,14 @@ def resolve_paths(path: str | os.PathLike) -> list[str]:
                 if not n.startswith(".") and (suffix := os.path.splitext(n)[1]) in found:
                     found[suffix].append(os.path.join(root, n))
         files = sorted(found[".parquet"] or found[".csv"])
+        if found[".parquet"] and found[".csv"]:  # a half-converted export: its rows are not read (dogfood 29)
+            log.warning(
+                "%s: %d CSV file(s) left out (the first: %s): a folder is read as its Parquet files, or as its "
+                "CSV files where it holds no Parquet; convert them, or name the files to read",
+                p,
+                len(found[".csv"]),
+                min(found[".csv"]),
+            )
     elif glob.has_magic(p):
         files = sorted(glob.glob(p, recursive=True))
     else:

@@ -179,6 +179,19 @@ def build_spec(
             "nothing; check the export, or leave them out of data.schema",
             empty,
         )
+    constant = [
+        c
+        for c in schema.categorical_fields
+        if stats.present[c] and [stats.present[c]] == list(stats.counts[c].values())
+    ]
+    constant += [c for c in schema.numerical if len(edges.get(c) or ()) == 1]
+    if constant:  # as empty ones: a column that carries nothing, only less plainly (dogfood 29)
+        log.warning(
+            "column(s) %s: every training event that has a value has the same one (for numbers: nearly every "
+            "one, as its quantiles all fall on it), so they carry next to nothing; check the export, or leave "
+            "them out of data.schema",
+            constant,
+        )
     for c, share in coverage.items():
         if share is not None and share < LOW_COVERAGE:
             log.warning(

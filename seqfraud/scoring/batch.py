@@ -61,10 +61,13 @@ def iter_sequences(
         check_columns(events, spec.schema, source, with_label=False, missing_hint=SCORING_NAMES), spec, source
     )
     optional = [*spec.schema.categorical, *spec.schema.numerical]
+    lengths = pl.col(spec.schema.session_id).unique_counts()
     with reading(source):
         counts = events.select(
             pl.len(),
             pl.col(spec.schema.session_id).n_unique().alias("sessions"),
+            (lengths > spec.max_len).sum().alias("truncated"),
+            lengths.max().alias("longest"),
             *(pl.col(c).null_count().alias(f"__nulls_{i}") for i, c in enumerate(optional)),
         ).collect()
     for i, c in enumerate(optional):  # legal (a null is a missing value), but more often a broken export
@@ -72,6 +75,16 @@ def iter_sequences(
             log.warning(
                 "%s: column %r is null in every row: every event scores as if it had no value", source, c
             )
+    if truncated := counts["truncated"].item():
+        log.warning(
+            "%s: %s session(s) are longer than the model's max_len=%s (the longest %s events): the sequence "
+            "model reads the last %s of each, as in training",
+            source,
+            f"{truncated:,}",
+            spec.max_len,
+            f"{counts['longest'].item():,}",
+            spec.max_len,
+        )
     k = max(1, math.ceil(counts["len"].item() / chunk_events))
     if spec.entity is not None:
         # Every scored session is context for the others (as in training), so their entity features are
