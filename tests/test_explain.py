@@ -12,10 +12,8 @@ import torch
 
 from seqfraud import schema as S
 from seqfraud.features.spec import MISSING
-from seqfraud.features.tokens import Sequences
 from seqfraud.scoring import Scorer
 from seqfraud.scoring.explain import top_events
-from seqfraud.scoring.prepare import normalized_events
 from seqfraud.scoring.service import Limits
 from tests.conftest import service_client
 
@@ -63,40 +61,51 @@ def test_both_token_paths_explain_alike(exported_artifact, few, one_torch_thread
     np.testing.assert_allclose(fast[S.CONTRIBUTION].to_numpy(), slow[S.CONTRIBUTION].to_numpy(), atol=1e-5)
 
 
-def test_contribution_is_the_score_drop_when_the_event_is_masked(scorer, few, one_torch_thread):
-    """Each contribution is what re-scoring the session's tokens with that event set to MISSING gives."""
+def _without(session: pl.DataFrame, scorer: Scorer, position: int) -> pl.DataFrame:
+    """The session's raw events without the one at ``position`` in time order (ties in input order)."""
+    s = scorer.spec.schema
+    in_order = session.with_row_index("__row").sort(s.timestamp, "__row")
+    return in_order.filter(pl.int_range(pl.len()) != position).drop("__row")
+
+
+def test_contribution_is_the_score_drop_without_the_event(scorer, few, one_torch_thread):
+    """Each contribution is the raw score less the raw score of the session with that event left out, as the
+    scorer scores it, in a session longer than max_len too (the event before its window then comes in). Masking
+    the event instead made a GRU read a new session's start and credit harmless later events (dogfood 30)."""
     s = scorer.spec.schema
     session = few.filter(pl.col(s.session_id) == few[s.session_id].unique().sort()[0])
-    explained = scorer.explain(session)
-    seqs = scorer.sequences(normalized_events(session.lazy(), scorer.spec, "test"))
-    full = scorer.predict(seqs)[0]
-    for pos in range(min(len(seqs.tokens), 6)):
-        tokens = seqs.tokens.copy()
-        tokens[pos] = MISSING
-        masked = scorer.predict(Sequences(seqs.session_ids, tokens, seqs.lengths))[0]
-        assert explained[S.CONTRIBUTION][pos] == pytest.approx(full - masked, abs=1e-5)
+    n = scorer.spec.max_len + 3
+    long = pl.concat([session] * (n // session.height + 1))[:n].with_columns(
+        pl.col(s.timestamp).min() + pl.duration(seconds=pl.int_range(pl.len()) ** 2)
+    )
+    for events, positions in ((session, range(min(session.height, 6))), (long, (0, 1, 5))):
+        explained = scorer.explain(events)
+        full = scorer.score(events)[S.RAW_SCORE][0]
+        cut = events.height - min(events.height, scorer.spec.max_len)  # events before the kept window
+        for pos in positions:
+            without = scorer.score(_without(events, scorer, pos + cut))[S.RAW_SCORE][0]
+            assert explained[S.CONTRIBUTION][pos] == pytest.approx(full - without, abs=1e-5)
 
 
-def test_masking_the_top_events_lowers_the_score_most(scorer, few, one_torch_thread):
-    """Fidelity: masking the three events ranked highest moves the score more than masking the three lowest."""
+def test_leaving_out_the_top_events_lowers_the_score_most(scorer, few, one_torch_thread):
+    """Fidelity: leaving out the three events ranked highest moves the score more than the three lowest."""
+    s = scorer.spec.schema
     explained = scorer.explain(few)
-    seqs = scorer.sequences(normalized_events(few.lazy(), scorer.spec, "test"))
-    full = scorer.predict(seqs)
-    offsets = np.r_[0, np.cumsum(seqs.lengths)]
-    # The top three and the bottom three must be different events: sessions of six or more.
-    tested = [i for i in range(len(seqs)) if seqs.lengths[i] >= 6]
-    assert tested
-    for i in tested:
-        sid = seqs.session_ids[i]
-        c = explained.filter(pl.col(S.SESSION_ID) == sid)[S.CONTRIBUTION].to_numpy()
+    tested = 0
+    for sid, session in few.group_by(pl.col(s.session_id).cast(pl.String)):
+        if session.height < 6 or session.height > scorer.spec.max_len:
+            continue  # the top three and the bottom three must be different events
+        c = explained.filter(pl.col(S.SESSION_ID) == sid[0])[S.CONTRIBUTION].to_numpy()
         order = np.argsort(-c, kind="stable")
-
-        masked = []
+        full = scorer.score(session)[S.RAW_SCORE][0]
+        dropped = []
         for rows in (order[:3], order[-3:]):
-            tokens = seqs.tokens[offsets[i] : offsets[i + 1]].copy()
-            tokens[rows] = MISSING
-            masked.append(float(scorer.predict(Sequences([sid], tokens, seqs.lengths[i : i + 1]))[0]))
-        assert full[i] - masked[0] > full[i] - masked[1]
+            in_order = session.with_row_index("__row").sort(s.timestamp, "__row")
+            rest = in_order.filter(~pl.int_range(pl.len()).is_in(rows.tolist())).drop("__row")
+            dropped.append(full - scorer.score(rest)[S.RAW_SCORE][0])
+        assert dropped[0] > dropped[1]
+        tested += 1
+    assert tested
 
 
 def test_truncated_sessions_explain_only_the_kept_events(scorer, few, one_torch_thread):

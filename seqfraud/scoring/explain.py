@@ -1,22 +1,26 @@
 """Per-event explanations by occlusion: how much each event moved a session's score.
 
-An event's ``contribution`` is the model's raw probability for the session minus its probability with that
-one event masked: every token of the event (type, categories, numbers, time delta) set to the ``MISSING`` id,
-everything else unchanged. Masking rather than dropping keeps the other events at their positions and with
-their own time deltas, so a pattern in the order of events is not broken by the shift a deletion causes.
-A stacked artifact's LightGBM also reads the session's aggregates: there the event is masked for the sequence
-model and left out of the aggregates, so an event counts through both (and a stacker that kept the aggregates
-alone still explains).
-The tokens come from the scorer's own token path (:meth:`~seqfraud.scoring.scorer.Scorer.sequences`), so
-vocabularies, buckets and truncation are exactly those of :meth:`~seqfraud.scoring.scorer.Scorer.score`. It
-needs only the exported model (no gradients) and is exact by definition: it is the score change that masking
-the event causes. Cost: one forward pass per kept event, so it grows with the square of the session length
-(times the model's own cost per event). A session's variants run stacked, in a few batches bounded by
-``VARIANT_BUDGET`` so that each batch's attention stays in cache.
+An event's ``contribution`` is the model's raw probability for the session minus its probability for the same
+session without that event, as if it had never happened: the event after it then follows the one before it
+(its time delta is that gap), and in a session longer than ``max_len`` the event just before the kept window
+comes into it, as the scorer would read that session. Every variant is a session the model could have seen in
+training. Masking the event instead (every token ``MISSING``, others in place) was not: a GRU read the masked
+event, whose time delta only ever marks a session's first event, as a new session starting, and credited a
+dozen harmless events after a fraud with the whole score (dogfood 30). A session of one event has no variant
+without it: its event is masked. A stacked artifact's LightGBM also reads the session's aggregates, from all
+but that event too, so an event counts through both (and a stacker that kept the aggregates alone still
+explains).
+The tokens come from the scorer's own token rules (:mod:`seqfraud.features.fastpath`), so vocabularies, buckets
+and truncation are exactly those of :meth:`~seqfraud.scoring.scorer.Scorer.score`. It needs only the exported
+model (no gradients) and is exact by definition: the score change that leaving the event out causes. Cost: one
+forward pass per kept event, so it grows with the square of the session length (times the model's own cost per
+event). A session's variants run stacked, in a few batches bounded by ``VARIANT_BUDGET`` so that each batch's
+attention stays in cache.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
@@ -26,7 +30,7 @@ import polars as pl
 from seqfraud import schema as S
 from seqfraud.baselines import Stacker
 from seqfraud.data.events import DataValidationError, reading, scan_table
-from seqfraud.features.fastpath import category_ids, token_tables
+from seqfraud.features.fastpath import category_ids, numpy_sequences, time_delta_ids, token_tables
 from seqfraud.features.spec import MISSING, Spec
 from seqfraud.features.tokens import Sequences, kept_events
 
@@ -48,32 +52,64 @@ class TokenScorer(Protocol):
     def predict(self, seqs: Sequences) -> np.ndarray: ...
 
 
-def masked_contributions(
-    scorer: TokenScorer, seqs: Sequences, full: np.ndarray, aggregates: np.ndarray | None = None
+def deleted_contributions(
+    scorer: TokenScorer,
+    seqs: Sequences,
+    wide: Sequences,
+    ts_us: np.ndarray,
+    full: np.ndarray,
+    aggregates: np.ndarray | None = None,
 ) -> np.ndarray:
-    """``full`` (the raw probabilities) minus the probability with each kept event masked, aligned with ``seqs.tokens``.
+    """``full`` (the raw probabilities) minus the probability without each kept event, aligned with ``seqs.tokens``.
 
-    A stacked artifact's masked probability is its stacker's, on the sequence model's masked score and
+    ``wide``: the same sessions' tokens with one more event kept (``max_len + 1``), so a truncated session's
+    variants admit the event before its window; ``ts_us``: their events' times, aligned with ``wide.tokens``.
+    A stacked artifact's probability without the event is its stacker's, on the sequence model's and
     ``aggregates``: one row per kept event (aligned with ``seqs.tokens``), its session's aggregates without it.
     """
-    offsets = np.r_[0, np.cumsum(seqs.lengths)]
+    offsets, wide_offsets = np.r_[0, np.cumsum(seqs.lengths)], np.r_[0, np.cumsum(wide.lengths)]
+    delta = scorer.spec.fields.index(S.TIME_DELTA)
+    tables = token_tables(scorer.spec)
     out = np.empty(len(seqs.tokens), dtype=np.float32)
     for i, n in enumerate(seqs.lengths.tolist()):
-        tokens = seqs.tokens[offsets[i] : offsets[i + 1]]
-        rows = max(1, VARIANT_BUDGET // n**2)
-        for start in range(0, n, rows):  # variants start..stop-1, each with its own event masked
+        tokens, ts = (
+            wide.tokens[wide_offsets[i] : wide_offsets[i + 1]],
+            ts_us[wide_offsets[i] : wide_offsets[i + 1]],
+        )
+        extra = len(tokens) - n  # 1: the event before the kept window, which comes in when one leaves
+        width = len(tokens) - 1
+        rows = max(1, VARIANT_BUDGET // max(width, 1) ** 2)
+        for start in range(0, n, rows):  # variants start..stop-1, each without its own event
             k = min(rows, n - start)
-            variants = np.repeat(tokens[None], k, axis=0)
-            variants[np.arange(k), np.arange(start, start + k)] = MISSING
-            masked = scorer.predict(
+            if width == 0:  # a lone event: masked, as no session is empty
+                variants, length = np.full((1, 1, tokens.shape[1]), MISSING, dtype=np.int64), 1
+            else:
+                gone = np.arange(start, start + k) + extra
+                keep = np.ones((k, len(tokens)), dtype=bool)
+                keep[np.arange(k), gone] = False
+                variants, length = (
+                    np.broadcast_to(tokens, (k, *tokens.shape))[keep].reshape(k, width, -1),
+                    width,
+                )
+                variants = variants.copy()
+                after = gone < len(tokens) - 1  # the next event now follows the one before the gone one
+                rows_after = np.flatnonzero(after)
+                before = gone[after] - 1
+                gap = np.where(before >= 0, (ts[gone[after] + 1] - ts[np.maximum(before, 0)]) / 1e6, np.nan)
+                ids = time_delta_ids(np.nan_to_num(gap), tables)
+                ids[np.isnan(gap)] = MISSING  # it is the session's first event now
+                variants[rows_after, gone[after], delta] = ids
+            without = scorer.predict(
                 Sequences(
-                    [seqs.session_ids[i]] * k, variants.reshape(k * n, -1), np.full(k, n, dtype=np.int64)
+                    [seqs.session_ids[i]] * len(variants),
+                    variants.reshape(len(variants) * length, -1),
+                    np.full(len(variants), length, dtype=np.int64),
                 )
             )
             if scorer.stacker is not None and aggregates is not None:
                 at = offsets[i] + start
-                masked = scorer.stacker.combine(aggregates[at : at + k], masked)
-            out[offsets[i] + start : offsets[i] + start + k] = full[i] - masked
+                without = scorer.stacker.combine(aggregates[at : at + k], without)
+            out[offsets[i] + start : offsets[i] + start + k] = full[i] - without
     return out
 
 
@@ -90,7 +126,12 @@ def scored_occlusion(scorer: TokenScorer, events: pl.DataFrame) -> tuple[pl.Data
     _check_alignment(scorer, kept, seqs)
     scores = scorer.score_sequences(seqs, events)
     aggregates = None if scorer.stacker is None else aggregates_without_each(scorer.stacker, events, kept)
-    contributions = masked_contributions(scorer, seqs, scores[S.RAW_SCORE].to_numpy(), aggregates)
+    wider = replace(scorer.spec, max_len=scorer.spec.max_len + 1)
+    wide = numpy_sequences(events, wider, token_tables(scorer.spec))
+    ts_us = kept_events(events, wider.max_len)[S.TS_US].to_numpy()
+    contributions = deleted_contributions(
+        scorer, seqs, wide, ts_us, scores[S.RAW_SCORE].to_numpy(), aggregates
+    )
     return scores, pl.DataFrame(
         {
             S.SESSION_ID: kept[S.SESSION_ID],
