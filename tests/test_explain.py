@@ -208,6 +208,7 @@ def test_explain_endpoint(client, scorer, few):
         S.SESSION_ID,
         S.SCORE,
         S.BAND,
+        S.RAW_SCORE,
         "events",
         "n_events",
         "note",
@@ -216,6 +217,8 @@ def test_explain_endpoint(client, scorer, few):
     }
     assert body["n_events"] == session.height == len(body["events"]) and body["note"] is None
     assert body[S.SCORE] == pytest.approx(scorer.score(session)[S.SCORE][0], abs=1e-6)
+    # The scale of the contributions: the calibrated score alone made +0.95 look larger than the score.
+    assert body[S.RAW_SCORE] == pytest.approx(scorer.score(session)[S.RAW_SCORE][0], abs=1e-6)
     expected = scorer.explain(session)
     assert [e[S.EVENT] for e in body["events"]] == expected[S.EVENT].to_list()
     assert [e[S.POSITION] for e in body["events"]] == expected[S.POSITION].to_list()

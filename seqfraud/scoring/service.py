@@ -340,7 +340,13 @@ ExplainedEvent: Any = _dynamic_typed_dict(
 )
 ExplainResponse = _dynamic_typed_dict(
     "ExplainResponse",
-    {**ScoreResponse.__annotations__, "events": list[ExplainedEvent], "n_events": int, "note": str | None},
+    {
+        **ScoreResponse.__annotations__,
+        S.RAW_SCORE: float,  # the scale contributions are in (score is calibrated)
+        "events": list[ExplainedEvent],
+        "n_events": int,
+        "note": str | None,
+    },
 )
 FieldError = TypedDict("FieldError", {"loc": str, "msg": str})
 ErrorResponse = TypedDict("ErrorResponse", {"detail": Required[str], "errors": NotRequired[list[FieldError]]})
@@ -540,7 +546,7 @@ def explained_session(scorer: Scorer, records: list[dict[str, Any]]) -> dict[str
         S.POSITION, S.EVENT, pl.col(S.EVENT_TIME).dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ"), S.CONTRIBUTION
     )
     note = unread_note(len(records), scorer.spec.max_len, scorer.stacker is not None)
-    return scores.select(S.SESSION_ID, S.SCORE, S.BAND).row(0, named=True) | {
+    return scores.select(S.SESSION_ID, S.SCORE, S.BAND, S.RAW_SCORE).row(0, named=True) | {
         "events": events.to_dicts(),
         "n_events": len(records),
         "note": note,
