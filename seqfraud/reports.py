@@ -115,14 +115,13 @@ def _table(head: Sequence[str], rows: list[list[Any]]) -> str:
 
 def monitor_html(report: dict[str, Any], png: Path) -> str:
     """The monitor's self-contained page: alerts, warnings, fields, new categories, distributions, performance."""
-    finding_rows = [
-        [a["check"], a["field"], a.get("category", ""), a["value"], a["threshold"]] for a in report["alerts"]
-    ]
-    warn_rows = [[a["check"], a["field"], a["value"], a["threshold"]] for a in report["warnings"]]
+    finding_rows = [[a["message"]] for a in report["alerts"]]
+    warn_rows = [[a["message"]] for a in report["warnings"]]
     field_rows = [
         [
             f if s.get("alerted", True) else f"{f} (not alerted: {s['why']})",
             s["psi"],
+            s.get("psi_present"),
             *((s["unknown_rate"] or {}).get(k) for k in ("reference", "current")),
             s["missing_rate"]["reference"],
             s["missing_rate"]["current"],
@@ -157,11 +156,11 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#e
 ({report["reference"]["sessions"]:,} sessions); current: {_cell(report["current"]["source"])}
 ({report["current"]["sessions"]:,} sessions).</p>
 <h2>Alerts ({len(finding_rows)})</h2>
-{_table(["check", "field", "category", "value", "threshold"], finding_rows) if finding_rows else none}
-<h2>Warnings ({len(warn_rows)})</h2>{_table(["check", "field", "value", "threshold"], warn_rows) if warn_rows else none}
-<h2>Token fields</h2>{_table(["field", "PSI", "unknown ref", "unknown cur", "missing ref", "missing cur"], field_rows)}
-<h2>Categories the model never learned ({sum(n["count"] for n in report["new_categories"].values()):,})</h2>
+{_table(["alert"], finding_rows) if finding_rows else none}
+<h2>Warnings ({len(warn_rows)})</h2>{_table(["warning"], warn_rows) if warn_rows else none}
 {"".join(f"<p>{_cell(note)}</p>" for note in report["notes"])}
+<h2>Token fields</h2>{_table(["field", "PSI", "PSI of present values", "unknown ref", "unknown cur", "missing ref", "missing cur"], field_rows)}
+<h2>Categories the model never learned ({sum(n["count"] for n in report["new_categories"].values()):,})</h2>
 {_table(["field", "value", "sessions", "events", "example sessions"], new_rows) if new_rows else none}
 <h2>Distributions</h2>{_table(["quantity", "window", "mean", "p10", "p50", "p90", "p99"], q_rows)}
 <p>Session length PSI {_cell(report["session_length"]["psi"])}; score PSI {_cell(report["score"]["psi"])}.</p>

@@ -227,7 +227,7 @@ def test_outside_a_capped_vocabulary_only_values_more_frequent_than_those_left_o
     when too frequent for the most frequent left-out value (a brand-new one in volume still does); values
     are listed (the first 100, all counted) and a note says the rule; an uncapped field alerts as before."""
     from seqfraud.features.spec import Spec
-    from seqfraud.monitoring.alerts import alerts, beyond, capped_notes
+    from seqfraud.monitoring.alerts import alerts, beyond, notes
     from seqfraud.monitoring.statistics import NEW_CATEGORIES_LISTED, new_categories
     from seqfraud.schema import Schema
 
@@ -252,6 +252,7 @@ def test_outside_a_capped_vocabulary_only_values_more_frequent_than_those_left_o
             },
         )
         report = {
+            "current": {"sessions": 1_000},
             "fields": {},
             "new_categories": new_categories(events, spec),
             "session_length": {"psi": 0.0},
@@ -275,7 +276,7 @@ def test_outside_a_capped_vocabulary_only_values_more_frequent_than_those_left_o
             "value(s) left out, the most frequent 1% of the field's values): a value is alerted on only where it "
             "is too frequent for one of those (Poisson tail under capped_p=1e-06)"
         )
-        assert capped_notes(report, t) == ([note] if capped else [])
+        assert notes(report, t) == ([note] if capped else [])
     assert (
         beyond(40, 9.4, 1e-6)
         and not beyond(20, 9.4, 1e-6)
@@ -396,6 +397,7 @@ def test_a_shift_of_present_values_is_not_hidden_by_a_large_missing_share():
     few[FIRST_ID : FIRST_ID + 4] = [MIN_PRESENT // 4 - 1] * 4
     assert present_psi(few, current) is None
     report = {
+        "current": {"sessions": 1_000},
         "fields": {"amount": {"psi": whole, "psi_present": present, "unknown_rate": None}},
         "new_categories": {},
         "session_length": {"psi": 0.0},
@@ -406,3 +408,41 @@ def test_a_shift_of_present_values_is_not_hidden_by_a_large_missing_share():
     assert [(a["check"], a["field"], a["value"], a["over"]) for a in found] == [
         ("psi", "amount", present, "present values")
     ]
+
+
+def test_a_small_window_warns_where_a_large_one_alerts():
+    """Unchanged traffic alerted on 4 of 6 windows of 50 sessions (a PSI of about (bins - 1) / sessions arises by
+    chance), and a PR-AUC on 11 frauds alerted as a performance drop (dogfood 30): below MIN_ALERT_SESSIONS and
+    MIN_ALERT_POSITIVES those are warnings, and a note says why. The drop's line gives the PR-AUC before and
+    after, which 0.9049 alone read as."""
+    from seqfraud.monitoring.alerts import MIN_ALERT_POSITIVES, MIN_ALERT_SESSIONS, alerts, notes
+
+    t = check_thresholds(None)
+
+    def report(sessions: int, positives: int) -> dict:
+        return {
+            "current": {"sessions": sessions},
+            "fields": {"amount": {"psi": 0.4, "unknown_rate": None}},
+            "new_categories": {},
+            "session_length": {"psi": 0.0},
+            "score": {"psi": 0.3},
+            "performance": {
+                "positives": positives,
+                "pr_auc": 0.079,
+                "reference_pr_auc": 0.831,
+                "pr_auc_drop": 0.905,
+            },
+        }
+
+    big = report(MIN_ALERT_SESSIONS, MIN_ALERT_POSITIVES)
+    found, warned = alerts(big, t)
+    assert [a["check"] for a in found] == ["psi", "score_psi", "performance_drop"] and not warned
+    assert found[-1]["message"] == (
+        "performance_drop pr_auc: 0.831 at export, 0.079 now, a relative drop of 0.905 (threshold 0.25)"
+    )
+    assert notes(big, t) == []
+    small = report(MIN_ALERT_SESSIONS - 1, MIN_ALERT_POSITIVES - 1)
+    found, warned = alerts(small, t)
+    assert not found and [a["check"] for a in warned] == ["psi", "score_psi", "performance_drop"]
+    said = notes(small, t)
+    assert len(said) == 2 and f"fewer than {MIN_ALERT_SESSIONS}" in said[0] and "fraud(s)" in said[1]

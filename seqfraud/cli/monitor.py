@@ -26,17 +26,6 @@ def _threshold(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"expected NAME=NUMBER, got {text!r}") from None
 
 
-def finding(a: dict) -> str:
-    """One alert or warning as a line: a new category names its value, counted in sessions."""
-    if a["check"] == "new_category":
-        return (
-            f"new_category {a['field']}: {a['category']!r} in {a['value']:,} sessions (threshold "
-            f"{a['threshold']:g})"
-        )
-    over = f" over {a['over']}" if "over" in a else ""
-    return f"{a['check']} {a['field']}: {a['value']:.4g}{over} (threshold {a['threshold']:g})"
-
-
 @command
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
@@ -75,9 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         history=lambda spec: history_of(args, spec),
     )
     for a in report["alerts"]:
-        print(f"ALERT {finding(a)}")
+        print(f"ALERT {a['message']}")
     for a in report["warnings"]:
-        print(f"warning {finding(a)}")
+        print(f"warning {a['message']}")
     for note in report["notes"]:
         print(f"note: {note}")
     print(

@@ -27,7 +27,7 @@ import numpy as np
 from seqfraud import reports
 from seqfraud import schema as S
 from seqfraud.features.spec import Spec
-from seqfraud.monitoring.alerts import DEFAULT_THRESHOLDS, alerts, capped_notes, check_thresholds
+from seqfraud.monitoring.alerts import DEFAULT_THRESHOLDS, alerts, check_thresholds, notes
 from seqfraud.monitoring.inputs import (
     MonitorError,
     current_labels,
@@ -179,7 +179,7 @@ def monitor(
         "performance": performance(cur_scored, label_table, fpr, test_pr_auc, outside),
     }
     report["alerts"], report["warnings"] = alerts(report, t)
-    report["notes"] = capped_notes(report, t)
+    report["notes"] = notes(report, t)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

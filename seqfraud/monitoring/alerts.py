@@ -23,6 +23,13 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
 }
 
 
+# Below these, a finding is a warning, not an alert. Two samples of one distribution differ by a PSI of about
+# (bins - 1) / sessions: 0.3-0.4 on 50 sessions over 20 bins, where 4 of 6 windows of unchanged traffic alerted
+# (dogfood 30); and a PR-AUC on a dozen frauds moves by a quarter by chance (one alerted on 11).
+MIN_ALERT_SESSIONS = 200
+MIN_ALERT_POSITIVES = 30
+
+
 def check_thresholds(thresholds: Mapping[str, float] | None) -> dict[str, float]:
     t = dict(DEFAULT_THRESHOLDS)
     unknown = sorted(set(thresholds or {}) - set(t))
@@ -35,12 +42,16 @@ def check_thresholds(thresholds: Mapping[str, float] | None) -> dict[str, float]
 
 
 def alerts(report: dict[str, Any], t: dict[str, float]) -> tuple[list[dict], list[dict]]:
-    """Each finding as ``{check, field, value, threshold}``: alerts at or above the alert levels, warnings below."""
-    found, warned = [], []
+    """Each finding as ``{check, field, value, threshold}``: alerts at or above the alert levels, warnings below
+    (and, on a current window too small to tell drift from chance, warnings at any level: :func:`notes`)."""
+    found: list[dict[str, Any]] = []
+    warned: list[dict[str, Any]] = []
+    few = report["current"]["sessions"] < MIN_ALERT_SESSIONS
 
     def psi_check(check: str, name: str, value: float, **extra: Any) -> None:
         if value >= t["psi_alert"]:
-            found.append({"check": check, "field": name, "value": value, "threshold": t["psi_alert"]} | extra)
+            finding = {"check": check, "field": name, "value": value, "threshold": t["psi_alert"]} | extra
+            (warned if few else found).append(finding)
         elif value >= t["psi_warn"]:
             warned.append({"check": check, "field": name, "value": value, "threshold": t["psi_warn"]} | extra)
 
@@ -88,7 +99,7 @@ def alerts(report: dict[str, Any], t: dict[str, float]) -> tuple[list[dict], lis
                 )
     psi_check("psi", "session_length", report["session_length"]["psi"])
     if report["score"]["psi"] >= t["score_psi_alert"]:
-        found.append(
+        (warned if few else found).append(
             {
                 "check": "score_psi",
                 "field": S.SCORE,
@@ -98,7 +109,7 @@ def alerts(report: dict[str, Any], t: dict[str, float]) -> tuple[list[dict], lis
         )
     perf = report["performance"] or {}
     if perf.get("pr_auc_drop") is not None and perf["pr_auc_drop"] >= t["performance_drop"]:
-        found.append(
+        (warned if perf["positives"] < MIN_ALERT_POSITIVES else found).append(
             {
                 "check": "performance_drop",
                 "field": "pr_auc",
@@ -108,6 +119,8 @@ def alerts(report: dict[str, Any], t: dict[str, float]) -> tuple[list[dict], lis
                 "current": perf["pr_auc"],
             }
         )
+    for a in found + warned:  # one wording for the command, the page and monitor.json
+        a["message"] = describe(a)
     return found, warned
 
 
@@ -121,10 +134,40 @@ def beyond(count: int, expected: float, p: float) -> bool:
     return count * (1 + math.log(expected / count)) - expected < math.log(p)
 
 
-def capped_notes(report: dict[str, Any], t: dict[str, float]) -> list[str]:
-    """The fields whose vocabulary ``max_vocab`` capped, and how their values outside it are alerted on (a dogfood
-    log's item ids, capped at 1,000 of 20,000, raised 18,645 alerts on its own training window)."""
-    return [
+def describe(a: dict[str, Any]) -> str:
+    """One alert or warning as a line, for the command and the page alike: a new category names its value,
+    counted in sessions; a performance drop gives the PR-AUC before and after (0.90 read as a PR-AUC)."""
+    if a["check"] == "new_category":
+        return (
+            f"new_category {a['field']}: {a['category']!r} in {a['value']:,} sessions (threshold "
+            f"{a['threshold']:g})"
+        )
+    if a["check"] == "performance_drop":
+        return (
+            f"performance_drop pr_auc: {a['reference']:.4g} at export, {a['current']:.4g} now, a relative drop "
+            f"of {a['value']:.3g} (threshold {a['threshold']:g})"
+        )
+    over = f" over {a['over']}" if "over" in a else ""
+    return f"{a['check']} {a['field']}: {a['value']:.4g}{over} (threshold {a['threshold']:g})"
+
+
+def notes(report: dict[str, Any], t: dict[str, float]) -> list[str]:
+    """What the findings cannot say: a current window too small to alert on, and the fields whose vocabulary
+    ``max_vocab`` capped, with how their values outside it are alerted on (a dogfood log's item ids, capped at
+    1,000 of 20,000, raised 18,645 alerts on its own training window)."""
+    n, perf = report["current"]["sessions"], report["performance"] or {}
+    small = []
+    if n < MIN_ALERT_SESSIONS:
+        small.append(
+            f"the current window has {n:,} sessions, fewer than {MIN_ALERT_SESSIONS}: PSIs that large arise by "
+            "chance (about (bins - 1) / sessions), so they are warnings, not alerts"
+        )
+    if perf.get("positives") is not None and perf["positives"] < MIN_ALERT_POSITIVES:
+        small.append(
+            f"the current window's labels hold {perf['positives']} fraud(s), fewer than {MIN_ALERT_POSITIVES}: "
+            "its PR-AUC is a rough estimate, so a drop is a warning, not an alert"
+        )
+    return small + [
         f"{f}: {new['count']:,} value(s) outside the vocabulary, which max_vocab capped in training "
         f"({new['capped']:,} frequent value(s) left out, the most frequent {100 * new['left_out_max_share']:.3g}% "
         f"of the field's values): a value is alerted on only where it is too frequent for one of those "
