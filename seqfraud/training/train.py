@@ -392,7 +392,9 @@ def fit_lightning(
     run_dir = Path(cfg.paths.output_dir)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + extra_callbacks
     trainer = L.Trainer(
-        **instantiate(cfg.trainer, _convert_="all"),
+        # The run's resolved config is logged once (fit_and_evaluate); Lightning's own logging of the module's
+        # hyperparameters replaced its `model` section with the network's and added the whole spec.
+        **{"enable_autolog_hparams": False, **instantiate(cfg.trainer, _convert_="all")},
         logger=logger,
         callbacks=callbacks,
         default_root_dir=str(run_dir),
@@ -526,7 +528,7 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
     data_cfg = resolve_data_config(plain(cfg.data))
     # Started before any data is read: an online W&B run that cannot start falls back to offline here, not
     # after preprocessing (wandb_report.WandbLogger.start).
-    logger = instantiate(cfg.logger) if cfg.get("logger") and rank == 0 else False
+    logger = instantiate(cfg.logger, **run_name(cfg, run_dir)) if cfg.get("logger") and rank == 0 else False
     if isinstance(logger, WandbLogger):
         logger.start()
     try:
@@ -539,6 +541,14 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
     if rank == 0:
         log.info("run directory: %s", run_dir)  # what init_from=, prepared_dir=, embed --run and export take
     return metrics
+
+
+def run_name(cfg: DictConfig, run_dir: Path) -> dict[str, str]:
+    """A W&B run's name, where the logger takes one and the config sets none: its run directory's last two parts
+    (``2026-12-03_21-23-39/0`` in a sweep), so a synced run leads back to its files instead of a random name."""
+    if "name" not in cfg.logger or cfg.logger.get("name"):
+        return {}
+    return {"name": f"{run_dir.parent.name}/{run_dir.name}"}
 
 
 def prepare(cfg: DictConfig, data_cfg: dict[str, Any], run_dir: Path, rank: int) -> Prepared:
