@@ -575,6 +575,7 @@ def _fit_stats(
         F.min(S.TS_US),
         F.max(S.TS_US),
         *(F.count(_col(c)) for c in cats),
+        *(F.sum(_col(c).isin(math.inf, -math.inf).cast("long")) for c in schema.numerical),
     ).first()
     assert summary is not None  # a global aggregate always has its one row
     return FitStats(
@@ -585,6 +586,7 @@ def _fit_stats(
         n_sessions=int(summary[1]),
         first_event_us=summary[2],
         last_event_us=summary[3],
+        infinite={c: int(summary[4 + len(cats) + i] or 0) for i, c in enumerate(schema.numerical)},
     )
 
 

@@ -176,6 +176,15 @@ def test_columns_without_a_value_in_training_are_warned_about(tmp_path, caplog):
     assert "has the same one" not in caplog.text
 
 
+def test_infinite_training_values_are_counted_and_said(tmp_path, caplog):
+    """Four infinite amounts took the end buckets, and no count or line said so (dogfood 27)."""
+    amounts = [float("inf"), float("-inf"), float("inf"), float("inf"), *map(float, range(6))]
+    rows = [("s1", i, "view" if i % 2 else "pay", "web", a, 0) for i, a in enumerate(amounts)]
+    _, spec, _ = run(write(frame(rows), tmp_path / "e.parquet"), min_count=1)
+    assert spec.fit_info["infinite_values"] == {"amount": 4}
+    assert "column(s) ['amount']: training values that are +inf or -inf" in caplog.text
+
+
 def test_unseen_rare_and_null_categories(tmp_path):
     rows = [
         ("a", 0, "view", "web", 1.0, 0),

@@ -78,6 +78,7 @@ class FitStats:
     n_sessions: int
     first_event_us: int | None
     last_event_us: int | None
+    infinite: dict[str, int]  # numeric column -> events whose value is +inf or -inf
 
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,14 @@ def build_spec(
     fit_info["left_out_max_share"] = {
         c: round(max(counts) / stats.present[c], 8) if counts else 0.0 for c, counts in left_out.items()
     }
+    fit_info["infinite_values"] = {c: n for c, n in stats.infinite.items() if n}
+    if fit_info["infinite_values"]:  # legal (they take the end buckets), but changed without a word otherwise
+        log.warning(
+            "column(s) %s: training values that are +inf or -inf read as the highest or lowest bucket of their "
+            "column (and a value field's end); counts: %s. Check the export if they stand for missing values",
+            sorted(fit_info["infinite_values"]),
+            fit_info["infinite_values"],
+        )
     empty = [c for c in schema.categorical_fields if not stats.present[c]]
     empty += [c for c in schema.numerical if not edges.get(c)]
     if empty:  # an export that lost a column reads as one that never had values: said, not only in the report
@@ -245,6 +254,7 @@ def fit_stats(
         pl.col(S.SESSION_ID).n_unique().alias("__n_sessions"),
         pl.col(S.TS_US).min().alias("__ts_min"),
         pl.col(S.TS_US).max().alias("__ts_max"),
+        *(pl.col(c).is_infinite().sum().alias(f"__inf_{i}") for i, c in enumerate(schema.numerical)),
     )
     counts = counts_query.collect(engine="streaming")
     row = summary_query.collect(engine="streaming").row(0, named=True)
@@ -260,6 +270,7 @@ def fit_stats(
         n_sessions=int(row["__n_sessions"]),
         first_event_us=row["__ts_min"],
         last_event_us=row["__ts_max"],
+        infinite={c: int(row[f"__inf_{i}"]) for i, c in enumerate(schema.numerical)},
     )
 
 
