@@ -307,13 +307,18 @@ def _shade(c: float, scale: float) -> str:
     return f"rgba(214,39,40,{a:.3f})" if c > 0 else f"rgba(31,119,180,{a:.3f})"
 
 
+def _fields_text(fields: dict | None) -> str:
+    """An event's other values, ``amount=4500.0, device=ios``: an amount that is the whole signal is shown."""
+    return ", ".join(f"{k}={v}" for k, v in (fields or {}).items() if v is not None)
+
+
 def session_html(explained: pl.DataFrame, scored: dict, model_version: str) -> str:
     """One session's events in time order, each shaded by its contribution to the score."""
     scale = float(np.abs(explained[S.CONTRIBUTION].to_numpy()).max(initial=0.0))
     rows = "\n".join(
         f'<tr style="background:{_shade(r[S.CONTRIBUTION], scale)}"><td>{r[S.POSITION]}</td>'
         f"<td>{html.escape(str(r[S.EVENT_TIME]))}</td><td>{html.escape(str(r[S.EVENT]))}</td>"
-        f"<td class=n>{r[S.CONTRIBUTION]:+.4f}</td></tr>"
+        f"<td class=n>{r[S.CONTRIBUTION]:+.4f}</td><td>{html.escape(_fields_text(r.get(S.FIELDS)))}</td></tr>"
         for r in explained.iter_rows(named=True)
     )
     sid = html.escape(str(scored[S.SESSION_ID]))
@@ -328,8 +333,8 @@ model {html.escape(model_version)}</p>
 {f"<p><b>Note:</b> {html.escape(scored['note'])}</p>" if scored.get("note") else ""}
 <p class="legend"><span style="background:{_shade(1, 1)}">raised the score</span>
 <span style="background:{_shade(-1, 1)}">lowered it</span>
-contribution = model probability minus the probability with that event masked</p>
-<table><tr><th>#</th><th>time (UTC)</th><th>event</th><th>contribution</th></tr>
+contribution = model probability minus the probability without that event</p>
+<table><tr><th>#</th><th>time (UTC)</th><th>event</th><th>contribution</th><th>fields</th></tr>
 {rows}
 </table></body></html>
 """
@@ -345,7 +350,7 @@ def session_png(explained: pl.DataFrame, scored: dict, path: str | Path) -> None
     ax.set_yticks(range(len(c)), labels, fontsize=8)
     ax.invert_yaxis()  # first event on top: read it as a timeline
     ax.axvline(0, color="black", lw=0.8)
-    ax.set_xlabel("contribution (model probability minus model probability with the event masked)")
+    ax.set_xlabel("contribution: model probability minus that without the event")
     # Both scales, as the HTML gives them: the bars are on the model's, and a steep calibration makes the served
     # score move several times as much (dogfood 24: bars of 0.02 under a title of 0.941).
     ax.set_title(

@@ -32,11 +32,13 @@ LABEL_KNOWN = "label_known"
 END_TIME = "end_time"
 LABEL_NOISE = "label_noise"
 # Columns of per-event explanations (``Scorer.explain``): the event's place in the session's kept
-# sequence (0 = oldest kept), its raw event type and time for display, and its share of the score.
+# sequence (0 = oldest kept), its raw event type and time for display, its share of the score, and its other
+# fields' values (a struct keyed by the log's column names: an amount that is the whole signal is shown).
 POSITION = "position"
 EVENT = "event"
 EVENT_TIME = "event_time"
 CONTRIBUTION = "contribution"
+FIELDS = "fields"
 # Columns of session embeddings (``seqfraud embed``): ``emb_0`` .. ``emb_{d-1}``, the encoder's pooled state.
 EMBEDDING_PREFIX = "emb_"
 # Token field derived from timestamps: the log-bucketed time since the previous event.

@@ -42,7 +42,14 @@ def few(test_period_events, scorer) -> pl.DataFrame:
 def test_one_row_per_kept_event_in_time_order(scorer, few, one_torch_thread):
     s = scorer.spec.schema
     explained = scorer.explain(few)
-    assert explained.columns == [S.SESSION_ID, S.POSITION, S.EVENT, S.EVENT_TIME, S.CONTRIBUTION]
+    assert explained.columns == [S.SESSION_ID, S.POSITION, S.EVENT, S.EVENT_TIME, S.CONTRIBUTION, S.FIELDS]
+    # Each event's other values, in the log's names: an amount that was the whole signal was nowhere shown.
+    amount = s.numerical[0]
+    shown = explained.filter(pl.col(S.SESSION_ID) == explained[S.SESSION_ID][0])[S.FIELDS].struct.field(
+        amount
+    )
+    first = few.filter(pl.col(s.session_id).cast(pl.String) == explained[S.SESSION_ID][0]).sort(s.timestamp)
+    assert shown.to_list() == first[amount].cast(pl.Float64).to_list()[-len(shown) :]
     lengths = dict(
         scorer.score(few)
         .join(few.group_by(pl.col(s.session_id).cast(pl.String).alias(S.SESSION_ID)).len(), on=S.SESSION_ID)
@@ -226,6 +233,7 @@ def test_explain_endpoint(client, scorer, few):
         [e[S.CONTRIBUTION] for e in body["events"]], expected[S.CONTRIBUTION].to_numpy(), atol=1e-6
     )
     assert body["events"][0][S.EVENT_TIME].endswith("Z")
+    assert body["events"][0][S.FIELDS] == expected[S.FIELDS][0]
 
 
 def test_explain_endpoint_refuses_bad_requests_like_score(client, scorer, few):

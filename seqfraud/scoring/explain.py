@@ -114,7 +114,8 @@ def deleted_contributions(
 
 
 def occlusion(scorer: TokenScorer, events: pl.DataFrame) -> pl.DataFrame:
-    """Normalized events to ``session_id, position, event, event_time, contribution`` (one row per kept event)."""
+    """Normalized events to ``session_id, position, event, event_time, contribution, fields`` (one row per kept
+    event; ``fields``: its other columns' values, for display)."""
     return scored_occlusion(scorer, events)[1]
 
 
@@ -129,6 +130,8 @@ def scored_occlusion(scorer: TokenScorer, events: pl.DataFrame) -> tuple[pl.Data
     wider = replace(scorer.spec, max_len=scorer.spec.max_len + 1)
     wide = numpy_sequences(events, wider, token_tables(scorer.spec))
     ts_us = kept_events(events, wider.max_len)[S.TS_US].to_numpy()
+    schema = scorer.spec.schema
+    fields = [*schema.categorical, *schema.numerical, *schema.entities]
     contributions = deleted_contributions(
         scorer, seqs, wide, ts_us, scores[S.RAW_SCORE].to_numpy(), aggregates
     )
@@ -139,6 +142,7 @@ def scored_occlusion(scorer: TokenScorer, events: pl.DataFrame) -> tuple[pl.Data
             S.EVENT: kept[scorer.spec.schema.event_type].cast(pl.String),
             S.EVENT_TIME: kept[S.TS_US].cast(pl.Datetime("us", "UTC")),
             S.CONTRIBUTION: pl.Series(contributions, dtype=pl.Float32),
+            S.FIELDS: kept.select(pl.struct(*fields).alias(S.FIELDS))[S.FIELDS] if fields else None,
         }
     )
 

@@ -336,7 +336,14 @@ BatchResponse = TypedDict(
     "BatchResponse", {"results": list[ScoreResult], "model_version": str, "latency_ms": float}
 )
 ExplainedEvent: Any = _dynamic_typed_dict(
-    "ExplainedEvent", {S.POSITION: int, S.EVENT: str, S.EVENT_TIME: str, S.CONTRIBUTION: float}
+    "ExplainedEvent",
+    {
+        S.POSITION: int,
+        S.EVENT: str,
+        S.EVENT_TIME: str,
+        S.CONTRIBUTION: float,
+        S.FIELDS: dict[str, Any] | None,
+    },
 )
 ExplainResponse = _dynamic_typed_dict(
     "ExplainResponse",
@@ -543,7 +550,11 @@ def explained_session(scorer: Scorer, records: list[dict[str, Any]]) -> dict[str
     events = normalized_events(as_frame(records, scorer.spec, "request").lazy(), scorer.spec, "request")
     scores, explained = scored_occlusion(scorer, events)
     events = explained.select(
-        S.POSITION, S.EVENT, pl.col(S.EVENT_TIME).dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ"), S.CONTRIBUTION
+        S.POSITION,
+        S.EVENT,
+        pl.col(S.EVENT_TIME).dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ"),
+        S.CONTRIBUTION,
+        S.FIELDS,
     )
     note = unread_note(len(records), scorer.spec.max_len, scorer.stacker is not None)
     return scores.select(S.SESSION_ID, S.SCORE, S.BAND, S.RAW_SCORE).row(0, named=True) | {
