@@ -161,7 +161,11 @@ class SparkEngine:
             label_delay=policy.get("label_delay"),
             # The example of a bad value comes from the same files through Polars, read on an error's path
             # alone, so that both engines' messages agree word for word.
-            rows=(normalize(raw.frame, schema, raw.columns, unit, with_label=label_on_events), raw.frame),
+            rows=(
+                normalize(raw.frame, schema, raw.columns, unit, with_label=label_on_events),
+                raw.frame,
+                raw.files,
+            ),
         )
         columns = [
             S.SESSION_ID,

@@ -362,4 +362,6 @@ def test_both_engines_give_the_same_label_time_errors(spark_engine, tmp_path):
         messages.append(str(info.value))
     assert messages[0] == messages[1]
     assert "column 'known_at': 1 row(s) have a label time outside the plausible range" in messages[0]
-    assert messages[0].endswith("(first: 2150-01-01 00:00:00, session 's3')")
+    assert messages[0].endswith(
+        f"(first: 2150-01-01 00:00:00, session 's3', in {tmp_path / 'ev' / 'part-1.parquet'})"
+    )

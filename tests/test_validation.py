@@ -161,6 +161,20 @@ def test_null_session_ids_in_a_sharded_directory(tmp_path):
     write(df.head(2), tmp_path / "shards" / "part-0.parquet")
     write(df.tail(3), tmp_path / "shards" / "part-1.parquet")
     fails(tmp_path / "shards", f"{tmp_path / 'shards'} (2 files)", "column 'session_id': 3 row(s)")
+    # Which file holds the first bad row: the folder alone named none of its 61 files (dogfood 27).
+    write(events(), tmp_path / "clean" / "part-0.parquet")
+    write(events(session_id=pl.Series(["s1", "s1", None, "s2", "s2"])), tmp_path / "clean" / "part-1.parquet")
+    write(events(), tmp_path / "clean" / "part-2.parquet")
+    fails(tmp_path / "clean", "1 row(s) have a null session id (in", "part-1.parquet)")
+    csvs = tmp_path / "csvs"
+    write(events(), csvs / "a.csv")
+    write(events(timestamp=pl.Series(["2026-03-01T00:00:00Z"] * 4 + ["yesterday"])), csvs / "b.csv")
+    fails(
+        csvs,
+        "1 row(s) have a timestamp that does not parse",
+        "(first: 'yesterday', session 's3', in",
+        "b.csv)",
+    )
 
 
 def test_a_pipe_among_the_event_files_is_refused_not_read(tmp_path):

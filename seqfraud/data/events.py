@@ -480,17 +480,44 @@ LABEL_TIME_UNPARSED_ROWS = (
 LABEL_NOT_01_ROWS = pl.col(S.LABEL).is_not_null() & ~pl.col(S.LABEL).is_in([0.0, 1.0])
 
 
-def first_bad(rows: pl.LazyFrame | pl.DataFrame, where: pl.Expr, raw: pl.LazyFrame, column: str) -> str:
-    """The example of a bad-rows message: the value of ``column`` as the file holds it, and its session, at the
-    first row of ``rows`` (normalized from ``raw``, numbered by ``__row``) where ``where`` holds. The counts come
-    from per-session tables, which keep no values; this reads the rows again, on the error's path alone."""
+def first_bad(
+    rows: pl.LazyFrame | pl.DataFrame,
+    where: pl.Expr,
+    raw: pl.LazyFrame,
+    column: str,
+    files: tuple[list[str], Schema] | None = None,
+) -> str:
+    """The example of a bad-rows message: the value of ``column`` as the file holds it, its session, and with
+    ``files`` (those ``raw`` scanned, and the schema it read them with) the one of several it is in, at the first
+    row of ``rows`` (normalized from ``raw``, numbered by ``__row``) where ``where`` holds. The counts come from
+    per-session tables, which keep no values; this reads the rows again, on the error's path alone."""
     hit = rows.lazy().filter(where).select(S.ROW_INDEX, S.SESSION_ID).head(1).collect()
     if hit.is_empty():
         return ""
     row, session = hit.row(0)
     value = raw.slice(row, 1).select(column).collect().item()
     text = repr(value) if isinstance(value, str) else str(value)
-    return f" (first: {text if len(text) <= 80 else text[:80] + '...'}, session {session!r})"
+    said = [f"first: {text if len(text) <= 80 else text[:80] + '...'}"] if value is not None else []
+    said += [f"session {session!r}"] if session is not None else []
+    if files is not None and (file := file_of_row(*files, row)):
+        said.append(f"in {file}")  # a folder's message named the folder alone (dogfoods 27, 29)
+    return f" ({', '.join(said)})" if said else ""
+
+
+def file_of_row(files: list[str], schema: Schema, row: int) -> str | None:
+    """Which of several scanned files (in scan order) holds the scan's ``row``-th row; its rows are counted here,
+    on an error's path: a Parquet footer, or the CSV read as :func:`scan_table` reads it."""
+    if len(files) < 2:
+        return None
+    for f in files:
+        if Path(f).suffix.lower() in _PARQUET_SUFFIXES:
+            n = pq.read_metadata(f).num_rows
+        else:
+            n = _scan_csv(f, schema).select(pl.len()).collect().item()
+        if row < n:
+            return f
+        row -= n
+    return None
 
 
 def out_of_range_text(
@@ -960,7 +987,7 @@ def validate_sessions(
     on_orphan_labels: str = "error",
     epoch_unit: str | None = None,
     label_delay: str | None = None,
-    rows: tuple[pl.LazyFrame, pl.LazyFrame] | None = None,
+    rows: tuple[pl.LazyFrame, pl.LazyFrame, list[str]] | None = None,
 ) -> tuple[pl.DataFrame, dict]:
     """Row-level checks and drop policies on the per-session table of :func:`session_table`.
 
@@ -971,12 +998,13 @@ def validate_sessions(
     say when each label became known (:func:`label_known`). Returns one row per kept session
     (``session_id``, ``start_time``, ``end_time``, ``n_events``, ``label``, ``label_known``) and what the
     policies dropped. ``on_unlabeled=keep`` keeps sessions without a label, with a null label: the split
-    decides their fate (:func:`seqfraud.preprocess.drop_unlabeled`). ``rows`` (the normalized events and the
-    scan they came from), where the engine has them, give bad values an example (:func:`first_bad`).
+    decides their fate (:func:`seqfraud.preprocess.drop_unlabeled`). ``rows`` (the normalized events, the scan
+    they came from and its files), where the engine has them, give bad values an example and, of several
+    files, the first bad row's (:func:`first_bad`).
     """
 
     def first(where: pl.Expr, column: str) -> str:
-        return "" if rows is None else first_bad(rows[0], where, rows[1], column)
+        return "" if rows is None else first_bad(rows[0], where, rows[1], column, (rows[2], schema))
 
     for name, value, allowed in (
         ("on_unlabeled", on_unlabeled, UNLABELED_POLICIES),
@@ -991,9 +1019,15 @@ def validate_sessions(
         raise DataValidationError(f"{source}: the event log is empty")
     null_sid = sessions.filter(pl.col(S.SESSION_ID).is_null())
     if null_sid.height:
-        fail_rows(source, schema.session_id, int(null_sid["n_events"][0]), "have a null session id")
+        fail_rows(
+            source,
+            schema.session_id,
+            int(null_sid["n_events"][0]),
+            "have a null session id",
+            first(pl.col(S.SESSION_ID).is_null(), schema.session_id),
+        )
     if n := int(sessions.filter(blank(S.SESSION_ID))["n_events"].sum()):
-        fail_rows(source, schema.session_id, n, BLANK_ID)
+        fail_rows(source, schema.session_id, n, BLANK_ID, first(blank(S.SESSION_ID), schema.session_id))
     for col, what, where in (
         ("n_ts_null", "have a null timestamp", None),
         ("n_ts_unparsed", UNPARSED, TS_UNPARSED_ROWS),
@@ -1280,7 +1314,7 @@ def load_events(
         on_orphan_labels=on_orphan_labels,
         epoch_unit=raw.epoch_unit,
         label_delay=label_delay,
-        rows=(events, raw.frame),
+        rows=(events, raw.frame, raw.files),
     )
     if labels is not None:
         # A lookup, not a join: projection pushdown drops it from every query that never reads the label
