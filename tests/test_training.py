@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from seqfraud import schema as S
+from seqfraud.data.events import DataValidationError
 from seqfraud.errors import ConfigError
 from seqfraud.features.spec import Spec
 from seqfraud.models.sequence import ModelConfig, SessionClassifier
@@ -302,11 +303,18 @@ def test_lightgbm_baseline_trains_on_the_same_splits(smoke_run, tmp_path, caplog
             "+model.d_model=8",  # the sequence model's, as an experiment file may set it: not LightGBM's
         ]
     )
+    # A rerun that fails on its input leaves the earlier run as it was (its checkpoint was removed first).
+    broken = cfg.copy()
+    broken.data.events = str(tmp_path / "none.parquet")
+    with pytest.raises(DataValidationError):
+        train(broken)
+    assert (tmp_path / "checkpoints" / "best.ckpt").is_file() and "holds an earlier run's" not in caplog.text
+    assert (tmp_path / "config.yaml").read_text() == (run_dir / "config.yaml").read_text()
     metrics = train(cfg)
     assert metrics["model"] == "lightgbm" and 0 <= metrics["test"]["pr_auc"] <= 1
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "stacker.txt").exists()
     assert (
-        "holds an earlier run's ['config.yaml', 'checkpoints', 'metrics.json', 'predictions'" in caplog.text
+        "holds an earlier run's ['checkpoints', 'metrics.json', 'predictions', 'stacker.txt']" in caplog.text
     )
     ours = pl.read_parquet(tmp_path / "predictions/test.parquet")
     theirs = pl.read_parquet(run_dir / "predictions/test.parquet")

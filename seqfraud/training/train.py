@@ -518,12 +518,6 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
     if world == 1:  # torchrun and SLURM set each rank's threads themselves
         torch.set_num_threads(training_threads(cfg.get("threads", "auto")))
     L.seed_everything(cfg.seed, workers=True)
-    if rank == 0:
-        prepared_here = (
-            bool(cfg.get("prepared_dir")) and Path(cfg.prepared_dir).resolve() == run_dir.resolve()
-        )
-        clear_earlier_run(run_dir, keep_prepared=prepared_here)
-        (run_dir / rundir.CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     data_cfg = resolve_data_config(plain(cfg.data))
     # Started before any data is read: an online W&B run that cannot start falls back to offline here, not
@@ -564,6 +558,9 @@ def prepare(cfg: DictConfig, data_cfg: dict[str, Any], run_dir: Path, rank: int)
     check_splits(
         prepared.report, (data_cfg.get("split") or {}).get("label_cutoff"), supervised=not cfg.get("pretrain")
     )
+    if rank == 0:  # once the data is good: a rerun that fails on its input leaves the earlier run as it was
+        clear_earlier_run(run_dir)
+        (run_dir / rundir.CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
     if not cfg.get("pretrain"):  # pretraining reads every training session; labels unused
         fraction = float(cfg.get("label_fraction", 1.0))
         # Ranks that torchrun or SLURM start each write their own copy: they may share the run dir.
@@ -572,27 +569,24 @@ def prepare(cfg: DictConfig, data_cfg: dict[str, Any], run_dir: Path, rank: int)
     return prepared
 
 
-# What training writes into its run directory (train.log aside, which Hydra appends to), then what preprocessing
-# writes there. An earlier run into the same directory (an explicit hydra.run.dir) left its own, which spoke for
-# this run: its checkpoint was uploaded as a LightGBM run's W&B model (dogfood 28), and export took a stale
-# stacker.txt as this run's and failed its parity check as train/serve skew.
+# What training writes into its run directory, besides config.yaml (rewritten with it), train.log (which Hydra
+# appends to), the labelled copy of the train split and preprocessing's outputs (each replaced by its writer). An earlier run into the same
+# directory (an explicit hydra.run.dir) left its own, which spoke for this run: its checkpoint was uploaded as a
+# LightGBM run's W&B model (dogfood 28), and export took a stale stacker.txt as this run's and failed its parity
+# check as train/serve skew.
 RUN_OUTPUTS = (
-    rundir.CONFIG_FILE,
     str(Path(rundir.CHECKPOINT).parent),
     rundir.METRICS_FILE,
     rundir.PREDICTIONS_DIR,
     STACKER_FILE,
     rundir.STACKING_REPORT,
-    str(Path(LABELLED_TRAIN).parent),
     rundir.FOLDS_DIR,
 )
-PREPARED_OUTPUTS = (rundir.SPEC_FILE, rundir.DATA_DIR, rundir.REPORT_FILE, rundir.ENTITY_DIR)
 
 
-def clear_earlier_run(run_dir: Path, *, keep_prepared: bool) -> None:
-    """Remove what an earlier run left in ``run_dir`` (its tokenized data too, unless this run trains on it)."""
-    names = RUN_OUTPUTS + (() if keep_prepared else PREPARED_OUTPUTS)
-    found = [name for name in names if (run_dir / name).exists()]
+def clear_earlier_run(run_dir: Path) -> None:
+    """Remove what an earlier run's training left in ``run_dir``."""
+    found = [name for name in RUN_OUTPUTS if (run_dir / name).exists()]
     if found:
         log.warning(
             "%s holds an earlier run's %s: removed, so that none of it speaks for this run", run_dir, found
