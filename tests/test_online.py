@@ -587,7 +587,7 @@ def test_labels_are_read_in_the_label_tables_column_names() -> None:
     # without the shared-entity context.
     assert events.validate_python({"events": [event | {"seller": None}]})["events"][0]["seller"] is None
     # "" is no seller: taken as a value, it linked every session that sent it into one entity (dogfood 26).
-    for blank in ("", " ", "a\nb"):
+    for blank in ("", " ", "a\nb", "a\u009bb", "a\u2028b"):
         with pytest.raises(
             Exception, match="seller\n.*expected null \\(the event has none\\) or a non-blank id"
         ):

@@ -67,7 +67,8 @@ BLANK_ID = (
     "have a blank session id (empty, or spaces only), one with spaces at its start or end, which would read "
     "as another session than the same id without them, or one with a control character (newline, tab): strip them"
 )
-_CONTROL = r"[\x00-\x1f\x7f]"
+# C0 and C1 control characters (U+009B is a terminal's escape) and the Unicode line and paragraph separators.
+_CONTROL = r"[\x00-\x1f\x7f-\x9f\u2028\u2029]"
 _CONTROL_CHAR = re.compile(_CONTROL)
 
 

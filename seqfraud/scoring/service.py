@@ -235,7 +235,7 @@ class ValueTypes:
                         "type": ["string", "integer"],
                         "minLength": 1,
                         "maxLength": max_chars,
-                        "pattern": "^[^\\x00-\\x1f\\x7f]+$",
+                        "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$",
                         "description": "not blank, and no spaces at its start or end",
                     }
                 ),
