@@ -536,10 +536,12 @@ def test_settings_come_from_the_environment(signed_artifact, exported_artifact, 
 
 def test_bad_key_files_are_clear_errors(signed_artifact, keys, tmp_path):
     (tmp_path / "junk.pub").write_text("not a key")
+    os.mkfifo(tmp_path / "fifo.pub")  # reading it blocked forever (dogfood 31)
     for key, message in (
         (tmp_path / "none.pub", "cannot read the public key"),
         (tmp_path / "junk.pub", "not a PEM"),
         (keys["ours"][0], "that is the private key"),
+        (tmp_path / "fifo.pub", "not a regular file, so not a public key file"),
     ):
         with pytest.raises(ArtifactError, match=message):
             open_artifact(signed_artifact, verify_key=key)
@@ -548,7 +550,9 @@ def test_bad_key_files_are_clear_errors(signed_artifact, keys, tmp_path):
 def test_the_sign_command_signs_rotates_and_refuses(exported_artifact, keys, tmp_path, capsys):
     root = _copy(exported_artifact, tmp_path)
     sign_cli.main(["artifact", str(root), "--key", str(keys["theirs"][0])])
-    assert open_artifact(root, verify_key=keys["theirs"][1]).signer in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert open_artifact(root, verify_key=keys["theirs"][1]).signer in out
+    assert "note: it had no signature, so nothing showed its manifest unchanged since export" in out
     # Rotation: the new signature replaces the old once the old key checks it.
     with pytest.raises(
         ArtifactError, match="signed with key .* not a configured verify key.*--verify-key OLD"

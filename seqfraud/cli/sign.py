@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from seqfraud.errors import command
-from seqfraud.export.artifact import sign_artifact
+from seqfraud.export.artifact import SIGNATURE_FILE, sign_artifact
 from seqfraud.export.signing import generate_keypair, key_id, load_private_key
 
 
@@ -40,5 +41,11 @@ def main(argv: list[str] | None = None) -> None:
             f"secret, export reads it), {public} the public key (for every scorer)"
         )
     else:
+        unsigned = not (Path(args.path) / SIGNATURE_FILE).exists()
         kid = sign_artifact(args.path, args.key, verify_key=args.verify_key, force=args.force)
         print(f"signed {args.path} with key {kid}")
+        if unsigned:  # no signature to check it against: whatever it says now is vouched for (dogfood 31)
+            print(
+                "note: it had no signature, so nothing showed its manifest unchanged since export; sign only "
+                "artifacts you exported yourself (or export with sign_key=), and re-export when in doubt"
+            )

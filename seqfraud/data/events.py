@@ -106,7 +106,7 @@ class LoadedEvents(Generic[EventsT]):
     report: dict = field(default_factory=dict)
 
 
-def resolve_paths(path: str | os.PathLike) -> list[str]:
+def resolve_paths(path: str | os.PathLike, *, warn: bool = True) -> list[str]:
     """A file, a directory of Parquet files (its subdirectories too, as a partitioned dataset has them; of CSV
     files where it holds no Parquet), or a glob, to a sorted file list (sorted: row order is the tie-break).
 
@@ -129,7 +129,9 @@ def resolve_paths(path: str | os.PathLike) -> list[str]:
                 if not n.startswith(".") and (suffix := os.path.splitext(n)[1]) in found:
                     found[suffix].append(os.path.join(root, n))
         files = sorted(found[".parquet"] or found[".csv"])
-        if found[".parquet"] and found[".csv"]:  # a half-converted export: its rows are not read (dogfood 29)
+        if (
+            warn and found[".parquet"] and found[".csv"]
+        ):  # a half-converted export's rows are not read (dogfood 29)
             log.warning(
                 "%s: %d CSV file(s) left out (the first: %s): a folder is read as its Parquet files, or as its "
                 "CSV files where it holds no Parquet; convert them, or name the files to read",
@@ -1270,7 +1272,8 @@ def inspect_events(events_path: str, schema: Schema, labels_path: str | None) ->
     if label_on_events and schema.label_time:
         check_label_time_unit(source, schema, have[schema.label_time], unit)
     epoch_unit = unit if have[schema.timestamp].is_integer() else None
-    return RawEvents(raw, source, resolve_paths(events_path), have, unit, label_on_events, epoch_unit)
+    files = resolve_paths(events_path, warn=False)  # scan_table said what it left out
+    return RawEvents(raw, source, files, have, unit, label_on_events, epoch_unit)
 
 
 def load_events(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -93,8 +94,11 @@ def load_public_keys(sources: KeySource | Iterable[KeySource]) -> dict[str, Ed25
 def _load(path: str | Path, parse, kind: str):
     path = Path(path)
     try:
-        if path.stat().st_size > MAX_KEY_BYTES:
-            raise SigningKeyError(f"{path}: {path.stat().st_size:,} bytes is not a {kind} key file")
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):  # a pipe blocks its reader forever (dogfood 31)
+            raise SigningKeyError(f"{path}: not a regular file, so not a {kind} key file")
+        if st.st_size > MAX_KEY_BYTES:
+            raise SigningKeyError(f"{path}: {st.st_size:,} bytes is not a {kind} key file")
         pem = path.read_bytes()
     except OSError as e:
         raise SigningKeyError(f"{path}: cannot read the {kind} key: {e.strerror}") from e
