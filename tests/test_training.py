@@ -265,6 +265,8 @@ def test_a_setting_nothing_reads_is_refused_before_any_data(tmp_path):
         "+lr=0.5": r"lr: no such setting; the top level takes \['callbacks'",
         "+features.time_delta.n_bucket=3": r"features.time_delta.n_bucket: no such setting \(did you mean",
         "loss.name=nonsense": r"loss.name must be one of \['bce', 'focal'\], got 'nonsense'",
+        "+callbacks.early_stopping.patiense=3": r"callbacks.early_stopping.patiense: no such setting \(did you mean 'patience'",
+        "+callbacks.early_stop.patience=3": r"callbacks.early_stop: a callback needs _target_",
         "label_fraction=2": r"label_fraction must be in \(0, 1\], got 2",
     }
     for override, message in cases.items():

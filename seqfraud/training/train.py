@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 import pytorch_lightning as L
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
@@ -108,11 +108,32 @@ def check_settings(cfg: DictConfig, *, sections: Mapping[str, Any] | None = None
         unknown := unknown_key({str(k): v for k, v in settings.items()}, reference)
     ):
         raise ConfigError(unknown)
+    for name, callback in (settings.get("callbacks") or {}).items() if isinstance(settings, dict) else ():
+        check_callback(f"callbacks.{name}", callback)
     if (name := cfg.get("loss", {}).get("name")) not in LOSSES:
         raise ConfigError(f"loss.name must be one of {list(LOSSES)}, got {name!r}")
     fraction = cfg.get("label_fraction", 1.0)
     if not 0 < float(fraction) <= 1:  # labelled_train reads it, after preprocessing
         raise ConfigError(f"label_fraction must be in (0, 1], got {fraction}")
+
+
+def check_callback(key: str, callback: Any) -> None:
+    """A callback entry names its class (``_target_``) and only arguments that class takes: a misspelt one
+    failed after preprocessing, and an entry without ``_target_`` with a traceback (dogfood 31)."""
+    if not isinstance(callback, Mapping) or "_target_" not in callback:
+        raise ConfigError(
+            f"{key}: a callback needs _target_ (its class), e.g. pytorch_lightning.callbacks.EarlyStopping"
+        )
+    try:
+        params = inspect.signature(get_class(str(callback["_target_"]))).parameters
+    except (ImportError, ValueError) as e:
+        raise ConfigError(f"{key}._target_: {e}") from None
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return
+    if unknown := unknown_key(
+        {k: v for k, v in callback.items() if k != "_target_"}, dict.fromkeys(params), f"{key}."
+    ):
+        raise ConfigError(unknown)
 
 
 def checked_model(cfg: DictConfig) -> DictConfig:
