@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from seqfraud.errors import did_you_mean
+
 
 def plain(node: Any) -> dict[str, Any]:
     """A config mapping (OmegaConf node or dict) resolved to plain Python data; ``None`` is an empty mapping."""
@@ -35,8 +37,6 @@ def unknown_key(given: Mapping[str, Any], reference: Mapping[str, Any], prefix: 
 
     Only levels whose reference is a non-empty mapping are checked; below a null, a list or an empty mapping
     (``spark.conf: {}``) the keys are free-form."""
-    from seqfraud.errors import did_you_mean
-
     for key, value in given.items():
         if key not in reference:
             known = sorted(reference)

@@ -14,7 +14,7 @@ import logging
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -103,12 +103,10 @@ def check_settings(cfg: DictConfig, *, sections: Mapping[str, Any] | None = None
     reference["preprocess"] = packaged("preprocessing/default.yaml")
     reference["trainer"] = dict.fromkeys(set(inspect.signature(L.Trainer.__init__).parameters) - {"self"})
     reference |= sections or {}
-    settings = OmegaConf.to_container(cfg, resolve=False)  # names, not values: nothing to resolve
-    if isinstance(settings, dict) and (
-        unknown := unknown_key({str(k): v for k, v in settings.items()}, reference)
-    ):
+    settings = cast(dict, OmegaConf.to_container(cfg, resolve=False))  # names, not values: nothing to resolve
+    if unknown := unknown_key({str(k): v for k, v in settings.items()}, reference):
         raise ConfigError(unknown)
-    for name, callback in (settings.get("callbacks") or {}).items() if isinstance(settings, dict) else ():
+    for name, callback in (settings.get("callbacks") or {}).items():
         check_callback(f"callbacks.{name}", callback)
     if (name := cfg.get("loss", {}).get("name")) not in LOSSES:
         raise ConfigError(f"loss.name must be one of {list(LOSSES)}, got {name!r}")
@@ -170,10 +168,8 @@ def checked_model(cfg: DictConfig) -> DictConfig:
         raise ConfigError(
             "pretraining fits a sequence model: choose model=small (or another sequence preset)"
         )
-    if kind in (
-        "sequence",
-        "stacked",
-    ):  # the sizes' own rules (heads dividing the width...), with any vocabulary
+    # The sizes' own rules (heads dividing the width...), checked with any vocabulary: they failed after preprocessing.
+    if kind in ("sequence", "stacked"):
         try:
             ModelConfig(vocab_sizes=[8], max_len=8, **{k: v for k, v in model.items() if k in SEQUENCE_KEYS})
         except (TypeError, ValueError) as e:
@@ -591,10 +587,10 @@ def prepare(cfg: DictConfig, data_cfg: dict[str, Any], run_dir: Path, rank: int)
 
 
 # What training writes into its run directory, besides config.yaml (rewritten with it), train.log (which Hydra
-# appends to), the labelled copy of the train split and preprocessing's outputs (each replaced by its writer). An earlier run into the same
-# directory (an explicit hydra.run.dir) left its own, which spoke for this run: its checkpoint was uploaded as a
-# LightGBM run's W&B model (dogfood 28), and export took a stale stacker.txt as this run's and failed its parity
-# check as train/serve skew.
+# appends to), the labelled copy of the train split and preprocessing's outputs (each replaced by its writer).
+# An earlier run into the same directory (an explicit hydra.run.dir) left its own, which spoke for this run: its
+# checkpoint was uploaded as a LightGBM run's W&B model (dogfood 28), and export took a stale stacker.txt as this
+# run's and failed its parity check as train/serve skew.
 RUN_OUTPUTS = (
     str(Path(rundir.CHECKPOINT).parent),
     rundir.METRICS_FILE,

@@ -29,7 +29,7 @@ class WandbLogger(_LightningWandbLogger):
     def start(self) -> None:
         """Start the W&B run now. An online run that cannot start (no API key; no network, past the settings'
         ``init_timeout``) logs a warning and runs offline instead, to sync later: it failed the whole run after
-        preprocessing (dogfood 28), where the README promises that logging never waits on the network."""
+        preprocessing (dogfood 28), or blocked it for a minute."""
         try:
             self.experiment  # noqa: B018 - the property starts the run
         except Exception as e:  # wandb's UsageError (no key), CommError (no network)
