@@ -30,7 +30,13 @@ import polars as pl
 from seqfraud import schema as S
 from seqfraud.baselines import Stacker
 from seqfraud.data.events import DataValidationError, reading, scan_table
-from seqfraud.features.fastpath import category_ids, numpy_sequences, time_delta_ids, token_tables
+from seqfraud.features.fastpath import (
+    TokenTables,
+    category_ids,
+    numpy_sequences,
+    time_delta_ids,
+    token_tables,
+)
 from seqfraud.features.spec import MISSING, Spec
 from seqfraud.features.tokens import Sequences, kept_events
 
@@ -59,6 +65,7 @@ def deleted_contributions(
     ts_us: np.ndarray,
     full: np.ndarray,
     aggregates: np.ndarray | None = None,
+    tables: TokenTables | None = None,
 ) -> np.ndarray:
     """``full`` (the raw probabilities) minus the probability without each kept event, aligned with ``seqs.tokens``.
 
@@ -66,10 +73,11 @@ def deleted_contributions(
     variants admit the event before its window; ``ts_us``: their events' times, aligned with ``wide.tokens``.
     A stacked artifact's probability without the event is its stacker's, on the sequence model's and
     ``aggregates``: one row per kept event (aligned with ``seqs.tokens``), its session's aggregates without it.
+    ``tables``: the spec's (:func:`token_tables`), where the caller has them.
     """
     offsets, wide_offsets = np.r_[0, np.cumsum(seqs.lengths)], np.r_[0, np.cumsum(wide.lengths)]
     delta = scorer.spec.fields.index(S.TIME_DELTA)
-    tables = token_tables(scorer.spec)
+    tables = tables or token_tables(scorer.spec)
     out = np.empty(len(seqs.tokens), dtype=np.float32)
     for i, n in enumerate(seqs.lengths.tolist()):
         tokens, ts = (
@@ -87,11 +95,8 @@ def deleted_contributions(
                 gone = np.arange(start, start + k) + extra
                 keep = np.ones((k, len(tokens)), dtype=bool)
                 keep[np.arange(k), gone] = False
-                variants, length = (
-                    np.broadcast_to(tokens, (k, *tokens.shape))[keep].reshape(k, width, -1),
-                    width,
-                )
-                variants = variants.copy()
+                variants = np.broadcast_to(tokens, (k, *tokens.shape))[keep].reshape(k, width, -1)  # a copy
+                length = width
                 after = gone < len(tokens) - 1  # the next event now follows the one before the gone one
                 rows_after = np.flatnonzero(after)
                 before = gone[after] - 1
@@ -127,13 +132,14 @@ def scored_occlusion(scorer: TokenScorer, events: pl.DataFrame) -> tuple[pl.Data
     _check_alignment(scorer, kept, seqs)
     scores = scorer.score_sequences(seqs, events)
     aggregates = None if scorer.stacker is None else aggregates_without_each(scorer.stacker, events, kept)
+    tables = token_tables(scorer.spec)
     wider = replace(scorer.spec, max_len=scorer.spec.max_len + 1)
-    wide = numpy_sequences(events, wider, token_tables(scorer.spec))
+    wide = numpy_sequences(events, wider, tables)
     ts_us = kept_events(events, wider.max_len)[S.TS_US].to_numpy()
     schema = scorer.spec.schema
     fields = [*schema.categorical, *schema.numerical, *schema.entities]
     contributions = deleted_contributions(
-        scorer, seqs, wide, ts_us, scores[S.RAW_SCORE].to_numpy(), aggregates
+        scorer, seqs, wide, ts_us, scores[S.RAW_SCORE].to_numpy(), aggregates, tables
     )
     return scores, pl.DataFrame(
         {
