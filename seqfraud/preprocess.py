@@ -95,13 +95,13 @@ def ensure_synthetic(data: Mapping[str, Any]) -> None:
 
     out = Path(synth["dir"])
     wanted = synthetic.stamp(int(synth["sessions"]), int(synth["seed"]))
-    current: dict[str, Any] | None
     try:
-        current = json.loads((out / synthetic.STAMP_FILE).read_text())
+        read = json.loads((out / synthetic.STAMP_FILE).read_text())
     except (OSError, ValueError):
-        current = None
+        read = None
+    current: dict[str, Any] | None = read if isinstance(read, dict) else None
     held = Path(data["events"]).exists()
-    if held and not isinstance(current, dict):
+    if held and current is None:
         raise ConfigError(
             f"data.synthetic.dir={out} holds {data['events']} without the generator's stamp "
             f"({synthetic.STAMP_FILE}), so not generated there by seqfraud: it is not replaced. Point "
