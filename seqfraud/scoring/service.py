@@ -176,25 +176,25 @@ def _typed(expected: str, *types: type, nullable: bool = False, max_chars: int) 
     return Annotated[Any, PlainValidator(check), WithJsonSchema(schema)]
 
 
-def _session_id(value: Any) -> Any:
-    """A session id that training and batch scoring accept and ``GET /sessions/{id}`` can name
-    (:data:`~seqfraud.data.events.BLANK_ID`)."""
-    if isinstance(value, str) and blank_id(value):
-        raise PydanticCustomError(
-            "session_id", "expected a non-blank id without control characters or spaces at its ends"
-        )
-    return value
+def _usable_id(code: str, expected: str) -> Callable[[Any], Any]:
+    """A check of ids by :data:`~seqfraud.data.events.BLANK_ID`'s rule: session ids, which training and batch
+    scoring refuse alike and ``GET /sessions/{id}`` must name, and entity values, where ``""`` would link every
+    session that sent it into one entity (dogfood 26; ``null`` says the event has none)."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, str) and blank_id(value):
+            raise PydanticCustomError(code, expected)
+        return value
+
+    return check
 
 
-def _entity_value(value: Any) -> Any:
-    """An entity value as an id: ``""`` (or a padded, or a control-character one) is refused, not taken as a
-    value, since every session that sent it would share that one entity (dogfood 26: a client linked sessions
-    by sending ``""``); ``null`` says the event has none."""
-    if isinstance(value, str) and blank_id(value):
-        raise PydanticCustomError(
-            "entity", "expected null (the event has none) or a non-blank id without control characters"
-        )
-    return value
+_session_id = _usable_id(
+    "session_id", "expected a non-blank id without control characters or spaces at its ends"
+)
+_entity_value = _usable_id(
+    "entity", "expected null (the event has none) or a non-blank id without control characters"
+)
 
 
 def _label(value: Any) -> int:
