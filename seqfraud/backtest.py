@@ -168,8 +168,16 @@ def run_backtest(cfg: DictConfig) -> dict[str, Any]:
         val_days=float(bt.val_days),
         first_test_start=bt.first_test_start,
     )
+    own = {
+        k: v
+        for k, v in (data.get("split") or {}).items()
+        if k in ("val_start", "test_start", "test_end") and v
+    }
+    if own:  # the windows set them (window_config): said, not silently replaced (dogfood 27)
+        log.warning("backtest: each window sets its own split; data.split %s is not used", own)
     rows = []
     for w in windows:
+        warned = False  # the same labels for every model of a window: said once
         for name, model in models.items():
             run_dir = out / f"window{w.index:02d}" / name
             log.info(
@@ -183,7 +191,8 @@ def run_backtest(cfg: DictConfig) -> dict[str, Any]:
             metrics = train(window_config(cfg, w, model, run_dir))
             report = json.loads((run_dir / REPORT_FILE).read_text())
             late = report.get("labels_known_after_test_start")
-            if late:
+            if late and not warned:
+                warned = True
                 log.warning(
                     "window %d trained and validated on labels known only after its test start (%s); a retrain "
                     "then could not have: data.split.label_cutoff=test_start leaves them out",
