@@ -585,6 +585,11 @@ def test_the_sign_command_signs_rotates_and_refuses(exported_artifact, keys, tmp
     err = capsys.readouterr().err
     assert "SHA-256 differs" in err and "keys are never overwritten" in err
     assert oct(keys["ours"][0].stat().st_mode & 0o777) == "0o600"
+    # Forced or not, a signature vouches only for an artifact that loads (a rehashed, unreadable calibration).
+    unreadable = _copy(exported_artifact, tmp_path / "calibration")
+    _replace(unreadable, CALIBRATION_FILE, b"[" * 5000)
+    with pytest.raises(ArtifactError, match="calibration.json: not JSON: nested too deeply"):
+        sign_artifact(unreadable, keys["ours"][0], force=True)
 
 
 def test_the_commands_take_the_verify_settings(

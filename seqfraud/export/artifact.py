@@ -394,7 +394,8 @@ def sign_artifact(
                 "run; with the old public key (--verify-key OLD.pub) if it was signed with another key; or, "
                 "if you changed the manifest yourself and checked it, --force"
             ) from None
-    manifest, _ = _checked(root, raw)
+    manifest, spec = _checked(root, raw)
+    Artifact(path=root, manifest=manifest, spec=spec).calibration  # noqa: B018 - vouch only for what loads
     raw = canonical_json(manifest)
     signature = {
         "algorithm": SIGNATURE_ALGORITHM,
