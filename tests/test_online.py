@@ -164,7 +164,11 @@ def test_a_session_opened_by_another_model_is_rebuilt_by_this_one(gru_artifact, 
         OnlineScorer(old, store).events(records[:7])
         online = OnlineScorer(new, store)
         assert online.session(sid).public()["model_version"] == old.model_version  # the old model's score
+        # A retry of taken events changes nothing: its answer is the old model's stored score, and says so.
+        (retry,) = online.events(records[6:7])
+        assert retry["repeated"] == 1 and retry["model_version"] == old.model_version
         (result,) = online.events(records[7:])
+        assert result["model_version"] == "retrained"
         whole = new.score(without_ids(records), source="test").row(0, named=True)
     assert result["n_events"] == 8 and abs(result[S.SCORE] - whole[S.SCORE]) <= 1e-5
     assert online.session(sid).public()["model_version"] == "retrained"

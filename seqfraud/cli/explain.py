@@ -7,7 +7,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 
 from seqfraud import reports
@@ -20,7 +19,7 @@ from seqfraud.cli import (
 )
 from seqfraud.errors import command
 from seqfraud.features.spec import Spec
-from seqfraud.scoring.explain import session_events, unread_note
+from seqfraud.scoring.explain import flat_note, session_events, unread_note
 from seqfraud.scoring.history import History
 from seqfraud.scoring.scorer import Scorer
 
@@ -54,11 +53,6 @@ def explain_session(
     return explained, scored
 
 
-NO_SINGLE_EVENT = 5e-4  # below this, every contribution prints as 0.000
-# A flagged session whose largest contribution is below this share of its raw score: no event explains it.
-SMALL_SHARE = 0.05
-
-
 @command
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
@@ -83,19 +77,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         + "; top events: "
         + ", ".join(f"{e} ({c:+.3f})" for e, c in zip(top[S.EVENT], top[S.CONTRIBUTION]))
     )
-    # A flagged session is the one whose reason is asked for: a sliver of its score is no reason.
-    largest, raw = float(np.abs(explained[S.CONTRIBUTION].to_numpy()).max()), scored[S.RAW_SCORE]
-    flagged = scored[S.BAND] != "approve"
-    if largest < NO_SINGLE_EVENT or (flagged and largest < SMALL_SHARE * raw):
-        print(
-            f"note: no single event explains this score (the largest moves its raw score of {raw:.3f} by "
-            f"{largest:.3f}): it comes from the session as a whole"
-            + (
-                " (a stacked model's trees move in steps, and leaving out one event may cross none of their splits)"
-                if scored["stacked"]
-                else ""
-            )
-            + "; read the contributions as an order, not as the reason for the score"
-        )
+    if flat := flat_note(explained[S.CONTRIBUTION].to_numpy(), scored):
+        print(f"note: {flat}")
     if scored["note"]:
         print(f"note: {scored['note']}")

@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> None:
     if (args.review is None) != (args.decline is None):
         p.error("--review and --decline go together")
 
+    # Before anything logs: a snapshot's restore line (its age, what it held) was dropped (dogfood 32).
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     apply_verification_arguments(args)  # Scorer.load runs in the app's startup
     # Refused before binding a port: an artifact that fails verification, a history that cannot be read.
     artifact = open_artifact(args.artifact, **verification_settings(None, None))
@@ -195,7 +197,6 @@ def main(argv: list[str] | None = None) -> None:
         shape = artifact.step_shape(args.format)
         store.check_restored(lambda data: SessionState.decode(data, len(spec.fields), shape, artifact.run_id))
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if isinstance(store, RedisStore):
         try:
             store.ping()

@@ -20,9 +20,10 @@ attention stays in cache.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import polars as pl
@@ -150,6 +151,31 @@ def scored_occlusion(scorer: TokenScorer, events: pl.DataFrame) -> tuple[pl.Data
             S.CONTRIBUTION: pl.Series(contributions, dtype=pl.Float32),
             S.FIELDS: kept.select(pl.struct(*fields).alias(S.FIELDS))[S.FIELDS] if fields else None,
         }
+    )
+
+
+NO_SINGLE_EVENT = 5e-4  # below this, every contribution prints as 0.000
+# A flagged session whose largest contribution is below this share of its raw score: no event explains it.
+SMALL_SHARE = 0.05
+
+
+def flat_note(contributions: np.ndarray, scored: Mapping[str, Any]) -> str | None:
+    """Why no event stands out, where none does: every contribution about 0, or a flagged session's largest a
+    sliver of its score (+0.008 of a 0.977 on a dogfood log), which reads as a broken explanation otherwise.
+    ``scored``: the session's row of ``score`` (``raw_score``, ``band``) and ``stacked``."""
+    # A flagged session is the one whose reason is asked for: a sliver of its score is no reason.
+    largest, raw = float(np.abs(contributions).max(initial=0.0)), float(scored[S.RAW_SCORE])
+    if not (largest < NO_SINGLE_EVENT or (scored[S.BAND] != "approve" and largest < SMALL_SHARE * raw)):
+        return None
+    return (
+        f"no single event explains this score (the largest moves its raw score of {raw:.3f} by "
+        f"{largest:.3f}): it comes from the session as a whole"
+        + (
+            " (a stacked model's trees move in steps, and leaving out one event may cross none of their splits)"
+            if scored["stacked"]
+            else ""
+        )
+        + "; read the contributions as an order, not as the reason for the score"
     )
 
 

@@ -291,7 +291,8 @@ class OnlineScorer:
 
     def events(self, records: list[dict[str, Any]], *, source: str = "request") -> list[dict[str, Any]]:
         """Take events of one or more open sessions; per touched session (in order of first appearance) its
-        ``session_id, score, band, n_events, degraded, repeated, conflicting, shorter_than_training``
+        ``session_id, score, band, n_events, degraded, repeated, conflicting, shorter_than_training,
+        model_version`` (the model that gave that score)
         (``repeated``: this request's events whose id the session had already taken, which change nothing;
         ``conflicting``: those of them whose fields differ from the event taken under that id, which is kept;
         ``shorter_than_training``:
@@ -353,6 +354,8 @@ class OnlineScorer:
                 "repeated": repeated,
                 "conflicting": conflicting,
                 "shorter_than_training": state.n_events < self.spec.shortest_trained,
+                # Whose score this is: a request of repeats only (a retry) leaves another model's state as it is.
+                "model_version": state.model_version,
             }
         return list(results.values())
 
@@ -537,6 +540,7 @@ class OnlineScorer:
             "repeated": 0,  # unknown: the session's taken ids are in the store that could not be read
             "conflicting": 0,
             "shorter_than_training": len(records) < self.spec.shortest_trained,
+            "model_version": self.scorer.model_version,
         }
 
 

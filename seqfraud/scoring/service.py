@@ -50,7 +50,7 @@ from seqfraud.data.events import DataValidationError, blank_id
 from seqfraud.decisions import BANDS
 from seqfraud.export.artifact import strict_json
 from seqfraud.features.spec import Spec
-from seqfraud.scoring.explain import scored_occlusion, unread_note
+from seqfraud.scoring.explain import flat_note, scored_occlusion, unread_note
 from seqfraud.scoring.history import HistoryRequired, refuse_to_serve
 from seqfraud.scoring.online import OnlineScorer, label_keys, read_labels, segments
 from seqfraud.scoring.prepare import as_frame, normalized_events
@@ -367,6 +367,7 @@ EventResult: Any = _dynamic_typed_dict(
         "repeated": int,
         "conflicting": int,
         "shorter_than_training": bool,
+        "model_version": str,
     },
 )
 EventsResponse = TypedDict(
@@ -556,8 +557,13 @@ def explained_session(scorer: Scorer, records: list[dict[str, Any]]) -> dict[str
         S.CONTRIBUTION,
         S.FIELDS,
     )
-    note = unread_note(len(records), scorer.spec.max_len, scorer.stacker is not None)
-    return scores.select(S.SESSION_ID, S.SCORE, S.BAND, S.RAW_SCORE).row(0, named=True) | {
+    stacked = scorer.stacker is not None
+    row = scores.select(S.SESSION_ID, S.SCORE, S.BAND, S.RAW_SCORE).row(0, named=True)
+    # The command's notes, in one: why no event stands out, and which events the model did not read.
+    said = [flat_note(explained[S.CONTRIBUTION].to_numpy(), row | {"stacked": stacked})]
+    said.append(unread_note(len(records), scorer.spec.max_len, stacked))
+    note = "; ".join(n for n in said if n) or None
+    return row | {
         "events": events.to_dicts(),
         "n_events": len(records),
         "note": note,

@@ -135,9 +135,10 @@ class MemoryStore(StateStore):
     expiring ``session_ttl_s`` after its last event; entity rows older than ``entity_retention_s`` (None: kept)
     are dropped, and so are labels of sessions without rows, that long after they came. With ``snapshot``, the
     whole state is read from that file at start (when it exists) and written to it on :meth:`close`, so a
-    restart loses nothing. ``model`` (the artifact's model version) stamps the snapshot: one written for another
-    model is refused when read, as its session states (a GRU's hidden state, the scores) belong to that model
-    even where the shapes agree.
+    clean restart loses nothing (a crash writes no snapshot: the next start restores the last clean stop's).
+    ``model`` (the artifact's model version) stamps the snapshot: one written for another model is refused when
+    read, as its session states (a GRU's hidden state, the scores) belong to that model even where the shapes
+    agree.
 
     Thread-safe: updates of one session are serialized by a lock striped over session ids, so sessions update
     side by side while one session's events apply in order.
@@ -260,6 +261,7 @@ class MemoryStore(StateStore):
     def close(self) -> None:
         if self.snapshot is not None:
             self.save(self.snapshot)
+            log.info("saved %d session(s) to the snapshot %s", len(self._sessions), self.snapshot)
 
     def save(self, path: str | os.PathLike) -> None:
         """The whole state as JSON (states base64), written to a temporary file and renamed over ``path``."""
