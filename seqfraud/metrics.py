@@ -33,7 +33,7 @@ def classification_metrics(y, p, *, fpr: float = 0.01, recall: float = 0.5) -> d
     """PR-AUC first; NaN where a metric is undefined (a slice with one class)."""
     y = np.asarray(y, dtype=np.int64)
     p = np.asarray(p, dtype=np.float64)
-    out = {"n": float(len(y)), "positives": float(y.sum())}
+    out: dict[str, float] = {"n": len(y), "positives": int(y.sum())}  # counts, as train.n is
     both = 0 < y.sum() < len(y)
     nan = float("nan")
     # sklearn sums recall steps in floating point: 9 positives ranked first give 1.0000000000000002.
