@@ -496,7 +496,8 @@ def preprocess(
     if report["truncated_sessions"]:
         log.warning(
             "%s session(s) are longer than features.max_len=%s (the longest %s events): the sequence model reads "
-            "their last %s, so %s events (%.1f%% of all) are not read by it (the LightGBM aggregates of model=stacked and model=lightgbm read them all)",
+            "their last %s, so %s events (%.1f%% of all) are not read by it (the LightGBM aggregates of "
+            "model=stacked and model=lightgbm read them all)",
             f"{report['truncated_sessions']:,}",
             spec.max_len,
             f"{report['longest_session']:,}",

@@ -113,6 +113,17 @@ def _table(head: Sequence[str], rows: list[list[Any]]) -> str:
     return f"<table><tr>{th}</tr>{trs}</table>"
 
 
+FIELD_COLUMNS = [
+    "field",
+    "PSI",
+    "PSI of present values",
+    "unknown ref",
+    "unknown cur",
+    "missing ref",
+    "missing cur",
+]
+
+
 def monitor_html(report: dict[str, Any], png: Path) -> str:
     """The monitor's self-contained page: alerts, warnings, fields, new categories, distributions, performance."""
     finding_rows = [[a["message"]] for a in report["alerts"]]
@@ -159,7 +170,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#e
 {_table(["alert"], finding_rows) if finding_rows else none}
 <h2>Warnings ({len(warn_rows)})</h2>{_table(["warning"], warn_rows) if warn_rows else none}
 {"".join(f"<p>{_cell(note)}</p>" for note in report["notes"])}
-<h2>Token fields</h2>{_table(["field", "PSI", "PSI of present values", "unknown ref", "unknown cur", "missing ref", "missing cur"], field_rows)}
+<h2>Token fields</h2>{_table(FIELD_COLUMNS, field_rows)}
 <h2>Categories the model never learned ({sum(n["count"] for n in report["new_categories"].values()):,})</h2>
 {_table(["field", "value", "sessions", "events", "example sessions"], new_rows) if new_rows else none}
 <h2>Distributions</h2>{_table(["quantity", "window", "mean", "p10", "p50", "p90", "p99"], q_rows)}

@@ -129,9 +129,8 @@ def resolve_paths(path: str | os.PathLike, *, warn: bool = True) -> list[str]:
                 if not n.startswith(".") and (suffix := os.path.splitext(n)[1]) in found:
                     found[suffix].append(os.path.join(root, n))
         files = sorted(found[".parquet"] or found[".csv"])
-        if (
-            warn and found[".parquet"] and found[".csv"]
-        ):  # a half-converted export's rows are not read (dogfood 29)
+        # A half-converted export's CSV rows are not read: said (dogfood 29).
+        if warn and found[".parquet"] and found[".csv"]:
             log.warning(
                 "%s: %d CSV file(s) left out (the first: %s): a folder is read as its Parquet files, or as its "
                 "CSV files where it holds no Parquet; convert them, or name the files to read",
