@@ -428,6 +428,31 @@ def test_redis_state_is_shared_and_its_outage_degrades_or_fails_closed(
         assert refused.status_code == 503 and "Retry-After" in refused.headers
 
 
+def test_a_redis_restarted_empty_is_said_by_a_replica_without_a_seeded_history(
+    gru_artifact, gru_run, tmp_path, caplog
+) -> None:
+    """Redis came back empty and healthy, and an unseeded replica answered the next event of an open session as
+    its first without a word (dogfood 32): every replica now marks the store and says when the mark is gone."""
+    from seqfraud.scoring.redis_store import RedisStore
+    from tests.redis_server import redis_server
+
+    records = session_records(gru_run, 1, min_events=3)
+    with (
+        redis_server(tmp_path) as server,
+        service_client(gru_artifact, store=RedisStore(server.url), seed_check_s=0.05) as client,
+    ):
+        assert client.post("/events", json={"events": records[:2]}).json()["results"][0]["n_events"] == 2
+        time.sleep(0.2)
+        assert "came back empty" not in caplog.text  # a live store is not flagged
+        server.stop()
+        server.start()  # no persistence: empty, and healthy
+        deadline = time.monotonic() + 5
+        while "came back empty" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "the state store came back empty (a Redis restarted without persistence?)" in caplog.text
+        assert RedisStore(server.url).holds_live()  # marked again: said once, not at every check
+
+
 def test_what_seqfraud_cannot_read_under_its_redis_keys_answers_as_an_outage_naming_it(
     gru_artifact, gru_run, tmp_path
 ) -> None:

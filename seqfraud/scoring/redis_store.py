@@ -14,7 +14,8 @@ can share one Redis by giving each its own prefix. The layout, for an operator's
 ``{prefix}session:{id}`` (a session's state, expiring ``session_ttl_s`` after its last update),
 ``{prefix}rows:{id}`` (a hash: event key -> JSON ``[ts_us, values...]``), ``{prefix}ent:{column}:{value}``
 (a set of session ids), ``{prefix}labels`` (a hash: session id -> JSON ``[label, label_time_us]``) and
-``{prefix}seeded`` (set once a history is seeded: its absence tells a replica that Redis lost it).
+``{prefix}seeded`` (set once a history is seeded: its absence tells a replica that Redis lost it) and
+``{prefix}live`` (set by every replica at start: its absence says Redis came back empty, seeded or not).
 
 What is atomic: :meth:`RedisStore.update` of one session (optimistic locking: WATCH, read, compute, then
 MULTI/EXEC, retried on a conflict), and each :meth:`RedisStore.add_entity_rows` batch (one MULTI/EXEC: a
@@ -92,6 +93,7 @@ class RedisStore(StateStore):
         self._prefix = _bytes(prefix)
         self._labels_key = self._prefix + b"labels"
         self._seeded_key = self._prefix + b"seeded"
+        self._live_key = self._prefix + b"live"
         self._ttl_ms = max(1, round(session_ttl_s * 1000))
         self._retention_ms = None if entity_retention_s is None else max(1, round(entity_retention_s * 1000))
         # Connection errors (BusyLoadingError, a restarted Redis still loading, is one), timeouts, and writes
@@ -137,6 +139,14 @@ class RedisStore(StateStore):
     def holds_seed(self) -> bool:
         with self._reachable():
             return bool(self._client.exists(self._seeded_key))
+
+    def mark_live(self) -> None:
+        with self._reachable():
+            self._client.set(self._live_key, b"1")
+
+    def holds_live(self) -> bool:
+        with self._reachable():
+            return bool(self._client.exists(self._live_key))
 
     def _key(self, kind: bytes, name: str) -> bytes:
         return self._prefix + kind + _bytes(name)

@@ -651,17 +651,31 @@ def create_app(
     run side by side on the other cores. ``store`` keeps the open sessions, entity history and labels of
     ``/events`` and ``/labels`` (:mod:`seqfraud.scoring.online`; default a :class:`MemoryStore`), closed
     (and so snapshotted) at shutdown; ``on_store_error`` is ``degraded`` or ``fail`` when it is unreachable.
-    ``reseed`` seeds the store with its history again: with it, every ``seed_check_s`` seconds the service
-    checks that the store still holds that history, and seeds it again when a restart emptied it.
+    Every ``seed_check_s`` seconds the service checks that the store has not come back empty (a Redis restarted
+    without persistence), and says so when it has. ``reseed`` seeds the store with its history again: with it,
+    the service also checks that the store still holds that history, and seeds it again when a restart emptied it.
     """
 
-    async def keep_seeded(store: StateStore, reseed: Callable[[], object]) -> None:
-        """A Redis restarted without persistence comes back empty and healthy: without this, entity features
-        would read an empty history, unnoticed, until every replica restarted."""
+    async def watch_store(store: StateStore, reseed: Callable[[], object] | None) -> None:
+        """A Redis restarted without persistence comes back empty and healthy: without this, open sessions
+        started again at their next event, and entity features read an empty history, unnoticed."""
+        marked = False  # not reachable at start: the first check that reaches it marks it, saying nothing
+        with suppress(StoreUnavailable):
+            await run_in_threadpool(store.mark_live)
+            marked = True
         while True:
             await asyncio.sleep(seed_check_s)
             try:
-                if await run_in_threadpool(store.holds_seed):
+                if not await run_in_threadpool(store.holds_live):
+                    if marked:
+                        log.warning(
+                            "the state store came back empty (a Redis restarted without persistence?): the open "
+                            "sessions, entity rows and labels it held are gone; the next event of such a session "
+                            "reads as its first until its events are sent again"
+                        )
+                    await run_in_threadpool(store.mark_live)
+                    marked = True
+                if reseed is None or await run_in_threadpool(store.holds_seed):
                     continue
                 log.warning(
                     "the state store lost the history seeded at start (restarted empty?): seeding again"
@@ -690,7 +704,7 @@ def create_app(
         )
         app.state.online_validators = online_request_models(scorer.spec, limits)
         app.state.reseed = reseed
-        seeding = None if reseed is None else asyncio.create_task(keep_seeded(app.state.online.store, reseed))
+        watching = asyncio.create_task(watch_store(app.state.online.store, reseed))
         # One worker process per batch and explain slot: a request its Capacity admits never waits for one.
         # forkserver: workers fork from a clean process (never from this one's threads), with the imports done.
         workers = limits.max_batch_in_flight + limits.max_explain_in_flight
@@ -716,8 +730,7 @@ def create_app(
             log.info("serving %s (%s) from %s", scorer.model_version, fmt, artifact)
             yield
         finally:
-            if seeding is not None:
-                seeding.cancel()
+            watching.cancel()
             app.state.workers.shutdown(wait=True, cancel_futures=True)  # else they would outlive this process
             del app.state.workers
             app.state.online.store.close()

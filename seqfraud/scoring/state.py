@@ -122,6 +122,15 @@ class StateStore(ABC):
         restarted without persistence can (it comes back empty, and entity features would read nothing)."""
         return True
 
+    def mark_live(self) -> None:
+        """Note in the store that a service keeps state in it (set at start, and again once found gone)."""
+
+    def holds_live(self) -> bool:
+        """Whether the store still holds that note: a Redis restarted without persistence comes back empty and
+        healthy, and a replica without a seeded history answered the next event of every open session as its
+        first, with no word (dogfood 32)."""
+        return True
+
     def check_restored(self, decode: Callable[[bytes], object]) -> None:
         """Decode every session state restored from a file (``decode`` raises ValueError on a damaged one), so
         that a damaged state is refused at start, not answered with an error at its session's every event."""
