@@ -425,13 +425,16 @@ def preprocess(
         (data.get("policy") or {}).get("label_delay"),
         prior=float(train[S.LABEL].cast(pl.Float64).mean() or 0.0) if train.height else 0.0,
     )
+    # Each phase said as it starts: a Spark run showed nothing for minutes (dogfood 33).
     if entity is not None:
+        log.info("entity features: %d column(s) x %d window(s)", len(entity.columns), len(entity.windows))
         t_entity = time.perf_counter()
         loaded = engine.entity_features(loaded, entity, out / ENTITY_DIR)
         entity_seconds = round(time.perf_counter() - t_entity, 3)
     tail = tuple(features_cfg.get("tail_quantiles") or ())
     n_buckets = int(features_cfg.get("n_buckets", 16))
     min_count = int(features_cfg.get("min_count", 5))
+    log.info("fitting the spec on the %s training sessions", f"{train.height:,}")
     stats = engine.fit_stats(
         loaded,
         schema,
@@ -462,6 +465,7 @@ def preprocess(
     }
     (out / DATA_DIR).mkdir(parents=True)
     spec.save(out / SPEC_FILE)
+    log.info("tokenizing and writing the datasets into %s", out / DATA_DIR)
     engine_report = engine.write_datasets(loaded, spec, sessions, out / DATA_DIR)
     datasets = {name: dataset(out, name) for name in S.SPLITS}
     counts = {
