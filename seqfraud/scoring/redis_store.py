@@ -133,20 +133,25 @@ class RedisStore(StateStore):
             self._client.ping()
 
     def mark_seeded(self) -> None:
-        with self._reachable():
-            self._client.set(self._seeded_key, b"1")
+        self._mark(self._seeded_key)
 
     def holds_seed(self) -> bool:
-        with self._reachable():
-            return bool(self._client.exists(self._seeded_key))
+        return self._holds(self._seeded_key)
 
     def mark_live(self) -> None:
-        with self._reachable():
-            self._client.set(self._live_key, b"1")
+        self._mark(self._live_key)
 
     def holds_live(self) -> bool:
+        return self._holds(self._live_key)
+
+    def _mark(self, key: bytes) -> None:
+        """Set a marker key, whose absence later says Redis lost what it held."""
         with self._reachable():
-            return bool(self._client.exists(self._live_key))
+            self._client.set(key, b"1")
+
+    def _holds(self, key: bytes) -> bool:
+        with self._reachable():
+            return bool(self._client.exists(key))
 
     def _key(self, kind: bytes, name: str) -> bytes:
         return self._prefix + kind + _bytes(name)
