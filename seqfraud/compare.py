@@ -24,7 +24,15 @@ from seqfraud import schema as S
 from seqfraud.config import plain
 from seqfraud.errors import UserError
 from seqfraud.metrics import precision_key, recall_key
-from seqfraud.rundir import CONFIG_FILE, METRICS_FILE, PREDICTIONS_DIR, kept_label, predictions, stacking_kept
+from seqfraud.rundir import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    PREDICTIONS_DIR,
+    TRAIN_LOG,
+    kept_label,
+    predictions,
+    stacking_kept,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +83,17 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
         below = sorted(m.parent for m in p.rglob(METRICS_FILE))
         empty += [] if below else [p]
         found += below
+        # Jobs of a sweep that failed wrote their log and no metrics: said, not silently left out (dogfood 28).
+        failed = sorted({log_file.parent for log_file in p.rglob(TRAIN_LOG)} - set(below))
+        if below and failed:
+            log.warning(
+                "%s: %d run directory(ies) with a %s and no %s (failed or unfinished runs): left out: %s",
+                p,
+                len(failed),
+                TRAIN_LOG,
+                METRICS_FILE,
+                [str(f.relative_to(p)) for f in failed[:10]],
+            )
     if not found:
         raise FileNotFoundError(
             f"{(empty or list(map(Path, paths)))[0]}: no {METRICS_FILE} in it or below it, so it is not a run "

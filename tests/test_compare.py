@@ -124,6 +124,16 @@ def test_a_failed_run_beside_finished_ones_is_left_out_with_a_warning(runs, tmp_
     assert "multirun.yaml: a file, not a run directory: left out" in caplog.text
     with pytest.raises(FileNotFoundError, match="pretrain_run: no predictions/test.parquet"):
         write_leaderboard([pretrained])
+    # A sweep's job that failed, inside the sweep's directory: its log and no metrics (dogfood 28: silent).
+    sweep = tmp_path / "sweep"
+    shutil.copytree(runs / "0", sweep / "0")
+    (sweep / "1").mkdir()
+    (sweep / "1" / "train.log").write_text("error: label_fraction must be in (0, 1], got 2.0\n")
+    assert [r["run"] for r in write_leaderboard([sweep], tmp_path / "board2")] == ["0"]
+    assert (
+        "sweep: 1 run directory(ies) with a train.log and no metrics.json (failed or unfinished runs): left out: ['1']"
+        in caplog.text
+    )
 
 
 def test_a_directory_without_runs_is_named_in_the_error(tmp_path, capsys):
