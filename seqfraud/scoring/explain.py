@@ -65,8 +65,8 @@ def deleted_contributions(
     wide: Sequences,
     ts_us: np.ndarray,
     full: np.ndarray,
+    tables: TokenTables,
     aggregates: np.ndarray | None = None,
-    tables: TokenTables | None = None,
 ) -> np.ndarray:
     """``full`` (the raw probabilities) minus the probability without each kept event, aligned with ``seqs.tokens``.
 
@@ -74,11 +74,10 @@ def deleted_contributions(
     variants admit the event before its window; ``ts_us``: their events' times, aligned with ``wide.tokens``.
     A stacked artifact's probability without the event is its stacker's, on the sequence model's and
     ``aggregates``: one row per kept event (aligned with ``seqs.tokens``), its session's aggregates without it.
-    ``tables``: the spec's (:func:`token_tables`), where the caller has them.
+    ``tables``: the spec's (:func:`token_tables`), for the time delta of the event after the one left out.
     """
     offsets, wide_offsets = np.r_[0, np.cumsum(seqs.lengths)], np.r_[0, np.cumsum(wide.lengths)]
     delta = scorer.spec.fields.index(S.TIME_DELTA)
-    tables = tables or token_tables(scorer.spec)
     out = np.empty(len(seqs.tokens), dtype=np.float32)
     for i, n in enumerate(seqs.lengths.tolist()):
         tokens, ts = (
@@ -140,7 +139,7 @@ def scored_occlusion(scorer: TokenScorer, events: pl.DataFrame) -> tuple[pl.Data
     schema = scorer.spec.schema
     fields = [*schema.categorical, *schema.numerical, *schema.entities]
     contributions = deleted_contributions(
-        scorer, seqs, wide, ts_us, scores[S.RAW_SCORE].to_numpy(), aggregates, tables
+        scorer, seqs, wide, ts_us, scores[S.RAW_SCORE].to_numpy(), tables, aggregates
     )
     return scores, pl.DataFrame(
         {

@@ -175,7 +175,7 @@ class SessionState:
             state = cls(tokens=tokens, hidden=hidden, columns=columns, keys=keys, records=records, **meta)
         except (ValueError, TypeError, KeyError, IndexError) as e:
             raise ValueError(f"unreadable session state: {e}") from e
-        if state.model_version != model_version:
+        if state.stale(model_version):
             state.tokens, state.hidden, state.columns = np.zeros((0, n_fields), dtype=np.int64), None, None
             return state
         if tokens.shape[1] != n_fields and len(tokens):
