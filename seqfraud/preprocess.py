@@ -174,6 +174,7 @@ class PolarsEngine:
             data.get("labels"),
             on_unlabeled=policy.get("on_unlabeled", "error"),
             on_orphan_labels=policy.get("on_orphan_labels", "error"),
+            on_mixed_labels=policy.get("on_mixed_labels", "error"),
             label_delay=policy.get("label_delay"),
         )
 

@@ -109,6 +109,22 @@ class Schema:
         object.__setattr__(self, "numerical", tuple(self.numerical))
         object.__setattr__(self, "entities", tuple(self.entities))
         object.__setattr__(self, "timestamp_range", tuple(str(v) for v in self.timestamp_range))
+        for role in ("session_id", "timestamp", "event_type", "label"):
+            if not isinstance(getattr(self, role), str) or not getattr(self, role):
+                hint = (
+                    ": every event needs a type (what happened: a login, a payment); a log without one can use "
+                    "its most telling categorical column (a product code, a transaction type)"
+                    if role == "event_type"
+                    else ""
+                )
+                raise ConfigError(f"data.schema.{role} must name a column, got {getattr(self, role)!r}{hint}")
+        for role in ("categorical", "numerical", "entities"):
+            bad = [c for c in getattr(self, role) if not isinstance(c, str) or not c]
+            if bad:
+                raise ConfigError(
+                    f"data.schema.{role} must list column names, got {bad} (quote a name YAML reads as a "
+                    "number or null: '2019', 'null')"
+                )
         if self.timestamp_unit not in TIMESTAMP_UNITS:
             raise ConfigError(
                 f"data.schema.timestamp_unit must be one of {TIMESTAMP_UNITS}, got {self.timestamp_unit!r}"

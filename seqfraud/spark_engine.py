@@ -160,6 +160,7 @@ class SparkEngine:
             labels,
             on_unlabeled=policy.get("on_unlabeled", "error"),
             on_orphan_labels=policy.get("on_orphan_labels", "error"),
+            on_mixed_labels=policy.get("on_mixed_labels", "error"),
             epoch_unit=raw.epoch_unit,
             label_delay=policy.get("label_delay"),
             # The example of a bad value comes from the same files through Polars, read on an error's path

@@ -11,6 +11,7 @@ import pytest
 
 from seqfraud import schema as S
 from seqfraud.data.events import DataValidationError, load_events
+from seqfraud.errors import ConfigError
 from seqfraud.preprocess import preprocess
 from seqfraud.rundir import REPORT_FILE
 from seqfraud.schema import Schema
@@ -487,7 +488,29 @@ def test_label_not_constant_within_a_session(tmp_path):
     # s1 now has labels 0, 0, 1
     df = pl.concat([events(), events().head(1).with_columns(label=pl.lit(1, pl.Int64))])
     path = write(df, tmp_path / "e.parquet")
-    fails(path, path, "column 'label': 3 row(s) belong to 1 session(s) whose label is not constant")
+    fails(
+        path,
+        path,
+        "column 'label': 3 row(s) belong to 1 session(s) whose label is not constant (e.g. session 's1')",
+        "set data.policy.on_mixed_labels=any",
+    )
+
+
+def test_labels_of_events_may_mark_a_session_fraud_when_any_event_is(tmp_path):
+    """A log that flags the fraudulent transactions, not the session (IEEE-CIS's isFraud, dogfood 34): with
+    on_mixed_labels=any a session is fraud when one of its events is, on the sessions and on every event."""
+    df = pl.concat([events(), events().head(1).with_columns(label=pl.lit(1, pl.Int64))])
+    path = write(df, tmp_path / "e.parquet")
+    loaded = load_events(path, SCHEMA, on_mixed_labels="any")
+    assert dict(loaded.sessions.select(S.SESSION_ID, S.LABEL).iter_rows()) == {"s1": 1, "s2": 1, "s3": 0}
+    assert loaded.report["mixed_label_sessions"] == 1
+    labels = loaded.events.select(S.SESSION_ID, S.LABEL).collect()
+    assert labels.filter(pl.col(S.SESSION_ID) == "s1")[S.LABEL].to_list() == [1, 1, 1]
+    # A null among labelled events is still refused: it says nothing either way.
+    partial = write(events(label=pl.Series([0, 1, 1, None, 0])), tmp_path / "partial.parquet")
+    fails(partial, "1 row(s) have a null label inside 1 otherwise labelled session(s)", on_mixed_labels="any")
+    with pytest.raises(ValueError, match="data.policy.on_mixed_labels must be one of error, any"):
+        load_events(path, SCHEMA, on_mixed_labels="max")
 
 
 def test_null_label_inside_a_labelled_session(tmp_path):
@@ -635,6 +658,9 @@ def test_a_label_table_of_float_ids_is_refused_by_type(tmp_path):
     fails(
         events_of_floats, events_of_floats, "column 'session_id' has type Float64", "lose digits past 2**53"
     )
+    # A code column that is float only because it has missing values (IEEE-CIS's addr1, dogfood 34).
+    codes = write(events(device=pl.Series([101.0, None, 204.0, 101.0, None])), tmp_path / "codes.parquet")
+    fails(codes, "column 'device' has type Float64", "its nullable 'Int64' keeps them integers")
 
 
 def test_events_with_no_label_in_the_table(tmp_path):
@@ -813,6 +839,25 @@ def test_schema_duplicate_roles(kwargs, dupes):
     with pytest.raises(ValueError, match="more than one role") as info:
         Schema(**kwargs)
     assert dupes in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "said"),
+    [
+        (
+            {"event_type": None},
+            "data.schema.event_type must name a column, got None: every event needs a type",
+        ),
+        ({"session_id": ""}, "data.schema.session_id must name a column, got ''"),
+        ({"categorical": ("device", 2019)}, "data.schema.categorical must list column names, got [2019]"),
+        ({"entities": (None,)}, "data.schema.entities must list column names, got [None]"),
+    ],
+)
+def test_schema_roles_must_name_columns(kwargs, said):
+    """A null event type failed later as "missing column(s) None" (dogfood 34)."""
+    with pytest.raises(ConfigError) as info:
+        Schema(**kwargs)
+    assert said in str(info.value)
 
 
 def test_schema_bad_timestamp_unit():

@@ -89,6 +89,9 @@ _CATEGORICAL_OK = (pl.String, pl.Categorical, pl.Enum, pl.Boolean)
 _ENTITY_OK = (pl.String, pl.Categorical, pl.Enum, pl.Null)
 # data.policy.on_unlabeled: refuse, leave out, or keep for pretraining (train split only) sessions with no label.
 UNLABELED_POLICIES = ("error", "drop", "keep")
+# data.policy.on_mixed_labels, where labels come on the events: refuse a session whose events disagree, or label it
+# fraud when any of its events is (logs that flag the fraudulent transactions, not the session).
+MIXED_LABEL_POLICIES = ("error", "any")
 
 
 # The engine's frame of the normalized events: a Polars LazyFrame, or the Spark engine's DataFrame.
@@ -533,7 +536,8 @@ def out_of_range_text(
     if epoch_unit in _UNIT_NAMES:
         what += (
             f"; integer epochs are read as {_UNIT_NAMES[epoch_unit]} ({unit_origin}), so epochs in another "
-            "unit, a column that mixes units, or epochs beyond int64 fall outside it"
+            "unit, a column that mixes units, or epochs beyond int64 fall outside it. Times counted from a "
+            "reference of your own, not epochs, read as 1970: README.md ('Your own data') says how to set their unit and range"
         )
     return what
 
@@ -642,7 +646,8 @@ def wrong_id_type(source: str, column: str, dtype: pl.DataType, what: str = "") 
     """The error of an id or category column of another type; a float one is most often a writer's (pandas,
     a spreadsheet) reading of integer ids, which compare as ``'123.0'`` and lose digits past 2**53."""
     floats = (
-        ": float ids read as '123.0' and lose digits past 2**53; write them as integers or text"
+        ": float ids read as '123.0' and lose digits past 2**53; write them as integers or text (pandas writes "
+        "integer ids and codes with missing values as floats: its nullable 'Int64' keeps them integers)"
         if dtype.is_float()
         else ""
     )
@@ -987,6 +992,7 @@ def validate_sessions(
     *,
     on_unlabeled: str = "error",
     on_orphan_labels: str = "error",
+    on_mixed_labels: str = "error",
     epoch_unit: str | None = None,
     label_delay: str | None = None,
     rows: tuple[pl.LazyFrame, pl.LazyFrame, list[str]] | None = None,
@@ -1011,6 +1017,7 @@ def validate_sessions(
     for name, value, allowed in (
         ("on_unlabeled", on_unlabeled, UNLABELED_POLICIES),
         ("on_orphan_labels", on_orphan_labels, ("error", "drop")),
+        ("on_mixed_labels", on_mixed_labels, MIXED_LABEL_POLICIES),
     ):
         if value not in allowed:
             raise ValueError(f"data.policy.{name} must be one of {', '.join(allowed)}; got {value!r}")
@@ -1061,12 +1068,22 @@ def validate_sessions(
                 first(LABEL_NOT_01_ROWS, schema.label),
             )
         mixed = sessions.filter(pl.col("label_min") != pl.col("label_max"))
-        if mixed.height:
+        if mixed.height and on_mixed_labels == "error":
             fail_rows(
                 source,
                 schema.label,
                 int(mixed["n_events"].sum()),
-                f"belong to {mixed.height:,} session(s) whose label is not constant",
+                f"belong to {mixed.height:,} session(s) whose label is not constant (e.g. session "
+                f"{mixed[S.SESSION_ID].min()!r}). Where the log labels events, not sessions (a fraud flag on the "
+                "fraudulent transactions), set data.policy.on_mixed_labels=any: a session is then fraud when any "
+                "of its events is",
+            )
+        if mixed.height:
+            report["mixed_label_sessions"] = mixed.height
+            log.info(
+                "%s: %s session(s) hold events labelled 0 and 1: labelled 1 (data.policy.on_mixed_labels=any)",
+                source,
+                f"{mixed.height:,}",
             )
         partial = sessions.filter((pl.col("n_label_null") > 0) & pl.col("label_min").is_not_null())
         if partial.height:
@@ -1076,7 +1093,7 @@ def validate_sessions(
                 int(partial["n_label_null"].sum()),
                 f"have a null label inside {partial.height:,} otherwise labelled session(s)",
             )
-        sessions = sessions.with_columns(pl.col("label_min").cast(pl.Int8).alias(S.LABEL))
+        sessions = sessions.with_columns(pl.col("label_max").cast(pl.Int8).alias(S.LABEL))
         label_source = source
         if schema.label_time:
             _check_label_times_on_events(sessions, schema, source, epoch_unit, origin, first)
@@ -1282,13 +1299,15 @@ def load_events(
     *,
     on_unlabeled: str = "error",
     on_orphan_labels: str = "error",
+    on_mixed_labels: str = "error",
     label_delay: str | None = None,
 ) -> LoadedEvents:
     """Scan, type-check, normalize and validate an event log; the returned events carry ``label`` and the
     entity columns (as strings).
 
     Policies (see :func:`validate_sessions`): ``on_unlabeled`` (``error``, ``drop`` or ``keep``) for sessions
-    whose events have no label and ``on_orphan_labels`` for labelled sessions that have no events; whatever a
+    whose events have no label, ``on_orphan_labels`` for labelled sessions that have no events and
+    ``on_mixed_labels`` (``error`` or ``any``) for sessions whose events' labels disagree; whatever a
     policy drops is counted in ``report``; kept sessions carry a null label. ``label_delay``
     (``data.policy.label_delay``, e.g. ``30d``) and ``data.schema.label_time`` give the sessions table's
     ``label_known`` (:func:`label_known`).
@@ -1315,13 +1334,15 @@ def load_events(
         labels,
         on_unlabeled=on_unlabeled,
         on_orphan_labels=on_orphan_labels,
+        on_mixed_labels=on_mixed_labels,
         epoch_unit=raw.epoch_unit,
         label_delay=label_delay,
         rows=(events, raw.frame, raw.files),
     )
-    if labels is not None:
-        # A lookup, not a join: projection pushdown drops it from every query that never reads the label
-        # (fitting the spec, the aggregates), which a join cannot, and it keeps the scan's row order.
+    if labels is not None or "mixed_label_sessions" in report:
+        # The session's label on each event. A lookup, not a join: projection pushdown drops it from every query
+        # that never reads the label (fitting the spec, the aggregates), which a join cannot, and it keeps the
+        # scan's row order.
         events = events.with_columns(
             pl.col(S.SESSION_ID)
             .replace_strict(
