@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -602,9 +603,16 @@ def test_labels_are_read_in_the_label_tables_column_names() -> None:
     with pytest.raises(RequestError) as refused:
         parse(validator, json.dumps({"labels": [{"visit": 7, "is_fraud": 1, "cb_time": 5}]}).encode())
     assert refused.value.status == 422
-    assert "labels[0].cb_time: unknown field; this request takes ['visit', 'is_fraud', 'cb_date']" in str(
-        refused.value
+    assert (
+        "labels[0]: unknown field(s) ['cb_time']; this request takes ['visit', 'is_fraud', 'cb_date']"
+        in str(refused.value)
     )
+    # A client sending its raw rows has the same extra columns on every one: said once, with how often.
+    rows = [{"visit": 7, "is_fraud": 1, "cb_date": 5, "txn_id": i, "card": 3} for i in range(30)]
+    with pytest.raises(RequestError) as refused:
+        parse(validator, json.dumps({"labels": rows}).encode())
+    assert str(refused.value).count("this request takes") == 1
+    assert "labels[0]: unknown field(s) ['txn_id', 'card'] (and in 29 more like it)" in str(refused.value)
     # An entity id is a string or an integer, as training reads the column: a boolean is refused as such.
     events, _ = online_request_models(spec, Limits())
     event = {"visit": 7, "timestamp": "2024-01-01T00:00:00Z", "event_type": "pay"}
@@ -622,6 +630,15 @@ def test_labels_are_read_in_the_label_tables_column_names() -> None:
         ):
             events.validate_python({"events": [event | {"seller": blank}]})
     with pytest.raises(RequestError, match="events\\[0\\].seller: Field required"):
+        parse(events, json.dumps({"events": [event]}).encode())
+    # So is the event id of a log that has one (null: this event has none): without it a client's retry counted
+    # its events again, with no word (dogfood 36).
+    with_ids = replace(spec, schema=replace(spec.schema, event_id="txn"))
+    events, _ = online_request_models(with_ids, Limits())
+    event |= {"seller": "s1"}
+    assert events.validate_python({"events": [event | {"txn": None}]})["events"][0]["txn"] is None
+    assert events.validate_python({"events": [event | {"txn": "t1"}]})["events"][0]["txn"] == "t1"
+    with pytest.raises(RequestError, match="events\\[0\\].txn: Field required"):
         parse(events, json.dumps({"events": [event]}).encode())
 
 

@@ -156,7 +156,7 @@ def _case(name: str, sessions, s) -> tuple[str, object, int, str]:
             "/score",
             {"events": [e[0] | {"colour": "red"}]},
             422,
-            f"events[0].colour: unknown field; this request takes ['{s.session_id}', '{s.timestamp}'",
+            f"events[0]: unknown field(s) ['colour']; this request takes ['{s.session_id}', '{s.timestamp}'",
         ),
         "unknown top-level field": ("/score", {"events": e, "colour": "red"}, 422, "takes ['events']"),
         "empty session": ("/score", {"events": []}, 422, "events: List should have at least 1 item"),

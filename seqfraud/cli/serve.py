@@ -213,10 +213,11 @@ def main(argv: list[str] | None = None) -> None:
             if target is not store:
                 target.close()
         log.info(
-            "seeded the store with %s entity rows and %s labels from %s",
+            "seeded the store from %s: %s entity rows and %s labels (rows and labels it held already are "
+            "written again, not added)",
+            history.source,
             f"{rows:,}",
             f"{labels:,}",
-            history.source,
         )
 
     if history is not None:

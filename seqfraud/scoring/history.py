@@ -108,7 +108,7 @@ class History:
 
 def warn_if_short(history: pl.DataFrame, events: pl.DataFrame, spec: Spec, source: str) -> None:
     """Log when the history reaches back less far before the first scored event than the longest window plus
-    the label delay: the windowed features then read less than training's did, and the scores move (a dogfood's
+    the label delay: the windowed features then read less than a longer history gives, and the scores move (a dogfood's
     35-day history against 30-day windows and a 40-day delay moved scores by up to 0.60, silently)."""
     if not history.height:  # nothing to fall short of (batch scoring refuses an empty history before this)
         return
@@ -117,8 +117,9 @@ def warn_if_short(history: pl.DataFrame, events: pl.DataFrame, spec: Spec, sourc
     if have < need:
         log.warning(
             "%s: the history starts %.1f day(s) before the first event scored, and the entity features read %.1f "
-            "day(s) back (the longest window plus the label delay): they read less than training did, and scores "
-            "differ from those a longer history gives (docs/entities.md, 'How much history')",
+            "day(s) back (the longest window plus the label delay): the earliest events read less history than "
+            "those windows hold, and score differently from a longer history (docs/entities.md, 'How much "
+            "history')",
             source,
             have / 86_400e6,
             need / 86_400e6,

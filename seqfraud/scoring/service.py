@@ -193,7 +193,8 @@ _session_id = _usable_id(
     "session_id", "expected a non-blank id without control characters or spaces at its ends"
 )
 _entity_value = _usable_id(
-    "entity", "expected null (the event has none) or a non-blank id without control characters"
+    "entity",
+    "expected null (the event has none) or a non-blank id without control characters or spaces at its ends",
 )
 
 
@@ -303,8 +304,13 @@ def online_request_models(spec: Spec, limits: Limits) -> tuple[TypeAdapter, Type
     s = spec.schema
     types = ValueTypes.of(limits.max_value_chars)
     # An entity column is required (null: the event has none): a client that leaves it out by mistake would
-    # otherwise get scores without the shared-entity context the model was trained to read, and no error.
+    # otherwise get scores without the shared-entity context the model was trained to read, and no error. So is
+    # the event id (null: this event has none): without it a retry counts its events again (dogfood 36).
     fields = event_fields(spec, types) | {c: Required[types.entity] for c in s.entities}
+    if s.event_id:
+        fields[s.event_id] = Required[
+            _typed("a string, an integer or null", str, int, nullable=True, max_chars=limits.max_value_chars)
+        ]
     event: Any = with_config(FORBID)(_dynamic_typed_dict("OnlineEvent", fields))
     session_key, label_key, time_key = label_keys(s)
     events: Any = Annotated[list[event], Field(min_length=1, max_length=limits.max_events_per_session)]
@@ -433,14 +439,29 @@ def parse(validator: TypeAdapter, body: bytes) -> dict[str, Any]:
         errors = e.errors(include_url=False, include_context=False, include_input=False)
         if errors[0]["type"] == "json_invalid":
             raise RequestError(400, f"malformed JSON: {errors[0]['msg']}") from None
+        # Unknown fields are said once per place in the schema, with what it takes: a client that sends its
+        # raw rows has the same few extra columns on every event.
+        unknown: dict[tuple, list[Any]] = {}
         for err in errors:
             if err["type"] == "extra_forbidden":
-                known = _known_fields(validator, err["loc"][:-1])
-                err["msg"] = f"unknown field; this request takes {known}" if known else err["msg"]
-        detail = "; ".join(f"{_where(err['loc'])}: {err['msg']}" for err in errors[:10])
-        more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
+                place = tuple(p if isinstance(p, str) else 0 for p in err["loc"][:-1])
+                unknown.setdefault(place, []).append(err)
+        said = []
+        for group in unknown.values():
+            names = list(dict.fromkeys(str(err["loc"][-1]) for err in group))
+            places = len({err["loc"][:-1] for err in group})
+            known = _known_fields(validator, group[0]["loc"][:-1])
+            said.append(
+                f"{_where(group[0]['loc'][:-1])}: unknown field(s) {names}"
+                + (f" (and in {places - 1} more like it)" if places > 1 else "")
+                + (f"; this request takes {known}" if known else "")
+            )
+        rest = [err for err in errors if err["type"] != "extra_forbidden"]
+        said += [f"{_where(err['loc'])}: {err['msg']}" for err in rest[: max(10 - len(said), 1)]]
+        more = len(rest) - (len(said) - len(unknown))
+        detail = "; ".join(said) + (f" (and {more} more)" if more > 0 else "")
         raise RequestError(
-            422, detail + more, [{"loc": _where(err["loc"]), "msg": err["msg"]} for err in errors]
+            422, detail, [{"loc": _where(err["loc"]), "msg": err["msg"]} for err in errors]
         ) from None
     try:
         strict_json(body)
