@@ -55,6 +55,13 @@ class Prepared:
     events: pl.LazyFrame | None
     sessions: pl.DataFrame | None  # one row per session: start time, label, split
 
+    def input(self, key: str) -> str | None:
+        """The ``data.events``, ``data.labels`` or ``data.typologies`` this output was prepared from (absolute),
+        as its report records them: a run on a ``prepared_dir`` reads them there, not from its own data config,
+        which may name other files (a docs audit's per-typology metrics came from another log). None where there
+        was none, or the output predates the record."""
+        return (self.report.get("inputs") or {}).get(key)
+
 
 def resolve_data_config(data: Mapping[str, Any]) -> dict[str, Any]:
     """Plain dict of the data config; synthetic companion files only follow the synthetic events.
@@ -482,6 +489,10 @@ def preprocess(
         | unlabeled
         | engine_report
         | {
+            "inputs": {
+                key: str(Path(data[key]).resolve()) if data.get(key) else None
+                for key in ("events", "labels", "typologies")
+            },
             "splits": counts,
             "val_start": spec.fit_info["val_start"],
             "test_start": spec.fit_info["test_start"],

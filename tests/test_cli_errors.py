@@ -43,6 +43,14 @@ def runs(
             f"hydra.run.dir={tmp / 'train'}",
             "logger=none",
         ],
+        "train: output dir apart": [
+            sys.executable,
+            "train.py",
+            f"data.events={tmp / 'none' / 'events.parquet'}",
+            f"hydra.run.dir={tmp / 'train2'}",
+            f"paths.output_dir={tmp / 'out2'}",
+            "logger=none",
+        ],
         "export: no run": [
             sys.executable,
             "export.py",
@@ -57,6 +65,13 @@ def runs(
             "preprocess",
             f"data.events={tmp / 'dup.csv'}",
             f"hydra.run.dir={tmp / 'pre'}",
+        ],
+        # What spark-submit runs on a cluster (docs/scale.md): the file, as a script.
+        "preprocess: as a script": [
+            sys.executable,
+            "seqfraud/cli/preprocess.py",
+            f"data.events={tmp / 'dup.csv'}",
+            f"hydra.run.dir={tmp / 'pre5'}",
         ],
         "preprocess: unknown override key": [
             sys.executable,
@@ -161,15 +176,25 @@ def test_train_fails_in_validation_before_training(runs):
     assert not (runs["train: no events"][1] / "train" / "checkpoints").exists()
 
 
+def test_a_run_directory_apart_from_hydras_is_warned_of(runs):
+    """Two dogfoods set paths.output_dir beside hydra.run.dir and found the run in one place, its log in another."""
+    error_line(runs, "train: output dir apart")
+    tmp = runs["train: output dir apart"][1]
+    assert (
+        f"paths.output_dir={tmp / 'out2'} is not this run's Hydra directory {tmp / 'train2'}"
+        in runs["train: output dir apart"][0].stdout
+    )
+    assert "paths.output_dir" not in runs["train: no events"][0].stdout
+
+
 def test_export_without_a_run(runs):
     assert runs["export: no run"][0].stderr.strip().splitlines() == [error_line(runs, "export: no run")]
     assert "no checkpoints/best.ckpt" in error_line(runs, "export: no run")
 
 
 def test_preprocess_with_a_duplicated_column(runs):
-    assert "dup.csv: column(s) ['event_type'] appear more than once" in error_line(
-        runs, "preprocess: duplicated column"
-    )
+    for name in ("preprocess: duplicated column", "preprocess: as a script"):
+        assert "dup.csv: column(s) ['event_type'] appear more than once" in error_line(runs, name)
 
 
 def test_a_split_date_that_does_not_parse_is_one_line(runs):

@@ -42,16 +42,20 @@ def test_outside_launchers_must_point_at_prepared_data(tmp_path, monkeypatch):
 
 
 def test_prepared_dir_skips_preprocessing(trained_run, tmp_path, one_torch_thread):
+    """The files the prepared data came from are the prepared run's: this run's own data config names another
+    typology table (a docs audit's per-typology metrics came from another log, or failed after the fit)."""
     cfg = compose_train(
         [
             "+experiment=smoke",
             f"paths.output_dir={tmp_path}",
             f"prepared_dir={trained_run}",
             f"paths.data_dir={trained_run.parent / 'data'}",
+            f"data.typologies={tmp_path / 'elsewhere' / 'typologies.parquet'}",
             "trainer.max_epochs=1",
         ]
     )
     metrics = train(cfg)
+    assert "ato_order" in metrics["test"]["per_typology"]
     assert not (tmp_path / "data").exists()
     assert (tmp_path / "spec.json").read_text() == (trained_run / "spec.json").read_text()
     ours, theirs = (pl.read_parquet(d / "predictions/test.parquet") for d in (tmp_path, trained_run))

@@ -24,3 +24,7 @@ def preprocess_task(cfg: DictConfig) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     run_hydra(preprocess_task, argv)
+
+
+if __name__ == "__main__":  # spark-submit runs a file, not a module: docs/scale.md
+    main()

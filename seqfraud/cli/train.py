@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
@@ -20,8 +21,17 @@ log = logging.getLogger(__name__)
 def train_task(cfg: DictConfig) -> float | None:
     """Returns the validation PR-AUC, the objective of a Hydra sweep (ranks other than 0 and pretraining runs,
     which have no PR-AUC, report nothing)."""
+    hydra_dir = Path(HydraConfig.get().runtime.output_dir)
+    if Path(cfg.paths.output_dir).resolve() != hydra_dir.resolve():
+        # Two dogfoods set both and found their run in one place and its log in another.
+        log.warning(
+            "paths.output_dir=%s is not this run's Hydra directory %s: the run's outputs go to the first, its "
+            "train.log and .hydra/ config to the second. Set hydra.run.dir alone: paths.output_dir follows it",
+            cfg.paths.output_dir,
+            hydra_dir,
+        )
     metrics = train(cfg)
-    if metrics and _searching() and stacking_kept(HydraConfig.get().runtime.output_dir) == "aggregates":
+    if metrics and _searching() and stacking_kept(cfg.paths.output_dir) == "aggregates":
         # Then the objective is LightGBM's alone: every trial scores the same, and "best parameters" mean nothing.
         log.warning(
             "the stacker kept the aggregates alone, so this trial's validation PR-AUC does not depend on the "

@@ -468,9 +468,14 @@ def fit_pretrain(
         )
     groups = None
     if entity:
-        data_cfg = resolve_data_config(plain(cfg.data))  # the event log that preprocessing read
+        events = prepared.input("events")  # the event log that preprocessing read
+        if events is None:
+            raise ConfigError(
+                f"prepared_dir={cfg.get('prepared_dir')} does not record the event log it was prepared from (an "
+                "earlier seqfraud wrote it), which entity-grouped pretraining reads: preprocess it again"
+            )
         splits = {name: prepared.datasets[name] for name in ("train", "val")}
-        groups = entity_groups(data_cfg["events"], data_cfg.get("labels"), spec.schema, entity, splits)
+        groups = entity_groups(events, prepared.input("labels"), spec.schema, entity, splits)
     loader_cfg = LoaderConfig(**plain(cfg.loader))
     data = StreamData(prepared.datasets, spec.fields, loader_cfg, seed=cfg.seed, session_groups=groups)
     trainer, callbacks = fit_lightning(cfg, module, data, logger, list(extra_callbacks or []))
@@ -544,7 +549,7 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
         logger.start()
     try:
         prepared = prepare(cfg, data_cfg, run_dir, rank)
-        metrics = fit_and_evaluate(cfg, prepared, data_cfg, logger, extra_callbacks)
+        metrics = fit_and_evaluate(cfg, prepared, logger, extra_callbacks)
     except BaseException:
         finish(logger, failed=True)
         raise
@@ -636,7 +641,7 @@ def run_child_rank(run_dir: Path) -> None:
 
 
 def fit_and_evaluate(
-    cfg: DictConfig, prepared: Prepared, data_cfg: dict[str, Any], logger, extra_callbacks: list | None
+    cfg: DictConfig, prepared: Prepared, logger, extra_callbacks: list | None
 ) -> dict[str, Any]:
     """The model's fit, then its out-of-time metrics and predictions written into the run directory."""
     run_dir = Path(cfg.paths.output_dir)
@@ -662,7 +667,7 @@ def fit_and_evaluate(
     if scores is None:
         return {}
 
-    typologies = load_typologies(data_cfg.get("typologies"), data_cfg["schema"]["session_id"])
+    typologies = load_typologies(prepared.input("typologies"), prepared.spec.schema.session_id)
     metrics_cfg = plain(cfg.metrics)
     (run_dir / rundir.PREDICTIONS_DIR).mkdir(exist_ok=True)
     metrics: dict[str, Any] = {"model": model_name(cfg.model), "experiment": cfg.experiment_name}
