@@ -537,7 +537,8 @@ def out_of_range_text(
         what += (
             f"; integer epochs are read as {_UNIT_NAMES[epoch_unit]} ({unit_origin}), so epochs in another "
             "unit, a column that mixes units, or epochs beyond int64 fall outside it. Times counted from a "
-            "reference of your own, not epochs, read as 1970: README.md ('Your own data') says how to set their unit and range"
+            "reference of your own, not epochs, read as 1970: README.md ('Your own data') says how to set "
+            "their unit and range"
         )
     return what
 

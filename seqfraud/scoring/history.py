@@ -108,8 +108,8 @@ class History:
 
 def warn_if_short(history: pl.DataFrame, events: pl.DataFrame, spec: Spec, source: str) -> None:
     """Log when the history reaches back less far before the first scored event than the longest window plus
-    the label delay: the windowed features then read less than a longer history gives, and the scores move (a dogfood's
-    35-day history against 30-day windows and a 40-day delay moved scores by up to 0.60, silently)."""
+    the label delay: the windowed features then read less than a longer history gives, and the scores move (a
+    dogfood's 35-day history against 30-day windows and a 40-day delay moved scores by up to 0.60, silently)."""
     if not history.height:  # nothing to fall short of (batch scoring refuses an empty history before this)
         return
     need = max((us for us in _entity(spec).warm_up_us().values() if us is not None), default=0)
