@@ -175,6 +175,65 @@ def test_a_session_opened_by_another_model_is_rebuilt_by_this_one(gru_artifact, 
     assert online.session(sid).public()["model_version"] == "retrained"
 
 
+def version_3_state(state) -> bytes:
+    """``state`` as seqfraud wrote session states before format 4 (5141eb3's ``SessionState.encode``): no model
+    stamp, records one bare JSON object a line, in arrival order."""
+    meta = {k: getattr(state, k) for k in ("session_id", "n_events", "last_ts_us")}
+    meta |= {k: getattr(state, k) for k in ("score", "raw_score", "band", "updated_at")}
+    records = b"\n".join(line.split(b"\t", 1)[1] for line in state.records.split(b"\n"))
+    hidden = b"" if state.hidden is None else state.hidden.astype("<f4").tobytes()
+    meta |= {
+        "version": 3,
+        "tokens": list(state.tokens.shape),
+        "hidden": None if state.hidden is None else list(state.hidden.shape),
+        "columns": None,
+        "keys": len(state.keys),
+        "records": len(records),
+    }
+    header = json.dumps(meta).encode()
+    tokens = state.tokens.astype("<i8").tobytes()
+    return b"".join((len(header).to_bytes(4, "little"), header, tokens, hidden, state.keys, records))
+
+
+def test_a_state_an_earlier_seqfraud_wrote_is_rebuilt_from_its_events(
+    gru_artifact, gru_run, tmp_path
+) -> None:
+    """An upgrade over a Redis of version-3 states answered every open session degraded, from its new event
+    alone, and most of them `decline`; its snapshot was refused (dogfood 37). Such a state is now read as its
+    events and rebuilt: the next score is the whole session's, and a resend of a taken event changes nothing."""
+    from seqfraud.scoring.online import OnlineScorer, SessionState
+    from seqfraud.scoring.scorer import Scorer
+    from seqfraud.scoring.state import MemoryStore, SnapshotError
+
+    scorer = Scorer.load(gru_artifact)
+    records = session_records(gru_run, 1, min_events=8)[:8]
+    sid, store = records[0]["session_id"], MemoryStore()
+    whole = scorer.score(without_ids(records), source="test").row(0, named=True)
+    with single_torch_thread():
+        online = OnlineScorer(scorer, store)
+        online.events(records[:7])
+        old = version_3_state(online.session(sid))
+        store.update(sid, lambda _: old)
+        store.save(tmp_path / "state.json")
+        assert online.session(sid).public()["n_events"] == 7  # readable before its next event
+        (retry,) = online.events(records[6:7])
+        assert retry["repeated"] == 1 and not retry["degraded"]
+        (result,) = online.events(records[7:])
+        # The same state in a snapshot of the release that wrote it (version 1) restores, and goes on alike.
+        doc = json.loads((tmp_path / "state.json").read_text()) | {"version": 1}
+        (tmp_path / "state.json").write_text(json.dumps(doc))
+        (restored,) = OnlineScorer(scorer, MemoryStore(snapshot=tmp_path / "state.json")).events(records[7:])
+    for got in (result, restored):
+        assert not got["degraded"] and got["n_events"] == 8 and got["model_version"] == scorer.model_version
+        assert abs(got[S.SCORE] - whole[S.SCORE]) <= 1e-5
+    # A format this seqfraud cannot read says which it reads; so does a snapshot of a later release.
+    with pytest.raises(ValueError, match=r"format 2; this one reads \[3, 4, 5\]"):
+        SessionState.decode(old.replace(b'"version": 3', b'"version": 2'), 4, None, "m")
+    (tmp_path / "state.json").write_text(json.dumps(doc | {"version": 3}))
+    with pytest.raises(SnapshotError, match=r"snapshot version 3, this seqfraud reads \[1, 2\]"):
+        MemoryStore(snapshot=tmp_path / "state.json")
+
+
 def test_transformer_rescores_its_kept_events_like_the_whole_session(exported_artifact, trained_run) -> None:
     from seqfraud.scoring.scorer import Scorer
 

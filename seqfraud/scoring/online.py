@@ -63,6 +63,10 @@ ON_STORE_ERROR = ("degraded", "fail")
 # 5: the model version that scored it (a version-4 state is read as one of an unknown model, so rebuilt).
 STATE_VERSION = 5
 _READABLE_VERSIONS = (4, STATE_VERSION)
+# Formats whose events are read and nothing else: the state is rebuilt from them at its next event, as another
+# model's is. An upgrade over a Redis of version-3 states answered every open session degraded, from its new
+# event alone, and most of them `decline` (dogfood 37).
+_EVENTS_ONLY_VERSIONS = (3,)
 _COMPACT = json.JSONEncoder(separators=(",", ":"))  # one encoder for every line: json.dumps makes one a call
 
 
@@ -150,8 +154,14 @@ class SessionState:
         try:
             size = int.from_bytes(data[:4], "little")
             meta = json.loads(data[4 : 4 + size])
-            if meta.pop("version") not in _READABLE_VERSIONS:
-                raise ValueError("a state of another seqfraud version")
+            version = meta.pop("version")
+            if version in _EVENTS_ONLY_VERSIONS:
+                return cls._events_only(data, meta, n_fields)
+            if version not in _READABLE_VERSIONS:
+                raise ValueError(
+                    f"a state of another seqfraud version (format {version!r}; this one reads "
+                    f"{[*_EVENTS_ONLY_VERSIONS, *_READABLE_VERSIONS]})"
+                )
             tokens_shape, hidden_at, columns_meta, keys_size, records_size = (
                 meta.pop("tokens"),
                 meta.pop("hidden"),
@@ -183,6 +193,34 @@ class SessionState:
         if hidden is not None and (hidden_shape is None or hidden.shape != hidden_shape):
             raise ValueError(f"session {state.session_id!r}: its state holds a hidden state of another model")
         return state
+
+    @classmethod
+    def _events_only(cls, data: bytes, meta: dict[str, Any], n_fields: int) -> SessionState:
+        """A version-3 state as its events alone (:data:`_EVENTS_ONLY_VERSIONS`): its keys and records end the
+        bytes as today, the records one JSON object a line, in arrival order and without keys. Each record gets a
+        key of its own (its events' ids are in ``keys``, so resends still change nothing); the rebuild puts them
+        in time order."""
+        keys_size, records_size = int(meta["keys"]), int(meta["records"])
+        if keys_size < 0 or records_size < 0 or keys_size + records_size > len(data):
+            raise ValueError(f"{len(data)} bytes, fewer than the keys and records the header gives")
+        records = bytes(data[len(data) - records_size :])
+        lines = records.split(b"\n") if records else []
+        for line in lines:
+            if not isinstance(json.loads(line), dict):
+                raise TypeError("a record that is not a JSON object")
+        keyed = b"\n".join(json.dumps(f"earlier:{i}").encode() + b"\t" + line for i, line in enumerate(lines))
+        return cls(
+            session_id=str(meta["session_id"]),
+            keys=bytes(data[len(data) - records_size - keys_size : len(data) - records_size]),
+            records=keyed,
+            tokens=np.zeros((0, n_fields), dtype=np.int64),
+            n_events=int(meta["n_events"]),
+            last_ts_us=meta["last_ts_us"],
+            score=float(meta["score"]),
+            raw_score=float(meta["raw_score"]),
+            band=str(meta["band"]),
+            updated_at=float(meta["updated_at"]),
+        )
 
     def stale(self, model_version: str) -> bool:
         """Scored by another model: its next event rebuilds it from its events, as a late event does."""

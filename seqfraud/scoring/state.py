@@ -28,7 +28,11 @@ from seqfraud.errors import UserError
 log = logging.getLogger(__name__)
 
 SNAPSHOT_FORMAT = "seqfraud.online-state"
-SNAPSHOT_VERSION = 1
+# 2: its session states may be of format 5 (the model stamp), which releases that wrote version 1 cannot read:
+# they answered every restored session with a 500 (dogfood 37, a rollback), and now refuse the file at start.
+# Version 1 files are read: their states are rebuilt where their format is older (seqfraud.scoring.online).
+SNAPSHOT_VERSION = 2
+_READABLE_SNAPSHOTS = (1, SNAPSHOT_VERSION)
 
 
 class StoreUnavailable(RuntimeError):
@@ -307,7 +311,10 @@ class MemoryStore(StateStore):
             try:
                 decode(state)
             except ValueError as e:
-                raise SnapshotError(f"{self.snapshot}: cannot restore session {sid!r}: {e}") from None
+                raise SnapshotError(
+                    f"{self.snapshot}: cannot restore session {sid!r}: {e}. Start from another --snapshot "
+                    "file (or none) and replay the open sessions' events (with event ids a replay is safe)"
+                ) from None
         self._unchecked = False
 
     def _restore(self, path: Path) -> None:
@@ -317,9 +324,9 @@ class MemoryStore(StateStore):
             doc = json.loads(path.read_text())
             if not isinstance(doc, dict) or doc.get("format") != SNAPSHOT_FORMAT:
                 raise ValueError("not a seqfraud online-state snapshot")
-            if doc.get("version") != SNAPSHOT_VERSION:
+            if doc.get("version") not in _READABLE_SNAPSHOTS:
                 raise ValueError(
-                    f"snapshot version {doc.get('version')!r}, this seqfraud reads {SNAPSHOT_VERSION}"
+                    f"snapshot version {doc.get('version')!r}, this seqfraud reads {list(_READABLE_SNAPSHOTS)}"
                 )
             written_by = doc.get("model")
             if None not in (written_by, self.model) and written_by != self.model:
