@@ -25,7 +25,7 @@ import numpy as np
 import polars as pl
 
 from seqfraud import schema as S
-from seqfraud.data.events import LoadedEvents, load_events
+from seqfraud.data.events import LoadedEvents, load_events, resolve_paths
 from seqfraud.data.shards import ROW_GROUP_SESSIONS, shard_files, shard_name
 from seqfraud.data.split import (
     assign_split,
@@ -39,6 +39,7 @@ from seqfraud.errors import ConfigError
 from seqfraud.features.entities import EntitySpec, attach, column_features, entity_spec, kernel_rows
 from seqfraud.features.spec import SHORTEST_TRAINED, Spec
 from seqfraud.features.tokens import FitStats, build_spec, fit_stats, quantile_probs, sequences
+from seqfraud.provenance import files_digest
 from seqfraud.rundir import DATA_DIR, ENTITY_DIR, REPORT_FILE, SPEC_FILE, dataset
 from seqfraud.schema import Schema
 
@@ -57,10 +58,10 @@ class Prepared:
 
     def input(self, key: str) -> str | None:
         """The ``data.events``, ``data.labels`` or ``data.typologies`` this output was prepared from (absolute),
-        as its report records them: a run on a ``prepared_dir`` reads them there, not from its own data config,
-        which may name other files (a docs audit's per-typology metrics came from another log). None where there
-        was none, or the output predates the record."""
-        return (self.report.get("inputs") or {}).get(key)
+        as its report records them (:func:`input_record`): a run on a ``prepared_dir`` reads them there, not
+        from its own data config, which may name other files (a docs audit's per-typology metrics came from
+        another log). None where there was none, or the output predates the record."""
+        return ((self.report.get("inputs") or {}).get(key) or {}).get("path")
 
 
 def resolve_data_config(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -489,10 +490,7 @@ def preprocess(
         | unlabeled
         | engine_report
         | {
-            "inputs": {
-                key: str(Path(data[key]).resolve()) if data.get(key) else None
-                for key in ("events", "labels", "typologies")
-            },
+            "inputs": {key: input_record(data.get(key)) for key in ("events", "labels", "typologies")},
             "splits": counts,
             "val_start": spec.fit_info["val_start"],
             "test_start": spec.fit_info["test_start"],
@@ -551,6 +549,15 @@ def preprocess(
         )
     events = loaded.events if isinstance(loaded.events, pl.LazyFrame) else None
     return Prepared(spec=spec, datasets=datasets, report=report, events=events, sessions=sessions)
+
+
+def input_record(path: str | None) -> dict[str, Any] | None:
+    """An input's absolute path, its files and a digest of their bytes: two runs on the same path with other
+    contents, or on a copy elsewhere, are told apart or matched (:mod:`seqfraud.provenance`)."""
+    if not path:
+        return None
+    files = resolve_paths(path, warn=False)
+    return {"path": str(Path(path).resolve()), "files": len(files), "sha256": files_digest(files)}
 
 
 def drop_unlabeled(sessions: pl.DataFrame, *, keep_in_train: bool) -> tuple[pl.DataFrame, dict[str, int]]:

@@ -59,6 +59,8 @@ def test_artifact_layout_and_manifest(exported_artifact, trained_run):
     )
     assert m["run_id"].startswith(trained_run.name + "-") and len(m["run_id"]) == len(trained_run.name) + 13
     assert m["source"]["checkpoint_sha256"] == sha256(trained_run / "checkpoints" / "best.ckpt")
+    provenance = json.loads((trained_run / "metrics.json").read_text())["provenance"]
+    assert m["source"]["training"] == provenance and provenance["inputs"]["events"]["sha256"]
     assert m["formats"] == {fmt: FORMATS[fmt].file for fmt in ("torchscript", "pt2")}
     for name, entry in m["files"].items():
         assert entry == {

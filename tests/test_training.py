@@ -215,6 +215,15 @@ def test_same_seed_same_metrics(smoke_run, tmp_path):
     saved = json.loads((tmp_path / "again" / "metrics.json").read_text())
     assert again["val"] == saved["val"] and again["test"] == saved["test"]
     assert again["val"] == metrics["val"] and again["test"] == metrics["test"]
+    # What makes the run again is recorded, and is the same: the data's digest, threads, seed and libraries
+    # (dogfood 38 told two runs on different files apart only by their paths).
+    from seqfraud.provenance import files_digest
+
+    made = saved["provenance"]
+    assert made == metrics["provenance"] and made["threads"] == 1 and made["seed"] == cfg.seed
+    assert made["versions"]["torch"] == torch.__version__ and made["versions"]["lightgbm"]
+    events = made["inputs"]["events"]
+    assert events["files"] == 1 and events["sha256"] == files_digest([events["path"]])
 
 
 def test_the_model_preset_decides_the_model_not_an_experiments_keys(tmp_path, caplog):

@@ -479,6 +479,20 @@ def test_a_nan_label_is_a_missing_label(tmp_path):
     fails(ev, lab, "column 'label': 1 row(s) have no label (null or NaN): leave sessions without", labels=lab)
 
 
+def test_an_inputs_record_tells_contents_apart_not_places(tmp_path):
+    """preprocess_report.json's ``inputs``: a copy elsewhere has the same digest, one changed row another."""
+    from seqfraud.preprocess import input_record
+
+    a = write(events(), tmp_path / "a" / "e.parquet")
+    b = write(events(), tmp_path / "b" / "e.parquet")
+    c = write(events(amount=pl.Series([1.0, 2.0, None, 4.0, 5.5])), tmp_path / "c" / "e.parquet")
+    ra, rb, rc = (input_record(p) for p in (a, b, c))
+    assert ra["path"] == str((tmp_path / "a" / "e.parquet").resolve()) and ra["files"] == 1
+    assert ra["sha256"] == rb["sha256"] != rc["sha256"]
+    write(events(), tmp_path / "a" / "more.parquet")
+    assert input_record(str(tmp_path / "a"))["files"] == 2 and input_record(None) is None
+
+
 def test_fractional_event_labels(tmp_path):
     path = write(events(label=pl.Series([0.0, 0.0, 0.5, 0.5, 1.0])), tmp_path / "e.parquet")
     fails(path, path, "column 'label': 2 row(s) have a label that is not 0/1")

@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import os
-import platform
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -25,7 +24,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
-from seqfraud import __version__, reports, rundir
+from seqfraud import reports, rundir
 from seqfraud import schema as S
 from seqfraud.baselines import STACKER_FILE, STACKER_FORMAT, Stacker
 from seqfraud.calibration import Calibration, CalibrationError, fit_calibration
@@ -57,6 +56,7 @@ from seqfraud.features.spec import Spec
 from seqfraud.metrics import classification_metrics, expected_calibration_error
 from seqfraud.models.sequence import GRUStep, SessionClassifier, can_step
 from seqfraud.preprocess import load_prepared
+from seqfraud.provenance import versions
 from seqfraud.scoring.batch import iter_scores
 from seqfraud.scoring.history import History
 from seqfraud.scoring.prepare import normalized_events
@@ -251,14 +251,14 @@ def export_run(
             "version": ARTIFACT_VERSION,
             "run_id": run_id,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "source": {"run_dir": str(run_dir.resolve()), "checkpoint_sha256": ckpt_sha},
-            "versions": {
-                "seqfraud": __version__,
-                "torch": torch.__version__,
-                "polars": pl.__version__,
-                "numpy": np.__version__,
-                "python": platform.python_version(),
+            # How the run was made (threads, its libraries, its inputs' digests: None for runs from before they were
+            # recorded); "versions" are the exporting environment's.
+            "source": {
+                "run_dir": str(run_dir.resolve()),
+                "checkpoint_sha256": ckpt_sha,
+                "training": metrics.get("provenance"),
             },
+            "versions": versions(),
             "input_schema": input_schema(spec),
             "model": dict(module.hparams["model"]),
             "formats": {fmt: FORMATS[fmt].file for fmt in formats},

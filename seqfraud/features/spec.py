@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,7 +80,7 @@ class Spec:
     vocab: dict[str, list[str]]
     edges: dict[str, list[float]]
     fit_info: dict[str, Any] = field(default_factory=dict)
-    versions: dict[str, str] = field(default_factory=dict)
+    versions: dict[str, str | None] = field(default_factory=dict)
     entity: EntitySpec | None = None
     values: tuple[str, ...] = ()
 
@@ -219,15 +218,3 @@ class Spec:
                 f"the data schema {schema.roles()} does not match the spec's {self.schema.roles()}; "
                 "refit the preprocessing for this schema"
             )
-
-
-def library_versions() -> dict[str, str]:
-    import numpy
-    import polars
-
-    return {
-        "seqfraud": __version__,
-        "polars": polars.__version__,
-        "numpy": numpy.__version__,
-        "python": platform.python_version(),
-    }

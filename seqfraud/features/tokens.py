@@ -25,9 +25,9 @@ from seqfraud.features.spec import (
     UNKNOWN,
     VALUE_STEPS,
     Spec,
-    library_versions,
     value_pieces,
 )
+from seqfraud.provenance import versions
 from seqfraud.schema import Schema
 
 _ORDER = "__order"  # working columns of sequences()
@@ -220,7 +220,7 @@ def build_spec(
         vocab=vocab,
         edges=edges,
         fit_info=fit_info,
-        versions=library_versions(),
+        versions=versions(),
         entity=entity,
         values=tuple(schema.numerical) if numeric_values else (),
     )

@@ -36,6 +36,7 @@ from seqfraud.features.spec import Spec
 from seqfraud.metrics import classification_metrics, per_group_metrics
 from seqfraud.models.sequence import ModelConfig, SessionClassifier
 from seqfraud.preprocess import Prepared, load_prepared, preprocess, resolve_data_config
+from seqfraud.provenance import versions
 from seqfraud.schema import Schema
 from seqfraud.training.callbacks import FreezeEncoder, best_epoch, silence_known_warnings
 from seqfraud.training.data import LoaderConfig, SessionStream, StreamData, entity_groups, token_counts
@@ -539,6 +540,8 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
     run_dir.mkdir(parents=True, exist_ok=True)
     if world == 1:  # torchrun and SLURM set each rank's threads themselves
         torch.set_num_threads(training_threads(cfg.get("threads", "auto")))
+    # The count moves the weights in their last digits, and `auto` follows the machine's load: said and recorded.
+    log.info("torch threads: %d (threads=%s)", torch.get_num_threads(), cfg.get("threads", "auto"))
     L.seed_everything(cfg.seed, workers=True)
 
     data_cfg = resolve_data_config(plain(cfg.data))
@@ -640,6 +643,21 @@ def run_child_rank(run_dir: Path) -> None:
             torch.distributed.destroy_process_group()
 
 
+def provenance(cfg: DictConfig, prepared: Prepared) -> dict[str, Any]:
+    """What makes this run again (metrics.json's ``provenance``): besides config.yaml's settings, the thread
+    count used, the library versions and source commit, and the input files' digests and partitions that
+    preprocessing recorded (the partition count sets the training order)."""
+    return {
+        "provenance": {
+            "threads": torch.get_num_threads(),
+            "seed": cfg.seed,
+            "versions": versions(),
+            "inputs": prepared.report.get("inputs"),
+            "partitions": prepared.report.get("partitions"),
+        }
+    }
+
+
 def fit_and_evaluate(
     cfg: DictConfig, prepared: Prepared, logger, extra_callbacks: list | None
 ) -> dict[str, Any]:
@@ -648,7 +666,7 @@ def fit_and_evaluate(
     if logger:
         logger.log_hyperparams(plain(cfg))
     if cfg.get("pretrain"):
-        pretrained = fit_pretrain(cfg, prepared, logger, extra_callbacks)
+        pretrained = fit_pretrain(cfg, prepared, logger, extra_callbacks) | provenance(cfg, prepared)
         (run_dir / rundir.METRICS_FILE).write_text(json.dumps(pretrained, indent=2))
         log.info(
             "pretrained (%s): val loss %.4f%s",
@@ -680,6 +698,7 @@ def fit_and_evaluate(
         .row(0)
     )
     metrics["train"] = {"n": int(n), "positives": int(positives or 0)}
+    metrics |= provenance(cfg, prepared)
     predictions = {}
     for name in ("val", "test"):
         pred = session_order(prepared.datasets[name])

@@ -1,0 +1,65 @@
+"""What a run or an artifact was made from, so that a reviewer can tell two of them apart and make one again:
+the libraries that shape results, the seqfraud source commit, and a digest of the input files.
+
+A dogfood's reproducibility audit (38) found runs on two different event files told apart only by their paths,
+and no commit, torch or LightGBM version anywhere in a run directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+from seqfraud import __version__
+
+# Distributions whose versions move a model's numbers (the tokens, the fit, the stacker, the export).
+_DISTRIBUTIONS = ("torch", "pytorch-lightning", "lightgbm", "polars", "numpy", "pyarrow")
+_CHUNK = 1 << 20
+
+
+def versions() -> dict[str, str | None]:
+    """seqfraud's version and source commit, the installed versions of :data:`_DISTRIBUTIONS` (None where one
+    is not installed, as Lightning in a serving image), and Python's."""
+    out: dict[str, str | None] = {"seqfraud": __version__, "seqfraud_commit": source_commit()}
+    for name in _DISTRIBUTIONS:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out | {"python": platform.python_version()}
+
+
+def source_commit() -> str | None:
+    """The git commit of the seqfraud source that runs, with ``-dirty`` when tracked files differ from it; None
+    outside a git checkout (an installed wheel) or without git."""
+    here = str(Path(__file__).resolve().parent)
+    try:
+        commit = subprocess.run(
+            ["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{commit}-dirty" if changed else commit
+
+
+def files_digest(paths: list[str]) -> str:
+    """SHA-256 over the files' contents, in the given order (each file's own digest, then the list's): the same
+    bytes give the same digest wherever they lie, and a changed row gives another."""
+    total = hashlib.sha256()
+    for path in paths:
+        one = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                one.update(chunk)
+        total.update(one.digest())
+    return total.hexdigest()
