@@ -601,7 +601,11 @@ def stateless(scorer: Scorer) -> None:
 
 
 # Where the manifest names paths on the exporting machine: (section, key) pairs that /metadata leaves out.
-HOST_PATHS = (("source", "run_dir"), ("parity", "end_to_end", "events"))
+HOST_PATHS = (
+    ("source", "run_dir"),
+    ("parity", "end_to_end", "events"),
+    *(("source", "training", "inputs", name, "path") for name in ("events", "labels", "typologies")),
+)
 
 
 def public_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
