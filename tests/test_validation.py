@@ -118,6 +118,7 @@ def test_label_column_of_strings(tmp_path):
         (pl.lit(True), "Boolean"),
         (pl.lit(time(12, 0)), "Time"),
         (pl.lit(timedelta(seconds=3)), "Duration"),
+        (pl.lit(T0.date()), "Date"),  # no timing within a session: refused as date strings are (dogfood 40)
     ],
 )
 def test_timestamp_of_a_bad_type(tmp_path, value, dtype):

@@ -563,9 +563,16 @@ def unit_origin(schema: Schema, epoch_unit: str | None) -> str:
 
 def _check_time_type(source: str, column: str, dtype: pl.DataType, *, may_be_empty: bool = False) -> None:
     """A timestamp or label time column must hold datetimes, integer epochs or strings; a label time column
-    (``may_be_empty``) may also hold nothing at all (type Null)."""
+    (``may_be_empty``) may also hold nothing at all (type Null), or dates (a chargeback's day). Event times as
+    dates are refused, as date strings are: they hold none of the timing within a session (a notebook's Date
+    column scored without a word, and moved scores by up to 0.16: dogfood 40)."""
     if may_be_empty and dtype == pl.Null:
         return
+    if dtype == pl.Date and not may_be_empty:
+        raise DataValidationError(
+            f"{source}: column {column!r} has type Date: dates alone hold none of the timing within a session; "
+            "expected datetimes, integer epochs or ISO strings with a time"
+        )
     if not (
         (dtype.is_temporal() and dtype not in (pl.Time, pl.Duration))
         or dtype.is_integer()
