@@ -211,7 +211,30 @@ def test_same_seed_same_metrics(smoke_run, tmp_path):
             f"paths.data_dir={run_dir.parent / 'data'}",
         ]
     )
+    import random
+
+    # A state no fit leaves (the fixture's run left its own, which an identical fit would leave again).
+    torch.use_deterministic_algorithms(False)
+    random.seed(1234)
+    torch.manual_seed(1234)
+    os.environ.pop("PL_GLOBAL_SEED", None)
+    before = (
+        torch.get_num_threads(),
+        torch.are_deterministic_algorithms_enabled(),
+        os.environ.get("PL_GLOBAL_SEED"),
+        random.getstate(),
+        torch.get_rng_state(),
+    )
     again = train(cfg)
+    # A notebook's train(cfg) left deterministic mode on and the generators seeded (dogfood 40).
+    after = (
+        torch.get_num_threads(),
+        torch.are_deterministic_algorithms_enabled(),
+        os.environ.get("PL_GLOBAL_SEED"),
+        random.getstate(),
+        torch.get_rng_state(),
+    )
+    assert after[:4] == before[:4] and torch.equal(after[4], before[4])
     saved = json.loads((tmp_path / "again" / "metrics.json").read_text())
     assert again["val"] == saved["val"] and again["test"] == saved["test"]
     assert again["val"] == metrics["val"] and again["test"] == metrics["test"]

@@ -155,6 +155,38 @@ def local_processes(trainer: L.Trainer, run_dir: Path) -> Iterator[None]:
             torch.set_num_threads(threads)
 
 
+# What a fit sets for the whole process (Lightning's seed_everything and deterministic mode, and the threads).
+_SEED_ENV = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS", "CUBLAS_WORKSPACE_CONFIG")
+
+
+@contextmanager
+def process_left_as_found() -> Iterator[None]:
+    """Torch's threads and deterministic mode, the random generators and the seeding environment variables as
+    they were before: a notebook's ``train(cfg)`` left deterministic mode on (``torch.empty`` then filled with
+    NaN, and CUDA ops without a deterministic kernel refused) and the generators seeded (dogfood 40)."""
+    import random
+
+    import numpy as np
+
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    env = {k: os.environ.get(k) for k in _SEED_ENV}
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        for k, v in env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def training_threads(setting: int | str) -> int:
     """Torch intra-op threads for one training process: an int as given, or ``auto``: ``OMP_NUM_THREADS`` when
     set, else the cores not busy when training starts (usable cores less the 1-minute load average, at least 1).

@@ -41,7 +41,12 @@ from seqfraud.schema import Schema
 from seqfraud.training.callbacks import FreezeEncoder, best_epoch, silence_known_warnings
 from seqfraud.training.data import LoaderConfig, SessionStream, StreamData, entity_groups, token_counts
 from seqfraud.training.embeddings import with_embeddings
-from seqfraud.training.launch import launcher_rank_and_world, local_processes, training_threads
+from seqfraud.training.launch import (
+    launcher_rank_and_world,
+    local_processes,
+    process_left_as_found,
+    training_threads,
+)
 from seqfraud.training.module import LOSSES, PretrainModule, SessionRiskModule
 from seqfraud.training.stacking import aggregate_frames, check_stacking, fit_stacked, session_order
 from seqfraud.training.wandb_report import WandbLogger, finish, log_run
@@ -512,6 +517,7 @@ def fit_aggregates_baseline(cfg: DictConfig, prepared: Prepared) -> dict[str, np
     )
 
 
+@process_left_as_found()
 def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any]:
     """Train one model; returns the metrics dict (``val.pr_auc`` is what sweeps optimize).
 
