@@ -586,6 +586,7 @@ def _fit_stats(
         F.max(S.TS_US),
         *(F.count(_col(c)) for c in cats),
         *(F.sum(_col(c).isin(math.inf, -math.inf).cast("long")) for c in schema.numerical),
+        *(F.sum(F.isnan(_col(c)).cast("long")) for c in schema.numerical),
     ).first()
     assert summary is not None  # a global aggregate always has its one row
     return FitStats(
@@ -597,6 +598,10 @@ def _fit_stats(
         first_event_us=summary[2],
         last_event_us=summary[3],
         infinite={c: int(summary[4 + len(cats) + i] or 0) for i, c in enumerate(schema.numerical)},
+        nan={
+            c: int(summary[4 + len(cats) + len(schema.numerical) + i] or 0)
+            for i, c in enumerate(schema.numerical)
+        },
     )
 
 

@@ -183,6 +183,16 @@ def test_infinite_training_values_are_counted_and_said(tmp_path, caplog):
     _, spec, _ = run(write(frame(rows), tmp_path / "e.parquet"), min_count=1)
     assert spec.fit_info["infinite_values"] == {"amount": 4}
     assert "column(s) ['amount']: training values that are +inf or -inf" in caplog.text
+    assert spec.fit_info["nan_values"] == {"amount": 0} and "NaN" not in caplog.text
+
+
+def test_nan_training_values_are_counted_and_said(tmp_path, caplog):
+    """NaN is a token of its own, not a missing value: a pandas export's NaN for missing is said at training."""
+    amounts = [float("nan"), float("nan"), *map(float, range(8))]
+    rows = [("s1", i, "view" if i % 2 else "pay", "web", a, 0) for i, a in enumerate(amounts)]
+    _, spec, _ = run(write(frame(rows), tmp_path / "e.parquet"), min_count=1)
+    assert spec.fit_info["nan_values"] == {"amount": 2}
+    assert "column(s) ['amount']: training values that are NaN read as a token of their own" in caplog.text
 
 
 def test_unseen_rare_and_null_categories(tmp_path):

@@ -22,6 +22,7 @@ from seqfraud.features.spec import (
     FIRST_ID,
     MISSING,
     NAN,
+    NAN_VALUES,
     UNKNOWN,
     VALUE_STEPS,
     Spec,
@@ -79,6 +80,7 @@ class FitStats:
     first_event_us: int | None
     last_event_us: int | None
     infinite: dict[str, int]  # numeric column -> events whose value is +inf or -inf
+    nan: dict[str, int]  # numeric column -> events whose value is NaN (a token of its own: null is missing)
 
 
 log = logging.getLogger(__name__)
@@ -180,6 +182,16 @@ def build_spec(
             sorted(fit_info["infinite_values"]),
             fit_info["infinite_values"],
         )
+    # Recorded even when none, so that scoring knows a NaN is one training never showed the model.
+    fit_info[NAN_VALUES] = {c: stats.nan[c] for c in schema.numerical}
+    if any(fit_info[NAN_VALUES].values()):
+        log.warning(
+            "column(s) %s: training values that are NaN read as a token of their own, not as missing (null is): "
+            "counts: %s. If NaN stands for missing (a pandas export), write nulls: pl.from_pandas turns NaN into "
+            "null",
+            sorted(c for c, n in fit_info[NAN_VALUES].items() if n),
+            {c: n for c, n in fit_info[NAN_VALUES].items() if n},
+        )
     empty = [c for c in schema.categorical_fields if not stats.present[c]]
     empty += [c for c in schema.numerical if not edges.get(c)]
     if empty:  # an export that lost a column reads as one that never had values: said, not only in the report
@@ -255,6 +267,7 @@ def fit_stats(
         pl.col(S.TS_US).min().alias("__ts_min"),
         pl.col(S.TS_US).max().alias("__ts_max"),
         *(pl.col(c).is_infinite().sum().alias(f"__inf_{i}") for i, c in enumerate(schema.numerical)),
+        *(pl.col(c).is_nan().sum().alias(f"__nan_{i}") for i, c in enumerate(schema.numerical)),
     )
     counts = counts_query.collect(engine="streaming")
     row = summary_query.collect(engine="streaming").row(0, named=True)
@@ -271,6 +284,7 @@ def fit_stats(
         first_event_us=row["__ts_min"],
         last_event_us=row["__ts_max"],
         infinite={c: int(row[f"__inf_{i}"]) for i, c in enumerate(schema.numerical)},
+        nan={c: int(row[f"__nan_{i}"]) for i, c in enumerate(schema.numerical)},
     )
 
 

@@ -561,6 +561,7 @@ class OnlineScorer:
 
     def _tokens(self, events: EventColumns) -> Sequences:
         seqs = column_sequences(events, self.spec, self.scorer.tables)
+        self.scorer.note_unseen_nan(seqs.tokens)
         if len(seqs) != 1:
             raise DataValidationError("online scoring takes the events of one session at a time")
         return seqs
