@@ -352,8 +352,8 @@ def test_export_with_platt_and_a_cost_policy_on_amounts(trained_run, tmp_path):
         "review": {"policy": "cost", "fraud_loss": 1.0, "false_decline_cost": 2.0, "amount": amount},
         "decline": {"policy": "cost", "fraud_loss": 1.0, "false_decline_cost": 20.0, "amount": amount},
     }
-    out = export_run(
-        trained_run, tmp_path / "a", formats=["torchscript"], calibration="platt", thresholds=policies
+    out = export_run(  # one format's name, not a list: its letters were taken as names (dogfood 40)
+        trained_run, tmp_path / "a", formats="torchscript", calibration="platt", thresholds=policies
     )
     m = json.loads((out / MANIFEST_FILE).read_text())
     assert (

@@ -232,12 +232,25 @@ def test_bad_input_names_the_column_and_the_row_count(scorer, one_session):
         ),
         ([{amount: "12.5"}], f"'{amount}': values of types \\['str'\\].*expected numbers"),
         ([1, 2], "2 event\\(s\\) are not objects"),
+        # pandas' missing value in a text column (a notebook's df.to_dict("records")): said as such.
+        (
+            [{s.event_type: "a"}, {s.event_type: float("nan")}],
+            "a NaN is pandas' missing value: send None, or convert with pl.from_pandas",
+        ),
     ]
     for events, message in cases:
         with pytest.raises(DataValidationError, match=message):
             scorer.score(events)
     with pytest.raises(TypeError, match="list of dicts"):
         scorer.score("not events")
+    # Nothing, an array, and a pandas frame are refused by type (None read as "no events"; an array raised
+    # numpy's truth-value error); the pandas one is told how to convert (dogfood 40).
+    frame_of_pandas = type("DataFrame", (), {"__module__": "pandas.core.frame"})()
+    for events, said in ((None, "builtins.NoneType"), (np.zeros((2, 3)), "numpy.ndarray")):
+        with pytest.raises(TypeError, match=f"list of dicts, not {said}$"):
+            scorer.score(events)
+    with pytest.raises(TypeError, match=r"not pandas.DataFrame \(pl.from_pandas\(df\) converts one"):
+        scorer.score(frame_of_pandas)
 
 
 def test_unseen_categories_score_as_unknown(scorer, one_session):

@@ -480,6 +480,21 @@ def test_a_nan_label_is_a_missing_label(tmp_path):
     fails(ev, lab, "column 'label': 1 row(s) have no label (null or NaN): leave sessions without", labels=lab)
 
 
+def test_paths_with_brackets_and_a_tilde_read_as_a_shell_would(tmp_path, monkeypatch):
+    """A folder named like ``Project [2024]`` read as a glob and matched nothing; ``~`` was a folder of that name
+    (dogfood 39). A path that exists is read as it is; a glob still matches."""
+    from seqfraud.data.events import reads, resolve_paths
+
+    path = write(events(), tmp_path / "Project [2024]" / "ev[1].parquet")
+    assert resolve_paths(path) == [path] and load_events(path, SCHEMA).sessions.height == 3
+    assert resolve_paths(str(tmp_path / "Project [2024]")) == [path]
+    assert reads(path, path) and not reads(path, tmp_path / "Project [2024]" / "ev1.parquet")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert resolve_paths("~/Project [2024]/ev[1].parquet") == [path]
+    write(events(), tmp_path / "g" / "a1.parquet")
+    assert resolve_paths(str(tmp_path / "g" / "a[0-9].parquet")) == [str(tmp_path / "g" / "a1.parquet")]
+
+
 def test_an_inputs_record_tells_contents_apart_not_places(tmp_path):
     """preprocess_report.json's ``inputs``: a copy elsewhere has the same digest, one changed row another."""
     from seqfraud.preprocess import input_record

@@ -115,8 +115,10 @@ def resolve_paths(path: str | os.PathLike, *, warn: bool = True) -> list[str]:
 
     Linked directories are followed once each: a link back up the tree (``loop -> .``) read every file 41 times
     through glob's recursion. A file reached twice under two names would count its rows twice, so it is refused.
+    A path that exists is read as it is, brackets and all (a folder named ``Project [2024]`` read as a glob and
+    matched nothing); ``~`` is the home directory, as in a shell (dogfood 39).
     """
-    p = str(path)
+    p = os.path.expanduser(str(path))
     if os.path.isdir(p):
         found: dict[str, list[str]] = {".parquet": [], ".csv": []}
         seen = set()
@@ -141,10 +143,10 @@ def resolve_paths(path: str | os.PathLike, *, warn: bool = True) -> list[str]:
                 len(found[".csv"]),
                 min(found[".csv"]),
             )
-    elif glob.has_magic(p):
-        files = sorted(glob.glob(p, recursive=True))
+    elif os.path.exists(p):
+        files = [p]
     else:
-        files = [p] if os.path.exists(p) else []
+        files = sorted(glob.glob(p, recursive=True)) if glob.has_magic(p) else []
     if not files:
         raise DataValidationError(f"{p}: no such file, or no Parquet/CSV files match")
     first: dict[str, str] = {}
@@ -163,10 +165,10 @@ def resolve_paths(path: str | os.PathLike, *, warn: bool = True) -> list[str]:
 def reads(path: str | os.PathLike, file: str | os.PathLike) -> bool:
     """Whether :func:`resolve_paths` of ``path`` would read ``file`` (which need not exist yet): an output
     written there would be read as input by the next run over the same path."""
-    p, f = os.path.abspath(path), os.path.abspath(file)
+    p, f = (os.path.abspath(os.path.expanduser(x)) for x in (path, file))
     if os.path.isdir(p):
         return f.startswith(os.path.join(p, "")) and f.endswith(".parquet")
-    if glob.has_magic(str(path)):
+    if glob.has_magic(str(path)) and not os.path.exists(p):
         return fnmatch.fnmatch(f, p)
     return f == p
 

@@ -357,7 +357,7 @@ def open_artifact(
     one of them. Without one, an artifact loads with a logged warning (its hashes catch corruption, not
     tampering), unless ``require_signed`` refuses it.
     """
-    root = Path(path)
+    root = Path(path).expanduser()
     raw = _read_manifest(root)
     signer = _check_signature(root, raw, verify_key, require_signed)
     manifest, spec = _checked(root, raw)

@@ -161,9 +161,10 @@ def export_run(
     ``sign_key``, an Ed25519 private key file (``seqfraud sign keygen``), signs the
     manifest; without one the artifact is unsigned, and scorers that require signatures refuse it.
     """
-    run_dir, out = Path(run_dir), Path(out)
+    run_dir, out = Path(run_dir).expanduser(), Path(out).expanduser()
     requested = formats is not None
-    formats = list(FORMATS) if formats is None else list(formats)
+    # One name is one format: list("torchscript") asked for its letters (dogfood 40).
+    formats = list(FORMATS) if formats is None else [formats] if isinstance(formats, str) else list(formats)
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown or not formats:
         raise ExportError(f"unknown or no model formats {list(formats)}; formats are {sorted(FORMATS)}")

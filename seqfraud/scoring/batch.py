@@ -177,7 +177,7 @@ def write_frames(frames: Iterator[pl.DataFrame], out: str | os.PathLike, source:
     """Write ``frames`` into one Parquet file that appears only when complete; the rows written."""
     import pyarrow.parquet as pq
 
-    out = Path(out)
+    out = Path(out).expanduser()  # Polars expands ~ and the rename did not: the output was lost (dogfood 39)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial")
     writer, n_sessions = None, 0

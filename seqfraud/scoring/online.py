@@ -36,6 +36,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any, cast
 
 import numpy as np
@@ -67,7 +68,18 @@ _READABLE_VERSIONS = (4, STATE_VERSION)
 # model's is. An upgrade over a Redis of version-3 states answered every open session degraded, from its new
 # event alone, and most of them `decline` (dogfood 37).
 _EVENTS_ONLY_VERSIONS = (3,)
-_COMPACT = json.JSONEncoder(separators=(",", ":"))  # one encoder for every line: json.dumps makes one a call
+
+
+def _json_time(value: Any) -> str:
+    """A datetime in a record (in process: ``Scorer.score`` takes them) as the RFC 3339 text a rebuild reads back
+    to the same time (naive means UTC on both sides)."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# One encoder for every line: json.dumps makes one a call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), default=_json_time)
 
 
 @dataclass

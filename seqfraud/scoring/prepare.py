@@ -7,6 +7,7 @@ that follow are :mod:`seqfraud.features`' (both the Polars path and the numpy fa
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -60,13 +61,16 @@ def as_frame(events: Any, spec: Spec, source: str) -> pl.DataFrame:
         frame = _records_frame(events, spec, source)
     else:
         try:
-            converted = pl.from_arrow(events)
-        except TypeError:
+            converted = None if events is None else pl.from_arrow(events)
+        except (TypeError, ValueError):  # a numpy array fails on its truth value
             converted = None
         if not isinstance(converted, pl.DataFrame):  # an Arrow array converts to a Series, not a frame
+            kind = f"{type(events).__module__.split('.')[0]}.{type(events).__name__}"
+            pandas = " (pl.from_pandas(df) converts one, and reads pandas' NaN as missing)" * kind.startswith(
+                "pandas"
+            )
             raise TypeError(
-                f"events must be a Polars DataFrame, an Arrow table or a list of dicts, "
-                f"not {type(events).__name__}"
+                f"events must be a Polars DataFrame, an Arrow table or a list of dicts, not {kind}{pandas}"
             ) from None
         frame = converted
     if frame.height == 0:
@@ -118,10 +122,16 @@ def _records_frame(records: Sequence[Any], spec: Spec, source: str) -> pl.DataFr
             types = Counter(type(v).__name__ for v in values if v is not None)
             rare = min(types, key=lambda t: types[t])
             first = next(i for i, v in enumerate(values) if type(v).__name__ == rare)
+            nan = c not in s.numerical and any(isinstance(v, float) and math.isnan(v) for v in values)
             raise DataValidationError(
                 f"{source}: column {c!r}: values of types {sorted(types)} cannot form one column"
                 + (" (expected numbers)" if c in s.numerical else " (expected text or integers)")
                 + f"; {types[rare]:,} event(s) hold a {rare} (first: event {first})"
+                + (
+                    "; a NaN is pandas' missing value: send None, or convert with pl.from_pandas(df)"
+                    if nan
+                    else ""
+                )
             ) from None
     return pl.DataFrame(columns)
 

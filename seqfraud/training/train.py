@@ -22,6 +22,7 @@ import pytorch_lightning as L
 import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import InterpolationResolutionError
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 
@@ -526,6 +527,13 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
     only global rank 0 writes the run directory and logs, and the other ranks return ``{}`` after the fit.
     """
     silence_known_warnings()
+    try:
+        run_dir = Path(cfg.paths.output_dir)
+    except InterpolationResolutionError:
+        raise ConfigError(
+            "paths.output_dir follows Hydra's run directory, which a config composed outside a Hydra run "
+            "(hydra.compose, as from a notebook) does not have: compose it with paths.output_dir=DIR"
+        ) from None
     check_settings(cfg)
     cfg = checked_model(cfg)
     # `logger: none` in an experiment's body, not its defaults list: Hydra's error came after preprocessing.
@@ -534,7 +542,6 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
             f"logger: {cfg.logger!r} is a value, not a logger preset: choose the preset with logger={cfg.logger} "
             f"on the command line, or '- override /logger: {cfg.logger}' in an experiment file's defaults list"
         )
-    run_dir = Path(cfg.paths.output_dir)
     rank, world = launcher_rank_and_world()
     if world > 1 and not cfg.get("prepared_dir"):
         raise ValueError(
