@@ -288,6 +288,27 @@ def test_a_long_sessions_state_keeps_what_a_rebuild_reads(gru_artifact, gru_run)
         assert (again["repeated"], again["conflicting"]) == (1, 1)
 
 
+def test_online_events_take_datetimes_as_score_does(gru_artifact, gru_run) -> None:
+    """In process ``Scorer.score`` takes datetime objects in a list of dicts; ``OnlineScorer.events`` refused
+    them as not JSON (dogfood 40). They are kept as RFC 3339 text, which a rebuild reads back to the same time."""
+    from seqfraud.scoring.online import OnlineScorer
+    from seqfraud.scoring.scorer import Scorer
+    from seqfraud.scoring.state import MemoryStore
+
+    scorer = Scorer.load(gru_artifact)
+    records = session_records(gru_run, 1, min_events=4)[:4]
+    timed = [
+        r | {"timestamp": datetime.fromisoformat(r["timestamp"].replace("Z", "+00:00"))} for r in records
+    ]
+    online = OnlineScorer(scorer, MemoryStore())
+    with single_torch_thread():
+        online.events(timed[:2])
+        online.events(timed[3:])  # then a late one: the session is rebuilt from the kept records
+        (result,) = online.events(timed[2:3])
+        whole = scorer.score(without_ids(timed), source="test").row(0, named=True)
+    assert result["n_events"] == 4 and abs(result[S.SCORE] - whole[S.SCORE]) <= 1e-5
+
+
 def test_late_and_repeated_events(gru_artifact, gru_run) -> None:
     """A resent event (same id) changes nothing; an event older than the session's latest is put in its
     place, as the whole-session score would; several events of several sessions may come at once."""

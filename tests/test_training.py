@@ -494,3 +494,11 @@ def test_a_logger_given_as_a_value_is_refused_before_preprocessing(tmp_path):
     with pytest.raises(ConfigError, match="logger: 'none' is a value.*override /logger: none"):
         train(cfg)
     assert not (tmp_path / "run" / "preprocess_report.json").exists()
+
+
+def test_a_config_composed_in_a_notebook_is_told_to_name_its_run_directory():
+    """Outside a Hydra run, paths.output_dir has no Hydra directory to follow: a raw OmegaConf interpolation
+    error said so (dogfood 40)."""
+    cfg = compose_train(["+experiment=smoke", "logger=none"])
+    with pytest.raises(ConfigError, match="compose it with paths.output_dir=DIR"):
+        train(cfg)
