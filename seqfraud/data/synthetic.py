@@ -1131,6 +1131,8 @@ def write(data: SyntheticData, out_dir: str | Path, made: Mapping[str, Any], *, 
 
 
 def summary(data: SyntheticData) -> str:
+    """One line of what was generated (sessions, events, fraud rate, sessions per typology, entity values), as
+    ``seqfraud synthetic`` prints it."""
     counts = dict(data.typologies[TYPOLOGY].value_counts().iter_rows())
     n = data.labels.height
     fraud = sum(counts.get(t, 0) for t in TYPOLOGIES)

@@ -111,6 +111,7 @@ class SessionState:
     updated_at: float = 0.0
 
     def seen(self, entry: bytes) -> bool:
+        """Whether an event key (:func:`key_entry`) was taken: a resend changes nothing."""
         return entry in self.keys
 
     def taken_as(self, entry: bytes) -> dict[str, Any] | None:
@@ -127,6 +128,7 @@ class SessionState:
             self.keys = (self.keys or b"\n") + b"".join(e[1:] for e in entries)
 
     def record_list(self) -> list[dict[str, Any]]:
+        """The kept events as they were sent, in time order: what a rebuild scores."""
         return (
             [json.loads(line.split(b"\t", 1)[1]) for line in self.records.split(b"\n")]
             if self.records
@@ -431,6 +433,7 @@ class OnlineScorer:
         return sum(lb.session_id not in starts for lb in labels)
 
     def session(self, session_id: str) -> SessionState | None:
+        """An open session's state as the store holds it (``GET /sessions/{id}``); None once expired or unseen."""
         data = self.store.get(session_id)
         return None if data is None else self._decode(session_id, data)
 

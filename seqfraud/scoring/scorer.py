@@ -179,7 +179,8 @@ class Scorer:
         """Each kept event's ``contribution`` to its session's score, by occlusion (see :mod:`seqfraud.scoring.explain`).
 
         Same input and validation as :meth:`score`; rows ``session_id, position, event, event_time,
-        contribution`` in session id then time order. ``contribution`` is in raw-probability units.
+        contribution, fields`` (the event's other values, a struct) in session id then time order.
+        ``contribution`` is in raw-probability units.
         """
         frame = as_frame(events, self.spec, source)
         return occlusion(self, self.in_context(normalized_events(frame.lazy(), self.spec, source)))
@@ -242,6 +243,7 @@ class Scorer:
         return self.calibration.apply(raw).astype(np.float32)
 
     def bands(self, scores: np.ndarray) -> pl.Series:
+        """``approve``, ``review`` or ``decline`` of calibrated scores, by this scorer's thresholds."""
         return pl.Series(S.BAND, assign_bands(scores, self.thresholds), dtype=pl.String)
 
     def predict(self, seqs: Sequences, embedding: tuple[Model, int] | None = None) -> np.ndarray:
