@@ -66,8 +66,10 @@ def as_frame(events: Any, spec: Spec, source: str) -> pl.DataFrame:
             converted = None
         if not isinstance(converted, pl.DataFrame):  # an Arrow array converts to a Series, not a frame
             kind = f"{type(events).__module__.split('.')[0]}.{type(events).__name__}"
-            pandas = " (pl.from_pandas(df) converts one, and reads pandas' NaN as missing)" * kind.startswith(
-                "pandas"
+            pandas = (
+                " (pl.from_pandas(df) converts one, and reads pandas' NaN as missing)"
+                if kind.startswith("pandas.")
+                else ""
             )
             raise TypeError(
                 f"events must be a Polars DataFrame, an Arrow table or a list of dicts, not {kind}{pandas}"
