@@ -56,6 +56,11 @@ def one_line(error: BaseException) -> str:
     cause = error.__cause__
     if type(error).__module__.startswith("hydra") and cause is not None and str(cause):
         text += f" ({str(cause).splitlines()[0]})"
+    if type(error).__name__ == "OverrideParseException":  # a value Hydra's grammar cannot read unquoted
+        text += (
+            ". A value holding =, brackets, ~, quotes or accents is quoted: \"key='value'\" (README.md, "
+            "'Your own data')"
+        )
     return text
 
 

@@ -557,7 +557,11 @@ def input_record(path: str | None) -> dict[str, Any] | None:
     if not path:
         return None
     files = resolve_paths(path, warn=False)
-    return {"path": str(Path(path).expanduser().resolve()), "files": len(files), "sha256": files_digest(files)}
+    return {
+        "path": str(Path(path).expanduser().resolve()),
+        "files": len(files),
+        "sha256": files_digest(files),
+    }
 
 
 def drop_unlabeled(sessions: pl.DataFrame, *, keep_in_train: bool) -> tuple[pl.DataFrame, dict[str, int]]:

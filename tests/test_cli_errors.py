@@ -202,6 +202,17 @@ def test_a_split_date_that_does_not_parse_is_one_line(runs):
     assert "data.split.test_start: '2026-13-01' is not an ISO 8601 date or datetime" in line
 
 
+def test_a_value_hydras_grammar_cannot_read_says_how_to_quote_it():
+    """An unquoted '=' or '~' in a path got Hydra's grammar error alone; only a comma was told to quote (dogfood
+    39)."""
+    from hydra.errors import OverrideParseException
+
+    from seqfraud.errors import one_line
+
+    said = one_line(OverrideParseException(override="data.events=/a=b", message="mismatched input '='"))
+    assert said.startswith("mismatched input '='") and "is quoted: \"key='value'\"" in said
+
+
 def test_hydra_config_errors_are_one_line_and_status_2(runs):
     assert "Could not override 'data.evnts'" in error_line(runs, "preprocess: unknown override key")
 
