@@ -321,3 +321,19 @@ def test_preprocess_composes_every_training_experiment(experiment, capsys):
 
     assert main(["preprocess", f"+experiment={experiment}", "--cfg", "job"]) is None
     assert f"experiment_name: {experiment}" in capsys.readouterr().out
+
+
+def test_a_tilde_in_hydras_run_directory_is_refused(tmp_path):
+    """Hydra does not expand ~: hydra.run.dir='~/runs/x' ran into a folder named '~' (dogfood 39)."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "hydra.run.dir='~/runs/x'", "logger=none"],
+        check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if k != DEBUG_ENV} | {"WANDB_MODE": "disabled"},
+    )
+    assert result.returncode == EXIT_USER_ERROR, result.stderr
+    assert "write hydra.run.dir='${oc.env:HOME}/runs/x'" in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "~" / "runs" / "x" / "config.yaml").exists()

@@ -15,7 +15,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
-from seqfraud.errors import F, command, debugging, one_line, user_error_types
+from seqfraud.errors import ConfigError, F, command, debugging, one_line, user_error_types
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ def _job(task: F) -> F:
 
     @functools.wraps(task)
     def run(*args: Any, **kwargs: Any) -> Any:
+        _refuse_a_tilde_directory()
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             return single(*args, **kwargs)
         try:
@@ -69,3 +70,16 @@ def _job(task: F) -> F:
             raise
 
     return run  # type: ignore[return-value]
+
+
+def _refuse_a_tilde_directory() -> None:
+    """Hydra does not expand ``~`` in its run directory: ``hydra.run.dir='~/runs/x'`` made a folder named ``~``
+    under the working directory, and the run's outputs went there (dogfood 39)."""
+    hydra_cfg = HydraConfig.get()
+    key = "sweep" if hydra_cfg.mode == RunMode.MULTIRUN else "run"
+    where = str(hydra_cfg[key].dir)
+    if where == "~" or where.startswith("~/"):
+        raise ConfigError(
+            f"hydra.{key}.dir={where!r}: Hydra does not expand ~ (it made a folder named '~' under "
+            f"{os.getcwd()}): write hydra.{key}.dir='${{oc.env:HOME}}{where[1:]}' or an absolute path"
+        )
