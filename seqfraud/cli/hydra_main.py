@@ -77,7 +77,7 @@ def _refuse_a_tilde_directory() -> None:
     under the working directory, and the run's outputs went there (dogfood 39)."""
     hydra_cfg = HydraConfig.get()
     key = "sweep" if hydra_cfg.mode == RunMode.MULTIRUN else "run"
-    where = str(hydra_cfg[key].dir)
+    where = str(hydra_cfg.sweep.dir if key == "sweep" else hydra_cfg.run.dir)
     if where == "~" or where.startswith("~/"):
         raise ConfigError(
             f"hydra.{key}.dir={where!r}: Hydra does not expand ~ (it made a folder named '~' under "
