@@ -591,7 +591,7 @@ def drop_unlabeled(sessions: pl.DataFrame, *, keep_in_train: bool) -> tuple[pl.D
 
 def load_prepared(out_dir: str | Path) -> Prepared:
     """An earlier preprocessing output, for training on data that was prepared once (torchrun, SLURM, Spark)."""
-    out = Path(out_dir)
+    out = Path(out_dir).expanduser()
     spec = Spec.load(out / SPEC_FILE)
     datasets = {name: dataset(out, name) for name in S.SPLITS}
     for path in datasets.values():

@@ -34,9 +34,20 @@ def versions() -> dict[str, str | None]:
 
 def source_commit() -> str | None:
     """The git commit of the seqfraud source that runs, with ``-dirty`` when tracked files differ from it; None
-    outside a git checkout (an installed wheel) or without git."""
-    here = str(Path(__file__).resolve().parent)
+    outside a checkout of seqfraud (an installed wheel, also one inside another project's repository, whose
+    commit is not seqfraud's: dogfood 41) or without git."""
+    package = Path(__file__).resolve().parent
+    here = str(package)
     try:
+        top = subprocess.run(
+            ["git", "-C", here, "rev-parse", "--show-toplevel"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        if Path(top).resolve() != package.parent:
+            return None
         commit = subprocess.run(
             ["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()

@@ -685,12 +685,10 @@ def test_event_ids_count_once_or_not_at_all(scorer, one_session):
 def test_nan_a_model_never_saw_is_warned_of_once(scorer, one_session, caplog):
     """NaN is a token of its own, not a missing value: a notebook's pandas NaN (pandas' missing value) moved 85
     of 300 sessions' bands, without a word (dogfood 40). A NaN the training never held is now said, once."""
-    from seqfraud.scoring import scorer as scoring
-
     assert scorer.spec.fit_info["nan_values"] == {"amount": 0}
     ordered = one_session.sort(scorer.spec.schema.timestamp).to_dicts()  # the latest are kept past max_len
     records = [r | {"amount": float("nan")} if i >= len(ordered) - 3 else r for i, r in enumerate(ordered)]
-    scoring._NAN_SAID.discard("amount")  # other tests here score NaN too
+    scorer._nan_said.discard("amount")  # other tests here score NaN with this scorer too
     with caplog.at_level(logging.WARNING, logger="seqfraud.scoring.scorer"):
         scorer.score(records)
         assert "column 'amount': 3 value(s) are NaN, which this model's training never held" in caplog.text

@@ -219,8 +219,14 @@ def test_same_seed_same_metrics(smoke_run, tmp_path):
     torch.manual_seed(1234)
     os.environ.pop("PL_GLOBAL_SEED", None)
 
+    torch.backends.cudnn.benchmark = True
+
     def process() -> tuple:
-        flags = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+        flags = (
+            torch.get_num_threads(),
+            torch.are_deterministic_algorithms_enabled(),
+            torch.backends.cudnn.benchmark,
+        )
         return (*flags, os.environ.get("PL_GLOBAL_SEED"), random.getstate()), torch.get_rng_state()
 
     before = process()
@@ -495,3 +501,36 @@ def test_a_config_composed_in_a_notebook_is_told_to_name_its_run_directory():
     cfg = compose_train(["+experiment=smoke", "logger=none"])
     with pytest.raises(ConfigError, match="compose it with paths.output_dir=DIR"):
         train(cfg)
+    # ~ is not expanded there: Python made ./~ and Polars wrote under $HOME (dogfood 41).
+    cfg = compose_train(["+experiment=smoke", "logger=none", "paths.output_dir='~/runs/a'"])
+    with pytest.raises(ConfigError, match=r"write '\$\{oc.env:HOME\}/runs/a'"):
+        train(cfg)
+
+
+def test_the_source_commit_is_seqfrauds_own_or_none(tmp_path):
+    """Installed inside another project's git repository, seqfraud took that project's commit as its own
+    (dogfood 41): a commit is recorded only where the repository's top is seqfraud's checkout."""
+    from seqfraud.provenance import source_commit
+
+    ours = source_commit()
+    assert ours is None or re.fullmatch(r"[0-9a-f]{40}(-dirty)?", ours)
+    lib = tmp_path / "project" / "lib"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "seqfraud", lib / "seqfraud", dirs_exist_ok=True)
+    subprocess.run(["git", "init", "-q", str(tmp_path / "project")], check=True)
+    (tmp_path / "project" / "README").write_text("another project\n")
+    git = ["git", "-C", str(tmp_path / "project"), "-c", "user.email=a@b", "-c", "user.name=a"]
+    subprocess.run([*git, "add", "README"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "theirs"], check=True)
+    got = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import seqfraud.provenance as p; print(p.__file__); print(p.source_commit())",
+        ],
+        cwd=lib,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=os.environ | {"PYTHONPATH": str(lib)},
+    )
+    assert got.stdout.split() == [str(lib / "seqfraud" / "provenance.py"), "None"], got.stderr

@@ -493,6 +493,13 @@ def test_paths_with_brackets_and_a_tilde_read_as_a_shell_would(tmp_path, monkeyp
     assert resolve_paths("~/Project [2024]/ev[1].parquet") == [path]
     write(events(), tmp_path / "g" / "a1.parquet")
     assert resolve_paths(str(tmp_path / "g" / "a[0-9].parquet")) == [str(tmp_path / "g" / "a1.parquet")]
+    # seqfraud's other paths of its own alike: key files, the service's snapshot.
+    from seqfraud.export.signing import generate_keypair, load_private_key
+    from seqfraud.scoring.state import MemoryStore
+
+    private, _ = generate_keypair("~/keys")
+    assert private == tmp_path / "keys" / "signing.key" and load_private_key("~/keys/signing.key")
+    assert MemoryStore(snapshot="~/state.json").snapshot == tmp_path / "state.json"
 
 
 def test_an_inputs_record_tells_contents_apart_not_places(tmp_path):

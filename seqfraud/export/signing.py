@@ -42,7 +42,7 @@ def generate_keypair(out: str | Path) -> tuple[Path, Path]:
     Never overwrites a key: a lost private key cannot be recovered, and a replaced one silently
     invalidates every artifact it signed.
     """
-    out = Path(out)
+    out = Path(out).expanduser()
     private_path, public_path = out / PRIVATE_KEY_FILE, out / PUBLIC_KEY_FILE
     for path in (private_path, public_path):
         if path.exists():
@@ -92,7 +92,7 @@ def load_public_keys(sources: KeySource | Iterable[KeySource]) -> dict[str, Ed25
 
 
 def _load(path: str | Path, parse, kind: str):
-    path = Path(path)
+    path = Path(path).expanduser()
     try:
         st = path.stat()
         if not stat.S_ISREG(st.st_mode):  # a pipe blocks its reader forever (dogfood 31)

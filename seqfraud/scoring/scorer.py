@@ -29,7 +29,6 @@ from seqfraud.scoring.prepare import as_frame, normalized_events, record_columns
 FAST_PATH_MAX_EVENTS = 4096
 __all__ = ["BANDS", "FAST_PATH_MAX_EVENTS", "Scorer", "check_thresholds"]
 log = logging.getLogger(__name__)
-_NAN_SAID: set[str] = set()  # columns already warned of (Scorer.note_unseen_nan), once per process
 
 
 @contextmanager
@@ -111,6 +110,7 @@ class Scorer:
             for j, field in enumerate(spec.fields)
             if not nan_counts.get(column := self.tables.value_of.get(field, field), 1)
         ]
+        self._nan_said: set[str] = set()  # columns warned of already, once per scorer
 
     @classmethod
     def load(
@@ -224,12 +224,12 @@ class Scorer:
         )
 
     def note_unseen_nan(self, tokens: np.ndarray) -> None:
-        """Warn, once per column, of NaN values in a column whose training held none: NaN is a token of its own,
+        """Warn, once per column and scorer, of NaN values in a column whose training held none: NaN is a token of its own,
         distinct from a missing value (null), so the model reads one it never saw. A notebook's pandas NaN
         (pandas' missing value) moved 85 of 300 sessions' bands that way, without a word (dogfood 40)."""
         for j, column in self._nan_unseen:
-            if column not in _NAN_SAID and (n := int((tokens[:, j] == NAN).sum())):
-                _NAN_SAID.add(column)
+            if column not in self._nan_said and (n := int((tokens[:, j] == NAN).sum())):
+                self._nan_said.add(column)
                 log.warning(
                     "column %r: %d value(s) are NaN, which this model's training never held (its missing values "
                     "were null): each reads as a token the model never learnt. Send null (None) for a missing "

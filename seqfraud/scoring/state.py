@@ -173,7 +173,7 @@ class MemoryStore(StateStore):
             raise ValueError("max_sessions must be at least 1 and session_ttl_s positive")
         self.max_sessions, self.session_ttl_s = max_sessions, session_ttl_s
         self.entity_retention_s = entity_retention_s
-        self.snapshot = Path(snapshot) if snapshot else None
+        self.snapshot = Path(snapshot).expanduser() if snapshot else None
         self.model = model
         self.clock = clock
         self._sessions: OrderedDict[str, tuple[float, bytes]] = OrderedDict()  # by last update, oldest first

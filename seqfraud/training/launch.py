@@ -161,8 +161,8 @@ _SEED_ENV = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS", "CUBLAS_WORKSPACE_CONFIG")
 
 @contextmanager
 def process_left_as_found() -> Iterator[None]:
-    """Torch's threads and deterministic mode, the random generators and the seeding environment variables as
-    they were before: a notebook's ``train(cfg)`` left deterministic mode on (``torch.empty`` then filled with
+    """Torch's threads, deterministic mode and cuDNN flags, the random generators (CUDA's too) and the seeding
+    environment variables as they were before: a notebook's ``train(cfg)`` left deterministic mode on (``torch.empty`` then filled with
     NaN, and CUDA ops without a deterministic kernel refused) and the generators seeded (dogfood 40)."""
     import random
 
@@ -170,16 +170,21 @@ def process_left_as_found() -> Iterator[None]:
 
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    cudnn = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
     states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     env = {k: os.environ.get(k) for k in _SEED_ENV}
     try:
         yield
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn
         random.setstate(states[0])
         np.random.set_state(states[1])
         torch.set_rng_state(states[2])
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
         for k, v in env.items():
             if v is None:
                 os.environ.pop(k, None)

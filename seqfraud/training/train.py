@@ -534,6 +534,11 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
             "paths.output_dir follows Hydra's run directory, which a config composed outside a Hydra run "
             "(hydra.compose, as from a notebook) does not have: compose it with paths.output_dir=DIR"
         ) from None
+    if run_dir.parts[:1] == ("~",):  # Python made ./~ and Polars wrote under $HOME (dogfood 41)
+        raise ConfigError(
+            f"paths.output_dir={str(run_dir)!r}: ~ is not expanded here; write "
+            f"'${{oc.env:HOME}}{str(run_dir)[1:]}' or an absolute path"
+        )
     check_settings(cfg)
     cfg = checked_model(cfg)
     # `logger: none` in an experiment's body, not its defaults list: Hydra's error came after preprocessing.
