@@ -37,7 +37,7 @@ from seqfraud.data.split import (
 )
 from seqfraud.errors import ConfigError
 from seqfraud.features.entities import EntitySpec, attach, column_features, entity_spec, kernel_rows
-from seqfraud.features.spec import SHORTEST_TRAINED, Spec
+from seqfraud.features.spec import ON_MIXED_LABELS, SHORTEST_TRAINED, Spec
 from seqfraud.features.tokens import FitStats, build_spec, fit_stats, quantile_probs, sequences
 from seqfraud.provenance import files_digest
 from seqfraud.rundir import DATA_DIR, ENTITY_DIR, REPORT_FILE, SPEC_FILE, dataset
@@ -471,6 +471,7 @@ def preprocess(
         # A per-event score of a session shorter than nearly every training session is the model's reading of a
         # kind of session it hardly saw: online results say so (seqfraud.scoring.online).
         SHORTEST_TRAINED: int(train["n_events"].quantile(0.01, "lower") or 0) if train.height else 0,
+        ON_MIXED_LABELS: policy.get("on_mixed_labels", "error"),
     }
     (out / DATA_DIR).mkdir(parents=True)
     spec.save(out / SPEC_FILE)

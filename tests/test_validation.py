@@ -543,6 +543,13 @@ def test_labels_of_events_may_mark_a_session_fraud_when_any_event_is(tmp_path):
     assert loaded.report["mixed_label_sessions"] == 1
     labels = loaded.events.select(S.SESSION_ID, S.LABEL).collect()
     assert labels.filter(pl.col(S.SESSION_ID) == "s1")[S.LABEL].to_list() == [1, 1, 1]
+    # A history's labels read off its events (entity risk features) follow the same rule; the spec records it.
+    from seqfraud.data.events import read_labels
+
+    with pytest.raises(DataValidationError, match="sessions listed with conflicting labels"):
+        read_labels(path, SCHEMA)
+    table, _ = read_labels(path, SCHEMA, any_event=True)
+    assert dict(table.select(S.SESSION_ID, S.LABEL).iter_rows()) == {"s1": 1, "s2": 1, "s3": 0}
     # A null among labelled events is still refused: it says nothing either way.
     partial = write(events(label=pl.Series([0, 1, 1, None, 0])), tmp_path / "partial.parquet")
     fails(partial, "1 row(s) have a null label inside 1 otherwise labelled session(s)", on_mixed_labels="any")

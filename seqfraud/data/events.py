@@ -874,8 +874,12 @@ def session_table(
     return events.group_by(S.SESSION_ID).agg(aggs)
 
 
-def read_labels(path: str, schema: Schema, *, timestamp_unit: str | None = None) -> tuple[pl.DataFrame, str]:
-    """A separate label table: one row per session, 0/1 label.
+def read_labels(
+    path: str, schema: Schema, *, timestamp_unit: str | None = None, any_event: bool = False
+) -> tuple[pl.DataFrame, str]:
+    """A separate label table: one row per session, 0/1 label. With ``any_event`` (events read as labels, of a
+    log trained under ``data.policy.on_mixed_labels=any``) a session is labelled by its events' highest label,
+    as training read it, where their labels disagree.
 
     With ``timestamp_unit`` (the events' :attr:`LoadedEvents.timestamp_unit`) and ``data.schema.label_time``,
     the table must also hold the label time, read by the events' timestamp rules (integer epochs in that
@@ -938,6 +942,8 @@ def read_labels(path: str, schema: Schema, *, timestamp_unit: str | None = None)
             "have a label that is not 0/1",
             first_bad(labels, LABEL_NOT_01_ROWS, lf, schema.label),
         )
+    if any_event:
+        labels = labels.filter(pl.col(S.LABEL) == pl.col(S.LABEL).max().over(S.SESSION_ID))
     dupes = labels.group_by(S.SESSION_ID).agg(pl.col(S.LABEL).n_unique().alias("k")).filter(pl.col("k") > 1)
     if dupes.height:
         fail_rows(

@@ -30,6 +30,8 @@ FIRST_ID = 4
 RESERVED = {"pad": PAD, "unknown": UNKNOWN, "missing": MISSING, "nan": NAN}
 SHORTEST_TRAINED = "session_events_p1"  # fit_info: 1% of the training sessions have fewer events than this
 NAN_VALUES = "nan_values"  # fit_info: per numeric column, the training events whose value was NaN
+# fit_info: data.policy.on_mixed_labels of the training log, which a history's labels off its events follow
+ON_MIXED_LABELS = "on_mixed_labels"
 # A value field's id is FIRST_ID + round(position * VALUE_STEPS): 2**20 steps of the position in [0, 1] tell
 # apart amounts 0.01 apart in a bucket 10,000 wide.
 VALUE_STEPS = 1 << 20

@@ -26,7 +26,7 @@ from seqfraud.data.events import (
 )
 from seqfraud.errors import UserError
 from seqfraud.features.entities import EntitySpec, attach, column_features, kernel_rows
-from seqfraud.features.spec import Spec
+from seqfraud.features.spec import ON_MIXED_LABELS, Spec
 from seqfraud.scoring.prepare import normalized_events
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,11 @@ class History:
             )
         if entity.risk:
             table, label_source = read_labels(
-                str(labels) if labels is not None else source, spec.schema, timestamp_unit=spec.timestamp_unit
+                str(labels) if labels is not None else source,
+                spec.schema,
+                timestamp_unit=spec.timestamp_unit,
+                # Labels off the events, of a log whose training took a session's label from any of its events.
+                any_event=labels is None and spec.fit_info.get(ON_MIXED_LABELS) == "any",
             )
         else:
             table, label_source = (
