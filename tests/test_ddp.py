@@ -42,20 +42,25 @@ def test_outside_launchers_must_point_at_prepared_data(tmp_path, monkeypatch):
 
 
 def test_prepared_dir_skips_preprocessing(trained_run, tmp_path, one_torch_thread):
-    """The files the prepared data came from are the prepared run's: this run's own data config names another
-    typology table (a docs audit's per-typology metrics came from another log, or failed after the fit)."""
+    """The files the prepared data came from are the prepared run's: this run's own data config names other
+    files (a docs audit's per-typology metrics came from another log, or failed after the fit; export read the
+    events from the train command's config: dogfood 41)."""
     cfg = compose_train(
         [
             "+experiment=smoke",
             f"paths.output_dir={tmp_path}",
             f"prepared_dir={trained_run}",
-            f"paths.data_dir={trained_run.parent / 'data'}",
-            f"data.typologies={tmp_path / 'elsewhere' / 'typologies.parquet'}",
+            f"paths.data_dir={tmp_path / 'elsewhere'}",
             "trainer.max_epochs=1",
         ]
     )
     metrics = train(cfg)
     assert "ato_order" in metrics["test"]["per_typology"]
+    from seqfraud.export.exporter import export_run
+
+    artifact = export_run(tmp_path, tmp_path / "artifact", formats="torchscript")
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    assert manifest["parity"]["end_to_end"]["max_abs_diff"] <= 1e-5
     assert not (tmp_path / "data").exists()
     assert (tmp_path / "spec.json").read_text() == (trained_run / "spec.json").read_text()
     ours, theirs = (pl.read_parquet(d / "predictions/test.parquet") for d in (tmp_path, trained_run))

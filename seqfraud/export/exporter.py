@@ -487,7 +487,7 @@ def session_amounts(
             f"thresholds: amount {amount!r} is not a numerical column of the run "
             f"({list(spec.schema.numerical)})"
         )
-    path = events or OmegaConf.load(run_dir / rundir.CONFIG_FILE).data.events
+    path = events or run_input(run_dir, "events") or ""  # none recorded: the error asks for events=PATH
     try:
         raw, _ = scan_table(path, spec.schema)
     except DataValidationError as e:
@@ -609,6 +609,17 @@ def check_step_parity(
     return {"sessions": len(ds), "prefixes": prefixes, "max_abs_diff": worst}
 
 
+def run_input(run_dir: Path, key: str) -> str | None:
+    """The run's ``data.events`` or ``data.labels``: as its preprocessing recorded them (absolute; a run on a
+    ``prepared_dir``, the prepared run's), else, for a run from before that record, as ``config.yaml`` names
+    them. The config held the train command's own data settings, which a run on a prepared_dir need not repeat,
+    and paths relative to where it ran (dogfoods 39, 41)."""
+    prepared = load_prepared(rundir.prepared_dir(run_dir))
+    if "inputs" in prepared.report:
+        return prepared.input(key)
+    return OmegaConf.load(run_dir / rundir.CONFIG_FILE).data.get(key)
+
+
 def check_end_to_end(
     scorer: Scorer, run_dir: Path, events: str | None, tolerance: float
 ) -> tuple[dict[str, Any], pl.DataFrame]:
@@ -617,7 +628,7 @@ def check_end_to_end(
     expected = pl.read_parquet(rundir.predictions(run_dir, "test"))
     if expected.is_empty():
         raise ExportError(f"{rundir.predictions(run_dir, 'test')}: no test predictions to check against")
-    path = events or OmegaConf.load(run_dir / rundir.CONFIG_FILE).data.events
+    path = events or run_input(run_dir, "events") or ""  # none recorded: the error asks for events=PATH
     try:
         raw, source = scan_table(path, scorer.spec.schema)
     except DataValidationError as e:
@@ -626,7 +637,7 @@ def check_end_to_end(
     test_ids = sid.is_in(expected[S.SESSION_ID].implode())
     if scorer.spec.entity is not None:
         # Entity features: the history is every other session of the run's log, and the run's labels.
-        labels = OmegaConf.load(run_dir / rundir.CONFIG_FILE).data.get("labels")
+        labels = run_input(run_dir, "labels")
         scorer.history = History.from_frame(raw.filter(~test_ids), source, labels, scorer.spec)
     raw = raw.filter(test_ids)
     # Both token paths: Polars (batch scoring) and numpy (the real-time path of every small request).

@@ -703,6 +703,11 @@ def fit_and_evaluate(
     if scores is None:
         return {}
 
+    if "inputs" not in prepared.report:
+        log.warning(
+            "prepared_dir=%s records no input files (an earlier seqfraud wrote it): no per-typology metrics",
+            cfg.get("prepared_dir"),
+        )
     typologies = load_typologies(prepared.input("typologies"), prepared.spec.schema.session_id)
     metrics_cfg = plain(cfg.metrics)
     (run_dir / rundir.PREDICTIONS_DIR).mkdir(exist_ok=True)
