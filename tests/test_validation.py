@@ -493,6 +493,13 @@ def test_paths_with_brackets_and_a_tilde_read_as_a_shell_would(tmp_path, monkeyp
     assert resolve_paths("~/Project [2024]/ev[1].parquet") == [path]
     write(events(), tmp_path / "g" / "a1.parquet")
     assert resolve_paths(str(tmp_path / "g" / "a[0-9].parquet")) == [str(tmp_path / "g" / "a1.parquet")]
+    # A pattern under the bracketed folder matches nothing, and says why and how to escape (dogfood 41).
+    with pytest.raises(
+        DataValidationError, match=r"the folder 'Project \[2024\]' exists.*write \[\[\] for \["
+    ):
+        resolve_paths(str(tmp_path / "Project [2024]" / "*.parquet"))
+    escaped = str(tmp_path / "Project [[]2024[]]" / "*.parquet")
+    assert resolve_paths(escaped) == [path]
     # seqfraud's other paths of its own alike: key files, the service's snapshot.
     from seqfraud.export.signing import generate_keypair, load_private_key
     from seqfraud.scoring.state import MemoryStore

@@ -148,7 +148,15 @@ def resolve_paths(path: str | os.PathLike, *, warn: bool = True) -> list[str]:
     else:
         files = sorted(glob.glob(p, recursive=True)) if glob.has_magic(p) else []
     if not files:
-        raise DataValidationError(f"{p}: no such file, or no Parquet/CSV files match")
+        # A glob under a folder whose own name holds brackets reads them as a character class (dogfood 41).
+        literal = next((d for d in Path(p).parents if "[" in d.name and d.is_dir()), None)
+        hint = (
+            f"; the folder {literal.name!r} exists, and a glob reads its brackets as a set of characters: write "
+            "[[] for [ and []] for ] in a pattern"
+            if literal is not None and glob.has_magic(p)
+            else ""
+        )
+        raise DataValidationError(f"{p}: no such file, or no Parquet/CSV files match{hint}")
     first: dict[str, str] = {}
     for f in files:
         if not stat.S_ISREG(os.stat(f).st_mode):  # a pipe blocks its reader forever (dogfood 26)
