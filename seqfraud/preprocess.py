@@ -63,6 +63,11 @@ class Prepared:
         another log). None where there was none, or the output predates the record."""
         return ((self.report.get("inputs") or {}).get(key) or {}).get("path")
 
+    @property
+    def inputs_recorded(self) -> bool:
+        """Whether the report records its inputs (outputs of seqfraud from before that record do not)."""
+        return "inputs" in self.report
+
 
 def resolve_data_config(data: Mapping[str, Any]) -> dict[str, Any]:
     """Plain dict of the data config; synthetic companion files only follow the synthetic events.

@@ -615,7 +615,7 @@ def run_input(run_dir: Path, key: str) -> str | None:
     them. The config held the train command's own data settings, which a run on a prepared_dir need not repeat,
     and paths relative to where it ran (dogfoods 39, 41)."""
     prepared = load_prepared(rundir.prepared_dir(run_dir))
-    if "inputs" in prepared.report:
+    if prepared.inputs_recorded:
         return prepared.input(key)
     return OmegaConf.load(run_dir / rundir.CONFIG_FILE).data.get(key)
 

@@ -703,7 +703,7 @@ def fit_and_evaluate(
     if scores is None:
         return {}
 
-    if "inputs" not in prepared.report:
+    if not prepared.inputs_recorded:
         log.warning(
             "prepared_dir=%s records no input files (an earlier seqfraud wrote it): no per-typology metrics",
             cfg.get("prepared_dir"),
