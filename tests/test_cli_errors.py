@@ -335,5 +335,23 @@ def test_a_tilde_in_hydras_run_directory_is_refused(tmp_path):
         env={k: v for k, v in os.environ.items() if k != DEBUG_ENV} | {"WANDB_MODE": "disabled"},
     )
     assert result.returncode == EXIT_USER_ERROR, result.stderr
-    assert "write hydra.run.dir='${oc.env:HOME}/runs/x'" in result.stderr.strip().splitlines()[-1]
-    assert not (tmp_path / "~" / "runs" / "x" / "config.yaml").exists()
+    last = result.stderr.strip().splitlines()[-1]
+    assert "write hydra.run.dir='${oc.env:HOME}/runs/x'" in last
+    assert "removed it again" in last
+    assert not (tmp_path / "~").exists()  # a folder named ~ invites rm -r ~
+
+
+def test_a_tilde_folder_holding_more_than_hydras_files_is_left(tmp_path):
+    from seqfraud.cli.hydra_main import _remove_hydras_folder
+
+    top = tmp_path / "~"
+    (top / "runs" / "x" / ".hydra").mkdir(parents=True)
+    (top / "runs" / "x" / "train.log").touch()
+    (top / "runs" / "mine.txt").touch()
+    assert not _remove_hydras_folder(top / "runs" / "x", top)
+    assert (top / "runs" / "mine.txt").exists() and not (top / "runs" / "x").exists()
+    (top / "runs" / "y").mkdir()
+    (top / "runs" / "y" / "model.ckpt").touch()
+    assert not _remove_hydras_folder(top / "runs" / "y", top)
+    assert (top / "runs" / "y" / "model.ckpt").exists()
+    assert not _remove_hydras_folder(tmp_path / "elsewhere", top)

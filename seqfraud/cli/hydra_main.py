@@ -8,7 +8,10 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import shlex
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -74,12 +77,37 @@ def _job(task: F) -> F:
 
 def _refuse_a_tilde_directory() -> None:
     """Hydra does not expand ``~`` in its run directory: ``hydra.run.dir='~/runs/x'`` made a folder named ``~``
-    under the working directory, and the run's outputs went there (dogfood 39)."""
+    under the working directory, and the run's outputs went there (dogfood 39). The folder it has made by now is
+    removed again where it holds only Hydra's own files: a folder named ``~`` invites ``rm -r ~``."""
     hydra_cfg = HydraConfig.get()
     key = "sweep" if hydra_cfg.mode == RunMode.MULTIRUN else "run"
     where = str(hydra_cfg.sweep.dir if key == "sweep" else hydra_cfg.run.dir)
     if where == "~" or where.startswith("~/"):
+        top = Path.cwd() / "~"
+        left = (
+            "removed it again"
+            if _remove_hydras_folder(Path(hydra_cfg.runtime.output_dir), top)
+            else f"left it: remove it with rm -r {shlex.quote(str(top))}, never with rm -r ~"
+        )
         raise ConfigError(
             f"hydra.{key}.dir={where!r}: Hydra does not expand ~ (it made a folder named '~' under "
-            f"{os.getcwd()}): write hydra.{key}.dir='${{oc.env:HOME}}{where[1:]}' or an absolute path"
+            f"{os.getcwd()}, and seqfraud {left}): write hydra.{key}.dir='${{oc.env:HOME}}{where[1:]}' or an "
+            "absolute path"
         )
+
+
+def _remove_hydras_folder(output_dir: Path, top: Path) -> bool:
+    """Remove ``output_dir`` and its parents up to ``top`` if they hold nothing but Hydra's config and logs."""
+    if top != output_dir and top not in output_dir.parents:
+        return False
+    hydras = {".hydra", "multirun.yaml"}
+    if any(p.name not in hydras and p.suffix != ".log" for p in output_dir.iterdir()):
+        return False
+    shutil.rmtree(output_dir)
+    for parent in output_dir.parents:
+        if parent == top.parent:
+            break
+        if [p.name for p in parent.iterdir()] not in ([], ["multirun.yaml"]):
+            return False
+        shutil.rmtree(parent)
+    return True
