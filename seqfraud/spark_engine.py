@@ -459,8 +459,9 @@ def _timestamp_us(
             spark_type, T.LongType
         ):  # nanosecond datetimes, as integers (nanosAsLong): Polars floors
             unit = "ns"
-        else:  # naive (timestamp_ntz) and dates are read in UTC
-            raw, unit = F.unix_micros(raw.cast("timestamp")), "us"
+        else:  # naive (timestamp_ntz) and dates are read in UTC; a date (a label time's) counts from its end
+            day_end = F.date_add(raw, 1) if isinstance(spark_type, T.DateType) else raw
+            raw, unit = F.unix_micros(day_end.cast("timestamp")), "us"
     first, last = epoch_bounds(unit, range_us)
     in_range = raw.between(first, last)
     value = F.least(F.greatest(raw.try_cast("long"), F.lit(first)), F.lit(last))  # clipped: no overflow below

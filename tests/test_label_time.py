@@ -63,17 +63,20 @@ def known(loaded) -> dict[str, int | None]:
 # ---------------------------------------------------------------- label_known
 
 
-@pytest.mark.parametrize("encoding", ["datetime", "rfc3339_csv", "epoch_ms"])
+@pytest.mark.parametrize("encoding", ["datetime", "rfc3339_csv", "epoch_ms", "day_csv", "date"])
 def test_label_known_from_a_label_table_column(encoding, tmp_path, caplog):
     ev = events().drop("label")
     if encoding == "datetime":
         table = labels([None, KNOWN_S2, None])
     elif encoding == "rfc3339_csv":  # an offset is honoured: 02:00+02:00 is midnight UTC
         table = labels([None, "2024-01-03 02:00:00+02:00", None])
+    elif encoding in ("day_csv", "date"):  # a chargeback's day counts from its end, the next midnight
+        day = KNOWN_S2.date() - timedelta(days=1)
+        table = labels([None, day.isoformat() if encoding == "day_csv" else day, None])
     else:  # integer epochs are read in the events' unit
         ev = ev.with_columns(pl.col("timestamp").dt.epoch("ms"))
         table = labels([None, us(KNOWN_S2) // 1000, None])
-    ext = "csv" if encoding == "rfc3339_csv" else "parquet"
+    ext = "csv" if encoding.endswith("_csv") else "parquet"
     loaded = load_events(write(ev, tmp_path / "e.parquet"), SCHEMA, write(table, tmp_path / f"labels.{ext}"))
     assert known(loaded) == {"s1": None, "s2": us(KNOWN_S2), "s3": None}
     assert dict(loaded.sessions.select(S.SESSION_ID, S.END_TIME).iter_rows()) == END
@@ -148,11 +151,12 @@ def test_the_polars_engine_passes_the_label_delay_policy(tmp_path):
 
 def test_label_table_label_time_that_does_not_parse(tmp_path):
     ev = write(events().drop("label"), tmp_path / "e.parquet")
-    lab = write(labels(["2024-01-03T00:00:00Z", "03/01/2024", "soon"]), tmp_path / "labels.csv")
+    lab = write(labels(["2024-01-03T00:00:00Z", "03/01/2024", "2024-02-30"]), tmp_path / "labels.csv")
     fails(
         ev,
         lab,
         "column 'known_at': 2 row(s) have a label time that does not parse",
+        "or a date alone (2026-03-01, read as the end of that day)",
         "RFC 3339",
         "(first: '03/01/2024', session 's2')",
         labels=lab,
@@ -349,6 +353,14 @@ def test_both_engines_give_the_same_sessions_from_label_times_on_events(spark_en
     assert known(loaded) == {"s1": None, "s2": us(KNOWN_S2), "s3": None}
     loaded = same_loads({"events": ev, "labels": None}, PLAIN, spark_engine)  # nothing configured
     assert known(loaded) == {"s1": None, "s2": None, "s3": None}
+
+
+@pytest.mark.integration
+def test_both_engines_read_a_date_label_time_on_events_as_the_end_of_its_day(spark_engine, tmp_path):
+    day = KNOWN_S2.date() - timedelta(days=1)
+    ev = write_two_files(events(known_at=pl.Series([None, None, day, day, None])), tmp_path / "ev")
+    loaded = same_loads({"events": ev, "labels": None}, SCHEMA, spark_engine)
+    assert known(loaded) == {"s1": None, "s2": us(KNOWN_S2), "s3": None}
 
 
 @pytest.mark.integration

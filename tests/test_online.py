@@ -646,6 +646,7 @@ def test_replay_after_a_restart_without_snapshot_restores_the_state(gru_artifact
 def test_labels_are_read_in_the_label_tables_column_names() -> None:
     """``POST /labels`` takes the label table's names, as ``/events`` takes the event table's: a log whose
     labels say ``visit``, ``is_fraud`` and ``cb_date`` sends those, and the validator refuses the defaults."""
+    from seqfraud.data.events import DataValidationError
     from seqfraud.features.entities import EntitySpec
     from seqfraud.features.spec import Spec
     from seqfraud.schema import Schema
@@ -667,9 +668,12 @@ def test_labels_are_read_in_the_label_tables_column_names() -> None:
     _, validator = online_request_models(spec, Limits())
     parsed = validator.validate_python(sent)
     assert read_labels(parsed["labels"], spec, "request") == [Label("7", 1, 1_704_067_201_000_000)]
+    # A chargeback's day alone counts from its end, as in a label table; an impossible day is refused.
+    day = [{"visit": "7", "is_fraud": 1, "cb_date": "2024-01-01"}]
+    assert read_labels(day, spec, "request") == [Label("7", 1, 1_704_153_600_000_000)]
+    with pytest.raises(DataValidationError, match="first: '2024-02-30', session '8'"):
+        read_labels([{"visit": "8", "is_fraud": 1, "cb_date": "2024-02-30"}], spec, "request")
     # A bad label time names its label's session (it named '-'), and mixed kinds are told as labels, not events.
-    from seqfraud.data.events import DataValidationError
-
     with pytest.raises(DataValidationError, match="first: '01/02/2026', session '8'"):
         read_labels([{"visit": "8", "is_fraud": 1, "cb_date": "01/02/2026"}], spec, "request")
     mixed = [

@@ -58,7 +58,10 @@ _RFC3339_HINT = (
     "expected RFC 3339, e.g. 2026-03-01T12:00:00Z or 2026-03-01 12:00:00.25+02:00 (no offset means UTC)"
 )
 UNPARSED = f"have a timestamp that does not parse: {_RFC3339_HINT}"
-LABEL_TIME_UNPARSED = f"have a label time that does not parse: {_RFC3339_HINT}"
+LABEL_TIME_UNPARSED = (
+    f"have a label time that does not parse: {_RFC3339_HINT}, or a date alone (2026-03-01, read as the end of that "
+    "day)"
+)
 # A session id that is empty or only spaces names nothing a service route or a report can show; one with spaces
 # at an end is an export's padding ("7 " and "7" read as two sessions, silently: dogfood 22); one with a control
 # character (a newline, a tab) breaks the lines of a log or CSV it is written to and no URL path can name it.
@@ -743,16 +746,32 @@ def rfc3339_us(col: pl.Expr) -> pl.Expr:
     return local + fraction - pl.when(g.struct["sign"] == "-").then(-offset).otherwise(offset)
 
 
-def epoch_value(column: str, dtype: pl.DataType, unit: str) -> tuple[pl.Expr, str]:
+DATE_ALONE = r"^\d{4}-\d{2}-\d{2}$"
+
+
+def label_day_end(col: pl.Expr) -> pl.Expr:
+    """Label time text that is a date alone (``2026-04-06``, a chargeback's day) as RFC 3339 text of the end of
+    that day, the next midnight UTC: the day does not say when in it the label arrived, so no event of that day
+    may read it. Other text, an impossible date too, is left to the RFC 3339 rules, which name it."""
+    day_end = col.str.to_date("%Y-%m-%d", strict=False).dt.offset_by("1d").dt.strftime("%Y-%m-%dT00:00:00Z")
+    return pl.when(col.str.contains(DATE_ALONE)).then(pl.coalesce(day_end, col)).otherwise(col)
+
+
+def epoch_value(
+    column: str, dtype: pl.DataType, unit: str, *, label_time: bool = False
+) -> tuple[pl.Expr, str]:
     """The timestamp as an integer epoch in its own unit, and that unit: integer epochs in ``unit``, datetimes in
     theirs (milliseconds of year 300,000 overflow microseconds), RFC 3339 strings in microseconds (null when a
-    string is not RFC 3339)."""
+    string is not RFC 3339). A ``label_time`` may also be a date alone, as text or a Date (which
+    :func:`_check_time_type` allows label times only): it counts from the end of its day (:func:`label_day_end`)."""
     col = pl.col(column)
     if dtype == pl.String:
-        return rfc3339_us(col), "us"
+        return rfc3339_us(label_day_end(col) if label_time else col), "us"
     if dtype.is_temporal():
         own: _EpochUnit = getattr(dtype, "time_unit", None) or "ms"
-        return (col.cast(pl.Datetime("ms")) if dtype == pl.Date else col).dt.epoch(own), own
+        return (col.dt.offset_by("1d").cast(pl.Datetime("ms")) if dtype == pl.Date else col).dt.epoch(
+            own
+        ), own
     return col, unit
 
 
@@ -801,7 +820,9 @@ def normalize(
         # NaN is pandas' missing value in a float column: a missing label, for the unlabelled policy.
         cols.append(pl.col(schema.label).cast(pl.Float64).fill_nan(None).alias(S.LABEL))
         if schema.label_time:
-            lt_raw, lt_unit = epoch_value(schema.label_time, have[schema.label_time], label_time_unit(unit))
+            lt_raw, lt_unit = epoch_value(
+                schema.label_time, have[schema.label_time], label_time_unit(unit), label_time=True
+            )
             lt_us, lt_outside = timestamp_us(pl.col(S.LABEL_TIME_US), lt_unit, range_us)
             epochs.append(lt_raw.alias(S.LABEL_TIME_US))
             cols += [
@@ -919,7 +940,7 @@ def read_labels(
     if lt is not None and timestamp_unit is not None:
         _check_time_type(source, lt, have[lt], may_be_empty=True)
         check_label_time_unit(source, schema, have[lt], timestamp_unit)
-        raw, raw_unit = epoch_value(lt, have[lt], label_time_unit(timestamp_unit))
+        raw, raw_unit = epoch_value(lt, have[lt], label_time_unit(timestamp_unit), label_time=True)
         us, outside = timestamp_us(pl.col(S.LABEL_TIME_US), raw_unit, timestamp_range_us(schema))
         epochs.append(raw.alias(S.LABEL_TIME_US))
         columns += [

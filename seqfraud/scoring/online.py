@@ -44,7 +44,7 @@ import polars as pl
 import torch
 
 from seqfraud import schema as S
-from seqfraud.data.events import DataValidationError, label_delay_us, usable_delay_us
+from seqfraud.data.events import DataValidationError, label_day_end, label_delay_us, usable_delay_us
 from seqfraud.decisions import assign_bands
 from seqfraud.export.artifact import Step
 from seqfraud.features.entities import EntitySpec, point_features
@@ -776,8 +776,8 @@ def label_keys(schema: Schema) -> tuple[str, str, str]:
 
 def read_labels(labels: list[Mapping[str, Any]], spec: Spec, source: str) -> list[Label]:
     """Labels as ``POST /labels`` sends them (:func:`label_keys`), with the label times read by the event
-    timestamp's own rules (RFC 3339, or integer epochs in the training unit), refused when the model could not use
-    them as batch training did."""
+    timestamp's own rules (RFC 3339, or integer epochs in the training unit) or as a date alone, the end of that day,
+    as label tables read them; refused when the model could not use them as batch training did."""
     s, entity = spec.schema, spec.entity
     if entity is None or not entity.risk:
         raise DataValidationError(f"{source}: this model reads no labels (it has no entity risk features)")
@@ -820,7 +820,10 @@ def read_labels(labels: list[Mapping[str, Any]], spec: Spec, source: str) -> lis
         records = [
             {time_key: times[i], s.session_id: str(labels[i][session_key]), s.event_type: "-"} for i in given
         ]
-        frame = normalized_events(as_frame(records, lt_spec, source).lazy(), lt_spec, source)
+        taken = as_frame(records, lt_spec, source)
+        if taken.schema[time_key] == pl.String:  # a date alone, as label tables may give it
+            taken = taken.with_columns(label_day_end(pl.col(time_key)))
+        frame = normalized_events(taken.lazy(), lt_spec, source)
         for i, t in zip(given, frame[S.TS_US].to_list()):
             us[i] = t
     return [Label(str(lb[session_key]), int(lb[label_key]), t) for lb, t in zip(labels, us)]
