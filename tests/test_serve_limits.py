@@ -7,6 +7,7 @@ app's, checked in process.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import resource
@@ -114,6 +115,29 @@ def test_too_large_or_too_many_headers_get_431(server, headers):
     with _connect(server[0], b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + headers + b"\r\n") as sock:
         answer, _ = _answer(sock)
     assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+
+
+def test_a_client_that_pipelines_without_reading_is_closed(server):
+    """uvicorn queues pipelined requests without a bound: 20,000 sent unread grew the server by gigabytes
+    (dogfood 43). A few are answered in order; past --max-pipelined (16) the connection is closed."""
+    port, log_path = server
+    ping = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    with _connect(port, ping * 4) as sock:  # within the limit: every one answered
+        sock.settimeout(5)
+        answers = b""
+        while answers.count(b"HTTP/1.1 200") < 4:
+            answers += sock.recv(65536)
+    with _connect(port) as sock:
+        client_port = sock.getsockname()[1]
+        t0, answer = time.monotonic(), b""
+        # The server closes while this still sends, or with requests unread: a reset, on either side.
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            sock.sendall(ping * 20_000)
+            answer = _answer(sock)[0]
+    assert answer.count(b"HTTP/1.1 200") <= 20 and time.monotonic() - t0 < 3, answer[:300]
+    time.sleep(0.3)
+    lines = [line for line in log_path.read_text().splitlines() if f":{client_port}:" in line]
+    assert len(lines) == 1 and "more than 16 pipelined requests wait for answers" in lines[0], lines
 
 
 def test_an_aborted_upload_is_one_log_line(server, events):

@@ -126,6 +126,12 @@ def main(argv: list[str] | None = None) -> None:
         help="request line and headers; more is a 431",
     )
     p.add_argument("--max-headers", type=int, default=conn.max_headers, help="header fields; more is a 431")
+    p.add_argument(
+        "--max-pipelined",
+        type=int,
+        default=conn.max_pipelined,
+        help="requests a client sends ahead of unread answers (HTTP pipelining); more closes the connection",
+    )
     p.add_argument("--access-log", action="store_true", help="log every request (costs latency)")
     online = p.add_argument_group("online state (POST /events, /labels, GET /sessions/ID; docs/serving.md)")
     online.add_argument("--state", default="memory", choices=("memory", "redis"), help="where sessions live")

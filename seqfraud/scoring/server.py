@@ -40,11 +40,13 @@ class ConnectionLimits:
     max_connections: int = 1000
     max_header_bytes: int = 16 * 1024  # request line and headers
     max_headers: int = 64
+    max_pipelined: int = 16  # requests a client has sent ahead of the answers it has not read; more closes it
     retry_after_s: int = 1
 
 
-class _HeadersTooLarge(Exception):
-    pass
+class _StopParsing(Exception):
+    """Raised in a parser callback: httptools stops reading the data at hand, uvicorn then calls
+    ``send_400_response``."""
 
 
 def _response(status: int, detail: str, *headers: str) -> bytes:
@@ -159,7 +161,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._headers += fields
         if self._header_bytes > self.limits.max_header_bytes or self._headers > self.limits.max_headers:
             self._too_large = True
-            raise _HeadersTooLarge  # httptools stops parsing; uvicorn then calls send_400_response
+            raise _StopParsing
 
     def on_headers_complete(self) -> None:
         self._reading_headers = False
@@ -168,6 +170,18 @@ class GuardedProtocol(HttpToolsProtocol):
         self._read_timer = self._timer(self.limits.body_timeout, "body not received")
         self._waiting(True)  # the body's wait starts now
         super().on_headers_complete()
+        if len(self.pipeline) > self.limits.max_pipelined:
+            # uvicorn queues pipelined requests without a bound, and reads on after each answer, so a client
+            # that sends without reading grew the server by gigabytes (dogfood 43). Answers go out in order, so
+            # none can be sent ahead of the queue: close, without one.
+            log.info(
+                "%s: closed: more than %d pipelined requests wait for answers (--max-pipelined)",
+                self._peer(),
+                self.limits.max_pipelined,
+            )
+            self._waiting(False)
+            self.transport.close()
+            raise _StopParsing
 
     def on_message_complete(self) -> None:
         if self._read_timer is not None:
@@ -185,7 +199,7 @@ class GuardedProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         if self._too_large:
             self._refuse_headers()
-        else:
+        elif not self.transport.is_closing():
             super().send_400_response(msg)
 
     def pause_writing(self) -> None:
