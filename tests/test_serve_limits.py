@@ -17,6 +17,7 @@ import time
 
 import httpx
 import polars as pl
+import psutil
 import pytest
 import torch
 from fastapi.testclient import TestClient
@@ -44,7 +45,7 @@ def events(test_period_events, exported_artifact) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def server(exported_artifact, events, tmp_path_factory):
-    """The real server with tight connection limits: its port and its log file."""
+    """The real server with tight connection limits: its port, its log file and its process."""
     log_path = tmp_path_factory.mktemp("server") / "server.log"
     flags = ["--header-timeout", str(TIMEOUT_S), "--body-timeout", str(TIMEOUT_S)]
     flags += ["--keep-alive-timeout", str(TIMEOUT_S), "--max-connections", str(MAX_CONNECTIONS)]
@@ -54,7 +55,7 @@ def server(exported_artifact, events, tmp_path_factory):
         port,
         proc,
     ):
-        yield port, log_path
+        yield port, log_path, proc
         assert proc.poll() is None, "the server died"
         assert "Traceback" not in log_path.read_text()
 
@@ -120,7 +121,7 @@ def test_too_large_or_too_many_headers_get_431(server, headers):
 def test_a_client_that_pipelines_without_reading_is_closed(server):
     """uvicorn queues pipelined requests without a bound: 20,000 sent unread grew the server by gigabytes
     (dogfood 43). A few are answered in order; past --max-pipelined (16) the connection is closed."""
-    port, log_path = server
+    port, log_path, _ = server
     ping = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     with _connect(port, ping * 4) as sock:  # within the limit: every one answered
         sock.settimeout(5)
@@ -140,8 +141,33 @@ def test_a_client_that_pipelines_without_reading_is_closed(server):
     assert len(lines) == 1 and "more than 16 pipelined requests wait for answers" in lines[0], lines
 
 
+def test_a_dead_worker_process_is_replaced(server, events):
+    """A worker killed as the OOM killer would broke the pool: every later /score/batch and /explain answered
+    500 while /readyz said ready (dogfood 43). The pool starts again; what it held answers 503 meanwhile."""
+    port, log_path, proc = server
+    batch = json.dumps({"sessions": [{"events": events}]}).encode()
+    assert Client(port).post("/score/batch", batch)[0] == 200
+    forkserver = [p for p in psutil.Process(proc.pid).children() if "forkserver" in " ".join(p.cmdline())]
+    workers = forkserver[0].children()
+    assert len(workers) == 2  # --max-batch-in-flight 1, --max-explain-in-flight 1
+    workers[0].kill()
+    psutil.wait_procs(workers[:1], timeout=5)
+    statuses = []
+    deadline = time.monotonic() + 60
+    while not statuses or statuses[-1] != 200:
+        assert time.monotonic() < deadline, statuses
+        status, headers = Client(port).post("/score/batch", batch)
+        assert status == 200 or (status == 503 and "retry-after" in headers), (status, headers)
+        statuses.append(status)
+        time.sleep(0.1)
+    assert Client(port).post("/explain", json.dumps({"events": events}).encode())[0] == 200
+    assert (
+        "a worker process died (killed, or out of memory): starting the workers again" in log_path.read_text()
+    )
+
+
 def test_an_aborted_upload_is_one_log_line(server, events):
-    port, log_path = server
+    port, log_path, _ = server
     sock = _connect(port, HEAD + b'Content-Length: 5000\r\n\r\n{"events": [')
     client_port = sock.getsockname()[1]
     time.sleep(0.2)
@@ -277,3 +303,12 @@ def test_long_sessions_are_refused_by_explain_with_the_limit_named(client, event
     r = client.post("/explain", content=json.dumps({"events": long}), headers=JSON)
     assert r.status_code == 422 and "at most 8 events (--max-explain-events), got 9" in r.json()["detail"]
     assert client.post("/score", content=json.dumps({"events": long}), headers=JSON).status_code == 200
+
+
+def test_a_worker_refuses_an_artifact_changed_since_the_service_started(exported_artifact, monkeypatch):
+    """Workers start again after one dies: each checks that the artifact is still the one served."""
+    from seqfraud.scoring import service
+
+    monkeypatch.setattr(service.os, "setpriority", lambda *args: None)  # the worker's lower priority, not ours'
+    with pytest.raises(RuntimeError, match="the artifact changed since the service started"):
+        service._start_worker(exported_artifact, "torchscript", None, Limits(), 1, "run-not-this-one")

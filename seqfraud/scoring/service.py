@@ -20,6 +20,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -625,9 +626,15 @@ _worker: tuple[Scorer, TypeAdapter] | None = None  # in a worker process: its sc
 
 
 def _start_worker(
-    artifact: str | Path, fmt: str, thresholds: Mapping[str, float] | None, limits: Limits, threads: int
+    artifact: str | Path,
+    fmt: str,
+    thresholds: Mapping[str, float] | None,
+    limits: Limits,
+    threads: int,
+    version: str,
 ) -> None:
-    """A worker process's start: a lower OS priority, torch's threads, its own verified copy of the artifact."""
+    """A worker process's start: a lower OS priority, torch's threads, its own verified copy of the artifact,
+    which must still be the ``version`` the service serves (workers start again after one dies)."""
     global _worker
     with suppress(AttributeError, OSError):  # not on every OS; an unchanged priority only costs latency
         os.setpriority(os.PRIO_PROCESS, 0, HEAVY_NICE)
@@ -635,8 +642,41 @@ def _start_worker(
     # The service warned at its start about an artifact it cannot verify; each worker would say it again.
     logging.getLogger("seqfraud.export.artifact").setLevel(logging.ERROR)
     scorer = Scorer.load(artifact, fmt=fmt, thresholds=thresholds, threads=threads)
+    if scorer.model_version != version:
+        raise RuntimeError(
+            f"{artifact}: the artifact changed since the service started ({scorer.model_version}, not {version}); "
+            "start the service again"
+        )
     scorer.warmup()
     _worker = scorer, request_models(scorer.spec, limits)[1]
+
+
+class Workers:
+    """The processes of ``/score/batch`` and ``/explain``. A worker that dies (the OOM killer's ``kill -9``)
+    breaks its whole pool, which then failed every later request with 500 while ``/readyz`` said ready (dogfood
+    43): the broken pool is replaced, and the requests it held answer 503 with ``Retry-After``."""
+
+    def __init__(self, start: Callable[[], ProcessPoolExecutor], retry_after_s: int):
+        self._start, self._retry_after_s = start, retry_after_s
+        self.pool = start()
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        pool = self.pool
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+        except BrokenProcessPool:
+            if pool is self.pool:  # the first request to see it starts the new pool
+                log.error("a worker process died (killed, or out of memory): starting the workers again")
+                self.pool = self._start()
+                pool.shutdown(wait=False, cancel_futures=True)
+            raise RequestError(
+                503,
+                "a worker process died while this request was at work; the workers are starting again: retry",
+                headers={"Retry-After": str(self._retry_after_s)},
+            ) from None
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)  # else they would outlive this process
 
 
 def _loaded_worker() -> tuple[Scorer, TypeAdapter]:
@@ -645,8 +685,8 @@ def _loaded_worker() -> tuple[Scorer, TypeAdapter]:
     return _worker
 
 
-def _worker_version() -> str:
-    return _loaded_worker()[0].model_version
+def _worker_ready() -> None:
+    _loaded_worker()
 
 
 def _worker_batch(body: bytes) -> list[dict[str, Any]]:
@@ -740,23 +780,21 @@ def create_app(
             context = forkserver
         else:
             context = multiprocessing.get_context("spawn")
-        app.state.workers = ProcessPoolExecutor(
-            workers, context, initializer=_start_worker, initargs=(artifact, fmt, thresholds, limits, threads)
+        initargs = (artifact, fmt, thresholds, limits, threads, scorer.model_version)
+        app.state.workers = Workers(
+            lambda: ProcessPoolExecutor(workers, context, initializer=_start_worker, initargs=initargs),
+            limits.retry_after_s,
         )
         try:
-            loop = asyncio.get_running_loop()  # start them all now, not on the first requests
-            started = await asyncio.gather(
-                *[loop.run_in_executor(app.state.workers, _worker_version) for _ in range(workers)]
-            )
-            if set(started) != {scorer.model_version}:
-                raise RuntimeError(
-                    f"{artifact}: the artifact changed while the service started; start it again"
-                )
+            try:  # start them all now, not on the first requests
+                await asyncio.gather(*[app.state.workers.run(_worker_ready) for _ in range(workers)])
+            except RequestError:
+                raise RuntimeError("the scoring workers did not start: see the error above") from None
             log.info("serving %s (%s) from %s", scorer.model_version, fmt, artifact)
             yield
         finally:
             watching.cancel()
-            app.state.workers.shutdown(wait=True, cancel_futures=True)  # else they would outlive this process
+            app.state.workers.shutdown()
             del app.state.workers
             app.state.online.store.close()
             gc.collect()  # the pool's queues sit in a reference cycle: free their semaphores now, not as "leaked"
@@ -880,9 +918,7 @@ def create_app(
                     f"events (--max-explain-events), got {kept}; an explanation costs one forward "
                     f"pass per event",
                 )
-            result = await asyncio.get_running_loop().run_in_executor(
-                app.state.workers, _worker_explain, records
-            )
+            result = await app.state.workers.run(_worker_explain, records)
         return JSONResponse(
             result
             | {
@@ -898,7 +934,7 @@ def create_app(
         scorer: Scorer = request.app.state.scorer
         stateless(scorer)
         async with admitted(request, "/score/batch", limits.max_body_bytes) as body:
-            results = await asyncio.get_running_loop().run_in_executor(app.state.workers, _worker_batch, body)
+            results = await app.state.workers.run(_worker_batch, body)
         return JSONResponse(
             {
                 "results": results,
