@@ -309,6 +309,8 @@ def test_a_worker_refuses_an_artifact_changed_since_the_service_started(exported
     """Workers start again after one dies: each checks that the artifact is still the one served."""
     from seqfraud.scoring import service
 
-    monkeypatch.setattr(service.os, "setpriority", lambda *args: None)  # the worker's lower priority, not ours'
+    monkeypatch.setattr(
+        service.os, "setpriority", lambda *args: None
+    )  # the worker's lower priority, not ours'
     with pytest.raises(RuntimeError, match="the artifact changed since the service started"):
         service._start_worker(exported_artifact, "torchscript", None, Limits(), 1, "run-not-this-one")
