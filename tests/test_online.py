@@ -98,7 +98,7 @@ def test_session_state_round_trips_and_refuses_foreign_bytes() -> None:
         {"device": ["ios", None]},
         {"amount": (np.array([1.5, np.nan]), np.array([False, True]))},
     )
-    back = SessionState.decode(state.encode(), 3, (1, 4), "m1")
+    back = SessionState.decode(state.encode(), 3, (1, 4), "m1", state.session_id)
     assert back.record_list() == [{"a": 1}] and back.score == 0.25
     # A key's record, found by the key; a taken key whose record is no longer kept has none.
     assert back.taken_as(key_entry("id:1")) == {"a": 1} and back.taken_as(key_entry("id:7")) is None
@@ -113,18 +113,21 @@ def test_session_state_round_trips_and_refuses_foreign_bytes() -> None:
     grown = back.columns.then(back.columns.take([1]))
     assert grown.rows.tolist() == [0, 1, 2] and grown.categorical["device"] == ["ios", None, None]
     with pytest.raises(ValueError, match="another model"):
-        SessionState.decode(state.encode(), 4, (1, 4), "m1")
+        SessionState.decode(state.encode(), 4, (1, 4), "m1", state.session_id)
     with pytest.raises(ValueError, match="another model"):
-        SessionState.decode(state.encode(), 3, (2, 4), "m1")
+        SessionState.decode(state.encode(), 3, (2, 4), "m1", state.session_id)
     # Another model's state (a rolling deploy on one Redis) keeps its events and score, none of that model's
     # tokens, hidden state or columns: whatever their shapes, they are rebuilt at the session's next event.
-    other = SessionState.decode(state.encode(), 4, (2, 4), "m2")
+    other = SessionState.decode(state.encode(), 4, (2, 4), "m2", state.session_id)
     assert other.stale("m2") and other.public()["model_version"] == "m1" and other.score == 0.25
     assert other.tokens.shape == (0, 4) and other.hidden is None and other.columns is None
     assert other.record_list() == [{"a": 1}] and other.seen(key_entry("id:7"))
     for garbage in (b"", b"\x05\x00\x00\x00{bad}", state.encode() + b"\nx", state.encode()[:-12]):
         with pytest.raises(ValueError, match="unreadable session state"):
-            SessionState.decode(garbage, 3, (1, 4), "m1")
+            SessionState.decode(garbage, 3, (1, 4), "m1", state.session_id)
+    # Copied under another session's key (in Redis, or in a snapshot), it answered for that session.
+    with pytest.raises(ValueError, match="it is the state of session 's1', kept under another's key"):
+        SessionState.decode(state.encode(), 3, (1, 4), "m1", "s2")
 
 
 def test_gru_steps_one_event_at_a_time_like_the_whole_session(gru_artifact, gru_run) -> None:
@@ -228,7 +231,7 @@ def test_a_state_an_earlier_seqfraud_wrote_is_rebuilt_from_its_events(
         assert abs(got[S.SCORE] - whole[S.SCORE]) <= 1e-5
     # A format this seqfraud cannot read says which it reads; so does a snapshot of a later release.
     with pytest.raises(ValueError, match=r"format 2; this one reads \[3, 4, 5\]"):
-        SessionState.decode(old.replace(b'"version": 3', b'"version": 2'), 4, None, "m")
+        SessionState.decode(old.replace(b'"version": 3', b'"version": 2'), 4, None, "m", sid)
     (tmp_path / "state.json").write_text(json.dumps(doc | {"version": 3}))
     with pytest.raises(SnapshotError, match=r"snapshot version 3, this seqfraud reads \[1, 2\]"):
         MemoryStore(snapshot=tmp_path / "state.json")

@@ -210,6 +210,34 @@ def test_memory_bound_evicts_least_recently_updated():
     assert (store.get("a"), store.get("b"), store.get("c")) == (b"2", None, b"1")
 
 
+def test_a_restored_session_in_the_future_does_not_stop_expiry(tmp_path: Path):
+    """Expiry walks the sessions oldest first and stops at the first one live: a snapshot time of 1e300 kept
+    every later session from expiring (dogfood 43)."""
+    path, now = tmp_path / "online.json", [1000.0]
+    first = MemoryStore(snapshot=path, clock=lambda: now[0])
+    first.update("old", lambda _: b"o")
+    first.close()
+    doc = json.loads(path.read_text())
+    doc["sessions"][0][1] = 1e300
+    path.write_text(json.dumps(doc))
+    second = MemoryStore(snapshot=path, session_ttl_s=10, clock=lambda: now[0])
+    second.update("fresh", lambda _: b"f")
+    now[0] = 1011.0
+    assert (second.get("old"), second.get("fresh")) == (None, None)
+
+
+def test_a_snapshot_over_max_sessions_keeps_the_latest(tmp_path: Path, caplog):
+    path, now = tmp_path / "online.json", [0.0]
+    first = MemoryStore(snapshot=path, clock=lambda: now[0])
+    for sid in ["a", "b", "c"]:
+        now[0] += 1
+        first.update(sid, lambda _: b"x")
+    first.close()
+    second = MemoryStore(snapshot=path, max_sessions=2, clock=lambda: now[0])
+    assert len(second) == 2 and second.get("a") is None
+    assert "holds 3 sessions, over max_sessions (2): the 1 least recently updated are left out" in caplog.text
+
+
 def test_memory_snapshot_restores_everything(tmp_path: Path):
     path = tmp_path / "state" / "online.json"
     rows = [EntityRow("e1", "s1", 10, ("c", None)), EntityRow("e2", "s2", 20, (None, "d"))]
@@ -249,8 +277,42 @@ def test_memory_snapshot_restores_everything(tmp_path: Path):
             ),
             "cannot restore",
         ),
+        (
+            (
+                '{"format": "seqfraud.online-state", "version": 1, "sessions": [], "sessions": [], '
+                '"entity_rows": [], "labels": []}'
+            ),
+            "key 'sessions' appears more than once",
+        ),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        (
+            json.dumps(
+                {
+                    "format": "seqfraud.online-state",
+                    "version": 1,
+                    "sessions": [["s1", float("inf"), ""]],
+                    "entity_rows": [],
+                    "labels": [],
+                }
+            ),
+            "not JSON",
+        ),
+        (
+            json.dumps(
+                {
+                    "format": "seqfraud.online-state",
+                    "version": 1,
+                    "sessions": [["s1", "1e300", ""]],
+                    "entity_rows": [],
+                    "labels": [],
+                }
+            ),
+            "last update time is '1e300', not a finite number",
+        ),
     ],
-    ids=["bad-json", "wrong-format", "bad-base64"],
+    # A repeated key: the last "sessions" won and emptied the state silently (dogfood 43); deep nesting was a
+    # RecursionError's traceback.
+    ids=["bad-json", "wrong-format", "bad-base64", "repeated-key", "deep", "infinite-time", "text-time"],
 )
 def test_memory_damaged_snapshot_is_refused(tmp_path: Path, text: str, says: str):
     path = tmp_path / "online.json"

@@ -201,7 +201,9 @@ def main(argv: list[str] | None = None) -> None:
         # And each session's state checked here too: a damaged one then stops start-up with one line, not a
         # traceback from the service's start.
         shape = artifact.step_shape(args.format)
-        store.check_restored(lambda data: SessionState.decode(data, len(spec.fields), shape, artifact.run_id))
+        store.check_restored(
+            lambda sid, data: SessionState.decode(data, len(spec.fields), shape, artifact.run_id, sid)
+        )
 
     if isinstance(store, RedisStore):
         try:

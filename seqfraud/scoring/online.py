@@ -160,14 +160,25 @@ class SessionState:
 
     @classmethod
     def decode(
-        cls, data: bytes, n_fields: int, hidden_shape: tuple[int, int] | None, model_version: str
+        cls,
+        data: bytes,
+        n_fields: int,
+        hidden_shape: tuple[int, int] | None,
+        model_version: str,
+        session_id: str,
     ) -> SessionState:
-        """A state of :meth:`encode`. One that ``model_version`` scored is checked against the artifact's shapes
-        (a damaged one is refused rather than scored); one of another model keeps its events, score and
-        ``model_version`` but none of that model's tokens, hidden state or columns: :meth:`stale`."""
+        """A state of :meth:`encode`, read under the key of ``session_id``. One that ``model_version`` scored is
+        checked against the artifact's shapes (a damaged one is refused rather than scored); one of another model
+        keeps its events, score and ``model_version`` but none of that model's tokens, hidden state or columns:
+        :meth:`stale`. One of another session is refused: a state copied under another key (in Redis, or in a
+        snapshot file) answered for that session with the other one's events (dogfood 43)."""
         try:
             size = int.from_bytes(data[:4], "little")
             meta = json.loads(data[4 : 4 + size])
+            if meta["session_id"] != session_id:
+                raise ValueError(
+                    f"it is the state of session {meta['session_id']!r}, kept under another's key"
+                )
             version = meta.pop("version")
             if version in _EVENTS_ONLY_VERSIONS:
                 return cls._events_only(data, meta, n_fields)
@@ -437,12 +448,14 @@ class OnlineScorer:
         data = self.store.get(session_id)
         return None if data is None else self._decode(session_id, data)
 
-    def _read(self, data: bytes) -> SessionState:
-        return SessionState.decode(data, len(self.spec.fields), self.hidden_shape, self.scorer.model_version)
+    def _read(self, session_id: str, data: bytes) -> SessionState:
+        return SessionState.decode(
+            data, len(self.spec.fields), self.hidden_shape, self.scorer.model_version, session_id
+        )
 
     def _decode(self, session_id: str, data: bytes) -> SessionState:
         try:
-            return self._read(data)
+            return self._read(session_id, data)
         except ValueError as e:
             raise StoreCorrupt(
                 f"the stored state of session {session_id!r} is unreadable ({e}); delete it from the store to "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import os
 import tempfile
 import threading
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from seqfraud.errors import UserError
+from seqfraud.export.artifact import strict_json
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +137,9 @@ class StateStore(ABC):
         first, with no word (dogfood 32)."""
         return True
 
-    def check_restored(self, decode: Callable[[bytes], object]) -> None:
-        """Decode every session state restored from a file (``decode`` raises ValueError on a damaged one), so
+    def check_restored(self, decode: Callable[[str, bytes], object]) -> None:
+        """Decode every session state restored from a file (``decode(session_id, state)`` raises ValueError on a
+        damaged one, or one of another session), so
         that a damaged state is refused at start, not answered with an error at its session's every event."""
 
     def close(self) -> None:
@@ -194,7 +197,12 @@ class MemoryStore(StateStore):
             if new is None:
                 return current
             with self._lock:
-                self._sessions[session_id] = (self.clock(), new)
+                now = self.clock()
+                if (
+                    self._sessions
+                ):  # never before the newest: expiry reads them oldest first, even if the clock steps back
+                    now = max(now, next(reversed(self._sessions.values()))[0])
+                self._sessions[session_id] = (now, new)
                 self._sessions.move_to_end(session_id)
                 while len(self._sessions) > self.max_sessions:
                     self._sessions.popitem(last=False)
@@ -301,7 +309,7 @@ class MemoryStore(StateStore):
             json.dump(doc, f)
         os.replace(tmp, path)
 
-    def check_restored(self, decode: Callable[[bytes], object]) -> None:
+    def check_restored(self, decode: Callable[[str, bytes], object]) -> None:
         """Once: ``serve`` checks before it binds its port, and the service's scorer then finds it done."""
         if not self._unchecked:
             return
@@ -309,7 +317,7 @@ class MemoryStore(StateStore):
             held = list(self._sessions.items())
         for sid, (_, state) in held:
             try:
-                decode(state)
+                decode(sid, state)
             except ValueError as e:
                 raise SnapshotError(
                     f"{self.snapshot}: cannot restore session {sid!r}: {e}. Start from another --snapshot "
@@ -321,7 +329,7 @@ class MemoryStore(StateStore):
         """A snapshot of :meth:`save`: plain JSON, checked field by field (a state's bytes are checked again
         when decoded), so a damaged or foreign file is refused, never half-read."""
         try:
-            doc = json.loads(path.read_text())
+            doc = strict_json(path.read_bytes())
             if not isinstance(doc, dict) or doc.get("format") != SNAPSHOT_FORMAT:
                 raise ValueError("not a seqfraud online-state snapshot")
             if doc.get("version") not in _READABLE_SNAPSHOTS:
@@ -334,8 +342,9 @@ class MemoryStore(StateStore):
                     f"it holds the sessions of model {written_by!r}, not of this artifact's {self.model!r}: "
                     "serve that artifact with it, or start from an empty state (another --snapshot file)"
                 )
+            now = self.clock()
             sessions = [
-                (_text(sid), float(t), base64.b64decode(_text(b), validate=True))
+                (_text(sid), _touched(t, now), base64.b64decode(_text(b), validate=True))
                 for sid, t, b in doc["sessions"]
             ]
             rows = [
@@ -350,8 +359,17 @@ class MemoryStore(StateStore):
             ]
         except (OSError, ValueError, TypeError, KeyError) as e:
             raise SnapshotError(f"{path}: cannot restore the online state: {e}") from e
-        for sid, t, state in sorted(sessions, key=lambda s: s[1]):
+        for sid, t, state in sorted(sessions, key=lambda s: s[1])[-self.max_sessions :]:
             self._sessions[sid] = (t, state)
+        if len(sessions) > self.max_sessions:
+            log.warning(
+                "the snapshot %s holds %d sessions, over max_sessions (%d): the %d least recently updated are "
+                "left out",
+                path,
+                len(sessions),
+                self.max_sessions,
+                len(sessions) - self.max_sessions,
+            )
         self._unchecked = bool(sessions)
         self.add_entity_rows(rows)
         self.add_labels(labels)
@@ -365,6 +383,15 @@ class MemoryStore(StateStore):
             path,
             written,
         )
+
+
+def _touched(value: Any, now: float) -> float:
+    """A restored session's last update time, no later than ``now``: expiry walks the sessions oldest first and
+    stops at the first one still live, so one time in the future (a file's ``1e300``, or a clock that was ahead)
+    kept every session after it from expiring (dogfood 43)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"a session's last update time is {value!r}, not a finite number")
+    return min(float(value), now)
 
 
 def _text(value: Any) -> str:
