@@ -35,11 +35,16 @@ class Calibration:
     params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
+        if not isinstance(self.method, str) or self.method not in METHODS:
             raise CalibrationError(f"calibration must be one of {METHODS}, got {self.method!r}")
+        if not isinstance(self.params, dict):
+            raise CalibrationError(f"calibration params must be an object, got {type(self.params).__name__}")
         p = self.params
         if self.method == "isotonic":
-            x, y = np.asarray(p.get("x", []), dtype=np.float64), np.asarray(p.get("y", []), dtype=np.float64)
+            try:  # a list of numbers each; text or objects raised numpy's own errors, as tracebacks (dogfood 43)
+                x, y = (np.asarray(p.get(k, []), dtype=np.float64) for k in ("x", "y"))
+            except (ValueError, TypeError):
+                x = y = np.empty(0)
             if (
                 x.ndim != 1
                 or len(x) < 1
@@ -55,7 +60,8 @@ class Calibration:
                     "non-decreasing, y in [0, 1]"
                 )
         elif self.method == "platt" and not all(
-            isinstance(p.get(k), (int, float)) and np.isfinite(p[k]) for k in ("a", "b")
+            isinstance(p.get(k), (int, float)) and not isinstance(p[k], bool) and np.isfinite(p[k])
+            for k in ("a", "b")
         ):
             raise CalibrationError("platt calibration needs finite numbers a and b")
 
@@ -80,7 +86,7 @@ class Calibration:
     def from_dict(cls, d: dict[str, Any]) -> Calibration:
         if not isinstance(d, dict) or "method" not in d:
             raise CalibrationError("a calibration needs a method and its params")
-        return cls(d["method"], dict(d.get("params") or {}))
+        return cls(d["method"], d.get("params") or {})
 
 
 def fit_calibration(method: str, y: np.ndarray, raw: np.ndarray) -> Calibration:

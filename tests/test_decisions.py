@@ -277,6 +277,24 @@ def test_bad_calibrations_are_refused():
     np.testing.assert_array_equal(fit_calibration("none", Y, P).apply(P), P.astype(np.float64))
 
 
+@pytest.mark.parametrize(
+    ("doc", "says"),
+    [
+        ({"method": "isotonic", "params": {"x": "abc", "y": "def"}}, "breakpoints"),
+        ({"method": "isotonic", "params": {"x": [[0.1, 0.2]], "y": [[0.1, 0.2]]}}, "breakpoints"),
+        ({"method": "isotonic", "params": {"x": [{"a": 1}], "y": [0.5]}}, "breakpoints"),
+        ({"method": "platt", "params": [1, 2]}, "params must be an object, got list"),
+        ({"method": "platt", "params": "ab"}, "params must be an object, got str"),
+        ({"method": "platt", "params": {"a": True, "b": False}}, "finite numbers a and b"),
+    ],
+)
+def test_a_damaged_calibration_file_is_a_calibration_error(doc, says):
+    """A calibration.json of the wrong shapes raised numpy's and dict's own errors, as tracebacks from
+    ``seqfraud serve``, ``score`` and ``sign`` (dogfood 43)."""
+    with pytest.raises(CalibrationError, match=says):
+        Calibration.from_dict(doc)
+
+
 # ---------------------------------------------------------------- the exported artifact
 
 
