@@ -6,7 +6,9 @@ contention and foreign data in its keys.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 import time
 import uuid
@@ -323,6 +325,38 @@ def test_memory_damaged_snapshot_is_refused(tmp_path: Path, text: str, says: str
 
 
 # --- RedisStore -----------------------------------------------------------------------------------------------
+
+
+def test_a_server_that_is_not_redis_is_unavailable_not_a_crash():
+    """--redis-url naming another server (here one that answers as HTTP does) stopped the service's start with
+    redis-py's protocol error as a traceback (dogfood 43); it is a store that cannot serve, as a stopped one."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def answer_as_http() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                conn.recv(1024)
+                conn.sendall(b"<html>not redis</html>\r\n")
+                conn.close()
+
+    threading.Thread(target=answer_as_http, daemon=True).start()
+    try:
+        with pytest.raises(StoreUnavailable, match=f"Redis at redis://127.0.0.1:{port}/0: Protocol error"):
+            RedisStore(f"redis://127.0.0.1:{port}/0", timeout_s=2.0).ping()
+    finally:
+        listener.close()
+
+
+def test_a_redis_that_refuses_writes_is_not_ready(tmp_path: Path):
+    """A Redis full under ``noeviction`` answers PING: /readyz said ready while every /events was degraded."""
+    with redis_server(tmp_path) as server:
+        store = RedisStore(server.url)
+        store.ping()
+        redis.Redis.from_url(server.url).config_set("maxmemory", 1)
+        with pytest.raises(StoreUnavailable, match="command not allowed when used memory"):
+            store.ping()
 
 
 @pytest.mark.parametrize("failure", ["stopped", "hung"])

@@ -345,9 +345,7 @@ class OnlineScorer:
         # A store seeded with a history (serve --history-events) that an entity model reads: without it (a Redis
         # restarted empty, until the service seeds it again) the entity features would read an empty history.
         self.needs_seed = seeded and self.spec.entity is not None
-        self._degraded = _Occasional(
-            log, "degraded answers (each request's events scored as a session alone)"
-        )
+        self._degraded = Occasional(log, "degraded answers (each request's events scored as a session alone)")
         self._delta_field = self.spec.fields.index(S.TIME_DELTA)
         self._arrivals = itertools.count()
         store.check_restored(self._read)
@@ -388,9 +386,8 @@ class OnlineScorer:
         for sid, rows in segments(sids, self.spec.entity is not None):
             try:
                 if lost:
-                    raise StoreUnavailable(
-                        "the store lost the history seeded at start; the service seeds it again"
-                    )
+                    lost_seed = "the store lost the history seeded at start; the service seeds it again"
+                    raise StoreUnavailable(lost_seed, public=lost_seed)
                 state, taken, conflicting = self._take(
                     sid,
                     [keys[i] for i in rows],
@@ -457,10 +454,11 @@ class OnlineScorer:
         try:
             return self._read(session_id, data)
         except ValueError as e:
-            raise StoreCorrupt(
+            what = (
                 f"the stored state of session {session_id!r} is unreadable ({e}); delete it from the store to "
                 "start the session again"
-            ) from None
+            )
+            raise StoreCorrupt(what, public=what) from None
 
     def _take(
         self,
@@ -611,7 +609,7 @@ class OnlineScorer:
         }
 
 
-class _Occasional:
+class Occasional:
     """A warning that may come at every request (a store outage): logged at its first occurrence, then at most
     every ``every_s`` seconds with the count since, so that an outage is in the log without flooding it."""
 

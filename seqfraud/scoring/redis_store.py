@@ -96,12 +96,14 @@ class RedisStore(StateStore):
         self._live_key = self._prefix + b"live"
         self._ttl_ms = max(1, round(session_ttl_s * 1000))
         self._retention_ms = None if entity_retention_s is None else max(1, round(entity_retention_s * 1000))
-        # Connection errors (BusyLoadingError, a restarted Redis still loading, is one), timeouts, and writes
-        # refused by a replica: Redis cannot serve now, which is not a bug here.
+        # Connection errors (BusyLoadingError, a restarted Redis still loading, is one), timeouts, writes
+        # refused by a replica, and answers that are not Redis's (the URL names another server: its traceback
+        # stopped the service's start, dogfood 43): Redis cannot serve now, which is not a bug here.
         self._unreachable: tuple[type[Exception], ...] = (
             redis.exceptions.ConnectionError,
             redis.exceptions.TimeoutError,
             redis.exceptions.ReadOnlyError,
+            redis.exceptions.InvalidResponse,
         )
         self._conflict = redis.exceptions.WatchError
         self._refused = redis.exceptions.ResponseError  # e.g. WRONGTYPE: someone else's value under our key
@@ -126,11 +128,14 @@ class RedisStore(StateStore):
         except self._unreachable as e:
             raise StoreUnavailable(f"Redis at {self.where}: {e}") from e
         except self._refused as e:
-            raise StoreCorrupt(f"Redis at {self.where}: {e}") from e
+            raise StoreCorrupt(f"Redis at {self.where}: {e}", public=f"Redis refused a command: {e}") from e
 
     def ping(self) -> None:
+        """A write, not a PING: a Redis that refuses writes (a read-only replica, ``maxmemory`` with
+        ``noeviction``) answers PING, and ``/readyz`` said ready while every ``/events`` answer was degraded
+        (dogfood 43)."""
         with self._reachable():
-            self._client.ping()
+            self._client.set(self._prefix + b"probe", b"1", px=60_000)
 
     def mark_seeded(self) -> None:
         self._mark(self._seeded_key)
@@ -241,9 +246,8 @@ class RedisStore(StateStore):
                 raise ValueError("expected [ts_us, values...]")
             event_key = _text(field)
         except (ValueError, TypeError) as e:
-            raise StoreCorrupt(
-                f"Redis at {self.where}: {key!r} field {field!r} is not a seqfraud entity row: {value[:80]!r}"
-            ) from e
+            what = f"{key!r} field {field!r} is not a seqfraud entity row: {value[:80]!r}"
+            raise StoreCorrupt(f"Redis at {self.where}: {what}", public=what) from e
         return EntityRow(event_key, session_id, ts_us, tuple(values))
 
     def add_labels(self, labels: list[Label]) -> None:
@@ -269,10 +273,10 @@ class RedisStore(StateStore):
             if type(label) is not int or not (label_time_us is None or type(label_time_us) is int):
                 raise ValueError("expected [label, label_time_us]")
         except (ValueError, TypeError) as e:
-            raise StoreCorrupt(
-                f"Redis at {self.where}: {self._labels_key!r} field {_bytes(session_id)!r} is not a "
-                f"seqfraud label: {value[:80]!r}"
-            ) from e
+            what = (
+                f"{self._labels_key!r} field {_bytes(session_id)!r} is not a seqfraud label: {value[:80]!r}"
+            )
+            raise StoreCorrupt(f"Redis at {self.where}: {what}", public=what) from e
         return Label(session_id, label, label_time_us)
 
     def close(self) -> None:

@@ -53,7 +53,7 @@ from seqfraud.export.artifact import strict_json
 from seqfraud.features.spec import Spec
 from seqfraud.scoring.explain import flat_note, scored_occlusion, unread_note
 from seqfraud.scoring.history import HistoryRequired, refuse_to_serve
-from seqfraud.scoring.online import OnlineScorer, label_keys, read_labels, segments
+from seqfraud.scoring.online import Occasional, OnlineScorer, label_keys, read_labels, segments
 from seqfraud.scoring.prepare import as_frame, normalized_events
 from seqfraud.scoring.scorer import Scorer
 from seqfraud.scoring.state import MemoryStore, StateStore, StoreBusy, StoreUnavailable
@@ -847,9 +847,14 @@ def create_app(
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
+    store_refusals = Occasional(log, "answered 503, the state store unavailable")
+
     def store_down(e: StoreUnavailable) -> RequestError:
+        """503, saying why as far as :attr:`StoreUnavailable.public` allows; the whole reason goes to the log."""
+        store_refusals.note(e)
+        why = f": {e.public}" if e.public else "; the service's log says why"
         return RequestError(
-            503, f"the state store is unavailable: {e}", headers={"Retry-After": str(limits.retry_after_s)}
+            503, f"the state store is unavailable{why}", headers={"Retry-After": str(limits.retry_after_s)}
         )
 
     @app.get("/healthz", response_model=Health)
@@ -867,9 +872,8 @@ def create_app(
         except StoreUnavailable as e:
             raise store_down(e) from None
         if lost:
-            raise store_down(
-                StoreUnavailable("it lost the history seeded at start (restarted empty?); seeding again")
-            )
+            lost_seed = "it lost the history seeded at start (restarted empty?); seeding again"
+            raise store_down(StoreUnavailable(lost_seed, public=lost_seed))
         return JSONResponse({"status": "ok", "model_version": request.app.state.scorer.model_version})
 
     @app.get("/metadata", response_model=dict[str, Any])

@@ -38,7 +38,15 @@ _READABLE_SNAPSHOTS = (1, SNAPSHOT_VERSION)
 
 
 class StoreUnavailable(RuntimeError):
-    """The store cannot be reached (Redis down or too slow): the service degrades or fails closed."""
+    """The store cannot be reached (Redis down or too slow): the service degrades or fails closed.
+
+    The message may name the store's address, for the log; ``public`` is what a client may be told (None: only
+    that the store is unavailable), since a 503's detail named the Redis address to anyone (dogfood 43).
+    """
+
+    def __init__(self, message: str, public: str | None = None):
+        super().__init__(message)
+        self.public = public
 
 
 class StoreCorrupt(StoreUnavailable):
