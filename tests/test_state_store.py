@@ -237,7 +237,21 @@ def test_a_snapshot_over_max_sessions_keeps_the_latest(tmp_path: Path, caplog):
     first.close()
     second = MemoryStore(snapshot=path, max_sessions=2, clock=lambda: now[0])
     assert len(second) == 2 and second.get("a") is None
-    assert "holds 3 sessions, over max_sessions (2): the 1 least recently updated are left out" in caplog.text
+    assert "holds 3 sessions, over max_sessions (2) or max_session_bytes" in caplog.text
+    assert "the 1 least recently updated are left out" in caplog.text
+
+
+def test_memory_bound_holds_the_states_bytes_too():
+    """A count bounds no memory: a client's sessions of 1 kB text values took 433 kB each (dogfood 43)."""
+    store = MemoryStore(max_session_bytes=250)
+    for sid in ["a", "b", "c"]:
+        store.update(sid, lambda _: b"x" * 100)
+    assert (store.get("a"), len(store)) == (None, 2)  # 300 bytes: the oldest went
+    store.update("b", lambda _: b"x" * 10)  # smaller: "b" is now the newest, 110 bytes in all
+    store.update("d", lambda _: b"x" * 100)
+    assert [store.get(sid) is not None for sid in "bcd"] == [True, True, True]
+    store.update("e", lambda _: b"x" * 1000)  # larger than the bound alone: it stays, as the newest
+    assert [store.get(sid) is not None for sid in "bcde"] == [False, False, False, True]
 
 
 def test_memory_snapshot_restores_everything(tmp_path: Path):

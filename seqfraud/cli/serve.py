@@ -147,6 +147,12 @@ def main(argv: list[str] | None = None) -> None:
         "--max-sessions", type=int, default=100_000, help="open sessions held (--state memory)"
     )
     online.add_argument(
+        "--max-session-memory",
+        type=int,
+        default=2 << 30,
+        help="bytes of open sessions' states held together (--state memory); the least recently updated go first",
+    )
+    online.add_argument(
         "--entity-retention", type=float, default=None, help="seconds entity history is kept (default: all)"
     )
     online.add_argument(
@@ -193,6 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         store = MemoryStore(
             max_sessions=args.max_sessions,
+            max_session_bytes=args.max_session_memory,
             session_ttl_s=args.session_ttl,
             entity_retention_s=args.entity_retention,
             snapshot=args.snapshot,  # read here, so that a snapshot of another model is refused before the port

@@ -155,8 +155,8 @@ class StateStore(ABC):
 
 
 class MemoryStore(StateStore):
-    """One process's store: at most ``max_sessions`` sessions (the least recently updated go first), each
-    expiring ``session_ttl_s`` after its last event; entity rows older than ``entity_retention_s`` (None: kept)
+    """One process's store: at most ``max_sessions`` sessions, of ``max_session_bytes`` states together (the least
+    recently updated go first), each expiring ``session_ttl_s`` after its last event; entity rows older than ``entity_retention_s`` (None: kept)
     are dropped, and so are labels of sessions without rows, that long after they came. With ``snapshot``, the
     whole state is read from that file at start (when it exists) and written to it on :meth:`close`, so a
     clean restart loses nothing (a crash writes no snapshot: the next start restores the last clean stop's).
@@ -174,15 +174,21 @@ class MemoryStore(StateStore):
         self,
         *,
         max_sessions: int = 100_000,
+        max_session_bytes: int = 2 << 30,
         session_ttl_s: float = 3600.0,
         entity_retention_s: float | None = None,
         snapshot: str | os.PathLike | None = None,
         model: str | None = None,
         clock: Callable[[], float] = time.time,
     ):
-        if max_sessions < 1 or session_ttl_s <= 0:
-            raise ValueError("max_sessions must be at least 1 and session_ttl_s positive")
+        if max_sessions < 1 or max_session_bytes < 1 or session_ttl_s <= 0:
+            raise ValueError(
+                "max_sessions and max_session_bytes must be at least 1 and session_ttl_s positive"
+            )
         self.max_sessions, self.session_ttl_s = max_sessions, session_ttl_s
+        # A count alone bounds no memory: sessions of long text values took 433 kB each (dogfood 43).
+        self.max_session_bytes = max_session_bytes
+        self._session_bytes = 0
         self.entity_retention_s = entity_retention_s
         self.snapshot = Path(snapshot).expanduser() if snapshot else None
         self.model = model
@@ -205,16 +211,28 @@ class MemoryStore(StateStore):
             if new is None:
                 return current
             with self._lock:
-                now = self.clock()
-                if (
-                    self._sessions
-                ):  # never before the newest: expiry reads them oldest first, even if the clock steps back
-                    now = max(now, next(reversed(self._sessions.values()))[0])
-                self._sessions[session_id] = (now, new)
+                self._hold(session_id, (self.clock(), new))
                 self._sessions.move_to_end(session_id)
-                while len(self._sessions) > self.max_sessions:
-                    self._sessions.popitem(last=False)
+                self._bound()
             return new
+
+    def _hold(self, session_id: str, held: tuple[float, bytes]) -> None:
+        before = self._sessions.get(session_id)
+        self._session_bytes += len(held[1]) - (0 if before is None else len(before[1]))
+        self._sessions[session_id] = held
+
+    def _drop_oldest(self) -> None:
+        self._session_bytes -= len(self._sessions.popitem(last=False)[1][1])
+
+    def _bound(self) -> int:
+        """Drop the least recently updated sessions past either bound (the newest stays); how many went."""
+        dropped = 0
+        while len(self._sessions) > 1 and (
+            len(self._sessions) > self.max_sessions or self._session_bytes > self.max_session_bytes
+        ):
+            self._drop_oldest()
+            dropped += 1
+        return dropped
 
     def get(self, session_id: str) -> bytes | None:
         with self._lock:
@@ -226,10 +244,9 @@ class MemoryStore(StateStore):
         """Drop sessions idle past the TTL (the oldest come first, so this stops at the first live one)."""
         cutoff = self.clock() - self.session_ttl_s
         while self._sessions:
-            sid, (touched, _) = next(iter(self._sessions.items()))
-            if touched >= cutoff:
+            if next(iter(self._sessions.values()))[0] >= cutoff:
                 break
-            del self._sessions[sid]
+            self._drop_oldest()
 
     def __len__(self) -> int:
         with self._lock:
@@ -367,16 +384,17 @@ class MemoryStore(StateStore):
             ]
         except (OSError, ValueError, TypeError, KeyError) as e:
             raise SnapshotError(f"{path}: cannot restore the online state: {e}") from e
-        for sid, t, state in sorted(sessions, key=lambda s: s[1])[-self.max_sessions :]:
-            self._sessions[sid] = (t, state)
-        if len(sessions) > self.max_sessions:
+        for sid, t, state in sorted(sessions, key=lambda s: s[1]):
+            self._hold(sid, (t, state))
+        if dropped := self._bound():
             log.warning(
-                "the snapshot %s holds %d sessions, over max_sessions (%d): the %d least recently updated are "
-                "left out",
+                "the snapshot %s holds %d sessions, over max_sessions (%d) or max_session_bytes (%d): the %d "
+                "least recently updated are left out",
                 path,
                 len(sessions),
                 self.max_sessions,
-                len(sessions) - self.max_sessions,
+                self.max_session_bytes,
+                dropped,
             )
         self._unchecked = bool(sessions)
         self.add_entity_rows(rows)
