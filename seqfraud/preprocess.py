@@ -550,7 +550,8 @@ def preprocess(
             log.warning("policy: %s = %s", key, report[key])
     if "unlabeled_sessions_kept" in report:
         log.info(
-            "policy: %s unlabelled training sessions kept for pretraining (supervised fits skip them)",
+            "%s training sessions without a label (none given, or held back by data.split.label_cutoff) kept: "
+            "pretraining reads them, supervised fits skip them",
             report["unlabeled_sessions_kept"],
         )
     events = loaded.events if isinstance(loaded.events, pl.LazyFrame) else None

@@ -91,6 +91,17 @@ def runs(
             "data.split.test_start=2026-13-01",
             f"hydra.run.dir={tmp / 'pre4'}",
         ],
+        # Splits train.py refuses: refused by preprocess too, before a prepared_dir is built on them (dogfood 42).
+        "preprocess: no test split": [
+            sys.executable,
+            "-m",
+            "seqfraud",
+            "preprocess",
+            "+experiment=smoke",
+            f"paths.data_dir={trained_run.parent / 'data'}",
+            "data.split.test_start='2099-01-01'",
+            f"hydra.run.dir={tmp / 'pre6'}",
+        ],
         "debug: preprocess, duplicated column": [
             sys.executable,
             "-m",
@@ -195,6 +206,10 @@ def test_export_without_a_run(runs):
 def test_preprocess_with_a_duplicated_column(runs):
     for name in ("preprocess: duplicated column", "preprocess: as a script"):
         assert "dup.csv: column(s) ['event_type'] appear more than once" in error_line(runs, name)
+
+
+def test_preprocess_refuses_the_splits_training_would(runs):
+    assert "the test split holds no session" in error_line(runs, "preprocess: no test split")
 
 
 def test_a_split_date_that_does_not_parse_is_one_line(runs):

@@ -470,6 +470,13 @@ def test_unusable_splits_are_refused_before_the_fit(smoke_run, tmp_path, caplog)
     ):
         check_splits(no_fraud, None, supervised=True)
     check_splits(no_fraud, None, supervised=False)
+    # A cutoff that held back every validation label empties validation: said as the cutoff's doing, not as a
+    # split to move (a backtest, whose data.split keys are not read, said to move them: dogfood 42).
+    no_val = report | {"splits": report["splits"] | {"val": {"sessions": 0, "positives": 0}}}
+    with pytest.raises(
+        ConfigError, match="the val split holds no session with a label known by data.split.label_cutoff"
+    ):
+        check_splits(no_val, "test_start", supervised=True)
     with pytest.raises(ConfigError, match="the train split holds no positive label"):
         check_splits(
             report | {"splits": report["splits"] | {"train": {"sessions": 9, "positives": 0}}},

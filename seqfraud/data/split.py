@@ -140,8 +140,23 @@ def check_splits(report: dict[str, Any], cutoff: str | None, *, supervised: bool
     train and validation, and no label."""
     counts = report["splits"]
     bounds = f"validation from {report['val_start']}, test from {report['test_start']}"
+    # Validation holds labelled sessions only: unlabelled ones stay in train (data.policy.on_unlabeled), and so do
+    # those whose label a cutoff held back; a cutoff past every validation label empties it.
+    known, hint = (
+        (
+            f" known by data.split.label_cutoff={cutoff}",
+            "a backtest.val_days longer than data.policy.label_delay",
+        )
+        if cutoff is not None
+        else ("", "data.split.val_fraction")
+    )
     for name in S.SPLITS if supervised else ("train", "val"):
         if not counts[name]["sessions"]:
+            if name == "val" and cutoff is not None:
+                raise ConfigError(
+                    f"data.split: the val split holds no session with a label{known} ({bounds}): start "
+                    f"validation earlier (data.split.val_start, or {hint})"
+                )
             raise ConfigError(
                 f"data.split: the {name} split holds no session ({bounds}): move data.split.val_start / "
                 "test_start, or leave them unset for val_fraction / test_fraction"
@@ -153,18 +168,9 @@ def check_splits(report: dict[str, Any], cutoff: str | None, *, supervised: bool
             f"data.split: the train split holds no positive label ({bounds}): a supervised model has nothing to "
             "learn from"
         )
-    # Validation holds labelled sessions only: unlabelled ones stay in train (data.policy.on_unlabeled).
     positives = counts["val"]["positives"]
     negatives = counts["val"]["sessions"] - positives
     if not positives or not negatives:
-        known, hint = (
-            (
-                f" known by data.split.label_cutoff={cutoff}",
-                "a backtest.val_days longer than data.policy.label_delay",
-            )
-            if cutoff is not None
-            else ("", "data.split.val_fraction")
-        )
         raise ConfigError(
             f"data.split: validation keeps {positives:,} positive and {negatives:,} negative label(s){known}, and "
             "needs both: early stopping, the checkpoint, the stacker's choice and calibration read its PR-AUC; "
