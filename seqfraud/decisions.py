@@ -270,12 +270,16 @@ def choose_thresholds(
     review, decline = out["validation"]["review"], out["validation"]["decline"]
     out["validation"]["review_band_per_1000"] = review["flagged_per_1000"] - decline["flagged_per_1000"]
     if review["flagged_share"] > 0 and out["validation"]["review_band_per_1000"] == 0:
-        # Seen with isotonic calibration, whose scores come in steps: two policies land on one step.
+        # Scores in steps put two policies on one step: isotonic calibration's, or the model's own (a stacker
+        # that kept LightGBM at its first iteration gave 4 distinct scores under platt: dogfood 42).
         log.warning(
             "the review and decline thresholds (%.4g, %.4g) flag the same validation sessions (%.1f per 1,000): "
-            "the review band holds none; loosen the review policy, or calibrate with fewer ties (platt)",
+            "the review band holds none, as the %d validation scores take %d distinct values; loosen the review "
+            "policy, or give scores fewer ties (platt, not isotonic, calibration; a model that ranks more finely)",
             chosen["review"],
             chosen["decline"],
             review["flagged_per_1000"],
+            len(s),
+            len(np.unique(s)),
         )
     return out

@@ -113,6 +113,7 @@ def test_a_review_band_that_holds_no_session_is_warned_about(caplog):
     )
     assert out["validation"]["review_band_per_1000"] == 0
     assert "flag the same validation sessions" in caplog.text and "the review band holds none" in caplog.text
+    assert f"the {len(P)} validation scores take 2 distinct values" in caplog.text  # not only calibration's
 
 
 def test_an_fpr_target_finer_than_validation_can_resolve_is_warned_about(caplog):
