@@ -137,9 +137,11 @@ def test_scoring_needs_a_history_and_reads_it_point_in_time(
     scorer.history = History.from_frame(short.lazy(), "short history", labels, scorer.spec)
     with caplog.at_level(logging.WARNING, logger="seqfraud.scoring.history"):
         scorer.score(scored)
+        scorer.score(scored)
     assert re.search(
         r"short history: the history starts [01]\.\d day\(s\) before .* read \d+\.0 day", caplog.text
     )
+    assert caplog.text.count("the history starts") == 1  # once a history, not at every call (dogfood 42)
 
     # Without the history the same sessions score differently: the features are really read.
     scorer.history = History.from_frame(other.head(0).lazy(), "empty history", labels, scorer.spec)

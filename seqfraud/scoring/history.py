@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 import polars as pl
@@ -51,6 +51,9 @@ class History:
     label_source: str
     labels_on_events: bool  # the label table was read off the events: a session's rows there are its events
     source: str = "history"
+    # Whether warn_if_short has spoken: once a history, where an export's check (one pass a format) and explain
+    # (the score, then each event left out) said it two times and more (dogfood 42).
+    said_short: bool = field(default=False, repr=False)
 
     @classmethod
     def read(cls, events: str | os.PathLike, labels: str | os.PathLike | None, spec: Spec) -> History:
@@ -104,18 +107,19 @@ class History:
                 "being scored; a history holds other sessions only (the scored events are context for each "
                 "other already)"
             )
-        warn_if_short(self.events, events, spec, self.source)
+        if not self.said_short:
+            self.said_short = warn_if_short(self.events, events, spec, self.source)
         return entity_context(
             events, self.events, self.labels, self.label_source, self.labels_on_events, spec
         )
 
 
-def warn_if_short(history: pl.DataFrame, events: pl.DataFrame, spec: Spec, source: str) -> None:
+def warn_if_short(history: pl.DataFrame, events: pl.DataFrame, spec: Spec, source: str) -> bool:
     """Log when the history reaches back less far before the first scored event than the longest window plus
     the label delay: the windowed features then read less than a longer history gives, and the scores move (a
     dogfood's 35-day history against 30-day windows and a 40-day delay moved scores by up to 0.60, silently)."""
     if not history.height:  # nothing to fall short of (batch scoring refuses an empty history before this)
-        return
+        return False
     need = max((us for us in _entity(spec).warm_up_us().values() if us is not None), default=0)
     have = cast(int, events[S.TS_US].min()) - cast(int, history[S.TS_US].min())
     if have < need:
@@ -128,6 +132,7 @@ def warn_if_short(history: pl.DataFrame, events: pl.DataFrame, spec: Spec, sourc
             have / 86_400e6,
             need / 86_400e6,
         )
+    return have < need
 
 
 def entity_context(
