@@ -769,9 +769,9 @@ def epoch_value(
         return rfc3339_us(label_day_end(col) if label_time else col), "us"
     if dtype.is_temporal():
         own: _EpochUnit = getattr(dtype, "time_unit", None) or "ms"
-        return (col.dt.offset_by("1d").cast(pl.Datetime("ms")) if dtype == pl.Date else col).dt.epoch(
-            own
-        ), own
+        if dtype == pl.Date:
+            col = col.dt.offset_by("1d").cast(pl.Datetime("ms"))
+        return col.dt.epoch(own), own
     return col, unit
 
 
