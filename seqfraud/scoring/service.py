@@ -786,9 +786,11 @@ def create_app(
             limits.retry_after_s,
         )
         try:
-            try:  # start them all now, not on the first requests
-                await asyncio.gather(*[app.state.workers.run(_worker_ready) for _ in range(workers)])
-            except RequestError:
+            try:  # start them all now, not on the first requests; at start a broken pool is not replaced
+                loop = asyncio.get_running_loop()
+                pool = app.state.workers.pool
+                await asyncio.gather(*[loop.run_in_executor(pool, _worker_ready) for _ in range(workers)])
+            except BrokenProcessPool:
                 raise RuntimeError("the scoring workers did not start: see the error above") from None
             log.info("serving %s (%s) from %s", scorer.model_version, fmt, artifact)
             yield
