@@ -103,6 +103,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._read_timer: asyncio.TimerHandle | None = None
         self._write_timer: asyncio.TimerHandle | None = None
         self._reading_headers, self._received, self._too_large = True, 0, False
+        self._cycles: list[Any] = []  # requests at work or queued: _shut tells them the connection is gone
         header_timeout = self.limits.header_timeout
         if len(self.connections) > self.limits.max_connections:
             if self.reading:
@@ -170,6 +171,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._read_timer = self._timer(self.limits.body_timeout, "body not received")
         self._waiting(True)  # the body's wait starts now
         super().on_headers_complete()
+        self._cycles = [c for c in self._cycles if not c.response_complete] + [self.cycle]
         if len(self.pipeline) > self.limits.max_pipelined:
             # uvicorn queues pipelined requests without a bound, and reads on after each answer, so a client
             # that sends without reading grew the server by gigabytes (dogfood 43). Answers go out in order, so
@@ -180,7 +182,7 @@ class GuardedProtocol(HttpToolsProtocol):
                 self.limits.max_pipelined,
             )
             self._waiting(False)
-            self.transport.close()
+            self._shut()
             raise _StopParsing
 
     def on_message_complete(self) -> None:
@@ -235,7 +237,17 @@ class GuardedProtocol(HttpToolsProtocol):
             log.info("%s: closed with %d: %s", self._peer(), status, detail)
         if not answered:
             self.transport.write(_response(status, detail, *headers))
+        self._shut()
+
+    def _shut(self) -> None:
+        """Close, and mark this connection's requests disconnected at once, as uvicorn does only once the close is
+        done: an answer written in between met a closed transport (uvloop raises where asyncio ignores it), and
+        each left a traceback in the log (dogfood 44)."""
         self.transport.close()
+        for cycle in self._cycles:
+            if not cycle.response_complete:
+                cycle.disconnected = True
+                cycle.message_event.set()
 
     def _peer(self) -> str:
         return f"{self.client[0]}:{self.client[1]}" if self.client else "client"
