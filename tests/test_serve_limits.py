@@ -50,7 +50,7 @@ def server(exported_artifact, events, tmp_path_factory):
     flags = ["--header-timeout", str(TIMEOUT_S), "--body-timeout", str(TIMEOUT_S)]
     flags += ["--keep-alive-timeout", str(TIMEOUT_S), "--max-connections", str(MAX_CONNECTIONS)]
     flags += ["--max-header-bytes", "4096", "--max-headers", "16", "--max-batch-in-flight", "1"]
-    flags += ["--max-explain-in-flight", "1"]
+    flags += ["--max-explain-in-flight", "1", "--worker-timeout", "3"]
     with serving(exported_artifact, log_path, json.dumps({"events": events}).encode(), *flags) as (
         port,
         proc,
@@ -312,6 +312,25 @@ def test_long_sessions_are_refused_by_explain_with_the_limit_named(client, event
     r = client.post("/explain", content=json.dumps({"events": long}), headers=JSON)
     assert r.status_code == 422 and "at most 8 events (--max-explain-events), got 9" in r.json()["detail"]
     assert client.post("/score", content=json.dumps({"events": long}), headers=JSON).status_code == 200
+
+
+def test_a_hung_worker_process_is_killed_past_the_worker_timeout(server, events):
+    """A worker that hangs (here stopped) held its request and its route's slot for good, while /healthz said ok
+    (dogfood 44). Past --worker-timeout (3 s here) the request gets 503 and the workers start again."""
+    port, log_path, proc = server
+    batch = json.dumps({"sessions": [{"events": events}]}).encode()
+    assert Client(port).post("/score/batch", batch)[0] == 200
+    forkserver = [p for p in psutil.Process(proc.pid).children() if "forkserver" in " ".join(p.cmdline())]
+    for worker in forkserver[0].children():
+        worker.suspend()
+    t0 = time.monotonic()
+    status, headers = Client(port).post("/score/batch", batch)
+    assert status == 503 and "retry-after" in headers and 2.5 < time.monotonic() - t0 < 10
+    deadline = time.monotonic() + 60
+    while Client(port).post("/score/batch", batch)[0] != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert "a worker took longer than 3 s (--worker-timeout): starting the workers again" in log_path.read_text()
 
 
 def test_a_worker_refuses_an_artifact_changed_since_the_service_started(exported_artifact, monkeypatch):

@@ -83,6 +83,14 @@ def main(argv: list[str] | None = None) -> None:
         help="characters of one string value (an id, a category, an entity value); longer is a 422",
     )
     p.add_argument(
+        "--worker-timeout",
+        dest="worker_timeout_s",
+        type=float,
+        default=defaults.worker_timeout_s,
+        help="seconds one /score/batch or /explain may take in its worker process; past it the workers restart "
+        "and the request gets 503",
+    )
+    p.add_argument(
         "--max-body-memory",
         type=int,
         default=defaults.max_body_memory,

@@ -80,6 +80,9 @@ class Limits:
     max_explain_in_flight: int = 2
     max_body_memory: int = 64 * 1024 * 1024  # body bytes held at once, per route class
     max_value_chars: int = 1024  # one string value: the store keeps ids and entity values, answers echo ids
+    worker_timeout_s: float = (
+        60.0  # one /score/batch or /explain in its worker process; past it, the workers restart
+    )
     retry_after_s: int = 1
 
 
@@ -654,26 +657,41 @@ def _start_worker(
 class Workers:
     """The processes of ``/score/batch`` and ``/explain``. A worker that dies (the OOM killer's ``kill -9``)
     breaks its whole pool, which then failed every later request with 500 while ``/readyz`` said ready (dogfood
-    43): the broken pool is replaced, and the requests it held answer 503 with ``Retry-After``."""
+    43); one that hangs held its request, and its route's slot, for good (dogfood 44). The broken pool is
+    replaced, a call past ``timeout_s`` kills the pool's processes first, and the requests it held answer 503
+    with ``Retry-After``."""
 
-    def __init__(self, start: Callable[[], ProcessPoolExecutor], retry_after_s: int):
-        self._start, self._retry_after_s = start, retry_after_s
+    def __init__(self, start: Callable[[], ProcessPoolExecutor], timeout_s: float, retry_after_s: int):
+        self._start, self._timeout_s, self._retry_after_s = start, timeout_s, retry_after_s
         self.pool = start()
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         pool = self.pool
         try:
-            return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+            call = asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+            return await asyncio.wait_for(call, self._timeout_s)
+        except asyncio.TimeoutError:  # TimeoutError itself from Python 3.11
+            self._restart(pool, f"a worker took longer than {self._timeout_s:g} s (--worker-timeout)")
+            why = f"took longer than {self._timeout_s:g} s in its worker process (--worker-timeout)"
         except BrokenProcessPool:
-            if pool is self.pool:  # the first request to see it starts the new pool
-                log.error("a worker process died (killed, or out of memory): starting the workers again")
-                self.pool = self._start()
-                pool.shutdown(wait=False, cancel_futures=True)
-            raise RequestError(
-                503,
-                "a worker process died while this request was at work; the workers are starting again: retry",
-                headers={"Retry-After": str(self._retry_after_s)},
-            ) from None
+            self._restart(pool, "a worker process died (killed, or out of memory)")
+            why = "lost its worker process, which died (killed, or out of memory)"
+        raise RequestError(
+            503,
+            f"this request {why}; the workers are starting again: retry",
+            headers={"Retry-After": str(self._retry_after_s)},
+        )
+
+    def _restart(self, pool: ProcessPoolExecutor, why: str) -> None:
+        if pool is not self.pool:  # the first request to meet it restarts the workers
+            return
+        log.error("%s: starting the workers again", why)
+        self.pool = self._start()
+        # A hung worker would hold its slot for good: killed, as shutdown() alone waits for it (Python 3.14's
+        # kill_workers() is the public way).
+        for process in list((pool._processes or {}).values()):
+            process.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
 
     def shutdown(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)  # else they would outlive this process
@@ -783,6 +801,7 @@ def create_app(
         initargs = (artifact, fmt, thresholds, limits, threads, scorer.model_version)
         app.state.workers = Workers(
             lambda: ProcessPoolExecutor(workers, context, initializer=_start_worker, initargs=initargs),
+            limits.worker_timeout_s,
             limits.retry_after_s,
         )
         try:
