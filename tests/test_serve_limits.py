@@ -330,7 +330,9 @@ def test_a_hung_worker_process_is_killed_past_the_worker_timeout(server, events)
     while Client(port).post("/score/batch", batch)[0] != 200:
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    assert "a worker took longer than 3 s (--worker-timeout): starting the workers again" in log_path.read_text()
+    assert (
+        "a worker took longer than 3 s (--worker-timeout): starting the workers again" in log_path.read_text()
+    )
 
 
 def test_a_worker_refuses_an_artifact_changed_since_the_service_started(exported_artifact, monkeypatch):
