@@ -219,6 +219,39 @@ def test_stacked_artifact_scores_like_the_run_and_refuses_a_changed_stacker(
         open_artifact(mislabeled)
 
 
+@pytest.mark.integration
+def test_a_stacked_artifact_explains_the_events_before_its_window(stacked_run, stacked_artifact):
+    """The stacker's aggregates read every event: one early event decided a dogfood's score (0.957 with it, 0.002
+    without), and explain listed the window alone, every event at 0.000 (dogfood 45). The events before the
+    window are listed at positions below 0, each with the score drop that leaving it out causes."""
+    from omegaconf import OmegaConf
+
+    from seqfraud.scoring.explain import unread_note
+    from seqfraud.scoring.scorer import Scorer
+
+    scorer = Scorer.load(stacked_artifact)
+    first = pl.read_parquet(stacked_run / "predictions" / "test.parquet")[S.SESSION_ID][0]
+    events = pl.read_parquet(OmegaConf.load(stacked_run / "config.yaml").data.events)
+    session = events.filter(pl.col("session_id") == first).select(scorer.spec.schema.event_columns)
+    n = scorer.spec.max_len + 4
+    long = pl.concat([session] * (n // session.height + 1))[:n].with_columns(
+        pl.col("timestamp").min() + pl.duration(seconds=pl.int_range(pl.len()) ** 2)
+    )
+    with single_torch_thread():
+        explained = scorer.explain(long)
+        assert explained[S.POSITION].to_list() == list(range(-4, n - 4))
+        raw = scorer.score(long)[S.RAW_SCORE][0]
+        in_order = long.with_row_index("_i").sort("timestamp", "_i")
+        for j in range(6):  # the four unread events (the one just before the window too), and two kept ones
+            without = in_order.filter(pl.col("_i") != in_order["_i"][j]).drop("_i")
+            left_out = raw - scorer.score(without)[S.RAW_SCORE][0]
+            assert explained[S.CONTRIBUTION][j] == pytest.approx(left_out, abs=1e-5), j
+    assert (
+        "the 4 earlier ones count through the stacker's aggregates, and are listed at positions below 0"
+        in (unread_note(n, scorer.spec.max_len, stacked=True) or "")
+    )
+
+
 def test_monitor_scores_a_stacked_artifact_from_the_events(stacked_run, stacked_artifact, tmp_path):
     """The default model's LightGBM reads aggregates of the raw events: the monitor passes the current window's
     events, and with the default reference (the run's tokens, no events) takes the run's validation predictions,

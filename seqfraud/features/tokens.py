@@ -498,13 +498,15 @@ def polars_sequences(events: pl.DataFrame, spec: Spec) -> Sequences:
 
 def kept_events(events: pl.DataFrame, max_len: int) -> pl.DataFrame:
     """Normalized events in token order, with their ``position`` in the kept sequence; truncated ones dropped."""
+    return positioned_events(events, max_len).filter(pl.col(S.POSITION) >= 0)
+
+
+def positioned_events(events: pl.DataFrame, max_len: int) -> pl.DataFrame:
+    """Normalized events in token order, with their ``position`` in the kept sequence: the events before it, which
+    ``max_len`` cuts, count back from -1."""
     rank = pl.int_range(pl.len(), dtype=pl.Int64).over(S.SESSION_ID)
     dropped = (pl.len().over(S.SESSION_ID).cast(pl.Int64) - max_len).clip(lower_bound=0)
-    return (
-        events.sort(S.SESSION_ID, S.TS_US, S.ROW_INDEX)
-        .with_columns((rank - dropped).alias(S.POSITION))
-        .filter(pl.col(S.POSITION) >= 0)
-    )
+    return events.sort(S.SESSION_ID, S.TS_US, S.ROW_INDEX).with_columns((rank - dropped).alias(S.POSITION))
 
 
 def inter_event_seconds(events: pl.DataFrame) -> np.ndarray:
