@@ -516,8 +516,9 @@ def preprocess(
     if report["truncated_sessions"]:
         log.warning(
             "%s session(s) are longer than features.max_len=%s (the longest %s events): the sequence model reads "
-            "their last %s, so %s events (%.1f%% of all) are not read by it (the LightGBM aggregates of "
-            "model=stacked and model=lightgbm read them all)",
+            "their last %s, so %s events (%.1f%% of all), each session's earliest, are not read by it (the LightGBM "
+            "aggregates of model=stacked and model=lightgbm read them all). Where the signal may sit at a long "
+            "session's start (a login, a password reset), raise features.max_len",
             f"{report['truncated_sessions']:,}",
             spec.max_len,
             f"{report['longest_session']:,}",
