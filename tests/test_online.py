@@ -566,6 +566,9 @@ def test_what_seqfraud_cannot_read_under_its_redis_keys_answers_as_an_outage_nam
                 assert said in got.json()["detail"] and (
                     damage != "garbage" or repr(sid) in got.json()["detail"]
                 )
+                assert (
+                    "HGETALL" not in got.text and str(server.port) not in got.text
+                )  # for the log (dogfood 44)
             with service_client(gru_artifact, store=RedisStore(server.url), on_store_error="fail") as client:
                 refused = client.post("/events", json={"events": records[:2]})
                 assert refused.status_code == 503 and said in refused.json()["detail"], damage

@@ -489,6 +489,15 @@ def test_redis_refuses_foreign_data(redis_url: str):
             store.entity_rows(["t"])
     with pytest.raises(StoreCorrupt, match=f"{prefix}labels"):
         store.labels(["s"])
+    # A key of another type: what a client may read names Redis's reason, not the command and its key (dogfood 44).
+    with redis.Redis.from_url(redis_url) as client:
+        client.set(f"{prefix}rows:u", "a string")
+    with pytest.raises(StoreCorrupt, match=f"HGETALL {prefix}rows:u") as caught:
+        store.entity_rows(["u"])
+    assert caught.value.public is not None and caught.value.public.startswith(
+        "Redis refused a command: WRONGTYPE"
+    )
+    assert prefix not in caught.value.public
     store.close()
 
 
