@@ -130,7 +130,9 @@ class RedisStore(StateStore):
         except self._refused as e:
             # Redis's own reason (WRONGTYPE ...), without redis-py's prefix naming the command and its key.
             said = str(e).rpartition("caused error: ")[2]
-            raise StoreCorrupt(f"Redis at {self.where}: {e}", public=f"Redis refused a command: {said}") from e
+            raise StoreCorrupt(
+                f"Redis at {self.where}: {e}", public=f"Redis refused a command: {said}"
+            ) from e
 
     def ping(self) -> None:
         """A write, not a PING: a Redis that refuses writes (a read-only replica, ``maxmemory`` with
