@@ -822,3 +822,30 @@ def test_live_features_equal_the_batch_features_event_by_event(seed: int, label_
                 want is not None and not got[1][0] and got[0][0] == pytest.approx(want, rel=1e-6)
             ), f"event {k} {name}: live {got} batch {want}"
         store.add_entity_rows([EntityRow(f"e{row}", sid, ts, tuple(values))])
+
+
+def test_a_state_of_impossible_values_is_an_unreadable_store_not_a_500(gru_artifact, gru_run) -> None:
+    """Token ids past a vocabulary failed the model's embedding at every event, a NaN score failed GET /sessions
+    and a count written as text failed /events, each a 500 (dogfood 44): each is a state the store holds
+    unreadably, answered as a store outage for that session."""
+    from seqfraud.scoring.online import OnlineScorer
+    from seqfraud.scoring.scorer import Scorer
+    from seqfraud.scoring.state import MemoryStore, StoreCorrupt
+
+    scorer, store = Scorer.load(gru_artifact), MemoryStore()
+    records = session_records(gru_run, 1, min_events=3)[:3]
+    sid = records[0]["session_id"]
+    with single_torch_thread():
+        online = OnlineScorer(scorer, store)
+        online.events(records)
+    state = online.session(sid)
+    assert state is not None
+    for change, says in (
+        ({"tokens": np.full_like(state.tokens, 10**6)}, "outside this model's vocabularies"),
+        ({"score": float("inf")}, "score inf is not a probability"),
+        ({"raw_score": 2.0}, "raw_score 2.0 is not a probability"),
+        ({"n_events": "7"}, "n_events '7' is not a count"),
+    ):
+        store.update(sid, lambda _, change=change: replace(state, **change).encode())
+        with pytest.raises(StoreCorrupt, match=says):
+            online.session(sid)

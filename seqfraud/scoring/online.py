@@ -31,6 +31,7 @@ import functools
 import itertools
 import json
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -179,6 +180,7 @@ class SessionState:
                 raise ValueError(
                     f"it is the state of session {meta['session_id']!r}, kept under another's key"
                 )
+            _check_header(meta)
             version = meta.pop("version")
             if version in _EVENTS_ONLY_VERSIONS:
                 return cls._events_only(data, meta, n_fields)
@@ -255,9 +257,9 @@ class SessionState:
         """What ``GET /sessions/{id}`` shows."""
         return {
             S.SESSION_ID: self.session_id,
-            S.SCORE: self.score,
+            S.SCORE: None if math.isnan(self.score) else self.score,
             S.BAND: self.band,
-            S.RAW_SCORE: self.raw_score,
+            S.RAW_SCORE: None if math.isnan(self.raw_score) else self.raw_score,
             "n_events": self.n_events,
             "updated_at": self.updated_at,
             "model_version": self.model_version,
@@ -279,6 +281,29 @@ def _encode_columns(columns: EventColumns) -> tuple[bytes, dict[str, Any]]:
         "text": len(text),
     }
     return arrays + b"".join(values) + b"".join(nulls) + text, meta
+
+
+def _check_header(meta: dict[str, Any]) -> None:
+    """A state header's values of the types and ranges :meth:`SessionState.encode` writes: a NaN score made
+    ``GET /sessions`` a 500, and a count written as text made ``/events`` one (dogfood 44)."""
+
+    def number(x: Any) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+    if not (
+        isinstance(meta["n_events"], int) and not isinstance(meta["n_events"], bool) and meta["n_events"] >= 0
+    ):
+        raise ValueError(f"n_events {meta['n_events']!r} is not a count")
+    if meta["last_ts_us"] is not None and not (
+        number(meta["last_ts_us"]) and isinstance(meta["last_ts_us"], int)
+    ):
+        raise ValueError(f"last_ts_us {meta['last_ts_us']!r} is not an integer time")
+    for key in ("score", "raw_score"):  # NaN: not scored yet (public() shows null)
+        x = meta[key]
+        if not (isinstance(x, (int, float)) and not isinstance(x, bool) and (math.isnan(x) or 0 <= x <= 1)):
+            raise ValueError(f"{key} {x!r} is not a probability")
+    if not isinstance(meta["band"], str) or not number(meta["updated_at"]):
+        raise ValueError("its band or update time is of the wrong type")
 
 
 def _decode_columns(data: bytes, at: int, meta: dict[str, Any], session_id: str) -> tuple[EventColumns, int]:
@@ -347,6 +372,7 @@ class OnlineScorer:
         self.needs_seed = seeded and self.spec.entity is not None
         self._degraded = Occasional(log, "degraded answers (each request's events scored as a session alone)")
         self._delta_field = self.spec.fields.index(S.TIME_DELTA)
+        self._vocab_sizes = np.array([self.spec.vocab_size(f) for f in self.spec.fields], dtype=np.int64)
         self._arrivals = itertools.count()
         store.check_restored(self._read)
 
@@ -446,9 +472,15 @@ class OnlineScorer:
         return None if data is None else self._decode(session_id, data)
 
     def _read(self, session_id: str, data: bytes) -> SessionState:
-        return SessionState.decode(
+        state = SessionState.decode(
             data, len(self.spec.fields), self.hidden_shape, self.scorer.model_version, session_id
         )
+        # Token ids past a field's vocabulary made the model's embedding fail at every event (dogfood 44).
+        if len(state.tokens) and not ((state.tokens >= 0) & (state.tokens < self._vocab_sizes)).all():
+            raise ValueError(
+                f"session {session_id!r}: its state holds tokens outside this model's vocabularies"
+            )
+        return state
 
     def _decode(self, session_id: str, data: bytes) -> SessionState:
         try:
