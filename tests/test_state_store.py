@@ -325,10 +325,39 @@ def test_memory_snapshot_restores_everything(tmp_path: Path):
             ),
             "last update time is '1e300', not a finite number",
         ),
+        (
+            '{"format": "seqfraud.online-state", "version": 1, "sessions": [["s1", 1'
+            + "0" * 4000
+            + ', ""]], '
+            '"entity_rows": [], "labels": []}',
+            "too large to convert to float",
+        ),
+        (
+            json.dumps(
+                {
+                    "format": "seqfraud.online-state",
+                    "version": 1,
+                    "sessions": [["s1", 1.0, ""], ["s1", 2.0, ""]],
+                    "entity_rows": [],
+                    "labels": [],
+                }
+            ),
+            "a session is listed twice",
+        ),
     ],
     # A repeated key: the last "sessions" won and emptied the state silently (dogfood 43); deep nesting was a
     # RecursionError's traceback.
-    ids=["bad-json", "wrong-format", "bad-base64", "repeated-key", "deep", "infinite-time", "text-time"],
+    ids=[
+        "bad-json",
+        "wrong-format",
+        "bad-base64",
+        "repeated-key",
+        "deep",
+        "infinite-time",
+        "text-time",
+        "huge-time",
+        "twice",
+    ],
 )
 def test_memory_damaged_snapshot_is_refused(tmp_path: Path, text: str, says: str):
     path = tmp_path / "online.json"

@@ -382,7 +382,9 @@ class MemoryStore(StateStore):
                 Label(_text(sid), int(label), None if lt is None else int(lt))
                 for sid, label, lt in doc["labels"]
             ]
-        except (OSError, ValueError, TypeError, KeyError) as e:
+            if len({sid for sid, _, _ in sessions}) != len(sessions):
+                raise ValueError("a session is listed twice")
+        except (OSError, ValueError, TypeError, KeyError, OverflowError) as e:
             raise SnapshotError(f"{path}: cannot restore the online state: {e}") from e
         for sid, t, state in sorted(sessions, key=lambda s: s[1]):
             self._hold(sid, (t, state))
@@ -403,7 +405,7 @@ class MemoryStore(StateStore):
         written = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(path.stat().st_mtime))
         log.info(
             "restored %d session(s), %d entity row(s) and %d label(s) from the snapshot %s, written %s",
-            len(sessions),
+            len(self._sessions),
             len(rows),
             len(labels),
             path,
@@ -415,8 +417,8 @@ def _touched(value: Any, now: float) -> float:
     """A restored session's last update time, no later than ``now``: expiry walks the sessions oldest first and
     stops at the first one still live, so one time in the future (a file's ``1e300``, or a clock that was ahead)
     kept every session after it from expiring (dogfood 43)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"a session's last update time is {value!r}, not a finite number")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+        raise ValueError(f"a session's last update time is {str(value)[:40]!r}, not a finite number")
     return min(float(value), now)
 
 
