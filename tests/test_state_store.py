@@ -241,6 +241,24 @@ def test_a_snapshot_over_max_sessions_keeps_the_latest(tmp_path: Path, caplog):
     assert "the 1 least recently updated are left out" in caplog.text
 
 
+def test_labels_of_sessions_never_seen_are_bounded(caplog):
+    """100,000 labels of sessions the service never saw grew its memory without bound (dogfood 44): at most
+    max_sessions of them stay, the oldest go; a labelled session with rows is not one of them."""
+    store = MemoryStore(max_sessions=3)
+    store.add_entity_rows([EntityRow("e", "seen", 1, ("v",))])
+    store.add_labels([Label("seen", 1, None)] + [Label(f"u{i}", 0, None) for i in range(5)])
+    assert [lb.session_id for lb in store.labels(["seen", *(f"u{i}" for i in range(5))])] == [
+        "seen",
+        "u2",
+        "u3",
+        "u4",
+    ]
+    assert "2 label(s) of sessions the store holds no event of dropped" in caplog.text
+    store.add_entity_rows([EntityRow("e", "u2", 2, ("v",))])  # its events came: no longer unseen
+    store.add_labels([Label("u5", 0, None), Label("u6", 0, None)])
+    assert [lb.session_id for lb in store.labels(["u2", "u3", "u4", "u5", "u6"])] == ["u2", "u4", "u5", "u6"]
+
+
 def test_memory_bound_holds_the_states_bytes_too():
     """A count bounds no memory: a client's sessions of 1 kB text values took 433 kB each (dogfood 43)."""
     store = MemoryStore(max_session_bytes=250)

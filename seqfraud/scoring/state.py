@@ -199,6 +199,9 @@ class MemoryStore(StateStore):
         self._rows: dict[str, dict[str, EntityRow]] = {}  # session -> event key -> row
         self._index: dict[tuple[int, str], set[str]] = {}  # (column, value) -> sessions
         self._labels: dict[str, tuple[float, Label]] = {}  # session -> (when added, label)
+        # Sessions labelled before any row of theirs came, oldest first: at most max_sessions of them are kept
+        # (labels for sessions never seen grew the store without bound, whatever the retention: dogfood 44).
+        self._unseen: OrderedDict[str, None] = OrderedDict()
         self._retired_at = float("-inf")
         self._unchecked = False  # restored session states not decoded yet (check_restored)
         if self.snapshot is not None and self.snapshot.exists():
@@ -257,6 +260,7 @@ class MemoryStore(StateStore):
         with self._lock:
             for row in rows:
                 self._rows.setdefault(row.session_id, {})[row.key] = row
+                self._unseen.pop(row.session_id, None)
                 for column, value in enumerate(row.values):
                     if value is not None:
                         self._index.setdefault((column, value), set()).add(row.session_id)
@@ -283,6 +287,7 @@ class MemoryStore(StateStore):
             sid for sid, (added, _) in self._labels.items() if added < added_by and sid not in self._rows
         ]:
             del self._labels[sid]
+            self._unseen.pop(sid, None)
 
     def sessions_with(self, values: Sequence[Iterable[str]]) -> set[str]:
         with self._lock:
@@ -298,6 +303,20 @@ class MemoryStore(StateStore):
         with self._lock:
             now = self.clock()
             self._labels.update((label.session_id, (now, label)) for label in labels)
+            for sid in (label.session_id for label in labels if label.session_id not in self._rows):
+                self._unseen[sid] = None
+                self._unseen.move_to_end(sid)
+            dropped = 0
+            while len(self._unseen) > self.max_sessions:
+                del self._labels[self._unseen.popitem(last=False)[0]]
+                dropped += 1
+            if dropped:
+                log.warning(
+                    "%d label(s) of sessions the store holds no event of dropped, the oldest: at most max_sessions "
+                    "(%d) such labels are kept",
+                    dropped,
+                    self.max_sessions,
+                )
             self._retire()
 
     def labels(self, session_ids: Iterable[str]) -> list[Label]:
