@@ -199,6 +199,7 @@ def leaderboard(
                 # How many sessions and frauds the test figures rest on (a dogfood's ranking rested on 13-19).
                 "test_sessions": test.get("n"),
                 "test_positives": test.get("positives"),
+                "sequence_reads": (run.metrics.get("sequence_reads") or {}).get("events"),
                 "per_typology": {t: per[t][rk] if t in per else float("nan") for t in typologies},
                 "path": str(run.path),
                 "test_set": (sets or {}).get(run.name, ""),
@@ -235,6 +236,7 @@ def leaderboard_table(rows: list[dict], fpr: float, recall: float) -> tuple[list
         f"precision@{recall * 100:g}%recall",
         "Brier",
         "test sessions (frauds)",
+        "events the sequence model reads",
         *[f"{t} {recall_label(fpr)}" for t in typologies],
     ]
 
@@ -257,6 +259,7 @@ def leaderboard_table(rows: list[dict], fpr: float, recall: float) -> tuple[list
             fmt(r[pk]),
             fmt(r["test_brier"]),
             counted(r["test_sessions"], r["test_positives"]),
+            "" if r["sequence_reads"] is None else f"{100 * r['sequence_reads']:.0f}%",
             *[fmt(r["per_typology"][t]) for t in typologies],
         ]
         for r in rows

@@ -187,3 +187,22 @@ def test_a_stacked_run_that_kept_one_part_alone_says_which(runs, tmp_path):
         if line.startswith("| ")
     ]
     assert [line.split(" | ")[0] for line in table[1:]] == ["| 1"] * 3
+
+
+def test_the_leaderboard_says_what_share_of_the_events_a_sequence_model_reads(runs, trained_run):
+    """max_len cuts a long session's earliest events: a dogfood's leaderboard put a transformer that read 17% of
+    the events beside LightGBM, which reads all, with nothing to tell them apart."""
+    from seqfraud.compare import leaderboard, load_run
+
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    report = json.loads((trained_run / "preprocess_report.json").read_text())
+    reads = metrics["sequence_reads"]
+    assert reads["events"] == pytest.approx(1 - report["events_not_read"] / report["n_events"])
+    assert reads["max_len"] == 64 and reads["truncated_sessions"] == report["truncated_sessions"]
+    assert "sequence_reads" not in json.loads((runs / "0" / "metrics.json").read_text())  # LightGBM reads all
+    rows = leaderboard([load_run(runs / "0", "lightgbm"), load_run(trained_run, "sequence")])
+    head, body = leaderboard_table(
+        [{**r, "sequence_reads": 0.17} if r["run"] == "sequence" else r for r in rows], 0.01, 0.5
+    )
+    column = head.index("events the sequence model reads")
+    assert {r[head.index("run")]: r[column] for r in body} == {"lightgbm": "", "sequence": "17%"}
