@@ -515,7 +515,7 @@ def _parse_manifest(raw: bytes, where: Path) -> dict[str, Any]:
         raise ArtifactError(f"{where}: unreadable manifest: {e}") from e
     if not isinstance(manifest, dict) or manifest.get("format") != ARTIFACT_FORMAT:
         raise ArtifactError(f"{where}: not a seqfraud artifact manifest")
-    if not _is_int(manifest.get("version")) or manifest["version"] != ARTIFACT_VERSION:  # true == 1 in Python
+    if not is_int(manifest.get("version")) or manifest["version"] != ARTIFACT_VERSION:  # true == 1 in Python
         raise ArtifactError(
             f"{where}: artifact version {manifest.get('version')!r} is not supported "
             f"(this seqfraud reads version {ARTIFACT_VERSION}); re-export the run"
@@ -551,7 +551,7 @@ def _parse_manifest(raw: bytes, where: Path) -> dict[str, Any]:
             )
         if not (
             isinstance(entry, dict)
-            and _is_int(entry.get("bytes"))
+            and is_int(entry.get("bytes"))
             and entry["bytes"] >= 0
             and isinstance(entry.get("sha256"), str)
             and SHA256_HEX.fullmatch(entry["sha256"])
@@ -587,7 +587,7 @@ def _parse_manifest(raw: bytes, where: Path) -> dict[str, Any]:
         and isinstance(step["formats"], dict)
         and step["formats"]
         and all(STEP_FILES.get(fmt) == name and name in files for fmt, name in step["formats"].items())
-        and all(_is_int(step[k]) and 0 < step[k] <= 65536 for k in ("layers", "width"))
+        and all(is_int(step[k]) and 0 < step[k] <= 65536 for k in ("layers", "width"))
     ):
         raise bad(
             "'step'",
@@ -601,7 +601,7 @@ def _parse_manifest(raw: bytes, where: Path) -> dict[str, Any]:
         and isinstance(embed["formats"], dict)
         and embed["formats"]
         and all(EMBED_FILES.get(fmt) == name and name in files for fmt, name in embed["formats"].items())
-        and _is_int(embed["width"])
+        and is_int(embed["width"])
         and 0 < embed["width"] <= 65536
     ):
         raise bad(
@@ -611,7 +611,7 @@ def _parse_manifest(raw: bytes, where: Path) -> dict[str, Any]:
         )
     thresholds = manifest["thresholds"]
     for band in ("review", "decline"):
-        if not _is_number(thresholds.get(band)):
+        if not is_number(thresholds.get(band)):
             raise bad(f"thresholds[{band!r}]", f"must be a number, got {json.dumps(thresholds.get(band))}")
     try:
         check_thresholds({band: thresholds[band] for band in ("review", "decline")})
@@ -693,11 +693,11 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return value
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 

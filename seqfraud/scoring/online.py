@@ -47,7 +47,7 @@ import torch
 from seqfraud import schema as S
 from seqfraud.data.events import DataValidationError, label_day_end, label_delay_us, usable_delay_us
 from seqfraud.decisions import assign_bands
-from seqfraud.export.artifact import Step
+from seqfraud.export.artifact import Step, is_int, is_number
 from seqfraud.features.entities import EntitySpec, point_features
 from seqfraud.features.fastpath import EventColumns, column_sequences, time_delta_ids
 from seqfraud.features.spec import Spec
@@ -286,23 +286,16 @@ def _encode_columns(columns: EventColumns) -> tuple[bytes, dict[str, Any]]:
 def _check_header(meta: dict[str, Any]) -> None:
     """A state header's values of the types and ranges :meth:`SessionState.encode` writes: a NaN score made
     ``GET /sessions`` a 500, and a count written as text made ``/events`` one (dogfood 44)."""
-
-    def number(x: Any) -> bool:
-        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-    if not (
-        isinstance(meta["n_events"], int) and not isinstance(meta["n_events"], bool) and meta["n_events"] >= 0
-    ):
+    if not (is_int(meta["n_events"]) and meta["n_events"] >= 0):
         raise ValueError(f"n_events {meta['n_events']!r} is not a count")
-    if meta["last_ts_us"] is not None and not (
-        number(meta["last_ts_us"]) and isinstance(meta["last_ts_us"], int)
-    ):
+    if not (meta["last_ts_us"] is None or is_int(meta["last_ts_us"])):
         raise ValueError(f"last_ts_us {meta['last_ts_us']!r} is not an integer time")
     for key in ("score", "raw_score"):  # NaN: not scored yet (public() shows null)
-        x = meta[key]
-        if not (isinstance(x, (int, float)) and not isinstance(x, bool) and (math.isnan(x) or 0 <= x <= 1)):
+        if not (is_number(x := meta[key]) and (math.isnan(x) or 0 <= x <= 1)):
             raise ValueError(f"{key} {x!r} is not a probability")
-    if not isinstance(meta["band"], str) or not number(meta["updated_at"]):
+    if not (
+        isinstance(meta["band"], str) and is_number(meta["updated_at"]) and math.isfinite(meta["updated_at"])
+    ):
         raise ValueError("its band or update time is of the wrong type")
 
 

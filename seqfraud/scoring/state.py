@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from seqfraud.errors import UserError
-from seqfraud.export.artifact import strict_json
+from seqfraud.export.artifact import is_number, strict_json
 
 log = logging.getLogger(__name__)
 
@@ -436,7 +436,7 @@ def _touched(value: Any, now: float) -> float:
     """A restored session's last update time, no later than ``now``: expiry walks the sessions oldest first and
     stops at the first one still live, so one time in the future (a file's ``1e300``, or a clock that was ahead)
     kept every session after it from expiring (dogfood 43)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+    if not is_number(value) or not math.isfinite(float(value)):
         raise ValueError(f"a session's last update time is {str(value)[:40]!r}, not a finite number")
     return min(float(value), now)
 
