@@ -220,23 +220,22 @@ def flat_note(contributions: np.ndarray, scored: Mapping[str, Any]) -> str | Non
 
 
 def unread_note(n_events: int, max_len: int, stacked: bool) -> str | None:
-    """Why a long session's earliest events have no contribution (a dogfood fraud burst sat at event 754 of
-    2,143, unlisted and unsaid); None when the model reads every event."""
+    """What a long session's earliest events count through, and whether they are listed (a dogfood fraud burst
+    sat at event 754 of 2,143, unlisted and unsaid); None when the model reads every event."""
     if n_events <= max_len:
         return None
     unread = n_events - max_len
+    one = unread == 1
     said = (
         f"the sequence model reads the last {max_len:,} of the session's {n_events:,} events (features.max_len): "
-        + ("the earlier one" if unread == 1 else f"the {unread:,} earlier ones")
+        + ("the earlier one counts" if one else f"the {unread:,} earlier ones count")
     )
+    is_, it = ("is", "it is") if one else ("are", "they are")
     if not stacked:
-        return said + " count only through the time gap before the first one listed, and are not listed"
+        return f"{said} only through the time gap before the first one listed, and {is_} not listed"
     if unread * n_events <= UNREAD_BUDGET:
-        return said + " count through the stacker's aggregates, and are listed at positions below 0"
-    return (
-        said
-        + " count through the stacker's aggregates; too many to leave out one by one, they are not listed"
-    )
+        return f"{said} through the stacker's aggregates, and {is_} listed at positions below 0"
+    return f"{said} through the stacker's aggregates; too many to leave out one by one, {it} not listed"
 
 
 def aggregates_without_each(stacker: Stacker, events: pl.DataFrame, kept: pl.DataFrame) -> np.ndarray:

@@ -721,10 +721,12 @@ def fit_and_evaluate(
         .row(0)
     )
     metrics["train"] = {"n": int(n), "positives": int(positives or 0)}
-    if cfg.model.kind != "lightgbm":
+    report = prepared.report
+    if (
+        cfg.model.kind != "lightgbm" and "events_not_read" in report
+    ):  # a prepared_dir of old may lack the count
         # The share of the events the sequence model reads (max_len cuts a long session's earliest): a dogfood's
         # leaderboard showed a transformer that read 17% of them beside LightGBM, which reads all, unsaid.
-        report = prepared.report
         metrics["sequence_reads"] = {
             "max_len": prepared.spec.max_len,
             "events": 1 - report["events_not_read"] / max(report["n_events"], 1),
