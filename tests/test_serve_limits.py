@@ -171,7 +171,8 @@ def test_a_dead_worker_process_is_replaced(server, events):
         time.sleep(0.1)
     assert Client(port).post("/explain", json.dumps({"events": events}).encode())[0] == 200
     assert (
-        "a worker process died (killed, or out of memory): starting the workers again" in log_path.read_text()
+        "a request lost its worker process, which died (killed, or out of memory): starting the workers again"
+        in log_path.read_text()
     )
 
 
@@ -331,7 +332,8 @@ def test_a_hung_worker_process_is_killed_past_the_worker_timeout(server, events)
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert (
-        "a worker took longer than 3 s (--worker-timeout): starting the workers again" in log_path.read_text()
+        "a request took longer than 3 s in its worker process (--worker-timeout): starting the workers again"
+        in log_path.read_text()
     )
 
 
@@ -344,3 +346,23 @@ def test_a_worker_refuses_an_artifact_changed_since_the_service_started(exported
     )  # the worker's lower priority, not ours'
     with pytest.raises(RuntimeError, match="the artifact changed since the service started"):
         service._start_worker(exported_artifact, "torchscript", None, Limits(), 1, "run-not-this-one")
+
+
+def test_a_worker_timeout_shorter_than_a_cold_start_does_not_restart_for_good(
+    exported_artifact, events, tmp_path
+):
+    """A new pool started its workers on its first request, inside that request's time limit: under a
+    --worker-timeout shorter than a worker's start, every request timed out and restarted the pool again, for
+    good (dogfood 47). The workers now start before the request's time runs."""
+    batch = json.dumps({"sessions": [{"events": events}]}).encode()
+    flags = ["--worker-timeout", "0.3", "--max-batch-in-flight", "1", "--max-explain-in-flight", "1"]
+    with serving(exported_artifact, tmp_path / "log", json.dumps({"events": events}).encode(), *flags) as (
+        port,
+        proc,
+    ):
+        assert Client(port).post("/score/batch", batch)[0] == 200
+        forkserver = [p for p in psutil.Process(proc.pid).children() if "forkserver" in " ".join(p.cmdline())]
+        for worker in forkserver[0].children():
+            worker.suspend()
+        assert Client(port).post("/score/batch", batch)[0] == 503
+        assert [Client(port).post("/score/batch", batch)[0] for _ in range(3)] == [200, 200, 200]

@@ -661,37 +661,59 @@ class Workers:
     replaced, a call past ``timeout_s`` kills the pool's processes first, and the requests it held answer 503
     with ``Retry-After``."""
 
-    def __init__(self, start: Callable[[], ProcessPoolExecutor], timeout_s: float, retry_after_s: int):
-        self._start, self._timeout_s, self._retry_after_s = start, timeout_s, retry_after_s
+    def __init__(
+        self, start: Callable[[], ProcessPoolExecutor], workers: int, timeout_s: float, retry_after_s: int
+    ):
+        self._start, self._workers = start, workers
+        self._timeout_s, self._retry_after_s = timeout_s, retry_after_s
         self.pool = start()
+        self._started: asyncio.Future | None = None
+        self._stopped: dict[int, str] = {}  # id of a pool replaced -> why, for the requests it still held
+
+    async def ready(self) -> None:
+        """Every worker started (the artifact loaded and warmed up), outside any request's time limit: a new
+        pool's cold start counted against its first request's, and a tight --worker-timeout then restarted the
+        pool at every request, for good (dogfood 47)."""
+        if self._started is None:
+            loop = asyncio.get_running_loop()
+            self._started = asyncio.gather(
+                *[loop.run_in_executor(self.pool, _worker_ready) for _ in range(self._workers)]
+            )
+        await self._started
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         pool = self.pool
         try:
+            await self.ready()
             call = asyncio.get_running_loop().run_in_executor(pool, fn, *args)
             return await asyncio.wait_for(call, self._timeout_s)
         except asyncio.TimeoutError:  # TimeoutError itself from Python 3.11
-            self._restart(pool, f"a worker took longer than {self._timeout_s:g} s (--worker-timeout)")
-            why = f"took longer than {self._timeout_s:g} s in its worker process (--worker-timeout)"
+            late = f"took longer than {self._timeout_s:g} s in its worker process (--worker-timeout)"
+            why = self._restart(pool, late, f"was stopped with the workers: another request {late}")
         except BrokenProcessPool:
-            self._restart(pool, "a worker process died (killed, or out of memory)")
-            why = "lost its worker process, which died (killed, or out of memory)"
+            died = "lost its worker process, which died (killed, or out of memory)"
+            why = self._restart(pool, died, died)
         raise RequestError(
             503,
             f"this request {why}; the workers are starting again: retry",
             headers={"Retry-After": str(self._retry_after_s)},
         )
 
-    def _restart(self, pool: ProcessPoolExecutor, why: str) -> None:
-        if pool is not self.pool:  # the first request to meet it restarts the workers
-            return
-        log.error("%s: starting the workers again", why)
-        self.pool = self._start()
+    def _restart(self, pool: ProcessPoolExecutor, why: str, others: str) -> str:
+        """Replace ``pool`` once, for ``why``; what each request it held is told: ``why``, ``others`` for the rest
+        (``/score/batch`` and ``/explain`` share the workers: a timeout's restart stopped the other route's
+        requests, which were told their worker had died: dogfood 47)."""
+        if pool is not self.pool:  # another request restarted the workers already
+            return self._stopped.get(id(pool), why)
+        log.error("a request %s: starting the workers again", why)
+        self._stopped[id(pool)] = others
+        self.pool, self._started = self._start(), None
         # A hung worker would hold its slot for good: killed, as shutdown() alone waits for it (Python 3.14's
         # kill_workers() is the public way).
         for process in list((pool._processes or {}).values()):
             process.kill()
         pool.shutdown(wait=False, cancel_futures=True)
+        return why
 
     def shutdown(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)  # else they would outlive this process
@@ -801,14 +823,13 @@ def create_app(
         initargs = (artifact, fmt, thresholds, limits, threads, scorer.model_version)
         app.state.workers = Workers(
             lambda: ProcessPoolExecutor(workers, context, initializer=_start_worker, initargs=initargs),
+            workers,
             limits.worker_timeout_s,
             limits.retry_after_s,
         )
         try:
             try:  # start them all now, not on the first requests; at start a broken pool is not replaced
-                loop = asyncio.get_running_loop()
-                pool = app.state.workers.pool
-                await asyncio.gather(*[loop.run_in_executor(pool, _worker_ready) for _ in range(workers)])
+                await app.state.workers.ready()
             except BrokenProcessPool:
                 raise RuntimeError("the scoring workers did not start: see the error above") from None
             log.info("serving %s (%s) from %s", scorer.model_version, fmt, artifact)
