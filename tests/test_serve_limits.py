@@ -366,3 +366,16 @@ def test_a_worker_timeout_shorter_than_a_cold_start_does_not_restart_for_good(
             worker.suspend()
         assert Client(port).post("/score/batch", batch)[0] == 503
         assert [Client(port).post("/score/batch", batch)[0] for _ in range(3)] == [200, 200, 200]
+
+
+@pytest.mark.parametrize(
+    "flag", ["--worker-timeout", "--max-pipelined", "--max-session-memory", "--max-connections"]
+)
+def test_a_limit_of_zero_is_refused_at_start(flag, tmp_path, capsys):
+    """--worker-timeout 0 started and answered every batch with 503; --max-pipelined 0 closed any connection
+    that sent two requests at once (dogfood 47)."""
+    from seqfraud.cli.serve import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--artifact", str(tmp_path), flag, "0"])
+    assert exit_.value.code == 2 and f"{flag} must be positive, got 0" in capsys.readouterr().err

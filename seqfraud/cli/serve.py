@@ -34,7 +34,9 @@ SEED_TIMEOUT_S = 30.0
 def main(argv: list[str] | None = None) -> None:
     defaults, conn = Limits(), ConnectionLimits()
     p = argparse.ArgumentParser(
-        prog="seqfraud serve", description="Real-time scoring service (FastAPI + uvicorn)."
+        prog="seqfraud serve",
+        description="Real-time scoring service (FastAPI + uvicorn).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--artifact", required=True, help="artifact directory written by export.py")
     p.add_argument("--host", default="127.0.0.1")
@@ -181,6 +183,13 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if (args.review is None) != (args.decline is None):
         p.error("--review and --decline go together")
+    # A limit of 0 serves nothing: --worker-timeout 0 answered every batch with 503, --max-pipelined 0 closed any
+    # connection that sent two requests at once (dogfood 47).
+    flags = {a.dest: a.option_strings[0] for a in p._actions if a.option_strings}
+    store_limits = ("max_sessions", "max_session_memory", "session_ttl", "redis_timeout")
+    for name in [*(f.name for f in (*fields(Limits), *fields(ConnectionLimits))), *store_limits]:
+        if getattr(args, name) <= 0 and name != "retry_after_s":
+            p.error(f"{flags[name]} must be positive, got {getattr(args, name)}")
 
     # Before anything logs: a snapshot's restore line (its age, what it held) was dropped (dogfood 32).
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
