@@ -32,7 +32,6 @@ import itertools
 import json
 import logging
 import math
-import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -56,7 +55,7 @@ from seqfraud.schema import Schema
 from seqfraud.scoring.history import History
 from seqfraud.scoring.prepare import as_frame, normalized_events, record_columns
 from seqfraud.scoring.scorer import Scorer, intra_op_threads
-from seqfraud.scoring.state import EntityRow, Label, StateStore, StoreCorrupt, StoreUnavailable
+from seqfraud.scoring.state import EntityRow, Label, Occasional, StateStore, StoreCorrupt, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -632,25 +631,6 @@ class OnlineScorer:
             "shorter_than_training": len(records) < self.spec.shortest_trained,
             "model_version": self.scorer.model_version,
         }
-
-
-class Occasional:
-    """A warning that may come at every request (a store outage): logged at its first occurrence, then at most
-    every ``every_s`` seconds with the count since, so that an outage is in the log without flooding it."""
-
-    def __init__(self, logger: logging.Logger, what: str, every_s: float = 10.0):
-        self.logger, self.what, self.every_s = logger, what, every_s
-        self._lock = threading.Lock()
-        self._count, self._logged_at = 0, float("-inf")
-
-    def note(self, cause: BaseException) -> None:
-        with self._lock:
-            self._count += 1
-            now = time.monotonic()
-            if now - self._logged_at < self.every_s:
-                return
-            count, self._count, self._logged_at = self._count, 0, now
-        self.logger.warning("%s: %d since the last such line; the store: %s", self.what, count, cause)
 
 
 def _refuse_repeats(session_ids: list[str], keys: list[str], column: str, source: str) -> None:

@@ -53,10 +53,10 @@ from seqfraud.export.artifact import strict_json
 from seqfraud.features.spec import Spec
 from seqfraud.scoring.explain import flat_note, scored_occlusion, unread_note
 from seqfraud.scoring.history import HistoryRequired, refuse_to_serve
-from seqfraud.scoring.online import Occasional, OnlineScorer, label_keys, read_labels, segments
+from seqfraud.scoring.online import OnlineScorer, label_keys, read_labels, segments
 from seqfraud.scoring.prepare import as_frame, normalized_events
 from seqfraud.scoring.scorer import Scorer
-from seqfraud.scoring.state import MemoryStore, StateStore, StoreBusy, StoreUnavailable
+from seqfraud.scoring.state import MemoryStore, Occasional, StateStore, StoreBusy, StoreUnavailable
 
 log = logging.getLogger(__name__)
 

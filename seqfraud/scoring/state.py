@@ -37,6 +37,26 @@ SNAPSHOT_VERSION = 2
 _READABLE_SNAPSHOTS = (1, SNAPSHOT_VERSION)
 
 
+class Occasional:
+    """A warning that may come at every request (a store outage, sessions dropped for room): logged at its first
+    occurrence, then at most every ``every_s`` seconds with the count since, so that it is in the log without
+    flooding it."""
+
+    def __init__(self, logger: logging.Logger, what: str, every_s: float = 10.0):
+        self.logger, self.what, self.every_s = logger, what, every_s
+        self._lock = threading.Lock()
+        self._count, self._logged_at = 0, float("-inf")
+
+    def note(self, cause: object, n: int = 1) -> None:
+        with self._lock:
+            self._count += n
+            now = time.monotonic()
+            if now - self._logged_at < self.every_s:
+                return
+            count, self._count, self._logged_at = self._count, 0, now
+        self.logger.warning("%s: %d since the last such line; %s", self.what, count, cause)
+
+
 class StoreUnavailable(RuntimeError):
     """The store cannot be reached (Redis down or too slow): the service degrades or fails closed.
 
@@ -189,6 +209,8 @@ class MemoryStore(StateStore):
         # A count alone bounds no memory: sessions of long text values took 433 kB each (dogfood 43).
         self.max_session_bytes = max_session_bytes
         self._session_bytes = 0
+        # An operator saw a session answered as new (404, then n_events 1) with no word of why (dogfood 47).
+        self._evictions = Occasional(log, "open sessions dropped for room, the least recently updated first")
         self.entity_retention_s = entity_retention_s
         self.snapshot = Path(snapshot).expanduser() if snapshot else None
         self.model = model
@@ -216,7 +238,12 @@ class MemoryStore(StateStore):
             with self._lock:
                 self._hold(session_id, (self.clock(), new))
                 self._sessions.move_to_end(session_id)
-                self._bound()
+                if dropped := self._bound():
+                    self._evictions.note(
+                        f"max_sessions {self.max_sessions:,}, max_session_bytes {self.max_session_bytes:,} "
+                        "(--max-sessions, --max-session-memory); their next event starts them anew",
+                        dropped,
+                    )
             return new
 
     def _hold(self, session_id: str, held: tuple[float, bytes]) -> None:
