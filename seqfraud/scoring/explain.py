@@ -43,7 +43,7 @@ from seqfraud.features.tokens import Sequences, kept_events, positioned_events
 
 # Rows of the aggregates of a stacked artifact's variants without each unread event (one session less an event
 # each). Measured on a helper's 6-column log through a 64-event window: 1,000 events (0.94M rows) took 0.5-1.0 s
-# and 0.25 GB more, 2,000 events (3.5M rows) 2.0 s and 0.9 GB more, too much for a request.
+# and 0.25 GB more, 2,000 events (3.9M rows) 2.0 s and 0.9 GB more, too much for a request (BENCHMARKS.md).
 UNREAD_BUDGET = 2**20
 # Rows x length^2 of one batch of masked variants: 8 variants of a 256-event session. Measured on CPU with the
 # default model, 8-16 such rows per batch ran a 256-event session's variants in 0.65 s, 64 rows in 1.0 s.
