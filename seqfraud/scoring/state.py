@@ -167,17 +167,18 @@ class StateStore(ABC):
 
     def check_restored(self, decode: Callable[[str, bytes], object]) -> None:
         """Decode every session state restored from a file (``decode(session_id, state)`` raises ValueError on a
-        damaged one, or one of another session), so
-        that a damaged state is refused at start, not answered with an error at its session's every event."""
+        damaged one, or one of another session), so that a damaged state is refused at start, not answered with an
+        error at its session's every event."""
 
     def close(self) -> None:
         """Release connections, and for an in-process store, write its snapshot."""
 
 
 class MemoryStore(StateStore):
-    """One process's store: at most ``max_sessions`` sessions, of ``max_session_bytes`` states together (the least
-    recently updated go first), each expiring ``session_ttl_s`` after its last event; entity rows older than ``entity_retention_s`` (None: kept)
-    are dropped, and so are labels of sessions without rows, that long after they came. With ``snapshot``, the
+    """One process's store: at most ``max_sessions`` sessions, of ``max_session_bytes`` states together (the
+    least recently updated go first), each expiring ``session_ttl_s`` after its last event; entity rows older than
+    ``entity_retention_s`` (None: kept) are dropped, and so are labels of sessions without rows, that long after
+    they came. With ``snapshot``, the
     whole state is read from that file at start (when it exists) and written to it on :meth:`close`, so a
     clean restart loses nothing (a crash writes no snapshot: the next start restores the last clean stop's).
     ``model`` (the artifact's model version) stamps the snapshot: one written for another model is refused when
