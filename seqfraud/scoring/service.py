@@ -80,9 +80,7 @@ class Limits:
     max_explain_in_flight: int = 2
     max_body_memory: int = 64 * 1024 * 1024  # body bytes held at once, per route class
     max_value_chars: int = 1024  # one string value: the store keeps ids and entity values, answers echo ids
-    worker_timeout_s: float = (
-        60.0  # one /score/batch or /explain in its worker process; past it, the workers restart
-    )
+    worker_timeout_s: float = 60.0  # one /score/batch or /explain in its worker; past it, the workers restart
     retry_after_s: int = 1
 
 
@@ -679,7 +677,7 @@ class Workers:
             self._started = asyncio.gather(
                 *[loop.run_in_executor(self.pool, _worker_ready) for _ in range(self._workers)]
             )
-        await self._started
+        await asyncio.shield(self._started)  # a request cancelled meanwhile must not cancel the start for all
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         pool = self.pool
