@@ -11,6 +11,7 @@ import contextlib
 import json
 import re
 import resource
+import shutil
 import socket
 import threading
 import time
@@ -379,3 +380,20 @@ def test_a_limit_of_zero_is_refused_at_start(flag, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--artifact", str(tmp_path), flag, "0"])
     assert exit_.value.code == 2 and f"{flag} must be positive, got 0" in capsys.readouterr().err
+
+
+def test_workers_that_cannot_start_again_leave_the_service_unready(exported_artifact, events, tmp_path):
+    """A pool whose new workers failed to start was started again at every request, each told its worker had
+    died, while /readyz said ready (review of dogfood 47's fix). Here the artifact is gone when they restart."""
+    artifact = tmp_path / "artifact"
+    shutil.copytree(exported_artifact, artifact)
+    batch = json.dumps({"sessions": [{"events": events}]}).encode()
+    flags = ["--max-batch-in-flight", "1", "--max-explain-in-flight", "1"]
+    with serving(artifact, tmp_path / "log", json.dumps({"events": events}).encode(), *flags) as (port, proc):
+        forkserver = [p for p in psutil.Process(proc.pid).children() if "forkserver" in " ".join(p.cmdline())]
+        shutil.rmtree(artifact)
+        forkserver[0].children()[0].kill()
+        answers = [Client(port).post("/score/batch", batch) for _ in range(3)]
+        assert [status for status, _ in answers] == [503, 503, 503]
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).status_code == 503
+        assert (tmp_path / "log").read_text().count("starting the workers again") == 1

@@ -667,22 +667,40 @@ class Workers:
         self.pool = start()
         self._started: asyncio.Future | None = None
         self._stopped: dict[int, str] = {}  # id of a pool replaced -> why, for the requests it still held
+        self.cannot_start = False  # a new pool's workers failed to start: /readyz says so, nothing restarts
 
     async def ready(self) -> None:
         """Every worker started (the artifact loaded and warmed up), outside any request's time limit: a new
         pool's cold start counted against its first request's, and a tight --worker-timeout then restarted the
-        pool at every request, for good (dogfood 47)."""
+        pool at every request, for good (dogfood 47). Workers that cannot start (the artifact changed on disk)
+        leave the service unready, answering 503, rather than start a pool at every request."""
         if self._started is None:
-            loop = asyncio.get_running_loop()
-            self._started = asyncio.gather(
-                *[loop.run_in_executor(self.pool, _worker_ready) for _ in range(self._workers)]
-            )
-        await asyncio.shield(self._started)  # a request cancelled meanwhile must not cancel the start for all
+            self._started = asyncio.ensure_future(self._start_all(self.pool))
+        try:
+            await asyncio.shield(self._started)  # a request cancelled meanwhile must not cancel it for all
+        except BrokenProcessPool:
+            self.cannot_start = True
+            raise RequestError(
+                503,
+                "the workers of /score/batch and /explain cannot start (the service's log says why): restart the "
+                "service",
+                headers={"Retry-After": str(self._retry_after_s)},
+            ) from None
+
+    async def _start_all(self, pool: ProcessPoolExecutor) -> None:
+        """Until each of the pool's processes has answered (one that is up would take every call of a round),
+        for at most 600 rounds."""
+        loop, seen = asyncio.get_running_loop(), set()
+        for _ in range(600):
+            calls = [loop.run_in_executor(pool, _worker_ready) for _ in range(self._workers)]
+            seen |= set(await asyncio.gather(*calls))
+            if len(seen) >= self._workers:
+                return
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        await self.ready()
         pool = self.pool
         try:
-            await self.ready()
             call = asyncio.get_running_loop().run_in_executor(pool, fn, *args)
             return await asyncio.wait_for(call, self._timeout_s)
         except asyncio.TimeoutError:  # TimeoutError itself from Python 3.11
@@ -723,8 +741,12 @@ def _loaded_worker() -> tuple[Scorer, TypeAdapter]:
     return _worker
 
 
-def _worker_ready() -> None:
+def _worker_ready() -> int:
+    """This worker's pid, once its artifact is loaded; after a short wait, so that the other calls of a round go
+    to the other workers, not all to the first one up."""
     _loaded_worker()
+    time.sleep(0.05)
+    return os.getpid()
 
 
 def _worker_batch(body: bytes) -> list[dict[str, Any]]:
@@ -826,9 +848,9 @@ def create_app(
             limits.retry_after_s,
         )
         try:
-            try:  # start them all now, not on the first requests; at start a broken pool is not replaced
+            try:  # start them all now, not on the first requests
                 await app.state.workers.ready()
-            except BrokenProcessPool:
+            except RequestError:
                 raise RuntimeError("the scoring workers did not start: see the error above") from None
             log.info("serving %s (%s) from %s", scorer.model_version, fmt, artifact)
             yield
@@ -904,7 +926,12 @@ def create_app(
     @app.get("/readyz", response_model=Health, responses=_errors(503))
     async def readyz(request: Request) -> JSONResponse:
         """``/healthz`` plus the state store: 503 while it cannot be reached (``/events`` then answers degraded
-        or 503, ``/labels`` and ``/sessions`` 503), or while it lacks the history seeded at start."""
+        or 503, ``/labels`` and ``/sessions`` 503), or while it lacks the history seeded at start; and 503 for good
+        once the batch and explain workers cannot start again."""
+        if request.app.state.workers.cannot_start:
+            raise RequestError(
+                503, "the workers of /score/batch and /explain cannot start: restart the service"
+            )
         store = request.app.state.online.store
         try:
             await run_in_threadpool(store.ping)
