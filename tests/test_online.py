@@ -478,6 +478,32 @@ def test_serve_refuses_a_snapshot_of_another_model_before_binding(gru_artifact, 
     assert "holds the sessions of model 'run-of-another-model', not of this artifact's" in err
 
 
+def test_serve_refuses_a_snapshot_state_of_tokens_past_the_vocabularies(
+    gru_artifact, gru_run, tmp_path, capsys
+) -> None:
+    """serve checked a snapshot's states with a reader of its own, without the token check the service applies,
+    so such a state passed the start and then failed at each of its session's events (review)."""
+    from seqfraud.cli.serve import main as serve
+    from seqfraud.scoring.online import OnlineScorer
+    from seqfraud.scoring.scorer import Scorer
+    from seqfraud.scoring.state import MemoryStore
+
+    scorer = Scorer.load(gru_artifact)
+    path = tmp_path / "state.json"
+    store = MemoryStore(snapshot=path, model=scorer.model_version)
+    records = session_records(gru_run, 1, min_events=3)[:3]
+    sid = records[0]["session_id"]
+    with single_torch_thread():
+        online = OnlineScorer(scorer, store)
+        online.events(records)
+    state = online.session(sid)
+    store.update(sid, lambda _: replace(state, tokens=np.full_like(state.tokens, 10**6)).encode())
+    store.close()
+    with pytest.raises(SystemExit) as refused:
+        serve(["--artifact", str(gru_artifact), "--snapshot", str(path), "--port=-1"])  # never binds
+    assert refused.value.code == 2 and "tokens outside this model's vocabularies" in capsys.readouterr().err
+
+
 def test_redis_state_is_shared_and_its_outage_degrades_or_fails_closed(
     gru_artifact, gru_run, tmp_path
 ) -> None:

@@ -20,7 +20,7 @@ from seqfraud.cli import (
 from seqfraud.errors import command
 from seqfraud.export.artifact import open_artifact, verification_settings
 from seqfraud.scoring.history import History
-from seqfraud.scoring.online import SessionState, seed
+from seqfraud.scoring.online import read_state, seed, token_sizes
 from seqfraud.scoring.redis_store import RedisStore
 from seqfraud.scoring.server import ConnectionLimits, run
 from seqfraud.scoring.service import Limits, create_app
@@ -225,9 +225,8 @@ def main(argv: list[str] | None = None) -> None:
         # And each session's state checked here too: a damaged one then stops start-up with one line, not a
         # traceback from the service's start.
         shape = artifact.step_shape(args.format)
-        store.check_restored(
-            lambda sid, data: SessionState.decode(data, len(spec.fields), shape, artifact.run_id, sid)
-        )
+        sizes = token_sizes(spec)
+        store.check_restored(lambda sid, data: read_state(data, sid, sizes, shape, artifact.run_id))
 
     if isinstance(store, RedisStore):
         try:

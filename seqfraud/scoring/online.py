@@ -282,6 +282,27 @@ def _encode_columns(columns: EventColumns) -> tuple[bytes, dict[str, Any]]:
     return arrays + b"".join(values) + b"".join(nulls) + text, meta
 
 
+def token_sizes(spec: Spec) -> np.ndarray:
+    """Each token field's number of ids, in the model's field order: what :func:`read_state` checks against."""
+    return np.array([spec.vocab_size(f) for f in spec.fields], dtype=np.int64)
+
+
+def read_state(
+    data: bytes,
+    session_id: str,
+    sizes: np.ndarray,
+    hidden_shape: tuple[int, int] | None,
+    model_version: str,
+) -> SessionState:
+    """A stored state as the service reads it, at start (a snapshot's) and at each event: what
+    :meth:`SessionState.decode` checks, and token ids within ``sizes`` (:func:`token_sizes`): ids past a field's
+    vocabulary made the model's embedding fail at every event of the session (dogfood 44)."""
+    state = SessionState.decode(data, len(sizes), hidden_shape, model_version, session_id)
+    if len(state.tokens) and not ((state.tokens >= 0) & (state.tokens < sizes)).all():
+        raise ValueError(f"session {session_id!r}: its state holds tokens outside this model's vocabularies")
+    return state
+
+
 def _check_header(meta: dict[str, Any]) -> None:
     """A state header's values of the types and ranges :meth:`SessionState.encode` writes: a NaN score made
     ``GET /sessions`` a 500, and a count written as text made ``/events`` one (dogfood 44)."""
@@ -364,7 +385,7 @@ class OnlineScorer:
         self.needs_seed = seeded and self.spec.entity is not None
         self._degraded = Occasional(log, "degraded answers (each request's events scored as a session alone)")
         self._delta_field = self.spec.fields.index(S.TIME_DELTA)
-        self._vocab_sizes = np.array([self.spec.vocab_size(f) for f in self.spec.fields], dtype=np.int64)
+        self._vocab_sizes = token_sizes(self.spec)
         self._arrivals = itertools.count()
         store.check_restored(self._read)
 
@@ -464,15 +485,7 @@ class OnlineScorer:
         return None if data is None else self._decode(session_id, data)
 
     def _read(self, session_id: str, data: bytes) -> SessionState:
-        state = SessionState.decode(
-            data, len(self.spec.fields), self.hidden_shape, self.scorer.model_version, session_id
-        )
-        # Token ids past a field's vocabulary made the model's embedding fail at every event (dogfood 44).
-        if len(state.tokens) and not ((state.tokens >= 0) & (state.tokens < self._vocab_sizes)).all():
-            raise ValueError(
-                f"session {session_id!r}: its state holds tokens outside this model's vocabularies"
-            )
-        return state
+        return read_state(data, session_id, self._vocab_sizes, self.hidden_shape, self.scorer.model_version)
 
     def _decode(self, session_id: str, data: bytes) -> SessionState:
         try:
