@@ -873,5 +873,9 @@ def test_a_state_of_impossible_values_is_an_unreadable_store_not_a_500(gru_artif
         ({"n_events": "7"}, "n_events '7' is not a count"),
     ):
         store.update(sid, lambda _, change=change: replace(state, **change).encode())
-        with pytest.raises(StoreCorrupt, match=says):
+        with pytest.raises(StoreCorrupt, match=says) as caught:
             online.session(sid)
+        # What a client reads leaves the reason to the log: it may quote another session's id or values.
+        assert caught.value.public == (
+            f"the stored state of session {sid!r} is unreadable; delete it from the store to start the session again"
+        )

@@ -491,11 +491,11 @@ class OnlineScorer:
         try:
             return self._read(session_id, data)
         except ValueError as e:
-            what = (
-                f"the stored state of session {session_id!r} is unreadable ({e}); delete it from the store to "
-                "start the session again"
-            )
-            raise StoreCorrupt(what, public=what) from None
+            # Why goes to the log alone: it may quote another session's id or values (a state copied across).
+            public = f"the stored state of session {session_id!r} is unreadable"
+            raise StoreCorrupt(
+                f"{public} ({e})", public=f"{public}; delete it from the store to start the session again"
+            ) from None
 
     def _take(
         self,

@@ -250,8 +250,9 @@ class RedisStore(StateStore):
                 raise ValueError("expected [ts_us, values...]")
             event_key = _text(field)
         except (ValueError, TypeError) as e:
-            what = f"{key!r} field {field!r} is not a seqfraud entity row: {value[:80]!r}"
-            raise StoreCorrupt(f"Redis at {self.where}: {what}", public=what) from e
+            # Its value, for the log alone: another session's entity values.
+            what = f"{key!r} field {field!r} is not a seqfraud entity row"
+            raise StoreCorrupt(f"Redis at {self.where}: {what}: {value[:80]!r}", public=what) from e
         return EntityRow(event_key, session_id, ts_us, tuple(values))
 
     def add_labels(self, labels: list[Label]) -> None:
@@ -277,10 +278,8 @@ class RedisStore(StateStore):
             if type(label) is not int or not (label_time_us is None or type(label_time_us) is int):
                 raise ValueError("expected [label, label_time_us]")
         except (ValueError, TypeError) as e:
-            what = (
-                f"{self._labels_key!r} field {_bytes(session_id)!r} is not a seqfraud label: {value[:80]!r}"
-            )
-            raise StoreCorrupt(f"Redis at {self.where}: {what}", public=what) from e
+            what = f"{self._labels_key!r} field {_bytes(session_id)!r} is not a seqfraud label"
+            raise StoreCorrupt(f"Redis at {self.where}: {what}: {value[:80]!r}", public=what) from e
         return Label(session_id, label, label_time_us)
 
     def close(self) -> None:
