@@ -41,10 +41,14 @@ class Calibration:
             raise CalibrationError(f"calibration params must be an object, got {type(self.params).__name__}")
         p = self.params
         if self.method == "isotonic":
-            try:  # a list of numbers each; text or objects raised numpy's own errors, as tracebacks (dogfood 43)
-                x, y = (np.asarray(p.get(k, []), dtype=np.float64) for k in ("x", "y"))
-            except (ValueError, TypeError):
-                x = y = np.empty(0)
+            # Lists of numbers: text or objects raised numpy's own errors, as tracebacks (dogfood 43), and numpy
+            # reads "0.1" and True as numbers.
+            numbers = all(
+                isinstance(v, list)
+                and all(isinstance(e, (int, float)) and not isinstance(e, bool) for e in v)
+                for v in (p.get("x", []), p.get("y", []))
+            )
+            x, y = (np.asarray(p.get(k, []) if numbers else [], dtype=np.float64) for k in ("x", "y"))
             if (
                 x.ndim != 1
                 or len(x) < 1

@@ -284,6 +284,7 @@ def test_bad_calibrations_are_refused():
         ({"method": "isotonic", "params": {"x": "abc", "y": "def"}}, "breakpoints"),
         ({"method": "isotonic", "params": {"x": [[0.1, 0.2]], "y": [[0.1, 0.2]]}}, "breakpoints"),
         ({"method": "isotonic", "params": {"x": [{"a": 1}], "y": [0.5]}}, "breakpoints"),
+        ({"method": "isotonic", "params": {"x": ["0.1", "0.9"], "y": [0.2, True]}}, "breakpoints"),
         ({"method": "platt", "params": [1, 2]}, "params must be an object, got list"),
         ({"method": "platt", "params": "ab"}, "params must be an object, got str"),
         ({"method": "platt", "params": {"a": True, "b": False}}, "finite numbers a and b"),
