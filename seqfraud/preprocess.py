@@ -142,11 +142,13 @@ def ensure_synthetic(data: Mapping[str, Any]) -> None:
 
 def truncation(n_events: pl.Series, max_len: int) -> dict[str, int]:
     """How many sessions are cut to their last ``max_len`` events, the longest, and the events the sequence model
-    does not read: a bot's 20,000 events kept 256, and only a count of sessions said so (dogfood 29)."""
+    does not read, of ``events_in_splits``: a bot's 20,000 events kept 256, and only a count of sessions said so
+    (dogfood 29)."""
     return {
         "truncated_sessions": int((n_events > max_len).sum()),
         "longest_session": int(cast(int, n_events.max() or 0)),
         "events_not_read": int((n_events - max_len).clip(lower_bound=0).sum()),
+        "events_in_splits": int(n_events.sum()),
     }
 
 
@@ -524,7 +526,7 @@ def preprocess(
             f"{report['longest_session']:,}",
             spec.max_len,
             f"{report['events_not_read']:,}",
-            100 * report["events_not_read"] / max(int(sessions["n_events"].sum()), 1),
+            100 * report["events_not_read"] / max(report["events_in_splits"], 1),
         )
     for name, c in counts.items():
         log.info("%s: %s sessions, %s positive", name, c["sessions"], c["positives"])

@@ -197,7 +197,7 @@ def test_the_leaderboard_says_what_share_of_the_events_a_sequence_model_reads(ru
     metrics = json.loads((trained_run / "metrics.json").read_text())
     report = json.loads((trained_run / "preprocess_report.json").read_text())
     reads = metrics["sequence_reads"]
-    assert reads["events"] == pytest.approx(1 - report["events_not_read"] / report["n_events"])
+    assert reads["events"] == pytest.approx(1 - report["events_not_read"] / report["events_in_splits"])
     assert reads["max_len"] == 64 and reads["truncated_sessions"] == report["truncated_sessions"]
     assert "sequence_reads" not in json.loads((runs / "0" / "metrics.json").read_text())  # LightGBM reads all
     rows = leaderboard([load_run(runs / "0", "lightgbm"), load_run(trained_run, "sequence")])

@@ -135,6 +135,7 @@ def run_both(data_cfg: dict, out, features: dict = FEATURES):
         "truncated_sessions",
         "longest_session",
         "events_not_read",
+        "events_in_splits",
         "source",
         "timestamp_unit",
         "unlabeled_sessions_dropped",

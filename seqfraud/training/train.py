@@ -722,14 +722,12 @@ def fit_and_evaluate(
     )
     metrics["train"] = {"n": int(n), "positives": int(positives or 0)}
     report = prepared.report
-    if (
-        cfg.model.kind != "lightgbm" and "events_not_read" in report
-    ):  # a prepared_dir of old may lack the count
+    if cfg.model.kind != "lightgbm" and "events_in_splits" in report:  # a prepared_dir of old lacks the count
         # The share of the events the sequence model reads (max_len cuts a long session's earliest): a dogfood's
         # leaderboard showed a transformer that read 17% of them beside LightGBM, which reads all, unsaid.
         metrics["sequence_reads"] = {
             "max_len": prepared.spec.max_len,
-            "events": 1 - report["events_not_read"] / max(report["n_events"], 1),
+            "events": 1 - report["events_not_read"] / max(report["events_in_splits"], 1),
             "truncated_sessions": report["truncated_sessions"],
         }
     metrics |= provenance(cfg, prepared)
