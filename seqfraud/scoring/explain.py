@@ -105,9 +105,7 @@ def deleted_contributions(
                 rows_after = np.flatnonzero(after)
                 before = gone[after] - 1
                 gap = np.where(before >= 0, (ts[gone[after] + 1] - ts[np.maximum(before, 0)]) / 1e6, np.nan)
-                ids = time_delta_ids(np.nan_to_num(gap), tables)
-                ids[np.isnan(gap)] = MISSING  # it is the session's first event now
-                variants[rows_after, gone[after], delta] = ids
+                variants[rows_after, gone[after], delta] = _following_ids(gap, tables)
             without = scorer.predict(
                 Sequences(
                     [seqs.session_ids[i]] * len(variants),
@@ -170,8 +168,10 @@ def unread_contributions(
     if scorer.stacker is None:
         return None
     positioned = positioned_events(events, scorer.spec.max_len)
-    unread = positioned.filter(pl.col(S.POSITION) < 0)
-    if not unread.height or unread.height * events.height > UNREAD_BUDGET:
+    # Per session, as unread_note reckons it: its unread events times its length.
+    cost = pl.len().over(S.SESSION_ID) * (pl.col(S.POSITION) < 0).sum().over(S.SESSION_ID)
+    unread = positioned.filter((pl.col(S.POSITION) < 0) & (cost <= UNREAD_BUDGET))
+    if not unread.height:
         return None
     order = {sid: i for i, sid in enumerate(seqs.session_ids)}
     offsets = np.r_[0, np.cumsum(seqs.lengths)]
@@ -184,14 +184,19 @@ def unread_contributions(
         i, sid = session[row], seqs.session_ids[session[row]]
         window = seqs.tokens[offsets[i] : offsets[i + 1]].copy()
         earlier = times.get((sid, -2))
-        window[0, delta] = (
-            MISSING
-            if earlier is None
-            else time_delta_ids(np.array([(times[(sid, 0)] - earlier) / 1e6]), tables)[0]
-        )
+        gap = np.nan if earlier is None else (times[(sid, 0)] - earlier) / 1e6
+        window[0, delta] = _following_ids(np.array([gap]), tables)[0]
         sequence[row] = scorer.predict(Sequences([sid], window, np.array([len(window)])))[0]
     without = scorer.stacker.combine(aggregates_without_each(scorer.stacker, events, unread), sequence)
     return unread.with_columns(pl.Series(S.CONTRIBUTION, full[session] - without))
+
+
+def _following_ids(gap: np.ndarray, tables: TokenTables) -> np.ndarray:
+    """Time-delta ids of events whose predecessor was left out: ``gap``, seconds to the event before that one, NaN
+    where there is none (the event is its session's first now: ``MISSING``)."""
+    ids = time_delta_ids(np.nan_to_num(gap), tables)
+    ids[np.isnan(gap)] = MISSING
+    return ids
 
 
 NO_SINGLE_EVENT = 5e-4  # below this, every contribution prints as 0.000
