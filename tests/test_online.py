@@ -41,6 +41,21 @@ def gru_artifact(gru_run, tmp_path_factory) -> Path:
         return export_run(gru_run, tmp_path_factory.mktemp("export") / "artifact")
 
 
+def one_session_taken(scorer, store, run: Path):
+    """An online scorer over ``store`` that has taken three events of one of ``run``'s sessions: it, the
+    session's id and its state."""
+    from seqfraud.scoring.online import OnlineScorer
+
+    records = session_records(run, 1, min_events=3)[:3]
+    with single_torch_thread():
+        online = OnlineScorer(scorer, store)
+        online.events(records)
+    sid = records[0]["session_id"]
+    state = online.session(sid)
+    assert state is not None
+    return online, sid, state
+
+
 def session_records(run: Path, n_sessions: int, min_events: int = 1) -> list[dict]:
     """Raw events of the run's first test sessions with at least ``min_events`` events, in time order, as
     ``POST /events`` sends them (RFC 3339 times, ids in ``event_id``)."""
@@ -484,19 +499,13 @@ def test_serve_refuses_a_snapshot_state_of_tokens_past_the_vocabularies(
     """serve checked a snapshot's states with a reader of its own, without the token check the service applies,
     so such a state passed the start and then failed at each of its session's events (review)."""
     from seqfraud.cli.serve import main as serve
-    from seqfraud.scoring.online import OnlineScorer
     from seqfraud.scoring.scorer import Scorer
     from seqfraud.scoring.state import MemoryStore
 
     scorer = Scorer.load(gru_artifact)
     path = tmp_path / "state.json"
     store = MemoryStore(snapshot=path, model=scorer.model_version)
-    records = session_records(gru_run, 1, min_events=3)[:3]
-    sid = records[0]["session_id"]
-    with single_torch_thread():
-        online = OnlineScorer(scorer, store)
-        online.events(records)
-    state = online.session(sid)
+    _, sid, state = one_session_taken(scorer, store, gru_run)
     store.update(sid, lambda _: replace(state, tokens=np.full_like(state.tokens, 10**6)).encode())
     store.close()
     with pytest.raises(SystemExit) as refused:
@@ -854,18 +863,11 @@ def test_a_state_of_impossible_values_is_an_unreadable_store_not_a_500(gru_artif
     """Token ids past a vocabulary failed the model's embedding at every event, a NaN score failed GET /sessions
     and a count written as text failed /events, each a 500 (dogfood 44): each is a state the store holds
     unreadably, answered as a store outage for that session."""
-    from seqfraud.scoring.online import OnlineScorer
     from seqfraud.scoring.scorer import Scorer
     from seqfraud.scoring.state import MemoryStore, StoreCorrupt
 
-    scorer, store = Scorer.load(gru_artifact), MemoryStore()
-    records = session_records(gru_run, 1, min_events=3)[:3]
-    sid = records[0]["session_id"]
-    with single_torch_thread():
-        online = OnlineScorer(scorer, store)
-        online.events(records)
-    state = online.session(sid)
-    assert state is not None
+    store = MemoryStore()
+    online, sid, state = one_session_taken(Scorer.load(gru_artifact), store, gru_run)
     for change, says in (
         ({"tokens": np.full_like(state.tokens, 10**6)}, "outside this model's vocabularies"),
         ({"score": float("inf")}, "score inf is not a probability"),
