@@ -15,6 +15,7 @@ import shutil
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import polars as pl
@@ -318,16 +319,27 @@ def test_long_sessions_are_refused_by_explain_with_the_limit_named(client, event
 
 def test_a_hung_worker_process_is_killed_past_the_worker_timeout(server, events):
     """A worker that hangs (here stopped) held its request and its route's slot for good, while /healthz said ok
-    (dogfood 44). Past --worker-timeout (3 s here) the request gets 503 and the workers start again."""
+    (dogfood 44). Past --worker-timeout (3 s here) the request gets 503 and the workers start again; the other
+    route's request, stopped with them, says so (it was told its worker had died: dogfood 47)."""
     port, log_path, proc = server
     batch = json.dumps({"sessions": [{"events": events}]}).encode()
     assert Client(port).post("/score/batch", batch)[0] == 200
     forkserver = [p for p in psutil.Process(proc.pid).children() if "forkserver" in " ".join(p.cmdline())]
     for worker in forkserver[0].children():
         worker.suspend()
-    t0 = time.monotonic()
-    status, headers = Client(port).post("/score/batch", batch)
-    assert status == 503 and "retry-after" in headers and 2.5 < time.monotonic() - t0 < 10
+    url, t0 = f"http://127.0.0.1:{port}", time.monotonic()
+    with ThreadPoolExecutor(2) as pool:
+        batch_answer = pool.submit(httpx.post, f"{url}/score/batch", content=batch, headers=JSON, timeout=30)
+        time.sleep(0.5)  # the batch times out first
+        explain_answer = pool.submit(httpx.post, f"{url}/explain", json={"events": events}, timeout=30)
+        answers = [batch_answer.result(), explain_answer.result()]
+    assert [a.status_code for a in answers] == [503, 503] and 2.5 < time.monotonic() - t0 < 10
+    assert all("retry-after" in a.headers for a in answers)
+    assert "this request took longer than 3 s in its worker process" in answers[0].json()["detail"]
+    assert (
+        "this request was stopped with the workers: another request took longer than 3 s"
+        in (answers[1].json()["detail"])
+    )
     deadline = time.monotonic() + 60
     while Client(port).post("/score/batch", batch)[0] != 200:
         assert time.monotonic() < deadline
