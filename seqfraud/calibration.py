@@ -24,6 +24,11 @@ class CalibrationError(UserError, ValueError):
     """An unknown method, or parameters that do not describe a calibration map."""
 
 
+def _real(value: Any) -> bool:
+    """A JSON number: not a bool (True is 1 to Python), not text numpy would read as one."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(np.asarray(p, dtype=np.float64), EPS, 1 - EPS)
     return np.log(p) - np.log1p(-p)
@@ -35,7 +40,7 @@ class Calibration:
     params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.method, str) or self.method not in METHODS:
+        if self.method not in METHODS:
             raise CalibrationError(f"calibration must be one of {METHODS}, got {self.method!r}")
         if not isinstance(self.params, dict):
             raise CalibrationError(f"calibration params must be an object, got {type(self.params).__name__}")
@@ -44,9 +49,7 @@ class Calibration:
             # Lists of numbers: text or objects raised numpy's own errors, as tracebacks (dogfood 43), and numpy
             # reads "0.1" and True as numbers.
             numbers = all(
-                isinstance(v, list)
-                and all(isinstance(e, (int, float)) and not isinstance(e, bool) for e in v)
-                for v in (p.get("x", []), p.get("y", []))
+                isinstance(v, list) and all(map(_real, v)) for v in (p.get("x", []), p.get("y", []))
             )
             x, y = (np.asarray(p.get(k, []) if numbers else [], dtype=np.float64) for k in ("x", "y"))
             if (
@@ -63,10 +66,7 @@ class Calibration:
                     "isotonic calibration needs breakpoints x, y of one length, both "
                     "non-decreasing, y in [0, 1]"
                 )
-        elif self.method == "platt" and not all(
-            isinstance(p.get(k), (int, float)) and not isinstance(p[k], bool) and np.isfinite(p[k])
-            for k in ("a", "b")
-        ):
+        elif self.method == "platt" and not all(_real(p.get(k)) and np.isfinite(p[k]) for k in ("a", "b")):
             raise CalibrationError("platt calibration needs finite numbers a and b")
 
     def apply(self, raw: np.ndarray) -> np.ndarray:
