@@ -716,7 +716,9 @@ def test_labels_are_read_in_the_label_tables_column_names() -> None:
     with pytest.raises(DataValidationError, match="first: '2024-02-30', session '8'"):
         read_labels([{"visit": "8", "is_fraud": 1, "cb_date": "2024-02-30"}], spec, "request")
     # A bad label time names its label's session (it named '-'), and mixed kinds are told as labels, not events.
-    with pytest.raises(DataValidationError, match="first: '01/02/2026', session '8'"):
+    with pytest.raises(
+        DataValidationError, match="label time .* or a date alone .*first: '01/02/2026', session '8'"
+    ):
         read_labels([{"visit": "8", "is_fraud": 1, "cb_date": "01/02/2026"}], spec, "request")
     mixed = [
         {"visit": "8", "is_fraud": 1, "cb_date": c} for c in ("2024-01-01T00:00:01Z", "2024-01-02T00:00:00Z")

@@ -44,7 +44,14 @@ import polars as pl
 import torch
 
 from seqfraud import schema as S
-from seqfraud.data.events import DataValidationError, label_day_end, label_delay_us, usable_delay_us
+from seqfraud.data.events import (
+    LABEL_TIME_UNPARSED,
+    UNPARSED,
+    DataValidationError,
+    label_day_end,
+    label_delay_us,
+    usable_delay_us,
+)
 from seqfraud.decisions import assign_bands
 from seqfraud.export.artifact import Step, is_int, is_number
 from seqfraud.features.entities import EntitySpec, point_features
@@ -852,7 +859,12 @@ def read_labels(labels: list[Mapping[str, Any]], spec: Spec, source: str) -> lis
         taken = as_frame(records, lt_spec, source)
         if taken.schema[time_key] == pl.String:  # a date alone, as label tables may give it
             taken = taken.with_columns(label_day_end(pl.col(time_key)))
-        frame = normalized_events(taken.lazy(), lt_spec, source)
+        try:
+            frame = normalized_events(taken.lazy(), lt_spec, source)
+        except (
+            DataValidationError
+        ) as e:  # the events' rules, in a label time's words: a date alone also parses
+            raise DataValidationError(str(e).replace(UNPARSED, LABEL_TIME_UNPARSED)) from None
         for i, t in zip(given, frame[S.TS_US].to_list()):
             us[i] = t
     return [Label(str(lb[session_key]), int(lb[label_key]), t) for lb, t in zip(labels, us)]
