@@ -238,6 +238,16 @@ def test_an_integer_in_a_text_column_reads_as_its_digits_whatever_else_the_reque
         DataValidationError, match=r"column 'device'.*1 event\(s\) hold a float \(first: event 2\)"
     ):
         as_frame([event("web"), event("ios"), event(5.5)], SPEC, "request")
+    # An id past Polars' Int128 is named as such (it read "values of types ['int'] ... expected text or
+    # integers"), and one past str()'s 4,300 digits too, alone or beside text.
+    for huge in (10**3000, -(10**10_000)):
+        with pytest.raises(
+            DataValidationError, match=r"column 'session_id': 1 event\(s\) hold an integer beyond 128 bits"
+        ):
+            as_frame([event(5), event(6, session=huge)], SPEC, "request")
+    assert (
+        as_frame([event(5, session=(1 << 127) - 1)], SPEC, "request")["session_id"].item() == (1 << 127) - 1
+    )
 
 
 def test_booleans_read_as_the_vocabulary_spells_them_on_every_path():

@@ -113,6 +113,14 @@ def _records_frame(records: Sequence[Any], spec: Spec, source: str) -> pl.DataFr
             continue  # a required column nobody sent: check_columns names it
         values = [r.get(c) for r in records]
         kinds = {type(v) for v in values if v is not None}
+        # Polars' widest integer is Int128 (and str() stops at 4,300 digits): "cannot form one column" said no more.
+        if c in textual and int in kinds:
+            huge = [i for i, v in enumerate(values) if type(v) is int and not _INT128_MIN <= v <= _INT128_MAX]
+            if huge:
+                raise DataValidationError(
+                    f"{source}: column {c!r}: {len(huge):,} event(s) hold an integer beyond 128 bits (first: "
+                    f"event {huge[0]}, of {values[huge[0]].bit_length():,} bits); send such ids as text"
+                )
         if c in s.categorical_fields and bool in kinds:
             booleans = spec.boolean_text(c)  # as the vocabulary spells them, whatever else the column holds
             values = [text_value(v, booleans) if type(v) in textual[c] else v for v in values]
@@ -209,6 +217,7 @@ def normalized_events(lf: pl.LazyFrame, spec: Spec, source: str, *, keep_ids: bo
 _RFC3339 = re.compile(RFC3339)
 _EPOCH_DAY = date(1970, 1, 1).toordinal()
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+_INT128_MIN, _INT128_MAX = -(1 << 127), (1 << 127) - 1
 _NONE = type(None)
 
 
