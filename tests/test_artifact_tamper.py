@@ -227,8 +227,27 @@ def _model_approves_all(a: Artifact, x: dict) -> None:
     assert float(a.load_model("torchscript")(*_inputs()).abs().max()) == 0.0
 
 
-def _embedding_replaced(a: Artifact, x: dict) -> None:
-    assert float(a.load_embedding("torchscript")[0](*_inputs()).abs().max()) == 0.0
+def _embedding_refused(a: Artifact, x: dict) -> None:
+    """A model of another output shape is refused when it loads, not at its first session."""
+    with pytest.raises(
+        ArtifactError, match=r"embed.ts: the torchscript embedding model answers 2 sessions in shape \(2,\)"
+    ):
+        a.load_embedding("torchscript")
+
+
+def _swapped_refused(a: Artifact, x: dict) -> None:
+    with pytest.raises(
+        ArtifactError,
+        match=r"model.ts: the torchscript model answers 2 sessions in shape \(2, \d+\), not \(2,\)",
+    ):
+        a.load_model("torchscript")
+    _embedding_refused(a, x)
+
+
+def _swap(root: Path, a: str, b: str) -> None:
+    data = (root / a).read_bytes()
+    _replace(root, a, (root / b).read_bytes())
+    _replace(root, b, data)
 
 
 def _pt2_listed(a: Artifact, x: dict) -> None:
@@ -254,7 +273,10 @@ FORGERIES = {
         lambda r, x: _replace(r, "model.ts", x["approve_all_ts"]), _model_approves_all
     ),
     "embed.ts replaced, hash rewritten": Case(
-        lambda r, x: _replace(r, "embed.ts", x["approve_all_ts"]), _embedding_replaced
+        lambda r, x: _replace(r, "embed.ts", x["approve_all_ts"]), _embedding_refused
+    ),
+    "model.ts and embed.ts swapped, hashes rewritten": Case(
+        lambda r, x: _swap(r, "model.ts", "embed.ts"), _swapped_refused
     ),
     "model.pt2 replaced by a pickle payload, hash rewritten": Case(
         lambda r, x: _replace(r, "model.pt2", x["evil_pt2"][0]), _pt2_listed, fmt="pt2"

@@ -266,7 +266,7 @@ class Artifact:
         if fmt not in held:
             raise ArtifactError(f"{self.path}: no {fmt} model in this artifact; it holds {sorted(held)}")
         self._warn_unsigned(fmt, FORMATS[fmt].file)
-        return self._load(FORMATS[fmt].file, FORMATS[fmt].load, fmt)
+        return self._load(FORMATS[fmt].file, FORMATS[fmt].load, fmt, outputs=())
 
     def step_shape(self, fmt: str = "torchscript") -> tuple[int, int] | None:
         """The shape of a GRU model's per-session state (layers, width) when it has a step in ``fmt``: what an
@@ -298,7 +298,8 @@ class Artifact:
                 f"{self.path}: no {fmt} session embedding in this artifact; it holds {sorted(embed['formats'])}"
             )
         self._warn_unsigned(fmt, EMBED_FILES[fmt])
-        return self._load(EMBED_FILES[fmt], FORMATS[fmt].load, f"{fmt} embedding"), embed["width"]
+        width = embed["width"]
+        return self._load(EMBED_FILES[fmt], FORMATS[fmt].load, f"{fmt} embedding", outputs=(width,)), width
 
     def _warn_unsigned(self, fmt: str, name: str) -> None:
         if fmt == "pt2" and self.signer is None:
@@ -308,8 +309,17 @@ class Artifact:
                 self.path / name,
             )
 
-    def _load(self, name: str, load: Callable[[IO[bytes]], tuple[Any, str]], what: str) -> Any:
-        """A module deserialized from the verified bytes of ``name``, refused unless it embeds spec.json."""
+    def _load(
+        self,
+        name: str,
+        load: Callable[[IO[bytes]], tuple[Any, str]],
+        what: str,
+        outputs: tuple[int, ...] | None = None,
+    ) -> Any:
+        """A module deserialized from the verified bytes of ``name``, refused unless it embeds spec.json and, with
+        ``outputs`` (the shape of one session's output), answers :func:`example_inputs` in that shape: an
+        unsigned artifact's files can be swapped and their hashes rewritten, and a model file holding the
+        embedding then failed at its first request with a numpy broadcast error."""
         data = self.read(name)
         try:
             module, embedded = load(io.BytesIO(data))
@@ -320,6 +330,16 @@ class Artifact:
                 f"{self.path / name}: the spec inside the model differs from {SPEC_FILE}; "
                 "the files come from different exports"
             )
+        if outputs is not None:
+            tokens, lengths = example_inputs(self.spec)
+            # Unoptimized: the probe leaves TorchScript's profiling runs, and its shapes, to real inputs.
+            with torch.inference_mode(), torch.jit.optimized_execution(False):
+                shape = tuple(module(tokens, lengths).shape)
+            if shape != (len(lengths), *outputs):
+                raise ArtifactError(
+                    f"{self.path / name}: the {what} model answers {len(lengths)} sessions in shape {shape}, not "
+                    f"{(len(lengths), *outputs)}: this file is not the artifact's {what} model"
+                )
         return module
 
 
