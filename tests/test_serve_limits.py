@@ -409,3 +409,37 @@ def test_workers_that_cannot_start_again_leave_the_service_unready(exported_arti
         assert [status for status, _ in answers] == [503, 503, 503]
         assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).status_code == 503
         assert (tmp_path / "log").read_text().count("starting the workers again") == 1
+
+
+def test_a_request_cancelled_while_the_workers_start_does_not_stop_their_start(monkeypatch):
+    """The workers' start is shared by every request waiting on it: a client that went away (its request
+    cancelled) must not cancel it for the others, which would then wait on a start that never ends."""
+    import asyncio
+
+    from seqfraud.scoring import service
+
+    monkeypatch.setattr(
+        service, "_worker", ("scorer", "validator")
+    )  # _worker_ready's check, in these threads
+    starts: list[ThreadPoolExecutor] = []
+
+    def start() -> ThreadPoolExecutor:
+        starts.append(ThreadPoolExecutor(1))  # threads share one pid: a start of one worker
+        return starts[-1]
+
+    async def scenario() -> None:
+        workers = service.Workers(start, 1, 60.0, 1)
+        first = asyncio.ensure_future(workers.ready())
+        await asyncio.sleep(0.01)  # the first round of _worker_ready is under way
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        await asyncio.wait_for(workers.ready(), 10)  # the start carried on, and ends
+        assert workers._started is not None and workers._started.done() and not workers.cannot_start
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        for pool in starts:
+            pool.shutdown()
+    assert len(starts) == 1
