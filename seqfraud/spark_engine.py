@@ -518,6 +518,7 @@ def _session_table(
             count(~present).alias("n_label_time_null"),
             count(lt.isNull() & present & ~outside).alias("n_label_time_unparsed"),
             count(outside).alias("n_label_time_out_of_range"),
+            F.min(F.when(label == 1, lt)).alias("label_time_min_positive"),
         ]
     if with_event_id:  # count and countDistinct skip nulls, as Polars' count and drop_nulls
         ids = F.col(S.EVENT_ID)

@@ -200,6 +200,42 @@ def test_label_time_on_events_not_constant_within_a_session(tmp_path):
     fails(path, path, "column 'known_at': 1 row(s) have a null label time inside 1 session(s)")
 
 
+def test_a_fraud_session_under_any_is_known_from_its_first_fraud_events_label_time(tmp_path):
+    """A log that flags and dates its fraudulent transactions alone: under on_mixed_labels=any their session is
+    fraud, known from the earliest of their label times; the others' null times, and a later chargeback of
+    another fraud event, do not refuse it (they did). A legitimate session's label times stay one per session,
+    and a history reading the labels off the same events agrees."""
+    from seqfraud.data.events import read_labels
+
+    rows = events(
+        label=pl.Series([0, 0, 1, 1, 0]),
+        known_at=pl.Series([None, None, KNOWN_S2 + timedelta(days=3), KNOWN_S2, None]),
+    )
+    extra = (
+        rows.filter(pl.col("session_id") == "s1")
+        .head(1)
+        .with_columns(label=pl.lit(1, pl.Int64), known_at=pl.lit(KNOWN_S2))
+    )
+    path = write(
+        pl.concat([rows, extra.with_columns(timestamp=pl.lit(T0 + timedelta(seconds=9)))]),
+        tmp_path / "e.parquet",
+    )
+    dated = write(rows, tmp_path / "dated.parquet")
+    fails(dated, dated, "whose label time is not constant", "data.policy.on_mixed_labels=any reads")
+    loaded = load_events(path, SCHEMA, on_mixed_labels="any")
+    assert known(loaded) == {"s1": us(KNOWN_S2), "s2": us(KNOWN_S2), "s3": None}
+    table, _ = read_labels(path, SCHEMA, timestamp_unit="us", any_event=True)
+    assert dict(table.select(S.SESSION_ID, S.LABEL_TIME_US).iter_rows()) == {
+        "s1": us(KNOWN_S2),
+        "s2": us(KNOWN_S2),
+        "s3": None,
+    }
+    two_days = write(
+        rows.with_columns(known_at=pl.Series([KNOWN_S2, None, None, KNOWN_S2, None])), tmp_path / "f.parquet"
+    )
+    fails(two_days, two_days, "1 row(s) have a null label time inside 1 session(s)", on_mixed_labels="any")
+
+
 def test_label_time_before_the_session_starts(tmp_path):
     ev = write(events().drop("label"), tmp_path / "e.parquet")
     lab = write(labels([T0 - timedelta(days=1), KNOWN_S2, None]), tmp_path / "labels.parquet")

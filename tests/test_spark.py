@@ -367,6 +367,29 @@ BREAKAGES = {  # (timestamp encoding, the change at rows 5 and 6, what the messa
 }
 
 
+def test_parity_with_label_times_on_the_fraud_events_alone(tmp_path):
+    """Labels and label times on the events under on_mixed_labels=any, dated on the fraudulent events alone (the
+    others null; one session's fraud events dated apart): both engines know a fraud session from its earliest
+    date, which the entity risk features read."""
+    events = entity_events(seed=6)
+    rng = np.random.default_rng(6)
+    sid = events["session_id"].str.slice(1).cast(pl.Int64)
+    fraud = (sid % 5 == 0) & pl.Series(rng.random(events.height) < 0.5)
+    after = pl.Series(rng.integers(1, 96, events.height)).cast(pl.Int64)
+    events = events.with_columns(
+        fraud.cast(pl.Int64).alias("label"),
+        pl.when(fraud).then(pl.col("timestamp") + pl.duration(hours=after)).alias("label_time"),
+    )
+    data = {
+        "events": str(write_shards(events, tmp_path / "events")),
+        "labels": None,
+        "schema": ENTITY_SCHEMA.roles(),
+        "policy": {"on_mixed_labels": "any", "label_delay": "2d"},
+    }
+    prepared = run_both(data, tmp_path, FEATURES | {"entity": ENTITY})
+    assert prepared.report["mixed_label_sessions"] > 0 and prepared.report["n_positive_sessions"] > 0
+
+
 @pytest.mark.parametrize("breakage", list(BREAKAGES))
 def test_validation_errors_are_the_shared_ones(breakage, tmp_path):
     encoding, change, says = BREAKAGES[breakage]

@@ -897,6 +897,8 @@ def session_table(
             present.not_().sum().alias("n_label_time_null"),
             LABEL_TIME_UNPARSED_ROWS.sum().alias("n_label_time_unparsed"),
             outside.sum().alias("n_label_time_out_of_range"),
+            # Under data.policy.on_mixed_labels=any, when a fraud session's label is known (validate_sessions).
+            lt.filter(pl.col(S.LABEL) == 1).min().alias("label_time_min_positive"),
         ]
     if with_event_id:
         aggs.append(repeated_event_ids())
@@ -982,17 +984,24 @@ def read_labels(
             f"are sessions listed with conflicting labels (first: {dupes[S.SESSION_ID].min()!r})",
         )
     if lt is not None:
-        labels = _check_label_times(labels, schema, source, lf, have[lt], timestamp_unit)
+        labels = _check_label_times(labels, schema, source, lf, have[lt], timestamp_unit, any_event)
     return labels.drop(S.ROW_INDEX).unique(S.SESSION_ID, keep="first", maintain_order=True).with_columns(
         pl.col(S.LABEL).cast(pl.Int8)
     ), source
 
 
 def _check_label_times(
-    labels: pl.DataFrame, schema: Schema, source: str, raw: pl.LazyFrame, dtype: pl.DataType, unit: str | None
+    labels: pl.DataFrame,
+    schema: Schema,
+    source: str,
+    raw: pl.LazyFrame,
+    dtype: pl.DataType,
+    unit: str | None,
+    any_event: bool,
 ) -> pl.DataFrame:
     """The label table's label times (``raw``: the table as read): each parses, lies in the plausible range, and
-    one per session."""
+    one per session; with ``any_event``, a fraud session's is the earliest of its rows' (as training reads
+    events under ``data.policy.on_mixed_labels=any``)."""
     lt = cast(str, schema.label_time)
     us, outside = pl.col(S.LABEL_TIME_US), pl.col(S.LABEL_TIME_OUT_OF_RANGE)
     n_unparsed, n_outside = labels.select(LABEL_TIME_UNPARSED_ROWS.sum(), outside.sum()).row(0)
@@ -1008,6 +1017,13 @@ def _check_label_times(
             n_outside,
             out_of_range_text(schema, epoch_unit, unit_origin(schema, epoch_unit), "label time"),
             first_bad(labels, outside, raw, lt),
+        )
+    if any_event:
+        labels = labels.with_columns(
+            pl.when(pl.col(S.LABEL) == 1)
+            .then(us.min().over(S.SESSION_ID))
+            .otherwise(us)
+            .alias(S.LABEL_TIME_US)
         )
     dupes = labels.group_by(S.SESSION_ID).agg(us.n_unique().alias("k")).filter(pl.col("k") > 1)
     if dupes.height:
@@ -1141,8 +1157,16 @@ def validate_sessions(
         sessions = sessions.with_columns(pl.col("label_max").cast(pl.Int8).alias(S.LABEL))
         label_source = source
         if schema.label_time:
-            _check_label_times_on_events(sessions, schema, source, epoch_unit, origin, first)
-            sessions = sessions.with_columns(pl.col("label_time_min").alias(S.LABEL_TIME_US))
+            # A fraud session under on_mixed_labels=any is known from its first fraud event's label time, the
+            # others' label times aside (a log that dates the chargebacks of its fraudulent transactions alone).
+            any_fraud = pl.lit(on_mixed_labels == "any") & (pl.col("label_max") == 1)
+            _check_label_times_on_events(
+                sessions, schema, source, epoch_unit, origin, first, any_fraud.not_()
+            )
+            known = (
+                pl.when(any_fraud).then(pl.col("label_time_min_positive")).otherwise(pl.col("label_time_min"))
+            )
+            sessions = sessions.with_columns(known.alias(S.LABEL_TIME_US))
     else:
         table, label_source = labels
         orphans = table.join(sessions, on=S.SESSION_ID, how="anti")
@@ -1222,6 +1246,12 @@ def label_delay_us(label_delay: str | None) -> int | None:
     return None if label_delay is None else duration_us(label_delay, "data.policy.label_delay")
 
 
+ANY_LABEL_TIME_HINT = (
+    " (where the log dates the chargebacks of its fraudulent events alone, data.policy.on_mixed_labels=any reads a "
+    "fraud session's label time as the earliest of its fraud events')"
+)
+
+
 def _check_label_times_on_events(
     sessions: pl.DataFrame,
     schema: Schema,
@@ -1229,9 +1259,10 @@ def _check_label_times_on_events(
     epoch_unit: str | None,
     origin: str,
     first: Callable[[pl.Expr, str], str],
+    one_per_session: pl.Expr,
 ) -> None:
     """Label times on the events, from :func:`session_table`'s counts: they parse, lie in the plausible
-    range, and are one per session, like the label."""
+    range, and are one per session, like the label, in the sessions where ``one_per_session`` holds."""
     lt = cast(str, schema.label_time)
     if n := int(sessions["n_label_time_unparsed"].sum()):
         fail_rows(source, lt, n, LABEL_TIME_UNPARSED, first(LABEL_TIME_UNPARSED_ROWS, lt))
@@ -1243,13 +1274,14 @@ def _check_label_times_on_events(
             out_of_range_text(schema, epoch_unit, origin, "label time"),
             first(pl.col(S.LABEL_TIME_OUT_OF_RANGE), lt),
         )
+    sessions = sessions.filter(one_per_session)
     mixed = sessions.filter(pl.col("label_time_min") != pl.col("label_time_max"))
     if mixed.height:
         fail_rows(
             source,
             lt,
             int(mixed["n_events"].sum()),
-            f"belong to {mixed.height:,} session(s) whose label time is not constant",
+            f"belong to {mixed.height:,} session(s) whose label time is not constant" + ANY_LABEL_TIME_HINT,
         )
     partial = sessions.filter((pl.col("n_label_time_null") > 0) & pl.col("label_time_min").is_not_null())
     if partial.height:
@@ -1257,7 +1289,8 @@ def _check_label_times_on_events(
             source,
             lt,
             int(partial["n_label_time_null"].sum()),
-            f"have a null label time inside {partial.height:,} session(s) that have one on other events",
+            f"have a null label time inside {partial.height:,} session(s) that have one on other events"
+            + ANY_LABEL_TIME_HINT,
         )
 
 
