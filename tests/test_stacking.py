@@ -51,7 +51,8 @@ def test_stacked_run_scores_with_lightgbm_over_out_of_fold_scores(stacked_run):
     assert report["folds"] == 2 and report["best_iteration"] >= 1
     assert report["chosen"] in ("stacked", "aggregates")  # this run's stacker (a tiny model, one epoch)
     assert report["confidence"] == 0.95 and set(report["win_share"]) == {"stacked", "sequence"}
-    sure = [k for k, share in report["win_share"].items() if share >= report["confidence"]]
+    signal = report["sequence_out_of_fold"]["win_share"] >= report["confidence"]
+    sure = [k for k, share in report["win_share"].items() if signal and share >= report["confidence"]]
     val = report["candidates_val_pr_auc"]
     assert report["chosen"] == max(sure, key=val.get, default="aggregates")
     assert report["kept"]["val"]["pr_auc"] == pytest.approx(val[report["chosen"]])
@@ -68,6 +69,36 @@ def test_stacked_run_scores_with_lightgbm_over_out_of_fold_scores(stacked_run):
     assert booster.feature_name()[-1] == f"{booster.num_feature() - 1}_sequence_logit"
     assert test[S.SCORE].n_unique() > 10
     assert not (stacked_run / "folds").exists()  # fold data and checkpoints are removed
+
+
+@pytest.mark.integration
+def test_out_of_fold_scores_without_signal_leave_the_baseline_whatever_validation_says(
+    tmp_path, monkeypatch, caplog
+):
+    """Validation chose the candidates' trees and checkpoints, so it flatters them: a dogfood's stacker (2 trees,
+    8 validation frauds) was kept over a score whose out-of-fold ROC-AUC was 0.45, and lost to LightGBM on
+    test. Out-of-fold scores that are noise keep the baseline, here where validation surely preferred the
+    sequence model."""
+    from seqfraud.training import stacking
+
+    def noise(cfg, prepared, fit_sequence, folds):  # no fold fitted: each training session a random score
+        n = stacking.session_order(prepared.datasets["train"]).height
+        return np.random.default_rng(0).random(n).astype(np.float32)
+
+    def validation_prefers_the_sequence(y, val, val_ap, allowed, **kw):
+        return "sequence", {kind: 1.0 for kind in allowed}
+
+    monkeypatch.setattr(stacking, "out_of_fold_scores", noise)
+    monkeypatch.setattr(stacking, "choose_candidate", validation_prefers_the_sequence)
+    tiny = ["model.d_model=16", "model.n_layers=1", "model.n_heads=2", "model.field_dim=4"]
+    with caplog.at_level("WARNING", logger="seqfraud.training.stacking"):
+        run = train_into(tmp_path, "+experiment=smoke", "model=stacked", *tiny, "trainer.max_epochs=1")
+    report = json.loads((run / STACKING_REPORT).read_text())
+    assert report["chosen"] == "aggregates" and report["sequence_out_of_fold"]["win_share"] < 0.95
+    assert report["win_share"] == {"stacked": 1.0, "sequence": 1.0}
+    assert "no evidence the score carries signal" in caplog.text
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test"]["pr_auc"] == pytest.approx(report["kept"]["test"]["pr_auc"])
 
 
 @pytest.mark.integration

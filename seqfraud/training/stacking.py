@@ -12,7 +12,9 @@ The ``stacking`` section of ``model`` is the stacker's; the rest of it is the se
    validation split's aggregates and refit scores; and once more with the score held constant (the baseline).
 4. The baseline is kept unless another candidate (``model.stacking.candidates``: the stacker with the score,
    and the refit sequence model alone) beats it on validation PR-AUC in at least ``model.stacking.confidence``
-   (0.95) of paired bootstrap resamples; of those that do, the one best on validation is kept. A stacker is
+   (0.95) of paired bootstrap resamples; of those that do, the one best on validation is kept. Where there are
+   out-of-fold scores, they must first beat a constant score on the training sessions as surely, or the
+   baseline is kept. A stacker is
    saved as ``stacker.txt``; the sequence model alone saves none, so the run exports as a plain sequence model.
 
 Costs ``folds + 1`` sequence fits, one when the stacker is not a candidate (steps 1 and 3's first fit are then
@@ -194,16 +196,38 @@ def fit_stacked(
     # validation PR-AUC 0.11 to 0.89, the refit 1.0), so it can weigh the score too little.
     candidates["sequence"] = (None, None, {name: refit[name] for name in ("val", "test")})
     val_ap = {kind: ap("val", c[2]["val"])["pr_auc"] for kind, c in candidates.items()}
-    confidence = float(stacking.get("confidence", 0.95))
+    confidence, resamples = float(stacking.get("confidence", 0.95)), int(stacking.get("resamples", 500))
+    # Validation chose the candidates' checkpoints and trees, so it flatters them (a dogfood's stacker stopped at 2
+    # trees kept a score whose out-of-fold ROC-AUC was 0.45 on 8 validation frauds, and lost to LightGBM on test):
+    # the score must also carry signal where nothing was chosen, out of fold on the training sessions, beating a
+    # constant score as surely as a candidate must beat the baseline.
+    oof_share = (
+        None
+        if oof is None
+        else paired_win_share(
+            labels["train"], oof, np.zeros_like(oof), resamples=resamples, seed=int(cfg.seed)
+        )
+    )
     chosen, win_share = choose_candidate(
         labels["val"],
         {kind: c[2]["val"] for kind, c in candidates.items()},
         val_ap,
         allowed,
         confidence=confidence,
-        resamples=int(stacking.get("resamples", 500)),
+        resamples=resamples,
         seed=int(cfg.seed),
     )
+    if oof_share is not None and oof_share < confidence:
+        log.warning(
+            "stacking: the sequence model's out-of-fold scores beat a constant score on the training sessions in "
+            "%.1f%% of resamples (under model.stacking.confidence, %.0f%%; PR-AUC %.4f against a base rate of "
+            "%.4f): no evidence the score carries signal, so the baseline (LightGBM on the aggregates) is kept",
+            100 * oof_share,
+            100 * confidence,
+            ap("train", oof)["pr_auc"],
+            float(labels["train"].mean()),
+        )
+        chosen = "aggregates"
     text, best_iteration, kept = candidates[chosen]
     if text is not None:
         (run_dir / STACKER_FILE).write_text(text)
@@ -215,7 +239,7 @@ def fit_stacked(
         "candidates_val_pr_auc": val_ap,
         "win_share": win_share,
         "confidence": confidence,
-        "sequence_out_of_fold": None if oof is None else {"train": ap("train", oof)},
+        "sequence_out_of_fold": None if oof is None else {"train": ap("train", oof), "win_share": oof_share},
         "sequence": {name: ap(name, refit[name]) for name in ("val", "test")},
         "kept": {name: ap(name, kept[name]) for name in ("val", "test")},
     }
