@@ -7,8 +7,10 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, roc
 
 
 def recall_at_fpr(y: np.ndarray, p: np.ndarray, fpr: float) -> float:
-    """Best recall with a false-positive rate at most ``fpr``: the operating point fraud teams quote."""
-    fprs, tprs, _ = roc_curve(y, p)
+    """Best recall with a false-positive rate at most ``fpr``: the operating point fraud teams quote. Every
+    threshold's point: sklearn's default drops those on a straight line between two others, and with tied scores
+    the best one within ``fpr`` can be among them (review 50: 0.1 reported where 0.2 was reachable)."""
+    fprs, tprs, _ = roc_curve(y, p, drop_intermediate=False)
     ok = fprs <= fpr
     return float(tprs[ok].max()) if ok.any() else 0.0
 

@@ -52,6 +52,13 @@ def test_threshold_by_fpr_with_ties_never_exceeds_the_target():
     assert threshold_by_fpr(y, p, 0.5) == _just_above(0.5)  # 0.5 itself would flag 3 of 4 negatives
 
 
+def test_a_share_that_floating_point_rounds_down_still_flags_its_count():
+    """0.29 * 100 is 28.999...: the threshold allowed 28 of 100 negatives where 29 were in the target."""
+    p = np.linspace(0.0, 0.99, 100).astype(np.float32)
+    t = threshold_by_fpr(np.zeros(100, dtype=np.int64), p, 0.29)
+    assert int((p >= t).sum()) == 29
+
+
 def test_threshold_by_capacity_counts_every_session():
     assert threshold_by_capacity(P, 200) == _just_above(0.75)  # 2 of 10 sessions: 0.95 and 0.8
     assert threshold_by_capacity(P, 100) == _just_above(0.8)  # 1 of 10: 0.95 only
