@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -139,6 +140,21 @@ def test_init_from_refuses_a_run_with_another_spec(pretrained, tmp_path) -> None
     with pytest.raises(ConfigError, match="model.n_heads=2 there, 4 here"):
         train_into(tmp_path / "d", *SMALL, f"init_from={pretrained}", "model.n_heads=4")
     assert not (tmp_path / "d" / "data").exists() and not (tmp_path / "d" / "run").exists()
+    # Vocabularies of the same sizes in another order (a pretraining run on another log): the weights would read
+    # other tokens. Only the sizes were compared, and it trained (dogfood 49).
+    other = shutil.copytree(pretrained, tmp_path / "other")
+    spec = json.loads((other / "spec.json").read_text())
+    vocab = spec["vocab"]["event_type"]
+    vocab[0], vocab[1] = vocab[1], vocab[0]
+    (other / "spec.json").write_text(json.dumps(spec))
+    with pytest.raises(ConfigError, match=r"another spec \(vocabularies differ\)"):
+        train_into(tmp_path / "e", *SMALL, f"init_from={other}")
+    assert (other / "checkpoints" / "best.ckpt").is_file()
+    # Into its own directory: the run's clean-up removed the checkpoint it was to start from (dogfood 49).
+    own = shutil.copytree(pretrained, tmp_path / "f" / "run")
+    with pytest.raises(ConfigError, match="is this run's own directory"):
+        train_into(tmp_path / "f", *SMALL, f"init_from={own}")
+    assert (own / "checkpoints" / "best.ckpt").is_file() and (own / "metrics.json").is_file()
 
 
 def test_embeddings_of_a_run_feed_the_lightgbm_hybrid(pretrained, tmp_path) -> None:

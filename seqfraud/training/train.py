@@ -359,6 +359,29 @@ def check_init_from(run: Path, model: Mapping[str, Any]) -> None:
         )
 
 
+def check_same_tokens(run: Path, spec: Spec) -> Spec:
+    """``init_from=run``'s spec, refused unless its tokens mean what this run's do: the same fields, vocabularies
+    in the same order and bucket edges. Sizes alone passed a pretraining run on another log (dogfood 49: its
+    event types, countries and amount edges in other places), whose weights then read other tokens, silently."""
+    theirs = Spec.load(run / rundir.SPEC_FILE)
+    differ = [
+        what
+        for what, there, here in (
+            ("fields", theirs.fields, spec.fields),
+            ("vocabularies", theirs.vocab, spec.vocab),
+            ("bucket edges", theirs.edges, spec.edges),
+            ("value fields", theirs.values, spec.values),
+        )
+        if there != here
+    ]
+    if differ:
+        raise ConfigError(
+            f"init_from={run}: that run tokenized with another spec ({', '.join(differ)} differ), so its weights "
+            "would read other tokens; pretrain and fine-tune on one preprocessing output (prepared_dir=...)"
+        )
+    return theirs
+
+
 def load_pretrained(net: nn.Module, run: Path, spec: Spec, model: Mapping[str, Any]) -> None:
     """The embedding and encoder of a pretraining run (``init_from``) into ``net``, key for key.
 
@@ -367,15 +390,7 @@ def load_pretrained(net: nn.Module, run: Path, spec: Spec, model: Mapping[str, A
     checked, with what differs named.
     """
     check_init_from(run, model)
-    theirs = Spec.load(run / rundir.SPEC_FILE)
-    if (theirs.fields, [theirs.vocab_size(f) for f in theirs.fields]) != (
-        spec.fields,
-        [spec.vocab_size(f) for f in spec.fields],
-    ):
-        raise ConfigError(
-            f"init_from={run}: that run tokenized with another spec (fields or vocabularies differ); pretrain and "
-            "fine-tune on one preprocessing output (prepared_dir=...)"
-        )
+    theirs = check_same_tokens(run, spec)
     state = torch.load(run / rundir.CHECKPOINT, map_location="cpu", weights_only=True)["state_dict"]
     parts = {
         k.removeprefix("net."): v for k, v in state.items() if k.startswith(("net.embed.", "net.encoder."))
@@ -554,6 +569,13 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
             "(seqfraud preprocess ...) and pass prepared_dir=<its output dir>, so that no rank preprocesses"
         )
     if cfg.get("init_from") and not cfg.get("pretrain"):
+        if (
+            Path(cfg.init_from).resolve() == run_dir.resolve()
+        ):  # its checkpoint was removed as an earlier run's
+            raise ConfigError(
+                f"init_from={cfg.init_from} is this run's own directory (paths.output_dir), whose earlier outputs "
+                "a run replaces: write the fine-tuning run elsewhere"
+            )
         check_init_from(Path(cfg.init_from), plain(cfg.model))
     run_dir.mkdir(parents=True, exist_ok=True)
     if world == 1:  # torchrun and SLURM set each rank's threads themselves
@@ -601,6 +623,8 @@ def prepare(cfg: DictConfig, data_cfg: dict[str, Any], run_dir: Path, rank: int)
     check_splits(
         prepared.report, (data_cfg.get("split") or {}).get("label_cutoff"), supervised=not cfg.get("pretrain")
     )
+    if cfg.get("init_from") and not cfg.get("pretrain"):
+        check_same_tokens(Path(cfg.init_from), prepared.spec)
     if rank == 0:  # once the data is good: a rerun that fails on its input leaves the earlier run as it was
         clear_earlier_run(run_dir)
         (run_dir / rundir.CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
