@@ -26,6 +26,12 @@ FOLDS_DIR = "folds"  # model=stacked: the out-of-fold fits, removed once the sta
 ENTITY_DIR = "entity_features"
 
 
+def unfinished(run_dir: str | Path) -> list[str]:
+    """Which of a trained run's checkpoint, spec and metrics ``run_dir`` lacks: metrics come last, when the fit
+    ends, so a run cut short (Ctrl-C) keeps a half-trained checkpoint without them."""
+    return [name for name in (CHECKPOINT, SPEC_FILE, METRICS_FILE) if not (Path(run_dir) / name).is_file()]
+
+
 def dataset(prepared: str | Path, split: str) -> Path:
     """The directory of one split's tokenized shards in a preprocessing output."""
     return Path(prepared) / DATA_DIR / split

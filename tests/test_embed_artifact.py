@@ -116,8 +116,9 @@ def test_a_lightgbm_run_has_no_encoder_to_export_or_embed(tmp_path, capsys):
         export_run(run, tmp_path / "artifact")
     with pytest.raises(SystemExit) as refused:
         embed(["--run", str(run), "--out", str(tmp_path / "emb.parquet")])
-    assert refused.value.code == 2 and "embeddings come from a pretraining or sequence-model run" in (
-        capsys.readouterr().err
+    assert (
+        refused.value.code == 2
+        and "embeddings come from a finished pretraining or sequence-model run" in (capsys.readouterr().err)
     )
 
 

@@ -150,6 +150,15 @@ def test_init_from_refuses_a_run_with_another_spec(pretrained, tmp_path) -> None
     with pytest.raises(ConfigError, match=r"another spec \(vocabularies differ\)"):
         train_into(tmp_path / "e", *SMALL, f"init_from={other}")
     assert (other / "checkpoints" / "best.ckpt").is_file()
+    # A run cut short (Ctrl-C) keeps a half-trained checkpoint and no metrics: it trained from it (dogfood 49).
+    cut = shutil.copytree(pretrained, tmp_path / "cut")
+    (cut / "metrics.json").unlink()
+    with pytest.raises(ConfigError, match="no metrics.json; point it at the directory of a finished"):
+        train_into(tmp_path / "g", *SMALL, f"init_from={cut}")
+    from seqfraud.training.embeddings import session_embeddings
+
+    with pytest.raises(ConfigError, match="no metrics.json; embeddings come from a finished"):
+        session_embeddings(cut)
     # Into its own directory: the run's clean-up removed the checkpoint it was to start from (dogfood 49).
     own = shutil.copytree(pretrained, tmp_path / "f" / "run")
     with pytest.raises(ConfigError, match="is this run's own directory"):

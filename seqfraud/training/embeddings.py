@@ -30,9 +30,9 @@ def session_embeddings(run_dir: str | Path, batch_size: int = 64) -> pl.DataFram
     what the classifier head reads. Works on a pretraining run and on a sequence-model run alike."""
     run = Path(run_dir)
     ckpt = run / rundir.CHECKPOINT
-    if not ckpt.is_file():
+    if missing := rundir.unfinished(run):
         raise ConfigError(
-            f"{run}: no {rundir.CHECKPOINT}; embeddings come from a pretraining or sequence-model run"
+            f"{run}: no {' or '.join(missing)}; embeddings come from a finished pretraining or sequence-model run"
         )
     hparams = torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]
     module_class = PretrainModule if "pretrain" in hparams else SessionRiskModule

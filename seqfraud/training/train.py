@@ -337,9 +337,10 @@ def encoder_settings(model: Mapping[str, Any]) -> dict[str, Any]:
 def check_init_from(run: Path, model: Mapping[str, Any]) -> None:
     """Refuse ``init_from=run`` unless it is a run directory whose model settings this run's ``model`` shares:
     checked before any preprocessing, which can take long, and again when the weights are loaded."""
-    if not (run / rundir.CHECKPOINT).is_file() or not (run / rundir.SPEC_FILE).is_file():
+    if missing := rundir.unfinished(run):
         raise ConfigError(
-            f"init_from={run}: no {rundir.CHECKPOINT} and {rundir.SPEC_FILE}; point it at a run dir"
+            f"init_from={run}: no {' or '.join(missing)}; point it at the directory of a finished pretraining (or "
+            "training) run"
         )
     if not (run / rundir.CONFIG_FILE).is_file():
         return  # a run written without its config: the weights' shapes are then the only check
