@@ -32,6 +32,29 @@ def packaged(name: str) -> dict[str, Any]:
     return {str(k): v for k, v in data.items()} if isinstance(data, dict) else {}
 
 
+def wrong_type(given: Mapping[str, Any], reference: Mapping[str, Any], prefix: str = "") -> str | None:
+    """The first value of ``given`` whose packaged default in ``reference`` is a number or a boolean and that is
+    not one (an interpolation aside), as ``"section.key: ..."``: ``optim.lr=fast`` failed with a TypeError
+    traceback, after preprocessing (dogfood 49)."""
+    for key, value in given.items():
+        default = reference.get(key)
+        if isinstance(default, Mapping) and isinstance(value, Mapping):
+            if found := wrong_type(value, default, f"{prefix}{key}."):
+                return found
+            continue
+        if isinstance(value, str) and value.startswith("${"):
+            continue
+        if isinstance(default, bool):
+            ok, wanted = isinstance(value, bool), "true or false"
+        elif isinstance(default, (int, float)):  # an integer default may take a fraction (memory_gb: 4, 2.5)
+            ok, wanted = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+        else:
+            continue
+        if not ok and value is not None:
+            return f"{prefix}{key} must be {wanted} (as its default, {default!r}), got {value!r}"
+    return None
+
+
 def unknown_key(given: Mapping[str, Any], reference: Mapping[str, Any], prefix: str = "") -> str | None:
     """The first key of ``given`` that ``reference`` lacks, as ``"section.key: ..."`` with what that level takes.
 

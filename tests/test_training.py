@@ -299,6 +299,15 @@ def test_a_setting_nothing_reads_is_refused_before_any_data(tmp_path):
         "+callbacks.early_stopping.patiense=3": r"callbacks.early_stopping.patiense: no such setting \(did you mean 'patience'",
         "+callbacks.early_stop.patience=3": r"callbacks.early_stop: a callback needs _target_",
         "label_fraction=2": r"label_fraction must be in \(0, 1\], got 2",
+        # Values of the wrong kind failed with tracebacks, some after preprocessing (dogfood 49).
+        "optim.lr=fast": r"optim.lr must be a number \(as its default, 0.001\), got 'fast'",
+        "optim.lr=-1": "optim.lr must be positive, got -1",
+        "loader.batch_size=0": "loader.batch_size must be at least 1, got 0",
+        "trainer.max_epochs=two": "trainer.max_epochs must be a number",
+        "trainer.enable_progress_bar=3": "trainer.enable_progress_bar must be true or false",
+        # Settings that did nothing, silently: a freeze without a pretrained encoder, or for the whole run.
+        "freeze_epochs=1": "freeze_epochs=1 freezes a pretrained encoder: it needs init_from=RUN",
+        "freeze_epochs=-1": "freeze_epochs must be 0 or more",
     }
     for override, message in cases.items():
         with pytest.raises(ConfigError, match=message):
@@ -309,13 +318,19 @@ def test_a_setting_nothing_reads_is_refused_before_any_data(tmp_path):
             r"model.d_model \(64\) must be divisible by model.n_heads \(3\)",
         ),
         (["model=gru", "model.encoder=lstm"], "model.encoder must be 'transformer' or 'gru', got 'lstm'"),
+        (["model=small", "model.dropout=abc"], r"model.dropout must be a number \(as its default, 0.1\)"),
+        (["model=lightgbm", f"init_from={tmp_path}"], "model=lightgbm has none"),
     ):
         with pytest.raises(ConfigError, match=message):
             checked_model(compose_train(overrides))
     # What the packaged presets and Lightning take passes, free-form maps too (spark.conf holds spark.* keys).
+    with pytest.raises(ConfigError, match="for every one of trainer.max_epochs=1: only the head would learn"):
+        check_settings(compose_train([f"init_from={tmp_path}", "freeze_epochs=1", "trainer.max_epochs=1"]))
     for overrides in (
         ["+experiment=pretrain_masked"],
         ["+trainer.limit_train_batches=3", "+preprocess.spark.conf.x=1"],
+        # Lightning's devices and deterministic take text too; a number default may take a fraction.
+        ["trainer.devices=auto", "trainer.deterministic=warn", "preprocess.memory_gb=2.5", "optim.lr=1"],
     ):
         check_settings(compose_train(overrides))
 

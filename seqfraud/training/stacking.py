@@ -217,7 +217,7 @@ def fit_stacked(
         resamples=resamples,
         seed=int(cfg.seed),
     )
-    if oof_share is not None and oof_share < confidence:
+    if oof is not None and oof_share is not None and oof_share < confidence:
         log.warning(
             "stacking: the sequence model's out-of-fold scores beat a constant score on the training sessions in "
             "%.1f%% of resamples (under model.stacking.confidence, %.0f%%; PR-AUC %.4f against a base rate of "

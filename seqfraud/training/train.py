@@ -29,7 +29,7 @@ from torch import nn
 from seqfraud import rundir
 from seqfraud import schema as S
 from seqfraud.baselines import STACKER_FILE, fit_lightgbm, fit_predict_lightgbm
-from seqfraud.config import packaged, plain, unknown_key
+from seqfraud.config import packaged, plain, unknown_key, wrong_type
 from seqfraud.data.shards import ROW_GROUP_SESSIONS, shard_files
 from seqfraud.data.split import check_splits
 from seqfraud.errors import ConfigError
@@ -113,6 +113,29 @@ def check_settings(cfg: DictConfig, *, sections: Mapping[str, Any] | None = None
     settings = cast(dict, OmegaConf.to_container(cfg, resolve=False))  # names, not values: nothing to resolve
     if unknown := unknown_key({str(k): v for k, v in settings.items()}, reference):
         raise ConfigError(unknown)
+    # Lightning's devices and deterministic also take text ("auto", "warn"): not typed by their defaults.
+    trainer = {
+        k: v for k, v in packaged("trainer/default.yaml").items() if k not in ("devices", "deterministic")
+    }
+    typed = reference | {"trainer": trainer}
+    if wrong := wrong_type({str(k): v for k, v in settings.items()}, typed):
+        raise ConfigError(wrong)
+    for key, low in (("optim.lr", 0), ("loader.batch_size", 1), ("loader.eval_batch_size", 1)):
+        if (value := OmegaConf.select(cfg, key)) is not None and not (
+            value > 0 if low == 0 else value >= low
+        ):
+            raise ConfigError(f"{key} must be {'positive' if low == 0 else f'at least {low}'}, got {value}")
+    freeze = int(cfg.get("freeze_epochs") or 0)
+    if freeze < 0:
+        raise ConfigError(f"freeze_epochs must be 0 or more, got {freeze}")
+    if freeze and not cfg.get("init_from"):
+        raise ConfigError(f"freeze_epochs={freeze} freezes a pretrained encoder: it needs init_from=RUN")
+    epochs = OmegaConf.select(cfg, "trainer.max_epochs")
+    if freeze and isinstance(epochs, int) and 0 < epochs <= freeze:
+        raise ConfigError(
+            f"freeze_epochs={freeze} holds the encoder fixed for every one of trainer.max_epochs={epochs}: only the "
+            "head would learn; freeze fewer epochs than the run trains"
+        )
     for name, callback in (settings.get("callbacks") or {}).items():
         check_callback(f"callbacks.{name}", callback)
     if (name := cfg.get("loss", {}).get("name")) not in LOSSES:
@@ -175,8 +198,17 @@ def checked_model(cfg: DictConfig) -> DictConfig:
         raise ConfigError(
             "pretraining fits a sequence model: choose model=small (or another sequence preset)"
         )
+    if kind == "lightgbm" and cfg.get("init_from"):
+        raise ConfigError(
+            "init_from starts a sequence model from a pretraining run; model=lightgbm has none (it trained as if "
+            "unset): choose model=small or model=stacked, or give the hybrid the run's embeddings "
+            "(model.embeddings=FILE of seqfraud embed --run RUN)"
+        )
     # The sizes' own rules (heads dividing the width...), checked with any vocabulary: they failed after preprocessing.
     if kind in ("sequence", "stacked"):
+        defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig) if f.name in SEQUENCE_KEYS}
+        if wrong := wrong_type({k: v for k, v in model.items() if k in SEQUENCE_KEYS}, defaults, "model."):
+            raise ConfigError(wrong)
         try:
             ModelConfig(vocab_sizes=[8], max_len=8, **{k: v for k, v in model.items() if k in SEQUENCE_KEYS})
         except (TypeError, ValueError) as e:
