@@ -309,6 +309,14 @@ def test_a_setting_nothing_reads_is_refused_before_any_data(tmp_path):
         "freeze_epochs=1": "freeze_epochs=1 freezes a pretrained encoder: it needs init_from=RUN",
         "freeze_epochs=-1": "freeze_epochs must be 0 or more",
     }
+    # A label-scarce run's risk features read the labels it hides (review 50); without risk it may run.
+    with pytest.raises(
+        ConfigError, match="label_fraction=0.05 hides training labels .* entity risk features"
+    ):
+        check_settings(compose_train(["+experiment=synthetic_entities", "label_fraction=0.05"]))
+    check_settings(
+        compose_train(["+experiment=synthetic_entities", "label_fraction=0.05", "features.entity.risk=false"])
+    )
     for override, message in cases.items():
         with pytest.raises(ConfigError, match=message):
             check_settings(compose_train([override]))

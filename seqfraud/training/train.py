@@ -143,6 +143,14 @@ def check_settings(cfg: DictConfig, *, sections: Mapping[str, Any] | None = None
     fraction = cfg.get("label_fraction", 1.0)
     if not 0 < float(fraction) <= 1:  # labelled_train reads it, after preprocessing
         raise ConfigError(f"label_fraction must be in (0, 1], got {fraction}")
+    entities = OmegaConf.select(cfg, "data.schema.entities") or []
+    if float(fraction) < 1 and entities and OmegaConf.select(cfg, "features.entity.risk", default=False):
+        raise ConfigError(
+            f"label_fraction={fraction} hides training labels from the classifier, but the entity risk features "
+            "(features.entity.risk) are computed in preprocessing from every label, so the run would read the "
+            "labels it simulates not having (review 50): set features.entity.risk=false, or give a label table "
+            "that holds only the labels to use"
+        )
 
 
 def check_callback(key: str, callback: Any) -> None:
