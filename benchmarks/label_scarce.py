@@ -66,7 +66,7 @@ def main() -> None:
     os.environ.setdefault("WANDB_MODE", "disabled")
     from seqfraud import rundir
     from seqfraud.errors import ConfigError
-    from seqfraud.training.embeddings import session_embeddings
+    from seqfraud.training.embeddings import write_session_embeddings
 
     results: dict[tuple[str, float], list[dict]] = {}
     speed = []
@@ -86,7 +86,7 @@ def main() -> None:
         n_train = json.loads((pre / rundir.REPORT_FILE).read_text())["splits"]["train"]["sessions"]
         speed.append(n_train * args.epochs / seconds)
         embeddings = base / "embeddings.parquet"
-        session_embeddings(pre).write_parquet(embeddings)
+        write_session_embeddings(pre, embeddings)
         for fraction in args.fractions:
             runs = {
                 "supervised": ["model=small", f"prepared_dir={pre}"],

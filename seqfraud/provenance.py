@@ -8,10 +8,13 @@ and no commit, torch or LightGBM version anywhere in a run directory.
 from __future__ import annotations
 
 import hashlib
+import json
 import platform
 import subprocess
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from seqfraud import __version__
 
@@ -74,3 +77,23 @@ def files_digest(paths: list[str]) -> str:
                 one.update(chunk)
         total.update(one.digest())
     return total.hexdigest()
+
+
+# The Parquet key-value metadata key of a `seqfraud embed` file: what made its embeddings.
+EMBEDDING_METADATA = "seqfraud.embedding"
+
+
+def embedding_record(
+    fit_info: Mapping[str, Any], *, labels_read: bool, events_sha256: str | None
+) -> dict[str, str]:
+    """An embeddings file's metadata: whether its encoder learnt from labels, where its training and validation
+    periods ended (its spec's ``val_start`` and ``test_start``) and the digest of the events it embedded, so that
+    a hybrid run can refuse an encoder that read its own validation or test labels (review 50) and say when the
+    file embedded another log (dogfood 49)."""
+    record = {
+        "labels_read": labels_read,
+        "val_start": fit_info.get("val_start"),
+        "test_start": fit_info.get("test_start"),
+        "events_sha256": events_sha256,
+    }
+    return {EMBEDDING_METADATA: json.dumps(record)}

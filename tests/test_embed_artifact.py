@@ -73,6 +73,17 @@ def test_artifact_embeddings_equal_the_runs_one_row_per_session(
     sessions = test_period_events[Spec.load(exported_artifact / SPEC_FILE).schema.session_id].n_unique()
     assert got.height == got[S.SESSION_ID].n_unique() == sessions
     assert f"{got.height:,} sessions, {width} dimensions" in capsys.readouterr().out
+    # What made them: a classifier's encoder (it read its training labels), of these events.
+    from seqfraud.provenance import EMBEDDING_METADATA, files_digest
+
+    record = json.loads(pl.read_parquet_metadata(tmp_path / "emb.parquet")[EMBEDDING_METADATA])
+    fit_info = Spec.load(exported_artifact / SPEC_FILE).fit_info
+    assert record == {
+        "labels_read": True,
+        "val_start": fit_info["val_start"],
+        "test_start": fit_info["test_start"],
+        "events_sha256": files_digest([str(events_file)]),
+    }
 
     joined = got.join(run_embeddings.filter(pl.col(S.SPLIT) == "test"), on=S.SESSION_ID, suffix="_run")
     assert joined.height == got.height
@@ -143,3 +154,33 @@ def test_embed_takes_exactly_one_source(argv, message, capsys):
         embed(argv)
     assert refused.value.code == 2
     assert re.search(message, capsys.readouterr().err)
+
+
+def test_a_hybrids_embeddings_of_other_events_or_of_unknown_making_are_warned_about(tmp_path, caplog):
+    """An artifact's embeddings carry no labels to compare: a file of another log whose ids matched trained
+    silently (dogfood 49). Its record's events digest says so; a file without a record says nothing is checked."""
+    from types import SimpleNamespace
+
+    from seqfraud.provenance import embedding_record
+    from seqfraud.training.embeddings import check_embedding_record
+
+    fit_info = {"val_start": "2026-03-01T00:00:00+00:00", "test_start": "2026-04-01T00:00:00+00:00"}
+    prepared = SimpleNamespace(
+        spec=SimpleNamespace(fit_info=fit_info), report={"inputs": {"events": {"sha256": "a" * 64}}}
+    )
+    frame = pl.DataFrame({S.SESSION_ID: ["s"], S.embedding_column(0): [0.5]})
+    cases = {
+        "ours": (embedding_record(fit_info, labels_read=True, events_sha256="a" * 64), None),
+        "other log": (
+            embedding_record(fit_info, labels_read=True, events_sha256="b" * 64),
+            "it embedded other events",
+        ),
+        "no record": (None, "records nothing of the model that embedded it"),
+    }
+    for name, (metadata, warning) in cases.items():
+        path = tmp_path / f"{name}.parquet"
+        frame.write_parquet(path, metadata=metadata)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="seqfraud.training.embeddings"):
+            check_embedding_record(path, prepared)
+        assert (warning in caplog.text) if warning else not caplog.text, name

@@ -181,11 +181,36 @@ def test_embeddings_of_a_run_feed_the_lightgbm_hybrid(pretrained, tmp_path) -> N
         table["session_id"].n_unique() == table.height and table[dims].null_count().sum_horizontal()[0] == 0
     )
     assert float(table[dims].std().mean_horizontal()[0]) > 0  # sessions differ
+    from seqfraud.provenance import EMBEDDING_METADATA
+
+    record = json.loads(pl.read_parquet_metadata(out)[EMBEDDING_METADATA])
+    report = json.loads((pretrained / "preprocess_report.json").read_text())
+    spec = json.loads((pretrained / "spec.json").read_text())
+    assert record == {
+        "labels_read": False,  # a pretraining run's encoder
+        "val_start": spec["fit_info"]["val_start"],
+        "test_start": spec["fit_info"]["test_start"],
+        "events_sha256": report["inputs"]["events"]["sha256"],
+    }
     hybrid = train_into(tmp_path / "hybrid", *SMALL, "model=lightgbm", f"model.embeddings={out}")
     assert json.loads((hybrid / "metrics.json").read_text())["test"]["pr_auc"] > 0
+    # An encoder that learnt from labels of sessions this run validates or tests on (its periods end later) is
+    # refused: a supervised run's embeddings of every test session were taken silently (review 50).
+    from datetime import datetime, timedelta
+
+    later = (datetime.fromisoformat(record["val_start"]) + timedelta(days=1)).isoformat()
+    leaky = tmp_path / "leaky.parquet"
+    table.write_parquet(
+        leaky, metadata={EMBEDDING_METADATA: json.dumps(record | {"labels_read": True, "val_start": later})}
+    )
+    from seqfraud.errors import ConfigError
+
+    with pytest.raises(
+        ConfigError, match="its encoder learnt from labels up to val_start=.* after this run's"
+    ):
+        train_into(tmp_path / "leak", *SMALL, "model=lightgbm", f"model.embeddings={leaky}")
     # A file without the sessions this run trains on is refused, not joined to nulls.
     table.filter(pl.col("split") != "test").write_parquet(tmp_path / "partial.parquet")
-    from seqfraud.errors import ConfigError
 
     with pytest.raises(ConfigError, match="test session"):
         train_into(

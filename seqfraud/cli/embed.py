@@ -63,11 +63,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.events or args.history_events or args.history_labels:
             parser.error("--events and --history-* go with --artifact; --run embeds the run's own datasets")
         # Imported here: it needs the [train] extra, which --artifact does not.
-        from seqfraud.training.embeddings import session_embeddings
+        from seqfraud.training.embeddings import write_session_embeddings
 
-        frame = session_embeddings(args.run)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        frame.write_parquet(args.out)
+        frame = write_session_embeddings(args.run, args.out)
         print(f"{frame.height:,} sessions, {frame.width - 3} dimensions -> {args.out}")
         return
     if not args.events:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,9 +21,17 @@ import polars as pl
 from tqdm import tqdm
 
 from seqfraud import schema as S
-from seqfraud.data.events import SCORING_NAMES, DataValidationError, check_columns, reading, scan_table
+from seqfraud.data.events import (
+    SCORING_NAMES,
+    DataValidationError,
+    check_columns,
+    reading,
+    resolve_paths,
+    scan_table,
+)
 from seqfraud.export.artifact import Model
 from seqfraud.features.tokens import Sequences, polars_sequences
+from seqfraud.provenance import embedding_record, files_digest
 from seqfraud.scoring.prepare import epoch_unit, normalized_events
 from seqfraud.scoring.scorer import Scorer
 
@@ -154,7 +162,12 @@ def embed_file(
         scorer.embed_sequences(seqs, embedding)
         for seqs, _ in iter_sequences(scorer, lf, source, chunk_events=chunk_events, progress=progress)
     )
-    return {"sessions": write_frames(as_logged(frames, lf, scorer.spec.schema.session_id), out, source)}
+    # An artifact's encoder is a classifier's: it learnt from the labels of its training period.
+    record = embedding_record(
+        scorer.spec.fit_info, labels_read=True, events_sha256=files_digest(resolve_paths(events))
+    )
+    logged = as_logged(frames, lf, scorer.spec.schema.session_id)
+    return {"sessions": write_frames(logged, out, source, record)}
 
 
 def as_logged(frames: Iterator[pl.DataFrame], events: pl.LazyFrame, column: str) -> Iterator[pl.DataFrame]:
@@ -173,8 +186,14 @@ def as_logged(frames: Iterator[pl.DataFrame], events: pl.LazyFrame, column: str)
         )
 
 
-def write_frames(frames: Iterator[pl.DataFrame], out: str | os.PathLike, source: str) -> int:
-    """Write ``frames`` into one Parquet file that appears only when complete; the rows written."""
+def write_frames(
+    frames: Iterator[pl.DataFrame],
+    out: str | os.PathLike,
+    source: str,
+    metadata: Mapping[str, str] | None = None,
+) -> int:
+    """Write ``frames`` into one Parquet file that appears only when complete, with the file's key-value
+    ``metadata``; the rows written."""
     import pyarrow.parquet as pq
 
     out = Path(out).expanduser()  # Polars expands ~ and the rename did not: the output was lost (dogfood 39)
@@ -183,7 +202,7 @@ def write_frames(frames: Iterator[pl.DataFrame], out: str | os.PathLike, source:
     writer, n_sessions = None, 0
     try:
         for frame in frames:
-            table = frame.to_arrow()
+            table = frame.to_arrow().replace_schema_metadata(metadata)
             writer = writer or pq.ParquetWriter(tmp, table.schema)
             writer.write_table(table)
             n_sessions += frame.height

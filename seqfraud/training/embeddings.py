@@ -9,6 +9,9 @@ sessions of any event log.
 
 from __future__ import annotations
 
+import json
+import logging
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +21,32 @@ import torch
 from seqfraud import rundir
 from seqfraud import schema as S
 from seqfraud.errors import ConfigError
-from seqfraud.preprocess import load_prepared
+from seqfraud.preprocess import Prepared, load_prepared
+from seqfraud.provenance import EMBEDDING_METADATA, embedding_record
 from seqfraud.training.data import SessionStream
 from seqfraud.training.module import PretrainModule, SessionRiskModule
 from seqfraud.training.stacking import session_order
+
+log = logging.getLogger(__name__)
+
+
+def write_session_embeddings(run_dir: str | Path, out: str | Path) -> pl.DataFrame:
+    """:func:`session_embeddings` of ``run_dir`` into the Parquet file ``out``, with the record of what made them
+    (:func:`~seqfraud.provenance.embedding_record`), which :func:`with_embeddings` checks."""
+    run = Path(run_dir)
+    frame = session_embeddings(run)
+    prepared = load_prepared(rundir.prepared_dir(run))
+    model = json.loads((run / rundir.METRICS_FILE).read_text()).get(
+        "model"
+    )  # there: session_embeddings checks
+    record = embedding_record(
+        prepared.spec.fit_info,
+        labels_read=model != "pretrain",
+        events_sha256=((prepared.report.get("inputs") or {}).get("events") or {}).get("sha256"),
+    )
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    frame.write_parquet(out, metadata=record)
+    return frame
 
 
 @torch.no_grad()
@@ -55,14 +80,16 @@ def session_embeddings(run_dir: str | Path, batch_size: int = 64) -> pl.DataFram
 
 
 def with_embeddings(
-    frames: dict[str, pl.DataFrame], path: str | Path, id_column: str
+    frames: dict[str, pl.DataFrame], path: str | Path, id_column: str, prepared: Prepared
 ) -> dict[str, pl.DataFrame]:
     """The baseline's per-split frames with each session's embedding columns from ``path`` (``seqfraud embed``);
-    every session must have one, or the error says how many do not.
+    every session must have one, or the error says how many do not; the file's record must show an encoder that
+    read no label of this run's validation or test sessions (:func:`check_embedding_record`).
 
     ``--run`` writes ``session_id``; ``--artifact`` the log's own id column (``id_column``) in its own type, as
     ``seqfraud score`` does: both are read, ids as text, so that the README's embed-then-train works as written
     (a helper's ``sess`` Int64 column was refused as not a file of seqfraud embed)."""
+    check_embedding_record(path, prepared)
     table = pl.read_parquet(path)
     columns = [c for c in table.columns if c.startswith(S.EMBEDDING_PREFIX)]
     ids = next((c for c in (S.SESSION_ID, id_column) if c in table.columns), None)
@@ -94,3 +121,44 @@ def with_embeddings(
 
 
 _THEIR_LABEL = "__embedded_label"
+
+
+def check_embedding_record(path: str | Path, prepared: Prepared) -> None:
+    """Refuse embeddings whose encoder learnt from labels past this run's validation or test start: its training
+    (or validation) period then held this run's validation or test sessions, whose labels the hybrid would read
+    through the vectors (review 50: a supervised run's embeddings of every test session were taken silently).
+    Warn when the file embedded other events than this run reads, or carries no record (made before it)."""
+    try:
+        record = json.loads(pl.read_parquet_metadata(path).get(EMBEDDING_METADATA) or "null")
+    except (OSError, ValueError, pl.exceptions.PolarsError):
+        record = None  # not Parquet, or damaged: the read that follows names it
+    if not isinstance(record, dict):
+        log.warning(
+            "model.embeddings=%s: the file records nothing of the model that embedded it (written by seqfraud "
+            "before that record), so nothing checks that it read none of this run's validation or test labels",
+            path,
+        )
+        return
+    ours = prepared.spec.fit_info
+    for key in ("val_start", "test_start"):
+        if (
+            record.get("labels_read")
+            and record.get(key)
+            and ours.get(key)
+            and (datetime.fromisoformat(record[key]) > datetime.fromisoformat(ours[key]))
+        ):
+            raise ConfigError(
+                f"model.embeddings={path}: its encoder learnt from labels up to {key}={record[key]}, after this "
+                f"run's {key}={ours[key]}: through the embeddings the hybrid would read labels of its own "
+                f"{'validation' if key == 'val_start' else 'test'} sessions; embed a pretraining run (no labels), or "
+                "a model whose training ended before this run's validation period"
+            )
+    events = ((prepared.report.get("inputs") or {}).get("events") or {}).get("sha256")
+    if record.get("events_sha256") and events and record["events_sha256"] != events:
+        log.warning(
+            "model.embeddings=%s: it embedded other events (SHA-256 %s...) than this run reads (%s...): sessions "
+            "whose ids match may be other sessions",
+            path,
+            record["events_sha256"][:12],
+            events[:12],
+        )

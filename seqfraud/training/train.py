@@ -568,7 +568,7 @@ def fit_aggregates_baseline(cfg: DictConfig, prepared: Prepared) -> dict[str, np
     embeddings = params.pop("embeddings", None)
     frames = aggregate_frames(prepared)
     if embeddings:
-        frames = with_embeddings(frames, embeddings, cfg.data.schema.session_id)
+        frames = with_embeddings(frames, embeddings, cfg.data.schema.session_id, prepared)
     return fit_predict_lightgbm(
         frames["train"], frames["val"], {"test": frames["test"]}, seed=cfg.seed, **params
     )
