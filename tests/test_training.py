@@ -416,6 +416,26 @@ def test_multirun_of_two_jobs_makes_two_runs(tmp_path):
         assert noise not in output
 
 
+@pytest.mark.integration
+def test_a_disabled_wandb_run_stages_nothing_outside_the_run(tmp_path, monkeypatch):
+    """With WANDB_MODE=disabled the model artifact still copied the checkpoint, spec and metrics into W&B's
+    staging folder under $HOME, read-only and never cleared (dogfood 49)."""
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb_data"))
+    cfg = compose_train(
+        [
+            "+experiment=smoke",
+            f"paths.output_dir={tmp_path / 'run'}",
+            f"paths.data_dir={tmp_path / 'data'}",
+            "data.synthetic.sessions=300",
+            "trainer.max_epochs=1",
+        ]
+    )
+    assert cfg.logger._target_.endswith("WandbLogger")
+    train(cfg)
+    assert (tmp_path / "run" / "metrics.json").is_file()
+    assert not [p for p in (tmp_path / "wandb_data").rglob("*") if p.is_file()]
+
+
 @pytest.mark.integration  # W&B offline starts its service process
 def test_a_failed_training_still_finishes_its_wandb_run(tmp_path, monkeypatch):
     import wandb
