@@ -207,7 +207,10 @@ def test_bad_input_names_the_column_and_the_row_count(scorer, one_session):
         (one_session.with_columns(pl.col(amount).cast(pl.String)), f"'{amount}' has type"),
         (one_session.with_columns(pl.col(device).cast(pl.Float64, strict=False)), f"'{device}' has type"),
         (_set_null(one_session, s.session_id, 2), f"'{s.session_id}': 2 row\\(s\\) have a null session id"),
-        (_set_null(one_session, s.timestamp, 3), f"'{s.timestamp}': 3 row\\(s\\) have a null timestamp"),
+        (
+            _set_null(one_session, s.timestamp, 3),
+            f"'{s.timestamp}': 3 row\\(s\\) have a null timestamp \\(session '",
+        ),
         (
             one_session.with_columns(pl.lit(" ").alias(s.session_id)),
             f"'{s.session_id}': {one_session.height} row\\(s\\) have a blank session id",

@@ -223,7 +223,12 @@ def test_an_empty_part_is_left_out_whatever_its_column_types(tmp_path):
 def test_null_timestamps(tmp_path):
     ts = [T0, None, T0, None, None]
     path = write(events(timestamp=pl.Series(ts, dtype=pl.Datetime("us"))), tmp_path / "e.parquet")
-    fails(path, path, "column 'timestamp': 3 row(s) have a null timestamp")
+    fails(path, path, "column 'timestamp': 3 row(s) have a null timestamp (session 's1'")
+    # In a folder of files, the file of the first one (it named neither file nor session: dogfood 48).
+    shards = tmp_path / "shards"
+    write(events(), shards / "part-0.parquet")
+    write(events(timestamp=pl.Series(ts, dtype=pl.Datetime("us"))), shards / "part-1.parquet")
+    fails(shards, "3 row(s) have a null timestamp (session 's1', in", "part-1.parquet)")
 
 
 def test_null_integer_epochs(tmp_path):

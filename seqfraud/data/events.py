@@ -1099,14 +1099,12 @@ def validate_sessions(
     if n := int(sessions.filter(blank(S.SESSION_ID))["n_events"].sum()):
         fail_rows(source, schema.session_id, n, BLANK_ID, first(blank(S.SESSION_ID), schema.session_id))
     for col, what, where in (
-        ("n_ts_null", "have a null timestamp", None),
+        ("n_ts_null", "have a null timestamp", pl.col(S.TS_PRESENT).not_()),
         ("n_ts_unparsed", UNPARSED, TS_UNPARSED_ROWS),
         ("n_ts_out_of_range", out_of_range_text(schema, epoch_unit, origin), pl.col(S.TS_OUT_OF_RANGE)),
     ):
         if n := int(sessions[col].sum()):
-            fail_rows(
-                source, schema.timestamp, n, what, "" if where is None else first(where, schema.timestamp)
-            )
+            fail_rows(source, schema.timestamp, n, what, first(where, schema.timestamp))
     if "n_event_id_repeats" in sessions.columns:
         refuse_repeated_ids(sessions, source, str(schema.event_id))
     report["duplicate_rows"] = int(sessions["n_duplicate_rows"].sum())

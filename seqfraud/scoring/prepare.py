@@ -191,7 +191,14 @@ def normalized_events(lf: pl.LazyFrame, spec: Spec, source: str, *, keep_ids: bo
         fail_rows(source, schema.session_id, n, BLANK_ID)
     n_null = events.height - int(events[S.TS_PRESENT].sum())
     if n_null:
-        fail_rows(source, schema.timestamp, n_null, "have a null timestamp")
+        where = pl.col(S.TS_PRESENT).not_()
+        fail_rows(
+            source,
+            schema.timestamp,
+            n_null,
+            "have a null timestamp",
+            first_bad(events, where, lf, schema.timestamp),
+        )
     n_out = int(events[S.TS_OUT_OF_RANGE].sum())
     if n := events[S.TS_US].null_count() - n_out:  # not null on input nor out of range: it did not parse
         fail_rows(

@@ -74,7 +74,9 @@ def log_run(logger, metrics: dict[str, Any], predictions: dict[str, pl.DataFrame
     import wandb
 
     run = logger.experiment
-    if getattr(run, "disabled", False):  # WANDB_MODE=disabled: an artifact still copied the checkpoint into $HOME
+    if getattr(
+        run, "disabled", False
+    ):  # WANDB_MODE=disabled: an artifact still copied the checkpoint into $HOME
         return
     test = predictions["test"]
     y = test[S.LABEL].to_numpy()
