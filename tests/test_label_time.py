@@ -291,7 +291,8 @@ def test_conflicting_label_times_in_the_label_table(tmp_path):
     fails(
         ev,
         lab,
-        "column 'known_at': 1 row(s) are sessions listed with conflicting label times",
+        "column 'known_at': 2 row(s) belong to 1 session(s) listed with conflicting label times",
+        "keep the one that stands",
         labels=lab,
     )
 

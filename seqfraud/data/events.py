@@ -975,19 +975,33 @@ def read_labels(
         )
     if any_event:
         labels = labels.filter(pl.col(S.LABEL) == pl.col(S.LABEL).max().over(S.SESSION_ID))
-    dupes = labels.group_by(S.SESSION_ID).agg(pl.col(S.LABEL).n_unique().alias("k")).filter(pl.col("k") > 1)
-    if dupes.height:
-        fail_rows(
-            source,
-            schema.label,
-            dupes.height,
-            f"are sessions listed with conflicting labels (first: {dupes[S.SESSION_ID].min()!r})",
-        )
+    refuse_conflicts(labels, pl.col(S.LABEL), source, schema.label, "labels")
     if lt is not None:
         labels = _check_label_times(labels, schema, source, lf, have[lt], timestamp_unit, any_event)
+    if not any_event and (repeats := labels.height - labels[S.SESSION_ID].n_unique()):
+        log.warning(  # the same session, label and label time again: read once, said, not dropped unsaid
+            "%s: %s row(s) repeat another row's session, label and label time: each session's label is read once",
+            source,
+            f"{repeats:,}",
+        )
     return labels.drop(S.ROW_INDEX).unique(S.SESSION_ID, keep="first", maintain_order=True).with_columns(
         pl.col(S.LABEL).cast(pl.Int8)
     ), source
+
+
+def refuse_conflicts(labels: pl.DataFrame, value: pl.Expr, source: str, column: str, what: str) -> None:
+    """A label table's sessions listed with more than one ``value``: their rows counted (the sessions were
+    counted as rows: dogfood 48), and what to do."""
+    conflicting = labels.filter(value.n_unique().over(S.SESSION_ID) > 1)
+    if conflicting.height:
+        sessions = conflicting[S.SESSION_ID]
+        fail_rows(
+            source,
+            column,
+            conflicting.height,
+            f"belong to {sessions.n_unique():,} session(s) listed with conflicting {what} (first: {sessions.min()!r}): "
+            "a label table holds one label a session; keep the one that stands (e.g. the latest review)",
+        )
 
 
 def _check_label_times(
@@ -1025,14 +1039,7 @@ def _check_label_times(
             .otherwise(us)
             .alias(S.LABEL_TIME_US)
         )
-    dupes = labels.group_by(S.SESSION_ID).agg(us.n_unique().alias("k")).filter(pl.col("k") > 1)
-    if dupes.height:
-        fail_rows(
-            source,
-            lt,
-            dupes.height,
-            f"are sessions listed with conflicting label times (first: {dupes[S.SESSION_ID].min()!r})",
-        )
+    refuse_conflicts(labels, us, source, lt, "label times")
     return labels.drop(S.LABEL_TIME_PRESENT, S.LABEL_TIME_OUT_OF_RANGE)
 
 
