@@ -342,6 +342,31 @@ def test_manifest_reports_calibration_before_and_after(exported_artifact):
     assert {"calibration.json", "reliability.png"} <= set(m["files"])
 
 
+def test_a_calibration_that_made_test_worse_is_said_at_export(caplog):
+    """A dogfood's Platt fit on 8 validation frauds raised the test Brier score from 0.0104 to 0.0136, and only
+    calibration.json said so."""
+    from seqfraud.calibration import Calibration
+    from seqfraud.export.exporter import warn_if_calibration_hurt
+
+    def report(raw: float, calibrated: float) -> dict:
+        scores = {
+            "brier_raw": raw,
+            "brier_calibrated": calibrated,
+            "ece_raw": 0.0018,
+            "ece_calibrated": 0.0115,
+        }
+        return {"val": {"sessions": 538, "positives": 8}, "test": {"sessions": 665, "positives": 7, **scores}}
+
+    platt = Calibration("platt", {"a": 4.16, "b": 13.48})
+    with caplog.at_level("WARNING", logger="seqfraud.export.exporter"):
+        warn_if_calibration_hurt(platt, report(0.0104, 0.0104))
+        warn_if_calibration_hurt(Calibration(), report(0.0104, 0.0136))  # none: nothing was fitted
+        assert not caplog.text
+        warn_if_calibration_hurt(platt, report(0.0104, 0.0136))
+    assert "calibration=platt, fitted on 538 validation session(s) with 8 fraud(s)" in caplog.text
+    assert "Brier 0.0104 raw, 0.0136 calibrated" in caplog.text and "calibration=none" in caplog.text
+
+
 @pytest.mark.usefixtures("one_torch_thread")
 def test_band_override_at_load(exported_artifact, one_session):
     scorer = Scorer.load(exported_artifact, thresholds={"review": 0.0, "decline": 1.0})
