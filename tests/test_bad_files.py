@@ -451,3 +451,30 @@ def test_a_column_of_nulls_scores_as_missing_whatever_its_type_and_is_named(scor
         pl.read_parquet(tmp_path / "nulls_scores.parquet")
     )
     assert f"column '{amount}' is null in every row" in caplog.text
+
+
+def test_a_column_recoded_upstream_is_named_when_scored(scorer, tmp_path, caplog):
+    """A column whose every value is outside the vocabulary (Y/N where the model learnt true/false) scored without
+    a word (dogfood 48); a header-only file said its columns were null before it said it was empty."""
+    from seqfraud.data.events import DataValidationError
+    from seqfraud.scoring.batch import score_file
+
+    device = scorer.spec.schema.categorical[0]
+    many = pl.concat(
+        [GOOD.with_columns(pl.col(SID) + f"-{k}") for k in range(5)]
+    )  # 60 values: not a few sessions
+    recoded = many.with_columns(pl.lit("Y").alias(device))
+    recoded.write_parquet(tmp_path / "recoded.parquet")
+    with caplog.at_level("WARNING", logger="seqfraud.scoring.batch"):
+        score_file(scorer, str(tmp_path / "recoded.parquet"), tmp_path / "s.parquet", progress=False)
+        assert f"column '{device}' holds no value the model learnt (e.g. 'Y'" in caplog.text
+        caplog.clear()
+        known = many.with_columns(pl.lit(scorer.spec.vocab[device][0]).alias(device))
+        score_file(
+            scorer, str(_write(tmp_path / "k.parquet", known)), tmp_path / "k_s.parquet", progress=False
+        )
+        assert f"column '{device}' holds no value" not in caplog.text
+        GOOD.head(0).write_csv(tmp_path / "empty.csv")
+        with pytest.raises(DataValidationError, match="empty"):
+            score_file(scorer, str(tmp_path / "empty.csv"), tmp_path / "e.parquet", progress=False)
+    assert "null in every row" not in caplog.text

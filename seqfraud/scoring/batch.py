@@ -38,6 +38,7 @@ from seqfraud.scoring.scorer import Scorer
 log = logging.getLogger(__name__)
 
 CHUNK_EVENTS = 1_000_000
+RECODED_MIN_VALUES = 50  # fewer values, all unseen, may be a few sessions of a new category
 
 
 def iter_scores(
@@ -69,6 +70,13 @@ def iter_sequences(
         check_columns(events, spec.schema, source, with_label=False, missing_hint=SCORING_NAMES), spec, source
     )
     optional = [*spec.schema.categorical, *spec.schema.numerical]
+    have = events.collect_schema()
+    # Text columns whose values can be looked up as they stand (a Boolean or integer column is spelt otherwise).
+    texts = [
+        c
+        for c in spec.schema.categorical_fields
+        if spec.vocab.get(c) and have[c] in (pl.String, pl.Categorical)
+    ]
     lengths = pl.col(spec.schema.session_id).unique_counts()
     with reading(source):
         counts = events.select(
@@ -77,11 +85,29 @@ def iter_sequences(
             (lengths > spec.max_len).sum().alias("truncated"),
             lengths.max().alias("longest"),
             *(pl.col(c).null_count().alias(f"__nulls_{i}") for i, c in enumerate(optional)),
+            *(
+                pl.col(c).cast(pl.String).is_in(spec.vocab[c]).sum().alias(f"__known_{i}")
+                for i, c in enumerate(texts)
+            ),
+            *(pl.col(c).drop_nulls().first().alias(f"__first_{i}") for i, c in enumerate(texts)),
+            *(pl.col(c).count().alias(f"__values_{i}") for i, c in enumerate(texts)),
         ).collect()
+    n_rows = counts["len"].item()
     for i, c in enumerate(optional):  # legal (a null is a missing value), but more often a broken export
-        if counts[f"__nulls_{i}"].item() == counts["len"].item():
+        if n_rows and counts[f"__nulls_{i}"].item() == n_rows:
             log.warning(
                 "%s: column %r is null in every row: every event scores as if it had no value", source, c
+            )
+    # A recoding upstream (Y/N for true/false: dogfood 48), not a new category: every one of many values unseen.
+    for i, c in enumerate(texts):
+        if counts[f"__values_{i}"].item() >= RECODED_MIN_VALUES and not counts[f"__known_{i}"].item():
+            log.warning(
+                "%s: column %r holds no value the model learnt (e.g. %r; it learnt %s): every event reads it as "
+                "an unknown value. Was the column recoded?",
+                source,
+                c,
+                counts[f"__first_{i}"].item(),
+                spec.vocab[c][:5],
             )
     if truncated := counts["truncated"].item():
         log.warning(
