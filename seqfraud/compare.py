@@ -294,10 +294,17 @@ def rank_runs(
 
 
 def test_sets(runs: list[Run]) -> list[list[str]]:
-    """The runs' names grouped by the sessions of their test predictions."""
+    """The runs' names grouped by the sessions of their test predictions and, where every run records them, by
+    the digests of the event and label files it read: another log whose ids and split matched was ranked beside
+    the first (dogfood 49)."""
+    inputs = [(r.metrics.get("provenance") or {}).get("inputs") for r in runs]
+    digests = [
+        "|".join(str((i.get(k) or {}).get("sha256")) for k in ("events", "labels")) if i else None
+        for i in inputs
+    ]
     groups: dict[str, list[str]] = {}
-    for run in runs:
+    for run, digest in zip(runs, digests):
         ids = pl.read_parquet(predictions(run.path, "test"), columns=[S.SESSION_ID])[S.SESSION_ID]
         key = hashlib.sha256("\n".join(ids.sort().to_list()).encode()).hexdigest()
-        groups.setdefault(key, []).append(run.name)
+        groups.setdefault(f"{key}{digest if None not in digests else ''}", []).append(run.name)
     return list(groups.values())

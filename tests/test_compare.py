@@ -101,6 +101,19 @@ def test_runs_tested_on_other_sessions_are_named_in_a_warning(runs, tmp_path, ca
     assert head[:2] == ["test set", "rank"]
     assert [cells[:2] for cells in body] == [["A", "1"], ["A", "2"], ["B", "1"]]
     assert (tmp_path / "board" / "leaderboard.md").read_text().count("| B | 1 |") == 1
+    # Another log whose ids and split match: the same test session ids, other event bytes (dogfood 49).
+    import json
+
+    relog = tmp_path / "relog"
+    shutil.copytree(runs / "1", relog / "1")
+    metrics = json.loads((relog / "1" / "metrics.json").read_text())
+    assert metrics["provenance"]["inputs"]["events"]["sha256"]
+    metrics["provenance"]["inputs"]["events"]["sha256"] = "0" * 64
+    (relog / "1" / "metrics.json").write_text(json.dumps(metrics))
+    caplog.clear()
+    rows = write_leaderboard([runs / "0", runs / "1", relog / "1"], tmp_path / "relog_board")
+    assert "2 different sets of sessions" in caplog.text
+    assert sorted(r["test_set"] for r in rows) == ["A", "A", "B"]
 
 
 def test_a_failed_run_beside_finished_ones_is_left_out_with_a_warning(runs, tmp_path, caplog):
