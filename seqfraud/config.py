@@ -34,7 +34,7 @@ def packaged(name: str) -> dict[str, Any]:
 
 def wrong_type(given: Mapping[str, Any], reference: Mapping[str, Any], prefix: str = "") -> str | None:
     """The first value of ``given`` whose packaged default in ``reference`` is a number or a boolean and that is
-    not one (an interpolation aside), as ``"section.key: ..."``: ``optim.lr=fast`` failed with a TypeError
+    not one (an interpolation aside), as ``"section.key must be ..."``: ``optim.lr=fast`` failed with a TypeError
     traceback, after preprocessing (dogfood 49)."""
     for key, value in given.items():
         default = reference.get(key)

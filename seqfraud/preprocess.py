@@ -63,6 +63,10 @@ class Prepared:
         another log). None where there was none, or the output predates the record."""
         return ((self.report.get("inputs") or {}).get(key) or {}).get("path")
 
+    def digest(self, key: str) -> str | None:
+        """The SHA-256 of that input's files as read (:func:`input_record`), where the report records it."""
+        return ((self.report.get("inputs") or {}).get(key) or {}).get("sha256")
+
     @property
     def inputs_recorded(self) -> bool:
         """Whether the report records its inputs (outputs of seqfraud from before that record do not)."""

@@ -165,9 +165,10 @@ def test_a_hybrids_embeddings_of_other_events_or_of_unknown_making_are_warned_ab
     from seqfraud.training.embeddings import check_embedding_record
 
     fit_info = {"val_start": "2026-03-01T00:00:00+00:00", "test_start": "2026-04-01T00:00:00+00:00"}
-    prepared = SimpleNamespace(
-        spec=SimpleNamespace(fit_info=fit_info), report={"inputs": {"events": {"sha256": "a" * 64}}}
-    )
+    from seqfraud.preprocess import Prepared
+
+    report = {"inputs": {"events": {"sha256": "a" * 64}}}
+    prepared = Prepared(SimpleNamespace(fit_info=fit_info), {}, report, None, None)
     frame = pl.DataFrame({S.SESSION_ID: ["s"], S.embedding_column(0): [0.5]})
     cases = {
         "ours": (embedding_record(fit_info, labels_read=True, events_sha256="a" * 64), None),

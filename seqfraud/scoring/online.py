@@ -859,11 +859,10 @@ def read_labels(labels: list[Mapping[str, Any]], spec: Spec, source: str) -> lis
         taken = as_frame(records, lt_spec, source)
         if taken.schema[time_key] == pl.String:  # a date alone, as label tables may give it
             taken = taken.with_columns(label_day_end(pl.col(time_key)))
+        # The events' rules, in a label time's words: a date alone also parses.
         try:
             frame = normalized_events(taken.lazy(), lt_spec, source)
-        except (
-            DataValidationError
-        ) as e:  # the events' rules, in a label time's words: a date alone also parses
+        except DataValidationError as e:
             raise DataValidationError(str(e).replace(UNPARSED, LABEL_TIME_UNPARSED)) from None
         for i, t in zip(given, frame[S.TS_US].to_list()):
             us[i] = t

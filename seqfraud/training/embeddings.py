@@ -36,13 +36,10 @@ def write_session_embeddings(run_dir: str | Path, out: str | Path) -> pl.DataFra
     run = Path(run_dir)
     frame = session_embeddings(run)
     prepared = load_prepared(rundir.prepared_dir(run))
-    model = json.loads((run / rundir.METRICS_FILE).read_text()).get(
-        "model"
-    )  # there: session_embeddings checks
+    # metrics.json is there: session_embeddings refuses a run without it.
+    model = json.loads((run / rundir.METRICS_FILE).read_text()).get("model")
     record = embedding_record(
-        prepared.spec.fit_info,
-        labels_read=model != "pretrain",
-        events_sha256=((prepared.report.get("inputs") or {}).get("events") or {}).get("sha256"),
+        prepared.spec.fit_info, labels_read=model != "pretrain", events_sha256=prepared.digest("events")
     )
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     frame.write_parquet(out, metadata=record)
@@ -153,7 +150,7 @@ def check_embedding_record(path: str | Path, prepared: Prepared) -> None:
                 f"{'validation' if key == 'val_start' else 'test'} sessions; embed a pretraining run (no labels), or "
                 "a model whose training ended before this run's validation period"
             )
-    events = ((prepared.report.get("inputs") or {}).get("events") or {}).get("sha256")
+    events = prepared.digest("events")
     if record.get("events_sha256") and events and record["events_sha256"] != events:
         log.warning(
             "model.embeddings=%s: it embedded other events (SHA-256 %s...) than this run reads (%s...): sessions "
