@@ -228,17 +228,21 @@ def test_embeddings_of_a_run_feed_the_lightgbm_hybrid(pretrained, tmp_path) -> N
 def test_embeddings_of_an_artifact_join_by_the_logs_id_column(tmp_path) -> None:
     """``seqfraud embed --artifact`` writes the log's id column in its own type (``sess``, Int64), which the
     hybrid refused as not a file of seqfraud embed (dogfood 24); ids are read as text, as everywhere."""
+    from types import SimpleNamespace
+
     import polars as pl
 
     from seqfraud.errors import ConfigError
+    from seqfraud.preprocess import Prepared
     from seqfraud.training.embeddings import with_embeddings
 
+    prepared = Prepared(SimpleNamespace(fit_info={}), {}, {}, None, None)  # the run: nothing to check against
     frames = {"train": pl.DataFrame({"session_id": ["7", "8"], "x": [1.0, 2.0]})}
     pl.DataFrame({"sess": [8, 7], "emb_0": [0.8, 0.7]}).write_parquet(tmp_path / "e.parquet")
-    joined = with_embeddings(frames, tmp_path / "e.parquet", "sess")["train"]
+    joined = with_embeddings(frames, tmp_path / "e.parquet", "sess", prepared)["train"]
     assert joined["emb_0"].to_list() == [0.7, 0.8]
     with pytest.raises(ConfigError, match=r"not a file of seqfraud embed \(session_id or visit, emb_0"):
-        with_embeddings(frames, tmp_path / "e.parquet", "visit")
+        with_embeddings(frames, tmp_path / "e.parquet", "visit", prepared)
 
 
 @pytest.mark.slow

@@ -131,10 +131,13 @@ def check_settings(cfg: DictConfig, *, sections: Mapping[str, Any] | None = None
     if freeze and not cfg.get("init_from"):
         raise ConfigError(f"freeze_epochs={freeze} freezes a pretrained encoder: it needs init_from=RUN")
     epochs = OmegaConf.select(cfg, "trainer.max_epochs")
-    if freeze and isinstance(epochs, int) and 0 < epochs <= freeze:
-        raise ConfigError(
-            f"freeze_epochs={freeze} holds the encoder fixed for every one of trainer.max_epochs={epochs}: only the "
-            "head would learn; freeze fewer epochs than the run trains"
+    if (
+        freeze and isinstance(epochs, int) and 0 < epochs <= freeze
+    ):  # a linear probe, if meant: said, not refused
+        log.warning(
+            "freeze_epochs=%d holds the encoder fixed for every one of trainer.max_epochs=%d: only the head learns",
+            freeze,
+            epochs,
         )
     for name, callback in (settings.get("callbacks") or {}).items():
         check_callback(f"callbacks.{name}", callback)
