@@ -332,8 +332,9 @@ class Artifact:
             )
         if outputs is not None:
             tokens, lengths = example_inputs(self.spec)
-            # Unoptimized: the probe leaves TorchScript's profiling runs, and its shapes, to real inputs.
-            with torch.inference_mode(), torch.jit.optimized_execution(False):
+            # Not under torch.jit.optimized_execution(False): the module then ran 5% slower for good (0.78 against
+            # 0.74 ms at 128 events, alternating in one process); this probe leaves it as fast as an unprobed one.
+            with torch.inference_mode():
                 shape = tuple(module(tokens, lengths).shape)
             if shape != (len(lengths), *outputs):
                 raise ArtifactError(
