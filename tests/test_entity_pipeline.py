@@ -279,7 +279,7 @@ def test_a_store_seeded_with_a_history_scores_like_batch_with_it(
     from seqfraud.scoring.online import OnlineScorer, seed
     from seqfraud.scoring.prepare import as_frame, normalized_events
     from seqfraud.scoring.scorer import Scorer
-    from seqfraud.scoring.state import MemoryStore
+    from seqfraud.scoring.state import Label, MemoryStore
 
     scored, other, labels = split_log(entity_run)
     chosen = scored["session_id"].unique().sort().head(4)
@@ -289,7 +289,11 @@ def test_a_store_seeded_with_a_history_scores_like_batch_with_it(
     store = MemoryStore()
     rows, n_labels = seed(store, scorer.history, scorer.spec)
     assert rows == other.height and n_labels == scorer.history.labels.height > 0
+    # A chargeback posted since the table was made stays when the store is seeded again (it was reverted).
+    posted = Label(scorer.history.labels[S.SESSION_ID][0], 1, 1_900_000_000_000_000)
+    store.add_labels([posted])
     assert seed(store, scorer.history, scorer.spec) == (rows, n_labels)
+    assert store.labels([posted.session_id]) == [posted]
     held = store.entity_rows(other["session_id"].unique().to_list())
     assert len(held) == rows  # keyed as /events keys them: no row twice
     online = OnlineScorer(scorer, store)

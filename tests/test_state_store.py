@@ -180,9 +180,13 @@ def test_labels_round_trip_and_latest_wins(store: StateStore):
         Label("s2", 0, 123),
         Label("s3", 1, 2),
     ]
-    store.add_labels([Label("s1", 0, 999)])
+    assert store.add_labels([Label("s1", 0, 999)]) == 1
     assert store.labels(["s1"]) == [Label("s1", 0, 999)]
     assert store.labels([]) == []
+    # A seed keeps a label held: a chargeback posted live was reverted by the history's older label at every
+    # restart that seeded again (dogfood 51).
+    assert store.add_labels([Label("s1", 1, 5), Label("s4", 1, 7)], keep_held=True) == 1
+    assert store.labels(["s1", "s4"]) == [Label("s1", 0, 999), Label("s4", 1, 7)]
 
 
 # --- MemoryStore ----------------------------------------------------------------------------------------------

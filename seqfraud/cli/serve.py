@@ -244,8 +244,8 @@ def main(argv: list[str] | None = None) -> None:
             if target is not store:
                 target.close()
         log.info(
-            "seeded the store from %s: %s entity rows and %s labels (rows and labels it held already are "
-            "written again, not added)",
+            "seeded the store from %s: %s entity rows and %s labels (rows it held already are written again, "
+            "not added; labels it held are kept)",
             history.source,
             f"{rows:,}",
             f"{labels:,}",

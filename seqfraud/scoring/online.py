@@ -797,8 +797,14 @@ def seed(store: StateStore, history: History, spec: Spec) -> tuple[int, int]:
         Label(sid, int(label), at)
         for sid, label, at in zip(table[S.SESSION_ID].to_list(), table[S.LABEL].to_list(), times)
     ]
-    if labels:
-        store.add_labels(labels)
+    written = store.add_labels(labels, keep_held=True) if labels else 0
+    if written < len(
+        labels
+    ):  # posted since the table was made, or corrected: seeding reverted them (dogfood 51)
+        log.info(
+            "seeding kept %d label(s) the store held already over the history's (POST /labels changes a label)",
+            len(labels) - written,
+        )
     store.mark_seeded()
     return len(rows), len(labels)
 

@@ -255,12 +255,20 @@ class RedisStore(StateStore):
             raise StoreCorrupt(f"Redis at {self.where}: {what}: {value[:80]!r}", public=what) from e
         return EntityRow(event_key, session_id, ts_us, tuple(values))
 
-    def add_labels(self, labels: list[Label]) -> None:
+    def add_labels(self, labels: list[Label], *, keep_held: bool = False) -> int:
         latest = {_bytes(lb.session_id): _json([lb.label, lb.label_time_us]) for lb in labels}
         if not latest:
-            return
+            return 0
         with self._reachable():
-            self._client.hset(self._labels_key, items=[part for pair in latest.items() for part in pair])
+            if not keep_held:
+                self._client.hset(self._labels_key, items=[part for pair in latest.items() for part in pair])
+                return len(latest)
+            with self._client.pipeline(
+                transaction=False
+            ) as pipe:  # HSETNX: a field held, by any replica, stays
+                for field, value in latest.items():
+                    pipe.hsetnx(self._labels_key, field, value)
+                return sum(map(int, pipe.execute()))
 
     def labels(self, session_ids: Iterable[str]) -> list[Label]:
         sids = list(session_ids)

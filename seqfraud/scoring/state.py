@@ -140,7 +140,9 @@ class StateStore(ABC):
         """The rows of these sessions, in no particular order (a backend with retention may have dropped some)."""
 
     @abstractmethod
-    def add_labels(self, labels: list[Label]) -> None: ...
+    def add_labels(self, labels: list[Label], *, keep_held: bool = False) -> int:
+        """Store ``labels``, a later one of a session replacing the one held; with ``keep_held`` (a seed) a held
+        one stays, since it may have been posted since the seed's label table was made. The labels written."""
 
     @abstractmethod
     def labels(self, session_ids: Iterable[str]) -> list[Label]: ...
@@ -327,9 +329,11 @@ class MemoryStore(StateStore):
         with self._lock:
             return [row for sid in session_ids for row in self._rows.get(sid, {}).values()]
 
-    def add_labels(self, labels: list[Label]) -> None:
+    def add_labels(self, labels: list[Label], *, keep_held: bool = False) -> int:
         with self._lock:
             now = self.clock()
+            if keep_held:
+                labels = [label for label in labels if label.session_id not in self._labels]
             self._labels.update((label.session_id, (now, label)) for label in labels)
             for sid in (label.session_id for label in labels if label.session_id not in self._rows):
                 self._unseen[sid] = None
@@ -346,6 +350,7 @@ class MemoryStore(StateStore):
                     self.max_sessions,
                 )
             self._retire()
+            return len(labels)
 
     def labels(self, session_ids: Iterable[str]) -> list[Label]:
         with self._lock:
