@@ -69,6 +69,19 @@ def paired_win_share(y, a, b, *, resamples: int = 1000, seed: int = 0) -> float:
     return wins / drawn if drawn else 0.0
 
 
+def chance_p_value(y, p) -> float:
+    """One-sided p-value of the scores ranking the positives above the negatives no better than chance (the
+    Mann-Whitney U test, ROC-AUC > 0.5), 1.0 without both classes. Not the PR-AUC against a constant score: a
+    random ranking's PR-AUC sits above the base rate with few positives, and noise passed a 95% rule on that
+    in 6 of 40 simulations (dogfood 50)."""
+    from scipy.stats import mannwhitneyu
+
+    y, p = np.asarray(y), np.asarray(p, dtype=np.float64)
+    if y.min(initial=0) == y.max(initial=0):
+        return 1.0
+    return float(mannwhitneyu(p[y == 1], p[y == 0], alternative="greater", method="asymptotic").pvalue)
+
+
 def weighted_pr_auc(y, p, counts: np.ndarray) -> np.ndarray:
     """PR-AUC (``average_precision_score``) of ``(y, p)`` with each row of ``counts`` ``[resamples, n]`` as the
     sample weights (each row must weigh some positive): one sort for all of them. Steps at each distinct score,

@@ -51,7 +51,7 @@ def test_stacked_run_scores_with_lightgbm_over_out_of_fold_scores(stacked_run):
     assert report["folds"] == 2 and report["best_iteration"] >= 1
     assert report["chosen"] in ("stacked", "aggregates")  # this run's stacker (a tiny model, one epoch)
     assert report["confidence"] == 0.95 and set(report["win_share"]) == {"stacked", "sequence"}
-    signal = report["sequence_out_of_fold"]["win_share"] >= report["confidence"]
+    signal = report["sequence_out_of_fold"]["chance_p_value"] <= 1 - report["confidence"]
     sure = [k for k, share in report["win_share"].items() if signal and share >= report["confidence"]]
     val = report["candidates_val_pr_auc"]
     assert report["chosen"] == max(sure, key=val.get, default="aggregates")
@@ -94,7 +94,7 @@ def test_out_of_fold_scores_without_signal_leave_the_baseline_whatever_validatio
     with caplog.at_level("WARNING", logger="seqfraud.training.stacking"):
         run = train_into(tmp_path, "+experiment=smoke", "model=stacked", *tiny, "trainer.max_epochs=1")
     report = json.loads((run / STACKING_REPORT).read_text())
-    assert report["chosen"] == "aggregates" and report["sequence_out_of_fold"]["win_share"] < 0.95
+    assert report["chosen"] == "aggregates" and report["sequence_out_of_fold"]["chance_p_value"] > 0.05
     assert report["win_share"] == {"stacked": 1.0, "sequence": 1.0}
     assert "no evidence the score carries signal" in caplog.text
     metrics = json.loads((run / "metrics.json").read_text())

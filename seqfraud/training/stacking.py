@@ -13,8 +13,8 @@ The ``stacking`` section of ``model`` is the stacker's; the rest of it is the se
 4. The baseline is kept unless another candidate (``model.stacking.candidates``: the stacker with the score,
    and the refit sequence model alone) beats it on validation PR-AUC in at least ``model.stacking.confidence``
    (0.95) of paired bootstrap resamples; of those that do, the one best on validation is kept. Where there are
-   out-of-fold scores, they must first beat a constant score on the training sessions as surely, or the
-   baseline is kept. A stacker is
+   out-of-fold scores, they must also rank the training frauds above chance at that confidence (a one-sided
+   Mann-Whitney test), or the baseline is kept. A stacker is
    saved as ``stacker.txt``; the sequence model alone saves none, so the run exports as a plain sequence model.
 
 Costs ``folds + 1`` sequence fits, one when the stacker is not a candidate (steps 1 and 3's first fit are then
@@ -42,7 +42,7 @@ from seqfraud.baselines import STACKER_FILE, Stacker, fit_lightgbm, session_aggr
 from seqfraud.config import plain
 from seqfraud.data.shards import ROW_GROUP_SESSIONS, shard_files, shard_name
 from seqfraud.errors import ConfigError
-from seqfraud.metrics import classification_metrics, paired_win_share
+from seqfraud.metrics import chance_p_value, classification_metrics, paired_win_share
 from seqfraud.preprocess import Prepared
 from seqfraud.rundir import STACKING_REPORT
 from seqfraud.training.launch import launcher_rank_and_world
@@ -199,15 +199,9 @@ def fit_stacked(
     confidence, resamples = float(stacking.get("confidence", 0.95)), int(stacking.get("resamples", 500))
     # Validation chose the candidates' checkpoints and trees, so it flatters them (a dogfood's stacker stopped at 2
     # trees kept a score whose out-of-fold ROC-AUC was 0.45 on 8 validation frauds, and lost to LightGBM on test):
-    # the score must also carry signal where nothing was chosen, out of fold on the training sessions, beating a
-    # constant score as surely as a candidate must beat the baseline.
-    oof_share = (
-        None
-        if oof is None
-        else paired_win_share(
-            labels["train"], oof, np.zeros_like(oof), resamples=resamples, seed=int(cfg.seed)
-        )
-    )
+    # the score must also carry signal where nothing was chosen, out of fold on the training sessions, ranking
+    # frauds above chance at the same confidence as a candidate must beat the baseline.
+    oof_p = None if oof is None else chance_p_value(labels["train"], oof)
     chosen, win_share = choose_candidate(
         labels["val"],
         {kind: c[2]["val"] for kind, c in candidates.items()},
@@ -217,15 +211,15 @@ def fit_stacked(
         resamples=resamples,
         seed=int(cfg.seed),
     )
-    if oof is not None and oof_share is not None and oof_share < confidence:
+    if oof is not None and oof_p is not None and oof_p > 1 - confidence:
         log.warning(
-            "stacking: the sequence model's out-of-fold scores beat a constant score on the training sessions in "
-            "%.1f%% of resamples (under model.stacking.confidence, %.0f%%; PR-AUC %.4f against a base rate of "
-            "%.4f): no evidence the score carries signal, so the baseline (LightGBM on the aggregates) is kept",
-            100 * oof_share,
-            100 * confidence,
-            ap("train", oof)["pr_auc"],
-            float(labels["train"].mean()),
+            "stacking: the sequence model's out-of-fold scores rank the training frauds no surer than chance "
+            "(ROC-AUC %.3f, one-sided p = %.3g, over the %.2g that model.stacking.confidence=%g allows): no "
+            "evidence the score carries signal, so the baseline (LightGBM on the aggregates) is kept",
+            ap("train", oof)["roc_auc"],
+            oof_p,
+            1 - confidence,
+            confidence,
         )
         chosen = "aggregates"
     text, best_iteration, kept = candidates[chosen]
@@ -239,7 +233,7 @@ def fit_stacked(
         "candidates_val_pr_auc": val_ap,
         "win_share": win_share,
         "confidence": confidence,
-        "sequence_out_of_fold": None if oof is None else {"train": ap("train", oof), "win_share": oof_share},
+        "sequence_out_of_fold": None if oof is None else {"train": ap("train", oof), "chance_p_value": oof_p},
         "sequence": {name: ap(name, refit[name]) for name in ("val", "test")},
         "kept": {name: ap(name, kept[name]) for name in ("val", "test")},
     }
