@@ -460,10 +460,11 @@ def test_a_column_recoded_upstream_is_named_when_scored(scorer, tmp_path, caplog
     from seqfraud.scoring.batch import score_file
 
     device = scorer.spec.schema.categorical[0]
-    many = pl.concat(
-        [GOOD.with_columns(pl.col(SID) + f"-{k}") for k in range(5)]
-    )  # 60 values: not a few sessions
-    recoded = many.with_columns(pl.lit("Y").alias(device))
+    # 60 values, Y and N: not a few sessions of one new category.
+    many = pl.concat([GOOD.with_columns(pl.col(SID) + f"-{k}") for k in range(5)])
+    recoded = many.with_columns(
+        pl.when(pl.int_range(pl.len()) % 2 == 0).then(pl.lit("Y")).otherwise(pl.lit("N")).alias(device)
+    )
     recoded.write_parquet(tmp_path / "recoded.parquet")
     with caplog.at_level("WARNING", logger="seqfraud.scoring.batch"):
         score_file(scorer, str(tmp_path / "recoded.parquet"), tmp_path / "s.parquet", progress=False)
@@ -473,6 +474,10 @@ def test_a_column_recoded_upstream_is_named_when_scored(scorer, tmp_path, caplog
         score_file(
             scorer, str(_write(tmp_path / "k.parquet", known)), tmp_path / "k_s.parquet", progress=False
         )
+        assert f"column '{device}' holds no value" not in caplog.text
+        # One new value alone, however many events carry it, is a new category (dogfood 50: a new country).
+        new = many.with_columns(pl.lit("NZ").alias(device))
+        score_file(scorer, str(_write(tmp_path / "n.parquet", new)), tmp_path / "n_s.parquet", progress=False)
         assert f"column '{device}' holds no value" not in caplog.text
         GOOD.head(0).write_csv(tmp_path / "empty.csv")
         with pytest.raises(DataValidationError, match="empty"):

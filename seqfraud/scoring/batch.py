@@ -38,7 +38,7 @@ from seqfraud.scoring.scorer import Scorer
 log = logging.getLogger(__name__)
 
 CHUNK_EVENTS = 1_000_000
-RECODED_MIN_VALUES = 50  # fewer values, all unseen, may be a few sessions of a new category
+RECODED_MIN_VALUES = 50  # fewer values, all unseen, may be a few sessions of new categories
 
 
 def iter_scores(
@@ -91,6 +91,7 @@ def iter_sequences(
             ),
             *(pl.col(c).drop_nulls().first().alias(f"__first_{i}") for i, c in enumerate(texts)),
             *(pl.col(c).count().alias(f"__values_{i}") for i, c in enumerate(texts)),
+            *(pl.col(c).drop_nulls().n_unique().alias(f"__distinct_{i}") for i, c in enumerate(texts)),
         ).collect()
     n_rows = counts["len"].item()
     for i, c in enumerate(optional):  # legal (a null is a missing value), but more often a broken export
@@ -98,9 +99,11 @@ def iter_sequences(
             log.warning(
                 "%s: column %r is null in every row: every event scores as if it had no value", source, c
             )
-    # A recoding upstream (Y/N for true/false: dogfood 48), not a new category: every one of many values unseen.
+    # A recoding upstream (Y/N for true/false: dogfood 48): many values, of several kinds, and none known. One new
+    # category alone (a new country's sessions) is traffic, not a recoding (dogfood 50).
     for i, c in enumerate(texts):
-        if counts[f"__values_{i}"].item() >= RECODED_MIN_VALUES and not counts[f"__known_{i}"].item():
+        many = counts[f"__values_{i}"].item() >= RECODED_MIN_VALUES and counts[f"__distinct_{i}"].item() > 1
+        if many and not counts[f"__known_{i}"].item():
             log.warning(
                 "%s: column %r holds no value the model learnt (e.g. %r; it learnt %s): every event reads it as "
                 "an unknown value. Was the column recoded?",
