@@ -112,8 +112,11 @@ def test_runs_tested_on_other_sessions_are_named_in_a_warning(runs, tmp_path, ca
     (relog / "1" / "metrics.json").write_text(json.dumps(metrics))
     caplog.clear()
     rows = write_leaderboard([runs / "0", runs / "1", relog / "1"], tmp_path / "relog_board")
-    assert "2 different sets of sessions" in caplog.text
-    assert sorted(r["test_set"] for r in rows) == ["A", "A", "B"]
+    # Said, not set apart: one log as CSV and as Parquet differs in bytes too (dogfood 50).
+    assert (
+        "read event or label files of other contents" in caplog.text and "different sets" not in caplog.text
+    )
+    assert [r["test_set"] for r in rows] == ["", "", ""]
 
 
 def test_a_failed_run_beside_finished_ones_is_left_out_with_a_warning(runs, tmp_path, caplog):
