@@ -251,6 +251,15 @@ def test_label_time_before_the_session_starts(tmp_path):
     times = [T0, T0, KNOWN_S2, KNOWN_S2, T0]  # s3 starts 2 minutes after T0
     on_events = write(events(known_at=pl.Series(times)), tmp_path / "on.parquet")
     fails(on_events, on_events, "column 'known_at': 1 row(s) have a label time before the first event")
+    # Under on_mixed_labels=any, the rows that carry one: a fraud session's undated events were counted too.
+    dated_fraud = events(label=pl.Series([0, 0, 1, 0, 0]), known_at=pl.Series([None, None, T0, None, None]))
+    path = write(dated_fraud, tmp_path / "any.parquet")
+    fails(
+        path,
+        path,
+        "column 'known_at': 1 row(s) have a label time before the first event",
+        on_mixed_labels="any",
+    )
 
 
 def test_a_positive_label_never_known(tmp_path):
