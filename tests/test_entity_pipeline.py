@@ -8,6 +8,7 @@ import os
 import re
 from datetime import timedelta
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -142,6 +143,18 @@ def test_scoring_needs_a_history_and_reads_it_point_in_time(
         r"short history: the history starts [01]\.\d day\(s\) before .* read \d+\.0 day", caplog.text
     )
     assert caplog.text.count("the history starts") == 1  # once a history, not at every call (dogfood 42)
+    # Short of it by less than a tenth of a day, in hours: "starts 90.0 day(s) ... read 90.0 day(s)" (dogfood 51).
+    from seqfraud.features.entities import EntitySpec
+    from seqfraud.scoring.history import warn_if_short
+
+    need = max(us for us in cast(EntitySpec, scorer.spec.entity).warm_up_us().values() if us is not None)
+    nearly = pl.DataFrame({S.TS_US: [0]})
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="seqfraud.scoring.history"):
+        assert warn_if_short(nearly, pl.DataFrame({S.TS_US: [need - 3_600_000_000]}), scorer.spec, "h")
+    hours = need / 3_600e6
+    assert f"starts {hours - 1:.1f} hour(s) before the first event scored" in caplog.text
+    assert f"read {hours:.1f} hour(s) back" in caplog.text
 
     # Without the history the same sessions score differently: the features are really read.
     scorer.history = History.from_frame(other.head(0).lazy(), "empty history", labels, scorer.spec)

@@ -1165,8 +1165,9 @@ def validate_sessions(
             # A fraud session under on_mixed_labels=any is known from its first fraud event's label time, the
             # others' label times aside (a log that dates the chargebacks of its fraudulent transactions alone).
             any_fraud = pl.lit(on_mixed_labels == "any") & (pl.col("label_max") == 1)
+            hint = "" if on_mixed_labels == "any" else ANY_LABEL_TIME_HINT  # not told what it does already
             _check_label_times_on_events(
-                sessions, schema, source, epoch_unit, origin, first, any_fraud.not_()
+                sessions, schema, source, epoch_unit, origin, first, any_fraud.not_(), hint
             )
             known = (
                 pl.when(any_fraud).then(pl.col("label_time_min_positive")).otherwise(pl.col("label_time_min"))
@@ -1265,9 +1266,11 @@ def _check_label_times_on_events(
     origin: str,
     first: Callable[[pl.Expr, str], str],
     one_per_session: pl.Expr,
+    hint: str,
 ) -> None:
     """Label times on the events, from :func:`session_table`'s counts: they parse, lie in the plausible
-    range, and are one per session, like the label, in the sessions where ``one_per_session`` holds."""
+    range, and are one per session, like the label, in the sessions where ``one_per_session`` holds (``hint``
+    ends those refusals)."""
     lt = cast(str, schema.label_time)
     if n := int(sessions["n_label_time_unparsed"].sum()):
         fail_rows(source, lt, n, LABEL_TIME_UNPARSED, first(LABEL_TIME_UNPARSED_ROWS, lt))
@@ -1286,7 +1289,7 @@ def _check_label_times_on_events(
             source,
             lt,
             int(mixed["n_events"].sum()),
-            f"belong to {mixed.height:,} session(s) whose label time is not constant" + ANY_LABEL_TIME_HINT,
+            f"belong to {mixed.height:,} session(s) whose label time is not constant" + hint,
         )
     partial = sessions.filter((pl.col("n_label_time_null") > 0) & pl.col("label_time_min").is_not_null())
     if partial.height:
@@ -1295,7 +1298,7 @@ def _check_label_times_on_events(
             lt,
             int(partial["n_label_time_null"].sum()),
             f"have a null label time inside {partial.height:,} session(s) that have one on other events"
-            + ANY_LABEL_TIME_HINT,
+            + hint,
         )
 
 
