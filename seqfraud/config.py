@@ -32,6 +32,37 @@ def packaged(name: str) -> dict[str, Any]:
     return {str(k): v for k, v in data.items()} if isinstance(data, dict) else {}
 
 
+# Each config group a command line sets keys of, with the option train.yaml picks for it, under the key it fills.
+DEFAULT_OPTIONS = {
+    "data": "data/synthetic.yaml",
+    "features": "features/default.yaml",
+    "preprocess": "preprocessing/default.yaml",
+    "trainer": "trainer/default.yaml",
+}
+
+
+def packaged_defaults() -> dict[str, Any]:
+    """train.yaml's own settings, and each group of :data:`DEFAULT_OPTIONS` as its default option sets it."""
+    train = packaged("train.yaml")
+    own = {k: v for k, v in train.items() if k not in ("defaults", "hydra")}
+    return own | {key: packaged(name) for key, name in DEFAULT_OPTIONS.items()}
+
+
+def where_key_lives(key: str) -> str:
+    """`` (did you mean 'data.split.label_cutoff'?)`` for an override key that ends a packaged one's path (a
+    dogfood's ``split.label_cutoff`` got Hydra's "Key 'split' is not in struct" alone), or nothing."""
+
+    def paths(tree: Mapping[str, Any], prefix: str) -> list[str]:
+        return [
+            p
+            for k, v in tree.items()
+            for p in (paths(v, f"{prefix}{k}.") if isinstance(v, Mapping) and v else [f"{prefix}{k}"])
+        ]
+
+    found = [p for p in paths(packaged_defaults(), "") if p.endswith(f".{key}")]
+    return f" (did you mean {' or '.join(map(repr, found))}?)" if found else ""
+
+
 def wrong_type(given: Mapping[str, Any], reference: Mapping[str, Any], prefix: str = "") -> str | None:
     """The first value of ``given`` whose packaged default in ``reference`` is a number or a boolean and that is
     not one (an interpolation aside), as ``"section.key must be ..."``: ``optim.lr=fast`` failed with a TypeError

@@ -81,6 +81,14 @@ def runs(
             "data.evnts=x",
             f"hydra.run.dir={tmp / 'pre2'}",
         ],
+        "preprocess: a key without its section": [
+            sys.executable,
+            "-m",
+            "seqfraud",
+            "preprocess",
+            "split.label_cutoff=test_start",
+            f"hydra.run.dir={tmp / 'pre6'}",
+        ],
         "preprocess: bad split date": [
             sys.executable,
             "-m",
@@ -230,6 +238,10 @@ def test_a_value_hydras_grammar_cannot_read_says_how_to_quote_it():
 
 def test_hydra_config_errors_are_one_line_and_status_2(runs):
     assert "Could not override 'data.evnts'" in error_line(runs, "preprocess: unknown override key")
+    # A key whose section is left out is told its path (a dogfood got "Key 'split' is not in struct" alone).
+    assert error_line(runs, "preprocess: a key without its section").endswith(
+        "(Key 'split' is not in struct) (did you mean 'data.split.label_cutoff'?)"
+    )
 
 
 def test_one_sweep_jobs_bad_settings_fail_that_job_alone(runs):

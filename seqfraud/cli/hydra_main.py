@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import shlex
 import shutil
 from collections.abc import Callable
@@ -16,8 +17,10 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException
 from hydra.types import RunMode
 
+from seqfraud.config import where_key_lives
 from seqfraud.errors import ConfigError, F, command, debugging, one_line, user_error_types
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,11 @@ def hydra_command(config_path: str, config_name: str) -> Callable[[F], F]:
             os.environ["HYDRA_FULL_ERROR"] = "1"
             try:
                 return hydra_main(*args, **kwargs)
+            except ConfigCompositionException as e:
+                key = re.match(r"Could not override '[+~]*([^'=]+)'", str(e))
+                if key is None or not (hint := where_key_lives(key.group(1))):
+                    raise
+                raise ConfigError(one_line(e) + hint) from e
             finally:
                 if before is None:
                     os.environ.pop("HYDRA_FULL_ERROR", None)

@@ -1320,7 +1320,8 @@ def label_known(
             on_mixed_labels=any a fraud session's other events may carry none: they were counted: dogfood 51)."""
             if not rows_are_events:
                 return frame.height
-            return int(frame["n_events"].sum() - (frame["n_label_time_null"].sum() if dated else 0))
+            undated = int(frame["n_label_time_null"].sum()) if dated else 0
+            return int(frame["n_events"].sum()) - undated
 
         early = sessions.filter(lt < pl.col(S.START_TIME))
         if early.height:

@@ -29,7 +29,7 @@ from torch import nn
 from seqfraud import rundir
 from seqfraud import schema as S
 from seqfraud.baselines import STACKER_FILE, fit_lightgbm, fit_predict_lightgbm
-from seqfraud.config import packaged, plain, unknown_key, wrong_type
+from seqfraud.config import packaged_defaults, plain, unknown_key, wrong_type
 from seqfraud.data.shards import ROW_GROUP_SESSIONS, shard_files
 from seqfraud.data.split import check_splits
 from seqfraud.errors import ConfigError
@@ -103,20 +103,15 @@ def check_settings(cfg: DictConfig, *, sections: Mapping[str, Any] | None = None
     ``model`` is :func:`checked_model`'s, ``data`` the data contract's. ``sections``: a command's own sections
     beside train.yaml's (the backtest's), as their packaged defaults.
     """
-    train = packaged("train.yaml")
-    reference: dict[str, Any] = {k: v for k, v in train.items() if k not in ("defaults", "hydra")}
-    reference |= {key: None for key in _GROUP_KEYS}
-    reference["features"] = packaged("features/default.yaml")
-    reference["preprocess"] = packaged("preprocessing/default.yaml")
+    defaults = packaged_defaults()
+    reference: dict[str, Any] = defaults | {key: None for key in _GROUP_KEYS}  # data: the contract's checks
     reference["trainer"] = dict.fromkeys(set(inspect.signature(L.Trainer.__init__).parameters) - {"self"})
     reference |= sections or {}
     settings = cast(dict, OmegaConf.to_container(cfg, resolve=False))  # names, not values: nothing to resolve
     if unknown := unknown_key({str(k): v for k, v in settings.items()}, reference):
         raise ConfigError(unknown)
     # Lightning's devices and deterministic also take text ("auto", "warn"): not typed by their defaults.
-    trainer = {
-        k: v for k, v in packaged("trainer/default.yaml").items() if k not in ("devices", "deterministic")
-    }
+    trainer = {k: v for k, v in defaults["trainer"].items() if k not in ("devices", "deterministic")}
     typed = reference | {"trainer": trainer}
     if wrong := wrong_type({str(k): v for k, v in settings.items()}, typed):
         raise ConfigError(wrong)
