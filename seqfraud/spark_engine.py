@@ -519,6 +519,7 @@ def _session_table(
             count(lt.isNull() & present & ~outside).alias("n_label_time_unparsed"),
             count(outside).alias("n_label_time_out_of_range"),
             F.min(F.when(label == 1, lt)).alias("label_time_min_positive"),
+            count(present & ~(label == 1)).alias("n_label_time_not_fraud"),
         ]
     if with_event_id:  # count and countDistinct skip nulls, as Polars' count and drop_nulls
         ids = F.col(S.EVENT_ID)

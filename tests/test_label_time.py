@@ -200,7 +200,7 @@ def test_label_time_on_events_not_constant_within_a_session(tmp_path):
     fails(path, path, "column 'known_at': 1 row(s) have a null label time inside 1 session(s)")
 
 
-def test_a_fraud_session_under_any_is_known_from_its_first_fraud_events_label_time(tmp_path):
+def test_a_fraud_session_under_any_is_known_from_its_first_fraud_events_label_time(tmp_path, caplog):
     """A log that flags and dates its fraudulent transactions alone: under on_mixed_labels=any their session is
     fraud, known from the earliest of their label times; the others' null times, and a later chargeback of
     another fraud event, do not refuse it (they did). A legitimate session's label times stay one per session,
@@ -237,6 +237,15 @@ def test_a_fraud_session_under_any_is_known_from_its_first_fraud_events_label_ti
         two_days, two_days, "1 row(s) have a null label time inside 1 session(s)", on_mixed_labels="any"
     )
     assert "on_mixed_labels=any reads" not in said  # it was told to set what it had set (dogfood 51)
+    # A label time on an event labelled 0 of a fraud session is not read: said (it was dropped unsaid: dogfood 51).
+    unread = events(
+        label=pl.Series([0, 1, 1, 1, 0]),
+        known_at=pl.Series([T0 - timedelta(days=9), KNOWN_S2, KNOWN_S2, KNOWN_S2, None]),
+    )
+    path = write(unread, tmp_path / "unread.parquet")
+    with caplog.at_level("WARNING", logger="seqfraud.data.events"):
+        assert known(load_events(path, SCHEMA, on_mixed_labels="any"))["s1"] == us(KNOWN_S2)
+    assert "1 event row(s) labelled 0 in fraud sessions carry a label time, which is not read" in caplog.text
 
 
 def test_label_time_before_the_session_starts(tmp_path):

@@ -897,8 +897,10 @@ def session_table(
             present.not_().sum().alias("n_label_time_null"),
             LABEL_TIME_UNPARSED_ROWS.sum().alias("n_label_time_unparsed"),
             outside.sum().alias("n_label_time_out_of_range"),
-            # Under data.policy.on_mixed_labels=any, when a fraud session's label is known (validate_sessions).
+            # Under data.policy.on_mixed_labels=any, when a fraud session's label is known (validate_sessions),
+            # and the label times of its other events, which that leaves unread.
             lt.filter(pl.col(S.LABEL) == 1).min().alias("label_time_min_positive"),
+            (present & (pl.col(S.LABEL) != 1)).sum().alias("n_label_time_not_fraud"),
         ]
     if with_event_id:
         aggs.append(repeated_event_ids())
@@ -1172,6 +1174,15 @@ def validate_sessions(
             known = (
                 pl.when(any_fraud).then(pl.col("label_time_min_positive")).otherwise(pl.col("label_time_min"))
             )
+            if n := int(sessions.filter(any_fraud)["n_label_time_not_fraud"].sum()):  # read by nothing: said
+                log.warning(
+                    "%s: column %r: %s event row(s) labelled 0 in fraud sessions carry a label time, which is not "
+                    "read: under data.policy.on_mixed_labels=any a fraud session's label is known from its fraud "
+                    "events' earliest label time",
+                    source,
+                    schema.label_time,
+                    f"{n:,}",
+                )
             sessions = sessions.with_columns(known.alias(S.LABEL_TIME_US))
     else:
         table, label_source = labels
