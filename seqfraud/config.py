@@ -63,6 +63,12 @@ def where_key_lives(key: str) -> str:
     return f" (did you mean {' or '.join(map(repr, found))}?)" if found else ""
 
 
+# Settings whose packaged default is a whole number but which take any number.
+FRACTIONS = frozenset(
+    {"preprocess.memory_gb", "features.time_delta.max_seconds", "features.entity.smoothing"}
+)
+
+
 def wrong_type(given: Mapping[str, Any], reference: Mapping[str, Any], prefix: str = "") -> str | None:
     """The first value of ``given`` whose packaged default in ``reference`` is a number or a boolean and that is
     not one (an interpolation aside), as ``"section.key must be ..."``: ``optim.lr=fast`` failed with a TypeError
@@ -75,10 +81,15 @@ def wrong_type(given: Mapping[str, Any], reference: Mapping[str, Any], prefix: s
             continue
         if isinstance(value, str) and value.startswith("${"):
             continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if isinstance(default, bool):
             ok, wanted = isinstance(value, bool), "true or false"
-        elif isinstance(default, (int, float)):  # an integer default may take a fraction (memory_gb: 4, 2.5)
-            ok, wanted = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+        elif (
+            isinstance(default, int) and f"{prefix}{key}" not in FRACTIONS
+        ):  # n_layers=1.5 failed in the model
+            ok, wanted = number and isinstance(value, int), "an integer"
+        elif isinstance(default, (int, float)):
+            ok, wanted = number, "a number"
         else:
             continue
         if not ok and value is not None:

@@ -303,7 +303,8 @@ def test_a_setting_nothing_reads_is_refused_before_any_data(tmp_path, caplog):
         "optim.lr=fast": r"optim.lr must be a number \(as its default, 0.001\), got 'fast'",
         "optim.lr=-1": "optim.lr must be positive, got -1",
         "loader.batch_size=0": "loader.batch_size must be at least 1, got 0",
-        "trainer.max_epochs=two": "trainer.max_epochs must be a number",
+        "trainer.max_epochs=two": "trainer.max_epochs must be an integer",
+        "loader.batch_size=2.5": r"loader.batch_size must be an integer \(as its default, 128\), got 2.5",
         "trainer.enable_progress_bar=3": "trainer.enable_progress_bar must be true or false",
         # Settings that did nothing, silently: a freeze without a pretrained encoder, or for the whole run.
         "freeze_epochs=1": "freeze_epochs=1 freezes a pretrained encoder: it needs init_from=RUN",
@@ -327,6 +328,7 @@ def test_a_setting_nothing_reads_is_refused_before_any_data(tmp_path, caplog):
         ),
         (["model=gru", "model.encoder=lstm"], "model.encoder must be 'transformer' or 'gru', got 'lstm'"),
         (["model=small", "model.dropout=abc"], r"model.dropout must be a number \(as its default, 0.1\)"),
+        (["model=small", "model.n_layers=1.5"], r"model.n_layers must be an integer \(as its default, 2\)"),
         (["model=lightgbm", f"init_from={tmp_path}"], "model=lightgbm has none"),
     ):
         with pytest.raises(ConfigError, match=message):
@@ -340,6 +342,7 @@ def test_a_setting_nothing_reads_is_refused_before_any_data(tmp_path, caplog):
         ["+trainer.limit_train_batches=3", "+preprocess.spark.conf.x=1"],
         # Lightning's devices and deterministic take text too; a number default may take a fraction.
         ["trainer.devices=auto", "trainer.deterministic=warn", "preprocess.memory_gb=2.5", "optim.lr=1"],
+        ["features.entity.smoothing=2.5", "features.time_delta.max_seconds=3600.5"],
     ):
         check_settings(compose_train(overrides))
 
