@@ -545,7 +545,7 @@ def test_label_not_constant_within_a_session(tmp_path):
     )
 
 
-def test_labels_of_events_may_mark_a_session_fraud_when_any_event_is(tmp_path):
+def test_labels_of_events_may_mark_a_session_fraud_when_any_event_is(tmp_path, caplog):
     """A log that flags the fraudulent transactions, not the session (IEEE-CIS's isFraud, dogfood 34): with
     on_mixed_labels=any a session is fraud when one of its events is, on the sessions and on every event."""
     df = pl.concat([events(), events().head(1).with_columns(label=pl.lit(1, pl.Int64))])
@@ -560,8 +560,16 @@ def test_labels_of_events_may_mark_a_session_fraud_when_any_event_is(tmp_path):
 
     with pytest.raises(DataValidationError, match="session.s. listed with conflicting labels"):
         read_labels(path, SCHEMA)
-    table, _ = read_labels(path, SCHEMA, any_event=True)
+    table, _ = read_labels(path, SCHEMA, any_event=True, rows_are_events=True)
     assert dict(table.select(S.SESSION_ID, S.LABEL).iter_rows()) == {"s1": 1, "s2": 1, "s3": 0}
+    # Labels off the events repeat their session by nature: not said as repeated label rows (review 52).
+    constant = write(events(), tmp_path / "constant.parquet")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="seqfraud.data.events"):
+        read_labels(constant, SCHEMA, rows_are_events=True)
+        assert "repeat another row" not in caplog.text
+        read_labels(constant, SCHEMA)
+    assert "2 row(s) repeat another row's session, label and label time" in caplog.text
     # A null among labelled events is still refused: it says nothing either way.
     partial = write(events(label=pl.Series([0, 1, 1, None, 0])), tmp_path / "partial.parquet")
     fails(partial, "1 row(s) have a null label inside 1 otherwise labelled session(s)", on_mixed_labels="any")

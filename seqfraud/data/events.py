@@ -908,7 +908,12 @@ def session_table(
 
 
 def read_labels(
-    path: str, schema: Schema, *, timestamp_unit: str | None = None, any_event: bool = False
+    path: str,
+    schema: Schema,
+    *,
+    timestamp_unit: str | None = None,
+    any_event: bool = False,
+    rows_are_events: bool = False,
 ) -> tuple[pl.DataFrame, str]:
     """A separate label table: one row per session, 0/1 label. With ``any_event`` (events read as labels, of a
     log trained under ``data.policy.on_mixed_labels=any``) a session is labelled by its events' highest label,
@@ -980,7 +985,7 @@ def read_labels(
     refuse_conflicts(labels, pl.col(S.LABEL), source, schema.label, "labels")
     if lt is not None:
         labels = _check_label_times(labels, schema, source, lf, have[lt], timestamp_unit, any_event)
-    if not any_event and (repeats := labels.height - labels[S.SESSION_ID].n_unique()):
+    if not rows_are_events and (repeats := labels.height - labels[S.SESSION_ID].n_unique()):
         log.warning(  # the same session, label and label time again: read once, said, not dropped unsaid
             "%s: %s row(s) repeat another row's session, label and label time: each session's label is read once",
             source,
@@ -1167,9 +1172,15 @@ def validate_sessions(
             # A fraud session under on_mixed_labels=any is known from its first fraud event's label time, the
             # others' label times aside (a log that dates the chargebacks of its fraudulent transactions alone).
             any_fraud = pl.lit(on_mixed_labels == "any") & (pl.col("label_max") == 1)
-            hint = "" if on_mixed_labels == "any" else ANY_LABEL_TIME_HINT  # not told what it does already
             _check_label_times_on_events(
-                sessions, schema, source, epoch_unit, origin, first, any_fraud.not_(), hint
+                sessions,
+                schema,
+                source,
+                epoch_unit,
+                origin,
+                first,
+                any_fraud.not_(),
+                on_mixed_labels == "any",
             )
             known = (
                 pl.when(any_fraud).then(pl.col("label_time_min_positive")).otherwise(pl.col("label_time_min"))
@@ -1277,11 +1288,15 @@ def _check_label_times_on_events(
     origin: str,
     first: Callable[[pl.Expr, str], str],
     one_per_session: pl.Expr,
-    hint: str,
+    any_set: bool,
 ) -> None:
     """Label times on the events, from :func:`session_table`'s counts: they parse, lie in the plausible
-    range, and are one per session, like the label, in the sessions where ``one_per_session`` holds (``hint``
-    ends those refusals)."""
+    range, and are one per session, like the label, in the sessions where ``one_per_session`` holds. Those
+    refusals point at on_mixed_labels=any where it is not set and would take them: in fraud sessions."""
+
+    def hint(refused: pl.DataFrame) -> str:
+        return "" if any_set or not (refused["label_max"] == 1).any() else ANY_LABEL_TIME_HINT
+
     lt = cast(str, schema.label_time)
     if n := int(sessions["n_label_time_unparsed"].sum()):
         fail_rows(source, lt, n, LABEL_TIME_UNPARSED, first(LABEL_TIME_UNPARSED_ROWS, lt))
@@ -1300,7 +1315,7 @@ def _check_label_times_on_events(
             source,
             lt,
             int(mixed["n_events"].sum()),
-            f"belong to {mixed.height:,} session(s) whose label time is not constant" + hint,
+            f"belong to {mixed.height:,} session(s) whose label time is not constant" + hint(mixed),
         )
     partial = sessions.filter((pl.col("n_label_time_null") > 0) & pl.col("label_time_min").is_not_null())
     if partial.height:
@@ -1309,7 +1324,7 @@ def _check_label_times_on_events(
             lt,
             int(partial["n_label_time_null"].sum()),
             f"have a null label time inside {partial.height:,} session(s) that have one on other events"
-            + hint,
+            + hint(partial),
         )
 
 

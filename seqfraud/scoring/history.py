@@ -81,6 +81,7 @@ class History:
                 timestamp_unit=spec.timestamp_unit,
                 # Labels off the events, of a log whose training took a session's label from any of its events.
                 any_event=labels is None and spec.fit_info.get(ON_MIXED_LABELS) == "any",
+                rows_are_events=labels is None,
             )
         else:
             table, label_source = (
