@@ -77,7 +77,7 @@ def chance_p_value(y, p) -> float:
     from scipy.stats import mannwhitneyu
 
     y, p = np.asarray(y), np.asarray(p, dtype=np.float64)
-    if y.min(initial=0) == y.max(initial=0):
+    if not len(y) or y.min() == y.max():
         return 1.0
     return float(mannwhitneyu(p[y == 1], p[y == 0], alternative="greater", method="asymptotic").pvalue)
 

@@ -283,7 +283,7 @@ def test_live_entity_features_equal_the_batch_features(entity_run, entity_artifa
 
 
 def test_a_store_seeded_with_a_history_scores_like_batch_with_it(
-    entity_run, entity_artifact, exported_artifact, tmp_path, capsys
+    entity_run, entity_artifact, exported_artifact, tmp_path, capsys, caplog
 ) -> None:
     """``seqfraud serve --history-events`` puts the batch history into the store without scoring it: the next
     events' tokens and scores then equal batch scoring's with that history, and seeding again changes nothing."""
@@ -305,8 +305,11 @@ def test_a_store_seeded_with_a_history_scores_like_batch_with_it(
     # A chargeback posted since the table was made stays when the store is seeded again (it was reverted).
     posted = Label(scorer.history.labels[S.SESSION_ID][0], 1, 1_900_000_000_000_000)
     store.add_labels([posted])
-    assert seed(store, scorer.history, scorer.spec) == (rows, n_labels)
+    with caplog.at_level(logging.INFO, logger="seqfraud.scoring.online"):
+        assert seed(store, scorer.history, scorer.spec) == (rows, n_labels)
     assert store.labels([posted.session_id]) == [posted]
+    # Only the label that differs is counted as kept, not every one seeded again.
+    assert "seeding kept 1 label(s) the store held over the history's other one" in caplog.text
     held = store.entity_rows(other["session_id"].unique().to_list())
     assert len(held) == rows  # keyed as /events keys them: no row twice
     online = OnlineScorer(scorer, store)

@@ -63,6 +63,8 @@ def test_the_chance_test_passes_noise_at_its_level_and_refuses_an_inverse_score(
     assert chance_p_value(y, rng.random(1400) - 0.15 * y) > 0.5  # ranks frauds low
     assert chance_p_value(y, rng.random(1400) + 0.5 * y) < 1e-6
     assert chance_p_value(np.zeros(5), np.arange(5)) == 1.0
+    assert chance_p_value(np.ones(3), np.arange(3)) == 1.0  # it was NaN, which passed the stacker's gate
+    assert chance_p_value(np.array([]), np.array([])) == 1.0
 
 
 def test_win_share_is_high_only_for_a_real_gain():

@@ -193,7 +193,7 @@ def embed_file(
     )
     # An artifact's encoder is a classifier's: it learnt from the labels of its training period.
     record = embedding_record(
-        scorer.spec.fit_info, labels_read=True, events_sha256=files_digest(resolve_paths(events))
+        scorer.spec.fit_info, labels_read=True, events_sha256=files_digest(resolve_paths(events, warn=False))
     )
     logged = as_logged(frames, lf, scorer.spec.schema.session_id)
     return {"sessions": write_frames(logged, out, source, record)}

@@ -124,8 +124,9 @@ def warn_if_short(history: pl.DataFrame, events: pl.DataFrame, spec: Spec, sourc
     need = max((us for us in _entity(spec).warm_up_us().values() if us is not None), default=0)
     have = cast(int, events[S.TS_US].min()) - cast(int, history[S.TS_US].min())
     if have < need:
-        # Hours where days would round the two to one figure (89.985 and 90 days read "90.0 ... 90.0": dogfood 51).
-        unit, per = ("day(s)", 86_400e6) if need - have >= 8_640e6 else ("hour(s)", 3_600e6)
+        # A unit in which the two differ at one decimal (89.985 and 90 days read "90.0 ... 90.0": dogfood 51).
+        units = (("day(s)", 86_400e6), ("hour(s)", 3_600e6))
+        unit, per = next((u for u in units if need - have >= u[1] / 10), ("second(s)", 1e6))
         log.warning(
             "%s: the history starts %.1f %s before the first event scored, and the entity features read %.1f %s "
             "back (the longest window plus the label delay): the earliest events read less history than those "

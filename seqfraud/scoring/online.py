@@ -797,13 +797,18 @@ def seed(store: StateStore, history: History, spec: Spec) -> tuple[int, int]:
         Label(sid, int(label), at)
         for sid, label, at in zip(table[S.SESSION_ID].to_list(), table[S.LABEL].to_list(), times)
     ]
-    written = store.add_labels(labels, keep_held=True) if labels else 0
-    if written < len(
-        labels
-    ):  # posted since the table was made, or corrected: seeding reverted them (dogfood 51)
+    # A label held stays: posted since the table was made, a seed that took the table's reverted it (dogfood 51).
+    held = {
+        label.session_id: label
+        for at in range(0, len(labels), SEED_CHUNK)
+        for label in store.labels(lb.session_id for lb in labels[at : at + SEED_CHUNK])
+    }
+    if labels:
+        store.add_labels(labels, keep_held=True)
+    if differ := sum(lb.session_id in held and held[lb.session_id] != lb for lb in labels):
         log.info(
-            "seeding kept %d label(s) the store held already over the history's (POST /labels changes a label)",
-            len(labels) - written,
+            "seeding kept %d label(s) the store held over the history's other one (POST /labels changes a label)",
+            differ,
         )
     store.mark_seeded()
     return len(rows), len(labels)

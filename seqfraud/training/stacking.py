@@ -211,7 +211,7 @@ def fit_stacked(
         resamples=resamples,
         seed=int(cfg.seed),
     )
-    if oof is not None and oof_p is not None and oof_p > 1 - confidence:
+    if oof is not None and oof_p is not None and not oof_p <= 1 - confidence:  # a NaN keeps the baseline too
         log.warning(
             "stacking: the sequence model's out-of-fold scores rank the training frauds no surer than chance "
             "(ROC-AUC %.3f, one-sided p = %.3g, over the %.2g that model.stacking.confidence=%g allows): no "
