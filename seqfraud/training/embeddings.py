@@ -126,10 +126,22 @@ def check_embedding_record(path: str | Path, prepared: Prepared) -> None:
     through the vectors (review 50: a supervised run's embeddings of every test session were taken silently).
     Warn when the file embedded other events than this run reads, or carries no record (made before it)."""
     try:
-        record = json.loads(pl.read_parquet_metadata(path).get(EMBEDDING_METADATA) or "null")
-    except (OSError, ValueError, pl.exceptions.PolarsError):
-        record = None  # not Parquet, or damaged: the read that follows names it
-    if not isinstance(record, dict):
+        raw = json.loads(pl.read_parquet_metadata(path).get(EMBEDDING_METADATA) or "null")
+        record = (
+            None
+            if raw is None
+            else {
+                "labels_read": bool(raw["labels_read"]),
+                "events_sha256": raw.get("events_sha256"),
+                **{
+                    k: datetime.fromisoformat(raw[k]) if raw.get(k) else None
+                    for k in ("val_start", "test_start")
+                },
+            }
+        )
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, pl.exceptions.PolarsError):
+        record = None  # not Parquet, damaged (the read that follows names it), or a record not seqfraud's
+    if record is None:
         log.warning(
             "model.embeddings=%s: the file records nothing of the model that embedded it (written by seqfraud "
             "before that record), so nothing checks that it read none of this run's validation or test labels",
@@ -139,23 +151,23 @@ def check_embedding_record(path: str | Path, prepared: Prepared) -> None:
     ours = prepared.spec.fit_info
     for key in ("val_start", "test_start"):
         if (
-            record.get("labels_read")
-            and record.get(key)
+            record["labels_read"]
+            and record[key]
             and ours.get(key)
-            and (datetime.fromisoformat(record[key]) > datetime.fromisoformat(ours[key]))
+            and record[key] > datetime.fromisoformat(ours[key])
         ):
             raise ConfigError(
-                f"model.embeddings={path}: its encoder learnt from labels up to {key}={record[key]}, after this "
-                f"run's {key}={ours[key]}: through the embeddings the hybrid would read labels of its own "
+                f"model.embeddings={path}: its encoder learnt from labels up to {key}={record[key].isoformat()}, "
+                f"after this run's {key}={ours[key]}: through the embeddings the hybrid would read labels of its own "
                 f"{'validation' if key == 'val_start' else 'test'} sessions; embed a pretraining run (no labels), or "
                 "a model whose training ended before this run's validation period"
             )
     events = prepared.digest("events")
-    if record.get("events_sha256") and events and record["events_sha256"] != events:
+    if record["events_sha256"] and events and record["events_sha256"] != events:
         log.warning(
             "model.embeddings=%s: it embedded other events (SHA-256 %s...) than this run reads (%s...): sessions "
             "whose ids match may be other sessions",
             path,
-            record["events_sha256"][:12],
+            str(record["events_sha256"])[:12],
             events[:12],
         )

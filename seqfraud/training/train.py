@@ -126,9 +126,7 @@ def check_settings(cfg: DictConfig, *, sections: Mapping[str, Any] | None = None
     if freeze and not cfg.get("init_from"):
         raise ConfigError(f"freeze_epochs={freeze} freezes a pretrained encoder: it needs init_from=RUN")
     epochs = OmegaConf.select(cfg, "trainer.max_epochs")
-    if (
-        freeze and isinstance(epochs, int) and 0 < epochs <= freeze
-    ):  # a linear probe, if meant: said, not refused
+    if freeze and isinstance(epochs, int) and 0 < epochs <= freeze:  # a linear probe, if meant: said
         log.warning(
             "freeze_epochs=%d holds the encoder fixed for every one of trainer.max_epochs=%d: only the head learns",
             freeze,
@@ -608,9 +606,8 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
             "(seqfraud preprocess ...) and pass prepared_dir=<its output dir>, so that no rank preprocesses"
         )
     if cfg.get("init_from") and not cfg.get("pretrain"):
-        if (
-            Path(cfg.init_from).resolve() == run_dir.resolve()
-        ):  # its checkpoint was removed as an earlier run's
+        # Its checkpoint was removed as an earlier run's output, then missed (dogfood 49).
+        if Path(cfg.init_from).resolve() == run_dir.resolve():
             raise ConfigError(
                 f"init_from={cfg.init_from} is this run's own directory (paths.output_dir), whose earlier outputs "
                 "a run replaces: write the fine-tuning run elsewhere"

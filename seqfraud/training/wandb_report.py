@@ -74,9 +74,8 @@ def log_run(logger, metrics: dict[str, Any], predictions: dict[str, pl.DataFrame
     import wandb
 
     run = logger.experiment
-    if getattr(
-        run, "disabled", False
-    ):  # WANDB_MODE=disabled: an artifact still copied the checkpoint into $HOME
+    # WANDB_MODE=disabled: the artifact below still copied the checkpoint into $HOME (dogfood 49).
+    if getattr(run, "disabled", False):
         return
     test = predictions["test"]
     y = test[S.LABEL].to_numpy()
