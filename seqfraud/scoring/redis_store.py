@@ -263,9 +263,8 @@ class RedisStore(StateStore):
             if not keep_held:
                 self._client.hset(self._labels_key, items=[part for pair in latest.items() for part in pair])
                 return len(latest)
-            with self._client.pipeline(
-                transaction=False
-            ) as pipe:  # HSETNX: a field held, by any replica, stays
+            # HSETNX: a field held, by any replica, stays.
+            with self._client.pipeline(transaction=False) as pipe:
                 for field, value in latest.items():
                     pipe.hsetnx(self._labels_key, field, value)
                 return sum(map(int, pipe.execute()))
