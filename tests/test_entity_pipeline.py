@@ -308,8 +308,8 @@ def test_a_store_seeded_with_a_history_scores_like_batch_with_it(
     with caplog.at_level(logging.INFO, logger="seqfraud.scoring.online"):
         assert seed(store, scorer.history, scorer.spec) == (rows, n_labels)
     assert store.labels([posted.session_id]) == [posted]
-    # Only the label that differs is counted as kept, not every one seeded again.
-    assert "seeding kept 1 label(s) the store held over the history's other one" in caplog.text
+    # Only the label that differs, known later, is counted as kept, not every one seeded again.
+    assert "seeding kept 1 label(s) the store held, known later than the history's" in caplog.text
     held = store.entity_rows(other["session_id"].unique().to_list())
     assert len(held) == rows  # keyed as /events keys them: no row twice
     online = OnlineScorer(scorer, store)

@@ -183,10 +183,27 @@ def test_labels_round_trip_and_latest_wins(store: StateStore):
     assert store.add_labels([Label("s1", 0, 999)]) == 1
     assert store.labels(["s1"]) == [Label("s1", 0, 999)]
     assert store.labels([]) == []
-    # A seed keeps a label held: a chargeback posted live was reverted by the history's older label at every
-    # restart that seeded again (dogfood 51).
-    assert store.add_labels([Label("s1", 1, 5), Label("s4", 1, 7)], keep_held=True) == 1
-    assert store.labels(["s1", "s4"]) == [Label("s1", 0, 999), Label("s4", 1, 7)]
+    # A seed replaces a held label only by one known later, or as late and fraud: a chargeback posted live was
+    # reverted by the history's older label at every restart that seeded again (dogfood 51), and a refreshed
+    # table's later chargeback must still correct a held label (review 52). Both stores alike.
+    store.add_labels([Label("s5", 1, None), Label("s6", 0, None)])
+    seeded = [
+        Label("s1", 1, 5),  # known before the held one: kept out
+        Label("s4", 1, 7),  # none held: written
+        Label("s5", 0, None),  # as late, and not fraud: kept out
+        Label("s6", 1, None),  # as late, and fraud: written
+        Label("s3", 1, 2),  # the same as held: nothing to write
+    ]
+    assert store.add_labels(seeded, seed=True) == 2
+    assert store.labels(["s1", "s3", "s4", "s5", "s6"]) == [
+        Label("s1", 0, 999),
+        Label("s3", 1, 2),
+        Label("s4", 1, 7),
+        Label("s5", 1, None),
+        Label("s6", 1, None),
+    ]
+    assert store.add_labels([Label("s1", 1, 1_000)], seed=True) == 1  # a later chargeback corrects it
+    assert store.labels(["s1"]) == [Label("s1", 1, 1_000)]
 
 
 # --- MemoryStore ----------------------------------------------------------------------------------------------

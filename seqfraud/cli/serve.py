@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
                 target.close()
         log.info(
             "seeded the store from %s: %s entity rows and %s labels (rows it held already are written again, "
-            "not added; labels it held are kept)",
+            "not added; a label it held is replaced only by one known later)",
             history.source,
             f"{rows:,}",
             f"{labels:,}",

@@ -62,7 +62,15 @@ from seqfraud.schema import Schema
 from seqfraud.scoring.history import History
 from seqfraud.scoring.prepare import as_frame, normalized_events, record_columns
 from seqfraud.scoring.scorer import Scorer, intra_op_threads
-from seqfraud.scoring.state import EntityRow, Label, Occasional, StateStore, StoreCorrupt, StoreUnavailable
+from seqfraud.scoring.state import (
+    EntityRow,
+    Label,
+    Occasional,
+    StateStore,
+    StoreCorrupt,
+    StoreUnavailable,
+    supersedes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -797,18 +805,22 @@ def seed(store: StateStore, history: History, spec: Spec) -> tuple[int, int]:
         Label(sid, int(label), at)
         for sid, label, at in zip(table[S.SESSION_ID].to_list(), table[S.LABEL].to_list(), times)
     ]
-    # A label held stays: posted since the table was made, a seed that took the table's reverted it (dogfood 51).
+    # A label held is replaced only by a later one (supersedes): a chargeback posted since the table was made
+    # stays (a restart's seed put the table's label back: dogfood 51). Read first, for the log alone.
     held = {
         label.session_id: label
         for at in range(0, len(labels), SEED_CHUNK)
         for label in store.labels(lb.session_id for lb in labels[at : at + SEED_CHUNK])
     }
     if labels:
-        store.add_labels(labels, keep_held=True)
-    if differ := sum(lb.session_id in held and held[lb.session_id] != lb for lb in labels):
+        store.add_labels(labels, seed=True)
+    if kept := sum(
+        lb.session_id in held and lb != held[lb.session_id] and not supersedes(lb, held[lb.session_id])
+        for lb in labels
+    ):
         log.info(
-            "seeding kept %d label(s) the store held over the history's other one (POST /labels changes a label)",
-            differ,
+            "seeding kept %d label(s) the store held, known later than the history's (POST /labels changes a label)",
+            kept,
         )
     store.mark_seeded()
     return len(rows), len(labels)

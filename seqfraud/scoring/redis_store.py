@@ -52,6 +52,35 @@ from seqfraud.scoring.state import (
 if TYPE_CHECKING:
     import redis
 
+SEED_LABELS_PER_CALL = 1_000  # labels one seeding script compares and writes
+
+# state.supersedes in Redis: ARGV holds (field, [label, label_time_us]) pairs; a field held is replaced only by a
+# label known later (null counts earliest), or as late and fraud where it is not. A held value that is not a
+# label (damaged) is replaced. Returns the fields written.
+SUPERSEDES_LUA = """
+local written = 0
+for i = 1, #ARGV, 2 do
+  local held = redis.call('HGET', KEYS[1], ARGV[i])
+  local take = not held
+  if held and held ~= ARGV[i + 1] then
+    local ok, h = pcall(cjson.decode, held)
+    local new = cjson.decode(ARGV[i + 1])
+    if not ok or type(h) ~= 'table' or h[1] == nil or h[2] == nil then
+      take = true
+    else
+      local ht = (h[2] == cjson.null) and -1 or h[2]
+      local nt = (new[2] == cjson.null) and -1 or new[2]
+      take = nt > ht or (nt == ht and new[1] > h[1])
+    end
+  end
+  if take then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+    written = written + 1
+  end
+end
+return written
+"""
+
 
 class RedisStore(StateStore):
     """The :class:`StateStore` of a Redis server, shared by every process pointed at the same URL and prefix.
@@ -120,6 +149,7 @@ class RedisStore(StateStore):
         elif client.get_connection_kwargs().get("decode_responses"):
             raise ValueError("the Redis client must answer bytes (decode_responses=False): states are bytes")
         self._client = client
+        self._seed_labels = client.register_script(SUPERSEDES_LUA)
 
     @contextmanager
     def _reachable(self) -> Iterator[None]:
@@ -255,19 +285,22 @@ class RedisStore(StateStore):
             raise StoreCorrupt(f"Redis at {self.where}: {what}: {value[:80]!r}", public=what) from e
         return EntityRow(event_key, session_id, ts_us, tuple(values))
 
-    def add_labels(self, labels: list[Label], *, keep_held: bool = False) -> int:
+    def add_labels(self, labels: list[Label], *, seed: bool = False) -> int:
         latest = {_bytes(lb.session_id): _json([lb.label, lb.label_time_us]) for lb in labels}
         if not latest:
             return 0
+        items = [part for pair in latest.items() for part in pair]
         with self._reachable():
-            if not keep_held:
-                self._client.hset(self._labels_key, items=[part for pair in latest.items() for part in pair])
+            if not seed:
+                self._client.hset(self._labels_key, items=items)
                 return len(latest)
-            # HSETNX: a field held, by any replica, stays.
-            with self._client.pipeline(transaction=False) as pipe:
-                for field, value in latest.items():
-                    pipe.hsetnx(self._labels_key, field, value)
-                return sum(map(int, pipe.execute()))
+            # Compared and written inside Redis, a chunk at a time: a replica's live label between a read and a
+            # write would be lost, and one script over a whole table would hold Redis for long.
+            chunk = 2 * SEED_LABELS_PER_CALL
+            return sum(
+                int(self._seed_labels(keys=[self._labels_key], args=items[at : at + chunk]))
+                for at in range(0, len(items), chunk)
+            )
 
     def labels(self, session_ids: Iterable[str]) -> list[Label]:
         sids = list(session_ids)

@@ -116,6 +116,16 @@ class Label:
 Change = Callable[[bytes | None], bytes | None]
 
 
+def supersedes(new: Label, held: Label) -> bool:
+    """Whether a seed's label replaces the one a store holds: it became known later (no label time counts as
+    earliest), or as late and says fraud where the held one does not. A chargeback posted live then outlives a seed
+    of an older table (a restart put the table's label back: dogfood 51), and a refreshed table's later chargeback
+    still corrects a held label (review 52). :data:`~seqfraud.scoring.redis_store.SUPERSEDES_LUA` is this rule in
+    Redis."""
+    new_t, held_t = (-1 if t is None else t for t in (new.label_time_us, held.label_time_us))
+    return new_t > held_t or (new_t == held_t and new.label > held.label)
+
+
 class StateStore(ABC):
     """Sessions (atomic read-modify-write), the entity history and labels, shared by everything that scores."""
 
@@ -140,9 +150,9 @@ class StateStore(ABC):
         """The rows of these sessions, in no particular order (a backend with retention may have dropped some)."""
 
     @abstractmethod
-    def add_labels(self, labels: list[Label], *, keep_held: bool = False) -> int:
-        """Store ``labels``, a later one of a session replacing the one held; with ``keep_held`` (a seed) a held
-        one stays, since it may have been posted since the seed's label table was made. The labels written."""
+    def add_labels(self, labels: list[Label], *, seed: bool = False) -> int:
+        """Store ``labels``, each replacing its session's held one; with ``seed`` only where it
+        :func:`supersedes` it (a seed's table may be older than a label posted since). The labels written."""
 
     @abstractmethod
     def labels(self, session_ids: Iterable[str]) -> list[Label]: ...
@@ -329,11 +339,14 @@ class MemoryStore(StateStore):
         with self._lock:
             return [row for sid in session_ids for row in self._rows.get(sid, {}).values()]
 
-    def add_labels(self, labels: list[Label], *, keep_held: bool = False) -> int:
+    def add_labels(self, labels: list[Label], *, seed: bool = False) -> int:
         with self._lock:
             now = self.clock()
-            if keep_held:
-                labels = [label for label in labels if label.session_id not in self._labels]
+            if seed:
+                held = self._labels
+                labels = [
+                    lb for lb in labels if lb.session_id not in held or supersedes(lb, held[lb.session_id][1])
+                ]
             self._labels.update((label.session_id, (now, label)) for label in labels)
             for sid in (label.session_id for label in labels if label.session_id not in self._rows):
                 self._unseen[sid] = None
