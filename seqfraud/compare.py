@@ -295,11 +295,15 @@ def rank_runs(
 
 
 def test_sets(runs: list[Run]) -> list[list[str]]:
-    """The runs' names grouped by the sessions of their test predictions."""
+    """The runs' names grouped by the sessions of their test predictions and their labels: a run on the same
+    sessions with another label table was ranked beside the first (dogfood 53)."""
     groups: dict[str, list[str]] = {}
     for run in runs:
-        ids = pl.read_parquet(predictions(run.path, "test"), columns=[S.SESSION_ID])[S.SESSION_ID]
-        key = hashlib.sha256("\n".join(ids.sort().to_list()).encode()).hexdigest()
+        test = pl.read_parquet(predictions(run.path, "test"), columns=[S.SESSION_ID, S.LABEL]).sort(
+            S.SESSION_ID
+        )
+        pairs = (f"{sid}\t{label}" for sid, label in test.iter_rows())
+        key = hashlib.sha256("\n".join(pairs).encode()).hexdigest()
         groups.setdefault(key, []).append(run.name)
     return list(groups.values())
 

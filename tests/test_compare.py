@@ -117,6 +117,11 @@ def test_runs_tested_on_other_sessions_are_named_in_a_warning(runs, tmp_path, ca
         "read event or label files of other contents" in caplog.text and "different sets" not in caplog.text
     )
     assert [r["test_set"] for r in rows] == ["", "", ""]
+    # The same sessions with other labels are another test set (a noise label table ranked beside: dogfood 53).
+    test = relog / "1" / "predictions" / "test.parquet"
+    pl.read_parquet(test).with_columns((1 - pl.col("label")).alias("label")).write_parquet(test)
+    rows = write_leaderboard([runs / "0", runs / "1", relog / "1"], tmp_path / "relabel_board")
+    assert sorted(r["test_set"] for r in rows) == ["A", "A", "B"]
 
 
 def test_a_failed_run_beside_finished_ones_is_left_out_with_a_warning(runs, tmp_path, caplog):

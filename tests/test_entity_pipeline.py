@@ -310,6 +310,16 @@ def test_a_store_seeded_with_a_history_scores_like_batch_with_it(
     assert store.labels([posted.session_id]) == [posted]
     # Only the label that differs, known later, is counted as kept, not every one seeded again.
     assert "seeding kept 1 label(s) the store held, known later than the history's" in caplog.text
+    # One posted without a time loses to the history's dated one, and that is said (dogfood 53).
+    dated = scorer.history.labels.filter(pl.col(S.LABEL_TIME_US).is_not_null()).row(0, named=True)
+    store.add_labels([Label(dated[S.SESSION_ID], 1 - dated[S.LABEL], None)])
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="seqfraud.scoring.online"):
+        seed(store, scorer.history, scorer.spec)
+    assert store.labels([dated[S.SESSION_ID]]) == [
+        Label(dated[S.SESSION_ID], dated[S.LABEL], dated[S.LABEL_TIME_US])
+    ]
+    assert "seeding replaced 1 label(s) the store held by the history's, known later" in caplog.text
     held = store.entity_rows(other["session_id"].unique().to_list())
     assert len(held) == rows  # keyed as /events keys them: no row twice
     online = OnlineScorer(scorer, store)

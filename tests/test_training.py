@@ -329,6 +329,9 @@ def test_a_setting_nothing_reads_is_refused_before_any_data(tmp_path, caplog):
         (["model=gru", "model.encoder=lstm"], "model.encoder must be 'transformer' or 'gru', got 'lstm'"),
         (["model=small", "model.dropout=abc"], r"model.dropout must be a number \(as its default, 0.1\)"),
         (["model=small", "model.n_layers=1.5"], r"model.n_layers must be an integer \(as its default, 2\)"),
+        # Found after every sequence fit (dogfood 53), and a pretraining's init_from that nothing read.
+        (["model=stacked", "model.stacking.confidence=fast"], "model.stacking.confidence must be a number"),
+        (["+experiment=pretrain_masked", f"init_from={tmp_path}"], "pretraining itself starts fresh"),
         (["model=lightgbm", f"init_from={tmp_path}"], "model=lightgbm has none"),
     ):
         with pytest.raises(ConfigError, match=message):
@@ -474,7 +477,7 @@ def test_training_threads_follow_the_setting_the_environment_and_the_machine(mon
 
     assert training_threads(3) == 3
     for bad in (0, -1, "two", 1.5, True):
-        with pytest.raises(ValueError, match="threads must be"):
+        with pytest.raises(ConfigError, match="threads must be"):  # one line, not a traceback (dogfood 53)
             training_threads(bad)
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert training_threads("auto") == 2

@@ -814,10 +814,15 @@ def seed(store: StateStore, history: History, spec: Spec) -> tuple[int, int]:
     }
     if labels:
         store.add_labels(labels, seed=True)
-    if kept := sum(
-        lb.session_id in held and lb != held[lb.session_id] and not supersedes(lb, held[lb.session_id])
-        for lb in labels
-    ):
+    differ = [lb for lb in labels if lb.session_id in held and lb != held[lb.session_id]]
+    if replaced := sum(supersedes(lb, held[lb.session_id]) for lb in differ):
+        # An undated correction posted live (fraud back to legitimate) loses to a dated one: said (dogfood 53).
+        log.warning(
+            "seeding replaced %d label(s) the store held by the history's, known later (a label posted without a "
+            "label time counts as known earliest: post a correction with its time)",
+            replaced,
+        )
+    if kept := len(differ) - replaced:
         log.info(
             "seeding kept %d label(s) the store held, known later than the history's (POST /labels changes a label)",
             kept,

@@ -25,6 +25,8 @@ import torch
 from lightning_fabric.plugins.environments import SLURMEnvironment
 from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 
+from seqfraud.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 ENV_KEYS = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK", "RANK", "OMP_NUM_THREADS")
@@ -201,7 +203,7 @@ def training_threads(setting: int | str) -> int:
     """
     if setting != "auto":
         if not isinstance(setting, int) or isinstance(setting, bool) or setting < 1:
-            raise ValueError(f"threads must be a positive integer or 'auto', got {setting!r}")
+            raise ConfigError(f"threads must be a positive integer or 'auto', got {setting!r}")
         return setting
     if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
         return int(os.environ["OMP_NUM_THREADS"])

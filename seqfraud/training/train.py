@@ -29,7 +29,7 @@ from torch import nn
 from seqfraud import rundir
 from seqfraud import schema as S
 from seqfraud.baselines import STACKER_FILE, fit_lightgbm, fit_predict_lightgbm
-from seqfraud.config import packaged_defaults, plain, unknown_key, wrong_type
+from seqfraud.config import packaged, packaged_defaults, plain, unknown_key, wrong_type
 from seqfraud.data.shards import ROW_GROUP_SESSIONS, shard_files
 from seqfraud.data.split import check_splits
 from seqfraud.errors import ConfigError
@@ -202,6 +202,11 @@ def checked_model(cfg: DictConfig) -> DictConfig:
         raise ConfigError(
             "pretraining fits a sequence model: choose model=small (or another sequence preset)"
         )
+    if cfg.get("pretrain") and cfg.get("init_from"):  # it trained from scratch, init_from recorded and unread
+        raise ConfigError(
+            "init_from starts a classifier from a pretraining run; pretraining itself starts fresh: leave init_from "
+            "out of a +experiment=pretrain_* run (dogfood 53)"
+        )
     if kind == "lightgbm" and cfg.get("init_from"):
         raise ConfigError(
             "init_from starts a sequence model from a pretraining run; model=lightgbm has none (it trained as if "
@@ -218,6 +223,11 @@ def checked_model(cfg: DictConfig) -> DictConfig:
         except (TypeError, ValueError) as e:
             raise ConfigError(str(e)) from None
     if kind == "stacked" and not cfg.get("pretrain"):
+        stacking = packaged("model/stacked.yaml")[
+            "stacking"
+        ]  # confidence=fast failed after every sequence fit
+        if wrong := wrong_type(model.get("stacking") or {}, stacking, "model.stacking."):
+            raise ConfigError(wrong)
         check_stacking(out)
     engine = (cfg.get("preprocess") or {}).get("engine", "polars")
     if kind != "sequence" and not cfg.get("pretrain") and (cfg.get("prepared_dir") or engine == "spark"):
