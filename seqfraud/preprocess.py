@@ -37,7 +37,7 @@ from seqfraud.data.split import (
 )
 from seqfraud.errors import ConfigError
 from seqfraud.features.entities import EntitySpec, attach, column_features, entity_spec, kernel_rows
-from seqfraud.features.spec import ON_MIXED_LABELS, SHORTEST_TRAINED, Spec
+from seqfraud.features.spec import ON_MIXED_LABELS, ON_UNLABELED, SHORTEST_TRAINED, Spec
 from seqfraud.features.tokens import FitStats, build_spec, fit_stats, quantile_probs, sequences
 from seqfraud.provenance import files_digest
 from seqfraud.rundir import DATA_DIR, ENTITY_DIR, REPORT_FILE, SPEC_FILE, dataset
@@ -484,6 +484,8 @@ def preprocess(
         SHORTEST_TRAINED: int(train["n_events"].quantile(0.01, "lower") or 0) if train.height else 0,
         ON_MIXED_LABELS: policy.get("on_mixed_labels", "error"),
     }
+    if policy.get("on_unlabeled") == "negative":
+        spec.fit_info[ON_UNLABELED] = "negative"
     (out / DATA_DIR).mkdir(parents=True)
     spec.save(out / SPEC_FILE)
     log.info("tokenizing and writing the datasets into %s", out / DATA_DIR)

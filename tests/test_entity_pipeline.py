@@ -551,6 +551,55 @@ def test_unlabelled_sessions_left_out_still_count_as_entity_context(entity_run, 
     assert train["label"].null_count() == 0 and not train["session_id"].is_in(unlabelled.implode()).any()
 
 
+def test_a_label_table_of_the_frauds_alone_reads_every_other_session_as_legitimate(
+    entity_run, tmp_path
+) -> None:
+    """``data.policy.on_unlabeled=negative`` (a chargeback file lists the frauds only): the splits, tokens and entity
+    features equal those of the full table, whose legitimate sessions carry no label time (known after the label
+    delay), and so do a history's labels read under the run's spec, which records the policy."""
+    from omegaconf import OmegaConf
+
+    from seqfraud.preprocess import preprocess
+    from seqfraud.rundir import ENTITY_DIR
+    from seqfraud.scoring.history import History
+
+    data = OmegaConf.load(entity_run / "config.yaml").data
+    labels = pl.read_parquet(data.labels)
+    assert (
+        labels.filter(pl.col("label") == 0)["label_time"].null_count()
+        == labels.height - labels["label"].sum()
+    )
+    labels.filter(pl.col("label") == 1).write_parquet(tmp_path / "frauds.parquet")
+    out = {}
+    for name, table, policy in (
+        ("full", data.labels, "error"),
+        ("frauds", tmp_path / "frauds.parquet", "negative"),
+    ):
+        cfg = compose(
+            [
+                *ENTITY_OVERRIDES,
+                f"paths.data_dir={tmp_path / 'data'}",
+                f"data.events={data.events}",
+                f"data.labels={table}",
+                f"data.policy.on_unlabeled={policy}",
+            ]
+        )
+        out[name] = preprocess(cfg.data, cfg.features, tmp_path / name)
+    assert out["frauds"].report["unlabeled_sessions_negative"] == labels.height - labels["label"].sum()
+    for split in S.SPLITS:
+        full, frauds = (pl.read_parquet(out[n].datasets[split]) for n in ("full", "frauds"))
+        assert frauds.equals(full), split
+    for column in ("0", "1", "2"):
+        full, frauds = (pl.read_parquet(tmp_path / n / ENTITY_DIR / column) for n in ("full", "frauds"))
+        assert frauds.equals(full), column
+    assert out["frauds"].spec.absent_is_negative and not out["full"].spec.absent_is_negative
+    history = [
+        History.read(data.events, table, out[n].spec).labels.sort(S.SESSION_ID)
+        for n, table in (("full", data.labels), ("frauds", tmp_path / "frauds.parquet"))
+    ]
+    assert history[1].select(history[0].columns).equals(history[0])
+
+
 def test_a_label_cutoff_trains_on_the_labels_known_by_then(tmp_path):
     """``data.split.label_cutoff=test_start``: train and val keep only the labels known before the test start (a
     retrain then had no others); the rest are counted either way, and test labels stay. A backtest window trained

@@ -378,6 +378,31 @@ def test_labels_of_other_sessions_are_counted_and_a_table_matching_none_is_refus
     assert perf["n"] == early.len()
 
 
+def test_a_window_absent_from_a_frauds_only_table_is_legitimate_under_the_runs_policy(
+    exported_artifact, windows
+):
+    """A model trained with data.policy.on_unlabeled=negative (a chargeback file of the frauds alone) reads the
+    window's sessions the table leaves out as legitimate, as its training did; other models leave them out."""
+    from seqfraud.features.spec import ON_UNLABELED, Spec
+    from seqfraud.monitoring.inputs import matched_labels
+
+    s = S.SYNTHETIC
+    table = windows["labels"].select(
+        pl.col(s.session_id).cast(pl.String).alias(S.SESSION_ID), pl.col(s.label).cast(pl.Int8).alias(S.LABEL)
+    )
+    window = windows["early"][s.session_id].cast(pl.String)
+    frauds = table.filter(pl.col(S.LABEL) == 1)
+    spec = Spec.load(exported_artifact / "spec.json")
+    assert (
+        matched_labels(frauds, window, "labels", spec)[0][S.LABEL].to_list()
+        == [1] * frauds.filter(pl.col(S.SESSION_ID).is_in(window.implode())).height
+    )
+    spec.fit_info[ON_UNLABELED] = "negative"
+    got = matched_labels(frauds, window, "labels", spec)[0].sort(S.SESSION_ID)
+    want = table.filter(pl.col(S.SESSION_ID).is_in(window.implode())).sort(S.SESSION_ID)
+    assert got.select(want.columns).equals(want) and 0 < got[S.LABEL].sum() < got.height
+
+
 def test_a_shift_of_present_values_is_not_hidden_by_a_large_missing_share():
     """A number blank in 90% of events: its values moving by a bucket barely moves the PSI over all events;
     the PSI over the present values shows it, and the alert reads the larger, once."""

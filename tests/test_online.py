@@ -789,16 +789,21 @@ def test_a_session_shorter_than_nearly_all_training_sessions_is_flagged(gru_arti
     assert flags == [True] * (shortest - 1) + [False, False]
 
 
+@pytest.mark.parametrize("frauds_only", [False, True])
 @pytest.mark.parametrize("label_time", [None, "cb_date"])
 @pytest.mark.parametrize("seed", range(4))
-def test_live_features_equal_the_batch_features_event_by_event(seed: int, label_time: str | None) -> None:
+def test_live_features_equal_the_batch_features_event_by_event(
+    seed: int, label_time: str | None, frauds_only: bool
+) -> None:
     """Without a model: a session's events taken one at a time against a store of other sessions' events and
     labels give the features the batch path gives the whole session against the same history, whether labels
     become known at their own times or a label delay after their session's last event (ties, nulls and labels
-    known during the session included)."""
+    known during the session included). ``frauds_only``: a model trained under on_unlabeled=negative, given the
+    fraud labels alone, reads every other session as legitimate, known a label delay after its end, in batch
+    and live, as a table that lists those sessions with an undated 0 does."""
     from seqfraud.features.entities import EntitySpec
     from seqfraud.features.fastpath import EventColumns
-    from seqfraud.features.spec import Spec
+    from seqfraud.features.spec import ON_UNLABELED, Spec
     from seqfraud.schema import Schema
     from seqfraud.scoring.history import History
     from seqfraud.scoring.online import live_features
@@ -817,12 +822,16 @@ def test_live_features_equal_the_batch_features_event_by_event(seed: int, label_
         ),
     )
     n = 90
-    sessions = [f"s{x}" for x in rng.integers(0, 7, n)]
+    slot = rng.integers(0, 7, n)
+    sessions = [f"s{x}" for x in slot]
+    # Frauds only: short sessions one after another (s0, the one scored, last), so that the label delay makes
+    # some legitimate labels known before its events.
+    seconds = (6 - slot) * 15 + rng.integers(0, 20, n) if frauds_only else rng.integers(0, 120, n)
     log = pl.DataFrame(
         {
             S.ROW_INDEX: np.arange(n, dtype=np.uint32),
             S.SESSION_ID: sessions,
-            S.TS_US: (1_700_000_000 + rng.integers(0, 120, n)) * 1_000_000,
+            S.TS_US: (1_700_000_000 + seconds) * 1_000_000,
             **{c: [None if rng.random() < 0.15 else f"v{x}" for x in rng.integers(0, 3, n)] for c in columns},
         }
     ).sort(S.TS_US, S.SESSION_ID, S.ROW_INDEX)
@@ -835,14 +844,26 @@ def test_live_features_equal_the_batch_features_event_by_event(seed: int, label_
         for sid, start in sorted(starts.items())
         for t in [rng.integers(0, 150) * 1_000_000]
     ]
-    table = pl.DataFrame(
-        {
-            S.SESSION_ID: [lb.session_id for lb in labels],
-            S.LABEL: pl.Series([lb.label for lb in labels], dtype=pl.Int8),
-            S.LABEL_TIME_US: pl.Series([lb.label_time_us for lb in labels], dtype=pl.Int64),
-        }
-    )
-    batch = History(others, table, "labels", False).context(mine, spec)
+
+    def frame(labels: list[Label]) -> pl.DataFrame:
+        return pl.DataFrame(
+            {
+                S.SESSION_ID: [lb.session_id for lb in labels],
+                S.LABEL: pl.Series([lb.label for lb in labels], dtype=pl.Int8),
+                S.LABEL_TIME_US: pl.Series([lb.label_time_us for lb in labels], dtype=pl.Int64),
+            },
+            schema={S.SESSION_ID: pl.String, S.LABEL: pl.Int8, S.LABEL_TIME_US: pl.Int64},
+        )
+
+    batch = History(others, frame(labels), "labels", False).context(mine, spec)
+    if frauds_only:
+        listed = [lb if lb.label else Label(lb.session_id, 0, None) for lb in labels]
+        full = History(others, frame(listed), "labels", False).context(mine, spec)
+        labels = [lb for lb in labels if lb.label]
+        assert not History(others, frame(labels), "labels", False).context(mine, spec).equals(full)
+        spec.fit_info[ON_UNLABELED] = "negative"
+        batch = History(others, frame(labels), "labels", False).context(mine, spec)
+        assert batch.equals(full)
 
     store = MemoryStore(session_ttl_s=1e9)
     store.add_entity_rows([EntityRow(f"h{r}", sid, ts, (d, a)) for r, sid, ts, d, a in others.iter_rows()])

@@ -196,7 +196,7 @@ def test_parity_on_edge_cases(encoding, tmp_path):
     assert len(prepared.spec.edges["refund"]) == 2 and prepared.spec.edges["fee"] == []
 
 
-@pytest.mark.parametrize("on_unlabeled", ["drop", "keep"])
+@pytest.mark.parametrize("on_unlabeled", ["drop", "keep", "negative"])
 def test_parity_with_label_table_unlabeled_policy_and_test_end(on_unlabeled, tmp_path):
     events = (
         edge_events(seed=11, base_ns=T0_NS)
@@ -221,9 +221,8 @@ def test_parity_with_label_table_unlabeled_policy_and_test_end(on_unlabeled, tmp
         "split": {"test_end": test_end.replace(tzinfo=None).isoformat()},
     }
     prepared = run_both(data, tmp_path)
-    assert (
-        prepared.report["unlabeled_sessions_dropped"] > 0 and prepared.report["sessions_after_test_end"] > 0
-    )
+    said = "unlabeled_sessions_negative" if on_unlabeled == "negative" else "unlabeled_sessions_dropped"
+    assert prepared.report[said] > 0 and prepared.report["sessions_after_test_end"] > 0
     # keep: the unlabelled training sessions stay, with a null label; val and test drop theirs.
     kept = prepared.report.get("unlabeled_sessions_kept", 0)
     nulls = [pl.read_parquet(shard_files(prepared.datasets[s]))[S.LABEL].null_count() for s in S.SPLITS]

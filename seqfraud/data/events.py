@@ -90,8 +90,9 @@ log = logging.getLogger(__name__)
 _CATEGORICAL_OK = (pl.String, pl.Categorical, pl.Enum, pl.Boolean)
 # Entity ids: strings or integers (as their decimal text); an all-null column is an entity no event has.
 _ENTITY_OK = (pl.String, pl.Categorical, pl.Enum, pl.Null)
-# data.policy.on_unlabeled: refuse, leave out, or keep for pretraining (train split only) sessions with no label.
-UNLABELED_POLICIES = ("error", "drop", "keep")
+# data.policy.on_unlabeled: refuse, leave out, keep for pretraining (train split only), or read as legitimate (a
+# label table of the frauds alone, as chargeback files are) sessions with no label.
+UNLABELED_POLICIES = ("error", "drop", "keep", "negative")
 # data.policy.on_mixed_labels, where labels come on the events: refuse a session whose events disagree, or label it
 # fraud when any of its events is (logs that flag the fraudulent transactions, not the session).
 MIXED_LABEL_POLICIES = ("error", "any")
@@ -996,6 +997,14 @@ def read_labels(
     ), source
 
 
+def absent_as_negative(labels: pl.DataFrame, session_ids: pl.Series) -> pl.DataFrame:
+    """``labels`` with a legitimate label (0, no label time: known at the session's end plus the label delay) for
+    each of ``session_ids`` it leaves out: how a model trained under ``data.policy.on_unlabeled=negative`` read
+    them."""
+    absent = session_ids.unique().to_frame(S.SESSION_ID).join(labels, on=S.SESSION_ID, how="anti")
+    return pl.concat([labels, absent.with_columns(pl.lit(0, pl.Int8).alias(S.LABEL))], how="diagonal_relaxed")
+
+
 def refuse_conflicts(labels: pl.DataFrame, value: pl.Expr, source: str, column: str, what: str) -> None:
     """A label table's sessions listed with more than one ``value``: their rows counted (the sessions were
     counted as rows: dogfood 48), and what to do."""
@@ -1225,12 +1234,23 @@ def validate_sessions(
         if on_unlabeled == "error":
             raise DataValidationError(
                 f"{source}: column {schema.label!r}: {n_rows:,} event row(s) in {unlabeled.height:,} session(s) have "
-                f"no label in {label_source} (set data.policy.on_unlabeled=drop to leave them out, or keep to "
-                "pretrain on them)"
+                f"no label in {label_source} (set data.policy.on_unlabeled=drop to leave them out, keep to "
+                "pretrain on them, or negative where the label table lists the frauds alone)"
             )
-        report["unlabeled_sessions_dropped"] = unlabeled.height
-        report["unlabeled_events_dropped"] = n_rows
-        sessions = sessions.filter(pl.col(S.LABEL).is_not_null())
+        if on_unlabeled == "negative":
+            # Known as a legitimate label is: at the session's end plus data.policy.label_delay, never without one.
+            report["unlabeled_sessions_negative"] = unlabeled.height
+            log.info(
+                "%s: %s session(s) absent from %s read as legitimate (data.policy.on_unlabeled=negative)",
+                source,
+                f"{unlabeled.height:,}",
+                label_source,
+            )
+            sessions = sessions.with_columns(pl.col(S.LABEL).fill_null(0))
+        else:
+            report["unlabeled_sessions_dropped"] = unlabeled.height
+            report["unlabeled_events_dropped"] = n_rows
+            sessions = sessions.filter(pl.col(S.LABEL).is_not_null())
 
     sessions = label_known(sessions, schema, label_source, delay_us, rows_are_events=labels is None)
     sessions = sessions.select(

@@ -32,6 +32,9 @@ SHORTEST_TRAINED = "session_events_p1"  # fit_info: 1% of the training sessions 
 NAN_VALUES = "nan_values"  # fit_info: per numeric column, the training events whose value was NaN
 # fit_info: data.policy.on_mixed_labels of the training log, which a history's labels off its events follow
 ON_MIXED_LABELS = "on_mixed_labels"
+# fit_info: data.policy.on_unlabeled, recorded where it is "negative": a session a later label table leaves out is then
+# legitimate, in a history and a monitored window as in training.
+ON_UNLABELED = "on_unlabeled"
 # A value field's id is FIRST_ID + round(position * VALUE_STEPS): 2**20 steps of the position in [0, 1] tell
 # apart amounts 0.01 apart in a bucket 10,000 wide.
 VALUE_STEPS = 1 << 20
@@ -91,6 +94,11 @@ class Spec:
     def numeric_fields(self) -> tuple[str, ...]:
         """Fields bucketed by numeric edges: the schema's numeric columns, then the entity features."""
         return (*self.schema.numerical, *(self.entity.feature_names() if self.entity else ()))
+
+    @property
+    def absent_is_negative(self) -> bool:
+        """Whether training read a session absent from the label table as legitimate (on_unlabeled=negative)."""
+        return self.fit_info.get(ON_UNLABELED) == "negative"
 
     @property
     def shortest_trained(self) -> int:

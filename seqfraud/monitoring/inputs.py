@@ -12,7 +12,13 @@ import polars as pl
 
 from seqfraud import rundir
 from seqfraud import schema as S
-from seqfraud.data.events import DataValidationError, read_labels, scan_table, unmatched_ids_text
+from seqfraud.data.events import (
+    DataValidationError,
+    absent_as_negative,
+    read_labels,
+    scan_table,
+    unmatched_ids_text,
+)
 from seqfraud.data.shards import shard_files
 from seqfraud.errors import UserError
 from seqfraud.features.spec import Spec
@@ -145,7 +151,9 @@ def matched_labels(
 ) -> tuple[pl.DataFrame, int]:
     """The labels of the current window's sessions, and how many others the table holds (left out and counted:
     a table of every label is a normal input). A table none of whose ids match is refused: its ids were read
-    otherwise than the events' (``007`` against ``7``), and the window's performance would read as unlabelled."""
+    otherwise than the events' (``007`` against ``7``), and the window's performance would read as unlabelled.
+    Under a model trained with ``data.policy.on_unlabeled=negative`` the sessions the table leaves out are
+    legitimate, as in training."""
     inside = table[S.SESSION_ID].is_in(sessions.implode())
     if table.height and not inside.any():
         raise DataValidationError(
@@ -161,4 +169,13 @@ def matched_labels(
             table.height,
             table.filter(~inside)[S.SESSION_ID][0],
         )
-    return table.filter(inside), outside
+    table = table.filter(inside)
+    if spec.absent_is_negative:
+        log.info(
+            "%s: %d session(s) of the window absent from it read as legitimate (the model was trained with "
+            "data.policy.on_unlabeled=negative)",
+            source,
+            sessions.n_unique() - table.height,
+        )
+        table = absent_as_negative(table, sessions)
+    return table, outside

@@ -18,6 +18,7 @@ import polars as pl
 from seqfraud import schema as S
 from seqfraud.data.events import (
     DataValidationError,
+    absent_as_negative,
     label_delay_us,
     label_known,
     read_labels,
@@ -96,6 +97,8 @@ class History:
                 f"{label_source}: column {spec.schema.session_id!r}: {table.height:,} labelled session(s), none "
                 f"with events in {source}: {unmatched_ids_text(table[S.SESSION_ID], history_ids)}"
             )
+        if entity.risk and spec.absent_is_negative:  # the table lists the frauds alone, as training's did
+            table = absent_as_negative(table, history_ids)
         return cls(frame, table, label_source, labels is None, source)
 
     def context(self, events: pl.DataFrame, spec: Spec) -> pl.DataFrame:
@@ -169,6 +172,8 @@ def entity_context(
         pl.col(S.TS_US).max().alias(S.END_TIME),
         pl.len().alias("n_events"),
     )
+    if spec.absent_is_negative:  # the scored sessions too, as training read its later sessions
+        labels = absent_as_negative(labels, sessions[S.SESSION_ID])
     labelled = sessions.join(labels, on=S.SESSION_ID, how="inner")
     if S.LABEL_TIME_US not in labelled.columns:
         labelled = labelled.with_columns(pl.lit(None, pl.Int64).alias(S.LABEL_TIME_US))

@@ -732,6 +732,9 @@ def _known(
     """The label and the time it became known of each labelled session of ``sharing``, as
     :func:`~seqfraud.data.events.label_known` gives them in batch (a label that is never known is left out)."""
     labels = store.labels(sorted(sharing))
+    if spec.absent_is_negative:  # a session without a label is legitimate, known at its end plus the delay
+        held = {lb.session_id for lb in labels}
+        labels = [*labels, *(Label(s, 0, None) for s in sorted(sharing - held))]
     if not labels:
         return {}
     # First and last event of the labelled sessions only: a busy value's rows are mostly unlabelled sessions'.
