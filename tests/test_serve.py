@@ -237,6 +237,13 @@ def _case(name: str, sessions, s) -> tuple[str, object, int, str]:
             400,
             f"malformed JSON: key '{amount}' appears more than once in one object",
         ),
+        # Though either reading fails validation: the 422 described one reading of the two (dogfood 54).
+        "a key twice, both invalid": (
+            "/score",
+            b'{"events": [], "events": []}',
+            400,
+            "malformed JSON: key 'events' appears more than once in one object",
+        ),
         "malformed JSON": ("/score", b'{"events": [', 400, "malformed JSON"),
         "not JSON": ("/score", b"\xff\xfe garbage", 400, "malformed JSON"),
         "not an object": ("/score", [1, 2], 422, "body: Input should be an object"),
@@ -285,6 +292,7 @@ BAD = [
     "inf amount",
     "overflowing amount",
     "a key twice",
+    "a key twice, both invalid",
     "malformed JSON",
     "not JSON",
     "not an object",

@@ -394,6 +394,43 @@ def test_a_limit_of_zero_is_refused_at_start(flag, tmp_path, capsys):
     assert exit_.value.code == 2 and f"{flag} must be positive, got 0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "flags, says",
+    [
+        (
+            ["--review", "0.9", "--decline", "0.1"],
+            "--review, --decline: thresholds need 0 <= review <= decline",
+        ),
+        (["--port", "99999"], "--port must be a TCP port, 1 to 65535, got 99999"),
+        (["--threads", "0"], "argument --threads: must be at least 1, got 0"),
+    ],
+)
+def test_flags_that_cannot_work_are_refused_before_the_artifact_loads(flags, says, tmp_path, capsys):
+    """Inverted thresholds and --threads 0 failed with a traceback in the app's start; --port 99999 listened on
+    34463, while the log said 99999 (dogfood 54)."""
+    from seqfraud.cli.serve import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--artifact", str(tmp_path), *flags])
+    assert exit_.value.code == 2 and says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["score", "embed", "synthetic"])
+def test_counts_below_one_are_refused_by_the_batch_commands(command, tmp_path, capsys):
+    """A batch size of 0 failed with a ZeroDivisionError traceback, a chunk of 0 events with a ValueError one,
+    and 0 synthetic sessions likewise (dogfood 54)."""
+    import importlib
+
+    main = importlib.import_module(f"seqfraud.cli.{command}").main
+    common = ["--out", str(tmp_path / "out.parquet")]
+    flag, args = (
+        ("--sessions", []) if command == "synthetic" else ("--batch-size", ["--artifact", str(tmp_path)])
+    )
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, *common, flag, "0"])
+    assert exit_.value.code == 2 and f"argument {flag}: must be at least 1, got 0" in capsys.readouterr().err
+
+
 def test_workers_that_cannot_start_again_leave_the_service_unready(exported_artifact, events, tmp_path):
     """A pool whose new workers failed to start was started again at every request, each told its worker had
     died, while /readyz said ready (review of dogfood 47's fix). Here the artifact is gone when they restart."""

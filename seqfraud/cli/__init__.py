@@ -108,6 +108,20 @@ def history_of(args: Any, spec: Any) -> Any:
     return History.read(args.history_events, args.history_labels, spec) if args.history_events else None
 
 
+def count(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (a batch size of 0 failed with a ZeroDivisionError
+    traceback, 0 synthetic sessions with a ValueError one: dogfood 54)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 CHUNK_HELP = (
     "events per chunk: bounds memory; each chunk reads the input once more, so small chunks cost time"
 )

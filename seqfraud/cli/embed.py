@@ -14,6 +14,7 @@ from seqfraud.cli import (
     add_history_arguments,
     add_verification_arguments,
     check_out,
+    count,
     history_of,
 )
 from seqfraud.errors import command
@@ -42,14 +43,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     batch.add_argument("--format", default="torchscript", choices=("torchscript", "pt2"))
     batch.add_argument(
         "--chunk-events",
-        type=int,
+        type=count,
         default=CHUNK_EVENTS,
         help=CHUNK_HELP,
     )
-    batch.add_argument("--batch-size", type=int, default=64, help="sessions per model call")
+    batch.add_argument("--batch-size", type=count, default=64, help="sessions per model call")
     batch.add_argument(
         "--workers",
-        type=int,
+        type=count,
         default=os.cpu_count() or 1,
         help="model calls run at once, one torch thread each (default: all cores)",
     )

@@ -15,8 +15,10 @@ from seqfraud.cli import (
     add_history_arguments,
     add_verification_arguments,
     apply_verification_arguments,
+    count,
     history_of,
 )
+from seqfraud.decisions import DecisionError, check_thresholds
 from seqfraud.errors import command
 from seqfraud.export.artifact import open_artifact, verification_settings
 from seqfraud.scoring.history import History
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--format", default="torchscript", choices=("torchscript", "pt2"))
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads per request (default 1)")
+    p.add_argument("--threads", type=count, default=1, help="torch intra-op threads per request (default 1)")
     p.add_argument("--review", type=float, help="override the artifact's review threshold (with --decline)")
     p.add_argument("--decline", type=float, help="override the artifact's decline threshold (with --review)")
     p.add_argument("--max-events-per-session", type=int, default=defaults.max_events_per_session)
@@ -183,6 +185,13 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if (args.review is None) != (args.decline is None):
         p.error("--review and --decline go together")
+    if args.review is not None:
+        try:  # here, not in the app's start, which told it as a traceback (dogfood 54)
+            check_thresholds({"review": args.review, "decline": args.decline})
+        except DecisionError as e:
+            p.error(f"--review, --decline: {e}")
+    if not 1 <= args.port <= 65535:  # 99999 bound port 34463 (the number modulo 65536), unsaid: dogfood 54
+        p.error(f"--port must be a TCP port, 1 to 65535, got {args.port}")
     # A limit of 0 serves nothing: --worker-timeout 0 answered every batch with 503, --max-pipelined 0 closed any
     # connection that sent two requests at once (dogfood 47).
     flags = {a.dest: a.option_strings[0] for a in p._actions if a.option_strings}

@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from seqfraud.cli import count
 from seqfraud.data.synthetic import DEFAULT_DAYS, DEFAULT_START, generate, stamp, summary, write
 from seqfraud.errors import command
 
@@ -15,11 +16,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="seqfraud synthetic", description="Write a synthetic clickstream with labelled fraud typologies."
     )
-    parser.add_argument("--sessions", type=int, required=True)
+    parser.add_argument("--sessions", type=count, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--start", default=DEFAULT_START, help="ISO date or datetime (UTC if naive)")
-    parser.add_argument("--days", type=int, default=DEFAULT_DAYS)
+    parser.add_argument("--days", type=count, default=DEFAULT_DAYS)
     args = parser.parse_args(argv)
     data = generate(args.sessions, seed=args.seed, start=args.start, days=args.days)
     write(data, args.out, stamp(args.sessions, args.seed, args.start, args.days), by="command")
