@@ -251,6 +251,28 @@ def test_a_fraud_session_under_any_is_known_from_its_first_fraud_events_label_ti
     assert "1 event row(s) labelled 0 in fraud sessions carry a label time, which is not read" in caplog.text
 
 
+def test_labels_read_off_events_leave_a_session_without_one_unlabelled(tmp_path):
+    """A history whose events carry the labels holds recent sessions with none yet: read off the events, such a
+    session is unlabelled, as training reads it (every label table read off events with one was refused, "leave
+    sessions without a label out of the label table", which events cannot do); one labelled in part is refused,
+    as training refuses it."""
+    from seqfraud.data.events import DataValidationError, read_labels
+
+    rows = events(
+        label=pl.Series([0, 0, 1, 1, None]), known_at=pl.Series([None, None, KNOWN_S2, KNOWN_S2, None])
+    )
+    path = write(rows, tmp_path / "e.parquet")
+    table, _ = read_labels(path, SCHEMA, timestamp_unit="us", rows_are_events=True)
+    assert dict(table.select(S.SESSION_ID, S.LABEL).iter_rows()) == {"s1": 0, "s2": 1}
+    partial = write(rows.with_columns(label=pl.Series([0, None, 1, 1, None])), tmp_path / "p.parquet")
+    with pytest.raises(
+        DataValidationError, match="1 row\\(s\\) have a null label inside 1 otherwise labelled"
+    ):
+        read_labels(partial, SCHEMA, timestamp_unit="us", rows_are_events=True)
+    with pytest.raises(DataValidationError, match="leave sessions without a label out of the label table"):
+        read_labels(path, SCHEMA, timestamp_unit="us")  # a label table's row without a label is refused still
+
+
 def test_label_time_before_the_session_starts(tmp_path):
     ev = write(events().drop("label"), tmp_path / "e.parquet")
     lab = write(labels([T0 - timedelta(days=1), KNOWN_S2, None]), tmp_path / "labels.parquet")

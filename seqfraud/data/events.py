@@ -962,6 +962,21 @@ def read_labels(
         labels = lf.with_row_index(S.ROW_INDEX).with_columns(epochs).select(S.ROW_INDEX, *columns).collect()
     if labels.is_empty():
         raise DataValidationError(f"{source}: the label table is empty")
+    unlabelled = pl.col(S.LABEL).is_null()
+    if rows_are_events:
+        # Events: a session none of whose rows has a label yet is unlabelled, as training reads it (a history's
+        # latest sessions are); one labelled in part is refused, as training refuses it.
+        partial = labels.filter(
+            unlabelled.any().over(S.SESSION_ID) & unlabelled.not_().any().over(S.SESSION_ID)
+        )
+        if partial.height:
+            fail_rows(
+                source,
+                schema.label,
+                int(partial[S.LABEL].null_count()),
+                f"have a null label inside {partial[S.SESSION_ID].n_unique():,} otherwise labelled session(s)",
+            )
+        labels = labels.filter(unlabelled.not_() | pl.col(S.SESSION_ID).is_null())
     for col, n, what in (
         (schema.session_id, labels[S.SESSION_ID].null_count(), "have a null session id"),
         (schema.session_id, int(labels.select(blank(S.SESSION_ID).sum()).item()), BLANK_ID),
