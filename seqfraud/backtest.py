@@ -76,7 +76,7 @@ def plan_windows(
     windows cover the most recent data and start on day boundaries.
     """
     if windows < 1 or window_days <= 0 or val_days <= 0:
-        raise ValueError(
+        raise ConfigError(
             f"backtest: need windows >= 1, window_days > 0 and val_days > 0, "
             f"got {windows}, {window_days}, {val_days}"
         )
@@ -88,13 +88,13 @@ def plan_windows(
     )
     out = [Window(k + 1, t - val, t, t + width) for k, t in enumerate(t1 + k * width for k in range(windows))]
     if out[0].val_start <= first_us:
-        raise ValueError(
+        raise ConfigError(
             f"backtest: window 1 validates from {from_epoch_us(out[0].val_start)}, but the data starts "
             f"at {from_epoch_us(first_us)}, which leaves nothing to train on; use fewer or shorter "
             "windows or a later backtest.first_test_start"
         )
     if out[-1].test_start > last_us:
-        raise ValueError(
+        raise ConfigError(
             f"backtest: window {out[-1].index} starts at {from_epoch_us(out[-1].test_start)}, after the "
             f"latest session ({from_epoch_us(last_us)}); use fewer windows or an earlier first_test_start"
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from seqfraud.errors import did_you_mean
@@ -68,6 +69,83 @@ def where_key_lives(key: str) -> str:
 FRACTIONS = frozenset(
     {"preprocess.memory_gb", "features.time_delta.max_seconds", "features.entity.smoothing"}
 )
+
+
+@dataclass(frozen=True)
+class Bound:
+    """Where a number may lie: from ``low`` (excluded where ``low_open``) up to ``high`` (excluded where
+    ``high_open``); None: no bound on that side."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def holds(self, x: float) -> bool:
+        above = self.low is None or (x > self.low if self.low_open else x >= self.low)
+        below = self.high is None or (x < self.high if self.high_open else x <= self.high)
+        return above and below
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return "positive" if self.low == 0 and self.low_open else f"at least {self.low:g}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"in {left}{self.low:g}, {self.high:g}{right}"
+
+
+SHARE = Bound(0, 1, low_open=True, high_open=True)
+POSITIVE = Bound(0, low_open=True)
+# Numbers that cannot work outside these bounds, by key, in every command's config (train's, backtest's,
+# export's): each failed deep in torch, Polars or Lightning, or ran on meaninglessly (metrics.fpr=2, a negative
+# partition count: dogfoods 53 and 55). Checked where set; a key of another command's config is not there.
+RANGES = {
+    "optim.lr": POSITIVE,
+    "optim.weight_decay": Bound(0),
+    "optim.warmup_fraction": Bound(0, 1, high_open=True),
+    "optim.min_lr_ratio": Bound(0, 1),
+    "loss.pos_weight": POSITIVE,
+    "loss.gamma": Bound(0),
+    "loss.alpha": Bound(0, 1),
+    "loader.batch_size": Bound(1),
+    "loader.eval_batch_size": Bound(1),
+    "loader.num_workers": Bound(0),
+    "loader.pool_batches": Bound(1),
+    "loader.shuffle_buffer": Bound(0),
+    "loader.prefix_share": Bound(0, 1),
+    "metrics.fpr": SHARE,
+    "metrics.recall": Bound(0, 1, low_open=True),
+    "label_fraction": Bound(0, 1, low_open=True),
+    "freeze_epochs": Bound(0),
+    "features.max_len": Bound(1),
+    "features.min_count": Bound(0),
+    "features.max_vocab": Bound(1),
+    "features.n_buckets": Bound(1),
+    "features.time_delta.min_seconds": POSITIVE,
+    "features.time_delta.max_seconds": POSITIVE,
+    "features.time_delta.n_buckets": Bound(3),
+    "features.entity.smoothing": Bound(0),
+    "data.split.val_fraction": SHARE,
+    "data.split.test_fraction": SHARE,
+    "preprocess.memory_gb": POSITIVE,
+    "preprocess.partitions": Bound(1),
+    "backtest.windows": Bound(1),
+    "backtest.window_days": POSITIVE,
+    "backtest.val_days": POSITIVE,
+    "tolerance": Bound(0),
+    "parity_sessions": Bound(1),
+}
+
+
+def out_of_range(cfg: Mapping[str, Any]) -> str | None:
+    """The first setting of ``cfg`` (a plain, resolved config) outside its :data:`RANGES` bound, as
+    ``"key must be ..., got value"``; numbers only (:func:`wrong_type` tells the rest)."""
+    for key, bound in RANGES.items():
+        node: Any = cfg
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if isinstance(node, (int, float)) and not isinstance(node, bool) and not bound.holds(node):
+            return f"{key} must be {bound}, got {node}"
+    return None
 
 
 def wrong_type(given: Mapping[str, Any], reference: Mapping[str, Any], prefix: str = "") -> str | None:

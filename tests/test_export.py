@@ -277,6 +277,46 @@ def test_export_config_maps_onto_export_run():
     )  # every format it can
 
 
+def test_export_refuses_impossible_numbers_before_any_work(tmp_path):
+    """parity_sessions=0 was blamed on the validation split, a negative tolerance on the model after the whole
+    export (dogfood 55); both are refused first, naming the key."""
+    from seqfraud.errors import EXIT_USER_ERROR
+
+    for override, says in (
+        ("parity_sessions=0", "parity_sessions must be at least 1, got 0"),
+        ("tolerance=-1", "tolerance must be at least 0"),
+    ):
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "seqfraud",
+                "export",
+                f"run_dir={tmp_path}",
+                f"out={tmp_path / 'a'}",
+                override,
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == EXIT_USER_ERROR and says in result.stderr, result.stderr
+
+
+def test_nan_metrics_in_lists_are_null_in_the_manifest():
+    """A test split without a fraud has NaN metrics per prefix length too, inside a list: they failed the export
+    with a traceback (dogfood 55)."""
+    from seqfraud.export.artifact import canonical_json
+    from seqfraud.export.exporter import _finite
+
+    manifest = {
+        "metrics": {"test": {"pr_auc": float("nan")}, "by_length": [{"pr_auc": float("nan"), "n": 2}]}
+    }
+    assert json.loads(canonical_json(_finite(manifest))) == {
+        "metrics": {"test": {"pr_auc": None}, "by_length": [{"pr_auc": None, "n": 2}]}
+    }
+
+
 def test_manifest_says_how_test_sessions_score_after_their_first_events(
     exported_artifact, trained_run, test_period_events
 ):

@@ -401,18 +401,26 @@ def test_a_limit_of_zero_is_refused_at_start(flag, tmp_path, capsys):
             ["--review", "0.9", "--decline", "0.1"],
             "--review, --decline: thresholds need 0 <= review <= decline",
         ),
-        (["--port", "99999"], "--port must be a TCP port, 1 to 65535, got 99999"),
         (["--threads", "0"], "argument --threads: must be at least 1, got 0"),
     ],
 )
 def test_flags_that_cannot_work_are_refused_before_the_artifact_loads(flags, says, tmp_path, capsys):
-    """Inverted thresholds and --threads 0 failed with a traceback in the app's start; --port 99999 listened on
-    34463, while the log said 99999 (dogfood 54)."""
+    """Inverted thresholds and --threads 0 failed with a traceback in the app's start (dogfood 54)."""
     from seqfraud.cli.serve import main
 
     with pytest.raises(SystemExit) as exit_:
         main(["--artifact", str(tmp_path), *flags])
     assert exit_.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_a_port_past_65535_is_refused_before_binding(exported_artifact, capsys):
+    """--port 99999 listened on 34463 (the number modulo 65536) while the log said 99999 (dogfood 54)."""
+    from seqfraud.cli.serve import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--artifact", str(exported_artifact), "--port", "99999"])
+    said = capsys.readouterr().err
+    assert exit_.value.code == 2 and "--port must be a TCP port, 0 (any free one) to 65535, got 99999" in said
 
 
 @pytest.mark.parametrize("command", ["score", "embed", "synthetic"])

@@ -308,7 +308,17 @@ def test_a_setting_nothing_reads_is_refused_before_any_data(tmp_path, caplog):
         "trainer.enable_progress_bar=3": "trainer.enable_progress_bar must be true or false",
         # Settings that did nothing, silently: a freeze without a pretrained encoder, or for the whole run.
         "freeze_epochs=1": "freeze_epochs=1 freezes a pretrained encoder: it needs init_from=RUN",
-        "freeze_epochs=-1": "freeze_epochs must be 0 or more",
+        "freeze_epochs=-1": "freeze_epochs must be at least 0, got -1",
+        # Numbers out of range failed deep in torch, Polars or Lightning, or ran meaninglessly (dogfoods 53, 55).
+        "metrics.fpr=2": r"metrics.fpr must be in \(0, 1\), got 2",
+        "trainer.max_epochs=0": r"trainer.max_epochs must be at least 1 \(or -1: no limit\), got 0",
+        "features.n_buckets=0": "features.n_buckets must be at least 1, got 0",
+        "features.max_len=0": "features.max_len must be at least 1, got 0",
+        "loader.pool_batches=0": "loader.pool_batches must be at least 1, got 0",
+        "preprocess.partitions=-3": "preprocess.partitions must be at least 1, got -3",
+        "data.split.test_fraction=0": r"data.split.test_fraction must be in \(0, 1\), got 0",
+        "callbacks.early_stopping.monitor=val/prauc": r"callbacks.early_stopping.monitor: 'val/prauc' is not a metric",
+        "data.split.val_fraction=0.9": r"val_fraction \+ data.split.test_fraction must be below 1 .* 0.9 \+ 0.15",
     }
     # A label-scarce run's risk features read the labels it hides (review 50); without risk it may run.
     with pytest.raises(
@@ -329,6 +339,9 @@ def test_a_setting_nothing_reads_is_refused_before_any_data(tmp_path, caplog):
         (["model=gru", "model.encoder=lstm"], "model.encoder must be 'transformer' or 'gru', got 'lstm'"),
         (["model=small", "model.dropout=abc"], r"model.dropout must be a number \(as its default, 0.1\)"),
         (["model=small", "model.n_layers=1.5"], r"model.n_layers must be an integer \(as its default, 2\)"),
+        (["model=small", "model.n_layers=0"], "model.n_layers must be at least 1, got 0"),
+        (["model=small", "model.n_heads=0"], "model.n_heads must be at least 1, got 0"),
+        (["model=gru", "model.dropout=1.5"], r"model.dropout must be in \[0, 1\), got 1.5"),
         # Found after every sequence fit (dogfood 53), and a pretraining's init_from that nothing read.
         (["model=stacked", "model.stacking.confidence=fast"], "model.stacking.confidence must be a number"),
         (["+experiment=pretrain_masked", f"init_from={tmp_path}"], "pretraining itself starts fresh"),

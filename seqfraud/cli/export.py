@@ -8,12 +8,15 @@ from omegaconf import DictConfig
 
 from seqfraud.cli import CONFIG_PATH, run_hydra
 from seqfraud.cli.hydra_main import hydra_command
-from seqfraud.config import plain
+from seqfraud.config import out_of_range, plain
+from seqfraud.errors import ConfigError
 from seqfraud.export.exporter import export_run
 
 
 @hydra_command(config_path=CONFIG_PATH, config_name="export")
 def export_task(cfg: DictConfig) -> None:
+    if wrong := out_of_range(plain(cfg)):  # parity_sessions=0 blamed the validation split (dogfood 55)
+        raise ConfigError(wrong)
     out = export_run(
         cfg.run_dir,
         cfg.out,

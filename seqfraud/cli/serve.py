@@ -190,8 +190,6 @@ def main(argv: list[str] | None = None) -> None:
             check_thresholds({"review": args.review, "decline": args.decline})
         except DecisionError as e:
             p.error(f"--review, --decline: {e}")
-    if not 1 <= args.port <= 65535:  # 99999 bound port 34463 (the number modulo 65536), unsaid: dogfood 54
-        p.error(f"--port must be a TCP port, 1 to 65535, got {args.port}")
     # A limit of 0 serves nothing: --worker-timeout 0 answered every batch with 503, --max-pipelined 0 closed any
     # connection that sent two requests at once (dogfood 47).
     flags = {a.dest: a.option_strings[0] for a in p._actions if a.option_strings}
@@ -282,6 +280,8 @@ def main(argv: list[str] | None = None) -> None:
         if history is None or args.state != "redis"
         else lambda: seed_store(history_of(args, spec)),
     )
+    if not 0 <= args.port <= 65535:  # 99999 bound port 34463 (the number modulo 65536), unsaid: dogfood 54
+        p.error(f"--port must be a TCP port, 0 (any free one) to 65535, got {args.port}")
     run(
         app,
         host=args.host,

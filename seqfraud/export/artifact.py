@@ -697,7 +697,7 @@ def strict_json(data: bytes) -> Any:
     takes the last), or nesting past Python's recursion limit (a crafted file; RecursionError is no
     ValueError, so it escaped as a traceback)."""
     try:
-        return json.loads(data, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
+        return json.loads(data, parse_constant=_refuse_constant, object_pairs_hook=unique_keys)
     except RecursionError:
         raise ValueError("nested too deeply") from None
 
@@ -706,7 +706,8 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``' ``object_pairs_hook`` that refuses (ValueError) a key repeated in one object."""
     value = dict(pairs)
     if len(value) != len(pairs):
         twice = [k for k, n in Counter(k for k, _ in pairs).items() if n > 1]

@@ -750,9 +750,12 @@ def by_events_seen(
 
 
 def _finite(value: Any) -> Any:
-    """NaN metrics (one-class slices) become null: the manifest is strict JSON."""
+    """NaN metrics (one-class slices) become null: the manifest is strict JSON. Lists too: a test split without a
+    fraud failed the export on its per-prefix metrics with a traceback (dogfood 55)."""
     if isinstance(value, dict):
         return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value

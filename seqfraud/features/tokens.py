@@ -55,7 +55,10 @@ class Sequences:
 def time_delta_edges(min_seconds: float, max_seconds: float, n_buckets: int) -> list[float]:
     """Log-spaced edges in seconds, with 0 first so that simultaneous events get their own bucket."""
     if not (0 < min_seconds < max_seconds) or n_buckets < 3:
-        raise ValueError("time-delta buckets need 0 < min_seconds < max_seconds and n_buckets >= 3")
+        raise ConfigError(
+            "features.time_delta needs 0 < min_seconds < max_seconds and n_buckets >= 3, got "
+            f"{min_seconds}, {max_seconds} and {n_buckets}"
+        )
     n = n_buckets - 2
     ratio = (max_seconds / min_seconds) ** (1 / max(n - 1, 1))
     return [0.0] + [round(min_seconds * ratio**i, 6) for i in range(n)]
@@ -91,7 +94,7 @@ def quantile_probs(n_buckets: int, tail_quantiles: tuple[float, ...] = ()) -> li
     """``n_buckets`` equal-frequency cut points plus the tail ones: fraud often lives in the last percent of
     amounts, which one equal-frequency top bucket would lump together."""
     if any(not 0 < q < 1 for q in tail_quantiles):
-        raise ValueError(
+        raise ConfigError(
             f"features.tail_quantiles must lie strictly between 0 and 1, got {list(tail_quantiles)}"
         )
     return sorted({i / n_buckets for i in range(1, n_buckets)} | set(tail_quantiles))

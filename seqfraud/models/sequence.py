@@ -72,6 +72,12 @@ class ModelConfig:
             raise ValueError(f"model.fusion must be 'concat' or 'sum', got {self.fusion!r}")
         if self.local_kernel < 1:
             raise ValueError(f"model.local_kernel must be at least 1 (1: off), got {self.local_kernel}")
+        # Each failed in torch, unnamed, or as a ZeroDivisionError below (dogfood 55).
+        for name in ("d_model", "n_layers", "n_heads", "ff_mult", "field_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"model.{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.encoder == "transformer" and self.d_model % self.n_heads:
             raise ValueError(
                 f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})"

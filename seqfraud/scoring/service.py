@@ -14,6 +14,7 @@ import asyncio
 import copy
 import functools
 import gc
+import json
 import logging
 import multiprocessing
 import os
@@ -49,7 +50,7 @@ from typing_extensions import NotRequired, Required, TypedDict
 from seqfraud import schema as S
 from seqfraud.data.events import DataValidationError, blank_id
 from seqfraud.decisions import BANDS
-from seqfraud.export.artifact import strict_json
+from seqfraud.export.artifact import strict_json, unique_keys
 from seqfraud.features.spec import Spec
 from seqfraud.scoring.explain import flat_note, scored_occlusion, unread_note
 from seqfraud.scoring.history import HistoryRequired, refuse_to_serve
@@ -441,9 +442,13 @@ def parse(validator: TypeAdapter, body: bytes) -> dict[str, Any]:
         errors = e.errors(include_url=False, include_context=False, include_input=False)
         if errors[0]["type"] == "json_invalid":
             raise RequestError(400, f"malformed JSON: {errors[0]['msg']}") from None
-        _refuse_repeated_keys(
-            body
-        )  # first: the 422 would describe one reading of an ambiguous body (dogfood 54)
+        # First: the 422 would describe one reading of an ambiguous body (dogfood 54).
+        try:
+            json.loads(body, object_pairs_hook=unique_keys)
+        except ValueError as e:
+            raise RequestError(400, f"malformed JSON: {e}") from None
+        except RecursionError:  # nested deeper than Python parses: the 422 below tells it
+            pass
         # Unknown fields are said once per place in the schema, with what it takes: a client that sends its
         # raw rows has the same few extra columns on every event.
         unknown: dict[tuple, list[Any]] = {}
@@ -468,17 +473,11 @@ def parse(validator: TypeAdapter, body: bytes) -> dict[str, Any]:
         raise RequestError(
             422, detail, [{"loc": _where(err["loc"]), "msg": err["msg"]} for err in errors]
         ) from None
-    _refuse_repeated_keys(body)
-    return parsed
-
-
-def _refuse_repeated_keys(body: bytes) -> None:
-    """400 for a key repeated in one object of a body that is JSON otherwise (it validated, or failed only on
-    its values)."""
     try:
         strict_json(body)
-    except ValueError as e:
+    except ValueError as e:  # valid JSON otherwise, as it validated
         raise RequestError(400, f"malformed JSON: {e}") from None
+    return parsed
 
 
 @functools.cache

@@ -29,7 +29,7 @@ from torch import nn
 from seqfraud import rundir
 from seqfraud import schema as S
 from seqfraud.baselines import STACKER_FILE, fit_lightgbm, fit_predict_lightgbm
-from seqfraud.config import packaged, packaged_defaults, plain, unknown_key, wrong_type
+from seqfraud.config import out_of_range, packaged, packaged_defaults, plain, unknown_key, wrong_type
 from seqfraud.data.shards import ROW_GROUP_SESSIONS, shard_files
 from seqfraud.data.split import check_splits
 from seqfraud.errors import ConfigError
@@ -115,30 +115,47 @@ def check_settings(cfg: DictConfig, *, sections: Mapping[str, Any] | None = None
     typed = reference | {"trainer": trainer}
     if wrong := wrong_type({str(k): v for k, v in settings.items()}, typed):
         raise ConfigError(wrong)
-    for key, low in (("optim.lr", 0), ("loader.batch_size", 1), ("loader.eval_batch_size", 1)):
-        if (value := OmegaConf.select(cfg, key)) is not None and not (
-            value > 0 if low == 0 else value >= low
-        ):
-            raise ConfigError(f"{key} must be {'positive' if low == 0 else f'at least {low}'}, got {value}")
+    if wrong := out_of_range(settings):
+        raise ConfigError(wrong)
+    epochs = OmegaConf.select(cfg, "trainer.max_epochs")
+    if isinstance(epochs, int) and not (epochs >= 1 or epochs == -1):  # 0 trained nothing, unsaid
+        raise ConfigError(f"trainer.max_epochs must be at least 1 (or -1: no limit), got {epochs}")
+    split = settings.get("data", {}).get("split") or {}
+    shares = [split.get(k) for k in ("val_fraction", "test_fraction")]
+    if all(isinstance(x, (int, float)) for x in shares) and sum(shares) >= 1:
+        raise ConfigError(
+            f"data.split.val_fraction + data.split.test_fraction must be below 1 (the rest trains), got "
+            f"{shares[0]} + {shares[1]}"
+        )
     freeze = int(cfg.get("freeze_epochs") or 0)
-    if freeze < 0:
-        raise ConfigError(f"freeze_epochs must be 0 or more, got {freeze}")
     if freeze and not cfg.get("init_from"):
         raise ConfigError(f"freeze_epochs={freeze} freezes a pretrained encoder: it needs init_from=RUN")
-    epochs = OmegaConf.select(cfg, "trainer.max_epochs")
     if freeze and isinstance(epochs, int) and 0 < epochs <= freeze:  # a linear probe, if meant: said
         log.warning(
             "freeze_epochs=%d holds the encoder fixed for every one of trainer.max_epochs=%d: only the head learns",
             freeze,
             epochs,
         )
-    for name, callback in (settings.get("callbacks") or {}).items():
+    callbacks = settings.get("callbacks") or {}
+    for name, callback in callbacks.items():
         check_callback(f"callbacks.{name}", callback)
+    if not cfg.get("pretrain"):  # a monitor's typo failed only after the first epoch (dogfood 55)
+        scored = classification_metrics([0, 1], [0.1, 0.9], **plain(cfg.get("metrics")))
+        logged = {
+            "val/loss",
+            "train/loss_epoch",
+            *(f"val/{k}" for k in scored if k not in ("n", "positives")),
+        }
+        for name, callback in callbacks.items():
+            monitor = callback.get("monitor")
+            if isinstance(monitor, str) and monitor not in logged:
+                raise ConfigError(
+                    f"callbacks.{name}.monitor: {monitor!r} is not a metric a classifier logs; it logs "
+                    f"{sorted(logged)}"
+                )
     if (name := cfg.get("loss", {}).get("name")) not in LOSSES:
         raise ConfigError(f"loss.name must be one of {list(LOSSES)}, got {name!r}")
     fraction = cfg.get("label_fraction", 1.0)
-    if not 0 < float(fraction) <= 1:  # labelled_train reads it, after preprocessing
-        raise ConfigError(f"label_fraction must be in (0, 1], got {fraction}")
     entities = OmegaConf.select(cfg, "data.schema.entities") or []
     if float(fraction) < 1 and entities and OmegaConf.select(cfg, "features.entity.risk", default=False):
         raise ConfigError(
@@ -250,7 +267,9 @@ def model_config(model_cfg: dict, spec, exclude: list[str]) -> ModelConfig:
     fitted spec."""
     unknown = sorted(set(exclude) - set(spec.fields))
     if unknown:
-        raise ValueError(f"features.exclude names unknown field(s) {unknown}; fields are {list(spec.fields)}")
+        raise ConfigError(
+            f"features.exclude names unknown field(s) {unknown}; fields are {list(spec.fields)}"
+        )
     entity = set(spec.entity.feature_names()) if spec.entity else set()
     return ModelConfig(
         vocab_sizes=[spec.vocab_size(f) for f in spec.fields],
@@ -808,6 +827,15 @@ def fit_and_evaluate(
         pred.write_parquet(rundir.predictions(run_dir, name))
         predictions[name] = pred
         metrics[name] = evaluate(pred, metrics_cfg, typologies)
+        n, positives = metrics[name]["n"], metrics[name]["positives"]
+        if not 0 < positives < n:  # NaN metrics, said (a test split of 2 sessions passed unsaid: dogfood 55)
+            log.warning(
+                "the %s split holds %d session(s), %d of them fraud: its PR-AUC and ROC-AUC are undefined (NaN); "
+                "give it a longer period (data.split)",
+                name,
+                n,
+                positives,
+            )
     (run_dir / rundir.METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     log.info("val PR-AUC %.4f, test PR-AUC %.4f", metrics["val"]["pr_auc"], metrics["test"]["pr_auc"])
     if logger:
