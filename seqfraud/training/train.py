@@ -121,8 +121,8 @@ def check_settings(cfg: DictConfig, *, sections: Mapping[str, Any] | None = None
     if isinstance(epochs, int) and not (epochs >= 1 or epochs == -1):  # 0 trained nothing, unsaid
         raise ConfigError(f"trainer.max_epochs must be at least 1 (or -1: no limit), got {epochs}")
     split = settings.get("data", {}).get("split") or {}
-    shares = [split.get(k) for k in ("val_fraction", "test_fraction")]
-    if all(isinstance(x, (int, float)) for x in shares) and sum(shares) >= 1:
+    shares = [x for k in ("val_fraction", "test_fraction") if isinstance(x := split.get(k), (int, float))]
+    if len(shares) == 2 and sum(shares) >= 1:
         raise ConfigError(
             f"data.split.val_fraction + data.split.test_fraction must be below 1 (the rest trains), got "
             f"{shares[0]} + {shares[1]}"
