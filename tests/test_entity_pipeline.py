@@ -552,13 +552,14 @@ def test_unlabelled_sessions_left_out_still_count_as_entity_context(entity_run, 
 
 
 def test_a_label_table_of_the_frauds_alone_reads_every_other_session_as_legitimate(
-    entity_run, tmp_path
+    entity_run, tmp_path, caplog
 ) -> None:
     """``data.policy.on_unlabeled=negative`` (a chargeback file lists the frauds only): the splits, tokens and entity
     features equal those of the full table, whose legitimate sessions carry no label time (known after the label
     delay), and so do a history's labels read under the run's spec, which records the policy."""
     from omegaconf import OmegaConf
 
+    from seqfraud.data.events import DataValidationError
     from seqfraud.preprocess import preprocess
     from seqfraud.rundir import ENTITY_DIR
     from seqfraud.scoring.history import History
@@ -598,6 +599,24 @@ def test_a_label_table_of_the_frauds_alone_reads_every_other_session_as_legitima
         for n, table in (("full", data.labels), ("frauds", tmp_path / "frauds.parquet"))
     ]
     assert history[1].select(history[0].columns).equals(history[0])
+    # A chargeback file with no fraud among the history's sessions, or none at all yet, is a normal input under
+    # the policy: every history session is legitimate (both were refused, stopping score, serve and monitor:
+    # dogfood 56). One whose ids match none is said, since ids read otherwise ('007', '7') look the same.
+    none_yet = pl.DataFrame(schema=labels.schema)
+    elsewhere = labels.filter(pl.col("label") == 1).with_columns(
+        pl.format("x{}", "session_id").alias("session_id")
+    )
+    for name, table in (("none_yet", none_yet), ("elsewhere", elsewhere)):
+        table.write_parquet(tmp_path / f"{name}.parquet")
+        with caplog.at_level("WARNING", logger="seqfraud.data.events"):
+            got = History.read(data.events, tmp_path / f"{name}.parquet", out["frauds"].spec).labels
+        legitimate = got.filter(pl.col(S.LABEL) == 0)[S.SESSION_ID].sort()
+        assert (
+            legitimate.equals(history[0][S.SESSION_ID]) and got.height - legitimate.len() == table.height
+        ), name
+    assert "none with events in" in caplog.text and "reads as legitimate" in caplog.text
+    with pytest.raises(DataValidationError, match="none with events in"):
+        History.read(data.events, tmp_path / "elsewhere.parquet", out["full"].spec)
 
 
 def test_a_label_cutoff_trains_on_the_labels_known_by_then(tmp_path):

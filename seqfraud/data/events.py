@@ -915,6 +915,7 @@ def read_labels(
     timestamp_unit: str | None = None,
     any_event: bool = False,
     rows_are_events: bool = False,
+    empty_ok: bool = False,
 ) -> tuple[pl.DataFrame, str]:
     """A separate label table: one row per session, 0/1 label. With ``any_event`` (events read as labels, of a
     log trained under ``data.policy.on_mixed_labels=any``) a session is labelled by its events' highest label,
@@ -928,6 +929,15 @@ def read_labels(
     lf, source = scan_table(path, schema)
     have = lf.collect_schema()
     lt = schema.label_time if timestamp_unit is not None else None
+
+    def nothing() -> tuple[pl.DataFrame, str]:
+        """No label: refused, unless ``empty_ok`` (a chargeback file of a model trained under
+        ``on_unlabeled=negative``, with no fraud yet: dogfood 56)."""
+        if not empty_ok:
+            raise DataValidationError(f"{source}: the label table is empty")
+        times = {S.LABEL_TIME_US: pl.Int64} if lt is not None else {}
+        return pl.DataFrame(schema={S.SESSION_ID: pl.String, S.LABEL: pl.Int8, **times}), source
+
     missing = [c for c in (schema.session_id, schema.label, *([lt] if lt else [])) if c not in have]
     if missing:
         raise DataValidationError(
@@ -940,7 +950,7 @@ def read_labels(
         with reading(source):
             empty = lf.head(1).collect().is_empty()  # a header-only CSV reads every column as text
         if empty:
-            raise DataValidationError(f"{source}: the label table is empty")
+            return nothing()
         not_labels(lf, schema.label, source)
     columns = [
         pl.col(schema.session_id).cast(pl.String).alias(S.SESSION_ID),
@@ -961,7 +971,7 @@ def read_labels(
     with reading(source):
         labels = lf.with_row_index(S.ROW_INDEX).with_columns(epochs).select(S.ROW_INDEX, *columns).collect()
     if labels.is_empty():
-        raise DataValidationError(f"{source}: the label table is empty")
+        return nothing()
     unlabelled = pl.col(S.LABEL).is_null()
     if rows_are_events:
         # Events: a session none of whose rows has a label yet is unlabelled, as training reads it (a history's
@@ -1077,10 +1087,28 @@ def _check_label_times(
 def unmatched_ids_text(label_ids: pl.Series, event_ids: pl.Series) -> str:
     """What to show when no label id matches an event's: a few of each, since ids compare as text and a reader
     that kept ``007`` on one side and made it ``7`` on the other matches nothing."""
-    return (
-        f"label ids {label_ids.head(3).to_list()}, event ids {event_ids.head(3).to_list()} (ids compare as "
-        "text: '007' is not '7')"
+    # The first few in order: a hash set's order changed the message from run to run (dogfood 56).
+    first = [ids.unique().sort().head(3).to_list() for ids in (label_ids, event_ids)]
+    return f"label ids {first[0]}, event ids {first[1]} (ids compare as text: '007' is not '7')"
+
+
+def check_some_match(
+    table: pl.DataFrame, event_ids: pl.Series, where: str, what: str, absent_is_negative: bool
+) -> None:
+    """Refuse a label table (``where``: its file and id column) none of whose ids match ``event_ids`` (the
+    sessions of ``what``): its ids were read
+    otherwise than the events' (``007`` against ``7``), and every label would go unread. Under
+    ``data.policy.on_unlabeled=negative`` such a table is also a normal one (a chargeback file without a fraud
+    among these sessions: dogfood 56): said, and taken."""
+    if not table.height or table[S.SESSION_ID].is_in(event_ids.implode()).any():
+        return
+    text = (
+        f"{where}: {table.height:,} labelled session(s), none with events in {what}: "
+        + unmatched_ids_text(table[S.SESSION_ID], event_ids)
     )
+    if not absent_is_negative:
+        raise DataValidationError(text)
+    log.warning("%s; under data.policy.on_unlabeled=negative every one of them reads as legitimate", text)
 
 
 def validate_sessions(

@@ -15,9 +15,9 @@ from seqfraud import schema as S
 from seqfraud.data.events import (
     DataValidationError,
     absent_as_negative,
+    check_some_match,
     read_labels,
     scan_table,
-    unmatched_ids_text,
 )
 from seqfraud.data.shards import shard_files
 from seqfraud.errors import UserError
@@ -137,7 +137,7 @@ def current_labels(labels: Any, events_lf: pl.LazyFrame, spec: Spec) -> pl.DataF
         )
         return table.group_by(S.SESSION_ID).agg(pl.col(S.LABEL).max().cast(pl.Int8))
     if isinstance(labels, (str, Path)):
-        return read_labels(str(labels), s)[0]
+        return read_labels(str(labels), s, empty_ok=spec.absent_is_negative)[0]
     missing = [c for c in (s.session_id, s.label) if c not in labels.columns]
     if missing:
         raise DataValidationError(f"labels: missing column(s) {missing}. Columns present: {labels.columns}")
@@ -154,12 +154,9 @@ def matched_labels(
     otherwise than the events' (``007`` against ``7``), and the window's performance would read as unlabelled.
     Under a model trained with ``data.policy.on_unlabeled=negative`` the sessions the table leaves out are
     legitimate, as in training."""
+    where = f"{source}: column {spec.schema.session_id!r}"
+    check_some_match(table, sessions, where, "the current window", spec.absent_is_negative)
     inside = table[S.SESSION_ID].is_in(sessions.implode())
-    if table.height and not inside.any():
-        raise DataValidationError(
-            f"{source}: column {spec.schema.session_id!r}: {table.height:,} labelled session(s), none with events "
-            f"in the current window: {unmatched_ids_text(table[S.SESSION_ID], sessions)}"
-        )
     outside = table.height - int(inside.sum())
     if outside:
         log.info(

@@ -19,11 +19,11 @@ from seqfraud import schema as S
 from seqfraud.data.events import (
     DataValidationError,
     absent_as_negative,
+    check_some_match,
     label_delay_us,
     label_known,
     read_labels,
     scan_table,
-    unmatched_ids_text,
 )
 from seqfraud.errors import UserError
 from seqfraud.features.entities import EntitySpec, attach, column_features, kernel_rows
@@ -83,6 +83,7 @@ class History:
                 # Labels off the events, of a log whose training took a session's label from any of its events.
                 any_event=labels is None and spec.fit_info.get(ON_MIXED_LABELS) == "any",
                 rows_are_events=labels is None,
+                empty_ok=spec.absent_is_negative,
             )
         else:
             table, label_source = (
@@ -92,11 +93,9 @@ class History:
                 source,
             )
         history_ids = frame[S.SESSION_ID].unique()
-        if table.height and frame.height and not table[S.SESSION_ID].is_in(history_ids.implode()).any():
-            raise DataValidationError(
-                f"{label_source}: column {spec.schema.session_id!r}: {table.height:,} labelled session(s), none "
-                f"with events in {source}: {unmatched_ids_text(table[S.SESSION_ID], history_ids)}"
-            )
+        if frame.height:
+            where = f"{label_source}: column {spec.schema.session_id!r}"
+            check_some_match(table, history_ids, where, source, spec.absent_is_negative)
         if entity.risk and spec.absent_is_negative:  # the table lists the frauds alone, as training's did
             table = absent_as_negative(table, history_ids)
         return cls(frame, table, label_source, labels is None, source)
