@@ -30,6 +30,7 @@ from seqfraud.data.shards import ROW_GROUP_SESSIONS, shard_files, shard_name
 from seqfraud.data.split import (
     assign_split,
     before_test_end,
+    check_splits,
     from_epoch_us,
     labels_known_by,
     split_boundaries,
@@ -404,10 +405,14 @@ def preprocess(
     features_cfg: Mapping[str, Any],
     out_dir: str | Path,
     engine_cfg: Mapping[str, Any] | None = None,
+    *,
+    supervised: bool | None = None,
 ) -> Prepared:
     """Run the whole preprocessing and write ``spec.json``, ``data/{split}/part-*.parquet`` and a report.
 
     The engine loads and counts; validation, the split, the spec rules and the report are shared here.
+    ``supervised`` (a classifier's run: True; a pretraining's: False) refuses the splits that run cannot use
+    (:func:`~seqfraud.data.split.check_splits`) before anything is written; None leaves them to the caller.
     """
     t0 = time.perf_counter()
     engine = make_engine(engine_cfg)
@@ -435,6 +440,16 @@ def preprocess(
     sessions, late = labels_known_by(assign_split(in_range, val_us, test_us), cutoff, test_us)
     sessions, unlabeled = drop_unlabeled(sessions, keep_in_train=not dropping)
     train = sessions.filter(pl.col(S.SPLIT) == "train")
+    counts = {
+        name: {
+            "sessions": sessions.filter(pl.col(S.SPLIT) == name).height,
+            "positives": int(sessions.filter(pl.col(S.SPLIT) == name)[S.LABEL].sum() or 0),
+        }
+        for name in S.SPLITS
+    }
+    if supervised is not None:  # a refused run wrote a whole prepared directory first (dogfood 56)
+        bounds = {"val_start": from_epoch_us(val_us), "test_start": from_epoch_us(test_us)}
+        check_splits({"splits": counts} | bounds, cutoff, supervised=supervised)
     out = Path(out_dir)
     for stale in (DATA_DIR, ENTITY_DIR):  # outputs of an earlier run must not mix with these
         if (out / stale).exists():
@@ -491,13 +506,6 @@ def preprocess(
     log.info("tokenizing and writing the datasets into %s", out / DATA_DIR)
     engine_report = engine.write_datasets(loaded, spec, sessions, out / DATA_DIR)
     datasets = {name: dataset(out, name) for name in S.SPLITS}
-    counts = {
-        name: {
-            "sessions": sessions.filter(pl.col(S.SPLIT) == name).height,
-            "positives": int(sessions.filter(pl.col(S.SPLIT) == name)[S.LABEL].sum() or 0),
-        }
-        for name in S.SPLITS
-    }
     report = (
         loaded.report
         | late

@@ -217,7 +217,10 @@ def test_preprocess_with_a_duplicated_column(runs):
 
 
 def test_preprocess_refuses_the_splits_training_would(runs):
+    """Before anything is written: a refused run left a whole prepared directory, spec and datasets (dogfood 56)."""
     assert "the test split holds no session" in error_line(runs, "preprocess: no test split")
+    out = runs["preprocess: no test split"][1] / "pre6"
+    assert not {p.name for p in out.iterdir()} & {"spec.json", "data", "preprocess_report.json"}
 
 
 def test_a_split_date_that_does_not_parse_is_one_line(runs):

@@ -12,19 +12,18 @@ from omegaconf import DictConfig
 from seqfraud.cli import CONFIG_PATH, run_hydra
 from seqfraud.cli.hydra_main import hydra_command
 from seqfraud.config import plain
-from seqfraud.data.split import check_splits
 from seqfraud.preprocess import preprocess
 
 
 @hydra_command(config_path=CONFIG_PATH, config_name="preprocess")
 def preprocess_task(cfg: DictConfig) -> None:
     out = Path(HydraConfig.get().runtime.output_dir)
-    prepared = preprocess(plain(cfg.data), plain(cfg.features), out, plain(cfg.preprocess))
-    print(json.dumps(prepared.report, indent=2))
-    # What train.py would refuse of these splits, refused here too, before a prepared_dir is built on them.
-    check_splits(
-        prepared.report, (cfg.data.get("split") or {}).get("label_cutoff"), supervised=not cfg.get("pretrain")
+    # What train.py would refuse of these splits, refused here too, before a prepared_dir is written.
+    supervised = not cfg.get("pretrain")
+    prepared = preprocess(
+        plain(cfg.data), plain(cfg.features), out, plain(cfg.preprocess), supervised=supervised
     )
+    print(json.dumps(prepared.report, indent=2))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

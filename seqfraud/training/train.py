@@ -678,16 +678,19 @@ def run_name(cfg: DictConfig, run_dir: Path) -> dict[str, str]:
 def prepare(cfg: DictConfig, data_cfg: dict[str, Any], run_dir: Path, rank: int) -> Prepared:
     """The run's tokenized splits: preprocessed into ``run_dir`` or read from ``prepared_dir``, checked, and a
     supervised run's training split cut to the sessions whose labels it reads."""
+    supervised = not cfg.get("pretrain")
     if cfg.get("prepared_dir"):
         prepared = load_prepared(cfg.prepared_dir)
         prepared.spec.check_schema(Schema.from_config(data_cfg["schema"]))
+        check_splits(
+            prepared.report, (data_cfg.get("split") or {}).get("label_cutoff"), supervised=supervised
+        )
         if rank == 0:
             prepared.spec.save(run_dir / rundir.SPEC_FILE)  # the run directory describes its model on its own
     else:
-        prepared = preprocess(data_cfg, plain(cfg.features), run_dir, plain(cfg.get("preprocess")))
-    check_splits(
-        prepared.report, (data_cfg.get("split") or {}).get("label_cutoff"), supervised=not cfg.get("pretrain")
-    )
+        prepared = preprocess(
+            data_cfg, plain(cfg.features), run_dir, plain(cfg.get("preprocess")), supervised=supervised
+        )
     if cfg.get("init_from") and not cfg.get("pretrain"):
         check_same_tokens(Path(cfg.init_from), prepared.spec)
     if rank == 0:  # once the data is good: a rerun that fails on its input leaves the earlier run as it was
