@@ -616,6 +616,11 @@ def drop_unlabeled(sessions: pl.DataFrame, *, keep_in_train: bool) -> tuple[pl.D
 def load_prepared(out_dir: str | Path) -> Prepared:
     """An earlier preprocessing output, for training on data that was prepared once (torchrun, SLURM, Spark)."""
     out = Path(out_dir).expanduser()
+    if not (out / DATA_DIR).is_dir():  # an artifact was told it had "no dataset shards" (dogfood 55)
+        raise ConfigError(
+            f"{out}: no {DATA_DIR}/ of tokenized datasets in it: a prepared_dir is the output of seqfraud "
+            "preprocess or a training run's directory (an exported artifact holds none)"
+        )
     spec = Spec.load(out / SPEC_FILE)
     datasets = {name: dataset(out, name) for name in S.SPLITS}
     for path in datasets.values():

@@ -385,3 +385,61 @@ def test_a_tilde_folder_holding_more_than_hydras_files_is_left(tmp_path):
     assert not _remove_hydras_folder(top / "runs" / "y", top)
     assert (top / "runs" / "y" / "model.ckpt").exists()
     assert not _remove_hydras_folder(tmp_path / "elsewhere", top)
+
+
+@pytest.mark.parametrize(
+    "command, args, says",
+    [
+        (
+            "monitor",
+            ["--artifact", "A", "--current", "E", "--out", "{file}"],
+            "is a file; this writes a folder",
+        ),
+        ("compare", ["R", "--out", "{file}"], "is a file; this writes a folder"),
+        ("synthetic", ["--sessions", "5", "--out", "{file}"], "is a file; this writes a folder"),
+        ("sign", ["keygen", "--out", "{file}"], "is a file; this writes a folder"),
+        (
+            "explain",
+            ["--artifact", "A", "--events", "E", "--session", "s", "--out", "{folder}"],
+            "is a folder",
+        ),
+        ("score", ["--artifact", "A", "--events", "E", "--out", "{folder}"], "is a folder"),
+    ],
+)
+def test_an_output_of_the_wrong_kind_is_refused_by_its_flag(command, args, says, tmp_path, capsys):
+    """A file where a command writes a folder, or a folder where it writes a file, failed with a FileExistsError
+    or IsADirectoryError traceback (dogfood 55)."""
+    import importlib
+
+    (tmp_path / "file").write_text("not a folder")
+    argv = [a.format(file=tmp_path / "file", folder=tmp_path) for a in args]
+    with pytest.raises(SystemExit) as exit_:
+        importlib.import_module(f"seqfraud.cli.{command}").main(argv)
+    said = capsys.readouterr().err
+    assert exit_.value.code == EXIT_USER_ERROR and f"argument --out: {tmp_path}" in said and says in said
+
+
+def test_a_band_policy_given_as_an_override_says_how_to_replace_it(tmp_path):
+    """Hydra merges a new band policy into the old one and says to use '+', which fails again; the form that
+    works was only in docs/risk.md (dogfood 55)."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "seqfraud",
+            "export",
+            f"run_dir={tmp_path}",
+            f"out={tmp_path / 'a'}",
+            "thresholds.review={policy:capacity,per_1000:20}",
+            f"hydra.run.dir={tmp_path / 'h'}",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode == EXIT_USER_ERROR, result.stderr
+    assert (
+        "A band's policy is replaced whole: '~thresholds.review' '+thresholds.review={policy:"
+        in result.stderr
+    )

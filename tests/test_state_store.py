@@ -408,6 +408,16 @@ def test_memory_damaged_snapshot_is_refused(tmp_path: Path, text: str, says: str
     assert str(path) in str(caught.value)
 
 
+def test_a_snapshot_that_cannot_be_written_is_refused_at_start(tmp_path: Path):
+    """Found only at stop, with a traceback, and every session lost (dogfood 55)."""
+    with pytest.raises(SnapshotError, match="/proc/nosuch/online.json: the snapshot cannot be written there"):
+        MemoryStore(snapshot="/proc/nosuch/online.json")
+    MemoryStore(snapshot=tmp_path / "new" / "online.json").close()
+    assert (tmp_path / "new" / "online.json").is_file() and not [
+        p for p in (tmp_path / "new").iterdir() if p.name.startswith(".")
+    ]
+
+
 # --- RedisStore -----------------------------------------------------------------------------------------------
 
 

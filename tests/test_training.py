@@ -604,3 +604,16 @@ def test_the_source_commit_is_seqfrauds_own_or_none(tmp_path):
         env=os.environ | {"PYTHONPATH": str(lib)},
     )
     assert got.stdout.split() == [str(lib / "seqfraud" / "provenance.py"), "None"], got.stderr
+
+
+def test_a_prepared_dir_without_datasets_says_what_it_takes(tmp_path):
+    """An exported artifact given as prepared_dir was told it had "no dataset shards" (dogfood 55)."""
+    from seqfraud.errors import ConfigError
+    from seqfraud.preprocess import load_prepared
+
+    (tmp_path / "spec.json").write_text("{}")
+    (tmp_path / "manifest.json").write_text("{}")
+    with pytest.raises(
+        ConfigError, match="no data/ of tokenized datasets in it: a prepared_dir is the output of"
+    ):
+        load_prepared(tmp_path)

@@ -11,6 +11,7 @@ import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from seqfraud.errors import EXIT_USER_ERROR
@@ -120,6 +121,26 @@ def count(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def out_folder(text: str) -> Path:
+    """An argparse type: a folder to write into, refused where a file of that name is (a FileExistsError
+    traceback from monitor, compare, synthetic and sign keygen: dogfood 55)."""
+    import argparse
+
+    if Path(text).exists() and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file; this writes a folder there")
+    return Path(text)
+
+
+def out_file(text: str) -> str:
+    """An argparse type: a file to write, refused where a folder of that name is (an IsADirectoryError
+    traceback from explain: dogfood 55)."""
+    import argparse
+
+    if Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give the file to write")
+    return text
 
 
 CHUNK_HELP = (

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from pathlib import Path
 
+from seqfraud.cli import out_folder
 from seqfraud.compare import leaderboard_table
 from seqfraud.errors import UserError, command
 from seqfraud.reports import write_leaderboard
@@ -21,7 +21,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "runs", nargs="+", metavar="RUN_DIR", help="run directories, or directories holding runs"
     )
     parser.add_argument(
-        "--out", type=Path, default=None, help="output directory (default: the runs' common parent)"
+        "--out", type=out_folder, default=None, help="output directory (default: the runs' common parent)"
     )
     parser.add_argument("--fpr", type=float, default=0.01, help="operating point the runs report recall at")
     parser.add_argument(

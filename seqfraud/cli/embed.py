@@ -16,6 +16,7 @@ from seqfraud.cli import (
     check_out,
     count,
     history_of,
+    out_file,
 )
 from seqfraud.errors import command
 from seqfraud.export.artifact import open_artifact, verification_settings
@@ -38,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--events", help="with --artifact: Parquet/CSV file, directory of Parquet files, or glob"
     )
-    parser.add_argument("--out", type=Path, required=True, help="Parquet file to write")
+    parser.add_argument("--out", type=out_file, required=True, help="Parquet file to write")
     batch = parser.add_argument_group("with --artifact")
     batch.add_argument("--format", default="torchscript", choices=("torchscript", "pt2"))
     batch.add_argument(

@@ -16,6 +16,7 @@ from seqfraud.cli import (
     add_verification_arguments,
     apply_verification_arguments,
     history_of,
+    out_file,
 )
 from seqfraud.errors import command
 from seqfraud.features.spec import Spec
@@ -61,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--artifact", required=True, help="exported artifact directory")
     parser.add_argument("--events", required=True, help="raw events: Parquet file, directory or glob, or CSV")
     parser.add_argument("--session", required=True, help="the session id to explain")
-    parser.add_argument("--out", required=True, help="HTML file to write")
+    parser.add_argument("--out", type=out_file, required=True, help="HTML file to write")
     parser.add_argument("--png", default=None, help="also write a bar chart here")
     add_verification_arguments(parser)
     add_history_arguments(parser)

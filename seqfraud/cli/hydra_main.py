@@ -49,7 +49,13 @@ def hydra_command(config_path: str, config_name: str) -> Callable[[F], F]:
                 return hydra_main(*args, **kwargs)
             except ConfigCompositionException as e:
                 key = re.match(r"Could not override '[+~]*([^'=]+)'", str(e))
-                if key is None or not (hint := where_key_lives(key.group(1))):
+                if key is not None and (band := re.fullmatch(r"thresholds\.(review|decline)", key.group(1))):
+                    # Hydra merges a new policy into the old one, and its own hint failed again (dogfood 55).
+                    hint = (
+                        f". A band's policy is replaced whole: '~thresholds.{band[1]}' "
+                        f"'+thresholds.{band[1]}={{policy: capacity, per_1000: 20}}' (docs/risk.md)"
+                    )
+                elif key is None or not (hint := where_key_lives(key.group(1))):
                     raise
                 raise ConfigError(one_line(e) + hint) from e
             finally:

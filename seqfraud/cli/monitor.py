@@ -11,6 +11,7 @@ from seqfraud.cli import (
     add_verification_arguments,
     apply_verification_arguments,
     history_of,
+    out_folder,
 )
 from seqfraud.errors import command
 from seqfraud.monitoring import DEFAULT_THRESHOLDS, EXIT_ALERT, monitor
@@ -38,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--labels", help="label table for the current window (default: the events' label column, if any)"
     )
-    p.add_argument("--out", default="monitor", help="output directory (default: ./monitor)")
+    p.add_argument("--out", type=out_folder, default="monitor", help="output directory (default: ./monitor)")
     p.add_argument(
         "--threshold",
         action="append",

@@ -15,6 +15,7 @@ from seqfraud.cli import (
     check_out,
     count,
     history_of,
+    out_file,
 )
 from seqfraud.errors import command
 from seqfraud.scoring.batch import CHUNK_EVENTS, score_file
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--artifact", required=True, help="artifact directory written by export.py")
     p.add_argument("--events", required=True, help="Parquet/CSV file, directory of Parquet files, or glob")
-    p.add_argument("--out", required=True, help="output Parquet file")
+    p.add_argument("--out", type=out_file, required=True, help="output Parquet file")
     p.add_argument("--format", default="torchscript", choices=("torchscript", "pt2"))
     p.add_argument(
         "--chunk-events",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from seqfraud.cli import out_folder
 from seqfraud.errors import command
 from seqfraud.export.artifact import SIGNATURE_FILE, sign_artifact
 from seqfraud.export.signing import generate_keypair, key_id, load_private_key
@@ -17,7 +18,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     sub = p.add_subparsers(dest="command", required=True)
     keygen = sub.add_parser("keygen", help="write a new Ed25519 key pair: signing.key (private), signing.pub")
-    keygen.add_argument("--out", required=True, help="directory for the key pair (must not hold one already)")
+    keygen.add_argument(
+        "--out", type=out_folder, required=True, help="directory for the key pair (must not hold one already)"
+    )
     artifact = sub.add_parser("artifact", help="check an artifact's files, then (re-)sign its manifest")
     artifact.add_argument("path", help="artifact directory written by export.py")
     artifact.add_argument("--key", required=True, help="the private key file (signing.key)")

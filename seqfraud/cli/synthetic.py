@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from pathlib import Path
 
-from seqfraud.cli import count
+from seqfraud.cli import count, out_folder
 from seqfraud.data.synthetic import DEFAULT_DAYS, DEFAULT_START, generate, stamp, summary, write
 from seqfraud.errors import command
 
@@ -18,7 +17,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--sessions", type=count, required=True)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=out_folder, required=True)
     parser.add_argument("--start", default=DEFAULT_START, help="ISO date or datetime (UTC if naive)")
     parser.add_argument("--days", type=count, default=DEFAULT_DAYS)
     args = parser.parse_args(argv)

@@ -170,6 +170,11 @@ def export_run(
         raise ExportError(f"unknown or no model formats {list(formats)}; formats are {sorted(FORMATS)}")
     if out.exists() and not overwrite:
         raise ExportError(f"{out} exists; choose another out or set overwrite=true")
+    if out.exists() and not (out / MANIFEST_FILE).is_file():  # a scores file was replaced, a copy left hidden
+        raise ExportError(
+            f"{out} is not an artifact (it holds no {MANIFEST_FILE}): overwrite=true replaces an earlier artifact "
+            "only; choose another out"
+        )
     try:
         private_key = load_private_key(sign_key) if sign_key else None
     except SigningKeyError as e:

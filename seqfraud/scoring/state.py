@@ -93,7 +93,7 @@ class SessionLocks:
 
 
 class SnapshotError(UserError, ValueError):
-    """A snapshot file that cannot be restored: another format, or damaged."""
+    """A snapshot file that cannot be restored (another format, or damaged), or whose folder cannot hold one."""
 
 
 @dataclass(frozen=True)
@@ -239,8 +239,24 @@ class MemoryStore(StateStore):
         self._unseen: OrderedDict[str, None] = OrderedDict()
         self._retired_at = float("-inf")
         self._unchecked = False  # restored session states not decoded yet (check_restored)
-        if self.snapshot is not None and self.snapshot.exists():
-            self._restore(self.snapshot)
+        if self.snapshot is not None:
+            if self.snapshot.exists():
+                self._restore(self.snapshot)
+            self._check_writable(self.snapshot)
+
+    @staticmethod
+    def _check_writable(path: Path) -> None:
+        """A snapshot that could not be written failed at stop, with a traceback, and the sessions were lost
+        (dogfood 55): its folder is tried at start."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}."):
+                pass
+        except OSError as e:
+            raise SnapshotError(
+                f"{path}: the snapshot cannot be written there ({e.strerror or e}): the state would be lost at "
+                "stop; choose another --snapshot path"
+            ) from None
 
     def update(self, session_id: str, change: Change) -> bytes | None:
         with self._session_lock(session_id):
