@@ -443,3 +443,21 @@ def test_a_band_policy_given_as_an_override_says_how_to_replace_it(tmp_path):
         "A band's policy is replaced whole: '~thresholds.review' '+thresholds.review={policy:"
         in result.stderr
     )
+
+
+@pytest.mark.parametrize("command", ["score", "embed"])
+def test_a_device_this_machine_lacks_is_refused_by_its_flag(command, tmp_path, capsys):
+    """--device nosuch failed with torch's RuntimeError, --device cuda on a CPU build of torch with an
+    AssertionError, each as a traceback (dogfood 55)."""
+    import importlib
+
+    import torch
+
+    main = importlib.import_module(f"seqfraud.cli.{command}").main
+    cases = [("nosuch", "'nosuch' is not a torch device")]
+    if not torch.cuda.is_available():
+        cases.append(("cuda", "cuda: this torch sees no CUDA device"))
+    for name, says in cases:
+        with pytest.raises(SystemExit) as exit_:
+            main(["--artifact", str(tmp_path), "--out", str(tmp_path / "o.parquet"), "--device", name])
+        assert exit_.value.code == EXIT_USER_ERROR and says in capsys.readouterr().err

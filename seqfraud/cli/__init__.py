@@ -143,6 +143,26 @@ def out_file(text: str) -> str:
     return text
 
 
+def device(text: str) -> str:
+    """An argparse type: a torch device this machine has (``cuda`` on a CPU build of torch failed with an
+    AssertionError traceback, ``nosuch`` with torch's RuntimeError: dogfood 55)."""
+    import argparse
+
+    import torch
+
+    try:
+        kind = torch.device(text).type
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device (cpu, cuda, cuda:1, mps)") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(
+            f"{text}: this torch sees no CUDA device (torch.cuda.is_available())"
+        )
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: this torch sees no MPS device")
+    return text
+
+
 CHUNK_HELP = (
     "events per chunk: bounds memory; each chunk reads the input once more, so small chunks cost time"
 )

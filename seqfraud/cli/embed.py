@@ -15,6 +15,7 @@ from seqfraud.cli import (
     add_verification_arguments,
     check_out,
     count,
+    device,
     history_of,
     out_file,
 )
@@ -55,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=os.cpu_count() or 1,
         help="model calls run at once, one torch thread each (default: all cores)",
     )
-    batch.add_argument("--device", default="cpu", help="where the model runs, e.g. cuda")
+    batch.add_argument("--device", type=device, default="cpu", help="where the model runs, e.g. cuda")
     batch.add_argument("--no-progress", action="store_true")
     add_verification_arguments(batch)
     add_history_arguments(batch)

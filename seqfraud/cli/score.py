@@ -14,6 +14,7 @@ from seqfraud.cli import (
     add_verification_arguments,
     check_out,
     count,
+    device,
     history_of,
     out_file,
 )
@@ -47,7 +48,10 @@ def main(argv: list[str] | None = None) -> None:
         help="model calls run at once, one torch thread each (default: all cores)",
     )
     p.add_argument(
-        "--device", default="cpu", help="where the model runs, e.g. cuda (tokenizing stays on the CPU)"
+        "--device",
+        type=device,
+        default="cpu",
+        help="where the model runs, e.g. cuda (tokenizing stays on the CPU)",
     )
     p.add_argument("--no-progress", action="store_true")
     add_verification_arguments(p)
