@@ -84,6 +84,28 @@ DEFAULT_PARAMS = {
 }
 
 
+def check_lightgbm_params(params: dict, key: str) -> None:
+    """Refuse (ConfigError, naming ``key``) LightGBM parameters it does not know or will not take, by a one-round
+    fit on a few rows: a misspelt one was ignored with a warning LightGBM prints, and a bad value failed after
+    preprocessing and every sequence fit."""
+    import lightgbm as lgb
+
+    from seqfraud.errors import ConfigError, did_you_mean
+
+    try:  # every name and alias LightGBM reads; a private table, so a LightGBM without it checks values only
+        known = {a for aliases in lgb.basic._ConfigAliases._get_all_param_aliases().values() for a in aliases}
+    except AttributeError:
+        known = set(params)
+    for name in params:
+        if name not in known:
+            raise ConfigError(f"{key}.{name}: not a LightGBM parameter{did_you_mean(name, sorted(known))}")
+    rows = np.arange(40, dtype=np.float64).reshape(20, 2)
+    try:
+        lgb.train({**params, "verbose": -1}, lgb.Dataset(rows, np.arange(20) % 2), num_boost_round=1)
+    except (lgb.basic.LightGBMError, TypeError, ValueError) as e:
+        raise ConfigError(f"{key}: LightGBM refuses them: {str(e).splitlines()[0]}") from None
+
+
 def fit_lightgbm(
     train_x: np.ndarray,
     train_y: np.ndarray,

@@ -342,6 +342,13 @@ def test_a_setting_nothing_reads_is_refused_before_any_data(tmp_path, caplog):
         (["model=small", "model.n_layers=0"], "model.n_layers must be at least 1, got 0"),
         (["model=small", "model.n_heads=0"], "model.n_heads must be at least 1, got 0"),
         (["model=gru", "model.dropout=1.5"], r"model.dropout must be in \[0, 1\), got 1.5"),
+        # LightGBM ignored a misspelt parameter with a printed warning; a bad value failed after preprocessing.
+        (
+            ["model=lightgbm", "+model.params.num_leave=5"],
+            r"model.params.num_leave: not a LightGBM parameter \(did you mean 'num_leaves'",
+        ),
+        (["model=lightgbm", "model.params.num_leaves=abc"], "model.params: LightGBM refuses them: .*num_leaves"),
+        (["model=stacked", "model.stacking.params.learning_rate=-1"], "model.stacking.params: LightGBM refuses"),
         # Found after every sequence fit (dogfood 53), and a pretraining's init_from that nothing read.
         (["model=stacked", "model.stacking.confidence=fast"], "model.stacking.confidence must be a number"),
         (["+experiment=pretrain_masked", f"init_from={tmp_path}"], "pretraining itself starts fresh"),

@@ -28,7 +28,7 @@ from torch import nn
 
 from seqfraud import rundir
 from seqfraud import schema as S
-from seqfraud.baselines import STACKER_FILE, fit_lightgbm, fit_predict_lightgbm
+from seqfraud.baselines import STACKER_FILE, check_lightgbm_params, fit_lightgbm, fit_predict_lightgbm
 from seqfraud.config import out_of_range, packaged, packaged_defaults, plain, unknown_key, wrong_type
 from seqfraud.data.shards import ROW_GROUP_SESSIONS, shard_files
 from seqfraud.data.split import check_splits
@@ -239,12 +239,14 @@ def checked_model(cfg: DictConfig) -> DictConfig:
             ModelConfig(vocab_sizes=[8], max_len=8, **{k: v for k, v in model.items() if k in SEQUENCE_KEYS})
         except (TypeError, ValueError) as e:
             raise ConfigError(str(e)) from None
+    if kind == "lightgbm":
+        check_lightgbm_params(model.get("params") or {}, "model.params")
     if kind == "stacked" and not cfg.get("pretrain"):
-        stacking = packaged("model/stacked.yaml")[
-            "stacking"
-        ]  # confidence=fast failed after every sequence fit
+        # confidence=fast failed after every sequence fit (dogfood 53), a bad LightGBM parameter likewise.
+        stacking = packaged("model/stacked.yaml")["stacking"]
         if wrong := wrong_type(model.get("stacking") or {}, stacking, "model.stacking."):
             raise ConfigError(wrong)
+        check_lightgbm_params((model.get("stacking") or {}).get("params") or {}, "model.stacking.params")
         check_stacking(out)
     engine = (cfg.get("preprocess") or {}).get("engine", "polars")
     if kind != "sequence" and not cfg.get("pretrain") and (cfg.get("prepared_dir") or engine == "spark"):
