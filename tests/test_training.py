@@ -315,6 +315,7 @@ def test_a_setting_nothing_reads_is_refused_before_any_data(tmp_path, caplog):
         "features.n_buckets=0": "features.n_buckets must be at least 1, got 0",
         "features.max_len=0": "features.max_len must be at least 1, got 0",
         "loader.pool_batches=0": "loader.pool_batches must be at least 1, got 0",
+        "model.stacking.confidence=1.5": r"model.stacking.confidence must be in \[0, 1\], got 1.5",
         "preprocess.partitions=-3": "preprocess.partitions must be at least 1, got -3",
         "data.split.test_fraction=0": r"data.split.test_fraction must be in \(0, 1\), got 0",
         "callbacks.early_stopping.monitor=val/prauc": r"callbacks.early_stopping.monitor: 'val/prauc' is not a metric",
@@ -347,8 +348,14 @@ def test_a_setting_nothing_reads_is_refused_before_any_data(tmp_path, caplog):
             ["model=lightgbm", "+model.params.num_leave=5"],
             r"model.params.num_leave: not a LightGBM parameter \(did you mean 'num_leaves'",
         ),
-        (["model=lightgbm", "model.params.num_leaves=abc"], "model.params: LightGBM refuses them: .*num_leaves"),
-        (["model=stacked", "model.stacking.params.learning_rate=-1"], "model.stacking.params: LightGBM refuses"),
+        (
+            ["model=lightgbm", "model.params.num_leaves=abc"],
+            "model.params: LightGBM refuses them: .*num_leaves",
+        ),
+        (
+            ["model=stacked", "model.stacking.params.learning_rate=-1"],
+            "model.stacking.params: LightGBM refuses",
+        ),
         # Found after every sequence fit (dogfood 53), and a pretraining's init_from that nothing read.
         (["model=stacked", "model.stacking.confidence=fast"], "model.stacking.confidence must be a number"),
         (["+experiment=pretrain_masked", f"init_from={tmp_path}"], "pretraining itself starts fresh"),
