@@ -99,9 +99,18 @@ def check_lightgbm_params(params: dict, key: str) -> None:
     for name in params:
         if name not in known:
             raise ConfigError(f"{key}.{name}: not a LightGBM parameter{did_you_mean(name, sorted(known))}")
-    rows = np.arange(40, dtype=np.float64).reshape(20, 2)
+    # As fit_lightgbm fits (a validation set, its metric), but on two features: a list's length is per feature
+    # (monotone_constraints...), which only the real aggregates give, so lists are left to the fit (review 58).
+    scalars = {k: v for k, v in params.items() if not isinstance(v, (list, tuple))}
+    rows, labels = np.arange(40, dtype=np.float64).reshape(20, 2), np.arange(20) % 2
+    train = lgb.Dataset(rows, labels)
     try:
-        lgb.train({**params, "verbose": -1}, lgb.Dataset(rows, np.arange(20) % 2), num_boost_round=1)
+        lgb.train(
+            {"metric": "average_precision", **scalars, "verbose": -1},
+            train,
+            num_boost_round=1,
+            valid_sets=[lgb.Dataset(rows, labels, reference=train)],
+        )
     except (lgb.basic.LightGBMError, TypeError, ValueError) as e:
         raise ConfigError(f"{key}: LightGBM refuses them: {str(e).splitlines()[0]}") from None
 

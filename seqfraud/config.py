@@ -130,8 +130,6 @@ RANGES = {
     "model.stacking.early_stopping": Bound(1),
     "model.stacking.confidence": Bound(0, 1),
     "model.stacking.resamples": Bound(1),
-    "data.split.val_fraction": SHARE,
-    "data.split.test_fraction": SHARE,
     "preprocess.memory_gb": POSITIVE,
     "preprocess.partitions": Bound(1),
     "backtest.windows": Bound(1),

@@ -38,7 +38,7 @@ from seqfraud.data.split import (
 )
 from seqfraud.errors import ConfigError
 from seqfraud.features.entities import EntitySpec, attach, column_features, entity_spec, kernel_rows
-from seqfraud.features.spec import ON_MIXED_LABELS, ON_UNLABELED, SHORTEST_TRAINED, Spec
+from seqfraud.features.spec import LABEL_DELAY, ON_MIXED_LABELS, ON_UNLABELED, SHORTEST_TRAINED, Spec
 from seqfraud.features.tokens import FitStats, build_spec, fit_stats, quantile_probs, sequences
 from seqfraud.provenance import files_digest
 from seqfraud.rundir import DATA_DIR, ENTITY_DIR, REPORT_FILE, SPEC_FILE, dataset
@@ -500,7 +500,7 @@ def preprocess(
         ON_MIXED_LABELS: policy.get("on_mixed_labels", "error"),
     }
     if policy.get("on_unlabeled") == "negative":
-        spec.fit_info[ON_UNLABELED] = "negative"
+        spec.fit_info |= {ON_UNLABELED: "negative", LABEL_DELAY: policy.get("label_delay")}
     (out / DATA_DIR).mkdir(parents=True)
     spec.save(out / SPEC_FILE)
     log.info("tokenizing and writing the datasets into %s", out / DATA_DIR)

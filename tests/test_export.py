@@ -235,15 +235,21 @@ def test_export_refuses_missing_events_existing_out_and_unknown_format(trained_r
 
 
 def test_export_overwrite_replaces_the_old_artifact_and_signs(trained_run, tmp_path):
-    """And only an artifact: a scores file given as out was replaced, a hidden copy of it left (dogfood 55)."""
+    """And only an artifact, or an empty folder: a scores file given as out was replaced, a hidden copy of it left
+    (dogfood 55); an empty folder (one a user made) is no loss (review 58)."""
     (tmp_path / "scores.parquet").write_text("scores")
     (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "x").write_text("x")
     for other in ("scores.parquet", "folder"):
         with pytest.raises(
             ExportError, match=f"{other} is not an artifact .* replaces an earlier artifact only"
         ):
             export_run(trained_run, tmp_path / other, formats=["torchscript"], overwrite=True)
     assert (tmp_path / "scores.parquet").read_text() == "scores"
+    (tmp_path / "empty").mkdir()
+    assert (
+        export_run(trained_run, tmp_path / "empty", formats=["torchscript"], overwrite=True) / MANIFEST_FILE
+    ).is_file()
     out = tmp_path / "a"
     out.mkdir()
     (out / "stale").write_text("x")
@@ -253,7 +259,7 @@ def test_export_overwrite_replaces_the_old_artifact_and_signs(trained_run, tmp_p
     assert _leftovers(out) == sorted(
         [CALIBRATION_FILE, MANIFEST_FILE, SIGNATURE_FILE, "model.ts", "embed.ts", RELIABILITY_FILE, SPEC_FILE]
     )
-    assert _leftovers(tmp_path) == ["a", "folder", "keys", "scores.parquet"]
+    assert _leftovers(tmp_path) == ["a", "empty", "folder", "keys", "scores.parquet"]
     assert json.loads((out / MANIFEST_FILE).read_text())["formats"] == {"torchscript": "model.ts"}
     assert open_artifact(out, verify_key=public, require_signed=True).signer == next(
         iter(load_public_keys(public))

@@ -373,8 +373,22 @@ def test_a_setting_nothing_reads_is_refused_before_any_data(tmp_path, caplog):
         # Lightning's devices and deterministic take text too; a number default may take a fraction.
         ["trainer.devices=auto", "trainer.deterministic=warn", "preprocess.memory_gb=2.5", "optim.lr=1"],
         ["features.entity.smoothing=2.5", "features.time_delta.max_seconds=3600.5"],
+        # Lightning's names of the training loss, and fractions a boundary date makes unused (review 58).
+        ["callbacks.model_checkpoint.monitor=train/loss", "callbacks.early_stopping.monitor=train/loss_step"],
+        ["data.split.val_start=2024-01-10", "data.split.test_start=2024-01-20", "data.split.val_fraction=0"],
+        ["trainer.max_epochs=-1"],
     ):
         check_settings(compose_train(overrides))
+    # What the real fit takes: early stopping reads its validation set, a list one value per feature (review 58).
+    for overrides in (
+        [
+            "model=lightgbm",
+            "+model.params.early_stopping_round=10",
+            "+model.params.monotone_constraints=[1,0,0]",
+        ],
+        ["model=stacked", "+model.stacking.params.early_stopping_round=5"],
+    ):
+        checked_model(compose_train(overrides))
 
 
 def test_lightgbm_baseline_trains_on_the_same_splits(smoke_run, tmp_path, caplog):

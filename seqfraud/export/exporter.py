@@ -170,7 +170,9 @@ def export_run(
         raise ExportError(f"unknown or no model formats {list(formats)}; formats are {sorted(FORMATS)}")
     if out.exists() and not overwrite:
         raise ExportError(f"{out} exists; choose another out or set overwrite=true")
-    if out.exists() and not (out / MANIFEST_FILE).is_file():  # a scores file was replaced, a copy left hidden
+    # Only an earlier artifact, or an empty folder, is replaced: a scores file was lost (dogfood 55).
+    empty = out.is_dir() and not any(out.iterdir())
+    if out.exists() and not empty and not (out / MANIFEST_FILE).is_file():
         raise ExportError(
             f"{out} is not an artifact (it holds no {MANIFEST_FILE}): overwrite=true replaces an earlier artifact "
             "only; choose another out"

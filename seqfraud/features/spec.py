@@ -35,6 +35,9 @@ ON_MIXED_LABELS = "on_mixed_labels"
 # fit_info: data.policy.on_unlabeled, recorded where it is "negative": a session a later label table leaves out is then
 # legitimate, in a history and a monitored window as in training.
 ON_UNLABELED = "on_unlabeled"
+# fit_info: data.policy.label_delay, recorded with on_unlabeled=negative: how long after its end a session absent
+# from a label table counts as legitimate (the monitor's window; entity features read their own)
+LABEL_DELAY = "label_delay"
 # A value field's id is FIRST_ID + round(position * VALUE_STEPS): 2**20 steps of the position in [0, 1] tell
 # apart amounts 0.01 apart in a bucket 10,000 wide.
 VALUE_STEPS = 1 << 20

@@ -126,7 +126,7 @@ def monitor(
     outside = 0
     if label_table is not None and labels is not None:
         source = str(labels) if isinstance(labels, (str, Path)) else "labels"
-        label_table, outside = matched_labels(label_table, cur_scored[S.SESSION_ID], source, spec)
+        label_table, outside = matched_labels(label_table, cur.events, source, spec)
     cur_scores = cur_scored[S.SCORE].to_numpy()
     bins = np.asarray(SCORE_BINS)
     len_bins = length_edges(spec.max_len)

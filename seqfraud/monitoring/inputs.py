@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -16,12 +16,13 @@ from seqfraud.data.events import (
     DataValidationError,
     absent_as_negative,
     check_some_match,
+    label_delay_us,
     read_labels,
     scan_table,
 )
 from seqfraud.data.shards import shard_files
 from seqfraud.errors import UserError
-from seqfraud.features.spec import Spec
+from seqfraud.features.spec import LABEL_DELAY, Spec
 from seqfraud.features.tokens import Sequences, as_sequences, inter_event_seconds, polars_sequences
 from seqfraud.scoring.prepare import as_frame, normalized_events
 from seqfraud.scoring.scorer import Scorer
@@ -147,13 +148,18 @@ def current_labels(labels: Any, events_lf: pl.LazyFrame, spec: Spec) -> pl.DataF
 
 
 def matched_labels(
-    table: pl.DataFrame, sessions: pl.Series, source: str, spec: Spec
+    table: pl.DataFrame, events: pl.DataFrame, source: str, spec: Spec
 ) -> tuple[pl.DataFrame, int]:
-    """The labels of the current window's sessions, and how many others the table holds (left out and counted:
-    a table of every label is a normal input). A table none of whose ids match is refused: its ids were read
-    otherwise than the events' (``007`` against ``7``), and the window's performance would read as unlabelled.
-    Under a model trained with ``data.policy.on_unlabeled=negative`` the sessions the table leaves out are
-    legitimate, as in training."""
+    """The labels of the current window's sessions (its normalized ``events``), and how many others the table
+    holds (left out and counted: a table of every label is a normal input). A table none of whose ids match is
+    refused: its ids were read otherwise than the events' (``007`` against ``7``), and the window's performance
+    would read as unlabelled.
+
+    Under a model trained with ``data.policy.on_unlabeled=negative`` a session the table leaves out is legitimate
+    once its label delay has run by the window's last event, as in training; a later one may still get its
+    chargeback, and is left out (all read as legitimate at once, the latest frauds counted as misses: review 58).
+    """
+    sessions = events[S.SESSION_ID].unique()
     where = f"{source}: column {spec.schema.session_id!r}"
     check_some_match(table, sessions, where, "the current window", spec.absent_is_negative)
     inside = table[S.SESSION_ID].is_in(sessions.implode())
@@ -168,11 +174,19 @@ def matched_labels(
         )
     table = table.filter(inside)
     if spec.absent_is_negative:
+        absent = sessions.filter(~sessions.is_in(table[S.SESSION_ID].implode()))
+        settled = absent
+        if (delay := label_delay_us(spec.fit_info.get(LABEL_DELAY))) is not None:
+            ends = events.filter(pl.col(S.SESSION_ID).is_in(absent.implode())).group_by(S.SESSION_ID)
+            last = cast(int, events[S.TS_US].max())
+            settled = ends.agg(pl.col(S.TS_US).max()).filter(pl.col(S.TS_US) <= last - delay)[S.SESSION_ID]
         log.info(
-            "%s: %d session(s) of the window absent from it read as legitimate (the model was trained with "
+            "%s: %d session(s) of the window absent from it read as legitimate, their label delay past; %d more, "
+            "ended within the delay of the window's last event, are left out (the model was trained with "
             "data.policy.on_unlabeled=negative)",
             source,
-            sessions.n_unique() - table.height,
+            settled.len(),
+            absent.len() - settled.len(),
         )
-        table = absent_as_negative(table, sessions)
+        table = absent_as_negative(table, settled)
     return table, outside

@@ -120,12 +120,20 @@ def check_settings(cfg: DictConfig, *, sections: Mapping[str, Any] | None = None
     epochs = OmegaConf.select(cfg, "trainer.max_epochs")
     if isinstance(epochs, int) and not (epochs >= 1 or epochs == -1):  # 0 trained nothing, unsaid
         raise ConfigError(f"trainer.max_epochs must be at least 1 (or -1: no limit), got {epochs}")
+    # The fractions where no boundary replaces them: a test_fraction of 0 trained on, with NaN test metrics.
     split = settings.get("data", {}).get("split") or {}
-    shares = [x for k in ("val_fraction", "test_fraction") if isinstance(x := split.get(k), (int, float))]
-    if len(shares) == 2 and sum(shares) >= 1:
+    shares = {
+        k: x
+        for k in ("val", "test")
+        if split.get(f"{k}_start") is None and isinstance(x := split.get(f"{k}_fraction"), (int, float))
+    }
+    for k, x in shares.items():
+        if not 0 < x < 1:
+            raise ConfigError(f"data.split.{k}_fraction must be in (0, 1), got {x}")
+    if len(shares) == 2 and sum(shares.values()) >= 1:
         raise ConfigError(
-            f"data.split.val_fraction + data.split.test_fraction must be below 1 (the rest trains), got "
-            f"{shares[0]} + {shares[1]}"
+            "data.split.val_fraction + data.split.test_fraction must be below 1 (the rest trains), got "
+            f"{shares['val']} + {shares['test']}"
         )
     freeze = int(cfg.get("freeze_epochs") or 0)
     if freeze and not cfg.get("init_from"):
@@ -141,11 +149,9 @@ def check_settings(cfg: DictConfig, *, sections: Mapping[str, Any] | None = None
         check_callback(f"callbacks.{name}", callback)
     if not cfg.get("pretrain"):  # a monitor's typo failed only after the first epoch (dogfood 55)
         scored = classification_metrics([0, 1], [0.1, 0.9], **plain(cfg.get("metrics")))
-        logged = {
-            "val/loss",
-            "train/loss_epoch",
-            *(f"val/{k}" for k in scored if k not in ("n", "positives")),
-        }
+        # What module.py logs, as Lightning names it: the training loss per step and epoch, and both together.
+        losses = {"val/loss", "train/loss", "train/loss_step", "train/loss_epoch"}
+        logged = losses | {f"val/{k}" for k in scored if k not in ("n", "positives")}
         for name, callback in callbacks.items():
             monitor = callback.get("monitor")
             if isinstance(monitor, str) and monitor not in logged:
