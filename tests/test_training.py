@@ -645,3 +645,47 @@ def test_a_prepared_dir_without_datasets_says_what_it_takes(tmp_path):
         ConfigError, match="no data/ of tokenized datasets in it: a prepared_dir is the output of"
     ):
         load_prepared(tmp_path)
+
+
+@pytest.mark.parametrize("peak", [None, 1])
+def test_a_fit_still_improving_at_its_last_epoch_is_warned(peak, tmp_path, caplog):
+    """A dogfood's sequence model ran out of epochs with its validation ROC-AUC still rising, and the default
+    kept LightGBM at chance, unsaid (dogfood 57): a fit whose checkpoint metric improved at its last epoch says
+    so; one that peaked earlier does not."""
+    import pytorch_lightning as L
+    import torch
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from seqfraud.training.callbacks import EpochLog
+
+    class Toy(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def training_step(self, batch, _):
+            return (self.w - batch["lengths"]).pow(2).sum()
+
+        def validation_step(self, batch, _):
+            epoch = self.current_epoch
+            self.log("val/pr_auc", float(epoch if peak is None else -abs(epoch - peak)))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = torch.utils.data.DataLoader([{"lengths": torch.ones(2)}] * 2, batch_size=None)
+    trainer = L.Trainer(
+        max_epochs=3,
+        callbacks=[EpochLog(), ModelCheckpoint(dirpath=tmp_path, monitor="val/pr_auc", mode="max")],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    with caplog.at_level("WARNING", logger="seqfraud.training.callbacks"):
+        trainer.fit(Toy(), data, data)
+    said = (
+        "val/pr_auc still improved at the last of trainer.max_epochs=3 epochs (2.0000, from 1.0000"
+        in caplog.text
+    )
+    assert said == (peak is None)

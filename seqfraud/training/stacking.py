@@ -238,12 +238,21 @@ def fit_stacked(
         "kept": {name: ap(name, kept[name]) for name in ("val", "test")},
     }
     (run_dir / STACKING_REPORT).write_text(json.dumps(report, indent=2, default=float))
+    # Validation's figures, which chose: a rejected candidate's test figure beside the kept one invited choosing on
+    # test (dogfood 57); stacking.json keeps both.
     log.info(
-        "stacking: kept %s; test PR-AUC sequence %.4f, kept %.4f",
+        "stacking: kept %s; validation PR-AUC %s",
         chosen,
-        report["sequence"]["test"]["pr_auc"],
-        report["kept"]["test"]["pr_auc"],
+        ", ".join(f"{kind} {value:.4f}" for kind, value in val_ap.items()),
     )
+    if chosen == "aggregates" and not chance_p_value(labels["val"], kept["val"]) <= 1 - confidence:
+        # The fallback kept was itself at chance, unsaid: "never loses" held because both were useless (dogfood 57).
+        log.warning(
+            "stacking: the kept baseline ranks the validation frauds no surer than chance (ROC-AUC %.3f): no model "
+            "found this log's signal at these settings. A sequence model still improving at its last epoch may "
+            "need more (trainer.max_epochs)",
+            report["kept"]["val"]["roc_auc"],
+        )
     return kept
 
 
