@@ -419,32 +419,6 @@ def test_an_output_of_the_wrong_kind_is_refused_by_its_flag(command, args, says,
     assert exit_.value.code == EXIT_USER_ERROR and f"argument --out: {tmp_path}" in said and says in said
 
 
-def test_a_band_policy_given_as_an_override_says_how_to_replace_it(tmp_path):
-    """Hydra merges a new band policy into the old one and says to use '+', which fails again; the form that
-    works was only in docs/risk.md (dogfood 55)."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "seqfraud",
-            "export",
-            f"run_dir={tmp_path}",
-            f"out={tmp_path / 'a'}",
-            "thresholds.review={policy:capacity,per_1000:20}",
-            f"hydra.run.dir={tmp_path / 'h'}",
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-    assert result.returncode == EXIT_USER_ERROR, result.stderr
-    assert (
-        "A band's policy is replaced whole: '~thresholds.review' '+thresholds.review={policy:"
-        in result.stderr
-    )
-
-
 @pytest.mark.parametrize("command", ["score", "embed"])
 def test_a_device_this_machine_lacks_is_refused_by_its_flag(command, tmp_path, capsys):
     """--device nosuch failed with torch's RuntimeError, --device cuda on a CPU build of torch with an

@@ -59,6 +59,22 @@ def entity_artifact(entity_run, tmp_path_factory) -> Path:
         )
 
 
+def preprocess_log(events: str, labels: str | Path, on_unlabeled: str, out: Path):
+    """The entity run's preprocessing of ``events`` under another label table and data.policy.on_unlabeled."""
+    from seqfraud.preprocess import preprocess
+
+    cfg = compose(
+        [
+            *ENTITY_OVERRIDES,
+            f"paths.data_dir={out.parent / 'data'}",
+            f"data.events={events}",
+            f"data.labels={labels}",
+            f"data.policy.on_unlabeled={on_unlabeled}",
+        ]
+    )
+    return preprocess(cfg.data, cfg.features, out)
+
+
 def split_log(run: Path) -> tuple[pl.DataFrame, pl.DataFrame, str]:
     """The run's raw log as (test sessions' events, every other session's events), and the label table."""
     from omegaconf import OmegaConf
@@ -519,7 +535,6 @@ def test_unlabelled_sessions_left_out_still_count_as_entity_context(entity_run, 
     entity features equal ``keep``'s, which keeps the same sessions' events."""
     from omegaconf import OmegaConf
 
-    from seqfraud.preprocess import preprocess
     from seqfraud.rundir import ENTITY_DIR
 
     data = OmegaConf.load(entity_run / "config.yaml").data
@@ -528,18 +543,10 @@ def test_unlabelled_sessions_left_out_still_count_as_entity_context(entity_run, 
     labels.filter(~pl.col("session_id").is_in(unlabelled.implode())).write_parquet(
         tmp_path / "labels.parquet"
     )
-    out = {}
-    for policy in ("drop", "keep"):
-        cfg = compose(
-            [
-                *ENTITY_OVERRIDES,
-                f"paths.data_dir={tmp_path / 'data'}",
-                f"data.events={data.events}",
-                f"data.labels={tmp_path / 'labels.parquet'}",
-                f"data.policy.on_unlabeled={policy}",
-            ]
-        )
-        out[policy] = preprocess(cfg.data, cfg.features, tmp_path / policy)
+    out = {
+        policy: preprocess_log(data.events, tmp_path / "labels.parquet", policy, tmp_path / policy)
+        for policy in ("drop", "keep")
+    }
     dropped = out["drop"].report
     assert (
         dropped["unlabeled_sessions_dropped"] == unlabelled.len() and "unlabeled_sessions_kept" not in dropped
@@ -560,7 +567,6 @@ def test_a_label_table_of_the_frauds_alone_reads_every_other_session_as_legitima
     from omegaconf import OmegaConf
 
     from seqfraud.data.events import DataValidationError
-    from seqfraud.preprocess import preprocess
     from seqfraud.rundir import ENTITY_DIR
     from seqfraud.scoring.history import History
 
@@ -571,21 +577,10 @@ def test_a_label_table_of_the_frauds_alone_reads_every_other_session_as_legitima
         == labels.height - labels["label"].sum()
     )
     labels.filter(pl.col("label") == 1).write_parquet(tmp_path / "frauds.parquet")
-    out = {}
-    for name, table, policy in (
-        ("full", data.labels, "error"),
-        ("frauds", tmp_path / "frauds.parquet", "negative"),
-    ):
-        cfg = compose(
-            [
-                *ENTITY_OVERRIDES,
-                f"paths.data_dir={tmp_path / 'data'}",
-                f"data.events={data.events}",
-                f"data.labels={table}",
-                f"data.policy.on_unlabeled={policy}",
-            ]
-        )
-        out[name] = preprocess(cfg.data, cfg.features, tmp_path / name)
+    out = {
+        "full": preprocess_log(data.events, data.labels, "error", tmp_path / "full"),
+        "frauds": preprocess_log(data.events, tmp_path / "frauds.parquet", "negative", tmp_path / "frauds"),
+    }
     assert out["frauds"].report["unlabeled_sessions_negative"] == labels.height - labels["label"].sum()
     for split in S.SPLITS:
         full, frauds = (pl.read_parquet(out[n].datasets[split]) for n in ("full", "frauds"))

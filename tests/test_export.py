@@ -293,14 +293,18 @@ def test_export_config_maps_onto_export_run():
     )  # every format it can
 
 
-def test_export_refuses_impossible_numbers_before_any_work(tmp_path):
+def test_export_refuses_settings_that_cannot_work_before_any_work(tmp_path):
     """parity_sessions=0 was blamed on the validation split, a negative tolerance on the model after the whole
-    export (dogfood 55); both are refused first, naming the key."""
+    export; a band policy given as an override got Hydra's hint to use '+', which failed again (dogfood 55)."""
     from seqfraud.errors import EXIT_USER_ERROR
 
     for override, says in (
         ("parity_sessions=0", "parity_sessions must be at least 1, got 0"),
         ("tolerance=-1", "tolerance must be at least 0"),
+        (
+            "thresholds.review={policy:capacity,per_1000:20}",
+            "A band's policy is replaced whole: '~thresholds.review' '+thresholds.review={policy:",
+        ),
     ):
         result = subprocess.run(
             [
@@ -311,6 +315,7 @@ def test_export_refuses_impossible_numbers_before_any_work(tmp_path):
                 f"run_dir={tmp_path}",
                 f"out={tmp_path / 'a'}",
                 override,
+                f"hydra.run.dir={tmp_path / 'h'}",
             ],
             check=False,
             capture_output=True,
