@@ -93,7 +93,6 @@ class Bound:
         return f"in {left}{self.low:g}, {self.high:g}{right}"
 
 
-SHARE = Bound(0, 1, low_open=True, high_open=True)
 POSITIVE = Bound(0, low_open=True)
 # Numbers that cannot work outside these bounds, by key, in every command's config (train's, backtest's,
 # export's): each failed deep in torch, Polars or Lightning, or ran on meaninglessly (metrics.fpr=2, a negative
@@ -112,7 +111,7 @@ RANGES = {
     "loader.pool_batches": Bound(1),
     "loader.shuffle_buffer": Bound(0),
     "loader.prefix_share": Bound(0, 1),
-    "metrics.fpr": SHARE,
+    "metrics.fpr": Bound(0, 1, low_open=True, high_open=True),
     "metrics.recall": Bound(0, 1, low_open=True),
     "label_fraction": Bound(0, 1, low_open=True),
     "freeze_epochs": Bound(0),
