@@ -479,6 +479,19 @@ def test_a_column_recoded_upstream_is_named_when_scored(scorer, tmp_path, caplog
         new = many.with_columns(pl.lit("NZ").alias(device))
         score_file(scorer, str(_write(tmp_path / "n.parquet", new)), tmp_path / "n_s.parquet", progress=False)
         assert f"column '{device}' holds no value" not in caplog.text
+        # Half the rows recoded (one of two upstream systems): said with the shares; a few new values are not.
+        learnt = scorer.spec.vocab[device][0]
+        for share, said in ((4, True), (10, False)):  # of every 4 rows 2 recoded, Y and N; of every 10, 2
+            caplog.clear()
+            part = recoded.with_columns(
+                pl.when(pl.int_range(pl.len()) % share < 2).then(pl.col(device)).otherwise(pl.lit(learnt))
+            )
+            path = _write(tmp_path / f"part{share}.parquet", part)
+            score_file(scorer, str(path), tmp_path / f"part{share}_s.parquet", progress=False)
+            assert (f"column '{device}': " in caplog.text) == said
+            assert (
+                not said or f"column '{device}': 50% of its values are ones the model learnt" in caplog.text
+            )
         GOOD.head(0).write_csv(tmp_path / "empty.csv")
         with pytest.raises(DataValidationError, match="empty"):
             score_file(scorer, str(tmp_path / "empty.csv"), tmp_path / "e.parquet", progress=False)

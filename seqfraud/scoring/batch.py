@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 CHUNK_EVENTS = 1_000_000
 RECODED_MIN_VALUES = 50  # fewer values, all unseen, may be a few sessions of new categories
+RECODED_SHARE_DROP = 0.3  # the share of known values this far below training's is said
 
 
 def iter_scores(
@@ -91,7 +92,14 @@ def iter_sequences(
             ),
             *(pl.col(c).drop_nulls().first().alias(f"__first_{i}") for i, c in enumerate(texts)),
             *(pl.col(c).count().alias(f"__values_{i}") for i, c in enumerate(texts)),
-            *(pl.col(c).drop_nulls().n_unique().alias(f"__distinct_{i}") for i, c in enumerate(texts)),
+            *(
+                pl.col(c)
+                .filter(~pl.col(c).cast(pl.String).is_in(spec.vocab[c]))
+                .drop_nulls()
+                .n_unique()
+                .alias(f"__new_{i}")
+                for i, c in enumerate(texts)
+            ),
         ).collect()
     n_rows = counts["len"].item()
     for i, c in enumerate(optional):  # legal (a null is a missing value), but more often a broken export
@@ -99,11 +107,15 @@ def iter_sequences(
             log.warning(
                 "%s: column %r is null in every row: every event scores as if it had no value", source, c
             )
-    # A recoding upstream (Y/N for true/false: dogfood 48): many values, of several kinds, and none known. One new
-    # category alone (a new country's sessions) is traffic, not a recoding (dogfood 50).
+    # A recoding upstream (Y/N for true/false: dogfood 48): many values, several of them new, and none known, or
+    # far fewer known than in training (one of two upstream systems recoded). One new category alone (a new
+    # country's sessions) is traffic, not a recoding (dogfood 50).
+    coverage = spec.fit_info.get("vocab_coverage") or {}
     for i, c in enumerate(texts):
-        many = counts[f"__values_{i}"].item() >= RECODED_MIN_VALUES and counts[f"__distinct_{i}"].item() > 1
-        if many and not counts[f"__known_{i}"].item():
+        values, known = counts[f"__values_{i}"].item(), counts[f"__known_{i}"].item()
+        if values < RECODED_MIN_VALUES or counts[f"__new_{i}"].item() < 2:
+            continue
+        if not known:
             log.warning(
                 "%s: column %r holds no value the model learnt (e.g. %r; it learnt %s): every event reads it as "
                 "an unknown value. Was the column recoded?",
@@ -111,6 +123,15 @@ def iter_sequences(
                 c,
                 counts[f"__first_{i}"].item(),
                 spec.vocab[c][:5],
+            )
+        elif known / values < coverage.get(c, 1.0) - RECODED_SHARE_DROP:
+            log.warning(
+                "%s: column %r: %.0f%% of its values are ones the model learnt, against %.0f%% in training: the rest "
+                "read as unknown values. New traffic, or values recoded upstream?",
+                source,
+                c,
+                100 * known / values,
+                100 * coverage.get(c, 1.0),
             )
     if truncated := counts["truncated"].item():
         log.warning(
