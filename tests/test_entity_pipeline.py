@@ -146,6 +146,9 @@ def test_scoring_needs_a_history_and_reads_it_point_in_time(
     joined = expected.join(with_history, on=S.SESSION_ID, suffix="_artifact")
     assert joined.height == expected.height
     assert (joined[S.SCORE] - joined[S.RAW_SCORE]).abs().max() <= 1e-5
+    # Frames in memory read as the files do (a frame was told as a file not found, its printout the name).
+    scorer.history = History.read(other, pl.read_parquet(labels), scorer.spec)
+    assert scorer.score(scored).equals(with_history)
 
     # A history shorter than the longest window plus the label delay before the first scored event reads less.
     assert "the history starts" not in caplog.text

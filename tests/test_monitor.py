@@ -422,6 +422,30 @@ def test_a_window_absent_from_a_frauds_only_table_is_legitimate_under_the_runs_p
     assert set(got[S.SESSION_ID]) == set(listed) | set(settled) and got[S.LABEL].sum() == listed.len()
 
 
+def test_a_label_frame_is_checked_as_a_label_file_is(exported_artifact, windows):
+    """A frame was cast unchecked: 0.9 read as 0, a session listed twice with two labels counted twice, and a list
+    of dicts failed with an AttributeError (dogfood 60)."""
+    s = S.SYNTHETIC
+    labels = windows["labels"]
+    early = windows["early"]
+    frame = monitor(exported_artifact, early, reference=windows["reference"], labels=labels)["performance"]
+    rows = monitor(exported_artifact, early, reference=windows["reference"], labels=labels.to_dicts())
+    assert rows["performance"] == frame
+    for bad, says in (
+        (labels.with_columns(pl.col(s.label).cast(pl.Float64) * 0.9), "have a label that is not 0/1"),
+        (
+            pl.concat([labels, labels.head(3).with_columns((1 - pl.col(s.label)).alias(s.label))]),
+            "conflicting",
+        ),
+    ):
+        with pytest.raises(DataValidationError, match=says):
+            monitor(exported_artifact, early, reference=windows["reference"], labels=bad)
+    with pytest.raises(
+        TypeError, match="labels must be a Polars DataFrame, an Arrow table or a list of dicts"
+    ):
+        monitor(exported_artifact, early, reference=windows["reference"], labels=42)
+
+
 def test_a_shift_of_present_values_is_not_hidden_by_a_large_missing_share():
     """A number blank in 90% of events: its values moving by a bucket barely moves the PSI over all events;
     the PSI over the present values shows it, and the alert reads the larger, once."""

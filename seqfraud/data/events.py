@@ -909,15 +909,19 @@ def session_table(
 
 
 def read_labels(
-    path: str,
+    path: str | pl.DataFrame | pl.LazyFrame,
     schema: Schema,
     *,
     timestamp_unit: str | None = None,
     any_event: bool = False,
     rows_are_events: bool = False,
     empty_ok: bool = False,
+    name: str = "labels",
 ) -> tuple[pl.DataFrame, str]:
-    """A separate label table: one row per session, 0/1 label. With ``any_event`` (events read as labels, of a
+    """A separate label table (a file, or a frame named ``name`` in messages, checked alike: a frame was cast
+    unchecked, so 0.9 read as 0 and a repeated session counted twice: dogfood 60): one row per session, 0/1
+    label. With
+    ``any_event`` (events read as labels, of a
     log trained under ``data.policy.on_mixed_labels=any``) a session is labelled by its events' highest label,
     as training read it, where their labels disagree.
 
@@ -926,7 +930,9 @@ def read_labels(
     unit) into :data:`S.LABEL_TIME_US`: null where absent, an error where it does not parse or is out of
     range. Without ``timestamp_unit`` label times are not read.
     """
-    lf, source = scan_table(path, schema)
+    lf, source = (
+        (path.lazy(), name) if isinstance(path, (pl.DataFrame, pl.LazyFrame)) else scan_table(path, schema)
+    )
     have = lf.collect_schema()
     lt = schema.label_time if timestamp_unit is not None else None
 

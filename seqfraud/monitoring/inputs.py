@@ -24,7 +24,7 @@ from seqfraud.data.shards import shard_files
 from seqfraud.errors import UserError
 from seqfraud.features.spec import LABEL_DELAY, Spec
 from seqfraud.features.tokens import Sequences, as_sequences, inter_event_seconds, polars_sequences
-from seqfraud.scoring.prepare import as_frame, normalized_events
+from seqfraud.scoring.prepare import as_frame, normalized_events, polars_frame
 from seqfraud.scoring.scorer import Scorer
 
 log = logging.getLogger(__name__)
@@ -137,14 +137,8 @@ def current_labels(labels: Any, events_lf: pl.LazyFrame, spec: Spec) -> pl.DataF
             .collect()
         )
         return table.group_by(S.SESSION_ID).agg(pl.col(S.LABEL).max().cast(pl.Int8))
-    if isinstance(labels, (str, Path)):
-        return read_labels(str(labels), s, empty_ok=spec.absent_is_negative)[0]
-    missing = [c for c in (s.session_id, s.label) if c not in labels.columns]
-    if missing:
-        raise DataValidationError(f"labels: missing column(s) {missing}. Columns present: {labels.columns}")
-    return labels.select(
-        pl.col(s.session_id).cast(pl.String).alias(S.SESSION_ID), pl.col(s.label).cast(pl.Int8).alias(S.LABEL)
-    )
+    given = str(labels) if isinstance(labels, (str, Path)) else polars_frame(labels, "labels")
+    return read_labels(given, s, empty_ok=spec.absent_is_negative)[0]
 
 
 def matched_labels(

@@ -57,15 +57,23 @@ class History:
     said_short: bool = field(default=False, repr=False)
 
     @classmethod
-    def read(cls, events: str | os.PathLike, labels: str | os.PathLike | None, spec: Spec) -> History:
+    def read(
+        cls,
+        events: str | os.PathLike | pl.DataFrame,
+        labels: str | os.PathLike | pl.DataFrame | None,
+        spec: Spec,
+    ) -> History:
         """Events as the scorer reads them; labels from ``labels`` (a table with the training label columns,
-        sessions without a label yet simply absent), or off the events when None."""
+        sessions without a label yet simply absent), or off the events when None. Files or Polars frames: a frame
+        was read as a path, and its whole printout told as a file not found (dogfood 60)."""
+        if isinstance(events, pl.DataFrame):
+            return cls.from_frame(events.lazy(), "history", labels, spec)
         lf, source = scan_table(events, spec.schema)
         return cls.from_frame(lf, source, labels, spec)
 
     @classmethod
     def from_frame(
-        cls, events: pl.LazyFrame, source: str, labels: str | os.PathLike | None, spec: Spec
+        cls, events: pl.LazyFrame, source: str, labels: str | os.PathLike | pl.DataFrame | None, spec: Spec
     ) -> History:
         entity = _entity(spec)
         frame = normalized_events(events, spec, source, keep_ids=True)
@@ -77,13 +85,14 @@ class History:
             )
         if entity.risk:
             table, label_source = read_labels(
-                str(labels) if labels is not None else source,
+                events if labels is None else labels if isinstance(labels, pl.DataFrame) else str(labels),
                 spec.schema,
                 timestamp_unit=spec.timestamp_unit,
                 # Labels off the events, of a log whose training took a session's label from any of its events.
                 any_event=labels is None and spec.fit_info.get(ON_MIXED_LABELS) == "any",
                 rows_are_events=labels is None,
                 empty_ok=spec.absent_is_negative,
+                name=source,
             )
         else:
             table, label_source = (

@@ -46,6 +46,30 @@ from seqfraud.features.fastpath import EventColumns
 from seqfraud.features.spec import Spec
 
 
+def polars_frame(table: Any, what: str) -> pl.DataFrame:
+    """A Polars frame from a Polars frame, an Arrow table or a list of dicts; anything else (pandas above all)
+    refused by what it is, ``what`` naming the argument."""
+    if isinstance(table, pl.DataFrame):
+        return table
+    try:
+        converted = None if table is None else pl.from_arrow(table)
+    except (TypeError, ValueError):  # a numpy array fails on its truth value
+        converted = None
+    if isinstance(table, (list, tuple)) and all(isinstance(r, dict) for r in table):
+        converted = pl.from_dicts(table) if table else None
+    if not isinstance(converted, pl.DataFrame):  # an Arrow array converts to a Series, not a frame
+        kind = f"{type(table).__module__.split('.')[0]}.{type(table).__name__}"
+        pandas = (
+            " (pl.from_pandas(df) converts one, and reads pandas' NaN as missing)"
+            if kind.startswith("pandas.")
+            else ""
+        )
+        raise TypeError(
+            f"{what} must be a Polars DataFrame, an Arrow table or a list of dicts, not {kind}{pandas}"
+        ) from None
+    return converted
+
+
 def as_frame(events: Any, spec: Spec, source: str) -> pl.DataFrame:
     """A Polars frame from a Polars frame, an Arrow table or a list of dicts (training column names).
 
@@ -55,26 +79,11 @@ def as_frame(events: Any, spec: Spec, source: str) -> pl.DataFrame:
     refused, as the HTTP API refuses them: a misspelled optional key would otherwise read as missing. A
     frame's or table's extra columns are ignored, as training ignores the columns its schema does not name.
     """
-    if isinstance(events, pl.DataFrame):
-        frame = events
-    elif isinstance(events, (list, tuple)):
-        frame = _records_frame(events, spec, source)
-    else:
-        try:
-            converted = None if events is None else pl.from_arrow(events)
-        except (TypeError, ValueError):  # a numpy array fails on its truth value
-            converted = None
-        if not isinstance(converted, pl.DataFrame):  # an Arrow array converts to a Series, not a frame
-            kind = f"{type(events).__module__.split('.')[0]}.{type(events).__name__}"
-            pandas = (
-                " (pl.from_pandas(df) converts one, and reads pandas' NaN as missing)"
-                if kind.startswith("pandas.")
-                else ""
-            )
-            raise TypeError(
-                f"events must be a Polars DataFrame, an Arrow table or a list of dicts, not {kind}{pandas}"
-            ) from None
-        frame = converted
+    frame = (
+        _records_frame(events, spec, source)
+        if isinstance(events, (list, tuple))
+        else polars_frame(events, "events")
+    )
     if frame.height == 0:
         raise DataValidationError(f"{source}: no events")
     numeric = set(spec.schema.numerical)
