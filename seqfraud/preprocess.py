@@ -513,6 +513,8 @@ def preprocess(
         | engine_report
         | {
             "inputs": {key: input_record(data.get(key)) for key in ("events", "labels", "typologies")},
+            # What a run on this prepared_dir must not set otherwise (check_prepared_settings).
+            PREPARED_WITH: {"split": dict(split), "policy": dict(policy)},
             "splits": counts,
             "val_start": spec.fit_info["val_start"],
             "test_start": spec.fit_info["test_start"],
@@ -611,6 +613,31 @@ def drop_unlabeled(sessions: pl.DataFrame, *, keep_in_train: bool) -> tuple[pl.D
     if not keep_in_train:
         report = {k: v for k, v in report.items() if "_dropped" in k}
     return sessions.filter(~(unlabeled & ~kept_where)), report
+
+
+PREPARED_WITH = "data_settings"  # the report's record of data.split and data.policy
+
+
+def check_prepared_settings(prepared: Prepared, data_cfg: Mapping[str, Any], where: str) -> None:
+    """Refuse a run whose data.split or data.policy differ from those ``prepared`` was made with: its splits,
+    labels and cutoff are fixed in its datasets, and such a run trained on them silently while its config.yaml
+    (and compare's leaderboard) recorded the other settings (dogfood 61). A prepared_dir made before the record
+    is taken as it is."""
+    made = prepared.report.get(PREPARED_WITH)
+    if made is None:
+        return
+    differ = [
+        f"data.{section}.{key} ({made[section].get(key)!r} there, {given.get(key)!r} here)"
+        for section in ("split", "policy")
+        for given in [data_cfg.get(section) or {}]
+        for key in sorted(set(given) | set(made[section]))
+        if given.get(key) != made[section].get(key)
+    ]
+    if differ:
+        raise ConfigError(
+            f"prepared_dir={where} was preprocessed with other settings: {'; '.join(differ)}. Its splits and "
+            "labels are fixed in its datasets: preprocess again with these, or leave them as they were"
+        )
 
 
 def load_prepared(out_dir: str | Path) -> Prepared:

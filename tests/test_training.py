@@ -689,3 +689,21 @@ def test_a_fit_still_improving_at_its_last_epoch_is_warned(peak, tmp_path, caplo
         in caplog.text
     )
     assert said == (peak is None)
+
+
+def test_a_run_on_a_prepared_dir_may_not_set_other_splits_or_policies(smoke_run):
+    """With prepared_dir, data.split and data.policy overrides were ignored while config.yaml and compare's
+    leaderboard recorded them: a label_cutoff believed applied was not (dogfood 61)."""
+    from seqfraud.errors import ConfigError
+    from seqfraud.preprocess import PREPARED_WITH, check_prepared_settings, load_prepared
+
+    run_dir, _ = smoke_run
+    prepared = load_prepared(run_dir)
+    made = prepared.report[PREPARED_WITH]
+    same = {"split": dict(made["split"]), "policy": dict(made["policy"])}
+    check_prepared_settings(prepared, same, str(run_dir))
+    other = {"split": same["split"] | {"label_cutoff": "test_start"}, "policy": same["policy"]}
+    with pytest.raises(ConfigError, match=r"data.split.label_cutoff \(None there, 'test_start' here\)"):
+        check_prepared_settings(prepared, other, str(run_dir))
+    prepared.report.pop(PREPARED_WITH)  # made before the record: taken as it is
+    check_prepared_settings(prepared, other, str(run_dir))

@@ -36,7 +36,13 @@ from seqfraud.errors import ConfigError
 from seqfraud.features.spec import Spec
 from seqfraud.metrics import classification_metrics, per_group_metrics
 from seqfraud.models.sequence import ModelConfig, SessionClassifier
-from seqfraud.preprocess import Prepared, load_prepared, preprocess, resolve_data_config
+from seqfraud.preprocess import (
+    Prepared,
+    check_prepared_settings,
+    load_prepared,
+    preprocess,
+    resolve_data_config,
+)
 from seqfraud.provenance import versions
 from seqfraud.schema import Schema
 from seqfraud.training.callbacks import FreezeEncoder, best_epoch, silence_known_warnings
@@ -690,6 +696,7 @@ def prepare(cfg: DictConfig, data_cfg: dict[str, Any], run_dir: Path, rank: int)
     if cfg.get("prepared_dir"):
         prepared = load_prepared(cfg.prepared_dir)
         prepared.spec.check_schema(Schema.from_config(data_cfg["schema"]))
+        check_prepared_settings(prepared, data_cfg, str(cfg.prepared_dir))
         check_splits(
             prepared.report, (data_cfg.get("split") or {}).get("label_cutoff"), supervised=supervised
         )
