@@ -416,9 +416,18 @@ def test_a_window_absent_from_a_frauds_only_table_is_legitimate_under_the_runs_p
     spec.fit_info[LABEL_DELAY] = "7d"
     ends = events.group_by(S.SESSION_ID).agg(pl.col(S.TS_US).max())
     settled = ends.filter(pl.col(S.TS_US) <= events[S.TS_US].max() - 7 * 86_400_000_000)[S.SESSION_ID]
-    got = matched_labels(frauds, events, "labels", spec)[0]
+    got, _, pending = matched_labels(frauds, events, "labels", spec)
     listed = frauds.filter(pl.col(S.SESSION_ID).is_in(window.implode()))[S.SESSION_ID]
-    assert 0 < settled.len() < window.n_unique()
+    assert 0 < settled.len() < window.n_unique() and pending == window.n_unique() - got.height > 0
+    # The report says so, where only a log line did (dogfood 61: a window all within the delay had no PR-AUC).
+    from seqfraud.monitoring.alerts import notes
+
+    report = {
+        "current": {"sessions": 800},
+        "performance": {"positives": 23, "sessions_within_label_delay": 777},
+    }
+    said = notes(report | {"new_categories": {}}, {"capped_p": 1e-6})
+    assert any(n.startswith("777 session(s) of the window ended within the label delay") for n in said)
     assert set(got[S.SESSION_ID]) == set(listed) | set(settled) and got[S.LABEL].sum() == listed.len()
 
 

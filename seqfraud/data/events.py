@@ -229,6 +229,10 @@ def scan_table(path: str | os.PathLike, schema: Schema) -> tuple[pl.LazyFrame, s
         scans = {f: _scan_csv(f, schema) for f in files}
         _check_same_columns({f: lf.collect_schema() for f, lf in scans.items()}, source)
         return pl.concat(list(scans.values()), how="diagonal"), source  # by name, as Parquet parts
+    if suffixes == {".csv", ".parquet"}:  # each type is read; the two together are not (dogfood 61)
+        raise DataValidationError(
+            f"{source}: mixes Parquet and CSV files; name one kind (a glob such as *.parquet), or convert the CSV"
+        )
     raise DataValidationError(f"{source}: unsupported file type(s) {sorted(suffixes)}; use Parquet or CSV")
 
 

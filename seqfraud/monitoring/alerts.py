@@ -167,6 +167,11 @@ def notes(report: dict[str, Any], t: dict[str, float]) -> list[str]:
             f"the current window's labels hold {perf['positives']} fraud(s), fewer than {MIN_ALERT_POSITIVES}: "
             "its PR-AUC is a rough estimate, so a drop is a warning, not an alert"
         )
+    if waiting := perf.get("sessions_within_label_delay"):  # only a log line said so (dogfood 61)
+        small.append(
+            f"{waiting:,} session(s) of the window ended within the label delay of its last event: their chargebacks "
+            "may still come, so they are left out of the performance figures (data.policy.on_unlabeled=negative)"
+        )
     return small + [
         f"{f}: {new['count']:,} value(s) outside the vocabulary, which max_vocab capped in training "
         f"({new['capped']:,} frequent value(s) left out, the most frequent {100 * new['left_out_max_share']:.3g}% "

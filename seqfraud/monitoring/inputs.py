@@ -143,9 +143,10 @@ def current_labels(labels: Any, events_lf: pl.LazyFrame, spec: Spec) -> pl.DataF
 
 def matched_labels(
     table: pl.DataFrame, events: pl.DataFrame, source: str, spec: Spec
-) -> tuple[pl.DataFrame, int]:
-    """The labels of the current window's sessions (its normalized ``events``), and how many others the table
-    holds (left out and counted: a table of every label is a normal input). A table none of whose ids match is
+) -> tuple[pl.DataFrame, int, int]:
+    """The labels of the current window's sessions (its normalized ``events``), how many others the table holds
+    (left out and counted: a table of every label is a normal input), and how many of the window's sessions wait
+    for their label delay (below). A table none of whose ids match is
     refused: its ids were read otherwise than the events' (``007`` against ``7``), and the window's performance
     would read as unlabelled.
 
@@ -166,7 +167,7 @@ def matched_labels(
             table.height,
             table.filter(~inside)[S.SESSION_ID][0],
         )
-    table = table.filter(inside)
+    table, pending = table.filter(inside), 0
     if spec.absent_is_negative:
         absent = sessions.filter(~sessions.is_in(table[S.SESSION_ID].implode()))
         settled = absent
@@ -182,5 +183,5 @@ def matched_labels(
             settled.len(),
             absent.len() - settled.len(),
         )
-        table = absent_as_negative(table, settled)
-    return table, outside
+        table, pending = absent_as_negative(table, settled), absent.len() - settled.len()
+    return table, outside, pending
