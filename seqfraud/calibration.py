@@ -99,6 +99,15 @@ def fit_calibration(method: str, y: np.ndarray, raw: np.ndarray) -> Calibration:
         raise CalibrationError(f"calibration must be one of {METHODS}, got {method!r}")
     y = np.asarray(y, dtype=np.float64)
     raw = np.asarray(raw, dtype=np.float64)
+    # Labels of 0/2 fitted a meaningless slope, NaN scores or unequal lengths failed in sklearn (dogfood 60).
+    if y.shape != raw.shape or y.ndim != 1:
+        raise CalibrationError(
+            f"labels and scores must be two 1-d arrays of one length, got {y.shape} and {raw.shape}"
+        )
+    if n := int((~np.isin(y, (0.0, 1.0))).sum()):
+        raise CalibrationError(f"{n} label(s) are not 0 or 1 (null or NaN included)")
+    if n := int((~((raw >= 0) & (raw <= 1))).sum()):
+        raise CalibrationError(f"{n} score(s) are not probabilities in [0, 1] (NaN included)")
     if method != "none" and not 0 < y.sum() < len(y):
         raise CalibrationError(f"{method} calibration needs both classes in the validation predictions")
     if method == "isotonic":

@@ -69,6 +69,8 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
     A directory without any, beside others that hold runs, is left out with a warning: a glob such as
     ``outputs/train/*/*`` also matches the run that failed or is still training, and pretraining runs, which
     predict nothing, are left out so too. Alone, they are an error, as is a path that does not exist."""
+    if not paths:  # an IndexError from Python (the command takes one path at least: dogfood 60)
+        raise UserError("no run directory given")
     found: list[Path] = []
     empty: list[Path] = []
     for p in map(Path, paths):

@@ -227,3 +227,12 @@ def test_the_leaderboard_says_what_share_of_the_events_a_sequence_model_reads(ru
     )
     column = head.index("events the sequence model reads")
     assert {r[head.index("run")]: r[column] for r in body} == {"lightgbm": "", "sequence": "17%"}
+
+
+def test_no_run_directory_from_python_is_a_user_error():
+    """write_leaderboard([]) failed with an IndexError (dogfood 60); the command takes one path at least."""
+    from seqfraud.errors import UserError
+    from seqfraud.reports import write_leaderboard
+
+    with pytest.raises(UserError, match="no run directory given"):
+        write_leaderboard([], Path("unused"))

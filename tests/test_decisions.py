@@ -425,3 +425,17 @@ def test_export_with_platt_and_a_cost_policy_on_amounts(trained_run, tmp_path):
     with pytest.raises(ExportError, match="calibration"):
         export_run(trained_run, tmp_path / "c", formats=["torchscript"], calibration="beta")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
+
+
+def test_calibration_refuses_labels_and_scores_it_cannot_fit():
+    """Labels of 0/2 fitted a meaningless slope, NaN scores and unequal lengths failed in sklearn (dogfood 60)."""
+    y, raw = np.array([0, 1, 0, 1]), np.array([0.1, 0.8, 0.3, 0.6])
+    fit_calibration("platt", y, raw)
+    for labels, scores, says in (
+        (np.array([0, 2, 0, 2]), raw, "2 label"),
+        (np.array([0, 1, np.nan, 1]), raw, "1 label"),
+        (y, np.array([0.1, np.nan, 0.3, 0.6]), "1 score"),
+        (y, raw[:3], "one length"),
+    ):
+        with pytest.raises(CalibrationError, match=says):
+            fit_calibration("platt", labels, scores)
