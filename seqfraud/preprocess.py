@@ -25,7 +25,7 @@ import numpy as np
 import polars as pl
 
 from seqfraud import schema as S
-from seqfraud.data.events import LoadedEvents, load_events, resolve_paths
+from seqfraud.data.events import LoadedEvents, label_delay_us, load_events, resolve_paths
 from seqfraud.data.shards import ROW_GROUP_SESSIONS, shard_files, shard_name
 from seqfraud.data.split import (
     assign_split,
@@ -626,18 +626,36 @@ def check_prepared_settings(prepared: Prepared, data_cfg: Mapping[str, Any], whe
     made = prepared.report.get(PREPARED_WITH)
     if made is None:
         return
+    given = {section: data_cfg.get(section) or {} for section in ("split", "policy")}
     differ = [
-        f"data.{section}.{key} ({made[section].get(key)!r} there, {given.get(key)!r} here)"
+        f"data.{section}.{key} ({made[section].get(key)!r} there, {given[section].get(key)!r} here)"
         for section in ("split", "policy")
-        for given in [data_cfg.get(section) or {}]
-        for key in sorted(set(given) | set(made[section]))
-        if given.get(key) != made[section].get(key)
+        for key in sorted(set(given[section]) | set(made[section]))
+        if _as_read(made, section, key) != _as_read(given, section, key)
     ]
     if differ:
         raise ConfigError(
             f"prepared_dir={where} was preprocessed with other settings: {'; '.join(differ)}. Its splits and "
             "labels are fixed in its datasets: preprocess again with these, or leave them as they were"
         )
+
+
+def _as_read(settings: Mapping[str, Any], section: str, key: str) -> Any:
+    """A data.split or data.policy value as preprocessing reads it, so that one written otherwise compares equal
+    (2026-05-10 and 2026-05-10T00:00:00, 60d and 1440h), one it does not read is None (a fraction beside its
+    boundary date), and an on_unlabeled that changes no label is alike (keep, drop and error: review 62)."""
+    value = settings[section].get(key)
+    if value is None:
+        return None
+    if key in ("val_fraction", "test_fraction"):
+        return None if settings["split"].get(key.replace("fraction", "start")) else float(value)
+    if key in ("val_start", "test_start", "test_end") or (key == "label_cutoff" and value != "test_start"):
+        return to_epoch_us(str(value))
+    if key == "label_delay":
+        return label_delay_us(str(value))
+    if key == "on_unlabeled":
+        return value == "negative"
+    return value
 
 
 def load_prepared(out_dir: str | Path) -> Prepared:

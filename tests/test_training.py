@@ -705,5 +705,16 @@ def test_a_run_on_a_prepared_dir_may_not_set_other_splits_or_policies(smoke_run)
     other = {"split": same["split"] | {"label_cutoff": "test_start"}, "policy": same["policy"]}
     with pytest.raises(ConfigError, match=r"data.split.label_cutoff \(None there, 'test_start' here\)"):
         check_prepared_settings(prepared, other, str(run_dir))
+    # Settings written otherwise, or not read, change nothing: taken (they were refused: review 62).
+    made["split"] |= {"val_start": "2026-05-10", "test_start": "2026-06-04"}
+    made["policy"] |= {"label_delay": "60d", "on_unlabeled": "keep"}
+    alike = {
+        "split": made["split"] | {"val_start": "2026-05-10T00:00:00", "val_fraction": 0.3},
+        "policy": made["policy"] | {"label_delay": "1440h", "on_unlabeled": "error"},
+    }
+    check_prepared_settings(prepared, alike, str(run_dir))
+    negative = alike | {"policy": alike["policy"] | {"on_unlabeled": "negative"}}
+    with pytest.raises(ConfigError, match="data.policy.on_unlabeled"):
+        check_prepared_settings(prepared, negative, str(run_dir))
     prepared.report.pop(PREPARED_WITH)  # made before the record: taken as it is
     check_prepared_settings(prepared, other, str(run_dir))
