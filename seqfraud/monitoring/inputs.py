@@ -146,9 +146,8 @@ def matched_labels(
 ) -> tuple[pl.DataFrame, int, int]:
     """The labels of the current window's sessions (its normalized ``events``), how many others the table holds
     (left out and counted: a table of every label is a normal input), and how many of the window's sessions wait
-    for their label delay (below). A table none of whose ids match is
-    refused: its ids were read otherwise than the events' (``007`` against ``7``), and the window's performance
-    would read as unlabelled.
+    for their label delay (below). A table none of whose ids match is refused: its ids were read otherwise than
+    the events' (``007`` against ``7``), and the window's performance would read as unlabelled.
 
     Under a model trained with ``data.policy.on_unlabeled=negative`` a session the table leaves out is legitimate
     once its label delay has run by the window's last event, as in training; a later one may still get its

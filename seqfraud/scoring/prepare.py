@@ -51,12 +51,12 @@ def polars_frame(table: Any, what: str) -> pl.DataFrame:
     refused by what it is, ``what`` naming the argument."""
     if isinstance(table, pl.DataFrame):
         return table
+    if isinstance(table, (list, tuple)) and table and all(isinstance(r, dict) for r in table):
+        return pl.from_dicts(table)
     try:
         converted = None if table is None else pl.from_arrow(table)
     except (TypeError, ValueError):  # a numpy array fails on its truth value
         converted = None
-    if isinstance(table, (list, tuple)) and all(isinstance(r, dict) for r in table):
-        converted = pl.from_dicts(table) if table else None
     if not isinstance(converted, pl.DataFrame):  # an Arrow array converts to a Series, not a frame
         kind = f"{type(table).__module__.split('.')[0]}.{type(table).__name__}"
         pandas = (
