@@ -7,6 +7,7 @@ not installed says which one, in one line, and exits 2.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
 import sys
@@ -112,8 +113,6 @@ def history_of(args: Any, spec: Any) -> Any:
 def count(text: str) -> int:
     """An argparse type: a whole number of at least 1 (a batch size of 0 failed with a ZeroDivisionError
     traceback, 0 synthetic sessions with a ValueError one: dogfood 54)."""
-    import argparse
-
     try:
         value = int(text)
     except ValueError:
@@ -126,8 +125,6 @@ def count(text: str) -> int:
 def out_folder(text: str) -> Path:
     """An argparse type: a folder to write into, refused where a file of that name is (a FileExistsError
     traceback from monitor, compare, synthetic and sign keygen: dogfood 55)."""
-    import argparse
-
     if Path(text).exists() and not Path(text).is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a file; this writes a folder there")
     return Path(text)
@@ -136,8 +133,6 @@ def out_folder(text: str) -> Path:
 def out_file(text: str) -> str:
     """An argparse type: a file to write, refused where a folder of that name is (an IsADirectoryError
     traceback from explain: dogfood 55)."""
-    import argparse
-
     if Path(text).is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a folder; give the file to write")
     return text
@@ -146,8 +141,6 @@ def out_file(text: str) -> str:
 def device(text: str) -> str:
     """An argparse type: a torch device this machine has (``cuda`` on a CPU build of torch failed with an
     AssertionError traceback, ``nosuch`` with torch's RuntimeError: dogfood 55)."""
-    import argparse
-
     import torch
 
     try:

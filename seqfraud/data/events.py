@@ -924,10 +924,8 @@ def read_labels(
 ) -> tuple[pl.DataFrame, str]:
     """A separate label table (a file, or a frame named ``name`` in messages, checked alike: a frame was cast
     unchecked, so 0.9 read as 0 and a repeated session counted twice: dogfood 60): one row per session, 0/1
-    label. With
-    ``any_event`` (events read as labels, of a
-    log trained under ``data.policy.on_mixed_labels=any``) a session is labelled by its events' highest label,
-    as training read it, where their labels disagree.
+    label. With ``any_event`` (events read as labels, of a log trained under ``data.policy.on_mixed_labels=any``)
+    a session is labelled by its events' highest label, as training read it, where their labels disagree.
 
     With ``timestamp_unit`` (the events' :attr:`LoadedEvents.timestamp_unit`) and ``data.schema.label_time``,
     the table must also hold the label time, read by the events' timestamp rules (integer epochs in that
@@ -1106,8 +1104,8 @@ def check_some_match(
     table: pl.DataFrame, event_ids: pl.Series, where: str, what: str, absent_is_negative: bool
 ) -> None:
     """Refuse a label table (``where``: its file and id column) none of whose ids match ``event_ids`` (the
-    sessions of ``what``): its ids were read
-    otherwise than the events' (``007`` against ``7``), and every label would go unread. Under
+    sessions of ``what``): its ids were read otherwise than the events' (``007`` against ``7``), and every label
+    would go unread. Under
     ``data.policy.on_unlabeled=negative`` such a table is also a normal one (a chargeback file without a fraud
     among these sessions: dogfood 56): said, and taken."""
     if not table.height or table[S.SESSION_ID].is_in(event_ids.implode()).any():
@@ -1291,7 +1289,7 @@ def validate_sessions(
                 "pretrain on them, or negative where the label table lists the frauds alone)"
             )
         if on_unlabeled == "negative":
-            # Known as a legitimate label is: at the session's end plus data.policy.label_delay, never without one.
+            # Each such label is known at its session's end plus data.policy.label_delay (never without one).
             report["unlabeled_sessions_negative"] = unlabeled.height
             log.info(
                 "%s: %s session(s) absent from %s read as legitimate (data.policy.on_unlabeled=negative)",
