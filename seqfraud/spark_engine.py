@@ -152,7 +152,12 @@ class SparkEngine:
                 ).toArrow()
             ),
         )
-        labels = None if label_on_events else read_labels(data["labels"], schema, timestamp_unit=unit)
+        negative = policy.get("on_unlabeled") == "negative"
+        labels = (
+            None
+            if label_on_events
+            else read_labels(data["labels"], schema, timestamp_unit=unit, frauds_only=negative)
+        )
         sessions, report = validate_sessions(
             table,
             schema,

@@ -579,7 +579,8 @@ def test_a_label_table_of_the_frauds_alone_reads_every_other_session_as_legitima
         labels.filter(pl.col("label") == 0)["label_time"].null_count()
         == labels.height - labels["label"].sum()
     )
-    labels.filter(pl.col("label") == 1).write_parquet(tmp_path / "frauds.parquet")
+    # As a chargeback file comes: session id and date, no label column (its rows are the frauds).
+    labels.filter(pl.col("label") == 1).drop("label").write_parquet(tmp_path / "frauds.parquet")
     out = {
         "full": preprocess_log(data.events, data.labels, "error", tmp_path / "full"),
         "frauds": preprocess_log(data.events, tmp_path / "frauds.parquet", "negative", tmp_path / "frauds"),

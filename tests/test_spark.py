@@ -207,6 +207,8 @@ def test_parity_with_label_table_unlabeled_policy_and_test_end(on_unlabeled, tmp
     )
     sids = events["session_id"].unique().sort()
     labels = pl.DataFrame({"session_id": sids, "label": (sids % 5 == 0)}).filter(sids % 9 != 4)
+    if on_unlabeled == "negative":  # a chargeback file as it comes: the frauds, no label column
+        labels = labels.filter("label").drop("label")
     labels.write_parquet(tmp_path / "labels.parquet")
     starts = events.group_by("session_id").agg(pl.col("timestamp").min())["timestamp"].sort()
     test_end = datetime.fromtimestamp(int(starts[int(0.9 * len(starts))]) / 1e3, tz=timezone.utc)

@@ -921,11 +921,14 @@ def read_labels(
     rows_are_events: bool = False,
     empty_ok: bool = False,
     name: str = "labels",
+    frauds_only: bool = False,
 ) -> tuple[pl.DataFrame, str]:
     """A separate label table (a file, or a frame named ``name`` in messages, checked alike: a frame was cast
     unchecked, so 0.9 read as 0 and a repeated session counted twice: dogfood 60): one row per session, 0/1
     label. With ``any_event`` (events read as labels, of a log trained under ``data.policy.on_mixed_labels=any``)
-    a session is labelled by its events' highest label, as training read it, where their labels disagree.
+    a session is labelled by its events' highest label, as training read it, where their labels disagree. With
+    ``frauds_only`` (``data.policy.on_unlabeled=negative``) a table without the label column lists frauds: a
+    chargeback file as it comes (session id and date).
 
     With ``timestamp_unit`` (the events' :attr:`LoadedEvents.timestamp_unit`) and ``data.schema.label_time``,
     the table must also hold the label time, read by the events' timestamp rules (integer epochs in that
@@ -935,6 +938,8 @@ def read_labels(
     lf, source = (
         (path.lazy(), name) if isinstance(path, (pl.DataFrame, pl.LazyFrame)) else scan_table(path, schema)
     )
+    if frauds_only and schema.label not in lf.collect_schema():
+        lf = lf.with_columns(pl.lit(1, pl.Int8).alias(schema.label))
     have = lf.collect_schema()
     lt = schema.label_time if timestamp_unit is not None else None
 
@@ -1493,7 +1498,7 @@ def load_events(
     """Scan, type-check, normalize and validate an event log; the returned events carry ``label`` and the
     entity columns (as strings).
 
-    Policies (see :func:`validate_sessions`): ``on_unlabeled`` (``error``, ``drop`` or ``keep``) for sessions
+    Policies (see :func:`validate_sessions`): ``on_unlabeled`` (``error``, ``drop``, ``keep`` or ``negative``) for sessions
     whose events have no label, ``on_orphan_labels`` for labelled sessions that have no events and
     ``on_mixed_labels`` (``error`` or ``any``) for sessions whose events' labels disagree; whatever a
     policy drops is counted in ``report``; kept sessions carry a null label. ``label_delay``
@@ -1514,7 +1519,11 @@ def load_events(
             with_event_id=with_ids,
         ).collect(engine="streaming")
     # None iff raw.label_on_events
-    labels = None if labels_path is None else read_labels(labels_path, schema, timestamp_unit=unit)
+    labels = (
+        None
+        if labels_path is None
+        else read_labels(labels_path, schema, timestamp_unit=unit, frauds_only=on_unlabeled == "negative")
+    )
     sessions, report = validate_sessions(
         table,
         schema,

@@ -93,6 +93,7 @@ class History:
                 rows_are_events=labels is None,
                 empty_ok=spec.absent_is_negative,
                 name=source,
+                frauds_only=labels is not None and spec.absent_is_negative,
             )
         else:
             table, label_source = (
