@@ -31,6 +31,7 @@ from seqfraud.data.split import (
     assign_split,
     before_test_end,
     check_splits,
+    fractions_read,
     from_epoch_us,
     labels_known_by,
     split_boundaries,
@@ -648,7 +649,7 @@ def _as_read(settings: Mapping[str, Any], section: str, key: str) -> Any:
     if value is None:
         return None
     if key in ("val_fraction", "test_fraction"):
-        return None if settings["split"].get(key.replace("fraction", "start")) else float(value)
+        return float(value) if key in fractions_read(settings["split"]) else None
     if key in ("val_start", "test_start", "test_end") or (key == "label_cutoff" and value != "test_start"):
         return to_epoch_us(str(value))
     if key == "label_delay":

@@ -713,6 +713,11 @@ def test_a_run_on_a_prepared_dir_may_not_set_other_splits_or_policies(smoke_run)
         "policy": made["policy"] | {"label_delay": "1440h", "on_unlabeled": "error"},
     }
     check_prepared_settings(prepared, alike, str(run_dir))
+    # Without val_start, validation starts test_fraction + val_fraction before the end: both are read.
+    made["split"] |= {"val_start": None}
+    read = {"split": made["split"] | {"test_fraction": 0.3}, "policy": made["policy"]}
+    with pytest.raises(ConfigError, match="data.split.test_fraction"):
+        check_prepared_settings(prepared, read, str(run_dir))
     negative = alike | {"policy": alike["policy"] | {"on_unlabeled": "negative"}}
     with pytest.raises(ConfigError, match="data.policy.on_unlabeled"):
         check_prepared_settings(prepared, negative, str(run_dir))

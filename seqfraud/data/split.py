@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -60,6 +61,14 @@ def split_boundaries(
             f"data.split: test_end ({test_end}) is not after test_start ({from_epoch_us(test_us)})"
         )
     return val_us, test_us
+
+
+def fractions_read(split: Mapping[str, Any]) -> list[str]:
+    """The fractions of a data.split section that :func:`split_boundaries` reads: both while val_start is unset
+    (validation then starts that share of sessions before the test period's), else test's while test_start is."""
+    if split.get("val_start") is None:
+        return ["val_fraction", "test_fraction"]
+    return ["test_fraction"] if split.get("test_start") is None else []
 
 
 def before_test_end(sessions: pl.DataFrame, test_end: str | None) -> pl.DataFrame:

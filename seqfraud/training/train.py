@@ -31,7 +31,7 @@ from seqfraud import schema as S
 from seqfraud.baselines import STACKER_FILE, check_lightgbm_params, fit_lightgbm, fit_predict_lightgbm
 from seqfraud.config import out_of_range, packaged, packaged_defaults, plain, unknown_key, wrong_type
 from seqfraud.data.shards import ROW_GROUP_SESSIONS, shard_files
-from seqfraud.data.split import check_splits
+from seqfraud.data.split import check_splits, fractions_read
 from seqfraud.errors import ConfigError
 from seqfraud.features.spec import Spec
 from seqfraud.metrics import classification_metrics, per_group_metrics
@@ -126,20 +126,16 @@ def check_settings(cfg: DictConfig, *, sections: Mapping[str, Any] | None = None
     epochs = OmegaConf.select(cfg, "trainer.max_epochs")
     if isinstance(epochs, int) and not (epochs >= 1 or epochs == -1):  # 0 trained nothing, unsaid
         raise ConfigError(f"trainer.max_epochs must be at least 1 (or -1: no limit), got {epochs}")
-    # The fractions where no boundary replaces them: a test_fraction of 0 trained on, with NaN test metrics.
+    # The fractions the split reads: a test_fraction of 0 trained on, with NaN test metrics.
     split = settings.get("data", {}).get("split") or {}
-    shares = {
-        k: x
-        for k in ("val", "test")
-        if split.get(f"{k}_start") is None and isinstance(x := split.get(f"{k}_fraction"), (int, float))
-    }
+    shares = {k: x for k in fractions_read(split) if isinstance(x := split.get(k), (int, float))}
     for k, x in shares.items():
         if not 0 < x < 1:
-            raise ConfigError(f"data.split.{k}_fraction must be in (0, 1), got {x}")
+            raise ConfigError(f"data.split.{k} must be in (0, 1), got {x}")
     if len(shares) == 2 and sum(shares.values()) >= 1:
         raise ConfigError(
             "data.split.val_fraction + data.split.test_fraction must be below 1 (the rest trains), got "
-            f"{shares['val']} + {shares['test']}"
+            f"{shares['val_fraction']} + {shares['test_fraction']}"
         )
     freeze = int(cfg.get("freeze_epochs") or 0)
     if freeze and not cfg.get("init_from"):
