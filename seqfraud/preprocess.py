@@ -38,7 +38,16 @@ from seqfraud.data.split import (
     to_epoch_us,
 )
 from seqfraud.errors import ConfigError
-from seqfraud.features.entities import EntitySpec, attach, column_features, entity_spec, kernel_rows
+from seqfraud.features.entities import (
+    BUSIEST_ENTITY_VALUES,
+    EntitySpec,
+    attach,
+    busiest_value,
+    busy_warnings,
+    column_features,
+    entity_spec,
+    kernel_rows,
+)
 from seqfraud.features.spec import LABEL_DELAY, ON_MIXED_LABELS, ON_UNLABELED, SHORTEST_TRAINED, Spec
 from seqfraud.features.tokens import FitStats, build_spec, fit_stats, quantile_probs, sequences
 from seqfraud.provenance import files_digest
@@ -230,7 +239,7 @@ class PolarsEngine:
             math.ceil(n_events / self.KERNEL_PART_EVENTS),
             math.ceil(n_events * field * (width + self.KERNEL_WORKING_FIELDS) / (share - held * in_memory)),
         )
-        coded = _coded_rows(loaded, entity)
+        coded, busiest = _coded_rows(loaded, entity)
         rows: pl.DataFrame | pl.LazyFrame
         out.mkdir(parents=True)
         with tempfile.TemporaryDirectory(dir=out, prefix="_kernel") as tmp:
@@ -265,7 +274,7 @@ class PolarsEngine:
                 events = attach(events, pl.scan_parquet(target), names)
         if beside:
             events = pl.concat([events, *(pl.scan_parquet(f) for f in files)], how="horizontal")
-        return replace(loaded, events=events)
+        return replace(loaded, events=events, report=loaded.report | {BUSIEST_ENTITY_VALUES: busiest})
 
     def n_parts(
         self, n_events: int, n_fields: int, bytes_per_event_field: int = BYTES_PER_EVENT_FIELD
@@ -317,16 +326,22 @@ class PolarsEngine:
         return {"engine": "polars", "partitions": n_parts}
 
 
-def _coded_rows(loaded: LoadedEvents, entity: EntitySpec) -> pl.LazyFrame:
-    """:func:`kernel_rows` with session ids as their rank among the sessions' ids and entity values as numbers."""
+def _coded_rows(loaded: LoadedEvents, entity: EntitySpec) -> tuple[pl.LazyFrame, dict[str, list | None]]:
+    """:func:`kernel_rows` with session ids as their rank among the sessions' ids and entity values as numbers;
+    and each column's :func:`busiest_value`, from the same pass over the events."""
     rows = kernel_rows(loaded.events, loaded.sessions, entity)
-    values = rows.select(pl.col(c).drop_nulls().unique().implode() for c in entity.columns).collect(
-        engine="streaming"
+    values, *busiest = pl.collect_all(
+        [
+            rows.select(pl.col(c).drop_nulls().unique().implode() for c in entity.columns),
+            *(busiest_value(rows, c) for c in entity.columns),
+        ],
+        engine="streaming",
     )
-    return rows.with_columns(
+    coded = rows.with_columns(
         pl.col(S.SESSION_ID).cast(pl.Enum(loaded.sessions[S.SESSION_ID].sort())).to_physical(),
         *(pl.col(c).cast(pl.Enum(values[c][0])).to_physical() for c in entity.columns),
     )
+    return coded, {c: list(b.row(0)) if b.height else None for c, b in zip(entity.columns, busiest)}
 
 
 def _kernel_parts(
@@ -467,6 +482,8 @@ def preprocess(
         t_entity = time.perf_counter()
         loaded = engine.entity_features(loaded, entity, out / ENTITY_DIR)
         entity_seconds = round(time.perf_counter() - t_entity, 3)
+        for said in busy_warnings(loaded.report[BUSIEST_ENTITY_VALUES], loaded.sessions.height):
+            log.warning("%s", said)
     tail = tuple(features_cfg.get("tail_quantiles") or ())
     n_buckets = int(features_cfg.get("n_buckets", 16))
     min_count = int(features_cfg.get("min_count", 5))

@@ -59,7 +59,7 @@ from seqfraud.data.events import (
     validate_sessions,
 )
 from seqfraud.data.shards import ROW_GROUP_SESSIONS, SHARD_GLOB, shard_name
-from seqfraud.features.entities import EntitySpec, column_features
+from seqfraud.features.entities import BUSIEST_ENTITY_VALUES, EntitySpec, column_features
 from seqfraud.features.spec import FIRST_ID, MISSING, NAN, UNKNOWN, VALUE_STEPS, Spec, value_pieces
 from seqfraud.features.tokens import FitStats, quantile_rank
 from seqfraud.schema import Schema
@@ -307,9 +307,19 @@ class SparkEngine:
         n_parts = max(
             self.spark.sparkContext.defaultParallelism, math.ceil(n_events / self.ENTITY_PART_EVENTS)
         )
-        events = loaded.events
+        events, busiest = loaded.events, {}
         for i, column in enumerate(entity.columns):
             names = entity.column_feature_names(column)
+            # seqfraud.features.entities.busiest_value's rule: the most sessions, then the smallest value.
+            top = (
+                rows.where(_col(column).isNotNull())
+                .groupBy(_col(column).alias("value"))
+                .agg(F.countDistinct(S.SESSION_ID).alias("sessions"))
+                .orderBy(F.desc("sessions"), F.asc("value"))
+                .limit(1)
+                .collect()
+            )
+            busiest[column] = [top[0]["value"], int(top[0]["sessions"])] if top else None
             # Folders by position: user column names may not make safe file names.
             target, staging = out / str(i), out / f"_rows{i}"
             part = F.pmod(F.xxhash64(_col(column)), F.lit(n_parts)).alias(_PART)
@@ -338,7 +348,7 @@ class SparkEngine:
             else:  # no event carries the column: every feature is null
                 events = events.select("*", *[F.lit(None).cast("double").alias(c) for c in names])
             shutil.rmtree(staging)
-        return replace(loaded, events=events)
+        return replace(loaded, events=events, report=loaded.report | {BUSIEST_ENTITY_VALUES: busiest})
 
     # -------------------------------------------------------------------------------------- transform
 

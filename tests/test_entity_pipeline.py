@@ -561,6 +561,52 @@ def test_unlabelled_sessions_left_out_still_count_as_entity_context(entity_run, 
     assert train["label"].null_count() == 0 and not train["session_id"].is_in(unlabelled.implode()).any()
 
 
+def test_a_value_on_many_sessions_is_recorded_and_a_placeholder_said(entity_run, tmp_path, caplog) -> None:
+    """Each entity column's busiest value is in the report; one that stands for "no value" (here ``unknown``
+    on a fifth of the sessions' devices) links sessions that share nothing, and preprocessing says so."""
+    from omegaconf import OmegaConf
+
+    from seqfraud.features.entities import BUSIEST_ENTITY_VALUES
+
+    data = OmegaConf.load(entity_run / "config.yaml").data
+    events = pl.read_parquet(data.events)
+    report = json.loads((entity_run / "preprocess_report.json").read_text())[BUSIEST_ENTITY_VALUES]
+    for column in ("account_id", "device_id", "ip"):
+        per_value = events.group_by(column).agg(pl.col("session_id").n_unique()).drop_nulls(column)
+        most = per_value["session_id"].max()
+        value = per_value.filter(pl.col("session_id") == most)[column].min()
+        assert report[column] == [value, most], column
+    ids = events["session_id"].unique().sort().gather_every(5).implode()
+    masked = events.with_columns(
+        pl.when(pl.col("session_id").is_in(ids))
+        .then(pl.lit("unknown"))
+        .otherwise("device_id")
+        .alias("device_id")
+    )
+    masked.write_parquet(tmp_path / "events.parquet")
+    with caplog.at_level("WARNING", logger="seqfraud.preprocess"):
+        out = preprocess_log(str(tmp_path / "events.parquet"), data.labels, "error", tmp_path / "masked")
+    n = events["session_id"].n_unique()
+    assert out.report[BUSIEST_ENTITY_VALUES]["device_id"] == ["unknown", ids.list.len().item()]
+    said = [r.getMessage() for r in caplog.records if "'unknown'" in r.getMessage()]
+    assert len(said) == 1 and "entity column 'device_id'" in said[0] and f"of the {n:,} sessions" in said[0]
+    assert "placeholder" in said[0] and "write null" in said[0]
+    assert not any("account_id" in r.getMessage() for r in caplog.records)
+
+
+def test_busy_values_are_said_by_share_and_placeholders_sooner() -> None:
+    from seqfraud.features.entities import busy_warnings
+
+    said = busy_warnings(
+        {"ip": ["10.0.0.1", 600], "card": ["c1", 400], "device": ["N/A", 12], "email": None},
+        n_sessions=10_000,
+    )
+    assert [s.split(":")[0] for s in said] == ["entity column 'ip'", "entity column 'device'"]
+    assert "6.0%" in said[0] and "shared NAT" in said[0] and "placeholder" in said[1]
+    assert busy_warnings({"ip": ["10.0.0.1", 60]}, n_sessions=200) == []  # few sessions in all: not said
+    assert busy_warnings({"device": ["unknown", 9]}, n_sessions=10_000) == []
+
+
 def test_a_label_table_of_the_frauds_alone_reads_every_other_session_as_legitimate(
     entity_run, tmp_path, caplog
 ) -> None:

@@ -146,6 +146,7 @@ def run_both(data_cfg: dict, out, features: dict = FEATURES):
         "labels_never_known",
         "duplicate_rows",
         "entity_features",
+        "busiest_entity_values",
     )
     assert {k: spark.report.get(k) for k in same} == {k: polars.report.get(k) for k in same}
     return polars

@@ -416,6 +416,64 @@ def _nullable(name: str, x: np.ndarray) -> pl.Series:
     return pl.Series(name, x, nan_to_null=bool(np.isnan(x).any()))
 
 
+# The preprocessing report's key: each entity column's busiest value and its sessions (busiest_value).
+BUSIEST_ENTITY_VALUES = "busiest_entity_values"
+# A value shared by this share of the sessions (and by at least BUSY_MIN_SESSIONS) is said at preprocessing; a
+# placeholder text already from PLACEHOLDER_MIN_SESSIONS.
+BUSY_SHARE = 0.05
+BUSY_MIN_SESSIONS = 100
+PLACEHOLDER_MIN_SESSIONS = 10
+# Texts that logs write where they mean "no value": shared by every event that has them, they link sessions that
+# share nothing.
+_PLACEHOLDERS = {"", "0", "-1", "none", "null", "nan", "n/a", "na", "unknown", "undefined", "0.0.0.0", "-"}
+
+
+def busiest_value(rows: pl.LazyFrame, column: str) -> pl.LazyFrame:
+    """The value of ``column`` shared by the most sessions (the smallest value on a tie, so that every engine
+    names the same one), as ``value, sessions``; no row when no event carries the column."""
+    return (
+        rows.filter(pl.col(column).is_not_null())
+        .group_by(column)
+        .agg(pl.col(S.SESSION_ID).n_unique().alias("sessions"))
+        .sort(["sessions", column], descending=[True, False])
+        .head(1)
+        .select(pl.col(column).alias("value"), "sessions")
+    )
+
+
+def busy_warnings(busiest: Mapping[str, Sequence[Any] | None], n_sessions: int) -> list[str]:
+    """What to say of each entity column's busiest value (``{column: [value, sessions] or None}``).
+
+    One value on many sessions is either a placeholder for "unknown", which links sessions that share nothing
+    (write null instead), or a truly shared one (a carrier NAT address, a popular e-mail domain): its features
+    are then the same for most sessions, and live scoring reads all its rows in the longest window at each of
+    its events, a cost that grows with them (BENCHMARKS.md, a busy value).
+    """
+    said = []
+    for column, found in busiest.items():
+        if found is None:
+            continue
+        value, sessions = found
+        placeholder = str(value).strip().lower() in _PLACEHOLDERS
+        if sessions < (
+            PLACEHOLDER_MIN_SESSIONS if placeholder else max(BUSY_MIN_SESSIONS, BUSY_SHARE * n_sessions)
+        ):
+            continue
+        said.append(
+            f"entity column {column!r}: the value {value!r} is on {sessions:,} of the {n_sessions:,} sessions "
+            f"({sessions / max(n_sessions, 1):.1%}): "
+            + (
+                "it looks like a placeholder for no value, which links every session that has it: write null "
+                "where an event has no such entity"
+                if placeholder
+                else "if it stands for no value, write null; if it is real (a shared NAT address, a popular "
+                "domain), its features are alike for all those sessions, and live scoring reads all its rows "
+                "in the longest window at each of its events (docs/entities.md, busy values)"
+            )
+        )
+    return said
+
+
 def attach(events: pl.LazyFrame, features: pl.LazyFrame, names: list[str]) -> pl.LazyFrame:
     """``events`` with the features of one entity column (rows without a value get nulls)."""
     return events.join(
