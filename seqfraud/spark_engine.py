@@ -49,6 +49,7 @@ from seqfraud.data.events import (
     DataValidationError,
     LoadedEvents,
     epoch_bounds,
+    file_kind,
     inspect_events,
     label_delay_us,
     label_time_unit,
@@ -116,10 +117,7 @@ class SparkEngine:
         the per-session table from Spark, validation shared with the Polars engine."""
         policy = data.get("policy") or {}
         label_delay_us(policy.get("label_delay"))  # a bad duration fails before the data is read
-        if any(
-            Path(f).suffix.lower() not in (".parquet", ".pq")
-            for f in resolve_paths(data["events"], warn=False)
-        ):
+        if any(file_kind(f) != "parquet" for f in resolve_paths(data["events"], warn=False)):
             raise DataValidationError(
                 f"{data['events']}: the spark engine reads Parquet only: the tie-break of equal timestamps is "
                 "the row's position in its file, which Spark gives for Parquet alone; convert the CSV or use "

@@ -7,6 +7,7 @@ shared smoke artifact was trained on). A case lists the fragments its message mu
 
 from __future__ import annotations
 
+import gzip
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ class Case:
         [Path], tuple[Path, list[str]]
     ]  # writes the file(s); returns the input path and the fragments
     score: bool = True  # also through batch scoring (False: a label problem, which scoring never reads)
+    one_csv: bool = False  # one CSV file (test_a_gzipped_csv_is_read_and_refused_as_the_csv)
 
 
 def _write(path: Path, content: str | bytes | pl.DataFrame) -> Path:
@@ -77,7 +79,7 @@ def _file(name: str, content, *fragments: str, score: bool = True) -> Case:
         path = _write(tmp / name, content() if callable(content) else content)
         return path, [str(path), *fragments]
 
-    return Case(make, score)
+    return Case(make, score, one_csv=name.endswith(".csv"))
 
 
 def _parquet_bytes(df: pl.DataFrame) -> bytes:
@@ -360,6 +362,26 @@ def test_training_loader_names_file_column_and_count(name, tmp_path):
         assert fragment in str(info.value), f"{fragment!r} not in {str(info.value)!r}"
 
 
+def _gzipped(case: Case, tmp: Path) -> tuple[Path, list[str]]:
+    """A one-CSV-file case's file gzipped as ``.csv.gz``, and its fragments naming that file."""
+    path, fragments = case.make(tmp)
+    packed = path.with_name(path.name + ".gz")
+    with gzip.open(packed, "wb") as f:
+        f.write(path.read_bytes())
+    path.unlink()
+    return packed, [str(packed) if f == str(path) else f for f in fragments]
+
+
+@pytest.mark.parametrize("name", [n for n, c in CASES.items() if c.one_csv])
+def test_a_gzipped_csv_is_read_and_refused_as_the_csv(name, tmp_path):
+    """Exports come gzipped: a ``.csv.gz`` file is the same CSV, down to every message about its rows."""
+    path, fragments = _gzipped(CASES[name], tmp_path)
+    with pytest.raises(DataValidationError) as info:
+        load_events(str(path), SYNTHETIC)
+    for fragment in fragments:
+        assert fragment in str(info.value), f"{fragment!r} not in {str(info.value)!r}"
+
+
 @pytest.fixture(scope="module")
 def scorer(exported_artifact):
     from seqfraud.scoring import Scorer
@@ -392,6 +414,22 @@ def test_csv_ids_007_and_7_stay_two_sessions_in_training(tmp_path):
     loaded = load_events(str(path), SYNTHETIC)
     assert loaded.report["n_sessions"] == 200
     assert sorted(loaded.sessions[S.SESSION_ID].to_list()) == sorted(ZERO_PADDED)
+
+
+def test_a_folder_of_gzipped_csv_reads_as_its_csv(tmp_path):
+    """Daily exports as ``.csv.gz`` (any case) in a folder read as the same rows as the plain CSV, ids as text."""
+    events = log(ids=ZERO_PADDED)
+    plain = load_events(str(_write(tmp_path / "e.csv", events)), SYNTHETIC)
+    daily = tmp_path / "daily"
+    daily.mkdir()
+    for name, part in (("day0.csv.gz", events.head(120)), ("day1.CSV.GZ", events.tail(80))):
+        with gzip.open(daily / name, "wb") as f:
+            f.write(part.write_csv().encode())
+    packed = load_events(str(daily), SYNTHETIC)
+    assert packed.report["n_sessions"] == 200 and packed.sessions.sort(S.SESSION_ID).equals(
+        plain.sessions.sort(S.SESSION_ID)
+    )
+    assert packed.events.collect().drop(S.ROW_INDEX).equals(plain.events.collect().drop(S.ROW_INDEX))
 
 
 def test_csv_label_table_ids_are_strings_too(tmp_path):

@@ -12,6 +12,7 @@ import csv
 import fnmatch
 import functools
 import glob
+import gzip
 import logging
 import os
 import re
@@ -20,7 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, Literal, NoReturn, cast
+from typing import IO, Any, Generic, Literal, NoReturn, cast
 
 import polars as pl
 import pyarrow as pa
@@ -124,7 +125,7 @@ def resolve_paths(path: str | os.PathLike, *, warn: bool = True) -> list[str]:
     """
     p = os.path.expanduser(str(path))
     if os.path.isdir(p):
-        found: dict[str, list[str]] = {".parquet": [], ".csv": []}
+        found: dict[str, list[str]] = {"parquet": [], "csv": []}
         seen = set()
         for root, dirs, names in os.walk(p, followlinks=True):
             if os.path.realpath(root) in seen:
@@ -135,17 +136,17 @@ def resolve_paths(path: str | os.PathLike, *, warn: bool = True) -> list[str]:
                 d for d in dirs if not d.startswith(".")
             )  # hidden ones stay out, as glob leaves them
             for n in names:
-                if not n.startswith(".") and (suffix := os.path.splitext(n)[1]) in found:
-                    found[suffix].append(os.path.join(root, n))
-        files = sorted(found[".parquet"] or found[".csv"])
+                if not n.startswith(".") and (kind := file_kind(n)) is not None:
+                    found[kind].append(os.path.join(root, n))
+        files = sorted(found["parquet"] or found["csv"])
         # A half-converted export's CSV rows are not read: said (dogfood 29).
-        if warn and found[".parquet"] and found[".csv"]:
+        if warn and found["parquet"] and found["csv"]:
             log.warning(
                 "%s: %d CSV file(s) left out (the first: %s): a folder is read as its Parquet files, or as its "
                 "CSV files where it holds no Parquet; convert them, or name the files to read",
                 p,
-                len(found[".csv"]),
-                min(found[".csv"]),
+                len(found["csv"]),
+                min(found["csv"]),
             )
     elif os.path.exists(p):
         files = [p]
@@ -186,6 +187,26 @@ def reads(path: str | os.PathLike, file: str | os.PathLike) -> bool:
 
 
 _PARQUET_SUFFIXES = (".parquet", ".pq")
+# CSV as exported, or gzipped as exports often are (Polars and Arrow then read each file whole into memory).
+_CSV_SUFFIXES = (".csv", ".csv.gz")
+
+
+def file_kind(name: str | os.PathLike) -> Literal["parquet", "csv"] | None:
+    """``parquet`` or ``csv`` by the file's name (``.csv.gz`` is CSV), or None for a file that is neither."""
+    lower = os.fspath(name).lower()
+    if lower.endswith(_PARQUET_SUFFIXES):
+        return "parquet"
+    return "csv" if lower.endswith(_CSV_SUFFIXES) else None
+
+
+def _open_csv(file: str, binary: bool = False) -> IO[Any]:
+    """A CSV file for Python's readers, through gzip where its name ends in ``.gz``."""
+    opener: Callable[..., IO[Any]] = gzip.open if file.lower().endswith(".gz") else open
+    if binary:
+        return opener(file, "rb")
+    return opener(file, "rt", newline="", encoding="utf-8-sig", errors="replace")
+
+
 CSV_INFER_ROWS = 10_000  # rows a CSV timestamp or label column's type is inferred from
 _EpochUnit = Literal["ns", "us", "ms", "s", "d"]
 _CSV_KINDS: dict[pl.DataType | type[pl.DataType], str] = {
@@ -207,10 +228,10 @@ def scan_table(path: str | os.PathLike, schema: Schema) -> tuple[pl.LazyFrame, s
     the timestamp rules: no date guessing) and every other column as strings.
     """
     files = resolve_paths(path)
-    suffixes = {Path(f).suffix.lower() for f in files}
+    kinds = {file_kind(f) for f in files}
     source = files[0] if len(files) == 1 else f"{path} ({len(files)} files)"
     # glob=False: the list is already resolved, so a "[" or "*" in a file name is taken literally.
-    if suffixes <= set(_PARQUET_SUFFIXES):
+    if kinds == {"parquet"}:
         read = {f: _parquet_schema(f) for f in files}
         # A part of no rows adds nothing, and a writer types its columns as it likes (Null, from pandas): it is
         # left out, unless every part is empty.
@@ -225,15 +246,18 @@ def scan_table(path: str | os.PathLike, schema: Schema) -> tuple[pl.LazyFrame, s
             return pl.scan_parquet(files, glob=False), source
         parts = [_as_common(pl.scan_parquet(f, glob=False), common) for f in files]
         return pl.concat(parts, how="diagonal"), source  # by name: the files may order their columns apart
-    if suffixes <= {".csv"}:
+    if kinds == {"csv"}:
         scans = {f: _scan_csv(f, schema) for f in files}
         _check_same_columns({f: lf.collect_schema() for f, lf in scans.items()}, source)
         return pl.concat(list(scans.values()), how="diagonal"), source  # by name, as Parquet parts
-    if suffixes == {".csv", ".parquet"}:  # each type is read; the two together are not (dogfood 61)
+    if kinds == {"csv", "parquet"}:  # each type is read; the two together are not (dogfood 61)
         raise DataValidationError(
             f"{source}: mixes Parquet and CSV files; name one kind (a glob such as *.parquet), or convert the CSV"
         )
-    raise DataValidationError(f"{source}: unsupported file type(s) {sorted(suffixes)}; use Parquet or CSV")
+    odd = sorted({Path(f).suffix.lower() or Path(f).name for f in files if file_kind(f) is None})
+    raise DataValidationError(
+        f"{source}: unsupported file type(s) {odd}; use Parquet (.parquet, .pq) or CSV (.csv, .csv.gz)"
+    )
 
 
 @contextmanager
@@ -311,7 +335,7 @@ def _check_same_columns(schemas: dict[str, pl.Schema], source: str) -> None:
 
 
 def _csv_header(file: str) -> list[str]:
-    with open(file, newline="", encoding="utf-8-sig", errors="replace") as f:
+    with _open_csv(file) as f:
         header = next(csv.reader(f), None)
     if not header:
         raise DataValidationError(f"{file}: the file is empty; a CSV event log starts with a header row")
@@ -357,7 +381,7 @@ def _check_short_rows(file: str, width: int) -> None:
 def _csv_rows_where(file: str, bad: Callable[[list[str], int], bool]) -> tuple[int, int]:
     """The CSV data rows where ``bad(fields, header width)`` holds, read by Python's reader (on an error's path
     only): how many, and the first one's number (1-based, 0 for none)."""
-    with open(file, newline="", encoding="utf-8-sig", errors="replace") as f:
+    with _open_csv(file) as f:
         rows = csv.reader(f)
         width = len(next(rows))
         found = [i for i, fields in enumerate(rows, 1) if bad(fields, width)]
@@ -474,7 +498,7 @@ def _csv_fault(file: str, have: pl.Schema) -> str | None:
 def _not_utf8(file: str) -> str | None:
     """The lines of a file that are not UTF-8 (a spreadsheet's Windows-1252 export), counted, with the first."""
     bad, first = 0, ""
-    with open(file, "rb") as f:
+    with _open_csv(file, binary=True) as f:
         for i, line in enumerate(f, 1):
             try:
                 line.decode("utf-8")
@@ -533,7 +557,7 @@ def file_of_row(files: list[str], schema: Schema, row: int) -> str | None:
     if len(files) < 2:
         return None
     for f in files:
-        if Path(f).suffix.lower() in _PARQUET_SUFFIXES:
+        if file_kind(f) == "parquet":
             n = pq.read_metadata(f).num_rows
         else:
             n = _scan_csv(f, schema).select(pl.len()).collect().item()
