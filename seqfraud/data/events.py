@@ -187,7 +187,7 @@ def reads(path: str | os.PathLike, file: str | os.PathLike) -> bool:
 
 
 _PARQUET_SUFFIXES = (".parquet", ".pq")
-# CSV as exported, or gzipped as exports often are (Polars and Arrow then read each file whole into memory).
+# CSV as exported, or gzipped as exports often are.
 _CSV_SUFFIXES = (".csv", ".csv.gz")
 
 
