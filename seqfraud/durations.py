@@ -7,7 +7,7 @@ from typing import Any
 
 from seqfraud.errors import ConfigError
 
-_DURATION_US = {
+DURATION_US = {
     "s": 1_000_000,
     "m": 60_000_000,
     "h": 3_600_000_000,
@@ -24,4 +24,4 @@ def duration_us(text: Any, key: str) -> int:
     match = re.fullmatch(r"([1-9][0-9]*)([smhdw])", str(text).strip())
     if match is None:
         raise ConfigError(f"{key} must be a duration such as 90s, 15m, 1h, 30d or 2w, got {text!r}")
-    return int(match[1]) * _DURATION_US[match[2]]
+    return int(match[1]) * DURATION_US[match[2]]

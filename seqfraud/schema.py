@@ -58,7 +58,8 @@ EVENT_ID = "__event_id"  # data.schema.event_id, as a string, while events are v
 RESERVED_FIELD_NAMES = (SESSION_ID, LABEL, TIME_DELTA, ROW_INDEX, TS_US, TS_PRESENT, TS_OUT_OF_RANGE)
 
 SPLITS = ("train", "val", "test")
-EPOCH_UNITS = ("s", "ms", "us", "ns")
+# Integer epochs: the usual units, and minutes, hours or days for logs counted in steps (a simulator's hour).
+EPOCH_UNITS = ("s", "ms", "us", "ns", "m", "h", "d")
 TIMESTAMP_UNITS = ("auto", *EPOCH_UNITS)
 # Plausible event times, [start, end): anything outside is an error, which is also what catches epochs read in
 # the wrong unit (a column that mixes seconds and milliseconds) and epochs that would overflow.

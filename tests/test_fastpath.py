@@ -17,7 +17,7 @@ from seqfraud.features.entities import EntitySpec
 from seqfraud.features.fastpath import EventColumns, numpy_sequences, token_tables
 from seqfraud.features.spec import Spec
 from seqfraud.features.tokens import polars_sequences
-from seqfraud.schema import Schema
+from seqfraud.schema import EPOCH_UNITS, Schema
 from seqfraud.scoring.prepare import as_frame, normalized_events
 
 T0 = datetime(2024, 1, 1)
@@ -135,6 +135,31 @@ def test_record_columns_answer_only_what_the_full_path_answers(records):
         assert np.array_equal(fast.numeric[c][0], x, equal_nan=True) and np.array_equal(
             fast.numeric[c][1], null
         )
+
+
+@pytest.mark.parametrize("unit", EPOCH_UNITS)
+@settings(max_examples=40, deadline=None)
+@given(values=st.lists(st.integers(-(2**63), 2**63 - 1) | st.integers(0, 60_000), min_size=1, max_size=5))
+def test_integer_epochs_in_every_unit_read_alike_on_both_paths(unit, values):
+    """Integer epochs in the spec's unit (minutes, hours and days too, for a log counted in steps) are the same
+    microseconds on the per-event path and the full path, and refused alike outside the plausible range."""
+    from seqfraud.data.events import DataValidationError, timestamp_range_us
+    from seqfraud.scoring.prepare import record_columns
+
+    spec = replace(SPEC, timestamp_unit=unit)
+    records = [{"session_id": "a", "timestamp": v, "event_type": "pay"} for v in values]
+    per_unit = {"us": 1, "ms": 1_000, "s": 10**6, "m": 60 * 10**6, "h": 3_600 * 10**6, "d": 86_400 * 10**6}
+    want = [v // 1_000 if unit == "ns" else v * per_unit[unit] for v in values]
+    start, end = timestamp_range_us(spec.schema)
+    fast = record_columns(records, spec)
+    try:
+        full = EventColumns.of_frame(normalized_events(as_frame(records, spec, "r").lazy(), spec, "r"), spec)
+    except DataValidationError as e:
+        assert not all(start <= us < end for us in want) and fast is None
+        assert "outside the plausible range" in str(e)
+        return
+    assert all(start <= us < end for us in want) and fast is not None
+    assert full.ts_us.tolist() == fast.ts_us.tolist() == want
 
 
 CARD_SPEC = replace(

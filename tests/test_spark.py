@@ -197,6 +197,21 @@ def test_parity_on_edge_cases(encoding, tmp_path):
     assert len(prepared.spec.edges["refund"]) == 2 and prepared.spec.edges["fee"] == []
 
 
+def test_parity_on_integer_hours(tmp_path):
+    """A log counted in steps (a simulator's hours, data.schema.timestamp_unit=h): both engines read the same
+    times, ties of equal steps included."""
+    events = edge_events(seed=9, base_ns=T0_NS)
+    events = events.with_columns((pl.col("ts_ns") // 3_600_000_000_000).alias("timestamp")).drop("ts_ns")
+    data = {
+        "events": str(write_shards(events, tmp_path / "events")),
+        "labels": None,
+        "schema": replace(SCHEMA, timestamp_unit="h").roles(),
+    }
+    prepared = run_both(data, tmp_path)
+    assert prepared.report["timestamp_unit"] == "h"
+    assert events.select(pl.struct("session_id", "timestamp").is_duplicated().any()).item()
+
+
 @pytest.mark.parametrize("on_unlabeled", ["drop", "keep", "negative"])
 def test_parity_with_label_table_unlabeled_policy_and_test_end(on_unlabeled, tmp_path):
     events = (

@@ -31,7 +31,7 @@ from typing_extensions import TypeVar
 
 from seqfraud import schema as S
 from seqfraud.data.split import from_epoch_us, to_epoch_us
-from seqfraud.durations import duration_us
+from seqfraud.durations import DURATION_US, duration_us
 from seqfraud.errors import UserError, did_you_mean
 from seqfraud.schema import Schema
 
@@ -43,8 +43,16 @@ class DataValidationError(UserError, ValueError):
 # Integer epoch timestamps: ``auto`` reads the unit off the magnitude (seconds reach 1e11 only in year 5138);
 # values of another unit then fall outside the plausible range and are refused.
 _UNIT_LIMITS = (("s", 1e11), ("ms", 1e14), ("us", 1e17), ("ns", float("inf")))
-US_PER_UNIT = {"s": 1_000_000, "ms": 1_000, "us": 1}  # ns: floor-divided by 1,000
-_UNIT_NAMES = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
+US_PER_UNIT = {"ms": 1_000, "us": 1} | DURATION_US  # s, m, h, d (and w); ns: floor-divided by 1,000
+_UNIT_NAMES = {
+    "s": "seconds",
+    "ms": "milliseconds",
+    "us": "microseconds",
+    "ns": "nanoseconds",
+    "m": "minutes",
+    "h": "hours",
+    "d": "days",
+}
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 # RFC 3339 date-time: T, t or space; optional fraction; Z, z or +hh:mm/-hh:mm, and no offset means UTC. The
 # offset may also be +hhmm (what strftime's %z and Polars' CSV writer print). Anything else (a date alone,
