@@ -25,7 +25,7 @@ import numpy as np
 import polars as pl
 
 from seqfraud import schema as S
-from seqfraud.data.events import LoadedEvents, label_delay_us, load_events, resolve_paths
+from seqfraud.data.events import LoadedEvents, label_delay_us, load_events, read_typologies, resolve_paths
 from seqfraud.data.shards import ROW_GROUP_SESSIONS, shard_files, shard_name
 from seqfraud.data.split import (
     assign_split,
@@ -441,6 +441,8 @@ def preprocess(
     # as under keep, and left out of the splits below (and so of the spec's fit), not out of the log.
     dropping = policy.get("on_unlabeled") == "drop"
     loaded = engine.load({**data, "policy": {**policy, "on_unlabeled": "keep"}} if dropping else data, schema)
+    if data.get("typologies"):  # read by training after its fit: checked here, before it
+        read_typologies(data["typologies"], schema, loaded.sessions[S.SESSION_ID])
     split = data.get("split") or {}
     test_end = split.get("test_end")
     in_range = before_test_end(loaded.sessions, test_end)

@@ -1074,3 +1074,41 @@ def test_the_readme_data_synthetic_null_resolves():
         )
     data = resolve_data_config(plain(cfg.data))
     assert (data["events"], data["labels"], data["typologies"]) == ("e.parquet", "l.parquet", None)
+
+
+# ---------------------------------------------------------------- the typology table
+
+
+def test_a_typology_table_is_checked_at_preprocessing_by_file_and_column(tmp_path):
+    """data.typologies was read unchecked after training: a column named otherwise failed the run at its end
+    with a traceback (dogfood 64). Now preprocessing refuses it before anything is written, by file and column,
+    and reads a CSV's ids as text, as the events'."""
+    from seqfraud.data.events import read_typologies
+
+    ev = write(events(), tmp_path / "e.parquet")
+
+    def refused(table: pl.DataFrame, *says: str) -> None:
+        path = write(table, tmp_path / "t" / "typologies.csv")
+        with pytest.raises(DataValidationError) as info:
+            preprocess(_data_cfg(ev) | {"typologies": path}, FEATURES, tmp_path / "o")
+        for fragment in (path, *says):
+            assert fragment in str(info.value), str(info.value)
+        assert not (tmp_path / "o").exists()
+
+    refused(pl.DataFrame({"session_id": ["s2"], "kind": ["ato"]}), "missing column(s) 'typology'", "'kind'")
+    refused(
+        pl.DataFrame({"session_id": ["s2", "s2"], "typology": ["ato", "mule"]}),
+        "column 'typology': 2 row(s) belong to 1 session(s) listed with conflicting typologies (first: 's2')",
+    )
+    refused(
+        pl.DataFrame({"session_id": ["s2", None], "typology": ["ato", "x"]}),
+        "1 row(s) have a null session id",
+    )
+    refused(
+        pl.DataFrame({"session_id": ["S2"], "typology": ["ato"]}), "1 session(s), none with events in the log"
+    )
+    zero = write(events(session_id=pl.col("session_id").str.replace("s", "00")), tmp_path / "z.parquet")
+    path = write(pl.DataFrame({"session_id": ["002", "002"], "typology": ["ato"] * 2}), tmp_path / "z.csv")
+    table = read_typologies(path, SCHEMA, pl.Series(["001", "002", "003"]))
+    assert table.rows() == [("002", "ato")]  # '002' stays '002', and a repeated row is read once
+    preprocess(_data_cfg(zero) | {"typologies": path}, FEATURES, tmp_path / "ok")

@@ -1067,6 +1067,51 @@ def read_labels(
     ), source
 
 
+def read_typologies(path: str, schema: Schema, session_ids: pl.Series | None = None) -> pl.DataFrame:
+    """``data.typologies``, a table of the fraud sessions' typologies (``session_id, typology``) for per-typology
+    metrics, checked where it is given (at preprocessing) rather than after training, which read it unchecked
+    (a column named otherwise failed the run at its end: dogfood 64). ``session_ids``: the log's sessions, which
+    its ids must meet, as a label table's must (:func:`check_some_match`); None, once preprocessing checked it."""
+    lf, source = scan_table(path, schema)
+    have = lf.collect_schema()
+    missing = [c for c in (schema.session_id, S.TYPOLOGY) if c not in have]
+    if missing:
+        raise DataValidationError(
+            f"{missing_columns(source, missing, have)} A typology table holds the events' session id column "
+            f"(data.schema.session_id) and a column named {S.TYPOLOGY!r}: rename its columns to match."
+        )
+    if not (have[schema.session_id] in _ENTITY_OK or have[schema.session_id].is_integer()):
+        raise DataValidationError(wrong_id_type(source, schema.session_id, have[schema.session_id]))
+    with reading(source):
+        table = lf.select(
+            pl.col(schema.session_id).cast(pl.String).alias(S.SESSION_ID),
+            pl.col(S.TYPOLOGY).cast(pl.String),
+        ).collect()
+    for col, n, what in (
+        (schema.session_id, table[S.SESSION_ID].null_count(), "have a null session id"),
+        (schema.session_id, int(table.select(blank(S.SESSION_ID).sum()).item()), BLANK_ID),
+        (
+            S.TYPOLOGY,
+            table[S.TYPOLOGY].null_count(),
+            "have no typology: leave such sessions out of the table",
+        ),
+    ):
+        if n:
+            fail_rows(source, col, n, what)
+    refuse_conflicts(table, pl.col(S.TYPOLOGY), source, S.TYPOLOGY, "typologies")
+    table = table.unique(S.SESSION_ID, keep="first", maintain_order=True)
+    if (
+        session_ids is not None
+        and table.height
+        and not table[S.SESSION_ID].is_in(session_ids.implode()).any()
+    ):
+        raise DataValidationError(
+            f"{source}: column {schema.session_id!r}: {table.height:,} session(s), none with events in the log: "
+            + unmatched_ids_text(table[S.SESSION_ID], session_ids)
+        )
+    return table
+
+
 def absent_as_negative(labels: pl.DataFrame, session_ids: pl.Series) -> pl.DataFrame:
     """``labels`` with a legitimate label (0, no label time: known at the session's end plus the label delay) for
     each of ``session_ids`` it leaves out: how a model trained under ``data.policy.on_unlabeled=negative`` read
@@ -1086,7 +1131,7 @@ def refuse_conflicts(labels: pl.DataFrame, value: pl.Expr, source: str, column: 
             column,
             conflicting.height,
             f"belong to {sessions.n_unique():,} session(s) listed with conflicting {what} (first: {sessions.min()!r}): "
-            "a label table holds one label a session; keep the one that stands (e.g. the latest review)",
+            "a table holds one row a session; keep the one that stands (e.g. the latest review)",
         )
 
 

@@ -30,6 +30,7 @@ from seqfraud import rundir
 from seqfraud import schema as S
 from seqfraud.baselines import STACKER_FILE, check_lightgbm_params, fit_lightgbm, fit_predict_lightgbm
 from seqfraud.config import out_of_range, packaged, packaged_defaults, plain, unknown_key, wrong_type
+from seqfraud.data.events import read_typologies
 from seqfraud.data.shards import ROW_GROUP_SESSIONS, shard_files
 from seqfraud.data.split import check_splits, fractions_read
 from seqfraud.errors import ConfigError
@@ -288,15 +289,6 @@ def model_config(model_cfg: dict, spec, exclude: list[str]) -> ModelConfig:
         entity_fields=[f in entity for f in spec.fields],
         value_fields=[f in spec.value_fields for f in spec.fields],
         **{k: v for k, v in model_cfg.items() if k in SEQUENCE_KEYS},
-    )
-
-
-def load_typologies(path: str | None, session_column: str) -> pl.DataFrame | None:
-    """An optional session -> typology table (the generator writes one) for per-typology metrics."""
-    if not path:
-        return None
-    return pl.read_parquet(path).select(
-        pl.col(session_column).cast(pl.String).alias(S.SESSION_ID), pl.col(S.TYPOLOGY)
     )
 
 
@@ -811,7 +803,8 @@ def fit_and_evaluate(
             "prepared_dir=%s records no input files (an earlier seqfraud wrote it): no per-typology metrics",
             cfg.get("prepared_dir"),
         )
-    typologies = load_typologies(prepared.input("typologies"), prepared.spec.schema.session_id)
+    path = prepared.input("typologies")
+    typologies = read_typologies(path, prepared.spec.schema) if path else None
     metrics_cfg = plain(cfg.metrics)
     (run_dir / rundir.PREDICTIONS_DIR).mkdir(exist_ok=True)
     metrics: dict[str, Any] = {"model": model_name(cfg.model), "experiment": cfg.experiment_name}
