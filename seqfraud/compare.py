@@ -148,11 +148,18 @@ def config_differences(runs: list[Run]) -> list[str]:
     flat = [_flat(r.config) for r in runs]
     own = [str(f.get("paths.output_dir", "\0")) for f in flat]
     keys = dict.fromkeys(k for f in flat for k in f if not k.startswith("paths."))
-    varying = [
-        k
-        for k in keys
-        if len({repr(f.get(k)) for f in flat}) > 1 and not any(o in str(f.get(k)) for f, o in zip(flat, own))
-    ]
+
+    def varies(key: str) -> bool:
+        """Values that differ where the runs hold the key, or a run of a model kind that holds it lacking it: a
+        key only one kind of model has (model.d_model beside a LightGBM run) is that kind's, said by the model
+        column, and was listed whole for every sequence run (dogfood 64)."""
+        having = [f for f in flat if key in f]
+        kinds = {f.get("model.kind") for f in having}
+        return len({repr(f[key]) for f in having}) > 1 or any(
+            key not in f and f.get("model.kind") in kinds for f in flat
+        )
+
+    varying = [k for k in keys if varies(k) and not any(o in str(f.get(k)) for f, o in zip(flat, own))]
     return [
         " ".join(
             f"{k}={f[k]}"

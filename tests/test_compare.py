@@ -75,6 +75,23 @@ def test_config_differences_leave_out_what_a_lightgbm_run_does_not_read(runs):
     sequence = {**other.config, "model": {"kind": "sequence"}, "trainer": {"max_epochs": 8}}
     differs = config_differences([lightgbm, replace(other, config=sequence)])
     assert "trainer.max_epochs" not in differs[0] and "trainer.max_epochs=8" in differs[1]
+    # A sequence model's settings that its runs share are not differences because a LightGBM run lacks them; what
+    # its runs vary is (dogfood 64 read every model.* key of two runs that differed in trainer.max_epochs alone).
+    runs_of = [
+        lightgbm,
+        *(
+            replace(
+                other, config={**sequence, "model": {"kind": k, "d_model": 64}, "trainer": {"max_epochs": e}}
+            )
+            for k, e in (("sequence", 40), ("stacked", 20))
+        ),
+    ]
+    assert config_differences(runs_of)[1:] == [
+        "model.kind=sequence trainer.max_epochs=40",
+        "model.kind=stacked trainer.max_epochs=20",
+    ]
+    wider = replace(runs_of[2], config={**runs_of[2].config, "model": {"kind": "sequence", "d_model": 32}})
+    assert "model.d_model=32" in config_differences([*runs_of[:2], wider])[2]
 
 
 def test_a_multirun_directory_is_searched_for_runs(runs):
