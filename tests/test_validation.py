@@ -715,6 +715,27 @@ def test_labelled_sessions_with_no_events(tmp_path):
         assert "on_orphan_labels=drop" not in msg
 
 
+def test_label_ids_that_lost_their_leading_zeros_are_named_and_never_dropped(tmp_path):
+    """A label file written through a reader that made ids numbers (``00000002`` as 2) matched in part: the
+    error named no id, and its advice (on_orphan_labels=drop) dropped those frauds (dogfood 63). Now it names
+    them, shows the event id each one was, and refuses under either policy."""
+    ids = pl.Series(["00000001", "00000001", "00000002", "00000002", "00000010"])
+    ev = write(events(session_id=ids).drop("label"), tmp_path / "e.parquet")
+    lab = write(
+        pl.DataFrame({"session_id": ["00000001", "2", "10"], "label": [0, 1, 1]}), tmp_path / "l.parquet"
+    )
+    for policy in ({}, {"on_orphan_labels": "drop", "on_unlabeled": "drop"}):
+        msg = fails(
+            ev,
+            "2 labelled session(s) have no events",
+            "(first: ['10', '2'])",
+            "2 of them are event ids written another way (first: '10' for the event id '00000010')",
+            labels=lab,
+            **policy,
+        )
+        assert "on_orphan_labels=drop" not in msg
+
+
 def test_a_label_table_of_float_ids_is_refused_by_type(tmp_path):
     """Float ids (a pandas or spreadsheet reading of integers) compare as '123.0' and lose digits past 2**53."""
     ev = write(events(session_id=pl.Series(["1", "1", "2", "2", "3"])).drop("label"), tmp_path / "e.parquet")

@@ -1174,12 +1174,37 @@ def _check_label_times(
     return labels.drop(S.LABEL_TIME_PRESENT, S.LABEL_TIME_OUT_OF_RANGE)
 
 
+def ids_in_another_form(label_ids: pl.Series, event_ids: pl.Series) -> str:
+    """How many of ``label_ids`` (none of them an event's) meet an event's id once leading zeros and a trailing
+    ``.0`` are set aside, with the first pair: ids that a reader turned into numbers and back (``00002037`` to
+    2037, or to ``2037.0`` through a float). Empty when none do."""
+
+    def plain(ids: pl.Expr) -> pl.Expr:
+        digits = ids.str.replace(r"\.0$", "")
+        return (
+            pl.when(digits.str.contains(r"^[0-9]+$")).then(digits.str.strip_chars_start("0")).otherwise(ids)
+        )
+
+    frame = pl.DataFrame({"label": label_ids.unique().sort()}).with_columns(key=plain(pl.col("label")))
+    events = pl.DataFrame({"event": event_ids.unique()}).with_columns(key=plain(pl.col("event")))
+    met = frame.join(events.unique("key", keep="first"), on="key").sort("label")
+    if met.is_empty():
+        return ""
+    return (
+        f"; {met.height:,} of them are event ids written another way (first: {met['label'][0]!r} for the event "
+        f"id {met['event'][0]!r}): the label table's ids lost their leading zeros or became numbers on the "
+        "way; read them as text (in CSV seqfraud does; in pandas, dtype=str) rather than dropping them"
+    )
+
+
 def unmatched_ids_text(label_ids: pl.Series, event_ids: pl.Series) -> str:
     """What to show when no label id matches an event's: a few of each, since ids compare as text and a reader
     that kept ``007`` on one side and made it ``7`` on the other matches nothing."""
     # The first few in order: a hash set's order changed the message from run to run (dogfood 56).
     first = [ids.unique().sort().head(3).to_list() for ids in (label_ids, event_ids)]
-    return f"label ids {first[0]}, event ids {first[1]} (ids compare as text: '007' is not '7')"
+    return f"label ids {first[0]}, event ids {first[1]} (ids compare as text: '007' is not '7')" + (
+        ids_in_another_form(label_ids, event_ids)
+    )
 
 
 def check_some_match(
@@ -1349,10 +1374,15 @@ def validate_sessions(
                     f"has events in {source}: "
                     + unmatched_ids_text(orphans[S.SESSION_ID], sessions[S.SESSION_ID])
                 )
-            if on_orphan_labels == "error":
+            # Ids that meet an event's once their form is set aside are no orphans: dropping them lost frauds
+            # (dogfood 63, a label file whose ids had lost their leading zeros), whatever the policy.
+            reformed = ids_in_another_form(orphans[S.SESSION_ID], sessions[S.SESSION_ID])
+            if on_orphan_labels == "error" or reformed:
+                first = orphans[S.SESSION_ID].sort().head(3).to_list()
                 raise DataValidationError(
                     f"{label_source}: column {schema.session_id!r}: {orphans.height:,} labelled session(s) have no "
-                    f"events in {source} (set data.policy.on_orphan_labels=drop to skip them)"
+                    f"events in {source} (first: {first})"
+                    + (reformed or " (set data.policy.on_orphan_labels=drop to skip them)")
                 )
             report["orphan_labels_dropped"] = orphans.height
         sessions = sessions.join(table, on=S.SESSION_ID, how="left")
