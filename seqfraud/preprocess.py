@@ -25,7 +25,14 @@ import numpy as np
 import polars as pl
 
 from seqfraud import schema as S
-from seqfraud.data.events import LoadedEvents, label_delay_us, load_events, read_typologies, resolve_paths
+from seqfraud.data.events import (
+    ZERO_PADDED_IDS,
+    LoadedEvents,
+    label_delay_us,
+    load_events,
+    read_typologies,
+    resolve_paths,
+)
 from seqfraud.data.shards import ROW_GROUP_SESSIONS, shard_files, shard_name
 from seqfraud.data.split import (
     assign_split,
@@ -521,6 +528,8 @@ def preprocess(
     }
     if policy.get("on_unlabeled") == "negative":
         spec.fit_info |= {ON_UNLABELED: "negative", LABEL_DELAY: policy.get("label_delay")}
+    if loaded.report.get(ZERO_PADDED_IDS):
+        spec.fit_info[ZERO_PADDED_IDS] = loaded.report[ZERO_PADDED_IDS]
     (out / DATA_DIR).mkdir(parents=True)
     spec.save(out / SPEC_FILE)
     log.info("tokenizing and writing the datasets into %s", out / DATA_DIR)

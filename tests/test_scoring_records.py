@@ -68,3 +68,62 @@ def test_known_keys_may_be_left_out_and_frames_keep_extra_columns_ignored():
         "label" in as_frame(frame, SPEC, "events").columns
     )  # training, too, reads only the schema's columns
     assert scorer.score(frame).equals(scorer.score(_events()))
+
+
+def test_integer_ids_for_ids_trained_as_zero_padded_text_are_refused_on_every_path(tmp_path):
+    """A card log's ids are text with leading zeros (``00002037``); a client sending 2037 (a JSON integer, or a
+    file read with ids as numbers) met no history or label and was scored, or stored as pending, without a word
+    (dogfood 63). An entity model records which id columns its training log zero-padded, and every scoring path
+    refuses integers there, naming the column."""
+    from dataclasses import replace
+
+    from seqfraud.data.events import ZERO_PADDED_IDS, load_events, read_labels
+    from seqfraud.features.entities import EntitySpec
+    from seqfraud.scoring.online import read_labels as read_posted_labels
+    from seqfraud.scoring.prepare import normalized_events, record_columns
+
+    # Detection, from the training log's first rows: the zero-padded text columns of an entity model.
+    log = pl.DataFrame(
+        {
+            "session_id": ["00002037", "00002037", "00002040"],
+            "timestamp": [datetime(2026, 3, 1, 10, 0, i) for i in range(3)],
+            "event_type": ["pay"] * 3,
+            "terminal": ["000201", "000201", "7"],
+            "merchant": ["m1", "m2", "m1"],
+            "label": [0, 0, 1],
+        }
+    )
+    log.write_parquet(tmp_path / "e.parquet")
+    schema = Schema(entities=("terminal", "merchant"))
+    report = load_events(str(tmp_path / "e.parquet"), schema).report
+    assert report[ZERO_PADDED_IDS] == ["session_id", "terminal"]
+    assert load_events(str(tmp_path / "e.parquet"), Schema()).report[ZERO_PADDED_IDS] == []  # no entity model
+
+    spec = replace(
+        SPEC,
+        schema=replace(SPEC.schema, entities=("terminal",), label_time="cb"),
+        entity=EntitySpec(("terminal",), ("1h",), risk=True, smoothing=1.0, prior=0.1, label_delay=None),
+        fit_info={ZERO_PADDED_IDS: ["session_id", "terminal"]},
+    )
+    event = {**_events(1)[0], "timestamp": "2026-03-01T10:00:00Z", "terminal": "000201"}
+    says = "column 'terminal' holds integers, but the model's training log wrote its values as text with leading zeros"
+    for events in (
+        [{**event, "terminal": 201}],
+        [event, {**event, "terminal": 201}],
+    ):  # alone, or beside text
+        assert record_columns(events, spec) is None
+        with pytest.raises(DataValidationError, match=says):
+            normalized_events(as_frame(events, spec, "request").lazy(), spec, "request")
+    with pytest.raises(DataValidationError, match="column 'session_id' holds integers"):
+        normalized_events(as_frame([{**event, "session_id": 2037}], spec, "request").lazy(), spec, "request")
+    assert record_columns([event], spec) is not None  # text as trained: the fast path answers
+    frame = pl.DataFrame({**{k: [v] for k, v in event.items()}, "terminal": [201]})
+    with pytest.raises(DataValidationError, match=f"file.parquet: {says}"):
+        normalized_events(frame.lazy(), spec, "file.parquet")
+    # Labels: posted, and as a history's table.
+    with pytest.raises(DataValidationError, match="request: column 'session_id' holds integers"):
+        read_posted_labels([{"session_id": 2037, "label": 1, "cb": "2026-03-02"}], spec, "request")
+    assert read_posted_labels([{"session_id": "00002037", "label": 1, "cb": "2026-03-02"}], spec, "request")
+    pl.DataFrame({"session_id": [2037], "label": [1]}).write_parquet(tmp_path / "l.parquet")
+    with pytest.raises(DataValidationError, match="l.parquet: column 'session_id' holds integers"):
+        read_labels(str(tmp_path / "l.parquet"), spec.schema, zero_padded=spec.zero_padded_ids)

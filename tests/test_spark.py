@@ -147,6 +147,7 @@ def run_both(data_cfg: dict, out, features: dict = FEATURES):
         "duplicate_rows",
         "entity_features",
         "busiest_entity_values",
+        "zero_padded_ids",
     )
     assert {k: spark.report.get(k) for k in same} == {k: polars.report.get(k) for k in same}
     return polars

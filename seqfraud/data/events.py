@@ -17,7 +17,7 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -954,13 +954,15 @@ def read_labels(
     empty_ok: bool = False,
     name: str = "labels",
     frauds_only: bool = False,
+    zero_padded: Sequence[str] = (),
 ) -> tuple[pl.DataFrame, str]:
     """A separate label table (a file, or a frame named ``name`` in messages, checked alike: a frame was cast
     unchecked, so 0.9 read as 0 and a repeated session counted twice: dogfood 60): one row per session, 0/1
     label. With ``any_event`` (events read as labels, of a log trained under ``data.policy.on_mixed_labels=any``)
     a session is labelled by its events' highest label, as training read it, where their labels disagree. With
     ``frauds_only`` (``data.policy.on_unlabeled=negative``) a table without the label column lists frauds: a
-    chargeback file as it comes (session id and date).
+    chargeback file as it comes (session id and date). ``zero_padded``: a model's
+    :attr:`~seqfraud.features.spec.Spec.zero_padded_ids`, whose session ids as integers are refused.
 
     With ``timestamp_unit`` (the events' :attr:`LoadedEvents.timestamp_unit`) and ``data.schema.label_time``,
     the table must also hold the label time, read by the events' timestamp rules (integer epochs in that
@@ -973,6 +975,7 @@ def read_labels(
     if frauds_only and schema.label not in lf.collect_schema():
         lf = lf.with_columns(pl.lit(1, pl.Int8).alias(schema.label))
     have = lf.collect_schema()
+    refuse_integer_ids(integer_columns(have), [c for c in zero_padded if c == schema.session_id], source)
     lt = schema.label_time if timestamp_unit is not None else None
 
     def nothing() -> tuple[pl.DataFrame, str]:
@@ -1574,6 +1577,40 @@ class RawEvents:
     epoch_unit: (
         str | None
     )  # the unit integer epochs are read in; None when the column holds datetimes or strings
+    zero_padded: list[str]  # :func:`zero_padded_ids`
+
+
+ZERO_PADDED_IDS = "zero_padded_ids"  # the report's (and the spec's fit_info) key for zero_padded_ids
+
+
+def zero_padded_ids(raw: pl.LazyFrame, have: pl.Schema, schema: Schema) -> list[str]:
+    """The id columns (session id and entities, of an entity model) that the log writes as text with leading
+    zeros (``00002037``), judged from its first rows: an integer sent for them later has lost its zeros, so it
+    meets no history or label (dogfood 63), and scoring refuses it (:func:`refuse_integer_ids`)."""
+    ids = (
+        [c for c in (schema.session_id, *schema.entities) if have[c] == pl.String] if schema.entities else []
+    )
+    if not ids:
+        return []
+    padded = (
+        raw.head(CSV_INFER_ROWS).select(pl.col(c).str.contains(r"^0[0-9]+$").any() for c in ids).collect()
+    )
+    return [c for c in ids if padded[c][0]]
+
+
+def integer_columns(have: pl.Schema) -> list[str]:
+    return [c for c, dtype in have.items() if dtype.is_integer()]
+
+
+def refuse_integer_ids(integers: Sequence[str], padded: Sequence[str], source: str) -> None:
+    """``integers`` (columns holding integers) among the columns the model's training log wrote as zero-padded
+    text (:func:`zero_padded_ids`)."""
+    if bad := [c for c in padded if c in integers]:
+        raise DataValidationError(
+            f"{source}: column {bad[0]!r} holds integers, but the model's training log wrote its values as text "
+            "with leading zeros (e.g. 00002037): an integer has lost them and would meet no history, label or "
+            "shared entity; read the column as text (in pandas, dtype=str), or send it as a JSON string"
+        )
 
 
 def inspect_events(events_path: str, schema: Schema, labels_path: str | None) -> RawEvents:
@@ -1585,11 +1622,12 @@ def inspect_events(events_path: str, schema: Schema, labels_path: str | None) ->
             raise DataValidationError(f"{source}: the event log is empty")
         have = check_columns(raw, schema, source, with_label=label_on_events)
         unit = detect_timestamp_unit(raw, schema, have[schema.timestamp])
+        padded = zero_padded_ids(raw, have, schema)
     if label_on_events and schema.label_time:
         check_label_time_unit(source, schema, have[schema.label_time], unit)
     epoch_unit = unit if have[schema.timestamp].is_integer() else None
     files = resolve_paths(events_path, warn=False)  # scan_table said what it left out
-    return RawEvents(raw, source, files, have, unit, label_on_events, epoch_unit)
+    return RawEvents(raw, source, files, have, unit, label_on_events, epoch_unit, padded)
 
 
 def load_events(
@@ -1660,5 +1698,5 @@ def load_events(
     if label_time_on_events:
         working += [S.LABEL_TIME_US, S.LABEL_TIME_PRESENT, S.LABEL_TIME_OUT_OF_RANGE]
     events = events.drop(working).with_columns(pl.col(S.LABEL).cast(pl.Int8))
-    report = {"source": source, "timestamp_unit": unit} | report
+    report = {"source": source, "timestamp_unit": unit, ZERO_PADDED_IDS: raw.zero_padded} | report
     return LoadedEvents(events=events, sessions=sessions, timestamp_unit=unit, source=source, report=report)

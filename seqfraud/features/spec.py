@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from seqfraud import __version__
+from seqfraud.data.events import ZERO_PADDED_IDS
 from seqfraud.errors import UserError
 from seqfraud.features.entities import EntitySpec
 from seqfraud.schema import EPOCH_UNITS, TIME_DELTA, Schema, value_field
@@ -97,6 +98,12 @@ class Spec:
     def numeric_fields(self) -> tuple[str, ...]:
         """Fields bucketed by numeric edges: the schema's numeric columns, then the entity features."""
         return (*self.schema.numerical, *(self.entity.feature_names() if self.entity else ()))
+
+    @property
+    def zero_padded_ids(self) -> tuple[str, ...]:
+        """The id columns the training log wrote as zero-padded text (an entity model's), whose integers scoring
+        refuses (:func:`seqfraud.data.events.zero_padded_ids`)."""
+        return tuple(self.fit_info.get(ZERO_PADDED_IDS) or ())
 
     @property
     def absent_is_negative(self) -> bool:

@@ -94,6 +94,7 @@ class History:
                 empty_ok=spec.absent_is_negative,
                 name=source,
                 frauds_only=labels is not None and spec.absent_is_negative,
+                zero_padded=spec.zero_padded_ids,
             )
         else:
             table, label_source = (

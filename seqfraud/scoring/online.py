@@ -50,6 +50,7 @@ from seqfraud.data.events import (
     DataValidationError,
     label_day_end,
     label_delay_us,
+    refuse_integer_ids,
     usable_delay_us,
 )
 from seqfraud.decisions import assign_bands
@@ -849,6 +850,8 @@ def read_labels(labels: list[Mapping[str, Any]], spec: Spec, source: str) -> lis
     if entity is None or not entity.risk:
         raise DataValidationError(f"{source}: this model reads no labels (it has no entity risk features)")
     session_key, label_key, time_key = label_keys(s)
+    if any(type(lb.get(session_key)) is int for lb in labels):
+        refuse_integer_ids([s.session_id], spec.zero_padded_ids, source)
     times = [lb.get(time_key) for lb in labels]
     given = [i for i, t in enumerate(times) if t is not None]
     if given and not s.label_time:

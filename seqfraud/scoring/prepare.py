@@ -34,9 +34,11 @@ from seqfraud.data.events import (
     epoch_bounds,
     fail_rows,
     first_bad,
+    integer_columns,
     normalize,
     out_of_range_text,
     reading,
+    refuse_integer_ids,
     refuse_repeated_ids,
     repeated_event_ids,
     timestamp_range_us,
@@ -124,6 +126,10 @@ def _records_frame(records: Sequence[Any], spec: Spec, source: str) -> pl.DataFr
         kinds = {type(v) for v in values if v is not None}
         # Polars' widest integer is Int128 (and str() stops at 4,300 digits): "cannot form one column" said no more.
         if c in textual and int in kinds:
+            if (
+                c in spec.zero_padded_ids
+            ):  # beside text its digits would pass unseen: named as a column of them
+                refuse_integer_ids([c], spec.zero_padded_ids, source)
             huge = [i for i, v in enumerate(values) if type(v) is int and not _INT128_MIN <= v <= _INT128_MAX]
             if huge:
                 raise DataValidationError(
@@ -186,6 +192,7 @@ def normalized_events(lf: pl.LazyFrame, spec: Spec, source: str, *, keep_ids: bo
     """
     schema = spec.schema
     have = check_columns(lf, schema, source, with_label=False, missing_hint=SCORING_NAMES)
+    refuse_integer_ids(integer_columns(have), spec.zero_padded_ids, source)
     if booleans := [c for c in schema.categorical_fields if have[c] == pl.Boolean]:
         lf = lf.with_columns(
             pl.col(c).cast(pl.String).replace(dict(zip(("false", "true"), spec.boolean_text(c))))
@@ -261,8 +268,8 @@ def record_columns(records: Sequence[Any], spec: Spec) -> EventColumns | None:
         values = column[c]
         types = set(map(type, values)) - {_NONE}
         allowed = {str, int} if c in s.entities or c == s.session_id else {str, int, bool}
-        if not types <= allowed:
-            return None
+        if not types <= allowed or (int in types and c in spec.zero_padded_ids):
+            return None  # the full path names what is wrong
         if int in types and not all(
             v is None or type(v) is not int or _INT64_MIN <= v <= _INT64_MAX for v in values
         ):
