@@ -91,12 +91,15 @@ def test_out_of_fold_scores_without_signal_leave_the_baseline_whatever_validatio
     monkeypatch.setattr(stacking, "out_of_fold_scores", noise)
     monkeypatch.setattr(stacking, "choose_candidate", validation_prefers_the_sequence)
     tiny = ["model.d_model=16", "model.n_layers=1", "model.n_heads=2", "model.field_dim=4"]
-    with caplog.at_level("WARNING", logger="seqfraud.training.stacking"):
+    with caplog.at_level("INFO", logger="seqfraud.training.stacking"):
         run = train_into(tmp_path, "+experiment=smoke", "model=stacked", *tiny, "trainer.max_epochs=1")
     report = json.loads((run / STACKING_REPORT).read_text())
     assert report["chosen"] == "aggregates" and report["sequence_out_of_fold"]["chance_p_value"] > 0.05
     assert report["win_share"] == {"stacked": 1.0, "sequence": 1.0}
     assert "no evidence the score carries signal" in caplog.text
+    # The log line gives the rule beside the figures: a baseline below a candidate's PR-AUC read as kept for no
+    # reason (dogfood 63).
+    assert "(model.stacking.confidence): stacked 1.000, sequence 1.000" in caplog.text
     # The baseline kept carries this log's signal: not said to be at chance (dogfood 57's warning).
     assert "the kept baseline ranks the validation frauds no surer than chance" not in caplog.text
     metrics = json.loads((run / "metrics.json").read_text())

@@ -240,10 +240,14 @@ def fit_stacked(
     (run_dir / STACKING_REPORT).write_text(json.dumps(report, indent=2, default=float))
     # Validation's figures, which chose: a rejected candidate's test figure beside the kept one invited choosing on
     # test (dogfood 57); stacking.json keeps both.
+    # With the rule that chose: a kept baseline below a candidate's PR-AUC read as the lowest kept (dogfood 63).
     log.info(
-        "stacking: kept %s; validation PR-AUC %s",
+        "stacking: kept %s; validation PR-AUC %s; a candidate replaces the baseline when it beats it in %g of "
+        "paired resamples (model.stacking.confidence): %s",
         chosen,
         ", ".join(f"{kind} {value:.4f}" for kind, value in val_ap.items()),
+        confidence,
+        ", ".join(f"{kind} {share:.3f}" for kind, share in win_share.items()),
     )
     if chosen == "aggregates" and not chance_p_value(labels["val"], kept["val"]) <= 1 - confidence:
         # The fallback kept was itself at chance, unsaid: "never loses" held because both were useless (dogfood 57).
