@@ -302,7 +302,7 @@ def test_live_entity_features_equal_the_batch_features(entity_run, entity_artifa
 
 
 def test_a_store_seeded_with_a_history_scores_like_batch_with_it(
-    entity_run, entity_artifact, exported_artifact, tmp_path, capsys, caplog
+    entity_run, entity_artifact, exported_artifact, tmp_path, capsys, caplog, monkeypatch
 ) -> None:
     """``seqfraud serve --history-events`` puts the batch history into the store without scoring it: the next
     events' tokens and scores then equal batch scoring's with that history, and seeding again changes nothing."""
@@ -369,6 +369,12 @@ def test_a_store_seeded_with_a_history_scores_like_batch_with_it(
         state = online.session(sid)
         assert np.array_equal(state.tokens, batch.tokens[offsets[i] : offsets[i + 1]]), sid
         assert abs(state.score - expected.filter(pl.col("session_id") == sid)[S.SCORE][0]) <= 1e-5
+    # Started with no history, an entity model says its first scores will differ from batch's (dogfood 63).
+    with caplog.at_level(logging.WARNING, logger="seqfraud.cli.serve"), monkeypatch.context() as m:
+        m.setattr("seqfraud.cli.serve.run", lambda app, **kw: None)
+        serve(["--artifact", str(entity_artifact)])
+    assert "reads entity context (account_id, device_id, ip) and starts with none" in caplog.text
+    assert "the longest is 7d" in caplog.text
     # A model without entity features reads no history: a one-line error before any port is bound.
     other.write_parquet(tmp_path / "history.parquet")
     with pytest.raises(SystemExit) as exit_:

@@ -312,6 +312,11 @@ class MemoryStore(StateStore):
             self._expire()
             return len(self._sessions)
 
+    def holds_rows(self) -> bool:
+        """Whether any entity row is held (restored from a snapshot, or taken since)."""
+        with self._lock:
+            return bool(self._rows)
+
     def add_entity_rows(self, rows: list[EntityRow]) -> None:
         with self._lock:
             for row in rows:
