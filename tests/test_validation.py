@@ -76,6 +76,17 @@ def test_rows_repeated_exactly_are_counted_and_said(tmp_path, caplog):
     loaded = load_events(write(doubled, tmp_path / "e.csv"), SCHEMA)
     assert loaded.report["duplicate_rows"] == 2 and loaded.report["n_events"] == 8
     assert "2 event row(s) repeat another row of their session in every column" in caplog.text
+    assert "hold the same bytes" not in caplog.text
+    # A daily file copied under a second name: the warning names the two (dogfood 63 had to find them).
+    for name in ("day1.csv", "day2.csv", "day2 (copy).csv"):
+        write(events(session_id=pl.lit("d2")) if name != "day1.csv" else base, tmp_path / "daily" / name)
+    caplog.clear()
+    load_events(str(tmp_path / "daily"), SCHEMA, on_mixed_labels="any")
+    assert (
+        f"{tmp_path / 'daily' / 'day2 (copy).csv'} and {tmp_path / 'daily' / 'day2.csv'} hold the same bytes"
+        in (caplog.text)
+    )
+    assert "day1.csv and" not in caplog.text
 
 
 # ---------------------------------------------------------------- columns and types

@@ -33,6 +33,7 @@ from seqfraud import schema as S
 from seqfraud.data.split import from_epoch_us, to_epoch_us
 from seqfraud.durations import DURATION_US, duration_us
 from seqfraud.errors import UserError, did_you_mean
+from seqfraud.provenance import files_digest
 from seqfraud.schema import Schema
 
 
@@ -181,6 +182,23 @@ def resolve_paths(path: str | os.PathLike, *, warn: bool = True) -> list[str]:
             )
         first[real] = f
     return files
+
+
+def same_contents(files: list[str]) -> list[tuple[str, str]]:
+    """Pairs of ``files`` whose bytes are the same (a daily export copied twice under two names): files of one
+    size are hashed, on the repeated rows' warning path alone."""
+    by_size: dict[int, list[str]] = {}
+    for f in files:
+        by_size.setdefault(os.path.getsize(f), []).append(f)
+    pairs = []
+    for group in (g for g in by_size.values() if len(g) > 1):
+        first: dict[str, str] = {}
+        for f in group:
+            digest = files_digest([f])
+            if digest in first:
+                pairs.append((first[digest], f))
+            first.setdefault(digest, f)
+    return pairs
 
 
 def reads(path: str | os.PathLike, file: str | os.PathLike) -> bool:
@@ -1293,12 +1311,14 @@ def validate_sessions(
         refuse_repeated_ids(sessions, source, str(schema.event_id))
     report["duplicate_rows"] = int(sessions["n_duplicate_rows"].sum())
     if report["duplicate_rows"]:  # counted and said, not dropped: a session may really repeat an event
+        copies = same_contents(rows[2]) if rows is not None else []
         log.warning(
             "%s: %s event row(s) repeat another row of their session in every column; each counts as an event. "
             "If the export doubled them (a file copied twice, a retried batch), drop the copies, or give the log "
-            "an event id (data.schema.event_id), whose repeats are refused",
+            "an event id (data.schema.event_id), whose repeats are refused%s",
             source,
             f"{report['duplicate_rows']:,}",
+            "".join(f"; {a} and {b} hold the same bytes" for a, b in copies),
         )
 
     if labels is None:
