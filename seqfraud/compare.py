@@ -21,7 +21,7 @@ import polars as pl
 from omegaconf import OmegaConf
 
 from seqfraud import schema as S
-from seqfraud.config import plain
+from seqfraud.config import SEQUENCE_FIT, plain
 from seqfraud.errors import UserError
 from seqfraud.metrics import precision_key, recall_key
 from seqfraud.rundir import (
@@ -138,10 +138,6 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-# What only a sequence model's fit reads: listed for a LightGBM run, a difference there would read as its own.
-_SEQUENCE_FIT = ("trainer.", "optim.", "loader.", "callbacks.")
-
-
 def config_differences(runs: list[Run]) -> list[str]:
     """Per run, the config values that differ between the runs (what a sweep varied) and that the run reads; run
     paths left out."""
@@ -164,8 +160,7 @@ def config_differences(runs: list[Run]) -> list[str]:
         " ".join(
             f"{k}={f[k]}"
             for k in varying
-            if f.get(k) is not None
-            and not (f.get("model.kind") == "lightgbm" and k.startswith(_SEQUENCE_FIT))
+            if f.get(k) is not None and not (f.get("model.kind") == "lightgbm" and k.startswith(SEQUENCE_FIT))
         )
         for f in flat
     ]

@@ -34,6 +34,10 @@ def packaged(name: str) -> dict[str, Any]:
 
 
 # Each config group a command line sets keys of, with the option train.yaml picks for it, under the key it fills.
+# The sections only a sequence model's fit reads: a LightGBM run's are no settings of its own (compare leaves them
+# out; train says an override of them changes nothing).
+SEQUENCE_FIT = ("trainer.", "optim.", "loader.", "callbacks.")
+
 DEFAULT_OPTIONS = {
     "data": "data/synthetic.yaml",
     "features": "features/default.yaml",

@@ -136,6 +136,7 @@ def runs(
             "+experiment=smoke",
             "model=lightgbm",
             "model.num_boost_round=5",
+            "trainer.max_epochs=2",  # read by no LightGBM fit: said
             "label_fraction=2.0,1.0",
             f"paths.data_dir={trained_run.parent / 'data'}",
             f"hydra.sweep.dir={tmp / 'sweep'}",
@@ -256,6 +257,8 @@ def test_one_sweep_jobs_bad_settings_fail_that_job_alone(runs):
     )
     result, tmp = runs["sweep: one job's bad settings"]
     assert "job 0 failed: label_fraction must be in (0, 1], got 2.0" in result.stdout  # Hydra logs to stdout
+    # An override LightGBM never reads ran without a word (dogfood 64).
+    assert "model=lightgbm fits no sequence model, so trainer.max_epochs=2 change(s) nothing" in result.stdout
     assert (tmp / "sweep" / "1" / "metrics.json").is_file() and not (
         tmp / "sweep" / "0" / "metrics.json"
     ).exists()

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from seqfraud.cli import CONFIG_PATH, run_hydra
 from seqfraud.cli.hydra_main import hydra_command
+from seqfraud.config import SEQUENCE_FIT
 from seqfraud.rundir import stacking_kept
 from seqfraud.training.train import train
 
@@ -30,6 +31,10 @@ def train_task(cfg: DictConfig) -> float | None:
             cfg.paths.output_dir,
             hydra_dir,
         )
+    if cfg.model.get("kind") == "lightgbm":  # ran without a word (dogfood 64)
+        unread = [o for o in HydraConfig.get().overrides.task if o.lstrip("+~").startswith(SEQUENCE_FIT)]
+        if unread:
+            log.warning("model=lightgbm fits no sequence model, so %s change(s) nothing", " ".join(unread))
     metrics = train(cfg)
     if metrics and _searching() and stacking_kept(cfg.paths.output_dir) == "aggregates":
         # Then the objective is LightGBM's alone: every trial scores the same, and "best parameters" mean nothing.
