@@ -362,10 +362,10 @@ def test_training_loader_names_file_column_and_count(name, tmp_path):
         assert fragment in str(info.value), f"{fragment!r} not in {str(info.value)!r}"
 
 
-def _gzipped(case: Case, tmp: Path) -> tuple[Path, list[str]]:
-    """A one-CSV-file case's file gzipped as ``.csv.gz``, and its fragments naming that file."""
+def _gzipped(case: Case, tmp: Path, suffix: str = ".gz") -> tuple[Path, list[str]]:
+    """A one-CSV-file case's file gzipped as ``.csv.gz`` (or ``suffix``), and its fragments naming that file."""
     path, fragments = case.make(tmp)
-    packed = path.with_name(path.name + ".gz")
+    packed = path.with_name(path.name + suffix)
     with gzip.open(packed, "wb") as f:
         f.write(path.read_bytes())
     path.unlink()
@@ -373,9 +373,11 @@ def _gzipped(case: Case, tmp: Path) -> tuple[Path, list[str]]:
 
 
 @pytest.mark.parametrize("name", [n for n, c in CASES.items() if c.one_csv])
-def test_a_gzipped_csv_is_read_and_refused_as_the_csv(name, tmp_path):
-    """Exports come gzipped: a ``.csv.gz`` file is the same CSV, down to every message about its rows."""
-    path, fragments = _gzipped(CASES[name], tmp_path)
+@pytest.mark.parametrize("suffix", [".gz", pytest.param(".GZ", marks=pytest.mark.slow)])
+def test_a_gzipped_csv_is_read_and_refused_as_the_csv(name, suffix, tmp_path):
+    """Exports come gzipped: a ``.csv.gz`` file is the same CSV, down to every message about its rows, whatever
+    the suffix's case (Arrow's reader took an uppercase one as plain text, and a short row passed: review 66)."""
+    path, fragments = _gzipped(CASES[name], tmp_path, suffix)
     with pytest.raises(DataValidationError) as info:
         load_events(str(path), SYNTHETIC)
     for fragment in fragments:
@@ -414,6 +416,31 @@ def test_csv_ids_007_and_7_stay_two_sessions_in_training(tmp_path):
     loaded = load_events(str(path), SYNTHETIC)
     assert loaded.report["n_sessions"] == 200
     assert sorted(loaded.sessions[S.SESSION_ID].to_list()) == sorted(ZERO_PADDED)
+
+
+def test_a_short_row_in_an_uppercase_gz_is_refused(tmp_path):
+    """The default run's one uppercase case: the check Arrow skipped for ``.CSV.GZ`` (review 66)."""
+    path, fragments = _gzipped(CASES["csv with a short row mid-file"], tmp_path, ".GZ")
+    with pytest.raises(DataValidationError) as info:
+        load_events(str(path), SYNTHETIC)
+    assert all(f in str(info.value) for f in fragments), str(info.value)
+
+
+DAMAGE = {
+    "not gzip": lambda packed: b"session_id,timestamp\n",
+    "cut off": lambda packed: packed[: len(packed) // 2],
+    "damaged": lambda packed: packed[:20] + bytes(200) + packed[220:],
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_gzip_file_that_does_not_unpack_is_refused_by_name(damage, tmp_path):
+    """Not gzip, cut off or damaged: zlib's and gzip's own errors came out as tracebacks (review 66)."""
+    packed = gzip.compress(log(400).write_csv().encode())
+    path = tmp_path / "events.csv.gz"
+    path.write_bytes(DAMAGE[damage](packed))
+    with pytest.raises(DataValidationError, match=f"{path}: not a readable gzip file"):
+        load_events(str(path), SYNTHETIC)
 
 
 def test_a_folder_of_gzipped_csv_reads_as_its_csv(tmp_path):

@@ -740,11 +740,24 @@ def test_label_ids_that_lost_their_leading_zeros_are_named_and_never_dropped(tmp
             ev,
             "2 labelled session(s) have no events",
             "(first: ['10', '2'])",
-            "2 of them are event ids written another way (first: '10' for the event id '00000010')",
+            "2 of them match an event id written another way (first: '10' for the event id '00000010')",
             labels=lab,
             **policy,
         )
         assert "on_orphan_labels=drop" not in msg
+
+
+def test_an_id_written_another_way_is_shown_beside_the_same_event_id_every_run():
+    """Of the event ids one label id stands for, the first in order: a hash set's order picked another each run
+    (review 66)."""
+    from seqfraud.data.events import ids_in_another_form
+
+    events = pl.Series(["002037", "0002037", "00002037", "x"]).shuffle(seed=3)
+    said = ids_in_another_form(pl.Series(["2037"]), events, "typology")
+    assert (
+        "1 of them match an event id written another way (first: '2037' for the event id '00002037')" in said
+    )
+    assert "the typology table's ids or the events'" in said
 
 
 def test_a_label_table_of_float_ids_is_refused_by_type(tmp_path):
@@ -1137,7 +1150,8 @@ def test_a_typology_table_is_checked_at_preprocessing_by_file_and_column(tmp_pat
         "1 row(s) have a null session id",
     )
     refused(
-        pl.DataFrame({"session_id": ["S2"], "typology": ["ato"]}), "1 session(s), none with events in the log"
+        pl.DataFrame({"session_id": ["S2"], "typology": ["ato"]}),
+        "1 session(s), none with events in the log: typology ids ['S2'], event ids",
     )
     zero = write(events(session_id=pl.col("session_id").str.replace("s", "00")), tmp_path / "z.parquet")
     path = write(pl.DataFrame({"session_id": ["002", "002"], "typology": ["ato"] * 2}), tmp_path / "z.csv")

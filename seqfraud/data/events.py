@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import stat
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -273,7 +274,7 @@ def scan_table(path: str | os.PathLike, schema: Schema) -> tuple[pl.LazyFrame, s
         parts = [_as_common(pl.scan_parquet(f, glob=False), common) for f in files]
         return pl.concat(parts, how="diagonal"), source  # by name: the files may order their columns apart
     if kinds == {"csv"}:
-        scans = {f: _scan_csv(f, schema) for f in files}
+        scans = {f: _scan_csv_named(f, schema) for f in files}
         _check_same_columns({f: lf.collect_schema() for f, lf in scans.items()}, source)
         return pl.concat(list(scans.values()), how="diagonal"), source  # by name, as Parquet parts
     if kinds == {"csv", "parquet"}:  # each type is read; the two together are not (dogfood 61)
@@ -385,16 +386,20 @@ def _check_short_rows(file: str, width: int) -> None:
             short.append(row.text)
         return "skip"
 
-    try:
-        for _ in pa_csv.open_csv(
-            file,
-            read_options=pa_csv.ReadOptions(skip_rows=1, column_names=[f"f{i}" for i in range(width)]),
-            parse_options=pa_csv.ParseOptions(newlines_in_values=True, invalid_row_handler=seen),
-            convert_options=pa_csv.ConvertOptions(include_columns=["f0"], column_types={"f0": pa.string()}),
-        ):
-            pass
-    except (pa.ArrowException, OSError):
-        return
+    # Through our opener: Arrow's own gzip detection takes a lowercase .gz alone (review 66).
+    with _open_csv(file, binary=True) as f:
+        try:
+            for _ in pa_csv.open_csv(
+                f,
+                read_options=pa_csv.ReadOptions(skip_rows=1, column_names=[f"f{i}" for i in range(width)]),
+                parse_options=pa_csv.ParseOptions(newlines_in_values=True, invalid_row_handler=seen),
+                convert_options=pa_csv.ConvertOptions(
+                    include_columns=["f0"], column_types={"f0": pa.string()}
+                ),
+            ):
+                pass
+        except (pa.ArrowException, OSError):
+            return
     if short:
         _, row = _csv_rows_where(file, lambda fields, width: 0 < len(fields) < width)
         raise DataValidationError(
@@ -412,6 +417,20 @@ def _csv_rows_where(file: str, bad: Callable[[list[str], int], bool]) -> tuple[i
         width = len(next(rows))
         found = [i for i, fields in enumerate(rows, 1) if bad(fields, width)]
     return len(found), found[0] if found else 0
+
+
+def _scan_csv_named(file: str, schema: Schema) -> pl.LazyFrame:
+    """:func:`_scan_csv`, where a ``.gz`` file that is not gzip, or cut off, or damaged fails by name, not with
+    zlib's or gzip's traceback (review 66)."""
+    try:
+        return _scan_csv(file, schema)
+    except (OSError, EOFError, zlib.error) as e:
+        if not file.lower().endswith(".gz"):
+            raise
+        raise DataValidationError(
+            f"{file}: not a readable gzip file ({_first_line(e)}): is it cut off (a copy that stopped), or not "
+            "gzip at all? Compress it again, or give the CSV as it is"
+        ) from None
 
 
 def _scan_csv(file: str, schema: Schema) -> pl.LazyFrame:
@@ -1053,17 +1072,16 @@ def read_labels(
                 f"have a null label inside {partial[S.SESSION_ID].n_unique():,} otherwise labelled session(s)",
             )
         labels = labels.filter(unlabelled.not_() | pl.col(S.SESSION_ID).is_null())
-    for col, n, what in (
-        (schema.session_id, labels[S.SESSION_ID].null_count(), "have a null session id"),
-        (schema.session_id, int(labels.select(blank(S.SESSION_ID).sum()).item()), BLANK_ID),
+    refuse_empty_rows(
+        labels,
+        source,
+        schema.session_id,
         (
             schema.label,
-            labels[S.LABEL].null_count(),
+            S.LABEL,
             "have no label (null or NaN): leave sessions without a label out of the label table",
         ),
-    ):
-        if n:
-            fail_rows(source, col, n, what)
+    )
     if n := int(labels.select(LABEL_NOT_01_ROWS.sum()).item()):
         fail_rows(
             source,
@@ -1088,6 +1106,19 @@ def read_labels(
     ), source
 
 
+def refuse_empty_rows(table: pl.DataFrame, source: str, id_column: str, value: tuple[str, str, str]) -> None:
+    """A per-session table's rows without a session id (null or blank), or without its value: ``value`` is the
+    value's column as the file names it, as ``table`` does, and what its null rows are said to do."""
+    named, column, what = value
+    for col, n, said in (
+        (id_column, table[S.SESSION_ID].null_count(), "have a null session id"),
+        (id_column, int(table.select(blank(S.SESSION_ID).sum()).item()), BLANK_ID),
+        (named, table[column].null_count(), what),
+    ):
+        if n:
+            fail_rows(source, col, n, said)
+
+
 def read_typologies(path: str, schema: Schema, session_ids: pl.Series | None = None) -> pl.DataFrame:
     """``data.typologies``, a table of the fraud sessions' typologies (``session_id, typology``) for per-typology
     metrics, checked where it is given (at preprocessing) rather than after training, which read it unchecked
@@ -1108,17 +1139,12 @@ def read_typologies(path: str, schema: Schema, session_ids: pl.Series | None = N
             pl.col(schema.session_id).cast(pl.String).alias(S.SESSION_ID),
             pl.col(S.TYPOLOGY).cast(pl.String),
         ).collect()
-    for col, n, what in (
-        (schema.session_id, table[S.SESSION_ID].null_count(), "have a null session id"),
-        (schema.session_id, int(table.select(blank(S.SESSION_ID).sum()).item()), BLANK_ID),
-        (
-            S.TYPOLOGY,
-            table[S.TYPOLOGY].null_count(),
-            "have no typology: leave such sessions out of the table",
-        ),
-    ):
-        if n:
-            fail_rows(source, col, n, what)
+    refuse_empty_rows(
+        table,
+        source,
+        schema.session_id,
+        (S.TYPOLOGY, S.TYPOLOGY, "have no typology: leave such sessions out of the table"),
+    )
     refuse_conflicts(table, pl.col(S.TYPOLOGY), source, S.TYPOLOGY, "typologies")
     table = table.unique(S.SESSION_ID, keep="first", maintain_order=True)
     if (
@@ -1128,7 +1154,7 @@ def read_typologies(path: str, schema: Schema, session_ids: pl.Series | None = N
     ):
         raise DataValidationError(
             f"{source}: column {schema.session_id!r}: {table.height:,} session(s), none with events in the log: "
-            + unmatched_ids_text(table[S.SESSION_ID], session_ids)
+            + unmatched_ids_text(table[S.SESSION_ID], session_ids, "typology")
         )
     return table
 
@@ -1195,10 +1221,10 @@ def _check_label_times(
     return labels.drop(S.LABEL_TIME_PRESENT, S.LABEL_TIME_OUT_OF_RANGE)
 
 
-def ids_in_another_form(label_ids: pl.Series, event_ids: pl.Series) -> str:
-    """How many of ``label_ids`` (none of them an event's) meet an event's id once leading zeros and a trailing
-    ``.0`` are set aside, with the first pair: ids that a reader turned into numbers and back (``00002037`` to
-    2037, or to ``2037.0`` through a float). Empty when none do."""
+def ids_in_another_form(label_ids: pl.Series, event_ids: pl.Series, table: str = "label") -> str:
+    """How many of ``label_ids`` (none of them an event's; of a ``table`` table) meet an event's id once leading
+    zeros and a trailing ``.0`` are set aside, with the first pair: ids that a reader turned into numbers and back
+    (``00002037`` to 2037, or to ``2037.0`` through a float), on either side. Empty when none do."""
 
     def plain(ids: pl.Expr) -> pl.Expr:
         digits = ids.str.replace(r"\.0$", "")
@@ -1207,24 +1233,26 @@ def ids_in_another_form(label_ids: pl.Series, event_ids: pl.Series) -> str:
         )
 
     frame = pl.DataFrame({"label": label_ids.unique().sort()}).with_columns(key=plain(pl.col("label")))
-    events = pl.DataFrame({"event": event_ids.unique()}).with_columns(key=plain(pl.col("event")))
+    # Sorted: which of several event ids one key stands for changed from run to run (review 66).
+    events = pl.DataFrame({"event": event_ids.unique().sort()}).with_columns(key=plain(pl.col("event")))
     met = frame.join(events.unique("key", keep="first"), on="key").sort("label")
     if met.is_empty():
         return ""
     return (
-        f"; {met.height:,} of them are event ids written another way (first: {met['label'][0]!r} for the event "
-        f"id {met['event'][0]!r}): the label table's ids lost their leading zeros or became numbers on the "
-        "way; read them as text (in CSV seqfraud does; in pandas, dtype=str) rather than dropping them"
+        f"; {met.height:,} of them match an event id written another way (first: {met['label'][0]!r} for the "
+        f"event id {met['event'][0]!r}): the {table} table's ids or the events' lost their leading zeros or "
+        "became numbers on the way; read both as text (in CSV seqfraud does; in pandas, dtype=str) rather than "
+        "dropping them"
     )
 
 
-def unmatched_ids_text(label_ids: pl.Series, event_ids: pl.Series) -> str:
-    """What to show when no label id matches an event's: a few of each, since ids compare as text and a reader
-    that kept ``007`` on one side and made it ``7`` on the other matches nothing."""
+def unmatched_ids_text(label_ids: pl.Series, event_ids: pl.Series, table: str = "label") -> str:
+    """What to show when no id of a ``table`` table matches an event's: a few of each, since ids compare as text
+    and a reader that kept ``007`` on one side and made it ``7`` on the other matches nothing."""
     # The first few in order: a hash set's order changed the message from run to run (dogfood 56).
     first = [ids.unique().sort().head(3).to_list() for ids in (label_ids, event_ids)]
-    return f"label ids {first[0]}, event ids {first[1]} (ids compare as text: '007' is not '7')" + (
-        ids_in_another_form(label_ids, event_ids)
+    return f"{table} ids {first[0]}, event ids {first[1]} (ids compare as text: '007' is not '7')" + (
+        ids_in_another_form(label_ids, event_ids, table)
     )
 
 
@@ -1607,19 +1635,24 @@ def zero_padded_ids(raw: pl.LazyFrame, have: pl.Schema, schema: Schema) -> list[
     """The id columns (session id and entities, of an entity model) that the log writes as text with leading
     zeros (``00002037``), judged from its first rows: an integer sent for them later has lost its zeros, so it
     meets no history or label (dogfood 63), and scoring refuses it (:func:`refuse_integer_ids`)."""
-    ids = (
-        [c for c in (schema.session_id, *schema.entities) if have[c] == pl.String] if schema.entities else []
-    )
+    # Text, or pandas' category dtype written to Parquet (review 66).
+    ids = [c for c in (schema.session_id, *schema.entities) if _textual(have[c])] if schema.entities else []
     if not ids:
         return []
     padded = (
-        raw.head(CSV_INFER_ROWS).select(pl.col(c).str.contains(r"^0[0-9]+$").any() for c in ids).collect()
+        raw.head(CSV_INFER_ROWS)
+        .select(pl.col(c).cast(pl.String).str.contains(r"^0[0-9]+$").any() for c in ids)
+        .collect()
     )
     return [c for c in ids if padded[c][0]]
 
 
 def integer_columns(have: pl.Schema) -> list[str]:
     return [c for c, dtype in have.items() if dtype.is_integer()]
+
+
+def _textual(dtype: pl.DataType) -> bool:
+    return dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum)
 
 
 def refuse_integer_ids(integers: Sequence[str], padded: Sequence[str], source: str) -> None:
