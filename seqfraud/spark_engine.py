@@ -46,7 +46,6 @@ from pyspark.sql import types as T
 from seqfraud import schema as S
 from seqfraud.data.events import (
     US_PER_UNIT,
-    ZERO_PADDED_IDS,
     DataValidationError,
     LoadedEvents,
     epoch_bounds,
@@ -188,7 +187,7 @@ class SparkEngine:
             sessions=sessions,
             timestamp_unit=unit,
             source=source,
-            report={"source": source, "timestamp_unit": unit, ZERO_PADDED_IDS: raw.zero_padded} | report,
+            report={"source": source, "timestamp_unit": unit} | raw.padded_report() | report,
         )
 
     def _normalize(

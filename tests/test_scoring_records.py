@@ -97,7 +97,7 @@ def test_integer_ids_for_ids_trained_as_zero_padded_text_are_refused_on_every_pa
     schema = Schema(entities=("terminal", "merchant"))
     report = load_events(str(tmp_path / "e.parquet"), schema).report
     assert report[ZERO_PADDED_IDS] == ["session_id", "terminal"]
-    assert load_events(str(tmp_path / "e.parquet"), Schema()).report[ZERO_PADDED_IDS] == []  # no entity model
+    assert ZERO_PADDED_IDS not in load_events(str(tmp_path / "e.parquet"), Schema()).report  # no entity model
     # pandas' category dtype, written to Parquet, is text too (review 66).
     log.with_columns(pl.col("session_id").cast(pl.Categorical)).write_parquet(tmp_path / "c.parquet")
     assert load_events(str(tmp_path / "c.parquet"), schema).report[ZERO_PADDED_IDS] == [

@@ -1612,6 +1612,9 @@ def label_known(
     return sessions.with_columns(pl.when(pl.col(S.LABEL).is_not_null()).then(known).alias(S.LABEL_KNOWN))
 
 
+ZERO_PADDED_IDS = "zero_padded_ids"  # the report's (and the spec's fit_info) key for zero_padded_ids
+
+
 @dataclass
 class RawEvents:
     """An event log scanned and type-checked, before any engine reads its rows."""
@@ -1627,8 +1630,9 @@ class RawEvents:
     )  # the unit integer epochs are read in; None when the column holds datetimes or strings
     zero_padded: list[str]  # :func:`zero_padded_ids`
 
-
-ZERO_PADDED_IDS = "zero_padded_ids"  # the report's (and the spec's fit_info) key for zero_padded_ids
+    def padded_report(self) -> dict[str, list[str]]:
+        """The report's record of :attr:`zero_padded`, where there is one."""
+        return {ZERO_PADDED_IDS: self.zero_padded} if self.zero_padded else {}
 
 
 def zero_padded_ids(raw: pl.LazyFrame, have: pl.Schema, schema: Schema) -> list[str]:
@@ -1751,5 +1755,5 @@ def load_events(
     if label_time_on_events:
         working += [S.LABEL_TIME_US, S.LABEL_TIME_PRESENT, S.LABEL_TIME_OUT_OF_RANGE]
     events = events.drop(working).with_columns(pl.col(S.LABEL).cast(pl.Int8))
-    report = {"source": source, "timestamp_unit": unit, ZERO_PADDED_IDS: raw.zero_padded} | report
+    report = {"source": source, "timestamp_unit": unit} | raw.padded_report() | report
     return LoadedEvents(events=events, sessions=sessions, timestamp_unit=unit, source=source, report=report)
