@@ -1246,13 +1246,40 @@ def ids_in_another_form(label_ids: pl.Series, event_ids: pl.Series, table: str =
     )
 
 
+# Event ids of more forms than this (uuids, hashes: nearly one form an id) say nothing of how ids are written.
+_FEW_FORMS = 20
+
+
+def _form(ids: pl.Expr) -> pl.Expr:
+    """An id's form: each run of digits as 9, each run of letters as A (``C1231006815-d12`` is ``A9-A9``)."""
+    return ids.str.replace_all(r"[0-9]+", "9").str.replace_all(r"[A-Za-z]+", "A")
+
+
+def ids_of_another_form(ids: pl.Series, event_ids: pl.Series) -> tuple[int, str]:
+    """How many of ``ids`` (none of them an event's) are written in a form no event id has, where the event ids
+    keep to a few forms, and what to say of them: ``C1231006815-12`` against ``C1231006815-d12`` (dogfood 65),
+    which no rule of leading zeros finds. ``(0, "")`` when none is, or when the event ids' forms are too many
+    to tell (uuids)."""
+    forms = pl.DataFrame({"id": event_ids.unique()}).select(_form(pl.col("id"))).to_series().unique().sort()
+    odd = pl.DataFrame({"id": ids.unique().sort()}).filter(~_form(pl.col("id")).is_in(forms.implode()))
+    if forms.len() > _FEW_FORMS or odd.is_empty():
+        return 0, ""
+    return odd.height, (
+        f"; {odd.height:,} of them are written in a form no event id has (first: {odd['id'][0]!r}; the event "
+        f"ids' forms, digits as 9 and letters as A: {forms.head(3).to_list()}): the two files write the ids "
+        "differently; make them agree"
+    )
+
+
 def unmatched_ids_text(label_ids: pl.Series, event_ids: pl.Series, table: str = "label") -> str:
     """What to show when no id of a ``table`` table matches an event's: a few of each, since ids compare as text
     and a reader that kept ``007`` on one side and made it ``7`` on the other matches nothing."""
     # The first few in order: a hash set's order changed the message from run to run (dogfood 56).
     first = [ids.unique().sort().head(3).to_list() for ids in (label_ids, event_ids)]
-    return f"{table} ids {first[0]}, event ids {first[1]} (ids compare as text: '007' is not '7')" + (
-        ids_in_another_form(label_ids, event_ids, table)
+    return (
+        f"{table} ids {first[0]}, event ids {first[1]} (ids compare as text: '007' is not '7')"
+        + ids_in_another_form(label_ids, event_ids, table)
+        + ids_of_another_form(label_ids, event_ids)[1]
     )
 
 
@@ -1270,7 +1297,10 @@ def check_some_match(
         f"{where}: {table.height:,} labelled session(s), none with events in {what}: "
         + unmatched_ids_text(table[S.SESSION_ID], event_ids)
     )
-    if not absent_is_negative:
+    # Every id of another form is no chargeback file without a match but one written otherwise (dogfood 65: read as
+    # legitimate, it moved a window's PR-AUC from 0.970 to 0.459).
+    n_odd, _ = ids_of_another_form(table[S.SESSION_ID], event_ids)
+    if not absent_is_negative or n_odd == table[S.SESSION_ID].n_unique():
         raise DataValidationError(text)
     log.warning("%s; under data.policy.on_unlabeled=negative every one of them reads as legitimate", text)
 
@@ -1427,14 +1457,19 @@ def validate_sessions(
                 )
             # Ids that meet an event's once their form is set aside are no orphans: dropping them lost frauds
             # (dogfood 63, a label file whose ids had lost their leading zeros), whatever the policy.
+            # So are ids of another form (dogfood 65), where most orphans are: a few odd rows may be dropped.
             reformed = ids_in_another_form(orphans[S.SESSION_ID], sessions[S.SESSION_ID])
-            if on_orphan_labels == "error" or reformed:
+            n_odd, odd = ids_of_another_form(orphans[S.SESSION_ID], sessions[S.SESSION_ID])
+            misformed = odd if 2 * n_odd >= orphans[S.SESSION_ID].n_unique() else ""
+            if on_orphan_labels == "error" or reformed or misformed:
                 first = orphans[S.SESSION_ID].sort().head(3).to_list()
                 raise DataValidationError(
                     f"{label_source}: column {schema.session_id!r}: {orphans.height:,} labelled session(s) have no "
                     f"events in {source} (first: {first})"
-                    + (reformed or " (set data.policy.on_orphan_labels=drop to skip them)")
+                    + (reformed or misformed or " (set data.policy.on_orphan_labels=drop to skip them)")
                 )
+            if odd:
+                log.warning("%s: the %s orphan label(s) dropped%s", label_source, f"{orphans.height:,}", odd)
             report["orphan_labels_dropped"] = orphans.height
         sessions = sessions.join(table, on=S.SESSION_ID, how="left")
         if schema.label_time and S.LABEL_TIME_US not in table.columns:
