@@ -600,6 +600,23 @@ def test_a_value_on_many_sessions_is_recorded_and_a_placeholder_said(entity_run,
     assert not any("account_id" in r.getMessage() for r in caplog.records)
 
 
+def test_risk_features_that_read_no_fraud_in_training_are_said(entity_run, tmp_path, caplog) -> None:
+    """A label delay longer than the training period (or times in the wrong unit, which shrink the log: dogfood
+    65) leaves every risk feature of training without a fraud: said, where it trained silently."""
+    from seqfraud.preprocess import preprocess
+
+    base = [*ENTITY_OVERRIDES, f"paths.data_dir={entity_run.parent / 'data'}", "data.schema.label_time=null"]
+    with caplog.at_level("WARNING", logger="seqfraud.preprocess"):
+        cfg = compose([*base, "data.policy.label_delay=3650d"])
+        preprocess(cfg.data, cfg.features, tmp_path / "late")
+        assert "entity risk features: 0 label(s), and no fraud among them, become known before" in caplog.text
+        assert "label delay (3650d)" in caplog.text
+        caplog.clear()
+        cfg = compose([*base, "data.policy.label_delay=1d"])
+        preprocess(cfg.data, cfg.features, tmp_path / "soon")
+    assert "entity risk features" not in caplog.text
+
+
 def test_busy_values_are_said_by_share_and_placeholders_sooner() -> None:
     from seqfraud.features.entities import busy_warnings
 
