@@ -1177,7 +1177,7 @@ def test_the_readme_data_synthetic_null_resolves():
 # ---------------------------------------------------------------- the typology table
 
 
-def test_a_typology_table_is_checked_at_preprocessing_by_file_and_column(tmp_path):
+def test_a_typology_table_is_checked_at_preprocessing_by_file_and_column(tmp_path, caplog):
     """data.typologies was read unchecked after training: a column named otherwise failed the run at its end
     with a traceback (dogfood 64). Now preprocessing refuses it before anything is written, by file and column,
     and reads a CSV's ids as text, as the events'."""
@@ -1210,4 +1210,9 @@ def test_a_typology_table_is_checked_at_preprocessing_by_file_and_column(tmp_pat
     path = write(pl.DataFrame({"session_id": ["002", "002"], "typology": ["ato"] * 2}), tmp_path / "z.csv")
     table = read_typologies(path, SCHEMA, pl.Series(["001", "002", "003"]))
     assert table.rows() == [("002", "ato")]  # '002' stays '002', and a repeated row is read once
+    some = write(
+        pl.DataFrame({"session_id": ["002", "009"], "typology": ["ato", "mule"]}), tmp_path / "s.csv"
+    )
+    read_typologies(some, SCHEMA, pl.Series(["001", "002", "003"]))
+    assert "1 of its 2 session(s) have no events in the log (first: ['009'])" in caplog.text
     preprocess(_data_cfg(zero) | {"typologies": path}, FEATURES, tmp_path / "ok")

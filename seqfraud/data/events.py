@@ -1147,14 +1147,23 @@ def read_typologies(path: str, schema: Schema, session_ids: pl.Series | None = N
     )
     refuse_conflicts(table, pl.col(S.TYPOLOGY), source, S.TYPOLOGY, "typologies")
     table = table.unique(S.SESSION_ID, keep="first", maintain_order=True)
-    if (
-        session_ids is not None
-        and table.height
-        and not table[S.SESSION_ID].is_in(session_ids.implode()).any()
-    ):
+    if session_ids is None or not table.height:
+        return table
+    absent = table.filter(~pl.col(S.SESSION_ID).is_in(session_ids.implode()))[S.SESSION_ID]
+    if absent.len() == table.height:
         raise DataValidationError(
             f"{source}: column {schema.session_id!r}: {table.height:,} session(s), none with events in the log: "
             + unmatched_ids_text(table[S.SESSION_ID], session_ids, "typology")
+        )
+    if absent.len():  # taken without a word (dogfood 65)
+        log.warning(
+            "%s: column %r: %s of its %s session(s) have no events in the log (first: %s), so their typologies "
+            "are not read",
+            source,
+            schema.session_id,
+            f"{absent.len():,}",
+            f"{table.height:,}",
+            absent.sort().head(3).to_list(),
         )
     return table
 
