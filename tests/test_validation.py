@@ -747,7 +747,7 @@ def test_label_ids_that_lost_their_leading_zeros_are_named_and_never_dropped(tmp
         assert "on_orphan_labels=drop" not in msg
 
 
-def test_label_ids_of_another_form_are_refused_where_they_would_be_dropped_or_read_as_legitimate(
+def test_label_foreign_form_ids_are_refused_where_they_would_be_dropped_or_read_as_legitimate(
     tmp_path, caplog
 ):
     """``C1-12`` for the event id ``C1-d12``: dropped as orphans, or read as a chargeback file with no fraud among
@@ -803,10 +803,10 @@ def test_label_ids_of_another_form_are_refused_where_they_would_be_dropped_or_re
 def test_an_id_written_another_way_is_shown_beside_the_same_event_id_every_run():
     """Of the event ids one label id stands for, the first in order: a hash set's order picked another each run
     (review 66)."""
-    from seqfraud.data.events import ids_in_another_form
+    from seqfraud.data.events import renumbered_ids
 
     events = pl.Series(["002037", "0002037", "00002037", "x"]).shuffle(seed=3)
-    said = ids_in_another_form(pl.Series(["2037"]), events, "typology")
+    said = renumbered_ids(pl.Series(["2037"]), events, "typology")
     assert (
         "1 of them match an event id written another way (first: '2037' for the event id '00002037')" in said
     )

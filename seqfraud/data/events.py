@@ -1230,7 +1230,7 @@ def _check_label_times(
     return labels.drop(S.LABEL_TIME_PRESENT, S.LABEL_TIME_OUT_OF_RANGE)
 
 
-def ids_in_another_form(label_ids: pl.Series, event_ids: pl.Series, table: str = "label") -> str:
+def renumbered_ids(label_ids: pl.Series, event_ids: pl.Series, table: str = "label") -> str:
     """How many of ``label_ids`` (none of them an event's; of a ``table`` table) meet an event's id once leading
     zeros and a trailing ``.0`` are set aside, with the first pair: ids that a reader turned into numbers and back
     (``00002037`` to 2037, or to ``2037.0`` through a float), on either side. Empty when none do."""
@@ -1264,7 +1264,7 @@ def _form(ids: pl.Expr) -> pl.Expr:
     return ids.str.replace_all(r"[0-9]+", "9").str.replace_all(r"[A-Za-z]+", "A")
 
 
-def ids_of_another_form(ids: pl.Series, event_ids: pl.Series) -> tuple[int, str]:
+def foreign_form_ids(ids: pl.Series, event_ids: pl.Series) -> tuple[int, str]:
     """How many of ``ids`` (none of them an event's) are written in a form no event id has, where the event ids
     keep to a few forms, and what to say of them: ``C1231006815-12`` against ``C1231006815-d12`` (dogfood 65),
     which no rule of leading zeros finds. ``(0, "")`` when none is, or when the event ids' forms are too many
@@ -1287,8 +1287,8 @@ def unmatched_ids_text(label_ids: pl.Series, event_ids: pl.Series, table: str = 
     first = [ids.unique().sort().head(3).to_list() for ids in (label_ids, event_ids)]
     return (
         f"{table} ids {first[0]}, event ids {first[1]} (ids compare as text: '007' is not '7')"
-        + ids_in_another_form(label_ids, event_ids, table)
-        + ids_of_another_form(label_ids, event_ids)[1]
+        + renumbered_ids(label_ids, event_ids, table)
+        + foreign_form_ids(label_ids, event_ids)[1]
     )
 
 
@@ -1308,7 +1308,7 @@ def check_some_match(
     )
     # Every id of another form is no chargeback file without a match but one written otherwise (dogfood 65: read as
     # legitimate, it moved a window's PR-AUC from 0.970 to 0.459).
-    n_odd, _ = ids_of_another_form(table[S.SESSION_ID], event_ids)
+    n_odd, _ = foreign_form_ids(table[S.SESSION_ID], event_ids)
     if not absent_is_negative or n_odd == table[S.SESSION_ID].n_unique():
         raise DataValidationError(text)
     log.warning("%s; under data.policy.on_unlabeled=negative every one of them reads as legitimate", text)
@@ -1467,8 +1467,8 @@ def validate_sessions(
             # Ids that meet an event's once their form is set aside are no orphans: dropping them lost frauds
             # (dogfood 63, a label file whose ids had lost their leading zeros), whatever the policy.
             # So are ids of another form (dogfood 65), where most orphans are: a few odd rows may be dropped.
-            reformed = ids_in_another_form(orphans[S.SESSION_ID], sessions[S.SESSION_ID])
-            n_odd, odd = ids_of_another_form(orphans[S.SESSION_ID], sessions[S.SESSION_ID])
+            reformed = renumbered_ids(orphans[S.SESSION_ID], sessions[S.SESSION_ID])
+            n_odd, odd = foreign_form_ids(orphans[S.SESSION_ID], sessions[S.SESSION_ID])
             misformed = odd if 2 * n_odd >= orphans[S.SESSION_ID].n_unique() else ""
             if on_orphan_labels == "error" or reformed or misformed:
                 first = orphans[S.SESSION_ID].sort().head(3).to_list()
