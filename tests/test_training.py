@@ -723,3 +723,35 @@ def test_a_run_on_a_prepared_dir_may_not_set_other_splits_or_policies(smoke_run)
         check_prepared_settings(prepared, negative, str(run_dir))
     prepared.report.pop(PREPARED_WITH)  # made before the record: taken as it is
     check_prepared_settings(prepared, other, str(run_dir))
+
+
+def test_a_small_training_split_trains_longer_in_smaller_batches(tmp_path, caplog):
+    """A few thousand sessions in batches of 128 made some 25 optimizer steps an epoch, and the sequence model
+    stopped barely trained (BENCHMARKS.md, small splits): such a split gets small_split's schedule, a setting
+    chosen on purpose stays, and a split large enough, or small_split.min_batches=0, keeps the config."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from seqfraud.data.shards import shard_name
+    from seqfraud.training.train import MIN_BATCH, small_split
+
+    def schedule(n: int, *overrides: str) -> tuple[int, int, int]:
+        train = tmp_path / f"train{n}"  # a training split of n sessions, as its shards' metadata counts them
+        if not train.exists():
+            train.mkdir()
+            pq.write_table(pa.table({S.SESSION_ID: [str(i) for i in range(n)]}), train / shard_name(0))
+        got = small_split(compose_train(list(overrides)), train)
+        return got.loader.batch_size, got.trainer.max_epochs, got.callbacks.early_stopping.patience
+
+    with caplog.at_level("INFO", logger="seqfraud.training.train"):
+        assert schedule(3_500) == (35, 20, 6)
+    assert (
+        "a small training split (3,500 sessions): batches of 35 (not 128), up to 20 epochs, early-stopping patience 6"
+        in caplog.text
+    )
+    assert schedule(1_000) == (MIN_BATCH, 20, 6)
+    assert schedule(12_800) == (128, 8, 3)  # 100 batches of 128 an epoch: not small
+    assert schedule(3_500, "trainer.max_epochs=3") == (35, 3, 6)  # chosen on purpose: kept
+    assert schedule(3_500, "callbacks.early_stopping.patience=30") == (35, 20, 30)
+    assert schedule(3_500, "small_split.min_batches=0") == (128, 8, 3)
+    assert schedule(3_500, "loader.batch_size=16") == (16, 8, 3)  # 16 already gives 100 batches an epoch
