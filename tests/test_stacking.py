@@ -92,7 +92,14 @@ def test_out_of_fold_scores_without_signal_leave_the_baseline_whatever_validatio
     monkeypatch.setattr(stacking, "choose_candidate", validation_prefers_the_sequence)
     tiny = ["model.d_model=16", "model.n_layers=1", "model.n_heads=2", "model.field_dim=4"]
     with caplog.at_level("INFO", logger="seqfraud.training.stacking"):
-        run = train_into(tmp_path, "+experiment=smoke", "model=stacked", *tiny, "trainer.max_epochs=1")
+        run = train_into(
+            tmp_path,
+            "+experiment=smoke",
+            "model=stacked",
+            *tiny,
+            "trainer.max_epochs=1",
+            "small_split.min_batches=50",
+        )
     report = json.loads((run / STACKING_REPORT).read_text())
     assert report["chosen"] == "aggregates" and report["sequence_out_of_fold"]["chance_p_value"] > 0.05
     assert report["win_share"] == {"stacked": 1.0, "sequence": 1.0}
@@ -104,6 +111,9 @@ def test_out_of_fold_scores_without_signal_leave_the_baseline_whatever_validatio
     assert "the kept baseline ranks the validation frauds no surer than chance" not in caplog.text
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test"]["pr_auc"] == pytest.approx(report["kept"]["test"]["pr_auc"])
+    # The small split's schedule, where it left the config's: recorded (the epochs set here stay).
+    n = metrics["train"]["n"]
+    assert metrics["small_split"] == {"loader.batch_size": n // 50, "callbacks.early_stopping.patience": 6}
 
 
 @pytest.mark.integration

@@ -733,22 +733,27 @@ def test_a_small_training_split_trains_longer_in_smaller_batches(tmp_path, caplo
     import pyarrow.parquet as pq
 
     from seqfraud.data.shards import shard_name
-    from seqfraud.training.train import MIN_BATCH, small_split
+    from seqfraud.training.train import MIN_BATCH, small_split, with_small_split
 
     def schedule(n: int, *overrides: str) -> tuple[int, int, int]:
         train = tmp_path / f"train{n}"  # a training split of n sessions, as its shards' metadata counts them
         if not train.exists():
             train.mkdir()
             pq.write_table(pa.table({S.SESSION_ID: [str(i) for i in range(n)]}), train / shard_name(0))
-        got = small_split(compose_train(list(overrides)), train)
+        got = with_small_split(compose_train(list(overrides)), train)
         return got.loader.batch_size, got.trainer.max_epochs, got.callbacks.early_stopping.patience
 
     with caplog.at_level("INFO", logger="seqfraud.training.train"):
         assert schedule(3_500) == (35, 20, 6)
     assert (
-        "a small training split (3,500 sessions): batches of 35 (not 128), up to 20 epochs, early-stopping patience 6"
-        in caplog.text
+        "a small training split (3,500 sessions): loader.batch_size=35, trainer.max_epochs=20, "
+        "callbacks.early_stopping.patience=6" in caplog.text
     )
+    assert small_split(compose_train([]), tmp_path / "train3500") == {
+        "loader.batch_size": 35,
+        "trainer.max_epochs": 20,
+        "callbacks.early_stopping.patience": 6,
+    }
     assert schedule(1_000) == (MIN_BATCH, 20, 6)
     assert schedule(12_800) == (128, 8, 3)  # 100 batches of 128 an epoch: not small
     assert schedule(3_500, "trainer.max_epochs=3") == (35, 3, 6)  # chosen on purpose: kept

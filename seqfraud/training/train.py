@@ -317,11 +317,11 @@ def evaluate(pred: pl.DataFrame, metrics_cfg: dict, typologies: pl.DataFrame | N
 MIN_BATCH = 16
 
 
-def small_split(cfg: DictConfig, train: Path) -> DictConfig:
-    """The schedule of a classifier's fit on ``train``: ``cfg`` itself, or for a training split under
+def small_split(cfg: DictConfig, train: Path) -> dict[str, int]:
+    """What a classifier's fit on ``train`` changes of ``cfg``, by key: nothing, or for a training split under
     ``loader.batch_size x small_split.min_batches`` sessions, smaller batches (that many an epoch, down to
-    :data:`MIN_BATCH`) for up to ``small_split.max_epochs`` epochs with ``small_split.patience``, where the
-    trainer's and early stopping's are the packaged ones (a value set on purpose stays).
+    :data:`MIN_BATCH`), up to ``small_split.max_epochs`` epochs and ``small_split.patience``, where the trainer's
+    and early stopping's are the packaged ones (a value set on purpose stays). The run's metrics record it.
 
     A few thousand sessions in batches of 128 made some 25 optimizer steps an epoch, and the sequence model
     stopped barely trained: on eleven small logs this schedule lifted the default model's test PR-AUC on six (up
@@ -330,28 +330,36 @@ def small_split(cfg: DictConfig, train: Path) -> DictConfig:
     """
     small = plain(cfg.get("small_split") or {})
     if not small.get("min_batches"):
-        return cfg
+        return {}
     sessions = sum(g.rows for g in row_groups(train))
     batch = int(cfg.loader.batch_size)
     if sessions >= batch * int(small["min_batches"]):
+        return {}
+    changes = {"loader.batch_size": min(batch, max(MIN_BATCH, sessions // int(small["min_batches"])))}
+    if cfg.trainer.max_epochs == packaged("trainer/default.yaml")["max_epochs"]:
+        changes["trainer.max_epochs"] = int(small["max_epochs"])
+    stopping = (cfg.get("callbacks") or {}).get("early_stopping")
+    if (
+        stopping is not None
+        and stopping.get("patience") == packaged("callbacks/default.yaml")["early_stopping"]["patience"]
+    ):
+        changes["callbacks.early_stopping.patience"] = int(small["patience"])
+    return changes
+
+
+def with_small_split(cfg: DictConfig, train: Path) -> DictConfig:
+    """``cfg`` with :func:`small_split`'s changes for a fit on ``train``, said in the log."""
+    changes = small_split(cfg, train)
+    if not changes:
         return cfg
-    epochs = packaged("trainer/default.yaml")["max_epochs"]
-    patience = packaged("callbacks/default.yaml")["early_stopping"]["patience"]
     out = copy.deepcopy(cfg)
     with open_dict(out):
-        out.loader.batch_size = min(batch, max(MIN_BATCH, sessions // int(small["min_batches"])))
-        said = [f"batches of {out.loader.batch_size} (not {batch})"]
-        if out.trainer.max_epochs == epochs:
-            out.trainer.max_epochs = int(small["max_epochs"])
-            said.append(f"up to {out.trainer.max_epochs} epochs")
-        stopping = (out.get("callbacks") or {}).get("early_stopping")
-        if stopping is not None and stopping.get("patience") == patience:
-            stopping.patience = int(small["patience"])
-            said.append(f"early-stopping patience {stopping.patience}")
+        for key, value in changes.items():
+            OmegaConf.update(out, key, value)
     log.info(
         "a small training split (%s sessions): %s (small_split; small_split.min_batches=0 keeps the settings)",
-        f"{sessions:,}",
-        ", ".join(said),
+        f"{sum(g.rows for g in row_groups(train)):,}",
+        ", ".join(f"{key}={value}" for key, value in changes.items()),
     )
     return out
 
@@ -361,7 +369,7 @@ def fit_sequence_model(
 ) -> dict[str, np.ndarray] | None:
     """Fit with Lightning. Rank 0 gets the best checkpoint's probabilities on val and test in dataset order;
     other DDP ranks (which run this same function) get None."""
-    cfg = small_split(cfg, prepared.datasets["train"])
+    cfg = with_small_split(cfg, prepared.datasets["train"])
     spec = prepared.spec
     features = plain(cfg.features)
     shuffle_order = features.get("shuffle_order", False)
@@ -869,6 +877,8 @@ def fit_and_evaluate(
         .row(0)
     )
     metrics["train"] = {"n": int(n), "positives": int(positives or 0)}
+    if cfg.model.kind != "lightgbm" and (changes := small_split(cfg, prepared.datasets["train"])):
+        metrics["small_split"] = changes  # the sequence fit's schedule, where it was not the config's
     report = prepared.report
     if cfg.model.kind != "lightgbm" and "events_in_splits" in report:  # a prepared_dir of old lacks the count
         # The share of the events the sequence model reads (max_len cuts a long session's earliest): a dogfood's
