@@ -33,11 +33,11 @@ def packaged(name: str) -> dict[str, Any]:
     return {str(k): v for k, v in data.items()} if isinstance(data, dict) else {}
 
 
-# Each config group a command line sets keys of, with the option train.yaml picks for it, under the key it fills.
 # The sections only a sequence model's fit reads: a LightGBM run's are no settings of its own (compare leaves them
 # out; train says an override of them changes nothing).
 SEQUENCE_FIT = ("trainer.", "optim.", "loader.", "callbacks.")
 
+# Each config group a command line sets keys of, with the option train.yaml picks for it, under the key it fills.
 DEFAULT_OPTIONS = {
     "data": "data/synthetic.yaml",
     "features": "features/default.yaml",
@@ -110,14 +110,14 @@ RANGES = {
     "loss.gamma": Bound(0),
     "loss.alpha": Bound(0, 1),
     "loader.batch_size": Bound(1),
-    "small_split.min_batches": Bound(0),
-    "small_split.max_epochs": Bound(1),
-    "small_split.patience": Bound(1),
     "loader.eval_batch_size": Bound(1),
     "loader.num_workers": Bound(0),
     "loader.pool_batches": Bound(1),
     "loader.shuffle_buffer": Bound(0),
     "loader.prefix_share": Bound(0, 1),
+    "small_split.min_batches": Bound(0),
+    "small_split.max_epochs": Bound(1),
+    "small_split.patience": Bound(1),
     "metrics.fpr": Bound(0, 1, low_open=True, high_open=True),
     "metrics.recall": Bound(0, 1, low_open=True),
     "label_fraction": Bound(0, 1, low_open=True),

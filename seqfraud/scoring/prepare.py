@@ -126,9 +126,8 @@ def _records_frame(records: Sequence[Any], spec: Spec, source: str) -> pl.DataFr
         kinds = {type(v) for v in values if v is not None}
         # Polars' widest integer is Int128 (and str() stops at 4,300 digits): "cannot form one column" said no more.
         if c in textual and int in kinds:
-            if (
-                c in spec.zero_padded_ids
-            ):  # beside text its digits would pass unseen: named as a column of them
+            # Beside text an integer's digits would pass unseen: named as a column of them.
+            if c in spec.zero_padded_ids:
                 refuse_integer_ids([c], spec.zero_padded_ids, source)
             huge = [i for i, v in enumerate(values) if type(v) is int and not _INT128_MIN <= v <= _INT128_MAX]
             if huge:
