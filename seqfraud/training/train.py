@@ -325,7 +325,7 @@ def small_split(cfg: DictConfig, train: Path) -> dict[str, int]:
 
     A few thousand sessions in batches of 128 made some 25 optimizer steps an epoch, and the sequence model
     stopped barely trained: on eleven small logs this schedule lifted the default model's test PR-AUC on six (up
-    to 0.02 -> 0.91), left four alike and lowered one (0.95 -> 0.88), at two to three times the time; smaller
+    to 0.02 -> 0.91), left four alike and lowered one (0.95 -> 0.88), at a median 2.6 times the time; smaller
     batches alone, or on a 14,000-session split, did worse (BENCHMARKS.md, small splits).
     """
     small = plain(cfg.get("small_split") or {})
