@@ -55,7 +55,7 @@ from seqfraud.features.entities import (
     entity_spec,
     kernel_rows,
 )
-from seqfraud.features.spec import LABEL_DELAY, ON_MIXED_LABELS, ON_UNLABELED, SHORTEST_TRAINED, Spec
+from seqfraud.features.spec import LABEL_DELAY, ON_MIXED_LABELS, ON_UNLABELED, SHORTEST_TRAINED, UNKNOWN, Spec
 from seqfraud.features.tokens import FitStats, build_spec, fit_stats, quantile_probs, sequences
 from seqfraud.provenance import files_digest
 from seqfraud.rundir import DATA_DIR, ENTITY_DIR, REPORT_FILE, SPEC_FILE, dataset
@@ -172,6 +172,58 @@ def truncation(n_events: pl.Series, max_len: int) -> dict[str, int]:
         "events_not_read": int((n_events - max_len).clip(lower_bound=0).sum()),
         "events_in_splits": int(n_events.sum()),
     }
+
+
+# The report's key for :func:`unknown_shares`; a categorical column whose share in validation or test is
+# UNKNOWN_SHARE_RISE or more above training's is said.
+UNKNOWN_SHARES = "unknown_shares"
+UNKNOWN_SHARE_RISE = 0.05
+
+
+def unknown_shares(datasets: Mapping[str, Path], spec: Spec) -> dict[str, dict[str, float | None]]:
+    """Per categorical column and split, the share of the events read whose value is outside the vocabulary
+    (never in training, or too rare there), each read as one unknown token. An out-of-time test whose traffic
+    moved to values the training period never had (a new app version) scored lower, and only the monitor told."""
+    fields = spec.schema.categorical_fields
+    out: dict[str, dict[str, float | None]] = {f: {} for f in fields}
+    for name, path in datasets.items():
+        files = shard_files(path)
+        row = (
+            pl.scan_parquet(files)
+            .select(
+                pl.col(S.LENGTH).sum().alias(S.LENGTH),
+                *(pl.col(S.token_column(f)).explode().eq(UNKNOWN).sum().alias(f) for f in fields),
+            )
+            .collect(engine="streaming")
+            .row(0, named=True)
+            if files
+            else {}
+        )
+        for f in fields:
+            out[f][name] = row[f] / row[S.LENGTH] if row.get(S.LENGTH) else None
+    return out
+
+
+def unknown_share_warnings(shares: Mapping[str, Mapping[str, float | None]], spec: Spec) -> list[str]:
+    """A line per column whose unknown share in validation or test rose :data:`UNKNOWN_SHARE_RISE` or more
+    over training's."""
+    said = []
+    for column, by_split in shares.items():
+        train = by_split.get("train") or 0.0
+        later = {
+            k: v
+            for k in ("val", "test")
+            if (v := by_split.get(k)) is not None and v - train >= UNKNOWN_SHARE_RISE
+        }
+        if later:
+            said.append(
+                f"column {column!r}: {', '.join(f'{v:.1%} of the {k} events' for k, v in later.items())} (against "
+                f"{train:.1%} of training's) hold values outside the vocabulary fitted on training (never seen "
+                f"there, or fewer than features.min_count={spec.fit_info.get('min_count')} times): the model reads each as one "
+                "unknown token. Values new after the training period (an app version, a product) are drift; "
+                "`seqfraud monitor` tracks this share (unknown_rate) in production"
+            )
+    return said
 
 
 class PolarsEngine:
@@ -549,6 +601,7 @@ def preprocess(
     log.info("tokenizing and writing the datasets into %s", out / DATA_DIR)
     engine_report = engine.write_datasets(loaded, spec, sessions, out / DATA_DIR)
     datasets = {name: dataset(out, name) for name in S.SPLITS}
+    unknown = unknown_shares(datasets, spec)
     report = (
         loaded.report
         | late
@@ -564,6 +617,7 @@ def preprocess(
             "test_end": from_epoch_us(to_epoch_us(test_end)) if test_end else None,
             "sessions_after_test_end": loaded.sessions.height - in_range.height,
             **truncation(sessions["n_events"], spec.max_len),
+            UNKNOWN_SHARES: unknown,
             **(
                 {"entity_features": len(entity.feature_names()), "entity_seconds": entity_seconds}
                 if entity
@@ -587,6 +641,8 @@ def preprocess(
             f"{report['events_not_read']:,}",
             100 * report["events_not_read"] / max(report["events_in_splits"], 1),
         )
+    for said in unknown_share_warnings(unknown, spec):
+        log.warning("%s", said)
     for name, c in counts.items():
         log.info("%s: %s sessions, %s positive", name, c["sessions"], c["positives"])
     if test_end:

@@ -910,6 +910,44 @@ def test_events_past_max_len_are_counted_and_said(tmp_path, caplog):
     assert f"so {r['events_not_read']} events" in caplog.text
 
 
+def test_categories_the_training_period_never_had_are_counted_and_said(tmp_path, caplog):
+    """Test traffic moved to a device value training never had: each event read one unknown token, and only
+    the monitor said so."""
+    days = 30
+    ev = pl.DataFrame(
+        {
+            "session_id": [f"s{d:02d}" for d in range(days) for _ in range(3)],
+            "timestamp": [T0 + timedelta(days=d, seconds=i) for d in range(days) for i in range(3)],
+            "event_type": ["view", "view", "pay"] * days,
+            # training web/app; validation web; the test period a new value on every event but one
+            "device": [
+                ("web" if d % 2 else "app")
+                if d < 20
+                else "web"
+                if d < 25
+                else ("web" if (d, i) == (29, 2) else "tv")
+                for d in range(days)
+                for i in range(3)
+            ],
+            "amount": [1.0] * (3 * days),
+        }
+    )
+    lab = pl.DataFrame(
+        {"session_id": [f"s{d:02d}" for d in range(days)], "label": [d % 3 == 0 for d in range(days)]}
+    )
+    cfg = _data_cfg(
+        write(ev, tmp_path / "events.parquet"), write(lab.cast({"label": pl.Int8}), tmp_path / "l.parquet")
+    )
+    cfg["split"] = {"val_start": str(T0 + timedelta(days=20)), "test_start": str(T0 + timedelta(days=25))}
+    prepared = preprocess(cfg, FEATURES, tmp_path / "o")
+    shares = json.loads((tmp_path / "o" / REPORT_FILE).read_text())["unknown_shares"]
+    assert shares == prepared.report["unknown_shares"]
+    assert shares["device"] == {"train": 0.0, "val": 0.0, "test": pytest.approx(14 / 15)}
+    assert shares["event_type"] == {"train": 0.0, "val": 0.0, "test": 0.0}
+    assert "column 'device': 93.3% of the test events (against 0.0% of training's)" in caplog.text
+    assert "column 'event_type'" not in caplog.text
+
+
 def test_csv_files_beside_parquet_ones_are_said_to_be_left_out(tmp_path, caplog):
     """A folder is read as its Parquet files; a CSV export beside them lost its rows without a word."""
     write(events(), tmp_path / "shards" / "a.parquet")
