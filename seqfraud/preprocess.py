@@ -187,20 +187,18 @@ def unknown_shares(datasets: Mapping[str, Path], spec: Spec) -> dict[str, dict[s
     fields = spec.schema.categorical_fields
     out: dict[str, dict[str, float | None]] = {f: {} for f in fields}
     for name, path in datasets.items():
-        files = shard_files(path)
+        # Every engine writes a shard for each split, an empty one for a split without sessions.
         row = (
-            pl.scan_parquet(files)
+            pl.scan_parquet(shard_files(path))
             .select(
                 pl.col(S.LENGTH).sum().alias(S.LENGTH),
                 *(pl.col(S.token_column(f)).explode().eq(UNKNOWN).sum().alias(f) for f in fields),
             )
             .collect(engine="streaming")
             .row(0, named=True)
-            if files
-            else {}
         )
         for f in fields:
-            out[f][name] = row[f] / row[S.LENGTH] if row.get(S.LENGTH) else None
+            out[f][name] = row[f] / row[S.LENGTH] if row[S.LENGTH] else None
     return out
 
 
