@@ -53,9 +53,19 @@ LABEL_TIME_OUT_OF_RANGE = "__label_time_out_of_range"
 TS_US = "__ts_us"
 TS_PRESENT = "__ts_present"
 TS_OUT_OF_RANGE = "__ts_out_of_range"
+TS_NAIVE = "__ts_naive"  # a timestamp string without a UTC offset, while training's events are validated
 EVENT_ID = "__event_id"  # data.schema.event_id, as a string, while events are validated
 # Names the normalized event frame uses itself; an event field (type, categorical, numeric) cannot take them.
-RESERVED_FIELD_NAMES = (SESSION_ID, LABEL, TIME_DELTA, ROW_INDEX, TS_US, TS_PRESENT, TS_OUT_OF_RANGE)
+RESERVED_FIELD_NAMES = (
+    SESSION_ID,
+    LABEL,
+    TIME_DELTA,
+    ROW_INDEX,
+    TS_US,
+    TS_PRESENT,
+    TS_OUT_OF_RANGE,
+    TS_NAIVE,
+)
 
 SPLITS = ("train", "val", "test")
 # Integer epochs: the usual units, and minutes, hours or days for logs counted in steps (a simulator's hour).

@@ -190,6 +190,41 @@ class SparkEngine:
             report={"source": source, "timestamp_unit": unit} | raw.padded_report() | report,
         )
 
+    def _read_parts(self, paths: list[str], footers: list[pq.FileMetaData]) -> DataFrame:
+        """The files' rows with their file (``_PATH``) and row in it (``_FILE_ROW``). Spark reads a set of files
+        by one file's types: files typed apart (an Int32 day beside Int64 ones, a column of no value typed Null)
+        are read by their own, a set each, and the union widens them as the Polars engine's scan does; files of
+        no rows add none, and are left out as there."""
+        arrow = [m.schema.to_arrow_schema() for m in footers]
+        typed: dict[str, list[int]] = defaultdict(list)
+        for i in [i for i, m in enumerate(footers) if m.num_rows] or range(len(paths)):
+            typed[str(arrow[i])].append(i)
+        reads = [
+            (arrow[same[0]], self.spark.read.parquet(*[_local_uri(_escape_glob(paths[i])) for i in same]))
+            for same in typed.values()
+        ]
+        # A column that a file types Null Spark reads as integers: it takes the type the other files give it.
+        given = {
+            f.name: f.dataType for a, df in reads for f in df.schema if a.field(f.name).type != pa.null()
+        }
+
+        def column(a: pa.Schema, name: str) -> Column:
+            if a.field(name).type == pa.null() and name in given:
+                return F.lit(None).cast(given[name]).alias(name)
+            return _col(name)
+
+        return reduce(
+            lambda x, y: x.unionByName(y),
+            [
+                df.select(
+                    *[column(a, c) for c in df.columns],
+                    F.col("_metadata.file_path").alias(_PATH),
+                    F.col("_metadata.row_index").alias(_FILE_ROW),
+                )
+                for a, df in reads
+            ],
+        )
+
     def _normalize(
         self, files: list[str], schema: Schema, have: pl.Schema, unit: str, *, with_label: bool
     ) -> DataFrame:
@@ -200,13 +235,12 @@ class SparkEngine:
         offset, from the Parquet footers, plus ``_metadata.row_index``.
         """
         paths = [os.path.abspath(f) for f in files]
-        counts = [pq.read_metadata(f).num_rows for f in files]
-        offset = dict(zip(paths, accumulate([0] + counts[:-1])))
-        raw = self.spark.read.parquet(*[_local_uri(_escape_glob(p)) for p in paths])
+        footers = [pq.read_metadata(f) for f in files]
+        offset = dict(zip(paths, accumulate([0] + [m.num_rows for m in footers[:-1]])))
+        raw = self._read_parts(paths, footers)
         # Spark names each file by its URL-encoded URI: one cheap pass over the first rows learns those
         # names, so that the events join a small table on the name as it comes, with no per-row decoding.
-        first_rows = raw.where(F.col("_metadata.row_index") == 0).select("_metadata.file_path")
-        names = [row[0] for row in first_rows.collect()]
+        names = [row[0] for row in raw.where(F.col(_FILE_ROW) == 0).select(_PATH).collect()]
         local = {name: unquote(urlparse(name).path) for name in names}
         if unplaced := sorted(n for n, path in local.items() if path not in offset):
             raise RuntimeError(
@@ -214,9 +248,7 @@ class SparkEngine:
                 f"place in input order: {unplaced[:3]}"
             )
         offsets = pa.table({_PATH: names, _OFFSET: pa.array([offset[local[n]] for n in names], pa.int64())})
-        raw = raw.select(
-            "*", F.col("_metadata.file_path").alias(_PATH), F.col("_metadata.row_index").alias(_FILE_ROW)
-        ).join(F.broadcast(self._frame(offsets)), on=_PATH)
+        raw = raw.join(F.broadcast(self._frame(offsets)), on=_PATH)
         range_us = timestamp_range_us(schema)
         ts_us, out_of_range = _timestamp_us(
             schema.timestamp, have[schema.timestamp], raw.schema[schema.timestamp].dataType, unit, range_us

@@ -213,6 +213,24 @@ def test_parity_on_integer_hours(tmp_path):
     assert events.select(pl.struct("session_id", "timestamp").is_duplicated().any()).item()
 
 
+def test_parity_on_parts_typed_apart_but_alike(tmp_path):
+    """Days written by different jobs (dogfood 71): integers of another width, a numeric column as floats in one
+    part, and a column with no value in a part (Arrow's Null type) read alike in both engines."""
+    events = edge_events(seed=5, base_ns=T0_NS)
+    events = events.with_columns(pl.from_epoch("ts_ns", "ns").alias("timestamp")).drop("ts_ns")
+    shards = write_shards(events, tmp_path / "events")
+    retyped = {
+        "part-0.parquet": [pl.col("merchant").cast(pl.Int32), pl.col("items").cast(pl.Float64)],
+        "part-1.parquet": [pl.col("items").cast(pl.Int16), pl.col("label").cast(pl.Int32)],
+        "part-2.parquet": [pl.lit(None).alias("fee"), pl.lit(None).alias("device")],
+    }
+    for name, columns in retyped.items():
+        pl.read_parquet(shards / name).with_columns(columns).write_parquet(shards / name)
+    assert pl.read_parquet_schema(shards / "part-2.parquet")["device"] == pl.Null
+    data = {"events": str(shards), "labels": None, "schema": SCHEMA.roles()}
+    run_both(data, tmp_path)
+
+
 @pytest.mark.parametrize("on_unlabeled", ["drop", "keep", "negative"])
 def test_parity_with_label_table_unlabeled_policy_and_test_end(on_unlabeled, tmp_path):
     events = (

@@ -1176,6 +1176,57 @@ def test_parquet_parts_in_other_time_zones_read_as_one(tmp_path):
     assert naive.events.collect().select(columns).equals(whole.events.collect().select(columns))
 
 
+def test_timestamps_without_an_offset_among_ones_with_it_are_counted_and_said(tmp_path, caplog):
+    """A day's export cut its times' offsets: read as UTC, they moved by hours inside their sessions without a word
+    (dogfood 71). A log of naive times alone is a log in UTC, and says nothing."""
+    zoned = pl.col("timestamp").dt.strftime("%Y-%m-%dT%H:%M:%S+05:30")
+    naive = pl.col("timestamp").dt.strftime("%Y-%m-%dT%H:%M:%S")
+    cut = pl.int_range(pl.len()).is_in([1, 4])
+    path = write(events(timestamp=pl.when(cut).then(naive).otherwise(zoned)), tmp_path / "e.parquet")
+    loaded = load_events(path, SCHEMA)
+    assert loaded.report["naive_timestamps"] == 2
+    assert S.TS_NAIVE not in loaded.events.collect_schema()
+    said = f"{path}: column 'timestamp': 2 of its 5 timestamps carry no UTC offset and are read as UTC"
+    assert said in caplog.text and "(first: '2024-01-01T00:00:05', session 's1')" in caplog.text
+    for every in (naive, zoned):
+        caplog.clear()
+        loaded = load_events(write(events(timestamp=every), tmp_path / "e.parquet"), SCHEMA)
+        assert "naive_timestamps" not in loaded.report and "no UTC offset" not in caplog.text
+
+
+def test_parquet_parts_typed_apart_but_alike_read_as_one(tmp_path):
+    """A partitioned log's days written by different jobs (dogfood 71): amounts as Int32 in one part and Float64 in
+    the other, labels as Int32 beside Int64, and a day whose device column holds no value (Arrow's Null type)
+    read as the one file of the same values does. A column typed as text in one part and a number in another
+    stays refused, as does a float beside an integer outside the numeric columns."""
+    frame = events().with_columns(pl.col("label").cast(pl.Int64), pl.lit(None, pl.String).alias("device"))
+    one = pl.col("session_id") == "s1"
+    frame = frame.with_columns(pl.when(one).then(None).otherwise(pl.lit("web")).alias("device"))
+    write(
+        frame.filter(one).with_columns(
+            pl.col("amount").cast(pl.Int32), pl.col("label").cast(pl.Int32), pl.lit(None).alias("device")
+        ),
+        tmp_path / "parts" / "a.parquet",
+    )
+    write(frame.filter(~one), tmp_path / "parts" / "b.parquet")
+    assert pl.read_parquet_schema(tmp_path / "parts" / "a.parquet")["device"] == pl.Null
+    whole = load_events(write(frame, tmp_path / "whole.parquet"), SCHEMA)
+    parts = load_events(str(tmp_path / "parts"), SCHEMA)
+    assert parts.sessions.sort(S.SESSION_ID).equals(whole.sessions.sort(S.SESSION_ID))
+    assert parts.events.collect().equals(whole.events.collect())
+    write(frame.filter(one).with_columns(pl.col("device").cast(pl.Int64)), tmp_path / "parts" / "a.parquet")
+    write(frame.filter(pl.col("session_id") == "s3"), tmp_path / "parts" / "c.parquet")
+    fails(
+        tmp_path / "parts",
+        "the files disagree on column 'device': Int64 in 1 file(s) (the first: ",
+        "a.parquet), String in 2 file(s) (the first: ",
+        "b.parquet)",
+    )
+    (tmp_path / "parts" / "c.parquet").unlink()
+    write(frame.filter(one).with_columns(pl.col("label").cast(pl.Float64)), tmp_path / "parts" / "a.parquet")
+    fails(tmp_path / "parts", "the files disagree on column 'label'", "Float64", "Int64")
+
+
 def test_the_synthetic_companions_drop_out_with_other_events_and_say_so(caplog):
     """Labels in the synthetic folder follow the synthetic events: with other events they drop out (a user's
     shards of the synthetic log lost their labels without a word), said in the log; data.synthetic=null keeps them."""

@@ -264,7 +264,7 @@ def scan_table(path: str | os.PathLike, schema: Schema) -> tuple[pl.LazyFrame, s
         # left out, unless every part is empty.
         files = [f for f in files if read[f][1]] or files
         schemas = {f: read[f][0] for f in files}
-        common = _common_datetimes(schemas)
+        common = _common_types(schemas, schema.numerical)
         _check_same_columns(
             {f: pl.Schema({**s, **{c: common[c] for c in s if c in common}}) for f, s in schemas.items()},
             source,
@@ -323,42 +323,63 @@ def _parquet_schema(file: str) -> tuple[pl.Schema, int]:
     return cast(pl.DataFrame, pl.from_arrow(arrow.empty_table())).collect_schema(), meta.num_rows
 
 
-def _common_datetimes(schemas: dict[str, pl.Schema]) -> dict[str, pl.Datetime]:
-    """Datetime columns that files type differently (two writers' time zones or units): one type for each,
-    microseconds, in UTC where any file has a zone (a naive time means UTC). The instants are the same, so the
-    files read as one, as strings with mixed offsets do."""
-    common = {}
+def _common_types(schemas: dict[str, pl.Schema], numerical: Sequence[str]) -> dict[str, pl.DataType]:
+    """Columns that files type differently but that read alike as one type, and that type: datetimes (two
+    writers' zones or units) in microseconds, in UTC where any file has a zone (a naive time means UTC), as
+    strings with mixed offsets read; integers of any width but UInt64 as Int64, and, for the ``numerical``
+    columns (read as floats anyway), numbers of any type as Float64; and a column that some files type Null
+    (every value missing: a day before a new sensor's first value) as the others type it. A partitioned log's
+    days written by different jobs were refused for an Int32 beside an Int64 (dogfood 71)."""
+    common: dict[str, pl.DataType] = {}
     for c in {c for s in schemas.values() for c in s}:
-        types = {s[c] for s in schemas.values() if c in s}
-        if len(types) > 1 and all(isinstance(t, pl.Datetime) for t in types):
+        typed = {s[c] for s in schemas.values() if c in s}
+        types = typed - {pl.Null()}
+        if len(typed) == 1 or not types:
+            continue
+        if len(types) == 1:
+            common[c] = types.pop()
+        elif all(isinstance(t, pl.Datetime) for t in types):
             zoned = any(cast(pl.Datetime, t).time_zone is not None for t in types)
             common[c] = pl.Datetime("us", "UTC" if zoned else None)
+        elif all(t.is_integer() for t in types) and pl.UInt64() not in types:
+            common[c] = pl.Int64()
+        elif c in numerical and all(t.is_numeric() for t in types):
+            common[c] = pl.Float64()
     return common
 
 
-def _as_common(lf: pl.LazyFrame, common: dict[str, pl.Datetime]) -> pl.LazyFrame:
-    """One file's datetime columns as :func:`_common_datetimes` types them."""
+def _as_common(lf: pl.LazyFrame, common: dict[str, pl.DataType]) -> pl.LazyFrame:
+    """One file's columns as :func:`_common_types` types them."""
     have = lf.collect_schema()
     columns = []
     for c, t in common.items():
-        if c in have:
-            zone = cast(pl.Datetime, have[c]).time_zone
-            value = pl.col(c).dt.replace_time_zone("UTC") if t.time_zone and zone is None else pl.col(c)
-            columns.append(value.dt.convert_time_zone("UTC") if t.time_zone else value)
-    return lf.with_columns(v.dt.cast_time_unit("us") for v in columns)
+        if c not in have or have[c] == t:
+            continue
+        if isinstance(t, pl.Datetime) and isinstance(own := have[c], pl.Datetime):
+            value = (
+                pl.col(c).dt.replace_time_zone("UTC") if t.time_zone and own.time_zone is None else pl.col(c)
+            )
+            value = value.dt.convert_time_zone("UTC") if t.time_zone else value
+            columns.append(value.dt.cast_time_unit("us"))
+        else:
+            columns.append(pl.col(c).cast(t))
+    return lf.with_columns(columns)
 
 
 def _check_same_columns(schemas: dict[str, pl.Schema], source: str) -> None:
-    """Files read as one table must have the same columns of the same types (their order may differ)."""
-    first, *rest = schemas
-    for file in rest:
-        a, b = schemas[first], schemas[file]
-        for c in [*a, *(c for c in b if c not in a)]:
-            if a.get(c) != b.get(c):
-                raise DataValidationError(
-                    f"{source}: the files disagree on column {c!r}: {a.get(c) or 'absent'} in {first}, "
-                    f"{b.get(c) or 'absent'} in {file}; every file must have the same columns and types"
-                )
+    """Files read as one table must have the same columns of the same types (their order may differ). The first
+    column that differs is named with each of its types' files, how many and the first: of a folder of 60 days,
+    naming two files did not say whether one day or half of them was written otherwise (dogfood 71)."""
+    for c in dict.fromkeys(c for s in schemas.values() for c in s):
+        files: dict[str, list[str]] = {}
+        for file, s in schemas.items():
+            files.setdefault(str(s.get(c) or "absent"), []).append(file)
+        if len(files) > 1:
+            said = ", ".join(f"{t} in {len(fs):,} file(s) (the first: {fs[0]})" for t, fs in files.items())
+            raise DataValidationError(
+                f"{source}: the files disagree on column {c!r}: {said}; every file must have the same columns "
+                "and types"
+            )
 
 
 def _csv_header(file: str) -> list[str]:
@@ -862,10 +883,21 @@ def timestamp_us(raw: pl.Expr, unit: str, range_us: tuple[int, int]) -> tuple[pl
     return pl.when(in_range).then(us), in_range.not_().fill_null(False)
 
 
+# The end of an RFC 3339 string that carries its UTC offset (or Z).
+_ZONED = r"(?:[Zz]|[+-][0-9]{2}:?[0-9]{2})$"
+
+
 def normalize(
-    lf: pl.LazyFrame, schema: Schema, have: pl.Schema, unit: str, *, with_label: bool
+    lf: pl.LazyFrame,
+    schema: Schema,
+    have: pl.Schema,
+    unit: str,
+    *,
+    with_label: bool,
+    naive_flag: bool = False,
 ) -> pl.LazyFrame:
-    """Cast to the canonical working types; flags present and out-of-range timestamps for the row counts.
+    """Cast to the canonical working types; flags present and out-of-range timestamps for the row counts, and
+    with ``naive_flag`` timestamp strings without an offset (:data:`S.TS_NAIVE`).
 
     The epoch value is a column of its own first: both flags read it, and parsing strings twice would double
     the cost of a scoring request. Entity ids become strings (integers their decimal text). With
@@ -881,6 +913,11 @@ def normalize(
         ts_us.alias(S.TS_US),
         pl.col(schema.timestamp).is_not_null().alias(S.TS_PRESENT),
         outside.alias(S.TS_OUT_OF_RANGE),
+        *(
+            [pl.col(schema.timestamp).str.contains(_ZONED).not_().alias(S.TS_NAIVE)]
+            if naive_flag and have[schema.timestamp] == pl.String
+            else []
+        ),
         *[pl.col(c).cast(pl.String) for c in schema.categorical_fields],
         *[pl.col(c).cast(pl.Float64) for c in schema.numerical],
         *[pl.col(c).cast(pl.String) for c in schema.entities],
@@ -952,6 +989,8 @@ def session_table(
         # collision among one session's rows); an exact struct comparison cost four times as much.
         (pl.len() - pl.struct(pl.exclude(S.ROW_INDEX)).hash(0).n_unique()).alias("n_duplicate_rows"),
     ]
+    if S.TS_NAIVE in events.collect_schema():
+        aggs.append(pl.col(S.TS_NAIVE).sum().alias("n_ts_naive"))
     if with_label:
         aggs += [
             pl.col(S.LABEL).min().alias("label_min"),
@@ -1374,6 +1413,23 @@ def validate_sessions(
     ):
         if n := int(sessions[col].sum()):
             fail_rows(source, schema.timestamp, n, what, first(where, schema.timestamp))
+    if "n_ts_naive" in sessions.columns:
+        naive, stamped = (
+            int(sessions["n_ts_naive"].sum()),
+            int((sessions["n_events"] - sessions["n_ts_null"]).sum()),
+        )
+        if 0 < naive < stamped:  # a log of naive times alone is a log in UTC
+            report["naive_timestamps"] = naive
+            log.warning(
+                "%s: column %r: %s of its %s timestamps carry no UTC offset and are read as UTC, where the others "
+                "carry one%s: a local time written without its offset moves by it (hours), which reorders its "
+                "session's events and can move the session across the split. Write each with its offset (or Z)",
+                source,
+                schema.timestamp,
+                f"{naive:,}",
+                f"{stamped:,}",
+                first(pl.col(S.TS_NAIVE), schema.timestamp),
+            )
     if "n_event_id_repeats" in sessions.columns:
         refuse_repeated_ids(sessions, source, str(schema.event_id))
     report["duplicate_rows"] = int(sessions["n_duplicate_rows"].sum())
@@ -1754,7 +1810,7 @@ def load_events(
     label_delay_us(label_delay)  # a bad duration fails before the data is read
     raw = inspect_events(events_path, schema, labels_path)
     source, unit = raw.source, raw.timestamp_unit
-    events = normalize(raw.frame, schema, raw.columns, unit, with_label=raw.label_on_events)
+    events = normalize(raw.frame, schema, raw.columns, unit, with_label=raw.label_on_events, naive_flag=True)
     label_time_on_events = raw.label_on_events and schema.label_time is not None
     with_ids = schema.event_id in raw.columns
     with reading(source):
@@ -1796,6 +1852,7 @@ def load_events(
     if "unlabeled_sessions_dropped" in report:
         events = events.join(sessions.lazy().select(S.SESSION_ID), on=S.SESSION_ID, how="semi")
     working = [S.TS_PRESENT, S.TS_OUT_OF_RANGE, *([S.EVENT_ID] if with_ids else [])]
+    working += [S.TS_NAIVE] if S.TS_NAIVE in events.collect_schema() else []
     if label_time_on_events:
         working += [S.LABEL_TIME_US, S.LABEL_TIME_PRESENT, S.LABEL_TIME_OUT_OF_RANGE]
     events = events.drop(working).with_columns(pl.col(S.LABEL).cast(pl.Int8))
