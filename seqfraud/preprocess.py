@@ -214,12 +214,22 @@ def unknown_share_warnings(shares: Mapping[str, Mapping[str, float | None]], spe
             if (v := by_split.get(k)) is not None and v - train >= UNKNOWN_SHARE_RISE
         }
         if later:
+            info = spec.fit_info
+            capped = (info.get("values_over_max_vocab") or {}).get(column, 0)
+            cap = (
+                f"; features.max_vocab={info.get('max_vocab')} left out {capped:,} of its values that training held "
+                f"often enough, ranked by events (the most frequent on "
+                f"{info['left_out_max_share'][column]:.2%} of its training events): raise it to give them tokens"
+                if capped
+                else ""
+            )
             said.append(
                 f"column {column!r}: {', '.join(f'{v:.1%} of the {k} events' for k, v in later.items())} (against "
                 f"{train:.1%} of training's) hold values outside the vocabulary fitted on training (never seen "
-                f"there, or fewer than features.min_count={spec.fit_info.get('min_count')} times): the model reads each as one "
-                "unknown token. Values new after the training period (an app version, a product) are drift; "
-                "`seqfraud monitor` tracks this share (unknown_rate) in production"
+                f"there, seen fewer than features.min_count={info.get('min_count')} times, or past "
+                f"features.max_vocab){cap}. The model reads each as one unknown token. Values new after the "
+                "training period (an app version, a product) are drift; `seqfraud monitor` tracks this share "
+                "(unknown_rate) in production"
             )
     return said
 

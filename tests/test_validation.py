@@ -945,7 +945,13 @@ def test_categories_the_training_period_never_had_are_counted_and_said(tmp_path,
     assert shares["device"] == {"train": 0.0, "val": 0.0, "test": pytest.approx(14 / 15)}
     assert shares["event_type"] == {"train": 0.0, "val": 0.0, "test": 0.0}
     assert "column 'device': 93.3% of the test events (against 0.0% of training's)" in caplog.text
-    assert "column 'event_type'" not in caplog.text
+    assert "column 'event_type'" not in caplog.text and "left out" not in caplog.text
+    # A cap on the vocabulary is named where it left values out (dogfood 71: emulator models, ranked by events,
+    # fell past max_vocab behind values of single long sessions).
+    caplog.clear()
+    capped = preprocess(cfg, FEATURES | {"max_vocab": 1}, tmp_path / "o").report["unknown_shares"]["device"]
+    assert capped == {"train": 0.5, "val": 1.0, "test": 1.0}  # "app" kept: first of the tie by value
+    assert "features.max_vocab=1 left out 1 of its values that training held often enough" in caplog.text
 
 
 def test_csv_files_beside_parquet_ones_are_said_to_be_left_out(tmp_path, caplog):
