@@ -329,6 +329,22 @@ def test_rfc3339_variants_and_mixes_score_like_datetimes(scorer, one_session):
     assert scorer.score(mixed.to_dicts()).equals(expected)
 
 
+def test_naive_times_among_offset_ones_are_said_once_per_source(scorer, one_session, caplog):
+    """A scored file whose export cut some times' offsets moved their sessions' scores without a word
+    (dogfood 71): said once per source, so a service's requests do not repeat it."""
+    ts = scorer.spec.schema.timestamp
+    zoned = _iso(one_session, ts, "%Y-%m-%dT%H:%M:%S%.3f+05:30", 330)
+    cut = pl.int_range(pl.len()) == 1
+    mixed = zoned.with_columns(pl.when(cut).then(pl.col(ts).str.slice(0, 23)).otherwise(pl.col(ts)))
+    for _ in range(2):
+        scorer.score(mixed, source="naive-times-file")
+    said = f"naive-times-file: column '{ts}': 1 of its {one_session.height} timestamps carry no UTC offset"
+    assert caplog.text.count(said) == 1
+    caplog.clear()
+    scorer.score(zoned, source="zoned-times-file")
+    assert "no UTC offset" not in caplog.text
+
+
 @pytest.mark.parametrize(
     "bad",
     [

@@ -887,6 +887,17 @@ def timestamp_us(raw: pl.Expr, unit: str, range_us: tuple[int, int]) -> tuple[pl
 _ZONED = r"(?:[Zz]|[+-][0-9]{2}:?[0-9]{2})$"
 
 
+def naive_said(source: str, column: str, naive: int, stamped: int, first: str) -> str:
+    """The warning for ``naive`` timestamp strings without an offset among ``stamped`` ones that mostly carry one
+    (:data:`S.TS_NAIVE`): an export that cut a day's offsets moved its times by hours without a word (dogfood 71)."""
+    return (
+        f"{source}: column {column!r}: {naive:,} of its {stamped:,} timestamps carry no UTC offset and are read as "
+        f"UTC, where the others carry one{first}: a local time written without its offset moves by it (hours), "
+        "which reorders its session's events (and in training can move the session across the split). Write "
+        "each with its offset (or Z)"
+    )
+
+
 def normalize(
     lf: pl.LazyFrame,
     schema: Schema,
@@ -1421,14 +1432,10 @@ def validate_sessions(
         if 0 < naive < stamped:  # a log of naive times alone is a log in UTC
             report["naive_timestamps"] = naive
             log.warning(
-                "%s: column %r: %s of its %s timestamps carry no UTC offset and are read as UTC, where the others "
-                "carry one%s: a local time written without its offset moves by it (hours), which reorders its "
-                "session's events and can move the session across the split. Write each with its offset (or Z)",
-                source,
-                schema.timestamp,
-                f"{naive:,}",
-                f"{stamped:,}",
-                first(pl.col(S.TS_NAIVE), schema.timestamp),
+                "%s",
+                naive_said(
+                    source, schema.timestamp, naive, stamped, first(pl.col(S.TS_NAIVE), schema.timestamp)
+                ),
             )
     if "n_event_id_repeats" in sessions.columns:
         refuse_repeated_ids(sessions, source, str(schema.event_id))

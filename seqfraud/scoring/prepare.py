@@ -7,6 +7,7 @@ that follow are :mod:`seqfraud.features`' (both the Polars path and the numpy fa
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import re
 from collections import Counter
@@ -35,6 +36,7 @@ from seqfraud.data.events import (
     fail_rows,
     first_bad,
     integer_columns,
+    naive_said,
     normalize,
     out_of_range_text,
     reading,
@@ -46,6 +48,8 @@ from seqfraud.data.events import (
 from seqfraud.errors import did_you_mean
 from seqfraud.features.fastpath import EventColumns
 from seqfraud.features.spec import Spec
+
+log = logging.getLogger(__name__)
 
 
 def polars_frame(table: Any, what: str) -> pl.DataFrame:
@@ -199,7 +203,7 @@ def normalized_events(lf: pl.LazyFrame, spec: Spec, source: str, *, keep_ids: bo
         )
     unit = epoch_unit(have, spec, source)
     with reading(source):
-        events = normalize(lf, schema, have, unit or "datetime", with_label=False).collect()
+        events = normalize(lf, schema, have, unit or "datetime", with_label=False, naive_flag=True).collect()
     if n := events[S.SESSION_ID].null_count():
         fail_rows(source, schema.session_id, n, "have a null session id")
     if n := int(events.select(blank(S.SESSION_ID).sum()).item()):
@@ -227,6 +231,14 @@ def normalized_events(lf: pl.LazyFrame, spec: Spec, source: str, *, keep_ids: bo
             out_of_range_text(schema, unit, "the model's unit, fixed at training"),
             first_bad(events, pl.col(S.TS_OUT_OF_RANGE), lf, schema.timestamp),
         )
+    if S.TS_NAIVE in events.columns:
+        naive = int(events[S.TS_NAIVE].sum())
+        # Said once per file, and once for all of a service's requests.
+        if 0 < naive < events.height and source not in _NAIVE_SAID:
+            _NAIVE_SAID.add(source)
+            first = first_bad(events, pl.col(S.TS_NAIVE), lf, schema.timestamp)
+            log.warning("%s", naive_said(source, schema.timestamp, naive, events.height, first))
+        events = events.drop(S.TS_NAIVE)
     if S.EVENT_ID in events.columns:
         refuse_repeated_ids(
             events.group_by(S.SESSION_ID).agg(repeated_event_ids()), source, str(schema.event_id)
@@ -236,6 +248,8 @@ def normalized_events(lf: pl.LazyFrame, spec: Spec, source: str, *, keep_ids: bo
     return events
 
 
+# The sources whose timestamp strings mixed naive and offset ones, said once each (normalized_events).
+_NAIVE_SAID: set[str] = set()
 _RFC3339 = re.compile(RFC3339)
 _EPOCH_DAY = date(1970, 1, 1).toordinal()
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
