@@ -351,9 +351,18 @@ contribution = model probability minus the probability without that event</p>
 """
 
 
+# A session's bar chart shows at most this many events: a 608-event session drew a chart 16,524 pixels tall.
+PNG_EVENTS = 40
+
+
 def session_png(explained: pl.DataFrame, scored: dict, path: str | Path) -> None:
-    """The same timeline as a bar chart, first event on top."""
+    """The same timeline as a bar chart, first event on top; of a longer session, the :data:`PNG_EVENTS` events
+    of largest contribution (either sign), in time order, as the title says (the HTML lists them all)."""
     plt = _pyplot()
+    n = explained.height
+    if n > PNG_EVENTS:
+        top = np.argsort(-np.abs(explained[S.CONTRIBUTION].to_numpy()), kind="stable")[:PNG_EVENTS]
+        explained = explained[np.sort(top)]
     c = explained[S.CONTRIBUTION].to_list()
     labels = [f"{p}  {e}" for p, e in zip(explained[S.POSITION].to_list(), explained[S.EVENT].to_list())]
     fig, ax = plt.subplots(figsize=(7, 0.3 * len(c) + 1.2), dpi=90)
@@ -366,7 +375,12 @@ def session_png(explained: pl.DataFrame, scored: dict, path: str | Path) -> None
     # score move several times as much (dogfood 24: bars of 0.02 under a title of 0.941).
     ax.set_title(
         f"session {scored[S.SESSION_ID]}: score {scored[S.SCORE]:.3f} (model {scored[S.RAW_SCORE]:.3f}), "
-        f"band {scored[S.BAND]}",
+        f"band {scored[S.BAND]}"
+        + (
+            f"\nthe {PNG_EVENTS} events of largest contribution of its {n:,} (all in the HTML)"
+            if n > len(c)
+            else ""
+        ),
         fontsize=10,
     )
     fig.tight_layout()

@@ -406,3 +406,26 @@ def test_a_session_id_without_its_leading_zeros_is_pointed_at_the_ids_that_have_
         session_events(tmp_path / "e.csv", spec, "663553")
     with pytest.raises(DataValidationError, match=r"no events of session 'x'$"):
         session_events(tmp_path / "e.csv", spec, "x")
+
+
+def test_a_long_sessions_chart_shows_its_largest_contributions(tmp_path, monkeypatch):
+    """A 608-event session drew a bar chart 16,524 pixels tall (dogfood 71): a long session's chart keeps the
+    PNG_EVENTS events of largest contribution, in time order."""
+    from matplotlib.axes import Axes
+
+    from seqfraud import reports
+
+    drawn = []
+    barh = Axes.barh
+    monkeypatch.setattr(
+        Axes, "barh", lambda ax, y, width, **k: drawn.append(list(width)) or barh(ax, y, width, **k)
+    )
+    monkeypatch.setattr(reports, "PNG_EVENTS", 5)
+    contributions = [0.01, -0.3, 0.0, 0.2, 0.05, -0.02, 0.4, 0.001, -0.1, 0.03]
+    explained = pl.DataFrame({S.POSITION: range(10), S.EVENT: ["view"] * 10, S.CONTRIBUTION: contributions})
+    scored = {S.SESSION_ID: "s", S.SCORE: 0.5, S.RAW_SCORE: 0.5, S.BAND: "review"}
+    reports.session_png(explained, scored, tmp_path / "long.png")
+    reports.session_png(explained.head(4), scored, tmp_path / "short.png")
+    assert drawn == [[-0.3, 0.2, 0.05, 0.4, -0.1], [0.01, -0.3, 0.0, 0.2]]
+    tall = [int.from_bytes((tmp_path / f).read_bytes()[20:24], "big") for f in ("long.png", "short.png")]
+    assert tall[0] > tall[1]  # five bars and a second title line against four bars
