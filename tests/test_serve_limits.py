@@ -451,7 +451,12 @@ def test_workers_that_cannot_start_again_leave_the_service_unready(exported_arti
     with serving(artifact, tmp_path / "log", json.dumps({"events": events}).encode(), *flags) as (port, proc):
         forkserver = [p for p in psutil.Process(proc.pid).children() if "forkserver" in " ".join(p.cmdline())]
         shutil.rmtree(artifact)
-        forkserver[0].children()[0].kill()
+        # Both workers: with one left alive, a request could reach it before the pool saw the other's death
+        # (three 200s under load).
+        workers = forkserver[0].children()
+        for worker in workers:
+            worker.kill()
+        psutil.wait_procs(workers, timeout=5)
         answers = [Client(port).post("/score/batch", batch) for _ in range(3)]
         assert [status for status, _ in answers] == [503, 503, 503]
         assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).status_code == 503
