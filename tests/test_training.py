@@ -734,7 +734,7 @@ def test_a_small_training_split_trains_longer_in_smaller_batches(tmp_path, caplo
     import pyarrow.parquet as pq
 
     from seqfraud.data.shards import shard_name
-    from seqfraud.training.train import MIN_BATCH, small_split, with_small_split
+    from seqfraud.training.train import MIN_BATCH, keep_what_was_set, small_split, with_small_split
 
     def schedule(n: int, *overrides: str) -> tuple[int, int, int]:
         train = tmp_path / f"train{n}"  # a training split of n sessions, as its shards' metadata counts them
@@ -761,3 +761,17 @@ def test_a_small_training_split_trains_longer_in_smaller_batches(tmp_path, caplo
     assert schedule(3_500, "callbacks.early_stopping.patience=30") == (35, 20, 30)
     assert schedule(3_500, "small_split.min_batches=0") == (128, 8, 3)
     assert schedule(3_500, "loader.batch_size=16") == (16, 8, 3)  # 16 already gives 100 batches an epoch
+    # The packaged values given on the command line are kept too (dogfood 71: an explicit 8 became 20).
+    given = ["trainer.max_epochs=8", "++callbacks.early_stopping.patience=3"]
+    cfg = compose_train(given)
+    keep_what_was_set(cfg, [*given, "seed=1"])
+    assert (cfg.small_split.max_epochs, cfg.small_split.patience) == (8, 3)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="seqfraud.training.train"):
+        got = with_small_split(cfg, tmp_path / "train3500")
+    assert (got.loader.batch_size, got.trainer.max_epochs, got.callbacks.early_stopping.patience) == (
+        35,
+        8,
+        3,
+    )
+    assert "a small training split (3,500 sessions): loader.batch_size=35 (small_split" in caplog.text

@@ -13,7 +13,7 @@ from seqfraud.cli import CONFIG_PATH, run_hydra
 from seqfraud.cli.hydra_main import hydra_command
 from seqfraud.config import SEQUENCE_FIT
 from seqfraud.rundir import stacking_kept
-from seqfraud.training.train import train
+from seqfraud.training.train import keep_what_was_set, train
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ def train_task(cfg: DictConfig) -> float | None:
         unread = [o for o in HydraConfig.get().overrides.task if o.lstrip("+~").startswith(SEQUENCE_FIT)]
         if unread:
             log.warning("model=lightgbm fits no sequence model, so %s change(s) nothing", " ".join(unread))
+    keep_what_was_set(cfg, HydraConfig.get().overrides.task)
     metrics = train(cfg)
     if metrics and _searching() and stacking_kept(cfg.paths.output_dir) == "aggregates":
         # Then the objective is LightGBM's alone: every trial scores the same, and "best parameters" mean nothing.

@@ -344,7 +344,24 @@ def small_split(cfg: DictConfig, train: Path) -> dict[str, int]:
         and stopping.get("patience") == packaged("callbacks/default.yaml")["early_stopping"]["patience"]
     ):
         changes["callbacks.early_stopping.patience"] = int(small["patience"])
-    return changes
+    return {k: v for k, v in changes.items() if OmegaConf.select(cfg, k) != v}
+
+
+# The settings small_split leaves where they were set, and the small_split key that then takes their value.
+SMALL_SPLIT_OWN = {"trainer.max_epochs": "max_epochs", "callbacks.early_stopping.patience": "patience"}
+
+
+def keep_what_was_set(cfg: DictConfig, overrides: Sequence[str]) -> None:
+    """A trainer or early-stopping value given on the command line (Hydra's task ``overrides``) made the small
+    split's too, in ``cfg`` itself, whose config.yaml DDP ranks read: small_split reads values, and an explicit
+    ``trainer.max_epochs=8``, the packaged value, was taken as unset and became 20 (dogfood 71)."""
+    given = {o.split("=", 1)[0].lstrip("+") for o in overrides if "=" in o}
+    if not cfg.get("small_split"):
+        return
+    with open_dict(cfg):
+        for key, own in SMALL_SPLIT_OWN.items():
+            if key in given and OmegaConf.select(cfg, key) is not None:
+                cfg.small_split[own] = OmegaConf.select(cfg, key)
 
 
 def with_small_split(cfg: DictConfig, train: Path) -> DictConfig:
