@@ -218,6 +218,28 @@ def test_scoring_needs_a_history_and_reads_it_point_in_time(
         History.read(tmp_path / "history.parquet", None, scorer.spec)
 
 
+def test_labels_on_the_events_read_like_a_label_table(entity_run, entity_artifact) -> None:
+    """A log labelled on its events: the export's check leaves the test sessions' events out of its history, not
+    their labels, which training read as they became known (dogfood 72: every export of such a log failed as
+    train/serve skew, by up to 0.19)."""
+    from seqfraud.scoring.history import History
+    from seqfraud.scoring.scorer import Scorer
+
+    scored, other, labels = split_log(entity_run)
+    table = pl.read_parquet(labels)
+    scorer = Scorer.load(entity_artifact)
+    scorer.history = History.from_frame(other.lazy(), "history", labels, scorer.spec)
+    expected = scorer.score(scored)
+
+    def labelled(events: pl.DataFrame) -> pl.LazyFrame:
+        return events.join(table, on=S.SESSION_ID, how="left").lazy()
+
+    whole = labelled(pl.concat([scored, other]))
+    scorer.history = History.from_frame(labelled(other), "history", None, scorer.spec, labelled=whole)
+    assert scorer.history.labels[S.SESSION_ID].is_in(scored[S.SESSION_ID].implode()).any()
+    assert scorer.score(scored).equals(expected)
+
+
 def test_live_entity_features_equal_the_batch_features(entity_run, entity_artifact, caplog) -> None:
     """Replay a history through the service (other sessions' events, then their labels, then a few sessions
     event by event): every kept token, entity features included, equals the batch path's on the same history,

@@ -666,9 +666,10 @@ def check_end_to_end(
     sid = pl.col(scorer.spec.schema.session_id).cast(pl.String)
     test_ids = sid.is_in(expected[S.SESSION_ID].implode())
     if scorer.spec.entity is not None:
-        # Entity features: the history is every other session of the run's log, and the run's labels.
+        # Entity features: the history is every other session of the run's log, and the run's labels, the test
+        # sessions' included (those on the events too).
         labels = run_input(run_dir, "labels")
-        scorer.history = History.from_frame(raw.filter(~test_ids), source, labels, scorer.spec)
+        scorer.history = History.from_frame(raw.filter(~test_ids), source, labels, scorer.spec, labelled=raw)
     raw = raw.filter(test_ids)
     # Both token paths: Polars (batch scoring) and numpy (the real-time path of every small request).
     featured = scorer.in_context(normalized_events(raw, scorer.spec, source))

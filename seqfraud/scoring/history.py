@@ -73,11 +73,22 @@ class History:
 
     @classmethod
     def from_frame(
-        cls, events: pl.LazyFrame, source: str, labels: str | os.PathLike | pl.DataFrame | None, spec: Spec
+        cls,
+        events: pl.LazyFrame,
+        source: str,
+        labels: str | os.PathLike | pl.DataFrame | None,
+        spec: Spec,
+        *,
+        labelled: pl.LazyFrame | None = None,
     ) -> History:
+        """:meth:`read` of a frame. With labels on the events (``labels`` None), ``labelled`` gives the events they
+        are read from where more sessions than the history's are labelled: the export's check leaves the test
+        sessions' events out of its history, not their labels, which training's features read as they became
+        known (dogfood 72: a log labelled on its events failed every export as train/serve skew)."""
         entity = _entity(spec)
         frame = normalized_events(events, spec, source, keep_ids=True)
-        if entity.risk and labels is None and spec.schema.label not in events.collect_schema():
+        on_events = events if labelled is None else labelled
+        if entity.risk and labels is None and spec.schema.label not in on_events.collect_schema():
             raise DataValidationError(
                 f"{source}: this model's risk features read the history's labels, and its events carry no "
                 f"{spec.schema.label!r} column: give the label table (--history-labels PATH; in Python, "
@@ -85,7 +96,7 @@ class History:
             )
         if entity.risk:
             table, label_source = read_labels(
-                events if labels is None else labels if isinstance(labels, pl.DataFrame) else str(labels),
+                on_events if labels is None else labels if isinstance(labels, pl.DataFrame) else str(labels),
                 spec.schema,
                 timestamp_unit=spec.timestamp_unit,
                 # Labels off the events, of a log whose training took a session's label from any of its events.
