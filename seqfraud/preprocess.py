@@ -26,6 +26,7 @@ import polars as pl
 
 from seqfraud import schema as S
 from seqfraud.data.events import (
+    INTEGER_IDS,
     ZERO_PADDED_IDS,
     LoadedEvents,
     label_delay_us,
@@ -602,8 +603,9 @@ def preprocess(
     }
     if policy.get("on_unlabeled") == "negative":
         spec.fit_info |= {ON_UNLABELED: "negative", LABEL_DELAY: policy.get("label_delay")}
-    if loaded.report.get(ZERO_PADDED_IDS):
-        spec.fit_info[ZERO_PADDED_IDS] = loaded.report[ZERO_PADDED_IDS]
+    for key in (ZERO_PADDED_IDS, INTEGER_IDS):
+        if loaded.report.get(key):
+            spec.fit_info[key] = loaded.report[key]
     (out / DATA_DIR).mkdir(parents=True)
     spec.save(out / SPEC_FILE)
     log.info("tokenizing and writing the datasets into %s", out / DATA_DIR)

@@ -187,7 +187,7 @@ class SparkEngine:
             sessions=sessions,
             timestamp_unit=unit,
             source=source,
-            report={"source": source, "timestamp_unit": unit} | raw.padded_report() | report,
+            report={"source": source, "timestamp_unit": unit} | raw.id_forms() | report,
         )
 
     def _read_parts(self, paths: list[str], footers: list[pq.FileMetaData]) -> DataFrame:

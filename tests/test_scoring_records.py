@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 import polars as pl
@@ -133,3 +134,52 @@ def test_integer_ids_for_ids_trained_as_zero_padded_text_are_refused_on_every_pa
     pl.DataFrame({"session_id": [2037], "label": [1]}).write_parquet(tmp_path / "l.parquet")
     with pytest.raises(DataValidationError, match="l.parquet: column 'session_id' holds integers"):
         read_labels(str(tmp_path / "l.parquet"), spec.schema, zero_padded=spec.zero_padded_ids)
+
+
+def test_ids_trained_as_integers_written_as_decimals_are_refused(tmp_path):
+    """A card log's ids are integers; a scoring CSV from pandas wrote them 3278.0 (an integer column with a gap
+    turns float), read back as text: no card met its history, and 260 of 3,451 bands moved without a word
+    (dogfood 72). An entity model records which id columns its training log typed as integers, and scoring
+    refuses decimals there, by column and count."""
+    from dataclasses import replace
+
+    from seqfraud.data.events import INTEGER_IDS, load_events
+    from seqfraud.features.entities import EntitySpec
+    from seqfraud.scoring.prepare import normalized_events, record_columns
+
+    log = pl.DataFrame(
+        {
+            "session_id": [11, 11, 12],
+            "timestamp": [datetime(2026, 3, 1, 10, 0, i) for i in range(3)],
+            "event_type": ["pay"] * 3,
+            "card": [3278, 3278, 7],
+            "merchant": ["m1", "m2", "m1"],
+            "label": [0, 0, 1],
+        }
+    )
+    log.write_parquet(tmp_path / "e.parquet")
+    schema = Schema(entities=("card", "merchant"))
+    assert load_events(str(tmp_path / "e.parquet"), schema).report[INTEGER_IDS] == ["session_id", "card"]
+    assert INTEGER_IDS not in load_events(str(tmp_path / "e.parquet"), Schema()).report  # no entity model
+
+    spec = replace(
+        SPEC,
+        schema=replace(SPEC.schema, entities=("card",)),
+        entity=EntitySpec(("card",), ("1h",), risk=False, smoothing=1.0, prior=0.1, label_delay=None),
+        fit_info={INTEGER_IDS: ["session_id", "card"]},
+    )
+    event = {**_events(1)[0], "timestamp": "2026-03-01T10:00:00Z", "card": "3278"}
+    for decimal in ("3278.0", "-3.00"):
+        events = [event, {**event, "card": decimal}]
+        assert record_columns(events, spec) is None
+        says = f"request: column 'card': 1 row(s) hold an id written as a decimal (first: '{decimal}')"
+        with pytest.raises(DataValidationError, match=re.escape(says)):
+            normalized_events(as_frame(events, spec, "request").lazy(), spec, "request")
+    with pytest.raises(DataValidationError, match="column 'session_id': 1 row"):
+        normalized_events(
+            as_frame([{**event, "session_id": "11.0"}], spec, "request").lazy(), spec, "request"
+        )
+    # Integers as text, or as integers, and other text, answer as trained.
+    for card in ("3278", 3278, "3278.5", "a.0"):
+        assert record_columns([{**event, "card": card}], spec) is not None
+        normalized_events(as_frame([{**event, "card": card}], spec, "request").lazy(), spec, "request")

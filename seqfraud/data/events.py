@@ -18,7 +18,7 @@ import os
 import re
 import stat
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1720,6 +1720,7 @@ def label_known(
 
 
 ZERO_PADDED_IDS = "zero_padded_ids"  # the report's (and the spec's fit_info) key for zero_padded_ids
+INTEGER_IDS = "integer_ids"  # and for integer_ids
 
 
 @dataclass
@@ -1736,10 +1737,11 @@ class RawEvents:
         str | None
     )  # the unit integer epochs are read in; None when the column holds datetimes or strings
     zero_padded: list[str]  # :func:`zero_padded_ids`
+    integers: list[str]  # :func:`integer_ids`
 
-    def padded_report(self) -> dict[str, list[str]]:
-        """The report's record of :attr:`zero_padded`, where there is one."""
-        return {ZERO_PADDED_IDS: self.zero_padded} if self.zero_padded else {}
+    def id_forms(self) -> dict[str, list[str]]:
+        """The report's record of :attr:`zero_padded` and :attr:`integers`, where there are any."""
+        return {k: v for k, v in ((ZERO_PADDED_IDS, self.zero_padded), (INTEGER_IDS, self.integers)) if v}
 
 
 def zero_padded_ids(raw: pl.LazyFrame, have: pl.Schema, schema: Schema) -> list[str]:
@@ -1756,6 +1758,34 @@ def zero_padded_ids(raw: pl.LazyFrame, have: pl.Schema, schema: Schema) -> list[
         .collect()
     )
     return [c for c in ids if padded[c][0]]
+
+
+def integer_ids(have: pl.Schema, schema: Schema) -> list[str]:
+    """The id columns (session id and entities, of an entity model) that the log types as integers: a later
+    file that writes them as decimals (``3278.0``, a pandas export whose integer column with a gap became float,
+    read back from CSV as text) meets no history, label or shared entity written ``3278`` (dogfood 72), and
+    scoring refuses it (:func:`refuse_decimal_ids`)."""
+    return (
+        [c for c in (schema.session_id, *schema.entities) if have[c].is_integer()] if schema.entities else []
+    )
+
+
+# An integer written as a decimal, as text: 3278.0, -7.00.
+DECIMAL_INTEGER = r"^[+-]?[0-9]+\.0*$"
+
+
+def refuse_decimal_ids(events: pl.DataFrame, names: Mapping[str, str], source: str) -> None:
+    """Fails on text ids written as decimals in ``names`` (the events' column of each, to its name in the log):
+    the columns the model's training log typed as integers (:func:`integer_ids`)."""
+    for column, name in names.items():
+        bad = events.filter(pl.col(column).str.contains(DECIMAL_INTEGER))[column]
+        if len(bad):
+            raise DataValidationError(
+                f"{source}: column {name!r}: {len(bad):,} row(s) hold an id written as a decimal (first: "
+                f"{bad[0]!r}), but the model's training log held integers there: it would meet no history, label "
+                "or shared entity written without the '.0'. Write the integers (pandas turns an integer column "
+                "with a missing value into floats: read it with dtype='Int64')"
+            )
 
 
 def integer_columns(have: pl.Schema) -> list[str]:
@@ -1787,11 +1817,12 @@ def inspect_events(events_path: str, schema: Schema, labels_path: str | None) ->
         have = check_columns(raw, schema, source, with_label=label_on_events)
         unit = detect_timestamp_unit(raw, schema, have[schema.timestamp])
         padded = zero_padded_ids(raw, have, schema)
+    integers = integer_ids(have, schema)
     if label_on_events and schema.label_time:
         check_label_time_unit(source, schema, have[schema.label_time], unit)
     epoch_unit = unit if have[schema.timestamp].is_integer() else None
     files = resolve_paths(events_path, warn=False)  # scan_table said what it left out
-    return RawEvents(raw, source, files, have, unit, label_on_events, epoch_unit, padded)
+    return RawEvents(raw, source, files, have, unit, label_on_events, epoch_unit, padded, integers)
 
 
 def load_events(
@@ -1863,5 +1894,5 @@ def load_events(
     if label_time_on_events:
         working += [S.LABEL_TIME_US, S.LABEL_TIME_PRESENT, S.LABEL_TIME_OUT_OF_RANGE]
     events = events.drop(working).with_columns(pl.col(S.LABEL).cast(pl.Int8))
-    report = {"source": source, "timestamp_unit": unit} | raw.padded_report() | report
+    report = {"source": source, "timestamp_unit": unit} | raw.id_forms() | report
     return LoadedEvents(events=events, sessions=sessions, timestamp_unit=unit, source=source, report=report)

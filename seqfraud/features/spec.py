@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from seqfraud import __version__
-from seqfraud.data.events import ZERO_PADDED_IDS
+from seqfraud.data.events import INTEGER_IDS, ZERO_PADDED_IDS
 from seqfraud.errors import UserError
 from seqfraud.features.entities import EntitySpec
 from seqfraud.schema import EPOCH_UNITS, TIME_DELTA, Schema, value_field
@@ -104,6 +104,12 @@ class Spec:
         """The id columns the training log wrote as zero-padded text (an entity model's), whose integers scoring
         refuses (:func:`seqfraud.data.events.zero_padded_ids`)."""
         return tuple(self.fit_info.get(ZERO_PADDED_IDS) or ())
+
+    @property
+    def integer_ids(self) -> tuple[str, ...]:
+        """The id columns the training log typed as integers (an entity model's), whose decimals scoring refuses
+        (:func:`seqfraud.data.events.integer_ids`)."""
+        return tuple(self.fit_info.get(INTEGER_IDS) or ())
 
     @property
     def absent_is_negative(self) -> bool:

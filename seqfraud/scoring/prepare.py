@@ -23,6 +23,7 @@ import polars as pl
 from seqfraud import schema as S
 from seqfraud.data.events import (
     BLANK_ID,
+    DECIMAL_INTEGER,
     RFC3339,
     SCORING_NAMES,
     TS_UNPARSED_ROWS,
@@ -40,6 +41,7 @@ from seqfraud.data.events import (
     normalize,
     out_of_range_text,
     reading,
+    refuse_decimal_ids,
     refuse_integer_ids,
     refuse_repeated_ids,
     repeated_event_ids,
@@ -231,6 +233,10 @@ def normalized_events(lf: pl.LazyFrame, spec: Spec, source: str, *, keep_ids: bo
             out_of_range_text(schema, unit, "the model's unit, fixed at training"),
             first_bad(events, pl.col(S.TS_OUT_OF_RANGE), lf, schema.timestamp),
         )
+    if spec.integer_ids:
+        renamed = {schema.session_id: S.SESSION_ID}
+        textual = {renamed.get(c, c): c for c in spec.integer_ids if have[c] == pl.String}
+        refuse_decimal_ids(events, textual, source)
     if S.TS_NAIVE in events.columns:
         naive = int(events[S.TS_NAIVE].sum())
         # Said once per file, and once for all of a service's requests.
@@ -251,6 +257,7 @@ def normalized_events(lf: pl.LazyFrame, spec: Spec, source: str, *, keep_ids: bo
 # The sources whose timestamp strings mixed naive and offset ones, said once each (normalized_events).
 _NAIVE_SAID: set[str] = set()
 _RFC3339 = re.compile(RFC3339)
+_DECIMAL = re.compile(DECIMAL_INTEGER)
 _EPOCH_DAY = date(1970, 1, 1).toordinal()
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _INT128_MIN, _INT128_MAX = -(1 << 127), (1 << 127) - 1
@@ -283,6 +290,12 @@ def record_columns(records: Sequence[Any], spec: Spec) -> EventColumns | None:
         allowed = {str, int} if c in s.entities or c == s.session_id else {str, int, bool}
         if not types <= allowed or (int in types and c in spec.zero_padded_ids):
             return None  # the full path names what is wrong
+        if (
+            str in types
+            and c in spec.integer_ids
+            and any(_DECIMAL.match(v) for v in values if type(v) is str)
+        ):
+            return None
         if int in types and not all(
             v is None or type(v) is not int or _INT64_MIN <= v <= _INT64_MAX for v in values
         ):
