@@ -235,6 +235,35 @@ def unknown_share_warnings(shares: Mapping[str, Mapping[str, float | None]], spe
     return said
 
 
+# At least this share of one-event sessions, and a log reads as one row per session (a transaction table).
+ONE_EVENT_SHARE = 0.99
+
+
+def one_event_sessions(sessions: pl.DataFrame) -> str | None:
+    """What to say of a log whose sessions nearly all have one event: the sequence model reads no order or timing
+    there (every time delta is the missing token), and the few longer sessions are most likely rows whose ids
+    repeat. A transaction table keyed by transaction id had two transactions merged into one session in silence
+    (dogfood 72)."""
+    n = sessions["n_events"]
+    single = float(cast(float, (n == 1).mean() or 0.0))
+    if single < ONE_EVENT_SHARE:
+        return None
+    longer = sessions.filter(pl.col("n_events") > 1).sort(S.SESSION_ID)
+    said = (
+        f"{single:.2%} of the sessions have one event: the sequence model reads no order or timing in them (every "
+        "time delta is the missing token), only each event's fields and entity features"
+    )
+    if longer.height:
+        said += (
+            f"; {longer.height:,} session(s) have more (up to {int(cast(int, n.max())):,}; first: "
+            f"{longer[S.SESSION_ID][0]!r}): if each row is its own transaction, their ids repeat"
+        )
+    return said + (
+        ". To read a customer's or a card's transactions in order, take that column as the session id (labels on "
+        "the events: data.policy.on_mixed_labels=any)"
+    )
+
+
 class PolarsEngine:
     """One machine, out of core: events beyond the memory budget are hash-partitioned by session on disk,
     then sequenced one part at a time, so peak memory follows the part size, not the data size."""
@@ -653,6 +682,8 @@ def preprocess(
         )
     for said in unknown_share_warnings(unknown, spec):
         log.warning("%s", said)
+    if said_one := one_event_sessions(sessions):
+        log.warning("%s", said_one)
     for name, c in counts.items():
         log.info("%s: %s sessions, %s positive", name, c["sessions"], c["positives"])
     if test_end:

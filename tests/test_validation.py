@@ -954,6 +954,31 @@ def test_categories_the_training_period_never_had_are_counted_and_said(tmp_path,
     assert "features.max_vocab=1 left out 1 of its values that training held often enough" in caplog.text
 
 
+def test_a_log_of_one_event_sessions_is_said_with_its_repeated_ids(tmp_path, caplog):
+    """A transaction table keyed by transaction id: the sequence model reads no order there, and two transactions
+    under one id merged into one session in silence (dogfood 72)."""
+    n = 300
+    ids = [f"tx{i:03d}" for i in range(n)] + ["tx007"]  # one id written twice
+    ev = pl.DataFrame(
+        {
+            "session_id": ids,
+            "timestamp": [T0 + timedelta(minutes=i) for i in range(n + 1)],
+            "event_type": ["pay"] * (n + 1),
+            "device": ["web"] * (n + 1),
+            "amount": [1.0] * (n + 1),
+            "label": [int(i % 10 == 0) for i in range(n)] + [0],
+        }
+    )
+    preprocess(_data_cfg(write(ev, tmp_path / "e.parquet")), FEATURES, tmp_path / "o")
+    assert "99.67% of the sessions have one event: the sequence model reads no order or timing" in caplog.text
+    assert (
+        "1 session(s) have more (up to 2; first: 'tx007'): if each row is its own transaction" in caplog.text
+    )
+    caplog.clear()
+    preprocess(_data_cfg(write(events(), tmp_path / "e.parquet")), FEATURES, tmp_path / "o")
+    assert "have one event" not in caplog.text
+
+
 def test_csv_files_beside_parquet_ones_are_said_to_be_left_out(tmp_path, caplog):
     """A folder is read as its Parquet files; a CSV export beside them lost its rows without a word."""
     write(events(), tmp_path / "shards" / "a.parquet")
