@@ -272,7 +272,7 @@ CASES: dict[str, Case] = {
         "e.csv",
         GOOD.with_columns(pl.col(TS).dt.epoch("ms") / 1000),
         f"column '{TS}' has type Float64",
-        "write integer milliseconds or microseconds",
+        "write integers in the log's unit, such as whole seconds, with data.schema.timestamp_unit set to it",
     ),
     # ---- rows
     "null session ids": _file(

@@ -687,8 +687,9 @@ def _check_time_type(source: str, column: str, dtype: pl.DataType, *, may_be_emp
         or dtype == pl.String
     ):
         fractional = (
-            " (fractional epochs lose precision and hide their unit: write integer milliseconds or microseconds, "
-            "or datetimes)"
+            " (fractional epochs lose precision and hide their unit: write integers in the log's unit, such as "
+            "whole seconds, with data.schema.timestamp_unit set to it, or milliseconds or microseconds, or "
+            "datetimes)"
             if dtype.is_float()
             else ""
         )
