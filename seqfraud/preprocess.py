@@ -564,7 +564,19 @@ def preprocess(
     }
     if supervised is not None:  # a refused run wrote a whole prepared directory first (dogfood 56)
         bounds = {"val_start": from_epoch_us(val_us), "test_start": from_epoch_us(test_us)}
-        check_splits({"splits": counts} | bounds, cutoff, supervised=supervised)
+        # The log's own span beside them: dates of another calendar than the log's showed no mismatch (dogfood 72).
+        starts = in_range[S.START_TIME]
+        span = (
+            {
+                "sessions_start": [
+                    from_epoch_us(cast(int, starts.min())),
+                    from_epoch_us(cast(int, starts.max())),
+                ]
+            }
+            if len(starts)
+            else {}
+        )
+        check_splits({"splits": counts} | bounds | span, cutoff, supervised=supervised)
     out = Path(out_dir)
     for stale in (DATA_DIR, ENTITY_DIR):  # outputs of an earlier run must not mix with these
         if (out / stale).exists():

@@ -149,6 +149,8 @@ def check_splits(report: dict[str, Any], cutoff: str | None, *, supervised: bool
     train and validation, and no label."""
     counts = report["splits"]
     bounds = f"validation from {report['val_start']}, test from {report['test_start']}"
+    if span := report.get("sessions_start"):
+        bounds += f"; the log's sessions start from {span[0]} to {span[1]}"
     # Validation holds labelled sessions only: unlabelled ones stay in train (data.policy.on_unlabeled), and so do
     # those whose label a cutoff held back; a cutoff past every validation label empties it.
     known, hint = (
