@@ -140,9 +140,10 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
 
 def config_differences(runs: list[Run]) -> list[str]:
     """Per run, the config values that differ between the runs (what a sweep varied) and that the run reads; run
-    paths left out."""
+    paths left out, and paths under a run's own data directory (data.synthetic.dir was listed for every run on a
+    log of its own: dogfood 72)."""
     flat = [_flat(r.config) for r in runs]
-    own = [str(f.get("paths.output_dir", "\0")) for f in flat]
+    own = [[str(f.get(k, "\0")) for k in ("paths.output_dir", "paths.data_dir")] for f in flat]
     keys = dict.fromkeys(k for f in flat for k in f if not k.startswith("paths."))
 
     def varies(key: str) -> bool:
@@ -155,7 +156,11 @@ def config_differences(runs: list[Run]) -> list[str]:
             key not in f and f.get("model.kind") in kinds for f in flat
         )
 
-    varying = [k for k in keys if varies(k) and not any(o in str(f.get(k)) for f, o in zip(flat, own))]
+    varying = [
+        k
+        for k in keys
+        if varies(k) and not any(o in str(f.get(k)) for f, paths in zip(flat, own) for o in paths)
+    ]
     return [
         " ".join(
             f"{k}={f[k]}"

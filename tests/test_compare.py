@@ -92,6 +92,17 @@ def test_config_differences_leave_out_what_a_lightgbm_run_does_not_read(runs):
     ]
     wider = replace(runs_of[2], config={**runs_of[2].config, "model": {"kind": "sequence", "d_model": 32}})
     assert "model.d_model=32" in config_differences([*runs_of[:2], wider])[2]
+    # Paths under each run's own data directory are the runs' paths (dogfood 72: data.synthetic.dir on own data).
+    own_data = [
+        replace(
+            r, config={**r.config, "paths": {"data_dir": d}, "data": {"synthetic": {"dir": f"{d}/synthetic"}}}
+        )
+        for r, d in zip(runs_of[1:], ("/d/a", "/d/b"))
+    ]
+    assert config_differences(own_data) == [
+        "model.kind=sequence trainer.max_epochs=40",
+        "model.kind=stacked trainer.max_epochs=20",
+    ]
 
 
 def test_a_multirun_directory_is_searched_for_runs(runs):
