@@ -979,6 +979,17 @@ def test_a_log_of_one_event_sessions_is_said_with_its_repeated_ids(tmp_path, cap
     assert "have one event" not in caplog.text
 
 
+def test_a_frauds_only_table_with_its_own_id_column_is_named_by_its_own_columns(tmp_path):
+    """A chargeback file (ref, confirmed_on) under on_unlabeled=negative was said to hold a 'label' column, the
+    one read_labels adds to a table of frauds alone (dogfood 73)."""
+    from seqfraud.data.events import read_labels
+
+    path = write(pl.DataFrame({"ref": ["s2"], "confirmed_on": ["2024-01-05"]}), tmp_path / "cb.csv")
+    with pytest.raises(DataValidationError) as info:
+        read_labels(path, SCHEMA, frauds_only=True)
+    assert "missing column(s) 'session_id'. Columns present: ['ref', 'confirmed_on']." in str(info.value)
+
+
 def test_csv_files_beside_parquet_ones_are_said_to_be_left_out(tmp_path, caplog):
     """A folder is read as its Parquet files; a CSV export beside them lost its rows without a word."""
     write(events(), tmp_path / "shards" / "a.parquet")

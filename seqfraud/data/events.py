@@ -1060,7 +1060,9 @@ def read_labels(
     lf, source = (
         (path.lazy(), name) if isinstance(path, (pl.DataFrame, pl.LazyFrame)) else scan_table(path, schema)
     )
-    if frauds_only and schema.label not in lf.collect_schema():
+    # A file's own columns, for the messages: a frauds-only table's label column is added below, not the file's.
+    given = lf.collect_schema()
+    if frauds_only and schema.label not in given:
         lf = lf.with_columns(pl.lit(1, pl.Int8).alias(schema.label))
     have = lf.collect_schema()
     refuse_integer_ids(integer_columns(have), [c for c in zero_padded if c == schema.session_id], source)
@@ -1077,7 +1079,7 @@ def read_labels(
     missing = [c for c in (schema.session_id, schema.label, *([lt] if lt else [])) if c not in have]
     if missing:
         raise DataValidationError(
-            f"{missing_columns(source, missing, have)} The label table takes the events' names "
+            f"{missing_columns(source, missing, given)} The label table takes the events' names "
             "(data.schema.session_id, data.schema.label, data.schema.label_time): rename its columns to match."
         )
     if not (have[schema.session_id] in _ENTITY_OK or have[schema.session_id].is_integer()):
