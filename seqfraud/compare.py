@@ -140,11 +140,12 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
 
 def config_differences(runs: list[Run]) -> list[str]:
     """Per run, the config values that differ between the runs (what a sweep varied) and that the run reads; run
-    paths left out, and paths under a run's own data directory (data.synthetic.dir was listed for every run on a
-    log of its own: dogfood 72)."""
+    paths and logging left out, and paths under a run's own data directory (data.synthetic.dir was listed for every
+    run on a log of its own: dogfood 72)."""
     flat = [_flat(r.config) for r in runs]
     own = [[str(f.get(k, "\0")) for k in ("paths.output_dir", "paths.data_dir")] for f in flat]
-    keys = dict.fromkeys(k for f in flat for k in f if not k.startswith("paths."))
+    # Where a run writes and logs is no setting of its model (logger.mode took a leaderboard's legend: dogfood 73).
+    keys = dict.fromkeys(k for f in flat for k in f if not k.startswith(("paths.", "logger.")))
 
     def varies(key: str) -> bool:
         """Values that differ where the runs hold the key, or a run of a model kind that holds it lacking it: a

@@ -92,12 +92,18 @@ def test_config_differences_leave_out_what_a_lightgbm_run_does_not_read(runs):
     ]
     wider = replace(runs_of[2], config={**runs_of[2].config, "model": {"kind": "sequence", "d_model": 32}})
     assert "model.d_model=32" in config_differences([*runs_of[:2], wider])[2]
-    # Paths under each run's own data directory are the runs' paths (dogfood 72: data.synthetic.dir on own data).
+    # Paths under each run's own data directory are the runs' paths (dogfood 72: data.synthetic.dir on own data),
     own_data = [
         replace(
-            r, config={**r.config, "paths": {"data_dir": d}, "data": {"synthetic": {"dir": f"{d}/synthetic"}}}
+            r,
+            config={
+                **r.config,
+                "paths": {"data_dir": d},
+                "data": {"synthetic": {"dir": f"{d}/synthetic"}},
+                "logger": {"mode": mode},  # and how a run logs (dogfood 73)
+            },
         )
-        for r, d in zip(runs_of[1:], ("/d/a", "/d/b"))
+        for r, d, mode in zip(runs_of[1:], ("/d/a", "/d/b"), ("offline", "disabled"))
     ]
     assert config_differences(own_data) == [
         "model.kind=sequence trainer.max_epochs=40",
