@@ -6,6 +6,7 @@ import json
 import math
 import shutil
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -169,6 +170,13 @@ def test_cli_bad_inputs(exported_artifact, windows, tmp_path, capsys):
     assert "psi_max" in stderr_of_failing(*base, "--current", str(bad), "--threshold", "psi_max=1")
     assert "NAME=NUMBER" in stderr_of_failing(*base, "--current", str(bad), "--threshold", "psi_alert")
     assert "not an artifact" in stderr_of_failing("--artifact", str(tmp_path), "--current", str(bad))
+    late = tmp_path / "late.parquet"
+    windows["late"].write_parquet(late)
+    said = stderr_of_failing(*base, "--current", str(late), "--labels-as-of", "June")
+    assert "labels_as_of: 'June' is not an ISO 8601 date" in said
+    assert "give the table (--labels)" in stderr_of_failing(
+        *base, "--current", str(late), "--labels-as-of", "2030-01-01"
+    )
 
 
 def test_errors_without_any_reference(exported_artifact, windows, tmp_path):
@@ -434,6 +442,11 @@ def test_a_window_absent_from_a_frauds_only_table_is_legitimate_under_the_runs_p
     assert set(got[S.SESSION_ID]) == set(settled)
     assert got[S.LABEL].sum() == listed.filter(listed.is_in(settled.implode())).len() > 0
     assert listed.filter(~listed.is_in(settled.implode())).len() > 0  # some listed fraud was within the delay
+    # A table pulled after the delay has run for the whole window settles every session (dogfood 73: last month,
+    # monitored with the chargebacks of the two months since, had every session left out).
+    later = cast(int, events[S.TS_US].max()) + 7 * 86_400_000_000
+    got, _, pending = matched_labels(frauds, events, "labels", spec, later)
+    assert pending == 0 and got.height == window.n_unique() and got[S.LABEL].sum() == listed.len()
 
 
 def test_a_label_frame_is_checked_as_a_label_file_is(exported_artifact, windows):

@@ -39,6 +39,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--labels", help="label table for the current window (default: the events' label column, if any)"
     )
+    p.add_argument(
+        "--labels-as-of",
+        metavar="DATETIME",
+        help="when the label table was pulled (ISO; naive means UTC): a session whose label delay has run by then "
+        "counts as settled (default: the window's last event)",
+    )
     p.add_argument("--out", type=out_folder, default="monitor", help="output directory (default: ./monitor)")
     p.add_argument(
         "--threshold",
@@ -63,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out=args.out,
         fmt=args.format,
         history=lambda spec: history_of(args, spec),
+        labels_as_of=args.labels_as_of,
     )
     for a in report["alerts"]:
         print(f"ALERT {a['message']}")

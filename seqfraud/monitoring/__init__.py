@@ -26,6 +26,7 @@ import numpy as np
 
 from seqfraud import reports
 from seqfraud import schema as S
+from seqfraud.data.split import to_epoch_us
 from seqfraud.features.spec import Spec
 from seqfraud.monitoring.alerts import DEFAULT_THRESHOLDS, alerts, check_thresholds, notes
 from seqfraud.monitoring.inputs import (
@@ -77,18 +78,31 @@ def monitor(
     out: str | Path | None = None,
     fmt: str = "torchscript",
     history: Callable[[Spec], History | None] = lambda spec: None,
+    labels_as_of: str | None = None,
 ) -> dict[str, Any]:
     """Compare ``current`` raw events with ``reference`` (raw events; default: the run's train dataset).
 
     ``current``/``reference``: a Parquet/CSV path (file, directory or glob) or a frame in the training column
     names. ``labels``: a label table (path or frame) for the current window; by default the events' label
-    column if they have one. Returns the report dict; with ``out`` also writes :data:`OUTPUT_FILES` there.
+    column if they have one; ``labels_as_of`` (an ISO datetime, naive meaning UTC): when that table was pulled,
+    which settles a model's label delay (:func:`~seqfraud.monitoring.inputs.matched_labels`) instead of the
+    window's last event. Returns the report dict; with ``out`` also writes :data:`OUTPUT_FILES` there.
 
     An artifact with entity features reads the current events against ``history(spec)`` (other sessions'
     events and labels, as in scoring), and takes its reference from the run's train dataset only, whose entity
     features training computed: raw reference events would need a history of their own.
     """
     t = check_thresholds(thresholds)
+    as_of_us = None
+    if labels_as_of is not None:
+        try:
+            as_of_us = to_epoch_us(labels_as_of)
+        except ValueError as e:
+            raise MonitorError(
+                f"labels_as_of: {labels_as_of!r} is not an ISO 8601 date or datetime ({e})"
+            ) from None
+        if labels is None:
+            raise MonitorError("labels_as_of says when a label table was pulled: give the table (--labels)")
     scorer = Scorer.load(artifact, fmt=fmt)
     scorer.history = require_history(scorer.spec, history(scorer.spec))
     spec = scorer.spec
@@ -126,7 +140,7 @@ def monitor(
     outside = pending = 0
     if label_table is not None and labels is not None:
         source = str(labels) if isinstance(labels, (str, Path)) else "labels"
-        label_table, outside, pending = matched_labels(label_table, cur.events, source, spec)
+        label_table, outside, pending = matched_labels(label_table, cur.events, source, spec, as_of_us)
     cur_scores = cur_scored[S.SCORE].to_numpy()
     bins = np.asarray(SCORE_BINS)
     len_bins = length_edges(spec.max_len)

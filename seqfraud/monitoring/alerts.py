@@ -170,7 +170,8 @@ def notes(report: dict[str, Any], t: dict[str, float]) -> list[str]:
     if waiting := perf.get("sessions_within_label_delay"):  # only a log line said so (dogfood 61)
         small.append(
             f"{waiting:,} session(s) of the window ended within the label delay of its last event: their chargebacks "
-            "may still come, so they are left out of the performance figures (data.policy.on_unlabeled=negative)"
+            "may still come, so they are left out of the performance figures (data.policy.on_unlabeled=negative); "
+            "where the label table was pulled later, say when (--labels-as-of)"
         )
     return small + [
         f"{f}: {new['count']:,} value(s) outside the vocabulary, which max_vocab capped in training "

@@ -143,7 +143,7 @@ def current_labels(labels: Any, events_lf: pl.LazyFrame, spec: Spec) -> pl.DataF
 
 
 def matched_labels(
-    table: pl.DataFrame, events: pl.DataFrame, source: str, spec: Spec
+    table: pl.DataFrame, events: pl.DataFrame, source: str, spec: Spec, as_of_us: int | None = None
 ) -> tuple[pl.DataFrame, int, int]:
     """The labels of the current window's sessions (its normalized ``events``), how many others the table holds
     (left out and counted: a table of every label is a normal input), and how many of the window's sessions wait
@@ -154,7 +154,9 @@ def matched_labels(
     once its label delay has run by the window's last event, as in training; a later one may still get its
     chargeback, and is left out (all read as legitimate at once, the latest frauds counted as misses: review 58),
     and so is a later fraud already listed: kept beside the later legitimate ones left out, early chargebacks
-    raised the fraud rate and the PR-AUC (dogfood 65). The figures are the settled sessions'.
+    raised the fraud rate and the PR-AUC (dogfood 65). The figures are the settled sessions'. ``as_of_us`` (when
+    the table was pulled) settles the delay instead of the window's last event: last month's window, monitored
+    with the chargebacks of the two months since, left every session out (dogfood 73).
     """
     sessions = events[S.SESSION_ID].unique()
     where = f"{source}: column {spec.schema.session_id!r}"
@@ -173,15 +175,15 @@ def matched_labels(
     if spec.absent_is_negative:
         settled = sessions
         if (delay := label_delay_us(spec.fit_info.get(LABEL_DELAY))) is not None:
-            last = cast(int, events[S.TS_US].max())
+            last = cast(int, events[S.TS_US].max()) if as_of_us is None else as_of_us
             ends = events.group_by(S.SESSION_ID).agg(pl.col(S.TS_US).max())
             settled = ends.filter(pl.col(S.TS_US) <= last - delay)[S.SESSION_ID]
         table = table.filter(pl.col(S.SESSION_ID).is_in(settled.implode()))
         pending = sessions.len() - settled.len()
         log.info(
             "%s: %d session(s) of the window have their label delay past, %d of them listed as fraud and the rest "
-            "read as legitimate; %d more, ended within the delay of the window's last event, are left out, frauds "
-            "listed among them too (the model was trained with data.policy.on_unlabeled=negative)",
+            "read as legitimate; %d more, ended within the delay of the window's last event (or of --labels-as-of), "
+            "are left out, frauds listed among them too (the model was trained with data.policy.on_unlabeled=negative)",
             source,
             settled.len(),
             table.height,
