@@ -230,7 +230,7 @@ def choose_thresholds(
         check_thresholds(chosen)
     except DecisionError as e:
         raise DecisionError(
-            f"the policies {dict(policies)} give {e}; loosen the review policy or tighten the decline one"
+            f"the policies {dict(policies)} cross: {e}; loosen the review policy or tighten the decline one"
         ) from None
     out: dict[str, Any] = {
         **chosen,

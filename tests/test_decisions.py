@@ -141,7 +141,7 @@ def test_an_fpr_target_finer_than_validation_can_resolve_is_warned_about(caplog)
     [
         (
             {"review": {"policy": "fpr", "fpr": 0.1}, "decline": {"policy": "fpr", "fpr": 0.25}},
-            "review=.* decline=",
+            r"\} cross: thresholds need 0 <= review <= decline <= 1, got review=.* decline=",
         ),
         ({"review": {"policy": "magic"}, "decline": {"policy": "fpr", "fpr": 0.1}}, "policy must be one of"),
         ({"review": {"policy": "fpr"}, "decline": {"policy": "fpr", "fpr": 0.1}}, r"needs \['fpr'\]"),

@@ -1240,7 +1240,8 @@ def refuse_conflicts(labels: pl.DataFrame, value: pl.Expr, source: str, column: 
             column,
             conflicting.height,
             f"belong to {sessions.n_unique():,} session(s) listed with conflicting {what} (first: {sessions.min()!r}): "
-            "a table holds one row a session; keep the one that stands (e.g. the latest review)",
+            "a table holds one row a session; keep the one that stands (a review's latest verdict; of a session "
+            "charged back twice, the first chargeback, when the fraud became known)",
         )
 
 
