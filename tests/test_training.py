@@ -9,6 +9,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import polars as pl
 import pytest
@@ -736,7 +738,14 @@ def test_a_small_training_split_trains_longer_in_smaller_batches(tmp_path, caplo
     import pyarrow.parquet as pq
 
     from seqfraud.data.shards import shard_name
-    from seqfraud.training.train import MIN_BATCH, keep_what_was_set, small_split, with_small_split
+    from seqfraud.training.train import (
+        MIN_BATCH,
+        keep_what_was_set,
+        main_fit_changes,
+        small_split,
+        with_changes,
+        with_small_split,
+    )
 
     def schedule(n: int, *overrides: str) -> tuple[int, int, int]:
         train = tmp_path / f"train{n}"  # a training split of n sessions, as its shards' metadata counts them
@@ -777,3 +786,9 @@ def test_a_small_training_split_trains_longer_in_smaller_batches(tmp_path, caplo
         3,
     )
     assert "a small training split (3,500 sessions): loader.batch_size=35 (small_split" in caplog.text
+    # What the run's logger (W&B) is given: the schedule the fit used, for a classifier alone (dogfood 73).
+    prepared = cast(Any, SimpleNamespace(datasets={"train": tmp_path / "train3500"}))
+    effective = with_changes(compose_train([]), main_fit_changes(compose_train([]), prepared))
+    assert (effective.loader.batch_size, effective.trainer.max_epochs) == (35, 20)
+    for other in ("model=lightgbm", "+experiment=pretrain_contrastive"):
+        assert main_fit_changes(compose_train([other]), prepared) == {}

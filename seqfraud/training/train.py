@@ -369,15 +369,28 @@ def with_small_split(cfg: DictConfig, train: Path) -> DictConfig:
     changes = small_split(cfg, train)
     if not changes:
         return cfg
-    out = copy.deepcopy(cfg)
-    with open_dict(out):
-        for key, value in changes.items():
-            OmegaConf.update(out, key, value)
     log.info(
         "a small training split (%s sessions): %s (small_split; small_split.min_batches=0 keeps the settings)",
         f"{sum(g.rows for g in row_groups(train)):,}",
         ", ".join(f"{key}={value}" for key, value in changes.items()),
     )
+    return with_changes(cfg, changes)
+
+
+def main_fit_changes(cfg: DictConfig, prepared: Prepared) -> dict[str, int]:
+    """:func:`small_split`'s changes for a classifier's fit on the whole training split (a stacked run's folds
+    have their own); none for LightGBM and pretraining, which it leaves alone."""
+    if cfg.get("pretrain") or cfg.model.kind == "lightgbm":
+        return {}
+    return small_split(cfg, prepared.datasets["train"])
+
+
+def with_changes(cfg: DictConfig, changes: Mapping[str, Any]) -> DictConfig:
+    """A copy of ``cfg`` with ``changes`` (dotted keys) made."""
+    out = copy.deepcopy(cfg)
+    with open_dict(out):
+        for key, value in changes.items():
+            OmegaConf.update(out, key, value)
     return out
 
 
@@ -854,7 +867,10 @@ def fit_and_evaluate(
     """The model's fit, then its out-of-time metrics and predictions written into the run directory."""
     run_dir = Path(cfg.paths.output_dir)
     if logger:
-        logger.log_hyperparams(plain(cfg))
+        # The schedule a small split trains with, not the packaged one it replaced (dogfood 73: W&B said 8 epochs
+        # of a run that trained up to 20).
+        changes = main_fit_changes(cfg, prepared)
+        logger.log_hyperparams(plain(with_changes(cfg, changes) if changes else cfg))
     if cfg.get("pretrain"):
         pretrained = fit_pretrain(cfg, prepared, logger, extra_callbacks) | provenance(cfg, prepared)
         (run_dir / rundir.METRICS_FILE).write_text(json.dumps(pretrained, indent=2))
@@ -894,7 +910,7 @@ def fit_and_evaluate(
         .row(0)
     )
     metrics["train"] = {"n": int(n), "positives": int(positives or 0)}
-    if cfg.model.kind != "lightgbm" and (changes := small_split(cfg, prepared.datasets["train"])):
+    if changes := main_fit_changes(cfg, prepared):
         metrics["small_split"] = changes  # the sequence fit's schedule, where it was not the config's
     report = prepared.report
     if cfg.model.kind != "lightgbm" and "events_in_splits" in report:  # a prepared_dir of old lacks the count
