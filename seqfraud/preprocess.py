@@ -56,7 +56,15 @@ from seqfraud.features.entities import (
     entity_spec,
     kernel_rows,
 )
-from seqfraud.features.spec import LABEL_DELAY, ON_MIXED_LABELS, ON_UNLABELED, SHORTEST_TRAINED, UNKNOWN, Spec
+from seqfraud.features.spec import (
+    LABEL_DELAY,
+    LONGEST_TRAINED,
+    ON_MIXED_LABELS,
+    ON_UNLABELED,
+    SHORTEST_TRAINED,
+    UNKNOWN,
+    Spec,
+)
 from seqfraud.features.tokens import FitStats, build_spec, fit_stats, quantile_probs, sequences
 from seqfraud.provenance import files_digest
 from seqfraud.rundir import DATA_DIR, ENTITY_DIR, REPORT_FILE, SPEC_FILE, dataset
@@ -640,6 +648,7 @@ def preprocess(
         # A per-event score of a session shorter than nearly every training session is the model's reading of a
         # kind of session it hardly saw: online results say so (seqfraud.scoring.online).
         SHORTEST_TRAINED: int(train["n_events"].quantile(0.01, "lower") or 0) if train.height else 0,
+        LONGEST_TRAINED: int(train["n_events"].quantile(0.99, "higher") or 0) if train.height else 0,
         ON_MIXED_LABELS: policy.get("on_mixed_labels", "error"),
     }
     if policy.get("on_unlabeled") == "negative":

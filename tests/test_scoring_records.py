@@ -183,3 +183,25 @@ def test_ids_trained_as_integers_written_as_decimals_are_refused(tmp_path):
     for card in ("3278", 3278, "3278.5", "a.0"):
         assert record_columns([{**event, "card": card}], spec) is not None
         normalized_events(as_frame([{**event, "card": card}], spec, "request").lazy(), spec, "request")
+
+
+def test_repeated_ids_of_a_one_event_model_are_said_once_per_source(caplog):
+    """A transaction table's scoring file with an id written twice: two transactions scored as one session, the
+    output a row short, without a word (dogfood 72)."""
+    from dataclasses import replace
+
+    from seqfraud.features.spec import LONGEST_TRAINED
+    from seqfraud.scoring.prepare import normalized_events
+
+    spec = replace(SPEC, fit_info={LONGEST_TRAINED: 1})
+    event = {**_events(1)[0], "timestamp": "2026-03-01T10:00:00Z"}
+    rows = [event, {**event, "session_id": "tx2"}, {**event, "session_id": "tx2"}]
+    for _ in range(2):
+        normalized_events(as_frame(rows, spec, "file.csv").lazy(), spec, "file.csv")
+    said = "file.csv: column 'session_id': 1 row(s) repeat the id of another (first: 'tx2')"
+    assert caplog.text.count(said) == 1
+    caplog.clear()
+    normalized_events(
+        as_frame(rows, SPEC, "other.csv").lazy(), SPEC, "other.csv"
+    )  # sessions of several events
+    assert "repeat the id" not in caplog.text

@@ -969,14 +969,15 @@ def test_a_log_of_one_event_sessions_is_said_with_its_repeated_ids(tmp_path, cap
             "label": [int(i % 10 == 0) for i in range(n)] + [0],
         }
     )
-    preprocess(_data_cfg(write(ev, tmp_path / "e.parquet")), FEATURES, tmp_path / "o")
+    prepared = preprocess(_data_cfg(write(ev, tmp_path / "e.parquet")), FEATURES, tmp_path / "o")
+    assert prepared.spec.one_event_sessions  # scoring says repeated ids too (test_scoring_records)
     assert "99.67% of the sessions have one event: the sequence model reads no order or timing" in caplog.text
     assert (
         "1 session(s) have more (up to 2; first: 'tx007'): if each row is its own transaction" in caplog.text
     )
     caplog.clear()
-    preprocess(_data_cfg(write(events(), tmp_path / "e.parquet")), FEATURES, tmp_path / "o")
-    assert "have one event" not in caplog.text
+    prepared = preprocess(_data_cfg(write(events(), tmp_path / "e.parquet")), FEATURES, tmp_path / "o")
+    assert "have one event" not in caplog.text and not prepared.spec.one_event_sessions
 
 
 def test_a_frauds_only_table_with_its_own_id_column_is_named_by_its_own_columns(tmp_path):

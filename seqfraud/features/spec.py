@@ -30,6 +30,7 @@ NAN = 3  # a NaN numeric value
 FIRST_ID = 4
 RESERVED = {"pad": PAD, "unknown": UNKNOWN, "missing": MISSING, "nan": NAN}
 SHORTEST_TRAINED = "session_events_p1"  # fit_info: 1% of the training sessions have fewer events than this
+LONGEST_TRAINED = "session_events_p99"  # fit_info: 99% of the training sessions have at most this many events
 NAN_VALUES = "nan_values"  # fit_info: per numeric column, the training events whose value was NaN
 # fit_info: data.policy.on_mixed_labels of the training log, which a history's labels off its events follow
 ON_MIXED_LABELS = "on_mixed_labels"
@@ -121,6 +122,12 @@ class Spec:
         """Events of the shortest training sessions (their 1st percentile); 0 for specs fitted before it was
         recorded."""
         return int(self.fit_info.get(SHORTEST_TRAINED, 0))
+
+    @property
+    def one_event_sessions(self) -> bool:
+        """Whether 99% of the training sessions had one event (a table of transactions, each its own session): a
+        session of several at scoring is then most likely rows whose ids repeat."""
+        return self.fit_info.get(LONGEST_TRAINED) == 1
 
     @property
     def value_fields(self) -> tuple[str, ...]:

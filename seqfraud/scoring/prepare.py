@@ -239,12 +239,19 @@ def normalized_events(lf: pl.LazyFrame, spec: Spec, source: str, *, keep_ids: bo
         refuse_decimal_ids(events, textual, source)
     if S.TS_NAIVE in events.columns:
         naive = int(events[S.TS_NAIVE].sum())
-        # Said once per file, and once for all of a service's requests.
-        if 0 < naive < events.height and source not in _NAIVE_SAID:
-            _NAIVE_SAID.add(source)
+        if 0 < naive < events.height and ("naive", source) not in _SAID:
             first = first_bad(events, pl.col(S.TS_NAIVE), lf, schema.timestamp)
-            log.warning("%s", naive_said(source, schema.timestamp, naive, events.height, first))
+            say_once("naive", source, naive_said(source, schema.timestamp, naive, events.height, first))
         events = events.drop(S.TS_NAIVE)
+    if spec.one_event_sessions and (n := events.height - events[S.SESSION_ID].n_unique()):
+        repeated = events.filter(pl.col(S.SESSION_ID).is_duplicated())[S.SESSION_ID]
+        say_once(
+            "one_event",
+            source,
+            f"{source}: column {schema.session_id!r}: {n:,} row(s) repeat the id of another (first: "
+            f"{repeated[0]!r}), where 99% of the model's training sessions had one event: if each row is its own "
+            "transaction, their ids repeat, and each such pair is scored as one session",
+        )
     if S.EVENT_ID in events.columns:
         refuse_repeated_ids(
             events.group_by(S.SESSION_ID).agg(repeated_event_ids()), source, str(schema.event_id)
@@ -254,8 +261,16 @@ def normalized_events(lf: pl.LazyFrame, spec: Spec, source: str, *, keep_ids: bo
     return events
 
 
-# The sources whose timestamp strings mixed naive and offset ones, said once each (normalized_events).
-_NAIVE_SAID: set[str] = set()
+# What normalized_events has said, by kind and source: once per file, and once for all of a service's requests.
+_SAID: set[tuple[str, str]] = set()
+
+
+def say_once(kind: str, source: str, message: str) -> None:
+    if (kind, source) not in _SAID:
+        _SAID.add((kind, source))
+        log.warning("%s", message)
+
+
 _RFC3339 = re.compile(RFC3339)
 _DECIMAL = re.compile(DECIMAL_INTEGER)
 _EPOCH_DAY = date(1970, 1, 1).toordinal()
