@@ -140,10 +140,16 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
 
 def config_differences(runs: list[Run]) -> list[str]:
     """Per run, the config values that differ between the runs (what a sweep varied) and that the run reads; run
-    paths and logging left out, and paths under a run's own data directory (data.synthetic.dir was listed for every
-    run on a log of its own: dogfood 72)."""
+    paths and logging left out, and a path under the run's own data directory written from it, ``${paths.data_dir}``
+    (data.synthetic.dir was listed for every run on a log of its own: dogfood 72)."""
     flat = [_flat(r.config) for r in runs]
-    own = [[str(f.get(k, "\0")) for k in ("paths.output_dir", "paths.data_dir")] for f in flat]
+    own = [str(f.get("paths.output_dir", "\0")) for f in flat]
+    # A value that differs only by each run's own data directory is the same setting.
+    for f in flat:
+        data_dir = str(f.get("paths.data_dir") or "\0")
+        for k, v in f.items():
+            if not k.startswith("paths.") and isinstance(v, str) and data_dir in v:
+                f[k] = v.replace(data_dir, "${paths.data_dir}")
     # Where a run writes and logs is no setting of its model (logger.mode took a leaderboard's legend: dogfood 73).
     keys = dict.fromkeys(k for f in flat for k in f if not k.startswith(("paths.", "logger.")))
 
@@ -157,11 +163,7 @@ def config_differences(runs: list[Run]) -> list[str]:
             key not in f and f.get("model.kind") in kinds for f in flat
         )
 
-    varying = [
-        k
-        for k in keys
-        if varies(k) and not any(o in str(f.get(k)) for f, paths in zip(flat, own) for o in paths)
-    ]
+    varying = [k for k in keys if varies(k) and not any(o in str(f.get(k)) for f, o in zip(flat, own))]
     return [
         " ".join(
             f"{k}={f[k]}"

@@ -109,6 +109,16 @@ def test_config_differences_leave_out_what_a_lightgbm_run_does_not_read(runs):
         "model.kind=sequence trainer.max_epochs=40",
         "model.kind=stacked trainer.max_epochs=20",
     ]
+    # A file the runs read from one data directory still differs (review 74).
+    logs = [
+        replace(
+            r,
+            config={**r.config, "paths": {"data_dir": "/p/data"}, "data": {"events": f"/p/data/{m}.parquet"}},
+        )
+        for r, m in zip(runs_of[1:], ("jan", "feb"))
+    ]
+    said = config_differences(logs)
+    assert "data.events=${paths.data_dir}/jan.parquet" in said[0] and "feb.parquet" in said[1]
 
 
 def test_a_multirun_directory_is_searched_for_runs(runs):
