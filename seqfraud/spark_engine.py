@@ -39,6 +39,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark import StorageLevel
+from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -193,8 +194,9 @@ class SparkEngine:
     def _read_parts(self, paths: list[str], footers: list[pq.FileMetaData]) -> DataFrame:
         """The files' rows with their file (``_PATH``) and row in it (``_FILE_ROW``). Spark reads a set of files
         by one file's types: files typed apart (an Int32 day beside Int64 ones, a column of no value typed Null)
-        are read by their own, a set each, and the union widens them as the Polars engine's scan does; files of
-        no rows add none, and are left out as there."""
+        are read by their own, a set each, and the union widens them as the Polars engine's scan does, where Spark
+        can (nanosecond datetimes beside microsecond ones, it reads as integers: refused, naming the files); files
+        of no rows add none, and are left out as there."""
         arrow = [m.schema.to_arrow_schema() for m in footers]
         typed: dict[str, list[int]] = defaultdict(list)
         for i in [i for i, m in enumerate(footers) if m.num_rows] or range(len(paths)):
@@ -213,17 +215,25 @@ class SparkEngine:
                 return F.lit(None).cast(given[name]).alias(name)
             return _col(name)
 
-        return reduce(
-            lambda x, y: x.unionByName(y),
-            [
-                df.select(
-                    *[column(a, c) for c in df.columns],
-                    F.col("_metadata.file_path").alias(_PATH),
-                    F.col("_metadata.row_index").alias(_FILE_ROW),
-                )
-                for a, df in reads
-            ],
-        )
+        try:
+            return reduce(
+                lambda x, y: x.unionByName(y),
+                [
+                    df.select(
+                        *[column(a, c) for c in df.columns],
+                        F.col("_metadata.file_path").alias(_PATH),
+                        F.col("_metadata.row_index").alias(_FILE_ROW),
+                    )
+                    for a, df in reads
+                ],
+            )
+        except AnalysisException as e:  # a type the union cannot widen: nanosecond datetimes read as integers
+            first = [paths[same[0]] for same in typed.values()]
+            raise DataValidationError(
+                f"{len(paths)} files typed apart (the first of each kind: {first}) hold columns that Spark cannot "
+                f"read as one ({str(e).splitlines()[0]}); the polars engine reads them (preprocess.engine=polars), "
+                "or write the parts with one type"
+            ) from None
 
     def _normalize(
         self, files: list[str], schema: Schema, have: pl.Schema, unit: str, *, with_label: bool

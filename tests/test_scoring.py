@@ -329,7 +329,9 @@ def test_rfc3339_variants_and_mixes_score_like_datetimes(scorer, one_session):
     assert scorer.score(mixed.to_dicts()).equals(expected)
 
 
-def test_naive_times_among_offset_ones_are_said_once_per_source(scorer, one_session, caplog):
+def test_naive_times_among_offset_ones_are_said_once_per_source(
+    scorer, one_session, test_period_events, caplog, tmp_path
+):
     """A scored file whose export cut some times' offsets moved their sessions' scores without a word
     (dogfood 71): said once per source, so a service's requests do not repeat it."""
     ts = scorer.spec.schema.timestamp
@@ -343,6 +345,22 @@ def test_naive_times_among_offset_ones_are_said_once_per_source(scorer, one_sess
     caplog.clear()
     scorer.score(zoned, source="zoned-times-file")
     assert "no UTC offset" not in caplog.text
+    # A file scored in chunks says it once, not once a chunk (review 74).
+    caplog.clear()
+    sid = scorer.spec.schema.session_id
+    ids = test_period_events[sid].unique().sort().head(20).implode()
+    some = _iso(test_period_events.filter(pl.col(sid).is_in(ids)), ts, "%Y-%m-%dT%H:%M:%S%.3f+05:30", 330)
+    some.with_columns(
+        pl.when(pl.int_range(pl.len()) % 7 == 0).then(pl.col(ts).str.slice(0, 23)).otherwise(pl.col(ts))
+    ).write_parquet(tmp_path / "e.parquet")
+    score_file(
+        scorer, tmp_path / "e.parquet", tmp_path / "s.parquet", chunk_events=some.height // 4, progress=False
+    )
+    assert caplog.text.count("timestamps carry no UTC offset") == 1 and "(chunk 1 of " in caplog.text
+    # A request's few records, which skip Polars, say it too (review 74).
+    few = mixed.head(3)
+    assert scorer.score(few.to_dicts(), source="naive-times-request").equals(scorer.score(few))
+    assert "naive-times-request: column" in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -229,6 +229,13 @@ def test_parity_on_parts_typed_apart_but_alike(tmp_path):
     assert pl.read_parquet_schema(shards / "part-2.parquet")["device"] == pl.Null
     data = {"events": str(shards), "labels": None, "schema": SCHEMA.roles()}
     run_both(data, tmp_path)
+    # Nanosecond datetimes beside microsecond ones, which Spark reads as integers: refused by name (review 74).
+    part = shards / "part-1.parquet"
+    pl.read_parquet(part).with_columns(pl.col("timestamp").dt.cast_time_unit("us")).write_parquet(part)
+    with pytest.raises(
+        DataValidationError, match=r"part-1.parquet.*\) hold columns that Spark cannot read as one"
+    ):
+        preprocess(data, FEATURES, tmp_path / "ns", SPARK)
 
 
 @pytest.mark.parametrize("on_unlabeled", ["drop", "keep", "negative"])

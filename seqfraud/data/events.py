@@ -1043,6 +1043,7 @@ def read_labels(
     name: str = "labels",
     frauds_only: bool = False,
     zero_padded: Sequence[str] = (),
+    integer_typed: Sequence[str] = (),
 ) -> tuple[pl.DataFrame, str]:
     """A separate label table (a file, or a frame named ``name`` in messages, checked alike: a frame was cast
     unchecked, so 0.9 read as 0 and a repeated session counted twice: dogfood 60): one row per session, 0/1
@@ -1050,7 +1051,8 @@ def read_labels(
     a session is labelled by its events' highest label, as training read it, where their labels disagree. With
     ``frauds_only`` (``data.policy.on_unlabeled=negative``) a table without the label column lists frauds: a
     chargeback file as it comes (session id and date). ``zero_padded``: a model's
-    :attr:`~seqfraud.features.spec.Spec.zero_padded_ids`, whose session ids as integers are refused.
+    :attr:`~seqfraud.features.spec.Spec.zero_padded_ids`, whose session ids as integers are refused;
+    ``integer_typed``: its :attr:`~seqfraud.features.spec.Spec.integer_ids`, whose session ids as decimals are.
 
     With ``timestamp_unit`` (the events' :attr:`LoadedEvents.timestamp_unit`) and ``data.schema.label_time``,
     the table must also hold the label time, read by the events' timestamp rules (integer epochs in that
@@ -1108,6 +1110,8 @@ def read_labels(
         ]
     with reading(source):
         labels = lf.with_row_index(S.ROW_INDEX).with_columns(epochs).select(S.ROW_INDEX, *columns).collect()
+    if schema.session_id in integer_typed and not have[schema.session_id].is_integer():
+        refuse_decimal_ids(labels, {S.SESSION_ID: schema.session_id}, source)
     if labels.is_empty():
         return nothing()
     unlabelled = pl.col(S.LABEL).is_null()

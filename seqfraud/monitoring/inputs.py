@@ -139,7 +139,14 @@ def current_labels(labels: Any, events_lf: pl.LazyFrame, spec: Spec) -> pl.DataF
         return table.group_by(S.SESSION_ID).agg(pl.col(S.LABEL).max().cast(pl.Int8))
     given = str(labels) if isinstance(labels, (str, Path)) else polars_frame(labels, "labels")
     negative = spec.absent_is_negative
-    return read_labels(given, s, empty_ok=negative, frauds_only=negative, zero_padded=spec.zero_padded_ids)[0]
+    return read_labels(
+        given,
+        s,
+        empty_ok=negative,
+        frauds_only=negative,
+        zero_padded=spec.zero_padded_ids,
+        integer_typed=spec.integer_ids,
+    )[0]
 
 
 def matched_labels(

@@ -158,7 +158,7 @@ def iter_sequences(
         else:
             # Each chunk is validated as it is read: its counts are its own, and the message says so.
             where = source if k == 1 else f"{source} (chunk {i + 1} of {k}: counts of this chunk's sessions)"
-            frame = normalized_events(events.filter(part == i) if k > 1 else events, spec, where)
+            frame = normalized_events(events.filter(part == i) if k > 1 else events, spec, where, once=source)
         # A stacked artifact's aggregates read the events too; other artifacts need only the tokens.
         return polars_sequences(frame, spec), frame if scorer.stacker is not None else None
 

@@ -106,6 +106,7 @@ class History:
                 name=source,
                 frauds_only=labels is not None and spec.absent_is_negative,
                 zero_padded=spec.zero_padded_ids,
+                integer_typed=spec.integer_ids,
             )
         else:
             table, label_source = (

@@ -189,8 +189,11 @@ def epoch_unit(have: pl.Schema, spec: Spec, source: str) -> str | None:
     return spec.epoch_unit
 
 
-def normalized_events(lf: pl.LazyFrame, spec: Spec, source: str, *, keep_ids: bool = False) -> pl.DataFrame:
-    """Checked, cast and validated events (the training loader's contract, without labels).
+def normalized_events(
+    lf: pl.LazyFrame, spec: Spec, source: str, *, keep_ids: bool = False, once: str | None = None
+) -> pl.DataFrame:
+    """Checked, cast and validated events (the training loader's contract, without labels). What it warns of is
+    said once per ``once`` (default ``source``; a chunk's caller gives its file).
 
     The frame keeps normalize's timestamp flag columns: dropping them would cost a query per request; and with
     ``keep_ids`` the event ids (``__event_id``, text), which the online store keys its entity history by.
@@ -235,19 +238,21 @@ def normalized_events(lf: pl.LazyFrame, spec: Spec, source: str, *, keep_ids: bo
         )
     if spec.integer_ids:
         renamed = {schema.session_id: S.SESSION_ID}
-        textual = {renamed.get(c, c): c for c in spec.integer_ids if have[c] == pl.String}
+        textual = {renamed.get(c, c): c for c in spec.integer_ids if not have[c].is_integer()}
         refuse_decimal_ids(events, textual, source)
     if S.TS_NAIVE in events.columns:
         naive = int(events[S.TS_NAIVE].sum())
-        if 0 < naive < events.height and ("naive", source) not in _SAID:
+        if 0 < naive < events.height and ("naive", once or source) not in _SAID:
             first = first_bad(events, pl.col(S.TS_NAIVE), lf, schema.timestamp)
-            say_once("naive", source, naive_said(source, schema.timestamp, naive, events.height, first))
+            say_once(
+                "naive", once or source, naive_said(source, schema.timestamp, naive, events.height, first)
+            )
         events = events.drop(S.TS_NAIVE)
     if spec.one_event_sessions and (n := events.height - events[S.SESSION_ID].n_unique()):
         repeated = events.filter(pl.col(S.SESSION_ID).is_duplicated())[S.SESSION_ID]
         say_once(
             "one_event",
-            source,
+            once or source,
             f"{source}: column {schema.session_id!r}: {n:,} row(s) repeat the id of another (first: "
             f"{repeated[0]!r}), where 99% of the model's training sessions had one event: if each row is its own "
             "transaction, their ids repeat, and each such pair is scored as one session",
@@ -372,11 +377,16 @@ def _timestamps_us(values: list[Any], spec: Spec) -> np.ndarray | None:
 
 
 def _each_us(values: list[str]) -> np.ndarray | None:
-    """RFC 3339 strings one at a time (any mix of layouts) to epoch microseconds; None where one does not parse."""
+    """RFC 3339 strings one at a time (any mix of layouts) to epoch microseconds; None where one does not parse,
+    or where naive strings mix with ones that carry an offset, which the full path says (review 74)."""
     out = np.empty(len(values), dtype=np.int64)
+    zoned = set()
     for i, v in enumerate(values):
         m = _RFC3339.match(v)
         if m is None:
+            return None
+        zoned.add(m["sign"] is not None or v[-1] in "Zz")
+        if len(zoned) > 1:
             return None
         day, clock = m["date"], m["time"]
         hour, minute, second = int(clock[:2]), int(clock[3:5]), int(clock[6:])
