@@ -304,17 +304,14 @@ def record_columns(records: Sequence[Any], spec: Spec) -> EventColumns | None:
     if any(None in column[c] for c in (s.session_id, s.timestamp, s.event_type)):
         return None
     text: dict[str, list[str | None]] = {}
+    padded, integer_typed = spec.zero_padded_ids, spec.integer_ids  # once a request, not once a column
     for c in (s.session_id, *s.categorical_fields, *s.entities):
         values = column[c]
         types = set(map(type, values)) - {_NONE}
         allowed = {str, int} if c in s.entities or c == s.session_id else {str, int, bool}
-        if not types <= allowed or (int in types and c in spec.zero_padded_ids):
+        if not types <= allowed or (int in types and c in padded):
             return None  # the full path names what is wrong
-        if (
-            str in types
-            and c in spec.integer_ids
-            and any(_DECIMAL.match(v) for v in values if type(v) is str)
-        ):
+        if str in types and c in integer_typed and any(_DECIMAL.match(v) for v in values if type(v) is str):
             return None
         if int in types and not all(
             v is None or type(v) is not int or _INT64_MIN <= v <= _INT64_MAX for v in values

@@ -355,9 +355,9 @@ def keep_what_was_set(cfg: DictConfig, overrides: Sequence[str]) -> None:
     """A trainer or early-stopping value given on the command line (Hydra's task ``overrides``) made the small
     split's too, in ``cfg`` itself, whose config.yaml DDP ranks read: small_split reads values, and an explicit
     ``trainer.max_epochs=8``, the packaged value, was taken as unset and became 20 (dogfood 71)."""
-    given = {o.split("=", 1)[0].lstrip("+") for o in overrides if "=" in o}
     if not cfg.get("small_split"):
         return
+    given = {o.split("=", 1)[0].lstrip("+") for o in overrides if "=" in o}
     with open_dict(cfg):
         for key, own in SMALL_SPLIT_OWN.items():
             if key in given and OmegaConf.select(cfg, key) is not None:
