@@ -789,6 +789,38 @@ def test_a_session_shorter_than_nearly_all_training_sessions_is_flagged(gru_arti
     assert flags == [True] * (shortest - 1) + [False, False]
 
 
+def test_a_session_longer_than_nearly_all_training_sessions_is_flagged(gru_artifact, gru_run, caplog) -> None:
+    """The other end: a session past the length of 99% of the training sessions is flagged from the event that
+    takes it there (of a one-event model, two transactions sent under one id: dogfood 72)."""
+    from seqfraud.scoring.online import OnlineScorer
+    from seqfraud.scoring.scorer import Scorer
+    from seqfraud.scoring.state import MemoryStore
+
+    scorer = Scorer.load(gru_artifact)
+    longest = scorer.spec.longest_trained
+    assert longest >= 2
+    records = session_records(gru_run, 1, min_events=longest + 2)
+    online = OnlineScorer(scorer, MemoryStore())
+    with single_torch_thread():
+        results = [online.events([r])[0] for r in records[: longest + 2]]
+    assert [r["longer_than_training"] for r in results] == [False] * longest + [True, True]
+    assert not any(r["shorter_than_training"] for r in results[longest:])
+
+    # A one-event model's service also says it, once.
+    from dataclasses import replace
+
+    from seqfraud.features.spec import LONGEST_TRAINED
+    from seqfraud.scoring import prepare
+
+    scorer.spec = replace(scorer.spec, fit_info={**scorer.spec.fit_info, LONGEST_TRAINED: 1})
+    online = OnlineScorer(scorer, MemoryStore())
+    prepare._SAID.discard(("one_event", "request"))
+    with single_torch_thread(), caplog.at_level("WARNING"):
+        assert [online.events([r])[0]["longer_than_training"] for r in records[:3]] == [False, True, True]
+    said = f"request: session {records[0]['session_id']!r} holds 2 events, where 99% of the model's training"
+    assert caplog.text.count(said) == 1 and "holds 3 events" not in caplog.text
+
+
 @pytest.mark.parametrize("frauds_only", [False, True])
 @pytest.mark.parametrize("label_time", [None, "cb_date"])
 @pytest.mark.parametrize("seed", range(4))

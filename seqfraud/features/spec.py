@@ -124,10 +124,16 @@ class Spec:
         return int(self.fit_info.get(SHORTEST_TRAINED, 0))
 
     @property
+    def longest_trained(self) -> int:
+        """Events of the longest training sessions but 1% (their 99th percentile); 0 for specs fitted before it
+        was recorded."""
+        return int(self.fit_info.get(LONGEST_TRAINED, 0))
+
+    @property
     def one_event_sessions(self) -> bool:
         """Whether 99% of the training sessions had one event (a table of transactions, each its own session): a
         session of several at scoring is then most likely rows whose ids repeat."""
-        return self.fit_info.get(LONGEST_TRAINED) == 1
+        return self.longest_trained == 1
 
     @property
     def value_fields(self) -> tuple[str, ...]:

@@ -62,7 +62,7 @@ from seqfraud.features.spec import Spec
 from seqfraud.features.tokens import Sequences
 from seqfraud.schema import Schema
 from seqfraud.scoring.history import History
-from seqfraud.scoring.prepare import as_frame, normalized_events, record_columns
+from seqfraud.scoring.prepare import as_frame, normalized_events, record_columns, say_once
 from seqfraud.scoring.scorer import Scorer, intra_op_threads
 from seqfraud.scoring.state import (
     EntityRow,
@@ -409,12 +409,12 @@ class OnlineScorer:
     def events(self, records: list[dict[str, Any]], *, source: str = "request") -> list[dict[str, Any]]:
         """Take events of one or more open sessions; per touched session (in order of first appearance) its
         ``session_id, score, band, n_events, degraded, repeated, conflicting, shorter_than_training,
-        model_version`` (the model that gave that score)
+        longer_than_training, model_version`` (the model that gave that score)
         (``repeated``: this request's events whose id the session had already taken, which change nothing;
         ``conflicting``: those of them whose fields differ from the event taken under that id, which is kept;
         ``shorter_than_training``:
         the session has fewer events than 99% of the training sessions, so its score reads a kind of session the
-        model hardly saw). Every event is validated before any state changes, and one id twice in a session of
+        model hardly saw; ``longer_than_training``: it has more events than 99% of them). Every event is validated before any state changes, and one id twice in a session of
         the request is refused, as batch scoring refuses it."""
         schema = self.spec.schema
         arrival = f"{time.time_ns()}-{next(self._arrivals)}"
@@ -469,10 +469,18 @@ class OnlineScorer:
                 "degraded": False,
                 "repeated": repeated,
                 "conflicting": conflicting,
-                "shorter_than_training": state.n_events < self.spec.shortest_trained,
+                **_length_flags(self.spec, state.n_events),
                 # Whose score this is: a request of repeats only (a retry) leaves another model's state as it is.
                 "model_version": state.model_version,
             }
+        if self.spec.one_event_sessions and (joined := [r for r in results.values() if r["n_events"] > 1]):
+            say_once(
+                "one_event",
+                source,
+                f"{source}: session {joined[0][S.SESSION_ID]!r} holds {joined[0]['n_events']} events, where 99% of "
+                "the model's training sessions had one: if each event is its own transaction, its id repeats an "
+                "earlier one's, and the two are scored as one session",
+            )
         return list(results.values())
 
     def labels(self, labels: list[Label], *, source: str = "request") -> int:
@@ -658,9 +666,18 @@ class OnlineScorer:
             "degraded": True,
             "repeated": 0,  # unknown: the session's taken ids are in the store that could not be read
             "conflicting": 0,
-            "shorter_than_training": len(records) < self.spec.shortest_trained,
+            **_length_flags(self.spec, len(records)),
             "model_version": self.scorer.model_version,
         }
+
+
+def _length_flags(spec: Spec, n_events: int) -> dict[str, bool]:
+    """Whether a session is shorter than 99% of the training sessions, or longer than 99% of them: its score
+    reads a kind of session the model hardly saw (0 in the spec: not recorded, never flagged)."""
+    return {
+        "shorter_than_training": n_events < spec.shortest_trained,
+        "longer_than_training": 0 < spec.longest_trained < n_events,
+    }
 
 
 def _refuse_repeats(session_ids: list[str], keys: list[str], column: str, source: str) -> None:

@@ -376,6 +376,7 @@ EventResult: Any = _dynamic_typed_dict(
         "repeated": int,
         "conflicting": int,
         "shorter_than_training": bool,
+        "longer_than_training": bool,
         "model_version": str,
     },
 )
