@@ -28,6 +28,7 @@ from seqfraud import schema as S
 from seqfraud.data.events import (
     INTEGER_IDS,
     ZERO_PADDED_IDS,
+    DataValidationError,
     LoadedEvents,
     label_delay_us,
     load_events,
@@ -726,7 +727,7 @@ def preprocess(
             "" if cutoff is None else f" (data.split.label_cutoff {cutoff} is later)",
         )
     for key in ("orphan_labels_dropped", "unlabeled_sessions_dropped", "unlabeled_events_dropped"):
-        if key in report:
+        if report.get(key):  # keep drops none from train: no "= 0" warning (dogfood 77)
             log.warning("policy: %s = %s", key, report[key])
     if "unlabeled_sessions_kept" in report:
         log.info(
@@ -794,11 +795,37 @@ def check_prepared_settings(prepared: Prepared, data_cfg: Mapping[str, Any], whe
         for key in sorted(set(given[section]) | set(made[section]))
         if _as_read(made, section, key) != _as_read(given, section, key)
     ]
+    differ += _other_inputs(prepared.report.get("inputs") or {}, data_cfg)
     if differ:
         raise ConfigError(
             f"prepared_dir={where} was preprocessed with other settings: {'; '.join(differ)}. Its splits and "
-            "labels are fixed in its datasets: preprocess again with these, or leave them as they were"
+            "labels are fixed in its datasets: preprocess again with these (leave prepared_dir out: a fine-tune's "
+            "init_from= needs only a spec like its own), or leave them as they were"
         )
+
+
+def _other_inputs(recorded: Mapping[str, Any], data_cfg: Mapping[str, Any]) -> list[str]:
+    """The data.events and data.labels a run names other than those its prepared_dir read (a fine-tune on a
+    pretraining's prepared_dir with a newer label table trained on the old labels without a word: dogfood 77).
+    Paths are compared, and the label table's contents too, as reviews rewrite it in place; an event log's
+    files are counted, not read, as it may be large. A path that names no file is left out: the synthetic
+    default under another ``paths.data_dir`` (a DDP launch's) names nothing the run could have meant instead."""
+    differ: list[str] = []
+    for key in ("events", "labels") if recorded else ():  # a prepared_dir made before the record: as it is
+        there, here = recorded.get(key), data_cfg.get(key)
+        try:
+            files = resolve_paths(here, warn=False) if here is not None else None
+        except DataValidationError:
+            continue  # names no file
+        if there is None and here is None:
+            continue
+        if there is None or here is None or str(Path(here).expanduser().resolve()) != there["path"]:
+            differ.append(f"data.{key} ({there and there['path']!r} there, {here!r} here)")
+        elif key == "labels" and cast(dict, input_record(here))["sha256"] != there["sha256"]:
+            differ.append(f"data.labels ({here!r}: its contents changed since)")
+        elif key == "events" and len(cast(list, files)) != there["files"]:
+            differ.append(f"data.events ({here!r}: {there['files']:,} file(s) there, another count now)")
+    return differ
 
 
 def _as_read(settings: Mapping[str, Any], section: str, key: str) -> Any:

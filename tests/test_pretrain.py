@@ -83,7 +83,11 @@ def test_pretraining_writes_a_checkpoint_that_starts_a_classifier(pretrained, tm
         if k.startswith(("net.embed.", "net.encoder."))
     }
     # One epoch with the encoder frozen: the classifier's encoder is the pretrained one, its head has learnt.
-    tuned = train_into(tmp_path, *SMALL, f"init_from={pretrained}", "freeze_epochs=1")
+    with caplog.at_level("INFO"):
+        tuned = train_into(tmp_path, *SMALL, f"init_from={pretrained}", "freeze_epochs=1")
+    # Said by the fit, whose epochs small_split may set (dogfood 77: "every one of trainer.max_epochs=8" of 20).
+    assert "freeze_epochs=1 holds the encoder fixed for every one of this fit's 1 epochs" in caplog.text
+    assert "epoch 1: the pretrained embedding and encoder stay fixed while the head learns" in caplog.text
     after = torch.load(tuned / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
     assert encoder and all(torch.equal(after[k], v) for k, v in encoder.items())
     assert json.loads((tuned / "metrics.json").read_text())["test"]["pr_auc"] > 0
@@ -166,7 +170,7 @@ def test_init_from_refuses_a_run_with_another_spec(pretrained, tmp_path) -> None
     assert (own / "checkpoints" / "best.ckpt").is_file() and (own / "metrics.json").is_file()
 
 
-def test_embeddings_of_a_run_feed_the_lightgbm_hybrid(pretrained, tmp_path) -> None:
+def test_embeddings_of_a_run_feed_the_lightgbm_hybrid(pretrained, tmp_path, caplog) -> None:
     """``seqfraud embed`` writes every session's embedding; the baseline trains on its aggregates plus them."""
     import polars as pl
 
@@ -192,8 +196,12 @@ def test_embeddings_of_a_run_feed_the_lightgbm_hybrid(pretrained, tmp_path) -> N
         "test_start": spec["fit_info"]["test_start"],
         "events_sha256": report["inputs"]["events"]["sha256"],
     }
-    hybrid = train_into(tmp_path / "hybrid", *SMALL, "model=lightgbm", f"model.embeddings={out}")
-    assert json.loads((hybrid / "metrics.json").read_text())["test"]["pr_auc"] > 0
+    with caplog.at_level("INFO"):
+        hybrid = train_into(tmp_path / "hybrid", *SMALL, "model=lightgbm", f"model.embeddings={out}")
+    metrics = json.loads((hybrid / "metrics.json").read_text())
+    # The hybrid says so, in its log and its metrics (dogfood 77 found it in neither).
+    assert metrics["test"]["pr_auc"] > 0 and metrics["embeddings"] == str(out)
+    assert f"LightGBM on the aggregates and {len(dims)} embedding columns of {out}" in caplog.text
     # An encoder that learnt from labels of sessions this run validates or tests on (its periods end later) is
     # refused: a supervised run's embeddings of every test session were taken silently (review 50).
     from datetime import datetime, timedelta
@@ -271,12 +279,13 @@ def test_train_command_runs_a_contrastive_pretraining(tmp_path) -> None:
     assert metrics["objectives"] == ["contrastive"] and metrics["val"]["contrastive"] > 0
 
 
-def test_label_fraction_trains_on_one_fixed_share_of_the_training_labels(tmp_path) -> None:
+def test_label_fraction_trains_on_one_fixed_share_of_the_training_labels(tmp_path, caplog) -> None:
     import polars as pl
 
     from seqfraud.errors import ConfigError
 
-    runs = [train_into(tmp_path / m, *SMALL, "model=lightgbm", "label_fraction=0.3") for m in ("a", "b")]
+    with caplog.at_level("INFO", logger="seqfraud.training.train"):
+        runs = [train_into(tmp_path / m, *SMALL, "model=lightgbm", "label_fraction=0.3") for m in ("a", "b")]
     subsets = [pl.read_parquet(r / "labelled" / "train")["session_id"].sort().to_list() for r in runs]
     everyone = pl.read_parquet(runs[0] / "data" / "train")["session_id"]
     assert subsets[0] == subsets[1] and 0.2 < len(subsets[0]) / len(everyone) < 0.4
@@ -284,6 +293,9 @@ def test_label_fraction_trains_on_one_fixed_share_of_the_training_labels(tmp_pat
     labelled = pl.read_parquet(runs[0] / "labelled" / "train")
     metrics = json.loads((runs[0] / "metrics.json").read_text())
     assert metrics["train"] == {"n": labelled.height, "positives": int(labelled["label"].sum())}
+    # The log names the labels the share held back (dogfood 77: "fit on 97 of 3468", no word of 107 held).
+    held = everyone.len() - labelled.height
+    assert f"(0 have no label; label_fraction=0.3 held back {held:,} labels)" in caplog.text
     with pytest.raises(ConfigError, match="label_fraction"):
         train_into(tmp_path / "c", *SMALL, "model=lightgbm", "label_fraction=0")
 

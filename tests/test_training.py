@@ -366,9 +366,7 @@ def test_a_setting_nothing_reads_is_refused_before_any_data(tmp_path, caplog):
         with pytest.raises(ConfigError, match=message):
             checked_model(compose_train(overrides))
     # What the packaged presets and Lightning take passes, free-form maps too (spark.conf holds spark.* keys).
-    with caplog.at_level("WARNING", logger="seqfraud.training.train"):  # a linear probe may be meant
-        check_settings(compose_train([f"init_from={tmp_path}", "freeze_epochs=1", "trainer.max_epochs=1"]))
-    assert "for every one of trainer.max_epochs=1: only the head learns" in caplog.text
+    check_settings(compose_train([f"init_from={tmp_path}", "freeze_epochs=1", "trainer.max_epochs=1"]))
     for overrides in (
         ["+experiment=pretrain_masked"],
         ["+trainer.limit_train_batches=3", "+preprocess.spark.conf.x=1"],
@@ -696,31 +694,53 @@ def test_a_fit_still_improving_at_its_last_epoch_is_warned(course, tmp_path, cap
     assert ("(2.0000, from 1.0000" in caplog.text) == (course == "rising")
 
 
-def test_a_run_on_a_prepared_dir_may_not_set_other_splits_or_policies(smoke_run):
+def test_a_run_on_a_prepared_dir_may_not_set_other_splits_policies_or_inputs(smoke_run, tmp_path):
     """With prepared_dir, data.split and data.policy overrides were ignored while config.yaml and compare's
-    leaderboard recorded them: a label_cutoff believed applied was not (dogfood 61)."""
+    leaderboard recorded them: a label_cutoff believed applied was not (dogfood 61); and so were a newer label
+    table's labels, in a fine-tune on its pretraining's prepared_dir (dogfood 77)."""
+    import copy
+    import shutil
+
     from seqfraud.errors import ConfigError
     from seqfraud.preprocess import PREPARED_WITH, check_prepared_settings, load_prepared
 
     run_dir, _ = smoke_run
     prepared = load_prepared(run_dir)
-    made = prepared.report[PREPARED_WITH]
-    same = {"split": dict(made["split"]), "policy": dict(made["policy"])}
+    made, inputs = prepared.report[PREPARED_WITH], copy.deepcopy(prepared.report["inputs"])
+    files = {"events": inputs["events"]["path"], "labels": inputs["labels"]["path"]}
+    same = {"split": dict(made["split"]), "policy": dict(made["policy"])} | files
     check_prepared_settings(prepared, same, str(run_dir))
-    other = {"split": same["split"] | {"label_cutoff": "test_start"}, "policy": same["policy"]}
+    newer = shutil.copy(files["labels"], tmp_path / "labels.parquet")
+    for given, says in (
+        ({"labels": str(newer)}, f"data.labels ({files['labels']!r} there, {str(newer)!r} here)"),
+        ({"labels": None}, f"data.labels ({files['labels']!r} there, None here)"),
+        ({"events": str(newer)}, "data.events ("),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            check_prepared_settings(prepared, same | given, str(run_dir))
+    prepared.report["inputs"]["labels"]["sha256"] = "0" * 64  # as if rewritten in place since
+    with pytest.raises(
+        ConfigError, match=re.escape(f"data.labels ({files['labels']!r}: its contents changed")
+    ):
+        check_prepared_settings(prepared, same, str(run_dir))
+    prepared.report["inputs"] = inputs | {"events": inputs["events"] | {"files": 2}}  # one file now
+    with pytest.raises(ConfigError, match="2 file\\(s\\) there, another count now"):
+        check_prepared_settings(prepared, same, str(run_dir))
+    prepared.report["inputs"] = inputs
+    other = same | {"split": same["split"] | {"label_cutoff": "test_start"}}
     with pytest.raises(ConfigError, match=r"data.split.label_cutoff \(None there, 'test_start' here\)"):
         check_prepared_settings(prepared, other, str(run_dir))
     # Settings written otherwise, or not read, change nothing: taken (they were refused: review 62).
     made["split"] |= {"val_start": "2026-05-10", "test_start": "2026-06-04"}
     made["policy"] |= {"label_delay": "60d", "on_unlabeled": "keep"}
-    alike = {
+    alike = files | {
         "split": made["split"] | {"val_start": "2026-05-10T00:00:00", "val_fraction": 0.3},
         "policy": made["policy"] | {"label_delay": "1440h", "on_unlabeled": "error"},
     }
     check_prepared_settings(prepared, alike, str(run_dir))
     # Without val_start, validation starts test_fraction + val_fraction before the end: both are read.
     made["split"] |= {"val_start": None}
-    read = {"split": made["split"] | {"test_fraction": 0.3}, "policy": made["policy"]}
+    read = files | {"split": made["split"] | {"test_fraction": 0.3}, "policy": made["policy"]}
     with pytest.raises(ConfigError, match="data.split.test_fraction"):
         check_prepared_settings(prepared, read, str(run_dir))
     negative = alike | {"policy": alike["policy"] | {"on_unlabeled": "negative"}}

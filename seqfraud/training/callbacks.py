@@ -94,6 +94,13 @@ class FreezeEncoder(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         trainable = trainer.current_epoch >= self.epochs
+        if trainer.current_epoch in (0, self.epochs):  # the log says when it froze and when it let go
+            log.info(
+                "epoch %d: the pretrained embedding and encoder %s (freeze_epochs=%d)",
+                trainer.current_epoch + 1,
+                "learn from here" if trainable else "stay fixed while the head learns",
+                self.epochs,
+            )
         net = pl_module.net
         assert isinstance(net, nn.Module)
         for name, p in net.named_parameters():

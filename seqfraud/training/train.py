@@ -149,12 +149,6 @@ def check_settings(cfg: DictConfig, *, sections: Mapping[str, Any] | None = None
     freeze = int(cfg.get("freeze_epochs") or 0)
     if freeze and not cfg.get("init_from"):
         raise ConfigError(f"freeze_epochs={freeze} freezes a pretrained encoder: it needs init_from=RUN")
-    if freeze and isinstance(epochs, int) and 0 < epochs <= freeze:  # a linear probe, if meant: said
-        log.warning(
-            "freeze_epochs=%d holds the encoder fixed for every one of trainer.max_epochs=%d: only the head learns",
-            freeze,
-            epochs,
-        )
     callbacks = settings.get("callbacks") or {}
     for name, callback in callbacks.items():
         check_callback(f"callbacks.{name}", callback)
@@ -414,8 +408,16 @@ def fit_sequence_model(
     extra_callbacks = list(extra_callbacks or [])
     if cfg.get("init_from"):
         load_pretrained(module.net, Path(cfg.init_from), spec, plain(cfg.model))
-        if cfg.get("freeze_epochs"):
-            extra_callbacks.append(FreezeEncoder(int(cfg.freeze_epochs)))
+        if freeze := int(cfg.get("freeze_epochs") or 0):
+            extra_callbacks.append(FreezeEncoder(freeze))
+            # Read after small_split, which may have set the epochs (a warning from the config's said 8 of 20).
+            if 0 < (epochs := int(cfg.trainer.max_epochs)) <= freeze:  # a linear probe, if meant: said
+                log.warning(
+                    "freeze_epochs=%d holds the encoder fixed for every one of this fit's %d epochs: only the "
+                    "head learns",
+                    freeze,
+                    epochs,
+                )
     loader_cfg = LoaderConfig(**plain(cfg.loader))
     data = StreamData(prepared.datasets, spec.fields, loader_cfg, seed=cfg.seed, shuffle_order=shuffle_order)
     trainer, callbacks = fit_lightning(cfg, module, data, logger, extra_callbacks)
@@ -473,7 +475,14 @@ def labelled_train(train: Path, fraction: float, seed: int, out: Path, *, write:
     if not positives:
         share = f" in the label_fraction={fraction} share (seed {seed})" if fraction != 1 else ""
         raise ConfigError(f"no positive among the {sessions:,} labelled training session(s){share}")
-    log.info("supervised fit on %s of %s training sessions (%s have no label)", sessions, total, unlabelled)
+    held = (
+        f"; label_fraction={fraction} held back {total - unlabelled - sessions:,} labels"
+        if fraction != 1
+        else ""
+    )
+    log.info(
+        "supervised fit on %s of %s training sessions (%s have no label%s)", sessions, total, unlabelled, held
+    )
     return out
 
 
@@ -685,7 +694,13 @@ def fit_aggregates_baseline(cfg: DictConfig, prepared: Prepared) -> dict[str, np
     embeddings = params.pop("embeddings", None)
     frames = aggregate_frames(prepared)
     if embeddings:
+        n_aggregates = frames["train"].width
         frames = with_embeddings(frames, embeddings, cfg.data.schema.session_id, prepared)
+        log.info(
+            "LightGBM on the aggregates and %d embedding columns of %s (model.embeddings)",
+            frames["train"].width - n_aggregates,
+            embeddings,
+        )
     return fit_predict_lightgbm(
         frames["train"], frames["val"], {"test": frames["test"]}, seed=cfg.seed, **params
     )
@@ -901,6 +916,10 @@ def fit_and_evaluate(
     metrics_cfg = plain(cfg.metrics)
     (run_dir / rundir.PREDICTIONS_DIR).mkdir(exist_ok=True)
     metrics: dict[str, Any] = {"model": model_name(cfg.model), "experiment": cfg.experiment_name}
+    if cfg.model.kind == "lightgbm" and cfg.model.get(
+        "embeddings"
+    ):  # the hybrid, told apart from LightGBM alone
+        metrics["embeddings"] = str(cfg.model.embeddings)
     # The labelled training sessions the fit read: with label_fraction or unlabelled sessions kept, fewer than
     # the preprocessing report's train split (a dogfood found them only in the log).
     n, positives = (
