@@ -183,6 +183,14 @@ def one_torch_thread():
         yield
 
 
+def compose_train(overrides: list[str]):
+    """The packaged ``train`` config with ``overrides``, as the command line composes it."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "seqfraud" / "conf"), version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
 def train_into(base: Path, *overrides: str, callbacks: list | None = None) -> Path:
     """``train()`` of the packaged config with ``overrides`` (and extra Lightning ``callbacks``), writing its run
     and data under ``base``; the run dir."""

@@ -11,20 +11,19 @@ from pathlib import Path
 import polars as pl
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from seqfraud import schema as S
 from seqfraud.features.spec import SpecError
 from seqfraud.training import launch
 from seqfraud.training.train import train
+from tests import conftest
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV_KEYS = launch.ENV_KEYS
 
 
 def compose_train(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(ROOT / "seqfraud" / "conf"), version_base="1.3"):
-        return compose("train", overrides=["logger=none", "trainer.enable_progress_bar=false", *overrides])
+    return conftest.compose_train(["logger=none", "trainer.enable_progress_bar=false", *overrides])
 
 
 @pytest.fixture(autouse=True)

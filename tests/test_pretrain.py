@@ -458,6 +458,21 @@ def test_entity_positives_config_errors() -> None:
     ]:
         with pytest.raises(ConfigError, match=message):
             pretrain_entity(contrastive | pretrain, schema)
+    # Before any data is read (dogfood 77: after the whole preprocessing).
+    from seqfraud.training.train import check_settings
+    from tests.conftest import compose_train
+
+    with pytest.raises(ConfigError, match="got 'device_id'"):
+        check_settings(
+            compose_train(
+                [
+                    "+experiment=pretrain_contrastive",
+                    "data.schema.entities=[account_id]",
+                    "pretrain.positives=entity",
+                    "pretrain.entity=device_id",
+                ]
+            )
+        )
 
 
 @pytest.mark.integration  # it trains
@@ -496,3 +511,21 @@ def test_a_run_reports_the_epoch_its_checkpoint_kept() -> None:
     trainer.checkpoint_callback.mode = "max"
     assert best_epoch(trainer, [log])["epoch"] == 1
     assert best_epoch(trainer, []) is None  # no epoch log: the caller falls back to the last epoch
+
+
+def test_the_contrastive_validation_loss_does_not_depend_on_the_eval_batch_size(tmp_path) -> None:
+    """Each session is set against the rest of its batch: validation in batches of another size read another
+    task (one checkpoint's loss 0.785 at 64, 1.147 at 128: dogfood 77), so it runs in training's batches."""
+    losses = [
+        json.loads((run / "metrics.json").read_text())["val"]["loss"]
+        for run in (
+            train_into(
+                tmp_path / str(size),
+                *SMALL,
+                "+experiment@_global_=pretrain_contrastive",
+                f"loader.eval_batch_size={size}",
+            )
+            for size in (16, 128)
+        )
+    ]
+    assert losses[0] == losses[1] > 0

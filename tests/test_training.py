@@ -26,15 +26,11 @@ from seqfraud.features.spec import Spec
 from seqfraud.models.sequence import ModelConfig, SessionClassifier
 from seqfraud.training.module import SessionRiskModule
 from seqfraud.training.train import check_settings, checked_model, model_config, train
+from tests.conftest import compose_train
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "seqfraud" / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
-
-
-def compose_train(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train", overrides=overrides)
 
 
 @pytest.fixture(autouse=True)

@@ -166,6 +166,8 @@ def check_settings(cfg: DictConfig, *, sections: Mapping[str, Any] | None = None
                 )
     if (name := cfg.get("loss", {}).get("name")) not in LOSSES:
         raise ConfigError(f"loss.name must be one of {list(LOSSES)}, got {name!r}")
+    if cfg.get("pretrain"):  # a bad pretrain.entity was refused after the whole preprocessing (dogfood 77)
+        pretrain_entity(plain(cfg.pretrain), Schema.from_config(plain(cfg.data.schema)))
     fraction = cfg.get("label_fraction", 1.0)
     entities = OmegaConf.select(cfg, "data.schema.entities") or []
     if float(fraction) < 1 and entities and OmegaConf.select(cfg, "features.entity.risk", default=False):
@@ -665,7 +667,11 @@ def fit_pretrain(
             )
         splits = {name: prepared.datasets[name] for name in ("train", "val")}
         groups = entity_groups(events, prepared.input("labels"), spec.schema, entity, splits)
+    # The contrastive loss sets each session against the rest of its batch: validation batches of training's
+    # size read the same task, whatever loader.eval_batch_size (at 64 and 128 one checkpoint's validation loss
+    # read 0.785 and 1.147: dogfood 77).
     loader_cfg = LoaderConfig(**plain(cfg.loader))
+    loader_cfg = dataclasses.replace(loader_cfg, eval_batch_size=loader_cfg.batch_size)
     data = StreamData(prepared.datasets, spec.fields, loader_cfg, seed=cfg.seed, session_groups=groups)
     trainer, callbacks = fit_lightning(cfg, module, data, logger, list(extra_callbacks or []))
     got = trainer.callback_metrics  # the last epoch's
