@@ -89,6 +89,13 @@ def runs(
             "split.label_cutoff=test_start",
             f"hydra.run.dir={tmp / 'pre6'}",
         ],
+        "train: two experiments": [
+            sys.executable,
+            "train.py",
+            "+experiment=smoke",
+            "+experiment=synthetic_gru",
+            f"hydra.run.dir={tmp / 'two'}",
+        ],
         "preprocess: bad split date": [
             sys.executable,
             "-m",
@@ -245,6 +252,11 @@ def test_hydra_config_errors_are_one_line_and_status_2(runs):
     # A key whose section is left out is told its path (a dogfood got "Key 'split' is not in struct" alone).
     assert error_line(runs, "preprocess: a key without its section").endswith(
         "(Key 'split' is not in struct) (did you mean 'data.split.label_cutoff'?)"
+    )
+    # Hydra's own advice for two +experiment= ("use 'override experiment: ...'") fits no command line.
+    assert error_line(runs, "train: two experiments") == (
+        "error: Multiple values for experiment: give the first as +experiment=A and each other as "
+        "+experiment@_global_=B"
     )
 
 

@@ -55,6 +55,11 @@ def hydra_command(config_path: str, config_name: str) -> Callable[[F], F]:
                         f". A band's policy is replaced whole: '~thresholds.{band[1]}' "
                         f"'+thresholds.{band[1]}={{policy: capacity, per_1000: 20}}' (docs/risk.md)"
                     )
+                elif (group := re.match(r"Multiple values for (\w+)", str(e))) is not None:
+                    # Hydra's own advice (an `override` in a defaults list) fits no command line (dogfood 77).
+                    raise ConfigError(
+                        f"{group[0]}: give the first as +{group[1]}=A and each other as +{group[1]}@_global_=B"
+                    ) from e
                 elif key is None or not (hint := where_key_lives(key.group(1))):
                     raise
                 raise ConfigError(one_line(e) + hint) from e
