@@ -175,8 +175,10 @@ def config_differences(runs: list[Run]) -> list[str]:
 
 
 def model_label(run: Run) -> str:
-    """The run's model, with the part a stacked run kept alone (:func:`~seqfraud.rundir.kept_label`)."""
-    return kept_label(str(run.metrics.get("model", "")), stacking_kept(run.path))
+    """The run's model, with the part a stacked run kept alone (:func:`~seqfraud.rundir.kept_label`); the LightGBM
+    hybrid as ``lightgbm+embeddings``."""
+    model = str(run.metrics.get("model", "")) + ("+embeddings" if run.metrics.get("embeddings") else "")
+    return kept_label(model, stacking_kept(run.path))
 
 
 def leaderboard(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import resource
 import shutil
 import sys
@@ -799,33 +800,48 @@ def check_prepared_settings(prepared: Prepared, data_cfg: Mapping[str, Any], whe
     if differ:
         raise ConfigError(
             f"prepared_dir={where} was preprocessed with other settings: {'; '.join(differ)}. Its splits and "
-            "labels are fixed in its datasets: preprocess again with these (leave prepared_dir out: a fine-tune's "
-            "init_from= needs only a spec like its own), or leave them as they were"
+            "labels are fixed in its datasets: preprocess again with these (leave prepared_dir out; init_from= "
+            "then checks that the new spec matches the pretraining's), or leave them as they were"
         )
 
 
 def _other_inputs(recorded: Mapping[str, Any], data_cfg: Mapping[str, Any]) -> list[str]:
     """The data.events and data.labels a run names other than those its prepared_dir read (a fine-tune on a
     pretraining's prepared_dir with a newer label table trained on the old labels without a word: dogfood 77).
-    Paths are compared, and the label table's contents too, as reviews rewrite it in place; an event log's
-    files are counted, not read, as it may be large. A path that names no file is left out: the synthetic
-    default under another ``paths.data_dir`` (a DDP launch's) names nothing the run could have meant instead."""
+
+    A label table is compared by its contents, wherever it lies (a copy, another mount); an event log by the
+    files it resolves to, not their bytes, which only preprocessing reads in full. A path that names no file is
+    refused too, but for the built-in synthetic data (``data.synthetic``), which a run would generate there: the
+    default under another ``paths.data_dir``, as a DDP launch gives."""
     differ: list[str] = []
     for key in ("events", "labels") if recorded else ():  # a prepared_dir made before the record: as it is
         there, here = recorded.get(key), data_cfg.get(key)
-        try:
-            files = resolve_paths(here, warn=False) if here is not None else None
-        except DataValidationError:
-            continue  # names no file
         if there is None and here is None:
             continue
-        if there is None or here is None or str(Path(here).expanduser().resolve()) != there["path"]:
+        if there is None or here is None:
             differ.append(f"data.{key} ({there and there['path']!r} there, {here!r} here)")
-        elif key == "labels" and cast(dict, input_record(here))["sha256"] != there["sha256"]:
-            differ.append(f"data.labels ({here!r}: its contents changed since)")
-        elif key == "events" and len(cast(list, files)) != there["files"]:
-            differ.append(f"data.events ({here!r}: {there['files']:,} file(s) there, another count now)")
+            continue
+        try:
+            files = resolve_paths(here, warn=False)
+        except DataValidationError:
+            if not data_cfg.get("synthetic"):
+                differ.append(f"data.{key} ({here!r} names no file; {there['path']!r} there)")
+            continue
+        if key == "labels" and files_digest(files) != there["sha256"]:
+            differ.append(f"data.labels ({there['path']!r} there, {here!r} here, with other contents)")
+        elif key == "events" and not _same_files(files, there):
+            differ.append(f"data.events ({there['path']!r} there, {here!r} here: other files)")
     return differ
+
+
+def _same_files(files: list[str], record: Mapping[str, Any]) -> bool:
+    """Whether ``files`` are those a recorded input resolves to today (by real path); where it resolves to none
+    any more, whether they are as many as it held."""
+    try:
+        then = resolve_paths(record["path"], warn=False)
+    except DataValidationError:
+        return len(files) == int(record["files"])
+    return sorted(map(os.path.realpath, files)) == sorted(map(os.path.realpath, then))
 
 
 def _as_read(settings: Mapping[str, Any], section: str, key: str) -> Any:

@@ -88,6 +88,9 @@ def test_pretraining_writes_a_checkpoint_that_starts_a_classifier(pretrained, tm
     # Said by the fit, whose epochs small_split may set (dogfood 77: "every one of trainer.max_epochs=8" of 20).
     assert "freeze_epochs=1 holds the encoder fixed for every one of this fit's 1 epochs" in caplog.text
     assert "epoch 1: the pretrained embedding and encoder stay fixed while the head learns" in caplog.text
+    # No epoch limit (the steps end it): no warning to make, and no failure in making it (review 78).
+    unlimited = ["trainer.max_epochs=null", "+trainer.limit_train_batches=2", "+trainer.max_steps=4"]
+    train_into(tmp_path / "unlimited", *SMALL, f"init_from={pretrained}", "freeze_epochs=1", *unlimited)
     after = torch.load(tuned / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
     assert encoder and all(torch.equal(after[k], v) for k, v in encoder.items())
     assert json.loads((tuned / "metrics.json").read_text())["test"]["pr_auc"] > 0
@@ -202,6 +205,11 @@ def test_embeddings_of_a_run_feed_the_lightgbm_hybrid(pretrained, tmp_path, capl
     # The hybrid says so, in its log and its metrics (dogfood 77 found it in neither).
     assert metrics["test"]["pr_auc"] > 0 and metrics["embeddings"] == str(out)
     assert f"LightGBM on the aggregates and {len(dims)} embedding columns of {out}" in caplog.text
+    from seqfraud.compare import load_run, model_label
+
+    assert (
+        model_label(load_run(hybrid, "hybrid")) == "lightgbm+embeddings"
+    )  # compare's leaderboard tells it apart
     # An encoder that learnt from labels of sessions this run validates or tests on (its periods end later) is
     # refused: a supervised run's embeddings of every test session were taken silently (review 50).
     from datetime import datetime, timedelta

@@ -706,21 +706,32 @@ def test_a_run_on_a_prepared_dir_may_not_set_other_splits_policies_or_inputs(smo
     files = {"events": inputs["events"]["path"], "labels": inputs["labels"]["path"]}
     same = {"split": dict(made["split"]), "policy": dict(made["policy"])} | files
     check_prepared_settings(prepared, same, str(run_dir))
-    newer = shutil.copy(files["labels"], tmp_path / "labels.parquet")
+    # The same contents elsewhere, or the same files by a glob, are the same inputs.
+    copy_of_labels = shutil.copy(files["labels"], tmp_path / "labels.parquet")
+    glob = str(Path(files["events"]).parent / "event*.parquet")
+    check_prepared_settings(prepared, same | {"labels": str(copy_of_labels), "events": glob}, str(run_dir))
+    newer = tmp_path / "newer.parquet"
+    pl.read_parquet(files["labels"]).with_columns(pl.col("label").reverse()).write_parquet(newer)
     for given, says in (
-        ({"labels": str(newer)}, f"data.labels ({files['labels']!r} there, {str(newer)!r} here)"),
+        ({"labels": str(newer)}, f"data.labels ({files['labels']!r} there, {str(newer)!r} here, with other"),
         ({"labels": None}, f"data.labels ({files['labels']!r} there, None here)"),
-        ({"events": str(newer)}, "data.events ("),
+        (
+            {"events": str(newer)},
+            f"data.events ({files['events']!r} there, {str(newer)!r} here: other files)",
+        ),
+        ({"labels": str(tmp_path / "typo.parquet")}, "typo.parquet' names no file"),
     ):
         with pytest.raises(ConfigError, match=re.escape(says)):
             check_prepared_settings(prepared, same | given, str(run_dir))
-    prepared.report["inputs"]["labels"]["sha256"] = "0" * 64  # as if rewritten in place since
-    with pytest.raises(
-        ConfigError, match=re.escape(f"data.labels ({files['labels']!r}: its contents changed")
-    ):
-        check_prepared_settings(prepared, same, str(run_dir))
-    prepared.report["inputs"] = inputs | {"events": inputs["events"] | {"files": 2}}  # one file now
-    with pytest.raises(ConfigError, match="2 file\\(s\\) there, another count now"):
+    # The built-in synthetic data under another paths.data_dir (a DDP launch's default) is generated, not named.
+    elsewhere = {
+        "events": str(tmp_path / "none" / "events.parquet"),
+        "synthetic": {"dir": str(tmp_path / "none")},
+    }
+    check_prepared_settings(prepared, same | elsewhere, str(run_dir))
+    # A recorded log that is gone is compared by its count of files.
+    prepared.report["inputs"] = inputs | {"events": {"path": str(tmp_path / "gone"), "files": 2}}
+    with pytest.raises(ConfigError, match="here: other files"):
         check_prepared_settings(prepared, same, str(run_dir))
     prepared.report["inputs"] = inputs
     other = same | {"split": same["split"] | {"label_cutoff": "test_start"}}

@@ -413,7 +413,8 @@ def fit_sequence_model(
         if freeze := int(cfg.get("freeze_epochs") or 0):
             extra_callbacks.append(FreezeEncoder(freeze))
             # Read after small_split, which may have set the epochs (a warning from the config's said 8 of 20).
-            if 0 < (epochs := int(cfg.trainer.max_epochs)) <= freeze:  # a linear probe, if meant: said
+            epochs = cfg.trainer.max_epochs  # None or -1: no limit
+            if isinstance(epochs, int) and 0 < epochs <= freeze:  # a linear probe, if meant: said
                 log.warning(
                     "freeze_epochs=%d holds the encoder fixed for every one of this fit's %d epochs: only the "
                     "head learns",
@@ -671,7 +672,8 @@ def fit_pretrain(
     # size read the same task, whatever loader.eval_batch_size (at 64 and 128 one checkpoint's validation loss
     # read 0.785 and 1.147: dogfood 77).
     loader_cfg = LoaderConfig(**plain(cfg.loader))
-    loader_cfg = dataclasses.replace(loader_cfg, eval_batch_size=loader_cfg.batch_size)
+    if "contrastive" in net.objectives:
+        loader_cfg = dataclasses.replace(loader_cfg, eval_batch_size=loader_cfg.batch_size)
     data = StreamData(prepared.datasets, spec.fields, loader_cfg, seed=cfg.seed, session_groups=groups)
     trainer, callbacks = fit_lightning(cfg, module, data, logger, list(extra_callbacks or []))
     got = trainer.callback_metrics  # the last epoch's
