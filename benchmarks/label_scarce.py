@@ -14,8 +14,8 @@ every model of the seed; validation and test keep all theirs):
   first epoch;
 - ``lightgbm``: LightGBM on session aggregates;
 - ``lightgbm+emb``: LightGBM on aggregates plus the pretrained embeddings;
-- ``stacked``: the default model (``model=stacked``: LightGBM on the aggregates and the small transformer's
-  out-of-fold score), from scratch;
+- ``stacked``: the default model (``model=stacked``: LightGBM on the aggregates and the sequence model's
+  out-of-fold score) with the small transformer as its sequence model (the pretraining's encoder), from scratch;
 - ``stacked+pretrained``: the same with every fit of its transformer initialized from the pretraining run.
 
 ``--models`` picks some of them (the stacked pair costs four sequence fits each).
@@ -59,6 +59,9 @@ def main() -> None:
     p.add_argument(
         "--pretrain", default="pretrain_contrastive", help="the pretraining experiment (pretrain_masked, ...)"
     )
+    p.add_argument(
+        "--objectives", nargs="+", default=None, help="pretrain.objectives (default: the experiment's own)"
+    )
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     p.add_argument("--work", type=Path, default=ROOT / "outputs/benchmarks/label_scarce")
     p.add_argument("--out", type=Path, default=None)
@@ -81,7 +84,8 @@ def main() -> None:
         ]
         pre = base / args.pretrain
         t0 = time.perf_counter()
-        train([*common, f"+experiment={args.pretrain}", "model=small"], pre)
+        objectives = [f"pretrain.objectives=[{','.join(args.objectives)}]"] if args.objectives else []
+        train([*common, f"+experiment={args.pretrain}", "model=small", *objectives], pre)
         seconds = time.perf_counter() - t0
         n_train = json.loads((pre / rundir.REPORT_FILE).read_text())["splits"]["train"]["sessions"]
         speed.append(n_train * args.epochs / seconds)
@@ -93,8 +97,13 @@ def main() -> None:
                 "pretrained": ["model=small", f"prepared_dir={pre}", f"init_from={pre}", "freeze_epochs=1"],
                 "lightgbm": ["model=lightgbm"],
                 "lightgbm+emb": ["model=lightgbm", f"model.embeddings={embeddings}"],
-                "stacked": ["model=stacked"],
-                "stacked+pretrained": ["model=stacked", f"init_from={pre}", "freeze_epochs=1"],
+                "stacked": ["model=stacked", "model.encoder=transformer"],
+                "stacked+pretrained": [
+                    "model=stacked",
+                    "model.encoder=transformer",
+                    f"init_from={pre}",
+                    "freeze_epochs=1",
+                ],
             }
             for model in args.models:
                 extra = runs[model]
@@ -121,7 +130,9 @@ def main() -> None:
 
     lines = [
         (
-            f"{args.sessions:,} sessions, seeds {args.seeds}, {args.epochs} epochs; pretraining ({args.pretrain}, "
+            f"{args.sessions:,} sessions, seeds {args.seeds}, {args.epochs} epochs; pretraining ({args.pretrain}"
+            + (f", objectives {args.objectives}" if args.objectives else "")
+            + ", "
             f"small transformer) at {statistics.median(speed):,.0f} sequences/s (median over seeds, validation "
             "included)."
         ),
