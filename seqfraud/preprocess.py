@@ -810,9 +810,14 @@ def _other_inputs(recorded: Mapping[str, Any], data_cfg: Mapping[str, Any]) -> l
     pretraining's prepared_dir with a newer label table trained on the old labels without a word: dogfood 77).
 
     A label table is compared by its contents, wherever it lies (a copy, another mount); an event log by the
-    files it resolves to, not their bytes, which only preprocessing reads in full. A path that names no file is
-    refused too, but for the built-in synthetic data (``data.synthetic``), which a run would generate there: the
-    default under another ``paths.data_dir``, as a DDP launch gives."""
+    files it resolves to and their count, not their bytes, which only preprocessing reads in full. A path that
+    names no file is refused, but for the input the prepared_dir was made from (removed since: the prepared_dir
+    holds it) and the built-in synthetic data's own files, which a run generates (the default under another
+    ``paths.data_dir``, as a DDP launch gives)."""
+    synthetic = data_cfg.get("synthetic")
+    generated = (
+        {str(Path(synthetic["dir"]) / f"{k}.parquet") for k in ("events", "labels")} if synthetic else set()
+    )
     differ: list[str] = []
     for key in ("events", "labels") if recorded else ():  # a prepared_dir made before the record: as it is
         there, here = recorded.get(key), data_cfg.get(key)
@@ -824,7 +829,7 @@ def _other_inputs(recorded: Mapping[str, Any], data_cfg: Mapping[str, Any]) -> l
         try:
             files = resolve_paths(here, warn=False)
         except DataValidationError:
-            if not data_cfg.get("synthetic"):
+            if str(here) not in generated and str(Path(here).expanduser().resolve()) != there["path"]:
                 differ.append(f"data.{key} ({here!r} names no file; {there['path']!r} there)")
             continue
         if key == "labels" and files_digest(files) != there["sha256"]:
@@ -835,13 +840,14 @@ def _other_inputs(recorded: Mapping[str, Any], data_cfg: Mapping[str, Any]) -> l
 
 
 def _same_files(files: list[str], record: Mapping[str, Any]) -> bool:
-    """Whether ``files`` are those a recorded input resolves to today (by real path); where it resolves to none
-    any more, whether they are as many as it held."""
+    """Whether ``files`` are the ones a recorded input resolved to: as many as it held, and those it resolves to
+    today (by real path; a part added or removed since changes the count)."""
     try:
         then = resolve_paths(record["path"], warn=False)
     except DataValidationError:
-        return len(files) == int(record["files"])
-    return sorted(map(os.path.realpath, files)) == sorted(map(os.path.realpath, then))
+        return False  # gone: nothing to compare with
+    real = sorted(map(os.path.realpath, files))
+    return len(files) == int(record["files"]) and real == sorted(map(os.path.realpath, then))
 
 
 def _as_read(settings: Mapping[str, Any], section: str, key: str) -> Any:

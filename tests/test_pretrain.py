@@ -147,6 +147,10 @@ def test_init_from_refuses_a_run_with_another_spec(pretrained, tmp_path) -> None
     with pytest.raises(ConfigError, match="model.n_heads=2 there, 4 here"):
         train_into(tmp_path / "d", *SMALL, f"init_from={pretrained}", "model.n_heads=4")
     assert not (tmp_path / "d" / "data").exists() and not (tmp_path / "d" / "run").exists()
+    # The default model's GRU from a transformer's pretraining: the encoder alone is named, not the heads a GRU
+    # has none of (review 80).
+    with pytest.raises(ConfigError, match=r"model.encoder='transformer' there, 'gru' here; fine-tune with"):
+        train_into(tmp_path / "e", *SMALL, f"init_from={pretrained}", "model=stacked")
     # Vocabularies of the same sizes in another order (a pretraining run on another log): the weights would read
     # other tokens. Only the sizes were compared, and it trained (dogfood 49).
     other = shutil.copytree(pretrained, tmp_path / "other")
@@ -537,3 +541,19 @@ def test_the_contrastive_validation_loss_does_not_depend_on_the_eval_batch_size(
         )
     ]
     assert losses[0] == losses[1] > 0
+
+
+def test_the_readmes_pretraining_of_the_default_models_gru_fits_it() -> None:
+    """``+experiment=pretrain_contrastive model.encoder=gru`` pretrains the encoder ``model=stacked`` holds, so
+    that ``model=stacked init_from=RUN`` fine-tunes it (README, Self-supervised pretraining)."""
+    from omegaconf import OmegaConf
+
+    from seqfraud.training.train import encoder_settings
+    from tests.conftest import compose_train
+
+    pretraining = compose_train(["+experiment=pretrain_contrastive", "model.encoder=gru"])
+    default = compose_train([])
+    assert default.model.kind == "stacked" and default.model.encoder == "gru"
+    assert encoder_settings(OmegaConf.to_container(pretraining.model)) == encoder_settings(
+        OmegaConf.to_container(default.model)
+    )

@@ -723,16 +723,27 @@ def test_a_run_on_a_prepared_dir_may_not_set_other_splits_policies_or_inputs(smo
     ):
         with pytest.raises(ConfigError, match=re.escape(says)):
             check_prepared_settings(prepared, same | given, str(run_dir))
-    # The built-in synthetic data under another paths.data_dir (a DDP launch's default) is generated, not named.
+    # The built-in synthetic data under another paths.data_dir (a DDP launch's default) is generated, not named;
+    # another file that is not there is still refused beside it.
     elsewhere = {
         "events": str(tmp_path / "none" / "events.parquet"),
         "synthetic": {"dir": str(tmp_path / "none")},
     }
     check_prepared_settings(prepared, same | elsewhere, str(run_dir))
-    # A recorded log that is gone is compared by its count of files.
-    prepared.report["inputs"] = inputs | {"events": {"path": str(tmp_path / "gone"), "files": 2}}
+    with pytest.raises(ConfigError, match="typo.parquet' names no file"):
+        check_prepared_settings(
+            prepared, same | elsewhere | {"labels": str(tmp_path / "typo.parquet")}, str(run_dir)
+        )
+    # A part added since (as the record counts) is other files; a log removed since cannot be compared, unless
+    # the run names it, as the prepared_dir holds it.
+    prepared.report["inputs"] = inputs | {"events": inputs["events"] | {"files": 2}}
     with pytest.raises(ConfigError, match="here: other files"):
         check_prepared_settings(prepared, same, str(run_dir))
+    gone = str(tmp_path / "gone.parquet")
+    prepared.report["inputs"] = inputs | {"events": {"path": gone, "files": 1, "sha256": "0" * 64}}
+    with pytest.raises(ConfigError, match="here: other files"):
+        check_prepared_settings(prepared, same, str(run_dir))
+    check_prepared_settings(prepared, same | {"events": gone}, str(run_dir))
     prepared.report["inputs"] = inputs
     other = same | {"split": same["split"] | {"label_cutoff": "test_start"}}
     with pytest.raises(ConfigError, match=r"data.split.label_cutoff \(None there, 'test_start' here\)"):

@@ -517,15 +517,17 @@ def check_init_from(run: Path, model: Mapping[str, Any]) -> None:
         encoder_settings(plain(OmegaConf.load(run / rundir.CONFIG_FILE).model)),
         encoder_settings(model),
     )
+    # Another encoder is the whole difference (a transformer's heads mean nothing to a GRU).
+    keys = ["encoder"] if theirs["encoder"] != ours["encoder"] else sorted(theirs.keys() | ours.keys())
     differ = [
         f"model.{k}={theirs.get(k)!r} there, {ours.get(k)!r} here"
-        for k in sorted(theirs.keys() | ours.keys())
+        for k in keys
         if theirs.get(k) != ours.get(k)
     ]
     if differ:
         raise ConfigError(
             f"init_from={run}: its encoder does not fit this model: {'; '.join(differ)}; fine-tune with the "
-            "pretraining run's settings"
+            "pretraining run's settings (or pretrain with this model's)"
         )
 
 
