@@ -557,3 +557,22 @@ def test_the_readmes_pretraining_of_the_default_models_gru_fits_it() -> None:
     assert encoder_settings(OmegaConf.to_container(pretraining.model)) == encoder_settings(
         OmegaConf.to_container(default.model)
     )
+
+
+def test_the_default_model_fine_tunes_every_fit_from_a_pretraining_of_its_gru(tmp_path, caplog) -> None:
+    """The README's recipe end to end: each sequence fit of ``model=stacked`` (its folds and the refit) starts
+    from the pretrained GRU, and the run scores its test split."""
+    pretrained = train_into(
+        tmp_path / "pre",
+        *SMALL,
+        "+experiment@_global_=pretrain_contrastive",
+        "model.encoder=gru",
+        "model=stacked",
+    )
+    with caplog.at_level("INFO", logger="seqfraud.training.train"):
+        tuned = train_into(tmp_path / "tuned", *SMALL, "model=stacked", f"init_from={pretrained}")
+    from tests.conftest import compose_train
+
+    folds = int(compose_train(["model=stacked"]).model.stacking.folds)
+    assert caplog.text.count("initialized the embedding and encoder from") == folds + 1
+    assert json.loads((tuned / "metrics.json").read_text())["test"]["pr_auc"] > 0
