@@ -211,9 +211,8 @@ def test_embeddings_of_a_run_feed_the_lightgbm_hybrid(pretrained, tmp_path, capl
     assert f"LightGBM on the aggregates and {len(dims)} embedding columns of {out}" in caplog.text
     from seqfraud.compare import load_run, model_label
 
-    assert (
-        model_label(load_run(hybrid, "hybrid")) == "lightgbm+embeddings"
-    )  # compare's leaderboard tells it apart
+    # compare's leaderboard tells it apart
+    assert model_label(load_run(hybrid, "hybrid")) == "lightgbm+embeddings"
     # An encoder that learnt from labels of sessions this run validates or tests on (its periods end later) is
     # refused: a supervised run's embeddings of every test session were taken silently (review 50).
     from datetime import datetime, timedelta

@@ -412,10 +412,10 @@ class OnlineScorer:
         longer_than_training, model_version`` (the model that gave that score)
         (``repeated``: this request's events whose id the session had already taken, which change nothing;
         ``conflicting``: those of them whose fields differ from the event taken under that id, which is kept;
-        ``shorter_than_training``:
-        the session has fewer events than 99% of the training sessions, so its score reads a kind of session the
-        model hardly saw; ``longer_than_training``: it has more events than 99% of them). Every event is validated before any state changes, and one id twice in a session of
-        the request is refused, as batch scoring refuses it."""
+        ``shorter_than_training``: the session has fewer events than 99% of the training sessions, so its score
+        reads a kind of session the model hardly saw; ``longer_than_training``: it has more events than 99% of
+        them). Every event is validated before any state changes, and one id twice in a session of the request is
+        refused, as batch scoring refuses it."""
         schema = self.spec.schema
         arrival = f"{time.time_ns()}-{next(self._arrivals)}"
         keys = [event_key(r, schema.event_id, f"{arrival}-{i}") for i, r in enumerate(records)]
