@@ -815,8 +815,9 @@ def _other_inputs(recorded: Mapping[str, Any], data_cfg: Mapping[str, Any]) -> l
     holds it) and the built-in synthetic data's own files, which a run generates (the default under another
     ``paths.data_dir``, as a DDP launch gives)."""
     synthetic = data_cfg.get("synthetic")
+    # As paths, so that ./data/x and data/x are one (a DDP test's relative default).
     generated = (
-        {str(Path(synthetic["dir"]) / f"{k}.parquet") for k in ("events", "labels")} if synthetic else set()
+        {Path(synthetic["dir"]) / f"{k}.parquet" for k in ("events", "labels")} if synthetic else set()
     )
     differ: list[str] = []
     for key in ("events", "labels") if recorded else ():  # a prepared_dir made before the record: as it is
@@ -829,7 +830,7 @@ def _other_inputs(recorded: Mapping[str, Any], data_cfg: Mapping[str, Any]) -> l
         try:
             files = resolve_paths(here, warn=False)
         except DataValidationError:
-            if str(here) not in generated and str(Path(here).expanduser().resolve()) != there["path"]:
+            if Path(here) not in generated and str(Path(here).expanduser().resolve()) != there["path"]:
                 differ.append(f"data.{key} ({here!r} names no file; {there['path']!r} there)")
             continue
         if key == "labels" and files_digest(files) != there["sha256"]:

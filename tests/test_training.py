@@ -730,6 +730,11 @@ def test_a_run_on_a_prepared_dir_may_not_set_other_splits_policies_or_inputs(smo
         "synthetic": {"dir": str(tmp_path / "none")},
     }
     check_prepared_settings(prepared, same | elsewhere, str(run_dir))
+    relative = {
+        "events": "./none/synthetic/events.parquet",
+        "synthetic": {"dir": "none/synthetic"},
+    }  # one path
+    check_prepared_settings(prepared, same | relative, str(run_dir))
     with pytest.raises(ConfigError, match="typo.parquet' names no file"):
         check_prepared_settings(
             prepared, same | elsewhere | {"labels": str(tmp_path / "typo.parquet")}, str(run_dir)
