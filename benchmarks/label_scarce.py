@@ -22,7 +22,12 @@ every model of the seed; validation and test keep all theirs):
 
 Reports test PR-AUC and recall at 1% FPR (mean ± std over seeds), and the pretraining's sequences per second.
 The generator is a test bed, not a target: read the figures as a check that the machinery works, and judge the
-objectives on logs seqfraud has not seen.
+objectives on logs seqfraud has not seen. Hydra overrides after the flags go to every run, so the same arms run
+on your own log (the log is then the same for every seed; only the models' seeds and the label shares move)::
+
+    python benchmarks/label_scarce.py --fractions 0.05 1.0 data.events=events.parquet data.labels=labels.parquet \
+        data.schema.session_id=visit_ref data.schema.timestamp=occurred_at data.schema.event_type=step \
+        data.policy.on_unlabeled=keep
 """
 
 from __future__ import annotations
@@ -65,6 +70,12 @@ def main() -> None:
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     p.add_argument("--work", type=Path, default=ROOT / "outputs/benchmarks/label_scarce")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        help="Hydra overrides for every run: your own log instead of the generator (data.events=... "
+        "data.labels=... data.schema.session_id=... data.policy.on_unlabeled=keep)",
+    )
     args = p.parse_args()
     os.environ.setdefault("WANDB_MODE", "disabled")
     from seqfraud import rundir
@@ -81,6 +92,7 @@ def main() -> None:
             f"data.synthetic.seed={seed}",
             f"paths.data_dir={base / 'data'}",
             f"trainer.max_epochs={args.epochs}",
+            *args.overrides,
         ]
         pre = base / args.pretrain
         t0 = time.perf_counter()
@@ -128,9 +140,11 @@ def main() -> None:
         )
         return f"{statistics.mean(values):.3f} ± {spread:.3f}{missing}"
 
+    own = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("data.events=")), None)
+    data = f"{own} (data.events)" if own else f"{args.sessions:,} generated sessions"
     lines = [
         (
-            f"{args.sessions:,} sessions, seeds {args.seeds}, {args.epochs} epochs; pretraining ({args.pretrain}"
+            f"{data}, seeds {args.seeds}, {args.epochs} epochs; pretraining ({args.pretrain}"
             + (f", objectives {args.objectives}" if args.objectives else "")
             + ", "
             f"small transformer) at {statistics.median(speed):,.0f} sequences/s (median over seeds, validation "
