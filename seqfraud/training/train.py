@@ -891,10 +891,10 @@ def fit_and_evaluate(
 ) -> dict[str, Any]:
     """The model's fit, then its out-of-time metrics and predictions written into the run directory."""
     run_dir = Path(cfg.paths.output_dir)
+    changes = main_fit_changes(cfg, prepared)
     if logger:
         # The schedule a small split trains with, not the packaged one it replaced (dogfood 73: W&B said 8 epochs
         # of a run that trained up to 20).
-        changes = main_fit_changes(cfg, prepared)
         logger.log_hyperparams(plain(with_changes(cfg, changes) if changes else cfg))
     if cfg.get("pretrain"):
         pretrained = fit_pretrain(cfg, prepared, logger, extra_callbacks) | provenance(cfg, prepared)
@@ -926,9 +926,8 @@ def fit_and_evaluate(
     metrics_cfg = plain(cfg.metrics)
     (run_dir / rundir.PREDICTIONS_DIR).mkdir(exist_ok=True)
     metrics: dict[str, Any] = {"model": model_name(cfg.model), "experiment": cfg.experiment_name}
-    if cfg.model.kind == "lightgbm" and cfg.model.get(
-        "embeddings"
-    ):  # the hybrid, told apart from LightGBM alone
+    # The hybrid, told apart from LightGBM alone.
+    if cfg.model.kind == "lightgbm" and cfg.model.get("embeddings"):
         metrics["embeddings"] = str(cfg.model.embeddings)
     # The labelled training sessions the fit read: with label_fraction or unlabelled sessions kept, fewer than
     # the preprocessing report's train split (a dogfood found them only in the log).
@@ -939,7 +938,7 @@ def fit_and_evaluate(
         .row(0)
     )
     metrics["train"] = {"n": int(n), "positives": int(positives or 0)}
-    if changes := main_fit_changes(cfg, prepared):
+    if changes:
         metrics["small_split"] = changes  # the sequence fit's schedule, where it was not the config's
     report = prepared.report
     if cfg.model.kind != "lightgbm" and "events_in_splits" in report:  # a prepared_dir of old lacks the count
