@@ -13,7 +13,6 @@ in LightGBM's own text format: no pickle, and reading them runs no code.
 from __future__ import annotations
 
 import re
-from collections import Counter
 
 import numpy as np
 import polars as pl
@@ -189,63 +188,197 @@ def aggregate_matrix(events: pl.DataFrame | pl.LazyFrame, spec: Spec, session_id
     return aligned.drop(S.SESSION_ID).to_numpy().astype(np.float64)
 
 
-def column_aggregates(events: EventColumns, spec: Spec) -> tuple[list[str], np.ndarray]:
+def column_aggregates(events: EventColumns, layout: AggregateLayout) -> tuple[list[str], np.ndarray]:
     """:func:`session_aggregates` of plain columns (a request's few sessions), without Polars, which would spend
     milliseconds planning the query for one session: the sessions in sorted order and one float64 row each, as
     :func:`aggregate_matrix` gives them (a property test holds the two equal)."""
     ids = np.array(events.session_ids, dtype=object)
     names = sorted(set(events.session_ids))
-    with np.errstate(all="ignore"):  # extreme values overflow to inf, as they do in Polars
-        rows = [_aggregate_row(events, spec, np.flatnonzero(ids == sid)) for sid in names]
-    return names, np.array(rows, dtype=np.float64)
+    rows = [RunningAggregates(layout).add(events, np.flatnonzero(ids == sid)).row() for sid in names]
+    return names, np.array(rows, dtype=np.float64).reshape(len(names), layout.width)
 
 
-def _aggregate_row(events: EventColumns, spec: Spec, at: np.ndarray) -> list[float]:
-    """One session's :func:`session_aggregates` (its events at positions ``at``)."""
-    ts = events.ts_us[at]
-    row: list[float] = [len(at), (ts.max() - ts.min()) / 1e6]
-    for c in spec.schema.categorical_fields:
-        column = events.categorical[c]
-        counts = Counter(column if len(at) == len(column) else [column[i] for i in at.tolist()])
-        known = [counts[v] for v in spec.vocab[c]]
-        row += [*known, len(at) - sum(known) - counts[None], counts[None], len(counts)]  # nulls count as one
-    for c in spec.schema.numerical:
-        x = events.numeric[c][0][at]
-        x = x[np.isfinite(x)]
-        mean, high, low, std = _stats(x)
-        row += [x.sum(), mean, high, low, std, len(x)]
-    if entity := spec.numeric_fields[len(spec.schema.numerical) :]:
-        row += _entity_aggregates(events, entity, at[np.lexsort((events.rows[at], ts))])
-    dt = np.diff(np.sort(ts)) / 1e6
-    mean, high, low, std = _stats(dt)
-    row += [mean, np.median(dt) if len(dt) else np.nan, std, low, high, std / mean, (dt < 1.0).sum()]
-    return row
+class AggregateLayout:
+    """Where a spec's running totals sit in :class:`RunningAggregates`' arrays, built once per stacker (a
+    vocabulary's positions are a dict, which one event must not rebuild)."""
+
+    def __init__(self, spec: Spec):
+        self.categorical = spec.schema.categorical_fields
+        self.numerical = spec.schema.numerical
+        self.entity = spec.numeric_fields[len(self.numerical) :]
+        # Per categorical field: each vocabulary value's count's position, then the unknown and the null values'.
+        self.position: dict[str, dict[str, int]] = {}
+        self.others: dict[str, int] = {}
+        at = 3  # after the events' count and the first and last times
+        for c in self.categorical:
+            self.position[c] = {v: at + i for i, v in enumerate(spec.vocab[c])}
+            at = self.others[c] = at + len(spec.vocab[c])
+            at += 2
+        self.numeric_counts = at
+        self.n_counts = at + len(self.numerical) + len(self.entity)
+        self.n_totals = 5 * len(self.numerical) + 4 * len(self.entity) + 3
+        self.entity_totals = slice(5 * len(self.numerical), self.n_totals - 3)
+        # n_events, duration; per categorical its counts, unknown, missing, distinct; 6 per number, 4 per entity
+        # feature; 7 timing statistics: session_aggregates' columns.
+        self.width = 2 + sum(len(spec.vocab[c]) + 3 for c in self.categorical)
+        self.width += 6 * len(self.numerical) + 4 * len(self.entity) + 7
 
 
-def _entity_aggregates(events: EventColumns, names: tuple[str, ...], order: np.ndarray) -> list[float]:
-    """Per entity feature, the last (in time order), max, min and mean of a session's non-null values, every
-    feature at once: a few numpy calls per feature cost milliseconds an event at a hundred features."""
-    x = np.stack([events.numeric[c][0][order] for c in names])  # a feature per row, each contiguous
-    valid = ~np.stack([events.numeric[c][1][order] for c in names])
-    n, count = x.shape[1], valid.sum(axis=1)
-    present = np.where(valid, x, np.nan)
-    high, low = np.fmax.reduce(present, axis=1), np.fmin.reduce(present, axis=1)  # Polars skips NaN there
-    last = x[np.arange(len(names)), n - 1 - np.argmax(valid[:, ::-1], axis=1)]
-    # A row's sum adds as the mean of its values alone does, bit for bit; partly null features are taken alone.
-    mean = x.sum(axis=1) / n
-    for j in np.flatnonzero((count < n) & (count > 0)):
-        mean[j] = x[j, valid[j]].mean()
-    mean = mean.astype(np.float32).astype(np.float64)  # a float32 column's mean is float32
-    none = count == 0
-    last[none] = mean[none] = np.nan
-    return np.column_stack([last, high, low, mean]).ravel().tolist()
+class RunningAggregates:
+    """A session's :func:`session_aggregates` as running totals: counts, sums, extremes and running variances
+    (Welford's, merged batch by batch), so online scoring adds an event in constant time where it recomputed
+    the session's rows at every event. The gaps between events are kept whole and sorted, for their median.
+
+    Events must come in time order across :meth:`add` calls (a late one rebuilds the session); the row agrees
+    with Polars' to the last bit or nearly (sums add in another order), as :func:`column_aggregates` did."""
+
+    def __init__(
+        self,
+        layout: AggregateLayout,
+        counts: np.ndarray | None = None,
+        totals: np.ndarray | None = None,
+        gaps: np.ndarray | None = None,
+        unknown: list[list[str]] | None = None,
+    ):
+        self.layout = layout
+        self.counts = np.zeros(layout.n_counts, np.int64) if counts is None else counts
+        # Per number: sum, mean, squared deviations, min, max; per entity feature: last, max, min, sum (NaN:
+        # none); then the gaps' sum, mean and squared deviations.
+        if totals is None:
+            totals = np.zeros(layout.n_totals, np.float64)
+            totals[: 5 * len(layout.numerical)].reshape(-1, 5)[:, 3:] = np.nan
+            totals[layout.entity_totals].reshape(-1, 4)[:, :3] = np.nan
+        self.totals = totals
+        self.gaps = np.zeros(0, np.float64) if gaps is None else gaps  # seconds between events, ascending
+        # Per categorical field its distinct values outside the vocabulary, in order seen (their distinct count).
+        self.unknown = [[] for _ in layout.categorical] if unknown is None else unknown
+        self._unknown = [set(u) for u in self.unknown]
+        if (
+            len(self.counts) != layout.n_counts
+            or len(self.totals) != layout.n_totals
+            or len(self.unknown) != len(layout.categorical)
+            or len(self.gaps) != max(int(self.counts[0]) - 1, 0)
+        ):
+            raise ValueError("running aggregates of another spec")
+
+    def add(self, events: EventColumns, at: np.ndarray | None = None) -> RunningAggregates:
+        """Take the events at positions ``at`` (all of them by default), none before the latest one taken."""
+        with np.errstate(all="ignore"):  # extreme values overflow to inf, as they do in Polars
+            self._add(events, np.arange(len(events)) if at is None else at)
+        return self
+
+    def _add(self, events: EventColumns, at: np.ndarray) -> None:
+        layout, counts, totals = self.layout, self.counts, self.totals
+        if not len(at):
+            return
+        at = at[np.lexsort((events.rows[at], events.ts_us[at]))]
+        ts = events.ts_us[at]
+        if counts[0]:
+            if ts[0] < counts[2]:
+                raise ValueError(
+                    "an event before the session's latest one: its aggregates are computed again"
+                )
+            gaps = np.diff(ts, prepend=counts[2]) / 1e6
+        else:
+            counts[1] = ts[0]
+            gaps = np.diff(ts) / 1e6
+        _merge(totals[-3:], len(self.gaps), gaps)
+        gaps.sort()
+        self.gaps = np.insert(self.gaps, np.searchsorted(self.gaps, gaps), gaps)
+        counts[0] += len(at)
+        counts[2] = ts[-1]
+        take = at.tolist()
+        for f, (c, position) in enumerate(layout.position.items()):
+            column, unknown_at = events.categorical[c], layout.others[c]
+            for v in column if len(take) == len(column) else [column[i] for i in take]:
+                if v is None:
+                    counts[unknown_at + 1] += 1
+                elif (i := position.get(v)) is not None:
+                    counts[i] += 1
+                else:
+                    counts[unknown_at] += 1
+                    if v not in self._unknown[f]:
+                        self._unknown[f].add(v)
+                        self.unknown[f].append(v)
+        for j, c in enumerate(layout.numerical):
+            x = events.numeric[c][0][at]
+            x = x[np.isfinite(x)]
+            if len(x):
+                t = totals[5 * j : 5 * j + 5]
+                _merge(t, counts[layout.numeric_counts + j], x)
+                t[3], t[4] = np.fmin(t[3], x.min()), np.fmax(t[4], x.max())
+                counts[layout.numeric_counts + j] += len(x)
+        if layout.entity:
+            self._add_entity(events, at)
+
+    def _add_entity(self, events: EventColumns, at: np.ndarray) -> None:
+        """Every entity feature at once: a few numpy calls per feature cost milliseconds an event at a hundred
+        features."""
+        layout = self.layout
+        x = np.stack([events.numeric[c][0][at] for c in layout.entity])  # a feature per row, in time order
+        valid = ~np.stack([events.numeric[c][1][at] for c in layout.entity])
+        t = self.totals[layout.entity_totals].reshape(-1, 4)
+        counted = self.counts[layout.numeric_counts + len(layout.numerical) :]
+        present = np.where(valid, x, np.nan)
+        t[:, 1] = np.fmax(t[:, 1], np.fmax.reduce(present, axis=1))  # Polars skips NaN there
+        t[:, 2] = np.fmin(t[:, 2], np.fmin.reduce(present, axis=1))
+        some = valid.any(axis=1)
+        t[some, 0] = x[some, x.shape[1] - 1 - np.argmax(valid[some, ::-1], axis=1)]
+        t[:, 3] += np.where(valid, x, 0.0).sum(axis=1)
+        counted += valid.sum(axis=1)
+
+    def row(self) -> np.ndarray:
+        """The session's :func:`session_aggregates` row, as float64."""
+        with np.errstate(all="ignore"):
+            return self._row()
+
+    def _row(self) -> np.ndarray:
+        layout, counts, totals = self.layout, self.counts, self.totals
+        n = int(counts[0])
+        row: list[float] = [n, (counts[2] - counts[1]) / 1e6]
+        for f, (c, position) in enumerate(layout.position.items()):
+            unknown_at = layout.others[c]
+            known = counts[unknown_at - len(position) : unknown_at]
+            nulls = int(counts[unknown_at + 1])
+            row += [*known.tolist(), int(counts[unknown_at]), nulls]
+            row.append(
+                int(np.count_nonzero(known)) + len(self.unknown[f]) + (nulls > 0)
+            )  # null counts as one
+        for j in range(len(layout.numerical)):
+            k, (total, _, deviations, low, high) = (
+                counts[layout.numeric_counts + j],
+                totals[5 * j : 5 * j + 5],
+            )
+            row += [total, total / k if k else np.nan, high, low, _std(deviations, k), k]
+        if layout.entity:
+            t = totals[layout.entity_totals].reshape(-1, 4)
+            counted = counts[layout.numeric_counts + len(layout.numerical) :]
+            # A float32 column's mean is float32; a feature never present has none.
+            mean = np.where(counted > 0, t[:, 3] / counted, np.nan).astype(np.float32).astype(np.float64)
+            row += np.column_stack([t[:, 0], t[:, 1], t[:, 2], mean]).ravel().tolist()
+        gaps, k = self.gaps, len(self.gaps)
+        if not k:
+            return np.array([*row, *[np.nan] * 6, 0], dtype=np.float64)
+        mean, std = totals[-3] / k, _std(totals[-1], k)
+        median = gaps[k // 2] if k % 2 else (gaps[k // 2 - 1] + gaps[k // 2]) / 2
+        row += [mean, median, std, gaps[0], gaps[-1], std / mean, int(np.searchsorted(gaps, 1.0))]
+        return np.array(row, dtype=np.float64)
 
 
-def _stats(x: np.ndarray) -> tuple[float, float, float, float]:
-    """Mean, max, min and sample standard deviation as Polars gives them: null (NaN) where ``x`` is too short."""
-    if not len(x):
-        return (np.nan,) * 4
-    return x.mean(), x.max(), x.min(), x.std(ddof=1) if len(x) > 1 else np.nan
+def _merge(t: np.ndarray, k: int, x: np.ndarray) -> None:
+    """Add values ``x`` to the sum, mean and squared deviations ``t[:3]`` of ``k`` earlier ones, in place (Chan
+    et al.'s update: a sum of squares would lose a small variance of large values to cancellation)."""
+    if len(x):
+        mean = x.mean()
+        delta, merged = mean - t[1], k + len(x)
+        t[0] += x.sum()
+        t[1] += delta * len(x) / merged
+        t[2] += ((x - mean) ** 2).sum() + delta * delta * k * len(x) / merged
+
+
+def _std(deviations: float, k: int) -> float:
+    """The sample standard deviation, as Polars gives it: null (NaN) under two values."""
+    return np.sqrt(deviations / (k - 1)) if k > 1 else np.nan
 
 
 def with_logit(aggregates: np.ndarray, probability: np.ndarray) -> np.ndarray:
@@ -260,6 +393,12 @@ class Stacker:
     def __init__(self, booster, spec: Spec):
         self.booster = booster
         self.spec = spec
+        self.layout = AggregateLayout(spec)
+        if self.layout.width + 1 != booster.num_feature():
+            raise ValueError(
+                f"the stacker reads {booster.num_feature()} inputs; this spec gives "
+                f"{self.layout.width} aggregates and the score"
+            )
 
     @classmethod
     def from_text(cls, text: str, spec: Spec) -> Stacker:
@@ -280,16 +419,9 @@ class Stacker:
     def aggregates(self, events: pl.DataFrame | EventColumns, session_ids: list[str]) -> np.ndarray:
         """The aggregate rows of ``session_ids``, from normalized events or their plain columns."""
         if isinstance(events, EventColumns):
-            names, rows = column_aggregates(events, self.spec)
-            rows = rows[[names.index(sid) for sid in session_ids]]
-        else:
-            rows = aggregate_matrix(events, self.spec, session_ids)
-        if rows.shape[1] + 1 != self.booster.num_feature():
-            raise ValueError(
-                f"the stacker reads {self.booster.num_feature()} inputs; this spec gives "
-                f"{rows.shape[1]} aggregates and the score"
-            )
-        return rows
+            names, rows = column_aggregates(events, self.layout)
+            return rows[[names.index(sid) for sid in session_ids]]
+        return aggregate_matrix(events, self.spec, session_ids)
 
     def combine(self, aggregates: np.ndarray, probability: np.ndarray) -> np.ndarray:
         """Probabilities of the stacked model from the sessions' aggregates and sequence-model probabilities."""

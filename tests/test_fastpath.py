@@ -12,7 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seqfraud import schema as S
-from seqfraud.baselines import aggregate_matrix, column_aggregates, session_aggregates
+from seqfraud.baselines import (
+    AggregateLayout,
+    RunningAggregates,
+    aggregate_matrix,
+    column_aggregates,
+    session_aggregates,
+)
 from seqfraud.features.entities import EntitySpec
 from seqfraud.features.fastpath import EventColumns, numpy_sequences, token_tables
 from seqfraud.features.spec import Spec
@@ -329,7 +335,7 @@ def test_column_aggregates_equal_session_aggregates(rows, data):
         )
         for f in features
     )
-    names, fast = column_aggregates(EventColumns.of_frame(events, ENTITY_SPEC), ENTITY_SPEC)
+    names, fast = column_aggregates(EventColumns.of_frame(events, ENTITY_SPEC), AggregateLayout(ENTITY_SPEC))
     assert names == sorted(set(events[S.SESSION_ID].to_list()))
     slow = aggregate_matrix(events, ENTITY_SPEC, names)
     columns = session_aggregates(events.lazy(), ENTITY_SPEC).collect().columns[1:]
@@ -340,6 +346,41 @@ def test_column_aggregates_equal_session_aggregates(rows, data):
     np.testing.assert_allclose(
         fast[:, ~exact], slow[:, ~exact], rtol=1e-9, atol=1e-10 * max(values), equal_nan=True
     )
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(event.map(lambda e: e | {"session_id": "a"}), min_size=1, max_size=14), st.data())
+def test_running_aggregates_taken_in_pieces_equal_the_whole_sessions(rows, data):
+    """Online scoring adds each event to running aggregates instead of computing the session's rows again:
+    however a session's events arrive (in time order, one or a few at a time), the row is the whole session's,
+    to the tolerance :func:`column_aggregates` holds against Polars. An event before the latest one is refused:
+    a late event rebuilds the session."""
+    events = normalized(rows).with_columns(pl.col("amount").clip(-1e150, 1e150))
+    for f in ENTITY_SPEC.numeric_fields[1:]:
+        values = data.draw(st.lists(entity_value, min_size=events.height, max_size=events.height))
+        events = events.with_columns(pl.Series(f, values, pl.Float32))
+    events = events.sort(S.TS_US, S.ROW_INDEX)
+    columns, layout = EventColumns.of_frame(events, ENTITY_SPEC), AggregateLayout(ENTITY_SPEC)
+    cuts = (
+        sorted(data.draw(st.sets(st.integers(1, events.height - 1), max_size=4))) if events.height > 1 else []
+    )
+    running = RunningAggregates(layout)
+    for start, end in zip([0, *cuts], [*cuts, events.height]):
+        running.add(columns, np.arange(start, end))
+    _, (whole,) = column_aggregates(columns, layout)
+    names = session_aggregates(events.lazy(), ENTITY_SPEC).collect().columns[1:]
+    spread = np.array([c.endswith((":std", ":cv")) for c in names])
+    got, values = running.row(), events["amount"].filter(events["amount"].is_finite()).abs().to_list() + [1.0]
+    # A sum's order shows where values cancel (1e150 - 1e150 - 1): to its rounding at the largest value.
+    np.testing.assert_allclose(
+        got[~spread], whole[~spread], rtol=1e-12, atol=1e-15 * max(values), equal_nan=True
+    )
+    np.testing.assert_allclose(
+        got[spread], whole[spread], rtol=1e-9, atol=1e-10 * max(values), equal_nan=True
+    )
+    if events[S.TS_US].n_unique() > 1:
+        with pytest.raises(ValueError, match="before the session's latest one"):
+            running.add(columns, np.array([0]))
 
 
 LAYOUTS = [

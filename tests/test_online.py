@@ -99,21 +99,33 @@ def replay_matches_whole_sessions(scorer, records: list[dict]) -> int:
 
 
 def test_session_state_round_trips_and_refuses_foreign_bytes() -> None:
+    from seqfraud.baselines import AggregateLayout, RunningAggregates
     from seqfraud.features.fastpath import EventColumns
+    from seqfraud.features.spec import Spec
+    from seqfraud.schema import Schema
     from seqfraud.scoring.online import SessionState, key_entry
 
-    state = SessionState("s1", "m1", records=b'"id:1"\t{"a":1}', n_events=1, last_ts_us=5, score=0.25)
+    spec = Spec(
+        schema=Schema(categorical=("device",), numerical=("amount",)),
+        timestamp_unit="us",
+        max_len=3,
+        vocab={"event_type": ["pay"], "device": ["ios"]},
+        edges={"amount": [0.0, 1.0], S.TIME_DELTA: [0.0, 1.0]},
+    )
+    layout = AggregateLayout(spec)
+    state = SessionState("s1", "m1", records=b'"id:1"\t{"a":1}', n_events=3, last_ts_us=5, score=0.25)
     state.add_keys([key_entry("id:1"), key_entry("id:7")])
     state.tokens = np.arange(6, dtype=np.int64).reshape(2, 3)
     state.hidden = np.ones((1, 4), dtype=np.float32)
-    state.columns = EventColumns(
-        ["s1", "s1"],
-        np.array([7, 9]),
-        np.array([0, 1]),
-        {"device": ["ios", None]},
-        {"amount": (np.array([1.5, np.nan]), np.array([False, True]))},
+    columns = EventColumns(
+        ["s1"] * 3,
+        np.array([7, 9, 9_000_000]),
+        np.array([0, 1, 2]),
+        {"event_type": ["pay", "pay", "pay"], "device": ["ios", None, "web"]},
+        {"amount": (np.array([1.5, np.nan, -2.0]), np.array([False, True, False]))},
     )
-    back = SessionState.decode(state.encode(), 3, (1, 4), "m1", state.session_id)
+    state.aggregates = RunningAggregates(layout).add(columns)
+    back = SessionState.decode(state.encode(), 3, (1, 4), "m1", state.session_id, layout)
     assert back.record_list() == [{"a": 1}] and back.score == 0.25
     # A key's record, found by the key; a taken key whose record is no longer kept has none.
     assert back.taken_as(key_entry("id:1")) == {"a": 1} and back.taken_as(key_entry("id:7")) is None
@@ -121,12 +133,22 @@ def test_session_state_round_trips_and_refuses_foreign_bytes() -> None:
     assert back.seen(key_entry("id:1")) and back.seen(key_entry("id:7"))
     assert not any(back.seen(key_entry(k)) for k in ("id:", "id:12", "d:1", "id:1\nid:7", "id:2"))
     assert np.array_equal(back.tokens, state.tokens) and np.array_equal(back.hidden, state.hidden)
-    assert back.columns is not None and back.columns.session_ids == ["s1", "s1"]
-    assert back.columns.ts_us.tolist() == [7, 9] and back.columns.categorical == {"device": ["ios", None]}
-    x, null = back.columns.numeric["amount"]
-    assert np.array_equal(x, [1.5, np.nan], equal_nan=True) and null.tolist() == [False, True]
-    grown = back.columns.then(back.columns.take([1]))
-    assert grown.rows.tolist() == [0, 1, 2] and grown.categorical["device"] == ["ios", None, None]
+    # The aggregates come back whole, the value outside the vocabulary ("web") among them, and go on from there.
+    assert back.aggregates is not None and back.aggregates.unknown == [[], ["web"]]
+    np.testing.assert_array_equal(back.aggregates.row(), state.aggregates.row())
+    later = replace(columns, ts_us=columns.ts_us + 10_000_000)
+    np.testing.assert_array_equal(back.aggregates.add(later).row(), state.aggregates.add(later).row())
+    assert back.aggregates.row()[0] == 6
+    # Aggregates of another spec, or that count other events than the state's, are refused.
+    other_spec = replace(spec, vocab={"event_type": ["pay", "login"], "device": ["ios"]})
+    with pytest.raises(ValueError, match="aggregates of another model"):
+        SessionState.decode(state.encode(), 3, (1, 4), "m1", state.session_id, AggregateLayout(other_spec))
+    with pytest.raises(ValueError, match="aggregates of another model"):
+        SessionState.decode(state.encode(), 3, (1, 4), "m1", state.session_id)
+    state.n_events = 2
+    with pytest.raises(ValueError, match="count other events than its own"):
+        SessionState.decode(state.encode(), 3, (1, 4), "m1", state.session_id, layout)
+    state.n_events, state.aggregates = 1, None
     with pytest.raises(ValueError, match="another model"):
         SessionState.decode(state.encode(), 4, (1, 4), "m1", state.session_id)
     with pytest.raises(ValueError, match="another model"):
@@ -135,7 +157,7 @@ def test_session_state_round_trips_and_refuses_foreign_bytes() -> None:
     # tokens, hidden state or columns: whatever their shapes, they are rebuilt at the session's next event.
     other = SessionState.decode(state.encode(), 4, (2, 4), "m2", state.session_id)
     assert other.stale("m2") and other.public()["model_version"] == "m1" and other.score == 0.25
-    assert other.tokens.shape == (0, 4) and other.hidden is None and other.columns is None
+    assert other.tokens.shape == (0, 4) and other.hidden is None and other.aggregates is None
     assert other.record_list() == [{"a": 1}] and other.seen(key_entry("id:7"))
     for garbage in (b"", b"\x05\x00\x00\x00{bad}", state.encode() + b"\nx", state.encode()[:-12]):
         with pytest.raises(ValueError, match="unreadable session state"):
@@ -245,7 +267,7 @@ def test_a_state_an_earlier_seqfraud_wrote_is_rebuilt_from_its_events(
         assert not got["degraded"] and got["n_events"] == 8 and got["model_version"] == scorer.model_version
         assert abs(got[S.SCORE] - whole[S.SCORE]) <= 1e-5
     # A format this seqfraud cannot read says which it reads; so does a snapshot of a later release.
-    with pytest.raises(ValueError, match=r"format 2; this one reads \[3, 4, 5\]"):
+    with pytest.raises(ValueError, match=r"format 2; this one reads \[3, 4, 5, 6\]"):
         SessionState.decode(old.replace(b'"version": 3', b'"version": 2'), 4, None, "m", sid)
     (tmp_path / "state.json").write_text(json.dumps(doc | {"version": 3}))
     with pytest.raises(SnapshotError, match=r"snapshot version 3, this seqfraud reads \[1, 2\]"):

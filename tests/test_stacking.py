@@ -178,8 +178,10 @@ def test_stacking_candidates_other_than_a_list_of_known_ones_are_refused_before_
 @pytest.mark.integration
 def test_stacked_artifact_scores_records_without_polars_and_event_by_event(stacked_run, stacked_artifact):
     """A request's records take the Polars-free path, aggregates included, and online scoring keeps the
-    session's columns to read its aggregates: both score as the Polars path scores the whole session."""
+    session's running aggregates: both score as the Polars path scores the whole session."""
+    from seqfraud.scoring.online import OnlineScorer
     from seqfraud.scoring.scorer import Scorer
+    from seqfraud.scoring.state import MemoryStore
     from tests.test_online import replay_matches_whole_sessions, session_records, without_ids
 
     scorer = Scorer.load(stacked_artifact)
@@ -190,6 +192,37 @@ def test_stacked_artifact_scores_records_without_polars_and_event_by_event(stack
     np.testing.assert_allclose(fast[S.RAW_SCORE], full[S.RAW_SCORE], atol=1e-6)
     with single_torch_thread():
         assert replay_matches_whole_sessions(scorer, records) >= 60
+        # An upgrade over states of format 5, which kept the session's columns where the running aggregates are
+        # now: such a state is read, and its next event computes the aggregates from the session's events.
+        session = [r for r in records if r[S.SESSION_ID] == records[0][S.SESSION_ID]]
+        store = MemoryStore()
+        online = OnlineScorer(scorer, store)
+        online.events(session[:-1])
+        store.update(session[0][S.SESSION_ID], version_5_state)
+        assert online.session(session[0][S.SESSION_ID]).aggregates is None
+        (result,) = online.events(session[-1:])
+    whole = scorer.score(session, source="test").row(0, named=True)
+    assert result["n_events"] == len(session) and abs(result[S.SCORE] - whole[S.SCORE]) <= 1e-5
+
+
+def version_5_state(data: bytes | None) -> bytes:
+    """A state as format 5 wrote it: the session's plain columns where format 6 has its running aggregates
+    (their layout and sizes; the values are not read)."""
+    assert data is not None
+    size = int.from_bytes(data[:4], "little")
+    meta = json.loads(data[4 : 4 + size])
+    aggregates, n = meta.pop("aggregates"), meta["n_events"]
+    start = 4 + size + 8 * meta["tokens"][0] * meta["tokens"][1]
+    start += 0 if meta["hidden"] is None else 4 * meta["hidden"][0] * meta["hidden"][1]
+    end = start + 8 * (aggregates["counts"] + aggregates["totals"] + aggregates["gaps"]) + aggregates["text"]
+    text = json.dumps([[None] * n]).encode()
+    columns = bytes(n * (16 + 9)) + text  # times, rows, one number column and its nulls, one text column
+    meta |= {
+        "version": 5,
+        "columns": {"n": n, "numeric": ["amount"], "categorical": ["device"], "text": len(text)},
+    }
+    header = json.dumps(meta).encode()
+    return len(header).to_bytes(4, "little") + header + data[4 + size : start] + columns + data[end:]
 
 
 @pytest.mark.integration

@@ -11,6 +11,7 @@ from dataclasses import fields
 # would take CPU the requests need. Set before Polars is imported; an explicit setting wins.
 os.environ.setdefault("POLARS_MAX_THREADS", "1")
 
+from seqfraud.baselines import AggregateLayout
 from seqfraud.cli import (
     add_history_arguments,
     add_verification_arguments,
@@ -231,9 +232,9 @@ def main(argv: list[str] | None = None) -> None:
         )
         # And each session's state checked here too: a damaged one then stops start-up with one line, not a
         # traceback from the service's start.
-        shape = artifact.step_shape(args.format)
-        sizes = token_sizes(spec)
-        store.check_restored(lambda sid, data: read_state(data, sid, sizes, shape, artifact.run_id))
+        shape, sizes = artifact.step_shape(args.format), token_sizes(spec)
+        layout = AggregateLayout(spec) if "stacker" in artifact.manifest else None
+        store.check_restored(lambda sid, data: read_state(data, sid, sizes, shape, artifact.run_id, layout))
 
     if isinstance(store, RedisStore):
         try:

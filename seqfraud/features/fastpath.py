@@ -86,20 +86,6 @@ class EventColumns:
             {c: events[c].to_list() for c in spec.schema.entities},
         )
 
-    def then(self, later: EventColumns) -> EventColumns:
-        """These events, then ``later`` ones (input rows counting on from these): a session as it grows."""
-        return EventColumns(
-            self.session_ids + later.session_ids,
-            np.concatenate([self.ts_us, later.ts_us]),
-            np.concatenate([self.rows, len(self.rows) + np.argsort(np.argsort(later.rows))]),
-            {c: v + later.categorical[c] for c, v in self.categorical.items()},
-            {
-                c: (np.concatenate([x, later.numeric[c][0]]), np.concatenate([null, later.numeric[c][1]]))
-                for c, (x, null) in self.numeric.items()
-            },
-            {c: v + later.entities[c] for c, v in self.entities.items()},
-        )
-
     def take(self, at: list[int]) -> EventColumns:
         idx = np.asarray(at, dtype=np.int64)
         return EventColumns(

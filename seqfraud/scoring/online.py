@@ -7,7 +7,8 @@ recency positions and truncation at ``max_len`` included. Tests hold every path 
 How each event is scored:
 
 - Its tokens are computed once, when it arrives (the time delta from the session's previous event), and kept
-  with the session: the events before it never change, so the session is never tokenized again.
+  with the session: the events before it never change, so the session is never tokenized again. A stacker's
+  aggregates are running totals (:class:`~seqfraud.baselines.RunningAggregates`): the event adds to them.
 - A GRU artifact carries its hidden state (:class:`~seqfraud.models.sequence.GRUStep`, the artifact's
   ``step``): an event costs O(1). Past ``max_len`` events the oldest is cut off, which a carried state cannot
   forget, so from then on the kept events are read again.
@@ -44,6 +45,7 @@ import polars as pl
 import torch
 
 from seqfraud import schema as S
+from seqfraud.baselines import AggregateLayout, RunningAggregates
 from seqfraud.data.events import (
     LABEL_TIME_UNPARSED,
     UNPARSED,
@@ -78,13 +80,16 @@ log = logging.getLogger(__name__)
 
 ON_STORE_ERROR = ("degraded", "fail")
 # 2: the columns a stacker reads; 3: the event keys outside the header; 4: records keyed, in time order, bounded;
-# 5: the model version that scored it (a version-4 state is read as one of an unknown model, so rebuilt).
-STATE_VERSION = 5
-_READABLE_VERSIONS = (4, STATE_VERSION)
+# 5: the model version that scored it (a version-4 state is read as one of an unknown model, so rebuilt);
+# 6: a stacker's running aggregates instead of its columns.
+STATE_VERSION = 6
+_READABLE_VERSIONS = (4, 5, STATE_VERSION)
 # Formats whose events are read and nothing else: the state is rebuilt from them at its next event, as another
 # model's is. An upgrade over a Redis of version-3 states answered every open session degraded, from its new
-# event alone, and most of them `decline` (dogfood 37).
+# event alone, and most of them `decline` (dogfood 37). A version 4 or 5 state that holds a stacker's columns is
+# read so too: its aggregates are computed from its events.
 _EVENTS_ONLY_VERSIONS = (3,)
+_COLUMNS_VERSIONS = (4, 5)
 
 
 def _json_time(value: Any) -> str:
@@ -101,8 +106,8 @@ _COMPACT = json.JSONEncoder(separators=(",", ":"), default=_json_time)
 
 @dataclass
 class SessionState:
-    """An open session: its events as sent (for a rebuild), their kept tokens, the carried GRU state, the plain
-    columns a stacker's aggregates read, and the latest score, with the model version that gave it."""
+    """An open session: its events as sent (for a rebuild), their kept tokens, the carried GRU state, a stacker's
+    running aggregates, and the latest score, with the model version that gave it."""
 
     session_id: str
     # The model that computed the tokens, hidden state and score. Replicas of two models share one Redis during a
@@ -120,8 +125,8 @@ class SessionState:
     n_events: int = 0
     last_ts_us: int | None = None
     hidden: np.ndarray | None = None  # [layers, width]; None: not carried (no step, or past max_len)
-    # Every event taken, as plain columns, for a stacker's aggregates (None without a stacker).
-    columns: EventColumns | None = None
+    # A stacker's aggregates of every event taken (None without a stacker, or still to compute from the events).
+    aggregates: RunningAggregates | None = None
     score: float = float("nan")
     raw_score: float = float("nan")
     band: str = ""
@@ -153,26 +158,26 @@ class SessionState:
         )
 
     def encode(self) -> bytes:
-        """``[header length][JSON header][tokens][hidden][columns][keys][records]``: plain bytes, read back by
+        """``[header length][JSON header][tokens][hidden][aggregates][keys][records]``: plain bytes, read back by
         :meth:`decode` without unpickling anything (raw little-endian arrays of the shapes the header gives, the
-        columns' text values as one JSON list, the keys as they are held, then the records as JSON lines, parsed
-        only for a rebuild). The header stays small: nothing in it grows with the session."""
+        aggregates' values outside the vocabularies as one JSON list, the keys as they are held, then the records
+        as JSON lines, parsed only for a rebuild). The header stays small: nothing in it grows with the session."""
         meta = {k: getattr(self, k) for k in ("session_id", "model_version", "n_events", "last_ts_us")}
         meta |= {k: getattr(self, k) for k in ("score", "raw_score", "band", "updated_at")}
-        columns, columns_meta = b"", None
-        if self.columns is not None:
-            columns, columns_meta = _encode_columns(self.columns)
+        aggregates, aggregates_meta = b"", None
+        if self.aggregates is not None:
+            aggregates, aggregates_meta = _encode_aggregates(self.aggregates)
         meta |= {
             "version": STATE_VERSION,
             "tokens": list(self.tokens.shape),
             "hidden": None if self.hidden is None else list(self.hidden.shape),
-            "columns": columns_meta,
+            "aggregates": aggregates_meta,
             "keys": len(self.keys),
             "records": len(self.records),
         }
         header = json.dumps(meta).encode()
         hidden = b"" if self.hidden is None else self.hidden.astype("<f4", copy=False).tobytes()
-        parts = (self.tokens.astype("<i8", copy=False).tobytes(), hidden, columns, self.keys, self.records)
+        parts = (self.tokens.astype("<i8", copy=False).tobytes(), hidden, aggregates, self.keys, self.records)
         return b"".join((len(header).to_bytes(4, "little"), header, *parts))
 
     @classmethod
@@ -183,11 +188,12 @@ class SessionState:
         hidden_shape: tuple[int, int] | None,
         model_version: str,
         session_id: str,
+        layout: AggregateLayout | None = None,
     ) -> SessionState:
         """A state of :meth:`encode`, read under the key of ``session_id``. One that ``model_version`` scored is
-        checked against the artifact's shapes (a damaged one is refused rather than scored); one of another model
-        keeps its events, score and ``model_version`` but none of that model's tokens, hidden state or columns:
-        :meth:`stale`. One of another session is refused: a state copied under another key (in Redis, or in a
+        checked against the artifact's shapes and its stacker's ``layout`` (a damaged one is refused rather than
+        scored); one of another model keeps its events, score and ``model_version`` but none of that model's
+        tokens, hidden state or aggregates: :meth:`stale`. One of another session is refused: a state copied under another key (in Redis, or in a
         snapshot file) answered for that session with the other one's events (dogfood 43)."""
         try:
             size = int.from_bytes(data[:4], "little")
@@ -205,13 +211,14 @@ class SessionState:
                     f"a state of another seqfraud version (format {version!r}; this one reads "
                     f"{[*_EVENTS_ONLY_VERSIONS, *_READABLE_VERSIONS]})"
                 )
-            tokens_shape, hidden_at, columns_meta, keys_size, records_size = (
+            tokens_shape, hidden_at, keys_size, records_size = (
                 meta.pop("tokens"),
                 meta.pop("hidden"),
-                meta.pop("columns"),
                 meta.pop("keys"),
                 meta.pop("records"),
             )
+            columns_meta = meta.pop("columns") if version in _COLUMNS_VERSIONS else None
+            aggregates_meta = meta.pop("aggregates") if version == STATE_VERSION else None
             start = 4 + size
             end = start + 8 * tokens_shape[0] * tokens_shape[1]
             tokens = np.frombuffer(data[start:end], dtype="<i8").reshape(tokens_shape).astype(np.int64)
@@ -219,22 +226,39 @@ class SessionState:
             if hidden_at is not None:
                 start, end = end, end + 4 * hidden_at[0] * hidden_at[1]
                 hidden = np.frombuffer(data[start:end], dtype="<f4").reshape(hidden_at).astype(np.float32)
-            columns = None
-            if columns_meta is not None:
-                columns, end = _decode_columns(data, end, columns_meta, meta["session_id"])
+            totals = None
+            if aggregates_meta is not None:
+                totals, end = _decode_aggregates(data, end, aggregates_meta)
+            elif columns_meta is not None:  # skipped: its aggregates are computed from its events (_advance)
+                end += int(columns_meta["n"]) * (16 + 9 * len(columns_meta["numeric"])) + int(
+                    columns_meta["text"]
+                )
             if len(data) != end + keys_size + records_size:
                 raise ValueError(f"{len(data)} bytes where the header gives {end + keys_size + records_size}")
             keys, records = bytes(data[end : end + keys_size]), bytes(data[end + keys_size :])
-            state = cls(tokens=tokens, hidden=hidden, columns=columns, keys=keys, records=records, **meta)
+            state = cls(tokens=tokens, hidden=hidden, keys=keys, records=records, **meta)
         except (ValueError, TypeError, KeyError, IndexError) as e:
             raise ValueError(f"unreadable session state: {e}") from e
         if state.stale(model_version):
-            state.tokens, state.hidden, state.columns = np.zeros((0, n_fields), dtype=np.int64), None, None
+            state.tokens, state.hidden = np.zeros((0, n_fields), dtype=np.int64), None
             return state
         if tokens.shape[1] != n_fields and len(tokens):
             raise ValueError(f"session {state.session_id!r}: its state holds tokens of another model")
         if hidden is not None and (hidden_shape is None or hidden.shape != hidden_shape):
             raise ValueError(f"session {state.session_id!r}: its state holds a hidden state of another model")
+        if totals is not None:
+            try:
+                if layout is None:
+                    raise ValueError("this model has no stacker")
+                state.aggregates = RunningAggregates(layout, *totals)
+            except ValueError as e:
+                raise ValueError(
+                    f"session {state.session_id!r}: its state holds aggregates of another model"
+                ) from e
+            if state.aggregates.counts[0] != state.n_events:
+                raise ValueError(
+                    f"session {state.session_id!r}: its aggregates count other events than its own"
+                )
         return state
 
     @classmethod
@@ -282,21 +306,13 @@ class SessionState:
         }
 
 
-def _encode_columns(columns: EventColumns) -> tuple[bytes, dict[str, Any]]:
-    """A session's plain columns as raw arrays (times, input rows, numbers and their null masks) and one JSON
-    list of the text columns; the header part says their names and sizes."""
-    numeric = list(columns.numeric)
-    text = json.dumps([columns.categorical[c] for c in columns.categorical]).encode()
-    values = [columns.numeric[c][0].astype("<f8").tobytes() for c in numeric]
-    nulls = [columns.numeric[c][1].astype(np.uint8).tobytes() for c in numeric]
-    arrays = columns.ts_us.astype("<i8").tobytes() + columns.rows.astype("<i8").tobytes()
-    meta = {
-        "n": len(columns.rows),
-        "numeric": numeric,
-        "categorical": list(columns.categorical),
-        "text": len(text),
-    }
-    return arrays + b"".join(values) + b"".join(nulls) + text, meta
+def _encode_aggregates(aggregates: RunningAggregates) -> tuple[bytes, dict[str, Any]]:
+    """A stacker's running aggregates as raw arrays (counts, totals, gaps) and one JSON list of the values seen
+    outside each vocabulary; the header part says their sizes."""
+    text = json.dumps(aggregates.unknown).encode()
+    meta = {"counts": len(aggregates.counts), "totals": len(aggregates.totals), "gaps": len(aggregates.gaps)}
+    arrays = aggregates.counts.astype("<i8").tobytes() + aggregates.totals.astype("<f8").tobytes()
+    return arrays + aggregates.gaps.astype("<f8").tobytes() + text, meta | {"text": len(text)}
 
 
 def token_sizes(spec: Spec) -> np.ndarray:
@@ -310,11 +326,13 @@ def read_state(
     sizes: np.ndarray,
     hidden_shape: tuple[int, int] | None,
     model_version: str,
+    layout: AggregateLayout | None,
 ) -> SessionState:
     """A stored state as the service reads it, at start (a snapshot's) and at each event: what
-    :meth:`SessionState.decode` checks, and token ids within ``sizes`` (:func:`token_sizes`): ids past a field's
-    vocabulary made the model's embedding fail at every event of the session (dogfood 44)."""
-    state = SessionState.decode(data, len(sizes), hidden_shape, model_version, session_id)
+    :meth:`SessionState.decode` checks (``layout``: the stacker's, None without one), and token ids within
+    ``sizes`` (:func:`token_sizes`): ids past a field's vocabulary made the model's embedding fail at every event
+    of the session (dogfood 44)."""
+    state = SessionState.decode(data, len(sizes), hidden_shape, model_version, session_id, layout)
     if len(state.tokens) and not ((state.tokens >= 0) & (state.tokens < sizes)).all():
         raise ValueError(f"session {session_id!r}: its state holds tokens outside this model's vocabularies")
     return state
@@ -336,33 +354,33 @@ def _check_header(meta: dict[str, Any]) -> None:
         raise ValueError("its band or update time is of the wrong type")
 
 
-def _decode_columns(data: bytes, at: int, meta: dict[str, Any], session_id: str) -> tuple[EventColumns, int]:
-    """The columns of :func:`_encode_columns` that start at byte ``at``, and the byte after them."""
-    n, numeric = int(meta["n"]), list(meta["numeric"])
+def _decode_aggregates(
+    data: bytes, at: int, meta: dict[str, Any]
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, list[list[str]]], int]:
+    """The parts of :func:`_encode_aggregates` that start at byte ``at`` (what :class:`RunningAggregates` is
+    built from, once the state is known to be this model's), and the byte after them."""
 
-    def take(size: int, dtype: str) -> np.ndarray:
+    def take(size: Any, dtype: str) -> np.ndarray:
         nonlocal at
-        if at + size * np.dtype(dtype).itemsize > len(data):
-            raise ValueError("the state's columns run past its end")
+        if not (is_int(size) and size >= 0 and at + size * np.dtype(dtype).itemsize <= len(data)):
+            raise ValueError("the state's aggregates run past its end")
         out = np.frombuffer(data, dtype=dtype, count=size, offset=at)
         at += out.nbytes
         return out
 
-    ts, rows = take(n, "<i8").astype(np.int64), take(n, "<i8").astype(np.int64)
-    values = [take(n, "<f8").astype(np.float64) for _ in numeric]
-    nulls = [take(n, "u1").astype(bool) for _ in numeric]
-    text = json.loads(data[at : at + int(meta["text"])])
-    at += int(meta["text"])
-    if len(text) != len(meta["categorical"]) or any(len(v) != n for v in text):
-        raise ValueError("the state's text columns do not match its header")
-    columns = EventColumns(
-        [session_id] * n,
-        ts,
-        rows,
-        dict(zip(meta["categorical"], text)),
-        {c: (x, null) for c, x, null in zip(numeric, values, nulls)},
+    counts, totals = (
+        take(meta["counts"], "<i8").astype(np.int64),
+        take(meta["totals"], "<f8").astype(np.float64),
     )
-    return columns, at
+    gaps = take(meta["gaps"], "<f8").astype(np.float64)
+    text = bytes(take(meta["text"], "u1"))
+    unknown = json.loads(text)
+    if not (
+        isinstance(unknown, list)
+        and all(isinstance(u, list) and all(isinstance(v, str) for v in u) for u in unknown)
+    ):
+        raise ValueError("the state's values outside the vocabularies are not lists of text")
+    return (counts, totals, gaps, unknown), at
 
 
 def key_entry(key: str) -> bytes:
@@ -403,6 +421,7 @@ class OnlineScorer:
         self._degraded = Occasional(log, "degraded answers (each request's events scored as a session alone)")
         self._delta_field = self.spec.fields.index(S.TIME_DELTA)
         self._vocab_sizes = token_sizes(self.spec)
+        self._layout = None if scorer.stacker is None else scorer.stacker.layout
         self._arrivals = itertools.count()
         store.check_restored(self._read)
 
@@ -510,7 +529,9 @@ class OnlineScorer:
         return None if data is None else self._decode(session_id, data)
 
     def _read(self, session_id: str, data: bytes) -> SessionState:
-        return read_state(data, session_id, self._vocab_sizes, self.hidden_shape, self.scorer.model_version)
+        return read_state(
+            data, session_id, self._vocab_sizes, self.hidden_shape, self.scorer.model_version, self._layout
+        )
 
     def _decode(self, session_id: str, data: bytes) -> SessionState:
         try:
@@ -588,8 +609,14 @@ class OnlineScorer:
         )
         state.n_events += len(lines)
         stacker = self.scorer.stacker
-        # A late event, or a state another model scored: the session as if scored whole.
-        if not in_order or len(lines) > self.spec.max_len or state.stale(self.scorer.model_version):
+        # A late event, a state another model scored, or one without the aggregates its stacker reads (an older
+        # format's): the session as if scored whole.
+        if (
+            not in_order
+            or len(lines) > self.spec.max_len
+            or state.stale(self.scorer.model_version)
+            or (stacker is not None and state.aggregates is None and state.n_events > len(lines))
+        ):
             columns = self._columns(self._normalized(state), None)
             held = state.records.split(b"\n")
             state.records = b"\n".join(
@@ -598,7 +625,7 @@ class OnlineScorer:
             state.tokens, state.hidden = self._tokens(columns).tokens, None
             state.last_ts_us = int(columns.ts_us.max())
             added = state.tokens
-            state.columns = columns if stacker is not None else None
+            state.aggregates = None if stacker is None else RunningAggregates(stacker.layout).add(columns)
         else:
             columns = self._columns(new, keys)
             added = self._tokens(columns).tokens
@@ -609,13 +636,14 @@ class OnlineScorer:
             state.tokens = kept[-self.spec.max_len :]
             state.last_ts_us = int(ts.max())
             if stacker is not None:
-                state.columns = columns if state.columns is None else state.columns.then(columns)
+                if state.aggregates is None:
+                    state.aggregates = RunningAggregates(stacker.layout)
+                state.aggregates.add(columns)
         if stacker is None and state.n_events > self.spec.max_len + 1:  # a stacker's rebuild reads them all
             state.records = b"\n".join(state.records.split(b"\n")[-(self.spec.max_len + 1) :])
         raw = self._predict(state, added)
         if stacker is not None:
-            aggregates = stacker.aggregates(cast(EventColumns, state.columns), [state.session_id])
-            raw = stacker.combine(aggregates, raw)
+            raw = stacker.combine(cast(RunningAggregates, state.aggregates).row()[None], raw)
         score = self.scorer.calibrate(raw)
         state.raw_score, state.score = float(raw[0]), float(score[0])
         state.band = str(assign_bands(score, self.scorer.thresholds)[0])
