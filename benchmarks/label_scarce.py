@@ -74,9 +74,16 @@ def main() -> None:
         "overrides",
         nargs="*",
         help="Hydra overrides for every run: your own log instead of the generator (data.events=... "
-        "data.labels=... data.schema.session_id=... data.policy.on_unlabeled=keep)",
+        "data.labels=... data.schema.session_id=... data.policy.on_unlabeled=keep), or an experiment file of "
+        "your own (hydra.searchpath=[file:///DIR] +experiment@_global_=NAME)",
     )
     args = p.parse_args()
+    if clash := [o for o in args.overrides if o.startswith("+experiment=")]:
+        # Hydra refused the pretraining run's second one with "Multiple values for experiment" (measurement 82).
+        name = clash[0].split("=", 1)[1]
+        p.error(
+            f"{clash[0]}: the pretraining run composes +experiment={args.pretrain}; pass +experiment@_global_={name}"
+        )
     os.environ.setdefault("WANDB_MODE", "disabled")
     from seqfraud import rundir
     from seqfraud.errors import ConfigError
