@@ -261,6 +261,55 @@ class RunningAggregates:
         ):
             raise ValueError("running aggregates of another spec")
 
+    def check(self) -> None:
+        """ValueError unless these totals are ones that :meth:`add` can reach: what a stored state's must be
+        before it scores (a damaged latest time failed every later event; a damaged sum or count scored on,
+        silently wrong: dogfood 84)."""
+        with np.errstate(all="ignore"):  # a bound past the float maximum is inf: the sums may overflow
+            self._check()
+
+    def _check(self) -> None:
+        layout, counts, totals, gaps = self.layout, self.counts, self.totals, self.gaps
+        n = int(counts[0])
+        if (counts < 0).any() or (n and counts[1] > counts[2]):
+            raise ValueError("a negative count, or a first time after the last")
+        if not (np.isfinite(gaps).all() and (gaps >= 0).all() and (np.diff(gaps) >= 0).all()):
+            raise ValueError("gaps between events that are not finite, positive and sorted")
+        for f, c in enumerate(layout.categorical):
+            unknown_at = layout.others[c]
+            if counts[unknown_at - len(layout.position[c]) : unknown_at + 2].sum() != n:
+                raise ValueError(f"{c!r}: counts that do not add up to the session's events")
+            if len(self.unknown[f]) > counts[unknown_at] or len(self._unknown[f]) != len(self.unknown[f]):
+                raise ValueError(f"{c!r}: more values outside its vocabulary than it counted")
+        if (counts[layout.numeric_counts :] > n).any():
+            raise ValueError("more values than events")
+        for j in range(len(layout.numerical)):
+            k, (total, mean, deviations, low, high) = (
+                counts[layout.numeric_counts + j],
+                totals[5 * j : 5 * j + 5],
+            )
+            if not k:
+                if not (total == mean == deviations == 0 and np.isnan([low, high]).all()):
+                    raise ValueError(f"{layout.numerical[j]!r}: totals without values")
+                continue
+            # Of finite values: the sum within the count times the largest, the mean between the extremes (to
+            # their rounding), unless the values are so large that the sums overflow.
+            largest = max(abs(low), abs(high))
+            bound, slack = k * largest, 1e-9 * largest
+            if not low <= high or (
+                np.isfinite(bound)
+                and not (
+                    abs(total) <= bound + k * slack
+                    and low - slack <= mean <= high + slack
+                    and deviations >= 0
+                )
+            ):
+                raise ValueError(f"{layout.numerical[j]!r}: a sum, mean or spread its extremes cannot give")
+        if not (
+            totals[-1] >= 0 and abs(totals[-3] - (counts[2] - counts[1]) / 1e6) <= 1e-6 * (1 + totals[-3])
+        ):
+            raise ValueError("gaps that do not add up to the session's duration")
+
     def add(self, events: EventColumns, at: np.ndarray | None = None) -> RunningAggregates:
         """Take the events at positions ``at`` (all of them by default), none before the latest one taken."""
         with np.errstate(all="ignore"):  # extreme values overflow to inf, as they do in Polars

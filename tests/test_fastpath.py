@@ -366,7 +366,7 @@ def test_running_aggregates_taken_in_pieces_equal_the_whole_sessions(rows, data)
     )
     running = RunningAggregates(layout)
     for start, end in zip([0, *cuts], [*cuts, events.height]):
-        running.add(columns, np.arange(start, end))
+        running.add(columns, np.arange(start, end)).check()  # what add reaches, a stored state's check takes
     _, (whole,) = column_aggregates(columns, layout)
     names = session_aggregates(events.lazy(), ENTITY_SPEC).collect().columns[1:]
     spread = np.array([c.endswith((":std", ":cv")) for c in names])

@@ -113,7 +113,7 @@ def test_session_state_round_trips_and_refuses_foreign_bytes() -> None:
         edges={"amount": [0.0, 1.0], S.TIME_DELTA: [0.0, 1.0]},
     )
     layout = AggregateLayout(spec)
-    state = SessionState("s1", "m1", records=b'"id:1"\t{"a":1}', n_events=3, last_ts_us=5, score=0.25)
+    state = SessionState("s1", "m1", records=b'"id:1"\t{"a":1}', n_events=3, last_ts_us=9_000_000, score=0.25)
     state.add_keys([key_entry("id:1"), key_entry("id:7")])
     state.tokens = np.arange(6, dtype=np.int64).reshape(2, 3)
     state.hidden = np.ones((1, 4), dtype=np.float32)
@@ -146,8 +146,27 @@ def test_session_state_round_trips_and_refuses_foreign_bytes() -> None:
     with pytest.raises(ValueError, match="aggregates of another model"):
         SessionState.decode(state.encode(), 3, (1, 4), "m1", state.session_id)
     state.n_events = 2
-    with pytest.raises(ValueError, match="count other events than its own"):
+    with pytest.raises(ValueError, match="aggregates are damaged: they count other events"):
         SessionState.decode(state.encode(), 3, (1, 4), "m1", state.session_id, layout)
+    state.n_events, state.last_ts_us = 6, int(later.ts_us.max())
+    # Damaged totals are refused before they score: a later latest time failed every next event with a 500; a
+    # negative count, an impossible sum, unsorted gaps or a hidden state no GRU reaches scored on (dogfood 84).
+    damages = {
+        "count other events": lambda s: s.aggregates.counts.__setitem__(2, s.aggregates.counts[2] + 1),
+        "a negative count": lambda s: s.aggregates.counts.__setitem__(3, -7),
+        "'amount': a sum": lambda s: s.aggregates.totals.__setitem__(0, np.nan),
+        "'amount': a sum,": lambda s: s.aggregates.totals.__setitem__(0, 1e300),
+        "not finite, positive and sorted": lambda s: s.aggregates.gaps.__setitem__(
+            slice(None), s.aggregates.gaps[::-1].copy()
+        ),
+        "'event_type': counts": lambda s: s.aggregates.counts.__setitem__(4, 2),
+        "values a GRU cannot reach": lambda s: s.hidden.__setitem__((0, 0), 50.0),
+    }
+    for message, damage in damages.items():
+        damaged = SessionState.decode(state.encode(), 3, (1, 4), "m1", state.session_id, layout)
+        damage(damaged)
+        with pytest.raises(ValueError, match=message):
+            SessionState.decode(damaged.encode(), 3, (1, 4), "m1", state.session_id, layout)
     state.n_events, state.aggregates = 1, None
     with pytest.raises(ValueError, match="another model"):
         SessionState.decode(state.encode(), 4, (1, 4), "m1", state.session_id)

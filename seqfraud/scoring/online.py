@@ -246,6 +246,11 @@ class SessionState:
             raise ValueError(f"session {state.session_id!r}: its state holds tokens of another model")
         if hidden is not None and (hidden_shape is None or hidden.shape != hidden_shape):
             raise ValueError(f"session {state.session_id!r}: its state holds a hidden state of another model")
+        # A GRU's state mixes tanh outputs, from zeros: one outside [-1, 1] scored on, silently wrong (dogfood 84).
+        if hidden is not None and not (np.abs(hidden) <= 1 + 1e-6).all():
+            raise ValueError(
+                f"session {state.session_id!r}: its hidden state holds values a GRU cannot reach"
+            )
         if totals is not None:
             try:
                 if layout is None:
@@ -255,10 +260,15 @@ class SessionState:
                 raise ValueError(
                     f"session {state.session_id!r}: its state holds aggregates of another model"
                 ) from e
-            if state.aggregates.counts[0] != state.n_events:
-                raise ValueError(
-                    f"session {state.session_id!r}: its aggregates count other events than its own"
-                )
+            try:
+                state.aggregates.check()
+                if (
+                    state.aggregates.counts[0] != state.n_events
+                    or state.aggregates.counts[2] != state.last_ts_us
+                ):
+                    raise ValueError("they count other events than the state's")
+            except ValueError as e:
+                raise ValueError(f"session {state.session_id!r}: its aggregates are damaged: {e}") from None
         return state
 
     @classmethod
