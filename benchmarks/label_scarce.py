@@ -15,8 +15,11 @@ every model of the seed; validation and test keep all theirs):
 - ``lightgbm``: LightGBM on session aggregates;
 - ``lightgbm+emb``: LightGBM on aggregates plus the pretrained embeddings;
 - ``stacked``: the default model (``model=stacked``: LightGBM on the aggregates and the sequence model's
-  out-of-fold score) with the small transformer as its sequence model (the pretraining's encoder), from scratch;
-- ``stacked+pretrained``: the same with every fit of its transformer initialized from the pretraining run.
+  out-of-fold score) with the pretraining's encoder as its sequence model, from scratch;
+- ``stacked+pretrained``: the same with every fit of its sequence model initialized from the pretraining run.
+
+The sequence models, the pretraining's included, are the small transformer, or with ``--encoder gru`` the small
+GRU: the default model's encoder.
 
 ``--models`` picks some of them (the stacked pair costs four sequence fits each).
 
@@ -68,6 +71,9 @@ def main() -> None:
         "--objectives", nargs="+", default=None, help="pretrain.objectives (default: the experiment's own)"
     )
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    p.add_argument(
+        "--encoder", choices=("transformer", "gru"), default="transformer", help="of every sequence model"
+    )
     p.add_argument("--work", type=Path, default=ROOT / "outputs/benchmarks/label_scarce")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument(
@@ -104,7 +110,8 @@ def main() -> None:
         pre = base / args.pretrain
         t0 = time.perf_counter()
         objectives = [f"pretrain.objectives=[{','.join(args.objectives)}]"] if args.objectives else []
-        train([*common, f"+experiment={args.pretrain}", "model=small", *objectives], pre)
+        small = ["model=small", f"model.encoder={args.encoder}"]
+        train([*common, f"+experiment={args.pretrain}", *small, *objectives], pre)
         seconds = time.perf_counter() - t0
         n_train = json.loads((pre / rundir.REPORT_FILE).read_text())["splits"]["train"]["sessions"]
         speed.append(n_train * args.epochs / seconds)
@@ -112,14 +119,14 @@ def main() -> None:
         write_session_embeddings(pre, embeddings)
         for fraction in args.fractions:
             runs = {
-                "supervised": ["model=small", f"prepared_dir={pre}"],
-                "pretrained": ["model=small", f"prepared_dir={pre}", f"init_from={pre}", "freeze_epochs=1"],
+                "supervised": [*small, f"prepared_dir={pre}"],
+                "pretrained": [*small, f"prepared_dir={pre}", f"init_from={pre}", "freeze_epochs=1"],
                 "lightgbm": ["model=lightgbm"],
                 "lightgbm+emb": ["model=lightgbm", f"model.embeddings={embeddings}"],
-                "stacked": ["model=stacked", "model.encoder=transformer"],
+                "stacked": ["model=stacked", f"model.encoder={args.encoder}"],
                 "stacked+pretrained": [
                     "model=stacked",
-                    "model.encoder=transformer",
+                    f"model.encoder={args.encoder}",
                     f"init_from={pre}",
                     "freeze_epochs=1",
                 ],
@@ -154,7 +161,7 @@ def main() -> None:
             f"{data}, seeds {args.seeds}, {args.epochs} epochs; pretraining ({args.pretrain}"
             + (f", objectives {args.objectives}" if args.objectives else "")
             + ", "
-            f"small transformer) at {statistics.median(speed):,.0f} sequences/s (median over seeds, validation "
+            f"small {args.encoder}) at {statistics.median(speed):,.0f} sequences/s (median over seeds, validation "
             "included)."
         ),
         "",
