@@ -84,11 +84,12 @@ def main() -> None:
         "your own (hydra.searchpath=[file:///DIR] +experiment@_global_=NAME)",
     )
     args = p.parse_args()
-    if clash := [o for o in args.overrides if o.startswith("+experiment=")]:
+    if clash := [o for o in args.overrides if o.lstrip("+~").split("=", 1)[0] == "experiment"]:
         # Hydra refused the pretraining run's second one with "Multiple values for experiment" (measurement 82).
-        name = clash[0].split("=", 1)[1]
+        name = clash[0].split("=", 1)[-1]
         p.error(
-            f"{clash[0]}: the pretraining run composes +experiment={args.pretrain}; pass +experiment@_global_={name}"
+            f"{clash[0]}: the pretraining run composes +experiment={args.pretrain}; "
+            f"pass +experiment@_global_={name}"
         )
     os.environ.setdefault("WANDB_MODE", "disabled")
     from seqfraud import rundir
@@ -161,8 +162,8 @@ def main() -> None:
             f"{data}, seeds {args.seeds}, {args.epochs} epochs; pretraining ({args.pretrain}"
             + (f", objectives {args.objectives}" if args.objectives else "")
             + ", "
-            f"small {args.encoder}) at {statistics.median(speed):,.0f} sequences/s (median over seeds, validation "
-            "included)."
+            f"small {args.encoder}) at {statistics.median(speed):,.0f} sequences/s (median over seeds, "
+            "validation included)."
         ),
         "",
         "| labels | model | test PR-AUC | recall@1%FPR |",

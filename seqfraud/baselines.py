@@ -212,16 +212,22 @@ class AggregateLayout:
         at = 3  # after the events' count and the first and last times
         for c in self.categorical:
             self.position[c] = {v: at + i for i, v in enumerate(spec.vocab[c])}
-            at = self.others[c] = at + len(spec.vocab[c])
-            at += 2
+            self.others[c] = at + len(spec.vocab[c])
+            at = self.others[c] + 2
         self.numeric_counts = at
         self.n_counts = at + len(self.numerical) + len(self.entity)
+        # Totals: 5 per number (sum, mean, squared deviations, min, max), 4 per entity feature (last, max, min,
+        # sum), then the gaps' sum, mean and squared deviations.
         self.n_totals = 5 * len(self.numerical) + 4 * len(self.entity) + 3
         self.entity_totals = slice(5 * len(self.numerical), self.n_totals - 3)
         # n_events, duration; per categorical its counts, unknown, missing, distinct; 6 per number, 4 per entity
         # feature; 7 timing statistics: session_aggregates' columns.
         self.width = 2 + sum(len(spec.vocab[c]) + 3 for c in self.categorical)
         self.width += 6 * len(self.numerical) + 4 * len(self.entity) + 7
+
+    def number(self, totals: np.ndarray, j: int) -> np.ndarray:
+        """The ``j``-th number's five totals, a view."""
+        return totals[5 * j : 5 * j + 5]
 
 
 class RunningAggregates:
@@ -242,9 +248,7 @@ class RunningAggregates:
     ):
         self.layout = layout
         self.counts = np.zeros(layout.n_counts, np.int64) if counts is None else counts
-        # Per number: sum, mean, squared deviations, min, max; per entity feature: last, max, min, sum (NaN:
-        # none); then the gaps' sum, mean and squared deviations.
-        if totals is None:
+        if totals is None:  # extremes and an entity feature's last: NaN, none yet
             totals = np.zeros(layout.n_totals, np.float64)
             totals[: 5 * len(layout.numerical)].reshape(-1, 5)[:, 3:] = np.nan
             totals[layout.entity_totals].reshape(-1, 4)[:, :3] = np.nan
@@ -286,7 +290,7 @@ class RunningAggregates:
         for j in range(len(layout.numerical)):
             k, (total, mean, deviations, low, high) = (
                 counts[layout.numeric_counts + j],
-                totals[5 * j : 5 * j + 5],
+                layout.number(totals, j),
             )
             if not k:
                 if not (total == mean == deviations == 0 and np.isnan([low, high]).all()):
@@ -353,7 +357,7 @@ class RunningAggregates:
             x = events.numeric[c][0][at]
             x = x[np.isfinite(x)]
             if len(x):
-                t = totals[5 * j : 5 * j + 5]
+                t = layout.number(totals, j)
                 _merge(t, counts[layout.numeric_counts + j], x)
                 t[3], t[4] = np.fmin(t[3], x.min()), np.fmax(t[4], x.max())
                 counts[layout.numeric_counts + j] += len(x)
@@ -394,10 +398,7 @@ class RunningAggregates:
                 int(np.count_nonzero(known)) + len(self.unknown[f]) + (nulls > 0)
             )  # null counts as one
         for j in range(len(layout.numerical)):
-            k, (total, _, deviations, low, high) = (
-                counts[layout.numeric_counts + j],
-                totals[5 * j : 5 * j + 5],
-            )
+            k, (total, _, deviations, low, high) = counts[layout.numeric_counts + j], layout.number(totals, j)
             row += [total, total / k if k else np.nan, high, low, _std(deviations, k), k]
         if layout.entity:
             t = totals[layout.entity_totals].reshape(-1, 4)
@@ -418,11 +419,12 @@ def _merge(t: np.ndarray, k: int, x: np.ndarray) -> None:
     """Add values ``x`` to the sum, mean and squared deviations ``t[:3]`` of ``k`` earlier ones, in place (Chan
     et al.'s update: a sum of squares would lose a small variance of large values to cancellation)."""
     if len(x):
-        mean = x.mean()
-        delta, merged = mean - t[1], k + len(x)
+        mean, share = x.mean(), len(x) / (k + len(x))
+        delta = mean - t[1]
         t[0] += x.sum()
-        t[1] += delta * len(x) / merged
-        t[2] += ((x - mean) ** 2).sum() + delta * delta * k * len(x) / merged
+        t[1] += delta * share  # a share, not counts: delta * len(x) overflowed where the mean does not
+        # Without earlier values there is nothing to correct (and delta**2 * 0 was NaN past 1.3e154).
+        t[2] += ((x - mean) ** 2).sum() + (delta * delta * k * share if k else 0.0)
 
 
 def _std(deviations: float, k: int) -> float:

@@ -113,7 +113,10 @@ def test_session_state_round_trips_and_refuses_foreign_bytes() -> None:
         edges={"amount": [0.0, 1.0], S.TIME_DELTA: [0.0, 1.0]},
     )
     layout = AggregateLayout(spec)
-    state = SessionState("s1", "m1", records=b'"id:1"\t{"a":1}', n_events=3, last_ts_us=9_000_000, score=0.25)
+    lines = [b'"id:1"\t{"a":1}', *(b'"new:%d"\t{"a":%d}' % (i, i) for i in range(2, 7))]
+    state = SessionState(
+        "s1", "m1", records=b"\n".join(lines[:3]), n_events=3, last_ts_us=9_000_000, score=0.25
+    )
     state.add_keys([key_entry("id:1"), key_entry("id:7")])
     state.tokens = np.arange(6, dtype=np.int64).reshape(2, 3)
     state.hidden = np.ones((1, 4), dtype=np.float32)
@@ -126,7 +129,7 @@ def test_session_state_round_trips_and_refuses_foreign_bytes() -> None:
     )
     state.aggregates = RunningAggregates(layout).add(columns)
     back = SessionState.decode(state.encode(), 3, (1, 4), "m1", state.session_id, layout)
-    assert back.record_list() == [{"a": 1}] and back.score == 0.25
+    assert back.record_list() == [{"a": 1}, {"a": 2}, {"a": 3}] and back.score == 0.25
     # A key's record, found by the key; a taken key whose record is no longer kept has none.
     assert back.taken_as(key_entry("id:1")) == {"a": 1} and back.taken_as(key_entry("id:7")) is None
     # Keys match whole: neither a prefix nor an extension of a taken id, nor one with a newline, is taken.
@@ -139,16 +142,15 @@ def test_session_state_round_trips_and_refuses_foreign_bytes() -> None:
     later = replace(columns, ts_us=columns.ts_us + 10_000_000)
     np.testing.assert_array_equal(back.aggregates.add(later).row(), state.aggregates.add(later).row())
     assert back.aggregates.row()[0] == 6
-    # Aggregates of another spec, or that count other events than the state's, are refused.
+    # Aggregates of another spec, or that count other events than the state holds, are refused.
     other_spec = replace(spec, vocab={"event_type": ["pay", "login"], "device": ["ios"]})
     with pytest.raises(ValueError, match="aggregates of another model"):
         SessionState.decode(state.encode(), 3, (1, 4), "m1", state.session_id, AggregateLayout(other_spec))
     with pytest.raises(ValueError, match="aggregates of another model"):
         SessionState.decode(state.encode(), 3, (1, 4), "m1", state.session_id)
-    state.n_events = 2
     with pytest.raises(ValueError, match="aggregates are damaged: they count other events"):
-        SessionState.decode(state.encode(), 3, (1, 4), "m1", state.session_id, layout)
-    state.n_events, state.last_ts_us = 6, int(later.ts_us.max())
+        SessionState.decode(state.encode(), 3, (1, 4), "m1", state.session_id, layout)  # 6 counted, 3 held
+    state.n_events, state.last_ts_us, state.records = 6, int(later.ts_us.max()), b"\n".join(lines)
     # Damaged totals are refused before they score: a later latest time failed every next event with a 500; a
     # negative count, an impossible sum, unsorted gaps or a hidden state no GRU reaches scored on (dogfood 84).
     damages = {
@@ -177,7 +179,7 @@ def test_session_state_round_trips_and_refuses_foreign_bytes() -> None:
     other = SessionState.decode(state.encode(), 4, (2, 4), "m2", state.session_id)
     assert other.stale("m2") and other.public()["model_version"] == "m1" and other.score == 0.25
     assert other.tokens.shape == (0, 4) and other.hidden is None and other.aggregates is None
-    assert other.record_list() == [{"a": 1}] and other.seen(key_entry("id:7"))
+    assert other.record_list() == [{"a": i} for i in range(1, 7)] and other.seen(key_entry("id:7"))
     for garbage in (b"", b"\x05\x00\x00\x00{bad}", state.encode() + b"\nx", state.encode()[:-12]):
         with pytest.raises(ValueError, match="unreadable session state"):
             SessionState.decode(garbage, 3, (1, 4), "m1", state.session_id)

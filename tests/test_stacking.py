@@ -195,14 +195,25 @@ def test_stacked_artifact_scores_records_without_polars_and_event_by_event(stack
         # An upgrade over states of format 5, which kept the session's columns where the running aggregates are
         # now: such a state is read, and its next event computes the aggregates from the session's events.
         session = [r for r in records if r[S.SESSION_ID] == records[0][S.SESSION_ID]]
+        session, more, sid = session[:-2], session[-2:], records[0][S.SESSION_ID]
         store = MemoryStore()
         online = OnlineScorer(scorer, store)
         online.events(session[:-1])
-        store.update(session[0][S.SESSION_ID], version_5_state)
-        assert online.session(session[0][S.SESSION_ID]).aggregates is None
+        store.update(sid, version_5_state)
+        assert online.session(sid).aggregates is None
         (result,) = online.events(session[-1:])
+        # A model without a stacker holds a session's latest events only (max_len + 1): taken over by this one
+        # (a deploy of the default model), the aggregates read the events held, and its later events score on,
+        # where the count's check refused every one of them as damaged (review 87).
+        state = online.session(sid)
+        state.records = b"\n".join(state.records.split(b"\n")[-5:])
+        state.aggregates, state.model_version = None, "a model without a stacker"
+        store.update(sid, lambda _: state.encode())
+        got = [online.events([r])[0] for r in more]
     whole = scorer.score(session, source="test").row(0, named=True)
     assert result["n_events"] == len(session) and abs(result[S.SCORE] - whole[S.SCORE]) <= 1e-5
+    held = scorer.score([*session[-5:], *more], source="test").row(0, named=True)
+    assert not any(g["degraded"] for g in got) and abs(got[-1][S.SCORE] - held[S.SCORE]) <= 1e-5
 
 
 def version_5_state(data: bytes | None) -> bytes:

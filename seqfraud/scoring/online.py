@@ -161,7 +161,8 @@ class SessionState:
         """``[header length][JSON header][tokens][hidden][aggregates][keys][records]``: plain bytes, read back by
         :meth:`decode` without unpickling anything (raw little-endian arrays of the shapes the header gives, the
         aggregates' values outside the vocabularies as one JSON list, the keys as they are held, then the records
-        as JSON lines, parsed only for a rebuild). The header stays small: nothing in it grows with the session."""
+        as JSON lines, parsed only for a rebuild). The header stays small: nothing in it grows with the
+        session."""
         meta = {k: getattr(self, k) for k in ("session_id", "model_version", "n_events", "last_ts_us")}
         meta |= {k: getattr(self, k) for k in ("score", "raw_score", "band", "updated_at")}
         aggregates, aggregates_meta = b"", None
@@ -193,8 +194,9 @@ class SessionState:
         """A state of :meth:`encode`, read under the key of ``session_id``. One that ``model_version`` scored is
         checked against the artifact's shapes and its stacker's ``layout`` (a damaged one is refused rather than
         scored); one of another model keeps its events, score and ``model_version`` but none of that model's
-        tokens, hidden state or aggregates: :meth:`stale`. One of another session is refused: a state copied under another key (in Redis, or in a
-        snapshot file) answered for that session with the other one's events (dogfood 43)."""
+        tokens, hidden state or aggregates: :meth:`stale`. One of another session is refused: a state copied
+        under another key (in Redis, or in a snapshot file) answered for that session with the other one's events
+        (dogfood 43)."""
         try:
             size = int.from_bytes(data[:4], "little")
             meta = json.loads(data[4 : 4 + size])
@@ -246,7 +248,8 @@ class SessionState:
             raise ValueError(f"session {state.session_id!r}: its state holds tokens of another model")
         if hidden is not None and (hidden_shape is None or hidden.shape != hidden_shape):
             raise ValueError(f"session {state.session_id!r}: its state holds a hidden state of another model")
-        # A GRU's state mixes tanh outputs, from zeros: one outside [-1, 1] scored on, silently wrong (dogfood 84).
+        # A GRU's state mixes tanh outputs, from zeros: one outside [-1, 1] scored on, silently wrong
+        # (dogfood 84).
         if hidden is not None and not (np.abs(hidden) <= 1 + 1e-6).all():
             raise ValueError(
                 f"session {state.session_id!r}: its hidden state holds values a GRU cannot reach"
@@ -262,11 +265,10 @@ class SessionState:
                 ) from e
             try:
                 state.aggregates.check()
-                if (
-                    state.aggregates.counts[0] != state.n_events
-                    or state.aggregates.counts[2] != state.last_ts_us
-                ):
-                    raise ValueError("they count other events than the state's")
+                # The events held: all of them, unless a model without a stacker held the session before.
+                held = state.records.count(b"\n") + 1 if state.records else 0
+                if state.aggregates.counts[0] != held or state.aggregates.counts[2] != state.last_ts_us:
+                    raise ValueError("they count other events than the state holds")
             except ValueError as e:
                 raise ValueError(f"session {state.session_id!r}: its aggregates are damaged: {e}") from None
         return state
@@ -429,6 +431,10 @@ class OnlineScorer:
         # restarted empty, until the service seeds it again) the entity features would read an empty history.
         self.needs_seed = seeded and self.spec.entity is not None
         self._degraded = Occasional(log, "degraded answers (each request's events scored as a session alone)")
+        # A session a model without a stacker held (its latest max_len + 1 events, during a deploy of this one).
+        self._partial = Occasional(
+            log, "sessions whose stacker aggregates read only the events their state held"
+        )
         self._delta_field = self.spec.fields.index(S.TIME_DELTA)
         self._vocab_sizes = token_sizes(self.spec)
         self._layout = None if scorer.stacker is None else scorer.stacker.layout
@@ -636,6 +642,8 @@ class OnlineScorer:
             state.last_ts_us = int(columns.ts_us.max())
             added = state.tokens
             state.aggregates = None if stacker is None else RunningAggregates(stacker.layout).add(columns)
+            if stacker is not None and len(columns) < state.n_events:
+                self._partial.note(f"session {state.session_id!r}: {len(columns)} of {state.n_events} events")
         else:
             columns = self._columns(new, keys)
             added = self._tokens(columns).tokens
