@@ -112,7 +112,8 @@ def main() -> None:
         small = ["model=small", f"model.encoder={args.encoder}"]
         train([*common, f"+experiment={args.pretrain}", *small, *objectives], pre)
         seconds = time.perf_counter() - t0
-        n_train = json.loads((pre / rundir.REPORT_FILE).read_text())["splits"]["train"]["sessions"]
+        report = json.loads((pre / rundir.REPORT_FILE).read_text())
+        n_train = report["splits"]["train"]["sessions"]
         speed.append(n_train * args.epochs / seconds)
         embeddings = base / "embeddings.parquet"
         write_session_embeddings(pre, embeddings)
@@ -153,8 +154,8 @@ def main() -> None:
         )
         return f"{statistics.mean(values):.3f} ± {spread:.3f}{missing}"
 
-    own = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("data.events=")), None)
-    data = f"{own} (data.events)" if own else f"{args.sessions:,} generated sessions"
+    # What the runs read (an experiment file may name it, not data.events=): the last seed's pretraining's.
+    data = f"{report['source']} ({report['n_sessions']:,} sessions)"
     lines = [
         (
             f"{data}, seeds {args.seeds}, {args.epochs} epochs; pretraining ({args.pretrain}"
