@@ -236,7 +236,7 @@ class RunningAggregates:
     the session's rows at every event. The gaps between events are kept whole and sorted, for their median.
 
     Events must come in time order across :meth:`add` calls (a late one rebuilds the session); the row agrees
-    with Polars' to the last bit or nearly (sums add in another order), as :func:`column_aggregates` did."""
+    with Polars' to the last bit or nearly (sums add in another order)."""
 
     def __init__(
         self,
@@ -394,9 +394,8 @@ class RunningAggregates:
             known = counts[unknown_at - len(position) : unknown_at]
             nulls = int(counts[unknown_at + 1])
             row += [*known.tolist(), int(counts[unknown_at]), nulls]
-            row.append(
-                int(np.count_nonzero(known)) + len(self.unknown[f]) + (nulls > 0)
-            )  # null counts as one
+            # Distinct values: those of the vocabulary seen, those outside it, and null as one.
+            row.append(int(np.count_nonzero(known)) + len(self.unknown[f]) + (nulls > 0))
         for j in range(len(layout.numerical)):
             k, (total, _, deviations, low, high) = counts[layout.numeric_counts + j], layout.number(totals, j)
             row += [total, total / k if k else np.nan, high, low, _std(deviations, k), k]
