@@ -205,10 +205,15 @@ class Schema:
         unknown = sorted(set(cfg) - known)
         if unknown:
             raise ConfigError(f"data.schema has unknown keys {unknown}; known keys are {sorted(known)}")
-        kwargs: dict[str, Any] = {
-            k: (tuple(v) if k in ("categorical", "numerical", "entities", "timestamp_range") else v)
-            for k, v in cfg.items()
-        }
+        kwargs: dict[str, Any] = dict(cfg)
+        for k in ("categorical", "numerical", "entities"):
+            # null reads as none: data.schema.entities=null was a TypeError traceback (dogfood 88)
+            v = kwargs.get(k) or ()
+            if isinstance(v, str):
+                raise ConfigError(f"data.schema.{k}: a list of column names, got {v!r}: write [{v}]")
+            kwargs[k] = tuple(v)
+        if "timestamp_range" in kwargs:
+            kwargs["timestamp_range"] = tuple(kwargs["timestamp_range"] or TIMESTAMP_RANGE)
         return cls(**kwargs)
 
 

@@ -1150,6 +1150,14 @@ def test_schema_from_config():
     assert Schema().timestamp_range == ("1990-01-01", "2100-01-01")
     with pytest.raises(ValueError, match=r"unknown keys \['colour'\]"):
         Schema.from_config(cfg | {"colour": "red"})
+    # null reads as none (data.schema.entities=null was a TypeError traceback: dogfood 88); one name without a
+    # list read as its letters.
+    none = {"entities": None, "numerical": None, "timestamp_range": None}
+    assert Schema.from_config(cfg | none) == Schema(
+        session_id="sid", categorical=("device",), timestamp_unit="ms"
+    )
+    with pytest.raises(ValueError, match=r"data.schema.entities: a list of column names, got 'device_id'"):
+        Schema.from_config(cfg | {"entities": "device_id"})
 
 
 @pytest.mark.parametrize(

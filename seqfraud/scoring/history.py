@@ -155,7 +155,8 @@ def warn_if_short(history: pl.DataFrame, events: pl.DataFrame, spec: Spec, sourc
         log.warning(
             "%s: the history starts %.1f %s before the first event scored, and the entity features read %.1f %s "
             "back (the longest window plus the label delay): the earliest events read less history than those "
-            "windows hold, and score differently from a longer history (docs/entities.md, 'How much history')",
+            "windows hold, and score differently from a longer history; where the log itself starts there, as it "
+            "did for training, nothing is missing (docs/entities.md, 'How much history')",
             source,
             have / per,
             unit,
