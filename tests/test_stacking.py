@@ -176,7 +176,9 @@ def test_stacking_candidates_other_than_a_list_of_known_ones_are_refused_before_
 
 
 @pytest.mark.integration
-def test_stacked_artifact_scores_records_without_polars_and_event_by_event(stacked_run, stacked_artifact):
+def test_stacked_artifact_scores_records_without_polars_and_event_by_event(
+    stacked_run, stacked_artifact, caplog
+):
     """A request's records take the Polars-free path, aggregates included, and online scoring keeps the
     session's running aggregates: both score as the Polars path scores the whole session."""
     from seqfraud.scoring.online import OnlineScorer
@@ -214,6 +216,10 @@ def test_stacked_artifact_scores_records_without_polars_and_event_by_event(stack
     assert result["n_events"] == len(session) and abs(result[S.SCORE] - whole[S.SCORE]) <= 1e-5
     held = scorer.score([*session[-5:], *more], source="test").row(0, named=True)
     assert not any(g["degraded"] for g in got) and abs(got[-1][S.SCORE] - held[S.SCORE]) <= 1e-5
+    assert (
+        f"read only the events their state held: 1 since the last such line; session {sid!r}: 6 of"
+        in caplog.text
+    )
 
 
 def version_5_state(data: bytes | None) -> bytes:
