@@ -84,7 +84,7 @@ def main() -> None:
     args = p.parse_args()
     if clash := [o for o in args.overrides if o.lstrip("+~").split("=", 1)[0] == "experiment"]:
         # Hydra refused the pretraining run's second one with "Multiple values for experiment" (measurement 82).
-        name = clash[0].split("=", 1)[-1]
+        name = clash[0].split("=", 1)[1] if "=" in clash[0] else "NAME"
         p.error(
             f"{clash[0]}: the pretraining run composes +experiment={args.pretrain}; "
             f"pass +experiment@_global_={name}"

@@ -275,44 +275,50 @@ class RunningAggregates:
     def _check(self) -> None:
         layout, counts, totals, gaps = self.layout, self.counts, self.totals, self.gaps
         n = int(counts[0])
-        if (counts < 0).any() or (n and counts[1] > counts[2]):
-            raise ValueError("a negative count, or a first time after the last")
-        if not (np.isfinite(gaps).all() and (gaps >= 0).all() and (np.diff(gaps) >= 0).all()):
-            raise ValueError("gaps between events that are not finite, positive and sorted")
+        # counts[1:3] are times, negative before 1970 (review 89); every count lies in [0, n], so none wraps.
+        if n < 0 or ((counts[3:] < 0) | (counts[3:] > n)).any() or (n and counts[1] > counts[2]):
+            raise ValueError("a count outside [0, events], or a first time after the last")
         for f, c in enumerate(layout.categorical):
             unknown_at = layout.others[c]
             if counts[unknown_at - len(layout.position[c]) : unknown_at + 2].sum() != n:
                 raise ValueError(f"{c!r}: counts that do not add up to the session's events")
             if len(self.unknown[f]) > counts[unknown_at] or len(self._unknown[f]) != len(self.unknown[f]):
                 raise ValueError(f"{c!r}: more values outside its vocabulary than it counted")
-        if (counts[layout.numeric_counts :] > n).any():
-            raise ValueError("more values than events")
         for j in range(len(layout.numerical)):
-            k, (total, mean, deviations, low, high) = (
-                counts[layout.numeric_counts + j],
-                layout.number(totals, j),
-            )
-            if not k:
-                if not (total == mean == deviations == 0 and np.isnan([low, high]).all()):
-                    raise ValueError(f"{layout.numerical[j]!r}: totals without values")
-                continue
-            # Of finite values: the sum within the count times the largest, the mean between the extremes (to
-            # their rounding), unless the values are so large that the sums overflow.
-            largest = max(abs(low), abs(high))
-            bound, slack = k * largest, 1e-9 * largest
-            if not low <= high or (
-                np.isfinite(bound)
-                and not (
-                    abs(total) <= bound + k * slack
-                    and low - slack <= mean <= high + slack
-                    and deviations >= 0
-                )
-            ):
+            k = counts[layout.numeric_counts + j]
+            if not _spread_fits(layout.number(totals, j)[:3], k, *layout.number(totals, j)[3:]):
                 raise ValueError(f"{layout.numerical[j]!r}: a sum, mean or spread its extremes cannot give")
+        if not (np.isfinite(gaps).all() and (gaps >= 0).all() and (np.diff(gaps) >= 0).all()):
+            raise ValueError("gaps between events that are not finite, positive and sorted")
+        low, high = (gaps[0], gaps[-1]) if len(gaps) else (np.nan, np.nan)
+        duration = (counts[2] - counts[1]) / 1e6
         if not (
-            totals[-1] >= 0 and abs(totals[-3] - (counts[2] - counts[1]) / 1e6) <= 1e-6 * (1 + totals[-3])
+            _spread_fits(totals[-3:], len(gaps), low, high)
+            and abs(totals[-3] - duration) <= 1e-6 * (1 + duration)
+            and abs(gaps.sum() - duration) <= 1e-6 * (1 + duration)
         ):
             raise ValueError("gaps that do not add up to the session's duration")
+        if layout.entity:
+            self._check_entity()
+
+    def _check_entity(self) -> None:
+        """An entity feature's last value between its extremes, its sum within its count times the largest
+        (values may be NaN: Polars skips them in the extremes, not in the sum or the last)."""
+        layout = self.layout
+        last, high, low, total = self.totals[layout.entity_totals].reshape(-1, 4).T
+        counted = self.counts[layout.numeric_counts + len(layout.numerical) :]
+        none = counted == 0
+        if not (np.isnan([last[none], high[none], low[none]]).all() and (total[none] == 0).all()):
+            raise ValueError("entity features with totals but no values")
+        known = ~none & ~np.isnan(high)
+        largest = np.maximum(abs(low), abs(high))[known]
+        if not (
+            (np.isnan(low) == np.isnan(high)).all()
+            and (low[known] <= high[known]).all()
+            and ((low[known] <= last[known]) & (last[known] <= high[known]) | np.isnan(last[known])).all()
+            and ((abs(total[known]) <= counted[known] * largest * (1 + 1e-6)) | np.isnan(total[known])).all()
+        ):
+            raise ValueError("entity features whose last value or sum its extremes cannot give")
 
     def add(self, events: EventColumns, at: np.ndarray | None = None) -> RunningAggregates:
         """Take the events at positions ``at`` (all of them by default), none before the latest one taken."""
@@ -424,6 +430,29 @@ def _merge(t: np.ndarray, k: int, x: np.ndarray) -> None:
         t[1] += delta * share  # a share, not counts: delta * len(x) overflowed where the mean does not
         # Without earlier values there is nothing to correct (and delta**2 * 0 was NaN past 1.3e154).
         t[2] += ((x - mean) ** 2).sum() + (delta * delta * k * share if k else 0.0)
+
+
+def _spread_fits(t: np.ndarray, k: int, low: float, high: float) -> bool:
+    """Whether a sum, mean and squared deviations ``t`` can be those of ``k`` finite values within ``[low,
+    high]`` (to their rounding), unless the values are so large that the sums overflow; without values, zeros
+    and no extremes."""
+    total, mean, deviations = t
+    if not k:
+        return bool(total == mean == deviations == 0 and np.isnan([low, high]).all())
+    largest = max(abs(low), abs(high))
+    # The slack has a floor: among subnormal values (5e-324) a sum over k rounds by a whole unit (review 89).
+    bound, slack, most = k * largest, 1e-9 * largest + 1e-300, k * (high - low) ** 2 * (1 + 1e-6)
+    if not low <= high:
+        return False
+    return bool(
+        not np.isfinite(bound)
+        or (
+            abs(total) <= bound + k * slack
+            and low - slack <= mean <= high + slack
+            and abs(total / k - mean) <= 2 * slack
+            and 0 <= deviations <= most + k * slack * slack
+        )
+    )
 
 
 def _std(deviations: float, k: int) -> float:

@@ -8,7 +8,7 @@ the package spells a column name.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -206,14 +206,16 @@ class Schema:
         if unknown:
             raise ConfigError(f"data.schema has unknown keys {unknown}; known keys are {sorted(known)}")
         kwargs: dict[str, Any] = dict(cfg)
-        for k in ("categorical", "numerical", "entities"):
-            # null reads as none: data.schema.entities=null was a TypeError traceback (dogfood 88)
-            v = kwargs.get(k) or ()
-            if isinstance(v, str):
-                raise ConfigError(f"data.schema.{k}: a list of column names, got {v!r}: write [{v}]")
-            kwargs[k] = tuple(v)
-        if "timestamp_range" in kwargs:
-            kwargs["timestamp_range"] = tuple(kwargs["timestamp_range"] or TIMESTAMP_RANGE)
+        # null reads as the default (data.schema.entities=null was a TypeError traceback: dogfood 88); a value
+        # that is not a list is refused, where one name read as its letters.
+        for k in ("categorical", "numerical", "entities", "timestamp_range"):
+            v = kwargs.get(k)
+            if v is None:
+                kwargs.pop(k, None)  # the field's default
+            elif isinstance(v, str) or not isinstance(v, Sequence):
+                raise ConfigError(f"data.schema.{k}: a list, got {v!r}: write [{v}]")
+            else:
+                kwargs[k] = tuple(v)
         return cls(**kwargs)
 
 

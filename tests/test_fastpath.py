@@ -396,13 +396,14 @@ def test_running_aggregates_taken_in_pieces_equal_the_whole_sessions(rows, data)
 )
 def test_running_aggregates_of_huge_values_agree_with_polars_one_event_at_a_time(amounts):
     """Past 1.3e154 a first event's squared deviation was NaN (inf times zero earlier values), so a session's
-    state was refused as damaged at its next event and its snapshot stopped serve (review 87); and a mean's
-    update overflowed where the mean does not. Each event taken alone, the row is Polars' own."""
+    state was refused as damaged at its next event and its snapshot stopped serve (review 87); a mean's update
+    overflowed where the mean does not; subnormal values and times before 1970 were refused too (review 89).
+    Each event taken alone, the row is Polars' own, and the state's check takes it."""
     n = len(amounts)
     events = pl.DataFrame(
         {
             S.SESSION_ID: ["s"] * n,
-            S.TS_US: np.arange(n) * 1_000_000,
+            S.TS_US: np.arange(n) * 1_000_000 - 10**15,  # 1938: times before 1970 are negative (review 89)
             S.ROW_INDEX: np.arange(n),
             "event_type": ["pay"] * n,
             "device": ["ios"] * n,

@@ -155,13 +155,15 @@ def test_session_state_round_trips_and_refuses_foreign_bytes() -> None:
     # negative count, an impossible sum, unsorted gaps or a hidden state no GRU reaches scored on (dogfood 84).
     damages = {
         "count other events": lambda s: s.aggregates.counts.__setitem__(2, s.aggregates.counts[2] + 1),
-        "a negative count": lambda s: s.aggregates.counts.__setitem__(3, -7),
+        "a count outside": lambda s: s.aggregates.counts.__setitem__(3, -7),
         "'amount': a sum": lambda s: s.aggregates.totals.__setitem__(0, np.nan),
         "'amount': a sum,": lambda s: s.aggregates.totals.__setitem__(0, 1e300),
         "not finite, positive and sorted": lambda s: s.aggregates.gaps.__setitem__(
             slice(None), s.aggregates.gaps[::-1].copy()
         ),
         "'event_type': counts": lambda s: s.aggregates.counts.__setitem__(4, 2),
+        "entity features|a count outside": lambda s: s.aggregates.counts.__setitem__(3, 2**62),
+        "gaps that do not add up": lambda s: s.aggregates.totals.__setitem__(-2, np.nan),
         "values a GRU cannot reach": lambda s: s.hidden.__setitem__((0, 0), 50.0),
     }
     for message, damage in damages.items():

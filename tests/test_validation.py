@@ -1156,7 +1156,9 @@ def test_schema_from_config():
     assert Schema.from_config(cfg | none) == Schema(
         session_id="sid", categorical=("device",), timestamp_unit="ms"
     )
-    with pytest.raises(ValueError, match=r"data.schema.entities: a list of column names, got 'device_id'"):
+    with pytest.raises(
+        ValueError, match=r"data.schema.entities: a list, got .device_id.: write \[device_id\]"
+    ):
         Schema.from_config(cfg | {"entities": "device_id"})
 
 
