@@ -219,6 +219,7 @@ class AggregateLayout:
         # Totals: 5 per number (sum, mean, squared deviations, min, max), 4 per entity feature (last, max, min,
         # sum), then the gaps' sum, mean and squared deviations.
         self.n_totals = 5 * len(self.numerical) + 4 * len(self.entity) + 3
+        self.number_totals = slice(0, 5 * len(self.numerical))
         self.entity_totals = slice(5 * len(self.numerical), self.n_totals - 3)
         # n_events, duration; per categorical its counts, unknown, missing, distinct; 6 per number, 4 per entity
         # feature; 7 timing statistics: session_aggregates' columns.
@@ -250,7 +251,7 @@ class RunningAggregates:
         self.counts = np.zeros(layout.n_counts, np.int64) if counts is None else counts
         if totals is None:  # extremes and an entity feature's last: NaN, none yet
             totals = np.zeros(layout.n_totals, np.float64)
-            totals[: 5 * len(layout.numerical)].reshape(-1, 5)[:, 3:] = np.nan
+            totals[layout.number_totals].reshape(-1, 5)[:, 3:] = np.nan
             totals[layout.entity_totals].reshape(-1, 4)[:, :3] = np.nan
         self.totals = totals
         self.gaps = np.zeros(0, np.float64) if gaps is None else gaps  # seconds between events, ascending
@@ -285,8 +286,8 @@ class RunningAggregates:
             if len(self.unknown[f]) > counts[unknown_at] or len(self._unknown[f]) != len(self.unknown[f]):
                 raise ValueError(f"{c!r}: more values outside its vocabulary than it counted")
         for j in range(len(layout.numerical)):
-            k = counts[layout.numeric_counts + j]
-            if not _spread_fits(layout.number(totals, j)[:3], k, *layout.number(totals, j)[3:]):
+            t = layout.number(totals, j)
+            if not _spread_fits(t[:3], counts[layout.numeric_counts + j], *t[3:]):
                 raise ValueError(f"{layout.numerical[j]!r}: a sum, mean or spread its extremes cannot give")
         if not (np.isfinite(gaps).all() and (gaps >= 0).all() and (np.diff(gaps) >= 0).all()):
             raise ValueError("gaps between events that are not finite, positive and sorted")
