@@ -425,3 +425,25 @@ def test_stacker_reads_the_baselines_aggregates_and_the_logit(tmp_path):
     narrow = lgb.train({"objective": "binary", "verbose": -1}, lgb.Dataset(x[:, :3], y), 2)
     with pytest.raises(ValueError, match="reads 3 inputs"):
         Stacker.from_text(narrow.model_to_string(), spec).aggregates(events, ids)
+
+
+def test_one_row_predicts_as_the_booster_does_to_the_bit_from_any_thread():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from seqfraud.baselines import OneRow
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 6))
+    x[rng.random(x.shape) < 0.1] = np.nan  # missing values take the trees' default branch
+    x[rng.random(x.shape) < 0.1] = 0.0
+    y = (np.nan_to_num(x[:, 0]) + rng.normal(size=400) > 0.5).astype(int)
+    booster = lgb.train({"objective": "binary", "verbose": -1, "min_data_in_leaf": 5}, lgb.Dataset(x, y), 20)
+    one = OneRow(booster)
+    rows = np.vstack([x[:50], [[1e308, -1e308, 5e-324, np.inf, -np.inf, np.nan]]])
+    expected = booster.predict(rows)
+    assert [one(r) for r in rows] == expected.tolist()
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(one, [r for r in rows for _ in range(20)])) == np.repeat(expected, 20).tolist()
+    for bad in (x[0, :5], x[:2]):  # LightGBM would read past a shorter row's end
+        with pytest.raises(ValueError, match="one row of 6 inputs"):
+            one(bad)
