@@ -171,6 +171,8 @@ def test_session_state_round_trips_and_refuses_foreign_bytes() -> None:
         damage(damaged)
         with pytest.raises(ValueError, match=message):
             SessionState.decode(damaged.encode(), 3, (1, 4), "m1", state.session_id, layout)
+        # Unless the state is this process's own (an in-process store's): its values are then not checked.
+        SessionState.decode(damaged.encode(), 3, (1, 4), "m1", state.session_id, layout, check=False)
     state.n_events, state.aggregates = 1, None
     with pytest.raises(ValueError, match="another model"):
         SessionState.decode(state.encode(), 4, (1, 4), "m1", state.session_id)
@@ -966,7 +968,10 @@ def test_a_state_of_impossible_values_is_an_unreadable_store_not_a_500(gru_artif
     from seqfraud.scoring.scorer import Scorer
     from seqfraud.scoring.state import MemoryStore, StoreCorrupt
 
-    store = MemoryStore()
+    class Shared(MemoryStore):
+        holds_own_states = False  # as Redis: others write its states
+
+    store = Shared()
     online, sid, state = one_session_taken(Scorer.load(gru_artifact), store, gru_run)
     for change, says in (
         ({"tokens": np.full_like(state.tokens, 10**6)}, "outside this model's vocabularies"),

@@ -190,10 +190,12 @@ class SessionState:
         model_version: str,
         session_id: str,
         layout: AggregateLayout | None = None,
+        check: bool = True,
     ) -> SessionState:
         """A state of :meth:`encode`, read under the key of ``session_id``. One that ``model_version`` scored is
-        checked against the artifact's shapes and its stacker's ``layout`` (a damaged one is refused rather than
-        scored); one of another model keeps its events, score and ``model_version`` but none of that model's
+        checked against the artifact's shapes and its stacker's ``layout``, and unless ``check`` is false, its
+        values against what a GRU and the aggregates can hold (a damaged one is refused rather than scored); one
+        of another model keeps its events, score and ``model_version`` but none of that model's
         tokens, hidden state or aggregates: :meth:`stale`. One of another session is refused: a state copied
         under another key (in Redis, or in a snapshot file) answered for that session with the other one's events
         (dogfood 43)."""
@@ -250,7 +252,7 @@ class SessionState:
             raise ValueError(f"session {state.session_id!r}: its state holds a hidden state of another model")
         # A GRU's state mixes tanh outputs, from zeros: one outside [-1, 1] scored on, silently wrong
         # (dogfood 84).
-        if hidden is not None and not (np.abs(hidden) <= 1 + 1e-6).all():
+        if check and hidden is not None and not (np.abs(hidden) <= 1 + 1e-6).all():
             raise ValueError(
                 f"session {state.session_id!r}: its hidden state holds values a GRU cannot reach"
             )
@@ -263,6 +265,7 @@ class SessionState:
                 raise ValueError(
                     f"session {state.session_id!r}: its state holds aggregates of another model"
                 ) from e
+        if check and state.aggregates is not None:
             try:
                 state.aggregates.check()
                 # The events held: all of them, unless a model without a stacker held the session before.
@@ -339,13 +342,15 @@ def read_state(
     hidden_shape: tuple[int, int] | None,
     model_version: str,
     layout: AggregateLayout | None,
+    check: bool = True,
 ) -> SessionState:
     """A stored state as the service reads it, at start (a snapshot's) and at each event: what
     :meth:`SessionState.decode` checks (``layout``: the stacker's, None without one), and token ids within
     ``sizes`` (:func:`token_sizes`): ids past a field's vocabulary made the model's embedding fail at every event
-    of the session (dogfood 44)."""
-    state = SessionState.decode(data, len(sizes), hidden_shape, model_version, session_id, layout)
-    if len(state.tokens) and not ((state.tokens >= 0) & (state.tokens < sizes)).all():
+    of the session (dogfood 44). ``check=False`` leaves out the checks of the values, for a state this process
+    encoded (:attr:`StateStore.holds_own_states`)."""
+    state = SessionState.decode(data, len(sizes), hidden_shape, model_version, session_id, layout, check)
+    if check and len(state.tokens) and not ((state.tokens >= 0) & (state.tokens < sizes)).all():
         raise ValueError(f"session {session_id!r}: its state holds tokens outside this model's vocabularies")
     return state
 
@@ -544,14 +549,20 @@ class OnlineScorer:
         data = self.store.get(session_id)
         return None if data is None else self._decode(session_id, data)
 
-    def _read(self, session_id: str, data: bytes) -> SessionState:
+    def _read(self, session_id: str, data: bytes, check: bool = True) -> SessionState:
         return read_state(
-            data, session_id, self._vocab_sizes, self.hidden_shape, self.scorer.model_version, self._layout
+            data,
+            session_id,
+            self._vocab_sizes,
+            self.hidden_shape,
+            self.scorer.model_version,
+            self._layout,
+            check,
         )
 
     def _decode(self, session_id: str, data: bytes) -> SessionState:
         try:
-            return self._read(session_id, data)
+            return self._read(session_id, data, check=not self.store.holds_own_states)
         except ValueError as e:
             # Why goes to the log alone: it may quote another session's id or values (a state copied across).
             public = f"the stored state of session {session_id!r} is unreadable"

@@ -129,6 +129,11 @@ def supersedes(new: Label, held: Label) -> bool:
 class StateStore(ABC):
     """Sessions (atomic read-modify-write), the entity history and labels, shared by everything that scores."""
 
+    # True where every session state read back is one this process encoded, or one checked when it came in
+    # (:meth:`check_restored`): a read then skips the checks of its values, which a shared store's need (anyone
+    # who can write to Redis can write a state).
+    holds_own_states = False
+
     @abstractmethod
     def update(self, session_id: str, change: Change) -> bytes | None:
         """Apply ``change`` to the session's state atomically and return the state now held; ``change`` returns
@@ -202,6 +207,7 @@ class MemoryStore(StateStore):
     """
 
     RETIRE_EVERY_S = 60.0  # how often the retention sweep (a pass over every session's rows) may run
+    holds_own_states = True  # a snapshot's states are checked at start (check_restored)
 
     def __init__(
         self,
