@@ -973,11 +973,24 @@ def test_a_state_of_impossible_values_is_an_unreadable_store_not_a_500(gru_artif
 
     store = Shared()
     online, sid, state = one_session_taken(Scorer.load(gru_artifact), store, gru_run)
+    lines = state.records.split(b"\n")
+    # Parts that disagree with each other scored on, silently wrong (review 90): a count other than the events
+    # held answered wrong lengths; an id listed before its event came dropped that event; an emptied list took a
+    # resend twice.
     for change, says in (
         ({"tokens": np.full_like(state.tokens, 10**6)}, "outside this model's vocabularies"),
         ({"score": float("inf")}, "score inf is not a probability"),
         ({"raw_score": 2.0}, "raw_score 2.0 is not a probability"),
         ({"n_events": "7"}, "n_events '7' is not a count"),
+        ({"n_events": 4}, "holds 3 events of 4"),
+        ({"n_events": 2}, "holds 3 events of 2"),
+        ({"tokens": state.tokens[1:]}, "holds tokens of 2 events"),
+        ({"keys": state.keys + b'"id:next"\n'}, "lists 4 events taken of 3"),
+        ({"keys": b""}, "an event whose id is not among those taken"),
+        (
+            {"records": b"\n".join([lines[0], lines[1].replace(b"\t", b" "), lines[2]])},
+            "not among those taken",
+        ),
     ):
         store.update(sid, lambda _, change=change: replace(state, **change).encode())
         with pytest.raises(StoreCorrupt, match=says) as caught:
@@ -986,3 +999,34 @@ def test_a_state_of_impossible_values_is_an_unreadable_store_not_a_500(gru_artif
         assert caught.value.public == (
             f"the stored state of session {sid!r} is unreadable; delete it from the store to start the session again"
         )
+
+
+def test_held_events_that_no_longer_read_are_the_stores_damage_not_a_500_or_the_requests(
+    gru_artifact, gru_run
+):
+    """A held event that is not JSON answered 500 at the session's late events and resends; one that is not an
+    object, or is another session's, a 422 that blamed the client's valid event (review 90). Such a session now
+    answers as when its state does not read: degraded."""
+    from seqfraud.scoring.scorer import Scorer
+    from seqfraud.scoring.state import MemoryStore
+
+    store = MemoryStore()
+    online, sid, state = one_session_taken(Scorer.load(gru_artifact), store, gru_run)
+    first, *rest = state.records.split(b"\n")
+    key = first.partition(b"\t")[0]
+    taken = json.loads(first.partition(b"\t")[2])
+    late = dict(taken, event_id="late")  # the first event's time: before the session's latest
+    other = json.dumps(dict(taken, session_id="another")).encode()
+    for held, request in (
+        (b"not json", [late]),
+        (b"not json", [dict(taken, event_id=json.loads(key)[3:])]),  # a resend of the damaged event
+        (b"[1, 2, 3]", [late]),
+        (other, [late]),
+        (first.partition(b"\t")[2], [late]),  # undamaged: answered as usual
+    ):
+        store.update(
+            sid, lambda _, held=held: replace(state, records=b"\n".join([key + b"\t" + held, *rest])).encode()
+        )
+        with single_torch_thread():
+            (answer,) = online.events(request)
+        assert answer["degraded"] is (held != first.partition(b"\t")[2]), held

@@ -23,7 +23,7 @@ from seqfraud.decisions import DecisionError, check_thresholds
 from seqfraud.errors import command
 from seqfraud.export.artifact import open_artifact, verification_settings
 from seqfraud.scoring.history import History
-from seqfraud.scoring.online import read_state, seed, token_sizes
+from seqfraud.scoring.online import StateReader, seed
 from seqfraud.scoring.redis_store import RedisStore
 from seqfraud.scoring.server import ConnectionLimits, run
 from seqfraud.scoring.service import Limits, create_app
@@ -232,9 +232,10 @@ def main(argv: list[str] | None = None) -> None:
         )
         # And each session's state checked here too: a damaged one then stops start-up with one line, not a
         # traceback from the service's start.
-        shape, sizes = artifact.step_shape(args.format), token_sizes(spec)
         layout = AggregateLayout(spec) if "stacker" in artifact.manifest else None
-        store.check_restored(lambda sid, data: read_state(data, sid, sizes, shape, artifact.run_id, layout))
+        store.check_restored(
+            StateReader(spec, artifact.step_shape(args.format), artifact.run_id, layout).read
+        )
 
     if isinstance(store, RedisStore):
         try:

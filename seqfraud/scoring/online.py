@@ -35,7 +35,8 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, cast
@@ -330,29 +331,62 @@ def _encode_aggregates(aggregates: RunningAggregates) -> tuple[bytes, dict[str, 
     return arrays + aggregates.gaps.astype("<f8").tobytes() + text, meta | {"text": len(text)}
 
 
-def token_sizes(spec: Spec) -> np.ndarray:
-    """Each token field's number of ids, in the model's field order: what :func:`read_state` checks against."""
-    return np.array([spec.vocab_size(f) for f in spec.fields], dtype=np.int64)
+class StateReader:
+    """Reads stored states for one model (``spec``, its step's ``hidden_shape``, ``model_version``, its stacker's
+    ``layout`` or None), as the service reads them at start (a snapshot's) and at each event."""
 
+    def __init__(
+        self,
+        spec: Spec,
+        hidden_shape: tuple[int, int] | None,
+        model_version: str,
+        layout: AggregateLayout | None,
+    ):
+        self.spec, self.hidden_shape, self.model_version, self.layout = (
+            spec,
+            hidden_shape,
+            model_version,
+            layout,
+        )
+        self.sizes = np.array([spec.vocab_size(f) for f in spec.fields], dtype=np.int64)
 
-def read_state(
-    data: bytes,
-    session_id: str,
-    sizes: np.ndarray,
-    hidden_shape: tuple[int, int] | None,
-    model_version: str,
-    layout: AggregateLayout | None,
-    check: bool = True,
-) -> SessionState:
-    """A stored state as the service reads it, at start (a snapshot's) and at each event: what
-    :meth:`SessionState.decode` checks (``layout``: the stacker's, None without one), and token ids within
-    ``sizes`` (:func:`token_sizes`): ids past a field's vocabulary made the model's embedding fail at every event
-    of the session (dogfood 44). ``check=False`` leaves out the checks of the values, for a state this process
-    encoded (:attr:`StateStore.holds_own_states`)."""
-    state = SessionState.decode(data, len(sizes), hidden_shape, model_version, session_id, layout, check)
-    if check and len(state.tokens) and not ((state.tokens >= 0) & (state.tokens < sizes)).all():
-        raise ValueError(f"session {session_id!r}: its state holds tokens outside this model's vocabularies")
-    return state
+    def read(self, session_id: str, data: bytes, check: bool = True) -> SessionState:
+        """What :meth:`SessionState.decode` checks, then (unless ``check`` is false: a state this process encoded,
+        :attr:`StateStore.holds_own_states`) the state's parts against each other: token ids within the model's
+        vocabularies (ids past one failed the embedding at every event, dogfood 44); the events held against the
+        count (a count that disagreed answered wrong lengths); the tokens against the events held; each held
+        event's id among the ids taken, and no more ids than events (a listed id dropped that event when it came,
+        an emptied list took a resend twice: both scored on, silently wrong, review 90)."""
+        state = SessionState.decode(
+            data, len(self.sizes), self.hidden_shape, self.model_version, session_id, self.layout, check
+        )
+        if not check:
+            return state
+        tokens = state.tokens
+        if len(tokens) and not ((tokens >= 0) & (tokens < self.sizes)).all():
+            raise ValueError(
+                f"session {session_id!r}: its state holds tokens outside this model's vocabularies"
+            )
+        lines = state.records.split(b"\n") if state.records else []
+        # All events are held, or a model without a stacker kept the latest max_len + 1 and more came since.
+        if not (len(lines) == state.n_events or self.spec.max_len < len(lines) < state.n_events):
+            raise ValueError(
+                f"session {session_id!r}: its state holds {len(lines)} events of {state.n_events}"
+            )
+        if not state.stale(self.model_version) and len(tokens) != min(len(lines), self.spec.max_len):
+            raise ValueError(f"session {session_id!r}: its state holds tokens of {len(tokens)} events")
+        taken = set(state.keys.split(b"\n")) - {b""}
+        if len(taken) > state.n_events:
+            raise ValueError(
+                f"session {session_id!r}: its state lists {len(taken)} events taken of {state.n_events}"
+            )
+        for line in lines:
+            key, tab, _ = line.partition(b"\t")
+            if not (tab and key[:1] == b'"' and (key in taken or not key.startswith(b'"id:'))):
+                raise ValueError(
+                    f"session {session_id!r}: its state holds an event whose id is not among those taken"
+                )
+        return state
 
 
 def _check_header(meta: dict[str, Any]) -> None:
@@ -441,10 +475,10 @@ class OnlineScorer:
             log, "sessions whose stacker aggregates read only the events their state held"
         )
         self._delta_field = self.spec.fields.index(S.TIME_DELTA)
-        self._vocab_sizes = token_sizes(self.spec)
-        self._layout = None if scorer.stacker is None else scorer.stacker.layout
+        layout = None if scorer.stacker is None else scorer.stacker.layout
+        self._reader = StateReader(self.spec, self.hidden_shape, scorer.model_version, layout)
         self._arrivals = itertools.count()
-        store.check_restored(self._read)
+        store.check_restored(self._reader.read)
 
     def events(self, records: list[dict[str, Any]], *, source: str = "request") -> list[dict[str, Any]]:
         """Take events of one or more open sessions; per touched session (in order of first appearance) its
@@ -549,26 +583,9 @@ class OnlineScorer:
         data = self.store.get(session_id)
         return None if data is None else self._decode(session_id, data)
 
-    def _read(self, session_id: str, data: bytes, check: bool = True) -> SessionState:
-        return read_state(
-            data,
-            session_id,
-            self._vocab_sizes,
-            self.hidden_shape,
-            self.scorer.model_version,
-            self._layout,
-            check,
-        )
-
     def _decode(self, session_id: str, data: bytes) -> SessionState:
-        try:
-            return self._read(session_id, data, check=not self.store.holds_own_states)
-        except ValueError as e:
-            # Why goes to the log alone: it may quote another session's id or values (a state copied across).
-            public = f"the stored state of session {session_id!r} is unreadable"
-            raise StoreCorrupt(
-                f"{public} ({e})", public=f"{public}; delete it from the store to start the session again"
-            ) from None
+        with _stored(session_id):
+            return self._reader.read(session_id, data, check=not self.store.holds_own_states)
 
     def _take(
         self,
@@ -594,7 +611,9 @@ class OnlineScorer:
                 conflicts.clear()
                 for i, e in enumerate(entries):
                     if state.seen(e):
-                        if (first := state.taken_as(e)) is not None and first != records[i]:
+                        with _stored(sid):
+                            first = state.taken_as(e)
+                        if first is not None and first != records[i]:
                             conflicts.append(keys[i])
                     elif e not in fresh:
                         fresh[e] = i
@@ -693,9 +712,17 @@ class OnlineScorer:
         return prob.numpy().astype(np.float32, copy=False)
 
     def _normalized(self, state: SessionState) -> EventColumns:
+        """The session's held events, read again (a rebuild). They were checked when taken: one that no longer
+        reads, or is another session's, is the store's damage, not the request's (a 500 or a 422, review 90)."""
         where = f"session {state.session_id!r}"
-        frame = normalized_events(as_frame(state.record_list(), self.spec, where).lazy(), self.spec, where)
-        return EventColumns.of_frame(frame, self.spec)
+        with _stored(state.session_id):
+            frame = normalized_events(
+                as_frame(state.record_list(), self.spec, where).lazy(), self.spec, where
+            )
+            columns = EventColumns.of_frame(frame, self.spec)
+            if set(columns.session_ids) != {state.session_id}:
+                raise ValueError("it holds events of another session")
+        return columns
 
     def _columns(self, events: EventColumns, keys: list[str] | None) -> EventColumns:
         """One session's events with their entity features where the model has any (read from the live history;
@@ -726,6 +753,20 @@ class OnlineScorer:
             **_length_flags(self.spec, len(records)),
             "model_version": self.scorer.model_version,
         }
+
+
+@contextmanager
+def _stored(session_id: str) -> Iterator[None]:
+    """A session's stored state that does not read (damaged, another session's, another seqfraud's) as a store
+    outage for that session: answered degraded or failed closed, never as an internal error."""
+    try:
+        yield
+    except ValueError as e:
+        # Why goes to the log alone: it may quote another session's id or values (a state copied across).
+        public = f"the stored state of session {session_id!r} is unreadable"
+        raise StoreCorrupt(
+            f"{public} ({e})", public=f"{public}; delete it from the store to start the session again"
+        ) from None
 
 
 def _length_flags(spec: Spec, n_events: int) -> dict[str, bool]:
