@@ -967,7 +967,14 @@ def fit_and_evaluate(
                 positives,
             )
     (run_dir / rundir.METRICS_FILE).write_text(json.dumps(metrics, indent=2))
-    log.info("val PR-AUC %.4f, test PR-AUC %.4f", metrics["val"]["pr_auc"], metrics["test"]["pr_auc"])
+    log.info(
+        "%s: val PR-AUC %.4f, test PR-AUC %.4f",
+        rundir.kept_label(
+            metrics["model"], rundir.stacking_kept(run_dir)
+        ),  # the default may be LightGBM alone
+        metrics["val"]["pr_auc"],
+        metrics["test"]["pr_auc"],
+    )
     if logger:
         log_run(logger, metrics, predictions, run_dir)
     return metrics
