@@ -185,6 +185,61 @@ def test_ids_trained_as_integers_written_as_decimals_are_refused(tmp_path):
         normalized_events(as_frame([{**event, "card": card}], spec, "request").lazy(), spec, "request")
 
 
+def test_csv_ids_written_as_integers_are_held_as_integers_and_their_decimals_refused(tmp_path):
+    """A CSV log's ids are read as text, so a CSV-trained model recorded no integer ids: 100 rows of a player id
+    written 1340.0 beside 1340 trained without a word, and scoring took 1340.0 as a new player (scores moved up
+    to 0.868, dogfood 91). Text id columns of integers alone are recorded as integer ids; text of integers with
+    some written as decimals is refused at fit time, by file, column, count and example."""
+    from dataclasses import replace
+
+    from seqfraud.data.events import INTEGER_IDS, load_events
+    from seqfraud.features.entities import EntitySpec
+    from seqfraud.scoring.prepare import normalized_events, record_columns
+
+    n = 12
+    log = pl.DataFrame(
+        {
+            "session_id": [str(10 + i // 4) for i in range(n)],
+            "timestamp": [f"2026-03-01T10:00:{i:02d}Z" for i in range(n)],
+            "event_type": ["pay"] * n,
+            "card": [str(3278 + i % 3) for i in range(n)],
+            "terminal": ["007", "12"] * (n // 2),  # zero-padded: text, not integers
+            "merchant": ["m1", "m2", "3"] * (n // 3),
+            "label": [i // 4 % 2 for i in range(n)],
+        }
+    )
+    schema = Schema(entities=("card", "terminal", "merchant"))
+    log.write_csv(tmp_path / "e.csv")
+    assert load_events(str(tmp_path / "e.csv"), schema).report[INTEGER_IDS] == ["session_id", "card"]
+    log.with_columns(pl.col("card").cast(pl.Int64)).write_parquet(tmp_path / "e.parquet")  # as typed ones are
+    assert load_events(str(tmp_path / "e.parquet"), schema).report[INTEGER_IDS] == ["session_id", "card"]
+    for column, decimal in (("card", "3279.0"), ("session_id", "11.00")):
+        bad = pl.int_range(pl.len()).is_in([5, 6])
+        log.with_columns(
+            pl.when(bad).then(pl.lit(decimal)).otherwise(pl.col(column)).alias(column)
+        ).write_csv(tmp_path / "bad.csv")
+        says = (
+            f"{tmp_path / 'bad.csv'}: column {column!r}: 2 row(s) hold an id written as a decimal (first: "
+            f"'{decimal}'), but its other 10 row(s) hold integers"
+        )
+        with pytest.raises(DataValidationError, match=re.escape(says)):
+            load_events(str(tmp_path / "bad.csv"), schema)
+
+    # A model fitted on it refuses decimals there on every path; one fitted before (no integer ids) scores them.
+    entity = EntitySpec(("card",), ("1h",), risk=False, smoothing=1.0, prior=0.1, label_delay=None)
+    before = replace(SPEC, schema=replace(SPEC.schema, entities=("card",)), entity=entity)
+    spec = replace(before, fit_info={INTEGER_IDS: ["session_id", "card"]})
+    event = {**_events(1)[0], "timestamp": "2026-03-01T10:00:00Z", "card": "3278.0"}
+    assert record_columns([event], spec) is None
+    with pytest.raises(DataValidationError, match="request: column 'card': 1 row"):
+        normalized_events(as_frame([event], spec, "request").lazy(), spec, "request")
+    assert record_columns([event], before) is not None
+    assert (
+        normalized_events(as_frame([event], before, "request").lazy(), before, "request")["card"][0]
+        == "3278.0"
+    )
+
+
 def test_repeated_ids_of_a_one_event_model_are_said_once_per_source(caplog):
     """A transaction table's scoring file with an id written twice: two transactions scored as one session, the
     output a row short, without a word (dogfood 72)."""

@@ -1768,18 +1768,60 @@ def zero_padded_ids(raw: pl.LazyFrame, have: pl.Schema, schema: Schema) -> list[
     return [c for c in ids if padded[c][0]]
 
 
-def integer_ids(have: pl.Schema, schema: Schema) -> list[str]:
-    """The id columns (session id and entities, of an entity model) that the log types as integers: a later
-    file that writes them as decimals (``3278.0``, a pandas export whose integer column with a gap became float,
-    read back from CSV as text) meets no history, label or shared entity written ``3278`` (dogfood 72), and
-    scoring refuses it (:func:`refuse_decimal_ids`)."""
-    return (
-        [c for c in (schema.session_id, *schema.entities) if have[c].is_integer()] if schema.entities else []
-    )
+def integer_ids(
+    raw: pl.LazyFrame, have: pl.Schema, schema: Schema, source: str, padded: Sequence[str]
+) -> list[str]:
+    """The id columns (session id and entities, of an entity model) that the log types as integers, or writes as
+    integers in text (a CSV log's ids are read as text: dogfood 91), ``padded`` (:func:`zero_padded_ids`) aside:
+    a later file that writes them as decimals (``3278.0``, a pandas export whose integer column with a gap became
+    float, read back from CSV as text) meets no history, label or shared entity written ``3278`` (dogfood 72), and
+    scoring refuses it (:func:`refuse_decimal_ids`). Text columns are read whole: one of integers that writes some
+    as decimals holds two ids of one entity, and is refused here."""
+    if not schema.entities:
+        return []
+    ids = [schema.session_id, *schema.entities]
+    text = [c for c in ids if _textual(have[c]) and c not in padded]
+    written: dict[
+        str, tuple[int, int, int, str | None]
+    ] = {}  # text column: rows, integers, decimals, first decimal
+    if text:
+        values = [pl.col(c).cast(pl.String) for c in text]
+        with reading(source):
+            counts = (
+                raw.select(
+                    pl.struct(
+                        v.count().alias("n"),
+                        v.str.contains(INTEGER_TEXT).sum().alias("integers"),
+                        v.str.contains(DECIMAL_INTEGER).sum().alias("decimals"),
+                        v.filter(v.str.contains(DECIMAL_INTEGER)).first().alias("first"),
+                    ).alias(c)
+                    for c, v in zip(text, values)
+                )
+                .collect(engine="streaming")
+                .row(0, named=True)
+            )
+        written = {c: tuple(counts[c].values()) for c in text}
+    for c, (n, integers, decimals, first) in written.items():
+        if integers and decimals and integers + decimals == n:
+            held = f"its other {integers:,} row(s) hold integers"
+            raise DataValidationError(decimal_ids_said(source, c, decimals, str(first), held))
+    return [c for c in ids if have[c].is_integer() or (c in written and 0 < written[c][1] == written[c][0])]
 
 
+# An integer written as its digits, as text (as Polars writes an integer column): 3278, -7.
+INTEGER_TEXT = r"^-?[0-9]+$"
 # An integer written as a decimal, as text: 3278.0, -7.00.
 DECIMAL_INTEGER = r"^[+-]?[0-9]+\.0*$"
+
+
+def decimal_ids_said(source: str, column: str, n: int, first: str, held: str) -> str:
+    """The one wording of ids written as decimals where ``held`` (the training log, or the column's other rows)
+    writes integers."""
+    return (
+        f"{source}: column {column!r}: {n:,} row(s) hold an id written as a decimal (first: {first!r}), but "
+        f"{held}: it would meet no history, label or shared entity written without the '.0'. Write the integers "
+        "(pandas turns an integer column with a missing value into floats: read it with dtype='Int64')"
+    )
 
 
 def refuse_decimal_ids(events: pl.DataFrame, names: Mapping[str, str], source: str) -> None:
@@ -1789,10 +1831,9 @@ def refuse_decimal_ids(events: pl.DataFrame, names: Mapping[str, str], source: s
         bad = events.filter(pl.col(column).str.contains(DECIMAL_INTEGER))[column]
         if len(bad):
             raise DataValidationError(
-                f"{source}: column {name!r}: {len(bad):,} row(s) hold an id written as a decimal (first: "
-                f"{bad[0]!r}), but the model's training log held integers there: it would meet no history, label "
-                "or shared entity written without the '.0'. Write the integers (pandas turns an integer column "
-                "with a missing value into floats: read it with dtype='Int64')"
+                decimal_ids_said(
+                    source, name, len(bad), bad[0], "the model's training log held integers there"
+                )
             )
 
 
@@ -1825,7 +1866,7 @@ def inspect_events(events_path: str, schema: Schema, labels_path: str | None) ->
         have = check_columns(raw, schema, source, with_label=label_on_events)
         unit = detect_timestamp_unit(raw, schema, have[schema.timestamp])
         padded = zero_padded_ids(raw, have, schema)
-    integers = integer_ids(have, schema)
+    integers = integer_ids(raw, have, schema, source, padded)
     if label_on_events and schema.label_time:
         check_label_time_unit(source, schema, have[schema.label_time], unit)
     epoch_unit = unit if have[schema.timestamp].is_integer() else None
