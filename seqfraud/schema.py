@@ -50,6 +50,7 @@ ROW_INDEX = "__row"
 LABEL_TIME_US = "__label_time_us"
 LABEL_TIME_PRESENT = "__label_time_present"
 LABEL_TIME_OUT_OF_RANGE = "__label_time_out_of_range"
+LABEL_TIME_NAIVE = "__label_time_naive"  # a label time string with a time of day but no UTC offset
 TS_US = "__ts_us"
 TS_PRESENT = "__ts_present"
 TS_OUT_OF_RANGE = "__ts_out_of_range"

@@ -152,10 +152,13 @@ class SparkEngine:
             ),
         )
         negative = policy.get("on_unlabeled") == "negative"
+        counted: dict = {}  # what read_labels counts for the report
         labels = (
             None
             if label_on_events
-            else read_labels(data["labels"], schema, timestamp_unit=unit, frauds_only=negative)
+            else read_labels(
+                data["labels"], schema, timestamp_unit=unit, frauds_only=negative, report=counted
+            )
         )
         sessions, report = validate_sessions(
             table,
@@ -188,7 +191,7 @@ class SparkEngine:
             sessions=sessions,
             timestamp_unit=unit,
             source=source,
-            report={"source": source, "timestamp_unit": unit} | raw.id_forms() | report,
+            report={"source": source, "timestamp_unit": unit} | raw.id_forms() | counted | report,
         )
 
     def _read_parts(self, paths: list[str], footers: list[pq.FileMetaData]) -> DataFrame:

@@ -1247,6 +1247,47 @@ def test_timestamps_without_an_offset_among_ones_with_it_are_counted_and_said(tm
         assert "naive_timestamps" not in loaded.report and "no UTC offset" not in caplog.text
 
 
+def test_label_times_without_an_offset_among_ones_with_it_are_counted_and_said(tmp_path, caplog):
+    """Seven label times of a chargeback table had lost their offsets: read as UTC, they moved when their labels
+    counted as known, without a word, where the same in the event times warned (dogfood 91). Label times follow
+    the events' rule, in a label table and on the events: counted, and said with the first. A date alone (a
+    chargeback's day, which counts from the end of its day) is no naive time."""
+    schema = Schema(categorical=("device",), numerical=("amount",), label_time="cb")
+    day = pl.col("timestamp").dt.offset_by("1d")
+    zoned, naive = day.dt.strftime("%Y-%m-%dT%H:%M:%S+05:30"), day.dt.strftime("%Y-%m-%dT%H:%M:%S")
+    cut = pl.col("session_id") == "s2"
+    table = events().group_by("session_id", maintain_order=True).agg(pl.col("label", "timestamp").last())
+    path = write(events().drop("label"), tmp_path / "e.parquet")
+    labels = write(
+        table.select("session_id", "label", pl.when(cut).then(naive).otherwise(zoned).alias("cb")),
+        tmp_path / "l.csv",
+    )
+    loaded = load_events(path, schema, labels)
+    assert loaded.report["naive_label_times"] == 1
+    said = f"{labels}: column 'cb': 1 of its 3 timestamps carry no UTC offset and are read as UTC"
+    assert said in caplog.text and "(first: '2024-01-02T00:01:01', session 's2')" in caplog.text
+    assert "changes when its label counts as known" in caplog.text
+    caplog.clear()
+    per_session = events().with_columns(pl.col("timestamp").max().over("session_id").alias("last"))
+    at = pl.col("last").dt.offset_by("1d")
+    cb = (
+        pl.when(cut)
+        .then(at.dt.strftime("%Y-%m-%dT%H:%M:%S"))
+        .otherwise(at.dt.strftime("%Y-%m-%dT%H:%M:%S+05:30"))
+    )
+    on_events = write(per_session.with_columns(cb=cb).drop("last"), tmp_path / "on.parquet")
+    loaded = load_events(on_events, schema)
+    assert loaded.report["naive_label_times"] == 2
+    assert f"{on_events}: column 'cb': 2 of its 5 timestamps carry no UTC offset" in caplog.text
+    assert S.LABEL_TIME_NAIVE not in loaded.events.collect_schema()
+    dates = pl.when(cut).then(day.dt.strftime("%Y-%m-%d")).otherwise(zoned)
+    for every in (naive, zoned, dates):
+        caplog.clear()
+        labels = write(table.select("session_id", "label", every.alias("cb")), tmp_path / "l.csv")
+        loaded = load_events(path, schema, labels)
+        assert "naive_label_times" not in loaded.report and "no UTC offset" not in caplog.text
+
+
 def test_parquet_parts_typed_apart_but_alike_read_as_one(tmp_path):
     """A partitioned log's days written by different jobs (dogfood 71): amounts as Int32 in one part and Float64 in
     the other, labels as Int32 beside Int64, and a day whose device column holds no value (Arrow's Null type)

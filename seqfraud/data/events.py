@@ -888,14 +888,51 @@ def timestamp_us(raw: pl.Expr, unit: str, range_us: tuple[int, int]) -> tuple[pl
 _ZONED = r"(?:[Zz]|[+-][0-9]{2}:?[0-9]{2})$"
 
 
-def naive_said(source: str, column: str, naive: int, stamped: int, first: str) -> str:
+NAIVE_LABEL_TIMES = "naive_label_times"  # the report's key for label times without an offset among others
+
+
+def naive_times(column: str, *, dated: bool = False) -> pl.Expr:
+    """Timestamp strings of ``column`` without a UTC offset, read as UTC. With ``dated`` (a label time) a date
+    alone is none: it counts from its day's end in UTC, as documented."""
+    naive = pl.col(column).str.contains(_ZONED).not_()
+    return naive & pl.col(column).str.contains(r"[0-9][T ][0-9]") if dated else naive
+
+
+# What a time that lost its offset moves: an event's, and a label's.
+EVENT_MOVES = "which reorders its session's events (and in training can move the session across the split)"
+LABEL_MOVES = (
+    "which changes when its label counts as known (to the entity risk features and the label cutoffs)"
+)
+
+
+def say_naive(
+    report: dict,
+    key: str,
+    source: str,
+    column: str,
+    counts: tuple[int, int],
+    first: Callable[[], str],
+    moves: str = EVENT_MOVES,
+) -> None:
+    """Counts the naive timestamps of ``column`` (``counts``: naive, and all given) in ``report[key]`` and warns
+    with ``first()`` (the example), where they mix with ones that carry an offset: a column of naive times alone
+    is one in UTC."""
+    naive, stamped = counts
+    if 0 < naive < stamped:
+        report[key] = naive
+        log.warning("%s", naive_said(source, column, naive, stamped, first(), moves))
+
+
+def naive_said(
+    source: str, column: str, naive: int, stamped: int, first: str, moves: str = EVENT_MOVES
+) -> str:
     """The warning for ``naive`` timestamp strings without an offset among ``stamped`` ones that mostly carry one
-    (:data:`S.TS_NAIVE`): an export that cut a day's offsets moved its times by hours without a word (dogfood 71)."""
+    (:data:`S.TS_NAIVE`): an export that cut a day's offsets moved its times by hours without a word (dogfood 71).
+    ``moves``: what such a time moves (:data:`EVENT_MOVES`, :data:`LABEL_MOVES`)."""
     return (
         f"{source}: column {column!r}: {naive:,} of its {stamped:,} timestamps carry no UTC offset and are read as "
         f"UTC, where the others carry one{first}: a local time written without its offset moves by it (hours), "
-        "which reorders its session's events (and in training can move the session across the split). Write "
-        "each with its offset (or Z)"
+        f"{moves}. Write each with its offset (or Z)"
     )
 
 
@@ -909,7 +946,8 @@ def normalize(
     naive_flag: bool = False,
 ) -> pl.LazyFrame:
     """Cast to the canonical working types; flags present and out-of-range timestamps for the row counts, and
-    with ``naive_flag`` timestamp strings without an offset (:data:`S.TS_NAIVE`).
+    with ``naive_flag`` timestamp (and label time) strings without an offset (:data:`S.TS_NAIVE`,
+    :data:`S.LABEL_TIME_NAIVE`).
 
     The epoch value is a column of its own first: both flags read it, and parsing strings twice would double
     the cost of a scoring request. Entity ids become strings (integers their decimal text). With
@@ -926,7 +964,7 @@ def normalize(
         pl.col(schema.timestamp).is_not_null().alias(S.TS_PRESENT),
         outside.alias(S.TS_OUT_OF_RANGE),
         *(
-            [pl.col(schema.timestamp).str.contains(_ZONED).not_().alias(S.TS_NAIVE)]
+            [naive_times(schema.timestamp).alias(S.TS_NAIVE)]
             if naive_flag and have[schema.timestamp] == pl.String
             else []
         ),
@@ -953,6 +991,8 @@ def normalize(
                 pl.col(schema.label_time).is_not_null().alias(S.LABEL_TIME_PRESENT),
                 lt_outside.alias(S.LABEL_TIME_OUT_OF_RANGE),
             ]
+            if naive_flag and have[schema.label_time] == pl.String:
+                cols.append(naive_times(schema.label_time, dated=True).alias(S.LABEL_TIME_NAIVE))
     return lf.with_row_index(S.ROW_INDEX).with_columns(epochs).select(pl.col(S.ROW_INDEX), *cols)
 
 
@@ -1001,8 +1041,11 @@ def session_table(
         # collision among one session's rows); an exact struct comparison cost four times as much.
         (pl.len() - pl.struct(pl.exclude(S.ROW_INDEX)).hash(0).n_unique()).alias("n_duplicate_rows"),
     ]
-    if S.TS_NAIVE in events.collect_schema():
+    have = events.collect_schema()
+    if S.TS_NAIVE in have:
         aggs.append(pl.col(S.TS_NAIVE).sum().alias("n_ts_naive"))
+    if S.LABEL_TIME_NAIVE in have:
+        aggs.append(pl.col(S.LABEL_TIME_NAIVE).sum().alias("n_label_time_naive"))
     if with_label:
         aggs += [
             pl.col(S.LABEL).min().alias("label_min"),
@@ -1044,6 +1087,7 @@ def read_labels(
     frauds_only: bool = False,
     zero_padded: Sequence[str] = (),
     integer_typed: Sequence[str] = (),
+    report: dict | None = None,
 ) -> tuple[pl.DataFrame, str]:
     """A separate label table (a file, or a frame named ``name`` in messages, checked alike: a frame was cast
     unchecked, so 0.9 read as 0 and a repeated session counted twice: dogfood 60): one row per session, 0/1
@@ -1057,7 +1101,8 @@ def read_labels(
     With ``timestamp_unit`` (the events' :attr:`LoadedEvents.timestamp_unit`) and ``data.schema.label_time``,
     the table must also hold the label time, read by the events' timestamp rules (integer epochs in that
     unit) into :data:`S.LABEL_TIME_US`: null where absent, an error where it does not parse or is out of
-    range. Without ``timestamp_unit`` label times are not read.
+    range. Without ``timestamp_unit`` label times are not read. Label times without an offset among ones that
+    carry one are counted in ``report`` (:data:`NAIVE_LABEL_TIMES`) and said, as the events' timestamps are.
     """
     lf, source = (
         (path.lazy(), name) if isinstance(path, (pl.DataFrame, pl.LazyFrame)) else scan_table(path, schema)
@@ -1107,6 +1152,7 @@ def read_labels(
             us.alias(S.LABEL_TIME_US),
             pl.col(lt).is_not_null().alias(S.LABEL_TIME_PRESENT),
             outside.alias(S.LABEL_TIME_OUT_OF_RANGE),
+            *([naive_times(lt, dated=True).alias(S.LABEL_TIME_NAIVE)] if have[lt] == pl.String else []),
         ]
     with reading(source):
         labels = lf.with_row_index(S.ROW_INDEX).with_columns(epochs).select(S.ROW_INDEX, *columns).collect()
@@ -1151,7 +1197,7 @@ def read_labels(
         labels = labels.filter(pl.col(S.LABEL) == pl.col(S.LABEL).max().over(S.SESSION_ID))
     refuse_conflicts(labels, pl.col(S.LABEL), source, schema.label, "labels")
     if lt is not None:
-        labels = _check_label_times(labels, schema, source, lf, have[lt], timestamp_unit, any_event)
+        labels = _check_label_times(labels, schema, source, lf, have[lt], timestamp_unit, any_event, report)
     if not rows_are_events and (repeats := labels.height - labels[S.SESSION_ID].n_unique()):
         log.warning(  # the same session, label and label time again: read once, said, not dropped unsaid
             "%s: %s row(s) repeat another row's session, label and label time: each session's label is read once",
@@ -1257,10 +1303,12 @@ def _check_label_times(
     dtype: pl.DataType,
     unit: str | None,
     any_event: bool,
+    report: dict | None,
 ) -> pl.DataFrame:
     """The label table's label times (``raw``: the table as read): each parses, lies in the plausible range, and
     one per session; with ``any_event``, a fraud session's is the earliest of its rows' (as training reads
-    events under ``data.policy.on_mixed_labels=any``)."""
+    events under ``data.policy.on_mixed_labels=any``). Naive ones among zoned ones go into ``report``
+    (:func:`say_naive`)."""
     lt = cast(str, schema.label_time)
     us, outside = pl.col(S.LABEL_TIME_US), pl.col(S.LABEL_TIME_OUT_OF_RANGE)
     n_unparsed, n_outside = labels.select(LABEL_TIME_UNPARSED_ROWS.sum(), outside.sum()).row(0)
@@ -1284,8 +1332,14 @@ def _check_label_times(
             .otherwise(us)
             .alias(S.LABEL_TIME_US)
         )
+    if S.LABEL_TIME_NAIVE in labels.columns:
+        naive = pl.col(S.LABEL_TIME_NAIVE)
+        counts = labels.select(naive.sum(), pl.col(S.LABEL_TIME_PRESENT).sum()).row(0)
+        first = functools.partial(first_bad, labels, naive, raw, lt)
+        said = {} if report is None else report
+        say_naive(said, NAIVE_LABEL_TIMES, source, lt, counts, first, LABEL_MOVES)
     refuse_conflicts(labels, us, source, lt, "label times")
-    return labels.drop(S.LABEL_TIME_PRESENT, S.LABEL_TIME_OUT_OF_RANGE)
+    return labels.drop(S.LABEL_TIME_PRESENT, S.LABEL_TIME_OUT_OF_RANGE, S.LABEL_TIME_NAIVE, strict=False)
 
 
 def renumbered_ids(label_ids: pl.Series, event_ids: pl.Series, table: str = "label") -> str:
@@ -1432,18 +1486,21 @@ def validate_sessions(
     ):
         if n := int(sessions[col].sum()):
             fail_rows(source, schema.timestamp, n, what, first(where, schema.timestamp))
-    if "n_ts_naive" in sessions.columns:
-        naive, stamped = (
-            int(sessions["n_ts_naive"].sum()),
-            int((sessions["n_events"] - sessions["n_ts_null"]).sum()),
-        )
-        if 0 < naive < stamped:  # a log of naive times alone is a log in UTC
-            report["naive_timestamps"] = naive
-            log.warning(
-                "%s",
-                naive_said(
-                    source, schema.timestamp, naive, stamped, first(pl.col(S.TS_NAIVE), schema.timestamp)
-                ),
+    for key, counted, nulls, column, flag, moves in (
+        ("naive_timestamps", "n_ts_naive", "n_ts_null", schema.timestamp, S.TS_NAIVE, EVENT_MOVES),
+        (
+            NAIVE_LABEL_TIMES,
+            "n_label_time_naive",
+            "n_label_time_null",
+            schema.label_time,
+            S.LABEL_TIME_NAIVE,
+            LABEL_MOVES,
+        ),
+    ):
+        if counted in sessions.columns and column:
+            counts = int(sessions[counted].sum()), int((sessions["n_events"] - sessions[nulls]).sum())
+            say_naive(
+                report, key, source, column, counts, functools.partial(first, pl.col(flag), column), moves
             )
     if "n_event_id_repeats" in sessions.columns:
         refuse_repeated_ids(sessions, source, str(schema.event_id))
@@ -1908,10 +1965,13 @@ def load_events(
             with_event_id=with_ids,
         ).collect(engine="streaming")
     # None iff raw.label_on_events
+    counted: dict = {}  # what read_labels counts for the report
     labels = (
         None
         if labels_path is None
-        else read_labels(labels_path, schema, timestamp_unit=unit, frauds_only=on_unlabeled == "negative")
+        else read_labels(
+            labels_path, schema, timestamp_unit=unit, frauds_only=on_unlabeled == "negative", report=counted
+        )
     )
     sessions, report = validate_sessions(
         table,
@@ -1939,9 +1999,9 @@ def load_events(
     if "unlabeled_sessions_dropped" in report:
         events = events.join(sessions.lazy().select(S.SESSION_ID), on=S.SESSION_ID, how="semi")
     working = [S.TS_PRESENT, S.TS_OUT_OF_RANGE, *([S.EVENT_ID] if with_ids else [])]
-    working += [S.TS_NAIVE] if S.TS_NAIVE in events.collect_schema() else []
+    working += [c for c in (S.TS_NAIVE, S.LABEL_TIME_NAIVE) if c in events.collect_schema()]
     if label_time_on_events:
         working += [S.LABEL_TIME_US, S.LABEL_TIME_PRESENT, S.LABEL_TIME_OUT_OF_RANGE]
     events = events.drop(working).with_columns(pl.col(S.LABEL).cast(pl.Int8))
-    report = {"source": source, "timestamp_unit": unit} | raw.id_forms() | report
+    report = {"source": source, "timestamp_unit": unit} | raw.id_forms() | counted | report
     return LoadedEvents(events=events, sessions=sessions, timestamp_unit=unit, source=source, report=report)
