@@ -29,6 +29,7 @@ from seqfraud import schema as S
 from seqfraud.data.events import (
     INTEGER_IDS,
     ZERO_PADDED_IDS,
+    ZONED_TIMESTAMPS,
     DataValidationError,
     LoadedEvents,
     label_delay_us,
@@ -655,7 +656,7 @@ def preprocess(
     }
     if policy.get("on_unlabeled") == "negative":
         spec.fit_info |= {ON_UNLABELED: "negative", LABEL_DELAY: policy.get("label_delay")}
-    for key in (ZERO_PADDED_IDS, INTEGER_IDS):
+    for key in (ZERO_PADDED_IDS, INTEGER_IDS, ZONED_TIMESTAMPS):
         if loaded.report.get(key):
             spec.fit_info[key] = loaded.report[key]
     (out / DATA_DIR).mkdir(parents=True)

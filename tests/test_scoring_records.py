@@ -240,6 +240,59 @@ def test_csv_ids_written_as_integers_are_held_as_integers_and_their_decimals_ref
     )
 
 
+def test_naive_times_sent_to_a_model_trained_on_zoned_ones_are_said_once_per_source(tmp_path, caplog):
+    """A client that drops every offset (a whole file, or POST /events one event at a time) was never told,
+    since the warning fired only where one file or request mixed both kinds, though the spec could know that
+    training's times carried offsets (dogfood 91). The spec records it, and scoring says naive times sent to
+    such a model once per source, on the full path and on the fast path alike; specs fitted before say nothing."""
+    from dataclasses import replace
+
+    from seqfraud.data.events import ZONED_TIMESTAMPS, load_events
+    from seqfraud.scoring.prepare import normalized_events, record_columns
+
+    stamps = [datetime(2026, 3, 1, 10, 0, i) for i in range(4)]
+    log = pl.DataFrame(
+        {
+            "session_id": ["a", "a", "b", "b"],
+            "timestamp": stamps,
+            "event_type": ["pay"] * 4,
+            "label": [0, 0, 1, 1],
+        }
+    )
+    for timestamps, zoned in (
+        (pl.col("timestamp").dt.strftime("%Y-%m-%dT%H:%M:%S+01:00"), True),
+        (pl.col("timestamp").dt.strftime("%Y-%m-%dT%H:%M:%SZ"), True),
+        (pl.col("timestamp").dt.strftime("%Y-%m-%dT%H:%M:%S"), False),  # a log in UTC
+        (pl.col("timestamp").dt.replace_time_zone("UTC"), True),
+        (pl.col("timestamp"), False),
+    ):
+        log.with_columns(timestamps).write_parquet(tmp_path / "e.parquet")
+        report = load_events(str(tmp_path / "e.parquet"), Schema()).report
+        assert report.get(ZONED_TIMESTAMPS, False) is zoned, timestamps
+
+    spec = replace(SPEC, fit_info={ZONED_TIMESTAMPS: True})
+    naive = [{**e, "timestamp": f"2026-03-01T10:00:0{i}"} for i, e in enumerate(_events())]
+    said = "timestamps carry no UTC offset and are read as UTC, where the model's training times carried one"
+    for n, source in ((1, "fast-request"), (3, "fast-requests")):
+        for _ in range(2):
+            assert record_columns(naive[:n], spec, source) is not None  # still the fast path
+        assert caplog.text.count(f"{source}: column 'timestamp': {n} of its {n} {said}") == 1
+    frame = as_frame(naive, spec, "naive.csv").lazy()
+    for _ in range(2):
+        normalized_events(frame, spec, "naive.csv")
+    assert (
+        caplog.text.count(f"naive.csv: column 'timestamp': 3 of its 3 {said} (first: '2026-03-01T10:00:00'")
+        == 1
+    )
+    caplog.clear()
+    zoned = [{**e, "timestamp": e["timestamp"] + "Z"} for e in naive]
+    record_columns(zoned, spec, "zoned-request")
+    normalized_events(as_frame(zoned, spec, "zoned.csv").lazy(), spec, "zoned.csv")
+    record_columns(naive, SPEC, "before-request")  # a spec fitted before, or on naive times
+    normalized_events(as_frame(naive, SPEC, "before.csv").lazy(), SPEC, "before.csv")
+    assert "no UTC offset" not in caplog.text
+
+
 def test_repeated_ids_of_a_one_event_model_are_said_once_per_source(caplog):
     """A transaction table's scoring file with an id written twice: two transactions scored as one session, the
     output a row short, without a word (dogfood 72)."""

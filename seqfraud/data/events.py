@@ -885,7 +885,7 @@ def timestamp_us(raw: pl.Expr, unit: str, range_us: tuple[int, int]) -> tuple[pl
 
 
 # The end of an RFC 3339 string that carries its UTC offset (or Z).
-_ZONED = r"(?:[Zz]|[+-][0-9]{2}:?[0-9]{2})$"
+ZONED = r"(?:[Zz]|[+-][0-9]{2}:?[0-9]{2})$"  # a timestamp string's UTC offset
 
 
 NAIVE_LABEL_TIMES = "naive_label_times"  # the report's key for label times without an offset among others
@@ -894,7 +894,7 @@ NAIVE_LABEL_TIMES = "naive_label_times"  # the report's key for label times with
 def naive_times(column: str, *, dated: bool = False) -> pl.Expr:
     """Timestamp strings of ``column`` without a UTC offset, read as UTC. With ``dated`` (a label time) a date
     alone is none: it counts from its day's end in UTC, as documented."""
-    naive = pl.col(column).str.contains(_ZONED).not_()
+    naive = pl.col(column).str.contains(ZONED).not_()
     return naive & pl.col(column).str.contains(r"[0-9][T ][0-9]") if dated else naive
 
 
@@ -923,16 +923,28 @@ def say_naive(
         log.warning("%s", naive_said(source, column, naive, stamped, first(), moves))
 
 
+# Whose offsets a naive time lacks: its column's other times', or the model's training times' (all naive then).
+OTHERS_ZONED = "the others carry one"
+TRAINED_ZONED = "the model's training times carried one"
+
+
 def naive_said(
-    source: str, column: str, naive: int, stamped: int, first: str, moves: str = EVENT_MOVES
+    source: str,
+    column: str,
+    naive: int,
+    stamped: int,
+    first: str,
+    moves: str = EVENT_MOVES,
+    zoned: str = OTHERS_ZONED,
 ) -> str:
-    """The warning for ``naive`` timestamp strings without an offset among ``stamped`` ones that mostly carry one
-    (:data:`S.TS_NAIVE`): an export that cut a day's offsets moved its times by hours without a word (dogfood 71).
-    ``moves``: what such a time moves (:data:`EVENT_MOVES`, :data:`LABEL_MOVES`)."""
+    """The warning for ``naive`` timestamp strings without an offset among ``stamped`` ones where ``zoned``
+    (:data:`OTHERS_ZONED`, :data:`TRAINED_ZONED`) carry one (:data:`S.TS_NAIVE`): an export that cut a day's
+    offsets moved its times by hours without a word (dogfood 71). ``moves``: what such a time moves
+    (:data:`EVENT_MOVES`, :data:`LABEL_MOVES`)."""
     return (
         f"{source}: column {column!r}: {naive:,} of its {stamped:,} timestamps carry no UTC offset and are read as "
-        f"UTC, where the others carry one{first}: a local time written without its offset moves by it (hours), "
-        f"{moves}. Write each with its offset (or Z)"
+        f"UTC, where {zoned}{first}: a local time written without its offset moves by it (hours), {moves}. Write "
+        "each with its offset (or Z)"
     )
 
 
@@ -1785,6 +1797,8 @@ def label_known(
 
 
 ZERO_PADDED_IDS = "zero_padded_ids"  # the report's (and the spec's fit_info) key for zero_padded_ids
+# And for whether the log's timestamps carried UTC offsets (:func:`zoned_timestamps`); absent where they did not.
+ZONED_TIMESTAMPS = "zoned_timestamps"
 INTEGER_IDS = "integer_ids"  # and for integer_ids
 
 
@@ -1913,6 +1927,15 @@ def refuse_integer_ids(integers: Sequence[str], padded: Sequence[str], source: s
         )
 
 
+def zoned_timestamps(table: pl.DataFrame, dtype: pl.DataType) -> bool:
+    """Whether a log's timestamps (``dtype``; ``table``: its :func:`session_table`) carried UTC offsets: strings
+    not all naive, or datetimes with a zone. Scoring warns of naive times sent to a model trained on them
+    (dogfood 91: a client that drops every offset), as it does of naive times among zoned ones."""
+    if "n_ts_naive" in table.columns:
+        return int(table["n_ts_naive"].sum()) < int((table["n_events"] - table["n_ts_null"]).sum())
+    return isinstance(dtype, pl.Datetime) and dtype.time_zone is not None
+
+
 def inspect_events(events_path: str, schema: Schema, labels_path: str | None) -> RawEvents:
     """Footers and the first rows only: emptiness, columns, types and the timestamp unit, for every engine."""
     raw, source = scan_table(events_path, schema)
@@ -2003,5 +2026,6 @@ def load_events(
     if label_time_on_events:
         working += [S.LABEL_TIME_US, S.LABEL_TIME_PRESENT, S.LABEL_TIME_OUT_OF_RANGE]
     events = events.drop(working).with_columns(pl.col(S.LABEL).cast(pl.Int8))
-    report = {"source": source, "timestamp_unit": unit} | raw.id_forms() | counted | report
+    zoned = {ZONED_TIMESTAMPS: True} if zoned_timestamps(table, raw.columns[schema.timestamp]) else {}
+    report = {"source": source, "timestamp_unit": unit} | raw.id_forms() | zoned | counted | report
     return LoadedEvents(events=events, sessions=sessions, timestamp_unit=unit, source=source, report=report)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from seqfraud import __version__
-from seqfraud.data.events import INTEGER_IDS, ZERO_PADDED_IDS
+from seqfraud.data.events import INTEGER_IDS, ZERO_PADDED_IDS, ZONED_TIMESTAMPS
 from seqfraud.errors import UserError
 from seqfraud.features.entities import EntitySpec
 from seqfraud.schema import EPOCH_UNITS, TIME_DELTA, Schema, value_field
@@ -111,6 +111,12 @@ class Spec:
         """The id columns the training log typed as integers (an entity model's), whose decimals scoring refuses
         (:func:`seqfraud.data.events.integer_ids`)."""
         return tuple(self.fit_info.get(INTEGER_IDS) or ())
+
+    @property
+    def zoned_timestamps(self) -> bool:
+        """Whether the training log's timestamps carried UTC offsets, so that naive ones sent to it are said
+        (:func:`seqfraud.data.events.zoned_timestamps`); False for specs fitted before it was recorded."""
+        return bool(self.fit_info.get(ZONED_TIMESTAMPS))
 
     @property
     def absent_is_negative(self) -> bool:

@@ -496,7 +496,7 @@ class OnlineScorer:
         if schema.event_id:
             records = [{k: v for k, v in r.items() if k != schema.event_id} for r in records]
         # Clean records skip Polars (its planning alone costs a millisecond); the full path names what is wrong.
-        events = record_columns(records, self.spec)
+        events = record_columns(records, self.spec, source)
         if events is None:
             frame = normalized_events(as_frame(records, self.spec, source).lazy(), self.spec, source)
             events = EventColumns.of_frame(frame, self.spec)

@@ -26,9 +26,11 @@ from seqfraud.data.events import (
     DECIMAL_INTEGER,
     RFC3339,
     SCORING_NAMES,
+    TRAINED_ZONED,
     TS_UNPARSED_ROWS,
     UNPARSED,
     US_PER_UNIT,
+    ZONED,
     DataValidationError,
     blank,
     blank_id,
@@ -242,11 +244,12 @@ def normalized_events(
         refuse_decimal_ids(events, textual, source)
     if S.TS_NAIVE in events.columns:
         naive = int(events[S.TS_NAIVE].sum())
-        if 0 < naive < events.height and ("naive", once or source) not in _SAID:
+        mixed = 0 < naive < events.height
+        if (mixed or (naive and spec.zoned_timestamps)) and ("naive", once or source) not in _SAID:
             first = first_bad(events, pl.col(S.TS_NAIVE), lf, schema.timestamp)
-            say_once(
-                "naive", once or source, naive_said(source, schema.timestamp, naive, events.height, first)
-            )
+            zoned = {} if mixed else {"zoned": TRAINED_ZONED}
+            said = naive_said(source, schema.timestamp, naive, events.height, first, **zoned)
+            say_once("naive", once or source, said)
         events = events.drop(S.TS_NAIVE)
     if spec.one_event_sessions and (n := events.height - events[S.SESSION_ID].n_unique()):
         repeated = events.filter(pl.col(S.SESSION_ID).is_duplicated())[S.SESSION_ID]
@@ -278,18 +281,20 @@ def say_once(kind: str, source: str, message: str) -> None:
 
 _RFC3339 = re.compile(RFC3339)
 _DECIMAL = re.compile(DECIMAL_INTEGER)
+_ZONED = re.compile(ZONED)
 _EPOCH_DAY = date(1970, 1, 1).toordinal()
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _INT128_MIN, _INT128_MAX = -(1 << 127), (1 << 127) - 1
 _NONE = type(None)
 
 
-def record_columns(records: Sequence[Any], spec: Spec) -> EventColumns | None:
+def record_columns(records: Sequence[Any], spec: Spec, source: str = "request") -> EventColumns | None:
     """A few events as plain columns without Polars, for per-event online scoring; None unless every record is
     clean (known keys, the required ones set, one JSON type per column, timestamps that parse and lie in range).
 
     Where it answers, it answers exactly what :func:`normalized_events` gives (a property test holds it to
-    that); every other input goes through :func:`normalized_events`, which names what is wrong.
+    that), and says what it says of naive times, once per ``source``; every other input goes through
+    :func:`normalized_events`, which names what is wrong.
     """
     s = spec.schema
     names = s.event_columns
@@ -342,6 +347,8 @@ def record_columns(records: Sequence[Any], spec: Spec) -> EventColumns | None:
     ts = _timestamps_us(column[s.timestamp], spec)
     if ts is None:
         return None
+    if spec.zoned_timestamps and ("naive", source) not in _SAID:
+        _say_naive_for_zoned(column[s.timestamp], cast(list[str], text[s.session_id]), spec, source)
     return EventColumns(
         cast(list[str], text[s.session_id]),
         ts,
@@ -350,6 +357,16 @@ def record_columns(records: Sequence[Any], spec: Spec) -> EventColumns | None:
         numeric,
         {c: text[c] for c in s.entities},
     )
+
+
+def _say_naive_for_zoned(stamps: list[Any], sids: list[str], spec: Spec, source: str) -> None:
+    """Says naive times sent to a model trained on zoned ones, as :func:`normalized_events` does. Parsed times
+    are all naive or all zoned (a mix takes the full path), so the first tells: one match a request, until said."""
+    first = stamps[0]
+    if isinstance(first, str) and not _ZONED.search(first):
+        n, ts = len(stamps), spec.schema.timestamp
+        example = f" (first: {first!r}, session {sids[0]!r})"
+        say_once("naive", source, naive_said(source, ts, n, n, example, zoned=TRAINED_ZONED))
 
 
 def _timestamps_us(values: list[Any], spec: Spec) -> np.ndarray | None:

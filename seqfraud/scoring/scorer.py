@@ -169,7 +169,7 @@ class Scorer:
             isinstance(events, (list, tuple))
             and len(events) <= self.fast_path_max_events
             and self.spec.entity is None
-            and (columns := record_columns(events, self.spec)) is not None
+            and (columns := record_columns(events, self.spec, source)) is not None
         ):
             return self.score_sequences(column_sequences(columns, self.spec, self.tables), columns)
         frame = as_frame(events, self.spec, source)
