@@ -59,6 +59,7 @@ from seqfraud.data.events import (
     resolve_paths,
     timestamp_range_us,
     validate_sessions,
+    zoned_report,
 )
 from seqfraud.data.shards import ROW_GROUP_SESSIONS, SHARD_GLOB, shard_name
 from seqfraud.features.entities import BUSIEST_ENTITY_VALUES, EntitySpec, column_features
@@ -191,7 +192,11 @@ class SparkEngine:
             sessions=sessions,
             timestamp_unit=unit,
             source=source,
-            report={"source": source, "timestamp_unit": unit} | raw.id_forms() | counted | report,
+            report={"source": source, "timestamp_unit": unit}
+            | raw.id_forms()
+            | zoned_report(table, raw.columns[schema.timestamp])
+            | counted
+            | report,
         )
 
     def _read_parts(self, paths: list[str], footers: list[pq.FileMetaData]) -> DataFrame:

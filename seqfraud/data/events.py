@@ -1927,13 +1927,16 @@ def refuse_integer_ids(integers: Sequence[str], padded: Sequence[str], source: s
         )
 
 
-def zoned_timestamps(table: pl.DataFrame, dtype: pl.DataType) -> bool:
-    """Whether a log's timestamps (``dtype``; ``table``: its :func:`session_table`) carried UTC offsets: strings
-    not all naive, or datetimes with a zone. Scoring warns of naive times sent to a model trained on them
-    (dogfood 91: a client that drops every offset), as it does of naive times among zoned ones."""
+def zoned_report(table: pl.DataFrame, dtype: pl.DataType) -> dict[str, bool]:
+    """The report's :data:`ZONED_TIMESTAMPS`, where a log's timestamps (``dtype``; ``table``: its
+    :func:`session_table`) carried UTC offsets: strings not all naive, or datetimes with a zone. Scoring warns
+    of naive times sent to a model trained on them (dogfood 91: a client that drops every offset), as it does
+    of naive times among zoned ones."""
     if "n_ts_naive" in table.columns:
-        return int(table["n_ts_naive"].sum()) < int((table["n_events"] - table["n_ts_null"]).sum())
-    return isinstance(dtype, pl.Datetime) and dtype.time_zone is not None
+        zoned = int(table["n_ts_naive"].sum()) < int((table["n_events"] - table["n_ts_null"]).sum())
+    else:
+        zoned = isinstance(dtype, pl.Datetime) and dtype.time_zone is not None
+    return {ZONED_TIMESTAMPS: True} if zoned else {}
 
 
 def inspect_events(events_path: str, schema: Schema, labels_path: str | None) -> RawEvents:
@@ -2026,6 +2029,6 @@ def load_events(
     if label_time_on_events:
         working += [S.LABEL_TIME_US, S.LABEL_TIME_PRESENT, S.LABEL_TIME_OUT_OF_RANGE]
     events = events.drop(working).with_columns(pl.col(S.LABEL).cast(pl.Int8))
-    zoned = {ZONED_TIMESTAMPS: True} if zoned_timestamps(table, raw.columns[schema.timestamp]) else {}
+    zoned = zoned_report(table, raw.columns[schema.timestamp])
     report = {"source": source, "timestamp_unit": unit} | raw.id_forms() | zoned | counted | report
     return LoadedEvents(events=events, sessions=sessions, timestamp_unit=unit, source=source, report=report)
