@@ -1852,9 +1852,8 @@ def integer_ids(
         return []
     ids = [schema.session_id, *schema.entities]
     text = [c for c in ids if _textual(have[c]) and c not in padded]
-    written: dict[
-        str, tuple[int, int, int, str | None]
-    ] = {}  # text column: rows, integers, decimals, first decimal
+    # Per text column: its rows, those written as integers, those as decimals, and the first decimal.
+    written: dict[str, tuple[int, int, int, str | None]] = {}
     if text:
         values = [pl.col(c).cast(pl.String) for c in text]
         with reading(source):
