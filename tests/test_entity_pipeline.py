@@ -513,6 +513,34 @@ def test_score_and_explain_commands_take_a_history(entity_run, entity_artifact, 
     assert session in (tmp_path / "view.html").read_text()
 
 
+def test_an_empty_log_scored_with_a_history_is_refused_by_name(
+    entity_run, entity_artifact, tmp_path, capsys
+) -> None:
+    """A header-only log scored or embedded with a history says the log is empty, as it does without one (the
+    history's short-span check read its first time as None: a TypeError traceback, dogfood 91)."""
+    from seqfraud.cli import embed, score
+
+    scored, other, labels = split_log(entity_run)
+    scored.head(0).write_csv(tmp_path / "empty.csv")
+    other.write_parquet(tmp_path / "history.parquet")
+    args = [
+        "--artifact",
+        str(entity_artifact),
+        "--events",
+        str(tmp_path / "empty.csv"),
+        "--history-events",
+        str(tmp_path / "history.parquet"),
+        "--history-labels",
+        labels,
+        "--no-progress",
+    ]
+    for command in (score, embed):
+        with pytest.raises(SystemExit) as refused:
+            command.main([*args, "--out", str(tmp_path / "out.parquet")])
+        assert refused.value.code == 2
+        assert f"error: {tmp_path / 'empty.csv'}: the event log is empty" in capsys.readouterr().err
+
+
 def test_monitoring_reads_the_current_window_against_a_history(entity_run, entity_artifact, tmp_path) -> None:
     """Without a history an entity artifact is refused; with one, the current window scores as ``Scorer.score``
     scores it, and the entity features' drift is checked like any other field."""

@@ -144,7 +144,9 @@ def warn_if_short(history: pl.DataFrame, events: pl.DataFrame, spec: Spec, sourc
     """Log when the history reaches back less far before the first scored event than the longest window plus
     the label delay: the windowed features then read less than a longer history gives, and the scores move (a
     dogfood's 35-day history against 30-day windows and a 40-day delay moved scores by up to 0.60, silently)."""
-    if not history.height:  # nothing to fall short of (batch scoring refuses an empty history before this)
+    # Nothing to fall short of (batch scoring refuses an empty history before this), or nothing scored: an empty
+    # log, which its caller refuses by name (its first time read None, a TypeError traceback: dogfood 91).
+    if not history.height or not events.height:
         return False
     need = max((us for us in _entity(spec).warm_up_us().values() if us is not None), default=0)
     have = cast(int, events[S.TS_US].min()) - cast(int, history[S.TS_US].min())
