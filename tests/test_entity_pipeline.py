@@ -175,10 +175,16 @@ def test_scoring_needs_a_history_and_reads_it_point_in_time(
     assert f"starts {hours - 1:.1f} hour(s) before the first event scored" in caplog.text
     assert f"read {hours:.1f} hour(s) back" in caplog.text
 
-    # Without the history the same sessions score differently: the features are really read.
-    scorer.history = History.from_frame(other.head(0).lazy(), "empty history", labels, scorer.spec)
+    # Without the history's entity values the same sessions score differently: the features are really read.
+    entities = cast(EntitySpec, scorer.spec.entity).columns
+    blank = other.with_columns(pl.lit(None, other.schema[c]).alias(c) for c in entities)
+    scorer.history = History.from_frame(blank.lazy(), "no context", labels, scorer.spec)
     alone = scorer.score(scored)
     assert (alone[S.RAW_SCORE] - with_history[S.RAW_SCORE]).abs().max() > 1e-4
+    # An empty history is refused by name, not read as one that holds nothing (dogfood 91: it was taken, and
+    # scores moved by up to 0.87 against the real history's).
+    with pytest.raises(DataValidationError, match="^empty history: the history's event log is empty"):
+        History.from_frame(other.head(0).lazy(), "empty history", labels, scorer.spec)
 
     # Events and labels that come after every scored event change nothing.
     last = scored["timestamp"].max()
@@ -403,6 +409,23 @@ def test_a_store_seeded_with_a_history_scores_like_batch_with_it(
         serve(["--artifact", str(exported_artifact), "--history-events", str(tmp_path / "history.parquet")])
     assert exit_.value.code == 2
     assert "error: this artifact has no entity features, so it reads no history" in capsys.readouterr().err
+    # A header-only history is refused before any port is bound, as batch scoring refuses it (dogfood 91: the
+    # service started with an INFO line, "0 entity rows").
+    other.head(0).write_csv(tmp_path / "empty.csv")
+    with pytest.raises(SystemExit) as exit_, monkeypatch.context() as m:
+        m.setattr("seqfraud.cli.serve.run", lambda app, **kw: None)  # taken, it would serve on
+        serve(
+            [
+                "--artifact",
+                str(entity_artifact),
+                "--history-events",
+                str(tmp_path / "empty.csv"),
+                "--history-labels",
+                labels,
+            ]
+        )
+    assert exit_.value.code == 2
+    assert f"error: {tmp_path / 'empty.csv'}: the history's event log is empty" in capsys.readouterr().err
 
 
 def test_a_replica_seeds_redis_again_when_it_restarts_empty(entity_run, entity_artifact, tmp_path) -> None:

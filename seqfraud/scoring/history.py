@@ -41,6 +41,9 @@ class HistoryRequired(UserError, ValueError):
 class History:
     """Normalized events of other sessions, and a label table (``session_id``, ``label``, label time).
 
+    An empty history is refused where it is read (:meth:`from_frame`, which every command and the Python API go
+    through): taken, it read as one that holds nothing, and scores moved unsaid.
+
     The label table may hold sessions outside the history (those being scored, older ones): a label counts only
     where its session's events are in the history or scored. But a table none of whose ids match the history's
     is refused: its ids were read otherwise than the events' (``007`` against ``7``), and every risk feature
@@ -87,6 +90,12 @@ class History:
         known (dogfood 72: a log labelled on its events failed every export as train/serve skew)."""
         entity = _entity(spec)
         frame = normalized_events(events, spec, source, keep_ids=True)
+        # Read as one, every entity feature would be new and every risk feature zero, unsaid.
+        if not frame.height:
+            raise DataValidationError(
+                f"{source}: the history's event log is empty: give the earlier events of other sessions that the "
+                "entity features read, as training read them (docs/entities.md, 'How much history')"
+            )
         on_events = events if labelled is None else labelled
         if entity.risk and labels is None and spec.schema.label not in on_events.collect_schema():
             raise DataValidationError(
@@ -116,9 +125,8 @@ class History:
                 source,
             )
         history_ids = frame[S.SESSION_ID].unique()
-        if frame.height:
-            where = f"{label_source}: column {spec.schema.session_id!r}"
-            check_some_match(table, history_ids, where, source, spec.absent_is_negative)
+        where = f"{label_source}: column {spec.schema.session_id!r}"
+        check_some_match(table, history_ids, where, source, spec.absent_is_negative)
         if entity.risk and spec.absent_is_negative:  # the table lists the frauds alone, as training's did
             table = absent_as_negative(table, history_ids)
         return cls(frame, table, label_source, labels is None, source)
@@ -144,8 +152,8 @@ def warn_if_short(history: pl.DataFrame, events: pl.DataFrame, spec: Spec, sourc
     """Log when the history reaches back less far before the first scored event than the longest window plus
     the label delay: the windowed features then read less than a longer history gives, and the scores move (a
     dogfood's 35-day history against 30-day windows and a 40-day delay moved scores by up to 0.60, silently)."""
-    # Nothing to fall short of (batch scoring refuses an empty history before this), or nothing scored: an empty
-    # log, which its caller refuses by name (its first time read None, a TypeError traceback: dogfood 91).
+    # Nothing to fall short of (History.read refuses an empty history; one built by hand may be), or nothing
+    # scored: an empty log, which its caller refuses by name (its first time read None, a TypeError: dogfood 91).
     if not history.height or not events.height:
         return False
     need = max((us for us in _entity(spec).warm_up_us().values() if us is not None), default=0)
