@@ -219,6 +219,25 @@ def test_scoring_needs_a_history_and_reads_it_point_in_time(
         DataValidationError, match="labelled session\\(s\\), none with events in .*: label ids \\['0s"
     ):
         History.read(tmp_path / "history.parquet", tmp_path / "renamed.parquet", scorer.spec)
+    # Some history labels whose ids a float wrote as "2037.0" for the event id "2037": refused as training refuses
+    # them, under any orphan policy, not left unread among the labels of no history session (dogfood 91).
+    digits = [pl.col("session_id").str.strip_prefix("s")]
+    other.with_columns(digits).write_parquet(tmp_path / "digits.parquet")
+    bent = other["session_id"].unique().sort().head(3).str.strip_prefix("s")
+    label_table.with_columns(digits).with_columns(
+        pl.when(pl.col("session_id").is_in(bent.implode()))
+        .then(pl.col("session_id") + ".0")
+        .otherwise(pl.col("session_id"))
+    ).write_parquet(tmp_path / "bent.parquet")
+    History.read(
+        tmp_path / "digits.parquet", label_table.with_columns(digits), scorer.spec
+    )  # as written, taken
+    with pytest.raises(
+        DataValidationError,
+        match=r"bent.parquet: column 'session_id': [\d,]+ labelled session\(s\) have no events in .*digits.parquet "
+        r"\(first: .*\); 3 of them match an event id written another way \(first: '\d+\.0' for the event id",
+    ):
+        History.read(tmp_path / "digits.parquet", tmp_path / "bent.parquet", scorer.spec)
     # A history without its label table: the way to give it, not the label columns the events lack.
     with pytest.raises(DataValidationError, match="carry no 'label' column: give the label table"):
         History.read(tmp_path / "history.parquet", None, scorer.spec)

@@ -1438,6 +1438,27 @@ def check_some_match(
     log.warning("%s; under data.policy.on_unlabeled=negative every one of them reads as legitimate", text)
 
 
+def refuse_misread_orphans(
+    orphans: pl.DataFrame, session_ids: pl.Series, where: str, source: str, on_orphan_labels: str
+) -> str:
+    """Refuse the rows of a label table (``where``: its file and id column) whose session is none of
+    ``session_ids`` (``source``'s), where the table meets some: under ``on_orphan_labels=error``, and whatever
+    the policy where their ids meet an event's once their form is set aside (dogfood 63: dropping them lost
+    frauds), or where most are written in a form no event id has (dogfood 65): those are ids misread, not orphans.
+    Returns what to say of the few of another form that may be dropped ('' where none is). Training's label
+    table and a scoring history's go through it alike (dogfood 91: the history's dropped ``2037.0`` unsaid)."""
+    reformed = renumbered_ids(orphans[S.SESSION_ID], session_ids)
+    n_odd, odd = foreign_form_ids(orphans[S.SESSION_ID], session_ids)
+    misformed = odd if 2 * n_odd >= orphans[S.SESSION_ID].n_unique() else ""
+    if on_orphan_labels == "error" or reformed or misformed:
+        first = orphans[S.SESSION_ID].sort().head(3).to_list()
+        raise DataValidationError(
+            f"{where}: {orphans.height:,} labelled session(s) have no events in {source} (first: {first})"
+            + (reformed or misformed or " (set data.policy.on_orphan_labels=drop to skip them)")
+        )
+    return odd
+
+
 def validate_sessions(
     sessions: pl.DataFrame,
     schema: Schema,
@@ -1596,28 +1617,17 @@ def validate_sessions(
         table, label_source = labels
         orphans = table.join(sessions, on=S.SESSION_ID, how="anti")
         if orphans.height:
+            named = f"{label_source}: column {schema.session_id!r}"
             # A table that matches no session is the wrong table or ids written another way, whatever the policy
             # (dropping would leave nothing to train on).
             if orphans.height == table.height:
                 raise DataValidationError(
-                    f"{label_source}: column {schema.session_id!r}: none of its {table.height:,} labelled session(s) "
-                    f"has events in {source}: "
+                    f"{named}: none of its {table.height:,} labelled session(s) has events in {source}: "
                     + unmatched_ids_text(orphans[S.SESSION_ID], sessions[S.SESSION_ID])
                 )
-            # Ids that meet an event's once their form is set aside are no orphans: dropping them lost frauds
-            # (dogfood 63, a label file whose ids had lost their leading zeros), whatever the policy.
-            # So are ids of another form (dogfood 65), where most orphans are: a few odd rows may be dropped.
-            reformed = renumbered_ids(orphans[S.SESSION_ID], sessions[S.SESSION_ID])
-            n_odd, odd = foreign_form_ids(orphans[S.SESSION_ID], sessions[S.SESSION_ID])
-            misformed = odd if 2 * n_odd >= orphans[S.SESSION_ID].n_unique() else ""
-            if on_orphan_labels == "error" or reformed or misformed:
-                first = orphans[S.SESSION_ID].sort().head(3).to_list()
-                raise DataValidationError(
-                    f"{label_source}: column {schema.session_id!r}: {orphans.height:,} labelled session(s) have no "
-                    f"events in {source} (first: {first})"
-                    + (reformed or misformed or " (set data.policy.on_orphan_labels=drop to skip them)")
-                )
-            if odd:
+            if odd := refuse_misread_orphans(
+                orphans, sessions[S.SESSION_ID], named, source, on_orphan_labels
+            ):
                 log.warning("%s: the %s orphan label(s) dropped%s", label_source, f"{orphans.height:,}", odd)
             report["orphan_labels_dropped"] = orphans.height
         sessions = sessions.join(table, on=S.SESSION_ID, how="left")

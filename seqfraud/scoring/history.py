@@ -23,6 +23,7 @@ from seqfraud.data.events import (
     label_delay_us,
     label_known,
     read_labels,
+    refuse_misread_orphans,
     scan_table,
 )
 from seqfraud.errors import UserError
@@ -127,6 +128,19 @@ class History:
         history_ids = frame[S.SESSION_ID].unique()
         where = f"{label_source}: column {spec.schema.session_id!r}"
         check_some_match(table, history_ids, where, source, spec.absent_is_negative)
+        # A table of its own, whose ids are checked as training checks a label table's: its rows of no history
+        # session are those scored or older ones (kept, as under on_orphan_labels=drop), not ids written another way.
+        orphans = table.filter(~pl.col(S.SESSION_ID).is_in(history_ids.implode()))
+        # Where none met, check_some_match judged the table.
+        misread = labels is not None and 0 < orphans.height < table.height
+        if misread and (odd := refuse_misread_orphans(orphans, history_ids, where, source, "drop")):
+            log.warning(
+                "%s: %s labelled session(s) have no events in %s and count only where scored%s",
+                label_source,
+                f"{orphans.height:,}",
+                source,
+                odd,
+            )
         if entity.risk and spec.absent_is_negative:  # the table lists the frauds alone, as training's did
             table = absent_as_negative(table, history_ids)
         return cls(frame, table, label_source, labels is None, source)
