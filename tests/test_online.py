@@ -1030,3 +1030,23 @@ def test_held_events_that_no_longer_read_are_the_stores_damage_not_a_500_or_the_
         with single_torch_thread():
             (answer,) = online.events(request)
         assert answer["degraded"] is (held != first.partition(b"\t")[2]), held
+
+
+def test_warmup_runs_the_step_for_an_event_and_for_a_rebuilt_session(gru_artifact) -> None:
+    """A fresh service's first three events took 19, 10 and 6 ms: the step's first calls, which the model's
+    warm-up did not make."""
+    from seqfraud.scoring.scorer import Scorer
+
+    scorer = Scorer.load(gru_artifact)
+    assert scorer.step is not None
+    step, shape = scorer.step
+    seen: list[tuple[int, ...]] = []
+
+    def recorded(tokens, hidden):
+        seen.append(tuple(tokens.shape[:2]))
+        return step(tokens, hidden)
+
+    scorer.step = recorded, shape
+    with single_torch_thread():
+        scorer.warmup()
+    assert (1, 1) in seen and max(k for _, k in seen) == min(128, scorer.spec.max_len)
