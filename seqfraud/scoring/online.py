@@ -342,12 +342,8 @@ class StateReader:
         model_version: str,
         layout: AggregateLayout | None,
     ):
-        self.spec, self.hidden_shape, self.model_version, self.layout = (
-            spec,
-            hidden_shape,
-            model_version,
-            layout,
-        )
+        self.spec, self.hidden_shape, self.layout = spec, hidden_shape, layout
+        self.model_version = model_version
         self.sizes = np.array([spec.vocab_size(f) for f in spec.fields], dtype=np.int64)
 
     def read(self, session_id: str, data: bytes, check: bool = True) -> SessionState:
