@@ -447,11 +447,14 @@ def test_a_store_seeded_with_a_history_scores_like_batch_with_it(
     assert f"error: {tmp_path / 'empty.csv'}: the history's event log is empty" in capsys.readouterr().err
 
 
-def test_a_replica_seeds_redis_again_when_it_restarts_empty(entity_run, entity_artifact, tmp_path) -> None:
+def test_a_replica_seeds_redis_again_when_it_restarts_empty(
+    entity_run, entity_artifact, tmp_path, caplog, monkeypatch
+) -> None:
     """A Redis restarted without persistence comes back empty and healthy: the replica notices that the seeded
     history is gone, says so on ``/readyz`` and seeds it again, so that scores read the history once more."""
     import threading
 
+    from seqfraud.cli.serve import main as serve
     from seqfraud.scoring.history import History
     from seqfraud.scoring.online import seed
     from seqfraud.scoring.redis_store import RedisStore
@@ -482,8 +485,17 @@ def test_a_replica_seeds_redis_again_when_it_restarts_empty(entity_run, entity_a
         return client.post("/events", json={"events": events}).json()["results"][0]["score"]
 
     with redis_server(tmp_path) as server:
+        # A replica started without a history on a Redis that no replica seeded says so, as an in-process store's
+        # start does (dogfood 95: a ring's device scored as never seen); once one seeded it, nothing is said.
+        for said in (True, False):
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="seqfraud.cli.serve"), monkeypatch.context() as m:
+                m.setattr("seqfraud.cli.serve.run", lambda app, **kw: None)
+                serve(["--artifact", str(entity_artifact), "--state", "redis", "--redis-url", server.url])
+            assert ("starts with none" in caplog.text) is said, caplog.text
+            assert ("to this replica or another on the same Redis" in caplog.text) is said
+            seed(RedisStore(server.url, timeout_s=5), history, spec)
         store = RedisStore(server.url)
-        seed(RedisStore(server.url, timeout_s=5), history, spec)
         with service_client(entity_artifact, store=store, reseed=reseed, seed_check_s=0.1) as client:
             assert client.get("/readyz").status_code == 200
             seeded = score_as("before")

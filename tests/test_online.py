@@ -561,7 +561,7 @@ def test_serve_refuses_a_snapshot_state_of_tokens_past_the_vocabularies(
 
 
 def test_redis_state_is_shared_and_its_outage_degrades_or_fails_closed(
-    gru_artifact, gru_run, tmp_path
+    gru_artifact, gru_run, tmp_path, caplog
 ) -> None:
     """Two services on one Redis share sessions; with Redis down, ``degraded`` answers from the request's
     events alone and says so, ``fail`` answers 503, and neither hangs."""
@@ -589,6 +589,8 @@ def test_redis_state_is_shared_and_its_outage_degrades_or_fails_closed(
             degraded = a.post("/events", json={"events": records[:4]})
             assert time.perf_counter() - t0 < 2.0
             assert degraded.status_code == 200 and degraded.json()["results"][0]["degraded"] is True
+            # The log says what a client must do: a degraded answer's events were not stored (dogfood 95).
+            assert "and not stored: send them again once the store answers" in caplog.text
             assert b.get(f"/sessions/{records[0]['session_id']}").status_code == 503
     with service_client(gru_artifact, store=RedisStore(server.url), on_store_error="fail") as c:
         refused = c.post("/events", json={"events": records[:1]})

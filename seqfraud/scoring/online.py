@@ -465,7 +465,12 @@ class OnlineScorer:
         # A store seeded with a history (serve --history-events) that an entity model reads: without it (a Redis
         # restarted empty, until the service seeds it again) the entity features would read an empty history.
         self.needs_seed = seeded and self.spec.entity is not None
-        self._degraded = Occasional(log, "degraded answers (each request's events scored as a session alone)")
+        # Their events are not stored: a session answered degraded counts them only once they are sent again.
+        self._degraded = Occasional(
+            log,
+            "degraded answers (each request's events scored as a session alone, and not stored: send them again "
+            "once the store answers; event ids make that safe)",
+        )
         # A session a model without a stacker held (its latest max_len + 1 events, during a deploy of this one).
         self._partial = Occasional(
             log, "sessions whose stacker aggregates read only the events their state held"

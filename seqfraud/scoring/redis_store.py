@@ -134,6 +134,7 @@ class RedisStore(StateStore):
             redis.exceptions.ReadOnlyError,
             redis.exceptions.InvalidResponse,
         )
+        self._timeout_s, self._timed_out = timeout_s, redis.exceptions.TimeoutError
         self._conflict = redis.exceptions.WatchError
         self._refused = redis.exceptions.ResponseError  # e.g. WRONGTYPE: someone else's value under our key
         if client is None:
@@ -156,7 +157,13 @@ class RedisStore(StateStore):
         try:
             yield
         except self._unreachable as e:
-            raise StoreUnavailable(f"Redis at {self.where}: {e}") from e
+            # A busy Redis, or a loaded host, is down to the service: the timeout is what to raise (dogfood 95).
+            slow = (
+                f" (no answer within {self._timeout_s} s: --redis-timeout)"
+                if isinstance(e, self._timed_out)
+                else ""
+            )
+            raise StoreUnavailable(f"Redis at {self.where}: {e}{slow}") from e
         except self._refused as e:
             # Redis's own reason (WRONGTYPE ...), without redis-py's prefix naming the command and its key.
             said = str(e).rpartition("caused error: ")[2]

@@ -797,10 +797,15 @@ def create_app(
         with suppress(StoreUnavailable):
             await run_in_threadpool(store.mark_live)
             marked = True
+        unreachable = not marked  # at the last check: the first check that reaches it again says so
         while True:
             await asyncio.sleep(seed_check_s)
             try:
-                if not await run_in_threadpool(store.holds_live):
+                live = await run_in_threadpool(store.holds_live)
+                if unreachable:
+                    log.info("the state store answers again")
+                    unreachable = False
+                if not live:
                     if marked:
                         log.warning(
                             "the state store came back empty (a Redis restarted without persistence?): the open "
@@ -817,7 +822,13 @@ def create_app(
                 await run_in_threadpool(reseed)
                 log.info("seeded the state store again")
             except StoreUnavailable as e:  # /readyz says so meanwhile; the next check tries again
-                log.warning("could not check or seed the state store: %s", e)
+                unreachable = True
+                log.warning(
+                    "could not check or seed the state store: %s (tried again every %g s; meanwhile /events "
+                    "answers degraded, or 503 with --on-store-error fail, and /readyz 503)",
+                    e,
+                    seed_check_s,
+                )
             except Exception:  # a history file gone or damaged since start: say so, and try again
                 log.exception("could not seed the state store again")
 
