@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 SEED_TIMEOUT_S = 30.0
 
 
-@command
 def holds_context(store: StateStore) -> bool:
     """Whether a store holds entity context at start: rows restored from a snapshot, or a history that a replica
     seeded into a shared Redis (unreachable: not known, and said already)."""
@@ -45,6 +44,7 @@ def holds_context(store: StateStore) -> bool:
         return True
 
 
+@command
 def main(argv: list[str] | None = None) -> None:
     defaults, conn = Limits(), ConnectionLimits()
     p = argparse.ArgumentParser(
