@@ -98,6 +98,54 @@ def replay_matches_whole_sessions(scorer, records: list[dict]) -> int:
     return len(records)
 
 
+def test_a_state_reader_takes_another_models_trimmed_state_and_refuses_parts_that_disagree() -> None:
+    """A model without a stacker holds a session's latest max_len + 1 events: one of another max_len was refused
+    as damaged during a rolling deploy, degrading that session for good (review 96); an event held twice scored
+    on, silently wrong."""
+    from seqfraud.features.spec import Spec
+    from seqfraud.schema import Schema
+    from seqfraud.scoring.online import SessionState, StateReader
+
+    spec = Spec(
+        schema=Schema(categorical=("device",)),
+        timestamp_unit="us",
+        max_len=3,
+        vocab={"event_type": ["pay"], "device": ["ios"]},
+        edges={S.TIME_DELTA: [0.0, 1.0]},
+    )
+    width = len(spec.fields)
+
+    def state(model: str, held: int, n: int, *, twice: bool = False) -> bytes:
+        lines = [b'"new:%d"\t{"a":%d}' % (i, i) for i in range(n - held, n)]
+        if twice:
+            lines[1] = lines[0]
+        kept = min(held, spec.max_len)
+        records = b"\n".join(lines)
+        return SessionState(
+            "s", model, records=records, n_events=n, tokens=np.zeros((kept, width), np.int64)
+        ).encode()
+
+    for reader in (
+        StateReader(spec, None, "m1", None),
+        StateReader(replace(spec, max_len=32), None, "m1", None),
+    ):
+        reader.read(
+            "s", state("m0", 9, 20)
+        )  # another model's, of max_len 8: read, and rebuilt at its next event
+    mine = StateReader(spec, None, "m1", None)
+    mine.read("s", state("m1", 4, 20))
+    for damaged, says in (
+        (state("m1", 5, 20), "holds 5 events of 20"),
+        (state("m1", 21, 20), "holds 21 events of 20"),
+        (state("m0", 21, 20), "holds 21 events of 20"),
+        (state("m1", 4, 4, twice=True), "holds an event twice"),
+    ):
+        with pytest.raises(ValueError, match=says):
+            mine.read("s", damaged)
+    # An in-process store's own states are read without these checks.
+    mine.read("s", state("m1", 5, 20), check=False)
+
+
 def test_session_state_round_trips_and_refuses_foreign_bytes() -> None:
     from seqfraud.baselines import AggregateLayout, RunningAggregates
     from seqfraud.features.fastpath import EventColumns
