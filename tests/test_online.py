@@ -1019,7 +1019,8 @@ def test_a_state_of_impossible_values_is_an_unreadable_store_not_a_500(gru_artif
     from seqfraud.scoring.state import MemoryStore, StoreCorrupt
 
     class Shared(MemoryStore):
-        holds_own_states = False  # as Redis: others write its states
+        def trusts(self, model: str) -> bool:
+            return False  # as Redis: others write its states
 
     store = Shared()
     online, sid, state = one_session_taken(Scorer.load(gru_artifact), store, gru_run)

@@ -233,6 +233,32 @@ def test_memory_bound_evicts_least_recently_updated():
     assert (store.get("a"), store.get("b"), store.get("c")) == (b"2", None, b"1")
 
 
+def test_a_snapshots_states_are_trusted_only_by_a_model_whose_reader_checked_them(tmp_path: Path):
+    """A second scorer on one store read a damaged state of its own unchecked: the first scorer's reader had
+    checked it only as another model's, which it would rebuild (review 96)."""
+    path = tmp_path / "online.json"
+    first = MemoryStore(snapshot=path)
+    first.update("a-session", lambda _: b"a")
+    first.update("b-session", lambda _: b"damaged")
+    assert first.trusts("a") and first.trusts("b")  # nothing restored: every state is this process's own
+    first.close()
+    store = MemoryStore(snapshot=path)
+    assert not store.trusts("a") and not store.trusts("b")
+
+    def reader_of_a(sid: str, state: bytes) -> None:
+        return None  # b's states are another model's to it: rebuilt from their events, values unread
+
+    def reader_of_b(sid: str, state: bytes) -> None:
+        if state == b"damaged":
+            raise ValueError("its hidden state holds values a GRU cannot reach")
+
+    store.check_restored(reader_of_a, "a")
+    assert store.trusts("a") and not store.trusts("b")
+    with pytest.raises(SnapshotError, match="cannot restore session 'b-session': its hidden state"):
+        store.check_restored(reader_of_b, "b")
+    assert not store.trusts("b")
+
+
 def test_a_restored_session_in_the_future_does_not_stop_expiry(tmp_path: Path):
     """Expiry walks the sessions oldest first and stops at the first one live: a snapshot time of 1e300 kept
     every later session from expiring (dogfood 43)."""

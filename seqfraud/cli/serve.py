@@ -244,9 +244,8 @@ def main(argv: list[str] | None = None) -> None:
         # And each session's state checked here too: a damaged one then stops start-up with one line, not a
         # traceback from the service's start.
         layout = AggregateLayout(spec) if "stacker" in artifact.manifest else None
-        store.check_restored(
-            StateReader(spec, artifact.step_shape(args.format), artifact.run_id, layout).read
-        )
+        reader = StateReader(spec, artifact.step_shape(args.format), artifact.run_id, layout)
+        store.check_restored(reader.read, artifact.run_id)
 
     if isinstance(store, RedisStore):
         try:

@@ -348,7 +348,7 @@ class StateReader:
 
     def read(self, session_id: str, data: bytes, check: bool = True) -> SessionState:
         """What :meth:`SessionState.decode` checks, then (unless ``check`` is false: a state this process encoded,
-        :attr:`StateStore.holds_own_states`) the state's parts against each other: token ids within the model's
+        :meth:`StateStore.trusts`) the state's parts against each other: token ids within the model's
         vocabularies (ids past one failed the embedding at every event, dogfood 44); the events held against the
         count (a count that disagreed answered wrong lengths); the tokens against the events held; each held
         event's id among the ids taken, and no more ids than events (a listed id dropped that event when it came,
@@ -485,7 +485,7 @@ class OnlineScorer:
         layout = None if scorer.stacker is None else scorer.stacker.layout
         self._reader = StateReader(self.spec, self.hidden_shape, scorer.model_version, layout)
         self._arrivals = itertools.count()
-        store.check_restored(self._reader.read)
+        store.check_restored(self._reader.read, scorer.model_version)
 
     def events(self, records: list[dict[str, Any]], *, source: str = "request") -> list[dict[str, Any]]:
         """Take events of one or more open sessions; per touched session (in order of first appearance) its
@@ -592,7 +592,7 @@ class OnlineScorer:
 
     def _decode(self, session_id: str, data: bytes) -> SessionState:
         with _stored(session_id):
-            return self._reader.read(session_id, data, check=not self.store.holds_own_states)
+            return self._reader.read(session_id, data, check=not self.store.trusts(self.scorer.model_version))
 
     def _take(
         self,

@@ -129,11 +129,6 @@ def supersedes(new: Label, held: Label) -> bool:
 class StateStore(ABC):
     """Sessions (atomic read-modify-write), the entity history and labels, shared by everything that scores."""
 
-    # True where every session state read back is one this process encoded, or one checked when it came in
-    # (:meth:`check_restored`): a read then skips the checks of its values, which a shared store's need (anyone
-    # who can write to Redis can write a state).
-    holds_own_states = False
-
     @abstractmethod
     def update(self, session_id: str, change: Change) -> bytes | None:
         """Apply ``change`` to the session's state atomically and return the state now held; ``change`` returns
@@ -182,10 +177,16 @@ class StateStore(ABC):
         first, with no word (dogfood 32)."""
         return True
 
-    def check_restored(self, decode: Callable[[str, bytes], object]) -> None:
-        """Decode every session state restored from a file (``decode(session_id, state)`` raises ValueError on a
-        damaged one, or one of another session), so that a damaged state is refused at start, not answered with an
-        error at its session's every event."""
+    def check_restored(self, decode: Callable[[str, bytes], object], model: str) -> None:
+        """Decode every session state restored from a file with ``model``'s reader (``decode(session_id, state)``
+        raises ValueError on a damaged one, or one of another session), so that a damaged state is refused at start,
+        not answered with an error at its session's every event."""
+
+    def trusts(self, model: str) -> bool:
+        """Whether every state of ``model`` read back is one this process encoded, or one ``model``'s reader checked
+        at start (:meth:`check_restored`): its reads then skip the checks of its values. A shared store's never
+        are: anyone who can write to Redis can write a state."""
+        return False
 
     def close(self) -> None:
         """Release connections, and for an in-process store, write its snapshot."""
@@ -207,7 +208,6 @@ class MemoryStore(StateStore):
     """
 
     RETIRE_EVERY_S = 60.0  # how often the retention sweep (a pass over every session's rows) may run
-    holds_own_states = True  # a snapshot's states are checked at start (check_restored)
 
     def __init__(
         self,
@@ -244,7 +244,8 @@ class MemoryStore(StateStore):
         # (labels for sessions never seen grew the store without bound, whatever the retention: dogfood 44).
         self._unseen: OrderedDict[str, None] = OrderedDict()
         self._retired_at = float("-inf")
-        self._unchecked = False  # restored session states not decoded yet (check_restored)
+        self._restored = False  # session states read from a snapshot, which check_restored decodes
+        self._checked: set[str] = set()  # the models whose reader decoded them
         if self.snapshot is not None:
             if self.snapshot.exists():
                 self._restore(self.snapshot)
@@ -426,9 +427,11 @@ class MemoryStore(StateStore):
             json.dump(doc, f)
         os.replace(tmp, path)
 
-    def check_restored(self, decode: Callable[[str, bytes], object]) -> None:
-        """Once: ``serve`` checks before it binds its port, and the service's scorer then finds it done."""
-        if not self._unchecked:
+    def check_restored(self, decode: Callable[[str, bytes], object], model: str) -> None:
+        """Once a model: ``serve`` checks before it binds its port, and the service's scorer then finds it done. A
+        reader of one model checks another's states only as states it will rebuild: the other model's reader
+        checks them again (review 96: a second scorer on one store read a damaged state of its own unchecked)."""
+        if not self._restored or model in self._checked:
             return
         with self._lock:
             held = list(self._sessions.items())
@@ -440,7 +443,10 @@ class MemoryStore(StateStore):
                     f"{self.snapshot}: cannot restore session {sid!r}: {e}. Start from another --snapshot "
                     "file (or none) and replay the open sessions' events (with event ids a replay is safe)"
                 ) from None
-        self._unchecked = False
+        self._checked.add(model)
+
+    def trusts(self, model: str) -> bool:
+        return not self._restored or model in self._checked
 
     def _restore(self, path: Path) -> None:
         """A snapshot of :meth:`save`: plain JSON, checked field by field (a state's bytes are checked again
@@ -490,7 +496,7 @@ class MemoryStore(StateStore):
                 self.max_session_bytes,
                 dropped,
             )
-        self._unchecked = bool(sessions)
+        self._restored = bool(sessions)
         self.add_entity_rows(rows)
         self.add_labels(labels)
         # Written at the last clean stop: after a crash, what came since is not in it, and the age says so.
