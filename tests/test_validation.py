@@ -1281,7 +1281,9 @@ def test_label_times_without_an_offset_among_ones_with_it_are_counted_and_said(t
     assert f"{on_events}: column 'cb': 2 of its 5 timestamps carry no UTC offset" in caplog.text
     assert S.LABEL_TIME_NAIVE not in loaded.events.collect_schema()
     dates = pl.when(cut).then(day.dt.strftime("%Y-%m-%d")).otherwise(zoned)
-    for every in (naive, zoned, dates):
+    # Dates beside naive times: no offset anywhere, where the dates were counted as zoned (review 96).
+    undated = pl.when(cut).then(day.dt.strftime("%Y-%m-%d")).otherwise(naive)
+    for every in (naive, zoned, dates, undated):
         caplog.clear()
         labels = write(table.select("session_id", "label", every.alias("cb")), tmp_path / "l.csv")
         loaded = load_events(path, schema, labels)
