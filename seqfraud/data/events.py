@@ -1939,7 +1939,7 @@ def zoned_report(table: pl.DataFrame, dtype: pl.DataType) -> dict[str, bool]:
     of naive times sent to a model trained on them (dogfood 91: a client that drops every offset), as it does
     of naive times among zoned ones."""
     if "n_ts_naive" in table.columns:
-        zoned = int(table["n_ts_naive"].sum()) < int((table["n_events"] - table["n_ts_null"]).sum())
+        zoned = int(table["n_ts_naive"].sum()) < int(table["n_ts_stamped"].sum())
     else:
         zoned = isinstance(dtype, pl.Datetime) and dtype.time_zone is not None
     return {ZONED_TIMESTAMPS: True} if zoned else {}
