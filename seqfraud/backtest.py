@@ -30,7 +30,7 @@ from seqfraud import schema as S
 from seqfraud.compare import typology_columns
 from seqfraud.config import packaged, plain
 from seqfraud.data.events import load_events
-from seqfraud.data.split import from_epoch_us, to_epoch_us
+from seqfraud.data.split import EmptySplit, from_epoch_us, to_epoch_us
 from seqfraud.errors import ConfigError
 from seqfraud.preprocess import ensure_synthetic, resolve_data_config
 from seqfraud.rundir import REPORT_FILE, stacking_kept
@@ -175,7 +175,7 @@ def run_backtest(cfg: DictConfig) -> dict[str, Any]:
     }
     if own:  # the windows set them (window_config): said, not silently replaced (dogfood 27)
         log.warning("backtest: each window sets its own split; data.split %s is not used", own)
-    rows = []
+    rows, skipped = [], []
     for w in windows:
         warned = False  # the same labels for every model of a window: said once
         for name, model in models.items():
@@ -188,7 +188,23 @@ def run_backtest(cfg: DictConfig) -> dict[str, Any]:
                 from_epoch_us(w.test_start),
                 from_epoch_us(w.test_end),
             )
-            metrics = train(window_config(cfg, w, model, run_dir))
+            try:
+                metrics = train(window_config(cfg, w, model, run_dir))
+            except EmptySplit as e:  # a gap in the log, or a window without frauds: the others still count
+                # What is missing, without the advice on data.split, which a backtest sets window by window.
+                why = str(e).removeprefix("data.split: ").split(" (")[0].split(": ")[0]
+                skipped.append({"window": w.index, "model": name, **w.split(), "why": why})
+                log.warning(
+                    "window %d (validation from %s, test %s .. %s), %s: skipped, %s; each window sets its own "
+                    "split: choose others with backtest.windows, window_days, val_days or first_test_start",
+                    w.index,
+                    from_epoch_us(w.val_start),
+                    from_epoch_us(w.test_start),
+                    from_epoch_us(w.test_end),
+                    name,
+                    why,
+                )
+                continue
             report = json.loads((run_dir / REPORT_FILE).read_text())
             late = report.get("labels_known_after_test_start")
             if late and not warned:
@@ -212,6 +228,11 @@ def run_backtest(cfg: DictConfig) -> dict[str, Any]:
                     "test": metrics["test"],
                 }
             )
+    if not rows:
+        raise ConfigError(
+            f"backtest: every window was skipped ({skipped[0]['why']} in window {skipped[0]['window']}): choose "
+            "others with backtest.windows, window_days, val_days or first_test_start"
+        )
     result = {
         "windows": int(bt.windows),
         "window_days": float(bt.window_days),
@@ -221,6 +242,7 @@ def run_backtest(cfg: DictConfig) -> dict[str, Any]:
         "highlight_typology": bt.highlight_typology,
         "typologies": typology_columns(t for r in rows for t in r["test"].get("per_typology", {})),
         "rows": rows,
+        "skipped": skipped,
     }
     (out / "backtest.json").write_text(json.dumps(result, indent=2))
     (out / "backtest.md").write_text(reports.backtest_markdown(result))

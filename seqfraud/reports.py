@@ -253,9 +253,17 @@ def backtest_markdown(result: dict) -> str:
             v, n = typology_recall(r, ty, fpr)
             cells.append(f"{fmt(v)} ({n})" if n else "n/a")
         lines.append("| " + " | ".join(cells) + " |")
+    skipped = [
+        f"- window {r['window']}, {r['model']} (test {_when(r['test_start'])} – {_when(r['test_end'])}): skipped, "
+        f"{r['why']}"
+        for r in result.get("skipped", [])
+    ]
     return (
         f"Backtest: {result['windows']} windows of {result['window_days']:g} days, validation on the "
-        f"{result['val_days']:g} days before each, retrained per window.\n\n" + "\n".join(lines) + "\n"
+        f"{result['val_days']:g} days before each, retrained per window.\n\n"
+        + "\n".join(lines)
+        + "\n"
+        + ("\nSkipped:\n\n" + "\n".join(skipped) + "\n" if skipped else "")
     )
 
 

@@ -137,6 +137,47 @@ def test_backtest_writes_one_row_per_window_and_model(backtest):
             assert model.kind == "lightgbm" and "dropout" not in model
 
 
+def test_a_window_whose_validation_has_no_fraud_is_skipped_and_the_others_reported(backtest, tmp_path):
+    """A window without frauds to validate on (or, in a log with a gap, without test sessions) stopped the whole
+    backtest, with data.split's advice (which a backtest ignores) and none of the finished windows written
+    (dogfood 97): the window is skipped, said, and listed."""
+    from seqfraud.cli.backtest import main
+
+    run_dir, result = backtest
+    config = OmegaConf.load(run_dir / result["rows"][0]["run_dir"] / CONFIG_FILE)
+    first = result["rows"][0]
+    start = pl.read_parquet(config.data.events).group_by("session_id").agg(pl.col("timestamp").min())
+    bounds = [to_epoch_us(first[k]) for k in ("val_start", "test_start")]
+    quiet = start.filter(pl.col("timestamp").dt.epoch("us").is_between(*bounds, closed="left"))["session_id"]
+    labels = pl.read_parquet(config.data.labels)
+    in_window = pl.col("session_id").is_in(quiet.implode())
+    assert labels.filter(in_window)["label"].sum() > 0
+    labels.with_columns(pl.when(in_window).then(0).otherwise(pl.col("label")).alias("label")).write_parquet(
+        tmp_path / "labels.parquet"
+    )
+    overrides = [
+        "+experiment=smoke",
+        "logger=none",
+        f"data.events={config.data.events}",
+        f"data.labels={tmp_path / 'labels.parquet'}",
+        "backtest.windows=2",
+        "backtest.window_days=20",
+        "backtest.val_days=14",
+        f"backtest.first_test_start={first['test_start']}",
+        "backtest.models=[lightgbm]",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        *QUIET_HYDRA,
+    ]
+    main(overrides)
+    written = json.loads((tmp_path / "run" / "backtest.json").read_text())
+    assert [r["window"] for r in written["rows"]] == [2]
+    (skip,) = written["skipped"]
+    assert skip["window"] == 1 and skip["why"].startswith("validation keeps 0 positive and ")
+    report = (tmp_path / "run" / "backtest.md").read_text()
+    assert "Skipped:" in report and "- window 1, lightgbm (test " in report
+
+
 def test_test_windows_are_ordered_and_do_not_overlap(backtest):
     run_dir, result = backtest
     first, second = (

@@ -141,6 +141,10 @@ def labels_known_by(
 FEW_VAL_POSITIVES = 5
 
 
+class EmptySplit(ConfigError):
+    """A split without the sessions or labels a run needs: a backtest skips that window, and says so."""
+
+
 def check_splits(report: dict[str, Any], cutoff: str | None, *, supervised: bool) -> None:
     """Refuse, before a model is fitted, the splits of a preprocessing ``report`` that a run cannot use: an empty
     one (training failed only after its fit, on the empty test set), and for a ``supervised`` run a training
@@ -164,25 +168,25 @@ def check_splits(report: dict[str, Any], cutoff: str | None, *, supervised: bool
     for name in S.SPLITS if supervised else ("train", "val"):
         if not counts[name]["sessions"]:
             if name == "val" and cutoff is not None:
-                raise ConfigError(
+                raise EmptySplit(
                     f"data.split: the val split holds no session with a label{known} ({bounds}): start "
                     f"validation earlier (data.split.val_start, or {hint})"
                 )
-            raise ConfigError(
+            raise EmptySplit(
                 f"data.split: the {name} split holds no session ({bounds}): move data.split.val_start / "
                 "test_start, or leave them unset for val_fraction / test_fraction"
             )
     if not supervised:
         return
     if not counts["train"]["positives"]:
-        raise ConfigError(
+        raise EmptySplit(
             f"data.split: the train split holds no positive label ({bounds}): a supervised model has nothing to "
             "learn from"
         )
     positives = counts["val"]["positives"]
     negatives = counts["val"]["sessions"] - positives
     if not positives or not negatives:
-        raise ConfigError(
+        raise EmptySplit(
             f"data.split: validation keeps {positives:,} positive and {negatives:,} negative label(s){known}, and "
             "needs both: early stopping, the checkpoint, the stacker's choice and calibration read its PR-AUC; "
             f"start validation earlier (data.split.val_start, or {hint})"
