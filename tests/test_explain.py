@@ -302,6 +302,23 @@ def test_cli_writes_html_and_png(exported_artifact, few, scorer, tmp_path, capsy
         )
     assert exit_.value.code == 2
     assert "no events of session 'no-such-session'" in capsys.readouterr().err
+    # A file without a column the model reads is named, where the error said 'events' (dogfood 97).
+    other = tmp_path / "other.parquet"
+    pl.read_parquet(tmp_path / "events.parquet").drop(s.categorical[0]).write_parquet(other)
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "--artifact",
+                str(exported_artifact),
+                "--events",
+                str(other),
+                "--session",
+                sid,
+                "--out",
+                "x.html",
+            ]
+        )
+    assert f"error: {other}: missing column(s) '{s.categorical[0]}'" in capsys.readouterr().err
 
 
 ACCOUNT_CHANGES = {"change_email", "change_password", "add_payment_method"}

@@ -43,11 +43,12 @@ def explain_session(
     scorer.history = history(scorer.spec)
     found = session_events(events, scorer.spec, session)
     stacked = scorer.stacker is not None
-    scored = scorer.score(found).row(0, named=True) | {
+    where = str(events)  # the file, in what its validation says (it said 'events': dogfood 97)
+    scored = scorer.score(found, source=where).row(0, named=True) | {
         "stacked": stacked,
         "note": unread_note(found.height, scorer.spec.max_len, stacked),
     }
-    explained = scorer.explain(found)
+    explained = scorer.explain(found, source=where)
     Path(out).write_text(reports.session_html(explained, scored, scorer.model_version), encoding="utf-8")
     if png:
         reports.session_png(explained, scored, png)
