@@ -229,8 +229,12 @@ def choose_thresholds(
     try:
         check_thresholds(chosen)
     except DecisionError as e:
+        # The thresholds may print alike to many digits: the sessions each flags say why they cross (dogfood 97).
+        flags = {band: int((s >= chosen[band]).sum()) for band in ("review", "decline")}
         raise DecisionError(
-            f"the policies {dict(policies)} cross: {e}; loosen the review policy or tighten the decline one"
+            f"the policies {dict(policies)} cross: {e} (on validation, review flags {flags['review']:,} "
+            f"session(s) and decline {flags['decline']:,}; review must flag at least as many); loosen the review "
+            "policy or tighten the decline one"
         ) from None
     out: dict[str, Any] = {
         **chosen,

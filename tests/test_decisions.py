@@ -141,7 +141,10 @@ def test_an_fpr_target_finer_than_validation_can_resolve_is_warned_about(caplog)
     [
         (
             {"review": {"policy": "fpr", "fpr": 0.1}, "decline": {"policy": "fpr", "fpr": 0.25}},
-            r"\} cross: thresholds need 0 <= review <= decline <= 1, got review=.* decline=",
+            (
+                r"\} cross: thresholds need 0 <= review <= decline <= 1, got review=.* decline=.* \(on "
+                r"validation, review flags \d+ session\(s\) and decline \d+; review must flag at least as many\)"
+            ),
         ),
         ({"review": {"policy": "magic"}, "decline": {"policy": "fpr", "fpr": 0.1}}, "policy must be one of"),
         ({"review": {"policy": "fpr"}, "decline": {"policy": "fpr", "fpr": 0.1}}, r"needs \['fpr'\]"),
