@@ -274,12 +274,21 @@ def _cli_session(exported_artifact, few, scorer, tmp_path) -> tuple[str, list[st
 
 
 def test_cli_writes_html_and_png(exported_artifact, few, scorer, tmp_path, capsys):
-    from seqfraud.cli.explain import main
+    from seqfraud.cli.explain import main, moved_most
 
     s = scorer.spec.schema
     sid, args = _cli_session(exported_artifact, few, scorer, tmp_path)
     main([*args, "--out", str(tmp_path / "view.html"), "--png", str(tmp_path / "view.png")])
-    assert "no single event explains this score" not in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "no single event explains this score" not in printed
+    assert printed.strip().endswith(
+        f"top events: {moved_most(scorer.explain(few.filter(pl.col(s.session_id) == sid)))}"
+    )
+    # The events that moved the score most, either way: one that lowered it most was left out (dogfood 97).
+    made = pl.DataFrame(
+        {S.EVENT: ["login", "logout", "add_card", "view"], S.CONTRIBUTION: [0.006, -0.033, 0.004, 0.001]}
+    )
+    assert moved_most(made) == "logout (-0.033), login (+0.006), add_card (+0.004)"
     page = (tmp_path / "view.html").read_text()
     assert page.startswith("<!doctype html>") and sid in page and "<script" not in page
     for event in scorer.explain(few.filter(pl.col(s.session_id) == few[s.session_id].unique().sort()[0]))[
