@@ -191,8 +191,7 @@ def run_backtest(cfg: DictConfig) -> dict[str, Any]:
             try:
                 metrics = train(window_config(cfg, w, model, run_dir))
             except EmptySplit as e:  # a gap in the log, or a window without frauds: the others still count
-                # What is missing, without the advice on data.split, which a backtest sets window by window.
-                why = str(e).removeprefix("data.split: ").split(" (")[0].split(": ")[0]
+                why = e.lacking
                 skipped.append({"window": w.index, "model": name, **w.split(), "why": why})
                 log.warning(
                     "window %d (validation from %s, test %s .. %s), %s: skipped, %s; each window sets its own "

@@ -142,7 +142,12 @@ FEW_VAL_POSITIVES = 5
 
 
 class EmptySplit(ConfigError):
-    """A split without the sessions or labels a run needs: a backtest skips that window, and says so."""
+    """A split without the sessions or labels a run needs: a backtest skips that window, and says ``lacking``
+    (the message's advice on data.split is not a backtest's, which sets the split window by window)."""
+
+    def __init__(self, message: str, lacking: str):
+        super().__init__(message)
+        self.lacking = lacking
 
 
 def check_splits(report: dict[str, Any], cutoff: str | None, *, supervised: bool) -> None:
@@ -168,28 +173,32 @@ def check_splits(report: dict[str, Any], cutoff: str | None, *, supervised: bool
     for name in S.SPLITS if supervised else ("train", "val"):
         if not counts[name]["sessions"]:
             if name == "val" and cutoff is not None:
+                lacking = f"the val split holds no session with a label{known}"
                 raise EmptySplit(
-                    f"data.split: the val split holds no session with a label{known} ({bounds}): start "
-                    f"validation earlier (data.split.val_start, or {hint})"
+                    f"data.split: {lacking} ({bounds}): start validation earlier (data.split.val_start, or {hint})",
+                    lacking,
                 )
+            lacking = f"the {name} split holds no session"
             raise EmptySplit(
-                f"data.split: the {name} split holds no session ({bounds}): move data.split.val_start / "
-                "test_start, or leave them unset for val_fraction / test_fraction"
+                f"data.split: {lacking} ({bounds}): move data.split.val_start / test_start, or leave them unset "
+                "for val_fraction / test_fraction",
+                lacking,
             )
     if not supervised:
         return
     if not counts["train"]["positives"]:
+        lacking = "the train split holds no positive label"
         raise EmptySplit(
-            f"data.split: the train split holds no positive label ({bounds}): a supervised model has nothing to "
-            "learn from"
+            f"data.split: {lacking} ({bounds}): a supervised model has nothing to learn from", lacking
         )
     positives = counts["val"]["positives"]
     negatives = counts["val"]["sessions"] - positives
     if not positives or not negatives:
+        lacking = f"validation keeps {positives:,} positive and {negatives:,} negative label(s){known}, and needs both"
         raise EmptySplit(
-            f"data.split: validation keeps {positives:,} positive and {negatives:,} negative label(s){known}, and "
-            "needs both: early stopping, the checkpoint, the stacker's choice and calibration read its PR-AUC; "
-            f"start validation earlier (data.split.val_start, or {hint})"
+            f"data.split: {lacking}: early stopping, the checkpoint, the stacker's choice and calibration read its "
+            f"PR-AUC; start validation earlier (data.split.val_start, or {hint})",
+            lacking,
         )
     if positives < FEW_VAL_POSITIVES:
         log.warning(
