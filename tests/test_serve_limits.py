@@ -380,7 +380,13 @@ def test_a_worker_timeout_shorter_than_a_cold_start_does_not_restart_for_good(
         for worker in forkserver[0].children():
             worker.suspend()
         assert Client(port).post("/score/batch", batch)[0] == 503
-        assert [Client(port).post("/score/batch", batch)[0] for _ in range(3)] == [200, 200, 200]
+        # The next request waits for the new pool's workers to start (torch and the artifact, cold): past the
+        # client's default 10 s on a box running a demo beside the suite. Recovery is the point, not its speed.
+        assert [Client(port, timeout_s=60).post("/score/batch", batch)[0] for _ in range(3)] == [
+            200,
+            200,
+            200,
+        ]
 
 
 @pytest.mark.parametrize(

@@ -96,12 +96,12 @@ def serving(
 class Client:
     """One keep-alive HTTP/1.1 connection over a blocking socket: just the client this test needs."""
 
-    def __init__(self, port: int):
-        self.port, self.sock = port, None
+    def __init__(self, port: int, timeout_s: float = 10.0):
+        self.port, self.sock, self.timeout_s = port, None, timeout_s
 
     def post(self, path: str, body: bytes) -> tuple[int, dict[str, str]]:
         if self.sock is None:
-            self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+            self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout_s)
             self.file = self.sock.makefile("rb")
         try:
             self.sock.sendall(
