@@ -174,14 +174,14 @@ def ensure_synthetic(data: Mapping[str, Any]) -> None:
     synthetic.write(synthetic.generate(wanted["sessions"], seed=wanted["seed"]), out, wanted, by="config")
 
 
-def truncation(n_events: pl.Series, max_len: int) -> dict[str, int]:
-    """How many sessions are cut to their last ``max_len`` events, the longest, and the events the sequence model
-    does not read, of ``events_in_splits``: a bot's 20,000 events kept 256, and only a count of sessions said so
-    (dogfood 29)."""
+def truncation(n_events: pl.Series, spec: Spec) -> dict[str, int]:
+    """How many sessions are cut to their window (longer than ``max_len``), the longest, and the events the sequence
+    model does not read, of ``events_in_splits``: a bot's 20,000 events kept 256, and only a count of sessions said
+    so (dogfood 29)."""
     return {
-        "truncated_sessions": int((n_events > max_len).sum()),
+        "truncated_sessions": int((n_events > spec.max_len).sum()),
         "longest_session": int(cast(int, n_events.max() or 0)),
-        "events_not_read": int((n_events - max_len).clip(lower_bound=0).sum()),
+        "events_not_read": int(spec.window_start(n_events.to_numpy()).sum()),
         "events_in_splits": int(n_events.sum()),
     }
 
@@ -637,6 +637,7 @@ def preprocess(
         schema,
         timestamp_unit=loaded.timestamp_unit,
         max_len=int(features_cfg.get("max_len", 256)),
+        hop=features_cfg.get("hop"),
         min_count=min_count,
         max_vocab=int(features_cfg.get("max_vocab", 1000)),
         n_buckets=n_buckets,
@@ -679,7 +680,7 @@ def preprocess(
             "test_start": spec.fit_info["test_start"],
             "test_end": from_epoch_us(to_epoch_us(test_end)) if test_end else None,
             "sessions_after_test_end": loaded.sessions.height - in_range.height,
-            **truncation(sessions["n_events"], spec.max_len),
+            **truncation(sessions["n_events"], spec),
             UNKNOWN_SHARES: unknown,
             **(
                 {"entity_features": len(entity.feature_names()), "entity_seconds": entity_seconds}
@@ -694,13 +695,13 @@ def preprocess(
     if report["truncated_sessions"]:
         log.warning(
             "%s session(s) are longer than features.max_len=%s (the longest %s events): the sequence model reads "
-            "their last %s, so %s events (%.1f%% of all), each session's earliest, are not read by it (the LightGBM "
+            "%s of each (features.hop), so %s events (%.1f%% of all), each session's earliest, are not read by it (the LightGBM "
             "aggregates of model=stacked and model=lightgbm read them all). Where the signal may sit at a long "
             "session's start (a login, a password reset), raise features.max_len",
             f"{report['truncated_sessions']:,}",
             spec.max_len,
             f"{report['longest_session']:,}",
-            spec.max_len,
+            spec.window_said,
             f"{report['events_not_read']:,}",
             100 * report["events_not_read"] / max(report["events_in_splits"], 1),
         )

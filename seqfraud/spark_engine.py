@@ -72,6 +72,7 @@ _PATH, _OFFSET, _FILE_ROW = "__path", "__offset", "__file_row"
 _FIELD, _VALUE, _ID, _PART, _N = "__field", "__value", "__id", "__part", "__n"
 _PREV_US, _NEWEST = "__prev_us", "__newest"
 _EVENTS = "__events"
+_N_EVENTS = "__n_events"
 _MONO_BITS = 33  # monotonically_increasing_id(): partition index << 33 | row position within the partition
 
 
@@ -418,7 +419,7 @@ class SparkEngine:
             F.col(S.TS_US).desc(), F.col(S.ROW_INDEX).desc()
         )
         # The previous event in time order is the next one newest first; the delta spans the whole session
-        # before it is cut to its most recent max_len events.
+        # before it is cut to its window.
         seconds = (F.col(S.TS_US) - F.col(_PREV_US)).cast("double") / 1e6
         tokens.append(_bucket_ids(seconds, spec.edges[S.TIME_DELTA]).alias(S.token_column(S.TIME_DELTA)))
         token_columns = [S.token_column(f) for f in spec.fields]
@@ -431,9 +432,14 @@ class SparkEngine:
             .groupBy(S.SESSION_ID)
             .agg(
                 F.sort_array(F.collect_list(F.when(F.col(_NEWEST) <= n, kept_event))).alias(_EVENTS),
+                F.count(F.lit(1)).alias(_N_EVENTS),
                 F.min(S.TS_US).alias(S.START_TIME),
             )
         )
+        # The latest max_len, cut to the window (Spec.window_start): the last n - start of them.
+        start = F.greatest(F.ceil((F.col(_N_EVENTS) - n) / spec.hop), F.lit(0)) * spec.hop
+        kept = (F.col(_N_EVENTS) - start).cast("int")
+        per_session = per_session.withColumn(_EVENTS, F.slice(_EVENTS, F.size(_EVENTS) - kept + 1, kept))
         keys = self._frame(sessions.select(S.SESSION_ID, S.LABEL, S.SPLIT))
         datasets = per_session.join(keys, on=S.SESSION_ID, how="inner").select(
             S.SESSION_ID,

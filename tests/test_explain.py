@@ -77,18 +77,23 @@ def _without(session: pl.DataFrame, scorer: Scorer, position: int) -> pl.DataFra
 
 def test_contribution_is_the_score_drop_without_the_event(scorer, few, one_torch_thread):
     """Each contribution is the raw score less the raw score of the session with that event left out, as the
-    scorer scores it, in a session longer than max_len too (the event before its window then comes in). Masking
-    the event instead made a GRU read a new session's start and credit harmless later events (dogfood 30)."""
-    s = scorer.spec.schema
+    scorer scores it, in a session longer than max_len too: the window of a session an event shorter then
+    starts where it does, or, from a window at its shortest, a hop earlier (those events come in). Masking the
+    event instead made a GRU read a new session's start and credit harmless later events (dogfood 30)."""
+    s, spec = scorer.spec.schema, scorer.spec
+    assert spec.hop > 1  # the default, max_len // 8: both kinds of window below
     session = few.filter(pl.col(s.session_id) == few[s.session_id].unique().sort()[0])
-    n = scorer.spec.max_len + 3
-    long = pl.concat([session] * (n // session.height + 1))[:n].with_columns(
-        pl.col(s.timestamp).min() + pl.duration(seconds=pl.int_range(pl.len()) ** 2)
-    )
-    for events, positions in ((session, range(min(session.height, 6))), (long, (0, 1, 5))):
+    cases = [(session, range(min(session.height, 6)))]
+    for n in (spec.max_len + 1, spec.max_len + 3):  # a window at its shortest, and one 2 events longer
+        long = pl.concat([session] * (n // session.height + 1))[:n].with_columns(
+            pl.col(s.timestamp).min() + pl.duration(seconds=pl.int_range(pl.len()) ** 2)
+        )
+        kept = n - int(spec.window_start(n))
+        cases.append((long, (0, 1, 5, kept - 1)))
+    for events, positions in cases:
         explained = scorer.explain(events)
         full = scorer.score(events)[S.RAW_SCORE][0]
-        cut = events.height - min(events.height, scorer.spec.max_len)  # events before the kept window
+        cut = int(spec.window_start(events.height))  # events before the kept window
         for pos in positions:
             without = scorer.score(_without(events, scorer, pos + cut))[S.RAW_SCORE][0]
             assert explained[S.CONTRIBUTION][pos] == pytest.approx(full - without, abs=1e-5)
@@ -123,8 +128,9 @@ def test_truncated_sessions_explain_only_the_kept_events(scorer, few, one_torch_
         pl.col(s.timestamp) + pl.duration(seconds=pl.int_range(pl.len()))
     )
     explained = scorer.explain(long)
-    assert explained.height == scorer.spec.max_len
-    assert explained[S.EVENT_TIME][0] == long[s.timestamp][5]  # the oldest five were truncated away
+    cut = scorer.spec.hop  # the window moves in hops: the oldest hop of events is truncated away
+    assert 5 <= cut and explained.height == n - cut
+    assert explained[S.EVENT_TIME][0] == long[s.timestamp][cut]
 
 
 def test_a_truncated_session_says_which_events_it_leaves_out(
@@ -140,13 +146,17 @@ def test_a_truncated_session_says_which_events_it_leaves_out(
     long = pl.concat([first] * n).with_columns(
         pl.col(s.timestamp) + pl.duration(seconds=pl.int_range(pl.len()))
     )
-    note = f"reads the last {scorer.spec.max_len:,} of the session's {n:,} events (features.max_len): the 5 earlier"
+    kept = n - scorer.spec.hop
+    note = (
+        f"reads the last {kept:,} of the session's {n:,} events (features.max_len, features.hop): "
+        f"the {scorer.spec.hop} earlier"
+    )
     long.write_parquet(tmp_path / "long.parquet")
     args = ["--artifact", str(exported_artifact), "--events", str(tmp_path / "long.parquet")]
     main([*args, "--session", str(first[s.session_id][0]), "--out", str(tmp_path / "long.html")])
     assert note in capsys.readouterr().out and html.escape(note) in (tmp_path / "long.html").read_text()
     body = client.post("/explain", json={"events": _records(long, scorer)}).json()
-    assert body["n_events"] == n and len(body["events"]) == scorer.spec.max_len and note in body["note"]
+    assert body["n_events"] == n and len(body["events"]) == kept and note in body["note"]
     assert ("stacker" in body["note"]) == (scorer.stacker is not None)
 
 

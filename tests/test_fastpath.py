@@ -65,10 +65,11 @@ def normalized(rows: list[dict]) -> pl.DataFrame:
 @given(st.lists(event, min_size=1, max_size=14))
 def test_numpy_path_equals_polars_path(rows):
     events = normalized(rows)
-    fast, slow = numpy_sequences(events, SPEC, token_tables(SPEC)), polars_sequences(events, SPEC)
-    assert fast.session_ids == slow.session_ids
-    np.testing.assert_array_equal(fast.lengths, slow.lengths)
-    np.testing.assert_array_equal(fast.tokens, slow.tokens)
+    for spec in (SPEC, replace(SPEC, max_len=5, hop=2)):  # a window that moves an event, and two, at a time
+        fast, slow = numpy_sequences(events, spec, token_tables(spec)), polars_sequences(events, spec)
+        assert fast.session_ids == slow.session_ids
+        np.testing.assert_array_equal(fast.lengths, slow.lengths)
+        np.testing.assert_array_equal(fast.tokens, slow.tokens)
 
 
 # Records as a request or a caller sends them: JSON types, some of them wrong, timestamps good and bad.

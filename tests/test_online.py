@@ -167,7 +167,7 @@ def test_session_state_round_trips_and_refuses_foreign_bytes() -> None:
     )
     state.add_keys([key_entry("id:1"), key_entry("id:7")])
     state.tokens = np.arange(6, dtype=np.int64).reshape(2, 3)
-    state.hidden = np.ones((1, 4), dtype=np.float32)
+    state.hidden = np.ones((1, 1, 4), dtype=np.float32)
     columns = EventColumns(
         ["s1"] * 3,
         np.array([7, 9, 9_000_000]),
@@ -255,6 +255,52 @@ def test_gru_steps_one_event_at_a_time_like_the_whole_session(gru_artifact, gru_
             assert replay_matches_whole_sessions(scorer, records) >= 120
 
 
+def test_a_gru_past_max_len_steps_its_window_starts_together(gru_artifact, gru_run) -> None:
+    """Past max_len a GRU read its kept events again at every event (11.5 ms at 512): the window now moves in hops,
+    and the state carries one hidden state per hop boundary in the window, all stepped by an event in one call.
+    The scores stay the whole session's, sent an event at a time or several (a hop boundary among them), after a
+    late event (a rebuild), and far past max_len."""
+    from seqfraud.scoring.online import OnlineScorer, carried_starts
+    from seqfraud.scoring.scorer import Scorer
+    from seqfraud.scoring.state import MemoryStore
+
+    scorer = Scorer.load(gru_artifact)
+    spec, (step, shape) = scorer.spec, scorer.step
+    assert spec.hop == 3 and spec.max_len == 24
+    calls: list[tuple[int, ...]] = []
+
+    def recorded(tokens, hidden):
+        calls.append((*tokens.shape[:2], hidden.shape[1]))
+        return step(tokens, hidden)
+
+    scorer.step = recorded, shape
+    (session,) = [without_ids(session_records(gru_run, 1, min_events=30))]
+    n = len(session)
+    rng = np.random.default_rng(0)
+    online = OnlineScorer(scorer, MemoryStore())
+    sid, sent = session[0][S.SESSION_ID], 0
+    with single_torch_thread():
+        while sent < n:
+            size = int(rng.integers(1, 6))
+            calls.clear()
+            (result,) = online.events(session[sent : sent + size])
+            sent = min(n, sent + size)
+            whole = scorer.score(session[:sent], source="test").row(0, named=True)
+            assert abs(result[S.SCORE] - whole[S.SCORE]) <= 1e-5, sent
+            state = online.session(sid)
+            assert state.hidden is not None and len(state.hidden) == len(carried_starts(spec, sent))
+            if (
+                size == 1 and sent > spec.max_len
+            ):  # one call: every carried start (and a new one) reads the event
+                assert calls == [(len(state.hidden), 1, len(state.hidden))]
+        assert sent > spec.max_len + 2 * spec.hop
+        # A late event (before the latest) rebuilds the states from the kept tokens; the scores go on alike.
+        late = dict(session[-1], timestamp=session[-3]["timestamp"])
+        (result,) = online.events([late])
+        whole = scorer.score([*session, late], source="test").row(0, named=True)
+        assert abs(result[S.SCORE] - whole[S.SCORE]) <= 1e-5
+
+
 def test_a_session_opened_by_another_model_is_rebuilt_by_this_one(gru_artifact, gru_run) -> None:
     """A rolling deploy: replicas of two models share one store. The old model's tokens (its vocabulary) and
     hidden state were read as the new model's wherever the shapes agreed, a silently wrong score; now a state
@@ -340,7 +386,7 @@ def test_a_state_an_earlier_seqfraud_wrote_is_rebuilt_from_its_events(
         assert not got["degraded"] and got["n_events"] == 8 and got["model_version"] == scorer.model_version
         assert abs(got[S.SCORE] - whole[S.SCORE]) <= 1e-5
     # A format this seqfraud cannot read says which it reads; so does a snapshot of a later release.
-    with pytest.raises(ValueError, match=r"format 2; this one reads \[3, 4, 5, 6\]"):
+    with pytest.raises(ValueError, match=r"format 2; this one reads \[3, 4, 5, 6, 7\]"):
         SessionState.decode(old.replace(b'"version": 3', b'"version": 2'), 4, None, "m", sid)
     (tmp_path / "state.json").write_text(json.dumps(doc | {"version": 3}))
     with pytest.raises(SnapshotError, match=r"snapshot version 3, this seqfraud reads \[1, 2\]"):
@@ -1036,6 +1082,7 @@ def test_a_state_of_impossible_values_is_an_unreadable_store_not_a_500(gru_artif
         ({"n_events": 4}, "holds 3 events of 4"),
         ({"n_events": 2}, "holds 3 events of 2"),
         ({"tokens": state.tokens[1:]}, "holds tokens of 2 events"),
+        ({"hidden": np.concatenate([state.hidden, state.hidden])}, "holds 2 hidden states"),
         ({"keys": state.keys + b'"id:next"\n'}, "lists 4 events taken of 3"),
         ({"keys": b""}, "an event whose id is not among those taken"),
         (

@@ -33,6 +33,7 @@ from seqfraud.schema import Schema
 SPARK = {"engine": "spark", "spark": {"master": "local[2]"}}
 FEATURES = {
     "max_len": 5,
+    "hop": 2,  # sessions of 6 to 12 events keep 4 or 5
     "min_count": 2,
     "n_buckets": 4,
     "tail_quantiles": [0.9],

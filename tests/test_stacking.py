@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -228,18 +229,27 @@ def version_5_state(data: bytes | None) -> bytes:
     assert data is not None
     size = int.from_bytes(data[:4], "little")
     meta = json.loads(data[4 : 4 + size])
-    aggregates, n = meta.pop("aggregates"), meta["n_events"]
-    start = 4 + size + 8 * meta["tokens"][0] * meta["tokens"][1]
-    start += 0 if meta["hidden"] is None else 4 * meta["hidden"][0] * meta["hidden"][1]
+    aggregates, n, hidden = meta.pop("aggregates"), meta["n_events"], meta["hidden"]
+    tokens_end = 4 + size + 8 * meta["tokens"][0] * meta["tokens"][1]
+    start = tokens_end + (0 if hidden is None else 4 * math.prod(hidden))
     end = start + 8 * (aggregates["counts"] + aggregates["totals"] + aggregates["gaps"]) + aggregates["text"]
     text = json.dumps([[None] * n]).encode()
     columns = bytes(n * (16 + 9)) + text  # times, rows, one number column and its nulls, one text column
     meta |= {
         "version": 5,
         "columns": {"n": n, "numeric": ["amount"], "categorical": ["device"], "text": len(text)},
+        "hidden": None if hidden is None else hidden[1:],  # the first window start's: [layers, width]
     }
+    first = b"" if hidden is None else data[tokens_end : tokens_end + 4 * math.prod(hidden[1:])]
     header = json.dumps(meta).encode()
-    return len(header).to_bytes(4, "little") + header + data[4 + size : start] + columns + data[end:]
+    return (
+        len(header).to_bytes(4, "little")
+        + header
+        + data[4 + size : tokens_end]
+        + first
+        + columns
+        + data[end:]
+    )
 
 
 @pytest.mark.integration
@@ -329,23 +339,29 @@ def test_a_stacked_artifact_explains_the_events_before_its_window(stacked_run, s
     first = pl.read_parquet(stacked_run / "predictions" / "test.parquet")[S.SESSION_ID][0]
     events = pl.read_parquet(OmegaConf.load(stacked_run / "config.yaml").data.events)
     session = events.filter(pl.col("session_id") == first).select(scorer.spec.schema.event_columns)
-    n = scorer.spec.max_len + 4
-    long = pl.concat([session] * (n // session.height + 1))[:n].with_columns(
-        pl.col("timestamp").min() + pl.duration(seconds=pl.int_range(pl.len()) ** 2)
-    )
-    with single_torch_thread():
-        explained = scorer.explain(long)
-        assert explained[S.POSITION].to_list() == list(range(-4, n - 4))
-        raw = scorer.score(long)[S.RAW_SCORE][0]
-        in_order = long.with_row_index("_i").sort("timestamp", "_i")
-        for j in range(6):  # the four unread events (the one just before the window too), and two kept ones
-            without = in_order.filter(pl.col("_i") != in_order["_i"][j]).drop("_i")
-            left_out = raw - scorer.score(without)[S.RAW_SCORE][0]
-            assert explained[S.CONTRIBUTION][j] == pytest.approx(left_out, abs=1e-5), j
-    assert (
-        "the 4 earlier ones count through the stacker's aggregates, and are listed at positions below 0"
-        in (unread_note(n, scorer.spec.max_len, stacked=True) or "")
-    )
+    spec = scorer.spec
+    assert spec.hop > 1  # the default, max_len // 8
+    # A window at its shortest, two hops after the session's start (leaving out an event moves it a hop earlier:
+    # the events before the hop's first come in, and the hop's own, but for the one left out), and a window one
+    # event longer (it loses its first event).
+    for n in (spec.max_len + spec.hop + 1, spec.max_len + 2):
+        long = pl.concat([session] * (n // session.height + 1))[:n].with_columns(
+            pl.col("timestamp").min() + pl.duration(seconds=pl.int_range(pl.len()) ** 2)
+        )
+        unread = int(spec.window_start(n))
+        with single_torch_thread():
+            explained = scorer.explain(long)
+            assert explained[S.POSITION].to_list() == list(range(-unread, n - unread))
+            raw = scorer.score(long)[S.RAW_SCORE][0]
+            in_order = long.with_row_index("_i").sort("timestamp", "_i")
+            for j in [*range(unread), unread, unread + 1]:  # every unread event, and two kept ones
+                without = in_order.filter(pl.col("_i") != in_order["_i"][j]).drop("_i")
+                left_out = raw - scorer.score(without)[S.RAW_SCORE][0]
+                assert explained[S.CONTRIBUTION][j] == pytest.approx(left_out, abs=1e-5), (n, j)
+        assert (
+            f"the {unread} earlier ones count through the stacker's aggregates, and are listed at positions below 0"
+            in (unread_note(n, spec, stacked=True) or "")
+        )
 
 
 def test_monitor_scores_a_stacked_artifact_from_the_events(stacked_run, stacked_artifact, tmp_path):

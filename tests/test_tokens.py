@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 
+import numpy as np
 import polars as pl
 import pytest
 
 from seqfraud import schema as S
 from seqfraud.data.events import load_events
 from seqfraud.data.split import assign_split, split_boundaries
+from seqfraud.errors import ConfigError
 from seqfraud.features.spec import FIRST_ID, MISSING, NAN, PAD, UNKNOWN, VALUE_STEPS, Spec, SpecError
 from seqfraud.features.tokens import fit_spec, sequences, time_delta_edges
 from seqfraud.preprocess import preprocess
@@ -282,6 +284,35 @@ def test_rows_sorted_by_time_with_input_order_breaking_ties(tmp_path):
     assert seqs["s0"][TOK[S.TIME_DELTA]] == [MISSING]
 
 
+def test_a_long_sessions_window_moves_in_hops(tmp_path):
+    """Past max_len the window starts at the latest multiple of hop that leaves at most max_len events: what a
+    GRU can carry as one state per multiple (seqfraud.scoring.online), at the cost of reading between max_len -
+    hop + 1 and max_len events of a long session."""
+    from seqfraud.features.spec import window_start
+
+    assert [int(window_start(n, 4, 2)) for n in range(1, 10)] == [0, 0, 0, 0, 2, 2, 4, 4, 6]
+    assert [int(window_start(n, 4, 1)) for n in range(1, 8)] == [0, 0, 0, 0, 1, 2, 3]  # spec version 4's
+    np.testing.assert_array_equal(window_start(np.array([3, 5, 9]), 4, 3), [0, 3, 6])
+    rows = [("long", s, t, "web", 1.0, 1) for s, t in zip([0, 1, 2, 12, 13, 15, 20], "abcdefg")]
+    rows += [("six", 100 + s, t, "web", 1.0, 0) for s, t in zip(range(6), "aabbcc")]
+    path = write(frame(rows), tmp_path / "e.parquet")
+    _, spec, seqs = run(path, max_len=4, hop=2)
+    assert (spec.max_len, spec.hop) == (4, 2) and Spec.from_dict(spec.to_dict()).hop == 2
+    # vocab: a 3, b 3, c 3, d 1, e 1, f 1, g 1 -> a=4 b=5 c=6 d=7 e=8 f=9 g=10
+    assert seqs["long"][TOK["event_type"]] == [8, 9, 10]  # 7 events: from the 4th (window_start 4)
+    assert (
+        seqs["long"][TOK[S.TIME_DELTA]][0] == 5
+    )  # e's delta to d (1 s, as in the test below), read before the cut
+    assert seqs["six"][TOK["event_type"]] == [5, 5, 6, 6]  # 6 events: from the 2nd
+    assert (seqs["long"][S.LENGTH], seqs["six"][S.LENGTH]) == (3, 4)
+    for bad in (0, 5, 2.5, True):
+        with pytest.raises(ConfigError, match="features.hop must be an integer from 1 to features.max_len=4"):
+            run(path, max_len=4, hop=bad)
+    with pytest.raises(SpecError, match="hop=5 is not between 1 and max_len=4"):
+        Spec.from_dict(spec.to_dict() | {"hop": 5})
+    assert run(path, max_len=64)[1].hop == 8 and run(path, max_len=7)[1].hop == 1  # max_len // 8 by default
+
+
 def test_truncation_keeps_most_recent_events(tmp_path):
     rows = [("long", s, t, "web", 1.0, 1) for s, t in zip([0, 1, 2, 12, 13], "abcde")]
     rows += [("short", 100 + s, t, "web", 1.0, 0) for s, t in zip([0, 50], "ab")]
@@ -519,7 +550,7 @@ def test_spec_json_round_trip(tmp_path):
     loaded = Spec.load(path)
     assert loaded == spec
     d = json.loads(path.read_text())
-    assert d["format"] == "seqfraud.preprocessing-spec" and d["version"] == 4 and d["entity"] is None
+    assert d["format"] == "seqfraud.preprocessing-spec" and d["version"] == 5 and d["entity"] is None
     assert d["schema"]["timestamp_range"] == ["1990-01-01", "2100-01-01"]
     assert d["reserved"] == {"pad": 0, "unknown": 1, "missing": 2, "nan": 3}
     assert d["vocab"]["event_type"] == ["view", "add", "click", "pay", "zzz"]
@@ -539,7 +570,7 @@ def test_spec_json_round_trip(tmp_path):
 @pytest.mark.parametrize(
     ("mutate", "match"),
     [
-        (lambda d: d.update(version=5), "version 5"),
+        (lambda d: d.update(version=6), "version 6"),
         (lambda d: d["schema"].update(timestamp_range=["2100-01-01", "1990-01-01"]), "malformed"),
         (lambda d: d.pop("version"), "version None"),
         (lambda d: d.update(format="something-else"), "not a seqfraud preprocessing spec"),

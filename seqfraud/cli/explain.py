@@ -46,7 +46,7 @@ def explain_session(
     where = str(events)  # the file, in what its validation says (it said 'events': dogfood 97)
     scored = scorer.score(found, source=where).row(0, named=True) | {
         "stacked": stacked,
-        "note": unread_note(found.height, scorer.spec.max_len, stacked),
+        "note": unread_note(found.height, scorer.spec, stacked),
     }
     explained = scorer.explain(found, source=where)
     Path(out).write_text(reports.session_html(explained, scored, scorer.model_version), encoding="utf-8")

@@ -108,7 +108,7 @@ def column_sequences(events: EventColumns, spec: Spec, tables: TokenTables) -> S
 
     Sorted by (session, time, input row); buckets are ``searchsorted(side="left")``, so
     ``FIRST_ID + #{edge < x}``; vocabularies are dict lookups (``tables`` from :func:`token_tables`);
-    sessions keep their last ``max_len`` events.
+    sessions keep their events from :meth:`~seqfraud.features.spec.Spec.window_start` on.
     """
     n = len(events.session_ids)
     if len(set(events.session_ids)) == 1:  # a request's one session: no grouping to do
@@ -118,7 +118,7 @@ def column_sequences(events: EventColumns, spec: Spec, tables: TokenTables) -> S
         first = np.zeros(n, dtype=bool)
         first[0] = True
         counts = np.array([n])
-        kept_from = max(n - spec.max_len, 0)
+        kept_from = int(spec.window_start(n))
         rows = order[kept_from:]
         kept: slice | np.ndarray = slice(kept_from, None)
     else:
@@ -129,8 +129,8 @@ def column_sequences(events: EventColumns, spec: Spec, tables: TokenTables) -> S
         first = np.r_[True, codes[1:] != codes[:-1]]
         starts = np.flatnonzero(first)
         counts = np.diff(np.r_[starts, n])
-        # The last max_len events of each session: those fewer than max_len from its end (sorted positions).
-        kept = np.repeat(starts + counts, counts) - np.arange(n) <= spec.max_len
+        # Each session's events from its window's start on (sorted positions).
+        kept = np.arange(n) >= np.repeat(starts + spec.window_start(counts), counts)
         rows = order[kept]  # the same events as input rows
     values = tables.value_of
     tokens = np.empty((len(rows), len(tables.fields)), dtype=np.int64)
@@ -152,7 +152,7 @@ def column_sequences(events: EventColumns, spec: Spec, tables: TokenTables) -> S
         else:
             x, null = events.numeric[f]
             tokens[:, j] = _bucket(x[rows], null[rows], tables.edges[f])
-    lengths = np.minimum(counts, spec.max_len).astype(np.int64)
+    lengths = (counts - spec.window_start(counts)).astype(np.int64)
     return Sequences(names, tokens, lengths)
 
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from seqfraud import __version__
 from seqfraud.data.events import INTEGER_IDS, ZERO_PADDED_IDS, ZONED_TIMESTAMPS
 from seqfraud.errors import UserError
@@ -18,9 +20,9 @@ SPEC_FORMAT = "seqfraud.preprocessing-spec"
 # guessed). 3: the ``entity`` section (entity features, seqfraud.features.entities). Versions 1 and 2 still
 # load: a version 1 range is the default one, its unit means the same, and neither has entity features.
 # 4: ``values``, the numeric columns that also carry their value as a number (a value field); earlier ones
-# have none.
-SPEC_VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)
+# have none. 5: ``hop``, the steps in which a long session's window moves (earlier ones move it by one event).
+SPEC_VERSION = 5
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 
 # Reserved token ids, the same in every field. Fitted vocabulary entries and buckets start at FIRST_ID.
 PAD = 0
@@ -43,6 +45,13 @@ LABEL_DELAY = "label_delay"
 # A value field's id is FIRST_ID + round(position * VALUE_STEPS): 2**20 steps of the position in [0, 1] tell
 # apart amounts 0.01 apart in a bucket 10,000 wide.
 VALUE_STEPS = 1 << 20
+
+
+def window_start(n_events: Any, max_len: int, hop: int) -> Any:
+    """The index of the first event that a session of ``n_events`` keeps (the rule in :class:`Spec`): 0 up to
+    ``max_len`` events, then the smallest multiple of ``hop`` that leaves at most ``max_len``. Integer arithmetic
+    only; an array of starts for an array of lengths (:func:`~seqfraud.features.tokens.window_start_of` in Polars)."""
+    return np.maximum(-((max_len - np.asarray(n_events, dtype=np.int64)) // hop), 0) * hop
 
 
 def value_pieces(edges: list[float]) -> tuple[list[float], list[float], float]:
@@ -69,7 +78,10 @@ class Spec:
     - numeric field: ``FIRST_ID + #{edge < x}``, ``MISSING`` if null, ``NAN`` if NaN (inf falls in the end buckets);
     - time delta: the same bucket rule on seconds since the previous event of the session (``MISSING`` for the
       first one), after sorting the session by time with input order as the tie-break;
-    - a session keeps its most recent ``max_len`` events;
+    - a session keeps its events from :func:`window_start` on: all of them up to ``max_len``; past it, those after
+      the latest multiple of ``hop`` that leaves at most ``max_len`` (so between ``max_len - hop + 1`` and
+      ``max_len``), which a GRU can carry as one state per multiple of ``hop``, where a window that moves by
+      one event at a time must read its kept events again at every event;
     - entity features (:attr:`entity`) are numeric fields like the others, computed from the events and a
       history by :mod:`seqfraud.features.entities` before tokenizing;
     - value field of a numeric column in :attr:`values` (:func:`~seqfraud.schema.value_field`): the value's
@@ -94,6 +106,21 @@ class Spec:
     versions: dict[str, str | None] = field(default_factory=dict)
     entity: EntitySpec | None = None
     values: tuple[str, ...] = ()
+    hop: int = 1
+
+    def window_start(self, n_events: Any) -> Any:
+        """:func:`window_start` of sessions of ``n_events`` (an int or an integer array)."""
+        return window_start(n_events, self.max_len, self.hop)
+
+    @property
+    def window_said(self) -> str:
+        """How many of a long session's latest events the sequence model reads, in words."""
+        fewest = self.max_len - self.hop + 1
+        return (
+            f"the last {self.max_len:,}"
+            if fewest == self.max_len
+            else f"the last {fewest:,} to {self.max_len:,}"
+        )
 
     @property
     def numeric_fields(self) -> tuple[str, ...]:
@@ -189,6 +216,7 @@ class Spec:
             "schema": self.schema.roles(),
             "timestamp_unit": self.timestamp_unit,
             "max_len": self.max_len,
+            "hop": self.hop,
             "reserved": RESERVED,
             "vocab": self.vocab,
             "edges": self.edges,
@@ -230,9 +258,12 @@ class Spec:
                 versions=d.get("versions", {}),
                 entity=EntitySpec.from_dict(d["entity"]) if d.get("entity") else None,
                 values=tuple(str(c) for c in d.get("values") or ()),
+                hop=int(d.get("hop", 1)),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise SpecError(f"{source}: malformed spec: {e}") from e
+        if not 1 <= spec.hop <= spec.max_len:
+            raise SpecError(f"{source}: hop={spec.hop} is not between 1 and max_len={spec.max_len}")
         if (spec.entity.columns if spec.entity else ()) != schema.entities:
             raise SpecError(f"{source}: entity features of {spec.entity} do not match the schema's entities")
         if not set(spec.values) <= set(schema.numerical):

@@ -115,12 +115,25 @@ def vocabulary(counts: dict[str, int], min_count: int, max_vocab: int) -> list[s
     return [v for _, v in sorted(kept)[:max_vocab]]
 
 
+def window_hop(max_len: int, hop: int | None) -> int:
+    """``features.hop``, by default an eighth of ``max_len``: a long session's window then holds 7/8 of ``max_len``
+    at least, and a GRU carries at most 8 states past it (:mod:`seqfraud.scoring.online`)."""
+    if hop is None:
+        return max(1, max_len // 8)
+    if isinstance(hop, bool) or not isinstance(hop, int) or not 1 <= hop <= max_len:
+        raise ConfigError(
+            f"features.hop must be an integer from 1 to features.max_len={max_len}, got {hop!r}"
+        )
+    return hop
+
+
 def build_spec(
     stats: FitStats,
     schema: Schema,
     *,
     timestamp_unit: str,
     max_len: int = 256,
+    hop: int | None = None,
     min_count: int = 5,
     max_vocab: int = 1000,
     n_buckets: int = 16,
@@ -232,6 +245,7 @@ def build_spec(
         schema=schema,
         timestamp_unit=timestamp_unit,
         max_len=max_len,
+        hop=window_hop(max_len, hop),
         vocab=vocab,
         edges=edges,
         fit_info=fit_info,
@@ -458,8 +472,8 @@ def sequences(events: pl.LazyFrame, spec: Spec) -> pl.LazyFrame:
     token column: with 90 entity features, 0.9 s against 1.3 s a half of 1M events), the time deltas as
     within-session differences, and the sessions come out in id order.
     """
-    n = spec.max_len
     row_tokens = [*spec.schema.categorical_fields, *spec.numeric_fields, *spec.value_fields]
+    start = window_start_of(pl.len(), spec)
     # Null on a session's first event, and throughout a null session id.
     delta_us = pl.when(pl.col(S.SESSION_ID).is_not_null()).then(pl.col(S.TS_US).diff())
     per_session = (
@@ -468,9 +482,9 @@ def sequences(events: pl.LazyFrame, spec: Spec) -> pl.LazyFrame:
         .with_columns(pl.col(S.SESSION_ID).set_sorted())
         .group_by(S.SESSION_ID, maintain_order=True)
         .agg(
-            *[pl.col(S.token_column(c)).tail(n) for c in row_tokens],
-            delta_us.tail(n).alias(_DELTA_US),
-            pl.len().clip(upper_bound=n).cast(pl.Int32).alias(S.LENGTH),
+            *[pl.col(S.token_column(c)).slice(start) for c in row_tokens],
+            delta_us.slice(start).alias(_DELTA_US),
+            (pl.len().cast(pl.Int64) - start).cast(pl.Int32).alias(S.LENGTH),
             pl.col(S.TS_US).min().alias(S.START_TIME),
         )
         .sort(S.SESSION_ID)
@@ -499,16 +513,21 @@ def polars_sequences(events: pl.DataFrame, spec: Spec) -> Sequences:
     return as_sequences(sequences(events.lazy(), spec).collect(), spec)
 
 
-def kept_events(events: pl.DataFrame, max_len: int) -> pl.DataFrame:
+def window_start_of(n_events: pl.Expr, spec: Spec) -> pl.Expr:
+    """:func:`~seqfraud.features.spec.window_start` of sessions of ``n_events``, in Polars."""
+    return (-((spec.max_len - n_events.cast(pl.Int64)) // spec.hop)).clip(lower_bound=0) * spec.hop
+
+
+def kept_events(events: pl.DataFrame, spec: Spec) -> pl.DataFrame:
     """Normalized events in token order, with their ``position`` in the kept sequence; truncated ones dropped."""
-    return positioned_events(events, max_len).filter(pl.col(S.POSITION) >= 0)
+    return positioned_events(events, spec).filter(pl.col(S.POSITION) >= 0)
 
 
-def positioned_events(events: pl.DataFrame, max_len: int) -> pl.DataFrame:
+def positioned_events(events: pl.DataFrame, spec: Spec) -> pl.DataFrame:
     """Normalized events in token order, with their ``position`` in the kept sequence: the events before it, which
-    ``max_len`` cuts, count back from -1."""
+    the window leaves out, count back from -1."""
     rank = pl.int_range(pl.len(), dtype=pl.Int64).over(S.SESSION_ID)
-    dropped = (pl.len().over(S.SESSION_ID).cast(pl.Int64) - max_len).clip(lower_bound=0)
+    dropped = window_start_of(pl.len().over(S.SESSION_ID), spec)
     return events.sort(S.SESSION_ID, S.TS_US, S.ROW_INDEX).with_columns((rank - dropped).alias(S.POSITION))
 
 

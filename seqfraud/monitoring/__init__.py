@@ -143,7 +143,7 @@ def monitor(
         label_table, outside, pending = matched_labels(label_table, cur.events, source, spec, as_of_us)
     cur_scores = cur_scored[S.SCORE].to_numpy()
     bins = np.asarray(SCORE_BINS)
-    len_bins = length_edges(spec.max_len)
+    len_bins = length_edges(spec)
     hist = {  # reference and current counts per bin
         "score": (np.histogram(ref_scores, bins)[0], np.histogram(cur_scores, bins)[0]),
         "session_length": (
@@ -174,8 +174,8 @@ def monitor(
         "session_length": {
             "psi": psi(hist["session_length"][0], hist["session_length"][1]),
             "bins": len_bins[:-1].astype(int).tolist(),
-            "reference": length_summary(ref.seqs.lengths, spec.max_len),
-            "current": length_summary(cur.seqs.lengths, spec.max_len),
+            "reference": length_summary(ref.seqs.lengths, spec),
+            "current": length_summary(cur.seqs.lengths, spec),
         },
         "inter_event_seconds": {
             "psi": fields[S.TIME_DELTA]["psi"],

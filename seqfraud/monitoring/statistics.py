@@ -41,12 +41,15 @@ def token_label(spec: Spec, field_name: str, token: int) -> str:
     return f"({lo}, {hi}]"
 
 
-def length_edges(max_len: int) -> np.ndarray:
-    """Session-length bins 1, 2, 3-4, 5-8, ... and ``max_len`` alone (truncated sessions)."""
+def length_edges(spec: Spec) -> np.ndarray:
+    """Bins of the events a session's window holds: 1, 2, 3-4, 5-8, ... and the window at its longest (from
+    ``max_len - hop + 1`` to ``max_len``, where every cut session falls)."""
+    longest = spec.max_len - spec.hop + 1
     edges = [1]
-    while edges[-1] * 2 < max_len:
+    while edges[-1] * 2 < longest:
         edges.append(edges[-1] * 2)
-    return np.array([*edges, max_len, max_len + 1], dtype=np.float64)  # right-open bins [e_i, e_{i+1})
+    # right-open bins [e_i, e_{i+1})
+    return np.unique(np.array([*edges, longest, spec.max_len + 1], dtype=np.float64))
 
 
 def quantiles(x: np.ndarray | None) -> dict[str, float] | None:
@@ -56,9 +59,11 @@ def quantiles(x: np.ndarray | None) -> dict[str, float] | None:
     return {"mean": float(np.mean(x)), **{f"p{round(q * 100)}": float(v) for q, v in zip(QUANTILES, qs)}}
 
 
-def length_summary(lengths: np.ndarray, max_len: int) -> dict[str, float]:
-    """Quantiles of events per session, and the share of sessions cut to ``max_len``."""
-    return {**(quantiles(lengths) or {}), "truncated_share": float(np.mean(lengths == max_len))}
+def length_summary(lengths: np.ndarray, spec: Spec) -> dict[str, float]:
+    """Quantiles of the events each session's window holds, and the share of windows at their longest (cut
+    sessions, and those as long: with ``hop`` 1, the sessions cut to ``max_len``)."""
+    longest = spec.max_len - spec.hop + 1
+    return {**(quantiles(lengths) or {}), "longest_window_share": float(np.mean(lengths >= longest))}
 
 
 def token_counts(spec: Spec, seqs: Sequences, field_name: str) -> np.ndarray:

@@ -136,12 +136,12 @@ def iter_sequences(
     if truncated := counts["truncated"].item():
         log.warning(
             "%s: %s session(s) are longer than the model's max_len=%s (the longest %s events): the sequence "
-            "model reads the last %s of each, as in training",
+            "model reads %s events of each, as in training",
             source,
             f"{truncated:,}",
             spec.max_len,
             f"{counts['longest'].item():,}",
-            spec.max_len,
+            spec.window_said,
         )
     k = max(1, math.ceil(counts["len"].item() / chunk_events))
     if spec.entity is not None:

@@ -2,8 +2,9 @@
 
 An event's ``contribution`` is the model's raw probability for the session minus its probability for the same
 session without that event, as if it had never happened: the event after it then follows the one before it
-(its time delta is that gap), and in a session longer than ``max_len`` the event just before the kept window
-comes into it, as the scorer would read that session. Every variant is a session the model could have seen in
+(its time delta is that gap), and in a session longer than ``max_len`` its window is the one of a session an event
+shorter (:meth:`~seqfraud.features.spec.Spec.window_start`: the events before it may come in), as the scorer would
+read that session. Every variant is a session the model could have seen in
 training. Masking the event instead (every token ``MISSING``, others in place) was not: a GRU read the masked
 event, whose time delta only ever marks a session's first event, as a new session starting, and credited a
 dozen harmless events after a fraud with the whole score (dogfood 30). A session of one event has no variant
@@ -74,30 +75,35 @@ def deleted_contributions(
 ) -> np.ndarray:
     """``full`` (the raw probabilities) minus the probability without each kept event, aligned with ``seqs.tokens``.
 
-    ``wide``: the same sessions' tokens with one more event kept (``max_len + 1``), so a truncated session's
-    variants admit the event before its window; ``ts_us``: their events' times, aligned with ``wide.tokens``.
+    ``wide``: the same sessions' tokens in a window one hop longer (:func:`wider`), so a truncated session's
+    variants admit the events that come into the window of a session one event shorter; ``ts_us``: their events'
+    times, aligned with ``wide.tokens``.
     A stacked artifact's probability without the event is its stacker's, on the sequence model's and
     ``aggregates``: one row per kept event (aligned with ``seqs.tokens``), its session's aggregates without it.
     ``tables``: the spec's (:func:`token_tables`), for the time delta of the event after the one left out.
     """
     offsets, wide_offsets = np.r_[0, np.cumsum(seqs.lengths)], np.r_[0, np.cumsum(wide.lengths)]
-    delta = scorer.spec.fields.index(S.TIME_DELTA)
+    spec = scorer.spec
+    delta = spec.fields.index(S.TIME_DELTA)
     out = np.empty(len(seqs.tokens), dtype=np.float32)
     for i, n in enumerate(seqs.lengths.tolist()):
         tokens, ts = (
             wide.tokens[wide_offsets[i] : wide_offsets[i + 1]],
             ts_us[wide_offsets[i] : wide_offsets[i + 1]],
         )
-        extra = len(tokens) - n  # 1: the event before the kept window, which comes in when one leaves
-        width = len(tokens) - 1
+        lead = len(tokens) - n  # wide's events before the window
+        # A window at its shortest moves back a hop when the session is an event shorter: those events come in.
+        first = 0 if n == spec.max_len - spec.hop + 1 else lead  # the variants' first event, in wide's order
+        width = len(tokens) - first - 1
         rows = max(1, VARIANT_BUDGET // max(width, 1) ** 2)
         for start in range(0, n, rows):  # variants start..stop-1, each without its own event
             k = min(rows, n - start)
             if width == 0:  # a lone event: masked, as no session is empty
                 variants, length = np.full((1, 1, tokens.shape[1]), MISSING, dtype=np.int64), 1
             else:
-                gone = np.arange(start, start + k) + extra
-                keep = np.ones((k, len(tokens)), dtype=bool)
+                gone = np.arange(start, start + k) + lead
+                keep = np.zeros((k, len(tokens)), dtype=bool)
+                keep[:, first:] = True
                 keep[np.arange(k), gone] = False
                 variants = np.broadcast_to(tokens, (k, *tokens.shape))[keep].reshape(k, width, -1)  # a copy
                 length = width
@@ -105,7 +111,7 @@ def deleted_contributions(
                 rows_after = np.flatnonzero(after)
                 before = gone[after] - 1
                 gap = np.where(before >= 0, (ts[gone[after] + 1] - ts[np.maximum(before, 0)]) / 1e6, np.nan)
-                variants[rows_after, gone[after], delta] = _following_ids(gap, tables)
+                variants[rows_after, gone[after] - first, delta] = _following_ids(gap, tables)
             without = scorer.predict(
                 Sequences(
                     [seqs.session_ids[i]] * len(variants),
@@ -129,20 +135,19 @@ def occlusion(scorer: TokenScorer, events: pl.DataFrame) -> pl.DataFrame:
 def scored_occlusion(scorer: TokenScorer, events: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Normalized events to their scores, exactly :meth:`~seqfraud.scoring.scorer.Scorer.score_normalized`'s,
     and :func:`occlusion`'s contributions, from one tokenization."""
-    kept = kept_events(events, scorer.spec.max_len)
+    kept = kept_events(events, scorer.spec)
     seqs = scorer.sequences(events)
     _check_alignment(scorer, kept, seqs)
     scores = scorer.score_sequences(seqs, events)
     aggregates = None if scorer.stacker is None else aggregates_without_each(scorer.stacker, events, kept)
     tables = token_tables(scorer.spec)
-    wider = replace(scorer.spec, max_len=scorer.spec.max_len + 1)
-    wide = numpy_sequences(events, wider, tables)
-    ts_us = kept_events(events, wider.max_len)[S.TS_US].to_numpy()
+    wide = numpy_sequences(events, wider(scorer.spec), tables)
+    ts_us = kept_events(events, wider(scorer.spec))[S.TS_US].to_numpy()
     full = scores[S.RAW_SCORE].to_numpy()
     listed = kept.with_columns(
         pl.Series(S.CONTRIBUTION, deleted_contributions(scorer, seqs, wide, ts_us, full, tables, aggregates))
     )
-    if (unread := unread_contributions(scorer, events, seqs, full, tables)) is not None:
+    if (unread := unread_contributions(scorer, events, seqs, wide, full, tables)) is not None:
         listed = pl.concat([unread, listed], how="diagonal_relaxed").sort(S.SESSION_ID, S.POSITION)
     schema = scorer.spec.schema
     fields = [*schema.categorical, *schema.numerical, *schema.entities]
@@ -156,37 +161,63 @@ def scored_occlusion(scorer: TokenScorer, events: pl.DataFrame) -> tuple[pl.Data
     )
 
 
+def wider(spec: Spec) -> Spec:
+    """The spec whose window is a hop longer: it starts a hop before ``spec``'s (at 0 at the earliest), where the
+    window of a session an event shorter may start."""
+    return replace(spec, max_len=spec.max_len + spec.hop)
+
+
 def unread_contributions(
-    scorer: TokenScorer, events: pl.DataFrame, seqs: Sequences, full: np.ndarray, tables: TokenTables
+    scorer: TokenScorer,
+    events: pl.DataFrame,
+    seqs: Sequences,
+    wide: Sequences,
+    full: np.ndarray,
+    tables: TokenTables,
 ) -> pl.DataFrame | None:
     """A stacked artifact's unread events (those before the sequence model's window), with their contributions:
     its aggregates read every event, and one early event that the window never holds decided a dogfood's score
     (0.957 with it, 0.002 without), while explain listed the window alone, every event at 0.000 (dogfood 45).
-    Left out as a kept event is, an unread one leaves the window as it was, but for the one just before it: the
-    first kept event then follows the one before that (its time delta). None where there is none to list, or
-    their variants' aggregates would pass :data:`UNREAD_BUDGET` rows (:func:`unread_note` then says so)."""
+    Left out, an unread event makes the session an event shorter, whose window is the window less its first event,
+    or, where the window is at its shortest, starts a hop earlier: with the events between, but for the one left
+    out, after which the next one follows the one before it (its time delta). ``wide``: as for
+    :func:`deleted_contributions`. None where there is none to list, or their variants' aggregates would pass
+    :data:`UNREAD_BUDGET` rows (:func:`unread_note` then says so)."""
     if scorer.stacker is None:
         return None
-    positioned = positioned_events(events, scorer.spec.max_len)
+    spec = scorer.spec
+    positioned = positioned_events(events, spec)
     # Per session, as unread_note reckons it: its unread events times its length.
     cost = pl.len().over(S.SESSION_ID) * (pl.col(S.POSITION) < 0).sum().over(S.SESSION_ID)
     unread = positioned.filter((pl.col(S.POSITION) < 0) & (cost <= UNREAD_BUDGET))
     if not unread.height:
         return None
     order = {sid: i for i, sid in enumerate(seqs.session_ids)}
-    offsets = np.r_[0, np.cumsum(seqs.lengths)]
+    offsets, wide_offsets = np.r_[0, np.cumsum(seqs.lengths)], np.r_[0, np.cumsum(wide.lengths)]
     session = np.array([order[sid] for sid in unread[S.SESSION_ID].to_list()])
-    sequence = scorer.predict(seqs)[session]  # the window as it is, for all but the event just before it
-    delta = scorer.spec.fields.index(S.TIME_DELTA)
-    before = positioned.filter(pl.col(S.POSITION).is_between(-2, 0))  # -2, -1 and the window's first event
-    times = {(sid, p): t for sid, p, t in before.select(S.SESSION_ID, S.POSITION, S.TS_US).iter_rows()}
-    for row in np.flatnonzero(unread[S.POSITION].to_numpy() == -1):
-        i, sid = session[row], seqs.session_ids[session[row]]
-        window = seqs.tokens[offsets[i] : offsets[i + 1]].copy()
-        earlier = times.get((sid, -2))
-        gap = np.nan if earlier is None else (times[(sid, 0)] - earlier) / 1e6
-        window[0, delta] = _following_ids(np.array([gap]), tables)[0]
-        sequence[row] = scorer.predict(Sequences([sid], window, np.array([len(window)])))[0]
+    delta = spec.fields.index(S.TIME_DELTA)
+    # The events a hop and one before the window, for the time delta after one left out.
+    near = positioned.filter(pl.col(S.POSITION) >= -spec.hop - 1)
+    times = {(sid, p): t for sid, p, t in near.select(S.SESSION_ID, S.POSITION, S.TS_US).iter_rows()}
+    variants = []
+    for i, position in zip(session.tolist(), unread[S.POSITION].to_list()):
+        n, sid = int(seqs.lengths[i]), seqs.session_ids[i]
+        tokens = wide.tokens[wide_offsets[i] : wide_offsets[i + 1]]  # a hop before the window on (it has one)
+        if n > spec.max_len - spec.hop + 1:  # the same window less its first event
+            variants.append(seqs.tokens[offsets[i] + 1 : offsets[i + 1]])
+        elif position < -spec.hop:  # the window a hop earlier, less the hop's first event
+            variants.append(tokens[1:])
+        else:  # the window a hop earlier, less the one left out
+            gone = position + spec.hop
+            variant = np.delete(tokens, gone, axis=0)
+            earlier = times.get((sid, position - 1))
+            gap = np.nan if earlier is None else (times[(sid, position + 1)] - earlier) / 1e6
+            variant[gone, delta] = _following_ids(np.array([gap]), tables)[0]
+            variants.append(variant)
+    lengths = np.array([len(v) for v in variants], dtype=np.int64)
+    sequence = scorer.predict(
+        Sequences([seqs.session_ids[i] for i in session], np.concatenate(variants), lengths)
+    )
     without = scorer.stacker.combine(aggregates_without_each(scorer.stacker, events, unread), sequence)
     return unread.with_columns(pl.Series(S.CONTRIBUTION, full[session] - without))
 
@@ -224,15 +255,16 @@ def flat_note(contributions: np.ndarray, scored: Mapping[str, Any]) -> str | Non
     )
 
 
-def unread_note(n_events: int, max_len: int, stacked: bool) -> str | None:
+def unread_note(n_events: int, spec: Spec, stacked: bool) -> str | None:
     """What a long session's earliest events count through, and whether they are listed (a dogfood fraud burst
     sat at event 754 of 2,143, unlisted and unsaid); None when the model reads every event."""
-    if n_events <= max_len:
+    unread = int(spec.window_start(n_events))
+    if not unread:
         return None
-    unread = n_events - max_len
     one = unread == 1
     said = (
-        f"the sequence model reads the last {max_len:,} of the session's {n_events:,} events (features.max_len): "
+        f"the sequence model reads the last {n_events - unread:,} of the session's {n_events:,} events "
+        "(features.max_len, features.hop): "
         + ("the earlier one counts" if one else f"the {unread:,} earlier ones count")
     )
     is_, it = ("is", "it is") if one else ("are", "they are")

@@ -10,8 +10,11 @@ How each event is scored:
   with the session: the events before it never change, so the session is never tokenized again. A stacker's
   aggregates are running totals (:class:`~seqfraud.baselines.RunningAggregates`): the event adds to them.
 - A GRU artifact carries its hidden state (:class:`~seqfraud.models.sequence.GRUStep`, the artifact's
-  ``step``): an event costs O(1). Past ``max_len`` events the oldest is cut off, which a carried state cannot
-  forget, so from then on the kept events are read again.
+  ``step``): an event costs O(1). Past ``max_len`` events the window moves in hops
+  (:meth:`~seqfraud.features.spec.Spec.window_start`), so it carries one state per multiple of ``hop`` in the
+  window (:func:`carried_starts`), stepped together, and the oldest one gives the score: an event costs one
+  batched step however long the session. A spec of ``hop`` 1 (before spec version 5) would need a state per
+  event: its sessions read the window again past ``max_len``.
 - A transformer reads the kept tokens again: recency positions change with every event, so cached keys and
   values of earlier events would not stay valid (O(max_len) per event at most; BENCHMARKS.md measures it).
 - An event older than the session's latest one (late delivery) rebuilds the session from its events.
@@ -82,9 +85,13 @@ log = logging.getLogger(__name__)
 ON_STORE_ERROR = ("degraded", "fail")
 # 2: the columns a stacker reads; 3: the event keys outside the header; 4: records keyed, in time order, bounded;
 # 5: the model version that scored it (a version-4 state is read as one of an unknown model, so rebuilt);
-# 6: a stacker's running aggregates instead of its columns.
-STATE_VERSION = 6
-_READABLE_VERSIONS = (4, 5, STATE_VERSION)
+# 6: a stacker's running aggregates instead of its columns. 7: the hidden state is one per window start,
+# [starts, layers, width] (an older one, the session start's, is not read: the next event reads the window).
+STATE_VERSION = 7
+_READABLE_VERSIONS = (4, 5, 6, STATE_VERSION)
+# A GRU carries a state per window start where a window holds at most this many (max_len / hop): stepping 8
+# together took 130 us against 99 us for one, 16 about 140 us (BENCHMARKS.md); a spec of hop 1 would need 256.
+CARRIED_STATES = 16
 # Formats whose events are read and nothing else: the state is rebuilt from them at its next event, as another
 # model's is. An upgrade over a Redis of version-3 states answered every open session degraded, from its new
 # event alone, and most of them `decline` (dogfood 37). A version 4 or 5 state that holds a stacker's columns is
@@ -125,7 +132,8 @@ class SessionState:
     tokens: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))  # the kept events'
     n_events: int = 0
     last_ts_us: int | None = None
-    hidden: np.ndarray | None = None  # [layers, width]; None: not carried (no step, or past max_len)
+    # [starts, layers, width], one per carried_starts; None: not carried (no step, a rebuild, or read again)
+    hidden: np.ndarray | None = None
     # A stacker's aggregates of every event taken (None without a stacker, or still to compute from the events).
     aggregates: RunningAggregates | None = None
     score: float = float("nan")
@@ -223,14 +231,16 @@ class SessionState:
                 meta.pop("records"),
             )
             columns_meta = meta.pop("columns") if version in _COLUMNS_VERSIONS else None
-            aggregates_meta = meta.pop("aggregates") if version == STATE_VERSION else None
+            aggregates_meta = meta.pop("aggregates") if version >= 6 else None
             start = 4 + size
             end = start + 8 * tokens_shape[0] * tokens_shape[1]
             tokens = np.frombuffer(data[start:end], dtype="<i8").reshape(tokens_shape).astype(np.int64)
             hidden = None
             if hidden_at is not None:
-                start, end = end, end + 4 * hidden_at[0] * hidden_at[1]
-                hidden = np.frombuffer(data[start:end], dtype="<f4").reshape(hidden_at).astype(np.float32)
+                start, end = end, end + 4 * math.prod(hidden_at)
+                # Format 6 and before carried the session's start alone: its next event reads the window again.
+                if version == STATE_VERSION:
+                    hidden = np.frombuffer(data[start:end], dtype="<f4").reshape(hidden_at).astype(np.float32)
             totals = None
             if aggregates_meta is not None:
                 totals, end = _decode_aggregates(data, end, aggregates_meta)
@@ -249,7 +259,7 @@ class SessionState:
             return state
         if tokens.shape[1] != n_fields and len(tokens):
             raise ValueError(f"session {state.session_id!r}: its state holds tokens of another model")
-        if hidden is not None and (hidden_shape is None or hidden.shape != hidden_shape):
+        if hidden is not None and (hidden_shape is None or hidden.shape[1:] != hidden_shape):
             raise ValueError(f"session {state.session_id!r}: its state holds a hidden state of another model")
         # A GRU's state mixes tanh outputs, from zeros: one outside [-1, 1] scored on, silently wrong
         # (dogfood 84).
@@ -375,6 +385,8 @@ class StateReader:
             raise ValueError(f"session {session_id!r}: its state holds {held} events of {n}")
         if own and len(tokens) != min(held, self.spec.max_len):
             raise ValueError(f"session {session_id!r}: its state holds tokens of {len(tokens)} events")
+        if own and state.hidden is not None and len(state.hidden) != len(carried_starts(self.spec, n)):
+            raise ValueError(f"session {session_id!r}: its state holds {len(state.hidden)} hidden states")
         taken = set(state.keys.split(b"\n")) - {b""}
         if len(taken) > n:
             raise ValueError(f"session {session_id!r}: its state lists {len(taken)} events taken of {n}")
@@ -389,6 +401,15 @@ class StateReader:
                     f"session {session_id!r}: its state holds an event whose id is not among those taken"
                 )
         return state
+
+
+def carried_starts(spec: Spec, n_events: int) -> range:
+    """The window starts that a GRU carries a state of after a session's ``n_events``: every multiple of ``hop``
+    from the window's start on, each of which may become the start (the window's own gives the score); with more
+    than :data:`CARRIED_STATES` of them, the session's start alone, and none past ``max_len`` (read again)."""
+    if spec.max_len <= CARRIED_STATES * spec.hop:
+        return range(int(spec.window_start(n_events)), n_events, spec.hop)
+    return range(1 if n_events <= spec.max_len else 0)
 
 
 def _check_header(meta: dict[str, Any]) -> None:
@@ -482,6 +503,8 @@ class OnlineScorer:
             log, "sessions whose stacker aggregates read only the events their state held"
         )
         self._delta_field = self.spec.fields.index(S.TIME_DELTA)
+        # A state's tokens are its latest max_len events', of which every window is a suffix (a rebuild's too).
+        self._latest = replace(self.spec, hop=1)
         layout = None if scorer.stacker is None else scorer.stacker.layout
         self._reader = StateReader(self.spec, self.hidden_shape, scorer.model_version, layout)
         self._arrivals = itertools.count()
@@ -705,18 +728,31 @@ class OnlineScorer:
         state.updated_at, state.model_version = time.time(), self.scorer.model_version
 
     def _predict(self, state: SessionState, added: np.ndarray) -> np.ndarray:
-        """The model's probability for the kept events: one step from the carried state where there is one."""
-        kept = len(state.tokens)
-        if self.step is None or state.n_events > self.spec.max_len:
+        """The model's probability for the window: a step of the carried states where there are some."""
+        n = state.n_events
+        starts = carried_starts(self.spec, n)
+        if self.step is None or not starts:
             state.hidden = None
-            return self.scorer.predict(Sequences([state.session_id], state.tokens, np.array([kept])))
-        if state.hidden is None:  # a rebuilt session: its whole kept history from the start
-            added = state.tokens
-            state.hidden = np.zeros(cast(tuple[int, int], self.hidden_shape), dtype=np.float32)
+            window = state.tokens[len(state.tokens) - (n - int(self.spec.window_start(n))) :]
+            return self.scorer.predict(Sequences([state.session_id], window, np.array([len(window)])))
+        before = n - len(added)  # the events the carried states have read
+        carried = sum(b < before for b in starts)
+        if state.hidden is None:  # a rebuilt session: every state from the kept tokens
+            before, added, carried = n - len(state.tokens), state.tokens, 0
+        layers, width = cast(tuple[int, int], self.hidden_shape)
+        # (the first added event each reads, its state): the carried ones (the latest, oldest first) read them
+        # all, as does a start at the first added event, in one call; each later start reads those from it.
+        jobs = [(0, h) for h in ([] if state.hidden is None else state.hidden[len(state.hidden) - carried :])]
+        jobs += [(b - before, np.zeros((layers, width), np.float32)) for b in starts[carried:]]
+        probs, hidden = [], []
         with torch.inference_mode(), intra_op_threads(self.scorer.threads):
-            prob, hidden = self.step(torch.from_numpy(added)[None], torch.from_numpy(state.hidden)[:, None])
-        state.hidden = hidden[:, 0].numpy()
-        return prob.numpy().astype(np.float32, copy=False)
+            for at, group in itertools.groupby(jobs, key=lambda job: job[0]):
+                h = torch.from_numpy(np.stack([start for _, start in group], axis=1))
+                prob, out = self.step(torch.from_numpy(added[at:])[None].expand(h.shape[1], -1, -1), h)
+                probs.append(prob[0])
+                hidden.append(out.transpose(0, 1))
+        state.hidden = (hidden[0] if len(hidden) == 1 else torch.cat(hidden)).numpy()
+        return probs[0].numpy()[None].astype(np.float32, copy=False)  # the oldest start's: the window's
 
     def _normalized(self, state: SessionState) -> EventColumns:
         """The session's held events, read again (a rebuild). They were checked when taken: one that no longer
@@ -739,7 +775,7 @@ class OnlineScorer:
         return live_features(self.store, events, keys, self.spec)
 
     def _tokens(self, events: EventColumns) -> Sequences:
-        seqs = column_sequences(events, self.spec, self.scorer.tables)
+        seqs = column_sequences(events, self._latest, self.scorer.tables)
         self.scorer.note_unseen_nan(seqs.tokens)
         if len(seqs) != 1:
             raise DataValidationError("online scoring takes the events of one session at a time")

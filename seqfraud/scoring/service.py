@@ -593,7 +593,7 @@ def explained_session(scorer: Scorer, records: list[dict[str, Any]]) -> dict[str
     row = scores.select(S.SESSION_ID, S.SCORE, S.BAND, S.RAW_SCORE).row(0, named=True)
     # The command's notes, in one: why no event stands out, and which events the model did not read.
     said = [flat_note(explained[S.CONTRIBUTION].to_numpy(), row | {"stacked": stacked})]
-    said.append(unread_note(len(records), scorer.spec.max_len, stacked))
+    said.append(unread_note(len(records), scorer.spec, stacked))
     note = "; ".join(n for n in said if n) or None
     return row | {
         "events": events.to_dicts(),
@@ -1001,7 +1001,7 @@ def create_app(
         t0 = time.perf_counter()
         async with admitted(request, "/explain", limits.max_session_body_bytes) as body:
             scorer, records = await read_session(request, body)
-            kept = min(len(records), scorer.spec.max_len)
+            kept = len(records) - int(scorer.spec.window_start(len(records)))
             if kept > limits.max_explain_events:
                 raise RequestError(
                     422,
