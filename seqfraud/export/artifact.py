@@ -197,6 +197,7 @@ def input_schema(spec: Spec) -> dict[str, Any]:
         "columns": columns,
         "timestamp_unit": spec.timestamp_unit,
         "max_len": spec.max_len,
+        "hop": spec.hop,
         "token_fields": list(spec.fields),
         # What scoring must be given besides the sessions scored; the scorer refuses to score without it.
         "history": None
