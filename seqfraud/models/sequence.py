@@ -397,8 +397,8 @@ class GRUStep(nn.Module):
 
     ``forward(tokens [B, k, F], hidden [layers, B, d]) -> (logit [B], hidden)`` reads ``k`` new events after
     the state ``hidden`` (zeros before the first event); the logit equals :class:`SessionClassifier`'s on the
-    whole session so far, as long as it fits in ``max_len`` (a longer one drops its oldest events, which a
-    carried state cannot forget: then the whole kept session is read again).
+    events read since the state was zeros. Past ``max_len`` a session's window starts at a multiple of ``hop``:
+    the online scorer carries a state per such start, one batch (:func:`seqfraud.scoring.online.carried_starts`).
     """
 
     def __init__(self, net: SessionClassifier):

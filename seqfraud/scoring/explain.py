@@ -141,8 +141,9 @@ def scored_occlusion(scorer: TokenScorer, events: pl.DataFrame) -> tuple[pl.Data
     scores = scorer.score_sequences(seqs, events)
     aggregates = None if scorer.stacker is None else aggregates_without_each(scorer.stacker, events, kept)
     tables = token_tables(scorer.spec)
-    wide = numpy_sequences(events, wider(scorer.spec), tables)
-    ts_us = kept_events(events, wider(scorer.spec))[S.TS_US].to_numpy()
+    wide_spec = wider(scorer.spec)
+    wide = numpy_sequences(events, wide_spec, tables)
+    ts_us = kept_events(events, wide_spec)[S.TS_US].to_numpy()
     full = scores[S.RAW_SCORE].to_numpy()
     listed = kept.with_columns(
         pl.Series(S.CONTRIBUTION, deleted_contributions(scorer, seqs, wide, ts_us, full, tables, aggregates))
