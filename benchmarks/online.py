@@ -5,12 +5,12 @@
 For each artifact, store (memory; redis when ``redis-server`` is installed: a fresh local server) and history
 length L: ``--sessions`` synthetic sessions (real event rows of the generator, increasing timestamps) are fed
 their first L events in one untimed call, then ``--events`` more one at a time, each timed (``OnlineScorer.events``
-of one event: validation, tokens, entity features, model, calibration, state read and write; the history stays
-within ``max_len``, so a GRU steps from its carried state). Beside it, what
+of one event: validation, tokens, entity features, model, calibration, state read and write; a GRU steps from its
+carried states, past ``max_len`` too where its window moves in hops). Beside it, what
 ``/score`` would cost instead: ``Scorer.score`` of the whole session so far, for the same events. Every
 combination runs quiet, then with a CPU hog (one busy process) beside it. Torch runs one thread, as the service.
-Reports p50, p99 and p99.9 in ms, the model's own time for one event at that history (a GRU step from the carried
-state, or one pass of the transformer over its kept events), and the bytes one open session's state holds.
+Reports p50, p99 and p99.9 in ms, the model's own time for one event at that history (a GRU step of the carried
+states, or one pass of the model over its window), and the bytes one open session's state holds.
 """
 
 from __future__ import annotations
@@ -84,14 +84,18 @@ def redis(work: Path):
 
 
 def model_alone(online: OnlineScorer, state: SessionState) -> float:
-    """The model's own share of one event: a GRU step from the carried state, or a pass over the kept tokens."""
+    """The model's own share of one event: a GRU step of the carried states (one batch), or a pass over the
+    window."""
     tokens = state.tokens
     with torch.inference_mode():
         if state.hidden is not None and online.step is not None:
-            new, hidden = torch.from_numpy(tokens[-1:])[None], torch.from_numpy(state.hidden)[:, None]
+            hidden = torch.from_numpy(state.hidden).transpose(0, 1)
+            new = torch.from_numpy(tokens[-1:])[None].expand(hidden.shape[1], -1, -1)
             call = lambda: online.step(new, hidden)
         else:
-            seqs = Sequences(["s"], tokens, np.array([len(tokens)]))
+            n = state.n_events
+            window = tokens[len(tokens) - (n - int(online.spec.window_start(n))) :]
+            seqs = Sequences(["s"], window, np.array([len(window)]))
             call = lambda: online.scorer.predict(seqs)
         times = []
         for _ in range(50):
