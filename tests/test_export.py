@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from seqfraud.export.artifact import (
     SIGNATURE_FILE,
     SPEC_FILE,
     canonical_json,
+    input_schema,
     open_artifact,
     sha256,
 )
@@ -80,6 +82,9 @@ def test_artifact_layout_and_manifest(exported_artifact, trained_run):
         **{c: "numerical" for c in spec.schema.numerical},
     }
     assert schema["token_fields"] == list(spec.fields) and schema["max_len"] == spec.max_len
+    # The window's hop where it moves in hops; a window moving one event at a time says nothing, as every
+    # artifact exported before spec version 5 did: their input_schema, checked at load, must still match.
+    assert schema["hop"] == spec.hop > 1 and "hop" not in input_schema(replace(spec, hop=1))
     assert m["model"]["vocab_sizes"] == [spec.vocab_size(f) for f in spec.fields]
 
     metrics = json.loads((trained_run / "metrics.json").read_text())

@@ -197,7 +197,9 @@ def input_schema(spec: Spec) -> dict[str, Any]:
         "columns": columns,
         "timestamp_unit": spec.timestamp_unit,
         "max_len": spec.max_len,
-        "hop": spec.hop,
+        # Where the window moves in hops (spec version 5): an artifact of a window moving one event at a time
+        # says nothing, as every artifact did before, so that those still load (its input_schema is checked).
+        **({"hop": spec.hop} if spec.hop != 1 else {}),
         "token_fields": list(spec.fields),
         # What scoring must be given besides the sessions scored; the scorer refuses to score without it.
         "history": None
