@@ -89,7 +89,7 @@ def model_alone(online: OnlineScorer, state: SessionState) -> float:
     tokens = state.tokens
     with torch.inference_mode():
         if state.hidden is not None and online.step is not None:
-            hidden = torch.from_numpy(state.hidden).transpose(0, 1)
+            hidden = torch.from_numpy(state.hidden)
             new = torch.from_numpy(tokens[-1:])[None].expand(hidden.shape[1], -1, -1)
             call = lambda: online.step(new, hidden)
         else:

@@ -167,7 +167,7 @@ def test_session_state_round_trips_and_refuses_foreign_bytes() -> None:
     )
     state.add_keys([key_entry("id:1"), key_entry("id:7")])
     state.tokens = np.arange(6, dtype=np.int64).reshape(2, 3)
-    state.hidden = np.ones((1, 1, 4), dtype=np.float32)
+    state.hidden = np.ones((1, 1, 4), dtype=np.float32)  # [layers, starts, width]
     columns = EventColumns(
         ["s1"] * 3,
         np.array([7, 9, 9_000_000]),
@@ -288,11 +288,10 @@ def test_a_gru_past_max_len_steps_its_window_starts_together(gru_artifact, gru_r
             whole = scorer.score(session[:sent], source="test").row(0, named=True)
             assert abs(result[S.SCORE] - whole[S.SCORE]) <= 1e-5, sent
             state = online.session(sid)
-            assert state.hidden is not None and len(state.hidden) == len(carried_starts(spec, sent))
-            if (
-                size == 1 and sent > spec.max_len
-            ):  # one call: every carried start (and a new one) reads the event
-                assert calls == [(len(state.hidden), 1, len(state.hidden))]
+            assert state.hidden is not None and state.hidden.shape[1] == len(carried_starts(spec, sent))
+            # One call for an event: every carried start (and a new one) reads it.
+            if size == 1 and sent > spec.max_len:
+                assert calls == [(state.hidden.shape[1], 1, state.hidden.shape[1])]
         assert sent > spec.max_len + 2 * spec.hop
         # A late event (before the latest) rebuilds the states from the kept tokens; the scores go on alike.
         late = dict(session[-1], timestamp=session[-3]["timestamp"])
@@ -1082,7 +1081,7 @@ def test_a_state_of_impossible_values_is_an_unreadable_store_not_a_500(gru_artif
         ({"n_events": 4}, "holds 3 events of 4"),
         ({"n_events": 2}, "holds 3 events of 2"),
         ({"tokens": state.tokens[1:]}, "holds tokens of 2 events"),
-        ({"hidden": np.concatenate([state.hidden, state.hidden])}, "holds 2 hidden states"),
+        ({"hidden": np.concatenate([state.hidden, state.hidden], axis=1)}, "holds 2 hidden states"),
         ({"keys": state.keys + b'"id:next"\n'}, "lists 4 events taken of 3"),
         ({"keys": b""}, "an event whose id is not among those taken"),
         (

@@ -86,7 +86,7 @@ ON_STORE_ERROR = ("degraded", "fail")
 # 2: the columns a stacker reads; 3: the event keys outside the header; 4: records keyed, in time order, bounded;
 # 5: the model version that scored it (a version-4 state is read as one of an unknown model, so rebuilt);
 # 6: a stacker's running aggregates instead of its columns. 7: the hidden state is one per window start,
-# [starts, layers, width] (an older one, the session start's, is not read: the next event reads the window).
+# [layers, starts, width] (an older one, the session start's, is not read: the next event reads the window).
 STATE_VERSION = 7
 _READABLE_VERSIONS = (4, 5, 6, STATE_VERSION)
 # A GRU carries a state per window start where a window holds at most this many (max_len / hop): stepping 8
@@ -132,7 +132,7 @@ class SessionState:
     tokens: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))  # the kept events'
     n_events: int = 0
     last_ts_us: int | None = None
-    # [starts, layers, width], one per carried_starts; None: not carried (no step, a rebuild, or read again)
+    # [layers, starts, width], one per carried_starts; None: not carried (no step, a rebuild, or read again)
     hidden: np.ndarray | None = None
     # A stacker's aggregates of every event taken (None without a stacker, or still to compute from the events).
     aggregates: RunningAggregates | None = None
@@ -259,7 +259,9 @@ class SessionState:
             return state
         if tokens.shape[1] != n_fields and len(tokens):
             raise ValueError(f"session {state.session_id!r}: its state holds tokens of another model")
-        if hidden is not None and (hidden_shape is None or hidden.shape[1:] != hidden_shape):
+        if hidden is not None and (
+            hidden_shape is None or (hidden.shape[0], hidden.shape[2]) != hidden_shape
+        ):
             raise ValueError(f"session {state.session_id!r}: its state holds a hidden state of another model")
         # A GRU's state mixes tanh outputs, from zeros: one outside [-1, 1] scored on, silently wrong
         # (dogfood 84).
@@ -385,8 +387,8 @@ class StateReader:
             raise ValueError(f"session {session_id!r}: its state holds {held} events of {n}")
         if own and len(tokens) != min(held, self.spec.max_len):
             raise ValueError(f"session {session_id!r}: its state holds tokens of {len(tokens)} events")
-        if own and state.hidden is not None and len(state.hidden) != len(carried_starts(self.spec, n)):
-            raise ValueError(f"session {session_id!r}: its state holds {len(state.hidden)} hidden states")
+        if own and state.hidden is not None and state.hidden.shape[1] != len(carried_starts(self.spec, n)):
+            raise ValueError(f"session {session_id!r}: its state holds {state.hidden.shape[1]} hidden states")
         taken = set(state.keys.split(b"\n")) - {b""}
         if len(taken) > n:
             raise ValueError(f"session {session_id!r}: its state lists {len(taken)} events taken of {n}")
@@ -736,23 +738,27 @@ class OnlineScorer:
             window = state.tokens[len(state.tokens) - (n - int(self.spec.window_start(n))) :]
             return self.scorer.predict(Sequences([state.session_id], window, np.array([len(window)])))
         before = n - len(added)  # the events the carried states have read
-        carried = sum(b < before for b in starts)
-        if state.hidden is None:  # a rebuilt session: every state from the kept tokens
-            before, added, carried = n - len(state.tokens), state.tokens, 0
         layers, width = cast(tuple[int, int], self.hidden_shape)
-        # (the first added event each reads, its state): the carried ones (the latest, oldest first) read them
-        # all, as does a start at the first added event, in one call; each later start reads those from it.
-        jobs = [(0, h) for h in ([] if state.hidden is None else state.hidden[len(state.hidden) - carried :])]
-        jobs += [(b - before, np.zeros((layers, width), np.float32)) for b in starts[carried:]]
+        if state.hidden is None:  # a rebuilt session: every state from the kept tokens
+            before, added = n - len(state.tokens), state.tokens
+            held = np.zeros((layers, 0, width), np.float32)
+        else:  # the latest ones stay in the window (starts below `before`, oldest first)
+            carried = len(range(starts.start, max(before, starts.start), starts.step))
+            held = state.hidden[:, state.hidden.shape[1] - carried :]
+        fresh = [b - before for b in starts[held.shape[1] :]]  # the others, at their first added event
+        if fresh and fresh[0] == 0:  # one that starts at the first added event reads what the carried ones do
+            held, fresh = np.concatenate([held, np.zeros((layers, 1, width), np.float32)], axis=1), fresh[1:]
+        jobs = [(0, held)] if held.shape[1] else []
+        jobs += [(at, np.zeros((layers, 1, width), np.float32)) for at in fresh]
         probs, hidden = [], []
         with torch.inference_mode(), intra_op_threads(self.scorer.threads):
-            for at, group in itertools.groupby(jobs, key=lambda job: job[0]):
-                h = torch.from_numpy(np.stack([start for _, start in group], axis=1))
-                prob, out = self.step(torch.from_numpy(added[at:])[None].expand(h.shape[1], -1, -1), h)
-                probs.append(prob[0])
-                hidden.append(out.transpose(0, 1))
-        state.hidden = (hidden[0] if len(hidden) == 1 else torch.cat(hidden)).numpy()
-        return probs[0].numpy()[None].astype(np.float32, copy=False)  # the oldest start's: the window's
+            for at, h in jobs:  # one call for an event of a session the state has carried
+                tokens = torch.from_numpy(added[at:])[None].expand(h.shape[1], -1, -1)
+                prob, out = self.step(tokens, torch.from_numpy(np.ascontiguousarray(h)))
+                probs.append(prob[:1].numpy())
+                hidden.append(out.numpy())
+        state.hidden = hidden[0] if len(hidden) == 1 else np.concatenate(hidden, axis=1)
+        return probs[0]  # the oldest start's: the window's
 
     def _normalized(self, state: SessionState) -> EventColumns:
         """The session's held events, read again (a rebuild). They were checked when taken: one that no longer
