@@ -89,8 +89,8 @@ ON_STORE_ERROR = ("degraded", "fail")
 # [layers, starts, width] (an older one, the session start's, is not read: the next event reads the window).
 STATE_VERSION = 7
 _READABLE_VERSIONS = (4, 5, 6, STATE_VERSION)
-# A GRU carries a state per window start where a window holds at most this many (max_len / hop): stepping 8
-# together took 130 us against 99 us for one, 16 about 140 us (BENCHMARKS.md); a spec of hop 1 would need 256.
+# A GRU carries a state per window start where a window holds at most this many (max_len / hop): a step of 1, 8,
+# 16 and 32 states together took 103, 132, 146 and 171 us (BENCHMARKS.md); a spec of hop 1 would need 256.
 CARRIED_STATES = 16
 # Formats whose events are read and nothing else: the state is rebuilt from them at its next event, as another
 # model's is. An upgrade over a Redis of version-3 states answered every open session degraded, from its new
