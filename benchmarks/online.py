@@ -94,7 +94,7 @@ def model_alone(online: OnlineScorer, state: SessionState) -> float:
             call = lambda: online.step(new, hidden)
         else:
             n = state.n_events
-            window = tokens[len(tokens) - (n - int(online.spec.window_start(n))) :]
+            window = tokens[len(tokens) - (n - online.spec.window_start(n)) :]
             seqs = Sequences(["s"], window, np.array([len(window)]))
             call = lambda: online.scorer.predict(seqs)
         times = []

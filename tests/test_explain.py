@@ -88,12 +88,12 @@ def test_contribution_is_the_score_drop_without_the_event(scorer, few, one_torch
         long = pl.concat([session] * (n // session.height + 1))[:n].with_columns(
             pl.col(s.timestamp).min() + pl.duration(seconds=pl.int_range(pl.len()) ** 2)
         )
-        kept = n - int(spec.window_start(n))
+        kept = n - spec.window_start(n)
         cases.append((long, (0, 1, 5, kept - 1)))
     for events, positions in cases:
         explained = scorer.explain(events)
         full = scorer.score(events)[S.RAW_SCORE][0]
-        cut = int(spec.window_start(events.height))  # events before the kept window
+        cut = spec.window_start(events.height)  # events before the kept window
         for pos in positions:
             without = scorer.score(_without(events, scorer, pos + cut))[S.RAW_SCORE][0]
             assert explained[S.CONTRIBUTION][pos] == pytest.approx(full - without, abs=1e-5)

@@ -348,7 +348,7 @@ def test_a_stacked_artifact_explains_the_events_before_its_window(stacked_run, s
         long = pl.concat([session] * (n // session.height + 1))[:n].with_columns(
             pl.col("timestamp").min() + pl.duration(seconds=pl.int_range(pl.len()) ** 2)
         )
-        unread = int(spec.window_start(n))
+        unread = spec.window_start(n)
         with single_torch_thread():
             explained = scorer.explain(long)
             assert explained[S.POSITION].to_list() == list(range(-unread, n - unread))

@@ -118,7 +118,7 @@ def column_sequences(events: EventColumns, spec: Spec, tables: TokenTables) -> S
         first = np.zeros(n, dtype=bool)
         first[0] = True
         counts = np.array([n])
-        kept_from = int(spec.window_start(n))
+        kept_from = spec.window_start(n)
         rows = order[kept_from:]
         kept: slice | np.ndarray = slice(kept_from, None)
     else:

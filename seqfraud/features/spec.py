@@ -50,7 +50,8 @@ VALUE_STEPS = 1 << 20
 def window_start(n_events: Any, max_len: int, hop: int) -> Any:
     """The index of the first event that a session of ``n_events`` keeps (the rule in :class:`Spec`): 0 up to
     ``max_len`` events, then the smallest multiple of ``hop`` that leaves at most ``max_len``. Integer arithmetic
-    only; an int for an int, an array of starts for an array of lengths (:func:`~seqfraud.features.tokens.window_start_of` in Polars)."""
+    only: an int for an int, an array of starts for an array of lengths
+    (:func:`~seqfraud.features.tokens.window_start_of` reads it in Polars)."""
     if isinstance(n_events, int):  # an event's path: no numpy scalar
         return max(-((max_len - n_events) // hop), 0) * hop
     return np.maximum(-((max_len - np.asarray(n_events, dtype=np.int64)) // hop), 0) * hop

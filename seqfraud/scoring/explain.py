@@ -259,7 +259,7 @@ def flat_note(contributions: np.ndarray, scored: Mapping[str, Any]) -> str | Non
 def unread_note(n_events: int, spec: Spec, stacked: bool) -> str | None:
     """What a long session's earliest events count through, and whether they are listed (a dogfood fraud burst
     sat at event 754 of 2,143, unlisted and unsaid); None when the model reads every event."""
-    unread = int(spec.window_start(n_events))
+    unread = spec.window_start(n_events)
     if not unread:
         return None
     one = unread == 1

@@ -410,7 +410,7 @@ def carried_starts(spec: Spec, n_events: int) -> range:
     from the window's start on, each of which may become the start (the window's own gives the score); with more
     than :data:`CARRIED_STATES` of them, the session's start alone, and none past ``max_len`` (read again)."""
     if spec.max_len <= CARRIED_STATES * spec.hop:
-        return range(int(spec.window_start(n_events)), n_events, spec.hop)
+        return range(spec.window_start(n_events), n_events, spec.hop)
     return range(1 if n_events <= spec.max_len else 0)
 
 
@@ -735,7 +735,7 @@ class OnlineScorer:
         starts = carried_starts(self.spec, n)
         if self.step is None or not starts:
             state.hidden = None
-            window = state.tokens[len(state.tokens) - (n - int(self.spec.window_start(n))) :]
+            window = state.tokens[len(state.tokens) - (n - self.spec.window_start(n)) :]
             return self.scorer.predict(Sequences([state.session_id], window, np.array([len(window)])))
         before = n - len(added)  # the events the carried states have read
         layers, width = cast(tuple[int, int], self.hidden_shape)

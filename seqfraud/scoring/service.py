@@ -1001,7 +1001,7 @@ def create_app(
         t0 = time.perf_counter()
         async with admitted(request, "/explain", limits.max_session_body_bytes) as body:
             scorer, records = await read_session(request, body)
-            kept = len(records) - int(scorer.spec.window_start(len(records)))
+            kept = len(records) - scorer.spec.window_start(len(records))
             if kept > limits.max_explain_events:
                 raise RequestError(
                     422,
