@@ -436,8 +436,10 @@ class SparkEngine:
                 F.min(S.TS_US).alias(S.START_TIME),
             )
         )
-        # The latest max_len, cut to the window (Spec.window_start): the last n - start of them.
-        start = F.greatest(F.ceil((F.col(_N_EVENTS) - n) / spec.hop), F.lit(0)) * spec.hop
+        # The latest max_len, cut to the window (Spec.window_start, in integers): the last n - start of them.
+        past = F.col(_N_EVENTS) - n
+        start = F.when(past > 0, F.expr(f"({_N_EVENTS} - {n} + {spec.hop - 1}) div {spec.hop}") * spec.hop)
+        start = start.otherwise(F.lit(0))
         kept = (F.col(_N_EVENTS) - start).cast("int")
         per_session = per_session.withColumn(_EVENTS, F.slice(_EVENTS, F.size(_EVENTS) - kept + 1, kept))
         keys = self._frame(sessions.select(S.SESSION_ID, S.LABEL, S.SPLIT))

@@ -4,6 +4,7 @@ event a model keys on, and is served, validated and drawn like the scores."""
 from __future__ import annotations
 
 import html
+from dataclasses import replace
 
 import numpy as np
 import polars as pl
@@ -97,6 +98,34 @@ def test_contribution_is_the_score_drop_without_the_event(scorer, few, one_torch
         for pos in positions:
             without = scorer.score(_without(events, scorer, pos + cut))[S.RAW_SCORE][0]
             assert explained[S.CONTRIBUTION][pos] == pytest.approx(full - without, abs=1e-5)
+
+
+def test_contributions_hold_for_a_window_of_one_hop_and_of_single_events(
+    exported_artifact, few, one_torch_thread
+):
+    """hop as wide as max_len (a cut session's window may hold one event) and hop 1 (every spec before version 5):
+    each contribution is still the score drop without the event."""
+    base = Scorer.load(exported_artifact)
+    s, spec = base.spec.schema, base.spec
+    session = few.filter(pl.col(s.session_id) == few[s.session_id].unique().sort()[0])
+    for hop in (spec.max_len, 1):
+        scorer = Scorer.load(exported_artifact)
+        scorer.spec = replace(spec, hop=hop)
+        for n in (spec.max_len + 1, 2 * spec.max_len + 1):
+            long = pl.concat([session] * (n // session.height + 1))[:n].with_columns(
+                pl.col(s.timestamp).min() + pl.duration(seconds=pl.int_range(pl.len()) ** 2)
+            )
+            explained = scorer.explain(long)
+            cut = scorer.spec.window_start(n)
+            assert explained.height == n - cut
+            full = scorer.score(long)[S.RAW_SCORE][0]
+            for pos in sorted({0, explained.height // 2, explained.height - 1}):
+                without = scorer.score(_without(long, scorer, pos + cut))[S.RAW_SCORE][0]
+                assert explained[S.CONTRIBUTION][pos] == pytest.approx(full - without, abs=1e-5), (
+                    hop,
+                    n,
+                    pos,
+                )
 
 
 def test_leaving_out_the_top_events_lowers_the_score_most(scorer, few, one_torch_thread):

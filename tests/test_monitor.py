@@ -541,3 +541,21 @@ def test_a_small_window_warns_where_a_large_one_alerts():
     assert not found and [a["check"] for a in warned] == ["psi", "score_psi", "performance_drop"]
     said = notes(small, t)
     assert len(said) == 2 and f"fewer than {MIN_ALERT_SESSIONS}" in said[0] and "fraud(s)" in said[1]
+
+
+def test_session_length_bins_end_with_the_window_at_its_longest():
+    """A cut session's window holds max_len - hop + 1 to max_len events: the last bin, where every cut session
+    falls; a hop as wide as max_len keeps the doubling bins, so the PSI still reads the lengths."""
+    from seqfraud.features.spec import Spec
+    from seqfraud.monitoring.statistics import length_edges, length_summary
+    from seqfraud.schema import Schema
+
+    def spec(max_len: int, hop: int) -> Spec:
+        return Spec(Schema(), "us", max_len, {"event_type": []}, {S.TIME_DELTA: []}, hop=hop)
+
+    assert length_edges(spec(256, 32)).tolist() == [1, 2, 4, 8, 16, 32, 64, 128, 225, 257]
+    assert length_edges(spec(256, 1)).tolist() == [1, 2, 4, 8, 16, 32, 64, 128, 256, 257]
+    assert length_edges(spec(8, 8)).tolist() == [1, 2, 4, 9]
+    lengths = np.array([3, 100, 225, 240, 256])
+    assert length_summary(lengths, spec(256, 32))["longest_window_share"] == pytest.approx(0.6)
+    assert length_summary(lengths, spec(256, 1))["longest_window_share"] == pytest.approx(0.2)

@@ -226,6 +226,11 @@ def test_session_state_round_trips_and_refuses_foreign_bytes() -> None:
         SessionState.decode(state.encode(), 4, (1, 4), "m1", state.session_id)
     with pytest.raises(ValueError, match="another model"):
         SessionState.decode(state.encode(), 3, (2, 4), "m1", state.session_id)
+    for rank in ((1, 4), (4,)):  # a hidden state of another rank: refused, where it was an IndexError (a 500)
+        with pytest.raises(ValueError, match="another model"):
+            SessionState.decode(
+                replace(state, hidden=np.ones(rank, np.float32)).encode(), 3, (1, 4), "m1", "s1"
+            )
     # Another model's state (a rolling deploy on one Redis) keeps its events and score, none of that model's
     # tokens, hidden state or columns: whatever their shapes, they are rebuilt at the session's next event.
     other = SessionState.decode(state.encode(), 4, (2, 4), "m2", state.session_id)
@@ -298,6 +303,17 @@ def test_a_gru_past_max_len_steps_its_window_starts_together(gru_artifact, gru_r
         (result,) = online.events([late])
         whole = scorer.score([*session, late], source="test").row(0, named=True)
         assert abs(result[S.SCORE] - whole[S.SCORE]) <= 1e-5
+        # A window of more than CARRIED_STATES hops (hop 1: every spec before version 5) carries the session's
+        # start alone, and past max_len reads the window again at every event.
+        scorer.spec = replace(spec, hop=1)
+        assert list(carried_starts(scorer.spec, spec.max_len)) == [0] and not carried_starts(scorer.spec, 25)
+        online = OnlineScorer(scorer, MemoryStore())
+        for k in range(1, n + 1, 3):
+            (result,) = online.events(session[k - 1 : k + 2])
+            sent = min(n, k + 2)
+            whole = scorer.score(session[:sent], source="test").row(0, named=True)
+            assert abs(result[S.SCORE] - whole[S.SCORE]) <= 1e-5, sent
+            assert (online.session(sid).hidden is None) == (sent > spec.max_len)
 
 
 def test_a_session_opened_by_another_model_is_rebuilt_by_this_one(gru_artifact, gru_run) -> None:

@@ -308,7 +308,7 @@ def test_a_long_sessions_window_moves_in_hops(tmp_path):
     for bad in (0, 5, 2.5, True):
         with pytest.raises(ConfigError, match="features.hop must be an integer from 1 to features.max_len=4"):
             run(path, max_len=4, hop=bad)
-    with pytest.raises(SpecError, match="hop=5 is not between 1 and max_len=4"):
+    with pytest.raises(SpecError, match="hop=5 is not an integer between 1 and max_len=4"):
         Spec.from_dict(spec.to_dict() | {"hop": 5})
     assert run(path, max_len=64)[1].hop == 8 and run(path, max_len=7)[1].hop == 1  # max_len // 8 by default
 

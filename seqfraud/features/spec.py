@@ -116,9 +116,14 @@ class Spec:
         return window_start(n_events, self.max_len, self.hop)
 
     @property
+    def shortest_window(self) -> int:
+        """The fewest events the window of a session longer than ``max_len`` holds."""
+        return self.max_len - self.hop + 1
+
+    @property
     def window_said(self) -> str:
         """How many of a long session's latest events the sequence model reads, in words."""
-        fewest = self.max_len - self.hop + 1
+        fewest = self.shortest_window
         return (
             f"the last {self.max_len:,}"
             if fewest == self.max_len
@@ -261,12 +266,14 @@ class Spec:
                 versions=d.get("versions", {}),
                 entity=EntitySpec.from_dict(d["entity"]) if d.get("entity") else None,
                 values=tuple(str(c) for c in d.get("values") or ()),
-                hop=int(d.get("hop", 1)),
+                hop=d["hop"] if d["version"] >= 5 else 1,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise SpecError(f"{source}: malformed spec: {e}") from e
-        if not 1 <= spec.hop <= spec.max_len:
-            raise SpecError(f"{source}: hop={spec.hop} is not between 1 and max_len={spec.max_len}")
+        if isinstance(spec.hop, bool) or not isinstance(spec.hop, int) or not 1 <= spec.hop <= spec.max_len:
+            raise SpecError(
+                f"{source}: hop={spec.hop!r} is not an integer between 1 and max_len={spec.max_len}"
+            )
         if (spec.entity.columns if spec.entity else ()) != schema.entities:
             raise SpecError(f"{source}: entity features of {spec.entity} do not match the schema's entities")
         if not set(spec.values) <= set(schema.numerical):

@@ -42,14 +42,14 @@ def token_label(spec: Spec, field_name: str, token: int) -> str:
 
 
 def length_edges(spec: Spec) -> np.ndarray:
-    """Bins of the events a session's window holds: 1, 2, 3-4, 5-8, ... and the window at its longest (from
-    ``max_len - hop + 1`` to ``max_len``, where every cut session falls)."""
-    longest = spec.max_len - spec.hop + 1
+    """Bins of the events a session's window holds: 1, 2, 3-4, 5-8, ... and a last one from
+    :attr:`~seqfraud.features.spec.Spec.shortest_window` to ``max_len``, where every cut session falls (with
+    ``hop`` 1, ``max_len`` alone; a wider hop's last bin also holds sessions as long, uncut)."""
     edges = [1]
-    while edges[-1] * 2 < longest:
+    while edges[-1] * 2 < spec.max_len:
         edges.append(edges[-1] * 2)
-    # right-open bins [e_i, e_{i+1})
-    return np.unique(np.array([*edges, longest, spec.max_len + 1], dtype=np.float64))
+    # right-open bins [e_i, e_{i+1}); a hop as wide as max_len leaves the doubling bins alone
+    return np.unique(np.array([*edges, spec.shortest_window, spec.max_len + 1], dtype=np.float64))
 
 
 def quantiles(x: np.ndarray | None) -> dict[str, float] | None:
@@ -62,8 +62,10 @@ def quantiles(x: np.ndarray | None) -> dict[str, float] | None:
 def length_summary(lengths: np.ndarray, spec: Spec) -> dict[str, float]:
     """Quantiles of the events each session's window holds, and the share of windows at their longest (cut
     sessions, and those as long: with ``hop`` 1, the sessions cut to ``max_len``)."""
-    longest = spec.max_len - spec.hop + 1
-    return {**(quantiles(lengths) or {}), "longest_window_share": float(np.mean(lengths >= longest))}
+    return {
+        **(quantiles(lengths) or {}),
+        "longest_window_share": float(np.mean(lengths >= spec.shortest_window)),
+    }
 
 
 def token_counts(spec: Spec, seqs: Sequences, field_name: str) -> np.ndarray:

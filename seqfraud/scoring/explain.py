@@ -93,7 +93,7 @@ def deleted_contributions(
         )
         lead = len(tokens) - n  # wide's events before the window
         # A window at its shortest moves back a hop when the session is an event shorter: those events come in.
-        first = 0 if n == spec.max_len - spec.hop + 1 else lead  # the variants' first event, in wide's order
+        first = 0 if n == spec.shortest_window else lead  # the variants' first event, in wide's order
         width = len(tokens) - first - 1
         rows = max(1, VARIANT_BUDGET // max(width, 1) ** 2)
         for start in range(0, n, rows):  # variants start..stop-1, each without its own event
@@ -204,7 +204,7 @@ def unread_contributions(
     for i, position in zip(session.tolist(), unread[S.POSITION].to_list()):
         n, sid = int(seqs.lengths[i]), seqs.session_ids[i]
         tokens = wide.tokens[wide_offsets[i] : wide_offsets[i + 1]]  # a hop before the window on (it has one)
-        if n > spec.max_len - spec.hop + 1:  # the same window less its first event
+        if n > spec.shortest_window:  # the same window less its first event
             variants.append(seqs.tokens[offsets[i] + 1 : offsets[i + 1]])
         elif position < -spec.hop:  # the window a hop earlier, less the hop's first event
             variants.append(tokens[1:])

@@ -13,8 +13,9 @@ How each event is scored:
   ``step``): an event costs O(1). Past ``max_len`` events the window moves in hops
   (:meth:`~seqfraud.features.spec.Spec.window_start`), so it carries one state per multiple of ``hop`` in the
   window (:func:`carried_starts`), stepped together, and the oldest one gives the score: an event costs one
-  batched step however long the session. A spec of ``hop`` 1 (before spec version 5) would need a state per
-  event: its sessions read the window again past ``max_len``.
+  batched step however long the session. A window of more than :data:`CARRIED_STATES` hops (``hop`` 1 among
+  them, every spec before version 5) carries the session's start alone and reads the window again past
+  ``max_len``.
 - A transformer reads the kept tokens again: recency positions change with every event, so cached keys and
   values of earlier events would not stay valid (O(max_len) per event at most; BENCHMARKS.md measures it).
 - An event older than the session's latest one (late delivery) rebuilds the session from its events.
@@ -260,7 +261,7 @@ class SessionState:
         if tokens.shape[1] != n_fields and len(tokens):
             raise ValueError(f"session {state.session_id!r}: its state holds tokens of another model")
         if hidden is not None and (
-            hidden_shape is None or (hidden.shape[0], hidden.shape[2]) != hidden_shape
+            hidden_shape is None or hidden.ndim != 3 or (hidden.shape[0], hidden.shape[2]) != hidden_shape
         ):
             raise ValueError(f"session {state.session_id!r}: its state holds a hidden state of another model")
         # A GRU's state mixes tanh outputs, from zeros: one outside [-1, 1] scored on, silently wrong
@@ -743,7 +744,7 @@ class OnlineScorer:
             before, added = n - len(state.tokens), state.tokens
             held = np.zeros((layers, 0, width), np.float32)
         else:  # the latest ones stay in the window (starts below `before`, oldest first)
-            carried = len(range(starts.start, max(before, starts.start), starts.step))
+            carried = len(range(starts.start, min(before, starts.stop), starts.step))
             held = state.hidden[:, state.hidden.shape[1] - carried :]
         fresh = [b - before for b in starts[held.shape[1] :]]  # the others, at their first added event
         if fresh and fresh[0] == 0:  # one that starts at the first added event reads what the carried ones do
