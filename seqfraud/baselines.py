@@ -526,6 +526,10 @@ class Stacker:
                 f"{self.layout.width} aggregates and the score"
             )
         self.one_row = OneRow(booster)
+        # A stacker that kept the aggregates alone (stacking's "aggregates": the score held constant in training)
+        # never splits on the sequence model's score, so its sessions need not compute it (a dogfood's default
+        # model ran its GRU at every event, 1.1-2.3 ms, for a score no tree read).
+        self.reads_sequence = bool(booster.feature_importance("split")[-1] > 0)
 
     @classmethod
     def from_text(cls, text: str, spec: Spec) -> Stacker:

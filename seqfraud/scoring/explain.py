@@ -63,6 +63,8 @@ class TokenScorer(Protocol):
 
     def predict(self, seqs: Sequences) -> np.ndarray: ...
 
+    def sequence_scores(self, seqs: Sequences) -> np.ndarray: ...
+
 
 def deleted_contributions(
     scorer: TokenScorer,
@@ -112,7 +114,7 @@ def deleted_contributions(
                 before = gone[after] - 1
                 gap = np.where(before >= 0, (ts[gone[after] + 1] - ts[np.maximum(before, 0)]) / 1e6, np.nan)
                 variants[rows_after, gone[after] - first, delta] = _following_ids(gap, tables)
-            without = scorer.predict(
+            without = scorer.sequence_scores(
                 Sequences(
                     [seqs.session_ids[i]] * len(variants),
                     variants.reshape(len(variants) * length, -1),
@@ -216,7 +218,7 @@ def unread_contributions(
             variant[gone, delta] = _following_ids(np.array([gap]), tables)[0]
             variants.append(variant)
     lengths = np.array([len(v) for v in variants], dtype=np.int64)
-    sequence = scorer.predict(
+    sequence = scorer.sequence_scores(
         Sequences([seqs.session_ids[i] for i in session], np.concatenate(variants), lengths)
     )
     without = scorer.stacker.combine(aggregates_without_each(scorer.stacker, events, unread), sequence)

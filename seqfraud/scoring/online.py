@@ -70,7 +70,7 @@ from seqfraud.features.tokens import Sequences
 from seqfraud.schema import Schema
 from seqfraud.scoring.history import History
 from seqfraud.scoring.prepare import as_frame, normalized_events, record_columns, say_once
-from seqfraud.scoring.scorer import Scorer, intra_op_threads
+from seqfraud.scoring.scorer import UNREAD_SCORE, Scorer, intra_op_threads
 from seqfraud.scoring.state import (
     EntityRow,
     Label,
@@ -733,6 +733,9 @@ class OnlineScorer:
     def _predict(self, state: SessionState, added: np.ndarray) -> np.ndarray:
         """The model's probability for the window: a step of the carried states where there are some."""
         n = state.n_events
+        if not self.scorer.reads_sequence:  # a stacker that kept the aggregates alone
+            state.hidden = None
+            return np.full(1, UNREAD_SCORE, np.float32)
         starts = carried_starts(self.spec, n)
         if self.step is None or not starts:
             state.hidden = None

@@ -49,6 +49,10 @@ def intra_op_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+# The sequence score a stacker is given where none of its trees reads it (Stacker.reads_sequence).
+UNREAD_SCORE = 0.5
+
+
 class Scorer:
     """Applies the artifact's spec exactly as training did, then its model, its calibration, then the bands.
 
@@ -207,7 +211,7 @@ class Scorer:
         """Model and bands on ready token sequences (the batch scorer tokenizes ahead of the model); a stacked
         artifact also needs the normalized ``events`` the sequences came from, for the aggregates."""
         self.note_unseen_nan(seqs.tokens)
-        raw = self.predict(seqs)
+        raw = self.sequence_scores(seqs)
         if self.stacker is not None:
             if events is None:
                 raise ValueError("a stacked artifact scores from the events: pass them with their sequences")
@@ -245,6 +249,15 @@ class Scorer:
     def bands(self, scores: np.ndarray) -> pl.Series:
         """``approve``, ``review`` or ``decline`` of calibrated scores, by this scorer's thresholds."""
         return pl.Series(S.BAND, assign_bands(scores, self.thresholds), dtype=pl.String)
+
+    @property
+    def reads_sequence(self) -> bool:
+        """Whether the sequence model's score counts: not behind a stacker that kept the aggregates alone."""
+        return self.stacker is None or self.stacker.reads_sequence
+
+    def sequence_scores(self, seqs: Sequences) -> np.ndarray:
+        """:meth:`predict`, or :data:`UNREAD_SCORE` per session where no stacker tree reads the score."""
+        return self.predict(seqs) if self.reads_sequence else np.full(len(seqs), UNREAD_SCORE, np.float32)
 
     def predict(self, seqs: Sequences, embedding: tuple[Model, int] | None = None) -> np.ndarray:
         """The sequence model's probabilities in session order (a stacked artifact's stacker comes after); with
