@@ -466,13 +466,16 @@ def test_one_row_predicts_as_the_booster_does_to_the_bit_from_any_thread():
 
 
 @pytest.mark.integration
-def test_a_stacker_that_kept_the_aggregates_alone_skips_the_sequence_model(stacked_run, stacked_artifact):
+def test_a_stacker_that_kept_the_aggregates_alone_skips_the_sequence_model(
+    stacked_run, stacked_artifact, tmp_path, caplog
+):
     """A stacker whose trees never split on the sequence score (stacking's "aggregates": the score held
     constant) gives the same scores without it: batch, per event and explanations skip the model (a dogfood's
     default model ran its GRU at every event, 1.1-2.3 ms, for a score no tree read)."""
     from omegaconf import OmegaConf
 
     from seqfraud.baselines import Stacker
+    from seqfraud.scoring.batch import score_file
     from seqfraud.scoring.online import OnlineScorer
     from seqfraud.scoring.scorer import Scorer
     from seqfraud.scoring.state import MemoryStore
@@ -508,3 +511,13 @@ def test_a_stacker_that_kept_the_aggregates_alone_skips_the_sequence_model(stack
     events = pl.read_parquet(OmegaConf.load(stacked_run / "config.yaml").data.events)
     session = events.filter(pl.col("session_id") == records[0]["session_id"])
     assert scorer.explain(session.select(scorer.spec.schema.event_columns))[S.CONTRIBUTION].is_finite().all()
+    # A batch of long sessions says the window does not count: the scores read every event.
+    n = scorer.spec.max_len + 1
+    long = pl.concat([session] * (n // session.height + 1))[:n].with_columns(
+        pl.col("timestamp").min() + pl.duration(seconds=pl.int_range(pl.len()))
+    )
+    long.write_parquet(tmp_path / "long.parquet")
+    with caplog.at_level("WARNING"):
+        score_file(scorer, tmp_path / "long.parquet", tmp_path / "scores.parquet", progress=False)
+    window = f"reads {scorer.spec.window_said} events of each, as in training; the stacker's aggregates read them all"
+    assert f"{window}, and its trees no sequence score: the scores read every event" in caplog.text

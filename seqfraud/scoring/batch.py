@@ -136,12 +136,20 @@ def iter_sequences(
     if truncated := counts["truncated"].item():
         log.warning(
             "%s: %s session(s) are longer than the model's max_len=%s (the longest %s events): the sequence "
-            "model reads %s events of each, as in training",
+            "model reads %s events of each, as in training%s",
             source,
             f"{truncated:,}",
             spec.max_len,
             f"{counts['longest'].item():,}",
             spec.window_said,
+            ""
+            if scorer.stacker is None
+            else "; the stacker's aggregates read them all"
+            + (
+                ""
+                if scorer.reads_sequence
+                else ", and its trees no sequence score: the scores read every event"
+            ),
         )
     k = max(1, math.ceil(counts["len"].item() / chunk_events))
     if spec.entity is not None:
