@@ -328,6 +328,12 @@ def test_cli_writes_html_and_png(exported_artifact, few, scorer, tmp_path, capsy
         {S.EVENT: ["login", "logout", "add_card", "view"], S.CONTRIBUTION: [0.006, -0.033, 0.004, 0.001]}
     )
     assert moved_most(made) == "logout (-0.033), login (+0.006), add_card (+0.004)"
+    # One that prints as 0.000 is no reason (dogfood 99).
+    assert moved_most(made.with_columns(pl.col(S.CONTRIBUTION) / 20)) == "logout (-0.002)"
+    assert (
+        moved_most(made.with_columns(pl.col(S.CONTRIBUTION) / 1000))
+        == "none (every event's contribution is 0.000)"
+    )
     page = (tmp_path / "view.html").read_text()
     assert page.startswith("<!doctype html>") and sid in page and "<script" not in page
     for event in scorer.explain(few.filter(pl.col(s.session_id) == few[s.session_id].unique().sort()[0]))[

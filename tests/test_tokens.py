@@ -284,7 +284,7 @@ def test_rows_sorted_by_time_with_input_order_breaking_ties(tmp_path):
     assert seqs["s0"][TOK[S.TIME_DELTA]] == [MISSING]
 
 
-def test_a_long_sessions_window_moves_in_hops(tmp_path):
+def test_a_long_sessions_window_moves_in_hops(tmp_path, caplog):
     """Past max_len the window starts at the latest multiple of hop that leaves at most max_len events: what a
     GRU can carry as one state per multiple (seqfraud.scoring.online), at the cost of reading between max_len -
     hop + 1 and max_len events of a long session."""
@@ -311,6 +311,12 @@ def test_a_long_sessions_window_moves_in_hops(tmp_path):
     with pytest.raises(SpecError, match="hop=5 is not an integer between 1 and max_len=4"):
         Spec.from_dict(spec.to_dict() | {"hop": 5})
     assert run(path, max_len=64)[1].hop == 8 and run(path, max_len=7)[1].hop == 1  # max_len // 8 by default
+    with caplog.at_level("WARNING"):
+        run(path, max_len=4, hop=4)
+    assert (
+        "features.hop=4 with features.max_len=4: a session longer than max_len keeps as few as its last 1"
+        in (caplog.text)
+    )
 
 
 def test_truncation_keeps_most_recent_events(tmp_path):

@@ -20,7 +20,7 @@ from seqfraud.cli import (
 )
 from seqfraud.errors import command
 from seqfraud.features.spec import Spec
-from seqfraud.scoring.explain import flat_note, session_events, unread_note
+from seqfraud.scoring.explain import NO_SINGLE_EVENT, flat_note, session_events, unread_note
 from seqfraud.scoring.history import History
 from seqfraud.scoring.scorer import Scorer
 
@@ -57,9 +57,12 @@ def explain_session(
 
 def moved_most(explained: pl.DataFrame, k: int = 3) -> str:
     """The ``k`` events that moved the score most, either way: of an approved fraud, the one that lowered it most
-    said more than three that raised it a little (dogfood 97)."""
-    top = explained.sort(pl.col(S.CONTRIBUTION).abs(), descending=True).head(k)
-    return ", ".join(f"{e} ({c:+.3f})" for e, c in zip(top[S.EVENT], top[S.CONTRIBUTION]))
+    said more than three that raised it a little (dogfood 97). Those that print as 0.000 are left out: "scroll
+    (-0.000)" read as a reason (dogfood 99)."""
+    moved = explained.filter(pl.col(S.CONTRIBUTION).abs() >= NO_SINGLE_EVENT)
+    top = moved.sort(pl.col(S.CONTRIBUTION).abs(), descending=True).head(k)
+    said = ", ".join(f"{e} ({c:+.3f})" for e, c in zip(top[S.EVENT], top[S.CONTRIBUTION]))
+    return said or "none (every event's contribution is 0.000)"
 
 
 @command
