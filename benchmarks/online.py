@@ -85,7 +85,9 @@ def redis(work: Path):
 
 def model_alone(online: OnlineScorer, state: SessionState) -> float:
     """The model's own share of one event: a GRU step of the carried states (one batch), or a pass over the
-    window."""
+    window; 0 behind a stacker that reads no sequence score (the model does not run)."""
+    if not online.scorer.reads_sequence:
+        return 0.0
     tokens = state.tokens
     with torch.inference_mode():
         if state.hidden is not None and online.step is not None:
