@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -341,6 +342,19 @@ def test_a_stacked_artifact_explains_the_events_before_its_window(stacked_run, s
     session = events.filter(pl.col("session_id") == first).select(scorer.spec.schema.event_columns)
     spec = scorer.spec
     assert spec.hop > 1  # the default, max_len // 8
+    # This run's stacker kept LightGBM alone, whose trees read no sequence score; a second scorer stands for a
+    # stacker that reads nothing else, over a "model" whose score is a hash of the window's tokens: a variant
+    # built from the wrong events, or with a wrong time delta, cannot match the session without the event.
+    fingerprinted = Scorer.load(stacked_artifact)
+
+    def fingerprint(seqs):
+        windows = np.split(seqs.tokens, np.cumsum(seqs.lengths)[:-1])
+        digests = [hashlib.sha256(w.tobytes()).digest()[:4] for w in windows]
+        return np.array([int.from_bytes(d, "little") / 2**32 for d in digests], np.float32)
+
+    fingerprinted.predict = fingerprint
+    fingerprinted.stacker.reads_sequence = True
+    fingerprinted.stacker.combine = lambda aggregates, probability: np.asarray(probability, np.float32)
     # A window at its shortest, two hops after the session's start (leaving out an event moves it a hop earlier:
     # the events before the hop's first come in, and the hop's own, but for the one left out), and a window one
     # event longer (it loses its first event).
@@ -349,15 +363,16 @@ def test_a_stacked_artifact_explains_the_events_before_its_window(stacked_run, s
             pl.col("timestamp").min() + pl.duration(seconds=pl.int_range(pl.len()) ** 2)
         )
         unread = spec.window_start(n)
-        with single_torch_thread():
-            explained = scorer.explain(long)
-            assert explained[S.POSITION].to_list() == list(range(-unread, n - unread))
-            raw = scorer.score(long)[S.RAW_SCORE][0]
-            in_order = long.with_row_index("_i").sort("timestamp", "_i")
-            for j in [*range(unread), unread, unread + 1]:  # every unread event, and two kept ones
-                without = in_order.filter(pl.col("_i") != in_order["_i"][j]).drop("_i")
-                left_out = raw - scorer.score(without)[S.RAW_SCORE][0]
-                assert explained[S.CONTRIBUTION][j] == pytest.approx(left_out, abs=1e-5), (n, j)
+        in_order = long.with_row_index("_i").sort("timestamp", "_i")
+        for scoring in (scorer, fingerprinted):
+            with single_torch_thread():
+                explained = scoring.explain(long)
+                assert explained[S.POSITION].to_list() == list(range(-unread, n - unread))
+                raw = scoring.score(long)[S.RAW_SCORE][0]
+                for j in [*range(unread), unread, unread + 1, n - 1]:  # every unread event, and three kept
+                    without = in_order.filter(pl.col("_i") != in_order["_i"][j]).drop("_i")
+                    left_out = raw - scoring.score(without)[S.RAW_SCORE][0]
+                    assert explained[S.CONTRIBUTION][j] == pytest.approx(left_out, abs=1e-6), (n, j)
         assert (
             f"the {unread} earlier ones count through the stacker's aggregates, and are listed at positions below 0"
             in (unread_note(n, spec, stacked=True) or "")

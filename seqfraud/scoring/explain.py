@@ -202,25 +202,34 @@ def unread_contributions(
     # The events a hop and one before the window, for the time delta after one left out.
     near = positioned.filter(pl.col(S.POSITION) >= -spec.hop - 1)
     times = {(sid, p): t for sid, p, t in near.select(S.SESSION_ID, S.POSITION, S.TS_US).iter_rows()}
-    variants = []
+    # Each row's variant; those of a session's events that leave the same window share one.
+    variants: list[np.ndarray] = []
+    owners: list[str] = []
+    index: list[int] = []
+    shared: dict[int, int] = {}
     for i, position in zip(session.tolist(), unread[S.POSITION].to_list()):
         n, sid = int(seqs.lengths[i]), seqs.session_ids[i]
         tokens = wide.tokens[wide_offsets[i] : wide_offsets[i + 1]]  # a hop before the window on (it has one)
-        if n > spec.shortest_window:  # the same window less its first event
-            variants.append(seqs.tokens[offsets[i] + 1 : offsets[i + 1]])
-        elif position < -spec.hop:  # the window a hop earlier, less the hop's first event
-            variants.append(tokens[1:])
-        else:  # the window a hop earlier, less the one left out
-            gone = position + spec.hop
-            variant = np.delete(tokens, gone, axis=0)
-            earlier = times.get((sid, position - 1))
-            gap = np.nan if earlier is None else (times[(sid, position + 1)] - earlier) / 1e6
-            variant[gone, delta] = _following_ids(np.array([gap]), tables)[0]
-            variants.append(variant)
+        if n > spec.shortest_window or position < -spec.hop:
+            if i not in shared:
+                shared[i] = len(variants)
+                # The same window less its first event, or the window a hop earlier less the hop's first event.
+                variants.append(
+                    seqs.tokens[offsets[i] + 1 : offsets[i + 1]] if n > spec.shortest_window else tokens[1:]
+                )
+                owners.append(sid)
+            index.append(shared[i])
+            continue
+        gone = position + spec.hop  # the window a hop earlier, less the one left out
+        variant = np.delete(tokens, gone, axis=0)
+        earlier = times.get((sid, position - 1))
+        gap = np.nan if earlier is None else (times[(sid, position + 1)] - earlier) / 1e6
+        variant[gone, delta] = _following_ids(np.array([gap]), tables)[0]
+        index.append(len(variants))
+        variants.append(variant)
+        owners.append(sid)
     lengths = np.array([len(v) for v in variants], dtype=np.int64)
-    sequence = scorer.sequence_scores(
-        Sequences([seqs.session_ids[i] for i in session], np.concatenate(variants), lengths)
-    )
+    sequence = scorer.sequence_scores(Sequences(owners, np.concatenate(variants), lengths))[index]
     without = scorer.stacker.combine(aggregates_without_each(scorer.stacker, events, unread), sequence)
     return unread.with_columns(pl.Series(S.CONTRIBUTION, full[session] - without))
 
