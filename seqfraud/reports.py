@@ -82,7 +82,7 @@ def monitor_png(report: dict[str, Any], hist: Mapping[str, Sequence[np.ndarray]]
     _paired_shares(ax, x, *hist["session_length"])
     ax.set_xticks(x, [str(e) for e in edges], fontsize=7)
     ax.set_title(f"Session length (PSI {report['session_length']['psi']:.3f})")
-    ax.set_xlabel("events per session (bin lower edge; last: truncated)")
+    ax.set_xlabel("events in a session's window (bin lower edge; cut sessions from max_len - hop + 1)")
 
     ax = axes[1, 1]
     ref_td, cur_td = hist[S.TIME_DELTA]

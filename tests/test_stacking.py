@@ -526,13 +526,19 @@ def test_a_stacker_that_kept_the_aggregates_alone_skips_the_sequence_model(
     events = pl.read_parquet(OmegaConf.load(stacked_run / "config.yaml").data.events)
     session = events.filter(pl.col("session_id") == records[0]["session_id"])
     assert scorer.explain(session.select(scorer.spec.schema.event_columns))[S.CONTRIBUTION].is_finite().all()
-    # A batch of long sessions says the window does not count: the scores read every event.
+    # A batch of long sessions says what the window leaves out where the window counts, and not where it does not.
     n = scorer.spec.max_len + 1
     long = pl.concat([session] * (n // session.height + 1))[:n].with_columns(
         pl.col("timestamp").min() + pl.duration(seconds=pl.int_range(pl.len()))
     )
     long.write_parquet(tmp_path / "long.parquet")
-    with caplog.at_level("WARNING"):
-        score_file(scorer, tmp_path / "long.parquet", tmp_path / "scores.parquet", progress=False)
     window = f"reads {scorer.spec.window_said} events of each, as in training; the stacker's aggregates read them all"
-    assert f"{window}, and its trees no sequence score: the scores read every event" in caplog.text
+    for reads in (False, True):
+        scorer.stacker.reads_sequence = reads
+        scorer.predict = Scorer.load(stacked_artifact).predict
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            score_file(scorer, tmp_path / "long.parquet", tmp_path / "scores.parquet", progress=False)
+        assert (window in caplog.text) is reads and (
+            "longer than the model's max_len" in caplog.text
+        ) is reads

@@ -42,9 +42,9 @@ def token_label(spec: Spec, field_name: str, token: int) -> str:
 
 
 def length_edges(spec: Spec) -> np.ndarray:
-    """Bins of the events a session's window holds: 1, 2, 3-4, 5-8, ... and a last one from
-    :attr:`~seqfraud.features.spec.Spec.shortest_window` to ``max_len``, where every cut session falls (with
-    ``hop`` 1, ``max_len`` alone; a wider hop's last bin also holds sessions as long, uncut)."""
+    """Bins of the events a session's window holds: 1, 2, 3-4, 5-8, ... up to ``max_len``, with an edge at
+    :attr:`~seqfraud.features.spec.Spec.shortest_window`, from which every cut session falls (with ``hop`` 1, a
+    bin of ``max_len`` alone); a hop wider than half of ``max_len`` spreads the cut sessions over several bins."""
     edges = [1]
     while edges[-1] * 2 < spec.max_len:
         edges.append(edges[-1] * 2)

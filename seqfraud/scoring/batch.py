@@ -133,7 +133,7 @@ def iter_sequences(
                 100 * known / values,
                 100 * coverage.get(c, 1.0),
             )
-    if truncated := counts["truncated"].item():
+    if (truncated := counts["truncated"].item()) and scorer.reads_sequence:
         log.warning(
             "%s: %s session(s) are longer than the model's max_len=%s (the longest %s events): the sequence "
             "model reads %s events of each, as in training%s",
@@ -142,14 +142,7 @@ def iter_sequences(
             spec.max_len,
             f"{counts['longest'].item():,}",
             spec.window_said,
-            ""
-            if scorer.stacker is None
-            else "; the stacker's aggregates read them all"
-            + (
-                ""
-                if scorer.reads_sequence
-                else ", and its trees no sequence score: the scores read every event"
-            ),
+            "" if scorer.stacker is None else "; the stacker's aggregates read them all",
         )
     k = max(1, math.ceil(counts["len"].item() / chunk_events))
     if spec.entity is not None:
