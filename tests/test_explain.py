@@ -459,6 +459,19 @@ def test_cli_says_when_no_single_event_moves_the_score(
         assert f"moves its raw score of {raw:.3f} by {contribution:.3f}" in out
         # Trees are named only where a stacker made the score (it was said of every model).
         assert ("a stacked model's trees" in out) == (scorer.stacker is not None)
+    # Events that count and are not listed (too many before a stacked window) may hold the reason: one of them
+    # moved a dogfood's raw score from 0.737 to 0.165, while the note said no single event explains it.
+    from seqfraud.scoring.explain import flat_note
+
+    said = flat_note(np.zeros(62), {S.RAW_SCORE: 0.737, S.BAND: "decline", "stacked": True, "unlisted": 1352})
+    assert said is not None and "the session as a whole" not in said
+    assert said.startswith(
+        "no listed event explains this score (the largest moves its raw score of 0.737 by 0.000)"
+    )
+    assert (
+        "the 1,352 earlier events count through the stacker's aggregates unlisted, and one of them may"
+        in said
+    )
 
 
 def test_a_session_id_without_its_leading_zeros_is_pointed_at_the_ids_that_have_them(tmp_path):

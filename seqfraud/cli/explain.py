@@ -20,7 +20,7 @@ from seqfraud.cli import (
 )
 from seqfraud.errors import command
 from seqfraud.features.spec import Spec
-from seqfraud.scoring.explain import NO_SINGLE_EVENT, flat_note, session_events, unread_note
+from seqfraud.scoring.explain import NO_SINGLE_EVENT, flat_note, session_events, unlisted, unread_note
 from seqfraud.scoring.history import History
 from seqfraud.scoring.scorer import Scorer
 
@@ -47,6 +47,7 @@ def explain_session(
     scored = scorer.score(found, source=where).row(0, named=True) | {
         "stacked": stacked,
         "note": unread_note(found.height, scorer.spec, stacked),
+        "unlisted": unlisted(found.height, scorer.spec, stacked),
     }
     explained = scorer.explain(found, source=where)
     Path(out).write_text(reports.session_html(explained, scored, scorer.model_version), encoding="utf-8")

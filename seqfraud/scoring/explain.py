@@ -248,11 +248,17 @@ SMALL_SHARE = 0.05
 def flat_note(contributions: np.ndarray, scored: Mapping[str, Any]) -> str | None:
     """Why no event stands out, where none does: every contribution about 0, or a flagged session's largest a
     sliver of its score (+0.008 of a 0.977 on a dogfood log), which reads as a broken explanation otherwise.
-    ``scored``: the session's row of ``score`` (``raw_score``, ``band``) and ``stacked``."""
+    ``scored``: the session's row of ``score`` (``raw_score``, ``band``), ``stacked`` and ``unlisted``
+    (:func:`unlisted`: events that count and are not listed, which may hold the reason)."""
     # A flagged session is the one whose reason is asked for: a sliver of its score is no reason.
     largest, raw = float(np.abs(contributions).max(initial=0.0)), float(scored[S.RAW_SCORE])
     if not (largest < NO_SINGLE_EVENT or (scored[S.BAND] != "approve" and largest < SMALL_SHARE * raw)):
         return None
+    if hidden := scored.get("unlisted"):  # one of them moved a dogfood's 0.737 to 0.165, said to be none
+        return (
+            f"no listed event explains this score (the largest moves its raw score of {raw:.3f} by {largest:.3f}): "
+            f"the {hidden:,} earlier events count through the stacker's aggregates unlisted, and one of them may"
+        )
     return (
         f"no single event explains this score (the largest moves its raw score of {raw:.3f} by "
         f"{largest:.3f}): it comes from the session as a whole"
@@ -280,9 +286,16 @@ def unread_note(n_events: int, spec: Spec, stacked: bool) -> str | None:
     is_, it = ("is", "it is") if one else ("are", "they are")
     if not stacked:
         return f"{said} only through the time gap before the first one listed, and {is_} not listed"
-    if unread * n_events <= UNREAD_BUDGET:
+    if not unlisted(n_events, spec, stacked):
         return f"{said} through the stacker's aggregates, and {is_} listed at positions below 0"
     return f"{said} through the stacker's aggregates; too many to leave out one by one, {it} not listed"
+
+
+def unlisted(n_events: int, spec: Spec, stacked: bool) -> int:
+    """The events before a stacked session's window that count through its aggregates and are not listed: their
+    variants' aggregates would pass :data:`UNREAD_BUDGET` rows."""
+    unread = spec.window_start(n_events)
+    return unread if stacked and unread * n_events > UNREAD_BUDGET else 0
 
 
 def aggregates_without_each(stacker: Stacker, events: pl.DataFrame, kept: pl.DataFrame) -> np.ndarray:

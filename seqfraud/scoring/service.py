@@ -52,7 +52,7 @@ from seqfraud.data.events import DataValidationError, blank_id
 from seqfraud.decisions import BANDS
 from seqfraud.export.artifact import strict_json, unique_keys
 from seqfraud.features.spec import Spec
-from seqfraud.scoring.explain import flat_note, scored_occlusion, unread_note
+from seqfraud.scoring.explain import flat_note, scored_occlusion, unlisted, unread_note
 from seqfraud.scoring.history import HistoryRequired, refuse_to_serve
 from seqfraud.scoring.online import OnlineScorer, label_keys, read_labels, segments
 from seqfraud.scoring.prepare import as_frame, normalized_events
@@ -592,7 +592,8 @@ def explained_session(scorer: Scorer, records: list[dict[str, Any]]) -> dict[str
     stacked = scorer.stacker is not None
     row = scores.select(S.SESSION_ID, S.SCORE, S.BAND, S.RAW_SCORE).row(0, named=True)
     # The command's notes, in one: why no event stands out, and which events the model did not read.
-    said = [flat_note(explained[S.CONTRIBUTION].to_numpy(), row | {"stacked": stacked})]
+    hidden = unlisted(len(records), scorer.spec, stacked)
+    said = [flat_note(explained[S.CONTRIBUTION].to_numpy(), row | {"stacked": stacked, "unlisted": hidden})]
     said.append(unread_note(len(records), scorer.spec, stacked))
     note = "; ".join(n for n in said if n) or None
     return row | {
