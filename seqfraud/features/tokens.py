@@ -124,9 +124,8 @@ def window_hop(max_len: int, hop: int | None) -> int:
         raise ConfigError(
             f"features.hop must be an integer from 1 to features.max_len={max_len}, got {hop!r}"
         )
-    if (
-        1 < hop > max_len // 2
-    ):  # legal, and most likely not meant (dogfood 99: hop=max_len kept one event of 257)
+    # Legal, and most likely not meant (dogfood 99: hop=max_len kept one event of 257).
+    if 1 < hop > max_len // 2:
         log.warning(
             "features.hop=%d with features.max_len=%d: a session longer than max_len keeps as few as its last %d "
             "event(s); a smaller hop keeps more (by default max_len // 8)",
