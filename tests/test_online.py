@@ -316,6 +316,21 @@ def test_a_gru_past_max_len_steps_its_window_starts_together(gru_artifact, gru_r
             assert (online.session(sid).hidden is None) == (sent > spec.max_len)
 
 
+def test_a_window_of_too_many_hops_to_carry_is_said():
+    """A hop chosen for accuracy bought the slow online path unsaid (dogfood 101): export says so."""
+    from seqfraud.features.spec import Spec
+    from seqfraud.schema import Schema
+    from seqfraud.scoring.online import uncarried_note
+
+    spec = Spec(Schema(), "us", 64, {"event_type": []}, {S.TIME_DELTA: []}, hop=3)
+    assert uncarried_note(replace(spec, hop=4)) is None and uncarried_note(replace(spec, max_len=48)) is None
+    said = uncarried_note(spec)
+    assert said is not None and said.startswith(
+        "features.hop=3 with features.max_len=64: a window of more than 16"
+    )
+    assert said.endswith("a hop of at least 4 carries them")
+
+
 def test_a_session_opened_by_another_model_is_rebuilt_by_this_one(gru_artifact, gru_run) -> None:
     """A rolling deploy: replicas of two models share one store. The old model's tokens (its vocabulary) and
     hidden state were read as the new model's wherever the shapes agreed, a silently wrong score; now a state

@@ -59,6 +59,7 @@ from seqfraud.preprocess import load_prepared
 from seqfraud.provenance import versions
 from seqfraud.scoring.batch import iter_scores
 from seqfraud.scoring.history import History
+from seqfraud.scoring.online import uncarried_note
 from seqfraud.scoring.prepare import normalized_events
 from seqfraud.scoring.scorer import Scorer
 from seqfraud.training.data import collate, read_sessions
@@ -244,6 +245,8 @@ def export_run(
                 )
                 for fmt, name in step["formats"].items()
             }
+            if (stacker is None or stacker.reads_sequence) and (note := uncarried_note(spec)):
+                log.warning("%s", note)
         scorer = Scorer(
             loaded[formats[0]],
             spec,

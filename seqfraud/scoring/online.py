@@ -415,6 +415,19 @@ def carried_starts(spec: Spec, n_events: int) -> range:
     return range(1 if n_events <= spec.max_len else 0)
 
 
+def uncarried_note(spec: Spec) -> str | None:
+    """What a GRU's online events cost past ``max_len`` where its window holds too many hops to carry, or None: a
+    hop chosen for accuracy bought the slow path unsaid (dogfood 101)."""
+    if spec.max_len <= CARRIED_STATES * spec.hop:
+        return None
+    return (
+        f"features.hop={spec.hop} with features.max_len={spec.max_len}: a window of more than {CARRIED_STATES} "
+        "hops, too many for the online state to carry, so past max_len each event of a session reads its window "
+        f"again (6.4 against 1.1 ms at max_len 256, BENCHMARKS.md); a hop of at least "
+        f"{-(-spec.max_len // CARRIED_STATES)} carries them"
+    )
+
+
 def _check_header(meta: dict[str, Any]) -> None:
     """A state header's values of the types and ranges :meth:`SessionState.encode` writes: a NaN score made
     ``GET /sessions`` a 500, and a count written as text made ``/events`` one (dogfood 44)."""
