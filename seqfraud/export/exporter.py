@@ -218,6 +218,10 @@ def export_run(
         if (run_dir / STACKER_FILE).exists():  # a model=stacked run: its LightGBM travels as text
             shutil.copyfile(run_dir / STACKER_FILE, tmp / STACKER_FILE)
             stacker = Stacker.from_text((tmp / STACKER_FILE).read_text(), spec)
+            if not stacker.reads_sequence:  # the files below are still written, for embeddings and checks
+                log.info(
+                    "the stacker kept LightGBM alone: scoring this artifact never runs its sequence model"
+                )
         loaded = {
             fmt: FORMATS[fmt].load(tmp / FORMATS[fmt].file)[0] for fmt in formats
         }  # written just now, by this process
