@@ -279,7 +279,7 @@ def test_a_gru_past_max_len_steps_its_window_starts_together(gru_artifact, gru_r
         return step(tokens, hidden)
 
     scorer.step = recorded, shape
-    (session,) = [without_ids(session_records(gru_run, 1, min_events=30))]
+    session = without_ids(session_records(gru_run, 1, min_events=30))
     n = len(session)
     rng = np.random.default_rng(0)
     online = OnlineScorer(scorer, MemoryStore())
