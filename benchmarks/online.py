@@ -95,8 +95,7 @@ def model_alone(online: OnlineScorer, state: SessionState) -> float:
             new = torch.from_numpy(tokens[-1:])[None].expand(hidden.shape[1], -1, -1)
             call = lambda: online.step(new, hidden)
         else:
-            n = state.n_events
-            window = tokens[len(tokens) - (n - online.spec.window_start(n)) :]
+            window = tokens[-online.spec.window_length(state.n_events) :]
             seqs = Sequences(["s"], window, np.array([len(window)]))
             call = lambda: online.scorer.predict(seqs)
         times = []

@@ -152,7 +152,7 @@ def column_sequences(events: EventColumns, spec: Spec, tables: TokenTables) -> S
         else:
             x, null = events.numeric[f]
             tokens[:, j] = _bucket(x[rows], null[rows], tables.edges[f])
-    lengths = (counts - spec.window_start(counts)).astype(np.int64)
+    lengths = spec.window_length(counts).astype(np.int64)
     return Sequences(names, tokens, lengths)
 
 

@@ -115,6 +115,10 @@ class Spec:
         """:func:`window_start` of sessions of ``n_events`` (an int or an integer array)."""
         return window_start(n_events, self.max_len, self.hop)
 
+    def window_length(self, n_events: Any) -> Any:
+        """The events the window of sessions of ``n_events`` holds (an int or an integer array)."""
+        return n_events - self.window_start(n_events)
+
     @property
     def shortest_window(self) -> int:
         """The fewest events the window of a session longer than ``max_len`` holds."""

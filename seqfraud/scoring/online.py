@@ -410,15 +410,20 @@ def carried_starts(spec: Spec, n_events: int) -> range:
     """The window starts that a GRU carries a state of after a session's ``n_events``: every multiple of ``hop``
     from the window's start on, each of which may become the start (the window's own gives the score); with more
     than :data:`CARRIED_STATES` of them, the session's start alone, and none past ``max_len`` (read again)."""
-    if spec.max_len <= CARRIED_STATES * spec.hop:
+    if _carries(spec):
         return range(spec.window_start(n_events), n_events, spec.hop)
     return range(1 if n_events <= spec.max_len else 0)
+
+
+def _carries(spec: Spec) -> bool:
+    """Whether a window holds few enough hops (:data:`CARRIED_STATES`) for a GRU to carry a state per start."""
+    return spec.max_len <= CARRIED_STATES * spec.hop
 
 
 def uncarried_note(spec: Spec) -> str | None:
     """What a GRU's online events cost past ``max_len`` where its window holds too many hops to carry, or None: a
     hop chosen for accuracy bought the slow path unsaid (dogfood 101)."""
-    if spec.max_len <= CARRIED_STATES * spec.hop:
+    if _carries(spec):
         return None
     return (
         f"features.hop={spec.hop} with features.max_len={spec.max_len}: a window of more than {CARRIED_STATES} "
@@ -752,7 +757,7 @@ class OnlineScorer:
         starts = carried_starts(self.spec, n)
         if self.step is None or not starts:
             state.hidden = None
-            window = state.tokens[len(state.tokens) - (n - self.spec.window_start(n)) :]
+            window = state.tokens[-self.spec.window_length(n) :]
             return self.scorer.predict(Sequences([state.session_id], window, np.array([len(window)])))
         before = n - len(added)  # the events the carried states have read
         layers, width = cast(tuple[int, int], self.hidden_shape)

@@ -1002,7 +1002,7 @@ def create_app(
         t0 = time.perf_counter()
         async with admitted(request, "/explain", limits.max_session_body_bytes) as body:
             scorer, records = await read_session(request, body)
-            kept = len(records) - scorer.spec.window_start(len(records))
+            kept = scorer.spec.window_length(len(records))
             if kept > limits.max_explain_events:
                 raise RequestError(
                     422,
