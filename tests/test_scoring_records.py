@@ -136,11 +136,12 @@ def test_integer_ids_for_ids_trained_as_zero_padded_text_are_refused_on_every_pa
         read_labels(str(tmp_path / "l.parquet"), spec.schema, zero_padded=spec.zero_padded_ids)
 
 
-def test_ids_trained_as_integers_written_as_decimals_are_refused(tmp_path):
+def test_ids_trained_as_integers_written_otherwise_are_refused(tmp_path):
     """A card log's ids are integers; a scoring CSV from pandas wrote them 3278.0 (an integer column with a gap
     turns float), read back as text: no card met its history, and 260 of 3,451 bands moved without a word
-    (dogfood 72). An entity model records which id columns its training log typed as integers, and scoring
-    refuses decimals there, by column and count."""
+    (dogfood 72); a terminal export that zero-pads (00375) moved 3 of 809 bands the same way (dogfood 102). An
+    entity model records which id columns its training log typed as integers, and scoring refuses decimals,
+    padding and signs there, by column and count."""
     from dataclasses import replace
 
     from seqfraud.data.events import INTEGER_IDS, load_events
@@ -169,10 +170,13 @@ def test_ids_trained_as_integers_written_as_decimals_are_refused(tmp_path):
         fit_info={INTEGER_IDS: ["session_id", "card"]},
     )
     event = {**_events(1)[0], "timestamp": "2026-03-01T10:00:00Z", "card": "3278"}
-    for decimal in ("3278.0", "-3.00"):
-        events = [event, {**event, "card": decimal}]
+    for written, plain in (("3278.0", 3278), ("-3.00", -3), ("03278", 3278), ("+3278", 3278), ("-0", 0)):
+        events = [event, {**event, "card": written}]
         assert record_columns(events, spec) is None
-        says = f"request: column 'card': 1 row(s) hold an id written as a decimal (first: '{decimal}')"
+        says = (
+            f"request: column 'card': 1 row(s) hold an integer id written otherwise than as its digits (first: "
+            f"'{written}', the id {plain}), but the model's training log held integers there"
+        )
         with pytest.raises(DataValidationError, match=re.escape(says)):
             normalized_events(as_frame(events, spec, "request").lazy(), spec, "request")
     with pytest.raises(DataValidationError, match="column 'session_id': 1 row"):
@@ -180,7 +184,7 @@ def test_ids_trained_as_integers_written_as_decimals_are_refused(tmp_path):
             as_frame([{**event, "session_id": "11.0"}], spec, "request").lazy(), spec, "request"
         )
     # Integers as text, or as integers, and other text, answer as trained.
-    for card in ("3278", 3278, "3278.5", "a.0"):
+    for card in ("3278", 3278, "0", "-7", "3278.5", "a.0", "0x1f"):
         assert record_columns([{**event, "card": card}], spec) is not None
         normalized_events(as_frame([{**event, "card": card}], spec, "request").lazy(), spec, "request")
 
@@ -219,11 +223,18 @@ def test_csv_ids_written_as_integers_are_held_as_integers_and_their_decimals_ref
             pl.when(bad).then(pl.lit(decimal)).otherwise(pl.col(column)).alias(column)
         ).write_csv(tmp_path / "bad.csv")
         says = (
-            f"{tmp_path / 'bad.csv'}: column {column!r}: 2 row(s) hold an id written as a decimal (first: "
-            f"'{decimal}'), but its other 10 row(s) hold integers"
+            f"{tmp_path / 'bad.csv'}: column {column!r}: 2 row(s) hold an integer id written otherwise than as its "
+            f"digits (first: '{decimal}', the id {int(float(decimal))}), but its other 10 row(s) hold integers"
         )
         with pytest.raises(DataValidationError, match=re.escape(says)):
             load_events(str(tmp_path / "bad.csv"), schema)
+
+    # A text column of integers with one zero-padded: keys as written, not integers.
+    late = pl.int_range(pl.len()) == n - 1
+    log.with_columns(pl.when(late).then(pl.lit("03279")).otherwise(pl.col("card")).alias("card")).write_csv(
+        tmp_path / "late.csv"
+    )
+    assert load_events(str(tmp_path / "late.csv"), schema).report[INTEGER_IDS] == ["session_id"]
 
     # A model fitted on it refuses decimals there on every path; one fitted before (no integer ids) scores them.
     entity = EntitySpec(("card",), ("1h",), risk=False, smoothing=1.0, prior=0.1, label_delay=None)

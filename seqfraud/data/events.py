@@ -21,6 +21,7 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any, Generic, Literal, NoReturn, cast
 
@@ -1173,7 +1174,7 @@ def read_labels(
     with reading(source):
         labels = lf.with_row_index(S.ROW_INDEX).with_columns(epochs).select(S.ROW_INDEX, *columns).collect()
     if schema.session_id in integer_typed and not have[schema.session_id].is_integer():
-        refuse_decimal_ids(labels, {S.SESSION_ID: schema.session_id}, source)
+        refuse_rewritten_ids(labels, {S.SESSION_ID: schema.session_id}, source)
     if labels.is_empty():
         return nothing()
     unlabelled = pl.col(S.LABEL).is_null()
@@ -1853,8 +1854,9 @@ def integer_ids(
     integers in text (a CSV log's ids are read as text: dogfood 91), ``padded`` (:func:`zero_padded_ids`) aside:
     a later file that writes them as decimals (``3278.0``, a pandas export whose integer column with a gap became
     float, read back from CSV as text) meets no history, label or shared entity written ``3278`` (dogfood 72), and
-    scoring refuses it (:func:`refuse_decimal_ids`). Text columns are read whole: one of integers that writes some
-    as decimals holds two ids of one entity, and is refused here."""
+    scoring refuses it (:func:`refuse_rewritten_ids`). Text columns are read whole: one of integers that writes some
+    as decimals holds two ids of one entity, and is refused here. A text column with some ids zero-padded past the
+    rows :func:`zero_padded_ids` reads is text, not integers: its ids are keys as written."""
     if not schema.entities:
         return []
     ids = [schema.session_id, *schema.entities]
@@ -1881,34 +1883,40 @@ def integer_ids(
     for c, (n, integers, decimals, first) in written.items():
         if integers and decimals and integers + decimals == n:
             held = f"its other {integers:,} row(s) hold integers"
-            raise DataValidationError(decimal_ids_said(source, c, decimals, str(first), held))
+            raise DataValidationError(rewritten_ids_said(source, c, decimals, str(first), held))
     return [c for c in ids if have[c].is_integer() or (c in written and 0 < written[c][1] == written[c][0])]
 
 
-# An integer written as its digits, as text (as Polars writes an integer column): 3278, -7.
-INTEGER_TEXT = r"^-?[0-9]+$"
+# An integer as text, written as Polars writes an integer column: 3278, -7, 0.
+INTEGER_TEXT = r"^-?(?:0|[1-9][0-9]*)$"
 # An integer written as a decimal, as text: 3278.0, -7.00.
 DECIMAL_INTEGER = r"^[+-]?[0-9]+\.0*$"
+# An integer as text written otherwise than INTEGER_TEXT: a decimal, zero-padded (03278: terminal and acquirer
+# exports pad), or signed (+3278, -0).
+REWRITTEN_INTEGER = r"^(?:[+-]?[0-9]+\.0*|\+[0-9]+|-?0[0-9]+|-0)$"
 
 
-def decimal_ids_said(source: str, column: str, n: int, first: str, held: str) -> str:
-    """The one wording of ids written as decimals where ``held`` (the training log, or the column's other rows)
-    writes integers."""
+def rewritten_ids_said(source: str, column: str, n: int, first: str, held: str) -> str:
+    """The one wording of integer ids written otherwise than their digits (:data:`REWRITTEN_INTEGER`) where
+    ``held`` (the training log, or the column's other rows) writes them plainly."""
+    plain = str(int(Decimal(first)))
     return (
-        f"{source}: column {column!r}: {n:,} row(s) hold an id written as a decimal (first: {first!r}), but "
-        f"{held}: it would meet no history, label or shared entity written without the '.0'. Write the integers "
-        "(pandas turns an integer column with a missing value into floats: read it with dtype='Int64')"
+        f"{source}: column {column!r}: {n:,} row(s) hold an integer id written otherwise than as its digits "
+        f"(first: {first!r}, the id {plain}), but {held}: it would meet no history, label or shared entity written "
+        f"{plain}. Write the integers as their digits alone (pandas turns an integer column with a missing value "
+        "into floats: read it with dtype='Int64'; strip an export's leading zeros)"
     )
 
 
-def refuse_decimal_ids(events: pl.DataFrame, names: Mapping[str, str], source: str) -> None:
-    """Fails on text ids written as decimals in ``names`` (the events' column of each, to its name in the log):
-    the columns the model's training log typed as integers (:func:`integer_ids`)."""
+def refuse_rewritten_ids(events: pl.DataFrame, names: Mapping[str, str], source: str) -> None:
+    """Fails on text ids written otherwise than their digits (3278.0, 03278, +3278) in ``names`` (the events'
+    column of each, to its name in the log): the columns the model's training log typed as integers
+    (:func:`integer_ids`), where such an id is another entity's key (dogfoods 72 and 102)."""
     for column, name in names.items():
-        bad = events.filter(pl.col(column).str.contains(DECIMAL_INTEGER))[column]
+        bad = events.filter(pl.col(column).str.contains(REWRITTEN_INTEGER))[column]
         if len(bad):
             raise DataValidationError(
-                decimal_ids_said(
+                rewritten_ids_said(
                     source, name, len(bad), bad[0], "the model's training log held integers there"
                 )
             )

@@ -57,8 +57,8 @@ from seqfraud.data.events import (
     DataValidationError,
     label_day_end,
     label_delay_us,
-    refuse_decimal_ids,
     refuse_integer_ids,
+    refuse_rewritten_ids,
     usable_delay_us,
 )
 from seqfraud.decisions import assign_bands
@@ -1041,7 +1041,7 @@ def read_labels(labels: list[Mapping[str, Any]], spec: Spec, source: str) -> lis
         refuse_integer_ids([s.session_id], spec.zero_padded_ids, source)
     if s.session_id in spec.integer_ids:
         ids = pl.DataFrame({S.SESSION_ID: [str(lb.get(session_key)) for lb in labels]})
-        refuse_decimal_ids(ids, {S.SESSION_ID: session_key}, source)
+        refuse_rewritten_ids(ids, {S.SESSION_ID: session_key}, source)
     times = [lb.get(time_key) for lb in labels]
     given = [i for i, t in enumerate(times) if t is not None]
     if given and not s.label_time:
