@@ -27,6 +27,12 @@ def recall_key(fpr: float) -> str:
     return f"recall_at_{fpr:g}_fpr"
 
 
+# PR-AUC is a float sum of recall steps: a perfect ranking of 9 positives gave 1.0000000000000002, of 10
+# 0.9999999999999999, and two equal rankings then ranked 1 and 2 in compare (dogfood 102). Rounded to this many
+# decimals, equal rankings compare equal wherever PR-AUCs are compared (compare, the stacker's paired wins).
+PR_AUC_DECIMALS = 12
+
+
 def precision_key(recall: float) -> str:
     return f"precision_at_{recall:g}_recall"
 
@@ -38,8 +44,7 @@ def classification_metrics(y, p, *, fpr: float = 0.01, recall: float = 0.5) -> d
     out: dict[str, float] = {"n": len(y), "positives": int(y.sum())}  # counts, as train.n is
     both = 0 < y.sum() < len(y)
     nan = float("nan")
-    # sklearn sums recall steps in floating point: 9 positives ranked first give 1.0000000000000002.
-    out["pr_auc"] = min(1.0, float(average_precision_score(y, p))) if both else nan
+    out["pr_auc"] = round(float(average_precision_score(y, p)), PR_AUC_DECIMALS) if both else nan
     out["roc_auc"] = float(roc_auc_score(y, p)) if both else nan
     out[recall_key(fpr)] = recall_at_fpr(y, p, fpr) if both else nan
     out[precision_key(recall)] = precision_at_recall(y, p, recall) if both else nan
@@ -94,7 +99,7 @@ def weighted_pr_auc(y, p, counts: np.ndarray) -> np.ndarray:
     seen = np.cumsum(weights, axis=1)[:, ends]
     precision = np.divide(tp, seen, out=np.zeros_like(tp), where=seen > 0)
     gained = np.diff(tp, axis=1, prepend=0.0) / tp[:, -1:]
-    return (gained * precision).sum(axis=1)
+    return (gained * precision).sum(axis=1).round(PR_AUC_DECIMALS)
 
 
 def per_group_metrics(y, p, groups, negatives_mask=None, **kw) -> dict[str, dict[str, float]]:

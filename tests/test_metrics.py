@@ -86,11 +86,18 @@ def test_win_share_is_high_only_for_a_real_gain():
     )
 
 
-def test_pr_auc_of_a_perfect_ranking_is_one_not_above():
-    """sklearn's float sum gives 1.0000000000000002 for 9 positives ranked first; a dogfood metrics.json showed it."""
-    y = np.r_[np.ones(9), np.zeros(100)]
-    p = np.r_[np.linspace(0.9, 1, 9), np.linspace(0, 0.5, 100)]
-    assert classification_metrics(y, p)["pr_auc"] == 1.0
+def test_pr_auc_of_a_perfect_ranking_is_exactly_one():
+    """sklearn's float sum gives 1.0000000000000002 for 9 positives ranked first (a dogfood's metrics.json showed
+    it) and 0.9999999999999999 for 10, where a ranking with tied scores gives 1.0: compare ranked two perfect runs
+    1 and 2 (dogfood 102), and a paired resample counted one as a win."""
+    for k in range(1, 60):
+        y = np.r_[np.ones(k), np.zeros(100)]
+        distinct = np.r_[np.linspace(0.9, 1, k), np.linspace(0, 0.5, 100)]
+        tied = np.r_[np.ones(k), np.zeros(100)]
+        assert (
+            classification_metrics(y, distinct)["pr_auc"] == classification_metrics(y, tied)["pr_auc"] == 1.0
+        )
+        assert paired_win_share(y, tied, distinct, resamples=20) == paired_win_share(y, distinct, tied) == 0.0
 
 
 def test_a_stacked_run_keeps_the_sequence_model_alone_only_when_it_beats_the_baseline_surely_and_best():
