@@ -411,6 +411,33 @@ def test_memory_snapshot_restores_everything(tmp_path: Path):
             ),
             "a session is listed twice",
         ),
+        *(
+            (
+                json.dumps(
+                    {
+                        "format": "seqfraud.online-state",
+                        "version": 1,
+                        "sessions": [],
+                        "entity_rows": rows,
+                        "labels": labels,
+                    }
+                ),
+                says,
+            )
+            # A tampered label 7 was scored, 0.9 restored as 0 (review 103); times past int64 were taken too.
+            for rows, labels, says in [
+                ([], [["s1", 7, None]], "a label is 0 or 1, got '7'"),
+                ([], [["s1", 0.9, None]], "a label is 0 or 1, got '0.9'"),
+                ([], [["s1", "1", None]], "a label is 0 or 1, got '1'"),
+                ([], [["s1", 1, 10**30]], "a label's time is '1000000000000000000000000000000', not epoch"),
+                (
+                    [["k", "s1", 10**40, ["a"]]],
+                    [],
+                    "an entity row's time is '1000000000000000000000000000000",
+                ),
+                ([["k", "s1", 1.5e15, ["a"]]], [], "an entity row's time is '1500000000000000.0', not epoch"),
+            ]
+        ),
     ],
     # A repeated key: the last "sessions" won and emptied the state silently (dogfood 43); deep nesting was a
     # RecursionError's traceback.
@@ -424,6 +451,7 @@ def test_memory_snapshot_restores_everything(tmp_path: Path):
         "text-time",
         "huge-time",
         "twice",
+        *("label-7", "label-0.9", "label-text", "label-time", "row-time", "row-float-time"),
     ],
 )
 def test_memory_damaged_snapshot_is_refused(tmp_path: Path, text: str, says: str):
@@ -439,9 +467,29 @@ def test_a_snapshot_that_cannot_be_written_is_refused_at_start(tmp_path: Path):
     with pytest.raises(SnapshotError, match="/proc/nosuch/online.json: the snapshot cannot be written there"):
         MemoryStore(snapshot="/proc/nosuch/online.json")
     MemoryStore(snapshot=tmp_path / "new" / "online.json").close()
-    assert (tmp_path / "new" / "online.json").is_file() and not [
-        p for p in (tmp_path / "new").iterdir() if p.name.startswith(".")
-    ]
+    assert (tmp_path / "new" / "online.json").is_file()
+    assert [p.name for p in (tmp_path / "new").iterdir() if p.name.startswith(".")] == [".online.json.lock"]
+
+
+def test_one_process_a_snapshot(tmp_path: Path):
+    """Two services on one --snapshot each restored it, and the last to stop overwrote the other's sessions
+    without a word (review 103): the second is refused while the first holds it, and starts once it stopped."""
+    path = tmp_path / "online.json"
+    first = MemoryStore(snapshot=path)
+    first.update("a", lambda _: b"state a")
+    with pytest.raises(SnapshotError, match=f"{path}: another process holds this snapshot"):
+        MemoryStore(snapshot=path)
+    first.close()
+    first.close()  # closed already: nothing written again
+    second = MemoryStore(snapshot=path)
+    assert second.get("a") == b"state a"
+    second.close()
+    # A start refused for a damaged snapshot holds nothing.
+    path.write_text("{}")
+    with pytest.raises(SnapshotError, match="not a seqfraud online-state snapshot"):
+        MemoryStore(snapshot=path)
+    path.unlink()
+    MemoryStore(snapshot=path).close()
 
 
 # --- RedisStore -----------------------------------------------------------------------------------------------
@@ -597,6 +645,16 @@ def test_redis_refuses_foreign_data(redis_url: str):
             store.entity_rows(["t"])
     with pytest.raises(StoreCorrupt, match=f"{prefix}labels"):
         store.labels(["s"])
+    # Shaped like a label, but not one: 7 and -5 were read as labels and scored (review 103).
+    for bad in (b"[7, null]", b"[-5, 1772361000000000]", b"[1, 1e300]", b"[1, 100000000000000000000]"):
+        with redis.Redis.from_url(redis_url) as client:
+            client.hset(f"{prefix}labels", "s", bad)
+        with pytest.raises(StoreCorrupt, match=f"{prefix}labels"):
+            store.labels(["s"])
+    with redis.Redis.from_url(redis_url) as client:
+        client.hset(f"{prefix}rows:t", "bad", b'[100000000000000000000, "v"]')
+    with pytest.raises(StoreCorrupt, match=f"{prefix}rows:t.*field b'bad'"):
+        store.entity_rows(["t"])
     # A key of another type: what a client may read names Redis's reason, not the command and its key (dogfood 44).
     with redis.Redis.from_url(redis_url) as client:
         client.set(f"{prefix}rows:u", "a string")

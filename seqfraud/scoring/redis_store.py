@@ -285,12 +285,11 @@ class RedisStore(StateStore):
             ts_us, *values = json.loads(value) if decoded is None else decoded
             if type(ts_us) is not int or not all(v is None or isinstance(v, str) for v in values):
                 raise ValueError("expected [ts_us, values...]")
-            event_key = _text(field)
+            return EntityRow(_text(field), session_id, ts_us, tuple(values))
         except (ValueError, TypeError) as e:
             # Its value, for the log alone: another session's entity values.
             what = f"{key!r} field {field!r} is not a seqfraud entity row"
             raise StoreCorrupt(f"Redis at {self.where}: {what}: {value[:80]!r}", public=what) from e
-        return EntityRow(event_key, session_id, ts_us, tuple(values))
 
     def add_labels(self, labels: list[Label], *, seed: bool = False) -> int:
         latest = {_bytes(lb.session_id): _json([lb.label, lb.label_time_us]) for lb in labels}
@@ -322,12 +321,10 @@ class RedisStore(StateStore):
     def _label(self, session_id: str, value: bytes) -> Label:
         try:
             label, label_time_us = json.loads(value)
-            if type(label) is not int or not (label_time_us is None or type(label_time_us) is int):
-                raise ValueError("expected [label, label_time_us]")
+            return Label(session_id, label, label_time_us)
         except (ValueError, TypeError) as e:
             what = f"{self._labels_key!r} field {_bytes(session_id)!r} is not a seqfraud label"
             raise StoreCorrupt(f"Redis at {self.where}: {what}: {value[:80]!r}", public=what) from e
-        return Label(session_id, label, label_time_us)
 
     def close(self) -> None:
         self._client.close()

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
 from seqfraud.errors import UserError
 from seqfraud.export.artifact import is_number, strict_json
 
@@ -105,12 +107,30 @@ class EntityRow:
     ts_us: int
     values: tuple[str | None, ...]  # in the spec's entity column order
 
+    def __post_init__(self) -> None:
+        """Checked wherever one is made, so that a snapshot or a Redis value written by another hand is refused,
+        not scored (review 103)."""
+        _check_time(self.ts_us, "an entity row's time")
+
 
 @dataclass(frozen=True)
 class Label:
     session_id: str
     label: int
     label_time_us: int | None  # when the label became known; None: the label delay decides
+
+    def __post_init__(self) -> None:
+        """As :class:`EntityRow`'s: a snapshot's label 7 was scored and a label 0.9 restored as 0 (review 103)."""
+        if type(self.label) is not int or self.label not in (0, 1):
+            raise ValueError(f"a label is 0 or 1, got {str(self.label)[:40]!r}")
+        if self.label_time_us is not None:
+            _check_time(self.label_time_us, "a label's time")
+
+
+def _check_time(value: Any, what: str) -> None:
+    """Epoch microseconds: an int64, as every path writes them."""
+    if type(value) is not int or not -(1 << 63) <= value < 1 << 63:
+        raise ValueError(f"{what} is {str(value)[:40]!r}, not epoch microseconds")
 
 
 Change = Callable[[bytes | None], bytes | None]
@@ -246,10 +266,16 @@ class MemoryStore(StateStore):
         self._retired_at = float("-inf")
         self._restored = False  # session states read from a snapshot, which check_restored decodes
         self._checked: set[str] = set()  # the models whose reader decoded them
+        self._snapshot_lock: FileLock | None = None
         if self.snapshot is not None:
-            if self.snapshot.exists():
-                self._restore(self.snapshot)
             self._check_writable(self.snapshot)
+            self._snapshot_lock = _claim(self.snapshot)
+            try:
+                if self.snapshot.exists():
+                    self._restore(self.snapshot)
+            except BaseException:
+                self._snapshot_lock.release()
+                raise
 
     @staticmethod
     def _check_writable(path: Path) -> None:
@@ -398,9 +424,13 @@ class MemoryStore(StateStore):
             return [self._labels[sid][1] for sid in session_ids if sid in self._labels]
 
     def close(self) -> None:
-        if self.snapshot is not None:
+        if self.snapshot is None or self._snapshot_lock is None or not self._snapshot_lock.is_locked:
+            return  # none, or closed already
+        try:
             self.save(self.snapshot)
             log.info("saved %d session(s) to the snapshot %s", len(self._sessions), self.snapshot)
+        finally:
+            self._snapshot_lock.release()
 
     def save(self, path: str | os.PathLike) -> None:
         """The whole state as JSON (states base64), written to a temporary file and renamed over ``path``."""
@@ -425,6 +455,8 @@ class MemoryStore(StateStore):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         with os.fdopen(fd, "w") as f:
             json.dump(doc, f)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before it replaces the last one
         os.replace(tmp, path)
 
     def check_restored(self, decode: Callable[[str, bytes], object], model: str) -> None:
@@ -471,15 +503,10 @@ class MemoryStore(StateStore):
                 for sid, t, b in doc["sessions"]
             ]
             rows = [
-                EntityRow(
-                    _text(k), _text(sid), int(ts), tuple(None if v is None else _text(v) for v in values)
-                )
+                EntityRow(_text(k), _text(sid), ts, tuple(None if v is None else _text(v) for v in values))
                 for k, sid, ts, values in doc["entity_rows"]
             ]
-            labels = [
-                Label(_text(sid), int(label), None if lt is None else int(lt))
-                for sid, label, lt in doc["labels"]
-            ]
+            labels = [Label(_text(sid), label, lt) for sid, label, lt in doc["labels"]]
             if len({sid for sid, _, _ in sessions}) != len(sessions):
                 raise ValueError("a session is listed twice")
         except (OSError, ValueError, TypeError, KeyError, OverflowError) as e:
@@ -509,6 +536,22 @@ class MemoryStore(StateStore):
             path,
             written,
         )
+
+
+def _claim(path: Path) -> FileLock:
+    """One process a snapshot: two services on one file each restored it, and the last to stop overwrote the
+    other's sessions without a word (review 103)."""
+    # Not thread-local: the service closes the store from another thread than the one that made it.
+    lock = FileLock(path.with_name(f".{path.name}.lock"), thread_local=False)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise SnapshotError(
+            f"{path}: another process holds this snapshot (its lock {lock.lock_file}): the last to stop would "
+            "overwrite the other's sessions; give each service its own --snapshot, or share the state in Redis "
+            "(--state redis)"
+        ) from None
+    return lock
 
 
 def _touched(value: Any, now: float) -> float:
