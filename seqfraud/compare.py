@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from seqfraud import schema as S
 from seqfraud.config import SEQUENCE_FIT, plain
 from seqfraud.errors import UserError
-from seqfraud.metrics import precision_key, recall_key
+from seqfraud.metrics import PR_AUC_DECIMALS, precision_key, recall_key
 from seqfraud.rundir import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -255,7 +255,8 @@ def leaderboard_table(rows: list[dict], fpr: float, recall: float) -> tuple[list
     ]
 
     def val(row: dict) -> float:
-        return -math.inf if math.isnan(row["val_pr_auc"]) else row["val_pr_auc"]
+        """Rounded as metrics rounds it now: a run's metrics.json from before kept 0.9999999999999999."""
+        return -math.inf if math.isnan(row["val_pr_auc"]) else round(row["val_pr_auc"], PR_AUC_DECIMALS)
 
     body = [
         [

@@ -427,16 +427,36 @@ def test_a_window_absent_from_a_frauds_only_table_is_legitimate_under_the_runs_p
     settled = ends.filter(pl.col(S.TS_US) <= events[S.TS_US].max() - 7 * 86_400_000_000)[S.SESSION_ID]
     got, _, pending = matched_labels(frauds, events, "labels", spec)
     listed = frauds.filter(pl.col(S.SESSION_ID).is_in(window.implode()))[S.SESSION_ID]
-    assert 0 < settled.len() < window.n_unique() and pending == window.n_unique() - got.height > 0
+    waiting = listed.filter(~listed.is_in(settled.implode())).len()
+    assert 0 < settled.len() < window.n_unique()
+    assert pending == {
+        "sessions_within_label_delay": window.n_unique() - got.height,
+        "frauds_within_label_delay": waiting,
+        "label_delay": "7d",
+        "label_delay_counted_from": "the window's last event",
+    }
     # The report says so, where only a log line did (dogfood 61: a window all within the delay had no PR-AUC).
     from seqfraud.monitoring.alerts import notes
 
-    report = {
-        "current": {"sessions": 800},
-        "performance": {"positives": 23, "sessions_within_label_delay": 777},
-    }
-    said = notes(report | {"new_categories": {}}, {"capped_p": 1e-6})
-    assert any(n.startswith("777 session(s) of the window ended within the label delay") for n in said)
+    report = {"current": {"sessions": 800}, "performance": {"n": 230, "positives": 30} | pending}
+    (said,) = notes(report | {"new_categories": {}}, {"capped_p": 1e-6})
+    assert said.startswith(
+        f"{window.n_unique() - got.height:,} session(s) of the window ended within the label delay (7d) of the "
+        f"window's last event, {waiting} of them listed as fraud already: their chargebacks may still come"
+    )
+    assert said.endswith("say when (--labels-as-of)")
+    # A window none of whose sessions is settled has no PR-AUC to call rough, and --labels-as-of given is not
+    # asked for (dogfood 102).
+    late = pending | {"label_delay_counted_from": "2026-03-25"}
+    (said,) = notes(
+        {"current": {"sessions": 800}, "performance": {"n": 0, "positives": 0} | late, "new_categories": {}},
+        {"capped_p": 1e-6},
+    )
+    assert said == (
+        f"no session of the window is settled: all {pending['sessions_within_label_delay']:,} ended within the "
+        f"label delay (7d) of 2026-03-25, {waiting} of them listed as fraud already; their chargebacks may still "
+        "come, so they are left out of the performance figures (data.policy.on_unlabeled=negative)"
+    )
     # A fraud listed within the delay is left out too, as the legitimate ones beside it are: kept, it raised the
     # window's fraud rate and PR-AUC (dogfood 65).
     assert set(got[S.SESSION_ID]) == set(settled)
@@ -445,8 +465,8 @@ def test_a_window_absent_from_a_frauds_only_table_is_legitimate_under_the_runs_p
     # A table pulled after the delay has run for the whole window settles every session (dogfood 73: last month,
     # monitored with the chargebacks of the two months since, had every session left out).
     later = cast(int, events[S.TS_US].max()) + 7 * 86_400_000_000
-    got, _, pending = matched_labels(frauds, events, "labels", spec, later)
-    assert pending == 0 and got.height == window.n_unique() and got[S.LABEL].sum() == listed.len()
+    got, _, pending = matched_labels(frauds, events, "labels", spec, later, "then")
+    assert pending == {} and got.height == window.n_unique() and got[S.LABEL].sum() == listed.len()
 
 
 def test_a_label_frame_is_checked_as_a_label_file_is(exported_artifact, windows):

@@ -137,10 +137,12 @@ def monitor(
             fields |= entity_field_stats(spec, entity_ref.seqs, entity_ref.starts, cur.seqs)
     ref_scores, ref_scores_from = reference_scores(scorer, ref, artifact)  # served scores, calibrated
     cur_scored = scorer.score_sequences(cur.seqs, cur.events)
-    outside = pending = 0
+    outside, pending = 0, {}
     if label_table is not None and labels is not None:
         source = str(labels) if isinstance(labels, (str, Path)) else "labels"
-        label_table, outside, pending = matched_labels(label_table, cur.events, source, spec, as_of_us)
+        label_table, outside, pending = matched_labels(
+            label_table, cur.events, source, spec, as_of_us, labels_as_of
+        )
     cur_scores = cur_scored[S.SCORE].to_numpy()
     bins = np.asarray(SCORE_BINS)
     len_bins = length_edges(spec)
@@ -192,8 +194,8 @@ def monitor(
         },
         "performance": performance(cur_scored, label_table, fpr, test_pr_auc, outside),
     }
-    if report["performance"] is not None and pending:
-        report["performance"]["sessions_within_label_delay"] = pending
+    if report["performance"] is not None:
+        report["performance"] |= pending
     report["alerts"], report["warnings"] = alerts(report, t)
     report["notes"] = notes(report, t)
     if out is not None:

@@ -163,17 +163,26 @@ def notes(report: dict[str, Any], t: dict[str, float]) -> list[str]:
             "1) / sessions by chance alone (0.3-0.4 over 20 bins on 50 sessions), so its findings are warnings, not "
             "alerts; one far above that (a new value taking half the traffic) is drift all the same"
         )
-    if perf.get("positives") is not None and perf["positives"] < MIN_ALERT_POSITIVES:
+    if perf.get("pr_auc") is not None and perf["positives"] < MIN_ALERT_POSITIVES:
         small.append(
             f"the current window's labels hold {perf['positives']} fraud(s), fewer than {MIN_ALERT_POSITIVES}: "
             "its PR-AUC is a rough estimate, so a drop is a warning, not an alert"
         )
     if waiting := perf.get("sessions_within_label_delay"):  # only a log line said so (dogfood 61)
-        small.append(
-            f"{waiting:,} session(s) of the window ended within the label delay of its last event: their chargebacks "
-            "may still come, so they are left out of the performance figures (data.policy.on_unlabeled=negative); "
-            "where the label table was pulled later, say when (--labels-as-of)"
-        )
+        since = perf["label_delay_counted_from"]
+        ended = f"ended within the label delay ({perf['label_delay']}) of {since}"
+        if frauds := perf["frauds_within_label_delay"]:
+            ended += f", {frauds:,} of them listed as fraud already"
+        # A window all within the delay has no figures at all, and --labels-as-of given need not be asked for
+        # (dogfood 102).
+        if perf.get("n"):
+            said = f"{waiting:,} session(s) of the window {ended}: their chargebacks may still come, so they are left "
+        else:
+            said = f"no session of the window is settled: all {waiting:,} {ended}; their chargebacks may still come, "
+        said += "so they are left out of the performance figures (data.policy.on_unlabeled=negative)"
+        if since == "the window's last event":
+            said += "; where the label table was pulled later, say when (--labels-as-of)"
+        small.append(said)
     return small + [
         f"{f}: {new['count']:,} value(s) outside the vocabulary, which max_vocab capped in training "
         f"({new['capped']:,} frequent value(s) left out, the most frequent {100 * new['left_out_max_share']:.3g}% "

@@ -150,11 +150,18 @@ def current_labels(labels: Any, events_lf: pl.LazyFrame, spec: Spec) -> pl.DataF
 
 
 def matched_labels(
-    table: pl.DataFrame, events: pl.DataFrame, source: str, spec: Spec, as_of_us: int | None = None
-) -> tuple[pl.DataFrame, int, int]:
+    table: pl.DataFrame,
+    events: pl.DataFrame,
+    source: str,
+    spec: Spec,
+    as_of_us: int | None = None,
+    as_of: str | None = None,
+) -> tuple[pl.DataFrame, int, dict[str, Any]]:
     """The labels of the current window's sessions (its normalized ``events``), how many others the table holds
-    (left out and counted: a table of every label is a normal input), and how many of the window's sessions wait
-    for their label delay (below). A table none of whose ids match is refused: its ids were read otherwise than
+    (left out and counted: a table of every label is a normal input), and, where some of the window's sessions
+    wait for their label delay (below), the report's record of them: how many, how many of them the table lists
+    as fraud already, the delay, and what it is counted from (``as_of``, the text of ``as_of_us``, or the
+    window's last event). A table none of whose ids match is refused: its ids were read otherwise than
     the events' (``007`` against ``7``), and the window's performance would read as unlabelled.
 
     Under a model trained with ``data.policy.on_unlabeled=negative`` a session the table leaves out is legitimate
@@ -178,15 +185,22 @@ def matched_labels(
             table.height,
             table.filter(~inside)[S.SESSION_ID][0],
         )
-    table, pending = table.filter(inside), 0
+    table, pending = table.filter(inside), {}
     if spec.absent_is_negative:
         settled = sessions
         if (delay := label_delay_us(spec.fit_info.get(LABEL_DELAY))) is not None:
             last = cast(int, events[S.TS_US].max()) if as_of_us is None else as_of_us
             ends = events.group_by(S.SESSION_ID).agg(pl.col(S.TS_US).max())
             settled = ends.filter(pl.col(S.TS_US) <= last - delay)[S.SESSION_ID]
+        waiting = table.filter(~pl.col(S.SESSION_ID).is_in(settled.implode()))
         table = table.filter(pl.col(S.SESSION_ID).is_in(settled.implode()))
-        pending = sessions.len() - settled.len()
+        if sessions.len() > settled.len():
+            pending = {
+                "sessions_within_label_delay": sessions.len() - settled.len(),
+                "frauds_within_label_delay": int((waiting[S.LABEL] == 1).sum()),
+                "label_delay": spec.fit_info.get(LABEL_DELAY),
+                "label_delay_counted_from": "the window's last event" if as_of is None else as_of,
+            }
         log.info(
             "%s: %d session(s) of the window have their label delay past, %d of them listed as fraud and the rest "
             "read as legitimate; %d more, ended within the delay of the window's last event (or of --labels-as-of), "
@@ -194,7 +208,7 @@ def matched_labels(
             source,
             settled.len(),
             table.height,
-            pending,
+            sessions.len() - settled.len(),
         )
         table = absent_as_negative(table, settled)
     return table, outside, pending
