@@ -137,7 +137,7 @@ def monitor(
             fields |= entity_field_stats(spec, entity_ref.seqs, entity_ref.starts, cur.seqs)
     ref_scores, ref_scores_from = reference_scores(scorer, ref, artifact)  # served scores, calibrated
     cur_scored = scorer.score_sequences(cur.seqs, cur.events)
-    outside, pending = 0, {}
+    outside, pending = 0, dict[str, Any]()
     if label_table is not None and labels is not None:
         source = str(labels) if isinstance(labels, (str, Path)) else "labels"
         label_table, outside, pending = matched_labels(
