@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -181,8 +182,11 @@ def test_session_state_round_trips_and_refuses_foreign_bytes() -> None:
     # A key's record, found by the key; a taken key whose record is no longer kept has none.
     assert back.taken_as(key_entry("id:1")) == {"a": 1} and back.taken_as(key_entry("id:7")) is None
     # Keys match whole: neither a prefix nor an extension of a taken id, nor one with a newline, is taken.
-    assert back.seen(key_entry("id:1")) and back.seen(key_entry("id:7"))
-    assert not any(back.seen(key_entry(k)) for k in ("id:", "id:12", "d:1", "id:1\nid:7", "id:2"))
+    # One key at a time (a substring search) and several (a set of the taken ones) answer alike.
+    keys = ["id:1", "id:7", "id:", "id:12", "d:1", "id:1\nid:7", "id:2"]
+    seen = [True, True, False, False, False, False, False]
+    assert back.seen([key_entry(k) for k in keys]) == seen
+    assert [back.seen([key_entry(k)])[0] for k in keys] == seen
     assert np.array_equal(back.tokens, state.tokens) and np.array_equal(back.hidden, state.hidden)
     # The aggregates come back whole, the value outside the vocabulary ("web") among them, and go on from there.
     assert back.aggregates is not None and back.aggregates.unknown == [[], ["web"]]
@@ -236,7 +240,9 @@ def test_session_state_round_trips_and_refuses_foreign_bytes() -> None:
     other = SessionState.decode(state.encode(), 4, (2, 4), "m2", state.session_id)
     assert other.stale("m2") and other.public()["model_version"] == "m1" and other.score == 0.25
     assert other.tokens.shape == (0, 4) and other.hidden is None and other.aggregates is None
-    assert other.record_list() == [{"a": i} for i in range(1, 7)] and other.seen(key_entry("id:7"))
+    assert other.record_list() == [{"a": i} for i in range(1, 7)] and other.seen([key_entry("id:7")]) == [
+        True
+    ]
     for garbage in (b"", b"\x05\x00\x00\x00{bad}", state.encode() + b"\nx", state.encode()[:-12]):
         with pytest.raises(ValueError, match="unreadable session state"):
             SessionState.decode(garbage, 3, (1, 4), "m1", state.session_id)
@@ -539,6 +545,32 @@ def test_late_and_repeated_events(gru_artifact, gru_run) -> None:
         got = dict(zip([r[S.SESSION_ID] for r in results], [r[S.SCORE] for r in results]))
         for sid, score in zip(expected[S.SESSION_ID], expected[S.SCORE]):
             assert abs(got[sid] - score) <= 1e-5
+
+
+def test_an_open_session_takes_at_most_max_session_events(gru_artifact, gru_run) -> None:
+    """Nothing bounded a session's events: one client's session of 188k events (and its ids, searched once per
+    event) made each of its requests take seconds (review 103). The request that would pass the bound is refused
+    whole, and resends of taken events still answer."""
+    from seqfraud.data.events import DataValidationError
+    from seqfraud.scoring.online import OnlineScorer
+    from seqfraud.scoring.scorer import Scorer
+    from seqfraud.scoring.state import MemoryStore
+
+    records = session_records(gru_run, 1, min_events=7)[:7]
+    sid = records[0]["session_id"]
+    online = OnlineScorer(Scorer.load(gru_artifact), MemoryStore(), max_session_events=5)
+    with single_torch_thread():
+        online.events(records[:3])
+        says = f"session '{sid}' holds 3 event(s): 3 more would pass 5, the most one open session takes"
+        with pytest.raises(DataValidationError, match=re.escape(says)):
+            online.events(records[3:6])
+        assert online.session(sid).n_events == 3
+        assert online.events(records[3:5])[0]["n_events"] == 5
+        assert online.events(records[:5])[0]["repeated"] == 5  # a resend takes nothing new
+        with pytest.raises(DataValidationError, match="holds 5 event"):
+            online.events(records[5:6])
+    with pytest.raises(ValueError, match="max_session_events must be at least 1"):
+        OnlineScorer(Scorer.load(gru_artifact), MemoryStore(), max_session_events=0)
 
 
 def test_store_bounds_and_expiry_reach_sessions(gru_artifact, gru_run) -> None:

@@ -430,6 +430,7 @@ def test_memory_snapshot_restores_everything(tmp_path: Path):
                 ([], [["s1", 0.9, None]], "a label is 0 or 1, got '0.9'"),
                 ([], [["s1", "1", None]], "a label is 0 or 1, got '1'"),
                 ([], [["s1", 1, 10**30]], "a label's time is '1000000000000000000000000000000', not epoch"),
+                ([], [["s1", 1, -(2**62)]], "a label's time is '-4611686018427387904', not epoch"),
                 (
                     [["k", "s1", 10**40, ["a"]]],
                     [],
@@ -451,7 +452,15 @@ def test_memory_snapshot_restores_everything(tmp_path: Path):
         "text-time",
         "huge-time",
         "twice",
-        *("label-7", "label-0.9", "label-text", "label-time", "row-time", "row-float-time"),
+        *(
+            "label-7",
+            "label-0.9",
+            "label-text",
+            "label-time",
+            "label-time-int64",
+            "row-time",
+            "row-float-time",
+        ),
     ],
 )
 def test_memory_damaged_snapshot_is_refused(tmp_path: Path, text: str, says: str):

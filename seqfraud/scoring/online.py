@@ -84,6 +84,9 @@ from seqfraud.scoring.state import (
 log = logging.getLogger(__name__)
 
 ON_STORE_ERROR = ("degraded", "fail")
+# Events one open session may take: its state (event ids, and a stacker's events) grows with them, and one
+# client's session of 188k events made each of its requests take seconds (review 103).
+MAX_SESSION_EVENTS = 20_000
 # 2: the columns a stacker reads; 3: the event keys outside the header; 4: records keyed, in time order, bounded;
 # 5: the model version that scored it (a version-4 state is read as one of an unknown model, so rebuilt);
 # 6: a stacker's running aggregates instead of its columns. 7: the hidden state is one per window start,
@@ -142,9 +145,14 @@ class SessionState:
     band: str = ""
     updated_at: float = 0.0
 
-    def seen(self, entry: bytes) -> bool:
-        """Whether an event key (:func:`key_entry`) was taken: a resend changes nothing."""
-        return entry in self.keys
+    def seen(self, entries: list[bytes]) -> list[bool]:
+        """Whether each event key (:func:`key_entry`) was taken: a resend changes nothing. One key is a substring
+        search; more, a set of the taken keys, made once (a search per key made a request of m events cost m
+        passes over every id the session took: review 103)."""
+        if len(entries) == 1:
+            return [entries[0] in self.keys]
+        taken = set(self.keys.split(b"\n"))
+        return [e[1:-1] in taken for e in entries]
 
     def taken_as(self, entry: bytes) -> dict[str, Any] | None:
         """The event taken under a seen key, as it was sent; None when it is no longer kept."""
@@ -502,6 +510,7 @@ class OnlineScorer:
         *,
         on_store_error: str = "degraded",
         seeded: bool = False,
+        max_session_events: int = MAX_SESSION_EVENTS,
     ):
         if on_store_error not in ON_STORE_ERROR:
             raise ValueError(f"on_store_error must be one of {ON_STORE_ERROR}, got {on_store_error!r}")
@@ -510,6 +519,9 @@ class OnlineScorer:
         self.step: Step | None = step[0] if step is not None else None
         self.hidden_shape: tuple[int, int] | None = step[1] if step is not None else None
         self.on_store_error = on_store_error
+        if max_session_events < 1:
+            raise ValueError(f"max_session_events must be at least 1, got {max_session_events}")
+        self.max_session_events = max_session_events
         # A store seeded with a history (serve --history-events) that an entity model reads: without it (a Redis
         # restarted empty, until the service seeds it again) the entity features would read an empty history.
         self.needs_seed = seeded and self.spec.entity is not None
@@ -660,8 +672,8 @@ class OnlineScorer:
             if entries is not None:
                 fresh: dict[bytes, int] = {}
                 conflicts.clear()
-                for i, e in enumerate(entries):
-                    if state.seen(e):
+                for i, (e, seen) in enumerate(zip(entries, state.seen(entries))):
+                    if seen:
                         with _stored(sid):
                             first = state.taken_as(e)
                         if first is not None and first != records[i]:
@@ -673,6 +685,12 @@ class OnlineScorer:
             taken[:] = new
             if not new:
                 return None
+            if state.n_events + len(new) > self.max_session_events:
+                raise DataValidationError(
+                    f"session {sid!r} holds {state.n_events:,} event(s): {len(new):,} more would pass "
+                    f"{self.max_session_events:,}, the most one open session takes (--max-session-events); a "
+                    "session that long is more likely a bot or a replay than a visit: start a new session id"
+                )
             keyed = [json.dumps(keys[i]).encode() + b"\t" + lines[i] for i in new]
             self._advance(state, [keys[i] for i in new], keyed, _rows(events, new))
             return state.encode()

@@ -54,7 +54,7 @@ from seqfraud.export.artifact import strict_json, unique_keys
 from seqfraud.features.spec import Spec
 from seqfraud.scoring.explain import flat_note, scored_occlusion, unlisted, unread_note
 from seqfraud.scoring.history import HistoryRequired, refuse_to_serve
-from seqfraud.scoring.online import OnlineScorer, label_keys, read_labels, segments
+from seqfraud.scoring.online import MAX_SESSION_EVENTS, OnlineScorer, label_keys, read_labels, segments
 from seqfraud.scoring.prepare import as_frame, normalized_events
 from seqfraud.scoring.scorer import Scorer
 from seqfraud.scoring.state import MemoryStore, Occasional, StateStore, StoreBusy, StoreUnavailable
@@ -71,6 +71,9 @@ class Limits:
     """Per-request bounds (what one request may cost in memory and time) and requests in flight per route."""
 
     max_events_per_session: int = 4096
+    max_session_events: int = (
+        MAX_SESSION_EVENTS  # events one open session takes over all its /events requests
+    )
     max_sessions_per_batch: int = 1000
     max_sessions_per_events: int = 256  # sessions of one /events request (entity models: runs), each rescored
     max_body_bytes: int = 8 * 1024 * 1024  # /score/batch
@@ -847,6 +850,7 @@ def create_app(
             store if store is not None else MemoryStore(),
             on_store_error=on_store_error,
             seeded=reseed is not None,
+            max_session_events=limits.max_session_events,
         )
         app.state.online_validators = online_request_models(scorer.spec, limits)
         app.state.reseed = reseed

@@ -128,8 +128,10 @@ class Label:
 
 
 def _check_time(value: Any, what: str) -> None:
-    """Epoch microseconds: an int64, as every path writes them."""
-    if type(value) is not int or not -(1 << 63) <= value < 1 << 63:
+    """Epoch microseconds, within 2^60 of the epoch (36,000 years; every path writes times of years 1 to 9999):
+    a time past int64 answered every event of its entities 500 (review 103), and one near int64's ends would
+    wrap in the windows' arithmetic."""
+    if type(value) is not int or not -(1 << 60) < value < 1 << 60:
         raise ValueError(f"{what} is {str(value)[:40]!r}, not epoch microseconds")
 
 
