@@ -550,7 +550,28 @@ def test_score_and_explain_commands_take_a_history(entity_run, entity_artifact, 
     expected = pl.read_parquet(entity_run / "predictions" / "test.parquet")
     got = pl.read_parquet(tmp_path / "scores.parquet").join(expected, on=S.SESSION_ID, suffix="_train")
     assert got.height == expected.height and (got[S.RAW_SCORE] - got[f"{S.SCORE}_train"]).abs().max() <= 1e-5
-    session = scored["session_id"][0]
+    # Explained, a session reads the file's other sessions as context, as scoring the file does: read alone it
+    # showed another score than the one given (dogfood 102). The session whose score its context moves most.
+    from seqfraud.scoring.history import History
+    from seqfraud.scoring.scorer import Scorer
+
+    alone = Scorer.load(entity_artifact)
+    alone.history = History.read(tmp_path / "history.parquet", labels, alone.spec)
+    given = dict(got.select(S.SESSION_ID, S.SCORE).iter_rows())
+    moved = {
+        sid: abs(alone.score(rows, source="test")[S.SCORE][0] - given[sid])
+        for (sid,), rows in scored.group_by(S.SESSION_ID)
+    }
+    session = max(moved, key=moved.__getitem__)
+    assert moved[session] > 1e-4  # its context moves it
+    _, row = explain.explain_session(
+        entity_artifact,
+        tmp_path / "new.parquet",
+        session,
+        tmp_path / "view.html",
+        history=lambda spec: History.read(tmp_path / "history.parquet", labels, spec),
+    )
+    assert row[S.SCORE] == pytest.approx(given[session], abs=1e-6)
     explain.main(
         [
             "--artifact",

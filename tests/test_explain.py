@@ -485,7 +485,8 @@ def test_a_session_id_without_its_leading_zeros_is_pointed_at_the_ids_that_have_
     (tmp_path / "e.csv").write_text(
         "session_id,timestamp,event_type\n0663553,2026-01-01T00:00:00Z,pay\n7,2026-01-01T00:00:01Z,pay\n"
     )
-    assert session_events(tmp_path / "e.csv", spec, "0663553").height == 1
+    found, others = session_events(tmp_path / "e.csv", spec, "0663553")
+    assert found.height == 1 and others.collect()["session_id"].to_list() == ["7"]
     with pytest.raises(DataValidationError, match=r"no events of session '663553' \(ids compare as text; "):
         session_events(tmp_path / "e.csv", spec, "663553")
     with pytest.raises(DataValidationError, match=r"no events of session 'x'$"):

@@ -40,10 +40,12 @@ def explain_session(
     with ``stacked`` (whether a stacker made the score) and ``note`` (:func:`unread_note`).
     """
     scorer = Scorer.load(artifact)
-    scorer.history = history(scorer.spec)
-    found = session_events(events, scorer.spec, session)
-    stacked = scorer.stacker is not None
+    found, others = session_events(events, scorer.spec, session)
     where = str(events)  # the file, in what its validation says (it said 'events': dogfood 97)
+    if (read := history(scorer.spec)) is not None:  # the file's other sessions, as seqfraud score reads them
+        read = read.beside(others, where, scorer.spec)
+    scorer.history = read
+    stacked = scorer.stacker is not None
     scored = scorer.score(found, source=where).row(0, named=True) | {
         "stacked": stacked,
         "note": unread_note(found.height, scorer.spec, stacked),

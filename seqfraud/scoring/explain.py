@@ -328,12 +328,13 @@ def _check_alignment(scorer: TokenScorer, kept: pl.DataFrame, full: Sequences) -
         raise RuntimeError("explain: the kept events do not line up with the scored tokens")
 
 
-def session_events(path: str | Path, spec: Spec, session: str) -> pl.DataFrame:
-    """One session's raw events from a Parquet file, directory or glob, or a CSV file."""
+def session_events(path: str | Path, spec: Spec, session: str) -> tuple[pl.DataFrame, pl.LazyFrame]:
+    """One session's raw events from a Parquet file, directory or glob, or a CSV file, and the others' (lazy)."""
     events, source = scan_table(path, spec.schema)
     column = spec.schema.session_id
+    mine = pl.col(column).cast(pl.String) == session
     with reading(source):
-        found = events.filter(pl.col(column).cast(pl.String) == session).collect()
+        found = events.filter(mine).collect()
     if found.height == 0:
         # Ids compare as text: name the ids that differ from it only by leading zeros or spaces ('0663553').
         bare = pl.col(column).cast(pl.String).str.strip_chars().str.strip_chars_start("0")
@@ -342,7 +343,7 @@ def session_events(path: str | Path, spec: Spec, session: str) -> pl.DataFrame:
             near = alike.unique(maintain_order=True).head(3).collect()[column].to_list()
         hint = f" (ids compare as text; this file has {near})" if near else ""
         raise DataValidationError(f"{source}: column {column!r}: no events of session {session!r}{hint}")
-    return found
+    return found, events.filter(~mine)
 
 
 def top_events(explained: pl.DataFrame, k: int = 3) -> pl.DataFrame:
