@@ -971,6 +971,12 @@ def test_labels_are_read_in_the_label_tables_column_names() -> None:
     event |= {"seller": "s1"}
     assert events.validate_python({"events": [event | {"txn": None}]})["events"][0]["txn"] is None
     assert events.validate_python({"events": [event | {"txn": "t1"}]})["events"][0]["txn"] == "t1"
+    # A blank or padded event id is refused as a session id is: " t1" beside "t1" took a retry as new (review 103).
+    for blank in ("", " t1", "t1\u0000"):
+        with pytest.raises(
+            Exception, match="txn\n.*expected null \\(the event has none\\) or a non-blank id"
+        ):
+            events.validate_python({"events": [event | {"txn": blank}]})
     with pytest.raises(RequestError, match="events\\[0\\].txn: Field required"):
         parse(events, json.dumps({"events": [event]}).encode())
 

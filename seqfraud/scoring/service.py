@@ -184,8 +184,9 @@ def _typed(expected: str, *types: type, nullable: bool = False, max_chars: int) 
 
 def _usable_id(code: str, expected: str) -> Callable[[Any], Any]:
     """A check of ids by :data:`~seqfraud.data.events.BLANK_ID`'s rule: session ids, which training and batch
-    scoring refuse alike and ``GET /sessions/{id}`` must name, and entity values, where ``""`` would link every
-    session that sent it into one entity (dogfood 26; ``null`` says the event has none)."""
+    scoring refuse alike and ``GET /sessions/{id}`` must name, entity values, where ``""`` would link every
+    session that sent it into one entity (dogfood 26; ``null`` says the event has none), and event ids, where
+    ``" 7"`` beside ``"7"`` took a retry as a new event (review 103)."""
 
     def check(value: Any) -> Any:
         if isinstance(value, str) and blank_id(value):
@@ -198,8 +199,8 @@ def _usable_id(code: str, expected: str) -> Callable[[Any], Any]:
 _session_id = _usable_id(
     "session_id", "expected a non-blank id without control characters or spaces at its ends"
 )
-_entity_value = _usable_id(
-    "entity",
+_optional_id = _usable_id(
+    "id",
     "expected null (the event has none) or a non-blank id without control characters or spaces at its ends",
 )
 
@@ -226,7 +227,7 @@ class ValueTypes:
     session: Any
     timestamp: Any
     category: Any
-    entity: Any
+    optional_id: Any  # an entity value or an event id: null where the event has none
 
     @classmethod
     @functools.cache
@@ -259,9 +260,9 @@ class ValueTypes:
             category=_typed(
                 "a string, an integer, a boolean or null", str, int, bool, nullable=True, max_chars=max_chars
             ),
-            entity=Annotated[  # an id, of something sessions share
+            optional_id=Annotated[
                 _typed("a string, an integer or null", str, int, nullable=True, max_chars=max_chars),
-                AfterValidator(_entity_value),
+                AfterValidator(_optional_id),
             ],
         )
 
@@ -312,11 +313,9 @@ def online_request_models(spec: Spec, limits: Limits) -> tuple[TypeAdapter, Type
     # An entity column is required (null: the event has none): a client that leaves it out by mistake would
     # otherwise get scores without the shared-entity context the model was trained to read, and no error. So is
     # the event id (null: this event has none): without it a retry counts its events again (dogfood 36).
-    fields = event_fields(spec, types) | {c: Required[types.entity] for c in s.entities}
+    fields = event_fields(spec, types) | {c: Required[types.optional_id] for c in s.entities}
     if s.event_id:
-        fields[s.event_id] = Required[
-            _typed("a string, an integer or null", str, int, nullable=True, max_chars=limits.max_value_chars)
-        ]
+        fields[s.event_id] = Required[types.optional_id]
     event: Any = with_config(FORBID)(_dynamic_typed_dict("OnlineEvent", fields))
     session_key, label_key, time_key = label_keys(s)
     events: Any = Annotated[list[event], Field(min_length=1, max_length=limits.max_events_per_session)]
