@@ -507,7 +507,7 @@ def test_online_events_take_datetimes_as_score_does(gru_artifact, gru_run) -> No
 def test_late_and_repeated_events(gru_artifact, gru_run) -> None:
     """A resent event (same id) changes nothing; an event older than the session's latest is put in its
     place, as the whole-session score would; several events of several sessions may come at once."""
-    from seqfraud.data.events import DataValidationError
+    from seqfraud.data.events import INTEGER_IDS, DataValidationError
     from seqfraud.scoring.online import OnlineScorer
     from seqfraud.scoring.scorer import Scorer
     from seqfraud.scoring.state import MemoryStore
@@ -533,6 +533,16 @@ def test_late_and_repeated_events(gru_artifact, gru_run) -> None:
         with pytest.raises(DataValidationError, match=repeat):
             online.events([first[6], first[6] | {"timestamp": first[7]["timestamp"]}])
         assert online.session(first[0]["session_id"]).n_events == 5
+        # Where the training log's event ids were integers, a retry's id zero-padded was a new event to the store
+        # (dogfood 102): refused.
+        padded = first[0] | {"event_id": "0" + first[0]["event_id"]}
+        online.spec = replace(scorer.spec, fit_info=scorer.spec.fit_info | {INTEGER_IDS: ["event_id"]})
+        with pytest.raises(
+            DataValidationError, match="column 'event_id': 1 row\\(s\\) hold an integer id written"
+        ):
+            online.events([padded])
+        online.spec = scorer.spec
+        assert online.events([first[0] | {"event_id": int(first[0]["event_id"])}])[0]["repeated"] == 1
         (late,) = online.events([first[3]])
         whole = scorer.score(without_ids(first[:6]), source="test")
         assert late["n_events"] == 6 and abs(late[S.SCORE] - whole[S.SCORE][0]) <= 1e-5

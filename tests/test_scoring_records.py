@@ -251,6 +251,37 @@ def test_csv_ids_written_as_integers_are_held_as_integers_and_their_decimals_ref
     )
 
 
+def test_event_ids_trained_as_integers_written_otherwise_are_refused(tmp_path):
+    """Online scoring takes a resent event by its id: a gateway that zero-pads a retry's id (0775 for 775) had it
+    scored as a new event, flipping the band (dogfood 102). The event id's form is recorded as the other ids'
+    are, for every model with event ids, and scoring refuses it written otherwise."""
+    from dataclasses import replace
+
+    from seqfraud.data.events import INTEGER_IDS, load_events
+    from seqfraud.scoring.prepare import normalized_events
+
+    log = pl.DataFrame(
+        {
+            "session_id": ["a", "a", "b"],
+            "timestamp": [f"2026-03-01T10:00:0{i}Z" for i in range(3)],
+            "event_type": ["pay"] * 3,
+            "txn": ["775", "776", "900"],
+            "label": [0, 0, 1],
+        }
+    )
+    log.write_csv(tmp_path / "e.csv")
+    assert load_events(str(tmp_path / "e.csv"), Schema(event_id="txn")).report[INTEGER_IDS] == ["txn"]
+    assert INTEGER_IDS not in load_events(str(tmp_path / "e.csv"), Schema()).report
+    spec = replace(SPEC, schema=replace(SPEC.schema, event_id="txn"), fit_info={INTEGER_IDS: ["txn"]})
+    event = {**_events(1)[0], "timestamp": "2026-03-01T10:00:00Z"}
+    says = "column 'txn': 1 row(s) hold an integer id written otherwise than as its digits (first: '0775'"
+    with pytest.raises(DataValidationError, match=re.escape(says)):
+        normalized_events(as_frame([event | {"txn": "0775"}], spec, "request").lazy(), spec, "request")
+    for txn in ("775", 775, "t775"):
+        normalized_events(as_frame([event | {"txn": txn}], spec, "request").lazy(), spec, "request")
+    normalized_events(as_frame([event], spec, "request").lazy(), spec, "request")  # a log without event ids
+
+
 def test_naive_times_sent_to_a_model_trained_on_zoned_ones_are_said_once_per_source(tmp_path, caplog):
     """A client that drops every offset (a whole file, or POST /events one event at a time) was never told,
     since the warning fired only where one file or request mixed both kinds, though the spec could know that

@@ -1831,12 +1831,22 @@ class RawEvents:
         return {k: v for k, v in ((ZERO_PADDED_IDS, self.zero_padded), (INTEGER_IDS, self.integers)) if v}
 
 
+def id_columns(schema: Schema) -> list[str]:
+    """The columns whose values name things, so that one written two ways is two things: the session id and the
+    entities of an entity model (one session's device written 0375 and 375 is two devices), and the event id,
+    which online scoring takes a resent event by (0775 resent as 775 was scored as a new event: dogfood 102)."""
+    return [
+        *([schema.session_id, *schema.entities] if schema.entities else []),
+        *([schema.event_id] if schema.event_id else []),
+    ]
+
+
 def zero_padded_ids(raw: pl.LazyFrame, have: pl.Schema, schema: Schema) -> list[str]:
-    """The id columns (session id and entities, of an entity model) that the log writes as text with leading
-    zeros (``00002037``), judged from its first rows: an integer sent for them later has lost its zeros, so it
-    meets no history or label (dogfood 63), and scoring refuses it (:func:`refuse_integer_ids`)."""
+    """The :func:`id_columns` that the log writes as text with leading zeros (``00002037``), judged from its first
+    rows: an integer sent for them later has lost its zeros, so it meets no history or label (dogfood 63), and
+    scoring refuses it (:func:`refuse_integer_ids`)."""
     # Text, or pandas' category dtype written to Parquet (review 66).
-    ids = [c for c in (schema.session_id, *schema.entities) if _textual(have[c])] if schema.entities else []
+    ids = [c for c in id_columns(schema) if c in have and _textual(have[c])]
     if not ids:
         return []
     padded = (
@@ -1850,16 +1860,13 @@ def zero_padded_ids(raw: pl.LazyFrame, have: pl.Schema, schema: Schema) -> list[
 def integer_ids(
     raw: pl.LazyFrame, have: pl.Schema, schema: Schema, source: str, padded: Sequence[str]
 ) -> list[str]:
-    """The id columns (session id and entities, of an entity model) that the log types as integers, or writes as
-    integers in text (a CSV log's ids are read as text: dogfood 91), ``padded`` (:func:`zero_padded_ids`) aside:
+    """The :func:`id_columns` that the log types as integers, or writes as integers in text (a CSV log's ids are read as text: dogfood 91), ``padded`` (:func:`zero_padded_ids`) aside:
     a later file that writes them as decimals (``3278.0``, a pandas export whose integer column with a gap became
     float, read back from CSV as text) meets no history, label or shared entity written ``3278`` (dogfood 72), and
     scoring refuses it (:func:`refuse_rewritten_ids`). Text columns are read whole: one of integers that writes some
     as decimals holds two ids of one entity, and is refused here. A text column with some ids zero-padded past the
     rows :func:`zero_padded_ids` reads is text, not integers: its ids are keys as written."""
-    if not schema.entities:
-        return []
-    ids = [schema.session_id, *schema.entities]
+    ids = [c for c in id_columns(schema) if c in have]
     text = [c for c in ids if _textual(have[c]) and c not in padded]
     # Per text column: its rows, those written as integers, those as decimals, and the first decimal.
     written: dict[str, tuple[int, int, int, str | None]] = {}
@@ -1894,6 +1901,7 @@ DECIMAL_INTEGER = r"^[+-]?[0-9]+\.0*$"
 # An integer as text written otherwise than INTEGER_TEXT: a decimal, zero-padded (03278: terminal and acquirer
 # exports pad), or signed (+3278, -0).
 REWRITTEN_INTEGER = r"^(?:[+-]?[0-9]+\.0*|\+[0-9]+|-?0[0-9]+|-0)$"
+REWRITTEN = re.compile(REWRITTEN_INTEGER)  # for one value: Python's re and Polars' agree on this pattern
 
 
 def rewritten_ids_said(source: str, column: str, n: int, first: str, held: str) -> str:

@@ -53,6 +53,7 @@ from seqfraud import schema as S
 from seqfraud.baselines import AggregateLayout, RunningAggregates
 from seqfraud.data.events import (
     LABEL_TIME_UNPARSED,
+    REWRITTEN,
     UNPARSED,
     DataValidationError,
     label_day_end,
@@ -557,6 +558,8 @@ class OnlineScorer:
         arrival = f"{time.time_ns()}-{next(self._arrivals)}"
         keys = [event_key(r, schema.event_id, f"{arrival}-{i}") for i, r in enumerate(records)]
         if schema.event_id:
+            ids = [r.get(schema.event_id) for r in records]
+            refuse_misread_ids(ids, schema.event_id, schema.event_id, self.spec, source)
             records = [{k: v for k, v in r.items() if k != schema.event_id} for r in records]
         # Clean records skip Polars (its planning alone costs a millisecond); the full path names what is wrong.
         events = record_columns(records, self.spec, source)
@@ -1047,6 +1050,16 @@ def label_keys(schema: Schema) -> tuple[str, str, str]:
     return schema.session_id, schema.label, schema.label_time or "label_time"
 
 
+def refuse_misread_ids(values: list[Any], column: str, key: str, spec: Spec, source: str) -> None:
+    """A request's ids (``values``, sent under ``key``) of ``column`` in another form than training read them: an
+    integer where the log wrote zero-padded text, or text that writes an integer otherwise than its digits where it
+    held integers (:func:`~seqfraud.data.events.refuse_rewritten_ids`)."""
+    if any(type(v) is int for v in values):
+        refuse_integer_ids([column], spec.zero_padded_ids, source)
+    if column in spec.integer_ids and any(type(v) is str and REWRITTEN.match(v) for v in values):
+        refuse_rewritten_ids(pl.DataFrame({key: [v for v in values if type(v) is str]}), {key: key}, source)
+
+
 def read_labels(labels: list[Mapping[str, Any]], spec: Spec, source: str) -> list[Label]:
     """Labels as ``POST /labels`` sends them (:func:`label_keys`), with the label times read by the event
     timestamp's own rules (RFC 3339, or integer epochs in the training unit) or as a date alone, the end of that day,
@@ -1055,11 +1068,7 @@ def read_labels(labels: list[Mapping[str, Any]], spec: Spec, source: str) -> lis
     if entity is None or not entity.risk:
         raise DataValidationError(f"{source}: this model reads no labels (it has no entity risk features)")
     session_key, label_key, time_key = label_keys(s)
-    if any(type(lb.get(session_key)) is int for lb in labels):
-        refuse_integer_ids([s.session_id], spec.zero_padded_ids, source)
-    if s.session_id in spec.integer_ids:
-        ids = pl.DataFrame({S.SESSION_ID: [str(lb.get(session_key)) for lb in labels]})
-        refuse_rewritten_ids(ids, {S.SESSION_ID: session_key}, source)
+    refuse_misread_ids([lb.get(session_key) for lb in labels], s.session_id, session_key, spec, source)
     times = [lb.get(time_key) for lb in labels]
     given = [i for i, t in enumerate(times) if t is not None]
     if given and not s.label_time:

@@ -23,7 +23,7 @@ import polars as pl
 from seqfraud import schema as S
 from seqfraud.data.events import (
     BLANK_ID,
-    REWRITTEN_INTEGER,
+    REWRITTEN,
     RFC3339,
     SCORING_NAMES,
     TRAINED_ZONED,
@@ -239,8 +239,8 @@ def normalized_events(
             first_bad(events, pl.col(S.TS_OUT_OF_RANGE), lf, schema.timestamp),
         )
     if spec.integer_ids:
-        renamed = {schema.session_id: S.SESSION_ID}
-        textual = {renamed.get(c, c): c for c in spec.integer_ids if not have[c].is_integer()}
+        renamed = {schema.session_id: S.SESSION_ID, schema.event_id: S.EVENT_ID}
+        textual = {renamed.get(c, c): c for c in spec.integer_ids if c in have and not have[c].is_integer()}
         refuse_rewritten_ids(events, textual, source)
     if S.TS_NAIVE in events.columns:
         naive = int(events[S.TS_NAIVE].sum())
@@ -280,7 +280,6 @@ def say_once(kind: str, source: str, message: str) -> None:
 
 
 _RFC3339 = re.compile(RFC3339)
-_REWRITTEN = re.compile(REWRITTEN_INTEGER)
 _ZONED = re.compile(ZONED)
 _EPOCH_DAY = date(1970, 1, 1).toordinal()
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
@@ -316,7 +315,7 @@ def record_columns(records: Sequence[Any], spec: Spec, source: str = "request") 
         allowed = {str, int} if c in s.entities or c == s.session_id else {str, int, bool}
         if not types <= allowed or (int in types and c in padded):
             return None  # the full path names what is wrong
-        if str in types and c in integer_typed and any(_REWRITTEN.match(v) for v in values if type(v) is str):
+        if str in types and c in integer_typed and any(REWRITTEN.match(v) for v in values if type(v) is str):
             return None
         if int in types and not all(
             v is None or type(v) is not int or _INT64_MIN <= v <= _INT64_MAX for v in values
