@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from latency import LOADS, load, percentiles
 from serving import session_of
 
 from seqfraud.features.tokens import Sequences
@@ -37,30 +38,6 @@ from seqfraud.scoring.online import OnlineScorer, SessionState
 from seqfraud.scoring.redis_store import RedisStore
 from seqfraud.scoring.scorer import Scorer
 from seqfraud.scoring.state import MemoryStore, StateStore
-
-
-def percentiles(ms: list[float]) -> dict[str, float]:
-    a = np.asarray(ms)
-    return {
-        "p50": float(np.median(a)),
-        "p99": float(np.quantile(a, 0.99)),
-        "p99.9": float(np.quantile(a, 0.999)),
-    }
-
-
-@contextmanager
-def hog(on: bool):
-    """One process spinning on a core, or nothing."""
-    if not on:
-        yield
-        return
-    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        time.sleep(0.5)
-        yield
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 @contextmanager
@@ -247,13 +224,13 @@ def main() -> None:
             if url:
                 backends["redis"] = lambda: RedisStore(url, timeout_s=1.0)
             for store_name, make in backends.items():
-                for loaded in (False, True):
-                    with hog(loaded):
+                for under in LOADS:
+                    with load(under):
                         for length in args.lengths:
                             r = measure(scorer, make(), length, args.sessions, args.events)
                             o, w = r["online"], r["whole"]
                             print(
-                                f"| {name} | {store_name} | {'hog' if loaded else 'quiet'} | {length} | "
+                                f"| {name} | {store_name} | {under} | {length} | "
                                 f"{scorer.spec.max_len} | {o['p50']:.2f} | {o['p99']:.2f} | {o['p99.9']:.2f} | {r['model_ms']:.2f} | "
                                 f"{w['p50']:.2f} | {w['p99']:.2f} | {w['p99.9']:.2f} | {r['state_bytes']:,} |",
                                 flush=True,
@@ -275,28 +252,31 @@ def http(args: argparse.Namespace, redis_url: str | None) -> None:
         f"{args.concurrency} in flight):\n"
     )
     print(
-        "| model | store | history L | p50 ms | p99 | p99.9 | events/s | server CPU ms per event | errors | "
-        "RSS per open session kB |"
+        "| model | store | load | history L | p50 ms | p99 | p99.9 | events/s (quiet) | server CPU ms per event | "
+        "errors | RSS per open session kB |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for spec in args.artifact:
         name, path = spec.split("=", 1)
         for store_name, url_of in (
             [("memory", None), ("redis", redis_url)] if redis_url else [("memory", None)]
         ):
             with service(path, url_of) as (url, pid):
-                latency = {
-                    length: http_latency(url, length, args.sessions, args.events) for length in args.lengths
-                }
+                latency = {}
+                for under in LOADS:
+                    with load(under):
+                        for length in args.lengths:
+                            latency[under, length] = http_latency(url, length, args.sessions, args.events)
                 server = psutil.Process(pid)
                 before, cpu = server.memory_info().rss, sum(server.cpu_times()[:2])
-                load = asyncio.run(sustained(url, args.open_sessions, args.per_session, args.concurrency))
+                run = asyncio.run(sustained(url, args.open_sessions, args.per_session, args.concurrency))
                 per_session = (server.memory_info().rss - before) / args.open_sessions / 1e3
                 cpu_ms = (sum(server.cpu_times()[:2]) - cpu) * 1e3 / (args.open_sessions * args.per_session)
-            for length, r in latency.items():
+            for (under, length), r in latency.items():
                 print(
-                    f"| {name} | {store_name} | {length} | {r['p50']:.2f} | {r['p99']:.2f} | {r['p99.9']:.2f} | "
-                    f"{load['events_per_s']:.0f} | {cpu_ms:.2f} | {load['errors']} | {per_session:.1f} |",
+                    f"| {name} | {store_name} | {under} | {length} | {r['p50']:.2f} | {r['p99']:.2f} | "
+                    f"{r['p99.9']:.2f} | {run['events_per_s']:.0f} | {cpu_ms:.2f} | {run['errors']} | "
+                    f"{per_session:.1f} |",
                     flush=True,
                 )
 

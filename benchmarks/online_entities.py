@@ -25,7 +25,8 @@ from pathlib import Path
 
 import polars as pl
 import torch
-from online import hog, percentiles, redis
+from latency import LOADS, load, percentiles
+from online import redis
 
 from seqfraud import schema as S
 from seqfraud.scoring.online import OnlineScorer, label_keys, read_labels
@@ -118,14 +119,14 @@ def main() -> None:
                 url, prefix=f"{cell}:", session_ttl_s=1e9, timeout_s=1.0
             )
         for store, make in stores.items():
-            for loaded in (False, True):
-                with hog(loaded):
+            for under in LOADS:
+                with load(under):
                     for n in args.history:
-                        state = make(f"{loaded}-{n}")
+                        state = make(f"{under}-{n}")
                         r = measure(scorer, state, log, args.labels, n, args.timed)
                         state.close()
                         print(
-                            f"| {store} | {'hog' if loaded else 'quiet'} | {n:,} | {r['labels']:,} | "
+                            f"| {store} | {under} | {n:,} | {r['labels']:,} | "
                             f"{r['replay_s']:.1f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['p99.9']:.2f} |",
                             flush=True,
                         )

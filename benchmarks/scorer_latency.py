@@ -1,5 +1,6 @@
-"""Latency (p50, p99) of ``Scorer.score``, of its model alone and of one online event, for one session of
-``--length`` events; and the work around the model (``score`` p50 less the model's p50) as a share of the model.
+"""Latency (p50, p99, p99.9) of ``Scorer.score``, of its model alone and of one online event, for one session of
+``--length`` events, quiet and beside a one-core CPU hog (``latency.py``); and the work around the model
+(``score`` p50 less the model's p50) as a share of the model.
 
     OMP_NUM_THREADS=1 python benchmarks/scorer_latency.py --artifact ARTIFACT [--code DIR]
 
@@ -15,17 +16,24 @@ import time
 from pathlib import Path
 
 
-def latency_ms(call, n: int) -> tuple[float, float]:
-    """p50 and p99 in ms."""
-    import numpy as np
+def latency_ms(call, n: int) -> dict[str, float]:
+    from latency import percentiles
 
-    times = []
+    ms = []
     for _ in range(n):
         t0 = time.perf_counter()
         call()
-        times.append(time.perf_counter() - t0)
-    ms = np.asarray(times) * 1e3
-    return float(np.median(ms)), float(np.quantile(ms, 0.99))
+        ms.append((time.perf_counter() - t0) * 1e3)
+    return percentiles(ms)
+
+
+def online_event_ms(online, records: list[dict], length: int, session_id: str) -> dict[str, float]:
+    """One event at a time after the first ``length`` of ``records``, as session ``session_id``."""
+    for r in records:
+        r["session_id"] = session_id
+    online.events(records[:length])
+    later = iter(records[length:])
+    return latency_ms(lambda: online.events([next(later)]), len(records) - length)
 
 
 def main() -> None:
@@ -38,6 +46,7 @@ def main() -> None:
     args = p.parse_args()
     sys.path[:0] = [str(args.code), str(args.code / "benchmarks")]
     import torch
+    from latency import LOADS, load
     from serving import session_of
 
     import seqfraud
@@ -51,24 +60,24 @@ def main() -> None:
     scorer = Scorer.load(args.artifact)
     records = session_of(args.length, seed=1)
     scorer.warmup()
-    score = latency_ms(lambda: scorer.score(records, source="bench"), args.calls)
     seqs = column_sequences(record_columns(records, scorer.spec), scorer.spec, scorer.tables)
     tokens, lengths = torch.from_numpy(seqs.tokens[None].copy()), torch.from_numpy(seqs.lengths)
-    with torch.inference_mode():
-        model = latency_ms(lambda: scorer.model(tokens, lengths), args.calls)
-    online = OnlineScorer(scorer, MemoryStore())
     more = session_of(args.length + args.events, seed=2)
-    for r in more:
-        r["session_id"] = "bench"
-    online.events(more[: args.length])
-    later = iter(more[args.length :])
-    event = latency_ms(lambda: online.events([next(later)]), args.events)
-    around = (score[0] - model[0]) / model[0]
-    print(
-        f"{Path(seqfraud.__file__).parents[1]}: Scorer.score p50 {score[0]:.3f} p99 {score[1]:.3f} ms, "
-        f"model alone p50 {model[0]:.3f} p99 {model[1]:.3f} ms, around the model {around:.2f}x, "
-        f"online event p50 {event[0]:.3f} p99 {event[1]:.3f} ms"
-    )
+
+    def said(name: str, r: dict[str, float]) -> str:
+        return f"{name} p50 {r['p50']:.3f} p99 {r['p99']:.3f} p99.9 {r['p99.9']:.3f} ms"
+
+    for under in LOADS:
+        with load(under):
+            score = latency_ms(lambda: scorer.score(records, source="bench"), args.calls)
+            with torch.inference_mode():
+                model = latency_ms(lambda: scorer.model(tokens, lengths), args.calls)
+            event = online_event_ms(OnlineScorer(scorer, MemoryStore()), more, args.length, f"bench-{under}")
+        around = (score["p50"] - model["p50"]) / model["p50"]
+        print(
+            f"{Path(seqfraud.__file__).parents[1]} ({under}): {said('Scorer.score', score)}, "
+            f"{said('model alone', model)}, around the model {around:.2f}x, {said('online event', event)}"
+        )
 
 
 if __name__ == "__main__":

@@ -6,14 +6,15 @@
 Measures (torch intra-op threads 1 for latency, all cores for batch):
 - import time of the serving path and ``Scorer.load`` time;
 - ``Scorer.score`` on one session of 16, 128 and 512 events as a list of dicts (ISO timestamps, what the
-  HTTP service passes), preprocessing included: median and p99 over ``--calls`` calls;
+  HTTP service passes), preprocessing included: p50, p99 and p99.9 over ``--calls`` calls;
 - ``seqfraud serve`` on 127.0.0.1 under an open-loop load generator (asyncio + httpx) at a fixed
-  rate with bounded concurrency and duration: client-side median and p99, and the server's own latency_ms;
+  rate with bounded concurrency and duration: client-side p50, p99 and p99.9, and the server's own latency_ms;
   then ``POST /explain`` on one session of ``min(256, max_len)`` events, called one at a time;
 - ``seqfraud score`` on ``--sessions`` synthetic sessions: sessions/s and peak memory.
 
 Latency runs with the service's settings, one torch and one Polars thread (POLARS_MAX_THREADS is set
-before Polars is imported); batch scoring gets the default, all cores. Prints a Markdown report with the
+before Polars is imported), quiet and beside a one-core CPU hog (``latency.py``); batch scoring gets the default,
+all cores, quiet. Prints a Markdown report with the
 machine's load average, since a shared machine moves every figure.
 """
 
@@ -37,6 +38,7 @@ import numpy as np
 import polars as pl
 import psutil
 import torch
+from latency import LOADS, load, percentiles
 
 from seqfraud.data.synthetic import generate
 from seqfraud.features.spec import Spec
@@ -44,11 +46,6 @@ from seqfraud.schema import SYNTHETIC
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"in_process_p99_ms_128": 2.0, "http_p99_ms": 15.0, "batch_sessions_per_s": 5000.0}
-
-
-def percentiles(seconds: list[float]) -> dict[str, float]:
-    ms = np.asarray(seconds) * 1e3
-    return {"median_ms": float(np.median(ms)), "p99_ms": float(np.quantile(ms, 0.99)), "n": len(ms)}
 
 
 def session_of(n: int, seed: int) -> list[dict]:
@@ -88,28 +85,33 @@ def bench_import_and_load(artifact: Path, repeats: int = 3) -> dict[str, float]:
     }
 
 
-def bench_in_process(artifact: Path, fmt: str, lengths: list[int], calls: int) -> dict[int, dict[str, float]]:
-    """Wall time per call, and the calling thread's CPU time (what neighbours on the machine cannot inflate)."""
+def bench_in_process(
+    artifact: Path, fmt: str, lengths: list[int], calls: int
+) -> dict[str, dict[int, dict[str, float]]]:
+    """Per load, wall time per call, and the calling thread's CPU time (what neighbours on the machine cannot
+    inflate)."""
     from seqfraud.scoring import Scorer
 
     torch.set_num_threads(1)
     scorer = Scorer.load(artifact, fmt=fmt)
     scorer.warmup()
-    out = {}
-    for n in lengths:
-        events = session_of(n, seed=n)
-        for _ in range(50):
-            scorer.score(events)
-        wall, cpu = [], []
-        for _ in range(calls):
-            t0, c0 = time.perf_counter(), time.thread_time()
-            scorer.score(events)
-            wall.append(time.perf_counter() - t0)
-            cpu.append(time.thread_time() - c0)
-        out[n] = percentiles(wall) | {
-            "cpu_median_ms": float(np.median(cpu)) * 1e3,
-            "cpu_p99_ms": float(np.quantile(cpu, 0.99)) * 1e3,
-        }
+    out: dict[str, dict[int, dict[str, float]]] = {under: {} for under in LOADS}
+    for under in LOADS:
+        with load(under):
+            for n in lengths:
+                events = session_of(n, seed=n)
+                for _ in range(50):
+                    scorer.score(events)
+                wall, cpu = [], []
+                for _ in range(calls):
+                    t0, c0 = time.perf_counter(), time.thread_time()
+                    scorer.score(events)
+                    wall.append((time.perf_counter() - t0) * 1e3)
+                    cpu.append(time.thread_time() - c0)
+                out[under][n] = percentiles(wall) | {
+                    "cpu_median_ms": float(np.median(cpu)) * 1e3,
+                    "cpu_p99_ms": float(np.quantile(cpu, 0.99)) * 1e3,
+                }
     return out
 
 
@@ -126,7 +128,7 @@ async def load_generator(
     import httpx
 
     n = int(rate * duration)
-    client_s, server_ms, late_s, errors = [], [], [], 0
+    client_ms, server_ms, late_s, errors = [], [], [], 0
     gate = asyncio.Semaphore(concurrency)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10.0) as client:
@@ -142,7 +144,7 @@ async def load_generator(
                         content=bodies[i % len(bodies)],
                         headers={"content-type": "application/json"},
                     )
-                    client_s.append(time.perf_counter() - start)
+                    client_ms.append((time.perf_counter() - start) * 1e3)
                     if r.status_code == 200:
                         server_ms.append(r.json()["latency_ms"])
                     else:
@@ -159,10 +161,10 @@ async def load_generator(
         await asyncio.wait_for(asyncio.gather(*tasks), timeout=duration + 60)
         elapsed = time.perf_counter() - t0
     server = np.asarray(server_ms)
-    return percentiles(client_s) | {
+    return percentiles(client_ms) | {
         "server_median_ms": float(np.median(server)),
         "server_p99_ms": float(np.quantile(server, 0.99)),
-        "achieved_rps": len(client_s) / elapsed,
+        "achieved_rps": len(client_ms) / elapsed,
         "errors": errors,
         "p99_start_lateness_ms": float(np.quantile(late_s, 0.99)) * 1e3,
     }
@@ -176,7 +178,8 @@ def bench_http(
     concurrency: int,
     explain: list[dict],
     explain_calls: int = 10,
-) -> tuple[dict[str, dict], dict]:
+) -> tuple[dict[str, dict[str, dict]], dict]:
+    """Per load, each group of sessions under the open-loop load generator; then ``/explain``, quiet."""
     port = free_port()
     server = subprocess.Popen(
         [
@@ -212,24 +215,27 @@ def bench_http(
             if time.monotonic() > deadline:
                 raise RuntimeError("the service did not come up in 120 s")
             time.sleep(0.2)
-        out = {}
+        out: dict[str, dict[str, dict]] = {under: {} for under in LOADS}
         watched = psutil.Process(server.pid)
-        for name, group in sessions.items():
-            bodies = [json.dumps({"events": events}).encode() for events in group]
-            asyncio.run(
-                load_generator(url, bodies, rate, min(duration, 3.0), concurrency)
-            )  # warm connections
-            before = sum(watched.cpu_times()[:2])
-            out[name] = asyncio.run(load_generator(url, bodies, rate, duration, concurrency))
-            out[name]["server_cpu_ms_per_request"] = (
-                (sum(watched.cpu_times()[:2]) - before) * 1e3 / int(rate * duration)
-            )
-        seconds = []
+        for under in LOADS:
+            with load(under):
+                for name, group in sessions.items():
+                    bodies = [json.dumps({"events": events}).encode() for events in group]
+                    asyncio.run(
+                        load_generator(url, bodies, rate, min(duration, 3.0), concurrency)
+                    )  # warm connections
+                    before = sum(watched.cpu_times()[:2])
+                    run = asyncio.run(load_generator(url, bodies, rate, duration, concurrency))
+                    run["server_cpu_ms_per_request"] = (
+                        (sum(watched.cpu_times()[:2]) - before) * 1e3 / int(rate * duration)
+                    )
+                    out[under][name] = run
+        ms = []
         for i in range(explain_calls + 2):  # the first two warm up
             t0 = time.perf_counter()
             httpx.post(f"{url}/explain", json={"events": explain}, timeout=60).raise_for_status()
-            seconds.append(time.perf_counter() - t0)
-        return out, percentiles(seconds[2:]) | {"events": len(explain)}
+            ms.append((time.perf_counter() - t0) * 1e3)
+        return out, percentiles(ms[2:]) | {"events": len(explain)}
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -312,11 +318,11 @@ def report(meta: dict, imports: dict, inproc: dict, http: dict, explain: dict, b
         f"TorchScript): {imports['load_s'] * 1e3:.0f} ms."
     )
     inproc_head = (
-        "| in process, one session (list of dicts, preprocessing included) | format | median ms | p99 ms "
-        "| thread CPU median / p99 ms | calls |"
+        "| in process, one session (list of dicts, preprocessing included) | format | load | p50 ms | p99 ms "
+        "| p99.9 ms | thread CPU median / p99 ms | calls |"
     )
     http_head = (
-        "| HTTP `POST /score`, loopback | load | achieved req/s | median ms | p99 ms "
+        "| HTTP `POST /score`, loopback | requests | load | achieved req/s | p50 ms | p99 ms | p99.9 ms "
         "| server latency_ms median / p99 | server CPU ms per request | errors |"
     )
     per_cpu_s = batch["sessions"] / batch["process_cpu_s"]
@@ -334,27 +340,29 @@ def report(meta: dict, imports: dict, inproc: dict, http: dict, explain: dict, b
         startup,
         "",
         inproc_head,
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
         *[
-            f"| {n} events | {fmt} | {r['median_ms']:.2f} | {r['p99_ms']:.2f} | {r['cpu_median_ms']:.2f} / "
-            f"{r['cpu_p99_ms']:.2f} | {r['n']} |"
-            for fmt, rows in inproc.items()
+            f"| {n} events | {fmt} | {under} | {r['p50']:.2f} | {r['p99']:.2f} | {r['p99.9']:.2f} | "
+            f"{r['cpu_median_ms']:.2f} / {r['cpu_p99_ms']:.2f} | {r['n']} |"
+            for fmt, loads in inproc.items()
+            for under, rows in loads.items()
             for n, r in rows.items()
         ],
         "",
         http_head,
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *[
             f"| {name} | {meta['rate']:.0f}/s for {meta['duration']:.0f} s, ≤{meta['concurrency']} in flight | "
-            f"{r['achieved_rps']:.0f} | {r['median_ms']:.2f} | {r['p99_ms']:.2f} | "
+            f"{under} | {r['achieved_rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['p99.9']:.2f} | "
             f"{r['server_median_ms']:.2f} / {r['server_p99_ms']:.2f} | {r['server_cpu_ms_per_request']:.2f} | "
             f"{r['errors']} |"
-            for name, r in http.items()
+            for under, runs in http.items()
+            for name, r in runs.items()
         ],
         "",
         (
-            f"- HTTP `POST /explain`, one {explain['events']}-event session at a time: median "
-            f"{explain['median_ms']:.0f} ms, p99 {explain['p99_ms']:.0f} ms over {explain['n']} calls."
+            f"- HTTP `POST /explain`, one {explain['events']}-event session at a time (quiet): p50 "
+            f"{explain['p50']:.0f} ms, p99 {explain['p99']:.0f} ms over {explain['n']} calls."
         ),
         batch_line,
     ]
