@@ -36,6 +36,7 @@ from seqfraud.data.events import (
     load_events,
     read_typologies,
     resolve_paths,
+    usable_delay_us,
 )
 from seqfraud.data.shards import ROW_GROUP_SESSIONS, shard_files, shard_name
 from seqfraud.data.split import (
@@ -563,7 +564,9 @@ def preprocess(
         test_end,
     )
     cutoff = split.get("label_cutoff")
-    sessions, late = labels_known_by(assign_split(in_range, val_us, test_us), cutoff, test_us)
+    delay_us = label_delay_us(policy.get("label_delay"))
+    final_us = None if delay_us is None else usable_delay_us(delay_us, schema)
+    sessions, late = labels_known_by(assign_split(in_range, val_us, test_us), cutoff, test_us, final_us)
     sessions, unlabeled = drop_unlabeled(sessions, keep_in_train=not dropping)
     train = sessions.filter(pl.col(S.SPLIT) == "train")
     counts = {

@@ -863,14 +863,22 @@ def test_a_label_cutoff_trains_on_the_labels_known_by_then(tmp_path):
     assert late_cut["labels_known_after_cutoff"] == split_counts(held)
     assert late_cut["labels_known_after_test_start"] == split_counts(kept)
 
-    # Validation shorter than the label delay holds no final negative: refused, saying what to change.
+    # A session not final at the cutoff (its end plus the delay) is held back whatever its label: the early
+    # chargebacks alone were kept, and the weeks before the cutoff read as all fraud (review 104). Here validation
+    # is shorter than the delay, so it holds no final label at all: refused, saying what to change.
     long_delay = compose([*base, "data.policy.label_delay=60d", "data.split.label_cutoff=test_start"])
-    report = preprocess(long_delay.data, long_delay.features, tmp_path / "long").report
+    long = preprocess(long_delay.data, long_delay.features, tmp_path / "long")
+    unfinal = given.sessions.filter(
+        (pl.col(S.SPLIT) != "test") & (pl.col(S.END_TIME) + 60 * 86_400_000_000 >= test_us)
+    )
+    early = unfinal.filter((pl.col(S.LABEL) == 1) & (pl.col(S.LABEL_KNOWN) < test_us))
+    assert early.height  # frauds whose chargeback came before the cutoff, in sessions not final by it
+    kept = {**labels(long, "train"), **labels(long, "val")}
+    assert all(kept.get(sid) is None for sid in unfinal[S.SESSION_ID])
     with pytest.raises(
-        ConfigError,
-        match="validation keeps .* label.s. known by data.split.label_cutoff=test_start, and needs both",
+        ConfigError, match="the val split holds no session with a label known by data.split.label_cutoff"
     ):
-        check_splits(report, "test_start", supervised=True)
+        check_splits(long.report, "test_start", supervised=True)
     # Labels with no known time cannot be placed before or after a cutoff.
     with pytest.raises(ConfigError, match="needs each label's known time"):
         plain_cfg = compose(
