@@ -14,6 +14,7 @@ import pytest
 
 from seqfraud import schema as S
 from seqfraud.cli.embed import main as embed
+from seqfraud.errors import ConfigError
 from seqfraud.export.artifact import (
     EMBED_FILES,
     MANIFEST_FILE,
@@ -177,6 +178,10 @@ def test_a_hybrids_embeddings_of_other_events_or_of_unknown_making_are_warned_ab
             "it embedded other events",
         ),
         "no record": (None, "records nothing of the model that embedded it"),
+        "a pretraining of this split": (
+            embedding_record(fit_info, labels_read=False, events_sha256="a" * 64),
+            None,
+        ),
     }
     for name, (metadata, warning) in cases.items():
         path = tmp_path / f"{name}.parquet"
@@ -185,3 +190,35 @@ def test_a_hybrids_embeddings_of_other_events_or_of_unknown_making_are_warned_ab
         with caplog.at_level("WARNING", logger="seqfraud.training.embeddings"):
             check_embedding_record(path, prepared)
         assert (warning in caplog.text) if warning else not caplog.text, name
+    # A pretraining whose split ends later read this run's test sessions (their events, no labels), which would
+    # then judge a hybrid fitted to them: refused as a supervised encoder's labels are (review 104).
+    later = fit_info | {"test_start": "2026-04-20T00:00:00+00:00"}
+    frame.write_parquet(
+        tmp_path / "late.parquet", metadata=embedding_record(later, labels_read=False, events_sha256="a" * 64)
+    )
+    says = "its encoder learnt from the sessions (their events; no labels) up to test_start=2026-04-20"
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        check_embedding_record(tmp_path / "late.parquet", prepared)
+
+
+def test_init_from_a_run_whose_split_ends_later_is_refused(tmp_path):
+    """Fine-tuning from a pretraining that read this run's validation or test sessions passed wherever the two
+    specs' vocabularies and edges happened to agree (review 104)."""
+    from dataclasses import replace
+
+    from seqfraud.schema import Schema
+    from seqfraud.training.train import check_same_tokens
+
+    ours = Spec(
+        schema=Schema(),
+        timestamp_unit="us",
+        max_len=4,
+        vocab={"event_type": ["pay"]},
+        edges={S.TIME_DELTA: [0.0, 1.0]},
+        fit_info={"val_start": "2026-03-01T00:00:00+00:00", "test_start": "2026-04-01T00:00:00+00:00"},
+    )
+    ours.save(tmp_path / "spec.json")
+    assert check_same_tokens(tmp_path, ours).fit_info == ours.fit_info
+    earlier = replace(ours, fit_info={**ours.fit_info, "val_start": "2026-02-01T00:00:00+00:00"})
+    with pytest.raises(ConfigError, match=r"that run's val_start \(2026-03-01T00:00:00\+00:00\) is later"):
+        check_same_tokens(tmp_path, earlier)

@@ -93,6 +93,21 @@ def assign_split(sessions: pl.DataFrame, val_us: int, test_us: int) -> pl.DataFr
     )
 
 
+def later_boundary(theirs: Mapping[str, Any], ours: Mapping[str, Any]) -> str | None:
+    """``val_start`` or ``test_start`` where the split ``theirs`` (a run's ``fit_info``, or an embedding's record:
+    datetimes or ISO text) starts later than ``ours``: its training period then held sessions of our validation
+    or test period, whose events (and labels, where it read them) shaped its encoder. None where neither does."""
+    for key in ("val_start", "test_start"):
+        there, here = theirs.get(key), ours.get(key)
+        if there and here and _moment(there) > _moment(here):
+            return key
+    return None
+
+
+def _moment(value: datetime | str) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+
 def labels_known_by(
     sessions: pl.DataFrame, cutoff: str | None, test_us: int, delay_us: int | None = None
 ) -> tuple[pl.DataFrame, dict[str, Any]]:

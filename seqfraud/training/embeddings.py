@@ -20,6 +20,7 @@ import torch
 
 from seqfraud import rundir
 from seqfraud import schema as S
+from seqfraud.data.split import later_boundary
 from seqfraud.errors import ConfigError
 from seqfraud.preprocess import Prepared, load_prepared
 from seqfraud.provenance import EMBEDDING_METADATA, embedding_record
@@ -149,19 +150,16 @@ def check_embedding_record(path: str | Path, prepared: Prepared) -> None:
         )
         return
     ours = prepared.spec.fit_info
-    for key in ("val_start", "test_start"):
-        if (
-            record["labels_read"]
-            and record[key]
-            and ours.get(key)
-            and record[key] > datetime.fromisoformat(ours[key])
-        ):
-            raise ConfigError(
-                f"model.embeddings={path}: its encoder learnt from labels up to {key}={record[key].isoformat()}, "
-                f"after this run's {key}={ours[key]}: through the embeddings the hybrid would read labels of its own "
-                f"{'validation' if key == 'val_start' else 'test'} sessions; embed a pretraining run (no labels), or "
-                "a model whose training ended before this run's validation period"
-            )
+    if key := later_boundary(record, ours):
+        # A pretraining's too: its encoder read this run's validation or test sessions (events, not labels), so
+        # they would judge the hybrid on sessions its vectors were fitted to (review 104).
+        learnt = "labels" if record["labels_read"] else "the sessions (their events; no labels)"
+        raise ConfigError(
+            f"model.embeddings={path}: its encoder learnt from {learnt} up to {key}={record[key].isoformat()}, "
+            f"after this run's {key}={ours[key]}: through the embeddings the hybrid would read its own "
+            f"{'validation' if key == 'val_start' else 'test'} sessions; embed a model whose split starts its "
+            "validation no later than this run's (pretrain on the same preprocessing output: prepared_dir=...)"
+        )
     events = prepared.digest("events")
     if record["events_sha256"] and events and record["events_sha256"] != events:
         log.warning(
