@@ -40,9 +40,11 @@ from seqfraud.data.events import (
 )
 from seqfraud.data.shards import ROW_GROUP_SESSIONS, shard_files, shard_name
 from seqfraud.data.split import (
+    CROSSING_SHARE,
     assign_split,
     before_test_end,
     check_splits,
+    crossing,
     fractions_read,
     from_epoch_us,
     labels_known_by,
@@ -271,8 +273,9 @@ def one_event_sessions(sessions: pl.DataFrame) -> str | None:
             f"{longer[S.SESSION_ID][0]!r}): if each row is its own transaction, their ids repeat"
         )
     return said + (
-        ". To read a customer's or a card's transactions in order, take that column as the session id (labels on "
-        "the events: data.policy.on_mixed_labels=any)"
+        ". To read a customer's or a card's transactions in order, take that column and a period as the session id "
+        "(a customer's day: such a session running on for months crosses the splits, docs/risk.md), with labels on "
+        "the events: data.policy.on_mixed_labels=any"
     )
 
 
@@ -568,6 +571,7 @@ def preprocess(
     final_us = None if delay_us is None else usable_delay_us(delay_us, schema)
     sessions, late = labels_known_by(assign_split(in_range, val_us, test_us), cutoff, test_us, final_us)
     sessions, unlabeled = drop_unlabeled(sessions, keep_in_train=not dropping)
+    crossed = crossing(sessions, val_us, test_us)
     train = sessions.filter(pl.col(S.SPLIT) == "train")
     counts = {
         name: {
@@ -683,6 +687,7 @@ def preprocess(
             "test_start": spec.fit_info["test_start"],
             "test_end": from_epoch_us(to_epoch_us(test_end)) if test_end else None,
             "sessions_after_test_end": loaded.sessions.height - in_range.height,
+            "sessions_crossing_split": crossed,
             **truncation(sessions["n_events"], spec),
             UNKNOWN_SHARES: unknown,
             **(
@@ -712,6 +717,20 @@ def preprocess(
         log.warning("%s", said)
     if said_one := one_event_sessions(sessions):
         log.warning("%s", said_one)
+    for split, c in crossed.items():
+        in_split = int(sessions.filter(pl.col(S.SPLIT) == split)["n_events"].sum())
+        log.log(
+            logging.WARNING if c["events"] > CROSSING_SHARE * in_split else logging.INFO,
+            "%s %s session(s) (%s of the split's %s events) run on past the %s start: a session belongs to the split "
+            "of its first event, so its later events, and its label where its fraud came later, are read in a period "
+            "that judges it. Where the session id is a customer, card or account, take a shorter-lived id "
+            "(a visit, a day: docs/risk.md), or end the log's sessions at the split boundaries",
+            f"{c['sessions']:,}",
+            split,
+            f"{c['events']:,}",
+            f"{in_split:,}",
+            "validation" if split == "train" else "test",
+        )
     for name, c in counts.items():
         log.info("%s: %s sessions, %s positive", name, c["sessions"], c["positives"])
     if test_end:

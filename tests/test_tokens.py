@@ -399,7 +399,7 @@ def test_val_start_after_test_start_errors():
 # ---------------------------------------------------------------- no leakage, end to end
 
 
-def test_preprocess_fits_on_train_only(tmp_path):
+def test_preprocess_fits_on_train_only(tmp_path, caplog):
     def d(day, sec=0):  # seconds after T0 on day `day` (0-based)
         return day * 86_400 + sec
 
@@ -425,7 +425,8 @@ def test_preprocess_fits_on_train_only(tmp_path):
     }
     features = {"max_len": 8, "min_count": 1, "n_buckets": 4, "time_delta": TD}
     out = tmp_path / "out"
-    prepared = preprocess(data, features, out)
+    with caplog.at_level("WARNING", logger="seqfraud.preprocess"):
+        prepared = preprocess(data, features, out)
     spec = prepared.spec
     assert spec.vocab == {"event_type": ["view", "pay"], "device": ["web", "app"]}
     assert spec.edges["amount"] == [20.0, 30.0, 40.0]
@@ -457,6 +458,10 @@ def test_preprocess_fits_on_train_only(tmp_path):
         "test": {"sessions": 1, "positives": 0},
     }
     assert report["truncated_sessions"] == 0 and report["n_events"] == 8
+    # t1 runs on past the validation start (and the test's): counted, and warned of as 3 of train's 5 events
+    # (review 104: a log keyed by customer had half its training events in the test period, said nowhere).
+    assert report["sessions_crossing_split"] == {"train": {"sessions": 1, "events": 3}}
+    assert "1 train session(s) (3 of the split's 5 events) run on past the validation start" in caplog.text
 
 
 # ---------------------------------------------------------------- timestamp encodings
