@@ -258,12 +258,32 @@ def backtest_markdown(result: dict) -> str:
         f"{r['why']}"
         for r in result.get("skipped", [])
     ]
+    # Said where the figures are read, not in a log line alone (review 104): a retrain at the window's test start
+    # could not have had these labels, so the window's figures read better than production would.
+    late = {
+        r["window"]: r["labels_known_after_test_start"]
+        for r in result["rows"]
+        if r.get("labels_known_after_test_start")
+    }
+    unknown = [
+        f"- window {w}: "
+        + ", ".join(f"{c['sessions']:,} {split} ({c['positives']:,} positive)" for split, c in splits.items())
+        for w, splits in sorted(late.items())
+    ]
     return (
         f"Backtest: {result['windows']} windows of {result['window_days']:g} days, validation on the "
         f"{result['val_days']:g} days before each, retrained per window.\n\n"
         + "\n".join(lines)
         + "\n"
         + ("\nSkipped:\n\n" + "\n".join(skipped) + "\n" if skipped else "")
+        + (
+            "\nTrained and validated on labels known only after the window's test start, which a retrain then "
+            "could not have had (data.split.label_cutoff=test_start leaves them out):\n\n"
+            + "\n".join(unknown)
+            + "\n"
+            if unknown
+            else ""
+        )
     )
 
 

@@ -122,6 +122,14 @@ def test_backtest_writes_one_row_per_window_and_model(backtest):
     assert all(r["kept"] is None for r in result["rows"])  # no stacked run here
     stacked = {**result, "rows": [{**result["rows"][0], "model": "stacked", "kept": "sequence"}]}
     assert "| 1 | stacked (sequence model alone) |" in reports.backtest_markdown(stacked)
+    # Labels known only after a window's test start are said in the report, not in a log line alone (review 104).
+    assert "labels known only after" not in reports.backtest_markdown(stacked)
+    late = {"train": {"sessions": 290, "positives": 2}, "val": {"sessions": 224, "positives": 5}}
+    said = reports.backtest_markdown(
+        {**stacked, "rows": [{**stacked["rows"][0], "labels_known_after_test_start": late}]}
+    )
+    assert "labels known only after the window's test start" in said
+    assert "- window 1: 290 train (2 positive), 224 val (5 positive)" in said
     assert reports.backtest_legend("stacked", stacked["rows"] * 2) == "stacked (sequence model alone)"
     mixed = [stacked["rows"][0], {**stacked["rows"][0], "kept": "aggregates"}]
     assert reports.backtest_legend("stacked", mixed) == "stacked (kept varies by window)"
