@@ -196,6 +196,15 @@ def test_a_hybrids_embeddings_of_other_events_or_of_unknown_making_are_warned_ab
     frame.write_parquet(
         tmp_path / "late.parquet", metadata=embedding_record(later, labels_read=False, events_sha256="a" * 64)
     )
+    # A supervised encoder's vectors, to a run that holds labels back: they may carry them (dogfood 105).
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="seqfraud.training.embeddings"):
+        check_embedding_record(tmp_path / "ours.parquet", prepared, label_fraction=0.1)
+    assert "holds back 90% of its training labels (label_fraction=0.1)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="seqfraud.training.embeddings"):
+        check_embedding_record(tmp_path / "a pretraining of this split.parquet", prepared, label_fraction=0.1)
+    assert not caplog.text
     says = "its encoder learnt from the sessions (their events; no labels) up to test_start=2026-04-20"
     with pytest.raises(ConfigError, match=re.escape(says)):
         check_embedding_record(tmp_path / "late.parquet", prepared)

@@ -262,6 +262,10 @@ def test_embeddings_of_an_artifact_join_by_the_logs_id_column(tmp_path) -> None:
     assert joined["emb_0"].to_list() == [0.7, 0.8]
     with pytest.raises(ConfigError, match=r"not a file of seqfraud embed \(session_id or visit, emb_0"):
         with_embeddings(frames, tmp_path / "e.parquet", "visit", prepared)
+    # Two files concatenated: a session twice failed the join with a traceback, or trained twice (dogfood 105).
+    pl.DataFrame({"sess": [8, 7, 8], "emb_0": [0.8, 0.7, 0.9]}).write_parquet(tmp_path / "twice.parquet")
+    with pytest.raises(ConfigError, match=r"column 'sess': 1 row\(s\) repeat a session id \(first: '8'\)"):
+        with_embeddings(frames, tmp_path / "twice.parquet", "sess", prepared)
 
 
 @pytest.mark.slow

@@ -78,7 +78,11 @@ def session_embeddings(run_dir: str | Path, batch_size: int = 64) -> pl.DataFram
 
 
 def with_embeddings(
-    frames: dict[str, pl.DataFrame], path: str | Path, id_column: str, prepared: Prepared
+    frames: dict[str, pl.DataFrame],
+    path: str | Path,
+    id_column: str,
+    prepared: Prepared,
+    label_fraction: float = 1.0,
 ) -> dict[str, pl.DataFrame]:
     """The baseline's per-split frames with each session's embedding columns from ``path`` (``seqfraud embed``);
     every session must have one, or the error says how many do not; the file's record must show an encoder that
@@ -87,7 +91,7 @@ def with_embeddings(
     ``--run`` writes ``session_id``; ``--artifact`` the log's own id column (``id_column``) in its own type, as
     ``seqfraud score`` does: both are read, ids as text, so that the README's embed-then-train works as written
     (a helper's ``sess`` Int64 column was refused as not a file of seqfraud embed)."""
-    check_embedding_record(path, prepared)
+    check_embedding_record(path, prepared, label_fraction)
     table = pl.read_parquet(path)
     columns = [c for c in table.columns if c.startswith(S.EMBEDDING_PREFIX)]
     ids = next((c for c in (S.SESSION_ID, id_column) if c in table.columns), None)
@@ -100,6 +104,14 @@ def with_embeddings(
     # log whose ids happen to match (a helper's embeddings of another log joined silently, and trained).
     theirs = [pl.col(S.LABEL).cast(pl.Int8).alias(_THEIR_LABEL)] if S.LABEL in table.columns else []
     table = table.select(pl.col(ids).cast(pl.String).alias(S.SESSION_ID), *theirs, *columns)
+    # Two files concatenated (embed --artifact over overlapping windows): a session twice failed the join with a
+    # ShapeError traceback in validation, and in train fitted it twice, unsaid (dogfood 105).
+    if n := table.height - table[S.SESSION_ID].n_unique():
+        first = table.filter(pl.col(S.SESSION_ID).is_duplicated())[S.SESSION_ID][0]
+        raise ConfigError(
+            f"model.embeddings={path}: column {ids!r}: {n:,} row(s) repeat a session id (first: {first!r}); one "
+            "embedding a session: keep one row of each"
+        )
     out = {}
     for name, frame in frames.items():
         joined = frame.join(table, on=S.SESSION_ID, how="left", maintain_order="left")
@@ -121,11 +133,12 @@ def with_embeddings(
 _THEIR_LABEL = "__embedded_label"
 
 
-def check_embedding_record(path: str | Path, prepared: Prepared) -> None:
+def check_embedding_record(path: str | Path, prepared: Prepared, label_fraction: float = 1.0) -> None:
     """Refuse embeddings whose encoder learnt from labels past this run's validation or test start: its training
     (or validation) period then held this run's validation or test sessions, whose labels the hybrid would read
     through the vectors (review 50: a supervised run's embeddings of every test session were taken silently).
-    Warn when the file embedded other events than this run reads, or carries no record (made before it)."""
+    Warn when the file embedded other events than this run reads, or carries no record (made before it), and when
+    a supervised encoder's vectors come to a run that holds labels back (``label_fraction``)."""
     try:
         raw = json.loads(pl.read_parquet_metadata(path).get(EMBEDDING_METADATA) or "null")
         record = (
@@ -159,6 +172,17 @@ def check_embedding_record(path: str | Path, prepared: Prepared) -> None:
             f"after this run's {key}={ours[key]}: through the embeddings the hybrid would read its own "
             f"{'validation' if key == 'val_start' else 'test'} sessions; embed a model whose split starts its "
             "validation no later than this run's (pretrain on the same preprocessing output: prepared_dir=...)"
+        )
+    if record["labels_read"] and label_fraction < 1:
+        # The encoder may have read the labels this run holds back: a label-scarce comparison then reads them through
+        # the vectors (dogfood 105).
+        log.warning(
+            "model.embeddings=%s: its encoder learnt from labels (a supervised run), and this run holds back %.0f%% "
+            "of its training labels (label_fraction=%g): the vectors may carry labels this run does not read; for a "
+            "label-scarce comparison embed a pretraining run (no labels)",
+            path,
+            100 * (1 - label_fraction),
+            label_fraction,
         )
     events = prepared.digest("events")
     if record["events_sha256"] and events and record["events_sha256"] != events:

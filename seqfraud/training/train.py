@@ -712,7 +712,8 @@ def fit_aggregates_baseline(cfg: DictConfig, prepared: Prepared) -> dict[str, np
     frames = aggregate_frames(prepared)
     if embeddings:
         n_aggregates = frames["train"].width
-        frames = with_embeddings(frames, embeddings, cfg.data.schema.session_id, prepared)
+        fraction = float(cfg.get("label_fraction", 1.0))
+        frames = with_embeddings(frames, embeddings, cfg.data.schema.session_id, prepared, fraction)
         log.info(
             "LightGBM on the aggregates and %d embedding columns of %s (model.embeddings)",
             frames["train"].width - n_aggregates,
