@@ -143,6 +143,11 @@ def config_differences(runs: list[Run]) -> list[str]:
     paths and logging left out, and a path under the run's own data directory written from it, ``${paths.data_dir}``
     (data.synthetic.dir was listed for every run on a log of its own: dogfood 72)."""
     flat = [_flat(r.config) for r in runs]
+    # The hybrid's embeddings by their contents too: one path rewritten between two runs read alike (dogfood 105).
+    for f, r in zip(flat, runs):
+        given = ((r.metrics.get("provenance") or {}).get("inputs") or {}).get("embeddings") or {}
+        if f.get("model.embeddings") and given.get("sha256"):
+            f["model.embeddings"] = f"{f['model.embeddings']}@{given['sha256'][:8]}"
     own = [str(f.get("paths.output_dir", "\0")) for f in flat]
     # A value that differs only by each run's own data directory is the same setting.
     for f in flat:

@@ -283,3 +283,23 @@ def test_no_run_directory_from_python_is_a_user_error():
 
     with pytest.raises(UserError, match="no run directory given"):
         write_leaderboard([], Path("unused"))
+
+
+def test_two_hybrids_on_one_embeddings_path_of_other_contents_are_told_apart(tmp_path):
+    """A path rewritten between two hybrid runs (another encoder's vectors) read as one config (dogfood 105): the
+    leaderboard's config column names the file's digest too."""
+    from seqfraud.compare import Run, config_differences
+
+    def run(name: str, digest: str) -> Run:
+        config = {
+            "model": {"kind": "lightgbm", "embeddings": "/data/e.parquet"},
+            "paths": {"output_dir": f"/runs/{name}"},
+        }
+        inputs = {"embeddings": {"path": "/data/e.parquet", "sha256": digest * 64}}
+        return Run(name, tmp_path / name, {"provenance": {"inputs": inputs}}, config)
+
+    assert config_differences([run("a", "a"), run("b", "b")]) == [
+        "model.embeddings=/data/e.parquet@aaaaaaaa",
+        "model.embeddings=/data/e.parquet@bbbbbbbb",
+    ]
+    assert config_differences([run("a", "a"), run("c", "a")]) == ["", ""]

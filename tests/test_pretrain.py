@@ -208,6 +208,9 @@ def test_embeddings_of_a_run_feed_the_lightgbm_hybrid(pretrained, tmp_path, capl
     metrics = json.loads((hybrid / "metrics.json").read_text())
     # The hybrid says so, in its log and its metrics (dogfood 77 found it in neither).
     assert metrics["test"]["pr_auc"] > 0 and metrics["embeddings"] == str(out)
+    # Its provenance holds the file's digest and the record of the encoder that wrote it (dogfood 105).
+    given = metrics["provenance"]["inputs"]["embeddings"]
+    assert given["path"] == str(out.resolve()) and len(given["sha256"]) == 64 and given["record"] == record
     assert f"LightGBM on the aggregates and {len(dims)} embedding columns of {out}" in caplog.text
     from seqfraud.compare import load_run, model_label
 

@@ -13,6 +13,7 @@ import json
 import logging
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -133,14 +134,23 @@ def with_embeddings(
 _THEIR_LABEL = "__embedded_label"
 
 
+def embedding_record_of(path: str | Path) -> dict[str, Any]:
+    """``{"record": ...}``: what ``seqfraud embed`` recorded in the file of the encoder that wrote it, None where
+    nothing (a file from before the record, one not Parquet or damaged: the read that follows names it)."""
+    try:
+        return {"record": json.loads(pl.read_parquet_metadata(path).get(EMBEDDING_METADATA) or "null")}
+    except (OSError, ValueError, pl.exceptions.PolarsError):
+        return {"record": None}
+
+
 def check_embedding_record(path: str | Path, prepared: Prepared, label_fraction: float = 1.0) -> None:
     """Refuse embeddings whose encoder learnt from labels past this run's validation or test start: its training
     (or validation) period then held this run's validation or test sessions, whose labels the hybrid would read
     through the vectors (review 50: a supervised run's embeddings of every test session were taken silently).
     Warn when the file embedded other events than this run reads, or carries no record (made before it), and when
     a supervised encoder's vectors come to a run that holds labels back (``label_fraction``)."""
+    raw = embedding_record_of(path).get("record")
     try:
-        raw = json.loads(pl.read_parquet_metadata(path).get(EMBEDDING_METADATA) or "null")
         record = (
             None
             if raw is None
@@ -153,8 +163,8 @@ def check_embedding_record(path: str | Path, prepared: Prepared, label_fraction:
                 },
             }
         )
-    except (OSError, ValueError, TypeError, KeyError, AttributeError, pl.exceptions.PolarsError):
-        record = None  # not Parquet, damaged (the read that follows names it), or a record not seqfraud's
+    except (ValueError, TypeError, KeyError, AttributeError):
+        record = None  # a record not seqfraud's
     if record is None:
         log.warning(
             "model.embeddings=%s: the file records nothing of the model that embedded it (written by seqfraud "

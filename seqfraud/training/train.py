@@ -41,6 +41,7 @@ from seqfraud.models.sequence import ModelConfig, SessionClassifier
 from seqfraud.preprocess import (
     Prepared,
     check_prepared_settings,
+    input_record,
     load_prepared,
     preprocess,
     resolve_data_config,
@@ -56,7 +57,7 @@ from seqfraud.training.data import (
     row_groups,
     token_counts,
 )
-from seqfraud.training.embeddings import with_embeddings
+from seqfraud.training.embeddings import embedding_record_of, with_embeddings
 from seqfraud.training.launch import (
     launcher_rank_and_world,
     local_processes,
@@ -882,13 +883,19 @@ def run_child_rank(run_dir: Path) -> None:
 def provenance(cfg: DictConfig, prepared: Prepared) -> dict[str, Any]:
     """What makes this run again (metrics.json's ``provenance``): besides config.yaml's settings, the thread
     count used, the library versions and source commit, and the input files' digests and partitions that
-    preprocessing recorded (the partition count sets the training order)."""
+    preprocessing recorded (the partition count sets the training order); the hybrid's embeddings file too, with
+    the record of the encoder that wrote it (two hybrids on one path of other contents read alike: dogfood 105)."""
+    inputs = prepared.report.get("inputs")
+    if embeddings := cfg.model.get("embeddings"):
+        inputs = (inputs or {}) | {
+            "embeddings": (input_record(str(embeddings)) or {}) | embedding_record_of(embeddings)
+        }
     return {
         "provenance": {
             "threads": torch.get_num_threads(),
             "seed": cfg.seed,
             "versions": versions(),
-            "inputs": prepared.report.get("inputs"),
+            "inputs": inputs,
             "partitions": prepared.report.get("partitions"),
         }
     }
