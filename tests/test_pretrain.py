@@ -265,6 +265,10 @@ def test_embeddings_of_an_artifact_join_by_the_logs_id_column(tmp_path) -> None:
     assert joined["emb_0"].to_list() == [0.7, 0.8]
     with pytest.raises(ConfigError, match=r"not a file of seqfraud embed \(session_id or visit, emb_0"):
         with_embeddings(frames, tmp_path / "e.parquet", "visit", prepared)
+    # A log's id column named like an embedding is the join key, not a dimension (dogfood 105).
+    pl.DataFrame({"emb_key": ["8", "7"], "emb_0": [0.8, 0.7]}).write_parquet(tmp_path / "k.parquet")
+    keyed = with_embeddings(frames, tmp_path / "k.parquet", "emb_key", prepared)["train"]
+    assert keyed.columns == ["session_id", "x", "emb_0"] and keyed["emb_0"].to_list() == [0.7, 0.8]
     # Two files concatenated: a session twice failed the join with a traceback, or trained twice (dogfood 105).
     pl.DataFrame({"sess": [8, 7, 8], "emb_0": [0.8, 0.7, 0.9]}).write_parquet(tmp_path / "twice.parquet")
     with pytest.raises(ConfigError, match=r"column 'sess': 1 row\(s\) repeat a session id \(first: '8'\)"):

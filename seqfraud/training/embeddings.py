@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,8 @@ def with_embeddings(
     (a helper's ``sess`` Int64 column was refused as not a file of seqfraud embed)."""
     check_embedding_record(path, prepared, label_fraction)
     table = pl.read_parquet(path)
-    columns = [c for c in table.columns if c.startswith(S.EMBEDDING_PREFIX)]
+    # emb_0, emb_1, ...: a log's id column named emb_key was fed to LightGBM as one more dimension (dogfood 105).
+    columns = [c for c in table.columns if re.fullmatch(f"{S.EMBEDDING_PREFIX}[0-9]+", c)]
     ids = next((c for c in (S.SESSION_ID, id_column) if c in table.columns), None)
     if ids is None or not columns:
         raise ConfigError(
