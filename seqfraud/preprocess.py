@@ -681,7 +681,11 @@ def preprocess(
         | {
             "inputs": {key: input_record(data.get(key)) for key in ("events", "labels", "typologies")},
             # What a run on this prepared_dir must not set otherwise (check_prepared_settings).
-            PREPARED_WITH: {"split": dict(split), "policy": dict(policy)},
+            PREPARED_WITH: {
+                "split": dict(split),
+                "policy": dict(policy),
+                "features": spec_settings(features_cfg),
+            },
             "splits": counts,
             "val_start": spec.fit_info["val_start"],
             "test_start": spec.fit_info["test_start"],
@@ -802,14 +806,24 @@ def drop_unlabeled(sessions: pl.DataFrame, *, keep_in_train: bool) -> tuple[pl.D
     return sessions.filter(~(unlabeled & ~kept_where)), report
 
 
-PREPARED_WITH = "data_settings"  # the report's record of data.split and data.policy
+PREPARED_WITH = "data_settings"  # the report's record of data.split, data.policy and the spec's features.*
+# features.* that the model reads at training, not the spec at preprocessing: a prepared_dir serves any of them.
+MODEL_FEATURES = ("exclude", "shuffle_order")
 
 
-def check_prepared_settings(prepared: Prepared, data_cfg: Mapping[str, Any], where: str) -> None:
-    """Refuse a run whose data.split or data.policy differ from those ``prepared`` was made with: its splits,
-    labels and cutoff are fixed in its datasets, and such a run trained on them silently while its config.yaml
-    (and compare's leaderboard) recorded the other settings (dogfood 61). A prepared_dir made before the record
-    is taken as it is."""
+def spec_settings(features_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The features.* settings preprocessing fits the spec with (:data:`MODEL_FEATURES` aside)."""
+    return {k: v for k, v in features_cfg.items() if k not in MODEL_FEATURES}
+
+
+def check_prepared_settings(
+    prepared: Prepared, data_cfg: Mapping[str, Any], where: str, features_cfg: Mapping[str, Any]
+) -> None:
+    """Refuse a run whose data.split, data.policy or spec-fitting features.* differ from those ``prepared`` was
+    made with: its splits, labels, cutoff and tokens are fixed in its datasets, and such a run trained on them
+    silently while its config.yaml (and compare's leaderboard) recorded the other settings (dogfood 61; a
+    features.max_len=64 read 16 events a session, dogfood 105). A prepared_dir made before the record is taken as
+    it is, and one made before the features' record for those."""
     made = prepared.report.get(PREPARED_WITH)
     if made is None:
         return
@@ -820,12 +834,19 @@ def check_prepared_settings(prepared: Prepared, data_cfg: Mapping[str, Any], whe
         for key in sorted(set(given[section]) | set(made[section]))
         if _as_read(made, section, key) != _as_read(given, section, key)
     ]
+    if (fitted := made.get("features")) is not None:
+        ours = spec_settings(features_cfg)
+        differ += [
+            f"features.{key} ({fitted.get(key)!r} there, {ours.get(key)!r} here)"
+            for key in sorted(set(fitted) | set(ours))
+            if fitted.get(key) != ours.get(key)
+        ]
     differ += _other_inputs(prepared.report.get("inputs") or {}, data_cfg)
     if differ:
         raise ConfigError(
-            f"prepared_dir={where} was preprocessed with other settings: {'; '.join(differ)}. Its splits and "
-            "labels are fixed in its datasets: preprocess again with these (leave prepared_dir out; init_from= "
-            "then checks that the new spec matches the pretraining's), or leave them as they were"
+            f"prepared_dir={where} was preprocessed with other settings: {'; '.join(differ)}. Its splits, "
+            "labels and tokens are fixed in its datasets: preprocess again with these (leave prepared_dir out; "
+            "init_from= then checks that the new spec matches the pretraining's), or leave them as they were"
         )
 
 

@@ -691,7 +691,7 @@ def test_a_fit_still_improving_at_its_last_epoch_is_warned(course, tmp_path, cap
 
 
 def test_a_run_on_a_prepared_dir_may_not_set_other_splits_policies_or_inputs(smoke_run, tmp_path):
-    """With prepared_dir, data.split and data.policy overrides were ignored while config.yaml and compare's
+    """With prepared_dir, data.split, data.policy (and features.*) overrides were ignored while config.yaml and compare's
     leaderboard recorded them: a label_cutoff believed applied was not (dogfood 61); and so were a newer label
     table's labels, in a fine-tune on its pretraining's prepared_dir (dogfood 77)."""
     import copy
@@ -705,11 +705,14 @@ def test_a_run_on_a_prepared_dir_may_not_set_other_splits_policies_or_inputs(smo
     made, inputs = prepared.report[PREPARED_WITH], copy.deepcopy(prepared.report["inputs"])
     files = {"events": inputs["events"]["path"], "labels": inputs["labels"]["path"]}
     same = {"split": dict(made["split"]), "policy": dict(made["policy"])} | files
-    check_prepared_settings(prepared, same, str(run_dir))
+    features = dict(made["features"]) | {"exclude": ["time_delta"]}  # what the model reads: not the spec's
+    check_prepared_settings(prepared, same, str(run_dir), features)
     # The same contents elsewhere, or the same files by a glob, are the same inputs.
     copy_of_labels = shutil.copy(files["labels"], tmp_path / "labels.parquet")
     glob = str(Path(files["events"]).parent / "event*.parquet")
-    check_prepared_settings(prepared, same | {"labels": str(copy_of_labels), "events": glob}, str(run_dir))
+    check_prepared_settings(
+        prepared, same | {"labels": str(copy_of_labels), "events": glob}, str(run_dir), features
+    )
     newer = tmp_path / "newer.parquet"
     pl.read_parquet(files["labels"]).with_columns(pl.col("label").reverse()).write_parquet(newer)
     for given, says in (
@@ -722,37 +725,44 @@ def test_a_run_on_a_prepared_dir_may_not_set_other_splits_policies_or_inputs(smo
         ({"labels": str(tmp_path / "typo.parquet")}, "typo.parquet' names no file"),
     ):
         with pytest.raises(ConfigError, match=re.escape(says)):
-            check_prepared_settings(prepared, same | given, str(run_dir))
+            check_prepared_settings(prepared, same | given, str(run_dir), features)
     # The built-in synthetic data under another paths.data_dir (a DDP launch's default) is generated, not named;
     # another file that is not there is still refused beside it.
     elsewhere = {
         "events": str(tmp_path / "none" / "events.parquet"),
         "synthetic": {"dir": str(tmp_path / "none")},
     }
-    check_prepared_settings(prepared, same | elsewhere, str(run_dir))
+    check_prepared_settings(prepared, same | elsewhere, str(run_dir), features)
     relative = {
         "events": "./none/synthetic/events.parquet",
         "synthetic": {"dir": "none/synthetic"},
     }  # one path
-    check_prepared_settings(prepared, same | relative, str(run_dir))
+    check_prepared_settings(prepared, same | relative, str(run_dir), features)
     with pytest.raises(ConfigError, match="typo.parquet' names no file"):
         check_prepared_settings(
-            prepared, same | elsewhere | {"labels": str(tmp_path / "typo.parquet")}, str(run_dir)
+            prepared, same | elsewhere | {"labels": str(tmp_path / "typo.parquet")}, str(run_dir), features
         )
     # A part added since (as the record counts) is other files; a log removed since cannot be compared, unless
     # the run names it, as the prepared_dir holds it.
     prepared.report["inputs"] = inputs | {"events": inputs["events"] | {"files": 2}}
     with pytest.raises(ConfigError, match="here: other files"):
-        check_prepared_settings(prepared, same, str(run_dir))
+        check_prepared_settings(prepared, same, str(run_dir), features)
     gone = str(tmp_path / "gone.parquet")
     prepared.report["inputs"] = inputs | {"events": {"path": gone, "files": 1, "sha256": "0" * 64}}
     with pytest.raises(ConfigError, match="here: other files"):
-        check_prepared_settings(prepared, same, str(run_dir))
-    check_prepared_settings(prepared, same | {"events": gone}, str(run_dir))
+        check_prepared_settings(prepared, same, str(run_dir), features)
+    check_prepared_settings(prepared, same | {"events": gone}, str(run_dir), features)
     prepared.report["inputs"] = inputs
     other = same | {"split": same["split"] | {"label_cutoff": "test_start"}}
     with pytest.raises(ConfigError, match=r"data.split.label_cutoff \(None there, 'test_start' here\)"):
-        check_prepared_settings(prepared, other, str(run_dir))
+        check_prepared_settings(prepared, other, str(run_dir), features)
+    # The spec's settings too: a features.max_len=64 on a prepared_dir of 16 read 16 events a session (dogfood 105).
+    longer = features | {"max_len": made["features"]["max_len"] * 4}
+    with pytest.raises(ConfigError, match=r"features.max_len \(64 there, 256 here\)"):
+        check_prepared_settings(prepared, same, str(run_dir), longer)
+    fitted = made.pop("features")  # made before the features' record: the data's settings alone are compared
+    check_prepared_settings(prepared, same, str(run_dir), longer)
+    made["features"] = fitted
     # Settings written otherwise, or not read, change nothing: taken (they were refused: review 62).
     made["split"] |= {"val_start": "2026-05-10", "test_start": "2026-06-04"}
     made["policy"] |= {"label_delay": "60d", "on_unlabeled": "keep"}
@@ -760,17 +770,17 @@ def test_a_run_on_a_prepared_dir_may_not_set_other_splits_policies_or_inputs(smo
         "split": made["split"] | {"val_start": "2026-05-10T00:00:00", "val_fraction": 0.3},
         "policy": made["policy"] | {"label_delay": "1440h", "on_unlabeled": "error"},
     }
-    check_prepared_settings(prepared, alike, str(run_dir))
+    check_prepared_settings(prepared, alike, str(run_dir), features)
     # Without val_start, validation starts test_fraction + val_fraction before the end: both are read.
     made["split"] |= {"val_start": None}
     read = files | {"split": made["split"] | {"test_fraction": 0.3}, "policy": made["policy"]}
     with pytest.raises(ConfigError, match="data.split.test_fraction"):
-        check_prepared_settings(prepared, read, str(run_dir))
+        check_prepared_settings(prepared, read, str(run_dir), features)
     negative = alike | {"policy": alike["policy"] | {"on_unlabeled": "negative"}}
     with pytest.raises(ConfigError, match="data.policy.on_unlabeled"):
-        check_prepared_settings(prepared, negative, str(run_dir))
+        check_prepared_settings(prepared, negative, str(run_dir), features)
     prepared.report.pop(PREPARED_WITH)  # made before the record: taken as it is
-    check_prepared_settings(prepared, other, str(run_dir))
+    check_prepared_settings(prepared, other, str(run_dir), features)
 
 
 def test_a_small_training_split_trains_longer_in_smaller_batches(tmp_path, caplog):

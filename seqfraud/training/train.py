@@ -808,7 +808,7 @@ def prepare(cfg: DictConfig, data_cfg: dict[str, Any], run_dir: Path, rank: int)
     if cfg.get("prepared_dir"):
         prepared = load_prepared(cfg.prepared_dir)
         prepared.spec.check_schema(Schema.from_config(data_cfg["schema"]))
-        check_prepared_settings(prepared, data_cfg, str(cfg.prepared_dir))
+        check_prepared_settings(prepared, data_cfg, str(cfg.prepared_dir), plain(cfg.features))
         check_splits(
             prepared.report, (data_cfg.get("split") or {}).get("label_cutoff"), supervised=supervised
         )
