@@ -566,6 +566,15 @@ def test_unusable_splits_are_refused_before_the_fit(smoke_run, tmp_path, caplog)
         ConfigError, match="the val split holds no session with a label known by data.split.label_cutoff"
     ):
         check_splits(no_val, "test_start", supervised=True)
+    # A validation period whose sessions are all unlabelled (chargebacks still to come) is said as such, for a
+    # pretraining too: "move val_start" beside a span that held it read as a contradiction (dogfood 105).
+    unlabelled = no_val | {"unlabeled_val_sessions_dropped": 640}
+    with pytest.raises(
+        ConfigError, match="the val split's 640 session.s. are all unlabelled .*start validation"
+    ):
+        check_splits(unlabelled, None, supervised=False)
+    with pytest.raises(ConfigError, match="the val split holds no session .*move data.split.val_start"):
+        check_splits(no_val, None, supervised=False)
     with pytest.raises(ConfigError, match="the train split holds no positive label"):
         check_splits(
             report | {"splits": report["splits"] | {"train": {"sessions": 9, "positives": 0}}},

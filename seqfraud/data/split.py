@@ -220,6 +220,17 @@ def check_splits(report: dict[str, Any], cutoff: str | None, *, supervised: bool
                     f"data.split: {lacking} ({bounds}): start validation earlier (data.split.val_start, or {hint})",
                     lacking,
                 )
+            # Its period has sessions, none labelled: the latest weeks, whose chargebacks are still to come. Said
+            # as such, where "move val_start" beside a span that holds it read as a contradiction (dogfood 105).
+            if name == "val" and (unlabelled := report.get("unlabeled_val_sessions_dropped")):
+                lacking = f"the val split's {unlabelled:,} session(s) are all unlabelled"
+                raise EmptySplit(
+                    f"data.split: {lacking} ({bounds}), and validation holds labelled sessions only (a "
+                    "pretraining's validation too, so that a fine-tune on its prepared_dir validates on the same "
+                    "sessions): start validation earlier, where labels are (data.split.val_start, or "
+                    "data.split.val_fraction), or label some of its sessions",
+                    lacking,
+                )
             lacking = f"the {name} split holds no session"
             raise EmptySplit(
                 f"data.split: {lacking} ({bounds}): move data.split.val_start / test_start, or leave them unset "
