@@ -147,6 +147,9 @@ def test_init_from_refuses_a_run_with_another_spec(pretrained, tmp_path) -> None
     with pytest.raises(ConfigError, match="model.n_heads=2 there, 4 here"):
         train_into(tmp_path / "d", *SMALL, f"init_from={pretrained}", "model.n_heads=4")
     assert not (tmp_path / "d" / "data").exists() and not (tmp_path / "d" / "run").exists()
+    # A field left out is another embedding: the setting, not a state_dict's size mismatch (dogfood 105).
+    with pytest.raises(ConfigError, match=r"features.exclude=\[\] there, \['time_delta'\] here; fine-tune"):
+        train_into(tmp_path / "x", *SMALL, f"init_from={pretrained}", "features.exclude=[time_delta]")
     # The default model's GRU from a transformer's pretraining: the encoder alone is named, not the heads a GRU
     # has none of (review 80).
     with pytest.raises(ConfigError, match=r"model.encoder='transformer' there, 'gru' here; fine-tune with"):

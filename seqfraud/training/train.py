@@ -410,7 +410,7 @@ def fit_sequence_model(
     )
     extra_callbacks = list(extra_callbacks or [])
     if cfg.get("init_from"):
-        load_pretrained(module.net, Path(cfg.init_from), spec, plain(cfg.model))
+        load_pretrained(module.net, Path(cfg.init_from), spec, plain(cfg.model), features.get("exclude", []))
         if freeze := int(cfg.get("freeze_epochs") or 0):
             extra_callbacks.append(FreezeEncoder(freeze))
             # Read after small_split, which may have set the epochs (a warning from the config's said 8 of 20).
@@ -504,9 +504,10 @@ def encoder_settings(model: Mapping[str, Any]) -> dict[str, Any]:
     return {k: value[k] for k in keys}
 
 
-def check_init_from(run: Path, model: Mapping[str, Any]) -> None:
-    """Refuse ``init_from=run`` unless it is a run directory whose model settings this run's ``model`` shares:
-    checked before any preprocessing, which can take long, and again when the weights are loaded."""
+def check_init_from(run: Path, model: Mapping[str, Any], exclude: list[str]) -> None:
+    """Refuse ``init_from=run`` unless it is a run directory whose model settings this run's ``model`` shares, and
+    whose ``features.exclude`` (the token fields the embedding reads) is this run's ``exclude``: checked before any
+    preprocessing, which can take long, and again when the weights are loaded."""
     if missing := rundir.unfinished(run):
         raise ConfigError(
             f"init_from={run}: no {' or '.join(missing)}; point it at the directory of a finished pretraining (or "
@@ -514,10 +515,8 @@ def check_init_from(run: Path, model: Mapping[str, Any]) -> None:
         )
     if not (run / rundir.CONFIG_FILE).is_file():
         return  # a run written without its config: the weights' shapes are then the only check
-    theirs, ours = (
-        encoder_settings(plain(OmegaConf.load(run / rundir.CONFIG_FILE).model)),
-        encoder_settings(model),
-    )
+    config = plain(OmegaConf.load(run / rundir.CONFIG_FILE))
+    theirs, ours = encoder_settings(config["model"]), encoder_settings(model)
     # Another encoder is the whole difference (a transformer's heads mean nothing to a GRU).
     keys = ["encoder"] if theirs["encoder"] != ours["encoder"] else sorted(theirs.keys() | ours.keys())
     differ = [
@@ -525,6 +524,10 @@ def check_init_from(run: Path, model: Mapping[str, Any]) -> None:
         for k in keys
         if theirs.get(k) != ours.get(k)
     ]
+    # Another field left out is another embedding: said, where a state_dict's size mismatch was (dogfood 105).
+    excluded = list((config.get("features") or {}).get("exclude") or [])
+    if excluded != list(exclude):
+        differ.append(f"features.exclude={excluded!r} there, {list(exclude)!r} here")
     if differ:
         raise ConfigError(
             f"init_from={run}: its encoder does not fit this model: {'; '.join(differ)}; fine-tune with the "
@@ -562,14 +565,16 @@ def check_same_tokens(run: Path, spec: Spec) -> Spec:
     return theirs
 
 
-def load_pretrained(net: nn.Module, run: Path, spec: Spec, model: Mapping[str, Any]) -> None:
+def load_pretrained(
+    net: nn.Module, run: Path, spec: Spec, model: Mapping[str, Any], exclude: list[str]
+) -> None:
     """The embedding and encoder of a pretraining run (``init_from``) into ``net``, key for key.
 
     The pretraining run must have tokenized with the same spec (train both on one ``prepared_dir``, or on the
     same data and features config), and its model settings (``model``: this run's) must match: both are
     checked, with what differs named.
     """
-    check_init_from(run, model)
+    check_init_from(run, model, exclude)
     theirs = check_same_tokens(run, spec)
     state = torch.load(run / rundir.CHECKPOINT, map_location="cpu", weights_only=True)["state_dict"]
     parts = {
@@ -767,7 +772,7 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
                 f"init_from={cfg.init_from} is this run's own directory (paths.output_dir), whose earlier outputs "
                 "a run replaces: write the fine-tuning run elsewhere"
             )
-        check_init_from(Path(cfg.init_from), plain(cfg.model))
+        check_init_from(Path(cfg.init_from), plain(cfg.model), plain(cfg.features).get("exclude", []))
     run_dir.mkdir(parents=True, exist_ok=True)
     if world == 1:  # torchrun and SLURM set each rank's threads themselves
         torch.set_num_threads(training_threads(cfg.get("threads", "auto")))
