@@ -88,6 +88,16 @@ def test_pretraining_writes_a_checkpoint_that_starts_a_classifier(pretrained, tm
     # Said by the fit, whose epochs small_split may set (dogfood 77: "every one of trainer.max_epochs=8" of 20).
     assert "freeze_epochs=1 holds the encoder fixed for every one of this fit's 1 epochs" in caplog.text
     assert "epoch 1: the pretrained embedding and encoder stay fixed while the head learns" in caplog.text
+    assert "the checkpoint kept is epoch" not in caplog.text  # every epoch frozen: a linear probe, said above
+    # A tie on the checkpoint's metric keeps the earliest epoch, a frozen one: the fine-tuned encoder is thrown
+    # away, and said (dogfood 105: PR-AUC 1.0 on 10 validation frauds). Here no weight can move (lr 1e-30).
+    tie = ["trainer.max_epochs=2", "optim.lr=1e-30"]
+    with caplog.at_level("WARNING"):
+        train_into(tmp_path / "tie", *SMALL, f"init_from={pretrained}", "freeze_epochs=1", *tie)
+    assert (
+        "the checkpoint kept is epoch 1, one of the freeze_epochs=1 in which the encoder stayed"
+        in caplog.text
+    )
     # No epoch limit (the steps end it): no warning to make, and no failure in making it (review 78).
     unlimited = ["trainer.max_epochs=null", "+trainer.limit_train_batches=2", "+trainer.max_steps=4"]
     train_into(tmp_path / "unlimited", *SMALL, f"init_from={pretrained}", "freeze_epochs=1", *unlimited)

@@ -427,6 +427,23 @@ def fit_sequence_model(
     trainer, callbacks = fit_lightning(cfg, module, data, logger, extra_callbacks)
     if not trainer.is_global_zero:
         return None
+    freeze = int(cfg.get("freeze_epochs") or 0) if cfg.get("init_from") else 0
+    if (
+        freeze
+        and trainer.current_epoch > freeze
+        and (kept := best_epoch(trainer, callbacks))
+        and kept["epoch"] <= freeze
+    ):
+        # Validation PR-AUC tied at 1.0 on 10 frauds kept the head-only epoch, and the fine-tuned encoder was
+        # thrown away unsaid (dogfood 105).
+        log.warning(
+            "the checkpoint kept is epoch %d, one of the freeze_epochs=%d in which the encoder stayed as "
+            "pretrained: validation's %s did not rise after them (a tie keeps the earliest epoch), so the model "
+            "holds the pretrained encoder and a head alone; compare with freeze_epochs=0",
+            int(kept["epoch"]),
+            freeze,
+            getattr(trainer.checkpoint_callback, "monitor", "monitored metric"),
+        )
     # The checkpoint this fit wrote, never a stale file left in a reused run directory.
     saved = [c.best_model_path for c in callbacks if isinstance(c, ModelCheckpoint) and c.best_model_path]
     best = (
