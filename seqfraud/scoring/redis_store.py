@@ -283,9 +283,9 @@ class RedisStore(StateStore):
         """Decoded and checked: anything else in our keys was written by someone else, and is refused."""
         try:
             ts_us, *values = json.loads(value) if decoded is None else decoded
-            if type(ts_us) is not int or not all(v is None or isinstance(v, str) for v in values):
+            if not all(v is None or isinstance(v, str) for v in values):
                 raise ValueError("expected [ts_us, values...]")
-            return EntityRow(_text(field), session_id, ts_us, tuple(values))
+            return EntityRow(_text(field), session_id, ts_us, tuple(values))  # which checks the time
         except (ValueError, TypeError) as e:
             # Its value, for the log alone: another session's entity values.
             what = f"{key!r} field {field!r} is not a seqfraud entity row"

@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from filelock import FileLock, Timeout
 
@@ -426,10 +426,10 @@ class MemoryStore(StateStore):
             return [self._labels[sid][1] for sid in session_ids if sid in self._labels]
 
     def close(self) -> None:
-        if self.snapshot is None or self._snapshot_lock is None or not self._snapshot_lock.is_locked:
-            return  # none, or closed already
+        if self._snapshot_lock is None or not self._snapshot_lock.is_locked:
+            return  # no snapshot, or closed already
         try:
-            self.save(self.snapshot)
+            self.save(cast(Path, self.snapshot))
             log.info("saved %d session(s) to the snapshot %s", len(self._sessions), self.snapshot)
         finally:
             self._snapshot_lock.release()
