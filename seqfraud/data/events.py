@@ -1860,12 +1860,13 @@ def zero_padded_ids(raw: pl.LazyFrame, have: pl.Schema, schema: Schema) -> list[
 def integer_ids(
     raw: pl.LazyFrame, have: pl.Schema, schema: Schema, source: str, padded: Sequence[str]
 ) -> list[str]:
-    """The :func:`id_columns` that the log types as integers, or writes as integers in text (a CSV log's ids are read as text: dogfood 91), ``padded`` (:func:`zero_padded_ids`) aside:
-    a later file that writes them as decimals (``3278.0``, a pandas export whose integer column with a gap became
-    float, read back from CSV as text) meets no history, label or shared entity written ``3278`` (dogfood 72), and
-    scoring refuses it (:func:`refuse_rewritten_ids`). Text columns are read whole: one of integers that writes some
-    as decimals holds two ids of one entity, and is refused here. A text column with some ids zero-padded past the
-    rows :func:`zero_padded_ids` reads is text, not integers: its ids are keys as written."""
+    """The :func:`id_columns` that the log types as integers, or writes as integers in text (a CSV log's ids are
+    read as text: dogfood 91), ``padded`` (:func:`zero_padded_ids`) aside: a later file that writes them as decimals
+    (``3278.0``, a pandas export whose integer column with a gap became float, read back from CSV as text) meets no
+    history, label or shared entity written ``3278`` (dogfood 72), and scoring refuses it
+    (:func:`refuse_rewritten_ids`). Text columns are read whole: one of integers that writes some as decimals holds
+    two ids of one entity, and is refused here. A text column with some ids zero-padded past the rows
+    :func:`zero_padded_ids` reads is text, not integers: its ids are keys as written."""
     ids = [c for c in id_columns(schema) if c in have]
     text = [c for c in ids if _textual(have[c]) and c not in padded]
     # Per text column: its rows, those written as integers, those as decimals, and the first decimal.
