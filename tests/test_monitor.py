@@ -433,7 +433,7 @@ def test_a_window_absent_from_a_frauds_only_table_is_legitimate_under_the_runs_p
         "sessions_within_label_delay": window.n_unique() - got.height,
         "frauds_within_label_delay": waiting,
         "label_delay": "7d",
-        "label_delay_counted_from": "the window's last event",
+        "labels_as_of": None,
     }
     # The report says so, where only a log line did (dogfood 61: a window all within the delay had no PR-AUC).
     from seqfraud.monitoring.alerts import notes
@@ -447,7 +447,7 @@ def test_a_window_absent_from_a_frauds_only_table_is_legitimate_under_the_runs_p
     assert said.endswith("say when (--labels-as-of)")
     # A window none of whose sessions is settled has no PR-AUC to call rough, and --labels-as-of given is not
     # asked for (dogfood 102).
-    late = pending | {"label_delay_counted_from": "2026-03-25"}
+    late = pending | {"labels_as_of": "2026-03-25"}
     (said,) = notes(
         {"current": {"sessions": 800}, "performance": {"n": 0, "positives": 0} | late, "new_categories": {}},
         {"capped_p": 1e-6},

@@ -169,7 +169,8 @@ def notes(report: dict[str, Any], t: dict[str, float]) -> list[str]:
             "its PR-AUC is a rough estimate, so a drop is a warning, not an alert"
         )
     if waiting := perf.get("sessions_within_label_delay"):  # only a log line said so (dogfood 61)
-        since = perf["label_delay_counted_from"]
+        as_of = perf["labels_as_of"]
+        since = as_of or "the window's last event"
         ended = f"ended within the label delay ({perf['label_delay']}) of {since}"
         if frauds := perf["frauds_within_label_delay"]:
             ended += f", {frauds:,} of them listed as fraud already"
@@ -180,7 +181,7 @@ def notes(report: dict[str, Any], t: dict[str, float]) -> list[str]:
         else:
             said = f"no session of the window is settled: all {waiting:,} {ended}; their chargebacks may still come, "
         said += "so they are left out of the performance figures (data.policy.on_unlabeled=negative)"
-        if since == "the window's last event":
+        if as_of is None:
             said += "; where the label table was pulled later, say when (--labels-as-of)"
         small.append(said)
     return small + [

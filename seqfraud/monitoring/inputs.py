@@ -160,8 +160,8 @@ def matched_labels(
     """The labels of the current window's sessions (its normalized ``events``), how many others the table holds
     (left out and counted: a table of every label is a normal input), and, where some of the window's sessions
     wait for their label delay (below), the report's record of them: how many, how many of them the table lists
-    as fraud already, the delay, and what it is counted from (``as_of``, the text of ``as_of_us``, or the
-    window's last event). A table none of whose ids match is refused: its ids were read otherwise than
+    as fraud already, the delay, and ``as_of`` (the text of ``as_of_us``) where the delay runs from it rather than
+    from the window's last event. A table none of whose ids match is refused: its ids were read otherwise than
     the events' (``007`` against ``7``), and the window's performance would read as unlabelled.
 
     Under a model trained with ``data.policy.on_unlabeled=negative`` a session the table leaves out is legitimate
@@ -199,7 +199,7 @@ def matched_labels(
                 "sessions_within_label_delay": sessions.len() - settled.len(),
                 "frauds_within_label_delay": int((waiting[S.LABEL] == 1).sum()),
                 "label_delay": spec.fit_info.get(LABEL_DELAY),
-                "label_delay_counted_from": "the window's last event" if as_of is None else as_of,
+                "labels_as_of": as_of,  # None: the delay runs from the window's last event
             }
         log.info(
             "%s: %d session(s) of the window have their label delay past, %d of them listed as fraud and the rest "
