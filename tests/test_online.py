@@ -180,7 +180,7 @@ def test_session_state_round_trips_and_refuses_foreign_bytes() -> None:
     back = SessionState.decode(state.encode(), 3, (1, 4), "m1", state.session_id, layout)
     assert back.record_list() == [{"a": 1}, {"a": 2}, {"a": 3}] and back.score == 0.25
     # A key's record, found by the key; a taken key whose record is no longer kept has none.
-    assert back.taken_as(key_entry("id:1")) == {"a": 1} and back.taken_as(key_entry("id:7")) is None
+    assert back.taken_as([key_entry("id:1"), key_entry("id:7")]) == [{"a": 1}, None]
     # Keys match whole: neither a prefix nor an extension of a taken id, nor one with a newline, is taken.
     # One key at a time (a substring search) and several (a set of the taken ones) answer alike.
     keys = ["id:1", "id:7", "id:", "id:12", "d:1", "id:1\nid:7", "id:2"]

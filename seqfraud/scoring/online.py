@@ -155,13 +155,12 @@ class SessionState:
         taken = set(self.keys.split(b"\n"))
         return [e[1:-1] in taken for e in entries]
 
-    def taken_as(self, entry: bytes) -> dict[str, Any] | None:
-        """The event taken under a seen key, as it was sent; None when it is no longer kept."""
-        at = (b"\n" + self.records).find(b"\n" + entry[1:-1] + b"\t")
-        if at < 0:
-            return None
-        end = self.records.find(b"\n", at)
-        return json.loads(self.records[at + len(entry) - 1 : None if end < 0 else end])
+    def taken_as(self, entries: list[bytes]) -> list[dict[str, Any] | None]:
+        """The events taken under seen keys, as they were sent; None where one is no longer kept. The held records
+        are split once for them all, as :meth:`seen` does (a search per key over a stacker's 20,000 records took
+        5.6 s for a resend of 4,096 events: review 107)."""
+        held = dict(line.split(b"\t", 1) for line in self.records.split(b"\n")) if self.records else {}
+        return [None if (line := held.get(e[1:-1])) is None else json.loads(line) for e in entries]
 
     def add_keys(self, entries: list[bytes]) -> None:
         """Record event ids as :func:`key_entry` gives them."""
@@ -674,14 +673,15 @@ class OnlineScorer:
             new = list(range(len(keys)))  # without ids every event is new
             if entries is not None:
                 fresh: dict[bytes, int] = {}
-                conflicts.clear()
-                for i, (e, seen) in enumerate(zip(entries, state.seen(entries))):
-                    if seen:
-                        with _stored(sid):
-                            first = state.taken_as(e)
-                        if first is not None and first != records[i]:
-                            conflicts.append(keys[i])
-                    elif e not in fresh:
+                seen = state.seen(entries)
+                again = [i for i, s in enumerate(seen) if s]
+                with _stored(sid):
+                    firsts = state.taken_as([entries[i] for i in again]) if again else []
+                conflicts[:] = [
+                    keys[i] for i, first in zip(again, firsts) if first is not None and first != records[i]
+                ]
+                for i, e in enumerate(entries):
+                    if not seen[i] and e not in fresh:
                         fresh[e] = i
                 new = list(fresh.values())
                 state.add_keys(list(fresh))
