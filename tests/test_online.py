@@ -538,7 +538,8 @@ def test_late_and_repeated_events(gru_artifact, gru_run) -> None:
         padded = first[0] | {"event_id": "0" + first[0]["event_id"]}
         online.spec = replace(scorer.spec, fit_info=scorer.spec.fit_info | {INTEGER_IDS: ["event_id"]})
         with pytest.raises(
-            DataValidationError, match="column 'event_id': 1 row\\(s\\) hold an integer id written"
+            DataValidationError,
+            match="'event_id': 1 event id.s. in another form than the training log wrote them .integers, as their",
         ):
             online.events([padded])
         online.spec = scorer.spec

@@ -1053,7 +1053,23 @@ def label_keys(schema: Schema) -> tuple[str, str, str]:
 def refuse_misread_ids(values: list[Any], column: str, key: str, spec: Spec, source: str) -> None:
     """A request's ids (``values``, sent under ``key``) of ``column`` in another form than training read them: an
     integer where the log wrote zero-padded text, or text that writes an integer otherwise than its digits where it
-    held integers (:func:`~seqfraud.data.events.refuse_rewritten_ids`)."""
+    held integers (:func:`~seqfraud.data.events.refuse_rewritten_ids`). An event id so written is another event's
+    key: a resend would count as a new event (dogfood 102), said as such."""
+    if column == spec.schema.event_id:
+        padded, integers = column in spec.zero_padded_ids, column in spec.integer_ids
+        bad = [
+            v
+            for v in values
+            if (padded and type(v) is int) or (integers and type(v) is str and REWRITTEN.match(v))
+        ]
+        if bad:
+            trained = "text with leading zeros" if padded else "integers, as their digits alone"
+            raise DataValidationError(
+                f"{source}: {key!r}: {len(bad):,} event id(s) in another form than the training log wrote them "
+                f"({trained}; first: {bad[0]!r}): a resent event under another form of its id would count as a "
+                "new event; send the ids as the log writes them"
+            )
+        return
     if any(type(v) is int for v in values):
         refuse_integer_ids([column], spec.zero_padded_ids, source)
     if column in spec.integer_ids and any(type(v) is str and REWRITTEN.match(v) for v in values):

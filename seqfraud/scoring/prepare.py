@@ -135,7 +135,7 @@ def _records_frame(records: Sequence[Any], spec: Spec, source: str) -> pl.DataFr
         # Polars' widest integer is Int128 (and str() stops at 4,300 digits): "cannot form one column" said no more.
         if c in textual and int in kinds:
             # Beside text an integer's digits would pass unseen: named as a column of them.
-            if c in spec.zero_padded_ids:
+            if c in _keyed_ids(spec, spec.zero_padded_ids):
                 refuse_integer_ids([c], spec.zero_padded_ids, source)
             huge = [i for i, v in enumerate(values) if type(v) is int and not _INT128_MIN <= v <= _INT128_MAX]
             if huge:
@@ -202,7 +202,7 @@ def normalized_events(
     """
     schema = spec.schema
     have = check_columns(lf, schema, source, with_label=False, missing_hint=SCORING_NAMES)
-    refuse_integer_ids(integer_columns(have), spec.zero_padded_ids, source)
+    refuse_integer_ids(integer_columns(have), _keyed_ids(spec, spec.zero_padded_ids), source)
     if booleans := [c for c in schema.categorical_fields if have[c] == pl.Boolean]:
         lf = lf.with_columns(
             pl.col(c).cast(pl.String).replace(dict(zip(("false", "true"), spec.boolean_text(c))))
@@ -239,8 +239,10 @@ def normalized_events(
             first_bad(events, pl.col(S.TS_OUT_OF_RANGE), lf, schema.timestamp),
         )
     if spec.integer_ids:
-        renamed = {schema.session_id: S.SESSION_ID, schema.event_id: S.EVENT_ID}
-        textual = {renamed.get(c, c): c for c in spec.integer_ids if c in have and not have[c].is_integer()}
+        renamed = {schema.session_id: S.SESSION_ID}
+        textual = {
+            renamed.get(c, c): c for c in _keyed_ids(spec, spec.integer_ids) if not have[c].is_integer()
+        }
         refuse_rewritten_ids(events, textual, source)
     if S.TS_NAIVE in events.columns:
         naive = int(events[S.TS_NAIVE].sum())
@@ -285,6 +287,13 @@ _EPOCH_DAY = date(1970, 1, 1).toordinal()
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _INT128_MIN, _INT128_MAX = -(1 << 127), (1 << 127) - 1
 _NONE = type(None)
+
+
+def _keyed_ids(spec: Spec, ids: Sequence[str]) -> list[str]:
+    """The id columns among ``ids`` whose form a scored file must keep: the event id aside, which a file or a
+    ``/score`` request reads only for its repeats (``POST /events``, which takes a resend by it, checks it:
+    :func:`~seqfraud.scoring.online.refuse_misread_ids`)."""
+    return [c for c in ids if c != spec.schema.event_id]
 
 
 def record_columns(records: Sequence[Any], spec: Spec, source: str = "request") -> EventColumns | None:
