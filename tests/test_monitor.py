@@ -465,7 +465,7 @@ def test_a_window_absent_from_a_frauds_only_table_is_legitimate_under_the_runs_p
     # A table pulled after the delay has run for the whole window settles every session (dogfood 73: last month,
     # monitored with the chargebacks of the two months since, had every session left out).
     later = cast(int, events[S.TS_US].max()) + 7 * 86_400_000_000
-    got, _, pending = matched_labels(frauds, events, "labels", spec, later, "then")
+    got, _, pending = matched_labels(frauds, events, "labels", spec, later)
     assert pending == {} and got.height == window.n_unique() and got[S.LABEL].sum() == listed.len()
 
 

@@ -1113,7 +1113,8 @@ def read_labels(
     ``frauds_only`` (``data.policy.on_unlabeled=negative``) a table without the label column lists frauds: a
     chargeback file as it comes (session id and date). ``zero_padded``: a model's
     :attr:`~seqfraud.features.spec.Spec.zero_padded_ids`, whose session ids as integers are refused;
-    ``integer_typed``: its :attr:`~seqfraud.features.spec.Spec.integer_ids`, whose session ids as decimals are.
+    ``integer_typed``: its :attr:`~seqfraud.features.spec.Spec.integer_ids`, whose session ids written otherwise
+    than as their digits (3278.0, 03278) are.
 
     With ``timestamp_unit`` (the events' :attr:`LoadedEvents.timestamp_unit`) and ``data.schema.label_time``,
     the table must also hold the label time, read by the events' timestamp rules (integer epochs in that

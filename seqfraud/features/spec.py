@@ -141,14 +141,14 @@ class Spec:
 
     @property
     def zero_padded_ids(self) -> tuple[str, ...]:
-        """The id columns the training log wrote as zero-padded text (an entity model's), whose integers scoring
-        refuses (:func:`seqfraud.data.events.zero_padded_ids`)."""
+        """The id columns (:func:`seqfraud.data.events.id_columns`) the training log wrote as zero-padded text,
+        whose integers scoring refuses (:func:`seqfraud.data.events.zero_padded_ids`)."""
         return tuple(self.fit_info.get(ZERO_PADDED_IDS) or ())
 
     @property
     def integer_ids(self) -> tuple[str, ...]:
-        """The id columns the training log typed as integers (an entity model's), whose decimals scoring refuses
-        (:func:`seqfraud.data.events.integer_ids`)."""
+        """The id columns (:func:`seqfraud.data.events.id_columns`) the training log typed as integers, which
+        scoring refuses written otherwise than as their digits (:func:`seqfraud.data.events.integer_ids`)."""
         return tuple(self.fit_info.get(INTEGER_IDS) or ())
 
     @property

@@ -137,12 +137,11 @@ def monitor(
             fields |= entity_field_stats(spec, entity_ref.seqs, entity_ref.starts, cur.seqs)
     ref_scores, ref_scores_from = reference_scores(scorer, ref, artifact)  # served scores, calibrated
     cur_scored = scorer.score_sequences(cur.seqs, cur.events)
-    outside, pending = 0, dict[str, Any]()
+    outside = 0
+    pending: dict[str, Any] = {}
     if label_table is not None and labels is not None:
         source = str(labels) if isinstance(labels, (str, Path)) else "labels"
-        label_table, outside, pending = matched_labels(
-            label_table, cur.events, source, spec, as_of_us, labels_as_of
-        )
+        label_table, outside, pending = matched_labels(label_table, cur.events, source, spec, as_of_us)
     cur_scores = cur_scored[S.SCORE].to_numpy()
     bins = np.asarray(SCORE_BINS)
     len_bins = length_edges(spec)

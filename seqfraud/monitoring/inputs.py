@@ -21,6 +21,7 @@ from seqfraud.data.events import (
     scan_table,
 )
 from seqfraud.data.shards import shard_files
+from seqfraud.data.split import from_epoch_us
 from seqfraud.errors import UserError
 from seqfraud.features.spec import LABEL_DELAY, Spec
 from seqfraud.features.tokens import Sequences, as_sequences, inter_event_seconds, polars_sequences
@@ -155,13 +156,12 @@ def matched_labels(
     source: str,
     spec: Spec,
     as_of_us: int | None = None,
-    as_of: str | None = None,
 ) -> tuple[pl.DataFrame, int, dict[str, Any]]:
     """The labels of the current window's sessions (its normalized ``events``), how many others the table holds
     (left out and counted: a table of every label is a normal input), and, where some of the window's sessions
     wait for their label delay (below), the report's record of them: how many, how many of them the table lists
-    as fraud already, the delay, and ``as_of`` (the text of ``as_of_us``) where the delay runs from it rather than
-    from the window's last event. A table none of whose ids match is refused: its ids were read otherwise than
+    as fraud already, the delay, and ``as_of_us`` as a datetime where the delay runs from it rather than from the
+    window's last event. A table none of whose ids match is refused: its ids were read otherwise than
     the events' (``007`` against ``7``), and the window's performance would read as unlabelled.
 
     Under a model trained with ``data.policy.on_unlabeled=negative`` a session the table leaves out is legitimate
@@ -199,7 +199,8 @@ def matched_labels(
                 "sessions_within_label_delay": sessions.len() - settled.len(),
                 "frauds_within_label_delay": int((waiting[S.LABEL] == 1).sum()),
                 "label_delay": spec.fit_info.get(LABEL_DELAY),
-                "labels_as_of": as_of,  # None: the delay runs from the window's last event
+                # None: the delay runs from the window's last event
+                "labels_as_of": None if as_of_us is None else from_epoch_us(as_of_us),
             }
         log.info(
             "%s: %d session(s) of the window have their label delay past, %d of them listed as fraud and the rest "

@@ -543,7 +543,7 @@ def check_init_from(run: Path, model: Mapping[str, Any], exclude: list[str]) -> 
     ]
     # Another field left out is another embedding: said, where a state_dict's size mismatch was (dogfood 105).
     excluded = list((config.get("features") or {}).get("exclude") or [])
-    if excluded != list(exclude):
+    if set(excluded) != set(exclude):  # a set: the model reads whether a field is left out
         differ.append(f"features.exclude={excluded!r} there, {list(exclude)!r} here")
     if differ:
         raise ConfigError(
