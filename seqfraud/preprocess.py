@@ -51,6 +51,7 @@ from seqfraud.data.split import (
     split_boundaries,
     to_epoch_us,
 )
+from seqfraud.durations import duration_us
 from seqfraud.errors import ConfigError
 from seqfraud.features.entities import (
     BUSIEST_ENTITY_VALUES,
@@ -836,10 +837,11 @@ def check_prepared_settings(
     ]
     if (fitted := made.get("features")) is not None:
         ours = spec_settings(features_cfg)
+        entities = bool((data_cfg.get("schema") or {}).get("entities"))
         differ += [
             f"features.{key} ({fitted.get(key)!r} there, {ours.get(key)!r} here)"
             for key in sorted(set(fitted) | set(ours))
-            if fitted.get(key) != ours.get(key)
+            if _feature_as_read(fitted, key, entities) != _feature_as_read(ours, key, entities)
         ]
     differ += _other_inputs(prepared.report.get("inputs") or {}, data_cfg)
     if differ:
@@ -894,6 +896,23 @@ def _same_files(files: list[str], record: Mapping[str, Any]) -> bool:
         return False  # gone: nothing to compare with
     real = sorted(map(os.path.realpath, files))
     return len(files) == int(record["files"]) and real == sorted(map(os.path.realpath, then))
+
+
+def _feature_as_read(features: Mapping[str, Any], key: str, entities: bool) -> Any:
+    """A features.* value as the spec's fit reads it, so that one written otherwise compares equal (hop null and
+    max_len // 8; entity windows 1h and 60m), and the entity settings of a log without entities, which nothing
+    reads, are alike (review 107)."""
+    value = features.get(key)
+    if key == "hop" and value is None:
+        return max(1, int(features["max_len"]) // 8)
+    if key == "entity":
+        if not entities:
+            return None
+        value = dict(value or {})
+        value["windows"] = [
+            duration_us(str(w), "features.entity.windows") for w in value.get("windows") or ()
+        ]
+    return value
 
 
 def _as_read(settings: Mapping[str, Any], section: str, key: str) -> Any:

@@ -769,6 +769,11 @@ def test_a_run_on_a_prepared_dir_may_not_set_other_splits_policies_or_inputs(smo
     longer = features | {"max_len": made["features"]["max_len"] * 4}
     with pytest.raises(ConfigError, match=r"features.max_len \(64 there, 256 here\)"):
         check_prepared_settings(prepared, same, str(run_dir), longer)
+    # Written otherwise, or not read, alike: hop null is max_len // 8, 60m is 1h, and a log without entities reads
+    # no entity settings (review 107).
+    hop = made["features"]["max_len"] // 8
+    entity = dict(made["features"]["entity"]) | {"windows": ["60m", "24h", "7d", "30d"], "smoothing": 99}
+    check_prepared_settings(prepared, same, str(run_dir), features | {"hop": hop, "entity": entity})
     fitted = made.pop("features")  # made before the features' record: the data's settings alone are compared
     check_prepared_settings(prepared, same, str(run_dir), longer)
     made["features"] = fitted
