@@ -115,6 +115,41 @@ def test_a_search_whose_stacker_keeps_the_aggregates_alone_says_it_searches_noth
     )
 
 
+def test_an_optuna_search_with_failed_trials_ends_with_the_first_error(tmp_path, monkeypatch, capsys):
+    """The Optuna sweeper records a failed trial and goes on: a search with failed trials exited 0, and one whose
+    every trial failed ended in Optuna's "No trials are completed yet" traceback (dogfood 106). Both end as a grid
+    sweep does, with the first trial's error in one line and exit status 2 (train is stood in for)."""
+    import seqfraud.cli.train as cli
+    from seqfraud.errors import ConfigError
+
+    calls = []
+
+    def fitted(cfg):
+        calls.append(len(calls))
+        if calls[-1] == 0 or fail_all:
+            raise ConfigError(f"trial {calls[-1]} cannot run")
+        return {"val": {"pr_auc": 0.5}}
+
+    monkeypatch.setattr(cli, "train", fitted)
+    for fail_all in (False, True):
+        calls.clear()
+        with pytest.raises(SystemExit) as ended:
+            cli.main(
+                [
+                    "hparams_search=optuna",
+                    "hydra.sweeper.n_trials=2",
+                    f"hydra.sweep.dir={tmp_path / str(fail_all)}",
+                    "logger=none",
+                ]
+            )
+        err = capsys.readouterr().err
+        assert ended.value.code == 2 and len(calls) == 2, fail_all
+        assert (
+            err.strip().splitlines()[-1] == "error: trial 0 cannot run"
+            and "No trials are completed" not in err
+        )
+
+
 def test_ablation_configs_change_what_they_claim():
     shuffled = compose_train(["+experiment=ablation_shuffled_order", "paths.output_dir=x"])
     no_time = compose_train(["+experiment=ablation_no_time", "paths.output_dir=x"])

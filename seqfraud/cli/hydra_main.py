@@ -25,6 +25,10 @@ from seqfraud.errors import ConfigError, F, command, debugging, one_line, user_e
 
 log = logging.getLogger(__name__)
 
+# A sweep's failed jobs, first first. The Optuna sweeper records a failed trial and goes on: a search whose trials
+# failed exited 0, and one where all did ended in Optuna's "No trials are completed yet" traceback (dogfood 106).
+_failed: list[Exception] = []
+
 
 def hydra_command(config_path: str, config_name: str) -> Callable[[F], F]:
     """``@hydra.main(version_base="1.3", ...)`` with :func:`command` around the task and around Hydra itself.
@@ -45,8 +49,12 @@ def hydra_command(config_path: str, config_name: str) -> Callable[[F], F]:
         def run(*args: Any, **kwargs: Any) -> Any:
             before = os.environ.get("HYDRA_FULL_ERROR")
             os.environ["HYDRA_FULL_ERROR"] = "1"
+            _failed.clear()
             try:
-                return hydra_main(*args, **kwargs)
+                result = hydra_main(*args, **kwargs)
+                if _failed:  # the command ends with a sweep's first error, whatever the sweeper did with it
+                    raise _failed[0]
+                return result
             except ConfigCompositionException as e:
                 key = re.match(r"Could not override '[+~]*([^'=]+)'", str(e))
                 if key is not None and (band := re.fullmatch(r"thresholds\.(review|decline)", key.group(1))):
@@ -63,6 +71,10 @@ def hydra_command(config_path: str, config_name: str) -> Callable[[F], F]:
                 elif key is None or not (hint := where_key_lives(key.group(1))):
                     raise
                 raise ConfigError(one_line(e) + hint) from e
+            except Exception as e:
+                if _failed and e is not _failed[0]:  # the sweeper's own error, after its jobs failed
+                    raise _failed[0] from None
+                raise
             finally:
                 if before is None:
                     os.environ.pop("HYDRA_FULL_ERROR", None)
@@ -89,6 +101,7 @@ def _job(task: F) -> F:
         except Exception as e:
             if isinstance(e, user_error_types()) and not debugging():
                 log.error("job %s failed: %s", HydraConfig.get().job.num, one_line(e))
+            _failed.append(e)
             raise
 
     return run  # type: ignore[return-value]
