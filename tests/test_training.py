@@ -894,3 +894,16 @@ def test_a_small_training_split_trains_longer_in_smaller_batches(tmp_path, caplo
     assert (effective.loader.batch_size, effective.trainer.max_epochs) == (35, 20)
     for other in ("model=lightgbm", "+experiment=pretrain_contrastive"):
         assert main_fit_changes(compose_train([other]), prepared) == {}
+
+
+def test_a_mistyped_wandb_mode_is_a_config_error(tmp_path):
+    """WANDB_MODE=ofline was said to be an online run that could not start, then failed in wandb's own settings
+    check with a traceback (dogfood 106): the logger refuses it, naming the modes."""
+    from seqfraud.errors import ConfigError
+    from seqfraud.training.wandb_report import WandbLogger
+
+    with pytest.raises(
+        ConfigError, match=r"logger.mode is 'ofline' \(from WANDB_MODE, where set\): W&B takes one"
+    ):
+        WandbLogger(project="p", mode="ofline", save_dir=str(tmp_path))
+    WandbLogger(project="p", mode="disabled", save_dir=str(tmp_path))

@@ -13,9 +13,11 @@ from sklearn.metrics import precision_recall_curve
 
 from seqfraud import rundir
 from seqfraud import schema as S
-from seqfraud.errors import one_line
+from seqfraud.errors import ConfigError, one_line
 
 log = logging.getLogger(__name__)
+
+WANDB_MODES = ("online", "offline", "shared", "disabled", "dryrun", "run")  # wandb.Settings' own
 
 
 class WandbLogger(_LightningWandbLogger):
@@ -23,6 +25,12 @@ class WandbLogger(_LightningWandbLogger):
     the setting has no effect."""
 
     def __init__(self, **kwargs: Any):
+        # A typo in WANDB_MODE was said to be an online run that could not start, then failed in wandb's own
+        # settings check with a traceback (dogfood 106).
+        if (mode := kwargs.get("mode")) not in WANDB_MODES:
+            raise ConfigError(
+                f"logger.mode is {mode!r} (from WANDB_MODE, where set): W&B takes one of {list(WANDB_MODES)}"
+            )
         super().__init__(**kwargs)
         self._wandb_init.pop("anonymous", None)
 
