@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,26 @@ def window_config(cfg: DictConfig, window: Window, model: DictConfig, run_dir: P
     return run
 
 
+def clear_other_windows(out: Path, ours: set[Path]) -> None:
+    """Remove the window runs of an earlier backtest into ``out`` that this one does not write: windows count back
+    from the log's end, so a rerun with fewer windows or models left runs of other test periods under the same
+    window names, which compare then ranked beside this backtest's (dogfood 106)."""
+    stale = [p for p in sorted(out.glob("window*/*")) if p.is_dir() and p not in ours]
+    if stale:
+        log.warning(
+            "%s holds %d run(s) of an earlier backtest that this one does not write (%s): removed, so that "
+            "compare and the report read this backtest's alone",
+            out,
+            len(stale),
+            ", ".join(str(p.relative_to(out)) for p in stale[:4]) + (", ..." if len(stale) > 4 else ""),
+        )
+    for path in stale:
+        shutil.rmtree(path)
+    for window in out.glob("window*"):
+        if window.is_dir() and not any(window.iterdir()):
+            window.rmdir()
+
+
 def run_backtest(cfg: DictConfig) -> dict[str, Any]:
     """Train and test every model on every window; writes and returns the per-window results."""
     out = Path(cfg.paths.output_dir)
@@ -175,6 +196,7 @@ def run_backtest(cfg: DictConfig) -> dict[str, Any]:
     }
     if own:  # the windows set them (window_config): said, not silently replaced (dogfood 27)
         log.warning("backtest: each window sets its own split; data.split %s is not used", own)
+    clear_other_windows(out, {out / f"window{w.index:02d}" / name for w in windows for name in models})
     rows, skipped = [], []
     for w in windows:
         warned = False  # the same labels for every model of a window: said once
