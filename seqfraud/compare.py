@@ -302,7 +302,7 @@ def rank_runs(
     common = Path(os.path.commonpath([d.parent for d in dirs]))
     runs = [load_run(d, str(d.relative_to(common))) for d in dirs]
     sets = None
-    if len(groups := test_sets(runs)) > 1:
+    if len(groups := session_sets(runs, "test")) > 1:
         log.warning(
             "the runs were tested on %d different sets of sessions, so their test figures do not compare across "
             "them (another log, split or backtest window), and each set is ranked on its own: %s",
@@ -311,15 +311,32 @@ def rank_runs(
         )
         sets = {name: chr(ord("A") + i) for i, names in enumerate(groups) for name in names}
     warn_of_other_files(runs, groups)
+    by_name = {r.name: r for r in runs}
+    for names in groups:
+        # Ranked by validation PR-AUC, on the same test set: two validation periods (a sweep over val_start), or
+        # one of a single fraud, ranked first with no word (dogfood 106).
+        if len(validated := session_sets([by_name[n] for n in names], "val")) > 1:
+            log.warning(
+                "runs ranked together were validated on different sessions, so the validation PR-AUC they are "
+                "ranked by compares different sets: %s",
+                "; ".join(
+                    ", ".join(names) + f" ({_sessions_of(by_name[names[0]], 'val')})" for names in validated
+                ),
+            )
     return runs, leaderboard(runs, fpr, recall, sets), common
 
 
-def test_sets(runs: list[Run]) -> list[list[str]]:
-    """The runs' names grouped by the sessions of their test predictions and their labels: a run on the same
+def _sessions_of(run: Run, split: str) -> str:
+    m = run.metrics[split]
+    return f"{int(m.get('n', 0)):,} sessions, {int(m.get('positives', 0)):,} fraud"
+
+
+def session_sets(runs: list[Run], split: str) -> list[list[str]]:
+    """The runs' names grouped by the sessions of their ``split`` predictions and their labels: a run on the same
     sessions with another label table was ranked beside the first (dogfood 53)."""
     groups: dict[str, list[str]] = {}
     for run in runs:
-        test = pl.read_parquet(predictions(run.path, "test"), columns=[S.SESSION_ID, S.LABEL]).sort(
+        test = pl.read_parquet(predictions(run.path, split), columns=[S.SESSION_ID, S.LABEL]).sort(
             S.SESSION_ID
         )
         pairs = (f"{sid}\t{label}" for sid, label in test.iter_rows())

@@ -134,7 +134,18 @@ def test_runs_tested_on_other_sessions_are_named_in_a_warning(runs, tmp_path, ca
     import polars as pl
 
     write_leaderboard([runs / "0", runs / "1"], tmp_path / "same")
-    assert "different sets of sessions" not in caplog.text
+    assert "different sets of sessions" not in caplog.text and "validated on different" not in caplog.text
+    # The same test set, another validation (a sweep over data.split.val_start): ranked together, and said, since
+    # the ranking reads validation PR-AUC (dogfood 106).
+    shorter = tmp_path / "shorter"
+    shutil.copytree(runs / "1", shorter / "1")
+    val = shorter / "1" / "predictions" / "val.parquet"
+    pl.read_parquet(val).head(-1).write_parquet(val)
+    write_leaderboard([runs / "0", shorter / "1"], tmp_path / "val_board")
+    n, frauds = (json.loads((runs / "0" / "metrics.json").read_text())["val"][k] for k in ("n", "positives"))
+    said = "runs ranked together were validated on different sessions, so the validation PR-AUC they are ranked by"
+    assert said in caplog.text and f"multirun/0 ({n:,} sessions, {frauds:,} fraud); " in caplog.text
+    caplog.clear()
     other = tmp_path / "other"
     shutil.copytree(runs / "1", other / "1")
     test = other / "1" / "predictions" / "test.parquet"
@@ -147,8 +158,6 @@ def test_runs_tested_on_other_sessions_are_named_in_a_warning(runs, tmp_path, ca
     assert [cells[:2] for cells in body] == [["A", "1"], ["A", "2"], ["B", "1"]]
     assert (tmp_path / "board" / "leaderboard.md").read_text().count("| B | 1 |") == 1
     # Another log whose ids and split match: the same test session ids, other event bytes (dogfood 49).
-    import json
-
     relog = tmp_path / "relog"
     shutil.copytree(runs / "1", relog / "1")
     metrics = json.loads((relog / "1" / "metrics.json").read_text())
