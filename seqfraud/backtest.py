@@ -30,7 +30,7 @@ from seqfraud import reports
 from seqfraud import schema as S
 from seqfraud.compare import typology_columns
 from seqfraud.config import packaged, plain
-from seqfraud.data.events import load_events
+from seqfraud.data.events import label_delay_us, load_events
 from seqfraud.data.split import EmptySplit, from_epoch_us, to_epoch_us
 from seqfraud.errors import ConfigError
 from seqfraud.preprocess import ensure_synthetic, resolve_data_config
@@ -250,9 +250,23 @@ def run_backtest(cfg: DictConfig) -> dict[str, Any]:
                 }
             )
     if not rows:
+        # A label cutoff with a delay as long as validation leaves it no final label: val_days alone cures it, and
+        # the message named four settings (dogfood 106).
+        delay, cutoff = (
+            (data.get("policy") or {}).get("label_delay"),
+            (data.get("split") or {}).get("label_cutoff"),
+        )
+        short = (
+            f"; with data.split.label_cutoff={cutoff}, data.policy.label_delay={delay} leaves a validation of "
+            f"backtest.val_days={float(bt.val_days):g} days no label final by its test start: lengthen val_days past "
+            "the delay"
+            if cutoff is not None
+            and (label_delay_us(delay and str(delay)) or 0) >= float(bt.val_days) * DAY_US
+            else ""
+        )
         raise ConfigError(
             f"backtest: every window was skipped ({skipped[0]['why']} in window {skipped[0]['window']}): choose "
-            "others with backtest.windows, window_days, val_days or first_test_start"
+            f"others with backtest.windows, window_days, val_days or first_test_start{short}"
         )
     result = {
         "windows": int(bt.windows),

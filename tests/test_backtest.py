@@ -243,3 +243,35 @@ def test_an_unknown_preset_is_one_line_naming_it(tmp_path, capsys):
         )
     err = capsys.readouterr().err
     assert "model=lightgbm does not compose" in err and "write the override as ++KEY=VALUE" in err
+
+
+def test_a_cutoff_whose_delay_outlasts_validation_says_val_days_is_the_setting(backtest, tmp_path, capsys):
+    """With data.split.label_cutoff and a label delay as long as validation, every window is skipped; the refusal
+    named four settings where only backtest.val_days cures it (dogfood 106)."""
+    from seqfraud.cli.backtest import main
+
+    run_dir, result = backtest
+    config = OmegaConf.load(run_dir / result["rows"][0]["run_dir"] / CONFIG_FILE)
+    overrides = [
+        "+experiment=smoke",
+        "logger=none",
+        f"data.events={config.data.events}",
+        f"data.labels={config.data.labels}",
+        "data.policy.label_delay=20d",
+        "data.split.label_cutoff=test_start",
+        "backtest.windows=1",
+        "backtest.window_days=20",
+        "backtest.val_days=14",
+        "backtest.models=[lightgbm]",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        *QUIET_HYDRA,
+    ]
+    with pytest.raises(SystemExit) as ended:
+        main(overrides)
+    assert ended.value.code == 2
+    said = capsys.readouterr().err
+    assert "every window was skipped" in said
+    assert (
+        "data.policy.label_delay=20d leaves a validation of backtest.val_days=14 days no label final" in said
+    )
