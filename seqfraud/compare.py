@@ -196,12 +196,15 @@ def leaderboard(
     rows = []
     for run, differs in zip(runs, config_differences(runs)):
         val, test = run.metrics["val"], run.metrics["test"]
-        missing = [k for k in (rk, pk) if k not in test]
-        if missing:
-            raise ValueError(
-                f"{run.path / METRICS_FILE}: no {missing} (the run used other metrics.fpr/recall); "
-                "pass the run's operating points with --fpr/--recall"
+        # Another metrics.fpr/recall (a sweep over them): n/a in those columns, where the whole leaderboard was
+        # refused, whichever --fpr it was given (dogfood 106).
+        if missing := [k for k in (rk, pk) if k not in test]:
+            log.warning(
+                "%s: no %s (the run used other metrics.fpr/recall): n/a in those columns; --fpr/--recall choose them",
+                run.path / METRICS_FILE,
+                missing,
             )
+        nan = float("nan")
         per = test.get("per_typology", {})
         rows.append(
             {
@@ -212,14 +215,14 @@ def leaderboard(
                 "val_pr_auc": val["pr_auc"],
                 "test_pr_auc": test["pr_auc"],
                 "test_roc_auc": test["roc_auc"],
-                rk: test[rk],
-                pk: test[pk],
+                rk: test.get(rk, nan),
+                pk: test.get(pk, nan),
                 "test_brier": test["brier"],
                 # How many sessions and frauds the test figures rest on (a dogfood's ranking rested on 13-19).
                 "test_sessions": test.get("n"),
                 "test_positives": test.get("positives"),
                 "sequence_reads": (run.metrics.get("sequence_reads") or {}).get("events"),
-                "per_typology": {t: per[t][rk] if t in per else float("nan") for t in typologies},
+                "per_typology": {t: per.get(t, {}).get(rk, nan) for t in typologies},
                 "path": str(run.path),
                 "test_set": (sets or {}).get(run.name, ""),
             }

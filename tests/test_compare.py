@@ -312,3 +312,18 @@ def test_two_hybrids_on_one_embeddings_path_of_other_contents_are_told_apart(tmp
         "model.embeddings=/data/e.parquet@bbbbbbbb",
     ]
     assert config_differences([run("a", "a"), run("c", "a")]) == ["", ""]
+
+
+def test_runs_of_other_operating_points_rank_with_na_where_they_lack_one(runs, tmp_path, caplog):
+    """A sweep over metrics.fpr: each --fpr refused the whole leaderboard on the other run (dogfood 106). The
+    ranking reads validation PR-AUC, which both have: the missing cells read n/a, and a warning names the run."""
+    other = tmp_path / "other"
+    shutil.copytree(runs / "1", other / "1")
+    metrics = json.loads((other / "1" / "metrics.json").read_text())
+    metrics["test"]["recall_at_0.05_fpr"] = metrics["test"].pop("recall_at_0.01_fpr")
+    (other / "1" / "metrics.json").write_text(json.dumps(metrics))
+    rows = write_leaderboard([runs / "0", other / "1"], tmp_path / "board")
+    assert "no ['recall_at_0.01_fpr'] (the run used other metrics.fpr/recall): n/a" in caplog.text
+    head, body = leaderboard_table(rows, 0.01, 0.5)
+    cells = {r[head.index("run")]: r[head.index("recall@1%FPR")] for r in body}
+    assert cells[next(k for k in cells if k.endswith("1"))] == "n/a" and len(cells) == 2
