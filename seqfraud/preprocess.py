@@ -26,6 +26,7 @@ import numpy as np
 import polars as pl
 
 from seqfraud import schema as S
+from seqfraud.config import plain
 from seqfraud.data.events import (
     INTEGER_IDS,
     ZERO_PADDED_IDS,
@@ -813,8 +814,9 @@ MODEL_FEATURES = ("exclude", "shuffle_order")
 
 
 def spec_settings(features_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The features.* settings preprocessing fits the spec with (:data:`MODEL_FEATURES` aside)."""
-    return {k: v for k, v in features_cfg.items() if k not in MODEL_FEATURES}
+    """The features.* settings preprocessing fits the spec with (:data:`MODEL_FEATURES` aside), as plain data (a
+    caller's OmegaConf node among them)."""
+    return {k: v for k, v in plain(features_cfg).items() if k not in MODEL_FEATURES}
 
 
 def check_prepared_settings(
