@@ -159,13 +159,14 @@ def test_a_dead_worker_process_is_replaced(server, events):
     batch = json.dumps({"sessions": [{"events": events}]}).encode()
 
     def batch_answered() -> None:
-        """Until a 200: meanwhile only 503 with Retry-After (the module's server may still be draining an earlier
-        test's flood, on a loaded machine)."""
+        """Until a 200: meanwhile only 503 with Retry-After. On a loaded machine a cold worker's first answer may
+        pass --worker-timeout (3 s here), and the workers start again, or the client's default 10 s (two full CI
+        runs timed out here), as in the hung-worker test below."""
         statuses: list[int] = []
         deadline = time.monotonic() + 60
         while not statuses or statuses[-1] != 200:
             assert time.monotonic() < deadline, statuses
-            status, headers = Client(port).post("/score/batch", batch)
+            status, headers = Client(port, timeout_s=60).post("/score/batch", batch)
             assert status == 200 or (status == 503 and "retry-after" in headers), (status, headers)
             statuses.append(status)
             time.sleep(0.1)
