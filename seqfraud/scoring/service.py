@@ -71,9 +71,8 @@ class Limits:
     """Per-request bounds (what one request may cost in memory and time) and requests in flight per route."""
 
     max_events_per_session: int = 4096
-    max_session_events: int = (
-        MAX_SESSION_EVENTS  # events one open session takes over all its /events requests
-    )
+    # Events one open session takes over all its /events requests.
+    max_session_events: int = MAX_SESSION_EVENTS
     max_sessions_per_batch: int = 1000
     max_sessions_per_events: int = 256  # sessions of one /events request (entity models: runs), each rescored
     max_body_bytes: int = 8 * 1024 * 1024  # /score/batch

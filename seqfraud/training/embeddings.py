@@ -136,13 +136,13 @@ def with_embeddings(
 _THEIR_LABEL = "__embedded_label"
 
 
-def embedding_record_of(path: str | Path) -> dict[str, Any]:
-    """``{"record": ...}``: what ``seqfraud embed`` recorded in the file of the encoder that wrote it, None where
-    nothing (a file from before the record, one not Parquet or damaged: the read that follows names it)."""
+def embedding_record_of(path: str | Path) -> Any:
+    """What ``seqfraud embed`` recorded in the file of the encoder that wrote it; None where nothing (a file from
+    before the record, one not Parquet or damaged: the read that follows names it)."""
     try:
-        return {"record": json.loads(pl.read_parquet_metadata(path).get(EMBEDDING_METADATA) or "null")}
+        return json.loads(pl.read_parquet_metadata(path).get(EMBEDDING_METADATA) or "null")
     except (OSError, ValueError, pl.exceptions.PolarsError):
-        return {"record": None}
+        return None
 
 
 def check_embedding_record(path: str | Path, prepared: Prepared, label_fraction: float = 1.0) -> None:
@@ -151,7 +151,7 @@ def check_embedding_record(path: str | Path, prepared: Prepared, label_fraction:
     through the vectors (review 50: a supervised run's embeddings of every test session were taken silently).
     Warn when the file embedded other events than this run reads, or carries no record (made before it), and when
     a supervised encoder's vectors come to a run that holds labels back (``label_fraction``)."""
-    raw = embedding_record_of(path).get("record")
+    raw = embedding_record_of(path)
     try:
         record = (
             None

@@ -910,7 +910,7 @@ def provenance(cfg: DictConfig, prepared: Prepared) -> dict[str, Any]:
     inputs = prepared.report.get("inputs")
     if embeddings := cfg.model.get("embeddings"):
         inputs = (inputs or {}) | {
-            "embeddings": (input_record(str(embeddings)) or {}) | embedding_record_of(embeddings)
+            "embeddings": (input_record(str(embeddings)) or {}) | {"record": embedding_record_of(embeddings)}
         }
     return {
         "provenance": {
