@@ -66,8 +66,16 @@ class Calibration:
                     "isotonic calibration needs breakpoints x, y of one length, both "
                     "non-decreasing, y in [0, 1]"
                 )
-        elif self.method == "platt" and not all(_real(p.get(k)) and np.isfinite(p[k]) for k in ("a", "b")):
-            raise CalibrationError("platt calibration needs finite numbers a and b")
+        elif self.method == "platt":
+            if not all(_real(p.get(k)) and np.isfinite(p[k]) for k in ("a", "b")):
+                raise CalibrationError("platt calibration needs finite numbers a and b")
+            # A calibration map keeps the model's ranking: a slope of 0 gave every session one score, and a
+            # negative one (an edited calibration.json, unsigned) declined the safest sessions and approved frauds.
+            if p["a"] <= 0:
+                raise CalibrationError(
+                    f"platt calibration needs a slope a above 0 (got {p['a']}): at or below 0 it flattens or "
+                    "reverses the model's ranking"
+                )
 
     def apply(self, raw: np.ndarray) -> np.ndarray:
         """Calibrated probabilities (float64) of raw model probabilities."""
@@ -132,7 +140,14 @@ def fit_calibration(method: str, y: np.ndarray, raw: np.ndarray) -> Calibration:
             np.r_[np.ones(len(y)), np.zeros(len(y))],
             sample_weight=np.r_[target, 1 - target],
         )
-        return Calibration("platt", {"a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])})
+        slope = float(lr.coef_[0, 0])
+        if slope <= 0:
+            raise CalibrationError(
+                f"platt calibration fitted a slope of {slope:.3g}: the model ranks validation frauds no higher "
+                "than the other sessions, and no increasing map can calibrate that; check the run's validation "
+                "PR-AUC, or export with calibration=none"
+            )
+        return Calibration("platt", {"a": slope, "b": float(lr.intercept_[0])})
     return Calibration("none", {})
 
 

@@ -109,7 +109,28 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
     for p in found:
         if p not in predicting:
             log.warning("%s: no test predictions (a pretraining run, or an unfinished one): left out", p)
+    warn_of_earlier_sweeps(predicting)
     return list(dict.fromkeys(p.resolve() for p in predicting))
+
+
+def warn_of_earlier_sweeps(runs: list[Path]) -> None:
+    """A sweep rerun into a fixed ``hydra.sweep.dir`` rewrites its jobs' directories and Hydra's
+    ``multirun.yaml``, and keeps the earlier sweep's other jobs: ranked beside the new ones, they read as this
+    sweep's (dogfood 106). A run that finished before its directory's ``multirun.yaml`` was written is such a one."""
+    by_sweep: dict[Path, list[Path]] = {}
+    for run in runs:
+        sweep = run.parent / "multirun.yaml"
+        if sweep.is_file() and (run / METRICS_FILE).stat().st_mtime < sweep.stat().st_mtime:
+            by_sweep.setdefault(run.parent, []).append(run)
+    for sweep_dir, older in by_sweep.items():
+        log.warning(
+            "%s: %d run(s) finished before the sweep that wrote its multirun.yaml began, so they are an earlier "
+            "sweep's into the same hydra.sweep.dir, ranked here as well: %s (remove them, or sweep into a new "
+            "directory)",
+            sweep_dir,
+            len(older),
+            [r.name for r in older[:10]],
+        )
 
 
 def load_run(path: Path, name: str) -> Run:

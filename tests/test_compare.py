@@ -211,6 +211,26 @@ def test_a_failed_run_beside_finished_ones_is_left_out_with_a_warning(runs, tmp_
     )
 
 
+def test_runs_of_an_earlier_sweep_into_the_same_directory_are_named(runs, tmp_path, caplog):
+    """A sweep rerun into a fixed hydra.sweep.dir with fewer jobs left the earlier sweep's other jobs, which
+    compare ranked as this sweep's without a word (dogfood 106)."""
+    sweep = tmp_path / "sweep"
+    shutil.copytree(runs / "0", sweep / "0")
+    shutil.copytree(runs / "1", sweep / "1")
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    old, new = 1_700_000_000, 1_700_000_100
+    os.utime(sweep / "multirun.yaml", (new, new))
+    os.utime(sweep / "0" / "metrics.json", (new + 50, new + 50))  # this sweep's job
+    os.utime(sweep / "1" / "metrics.json", (old, old))  # the earlier sweep's
+    assert sorted(r["run"] for r in write_leaderboard([sweep], tmp_path / "board")) == ["0", "1"]
+    assert "1 run(s) finished before the sweep that wrote its multirun.yaml began" in caplog.text
+    assert "['1']" in caplog.text and "['0'" not in caplog.text
+    caplog.clear()
+    os.utime(sweep / "1" / "metrics.json", (new + 60, new + 60))
+    write_leaderboard([sweep], tmp_path / "board2")
+    assert "finished before the sweep" not in caplog.text
+
+
 def test_a_directory_without_runs_is_named_in_the_error(tmp_path, capsys):
     empty = tmp_path / "not_a_run"
     empty.mkdir()

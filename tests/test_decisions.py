@@ -285,6 +285,9 @@ def test_bad_calibrations_are_refused():
         Calibration("isotonic", {"x": [0.0, 1.0], "y": [0.9, 0.1]})
     with pytest.raises(CalibrationError, match="a and b"):
         Calibration("platt", {"a": 1.0})
+    # A model that ranks validation frauds lowest: Platt's slope would come out negative and reverse it.
+    with pytest.raises(CalibrationError, match="fitted a slope of -"):
+        fit_calibration("platt", Y, 1 - P)
     np.testing.assert_array_equal(fit_calibration("none", Y, P).apply(P), P.astype(np.float64))
 
 
@@ -298,6 +301,8 @@ def test_bad_calibrations_are_refused():
         ({"method": "platt", "params": [1, 2]}, "params must be an object, got list"),
         ({"method": "platt", "params": "ab"}, "params must be an object, got str"),
         ({"method": "platt", "params": {"a": True, "b": False}}, "finite numbers a and b"),
+        ({"method": "platt", "params": {"a": -4.16, "b": 13.48}}, "slope a above 0"),
+        ({"method": "platt", "params": {"a": 0, "b": 1.0}}, "slope a above 0"),
     ],
 )
 def test_a_damaged_calibration_file_is_a_calibration_error(doc, says):

@@ -707,6 +707,23 @@ def test_serve_refuses_a_snapshot_of_another_model_before_binding(gru_artifact, 
     assert "holds the sessions of model 'run-of-another-model', not of this artifact's" in err
 
 
+def test_a_snapshot_that_names_no_model_is_refused(tmp_path) -> None:
+    """Since version 2 every snapshot names its model: one without the name (an edited file) was read as any
+    model's, its entity rows in another model's column order included; a version 1 file from before the stamp
+    still restores."""
+    from seqfraud.scoring.state import MemoryStore, SnapshotError
+
+    path = tmp_path / "state.json"
+    MemoryStore(snapshot=path, model="m1").close()
+    doc = json.loads(path.read_text())
+    del doc["model"]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(SnapshotError, match="it names no model"):
+        MemoryStore(snapshot=path, model="m1")
+    path.write_text(json.dumps(doc | {"version": 1}))
+    MemoryStore(snapshot=path, model="m1").close()
+
+
 def test_serve_refuses_a_snapshot_state_of_tokens_past_the_vocabularies(
     gru_artifact, gru_run, tmp_path, capsys
 ) -> None:

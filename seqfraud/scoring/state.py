@@ -493,6 +493,10 @@ class MemoryStore(StateStore):
                 raise ValueError(
                     f"snapshot version {doc.get('version')!r}, this seqfraud reads {list(_READABLE_SNAPSHOTS)}"
                 )
+            # Version 1 files from before the stamp have no "model" key; every later file has one (None where a
+            # store was made without a model), so one without it is damaged or edited, and not read as any model's.
+            if "model" not in doc and doc["version"] > 1:
+                raise ValueError("it names no model (damaged or edited)")
             written_by = doc.get("model")
             if None not in (written_by, self.model) and written_by != self.model:
                 raise ValueError(
