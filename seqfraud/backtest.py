@@ -151,6 +151,10 @@ def window_config(cfg: DictConfig, window: Window, model: DictConfig, run_dir: P
         run.model = copy.deepcopy(model)
         run.data.split.update(window.split())
         run.paths.output_dir = str(run_dir)
+        if isinstance(run.get("logger"), DictConfig) and "name" in run.logger and not run.logger.name:
+            # train names a W&B run by its directory's last two parts, window and model, the same in every
+            # backtest: the backtest's directory tells them apart.
+            run.logger.name = "/".join(run_dir.parts[-3:])
     return run
 
 

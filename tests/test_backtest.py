@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -17,6 +18,7 @@ from seqfraud.data.split import assign_split, before_test_end, split_boundaries,
 from seqfraud.rundir import CONFIG_FILE, REPORT_FILE
 
 T0_US = 1_704_067_200_000_000
+CONF = Path(__file__).resolve().parents[1] / "seqfraud" / "conf"
 # Hydra would point logging at pytest's captured streams, closed after the test: later logs would fail to write.
 QUIET_HYDRA = ("hydra/job_logging=none", "hydra/hydra_logging=none")  # 2024-01-01T00:00:00Z
 
@@ -39,6 +41,28 @@ def test_test_end_leaves_later_sessions_out_of_every_split():
         "s3": "test",
     }
     assert before_test_end(sessions, None).height == 6
+
+
+def test_a_window_run_is_named_in_wandb_by_its_backtest_too(tmp_path):
+    """train names a W&B run by its directory's last two parts: every backtest's runs were window01/gru, ...,
+    told apart by no name (dogfood 106)."""
+    from hydra import compose, initialize_config_dir
+
+    from seqfraud.backtest import window_config
+
+    def composed(*overrides: str):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose("backtest", overrides=["+experiment=smoke", *overrides])
+
+    window = Window(1, T0_US, T0_US + DAY_US, T0_US + 2 * DAY_US)
+    run_dir = tmp_path / "2026-12-05_10-00-00" / "window01" / "gru"
+    for logger, name in (("wandb", "2026-12-05_10-00-00/window01/gru"), ("csv", "csv")):
+        cfg = composed(f"logger={logger}")
+        assert window_config(cfg, window, cfg.model, run_dir).logger.name == name
+    cfg = composed("logger=wandb", "logger.name=mine")
+    assert window_config(cfg, window, cfg.model, run_dir).logger.name == "mine"
+    cfg = composed("logger=none")
+    assert not window_config(cfg, window, cfg.model, run_dir).get("logger")
 
 
 def test_test_end_errors_name_the_boundary():

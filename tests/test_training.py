@@ -529,6 +529,13 @@ def test_a_failed_training_still_finishes_its_wandb_run(tmp_path, monkeypatch):
         raise RuntimeError("the fit broke")
 
     monkeypatch.setattr(training, "fit_sequence_model", broken)
+    summaries, finish = [], wandb.finish
+
+    def finished(*args, **kwargs):
+        summaries.append(dict(wandb.run.summary))
+        finish(*args, **kwargs)
+
+    monkeypatch.setattr(wandb, "finish", finished)
     cfg = compose_train(
         [
             "+experiment=smoke",
@@ -542,6 +549,8 @@ def test_a_failed_training_still_finishes_its_wandb_run(tmp_path, monkeypatch):
     assert wandb.run is None
     (run,) = (tmp_path / "wandb").glob("offline-run-*")
     assert (run / f"run-{run.name.split('-')[-1]}.wandb").exists()
+    # Its error is in the run's summary: a sweep's failed job, or a backtest's skipped window, read as an empty run.
+    assert summaries == [{"error": "the fit broke"}]
 
 
 def test_training_threads_follow_the_setting_the_environment_and_the_machine(monkeypatch):

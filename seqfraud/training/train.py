@@ -806,10 +806,10 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
     try:
         prepared = prepare(cfg, data_cfg, run_dir, rank)
         metrics = fit_and_evaluate(cfg, prepared, logger, extra_callbacks)
-    except BaseException:
-        finish(logger, failed=True)
+    except BaseException as e:
+        finish(logger, error=e)
         raise
-    finish(logger, failed=False)
+    finish(logger)
     if rank == 0:
         log.info("run directory: %s", run_dir)  # what init_from=, prepared_dir=, embed --run and export take
     return metrics

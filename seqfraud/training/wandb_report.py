@@ -53,13 +53,16 @@ class WandbLogger(_LightningWandbLogger):
             self.experiment  # noqa: B018
 
 
-def finish(logger, *, failed: bool) -> None:
+def finish(logger, *, error: BaseException | None = None) -> None:
     """End the W&B run whether training succeeded or not: every multirun job must be its own W&B run, and a
-    failed job is marked failed instead of staying open."""
+    failed job is marked failed instead of staying open, with its one-line ``error`` in the run's summary (a
+    backtest's skipped window, or a sweep's failed job, read as an empty run without it: dogfood 106)."""
     if isinstance(logger, _LightningWandbLogger):
         import wandb
 
-        wandb.finish(exit_code=1 if failed else 0)
+        if error is not None and wandb.run is not None:
+            wandb.run.summary["error"] = one_line(error)
+        wandb.finish(exit_code=1 if error is not None else 0)
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
