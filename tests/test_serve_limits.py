@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import resource
 import shutil
@@ -366,6 +367,8 @@ def test_a_worker_refuses_an_artifact_changed_since_the_service_started(exported
     monkeypatch.setattr(
         service.os, "setpriority", lambda *args: None
     )  # the worker's lower priority, not ours'
+    # Nor its quieter artifact log: later tests of this process read that log's warnings.
+    monkeypatch.setattr(logging.getLogger("seqfraud.export.artifact"), "setLevel", lambda level: None)
     with pytest.raises(RuntimeError, match="the artifact changed since the service started"):
         service._start_worker(exported_artifact, "torchscript", None, Limits(), 1, "run-not-this-one")
 
