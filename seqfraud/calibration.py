@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from seqfraud.errors import UserError
+from seqfraud.errors import UserError, is_number
 
 METHODS = ("isotonic", "platt", "none")
 EPS = 1e-7  # raw probabilities are clipped to [EPS, 1 - EPS] before the logit
@@ -22,11 +22,6 @@ EPS = 1e-7  # raw probabilities are clipped to [EPS, 1 - EPS] before the logit
 
 class CalibrationError(UserError, ValueError):
     """An unknown method, or parameters that do not describe a calibration map."""
-
-
-def _real(value: Any) -> bool:
-    """A JSON number: not a bool (True is 1 to Python), not text numpy would read as one."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -49,7 +44,7 @@ class Calibration:
             # Lists of numbers: text or objects raised numpy's own errors, as tracebacks (dogfood 43), and numpy
             # reads "0.1" and True as numbers.
             numbers = all(
-                isinstance(v, list) and all(map(_real, v)) for v in (p.get("x", []), p.get("y", []))
+                isinstance(v, list) and all(map(is_number, v)) for v in (p.get("x", []), p.get("y", []))
             )
             x, y = (np.asarray(p.get(k, []) if numbers else [], dtype=np.float64) for k in ("x", "y"))
             if (
@@ -67,7 +62,7 @@ class Calibration:
                     "non-decreasing, y in [0, 1]"
                 )
         elif self.method == "platt":
-            if not all(_real(p.get(k)) and np.isfinite(p[k]) for k in ("a", "b")):
+            if not all(is_number(p.get(k)) and np.isfinite(p[k]) for k in ("a", "b")):
                 raise CalibrationError("platt calibration needs finite numbers a and b")
             # A calibration map keeps the model's ranking: a slope of 0 gave every session one score, and a
             # negative one (an edited calibration.json, unsigned) declined the safest sessions and approved frauds.

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from seqfraud.errors import UserError
+from seqfraud.errors import UserError, is_number
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,10 @@ POLICY_KEYS = {
     "cost": ({"fraud_loss", "false_decline_cost", "amount"}, {"fraud_loss", "false_decline_cost"}),
 }
 BAND_RULE = "approve: score < review; review: review <= score < decline; decline: score >= decline"
+# A policy that flags none of the validation sessions sets its threshold just above the top score, in the scores'
+# own float type; above a top score of 1.0 that is this (float32's next value, float64's is smaller), the highest
+# threshold there is: isotonic calibration and saturated sigmoids give 1.0 routinely (review 110).
+FLAG_NONE = float(np.nextafter(np.float32(1), np.float32(2)))
 
 
 class DecisionError(UserError, ValueError):
@@ -141,9 +145,10 @@ def check_thresholds(thresholds: Mapping[str, float]) -> dict[str, float]:
         review, decline = float(thresholds["review"]), float(thresholds["decline"])
     except (TypeError, ValueError) as e:
         raise DecisionError(f"thresholds must be numbers, got {dict(thresholds)}") from e
-    if not 0.0 <= review <= decline <= 1.0:
+    if not 0.0 <= review <= decline <= FLAG_NONE:
         raise DecisionError(
-            f"thresholds need 0 <= review <= decline <= 1, got review={review}, decline={decline}"
+            f"thresholds need 0 <= review <= decline <= 1 (or {FLAG_NONE!r}, which flags even a score of 1), got "
+            f"review={review}, decline={decline}"
         )
     return {"review": review, "decline": decline}
 
@@ -173,6 +178,11 @@ def check_policy(policy: Mapping[str, Any], band: str = "threshold") -> dict[str
         raise DecisionError(f"{band}: policy {name!r} needs {missing}")
     if unknown := sorted(set(policy) - allowed):
         raise DecisionError(f"{band}: policy {name!r} takes {sorted(allowed)}, not {unknown}")
+    # A quoted value (fpr: '0.01' in YAML or on the command line) ended in Python's TypeError (review 110).
+    if wrong := [k for k in sorted(given - {"amount"}) if not is_number(policy[k])]:
+        raise DecisionError(f"{band}: policy {name!r}: {wrong[0]} must be a number, got {policy[wrong[0]]!r}")
+    if policy.get("amount") is not None and not isinstance(policy["amount"], str):
+        raise DecisionError(f"{band}: policy 'cost': amount must name a column, got {policy['amount']!r}")
     return {"policy": name, **policy}
 
 
@@ -226,16 +236,16 @@ def choose_thresholds(
         band: threshold_by_policy(y, s, policies[band], amounts=amounts, band=band)
         for band in ("review", "decline")
     }
-    try:
-        check_thresholds(chosen)
-    except DecisionError as e:
+    if chosen["review"] > chosen["decline"]:
         # The thresholds may print alike to many digits: the sessions each flags say why they cross (dogfood 97).
         flags = {band: int((s >= chosen[band]).sum()) for band in ("review", "decline")}
         raise DecisionError(
-            f"the policies {dict(policies)} cross: {e} (on validation, review flags {flags['review']:,} "
-            f"session(s) and decline {flags['decline']:,}; review must flag at least as many); loosen the review "
-            "policy or tighten the decline one"
-        ) from None
+            f"the policies {dict(policies)} cross: review={chosen['review']!r} is above decline="
+            f"{chosen['decline']!r} (on validation, review flags {flags['review']:,} session(s) and decline "
+            f"{flags['decline']:,}; review must flag at least as many); loosen the review policy or tighten the "
+            "decline one"
+        )
+    check_thresholds(chosen)  # scores outside [0, 1] (raw ones) can put a threshold there
     out: dict[str, Any] = {
         **chosen,
         "bands": BAND_RULE,
@@ -259,6 +269,19 @@ def choose_thresholds(
     negatives = out["validation"]["negatives"]
     for band in ("review", "decline"):
         p = out["policies"][band]
+        if p["policy"] != "cost" and out["validation"][band]["flagged_share"] == 0:
+            # A tie at the cut is flagged whole or not at all; one larger than the policy allows leaves the band
+            # empty, which the manifest showed and nothing said (review 110).
+            top = s.max()
+            log.warning(
+                "%s: policy %s flags no validation session: its threshold lies above every score, as the %d "
+                "highest, at %.6g, are more than it allows and a tie is flagged whole or not at all; loosen the "
+                "policy, or give scores fewer ties (platt, not isotonic, calibration)",
+                band,
+                {k: v for k, v in p.items() if k != "policy"},
+                int((s == top).sum()),
+                top,
+            )
         if p["policy"] == "fpr" and p["fpr"] * negatives < FEW_FALSE_POSITIVES:
             # 0.1% of 175 negatives is a fifth of one: the threshold sits above every negative, and test FPR
             # came out 6 to 12 times the target (dogfood 24).

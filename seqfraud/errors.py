@@ -30,6 +30,16 @@ class ConfigError(UserError, ValueError):
     """A config value that cannot work, named by its key (``data.schema.timestamp_unit``, ``preprocess.engine``)."""
 
 
+def is_number(value: Any) -> bool:
+    """A number as JSON or YAML gives one: not a bool (True is 1 to Python), not text that numpy or float() would
+    read as one; every check of a user's or a file's value reads numbers so."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def did_you_mean(name: object, choices: list[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest of ``choices``, or nothing: the one wording of a name hint."""
     close = difflib.get_close_matches(str(name), choices, n=1)

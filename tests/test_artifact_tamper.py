@@ -167,9 +167,9 @@ def _symlink(root: Path, name: str) -> None:
     (root / name).symlink_to(target)
 
 
-def _calibration_to_zero(root: Path) -> None:
+def _calibration_to(root: Path, a: float) -> None:
     d = json.loads((root / CALIBRATION_FILE).read_text())
-    d["params"] = {"a": 0.0, "b": -50.0}  # every calibrated score ~0: approve everything
+    d["params"] = {"a": a, "b": -50.0}  # a slope of about 0: every calibrated score ~0, approve everything
     _replace(root, CALIBRATION_FILE, json.dumps(d).encode())
 
 
@@ -258,6 +258,11 @@ def _calibration_took(a: Artifact, x: dict) -> None:
     assert float(a.calibration.apply(np.array([0.999]))[0]) < 1e-6
 
 
+def _reversed_refused(a: Artifact, x: dict) -> None:
+    with pytest.raises(ArtifactError, match="slope a above 0"):
+        a.calibration  # noqa: B018  # read lazily
+
+
 def _spec_disagrees_with_model(a: Artifact, x: dict) -> None:
     with pytest.raises(ArtifactError, match="spec inside the model differs"):
         a.load_model("torchscript")
@@ -282,7 +287,11 @@ FORGERIES = {
         lambda r, x: _replace(r, "model.pt2", x["evil_pt2"][0]), _pt2_listed, fmt="pt2"
     ),
     "calibration.json replaced, hash rewritten": Case(
-        lambda r, x: _calibration_to_zero(r), _calibration_took
+        lambda r, x: _calibration_to(r, 1e-9), _calibration_took
+    ),
+    # A slope at or below 0 flattens or reverses the ranking, which no fit gives: refused when read.
+    "calibration.json reversed, hash rewritten": Case(
+        lambda r, x: _calibration_to(r, -4.0), _reversed_refused
     ),
     "spec.json replaced, hash rewritten": Case(lambda r, x: _swap_vocab(r), _spec_disagrees_with_model),
 }

@@ -4,6 +4,7 @@ calibrated scorer of the exported artifact."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -21,6 +22,7 @@ from seqfraud.decisions import (
     threshold_by_capacity,
     threshold_by_cost,
     threshold_by_fpr,
+    threshold_by_policy,
 )
 from seqfraud.export.artifact import CALIBRATION_FILE, MANIFEST_FILE
 from seqfraud.metrics import expected_calibration_error
@@ -123,6 +125,56 @@ def test_a_review_band_that_holds_no_session_is_warned_about(caplog):
     assert f"the {len(P)} validation scores take 2 distinct values" in caplog.text  # not only calibration's
 
 
+def test_a_policy_that_flags_none_above_a_top_score_of_one_is_not_a_crossing(caplog):
+    """Scores of exactly 1.0 (isotonic calibration's top step, saturated float32 sigmoids) put a policy that
+    flags none above 1, which export refused as policies that cross, though review flagged 73 sessions and
+    decline none (review 110)."""
+    rng = np.random.default_rng(0)
+    y = (rng.random(2000) < 0.03).astype(int)
+    raw = np.clip(rng.normal(0.2 + 0.6 * y, 0.1), 0, 1)
+    iso = fit_calibration("isotonic", y, raw).apply(raw)  # its top step: 73 sessions at exactly 1.0
+    saturated = raw.astype(np.float32)
+    saturated[np.argsort(raw)[-40:]] = 1.0
+    for scores in (iso, saturated):  # more 1.0s than decline's 10 per 1,000 allows
+        top = int((scores == 1).sum())
+        assert top > 20
+        out = choose_thresholds(
+            y,
+            scores,
+            {
+                "review": {"policy": "capacity", "per_1000": 50},
+                "decline": {"policy": "capacity", "per_1000": 10},
+            },
+        )
+        assert out["decline"] > 1 and out["validation"]["decline"]["flagged_per_1000"] == 0
+        bands = {"review": out["review"], "decline": out["decline"]}  # what the artifact reads back, checked
+        assert list(assign_bands(scores[scores == 1], bands)) == ["review"] * top
+        assert f"flags no validation session: its threshold lies above every score, as the {top} highest" in (
+            caplog.text
+        )
+        caplog.clear()
+    with pytest.raises(DecisionError, match="decline <= 1"):
+        check_thresholds({"review": 0.5, "decline": 1.001})
+
+
+@pytest.mark.parametrize(
+    ("policy", "says"),
+    [
+        ({"policy": "fpr", "fpr": "0.01"}, "review: policy 'fpr': fpr must be a number, got '0.01'"),
+        ({"policy": "capacity", "per_1000": True}, "per_1000 must be a number, got True"),
+        ({"policy": "cost", "fraud_loss": "100", "false_decline_cost": 5}, "fraud_loss must be a number"),
+        (
+            {"policy": "cost", "fraud_loss": 1, "false_decline_cost": 5, "amount": 3},
+            "amount must name a column",
+        ),
+    ],
+)
+def test_a_policy_value_of_the_wrong_type_is_named(policy, says):
+    """A quoted YAML or command-line value ended export in Python's TypeError (review 110)."""
+    with pytest.raises(DecisionError, match=re.escape(says)):
+        threshold_by_policy([0, 1, 0], [0.1, 0.2, 0.3], policy, band="review")
+
+
 def test_an_fpr_target_finer_than_validation_can_resolve_is_warned_about(caplog):
     """0.1% of 175 validation negatives is a fifth of one false positive: the threshold sat above every negative
     and test FPR came out 6 to 12 times the target, unsaid (dogfood 24). A target that allows five is quiet."""
@@ -142,7 +194,7 @@ def test_an_fpr_target_finer_than_validation_can_resolve_is_warned_about(caplog)
         (
             {"review": {"policy": "fpr", "fpr": 0.1}, "decline": {"policy": "fpr", "fpr": 0.25}},
             (
-                r"\} cross: thresholds need 0 <= review <= decline <= 1, got review=.* decline=.* \(on "
+                r"\} cross: review=.* is above decline=.* \(on "
                 r"validation, review flags \d+ session\(s\) and decline \d+; review must flag at least as many\)"
             ),
         ),

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from seqfraud.baselines import STACKER_FILE, STACKER_FORMAT, Stacker
 from seqfraud.calibration import Calibration, CalibrationError
 from seqfraud.decisions import DecisionError, check_thresholds
-from seqfraud.errors import UserError
+from seqfraud.errors import UserError, is_int, is_number
 from seqfraud.export.signing import KeySource, SigningKeyError, key_id, load_private_key, load_public_keys
 from seqfraud.features.spec import MISSING, Spec, SpecError
 
@@ -716,14 +716,6 @@ def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         twice = [k for k, n in Counter(k for k, _ in pairs).items() if n > 1]
         raise ValueError(f"key {twice[0]!r} appears more than once in one object")
     return value
-
-
-def is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _replace(path: Path, data: bytes) -> None:

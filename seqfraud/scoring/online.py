@@ -63,7 +63,8 @@ from seqfraud.data.events import (
     usable_delay_us,
 )
 from seqfraud.decisions import assign_bands
-from seqfraud.export.artifact import Step, is_int, is_number
+from seqfraud.errors import is_int, is_number
+from seqfraud.export.artifact import Step
 from seqfraud.features.entities import EntitySpec, point_features
 from seqfraud.features.fastpath import EventColumns, column_sequences, time_delta_ids
 from seqfraud.features.spec import Spec

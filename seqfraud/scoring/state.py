@@ -26,8 +26,8 @@ from typing import Any, cast
 
 from filelock import FileLock, Timeout
 
-from seqfraud.errors import UserError
-from seqfraud.export.artifact import is_number, strict_json
+from seqfraud.errors import UserError, is_number
+from seqfraud.export.artifact import strict_json
 
 log = logging.getLogger(__name__)
 
