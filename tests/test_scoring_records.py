@@ -187,6 +187,20 @@ def test_ids_trained_as_integers_written_otherwise_are_refused(tmp_path):
     for card in ("3278", 3278, "0", "-7", "3278.5", "a.0", "0x1f"):
         assert record_columns([{**event, "card": card}], spec) is not None
         normalized_events(as_frame([{**event, "card": card}], spec, "request").lazy(), spec, "request")
+    # Posted labels with their times, where the event ids were integers too: the times are read by a spec without
+    # an event id, which looked for one in them (dogfood 109: every dated POST /labels answered 500).
+    from seqfraud.scoring.online import read_labels
+
+    dated = replace(
+        spec,
+        schema=replace(spec.schema, event_id="event_id", label_time="cb"),
+        entity=replace(spec.entity, risk=True),
+        fit_info={INTEGER_IDS: ["session_id", "card", "event_id"]},
+    )
+    (label,) = read_labels([{"session_id": "11", "label": 1, "cb": "2026-03-02"}], dated, "request")
+    assert (label.session_id, label.label, label.label_time_us is not None) == ("11", 1, True)
+    with pytest.raises(DataValidationError, match="column 'session_id': 1 row"):
+        read_labels([{"session_id": "11.0", "label": 1, "cb": "2026-03-02"}], dated, "request")
 
 
 def test_csv_ids_written_as_integers_are_held_as_integers_and_their_decimals_refused(tmp_path):

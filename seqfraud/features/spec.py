@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from seqfraud import __version__
-from seqfraud.data.events import INTEGER_IDS, ZERO_PADDED_IDS, ZONED_TIMESTAMPS
+from seqfraud.data.events import INTEGER_IDS, ZERO_PADDED_IDS, ZONED_TIMESTAMPS, id_columns
 from seqfraud.errors import UserError
 from seqfraud.features.entities import EntitySpec
 from seqfraud.schema import EPOCH_UNITS, TIME_DELTA, Schema, value_field
@@ -143,13 +143,19 @@ class Spec:
     def zero_padded_ids(self) -> tuple[str, ...]:
         """The id columns (:func:`seqfraud.data.events.id_columns`) the training log wrote as zero-padded text,
         whose integers scoring refuses (:func:`seqfraud.data.events.zero_padded_ids`)."""
-        return tuple(self.fit_info.get(ZERO_PADDED_IDS) or ())
+        return self._recorded_ids(ZERO_PADDED_IDS)
 
     @property
     def integer_ids(self) -> tuple[str, ...]:
         """The id columns (:func:`seqfraud.data.events.id_columns`) the training log typed as integers, which
         scoring refuses written otherwise than as their digits (:func:`seqfraud.data.events.integer_ids`)."""
-        return tuple(self.fit_info.get(INTEGER_IDS) or ())
+        return self._recorded_ids(INTEGER_IDS)
+
+    def _recorded_ids(self, key: str) -> tuple[str, ...]:
+        """The id columns the fit recorded under ``key`` that this spec's schema still names: the spec that reads
+        ``POST /labels``' label times has no event id, which it then looked for in them (dogfood 109: a 500)."""
+        named = set(id_columns(self.schema))
+        return tuple(c for c in self.fit_info.get(key) or () if c in named)
 
     @property
     def zoned_timestamps(self) -> bool:
