@@ -337,6 +337,12 @@ def test_an_internal_error_is_a_500_json_and_the_server_goes_on(client, sessions
     monkeypatch.setattr(client.app.state.scorer, "score", broken)
     r = client.post("/score", json={"events": _json_safe(sessions[0])})
     assert r.status_code == 500 and r.json() == {"detail": "internal error"}
+    # Answered without the error leaving the app: Starlette's handler raised it again after its 500, and uvicorn
+    # then closed the connection, so the client's next request on it failed (dogfood 109).
+    from fastapi.testclient import TestClient
+
+    strict = TestClient(client.app, raise_server_exceptions=True)  # raises what escapes; the app as started
+    assert strict.post("/score", json={"events": _json_safe(sessions[0])}).status_code == 500
     monkeypatch.undo()
     assert client.post("/score", json={"events": _json_safe(sessions[0])}).status_code == 200
 

@@ -19,7 +19,7 @@ import logging
 import multiprocessing
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import asynccontextmanager, contextmanager, suppress
@@ -769,6 +769,34 @@ def _worker_explain(records: list[dict[str, Any]]) -> dict[str, Any]:
     return explained_session(_loaded_worker()[0], records)
 
 
+class InternalErrors:
+    """A bug's 500, answered here: Starlette's own handler of ``Exception`` sends its response and then raises the
+    error again, and uvicorn, meeting an error after a response began, closes the connection, so the client's next
+    request on it failed with a reset (dogfood 109). An error after the response began still reaches uvicorn."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]]):
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def sending(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception:
+            if started:
+                raise
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            await JSONResponse({"detail": "internal error"}, status_code=500)(scope, receive, send)
+
+
 def create_app(
     artifact: str | Path,
     *,
@@ -927,11 +955,7 @@ def create_app(
         )
         return JSONResponse({"detail": "client disconnected"}, status_code=400)  # nobody is left to read it
 
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": "internal error"}, status_code=500)
-
+    app.add_middleware(InternalErrors)
     store_refusals = Occasional(log, "answered 503, the state store unavailable")
 
     def store_down(e: StoreUnavailable) -> RequestError:
