@@ -903,6 +903,14 @@ def test_a_small_training_split_trains_longer_in_smaller_batches(tmp_path, caplo
     assert (effective.loader.batch_size, effective.trainer.max_epochs) == (35, 20)
     for other in ("model=lightgbm", "+experiment=pretrain_contrastive"):
         assert main_fit_changes(compose_train([other]), prepared) == {}
+    # Unset, as the packaged value (a traceback: dogfood 108); set below the small split's, said once a run.
+    assert schedule(3_500, "~trainer.max_epochs") == (35, 20, 6)
+    caplog.clear()
+    assert "trainer.max_epochs" not in main_fit_changes(compose_train(["trainer.max_epochs=4"]), prepared)
+    assert (
+        "trainer.max_epochs=4, as set, stays below the 20 epochs a training split this small gets"
+        in caplog.text
+    )
 
 
 def test_a_mistyped_wandb_mode_is_a_config_error(tmp_path):
