@@ -978,9 +978,17 @@ def test_labels_are_read_in_the_label_tables_column_names() -> None:
     events, _ = online_request_models(spec, Limits())
     event = {"visit": 7, "timestamp": "2024-01-01T00:00:00Z", "event_type": "pay"}
     assert events.validate_python({"events": [event | {"seller": 104}]})["events"][0]["seller"] == 104
-    for bad, got in ((True, "bool"), (104.0, "float")):
+    for bad, got in ((True, "a boolean"), (104.0, "a number with a fraction or exponent")):
         with pytest.raises(Exception, match=f"seller\n.*expected a string, an integer or null, got {got}"):
             events.validate_python({"events": [event | {"seller": bad}]})
+    # The same error on every event is said once, with how often (dogfood 108: one clause an event), in the
+    # client's words (it said NoneType).
+    with pytest.raises(RequestError) as refused:
+        parse(events, json.dumps({"events": [event | {"seller": 1.5, "visit": None}] * 20}).encode())
+    assert str(refused.value) == (
+        "events[0].visit: expected a string or an integer, got null (and in 19 more like it); events[0].seller: "
+        "expected a string, an integer or null, got a number with a fraction or exponent (and in 19 more like it)"
+    )
     # Null says the event has no seller; a seller left out is a client's slip, refused rather than scored
     # without the shared-entity context.
     assert events.validate_python({"events": [event | {"seller": None}]})["events"][0]["seller"] is None

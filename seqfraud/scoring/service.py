@@ -155,6 +155,18 @@ class Capacity:
             self.in_flight -= 1
 
 
+# A value's type in the client's words: "got NoneType" was Python's (dogfood 108).
+_JSON_TYPES = {
+    type(None): "null",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number with a fraction or exponent",
+    str: "a string",
+    list: "an array",
+    dict: "an object",
+}
+
+
 def _typed(expected: str, *types: type, nullable: bool = False, max_chars: int) -> Any:
     """A strict JSON type check with one readable message (a union would report once per member); a string
     longer than ``max_chars`` is refused: the service keeps ids and entity values, and echoes ids."""
@@ -173,7 +185,7 @@ def _typed(expected: str, *types: type, nullable: bool = False, max_chars: int) 
         raise PydanticCustomError(
             "wrong_type",
             "expected {expected}, got {got}",
-            {"expected": expected, "got": type(value).__name__},
+            {"expected": expected, "got": _JSON_TYPES.get(type(value), type(value).__name__)},
         )
 
     json_types = {str: "string", int: "integer", bool: "boolean"}
@@ -451,27 +463,30 @@ def parse(validator: TypeAdapter, body: bytes) -> dict[str, Any]:
             raise RequestError(400, f"malformed JSON: {e}") from None
         except RecursionError:  # nested deeper than Python parses: the 422 below tells it
             pass
-        # Unknown fields are said once per place in the schema, with what it takes: a client that sends its
-        # raw rows has the same few extra columns on every event.
-        unknown: dict[tuple, list[Any]] = {}
+        # Each error is said once per place in the schema: a client that sends its raw rows has the same few extra
+        # columns, or the same float ids, on every event (dogfood 108: one clause an event). Unknown fields are
+        # said together, with what the place takes.
+        groups: dict[tuple, list[Any]] = {}
         for err in errors:
-            if err["type"] == "extra_forbidden":
-                place = tuple(p if isinstance(p, str) else 0 for p in err["loc"][:-1])
-                unknown.setdefault(place, []).append(err)
+            place = tuple(p if isinstance(p, str) else 0 for p in err["loc"])
+            key = (place[:-1],) if err["type"] == "extra_forbidden" else (place, err["msg"])
+            groups.setdefault(key, []).append(err)
         said = []
-        for group in unknown.values():
-            names = list(dict.fromkeys(str(err["loc"][-1]) for err in group))
-            places = len({err["loc"][:-1] for err in group})
-            known = _known_fields(validator, group[0]["loc"][:-1])
-            said.append(
-                f"{_where(group[0]['loc'][:-1])}: unknown field(s) {names}"
-                + (f" (and in {places - 1} more like it)" if places > 1 else "")
-                + (f"; this request takes {known}" if known else "")
-            )
-        rest = [err for err in errors if err["type"] != "extra_forbidden"]
-        said += [f"{_where(err['loc'])}: {err['msg']}" for err in rest[: max(10 - len(said), 1)]]
-        more = len(rest) - (len(said) - len(unknown))
-        detail = "; ".join(said) + (f" (and {more} more)" if more > 0 else "")
+        for key, group in groups.items():
+            if len(key) == 1:
+                names = list(dict.fromkeys(str(err["loc"][-1]) for err in group))
+                places = len({err["loc"][:-1] for err in group})
+                known = _known_fields(validator, group[0]["loc"][:-1])
+                said.append(
+                    f"{_where(group[0]['loc'][:-1])}: unknown field(s) {names}"
+                    + (f" (and in {places - 1} more like it)" if places > 1 else "")
+                    + (f"; this request takes {known}" if known else "")
+                )
+            else:
+                more_like = f" (and in {len(group) - 1} more like it)" if len(group) > 1 else ""
+                said.append(f"{_where(group[0]['loc'])}: {group[0]['msg']}{more_like}")
+        more = len(said) - 10
+        detail = "; ".join(said[:10]) + (f" (and {more} more)" if more > 0 else "")
         raise RequestError(
             422, detail, [{"loc": _where(err["loc"]), "msg": err["msg"]} for err in errors]
         ) from None
