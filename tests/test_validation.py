@@ -745,6 +745,11 @@ def test_label_ids_that_lost_their_leading_zeros_are_named_and_never_dropped(tmp
             **policy,
         )
         assert "on_orphan_labels=drop" not in msg
+    # Where none matches, each id is said once: renumbered, not also of a form no event id has (dogfood 108).
+    from seqfraud.data.events import unmatched_ids_text
+
+    said = unmatched_ids_text(pl.Series(["1008338", "1008701"]), pl.Series(["1008338.0", "1008701.0"]))
+    assert "2 of them match an event id written another way" in said and "no event id has" not in said
 
 
 def test_label_foreign_form_ids_are_refused_where_they_would_be_dropped_or_read_as_legitimate(
