@@ -367,3 +367,23 @@ def test_repeated_ids_of_a_one_event_model_are_said_once_per_source(caplog):
         as_frame(rows, SPEC, "other.csv").lazy(), SPEC, "other.csv"
     )  # sessions of several events
     assert "repeat the id" not in caplog.text
+
+
+def test_session_ids_written_as_decimals_are_said_where_the_model_records_no_integer_ids(caplog):
+    """A CSV whose integer ids a reader turned into floats (1008338.0) was scored without a word, under ids that
+    join nothing, where a Parquet float column and the service refuse them (dogfood 108)."""
+    from seqfraud.scoring.prepare import normalized_events
+
+    events = [{**e, "timestamp": "2026-03-01T10:00:00Z"} for e in _events(3)]
+    for i, sid in enumerate(("1008338.0", "1008338.0", "1008701")):
+        events[i]["session_id"] = sid
+    normalized_events(as_frame(events, SPEC, "floats.csv").lazy(), SPEC, "floats.csv")
+    assert (
+        "floats.csv: column 'session_id': 2 row(s) hold an id written as a decimal (first: '1008338.0')"
+        in caplog.text
+    )
+    caplog.clear()
+    for e in events:
+        e["session_id"] = "1008338"
+    normalized_events(as_frame(events, SPEC, "digits.csv").lazy(), SPEC, "digits.csv")
+    assert "written as a decimal" not in caplog.text

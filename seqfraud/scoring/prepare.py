@@ -23,6 +23,7 @@ import polars as pl
 from seqfraud import schema as S
 from seqfraud.data.events import (
     BLANK_ID,
+    DECIMAL_INTEGER,
     REWRITTEN,
     RFC3339,
     SCORING_NAMES,
@@ -244,6 +245,22 @@ def normalized_events(
             renamed.get(c, c): c for c in _keyed_ids(spec, spec.integer_ids) if not have[c].is_integer()
         }
         refuse_rewritten_ids(events, textual, source)
+    # A float reading of integer ids (1008338.0), which a Parquet file's float column and the service refuse: a
+    # model that records no integer ids (no entities) scored them, under ids that join nothing (dogfood 108).
+    decimal = pl.col(S.SESSION_ID).str.contains(DECIMAL_INTEGER)
+    if (
+        schema.session_id not in spec.integer_ids
+        and have[schema.session_id] == pl.String
+        and (n := int(events.select(decimal.sum()).item()))
+    ):
+        say_once(
+            "decimal_ids",
+            once or source,
+            f"{source}: column {schema.session_id!r}: {n:,} row(s) hold an id written as a decimal (first: "
+            f"{events.filter(decimal)[S.SESSION_ID][0]!r}), as integer ids read as floats come out (pandas turns an "
+            "integer column with a gap into floats); the scores keep the ids as written, which join no table that "
+            "writes them as integers: write them as their digits (dtype='Int64' in pandas)",
+        )
     if S.TS_NAIVE in events.columns:
         naive = int(events[S.TS_NAIVE].sum())
         mixed = 0 < naive < events.height
