@@ -360,3 +360,23 @@ def test_a_corrupt_artifact_stops_the_service_from_starting(exported_artifact, t
     (tmp_path / "a" / "model.ts").write_bytes(b"not a model")
     with pytest.raises(ArtifactError, match="model.ts"), TestClient(create_app(tmp_path / "a")):
         pass
+
+
+def test_a_field_left_out_of_every_event_of_a_session_is_said_once(
+    client, sessions, scorer, caplog, monkeypatch
+):
+    """Leaving a field out of an event is a null; leaving it out of a whole session scored it on a token the model
+    rarely saw, without a word, where batch scoring refuses the file (dogfood 108)."""
+    from seqfraud.scoring import prepare
+
+    monkeypatch.setattr(prepare, "_SAID", set())  # once a process: whatever an earlier test sent
+    field = scorer.spec.schema.categorical[0]
+    events = [{k: v for k, v in e.items() if k != field} for e in _json_safe(sessions[0])]
+    for _ in range(2):
+        assert client.post("/score", json={"events": events}).status_code == 200
+    said = f"events: field {field!r} was left out of every event of a session"
+    assert caplog.text.count(said) == 1
+    caplog.clear()
+    events[0][field] = None  # sent as null on one event: the client knows the field
+    assert client.post("/score", json={"events": events}).status_code == 200
+    assert "left out of every event" not in caplog.text

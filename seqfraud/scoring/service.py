@@ -55,7 +55,7 @@ from seqfraud.features.spec import Spec
 from seqfraud.scoring.explain import flat_note, scored_occlusion, unlisted, unread_note
 from seqfraud.scoring.history import HistoryRequired, refuse_to_serve
 from seqfraud.scoring.online import MAX_SESSION_EVENTS, OnlineScorer, label_keys, read_labels, segments
-from seqfraud.scoring.prepare import as_frame, normalized_events
+from seqfraud.scoring.prepare import as_frame, normalized_events, say_once
 from seqfraud.scoring.scorer import Scorer
 from seqfraud.scoring.state import MemoryStore, Occasional, StateStore, StoreBusy, StoreUnavailable
 
@@ -556,6 +556,18 @@ def one_session(events: list[dict[str, Any]], spec: Spec, where: str) -> list[di
             f"{where}.{spec.schema.session_id}: one session per request, got {len(ids)} session ids "
             "(/score/batch scores several at once; /explain takes them one by one)",
         )
+    # A field may be left out of an event (null), but one left out of a whole session is most often a client that
+    # never sends it, scored on a token the model rarely saw, where batch scoring refuses the file (dogfood 108).
+    present = set().union(*events)
+    for c in (*spec.schema.categorical, *spec.schema.numerical):
+        if c not in present:
+            say_once(
+                "left_out",
+                c,
+                f"{where}: field {c!r} was left out of every event of a session (read as null, which the model "
+                "saw only where training's events had no value): if the client never sends it, its scores read a "
+                "session unlike training's; said once",
+            )
     return events
 
 
