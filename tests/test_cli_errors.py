@@ -89,6 +89,13 @@ def runs(
             "split.label_cutoff=test_start",
             f"hydra.run.dir={tmp / 'pre6'}",
         ],
+        "train: a setting the model has not": [
+            sys.executable,
+            "train.py",
+            "model=lightgbm",
+            "model.d_model=32",
+            f"hydra.run.dir={tmp / 'lgbm'}",
+        ],
         "train: two experiments": [
             sys.executable,
             "train.py",
@@ -252,6 +259,13 @@ def test_hydra_config_errors_are_one_line_and_status_2(runs):
     # A key whose section is left out is told its path (a dogfood got "Key 'split' is not in struct" alone).
     assert error_line(runs, "preprocess: a key without its section").endswith(
         "(Key 'split' is not in struct) (did you mean 'data.split.label_cutoff'?)"
+    )
+    # Hydra's advice, +model.d_model=32, gave LightGBM a setting it ignores; what did not fit was the setting, as
+    # a sequence model's search (hparams_search=optuna) gave model=lightgbm (dogfood 106).
+    assert error_line(runs, "train: a setting the model has not") == (
+        "error: Could not override 'model.d_model': the model preset chosen has no such setting (model=lightgbm "
+        "and the sequence models take different ones: conf/model/*.yaml); a search's hydra.sweeper.params "
+        "(hparams_search=optuna's are a sequence model's) must name the chosen model's own"
     )
     # Hydra's own advice for two +experiment= ("use 'override experiment: ...'") fits no command line.
     assert error_line(runs, "train: two experiments") == (

@@ -68,6 +68,15 @@ def hydra_command(config_path: str, config_name: str) -> Callable[[F], F]:
                     raise ConfigError(
                         f"{group[0]}: give the first as +{group[1]}=A and each other as +{group[1]}@_global_=B"
                     ) from e
+                elif key is not None and key.group(1).startswith("model.") and "not in struct" in one_line(e):
+                    # Hydra's advice, +model.X=..., gave a model a setting it does not read; the search's own
+                    # settings were what did not fit (model=lightgbm hparams_search=optuna: dogfood 106).
+                    raise ConfigError(
+                        f"Could not override {key.group(1)!r}: the model preset chosen has no such setting "
+                        "(model=lightgbm and the sequence models take different ones: conf/model/*.yaml); a search's "
+                        "hydra.sweeper.params (hparams_search=optuna's are a sequence model's) must name the chosen "
+                        "model's own"
+                    ) from e
                 elif key is None or not (hint := where_key_lives(key.group(1))):
                     raise
                 raise ConfigError(one_line(e) + hint) from e
