@@ -968,6 +968,25 @@ def test_labels_are_read_in_the_label_tables_column_names() -> None:
         "labels[0]: unknown field(s) ['cb_time']; this request takes ['visit', 'is_fraud', 'cb_date']"
         in str(refused.value)
     )
+    # A model that counts a label delay takes no label time: its schema and that list said it did, and a time
+    # sent was then refused (dogfood 109); a time sent is still refused with the reason.
+    delayed = replace(
+        spec,
+        schema=replace(spec.schema, label_time=None),
+        entity=replace(spec.entity, label_delay="30d"),
+    )
+    _, delayed_validator = online_request_models(delayed, Limits())
+    with pytest.raises(RequestError) as refused:
+        parse(delayed_validator, json.dumps({"labels": [{"visit": 7, "is_fraud": 1, "cb_time": 5}]}).encode())
+    assert "this request takes ['visit', 'is_fraud']" in str(refused.value)
+    schema = json.dumps(delayed_validator.json_schema())
+    assert (
+        "not taken: this model counts a label known from its session's end plus its label delay (30d)"
+        in schema
+    )
+    timed = delayed_validator.validate_python({"labels": [{"visit": 7, "is_fraud": 1, "label_time": 5}]})
+    with pytest.raises(DataValidationError, match="this model counts when a label is known"):
+        read_labels(timed["labels"], delayed, "request")
     # A client sending its raw rows has the same extra columns on every one: said once, with how often.
     rows = [{"visit": 7, "is_fraud": 1, "cb_date": 5, "txn_id": i, "card": 3} for i in range(30)]
     with pytest.raises(RequestError) as refused:
