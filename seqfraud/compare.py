@@ -109,18 +109,25 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
     for p in found:
         if p not in predicting:
             log.warning("%s: no test predictions (a pretraining run, or an unfinished one): left out", p)
-    warn_of_earlier_sweeps(predicting)
-    return list(dict.fromkeys(p.resolve() for p in predicting))
+    runs = list(dict.fromkeys(p.resolve() for p in predicting))
+    warn_of_earlier_sweeps(runs)
+    return runs
+
+
+# A sweep's jobs finish after its multirun.yaml is written; a copy without its times (cp -r) writes them all
+# within seconds, in any order. An earlier sweep's job finished more than this before.
+SWEEP_SLACK_S = 60.0
 
 
 def warn_of_earlier_sweeps(runs: list[Path]) -> None:
     """A sweep rerun into a fixed ``hydra.sweep.dir`` rewrites its jobs' directories and Hydra's
     ``multirun.yaml``, and keeps the earlier sweep's other jobs: ranked beside the new ones, they read as this
-    sweep's (dogfood 106). A run that finished before its directory's ``multirun.yaml`` was written is such a one."""
+    sweep's (dogfood 106). A run that finished well before its directory's ``multirun.yaml`` was written is such
+    a one (``runs``: resolved, once each)."""
     by_sweep: dict[Path, list[Path]] = {}
     for run in runs:
         sweep = run.parent / "multirun.yaml"
-        if sweep.is_file() and (run / METRICS_FILE).stat().st_mtime < sweep.stat().st_mtime:
+        if sweep.is_file() and (run / METRICS_FILE).stat().st_mtime < sweep.stat().st_mtime - SWEEP_SLACK_S:
             by_sweep.setdefault(run.parent, []).append(run)
     for sweep_dir, older in by_sweep.items():
         log.warning(

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from seqfraud.errors import did_you_mean
+from seqfraud.errors import did_you_mean, is_number
 
 
 def plain(node: Any) -> dict[str, Any]:
@@ -153,7 +153,7 @@ def out_of_range(cfg: Mapping[str, Any]) -> str | None:
         node: Any = cfg
         for part in key.split("."):
             node = node.get(part) if isinstance(node, Mapping) else None
-        if isinstance(node, (int, float)) and not isinstance(node, bool) and not bound.holds(node):
+        if is_number(node) and not bound.holds(node):
             return f"{key} must be {bound}, got {node}"
     return None
 
@@ -170,7 +170,7 @@ def wrong_type(given: Mapping[str, Any], reference: Mapping[str, Any], prefix: s
             continue
         if isinstance(value, str) and value.startswith("${"):
             continue
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        number = is_number(value)
         if isinstance(default, bool):
             ok, wanted = isinstance(value, bool), "true or false"
         elif isinstance(default, int) and f"{prefix}{key}" not in FRACTIONS:

@@ -31,8 +31,9 @@ POLICY_KEYS = {
 }
 BAND_RULE = "approve: score < review; review: review <= score < decline; decline: score >= decline"
 # A policy that flags none of the validation sessions sets its threshold just above the top score, in the scores'
-# own float type; above a top score of 1.0 that is this (float32's next value, float64's is smaller), the highest
-# threshold there is: isotonic calibration and saturated sigmoids give 1.0 routinely (review 110).
+# own float type; above a top score of 1.0 that is float64's next value or float32's, this one, the highest
+# threshold there is: isotonic calibration and saturated sigmoids give 1.0 routinely (review 110). A threshold
+# above 1 flags no score, whatever the scores' precision (assign_bands).
 FLAG_NONE = float(np.nextafter(np.float32(1), np.float32(2)))
 
 
@@ -137,7 +138,8 @@ def threshold_by_cost(
 
 
 def check_thresholds(thresholds: Mapping[str, float]) -> dict[str, float]:
-    """``{"review": r, "decline": d}`` with ``0 <= r <= d <= 1``, or a clear error."""
+    """``{"review": r, "decline": d}`` with ``0 <= r <= d <= 1``, or just above 1 (at most :data:`FLAG_NONE`: a
+    threshold that flags no score), or a clear error."""
     if not isinstance(thresholds, Mapping) or set(thresholds) != {"review", "decline"}:
         keys = sorted(thresholds) if isinstance(thresholds, Mapping) else type(thresholds).__name__
         raise DecisionError(f"thresholds need exactly the keys 'review' and 'decline', got {keys}")
@@ -147,8 +149,8 @@ def check_thresholds(thresholds: Mapping[str, float]) -> dict[str, float]:
         raise DecisionError(f"thresholds must be numbers, got {dict(thresholds)}") from e
     if not 0.0 <= review <= decline <= FLAG_NONE:
         raise DecisionError(
-            f"thresholds need 0 <= review <= decline <= 1 (or {FLAG_NONE!r}, which flags even a score of 1), got "
-            f"review={review}, decline={decline}"
+            f"thresholds need 0 <= review <= decline <= 1, or just above 1 (at most {FLAG_NONE!r}: no score), "
+            f"got review={review}, decline={decline}"
         )
     return {"review": review, "decline": decline}
 
@@ -161,8 +163,10 @@ def assign_bands(scores: Any, thresholds: Mapping[str, float]) -> np.ndarray:
         raise DecisionError(f"scores must be a 1-d array, got shape {s.shape}")
     if np.isnan(s).any():
         raise DecisionError("scores hold NaN; a NaN score has no band")
-    # Thresholds in the scores' own precision, as `s >= threshold` compares them; then #thresholds passed.
-    cuts = np.array((t["review"], t["decline"]), dtype=s.dtype if s.dtype.kind == "f" else np.float64)
+    # Thresholds in the scores' own precision, as `s >= threshold` compares them; then #thresholds passed. One above
+    # 1 flags none: float64's 1.0000000000000002 is float32's 1.0, which would flag a float32 score of 1.
+    given = np.array((t["review"], t["decline"]))
+    cuts = np.where(given > 1, np.inf, given).astype(s.dtype if s.dtype.kind == "f" else np.float64)
     return _BANDS[np.searchsorted(cuts, s, side="right")]
 
 
@@ -269,20 +273,21 @@ def choose_thresholds(
     negatives = out["validation"]["negatives"]
     for band in ("review", "decline"):
         p = out["policies"][band]
-        if p["policy"] != "cost" and out["validation"][band]["flagged_share"] == 0:
-            # A tie at the cut is flagged whole or not at all; one larger than the policy allows leaves the band
-            # empty, which the manifest showed and nothing said (review 110).
-            top = s.max()
+        few = p["policy"] == "fpr" and p["fpr"] * negatives < FEW_FALSE_POSITIVES  # said below
+        if p["policy"] != "cost" and out["validation"][band]["flagged_share"] == 0 and not few:
+            # An empty band showed in the manifest alone (review 110): a policy allowing fewer sessions than the top
+            # score holds (a tie is flagged whole or not at all).
+            top = int((s == s.max()).sum())
             log.warning(
-                "%s: policy %s flags no validation session: its threshold lies above every score, as the %d "
-                "highest, at %.6g, are more than it allows and a tie is flagged whole or not at all; loosen the "
-                "policy, or give scores fewer ties (platt, not isotonic, calibration)",
+                "%s: policy %s flags no validation session: it allows fewer than the %d session(s) at the top "
+                "score, %.6g, so its threshold lies above every score; loosen the policy%s",
                 band,
                 {k: v for k, v in p.items() if k != "policy"},
-                int((s == top).sum()),
                 top,
+                s.max(),
+                ", or give scores fewer ties (platt, not isotonic, calibration)" if top > 1 else "",
             )
-        if p["policy"] == "fpr" and p["fpr"] * negatives < FEW_FALSE_POSITIVES:
+        if few:
             # 0.1% of 175 negatives is a fifth of one: the threshold sits above every negative, and test FPR
             # came out 6 to 12 times the target (dogfood 24).
             log.warning(

@@ -211,7 +211,7 @@ def test_a_failed_run_beside_finished_ones_is_left_out_with_a_warning(runs, tmp_
     )
 
 
-def test_runs_of_an_earlier_sweep_into_the_same_directory_are_named(runs, tmp_path, caplog):
+def test_runs_of_an_earlier_sweep_into_the_same_directory_are_named(runs, tmp_path, caplog, monkeypatch):
     """A sweep rerun into a fixed hydra.sweep.dir with fewer jobs left the earlier sweep's other jobs, which
     compare ranked as this sweep's without a word (dogfood 106)."""
     sweep = tmp_path / "sweep"
@@ -222,11 +222,16 @@ def test_runs_of_an_earlier_sweep_into_the_same_directory_are_named(runs, tmp_pa
     os.utime(sweep / "multirun.yaml", (new, new))
     os.utime(sweep / "0" / "metrics.json", (new + 50, new + 50))  # this sweep's job
     os.utime(sweep / "1" / "metrics.json", (old, old))  # the earlier sweep's
-    assert sorted(r["run"] for r in write_leaderboard([sweep], tmp_path / "board")) == ["0", "1"]
-    assert "1 run(s) finished before the sweep that wrote its multirun.yaml began" in caplog.text
-    assert "['1']" in caplog.text and "['0'" not in caplog.text
+    # Given as the sweep, as its runs (one twice, one as "."): the earlier one said once.
+    monkeypatch.chdir(sweep / "1")
+    for given in ([sweep], [sweep / "0", sweep / "1", "."]):
+        caplog.clear()
+        assert sorted(r["run"] for r in write_leaderboard(given, tmp_path / "board")) == ["0", "1"]
+        assert "1 run(s) finished before the sweep that wrote its multirun.yaml began" in caplog.text
+        assert "['1']" in caplog.text and "['0'" not in caplog.text
+    # A copy without its times (cp -r) writes every file within seconds, in any order: none is an earlier one's.
     caplog.clear()
-    os.utime(sweep / "1" / "metrics.json", (new + 60, new + 60))
+    os.utime(sweep / "1" / "metrics.json", (new - 5, new - 5))
     write_leaderboard([sweep], tmp_path / "board2")
     assert "finished before the sweep" not in caplog.text
 

@@ -149,12 +149,35 @@ def test_a_policy_that_flags_none_above_a_top_score_of_one_is_not_a_crossing(cap
         assert out["decline"] > 1 and out["validation"]["decline"]["flagged_per_1000"] == 0
         bands = {"review": out["review"], "decline": out["decline"]}  # what the artifact reads back, checked
         assert list(assign_bands(scores[scores == 1], bands)) == ["review"] * top
-        assert f"flags no validation session: its threshold lies above every score, as the {top} highest" in (
-            caplog.text
+        assert (
+            f"flags no validation session: it allows fewer than the {top} session(s) at the top score, 1,"
+            in (caplog.text)
         )
+        # A float64 flag-none threshold read against float32 scores flags none either (float32 rounds it to 1).
+        float64_none = float(np.nextafter(1.0, 2.0))
+        assert list(assign_bands(np.float32([1.0]), {"review": 0.5, "decline": float64_none})) == ["review"]
         caplog.clear()
     with pytest.raises(DecisionError, match="decline <= 1"):
         check_thresholds({"review": 0.5, "decline": 1.001})
+    # Without a tie the advice is the policy's alone; an fpr policy's empty band is said by its own warning.
+    distinct = np.linspace(0, 0.99, 1000)
+    choose_thresholds(
+        y[:1000],
+        distinct,
+        {
+            "review": {"policy": "capacity", "per_1000": 50},
+            "decline": {"policy": "capacity", "per_1000": 0.5},
+        },
+    )
+    assert (
+        "allows fewer than the 1 session(s) at the top score, 0.99, so its threshold lies above every score; "
+        "loosen the policy\n" in caplog.text
+    )
+    caplog.clear()
+    choose_thresholds(
+        y, saturated, {"review": {"policy": "fpr", "fpr": 0.05}, "decline": {"policy": "fpr", "fpr": 0.0001}}
+    )
+    assert "decline: fpr 0.0001" in caplog.text and "flags no validation session" not in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -382,6 +382,16 @@ def test_session_ids_written_as_decimals_are_said_where_the_model_records_no_int
         "floats.csv: column 'session_id': 2 row(s) hold an id written as a decimal (first: '1008338.0')"
         in caplog.text
     )
+    # The fast path of a few clean events (POST /score) leaves them to the full one, which says so.
+    from seqfraud.scoring.prepare import record_columns
+
+    assert record_columns(events, SPEC) is None and record_columns(events[2:], SPEC) is not None
+    caplog.clear()
+    categories = as_frame(events, SPEC, "floats.parquet").with_columns(
+        pl.col("session_id").cast(pl.Categorical)
+    )
+    normalized_events(categories.lazy(), SPEC, "floats.parquet")  # pandas' category dtype, written to Parquet
+    assert "floats.parquet: column 'session_id': 2 row(s) hold an id written as a decimal" in caplog.text
     caplog.clear()
     for e in events:
         e["session_id"] = "1008338"

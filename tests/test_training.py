@@ -552,7 +552,7 @@ def test_a_failed_training_still_finishes_its_wandb_run(tmp_path, monkeypatch):
     (run,) = (tmp_path / "wandb").glob("offline-run-*")
     assert (run / f"run-{run.name.split('-')[-1]}.wandb").exists()
     # Its error is in the run's summary: a sweep's failed job, or a backtest's skipped window, read as an empty run.
-    assert summaries == [{"error": "the fit broke"}]
+    assert summaries == [{"error": "RuntimeError: the fit broke"}]
 
 
 def test_training_threads_follow_the_setting_the_environment_and_the_machine(monkeypatch):
@@ -907,12 +907,13 @@ def test_a_small_training_split_trains_longer_in_smaller_batches(tmp_path, caplo
         assert main_fit_changes(compose_train([other]), prepared) == {}
     # Unset, as the packaged value (a traceback: dogfood 108); set below the small split's, said once a run.
     assert schedule(3_500, "~trainer.max_epochs") == (35, 20, 6)
-    caplog.clear()
-    assert "trainer.max_epochs" not in main_fit_changes(compose_train(["trainer.max_epochs=4"]), prepared)
-    assert (
-        "trainer.max_epochs=4, as set, stays below the 20 epochs a training split this small gets"
-        in caplog.text
-    )
+    for given in (["trainer.max_epochs=4"], []):  # on the command line, or in an experiment file
+        cfg = compose_train(["trainer.max_epochs=4"])
+        keep_what_was_set(cfg, given)
+        caplog.clear()
+        assert "trainer.max_epochs" not in main_fit_changes(cfg, prepared)
+        said = "trainer.max_epochs=4, as set, stays below the 20 epochs a training split this small gets"
+        assert said in caplog.text, given
 
 
 def test_a_mistyped_wandb_mode_is_a_config_error(tmp_path):

@@ -750,6 +750,9 @@ def test_label_ids_that_lost_their_leading_zeros_are_named_and_never_dropped(tmp
 
     said = unmatched_ids_text(pl.Series(["1008338", "1008701"]), pl.Series(["1008338.0", "1008701.0"]))
     assert "2 of them match an event id written another way" in said and "no event id has" not in said
+    said = unmatched_ids_text(pl.Series(["1008338", "C1-12"]), pl.Series(["1008338.0", "1008701.0"]))
+    assert "; 1 of them match an event id written another way (first: '1008338'" in said
+    assert "; 1 of them are written in a form no event id has (first: 'C1-12'" in said
 
 
 def test_label_foreign_form_ids_are_refused_where_they_would_be_dropped_or_read_as_legitimate(

@@ -1360,20 +1360,19 @@ def _check_label_times(
     return labels.drop(S.LABEL_TIME_PRESENT, S.LABEL_TIME_OUT_OF_RANGE, S.LABEL_TIME_NAIVE, strict=False)
 
 
+def _plain_id(ids: pl.Expr) -> pl.Expr:
+    """An id with leading zeros and a trailing ``.0`` set aside: what a reader that made ids numbers leaves."""
+    digits = ids.str.replace(r"\.0$", "")
+    return pl.when(digits.str.contains(r"^[0-9]+$")).then(digits.str.strip_chars_start("0")).otherwise(ids)
+
+
 def renumbered_ids(label_ids: pl.Series, event_ids: pl.Series, table: str = "label") -> str:
     """How many of ``label_ids`` (none of them an event's; of a ``table`` table) meet an event's id once leading
     zeros and a trailing ``.0`` are set aside, with the first pair: ids that a reader turned into numbers and back
     (``00002037`` to 2037, or to ``2037.0`` through a float), on either side. Empty when none do."""
-
-    def plain(ids: pl.Expr) -> pl.Expr:
-        digits = ids.str.replace(r"\.0$", "")
-        return (
-            pl.when(digits.str.contains(r"^[0-9]+$")).then(digits.str.strip_chars_start("0")).otherwise(ids)
-        )
-
-    frame = pl.DataFrame({"label": label_ids.unique().sort()}).with_columns(key=plain(pl.col("label")))
+    frame = pl.DataFrame({"label": label_ids.unique().sort()}).with_columns(key=_plain_id(pl.col("label")))
     # Sorted: which of several event ids one key stands for changed from run to run (review 66).
-    events = pl.DataFrame({"event": event_ids.unique().sort()}).with_columns(key=plain(pl.col("event")))
+    events = pl.DataFrame({"event": event_ids.unique().sort()}).with_columns(key=_plain_id(pl.col("event")))
     met = frame.join(events.unique("key", keep="first"), on="key").sort("label")
     if met.is_empty():
         return ""
@@ -1416,8 +1415,12 @@ def unmatched_ids_text(label_ids: pl.Series, event_ids: pl.Series, table: str = 
     event's once renumbered are said so, and not also as of another form (dogfood 108 read both of one id)."""
     # The first few in order: a hash set's order changed the message from run to run (dogfood 56).
     first = [ids.unique().sort().head(3).to_list() for ids in (label_ids, event_ids)]
-    return f"{table} ids {first[0]}, event ids {first[1]} (ids compare as text: '007' is not '7')" + (
-        renumbered_ids(label_ids, event_ids, table) or foreign_form_ids(label_ids, event_ids)[1]
+    keys = event_ids.to_frame("id").select(_plain_id(pl.col("id"))).to_series()
+    others = label_ids.to_frame("id").filter(~_plain_id(pl.col("id")).is_in(keys.implode())).to_series()
+    return (
+        f"{table} ids {first[0]}, event ids {first[1]} (ids compare as text: '007' is not '7')"
+        + renumbered_ids(label_ids, event_ids, table)
+        + foreign_form_ids(others, event_ids)[1]
     )
 
 

@@ -250,7 +250,7 @@ def normalized_events(
     decimal = pl.col(S.SESSION_ID).str.contains(DECIMAL_INTEGER)
     if (
         schema.session_id not in spec.integer_ids
-        and have[schema.session_id] == pl.String
+        and not have[schema.session_id].is_integer()  # text, or pandas' category dtype
         and (n := int(events.select(decimal.sum()).item()))
     ):
         say_once(
@@ -299,6 +299,7 @@ def say_once(kind: str, source: str, message: str) -> None:
 
 
 _RFC3339 = re.compile(RFC3339)
+_DECIMAL = re.compile(DECIMAL_INTEGER)
 _ZONED = re.compile(ZONED)
 _EPOCH_DAY = date(1970, 1, 1).toordinal()
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
@@ -351,8 +352,9 @@ def record_columns(records: Sequence[Any], spec: Spec, source: str = "request") 
         text[c] = (
             values if types <= {str} else [None if v is None else text_value(v, booleans) for v in values]
         )
-    if any(map(blank_id, set(cast(list[str], text[s.session_id])))):
-        return None  # a blank or padded id (BLANK_ID): the full path names it
+    sids = set(cast(list[str], text[s.session_id]))
+    if any(map(blank_id, sids)) or (s.session_id not in integer_typed and any(map(_DECIMAL.match, sids))):
+        return None  # a blank or padded id (BLANK_ID), or one written as a decimal: the full path names it
     numeric = {}
     for c in s.numerical:
         values = column[c]

@@ -381,17 +381,18 @@ def main_fit_changes(cfg: DictConfig, prepared: Prepared) -> dict[str, int]:
     if cfg.get("pretrain") or cfg.model.kind == "lightgbm":
         return {}
     changes = small_split(cfg, prepared.datasets["train"])
+    # The packaged small_split.max_epochs: keep_what_was_set gives it a value set on the command line.
     epochs, small_epochs = (
         OmegaConf.select(cfg, "trainer.max_epochs"),
-        OmegaConf.select(cfg, "small_split.max_epochs"),
+        packaged("train.yaml")["small_split"]["max_epochs"],
     )
-    if changes and "trainer.max_epochs" not in changes and 0 < (epochs or 0) < (small_epochs or 0):
+    if changes and "trainer.max_epochs" not in changes and 0 < (epochs or 0) < small_epochs:
         # A few epochs set for speed left the sequence model undertrained, and a stacker's validation still chose it:
         # test PR-AUC 0.68 at 4 epochs against LightGBM's 0.75, and 0.96 at 20 (dogfood 108).
         log.warning(
             "trainer.max_epochs=%d, as set, stays below the %d epochs a training split this small gets "
             "(small_split.max_epochs): the sequence model may stop undertrained, and lose to the aggregates; "
-            "leave trainer.max_epochs out for the small split's schedule",
+            "set no trainer.max_epochs (the packaged one) for the small split's schedule",
             epochs,
             small_epochs,
         )

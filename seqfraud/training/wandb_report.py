@@ -13,7 +13,7 @@ from sklearn.metrics import precision_recall_curve
 
 from seqfraud import rundir
 from seqfraud import schema as S
-from seqfraud.errors import ConfigError, one_line
+from seqfraud.errors import ConfigError, is_number, one_line
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,9 @@ def finish(logger, *, error: BaseException | None = None) -> None:
         import wandb
 
         if error is not None and wandb.run is not None:
-            wandb.run.summary["error"] = one_line(error)
+            wandb.run.summary["error"] = (
+                f"{type(error).__name__}: {one_line(error)}"  # KeyError('label'): 'label'
+            )
         wandb.finish(exit_code=1 if error is not None else 0)
 
 
@@ -71,7 +73,7 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
         key = f"{prefix}{k}"
         if isinstance(v, dict):
             out |= flatten(v, key + "/")
-        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+        elif is_number(v):
             out[key] = float(v)
     return out
 
