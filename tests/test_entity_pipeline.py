@@ -535,7 +535,9 @@ def test_risk_features_need_to_know_when_labels_became_known(tmp_path) -> None:
         preprocess(cfg.data, cfg.features, tmp_path / "out")
 
 
-def test_score_and_explain_commands_take_a_history(entity_run, entity_artifact, tmp_path, capsys) -> None:
+def test_score_and_explain_commands_take_a_history(
+    entity_run, entity_artifact, tmp_path, capsys, caplog
+) -> None:
     from seqfraud.cli import explain, score
 
     scored, other, labels = split_log(entity_run)
@@ -547,6 +549,13 @@ def test_score_and_explain_commands_take_a_history(entity_run, entity_artifact, 
     assert refused.value.code == 2 and "--history-events" in capsys.readouterr().err
     history = ["--history-events", str(tmp_path / "history.parquet"), "--history-labels", labels]
     score.main([*args, "--out", str(tmp_path / "scores.parquet"), *history])
+    # An entity column empty in every row of the file is said, as a categorical or numeric one is (dogfood 112).
+    device = "device_id"
+    scored.with_columns(pl.lit(None, pl.String).alias(device)).write_parquet(tmp_path / "blank.parquet")
+    blank = ["--artifact", str(entity_artifact), "--events", str(tmp_path / "blank.parquet"), "--no-progress"]
+    with caplog.at_level(logging.WARNING, logger="seqfraud.scoring.batch"):
+        score.main([*blank, "--out", str(tmp_path / "blank_scores.parquet"), *history])
+    assert f"blank.parquet: column {device!r} is null in every row" in caplog.text
     expected = pl.read_parquet(entity_run / "predictions" / "test.parquet")
     got = pl.read_parquet(tmp_path / "scores.parquet").join(expected, on=S.SESSION_ID, suffix="_train")
     assert got.height == expected.height and (got[S.RAW_SCORE] - got[f"{S.SCORE}_train"]).abs().max() <= 1e-5
