@@ -530,6 +530,19 @@ def make_engine(engine_cfg: Mapping[str, Any] | None):
     raise ConfigError(f"preprocess.engine must be 'polars' or 'spark', got {name!r}")
 
 
+def risk_blind_columns(spec: Spec) -> list[str]:
+    """The entity columns whose ``fraud_*`` features are 0 for every training event, in every window (their
+    quantile edges, fitted on training, hold nothing above 0)."""
+    entity = spec.entity
+    if entity is None or not entity.risk:
+        return []
+    return [
+        c
+        for c in entity.columns
+        if all(max(spec.edges.get(S.entity_feature(c, "fraud", w)) or [0.0]) <= 0 for w in entity.windows)
+    ]
+
+
 def preprocess(
     data_cfg: Mapping[str, Any],
     features_cfg: Mapping[str, Any],
@@ -607,6 +620,7 @@ def preprocess(
         (data.get("policy") or {}).get("label_delay"),
         prior=float(train[S.LABEL].cast(pl.Float64).mean() or 0.0) if train.height else 0.0,
     )
+    frauds_known = False  # before validation, to the risk features
     # Each phase said as it starts: a Spark run showed nothing for minutes (dogfood 33).
     if entity is not None:
         log.info("entity features: %d column(s) x %d window(s)", len(entity.columns), len(entity.windows))
@@ -619,7 +633,8 @@ def preprocess(
             # No fraud known in time left every risk feature of the training period at its prior, unsaid (dogfood 65:
             # hours read as seconds made the whole log 7 minutes long, within a 3-day label delay).
             known = loaded.sessions.filter(pl.col(S.LABEL_KNOWN) < val_us)
-            if not (known[S.LABEL] == 1).any():
+            frauds_known = bool((known[S.LABEL] == 1).any())
+            if not frauds_known:
                 log.warning(
                     "entity risk features: %s label(s), and no fraud among them, become known before validation "
                     "starts (%s): in training the known_*, fraud_* and rate_* features read no fraud, so the model "
@@ -655,6 +670,17 @@ def preprocess(
         entity=entity,
         numeric_values=bool(features_cfg.get("numeric_values", True)),
     )
+    if frauds_known and (blind := risk_blind_columns(spec)):
+        # Some frauds known in time, but none on a shared value of these columns (dogfood 112: a 90-day
+        # chargeback window over two months left every device's fraud_* at 0), unsaid.
+        log.warning(
+            "entity risk features of %s: no training event had a fraud on its shared value known before it, in any "
+            "window (their fraud_* features are 0 throughout training), so the model learns nothing from them and "
+            "reads these columns through their activity features alone; a label delay (%s) near the training "
+            "period, or windows shorter than it, leave none (docs/entities.md)",
+            blind,
+            entity.label_delay,
+        )
     spec.fit_info |= {
         "val_start": from_epoch_us(val_us),
         "test_start": from_epoch_us(test_us),

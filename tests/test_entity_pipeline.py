@@ -751,6 +751,22 @@ def test_risk_features_that_read_no_fraud_in_training_are_said(entity_run, tmp_p
     assert "entity risk features" not in caplog.text
 
 
+def test_entity_columns_whose_risk_features_read_no_fraud_are_named(entity_run) -> None:
+    """Frauds known in time, but none on a shared device: its fraud_* features were 0 throughout training, and
+    nothing said so (dogfood 112: a 90-day chargeback window over two months of data)."""
+    from dataclasses import replace
+
+    from seqfraud.features.spec import Spec
+    from seqfraud.preprocess import risk_blind_columns
+
+    spec = Spec.load(entity_run / "spec.json")
+    entity = spec.entity
+    assert entity is not None and entity.risk and risk_blind_columns(spec) == []
+    column = entity.columns[0]
+    zeroed = {S.entity_feature(column, "fraud", w): [0.0] for w in entity.windows}
+    assert risk_blind_columns(replace(spec, edges=spec.edges | zeroed)) == [column]
+
+
 def test_busy_values_are_said_by_share_and_placeholders_sooner() -> None:
     from seqfraud.features.entities import busy_warnings
 
