@@ -68,7 +68,8 @@ def test_healthz_and_metadata(client, exported_artifact, scorer):
     for read in manifest["source"]["training"]["inputs"].values():
         if read is not None:
             read.pop("path")
-    assert metadata.json() == manifest
+    thresholds = {band: manifest["thresholds"][band] for band in ("review", "decline")}
+    assert metadata.json() == manifest | {"serving": {"thresholds": thresholds}}
 
     def strings(x):
         if isinstance(x, dict):
@@ -381,3 +382,12 @@ def test_a_field_left_out_of_every_event_of_a_session_is_said_once(
     events[0][field] = None  # sent as null on one event: the client knows the field
     assert client.post("/score", json={"events": events}).status_code == 200
     assert "left out of every event" not in caplog.text
+
+
+def test_metadata_names_the_thresholds_the_service_applies(exported_artifact):
+    """serve --review/--decline replaced the manifest's bands, and /metadata still showed the manifest's: no
+    response said which were in force (review 113)."""
+    with service_client(exported_artifact, thresholds={"review": 0.3, "decline": 0.8}) as c:
+        served = c.get("/metadata").json()
+        assert served["serving"] == {"thresholds": {"review": 0.3, "decline": 0.8}}
+        assert served["thresholds"]["review"] != 0.3  # the manifest's own, as exported

@@ -1033,8 +1033,12 @@ def create_app(
 
     @app.get("/metadata", response_model=dict[str, Any])
     async def metadata(request: Request) -> JSONResponse:
-        """The artifact's manifest, less host paths."""
-        return JSONResponse(public_manifest(request.app.state.scorer.manifest))
+        """The artifact's manifest, less host paths, and the band thresholds in force: ``serve --review/--decline``
+        replaces the manifest's, which /metadata alone showed (review 113)."""
+        scorer: Scorer = request.app.state.scorer
+        return JSONResponse(
+            public_manifest(scorer.manifest) | {"serving": {"thresholds": dict(scorer.thresholds)}}
+        )
 
     async def read_session(request: Request, body: bytes) -> tuple[Scorer, list[dict[str, Any]]]:
         """The scorer and one session's validated event records, as ``/score`` and ``/explain`` take them."""
