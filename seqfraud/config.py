@@ -53,19 +53,44 @@ def packaged_defaults() -> dict[str, Any]:
     return own | {key: packaged(name) for key, name in DEFAULT_OPTIONS.items()}
 
 
+def setting_paths(tree: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """The dotted path of every setting of a config tree."""
+    return [
+        p
+        for k, v in tree.items()
+        for p in (setting_paths(v, f"{prefix}{k}.") if isinstance(v, Mapping) and v else [f"{prefix}{k}"])
+    ]
+
+
+def model_settings() -> list[str]:
+    """Every ``model.*`` setting some packaged model preset has (``model.params.num_leaves`` too), for a hint at a
+    misspelt one."""
+    from importlib.resources import files
+
+    presets = sorted(
+        p.name for p in files("seqfraud.conf").joinpath("model").iterdir() if p.name.endswith(".yaml")
+    )
+    return sorted(
+        {
+            p
+            for name in presets
+            for p in setting_paths(packaged(f"model/{name}"), "model.")
+            if p != "model.defaults"
+        }
+    )
+
+
 def where_key_lives(key: str) -> str:
     """`` (did you mean 'data.split.label_cutoff'?)`` for an override key that ends a packaged one's path (a
-    dogfood's ``split.label_cutoff`` got Hydra's "Key 'split' is not in struct" alone), or nothing."""
-
-    def paths(tree: Mapping[str, Any], prefix: str) -> list[str]:
-        return [
-            p
-            for k, v in tree.items()
-            for p in (paths(v, f"{prefix}{k}.") if isinstance(v, Mapping) and v else [f"{prefix}{k}"])
-        ]
-
-    found = [p for p in paths(packaged_defaults(), "") if p.endswith(f".{key}")]
-    return f" (did you mean {' or '.join(map(repr, found))}?)" if found else ""
+    dogfood's ``split.label_cutoff`` got Hydra's "Key 'split' is not in struct" alone), or that is spelt close to one
+    (``trainer.max_epoch``: review 113), or nothing."""
+    known = setting_paths(packaged_defaults())
+    found = [p for p in known if p.endswith(f".{key}")]
+    # A dotted key shares its section with every sibling, which lifted optim.min_lr_ratio past 0.6 for
+    # optim.learning_rate: a wrong hint is worse than none.
+    return (
+        f" (did you mean {' or '.join(map(repr, found))}?)" if found else did_you_mean(key, known, cutoff=0.8)
+    )
 
 
 # Settings whose packaged default is a whole number but which take any number; the others take integers only

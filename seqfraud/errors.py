@@ -40,9 +40,10 @@ def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def did_you_mean(name: object, choices: list[str]) -> str:
-    """`` (did you mean 'x'?)`` for the closest of ``choices``, or nothing: the one wording of a name hint."""
-    close = difflib.get_close_matches(str(name), choices, n=1)
+def did_you_mean(name: object, choices: list[str], cutoff: float = 0.6) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices`` (by difflib's ratio, at least ``cutoff``), or
+    nothing: the one wording of a name hint."""
+    close = difflib.get_close_matches(str(name), choices, n=1, cutoff=cutoff)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 

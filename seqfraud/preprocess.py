@@ -670,7 +670,7 @@ def preprocess(
         entity=entity,
         numeric_values=bool(features_cfg.get("numeric_values", True)),
     )
-    if frauds_known and (blind := risk_blind_columns(spec)):
+    if entity is not None and frauds_known and (blind := risk_blind_columns(spec)):
         # Some frauds known in time, but none on a shared value of these columns (dogfood 112: a 90-day
         # chargeback window over two months left every device's fraud_* at 0), unsaid.
         log.warning(

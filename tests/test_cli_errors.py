@@ -96,6 +96,18 @@ def runs(
             "model.d_model=32",
             f"hydra.run.dir={tmp / 'lgbm'}",
         ],
+        "train: misspelt settings": [
+            sys.executable,
+            "train.py",
+            "model.d_modle=32",
+            f"hydra.run.dir={tmp / 'typo'}",
+        ],
+        "train: a misspelt trainer setting": [
+            sys.executable,
+            "train.py",
+            "trainer.max_epoch=2",
+            f"hydra.run.dir={tmp / 'typo2'}",
+        ],
         "train: two experiments": [
             sys.executable,
             "train.py",
@@ -207,6 +219,8 @@ def test_score_with_a_bad_csv_names_file_column_and_count(runs):
 def test_train_fails_in_validation_before_training(runs):
     line = error_line(runs, "train: no events")
     assert f"{runs['train: no events'][1] / 'none' / 'events.parquet'}: no such file" in line
+    # One line on stderr, as the README says: Lightning's "Seed set to 42" came first (review 113).
+    assert runs["train: no events"][0].stderr.strip().splitlines() == [line]
     assert not (runs["train: no events"][1] / "train" / "checkpoints").exists()
 
 
@@ -223,7 +237,7 @@ def test_a_run_directory_apart_from_hydras_is_warned_of(runs):
 
 def test_export_without_a_run(runs):
     assert runs["export: no run"][0].stderr.strip().splitlines() == [error_line(runs, "export: no run")]
-    assert "no checkpoints/best.ckpt" in error_line(runs, "export: no run")
+    assert error_line(runs, "export: no run").endswith("none: no such run directory")  # not "no checkpoint"
 
 
 def test_preprocess_with_a_duplicated_column(runs):
@@ -266,6 +280,14 @@ def test_hydra_config_errors_are_one_line_and_status_2(runs):
         "error: Could not override 'model.d_model': the model preset chosen has no such setting (model=lightgbm "
         "and the sequence models take different ones: conf/model/*.yaml); a search's hydra.sweeper.params "
         "(hparams_search=optuna's are a sequence model's) must name the chosen model's own"
+    )
+    # A misspelt setting is told the one it is close to (review 113: Hydra's advice to add it with + alone).
+    assert error_line(runs, "train: misspelt settings") == (
+        "error: Could not override 'model.d_modle': the model preset chosen has no such setting (did you mean "
+        "'model.d_model'?)"
+    )
+    assert error_line(runs, "train: a misspelt trainer setting").endswith(
+        "(did you mean 'trainer.max_epochs'?)"
     )
     # Hydra's own advice for two +experiment= ("use 'override experiment: ...'") fits no command line.
     assert error_line(runs, "train: two experiments") == (

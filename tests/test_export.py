@@ -237,6 +237,10 @@ def test_export_refuses_missing_events_existing_out_and_unknown_format(trained_r
         export_run(trained_run, tmp_path / "b", formats=["onnx"])
     with pytest.raises(ExportError, match="checkpoints/best.ckpt"):
         export_run(tmp_path, tmp_path / "c")
+    with pytest.raises(
+        ExportError, match="nowhere: no such run directory"
+    ):  # not "no checkpoint" (review 113)
+        export_run(tmp_path / "nowhere", tmp_path / "d")
 
 
 def test_export_overwrite_replaces_the_old_artifact_and_signs(trained_run, tmp_path):

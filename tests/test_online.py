@@ -1271,3 +1271,18 @@ def test_warmup_runs_the_step_for_an_event_and_for_a_rebuilt_session(gru_artifac
     with single_torch_thread():
         scorer.warmup()
     assert (1, 1) in seen and max(k for _, k in seen) == min(128, scorer.spec.max_len)
+
+
+def test_loading_the_pt2_step_says_nothing_of_its_loop_symbols(gru_artifact) -> None:
+    """torch's serializer warned "Symbol u0 did not appear in the graph" at every load of a GRU step: lines of
+    each export and scorer start about nothing the model does (review 113). Once a process: a fresh one loads it."""
+    import subprocess
+    import sys
+
+    assert (gru_artifact / "step.pt2").is_file()
+    load = f"from seqfraud.export.artifact import FORMATS; FORMATS['pt2'].load({str(gru_artifact / 'step.pt2')!r})"
+    loaded = subprocess.run(
+        [sys.executable, "-c", load], check=False, capture_output=True, text=True, timeout=120
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    assert "did not appear in the graph" not in loaded.stderr

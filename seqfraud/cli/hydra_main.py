@@ -20,8 +20,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException
 from hydra.types import RunMode
 
-from seqfraud.config import where_key_lives
-from seqfraud.errors import ConfigError, F, command, debugging, one_line, user_error_types
+from seqfraud.config import model_settings, where_key_lives
+from seqfraud.errors import ConfigError, F, command, debugging, did_you_mean, one_line, user_error_types
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +69,18 @@ def hydra_command(config_path: str, config_name: str) -> Callable[[F], F]:
                         f"{group[0]}: give the first as +{group[1]}=A and each other as +{group[1]}@_global_=B"
                     ) from e
                 elif key is not None and key.group(1).startswith("model.") and "not in struct" in one_line(e):
-                    # Hydra's advice, +model.X=..., gave a model a setting it does not read; the search's own
-                    # settings were what did not fit (model=lightgbm hparams_search=optuna: dogfood 106).
+                    # Hydra's advice, +model.X=..., gave a model a setting it does not read: a misspelt setting,
+                    # or one of another preset's (model=lightgbm hparams_search=optuna: dogfood 106).
+                    known = model_settings()
+                    typo = "" if key.group(1) in known else did_you_mean(key.group(1), known, cutoff=0.8)
                     raise ConfigError(
-                        f"Could not override {key.group(1)!r}: the model preset chosen has no such setting "
-                        "(model=lightgbm and the sequence models take different ones: conf/model/*.yaml); a search's "
-                        "hydra.sweeper.params (hparams_search=optuna's are a sequence model's) must name the chosen "
-                        "model's own"
+                        f"Could not override {key.group(1)!r}: the model preset chosen has no such setting"
+                        + (
+                            typo
+                            or " (model=lightgbm and the sequence models take different ones: conf/model/*.yaml); a "
+                            "search's hydra.sweeper.params (hparams_search=optuna's are a sequence model's) must name "
+                            "the chosen model's own"
+                        )
                     ) from e
                 elif key is None or not (hint := where_key_lives(key.group(1))):
                     raise

@@ -154,7 +154,15 @@ def _dynamic_length_gru() -> contextlib.AbstractContextManager[None]:
 def _load_pt2(f: Path | IO[bytes]) -> tuple[Model, str]:
     """torch.export.load unpickles weights and constants (``weights_only=False``): only verified bytes come here."""
     extra = {EMBEDDED_SPEC: ""}
-    program = torch.export.load(f, extra_files=extra)
+    # Its serializer warns "Symbol u0 did not appear in the graph" for the GRU step's loop counters, at every load:
+    # six lines of each export, and of every scorer start (review 113), about nothing the model does.
+    serde = logging.getLogger("torch._export.serde.serialize")
+    level = serde.level
+    serde.setLevel(logging.ERROR)
+    try:
+        program = torch.export.load(f, extra_files=extra)
+    finally:
+        serde.setLevel(level)
     return program.module(), _text(extra[EMBEDDED_SPEC])
 
 

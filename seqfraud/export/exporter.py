@@ -344,6 +344,8 @@ def export_run(
 
 def read_run(run_dir: Path) -> tuple[Spec, SessionRiskModule, str]:
     """The spec, the best checkpoint's module in eval mode, and the checkpoint's SHA-256."""
+    if not run_dir.is_dir():  # said as missing, not as a run without a checkpoint (review 113)
+        raise ExportError(f"{run_dir}: no such run directory")
     ckpt = run_dir / rundir.CHECKPOINT
     config = run_dir / rundir.CONFIG_FILE
     run_cfg = OmegaConf.load(config) if config.is_file() else OmegaConf.create()

@@ -811,8 +811,14 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
     if world == 1:  # torchrun and SLURM set each rank's threads themselves
         torch.set_num_threads(training_threads(cfg.get("threads", "auto")))
     # The count moves the weights in their last digits, and `auto` follows the machine's load: said and recorded.
-    log.info("torch threads: %d (threads=%s)", torch.get_num_threads(), cfg.get("threads", "auto"))
-    L.seed_everything(cfg.seed, workers=True)
+    log.info(
+        "torch threads: %d (threads=%s), seed %d",
+        torch.get_num_threads(),
+        cfg.get("threads", "auto"),
+        cfg.seed,
+    )
+    # Not Lightning's own "Seed set to" on stderr: a run refused on its input printed it before its one error line.
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     data_cfg = resolve_data_config(plain(cfg.data))
     # Started before any data is read: an online W&B run that cannot start falls back to offline here, not
@@ -902,7 +908,7 @@ def run_child_rank(run_dir: Path) -> None:
     rank 0, from what rank 0 wrote into the run directory."""
     cfg = OmegaConf.load(run_dir / rundir.CONFIG_FILE)
     assert isinstance(cfg, DictConfig)  # written by train() from one
-    L.seed_everything(cfg.seed, workers=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     try:
         prepared = load_prepared(rundir.prepared_dir(run_dir))
         if cfg.get("pretrain"):
