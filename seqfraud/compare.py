@@ -170,7 +170,9 @@ def config_differences(runs: list[Run]) -> list[str]:
     """Per run, the config values that differ between the runs (what a sweep varied) and that the run reads; run
     paths and logging left out, and a path under the run's own data directory written from it, ``${paths.data_dir}``
     (data.synthetic.dir was listed for every run on a log of its own: dogfood 72)."""
-    flat = [_flat(r.config) for r in runs]
+    # The schedule a small split's fit used, not the config's it replaced (review 113: batch_size=128 shown for a
+    # run that trained in batches of 16).
+    flat = [_flat(r.config) | (r.metrics.get("small_split") or {}) for r in runs]
     # The hybrid's embeddings by their contents too: one path rewritten between two runs read alike (dogfood 105).
     for f, r in zip(flat, runs):
         given = ((r.metrics.get("provenance") or {}).get("inputs") or {}).get("embeddings") or {}

@@ -120,6 +120,13 @@ def test_config_differences_leave_out_what_a_lightgbm_run_does_not_read(runs):
     ]
     said = config_differences(logs)
     assert "data.events=${paths.data_dir}/jan.parquet" in said[0] and "feb.parquet" in said[1]
+    # The schedule a small split's fit used, which metrics.json records, not the config's it replaced (review 113).
+    small = [
+        replace(r, config={**r.config, "loader": {"batch_size": 128}}, metrics={**r.metrics, **extra})
+        for r, extra in zip(runs_of[1:], ({"small_split": {"loader.batch_size": 16}}, {}))
+    ]
+    said = config_differences(small)
+    assert "loader.batch_size=16" in said[0] and "loader.batch_size=128" in said[1]
 
 
 def test_a_multirun_directory_is_searched_for_runs(runs):
