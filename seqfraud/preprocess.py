@@ -620,7 +620,7 @@ def preprocess(
         (data.get("policy") or {}).get("label_delay"),
         prior=float(train[S.LABEL].cast(pl.Float64).mean() or 0.0) if train.height else 0.0,
     )
-    frauds_known = False  # before validation, to the risk features
+    frauds_known = False  # whether the risk features of training read some fraud (known before validation)
     # Each phase said as it starts: a Spark run showed nothing for minutes (dogfood 33).
     if entity is not None:
         log.info("entity features: %d column(s) x %d window(s)", len(entity.columns), len(entity.windows))

@@ -812,7 +812,7 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
         torch.set_num_threads(training_threads(cfg.get("threads", "auto")))
     # The count moves the weights in their last digits, and `auto` follows the machine's load: said and recorded.
     log.info(
-        "torch threads: %d (threads=%s), seed %d",
+        "torch threads: %d (threads=%s), seed %s",
         torch.get_num_threads(),
         cfg.get("threads", "auto"),
         cfg.seed,
