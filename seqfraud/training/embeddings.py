@@ -106,7 +106,11 @@ def with_embeddings(
     # --run files carry each session's label: one that disagrees with this run's says the file embedded another
     # log whose ids happen to match (a helper's embeddings of another log joined silently, and trained).
     theirs = [pl.col(S.LABEL).cast(pl.Int8).alias(_THEIR_LABEL)] if S.LABEL in table.columns else []
-    table = table.select(pl.col(ids).cast(pl.String).alias(S.SESSION_ID), *theirs, *columns)
+    # And each session's split there: the record's periods are lost with the file's metadata (a rewrite in a
+    # notebook), and a log shifted in time passes them (dogfood 115: test PR-AUC 1.000 from a supervised encoder
+    # that had trained on every test session).
+    their_split = [pl.col(S.SPLIT).cast(pl.String).alias(_THEIR_SPLIT)] if S.SPLIT in table.columns else []
+    table = table.select(pl.col(ids).cast(pl.String).alias(S.SESSION_ID), *theirs, *their_split, *columns)
     # Two files concatenated (embed --artifact over overlapping windows): a session twice failed the join with a
     # ShapeError traceback in validation, and in train fitted it twice, unsaid (dogfood 105).
     if n := table.height - table[S.SESSION_ID].n_unique():
@@ -129,11 +133,24 @@ def with_embeddings(
                 "embedded another log whose session ids match this one's (or labels changed since); embed the run "
                 "whose data this one trains on"
             )
-        out[name] = joined.drop(_THEIR_LABEL) if theirs else joined
+        if their_split and name in S.SPLITS:
+            # A session the encoder fitted to (train), or chose its checkpoint on (val), before this run may.
+            earlier = list(S.SPLITS[: S.SPLITS.index(name)])
+            if n := int(joined[_THEIR_SPLIT].is_in(earlier).sum()):
+                first = joined.filter(pl.col(_THEIR_SPLIT).is_in(earlier)).row(0, named=True)
+                raise ConfigError(
+                    f"model.embeddings={path}: {n:,} of this run's {name} session(s) were in the {' or '.join(earlier)} "
+                    f"split of the model that embedded them (first: {first[S.SESSION_ID]!r}, "
+                    f"{first[_THEIR_SPLIT]} there): its encoder learnt from them, and through the vectors the hybrid "
+                    "would read them; embed a model trained on this run's split (pretrain on the same preprocessing "
+                    "output: prepared_dir=...)"
+                )
+        out[name] = joined.drop(c for c in (_THEIR_LABEL, _THEIR_SPLIT) if c in joined.columns)
     return out
 
 
 _THEIR_LABEL = "__embedded_label"
+_THEIR_SPLIT = "__embedded_split"
 
 
 def embedding_record_of(path: str | Path) -> Any:
@@ -169,8 +186,9 @@ def check_embedding_record(path: str | Path, prepared: Prepared, label_fraction:
         record = None  # a record not seqfraud's
     if record is None:
         log.warning(
-            "model.embeddings=%s: the file records nothing of the model that embedded it (written by seqfraud "
-            "before that record), so nothing checks that it read none of this run's validation or test labels",
+            "model.embeddings=%s: the file records nothing of the model that embedded it (written before seqfraud "
+            "kept that record, or rewritten by a tool that drops Parquet metadata), so only its split column, where "
+            "it has one, checks that it read none of this run's validation or test sessions",
             path,
         )
         return
