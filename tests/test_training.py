@@ -836,6 +836,14 @@ def test_a_run_on_a_prepared_dir_may_not_set_other_splits_policies_or_inputs(smo
     read = files | {"split": made["split"] | {"test_fraction": 0.3}, "policy": made["policy"]}
     with pytest.raises(ConfigError, match="data.split.test_fraction"):
         check_prepared_settings(prepared, read, str(run_dir), features)
+    # A fraction read on one side alone is said so: "(0.15 there, 0.15 here)" read as a contradiction (dogfood 115).
+    dated = files | {"split": made["split"] | {"val_start": "2026-05-01"}, "policy": made["policy"]}
+    fraction = made["split"]["val_fraction"]
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(f"data.split.val_fraction ({fraction!r} there, {fraction!r}, not read here)"),
+    ):
+        check_prepared_settings(prepared, dated, str(run_dir), features)
     negative = alike | {"policy": alike["policy"] | {"on_unlabeled": "negative"}}
     with pytest.raises(ConfigError, match="data.policy.on_unlabeled"):
         check_prepared_settings(prepared, negative, str(run_dir), features)
