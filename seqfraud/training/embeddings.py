@@ -197,11 +197,12 @@ def check_embedding_record(path: str | Path, prepared: Prepared, label_fraction:
         # A pretraining's too: its encoder read this run's validation or test sessions (events, not labels), so
         # they would judge the hybrid on sessions its vectors were fitted to (review 104).
         learnt = "labels" if record["labels_read"] else "the sessions (their events; no labels)"
+        period = "validation" if key == "val_start" else "test"
         raise ConfigError(
             f"model.embeddings={path}: its encoder learnt from {learnt} up to {key}={record[key].isoformat()}, "
-            f"after this run's {key}={ours[key]}: through the embeddings the hybrid would read its own "
-            f"{'validation' if key == 'val_start' else 'test'} sessions; embed a model whose split starts its "
-            "validation no later than this run's (pretrain on the same preprocessing output: prepared_dir=...)"
+            f"after this run's {key}={ours[key]}: through the embeddings the hybrid would read its own {period} "
+            f"sessions; embed a model whose split starts its {period} no later than this run's (pretrain on the "
+            "same preprocessing output: prepared_dir=...)"
         )
     if record["labels_read"] and label_fraction < 1:
         # The encoder may have read the labels this run holds back: a label-scarce comparison then reads them through
