@@ -662,3 +662,18 @@ def test_the_commands_take_the_verify_settings(
         TestClient(create_app(signed_artifact)),
     ):
         pass
+
+
+def test_serve_refuses_a_reversed_calibration_in_one_line_before_binding(exported_artifact, tmp_path, capsys):
+    """An exporter before the slope check wrote a Platt slope below 0 where the model ranked validation frauds
+    lowest; serve read the calibration only in the app's startup, and refused it there with a traceback (dogfood
+    116). It is read with the other checks, before a port is bound, and the message says what to do."""
+    from seqfraud.cli.serve import main as serve
+
+    root = _copy(exported_artifact, tmp_path)
+    _calibration_to(root, -1.966)
+    with pytest.raises(SystemExit) as refused:
+        serve(["--artifact", str(root), "--port=-1"])  # never binds
+    err = capsys.readouterr().err.strip().splitlines()
+    assert refused.value.code == 2 and len(err) == 1, err
+    assert "slope a above 0 (got -1.966)" in err[0] and "export the run again" in err[0]

@@ -360,6 +360,23 @@ def test_label_fraction_trains_on_one_fixed_share_of_the_training_labels(tmp_pat
     assert f"(0 have no label; label_fraction=0.3 held back {held:,} labels)" in caplog.text
     with pytest.raises(ConfigError, match="label_fraction"):
         train_into(tmp_path / "c", *SMALL, "model=lightgbm", "label_fraction=0")
+    # A share with few frauds is said: a 5% draw held one, and every model of the run learnt from it, unsaid in the
+    # log (dogfood 115).
+    from seqfraud.data.shards import shard_name
+    from seqfraud.training.train import FEW_POSITIVES, labelled_train
+
+    n = FEW_POSITIVES - 1
+    shard = tmp_path / "few" / "train"
+    shard.mkdir(parents=True)
+    pl.DataFrame(
+        {"session_id": [f"s{i}" for i in range(200)], "label": [1] * n + [0] * (200 - n)}
+    ).write_parquet(shard / shard_name(0))
+    caplog.clear()
+    labelled_train(shard, 0.9999999, 42, tmp_path / "few" / "labelled")
+    assert (
+        f"the supervised fit reads {n} fraud session(s) of 200 labelled ones (label_fraction=0.9999999"
+        in (caplog.text)
+    )
 
 
 def old_contrastive_loss(net, tokens, lengths) -> torch.Tensor:

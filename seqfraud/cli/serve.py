@@ -222,6 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     apply_verification_arguments(args)  # Scorer.load runs in the app's startup
     # Refused before binding a port: an artifact that fails verification, a history that cannot be read.
     artifact = open_artifact(args.artifact, **verification_settings(None, None))
+    artifact.calibration  # noqa: B018  # read and checked here: a refused one was a startup traceback (dogfood 116)
     spec = artifact.spec
     history = history_of(args, spec)
     if args.state == "redis" and args.snapshot:

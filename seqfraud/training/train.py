@@ -485,6 +485,10 @@ def fit_sequence_model(
 LABELLED_TRAIN = "labelled/train"
 
 
+# A supervised fit on fewer frauds than this is said (labelled_train).
+FEW_POSITIVES = 5
+
+
 def labelled_train(train: Path, fraction: float, seed: int, out: Path, *, write: bool = True) -> Path:
     """The training sessions whose labels a supervised fit (sequence model, LightGBM, stacker) reads: those that
     have one (``data.policy.on_unlabeled=keep`` leaves the others in train, for pretraining), and of those, in a
@@ -519,8 +523,23 @@ def labelled_train(train: Path, fraction: float, seed: int, out: Path, *, write:
         else ""
     )
     log.info(
-        "supervised fit on %s of %s training sessions (%s have no label%s)", sessions, total, unlabelled, held
+        "supervised fit on %s of %s training sessions, %s of them fraud (%s have no label%s)",
+        f"{sessions:,}",
+        f"{total:,}",
+        f"{positives:,}",
+        f"{unlabelled:,}",
+        held,
     )
+    if positives < FEW_POSITIVES:
+        # A 5% draw held one fraud, in metrics.json alone (dogfood 115): every model then learnt from it.
+        log.warning(
+            "the supervised fit reads %d fraud session(s) of %s labelled ones%s: every model of this run learns "
+            "fraud from so few, and a comparison of them is noise; draw more labels (label_fraction), or another "
+            "share (seed)",
+            positives,
+            f"{sessions:,}",
+            f" (label_fraction={fraction}, seed {seed})" if fraction != 1 else "",
+        )
     return out
 
 
