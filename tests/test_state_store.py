@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import os
 import socket
 import threading
 import time
@@ -338,6 +340,20 @@ def test_memory_snapshot_restores_everything(tmp_path: Path):
     assert by_key(second.entity_rows(["s1", "s2"])) == rows
     assert second.sessions_with([[], ["d"]]) == {"s2"}
     assert second.labels(["s1", "s2"]) == labels
+
+
+def test_a_snapshot_says_when_it_was_saved_not_when_it_was_copied(tmp_path: Path, caplog):
+    """The restore line gave the file's modification time, a copy's after cp without -p, and the docs ask to
+    resend the events since then: too few (dogfood 116). The snapshot records when it was saved."""
+    path = tmp_path / "online.json"
+    store = MemoryStore(snapshot=path)
+    store.update("s1", lambda _: b"x")
+    store.close()
+    os.utime(path, (946_684_800, 946_684_800))  # copied: 2000-01-01
+    with caplog.at_level(logging.INFO, logger="seqfraud.scoring.state"):
+        MemoryStore(snapshot=path).close()
+    assert "written 2000-01-01" not in caplog.text
+    assert f"written {time.strftime('%Y-%m-%d', time.gmtime())}" in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -443,6 +443,7 @@ class MemoryStore(StateStore):
                 "format": SNAPSHOT_FORMAT,
                 "version": SNAPSHOT_VERSION,
                 "model": self.model,
+                "saved_at": time.time(),  # the file's mtime is a copy's time after cp without -p (dogfood 116)
                 "sessions": [
                     [sid, t, base64.b64encode(b).decode()] for sid, (t, b) in self._sessions.items()
                 ],
@@ -533,7 +534,11 @@ class MemoryStore(StateStore):
         self.add_entity_rows(rows)
         self.add_labels(labels)
         # Written at the last clean stop: after a crash, what came since is not in it, and the age says so.
-        written = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(path.stat().st_mtime))
+        saved = doc.get("saved_at")
+        when = (
+            saved if is_number(saved) and 0 <= saved < 1e11 else path.stat().st_mtime
+        )  # older files have none
+        written = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when))
         log.info(
             "restored %d session(s), %d entity row(s) and %d label(s) from the snapshot %s, written %s",
             len(self._sessions),
