@@ -14,7 +14,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 EXIT_USER_ERROR = 2  # argparse's status for a usage error, so every user error of a command exits alike
 DEBUG_ENV = "SEQFRAUD_DEBUG"
@@ -30,13 +30,13 @@ class ConfigError(UserError, ValueError):
     """A config value that cannot work, named by its key (``data.schema.timestamp_unit``, ``preprocess.engine``)."""
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: Any) -> TypeGuard[float]:
     """A number as JSON or YAML gives one: not a bool (True is 1 to Python), not text that numpy or float() would
     read as one; every check of a user's or a file's value reads numbers so."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def is_int(value: Any) -> bool:
+def is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
