@@ -534,10 +534,8 @@ class MemoryStore(StateStore):
         self.add_entity_rows(rows)
         self.add_labels(labels)
         # Written at the last clean stop: after a crash, what came since is not in it, and the age says so.
-        saved = doc.get("saved_at")
-        when = (
-            saved if is_number(saved) and 0 <= saved < 1e11 else path.stat().st_mtime
-        )  # older files have none
+        saved = doc.get("saved_at")  # older files have none
+        when = saved if is_number(saved) and 0 <= saved < 1e11 else path.stat().st_mtime
         written = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when))
         log.info(
             "restored %d session(s), %d entity row(s) and %d label(s) from the snapshot %s, written %s",
