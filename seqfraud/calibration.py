@@ -69,9 +69,9 @@ class Calibration:
             if p["a"] <= 0:
                 raise CalibrationError(
                     f"platt calibration needs a slope a above 0 (got {p['a']}): at or below 0 it flattens or "
-                    "reverses the model's ranking. Exporters before this check (December 2026) wrote one where the "
-                    "model ranked validation frauds lowest: export the run again (calibration=none, or a model that "
-                    "ranks)"
+                    "reverses the model's ranking. An exporter before this check (December 2026) could write one "
+                    "where the model ranked validation frauds lowest, or the file was edited: export the run again "
+                    "(calibration=none, or a model that ranks)"
                 )
 
     def apply(self, raw: np.ndarray) -> np.ndarray:

@@ -531,8 +531,8 @@ def make_engine(engine_cfg: Mapping[str, Any] | None):
 
 
 def risk_blind_columns(spec: Spec) -> list[str]:
-    """The entity columns whose ``fraud_*`` features are 0 for every training event, in every window (their
-    quantile edges, fitted on training, hold nothing above 0)."""
+    """The entity columns whose ``fraud_*`` features are 0 for nearly every training event, in every window: their
+    quantile edges, fitted on training, hold nothing above 0 (the few events above 0, if any, still get a token)."""
     entity = spec.entity
     if entity is None or not entity.risk:
         return []
@@ -671,15 +671,15 @@ def preprocess(
         numeric_values=bool(features_cfg.get("numeric_values", True)),
     )
     if entity is not None and frauds_known and (blind := risk_blind_columns(spec)):
-        # Some frauds known in time, but none on a shared value of these columns (dogfood 112: a 90-day
+        # Some frauds known in time, but hardly any on a shared value of these columns (dogfood 112: a 90-day
         # chargeback window over two months left every device's fraud_* at 0), unsaid.
         log.warning(
-            "entity risk features of %s: no training event had a fraud on its shared value known before it, in any "
-            "window (their fraud_* features are 0 throughout training), so the model learns nothing from them and "
-            "reads these columns through their activity features alone; a label delay (%s) near the training "
-            "period, or windows shorter than it, leave none (docs/entities.md)",
+            "entity risk features of %s: their fraud_* features are 0 for nearly every training event (every "
+            "quantile edge fitted on training is 0: few events had a fraud on their shared value known before "
+            "them), so the model has few examples to learn them from; %s near the training period, or windows "
+            "shorter than it, leave few (docs/entities.md)",
             blind,
-            entity.label_delay,
+            f"a label delay ({entity.label_delay})" if entity.label_delay else "label times",
         )
     spec.fit_info |= {
         "val_start": from_epoch_us(val_us),

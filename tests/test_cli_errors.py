@@ -276,18 +276,22 @@ def test_hydra_config_errors_are_one_line_and_status_2(runs):
     )
     # Hydra's advice, +model.d_model=32, gave LightGBM a setting it ignores; what did not fit was the setting, as
     # a sequence model's search (hparams_search=optuna) gave model=lightgbm (dogfood 106).
+    presets = (
+        " (model=lightgbm and the sequence models take different ones: conf/model/*.yaml; a search's "
+        "hydra.sweeper.params, such as hparams_search=optuna's of a sequence model, must name the chosen model's own)"
+    )
     assert error_line(runs, "train: a setting the model has not") == (
-        "error: Could not override 'model.d_model': the model preset chosen has no such setting (model=lightgbm "
-        "and the sequence models take different ones: conf/model/*.yaml); a search's hydra.sweeper.params "
-        "(hparams_search=optuna's are a sequence model's) must name the chosen model's own"
+        "error: Could not override 'model.d_model': the model preset chosen has no such setting" + presets
     )
     # A misspelt setting is told the one it is close to (review 113: Hydra's advice to add it with + alone).
     assert error_line(runs, "train: misspelt settings") == (
         "error: Could not override 'model.d_modle': the model preset chosen has no such setting (did you mean "
-        "'model.d_model'?)"
+        "'model.d_model'?)" + presets
     )
-    assert error_line(runs, "train: a misspelt trainer setting").endswith(
-        "(did you mean 'trainer.max_epochs'?)"
+    # Without Hydra's advice to add it with +, which the next run refused again (review 117).
+    assert error_line(runs, "train: a misspelt trainer setting") == (
+        "error: Could not override 'trainer.max_epoch'. (Key 'max_epoch' is not in struct) (did you mean "
+        "'trainer.max_epochs'?)"
     )
     # Hydra's own advice for two +experiment= ("use 'override experiment: ...'") fits no command line.
     assert error_line(runs, "train: two experiments") == (

@@ -377,6 +377,10 @@ def test_label_fraction_trains_on_one_fixed_share_of_the_training_labels(tmp_pat
         f"the supervised fit reads {n} fraud session(s) of 200 labelled ones (label_fraction=0.9999999"
         in (caplog.text)
     )
+    caplog.clear()  # every label, none held back: said too, with advice that fits (review 117)
+    assert labelled_train(shard, 1.0, 42, tmp_path / "few" / "all") == shard
+    assert f"reads {n} fraud session(s) of 200 labelled ones: every model" in caplog.text
+    assert "train on a longer log" in caplog.text and "label_fraction" not in caplog.text
 
 
 def old_contrastive_loss(net, tokens, lengths) -> torch.Tensor:

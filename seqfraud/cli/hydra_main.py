@@ -74,17 +74,15 @@ def hydra_command(config_path: str, config_name: str) -> Callable[[F], F]:
                     known = model_settings()
                     typo = "" if key.group(1) in known else did_you_mean(key.group(1), known, cutoff=0.8)
                     raise ConfigError(
-                        f"Could not override {key.group(1)!r}: the model preset chosen has no such setting"
-                        + (
-                            typo
-                            or " (model=lightgbm and the sequence models take different ones: conf/model/*.yaml); a "
-                            "search's hydra.sweeper.params (hparams_search=optuna's are a sequence model's) must name "
-                            "the chosen model's own"
-                        )
+                        f"Could not override {key.group(1)!r}: the model preset chosen has no such setting{typo} "
+                        "(model=lightgbm and the sequence models take different ones: conf/model/*.yaml; a search's "
+                        "hydra.sweeper.params, such as hparams_search=optuna's of a sequence model, must name the "
+                        "chosen model's own)"
                     ) from e
                 elif key is None or not (hint := where_key_lives(key.group(1))):
                     raise
-                raise ConfigError(one_line(e) + hint) from e
+                # Hydra's "To append to your config use +KEY=..." added a setting nothing reads (review 117).
+                raise ConfigError(re.sub(r" To append to your config use \S+", "", one_line(e)) + hint) from e
             except Exception as e:
                 if _failed and e is not _failed[0]:  # the sweeper's own error, after its jobs failed
                     raise _failed[0] from None

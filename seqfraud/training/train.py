@@ -495,10 +495,16 @@ def labelled_train(train: Path, fraction: float, seed: int, out: Path, *, write:
     label-scarce run (``label_fraction``), a fixed share picked by a hash of the session id, so every model of
     one seed sees the same ones. The train split itself when that is all of it; else a copy in ``out``, shard
     for shard, written there unless ``write`` is off (local DDP child ranks read the copy rank 0 wrote)."""
-    total, unlabelled = (
-        pl.scan_parquet(shard_files(train)).select(pl.len(), pl.col(S.LABEL).null_count()).collect().row(0)
+    total, unlabelled, frauds = (
+        pl.scan_parquet(shard_files(train))
+        .select(
+            pl.len(), pl.col(S.LABEL).null_count().alias("unlabelled"), pl.col(S.LABEL).sum().alias("frauds")
+        )
+        .collect()
+        .row(0)
     )
     if fraction == 1 and not unlabelled:
+        _say_few_frauds(int(frauds or 0), total, fraction, seed)
         return train
     if not write:
         return out
@@ -530,17 +536,25 @@ def labelled_train(train: Path, fraction: float, seed: int, out: Path, *, write:
         f"{unlabelled:,}",
         held,
     )
-    if positives < FEW_POSITIVES:
-        # A 5% draw held one fraud, in metrics.json alone (dogfood 115): every model then learnt from it.
-        log.warning(
-            "the supervised fit reads %d fraud session(s) of %s labelled ones%s: every model of this run learns "
-            "fraud from so few, and a comparison of them is noise; draw more labels (label_fraction), or another "
-            "share (seed)",
-            positives,
-            f"{sessions:,}",
-            f" (label_fraction={fraction}, seed {seed})" if fraction != 1 else "",
-        )
+    _say_few_frauds(positives, sessions, fraction, seed)
     return out
+
+
+def _say_few_frauds(positives: int, sessions: int, fraction: float, seed: int) -> None:
+    """A 5% draw held one fraud, said in metrics.json alone (dogfood 115), as were 2 frauds of a whole log (review
+    117): every model of the run learnt from them."""
+    if positives >= FEW_POSITIVES:
+        return
+    log.warning(
+        "the supervised fit reads %d fraud session(s) of %s labelled ones%s: every model of this run learns fraud "
+        "from so few, and a comparison of them is noise; %s",
+        positives,
+        f"{sessions:,}",
+        f" (label_fraction={fraction}, seed {seed})" if fraction != 1 else "",
+        "draw more labels (label_fraction), or another share (seed)"
+        if fraction != 1
+        else "train on a longer log, or one with more frauds labelled",
+    )
 
 
 _MODEL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
@@ -830,14 +844,11 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
     if world == 1:  # torchrun and SLURM set each rank's threads themselves
         torch.set_num_threads(training_threads(cfg.get("threads", "auto")))
     # The count moves the weights in their last digits, and `auto` follows the machine's load: said and recorded.
-    log.info(
-        "torch threads: %d (threads=%s), seed %s",
-        torch.get_num_threads(),
-        cfg.get("threads", "auto"),
-        cfg.seed,
-    )
     # Not Lightning's own "Seed set to" on stderr: a run refused on its input printed it before its one error line.
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    seed = L.seed_everything(cfg.seed, workers=True, verbose=False)  # seed=null: the one Lightning picks
+    log.info(
+        "torch threads: %d (threads=%s), seed %d", torch.get_num_threads(), cfg.get("threads", "auto"), seed
+    )
 
     data_cfg = resolve_data_config(plain(cfg.data))
     # Started before any data is read: an online W&B run that cannot start falls back to offline here, not
