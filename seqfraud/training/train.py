@@ -504,7 +504,8 @@ def labelled_train(train: Path, fraction: float, seed: int, out: Path, *, write:
         .row(0)
     )
     if fraction == 1 and not unlabelled:
-        _say_few_frauds(int(frauds or 0), total, fraction, seed)
+        if write:  # said by rank 0, not again by each local DDP child
+            _say_few_frauds(int(frauds or 0), total, fraction, seed)
         return train
     if not write:
         return out
