@@ -113,11 +113,15 @@ def crossing(sessions: pl.DataFrame, val_us: int, test_us: int) -> dict[str, dic
     return out
 
 
+# The period each boundary that later_boundary returns starts, for its callers' messages.
+BOUNDARY_PERIOD = {"val_start": "validation", "test_start": "test"}
+
+
 def later_boundary(theirs: Mapping[str, Any], ours: Mapping[str, Any]) -> str | None:
     """``val_start`` or ``test_start`` where the split ``theirs`` (a run's ``fit_info``, or an embedding's record:
     datetimes or ISO text) starts later than ``ours``: its training period then held sessions of our validation
     or test period, whose events (and labels, where it read them) shaped its encoder. None where neither does."""
-    for key in ("val_start", "test_start"):
+    for key in BOUNDARY_PERIOD:
         there, here = theirs.get(key), ours.get(key)
         if there and here and _moment(there) > _moment(here):
             return key

@@ -483,11 +483,12 @@ def parse(validator: TypeAdapter, body: bytes) -> dict[str, Any]:
         groups: dict[tuple, list[Any]] = {}
         for err in errors:
             place = tuple(p if isinstance(p, str) else 0 for p in err["loc"])
-            key = (place[:-1],) if err["type"] == "extra_forbidden" else (place, err["msg"])
+            unknown = err["type"] == "extra_forbidden"
+            key = (unknown, place[:-1]) if unknown else (unknown, place, err["msg"])
             groups.setdefault(key, []).append(err)
         said = []
-        for key, group in groups.items():
-            if len(key) == 1:
+        for (unknown, *_), group in groups.items():
+            if unknown:
                 names = list(dict.fromkeys(str(err["loc"][-1]) for err in group))
                 places = len({err["loc"][:-1] for err in group})
                 known = _known_fields(validator, group[0]["loc"][:-1])

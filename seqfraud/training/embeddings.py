@@ -22,7 +22,7 @@ import torch
 
 from seqfraud import rundir
 from seqfraud import schema as S
-from seqfraud.data.split import later_boundary
+from seqfraud.data.split import BOUNDARY_PERIOD, later_boundary
 from seqfraud.errors import ConfigError
 from seqfraud.preprocess import Prepared, load_prepared
 from seqfraud.provenance import EMBEDDING_METADATA, embedding_record
@@ -197,7 +197,7 @@ def check_embedding_record(path: str | Path, prepared: Prepared, label_fraction:
         # A pretraining's too: its encoder read this run's validation or test sessions (events, not labels), so
         # they would judge the hybrid on sessions its vectors were fitted to (review 104).
         learnt = "labels" if record["labels_read"] else "the sessions (their events; no labels)"
-        period = "validation" if key == "val_start" else "test"
+        period = BOUNDARY_PERIOD[key]
         raise ConfigError(
             f"model.embeddings={path}: its encoder learnt from {learnt} up to {key}={record[key].isoformat()}, "
             f"after this run's {key}={ours[key]}: through the embeddings the hybrid would read its own {period} "

@@ -33,7 +33,7 @@ from seqfraud.baselines import STACKER_FILE, check_lightgbm_params, fit_lightgbm
 from seqfraud.config import out_of_range, packaged, packaged_defaults, plain, unknown_key, wrong_type
 from seqfraud.data.events import read_typologies
 from seqfraud.data.shards import ROW_GROUP_SESSIONS, shard_files
-from seqfraud.data.split import check_splits, fractions_read, later_boundary
+from seqfraud.data.split import BOUNDARY_PERIOD, check_splits, fractions_read, later_boundary
 from seqfraud.errors import ConfigError
 from seqfraud.features.spec import Spec
 from seqfraud.metrics import classification_metrics, per_group_metrics
@@ -627,7 +627,7 @@ def check_same_tokens(run: Path, spec: Spec) -> Spec:
         raise ConfigError(
             f"init_from={run}: that run's {key} ({theirs.fit_info[key]}) is later than this run's "
             f"({spec.fit_info[key]}): its encoder learnt from sessions of this run's "
-            f"{'validation' if key == 'val_start' else 'test'} period, which would then judge a model fitted to "
+            f"{BOUNDARY_PERIOD[key]} period, which would then judge a model fitted to "
             "them; pretrain and fine-tune on one preprocessing output (prepared_dir=...)"
         )
     return theirs
