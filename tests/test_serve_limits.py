@@ -64,11 +64,13 @@ def server(exported_artifact, events, tmp_path_factory):
 
 
 def test_the_serve_command_answers_on_loopback(server, events):
-    """``seqfraud serve`` (the fixture's) scores a session, and answers a malformed body with 400."""
+    """``seqfraud serve`` (the fixture's) scores a session, and answers a malformed body with 400; it warns of
+    its unsigned artifact once, where it opened it twice."""
     url = f"http://127.0.0.1:{server[0]}"
     r = httpx.post(f"{url}/score", json={"events": events}, timeout=10)
     assert r.status_code == 200 and 0 <= r.json()[S.SCORE] <= 1
     assert httpx.post(f"{url}/score", content=b"{", headers=JSON, timeout=10).status_code == 400
+    assert server[1].read_text().count("UNSIGNED artifact") == 1
 
 
 def _answer(sock: socket.socket, within: float = 5.0) -> tuple[bytes, float]:

@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
                 e,
             )
     app = create_app(
-        args.artifact,
+        artifact,
         fmt=args.format,
         threads=args.threads,
         thresholds=None if args.review is None else {"review": args.review, "decline": args.decline},

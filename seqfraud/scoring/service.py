@@ -50,7 +50,7 @@ from typing_extensions import NotRequired, Required, TypedDict
 from seqfraud import schema as S
 from seqfraud.data.events import DataValidationError, blank_id
 from seqfraud.decisions import BANDS
-from seqfraud.export.artifact import strict_json, unique_keys
+from seqfraud.export.artifact import Artifact, strict_json, unique_keys
 from seqfraud.features.spec import Spec
 from seqfraud.scoring.explain import flat_note, scored_occlusion, unlisted, unread_note
 from seqfraud.scoring.history import HistoryRequired, refuse_to_serve
@@ -840,7 +840,7 @@ class InternalErrors:
 
 
 def create_app(
-    artifact: str | Path,
+    artifact: str | Path | Artifact,
     *,
     fmt: str = "torchscript",
     thresholds: Mapping[str, float] | None = None,
@@ -851,7 +851,9 @@ def create_app(
     reseed: Callable[[], object] | None = None,
     seed_check_s: float = 10.0,
 ) -> FastAPI:
-    """The service for one artifact; the model is verified and loaded when the app starts, not per request.
+    """The service for one artifact; the model is verified and loaded when the app starts, not per request
+    (an :class:`Artifact` already opened, as ``serve`` opens it to refuse a bad one before binding, is verified
+    once: opened again, an unsigned one was warned of twice).
 
     ``threads`` is torch's intra-op thread count: 1 keeps single-request latency low and lets requests
     run side by side on the other cores. ``store`` keeps the open sessions, entity history and labels of
@@ -861,6 +863,8 @@ def create_app(
     without persistence), and says so when it has. ``reseed`` seeds the store with its history again: with it,
     the service also checks that the store still holds that history, and seeds it again when a restart emptied it.
     """
+
+    artifact_path = artifact.path if isinstance(artifact, Artifact) else artifact
 
     async def watch_store(store: StateStore, reseed: Callable[[], object] | None) -> None:
         """A Redis restarted without persistence comes back empty and healthy: without this, open sessions
@@ -907,7 +911,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         torch.set_num_threads(threads)
-        scorer = Scorer.load(artifact, fmt=fmt, thresholds=thresholds, threads=threads)
+        scorer = (
+            Scorer.of_artifact(artifact, fmt, thresholds, threads=threads)
+            if isinstance(artifact, Artifact)
+            else Scorer.load(artifact, fmt=fmt, thresholds=thresholds, threads=threads)
+        )
         scorer.warmup()
         gc.collect()
         gc.freeze()  # a full collection over torch's and Polars' objects stops every thread for ~150 ms
@@ -933,7 +941,7 @@ def create_app(
             context = forkserver
         else:
             context = multiprocessing.get_context("spawn")
-        initargs = (artifact, fmt, thresholds, limits, threads, scorer.model_version)
+        initargs = (artifact_path, fmt, thresholds, limits, threads, scorer.model_version)
         app.state.workers = Workers(
             lambda: ProcessPoolExecutor(workers, context, initializer=_start_worker, initargs=initargs),
             workers,
@@ -945,7 +953,7 @@ def create_app(
                 await app.state.workers.ready()
             except RequestError:
                 raise RuntimeError("the scoring workers did not start: see the error above") from None
-            log.info("serving %s (%s) from %s", scorer.model_version, fmt, artifact)
+            log.info("serving %s (%s) from %s", scorer.model_version, fmt, artifact_path)
             yield
         finally:
             watching.cancel()
