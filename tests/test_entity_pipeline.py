@@ -914,3 +914,23 @@ def test_a_label_cutoff_trains_on_the_labels_known_by_then(tmp_path):
             ]
         )
         preprocess(plain_cfg.data, plain_cfg.features, tmp_path / "plain")
+
+
+def test_an_entity_row_of_another_width_answers_as_an_outage(entity_run, entity_artifact) -> None:
+    """A row of fewer values than the model's entity columns (written to Redis by another hand, or by a model of
+    other columns) was an IndexError at every event on its value, a 500 (review 119): degraded, or refused with
+    ``--on-store-error fail``, naming the session."""
+    from seqfraud.scoring.online import OnlineScorer
+    from seqfraud.scoring.scorer import Scorer
+    from seqfraud.scoring.state import EntityRow, MemoryStore, StoreCorrupt
+
+    scorer = Scorer.load(entity_artifact)
+    scored, _, _ = split_log(entity_run)
+    event = scored.head(1).with_columns(pl.col(pl.Datetime).dt.to_string("%Y-%m-%dT%H:%M:%SZ")).to_dicts()[0]
+    store = MemoryStore()
+    store.add_entity_rows([EntityRow("id:z", "other", 0, (event[S.SYNTHETIC_ENTITIES[0]],))])
+    (answer,) = OnlineScorer(scorer, store).events([event])
+    assert answer["degraded"] is True and answer["n_events"] == 1
+    says = r"an entity row of session 'other' holds 1 entity value\(s\), where this model reads 3"
+    with pytest.raises(StoreCorrupt, match=says):
+        OnlineScorer(scorer, store, on_store_error="fail").events([event])

@@ -254,11 +254,31 @@ def test_a_snapshots_states_are_trusted_only_by_a_model_whose_reader_checked_the
         if state == b"damaged":
             raise ValueError("its hidden state holds values a GRU cannot reach")
 
-    store.check_restored(reader_of_a, "a")
+    store.check_restored(reader_of_a, "a", 0)
     assert store.trusts("a") and not store.trusts("b")
     with pytest.raises(SnapshotError, match="cannot restore session 'b-session': its hidden state"):
-        store.check_restored(reader_of_b, "b")
+        store.check_restored(reader_of_b, "b", 0)
     assert not store.trusts("b")
+
+
+def test_a_snapshots_entity_rows_must_hold_the_models_entity_columns(tmp_path: Path):
+    """A row of another width answered 500 at every event on its value, for as long as the service ran (review
+    119): refused at start, for a model without entity columns too."""
+    path = tmp_path / "online.json"
+    first = MemoryStore(snapshot=path)
+    first.add_entity_rows([EntityRow("e1", "s1", 10, ("c",))])
+    first.close()
+    for width in (0, 3):
+        store = MemoryStore(snapshot=path)
+        with pytest.raises(
+            SnapshotError, match=rf"they hold \[1\] entity values, where this model reads {width}"
+        ):
+            store.check_restored(lambda sid, state: None, "m", width)
+        store.close()
+    store = MemoryStore(snapshot=path)
+    store.check_restored(lambda sid, state: None, "m", 1)
+    assert store.sessions_with([["c"]]) == {"s1"}
+    store.close()
 
 
 def test_a_restored_session_in_the_future_does_not_stop_expiry(tmp_path: Path):
@@ -670,6 +690,11 @@ def test_redis_refuses_foreign_data(redis_url: str):
             store.entity_rows(["t"])
     with pytest.raises(StoreCorrupt, match=f"{prefix}labels"):
         store.labels(["s"])
+    # An index member that no seqfraud wrote (not UTF-8) was a UnicodeDecodeError, a 500 (review 119).
+    with redis.Redis.from_url(redis_url) as client:
+        client.sadd(f"{prefix}ent:0:v", b"\xff\xfe")
+    with pytest.raises(StoreCorrupt, match="an entity index holds a session id that is not UTF-8"):
+        store.sessions_with([["v"]])
     # Shaped like a label, but not one: 7 and -5 were read as labels and scored (review 103).
     for bad in (b"[7, null]", b"[-5, 1772361000000000]", b"[1, 1e300]", b"[1, 100000000000000000000]"):
         with redis.Redis.from_url(redis_url) as client:

@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
         # traceback from the service's start.
         layout = AggregateLayout(spec) if "stacker" in artifact.manifest else None
         reader = StateReader(spec, artifact.step_shape(args.format), artifact.run_id, layout)
-        store.check_restored(reader.read, artifact.run_id)
+        store.check_restored(reader.read, artifact.run_id, len(spec.schema.entities))
 
     if isinstance(store, RedisStore):
         try:

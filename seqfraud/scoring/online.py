@@ -542,7 +542,7 @@ class OnlineScorer:
         layout = None if scorer.stacker is None else scorer.stacker.layout
         self._reader = StateReader(self.spec, self.hidden_shape, scorer.model_version, layout)
         self._arrivals = itertools.count()
-        store.check_restored(self._reader.read, scorer.model_version)
+        store.check_restored(self._reader.read, scorer.model_version, len(self.spec.schema.entities))
 
     def events(self, records: list[dict[str, Any]], *, source: str = "request") -> list[dict[str, Any]]:
         """Take events of one or more open sessions; per touched session (in order of first appearance) its
@@ -929,6 +929,13 @@ def live_features(
     rows = [
         r for r in store.entity_rows([*sorted(sharing), *own]) if r.session_id != sid or r.key not in taken
     ]
+    if wrong := next((r for r in rows if len(r.values) != len(entity.columns)), None):
+        # Written by another hand, or by a model of other entity columns: an IndexError, a 500 (review 119).
+        what = (
+            f"an entity row of session {wrong.session_id!r} holds {len(wrong.values)} entity value(s), where this "
+            f"model reads {len(entity.columns)} ({', '.join(entity.columns)})"
+        )
+        raise StoreCorrupt(what, public=what)
     known = _known(store, sharing, rows, spec) if entity.risk else {}
     context = [(r.session_id, r.ts_us, r.values) for r in rows]
     features = point_features(entity, sid, events.ts_us, values, context, known)

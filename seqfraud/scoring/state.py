@@ -199,10 +199,11 @@ class StateStore(ABC):
         first, with no word (dogfood 32)."""
         return True
 
-    def check_restored(self, decode: Callable[[str, bytes], object], model: str) -> None:
+    def check_restored(self, decode: Callable[[str, bytes], object], model: str, entity_columns: int) -> None:
         """Decode every session state restored from a file with ``model``'s reader (``decode(session_id, state)``
-        raises ValueError on a damaged one, or one of another session), so that a damaged state is refused at start,
-        not answered with an error at its session's every event."""
+        raises ValueError on a damaged one, or one of another session), and check that every entity row restored
+        holds ``model``'s ``entity_columns`` values, so that a damaged state is refused at start, not answered with
+        an error at its session's every event."""
 
     def trusts(self, model: str) -> bool:
         """Whether every state of ``model`` read back is one this process encoded, or one ``model``'s reader checked
@@ -462,11 +463,22 @@ class MemoryStore(StateStore):
             os.fsync(f.fileno())  # on disk before it replaces the last one
         os.replace(tmp, path)
 
-    def check_restored(self, decode: Callable[[str, bytes], object], model: str) -> None:
+    def check_restored(self, decode: Callable[[str, bytes], object], model: str, entity_columns: int) -> None:
         """Once a model: ``serve`` checks before it binds its port, and the service's scorer then finds it done. A
         reader of one model checks another's states only as states it will rebuild: the other model's reader
-        checks them again (review 96: a second scorer on one store read a damaged state of its own unchecked)."""
+        checks them again (review 96: a second scorer on one store read a damaged state of its own unchecked).
+        A snapshot's entity rows must hold ``entity_columns`` values (the snapshot is of this model): one of
+        another width answered 500 at every event that read it (review 119)."""
+        if self.snapshot is not None and model not in self._checked:
+            with self._lock:
+                widths = {len(r.values) for rows in self._rows.values() for r in rows.values()}
+            if widths - {entity_columns}:
+                raise SnapshotError(
+                    f"{self.snapshot}: cannot restore its entity rows: they hold {sorted(widths)} entity values, "
+                    f"where this model reads {entity_columns}. Start from another --snapshot file (or none)"
+                )
         if not self._restored or model in self._checked:
+            self._checked.add(model)
             return
         with self._lock:
             held = list(self._sessions.items())
