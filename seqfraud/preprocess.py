@@ -67,6 +67,7 @@ from seqfraud.features.entities import (
 from seqfraud.features.spec import (
     LABEL_DELAY,
     LONGEST_TRAINED,
+    MISSING,
     ON_MIXED_LABELS,
     ON_UNLABELED,
     SHORTEST_TRAINED,
@@ -197,26 +198,78 @@ UNKNOWN_SHARES = "unknown_shares"
 UNKNOWN_SHARE_RISE = 0.05
 
 
-def unknown_shares(datasets: Mapping[str, Path], spec: Spec) -> dict[str, dict[str, float | None]]:
-    """Per categorical column and split, the share of the events read whose value is outside the vocabulary
-    (never in training, or too rare there), each read as one unknown token. An out-of-time test whose traffic
-    moved to values the training period never had (a new app version) scored lower, and only the monitor told."""
-    fields = spec.schema.categorical_fields
-    out: dict[str, dict[str, float | None]] = {f: {} for f in fields}
-    for name, path in datasets.items():
+def token_shares(
+    datasets: Mapping[str, Path], tokens: Mapping[str, tuple[str, int]]
+) -> dict[str, dict[str, float | None]]:
+    """Per name and split, the share of the events read whose token in a field is one id (``tokens``: name to
+    field and id)."""
+    out: dict[str, dict[str, float | None]] = {name: {} for name in tokens}
+    for split, path in datasets.items():
         # Every engine writes a shard for each split, an empty one for a split without sessions.
         row = (
             pl.scan_parquet(shard_files(path))
             .select(
                 pl.col(S.LENGTH).sum().alias(S.LENGTH),
-                *(pl.col(S.token_column(f)).explode().eq(UNKNOWN).sum().alias(f) for f in fields),
+                *(
+                    pl.col(S.token_column(field)).explode().eq(id_).sum().alias(name)
+                    for name, (field, id_) in tokens.items()
+                ),
             )
             .collect(engine="streaming")
             .row(0, named=True)
         )
-        for f in fields:
-            out[f][name] = row[f] / row[S.LENGTH] if row[S.LENGTH] else None
+        for name in tokens:
+            out[name][split] = row[name] / row[S.LENGTH] if row[S.LENGTH] else None
     return out
+
+
+def unknown_shares(datasets: Mapping[str, Path], spec: Spec) -> dict[str, dict[str, float | None]]:
+    """Per categorical column and split, the share of the events read whose value is outside the vocabulary
+    (never in training, or too rare there), each read as one unknown token. An out-of-time test whose traffic
+    moved to values the training period never had (a new app version) scored lower, and only the monitor told."""
+    return token_shares(datasets, {f: (f, UNKNOWN) for f in spec.schema.categorical_fields})
+
+
+# The report's key for :func:`entity_null_shares`.
+ENTITY_NULL_SHARES = "entity_null_shares"
+
+
+def entity_null_shares(datasets: Mapping[str, Path], spec: Spec) -> dict[str, dict[str, float | None]]:
+    """Per entity column and split, the share of the events read without a value in it: its first feature (a
+    count of events, 0 where the value is new) is null there and only there. A column empty in the test period
+    (dogfood 118: a payment token dropped from the extract), or in every row, was unsaid."""
+    entity = spec.entity
+    if entity is None:
+        return {}
+    return token_shares(datasets, {c: (entity.column_feature_names(c)[0], MISSING) for c in entity.columns})
+
+
+def entity_null_warnings(shares: Mapping[str, Mapping[str, float | None]]) -> list[str]:
+    """A line per entity column without a value in any training event, or holding one in validation or test on
+    fewer than half the share of training's events."""
+    said = []
+    for column, by_split in shares.items():
+        train = by_split.get("train")
+        if train is None:
+            continue
+        if train == 1.0:
+            said.append(
+                f"entity column {column!r} holds no value in any training event: its entity features read nothing, "
+                "so the model learns nothing from them. Is it the right column, or empty in this extract?"
+            )
+            continue
+        fell = {
+            k: 1 - v
+            for k in ("val", "test")
+            if (v := by_split.get(k)) is not None and 1 - v < (1 - train) / 2
+        }
+        if fell:
+            said.append(
+                f"entity column {column!r} holds a value in {', '.join(f'{v:.1%} of the {k} events' for k, v in fell.items())} "
+                f"against {1 - train:.1%} of training's: its entity features read no context there, where the model "
+                "learnt from them. A column dropped from the extract, or renamed, after the training period?"
+            )
+    return said
 
 
 def unknown_share_warnings(shares: Mapping[str, Mapping[str, float | None]], spec: Spec) -> list[str]:
@@ -701,6 +754,7 @@ def preprocess(
     engine_report = engine.write_datasets(loaded, spec, sessions, out / DATA_DIR)
     datasets = {name: dataset(out, name) for name in S.SPLITS}
     unknown = unknown_shares(datasets, spec)
+    entity_nulls = entity_null_shares(datasets, spec)
     report = (
         loaded.report
         | late
@@ -722,6 +776,7 @@ def preprocess(
             "sessions_crossing_split": crossed,
             **truncation(sessions["n_events"], spec),
             UNKNOWN_SHARES: unknown,
+            **({ENTITY_NULL_SHARES: entity_nulls} if entity else {}),
             **(
                 {"entity_features": len(entity.feature_names()), "entity_seconds": entity_seconds}
                 if entity
@@ -745,7 +800,7 @@ def preprocess(
             f"{report['events_not_read']:,}",
             100 * report["events_not_read"] / max(report["events_in_splits"], 1),
         )
-    for said in unknown_share_warnings(unknown, spec):
+    for said in [*unknown_share_warnings(unknown, spec), *entity_null_warnings(entity_nulls)]:
         log.warning("%s", said)
     if said_one := one_event_sessions(sessions):
         log.warning("%s", said_one)

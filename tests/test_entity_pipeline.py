@@ -734,6 +734,35 @@ def test_a_value_on_many_sessions_is_recorded_and_a_placeholder_said(entity_run,
     assert not any("account_id" in r.getMessage() for r in caplog.records)
 
 
+def test_an_entity_column_empty_in_training_or_after_it_is_said(entity_run, tmp_path, caplog) -> None:
+    """An entity column without a value in any row, or none from the test period on (dogfood 118: a payment token
+    dropped from the extract), preprocessed in silence: its features read nothing there."""
+    from omegaconf import OmegaConf
+
+    from seqfraud.preprocess import ENTITY_NULL_SHARES
+
+    data = OmegaConf.load(entity_run / "config.yaml").data
+    report = json.loads((entity_run / "preprocess_report.json").read_text())
+    events = pl.read_parquet(data.events)
+    late = pl.col("timestamp") >= pl.lit(report["test_start"]).str.to_datetime(time_zone="UTC")
+    events.with_columns(
+        pl.lit(None, pl.String).alias("device_id"), pl.when(late).then(None).otherwise("ip").alias("ip")
+    ).write_parquet(tmp_path / "events.parquet")
+    with caplog.at_level("WARNING", logger="seqfraud.preprocess"):
+        out = preprocess_log(str(tmp_path / "events.parquet"), data.labels, "error", tmp_path / "nulls")
+    shares = out.report[ENTITY_NULL_SHARES]
+    assert shares["device_id"] == {"train": 1.0, "val": 1.0, "test": 1.0}
+    assert (
+        shares["ip"]["test"] == 1.0
+        and shares["ip"]["train"] == report[ENTITY_NULL_SHARES]["ip"]["train"] < 0.5
+    )
+    said = [r.getMessage() for r in caplog.records if "entity column" in r.getMessage()]
+    assert "entity column 'device_id' holds no value in any training event" in said[0]
+    assert said[1].startswith("entity column 'ip' holds a value in 0.0% of the test events against ")
+    assert not any("account_id" in m for m in said)
+    assert report[ENTITY_NULL_SHARES]["account_id"] == {"train": 0.0, "val": 0.0, "test": 0.0}
+
+
 def test_risk_features_that_read_no_fraud_in_training_are_said(entity_run, tmp_path, caplog) -> None:
     """A label delay longer than the training period (or times in the wrong unit, which shrink the log: dogfood
     65) leaves every risk feature of training without a fraud: said, where it trained silently."""
