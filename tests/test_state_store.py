@@ -535,6 +535,19 @@ def test_one_process_a_snapshot(tmp_path: Path):
         MemoryStore(snapshot=path)
     path.unlink()
     MemoryStore(snapshot=path).close()
+    # Through a link (to a persistent volume): the same file, and the link stays one (review 119).
+    link = tmp_path / "link.json"
+    link.symlink_to(path)
+    first = MemoryStore(snapshot=path)
+    with pytest.raises(SnapshotError, match="another process holds this snapshot"):
+        MemoryStore(snapshot=link)
+    first.close()
+    second = MemoryStore(snapshot=link)
+    second.update("b", lambda _: b"state b")
+    second.close()
+    third = MemoryStore(snapshot=path)
+    assert link.is_symlink() and third.get("b") == b"state b"
+    third.close()
 
 
 # --- RedisStore -----------------------------------------------------------------------------------------------

@@ -254,7 +254,9 @@ class MemoryStore(StateStore):
         # An operator saw a session answered as new (404, then n_events 1) with no word of why (dogfood 47).
         self._evictions = Occasional(log, "open sessions dropped for room, the least recently updated first")
         self.entity_retention_s = entity_retention_s
-        self.snapshot = Path(snapshot).expanduser() if snapshot else None
+        # The link's target: beside a link, the lock let a second service take the same file, and the save
+        # replaced the link with a file of its own, leaving the target (on a persistent volume) stale (review 119).
+        self.snapshot = Path(snapshot).expanduser().resolve() if snapshot else None
         self.model = model
         self.clock = clock
         self._sessions: OrderedDict[str, tuple[float, bytes]] = OrderedDict()  # by last update, oldest first
