@@ -274,7 +274,8 @@ def test_an_integer_in_a_text_column_reads_as_its_digits_whatever_else_the_reque
     # integers"), and one past str()'s 4,300 digits too, alone or beside text.
     for huge in (10**3000, -(10**10_000)):
         with pytest.raises(
-            DataValidationError, match=r"column 'session_id': 1 event\(s\) hold an integer beyond 128 bits"
+            DataValidationError,
+            match=r"column 'session_id': 1 event\(s\) hold an integer outside the signed 128-bit range",
         ):
             as_frame([event(5), event(6, session=huge)], SPEC, "request")
     assert (

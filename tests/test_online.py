@@ -649,6 +649,12 @@ def test_service_events_labels_sessions_and_restart(gru_artifact, gru_run, tmp_p
         assert client.get("/sessions/a/b").json()["n_events"] == 1
         long = client.post("/events", json={"events": [mine[0] | {"session_id": "s" * 1025}]})
         assert long.status_code == 422 and "a string of 1,025 characters; at most 1,024" in long.text
+        # And an id as an integer to what Polars reads: a 4,000-digit event id was stored (review 119).
+        huge = client.post("/events", json={"events": [mine[0] | {"event_id": 10**4000}]})
+        assert (
+            huge.status_code == 422
+            and "an integer of 13,288 bits, outside the signed 128-bit range" in huge.text
+        )
     # A restart restores the session from the snapshot, and scoring goes on from it.
     assert snapshot.exists()
     with service_client(gru_artifact, store=MemoryStore(snapshot=snapshot)) as client:

@@ -138,11 +138,11 @@ def _records_frame(records: Sequence[Any], spec: Spec, source: str) -> pl.DataFr
             # Beside text an integer's digits would pass unseen: named as a column of them.
             if c in _keyed_ids(spec, spec.zero_padded_ids):
                 refuse_integer_ids([c], spec.zero_padded_ids, source)
-            huge = [i for i, v in enumerate(values) if type(v) is int and not _INT128_MIN <= v <= _INT128_MAX]
+            huge = [i for i, v in enumerate(values) if type(v) is int and not INT128_MIN <= v <= INT128_MAX]
             if huge:
                 raise DataValidationError(
-                    f"{source}: column {c!r}: {len(huge):,} event(s) hold an integer beyond 128 bits (first: "
-                    f"event {huge[0]}, of {values[huge[0]].bit_length():,} bits); send such ids as text"
+                    f"{source}: column {c!r}: {len(huge):,} event(s) hold an integer outside the signed 128-bit "
+                    f"range (first: event {huge[0]}, of {values[huge[0]].bit_length():,} bits); send such ids as text"
                 )
         if c in s.categorical_fields and bool in kinds:
             booleans = spec.boolean_text(c)  # as the vocabulary spells them, whatever else the column holds
@@ -303,7 +303,7 @@ _DECIMAL = re.compile(DECIMAL_INTEGER)
 _ZONED = re.compile(ZONED)
 _EPOCH_DAY = date(1970, 1, 1).toordinal()
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
-_INT128_MIN, _INT128_MAX = -(1 << 127), (1 << 127) - 1
+INT128_MIN, INT128_MAX = -(1 << 127), (1 << 127) - 1
 _NONE = type(None)
 
 

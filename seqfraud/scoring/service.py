@@ -55,7 +55,7 @@ from seqfraud.features.spec import Spec
 from seqfraud.scoring.explain import flat_note, scored_occlusion, unlisted, unread_note
 from seqfraud.scoring.history import HistoryRequired, refuse_to_serve
 from seqfraud.scoring.online import MAX_SESSION_EVENTS, OnlineScorer, label_keys, read_labels, segments
-from seqfraud.scoring.prepare import as_frame, normalized_events, say_once
+from seqfraud.scoring.prepare import INT128_MAX, INT128_MIN, as_frame, normalized_events, say_once
 from seqfraud.scoring.scorer import Scorer
 from seqfraud.scoring.state import MemoryStore, Occasional, StateStore, StoreBusy, StoreUnavailable
 
@@ -180,6 +180,13 @@ def _typed(expected: str, *types: type, nullable: bool = False, max_chars: int) 
                     "too_long",
                     "a string of {n} characters; at most {limit} (--max-value-chars)",
                     {"n": f"{len(value):,}", "limit": f"{max_chars:,}"},
+                )
+            # An id as an integer, held to what a string is: a 4,000-digit event id was stored (review 119).
+            if type(value) is int and not INT128_MIN <= value <= INT128_MAX:
+                raise PydanticCustomError(
+                    "too_large",
+                    "an integer of {bits} bits, outside the signed 128-bit range; send such an id as a string",
+                    {"bits": f"{value.bit_length():,}"},
                 )
             return value
         raise PydanticCustomError(
