@@ -29,6 +29,13 @@ class TokenTables:
     pieces: dict[str, tuple[np.ndarray, np.ndarray, float]]  # value field's column -> value_pieces, as arrays
     fields: tuple[str, ...]  # the spec's token fields, in model input order
     value_of: dict[str, str]  # value field -> the numeric column it reads
+    # categorical field -> :func:`spelling` of each learnt value -> that value (and 1 and 0 for a column of booleans)
+    respelt: dict[str, dict[str, str]]
+
+
+def spelling(value: str) -> str:
+    """A value as a client may have respelt it: case and the spaces at its ends aside."""
+    return value.strip().casefold()
 
 
 def token_tables(spec: Spec) -> TokenTables:
@@ -36,6 +43,11 @@ def token_tables(spec: Spec) -> TokenTables:
     for column in spec.values:
         lo, width, scale = value_pieces(spec.edges[column])
         pieces[column] = (np.asarray(lo, np.float64), np.asarray(width, np.float64), scale)
+    respelt = {}
+    for f, vocab in spec.vocab.items():
+        false, true = spec.boolean_text(f)
+        booleans = {"0": false, "1": true} if {false, true} <= set(vocab) else {}
+        respelt[f] = booleans | {spelling(v): v for v in vocab}
     return TokenTables(
         {
             f: {None: MISSING} | {v: FIRST_ID + i for i, v in enumerate(vocab)}
@@ -45,6 +57,7 @@ def token_tables(spec: Spec) -> TokenTables:
         pieces,
         spec.fields,
         dict(zip(spec.value_fields, spec.values)),
+        respelt,
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +18,7 @@ from seqfraud.baselines import Stacker
 from seqfraud.calibration import Calibration
 from seqfraud.decisions import BANDS, assign_bands, check_thresholds
 from seqfraud.export.artifact import Artifact, Model, Step, open_artifact, verification_settings
-from seqfraud.features.fastpath import EventColumns, column_sequences, numpy_sequences, token_tables
+from seqfraud.features.fastpath import EventColumns, column_sequences, numpy_sequences, spelling, token_tables
 from seqfraud.features.spec import MISSING, NAN, NAN_VALUES, Spec
 from seqfraud.features.tokens import Sequences, polars_sequences
 from seqfraud.scoring.explain import occlusion
@@ -115,6 +115,7 @@ class Scorer:
             if not nan_counts.get(column := self.tables.value_of.get(field, field), 1)
         ]
         self._nan_said: set[str] = set()  # columns warned of already, once per scorer
+        self._respelt_said: set[str] = set()  # the same for note_respelt
 
     @classmethod
     def load(
@@ -211,6 +212,10 @@ class Scorer:
         """Model and bands on ready token sequences (the batch scorer tokenizes ahead of the model); a stacked
         artifact also needs the normalized ``events`` the sequences came from, for the aggregates."""
         self.note_unseen_nan(seqs.tokens)
+        if isinstance(events, EventColumns):
+            self.note_respelt(events.categorical)
+        elif events is not None:
+            self.note_respelt({c: events[c].unique() for c in self.spec.schema.categorical_fields})
         raw = self.sequence_scores(seqs)
         if self.stacker is not None:
             if events is None:
@@ -241,6 +246,28 @@ class Scorer:
                     column,
                     n,
                 )
+
+    def note_respelt(self, categorical: Mapping[str, Iterable[str | None]]) -> None:
+        """Warn, once per column and scorer, of a value the model never learnt that is a learnt one spelt otherwise
+        (``True`` for ``true``, ``1`` for ``true`` in a column of booleans): it reads as an unknown value, where the
+        client most likely meant the learnt one. The service moved a score by 0.05 that way, unsaid, where batch
+        scoring warned only of a column without any learnt value (dogfood 118)."""
+        for column, values in categorical.items():
+            if column in self._respelt_said:
+                continue
+            vocab, respelt = self.tables.vocab[column], self.tables.respelt[column]
+            for v in values:
+                if v not in vocab and (learnt := respelt.get(spelling(cast(str, v)))) is not None:
+                    self._respelt_said.add(column)
+                    log.warning(
+                        "column %r: %r is not a value the model learnt, but %r is (values match exactly, case "
+                        "included): it reads as an unknown value. Send the values as the training log wrote them; "
+                        "said once",
+                        column,
+                        v,
+                        learnt,
+                    )
+                    break
 
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
         """Calibrated float32 scores of raw model probabilities: what ``score`` holds and the bands compare."""
