@@ -962,6 +962,35 @@ def test_categories_the_training_period_never_had_are_counted_and_said(tmp_path,
     assert "features.max_vocab=1 left out 1 of its values that training held often enough" in caplog.text
 
 
+def test_a_value_spelt_several_ways_in_training_is_said(tmp_path, caplog):
+    """A CSV's ``true`` and ``True`` in one column became two tokens, learnt apart, unsaid (dogfood 118)."""
+    days = 30
+    ev = pl.DataFrame(
+        {
+            "session_id": [f"s{d:02d}" for d in range(days) for _ in range(3)],
+            "timestamp": [T0 + timedelta(days=d, seconds=i) for d in range(days) for i in range(3)],
+            "event_type": ["view", "view", "pay"] * days,
+            "device": [
+                ("Web" if d % 3 else "web") if d % 2 else "app" for d in range(days) for _ in range(3)
+            ],
+            "amount": [1.0] * (3 * days),
+        }
+    )
+    lab = pl.DataFrame(
+        {"session_id": [f"s{d:02d}" for d in range(days)], "label": [d % 3 == 0 for d in range(days)]}
+    )
+    cfg = _data_cfg(
+        write(ev, tmp_path / "events.parquet"), write(lab.cast({"label": pl.Int8}), tmp_path / "l.parquet")
+    )
+    cfg["split"] = {"val_start": str(T0 + timedelta(days=20)), "test_start": str(T0 + timedelta(days=25))}
+    preprocess(cfg, FEATURES, tmp_path / "o")
+    said = [r.getMessage() for r in caplog.records if "spelt" in r.getMessage()]
+    assert said == [
+        "column 'device': its vocabulary holds 'Web' and 'web', one value spelt 2 ways? Each has a token of its "
+        "own, learnt apart from the others: write them one way in the log"
+    ]
+
+
 def test_a_log_of_one_event_sessions_is_said_with_its_repeated_ids(tmp_path, caplog):
     """A transaction table keyed by transaction id: the sequence model reads no order there, and two transactions
     under one id merged into one session in silence (dogfood 72)."""
