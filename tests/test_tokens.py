@@ -156,6 +156,22 @@ def test_a_vocabulary_that_covers_little_of_the_training_events_is_warned_about(
     assert "column 'event_type'" not in caplog.text
 
 
+def test_a_categorical_column_of_decimal_numbers_is_said(tmp_path, caplog):
+    """A quantity declared categorical: Parquet's float column is refused, a CSV's text was read as 360 tokens in
+    silence (dogfood 118). Versions ("10.4"), fewer values, are left alone."""
+    from seqfraud.features.tokens import DECIMAL_VALUES
+
+    rows = [("s1", i, "view", f"{i * 0.37:.2f}", 1.0, 0) for i in range(DECIMAL_VALUES)]
+    run(write(frame(rows), tmp_path / "e.parquet"), min_count=1)
+    assert (
+        f"column 'device': every value counted in training is a number with a fraction ({DECIMAL_VALUES} of them"
+        in caplog.text
+    )
+    caplog.clear()
+    run(write(frame(rows[:-1]), tmp_path / "f.parquet"), min_count=1)
+    assert "a number with a fraction" not in caplog.text
+
+
 def test_columns_without_a_value_in_training_are_warned_about(tmp_path, caplog):
     """A column left empty by the export was accepted without a word (vocab_coverage null in the spec, dogfood 22)."""
     rows = [("s1", i, "view", None, None, 0) for i in range(10)]

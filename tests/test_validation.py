@@ -986,8 +986,10 @@ def test_a_value_spelt_several_ways_in_training_is_said(tmp_path, caplog):
     preprocess(cfg, FEATURES, tmp_path / "o")
     said = [r.getMessage() for r in caplog.records if "spelt" in r.getMessage()]
     assert said == [
-        "column 'device': its vocabulary holds 'Web' and 'web', one value spelt 2 ways? Each has a token of its "
-        "own, learnt apart from the others: write them one way in the log"
+        (
+            "column 'device': its vocabulary holds 'Web' and 'web', one value spelt 2 ways? Each has a token of "
+            "its own, learnt apart from the others: write them one way in the log"
+        )
     ]
 
 
