@@ -147,6 +147,7 @@ class SparkEngine:
             pl.from_arrow(
                 _session_table(
                     events,
+                    schema.event_type,
                     with_label=label_on_events,
                     with_label_time=label_time_on_events,
                     with_event_id=schema.event_id in raw.columns,
@@ -551,7 +552,12 @@ def _count() -> Column:
 
 
 def _session_table(
-    events: DataFrame, *, with_label: bool, with_label_time: bool = False, with_event_id: bool = False
+    events: DataFrame,
+    event_type: str,
+    *,
+    with_label: bool,
+    with_label_time: bool = False,
+    with_event_id: bool = False,
 ) -> DataFrame:
     """``seqfraud.data.events.session_table`` in Spark."""
 
@@ -563,6 +569,7 @@ def _session_table(
         F.min(ts).alias(S.START_TIME),
         F.max(ts).alias(S.END_TIME),
         _count().alias("n_events"),
+        count(F.col(event_type).isNull()).alias("n_event_type_null"),
         count(ts.isNull() & F.col(S.TS_PRESENT) & ~F.col(S.TS_OUT_OF_RANGE)).alias("n_ts_unparsed"),
         count(~F.col(S.TS_PRESENT)).alias("n_ts_null"),
         count(F.col(S.TS_OUT_OF_RANGE)).alias("n_ts_out_of_range"),

@@ -292,6 +292,17 @@ CASES: dict[str, Case] = {
         ),
         f"column '{TS}': 3 row(s) have a null timestamp",
     ),
+    "null event types": _file(  # read as the missing token, uncounted (dogfood 118)
+        "e.parquet",
+        GOOD.with_columns(
+            pl.when(pl.int_range(pl.len()) % 5 == 2)
+            .then(None)
+            .otherwise(pl.col(SYNTHETIC.event_type))
+            .alias(SYNTHETIC.event_type)
+        ),
+        f"column '{SYNTHETIC.event_type}': 2 row(s) have a null event type",
+        "(session 's0')",
+    ),
     "csv cut off mid-line": _file(  # its last row's missing fields were read as nulls
         "e.csv",
         lambda: GOOD.write_csv()[: GOOD.write_csv().rstrip("\n").rfind("\n") + 12],

@@ -47,7 +47,7 @@ event = st.fixed_dictionaries(
     {
         "session_id": st.sampled_from(["a", "b", "c", "d"]),
         "timestamp": st.sampled_from([0, 0, 1, 2, 30, 500, 10_000]).map(lambda s: T0 + timedelta(seconds=s)),
-        "event_type": categories,
+        "event_type": categories.filter(lambda v: v is not None),  # a null event type is refused
         "device": categories,
         "amount": numbers,
     }

@@ -207,6 +207,11 @@ def test_bad_input_names_the_column_and_the_row_count(scorer, one_session):
         (one_session.with_columns(pl.col(amount).cast(pl.String)), f"'{amount}' has type"),
         (one_session.with_columns(pl.col(device).cast(pl.Float64, strict=False)), f"'{device}' has type"),
         (_set_null(one_session, s.session_id, 2), f"'{s.session_id}': 2 row\\(s\\) have a null session id"),
+        (_set_null(one_session, s.event_type, 2), f"'{s.event_type}': 2 row\\(s\\) have a null event type"),
+        (
+            _set_null(one_session, s.event_type, 1).to_dicts(),  # records: the quick path hands them over
+            f"'{s.event_type}': 1 row\\(s\\) have a null event type",
+        ),
         (
             _set_null(one_session, s.timestamp, 3),
             f"'{s.timestamp}': 3 row\\(s\\) have a null timestamp \\(session '",
@@ -458,7 +463,11 @@ def random_events(rng: np.random.Generator, spec: Spec, n_sessions: int, max_eve
         for i in rng.permutation(n):  # arrival order is not time order
             row = {s.session_id: f"r{k:03d}", s.timestamp: t0 + timedelta(seconds=float(times[i]))}
             for c in s.categorical_fields:
-                choices = [*spec.vocab[c][:3], "unseen", None]
+                choices = [
+                    *spec.vocab[c][:3],
+                    "unseen",
+                    *([None] if c != s.event_type else []),
+                ]  # one it refuses
                 row[c] = choices[int(rng.integers(len(choices)))]
             for c in s.numerical:
                 edges = spec.edges[c]

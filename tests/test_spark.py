@@ -362,6 +362,11 @@ BREAKAGES = {  # (timestamp encoding, the change at rows 5 and 6, what the messa
         lambda: pl.when(pl.col("i") == 5).then(None).otherwise(pl.col("timestamp")).alias("timestamp"),
         "1 row(s) have a null timestamp",
     ),
+    "null_event_type": (
+        "datetime",
+        lambda: pl.when(pl.col("i") == 5).then(None).otherwise(pl.col("event_type")).alias("event_type"),
+        "1 row(s) have a null event type",
+    ),
     "blank_session_id": (
         "datetime",
         lambda: (

@@ -221,12 +221,12 @@ def test_unseen_rare_and_null_categories(tmp_path):
         ("b", 10, "view", "web", 1.0, 1),
         ("b", 11, "pay", "app", 1.0, 1),
         ("b", 12, "refund", "tor", 1.0, 1),  # never seen at fit time
-        ("b", 13, None, None, 1.0, 1),
+        ("b", 13, "view", None, 1.0, 1),  # a null event type is refused (test_bad_files)
     ]
     path = write(frame(rows), tmp_path / "e.parquet")
     _, spec, seqs = run(path, fit_sessions=["a"], min_count=2)
     assert spec.vocab == {"event_type": ["view"], "device": ["web"]}
-    assert seqs["b"][TOK["event_type"]] == [4, UNKNOWN, UNKNOWN, MISSING]
+    assert seqs["b"][TOK["event_type"]] == [4, UNKNOWN, UNKNOWN, 4]
     assert seqs["b"][TOK["device"]] == [4, UNKNOWN, UNKNOWN, MISSING]
     assert seqs["a"][TOK["event_type"]] == [4, 4, UNKNOWN]
 

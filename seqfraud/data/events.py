@@ -70,6 +70,8 @@ _RFC3339_HINT = (
     "expected RFC 3339, e.g. 2026-03-01T12:00:00Z or 2026-03-01 12:00:00.25+02:00 (no offset means UTC)"
 )
 UNPARSED = f"have a timestamp that does not parse: {_RFC3339_HINT}"
+# Refused as a null session id or timestamp is: it read as the missing token, uncounted (dogfood 118).
+NULL_EVENT_TYPE = "have a null event type: every event is of some type; fill them, or drop those rows"
 LABEL_TIME_UNPARSED = (
     f"have a label time that does not parse: {_RFC3339_HINT}, or a date alone (2026-03-01, read as the end of that "
     "day)"
@@ -1040,15 +1042,21 @@ def repeated_event_ids() -> pl.Expr:
 
 
 def session_table(
-    events: pl.LazyFrame, *, with_label: bool, with_label_time: bool = False, with_event_id: bool = False
+    events: pl.LazyFrame,
+    event_type: str,
+    *,
+    with_label: bool,
+    with_label_time: bool = False,
+    with_event_id: bool = False,
 ) -> pl.LazyFrame:
-    """One row per session with its start and end time and the counts that validation needs; with
-    ``with_label_time``, the label time's range and counts (:func:`normalize`'s label time columns); with
-    ``with_event_id``, the repeated event ids."""
+    """One row per session with its start and end time and the counts that validation needs (``event_type``:
+    the schema's column); with ``with_label_time``, the label time's range and counts (:func:`normalize`'s label
+    time columns); with ``with_event_id``, the repeated event ids."""
     aggs = [
         pl.col(S.TS_US).min().alias(S.START_TIME),
         pl.col(S.TS_US).max().alias(S.END_TIME),
         pl.len().alias("n_events"),
+        pl.col(event_type).is_null().sum().alias("n_event_type_null"),
         TS_UNPARSED_ROWS.sum().alias("n_ts_unparsed"),
         pl.col(S.TS_PRESENT).not_().sum().alias("n_ts_null"),
         pl.col(S.TS_OUT_OF_RANGE).sum().alias("n_ts_out_of_range"),
@@ -1520,6 +1528,14 @@ def validate_sessions(
         )
     if n := int(sessions.filter(blank(S.SESSION_ID))["n_events"].sum()):
         fail_rows(source, schema.session_id, n, BLANK_ID, first(blank(S.SESSION_ID), schema.session_id))
+    if n := int(sessions["n_event_type_null"].sum()):
+        fail_rows(
+            source,
+            schema.event_type,
+            n,
+            NULL_EVENT_TYPE,
+            first(pl.col(schema.event_type).is_null(), schema.event_type),
+        )
     for col, what, where in (
         ("n_ts_null", "have a null timestamp", pl.col(S.TS_PRESENT).not_()),
         ("n_ts_unparsed", UNPARSED, TS_UNPARSED_ROWS),
@@ -2014,6 +2030,7 @@ def load_events(
     with reading(source):
         table = session_table(
             events,
+            schema.event_type,
             with_label=raw.label_on_events,
             with_label_time=label_time_on_events,
             with_event_id=with_ids,

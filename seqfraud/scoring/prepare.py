@@ -24,6 +24,7 @@ from seqfraud import schema as S
 from seqfraud.data.events import (
     BLANK_ID,
     DECIMAL_INTEGER,
+    NULL_EVENT_TYPE,
     REWRITTEN,
     RFC3339,
     SCORING_NAMES,
@@ -216,6 +217,11 @@ def normalized_events(
         fail_rows(source, schema.session_id, n, "have a null session id")
     if n := int(events.select(blank(S.SESSION_ID).sum()).item()):
         fail_rows(source, schema.session_id, n, BLANK_ID)
+    if n := events[schema.event_type].null_count():
+        where = pl.col(schema.event_type).is_null()
+        fail_rows(
+            source, schema.event_type, n, NULL_EVENT_TYPE, first_bad(events, where, lf, schema.event_type)
+        )
     n_null = events.height - int(events[S.TS_PRESENT].sum())
     if n_null:
         where = pl.col(S.TS_PRESENT).not_()
