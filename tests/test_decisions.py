@@ -507,7 +507,27 @@ def test_export_with_platt_and_a_cost_policy_on_amounts(trained_run, tmp_path):
         )
     with pytest.raises(ExportError, match="calibration"):
         export_run(trained_run, tmp_path / "c", formats=["torchscript"], calibration="beta")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
+    # Events without the validation sessions read every amount as 0, and the thresholds flagged no score, exported
+    # without a word (dogfood 120).
+    from seqfraud.export.exporter import run_input
+
+    val = pl.read_parquet(trained_run / "predictions" / "val.parquet")
+    events = pl.read_parquet(run_input(trained_run, "events"))
+    sid = Spec.load(trained_run / "spec.json").schema.session_id
+    events.filter(pl.col(sid).cast(pl.String) != val[S.SESSION_ID].sort()[0]).write_parquet(
+        tmp_path / "e.parquet"
+    )
+    with pytest.raises(
+        ExportError, match=r"1 of the [\d,]+ validation sessions have no event in .*e\.parquet"
+    ):
+        export_run(
+            trained_run,
+            tmp_path / "d",
+            formats=["torchscript"],
+            thresholds=policies,
+            events=str(tmp_path / "e.parquet"),
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "e.parquet"]
 
 
 def test_calibration_refuses_labels_and_scores_it_cannot_fit():

@@ -540,6 +540,14 @@ def session_amounts(
         .collect()
     )
     joined = val.select(S.SESSION_ID).join(sums, on=S.SESSION_ID, how="left")
+    # Read as 0, every session's fraud cost nothing, and the thresholds flagged no score (dogfood 120).
+    if n := joined[amount].null_count():
+        first = joined.filter(pl.col(amount).is_null())[S.SESSION_ID][0]
+        raise ExportError(
+            f"thresholds: cost policy amount {amount!r}: {n:,} of the {val.height:,} validation sessions have no "
+            f"event in {path} (first: {first!r}), so their amounts are unknown: pass events=PATH to the events "
+            "the run trained on"
+        )
     return joined[amount].fill_null(0.0).to_numpy()
 
 
