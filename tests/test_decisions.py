@@ -527,6 +527,23 @@ def test_export_with_platt_and_a_cost_policy_on_amounts(trained_run, tmp_path):
             thresholds=policies,
             events=str(tmp_path / "e.parquet"),
         )
+    signed = events.with_columns(
+        pl.when(pl.col(sid).cast(pl.String) == val[S.SESSION_ID].sort()[0])
+        .then(-5.0)
+        .otherwise(pl.col(amount))
+        .alias(amount)
+    )
+    signed.write_parquet(tmp_path / "e.parquet")
+    with pytest.raises(
+        ExportError, match=rf"amount '{amount}': 1 validation session\(s\) sum to an amount below 0"
+    ):
+        export_run(
+            trained_run,
+            tmp_path / "d",
+            formats=["torchscript"],
+            thresholds=policies,
+            events=str(tmp_path / "e.parquet"),
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "e.parquet"]
 
 

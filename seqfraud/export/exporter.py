@@ -548,7 +548,14 @@ def session_amounts(
             f"event in {path} (first: {first!r}), so their amounts are unknown: pass events=PATH to the events "
             "the run trained on"
         )
-    return joined[amount].fill_null(0.0).to_numpy()
+    bad = joined.filter(~pl.col(amount).is_finite() | (pl.col(amount) < 0))
+    if bad.height:  # decisions' own check named no column and counted nothing (dogfood 120: a signed ledger)
+        raise ExportError(
+            f"thresholds: cost policy amount {amount!r}: {bad.height:,} validation session(s) sum to an amount "
+            f"below 0 or not finite (first: {bad[S.SESSION_ID][0]!r}, {bad[amount][0]}): the policy reads the "
+            "amount at stake, at or above 0; name a column of such amounts (a signed ledger's absolute value)"
+        )
+    return joined[amount].to_numpy()
 
 
 def save_embeddings(
