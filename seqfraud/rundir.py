@@ -49,6 +49,17 @@ def stacking_kept(run_dir: str | Path) -> str | None:
     return json.loads(report.read_text()).get("chosen") if report.is_file() else None
 
 
+def unlabelled_val_dropped(run_dir: str | Path) -> int:
+    """How many unlabelled validation sessions preprocessing left out of the run's validation split (and so of
+    its validation predictions, which calibration, the thresholds and the monitor's default score reference read)."""
+    report = Path(run_dir) / REPORT_FILE
+    return (
+        int(json.loads(report.read_text()).get("unlabeled_val_sessions_dropped", 0))
+        if report.is_file()
+        else 0
+    )
+
+
 def kept_label(model: str, kept: str | None) -> str:
     """The model's name; a stacked run that kept one part alone (:func:`stacking_kept`) says which, since its
     scores are that part's: LightGBM's when its sequence model did not win on validation, the sequence model's

@@ -106,6 +106,26 @@ def test_report_sections_and_files(reports):
     assert "data:image/png;base64," in page and "unknown_rate_increase" in page
 
 
+def test_a_score_reference_of_labelled_sessions_alone_is_said(
+    exported_artifact, windows, monkeypatch, caplog, tmp_path
+):
+    """Validation predictions without the unlabelled sessions (labels that sample traffic unevenly) made the
+    score read as drifting, unsaid (dogfood 120)."""
+    from seqfraud import rundir
+
+    (tmp_path / rundir.REPORT_FILE).write_text(json.dumps({"unlabeled_val_sessions_dropped": 7}))
+    assert (
+        rundir.unlabelled_val_dropped(tmp_path) == 7 and rundir.unlabelled_val_dropped(tmp_path / "none") == 0
+    )
+    monkeypatch.setattr(rundir, "unlabelled_val_dropped", lambda run_dir: 7)
+    with caplog.at_level("WARNING", logger="seqfraud.monitoring.inputs"):
+        report = monitor(exported_artifact, windows["late"])
+    assert report["score"]["reference_source"].endswith(
+        "(the labelled sessions alone: 7 unlabelled left out)"
+    )
+    assert "validation sessions; 7 unlabelled ones were left out of them" in caplog.text
+
+
 def test_default_reference_is_the_runs_train_dataset(exported_artifact, windows):
     report = monitor(exported_artifact, windows["late"])
     assert report["reference"]["source"].endswith("data/train")

@@ -495,9 +495,7 @@ def warn_if_labelled_sample(run_dir: Path, labelled: int) -> None:
     the labelled ones alone, so where labels are a biased sample of traffic (review queues label suspected
     fraud more often) calibrated rates and capacity thresholds do not hold on all of it (a dogfood's capacity of
     30 per 1,000 flagged 11 per 1,000 of its traffic, and a mean calibrated score of 0.14 met a rate of 0.08)."""
-    report = run_dir / rundir.REPORT_FILE
-    left = json.loads(report.read_text()).get("unlabeled_val_sessions_dropped", 0) if report.is_file() else 0
-    if left:
+    if left := rundir.unlabelled_val_dropped(run_dir):
         log.warning(
             "calibration and the thresholds are fitted on the %d labelled validation sessions; %d unlabelled ones "
             "were left out. Where labels are a biased sample of traffic, calibrated scores and capacity "

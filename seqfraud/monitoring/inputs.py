@@ -120,6 +120,17 @@ def reference_scores(scorer: Scorer, ref: Window, artifact: str | Path) -> tuple
             "period"
         )
     raw = pl.read_parquet(path, columns=[S.SCORE])[S.SCORE].to_numpy().astype(np.float32)
+    if left := rundir.unlabelled_val_dropped(str(run_dir)):
+        # Labels that sample traffic unevenly (a review queue's) made the score read as drifting (dogfood 120).
+        log.warning(
+            "the reference scores are the run's %d labelled validation sessions; %d unlabelled ones were left out "
+            "of them. Where labels are a biased sample of traffic (frauds labelled more often), the score's drift "
+            "compares that sample with all traffic: pass --reference with raw events of a period before the "
+            "current one",
+            len(raw),
+            left,
+        )
+        return scorer.calibrate(raw), f"{path} (the labelled sessions alone: {left:,} unlabelled left out)"
     return scorer.calibrate(raw), str(path)
 
 
