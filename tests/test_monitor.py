@@ -106,6 +106,21 @@ def test_report_sections_and_files(reports):
     assert "data:image/png;base64," in page and "unknown_rate_increase" in page
 
 
+def test_a_reference_that_overlaps_the_current_window_is_said(exported_artifact, windows, reports, caplog):
+    """A reference equal to the current window, or holding it, hid its drift unsaid (dogfood 120); windows split
+    by session start, as the split is, do not overlap even where a session runs on past the boundary."""
+    assert reports["early"]["reference"]["overlaps_current"] is None
+    both = pl.concat([windows["reference"], windows["early"]])
+    with caplog.at_level("WARNING", logger="seqfraud.monitoring"):
+        report = monitor(exported_artifact, windows["early"], reference=both)
+    shared = report["reference"]["overlaps_current"]
+    assert shared["sessions_in_both"] == windows["early"]["session_id"].n_unique()
+    assert (
+        "start in the same span" in caplog.text
+        and f"({shared['sessions_in_both']} session(s) in both)" in caplog.text
+    )
+
+
 def test_a_score_reference_of_labelled_sessions_alone_is_said(
     exported_artifact, windows, monkeypatch, caplog, tmp_path
 ):

@@ -18,6 +18,7 @@ from (the manifest records its directory). Each alert names the check, the field
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from seqfraud.monitoring.inputs import (
     default_reference,
     joined,
     matched_labels,
+    overlap,
     raw_window,
     reference_scores,
 )
@@ -64,6 +66,7 @@ __all__ = [
     "psi",
 ]
 
+log = logging.getLogger(__name__)
 OUTPUT_FILES = ("monitor.json", "monitor.html", "monitor.png")
 EXIT_ALERT = 1  # like diff: 1 means "differences found", 2 (a user error, see seqfraud.errors) means trouble
 
@@ -119,6 +122,16 @@ def monitor(
     )
     label_table = current_labels(labels, cur_lf, spec)
     assert cur.events is not None  # a raw window
+    shared = None if ref.events is None else overlap(ref.events, cur.events)
+    if shared is not None:
+        log.warning(
+            "sessions of the reference and of the current window start in the same span, %s .. %s (%d session(s) "
+            "in both): drift compares that traffic with itself, and reads less of it than there is; take a "
+            "reference period before the current one",
+            shared["from"],
+            shared["to"],
+            shared["sessions_in_both"],
+        )
     # The run's operating point, recorded at export; artifacts from before that used 1% FPR.
     fpr = float((scorer.manifest.get("metrics_config") or {}).get("fpr", DEFAULT_FPR))
     test_pr_auc = ((scorer.manifest.get("metrics") or {}).get("test") or {}).get("pr_auc")
@@ -159,7 +172,12 @@ def monitor(
     report: dict[str, Any] = {
         "artifact": str(artifact),
         "model_version": scorer.model_version,
-        "reference": {"source": ref.source, "sessions": len(ref.seqs), "events": int(ref.seqs.lengths.sum())},
+        "reference": {
+            "source": ref.source,
+            "sessions": len(ref.seqs),
+            "events": int(ref.seqs.lengths.sum()),
+            "overlaps_current": shared,
+        },
         "current": {"source": cur.source, "sessions": len(cur.seqs), "events": int(cur.seqs.lengths.sum())},
         "unknown_rate_reference": None if unknown_ref is None else unknown_ref.source,
         "entity_reference": None

@@ -64,6 +64,20 @@ def raw_window(scorer: Scorer, events: Any, source: str = "events") -> tuple[Win
     return Window(source, polars_sequences(normalized, spec), normalized), lf
 
 
+def overlap(ref: pl.DataFrame, cur: pl.DataFrame) -> dict[str, Any] | None:
+    """Where a raw reference's sessions (normalized events) start within the span of the current window's session
+    starts, or the other way round: that span and the sessions in both; None where they do not (a session belongs
+    to the window of its first event, as in the split). A reference that overlapped or equalled the current
+    window hid its drift (doubled amounts read as a warning, not an alert), unsaid (dogfood 120)."""
+    starts = [w.group_by(S.SESSION_ID).agg(pl.col(S.TS_US).min())[S.TS_US] for w in (ref, cur)]
+    first = max(cast(int, s.min()) for s in starts)
+    last = min(cast(int, s.max()) for s in starts)
+    if first > last:
+        return None
+    both = ref[S.SESSION_ID].unique().is_in(cur[S.SESSION_ID].unique().implode()).sum()
+    return {"from": from_epoch_us(first), "to": from_epoch_us(last), "sessions_in_both": int(both)}
+
+
 def dataset_window(path: Path, spec: Spec) -> Window:
     """A tokenized dataset written by preprocessing (one row per session, a token list per field)."""
     try:
