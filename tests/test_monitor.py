@@ -614,3 +614,30 @@ def test_session_length_bins_end_with_the_window_at_its_longest():
     lengths = np.array([3, 100, 225, 240, 256])
     assert length_summary(lengths, spec(256, 32))["longest_window_share"] == pytest.approx(0.6)
     assert length_summary(lengths, spec(256, 1))["longest_window_share"] == pytest.approx(0.2)
+
+
+def test_labels_as_of_leaves_out_the_labels_the_table_dates_later(exported_artifact, caplog):
+    """``--labels-as-of`` read every label of a table holding the months after it, though the table dates each
+    one (dogfood 120): a label dated later was not known then."""
+    from dataclasses import replace
+
+    from seqfraud.data.split import to_epoch_us
+    from seqfraud.features.spec import Spec
+    from seqfraud.monitoring.inputs import current_labels
+
+    spec = Spec.load(exported_artifact / "spec.json")
+    dated = replace(spec, schema=replace(spec.schema, label_time="known_at"))
+    table = pl.DataFrame(
+        {
+            "session_id": ["a", "b", "c"],
+            "label": [1, 1, 0],
+            "known_at": ["2026-03-01T00:00:00Z", "2026-05-01T00:00:00Z", None],
+        }
+    )
+    as_of = to_epoch_us("2026-04-01")
+    with caplog.at_level("INFO", logger="seqfraud.monitoring.inputs"):
+        got = current_labels(table, pl.LazyFrame(), dated, as_of)
+    assert got is not None and got.sort(S.SESSION_ID).rows() == [("a", 1), ("c", 0)]
+    assert "1 label(s) dated after --labels-as-of (column 'known_at') are left out" in caplog.text
+    undated = current_labels(table, pl.LazyFrame(), spec, as_of)  # a label-delay model reads no label time
+    assert undated is not None and undated.height == 3

@@ -120,7 +120,7 @@ def monitor(
         if reference is None
         else raw_window(scorer, reference, "reference")[0]
     )
-    label_table = current_labels(labels, cur_lf, spec)
+    label_table = current_labels(labels, cur_lf, spec, as_of_us)
     assert cur.events is not None  # a raw window
     shared = None if ref.events is None else overlap(ref.events, cur.events)
     if shared is not None:

@@ -148,8 +148,13 @@ def reference_scores(scorer: Scorer, ref: Window, artifact: str | Path) -> tuple
     return scorer.calibrate(raw), str(path)
 
 
-def current_labels(labels: Any, events_lf: pl.LazyFrame, spec: Spec) -> pl.DataFrame | None:
-    """``session_id, label`` from a label table (path or frame), else the events' label column, else None."""
+def current_labels(
+    labels: Any, events_lf: pl.LazyFrame, spec: Spec, as_of_us: int | None = None
+) -> pl.DataFrame | None:
+    """``session_id, label`` from a label table (path or frame), else the events' label column, else None. With
+    ``as_of_us`` (when the table was pulled) and a model's label-time column, a label the table dates later is
+    left out, as not known then: ``--labels-as-of`` read every label of a table holding the months after it
+    (dogfood 120)."""
     s = spec.schema
     if labels is None:
         if s.label not in events_lf.collect_schema():
@@ -165,14 +170,27 @@ def current_labels(labels: Any, events_lf: pl.LazyFrame, spec: Spec) -> pl.DataF
         return table.group_by(S.SESSION_ID).agg(pl.col(S.LABEL).max().cast(pl.Int8))
     given = str(labels) if isinstance(labels, (str, Path)) else polars_frame(labels, "labels")
     negative = spec.absent_is_negative
-    return read_labels(
+    dated = as_of_us is not None and s.label_time is not None
+    table, source = read_labels(
         given,
         s,
+        timestamp_unit=spec.timestamp_unit if dated else None,
         empty_ok=negative,
         frauds_only=negative,
         zero_padded=spec.zero_padded_ids,
         integer_typed=spec.integer_ids,
-    )[0]
+    )
+    if not dated:
+        return table
+    later = pl.col(S.LABEL_TIME_US) > as_of_us
+    if n := int(table.select(later.sum()).item()):
+        log.info(
+            "%s: %d label(s) dated after --labels-as-of (column %r) are left out, as not known then",
+            source,
+            n,
+            s.label_time,
+        )
+    return table.filter(later.not_() | pl.col(S.LABEL_TIME_US).is_null()).drop(S.LABEL_TIME_US)
 
 
 def matched_labels(
