@@ -659,9 +659,10 @@ def test_monitoring_reads_the_current_window_against_a_history(entity_run, entit
     assert report["entity_reference"]["sessions"] > short["reference_sessions"] > long["reference_sessions"]
     risky = stats[S.entity_feature(column, "known", entity.windows[0])]  # 1h plus the 60-day label delay
     assert risky["reference_sessions"] < short["reference_sessions"]
-    settle_never = [f for f in stats if f.endswith(("__first_seen_s", "__last_seen_s"))]
-    assert len(settle_never) == 2 * len(entity.columns)
-    assert all(stats[f]["alerted"] is False and "grows" in stats[f]["why"] for f in settle_never)
+    settle_never = [f for f in stats if f.endswith(("__first_seen_s", "__last_seen_s")) or "__distinct_" in f]
+    distinct = len(entity.columns) * (len(entity.columns) - 1) * len(entity.windows)
+    assert len(settle_never) == 2 * len(entity.columns) + distinct
+    assert all(stats[f]["alerted"] is False and "history's age" in stats[f]["why"] for f in settle_never)
     assert not {a["field"] for a in report["alerts"]} & {
         f for f in stats if not stats[f].get("alerted", True)
     }

@@ -159,7 +159,7 @@ def entity_field_stats(
         keep = np.ones(len(starts), dtype=bool) if warm_up is None else starts >= first + warm_up
         why = None
         if warm_up is None:
-            why = "its range grows with the history's age"
+            why = "it moves with the history's age, whatever the traffic does (docs/entities.md)"
         elif keep.sum() < MIN_REFERENCE_SESSIONS:
             why = (
                 f"{int(keep.sum())} reference sessions began after its warm-up ({warm_up / 86_400e6:g} days from "
