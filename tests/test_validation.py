@@ -159,7 +159,13 @@ def test_session_ids_padded_with_spaces_are_refused_not_split(tmp_path):
     fails(path, path, "column 'session_id': 1 row(s) have a blank session id", "spaces at its start or end")
     plain = write(events().drop("label"), tmp_path / "plain.parquet")
     table = write(pl.DataFrame({"session_id": ["s1", " s2", "s3"], "label": [0, 1, 0]}), tmp_path / "l.csv")
-    fails(plain, "l.csv", "column 'session_id': 1 row(s) have a blank session id", labels=table)
+    fails(
+        plain,
+        "l.csv",
+        "column 'session_id': 1 row(s) have a blank session id",
+        "(first: ' s2')",
+        labels=table,
+    )
 
 
 def test_session_ids_with_control_characters_are_refused(tmp_path):

@@ -1239,13 +1239,15 @@ def refuse_empty_rows(table: pl.DataFrame, source: str, id_column: str, value: t
     """A per-session table's rows without a session id (null or blank), or without its value: ``value`` is the
     value's column as the file names it, as ``table`` does, and what its null rows are said to do."""
     named, column, what = value
-    for col, n, said in (
-        (id_column, table[S.SESSION_ID].null_count(), "have a null session id"),
-        (id_column, int(table.select(blank(S.SESSION_ID).sum()).item()), BLANK_ID),
-        (named, table[column].null_count(), what),
+    blanks = table.filter(blank(S.SESSION_ID))[S.SESSION_ID]
+    for col, n, said, first in (
+        (id_column, table[S.SESSION_ID].null_count(), "have a null session id", ""),
+        # Which of BLANK_ID's cases, shown (dogfood 118: the message listed them all, and no id).
+        (id_column, blanks.len(), BLANK_ID, f" (first: {blanks[0]!r})" if blanks.len() else ""),
+        (named, table[column].null_count(), what, ""),
     ):
         if n:
-            fail_rows(source, col, n, said)
+            fail_rows(source, col, n, said, first)
 
 
 def read_typologies(path: str, schema: Schema, session_ids: pl.Series | None = None) -> pl.DataFrame:
