@@ -369,7 +369,7 @@ td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}}td.n{{text
 <h2>Session {sid}</h2>
 <p>score <b>{scored[S.SCORE]:.4f}</b> (model {scored[S.RAW_SCORE]:.4f}), band <b>{html.escape(scored[S.BAND])}</b>,
 model {html.escape(model_version)}</p>
-{f"<p><b>Note:</b> {html.escape(scored['note'])}</p>" if scored.get("note") else ""}
+{"".join(f"<p><b>Note:</b> {html.escape(note)}</p>" for note in scored.get("notes", []))}
 <p class="legend"><span style="background:{_shade(1, 1)}">raised the score</span>
 <span style="background:{_shade(-1, 1)}">lowered it</span>
 contribution = model probability minus the probability without that event</p>

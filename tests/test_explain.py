@@ -444,19 +444,25 @@ def test_cli_says_when_no_single_event_moves_the_score(
     import seqfraud.cli.explain as cli
 
     _, args = _cli_session(exported_artifact, few, scorer, tmp_path)
-    real = cli.explain_session
+    real_explain, real_score = Scorer.explain, Scorer.score
     for contribution, raw in ((0.0, 0.5), (0.008, 0.977)):
 
-        def scaled(*a, contribution=contribution, raw=raw):
-            explained, scored = real(*a)
-            flagged = scored | {S.RAW_SCORE: raw, S.BAND: "decline"}
-            return explained.with_columns(pl.lit(contribution).alias(S.CONTRIBUTION)), flagged
+        def explained(self, *a, contribution=contribution, **k):
+            return real_explain(self, *a, **k).with_columns(pl.lit(contribution).alias(S.CONTRIBUTION))
 
-        monkeypatch.setattr(cli, "explain_session", scaled)
+        def flagged(self, *a, raw=raw, **k):
+            return real_score(self, *a, **k).with_columns(
+                pl.lit(raw).alias(S.RAW_SCORE), pl.lit("decline").alias(S.BAND)
+            )
+
+        monkeypatch.setattr(Scorer, "explain", explained)
+        monkeypatch.setattr(Scorer, "score", flagged)
         cli.main([*args, "--out", str(tmp_path / "flat.html")])
         out = capsys.readouterr().out
         assert "note: no single event explains this score" in out
         assert f"moves its raw score of {raw:.3f} by {contribution:.3f}" in out
+        # The page says it too, where the command alone did (dogfood 120).
+        assert "no single event explains this score" in (tmp_path / "flat.html").read_text()
         # Trees are named only where a stacker made the score (it was said of every model).
         assert ("a stacked model's trees" in out) == (scorer.stacker is not None)
     # Events that count and are not listed (too many before a stacked window) may hold the reason: one of them

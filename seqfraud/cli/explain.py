@@ -37,7 +37,8 @@ def explain_session(
 
     ``history`` gives what an artifact with entity features reads besides the session (docs/entities.md).
     Also returns the session's score row (``score``, ``band``, and ``raw_score``: the contributions' units),
-    with ``stacked`` (whether a stacker made the score) and ``note`` (:func:`unread_note`).
+    with ``stacked`` (whether a stacker made the score) and ``notes`` (:func:`flat_note`, :func:`unread_note`:
+    the page says them too, where the command alone did: dogfood 120).
     """
     scorer = Scorer.load(artifact)
     found, others = session_events(events, scorer.spec, session)
@@ -48,10 +49,14 @@ def explain_session(
     stacked = scorer.stacker is not None
     scored = scorer.score(found, source=where).row(0, named=True) | {
         "stacked": stacked,
-        "note": unread_note(found.height, scorer.spec, stacked),
         "unlisted": unlisted(found.height, scorer.spec, stacked),
     }
     explained = scorer.explain(found, source=where)
+    said = (
+        flat_note(explained[S.CONTRIBUTION].to_numpy(), scored),
+        unread_note(found.height, scorer.spec, stacked),
+    )
+    scored["notes"] = [note for note in said if note]
     Path(out).write_text(reports.session_html(explained, scored, scorer.model_version), encoding="utf-8")
     if png:
         reports.session_png(explained, scored, png)
@@ -90,7 +95,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         + (f" and {args.png}" if args.png else "")
         + f"; top events: {moved_most(explained)}"
     )
-    if flat := flat_note(explained[S.CONTRIBUTION].to_numpy(), scored):
-        print(f"note: {flat}")
-    if scored["note"]:
-        print(f"note: {scored['note']}")
+    for note in scored["notes"]:
+        print(f"note: {note}")
