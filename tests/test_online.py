@@ -1059,6 +1059,11 @@ def test_a_session_shorter_than_nearly_all_training_sessions_is_flagged(gru_arti
     with single_torch_thread():
         flags = [online.events([r])[0]["shorter_than_training"] for r in records[: shortest + 1]]
     assert flags == [True] * (shortest - 1) + [False, False]
+    # GET /sessions/{id} says it too, as /events did alone (dogfood 120).
+    with service_client(gru_artifact) as client:
+        client.post("/events", json={"events": records[:1]})
+        got = client.get(f"/sessions/{records[0]['session_id']}").json()
+    assert got["shorter_than_training"] is True and got["longer_than_training"] is False
 
 
 def test_a_session_longer_than_nearly_all_training_sessions_is_flagged(gru_artifact, gru_run, caplog) -> None:

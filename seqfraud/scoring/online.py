@@ -609,7 +609,7 @@ class OnlineScorer:
                 "degraded": False,
                 "repeated": repeated,
                 "conflicting": conflicting,
-                **_length_flags(self.spec, state.n_events),
+                **length_flags(self.spec, state.n_events),
                 # Whose score this is: a request of repeats only (a retry) leaves another model's state as it is.
                 "model_version": state.model_version,
             }
@@ -844,7 +844,7 @@ class OnlineScorer:
             "degraded": True,
             "repeated": 0,  # unknown: the session's taken ids are in the store that could not be read
             "conflicting": 0,
-            **_length_flags(self.spec, len(records)),
+            **length_flags(self.spec, len(records)),
             "model_version": self.scorer.model_version,
         }
 
@@ -863,7 +863,7 @@ def _stored(session_id: str) -> Iterator[None]:
         ) from None
 
 
-def _length_flags(spec: Spec, n_events: int) -> dict[str, bool]:
+def length_flags(spec: Spec, n_events: int) -> dict[str, bool]:
     """Whether a session is shorter than 99% of the training sessions, or longer than 99% of them: its score
     reads a kind of session the model hardly saw (0 in the spec: not recorded, never flagged)."""
     return {

@@ -54,7 +54,14 @@ from seqfraud.export.artifact import Artifact, strict_json, unique_keys
 from seqfraud.features.spec import Spec
 from seqfraud.scoring.explain import flat_note, scored_occlusion, unlisted, unread_note
 from seqfraud.scoring.history import HistoryRequired, refuse_to_serve
-from seqfraud.scoring.online import MAX_SESSION_EVENTS, OnlineScorer, label_keys, read_labels, segments
+from seqfraud.scoring.online import (
+    MAX_SESSION_EVENTS,
+    OnlineScorer,
+    label_keys,
+    length_flags,
+    read_labels,
+    segments,
+)
 from seqfraud.scoring.prepare import INT128_MAX, INT128_MIN, as_frame, normalized_events, say_once
 from seqfraud.scoring.scorer import Scorer
 from seqfraud.scoring.state import MemoryStore, Occasional, StateStore, StoreBusy, StoreUnavailable
@@ -424,6 +431,8 @@ SessionResponse: Any = _dynamic_typed_dict(
         **ScoreResult.__annotations__,
         S.RAW_SCORE: float,
         "n_events": int,
+        "shorter_than_training": bool,
+        "longer_than_training": bool,
         "updated_at": float,
         "model_version": str,
     },
@@ -1183,7 +1192,8 @@ def create_app(
                 else f"{session_id[:100]}... ({len(session_id):,} characters)"
             )
             raise RequestError(404, f"no open session {shown!r} (never seen, or expired)")
-        return JSONResponse(state.public())
+        # The flags /events answers with, so that a reader of the state knows the score's footing (dogfood 120).
+        return JSONResponse(state.public() | length_flags(online.spec, state.n_events))
 
     def openapi() -> dict[str, Any]:
         """FastAPI's document plus the request bodies, from the validators of the loaded artifact's schema."""
