@@ -556,9 +556,14 @@ def test_a_column_recoded_upstream_is_named_when_scored(scorer, tmp_path, caplog
         new = many.with_columns(pl.lit("NZ").alias(device))
         score_file(scorer, str(_write(tmp_path / "n.parquet", new)), tmp_path / "n_s.parquet", progress=False)
         assert f"column '{device}' holds no value" not in caplog.text
-        # Half the rows recoded (one of two upstream systems): said with the shares; a few new values are not.
+        # Half the rows recoded (one of two upstream systems), or a fifth: said with the shares; a few new values
+        # are not.
         learnt = scorer.spec.vocab[device][0]
-        for share, said in ((4, True), (10, False)):  # of every 4 rows 2 recoded, Y and N; of every 10, 2
+        for share, said in (
+            (4, True),
+            (10, True),
+            (50, False),
+        ):  # of every 4 rows 2 recoded, Y and N; of 10, 2
             caplog.clear()
             part = recoded.with_columns(
                 pl.when(pl.int_range(pl.len()) % share < 2).then(pl.col(device)).otherwise(pl.lit(learnt))
@@ -567,8 +572,22 @@ def test_a_column_recoded_upstream_is_named_when_scored(scorer, tmp_path, caplog
             score_file(scorer, str(path), tmp_path / f"part{share}_s.parquet", progress=False)
             assert (f"column '{device}': " in caplog.text) == said
             assert (
-                not said or f"column '{device}': 50% of its values are ones the model learnt" in caplog.text
+                not said
+                or f"column '{device}': {100 - 200 // share}% of its values are ones the model learnt"
+                in caplog.text
             )
+        # One new value on a third of the events: a new platform's traffic, said (dogfood 120: 29%, unsaid).
+        caplog.clear()
+        third = many.with_columns(
+            pl.when(pl.int_range(pl.len()) % 3 == 0)
+            .then(pl.lit("NZ"))
+            .otherwise(pl.lit(learnt))
+            .alias(device)
+        )
+        score_file(
+            scorer, str(_write(tmp_path / "t.parquet", third)), tmp_path / "t_s.parquet", progress=False
+        )
+        assert f"column '{device}': 67% of its values are ones the model learnt" in caplog.text
         GOOD.head(0).write_csv(tmp_path / "empty.csv")
         with pytest.raises(DataValidationError, match="empty"):
             score_file(scorer, str(tmp_path / "empty.csv"), tmp_path / "e.parquet", progress=False)

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 CHUNK_EVENTS = 1_000_000
 RECODED_MIN_VALUES = 50  # fewer values, all unseen, may be a few sessions of new categories
-RECODED_SHARE_DROP = 0.3  # the share of known values this far below training's is said
+RECODED_SHARE_DROP = 0.1  # the share of known values this far below training's is said
 
 
 def iter_scores(
@@ -109,15 +109,16 @@ def iter_sequences(
             log.warning(
                 "%s: column %r is null in every row: every event scores as if it had no value", source, c
             )
-    # A recoding upstream (Y/N for true/false: dogfood 48): many values, several of them new, and none known, or
-    # far fewer known than in training (one of two upstream systems recoded). One new category alone (a new
-    # country's sessions) is traffic, not a recoding (dogfood 50).
+    # A recoding upstream (Y/N for true/false: dogfood 48): many values, several of them new, and none known (one
+    # new category alone, a new country's sessions, is traffic, not a recoding: dogfood 50); or far fewer known
+    # than in training, one new value or more (one of two upstream systems recoded; a new platform on 29% of the
+    # events, unsaid: dogfood 120).
     coverage = spec.fit_info.get("vocab_coverage") or {}
     for i, c in enumerate(texts):
         values, known = counts[f"__values_{i}"].item(), counts[f"__known_{i}"].item()
-        if values < RECODED_MIN_VALUES or counts[f"__new_{i}"].item() < 2:
+        if values < RECODED_MIN_VALUES:
             continue
-        if not known:
+        if not known and counts[f"__new_{i}"].item() >= 2:
             log.warning(
                 "%s: column %r holds no value the model learnt (e.g. %r; it learnt %s): every event reads it as "
                 "an unknown value. Was the column recoded?",
@@ -126,7 +127,7 @@ def iter_sequences(
                 counts[f"__first_{i}"].item(),
                 spec.vocab[c][:5],
             )
-        elif known / values < coverage.get(c, 1.0) - RECODED_SHARE_DROP:
+        elif known and known / values < coverage.get(c, 1.0) - RECODED_SHARE_DROP:
             log.warning(
                 "%s: column %r: %.0f%% of its values are ones the model learnt, against %.0f%% in training: the rest "
                 "read as unknown values. New traffic, or values recoded upstream?",
