@@ -380,6 +380,18 @@ def test_a_snapshot_says_when_it_was_saved_not_when_it_was_copied(tmp_path: Path
     "text, says",
     [
         ('{"format": "seqfraud.online-state", "version": 1, "sessions": [', "Expecting"),
+        (  # an object iterates as its keys: read as no sessions, then overwritten at stop (review 119)
+            json.dumps(
+                {
+                    "format": "seqfraud.online-state",
+                    "version": 1,
+                    "sessions": {},
+                    "entity_rows": [],
+                    "labels": [],
+                }
+            ),
+            "'sessions' is not a list",
+        ),
         (
             json.dumps({"format": "other", "version": 1, "sessions": [], "entity_rows": [], "labels": []}),
             "not a",

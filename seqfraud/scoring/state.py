@@ -518,6 +518,9 @@ class MemoryStore(StateStore):
                     f"it holds the sessions of model {written_by!r}, not of this artifact's {self.model!r}: "
                     "serve that artifact with it, or start from an empty state (another --snapshot file)"
                 )
+            # An object iterates as its keys: {} read as no sessions, and the next stop overwrote the file (review 119).
+            if wrong := [k for k in ("sessions", "entity_rows", "labels") if not isinstance(doc[k], list)]:
+                raise ValueError(f"{wrong[0]!r} is not a list")
             now = self.clock()
             sessions = [
                 (_text(sid), _touched(t, now), base64.b64decode(_text(b), validate=True))
