@@ -492,6 +492,7 @@ def test_a_snapshot_says_when_it_was_saved_not_when_it_was_copied(tmp_path: Path
     # RecursionError's traceback.
     ids=[
         "bad-json",
+        "sessions-not-a-list",
         "wrong-format",
         "bad-base64",
         "repeated-key",
