@@ -618,12 +618,13 @@ def test_session_length_bins_end_with_the_window_at_its_longest():
 
 def test_labels_as_of_leaves_out_the_labels_the_table_dates_later(exported_artifact, caplog):
     """``--labels-as-of`` read every label of a table holding the months after it, though the table dates each
-    one (dogfood 120): a label dated later was not known then."""
+    one (dogfood 120): a label dated later was not known then, and its session is left out, not read as
+    legitimate under ``on_unlabeled=negative`` (review 122). A table without label times reads as before."""
     from dataclasses import replace
 
     from seqfraud.data.split import to_epoch_us
-    from seqfraud.features.spec import Spec
-    from seqfraud.monitoring.inputs import current_labels
+    from seqfraud.features.spec import ON_UNLABELED, Spec
+    from seqfraud.monitoring.inputs import current_labels, matched_labels
 
     spec = Spec.load(exported_artifact / "spec.json")
     dated = replace(spec, schema=replace(spec.schema, label_time="known_at"))
@@ -634,10 +635,19 @@ def test_labels_as_of_leaves_out_the_labels_the_table_dates_later(exported_artif
             "known_at": ["2026-03-01T00:00:00Z", "2026-05-01T00:00:00Z", None],
         }
     )
+    events = pl.DataFrame({S.SESSION_ID: ["a", "b", "c", "d"], S.TS_US: [to_epoch_us("2026-02-01")] * 4})
     as_of = to_epoch_us("2026-04-01")
+    read = current_labels(table, pl.LazyFrame(), dated, as_of)
+    assert read is not None and S.LABEL_TIME_US in read.columns
     with caplog.at_level("INFO", logger="seqfraud.monitoring.inputs"):
-        got = current_labels(table, pl.LazyFrame(), dated, as_of)
-    assert got is not None and got.sort(S.SESSION_ID).rows() == [("a", 1), ("c", 0)]
-    assert "1 label(s) dated after --labels-as-of (column 'known_at') are left out" in caplog.text
-    undated = current_labels(table, pl.LazyFrame(), spec, as_of)  # a label-delay model reads no label time
-    assert undated is not None and undated.height == 3
+        got = matched_labels(read, events, "labels", dated, as_of)[0]
+    assert got.sort(S.SESSION_ID).rows() == [("a", 1), ("c", 0)]
+    assert "1 label(s) dated after --labels-as-of (column 'known_at') were not known then" in caplog.text
+    # A chargeback file of frauds alone: b's chargeback came after the pull, so b is not yet legitimate.
+    dated.fit_info[ON_UNLABELED] = "negative"
+    frauds = current_labels(table.filter(pl.col("label") == 1).drop("label"), pl.LazyFrame(), dated, as_of)
+    got = matched_labels(frauds, events, "labels", dated, as_of)[0]
+    assert got.sort(S.SESSION_ID).rows() == [("a", 1), ("c", 0), ("d", 0)]
+    # A table without the label-time column reads as it did (it was refused for the missing column).
+    undated = current_labels(table.drop("known_at"), pl.LazyFrame(), dated, as_of)
+    assert undated is not None and undated.height == 3 and S.LABEL_TIME_US not in undated.columns

@@ -152,9 +152,8 @@ def current_labels(
     labels: Any, events_lf: pl.LazyFrame, spec: Spec, as_of_us: int | None = None
 ) -> pl.DataFrame | None:
     """``session_id, label`` from a label table (path or frame), else the events' label column, else None. With
-    ``as_of_us`` (when the table was pulled) and a model's label-time column, a label the table dates later is
-    left out, as not known then: ``--labels-as-of`` read every label of a table holding the months after it
-    (dogfood 120)."""
+    ``as_of_us`` (when the table was pulled), a model's label-time column and a table that holds it, also the
+    label times (:data:`S.LABEL_TIME_US`), for :func:`matched_labels` to leave out a label not known then."""
     s = spec.schema
     if labels is None:
         if s.label not in events_lf.collect_schema():
@@ -170,8 +169,11 @@ def current_labels(
         return table.group_by(S.SESSION_ID).agg(pl.col(S.LABEL).max().cast(pl.Int8))
     given = str(labels) if isinstance(labels, (str, Path)) else polars_frame(labels, "labels")
     negative = spec.absent_is_negative
-    dated = as_of_us is not None and s.label_time is not None
-    table, source = read_labels(
+    columns = (
+        given.columns if isinstance(given, pl.DataFrame) else scan_table(given, s)[0].collect_schema().names()
+    )
+    dated = as_of_us is not None and s.label_time is not None and s.label_time in columns
+    return read_labels(
         given,
         s,
         timestamp_unit=spec.timestamp_unit if dated else None,
@@ -179,18 +181,7 @@ def current_labels(
         frauds_only=negative,
         zero_padded=spec.zero_padded_ids,
         integer_typed=spec.integer_ids,
-    )
-    if not dated:
-        return table
-    later = pl.col(S.LABEL_TIME_US) > as_of_us
-    if n := int(table.select(later.sum()).item()):
-        log.info(
-            "%s: %d label(s) dated after --labels-as-of (column %r) are left out, as not known then",
-            source,
-            n,
-            s.label_time,
-        )
-    return table.filter(later.not_() | pl.col(S.LABEL_TIME_US).is_null()).drop(S.LABEL_TIME_US)
+    )[0]
 
 
 def matched_labels(
@@ -213,7 +204,10 @@ def matched_labels(
     and so is a later fraud already listed: kept beside the later legitimate ones left out, early chargebacks
     raised the fraud rate and the PR-AUC (dogfood 65). The figures are the settled sessions'. ``as_of_us`` (when
     the table was pulled) settles the delay instead of the window's last event: last month's window, monitored
-    with the chargebacks of the two months since, left every session out (dogfood 73).
+    with the chargebacks of the two months since, left every session out (dogfood 73). A label the table dates after
+    ``as_of_us`` (its label times, where :func:`current_labels` read them) was not known then: its session is left
+    out as unlabelled, or as within the delay under ``on_unlabeled=negative``, not read as legitimate (dogfood 120:
+    every label was read; review 122).
     """
     sessions = events[S.SESSION_ID].unique()
     where = f"{source}: column {spec.schema.session_id!r}"
@@ -229,12 +223,28 @@ def matched_labels(
             table.filter(~inside)[S.SESSION_ID][0],
         )
     table, pending = table.filter(inside), {}
-    if spec.absent_is_negative:
+    unknown_then = pl.Series(S.SESSION_ID, [], pl.String)
+    if S.LABEL_TIME_US in table.columns:
+        if as_of_us is not None:
+            unknown_then = table.filter(pl.col(S.LABEL_TIME_US) > as_of_us)[S.SESSION_ID]
+            if unknown_then.len():
+                log.info(
+                    "%s: %d label(s) dated after --labels-as-of (column %r) were not known then: their sessions are "
+                    "left out",
+                    source,
+                    unknown_then.len(),
+                    spec.schema.label_time,
+                )
+        table = table.drop(S.LABEL_TIME_US)
+    if not spec.absent_is_negative:
+        table = table.filter(~pl.col(S.SESSION_ID).is_in(unknown_then.implode()))
+    else:
         settled = sessions
         if (delay := label_delay_us(spec.fit_info.get(LABEL_DELAY))) is not None:
             last = cast(int, events[S.TS_US].max()) if as_of_us is None else as_of_us
             ends = events.group_by(S.SESSION_ID).agg(pl.col(S.TS_US).max())
             settled = ends.filter(pl.col(S.TS_US) <= last - delay)[S.SESSION_ID]
+        settled = settled.filter(~settled.is_in(unknown_then.implode()))
         waiting = table.filter(~pl.col(S.SESSION_ID).is_in(settled.implode()))
         table = table.filter(pl.col(S.SESSION_ID).is_in(settled.implode()))
         if sessions.len() > settled.len():
