@@ -64,7 +64,7 @@ from seqfraud.features.entities import (
     entity_spec,
     kernel_rows,
 )
-from seqfraud.features.fastpath import spelling
+from seqfraud.features.fastpath import holds_booleans, spelling
 from seqfraud.features.spec import (
     LABEL_DELAY,
     LONGEST_TRAINED,
@@ -584,16 +584,17 @@ def make_engine(engine_cfg: Mapping[str, Any] | None):
     raise ConfigError(f"preprocess.engine must be 'polars' or 'spark', got {name!r}")
 
 
-def respelt_values(spec: Spec) -> dict[str, list[str]]:
-    """Per categorical field, learnt values that are one value spelt several ways (by :func:`spelling`): each got a
-    token of its own, and the model learnt them apart (dogfood 118: a CSV's true, True and 1)."""
+def respelt_values(spec: Spec) -> dict[str, list[list[str]]]:
+    """Per categorical field, the groups of learnt values that are one value spelt several ways (by
+    :func:`spelling`, the rule scoring says a respelt value by): each got a token of its own, and the model learnt
+    them apart (dogfood 118: a CSV's true, True and 1)."""
     out = {}
     for field, vocab in spec.vocab.items():
         groups: dict[str, list[str]] = {}
         for v in vocab:
-            groups.setdefault(spelling(v), []).append(v)
-        if twice := next((g for g in groups.values() if len(g) > 1), None):
-            out[field] = twice
+            groups.setdefault(spelling(v, holds_booleans(spec, field)), []).append(v)
+        if several := [g for g in groups.values() if len(g) > 1]:
+            out[field] = several
     return out
 
 
@@ -737,13 +738,12 @@ def preprocess(
         entity=entity,
         numeric_values=bool(features_cfg.get("numeric_values", True)),
     )
-    for field, values in respelt_values(spec).items():
+    for field, groups in respelt_values(spec).items():
         log.warning(
-            "column %r: its vocabulary holds %s, one value spelt %d ways? Each has a token of its own, learnt apart "
-            "from the others: write them one way in the log",
+            "column %r: its vocabulary holds %s: one value spelt several ways? Each has a token of its own, learnt "
+            "apart from the others: write them one way in the log",
             field,
-            " and ".join(map(repr, values)),
-            len(values),
+            "; ".join(" and ".join(map(repr, g)) for g in groups),
         )
     if entity is not None and frauds_known and (blind := risk_blind_columns(spec)):
         # Some frauds known in time, but hardly any on a shared value of these columns (dogfood 112: a 90-day

@@ -730,29 +730,38 @@ def test_event_ids_count_once_or_not_at_all(scorer, one_session):
         scorer.score(numbered.to_dicts())  # a model without event ids has no such column
 
 
-def test_a_learnt_value_spelt_otherwise_is_said_once(exported_artifact, one_session, caplog):
+def test_a_learnt_value_spelt_otherwise_is_said_once(exported_artifact, one_session, tmp_path, caplog):
     """A client's ``Mobile`` for the ``mobile`` the model learnt reads as an unknown value: the service moved a
-    score by 0.05 that way, unsaid (dogfood 118). Said once per column, on the records' path and the frame's; a
-    value the model never learnt in any spelling is new traffic, not said."""
-    from seqfraud.features.fastpath import token_tables
+    score by 0.05 that way, unsaid (dogfood 118). Said once per column, on the records' path, online and in batch
+    scoring (of a file, once: review 122); a value the model never learnt in any spelling is new traffic, not
+    said."""
+    from seqfraud.features.fastpath import spelling, token_tables
     from seqfraud.features.spec import Spec
+    from seqfraud.scoring.batch import score_file
     from seqfraud.scoring.online import OnlineScorer
     from seqfraud.scoring.state import MemoryStore
 
     records = one_session.to_dicts()
     learnt = records[0]["device_type"]
-    for events in (records, one_session):
-        scorer = Scorer.load(exported_artifact)
-        respelt = [r | {"device_type": learnt.upper()} for r in records] if events is records else None
-        frame = one_session.with_columns(pl.col("device_type").str.to_uppercase())
-        with caplog.at_level(logging.WARNING, logger="seqfraud.scoring.scorer"):
-            scorer.score([r | {"country": "ZZ"} for r in records])
-            assert "is not a value the model learnt" not in caplog.text
-            for _ in range(2):
-                scorer.score(respelt if respelt is not None else frame)
-        said = f"column 'device_type': {learnt.upper()!r} is not a value the model learnt, but {learnt!r} is"
-        assert caplog.text.count(said) == 1, caplog.text
-        caplog.clear()
+    said = f"column 'device_type': {learnt.upper()!r} is not a value the model learnt, but {learnt!r} is"
+    scorer = Scorer.load(exported_artifact)
+    with caplog.at_level(logging.WARNING, logger="seqfraud.scoring.scorer"):
+        scorer.score([r | {"country": "ZZ"} for r in records])
+        assert "is not a value the model learnt" not in caplog.text
+        for _ in range(2):
+            scorer.score([r | {"device_type": learnt.upper()} for r in records])
+    assert caplog.text.count(said) == 1, caplog.text
+    caplog.clear()
+    one_session.with_columns(pl.col("device_type").str.to_uppercase()).write_parquet(tmp_path / "e.parquet")
+    with caplog.at_level(logging.WARNING, logger="seqfraud.scoring.scorer"):
+        score_file(
+            Scorer.load(exported_artifact),
+            str(tmp_path / "e.parquet"),
+            tmp_path / "s.parquet",
+            progress=False,
+        )
+    assert caplog.text.count(said) == 1, caplog.text
+    caplog.clear()
     online = OnlineScorer(Scorer.load(exported_artifact), MemoryStore())
     with caplog.at_level(logging.WARNING, logger="seqfraud.scoring.scorer"):
         online.events([records[0] | {"device_type": learnt.title() + " "}])
@@ -760,12 +769,8 @@ def test_a_learnt_value_spelt_otherwise_is_said_once(exported_artifact, one_sess
     # 1 and 0 are true and false where the column held booleans, as a client sends them in JSON.
     spec = Spec.load(exported_artifact / "spec.json")
     spec.vocab["device_type"] = ["false", "true"]
-    assert token_tables(spec).respelt["device_type"] == {
-        "0": "false",
-        "1": "true",
-        "false": "false",
-        "true": "true",
-    }
+    assert token_tables(spec).respelt["device_type"] == (True, {"false": "false", "true": "true"})
+    assert spelling(" 1", True) == "true" and spelling("1") == "1"
 
 
 def test_nan_a_model_never_saw_is_warned_of_once(scorer, one_session, caplog):

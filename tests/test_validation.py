@@ -993,10 +993,40 @@ def test_a_value_spelt_several_ways_in_training_is_said(tmp_path, caplog):
     said = [r.getMessage() for r in caplog.records if "spelt" in r.getMessage()]
     assert said == [
         (
-            "column 'device': its vocabulary holds 'Web' and 'web', one value spelt 2 ways? Each has a token of "
-            "its own, learnt apart from the others: write them one way in the log"
+            "column 'device': its vocabulary holds 'Web' and 'web': one value spelt several ways? Each has a token "
+            "of its own, learnt apart from the others: write them one way in the log"
         )
     ]
+
+
+def test_values_spelt_several_ways_are_grouped_by_scorings_rule(tmp_path):
+    """The groups preprocessing names are the ones scoring reads as one value: 1 and 0 beside true and false in
+    a column of booleans, every group of a column (review 122: 1 was left alone, and only the first group said)."""
+    from dataclasses import replace
+
+    from seqfraud.preprocess import respelt_values
+
+    days = 30
+    ev = pl.DataFrame(
+        {
+            "session_id": [f"s{d:02d}" for d in range(days) for _ in range(3)],
+            "timestamp": [T0 + timedelta(days=d, seconds=i) for d in range(days) for i in range(3)],
+            "event_type": ["view", "view", "pay"] * days,
+            "device": ["web"] * (3 * days),
+            "amount": [1.0] * (3 * days),
+        }
+    )
+    lab = pl.DataFrame(
+        {"session_id": [f"s{d:02d}" for d in range(days)], "label": [d % 3 == 0 for d in range(days)]}
+    )
+    cfg = _data_cfg(
+        write(ev, tmp_path / "e.parquet"), write(lab.cast({"label": pl.Int8}), tmp_path / "l.parquet")
+    )
+    cfg["split"] = {"val_start": str(T0 + timedelta(days=20)), "test_start": str(T0 + timedelta(days=25))}
+    spec = preprocess(cfg, FEATURES, tmp_path / "o").spec
+    booleans = replace(spec, vocab=spec.vocab | {"device": ["1", "True", "false", "true", "0", "Web", "web"]})
+    assert respelt_values(booleans) == {"device": [["1", "True", "true"], ["false", "0"], ["Web", "web"]]}
+    assert respelt_values(replace(spec, vocab=spec.vocab | {"device": ["1", "true", "web"]})) == {}
 
 
 def test_a_log_of_one_event_sessions_is_said_with_its_repeated_ids(tmp_path, caplog):

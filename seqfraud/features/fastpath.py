@@ -29,13 +29,20 @@ class TokenTables:
     pieces: dict[str, tuple[np.ndarray, np.ndarray, float]]  # value field's column -> value_pieces, as arrays
     fields: tuple[str, ...]  # the spec's token fields, in model input order
     value_of: dict[str, str]  # value field -> the numeric column it reads
-    # categorical field -> :func:`spelling` of each learnt value -> that value (and 1 and 0 for a column of booleans)
-    respelt: dict[str, dict[str, str]]
+    # categorical field -> whether it holds booleans, and the :func:`spelling` of each learnt value -> that value
+    respelt: dict[str, tuple[bool, dict[str, str]]]
 
 
-def spelling(value: str) -> str:
-    """A value as a client may have respelt it: case and the spaces at its ends aside."""
-    return value.strip().casefold()
+def spelling(value: str, booleans: bool = False) -> str:
+    """A value as a client may have respelt it: case and the spaces at its ends aside, and in a column of
+    booleans (:func:`holds_booleans`) 1 and 0 for true and false, as JSON's 1 reads."""
+    key = value.strip().casefold()
+    return {"1": "true", "0": "false"}.get(key, key) if booleans else key
+
+
+def holds_booleans(spec: Spec, field: str) -> bool:
+    """Whether a categorical field's vocabulary holds both of its spellings of false and true."""
+    return set(spec.boolean_text(field)) <= set(spec.vocab.get(field, ()))
 
 
 def token_tables(spec: Spec) -> TokenTables:
@@ -45,9 +52,8 @@ def token_tables(spec: Spec) -> TokenTables:
         pieces[column] = (np.asarray(lo, np.float64), np.asarray(width, np.float64), scale)
     respelt = {}
     for f, vocab in spec.vocab.items():
-        false, true = spec.boolean_text(f)
-        booleans = {"0": false, "1": true} if {false, true} <= set(vocab) else {}
-        respelt[f] = booleans | {spelling(v): v for v in vocab}
+        booleans = holds_booleans(spec, f)
+        respelt[f] = booleans, {spelling(v, booleans): v for v in vocab}
     return TokenTables(
         {
             f: {None: MISSING} | {v: FIRST_ID + i for i, v in enumerate(vocab)}

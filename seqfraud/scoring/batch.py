@@ -93,6 +93,7 @@ def iter_sequences(
                 for i, c in enumerate(texts)
             ),
             *(pl.col(c).drop_nulls().first().alias(f"__first_{i}") for i, c in enumerate(texts)),
+            *(scorer.respelt_example(c).alias(f"__respelt_{i}") for i, c in enumerate(texts)),
             *(pl.col(c).count().alias(f"__values_{i}") for i, c in enumerate(texts)),
             *(
                 pl.col(c)
@@ -113,6 +114,9 @@ def iter_sequences(
     # new category alone, a new country's sessions, is traffic, not a recoding: dogfood 50); or far fewer known
     # than in training, one new value or more (one of two upstream systems recoded; a new platform on 29% of the
     # events, unsaid: dogfood 120).
+    scorer.note_respelt(
+        {c: [v] for i, c in enumerate(texts) if (v := counts[f"__respelt_{i}"].item()) is not None}
+    )
     coverage = spec.fit_info.get("vocab_coverage") or {}
     for i, c in enumerate(texts):
         values, known = counts[f"__values_{i}"].item(), counts[f"__known_{i}"].item()

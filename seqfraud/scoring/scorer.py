@@ -178,7 +178,12 @@ class Scorer:
         ):
             return self.score_sequences(column_sequences(columns, self.spec, self.tables), columns)
         frame = as_frame(events, self.spec, source)
-        return self.score_normalized(self.in_context(normalized_events(frame.lazy(), self.spec, source)))
+        normalized = normalized_events(frame.lazy(), self.spec, source)
+        if unsaid := [c for c in self.spec.schema.categorical_fields if c not in self._respelt_said]:
+            self.note_respelt(
+                normalized.select(self.respelt_example(c).implode() for c in unsaid).row(0, named=True)
+            )
+        return self.score_normalized(self.in_context(normalized))
 
     def explain(self, events: Any, *, source: str = "events") -> pl.DataFrame:
         """Each kept event's ``contribution`` to its session's score, by occlusion (see :mod:`seqfraud.scoring.explain`).
@@ -214,8 +219,6 @@ class Scorer:
         self.note_unseen_nan(seqs.tokens)
         if isinstance(events, EventColumns):
             self.note_respelt(events.categorical)
-        elif events is not None:
-            self.note_respelt({c: events[c].unique() for c in self.spec.schema.categorical_fields})
         raw = self.sequence_scores(seqs)
         if self.stacker is not None:
             if events is None:
@@ -251,13 +254,14 @@ class Scorer:
         """Warn, once per column and scorer, of a value the model never learnt that is a learnt one spelt otherwise
         (``True`` for ``true``, ``1`` for ``true`` in a column of booleans): it reads as an unknown value, where the
         client most likely meant the learnt one. The service moved a score by 0.05 that way, unsaid, where batch
-        scoring warned only of a column without any learnt value (dogfood 118)."""
+        scoring warned only of a column without any learnt value (dogfood 118). Per event on the records' path;
+        batch scoring hands it a file's one example (:mod:`~seqfraud.scoring.batch`)."""
         for column, values in categorical.items():
             if column in self._respelt_said:
                 continue
-            vocab, respelt = self.tables.vocab[column], self.tables.respelt[column]
+            vocab, (booleans, respelt) = self.tables.vocab[column], self.tables.respelt[column]
             for v in values:
-                if v not in vocab and (learnt := respelt.get(spelling(cast(str, v)))) is not None:
+                if v not in vocab and (learnt := respelt.get(spelling(cast(str, v), booleans))) is not None:
                     self._respelt_said.add(column)
                     log.warning(
                         "column %r: %r is not a value the model learnt, but %r is (values match exactly, case "
@@ -268,6 +272,17 @@ class Scorer:
                         learnt,
                     )
                     break
+
+    def respelt_example(self, column: str) -> pl.Expr:
+        """A text column's first value outside the vocabulary that is a learnt one spelt otherwise, or null: a
+        frame's one example for :meth:`note_respelt` (Polars' lowercase stands in for casefold here; the note
+        checks the example by :func:`~seqfraud.features.fastpath.spelling`)."""
+        booleans, respelt = self.tables.respelt[column]
+        text = pl.col(column).cast(pl.String)
+        key = text.str.strip_chars().str.to_lowercase()
+        if booleans:
+            key = key.replace({"1": "true", "0": "false"})
+        return text.filter(~text.is_in(self.spec.vocab[column]) & key.is_in(list(respelt))).first()
 
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
         """Calibrated float32 scores of raw model probabilities: what ``score`` holds and the bands compare."""
