@@ -659,10 +659,13 @@ def test_monitoring_reads_the_current_window_against_a_history(entity_run, entit
     assert report["entity_reference"]["sessions"] > short["reference_sessions"] > long["reference_sessions"]
     risky = stats[S.entity_feature(column, "known", entity.windows[0])]  # 1h plus the 60-day label delay
     assert risky["reference_sessions"] < short["reference_sessions"]
-    settle_never = [f for f in stats if f.endswith(("__first_seen_s", "__last_seen_s")) or "__distinct_" in f]
-    distinct = len(entity.columns) * (len(entity.columns) - 1) * len(entity.windows)
-    assert len(settle_never) == 2 * len(entity.columns) + distinct
-    assert all(stats[f]["alerted"] is False and "history's age" in stats[f]["why"] for f in settle_never)
+    settle_never = [f for f in stats if f.endswith(("__first_seen_s", "__last_seen_s"))]
+    assert len(settle_never) == 2 * len(entity.columns)
+    assert all(stats[f]["alerted"] is False and "grows" in stats[f]["why"] for f in settle_never)
+    # distinct_* counts fall as the history grows: alerted on a rise only (dogfood 120, review 122).
+    distinct = [f for f in stats if "__distinct_" in f]
+    assert len(distinct) == len(entity.columns) * (len(entity.columns) - 1) * len(entity.windows)
+    assert all(stats[f]["alerted"] or stats[f]["why"].endswith("alerted on a rise only") for f in distinct)
     assert not {a["field"] for a in report["alerts"]} & {
         f for f in stats if not stats[f].get("alerted", True)
     }
@@ -964,3 +967,27 @@ def test_an_entity_row_of_another_width_answers_as_an_outage(entity_run, entity_
     says = r"an entity row of session 'other' holds 1 entity value\(s\), where this model reads 3"
     with pytest.raises(StoreCorrupt, match=says):
         OnlineScorer(scorer, store, on_store_error="fail").events([event])
+
+
+def test_a_distinct_count_is_alerted_on_a_rise_only(entity_run) -> None:
+    """distinct_* counts fall as the history grows, whatever the traffic does (dogfood 120: four alerts on
+    traffic that did not drift), and a rise is the drift that matters (review 122): a fall is reported, a rise
+    alerted."""
+    from seqfraud.features.spec import FIRST_ID, Spec
+    from seqfraud.features.tokens import Sequences
+    from seqfraud.monitoring.statistics import entity_field_stats
+
+    spec = Spec.load(entity_run / "spec.json")
+    name = next(f for f in spec.entity.feature_names() if "__distinct_" in f and len(spec.edges[f]) >= 2)
+    j = spec.fields.index(name)
+
+    def window(token: int) -> Sequences:
+        tokens = np.full((200, len(spec.fields)), FIRST_ID, dtype=np.int64)
+        tokens[:, j] = token
+        return Sequences([f"s{i}" for i in range(200)], tokens, np.ones(200, dtype=np.int64))
+
+    starts = np.full(200, int(spec.fit_info["first_event_us"]) + 400 * 86_400_000_000)
+    fell = entity_field_stats(spec, window(FIRST_ID + 1), starts, window(FIRST_ID))[name]
+    grew = entity_field_stats(spec, window(FIRST_ID + 1), starts, window(FIRST_ID + 2))[name]
+    assert fell["alerted"] is False and fell["why"].endswith("alerted on a rise only")
+    assert grew["alerted"] is True and grew["why"] is None

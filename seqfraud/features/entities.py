@@ -100,18 +100,13 @@ class EntitySpec:
         """Per feature, how much log must lie before an event for the feature to read as it will in a long
         history: its window, plus the label delay for the risk features (a negative is known that long after its
         session; where labels carry their own times the delay is unknown, and the window alone counts). None for
-        those that never settle: time since first and last seen, whose range grows with the history's age, and the
-        ``distinct_*`` counts of pairs first seen together, which fall as it grows wherever values meet again
-        (dogfood 120: four monitor alerts on traffic that did not drift)."""
+        time since first and last seen, whose range grows with the history's age and never settles."""
         delay = 0 if self.label_delay is None else duration_us(self.label_delay, "data.policy.label_delay")
         out: dict[str, int | None] = {}
         for column in self.columns:
             for kind in self._kinds(column):
                 for window, span in zip(self.windows, self.window_us):
-                    settles = not kind.startswith("distinct_")
-                    out[S.entity_feature(column, kind, window)] = (
-                        span + (delay if kind in RISK else 0) if settles else None
-                    )
+                    out[S.entity_feature(column, kind, window)] = span + (delay if kind in RISK else 0)
             out[S.entity_feature(column, FIRST_SEEN)] = out[S.entity_feature(column, LAST_SEEN)] = None
         return out
 

@@ -147,7 +147,9 @@ def entity_field_stats(
     (:meth:`~seqfraud.features.entities.EntitySpec.warm_up_us`) from the log's first event: the first weeks of a
     log see a short history, so a 30-day count there is lower than in any later window, by construction. A feature
     whose warm-up leaves too few reference sessions, or that never settles, is reported and marked, not
-    alerted on (``alerted``, ``why``)."""
+    alerted on (``alerted``, ``why``). A ``distinct_*`` count of pairs first seen together falls as the history
+    grows wherever values meet again, so it is alerted on a rise only (dogfood 120: four alerts on traffic that did
+    not drift; a rise is the drift that matters, card testing or account farms: review 122)."""
     entity = spec.entity
     assert entity is not None
     first = int(spec.fit_info.get("first_event_us") or starts.min())
@@ -159,16 +161,29 @@ def entity_field_stats(
         keep = np.ones(len(starts), dtype=bool) if warm_up is None else starts >= first + warm_up
         why = None
         if warm_up is None:
-            why = "it moves with the history's age, whatever the traffic does (docs/entities.md)"
+            why = "its range grows with the history's age"
         elif keep.sum() < MIN_REFERENCE_SESSIONS:
             why = (
                 f"{int(keep.sum())} reference sessions began after its warm-up ({warm_up / 86_400e6:g} days from "
                 f"the log's first event); it needs {MIN_REFERENCE_SESSIONS}"
             )
             keep = np.ones(len(starts), dtype=bool)
-        for name, stats in field_stats(spec, ref.take(keep), cur, names).items():
-            out[name] = stats | {"reference_sessions": int(keep.sum()), "alerted": why is None, "why": why}
+        kept = ref.take(keep)
+        for name, stats in field_stats(spec, kept, cur, names).items():
+            said = why
+            if said is None and "__distinct_" in name and not rose(spec, kept, cur, name):
+                said = "it falls as the history grows, whatever the traffic does: alerted on a rise only"
+            out[name] = stats | {"reference_sessions": int(keep.sum()), "alerted": said is None, "why": said}
     return out
+
+
+def rose(spec: Spec, ref: Sequences, cur: Sequences, field_name: str) -> bool:
+    """Whether a numeric field's present values (its buckets, in order) are higher in ``cur`` on average."""
+    means = []
+    for seqs in (ref, cur):
+        counts = token_counts(spec, seqs, field_name)[FIRST_ID:]
+        means.append(counts @ np.arange(len(counts)) / max(counts.sum(), 1))
+    return bool(means[1] > means[0])
 
 
 NEW_CATEGORIES_LISTED = 100  # values listed per field, most sessions first; the report counts them all
