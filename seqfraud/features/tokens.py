@@ -89,11 +89,12 @@ class FitStats:
 
 log = logging.getLogger(__name__)
 LOW_COVERAGE = 0.5  # a categorical field whose vocabulary covers less of the training events is warned about
-# A categorical field whose counted values are all numbers with a fraction, at least this many of them, is most
-# likely a quantity: a CSV reads it as text where Parquet's Float64 column is refused (dogfood 118). Fewer such
-# values may be versions ("10.4").
+# A categorical field whose counted values are all numbers, at least this many of them and a tenth with a fraction
+# (not .0: integer codes pandas wrote as floats are codes), is most likely a quantity: a CSV reads it as text where
+# Parquet's Float64 column is refused (dogfood 118). Fewer such values may be versions ("10.4").
 DECIMAL_VALUES = 50
-_DECIMAL = re.compile(r"[+-]?\d*\.\d+(?:[eE][+-]?\d+)?")
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_FRACTION = re.compile(r"\.\d*[1-9]")
 
 
 def quantile_probs(n_buckets: int, tail_quantiles: tuple[float, ...] = ()) -> list[float]:
@@ -246,14 +247,20 @@ def build_spec(
         )
     for c in schema.categorical_fields:
         values = [v for v in stats.counts[c] if v is not None]
-        if len(values) >= DECIMAL_VALUES and all(_DECIMAL.fullmatch(v) for v in values):
+        fractions = [v for v in values if _FRACTION.search(v)]
+        if (
+            len(values) >= DECIMAL_VALUES
+            and 10 * len(fractions) >= len(values)
+            and all(_NUMBER.fullmatch(v) for v in values)
+        ):
             log.warning(
-                "column %r: every value counted in training is a number with a fraction (%d of them, e.g. %r): as "
-                "a categorical column each number is a token of its own. A quantity belongs in "
+                "column %r: every value counted in training is a number, %d of them, %d with a fraction (e.g. %r): "
+                "as a categorical column each number is a token of its own. A quantity belongs in "
                 "data.schema.numerical (a CSV reads every column as text; Parquet's float column is refused)",
                 c,
                 len(values),
-                values[0],
+                len(fractions),
+                fractions[0],
             )
     for c, share in coverage.items():
         if share is not None and share < LOW_COVERAGE:
