@@ -116,9 +116,17 @@ def test_a_reference_that_overlaps_the_current_window_is_said(exported_artifact,
     shared = report["reference"]["overlaps_current"]
     assert shared["sessions_in_both"] == windows["early"]["session_id"].n_unique()
     assert (
-        "start in the same span" in caplog.text
-        and f"({shared['sessions_in_both']} session(s) in both)" in caplog.text
+        "the reference and the current window overlap" in caplog.text
+        and f"; {shared['sessions_in_both']} session(s) in both)" in caplog.text
     )
+    # Cut by event time, not session start: the sessions that run across the cut are in both (review 122).
+    ts = S.SYNTHETIC.timestamp
+    events = windows["early"].sort(ts)
+    cut = events[ts][events.height // 2]
+    report = monitor(
+        exported_artifact, events.filter(pl.col(ts) >= cut), reference=events.filter(pl.col(ts) < cut)
+    )
+    assert report["reference"]["overlaps_current"]["sessions_in_both"] > 0
 
 
 def test_a_score_reference_of_labelled_sessions_alone_is_said(

@@ -125,11 +125,11 @@ def monitor(
     shared = None if ref.events is None else overlap(ref.events, cur.events)
     if shared is not None:
         log.warning(
-            "sessions of the reference and of the current window start in the same span, %s .. %s (%d session(s) "
+            "the reference and the current window overlap (sessions starting in both from %s to %s; %d session(s) "
             "in both): drift compares that traffic with itself, and reads less of it than there is; take a "
             "reference period before the current one",
-            shared["from"],
-            shared["to"],
+            shared["from"] or "-",
+            shared["to"] or "-",
             shared["sessions_in_both"],
         )
     # The run's operating point, recorded at export; artifacts from before that used 1% FPR.

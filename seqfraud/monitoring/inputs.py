@@ -72,10 +72,16 @@ def overlap(ref: pl.DataFrame, cur: pl.DataFrame) -> dict[str, Any] | None:
     starts = [w.group_by(S.SESSION_ID).agg(pl.col(S.TS_US).min())[S.TS_US] for w in (ref, cur)]
     first = max(cast(int, s.min()) for s in starts)
     last = min(cast(int, s.max()) for s in starts)
-    if first > last:
+    # Windows cut by event time share the sessions that run across the cut, whatever their starts (review 122).
+    both = int(ref[S.SESSION_ID].unique().is_in(cur[S.SESSION_ID].unique().implode()).sum())
+    if first > last and not both:
         return None
-    both = ref[S.SESSION_ID].unique().is_in(cur[S.SESSION_ID].unique().implode()).sum()
-    return {"from": from_epoch_us(first), "to": from_epoch_us(last), "sessions_in_both": int(both)}
+    span = (
+        {"from": from_epoch_us(first), "to": from_epoch_us(last)}
+        if first <= last
+        else {"from": None, "to": None}
+    )
+    return span | {"sessions_in_both": both}
 
 
 def dataset_window(path: Path, spec: Spec) -> Window:
@@ -140,7 +146,8 @@ def reference_scores(scorer: Scorer, ref: Window, artifact: str | Path) -> tuple
             "the reference scores are the run's %d labelled validation sessions; %d unlabelled ones were left out "
             "of them. Where labels are a biased sample of traffic (frauds labelled more often), the score's drift "
             "compares that sample with all traffic: pass --reference with raw events of a period before the "
-            "current one",
+            "current one (a model without entity features; one with them reads its train dataset, so read the "
+            "score's drift with this in mind)",
             len(raw),
             left,
         )
