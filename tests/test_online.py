@@ -653,7 +653,8 @@ def test_service_events_labels_sessions_and_restart(gru_artifact, gru_run, tmp_p
         huge = client.post("/events", json={"events": [mine[0] | {"event_id": 10**4000}]})
         assert (
             huge.status_code == 422
-            and "an integer of 13,288 bits, outside the signed 128-bit range" in huge.text
+            and "an integer of 13,288 bits, outside the signed 128-bit range; send such a value as a string"
+            in huge.text
         )
     # A restart restores the session from the snapshot, and scoring goes on from it.
     assert snapshot.exists()

@@ -188,11 +188,12 @@ def _typed(expected: str, *types: type, nullable: bool = False, max_chars: int) 
                     "a string of {n} characters; at most {limit} (--max-value-chars)",
                     {"n": f"{len(value):,}", "limit": f"{max_chars:,}"},
                 )
-            # An id as an integer, held to what a string is: a 4,000-digit event id was stored (review 119).
+            # An integer past what Polars reads (Int128) is no id or code: a 4,000-digit event id was stored
+            # (review 119).
             if type(value) is int and not INT128_MIN <= value <= INT128_MAX:
                 raise PydanticCustomError(
                     "too_large",
-                    "an integer of {bits} bits, outside the signed 128-bit range; send such an id as a string",
+                    "an integer of {bits} bits, outside the signed 128-bit range; send such a value as a string",
                     {"bits": f"{value.bit_length():,}"},
                 )
             return value

@@ -471,19 +471,16 @@ class MemoryStore(StateStore):
         checks them again (review 96: a second scorer on one store read a damaged state of its own unchecked).
         A snapshot's entity rows must hold ``entity_columns`` values (the snapshot is of this model): one of
         another width answered 500 at every event that read it (review 119)."""
-        if self.snapshot is not None and model not in self._checked:
-            with self._lock:
-                widths = {len(r.values) for rows in self._rows.values() for r in rows.values()}
-            if widths - {entity_columns}:
-                raise SnapshotError(
-                    f"{self.snapshot}: cannot restore its entity rows: they hold {sorted(widths)} entity values, "
-                    f"where this model reads {entity_columns}. Start from another --snapshot file (or none)"
-                )
-        if not self._restored or model in self._checked:
-            self._checked.add(model)
+        if self.snapshot is None or model in self._checked:
             return
         with self._lock:
-            held = list(self._sessions.items())
+            widths = {len(r.values) for rows in self._rows.values() for r in rows.values()}
+            held = list(self._sessions.items()) if self._restored else []
+        if widths - {entity_columns}:
+            raise SnapshotError(
+                f"{self.snapshot}: cannot restore its entity rows: they hold {sorted(widths)} entity values, "
+                f"where this model reads {entity_columns}. Start from another --snapshot file (or none)"
+            )
         for sid, (_, state) in held:
             try:
                 decode(sid, state)
