@@ -193,6 +193,22 @@ def run_backtest(cfg: DictConfig) -> dict[str, Any]:
         val_days=float(bt.val_days),
         first_test_start=bt.first_test_start,
     )
+    # A label cutoff at each test start with a delay as long as validation leaves it no final label: val_days alone
+    # cures it, and the message named four settings (dogfood 106). Refused before any window where every label
+    # waits for the delay (no label times); said after them otherwise, where some label time may come sooner.
+    delay, cutoff = (
+        (data.get("policy") or {}).get("label_delay"),
+        (data.get("split") or {}).get("label_cutoff"),
+    )
+    short = (
+        f"; with data.split.label_cutoff={cutoff}, data.policy.label_delay={delay} leaves a validation of "
+        f"backtest.val_days={float(bt.val_days):g} days no label final by its test start: lengthen val_days past "
+        "the delay"
+        if cutoff is not None and (label_delay_us(delay and str(delay)) or 0) >= float(bt.val_days) * DAY_US
+        else ""
+    )
+    if short and cutoff == "test_start" and not (data.get("schema") or {}).get("label_time"):
+        raise ConfigError(f"backtest: every window would be skipped{short}")
     own = {
         k: v
         for k, v in (data.get("split") or {}).items()
@@ -254,20 +270,6 @@ def run_backtest(cfg: DictConfig) -> dict[str, Any]:
                 }
             )
     if not rows:
-        # A label cutoff with a delay as long as validation leaves it no final label: val_days alone cures it, and
-        # the message named four settings (dogfood 106).
-        delay, cutoff = (
-            (data.get("policy") or {}).get("label_delay"),
-            (data.get("split") or {}).get("label_cutoff"),
-        )
-        short = (
-            f"; with data.split.label_cutoff={cutoff}, data.policy.label_delay={delay} leaves a validation of "
-            f"backtest.val_days={float(bt.val_days):g} days no label final by its test start: lengthen val_days past "
-            "the delay"
-            if cutoff is not None
-            and (label_delay_us(delay and str(delay)) or 0) >= float(bt.val_days) * DAY_US
-            else ""
-        )
         raise ConfigError(
             f"backtest: every window was skipped ({skipped[0]['why']} in window {skipped[0]['window']}): choose "
             f"others with backtest.windows, window_days, val_days or first_test_start{short}"

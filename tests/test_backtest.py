@@ -271,7 +271,8 @@ def test_an_unknown_preset_is_one_line_naming_it(tmp_path, capsys):
 
 def test_a_cutoff_whose_delay_outlasts_validation_says_val_days_is_the_setting(backtest, tmp_path, capsys):
     """With data.split.label_cutoff and a label delay as long as validation, every window is skipped; the refusal
-    named four settings where only backtest.val_days cures it (dogfood 106)."""
+    named four settings where only backtest.val_days cures it (dogfood 106). Without label times every label waits
+    for the delay, so it is refused before the first window, not after all of them (dogfood 118)."""
     from seqfraud.cli.backtest import main
 
     run_dir, result = backtest
@@ -295,7 +296,7 @@ def test_a_cutoff_whose_delay_outlasts_validation_says_val_days_is_the_setting(b
         main(overrides)
     assert ended.value.code == 2
     said = capsys.readouterr().err
-    assert "every window was skipped" in said
+    assert "every window would be skipped" in said and not (tmp_path / "run" / "window01").exists()
     assert (
         "data.policy.label_delay=20d leaves a validation of backtest.val_days=14 days no label final" in said
     )
