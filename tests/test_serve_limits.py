@@ -268,6 +268,21 @@ def test_a_compressed_body_is_refused_not_read_as_plain(client, events, encoding
         assert f"Content-Encoding {encoding!r} is not supported" in r.json()["detail"]
 
 
+def test_a_repeated_content_header_is_refused(client, events):
+    """Of two Content-Encoding headers the first was read alone, so identity then gzip passed, where "identity,
+    gzip" in one header was refused (review 119)."""
+    body = json.dumps({"events": events})
+    for name, values in (
+        ("content-encoding", ["identity", "gzip"]),
+        ("content-type", ["application/json"] * 2),
+    ):
+        headers = [("content-type", "application/json")] * (name != "content-type") + [
+            (name, v) for v in values
+        ]
+        r = client.post("/score", content=body, headers=headers)
+        assert r.status_code == 400 and "header is sent more than once" in r.json()["detail"], r.text
+
+
 def test_a_full_route_answers_503_at_once_and_the_others_go_on(client, events, monkeypatch):
     scorer = client.app.state.scorer
     entered, release = threading.Event(), threading.Event()

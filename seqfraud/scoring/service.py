@@ -549,7 +549,11 @@ def _known_fields(validator: TypeAdapter, loc: tuple) -> list[str]:
 
 
 def check_json_content_type(request: Request) -> None:
-    """Refuse (415) a body that is not ``application/json`` (UTF-8): a browser form can post no JSON cross-site."""
+    """Refuse (415) a body that is not ``application/json`` (UTF-8): a browser form can post no JSON cross-site.
+    Each header once: of two, the first was read alone, so a gzip behind an identity passed (review 119)."""
+    for name in ("content-type", "content-encoding"):
+        if len(request.headers.getlist(name)) > 1:
+            raise RequestError(400, f"the {name.title()} header is sent more than once: send it once")
     declared = request.headers.get("content-type", "")
     media, *params = [p.strip().lower() for p in declared.split(";")]
     charsets = [p.partition("=")[2].strip('"') for p in params if p.startswith("charset=")]
