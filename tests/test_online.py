@@ -955,6 +955,11 @@ def test_labels_are_read_in_the_label_tables_column_names() -> None:
     assert read_labels(day, spec, "request") == [Label("7", 1, 1_704_153_600_000_000)]
     with pytest.raises(DataValidationError, match="first: '2024-02-30', session '8'"):
         read_labels([{"visit": "8", "is_fraud": 1, "cb_date": "2024-02-30"}], spec, "request")
+    # One out of the range is quoted as sent, not as its day's end (review 119: '2100-01-01T00:00:00Z').
+    with pytest.raises(
+        DataValidationError, match="outside the plausible range.*first: '2099-12-31', session '8'"
+    ):
+        read_labels([{"visit": "8", "is_fraud": 1, "cb_date": "2099-12-31"}], spec, "request")
     # A bad label time names its label's session (it named '-'), and mixed kinds are told as labels, not events.
     with pytest.raises(
         DataValidationError, match="label time .* or a date alone .*first: '01/02/2026', session '8'"

@@ -1133,13 +1133,20 @@ def read_labels(labels: list[Mapping[str, Any]], spec: Spec, source: str) -> lis
             {time_key: times[i], s.session_id: str(labels[i][session_key]), s.event_type: "-"} for i in given
         ]
         taken = as_frame(records, lt_spec, source)
+        sent = taken[time_key]
         if taken.schema[time_key] == pl.String:  # a date alone, as label tables may give it
             taken = taken.with_columns(label_day_end(pl.col(time_key)))
         # The events' rules, in a label time's words: a date alone also parses.
         try:
             frame = normalized_events(taken.lazy(), lt_spec, source)
         except DataValidationError as e:
-            raise DataValidationError(str(e).replace(UNPARSED, LABEL_TIME_UNPARSED)) from None
+            said = str(e).replace(UNPARSED, LABEL_TIME_UNPARSED)
+            # The time as sent, not its day's end: "2099-12-31" was quoted as '2100-01-01T00:00:00Z' (review 119).
+            for read, given_as in zip(taken[time_key].to_list(), sent.to_list()):
+                if read != given_as and f"(first: {read!r}" in said:
+                    said = said.replace(f"(first: {read!r}", f"(first: {given_as!r}")
+                    break
+            raise DataValidationError(said) from None
         for i, t in zip(given, frame[S.TS_US].to_list()):
             us[i] = t
     return [Label(str(lb[session_key]), int(lb[label_key]), t) for lb, t in zip(labels, us)]
