@@ -669,6 +669,17 @@ def test_monitoring_reads_the_current_window_against_a_history(entity_run, entit
     assert not {a["field"] for a in report["alerts"]} & {
         f for f in stats if not stats[f].get("alerted", True)
     }
+    assert not [n for n in report["notes"] if "went empty" in n]
+    # A column emptied in the current extract is said as such, not only as its features' PSIs (dogfood 118).
+    emptied = monitor(
+        entity_artifact, scored.with_columns(pl.lit(None, pl.String).alias("device_id")), history=history
+    )
+    assert emptied["entity_null_rate"]["device_id"]["current"] == 1.0
+    assert [
+        n
+        for n in emptied["notes"]
+        if n.startswith("entity column 'device_id' holds a value in 0.0% of the current")
+    ]
     scored.write_parquet(tmp_path / "current.parquet")
     args = ["--artifact", str(entity_artifact), "--current", str(tmp_path / "current.parquet")]
     out = ["--out", str(tmp_path / "monitor"), "--history-events", str(tmp_path / "history.parquet")]

@@ -184,6 +184,14 @@ def notes(report: dict[str, Any], t: dict[str, float]) -> list[str]:
         if as_of is None:
             said += "; where the label table was pulled later, say when (--labels-as-of)"
         small.append(said)
+    for column, rate in (report.get("entity_null_rate") or {}).items():
+        # A column emptied in the extract drifted every feature of it, said only as their PSIs (dogfood 118).
+        had, has = 1 - rate["reference"], 1 - rate["current"]
+        if had > 0 and has <= had / 10:
+            small.append(
+                f"entity column {column!r} holds a value in {has:.1%} of the current events against {had:.1%} of "
+                "the reference's: its features' drift is that it went empty; was it dropped from the extract?"
+            )
     return small + [
         f"{f}: {new['count']:,} value(s) outside the vocabulary, which max_vocab capped in training "
         f"({new['capped']:,} frequent value(s) left out, the most frequent {100 * new['left_out_max_share']:.3g}% "
