@@ -260,7 +260,7 @@ def test_embeddings_of_a_run_feed_the_lightgbm_hybrid(pretrained, tmp_path, capl
         train_into(tmp_path / "o", *SMALL, "model=lightgbm", f"model.embeddings={tmp_path / 'other.parquet'}")
 
 
-def test_embeddings_of_an_artifact_join_by_the_logs_id_column(tmp_path) -> None:
+def test_embeddings_of_an_artifact_join_by_the_logs_id_column(tmp_path, caplog) -> None:
     """``seqfraud embed --artifact`` writes the log's id column in its own type (``sess``, Int64), which the
     hybrid refused as not a file of seqfraud embed (dogfood 24); ids are read as text, as everywhere."""
     from types import SimpleNamespace
@@ -313,6 +313,22 @@ def test_embeddings_of_an_artifact_join_by_the_logs_id_column(tmp_path) -> None:
                 "session_id",
                 "emb_0",
             ]
+    # A supervised run of a fuller label table: it labels sessions this run reads unlabelled (dogfood 123).
+    kept = {
+        "train": pl.DataFrame(
+            {"session_id": ["7", "8"], "label": [None, 1]}, schema_overrides={"label": pl.Int8}
+        )
+    }
+    pl.DataFrame({"session_id": ["7", "8"], "label": [0, 1], "emb_0": [0.7, 0.8]}).write_parquet(
+        tmp_path / "l.parquet"
+    )
+    with caplog.at_level("WARNING", logger="seqfraud.training.embeddings"):
+        with_embeddings(kept, tmp_path / "l.parquet", "sess", prepared)
+    assert "it labels 1 of this run's train sessions that this run reads without a label" in caplog.text
+    # Without a record, the warning says whether a split column checks anything (--artifact files have none).
+    assert (
+        "nothing checks that its encoder read none of this run's validation or test sessions" in caplog.text
+    )
 
 
 @pytest.mark.slow
