@@ -514,36 +514,22 @@ def test_export_with_platt_and_a_cost_policy_on_amounts(trained_run, tmp_path):
     val = pl.read_parquet(trained_run / "predictions" / "val.parquet")
     events = pl.read_parquet(run_input(trained_run, "events"))
     sid = Spec.load(trained_run / "spec.json").schema.session_id
-    events.filter(pl.col(sid).cast(pl.String) != val[S.SESSION_ID].sort()[0]).write_parquet(
-        tmp_path / "e.parquet"
-    )
-    with pytest.raises(
-        ExportError, match=r"1 of the [\d,]+ validation sessions have no event in .*e\.parquet"
+    first = pl.col(sid).cast(pl.String) == val[S.SESSION_ID].sort()[0]
+    # And amounts below 0 (a signed ledger) are named with their column (dogfood 120).
+    signed = events.with_columns(pl.when(first).then(-5.0).otherwise(pl.col(amount)).alias(amount))
+    for frame, says in (
+        (events.filter(~first), r"1 of the [\d,]+ validation sessions have no event in .*e\.parquet"),
+        (signed, rf"amount '{amount}': 1 validation session\(s\) sum to an amount below 0"),
     ):
-        export_run(
-            trained_run,
-            tmp_path / "d",
-            formats=["torchscript"],
-            thresholds=policies,
-            events=str(tmp_path / "e.parquet"),
-        )
-    signed = events.with_columns(
-        pl.when(pl.col(sid).cast(pl.String) == val[S.SESSION_ID].sort()[0])
-        .then(-5.0)
-        .otherwise(pl.col(amount))
-        .alias(amount)
-    )
-    signed.write_parquet(tmp_path / "e.parquet")
-    with pytest.raises(
-        ExportError, match=rf"amount '{amount}': 1 validation session\(s\) sum to an amount below 0"
-    ):
-        export_run(
-            trained_run,
-            tmp_path / "d",
-            formats=["torchscript"],
-            thresholds=policies,
-            events=str(tmp_path / "e.parquet"),
-        )
+        frame.write_parquet(tmp_path / "e.parquet")
+        with pytest.raises(ExportError, match=says):
+            export_run(
+                trained_run,
+                tmp_path / "d",
+                formats=["torchscript"],
+                thresholds=policies,
+                events=str(tmp_path / "e.parquet"),
+            )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "e.parquet"]
 
 

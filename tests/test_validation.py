@@ -924,25 +924,16 @@ def test_events_past_max_len_are_counted_and_said(tmp_path, caplog):
     assert f"so {r['events_not_read']} events" in caplog.text
 
 
-def test_categories_the_training_period_never_had_are_counted_and_said(tmp_path, caplog):
-    """Test traffic moved to a device value training never had: each event read one unknown token, and only
-    the monitor said so."""
+def month_of_sessions(tmp_path, device) -> dict:
+    """The data config of a 30-day log, three events a session a day, whose device column is ``device(day,
+    event)``: training the first 20 days, validation 5, test 5."""
     days = 30
     ev = pl.DataFrame(
         {
             "session_id": [f"s{d:02d}" for d in range(days) for _ in range(3)],
             "timestamp": [T0 + timedelta(days=d, seconds=i) for d in range(days) for i in range(3)],
             "event_type": ["view", "view", "pay"] * days,
-            # training web/app; validation web; the test period a new value on every event but one
-            "device": [
-                ("web" if d % 2 else "app")
-                if d < 20
-                else "web"
-                if d < 25
-                else ("web" if (d, i) == (29, 2) else "tv")
-                for d in range(days)
-                for i in range(3)
-            ],
+            "device": [device(d, i) for d in range(days) for i in range(3)],
             "amount": [1.0] * (3 * days),
         }
     )
@@ -953,6 +944,23 @@ def test_categories_the_training_period_never_had_are_counted_and_said(tmp_path,
         write(ev, tmp_path / "events.parquet"), write(lab.cast({"label": pl.Int8}), tmp_path / "l.parquet")
     )
     cfg["split"] = {"val_start": str(T0 + timedelta(days=20)), "test_start": str(T0 + timedelta(days=25))}
+    return cfg
+
+
+def test_categories_the_training_period_never_had_are_counted_and_said(tmp_path, caplog):
+    """Test traffic moved to a device value training never had: each event read one unknown token, and only
+    the monitor said so."""
+    # training web/app; validation web; the test period a new value on every event but one
+    cfg = month_of_sessions(
+        tmp_path,
+        lambda d, i: (
+            ("web" if d % 2 else "app")
+            if d < 20
+            else "web"
+            if d < 25
+            else ("web" if (d, i) == (29, 2) else "tv")
+        ),
+    )
     prepared = preprocess(cfg, FEATURES, tmp_path / "o")
     shares = json.loads((tmp_path / "o" / REPORT_FILE).read_text())["unknown_shares"]
     assert shares == prepared.report["unknown_shares"]
@@ -970,25 +978,7 @@ def test_categories_the_training_period_never_had_are_counted_and_said(tmp_path,
 
 def test_a_value_spelt_several_ways_in_training_is_said(tmp_path, caplog):
     """A CSV's ``true`` and ``True`` in one column became two tokens, learnt apart, unsaid (dogfood 118)."""
-    days = 30
-    ev = pl.DataFrame(
-        {
-            "session_id": [f"s{d:02d}" for d in range(days) for _ in range(3)],
-            "timestamp": [T0 + timedelta(days=d, seconds=i) for d in range(days) for i in range(3)],
-            "event_type": ["view", "view", "pay"] * days,
-            "device": [
-                ("Web" if d % 3 else "web") if d % 2 else "app" for d in range(days) for _ in range(3)
-            ],
-            "amount": [1.0] * (3 * days),
-        }
-    )
-    lab = pl.DataFrame(
-        {"session_id": [f"s{d:02d}" for d in range(days)], "label": [d % 3 == 0 for d in range(days)]}
-    )
-    cfg = _data_cfg(
-        write(ev, tmp_path / "events.parquet"), write(lab.cast({"label": pl.Int8}), tmp_path / "l.parquet")
-    )
-    cfg["split"] = {"val_start": str(T0 + timedelta(days=20)), "test_start": str(T0 + timedelta(days=25))}
+    cfg = month_of_sessions(tmp_path, lambda d, i: ("Web" if d % 3 else "web") if d % 2 else "app")
     preprocess(cfg, FEATURES, tmp_path / "o")
     said = [r.getMessage() for r in caplog.records if "spelt" in r.getMessage()]
     assert said == [
@@ -1006,23 +996,7 @@ def test_values_spelt_several_ways_are_grouped_by_scorings_rule(tmp_path):
 
     from seqfraud.preprocess import respelt_values
 
-    days = 30
-    ev = pl.DataFrame(
-        {
-            "session_id": [f"s{d:02d}" for d in range(days) for _ in range(3)],
-            "timestamp": [T0 + timedelta(days=d, seconds=i) for d in range(days) for i in range(3)],
-            "event_type": ["view", "view", "pay"] * days,
-            "device": ["web"] * (3 * days),
-            "amount": [1.0] * (3 * days),
-        }
-    )
-    lab = pl.DataFrame(
-        {"session_id": [f"s{d:02d}" for d in range(days)], "label": [d % 3 == 0 for d in range(days)]}
-    )
-    cfg = _data_cfg(
-        write(ev, tmp_path / "e.parquet"), write(lab.cast({"label": pl.Int8}), tmp_path / "l.parquet")
-    )
-    cfg["split"] = {"val_start": str(T0 + timedelta(days=20)), "test_start": str(T0 + timedelta(days=25))}
+    cfg = month_of_sessions(tmp_path, lambda d, i: "web")
     spec = preprocess(cfg, FEATURES, tmp_path / "o").spec
     booleans = replace(spec, vocab=spec.vocab | {"device": ["1", "True", "false", "true", "0", "Web", "web"]})
     assert respelt_values(booleans) == {"device": [["1", "True", "true"], ["false", "0"], ["Web", "web"]]}
