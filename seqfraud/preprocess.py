@@ -592,8 +592,9 @@ def respelt_values(spec: Spec) -> dict[str, list[list[str]]]:
     out = {}
     for field, vocab in spec.vocab.items():
         groups: dict[str, list[str]] = {}
+        booleans = holds_booleans(spec, field)
         for v in vocab:
-            groups.setdefault(spelling(v, holds_booleans(spec, field)), []).append(v)
+            groups.setdefault(spelling(v, booleans), []).append(v)
         if several := [g for g in groups.values() if len(g) > 1]:
             out[field] = several
     return out

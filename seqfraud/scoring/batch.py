@@ -110,13 +110,13 @@ def iter_sequences(
             log.warning(
                 "%s: column %r is null in every row: every event scores as if it had no value", source, c
             )
+    scorer.note_respelt(
+        {c: [v] for i, c in enumerate(texts) if (v := counts[f"__respelt_{i}"].item()) is not None}
+    )
     # A recoding upstream (Y/N for true/false: dogfood 48): many values, several of them new, and none known (one
     # new category alone, a new country's sessions, is traffic, not a recoding: dogfood 50); or far fewer known
     # than in training, one new value or more (one of two upstream systems recoded; a new platform on 29% of the
     # events, unsaid: dogfood 120).
-    scorer.note_respelt(
-        {c: [v] for i, c in enumerate(texts) if (v := counts[f"__respelt_{i}"].item()) is not None}
-    )
     coverage = spec.fit_info.get("vocab_coverage") or {}
     for i, c in enumerate(texts):
         values, known = counts[f"__values_{i}"].item(), counts[f"__known_{i}"].item()

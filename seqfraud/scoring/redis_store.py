@@ -260,8 +260,8 @@ class RedisStore(StateStore):
             members = cast("set[bytes]", self._client.sunion(keys))
         try:
             return {_text(m) for m in members}
-        # Not one this store wrote: a 500 at every event on the value (review 119).
         except UnicodeDecodeError as e:
+            # Not one this store wrote: a 500 at every event on the value (review 119).
             what = "an entity index holds a session id that is not UTF-8"
             raise StoreCorrupt(
                 f"Redis at {self.where}: {what} (read from {len(keys)} keys)", public=what
