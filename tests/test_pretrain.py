@@ -140,6 +140,19 @@ def test_a_pretraining_run_is_not_exported_but_says_what_to_do(pretrained, tmp_p
         export_run(pretrained, tmp_path / "artifact")
 
 
+def test_init_from_a_supervised_run_of_more_labels_is_said(pretrained, tmp_path, caplog) -> None:
+    """A supervised run of the whole label table, fine-tuned on a share of it, read labels the label-scarce run
+    does not have, unsaid (dogfood 123); a pretraining run reads none."""
+    supervised = train_into(tmp_path / "s", *SMALL)
+    with caplog.at_level("WARNING", logger="seqfraud.training.train"):
+        train_into(tmp_path / "f", *SMALL, f"init_from={supervised}", "label_fraction=0.5")
+        assert f"init_from={supervised} is a supervised run that read" in caplog.text
+        caplog.clear()
+        train_into(tmp_path / "p", *SMALL, f"init_from={pretrained}", "label_fraction=0.5")
+        train_into(tmp_path / "same", *SMALL, f"init_from={supervised}")
+    assert "is a supervised run that read" not in caplog.text
+
+
 def test_init_from_refuses_a_run_with_another_spec(pretrained, tmp_path) -> None:
     from seqfraud.errors import ConfigError
 

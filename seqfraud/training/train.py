@@ -428,6 +428,7 @@ def fit_sequence_model(
     extra_callbacks = list(extra_callbacks or [])
     if cfg.get("init_from"):
         load_pretrained(module.net, Path(cfg.init_from), spec, plain(cfg.model), features.get("exclude", []))
+        say_more_labels(Path(cfg.init_from), prepared.datasets["train"])
         if freeze := int(cfg.get("freeze_epochs") or 0):
             extra_callbacks.append(FreezeEncoder(freeze))
             # Read after small_split, which may have set the epochs (a warning from the config's said 8 of 20).
@@ -674,6 +675,30 @@ def load_pretrained(
             "pooled one the classifier reads: fine-tuning from it has done no better than from scratch (README); "
             "pretrain with contrastive, or both objectives",
             run,
+        )
+
+
+def say_more_labels(run: Path, train: Path) -> None:
+    """Warn where ``init_from`` is a supervised run that read more training labels than this fit does (``train``,
+    its labelled sessions): its encoder learnt from labels this run does not have, which a label-scarce comparison
+    then reads unsaid (dogfood 123: a supervised run of the whole label table, fine-tuned on 5% of it)."""
+    metrics = run / rundir.METRICS_FILE
+    recorded = json.loads(metrics.read_text()) if metrics.is_file() else {}
+    theirs = recorded.get("train") or {}
+    if recorded.get("model") == "pretrain" or not isinstance(theirs.get("n"), int):  # it read no labels
+        return
+    ours = int(
+        pl.scan_parquet(shard_files(train)).select(pl.col(S.LABEL).is_not_null().sum()).collect().item()
+    )
+    if theirs["n"] > ours:
+        log.warning(
+            "init_from=%s is a supervised run that read %s training labels (%s frauds), where this fit reads %s: "
+            "its encoder learnt from labels this run does not have; for a label-scarce comparison start from a "
+            "pretraining run (no labels)",
+            run,
+            f"{theirs['n']:,}",
+            f"{theirs.get('positives', 0):,}",
+            f"{ours:,}",
         )
 
 
