@@ -624,10 +624,10 @@ def test_session_length_bins_end_with_the_window_at_its_longest():
     assert length_summary(lengths, spec(256, 1))["longest_window_share"] == pytest.approx(0.2)
 
 
-def test_labels_as_of_leaves_out_the_labels_the_table_dates_later(exported_artifact, caplog):
+def test_labels_as_of_reads_the_labels_the_table_dates_later_as_not_known_then(exported_artifact, caplog):
     """``--labels-as-of`` read every label of a table holding the months after it, though the table dates each
-    one (dogfood 120): a label dated later was not known then, and its session is left out, not read as
-    legitimate under ``on_unlabeled=negative`` (review 122). A table without label times reads as before."""
+    one (dogfood 120): a label dated later was not known then, and is read so, both ways (leaving its session out
+    dropped frauds alone: review 124); the report counts them. A table without label times reads as before."""
     from dataclasses import replace
 
     from seqfraud.data.split import to_epoch_us
@@ -648,14 +648,15 @@ def test_labels_as_of_leaves_out_the_labels_the_table_dates_later(exported_artif
     read = current_labels(table, pl.LazyFrame(), dated, as_of)
     assert read is not None and S.LABEL_TIME_US in read.columns
     with caplog.at_level("INFO", logger="seqfraud.monitoring.inputs"):
-        got = matched_labels(read, events, "labels", dated, as_of)[0]
-    assert got.sort(S.SESSION_ID).rows() == [("a", 1), ("c", 0)]
+        got, _, pending = matched_labels(read, events, "labels", dated, as_of)
+    assert got.sort(S.SESSION_ID).rows() == [("a", 1), ("c", 0)] and pending == {"labels_after_as_of": 1}
     assert "1 label(s) dated after --labels-as-of (column 'known_at') were not known then" in caplog.text
-    # A chargeback file of frauds alone: b's chargeback came after the pull, so b is not yet legitimate.
+    # A chargeback file of frauds alone, no delay: on April 1st b had no chargeback, so it read as legitimate.
     dated.fit_info[ON_UNLABELED] = "negative"
     frauds = current_labels(table.filter(pl.col("label") == 1).drop("label"), pl.LazyFrame(), dated, as_of)
-    got = matched_labels(frauds, events, "labels", dated, as_of)[0]
-    assert got.sort(S.SESSION_ID).rows() == [("a", 1), ("c", 0), ("d", 0)]
+    got, _, pending = matched_labels(frauds, events, "labels", dated, as_of)
+    assert got.sort(S.SESSION_ID).rows() == [("a", 1), ("b", 0), ("c", 0), ("d", 0)]
+    assert pending == {"labels_after_as_of": 1}
     # A table without the label-time column reads as it did (it was refused for the missing column).
     undated = current_labels(table.drop("known_at"), pl.LazyFrame(), dated, as_of)
     assert undated is not None and undated.height == 3 and S.LABEL_TIME_US not in undated.columns

@@ -177,7 +177,7 @@ def notes(report: dict[str, Any], t: dict[str, float]) -> list[str]:
         # A window all within the delay has no figures at all, and --labels-as-of given need not be asked for
         # (dogfood 102).
         if perf.get("n"):
-            said = f"{waiting:,} session(s) of the window {ended}: their chargebacks may still come, so they are left "
+            said = f"{waiting:,} session(s) of the window {ended}: their chargebacks may still come, "
         else:
             said = f"no session of the window is settled: all {waiting:,} {ended}; their chargebacks may still come, "
         said += "so they are left out of the performance figures (data.policy.on_unlabeled=negative)"

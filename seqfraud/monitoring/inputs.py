@@ -212,9 +212,9 @@ def matched_labels(
     raised the fraud rate and the PR-AUC (dogfood 65). The figures are the settled sessions'. ``as_of_us`` (when
     the table was pulled) settles the delay instead of the window's last event: last month's window, monitored
     with the chargebacks of the two months since, left every session out (dogfood 73). A label the table dates after
-    ``as_of_us`` (its label times, where :func:`current_labels` read them) was not known then: its session is left
-    out as unlabelled, or as within the delay under ``on_unlabeled=negative``, not read as legitimate (dogfood 120:
-    every label was read; review 122).
+    ``as_of_us`` (its label times, where :func:`current_labels` read them) was not known then, and is read so: the
+    window's figures as they stood on that date (dogfood 120: every label was read), and their count is in
+    ``pending`` (``labels_after_as_of``).
     """
     sessions = events[S.SESSION_ID].unique()
     where = f"{source}: column {spec.schema.session_id!r}"
@@ -229,33 +229,34 @@ def matched_labels(
             table.height,
             table.filter(~inside)[S.SESSION_ID][0],
         )
-    table, pending = table.filter(inside), {}
-    unknown_then = pl.Series(S.SESSION_ID, [], pl.String)
+    table, pending = table.filter(inside), cast(dict[str, Any], {})
     if S.LABEL_TIME_US in table.columns:
-        if as_of_us is not None:
-            unknown_then = table.filter(pl.col(S.LABEL_TIME_US) > as_of_us)[S.SESSION_ID]
-            if unknown_then.len():
-                log.info(
-                    "%s: %d label(s) dated after --labels-as-of (column %r) were not known then: their sessions are "
-                    "left out",
-                    source,
-                    unknown_then.len(),
-                    spec.schema.label_time,
-                )
-        table = table.drop(S.LABEL_TIME_US)
-    if not spec.absent_is_negative:
-        table = table.filter(~pl.col(S.SESSION_ID).is_in(unknown_then.implode()))
-    else:
+        later = (
+            (pl.col(S.LABEL_TIME_US) > as_of_us).fill_null(False) if as_of_us is not None else pl.lit(False)
+        )
+        if n := int(table.select(later.sum()).item()):
+            # The window as the table stood then, both ways: neither dropped with the session (frauds alone would
+            # go: review 124) nor read as known.
+            log.info(
+                "%s: %d label(s) dated after --labels-as-of (column %r) were not known then, and are read so: an "
+                "unlabelled session, or, under data.policy.on_unlabeled=negative, a legitimate one once its delay "
+                "has run",
+                source,
+                n,
+                spec.schema.label_time,
+            )
+            pending["labels_after_as_of"] = n
+        table = table.filter(~later).drop(S.LABEL_TIME_US)
+    if spec.absent_is_negative:
         settled = sessions
         if (delay := label_delay_us(spec.fit_info.get(LABEL_DELAY))) is not None:
             last = cast(int, events[S.TS_US].max()) if as_of_us is None else as_of_us
             ends = events.group_by(S.SESSION_ID).agg(pl.col(S.TS_US).max())
             settled = ends.filter(pl.col(S.TS_US) <= last - delay)[S.SESSION_ID]
-        settled = settled.filter(~settled.is_in(unknown_then.implode()))
         waiting = table.filter(~pl.col(S.SESSION_ID).is_in(settled.implode()))
         table = table.filter(pl.col(S.SESSION_ID).is_in(settled.implode()))
         if sessions.len() > settled.len():
-            pending = {
+            pending |= {
                 "sessions_within_label_delay": sessions.len() - settled.len(),
                 "frauds_within_label_delay": int((waiting[S.LABEL] == 1).sum()),
                 "label_delay": spec.fit_info.get(LABEL_DELAY),
