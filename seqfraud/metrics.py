@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+
+log = logging.getLogger(__name__)
+# The group of the sessions a typology table leaves out (per_group_metrics).
+UNKNOWN_TYPOLOGY = "unknown"
 
 
 def recall_at_fpr(y: np.ndarray, p: np.ndarray, fpr: float) -> float:
@@ -106,9 +112,10 @@ def per_group_metrics(y, p, groups, negatives_mask=None, **kw) -> dict[str, dict
     """Metrics of each group's positives against all negatives.
 
     A typology is scored as "this kind of fraud versus all legitimate traffic", the way a team reads
-    catch rates per fraud type; ``negatives_mask`` picks the shared negatives (default: label 0). A group whose
-    sessions are mostly labelled legitimate is a legitimate kind (a hard negative) of which label noise made a few
-    fraud: it gets none, where its "recall" of 0.000 read as a missed typology (dogfood 120).
+    catch rates per fraud type; ``negatives_mask`` picks the shared negatives (default: label 0). A group under a
+    fifth of whose sessions are labelled fraud is a legitimate kind (a hard negative) of which label noise made a
+    few fraud: it gets none, where its "recall" of 0.000 read as a missed typology (dogfood 120), and is logged;
+    ``unknown`` (sessions the typology table leaves out) keeps its figures, the frauds it lacks.
     """
     y = np.asarray(y, dtype=np.int64)
     p = np.asarray(p, dtype=np.float64)
@@ -117,7 +124,15 @@ def per_group_metrics(y, p, groups, negatives_mask=None, **kw) -> dict[str, dict
     out = {}
     for g in np.unique(groups):
         pos = (groups == g) & (y == 1)
-        if 2 * pos.sum() <= (groups == g).sum():
+        if not pos.any():
+            continue
+        if g != UNKNOWN_TYPOLOGY and 5 * pos.sum() < (groups == g).sum():
+            log.info(
+                "typology %r: %d of its %d sessions labelled fraud: read as a legitimate kind, without figures",
+                str(g),
+                int(pos.sum()),
+                int((groups == g).sum()),
+            )
             continue
         keep = pos | neg
         out[str(g)] = classification_metrics(y[keep], p[keep], **kw)
