@@ -251,10 +251,7 @@ def leaderboard(
                 # How many sessions and frauds the test figures rest on (a dogfood's ranking rested on 13-19).
                 "test_sessions": test.get("n"),
                 "test_positives": test.get("positives"),
-                # None where its stacker kept LightGBM alone: its sequence model is never run (dogfood 118: 100%).
-                "sequence_reads": None
-                if stacking_kept(run.path) == "aggregates"
-                else (run.metrics.get("sequence_reads") or {}).get("events"),
+                "sequence_reads": (run.metrics.get("sequence_reads") or {}).get("events"),
                 "per_typology": {t: per.get(t, {}).get(rk, nan) for t in typologies},
                 "path": str(run.path),
                 "test_set": (sets or {}).get(run.name, ""),

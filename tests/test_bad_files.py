@@ -552,10 +552,12 @@ def test_a_column_recoded_upstream_is_named_when_scored(scorer, tmp_path, caplog
             scorer, str(_write(tmp_path / "k.parquet", known)), tmp_path / "k_s.parquet", progress=False
         )
         assert f"column '{device}' holds no value" not in caplog.text
-        # One new value alone, however many events carry it, is a new category (dogfood 50: a new country).
+        # One new value alone, however many events carry it, is a new category (dogfood 50: a new country), not
+        # a recoding: said by its share all the same (review 124: on every event it was silent).
         new = many.with_columns(pl.lit("NZ").alias(device))
         score_file(scorer, str(_write(tmp_path / "n.parquet", new)), tmp_path / "n_s.parquet", progress=False)
         assert f"column '{device}' holds no value" not in caplog.text
+        assert f"column '{device}': 0% of its values are ones the model learnt" in caplog.text
         # Half the rows recoded (one of two upstream systems), or a fifth: said with the shares; a few new values
         # are not.
         learnt = scorer.spec.vocab[device][0]

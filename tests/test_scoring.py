@@ -762,6 +762,13 @@ def test_a_learnt_value_spelt_otherwise_is_said_once(exported_artifact, one_sess
         )
     assert caplog.text.count(said) == 1, caplog.text
     caplog.clear()
+    # A frame's path: explanations (and the monitor) score frames too (review 124: they had lost the note).
+    with caplog.at_level(logging.WARNING, logger="seqfraud.scoring.scorer"):
+        Scorer.load(exported_artifact).explain(
+            one_session.with_columns(pl.col("device_type").str.to_uppercase())
+        )
+    assert caplog.text.count(said) == 1, caplog.text
+    caplog.clear()
     online = OnlineScorer(Scorer.load(exported_artifact), MemoryStore())
     with caplog.at_level(logging.WARNING, logger="seqfraud.scoring.scorer"):
         online.events([records[0] | {"device_type": learnt.title() + " "}])

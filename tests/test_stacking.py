@@ -105,6 +105,8 @@ def test_out_of_fold_scores_without_signal_leave_the_baseline_whatever_validatio
     report = json.loads((run / STACKING_REPORT).read_text())
     assert report["chosen"] == "aggregates" and report["sequence_out_of_fold"]["chance_p_value"] > 0.05
     assert report["win_share"] == {"stacked": 1.0, "sequence": 1.0}
+    # It never runs its sequence model: no share of events read (dogfood 118: compare showed 100%).
+    assert "sequence_reads" not in json.loads((run / "metrics.json").read_text())
     assert "no evidence the score carries signal" in caplog.text
     # The log line gives the rule beside the figures: a baseline below a candidate's PR-AUC read as kept for no
     # reason (dogfood 63).

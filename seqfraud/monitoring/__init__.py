@@ -125,12 +125,13 @@ def monitor(
     assert cur.events is not None  # a raw window
     shared = None if ref.events is None else overlap(ref.events, cur.events)
     if shared is not None:
+        span = (
+            f"sessions starting in both from {shared['from']} to {shared['to']}; " if shared["from"] else ""
+        )
         log.warning(
-            "the reference and the current window overlap (sessions starting in both from %s to %s; %d session(s) "
-            "in both): drift compares that traffic with itself, and reads less of it than there is; take a "
-            "reference period before the current one",
-            shared["from"] or "-",
-            shared["to"] or "-",
+            "the reference and the current window overlap (%s%d session(s) in both): drift compares that traffic "
+            "with itself, and reads less of it than there is; take a reference period before the current one",
+            span,
             shared["sessions_in_both"],
         )
     # The run's operating point, recorded at export; artifacts from before that used 1% FPR.

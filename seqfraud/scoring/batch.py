@@ -131,7 +131,7 @@ def iter_sequences(
                 counts[f"__first_{i}"].item(),
                 spec.vocab[c][:5],
             )
-        elif known and known / values < coverage.get(c, 1.0) - RECODED_SHARE_DROP:
+        elif known / values < coverage.get(c, 1.0) - RECODED_SHARE_DROP:  # one new value on every event too
             log.warning(
                 "%s: column %r: %.0f%% of its values are ones the model learnt, against %.0f%% in training: the rest "
                 "read as unknown values. New traffic, or values recoded upstream?",

@@ -178,12 +178,7 @@ class Scorer:
         ):
             return self.score_sequences(column_sequences(columns, self.spec, self.tables), columns)
         frame = as_frame(events, self.spec, source)
-        normalized = normalized_events(frame.lazy(), self.spec, source)
-        if unsaid := [c for c in self.spec.schema.categorical_fields if c not in self._respelt_said]:
-            self.note_respelt(
-                normalized.select(self.respelt_example(c).implode() for c in unsaid).row(0, named=True)
-            )
-        return self.score_normalized(self.in_context(normalized))
+        return self.score_normalized(self.in_context(normalized_events(frame.lazy(), self.spec, source)))
 
     def explain(self, events: Any, *, source: str = "events") -> pl.DataFrame:
         """Each kept event's ``contribution`` to its session's score, by occlusion (see :mod:`seqfraud.scoring.explain`).
@@ -219,6 +214,13 @@ class Scorer:
         self.note_unseen_nan(seqs.tokens)
         if isinstance(events, EventColumns):
             self.note_respelt(events.categorical)
+        elif events is not None:
+            # One example a column, found in Polars: a frame's values are too many to loop over.
+            unsaid = [c for c in events.columns if c in self.tables.respelt and c not in self._respelt_said]
+            if unsaid:
+                self.note_respelt(
+                    events.select(self.respelt_example(c).implode() for c in unsaid).row(0, named=True)
+                )
         raw = self.sequence_scores(seqs)
         if self.stacker is not None:
             if events is None:
@@ -254,8 +256,9 @@ class Scorer:
         """Warn, once per column and scorer, of a value the model never learnt that is a learnt one spelt otherwise
         (``True`` for ``true``, ``1`` for ``true`` in a column of booleans): it reads as an unknown value, where the
         client most likely meant the learnt one. The service moved a score by 0.05 that way, unsaid, where batch
-        scoring warned only of a column without any learnt value (dogfood 118). Per event on the records' path;
-        batch scoring hands it a file's one example (:mod:`~seqfraud.scoring.batch`)."""
+        scoring warned only of a column without any learnt value (dogfood 118). ``categorical``: values per
+        column, which are few (a request's); a frame's or a file's reach it as one example a column
+        (:meth:`respelt_example`)."""
         for column, values in categorical.items():
             if column in self._respelt_said:
                 continue

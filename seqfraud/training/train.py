@@ -1057,7 +1057,10 @@ def fit_and_evaluate(
     if changes:
         metrics["small_split"] = changes  # the sequence fit's schedule, where it was not the config's
     report = prepared.report
-    if cfg.model.kind != "lightgbm" and "events_in_splits" in report:  # a prepared_dir of old lacks the count
+    # A prepared_dir of old lacks the count; a stacker that kept LightGBM alone never runs its sequence model
+    # (dogfood 118: compare showed it reading 100%).
+    reads = cfg.model.kind != "lightgbm" and rundir.stacking_kept(run_dir) != "aggregates"
+    if reads and "events_in_splits" in report:
         # The share of the events the sequence model reads (max_len cuts a long session's earliest): a dogfood's
         # leaderboard showed a transformer that read 17% of them beside LightGBM, which reads all, unsaid.
         metrics["sequence_reads"] = {
