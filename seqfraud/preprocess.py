@@ -236,13 +236,13 @@ ENTITY_NULL_SHARES = "entity_null_shares"
 
 
 def entity_null_shares(datasets: Mapping[str, Path], spec: Spec) -> dict[str, dict[str, float | None]]:
-    """Per entity column and split, the share of the events read without a value in it: its first feature (a
-    count of events, 0 where the value is new) is null there and only there. A column empty in the test period
-    (dogfood 118: a payment token dropped from the extract), or in every row, was unsaid."""
+    """Per entity column and split, the share of the events read without a value in it
+    (:meth:`~seqfraud.features.entities.EntitySpec.presence_feature`). A column empty in the test period (dogfood
+    118: a payment token dropped from the extract), or in every row, was unsaid."""
     entity = spec.entity
     if entity is None:
         return {}
-    return token_shares(datasets, {c: (entity.column_feature_names(c)[0], MISSING) for c in entity.columns})
+    return token_shares(datasets, {c: (entity.presence_feature(c), MISSING) for c in entity.columns})
 
 
 def entity_null_warnings(shares: Mapping[str, Mapping[str, float | None]]) -> list[str]:

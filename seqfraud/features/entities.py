@@ -89,6 +89,11 @@ class EntitySpec:
         others = [c for c in self.columns if c != column]
         return [*ACTIVITY, *[f"distinct_{c}" for c in others], *(RISK if self.risk else ())]
 
+    def presence_feature(self, column: str) -> str:
+        """The feature null exactly where an event has no value in ``column``: its first window's count of events
+        (0, not null, for a value seen first), by which preprocessing and the monitor count a column's nulls."""
+        return S.entity_feature(column, ACTIVITY[0], self.windows[0])
+
     def column_feature_names(self, column: str) -> list[str]:
         windowed = [S.entity_feature(column, k, w) for k in self._kinds(column) for w in self.windows]
         return [*windowed, S.entity_feature(column, FIRST_SEEN), S.entity_feature(column, LAST_SEEN)]

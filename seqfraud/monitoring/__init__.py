@@ -21,14 +21,13 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
 from seqfraud import reports
 from seqfraud import schema as S
 from seqfraud.data.split import to_epoch_us
-from seqfraud.features.entities import EntitySpec
 from seqfraud.features.spec import Spec
 from seqfraud.monitoring.alerts import DEFAULT_THRESHOLDS, alerts, check_thresholds, notes
 from seqfraud.monitoring.inputs import (
@@ -192,12 +191,10 @@ def monitor(
         "thresholds": t,
         "fields": fields,
         "new_categories": new_categories(cur.events, spec),
-        # Each entity column's share of events without a value: its first feature (a count) is null there alone.
-        "entity_null_rate": {
-            c: fields[first]["missing_rate"]
-            for c in (spec.entity.columns if spec.entity else ())
-            if (first := cast(EntitySpec, spec.entity).column_feature_names(c)[0]) in fields
-        },
+        # Each entity column's share of events without a value (EntitySpec.presence_feature).
+        "entity_null_rate": {}
+        if spec.entity is None
+        else {c: fields[spec.entity.presence_feature(c)]["missing_rate"] for c in spec.entity.columns},
         "session_length": {
             "psi": psi(hist["session_length"][0], hist["session_length"][1]),
             "bins": len_bins[:-1].astype(int).tolist(),
