@@ -518,6 +518,59 @@ def test_a_replica_seeds_redis_again_when_it_restarts_empty(
             assert score_as("after") == pytest.approx(seeded, abs=1e-6)
 
 
+def test_a_write_whose_reply_timed_out_holds_its_entity_rows_with_the_state(
+    entity_run, entity_artifact, tmp_path, monkeypatch
+) -> None:
+    """Redis committed a session's write and its reply timed out: the answer was degraded, the state held the
+    events' ids, and their entity rows, a second write, were never stored; every resend then read as repeats,
+    so the shared values showed fewer events online than in batch, for good (dogfood 126). One transaction now."""
+    from dataclasses import replace
+
+    import redis
+    from redis.client import Pipeline
+
+    from seqfraud.scoring.online import OnlineScorer
+    from seqfraud.scoring.redis_store import RedisStore
+    from seqfraud.scoring.scorer import Scorer
+    from tests.redis_server import redis_server
+
+    loaded = Scorer.load(entity_artifact)
+    spec = replace(loaded.spec, schema=replace(loaded.spec.schema, event_id="event_id"))
+    scorer = Scorer(
+        loaded.model,
+        spec,
+        loaded.thresholds,
+        model_version=loaded.model_version,
+        calibration=loaded.calibration,
+    )
+    scored, _, _ = split_log(entity_run)
+    sid = scored["session_id"][0]
+    session = scored.filter(pl.col("session_id") == sid).sort("timestamp").head(3)
+    wired = session.with_columns(pl.col(pl.Datetime).dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ")).to_dicts()
+    records = [r | {"event_id": f"e{i}"} for i, r in enumerate(wired)]
+    execute, lost = Pipeline.execute, []
+
+    def reply_lost(pipe, *args, **kwargs):
+        writes = any(command[0][0] == "SET" for command in pipe.command_stack)
+        done = execute(pipe, *args, **kwargs)
+        if writes and not lost:  # the session's first write: Redis has it, the reply never comes
+            lost.append(done)
+            raise redis.exceptions.TimeoutError("Timeout reading from socket")
+        return done
+
+    with redis_server(tmp_path) as server:
+        store = RedisStore(server.url, timeout_s=5)
+        online = OnlineScorer(scorer, store)
+        with monkeypatch.context() as m:
+            m.setattr(Pipeline, "execute", reply_lost)
+            (first,) = online.events(records)
+        assert lost and first["degraded"] is True
+        (again,) = online.events(records)
+        assert (again["degraded"], again["repeated"], again["n_events"]) == (False, 3, 3)
+        assert len(store.entity_rows([sid])) == 3
+        assert sid in store.sessions_with([[records[0][S.SYNTHETIC_ENTITIES[0]]], [], []])
+
+
 def test_risk_features_need_to_know_when_labels_became_known(tmp_path) -> None:
     from seqfraud.errors import ConfigError
     from seqfraud.preprocess import preprocess

@@ -781,7 +781,7 @@ def test_redis_state_is_shared_and_its_outage_degrades_or_fails_closed(
             assert time.perf_counter() - t0 < 2.0
             assert degraded.status_code == 200 and degraded.json()["results"][0]["degraded"] is True
             # The log says what a client must do: a degraded answer's events were not stored (dogfood 95).
-            assert "and not stored: send them again once the store answers" in caplog.text
+            assert "and not confirmed stored: send them again once the store answers" in caplog.text
             assert b.get(f"/sessions/{records[0]['session_id']}").status_code == 503
     with service_client(gru_artifact, store=RedisStore(server.url), on_store_error="fail") as c:
         refused = c.post("/events", json={"events": records[:1]})

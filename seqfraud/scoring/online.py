@@ -526,11 +526,12 @@ class OnlineScorer:
         # A store seeded with a history (serve --history-events) that an entity model reads: without it (a Redis
         # restarted empty, until the service seeds it again) the entity features would read an empty history.
         self.needs_seed = seeded and self.spec.entity is not None
-        # Their events are not stored: a session answered degraded counts them only once they are sent again.
+        # Their events are not confirmed stored (a write whose reply timed out, or a request's runs before the
+        # failure, may be): a session answered degraded counts them once they are sent again, or already.
         self._degraded = Occasional(
             log,
-            "degraded answers (each request's events scored as a session alone, and not stored: send them again "
-            "once the store answers; event ids make that safe)",
+            "degraded answers (each request's events scored as a session alone, and not confirmed stored: send "
+            "them again once the store answers; event ids make that safe)",
         )
         # A session a model without a stacker held (its latest max_len + 1 events, during a deploy of this one).
         self._partial = Occasional(
@@ -661,7 +662,7 @@ class OnlineScorer:
         lines: list[bytes],
         events: EventColumns,
     ) -> tuple[SessionState, int, int]:
-        """Apply a session's new events to its state, atomically, then record them in the entity history;
+        """Apply a session's new events to its state and record them in the entity history, in one write;
         returns the state, how many of the events were new, and how many repeated an id with other fields."""
         entries = [key_entry(k) for k in keys] if self.spec.schema.event_id is not None else None
         taken: list[int] = []
@@ -699,7 +700,12 @@ class OnlineScorer:
             self._advance(state, [keys[i] for i in new], keyed, _rows(events, new))
             return state.encode()
 
-        self.store.update(sid, change)
+        def history() -> list[EntityRow]:
+            new = events.take(taken)
+            values = zip(*(new.entities[c] for c in cast(EntitySpec, self.spec.entity).columns))
+            return [EntityRow(keys[i], sid, ts, row) for i, ts, row in zip(taken, new.ts_us.tolist(), values)]
+
+        self.store.update(sid, change, None if self.spec.entity is None else history)
         state = latest[0]
         if conflicts:
             log.warning(
@@ -708,12 +714,6 @@ class OnlineScorer:
                 sid,
                 len(conflicts),
                 conflicts[0][3:],
-            )
-        if taken and self.spec.entity is not None:
-            new = events.take(taken)
-            values = zip(*(new.entities[c] for c in self.spec.entity.columns))
-            self.store.add_entity_rows(
-                [EntityRow(keys[i], sid, ts, row) for i, ts, row in zip(taken, new.ts_us.tolist(), values)]
             )
         return state, len(taken), len(conflicts)
 

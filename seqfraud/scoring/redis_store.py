@@ -17,9 +17,9 @@ can share one Redis by giving each its own prefix. The layout, for an operator's
 ``{prefix}seeded`` (set once a history is seeded: its absence tells a replica that Redis lost it) and
 ``{prefix}live`` (set by every replica at start: its absence says Redis came back empty, seeded or not).
 
-What is atomic: :meth:`RedisStore.update` of one session (optimistic locking: WATCH, read, compute, then
-MULTI/EXEC, retried on a conflict), and each :meth:`RedisStore.add_entity_rows` batch (one MULTI/EXEC: a
-reader sees all of it or none). Reads across several sessions are not one snapshot. The entity batch is one
+What is atomic: :meth:`RedisStore.update` of one session with the entity rows of the events it took
+(optimistic locking: WATCH, read, compute, then MULTI/EXEC, retried on a conflict), and each
+:meth:`RedisStore.add_entity_rows` batch (one MULTI/EXEC: a reader sees all of it or none). Reads across several sessions are not one snapshot. The entity batch is one
 transaction over many keys, so this needs one Redis primary (with replicas or Sentinel if wanted), not Redis
 Cluster.
 
@@ -42,6 +42,7 @@ from seqfraud.scoring.state import (
     Change,
     EntityRow,
     Label,
+    Rows,
     SessionLocks,
     StateStore,
     StoreBusy,
@@ -51,6 +52,7 @@ from seqfraud.scoring.state import (
 
 if TYPE_CHECKING:
     import redis
+    from redis.client import Pipeline
 
 SEED_LABELS_PER_CALL = 1_000  # labels one seeding script compares and writes
 
@@ -202,7 +204,7 @@ class RedisStore(StateStore):
     def _key(self, kind: bytes, name: str) -> bytes:
         return self._prefix + kind + _bytes(name)
 
-    def update(self, session_id: str, change: Change) -> bytes | None:
+    def update(self, session_id: str, change: Change, rows: Rows | None = None) -> bytes | None:
         """Optimistic locking, because ``change`` is Python (it scores the event) and cannot run inside Redis:
         WATCH makes EXEC fail when another writer got there first, and ``change`` then runs on the new state.
 
@@ -219,8 +221,10 @@ class RedisStore(StateStore):
                     new = change(current)
                     if new is None:
                         return current  # leaving the pipeline's block UNWATCHes
+                    added = [] if rows is None else rows()
                     pipe.multi()
                     pipe.set(key, new, px=self._ttl_ms)
+                    self._queue_rows(pipe, added)
                     pipe.execute()
                     return new
                 except self._conflict:  # another process wrote the session between our GET and EXEC
@@ -236,21 +240,25 @@ class RedisStore(StateStore):
         return state
 
     def add_entity_rows(self, rows: list[EntityRow]) -> None:
-        touched: set[bytes] = set()
         with self._reachable(), self._client.pipeline(transaction=True) as pipe:
-            for row in rows:
-                rows_key = self._key(b"rows:", row.session_id)
-                pipe.hset(rows_key, _bytes(row.key), _json([row.ts_us, *row.values]))
-                touched.add(rows_key)
-                for column, value in enumerate(row.values):
-                    if value is not None:
-                        index_key = self._key(b"ent:%d:" % column, value)
-                        pipe.sadd(index_key, _bytes(row.session_id))
-                        touched.add(index_key)
-            if self._retention_ms is not None:
-                for key in touched:
-                    pipe.pexpire(key, self._retention_ms)
+            self._queue_rows(pipe, rows)
             pipe.execute()
+
+    def _queue_rows(self, pipe: Pipeline, rows: list[EntityRow]) -> None:
+        """The commands that store ``rows`` and index them by value, queued on a transaction's ``pipe``."""
+        touched: set[bytes] = set()
+        for row in rows:
+            rows_key = self._key(b"rows:", row.session_id)
+            pipe.hset(rows_key, _bytes(row.key), _json([row.ts_us, *row.values]))
+            touched.add(rows_key)
+            for column, value in enumerate(row.values):
+                if value is not None:
+                    index_key = self._key(b"ent:%d:" % column, value)
+                    pipe.sadd(index_key, _bytes(row.session_id))
+                    touched.add(index_key)
+        if self._retention_ms is not None:
+            for key in touched:
+                pipe.pexpire(key, self._retention_ms)
 
     def sessions_with(self, values: Sequence[Iterable[str]]) -> set[str]:
         keys = [self._key(b"ent:%d:" % i, value) for i, column in enumerate(values) for value in column]

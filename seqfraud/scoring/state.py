@@ -136,6 +136,7 @@ def _check_time(value: Any, what: str) -> None:
 
 
 Change = Callable[[bytes | None], bytes | None]
+Rows = Callable[[], list["EntityRow"]]
 
 
 def supersedes(new: Label, held: Label) -> bool:
@@ -152,9 +153,14 @@ class StateStore(ABC):
     """Sessions (atomic read-modify-write), the entity history and labels, shared by everything that scores."""
 
     @abstractmethod
-    def update(self, session_id: str, change: Change) -> bytes | None:
+    def update(self, session_id: str, change: Change, rows: Rows | None = None) -> bytes | None:
         """Apply ``change`` to the session's state atomically and return the state now held; ``change`` returns
-        None to leave the state as it is. It may run more than once (a backend retries on a conflict)."""
+        None to leave the state as it is. It may run more than once (a backend retries on a conflict).
+
+        ``rows``, called once ``change`` gave a new state, are the entity rows of the events it took: stored in
+        the same write, so that a session's taken event ids and their history rows are held together or not at
+        all. As two writes, a timeout between them (or on the first's reply, which Redis had committed) lost the
+        rows for good: a resend's events were repeats, which store nothing (dogfood 126)."""
 
     @abstractmethod
     def get(self, session_id: str) -> bytes | None: ...
@@ -296,12 +302,15 @@ class MemoryStore(StateStore):
                 "stop; choose another --snapshot path"
             ) from None
 
-    def update(self, session_id: str, change: Change) -> bytes | None:
+    def update(self, session_id: str, change: Change, rows: Rows | None = None) -> bytes | None:
         with self._session_lock(session_id):
             current = self.get(session_id)
             new = change(current)
             if new is None:
                 return current
+            added = [] if rows is None else rows()
+            if added:
+                self.add_entity_rows(added)
             with self._lock:
                 self._hold(session_id, (self.clock(), new))
                 self._sessions.move_to_end(session_id)
