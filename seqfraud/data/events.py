@@ -1923,8 +1923,9 @@ INTEGER_TEXT = r"^-?(?:0|[1-9][0-9]*)$"
 # An integer written as a decimal, as text: 3278.0, -7.00.
 DECIMAL_INTEGER = r"^[+-]?[0-9]+\.0*$"
 # An integer as text written otherwise than INTEGER_TEXT: a decimal, zero-padded (03278: terminal and acquirer
-# exports pad), or signed (+3278, -0).
-REWRITTEN_INTEGER = r"^(?:[+-]?[0-9]+\.0*|\+[0-9]+|-?0[0-9]+|-0)$"
+# exports pad), signed (+3278, -0), in other digits than ASCII's (full-width, Arabic-Indic: [^\D0-9]) or with
+# underscores (3_278), the last two as Python's int() reads them (dogfood 126).
+REWRITTEN_INTEGER = r"^(?:[+-]?[0-9]+\.0*|\+[0-9]+|-?0[0-9]+|-0|[+-]?\d*[^\D0-9]\d*|[+-]?\d+(?:_\d+)+)$"
 REWRITTEN = re.compile(REWRITTEN_INTEGER)  # for one value: Python's re and Polars' agree on this pattern
 
 
