@@ -301,9 +301,16 @@ def test_live_entity_features_equal_the_batch_features(entity_run, entity_artifa
             pl.col("label").cast(pl.Boolean),
             pl.col(S.SYNTHETIC_LABEL_TIME),  # /labels takes the label table's names
         )
-        two = client.post("/labels", json={"labels": [{"session_id": "s", "label": 2}]})
+        untimed = {S.SYNTHETIC_LABEL_TIME: None}  # null: not known; left out, refused (dogfood 126)
+        two = client.post("/labels", json={"labels": [{"session_id": "s", "label": 2} | untimed]})
         assert two.status_code == 422 and "labels[0].label: expected 0 or 1 (or a boolean), got 2" in two.text
-        both = client.post("/labels", json={"labels": [{"session_id": "s", "label": v} for v in (1, 0)]})
+        forgot = client.post("/labels", json={"labels": [{"session_id": "s", "label": 1}]})
+        assert (
+            forgot.status_code == 422 and f"labels[0].{S.SYNTHETIC_LABEL_TIME}: Field required" in forgot.text
+        )
+        both = client.post(
+            "/labels", json={"labels": [{"session_id": "s", "label": v} | untimed for v in (1, 0)]}
+        )
         assert (
             both.status_code == 422 and "1 session(s) listed with conflicting labels, e.g. 's'" in both.text
         )

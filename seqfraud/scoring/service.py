@@ -344,7 +344,7 @@ def online_request_models(spec: Spec, limits: Limits) -> tuple[TypeAdapter, Type
         fields[s.event_id] = Required[types.optional_id]
     event: Any = with_config(FORBID)(_dynamic_typed_dict("OnlineEvent", fields))
     session_key, label_key, time_key = label_keys(s)
-    label_time: Any = Annotated[types.timestamp | None, Field(default=None)]
+    label_time: Any = types.timestamp | None  # no default: a default makes even a Required key optional
     if not s.label_time and spec.entity is not None:
         # Read to be refused with the reason (online.read_labels), and said to be no field of this model's: the
         # schema and the unknown-field error listed it as one, which the request then found refused (dogfood 109).
@@ -365,7 +365,10 @@ def online_request_models(spec: Spec, limits: Limits) -> tuple[TypeAdapter, Type
             {
                 session_key: Required[types.session],
                 label_key: Required[LABEL],
-                time_key: NotRequired[label_time],
+                # Required where the model reads label times (null: not known), as an entity column is: a feed
+                # that left it out had its frauds read by the risk features only a label delay later, unsaid
+                # (dogfood 126).
+                time_key: Required[label_time] if s.label_time else NotRequired[label_time],
             },
         )
     )
