@@ -26,7 +26,7 @@ from seqfraud.features.spec import Spec
 from seqfraud.models.sequence import ModelConfig, SessionClassifier
 from seqfraud.training.module import SessionRiskModule
 from seqfraud.training.train import check_settings, checked_model, model_config, train
-from tests.conftest import compose_train
+from tests.conftest import compose_train, train_into
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "seqfraud" / "conf"
@@ -634,6 +634,20 @@ def test_unusable_splits_are_refused_before_the_fit(smoke_run, tmp_path, caplog)
     with caplog.at_level("WARNING", logger="seqfraud.data.split"):
         check_splits(few, None, supervised=True)
     assert "validation holds 2 positive session(s)" in caplog.text
+
+
+def test_a_training_that_diverges_is_said_as_such(tmp_path):
+    """Scores that are not numbers ended in sklearn's "Input contains NaN" and a traceback (dogfood 125): a user
+    error, naming the learning rate."""
+    from seqfraud.errors import ConfigError
+
+    overrides = ["+experiment=smoke", "model=small", "optim.lr=1e6", "data.synthetic.sessions=300"]
+    with pytest.raises(
+        ConfigError,
+        match=r"training diverged: \d+ of the \d+ val scores are not numbers after epoch 0: "
+        r"lower optim.lr \(now 1000000",
+    ):
+        train_into(tmp_path, *overrides, "trainer.max_epochs=1")
 
 
 def test_a_logger_given_as_a_value_is_refused_before_preprocessing(tmp_path):

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seqfraud.errors import ConfigError
 from seqfraud.metrics import classification_metrics
 from seqfraud.models.pretrain import PretrainNet
 from seqfraud.models.sequence import ModelConfig, SessionClassifier
@@ -89,6 +90,14 @@ class SessionRiskModule(pl.LightningModule):
             prob, lab = (np.concatenate(t) for t in zip(*gathered))
         if not len(lab):
             return
+        if not np.isfinite(
+            prob
+        ).all():  # sklearn's metrics failed on them with "Input contains NaN" (dogfood 125)
+            raise ConfigError(
+                f"training diverged: {int((~np.isfinite(prob)).sum()):,} of the {len(prob):,} {stage} scores are "
+                f"not numbers after epoch {self.current_epoch}: lower optim.lr (now {self.hparams['optim']['lr']}), "
+                "or train in full precision (trainer.precision=32-true) where a half precision overflowed"
+            )
         metrics = classification_metrics(lab, prob, **self.hparams["metrics"])
         for k, v in metrics.items():
             if k not in ("n", "positives"):
