@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import subprocess
 import sys
@@ -243,9 +244,10 @@ def test_export_refuses_missing_events_existing_out_and_unknown_format(trained_r
         export_run(tmp_path / "nowhere", tmp_path / "d")
 
 
-def test_export_overwrite_replaces_the_old_artifact_and_signs(trained_run, tmp_path):
+def test_export_overwrite_replaces_the_old_artifact_and_signs(trained_run, tmp_path, caplog):
     """And only an artifact, or an empty folder: a scores file given as out was replaced, a hidden copy of it left
-    (dogfood 55); an empty folder (one a user made) is no loss (review 58)."""
+    (dogfood 55); an empty folder (one a user made) is no loss (review 58). An unsigned export is said of the
+    artifact, once: it was said of the temporary folder the export renames (dogfood 125)."""
     (tmp_path / "scores.parquet").write_text("scores")
     (tmp_path / "folder").mkdir()
     (tmp_path / "folder" / "x").write_text("x")
@@ -256,15 +258,22 @@ def test_export_overwrite_replaces_the_old_artifact_and_signs(trained_run, tmp_p
             export_run(trained_run, tmp_path / other, formats=["torchscript"], overwrite=True)
     assert (tmp_path / "scores.parquet").read_text() == "scores"
     (tmp_path / "empty").mkdir()
-    assert (
-        export_run(trained_run, tmp_path / "empty", formats=["torchscript"], overwrite=True) / MANIFEST_FILE
-    ).is_file()
+    with caplog.at_level(logging.WARNING, logger="seqfraud.export.artifact"):
+        assert (
+            export_run(trained_run, tmp_path / "empty", formats=["torchscript"], overwrite=True)
+            / MANIFEST_FILE
+        ).is_file()
+    assert [r.getMessage().partition(": ")[0] for r in caplog.records if "UNSIGNED" in r.getMessage()] == [
+        str(tmp_path / "empty")
+    ]
+    caplog.clear()
     out = tmp_path / "a"
     out.mkdir()
     (out / "stale").write_text("x")
     (out / MANIFEST_FILE).write_text("{}")  # an earlier artifact
     private, public = generate_keypair(tmp_path / "keys")
     export_run(trained_run, out, formats=["torchscript"], overwrite=True, sign_key=private)
+    assert "UNSIGNED" not in caplog.text
     assert _leftovers(out) == sorted(
         [CALIBRATION_FILE, MANIFEST_FILE, SIGNATURE_FILE, "model.ts", "embed.ts", RELIABILITY_FILE, SPEC_FILE]
     )

@@ -382,16 +382,18 @@ def open_artifact(
     *,
     verify_key: KeySource | Iterable[KeySource] | None = None,
     require_signed: bool = False,
+    say_unsigned: bool = True,
 ) -> Artifact:
     """Verify the signature, the manifest and every file, before anything is deserialized.
 
     ``verify_key``: public key file(s) or keys. With one, the artifact must carry a valid signature by
     one of them. Without one, an artifact loads with a logged warning (its hashes catch corruption, not
-    tampering), unless ``require_signed`` refuses it.
+    tampering; ``say_unsigned=False``: its exporter, which says it of the published folder), unless
+    ``require_signed`` refuses it.
     """
     root = Path(path).expanduser()
     raw = _read_manifest(root)
-    signer = _check_signature(root, raw, verify_key, require_signed)
+    signer = _check_signature(root, raw, verify_key, require_signed, say_unsigned)
     manifest, spec = _checked(root, raw)
     return Artifact(path=root, manifest=manifest, spec=spec, signer=signer)
 
@@ -439,7 +441,18 @@ def sign_artifact(
     return signature["key_id"]
 
 
-def _check_signature(root: Path, raw: bytes, verify_key: Any, require_signed: bool) -> str | None:
+def say_unsigned_artifact(root: Path) -> None:
+    log.warning(
+        "%s: UNSIGNED artifact: its hashes catch corruption, not tampering; anyone who can write it can change "
+        "its thresholds or model. For production, export with sign_key= and serve with --verify-key and "
+        "--require-signed (see SECURITY.md)",
+        root,
+    )
+
+
+def _check_signature(
+    root: Path, raw: bytes, verify_key: Any, require_signed: bool, say_unsigned: bool = True
+) -> str | None:
     """The id of the key that signed ``raw``, None if no key is configured; refuses every other case."""
     sig_path = root / SIGNATURE_FILE
     signed = sig_path.exists() or sig_path.is_symlink()
@@ -460,13 +473,8 @@ def _check_signature(root: Path, raw: bytes, verify_key: Any, require_signed: bo
                 root,
                 VERIFY_KEY_ENV,
             )
-        else:
-            log.warning(
-                "%s: UNSIGNED artifact: its hashes catch corruption, not tampering; anyone who can write it "
-                "can change its thresholds or model. For production, export with sign_key= and serve with "
-                "--verify-key and --require-signed (see SECURITY.md)",
-                root,
-            )
+        elif say_unsigned:
+            say_unsigned_artifact(root)
         return None
     if not signed:
         raise ArtifactError(

@@ -47,6 +47,7 @@ from seqfraud.export.artifact import (
     input_schema,
     open_artifact,
     save_step,
+    say_unsigned_artifact,
     sha256,
     sign_artifact,
 )
@@ -314,11 +315,13 @@ def export_run(
         (tmp / MANIFEST_FILE).write_bytes(canonical_json(manifest))
         if private_key is not None:
             sign_artifact(tmp, private_key)
-        # What serving will do, before anyone can see the artifact.
+        # What serving will do, before anyone can see the artifact (an unsigned one is said of `out`, below: its
+        # warning named the temporary folder, gone once the export ends: dogfood 125).
         artifact = open_artifact(
             tmp,
             verify_key=private_key.public_key() if private_key is not None else None,
             require_signed=private_key is not None,
+            say_unsigned=False,
         )
         for fmt in formats:
             artifact.load_model(fmt)
@@ -330,6 +333,8 @@ def export_run(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if artifact.signer is None:
+        say_unsigned_artifact(out)
     log.info(
         "exported %s to %s (formats %s%s, end-to-end max |diff| %.2g, %s)",
         run_id,
