@@ -534,13 +534,8 @@ class Stacker:
     @classmethod
     def from_text(cls, text: str, spec: Spec) -> Stacker:
         """The booster of LightGBM's text format; ValueError if the text is not one."""
-        try:
-            import lightgbm
-        except ImportError as e:
-            raise ImportError(
-                "this artifact stacks LightGBM on the sequence model: install lightgbm "
-                "(pip install 'seqfraud[serve]' or 'seqfraud[train]')"
-            ) from e
+        import lightgbm
+
         try:
             booster = lightgbm.Booster(model_str=text)
         except lightgbm.basic.LightGBMError as e:

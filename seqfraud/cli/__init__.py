@@ -48,7 +48,6 @@ EXTRA_OF_MODULE = {
             "omegaconf",
             "optuna",
             "wandb",
-            "lightgbm",
             "sklearn",
             "matplotlib",
             "psutil",
