@@ -261,13 +261,13 @@ def _case(name: str, sessions, s) -> tuple[str, object, int, str]:
             "/score",
             {"events": [e[0]] * (LIMITS.max_events_per_session + 1)},
             422,
-            "events: List should have at most 200 items",
+            "events: List should have at most 200 items after validation, not 201 (--max-events-per-session)",
         ),
         "too many sessions": (
             "/score/batch",
             {"sessions": [{"events": [e[0]]}] * (LIMITS.max_sessions_per_batch + 1)},
             422,
-            "sessions: List should have at most 5 items",
+            "sessions: List should have at most 5 items after validation, not 6 (--max-sessions-per-batch)",
         ),
         "body too large": ("/score", b" " * (LIMITS.max_body_bytes + 1), 413, "exceeds the limit"),
     }

@@ -184,7 +184,7 @@ def _typed(expected: str, *types: type, nullable: bool = False, max_chars: int) 
         ):
             if isinstance(value, str) and len(value) > max_chars:
                 raise PydanticCustomError(
-                    "too_long",
+                    "value_too_long",
                     "a string of {n} characters; at most {limit} (--max-value-chars)",
                     {"n": f"{len(value):,}", "limit": f"{max_chars:,}"},
                 )
@@ -476,6 +476,14 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return out
 
 
+# The request lists whose length a flag bounds (pydantic's "too_long": a list's max_length).
+_LIST_LIMITS = {
+    "events": "--max-events-per-session",
+    "sessions": "--max-sessions-per-batch",
+    "labels": "--max-sessions-per-batch",
+}
+
+
 def _where(loc: tuple) -> str:
     path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
     return path or "body"
@@ -519,7 +527,11 @@ def parse(validator: TypeAdapter, body: bytes) -> dict[str, Any]:
                 )
             else:
                 more_like = f" (and in {len(group) - 1} more like it)" if len(group) > 1 else ""
-                said.append(f"{_where(group[0]['loc'])}: {group[0]['msg']}{more_like}")
+                # A list past its limit names the flag that sets it, as a long value does (dogfood 128).
+                flag = _LIST_LIMITS.get(group[0]["loc"][-1]) if group[0]["type"] == "too_long" else None
+                said.append(
+                    f"{_where(group[0]['loc'])}: {group[0]['msg']}{f' ({flag})' if flag else ''}{more_like}"
+                )
         more = len(said) - 10
         detail = "; ".join(said[:10]) + (f" (and {more} more)" if more > 0 else "")
         raise RequestError(
