@@ -173,6 +173,16 @@ def test_label_table_label_time_outside_the_range(tmp_path):
         "(first: 2150-01-01 00:00:00, session 's2')",
         labels=lab,
     )
+    # A date alone inside the range whose day ends past it: said why (dogfood 126).
+    lab = write(labels([None, "2099-12-31", None]), tmp_path / "dated.parquet")
+    fails(
+        ev,
+        lab,
+        "outside the plausible range 1990-01-01 to 2100-01-01 (data.schema.timestamp_range); a date alone "
+        "counts from the end of its day, the next midnight UTC",
+        "(first: '2099-12-31', session 's2')",
+        labels=lab,
+    )
 
 
 def test_label_time_on_events_that_does_not_parse_or_is_out_of_range(tmp_path):

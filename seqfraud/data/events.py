@@ -644,6 +644,8 @@ def out_of_range_text(
     in another unit are the usual cause. ``value`` names what is out of range (a timestamp, a label time)."""
     start, end = schema.timestamp_range
     what = f"have a {value} outside the plausible range {start} to {end} (data.schema.timestamp_range)"
+    if value == "label time":  # 2099-12-31 read as outside a range to 2100-01-01, unexplained (dogfood 126)
+        what += "; a date alone counts from the end of its day, the next midnight UTC"
     if epoch_unit in _UNIT_NAMES:
         what += (
             f"; integer epochs are read as {_UNIT_NAMES[epoch_unit]} ({unit_origin}), so epochs in another "
