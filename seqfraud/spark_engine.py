@@ -62,6 +62,7 @@ from seqfraud.data.events import (
     zoned_report,
 )
 from seqfraud.data.shards import ROW_GROUP_SESSIONS, SHARD_GLOB, shard_name
+from seqfraud.errors import ConfigError
 from seqfraud.features.entities import BUSIEST_ENTITY_VALUES, EntitySpec, column_features
 from seqfraud.features.spec import FIRST_ID, MISSING, NAN, UNKNOWN, VALUE_STEPS, Spec, value_pieces
 from seqfraud.features.tokens import FitStats, quantile_rank
@@ -74,6 +75,12 @@ _PREV_US, _NEWEST = "__prev_us", "__newest"
 _EVENTS = "__events"
 _N_EVENTS = "__n_events"
 _MONO_BITS = 33  # monotonically_increasing_id(): partition index << 33 | row position within the partition
+
+
+# The masters SparkContext takes (its own check fails inside the JVM, unsaid).
+SPARK_MASTER = re.compile(
+    r"^(?:local(?:\[(?:\*|\d+)(?:\s*,\s*\d+)?\])?|local-cluster\[.+\]|yarn|(?:spark|k8s|mesos)://.+)$"
+)
 
 
 class SparkEngine:
@@ -89,12 +96,20 @@ class SparkEngine:
         app_name: str = "seqfraud-preprocess",
         conf: Mapping[str, Any] | None = None,
     ):
+        if master and not SPARK_MASTER.match(str(master)):
+            # Spark's own refusal came as a Java stack trace ending "Java gateway process exited" (dogfood 125).
+            raise ConfigError(
+                f"preprocess.spark.master={master!r} is no Spark master: local, local[N] or local[*], yarn, "
+                "spark://HOST:PORT, k8s://URL, local-cluster[...]; or null under spark-submit"
+            )
         self.master, self.app_name, self.conf = master, app_name, dict(conf or {})
 
     @functools.cached_property
     def spark(self) -> SparkSession:
         """Started on first use, so that an input Spark cannot read is refused before its seconds of start-up."""
-        builder = SparkSession.builder.appName(self.app_name)
+        # Spark's progress bar shares stderr's line with what follows it: an error line after it was no line of
+        # its own, and grep '^error:' missed it (dogfood 125); conf may turn it on again.
+        builder = SparkSession.builder.appName(self.app_name).config("spark.ui.showConsoleProgress", "false")
         if self.master:
             builder = builder.master(self.master)
         for key, value in self.conf.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -521,6 +522,29 @@ def test_both_engines_refuse_repeated_event_ids_alike(tmp_path):
     message = _error(data, tmp_path / "polars", {"engine": "polars"})
     assert message == _error(data, tmp_path / "spark", SPARK)
     assert "column 'tx':" in message and "repeat the id of an earlier event of their session" in message
+
+
+def test_a_master_spark_cannot_take_is_refused_before_spark_starts():
+    """Spark's own refusal was a Java stack trace that ended "Java gateway process exited" (dogfood 125)."""
+    from seqfraud.errors import ConfigError
+    from seqfraud.spark_engine import SparkEngine
+
+    for master in ("bogus", "local[x]", "spark://", "local 2"):
+        with pytest.raises(
+            ConfigError, match=f"preprocess.spark.master='{re.escape(master)}' is no Spark master"
+        ):
+            SparkEngine(master=master)
+    for master in (
+        "local",
+        "local[2]",
+        "local[*]",
+        "local[4, 3]",
+        "yarn",
+        "spark://host:7077",
+        "k8s://https://h",
+        None,
+    ):
+        assert "spark" not in vars(SparkEngine(master=master))  # taken, not started
 
 
 def test_a_csv_is_refused_before_spark_starts(tmp_path):
