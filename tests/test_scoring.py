@@ -780,6 +780,11 @@ def test_a_learnt_value_spelt_otherwise_is_said_once(exported_artifact, one_sess
     spec.vocab["device_type"] = ["false", "true"]
     assert token_tables(spec).respelt["device_type"] == (True, {"false": "false", "true": "true"})
     assert spelling(" 1", True) == "true" and spelling("1") == "1"
+    # Unicode's compatibility forms too, on both paths: full-width letters, an accent as a mark (dogfood 128).
+    assert spelling("cafe\u0301") == spelling("caf\u00e9")
+    wide = "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in learnt)
+    frame = pl.DataFrame({"device_type": ["never-learnt", wide]})
+    assert frame.select(Scorer.load(exported_artifact).respelt_example("device_type")).item() == wide
 
 
 def test_nan_a_model_never_saw_is_warned_of_once(scorer, one_session, caplog):

@@ -1001,6 +1001,11 @@ def test_values_spelt_several_ways_are_grouped_by_scorings_rule(tmp_path):
     booleans = replace(spec, vocab=spec.vocab | {"device": ["1", "True", "false", "true", "0", "Web", "web"]})
     assert respelt_values(booleans) == {"device": [["1", "True", "true"], ["false", "0"], ["Web", "web"]]}
     assert respelt_values(replace(spec, vocab=spec.vocab | {"device": ["1", "true", "web"]})) == {}
+    # Values alike but for Unicode's forms: an accent as a mark of its own, full-width letters (dogfood 128).
+    unicode = {"device": ["caf\u00e9", "cafe\u0301", "app", "\uff41\uff50\uff50"]}
+    assert respelt_values(replace(spec, vocab=spec.vocab | unicode)) == {
+        "device": [["caf\u00e9", "cafe\u0301"], ["app", "\uff41\uff50\uff50"]]
+    }
 
 
 def test_a_log_of_one_event_sessions_is_said_with_its_repeated_ids(tmp_path, caplog):

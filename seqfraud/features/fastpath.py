@@ -8,6 +8,7 @@ test and every export's end-to-end check hold it equal to :func:`~seqfraud.featu
 from __future__ import annotations
 
 import itertools
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -34,9 +35,10 @@ class TokenTables:
 
 
 def spelling(value: str, booleans: bool = False) -> str:
-    """A value as a client may have respelt it: case and the spaces at its ends aside, and in a column of
-    booleans (:func:`holds_booleans`) 1 and 0 for true and false, as JSON's 1 reads."""
-    key = value.strip().casefold()
+    """A value as a client may have respelt it: case, the spaces at its ends and Unicode's compatibility forms
+    aside (NFKC: "café" typed with its accent as a mark of its own, full-width letters, a no-break space: dogfood
+    128), and in a column of booleans (:func:`holds_booleans`) 1 and 0 for true and false, as JSON's 1 reads."""
+    key = unicodedata.normalize("NFKC", value).strip().casefold()
     return {"1": "true", "0": "false"}.get(key, key) if booleans else key
 
 
