@@ -1924,10 +1924,17 @@ def integer_ids(
 INTEGER_TEXT = r"^-?(?:0|[1-9][0-9]*)$"
 # An integer written as a decimal, as text: 3278.0, -7.00.
 DECIMAL_INTEGER = r"^[+-]?[0-9]+\.0*$"
+# Digits other than ASCII's that Python's int() reads, named one by one: full-width, Arabic-Indic, extended
+# Arabic-Indic, Devanagari. A pattern's \d is Unicode's digits, and Python's re and Polars' regex know different
+# Unicode versions (review 130).
+OTHER_DIGITS = r"\uFF10-\uFF19\u0660-\u0669\u06F0-\u06F9\u0966-\u096F"
 # An integer as text written otherwise than INTEGER_TEXT: a decimal, zero-padded (03278: terminal and acquirer
-# exports pad), signed (+3278, -0), in other digits than ASCII's (full-width, Arabic-Indic: [^\D0-9]) or with
-# underscores (3_278), the last two as Python's int() reads them (dogfood 126).
-REWRITTEN_INTEGER = r"^(?:[+-]?[0-9]+\.0*|\+[0-9]+|-?0[0-9]+|-0|[+-]?\d*[^\D0-9]\d*|[+-]?\d+(?:_\d+)+)$"
+# exports pad), signed (+3278, -0), in OTHER_DIGITS or with underscores (3_278), the last two as int() reads
+# them (dogfood 126).
+REWRITTEN_INTEGER = (
+    r"^(?:[+-]?[0-9]+\.0*|\+[0-9]+|-?0[0-9]+|-0"
+    rf"|[+-]?[0-9{OTHER_DIGITS}]*[{OTHER_DIGITS}][0-9{OTHER_DIGITS}]*|[+-]?[0-9]+(?:_[0-9]+)+)$"
+)
 REWRITTEN = re.compile(REWRITTEN_INTEGER)  # for one value: Python's re and Polars' agree on this pattern
 
 
