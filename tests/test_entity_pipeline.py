@@ -578,6 +578,40 @@ def test_a_write_whose_reply_timed_out_holds_its_entity_rows_with_the_state(
         assert sid in store.sessions_with([[records[0][S.SYNTHETIC_ENTITIES[0]]], [], []])
 
 
+def test_a_session_whose_write_failed_is_answered_degraded_whatever_its_later_runs(
+    entity_run, entity_artifact
+) -> None:
+    """With entity features a request's runs are writes of their own: a session's later run, written past the
+    one that failed, answered it healthy, and nothing said which events to resend (review 130). Its later runs
+    are not tried now, and the answer stays degraded until the events are sent again."""
+    from seqfraud.scoring.online import OnlineScorer
+    from seqfraud.scoring.scorer import Scorer
+    from seqfraud.scoring.state import MemoryStore, StoreUnavailable
+
+    class FirstWriteFails(MemoryStore):
+        writes = 0
+
+        def update(self, session_id, change, rows=None):
+            self.writes += 1
+            if self.writes == 1:
+                raise StoreUnavailable("a slow reply", public="a slow reply")
+            return super().update(session_id, change, rows)
+
+    scored, _, _ = split_log(entity_run)
+    a, b = scored["session_id"].unique(maintain_order=True).to_list()[:2]
+    wire = scored.with_columns(pl.col(pl.Datetime).dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ")).sort("timestamp")
+    first_a, second_a = wire.filter(pl.col("session_id") == a).head(2).to_dicts()
+    first_b = wire.filter(pl.col("session_id") == b).row(0, named=True)
+    store = FirstWriteFails()
+    online = OnlineScorer(Scorer.load(entity_artifact), store)
+    answers = {r["session_id"]: r for r in online.events([first_a, first_b, second_a])}
+    assert (answers[a]["degraded"], answers[a]["n_events"]) == (True, 2)
+    assert (answers[b]["degraded"], answers[b]["n_events"]) == (False, 1)
+    assert store.entity_rows([a]) == [] and online.session(a) is None
+    (again,) = online.events([first_a, second_a])
+    assert (again["degraded"], again["n_events"], len(store.entity_rows([a]))) == (False, 2, 2)
+
+
 def test_risk_features_need_to_know_when_labels_became_known(tmp_path) -> None:
     from seqfraud.errors import ConfigError
     from seqfraud.preprocess import preprocess

@@ -580,7 +580,10 @@ class OnlineScorer:
             lost = self.needs_seed and not self.store.holds_seed()
         except StoreUnavailable:
             lost = False  # each session's update below meets the same outage and answers for it
+        failed: set[str] = set()
         for sid, rows in segments(sids, self.spec.entity is not None):
+            if sid in failed:  # its answer is degraded, from all its events: a later run stored past a gap
+                continue  # and was answered healthy, hiding the events to resend (review 130)
             try:
                 if lost:
                     lost_seed = "the store lost the history seeded at start; the service seeds it again"
@@ -598,6 +601,7 @@ class OnlineScorer:
                 self._degraded.note(e)
                 mine = [records[i] for i, other in enumerate(sids) if other == sid]
                 results[sid] = self._alone(sid, mine, source)
+                failed.add(sid)
                 continue
             earlier = results.get(sid, {})
             repeated = len(rows) - taken + earlier.get("repeated", 0)

@@ -19,9 +19,10 @@ can share one Redis by giving each its own prefix. The layout, for an operator's
 
 What is atomic: :meth:`RedisStore.update` of one session with the entity rows of the events it took
 (optimistic locking: WATCH, read, compute, then MULTI/EXEC, retried on a conflict), and each
-:meth:`RedisStore.add_entity_rows` batch (one MULTI/EXEC: a reader sees all of it or none). Reads across several sessions are not one snapshot. The entity batch is one
-transaction over many keys, so this needs one Redis primary (with replicas or Sentinel if wanted), not Redis
-Cluster.
+:meth:`RedisStore.add_entity_rows` batch (one MULTI/EXEC: a reader sees all of it or none; Redis rolls back
+no command that fails inside one, as on a key of another type: a damaged store). Reads across several sessions
+are not one snapshot. The entity batch is one transaction over many keys, so this needs one Redis primary (with
+replicas or Sentinel if wanted), not Redis Cluster.
 
 A Redis that is down, hung, still loading or read-only (a replica after failover) surfaces as
 :class:`~seqfraud.scoring.state.StoreUnavailable` within about ``timeout_s``, never as a hung request: the
