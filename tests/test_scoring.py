@@ -241,6 +241,7 @@ def test_bad_input_names_the_column_and_the_row_count(scorer, one_session):
         ([{amount: "12.5"}], f"'{amount}': values of types \\['str'\\].*expected numbers"),
         # A boolean read as 1.0 here, where a frame's Boolean column and POST /score refuse it (dogfood 128).
         ([{amount: 2.0}, {amount: True}], f"'{amount}': 1 event\\(s\\) hold a boolean \\(first: event 1\\)"),
+        ([{amount: np.True_}], f"'{amount}': 1 event\\(s\\) hold a boolean \\(first: event 0\\)"),
         ([1, 2], "2 event\\(s\\) are not objects"),
         # pandas' missing value in a text column (a notebook's df.to_dict("records")): said as such.
         (

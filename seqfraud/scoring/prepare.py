@@ -145,11 +145,10 @@ def _records_frame(records: Sequence[Any], spec: Spec, source: str) -> pl.DataFr
                     f"{source}: column {c!r}: {len(huge):,} event(s) hold an integer outside the signed 128-bit "
                     f"range (first: event {huge[0]}, of {values[huge[0]].bit_length():,} bits); send such ids as text"
                 )
-        if (
-            c in s.numerical and bool in kinds
-        ):  # a Float64 series reads True as 1.0; a Boolean column is refused
-            first = next(i for i, v in enumerate(values) if type(v) is bool)
-            n = sum(type(v) is bool for v in values)
+        # A Float64 series reads True (numpy's too: review 130) as 1.0, where a Boolean column is refused.
+        if c in s.numerical and kinds & {bool, np.bool_}:
+            first = next(i for i, v in enumerate(values) if isinstance(v, (bool, np.bool_)))
+            n = sum(isinstance(v, (bool, np.bool_)) for v in values)
             raise DataValidationError(
                 f"{source}: column {c!r}: {n:,} event(s) hold a boolean (first: event {first}); expected a number"
             )
