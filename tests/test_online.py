@@ -972,6 +972,17 @@ def test_labels_are_read_in_the_label_tables_column_names() -> None:
         read_labels([*mixed, {"visit": "9", "is_fraud": 1, "cb_date": 1_704_067_201_000}], spec, "request")
     with pytest.raises(Exception, match="session_id"):
         validator.validate_python({"labels": [{"session_id": "7", "label": 1}]})
+    # The label time's key is required (null: not known), as an entity column is (dogfood 126), where labels
+    # are read: a model without risk features refuses them for that reason, not for a missing key (review 130).
+    with pytest.raises(Exception, match="labels.0.cb_date\n  Field required"):
+        validator.validate_python({"labels": [{"visit": 7, "is_fraud": 1}]})
+    assert validator.validate_python({"labels": [{"visit": 7, "is_fraud": 1, "cb_date": None}]})
+    blind = replace(spec, entity=replace(spec.entity, risk=False))
+    untimed = online_request_models(blind, Limits())[1].validate_python(
+        {"labels": [{"visit": 7, "is_fraud": 1}]}
+    )
+    with pytest.raises(DataValidationError, match="this model reads no labels"):
+        read_labels(untimed["labels"], blind, "request")
     # A field under another name is told the names this model takes, not only that it is extra.
     with pytest.raises(RequestError) as refused:
         parse(validator, json.dumps({"labels": [{"visit": 7, "is_fraud": 1, "cb_time": 5}]}).encode())

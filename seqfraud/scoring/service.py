@@ -359,6 +359,8 @@ def online_request_models(spec: Spec, limits: Limits) -> tuple[TypeAdapter, Type
             ),
         ]
     events: Any = Annotated[list[event], Field(min_length=1, max_length=limits.max_events_per_session)]
+    # Only a model with entity risk features reads labels (read_labels refuses them otherwise, review 130).
+    reads_label_times = bool(s.label_time) and spec.entity is not None and spec.entity.risk
     label: Any = with_config(FORBID)(
         _dynamic_typed_dict(
             "Label",
@@ -368,7 +370,7 @@ def online_request_models(spec: Spec, limits: Limits) -> tuple[TypeAdapter, Type
                 # Required where the model reads label times (null: not known), as an entity column is: a feed
                 # that left it out had its frauds read by the risk features only a label delay later, unsaid
                 # (dogfood 126).
-                time_key: Required[label_time] if s.label_time else NotRequired[label_time],
+                time_key: Required[label_time] if reads_label_times else NotRequired[label_time],
             },
         )
     )
