@@ -646,8 +646,9 @@ def test_a_training_that_diverges_is_said_as_such(tmp_path):
         ConfigError,
         match=r"training diverged: \d+ of the \d+ val scores are not numbers after epoch 0: "
         r"lower optim.lr \(now 1000000",
-    ):
+    ) as said:
         train_into(tmp_path, *overrides, "trainer.max_epochs=1")
+    assert "precision" not in str(said.value)  # it trained in full precision (review 130)
 
 
 def test_a_logger_given_as_a_value_is_refused_before_preprocessing(tmp_path):

@@ -95,8 +95,12 @@ class SessionRiskModule(pl.LightningModule):
         ).all():  # sklearn's metrics failed on them with "Input contains NaN" (dogfood 125)
             raise ConfigError(
                 f"training diverged: {int((~np.isfinite(prob)).sum()):,} of the {len(prob):,} {stage} scores are "
-                f"not numbers after epoch {self.current_epoch}: lower optim.lr (now {self.hparams['optim']['lr']}), "
-                "or train in full precision (trainer.precision=32-true) where a half precision overflowed"
+                f"not numbers after epoch {self.current_epoch}: lower optim.lr (now {self.hparams['optim']['lr']})"
+                + (
+                    ""
+                    if str(self.trainer.precision).startswith(("32", "64"))
+                    else f", or train in full precision (trainer.precision=32-true, not {self.trainer.precision})"
+                )
             )
         metrics = classification_metrics(lab, prob, **self.hparams["metrics"])
         for k, v in metrics.items():
