@@ -33,21 +33,6 @@ from seqfraud.monitoring import monitor
 GIFT_CARD = ("add_gift_card", "redeem_gift_card")
 
 
-def windows(sessions: int, seed: int, late: datetime) -> dict[str, pl.DataFrame]:
-    """Reference, early and late raw events, split by session start (as tests/test_monitor.py does)."""
-    data = synthetic.generate(sessions, seed=seed)
-    s = S.SYNTHETIC
-    starts = data.events.group_by(s.session_id).agg(pl.col(s.timestamp).min().alias("start"))
-    early = starts.filter(pl.col("start") < late).sort("start", s.session_id)
-    half = early.height // 2
-    ids = {
-        "reference": early.head(half)[s.session_id],
-        "early": early.tail(early.height - half)[s.session_id],
-        "late": starts.filter(pl.col("start") >= late)[s.session_id],
-    }
-    return {name: data.events.filter(pl.col(s.session_id).is_in(v.implode())) for name, v in ids.items()}
-
-
 def psi_cell(value: float, report: dict) -> str:
     t = report["thresholds"]
     note = " (alert)" if value >= t["psi_alert"] else " (warning)" if value >= t["psi_warn"] else ""
@@ -74,7 +59,7 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     cut = datetime.fromisoformat(args.cut).replace(tzinfo=timezone.utc)
-    events = windows(args.sessions, args.seed, cut)
+    events = synthetic.drift_windows(synthetic.generate(args.sessions, seed=args.seed), cut)
     for name, frame in events.items():
         frame.write_parquet(work / f"{name}.parquet")
     s = S.SYNTHETIC

@@ -26,19 +26,7 @@ EVENT_TYPE = S.SYNTHETIC.event_type
 def windows() -> dict[str, pl.DataFrame]:
     """Raw event windows of a fresh synthetic log (same calendar as the smoke run), split by session start."""
     data = synthetic.generate(4000, seed=11)
-    s = S.SYNTHETIC
-    late = synthetic.late_period_start()
-    starts = data.events.group_by(s.session_id).agg(pl.col(s.timestamp).min().alias("start"))
-    early = starts.filter(pl.col("start") < late).sort("start")
-    half = early.height // 2
-    ids = {
-        "reference": early.head(half)[s.session_id],
-        "early": early.tail(early.height - half)[s.session_id],
-        "late": starts.filter(pl.col("start") >= late)[s.session_id],
-    }
-    out = {name: data.events.filter(pl.col(s.session_id).is_in(v.implode())) for name, v in ids.items()}
-    out["labels"] = data.labels
-    return out
+    return synthetic.drift_windows(data, synthetic.late_period_start()) | {"labels": data.labels}
 
 
 @pytest.fixture(scope="module")

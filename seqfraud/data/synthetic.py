@@ -554,6 +554,22 @@ def late_period_start(start: str = "2026-01-01", days: int = 180) -> datetime:
     return datetime.fromtimestamp((_start_ms(start) + _late_offset_ms(days)) / 1000, tz=timezone.utc)
 
 
+def drift_windows(data: SyntheticData, late: datetime) -> dict[str, pl.DataFrame]:
+    """The raw events as the drift monitor's example and tests read them: the sessions that start before ``late``,
+    in order of start, are the ``reference`` (the first half) and the ``early`` window (the second half); those
+    that start from ``late`` on are the ``late`` window, where the gift-card events appear."""
+    s = SYNTHETIC
+    starts = data.events.group_by(s.session_id).agg(pl.col(s.timestamp).min().alias("start"))
+    early = starts.filter(pl.col("start") < late).sort("start", s.session_id)
+    half = early.height // 2
+    ids = {
+        "reference": early.head(half)[s.session_id],
+        "early": early.tail(early.height - half)[s.session_id],
+        "late": starts.filter(pl.col("start") >= late)[s.session_id],
+    }
+    return {name: data.events.filter(pl.col(s.session_id).is_in(v.implode())) for name, v in ids.items()}
+
+
 def _draw(rng: np.random.Generator, p: np.ndarray, size: int) -> np.ndarray:
     return rng.choice(len(p), size=size, p=p / p.sum())
 
