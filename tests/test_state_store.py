@@ -174,6 +174,24 @@ def test_entity_rows_replay_index_and_nulls(store: StateStore):
     assert store.entity_rows([]) == []
 
 
+def test_a_states_entity_rows_are_written_with_it_or_not_at_all(store: StateStore):
+    """``update``'s rows are stored with the new state (dogfood 126), not where ``change`` leaves the state as it
+    is, and not at all where they cannot be made (review 130: the contract on both backends)."""
+    row = EntityRow("e1", "s1", 10, ("card-1",))
+    assert store.update("s1", lambda _: b"x", lambda: [row]) == b"x"
+    assert store.entity_rows(["s1"]) == [row] and store.sessions_with([["card-1"]]) == {"s1"}
+    other = EntityRow("e2", "s1", 20, ("card-2",))
+    assert store.update("s1", lambda _: None, lambda: [other]) == b"x"  # nothing new: no row
+    assert store.entity_rows(["s1"]) == [row]
+
+    def broken() -> list[EntityRow]:
+        raise ValueError("no rows")
+
+    with pytest.raises(ValueError, match="no rows"):
+        store.update("s2", lambda _: b"y", broken)
+    assert store.get("s2") is None and store.entity_rows(["s2"]) == []
+
+
 def test_labels_round_trip_and_latest_wins(store: StateStore):
     store.add_labels([Label("s1", 1, None), Label("s2", 0, 123), Label("s3", 0, 1), Label("s3", 1, 2)])
     store.add_labels([])
