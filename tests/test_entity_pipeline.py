@@ -612,6 +612,26 @@ def test_a_session_whose_write_failed_is_answered_degraded_whatever_its_later_ru
     assert (again["degraded"], again["n_events"], len(store.entity_rows([a]))) == (False, 2, 2)
 
 
+def test_the_documents_labels_example_is_one_the_model_takes(entity_artifact) -> None:
+    """The OpenAPI example of ``POST /labels`` carried a label time for a model that counts a label delay, which
+    refuses one (review 130)."""
+    from dataclasses import replace
+
+    with service_client(entity_artifact) as client:
+        doc = client.get("/openapi.json").json()
+        example = doc["paths"]["/labels"]["post"]["requestBody"]["content"]["application/json"]["example"]
+        assert S.SYNTHETIC_LABEL_TIME in example["labels"][0]
+        assert client.post("/labels", json=example).status_code == 200
+        spec = client.app.state.scorer.spec
+        client.app.state.scorer.spec = replace(
+            spec, schema=replace(spec.schema, label_time=None), entity=replace(spec.entity, label_delay="30d")
+        )
+        client.app.openapi_schema = None
+        doc = client.get("/openapi.json").json()
+    example = doc["paths"]["/labels"]["post"]["requestBody"]["content"]["application/json"]["example"]
+    assert example == {"labels": [{"session_id": "s1", "label": 1}]}
+
+
 def test_risk_features_need_to_know_when_labels_became_known(tmp_path) -> None:
     from seqfraud.errors import ConfigError
     from seqfraud.preprocess import preprocess

@@ -1224,15 +1224,14 @@ def create_app(
             session_validator, batch_validator = app.state.validators
             events_validator, labels_validator = app.state.online_validators
             session_example, batch_example = request_examples(app.state.scorer.spec)
+            schema = app.state.scorer.spec.schema
+            # A model that counts a label delay takes no label time: its example sent one (review 130).
+            label = ("s1", 1, "2026-03-20T00:00:00Z")[: 3 if schema.label_time else 2]
             examples = {
                 "session": session_example,
                 "batch": batch_example,
                 "events": session_example,
-                "labels": {
-                    "labels": [
-                        dict(zip(label_keys(app.state.scorer.spec.schema), ("s1", 1, "2026-03-20T00:00:00Z")))
-                    ]
-                },
+                "labels": {"labels": [dict(zip(label_keys(schema), label))]},
             }
             refs, defs = TypeAdapter.json_schemas(
                 [
