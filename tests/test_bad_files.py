@@ -530,6 +530,24 @@ def test_a_column_of_nulls_scores_as_missing_whatever_its_type_and_is_named(scor
     assert f"column '{amount}' is null in every row" in caplog.text
 
 
+def test_infinite_values_a_model_never_saw_are_named_when_scored(scorer, tmp_path, caplog, monkeypatch):
+    """+inf and -inf read as a column's end buckets, legal, but one moved a score by 0.12 unsaid (dogfood 128):
+    said where training held none, as training says those it held."""
+    from seqfraud.scoring.batch import score_file
+
+    amount = scorer.spec.schema.numerical[0]
+    assert scorer.spec.fit_info["infinite_values"] == {}
+    inf = pl.when(pl.int_range(pl.len()) < 2).then(float("inf")).otherwise(pl.col(amount))
+    GOOD.with_columns(inf.alias(amount)).write_parquet(tmp_path / "inf.parquet")
+    score_file(scorer, str(tmp_path / "inf.parquet"), tmp_path / "scores.parquet", progress=False)
+    said = f"column '{amount}': 2 value(s) are +inf or -inf, which this model's training never held"
+    assert said in caplog.text
+    caplog.clear()
+    monkeypatch.setitem(scorer.spec.fit_info, "infinite_values", {amount: 3})  # training held some
+    score_file(scorer, str(tmp_path / "inf.parquet"), tmp_path / "s2.parquet", progress=False)
+    assert "+inf or -inf" not in caplog.text
+
+
 def test_a_column_recoded_upstream_is_named_when_scored(scorer, tmp_path, caplog):
     """A column whose every value is outside the vocabulary (Y/N where the model learnt true/false) scored without
     a word (dogfood 48); a header-only file said its columns were null before it said it was empty."""
