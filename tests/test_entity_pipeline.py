@@ -695,6 +695,19 @@ def test_score_and_explain_commands_take_a_history(
         history=lambda spec: History.read(tmp_path / "history.parquet", labels, spec),
     )
     assert row[S.SCORE] == pytest.approx(given[session], abs=1e-6)
+    # What its context gives, beside its own events' contributions, which cannot show it (dogfood 131): its score
+    # with no other session beside it.
+    from dataclasses import replace
+
+    solo = Scorer.load(entity_artifact)
+    solo.history = replace(alone.history, events=alone.history.events.head(0), said_short=True)
+    by_itself = solo.score(scored.filter(pl.col(S.SESSION_ID) == session), source="test").row(0, named=True)
+    assert abs(by_itself[S.SCORE] - row[S.SCORE]) > 1e-3
+    assert row["notes"][0] == (
+        "its entity context, the other sessions on its account_id, device_id, ip, moves its score from "
+        f"{by_itself[S.SCORE]:.3f} ({by_itself[S.BAND]}) without them to {row[S.SCORE]:.3f} ({row[S.BAND]}); the "
+        "events listed are the session's own"
+    )
     explain.main(
         [
             "--artifact",
@@ -709,6 +722,7 @@ def test_score_and_explain_commands_take_a_history(
         ]
     )
     assert session in (tmp_path / "view.html").read_text()
+    assert "note: its entity context, the other sessions on its account_id" in capsys.readouterr().out
 
 
 def test_an_empty_log_scored_with_a_history_is_refused_by_name(

@@ -478,6 +478,12 @@ def test_cli_says_when_no_single_event_moves_the_score(
         "the 1,352 earlier events count through the stacker's aggregates unlisted, and one of them may"
         in said
     )
+    # Nor is it "the session as a whole" where its entity context moved it more than any event (dogfood 131).
+    ring = {S.RAW_SCORE: 0.988, S.BAND: "decline", "stacked": True, "context_shift": 0.987}
+    assert flat_note(np.zeros(5), ring) == (
+        "no single event explains this score (the largest moves its raw score of 0.988 by 0.000): its entity "
+        "context moves it more"
+    )
 
 
 def test_a_session_id_without_its_leading_zeros_is_pointed_at_the_ids_that_have_them(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,14 @@ from seqfraud.cli import (
 )
 from seqfraud.errors import command
 from seqfraud.features.spec import Spec
-from seqfraud.scoring.explain import NO_SINGLE_EVENT, flat_note, session_events, unlisted, unread_note
+from seqfraud.scoring.explain import (
+    NO_SINGLE_EVENT,
+    context_note,
+    flat_note,
+    session_events,
+    unlisted,
+    unread_note,
+)
 from seqfraud.scoring.history import History
 from seqfraud.scoring.scorer import Scorer
 
@@ -37,8 +45,9 @@ def explain_session(
 
     ``history`` gives what an artifact with entity features reads besides the session (docs/entities.md).
     Also returns the session's score row (``score``, ``band``, and ``raw_score``: the contributions' units),
-    with ``stacked`` (whether a stacker made the score) and ``notes`` (:func:`flat_note`, :func:`unread_note`:
-    the page says them too, where the command alone did: dogfood 120).
+    with ``stacked`` (whether a stacker made the score), ``context_shift`` (with a history: the raw score less the
+    session's without any other session) and ``notes`` (:func:`context_note`, :func:`flat_note`,
+    :func:`unread_note`: the page says them too, where the command alone did: dogfood 120).
     """
     scorer = Scorer.load(artifact)
     found, others = session_events(events, scorer.spec, session)
@@ -51,8 +60,16 @@ def explain_session(
         "stacked": stacked,
         "unlisted": unlisted(found.height, scorer.spec, stacked),
     }
+    context = None
+    if read is not None:  # the session with no other session beside it: what its context gives
+        scorer.history = replace(read, events=read.events.head(0), said_short=True)
+        alone = scorer.score(found, source=where).row(0, named=True)
+        scorer.history = read
+        scored["context_shift"] = scored[S.RAW_SCORE] - alone[S.RAW_SCORE]
+        context = context_note(scored, alone, scorer.spec.schema.entities)
     explained = scorer.explain(found, source=where)
     said = (
+        context,
         flat_note(explained[S.CONTRIBUTION].to_numpy(), scored),
         unread_note(found.height, scorer.spec, stacked),
     )

@@ -21,7 +21,7 @@ attention stays in cache.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -248,8 +248,9 @@ SMALL_SHARE = 0.05
 def flat_note(contributions: np.ndarray, scored: Mapping[str, Any]) -> str | None:
     """Why no event stands out, where none does: every contribution about 0, or a flagged session's largest a
     sliver of its score (+0.008 of a 0.977 on a dogfood log), which reads as a broken explanation otherwise.
-    ``scored``: the session's row of ``score`` (``raw_score``, ``band``), ``stacked`` and ``unlisted``
-    (:func:`unlisted`: events that count and are not listed, which may hold the reason)."""
+    ``scored``: the session's row of ``score`` (``raw_score``, ``band``), ``stacked``, ``unlisted``
+    (:func:`unlisted`: events that count and are not listed, which may hold the reason) and, with entity features,
+    ``context_shift`` (the raw score less its score without other sessions: :func:`context_note`)."""
     # A flagged session is the one whose reason is asked for: a sliver of its score is no reason.
     largest, raw = float(np.abs(contributions).max(initial=0.0)), float(scored[S.RAW_SCORE])
     if not (largest < NO_SINGLE_EVENT or (scored[S.BAND] != "approve" and largest < SMALL_SHARE * raw)):
@@ -258,6 +259,11 @@ def flat_note(contributions: np.ndarray, scored: Mapping[str, Any]) -> str | Non
         return (
             f"no listed event explains this score (the largest moves its raw score of {raw:.3f} by {largest:.3f}): "
             f"the {hidden:,} earlier events count through the stacker's aggregates unlisted, and one of them may"
+        )
+    if abs(scored.get("context_shift", 0.0)) > largest:
+        return (
+            f"no single event explains this score (the largest moves its raw score of {raw:.3f} by "
+            f"{largest:.3f}): its entity context moves it more"
         )
     return (
         f"no single event explains this score (the largest moves its raw score of {raw:.3f} by "
@@ -268,6 +274,19 @@ def flat_note(contributions: np.ndarray, scored: Mapping[str, Any]) -> str | Non
             else ""
         )
         + "; read the contributions as an order, not as the reason for the score"
+    )
+
+
+def context_note(scored: Mapping[str, Any], alone: Mapping[str, Any], columns: Sequence[str]) -> str | None:
+    """What the entity context gives a session's score, which leaving out one of its own events cannot show (a
+    ring's session scored 0.988 beside its shared wallet's and IP's other sessions and 0.001 without them, while
+    its explanation named no reason: dogfood 131). ``alone``: its score row with a history of no other session."""
+    if abs(scored[S.SCORE] - alone[S.SCORE]) < NO_SINGLE_EVENT:
+        return None
+    return (
+        f"its entity context, the other sessions on its {', '.join(columns)}, moves its score from "
+        f"{alone[S.SCORE]:.3f} ({alone[S.BAND]}) without them to {scored[S.SCORE]:.3f} ({scored[S.BAND]}); the "
+        "events listed are the session's own"
     )
 
 
