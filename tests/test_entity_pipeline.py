@@ -174,6 +174,15 @@ def test_scoring_needs_a_history_and_reads_it_point_in_time(
     hours = need / 3_600e6
     assert f"starts {hours - 1:.1f} hour(s) before the first event scored" in caplog.text
     assert f"read {hours:.1f} hour(s) back" in caplog.text
+    # A label known longer after its session than the delay counts that much later: a history long enough for
+    # the delay was short for it, unsaid (dogfood 131).
+    after = pl.DataFrame({S.TS_US: [need]})
+    assert not warn_if_short(nearly, after, scorer.spec, "h")
+    assert warn_if_short(nearly, after, scorer.spec, "h", label_lag_us=need)
+    ends = other.group_by("session_id").agg(pl.col("timestamp").max().alias("end"))
+    table = pl.read_parquet(labels).join(ends, on="session_id")
+    lag = table.select((pl.col(S.SYNTHETIC_LABEL_TIME) - pl.col("end")).dt.total_microseconds().max()).item()
+    assert History.read(other, pl.read_parquet(labels), scorer.spec).latest_label_lag_us == lag > 0
 
     # Without the history's entity values the same sessions score differently: the features are really read.
     entities = cast(EntitySpec, scorer.spec.entity).columns

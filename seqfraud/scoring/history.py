@@ -8,6 +8,7 @@ artifact with entity features refuses to score without one.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass, field, replace
@@ -150,10 +151,20 @@ class History:
         and from ``events`` themselves."""
         self._refuse_overlap(events, spec)
         if not self.said_short:
-            self.said_short = warn_if_short(self.events, events, spec, self.source)
+            self.said_short = warn_if_short(self.events, events, spec, self.source, self.latest_label_lag_us)
         return entity_context(
             events, self.events, self.labels, self.label_source, self.labels_on_events, spec
         )
+
+    @functools.cached_property
+    def latest_label_lag_us(self) -> int | None:
+        """How long after its session's last event the history's latest-dated label became known (None without
+        label times): a risk feature reads a label that much after its session, whatever the label delay."""
+        if S.LABEL_TIME_US not in self.labels.columns:
+            return None
+        ends = self.events.group_by(S.SESSION_ID).agg(pl.col(S.TS_US).max().alias("end"))
+        known = self.labels.join(ends, on=S.SESSION_ID)
+        return known.select((pl.col(S.LABEL_TIME_US) - pl.col("end")).max()).item()
 
     def beside(self, events: pl.LazyFrame, source: str, spec: Spec) -> History:
         """This history with ``events`` (raw: sessions scored beside the ones read against it) as context too:
@@ -173,15 +184,27 @@ class History:
             )
 
 
-def warn_if_short(history: pl.DataFrame, events: pl.DataFrame, spec: Spec, source: str) -> bool:
+def warn_if_short(
+    history: pl.DataFrame,
+    events: pl.DataFrame,
+    spec: Spec,
+    source: str,
+    label_lag_us: int | None = None,
+) -> bool:
     """Log when the history reaches back less far before the first scored event than the longest window plus
     the label delay: the windowed features then read less than a longer history gives, and the scores move (a
-    dogfood's 35-day history against 30-day windows and a 40-day delay moved scores by up to 0.60, silently)."""
+    dogfood's 35-day history against 30-day windows and a 40-day delay moved scores by up to 0.60, silently).
+    A label dated later after its session than the delay counts that much later: with risk features, the need
+    is at least the longest window plus ``label_lag_us`` (:attr:`History.latest_label_lag_us`; dogfood 131: 39
+    days against a 21-day delay, unsaid)."""
     # Nothing to fall short of (History.read refuses an empty history; one built by hand may be), or nothing
     # scored: an empty log, which its caller refuses by name (its first time read None, a TypeError: dogfood 91).
     if not history.height or not events.height:
         return False
-    need = max((us for us in _entity(spec).warm_up_us().values() if us is not None), default=0)
+    entity = _entity(spec)
+    need = max((us for us in entity.warm_up_us().values() if us is not None), default=0)
+    if entity.risk and label_lag_us is not None:
+        need = max(need, max(entity.window_us) + label_lag_us)
     have = cast(int, events[S.TS_US].min()) - cast(int, history[S.TS_US].min())
     if have < need:
         # A unit in which the two differ at one decimal (89.985 and 90 days read "90.0 ... 90.0": dogfood 51).
@@ -189,7 +212,8 @@ def warn_if_short(history: pl.DataFrame, events: pl.DataFrame, spec: Spec, sourc
         unit, per = next((u for u in units if need - have >= u[1] / 10), ("second(s)", 1e6))
         log.warning(
             "%s: the history starts %.1f %s before the first event scored, and the entity features read %.1f %s "
-            "back (the longest window plus the label delay): the earliest events read less history than those "
+            "back (the longest window plus the label delay, or the latest a label of the history was known after "
+            "its session): the earliest events read less history than those "
             "windows hold, and score differently from a longer history; where the log itself starts there, as it "
             "did for training, nothing is missing (docs/entities.md, 'How much history')",
             source,
