@@ -110,6 +110,22 @@ CORRUPTIONS = {
 }
 
 
+def test_an_artifact_of_an_older_version_without_the_newer_schema_keys_loads(
+    exported_artifact, tmp_path, test_period_events
+):
+    """Artifacts exported before input_schema had ``history`` (null without entity features) were refused by
+    every later seqfraud as not matching their spec (dogfood 132): keys at their default compare as absent."""
+    root = shutil.copytree(exported_artifact, tmp_path / "artifact")
+    m = _manifest(root)
+    assert m["input_schema"].pop("history") is None
+    _write_manifest(root, m)
+    assert (
+        Scorer.load(root)
+        .score(test_period_events)
+        .equals(Scorer.load(exported_artifact).score(test_period_events))
+    )
+
+
 @pytest.mark.parametrize("fmt", ["torchscript", "pt2"])
 @pytest.mark.parametrize("corruption", list(CORRUPTIONS))
 def test_scorer_refuses_a_corrupt_artifact(exported_artifact, tmp_path, corruption, fmt):

@@ -542,9 +542,18 @@ def _checked(root: Path, raw: bytes) -> tuple[dict[str, Any], Spec]:
         )
     except SpecError as e:
         raise ArtifactError(str(e)) from e
-    if manifest["input_schema"] != input_schema(spec):
-        raise ArtifactError(f"{root / MANIFEST_FILE}: input_schema does not match {SPEC_FILE}")
+    if _defaults_aside(manifest["input_schema"]) != _defaults_aside(input_schema(spec)):
+        raise ArtifactError(
+            f"{root / MANIFEST_FILE}: input_schema does not match {SPEC_FILE}: the manifest was edited, or written "
+            "by a seqfraud whose input_schema differs; export the run again"
+        )
     return manifest, spec
+
+
+def _defaults_aside(schema: dict[str, Any]) -> dict[str, Any]:
+    """An input_schema without the keys at the defaults that older versions wrote nothing for: ``hop`` 1 and
+    ``history`` null (an artifact exported before it existed was refused as not matching: dogfood 132)."""
+    return {k: v for k, v in schema.items() if (k, v) not in (("hop", 1), ("history", None))}
 
 
 def _parse_manifest(raw: bytes, where: Path) -> dict[str, Any]:
