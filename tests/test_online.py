@@ -974,9 +974,14 @@ def test_labels_are_read_in_the_label_tables_column_names() -> None:
         validator.validate_python({"labels": [{"session_id": "7", "label": 1}]})
     # The label time's key is required (null: not known), as an entity column is (dogfood 126), where labels
     # are read: a model without risk features refuses them for that reason, not for a missing key (review 130).
-    with pytest.raises(Exception, match="labels.0.cb_date\n  Field required"):
-        validator.validate_python({"labels": [{"visit": 7, "is_fraud": 1}]})
-    assert validator.validate_python({"labels": [{"visit": 7, "is_fraud": 1, "cb_date": None}]})
+    left = validator.validate_python({"labels": [{"visit": 7, "is_fraud": 1}]})["labels"]
+    said = r"1 label\(s\) leave out 'cb_date' \(first: session '7'\): this model reads when each label became known"
+    with pytest.raises(
+        DataValidationError, match=said
+    ):  # said why, where a bare "Field required" was not (dogfood 132)
+        read_labels(left, spec, "request")
+    untold = validator.validate_python({"labels": [{"visit": 7, "is_fraud": 0, "cb_date": None}]})["labels"]
+    assert read_labels(untold, spec, "request") == [Label("7", 0, None)]
     blind = replace(spec, entity=replace(spec.entity, risk=False))
     untimed = online_request_models(blind, Limits())[1].validate_python(
         {"labels": [{"visit": 7, "is_fraud": 1}]}

@@ -344,7 +344,9 @@ def online_request_models(spec: Spec, limits: Limits) -> tuple[TypeAdapter, Type
         fields[s.event_id] = Required[types.optional_id]
     event: Any = with_config(FORBID)(_dynamic_typed_dict("OnlineEvent", fields))
     session_key, label_key, time_key = label_keys(s)
-    label_time: Any = types.timestamp | None  # no default: a default makes even a Required key optional
+    label_time: Any = (
+        types.timestamp | None
+    )  # no default: a key left out stays out, told from null by read_labels
     if not s.label_time and spec.entity is not None:
         # Read to be refused with the reason (online.read_labels), and said to be no field of this model's: the
         # schema and the unknown-field error listed it as one, which the request then found refused (dogfood 109).
@@ -359,18 +361,15 @@ def online_request_models(spec: Spec, limits: Limits) -> tuple[TypeAdapter, Type
             ),
         ]
     events: Any = Annotated[list[event], Field(min_length=1, max_length=limits.max_events_per_session)]
-    # Only a model with entity risk features reads labels (read_labels refuses them otherwise, review 130).
-    reads_label_times = bool(s.label_time) and spec.entity is not None and spec.entity.risk
     label: Any = with_config(FORBID)(
         _dynamic_typed_dict(
             "Label",
             {
                 session_key: Required[types.session],
                 label_key: Required[LABEL],
-                # Required where the model reads label times (null: not known), as an entity column is: a feed
-                # that left it out had its frauds read by the risk features only a label delay later, unsaid
-                # (dogfood 126).
-                time_key: Required[label_time] if reads_label_times else NotRequired[label_time],
+                # Left out where the model reads label times: refused by read_labels, which says why (a bare
+                # "Field required" did not: dogfood 132).
+                time_key: NotRequired[label_time],
             },
         )
     )
