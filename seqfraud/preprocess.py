@@ -158,7 +158,8 @@ def ensure_synthetic(data: Mapping[str, Any]) -> None:
     if held and current is None:
         raise ConfigError(
             f"data.synthetic.dir={out} holds {data['events']} without the generator's stamp "
-            f"({synthetic.STAMP_FILE}), so not generated there by seqfraud: it is not replaced. Point "
+            f"({synthetic.STAMP_FILE}), so not generated there by this seqfraud (a file of your own, or one an "
+            "earlier release wrote before it stamped its output): it is not replaced. Point "
             "data.synthetic.dir at another directory, delete the files, or train on them as your own data "
             "(data.synthetic=null, data.events=..., data.labels=...)"
         )

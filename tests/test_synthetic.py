@@ -401,6 +401,9 @@ def test_data_the_config_did_not_generate_is_never_replaced(tmp_path):
     ensure_synthetic(data | {"synthetic": data["synthetic"] | {"seed": 7}})  # as the command made it: used
     assert (out / "events.parquet").read_bytes() == made
     (out / syn.STAMP_FILE).unlink()
-    with pytest.raises(ConfigError, match="without the generator's stamp .* it is not replaced"):
+    with pytest.raises(
+        ConfigError,
+        match=r"without the generator's stamp .* before it stamped its output\): it is not replaced",
+    ):
         ensure_synthetic(data | {"synthetic": data["synthetic"] | {"seed": 7}})
     assert (out / "events.parquet").read_bytes() == made
