@@ -17,7 +17,7 @@ from seqfraud import schema as S
 from seqfraud.cli.monitor import main
 from seqfraud.data import synthetic
 from seqfraud.data.events import DataValidationError
-from seqfraud.monitoring import MonitorError, check_thresholds, monitor, psi
+from seqfraud.monitoring import REPORT_VERSION, MonitorError, check_thresholds, monitor, psi
 
 EVENT_TYPE = S.SYNTHETIC.event_type
 
@@ -90,6 +90,9 @@ def test_report_sections_and_files(reports):
     out = late["_out"]
     written = json.loads((out / "monitor.json").read_text())
     assert written["alerts"] == late["alerts"]
+    assert (
+        written["version"] == REPORT_VERSION
+    )  # the file's shape, for a pipeline that reads it (dogfood 132)
     page = (out / "monitor.html").read_text()
     assert "data:image/png;base64," in page and "unknown_rate_increase" in page
 

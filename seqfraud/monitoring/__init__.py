@@ -68,6 +68,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 OUTPUT_FILES = ("monitor.json", "monitor.html", "monitor.png")
+# monitor.json's shape: raised when a key is renamed or changes type, so that a pipeline reading the file can
+# refuse one it does not know (new_categories' values and truncated_share's rename changed it unsaid: dogfood 132).
+REPORT_VERSION = 2
 EXIT_ALERT = 1  # like diff: 1 means "differences found", 2 (a user error, see seqfraud.errors) means trouble
 
 
@@ -171,6 +174,7 @@ def monitor(
         ),
     }
     report: dict[str, Any] = {
+        "version": REPORT_VERSION,
         "artifact": str(artifact),
         "model_version": scorer.model_version,
         "reference": {
