@@ -974,12 +974,13 @@ def test_labels_are_read_in_the_label_tables_column_names() -> None:
         validator.validate_python({"labels": [{"session_id": "7", "label": 1}]})
     # The label time's key is required (null: not known), as an entity column is (dogfood 126), where labels
     # are read: a model without risk features refuses them for that reason, not for a missing key (review 130).
-    left = validator.validate_python({"labels": [{"visit": 7, "is_fraud": 1}]})["labels"]
-    said = r"1 label\(s\) leave out 'cb_date' \(first: session '7'\): this model reads when each label became known"
-    with pytest.raises(
-        DataValidationError, match=said
-    ):  # said why, where a bare "Field required" was not (dogfood 132)
-        read_labels(left, spec, "request")
+    # Its 422 says what the key is for, where a bare "Field required" did not (dogfood 132).
+    with pytest.raises(RequestError) as left_out:
+        parse(validator, json.dumps({"labels": [{"visit": 7, "is_fraud": 1}]}).encode())
+    assert (
+        "labels[0].cb_date: Field required (when the label became known; null where it is not known"
+        in str(left_out.value)
+    )
     untold = validator.validate_python({"labels": [{"visit": 7, "is_fraud": 0, "cb_date": None}]})["labels"]
     assert read_labels(untold, spec, "request") == [Label("7", 0, None)]
     blind = replace(spec, entity=replace(spec.entity, risk=False))

@@ -1098,20 +1098,6 @@ def read_labels(labels: list[Mapping[str, Any]], spec: Spec, source: str) -> lis
         raise DataValidationError(f"{source}: this model reads no labels (it has no entity risk features)")
     session_key, label_key, time_key = label_keys(s)
     refuse_misread_ids([lb.get(session_key) for lb in labels], s.session_id, session_key, spec, source)
-    # Where the model reads label times, the key is required (null: not known), as an entity column is: a feed
-    # that left it out had its frauds read by the risk features only a label delay later, unsaid (dogfood 126).
-    if s.label_time and (left := [lb for lb in labels if time_key not in lb]):
-        untimed = (
-            f"counts from its session's end plus the label delay, {entity.label_delay}"
-            if entity.label_delay
-            else "is never known: this model has no label delay"
-        )
-        raise DataValidationError(
-            f"{source}: {len(left):,} label(s) leave out {time_key!r} (first: session "
-            f"{str(left[0][session_key])!r}): this model reads when each label became known; send it, null where "
-            f"it is not known (a label without a time {untimed}). Releases before 2026-12-06 read a label without "
-            "the key as null"
-        )
     times = [lb.get(time_key) for lb in labels]
     given = [i for i, t in enumerate(times) if t is not None]
     if given and not s.label_time:

@@ -344,9 +344,7 @@ def online_request_models(spec: Spec, limits: Limits) -> tuple[TypeAdapter, Type
         fields[s.event_id] = Required[types.optional_id]
     event: Any = with_config(FORBID)(_dynamic_typed_dict("OnlineEvent", fields))
     session_key, label_key, time_key = label_keys(s)
-    label_time: Any = (
-        types.timestamp | None
-    )  # no default: a key left out stays out, told from null by read_labels
+    label_time: Any = types.timestamp | None  # no default: a default makes even a Required key optional
     if not s.label_time and spec.entity is not None:
         # Read to be refused with the reason (online.read_labels), and said to be no field of this model's: the
         # schema and the unknown-field error listed it as one, which the request then found refused (dogfood 109).
@@ -361,15 +359,22 @@ def online_request_models(spec: Spec, limits: Limits) -> tuple[TypeAdapter, Type
             ),
         ]
     events: Any = Annotated[list[event], Field(min_length=1, max_length=limits.max_events_per_session)]
+    # Where labels and their times are read, the key is required (null: not known), as an entity column is: a feed
+    # that left it out had its frauds read by the risk features a label delay late, unsaid (dogfood 126); its
+    # description goes into the 422 (dogfood 132: a bare "Field required" to a client of an earlier release).
+    timed = bool(s.label_time) and spec.entity is not None and spec.entity.risk
+    if timed:
+        label_time = Annotated[
+            label_time,
+            Field(description="when the label became known; null where it is not known: this model reads it"),
+        ]
     label: Any = with_config(FORBID)(
         _dynamic_typed_dict(
             "Label",
             {
                 session_key: Required[types.session],
                 label_key: Required[LABEL],
-                # Left out where the model reads label times: refused by read_labels, which says why (a bare
-                # "Field required" did not: dogfood 132).
-                time_key: NotRequired[label_time],
+                time_key: Required[label_time] if timed else NotRequired[label_time],
             },
         )
     )
@@ -529,9 +534,16 @@ def parse(validator: TypeAdapter, body: bytes) -> dict[str, Any]:
             else:
                 more_like = f" (and in {len(group) - 1} more like it)" if len(group) > 1 else ""
                 # A list past its limit names the flag that sets it, as a long value does (dogfood 128).
-                flag = _LIST_LIMITS.get(group[0]["loc"][-1]) if group[0]["type"] == "too_long" else None
+                why = None
+                if group[0]["type"] == "too_long":
+                    why = _LIST_LIMITS.get(group[0]["loc"][-1])
+                elif group[0]["type"] == "missing":  # a required field says what it is for (dogfood 132)
+                    field = (
+                        _node(validator, group[0]["loc"][:-1]).get("properties", {}).get(group[0]["loc"][-1])
+                    )
+                    why = (field or {}).get("description")
                 said.append(
-                    f"{_where(group[0]['loc'])}: {group[0]['msg']}{f' ({flag})' if flag else ''}{more_like}"
+                    f"{_where(group[0]['loc'])}: {group[0]['msg']}{f' ({why})' if why else ''}{more_like}"
                 )
         more = len(said) - 10
         detail = "; ".join(said[:10]) + (f" (and {more} more)" if more > 0 else "")
@@ -550,9 +562,8 @@ def _schema(validator: TypeAdapter) -> dict[str, Any]:
     return validator.json_schema()
 
 
-def _known_fields(validator: TypeAdapter, loc: tuple) -> list[str]:
-    """The fields the request's schema allows at ``loc``, for the error of an unknown one (a label time sent
-    to a model that counts a label delay, a column under its name in another log)."""
+def _node(validator: TypeAdapter, loc: tuple) -> dict[str, Any]:
+    """The request schema's node at ``loc``, references followed."""
     root = _schema(validator)
     node = root
     for step in (*loc, None):
@@ -561,7 +572,15 @@ def _known_fields(validator: TypeAdapter, loc: tuple) -> list[str]:
         if step is None:
             break
         node = node.get("items", {}) if isinstance(step, int) else node.get("properties", {}).get(step, {})
-    return [k for k, v in node.get("properties", {}).items() if "not" not in v]  # a field read only to refuse
+    return node
+
+
+def _known_fields(validator: TypeAdapter, loc: tuple) -> list[str]:
+    """The fields the request's schema allows at ``loc``, for the error of an unknown one (a label time sent
+    to a model that counts a label delay, a column under its name in another log)."""
+    return [
+        k for k, v in _node(validator, loc).get("properties", {}).items() if "not" not in v
+    ]  # read to refuse
 
 
 def check_json_content_type(request: Request) -> None:
