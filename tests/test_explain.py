@@ -478,11 +478,28 @@ def test_cli_says_when_no_single_event_moves_the_score(
         "the 1,352 earlier events count through the stacker's aggregates unlisted, and one of them may"
         in said
     )
-    # Nor is it "the session as a whole" where its entity context moved it more than any event (dogfood 131).
+    # Nor is it "the session as a whole" where its entity context moved it more than any event (dogfood 131),
+    # and unlisted events keep their note beside the context's (review 134); a shift that shows as no move is none.
     ring = {S.RAW_SCORE: 0.988, S.BAND: "decline", "stacked": True, "context_shift": 0.987}
     assert flat_note(np.zeros(5), ring) == (
         "no single event explains this score (the largest moves its raw score of 0.988 by 0.000): its entity "
         "context moves it more"
+    )
+    long_ring = flat_note(np.zeros(5), ring | {"unlisted": 1352})
+    assert long_ring is not None and long_ring.endswith(
+        "one of them may; its entity context moves it by 0.987"
+    )
+    still = flat_note(np.zeros(5), ring | {"context_shift": 0.0003})
+    assert still is not None and "the session as a whole" in still
+    # The context's note decides on what it prints: the score, or its band (review 134: a calibration's steps).
+    from seqfraud.scoring.explain import context_note
+
+    row = {S.SCORE: 0.040, S.BAND: "approve", S.RAW_SCORE: 0.30}
+    assert context_note(row, row | {S.RAW_SCORE: 0.25}, ["device"]) is None  # a flat step of the calibration
+    across = context_note(row | {S.SCORE: 0.600, S.BAND: "review"}, row | {S.RAW_SCORE: 0.2997}, ["device"])
+    assert across == (
+        "its entity context, the other sessions on its device, moves its score from 0.040 (approve) without them "
+        "to 0.600 (review); the events listed are the session's own"
     )
 
 

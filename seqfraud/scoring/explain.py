@@ -245,11 +245,6 @@ NO_SINGLE_EVENT = 5e-4  # below this, every contribution prints as 0.000
 SMALL_SHARE = 0.05
 
 
-def moves_score(shift: float) -> bool:
-    """Whether a change of the raw score shows at the contributions' three decimals (:data:`NO_SINGLE_EVENT`)."""
-    return abs(shift) >= NO_SINGLE_EVENT
-
-
 def flat_note(contributions: np.ndarray, scored: Mapping[str, Any]) -> str | None:
     """Why no event stands out, where none does: every contribution about 0, or a flagged session's largest a
     sliver of its score (+0.008 of a 0.977 on a dogfood log), which reads as a broken explanation otherwise.
@@ -260,15 +255,19 @@ def flat_note(contributions: np.ndarray, scored: Mapping[str, Any]) -> str | Non
     largest, raw = float(np.abs(contributions).max(initial=0.0)), float(scored[S.RAW_SCORE])
     if not (largest < NO_SINGLE_EVENT or (scored[S.BAND] != "approve" and largest < SMALL_SHARE * raw)):
         return None
-    if moves_score(scored.get("context_shift", 0.0)) and abs(scored["context_shift"]) > largest:
-        return (
-            f"no single event explains this score (the largest moves its raw score of {raw:.3f} by "
-            f"{largest:.3f}): its entity context moves it more"
-        )
+    # The entity context moved the raw score more than any event (context_note says by how much in scores).
+    shift = abs(scored.get("context_shift", 0.0))
+    by_context = shift >= max(largest, NO_SINGLE_EVENT)
     if hidden := scored.get("unlisted"):  # one of them moved a dogfood's 0.737 to 0.165, said to be none
         return (
             f"no listed event explains this score (the largest moves its raw score of {raw:.3f} by {largest:.3f}): "
             f"the {hidden:,} earlier events count through the stacker's aggregates unlisted, and one of them may"
+            + (f"; its entity context moves it by {shift:.3f}" if by_context else "")
+        )
+    if by_context:
+        return (
+            f"no single event explains this score (the largest moves its raw score of {raw:.3f} by "
+            f"{largest:.3f}): its entity context moves it more"
         )
     return (
         f"no single event explains this score (the largest moves its raw score of {raw:.3f} by "
@@ -286,8 +285,8 @@ def context_note(scored: Mapping[str, Any], alone: Mapping[str, Any], columns: S
     """What the entity context gives a session's score, which leaving out one of its own events cannot show (a
     ring's session scored 0.988 beside its shared wallet's and IP's other sessions and 0.001 without them, while
     its explanation named no reason: dogfood 131). ``alone``: its score row with a history of no other session;
-    said where it moves the raw score as much as a listed event must (:func:`moves_score`)."""
-    if not moves_score(scored[S.RAW_SCORE] - alone[S.RAW_SCORE]):
+    said where the score it prints moves, or the band (review 134: a calibration's steps)."""
+    if abs(scored[S.SCORE] - alone[S.SCORE]) < NO_SINGLE_EVENT and scored[S.BAND] == alone[S.BAND]:
         return None
     return (
         f"its entity context, the other sessions on its {', '.join(columns)}, moves its score from "
