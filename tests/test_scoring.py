@@ -124,6 +124,16 @@ def test_an_artifact_of_an_older_version_without_the_newer_schema_keys_loads(
         .score(test_period_events)
         .equals(Scorer.load(exported_artifact).score(test_period_events))
     )
+    # Only at their default: an edited hop or history still does not match, and by type (true and 1.0 equal 1).
+    for edit in ({"hop": 1}, {"history": {}}):
+        _write_manifest(root, m | {"input_schema": m["input_schema"] | edit})
+        with pytest.raises(ArtifactError, match="input_schema does not match"):
+            Scorer.load(root)
+    from seqfraud.export.artifact import _defaults_aside
+
+    assert _defaults_aside({"hop": 1, "history": None, "max_len": 8}) == {"max_len": 8}
+    assert _defaults_aside({"hop": True, "history": False}) == {"hop": True, "history": False}
+    assert _defaults_aside({"hop": 1.0}) == {"hop": 1.0}
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "pt2"])

@@ -553,7 +553,11 @@ def _checked(root: Path, raw: bytes) -> tuple[dict[str, Any], Spec]:
 def _defaults_aside(schema: dict[str, Any]) -> dict[str, Any]:
     """An input_schema without the keys at the defaults that older versions wrote nothing for: ``hop`` 1 and
     ``history`` null (an artifact exported before it existed was refused as not matching: dogfood 132)."""
-    return {k: v for k, v in schema.items() if (k, v) not in (("hop", 1), ("history", None))}
+    return {
+        k: v
+        for k, v in schema.items()
+        if not ((k == "hop" and type(v) is int and v == 1) or (k == "history" and v is None))
+    }  # by type: true and 1.0 equal 1 (review 134)
 
 
 def _parse_manifest(raw: bytes, where: Path) -> dict[str, Any]:
