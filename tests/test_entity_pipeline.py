@@ -183,6 +183,13 @@ def test_scoring_needs_a_history_and_reads_it_point_in_time(
     table = pl.read_parquet(labels).join(ends, on="session_id")
     lag = table.select((pl.col(S.SYNTHETIC_LABEL_TIME) - pl.col("end")).dt.total_microseconds().max()).item()
     assert History.read(other, pl.read_parquet(labels), scorer.spec).latest_label_lag_us == lag > 0
+    lagging = History.read(other, pl.read_parquet(labels), scorer.spec)
+    lagging.latest_label_lag_us = 10 * need  # its labels known long after their sessions: scoring says so
+    scorer.history = lagging
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="seqfraud.scoring.history"):
+        scorer.score(scored)
+    assert "or the latest a label of the history was known after its session" in caplog.text
 
     # Without the history's entity values the same sessions score differently: the features are really read.
     entities = cast(EntitySpec, scorer.spec.entity).columns
