@@ -129,6 +129,11 @@ def test_a_stacked_run_keeps_the_sequence_model_alone_only_when_it_beats_the_bas
     assert choose({"aggregates": good, "stacked": weak, "sequence": weak})[0] == "aggregates"
     rival = rng.random(3000) + 0.8 * y  # as strong as the baseline: no sure win
     assert choose({"aggregates": good, "stacked": weak, "sequence": rival})[0] == "aggregates"
+    # On a tie the default order keeps the simpler, the sequence model alone (dogfood 135).
+    from seqfraud.training.stacking import CANDIDATES
+
+    tied = {"aggregates": weak, "stacked": perfect, "sequence": perfect.copy()}
+    assert choose(tied, allowed=CANDIDATES)[0] == "sequence"
 
 
 def test_a_legitimate_kind_with_a_few_noisy_frauds_gets_no_typology_figures(caplog):

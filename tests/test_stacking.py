@@ -110,7 +110,7 @@ def test_out_of_fold_scores_without_signal_leave_the_baseline_whatever_validatio
     assert "no evidence the score carries signal" in caplog.text
     # The log line gives the rule beside the figures: a baseline below a candidate's PR-AUC read as kept for no
     # reason (dogfood 63).
-    assert "(model.stacking.confidence): stacked 1.000, sequence 1.000" in caplog.text
+    assert "(model.stacking.confidence): sequence 1.000, stacked 1.000" in caplog.text
     # The baseline kept carries this log's signal: not said to be at chance (dogfood 57's warning).
     assert "the kept baseline ranks the validation frauds no surer than chance" not in caplog.text
     metrics = json.loads((run / "metrics.json").read_text())
