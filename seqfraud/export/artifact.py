@@ -442,6 +442,7 @@ def sign_artifact(
 
 
 def say_unsigned_artifact(root: Path) -> None:
+    """The warning of an artifact loaded without a signature checked, one wording wherever it is said."""
     log.warning(
         "%s: UNSIGNED artifact: its hashes catch corruption, not tampering; anyone who can write it can change "
         "its thresholds or model. For production, export with sign_key= and serve with --verify-key and "
@@ -552,12 +553,14 @@ def _checked(root: Path, raw: bytes) -> tuple[dict[str, Any], Spec]:
 
 def _defaults_aside(schema: dict[str, Any]) -> dict[str, Any]:
     """An input_schema without the keys at the defaults that older versions wrote nothing for: ``hop`` 1 and
-    ``history`` null (an artifact exported before it existed was refused as not matching: dogfood 132)."""
+    ``history`` null (an artifact exported before it existed was refused as not matching: dogfood 132). By type:
+    true and 1.0 equal 1 (review 134)."""
+    default = {"hop": 1, "history": None}
     return {
         k: v
         for k, v in schema.items()
-        if not ((k == "hop" and type(v) is int and v == 1) or (k == "history" and v is None))
-    }  # by type: true and 1.0 equal 1 (review 134)
+        if not (k in default and type(v) is type(default[k]) and v == default[k])
+    }
 
 
 def _parse_manifest(raw: bytes, where: Path) -> dict[str, Any]:

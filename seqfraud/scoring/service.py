@@ -578,9 +578,8 @@ def _node(validator: TypeAdapter, loc: tuple) -> dict[str, Any]:
 def _known_fields(validator: TypeAdapter, loc: tuple) -> list[str]:
     """The fields the request's schema allows at ``loc``, for the error of an unknown one (a label time sent
     to a model that counts a label delay, a column under its name in another log)."""
-    return [
-        k for k, v in _node(validator, loc).get("properties", {}).items() if "not" not in v
-    ]  # read to refuse
+    fields = _node(validator, loc).get("properties", {})
+    return [k for k, v in fields.items() if "not" not in v]  # "not": a field read only to refuse it
 
 
 def check_json_content_type(request: Request) -> None:

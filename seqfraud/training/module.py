@@ -90,9 +90,8 @@ class SessionRiskModule(pl.LightningModule):
             prob, lab = (np.concatenate(t) for t in zip(*gathered))
         if not len(lab):
             return
-        if not np.isfinite(
-            prob
-        ).all():  # sklearn's metrics failed on them with "Input contains NaN" (dogfood 125)
+        # Scores that are not numbers: sklearn's metrics failed on them with "Input contains NaN" (dogfood 125).
+        if not np.isfinite(prob).all():
             raise ConfigError(
                 f"training diverged: {int((~np.isfinite(prob)).sum()):,} of the {len(prob):,} {stage} scores are "
                 f"not numbers after epoch {self.current_epoch}: lower optim.lr (now {self.hparams['optim']['lr']})"
