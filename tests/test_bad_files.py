@@ -533,6 +533,9 @@ def test_a_column_of_nulls_scores_as_missing_whatever_its_type_and_is_named(scor
 def test_infinite_values_a_model_never_saw_are_named_when_scored(scorer, tmp_path, caplog, monkeypatch):
     """+inf and -inf read as a column's end buckets, legal, but one moved a score by 0.12 unsaid (dogfood 128):
     said where training held none, as training says those it held."""
+    from dataclasses import replace
+
+    from seqfraud.scoring import Scorer
     from seqfraud.scoring.batch import score_file
 
     amount = scorer.spec.schema.numerical[0]
@@ -543,8 +546,31 @@ def test_infinite_values_a_model_never_saw_are_named_when_scored(scorer, tmp_pat
     said = f"column '{amount}': 2 value(s) are +inf or -inf, which this model's training never held"
     assert said in caplog.text
     caplog.clear()
-    monkeypatch.setitem(scorer.spec.fit_info, "infinite_values", {amount: 3})  # training held some
-    score_file(scorer, str(tmp_path / "inf.parquet"), tmp_path / "s2.parquet", progress=False)
+    # Once per scorer, and on the frames' and records' paths too (they said nothing: review 133).
+    score_file(scorer, str(tmp_path / "inf.parquet"), tmp_path / "again.parquet", progress=False)
+    assert "+inf or -inf" not in caplog.text
+    frame = GOOD.with_columns(
+        pl.when(pl.int_range(pl.len()) == 0).then(float("-inf")).otherwise(pl.col(amount)).alias(amount)
+    )
+    for events in (frame, frame.drop("label").to_dicts()):
+        monkeypatch.setattr(scorer, "_inf_said", set())
+        caplog.clear()
+        scorer.score(events)
+        assert (
+            f"column '{amount}': 1 value(s) are +inf or -inf, which this model's training never held"
+            in caplog.text
+        )
+    held = replace(scorer.spec, fit_info=scorer.spec.fit_info | {"infinite_values": {amount: 3}})
+    fresh = Scorer(  # a model whose training held some
+        scorer.model,
+        held,
+        scorer.thresholds,
+        model_version=scorer.model_version,
+        calibration=scorer.calibration,
+    )
+    caplog.clear()
+    score_file(fresh, str(tmp_path / "inf.parquet"), tmp_path / "s2.parquet", progress=False)
+    fresh.score(frame)
     assert "+inf or -inf" not in caplog.text
 
 

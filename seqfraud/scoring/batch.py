@@ -80,9 +80,7 @@ def iter_sequences(
         for c in spec.schema.categorical_fields
         if spec.vocab.get(c) and have[c] in (pl.String, pl.Categorical)
     ]
-    # Numeric columns whose training held no +inf or -inf (a spec recording none, an older one, says nothing).
-    trained_inf = spec.fit_info.get("infinite_values")
-    finite = [] if trained_inf is None else [c for c in spec.schema.numerical if c not in trained_inf]
+    finite = scorer.unsaid_infinite()  # the whole file's +inf and -inf, said by the scorer's note
     lengths = pl.col(spec.schema.session_id).unique_counts()
     with reading(source):
         counts = events.select(
@@ -117,15 +115,7 @@ def iter_sequences(
             log.warning(
                 "%s: column %r is null in every row: every event scores as if it had no value", source, c
             )
-    for i, c in enumerate(finite):  # legal (the end buckets), but a score moved by 0.12 unsaid (dogfood 128)
-        if n := counts[f"__inf_{i}"].item():
-            log.warning(
-                "%s: column %r: %s value(s) are +inf or -inf, which this model's training never held: each reads "
-                "as the column's highest or lowest bucket. Check the export if they stand for missing values",
-                source,
-                c,
-                f"{n:,}",
-            )
+    scorer.note_unseen_inf({c: counts[f"__inf_{i}"].item() for i, c in enumerate(finite)}, source)
     scorer.note_respelt(
         {c: [v] for i, c in enumerate(texts) if (v := counts[f"__respelt_{i}"].item()) is not None}
     )

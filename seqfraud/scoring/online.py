@@ -831,6 +831,7 @@ class OnlineScorer:
     def _tokens(self, events: EventColumns) -> Sequences:
         seqs = column_sequences(events, self._latest, self.scorer.tables)
         self.scorer.note_unseen_nan(seqs.tokens)
+        self.scorer.note_unseen_inf(self.scorer.infinite_counts(events))  # np.isinf of the event's values
         self.scorer.note_respelt(events.categorical)
         if len(seqs) != 1:
             raise DataValidationError("online scoring takes the events of one session at a time")
