@@ -308,8 +308,7 @@ class MemoryStore(StateStore):
             new = change(current)
             if new is None:
                 return current
-            added = [] if rows is None else rows()
-            if added:
+            if rows is not None and (added := rows()):
                 self.add_entity_rows(added)
             with self._lock:
                 self._hold(session_id, (self.clock(), new))
