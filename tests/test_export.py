@@ -319,6 +319,7 @@ def test_export_refuses_settings_that_cannot_work_before_any_work(tmp_path):
     for override, says in (
         ("parity_sessions=0", "parity_sessions must be at least 1, got 0"),
         ("tolerance=-1", "tolerance must be at least 0"),
+        ("compiled_step=maybe", "compiled_step must be auto, true or false, got 'maybe'"),
         (
             "thresholds.review={policy:capacity,per_1000:20}",
             "A band's policy is replaced whole: '~thresholds.review' '+thresholds.review={policy:",

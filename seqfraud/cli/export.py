@@ -17,6 +17,8 @@ from seqfraud.export.exporter import export_run
 def export_task(cfg: DictConfig) -> None:
     if wrong := out_of_range(plain(cfg)):  # parity_sessions=0 blamed the validation split (dogfood 55)
         raise ConfigError(wrong)
+    if not (isinstance(cfg.compiled_step, bool) or cfg.compiled_step == "auto"):
+        raise ConfigError(f"compiled_step must be auto, true or false, got {cfg.compiled_step!r}")
     out = export_run(
         cfg.run_dir,
         cfg.out,
@@ -28,6 +30,7 @@ def export_task(cfg: DictConfig) -> None:
         thresholds=plain(cfg.thresholds),
         calibration=cfg.calibration,
         sign_key=cfg.sign_key,
+        compiled_step=None if cfg.compiled_step == "auto" else cfg.compiled_step,
     )
     print(out)
 

@@ -21,12 +21,13 @@ import io
 import json
 import logging
 import os
+import platform
 import re
 import stat
 import tempfile
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -57,6 +58,17 @@ EMBEDDED_SPEC = (
 SIGNATURE_FILE = "manifest.sig"
 # The step function of a GRU model (models.sequence.GRUStep, with a sigmoid): per-event online scoring.
 STEP_FILES = {"torchscript": "step.ts", "pt2": "step.pt2"}
+# The step compiled ahead of time to native code (AOTInductor) for what online scoring runs at nearly every event: one
+# event of at most `max_batch` carried states (0.66 against 0.96 ms an event at 128 events of history, BENCHMARKS.md).
+# Built for portable x86-64 (x86-64-v3: AVX2, Haswell on), not for the exporting machine's own instructions
+# (inductor's default, -march=native), and used only where this machine has them (MARCH_FLAGS).
+COMPILED_STEP_FILE = "step.aoti.pt2"
+COMPILED_MACHINE, COMPILED_MARCH = "x86_64", "x86-64-v3"
+# Export checks the compiled step to the parity tolerance on validation prefixes; loading only asks that it is
+# this artifact's.
+COMPILED_PROBE_TOLERANCE = 1e-4
+# The /proc/cpuinfo flags of each target that compiled code may use.
+MARCH_FLAGS = {COMPILED_MARCH: ("avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave")}
 # A sequence model's session embedding (the encoder's pooled state, what its head reads): seqfraud embed --artifact.
 EMBED_FILES = {"torchscript": "embed.ts", "pt2": "embed.pt2"}
 SIGNATURE_ALGORITHM = "ed25519"
@@ -117,10 +129,7 @@ def _save_pt2(module: nn.Module, spec: Spec, path: Path) -> None:
 
 
 def _export_pt2(module: nn.Module, spec: Spec, path: Path, inputs: tuple[Tensor, ...], dynamic: dict) -> None:
-    with _dynamic_length_gru(), warnings.catch_warnings():
-        # Known and harmless while tracing that decomposition (torch 2.13).
-        warnings.filterwarnings("ignore", "_check_is_size will be removed", FutureWarning)
-        warnings.filterwarnings("ignore", r"The tensor attributes .*_flat_weights", UserWarning)
+    with _dynamic_length_gru(), _known_export_warnings():
         program = torch.export.export(module, inputs, dynamic_shapes=dynamic)
     torch.export.save(program, str(path), extra_files={EMBEDDED_SPEC: spec.to_json()})
 
@@ -136,6 +145,113 @@ def save_step(module: nn.Module, spec: Spec, root: Path, fmt: str, layers: int, 
     tokens = torch.full((2, 2, len(spec.fields)), MISSING, dtype=torch.long)  # 2, not 1: 0/1 specialize
     dynamic = {"tokens": {0: batch, 1: dims.DYNAMIC(min=1, max=spec.max_len)}, "hidden": {1: batch}}
     _export_pt2(module, spec, root / STEP_FILES[fmt], (tokens, torch.zeros(layers, 2, width)), dynamic)
+
+
+def save_compiled_step(
+    module: nn.Module, spec: Spec, root: Path, layers: int, width: int, max_batch: int
+) -> dict[str, Any]:
+    """The step compiled for one event of 1 to ``max_batch`` sessions (:data:`COMPILED_STEP_FILE`), and its
+    manifest entry; raises whatever inductor raises where it cannot build it (no C++ compiler, another machine)."""
+    if platform.machine() != COMPILED_MACHINE:
+        raise RuntimeError(
+            f"a compiled step is built for {COMPILED_MACHINE}; this machine is {platform.machine()}"
+        )
+    import torch._inductor  # export only: the serving path imports it where an artifact holds a compiled step
+
+    batch = torch.export.Dim("batch", min=1, max=max_batch)
+    tokens = torch.full((2, 1, len(spec.fields)), MISSING, dtype=torch.long)  # 2, not 1: 0/1 specialize
+    with _known_export_warnings():
+        program = torch.export.export(
+            module,
+            (tokens, torch.zeros(layers, 2, width)),
+            dynamic_shapes={"tokens": {0: batch}, "hidden": {1: batch}},
+        )
+        torch._inductor.aoti_compile_and_package(
+            program,
+            package_path=str(root / COMPILED_STEP_FILE),
+            inductor_configs={"cpp.march": COMPILED_MARCH, "cpp.simdlen": 256},
+        )
+    return {
+        "file": COMPILED_STEP_FILE,
+        "machine": COMPILED_MACHINE,
+        "march": COMPILED_MARCH,
+        "torch": _release(torch.__version__),
+        "max_batch": max_batch,
+    }
+
+
+def load_compiled_step(f: Path | IO[bytes]) -> Callable[[Tensor, Tensor], list[Tensor]]:
+    """An AOTInductor package's model, ``(tokens, hidden) -> [probabilities, hidden]``. Its shared library is
+    native code run in this process: only verified bytes come here."""
+    import torch._inductor
+
+    # It says "Device information mismatch" of any machine with other instructions than the exporting one's, wider
+    # ones included; _compiled_foreign checks those the code may use.
+    package = logging.getLogger("torch.export.pt2_archive._package")
+    level = package.level
+    package.setLevel(logging.ERROR)
+    try:
+        # Its loader's own call: the package's __call__ parses its input and output specs from JSON at every call
+        # (12 of 56 us a step).
+        run = torch._inductor.aoti_load_package(f).loader.boxed_run
+    finally:
+        package.setLevel(level)
+    return lambda tokens, hidden: run([tokens, hidden])
+
+
+class CompiledStep:
+    """The compiled step for what it was built for, one event of at most ``max_batch`` sessions in the dtypes it
+    reads (nearly every online event), and the format's own ``step`` for the rest (a rebuilt session's events)."""
+
+    def __init__(self, compiled: Callable[[Tensor, Tensor], list[Tensor]], step: Step, max_batch: int):
+        self.compiled, self.step, self.max_batch = compiled, step, max_batch
+
+    def __call__(self, tokens: Tensor, hidden: Tensor) -> tuple[Tensor, Tensor]:
+        if (
+            tokens.shape[1] == 1
+            and hidden.shape[1] <= self.max_batch
+            and tokens.dtype == torch.long
+            and hidden.dtype == torch.float32
+        ):
+            # Its kernels index by the strides it was built for: an expanded batch (stride 0) is laid out first.
+            prob, out = self.compiled(tokens.contiguous(), hidden.contiguous())
+            return prob, out
+        return self.step(tokens, hidden)
+
+
+def _compiled_foreign(compiled: dict[str, Any]) -> str | None:
+    """Why this machine cannot run a manifest's compiled step, or None where it can."""
+    here = platform.machine()
+    if compiled["machine"] != here:
+        return f"it is built for {compiled['machine']}, this machine is {here}"
+    if compiled["torch"] != _release(torch.__version__):
+        return f"it is built for torch {compiled['torch']}, this is torch {_release(torch.__version__)}"
+    needed = MARCH_FLAGS.get(compiled["march"])
+    if needed is None:
+        return f"it is built for {compiled['march']!r}, which this seqfraud does not know"
+    try:
+        with open("/proc/cpuinfo") as info:
+            flags = set(next(line for line in info if line.startswith("flags")).split(":")[1].split())
+    except (OSError, StopIteration, IndexError):
+        return "this machine's CPU flags cannot be read from /proc/cpuinfo"
+    if missing := [f for f in needed if f not in flags]:
+        return f"this CPU lacks {', '.join(missing)}, which its {compiled['march']} code may use"
+    return None
+
+
+def _release(version: str) -> str:
+    """torch's version without its build (``2.13.0+cpu``, ``2.13.0+cu126``): both run the same compiled CPU code."""
+    return version.split("+")[0]
+
+
+@contextlib.contextmanager
+def _known_export_warnings() -> Iterator[None]:
+    """Warnings known and harmless while exporting and compiling a GRU (torch 2.13), not said."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "_check_is_size will be removed", FutureWarning)
+        warnings.filterwarnings("ignore", r"The tensor attributes .*_flat_weights", UserWarning)
+        warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+        yield
 
 
 def _dynamic_length_gru() -> contextlib.AbstractContextManager[None]:
@@ -292,7 +408,39 @@ class Artifact:
         if shape is None:
             return None
         self._warn_unsigned(fmt, STEP_FILES[fmt])
-        return self._load(STEP_FILES[fmt], FORMATS[fmt].load, f"{fmt} step"), shape
+        return self._with_compiled(self._load(STEP_FILES[fmt], FORMATS[fmt].load, f"{fmt} step"), fmt), shape
+
+    def _with_compiled(self, step: Step, fmt: str) -> Step:
+        """``step`` behind the artifact's compiled one where it holds one this machine runs; refused if that one
+        answers otherwise than ``step`` (another export's file, its hash rewritten)."""
+        compiled = self.manifest["step"].get("compiled")
+        if compiled is None:
+            return step
+        path = self.path / COMPILED_STEP_FILE
+        if why := _compiled_foreign(compiled):
+            log.warning(
+                "%s: not used here (%s): each online event steps through the %s step, slower", path, why, fmt
+            )
+            return step
+        data = self.read(COMPILED_STEP_FILE)
+        try:
+            both = CompiledStep(load_compiled_step(io.BytesIO(data)), step, compiled["max_batch"])
+            layers, width = self.manifest["step"]["layers"], self.manifest["step"]["width"]
+            tokens = example_inputs(self.spec)[0][:, :1]
+            with torch.inference_mode():
+                ours, theirs = (
+                    both(tokens, torch.zeros(layers, len(tokens), width)),
+                    step(tokens, torch.zeros(layers, len(tokens), width)),
+                )
+                worst = max(float((a - b).abs().max()) for a, b in zip(ours, theirs))
+        except Exception as e:  # a corrupt package raises whatever its loader raises
+            raise ArtifactError(f"{path}: cannot load the compiled step: {e}") from e
+        if not worst <= COMPILED_PROBE_TOLERANCE:
+            raise ArtifactError(
+                f"{path}: the compiled step answers otherwise than the {fmt} step (by {worst:.3g}): it is not this "
+                "artifact's"
+            )
+        return both
 
     def load_embedding(self, fmt: str = "torchscript") -> tuple[Model, int]:
         """The session embedding in ``fmt`` (``forward(tokens, lengths) -> float32 [B, width]``, the encoder's
@@ -639,7 +787,8 @@ def _parse_manifest(raw: bytes, where: Path) -> dict[str, Any]:
     step = manifest.get("step")
     if step is not None and not (
         isinstance(step, dict)
-        and set(step) == {"formats", "layers", "width"}
+        and set(step) - {"compiled"} == {"formats", "layers", "width"}
+        and _compiled_entry(step.get("compiled"), files)
         and isinstance(step["formats"], dict)
         and step["formats"]
         and all(STEP_FILES.get(fmt) == name and name in files for fmt, name in step["formats"].items())
@@ -647,8 +796,9 @@ def _parse_manifest(raw: bytes, where: Path) -> dict[str, Any]:
     ):
         raise bad(
             "'step'",
-            f'must be {{"formats": {{FORMAT: FILE}}, "layers": N, "width": N}} with files {STEP_FILES} among the '
-            f"verified files, got {json.dumps(step)[:120]}",
+            f'must be {{"formats": {{FORMAT: FILE}}, "layers": N, "width": N}}, and "compiled": {{"file": '
+            f'"{COMPILED_STEP_FILE}", "machine", "march", "torch": TEXT, "max_batch": N}} where it holds one, with '
+            f"files {STEP_FILES} among the verified files, got {json.dumps(step)[:160]}",
         )
     embed = manifest.get("embed")
     if embed is not None and not (
@@ -674,6 +824,19 @@ def _parse_manifest(raw: bytes, where: Path) -> dict[str, Any]:
     except DecisionError as e:
         raise bad("'thresholds'", f"are invalid: {e}") from e
     return manifest
+
+
+def _compiled_entry(compiled: Any, files: dict[str, Any]) -> bool:
+    """Whether a manifest's ``step.compiled`` is absent or as :func:`save_compiled_step` writes it."""
+    return compiled is None or (
+        isinstance(compiled, dict)
+        and set(compiled) == {"file", "machine", "march", "torch", "max_batch"}
+        and compiled["file"] == COMPILED_STEP_FILE
+        and COMPILED_STEP_FILE in files
+        and all(isinstance(compiled[k], str) for k in ("machine", "march", "torch"))
+        and is_int(compiled["max_batch"])
+        and 0 < compiled["max_batch"] <= 4096
+    )
 
 
 def _verified_bytes(root: Path, name: str, entry: dict[str, Any]) -> bytes:

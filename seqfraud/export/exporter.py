@@ -36,16 +36,20 @@ from seqfraud.export.artifact import (
     ARTIFACT_FORMAT,
     ARTIFACT_VERSION,
     CALIBRATION_FILE,
+    COMPILED_STEP_FILE,
     EMBED_FILES,
     FORMATS,
     MANIFEST_FILE,
     RELIABILITY_FILE,
     SPEC_FILE,
     STEP_FILES,
+    CompiledStep,
     canonical_json,
     file_entries,
     input_schema,
+    load_compiled_step,
     open_artifact,
+    save_compiled_step,
     save_step,
     say_unsigned_artifact,
     sha256,
@@ -60,7 +64,7 @@ from seqfraud.preprocess import load_prepared
 from seqfraud.provenance import versions
 from seqfraud.scoring.batch import iter_scores
 from seqfraud.scoring.history import History
-from seqfraud.scoring.online import uncarried_note
+from seqfraud.scoring.online import CARRIED_STATES, uncarried_note
 from seqfraud.scoring.prepare import normalized_events
 from seqfraud.scoring.scorer import Scorer
 from seqfraud.training.data import collate, read_sessions
@@ -142,6 +146,7 @@ def export_run(
     events: str | None = None,
     overwrite: bool = False,
     sign_key: str | Path | None = None,
+    compiled_step: bool | None = None,
 ) -> Path:
     """Export ``run_dir`` to the artifact directory ``out`` and return its path.
 
@@ -162,6 +167,9 @@ def export_run(
 
     ``sign_key``, an Ed25519 private key file (``seqfraud sign keygen``), signs the
     manifest; without one the artifact is unsigned, and scorers that require signatures refuse it.
+
+    ``compiled_step``: a GRU model's step also compiled to native code for online events (about 20 s, needs a
+    C++ compiler); None where it can be (skipped with a logged reason otherwise), True or an error, False never.
     """
     run_dir, out = Path(run_dir).expanduser(), Path(out).expanduser()
     requested = formats is not None
@@ -241,14 +249,21 @@ def export_run(
                 what="session embedding",
             ),
         }
-        step = save_steps(module.net, spec, tmp, formats) if can_step(module.net) else None
+        step = save_steps(module.net, spec, tmp, formats, compiled_step) if can_step(module.net) else None
         if step is not None:
             start = torch.zeros(step["layers"], 1, step["width"])
-            parity["step"] = {
-                fmt: check_step_parity(
-                    model, FORMATS[fmt].load(tmp / name)[0], start, run_dir, spec, tolerance
+            steps: dict[str, Any] = {
+                fmt: FORMATS[fmt].load(tmp / name)[0] for fmt, name in step["formats"].items()
+            }
+            if "compiled" in step:
+                steps["compiled"] = CompiledStep(
+                    load_compiled_step(tmp / COMPILED_STEP_FILE),
+                    next(iter(steps.values())),
+                    step["compiled"]["max_batch"],
                 )
-                for fmt, name in step["formats"].items()
+            parity["step"] = {
+                name: check_step_parity(model, stepper, start, run_dir, spec, tolerance)
+                for name, stepper in steps.items()
             }
             if (stacker is None or stacker.reads_sequence) and (note := uncarried_note(spec)):
                 log.warning("%s", note)
@@ -305,6 +320,7 @@ def export_run(
                     *embed["formats"].values(),
                     *([STACKER_FILE] if stacker else []),
                     *(step["formats"].values() if step else []),
+                    *([COMPILED_STEP_FILE] if step and "compiled" in step else []),
                 ],
             ),
         }
@@ -618,9 +634,12 @@ def check_model_parity(
     }
 
 
-def save_steps(net: SessionClassifier, spec: Spec, root: Path, formats: list[str]) -> dict[str, Any]:
+def save_steps(
+    net: SessionClassifier, spec: Spec, root: Path, formats: list[str], compiled: bool | None
+) -> dict[str, Any]:
     """The step function in each of the model's formats (a format that cannot hold it is skipped with a
-    warning: the kept events are then read again for each event), and its manifest entry."""
+    warning: the kept events are then read again for each event), compiled too unless ``compiled`` is False
+    (see :func:`export_run`), and its manifest entry."""
     stepper = ProbabilityStep(net).eval()
     layers, width = stepper.step.layers, stepper.step.width
     saved = {}
@@ -631,7 +650,22 @@ def save_steps(net: SessionClassifier, spec: Spec, root: Path, formats: list[str
         except Exception as e:  # noqa: BLE001  # scripting and tracing fail with their own error types
             log.warning("no %s step function: %s", fmt, str(e).strip().splitlines()[0])
             (root / STEP_FILES[fmt]).unlink(missing_ok=True)
-    return {"formats": saved, "layers": layers, "width": width}
+    entry: dict[str, Any] = {"formats": saved, "layers": layers, "width": width}
+    if saved and compiled is not False:
+        log.info("compiling the step for online events (export.compiled_step=false skips it)")
+        try:  # a carried state per window start, and one that starts at the event
+            entry["compiled"] = save_compiled_step(stepper, spec, root, layers, width, CARRIED_STATES + 1)
+        except Exception as e:  # inductor and the C++ compiler fail with their own error types
+            (root / COMPILED_STEP_FILE).unlink(missing_ok=True)
+            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if compiled:
+                raise ExportError(f"compiled_step=true: the step cannot be compiled here: {why}") from e
+            log.warning(
+                "no compiled step (online events step through the %s step, slower): %s",
+                next(iter(saved)),
+                why,
+            )
+    return entry
 
 
 def check_step_parity(
