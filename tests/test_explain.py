@@ -460,7 +460,7 @@ def test_cli_says_when_no_single_event_moves_the_score(
         cli.main([*args, "--out", str(tmp_path / "flat.html")])
         out = capsys.readouterr().out
         assert "note: no single event explains this score" in out
-        assert f"moves its raw score of {raw:.3f} by {contribution:.3f}" in out
+        assert f"the largest rise of its raw score of {raw:.3f} is {contribution:.3f}" in out
         # The page says it too, where the command alone did (dogfood 120).
         assert "no single event explains this score" in (tmp_path / "flat.html").read_text()
         # Trees are named only where a stacker made the score (it was said of every model).
@@ -472,7 +472,7 @@ def test_cli_says_when_no_single_event_moves_the_score(
     said = flat_note(np.zeros(62), {S.RAW_SCORE: 0.737, S.BAND: "decline", "stacked": True, "unlisted": 1352})
     assert said is not None and "the session as a whole" not in said
     assert said.startswith(
-        "no listed event explains this score (the largest moves its raw score of 0.737 by 0.000)"
+        "no listed event explains this score (the largest rise of its raw score of 0.737 is 0.000)"
     )
     assert (
         "the 1,352 earlier events count through the stacker's aggregates unlisted, and one of them may"
@@ -482,9 +482,18 @@ def test_cli_says_when_no_single_event_moves_the_score(
     # and unlisted events keep their note beside the context's (review 134); a shift that shows as no move is none.
     ring = {S.RAW_SCORE: 0.988, S.BAND: "decline", "stacked": True, "context_shift": 0.987}
     assert flat_note(np.zeros(5), ring) == (
-        "no single event explains this score (the largest moves its raw score of 0.988 by 0.000): its entity "
+        "no single event explains this score (the largest rise of its raw score of 0.988 is 0.000): its entity "
         "context moves it more"
     )
+    # Events that lower a flagged session's score are no reason for it (dogfood 136: a declined 0.994 listed three
+    # falls with no note); for an approved one any move counts.
+    falls = np.array([-0.102, -0.075, -0.067])
+    declined = flat_note(falls, {S.RAW_SCORE: 0.994, S.BAND: "decline", "stacked": False})
+    assert declined is not None and declined.startswith(
+        "no single event explains this score (the largest rise of its raw score of 0.994 is 0.000): it comes from "
+        "the session as a whole"
+    )
+    assert flat_note(falls, {S.RAW_SCORE: 0.2, S.BAND: "approve", "stacked": False}) is None
     long_ring = flat_note(np.zeros(5), ring | {"unlisted": 1352})
     assert long_ring is not None and long_ring.endswith(
         "one of them may; its entity context moves it by 0.987"

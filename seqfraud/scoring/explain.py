@@ -251,27 +251,30 @@ def flat_note(contributions: np.ndarray, scored: Mapping[str, Any]) -> str | Non
     ``scored``: the session's row of ``score`` (``raw_score``, ``band``), ``stacked``, ``unlisted``
     (:func:`unlisted`: events that count and are not listed, which may hold the reason) and, with entity features,
     ``context_shift`` (the raw score less its score without other sessions: :func:`context_note`)."""
-    # A flagged session is the one whose reason is asked for: a sliver of its score is no reason.
-    largest, raw = float(np.abs(contributions).max(initial=0.0)), float(scored[S.RAW_SCORE])
-    if not (largest < NO_SINGLE_EVENT or (scored[S.BAND] != "approve" and largest < SMALL_SHARE * raw)):
+    # A flagged session is the one whose reason is asked for: a sliver of its score is no reason, nor are events
+    # that lower it (a declined 0.994 listed -0.102, -0.075 and -0.067 with no note: dogfood 136).
+    raw, flagged = float(scored[S.RAW_SCORE]), scored[S.BAND] != "approve"
+    largest = float(contributions.max(initial=0.0) if flagged else np.abs(contributions).max(initial=0.0))
+    if not (largest < NO_SINGLE_EVENT or (flagged and largest < SMALL_SHARE * raw)):
         return None
+    moved = (
+        f"the largest rise of its raw score of {raw:.3f} is {largest:.3f}"
+        if flagged
+        else f"the largest moves its raw score of {raw:.3f} by {largest:.3f}"
+    )
     # The entity context moved the raw score more than any event (context_note says by how much in scores).
     shift = abs(scored.get("context_shift", 0.0))
     by_context = shift >= max(largest, NO_SINGLE_EVENT)
     if hidden := scored.get("unlisted"):  # one of them moved a dogfood's 0.737 to 0.165, said to be none
         return (
-            f"no listed event explains this score (the largest moves its raw score of {raw:.3f} by {largest:.3f}): "
+            f"no listed event explains this score ({moved}): "
             f"the {hidden:,} earlier events count through the stacker's aggregates unlisted, and one of them may"
             + (f"; its entity context moves it by {shift:.3f}" if by_context else "")
         )
     if by_context:
-        return (
-            f"no single event explains this score (the largest moves its raw score of {raw:.3f} by "
-            f"{largest:.3f}): its entity context moves it more"
-        )
+        return f"no single event explains this score ({moved}): its entity context moves it more"
     return (
-        f"no single event explains this score (the largest moves its raw score of {raw:.3f} by "
-        f"{largest:.3f}): it comes from the session as a whole"
+        f"no single event explains this score ({moved}): it comes from the session as a whole"
         + (
             " (a stacked model's trees move in steps, and leaving out one event may cross none of their splits)"
             if scored["stacked"]
