@@ -263,6 +263,13 @@ def _reversed_refused(a: Artifact, x: dict) -> None:
         a.calibration  # noqa: B018  # read lazily
 
 
+def _huge_slope_refused(a: Artifact, x: dict) -> None:
+    with pytest.raises(
+        ArtifactError, match="calibration.json: not a calibration: platt calibration needs finite"
+    ):
+        a.calibration  # noqa: B018  # read lazily
+
+
 def _spec_disagrees_with_model(a: Artifact, x: dict) -> None:
     with pytest.raises(ArtifactError, match="spec inside the model differs"):
         a.load_model("torchscript")
@@ -350,6 +357,14 @@ BREAKAGES = {
     "threshold a string": Case(
         lambda r, x: _edit(r, lambda m: m["thresholds"].update(review="0.5")),
         r"thresholds\['review'\] must be a number",
+    ),
+    # Past what a float holds: an OverflowError's traceback (dogfood 137).
+    "threshold an integer of 400 digits": Case(
+        lambda r, x: _edit(r, lambda m: m["thresholds"].update(decline=10**400)),
+        r"thresholds\['decline'\] must be a number",
+    ),
+    "calibration an integer of 400 digits, hash rewritten": Case(
+        lambda r, x: _calibration_to(r, 10**400), _huge_slope_refused
     ),
     "threshold a bool": Case(
         lambda r, x: _edit(r, lambda m: m["thresholds"].update(decline=True)),

@@ -454,6 +454,28 @@ def test_a_gzip_file_that_does_not_unpack_is_refused_by_name(damage, tmp_path):
         load_events(str(path), SYNTHETIC)
 
 
+def test_compressed_bytes_named_csv_and_a_giant_header_field_are_refused_by_name(tmp_path):
+    """A 204 KB gzip file named .csv was decompressed whole (5.7 GB of memory) and its 200 MiB header quoted in
+    the error; a header field past the csv module's limit was its traceback (dogfood 137)."""
+    packed = gzip.compress(b"a" * (1 << 20))
+    named_plain = tmp_path / "events.csv"
+    named_plain.write_bytes(packed)
+    with pytest.raises(DataValidationError, match=f"{named_plain}: gzip-compressed, but named as plain CSV"):
+        load_events(str(named_plain), SYNTHETIC)
+    named_gz = tmp_path / "events.csv.gz"
+    named_gz.write_bytes(packed)
+    with pytest.raises(
+        DataValidationError, match=f"{named_gz}: the header row does not read as CSV: field larger"
+    ):
+        load_events(str(named_gz), SYNTHETIC)
+    wide = tmp_path / "wide.csv"
+    wide.write_text(",".join(f"c{i}{'x' * 200}" for i in range(300)) + "\n" + ",".join("1" * 300) + "\n")
+    with pytest.raises(DataValidationError) as info:
+        load_events(str(wide), SYNTHETIC)
+    said = str(info.value)
+    assert "and 200 more." in said and len(said) < 20_000, said[:300]
+
+
 def test_a_folder_of_gzipped_csv_reads_as_its_csv(tmp_path):
     """Daily exports as ``.csv.gz`` (any case) in a folder read as the same rows as the plain CSV, ids as text."""
     events = log(ids=ZERO_PADDED)

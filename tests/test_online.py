@@ -245,9 +245,18 @@ def test_session_state_round_trips_and_refuses_foreign_bytes() -> None:
     assert other.record_list() == [{"a": i} for i in range(1, 7)] and other.seen([key_entry("id:7")]) == [
         True
     ]
-    for garbage in (b"", b"\x05\x00\x00\x00{bad}", state.encode() + b"\nx", state.encode()[:-12]):
+    deep = b"[" * 100_000 + b"]" * 100_000  # a RecursionError, no ValueError: a 500 (dogfood 137)
+    for garbage in (
+        b"",
+        b"\x05\x00\x00\x00{bad}",
+        state.encode() + b"\nx",
+        state.encode()[:-12],
+        len(deep).to_bytes(4, "little") + deep,
+    ):
         with pytest.raises(ValueError, match="unreadable session state"):
             SessionState.decode(garbage, 3, (1, 4), "m1", state.session_id)
+    with pytest.raises(ValueError, match="nested too deeply"):
+        replace(state, records=b'"k"\t' + deep).record_list()
     # Copied under another session's key (in Redis, or in a snapshot), it answered for that session.
     with pytest.raises(ValueError, match="it is the state of session 's1', kept under another's key"):
         SessionState.decode(state.encode(), 3, (1, 4), "m1", "s2")
@@ -864,10 +873,13 @@ def test_what_seqfraud_cannot_read_under_its_redis_keys_answers_as_an_outage_nam
     records = session_records(gru_run, 1, min_events=4)
     sid = records[0]["session_id"]
     with redis_server(tmp_path) as server, redis_client.Redis.from_url(server.url) as raw:
-        for damage in ("garbage", "wrong type"):
+        deep = b"[" * 100_000 + b"]" * 100_000  # a RecursionError, no ValueError: a 500 (dogfood 137)
+        for damage in ("garbage", "deep", "wrong type"):
             raw.delete(f"seqfraud:session:{sid}")
             if damage == "garbage":
                 raw.set(f"seqfraud:session:{sid}", b"garbage")
+            elif damage == "deep":
+                raw.set(f"seqfraud:session:{sid}", len(deep).to_bytes(4, "little") + deep)
             else:
                 raw.lpush(f"seqfraud:session:{sid}", b"x")
             with service_client(gru_artifact, store=RedisStore(server.url)) as client:
@@ -875,9 +887,9 @@ def test_what_seqfraud_cannot_read_under_its_redis_keys_answers_as_an_outage_nam
                 assert answer["degraded"] is True and answer["n_events"] == 2, damage
                 got = client.get(f"/sessions/{sid}")
                 assert got.status_code == 503, (damage, got.text)
-                said = "is unreadable" if damage == "garbage" else "WRONGTYPE"
+                said = "WRONGTYPE" if damage == "wrong type" else "is unreadable"
                 assert said in got.json()["detail"] and (
-                    damage != "garbage" or repr(sid) in got.json()["detail"]
+                    damage == "wrong type" or repr(sid) in got.json()["detail"]
                 )
                 assert (
                     "HGETALL" not in got.text and str(server.port) not in got.text

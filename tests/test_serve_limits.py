@@ -419,16 +419,32 @@ def test_a_worker_timeout_shorter_than_a_cold_start_does_not_restart_for_good(
 
 
 @pytest.mark.parametrize(
-    "flag", ["--worker-timeout", "--max-pipelined", "--max-session-memory", "--max-connections"]
+    "flag, value",
+    [
+        ("--worker-timeout", "0"),
+        ("--max-pipelined", "0"),
+        ("--max-session-memory", "0"),
+        ("--max-connections", "0"),
+        ("--header-timeout", "nan"),
+        ("--body-timeout", "nan"),
+        ("--keep-alive-timeout", "nan"),
+        ("--session-ttl", "nan"),
+        ("--redis-timeout", "inf"),
+        ("--retry-after", "-1"),
+    ],
 )
-def test_a_limit_of_zero_is_refused_at_start(flag, tmp_path, capsys):
+def test_a_limit_of_zero_or_not_finite_is_refused_at_start(flag, value, tmp_path, capsys):
     """--worker-timeout 0 started and answered every batch with 503; --max-pipelined 0 closed any connection
-    that sent two requests at once (dogfood 47)."""
+    that sent two requests at once (dogfood 47); a NaN deadline held slow clients' connections open for good, and
+    a NaN TTL kept every session (dogfood 137)."""
     from seqfraud.cli.serve import main
 
     with pytest.raises(SystemExit) as exit_:
-        main(["--artifact", str(tmp_path), flag, "0"])
-    assert exit_.value.code == 2 and f"{flag} must be positive, got 0" in capsys.readouterr().err
+        main(["--artifact", str(tmp_path), flag, value])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and re.search(
+        f"{flag} must be (positive|at least 0) and finite, got {value}", err
+    )
 
 
 @pytest.mark.parametrize(

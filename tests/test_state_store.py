@@ -463,7 +463,7 @@ def test_a_snapshot_says_when_it_was_saved_not_when_it_was_copied(tmp_path: Path
             + "0" * 4000
             + ', ""]], '
             '"entity_rows": [], "labels": []}',
-            "too large to convert to float",
+            "a session's last update time is '10000.*', not a finite number",
         ),
         (
             json.dumps(
@@ -545,6 +545,26 @@ def test_a_snapshot_that_cannot_be_written_is_refused_at_start(tmp_path: Path):
     MemoryStore(snapshot=tmp_path / "new" / "online.json").close()
     assert (tmp_path / "new" / "online.json").is_file()
     assert [p.name for p in (tmp_path / "new").iterdir() if p.name.startswith(".")] == [".online.json.lock"]
+
+
+def test_a_snapshot_that_is_no_file_or_whose_lock_is_a_link_is_refused_at_start(tmp_path: Path):
+    """A FIFO hung serve before it bound its port, a link to /dev/zero was read until memory ran out (and left a
+    lock file in /dev), and a link planted at the lock's path ended in filelock's traceback (dogfood 137)."""
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    zero = tmp_path / "zero.json"
+    zero.symlink_to("/dev/zero")
+    for path, named in ((fifo, fifo), (zero, Path("/dev/zero"))):
+        with pytest.raises(SnapshotError, match=f"{named}: not a regular file"):
+            MemoryStore(snapshot=path)
+    assert not Path("/dev/.zero.lock").exists()
+    path = tmp_path / "online.json"
+    victim = tmp_path / "victim.txt"
+    victim.write_text("kept")
+    (tmp_path / ".online.json.lock").symlink_to(victim)
+    with pytest.raises(SnapshotError, match=f"{path}: cannot take its lock .*online.json.lock: .*remove it"):
+        MemoryStore(snapshot=path)
+    assert victim.read_text() == "kept"
 
 
 def test_one_process_a_snapshot(tmp_path: Path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 from dataclasses import fields
 
@@ -210,12 +211,15 @@ def main(argv: list[str] | None = None) -> None:
         except DecisionError as e:
             p.error(f"--review, --decline: {e}")
     # A limit of 0 serves nothing: --worker-timeout 0 answered every batch with 503, --max-pipelined 0 closed any
-    # connection that sent two requests at once (dogfood 47).
+    # connection that sent two requests at once (dogfood 47). NaN passed `<= 0` and switched the slow-client
+    # deadlines and session expiry off; inf ended Redis's connect in a traceback (dogfood 137).
     flags = {a.dest: a.option_strings[0] for a in p._actions if a.option_strings}
     store_limits = ("max_sessions", "max_session_memory", "session_ttl", "redis_timeout")
     for name in [*(f.name for f in (*fields(Limits), *fields(ConnectionLimits))), *store_limits]:
-        if getattr(args, name) <= 0 and name != "retry_after_s":
-            p.error(f"{flags[name]} must be positive, got {getattr(args, name)}")
+        value = getattr(args, name)
+        least, wanted = (value >= 0, "at least 0") if name == "retry_after_s" else (value > 0, "positive")
+        if not (least and math.isfinite(value)):
+            p.error(f"{flags[name]} must be {wanted} and finite, got {value}")
 
     # Before anything logs: a snapshot's restore line (its age, what it held) was dropped (dogfood 32).
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from seqfraud.baselines import STACKER_FILE, STACKER_FORMAT, Stacker
 from seqfraud.calibration import Calibration, CalibrationError
 from seqfraud.decisions import DecisionError, check_thresholds
-from seqfraud.errors import UserError, is_int, is_number
+from seqfraud.errors import UserError, is_int, is_number, json_value
 from seqfraud.export.signing import KeySource, SigningKeyError, key_id, load_private_key, load_public_keys
 from seqfraud.features.spec import MISSING, Spec, SpecError
 
@@ -894,10 +894,7 @@ def strict_json(data: bytes) -> Any:
     repeated in one object (a reader that takes the first would see another manifest than the scorer, which
     takes the last), or nesting past Python's recursion limit (a crafted file; RecursionError is no
     ValueError, so it escaped as a traceback)."""
-    try:
-        return json.loads(data, parse_constant=_refuse_constant, object_pairs_hook=unique_keys)
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
+    return json_value(data, parse_constant=_refuse_constant, object_pairs_hook=unique_keys)
 
 
 def _refuse_constant(name: str) -> Any:

@@ -63,7 +63,7 @@ from seqfraud.data.events import (
     usable_delay_us,
 )
 from seqfraud.decisions import assign_bands
-from seqfraud.errors import is_int, is_number
+from seqfraud.errors import is_int, is_number, json_value
 from seqfraud.export.artifact import Step
 from seqfraud.features.entities import EntitySpec, point_features
 from seqfraud.features.fastpath import EventColumns, column_sequences, time_delta_ids
@@ -161,7 +161,7 @@ class SessionState:
         are split once for them all, as :meth:`seen` does (a search per key over a stacker's 20,000 records took
         5.6 s for a resend of 4,096 events: review 107)."""
         held = dict(line.split(b"\t", 1) for line in self.records.split(b"\n")) if self.records else {}
-        return [None if (line := held.get(e[1:-1])) is None else json.loads(line) for e in entries]
+        return [None if (line := held.get(e[1:-1])) is None else json_value(line) for e in entries]
 
     def add_keys(self, entries: list[bytes]) -> None:
         """Record event ids as :func:`key_entry` gives them."""
@@ -171,7 +171,7 @@ class SessionState:
     def record_list(self) -> list[dict[str, Any]]:
         """The kept events as they were sent, in time order: what a rebuild scores."""
         return (
-            [json.loads(line.split(b"\t", 1)[1]) for line in self.records.split(b"\n")]
+            [json_value(line.split(b"\t", 1)[1]) for line in self.records.split(b"\n")]
             if self.records
             else []
         )
@@ -220,7 +220,7 @@ class SessionState:
         (dogfood 43)."""
         try:
             size = int.from_bytes(data[:4], "little")
-            meta = json.loads(data[4 : 4 + size])
+            meta = json_value(data[4 : 4 + size])
             if meta["session_id"] != session_id:
                 raise ValueError(
                     f"it is the state of session {meta['session_id']!r}, kept under another's key"
@@ -311,7 +311,7 @@ class SessionState:
         records = bytes(data[len(data) - records_size :])
         lines = records.split(b"\n") if records else []
         for line in lines:
-            if not isinstance(json.loads(line), dict):
+            if not isinstance(json_value(line), dict):
                 raise TypeError("a record that is not a JSON object")
         keyed = b"\n".join(json.dumps(f"earlier:{i}").encode() + b"\t" + line for i, line in enumerate(lines))
         return cls(
@@ -478,7 +478,7 @@ def _decode_aggregates(
     )
     gaps = take(meta["gaps"], "<f8").astype(np.float64)
     text = bytes(take(meta["text"], "u1"))
-    unknown = json.loads(text)
+    unknown = json_value(text)
     if not (
         isinstance(unknown, list)
         and all(isinstance(u, list) and all(isinstance(v, str) for v in u) for u in unknown)

@@ -39,6 +39,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
 
+from seqfraud.errors import json_value
 from seqfraud.scoring.state import (
     Change,
     EntityRow,
@@ -288,7 +289,7 @@ class RedisStore(StateStore):
             for field, value in fields.items()
         ]
         try:  # one parse for all (one per row cost more than the round trip), each row checked below
-            decoded = json.loads(b"[" + b",".join(f[3] for f in found) + b"]")
+            decoded = json_value(b"[" + b",".join(f[3] for f in found) + b"]")
         except ValueError:
             decoded = None
         if not isinstance(decoded, list) or len(decoded) != len(found):  # a row that is not one JSON value
@@ -298,7 +299,7 @@ class RedisStore(StateStore):
     def _row(self, session_id: str, key: bytes, field: bytes, value: bytes, decoded: Any) -> EntityRow:
         """Decoded and checked: anything else in our keys was written by someone else, and is refused."""
         try:
-            ts_us, *values = json.loads(value) if decoded is None else decoded
+            ts_us, *values = json_value(value) if decoded is None else decoded
             if not all(v is None or isinstance(v, str) for v in values):
                 raise ValueError("expected [ts_us, values...]")
             return EntityRow(_text(field), session_id, ts_us, tuple(values))  # which checks the time
@@ -336,7 +337,7 @@ class RedisStore(StateStore):
 
     def _label(self, session_id: str, value: bytes) -> Label:
         try:
-            label, label_time_us = json.loads(value)
+            label, label_time_us = json_value(value)
             return Label(session_id, label, label_time_us)
         except (ValueError, TypeError) as e:
             what = f"{self._labels_key!r} field {_bytes(session_id)!r} is not a seqfraud label"

@@ -279,6 +279,9 @@ class MemoryStore(StateStore):
         self._checked: set[str] = set()  # the models whose reader decoded them
         self._snapshot_lock: FileLock | None = None
         if self.snapshot is not None:
+            # A FIFO hung serve before it bound its port; /dev/zero was read until memory ran out (dogfood 137).
+            if self.snapshot.exists() and not self.snapshot.is_file():
+                raise SnapshotError(f"{self.snapshot}: not a regular file (a pipe, a device or a directory)")
             self._check_writable(self.snapshot)
             self._snapshot_lock = _claim(self.snapshot)
             try:
@@ -581,6 +584,10 @@ def _claim(path: Path) -> FileLock:
             f"{path}: another process holds this snapshot (its lock {lock.lock_file}): the last to stop would "
             "overwrite the other's sessions; give each service its own --snapshot, or share the state in Redis "
             "(--state redis)"
+        ) from None
+    except OSError as e:  # a link planted at the lock's path is not followed (dogfood 137)
+        raise SnapshotError(
+            f"{path}: cannot take its lock {lock.lock_file}: {e.strerror}; remove it if it is a link or no file"
         ) from None
     return lock
 
