@@ -7,9 +7,9 @@ import logging
 import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
+from seqfraud.schema import UNKNOWN_TYPOLOGY
+
 log = logging.getLogger(__name__)
-# The group of the sessions a typology table leaves out (per_group_metrics).
-UNKNOWN_TYPOLOGY = "unknown"
 
 
 def recall_at_fpr(y: np.ndarray, p: np.ndarray, fpr: float) -> float:

@@ -25,6 +25,9 @@ SCORE = "score"
 RAW_SCORE = "raw_score"  # the model's own probability, next to the calibrated ``score``
 BAND = "band"
 TYPOLOGY = "typology"
+UNKNOWN_TYPOLOGY = (
+    "unknown"  # the group of the labelled frauds a typology table leaves out (per_group_metrics)
+)
 # Per-session label availability (epoch us): when the session's label became known, from
 # ``data.schema.label_time`` or ``data.policy.label_delay``; null when it never is. ``END_TIME`` is the
 # session's last event, where a label delay counts from.

@@ -36,7 +36,7 @@ from seqfraud.data.shards import ROW_GROUP_SESSIONS, shard_files
 from seqfraud.data.split import BOUNDARY_PERIOD, check_splits, fractions_read, later_boundary
 from seqfraud.errors import ConfigError
 from seqfraud.features.spec import Spec
-from seqfraud.metrics import UNKNOWN_TYPOLOGY, classification_metrics, per_group_metrics
+from seqfraud.metrics import classification_metrics, per_group_metrics
 from seqfraud.models.sequence import ModelConfig, SessionClassifier
 from seqfraud.preprocess import (
     Prepared,
@@ -302,7 +302,7 @@ def evaluate(pred: pl.DataFrame, metrics_cfg: dict, typologies: pl.DataFrame | N
     out: dict[str, Any] = classification_metrics(pred[S.LABEL], pred[S.SCORE], **metrics_cfg)
     if typologies is not None:
         joined = pred.join(typologies, on=S.SESSION_ID, how="left").with_columns(
-            pl.col(S.TYPOLOGY).fill_null(UNKNOWN_TYPOLOGY)
+            pl.col(S.TYPOLOGY).fill_null(S.UNKNOWN_TYPOLOGY)
         )
         out["per_typology"] = per_group_metrics(
             joined[S.LABEL], joined[S.SCORE], joined[S.TYPOLOGY], **metrics_cfg
