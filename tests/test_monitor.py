@@ -391,6 +391,21 @@ def test_default_reference_follows_the_runs_prepared_dir(exported_artifact, trai
     assert report["reference"]["source"] == str(trained_run / "data" / "train")
 
 
+def test_performance_ranks_the_raw_scores_as_the_runs_test_metrics_did():
+    """An isotonic calibration ties ranges of scores: the run's own test sessions read as a PR-AUC drop of 0.033
+    (dogfood 136). The window's figures rank what the run's test PR-AUC ranked, the raw scores."""
+    from seqfraud.monitoring.statistics import performance
+
+    raw = np.linspace(0.01, 0.99, 40)
+    labels = (raw > 0.8).astype(int)
+    scores = pl.DataFrame(
+        {S.SESSION_ID: [f"s{i}" for i in range(40)], S.RAW_SCORE: raw, S.SCORE: np.where(raw > 0.5, 0.3, 0.1)}
+    )
+    table = pl.DataFrame({S.SESSION_ID: scores[S.SESSION_ID], S.LABEL: labels})
+    perf = performance(scores, table, 0.01, reference_pr_auc=1.0)
+    assert perf is not None and perf["pr_auc"] == 1.0 and perf["pr_auc_drop"] == 0.0
+
+
 def test_psi_of_a_long_tail_groups_its_rare_values():
     """Per value, two samples of one 300-value long tail differ by chance alone past the alert threshold (a
     dogfood log's carrier field alerted at 0.93 on unchanged traffic); grouped into the most frequent values and

@@ -240,11 +240,14 @@ def performance(
     outside: int = 0,
 ) -> dict[str, Any] | None:
     """Metrics of the current window at the run's operating point, and the relative PR-AUC drop from
-    ``reference_pr_auc`` (the artifact's test PR-AUC); ``outside``: labels of sessions not in the window."""
+    ``reference_pr_auc`` (the artifact's test PR-AUC); ``outside``: labels of sessions not in the window.
+
+    Ranked by the raw scores, as the run's test metrics were: an isotonic calibration ties ranges of scores, and
+    the run's own test sessions read as a drop of 0.033 in PR-AUC (dogfood 136)."""
     if labels is None:
         return None
     joined = scores.join(labels, on=S.SESSION_ID, how="inner")
-    m = classification_metrics(joined[S.LABEL].to_numpy(), joined[S.SCORE].to_numpy(), fpr=fpr)
+    m = classification_metrics(joined[S.LABEL].to_numpy(), joined[S.RAW_SCORE].to_numpy(), fpr=fpr)
     keep = ("n", "positives", "pr_auc", "roc_auc", recall_key(fpr))
     out = {k: (None if isinstance(m[k], float) and math.isnan(m[k]) else m[k]) for k in keep}
     drop = None
