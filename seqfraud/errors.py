@@ -72,6 +72,11 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
+def first_line(error: BaseException) -> str:
+    """An error's first line that says something, or its type's name: a library's message for a one-line one."""
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+
+
 def one_line(error: BaseException) -> str:
     """The message on one line. OmegaConf appends ``full_key``/``object_type`` lines to its first, which says it
     all; Hydra's own messages read as sentences, with the OmegaConf error that caused them after."""

@@ -34,7 +34,7 @@ from typing_extensions import TypeVar
 from seqfraud import schema as S
 from seqfraud.data.split import from_epoch_us, to_epoch_us
 from seqfraud.durations import DURATION_US, duration_us
-from seqfraud.errors import UserError, did_you_mean
+from seqfraud.errors import UserError, did_you_mean, first_line
 from seqfraud.provenance import files_digest
 from seqfraud.schema import Schema
 
@@ -298,11 +298,7 @@ def reading(source: str) -> Iterator[None]:
     try:
         yield
     except (pl.exceptions.PolarsError, pa.ArrowException, OSError) as e:
-        raise DataValidationError(f"{source}: the data cannot be read: {_first_line(e)}") from e
-
-
-def _first_line(error: BaseException) -> str:
-    return next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        raise DataValidationError(f"{source}: the data cannot be read: {first_line(e)}") from e
 
 
 def _duplicates(names: list[str]) -> list[str]:
@@ -316,7 +312,7 @@ def _parquet_schema(file: str) -> tuple[pl.Schema, int]:
         arrow = meta.schema.to_arrow_schema()
     except (pa.ArrowException, OSError) as e:
         raise DataValidationError(
-            f"{file}: not a readable Parquet file ({_first_line(e)}); is it truncated, empty, or of another "
+            f"{file}: not a readable Parquet file ({first_line(e)}); is it truncated, empty, or of another "
             "format? Rewrite it, or remove it from the input"
         ) from None
     if dupes := _duplicates(arrow.names):
@@ -469,7 +465,7 @@ def _scan_csv_named(file: str, schema: Schema) -> pl.LazyFrame:
         if not file.lower().endswith(".gz"):
             raise
         raise DataValidationError(
-            f"{file}: not a readable gzip file ({_first_line(e)}): is it cut off (a copy that stopped), or not "
+            f"{file}: not a readable gzip file ({first_line(e)}): is it cut off (a copy that stopped), or not "
             "gzip at all? Compress it again, or give the CSV as it is"
         ) from None
 
@@ -504,7 +500,7 @@ def _scan_csv(file: str, schema: Schema) -> pl.LazyFrame:
             pl.all().null_count(), *integers, pl.len().alias(S.ROW_INDEX), blank.sum().alias(n_blank)
         ).collect(engine="streaming")
     except (pl.exceptions.PolarsError, OSError) as e:
-        raise DataValidationError(_csv_fault(file, have) or f"{file}: {_first_line(e)}") from None
+        raise DataValidationError(_csv_fault(file, have) or f"{file}: {first_line(e)}") from None
     if blanks := int(counts[n_blank][0]):
         log.warning("%s: %d blank line(s) (every field empty) left out", file, blanks)
         lf = lf.filter(~blank)

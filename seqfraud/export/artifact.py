@@ -23,6 +23,7 @@ import logging
 import os
 import platform
 import re
+import shutil
 import stat
 import tempfile
 import warnings
@@ -40,7 +41,7 @@ from torch import Tensor, nn
 from seqfraud.baselines import STACKER_FILE, STACKER_FORMAT, Stacker
 from seqfraud.calibration import Calibration, CalibrationError
 from seqfraud.decisions import DecisionError, check_thresholds
-from seqfraud.errors import UserError, is_int, is_number, json_value
+from seqfraud.errors import UserError, first_line, is_int, is_number, json_value
 from seqfraud.export.signing import KeySource, SigningKeyError, key_id, load_private_key, load_public_keys
 from seqfraud.features.spec import MISSING, Spec, SpecError
 
@@ -69,6 +70,11 @@ COMPILED_MACHINE, COMPILED_MARCH = "x86_64", "x86-64-v3"
 COMPILED_PROBE_TOLERANCE = 1e-4
 # The /proc/cpuinfo flags of each target that compiled code may use.
 MARCH_FLAGS = {COMPILED_MARCH: ("avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave")}
+# The files that run code of their own when loaded: what an unsigned one's warning says.
+UNSIGNED_RISK = {
+    "pt2": ("a pt2 model", "torch.export.load unpickles it"),
+    "compiled": ("a compiled step", "it is native code"),
+}
 # A sequence model's session embedding (the encoder's pooled state, what its head reads): seqfraud embed --artifact.
 EMBED_FILES = {"torchscript": "embed.ts", "pt2": "embed.pt2"}
 SIGNATURE_ALGORITHM = "ed25519"
@@ -151,26 +157,35 @@ def save_compiled_step(
     module: nn.Module, spec: Spec, root: Path, layers: int, width: int, max_batch: int
 ) -> dict[str, Any]:
     """The step compiled for one event of 1 to ``max_batch`` sessions (:data:`COMPILED_STEP_FILE`), and its
-    manifest entry; raises whatever inductor raises where it cannot build it (no C++ compiler, another machine)."""
+    manifest entry; raises whatever inductor raises where it cannot build it (no C++ compiler, another machine).
+
+    Built in a private cache folder, removed after: inductor's shared one (``/tmp/torchinductor_$USER``) reuses
+    the files it finds there, which another local user could have put there, and grew by 3.7 MB an export
+    (review 154)."""
     if platform.machine() != COMPILED_MACHINE:
         raise RuntimeError(
             f"a compiled step is built for {COMPILED_MACHINE}; this machine is {platform.machine()}"
         )
-    import torch._inductor  # export only: the serving path imports it where an artifact holds a compiled step
+    import torch._inductor  # export only
+    from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
 
     batch = torch.export.Dim("batch", min=1, max=max_batch)
     tokens = torch.full((2, 1, len(spec.fields)), MISSING, dtype=torch.long)  # 2, not 1: 0/1 specialize
-    with _known_export_warnings():
-        program = torch.export.export(
-            module,
-            (tokens, torch.zeros(layers, 2, width)),
-            dynamic_shapes={"tokens": {0: batch}, "hidden": {1: batch}},
-        )
-        torch._inductor.aoti_compile_and_package(
-            program,
-            package_path=str(root / COMPILED_STEP_FILE),
-            inductor_configs={"cpp.march": COMPILED_MARCH, "cpp.simdlen": 256},
-        )
+    cache = tempfile.mkdtemp(prefix="seqfraud-inductor-")
+    try:
+        with _known_export_warnings(), temporary_cache_dir(cache):
+            program = torch.export.export(
+                module,
+                (tokens, torch.zeros(layers, 2, width)),
+                dynamic_shapes={"tokens": {0: batch}, "hidden": {1: batch}},
+            )
+            torch._inductor.aoti_compile_and_package(
+                program,
+                package_path=str(root / COMPILED_STEP_FILE),
+                inductor_configs={"cpp.march": COMPILED_MARCH, "cpp.simdlen": 256},
+            )
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
     return {
         "file": COMPILED_STEP_FILE,
         "machine": COMPILED_MACHINE,
@@ -180,22 +195,33 @@ def save_compiled_step(
     }
 
 
-def load_compiled_step(f: Path | IO[bytes]) -> Callable[[Tensor, Tensor], list[Tensor]]:
+def load_compiled_step(data: bytes) -> Callable[[Tensor, Tensor], list[Tensor]]:
     """An AOTInductor package's model, ``(tokens, hidden) -> [probabilities, hidden]``. Its shared library is
-    native code run in this process: only verified bytes come here."""
-    import torch._inductor
+    native code run in this process: only verified bytes come here.
 
-    # It says "Device information mismatch" of any machine with other instructions than the exporting one's, wider
-    # ones included; _compiled_foreign checks those the code may use.
-    package = logging.getLogger("torch.export.pt2_archive._package")
-    level = package.level
-    package.setLevel(logging.ERROR)
+    Through torch's package loader itself, not ``aoti_load_package``, which first compiles and runs test programs
+    of this CPU's instructions, through inductor's shared cache folder in /tmp (13 compiler runs, 10-16 s on a
+    fresh host; files another local user could have put there: review 154): :func:`_compiled_foreign` reads them
+    from /proc/cpuinfo instead. The loader unpacks the package into a private folder, removed once it is loaded
+    (the library stays mapped): the one it made itself outlived every service that stopped on a signal. It reads
+    the folder from ``TMPDIR``, set for the call: artifacts load at a scorer's start, before it serves."""
+    private = tempfile.mkdtemp(prefix="seqfraud-step-")
+    before = os.environ.get("TMPDIR")
     try:
-        # Its loader's own call: the package's __call__ parses its input and output specs from JSON at every call
-        # (12 of 56 us a step).
-        run = torch._inductor.aoti_load_package(f).loader.boxed_run
+        path = os.path.join(private, COMPILED_STEP_FILE)
+        with open(path, "wb") as f:
+            f.write(data)
+        os.environ["TMPDIR"] = private
+        loader = torch._C._aoti.AOTIModelPackageLoader(path, "model", False, 1, -1)
     finally:
-        package.setLevel(level)
+        if before is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = before
+        shutil.rmtree(private, ignore_errors=True)
+    # Its own call: the package's Python __call__ parses its input and output specs from JSON at every call
+    # (12 of 56 us a step).
+    run = loader.boxed_run
     return lambda tokens, hidden: run([tokens, hidden])
 
 
@@ -345,12 +371,14 @@ class Artifact:
     """A verified artifact directory: every listed file is present and matches its hash.
 
     ``signer`` is the id of the key whose signature was verified; None when none was (see :func:`open_artifact`).
+    ``quiet``: loading its files says nothing of them (its exporter's checks, of a folder about to be renamed).
     """
 
     path: Path
     manifest: dict[str, Any]
     spec: Spec
     signer: str | None = None
+    quiet: bool = False
 
     @property
     def run_id(self) -> str:
@@ -417,30 +445,36 @@ class Artifact:
         if compiled is None:
             return step
         path = self.path / COMPILED_STEP_FILE
-        if why := _compiled_foreign(compiled):
-            log.warning(
-                "%s: not used here (%s): each online event steps through the %s step, slower", path, why, fmt
-            )
-            return step
         data = self.read(COMPILED_STEP_FILE)
-        try:
-            both = CompiledStep(load_compiled_step(io.BytesIO(data)), step, compiled["max_batch"])
-            layers, width = self.manifest["step"]["layers"], self.manifest["step"]["width"]
-            tokens = example_inputs(self.spec)[0][:, :1]
-            with torch.inference_mode():
-                ours, theirs = (
-                    both(tokens, torch.zeros(layers, len(tokens), width)),
-                    step(tokens, torch.zeros(layers, len(tokens), width)),
-                )
-                worst = max(float((a - b).abs().max()) for a, b in zip(ours, theirs))
-        except Exception as e:  # a corrupt package raises whatever its loader raises
-            raise ArtifactError(f"{path}: cannot load the compiled step: {e}") from e
-        if not worst <= COMPILED_PROBE_TOLERANCE:
-            raise ArtifactError(
-                f"{path}: the compiled step answers otherwise than the {fmt} step (by {worst:.3g}): it is not this "
-                "artifact's"
-            )
-        return both
+        if not (why := _compiled_foreign(compiled)):
+            self._warn_unsigned("compiled", COMPILED_STEP_FILE)
+            try:
+                both = CompiledStep(load_compiled_step(data), step, compiled["max_batch"])
+                layers, width = self.manifest["step"]["layers"], self.manifest["step"]["width"]
+                tokens = example_inputs(self.spec)[0][:, :1]
+                with torch.inference_mode():
+                    ours, theirs = (
+                        both(tokens, torch.zeros(layers, len(tokens), width)),
+                        step(tokens, torch.zeros(layers, len(tokens), width)),
+                    )
+                    worst = max(float((a - b).abs().max()) for a, b in zip(ours, theirs))
+            except Exception as e:  # noqa: BLE001  # its loader raises its own types
+                # Verified bytes that do not load here (no writable temporary folder, another C++ runtime): the
+                # format's step scores the same (review 154: a read-only cache refused a signed artifact).
+                why = f"cannot load it: {first_line(e)}"
+            else:
+                if not worst <= COMPILED_PROBE_TOLERANCE:
+                    raise ArtifactError(
+                        f"{path}: the compiled step answers otherwise than the {fmt} step (by {worst:.3g}): it is "
+                        "not this artifact's"
+                    )
+                if not self.quiet:
+                    log.info("%s: online events step through the compiled step", path)
+                return both
+        log.warning(
+            "%s: not used here (%s): each online event steps through the %s step, slower", path, why, fmt
+        )
+        return step
 
     def load_embedding(self, fmt: str = "torchscript") -> tuple[Model, int]:
         """The session embedding in ``fmt`` (``forward(tokens, lengths) -> float32 [B, width]``, the encoder's
@@ -461,11 +495,12 @@ class Artifact:
         return self._load(EMBED_FILES[fmt], FORMATS[fmt].load, f"{fmt} embedding", outputs=(width,)), width
 
     def _warn_unsigned(self, fmt: str, name: str) -> None:
-        if fmt == "pt2" and self.signer is None:
+        if fmt in UNSIGNED_RISK and self.signer is None and not self.quiet:
             log.warning(
-                "%s: loading a pt2 model that no signature vouches for; torch.export.load unpickles it, so "
-                "whoever can write this file can run code in this process",
+                "%s: loading %s that no signature vouches for; %s, so whoever can write this file can run code in "
+                "this process",
                 self.path / name,
+                *UNSIGNED_RISK[fmt],
             )
 
     def _load(
@@ -536,14 +571,15 @@ def open_artifact(
 
     ``verify_key``: public key file(s) or keys. With one, the artifact must carry a valid signature by
     one of them. Without one, an artifact loads with a logged warning (its hashes catch corruption, not
-    tampering; ``say_unsigned=False``: its exporter, which says it of the published folder), unless
+    tampering; ``say_unsigned=False``: its exporter, which says it once of the published folder, not of each file
+    its checks load from the temporary one), unless
     ``require_signed`` refuses it.
     """
     root = Path(path).expanduser()
     raw = _read_manifest(root)
     signer = _check_signature(root, raw, verify_key, require_signed, say_unsigned)
     manifest, spec = _checked(root, raw)
-    return Artifact(path=root, manifest=manifest, spec=spec, signer=signer)
+    return Artifact(path=root, manifest=manifest, spec=spec, signer=signer, quiet=not say_unsigned)
 
 
 def sign_artifact(

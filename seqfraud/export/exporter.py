@@ -31,7 +31,7 @@ from seqfraud.calibration import Calibration, CalibrationError, fit_calibration
 from seqfraud.config import plain
 from seqfraud.data.events import DataValidationError, scan_table
 from seqfraud.decisions import DecisionError, choose_thresholds
-from seqfraud.errors import UserError
+from seqfraud.errors import UserError, first_line
 from seqfraud.export.artifact import (
     ARTIFACT_FORMAT,
     ARTIFACT_VERSION,
@@ -257,7 +257,7 @@ def export_run(
             }
             if "compiled" in step:
                 steps["compiled"] = CompiledStep(
-                    load_compiled_step(tmp / COMPILED_STEP_FILE),
+                    load_compiled_step((tmp / COMPILED_STEP_FILE).read_bytes()),
                     next(iter(steps.values())),
                     step["compiled"]["max_batch"],
                 )
@@ -422,7 +422,7 @@ def save_formats(
         try:
             FORMATS[fmt].save(model, spec, root / FORMATS[fmt].file)
         except Exception as e:  # tracing and scripting fail with their own error types
-            reason = str(e).strip().splitlines()[0]
+            reason = first_line(e)
             if requested:
                 others = [f for f in FORMATS if f != fmt]
                 raise ExportError(
@@ -586,9 +586,7 @@ def save_embeddings(
         try:
             FORMATS[fmt].save(embedding, spec, root / EMBED_FILES[fmt])
         except Exception as e:  # scripting and tracing fail with their own error types
-            raise ExportError(
-                f"cannot export the session embedding to {fmt}: {str(e).strip().splitlines()[0]}"
-            ) from e
+            raise ExportError(f"cannot export the session embedding to {fmt}: {first_line(e)}") from e
     return {"formats": {fmt: EMBED_FILES[fmt] for fmt in formats}, "width": width}
 
 
@@ -648,16 +646,20 @@ def save_steps(
             save_step(stepper, spec, root, fmt, layers, width)
             saved[fmt] = STEP_FILES[fmt]
         except Exception as e:  # noqa: BLE001  # scripting and tracing fail with their own error types
-            log.warning("no %s step function: %s", fmt, str(e).strip().splitlines()[0])
+            log.warning("no %s step function: %s", fmt, first_line(e))
             (root / STEP_FILES[fmt]).unlink(missing_ok=True)
     entry: dict[str, Any] = {"formats": saved, "layers": layers, "width": width}
+    if compiled and not saved:
+        raise ExportError(
+            "compiled_step=true: no model format holds the step to compile (see the warnings above)"
+        )
     if saved and compiled is not False:
         log.info("compiling the step for online events (export.compiled_step=false skips it)")
-        try:  # a carried state per window start, and one that starts at the event
-            entry["compiled"] = save_compiled_step(stepper, spec, root, layers, width, CARRIED_STATES + 1)
+        try:  # an event steps a state per window start in its window, all in one call
+            entry["compiled"] = save_compiled_step(stepper, spec, root, layers, width, CARRIED_STATES)
         except Exception as e:  # inductor and the C++ compiler fail with their own error types
             (root / COMPILED_STEP_FILE).unlink(missing_ok=True)
-            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            why = first_line(e)
             if compiled:
                 raise ExportError(f"compiled_step=true: the step cannot be compiled here: {why}") from e
             log.warning(
