@@ -663,7 +663,8 @@ def save_steps(
             if compiled:
                 raise ExportError(f"compiled_step=true: the step cannot be compiled here: {why}") from e
             log.warning(
-                "no compiled step (online events step through the %s step, slower): %s",
+                "no compiled step (online events step through the %s step, slower): %s; it needs a C++ compiler "
+                "at export (g++, or $CXX) on x86-64 (docs/serving.md)",
                 next(iter(saved)),
                 why,
             )
