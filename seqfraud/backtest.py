@@ -32,7 +32,7 @@ from seqfraud.compare import typology_columns
 from seqfraud.config import packaged, plain
 from seqfraud.data.events import label_delay_us, load_events
 from seqfraud.data.split import EmptySplit, from_epoch_us, to_epoch_us
-from seqfraud.errors import ConfigError
+from seqfraud.errors import ConfigError, first_line, is_finite
 from seqfraud.preprocess import ensure_synthetic, resolve_data_config
 from seqfraud.rundir import REPORT_FILE, stacking_kept
 from seqfraud.schema import Schema
@@ -76,7 +76,9 @@ def plan_windows(
     Without ``first_test_start`` the last window ends at the day boundary after the latest session, so the
     windows cover the most recent data and start on day boundaries.
     """
-    if windows < 1 or window_days <= 0 or val_days <= 0:
+    if windows < 1 or not (
+        window_days > 0 and val_days > 0 and is_finite(window_days) and is_finite(val_days)
+    ):
         raise ConfigError(
             f"backtest: need windows >= 1, window_days > 0 and val_days > 0, "
             f"got {windows}, {window_days}, {val_days}"
@@ -131,7 +133,7 @@ def model_presets(cfg: DictConfig) -> dict[str, Any]:
         try:
             composed = compose(run.job.config_name, overrides=[*overrides, f"model={name}"])
         except ConfigCompositionException as e:  # no such preset, or a model.* override it has no key for
-            first = str(e).splitlines()[0]
+            first = first_line(e)
             hint = (
                 " (a key this preset lacks: write the override as ++KEY=VALUE, which adds it, and each model then "
                 "keeps what it reads: docs/risk.md)"

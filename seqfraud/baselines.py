@@ -91,7 +91,7 @@ def check_lightgbm_params(params: dict, key: str) -> None:
     preprocessing and every sequence fit."""
     import lightgbm as lgb
 
-    from seqfraud.errors import ConfigError, did_you_mean
+    from seqfraud.errors import ConfigError, did_you_mean, first_line
 
     try:  # every name and alias LightGBM reads; a private table, so a LightGBM without it checks values only
         known = {a for aliases in lgb.basic._ConfigAliases._get_all_param_aliases().values() for a in aliases}
@@ -113,7 +113,7 @@ def check_lightgbm_params(params: dict, key: str) -> None:
             valid_sets=[lgb.Dataset(rows, labels, reference=train)],
         )
     except (lgb.basic.LightGBMError, TypeError, ValueError) as e:
-        raise ConfigError(f"{key}: LightGBM refuses them: {str(e).splitlines()[0]}") from None
+        raise ConfigError(f"{key}: LightGBM refuses them: {first_line(e)}") from None
 
 
 def fit_lightgbm(

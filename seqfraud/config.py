@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from seqfraud.errors import did_you_mean, is_number
+from seqfraud.errors import did_you_mean, is_finite, is_number
 
 
 def plain(node: Any) -> dict[str, Any]:
@@ -178,8 +178,8 @@ def out_of_range(cfg: Mapping[str, Any]) -> str | None:
         node: Any = cfg
         for part in key.split("."):
             node = node.get(part) if isinstance(node, Mapping) else None
-        if is_number(node) and not bound.holds(node):
-            return f"{key} must be {bound}, got {node}"
+        if is_number(node) and not (bound.holds(node) and is_finite(node)):
+            return f"{key} must be {bound}{'' if is_finite(node) else ' and finite'}, got {node}"
     return None
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import functools
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -33,11 +34,14 @@ class ConfigError(UserError, ValueError):
 
 def is_number(value: Any) -> TypeGuard[float]:
     """A number as JSON or YAML gives one: not a bool (True is 1 to Python), not text that numpy or float() would
-    read as one, not an integer past what a float holds (400 digits of a threshold ended in an OverflowError:
-    dogfood 137); every check of a user's or a file's value reads numbers so."""
-    if isinstance(value, int):
-        return not isinstance(value, bool) and -sys.float_info.max <= value <= sys.float_info.max
-    return isinstance(value, float)
+    read as one; every check of a user's or a file's value reads numbers so."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_finite(value: float) -> bool:
+    """No NaN or infinity, which pass every ``<= 0`` check (a NaN deadline switched the slow-client cut-off off:
+    dogfood 137). An integer always is: ``math.isfinite`` overflows on one past a float's range."""
+    return not isinstance(value, float) or math.isfinite(value)
 
 
 def json_value(data: str | bytes, **kwargs: Any) -> Any:
@@ -81,11 +85,11 @@ def one_line(error: BaseException) -> str:
     """The message on one line. OmegaConf appends ``full_key``/``object_type`` lines to its first, which says it
     all; Hydra's own messages read as sentences, with the OmegaConf error that caused them after."""
     if type(error).__module__.startswith("omegaconf"):
-        return str(error).splitlines()[0] if str(error) else type(error).__name__
+        return first_line(error)
     text = " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
     cause = error.__cause__
     if type(error).__module__.startswith("hydra") and cause is not None and str(cause):
-        text += f" ({str(cause).splitlines()[0]})"
+        text += f" ({first_line(cause)})"
     if type(error).__name__ == "OverrideParseException":  # a value Hydra's grammar cannot read unquoted
         text += (
             ". A value holding =, brackets, ~, quotes or accents is quoted: \"key='value'\" (README.md, "

@@ -62,7 +62,7 @@ from seqfraud.data.events import (
     zoned_report,
 )
 from seqfraud.data.shards import ROW_GROUP_SESSIONS, SHARD_GLOB, shard_name
-from seqfraud.errors import ConfigError
+from seqfraud.errors import ConfigError, first_line
 from seqfraud.features.entities import BUSIEST_ENTITY_VALUES, EntitySpec, column_features
 from seqfraud.features.spec import FIRST_ID, MISSING, NAN, UNKNOWN, VALUE_STEPS, Spec, value_pieces
 from seqfraud.features.tokens import FitStats, quantile_rank
@@ -256,7 +256,7 @@ class SparkEngine:
             first = [paths[same[0]] for same in typed.values()]
             raise DataValidationError(
                 f"{len(paths)} files typed apart (the first of each kind: {first}) hold columns that Spark cannot "
-                f"read as one ({str(e).splitlines()[0]}); the polars engine reads them (preprocess.engine=polars), "
+                f"read as one ({first_line(e)}); the polars engine reads them (preprocess.engine=polars), "
                 "or write the parts with one type"
             ) from None
 

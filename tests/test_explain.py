@@ -494,6 +494,9 @@ def test_cli_says_when_no_single_event_moves_the_score(
         "the session as a whole"
     )
     assert flat_note(falls, {S.RAW_SCORE: 0.2, S.BAND: "approve", "stacked": False}) is None
+    # Nor is a context that lowers a flagged session's score its reason (review 156).
+    lowered = flat_note(np.zeros(5), ring | {"context_shift": -0.3})
+    assert lowered is not None and "its entity context" not in lowered and "the session as a whole" in lowered
     long_ring = flat_note(np.zeros(5), ring | {"unlisted": 1352})
     assert long_ring is not None and long_ring.endswith(
         "one of them may; its entity context moves it by 0.987"

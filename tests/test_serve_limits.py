@@ -430,6 +430,8 @@ def test_a_worker_timeout_shorter_than_a_cold_start_does_not_restart_for_good(
         ("--keep-alive-timeout", "nan"),
         ("--session-ttl", "nan"),
         ("--redis-timeout", "inf"),
+        ("--entity-retention", "nan"),
+        ("--entity-retention", "-1"),
         ("--retry-after", "-1"),
     ],
 )

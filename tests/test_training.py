@@ -340,6 +340,7 @@ def test_a_setting_nothing_reads_is_refused_before_any_data(tmp_path, caplog):
         # Values of the wrong kind failed with tracebacks, some after preprocessing (dogfood 49).
         "optim.lr=fast": r"optim.lr must be a number \(as its default, 0.001\), got 'fast'",
         "optim.lr=-1": "optim.lr must be positive, got -1",
+        "optim.lr=inf": "optim.lr must be positive and finite, got inf",  # as NaN is not (review 156)
         "loader.batch_size=0": "loader.batch_size must be at least 1, got 0",
         "trainer.max_epochs=two": "trainer.max_epochs must be an integer",
         "loader.batch_size=2.5": r"loader.batch_size must be an integer \(as its default, 128\), got 2.5",

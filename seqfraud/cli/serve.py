@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 from dataclasses import fields
 
@@ -21,7 +20,7 @@ from seqfraud.cli import (
     history_of,
 )
 from seqfraud.decisions import DecisionError, check_thresholds
-from seqfraud.errors import command
+from seqfraud.errors import command, is_finite
 from seqfraud.export.artifact import open_artifact, verification_settings
 from seqfraud.scoring.history import History
 from seqfraud.scoring.online import StateReader, seed
@@ -214,11 +213,12 @@ def main(argv: list[str] | None = None) -> None:
     # connection that sent two requests at once (dogfood 47). NaN passed `<= 0` and switched the slow-client
     # deadlines and session expiry off; inf ended Redis's connect in a traceback (dogfood 137).
     flags = {a.dest: a.option_strings[0] for a in p._actions if a.option_strings}
-    store_limits = ("max_sessions", "max_session_memory", "session_ttl", "redis_timeout")
+    store_limits = ("max_sessions", "max_session_memory", "session_ttl", "redis_timeout", "entity_retention")
     for name in [*(f.name for f in (*fields(Limits), *fields(ConnectionLimits))), *store_limits]:
-        value = getattr(args, name)
+        if (value := getattr(args, name)) is None:  # --entity-retention unset: kept
+            continue
         least, wanted = (value >= 0, "at least 0") if name == "retry_after_s" else (value > 0, "positive")
-        if not (least and math.isfinite(value)):
+        if not (least and is_finite(value)):
             p.error(f"{flags[name]} must be {wanted} and finite, got {value}")
 
     # Before anything logs: a snapshot's restore line (its age, what it held) was dropped (dogfood 32).

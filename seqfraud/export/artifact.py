@@ -25,6 +25,7 @@ import platform
 import re
 import shutil
 import stat
+import sys
 import tempfile
 import warnings
 from collections import Counter
@@ -182,7 +183,12 @@ def save_compiled_step(
             torch._inductor.aoti_compile_and_package(
                 program,
                 package_path=str(root / COMPILED_STEP_FILE),
-                inductor_configs={"cpp.march": COMPILED_MARCH, "cpp.simdlen": 256},
+                # Precompiled headers go to inductor's shared folder in /tmp whatever its cache dir (review 156).
+                inductor_configs={
+                    "cpp.march": COMPILED_MARCH,
+                    "cpp.simdlen": 256,
+                    "aot_inductor.precompile_headers": False,
+                },
             )
     finally:
         shutil.rmtree(cache, ignore_errors=True)
@@ -469,7 +475,7 @@ class Artifact:
                         "not this artifact's"
                     )
                 if not self.quiet:
-                    log.info("%s: online events step through the compiled step", path)
+                    log.info("%s: loaded for online events", path)
                 return both
         log.warning(
             "%s: not used here (%s): each online event steps through the %s step, slower", path, why, fmt
@@ -930,7 +936,18 @@ def strict_json(data: bytes) -> Any:
     repeated in one object (a reader that takes the first would see another manifest than the scorer, which
     takes the last), or nesting past Python's recursion limit (a crafted file; RecursionError is no
     ValueError, so it escaped as a traceback)."""
-    return json_value(data, parse_constant=_refuse_constant, object_pairs_hook=unique_keys)
+    return json_value(
+        data, parse_constant=_refuse_constant, parse_int=_float_sized_int, object_pairs_hook=unique_keys
+    )
+
+
+def _float_sized_int(text: str) -> int:
+    """An integer no float comparison or conversion overflows on: 400 digits of a threshold ended in an
+    OverflowError's traceback (dogfood 137), of a monitor's operating point too (review 156)."""
+    value = int(text)
+    if abs(value) > sys.float_info.max:
+        raise ValueError(f"an integer of {len(text):,} digits, past what a number holds")
+    return value
 
 
 def _refuse_constant(name: str) -> Any:

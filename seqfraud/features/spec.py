@@ -11,7 +11,7 @@ import numpy as np
 
 from seqfraud import __version__
 from seqfraud.data.events import INTEGER_IDS, ZERO_PADDED_IDS, ZONED_TIMESTAMPS, id_columns
-from seqfraud.errors import UserError
+from seqfraud.errors import UserError, json_value
 from seqfraud.features.entities import EntitySpec
 from seqfraud.schema import EPOCH_UNITS, TIME_DELTA, Schema, value_field
 
@@ -302,8 +302,8 @@ class Spec:
     def load(cls, path: str | Path) -> Spec:
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+            data = json_value(path.read_text())
+        except (OSError, ValueError) as e:
             raise SpecError(f"{path}: cannot read spec: {e}") from e
         return cls.from_dict(data, source=str(path))
 

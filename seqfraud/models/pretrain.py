@@ -46,7 +46,7 @@ class PretrainNet(nn.Module):
         unknown = sorted(set(objectives) - set(OBJECTIVES))
         if unknown or not objectives:
             raise ValueError(f"pretrain.objectives must be some of {list(OBJECTIVES)}, got {objectives}")
-        if not 0 < mask_prob < 1 or not 0 < crop[0] <= crop[1] <= 1 or temperature <= 0:
+        if not 0 < mask_prob < 1 or not 0 < crop[0] <= crop[1] <= 1 or not 0 < temperature < float("inf"):
             raise ValueError(
                 "pretrain needs 0 < mask_prob < 1, 0 < crop[0] <= crop[1] <= 1 and temperature > 0"
             )

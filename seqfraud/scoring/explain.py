@@ -262,8 +262,10 @@ def flat_note(contributions: np.ndarray, scored: Mapping[str, Any]) -> str | Non
         if flagged
         else f"the largest moves its raw score of {raw:.3f} by {largest:.3f}"
     )
-    # The entity context moved the raw score more than any event (context_note says by how much in scores).
-    shift = abs(scored.get("context_shift", 0.0))
+    # The entity context moved the raw score more than any event (context_note says by how much in scores); for a
+    # flagged session, only a context that raises it (review 156: one that lowered a decline was its reason).
+    shift = scored.get("context_shift", 0.0)
+    shift = max(shift, 0.0) if flagged else abs(shift)
     by_context = shift >= max(largest, NO_SINGLE_EVENT)
     if hidden := scored.get("unlisted"):  # one of them moved a dogfood's 0.737 to 0.165, said to be none
         return (

@@ -50,6 +50,7 @@ from seqfraud.scoring.state import (
     StoreBusy,
     StoreCorrupt,
     StoreUnavailable,
+    check_seconds,
 )
 
 if TYPE_CHECKING:
@@ -116,10 +117,9 @@ class RedisStore(StateStore):
             from redis.retry import Retry
         except ImportError as e:
             raise ImportError("the Redis state store needs redis-py: pip install 'seqfraud[serve]'") from e
-        if session_ttl_s <= 0 or timeout_s <= 0 or max_retries < 0:
-            raise ValueError("session_ttl_s and timeout_s must be positive, max_retries at least 0")
-        if entity_retention_s is not None and entity_retention_s <= 0:
-            raise ValueError("entity_retention_s must be positive (None: kept)")
+        if max_retries < 0:
+            raise ValueError("max_retries must be at least 0")
+        check_seconds(session_ttl_s=session_ttl_s, timeout_s=timeout_s, entity_retention_s=entity_retention_s)
         self.where = redact(url)
         self.max_retries = max_retries
         self._session_lock = SessionLocks()

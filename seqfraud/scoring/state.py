@@ -26,7 +26,7 @@ from typing import Any, cast
 
 from filelock import FileLock, Timeout
 
-from seqfraud.errors import UserError, is_number
+from seqfraud.errors import UserError, is_finite, is_number
 from seqfraud.export.artifact import strict_json
 
 log = logging.getLogger(__name__)
@@ -249,10 +249,9 @@ class MemoryStore(StateStore):
         model: str | None = None,
         clock: Callable[[], float] = time.time,
     ):
-        if max_sessions < 1 or max_session_bytes < 1 or session_ttl_s <= 0:
-            raise ValueError(
-                "max_sessions and max_session_bytes must be at least 1 and session_ttl_s positive"
-            )
+        if max_sessions < 1 or max_session_bytes < 1:
+            raise ValueError("max_sessions and max_session_bytes must be at least 1")
+        check_seconds(session_ttl_s=session_ttl_s, entity_retention_s=entity_retention_s)
         self.max_sessions, self.session_ttl_s = max_sessions, session_ttl_s
         # A count alone bounds no memory: sessions of long text values took 433 kB each (dogfood 43).
         self.max_session_bytes = max_session_bytes
@@ -570,6 +569,14 @@ class MemoryStore(StateStore):
             path,
             written,
         )
+
+
+def check_seconds(**durations: float | None) -> None:
+    """Each duration positive and finite, or None (unset): NaN passed ``<= 0`` and switched expiry off for good,
+    and -1 dropped every entity row at the first retire (dogfood 137, review 156)."""
+    for name, value in durations.items():
+        if value is not None and not (is_finite(value) and value > 0):
+            raise ValueError(f"{name} must be positive and finite, got {value}")
 
 
 def _claim(path: Path) -> FileLock:

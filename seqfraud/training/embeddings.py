@@ -23,7 +23,7 @@ import torch
 from seqfraud import rundir
 from seqfraud import schema as S
 from seqfraud.data.split import BOUNDARY_PERIOD, later_boundary
-from seqfraud.errors import ConfigError
+from seqfraud.errors import ConfigError, json_value
 from seqfraud.preprocess import Prepared, load_prepared
 from seqfraud.provenance import EMBEDDING_METADATA, embedding_record
 from seqfraud.training.data import SessionStream
@@ -168,7 +168,7 @@ def embedding_record_of(path: str | Path) -> Any:
     """What ``seqfraud embed`` recorded in the file of the encoder that wrote it; None where nothing (a file from
     before the record, one not Parquet or damaged: the read that follows names it)."""
     try:
-        return json.loads(pl.read_parquet_metadata(path).get(EMBEDDING_METADATA) or "null")
+        return json_value(pl.read_parquet_metadata(path).get(EMBEDDING_METADATA) or "null")
     except (OSError, ValueError, pl.exceptions.PolarsError):
         return None
 
