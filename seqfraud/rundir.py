@@ -10,7 +10,11 @@ Every other module asks this one, so that a file is renamed in one place. Import
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from seqfraud.errors import UserError
 
 SPEC_FILE = "spec.json"
 DATA_DIR = "data"
@@ -75,3 +79,17 @@ def prepared_dir(run_dir: str | Path) -> Path:
     config = Path(run_dir) / CONFIG_FILE
     prepared = OmegaConf.select(OmegaConf.load(config), "prepared_dir") if config.is_file() else None
     return Path(prepared) if prepared else Path(run_dir)
+
+
+@contextmanager
+def checkpoint_read(path: Path, error: type[UserError]) -> Iterator[None]:
+    """Loading a run's checkpoint, where one that does not load (truncated, another file) is ``error`` naming it:
+    torch said `Invalid argument` naming no file, or advised loading with ``weights_only=False``, which runs the
+    file's code (dogfood 157)."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001  # torch and Lightning raise their own types for a damaged file
+        raise error(
+            f"{path}: not a readable checkpoint ({type(e).__name__}): damaged, or not a seqfraud run's; train the "
+            "run again"
+        ) from None

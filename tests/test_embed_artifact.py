@@ -231,3 +231,21 @@ def test_init_from_a_run_whose_split_ends_later_is_refused(tmp_path):
     earlier = replace(ours, fit_info={**ours.fit_info, "val_start": "2026-02-01T00:00:00+00:00"})
     with pytest.raises(ConfigError, match=r"that run's val_start \(2026-03-01T00:00:00\+00:00\) is later"):
         check_same_tokens(tmp_path, earlier)
+
+
+def test_a_damaged_checkpoint_is_named_by_embed_and_export(trained_run, tmp_path):
+    """A truncated checkpoint was torch's ``Invalid argument`` naming no file, and one of other bytes its advice to
+    load with weights_only=False, which runs the file's code (dogfood 157)."""
+    from seqfraud.export.exporter import ExportError, export_run
+    from seqfraud.training.embeddings import session_embeddings
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    ckpt = run / "checkpoints" / "best.ckpt"
+    for damage in (ckpt.read_bytes()[:1000], b"not a checkpoint at all" * 40):
+        ckpt.write_bytes(damage)
+        with pytest.raises(ConfigError, match=f"{ckpt}: not a readable checkpoint") as caught:
+            session_embeddings(run)
+        assert "weights_only" not in str(caught.value)
+        with pytest.raises(ExportError, match=f"{ckpt}: not a readable checkpoint"):
+            export_run(run, tmp_path / "artifact")

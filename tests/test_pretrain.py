@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from seqfraud.provenance import files_digest
 from tests.conftest import train_into
 
 SMALL = ["+experiment=smoke", "model=tiny", "trainer.max_epochs=1", "data.synthetic.sessions=600"]
@@ -89,6 +90,10 @@ def test_pretraining_writes_a_checkpoint_that_starts_a_classifier(pretrained, tm
     assert "freeze_epochs=1 holds the encoder fixed for every one of this fit's 1 epochs" in caplog.text
     assert "epoch 1: the pretrained embedding and encoder stay fixed while the head learns" in caplog.text
     assert "the checkpoint kept is epoch" not in caplog.text  # every epoch frozen: a linear probe, said above
+    # Which pretraining it started from: one pretrained again in place read alike (dogfood 157).
+    started = json.loads((tuned / "metrics.json").read_text())["provenance"]["inputs"]["init_from"]
+    ckpt = pretrained / "checkpoints" / "best.ckpt"
+    assert started == {"path": str(ckpt.resolve()), "sha256": files_digest([str(ckpt)])}
     # A tie on the checkpoint's metric keeps the earliest epoch, a frozen one: the fine-tuned encoder is thrown
     # away, and said (dogfood 105: PR-AUC 1.0 on 10 validation frauds). Here no weight can move (lr 1e-30).
     tie = ["trainer.max_epochs=2", "optim.lr=1e-30"]

@@ -402,6 +402,33 @@ def test_a_setting_nothing_reads_is_refused_before_any_data(tmp_path, caplog):
     ):
         with pytest.raises(ConfigError, match=message):
             checked_model(compose_train(overrides))
+    for overrides, message in (
+        # An unset shell variable trained from scratch; a bad pretraining value, or a classifier's metric watched by
+        # a pretraining, failed after preprocessing with a traceback (dogfood 157).
+        (["init_from="], r"init_from is empty \(an unset shell variable\?\)"),
+        (
+            ["+experiment=pretrain_masked", "pretrain.mask_prob=1.5"],
+            r"pretrain.mask_prob must be in \(0, 1\), got 1.5",
+        ),
+        (
+            ["+experiment=pretrain_contrastive", "pretrain.crop=[0.9,0.5]"],
+            r"pretrain.crop must be \[low, high\]",
+        ),
+        (
+            ["+experiment=pretrain_contrastive", "pretrain.temperature=0"],
+            "pretrain.temperature must be positive",
+        ),
+        (
+            ["+experiment=pretrain_contrastive", "pretrain.objectives=[]"],
+            "pretrain.objectives must be a list of",
+        ),
+        (
+            ["+experiment=pretrain_contrastive", "callbacks.early_stopping.monitor=val/pr_auc"],
+            "'val/pr_auc' is not a metric a pretraining logs",
+        ),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            check_settings(compose_train(overrides))
     # What the packaged presets and Lightning take passes, free-form maps too (spark.conf holds spark.* keys).
     check_settings(compose_train([f"init_from={tmp_path}", "freeze_epochs=1", "trainer.max_epochs=1"]))
     for overrides in (

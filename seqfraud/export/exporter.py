@@ -401,7 +401,8 @@ def read_run(run_dir: Path) -> tuple[Spec, SessionRiskModule, str]:
             "reads events in time order; export a run trained with features.shuffle_order=false"
         )
     spec = Spec.load(run_dir / rundir.SPEC_FILE)
-    module = SessionRiskModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True).eval()
+    with rundir.checkpoint_read(ckpt, ExportError):
+        module = SessionRiskModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True).eval()
     if Spec.from_dict(module.hparams["spec"], source=str(ckpt)).to_dict() != spec.to_dict():
         raise ExportError(
             f"{ckpt}: the checkpoint was trained with another spec than {run_dir / rundir.SPEC_FILE}"

@@ -15,11 +15,15 @@ checkpoint initializes a classifier key for key (``init_from``). Two objectives,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seqfraud.errors import ConfigError, is_finite, is_number
 from seqfraud.models.sequence import (
     EventEmbedding,
     GRUSessionEncoder,
@@ -29,6 +33,29 @@ from seqfraud.models.sequence import (
 )
 
 OBJECTIVES = ("masked", "contrastive")
+
+
+def check_pretrain(settings: Mapping[str, Any]) -> None:
+    """The ``pretrain`` settings that can work, the first that cannot named with its value: a 25-line traceback
+    after the whole preprocessing listed four conditions, not which one failed (dogfood 157)."""
+    objectives = settings.get("objectives")
+    if not isinstance(objectives, list) or not objectives or set(objectives) - set(OBJECTIVES):
+        raise ConfigError(
+            f"pretrain.objectives must be a list of some of {list(OBJECTIVES)}, got {objectives!r}"
+        )
+    mask_prob, crop = settings.get("mask_prob", 0.15), settings.get("crop", [0.5, 1.0])
+    temperature = settings.get("temperature", 0.1)
+    if not (is_number(mask_prob) and 0 < mask_prob < 1):
+        raise ConfigError(f"pretrain.mask_prob must be in (0, 1), got {mask_prob!r}")
+    if not (
+        isinstance(crop, list)
+        and len(crop) == 2
+        and all(map(is_number, crop))
+        and 0 < crop[0] <= crop[1] <= 1
+    ):
+        raise ConfigError(f"pretrain.crop must be [low, high] with 0 < low <= high <= 1, got {crop!r}")
+    if not (is_number(temperature) and temperature > 0 and is_finite(temperature)):
+        raise ConfigError(f"pretrain.temperature must be positive and finite, got {temperature!r}")
 
 
 class PretrainNet(nn.Module):
@@ -43,13 +70,9 @@ class PretrainNet(nn.Module):
         projection_dim: int = 64,
     ):
         super().__init__()
-        unknown = sorted(set(objectives) - set(OBJECTIVES))
-        if unknown or not objectives:
-            raise ValueError(f"pretrain.objectives must be some of {list(OBJECTIVES)}, got {objectives}")
-        if not 0 < mask_prob < 1 or not 0 < crop[0] <= crop[1] <= 1 or not 0 < temperature < float("inf"):
-            raise ValueError(
-                "pretrain needs 0 < mask_prob < 1, 0 < crop[0] <= crop[1] <= 1 and temperature > 0"
-            )
+        check_pretrain(
+            {"objectives": objectives, "mask_prob": mask_prob, "crop": list(crop), "temperature": temperature}
+        )
         self.config, self.objectives = cfg, list(objectives)
         self.mask_prob, self.crop, self.temperature = mask_prob, crop, temperature
         self.embed = EventEmbedding(cfg)

@@ -53,15 +53,16 @@ def write_session_embeddings(run_dir: str | Path, out: str | Path) -> pl.DataFra
 def session_embeddings(run_dir: str | Path, batch_size: int = 64) -> pl.DataFrame:
     """Every session of the run's train, val and test datasets with its embedding: the encoder's pooled state,
     what the classifier head reads. Works on a pretraining run and on a sequence-model run alike."""
-    run = Path(run_dir)
+    run = Path(run_dir).expanduser()
     ckpt = run / rundir.CHECKPOINT
     if missing := rundir.unfinished(run):
         raise ConfigError(
             f"{run}: no {' or '.join(missing)}; embeddings come from a finished pretraining or sequence-model run"
         )
-    hparams = torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]
-    module_class = PretrainModule if "pretrain" in hparams else SessionRiskModule
-    net = module_class.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True).net.eval()
+    with rundir.checkpoint_read(ckpt, ConfigError):
+        hparams = torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]
+        module_class = PretrainModule if "pretrain" in hparams else SessionRiskModule
+        net = module_class.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True).net.eval()
     prepared = load_prepared(rundir.prepared_dir(run))
     frames = []
     for split in S.SPLITS:

@@ -37,6 +37,7 @@ from seqfraud.data.split import BOUNDARY_PERIOD, check_splits, fractions_read, l
 from seqfraud.errors import ConfigError
 from seqfraud.features.spec import Spec
 from seqfraud.metrics import classification_metrics, per_group_metrics
+from seqfraud.models.pretrain import check_pretrain
 from seqfraud.models.sequence import ModelConfig, SessionClassifier
 from seqfraud.preprocess import (
     Prepared,
@@ -46,7 +47,7 @@ from seqfraud.preprocess import (
     preprocess,
     resolve_data_config,
 )
-from seqfraud.provenance import versions
+from seqfraud.provenance import files_digest, versions
 from seqfraud.schema import Schema
 from seqfraud.training.callbacks import FreezeEncoder, best_epoch, silence_known_warnings
 from seqfraud.training.data import (
@@ -147,24 +148,37 @@ def check_settings(cfg: DictConfig, *, sections: Mapping[str, Any] | None = None
             "data.split.val_fraction + data.split.test_fraction must be below 1 (the rest trains), got "
             f"{shares['val_fraction']} + {shares['test_fraction']}"
         )
+    # An unset shell variable (init_from=$RUN) trained from scratch, unsaid (dogfood 157).
+    if (init := cfg.get("init_from")) is not None and not str(init).strip():
+        raise ConfigError(
+            "init_from is empty (an unset shell variable?): give the pretraining run's directory, or leave "
+            "init_from out to train from scratch"
+        )
     freeze = int(cfg.get("freeze_epochs") or 0)
     if freeze and not cfg.get("init_from"):
         raise ConfigError(f"freeze_epochs={freeze} freezes a pretrained encoder: it needs init_from=RUN")
     callbacks = settings.get("callbacks") or {}
     for name, callback in callbacks.items():
         check_callback(f"callbacks.{name}", callback)
-    if not cfg.get("pretrain"):  # a monitor's typo failed only after the first epoch (dogfood 55)
+    # A monitor's typo failed only after the first epoch (dogfood 55), as did a classifier's metric watched by a
+    # pretraining whose experiment file set no monitor of its own (dogfood 157).
+    # What module.py logs, as Lightning names it: the training loss per step and epoch, and both together.
+    losses = {"val/loss", "train/loss", "train/loss_step", "train/loss_epoch"}
+    if pretrain := cfg.get("pretrain"):
+        check_pretrain(plain(pretrain))
+        what = "a pretraining"
+        logged = losses | {f"{stage}/{o}" for stage in ("train", "val") for o in pretrain.get("objectives")}
+    else:
+        what = "a classifier"
         scored = classification_metrics([0, 1], [0.1, 0.9], **plain(cfg.get("metrics")))
-        # What module.py logs, as Lightning names it: the training loss per step and epoch, and both together.
-        losses = {"val/loss", "train/loss", "train/loss_step", "train/loss_epoch"}
         logged = losses | {f"val/{k}" for k in scored if k not in ("n", "positives")}
-        for name, callback in callbacks.items():
-            monitor = callback.get("monitor")
-            if isinstance(monitor, str) and monitor not in logged:
-                raise ConfigError(
-                    f"callbacks.{name}.monitor: {monitor!r} is not a metric a classifier logs; it logs "
-                    f"{sorted(logged)}"
-                )
+    for name, callback in callbacks.items():
+        monitor = callback.get("monitor")
+        if isinstance(monitor, str) and monitor not in logged:
+            raise ConfigError(
+                f"callbacks.{name}.monitor: {monitor!r} is not a metric {what} logs; it logs {sorted(logged)}"
+                + (" (+experiment=pretrain_contrastive watches val/loss, mode min)" if pretrain else "")
+            )
     if (name := cfg.get("loss", {}).get("name")) not in LOSSES:
         raise ConfigError(f"loss.name must be one of {list(LOSSES)}, got {name!r}")
     if cfg.get("pretrain"):  # a bad pretrain.entity was refused after the whole preprocessing (dogfood 77)
@@ -427,8 +441,10 @@ def fit_sequence_model(
     )
     extra_callbacks = list(extra_callbacks or [])
     if cfg.get("init_from"):
-        load_pretrained(module.net, Path(cfg.init_from), spec, plain(cfg.model), features.get("exclude", []))
-        say_more_labels(Path(cfg.init_from), prepared.datasets["train"])
+        load_pretrained(
+            module.net, Path(cfg.init_from).expanduser(), spec, plain(cfg.model), features.get("exclude", [])
+        )
+        say_more_labels(Path(cfg.init_from).expanduser(), prepared.datasets["train"])
         if freeze := int(cfg.get("freeze_epochs") or 0):
             extra_callbacks.append(FreezeEncoder(freeze))
             # Read after small_split, which may have set the epochs (a warning from the config's said 8 of 20).
@@ -645,7 +661,8 @@ def load_pretrained(
     """
     check_init_from(run, model, exclude)
     theirs = check_same_tokens(run, spec)
-    state = torch.load(run / rundir.CHECKPOINT, map_location="cpu", weights_only=True)["state_dict"]
+    with rundir.checkpoint_read(run / rundir.CHECKPOINT, ConfigError):
+        state = torch.load(run / rundir.CHECKPOINT, map_location="cpu", weights_only=True)["state_dict"]
     parts = {
         k.removeprefix("net."): v for k, v in state.items() if k.startswith(("net.embed.", "net.encoder."))
     }
@@ -860,12 +877,14 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
         )
     if cfg.get("init_from") and not cfg.get("pretrain"):
         # Its checkpoint was removed as an earlier run's output, then missed (dogfood 49).
-        if Path(cfg.init_from).resolve() == run_dir.resolve():
+        if Path(cfg.init_from).expanduser().resolve() == run_dir.resolve():
             raise ConfigError(
                 f"init_from={cfg.init_from} is this run's own directory (paths.output_dir), whose earlier outputs "
                 "a run replaces: write the fine-tuning run elsewhere"
             )
-        check_init_from(Path(cfg.init_from), plain(cfg.model), plain(cfg.features).get("exclude", []))
+        check_init_from(
+            Path(cfg.init_from).expanduser(), plain(cfg.model), plain(cfg.features).get("exclude", [])
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     if world == 1:  # torchrun and SLURM set each rank's threads themselves
         torch.set_num_threads(training_threads(cfg.get("threads", "auto")))
@@ -920,7 +939,7 @@ def prepare(cfg: DictConfig, data_cfg: dict[str, Any], run_dir: Path, rank: int)
             data_cfg, plain(cfg.features), run_dir, plain(cfg.get("preprocess")), supervised=supervised
         )
     if cfg.get("init_from") and not cfg.get("pretrain"):
-        check_same_tokens(Path(cfg.init_from), prepared.spec)
+        check_same_tokens(Path(cfg.init_from).expanduser(), prepared.spec)
     if rank == 0:  # once the data is good: a rerun that fails on its input leaves the earlier run as it was
         clear_earlier_run(run_dir)
         (run_dir / rundir.CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -985,11 +1004,17 @@ def provenance(cfg: DictConfig, prepared: Prepared) -> dict[str, Any]:
     """What makes this run again (metrics.json's ``provenance``): besides config.yaml's settings, the thread
     count used, the library versions and source commit, and the input files' digests and partitions that
     preprocessing recorded (the partition count sets the training order); the hybrid's embeddings file too, with
-    the record of the encoder that wrote it (two hybrids on one path of other contents read alike: dogfood 105)."""
+    the record of the encoder that wrote it (two hybrids on one path of other contents read alike: dogfood 105),
+    and the checkpoint ``init_from`` started from (one pretrained again in place read alike: dogfood 157)."""
     inputs = prepared.report.get("inputs")
     if embeddings := cfg.model.get("embeddings"):
         inputs = (inputs or {}) | {
             "embeddings": (input_record(str(embeddings)) or {}) | {"record": embedding_record_of(embeddings)}
+        }
+    if (init := cfg.get("init_from")) and not cfg.get("pretrain"):
+        ckpt = Path(init).expanduser() / rundir.CHECKPOINT
+        inputs = (inputs or {}) | {
+            "init_from": {"path": str(ckpt.resolve()), "sha256": files_digest([str(ckpt)])}
         }
     return {
         "provenance": {
