@@ -84,14 +84,20 @@ EMBEDDING_METADATA = "seqfraud.embedding"
 
 
 def embedding_record(
-    fit_info: Mapping[str, Any], *, labels_read: bool, events_sha256: str | None
+    fit_info: Mapping[str, Any],
+    *,
+    labels_read: bool,
+    events_sha256: str | None,
+    train_labels: Mapping[str, int] | None = None,
 ) -> dict[str, str]:
-    """An embeddings file's metadata: whether its encoder learnt from labels, where its training and validation
-    periods ended (its spec's ``val_start`` and ``test_start``) and the digest of the events it embedded, so that
-    a hybrid run can refuse an encoder that read its own validation or test labels (review 50) and say when the
-    file embedded another log (dogfood 49)."""
+    """An embeddings file's metadata: whether its encoder learnt from labels, and from how many (``train_labels``:
+    its fit's ``n`` and ``positives``), where its training and validation periods ended (its spec's ``val_start``
+    and ``test_start``) and the digest of the events it embedded, so that a hybrid run can refuse an encoder that
+    read its own validation or test labels (review 50), say when it read more training labels than the hybrid
+    (dogfood 157), and say when the file embedded another log (dogfood 49)."""
     record = {
         "labels_read": labels_read,
+        "train_labels": dict(train_labels) if train_labels else None,
         "val_start": fit_info.get("val_start"),
         "test_start": fit_info.get("test_start"),
         "events_sha256": events_sha256,

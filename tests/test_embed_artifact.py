@@ -81,6 +81,7 @@ def test_artifact_embeddings_equal_the_runs_one_row_per_session(
     fit_info = Spec.load(exported_artifact / SPEC_FILE).fit_info
     assert record == {
         "labels_read": True,
+        "train_labels": None,  # an artifact records no training labels' count
         "val_start": fit_info["val_start"],
         "test_start": fit_info["test_start"],
         "events_sha256": files_digest([str(events_file)]),
@@ -205,6 +206,22 @@ def test_a_hybrids_embeddings_of_other_events_or_of_unknown_making_are_warned_ab
     with caplog.at_level("WARNING", logger="seqfraud.training.embeddings"):
         check_embedding_record(tmp_path / "a pretraining of this split.parquet", prepared, label_fraction=0.1)
     assert not caplog.text
+    # A supervised encoder of more training labels than this run reads, held back by a sparse label table, not
+    # label_fraction: said as init_from's is (dogfood 157: a hybrid of 104 labels read a run of 2,628, unsaid).
+    train = tmp_path / "train.parquet"
+    pl.DataFrame({S.LABEL: [1, 0, None]}).write_parquet(train)
+    fuller = embedding_record(
+        fit_info, labels_read=True, events_sha256="a" * 64, train_labels={"n": 2628, "positives": 220}
+    )
+    frame.write_parquet(tmp_path / "fuller.parquet", metadata=fuller)
+    sparse = Prepared(SimpleNamespace(fit_info=fit_info), {"train": train}, report, None, None)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="seqfraud.training.embeddings"):
+        check_embedding_record(tmp_path / "fuller.parquet", sparse)
+    assert (
+        "its encoder is of a supervised run that read 2,628 training labels (220 frauds), where this fit reads 2"
+        in caplog.text
+    )
     says = "its encoder learnt from the sessions (their events; no labels) up to test_start=2026-04-20"
     with pytest.raises(ConfigError, match=re.escape(says)):
         check_embedding_record(tmp_path / "late.parquet", prepared)

@@ -149,13 +149,13 @@ def test_init_from_a_supervised_run_of_more_labels_is_said(pretrained, tmp_path,
     """A supervised run of the whole label table, fine-tuned on a share of it, read labels the label-scarce run
     does not have, unsaid (dogfood 123); a pretraining run reads none."""
     supervised = train_into(tmp_path / "s", *SMALL)
-    with caplog.at_level("WARNING", logger="seqfraud.training.train"):
+    with caplog.at_level("WARNING", logger="seqfraud.training.embeddings"):
         train_into(tmp_path / "f", *SMALL, f"init_from={supervised}", "label_fraction=0.5")
-        assert f"init_from={supervised} is a supervised run that read" in caplog.text
+        assert f"init_from={supervised} is of a supervised run that read" in caplog.text
         caplog.clear()
         train_into(tmp_path / "p", *SMALL, f"init_from={pretrained}", "label_fraction=0.5")
         train_into(tmp_path / "same", *SMALL, f"init_from={supervised}")
-    assert "is a supervised run that read" not in caplog.text
+    assert "is of a supervised run that read" not in caplog.text
 
 
 def test_init_from_refuses_a_run_with_another_spec(pretrained, tmp_path) -> None:
@@ -230,6 +230,7 @@ def test_embeddings_of_a_run_feed_the_lightgbm_hybrid(pretrained, tmp_path, capl
     spec = json.loads((pretrained / "spec.json").read_text())
     assert record == {
         "labels_read": False,  # a pretraining run's encoder
+        "train_labels": None,
         "val_start": spec["fit_info"]["val_start"],
         "test_start": spec["fit_info"]["test_start"],
         "events_sha256": report["inputs"]["events"]["sha256"],

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,9 @@ import torch
 
 from seqfraud import rundir
 from seqfraud import schema as S
+from seqfraud.data.shards import shard_files
 from seqfraud.data.split import BOUNDARY_PERIOD, later_boundary
-from seqfraud.errors import ConfigError, json_value
+from seqfraud.errors import ConfigError, is_int, json_value
 from seqfraud.preprocess import Prepared, load_prepared
 from seqfraud.provenance import EMBEDDING_METADATA, embedding_record
 from seqfraud.training.data import SessionStream
@@ -40,9 +42,13 @@ def write_session_embeddings(run_dir: str | Path, out: str | Path) -> pl.DataFra
     frame = session_embeddings(run)
     prepared = load_prepared(rundir.prepared_dir(run))
     # metrics.json is there: session_embeddings refuses a run without it.
-    model = json.loads((run / rundir.METRICS_FILE).read_text()).get("model")
+    metrics = json.loads((run / rundir.METRICS_FILE).read_text())
+    supervised, fit = metrics.get("model") != "pretrain", metrics.get("train") or {}
     record = embedding_record(
-        prepared.spec.fit_info, labels_read=model != "pretrain", events_sha256=prepared.digest("events")
+        prepared.spec.fit_info,
+        labels_read=supervised,
+        events_sha256=prepared.digest("events"),
+        train_labels={k: fit[k] for k in ("n", "positives") if is_int(fit.get(k))} if supervised else None,
     )
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     frame.write_parquet(out, metadata=record)
@@ -174,6 +180,24 @@ def embedding_record_of(path: str | Path) -> Any:
         return None
 
 
+def say_more_labels(whose: str, read: Mapping[str, Any], train: Path) -> None:
+    """Warn where a supervised encoder read more training labels (``read``: its fit's ``n`` and ``positives``)
+    than this fit does (``train``: its labelled sessions): the encoder learnt from labels this run does not have,
+    which a label-scarce comparison then reads unsaid (dogfoods 123, 157). ``whose``: the encoder, named."""
+    ours = int(
+        pl.scan_parquet(shard_files(train)).select(pl.col(S.LABEL).is_not_null().sum()).collect().item()
+    )
+    if read["n"] > ours:
+        log.warning(
+            "%s is of a supervised run that read %s training labels (%s frauds), where this fit reads %s: it learnt "
+            "from labels this run does not have; for a label-scarce comparison use a pretraining run (no labels)",
+            whose,
+            f"{read['n']:,}",
+            f"{read.get('positives', 0):,}",
+            f"{ours:,}",
+        )
+
+
 def check_embedding_record(path: str | Path, prepared: Prepared, label_fraction: float = 1.0) -> None:
     """Refuse embeddings whose encoder learnt from labels past this run's validation or test start: its training
     (or validation) period then held this run's validation or test sessions, whose labels the hybrid would read
@@ -187,6 +211,7 @@ def check_embedding_record(path: str | Path, prepared: Prepared, label_fraction:
             if raw is None
             else {
                 "labels_read": bool(raw["labels_read"]),
+                "train_labels": raw.get("train_labels"),
                 "events_sha256": raw.get("events_sha256"),
                 **{
                     k: datetime.fromisoformat(raw[k]) if raw.get(k) else None
@@ -220,7 +245,11 @@ def check_embedding_record(path: str | Path, prepared: Prepared, label_fraction:
             f"sessions; embed a model whose split starts its {period} no later than this run's (pretrain on the "
             "same preprocessing output: prepared_dir=...)"
         )
-    if record["labels_read"] and label_fraction < 1:
+    read = record["train_labels"] if isinstance(record["train_labels"], dict) else {}
+    # A sparse label table holds labels back too, not label_fraction alone (dogfood 157).
+    if record["labels_read"] and is_int(read.get("n")):
+        say_more_labels(f"model.embeddings={path}: its encoder", read, prepared.datasets["train"])
+    elif record["labels_read"] and label_fraction < 1:
         # The encoder may have read the labels this run holds back: a label-scarce comparison then reads them through
         # the vectors (dogfood 105).
         log.warning(

@@ -58,7 +58,7 @@ from seqfraud.training.data import (
     row_groups,
     token_counts,
 )
-from seqfraud.training.embeddings import embedding_record_of, with_embeddings
+from seqfraud.training.embeddings import embedding_record_of, say_more_labels, with_embeddings
 from seqfraud.training.launch import (
     launcher_rank_and_world,
     local_processes,
@@ -444,7 +444,7 @@ def fit_sequence_model(
         load_pretrained(
             module.net, Path(cfg.init_from).expanduser(), spec, plain(cfg.model), features.get("exclude", [])
         )
-        say_more_labels(Path(cfg.init_from).expanduser(), prepared.datasets["train"])
+        say_init_labels(Path(cfg.init_from).expanduser(), prepared.datasets["train"])
         if freeze := int(cfg.get("freeze_epochs") or 0):
             extra_callbacks.append(FreezeEncoder(freeze))
             # Read after small_split, which may have set the epochs (a warning from the config's said 8 of 20).
@@ -695,28 +695,14 @@ def load_pretrained(
         )
 
 
-def say_more_labels(run: Path, train: Path) -> None:
-    """Warn where ``init_from`` is a supervised run that read more training labels than this fit does (``train``,
-    its labelled sessions): its encoder learnt from labels this run does not have, which a label-scarce comparison
-    then reads unsaid (dogfood 123: a supervised run of the whole label table, fine-tuned on 5% of it)."""
+def say_init_labels(run: Path, train: Path) -> None:
+    """:func:`say_more_labels` of ``init_from``'s run (dogfood 123: a supervised run of the whole label table,
+    fine-tuned on 5% of it); a pretraining read no labels."""
     metrics = run / rundir.METRICS_FILE
     recorded = json.loads(metrics.read_text()) if metrics.is_file() else {}
     theirs = recorded.get("train") or {}
-    if recorded.get("model") == "pretrain" or not isinstance(theirs.get("n"), int):  # it read no labels
-        return
-    ours = int(
-        pl.scan_parquet(shard_files(train)).select(pl.col(S.LABEL).is_not_null().sum()).collect().item()
-    )
-    if theirs["n"] > ours:
-        log.warning(
-            "init_from=%s is a supervised run that read %s training labels (%s frauds), where this fit reads %s: "
-            "its encoder learnt from labels this run does not have; for a label-scarce comparison start from a "
-            "pretraining run (no labels)",
-            run,
-            f"{theirs['n']:,}",
-            f"{theirs.get('positives', 0):,}",
-            f"{ours:,}",
-        )
+    if recorded.get("model") != "pretrain" and isinstance(theirs.get("n"), int):
+        say_more_labels(f"init_from={run}", theirs, train)
 
 
 def fit_lightning(
