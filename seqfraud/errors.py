@@ -40,8 +40,10 @@ def is_number(value: Any) -> TypeGuard[float]:
 
 def is_finite(value: float) -> bool:
     """No NaN or infinity, which pass every ``<= 0`` check (a NaN deadline switched the slow-client cut-off off:
-    dogfood 137). An integer always is: ``math.isfinite`` overflows on one past a float's range."""
-    return not isinstance(value, float) or math.isfinite(value)
+    dogfood 137), nor an integer past a float's range, which overflows wherever it meets one (review 158)."""
+    if isinstance(value, int):
+        return -sys.float_info.max <= value <= sys.float_info.max
+    return math.isfinite(value)
 
 
 def json_value(data: str | bytes, **kwargs: Any) -> Any:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from seqfraud.errors import UserError
+from seqfraud.errors import UserError, first_line
 
 SPEC_FILE = "spec.json"
 DATA_DIR = "data"
@@ -88,8 +88,10 @@ def checkpoint_read(path: Path, error: type[UserError]) -> Iterator[None]:
     file's code (dogfood 157)."""
     try:
         yield
-    except Exception as e:  # noqa: BLE001  # torch and Lightning raise their own types for a damaged file
+    except MemoryError:
+        raise
+    except Exception as e:  # torch and Lightning raise their own types for a damaged file
+        why = type(e).__name__ if "weights_only" in str(e) else first_line(e)
         raise error(
-            f"{path}: not a readable checkpoint ({type(e).__name__}): damaged, or not a seqfraud run's; train the "
-            "run again"
-        ) from None
+            f"{path}: not a readable checkpoint ({why}): damaged, or not a seqfraud run's; train the run again"
+        ) from e

@@ -250,6 +250,16 @@ def test_init_from_a_run_whose_split_ends_later_is_refused(tmp_path):
         check_same_tokens(tmp_path, earlier)
 
 
+def test_embed_reads_a_run_under_the_home_folder(trained_run, tmp_path, monkeypatch):
+    """``seqfraud embed --run=~/run`` embedded every session, then failed on ``~/run/metrics.json`` (review 158)."""
+    from seqfraud.training.embeddings import write_session_embeddings
+
+    shutil.copytree(trained_run, tmp_path / "run")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    frame = write_session_embeddings("~/run", tmp_path / "emb.parquet")
+    assert frame.height > 0 and pl.read_parquet(tmp_path / "emb.parquet").height == frame.height
+
+
 def test_a_damaged_checkpoint_is_named_by_embed_and_export(trained_run, tmp_path):
     """A truncated checkpoint was torch's ``Invalid argument`` naming no file, and one of other bytes its advice to
     load with weights_only=False, which runs the file's code (dogfood 157)."""

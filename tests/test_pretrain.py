@@ -175,6 +175,16 @@ def test_init_from_refuses_a_run_with_another_spec(pretrained, tmp_path) -> None
     with pytest.raises(ConfigError, match="model.n_heads=2 there, 4 here"):
         train_into(tmp_path / "d", *SMALL, f"init_from={pretrained}", "model.n_heads=4")
     assert not (tmp_path / "d" / "data").exists() and not (tmp_path / "d" / "run").exists()
+    # A damaged checkpoint too: found at the fit, it was after a rerun into one folder had cleared the earlier
+    # run's outputs (review 158); named, never with torch's advice to load it with weights_only=False.
+    damaged = tmp_path / "damaged"
+    shutil.copytree(pretrained, damaged)
+    ckpt = damaged / "checkpoints" / "best.ckpt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    with pytest.raises(ConfigError, match=f"{ckpt}: not a readable checkpoint") as caught:
+        train_into(tmp_path / "e", *SMALL, f"init_from={damaged}")
+    assert "weights_only" not in str(caught.value)
+    assert not (tmp_path / "e" / "data").exists() and not (tmp_path / "e" / "run").exists()
     # A field left out is another embedding: the setting, not a state_dict's size mismatch (dogfood 105).
     with pytest.raises(ConfigError, match=r"features.exclude=\[\] there, \['time_delta'\] here; fine-tune"):
         train_into(tmp_path / "x", *SMALL, f"init_from={pretrained}", "features.exclude=[time_delta]")

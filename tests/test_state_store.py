@@ -547,6 +547,17 @@ def test_a_snapshot_that_cannot_be_written_is_refused_at_start(tmp_path: Path):
     assert [p.name for p in (tmp_path / "new").iterdir() if p.name.startswith(".")] == [".online.json.lock"]
 
 
+def test_a_store_refuses_durations_that_are_no_positive_finite_number():
+    """NaN passed ``<= 0`` and kept every entity row for good; -1 dropped them all at the first retire (review
+    156); True is no duration (review 158). Checked by the stores themselves, which create_app takes."""
+    for bad in (float("nan"), float("inf"), -1, 0, True, 10**400):
+        with pytest.raises(ValueError, match="entity_retention_s must be positive and finite"):
+            MemoryStore(entity_retention_s=bad)
+        with pytest.raises(ValueError, match="session_ttl_s must be positive and finite"):
+            MemoryStore(session_ttl_s=bad)
+    MemoryStore(entity_retention_s=None, session_ttl_s=60).close()
+
+
 def test_a_snapshot_that_is_no_file_or_whose_lock_is_a_link_is_refused_at_start(tmp_path: Path):
     """A FIFO hung serve before it bound its port, a link to /dev/zero was read until memory ran out (and left a
     lock file in /dev), and a link planted at the lock's path ended in filelock's traceback (dogfood 137)."""

@@ -426,6 +426,20 @@ def test_a_setting_nothing_reads_is_refused_before_any_data(tmp_path, caplog):
             ["+experiment=pretrain_contrastive", "callbacks.early_stopping.monitor=val/pr_auc"],
             "'val/pr_auc' is not a metric a pretraining logs",
         ),
+        # A typo was a TypeError after preprocessing, a width of 0 trained a constant loss (review 158).
+        (
+            ["+experiment=pretrain_contrastive", "+pretrain.temprature=0.5"],
+            r"pretrain.temprature: no such setting \(did you mean 'temperature'",
+        ),
+        (
+            ["+experiment=pretrain_contrastive", "pretrain.projection_dim=0"],
+            "pretrain.projection_dim must be",
+        ),
+        (
+            ["+experiment=pretrain_contrastive", "pretrain.objectives=[[masked]]"],
+            "pretrain.objectives must be",
+        ),
+        (["optim.lr=1" + "0" * 400], "optim.lr must be positive and finite"),
     ):
         with pytest.raises(ConfigError, match=message):
             check_settings(compose_train(overrides))
@@ -433,6 +447,8 @@ def test_a_setting_nothing_reads_is_refused_before_any_data(tmp_path, caplog):
     check_settings(compose_train([f"init_from={tmp_path}", "freeze_epochs=1", "trainer.max_epochs=1"]))
     for overrides in (
         ["+experiment=pretrain_masked"],
+        # What Lightning names a pretraining's losses per step and epoch (review 158).
+        ["+experiment=pretrain_contrastive", "callbacks.early_stopping.monitor=train/contrastive_epoch"],
         ["+trainer.limit_train_batches=3", "+preprocess.spark.conf.x=1"],
         # Lightning's devices and deterministic take text too; a number default may take a fraction.
         ["trainer.devices=auto", "trainer.deterministic=warn", "preprocess.memory_gb=2.5", "optim.lr=1"],

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqfraud.errors import ConfigError, is_finite, is_number
+from seqfraud.errors import ConfigError, did_you_mean, is_finite, is_int, is_number
 from seqfraud.models.sequence import (
     EventEmbedding,
     GRUSessionEncoder,
@@ -33,18 +33,33 @@ from seqfraud.models.sequence import (
 )
 
 OBJECTIVES = ("masked", "contrastive")
+# Every pretrain setting: the network's, and the batches' (positives, entity).
+PRETRAIN_KEYS = {"objectives", "mask_prob", "crop", "temperature", "projection_dim", "positives", "entity"}
 
 
 def check_pretrain(settings: Mapping[str, Any]) -> None:
     """The ``pretrain`` settings that can work, the first that cannot named with its value: a 25-line traceback
     after the whole preprocessing listed four conditions, not which one failed (dogfood 157)."""
+    if not isinstance(settings, Mapping):
+        raise ConfigError(f"pretrain must be a mapping of settings, got {settings!r}")
+    if unknown := sorted(
+        set(settings) - PRETRAIN_KEYS
+    ):  # a typo was a TypeError after preprocessing (review 158)
+        raise ConfigError(
+            f"pretrain.{unknown[0]}: no such setting{did_you_mean(unknown[0], sorted(PRETRAIN_KEYS))}; pretrain "
+            f"takes {sorted(PRETRAIN_KEYS)}"
+        )
     objectives = settings.get("objectives")
-    if not isinstance(objectives, list) or not objectives or set(objectives) - set(OBJECTIVES):
+    if not (
+        isinstance(objectives, list)
+        and objectives
+        and all(isinstance(o, str) and o in OBJECTIVES for o in objectives)
+    ):
         raise ConfigError(
             f"pretrain.objectives must be a list of some of {list(OBJECTIVES)}, got {objectives!r}"
         )
     mask_prob, crop = settings.get("mask_prob", 0.15), settings.get("crop", [0.5, 1.0])
-    temperature = settings.get("temperature", 0.1)
+    temperature, width = settings.get("temperature", 0.1), settings.get("projection_dim", 64)
     if not (is_number(mask_prob) and 0 < mask_prob < 1):
         raise ConfigError(f"pretrain.mask_prob must be in (0, 1), got {mask_prob!r}")
     if not (
@@ -56,6 +71,10 @@ def check_pretrain(settings: Mapping[str, Any]) -> None:
         raise ConfigError(f"pretrain.crop must be [low, high] with 0 < low <= high <= 1, got {crop!r}")
     if not (is_number(temperature) and temperature > 0 and is_finite(temperature)):
         raise ConfigError(f"pretrain.temperature must be positive and finite, got {temperature!r}")
+    if not (
+        is_int(width) and width >= 1
+    ):  # 0 trained a constant loss unsaid, -3 was a traceback (review 158)
+        raise ConfigError(f"pretrain.projection_dim must be an integer of at least 1, got {width!r}")
 
 
 class PretrainNet(nn.Module):

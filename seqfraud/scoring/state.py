@@ -575,7 +575,7 @@ def check_seconds(**durations: float | None) -> None:
     """Each duration positive and finite, or None (unset): NaN passed ``<= 0`` and switched expiry off for good,
     and -1 dropped every entity row at the first retire (dogfood 137, review 156)."""
     for name, value in durations.items():
-        if value is not None and not (is_finite(value) and value > 0):
+        if value is not None and not (is_number(value) and is_finite(value) and value > 0):
             raise ValueError(f"{name} must be positive and finite, got {value}")
 
 

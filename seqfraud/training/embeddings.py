@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 def write_session_embeddings(run_dir: str | Path, out: str | Path) -> pl.DataFrame:
     """:func:`session_embeddings` of ``run_dir`` into the Parquet file ``out``, with the record of what made them
     (:func:`~seqfraud.provenance.embedding_record`), which :func:`with_embeddings` checks."""
-    run = Path(run_dir)
+    run = Path(run_dir).expanduser()
     frame = session_embeddings(run)
     prepared = load_prepared(rundir.prepared_dir(run))
     # metrics.json is there: session_embeddings refuses a run without it.
@@ -193,7 +193,7 @@ def say_more_labels(whose: str, read: Mapping[str, Any], train: Path) -> None:
             "from labels this run does not have; for a label-scarce comparison use a pretraining run (no labels)",
             whose,
             f"{read['n']:,}",
-            f"{read.get('positives', 0):,}",
+            f"{read['positives']:,}" if is_int(read.get("positives")) else "?",
             f"{ours:,}",
         )
 
@@ -203,7 +203,8 @@ def check_embedding_record(path: str | Path, prepared: Prepared, label_fraction:
     (or validation) period then held this run's validation or test sessions, whose labels the hybrid would read
     through the vectors (review 50: a supervised run's embeddings of every test session were taken silently).
     Warn when the file embedded other events than this run reads, or carries no record (made before it), and when
-    a supervised encoder's vectors come to a run that holds labels back (``label_fraction``)."""
+    a supervised encoder's vectors come to a run that holds labels back (``label_fraction``) or that reads fewer
+    training labels than the encoder did (its record's ``train_labels``)."""
     raw = embedding_record_of(path)
     try:
         record = (
@@ -249,7 +250,7 @@ def check_embedding_record(path: str | Path, prepared: Prepared, label_fraction:
     # A sparse label table holds labels back too, not label_fraction alone (dogfood 157).
     if record["labels_read"] and is_int(read.get("n")):
         say_more_labels(f"model.embeddings={path}: its encoder", read, prepared.datasets["train"])
-    elif record["labels_read"] and label_fraction < 1:
+    if record["labels_read"] and label_fraction < 1:
         # The encoder may have read the labels this run holds back: a label-scarce comparison then reads them through
         # the vectors (dogfood 105).
         log.warning(

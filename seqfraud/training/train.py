@@ -167,7 +167,13 @@ def check_settings(cfg: DictConfig, *, sections: Mapping[str, Any] | None = None
     if pretrain := cfg.get("pretrain"):
         check_pretrain(plain(pretrain))
         what = "a pretraining"
-        logged = losses | {f"{stage}/{o}" for stage in ("train", "val") for o in pretrain.get("objectives")}
+        # Each objective's loss, per step and epoch in training, and the entity pairs a batch of groups counts.
+        names = [*pretrain.get("objectives"), "entity_pairs"]
+        logged = (
+            losses
+            | {f"val/{n}" for n in names}
+            | {f"train/{n}{e}" for n in names for e in ("", "_step", "_epoch")}
+        )
     else:
         what = "a classifier"
         scored = classification_metrics([0, 1], [0.1, 0.9], **plain(cfg.get("metrics")))
@@ -598,6 +604,10 @@ def check_init_from(run: Path, model: Mapping[str, Any], exclude: list[str]) -> 
             f"init_from={run}: no {' or '.join(missing)}; point it at the directory of a finished pretraining (or "
             "training) run"
         )
+    # Read now: found damaged at the fit, it was after a rerun into one folder had cleared the earlier run's
+    # outputs (review 158).
+    with rundir.checkpoint_read(run / rundir.CHECKPOINT, ConfigError):
+        torch.load(run / rundir.CHECKPOINT, map_location="cpu", weights_only=True)["state_dict"]
     if not (run / rundir.CONFIG_FILE).is_file():
         return  # a run written without its config: the weights' shapes are then the only check
     config = plain(OmegaConf.load(run / rundir.CONFIG_FILE))
