@@ -25,7 +25,6 @@ import platform
 import re
 import shutil
 import stat
-import sys
 import tempfile
 import warnings
 from collections import Counter
@@ -42,7 +41,7 @@ from torch import Tensor, nn
 from seqfraud.baselines import STACKER_FILE, STACKER_FORMAT, Stacker
 from seqfraud.calibration import Calibration, CalibrationError
 from seqfraud.decisions import DecisionError, check_thresholds
-from seqfraud.errors import UserError, first_line, is_int, is_number, json_value
+from seqfraud.errors import UserError, first_line, is_finite, is_int, is_number, json_value
 from seqfraud.export.signing import KeySource, SigningKeyError, key_id, load_private_key, load_public_keys
 from seqfraud.features.spec import MISSING, Spec, SpecError
 
@@ -61,7 +60,7 @@ SIGNATURE_FILE = "manifest.sig"
 # The step function of a GRU model (models.sequence.GRUStep, with a sigmoid): per-event online scoring.
 STEP_FILES = {"torchscript": "step.ts", "pt2": "step.pt2"}
 # The step compiled ahead of time to native code (AOTInductor) for what online scoring runs at nearly every event: one
-# event of at most `max_batch` carried states (0.66 against 0.96 ms an event at 128 events of history, BENCHMARKS.md).
+# event of at most `max_batch` carried states (0.63-0.66 against 0.96 ms an event at 128 events of history, BENCHMARKS.md).
 # Built for portable x86-64 (x86-64-v3: AVX2, Haswell on), not for the exporting machine's own instructions
 # (inductor's default, -march=native), and used only where this machine has them (MARCH_FLAGS).
 COMPILED_STEP_FILE = "step.aoti.pt2"
@@ -451,8 +450,8 @@ class Artifact:
         if compiled is None:
             return step
         path = self.path / COMPILED_STEP_FILE
-        data = self.read(COMPILED_STEP_FILE)
         if not (why := _compiled_foreign(compiled)):
+            data = self.read(COMPILED_STEP_FILE)
             self._warn_unsigned("compiled", COMPILED_STEP_FILE)
             try:
                 both = CompiledStep(load_compiled_step(data), step, compiled["max_batch"])
@@ -945,7 +944,7 @@ def _float_sized_int(text: str) -> int:
     """An integer no float comparison or conversion overflows on: 400 digits of a threshold ended in an
     OverflowError's traceback (dogfood 137), of a monitor's operating point too (review 156)."""
     value = int(text)
-    if abs(value) > sys.float_info.max:
+    if not is_finite(value):
         raise ValueError(f"an integer of {len(text):,} digits, past what a number holds")
     return value
 
