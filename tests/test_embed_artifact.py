@@ -4,6 +4,7 @@ events; artifacts without one (exported before, or never a sequence model) are r
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -258,6 +259,18 @@ def test_embed_reads_a_run_under_the_home_folder(trained_run, tmp_path, monkeypa
     monkeypatch.setenv("HOME", str(tmp_path))
     frame = write_session_embeddings("~/run", tmp_path / "emb.parquet")
     assert frame.height > 0 and pl.read_parquet(tmp_path / "emb.parquet").height == frame.height
+    # A supervised run's file records how many training labels its encoder read, which a hybrid compares.
+    from seqfraud.provenance import EMBEDDING_METADATA
+
+    record = json.loads(pl.read_parquet_metadata(tmp_path / "emb.parquet")[EMBEDDING_METADATA])
+    fit = json.loads((trained_run / "metrics.json").read_text())["train"]
+    assert record["labels_read"] and record["train_labels"] == {"n": fit["n"], "positives": fit["positives"]}
+    # A FIFO named as the embeddings hung the fit (review 156).
+    from seqfraud.training.embeddings import check_embedding_record
+
+    os.mkfifo(tmp_path / "fifo.parquet")
+    with pytest.raises(ConfigError, match="fifo.parquet: not a regular file"):
+        check_embedding_record(tmp_path / "fifo.parquet", None)  # type: ignore[arg-type]
 
 
 def test_a_damaged_checkpoint_is_named_by_embed_and_export(trained_run, tmp_path):

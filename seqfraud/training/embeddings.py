@@ -205,6 +205,10 @@ def check_embedding_record(path: str | Path, prepared: Prepared, label_fraction:
     Warn when the file embedded other events than this run reads, or carries no record (made before it), and when
     a supervised encoder's vectors come to a run that holds labels back (``label_fraction``) or that reads fewer
     training labels than the encoder did (its record's ``train_labels``)."""
+    if not Path(path).expanduser().is_file():  # a FIFO hung the fit's first read of it (review 156)
+        raise ConfigError(
+            f"model.embeddings={path}: not a regular file (seqfraud embed writes one Parquet file)"
+        )
     raw = embedding_record_of(path)
     try:
         record = (
