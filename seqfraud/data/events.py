@@ -398,12 +398,11 @@ def _csv_header(file: str) -> list[str]:
             raise DataValidationError(
                 f"{file}: {kind}-compressed, but named as plain CSV: name a gzip file .csv.gz (zstd is not read)"
             )
+    # A header field past the csv module's limit (128 KiB) was a traceback (dogfood 137).
     try:
         with _open_csv(file) as f:
             header = next(csv.reader(f), None)
-    except (
-        csv.Error
-    ) as e:  # a header field past the csv module's limit (128 KiB) was a traceback (dogfood 137)
+    except csv.Error as e:
         raise DataValidationError(f"{file}: the header row does not read as CSV: {e}") from None
     if not header:
         raise DataValidationError(f"{file}: the file is empty; a CSV event log starts with a header row")

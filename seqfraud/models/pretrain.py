@@ -42,9 +42,8 @@ def check_pretrain(settings: Mapping[str, Any]) -> None:
     after the whole preprocessing listed four conditions, not which one failed (dogfood 157)."""
     if not isinstance(settings, Mapping):
         raise ConfigError(f"pretrain must be a mapping of settings, got {settings!r}")
-    if unknown := sorted(
-        set(settings) - PRETRAIN_KEYS
-    ):  # a typo was a TypeError after preprocessing (review 158)
+    # A typo was a TypeError after preprocessing, a projection_dim of 0 trained a constant loss (review 158).
+    if unknown := sorted(set(settings) - PRETRAIN_KEYS):
         raise ConfigError(
             f"pretrain.{unknown[0]}: no such setting{did_you_mean(unknown[0], sorted(PRETRAIN_KEYS))}; pretrain "
             f"takes {sorted(PRETRAIN_KEYS)}"
@@ -71,9 +70,7 @@ def check_pretrain(settings: Mapping[str, Any]) -> None:
         raise ConfigError(f"pretrain.crop must be [low, high] with 0 < low <= high <= 1, got {crop!r}")
     if not (is_number(temperature) and temperature > 0 and is_finite(temperature)):
         raise ConfigError(f"pretrain.temperature must be positive and finite, got {temperature!r}")
-    if not (
-        is_int(width) and width >= 1
-    ):  # 0 trained a constant loss unsaid, -3 was a traceback (review 158)
+    if not (is_int(width) and width >= 1):
         raise ConfigError(f"pretrain.projection_dim must be an integer of at least 1, got {width!r}")
 
 
