@@ -38,11 +38,24 @@ def gru_run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def gru_artifact(gru_run, tmp_path_factory) -> Path:
+def gru_export(gru_run, tmp_path_factory) -> tuple[Path, list[str]]:
+    """The GRU's artifact, and what its export left in the temporary folder, inductor's shared one included."""
+    from torch._inductor import codecache
+
     from seqfraud.export.exporter import export_run
 
-    with single_torch_thread():
-        return export_run(gru_run, tmp_path_factory.mktemp("export") / "artifact")
+    shared = tmp_path_factory.mktemp("tmp")
+    with pytest.MonkeyPatch.context() as patch, single_torch_thread():
+        patch.setattr(tempfile, "tempdir", str(shared))
+        # Read from the temporary folder once, when torch imported it.
+        patch.setattr(codecache, "_HEADER_DIR", str(shared / "torchinductor" / "precompiled_headers"))
+        artifact = export_run(gru_run, tmp_path_factory.mktemp("export") / "artifact")
+    return artifact, sorted(str(p.relative_to(shared)) for p in shared.rglob("*"))
+
+
+@pytest.fixture(scope="module")
+def gru_artifact(gru_export) -> Path:
+    return gru_export[0]
 
 
 def one_session_taken(scorer, store, run: Path):
@@ -285,14 +298,18 @@ def test_gru_steps_one_event_at_a_time_like_the_whole_session(gru_artifact, gru_
             assert replay_matches_whole_sessions(scorer, records) >= 120
 
 
-def test_a_compiled_step_scores_online_events_like_the_whole_session(gru_artifact, gru_run) -> None:
+def test_a_compiled_step_scores_online_events_like_the_whole_session(gru_export, gru_run) -> None:
     """The step compiled to native code (0.66 against 0.96 ms an event) takes an event of one to max_batch carried
     states, and the format's step the rest (a rebuild's events); the scores stay the whole session's."""
     from seqfraud.export.artifact import CompiledStep
     from seqfraud.scoring.scorer import Scorer
 
     compiler_or_skip()
-    manifest = json.loads((gru_artifact / "manifest.json").read_text())
+    artifact, left = gru_export
+    # Its compile cache was private and removed, with no precompiled headers in inductor's shared folder (review
+    # 156: another local user could plant files there).
+    assert left == []
+    manifest = json.loads((artifact / "manifest.json").read_text())
     assert manifest["step"]["compiled"] == {
         "file": "step.aoti.pt2",
         "machine": "x86_64",
@@ -301,7 +318,7 @@ def test_a_compiled_step_scores_online_events_like_the_whole_session(gru_artifac
         "max_batch": 16,
     }
     assert manifest["parity"]["step"]["compiled"]["max_abs_diff"] <= 1e-5
-    scorer = Scorer.load(gru_artifact)
+    scorer = Scorer.load(artifact)
     assert scorer.step is not None
     step = scorer.step[0]
     assert isinstance(step, CompiledStep)
