@@ -341,6 +341,12 @@ CASES: dict[str, Case] = {
         f"column '{TS}': 2 row(s) have a timestamp outside the plausible range",
         "(first: 1970-01-02 00:00:00, session '",
     ),
+    "bad rows of several kinds, all named at once": _file(  # one kind a run (dogfood 159)
+        "e.csv",
+        lambda: _with_row(_with_row(_with_row(GOOD, 2, **{SID: None}), 3, **{SID: " 7"}), 5, **{TS: "soon"}),
+        f"column '{SID}': 1 row(s) have a null session id; column '{SID}': 1 row(s) have a blank session id",
+        f"; column '{TS}': 1 row(s) have a timestamp that does not parse",
+    ),
     # ---- labels (training only: scoring never reads them)
     "label not 0/1": _file(
         "e.parquet",

@@ -30,7 +30,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
-from typing_extensions import TypeVar
+from typing_extensions import Self, TypeVar
 
 from seqfraud import schema as S
 from seqfraud.data.split import from_epoch_us, to_epoch_us
@@ -601,10 +601,30 @@ def _not_utf8(file: str) -> str | None:
     )
 
 
+class BadRows:
+    """A file's bad rows of several kinds, refused in one error once every check has counted: a run said the
+    null session ids, and the blank ones only on the next (dogfood 159)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.found: list[str] = []
+
+    def add(self, column: str, n_rows: int, what: str, first: str = "") -> None:
+        """``first`` is :func:`first_bad`'s example, where the caller has the rows."""
+        self.found.append(f"column {column!r}: {n_rows:,} row(s) {what}{first}")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is None and self.found:
+            raise DataValidationError(f"{self.source}: " + "; ".join(self.found))
+
+
 def fail_rows(source: str, column: str, n_rows: int, what: str, first: str = "") -> None:
-    """The one wording of a bad-rows error, shared by training and scoring validation; ``first`` is
-    :func:`first_bad`'s example, where the caller has the rows."""
-    raise DataValidationError(f"{source}: column {column!r}: {n_rows:,} row(s) {what}{first}")
+    """The one wording of a bad-rows error, shared by training and scoring validation (:class:`BadRows`)."""
+    with BadRows(source) as bad:
+        bad.add(column, n_rows, what, first)
 
 
 # Rows of normalized events (or labels) that validation counts and refuses, by the flags :func:`normalize` sets.
@@ -1272,14 +1292,15 @@ def refuse_empty_rows(table: pl.DataFrame, source: str, id_column: str, value: t
     value's column as the file names it, as ``table`` does, and what its null rows are said to do."""
     named, column, what = value
     blanks = table.filter(blank(S.SESSION_ID))[S.SESSION_ID]
-    for col, n, said, first in (
-        (id_column, table[S.SESSION_ID].null_count(), "have a null session id", ""),
-        # Which of BLANK_ID's cases, shown (dogfood 118: the message listed them all, and no id).
-        (id_column, blanks.len(), BLANK_ID, f" (first: {blanks[0]!r})" if blanks.len() else ""),
-        (named, table[column].null_count(), what, ""),
-    ):
-        if n:
-            fail_rows(source, col, n, said, first)
+    with BadRows(source) as bad:
+        for col, n, said, first in (
+            (id_column, table[S.SESSION_ID].null_count(), "have a null session id", ""),
+            # Which of BLANK_ID's cases, shown (dogfood 118: the message listed them all, and no id).
+            (id_column, blanks.len(), BLANK_ID, f" (first: {blanks[0]!r})" if blanks.len() else ""),
+            (named, table[column].null_count(), what, ""),
+        ):
+            if n:
+                bad.add(col, n, said, first)
 
 
 def read_typologies(path: str, schema: Schema, session_ids: pl.Series | None = None) -> pl.DataFrame:
@@ -1558,32 +1579,31 @@ def validate_sessions(
     origin = unit_origin(schema, epoch_unit)
     if int(sessions["n_events"].sum()) == 0:
         raise DataValidationError(f"{source}: the event log is empty")
-    null_sid = sessions.filter(pl.col(S.SESSION_ID).is_null())
-    if null_sid.height:
-        fail_rows(
-            source,
-            schema.session_id,
-            int(null_sid["n_events"][0]),
-            "have a null session id",
-            first(pl.col(S.SESSION_ID).is_null(), schema.session_id),
-        )
-    if n := int(sessions.filter(blank(S.SESSION_ID))["n_events"].sum()):
-        fail_rows(source, schema.session_id, n, BLANK_ID, first(blank(S.SESSION_ID), schema.session_id))
-    if n := int(sessions["n_event_type_null"].sum()):
-        fail_rows(
-            source,
-            schema.event_type,
-            n,
-            NULL_EVENT_TYPE,
-            first(pl.col(schema.event_type).is_null(), schema.event_type),
-        )
-    for col, what, where in (
-        ("n_ts_null", "have a null timestamp", pl.col(S.TS_PRESENT).not_()),
-        ("n_ts_unparsed", UNPARSED, TS_UNPARSED_ROWS),
-        ("n_ts_out_of_range", out_of_range_text(schema, epoch_unit, origin), pl.col(S.TS_OUT_OF_RANGE)),
-    ):
-        if n := int(sessions[col].sum()):
-            fail_rows(source, schema.timestamp, n, what, first(where, schema.timestamp))
+    with BadRows(source) as bad:
+        null_sid = sessions.filter(pl.col(S.SESSION_ID).is_null())
+        if null_sid.height:
+            bad.add(
+                schema.session_id,
+                int(null_sid["n_events"][0]),
+                "have a null session id",
+                first(pl.col(S.SESSION_ID).is_null(), schema.session_id),
+            )
+        if n := int(sessions.filter(blank(S.SESSION_ID))["n_events"].sum()):
+            bad.add(schema.session_id, n, BLANK_ID, first(blank(S.SESSION_ID), schema.session_id))
+        if n := int(sessions["n_event_type_null"].sum()):
+            bad.add(
+                schema.event_type,
+                n,
+                NULL_EVENT_TYPE,
+                first(pl.col(schema.event_type).is_null(), schema.event_type),
+            )
+        for col, what, where in (
+            ("n_ts_null", "have a null timestamp", pl.col(S.TS_PRESENT).not_()),
+            ("n_ts_unparsed", UNPARSED, TS_UNPARSED_ROWS),
+            ("n_ts_out_of_range", out_of_range_text(schema, epoch_unit, origin), pl.col(S.TS_OUT_OF_RANGE)),
+        ):
+            if n := int(sessions[col].sum()):
+                bad.add(schema.timestamp, n, what, first(where, schema.timestamp))
     for key, name, column, flag, moves in (
         ("naive_timestamps", "ts", schema.timestamp, S.TS_NAIVE, EVENT_MOVES),
         (NAIVE_LABEL_TIMES, "label_time", schema.label_time, S.LABEL_TIME_NAIVE, LABEL_MOVES),
@@ -1786,16 +1806,16 @@ def _check_label_times_on_events(
         return "" if any_set or not (refused["label_max"] == 1).any() else ANY_LABEL_TIME_HINT
 
     lt = cast(str, schema.label_time)
-    if n := int(sessions["n_label_time_unparsed"].sum()):
-        fail_rows(source, lt, n, LABEL_TIME_UNPARSED, first(LABEL_TIME_UNPARSED_ROWS, lt))
-    if n := int(sessions["n_label_time_out_of_range"].sum()):
-        fail_rows(
-            source,
-            lt,
-            n,
-            out_of_range_text(schema, epoch_unit, origin, "label time"),
-            first(pl.col(S.LABEL_TIME_OUT_OF_RANGE), lt),
-        )
+    with BadRows(source) as bad:
+        if n := int(sessions["n_label_time_unparsed"].sum()):
+            bad.add(lt, n, LABEL_TIME_UNPARSED, first(LABEL_TIME_UNPARSED_ROWS, lt))
+        if n := int(sessions["n_label_time_out_of_range"].sum()):
+            bad.add(
+                lt,
+                n,
+                out_of_range_text(schema, epoch_unit, origin, "label time"),
+                first(pl.col(S.LABEL_TIME_OUT_OF_RANGE), lt),
+            )
     sessions = sessions.filter(one_per_session)
     mixed = sessions.filter(pl.col("label_time_min") != pl.col("label_time_max"))
     if mixed.height:

@@ -33,12 +33,12 @@ from seqfraud.data.events import (
     UNPARSED,
     US_PER_UNIT,
     ZONED,
+    BadRows,
     DataValidationError,
     blank,
     blank_id,
     check_columns,
     epoch_bounds,
-    fail_rows,
     first_bad,
     integer_columns,
     naive_said,
@@ -220,38 +220,33 @@ def normalized_events(
     unit = epoch_unit(have, spec, source)
     with reading(source):
         events = normalize(lf, schema, have, unit or "datetime", with_label=False, naive_flag=True).collect()
-    if n := events[S.SESSION_ID].null_count():
-        fail_rows(source, schema.session_id, n, "have a null session id")
-    if n := int(events.select(blank(S.SESSION_ID).sum()).item()):
-        fail_rows(source, schema.session_id, n, BLANK_ID)
-    if n := events[schema.event_type].null_count():
-        where = pl.col(schema.event_type).is_null()
-        fail_rows(
-            source, schema.event_type, n, NULL_EVENT_TYPE, first_bad(events, where, lf, schema.event_type)
-        )
-    n_null = events.height - int(events[S.TS_PRESENT].sum())
-    if n_null:
-        where = pl.col(S.TS_PRESENT).not_()
-        fail_rows(
-            source,
-            schema.timestamp,
-            n_null,
-            "have a null timestamp",
-            first_bad(events, where, lf, schema.timestamp),
-        )
-    n_out = int(events[S.TS_OUT_OF_RANGE].sum())
-    if n := events[S.TS_US].null_count() - n_out:  # not null on input nor out of range: it did not parse
-        fail_rows(
-            source, schema.timestamp, n, UNPARSED, first_bad(events, TS_UNPARSED_ROWS, lf, schema.timestamp)
-        )
-    if n_out:
-        fail_rows(
-            source,
-            schema.timestamp,
-            n_out,
-            out_of_range_text(schema, unit, "the model's unit, fixed at training"),
-            first_bad(events, pl.col(S.TS_OUT_OF_RANGE), lf, schema.timestamp),
-        )
+    with BadRows(source) as bad:
+        if n := events[S.SESSION_ID].null_count():
+            bad.add(schema.session_id, n, "have a null session id")
+        if n := int(events.select(blank(S.SESSION_ID).sum()).item()):
+            bad.add(schema.session_id, n, BLANK_ID)
+        if n := events[schema.event_type].null_count():
+            where = pl.col(schema.event_type).is_null()
+            bad.add(schema.event_type, n, NULL_EVENT_TYPE, first_bad(events, where, lf, schema.event_type))
+        n_null = events.height - int(events[S.TS_PRESENT].sum())
+        if n_null:
+            where = pl.col(S.TS_PRESENT).not_()
+            bad.add(
+                schema.timestamp,
+                n_null,
+                "have a null timestamp",
+                first_bad(events, where, lf, schema.timestamp),
+            )
+        n_out = int(events[S.TS_OUT_OF_RANGE].sum())
+        if n := events[S.TS_US].null_count() - n_out:  # not null on input nor out of range: it did not parse
+            bad.add(schema.timestamp, n, UNPARSED, first_bad(events, TS_UNPARSED_ROWS, lf, schema.timestamp))
+        if n_out:
+            bad.add(
+                schema.timestamp,
+                n_out,
+                out_of_range_text(schema, unit, "the model's unit, fixed at training"),
+                first_bad(events, pl.col(S.TS_OUT_OF_RANGE), lf, schema.timestamp),
+            )
     if spec.integer_ids:
         renamed = {schema.session_id: S.SESSION_ID}
         textual = {
