@@ -101,15 +101,20 @@ def hydra_command(config_path: str, config_name: str) -> Callable[[F], F]:
 def _job(task: F) -> F:
     """:func:`command` around one run; in a sweep, a user error is logged in one line and raised on, for Hydra's
     launcher to record as that job's failure (and raise again once every job has run)."""
-    single = command(task)
+
+    @functools.wraps(task)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        _refuse_a_tilde_directory()
+        return task(*args, **kwargs)
+
+    single = command(checked)
 
     @functools.wraps(task)
     def run(*args: Any, **kwargs: Any) -> Any:
-        _refuse_a_tilde_directory()
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             return single(*args, **kwargs)
         try:
-            return task(*args, **kwargs)
+            return checked(*args, **kwargs)
         except Exception as e:
             if isinstance(e, user_error_types()) and not debugging():
                 log.error("job %s failed: %s", HydraConfig.get().job.num, one_line(e))
