@@ -58,6 +58,22 @@ def runs(
             f"out={tmp / 'artifact'}",
             f"hydra.run.dir={tmp / 'export'}",
         ],
+        "export: a misspelt setting": [
+            sys.executable,
+            "export.py",
+            f"run_dir={tmp / 'none'}",
+            f"out={tmp / 'artifact'}",
+            "+calibrations=isotonic",
+            f"hydra.run.dir={tmp / 'export'}",
+        ],
+        "preprocess: a misspelt setting": [
+            sys.executable,
+            "-m",
+            "seqfraud",
+            "preprocess",
+            "+features.maxlen=64",
+            f"hydra.run.dir={tmp / 'preprocess-misspelt'}",
+        ],
         "preprocess: duplicated column": [
             sys.executable,
             "-m",
@@ -297,6 +313,17 @@ def test_hydra_config_errors_are_one_line_and_status_2(runs):
     assert error_line(runs, "train: two experiments") == (
         "error: Multiple values for experiment: give the first as +experiment=A and each other as "
         "+experiment@_global_=B"
+    )
+
+
+def test_export_and_preprocess_refuse_a_setting_their_config_has_not(runs):
+    """+calibrations=isotonic exported Platt's calibration, and preprocess took settings train refuses, without a
+    word (dogfood 159)."""
+    assert error_line(runs, "export: a misspelt setting").startswith(
+        "error: calibrations: no such setting (did you mean 'calibration'?); the top level takes ['calibration'"
+    )
+    assert error_line(runs, "preprocess: a misspelt setting").startswith(
+        "error: features.maxlen: no such setting (did you mean 'max_len'?)"
     )
 
 

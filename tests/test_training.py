@@ -333,6 +333,10 @@ def test_a_setting_nothing_reads_is_refused_before_any_data(tmp_path, caplog):
         "+trainer.max_epoch=5": r"trainer.max_epoch: no such setting \(did you mean 'max_epochs'\?\)",
         "+lr=0.5": r"lr: no such setting; the top level takes \['callbacks'",
         "+features.time_delta.n_bucket=3": r"features.time_delta.n_bucket: no such setting \(did you mean",
+        # A misspelt split boundary fell back to val_fraction, moving the split unsaid (dogfood 159).
+        "+data.split.valstart=2026-04-02": r"data.split.valstart: no such setting \(did you mean 'val_start'",
+        "+data.policy.label_dealy=30d": r"data.policy.label_dealy: no such setting \(did you mean 'label_delay'",
+        "+data.eventz=e.csv": r"data.eventz: no such setting \(did you mean 'events'",
         "loss.name=nonsense": r"loss.name must be one of \['bce', 'focal'\], got 'nonsense'",
         "+callbacks.early_stopping.patiense=3": r"callbacks.early_stopping.patiense: no such setting \(did you mean 'patience'",
         "+callbacks.early_stop.patience=3": r"callbacks.early_stop: a callback needs _target_",

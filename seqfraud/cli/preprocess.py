@@ -13,10 +13,13 @@ from seqfraud.cli import CONFIG_PATH, run_hydra
 from seqfraud.cli.hydra_main import hydra_command
 from seqfraud.config import plain
 from seqfraud.preprocess import preprocess
+from seqfraud.training.train import check_settings
 
 
 @hydra_command(config_path=CONFIG_PATH, config_name="preprocess")
 def preprocess_task(cfg: DictConfig) -> None:
+    # The training config's keys, checked as train.py checks them: an unknown one here was taken without a word.
+    check_settings(cfg)
     out = Path(HydraConfig.get().runtime.output_dir)
     # What train.py would refuse of these splits, refused here too, before a prepared_dir is written.
     supervised = not cfg.get("pretrain")

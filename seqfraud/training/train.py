@@ -107,8 +107,8 @@ MODEL_KEYS = {
 
 
 # Top-level keys that config groups fill (train.yaml's defaults list; the preprocessing group's package is
-# `preprocess`). Of these, features and preprocess are checked key by key against their defaults below.
-_GROUP_KEYS = ("data", "model", "trainer", "logger", "callbacks", "paths")
+# `preprocess`). Of these, data, features and preprocess are checked key by key against their defaults below.
+_GROUP_KEYS = ("model", "trainer", "logger", "callbacks", "paths")
 
 
 def check_settings(cfg: DictConfig, *, sections: Mapping[str, Any] | None = None) -> None:
@@ -121,7 +121,10 @@ def check_settings(cfg: DictConfig, *, sections: Mapping[str, Any] | None = None
     beside train.yaml's (the backtest's), as their packaged defaults.
     """
     defaults = packaged_defaults()
-    reference: dict[str, Any] = defaults | {key: None for key in _GROUP_KEYS}  # data: the contract's checks
+    reference: dict[str, Any] = defaults | {key: None for key in _GROUP_KEYS}
+    # data.schema's keys are the contract's (Schema.from_config); a misspelt data.split.val_start fell back to
+    # val_fraction unsaid, moving the split (dogfood 159).
+    reference["data"] = defaults["data"] | {"schema": None}
     reference["trainer"] = dict.fromkeys(set(inspect.signature(L.Trainer.__init__).parameters) - {"self"})
     reference |= sections or {}
     settings = cast(dict, OmegaConf.to_container(cfg, resolve=False))  # names, not values: nothing to resolve
