@@ -86,6 +86,21 @@ def test_label_known_from_a_label_table_column(encoding, tmp_path, caplog):
     assert "column 'known_at': 2 of 3 label(s) (2 negative) have no label time" in caplog.text
 
 
+def test_a_chargeback_dated_after_the_delay_is_said_under_the_negative_policy(tmp_path, caplog):
+    """A chargeback file (frauds alone) whose fraud arrives after its session's end plus label_delay: the service
+    reads that session as a known legitimate one in between, batch reads leave it unknown (dogfood 160)."""
+    ev = write(events().drop("label"), tmp_path / "e.parquet")
+    frauds = write(labels([None, KNOWN_S2, None]).filter(pl.col("label") == 1), tmp_path / "frauds.parquet")
+    for delay, late in (("1d", 1), ("3d", 0)):
+        caplog.clear()
+        loaded = load_events(ev, SCHEMA, frauds, on_unlabeled="negative", label_delay=delay)
+        assert loaded.report["frauds_dated_after_delay"] == late
+        assert known(loaded)["s2"] == us(KNOWN_S2)
+        said = f"1 fraud session(s) have a label time later than their end plus data.policy.label_delay ({delay}; "
+        assert (said in caplog.text) == bool(late)
+        assert ("the latest 2.0 days after its session" in caplog.text) == bool(late)
+
+
 def test_integer_label_times_behind_empty_csv_rows_are_still_integers(tmp_path):
     """Negatives seldom have a label time: the first 10,000 rows may all be empty."""
     ev = write(

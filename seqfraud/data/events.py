@@ -1768,6 +1768,24 @@ def validate_sessions(
                 f"{sessions[S.LABEL].count():,}",
                 f"{int((never[S.LABEL] == 0).sum()):,}",
             )
+    if on_unlabeled == "negative" and schema.label_time and delay_us is not None:
+        # Between the delay and its chargeback such a fraud reads as legitimate to anyone then (the service does);
+        # batch reads hold it back until its label time, knowing it will be fraud (dogfood 160).
+        wait = pl.col(S.LABEL_KNOWN) - pl.col(S.END_TIME)
+        late = sessions.filter((pl.col(S.LABEL) == 1) & (wait > usable_delay_us(delay_us, schema)))
+        report["frauds_dated_after_delay"] = late.height
+        if late.height:
+            log.warning(
+                "%s: %s fraud session(s) have a label time later than their end plus data.policy.label_delay (%s; "
+                "the latest %.1f days after its session): under on_unlabeled=negative the service reads each as a "
+                "known legitimate session from then until its chargeback, where training, backtests and batch "
+                "scoring leave it unknown until its label time; set label_delay to cover the chargebacks "
+                "(docs/entities.md)",
+                label_source,
+                f"{late.height:,}",
+                label_delay,
+                late.select(wait.max()).item() / 86_400e6,
+            )
     return sessions, report
 
 
