@@ -444,6 +444,24 @@ def test_labels_of_other_sessions_are_counted_and_a_table_matching_none_is_refus
     assert perf["n"] == early.len()
 
 
+def test_labels_outside_the_window_whose_ids_lost_their_zeros_are_warned_of(exported_artifact, caplog):
+    """A table of every label is normal, its other windows' labels left out; ids that meet a window session's
+    written another way are misread ones: 346 of a window's labels were left out unsaid (dogfood 159)."""
+    from seqfraud.features.spec import Spec
+    from seqfraud.monitoring.inputs import matched_labels
+
+    spec = Spec.load(exported_artifact / "spec.json")
+    events = pl.DataFrame({S.SESSION_ID: ["001005", "001006", "002000"], S.TS_US: [1, 2, 3]})
+    for ids, warned in ((["002000", "003000", "1005"], True), (["002000", "003000", "004000"], False)):
+        caplog.clear()
+        table = pl.DataFrame({S.SESSION_ID: ids, S.LABEL: pl.Series([0, 1, 1], dtype=pl.Int8)})
+        got, outside, _ = matched_labels(table, events, "labels.csv", spec)
+        assert got[S.SESSION_ID].to_list() == ["002000"] and outside == 2
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        said = "1 of them match an event id written another way (first: '1005' for the event id '001005')"
+        assert any(said in w and "2 of 3 labelled session(s)" in w for w in warnings) == warned, warnings
+
+
 def test_a_window_absent_from_a_frauds_only_table_is_legitimate_under_the_runs_policy(
     exported_artifact, windows
 ):

@@ -1458,5 +1458,19 @@ def test_a_typology_table_is_checked_at_preprocessing_by_file_and_column(tmp_pat
         pl.DataFrame({"session_id": ["002", "009"], "typology": ["ato", "mule"]}), tmp_path / "s.csv"
     )
     read_typologies(some, SCHEMA, pl.Series(["001", "002", "003"]))
-    assert "1 of its 2 session(s) have no events in the log (first: ['009'])" in caplog.text
+    assert (
+        "1 of its 2 session(s) have no events in the log (first: ['009']), so their typologies are not read\n"
+        in (caplog.text)
+    )
+    # Some of its ids lost their zeros: said so, where it read as sessions outside the log (dogfood 159).
+    caplog.clear()
+    read_typologies(
+        write(pl.DataFrame({"session_id": ["002", "3"], "typology": ["ato", "mule"]}), tmp_path / "u.csv"),
+        SCHEMA,
+        pl.Series(["001", "002", "003"]),
+    )
+    assert (
+        "are not read; 1 of them match an event id written another way (first: '3' for the event id '003')"
+        in (caplog.text)
+    )
     preprocess(_data_cfg(zero) | {"typologies": path}, FEATURES, tmp_path / "ok")

@@ -1346,15 +1346,16 @@ def read_typologies(path: str, schema: Schema, session_ids: pl.Series | None = N
             f"{source}: column {schema.session_id!r}: {table.height:,} session(s), none with events in the log: "
             + unmatched_ids_text(table[S.SESSION_ID], session_ids, "typology")
         )
-    if absent.len():  # taken without a word (dogfood 65)
+    if absent.len():  # taken without a word (dogfood 65); ids that lost their zeros named so (dogfood 159)
         log.warning(
             "%s: column %r: %s of its %s session(s) have no events in the log (first: %s), so their typologies "
-            "are not read",
+            "are not read%s",
             source,
             schema.session_id,
             f"{absent.len():,}",
             f"{table.height:,}",
             absent.sort().head(3).to_list(),
+            renumbered_ids(absent, session_ids, "typology"),
         )
     return table
 
