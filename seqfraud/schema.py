@@ -33,6 +33,10 @@ UNKNOWN_TYPOLOGY = (
 # session's last event, where a label delay counts from.
 LABEL_KNOWN = "label_known"
 END_TIME = "end_time"
+# Under ``data.policy.on_unlabeled=negative``, where a session's label is known only after its end plus the label
+# delay: the time from which it reads as a known legitimate one until then (a chargeback file does not list it
+# yet); null otherwise.
+LEGIT_FROM = "legit_from"
 LABEL_NOISE = "label_noise"
 # Columns of per-event explanations (``Scorer.explain``): the event's place in the session's kept
 # sequence (0 = oldest kept), its raw event type and time for display, its share of the score, and its other

@@ -359,7 +359,9 @@ class SparkEngine:
         the part's features, and the events left-join them by row. Files in between, not an Arrow UDF:
         pyspark's Arrow UDFs need pandas on the driver and the executors.
         """
-        labels = F.broadcast(self._frame(loaded.sessions.select(S.SESSION_ID, S.LABEL, S.LABEL_KNOWN)))
+        labels = F.broadcast(
+            self._frame(loaded.sessions.select(S.SESSION_ID, S.LABEL, S.LABEL_KNOWN, S.LEGIT_FROM))
+        )
         # An inner join: events of sessions a policy dropped take no part, as they are gone from the
         # Polars engine's events.
         rows = loaded.events.select(

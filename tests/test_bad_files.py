@@ -429,6 +429,16 @@ def test_batch_scoring_names_file_column_and_count(name, scorer, tmp_path):
 ZERO_PADDED = [f"{i:03d}" for i in range(100)] + [str(i) for i in range(100)]  # "007" and "7": 200 sessions
 
 
+def test_a_null_timestamp_is_not_also_said_not_to_parse_when_scored(scorer, tmp_path):
+    """Counted among the unparsed too once scoring's checks all ran (review 162)."""
+    from seqfraud.scoring.batch import score_file
+
+    path, _ = CASES["null timestamps"].make(tmp_path)
+    with pytest.raises(DataValidationError) as info:
+        score_file(scorer, path, tmp_path / "scores.parquet", progress=False)
+    assert "3 row(s) have a null timestamp" in str(info.value) and "does not parse" not in str(info.value)
+
+
 def test_csv_ids_007_and_7_stay_two_sessions_in_training(tmp_path):
     path = _write(tmp_path / "e.csv", log(ids=ZERO_PADDED))
     loaded = load_events(str(path), SYNTHETIC)

@@ -26,7 +26,8 @@ ENTITY = EntitySpec(
 
 
 def random_rows(rng: np.random.Generator, n: int, n_sessions: int = 6, n_values: int = 3) -> pl.DataFrame:
-    """Events with many ties, shared values, nulls, and labels known before, during and after sessions."""
+    """Events with many ties, shared values, nulls, and labels known before, during and after sessions, some read
+    as legitimate from an earlier time until then (a chargeback dated after its delay)."""
     session = rng.integers(0, n_sessions, n)
     t = rng.integers(0, 90, n) * 1_000_000  # seconds on a coarse grid: ties within and across sessions
     known = rng.integers(0, 150, n_sessions) * 1_000_000
@@ -36,15 +37,20 @@ def random_rows(rng: np.random.Generator, n: int, n_sessions: int = 6, n_values:
     def values(k: int) -> list[str | None]:
         return [None if rng.random() < 0.15 else f"v{x}" for x in rng.integers(0, k, n)]
 
+    device, account = values(n_values), values(n_values + 1)
+    legit = np.where(rng.random(n_sessions) < 0.4, known - rng.integers(1, 60, n_sessions) * 1_000_000, -1)
     return pl.DataFrame(
         {
             S.ROW_INDEX: np.arange(n, dtype=np.uint32),
             S.SESSION_ID: [f"s{x}" for x in session],
             S.TS_US: t,
-            "device": values(n_values),
-            "account": values(n_values + 1),
+            "device": device,
+            "account": account,
             S.LABEL: pl.Series(label[session], dtype=pl.Int8),
             S.LABEL_KNOWN: pl.Series([None if never[x] else int(known[x]) for x in session], dtype=pl.Int64),
+            S.LEGIT_FROM: pl.Series(
+                [None if legit[x] < 0 else int(legit[x]) for x in session], dtype=pl.Int64
+            ),
         }
     )
 
@@ -84,11 +90,15 @@ def oracle(rows: pl.DataFrame, column: str, entity: EntitySpec) -> pl.DataFrame:
                 )
             known = fraud = 0
             for sid, x in first_touch.items():
-                if sid == s or x[S.LABEL_KNOWN] is None:
+                if sid == s:
                     continue
-                if inside(max(x[S.LABEL_KNOWN], x[S.TS_US])):
+                usable = None if x[S.LABEL_KNOWN] is None else max(x[S.LABEL_KNOWN], x[S.TS_US])
+                if usable is not None and inside(usable):
                     known += 1
                     fraud += x[S.LABEL]
+                # Read as legitimate from its own time until its label is usable.
+                elif x[S.LEGIT_FROM] is not None and (usable is None or usable >= t):
+                    known += inside(max(x[S.LEGIT_FROM], x[S.TS_US]))
             feats[S.entity_feature(column, "known", w)] = known
             feats[S.entity_feature(column, "fraud", w)] = fraud
             feats[S.entity_feature(column, "rate", w)] = (fraud + entity.smoothing * entity.prior) / (
@@ -128,6 +138,7 @@ def test_point_features_of_online_events_match_the_rule_read_literally(seed: int
     rows = random_rows(np.random.default_rng(seed), 80)
     r = rows.to_dicts()
     known = {x[S.SESSION_ID]: (x[S.LABEL], x[S.LABEL_KNOWN]) for x in r if x[S.LABEL_KNOWN] is not None}
+    legit = {x[S.SESSION_ID]: x[S.LEGIT_FROM] for x in r if x[S.LEGIT_FROM] is not None}
     want = {c: {x[S.ROW_INDEX]: x for x in oracle(rows, c, ENTITY).to_dicts()} for c in ENTITY.columns}
     for session in sorted(set(rows[S.SESSION_ID])):
         mine = [x for x in r if x[S.SESSION_ID] == session]
@@ -143,6 +154,7 @@ def test_point_features_of_online_events_match_the_rule_read_literally(seed: int
             [[x[c] for x in mine] for c in ENTITY.columns],
             context,
             known,
+            legit,
         )
         assert list(got) == ENTITY.feature_names()
         for c in ENTITY.columns:
@@ -234,6 +246,7 @@ def test_own_label_never_counts() -> None:
             "account": ["x", "x"],
             S.LABEL: pl.Series([1, 1], dtype=pl.Int8),
             S.LABEL_KNOWN: [1_000_000, 1_000_000],
+            S.LEGIT_FROM: pl.Series([None, None], dtype=pl.Int64),
         }
     )
     got = column_features(rows, "device", ENTITY)

@@ -86,19 +86,45 @@ def test_label_known_from_a_label_table_column(encoding, tmp_path, caplog):
     assert "column 'known_at': 2 of 3 label(s) (2 negative) have no label time" in caplog.text
 
 
-def test_a_chargeback_dated_after_the_delay_is_said_under_the_negative_policy(tmp_path, caplog):
-    """A chargeback file (frauds alone) whose fraud arrives after its session's end plus label_delay: the service
-    reads that session as a known legitimate one in between, batch reads leave it unknown (dogfood 160)."""
+def test_a_chargeback_dated_after_the_delay_reads_as_legitimate_until_then(tmp_path):
+    """A chargeback file (frauds alone) whose fraud is dated after its session's end plus label_delay: the session
+    reads as a known legitimate one from then until its chargeback, as the service reads it before the chargeback
+    comes; batch reads had it unknown until then, reading the coming chargeback (dogfood 160)."""
     ev = write(events().drop("label"), tmp_path / "e.parquet")
     frauds = write(labels([None, KNOWN_S2, None]).filter(pl.col("label") == 1), tmp_path / "frauds.parquet")
-    for delay, late in (("1d", 1), ("3d", 0)):
-        caplog.clear()
+    for delay, legit in (("1d", END["s2"] + 86_400_000_000), ("3d", None)):
         loaded = load_events(ev, SCHEMA, frauds, on_unlabeled="negative", label_delay=delay)
-        assert loaded.report["frauds_dated_after_delay"] == late
-        assert known(loaded)["s2"] == us(KNOWN_S2)
-        said = f"1 fraud session(s) have a label time later than their end plus data.policy.label_delay ({delay}; "
-        assert (said in caplog.text) == bool(late)
-        assert ("the latest 2.0 days after its session" in caplog.text) == bool(late)
+        got = loaded.sessions.filter(pl.col(S.SESSION_ID) == "s2").select(
+            S.LABEL, S.LABEL_KNOWN, S.LEGIT_FROM
+        )
+        assert got.row(0) == (1, us(KNOWN_S2), legit)
+        assert loaded.report.get("labels_known_after_delay") == (1 if legit else None)
+    # A table of every label lists its legitimate sessions itself: none reads as one before its label.
+    table = write(labels([None, KNOWN_S2, None]), tmp_path / "all.parquet")
+    assert load_events(ev, SCHEMA, table, label_delay="1d").sessions[S.LEGIT_FROM].null_count() == 3
+
+
+def test_a_label_cutoff_reads_a_fraud_charged_back_after_it_as_legitimate_under_the_negative_policy():
+    """A retrain at the cutoff, given a chargeback file, read a fraud whose chargeback had not come though its
+    delay had passed as legitimate; one whose delay had not passed is held back, as every unfinal session is."""
+    from seqfraud.data.split import labels_known_by
+
+    day = 86_400_000_000
+    sessions = pl.DataFrame(
+        {
+            S.SESSION_ID: ["late", "unfinal", "known", "legit", "dated"],
+            S.SPLIT: ["train"] * 5,
+            S.END_TIME: [0, 9 * day, 0, 0, 0],
+            S.LABEL: pl.Series([1, 1, 1, 0, 1], dtype=pl.Int8),
+            S.LABEL_KNOWN: [20 * day, 20 * day, 5 * day, 2 * day, 20 * day],
+            S.LEGIT_FROM: pl.Series([2 * day, 11 * day, None, None, None], dtype=pl.Int64),
+        }
+    )
+    cutoff = "1970-01-11"  # day 10
+    got, report = labels_known_by(sessions, cutoff, 30 * day, 2 * day)
+    assert got[S.LABEL].to_list() == [0, None, 1, 0, None]
+    assert report["legitimate_at_cutoff"] == {"train": {"sessions": 1, "positives": 1}}
+    assert report["labels_known_after_cutoff"] == {"train": {"sessions": 2, "positives": 2}}
 
 
 def test_integer_label_times_behind_empty_csv_rows_are_still_integers(tmp_path):
@@ -153,6 +179,7 @@ def test_nothing_configured_changes_nothing(tmp_path):
         "n_events",
         S.LABEL,
         S.LABEL_KNOWN,
+        S.LEGIT_FROM,
     ]
 
 
@@ -214,6 +241,33 @@ def test_label_time_on_events_that_does_not_parse_or_is_out_of_range(tmp_path):
         old,
         "column 'known_at': 1 row(s) have a label time outside the plausible range",
         "(first: 1950-01-01 00:00:00, session 's2')",
+    )
+
+
+def test_bad_label_times_of_every_kind_are_named_in_one_error(tmp_path):
+    """Unparsed and out-of-range label times, in a label table or on the events beside bad timestamps and labels,
+    are named together: each kind came a run at a time (review 162)."""
+    ev = write(events().drop("label"), tmp_path / "e.parquet")
+    lab = write(labels(["03/01/2024", "2150-01-01T00:00:00Z", None]), tmp_path / "labels.csv")
+    fails(
+        ev,
+        lab,
+        "column 'known_at': 1 row(s) have a label time that does not parse",
+        "; column 'known_at': 1 row(s) have a label time outside the plausible range",
+        labels=lab,
+    )
+    on_events = events(
+        known_at=pl.Series([None, None, "never", "never", None]),
+        timestamp=pl.Series(["2024-01-01T00:00:00Z", "soon", *["2024-01-01T00:01:00Z"] * 3]),
+        label=pl.Series([0, 0, 1, 1, 2]),
+    )
+    bad = write(on_events, tmp_path / "bad.parquet")
+    fails(
+        bad,
+        bad,
+        "column 'timestamp': 1 row(s) have a timestamp that does not parse",
+        "; column 'label': 1 row(s) have a label that is not 0/1",
+        "; column 'known_at': 2 row(s) have a label time that does not parse",
     )
 
 

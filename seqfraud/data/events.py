@@ -1401,19 +1401,17 @@ def _check_label_times(
     lt = cast(str, schema.label_time)
     us, outside = pl.col(S.LABEL_TIME_US), pl.col(S.LABEL_TIME_OUT_OF_RANGE)
     n_unparsed, n_outside = labels.select(LABEL_TIME_UNPARSED_ROWS.sum(), outside.sum()).row(0)
-    if n_unparsed:
-        fail_rows(
-            source, lt, n_unparsed, LABEL_TIME_UNPARSED, first_bad(labels, LABEL_TIME_UNPARSED_ROWS, raw, lt)
-        )
-    if n_outside:
-        epoch_unit = unit if dtype.is_integer() else None
-        fail_rows(
-            source,
-            lt,
-            n_outside,
-            out_of_range_text(schema, epoch_unit, unit_origin(schema, epoch_unit), "label time"),
-            first_bad(labels, outside, raw, lt),
-        )
+    with BadRows(source) as bad:
+        if n_unparsed:
+            bad.add(lt, n_unparsed, LABEL_TIME_UNPARSED, first_bad(labels, LABEL_TIME_UNPARSED_ROWS, raw, lt))
+        if n_outside:
+            epoch_unit = unit if dtype.is_integer() else None
+            bad.add(
+                lt,
+                n_outside,
+                out_of_range_text(schema, epoch_unit, unit_origin(schema, epoch_unit), "label time"),
+                first_bad(labels, outside, raw, lt),
+            )
     if any_event:
         labels = labels.with_columns(
             pl.when(pl.col(S.LABEL) == 1)
@@ -1605,6 +1603,18 @@ def validate_sessions(
         ):
             if n := int(sessions[col].sum()):
                 bad.add(schema.timestamp, n, what, first(where, schema.timestamp))
+        if labels is None and (n := int(sessions["n_label_bad"].sum())):
+            bad.add(schema.label, n, "have a label that is not 0/1", first(LABEL_NOT_01_ROWS, schema.label))
+        if labels is None and (lt := schema.label_time):
+            if n := int(sessions["n_label_time_unparsed"].sum()):
+                bad.add(lt, n, LABEL_TIME_UNPARSED, first(LABEL_TIME_UNPARSED_ROWS, lt))
+            if n := int(sessions["n_label_time_out_of_range"].sum()):
+                bad.add(
+                    lt,
+                    n,
+                    out_of_range_text(schema, epoch_unit, origin, "label time"),
+                    first(pl.col(S.LABEL_TIME_OUT_OF_RANGE), lt),
+                )
     for key, name, column, flag, moves in (
         ("naive_timestamps", "ts", schema.timestamp, S.TS_NAIVE, EVENT_MOVES),
         (NAIVE_LABEL_TIMES, "label_time", schema.label_time, S.LABEL_TIME_NAIVE, LABEL_MOVES),
@@ -1631,14 +1641,6 @@ def validate_sessions(
         )
 
     if labels is None:
-        if n := int(sessions["n_label_bad"].sum()):
-            fail_rows(
-                source,
-                schema.label,
-                n,
-                "have a label that is not 0/1",
-                first(LABEL_NOT_01_ROWS, schema.label),
-            )
         mixed = sessions.filter(pl.col("label_min") != pl.col("label_max"))
         if mixed.height and on_mixed_labels == "error":
             fail_rows(
@@ -1671,16 +1673,7 @@ def validate_sessions(
             # A fraud session under on_mixed_labels=any is known from its first fraud event's label time, the
             # others' label times aside (a log that dates the chargebacks of its fraudulent transactions alone).
             any_fraud = pl.lit(on_mixed_labels == "any") & (pl.col("label_max") == 1)
-            _check_label_times_on_events(
-                sessions,
-                schema,
-                source,
-                epoch_unit,
-                origin,
-                first,
-                any_fraud.not_(),
-                on_mixed_labels == "any",
-            )
+            _check_label_times_on_events(sessions, schema, source, any_fraud.not_(), on_mixed_labels == "any")
             known = (
                 pl.when(any_fraud).then(pl.col("label_time_min_positive")).otherwise(pl.col("label_time_min"))
             )
@@ -1741,7 +1734,14 @@ def validate_sessions(
             report["unlabeled_events_dropped"] = n_rows
             sessions = sessions.filter(pl.col(S.LABEL).is_not_null())
 
-    sessions = label_known(sessions, schema, label_source, delay_us, rows_are_events=labels is None)
+    sessions = label_known(
+        sessions,
+        schema,
+        label_source,
+        delay_us,
+        rows_are_events=labels is None,
+        absent_is_negative=on_unlabeled == "negative",
+    )
     sessions = sessions.select(
         S.SESSION_ID,
         S.START_TIME,
@@ -1749,6 +1749,7 @@ def validate_sessions(
         pl.col("n_events").cast(pl.Int64),
         pl.col(S.LABEL).cast(pl.Int8),
         pl.col(S.LABEL_KNOWN).cast(pl.Int64),
+        pl.col(S.LEGIT_FROM).cast(pl.Int64),
     )
     report |= {
         "n_events": int(sessions["n_events"].sum()),
@@ -1769,24 +1770,8 @@ def validate_sessions(
                 f"{sessions[S.LABEL].count():,}",
                 f"{int((never[S.LABEL] == 0).sum()):,}",
             )
-    if on_unlabeled == "negative" and schema.label_time and delay_us is not None:
-        # Between the delay and its chargeback such a fraud reads as legitimate to anyone then (the service does);
-        # batch reads hold it back until its label time, knowing it will be fraud (dogfood 160).
-        wait = pl.col(S.LABEL_KNOWN) - pl.col(S.END_TIME)
-        late = sessions.filter((pl.col(S.LABEL) == 1) & (wait > usable_delay_us(delay_us, schema)))
-        report["frauds_dated_after_delay"] = late.height
-        if late.height:
-            log.warning(
-                "%s: %s fraud session(s) have a label time later than their end plus data.policy.label_delay (%s; "
-                "the latest %.1f days after its session): under on_unlabeled=negative the service reads each as a "
-                "known legitimate session from then until its chargeback, where training, backtests and batch "
-                "scoring leave it unknown until its label time; set label_delay to cover the chargebacks "
-                "(docs/entities.md)",
-                label_source,
-                f"{late.height:,}",
-                label_delay,
-                late.select(wait.max()).item() / 86_400e6,
-            )
+    if n := sessions[S.LEGIT_FROM].count():  # chargebacks dated after the delay: legitimate until then
+        report["labels_known_after_delay"] = n
     return sessions, report
 
 
@@ -1808,33 +1793,17 @@ ANY_LABEL_TIME_HINT = (
 
 
 def _check_label_times_on_events(
-    sessions: pl.DataFrame,
-    schema: Schema,
-    source: str,
-    epoch_unit: str | None,
-    origin: str,
-    first: Callable[[pl.Expr, str], str],
-    one_per_session: pl.Expr,
-    any_set: bool,
+    sessions: pl.DataFrame, schema: Schema, source: str, one_per_session: pl.Expr, any_set: bool
 ) -> None:
-    """Label times on the events, from :func:`session_table`'s counts: they parse, lie in the plausible
-    range, and are one per session, like the label, in the sessions where ``one_per_session`` holds. Those
+    """Label times on the events, from :func:`session_table`'s counts (that they parse and lie in the plausible
+    range is :func:`validate_sessions`' first check): one per session, like the label, in the sessions where
+    ``one_per_session`` holds. Those
     refusals point at on_mixed_labels=any where it is not set and would take them: in fraud sessions."""
 
     def hint(refused: pl.DataFrame) -> str:
         return "" if any_set or not (refused["label_max"] == 1).any() else ANY_LABEL_TIME_HINT
 
     lt = cast(str, schema.label_time)
-    with BadRows(source) as bad:
-        if n := int(sessions["n_label_time_unparsed"].sum()):
-            bad.add(lt, n, LABEL_TIME_UNPARSED, first(LABEL_TIME_UNPARSED_ROWS, lt))
-        if n := int(sessions["n_label_time_out_of_range"].sum()):
-            bad.add(
-                lt,
-                n,
-                out_of_range_text(schema, epoch_unit, origin, "label time"),
-                first(pl.col(S.LABEL_TIME_OUT_OF_RANGE), lt),
-            )
     sessions = sessions.filter(one_per_session)
     mixed = sessions.filter(pl.col("label_time_min") != pl.col("label_time_max"))
     if mixed.height:
@@ -1856,14 +1825,25 @@ def _check_label_times_on_events(
 
 
 def label_known(
-    sessions: pl.DataFrame, schema: Schema, label_source: str, delay_us: int | None, *, rows_are_events: bool
+    sessions: pl.DataFrame,
+    schema: Schema,
+    label_source: str,
+    delay_us: int | None,
+    *,
+    rows_are_events: bool,
+    absent_is_negative: bool,
 ) -> pl.DataFrame:
     """:data:`~seqfraud.schema.LABEL_KNOWN` of each labelled session: its label time (:data:`S.LABEL_TIME_US`)
     where ``data.schema.label_time`` gives one, else its end plus ``delay_us`` where that is set, else null
     (never known). A label time before the session's first event is an error, and so is a positive label
     that would never be known. A session without a label (``on_unlabeled=keep``) has none to know: null.
     ``rows_are_events``: the label times live on the events, so a session's rows in ``label_source`` are its
-    events (else one row of the label table)."""
+    events (else one row of the label table).
+
+    ``absent_is_negative`` (``data.policy.on_unlabeled=negative``): a session the table does not list yet reads as
+    legitimate once its end plus the delay has passed, so one whose label is known only later is a known
+    legitimate session from then until its label time (:data:`~seqfraud.schema.LEGIT_FROM`): a chargeback dated
+    after the delay was read in batch before it came (dogfood 160)."""
     known = pl.lit(None, pl.Int64)
     if schema.label_time:
         lt = pl.col(S.LABEL_TIME_US)
@@ -1900,9 +1880,17 @@ def label_known(
                     "data.schema.label_time values or data.policy.label_delay",
                 )
         known = lt
+    legit_from = pl.lit(None, pl.Int64)
     if delay_us is not None:
-        known = pl.coalesce(known, pl.col(S.END_TIME) + usable_delay_us(delay_us, schema))
-    return sessions.with_columns(pl.when(pl.col(S.LABEL).is_not_null()).then(known).alias(S.LABEL_KNOWN))
+        final = pl.col(S.END_TIME) + usable_delay_us(delay_us, schema)
+        known = pl.coalesce(known, final)
+        if absent_is_negative:
+            legit_from = pl.when(known > final).then(final)
+    labelled = pl.col(S.LABEL).is_not_null()
+    return sessions.with_columns(
+        pl.when(labelled).then(known).alias(S.LABEL_KNOWN),
+        pl.when(labelled).then(legit_from).alias(S.LEGIT_FROM),
+    )
 
 
 ZERO_PADDED_IDS = "zero_padded_ids"  # the report's (and the spec's fit_info) key for zero_padded_ids

@@ -176,11 +176,22 @@ def labels_known_by(
     after = labelled & (known >= at)
     if delay_us is not None:
         after = after | (labelled & (pl.col(S.END_TIME) + delay_us >= at))
-    report = {"labels_known_after_cutoff": counts(after)}
+    # Under data.policy.on_unlabeled=negative a session whose chargeback came after its delay read as legitimate
+    # at the cutoff, as a retrain then would have read it (label_known).
+    legit = after & (pl.col(S.LEGIT_FROM) < at).fill_null(False)
+    report = {"labels_known_after_cutoff": counts(after & ~legit)}
+    if sessions.select(legit.any()).item():
+        report["legitimate_at_cutoff"] = counts(legit)
     if at > test_us:  # a cutoff past the test start keeps labels a retrain then could not have had: counted
         report["labels_known_after_test_start"] = counts(after_test & ~after)
-    labels = pl.when(after).then(None).otherwise(pl.col(S.LABEL)).alias(S.LABEL)
-    return sessions.with_columns(labels), report
+    labels = (
+        pl.when(legit)
+        .then(pl.lit(0, sessions.schema[S.LABEL]))
+        .when(after)
+        .then(None)
+        .otherwise(pl.col(S.LABEL))
+    )
+    return sessions.with_columns(labels.alias(S.LABEL)), report
 
 
 # Below this many validation positives, checkpoint, stacker, calibration and thresholds rest on a handful: warned.

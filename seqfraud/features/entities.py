@@ -6,7 +6,10 @@ entity column on that event, a feature reads only
 - events of *other* sessions that carry ``e``, at times strictly before ``t``, and
 - labels of other sessions that carried ``e``, each from the later of the time the label became known
   (``data.schema.label_time``, or the session's last event plus ``data.policy.label_delay``) and that
-  session's first event on ``e``, again strictly before ``t``.
+  session's first event on ``e``, again strictly before ``t``. Under ``data.policy.on_unlabeled=negative`` a
+  session the label table lists with a label known only after its end plus the label delay reads, until then,
+  as a known legitimate one from that time (:data:`~seqfraud.schema.LEGIT_FROM`): what a chargeback file said
+  of it then.
 
 Nothing of ``s`` itself (its events, its label), nothing at ``t`` or later. Windowed features look back over
 ``[t - w, t)``. Every engine and every batch path (training, backtests, batch scoring, the export check)
@@ -162,7 +165,8 @@ def entity_spec(
 
 def kernel_rows(events: pl.LazyFrame, sessions: pl.DataFrame, entity: EntitySpec) -> pl.LazyFrame:
     """What :func:`column_features` reads: each event's row, session, time and entities, and its session's
-    label with the time it became known (``sessions``: ``session_id``, ``label``, ``label_known``)."""
+    label with the time it became known (``sessions``: ``session_id``, ``label``, ``label_known``,
+    ``legit_from``)."""
 
     def lookup(column: str, dtype: type[pl.DataType]) -> pl.Expr:
         return (
@@ -178,6 +182,7 @@ def kernel_rows(events: pl.LazyFrame, sessions: pl.DataFrame, entity: EntitySpec
         *entity.columns,
         lookup(S.LABEL, pl.Int8),
         lookup(S.LABEL_KNOWN, pl.Int64),
+        lookup(S.LEGIT_FROM, pl.Int64),
     )
 
 
@@ -272,6 +277,15 @@ def column_features(rows: pl.DataFrame, column: str, entity: EntitySpec) -> pl.D
         fraud_to_t = facts.cum_fraud[facts_to_t]
         fact_before_t = fact_time < t
         del usable
+        # A known legitimate session before its label is usable, from its time (S.LEGIT_FROM) on the value, as one
+        # more known fact of label 0 until then.
+        legit = _filled(rows[S.LEGIT_FROM], _NO_TIME)[a] if rows[S.LEGIT_FROM].count() else None
+        if legit is not None:
+            legit = np.maximum(legit, times[touch_rank])
+            legit[legit >= fact_time] = _NO_TIME
+            interim = first_touch & (legit != _NO_TIME)
+            interims = (value[interim], legit[interim], fact_time[interim])
+            del interim
     del rows, a, first_touch, value
 
     x = np.empty(n, dtype=_index(n))
@@ -301,6 +315,11 @@ def column_features(rows: pl.DataFrame, column: str, entity: EntitySpec) -> pl.D
             lo_f = facts.before(rank, w_us)
             known_w = np.subtract(facts_to_t, lo_f, out=x)
             known_w -= own_fact
+            if legit is not None:
+                own_legit = (legit < t) & (legit >= t - w_us) & (fact_time >= t)
+                known_w += (_interim_counts(by_value.keys, m, times, interims, w_us) - own_legit).astype(
+                    x.dtype
+                )
             emit(S.entity_feature(column, "known", w), known_w)
             fraud_w = np.subtract(fraud_to_t, facts.cum_fraud[lo_f], out=q)
             fraud_w -= own_fact * fraud
@@ -319,6 +338,7 @@ def point_features(
     values: Sequence[Sequence[str | None]],
     context: Sequence[tuple[str, int, Sequence[str | None]]],
     known: Mapping[str, tuple[int, int]],
+    legit: Mapping[str, int],
 ) -> dict[str, np.ndarray]:
     """The features of a few new events of one ``session`` (times ``ts``; ``values[i]``: their values of entity
     column ``i``), for online scoring, where :func:`column_features`' sorts of every row cost more than the rule
@@ -326,7 +346,8 @@ def point_features(
 
     ``context`` holds (session, time, entity values) of every other row of each value the events carry: every
     event of the other sessions on them, and the session's own earlier events. ``known`` maps each labelled
-    session among them to (label, time the label became known). Returns each of
+    session among them to (label, time the label became known), ``legit`` each that reads as a known legitimate one
+    before then to the time it does (:data:`~seqfraud.schema.LEGIT_FROM`). Returns each of
     :meth:`EntitySpec.feature_names` as float32 in event order, NaN where :func:`column_features` gives null.
     The oracle test and the online replay test hold the two equal.
     """
@@ -347,7 +368,7 @@ def point_features(
             if (v := columns[i][j]) in on:
                 on[v].append(j)
         for v, rows in on.items():
-            kinds = _point_kinds(entity, i, session, rows, sessions, stamps, columns, known)
+            kinds = _point_kinds(entity, i, session, rows, sessions, stamps, columns, known, legit)
             for q in (q for q in range(n) if values[i][q] == v):
                 t = int(ts[q])
                 table[:, q] = _at(entity, column, kinds, t, t - spans)
@@ -364,9 +385,11 @@ def _point_kinds(
     times: list[int],
     columns: list[list[str | None]],
     known: Mapping[str, tuple[int, int]],
+    legit: Mapping[str, int],
 ) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
     """Per windowed kind, the ascending times at which other sessions' facts on one value happen (with their
-    fraud flags for ``fraud``), from its ``rows`` in (time, session) order; ``seen``: their events' times."""
+    fraud flags for ``fraud``), from its ``rows`` in (time, session) order; ``seen``: their events' times.
+    ``legit``: the times known legitimate readings start, with the times they last until (:func:`_at`)."""
     seen = np.array([times[j] for j in rows if sessions[j] != session], dtype=np.int64)
     touch: dict[str, int] = {}
     for j in rows:
@@ -389,6 +412,16 @@ def _point_kinds(
         usable = np.array([f[0] for f in facts], dtype=np.int64)
         kinds["known"] = (usable, None)
         kinds["fraud"] = (usable, np.array([f[1] for f in facts], dtype=np.int64))
+        spans = sorted(
+            (max(legit[s], t), max(known[s][1], t) if s in known else _NO_TIME)
+            for s, t in touch.items()
+            if s in legit
+        )
+        spans = [(start, until) for start, until in spans if start < until]
+        kinds["legit"] = (
+            np.array([x[0] for x in spans], np.int64),
+            np.array([x[1] for x in spans], np.int64),
+        )
     return kinds
 
 
@@ -400,10 +433,13 @@ def _at(
     starts: np.ndarray,
 ) -> np.ndarray:
     """One event's features of one value at time ``t`` (window starts ``starts``), in feature-name order."""
-    counts = {}
+    counts: dict[str, np.ndarray] = {}
     for kind, (at, weight) in kinds.items():
         lo, hi = np.searchsorted(at, starts), np.searchsorted(at, t)
-        if weight is None:
+        if kind == "legit":  # readings that start in the window and last until t, known ones of label 0
+            assert weight is not None
+            counts["known"] += np.array([np.count_nonzero(weight[a:hi] >= t) for a in lo])
+        elif weight is None:
             counts[kind] = (hi - lo).astype(np.float64)
         else:
             cum = np.concatenate([[0], np.cumsum(weight)])
@@ -630,6 +666,24 @@ class _Runs:
         valid = (first_other >= 0) & (t[np.maximum(first_other, 0)] < t)
         first_seen = np.where(valid, (t - t[np.maximum(first_other, 0)]) / 1e6, np.nan)
         return first_seen, last_seen
+
+
+def _interim_counts(
+    keys: np.ndarray, m: int, times: np.ndarray, interims: tuple[np.ndarray, ...], w_us: int
+) -> np.ndarray:
+    """Per row (order A, ``keys`` as :class:`_Runs`' of value and time rank), the facts of its value that start
+    in its window ``[t - w, t)`` and last until ``t`` or after (``interims``: value, start, until): rows from
+    after the start to the earlier of the window's end and ``until``, a range of its value's rows, counted
+    with a difference array."""
+    value, start, until = interims
+    end = np.minimum(start + w_us, until)
+    bounds = (
+        np.searchsorted(keys, value * m + np.searchsorted(times, x, side="right")) for x in (start, end)
+    )
+    diff = np.zeros(len(keys) + 1, dtype=np.int64)
+    for sign, at in zip((1, -1), bounds, strict=True):
+        np.add.at(diff, at, sign)
+    return np.cumsum(diff[:-1])
 
 
 class _Facts:

@@ -225,7 +225,9 @@ def matched_labels(
     if outside:
         others = table.filter(~inside)[S.SESSION_ID]
         # A table of every label is normal; ids that meet a window session's written another way are misread (346
-        # of a window's labels were left out unsaid, the window read as half unlabelled: dogfood 159).
+        # of a window's labels were left out unsaid, the window read as half unlabelled: dogfood 159). Warned, not
+        # refused as training's orphans are: these labels may be other windows' sessions, a real '1005' among them
+        # beside this window's '001005'.
         said = renumbered_ids(others, sessions)
         (log.warning if said else log.info)(
             "%s: %d of %d labelled session(s) have no events in the current window and are left out (e.g. %r)%s",

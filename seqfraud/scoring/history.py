@@ -266,9 +266,12 @@ def entity_context(
             label_source,
             label_delay_us(entity.label_delay),
             rows_are_events=labels_on_events,
+            absent_is_negative=spec.absent_is_negative,
         )
     else:
-        labelled = labelled.with_columns(pl.lit(None, pl.Int64).alias(S.LABEL_KNOWN))
+        labelled = labelled.with_columns(
+            pl.lit(None, pl.Int64).alias(c) for c in (S.LABEL_KNOWN, S.LEGIT_FROM)
+        )
     rows = kernel_rows(both.lazy(), labelled, entity).collect()
     out = events.lazy()
     row_type = events.schema[S.ROW_INDEX]

@@ -942,24 +942,25 @@ def live_features(
             f"model reads {len(entity.columns)} ({', '.join(entity.columns)})"
         )
         raise StoreCorrupt(what, public=what)
-    known = _known(store, sharing, rows, spec) if entity.risk else {}
+    known, legit = _known(store, sharing, rows, spec) if entity.risk else ({}, {})
     context = [(r.session_id, r.ts_us, r.values) for r in rows]
-    features = point_features(entity, sid, events.ts_us, values, context, known)
+    features = point_features(entity, sid, events.ts_us, values, context, known, legit)
     added = {name: (x.astype(np.float64), np.isnan(x)) for name, x in features.items()}
     return replace(events, numeric=events.numeric | added)
 
 
 def _known(
     store: StateStore, sharing: set[str], rows: list[EntityRow], spec: Spec
-) -> dict[str, tuple[int, int]]:
-    """The label and the time it became known of each labelled session of ``sharing``, as
+) -> tuple[dict[str, tuple[int, int]], dict[str, int]]:
+    """The label and the time it became known of each labelled session of ``sharing``, and the time from which
+    one known only after its end plus the delay reads as legitimate until then, as
     :func:`~seqfraud.data.events.label_known` gives them in batch (a label that is never known is left out)."""
     labels = store.labels(sorted(sharing))
     if spec.absent_is_negative:  # a session without a label is legitimate, known at its end plus the delay
         held = {lb.session_id for lb in labels}
         labels = [*labels, *(Label(s, 0, None) for s in sorted(sharing - held))]
     if not labels:
-        return {}
+        return {}, {}
     # First and last event of the labelled sessions only: a busy value's rows are mostly unlabelled sessions'.
     labelled = {lb.session_id for lb in labels}
     first: dict[str, int] = {}
@@ -971,7 +972,7 @@ def _known(
     delay = label_delay_us(cast(EntitySpec, spec.entity).label_delay)
     if delay is not None:
         delay = usable_delay_us(delay, spec.schema)
-    known = {}
+    known, legit = {}, {}
     for lb in labels:
         if lb.session_id not in first:
             continue  # no event held: expired from the history, so it is context no more
@@ -981,11 +982,14 @@ def _known(
             _ignored_label(lb.session_id)
             continue
         at = lb.label_time_us if spec.schema.label_time else None
-        if at is None and delay is not None:
-            at = end[lb.session_id] + delay
+        final = None if delay is None else end[lb.session_id] + delay
+        if at is None:
+            at = final
         if at is not None:
             known[lb.session_id] = (lb.label, at)
-    return known
+            if spec.absent_is_negative and final is not None and at > final:
+                legit[lb.session_id] = final
+    return known, legit
 
 
 @functools.lru_cache(maxsize=4096)

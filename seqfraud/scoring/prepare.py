@@ -238,7 +238,7 @@ def normalized_events(
                 first_bad(events, where, lf, schema.timestamp),
             )
         n_out = int(events[S.TS_OUT_OF_RANGE].sum())
-        if n := events[S.TS_US].null_count() - n_out:  # not null on input nor out of range: it did not parse
+        if n := int(events.select(TS_UNPARSED_ROWS.sum()).item()):
             bad.add(schema.timestamp, n, UNPARSED, first_bad(events, TS_UNPARSED_ROWS, lf, schema.timestamp))
         if n_out:
             bad.add(
