@@ -121,23 +121,25 @@ def test_out_of_fold_scores_without_signal_leave_the_baseline_whatever_validatio
 
 
 @pytest.mark.integration
-def test_a_stacked_run_that_keeps_its_sequence_model_alone_exports_as_that_model(tmp_path):
+def test_a_stacked_run_that_keeps_its_sequence_model_alone_exports_as_that_model(tmp_path, monkeypatch):
     """The stacker is not kept when the refit sequence model alone does better (its folds can be far weaker than
     it): then no stacker.txt, the run's scores are the sequence model's, and the artifact serves them alone."""
     from seqfraud.export.exporter import export_run
     from seqfraud.scoring.scorer import Scorer
+    from seqfraud.training import stacking
 
     tiny = ["model.d_model=16", "model.n_layers=1", "model.n_heads=2", "model.field_dim=4"]
     # Left by an earlier run into the same directory: export took it as this run's stacker (a dogfood).
     (tmp_path / "run" / "run").mkdir(parents=True)
     (tmp_path / "run" / "run" / STACKER_FILE).write_text("tree\n")
+    # The one allowed candidate is kept, whatever validation says of a 1-epoch model.
+    monkeypatch.setattr(stacking, "choose_candidate", lambda *_, **__: ("sequence", {"sequence": 1.0}))
     run = train_into(
         tmp_path / "run",
         "+experiment=smoke",
         "model=stacked",
         "model.stacking.folds=2",
         "model.stacking.candidates=[sequence]",
-        "model.stacking.confidence=0",  # any win share passes: the one allowed candidate is kept
         *tiny,
         "trainer.max_epochs=1",
     )

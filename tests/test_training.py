@@ -358,7 +358,9 @@ def test_a_setting_nothing_reads_is_refused_before_any_data(tmp_path, caplog):
         "features.n_buckets=0": "features.n_buckets must be at least 1, got 0",
         "features.max_len=0": "features.max_len must be at least 1, got 0",
         "loader.pool_batches=0": "loader.pool_batches must be at least 1, got 0",
-        "model.stacking.confidence=1.5": r"model.stacking.confidence must be in \[0, 1\], got 1.5",
+        "model.stacking.confidence=1.5": r"model.stacking.confidence must be in \[0.5, 1\], got 1.5",
+        # A candidate validation says is worse was kept (dogfood 163).
+        "model.stacking.confidence=0.3": r"model.stacking.confidence must be in \[0.5, 1\], got 0.3",
         "preprocess.partitions=-3": "preprocess.partitions must be at least 1, got -3",
         "data.split.test_fraction=0": r"data.split.test_fraction must be in \(0, 1\), got 0",
         "callbacks.early_stopping.monitor=val/prauc": r"callbacks.early_stopping.monitor: 'val/prauc' is not a metric",
