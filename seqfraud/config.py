@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from seqfraud.errors import ConfigError, did_you_mean, is_finite, is_number
+from seqfraud.errors import did_you_mean, is_finite, is_number
 
 
 def plain(node: Any) -> dict[str, Any]:
@@ -208,36 +208,6 @@ def wrong_type(given: Mapping[str, Any], reference: Mapping[str, Any], prefix: s
         if not ok and value is not None:
             return f"{prefix}{key} must be {wanted} (as its default, {default!r}), got {value!r}"
     return None
-
-
-# Top-level keys that config groups fill (train.yaml's defaults list; the preprocessing group's package is
-# `preprocess`). Of these, data, features and preprocess are checked key by key against their defaults.
-_GROUP_KEYS = ("model", "trainer", "logger", "callbacks", "paths")
-
-
-def check_keys(
-    settings: Mapping[str, Any],
-    *,
-    sections: Mapping[str, Any] | None = None,
-    trainer: Mapping[str, Any] | None = None,
-) -> None:
-    """Refuse a key of the training config (``settings``, unresolved) that the packaged one has not, a value of
-    another kind than its default, and one out of range. ``sections``: a command's own sections beside
-    train.yaml's (the backtest's), as their packaged defaults; ``trainer``: the arguments Lightning's ``Trainer``
-    takes, where the caller has Lightning (preprocessing does not import it; its trainer keys go unchecked)."""
-    defaults = packaged_defaults()
-    reference: dict[str, Any] = defaults | {key: None for key in _GROUP_KEYS}
-    # data.schema's keys are the contract's (Schema.from_config); a misspelt data.split.val_start fell back to
-    # val_fraction unsaid, moving the split (dogfood 159).
-    reference["data"] = defaults["data"] | {"schema": None}
-    reference["trainer"] = trainer
-    reference |= sections or {}
-    if unknown := unknown_key(settings, reference):
-        raise ConfigError(unknown)
-    # Lightning's devices and deterministic also take text ("auto", "warn"): not typed by their defaults.
-    typed = {k: v for k, v in defaults["trainer"].items() if k not in ("devices", "deterministic")}
-    if wrong := wrong_type(settings, reference | {"trainer": typed}) or out_of_range(settings):
-        raise ConfigError(wrong)
 
 
 def unknown_key(given: Mapping[str, Any], reference: Mapping[str, Any], prefix: str = "") -> str | None:

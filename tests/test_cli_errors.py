@@ -74,6 +74,14 @@ def runs(
             "+features.maxlen=64",
             f"hydra.run.dir={tmp / 'preprocess-misspelt'}",
         ],
+        "preprocess: a split fraction of 0": [
+            sys.executable,
+            "-m",
+            "seqfraud",
+            "preprocess",
+            "data.split.test_fraction=0",
+            f"hydra.run.dir={tmp / 'preprocess-fraction'}",
+        ],
         "preprocess: duplicated column": [
             sys.executable,
             "-m",
@@ -324,6 +332,10 @@ def test_export_and_preprocess_refuse_a_setting_their_config_has_not(runs):
     )
     assert error_line(runs, "preprocess: a misspelt setting").startswith(
         "error: features.maxlen: no such setting (did you mean 'max_len'?)"
+    )
+    # And the values train refuses before any data is read (review 165: a test_fraction of 0 was written).
+    assert error_line(runs, "preprocess: a split fraction of 0") == (
+        "error: data.split.test_fraction must be in (0, 1), got 0"
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from datetime import datetime, time, timedelta
 
 import polars as pl
@@ -1223,12 +1224,19 @@ def test_schema_from_config():
         {"label": "fraud", "categorical": ("label",)},
         {"numerical": ("time_delta",)},
         {"event_type": "time_delta"},
+        # A session id column named like a working column made each event its own session (dogfood 166).
+        {"session_id": "__ts_us"},
+        {"timestamp": "__row"},
+        {"session_id": "sid", "label": "session_id"},
+        {"entities": ("__anything",)},
     ],
 )
-def test_event_field_named_like_a_reserved_column_is_refused(roles):
-    clash = roles.get("event_type") or (roles.get("categorical") or roles.get("numerical"))[0]
-    with pytest.raises(ValueError, match=repr(clash)):
+def test_a_column_named_like_a_reserved_column_is_refused(roles):
+    clash = next(v if isinstance(v, str) else v[0] for v in roles.values() if v not in ("sid", "fraud"))
+    with pytest.raises(ValueError, match=re.escape(f"column(s) [{clash!r}] use a name seqfraud reserves")):
         Schema(**roles)
+    # The session id's and the label's own names are theirs.
+    Schema(session_id="session_id", label="label")
 
 
 def test_glob_characters_in_names_are_taken_literally(tmp_path):

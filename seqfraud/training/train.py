@@ -30,7 +30,7 @@ from torch import nn
 from seqfraud import rundir
 from seqfraud import schema as S
 from seqfraud.baselines import STACKER_FILE, check_lightgbm_params, fit_lightgbm, fit_predict_lightgbm
-from seqfraud.config import check_keys, packaged, plain, unknown_key, wrong_type
+from seqfraud.config import out_of_range, packaged, packaged_defaults, plain, unknown_key, wrong_type
 from seqfraud.data.events import read_typologies
 from seqfraud.data.shards import ROW_GROUP_SESSIONS, shard_files
 from seqfraud.data.split import BOUNDARY_PERIOD, check_splits, fractions_read, later_boundary
@@ -106,6 +106,11 @@ MODEL_KEYS = {
 }
 
 
+# Top-level keys that config groups fill (train.yaml's defaults list; the preprocessing group's package is
+# `preprocess`). Of these, data, features and preprocess are checked key by key against their defaults below.
+_GROUP_KEYS = ("model", "trainer", "logger", "callbacks", "paths")
+
+
 def check_settings(cfg: DictConfig, *, sections: Mapping[str, Any] | None = None) -> None:
     """Refuse, before any data is read, a setting nothing reads, and values that cannot work.
 
@@ -115,9 +120,23 @@ def check_settings(cfg: DictConfig, *, sections: Mapping[str, Any] | None = None
     ``model`` is :func:`checked_model`'s, ``data`` the data contract's. ``sections``: a command's own sections
     beside train.yaml's (the backtest's), as their packaged defaults.
     """
+    defaults = packaged_defaults()
+    reference: dict[str, Any] = defaults | {key: None for key in _GROUP_KEYS}
+    # data.schema's keys are the contract's (Schema.from_config); a misspelt data.split.val_start fell back to
+    # val_fraction unsaid, moving the split (dogfood 159).
+    reference["data"] = defaults["data"] | {"schema": None}
+    reference["trainer"] = dict.fromkeys(set(inspect.signature(L.Trainer.__init__).parameters) - {"self"})
+    reference |= sections or {}
     settings = cast(dict, OmegaConf.to_container(cfg, resolve=False))  # names, not values: nothing to resolve
-    trainer = dict.fromkeys(set(inspect.signature(L.Trainer.__init__).parameters) - {"self"})
-    check_keys({str(k): v for k, v in settings.items()}, sections=sections, trainer=trainer)
+    if unknown := unknown_key({str(k): v for k, v in settings.items()}, reference):
+        raise ConfigError(unknown)
+    # Lightning's devices and deterministic also take text ("auto", "warn"): not typed by their defaults.
+    trainer = {k: v for k, v in defaults["trainer"].items() if k not in ("devices", "deterministic")}
+    typed = reference | {"trainer": trainer}
+    if wrong := wrong_type({str(k): v for k, v in settings.items()}, typed):
+        raise ConfigError(wrong)
+    if wrong := out_of_range(settings):
+        raise ConfigError(wrong)
     epochs = OmegaConf.select(cfg, "trainer.max_epochs")
     if isinstance(epochs, int) and not (epochs >= 1 or epochs == -1):  # 0 trained nothing, unsaid
         raise ConfigError(f"trainer.max_epochs must be at least 1 (or -1: no limit), got {epochs}")
