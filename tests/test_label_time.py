@@ -125,6 +125,11 @@ def test_a_label_cutoff_reads_a_fraud_charged_back_after_it_as_legitimate_under_
     assert got[S.LABEL].to_list() == [0, None, 1, 0, None]
     assert report["legitimate_at_cutoff"] == {"train": {"sessions": 1, "positives": 1}}
     assert report["labels_known_after_cutoff"] == {"train": {"sessions": 2, "positives": 2}}
+    # A cutoff past the test start counts what a retrain at the test start could not have read: "unfinal" read as
+    # legitimate from day 11, after a test start at day 10.5 (dogfood 164).
+    _, report = labels_known_by(sessions, "1970-01-13", 10 * day + day // 2, 2 * day)
+    assert report["legitimate_at_cutoff"] == {"train": {"sessions": 2, "positives": 2}}
+    assert report["labels_known_after_test_start"] == {"train": {"sessions": 1, "positives": 1}}
 
 
 def test_integer_label_times_behind_empty_csv_rows_are_still_integers(tmp_path):

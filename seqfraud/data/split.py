@@ -183,7 +183,8 @@ def labels_known_by(
     if sessions.select(legit.any()).item():
         report["legitimate_at_cutoff"] = counts(legit)
     if at > test_us:  # a cutoff past the test start keeps labels a retrain then could not have had: counted
-        report["labels_known_after_test_start"] = counts(after_test & ~after)
+        late_legit = legit & (pl.col(S.LEGIT_FROM) >= test_us)  # read so only after it (dogfood 164)
+        report["labels_known_after_test_start"] = counts((after_test & ~after) | late_legit)
     labels = (
         pl.when(legit)
         .then(pl.lit(0, sessions.schema[S.LABEL]))
