@@ -311,12 +311,13 @@ def entity_events(seed: int) -> pl.DataFrame:
     ).drop("ts_ns", "label")
 
 
-@pytest.mark.parametrize("on_unlabeled", ["drop", pytest.param("keep", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("on_unlabeled", ["drop", "negative", pytest.param("keep", marks=pytest.mark.slow)])
 def test_parity_with_entity_features(on_unlabeled, tmp_path):
     """Entity features from a label table with label times (label_delay where one is null), risk on, some
-    sessions without a label (dropped, or kept: their events count, their missing label is never known): the
-    same spec (edges fitted on the features) and datasets from both engines, though the Spark engine runs the
-    kernel on several hash parts and the Polars engine on one."""
+    sessions without a label (dropped, kept: their events count, their missing label is never known, or read as
+    legitimate, and a fraud charged back after its delay as legitimate until then): the same spec (edges fitted on
+    the features) and datasets from both engines, though the Spark engine runs the kernel on several hash parts
+    and the Polars engine on one."""
     events = entity_events(seed=5)
     ends = events.group_by("session_id").agg(pl.col("timestamp").max())
     rng = np.random.default_rng(5)
@@ -336,7 +337,14 @@ def test_parity_with_entity_features(on_unlabeled, tmp_path):
     }
     prepared = run_both(data, tmp_path, FEATURES | {"entity": ENTITY})
     spec = prepared.spec
-    assert spec.entity is not None and prepared.report["unlabeled_sessions_dropped"] > 0
+    assert spec.entity is not None
+    if on_unlabeled == "negative":
+        assert (
+            prepared.report["unlabeled_sessions_negative"] > 0
+            and prepared.report["labels_known_after_delay"] > 0
+        )
+    else:
+        assert prepared.report["unlabeled_sessions_dropped"] > 0
     assert len(list((tmp_path / "spark" / ENTITY_DIR / "0").glob("*.parquet"))) > 1  # several kernel parts
     # The features carry something: counts, labels known in the window, both entities' edges.
     assert prepared.events is not None
