@@ -63,8 +63,8 @@ TS_PRESENT = "__ts_present"
 TS_OUT_OF_RANGE = "__ts_out_of_range"
 TS_NAIVE = "__ts_naive"  # a timestamp string without a UTC offset, while training's events are validated
 EVENT_ID = "__event_id"  # data.schema.event_id, as a string, while events are validated
-# Names the normalized event frame uses itself without the double underscore of its working columns; a column of
-# the log takes them only as the session id's and the label's own (Schema).
+# Names the normalized event frame uses itself without the double underscore of its working columns: no event
+# field (type, categorical, numeric, entity) may take them (Schema).
 RESERVED_NAMES = (SESSION_ID, LABEL, TIME_DELTA)
 
 SPLITS = ("train", "val", "test")
@@ -165,18 +165,15 @@ class Schema:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ConfigError(f"data.schema gives a column more than one role: {dupes}")
-        # A role may keep its own working name (a label column named label); any other working name, and every
-        # name of the double underscore, took the place of the frame's own column: a session id column named
-        # __ts_us made each event its session, unsaid (dogfood 166).
-        own = {SESSION_ID: self.session_id, LABEL: self.label}
-        clash = sorted(
-            n for n in set(names) if n.startswith("__") or (n in RESERVED_NAMES and own.get(n) != n)
-        )
+        # A name of the double underscore took the place of a working column: a session id column named __ts_us
+        # made each event its own session, unsaid (dogfood 166). The roles are renamed to the frame's own names
+        # (a session id column named label works), the event fields are not.
+        fields = set(self.categorical_fields + self.numerical + self.entities)
+        clash = sorted(n for n in set(names) if n.startswith("__") or (n in fields and n in RESERVED_NAMES))
         if clash:
             raise ConfigError(
                 f"data.schema: column(s) {clash} use a name seqfraud reserves (every name starting with '__', and "
-                f"{SESSION_ID!r}, {LABEL!r} and {TIME_DELTA!r} but as the session id's and the label's own); rename "
-                "the column(s) in the data"
+                f"{list(RESERVED_NAMES)} for an event field); rename the column(s) in the data"
             )
 
     @functools.cached_property

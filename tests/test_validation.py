@@ -1227,7 +1227,7 @@ def test_schema_from_config():
         # A session id column named like a working column made each event its own session (dogfood 166).
         {"session_id": "__ts_us"},
         {"timestamp": "__row"},
-        {"session_id": "sid", "label": "session_id"},
+        {"label": "__ts_us"},
         {"entities": ("__anything",)},
     ],
 )
@@ -1235,8 +1235,9 @@ def test_a_column_named_like_a_reserved_column_is_refused(roles):
     clash = next(v if isinstance(v, str) else v[0] for v in roles.values() if v not in ("sid", "fraud"))
     with pytest.raises(ValueError, match=re.escape(f"column(s) [{clash!r}] use a name seqfraud reserves")):
         Schema(**roles)
-    # The session id's and the label's own names are theirs.
-    Schema(session_id="session_id", label="label")
+    # The roles are renamed to the frame's own names: a log whose session id column is named label works.
+    Schema(session_id="label", label="session_id")
+    Schema(session_id="time_delta")
 
 
 def test_glob_characters_in_names_are_taken_literally(tmp_path):
