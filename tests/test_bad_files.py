@@ -439,6 +439,20 @@ def test_a_null_timestamp_is_not_also_said_not_to_parse_when_scored(scorer, tmp_
     assert "3 row(s) have a null timestamp" in str(info.value) and "does not parse" not in str(info.value)
 
 
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_an_unused_column_named_like_the_row_number_is_read_past(suffix, scorer, tmp_path):
+    """A column the schema does not read, named __row, failed the read as a duplicate column (dogfood 166)."""
+    from seqfraud.scoring.batch import score_file
+
+    path = tmp_path / f"e{suffix}"
+    extra = GOOD.with_columns(pl.lit(7).alias("__row"))
+    extra.write_csv(path) if suffix == ".csv" else extra.write_parquet(path)
+    assert load_events(str(path), SYNTHETIC).report["n_events"] == GOOD.height
+    out = tmp_path / "scores.parquet"
+    score_file(scorer, path, out, progress=False)
+    assert pl.read_parquet(out).height == GOOD[SID].n_unique()
+
+
 def test_csv_ids_007_and_7_stay_two_sessions_in_training(tmp_path):
     path = _write(tmp_path / "e.csv", log(ids=ZERO_PADDED))
     loaded = load_events(str(path), SYNTHETIC)

@@ -63,6 +63,21 @@ def server(exported_artifact, events, tmp_path_factory):
         assert "Traceback" not in log_path.read_text()
 
 
+def test_learnt_values_longer_than_a_request_may_send_are_said_at_start(exported_artifact):
+    """A model that learnt a 2,013-character user agent was refused at every request carrying it, unsaid
+    (dogfood 166)."""
+    from seqfraud.features.spec import Spec
+    from seqfraud.scoring.service import unservable_values
+
+    spec = Spec.load(exported_artifact / "spec.json")
+    longest = max(len(v) for vocab in spec.vocab.values() for v in vocab)
+    assert unservable_values(spec, longest) is None
+    said = unservable_values(spec, longest - 1)
+    assert (
+        said is not None and f"serve with --max-value-chars {longest}" in said and "refused with 422" in said
+    )
+
+
 def test_the_serve_command_answers_on_loopback(server, events):
     """``seqfraud serve`` (the fixture's) scores a session, and answers a malformed body with 400; it warns of
     its unsigned artifact once, where it opened it twice."""

@@ -501,9 +501,13 @@ def _scan_csv(file: str, schema: Schema) -> pl.LazyFrame:
     # A blank line (an export's trailing newlines) reads as a row of nulls; it is no event, so it is left out.
     blank, n_blank = pl.all_horizontal(pl.all().is_null()), f"{S.ROW_INDEX} blank"
     try:
-        # All columns: Polars notices a row with more fields than the header only when it reads them all.
+        # All columns: Polars notices a row with more fields than the header only when it reads them all. In a
+        # struct, so that no column of the file shares a name with the counts (a __row column did: dogfood 166).
         counts = lf.select(
-            pl.all().null_count(), *integers, pl.len().alias(S.ROW_INDEX), blank.sum().alias(n_blank)
+            pl.struct(pl.all().null_count()).alias(S.ROW_INDEX + " nulls"),
+            *integers,
+            pl.len().alias(S.ROW_INDEX),
+            blank.sum().alias(n_blank),
         ).collect(engine="streaming")
     except (pl.exceptions.PolarsError, OSError) as e:
         raise DataValidationError(_csv_fault(file, have) or f"{file}: {first_line(e)}") from None
@@ -513,7 +517,7 @@ def _scan_csv(file: str, schema: Schema) -> pl.LazyFrame:
     epochs = []
     for c in texts:
         n_int = int(counts[f"{S.ROW_INDEX}{c}"][0])
-        n_text = int(counts[S.ROW_INDEX][0]) - int(counts[c][0]) - n_int
+        n_text = int(counts[S.ROW_INDEX][0]) - int(counts[S.ROW_INDEX + " nulls"].struct.field(c)[0]) - n_int
         if n_int and n_text:
             raise DataValidationError(_mixed_epochs(file, c, n_int, n_text))
         if n_int:
@@ -537,12 +541,16 @@ def _mixed_epochs(file: str, column: str, n_int: int, n_text: int) -> str:
     )
 
 
+def numbered(lf: pl.LazyFrame) -> pl.LazyFrame:
+    """The rows numbered in ``__row``: a file's own column of that name, which no role may name (Schema), is set
+    aside, as any other column the schema does not read (it failed the read as a duplicate: dogfood 166)."""
+    return lf.drop(S.ROW_INDEX, strict=False).with_row_index(S.ROW_INDEX)
+
+
 def _text_rows(file: str, column: str, where: pl.Expr) -> tuple[int, Any, int]:
     """The data rows of a CSV file, read as text, where ``where`` holds: how many, and the first one's ``column``
     value and 0-based data row (a message's example)."""
-    raw = pl.scan_csv(file, infer_schema=False, truncate_ragged_lines=True, glob=False).with_row_index(
-        S.ROW_INDEX
-    )
+    raw = numbered(pl.scan_csv(file, infer_schema=False, truncate_ragged_lines=True, glob=False))
     found = raw.filter(where).select(pl.len(), pl.col(column).first(), pl.col(S.ROW_INDEX).first())
     return found.collect().row(0)
 
@@ -1062,7 +1070,7 @@ def normalize(
             ]
             if naive_flag and have[schema.label_time] == pl.String:
                 cols.append(naive_times(schema.label_time, dated=True).alias(S.LABEL_TIME_NAIVE))
-    return lf.with_row_index(S.ROW_INDEX).with_columns(epochs).select(pl.col(S.ROW_INDEX), *cols)
+    return numbered(lf).with_columns(epochs).select(pl.col(S.ROW_INDEX), *cols)
 
 
 # Why a repeated event id is an error: online scoring takes it as the same event (and ignores it), so training
@@ -1233,7 +1241,7 @@ def read_labels(
             *([naive_times(lt, dated=True).alias(S.LABEL_TIME_NAIVE)] if have[lt] == pl.String else []),
         ]
     with reading(source):
-        labels = lf.with_row_index(S.ROW_INDEX).with_columns(epochs).select(S.ROW_INDEX, *columns).collect()
+        labels = numbered(lf).with_columns(epochs).select(S.ROW_INDEX, *columns).collect()
     if schema.session_id in integer_typed and not have[schema.session_id].is_integer():
         refuse_rewritten_ids(labels, {S.SESSION_ID: schema.session_id}, source)
     if labels.is_empty():

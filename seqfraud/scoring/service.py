@@ -94,6 +94,21 @@ class Limits:
     retry_after_s: int = 1
 
 
+def unservable_values(spec: Spec, max_chars: int) -> str | None:
+    """What to say where the model learnt values longer than a request's strings may be: every request carrying
+    one is refused with 422 (a user agent of 2,013 characters, learnt by the model and refused at every request,
+    unsaid before: dogfood 166); None where none is."""
+    longest = {f: max(map(len, vocab)) for f, vocab in spec.vocab.items() if vocab}
+    over = {f: n for f, n in longest.items() if n > max_chars}
+    if not over:
+        return None
+    named = ", ".join(f"{f!r} up to {n:,}" for f, n in sorted(over.items()))
+    return (
+        f"the model learnt values longer than --max-value-chars ({max_chars:,}) allows a request's (characters: "
+        f"{named}): requests carrying them are refused with 422; serve with --max-value-chars {max(over.values())}"
+    )
+
+
 class RequestError(Exception):
     """A request refused with ``status`` (4xx, or 503 when busy) and a message that names what is wrong."""
 
@@ -971,6 +986,8 @@ def create_app(
             if isinstance(artifact, Artifact)
             else Scorer.load(artifact, fmt=fmt, thresholds=thresholds, threads=threads)
         )
+        if said := unservable_values(scorer.spec, limits.max_value_chars):
+            log.warning("%s", said)
         scorer.warmup()
         gc.collect()
         gc.freeze()  # a full collection over torch's and Polars' objects stops every thread for ~150 ms
