@@ -387,6 +387,19 @@ def test_explicit_split_boundaries(val_start, test_start):
     assert out[S.SPLIT].to_list() == ["train", "train", "val", "val", "test", "test"]
 
 
+def test_a_fraction_that_falls_inside_sessions_starting_together_says_so():
+    """Sessions that start at three times (80/10/10): the fractions' val boundary fell inside the first time's
+    sessions, which all went to validation, and the error said to leave the boundaries unset (dogfood 166)."""
+    sessions = _sessions([T0_US] * 80 + [VAL_US] * 10 + [TEST_US] * 10)
+    with pytest.raises(
+        ConfigError, match="80 of the 100 sessions start at 2024-01-01.*so the train split is empty"
+    ):
+        split_boundaries(sessions, None, None)
+    assert split_boundaries(sessions, "2024-01-10", "2024-01-20") == (VAL_US, TEST_US)
+    # An explicit boundary of one's own is not blamed on the fractions.
+    assert split_boundaries(sessions, "2024-01-01", None) == (T0_US, VAL_US)
+
+
 def test_null_boundaries_take_the_latest_sessions():
     sessions = _sessions([T0_US + i * DAY_US for i in range(100)][::-1])  # input order must not matter
     val_us, test_us = split_boundaries(sessions, None, None, val_fraction=0.15, test_fraction=0.15)
