@@ -1805,8 +1805,8 @@ def _check_label_times_on_events(
 ) -> None:
     """Label times on the events, from :func:`session_table`'s counts (that they parse and lie in the plausible
     range is :func:`validate_sessions`' first check): one per session, like the label, in the sessions where
-    ``one_per_session`` holds. Those
-    refusals point at on_mixed_labels=any where it is not set and would take them: in fraud sessions."""
+    ``one_per_session`` holds. Those refusals point at on_mixed_labels=any where it is not set and would take
+    them: in fraud sessions."""
 
     def hint(refused: pl.DataFrame) -> str:
         return "" if any_set or not (refused["label_max"] == 1).any() else ANY_LABEL_TIME_HINT
