@@ -396,8 +396,14 @@ def test_a_fraction_that_falls_inside_sessions_starting_together_says_so():
     ):
         split_boundaries(sessions, None, None)
     assert split_boundaries(sessions, "2024-01-10", "2024-01-20") == (VAL_US, TEST_US)
-    # An explicit boundary of one's own is not blamed on the fractions.
+    # An explicit boundary of one's own is not blamed on the fractions (review 167), nor are boundaries that cross.
     assert split_boundaries(sessions, "2024-01-01", None) == (T0_US, VAL_US)
+    daily = _sessions([T0_US + day * DAY_US for day in range(10) for _ in range(10)])
+    with pytest.raises(ConfigError, match="val_start .* is after test_start"):
+        split_boundaries(daily, None, "2024-01-06")
+    assert split_boundaries(daily, None, "2024-01-09") == (T0_US + 7 * DAY_US, T0_US + 8 * DAY_US)
+    # One start time for every session: no boundary can split them (check_splits says so).
+    assert split_boundaries(_sessions([T0_US] * 50), None, None) == (T0_US, T0_US)
 
 
 def test_null_boundaries_take_the_latest_sessions():

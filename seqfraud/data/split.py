@@ -52,21 +52,6 @@ def split_boundaries(
 
     test_us = split_time("test_start", test_start) if test_start else from_end(test_fraction)
     val_us = split_time("val_start", val_start) if val_start else from_end(test_fraction + val_fraction)
-    # A fraction's boundary inside sessions that start at one time takes them all to the later split: a log whose
-    # sessions start at three times emptied train, and the error said to leave the boundaries unset (dogfood 166).
-    for name, earlier, at, by_fraction in (
-        ("train", starts < val_us, val_us, not val_start),
-        ("val", (starts >= val_us) & (starts < test_us), test_us, not (val_start and test_start)),
-    ):
-        tied = int((starts == at).sum())
-        if by_fraction and n and not earlier.any() and tied > 1:
-            distinct = starts.unique()
-            raise ConfigError(
-                f"data.split: {tied:,} of the {n:,} sessions start at {from_epoch_us(at)}, where val_fraction "
-                f"({val_fraction}) and test_fraction ({test_fraction}) put a boundary, so the {name} split is empty: "
-                f"set data.split.val_start and test_start (the sessions start at {distinct.len():,} distinct "
-                f"times, the first {[from_epoch_us(int(x)) for x in distinct.head(5)]})"
-            )
     if val_us > test_us:
         raise ConfigError(
             f"data.split: val_start ({from_epoch_us(val_us)}) is after test_start ({from_epoch_us(test_us)})"
@@ -75,6 +60,21 @@ def split_boundaries(
         raise ConfigError(
             f"data.split: test_end ({test_end}) is not after test_start ({from_epoch_us(test_us)})"
         )
+    # A fraction's boundary inside sessions that start at one time takes them all to the later split: a log whose
+    # sessions start at three times emptied train, and the error said to leave the boundaries unset (dogfood 166).
+    distinct = starts.unique()
+    for name, earlier, at, fractions in (
+        ("train", starts < val_us, val_us, [] if val_start else ["val_fraction", "test_fraction"]),
+        ("val", (starts >= val_us) & (starts < test_us), test_us, [] if test_start else ["test_fraction"]),
+    ):
+        tied = int((starts == at).sum())
+        if fractions and distinct.len() > 1 and tied > 1 and not earlier.any():
+            raise ConfigError(
+                f"data.split: {tied:,} of the {n:,} sessions start at {from_epoch_us(at)}, where "
+                f"{' and '.join(fractions)} put a boundary, so the {name} split is empty: set data.split.val_start "
+                f"and test_start (the sessions start at {distinct.len():,} distinct times, the first "
+                f"{[from_epoch_us(int(x)) for x in distinct.head(5)]})"
+            )
     return val_us, test_us
 
 
