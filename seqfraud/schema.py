@@ -63,8 +63,21 @@ TS_PRESENT = "__ts_present"
 TS_OUT_OF_RANGE = "__ts_out_of_range"
 TS_NAIVE = "__ts_naive"  # a timestamp string without a UTC offset, while training's events are validated
 EVENT_ID = "__event_id"  # data.schema.event_id, as a string, while events are validated
-# Names the normalized event frame uses itself without the double underscore of its working columns: no event
-# field (type, categorical, numeric, entity) may take them (Schema).
+# The normalized event frame's working columns: no column of the log may take their names (Schema).
+WORKING_NAMES = (
+    ROW_INDEX,
+    LABEL_TIME_US,
+    LABEL_TIME_PRESENT,
+    LABEL_TIME_OUT_OF_RANGE,
+    LABEL_TIME_NAIVE,
+    TS_US,
+    TS_PRESENT,
+    TS_OUT_OF_RANGE,
+    TS_NAIVE,
+    EVENT_ID,
+)
+# Names the frame gives its roles and the time gaps: no event field (type, categorical, numeric, entity) may take
+# them, while the roles are renamed to them (a session id column named label works).
 RESERVED_NAMES = (SESSION_ID, LABEL, TIME_DELTA)
 
 SPLITS = ("train", "val", "test")
@@ -165,14 +178,13 @@ class Schema:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ConfigError(f"data.schema gives a column more than one role: {dupes}")
-        # A name of the double underscore took the place of a working column: a session id column named __ts_us
-        # made each event its own session, unsaid (dogfood 166). The roles are renamed to the frame's own names
-        # (a session id column named label works), the event fields are not.
+        # A role named as a working column took its place: a session id column named __ts_us made each event its
+        # own session, unsaid (dogfood 166).
         fields = set(self.categorical_fields + self.numerical + self.entities)
-        clash = sorted(n for n in set(names) if n.startswith("__") or (n in fields and n in RESERVED_NAMES))
+        clash = sorted(n for n in set(names) if n in WORKING_NAMES or (n in fields and n in RESERVED_NAMES))
         if clash:
             raise ConfigError(
-                f"data.schema: column(s) {clash} use a name seqfraud reserves (every name starting with '__', and "
+                f"data.schema: column(s) {clash} use a name seqfraud reserves ({list(WORKING_NAMES)}, and "
                 f"{list(RESERVED_NAMES)} for an event field); rename the column(s) in the data"
             )
 

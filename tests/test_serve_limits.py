@@ -63,7 +63,7 @@ def server(exported_artifact, events, tmp_path_factory):
         assert "Traceback" not in log_path.read_text()
 
 
-def test_learnt_values_longer_than_a_request_may_send_are_said_at_start(exported_artifact):
+def test_learnt_values_longer_than_a_request_may_send_are_said_at_start(exported_artifact, caplog):
     """A model that learnt a 2,013-character user agent was refused at every request carrying it, unsaid
     (dogfood 166)."""
     from seqfraud.features.spec import Spec
@@ -76,6 +76,14 @@ def test_learnt_values_longer_than_a_request_may_send_are_said_at_start(exported
     assert (
         said is not None and f"serve with --max-value-chars {longest}" in said and "refused with 422" in said
     )
+    # Said when the service starts (review 167: the call itself was untested).
+    limits = Limits(max_value_chars=longest - 1, max_batch_in_flight=1, max_explain_in_flight=1)
+    with (
+        caplog.at_level("WARNING", logger="seqfraud.scoring.service"),
+        service_client(exported_artifact, limits=limits),
+    ):
+        pass
+    assert said in caplog.text
 
 
 def test_the_serve_command_answers_on_loopback(server, events):

@@ -102,10 +102,10 @@ def unservable_values(spec: Spec, max_chars: int) -> str | None:
     over = {f: n for f, n in longest.items() if n > max_chars}
     if not over:
         return None
-    named = ", ".join(f"{f!r} up to {n:,}" for f, n in sorted(over.items()))
+    named = ", ".join(f"{f!r} up to {n:,} characters" for f, n in sorted(over.items()))
     return (
-        f"the model learnt values longer than --max-value-chars ({max_chars:,}) allows a request's (characters: "
-        f"{named}): requests carrying them are refused with 422; serve with --max-value-chars {max(over.values())}"
+        f"the model learnt values longer than a request may send (--max-value-chars {max_chars:,}): {named}; "
+        f"requests carrying them are refused with 422: serve with --max-value-chars {max(over.values())}"
     )
 
 
