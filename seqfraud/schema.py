@@ -50,7 +50,7 @@ FIELDS = "fields"
 EMBEDDING_PREFIX = "emb_"
 # Token field derived from timestamps: the log-bucketed time since the previous event.
 TIME_DELTA = "time_delta"
-# Internal working columns; the double underscore keeps them clear of user names.
+# Internal working columns, of the double underscore that no event field may bear (Schema).
 ROW_INDEX = "__row"
 # Working columns of ``data.schema.label_time``: epoch microseconds (null where absent, unparsed or out of
 # range), and the flags validation counts.
@@ -179,13 +179,19 @@ class Schema:
         if dupes:
             raise ConfigError(f"data.schema gives a column more than one role: {dupes}")
         # A role named as a working column took its place: a session id column named __ts_us made each event its
-        # own session, unsaid (dogfood 166).
+        # own session, unsaid (dogfood 166). The event fields keep their names beside every working column of
+        # the pipeline (__field, __value, __part, ...): no name of the double underscore for them.
         fields = set(self.categorical_fields + self.numerical + self.entities)
-        clash = sorted(n for n in set(names) if n in WORKING_NAMES or (n in fields and n in RESERVED_NAMES))
+        clash = sorted(
+            n
+            for n in set(names)
+            if n in WORKING_NAMES or (n in fields and (n in RESERVED_NAMES or n.startswith("__")))
+        )
         if clash:
             raise ConfigError(
-                f"data.schema: column(s) {clash} use a name seqfraud reserves ({list(WORKING_NAMES)}, and "
-                f"{list(RESERVED_NAMES)} for an event field); rename the column(s) in the data"
+                f"data.schema: column(s) {clash} use a name seqfraud reserves ({list(WORKING_NAMES)} in any role; "
+                f"{list(RESERVED_NAMES)} and every name starting with '__' for the event type, a categorical, "
+                "numerical or entity column); rename the column(s) in the data"
             )
 
     @functools.cached_property

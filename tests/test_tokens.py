@@ -392,9 +392,22 @@ def test_a_fraction_that_falls_inside_sessions_starting_together_says_so():
     sessions, which all went to validation, and the error said to leave the boundaries unset (dogfood 166)."""
     sessions = _sessions([T0_US] * 80 + [VAL_US] * 10 + [TEST_US] * 10)
     with pytest.raises(
-        ConfigError, match="80 of the 100 sessions start at 2024-01-01.*so the train split is empty"
+        ConfigError,
+        match=r"80 of the 100 sessions start at 2024-01-01.*where val_fraction \(0.15\) and test_fraction \(0.15\) "
+        "put a boundary, so the train split is empty",
     ):
         split_boundaries(sessions, None, None)
+    # Validation emptied by a tie at an explicit test start, its own start placed there by the fractions (review
+    # 168), or both boundaries in one tie: the fractions that placed them named.
+    tied = _sessions([T0_US] * 50 + [VAL_US] * 40 + [TEST_US] * 10)
+    with pytest.raises(
+        ConfigError, match=r"40 of the 100 .* val_fraction \(0.15\) and test_fraction .* val split"
+    ):
+        split_boundaries(tied, None, "2024-01-10")
+    with pytest.raises(
+        ConfigError, match=r"80 of the 100 .* val_fraction .* test_fraction .* val split is empty"
+    ):
+        split_boundaries(_sessions([T0_US] * 10 + [VAL_US] * 80 + [TEST_US] * 10), None, None)
     assert split_boundaries(sessions, "2024-01-10", "2024-01-20") == (VAL_US, TEST_US)
     # An explicit boundary of one's own is not blamed on the fractions (review 167), nor are boundaries that cross.
     assert split_boundaries(sessions, "2024-01-01", None) == (T0_US, VAL_US)

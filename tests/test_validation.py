@@ -1229,6 +1229,8 @@ def test_schema_from_config():
         {"timestamp": "__row"},
         {"label": "__ts_us"},
         {"entities": ("__event_id",)},
+        # An event field sits beside the pipeline's working columns (__field, __value, __part): review 168.
+        {"categorical": ("__field",)},
     ],
 )
 def test_a_column_named_like_a_reserved_column_is_refused(roles):
@@ -1238,9 +1240,9 @@ def test_a_column_named_like_a_reserved_column_is_refused(roles):
     # The roles are renamed to the frame's own names: a log whose session id column is named label works.
     Schema(session_id="label", label="session_id")
     Schema(session_id="time_delta")
-    Schema(
-        session_id="__sid"
-    )  # no working column's name: an artifact's roles named so still load (review 167)
+    # No working column's name: an artifact whose roles are named so still loads (review 167).
+    Schema(session_id="__sid")
+    Schema(timestamp="label", label="is_fraud")
 
 
 def test_glob_characters_in_names_are_taken_literally(tmp_path):

@@ -63,16 +63,20 @@ def split_boundaries(
     # A fraction's boundary inside sessions that start at one time takes them all to the later split: a log whose
     # sessions start at three times emptied train, and the error said to leave the boundaries unset (dogfood 166).
     distinct = starts.unique()
+    by_val = {} if val_start else {"val_fraction": val_fraction, "test_fraction": test_fraction}
+    by_test = {} if test_start else {"test_fraction": test_fraction}
+    # Each split that may come out empty, the boundary that ends it, and the fractions that placed its bounds.
     for name, earlier, at, fractions in (
-        ("train", starts < val_us, val_us, [] if val_start else ["val_fraction", "test_fraction"]),
-        ("val", (starts >= val_us) & (starts < test_us), test_us, [] if test_start else ["test_fraction"]),
+        ("train", starts < val_us, val_us, by_val),
+        ("val", (starts >= val_us) & (starts < test_us), test_us, by_val | by_test),
     ):
         tied = int((starts == at).sum())
         if fractions and distinct.len() > 1 and tied > 1 and not earlier.any():
+            placed = " and ".join(f"{k} ({v})" for k, v in fractions.items())
             raise ConfigError(
-                f"data.split: {tied:,} of the {n:,} sessions start at {from_epoch_us(at)}, where "
-                f"{' and '.join(fractions)} put a boundary, so the {name} split is empty: set data.split.val_start "
-                f"and test_start (the sessions start at {distinct.len():,} distinct times, the first "
+                f"data.split: {tied:,} of the {n:,} sessions start at {from_epoch_us(at)}, where {placed} put a "
+                f"boundary, so the {name} split is empty: set data.split.val_start and test_start (the sessions "
+                f"start at {distinct.len():,} distinct times, the first "
                 f"{[from_epoch_us(int(x)) for x in distinct.head(5)]})"
             )
     return val_us, test_us

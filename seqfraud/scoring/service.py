@@ -104,7 +104,7 @@ def unservable_values(spec: Spec, max_chars: int) -> str | None:
         return None
     named = ", ".join(f"{f!r} up to {n:,} characters" for f, n in sorted(over.items()))
     return (
-        f"the model learnt values longer than a request may send (--max-value-chars {max_chars:,}): {named}; "
+        f"the model learnt values longer than a request may send (--max-value-chars {max_chars}): {named}; "
         f"requests carrying them are refused with 422: serve with --max-value-chars {max(over.values())}"
     )
 
