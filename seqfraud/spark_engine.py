@@ -245,7 +245,9 @@ class SparkEngine:
                 lambda x, y: x.unionByName(y),
                 [
                     df.select(
-                        *[column(a, c) for c in df.columns],
+                        # A file's own columns of these names, which the schema does not read, stand aside (a raw
+                        # AMBIGUOUS_REFERENCE traceback: review 167); the Polars engine reads past them too.
+                        *[column(a, c) for c in df.columns if c not in (_PATH, _FILE_ROW, _OFFSET)],
                         F.col("_metadata.file_path").alias(_PATH),
                         F.col("_metadata.row_index").alias(_FILE_ROW),
                     )

@@ -202,9 +202,12 @@ def test_parity_on_edge_cases(encoding, tmp_path):
 
 def test_parity_on_integer_hours(tmp_path):
     """A log counted in steps (a simulator's hours, data.schema.timestamp_unit=h): both engines read the same
-    times, ties of equal steps included."""
+    times, ties of equal steps included; and past unread columns named as their working columns (review 167)."""
     events = edge_events(seed=9, base_ns=T0_NS)
-    events = events.with_columns((pl.col("ts_ns") // 3_600_000_000_000).alias("timestamp")).drop("ts_ns")
+    events = events.with_columns(
+        (pl.col("ts_ns") // 3_600_000_000_000).alias("timestamp"),
+        *(pl.lit(7).alias(c) for c in ("__path", "__file_row", "__offset", "__row")),
+    ).drop("ts_ns")
     data = {
         "events": str(write_shards(events, tmp_path / "events")),
         "labels": None,
