@@ -284,7 +284,7 @@ def column_features(rows: pl.DataFrame, column: str, entity: EntitySpec) -> pl.D
             legit = np.maximum(legit, times[touch_rank])
             legit[legit >= fact_time] = _NO_TIME
             interim = first_touch & (legit != _NO_TIME)
-            interims = (value[interim], legit[interim], fact_time[interim])
+            interims = _Interims(by_value.keys, m, times, value[interim], legit[interim], fact_time[interim])
             del interim
     del rows, a, first_touch, value
 
@@ -317,9 +317,7 @@ def column_features(rows: pl.DataFrame, column: str, entity: EntitySpec) -> pl.D
             known_w -= own_fact
             if legit is not None:
                 own_legit = (legit < t) & (legit >= t - w_us) & (fact_time >= t)
-                known_w += (_interim_counts(by_value.keys, m, times, interims, w_us) - own_legit).astype(
-                    x.dtype
-                )
+                known_w += (interims.counts(w_us) - own_legit).astype(x.dtype)
             emit(S.entity_feature(column, "known", w), known_w)
             fraud_w = np.subtract(fraud_to_t, facts.cum_fraud[lo_f], out=q)
             fraud_w -= own_fact * fraud
@@ -668,22 +666,34 @@ class _Runs:
         return first_seen, last_seen
 
 
-def _interim_counts(
-    keys: np.ndarray, m: int, times: np.ndarray, interims: tuple[np.ndarray, ...], w_us: int
-) -> np.ndarray:
-    """Per row (order A, ``keys`` as :class:`_Runs`' of value and time rank), the facts of its value that start
-    in its window ``[t - w, t)`` and last until ``t`` or after (``interims``: value, start, until): rows from
-    after the start to the earlier of the window's end and ``until``, a range of its value's rows, counted
-    with a difference array."""
-    value, start, until = interims
-    end = np.minimum(start + w_us, until)
-    bounds = (
-        np.searchsorted(keys, value * m + np.searchsorted(times, x, side="right")) for x in (start, end)
-    )
-    diff = np.zeros(len(keys) + 1, dtype=np.int64)
-    for sign, at in zip((1, -1), bounds, strict=True):
-        np.add.at(diff, at, sign)
-    return np.cumsum(diff[:-1])
+class _Interims:
+    """Facts that start on a value and last until a time (``until``): per query row (order A, ``keys`` as
+    :class:`_Runs`' of value and time rank), those that start in its window ``[t - w, t)`` and last until ``t`` or
+    after. Each counts on the range of its value's rows from after its start to the earlier of the window's end
+    and ``until``, summed with a difference array; the ranges' first rows are the same for every window."""
+
+    def __init__(
+        self,
+        keys: np.ndarray,
+        m: int,
+        times: np.ndarray,
+        value: np.ndarray,
+        start: np.ndarray,
+        until: np.ndarray,
+    ):
+        self.keys, self.m, self.times, self.value = keys, m, times, value
+        self.start, self.until = start, until
+        self.first = self._after(start)
+
+    def _after(self, at: np.ndarray) -> np.ndarray:
+        """Per fact, the position of its value's first row later than ``at``."""
+        return np.searchsorted(self.keys, self.value * self.m + np.searchsorted(self.times, at, side="right"))
+
+    def counts(self, w_us: int) -> np.ndarray:
+        diff = np.zeros(len(self.keys) + 1, dtype=np.int64)
+        np.add.at(diff, self.first, 1)
+        np.add.at(diff, self._after(np.minimum(self.start + w_us, self.until)), -1)
+        return np.cumsum(diff[:-1])
 
 
 class _Facts:
