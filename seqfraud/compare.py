@@ -199,11 +199,12 @@ def config_differences(runs: list[Run]) -> list[str]:
         )
 
     varying = [k for k in keys if varies(k) and not any(o in str(f.get(k)) for f, o in zip(flat, own))]
+    # A null is a setting too: a run trained from scratch (init_from=null) beside fine-tuned ones said nothing.
     return [
         " ".join(
-            f"{k}={f[k]}"
+            f"{k}={'null' if f[k] is None else f[k]}"
             for k in varying
-            if f.get(k) is not None and not (f.get("model.kind") == "lightgbm" and k.startswith(SEQUENCE_FIT))
+            if k in f and not (f.get("model.kind") == "lightgbm" and k.startswith(SEQUENCE_FIT))
         )
         for f in flat
     ]

@@ -127,6 +127,12 @@ def test_config_differences_leave_out_what_a_lightgbm_run_does_not_read(runs):
     ]
     said = config_differences(small)
     assert "loader.batch_size=16" in said[0] and "loader.batch_size=128" in said[1]
+    # A run from scratch beside a fine-tuned one says its null (it said nothing of init_from).
+    tuned = [
+        replace(r, config={**r.config, "init_from": i}) for r, i in zip(runs_of[1:], (None, "/p/pretrain"))
+    ]
+    said = config_differences(tuned)
+    assert "init_from=null" in said[0] and "init_from=/p/pretrain" in said[1]
 
 
 def test_a_multirun_directory_is_searched_for_runs(runs):
