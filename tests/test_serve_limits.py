@@ -400,8 +400,12 @@ def test_a_hung_worker_process_is_killed_past_the_worker_timeout(server, events)
     )
 
 
-def test_a_worker_refuses_an_artifact_changed_since_the_service_started(exported_artifact, monkeypatch):
-    """Workers start again after one dies: each checks that the artifact is still the one served."""
+def test_a_worker_loads_the_very_artifact_the_service_verified(exported_artifact, tmp_path, monkeypatch):
+    """Workers start again after one dies, and load the artifact's files again: each must load the manifest the
+    service verified. They verified by the keys of their environment alone, so a service given its key as an
+    argument had workers that served a manifest rewritten after its start (review 170: /score approved what
+    /score/batch declined, by thresholds no key had signed)."""
+    from seqfraud.export.artifact import ArtifactError, open_artifact
     from seqfraud.scoring import service
 
     monkeypatch.setattr(
@@ -409,8 +413,17 @@ def test_a_worker_refuses_an_artifact_changed_since_the_service_started(exported
     )  # the worker's lower priority, not ours'
     # Nor its quieter artifact log: later tests of this process read that log's warnings.
     monkeypatch.setattr(logging.getLogger("seqfraud.export.artifact"), "setLevel", lambda level: None)
-    with pytest.raises(RuntimeError, match="the artifact changed since the service started"):
-        service._start_worker(exported_artifact, "torchscript", None, Limits(), 1, "run-not-this-one")
+    monkeypatch.setattr(service, "_worker", None)
+    served = tmp_path / "artifact"
+    shutil.copytree(exported_artifact, served)
+    digest = open_artifact(served).manifest_sha256
+    service._start_worker(served, "torchscript", None, Limits(), 1, digest)
+    assert service._worker is not None and service._worker[0].manifest == open_artifact(served).manifest
+    manifest = json.loads((served / "manifest.json").read_text())
+    manifest["thresholds"] = {name: 0.99 for name in manifest["thresholds"]}
+    (served / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match=r"manifest.json: changed since it was verified \(sha256 "):
+        service._start_worker(served, "torchscript", None, Limits(), 1, digest)
 
 
 def test_a_worker_timeout_shorter_than_a_cold_start_does_not_restart_for_good(

@@ -377,6 +377,8 @@ class Artifact:
 
     ``signer`` is the id of the key whose signature was verified; None when none was (see :func:`open_artifact`).
     ``quiet``: loading its files says nothing of them (its exporter's checks, of a folder about to be renamed).
+    ``manifest_sha256``: the digest of the manifest verified, which names every file's: another process loads
+    this very artifact by it (:func:`open_artifact`'s ``manifest_sha256``).
     """
 
     path: Path
@@ -384,6 +386,7 @@ class Artifact:
     spec: Spec
     signer: str | None = None
     quiet: bool = False
+    manifest_sha256: str = ""
 
     @property
     def run_id(self) -> str:
@@ -571,6 +574,7 @@ def open_artifact(
     verify_key: KeySource | Iterable[KeySource] | None = None,
     require_signed: bool = False,
     say_unsigned: bool = True,
+    manifest_sha256: str | None = None,
 ) -> Artifact:
     """Verify the signature, the manifest and every file, before anything is deserialized.
 
@@ -578,13 +582,24 @@ def open_artifact(
     one of them. Without one, an artifact loads with a logged warning (its hashes catch corruption, not
     tampering; ``say_unsigned=False``: its exporter, which says it once of the published folder, not of each file
     its checks load from the temporary one), unless
-    ``require_signed`` refuses it.
+    ``require_signed`` refuses it. ``manifest_sha256``: the digest of a manifest another process verified
+    (:attr:`Artifact.manifest_sha256`), which this one must be: a service's workers, which loaded the files
+    again under whatever keys their environment held, served a manifest rewritten after the service verified
+    it (review 170).
     """
     root = Path(path).expanduser()
     raw = _read_manifest(root)
+    digest = hashlib.sha256(raw).hexdigest()
+    if manifest_sha256 is not None and digest != manifest_sha256:
+        raise ArtifactError(
+            f"{root / MANIFEST_FILE}: changed since it was verified (sha256 {digest[:12]}, not "
+            f"{manifest_sha256[:12]}): start again to load the artifact now there"
+        )
     signer = _check_signature(root, raw, verify_key, require_signed, say_unsigned)
     manifest, spec = _checked(root, raw)
-    return Artifact(path=root, manifest=manifest, spec=spec, signer=signer, quiet=not say_unsigned)
+    return Artifact(
+        path=root, manifest=manifest, spec=spec, signer=signer, quiet=not say_unsigned, manifest_sha256=digest
+    )
 
 
 def sign_artifact(

@@ -50,7 +50,7 @@ from typing_extensions import NotRequired, Required, TypedDict
 from seqfraud import schema as S
 from seqfraud.data.events import DataValidationError, blank_id
 from seqfraud.decisions import BANDS
-from seqfraud.export.artifact import Artifact, strict_json, unique_keys
+from seqfraud.export.artifact import Artifact, open_artifact, strict_json, unique_keys, verification_settings
 from seqfraud.features.spec import Spec
 from seqfraud.scoring.explain import flat_note, scored_occlusion, unlisted, unread_note
 from seqfraud.scoring.history import HistoryRequired, refuse_to_serve
@@ -755,22 +755,19 @@ def _start_worker(
     thresholds: Mapping[str, float] | None,
     limits: Limits,
     threads: int,
-    version: str,
+    manifest_sha256: str,
 ) -> None:
-    """A worker process's start: a lower OS priority, torch's threads, its own verified copy of the artifact,
-    which must still be the ``version`` the service serves (workers start again after one dies)."""
+    """A worker process's start: a lower OS priority, torch's threads, its own copy of the artifact, which must
+    be the one the service verified, manifest for manifest (workers start again after one dies): its keys
+    need not be in the worker's environment, and one rewritten since is refused."""
     global _worker
     with suppress(AttributeError, OSError):  # not on every OS; an unchanged priority only costs latency
         os.setpriority(os.PRIO_PROCESS, 0, HEAVY_NICE)
     torch.set_num_threads(threads)
     # The service warned at its start about an artifact it cannot verify; each worker would say it again.
     logging.getLogger("seqfraud.export.artifact").setLevel(logging.ERROR)
-    scorer = Scorer.load(artifact, fmt=fmt, thresholds=thresholds, threads=threads)
-    if scorer.model_version != version:
-        raise RuntimeError(
-            f"{artifact}: the artifact changed since the service started ({scorer.model_version}, not {version}); "
-            "start the service again"
-        )
+    verified = open_artifact(artifact, say_unsigned=False, manifest_sha256=manifest_sha256)
+    scorer = Scorer.of_artifact(verified, fmt, thresholds, threads=threads)
     scorer.warmup()
     _worker = scorer, request_models(scorer.spec, limits)[1]
 
@@ -934,8 +931,6 @@ def create_app(
     the service also checks that the store still holds that history, and seeds it again when a restart emptied it.
     """
 
-    artifact_path = artifact.path if isinstance(artifact, Artifact) else artifact
-
     async def watch_store(store: StateStore, reseed: Callable[[], object] | None) -> None:
         """A Redis restarted without persistence comes back empty and healthy: without this, open sessions
         started again at their next event, and entity features read an empty history, unnoticed."""
@@ -981,11 +976,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         torch.set_num_threads(threads)
-        scorer = (
-            Scorer.of_artifact(artifact, fmt, thresholds, threads=threads)
-            if isinstance(artifact, Artifact)
-            else Scorer.load(artifact, fmt=fmt, thresholds=thresholds, threads=threads)
+        verified = (
+            artifact if isinstance(artifact, Artifact) else open_artifact(artifact, **verification_settings())
         )
+        scorer = Scorer.of_artifact(verified, fmt, thresholds, threads=threads)
         if said := unservable_values(scorer.spec, limits.max_value_chars):
             log.warning("%s", said)
         scorer.warmup()
@@ -1013,7 +1007,7 @@ def create_app(
             context = forkserver
         else:
             context = multiprocessing.get_context("spawn")
-        initargs = (artifact_path, fmt, thresholds, limits, threads, scorer.model_version)
+        initargs = (verified.path, fmt, thresholds, limits, threads, verified.manifest_sha256)
         app.state.workers = Workers(
             lambda: ProcessPoolExecutor(workers, context, initializer=_start_worker, initargs=initargs),
             workers,
@@ -1025,7 +1019,7 @@ def create_app(
                 await app.state.workers.ready()
             except RequestError:
                 raise RuntimeError("the scoring workers did not start: see the error above") from None
-            log.info("serving %s (%s) from %s", scorer.model_version, fmt, artifact_path)
+            log.info("serving %s (%s) from %s", scorer.model_version, fmt, verified.path)
             yield
         finally:
             watching.cancel()
