@@ -104,6 +104,26 @@ def test_a_chargeback_dated_after_the_delay_reads_as_legitimate_until_then(tmp_p
     assert load_events(ev, SCHEMA, table, label_delay="1d").sessions[S.LEGIT_FROM].null_count() == 3
 
 
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_a_label_table_whose_label_column_is_named_otherwise_is_no_list_of_frauds(kind, tmp_path):
+    """Under the negative policy a table without the label column lists frauds; one whose 0/1 column bears another
+    name (``is_fraud`` for a configured ``label``) read every row as a fraud, zeros too, without a word (dogfood
+    169: 1,115 training frauds for 101). A chargeback file's other columns (0/1 flags all 1, text) still read."""
+    ev = write(events().drop("label"), tmp_path / "e.parquet")
+    table = labels([None, KNOWN_S2, None]).rename({"label": "is_fraud"})
+    with pytest.raises(DataValidationError) as e:
+        load_events(
+            ev, SCHEMA, write(table, tmp_path / f"l.{kind}"), on_unlabeled="negative", label_delay="1d"
+        )
+    assert f"l.{kind}: no column 'label' (data.schema.label)" in str(e.value)
+    assert "but column 'is_fraud' holds 0/1 labels, zeros among them: rename it to 'label'" in str(e.value)
+    frauds = table.filter(pl.col("is_fraud") == 1).with_columns(reason=pl.lit("10.4"))
+    loaded = load_events(
+        ev, SCHEMA, write(frauds, tmp_path / f"f.{kind}"), on_unlabeled="negative", label_delay="1d"
+    )
+    assert dict(loaded.sessions.select(S.SESSION_ID, S.LABEL).iter_rows()) == {"s1": 0, "s2": 1, "s3": 0}
+
+
 def test_a_label_cutoff_reads_a_fraud_charged_back_after_it_as_legitimate_under_the_negative_policy():
     """A retrain at the cutoff, given a chargeback file, read a fraud whose chargeback had not come though its
     delay had passed as legitimate; one whose delay had not passed is held back, as every unfinal session is."""

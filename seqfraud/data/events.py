@@ -849,6 +849,31 @@ def wrong_id_type(source: str, column: str, dtype: pl.DataType, what: str = "") 
     return f"{source}: column {column!r} has type {dtype}; expected string or integer{what}{floats}"
 
 
+_LABEL_WORDS = ("0", "1", "0.0", "1.0", "true", "false")
+
+
+def _refuse_labels_named_otherwise(lf: pl.LazyFrame, given: pl.Schema, schema: Schema, source: str) -> None:
+    """A table without the label column reads as frauds alone (``on_unlabeled=negative``), every row a fraud; one
+    with a column of 0/1 values, zeros among them, is a label table whose label column has another name: its
+    zeros were read as frauds (dogfood 169: 1,115 frauds of 1,427 training sessions, where 101 were)."""
+    candidates = [c for c in given if c not in (schema.session_id, schema.label_time)]
+    if not candidates:
+        return
+    word = {c: pl.col(c).cast(pl.String).str.strip_chars().str.to_lowercase() for c in candidates}
+    with reading(source):
+        held = lf.select(
+            (word[c].is_in(_LABEL_WORDS).all() & word[c].is_in(["0", "0.0", "false"]).any()).alias(c)
+            for c in candidates
+        ).collect()
+    if labels := [c for c in candidates if held[c].item()]:
+        raise DataValidationError(
+            f"{source}: no column {schema.label!r} (data.schema.label), so under data.policy.on_unlabeled=negative "
+            f"every row would read as a fraud; but column {labels[0]!r} holds 0/1 labels, zeros among them: "
+            f"rename it to {schema.label!r} (or, to train, set data.schema.label={labels[0]}), or leave it out where "
+            "every row is a fraud"
+        )
+
+
 def not_labels(lf: pl.LazyFrame, column: str, source: str) -> NoReturn:
     """A label column that is neither numbers nor booleans (``yes``/``no``, say): how many rows and the first
     value, which reading the one column costs."""
@@ -1211,6 +1236,7 @@ def read_labels(
     # A file's own columns, for the messages: a frauds-only table's label column is added below, not the file's.
     given = lf.collect_schema()
     if frauds_only and schema.label not in given:
+        _refuse_labels_named_otherwise(lf, given, schema, source)
         lf = lf.with_columns(pl.lit(1, pl.Int8).alias(schema.label))
     have = lf.collect_schema()
     refuse_integer_ids(integer_columns(have), [c for c in zero_padded if c == schema.session_id], source)
