@@ -877,7 +877,41 @@ def test_a_redis_restarted_empty_is_said_by_a_replica_without_a_seeded_history(
         while "came back empty" not in caplog.text and time.monotonic() < deadline:
             time.sleep(0.05)
         assert "the state store came back empty (a Redis restarted without persistence?)" in caplog.text
-        assert RedisStore(server.url).holds_live()  # marked again: said once, not at every check
+        assert RedisStore(server.url).lost_live() is None  # marked again: said once, not at every check
+
+
+def test_a_redis_restarted_from_an_older_snapshot_is_said(tmp_path) -> None:
+    """A Redis restarted from an RDB snapshot comes back healthy with the state of then: its marks were there, and
+    a fraud's session of six events read as one, approved, without a word (dogfood 169). Each mark raises a
+    counter, which a replica finds below its own last mark; other replicas' marks raise it, and are no loss."""
+    import redis as redis_client
+
+    from seqfraud.scoring.redis_store import RedisStore
+    from tests.redis_server import redis_server
+
+    with redis_server(tmp_path) as server:
+        one, other = RedisStore(server.url), RedisStore(server.url)
+        one.mark_live()
+        with redis_client.Redis.from_url(server.url) as raw:
+            raw.save()  # the snapshot a restart will read
+        other.mark_live()
+        assert one.lost_live() is None and other.lost_live() is None
+        one.mark_live()
+        server.stop()
+        server.start()
+        older = (
+            "came back with an older state (a Redis restarted from a snapshot older than its last writes?)"
+        )
+        assert one.lost_live() == older == other.lost_live()
+        assert (
+            RedisStore(server.url).lost_live() is None
+        )  # a replica that never marked it knows no later mark
+        one.mark_live()
+        assert one.lost_live() is None
+        (tmp_path / "dump.rdb").unlink()
+        server.stop()
+        server.start()
+        assert one.lost_live() == "came back empty (a Redis restarted without persistence?)"
 
 
 def test_what_seqfraud_cannot_read_under_its_redis_keys_answers_as_an_outage_naming_it(

@@ -127,6 +127,7 @@ class RedisStore(StateStore):
         self._labels_key = self._prefix + b"labels"
         self._seeded_key = self._prefix + b"seeded"
         self._live_key = self._prefix + b"live"
+        self._live_mark: int | None = None  # the live counter as this store last set it
         self._ttl_ms = max(1, round(session_ttl_s * 1000))
         self._retention_ms = None if entity_retention_s is None else max(1, round(entity_retention_s * 1000))
         # Connection errors (BusyLoadingError, a restarted Redis still loading, is one), timeouts, writes
@@ -182,26 +183,28 @@ class RedisStore(StateStore):
         with self._reachable():
             self._client.set(self._prefix + b"probe", b"1", px=60_000)
 
+    def mark_live(self) -> None:
+        """A counter that only grows while Redis keeps what it took: each replica's marks raise it."""
+        with self._reachable():
+            self._live_mark = int(self._client.incr(self._live_key))
+
+    def lost_live(self) -> str | None:
+        with self._reachable():
+            held = self._client.get(self._live_key)
+        if held is None:
+            return "came back empty (a Redis restarted without persistence?)"
+        if self._live_mark is not None and not (held.isdigit() and int(held) >= self._live_mark):
+            return "came back with an older state (a Redis restarted from a snapshot older than its last writes?)"
+        return None
+
     def mark_seeded(self) -> None:
-        self._mark(self._seeded_key)
+        """A marker key, whose absence later says Redis lost the history seeded."""
+        with self._reachable():
+            self._client.set(self._seeded_key, b"1")
 
     def holds_seed(self) -> bool:
-        return self._holds(self._seeded_key)
-
-    def mark_live(self) -> None:
-        self._mark(self._live_key)
-
-    def holds_live(self) -> bool:
-        return self._holds(self._live_key)
-
-    def _mark(self, key: bytes) -> None:
-        """Set a marker key, whose absence later says Redis lost what it held."""
         with self._reachable():
-            self._client.set(key, b"1")
-
-    def _holds(self, key: bytes) -> bool:
-        with self._reachable():
-            return bool(self._client.exists(key))
+            return bool(self._client.exists(self._seeded_key))
 
     def _key(self, kind: bytes, name: str) -> bytes:
         return self._prefix + kind + _bytes(name)

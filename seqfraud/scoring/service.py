@@ -942,19 +942,19 @@ def create_app(
         while True:
             await asyncio.sleep(seed_check_s)
             try:
-                live = await run_in_threadpool(store.holds_live)
+                lost = await run_in_threadpool(store.lost_live)
                 if unreachable:
                     log.info("the state store answers again")
                     unreachable = False
-                if not live:
-                    if marked:
-                        log.warning(
-                            "the state store came back empty (a Redis restarted without persistence?): the open "
-                            "sessions, entity rows and labels it held are gone; the next event of such a session "
-                            "reads as its first until its events are sent again"
-                        )
-                    await run_in_threadpool(store.mark_live)
-                    marked = True
+                if lost and marked:
+                    log.warning(
+                        "the state store %s: the events of open sessions, entity rows and labels it took since "
+                        "are gone; the next event of such a session reads from what the store still holds (its "
+                        "first, where it holds none) until its events are sent again",
+                        lost,
+                    )
+                await run_in_threadpool(store.mark_live)  # at each check: a later snapshot holds a later mark
+                marked = True
                 if reseed is None or await run_in_threadpool(store.holds_seed):
                     continue
                 log.warning(

@@ -197,13 +197,14 @@ class StateStore(ABC):
         return True
 
     def mark_live(self) -> None:
-        """Note in the store that a service keeps state in it (set at start, and again once found gone)."""
+        """Note in the store that a service keeps state in it, at start and at each of its checks."""
 
-    def holds_live(self) -> bool:
-        """Whether the store still holds that note: a Redis restarted without persistence comes back empty and
-        healthy, and a replica without a seeded history answered the next event of every open session as its
-        first, with no word (dogfood 32)."""
-        return True
+    def lost_live(self) -> str | None:
+        """What the store lost since this service last marked it, or None: a Redis restarted without persistence
+        comes back empty and healthy, and a replica without a seeded history answered the next event of every
+        open session as its first, with no word (dogfood 32); one restarted from an older snapshot came back
+        healthy with the state of then (dogfood 169: a fraud's session of six events read as one, approved)."""
+        return None
 
     def check_restored(self, decode: Callable[[str, bytes], object], model: str, entity_columns: int) -> None:
         """Decode every session state restored from a file with ``model``'s reader (``decode(session_id, state)``
