@@ -124,6 +124,15 @@ def _duplicate_column_parquet() -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+def _arrow_times(df: pl.DataFrame, kind: pa.DataType, stored: list[int] | None = None) -> bytes:
+    """``df`` as Parquet with its timestamps of Arrow type ``kind`` (``stored``: their raw values instead)."""
+    table = df.to_arrow()
+    times = table[TS].cast(kind) if stored is None else pa.array(stored, pa.int64()).cast(kind)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table.set_column(table.schema.get_field_index(TS), TS, times), sink)
+    return sink.getvalue().to_pybytes()
+
+
 def _corrupt_middle(data: bytes) -> bytes:
     """Zeros over a stretch of data pages; the footer stays intact, so only reading the data finds out."""
     at = len(data) // 3
@@ -332,6 +341,17 @@ CASES: dict[str, Case] = {
         lambda: _with_row(GOOD, 3, **{TS: "01/03/2026"}),
         f"column '{TS}': 1 row(s) have a timestamp that does not parse",
         "(first: '01/03/2026', session '",
+    ),
+    "dates alone as date64": _file(  # read as datetimes at midnight, past the refusal of dates (review 170)
+        "e.parquet",
+        lambda: _arrow_times(GOOD, pa.date64()),
+        f"column '{TS}' has type Date: dates alone hold none of the timing within a session",
+    ),
+    "a time past Python's years": _file(  # a Rust panic converting it for the message (review 170)
+        "e.parquet",
+        lambda: _arrow_times(GOOD, pa.timestamp("ms", "UTC"), [2**62] + [0] * (GOOD.height - 1)),
+        f"column '{TS}': 12 row(s) have a timestamp outside the plausible range",
+        "(first: 4611686018427387904 ms from 1970-01-01, session 's0')",
     ),
     "timestamps out of range": _file(
         "e.parquet",
@@ -709,3 +729,20 @@ def test_a_column_recoded_upstream_is_named_when_scored(scorer, tmp_path, caplog
         with pytest.raises(DataValidationError, match="empty"):
             score_file(scorer, str(tmp_path / "empty.csv"), tmp_path / "e.parquet", progress=False)
     assert "null in every row" not in caplog.text
+
+
+@pytest.mark.parametrize("zone", ["+05:30", "-03:30", "+0545", "Mars/Olympus", "+05:00", "Asia/Kolkata"])
+def test_parquet_times_of_any_zone_read_as_their_instants(zone, scorer, tmp_path):
+    """Arrow keeps instants in UTC whatever the zone says: a half-hour offset (``+05:30``, as pandas writes a
+    ``datetime.timezone``) or a zone name Polars does not know panicked at the read (review 170); they read as
+    the instants they hold, in training and at scoring."""
+    from seqfraud.scoring.batch import score_file
+
+    utc = _write(tmp_path / "utc.parquet", _arrow_times(GOOD, pa.timestamp("us", "UTC")))
+    zoned = _write(tmp_path / "zoned.parquet", _arrow_times(GOOD, pa.timestamp("ms", zone)))
+    read = [load_events(str(p), SYNTHETIC).events.collect().sort(S.ROW_INDEX) for p in (utc, zoned)]
+    assert read[1].equals(read[0]) and read[0].height == GOOD.height
+    for p in (utc, zoned):
+        score_file(scorer, p, tmp_path / f"{p.stem}_scores.parquet", progress=False)
+    scores = [pl.read_parquet(tmp_path / f"{p.stem}_scores.parquet").sort(SID) for p in (utc, zoned)]
+    assert scores[1].equals(scores[0])
