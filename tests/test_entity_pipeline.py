@@ -331,10 +331,19 @@ def test_live_entity_features_equal_the_batch_features(entity_run, entity_artifa
         assert (
             both.status_code == 422 and "1 session(s) listed with conflicting labels, e.g. 's'" in both.text
         )
-        assert client.post("/labels", json={"labels": wire(posted)}).json() == {
+        # The same label twice is one label (it was counted twice: review 170); at two times, refused.
+        assert client.post("/labels", json={"labels": wire(posted) + wire(posted.head(1))}).json() == {
             "accepted": posted.height,
             "unseen": 0,
         }
+        times = [
+            {"session_id": "s", "label": 1, S.SYNTHETIC_LABEL_TIME: f"2026-03-0{d}T00:00:00Z"} for d in (1, 2)
+        ]
+        twice = client.post("/labels", json={"labels": times})
+        assert twice.status_code == 422 and (
+            "session 's' listed with two label times (2026-03-01T00:00:00+00:00 and 2026-03-02T00:00:00+00:00)"
+            in twice.text
+        )
         # A label known before its session began is refused, as training refuses it; nothing of it is stored.
         first = other.sort("timestamp").row(0, named=True)
         before = (first["timestamp"] - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -62,6 +62,7 @@ from seqfraud.data.events import (
     refuse_rewritten_ids,
     usable_delay_us,
 )
+from seqfraud.data.split import from_epoch_us
 from seqfraud.decisions import assign_bands
 from seqfraud.errors import is_int, is_number, json_value
 from seqfraud.export.artifact import Step
@@ -1158,4 +1159,17 @@ def read_labels(labels: list[Mapping[str, Any]], spec: Spec, source: str) -> lis
             raise DataValidationError(said) from None
         for i, t in zip(given, frame[S.TS_US].to_list()):
             us[i] = t
-    return [Label(str(lb[session_key]), int(lb[label_key]), t) for lb, t in zip(labels, us)]
+    # A session's label sent twice is one label, as a label table's repeated row is (it was counted twice:
+    # review 170); at two times, as a table's, refused.
+    once: dict[str, Label] = {}
+    for lb, t in zip(labels, us):
+        label = Label(str(lb[session_key]), int(lb[label_key]), t)
+        if once.setdefault(label.session_id, label) != label:
+            times_said = (
+                "none" if x is None else from_epoch_us(x) for x in (once[label.session_id].label_time_us, t)
+            )
+            raise DataValidationError(
+                f"{source}: session {label.session_id!r} listed with two label times ({' and '.join(times_said)}): "
+                f"send one {time_key!r}, when it became known"
+            )
+    return list(once.values())
