@@ -164,17 +164,7 @@ class Schema:
                 f"data.schema.timestamp_range must be two ISO datetimes, start before end (naive "
                 f"means UTC), got {list(self.timestamp_range)}"
             )
-        names = [
-            self.session_id,
-            self.timestamp,
-            self.event_type,
-            self.label,
-            *self.categorical,
-            *self.numerical,
-            *self.entities,
-            *([self.label_time] if self.label_time else []),
-            *([self.event_id] if self.event_id else []),
-        ]
+        names = self.named
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ConfigError(f"data.schema gives a column more than one role: {dupes}")
@@ -209,6 +199,16 @@ class Schema:
             *self.categorical,
             *self.numerical,
             *self.entities,
+        )
+
+    @functools.cached_property
+    def named(self) -> tuple[str, ...]:
+        """Every column a role names: what a table is read for (a label table's too)."""
+        return (
+            *self.event_columns,
+            self.label,
+            *([self.label_time] if self.label_time else []),
+            *([self.event_id] if self.event_id else []),
         )
 
     def roles(self) -> dict[str, Any]:

@@ -216,8 +216,10 @@ class SparkEngine:
             | report,
         )
 
-    def _read_parts(self, paths: list[str], footers: list[pq.FileMetaData]) -> DataFrame:
-        """The files' rows with their file (``_PATH``) and row in it (``_FILE_ROW``). Spark reads a set of files
+    def _read_parts(self, paths: list[str], footers: list[pq.FileMetaData], have: pl.Schema) -> DataFrame:
+        """The files' rows, in the columns ``have`` (:func:`~seqfraud.data.events.scan_table`'s: a column that
+        one file holds and no role reads stands aside), with their file (``_PATH``) and row in it
+        (``_FILE_ROW``). Spark reads a set of files
         by one file's types: files typed apart (an Int32 day beside Int64 ones, a column of no value typed Null)
         are read by their own, a set each, and the union widens them as the Polars engine's scan does, where Spark
         can (nanosecond datetimes beside microsecond ones, it reads as integers: refused, naming the files); files
@@ -247,7 +249,11 @@ class SparkEngine:
                     df.select(
                         # A file's own columns of these names, which the schema does not read, stand aside (a raw
                         # AMBIGUOUS_REFERENCE traceback: review 167); the Polars engine reads past them too.
-                        *[column(a, c) for c in df.columns if c not in (_PATH, _FILE_ROW, _OFFSET)],
+                        *[
+                            column(a, c)
+                            for c in df.columns
+                            if c in have and c not in (_PATH, _FILE_ROW, _OFFSET)
+                        ],
                         F.col("_metadata.file_path").alias(_PATH),
                         F.col("_metadata.row_index").alias(_FILE_ROW),
                     )
@@ -274,7 +280,7 @@ class SparkEngine:
         paths = [os.path.abspath(f) for f in files]
         footers = [pq.read_metadata(f) for f in files]
         offset = dict(zip(paths, accumulate([0] + [m.num_rows for m in footers[:-1]])))
-        raw = self._read_parts(paths, footers)
+        raw = self._read_parts(paths, footers, have)
         # Spark names each file by its URL-encoded URI: one cheap pass over the first rows learns those
         # names, so that the events join a small table on the name as it comes, with no per-row decoding.
         names = [row[0] for row in raw.where(F.col(_FILE_ROW) == 0).select(_PATH).collect()]

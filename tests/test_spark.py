@@ -220,14 +220,23 @@ def test_parity_on_integer_hours(tmp_path):
 
 def test_parity_on_parts_typed_apart_but_alike(tmp_path):
     """Days written by different jobs (dogfood 71): integers of another width, a numeric column as floats in one
-    part, and a column with no value in a part (Arrow's Null type) read alike in both engines."""
+    part, a column with no value in a part (Arrow's Null type), and columns no role reads that one part gained or
+    two typed apart (dogfood 171: refused by both engines) read alike in both engines."""
     events = edge_events(seed=5, base_ns=T0_NS)
     events = events.with_columns(pl.from_epoch("ts_ns", "ns").alias("timestamp")).drop("ts_ns")
     shards = write_shards(events, tmp_path / "events")
     retyped = {
-        "part-0.parquet": [pl.col("merchant").cast(pl.Int32), pl.col("items").cast(pl.Float64)],
+        "part-0.parquet": [
+            pl.col("merchant").cast(pl.Int32),
+            pl.col("items").cast(pl.Float64),
+            pl.lit(3).alias("app"),
+        ],
         "part-1.parquet": [pl.col("items").cast(pl.Int16), pl.col("label").cast(pl.Int32)],
-        "part-2.parquet": [pl.lit(None).alias("fee"), pl.lit(None).alias("device")],
+        "part-2.parquet": [
+            pl.lit(None).alias("fee"),
+            pl.lit(None).alias("device"),
+            pl.lit("v2").alias("app"),
+        ],
     }
     for name, columns in retyped.items():
         pl.read_parquet(shards / name).with_columns(columns).write_parquet(shards / name)

@@ -286,20 +286,25 @@ def scan_table(path: str | os.PathLike, schema: Schema) -> tuple[pl.LazyFrame, s
         files = [f for f in files if read[f][1]] or files
         schemas = {f: read[f][0] for f in files}
         common = _common_types(schemas, schema.numerical)
-        _check_same_columns(
+        aside = _checked_alike(
             {f: pl.Schema({**s, **{c: common[c] for c in s if c in common}}) for f, s in schemas.items()},
+            schema,
             source,
         )
         rezoned = {f: read[f][2] for f in files if read[f][2] is not None}
         dated = any(t == pl.Date for s in schemas.values() for t in s.values())
-        if not common and not rezoned and not dated:
+        if not common and not rezoned and not dated and not aside:
             return pl.scan_parquet(files, glob=False), source
-        parts = [_as_common(_scan_parquet(f, rezoned.get(f), schemas[f]), common) for f in files]
+        parts = [
+            _as_common(_scan_parquet(f, rezoned.get(f), schemas[f]), common).drop(aside, strict=False)
+            for f in files
+        ]
         return pl.concat(parts, how="diagonal"), source  # by name: the files may order their columns apart
     if kinds == {"csv"}:
         scans = {f: _scan_csv_named(f, schema) for f in files}
-        _check_same_columns({f: lf.collect_schema() for f, lf in scans.items()}, source)
-        return pl.concat(list(scans.values()), how="diagonal"), source  # by name, as Parquet parts
+        aside = _checked_alike({f: lf.collect_schema() for f, lf in scans.items()}, schema, source)
+        parts = [lf.drop(aside, strict=False) for lf in scans.values()]
+        return pl.concat(parts, how="diagonal"), source  # by name, as Parquet parts
     if kinds == {"csv", "parquet"}:  # each type is read; the two together are not (dogfood 61)
         raise DataValidationError(
             f"{source}: mixes Parquet and CSV files; name one kind (a glob such as *.parquet), or convert the CSV"
@@ -429,20 +434,26 @@ def _as_common(lf: pl.LazyFrame, common: dict[str, pl.DataType]) -> pl.LazyFrame
     return lf.with_columns(columns)
 
 
-def _check_same_columns(schemas: dict[str, pl.Schema], source: str) -> None:
-    """Files read as one table must have the same columns of the same types (their order may differ). The first
+def _checked_alike(schemas: dict[str, pl.Schema], schema: Schema, source: str) -> list[str]:
+    """Files read as one table must have the columns that ``schema`` names, of the same types (their order may
+    differ); the columns it does not name that they do not all hold alike, to set aside, as one file's are
+    (one day's file that gained an app version made the whole folder unreadable: dogfood 171). The first
     column that differs is named with each of its types' files, how many and the first: of a folder of 60 days,
     naming two files did not say whether one day or half of them was written otherwise (dogfood 71)."""
+    aside = []
     for c in dict.fromkeys(c for s in schemas.values() for c in s):
         files: dict[str, list[str]] = {}
         for file, s in schemas.items():
             files.setdefault(str(s.get(c) or "absent"), []).append(file)
-        if len(files) > 1:
+        if len(files) > 1 and c not in schema.named:
+            aside.append(c)
+        elif len(files) > 1:
             said = ", ".join(f"{t} in {len(fs):,} file(s) (the first: {fs[0]})" for t, fs in files.items())
             raise DataValidationError(
-                f"{source}: the files disagree on column {c!r}: {said}; every file must have the same columns "
-                "and types"
+                f"{source}: the files disagree on column {c!r}: {said}; every file must have the columns "
+                "the schema names, of the same types"
             )
+    return aside
 
 
 # Compressed bytes under a plain .csv name: Polars decompressed them whole, unsaid (a 204 KB gzip file took 5.7 GB
