@@ -8,6 +8,7 @@ test and every export's end-to-end check hold it equal to :func:`~seqfraud.featu
 from __future__ import annotations
 
 import itertools
+import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -34,11 +35,16 @@ class TokenTables:
     respelt: dict[str, tuple[bool, dict[str, str]]]
 
 
+_POINT_ZEROS = re.compile(r"([+-]?[0-9]+)\.0*")
+
+
 def spelling(value: str, booleans: bool = False) -> str:
     """A value as a client may have respelt it: case, the spaces at its ends and Unicode's compatibility forms
     aside (NFKC: "café" typed with its accent as a mark of its own, full-width letters, a no-break space: dogfood
-    128), and in a column of booleans (:func:`holds_booleans`) 1 and 0 for true and false, as JSON's 1 reads."""
+    128), an integer written as a decimal (``411111.0``, as pandas writes an integer column with a gap: dogfood
+    169), and in a column of booleans (:func:`holds_booleans`) 1 and 0 for true and false, as JSON's 1 reads."""
     key = unicodedata.normalize("NFKC", value).strip().casefold()
+    key = integer[1] if (integer := _POINT_ZEROS.fullmatch(key)) else key
     return {"1": "true", "0": "false"}.get(key, key) if booleans else key
 
 

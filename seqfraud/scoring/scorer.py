@@ -318,7 +318,12 @@ class Scorer:
         checks the example by :func:`~seqfraud.features.fastpath.spelling`)."""
         booleans, respelt = self.tables.respelt[column]
         text = pl.col(column).cast(pl.String)
-        key = text.str.normalize("NFKC").str.strip_chars().str.to_lowercase()
+        key = (
+            text.str.normalize("NFKC")
+            .str.strip_chars()
+            .str.to_lowercase()
+            .str.replace(r"^([+-]?[0-9]+)\.0*$", "$1")
+        )
         if booleans:
             key = key.replace({"1": "true", "0": "false"})
         return text.filter(~text.is_in(self.spec.vocab[column]) & key.is_in(list(respelt))).first()
