@@ -724,6 +724,16 @@ def test_labelled_sessions_with_no_events(tmp_path):
         "on_orphan_labels=drop",
         labels=lab,
     )
+    assert "under data.policy.on_unlabeled=negative" not in fails(ev, "labelled session(s)", labels=lab)
+    # Under the negative policy, dropping them as advised reads the events' sessions they were meant for as
+    # legitimate, if their ids were written another way: the advice says so (dogfood 169).
+    fails(
+        ev,
+        "(set data.policy.on_orphan_labels=drop to skip them; under data.policy.on_unlabeled=negative, only once "
+        "sure they are not the events' own sessions under ids written another way",
+        labels=lab,
+        on_unlabeled="negative",
+    )
     # When none matches, the message shows ids of both sides: here the labels' were written zero-padded. No
     # policy drops them all (that left nothing to train on, and a traceback about an empty training period).
     ev, lab = _split_tables(tmp_path, [("s01", 0), ("s02", 1)])

@@ -1638,14 +1638,21 @@ def check_some_match(
 
 
 def refuse_misread_orphans(
-    orphans: pl.DataFrame, session_ids: pl.Series, where: str, source: str, on_orphan_labels: str
+    orphans: pl.DataFrame,
+    session_ids: pl.Series,
+    where: str,
+    source: str,
+    on_orphan_labels: str,
+    absent_is_negative: bool = False,
 ) -> str:
     """Refuse the rows of a label table (``where``: its file and id column) whose session is none of
     ``session_ids`` (``source``'s), where the table meets some: under ``on_orphan_labels=error``, and whatever
     the policy where their ids meet an event's once their form is set aside (dogfood 63: dropping them lost
     frauds), or where most are written in a form no event id has (dogfood 65): those are ids misread, not orphans.
     Returns what to say of the few of another form that may be dropped ('' where none is). Training's label
-    table and a scoring history's go through it alike (dogfood 91: the history's dropped ``2037.0`` unsaid)."""
+    table and a scoring history's go through it alike (dogfood 91: the history's dropped ``2037.0`` unsaid).
+    Under ``absent_is_negative`` the advice to drop them says what else it does (dogfood 169: a shard whose ids
+    lost their prefix, dropped as advised, read its frauds as legitimate)."""
     reformed = renumbered_ids(orphans[S.SESSION_ID], session_ids)
     n_odd, odd = foreign_form_ids(orphans[S.SESSION_ID], session_ids)
     misformed = odd if 2 * n_odd >= orphans[S.SESSION_ID].n_unique() else ""
@@ -1653,7 +1660,18 @@ def refuse_misread_orphans(
         first = orphans[S.SESSION_ID].sort().head(3).to_list()
         raise DataValidationError(
             f"{where}: {orphans.height:,} labelled session(s) have no events in {source} (first: {first})"
-            + (reformed or misformed or " (set data.policy.on_orphan_labels=drop to skip them)")
+            + (
+                reformed
+                or misformed
+                or " (set data.policy.on_orphan_labels=drop to skip them"
+                + (
+                    "; under data.policy.on_unlabeled=negative, only once sure they are not the events' own "
+                    "sessions under ids written another way (a file whose ids lost a prefix): those would read as "
+                    "legitimate, their frauds too)"
+                    if absent_is_negative
+                    else ")"
+                )
+            )
         )
     return odd
 
@@ -1814,7 +1832,7 @@ def validate_sessions(
                     + unmatched_ids_text(orphans[S.SESSION_ID], sessions[S.SESSION_ID])
                 )
             if odd := refuse_misread_orphans(
-                orphans, sessions[S.SESSION_ID], named, source, on_orphan_labels
+                orphans, sessions[S.SESSION_ID], named, source, on_orphan_labels, on_unlabeled == "negative"
             ):
                 log.warning("%s: the %s orphan label(s) dropped%s", label_source, f"{orphans.height:,}", odd)
             report["orphan_labels_dropped"] = orphans.height
