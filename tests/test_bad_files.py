@@ -757,6 +757,13 @@ def test_parquet_times_of_any_zone_read_as_their_instants(zone, scorer, tmp_path
 
     utc = _write(tmp_path / "utc.parquet", _arrow_times(GOOD, pa.timestamp("us", "UTC")))
     zoned = _write(tmp_path / "zoned.parquet", _arrow_times(GOOD, pa.timestamp("ms", zone)))
+    # And in columns no role reads, nested in a struct or a list (review 172: those still panicked).
+    table = pq.read_table(zoned)
+    table = table.append_column("meta", pa.StructArray.from_arrays([table[TS].combine_chunks()], ["at"]))
+    pq.write_table(
+        table.append_column("retries", pa.ListArray.from_arrays(list(range(13)), table[TS].combine_chunks())),
+        zoned,
+    )
     read = [load_events(str(p), SYNTHETIC).events.collect().sort(S.ROW_INDEX) for p in (utc, zoned)]
     assert read[1].equals(read[0]) and read[0].height == GOOD.height
     for p in (utc, zoned):

@@ -105,23 +105,37 @@ def test_a_chargeback_dated_after_the_delay_reads_as_legitimate_until_then(tmp_p
 
 
 @pytest.mark.parametrize("kind", ["csv", "parquet"])
-def test_a_label_table_whose_label_column_is_named_otherwise_is_no_list_of_frauds(kind, tmp_path):
+def test_a_label_table_whose_label_column_is_named_otherwise_is_no_list_of_frauds(kind, tmp_path, caplog):
     """Under the negative policy a table without the label column lists frauds; one whose 0/1 column bears another
-    name (``is_fraud`` for a configured ``label``) read every row as a fraud, zeros too, without a word (dogfood
-    169: 1,115 training frauds for 101). A chargeback file's other columns (0/1 flags all 1, text) still read."""
+    name read every row as a fraud, zeros too, without a word (dogfood 169: 1,115 training frauds for 101).
+    Refused where the name is close to the label's (a misspelt data.schema.label), said otherwise: a chargeback
+    file may hold a 0/1 flag of its own, and a column of zeros, text or lists reads as before (review 172)."""
     ev = write(events().drop("label"), tmp_path / "e.parquet")
-    table = labels([None, KNOWN_S2, None]).rename({"label": "is_fraud"})
+    table = labels([None, KNOWN_S2, None])
+    load = partial(load_events, ev, SCHEMA, on_unlabeled="negative", label_delay="1d")
     with pytest.raises(DataValidationError) as e:
-        load_events(
-            ev, SCHEMA, write(table, tmp_path / f"l.{kind}"), on_unlabeled="negative", label_delay="1d"
-        )
-    assert f"l.{kind}: no column 'label' (data.schema.label)" in str(e.value)
-    assert "but column 'is_fraud' holds 0/1 labels, zeros among them: rename it to 'label'" in str(e.value)
-    frauds = table.filter(pl.col("is_fraud") == 1).with_columns(reason=pl.lit("10.4"))
-    loaded = load_events(
-        ev, SCHEMA, write(frauds, tmp_path / f"f.{kind}"), on_unlabeled="negative", label_delay="1d"
+        load(write(table.rename({"label": "labels"}), tmp_path / f"l.{kind}"))
+    assert (
+        f"l.{kind}: no column 'label' (data.schema.label), so under data.policy.on_unlabeled=negative"
+        in str(e.value)
     )
+    assert "column(s) ['labels'] hold 0 and 1 alone (did you mean 'labels'?): if it holds the labels" in str(
+        e.value
+    )
+    loaded = load(write(table.rename({"label": "is_fraud"}), tmp_path / f"w.{kind}"))
+    assert (
+        "column(s) ['is_fraud'] hold 0 and 1 alone: if one holds the labels, rename it to 'label'"
+        in caplog.text
+    )
+    assert loaded.sessions[S.LABEL].to_list() == [1, 1, 1]  # as said: every row a fraud
+    caplog.clear()
+    frauds = table.filter(pl.col("label") == 1).drop("label")
+    frauds = frauds.with_columns(reason=pl.lit("10.4"), prior_disputes=pl.lit(0))
+    if kind == "parquet":
+        frauds = frauds.with_columns(codes=pl.lit(["10.4", "13.1"]))
+    loaded = load(write(frauds, tmp_path / f"f.{kind}"))
     assert dict(loaded.sessions.select(S.SESSION_ID, S.LABEL).iter_rows()) == {"s1": 0, "s2": 1, "s3": 0}
+    assert "hold 0 and 1 alone" not in caplog.text
 
 
 def test_a_label_cutoff_reads_a_fraud_charged_back_after_it_as_legitimate_under_the_negative_policy():

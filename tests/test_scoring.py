@@ -618,6 +618,15 @@ def test_batch_scoring_says_rows_repeated_exactly_as_training_does(scorer, one_s
     score_file(scorer, days, tmp_path / "twice.parquet", progress=False)
     assert f"{day.height:,} event row(s) repeat another row of their session" in caplog.text
     assert f"{days / 'day1 (copy).parquet'} and {days / 'day1.parquet'} hold the same bytes" in caplog.text
+    # Where the model reads event ids, rows equal but for their ids are two events, as training counts them
+    # (review 172: scoring, which hashed the other columns, told such a log to give itself an event id).
+    caplog.clear()
+    ided = with_spec(scorer, schema=replace(scorer.spec.schema, event_id="evt"))
+    pl.concat([day, day.head(1)]).with_columns(evt=pl.int_range(pl.len())).write_parquet(
+        tmp_path / "ided.parquet"
+    )
+    score_file(ided, tmp_path / "ided.parquet", tmp_path / "ided_scores.parquet", progress=False)
+    assert "repeat another row" not in caplog.text
 
 
 def test_batch_outputs_name_and_type_session_ids_as_the_log_does(

@@ -8,6 +8,7 @@ costs no further read of the data.
 
 from __future__ import annotations
 
+import base64
 import csv
 import fnmatch
 import functools
@@ -25,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Any, Generic, Literal, NoReturn, cast
+from typing import IO, Any, Generic, Literal, NamedTuple, NoReturn, cast
 
 import polars as pl
 import pyarrow as pa
@@ -202,7 +203,8 @@ def say_repeated_rows(source: str, n: int, copies: list[tuple[str, str]]) -> Non
         "the signal%s",
         source,
         f"{n:,}",
-        "".join(f"; {a} and {b} hold the same bytes" for a, b in copies),
+        "".join(f"; {a} and {b} hold the same bytes" for a, b in copies[:3])
+        + (f"; and {len(copies) - 3:,} more pairs of files" if len(copies) > 3 else ""),
     )
 
 
@@ -283,22 +285,17 @@ def scan_table(path: str | os.PathLike, schema: Schema) -> tuple[pl.LazyFrame, s
         read = {f: _parquet_schema(f) for f in files}
         # A part of no rows adds nothing, and a writer types its columns as it likes (Null, from pandas): it is
         # left out, unless every part is empty.
-        files = [f for f in files if read[f][1]] or files
-        schemas = {f: read[f][0] for f in files}
+        files = [f for f in files if read[f].rows] or files
+        schemas = {f: read[f].columns for f in files}
         common = _common_types(schemas, schema.numerical)
         aside = _checked_alike(
             {f: pl.Schema({**s, **{c: common[c] for c in s if c in common}}) for f, s in schemas.items()},
             schema,
             source,
         )
-        rezoned = {f: read[f][2] for f in files if read[f][2] is not None}
-        dated = any(t == pl.Date for s in schemas.values() for t in s.values())
-        if not common and not rezoned and not dated and not aside:
+        if not common and not aside and not any(read[f].rezoned or read[f].date64 for f in files):
             return pl.scan_parquet(files, glob=False), source
-        parts = [
-            _as_common(_scan_parquet(f, rezoned.get(f), schemas[f]), common).drop(aside, strict=False)
-            for f in files
-        ]
+        parts = [_as_common(_scan_parquet(f, read[f]), common).drop(aside, strict=False) for f in files]
         return pl.concat(parts, how="diagonal"), source  # by name: the files may order their columns apart
     if kinds == {"csv"}:
         scans = {f: _scan_csv_named(f, schema) for f in files}
@@ -333,9 +330,18 @@ def _duplicates(names: list[str]) -> str | None:
     return names_shown(repeated) if repeated else None
 
 
-def _parquet_schema(file: str) -> tuple[pl.Schema, int, pa.Schema | None]:
-    """A file's columns and rows from its footer, and its Arrow schema to read it by where a zone must be read as
-    UTC (:func:`_utc_zoned`); a file that is not Parquet, truncated or empty fails by name."""
+class _Footer(NamedTuple):
+    """What a Parquet file's footer says: its columns (as Polars reads them, but for the two below), its rows, the
+    Arrow schema to read it by where a zone must be read as UTC (:func:`_utc_zoned`), and its ``date64`` columns."""
+
+    columns: pl.Schema
+    rows: int
+    rezoned: pa.Schema | None
+    date64: list[str]
+
+
+def _parquet_schema(file: str) -> _Footer:
+    """A file's :class:`_Footer`; a file that is not Parquet, truncated or empty fails by name."""
     try:
         meta = pq.read_metadata(file)
         arrow = meta.schema.to_arrow_schema()
@@ -350,21 +356,34 @@ def _parquet_schema(file: str) -> tuple[pl.Schema, int, pa.Schema | None]:
         )
     rezoned = _utc_zoned(arrow)
     polars = cast(pl.DataFrame, pl.from_arrow((rezoned or arrow).empty_table())).collect_schema()
-    return polars, meta.num_rows, rezoned
+    return _Footer(polars, meta.num_rows, rezoned, _date64(meta))
 
 
-def _scan_parquet(file: str, rezoned: pa.Schema | None, footer: pl.Schema) -> pl.LazyFrame:
-    """One file, read by its :func:`_utc_zoned` schema where it has one, and its dates as dates: a ``date64``
-    column (days in milliseconds) read as datetimes at midnight, so event times of dates alone got past their
-    refusal and every event of a day scored at 00:00 (review 170: 4 of 40 sessions moved band)."""
+def _date64(meta: pq.FileMetaData) -> list[str]:
+    """The columns an Arrow writer wrote as ``date64`` (its stored schema says so; the Parquet type is a date): Polars
+    reads them as datetimes at midnight, so event times of dates alone got past their refusal and every event of a
+    day scored at 00:00 (review 170: 4 of 40 sessions moved band)."""
+    stored = (meta.metadata or {}).get(b"ARROW:schema")
+    if not stored:
+        return []
+    try:
+        written = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(stored)))
+    except (
+        pa.ArrowException,
+        ValueError,
+    ):  # a writer's own schema note, unreadable: Polars reads past it too
+        return []
+    return [f.name for f in written if pa.types.is_date64(f.type)]
+
+
+def _scan_parquet(file: str, footer: _Footer) -> pl.LazyFrame:
+    """One file, read by its :func:`_utc_zoned` schema where it has one, and its ``date64`` columns as dates."""
     lf = (
-        pl.scan_pyarrow_dataset(pa_ds.dataset(file, schema=rezoned, format="parquet"))
-        if rezoned is not None
+        pl.scan_pyarrow_dataset(pa_ds.dataset(file, schema=footer.rezoned, format="parquet"))
+        if footer.rezoned is not None
         else pl.scan_parquet(file, glob=False)
     )
-    have = lf.collect_schema()
-    dates = [c for c, t in footer.items() if t == pl.Date and have[c] != pl.Date]
-    return lf.with_columns(pl.col(dates).cast(pl.Date)) if dates else lf
+    return lf.with_columns(pl.col(footer.date64).cast(pl.Date)) if footer.date64 else lf
 
 
 @functools.cache
@@ -373,22 +392,34 @@ def _known_zones() -> set[str]:
     return zoneinfo.available_timezones()
 
 
+def _utc_type(t: pa.DataType) -> pa.DataType:
+    """``t`` with every timestamp zone but UTC and the named ones as UTC, in structs, lists and maps too (review
+    172: a struct's panicked as a column's had)."""
+    if pa.types.is_timestamp(t):
+        return pa.timestamp(t.unit, "UTC") if t.tz and t.tz != "UTC" and t.tz not in _known_zones() else t
+    if pa.types.is_struct(t):
+        return pa.struct([t.field(i).with_type(_utc_type(t.field(i).type)) for i in range(t.num_fields)])
+    if pa.types.is_map(t):
+        return pa.map_(
+            t.key_field.with_type(_utc_type(t.key_type)), t.item_field.with_type(_utc_type(t.item_type))
+        )
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        value = t.value_field.with_type(_utc_type(t.value_type))
+        if pa.types.is_fixed_size_list(t):
+            return pa.list_(value, t.list_size)
+        return pa.large_list(value) if pa.types.is_large_list(t) else pa.list_(value)
+    return t
+
+
 def _utc_zoned(arrow: pa.Schema) -> pa.Schema | None:
-    """``arrow`` with every timestamp zone but UTC and the named ones as UTC, or None where it holds no other: Arrow
-    keeps instants in UTC whatever the zone, which only says how to show them, and Polars panicked at the read of
-    a fixed offset of half an hour (``+05:30``, as pandas writes a ``datetime.timezone``) or a name it does not
-    know (review 170)."""
-    odd = [
-        i
-        for i, f in enumerate(arrow)
-        if pa.types.is_timestamp(f.type)
-        and f.type.tz
-        and f.type.tz != "UTC"
-        and f.type.tz not in _known_zones()
-    ]
-    for i in odd:
-        arrow = arrow.set(i, arrow.field(i).with_type(pa.timestamp(arrow.field(i).type.unit, "UTC")))
-    return arrow if odd else None
+    """``arrow`` with every timestamp zone but UTC and the named ones as UTC (:func:`_utc_type`), or None where it
+    holds no other: Arrow keeps instants in UTC whatever the zone, which only says how to show them, and Polars
+    panicked at the read of a fixed offset of half an hour (``+05:30``, as pandas writes a ``datetime.timezone``)
+    or a name it does not know (review 170)."""
+    fields = [f.with_type(_utc_type(f.type)) for f in arrow]
+    if all(f.type == g.type for f, g in zip(fields, arrow)):
+        return None
+    return pa.schema(fields, metadata=arrow.metadata)
 
 
 def _common_types(schemas: dict[str, pl.Schema], numerical: Sequence[str]) -> dict[str, pl.DataType]:
@@ -925,26 +956,38 @@ def wrong_id_type(source: str, column: str, dtype: pl.DataType, what: str = "") 
 _LABEL_WORDS = ("0", "1", "0.0", "1.0", "true", "false")
 
 
-def _refuse_labels_named_otherwise(lf: pl.LazyFrame, given: pl.Schema, schema: Schema, source: str) -> None:
-    """A table without the label column reads as frauds alone (``on_unlabeled=negative``), every row a fraud; one
-    with a column of 0/1 values, zeros among them, is a label table whose label column has another name: its
-    zeros were read as frauds (dogfood 169: 1,115 frauds of 1,427 training sessions, where 101 were)."""
-    candidates = [c for c in given if c not in (schema.session_id, schema.label_time)]
-    if not candidates:
-        return
+def _say_labels_named_otherwise(lf: pl.LazyFrame, given: pl.Schema, schema: Schema, source: str) -> None:
+    """A table without the label column reads as frauds alone (``on_unlabeled=negative``), every row a fraud; a
+    column of it holding 0 and 1 alone may be the labels under another name, whose zeros were read as frauds
+    (dogfood 169: 1,115 frauds of 1,427 training sessions, where 101 were). Refused where its name is close to
+    the label's as well (a misspelt ``data.schema.label``); said otherwise, as a chargeback file may hold a flag
+    of its own (a partial refund: review 172)."""
+    candidates = [
+        c
+        for c, t in given.items()
+        if c not in (schema.session_id, schema.label_time)
+        and (t.is_numeric() or t in (pl.Boolean, pl.String, pl.Categorical) or isinstance(t, pl.Enum))
+    ]
     word = {c: pl.col(c).cast(pl.String).str.strip_chars().str.to_lowercase() for c in candidates}
     with reading(source):
         held = lf.select(
-            (word[c].is_in(_LABEL_WORDS).all() & word[c].is_in(["0", "0.0", "false"]).any()).alias(c)
+            (
+                word[c].is_in(_LABEL_WORDS).all()
+                & word[c].is_in(["0", "0.0", "false"]).any()
+                & word[c].is_in(["1", "1.0", "true"]).any()
+            ).alias(c)
             for c in candidates
         ).collect()
-    if labels := [c for c in candidates if held[c].item()]:
-        raise DataValidationError(
-            f"{source}: no column {schema.label!r} (data.schema.label), so under data.policy.on_unlabeled=negative "
-            f"every row would read as a fraud; but column {labels[0]!r} holds 0/1 labels, zeros among them: "
-            f"rename it to {schema.label!r} (or, to train, set data.schema.label={labels[0]}), or leave it out where "
-            "every row is a fraud"
-        )
+    if not (labels := [c for c in candidates if held[c].item()]):
+        return
+    said = (
+        f"{source}: no column {schema.label!r} (data.schema.label), so under data.policy.on_unlabeled=negative "
+        f"every row reads as a fraud; but column(s) {labels} hold 0 and 1 alone"
+    )
+    fix = f"rename it to {schema.label!r} (or, to train, set data.schema.label to its name)"
+    if close := did_you_mean(schema.label, labels):
+        raise DataValidationError(f"{said}{close}: if it holds the labels, {fix}; if not, rename it")
+    log.warning("%s: if one holds the labels, %s; otherwise every row is read as a fraud", said, fix)
 
 
 def not_labels(lf: pl.LazyFrame, column: str, source: str) -> NoReturn:
@@ -1309,7 +1352,7 @@ def read_labels(
     # A file's own columns, for the messages: a frauds-only table's label column is added below, not the file's.
     given = lf.collect_schema()
     if frauds_only and schema.label not in given:
-        _refuse_labels_named_otherwise(lf, given, schema, source)
+        _say_labels_named_otherwise(lf, given, schema, source)
         lf = lf.with_columns(pl.lit(1, pl.Int8).alias(schema.label))
     have = lf.collect_schema()
     refuse_integer_ids(integer_columns(have), [c for c in zero_padded if c == schema.session_id], source)

@@ -73,7 +73,7 @@ def iter_sequences(
 
     Rows that repeat another in every column the model reads are said as training says them, naming the
     ``files`` of the same bytes; without ``files`` (the export's check of events training read) they are not
-    counted."""
+    counted, nor where the model reads event ids, whose repeats are refused."""
     spec = scorer.spec
     # Refused before the first pass over the data; every chunk reads timestamps in the spec's unit.
     epoch_unit(
@@ -111,7 +111,7 @@ def iter_sequences(
             *(pl.col(c).count().alias(f"__values_{i}") for i, c in enumerate(texts)),
             *(
                 [(pl.len() - pl.struct(spec.schema.event_columns).hash(0).n_unique()).alias("repeated")]
-                if files is not None
+                if files is not None and spec.schema.event_id is None
                 else []
             ),
             *(
@@ -130,7 +130,7 @@ def iter_sequences(
                 "%s: column %r is null in every row: every event scores as if it had no value", source, c
             )
     scorer.note_unseen_inf({c: counts[f"__inf_{i}"].item() for i, c in enumerate(finite)}, source)
-    if files is not None and (repeated := counts["repeated"].item()):
+    if files is not None and "repeated" in counts.columns and (repeated := counts["repeated"].item()):
         say_repeated_rows(source, repeated, same_contents(files))
     scorer.note_respelt(
         {c: [v] for i, c in enumerate(texts) if (v := counts[f"__respelt_{i}"].item()) is not None}

@@ -127,7 +127,8 @@ class RedisStore(StateStore):
         self._labels_key = self._prefix + b"labels"
         self._seeded_key = self._prefix + b"seeded"
         self._live_key = self._prefix + b"live"
-        self._live_mark: int | None = None  # the live counter as this store last set it
+        self._marks_key = self._prefix + b"marks"
+        self._live_mark: int | None = None  # the marks counter as this store last set it
         self._ttl_ms = max(1, round(session_ttl_s * 1000))
         self._retention_ms = None if entity_retention_s is None else max(1, round(entity_retention_s * 1000))
         # Connection errors (BusyLoadingError, a restarted Redis still loading, is one), timeouts, writes
@@ -184,13 +185,18 @@ class RedisStore(StateStore):
             self._client.set(self._prefix + b"probe", b"1", px=60_000)
 
     def mark_live(self) -> None:
-        """A counter that only grows while Redis keeps what it took: each replica's marks raise it."""
+        """A counter that only grows while Redis keeps what it took: each replica's marks raise it. Beside it the
+        marker that releases before it set and check, which set it to 1 at each start (review 172: a counter
+        under its name read as rolled back at each of their starts, in a rolling deploy)."""
         with self._reachable():
-            self._live_mark = int(self._client.incr(self._live_key))
+            pipe = self._client.pipeline(transaction=False)
+            pipe.set(self._live_key, b"1")
+            pipe.incr(self._marks_key)
+            self._live_mark = int(pipe.execute()[1])
 
     def lost_live(self) -> str | None:
         with self._reachable():
-            held = self._client.get(self._live_key)
+            held = self._client.get(self._marks_key)
         if held is None:
             return "came back empty (a Redis restarted without persistence?)"
         if self._live_mark is not None and not (held.isdigit() and int(held) >= self._live_mark):
