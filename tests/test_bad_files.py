@@ -611,6 +611,26 @@ def test_columns_no_role_reads_may_differ_between_the_files_of_a_log(suffix, sco
     )
 
 
+def test_a_file_of_naive_datetimes_beside_zoned_ones_is_said(tmp_path, caplog):
+    """A day written after pandas' ``tz_localize(None)`` among zoned days read its local times as UTC, 5h30 off,
+    unsaid (dogfood 173), where such strings among zoned ones are said: said alike, naming the file."""
+    kinds = {
+        "d1": pa.timestamp("us", "Asia/Kolkata"),
+        "d2": pa.timestamp("us"),
+        "d3": pa.timestamp("ms", "UTC"),
+    }
+    for day, kind in kinds.items():
+        _write(
+            tmp_path / "days" / f"{day}.parquet",
+            _arrow_times(log(8, [f"{day}-{i // 4}" for i in range(8)]), kind),
+        )
+    load_events(str(tmp_path / "days"), SYNTHETIC)
+    assert (
+        f"column '{TS}': 8 of its 24 timestamps carry no UTC offset and are read as UTC, where the others carry one "
+        f"(first: in {tmp_path / 'days' / 'd2.parquet'})"
+    ) in caplog.text
+
+
 def test_csv_integer_epochs_stay_integers(tmp_path):
     path = _write(tmp_path / "e.csv", GOOD.with_columns(pl.col(TS).dt.epoch("s")))
     loaded = load_events(str(path), SYNTHETIC)

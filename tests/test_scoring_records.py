@@ -364,7 +364,12 @@ def test_naive_times_sent_to_a_model_trained_on_zoned_ones_are_said_once_per_sou
         caplog.text.count(f"naive.csv: column 'timestamp': 3 of its 3 {said} (first: '2026-03-01T10:00:00'")
         == 1
     )
+    # Datetimes without a zone are naive too (dogfood 173: a pandas file written after tz_localize(None)).
+    times = as_frame(naive, spec, "naive.csv").with_columns(pl.col("timestamp").str.to_datetime())
+    normalized_events(times.lazy(), spec, "naive.parquet")
+    assert caplog.text.count(f"naive.parquet: column 'timestamp': 3 of its 3 {said}") == 1
     caplog.clear()
+    normalized_events(times.with_columns(pl.col("timestamp").dt.replace_time_zone("UTC")).lazy(), spec, "utc")
     zoned = [{**e, "timestamp": e["timestamp"] + "Z"} for e in naive]
     record_columns(zoned, spec, "zoned-request")
     normalized_events(as_frame(zoned, spec, "zoned.csv").lazy(), spec, "zoned.csv")

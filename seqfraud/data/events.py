@@ -288,6 +288,7 @@ def scan_table(path: str | os.PathLike, schema: Schema) -> tuple[pl.LazyFrame, s
         files = [f for f in files if read[f].rows] or files
         schemas = {f: read[f].columns for f in files}
         common = _common_types(schemas, schema.numerical)
+        _say_naive_files(schemas, {f: read[f].rows for f in files}, schema, source)
         aside = _checked_alike(
             {f: pl.Schema({**s, **{c: common[c] for c in s if c in common}}) for f, s in schemas.items()},
             schema,
@@ -463,6 +464,20 @@ def _as_common(lf: pl.LazyFrame, common: dict[str, pl.DataType]) -> pl.LazyFrame
         else:
             columns.append(pl.col(c).cast(t))
     return lf.with_columns(columns)
+
+
+def _say_naive_files(
+    schemas: dict[str, pl.Schema], rows: dict[str, int], schema: Schema, source: str
+) -> None:
+    """Warn of files whose timestamps (or label times) are datetimes without a zone beside files whose carry
+    one: read as UTC, as naive strings among zoned ones are, and said as those are (a pandas day written after
+    ``tz_localize(None)`` read 5h30 off, unsaid: dogfood 173)."""
+    for column, moves in ((schema.timestamp, EVENT_MOVES), (schema.label_time or "", LABEL_MOVES)):
+        zones = {f: t.time_zone for f, s in schemas.items() if isinstance(t := s.get(column), pl.Datetime)}
+        naive = [f for f, zone in zones.items() if zone is None]
+        if naive and len(naive) < len(zones):
+            n, given = sum(rows[f] for f in naive), sum(rows[f] for f in zones)
+            log.warning("%s", naive_said(source, column, n, given, f" (first: in {naive[0]})", moves))
 
 
 def _checked_alike(schemas: dict[str, pl.Schema], schema: Schema, source: str) -> list[str]:
@@ -1199,6 +1214,10 @@ def normalize(
         *(
             [naive_times(schema.timestamp).alias(S.TS_NAIVE)]
             if naive_flag and have[schema.timestamp] == pl.String
+            # A datetime column without a zone is naive throughout: said at scoring where training's carried
+            # offsets, as such strings are (dogfood 173: a pandas day written after tz_localize(None)).
+            else [pl.col(schema.timestamp).is_not_null().alias(S.TS_NAIVE)]
+            if naive_flag and isinstance(dt := have[schema.timestamp], pl.Datetime) and dt.time_zone is None
             else []
         ),
         *[pl.col(c).cast(pl.String) for c in schema.categorical_fields],
