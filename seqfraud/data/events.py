@@ -1619,14 +1619,20 @@ def _plain_id(ids: pl.Expr) -> pl.Expr:
     return pl.when(digits.str.contains(r"^[0-9]+$")).then(digits.str.strip_chars_start("0")).otherwise(ids)
 
 
-def renumbered_ids(label_ids: pl.Series, event_ids: pl.Series, table: str = "label") -> str:
-    """How many of ``label_ids`` (none of them an event's; of a ``table`` table) meet an event's id once leading
-    zeros and a trailing ``.0`` are set aside, with the first pair: ids that a reader turned into numbers and back
-    (``00002037`` to 2037, or to ``2037.0`` through a float), on either side. Empty when none do."""
+def renumbered(label_ids: pl.Series, event_ids: pl.Series) -> pl.DataFrame:
+    """The pairs (``label``, ``event``) of ``label_ids`` (none of them an event's) that meet an event's id once
+    leading zeros and a trailing ``.0`` are set aside: ids that a reader turned into numbers and back
+    (``00002037`` to 2037, or to ``2037.0`` through a float), on either side."""
     frame = pl.DataFrame({"label": label_ids.unique().sort()}).with_columns(key=_plain_id(pl.col("label")))
     # Sorted: which of several event ids one key stands for changed from run to run (review 66).
     events = pl.DataFrame({"event": event_ids.unique().sort()}).with_columns(key=_plain_id(pl.col("event")))
-    met = frame.join(events.unique("key", keep="first"), on="key").sort("label")
+    return frame.join(events.unique("key", keep="first"), on="key").sort("label").drop("key")
+
+
+def renumbered_ids(label_ids: pl.Series, event_ids: pl.Series, table: str = "label") -> str:
+    """How many of ``label_ids`` (of a ``table`` table) are :func:`renumbered`, with the first pair; empty when
+    none are."""
+    met = renumbered(label_ids, event_ids)
     if met.is_empty():
         return ""
     return (
