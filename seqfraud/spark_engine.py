@@ -59,6 +59,7 @@ from seqfraud.data.events import (
     resolve_paths,
     timestamp_range_us,
     validate_sessions,
+    valueless_columns,
     zoned_report,
 )
 from seqfraud.data.shards import ROW_GROUP_SESSIONS, SHARD_GLOB, shard_name
@@ -225,39 +226,41 @@ class SparkEngine:
         can (nanosecond datetimes beside microsecond ones, it reads as integers: refused, naming the files); files
         of no rows add none, and are left out as there."""
         arrow = [m.schema.to_arrow_schema() for m in footers]
+        # A column of no value (typed Null, or holding none), which Spark reads by its file's type (integers for
+        # Null): it takes the type the other files give it, as in the Polars engine's scan.
+        empty = [
+            {f.name for f in a if f.type == pa.null()} | valueless_columns(m) for a, m in zip(arrow, footers)
+        ]
         typed: dict[str, list[int]] = defaultdict(list)
         for i in [i for i, m in enumerate(footers) if m.num_rows] or range(len(paths)):
-            typed[str(arrow[i])].append(i)
+            typed[f"{arrow[i]}{sorted(empty[i])}"].append(i)
         reads = [
-            (arrow[same[0]], self.spark.read.parquet(*[_local_uri(_escape_glob(paths[i])) for i in same]))
+            (empty[same[0]], self.spark.read.parquet(*[_local_uri(_escape_glob(paths[i])) for i in same]))
             for same in typed.values()
         ]
-        # A column that a file types Null Spark reads as integers: it takes the type the other files give it.
-        given = {
-            f.name: f.dataType for a, df in reads for f in df.schema if a.field(f.name).type != pa.null()
-        }
+        given = {f.name: f.dataType for none, df in reads for f in df.schema if f.name not in none}
 
-        def column(a: pa.Schema, name: str) -> Column:
-            if a.field(name).type == pa.null() and name in given:
+        def column(none: set[str], name: str) -> Column:
+            if name in none and name in given:
                 return F.lit(None).cast(given[name]).alias(name)
             return _col(name)
 
         try:
             return reduce(
-                lambda x, y: x.unionByName(y),
+                lambda x, y: x.unionByName(y, allowMissingColumns=True),  # an event field some files lack
                 [
                     df.select(
                         # A file's own columns of these names, which the schema does not read, stand aside (a raw
                         # AMBIGUOUS_REFERENCE traceback: review 167); the Polars engine reads past them too.
                         *[
-                            column(a, c)
+                            column(none, c)
                             for c in df.columns
                             if c in have and c not in (_PATH, _FILE_ROW, _OFFSET)
                         ],
                         F.col("_metadata.file_path").alias(_PATH),
                         F.col("_metadata.row_index").alias(_FILE_ROW),
                     )
-                    for a, df in reads
+                    for none, df in reads
                 ],
             )
         except AnalysisException as e:  # a type the union cannot widen: nanosecond datetimes read as integers

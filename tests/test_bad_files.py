@@ -165,8 +165,11 @@ CASES: dict[str, Case] = {
         "Float64",
         "String",
     ),
-    "folder: a missing column": _folder(
-        {"p0.parquet": GOOD, "p1.parquet": GOOD.drop(DEVICE)}, "p1.parquet", f"column '{DEVICE}'", "absent in"
+    "folder: a missing column": _folder(  # an event field may be absent from some files; the event type not
+        {"p0.parquet": GOOD, "p1.parquet": GOOD.drop(SYNTHETIC.event_type)},
+        "p1.parquet",
+        f"column '{SYNTHETIC.event_type}'",
+        "absent in",
     ),
     "folder: one file truncated": _folder(
         {"p0.parquet": GOOD, "p1.parquet": _parquet_bytes(GOOD)[:300]},
@@ -628,6 +631,31 @@ def test_a_file_of_naive_datetimes_beside_zoned_ones_is_said(tmp_path, caplog):
     assert (
         f"column '{TS}': 8 of its 24 timestamps carry no UTC offset and are read as UTC, where the others carry one "
         f"(first: in {tmp_path / 'days' / 'd2.parquet'})"
+    ) in caplog.text
+
+
+def test_a_folder_whose_days_write_an_event_field_otherwise_reads_as_one(tmp_path, caplog):
+    """pandas writes a category column as text on a day whose categories differ, and an empty one as floats; a
+    field the log gained later is absent from its first days: each refused the whole folder (dogfood 173). They
+    read as the one log, the absent field missing a value there, and the absence said."""
+    whole = log(24)
+    days = [whole.slice(0, 8), whole.slice(8, 8), whole.slice(16, 8)]
+    _write(
+        tmp_path / "days" / "d1.parquet",
+        days[0].with_columns(pl.col(DEVICE).cast(pl.Categorical)).drop("country"),
+    )
+    _write(tmp_path / "days" / "d2.parquet", days[1].with_columns(pl.lit(None, pl.Float64).alias(DEVICE)))
+    _write(tmp_path / "days" / "d3.parquet", days[2])
+    expected = whole.with_columns(
+        pl.when(pl.int_range(pl.len()) < 8).then(None).otherwise(pl.col("country")).alias("country"),
+        pl.when(pl.int_range(pl.len()).is_between(8, 15)).then(None).otherwise(pl.col(DEVICE)).alias(DEVICE),
+    )
+    got = load_events(str(tmp_path / "days"), SYNTHETIC).events.collect().sort(S.ROW_INDEX)
+    want = load_events(str(_write(tmp_path / "whole.parquet", expected)), SYNTHETIC).events.collect()
+    assert got.equals(want.sort(S.ROW_INDEX))
+    assert (
+        f"column 'country' is absent from 1 of 3 files (the first: {tmp_path / 'days' / 'd1.parquet'}): its events "
+        "there read as missing a value"
     ) in caplog.text
 
 

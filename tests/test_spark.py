@@ -220,8 +220,9 @@ def test_parity_on_integer_hours(tmp_path):
 
 def test_parity_on_parts_typed_apart_but_alike(tmp_path):
     """Days written by different jobs (dogfood 71): integers of another width, a numeric column as floats in one
-    part, a column with no value in a part (Arrow's Null type), and columns no role reads that one part gained or
-    two typed apart (dogfood 171: refused by both engines) read alike in both engines."""
+    part, a column with no value in a part (Arrow's Null type, or floats of no value), text as categories beside
+    strings, an event field a part lacks, and columns no role reads that one part gained or two typed apart
+    (dogfood 171 and 173: refused by both engines) read alike in both engines."""
     events = edge_events(seed=5, base_ns=T0_NS)
     events = events.with_columns(pl.from_epoch("ts_ns", "ns").alias("timestamp")).drop("ts_ns")
     shards = write_shards(events, tmp_path / "events")
@@ -230,8 +231,13 @@ def test_parity_on_parts_typed_apart_but_alike(tmp_path):
             pl.col("merchant").cast(pl.Int32),
             pl.col("items").cast(pl.Float64),
             pl.lit(3).alias("app"),
+            pl.col("device").cast(pl.Categorical),  # pandas' category beside text (dogfood 173)
         ],
-        "part-1.parquet": [pl.col("items").cast(pl.Int16), pl.col("label").cast(pl.Int32)],
+        "part-1.parquet": [
+            pl.col("items").cast(pl.Int16),
+            pl.col("label").cast(pl.Int32),
+            pl.lit(None, pl.Float64).alias("device"),  # no value, as pandas writes an empty category
+        ],
         "part-2.parquet": [
             pl.lit(None).alias("fee"),
             pl.lit(None).alias("device"),
@@ -240,6 +246,9 @@ def test_parity_on_parts_typed_apart_but_alike(tmp_path):
     }
     for name, columns in retyped.items():
         pl.read_parquet(shards / name).with_columns(columns).write_parquet(shards / name)
+    pl.read_parquet(shards / "part-1.parquet").drop("flag").write_parquet(
+        shards / "part-1.parquet"
+    )  # gained later
     assert pl.read_parquet_schema(shards / "part-2.parquet")["device"] == pl.Null
     data = {"events": str(shards), "labels": None, "schema": SCHEMA.roles()}
     run_both(data, tmp_path)

@@ -289,18 +289,18 @@ def scan_table(path: str | os.PathLike, schema: Schema) -> tuple[pl.LazyFrame, s
         schemas = {f: read[f].columns for f in files}
         common = _common_types(schemas, schema.numerical)
         _say_naive_files(schemas, {f: read[f].rows for f in files}, schema, source)
-        aside = _checked_alike(
+        aside, partial = _checked_alike(
             {f: pl.Schema({**s, **{c: common[c] for c in s if c in common}}) for f, s in schemas.items()},
             schema,
             source,
         )
-        if not common and not aside and not any(read[f].rezoned or read[f].date64 for f in files):
+        if not (common or aside or partial or any(read[f].rezoned or read[f].date64 for f in files)):
             return pl.scan_parquet(files, glob=False), source
         parts = [_as_common(_scan_parquet(f, read[f]), common).drop(aside, strict=False) for f in files]
         return pl.concat(parts, how="diagonal"), source  # by name: the files may order their columns apart
     if kinds == {"csv"}:
         scans = {f: _scan_csv_named(f, schema) for f in files}
-        aside = _checked_alike({f: lf.collect_schema() for f, lf in scans.items()}, schema, source)
+        aside, _ = _checked_alike({f: lf.collect_schema() for f, lf in scans.items()}, schema, source)
         parts = [lf.drop(aside, strict=False) for lf in scans.values()]
         return pl.concat(parts, how="diagonal"), source  # by name, as Parquet parts
     if kinds == {"csv", "parquet"}:  # each type is read; the two together are not (dogfood 61)
@@ -357,7 +357,26 @@ def _parquet_schema(file: str) -> _Footer:
         )
     rezoned = _utc_zoned(arrow)
     polars = cast(pl.DataFrame, pl.from_arrow((rezoned or arrow).empty_table())).collect_schema()
+    empty = valueless_columns(meta)
+    polars = pl.Schema({c: pl.Null() if c in empty else t for c, t in polars.items()})
     return _Footer(polars, meta.num_rows, rezoned, _date64(meta))
+
+
+def valueless_columns(meta: pq.FileMetaData) -> set[str]:
+    """The flat columns of a file that hold no value, by its statistics (none where they are not written)."""
+    if not meta.num_rows:
+        return set()
+    nulls: dict[str, int] = {}
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for i in range(group.num_columns):
+            chunk = group.column(i)
+            stats = chunk.statistics
+            if stats is None or not stats.has_null_count or "." in chunk.path_in_schema:
+                nulls[chunk.path_in_schema] = -(1 << 62)  # unknown, or nested: never empty
+            else:
+                nulls[chunk.path_in_schema] = nulls.get(chunk.path_in_schema, 0) + stats.null_count
+    return {c for c, n in nulls.items() if n == meta.num_rows}
 
 
 def _date64(meta: pq.FileMetaData) -> list[str]:
@@ -427,9 +446,10 @@ def _common_types(schemas: dict[str, pl.Schema], numerical: Sequence[str]) -> di
     """Columns that files type differently but that read alike as one type, and that type: datetimes (two
     writers' zones or units) in microseconds, in UTC where any file has a zone (a naive time means UTC), as
     strings with mixed offsets read; integers of any width but UInt64 as Int64, and, for the ``numerical``
-    columns (read as floats anyway), numbers of any type as Float64; and a column that some files type Null
-    (every value missing: a day before a new sensor's first value) as the others type it. A partitioned log's
-    days written by different jobs were refused for an Int32 beside an Int64 (dogfood 71)."""
+    columns (read as floats anyway), numbers of any type as Float64; text as categories or strings as strings
+    (dogfood 173); and a column that some files type Null or hold no value of (every value missing: a day before
+    a new sensor's first value, which pandas writes as floats) as the others type it. A partitioned log's days
+    written by different jobs were refused for an Int32 beside an Int64 (dogfood 71)."""
     common: dict[str, pl.DataType] = {}
     for c in {c for s in schemas.values() for c in s}:
         typed = {s[c] for s in schemas.values() if c in s}
@@ -445,6 +465,8 @@ def _common_types(schemas: dict[str, pl.Schema], numerical: Sequence[str]) -> di
             common[c] = pl.Int64()
         elif c in numerical and all(t.is_numeric() for t in types):
             common[c] = pl.Float64()
+        elif all(t in (pl.String, pl.Categorical) or isinstance(t, pl.Enum) for t in types):
+            common[c] = pl.String()  # pandas writes a category column as text where a day's categories differ
     return common
 
 
@@ -480,26 +502,39 @@ def _say_naive_files(
             log.warning("%s", naive_said(source, column, n, given, f" (first: in {naive[0]})", moves))
 
 
-def _checked_alike(schemas: dict[str, pl.Schema], schema: Schema, source: str) -> list[str]:
+def _checked_alike(schemas: dict[str, pl.Schema], schema: Schema, source: str) -> tuple[list[str], bool]:
     """Files read as one table must have the columns that ``schema`` names, of the same types (their order may
     differ); the columns it does not name that they do not all hold alike, to set aside, as one file's are
-    (one day's file that gained an app version made the whole folder unreadable: dogfood 171). The first
-    column that differs is named with each of its types' files, how many and the first: of a folder of 60 days,
-    naming two files did not say whether one day or half of them was written otherwise (dogfood 71)."""
-    aside = []
+    (one day's file that gained an app version made the whole folder unreadable: dogfood 171), and whether an
+    event field (a categorical, numerical or entity column) is absent from some: read as missing there, and
+    said (a field the log gained later could not be read: dogfood 173). The first column that differs is named
+    with each of its types' files, how many and the first: of a folder of 60 days, naming two files did not say
+    whether one day or half of them was written otherwise (dogfood 71)."""
+    aside, fields, partial = [], {*schema.categorical, *schema.numerical, *schema.entities}, False
     for c in dict.fromkeys(c for s in schemas.values() for c in s):
         files: dict[str, list[str]] = {}
         for file, s in schemas.items():
             files.setdefault(str(s.get(c) or "absent"), []).append(file)
         if len(files) > 1 and c not in schema.named:
             aside.append(c)
+        elif len(files) == 2 and c in fields and "absent" in files:
+            partial, absent = True, files["absent"]
+            log.warning(
+                "%s: column %r is absent from %s of %s files (the first: %s): its events there read as missing a "
+                "value",
+                source,
+                c,
+                f"{len(absent):,}",
+                f"{len(schemas):,}",
+                absent[0],
+            )
         elif len(files) > 1:
             said = ", ".join(f"{t} in {len(fs):,} file(s) (the first: {fs[0]})" for t, fs in files.items())
             raise DataValidationError(
                 f"{source}: the files disagree on column {c!r}: {said}; every file must have the columns "
-                "the schema names, of the same types"
+                "the schema names, of the same types (an event field may be absent from some)"
             )
-    return aside
+    return aside, partial
 
 
 # Compressed bytes under a plain .csv name: Polars decompressed them whole, unsaid (a 204 KB gzip file took 5.7 GB
