@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from seqfraud import schema as S
-from seqfraud.data.events import DataValidationError, load_events
+from seqfraud.data.events import MIN_DATED_LABELS, DataValidationError, load_events
 from seqfraud.errors import ConfigError
 from seqfraud.preprocess import PolarsEngine
 from seqfraud.schema import Schema
@@ -578,3 +578,24 @@ def test_both_engines_give_the_same_label_time_errors(spark_engine, tmp_path):
     assert messages[0].endswith(
         f"(first: 2150-01-01 00:00:00, session 's3', in {tmp_path / 'ev' / 'part-1.parquet'})"
     )
+
+
+def test_label_times_all_at_midnight_are_said_as_days_written_as_datetimes(tmp_path, caplog):
+    """pandas writes a chargeback's day as a datetime at midnight: read as the start of the day, its label was
+    known a day before a date alone is (dogfood 173), unsaid. Said where every label time is at midnight."""
+    n = MIN_DATED_LABELS
+    ev = events(session_id=pl.lit("s1")).drop("label")
+    ev = pl.concat([ev.with_columns(session_id=pl.lit(f"s{i}")) for i in range(n)])
+    days = [datetime(2024, 2, 1) + timedelta(days=i) for i in range(n)]
+    for times, said in (
+        (days, True),
+        ([d + timedelta(hours=9) for d in days], False),
+        ([d.date() for d in days], False),
+    ):
+        caplog.clear()
+        table = pl.DataFrame({"session_id": [f"s{i}" for i in range(n)], "label": [0] * n, "known_at": times})
+        load_events(write(ev, tmp_path / "e.parquet"), SCHEMA, write(table, tmp_path / "l.parquet"))
+        assert (
+            f"column 'known_at': all {n} label times are at midnight: days written as datetimes?"
+            in caplog.text
+        ) == said

@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import time
 from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any, Generic, Literal, NamedTuple, NoReturn, cast
@@ -1040,6 +1041,26 @@ def _say_labels_named_otherwise(lf: pl.LazyFrame, given: pl.Schema, schema: Sche
     log.warning("%s: if one holds the labels, %s; otherwise every row is read as a fraud", said, fix)
 
 
+_MIDNIGHT = "__label_time_midnight"
+MIN_DATED_LABELS = 20  # fewer label times than this at midnight may be midnight's
+
+
+def _say_dates_as_datetimes(labels: pl.DataFrame, source: str, column: str) -> None:
+    """Label times that are datetimes, every one at midnight, are most likely days written as datetimes (pandas
+    writes dates so): read as the start of their day, where a date alone counts from its end, they were known a
+    day early, unsaid (dogfood 173: 105 labels read as known before the test start)."""
+    n = labels[_MIDNIGHT].count()
+    if n >= MIN_DATED_LABELS and labels[_MIDNIGHT].all():
+        log.warning(
+            "%s: column %r: all %s label times are at midnight: days written as datetimes? They are read as the "
+            "start of their day, where a date alone counts from the day's end (its label is known once the day "
+            "is over); write them as dates, or with their time",
+            source,
+            column,
+            f"{n:,}",
+        )
+
+
 def not_labels(lf: pl.LazyFrame, column: str, source: str) -> NoReturn:
     """A label column that is neither numbers nor booleans (``yes``/``no``, say): how many rows and the first
     value, which reading the one column costs."""
@@ -1450,9 +1471,17 @@ def read_labels(
             pl.col(lt).is_not_null().alias(S.LABEL_TIME_PRESENT),
             outside.alias(S.LABEL_TIME_OUT_OF_RANGE),
             *([naive_times(lt, dated=True).alias(S.LABEL_TIME_NAIVE)] if have[lt] == pl.String else []),
+            *(
+                [(pl.col(lt).dt.time() == time(0)).alias(_MIDNIGHT)]
+                if isinstance(have[lt], pl.Datetime)
+                else []
+            ),
         ]
     with reading(source):
         labels = numbered(lf).with_columns(epochs).select(S.ROW_INDEX, *columns).collect()
+    if _MIDNIGHT in labels.columns:
+        _say_dates_as_datetimes(labels, source, str(lt))
+        labels = labels.drop(_MIDNIGHT)
     if schema.session_id in integer_typed and not have[schema.session_id].is_integer():
         refuse_rewritten_ids(labels, {S.SESSION_ID: schema.session_id}, source)
     if labels.is_empty():
