@@ -225,8 +225,11 @@ def test_scoring_needs_a_history_and_reads_it_point_in_time(
 
     # A history that holds a scored session is refused, naming the source, the column and how many rows.
     scorer.history = History.from_frame(pl.concat([other, scored.head(3)]).lazy(), "h", labels, scorer.spec)
-    with pytest.raises(DataValidationError, match="h: column 'session_id': 3 history event row"):
+    with pytest.raises(DataValidationError) as e:
         scorer.score(scored)
+    held = scored.head(3)["session_id"]
+    said = f"3 history event row(s) of {held.n_unique()} session(s) being scored (first: {held.min()!r})"
+    assert f"h: column 'session_id': {said}" in str(e.value)
 
     # A label table none of whose ids match the history's (read as numbers, say, where the events hold text).
     renamed = label_table.with_columns((pl.lit("0") + pl.col("session_id")).alias("session_id"))

@@ -176,11 +176,15 @@ class History:
 
     def _refuse_overlap(self, events: pl.DataFrame, spec: Spec) -> None:
         scored = events[S.SESSION_ID].unique()
-        if n := int(self.events[S.SESSION_ID].is_in(scored.implode()).sum()):
+        shared = self.events[S.SESSION_ID].filter(self.events[S.SESSION_ID].is_in(scored.implode()))
+        if shared.len():
+            # Named, with the likely cause (dogfood 173: daily folders cut into history and scored days cut the
+            # sessions that cross midnight, and the count alone said neither which nor why).
             raise DataValidationError(
-                f"{self.source}: column {spec.schema.session_id!r}: {n:,} history event row(s) belong to sessions "
-                "being scored; a history holds other sessions only (the scored events are context for each "
-                "other already)"
+                f"{self.source}: column {spec.schema.session_id!r}: {shared.len():,} history event row(s) of "
+                f"{shared.n_unique():,} session(s) being scored (first: {shared.min()!r}); a history holds other "
+                "sessions only (the scored events are context for each other already): where a cut in time split "
+                "sessions (daily files cut at midnight), give each such session's events to one side"
             )
 
 
