@@ -657,6 +657,13 @@ def test_a_folder_whose_days_write_an_event_field_otherwise_reads_as_one(tmp_pat
         f"column 'country' is absent from 1 of 3 files (the first: {tmp_path / 'days' / 'd1.parquet'}): its events "
         "there read as missing a value"
     ) in caplog.text
+    # A column of no value in any file, stored as floats in one and text in another (review 174: the one scan of
+    # the folder met both types, a raw SchemaError), named or not.
+    empty = [pl.lit(None, t).alias(c) for c in ("country", "extra") for t in (pl.Float64, pl.String)]
+    _write(tmp_path / "blank" / "a.parquet", days[0].with_columns(empty[0], empty[2]))
+    _write(tmp_path / "blank" / "b.parquet", days[1].with_columns(empty[1], empty[3]))
+    blank = load_events(str(tmp_path / "blank"), SYNTHETIC).events.collect()
+    assert blank["country"].null_count() == blank.height == 16
 
 
 def test_csv_integer_epochs_stay_integers(tmp_path):

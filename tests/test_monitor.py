@@ -446,9 +446,9 @@ def test_labels_of_other_sessions_are_counted_and_a_table_matching_none_is_refus
 
 def test_labels_outside_the_window_whose_ids_lost_their_zeros_are_warned_of(exported_artifact, caplog):
     """A table of every label is normal, its other windows' labels left out; ids that meet a window session's
-    written another way are misread ones: 346 of a window's labels were left out unsaid (dogfood 159). Where that
-    session has a label of its own, the other may be another window's session, and is warned of; where it has
-    none, the label is its own, misread, and refused (dogfood 173: every fraud of a window lost, 0 positives)."""
+    written another way are misread ones: 346 of a window's labels were left out unsaid (dogfood 159); warned of,
+    as they may be other windows' sessions (a real '1005' beside '001005': review 174), but refused where the
+    window's own labels then hold no fraud (dogfood 173: every fraud of a window lost, 0 positives, no alert)."""
     from seqfraud.features.spec import Spec
     from seqfraud.monitoring.inputs import matched_labels
 
@@ -470,8 +470,8 @@ def test_labels_outside_the_window_whose_ids_lost_their_zeros_are_warned_of(expo
     with pytest.raises(DataValidationError) as e:
         matched_labels(table, events, "labels.csv", spec)
     assert (
-        "labels.csv: column 'session_id': 1 of the current window's sessions have no label under their own id but "
-        "one under their id written another way; 1 of them match an event id written another way (first: '1005'"
+        "labels.csv: column 'session_id': the current window's labels hold no fraud, but 1 fraud label(s) meet its "
+        "sessions' ids written another way; 1 of them match an event id written another way (first: '1005'"
     ) in str(e.value)
 
 

@@ -288,7 +288,7 @@ def scan_table(path: str | os.PathLike, schema: Schema) -> tuple[pl.LazyFrame, s
         # left out, unless every part is empty.
         files = [f for f in files if read[f].rows] or files
         schemas = {f: read[f].columns for f in files}
-        common = _common_types(schemas, schema.numerical)
+        common = _common_types(schemas, schema.numerical, {f: read[f].empty for f in files})
         _say_naive_files(schemas, {f: read[f].rows for f in files}, schema, source)
         aside, partial = _checked_alike(
             {f: pl.Schema({**s, **{c: common[c] for c in s if c in common}}) for f, s in schemas.items()},
@@ -334,12 +334,14 @@ def _duplicates(names: list[str]) -> str | None:
 
 class _Footer(NamedTuple):
     """What a Parquet file's footer says: its columns (as Polars reads them, but for the two below), its rows, the
-    Arrow schema to read it by where a zone must be read as UTC (:func:`_utc_zoned`), and its ``date64`` columns."""
+    Arrow schema to read it by where a zone must be read as UTC (:func:`_utc_zoned`), its ``date64`` columns,
+    and those it holds no value of (:func:`valueless_columns`)."""
 
     columns: pl.Schema
     rows: int
     rezoned: pa.Schema | None
     date64: list[str]
+    empty: set[str]
 
 
 def _parquet_schema(file: str) -> _Footer:
@@ -358,9 +360,7 @@ def _parquet_schema(file: str) -> _Footer:
         )
     rezoned = _utc_zoned(arrow)
     polars = cast(pl.DataFrame, pl.from_arrow((rezoned or arrow).empty_table())).collect_schema()
-    empty = valueless_columns(meta)
-    polars = pl.Schema({c: pl.Null() if c in empty else t for c, t in polars.items()})
-    return _Footer(polars, meta.num_rows, rezoned, _date64(meta))
+    return _Footer(polars, meta.num_rows, rezoned, _date64(meta), valueless_columns(meta))
 
 
 def valueless_columns(meta: pq.FileMetaData) -> set[str]:
@@ -443,21 +443,26 @@ def _utc_zoned(arrow: pa.Schema) -> pa.Schema | None:
     return pa.schema(fields, metadata=arrow.metadata)
 
 
-def _common_types(schemas: dict[str, pl.Schema], numerical: Sequence[str]) -> dict[str, pl.DataType]:
+def _common_types(
+    schemas: dict[str, pl.Schema], numerical: Sequence[str], empty: Mapping[str, set[str]]
+) -> dict[str, pl.DataType]:
     """Columns that files type differently but that read alike as one type, and that type: datetimes (two
     writers' zones or units) in microseconds, in UTC where any file has a zone (a naive time means UTC), as
     strings with mixed offsets read; integers of any width but UInt64 as Int64, and, for the ``numerical``
     columns (read as floats anyway), numbers of any type as Float64; text as categories or strings as strings
-    (dogfood 173); and a column that some files type Null or hold no value of (every value missing: a day before
-    a new sensor's first value, which pandas writes as floats) as the others type it. A partitioned log's days
-    written by different jobs were refused for an Int32 beside an Int64 (dogfood 71)."""
+    (dogfood 173); and a column that some files type Null or hold no value of (``empty``, per file: every value
+    missing, a day before a new sensor's first value, which pandas writes as floats) as the others type it, or
+    as Null where none holds a value. A partitioned log's days written by different jobs were refused for an
+    Int32 beside an Int64 (dogfood 71)."""
     common: dict[str, pl.DataType] = {}
     for c in {c for s in schemas.values() for c in s}:
-        typed = {s[c] for s in schemas.values() if c in s}
-        types = typed - {pl.Null()}
-        if len(typed) == 1 or not types:
+        if len({s[c] for s in schemas.values() if c in s}) == 1:
             continue
-        if len(types) == 1:
+        typed = {pl.Null() if c in empty[f] else s[c] for f, s in schemas.items() if c in s}
+        types = typed - {pl.Null()}
+        if not types:  # no value in any file, stored apart (review 174: the one scan then met both types)
+            common[c] = pl.Null()
+        elif len(types) == 1:
             common[c] = types.pop()
         elif all(isinstance(t, pl.Datetime) for t in types):
             zoned = any(cast(pl.Datetime, t).time_zone is not None for t in types)
@@ -1041,16 +1046,20 @@ def _say_labels_named_otherwise(lf: pl.LazyFrame, given: pl.Schema, schema: Sche
     log.warning("%s: if one holds the labels, %s; otherwise every row is read as a fraud", said, fix)
 
 
-_MIDNIGHT = "__label_time_midnight"
 MIN_DATED_LABELS = 20  # fewer label times than this at midnight may be midnight's
 
 
-def _say_dates_as_datetimes(labels: pl.DataFrame, source: str, column: str) -> None:
+def say_dates_as_datetimes(lf: pl.LazyFrame, have: pl.Schema, column: str, source: str) -> None:
     """Label times that are datetimes, every one at midnight, are most likely days written as datetimes (pandas
     writes dates so): read as the start of their day, where a date alone counts from its end, they were known a
-    day early, unsaid (dogfood 173: 105 labels read as known before the test start)."""
-    n = labels[_MIDNIGHT].count()
-    if n >= MIN_DATED_LABELS and labels[_MIDNIGHT].all():
+    day early, unsaid (dogfood 173: 105 labels read as known before the test start), in a label table or on the
+    events (review 174)."""
+    if not isinstance(have[column], pl.Datetime):
+        return
+    midnight = pl.col(column).dt.time() == time(0)
+    with reading(source):
+        n, every = lf.select(midnight.count().alias("n"), midnight.all().alias("every")).collect().row(0)
+    if n >= MIN_DATED_LABELS and every:
         log.warning(
             "%s: column %r: all %s label times are at midnight: days written as datetimes? They are read as the "
             "start of their day, where a date alone counts from the day's end (its label is known once the day "
@@ -1471,17 +1480,10 @@ def read_labels(
             pl.col(lt).is_not_null().alias(S.LABEL_TIME_PRESENT),
             outside.alias(S.LABEL_TIME_OUT_OF_RANGE),
             *([naive_times(lt, dated=True).alias(S.LABEL_TIME_NAIVE)] if have[lt] == pl.String else []),
-            *(
-                [(pl.col(lt).dt.time() == time(0)).alias(_MIDNIGHT)]
-                if isinstance(have[lt], pl.Datetime)
-                else []
-            ),
         ]
+        say_dates_as_datetimes(lf, have, lt, source)
     with reading(source):
         labels = numbered(lf).with_columns(epochs).select(S.ROW_INDEX, *columns).collect()
-    if _MIDNIGHT in labels.columns:
-        _say_dates_as_datetimes(labels, source, str(lt))
-        labels = labels.drop(_MIDNIGHT)
     if schema.session_id in integer_typed and not have[schema.session_id].is_integer():
         refuse_rewritten_ids(labels, {S.SESSION_ID: schema.session_id}, source)
     if labels.is_empty():
@@ -1696,7 +1698,11 @@ def renumbered(label_ids: pl.Series, event_ids: pl.Series) -> pl.DataFrame:
 def renumbered_ids(label_ids: pl.Series, event_ids: pl.Series, table: str = "label") -> str:
     """How many of ``label_ids`` (of a ``table`` table) are :func:`renumbered`, with the first pair; empty when
     none are."""
-    met = renumbered(label_ids, event_ids)
+    return renumbered_said(renumbered(label_ids, event_ids), table)
+
+
+def renumbered_said(met: pl.DataFrame, table: str = "label") -> str:
+    """:func:`renumbered_ids` of pairs :func:`renumbered` found already."""
     if met.is_empty():
         return ""
     return (
@@ -2336,6 +2342,7 @@ def inspect_events(events_path: str, schema: Schema, labels_path: str | None) ->
     integers = integer_ids(raw, have, schema, source, padded)
     if label_on_events and schema.label_time:
         check_label_time_unit(source, schema, have[schema.label_time], unit)
+        say_dates_as_datetimes(raw, have, schema.label_time, source)
     epoch_unit = unit if have[schema.timestamp].is_integer() else None
     files = resolve_paths(events_path, warn=False)  # scan_table said what it left out
     return RawEvents(raw, source, files, have, unit, label_on_events, epoch_unit, padded, integers)

@@ -19,7 +19,7 @@ from seqfraud.data.events import (
     label_delay_us,
     read_labels,
     renumbered,
-    renumbered_ids,
+    renumbered_said,
     scan_table,
 )
 from seqfraud.data.shards import shard_files
@@ -229,15 +229,17 @@ def matched_labels(
         # of a window's labels were left out unsaid, the window read as half unlabelled: dogfood 159). Warned, not
         # refused as training's orphans are: these labels may be other windows' sessions, a real '1005' among them
         # beside this window's '001005'.
-        said = renumbered_ids(others, sessions)
-        # Unless a window session labelled under its id written another way has no label of its own: then the
-        # label is its, misread (dogfood 173: a chargeback feed's ids through an integer column lost every fraud
-        # of the window, whose performance then read 0 positives, without an alert).
-        met = renumbered(others, sessions)["event"]
-        if n := int((~met.is_in(table[S.SESSION_ID].implode())).sum()):
+        met = renumbered(others, sessions)
+        said = renumbered_said(met)
+        # Refused where the window's own labels hold no fraud and those of its sessions' ids written another way
+        # do: its frauds' ids were misread (dogfood 173: a chargeback feed's ids through an integer column lost
+        # every fraud of a window, whose performance read 0 positives, without an alert). A real '1005' of
+        # another window beside this one's '001005' (review 174) leaves the window some fraud of its own.
+        misread = table.filter(pl.col(S.SESSION_ID).is_in(met["label"].implode()) & (pl.col(S.LABEL) == 1))
+        if misread.height and not table.filter(inside)[S.LABEL].eq(1).any():
             raise DataValidationError(
-                f"{where}: {n:,} of the current window's sessions have no label under their own id but one under "
-                f"their id written another way{said}"
+                f"{where}: the current window's labels hold no fraud, but {misread.height:,} fraud label(s) meet "
+                f"its sessions' ids written another way{said}"
             )
         (log.warning if said else log.info)(
             "%s: %d of %d labelled session(s) have no events in the current window and are left out (e.g. %r)%s",
