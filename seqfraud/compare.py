@@ -26,6 +26,7 @@ from seqfraud.errors import UserError
 from seqfraud.metrics import PR_AUC_DECIMALS, precision_key, recall_key
 from seqfraud.rundir import (
     CONFIG_FILE,
+    LAUNCH_OVERRIDES,
     METRICS_FILE,
     PREDICTIONS_DIR,
     TRAIN_LOG,
@@ -109,9 +110,39 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
     for p in found:
         if p not in predicting:
             log.warning("%s: no test predictions (a pretraining run, or an unfinished one): left out", p)
-    runs = list(dict.fromkeys(p.resolve() for p in predicting))
+    runs = [p for p in dict.fromkeys(p.resolve() for p in predicting) if not relaunched(p)]
+    if not runs:
+        raise UserError(f"{paths[0]}: no run whose results are its latest launch's (see the warnings above)")
     warn_of_earlier_sweeps(runs)
     return runs
+
+
+def relaunched(run: Path) -> bool:
+    """Whether the latest Hydra launch into ``run`` is not the one whose results it holds, said: a launch that
+    fails on its input leaves the earlier run's results in place, and a sweep rerun into the same
+    ``hydra.sweep.dir`` whose every job failed was ranked by the earlier sweep's results, as its own (dogfood
+    175). Runs that recorded no overrides (older ones, or trained outside Hydra) are taken as they are."""
+    launch = run / LAUNCH_OVERRIDES
+    if not launch.is_file():
+        return False
+    try:
+        recorded = (json.loads((run / METRICS_FILE).read_text()).get("provenance") or {}).get("overrides")
+    except ValueError:  # cut short while writing: load_run says so
+        return False
+    if recorded is None:
+        return False
+    latest = [str(o) for o in OmegaConf.load(launch)]
+    if latest == recorded:
+        return False
+    log.warning(
+        "%s: its latest launch (%s) left no results (it failed: see its %s); those there are of an earlier run "
+        "(%s): left out",
+        run,
+        " ".join(latest) or "no overrides",
+        TRAIN_LOG,
+        " ".join(recorded) or "no overrides",
+    )
+    return True
 
 
 # A sweep's jobs finish after its multirun.yaml is written; a copy without its times (cp -r) writes them all

@@ -24,6 +24,7 @@ CHECKPOINT = "checkpoints/best.ckpt"
 METRICS_FILE = "metrics.json"
 STACKING_REPORT = "stacking.json"  # model=stacked: which stacker was kept, and why
 PREDICTIONS_DIR = "predictions"
+LAUNCH_OVERRIDES = ".hydra/overrides.yaml"  # Hydra's record of the latest launch into the directory
 TRAIN_LOG = "train.log"  # Hydra's job log (train.py's task name): every run has one, finished or not
 FOLDS_DIR = "folds"  # model=stacked: the out-of-fold fits, removed once the stacker is fitted
 # Per-event entity features of the prepared events, one directory per entity column.

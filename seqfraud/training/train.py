@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 import pytorch_lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError
@@ -1004,7 +1005,9 @@ def provenance(cfg: DictConfig, prepared: Prepared) -> dict[str, Any]:
     count used, the library versions and source commit, and the input files' digests and partitions that
     preprocessing recorded (the partition count sets the training order); the hybrid's embeddings file too, with
     the record of the encoder that wrote it (two hybrids on one path of other contents read alike: dogfood 105),
-    and the checkpoint ``init_from`` started from (one pretrained again in place read alike: dogfood 157)."""
+    and the checkpoint ``init_from`` started from (one pretrained again in place read alike: dogfood 157); and the
+    command line's overrides of its Hydra launch, which ``seqfraud compare`` holds to the run directory's latest
+    launch (:data:`rundir.LAUNCH_OVERRIDES`)."""
     inputs = prepared.report.get("inputs")
     if embeddings := cfg.model.get("embeddings"):
         inputs = (inputs or {}) | {
@@ -1022,6 +1025,7 @@ def provenance(cfg: DictConfig, prepared: Prepared) -> dict[str, Any]:
             "versions": versions(),
             "inputs": inputs,
             "partitions": prepared.report.get("partitions"),
+            "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None,
         }
     }
 
