@@ -1003,3 +1003,16 @@ def test_a_mistyped_wandb_mode_is_a_config_error(tmp_path):
     ):
         WandbLogger(project="p", mode="ofline", save_dir=str(tmp_path))
     WandbLogger(project="p", mode="disabled", save_dir=str(tmp_path))
+
+
+def test_an_offline_wandb_logger_is_offline_for_the_whole_process(tmp_path, monkeypatch):
+    """Offline was passed to wandb.init alone, and W&B's own threads still looked a host up and posted to it: a
+    run behind a proxy that never answered took 10 s more (dogfood 175)."""
+    import os
+
+    from seqfraud.training.wandb_report import WandbLogger
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # restored after the test
+    monkeypatch.delenv("WANDB_MODE")
+    WandbLogger(project="p", mode="offline", save_dir=str(tmp_path))
+    assert os.environ["WANDB_MODE"] == "offline"

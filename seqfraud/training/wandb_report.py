@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from sklearn.metrics import precision_recall_curve
 
 from seqfraud import rundir
 from seqfraud import schema as S
+from seqfraud.baselines import STACKER_FILE
 from seqfraud.errors import ConfigError, is_number, one_line
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,8 @@ class WandbLogger(_LightningWandbLogger):
             )
         super().__init__(**kwargs)
         self._wandb_init.pop("anonymous", None)
+        if mode == "offline":
+            offline()
 
     def start(self) -> None:
         """Start the W&B run now. An online run that cannot start (no API key; no network, past the settings'
@@ -49,8 +53,15 @@ class WandbLogger(_LightningWandbLogger):
                 one_line(e),
             )
             self._wandb_init["mode"] = "offline"
+            offline()
             self._experiment = None
             self.experiment  # noqa: B018
+
+
+def offline() -> None:
+    """Offline for the whole process, not for ``wandb.init`` alone: W&B's own threads still looked a host up and
+    posted to it, and behind a proxy that never answered each run waited 10 s more (dogfood 175)."""
+    os.environ["WANDB_MODE"] = "offline"
 
 
 def finish(logger, *, error: BaseException | None = None) -> None:
@@ -104,11 +115,20 @@ def log_run(logger, metrics: dict[str, Any], predictions: dict[str, pl.DataFrame
             "test/score_histogram": wandb.Histogram(p.tolist()),
         }
     )
-    run.summary.update(flat)
+    # The kept model's, where a stacked run's sequence part logged its epochs' (dogfood 175: a sweep sorted by
+    # val/pr_auc ranked stacked runs by a part they may not keep).
+    run.summary.update(flat | {"val/pr_auc": metrics["val"]["pr_auc"]})
     artifact = wandb.Artifact(
         f"model-{run.id}", type="model", metadata={"val_pr_auc": metrics["val"]["pr_auc"]}
     )
-    for name in (rundir.SPEC_FILE, rundir.CHECKPOINT, rundir.METRICS_FILE):
+    # A stacked run's LightGBM and its choice too (dogfood 175: the default model's artifact held the GRU alone).
+    for name in (
+        rundir.SPEC_FILE,
+        rundir.CHECKPOINT,
+        rundir.METRICS_FILE,
+        STACKER_FILE,
+        rundir.STACKING_REPORT,
+    ):
         if (run_dir / name).exists():
             artifact.add_file(str(run_dir / name), name=name)
     run.log_artifact(artifact)
