@@ -15,7 +15,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 from omegaconf import OmegaConf
@@ -131,7 +131,8 @@ def relaunched(run: Path) -> bool:
         return False
     if recorded is None:
         return False
-    latest = [str(o) for o in OmegaConf.load(launch)]
+    # As written: an override's ${...} unresolved, as the run recorded it.
+    latest = [str(o) for o in cast(list, OmegaConf.to_container(OmegaConf.load(launch), resolve=False))]
     if latest == recorded:
         return False
     log.warning(

@@ -387,12 +387,10 @@ def _date64(meta: pq.FileMetaData) -> list[str]:
     stored = (meta.metadata or {}).get(b"ARROW:schema")
     if not stored:
         return []
+    # A writer's own schema note that does not read: Polars reads past it too.
     try:
         written = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(stored)))
-    except (
-        pa.ArrowException,
-        ValueError,
-    ):  # a writer's own schema note, unreadable: Polars reads past it too
+    except (pa.ArrowException, ValueError):
         return []
     return [f.name for f in written if pa.types.is_date64(f.type)]
 
@@ -500,7 +498,10 @@ def _say_naive_files(
     """Warn of files whose timestamps (or label times) are datetimes without a zone beside files whose carry
     one: read as UTC, as naive strings among zoned ones are, and said as those are (a pandas day written after
     ``tz_localize(None)`` read 5h30 off, unsaid: dogfood 173)."""
-    for column, moves in ((schema.timestamp, EVENT_MOVES), (schema.label_time or "", LABEL_MOVES)):
+    times = [(schema.timestamp, EVENT_MOVES)] + (
+        [(schema.label_time, LABEL_MOVES)] if schema.label_time else []
+    )
+    for column, moves in times:
         zones = {f: t.time_zone for f, s in schemas.items() if isinstance(t := s.get(column), pl.Datetime)}
         naive = [f for f, zone in zones.items() if zone is None]
         if naive and len(naive) < len(zones):
@@ -1024,6 +1025,8 @@ def _say_labels_named_otherwise(lf: pl.LazyFrame, given: pl.Schema, schema: Sche
         if c not in (schema.session_id, schema.label_time)
         and (t.is_numeric() or t in (pl.Boolean, pl.String, pl.Categorical) or isinstance(t, pl.Enum))
     ]
+    if not candidates:
+        return
     word = {c: pl.col(c).cast(pl.String).str.strip_chars().str.to_lowercase() for c in candidates}
     with reading(source):
         held = lf.select(

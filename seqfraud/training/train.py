@@ -1025,9 +1025,19 @@ def provenance(cfg: DictConfig, prepared: Prepared) -> dict[str, Any]:
             "versions": versions(),
             "inputs": inputs,
             "partitions": prepared.report.get("partitions"),
-            "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None,
+            "overrides": launch_overrides(),
         }
     }
+
+
+def launch_overrides() -> list[str] | None:
+    """The command line's overrides of this Hydra launch, as written (``${...}`` unresolved, as Hydra's
+    ``.hydra/overrides.yaml`` holds them), or None outside Hydra."""
+    if not HydraConfig.initialized():
+        return None
+    return [
+        str(o) for o in cast(list, OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False))
+    ]
 
 
 def fit_and_evaluate(
