@@ -15,7 +15,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import polars as pl
 from omegaconf import OmegaConf
@@ -26,7 +26,7 @@ from seqfraud.errors import UserError
 from seqfraud.metrics import PR_AUC_DECIMALS, precision_key, recall_key
 from seqfraud.rundir import (
     CONFIG_FILE,
-    LAUNCH_OVERRIDES,
+    LAUNCH_FILE,
     METRICS_FILE,
     PREDICTIONS_DIR,
     TRAIN_LOG,
@@ -118,30 +118,23 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def relaunched(run: Path) -> bool:
-    """Whether the latest Hydra launch into ``run`` is not the one whose results it holds, said: a launch that
-    fails on its input leaves the earlier run's results in place, and a sweep rerun into the same
+    """Whether the latest training launch into ``run`` is not the one whose results it holds, said: a launch
+    that fails on its input leaves the earlier run's results in place, and a sweep rerun into the same
     ``hydra.sweep.dir`` whose every job failed was ranked by the earlier sweep's results, as its own (dogfood
-    175). Runs that recorded no overrides (older ones, or trained outside Hydra) are taken as they are."""
-    launch = run / LAUNCH_OVERRIDES
-    if not launch.is_file():
-        return False
+    175). Runs that recorded no launch (older ones) are taken as they are."""
+    launch = run / LAUNCH_FILE
     try:
-        recorded = (json.loads((run / METRICS_FILE).read_text()).get("provenance") or {}).get("overrides")
-    except ValueError:  # cut short while writing: load_run says so
+        latest = json.loads(launch.read_text())["id"] if launch.is_file() else None
+        recorded = json.loads((run / METRICS_FILE).read_text()).get("launch")
+    except (ValueError, KeyError, TypeError):  # cut short while writing: load_run says so
         return False
-    if recorded is None:
-        return False
-    # As written: an override's ${...} unresolved, as the run recorded it.
-    latest = [str(o) for o in cast(list, OmegaConf.to_container(OmegaConf.load(launch), resolve=False))]
-    if latest == recorded:
+    if latest is None or recorded is None or latest == recorded:
         return False
     log.warning(
-        "%s: its latest launch (%s) left no results (it failed: see its %s); those there are of an earlier run "
-        "(%s): left out",
+        "%s: its latest training launch left no results (it failed or is still running: see its %s); those "
+        "there are of an earlier run: left out",
         run,
-        " ".join(latest) or "no overrides",
         TRAIN_LOG,
-        " ".join(recorded) or "no overrides",
     )
     return True
 

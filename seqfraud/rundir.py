@@ -2,7 +2,8 @@
 
 Preprocessing writes ``spec.json``, ``data/{split}/``, ``preprocess_report.json`` and, with entity
 columns, ``entity_features/``; training adds
-``config.yaml``, ``checkpoints/best.ckpt``, ``metrics.json`` and ``predictions/{val,test}.parquet``.
+``launch.json`` (first), ``config.yaml``, ``checkpoints/best.ckpt``, ``metrics.json`` and
+``predictions/{val,test}.parquet``.
 A run trained with ``prepared_dir=`` keeps its tokenized data there, and its ``config.yaml`` says so.
 Every other module asks this one, so that a file is renamed in one place. Imports nothing heavy.
 """
@@ -24,7 +25,7 @@ CHECKPOINT = "checkpoints/best.ckpt"
 METRICS_FILE = "metrics.json"
 STACKING_REPORT = "stacking.json"  # model=stacked: which stacker was kept, and why
 PREDICTIONS_DIR = "predictions"
-LAUNCH_OVERRIDES = ".hydra/overrides.yaml"  # Hydra's record of the latest launch into the directory
+LAUNCH_FILE = "launch.json"  # the latest training launch into the directory, written before any input is read
 TRAIN_LOG = "train.log"  # Hydra's job log (train.py's task name): every run has one, finished or not
 FOLDS_DIR = "folds"  # model=stacked: the out-of-fold fits, removed once the stacker is fitted
 # Per-event entity features of the prepared events, one directory per entity column.

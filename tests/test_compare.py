@@ -369,26 +369,23 @@ def test_runs_of_other_operating_points_rank_with_na_where_they_lack_one(runs, t
 
 def test_a_run_whose_latest_launch_failed_is_left_out(runs, tmp_path, caplog):
     """A sweep rerun into its hydra.sweep.dir whose every job failed on its input left the earlier sweep's results
-    in place, and compare ranked them as the rerun's (dogfood 175): a run whose recorded overrides are not its
-    latest Hydra launch's is left out, said; one that recorded none (trained outside Hydra) is taken."""
+    in place, and compare ranked them as the rerun's (dogfood 175), with the same overrides or others (review
+    176): each launch writes its id before reading any input, and a run whose results are of another launch is
+    left out, said."""
     from seqfraud.compare import find_runs
 
+    for job in ("0", "1"):  # a run records the launch that wrote it
+        recorded = json.loads((runs / job / "metrics.json").read_text())["launch"]
+        assert recorded == json.loads((runs / job / "launch.json").read_text())["id"]
+    assert [p.name for p in find_runs([runs])] == ["0", "1"]
     sweep = tmp_path / "sweep"
     for job in ("0", "1"):
         shutil.copytree(runs / job, sweep / job)
-        metrics = json.loads((sweep / job / "metrics.json").read_text())
-        metrics["provenance"]["overrides"] = [f"model.num_boost_round={3 if job == '0' else 40}"]
-        (sweep / job / "metrics.json").write_text(json.dumps(metrics))
-        (sweep / job / ".hydra").mkdir()
-    (sweep / "0" / ".hydra" / "overrides.yaml").write_text("- model.num_boost_round=3\n")
-    (sweep / "1" / ".hydra" / "overrides.yaml").write_text(
-        "- model.num_boost_round=40\n- data.split.test_start=2030-01-01\n"
-    )
+    (sweep / "1" / "launch.json").write_text(json.dumps({"id": "a later launch, which failed"}))
     assert [p.name for p in find_runs([sweep])] == ["0"]
     assert (
-        f"{(sweep / '1').resolve()}: its latest launch (model.num_boost_round=40 data.split.test_start=2030-01-01) "
-        "left no results (it failed: see its train.log); those there are of an earlier run "
-        "(model.num_boost_round=40): left out"
+        f"{(sweep / '1').resolve()}: its latest training launch left no results (it failed or is still running: "
+        "see its train.log); those there are of an earlier run: left out"
     ) in caplog.text
-    assert [p.name for p in find_runs([runs])] == ["0", "1"]  # recorded none: trained outside Hydra
-    assert json.loads((runs / "0" / "metrics.json").read_text())["provenance"]["overrides"] is None
+    (sweep / "1" / "launch.json").unlink()  # an older run's directory: taken as it is
+    assert [p.name for p in find_runs([sweep])] == ["0", "1"]

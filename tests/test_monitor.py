@@ -464,6 +464,14 @@ def test_labels_outside_the_window_whose_ids_lost_their_zeros_are_warned_of(expo
         assert any(said in w and f"{outside} of 3 labelled session(s)" in w for w in warnings) == warned, (
             warnings
         )
+    # A quiet window (no fraud of its own) whose '001005' has a label of its own: another window's '1005' is warned
+    # of, not refused (review 176).
+    quiet = pl.DataFrame(
+        {S.SESSION_ID: ["002000", "001005", "1005"], S.LABEL: pl.Series([0, 0, 1], dtype=pl.Int8)}
+    )
+    caplog.clear()
+    matched_labels(quiet, events, "labels.csv", spec)
+    assert "1 of them match an event id written another way" in caplog.text
     table = pl.DataFrame(
         {S.SESSION_ID: ["002000", "003000", "1005"], S.LABEL: pl.Series([0, 1, 1], dtype=pl.Int8)}
     )

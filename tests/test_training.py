@@ -1010,9 +1010,15 @@ def test_an_offline_wandb_logger_is_offline_for_the_whole_process(tmp_path, monk
     run behind a proxy that never answered took 10 s more (dogfood 175)."""
     import os
 
-    from seqfraud.training.wandb_report import WandbLogger
+    from seqfraud.training.wandb_report import WandbLogger, finish
 
     monkeypatch.setenv("WANDB_MODE", "disabled")  # restored after the test
     monkeypatch.delenv("WANDB_MODE")
-    WandbLogger(project="p", mode="offline", save_dir=str(tmp_path))
+    logger = WandbLogger(project="p", mode="offline", save_dir=str(tmp_path))
     assert os.environ["WANDB_MODE"] == "offline"
+    # Put back at the run's end, and a mode the user set is left alone (review 176: a later run read it as its own).
+    finish(logger)
+    assert "WANDB_MODE" not in os.environ
+    monkeypatch.setenv("WANDB_MODE", "online")
+    finish(WandbLogger(project="p", mode="offline", save_dir=str(tmp_path)))
+    assert os.environ["WANDB_MODE"] == "online"

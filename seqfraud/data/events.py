@@ -289,7 +289,9 @@ def scan_table(path: str | os.PathLike, schema: Schema) -> tuple[pl.LazyFrame, s
         files = [f for f in files if read[f].rows] or files
         schemas = {f: read[f].columns for f in files}
         common = _common_types(schemas, schema.numerical, {f: read[f].empty for f in files})
-        _say_naive_files(schemas, {f: read[f].rows for f in files}, schema, source)
+        _say_naive_files(
+            schemas, {f: read[f].rows for f in files}, {f: read[f].empty for f in files}, schema, source
+        )
         aside, partial = _checked_alike(
             {f: pl.Schema({**s, **{c: common[c] for c in s if c in common}}) for f, s in schemas.items()},
             schema,
@@ -493,7 +495,11 @@ def _as_common(lf: pl.LazyFrame, common: dict[str, pl.DataType]) -> pl.LazyFrame
 
 
 def _say_naive_files(
-    schemas: dict[str, pl.Schema], rows: dict[str, int], schema: Schema, source: str
+    schemas: dict[str, pl.Schema],
+    rows: dict[str, int],
+    empty: Mapping[str, set[str]],
+    schema: Schema,
+    source: str,
 ) -> None:
     """Warn of files whose timestamps (or label times) are datetimes without a zone beside files whose carry
     one: read as UTC, as naive strings among zoned ones are, and said as those are (a pandas day written after
@@ -502,7 +508,11 @@ def _say_naive_files(
         [(schema.label_time, LABEL_MOVES)] if schema.label_time else []
     )
     for column, moves in times:
-        zones = {f: t.time_zone for f, s in schemas.items() if isinstance(t := s.get(column), pl.Datetime)}
+        zones = {
+            f: t.time_zone
+            for f, s in schemas.items()
+            if isinstance(t := s.get(column), pl.Datetime) and column not in empty[f]  # review 176
+        }
         naive = [f for f, zone in zones.items() if zone is None]
         if naive and len(naive) < len(zones):
             n, given = sum(rows[f] for f in naive), sum(rows[f] for f in zones)
@@ -1052,16 +1062,19 @@ def _say_labels_named_otherwise(lf: pl.LazyFrame, given: pl.Schema, schema: Sche
 MIN_DATED_LABELS = 20  # fewer label times than this at midnight may be midnight's
 
 
-def say_dates_as_datetimes(lf: pl.LazyFrame, have: pl.Schema, column: str, source: str) -> None:
+def say_dates_as_datetimes(
+    lf: pl.LazyFrame, have: pl.Schema, column: str, source: str, session_id: str | None = None
+) -> None:
     """Label times that are datetimes, every one at midnight, are most likely days written as datetimes (pandas
     writes dates so): read as the start of their day, where a date alone counts from its end, they were known a
     day early, unsaid (dogfood 173: 105 labels read as known before the test start), in a label table or on the
-    events (review 174)."""
+    events (review 174), whose every row repeats its session's: counted once a ``session_id`` (review 176)."""
     if not isinstance(have[column], pl.Datetime):
         return
     midnight = pl.col(column).dt.time() == time(0)
+    times = lf.select(session_id, column).unique() if session_id is not None else lf
     with reading(source):
-        n, every = lf.select(midnight.count().alias("n"), midnight.all().alias("every")).collect().row(0)
+        n, every = times.select(midnight.count().alias("n"), midnight.all().alias("every")).collect().row(0)
     if n >= MIN_DATED_LABELS and every:
         log.warning(
             "%s: column %r: all %s label times are at midnight: days written as datetimes? They are read as the "
@@ -2333,7 +2346,8 @@ def zoned_report(table: pl.DataFrame, dtype: pl.DataType) -> dict[str, bool]:
 
 
 def inspect_events(events_path: str, schema: Schema, labels_path: str | None) -> RawEvents:
-    """Footers and the first rows only: emptiness, columns, types and the timestamp unit, for every engine."""
+    """Footers and the first rows only: emptiness, columns, types and the timestamp unit, for every engine; and,
+    where the events carry label times as datetimes, those times and their sessions' ids, read whole."""
     raw, source = scan_table(events_path, schema)
     label_on_events = labels_path is None
     with reading(source):
@@ -2345,7 +2359,7 @@ def inspect_events(events_path: str, schema: Schema, labels_path: str | None) ->
     integers = integer_ids(raw, have, schema, source, padded)
     if label_on_events and schema.label_time:
         check_label_time_unit(source, schema, have[schema.label_time], unit)
-        say_dates_as_datetimes(raw, have, schema.label_time, source)
+        say_dates_as_datetimes(raw, have, schema.label_time, source, schema.session_id)
     epoch_unit = unit if have[schema.timestamp].is_integer() else None
     files = resolve_paths(events_path, warn=False)  # scan_table said what it left out
     return RawEvents(raw, source, files, have, unit, label_on_events, epoch_unit, padded, integers)

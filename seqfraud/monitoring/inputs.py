@@ -231,11 +231,13 @@ def matched_labels(
         # beside this window's '001005'.
         met = renumbered(others, sessions)
         said = renumbered_said(met)
-        # Refused where the window's own labels hold no fraud and those of its sessions' ids written another way
-        # do: its frauds' ids were misread (dogfood 173: a chargeback feed's ids through an integer column lost
-        # every fraud of a window, whose performance read 0 positives, without an alert). A real '1005' of
-        # another window beside this one's '001005' (review 174) leaves the window some fraud of its own.
-        misread = table.filter(pl.col(S.SESSION_ID).is_in(met["label"].implode()) & (pl.col(S.LABEL) == 1))
+        # Refused where fraud labels meet, by ids written another way, window sessions with no label of their own
+        # and the window's own labels hold no fraud: its frauds' ids were misread (dogfood 173: a chargeback feed's
+        # ids through an integer column lost every fraud of a window, whose performance read 0 positives, without
+        # an alert). A real '1005' of another window beside this one's '001005' (review 174) leaves the window
+        # some fraud of its own, or '001005' a label of its own (review 176).
+        unlabelled = met.filter(~pl.col("event").is_in(table[S.SESSION_ID].implode()))["label"]
+        misread = table.filter(pl.col(S.SESSION_ID).is_in(unlabelled.implode()) & (pl.col(S.LABEL) == 1))
         if misread.height and not table.filter(inside)[S.LABEL].eq(1).any():
             raise DataValidationError(
                 f"{where}: the current window's labels hold no fraud, but {misread.height:,} fraud label(s) meet "

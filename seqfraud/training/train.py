@@ -13,6 +13,7 @@ import inspect
 import json
 import logging
 import shutil
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -21,7 +22,6 @@ import numpy as np
 import polars as pl
 import pytorch_lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError
@@ -886,6 +886,10 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
             Path(cfg.init_from).expanduser(), plain(cfg.model), plain(cfg.features).get("exclude", [])
         )
     run_dir.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        # Before any input is read: a launch that then fails leaves the earlier run's results in place, which
+        # compare ranked as this launch's (dogfood 175, review 176), telling them apart by this id.
+        (run_dir / rundir.LAUNCH_FILE).write_text(json.dumps({"id": uuid.uuid4().hex}))
     if world == 1:  # torchrun and SLURM set each rank's threads themselves
         torch.set_num_threads(training_threads(cfg.get("threads", "auto")))
     # The count moves the weights in their last digits, and `auto` follows the machine's load: said and recorded.
@@ -1005,9 +1009,7 @@ def provenance(cfg: DictConfig, prepared: Prepared) -> dict[str, Any]:
     count used, the library versions and source commit, and the input files' digests and partitions that
     preprocessing recorded (the partition count sets the training order); the hybrid's embeddings file too, with
     the record of the encoder that wrote it (two hybrids on one path of other contents read alike: dogfood 105),
-    and the checkpoint ``init_from`` started from (one pretrained again in place read alike: dogfood 157); and the
-    command line's overrides of its Hydra launch, which ``seqfraud compare`` holds to the run directory's latest
-    launch (:data:`rundir.LAUNCH_OVERRIDES`)."""
+    and the checkpoint ``init_from`` started from (one pretrained again in place read alike: dogfood 157)."""
     inputs = prepared.report.get("inputs")
     if embeddings := cfg.model.get("embeddings"):
         inputs = (inputs or {}) | {
@@ -1025,19 +1027,8 @@ def provenance(cfg: DictConfig, prepared: Prepared) -> dict[str, Any]:
             "versions": versions(),
             "inputs": inputs,
             "partitions": prepared.report.get("partitions"),
-            "overrides": launch_overrides(),
         }
     }
-
-
-def launch_overrides() -> list[str] | None:
-    """The command line's overrides of this Hydra launch, as written (``${...}`` unresolved, as Hydra's
-    ``.hydra/overrides.yaml`` holds them), or None outside Hydra."""
-    if not HydraConfig.initialized():
-        return None
-    return [
-        str(o) for o in cast(list, OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False))
-    ]
 
 
 def fit_and_evaluate(
@@ -1107,6 +1098,8 @@ def fit_and_evaluate(
             "truncated_sessions": report["truncated_sessions"],
         }
     metrics |= provenance(cfg, prepared)
+    # Which launch wrote these results, which ``seqfraud compare`` holds to the directory's latest.
+    metrics["launch"] = json.loads((run_dir / rundir.LAUNCH_FILE).read_text())["id"]
     predictions = {}
     for name in ("val", "test"):
         pred = session_order(prepared.datasets[name])

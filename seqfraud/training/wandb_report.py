@@ -35,8 +35,12 @@ class WandbLogger(_LightningWandbLogger):
             )
         super().__init__(**kwargs)
         self._wandb_init.pop("anonymous", None)
-        if mode == "offline":
-            offline()
+        # Offline for the whole process, not for wandb.init alone (W&B's own threads still looked a host up and
+        # posted to it: behind a proxy that never answered each run waited 10 s more, dogfood 175), where the
+        # user set no mode; put back by finish() (review 176: later runs of the process read it as theirs).
+        self.set_mode = mode == "offline" and "WANDB_MODE" not in os.environ
+        if self.set_mode:
+            os.environ["WANDB_MODE"] = "offline"
 
     def start(self) -> None:
         """Start the W&B run now. An online run that cannot start (no API key; no network, past the settings'
@@ -53,15 +57,8 @@ class WandbLogger(_LightningWandbLogger):
                 one_line(e),
             )
             self._wandb_init["mode"] = "offline"
-            offline()
             self._experiment = None
             self.experiment  # noqa: B018
-
-
-def offline() -> None:
-    """Offline for the whole process, not for ``wandb.init`` alone: W&B's own threads still looked a host up and
-    posted to it, and behind a proxy that never answered each run waited 10 s more (dogfood 175)."""
-    os.environ["WANDB_MODE"] = "offline"
 
 
 def finish(logger, *, error: BaseException | None = None) -> None:
@@ -76,6 +73,8 @@ def finish(logger, *, error: BaseException | None = None) -> None:
                 f"{type(error).__name__}: {one_line(error)}"  # KeyError('label'): 'label'
             )
         wandb.finish(exit_code=1 if error is not None else 0)
+        if getattr(logger, "set_mode", False):
+            os.environ.pop("WANDB_MODE", None)
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
