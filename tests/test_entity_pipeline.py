@@ -7,6 +7,7 @@ import logging
 import os
 import re
 from datetime import timedelta
+from itertools import islice
 from pathlib import Path
 from typing import cast
 
@@ -703,7 +704,8 @@ def test_score_and_explain_commands_take_a_history(
     got = pl.read_parquet(tmp_path / "scores.parquet").join(expected, on=S.SESSION_ID, suffix="_train")
     assert got.height == expected.height and (got[S.RAW_SCORE] - got[f"{S.SCORE}_train"]).abs().max() <= 1e-5
     # Explained, a session reads the file's other sessions as context, as scoring the file does: read alone it
-    # showed another score than the one given (dogfood 102). The session whose score its context moves most.
+    # showed another score than the one given (dogfood 102). Of 30 sessions (each scored alone costs 0.15 s), the
+    # one whose score its context moves most.
     from seqfraud.scoring.history import History
     from seqfraud.scoring.scorer import Scorer
 
@@ -712,7 +714,7 @@ def test_score_and_explain_commands_take_a_history(
     given = dict(got.select(S.SESSION_ID, S.SCORE).iter_rows())
     moved = {
         sid: abs(alone.score(rows, source="test")[S.SCORE][0] - given[sid])
-        for (sid,), rows in scored.group_by(S.SESSION_ID)
+        for (sid,), rows in islice(scored.group_by(S.SESSION_ID, maintain_order=True), 30)
     }
     session = max(moved, key=moved.__getitem__)
     assert moved[session] > 1e-4  # its context moves it
