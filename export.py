@@ -1,6 +1,8 @@
 """Export a trained run to a serving artifact: ``python export.py run_dir=RUN out=ARTIFACT``, as ``seqfraud export``."""
 
-from seqfraud.cli.export import main
+import sys
 
-if __name__ == "__main__":
-    main()
+from seqfraud.cli import main
+
+if __name__ == "__main__":  # through the dispatcher, which names the extra a missing module belongs to
+    sys.exit(main(["export", *sys.argv[1:]]))

@@ -1,6 +1,8 @@
 """Train a session-risk model: ``python train.py [+experiment=NAME] [key=value ...]``, the same as ``seqfraud train``."""
 
-from seqfraud.cli.train import main
+import sys
 
-if __name__ == "__main__":
-    main()
+from seqfraud.cli import main
+
+if __name__ == "__main__":  # through the dispatcher, which names the extra a missing module belongs to
+    sys.exit(main(["train", *sys.argv[1:]]))

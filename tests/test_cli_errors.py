@@ -170,14 +170,18 @@ def runs(
             f"hydra.run.dir={tmp / 'pre3'}",
         ],
         # The [train] extra missing: Lightning cannot be imported (a None in sys.modules stops an import).
-        "train: no [train] extra": [
-            sys.executable,
-            "-c",
-            (
-                "import sys; sys.modules['pytorch_lightning'] = None; "
-                "from seqfraud.cli import main; sys.exit(main(['train', 'logger=none']))"
-            ),
-        ],
+        # train.py and export.py as `seqfraud train` and `seqfraud export`: they printed a traceback (review 178).
+        **{
+            f"{script}: no [train] extra": [
+                sys.executable,
+                "-c",
+                (
+                    "import runpy, sys; sys.modules['pytorch_lightning'] = None; "
+                    f"sys.argv = ['{script}', 'logger=none']; runpy.run_path('{script}', run_name='__main__')"
+                ),
+            ]
+            for script in ("train.py", "export.py")
+        },
         "unknown subcommand": [sys.executable, "-m", "seqfraud", "trian"],
         # Job 0's settings cannot work; job 1 (LightGBM on the session run's log) still runs.
         "sweep: one job's bad settings": [
@@ -362,8 +366,9 @@ def test_debug_switch_shows_the_traceback(runs):
     assert result.returncode != 0 and "Traceback" in result.stderr and "DataValidationError" in result.stderr
 
 
-def test_a_missing_extra_names_the_install_command(runs):
-    line = error_line(runs, "train: no [train] extra")
+@pytest.mark.parametrize("script", ["train.py", "export.py"])
+def test_a_missing_extra_names_the_install_command(runs, script):
+    line = error_line(runs, f"{script}: no [train] extra")
     assert 'pip install "seqfraud[train]"' in line and "pytorch_lightning" in line
 
 

@@ -395,7 +395,12 @@ def test_a_stacked_artifact_explains_the_events_before_its_window(stacked_run, s
                     assert explained[S.CONTRIBUTION][j] == pytest.approx(left_out, abs=1e-6), (n, j)
         assert (
             f"the {unread} earlier ones count through the stacker's aggregates, and are listed at positions below 0"
-            in (unread_note(n, spec, stacked=True) or "")
+            in (unread_note(n, spec, fingerprinted.stacker) or "")
+        )
+        # The stacker that kept LightGBM alone reads no window: said of it, the note misled (dogfood 177).
+        assert unread_note(n, spec, scorer.stacker) == (
+            f"the stacker kept LightGBM alone, whose aggregates read all {n:,} events; the earliest {unread:,} are "
+            "listed at positions below 0"
         )
 
 

@@ -71,7 +71,7 @@ def explain_session(
     said = (
         context,
         flat_note(explained[S.CONTRIBUTION].to_numpy(), scored),
-        unread_note(found.height, scorer.spec, stacked),
+        unread_note(found.height, scorer.spec, scorer.stacker),
     )
     scored["notes"] = [note for note in said if note]
     Path(out).write_text(reports.session_html(explained, scored, scorer.model_version), encoding="utf-8")

@@ -300,13 +300,24 @@ def context_note(scored: Mapping[str, Any], alone: Mapping[str, Any], columns: S
     )
 
 
-def unread_note(n_events: int, spec: Spec, stacked: bool) -> str | None:
+def unread_note(n_events: int, spec: Spec, stacker: Stacker | None) -> str | None:
     """What a long session's earliest events count through, and whether they are listed (a dogfood fraud burst
     sat at event 754 of 2,143, unlisted and unsaid); None when the model reads every event."""
     unread = spec.window_start(n_events)
     if not unread:
         return None
-    one = unread == 1
+    one, stacked = unread == 1, stacker is not None
+    listed = not unlisted(n_events, spec, stacked)
+    if (
+        stacker is not None and not stacker.reads_sequence
+    ):  # no window read: said of it, it misled (dogfood 177)
+        where = (
+            "listed at positions below 0" if listed else "too many to leave out one by one, and not listed"
+        )
+        return (
+            f"the stacker kept LightGBM alone, whose aggregates read all {n_events:,} events; the earliest "
+            f"{unread:,} are {where}"
+        )
     said = (
         f"the sequence model reads the last {n_events - unread:,} of the session's {n_events:,} events "
         "(features.max_len, features.hop): "
@@ -315,7 +326,7 @@ def unread_note(n_events: int, spec: Spec, stacked: bool) -> str | None:
     is_, it = ("is", "it is") if one else ("are", "they are")
     if not stacked:
         return f"{said} only through the time gap before the first one listed, and {is_} not listed"
-    if not unlisted(n_events, spec, stacked):
+    if listed:
         return f"{said} through the stacker's aggregates, and {is_} listed at positions below 0"
     return f"{said} through the stacker's aggregates; too many to leave out one by one, {it} not listed"
 
