@@ -308,9 +308,8 @@ def unread_note(n_events: int, spec: Spec, stacker: Stacker | None) -> str | Non
         return None
     one, stacked = unread == 1, stacker is not None
     listed = not unlisted(n_events, spec, stacked)
-    if (
-        stacker is not None and not stacker.reads_sequence
-    ):  # no window read: said of it, it misled (dogfood 177)
+    # A stacker that kept LightGBM alone reads no window: a note of one misled (dogfood 177).
+    if stacker is not None and not stacker.reads_sequence:
         where = (
             "listed at positions below 0" if listed else "too many to leave out one by one, and not listed"
         )
