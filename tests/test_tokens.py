@@ -131,9 +131,10 @@ def test_vocab_frequency_ranked_ties_by_value_with_min_count(tmp_path):
         (5, 1000, []),
     ],
 )
-def test_vocab_min_count_and_max_vocab(tmp_path, min_count, max_vocab, expected):
+def test_vocab_min_count_and_max_vocab(tmp_path, caplog, min_count, max_vocab, expected):
     path = write(frame(VOCAB_ROWS), tmp_path / "e.parquet")
-    _, spec, seqs = run(path, min_count=min_count, max_vocab=max_vocab)
+    with caplog.at_level("WARNING", logger="seqfraud.features.tokens"):
+        _, spec, seqs = run(path, min_count=min_count, max_vocab=max_vocab)
     assert spec.vocab["event_type"] == expected
     # The values frequent enough for a token that max_vocab left out: the monitor's sign that a value outside
     # the vocabulary may be an old one.
@@ -141,6 +142,9 @@ def test_vocab_min_count_and_max_vocab(tmp_path, min_count, max_vocab, expected)
     left_out = [n for v, n in counts.items() if n >= min_count and v not in expected]
     assert spec.fit_info["values_over_max_vocab"]["event_type"] == len(left_out)
     assert spec.fit_info["left_out_max_share"]["event_type"] == (max(left_out) / 10 if left_out else 0.0)
+    # Said at the fit: the monitor said it first (dogfood 179: 284 merchant ids with tokens' counts, unsaid).
+    said = f"column 'event_type': {len(left_out)} values, on {sum(left_out) / 10:.1%} of its training events"
+    assert (said in caplog.text) == bool(left_out), caplog.text
     ids = {v: FIRST_ID + i for i, v in enumerate(expected)}
     types = [r[2] for r in VOCAB_ROWS]
     assert seqs["s1"][TOK["event_type"]] == [ids.get(t, UNKNOWN) for t in types]
@@ -154,6 +158,16 @@ def test_a_vocabulary_that_covers_little_of_the_training_events_is_warned_about(
     assert spec.vocab["device"] == [] and spec.fit_info["vocab_coverage"]["device"] == 0.0
     assert "column 'device': its 0 kept value(s) (seen at least 2 times in training" in caplog.text
     assert "column 'event_type'" not in caplog.text
+
+
+def test_text_that_spells_a_missing_value_is_said_at_the_fit(tmp_path, caplog):
+    """A warehouse export wrote 'NULL' for missing page paths: a token of its own, unsaid (dogfood 179). Read
+    as a value, as the README says, and said; empty fields (nulls) stay missing."""
+    rows = [("s1", i, "view", "NULL" if i % 3 else None, 1.0, 0) for i in range(9)]
+    _, spec, _ = run(write(frame(rows), tmp_path / "e.csv"), min_count=1)
+    assert spec.vocab["device"] == ["NULL"]
+    assert "column(s) ['device']: training values that spell a missing value" in caplog.text
+    assert "counts {'device': {'NULL': 6}}" in caplog.text
 
 
 def test_a_categorical_column_of_decimal_numbers_is_said(tmp_path, caplog):

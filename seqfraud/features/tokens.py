@@ -95,6 +95,8 @@ LOW_COVERAGE = 0.5  # a categorical field whose vocabulary covers less of the tr
 DECIMAL_VALUES = 50
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _FRACTION = re.compile(r"\.\d*[1-9]")
+# Text that exports write for a missing value; read as a value of its own (README: only an empty field is missing).
+NULL_SPELLINGS = frozenset({"NULL", "null", "Null", "NA", "N/A", "n/a", "None", "none", "nan", "NaN", "\\N"})
 
 
 def quantile_probs(n_buckets: int, tail_quantiles: tuple[float, ...] = ()) -> list[float]:
@@ -206,6 +208,19 @@ def build_spec(
     fit_info["left_out_max_share"] = {
         c: round(max(counts) / stats.present[c], 8) if counts else 0.0 for c, counts in left_out.items()
     }
+    if capped := {
+        c: counts for c, counts in left_out.items() if counts
+    }:  # said first by monitor (dogfood 179)
+        log.warning(
+            "features.max_vocab=%d left out values training saw features.min_count=%d times or more: %s. Each "
+            "reads as the unknown token, as a value never seen does; raise features.max_vocab to give them tokens",
+            max_vocab,
+            min_count,
+            "; ".join(
+                f"column {c!r}: {len(n):,} values, on {sum(n) / stats.present[c]:.1%} of its training events"
+                for c, n in capped.items()
+            ),
+        )
     fit_info["infinite_values"] = {c: n for c, n in stats.infinite.items() if n}
     if fit_info["infinite_values"]:  # legal (they take the end buckets), but changed without a word otherwise
         log.warning(
@@ -262,6 +277,18 @@ def build_spec(
                 len(fractions),
                 fractions[0],
             )
+    spelt = {
+        c: n
+        for c in schema.categorical_fields
+        if (n := {v: k for v, k in stats.counts[c].items() if v in NULL_SPELLINGS})
+    }
+    if spelt:  # a warehouse's 'NULL' became a category, unsaid (dogfood 179)
+        log.warning(
+            "column(s) %s: training values that spell a missing value are values of their own, not missing (only "
+            "an empty CSV field or a null is): counts %s. Where they mean missing, write them empty",
+            sorted(spelt),
+            spelt,
+        )
     for c, share in coverage.items():
         if share is not None and share < LOW_COVERAGE:
             log.warning(
