@@ -372,6 +372,15 @@ def test_a_missing_extra_names_the_install_command(runs, script):
     assert 'pip install "seqfraud[train]"' in line and "pytorch_lightning" in line
 
 
+def test_a_missing_submodule_of_an_installed_package_is_no_missing_extra(monkeypatch):
+    """``sklearn.metrics`` missing from an installed sklearn was told to install the [train] extra, which was
+    there (review 180): a broken install keeps its traceback."""
+    from seqfraud.cli import installed
+
+    monkeypatch.setitem(sys.modules, "pytorch_lightning", None)  # as the test commands above stop its import
+    assert installed("sklearn") and not installed("pytorch_lightning") and not installed("no_such_module_0")
+
+
 def test_an_unknown_subcommand_lists_the_subcommands(runs):
     assert "unknown subcommand 'trian'" in error_line(runs, "unknown subcommand")
     assert "train, export, score, serve" in error_line(runs, "unknown subcommand")

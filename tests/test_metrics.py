@@ -136,6 +136,32 @@ def test_a_stacked_run_keeps_the_sequence_model_alone_only_when_it_beats_the_bas
     assert choose(tied, allowed=CANDIDATES)[0] == "sequence"
 
 
+def test_too_few_validation_frauds_keep_the_baseline_whatever_the_win_shares(caplog):
+    """A backtest window's validation held one fraud: every resample compared its rank alone, the sequence model's
+    win share was 1.0, and it lost to LightGBM on test (dogfood 181). A candidate needs as many validation frauds
+    as a sign test at the confidence does: 5 at 0.95, 1 at 0.5."""
+    from seqfraud.training.stacking import frauds_needed
+
+    assert [frauds_needed(c) for c in (0.5, 0.9, 0.95, 0.99)] == [1, 4, 5, 7]
+    rng = np.random.default_rng(0)
+    for frauds in (1, 4, 5):
+        y = np.r_[np.ones(frauds, np.int64), np.zeros(400, np.int64)]
+        sure = np.r_[np.full(frauds, 2.0), rng.random(400)]  # every fraud above every legitimate session
+        weak = np.r_[np.full(frauds, 0.5), rng.random(400)]
+        scores = {"aggregates": weak, "sequence": sure}
+        val_ap = {k: classification_metrics(y, s)["pr_auc"] for k, s in scores.items()}
+        for confidence in (0.95, 0.5):
+            caplog.clear()
+            with caplog.at_level("WARNING", logger="seqfraud.training.stacking"):
+                kept, shares = choose_candidate(
+                    y, scores, val_ap, ["sequence"], confidence=confidence, resamples=200, seed=0
+                )
+            assert shares["sequence"] > 0.95
+            enough = frauds >= frauds_needed(confidence)
+            assert kept == ("sequence" if enough else "aggregates"), (frauds, confidence)
+            assert (f"validation holds {frauds} fraud(s), fewer than the 5" in caplog.text) == (not enough)
+
+
 def test_a_legitimate_kind_with_a_few_noisy_frauds_gets_no_typology_figures(caplog):
     """A hard-negative kind of which label noise made one session fraud got "recall 0.000" beside the fraud
     typologies, read as a missed typology; only the generator's own kind names were kept out (dogfood 120). A

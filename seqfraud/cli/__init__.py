@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -192,8 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int | None:
     try:
         return importlib.import_module(f"seqfraud.cli.{name}").main(rest)
     except ModuleNotFoundError as e:
-        extra = EXTRA_OF_MODULE.get((e.name or "").partition(".")[0])
-        if extra is None:
+        top = (e.name or "").partition(".")[0]
+        extra = EXTRA_OF_MODULE.get(top)
+        if extra is None or installed(top):  # a submodule missing from an installed package: a broken install
             raise
         print(
             f"error: seqfraud {name} needs the [{extra}] extra (no module {e.name!r}): "
@@ -201,6 +203,15 @@ def main(argv: Sequence[str] | None = None) -> int | None:
             file=sys.stderr,
         )
         return EXIT_USER_ERROR
+
+
+def installed(module: str) -> bool:
+    """Whether a top-level module can be imported: naming the extra where ``sklearn.metrics`` was missing from an
+    installed sklearn told to install what was there (review 180)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ValueError:  # a None in sys.modules, which stops its import as a missing module does
+        return False
 
 
 def run_hydra(task: Callable[..., Any], argv: Sequence[str] | None) -> None:

@@ -313,10 +313,8 @@ def unread_note(n_events: int, spec: Spec, stacker: Stacker | None) -> str | Non
         where = (
             "listed at positions below 0" if listed else "too many to leave out one by one, and not listed"
         )
-        return (
-            f"the stacker kept LightGBM alone, whose aggregates read all {n_events:,} events; the earliest "
-            f"{unread:,} are {where}"
-        )
+        earliest = "the earliest is" if one else f"the earliest {unread:,} are"
+        return f"the stacker kept LightGBM alone, whose aggregates read all {n_events:,} events; {earliest} {where}"
     said = (
         f"the sequence model reads the last {n_events - unread:,} of the session's {n_events:,} events "
         "(features.max_len, features.hop): "

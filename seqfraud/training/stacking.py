@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import shutil
 from collections.abc import Callable
 from dataclasses import replace
@@ -233,6 +234,7 @@ def fit_stacked(
         "candidates_val_pr_auc": val_ap,
         "win_share": win_share,
         "confidence": confidence,
+        "validation_frauds": int(np.sum(labels["val"])),
         "sequence_out_of_fold": None if oof is None else {"train": ap("train", oof), "chance_p_value": oof_p},
         "sequence": {name: ap(name, refit[name]) for name in ("val", "test")},
         "kept": {name: ap(name, kept[name]) for name in ("val", "test")},
@@ -298,11 +300,29 @@ def choose_candidate(
     A candidate must beat the baseline with confidence, not on this one sample: the refit sequence model kept its
     best checkpoint by validation and LightGBM stopped early on it, so validation flatters both, and a few dozen
     validation frauds can rank either way by chance. Of those that do, the better on validation is kept (on a tie,
-    the first in ``allowed``).
+    the first in ``allowed``). Without :func:`frauds_needed` validation frauds, none is.
     """
     win_share = {
         kind: paired_win_share(y, val[kind], val["aggregates"], resamples=resamples, seed=seed)
         for kind in allowed
     }
+    if (frauds := int(np.sum(y))) < (needed := frauds_needed(confidence)):
+        log.warning(
+            "stacking: validation holds %d fraud(s), fewer than the %d that model.stacking.confidence=%g needs for "
+            "a candidate to beat the baseline surely (the resamples redraw these frauds alone: their win shares "
+            "compare as few rankings): the baseline (LightGBM on the aggregates) is kept; validate on more "
+            "(data.split.val_start)",
+            frauds,
+            needed,
+            confidence,
+        )
+        return "aggregates", win_share
     sure = [kind for kind in allowed if win_share[kind] >= confidence]
     return max(sure, key=lambda kind: val_ap[kind], default="aggregates"), win_share
+
+
+def frauds_needed(confidence: float) -> int:
+    """The validation frauds a candidate needs before its win share can replace the baseline: as many as a sign test
+    at ``confidence`` does, each fraud ranked better by chance half the time. A share of 1.0 on one fraud kept a
+    sequence model that lost to LightGBM on test (dogfood 181: its resamples all compared that fraud's rank)."""
+    return math.ceil(-math.log2(max(1 - confidence, 1e-9)))
