@@ -205,7 +205,7 @@ def run_backtest(cfg: DictConfig) -> dict[str, Any]:
     short = (
         f"; with data.split.label_cutoff={cutoff}, data.policy.label_delay={delay} leaves a validation of "
         f"backtest.val_days={float(bt.val_days):g} days no label final by its test start: lengthen val_days past "
-        "the delay"
+        "the delay where the log is long enough, or leave data.split.label_cutoff out (labels as known today)"
         if cutoff is not None and (label_delay_us(delay and str(delay)) or 0) >= float(bt.val_days) * DAY_US
         else ""
     )
@@ -271,10 +271,11 @@ def run_backtest(cfg: DictConfig) -> dict[str, Any]:
                     "test": metrics["test"],
                 }
             )
-    if not rows:
+    if not rows:  # each window's reason: the first alone read as the only one (dogfood 181)
+        why = {s["window"]: s["why"] for s in reversed(skipped)}
         raise ConfigError(
-            f"backtest: every window was skipped ({skipped[0]['why']} in window {skipped[0]['window']}): choose "
-            f"others with backtest.windows, window_days, val_days or first_test_start{short}"
+            f"backtest: every window was skipped ({'; '.join(f'window {w}: {y}' for w, y in sorted(why.items()))}): "
+            f"choose others with backtest.windows, window_days, val_days or first_test_start{short}"
         )
     result = {
         "windows": int(bt.windows),

@@ -300,3 +300,5 @@ def test_a_cutoff_whose_delay_outlasts_validation_says_val_days_is_the_setting(b
     assert (
         "data.policy.label_delay=20d leaves a validation of backtest.val_days=14 days no label final" in said
     )
+    # A log too short for validation past the delay has the other cure (dogfood 181: 60 days on a 56-day log).
+    assert "or leave data.split.label_cutoff out (labels as known today)" in said
