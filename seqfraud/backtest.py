@@ -271,11 +271,15 @@ def run_backtest(cfg: DictConfig) -> dict[str, Any]:
                     "test": metrics["test"],
                 }
             )
-    if not rows:  # each window's reason: the first alone read as the only one (dogfood 181)
-        why = {s["window"]: s["why"] for s in reversed(skipped)}
+    if not rows:  # each reason with its windows: the first alone read as the only one (dogfood 181)
+        windows_of: dict[str, list[str]] = {}
+        for s in skipped:
+            if str(s["window"]) not in (w := windows_of.setdefault(s["why"], [])):
+                w.append(str(s["window"]))
+        why = "; ".join(f"{y} in window {', '.join(w)}" for y, w in windows_of.items())
         raise ConfigError(
-            f"backtest: every window was skipped ({'; '.join(f'window {w}: {y}' for w, y in sorted(why.items()))}): "
-            f"choose others with backtest.windows, window_days, val_days or first_test_start{short}"
+            f"backtest: every window was skipped ({why}): choose others with backtest.windows, window_days, "
+            f"val_days or first_test_start{short}"
         )
     result = {
         "windows": int(bt.windows),

@@ -375,10 +375,16 @@ def test_a_missing_extra_names_the_install_command(runs, script):
 def test_a_missing_submodule_of_an_installed_package_is_no_missing_extra(monkeypatch):
     """``sklearn.metrics`` missing from an installed sklearn was told to install the [train] extra, which was
     there (review 180): a broken install keeps its traceback."""
-    from seqfraud.cli import installed
+    from seqfraud import cli
 
+    def broken(name: str):
+        raise ModuleNotFoundError("No module named 'sklearn.metrics'", name="sklearn.metrics")
+
+    monkeypatch.setattr(cli.importlib, "import_module", broken)
+    with pytest.raises(ModuleNotFoundError, match="sklearn.metrics"):
+        cli.main(["train"])
     monkeypatch.setitem(sys.modules, "pytorch_lightning", None)  # as the test commands above stop its import
-    assert installed("sklearn") and not installed("pytorch_lightning") and not installed("no_such_module_0")
+    assert not cli.installed("pytorch_lightning") and not cli.installed("no_such_module_0")
 
 
 def test_an_unknown_subcommand_lists_the_subcommands(runs):

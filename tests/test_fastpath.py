@@ -357,7 +357,7 @@ def test_column_aggregates_equal_session_aggregates(rows, data):
             *((x.abs().sum() * pl.len() * eps).alias(f"{f}:sum") for f, x in finite.items()),
             *((x.abs().sum() * pl.len() * eps / x.count()).alias(f"{f}:mean") for f, x in finite.items()),
         )
-        .join(pl.DataFrame({S.SESSION_ID: names}), on=S.SESSION_ID, how="right")  # in the rows' order
+        .join(pl.DataFrame({S.SESSION_ID: names}), on=S.SESSION_ID, how="right", maintain_order="right")
     )
     for j in np.flatnonzero(summed):
         bound = bounds[columns[j]].to_numpy()

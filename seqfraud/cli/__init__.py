@@ -210,7 +210,7 @@ def installed(module: str) -> bool:
     installed sklearn told to install what was there (review 180)."""
     try:
         return importlib.util.find_spec(module) is not None
-    except ValueError:  # a None in sys.modules, which stops its import as a missing module does
+    except ValueError:  # a module in sys.modules without a spec
         return False
 
 

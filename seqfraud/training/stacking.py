@@ -235,6 +235,7 @@ def fit_stacked(
         "win_share": win_share,
         "confidence": confidence,
         "validation_frauds": int(np.sum(labels["val"])),
+        "frauds_needed": frauds_needed(confidence),
         "sequence_out_of_fold": None if oof is None else {"train": ap("train", oof), "chance_p_value": oof_p},
         "sequence": {name: ap(name, refit[name]) for name in ("val", "test")},
         "kept": {name: ap(name, kept[name]) for name in ("val", "test")},
@@ -311,7 +312,7 @@ def choose_candidate(
             "stacking: validation holds %d fraud(s), fewer than the %d that model.stacking.confidence=%g needs for "
             "a candidate to beat the baseline surely (the resamples redraw these frauds alone: their win shares "
             "compare as few rankings): the baseline (LightGBM on the aggregates) is kept; validate on more "
-            "(data.split.val_start)",
+            "(data.split.val_start or val_fraction; backtest.val_days in a backtest)",
             frauds,
             needed,
             confidence,
@@ -324,5 +325,6 @@ def choose_candidate(
 def frauds_needed(confidence: float) -> int:
     """The validation frauds a candidate needs before its win share can replace the baseline: as many as a sign test
     at ``confidence`` does, each fraud ranked better by chance half the time. A share of 1.0 on one fraud kept a
-    sequence model that lost to LightGBM on test (dogfood 181: its resamples all compared that fraud's rank)."""
+    sequence model that lost to LightGBM on test (dogfood 181: its resamples all compared that fraud's rank). At
+    confidence 1, which no count reaches, as at 1 - 1e-9: 30."""
     return math.ceil(-math.log2(max(1 - confidence, 1e-9)))
