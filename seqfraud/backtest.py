@@ -276,7 +276,7 @@ def run_backtest(cfg: DictConfig) -> dict[str, Any]:
         for s in skipped:
             if str(s["window"]) not in (w := windows_of.setdefault(s["why"], [])):
                 w.append(str(s["window"]))
-        why = "; ".join(f"{y} in window {', '.join(w)}" for y, w in windows_of.items())
+        why = "; ".join(f"{y} in window{'s' * (len(w) > 1)} {', '.join(w)}" for y, w in windows_of.items())
         raise ConfigError(
             f"backtest: every window was skipped ({why}): choose others with backtest.windows, window_days, "
             f"val_days or first_test_start{short}"

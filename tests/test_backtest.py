@@ -302,3 +302,20 @@ def test_a_cutoff_whose_delay_outlasts_validation_says_val_days_is_the_setting(b
     )
     # A log too short for validation past the delay has the other cure (dogfood 181: 60 days on a 56-day log).
     assert "or leave data.split.label_cutoff out (labels as known today)" in said
+    # With label times some may come sooner: each window is tried, and the refusal gives every window's reason,
+    # once (the first window's alone read as the only one: dogfood 181).
+    overrides = [o for o in overrides if not o.startswith(("backtest.windows", "hydra.run.dir"))]
+    with pytest.raises(SystemExit) as ended:
+        main(
+            [
+                *overrides,
+                "data.schema.label_time=label_time",
+                "backtest.windows=2",
+                f"hydra.run.dir={tmp_path / 'b'}",
+            ]
+        )
+    said = capsys.readouterr().err.strip().splitlines()[-1]
+    assert ended.value.code == 2 and said.startswith(
+        "error: backtest: every window was skipped (the val split holds no session with a label known by "
+        "data.split.label_cutoff=test_start in windows 1, 2): choose others"
+    ), said
