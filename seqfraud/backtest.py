@@ -273,10 +273,10 @@ def run_backtest(cfg: DictConfig) -> dict[str, Any]:
             )
     if not rows:  # each reason with its windows: the first alone read as the only one (dogfood 181)
         windows_of: dict[str, list[str]] = {}
-        for s in skipped:
-            if str(s["window"]) not in (w := windows_of.setdefault(s["why"], [])):
-                w.append(str(s["window"]))
-        why = "; ".join(f"{y} in window{'s' * (len(w) > 1)} {', '.join(w)}" for y, w in windows_of.items())
+        for skip in skipped:
+            if (index := str(skip["window"])) not in (listed := windows_of.setdefault(str(skip["why"]), [])):
+                listed.append(index)
+        why = "; ".join(f"{y} in window{'s' * (len(ws) > 1)} {', '.join(ws)}" for y, ws in windows_of.items())
         raise ConfigError(
             f"backtest: every window was skipped ({why}): choose others with backtest.windows, window_days, "
             f"val_days or first_test_start{short}"

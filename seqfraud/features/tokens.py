@@ -210,15 +210,17 @@ def build_spec(
         c: round(max(counts) / stats.present[c], 8) if counts else 0.0 for c, counts in left_out.items()
     }
     # Said first by the monitor (dogfood 179); a column of ids gets the low coverage's advice below instead.
-    if capped := {c: n for c, n in left_out.items() if n and (coverage[c] or 0) >= LOW_COVERAGE}:
+    capped = {c: counts for c, counts in left_out.items() if counts and (coverage[c] or 0) >= LOW_COVERAGE}
+    if capped:
         log.warning(
             "features.max_vocab=%d left out values training saw features.min_count=%d times or more: %s. Each "
             "reads as the unknown token, as a value never seen does; raise features.max_vocab to give them tokens",
             max_vocab,
             min_count,
             "; ".join(
-                f"column {c!r}: {len(n):,} values, on {sum(n) / stats.present[c]:.1%} of its training events"
-                for c, n in capped.items()
+                f"column {c!r}: {len(counts):,} values, on {sum(counts) / stats.present[c]:.1%} of its training "
+                "events"
+                for c, counts in capped.items()
             ),
         )
     fit_info["infinite_values"] = {c: n for c, n in stats.infinite.items() if n}
