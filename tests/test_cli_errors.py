@@ -375,12 +375,16 @@ def test_a_missing_extra_names_the_install_command(runs, script):
 def test_a_missing_submodule_of_an_installed_package_is_no_missing_extra(monkeypatch):
     """``sklearn.metrics`` missing from an installed sklearn was told to install the [train] extra, which was
     there (review 180): a broken install keeps its traceback."""
+    import importlib.util
+    from types import SimpleNamespace
+
     from seqfraud import cli
 
     def broken(name: str):
         raise ModuleNotFoundError("No module named 'sklearn.metrics'", name="sklearn.metrics")
 
-    monkeypatch.setattr(cli.importlib, "import_module", broken)
+    # The dispatcher's importlib alone: every other caller keeps the real one.
+    monkeypatch.setattr(cli, "importlib", SimpleNamespace(import_module=broken, util=importlib.util))
     with pytest.raises(ModuleNotFoundError, match="sklearn.metrics"):
         cli.main(["train"])
     monkeypatch.setitem(sys.modules, "pytorch_lightning", None)  # as the test commands above stop its import

@@ -60,6 +60,8 @@ def test_stacked_run_scores_with_lightgbm_over_out_of_fold_scores(stacked_run):
     assert report["folds"] == 2 and report["best_iteration"] >= 1
     assert report["chosen"] in ("stacked", "aggregates")  # this run's stacker (a tiny model, one epoch)
     assert report["confidence"] == 0.95 and set(report["win_share"]) == {"stacked", "sequence"}
+    frauds = int(pl.read_parquet(stacked_run / "predictions" / "val.parquet")[S.LABEL].sum())
+    assert (report["validation_frauds"], report["frauds_needed"]) == (frauds, 5)
     signal = report["sequence_out_of_fold"]["chance_p_value"] <= 1 - report["confidence"]
     sure = [k for k, share in report["win_share"].items() if signal and share >= report["confidence"]]
     val = report["candidates_val_pr_auc"]

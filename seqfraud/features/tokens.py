@@ -96,7 +96,8 @@ DECIMAL_VALUES = 50
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _FRACTION = re.compile(r"\.\d*[1-9]")
 # Text that exports write for a missing value; read as a value of its own (README: only an empty field is missing).
-# Not 'NA' (Namibia, North America) nor 'none' (a value of some fields): said on every run of such a log.
+# Not 'NA' (Namibia, North America) nor 'none' (a plain value of some fields), said on every run of such a log;
+# 'None' is Python's text of a null (pandas' astype(str)).
 NULL_SPELLINGS = frozenset({"NULL", "null", "Null", "N/A", "n/a", "None", "nan", "NaN", "\\N"})
 
 
@@ -209,9 +210,9 @@ def build_spec(
     fit_info["left_out_max_share"] = {
         c: round(max(counts) / stats.present[c], 8) if counts else 0.0 for c, counts in left_out.items()
     }
-    # Said first by the monitor (dogfood 179); a column of ids gets the low coverage's advice below instead.
-    capped = {c: counts for c, counts in left_out.items() if counts and (coverage[c] or 0) >= LOW_COVERAGE}
-    if capped:
+    if capped := {
+        c: counts for c, counts in left_out.items() if counts
+    }:  # said first by the monitor (dogfood 179)
         log.warning(
             "features.max_vocab=%d left out values training saw features.min_count=%d times or more: %s. Each "
             "reads as the unknown token, as a value never seen does; raise features.max_vocab to give them tokens",

@@ -311,8 +311,8 @@ def choose_candidate(
         log.warning(
             "stacking: validation holds %d fraud(s), fewer than the %d that model.stacking.confidence=%g needs for "
             "a candidate to beat the baseline surely (the resamples redraw these frauds alone: their win shares "
-            "compare as few rankings): the baseline (LightGBM on the aggregates) is kept; validate on more "
-            "(data.split.val_start or val_fraction; backtest.val_days in a backtest)",
+            "compare as few rankings): the baseline (LightGBM on the aggregates) is kept; validate on more frauds "
+            "(an earlier data.split.val_start or a larger val_fraction; a longer backtest.val_days in a backtest)",
             frauds,
             needed,
             confidence,
