@@ -35,7 +35,7 @@ def packaged(name: str) -> dict[str, Any]:
 
 # The sections only a sequence model's fit reads: a LightGBM run's are no settings of its own (compare leaves them
 # out; train says an override of them changes nothing).
-SEQUENCE_FIT = ("trainer.", "optim.", "loader.", "callbacks.")
+SEQUENCE_FIT = ("trainer.", "optim.", "loader.", "callbacks.", "small_split.")
 
 # Each config group a command line sets keys of, with the option train.yaml picks for it, under the key it fills.
 DEFAULT_OPTIONS = {

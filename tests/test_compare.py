@@ -67,15 +67,18 @@ def test_two_runs_make_a_leaderboard_ranked_by_val_pr_auc(runs, tmp_path):
 
 
 def test_config_differences_leave_out_what_a_lightgbm_run_does_not_read(runs):
-    """A dogfood leaderboard listed trainer.max_epochs=3 beside its LightGBM run, which never reads it."""
+    """A dogfood leaderboard listed trainer.max_epochs=3 beside its LightGBM run, which never reads it; and
+    small_split.max_epochs=20, which no LightGBM fit reads either (dogfood 177)."""
     from dataclasses import replace
 
     from seqfraud.compare import config_differences, load_run
 
     lightgbm, other = load_run(runs / "0", "0"), load_run(runs / "1", "1")
     sequence = {**other.config, "model": {"kind": "sequence"}, "trainer": {"max_epochs": 8}}
-    differs = config_differences([lightgbm, replace(other, config=sequence)])
+    small = {**sequence, "small_split": {**sequence.get("small_split", {}), "max_epochs": 4}}
+    differs = config_differences([lightgbm, replace(other, config=small)])
     assert "trainer.max_epochs" not in differs[0] and "trainer.max_epochs=8" in differs[1]
+    assert "small_split" not in differs[0] and "small_split.max_epochs=4" in differs[1]
     # A sequence model's settings that its runs share are not differences because a LightGBM run lacks them; what
     # its runs vary is (dogfood 64 read every model.* key of two runs that differed in trainer.max_epochs alone).
     runs_of = [
