@@ -35,7 +35,9 @@ class TokenTables:
     respelt: dict[str, tuple[bool, dict[str, str]]]
 
 
-_POINT_ZEROS = re.compile(r"([+-]?[0-9]+)\.0*")
+# An integer written as a decimal, its digits captured: one pattern for Python here and Polars in the scorer.
+POINT_ZEROS = r"^([+-]?[0-9]+)\.0*$"
+_POINT_ZEROS = re.compile(POINT_ZEROS)
 
 
 def spelling(value: str, booleans: bool = False) -> str:

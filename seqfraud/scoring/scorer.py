@@ -18,7 +18,14 @@ from seqfraud.baselines import Stacker
 from seqfraud.calibration import Calibration
 from seqfraud.decisions import BANDS, assign_bands, check_thresholds
 from seqfraud.export.artifact import Artifact, Model, Step, open_artifact, verification_settings
-from seqfraud.features.fastpath import EventColumns, column_sequences, numpy_sequences, spelling, token_tables
+from seqfraud.features.fastpath import (
+    POINT_ZEROS,
+    EventColumns,
+    column_sequences,
+    numpy_sequences,
+    spelling,
+    token_tables,
+)
 from seqfraud.features.spec import MISSING, NAN, NAN_VALUES, Spec
 from seqfraud.features.tokens import Sequences, polars_sequences
 from seqfraud.scoring.explain import occlusion
@@ -318,12 +325,7 @@ class Scorer:
         checks the example by :func:`~seqfraud.features.fastpath.spelling`)."""
         booleans, respelt = self.tables.respelt[column]
         text = pl.col(column).cast(pl.String)
-        key = (
-            text.str.normalize("NFKC")
-            .str.strip_chars()
-            .str.to_lowercase()
-            .str.replace(r"^([+-]?[0-9]+)\.0*$", "$1")
-        )
+        key = text.str.normalize("NFKC").str.strip_chars().str.to_lowercase().str.replace(POINT_ZEROS, "$1")
         if booleans:
             key = key.replace({"1": "true", "0": "false"})
         return text.filter(~text.is_in(self.spec.vocab[column]) & key.is_in(list(respelt))).first()
