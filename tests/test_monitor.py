@@ -714,3 +714,32 @@ def test_labels_as_of_reads_the_labels_the_table_dates_later_as_not_known_then(e
     # A table without the label-time column reads as it did (it was refused for the missing column).
     undated = current_labels(table.drop("known_at"), pl.LazyFrame(), dated, as_of)
     assert undated is not None and undated.height == 3 and S.LABEL_TIME_US not in undated.columns
+
+
+def test_drift_is_read_over_sessions_not_events(trained_run):
+    """One long session piling its events on one value is one session's worth of drift: counted over events, the
+    cell ids of a mobile-money log, drawn at random and never drifting, warned at PSI 0.17 (dogfood 177). A value
+    that moves across many sessions still reads as drift."""
+    from seqfraud.features.spec import FIRST_ID, Spec
+    from seqfraud.features.tokens import Sequences
+    from seqfraud.monitoring.statistics import field_stats
+
+    spec = Spec.load(trained_run / "spec.json")
+    f = next(f for f in spec.vocab if spec.vocab_size(f) >= FIRST_ID + 4)
+    j = spec.fields.index(f)
+
+    def window(values: np.ndarray, lengths: np.ndarray) -> Sequences:
+        tokens = np.full((int(lengths.sum()), len(spec.fields)), FIRST_ID, dtype=np.int64)
+        tokens[:, j] = FIRST_ID + np.repeat(values, lengths)
+        return Sequences([f"s{i}" for i in range(len(lengths))], tokens, lengths)
+
+    rng = np.random.default_rng(0)
+    five = np.full(400, 5)
+    ref = window(rng.integers(0, 4, 400), five)
+    same = rng.integers(0, 4, 400)
+    piled = window(np.r_[same, 0], np.r_[five, 1_500])
+    by_events = [np.bincount(s.tokens[:, j], minlength=FIRST_ID + 4)[1:] for s in (ref, piled)]
+    assert psi(*by_events) > 0.25  # the test's premise: over events, the one session alone is an alert
+    assert field_stats(spec, ref, piled, [f])[f]["psi"] < 0.01
+    moved = window(np.where(rng.random(400) < 0.5, 0, same), five)
+    assert field_stats(spec, ref, moved, [f])[f]["psi"] > 0.25

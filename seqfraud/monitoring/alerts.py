@@ -12,7 +12,7 @@ from seqfraud.monitoring.inputs import MonitorError
 DEFAULT_THRESHOLDS: dict[str, float] = {
     "psi_warn": 0.1,  # token field or session length PSI: warning from here
     "psi_alert": 0.25,  # ... alert from here
-    "unknown_rate_alert": 0.001,  # alert when a field's unknown-token share of events rises by this much (absolute)
+    "unknown_rate_alert": 0.001,  # alert when a field's unknown-token share (token_counts) rises this much
     "unknown_rate_ratio": 2.0,  # ... and to this many times the reference's (a long tail's 1.1% against 1.3% is noise)
     "score_psi_alert": 0.25,  # alert on PSI of the score distribution
     "new_category_sessions": 5,  # alert on a category outside the vocabulary seen in this many sessions
