@@ -171,16 +171,22 @@ def runs(
         ],
         # The [train] extra missing: Lightning cannot be imported (a None in sys.modules stops an import).
         # train.py and export.py as `seqfraud train` and `seqfraud export`: they printed a traceback (review 178).
+        # A misspelt setting is said before Lightning is imported: in a second, not after its 5 to 8.
         **{
-            f"{script}: no [train] extra": [
+            f"{script}: no [train] extra{misspelt}": [
                 sys.executable,
                 "-c",
                 (
                     "import runpy, sys; sys.modules['pytorch_lightning'] = None; "
-                    f"sys.argv = ['{script}', 'logger=none']; runpy.run_path('{script}', run_name='__main__')"
+                    f"sys.argv = {[script, *args, f'hydra.run.dir={tmp / script}']!r}; "
+                    f"runpy.run_path('{script}', run_name='__main__')"
                 ),
             ]
-            for script in ("train.py", "export.py")
+            for script, misspelt, args in (
+                ("train.py", "", ["logger=none"]),
+                ("train.py", ", misspelt", ["model.d_modle=32"]),
+                ("export.py", "", [f"run_dir={tmp / 'none'}", f"out={tmp / 'artifact'}"]),
+            )
         },
         "unknown subcommand": [sys.executable, "-m", "seqfraud", "trian"],
         # Job 0's settings cannot work; job 1 (LightGBM on the session run's log) still runs.
@@ -369,7 +375,13 @@ def test_debug_switch_shows_the_traceback(runs):
 @pytest.mark.parametrize("script", ["train.py", "export.py"])
 def test_a_missing_extra_names_the_install_command(runs, script):
     line = error_line(runs, f"{script}: no [train] extra")
+    assert line.startswith(f"error: seqfraud {script[:-3]} needs the [train] extra")
     assert 'pip install "seqfraud[train]"' in line and "pytorch_lightning" in line
+    assert runs[f"{script}: no [train] extra"][0].stderr.strip().splitlines() == [line]  # no line of Hydra's
+
+
+def test_a_misspelt_setting_is_said_before_lightning_is_imported(runs):
+    assert "did you mean 'model.d_model'" in error_line(runs, "train.py: no [train] extra, misspelt")
 
 
 def test_a_missing_submodule_of_an_installed_package_is_no_missing_extra(monkeypatch):

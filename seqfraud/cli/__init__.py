@@ -193,16 +193,21 @@ def main(argv: Sequence[str] | None = None) -> int | None:
     try:
         return importlib.import_module(f"seqfraud.cli.{name}").main(rest)
     except ModuleNotFoundError as e:
-        top = (e.name or "").partition(".")[0]
-        extra = EXTRA_OF_MODULE.get(top)
-        if extra is None or installed(top):  # a submodule missing from an installed package: a broken install
+        if (extra := extra_needed(e)) is None:
             raise
-        print(
-            f"error: seqfraud {name} needs the [{extra}] extra (no module {e.name!r}): "
-            f'pip install "seqfraud[{extra}]"',
-            file=sys.stderr,
-        )
+        print(f"error: seqfraud {name} needs {extra}", file=sys.stderr)
         return EXIT_USER_ERROR
+
+
+def extra_needed(e: ModuleNotFoundError) -> str | None:
+    """What to install for a missing module of an optional dependency group (``the [train] extra ...``), or None:
+    a module of no extra's, or a submodule missing from an installed package, a broken install whose traceback
+    says more."""
+    top = (e.name or "").partition(".")[0]
+    extra = EXTRA_OF_MODULE.get(top)
+    if extra is None or installed(top):
+        return None
+    return f'the [{extra}] extra (no module {e.name!r}): pip install "seqfraud[{extra}]"'
 
 
 def installed(module: str) -> bool:

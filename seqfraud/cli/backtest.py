@@ -7,13 +7,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from seqfraud.backtest import RESULT_FILES, run_backtest
 from seqfraud.cli import CONFIG_PATH, run_hydra
 from seqfraud.cli.hydra_main import hydra_command
 
 
 @hydra_command(config_path=CONFIG_PATH, config_name="backtest")
 def backtest_task(cfg: DictConfig) -> None:
+    from seqfraud.backtest import RESULT_FILES, run_backtest  # once composed (hydra_main._job)
+
     run_backtest(cfg)
     out = Path(cfg.paths.output_dir)
     print((out / "backtest.md").read_text())

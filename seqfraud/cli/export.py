@@ -10,7 +10,6 @@ from seqfraud.cli import CONFIG_PATH, run_hydra
 from seqfraud.cli.hydra_main import hydra_command
 from seqfraud.config import out_of_range, packaged, plain, unknown_key
 from seqfraud.errors import ConfigError
-from seqfraud.export.exporter import export_run
 
 
 @hydra_command(config_path=CONFIG_PATH, config_name="export")
@@ -23,6 +22,8 @@ def export_task(cfg: DictConfig) -> None:
         raise ConfigError(wrong)  # parity_sessions=0 blamed the validation split (dogfood 55)
     if not (isinstance(cfg.compiled_step, bool) or cfg.compiled_step == "auto"):
         raise ConfigError(f"compiled_step must be auto, true or false, got {cfg.compiled_step!r}")
+    from seqfraud.export.exporter import export_run  # after the checks (hydra_main._job)
+
     out = export_run(
         cfg.run_dir,
         cfg.out,

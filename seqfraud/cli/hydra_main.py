@@ -20,8 +20,18 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException
 from hydra.types import RunMode
 
+from seqfraud.cli import extra_needed
 from seqfraud.config import model_settings, where_key_lives
-from seqfraud.errors import ConfigError, F, command, debugging, did_you_mean, one_line, user_error_types
+from seqfraud.errors import (
+    ConfigError,
+    F,
+    UserError,
+    command,
+    debugging,
+    did_you_mean,
+    one_line,
+    user_error_types,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +52,7 @@ def hydra_command(config_path: str, config_name: str) -> Callable[[F], F]:
 
     def wrap(task: F) -> F:
         hydra_main = hydra.main(version_base="1.3", config_path=config_path, config_name=config_name)(
-            _job(task)
+            _job(task, config_name)
         )
 
         @functools.wraps(hydra_main)
@@ -98,14 +108,22 @@ def hydra_command(config_path: str, config_name: str) -> Callable[[F], F]:
     return wrap
 
 
-def _job(task: F) -> F:
-    """:func:`command` around one run; in a sweep, a user error is logged in one line and raised on, for Hydra's
-    launcher to record as that job's failure (and raise again once every job has run)."""
+def _job(task: F, name: str) -> F:
+    """:func:`command` around one run of the command ``name``; in a sweep, a user error is logged in one line and
+    raised on, for Hydra's launcher to record as that job's failure (and raise again once every job has run).
+
+    A task imports Lightning itself, once Hydra has composed its settings (a misspelt one is said in a second, not
+    after the import's 5 to 8), so an extra missing there is said here, as the dispatcher says it at import."""
 
     @functools.wraps(task)
     def checked(*args: Any, **kwargs: Any) -> Any:
         _refuse_a_tilde_directory()
-        return task(*args, **kwargs)
+        try:
+            return task(*args, **kwargs)
+        except ModuleNotFoundError as e:
+            if (extra := extra_needed(e)) is None:
+                raise
+            raise UserError(f"seqfraud {name} needs {extra}") from e
 
     single = command(checked)
 

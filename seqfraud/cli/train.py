@@ -13,7 +13,6 @@ from seqfraud.cli import CONFIG_PATH, run_hydra
 from seqfraud.cli.hydra_main import hydra_command
 from seqfraud.config import SEQUENCE_FIT
 from seqfraud.rundir import stacking_kept
-from seqfraud.training.train import keep_what_was_set, train
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +21,9 @@ log = logging.getLogger(__name__)
 def train_task(cfg: DictConfig) -> float | None:
     """Returns the validation PR-AUC, the objective of a Hydra sweep (ranks other than 0 and pretraining runs,
     which have no PR-AUC, report nothing)."""
+    # Imported once Hydra has composed the settings (hydra_main._job): Lightning's import takes 5 to 8 s.
+    from seqfraud.training.train import keep_what_was_set, train
+
     hydra_dir = Path(HydraConfig.get().runtime.output_dir)
     if Path(cfg.paths.output_dir).resolve() != hydra_dir.resolve():
         # Two dogfoods set both and found their run in one place and its log in another.
