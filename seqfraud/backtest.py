@@ -31,7 +31,7 @@ from seqfraud import schema as S
 from seqfraud.compare import typology_columns
 from seqfraud.config import packaged, plain
 from seqfraud.data.events import label_delay_us, load_events
-from seqfraud.data.split import EmptySplit, from_epoch_us, to_epoch_us
+from seqfraud.data.split import EmptySplit, from_epoch_us, setting_time
 from seqfraud.errors import ConfigError, first_line, is_finite
 from seqfraud.preprocess import ensure_synthetic, resolve_data_config
 from seqfraud.rundir import REPORT_FILE, stacking_kept
@@ -85,7 +85,7 @@ def plan_windows(
         )
     width, val = round(window_days * DAY_US), round(val_days * DAY_US)
     t1 = (
-        to_epoch_us(first_test_start)
+        setting_time("backtest.first_test_start", first_test_start)
         if first_test_start
         else (last_us // DAY_US + 1) * DAY_US - windows * width
     )

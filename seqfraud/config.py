@@ -131,6 +131,7 @@ RANGES = {
     "optim.weight_decay": Bound(0),
     "optim.warmup_fraction": Bound(0, 1, high_open=True),
     "optim.min_lr_ratio": Bound(0, 1),
+    "optim.betas": Bound(0, 1, high_open=True),
     "loss.pos_weight": POSITIVE,
     "loss.gamma": Bound(0),
     "loss.alpha": Bound(0, 1),
@@ -151,6 +152,7 @@ RANGES = {
     "features.min_count": Bound(0),
     "features.max_vocab": Bound(1),
     "features.n_buckets": Bound(1),
+    "features.tail_quantiles": Bound(0, 1, low_open=True, high_open=True),
     "features.time_delta.min_seconds": POSITIVE,
     "features.time_delta.max_seconds": POSITIVE,
     "features.time_delta.n_buckets": Bound(3),
@@ -174,19 +176,21 @@ RANGES = {
 
 def out_of_range(cfg: Mapping[str, Any]) -> str | None:
     """The first setting of ``cfg`` (a plain, resolved config) outside its :data:`RANGES` bound, as
-    ``"key must be ..., got value"``; numbers only (:func:`wrong_type` tells the rest)."""
+    ``"key must be ..., got value"``; numbers and lists' numbers only (:func:`wrong_type` tells the rest)."""
     for key, bound in RANGES.items():
         node: Any = cfg
         for part in key.split("."):
             node = node.get(part) if isinstance(node, Mapping) else None
-        if is_number(node) and not (bound.holds(node) and is_finite(node)):
-            return f"{key} must be {bound}{'' if is_finite(node) else ' and finite'}, got {node}"
+        for x in node if isinstance(node, list) else [node]:
+            if is_number(x) and not (bound.holds(x) and is_finite(x)):
+                each = "each of " if isinstance(node, list) else ""
+                return f"{each}{key} must be {bound}{'' if is_finite(x) else ' and finite'}, got {node}"
     return None
 
 
 def wrong_type(given: Mapping[str, Any], reference: Mapping[str, Any], prefix: str = "") -> str | None:
-    """The first value of ``given`` whose packaged default in ``reference`` is a number or a boolean and that is
-    not one (an interpolation aside), as ``"section.key must be ..."``: ``optim.lr=fast`` failed with a TypeError
+    """The first value of ``given`` whose packaged default in ``reference`` is a number, a boolean or a list of
+    numbers and that is not one (an interpolation aside), as ``"section.key must be ..."``: ``optim.lr=fast`` failed with a TypeError
     traceback, after preprocessing (dogfood 49)."""
     for key, value in given.items():
         default = reference.get(key)
@@ -197,7 +201,10 @@ def wrong_type(given: Mapping[str, Any], reference: Mapping[str, Any], prefix: s
         if isinstance(value, str) and value.startswith("${"):
             continue
         number = is_number(value)
-        if isinstance(default, bool):
+        if isinstance(default, list) and default and all(map(is_number, default)):
+            # features.tail_quantiles=0.99 failed with a TypeError traceback (review 185)
+            ok, wanted = isinstance(value, list) and all(map(is_number, value)), "a list of numbers"
+        elif isinstance(default, bool):
             ok, wanted = isinstance(value, bool), "true or false"
         elif isinstance(default, int) and f"{prefix}{key}" not in FRACTIONS:
             ok, wanted = number and isinstance(value, int), "an integer"

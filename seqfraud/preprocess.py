@@ -167,10 +167,20 @@ def ensure_synthetic(data: Mapping[str, Any]) -> None:
     if held and current == wanted:
         return
     if held and by != "config":
+        assert current is not None
+        # The config has no start, days or generator version: setting sessions and seed could not match those.
+        fixed = [k for k in wanted if current.get(k) != wanted[k] and k not in ("sessions", "seed")]
+        advice = (
+            f"No data.synthetic setting holds its {', '.join(fixed)}: train on it as your own data "
+            f"(data.synthetic=null data.events={out / 'events.parquet'} data.labels={out / 'labels.parquet'} "
+            f"data.typologies={out / 'typologies.parquet'})"
+            if fixed
+            else "Set data.synthetic.sessions and data.synthetic.seed to match it"
+        )
         raise ConfigError(
             f"data.synthetic.dir={out} holds `seqfraud synthetic` output ({current}), not the data "
-            f"data.synthetic asks for ({wanted}): it is not replaced. Set data.synthetic.sessions and "
-            "data.synthetic.seed to match it, or point data.synthetic.dir at another directory"
+            f"data.synthetic asks for ({wanted}): it is not replaced. {advice}, or point data.synthetic.dir at "
+            "another directory"
         )
     log.info(
         "generating synthetic data: %s sessions, seed %s, into %s%s",

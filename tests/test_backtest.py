@@ -93,6 +93,8 @@ def test_windows_that_do_not_fit_the_data_error():
         plan_windows(T0_US, last, windows=10, window_days=10, val_days=5)
     with pytest.raises(ValueError, match="after the latest session"):
         plan_windows(T0_US, last, windows=2, window_days=10, val_days=5, first_test_start="2024-04-05")
+    with pytest.raises(ValueError, match="backtest.first_test_start: 'notadate' is not an ISO 8601 date"):
+        plan_windows(T0_US, last, windows=2, window_days=10, val_days=5, first_test_start="notadate")
 
 
 @pytest.fixture(scope="module")

@@ -383,7 +383,7 @@ def test_config_data_is_generated_again_when_its_stamp_differs(tmp_path):
     assert pl.read_parquet(tmp_path / "events.parquet").equals(first)
 
 
-def test_data_the_config_did_not_generate_is_never_replaced(tmp_path):
+def test_data_the_config_did_not_generate_is_never_replaced(tmp_path, capsys):
     """A dogfood pointed data.synthetic.dir at `seqfraud synthetic --seed 7` output: training replaced it with
     seed 0, logging one INFO line. The command's output is used where it matches the config, refused where it
     does not; files without a stamp (a user's own) are refused, never overwritten."""
@@ -399,6 +399,21 @@ def test_data_the_config_did_not_generate_is_never_replaced(tmp_path):
     ):
         ensure_synthetic(data)
     ensure_synthetic(data | {"synthetic": data["synthetic"] | {"seed": 7}})  # as the command made it: used
+    # Output of other days has no setting to match it with: taken as one's own data (review 185).
+    days = tmp_path / "days90"
+    synthetic_cli(["--sessions", "200", "--seed", "7", "--days", "90", "--out", str(days)])
+    with pytest.raises(ConfigError, match=r"No data.synthetic setting holds its days: .*data.synthetic=null"):
+        ensure_synthetic(
+            {
+                "synthetic": {"dir": str(days), "sessions": 200, "seed": 7},
+                "events": str(days / "events.parquet"),
+            }
+        )
+    with pytest.raises(SystemExit):
+        synthetic_cli(["--sessions", "200", "--out", str(tmp_path / "x"), "--start", "2026-13-01"])
+    assert (
+        "'2026-13-01' is not an ISO 8601 date or datetime (month must be in 1..12)" in capsys.readouterr().err
+    )
     assert (out / "events.parquet").read_bytes() == made
     (out / syn.STAMP_FILE).unlink()
     with pytest.raises(

@@ -365,6 +365,12 @@ def test_a_setting_nothing_reads_is_refused_before_any_data(tmp_path, caplog):
         "data.split.test_fraction=0": r"data.split.test_fraction must be in \(0, 1\), got 0",
         "callbacks.early_stopping.monitor=val/prauc": r"callbacks.early_stopping.monitor: 'val/prauc' is not a metric",
         "data.split.val_fraction=0.9": r"val_fraction \+ data.split.test_fraction must be below 1 .* 0.9 \+ 0.15",
+        # Lists of numbers failed with a TypeError, a ValueError or an IndexError traceback (review 185).
+        "features.tail_quantiles=0.99": r"features.tail_quantiles must be a list of numbers \(as its default",
+        "features.tail_quantiles=[abc]": r"features.tail_quantiles must be a list of numbers .* got \['abc'\]",
+        "features.tail_quantiles=[0.5,1.2]": r"each of features.tail_quantiles must be in \(0, 1\), got \[0.5, 1.2\]",
+        "optim.betas=[1.5,0.9]": r"each of optim.betas must be in \[0, 1\), got \[1.5, 0.9\]",
+        "optim.betas=[0.9]": r"optim.betas must hold two numbers, AdamW's, got \[0.9\]",
     }
     # A label-scarce run's risk features read the labels it hides (review 50); without risk it may run.
     with pytest.raises(

@@ -122,6 +122,18 @@ def count(text: str) -> int:
     return value
 
 
+def iso_time(text: str) -> str:
+    """An argparse type: an ISO 8601 date or datetime (``synthetic --start notadate`` failed with a ValueError
+    traceback: review 185)."""
+    from seqfraud.data.split import to_epoch_us
+
+    try:
+        to_epoch_us(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 date or datetime ({e})") from None
+    return text
+
+
 def out_folder(text: str) -> Path:
     """An argparse type: a folder to write into, refused where a file of that name is (a FileExistsError
     traceback from monitor, compare, synthetic and sign keygen: dogfood 55)."""

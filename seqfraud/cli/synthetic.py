@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from seqfraud.cli import count, out_folder
+from seqfraud.cli import count, iso_time, out_folder
 from seqfraud.data.synthetic import DEFAULT_DAYS, DEFAULT_START, generate, stamp, summary, write
 from seqfraud.errors import command
 
@@ -18,7 +18,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--sessions", type=count, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=out_folder, required=True)
-    parser.add_argument("--start", default=DEFAULT_START, help="ISO date or datetime (UTC if naive)")
+    parser.add_argument(
+        "--start", type=iso_time, default=DEFAULT_START, help="ISO date or datetime (UTC if naive)"
+    )
     parser.add_argument("--days", type=count, default=DEFAULT_DAYS)
     args = parser.parse_args(argv)
     data = generate(args.sessions, seed=args.seed, start=args.start, days=args.days)

@@ -23,12 +23,13 @@ def to_epoch_us(value: str | datetime) -> int:
     return int(dt.timestamp() * 1_000_000)
 
 
-def split_time(key: str, value: str | datetime) -> int:
-    """A ``data.split`` boundary in epoch microseconds, refused by its key when it does not parse."""
+def setting_time(key: str, value: str | datetime) -> int:
+    """A time setting (``data.split.test_start``) in epoch microseconds, refused by its key when it does not
+    parse."""
     try:
         return to_epoch_us(value)
     except ValueError as e:
-        raise ConfigError(f"data.split.{key}: {value!r} is not an ISO 8601 date or datetime ({e})") from None
+        raise ConfigError(f"{key}: {value!r} is not an ISO 8601 date or datetime ({e})") from None
 
 
 def from_epoch_us(us: int) -> str:
@@ -50,13 +51,17 @@ def split_boundaries(
     def from_end(fraction: float) -> int:
         return int(starts[min(max(n - round(n * fraction), 0), n - 1)])
 
-    test_us = split_time("test_start", test_start) if test_start else from_end(test_fraction)
-    val_us = split_time("val_start", val_start) if val_start else from_end(test_fraction + val_fraction)
+    test_us = setting_time("data.split.test_start", test_start) if test_start else from_end(test_fraction)
+    val_us = (
+        setting_time("data.split.val_start", val_start)
+        if val_start
+        else from_end(test_fraction + val_fraction)
+    )
     if val_us > test_us:
         raise ConfigError(
             f"data.split: val_start ({from_epoch_us(val_us)}) is after test_start ({from_epoch_us(test_us)})"
         )
-    if test_end and split_time("test_end", test_end) <= test_us:
+    if test_end and setting_time("data.split.test_end", test_end) <= test_us:
         raise ConfigError(
             f"data.split: test_end ({test_end}) is not after test_start ({from_epoch_us(test_us)})"
         )
@@ -95,7 +100,7 @@ def before_test_end(sessions: pl.DataFrame, test_end: str | None) -> pl.DataFram
     window's test period can end before the data does."""
     if not test_end:
         return sessions
-    kept = sessions.filter(pl.col(S.START_TIME) < split_time("test_end", test_end))
+    kept = sessions.filter(pl.col(S.START_TIME) < setting_time("data.split.test_end", test_end))
     if kept.height == 0:
         raise ConfigError(f"data.split: test_end ({test_end}) is before every session")
     return kept
@@ -191,7 +196,7 @@ def labels_known_by(
     after_test = labelled & (known >= test_us)
     if cutoff is None:
         return sessions, {"labels_known_after_test_start": counts(after_test)}
-    at = test_us if cutoff == "test_start" else split_time("label_cutoff", cutoff)
+    at = test_us if cutoff == "test_start" else setting_time("data.split.label_cutoff", cutoff)
     after = labelled & (known >= at)
     if delay_us is not None:
         after = after | (labelled & (pl.col(S.END_TIME) + delay_us >= at))
