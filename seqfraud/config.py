@@ -83,8 +83,13 @@ def model_settings() -> list[str]:
 def where_key_lives(key: str) -> str:
     """`` (did you mean 'data.split.label_cutoff'?)`` for an override key that ends a packaged one's path (a
     dogfood's ``split.label_cutoff`` got Hydra's "Key 'split' is not in struct" alone), or that is spelt close to one
-    (``trainer.max_epoch``: review 113), or nothing."""
+    (``trainer.max_epoch``: review 113), or nothing; a key of another command's (``seqfraud train
+    backtest.windows=3``, ``seqfraud export trainer.max_epochs=3``) is said to be that command's."""
+    backtest = setting_paths({"backtest": packaged("backtest.yaml")["backtest"]})
     known = setting_paths(packaged_defaults())
+    if key in backtest or key in known:
+        return f" ({key} is a setting of seqfraud {'backtest' if key in backtest else 'train'}, not of this command)"
+    known += backtest
     found = [p for p in known if p.endswith(f".{key}")]
     # A dotted key shares its section with every sibling, which lifted optim.min_lr_ratio past 0.6 for
     # optim.learning_rate: a wrong hint is worse than none.

@@ -568,3 +568,19 @@ def test_a_device_this_machine_lacks_is_refused_by_its_flag(command, tmp_path, c
         with pytest.raises(SystemExit) as exit_:
             main(["--artifact", str(tmp_path), "--out", str(tmp_path / "o.parquet"), "--device", name])
         assert exit_.value.code == EXIT_USER_ERROR and says in capsys.readouterr().err
+
+
+def test_a_key_hydra_refuses_is_told_where_it_lives():
+    """Hydra's advice for a key not in the config, ``+backtest.windws=3``, added a setting nothing reads; a key of
+    another command's was told to be itself (review 185's runs)."""
+    from seqfraud.config import where_key_lives
+
+    assert where_key_lives("backtest.windws") == " (did you mean 'backtest.windows'?)"
+    assert where_key_lives("split.label_cutoff") == " (did you mean 'data.split.label_cutoff'?)"
+    assert where_key_lives("backtest.windows") == (
+        " (backtest.windows is a setting of seqfraud backtest, not of this command)"
+    )
+    assert where_key_lives("trainer.max_epochs") == (
+        " (trainer.max_epochs is a setting of seqfraud train, not of this command)"
+    )
+    assert where_key_lives("optim.learning_rate") == ""  # a sibling's name is no hint (optim.min_lr_ratio)
