@@ -321,7 +321,7 @@ def test_cli_writes_html_and_png(exported_artifact, few, scorer, tmp_path, capsy
     printed = capsys.readouterr().out
     assert "no single event explains this score" not in printed
     assert printed.strip().endswith(
-        f"top events: {moved_most(scorer.explain(few.filter(pl.col(s.session_id) == sid)))}"
+        f"events that moved the score most: {moved_most(scorer.explain(few.filter(pl.col(s.session_id) == sid)))}"
     )
     # The events that moved the score most, either way: one that lowered it most was left out (dogfood 97).
     made = pl.DataFrame(

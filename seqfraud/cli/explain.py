@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(
         f"wrote {args.out}"
         + (f" and {args.png}" if args.png else "")
-        + f"; top events: {moved_most(explained)}"
+        + f"; events that moved the score most: {moved_most(explained)}"
     )
     for note in scored["notes"]:
         print(f"note: {note}")
