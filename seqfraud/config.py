@@ -80,16 +80,22 @@ def model_settings() -> list[str]:
     )
 
 
-def where_key_lives(key: str) -> str:
-    """`` (did you mean 'data.split.label_cutoff'?)`` for an override key that ends a packaged one's path (a
-    dogfood's ``split.label_cutoff`` got Hydra's "Key 'split' is not in struct" alone), or that is spelt close to one
-    (``trainer.max_epoch``: review 113), or nothing; a key of another command's (``seqfraud train
-    backtest.windows=3``, ``seqfraud export trainer.max_epochs=3``) is said to be that command's."""
+def where_key_lives(key: str, command: str) -> str:
+    """`` (did you mean 'data.split.label_cutoff'?)`` for an override key of ``seqfraud COMMAND`` that ends a
+    packaged one's path (a dogfood's ``split.label_cutoff`` got Hydra's "Key 'split' is not in struct" alone), or
+    that is spelt close to one (``trainer.max_epoch``: review 113), or nothing. A packaged key itself is another
+    command's (``seqfraud train backtest.windows=3``), or one this run's choices left out (``data.synthetic=null
+    data.synthetic.seed=3``): each was told to mean itself."""
     backtest = setting_paths({"backtest": packaged("backtest.yaml")["backtest"]})
     known = setting_paths(packaged_defaults())
-    if key in backtest or key in known:
-        return f" ({key} is a setting of seqfraud {'backtest' if key in backtest else 'train'}, not of this command)"
-    known += backtest
+    if key in backtest and command != "backtest":
+        return f" ({key} is a setting of seqfraud backtest, not of seqfraud {command})"
+    if key in known:
+        if command == "export":
+            return f" ({key} is a setting of training, not of seqfraud export)"
+        return f" (a null or a preset chosen above {key} leaves it out of this run's settings)"
+    if command == "backtest":
+        known += backtest
     found = [p for p in known if p.endswith(f".{key}")]
     # A dotted key shares its section with every sibling, which lifted optim.min_lr_ratio past 0.6 for
     # optim.learning_rate: a wrong hint is worse than none.
@@ -193,6 +199,11 @@ def out_of_range(cfg: Mapping[str, Any]) -> str | None:
     return None
 
 
+def interpolated(value: Any) -> bool:
+    """Whether a setting, read unresolved, is an interpolation (``${optim.lr}``), whose value is checked resolved."""
+    return isinstance(value, str) and value.startswith("${")
+
+
 def wrong_type(given: Mapping[str, Any], reference: Mapping[str, Any], prefix: str = "") -> str | None:
     """The first value of ``given`` whose packaged default in ``reference`` is a number, a boolean or a list of
     numbers and that is not one (an interpolation aside), as ``"section.key must be ..."``: ``optim.lr=fast`` failed with a TypeError
@@ -203,12 +214,13 @@ def wrong_type(given: Mapping[str, Any], reference: Mapping[str, Any], prefix: s
             if found := wrong_type(value, default, f"{prefix}{key}."):
                 return found
             continue
-        if isinstance(value, str) and value.startswith("${"):
+        if interpolated(value):
             continue
         number = is_number(value)
         if isinstance(default, list) and default and all(map(is_number, default)):
             # features.tail_quantiles=0.99 failed with a TypeError traceback (review 185)
-            ok, wanted = isinstance(value, list) and all(map(is_number, value)), "a list of numbers"
+            ok = isinstance(value, list) and all(is_number(x) or interpolated(x) for x in value)
+            wanted = "a list of numbers"
         elif isinstance(default, bool):
             ok, wanted = isinstance(value, bool), "true or false"
         elif isinstance(default, int) and f"{prefix}{key}" not in FRACTIONS:

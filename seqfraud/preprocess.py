@@ -312,7 +312,7 @@ def unknown_share_warnings(shares: Mapping[str, Mapping[str, float | None]], spe
                 f"there, seen fewer than features.min_count={info.get('min_count')} times, or past "
                 f"features.max_vocab){cap}. The model reads each as one unknown token. Values new after the "
                 "training period (an app version, a product) are drift; `seqfraud monitor` tracks this share "
-                "(unknown_rate) in production"
+                "in production (unknown_rate, each session weighing one)"
             )
     return said
 

@@ -572,15 +572,20 @@ def test_a_device_this_machine_lacks_is_refused_by_its_flag(command, tmp_path, c
 
 def test_a_key_hydra_refuses_is_told_where_it_lives():
     """Hydra's advice for a key not in the config, ``+backtest.windws=3``, added a setting nothing reads; a key of
-    another command's was told to be itself (review 185's runs)."""
+    another command's, or one a null left out, was told to be itself (reviews 185 and 186)."""
     from seqfraud.config import where_key_lives
 
-    assert where_key_lives("backtest.windws") == " (did you mean 'backtest.windows'?)"
-    assert where_key_lives("split.label_cutoff") == " (did you mean 'data.split.label_cutoff'?)"
-    assert where_key_lives("backtest.windows") == (
-        " (backtest.windows is a setting of seqfraud backtest, not of this command)"
+    assert where_key_lives("backtest.windws", "backtest") == " (did you mean 'backtest.windows'?)"
+    assert where_key_lives("split.label_cutoff", "train") == " (did you mean 'data.split.label_cutoff'?)"
+    assert where_key_lives("backtest.windows", "train") == (
+        " (backtest.windows is a setting of seqfraud backtest, not of seqfraud train)"
     )
-    assert where_key_lives("trainer.max_epochs") == (
-        " (trainer.max_epochs is a setting of seqfraud train, not of this command)"
+    assert where_key_lives("trainer.max_epochs", "export") == (
+        " (trainer.max_epochs is a setting of training, not of seqfraud export)"
     )
-    assert where_key_lives("optim.learning_rate") == ""  # a sibling's name is no hint (optim.min_lr_ratio)
+    assert where_key_lives("data.synthetic.seed", "train") == (
+        " (a null or a preset chosen above data.synthetic.seed leaves it out of this run's settings)"
+    )
+    assert (
+        where_key_lives("optim.learning_rate", "train") == ""
+    )  # a sibling's name is no hint (optim.min_lr_ratio)

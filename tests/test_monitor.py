@@ -590,27 +590,35 @@ def test_a_label_frame_is_checked_as_a_label_file_is(exported_artifact, windows)
         monitor(exported_artifact, early, reference=windows["reference"], labels=42)
 
 
-def test_a_shift_of_present_values_is_not_hidden_by_a_large_missing_share():
-    """A number blank in 90% of events: its values moving by a bucket barely moves the PSI over all events;
-    the PSI over the present values shows it, and the alert reads the larger, once."""
-    from seqfraud.features.spec import FIRST_ID, MISSING
+def test_a_shift_of_present_values_is_not_hidden_by_a_large_missing_share(trained_run):
+    """A number blank on 9 events of 10: its values moving by a bucket barely moves the PSI over all events; the
+    PSI over the present values shows it, and the alert reads the larger, once. Sessions with a value count, not
+    their share of events: read as sessions' worth of values, 500 sessions of one amount each were too few
+    (review 186)."""
+    from seqfraud.features.spec import FIRST_ID, MISSING, Spec
+    from seqfraud.features.tokens import Sequences
     from seqfraud.monitoring.alerts import alerts
-    from seqfraud.monitoring.statistics import MIN_PRESENT, present_psi
+    from seqfraud.monitoring.statistics import MIN_PRESENT, field_stats
 
-    reference = np.zeros(FIRST_ID + 4, dtype=np.int64)
-    current = reference.copy()
-    reference[MISSING], current[MISSING] = 9_000, 9_000
-    reference[FIRST_ID : FIRST_ID + 4] = [400, 300, 200, 100]
-    current[FIRST_ID : FIRST_ID + 4] = [100, 200, 300, 400]
-    whole = psi(reference[1:], current[1:])
-    present = present_psi(reference, current)
+    spec = Spec.load(trained_run / "spec.json")
+    f = next(f for f in spec.edges if f in spec.schema.numerical)
+    j = spec.fields.index(f)
+
+    def window(buckets: list[int]) -> Sequences:
+        """A session per bucket given: nine events without a value, then one with it."""
+        tokens = np.full((10 * len(buckets), len(spec.fields)), FIRST_ID, dtype=np.int64)
+        tokens[:, j] = MISSING
+        tokens[9::10, j] = FIRST_ID + np.asarray(buckets)
+        return Sequences([f"s{i}" for i in range(len(buckets))], tokens, np.full(len(buckets), 10))
+
+    rising = [0] * 200 + [1] * 150 + [2] * 100 + [3] * 50
+    stats = field_stats(spec, window(rising), window([3 - b for b in rising]), [f])[f]
+    whole, present = stats["psi"], stats["psi_present"]
     assert whole < 0.1 and present >= 0.25
-    few = reference.copy()
-    few[FIRST_ID : FIRST_ID + 4] = [MIN_PRESENT // 4 - 1] * 4
-    assert present_psi(few, current) is None
+    assert field_stats(spec, window(rising[: MIN_PRESENT - 1]), window(rising), [f])[f]["psi_present"] is None
     report = {
         "current": {"sessions": 1_000},
-        "fields": {"amount": {"psi": whole, "psi_present": present, "unknown_rate": None}},
+        "fields": {f: stats},
         "new_categories": {},
         "session_length": {"psi": 0.0},
         "score": {"psi": 0.0},
@@ -618,7 +626,7 @@ def test_a_shift_of_present_values_is_not_hidden_by_a_large_missing_share():
     }
     found, _ = alerts(report, check_thresholds(None))
     assert [(a["check"], a["field"], a["value"], a["over"]) for a in found] == [
-        ("psi", "amount", present, "present values")
+        ("psi", f, present, "present values")
     ]
 
 

@@ -371,6 +371,8 @@ def test_a_setting_nothing_reads_is_refused_before_any_data(tmp_path, caplog):
         "features.tail_quantiles=[0.5,1.2]": r"each of features.tail_quantiles must be in \(0, 1\), got \[0.5, 1.2\]",
         "optim.betas=[1.5,0.9]": r"each of optim.betas must be in \[0, 1\), got \[1.5, 0.9\]",
         "optim.betas=[0.9]": r"optim.betas must hold two numbers, AdamW's, got \[0.9\]",
+        "optim.betas=[]": r"optim.betas must hold two numbers, AdamW's, got \[\]",
+        "optim.betas=null": "optim.betas must hold two numbers, AdamW's, got None",
     }
     # A label-scarce run's risk features read the labels it hides (review 50); without risk it may run.
     with pytest.raises(
@@ -383,6 +385,7 @@ def test_a_setting_nothing_reads_is_refused_before_any_data(tmp_path, caplog):
     for override, message in cases.items():
         with pytest.raises(ConfigError, match=message):
             check_settings(compose_train([override]))
+    check_settings(compose_train(["optim.betas=[0.9,${optim.min_lr_ratio}]"]))  # checked once resolved
     for overrides, message in (
         (
             ["model=small", "model.n_heads=3"],

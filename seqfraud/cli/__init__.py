@@ -130,7 +130,7 @@ def iso_time(text: str) -> str:
     try:
         to_epoch_us(text)
     except ValueError as e:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 date or datetime ({e})") from None
+        raise argparse.ArgumentTypeError(str(e)) from None
     return text
 
 

@@ -89,7 +89,7 @@ def hydra_command(config_path: str, config_name: str) -> Callable[[F], F]:
                         "hydra.sweeper.params, such as hparams_search=optuna's of a sequence model, must name the "
                         "chosen model's own)"
                     ) from e
-                elif key is None or not (hint := where_key_lives(key.group(1))):
+                elif key is None or not (hint := where_key_lives(key.group(1), config_name)):
                     raise
                 # Hydra's "To append to your config use +KEY=..." added a setting nothing reads (review 117).
                 raise ConfigError(re.sub(r" To append to your config use \S+", "", one_line(e)) + hint) from e

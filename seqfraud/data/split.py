@@ -16,8 +16,11 @@ log = logging.getLogger(__name__)
 
 
 def to_epoch_us(value: str | datetime) -> int:
-    """ISO datetime (naive means UTC) to epoch microseconds."""
-    dt = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    """ISO datetime (naive means UTC) to epoch microseconds; a ValueError that says so where it is none."""
+    try:
+        dt = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    except ValueError as e:
+        raise ValueError(f"{value!r} is not an ISO 8601 date or datetime ({e})") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     return int(dt.timestamp() * 1_000_000)
@@ -29,7 +32,7 @@ def setting_time(key: str, value: str | datetime) -> int:
     try:
         return to_epoch_us(value)
     except ValueError as e:
-        raise ConfigError(f"{key}: {value!r} is not an ISO 8601 date or datetime ({e})") from None
+        raise ConfigError(f"{key}: {e}") from None
 
 
 def from_epoch_us(us: int) -> str:

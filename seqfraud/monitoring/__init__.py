@@ -104,9 +104,7 @@ def monitor(
         try:
             as_of_us = to_epoch_us(labels_as_of)
         except ValueError as e:
-            raise MonitorError(
-                f"labels_as_of: {labels_as_of!r} is not an ISO 8601 date or datetime ({e})"
-            ) from None
+            raise MonitorError(f"labels_as_of: {e}") from None
         if labels is None:
             raise MonitorError("labels_as_of says when a label table was pulled: give the table (--labels)")
     scorer = Scorer.load(artifact, fmt=fmt)
@@ -195,7 +193,7 @@ def monitor(
         "thresholds": t,
         "fields": fields,
         "new_categories": new_categories(cur.events, spec),
-        # Each entity column's share of events without a value (EntitySpec.presence_feature).
+        # Each entity column's share of events without a value, sessions weighing one (EntitySpec.presence_feature).
         "entity_null_rate": {}
         if spec.entity is None
         else {c: fields[spec.entity.presence_feature(c)]["missing_rate"] for c in spec.entity.columns},

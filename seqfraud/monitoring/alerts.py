@@ -190,7 +190,8 @@ def notes(report: dict[str, Any], t: dict[str, float]) -> list[str]:
         if had > 0 and has <= had / 10:
             small.append(
                 f"entity column {column!r} holds a value in {has:.1%} of the current events against {had:.1%} of "
-                "the reference's: its features' drift is that it went empty; was it dropped from the extract?"
+                "the reference's (each session weighing one): its features' drift is that it went empty; was it "
+                "dropped from the extract?"
             )
     return small + [
         f"{f}: {new['count']:,} value(s) outside the vocabulary, which max_vocab capped in training "

@@ -138,10 +138,11 @@ def check_settings(cfg: DictConfig, *, sections: Mapping[str, Any] | None = None
         raise ConfigError(wrong)
     if wrong := out_of_range(settings):
         raise ConfigError(wrong)
-    if (
-        len(betas := OmegaConf.select(cfg, "optim.betas") or (0, 0)) != 2
-    ):  # an IndexError in AdamW (review 185)
-        raise ConfigError(f"optim.betas must hold two numbers, AdamW's, got {list(betas)}")
+    betas = settings.get("optim", {}).get("betas")
+    if not (
+        isinstance(betas, list) and len(betas) == 2
+    ):  # [0.9], [] and null: errors in AdamW (reviews 185, 186)
+        raise ConfigError(f"optim.betas must hold two numbers, AdamW's, got {betas!r}")
     epochs = OmegaConf.select(cfg, "trainer.max_epochs")
     if isinstance(epochs, int) and not (epochs >= 1 or epochs == -1):  # 0 trained nothing, unsaid
         raise ConfigError(f"trainer.max_epochs must be at least 1 (or -1: no limit), got {epochs}")
