@@ -10,7 +10,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -569,6 +569,35 @@ def test_online_events_take_datetimes_as_score_does(gru_artifact, gru_run) -> No
         (result,) = online.events(timed[2:3])
         whole = scorer.score(without_ids(timed), source="test").row(0, named=True)
     assert result["n_events"] == 4 and abs(result[S.SCORE] - whole[S.SCORE]) <= 1e-5
+
+
+def test_a_session_sent_in_both_time_spellings_takes_a_late_event(gru_artifact, gru_run) -> None:
+    """Each request may send integer epochs or RFC 3339 text; a session held both could not be read again as one
+    column, so the late event that rebuilt it was lost, answered as the store's fault at every resend (dogfood
+    187). Held in one spelling, the late event is taken, and a resend in the other spelling is the same event."""
+    from seqfraud.scoring.online import OnlineScorer
+    from seqfraud.scoring.scorer import Scorer
+    from seqfraud.scoring.state import MemoryStore
+
+    scorer = Scorer.load(gru_artifact)
+    records = session_records(gru_run, 1, min_events=4)[:4]
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+    def as_int(r: dict) -> dict:
+        at = datetime.fromisoformat(r["timestamp"].replace("Z", "+00:00"))
+        return r | {"timestamp": (at - epoch) // timedelta(microseconds=1)}
+
+    online = OnlineScorer(scorer, MemoryStore())
+    online.spec = replace(scorer.spec, timestamp_unit="us")  # integer epochs taken, in microseconds
+    with single_torch_thread():
+        online.events([as_int(records[0])])
+        online.events([records[1]])
+        online.events([as_int(records[3])])
+        (late,) = online.events([records[2]])  # late: the session is rebuilt from the events it holds
+        (again,) = online.events([as_int(records[1])])
+        whole = scorer.score(without_ids(records), source="test").row(0, named=True)
+    assert late["n_events"] == 4 and not late["degraded"] and abs(late[S.SCORE] - whole[S.SCORE]) <= 1e-5
+    assert (again["repeated"], again["conflicting"], again["n_events"]) == (1, 0, 4)
 
 
 def test_late_and_repeated_events(gru_artifact, gru_run) -> None:

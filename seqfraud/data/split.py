@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import polars as pl
@@ -36,7 +36,8 @@ def setting_time(key: str, value: str | datetime) -> int:
 
 
 def from_epoch_us(us: int) -> str:
-    return datetime.fromtimestamp(us / 1_000_000, tz=timezone.utc).isoformat()
+    """RFC 3339 text of an instant, to the microsecond (through a float of seconds, one off at times)."""
+    return (datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=int(us))).isoformat()
 
 
 def split_boundaries(

@@ -568,6 +568,11 @@ class OnlineScorer:
         if events is None:
             frame = normalized_events(as_frame(records, self.spec, source).lazy(), self.spec, source)
             events = EventColumns.of_frame(frame, self.spec)
+        # Each event's time held in one spelling: a session sent integer epochs and RFC 3339 text could not be
+        # read again as one column, and the late event that rebuilt it was lost, answered as the store's fault
+        # (dogfood 187). A resend in the other spelling is the same event.
+        at = schema.timestamp
+        records = [r | {at: from_epoch_us(us)} for r, us in zip(records, events.ts_us.tolist())]
         try:
             lines = [_COMPACT.encode(r).encode() for r in records]
         except (TypeError, ValueError) as e:
