@@ -267,7 +267,8 @@ def test_an_integer_in_a_text_column_reads_as_its_digits_whatever_else_the_reque
         "7",
     ]
     with pytest.raises(
-        DataValidationError, match=r"column 'device'.*1 event\(s\) hold a float \(first: event 2\)"
+        DataValidationError,
+        match=r"column 'device'.*1 event\(s\) hold a value of type float \(first: event 2\)",
     ):
         as_frame([event("web"), event("ios"), event(5.5)], SPEC, "request")
     # An id past Polars' Int128 is named as such (it read "values of types ['int'] ... expected text or

@@ -1190,7 +1190,9 @@ def test_labels_are_read_in_the_label_tables_column_names() -> None:
     mixed = [
         {"visit": "8", "is_fraud": 1, "cb_date": c} for c in ("2024-01-01T00:00:01Z", "2024-01-02T00:00:00Z")
     ]
-    with pytest.raises(DataValidationError, match=r"1 label\(s\) hold a int \(first: label 2, session '9'\)"):
+    with pytest.raises(
+        DataValidationError, match=r"1 label\(s\) hold a value of type int \(first: label 2, session '9'\)"
+    ):
         read_labels([*mixed, {"visit": "9", "is_fraud": 1, "cb_date": 1_704_067_201_000}], spec, "request")
     with pytest.raises(Exception, match="session_id"):
         validator.validate_python({"labels": [{"session_id": "7", "label": 1}]})

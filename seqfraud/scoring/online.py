@@ -1138,7 +1138,7 @@ def read_labels(labels: list[Mapping[str, Any]], spec: Spec, source: str) -> lis
         first = next(i for i in given if type(times[i]).__name__ == rare)
         raise DataValidationError(
             f"{source}: {time_key!r}: label times of types {sorted(kinds)} in one request; {kinds[rare]:,} "
-            f"label(s) hold a {rare} (first: label {first}, session {str(labels[first][session_key])!r}); send "
+            f"label(s) hold a value of type {rare} (first: label {first}, session {str(labels[first][session_key])!r}); send "
             "integer epochs or date-time text, not both"
         )
     if given:

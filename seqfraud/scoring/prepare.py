@@ -167,7 +167,7 @@ def _records_frame(records: Sequence[Any], spec: Spec, source: str) -> pl.DataFr
             raise DataValidationError(
                 f"{source}: column {c!r}: values of types {sorted(types)} cannot form one column"
                 + (" (expected numbers)" if c in s.numerical else " (expected text or integers)")
-                + f"; {types[rare]:,} event(s) hold a {rare} (first: event {first})"
+                + f"; {types[rare]:,} event(s) hold a value of type {rare} (first: event {first})"
                 + (
                     "; a NaN is pandas' missing value: send None, or convert with pl.from_pandas(df)"
                     if nan
