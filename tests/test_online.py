@@ -511,6 +511,7 @@ def test_a_long_sessions_state_keeps_what_a_rebuild_reads(gru_artifact, gru_run)
     at 300 events, 8.2 ms at 4,500). Without a stacker the state keeps the latest max_len + 1 events by time,
     all a rebuild reads; late events, before the kept ones or among them, still score as the whole session, and
     a resent event no longer kept is a repeat (its fields cannot be compared)."""
+    from seqfraud.data.split import to_epoch_us
     from seqfraud.scoring.online import OnlineScorer
     from seqfraud.scoring.scorer import Scorer
     from seqfraud.scoring.state import MemoryStore
@@ -533,9 +534,12 @@ def test_a_long_sessions_state_keeps_what_a_rebuild_reads(gru_artifact, gru_run)
                 taken.append(i)
         state = online.session(sid)
         assert state is not None and state.n_events == len(taken) and len(state.record_list()) == m + 1
-        assert [r["timestamp"] for r in state.record_list()] == [
-            events[i]["timestamp"] for i in taken[-(m + 1) :]
-        ]
+        assert (
+            [to_epoch_us(r["timestamp"]) for r in state.record_list()]
+            == [  # held as RFC 3339 text
+                to_epoch_us(events[i]["timestamp"].replace("Z", "+00:00")) for i in taken[-(m + 1) :]
+            ]
+        )
         for late in sorted(held):
             (result,) = online.events([events[late]])
             taken.append(late)

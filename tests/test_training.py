@@ -100,6 +100,7 @@ def test_a_search_whose_stacker_keeps_the_aggregates_alone_says_it_searches_noth
     from hydra.core.hydra_config import HydraConfig
 
     import seqfraud.cli.train as cli
+    import seqfraud.training.train as training
     from seqfraud.rundir import STACKING_REPORT
 
     def fitted(cfg):
@@ -108,7 +109,7 @@ def test_a_search_whose_stacker_keeps_the_aggregates_alone_says_it_searches_noth
         )
         return {"val": {"pr_auc": 0.5}}
 
-    monkeypatch.setattr(cli, "train", fitted)
+    monkeypatch.setattr(training, "train", fitted)  # which the command imports when it runs
     cli.main(
         ["hparams_search=optuna", "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={tmp_path}", "logger=none"]
     )
@@ -125,6 +126,7 @@ def test_an_optuna_search_with_failed_trials_ends_with_the_first_error(tmp_path,
     every trial failed ended in Optuna's "No trials are completed yet" traceback (dogfood 106). Both end as a grid
     sweep does, with the first trial's error in one line and exit status 2 (train is stood in for)."""
     import seqfraud.cli.train as cli
+    import seqfraud.training.train as training
     from seqfraud.errors import ConfigError
 
     calls = []
@@ -135,7 +137,7 @@ def test_an_optuna_search_with_failed_trials_ends_with_the_first_error(tmp_path,
             raise ConfigError(f"trial {calls[-1]} cannot run")
         return {"val": {"pr_auc": 0.5}}
 
-    monkeypatch.setattr(cli, "train", fitted)
+    monkeypatch.setattr(training, "train", fitted)  # which the command imports when it runs
     for fail_all in (False, True):
         calls.clear()
         with pytest.raises(SystemExit) as ended:
