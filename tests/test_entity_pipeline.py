@@ -1161,3 +1161,9 @@ def test_a_distinct_count_is_alerted_on_a_rise_only(entity_run) -> None:
     grew = entity_field_stats(spec, window(FIRST_ID + 1), starts, window(FIRST_ID + 2))[name]
     assert fell["alerted"] is False and fell["why"].endswith("alerted on a rise only")
     assert grew["alerted"] is True and grew["why"] is None
+    # 170 reference sessions after a feature's warm-up alerted at PSI 0.28 to 0.46 on a log without drift (dogfood
+    # 187): a reference needs as many sessions as a current window does before its PSI is alerted on.
+    starts[:30] = int(spec.fit_info["first_event_us"])
+    few = entity_field_stats(spec, window(FIRST_ID + 1), starts, window(FIRST_ID + 2))[name]
+    assert few["alerted"] is False and "170 reference sessions began after its warm-up" in few["why"]
+    assert few["why"].endswith("it needs 200")

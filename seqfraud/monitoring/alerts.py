@@ -8,6 +8,7 @@ from typing import Any
 
 from seqfraud import schema as S
 from seqfraud.monitoring.inputs import MonitorError
+from seqfraud.monitoring.statistics import MIN_ALERT_SESSIONS
 
 DEFAULT_THRESHOLDS: dict[str, float] = {
     "psi_warn": 0.1,  # token field or session length PSI: warning from here
@@ -23,10 +24,8 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
 }
 
 
-# Below these, a finding is a warning, not an alert. Two samples of one distribution differ by a PSI of about
-# (bins - 1) / sessions: 0.3-0.4 on 50 sessions over 20 bins, where 4 of 6 windows of unchanged traffic alerted
-# (dogfood 30); and a PR-AUC on a dozen frauds moves by a quarter by chance (one alerted on 11).
-MIN_ALERT_SESSIONS = 200
+# Below these, a finding is a warning, not an alert (MIN_ALERT_SESSIONS: statistics.py); a PR-AUC on a dozen frauds
+# moves by a quarter by chance (one alerted on 11).
 MIN_ALERT_POSITIVES = 30
 
 
