@@ -65,6 +65,19 @@ def test_a_window_run_is_named_in_wandb_by_its_backtest_too(tmp_path):
     assert not window_config(cfg, window, cfg.model, run_dir).get("logger")
 
 
+def test_times_read_and_written_exactly():
+    """Read through a float of seconds, 1% of microsecond times came one microsecond low (review 188): a boundary
+    set at a session's first event moved it to the other split."""
+    import random
+
+    from seqfraud.data.split import from_epoch_us
+
+    assert to_epoch_us("2004-01-11T22:49:33.499837Z") == 1_073_861_373_499_837
+    rng = random.Random(0)
+    for us in (rng.randrange(-(10**15), 4 * 10**15) for _ in range(2_000)):
+        assert to_epoch_us(from_epoch_us(us)) == us
+
+
 def test_test_end_errors_name_the_boundary():
     sessions = _sessions([T0_US + DAY_US])
     with pytest.raises(ValueError, match="test_end .* not after test_start"):

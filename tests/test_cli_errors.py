@@ -2,18 +2,19 @@
 under Hydra too; ``SEQFRAUD_DEBUG=1`` brings the traceback back.
 
 Each command costs seconds of imports, so the commands run once, two at a time, and the tests read their results;
-each runs as ``python ARGS`` would, in a fork of one process that made those imports (:func:`as_python`).
+each runs as ``python ARGS`` would, in a fork of one process of their own that made those imports (:func:`fork_each`).
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import importlib
+import json
 import os
 import runpy
+import signal
 import subprocess
 import sys
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ import pytest
 from seqfraud.errors import DEBUG_ENV, EXIT_USER_ERROR
 
 ROOT = Path(__file__).resolve().parents[1]
-# Imported once, by the fork server: 5 to 8 s of CPU a command otherwise, 22 commands (93 s of the suite's setup).
+# Imported once, by fork_each's process: 5 to 8 s of CPU a command otherwise, 22 commands (93 s of the suite's setup).
 PRELOADED = [
     "torch",
     "pytorch_lightning",
@@ -30,12 +31,33 @@ PRELOADED = [
     "seqfraud.training.train",
     "seqfraud.scoring.scorer",
 ]
-FORKS = multiprocessing.get_context("forkserver")
+
+
+def fork_each(jobs: list[dict], at_once: int = 2) -> dict[str, int]:
+    """In a process of its own, single-threaded (not multiprocessing's fork server, which the service's workers
+    share: review 188): import :data:`PRELOADED` once, then run each job ``{name, args, out, err, env}`` in a fork
+    (:func:`as_python`), ``at_once`` at a time; each one's exit status by name."""
+    for module in PRELOADED:
+        importlib.import_module(module)
+    status: dict[str, int] = {}
+    running: dict[int, str] = {}
+    queue = list(jobs)
+    while queue or running:
+        while queue and len(running) < at_once:
+            job = queue.pop(0)
+            pid = os.fork()
+            if pid == 0:
+                as_python(job["args"], Path(job["out"]), Path(job["err"]), job["env"])
+            running[pid] = job["name"]
+        pid, code = os.wait()
+        status[running.pop(pid)] = os.waitstatus_to_exitcode(code)
+    return status
 
 
 def as_python(args: list[str], out: Path, err: Path, env: dict[str, str]) -> None:
-    """In a fork of the server: ``python *args`` from the repository, stdout and stderr written to files, exiting
-    with the status the interpreter would."""
+    """In a fork: ``python *args`` from the repository, stdout and stderr written to files, exiting with the status
+    the interpreter would; killed after 120 s."""
+    signal.alarm(120)
     for fd, path in ((1, out), (2, err)):
         os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
     sys.stdout, sys.stderr = (os.fdopen(fd, "w", closefd=False) for fd in (1, 2))  # for the process' life
@@ -253,31 +275,49 @@ def runs(
         "WANDB_MODE": "disabled"
     }
 
-    FORKS.set_forkserver_preload(PRELOADED)
-
-    def run(name: str) -> tuple[subprocess.CompletedProcess, Path]:
-        debug = {DEBUG_ENV: "1"} if name.startswith("debug") else {}
-        if (
-            "[train] extra" in name
-        ):  # they stop an import, which a fork of the server has made: a fresh process
-            done = subprocess.run(
-                commands[name], check=False, cwd=ROOT, capture_output=True, text=True, env=env, timeout=120
-            )
-            return done, tmp
-        out, err = tmp / f"{name}.out", tmp / f"{name}.err"
-        process = FORKS.Process(target=as_python, args=(commands[name][1:], out, err, env | debug))
-        process.start()
-        process.join(120)
-        if process.exitcode is None:
-            process.kill()
-            raise TimeoutError(f"{name}: still running after 120 s")
-        return subprocess.CompletedProcess(
-            commands[name], process.exitcode, out.read_text(), err.read_text()
-        ), tmp
-
-    # Two at a time: all 22 started at once shared two cores for minutes, and under load ran past the timeout.
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(commands, pool.map(run, commands)))
+    # Those that stop an import, which a fork has made already, run in fresh processes.
+    fresh = {name for name in commands if "[train] extra" in name}
+    done = {
+        name: subprocess.run(
+            commands[name], check=False, cwd=ROOT, capture_output=True, text=True, env=env, timeout=120
+        )
+        for name in fresh
+    }
+    # The others two at a time: all 22 started at once shared two cores for minutes, and ran past their timeout.
+    jobs = [
+        {
+            "name": name,
+            "args": args[1:],
+            "out": str(tmp / f"{name}.out"),
+            "err": str(tmp / f"{name}.err"),
+            "env": env | ({DEBUG_ENV: "1"} if name.startswith("debug") else {}),
+        }
+        for name, args in commands.items()
+        if name not in fresh
+    ]
+    forked = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            (
+                f"import json, sys; sys.path.insert(0, {str(ROOT / 'tests')!r}); from test_cli_errors import "
+                "fork_each; print(json.dumps(fork_each(json.load(sys.stdin))))"
+            ),
+        ],
+        input=json.dumps(jobs),
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    status = json.loads(forked.stdout.splitlines()[-1])
+    for job in jobs:
+        name = job["name"]
+        out, err = Path(job["out"]).read_text(), Path(job["err"]).read_text()
+        done[name] = subprocess.CompletedProcess(commands[name], status[name], out, err)
+    return {name: (done[name], tmp) for name in commands}
 
 
 def error_line(runs, name: str) -> str:

@@ -15,15 +15,20 @@ from seqfraud.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+MICROSECOND = timedelta(microseconds=1)
+
+
 def to_epoch_us(value: str | datetime) -> int:
-    """ISO datetime (naive means UTC) to epoch microseconds; a ValueError that says so where it is none."""
+    """ISO datetime (naive means UTC) to epoch microseconds, exactly (through a float of seconds, 1% of times
+    came one microsecond low: review 188); a ValueError that says so where it is none."""
     try:
         dt = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
     except ValueError as e:
         raise ValueError(f"{value!r} is not an ISO 8601 date or datetime ({e})") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
-    return int(dt.timestamp() * 1_000_000)
+    return (dt - EPOCH) // MICROSECOND
 
 
 def setting_time(key: str, value: str | datetime) -> int:
@@ -36,8 +41,8 @@ def setting_time(key: str, value: str | datetime) -> int:
 
 
 def from_epoch_us(us: int) -> str:
-    """RFC 3339 text of an instant, to the microsecond (through a float of seconds, one off at times)."""
-    return (datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=int(us))).isoformat()
+    """RFC 3339 text of an instant, exactly, as :func:`to_epoch_us` reads it."""
+    return (EPOCH + int(us) * MICROSECOND).isoformat()
 
 
 def split_boundaries(

@@ -72,7 +72,7 @@ from seqfraud.features.spec import Spec
 from seqfraud.features.tokens import Sequences
 from seqfraud.schema import Schema
 from seqfraud.scoring.history import History
-from seqfraud.scoring.prepare import as_frame, normalized_events, record_columns, say_once
+from seqfraud.scoring.prepare import as_frame, normalized_events, record_columns, say_once, timestamp_us
 from seqfraud.scoring.scorer import UNREAD_SCORE, Scorer, intra_op_threads
 from seqfraud.scoring.state import (
     EntityRow,
@@ -568,11 +568,6 @@ class OnlineScorer:
         if events is None:
             frame = normalized_events(as_frame(records, self.spec, source).lazy(), self.spec, source)
             events = EventColumns.of_frame(frame, self.spec)
-        # Each event's time held in one spelling: a session sent integer epochs and RFC 3339 text could not be
-        # read again as one column, and the late event that rebuilt it was lost, answered as the store's fault
-        # (dogfood 187). A resend in the other spelling is the same event.
-        at = schema.timestamp
-        records = [r | {at: from_epoch_us(us)} for r, us in zip(records, events.ts_us.tolist())]
         try:
             lines = [_COMPACT.encode(r).encode() for r in records]
         except (TypeError, ValueError) as e:
@@ -690,7 +685,9 @@ class OnlineScorer:
                 with _stored(sid):
                     firsts = state.taken_as([entries[i] for i in again]) if again else []
                 conflicts[:] = [
-                    keys[i] for i, first in zip(again, firsts) if first is not None and first != records[i]
+                    keys[i]
+                    for i, first in zip(again, firsts)
+                    if first is not None and self._text_times([first]) != self._text_times([records[i]])
                 ]
                 for i, e in enumerate(entries):
                     if not seen[i] and e not in fresh:
@@ -820,12 +817,24 @@ class OnlineScorer:
         where = f"session {state.session_id!r}"
         with _stored(state.session_id):
             frame = normalized_events(
-                as_frame(state.record_list(), self.spec, where).lazy(), self.spec, where
+                as_frame(self._text_times(state.record_list()), self.spec, where).lazy(), self.spec, where
             )
             columns = EventColumns.of_frame(frame, self.spec)
             if set(columns.session_ids) != {state.session_id}:
                 raise ValueError("it holds events of another session")
         return columns
+
+    def _text_times(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Events with each time as RFC 3339 text with its offset. Each request may send integer epochs or text,
+        so a session may hold both, which cannot be read again as one column: the late event that rebuilt it was
+        lost (dogfood 187). Read so, held events of any release rebuild, and an event resent in the other spelling
+        is the same event (review 188)."""
+        at = self.spec.schema.timestamp
+        out = []
+        for r in records:
+            us = timestamp_us(r.get(at), self.spec)
+            out.append(r if us is None else r | {at: from_epoch_us(us)})
+        return out
 
     def _columns(self, events: EventColumns, keys: list[str] | None) -> EventColumns:
         """One session's events with their entity features where the model has any (read from the live history;

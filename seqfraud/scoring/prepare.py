@@ -404,6 +404,12 @@ def _say_naive_for_zoned(stamps: list[Any], sids: list[str], spec: Spec, source:
         say_once("naive", source, naive_said(source, ts, n, n, example, zoned=TRAINED_ZONED))
 
 
+def timestamp_us(value: Any, spec: Spec) -> int | None:
+    """One event time's epoch microseconds by :func:`_timestamps_us`'s rules; None where it would not pass them."""
+    out = _timestamps_us([value], spec)
+    return None if out is None else int(out[0])
+
+
 def _timestamps_us(values: list[Any], spec: Spec) -> np.ndarray | None:
     """Epoch microseconds by :func:`~seqfraud.data.events.normalize`'s rules; None where any value would not
     pass them (the full path then says why)."""
