@@ -206,8 +206,8 @@ def interpolated(value: Any) -> bool:
 
 def wrong_type(given: Mapping[str, Any], reference: Mapping[str, Any], prefix: str = "") -> str | None:
     """The first value of ``given`` whose packaged default in ``reference`` is a number, a boolean or a list of
-    numbers and that is not one (an interpolation aside), as ``"section.key must be ..."``: ``optim.lr=fast`` failed with a TypeError
-    traceback, after preprocessing (dogfood 49)."""
+    numbers and that is not one (an interpolation aside), as ``"section.key must be ..."``: ``optim.lr=fast``
+    failed with a TypeError traceback, after preprocessing (dogfood 49)."""
     for key, value in given.items():
         default = reference.get(key)
         if isinstance(default, Mapping) and isinstance(value, Mapping):

@@ -2,7 +2,7 @@
 under Hydra too; ``SEQFRAUD_DEBUG=1`` brings the traceback back.
 
 Each command costs seconds of imports, so the commands run once, two at a time, and the tests read their results;
-each runs as ``python ARGS`` would, in a fork of one process of their own that made those imports (:func:`fork_each`).
+each runs as ``python ARGS`` would, in a fork of one process that made the imports (:func:`fork_each`).
 """
 
 from __future__ import annotations
@@ -46,8 +46,11 @@ def fork_each(jobs: list[dict], at_once: int = 2) -> dict[str, int]:
         while queue and len(running) < at_once:
             job = queue.pop(0)
             pid = os.fork()
-            if pid == 0:
-                as_python(job["args"], Path(job["out"]), Path(job["err"]), job["env"])
+            if pid == 0:  # the child never returns here: a second loop of forks would run every job again
+                try:
+                    as_python(job["args"], Path(job["out"]), Path(job["err"]), job["env"])
+                finally:
+                    os._exit(70)
             running[pid] = job["name"]
         pid, code = os.wait()
         status[running.pop(pid)] = os.waitstatus_to_exitcode(code)

@@ -193,7 +193,8 @@ def monitor(
         "thresholds": t,
         "fields": fields,
         "new_categories": new_categories(cur.events, spec),
-        # Each entity column's share of events without a value, sessions weighing one (EntitySpec.presence_feature).
+        # Each entity column's share of events without a value, each session weighing one
+        # (EntitySpec.presence_feature).
         "entity_null_rate": {}
         if spec.entity is None
         else {c: fields[spec.entity.presence_feature(c)]["missing_rate"] for c in spec.entity.columns},

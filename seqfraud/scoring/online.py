@@ -832,7 +832,7 @@ class OnlineScorer:
         at = self.spec.schema.timestamp
         out = []
         for r in records:
-            us = timestamp_us(r.get(at), self.spec)
+            us = timestamp_us(r.get(at), self.spec) if isinstance(r, dict) else None  # damage: as_frame says
             out.append(r if us is None else r | {at: from_epoch_us(us)})
         return out
 
@@ -1147,8 +1147,8 @@ def read_labels(labels: list[Mapping[str, Any]], spec: Spec, source: str) -> lis
         first = next(i for i in given if type(times[i]).__name__ == rare)
         raise DataValidationError(
             f"{source}: {time_key!r}: label times of types {sorted(kinds)} in one request; {kinds[rare]:,} "
-            f"label(s) hold a value of type {rare} (first: label {first}, session {str(labels[first][session_key])!r}); send "
-            "integer epochs or date-time text, not both"
+            f"label(s) hold a value of type {rare} (first: label {first}, session "
+            f"{str(labels[first][session_key])!r}); send integer epochs or date-time text, not both"
         )
     if given:
         lt_spec = replace(spec, schema=replace(s, timestamp=time_key, label_time=None, event_id=None))
