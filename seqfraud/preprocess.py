@@ -164,12 +164,13 @@ def ensure_synthetic(data: Mapping[str, Any]) -> None:
             "(data.synthetic=null, data.events=..., data.labels=...)"
         )
     by = current.pop("by", "config") if current else None
-    if held and current == wanted:
+    if held and current is not None and _as_made(current) == _as_made(wanted):
         return
     if held and by != "config":
         assert current is not None
         # The config has no start, days or generator version: setting sessions and seed could not match those.
-        fixed = [k for k in wanted if current.get(k) != wanted[k] and k not in ("sessions", "seed")]
+        made, asked = _as_made(current), _as_made(wanted)
+        fixed = [k for k in asked if made.get(k) != asked[k] and k not in ("sessions", "seed")]
         advice = (
             f"No data.synthetic setting holds its {', '.join(fixed)}: train on it as your own data "
             f"(data.synthetic=null data.events={out / 'events.parquet'} data.labels={out / 'labels.parquet'} "
@@ -190,6 +191,15 @@ def ensure_synthetic(data: Mapping[str, Any]) -> None:
         f" (replacing the config's earlier {current})" if held else "",
     )
     synthetic.write(synthetic.generate(wanted["sessions"], seed=wanted["seed"]), out, wanted, by="config")
+
+
+def _as_made(stamp: Mapping[str, Any]) -> dict[str, Any]:
+    """A generator stamp with its start as the instant it names: ``--start 2026-01-01T00:00`` makes the default's
+    data, which was refused as another start (review 186)."""
+    try:
+        return dict(stamp) | {"start": to_epoch_us(stamp["start"])}
+    except (KeyError, TypeError, ValueError):  # a stamp of its own kind: compared as it is
+        return dict(stamp)
 
 
 def truncation(n_events: pl.Series, spec: Spec) -> dict[str, int]:

@@ -409,6 +409,17 @@ def test_data_the_config_did_not_generate_is_never_replaced(tmp_path, capsys):
                 "events": str(days / "events.parquet"),
             }
         )
+    # The default's start spelt otherwise makes the default's data: used, not refused (review 186).
+    spelt = tmp_path / "spelt"
+    synthetic_cli(["--sessions", "200", "--seed", "7", "--start", "2026-01-01T00:00", "--out", str(spelt)])
+    made = (spelt / "events.parquet").read_bytes()
+    ensure_synthetic(
+        {
+            "synthetic": {"dir": str(spelt), "sessions": 200, "seed": 7},
+            "events": str(spelt / "events.parquet"),
+        }
+    )
+    assert (spelt / "events.parquet").read_bytes() == made
     with pytest.raises(SystemExit):
         synthetic_cli(["--sessions", "200", "--out", str(tmp_path / "x"), "--start", "2026-13-01"])
     assert (
