@@ -745,7 +745,20 @@ def test_sharded_glob_and_csv_inputs_match_single_file(tmp_path):
     for i, (lo, hi) in enumerate([(0, 3), (3, 4), (4, 6)]):
         write(df.slice(lo, hi - lo), shards / f"part-{i}.parquet")
     write(df, tmp_path / "events.csv")
-    for source in (shards, str(shards / "part-*.parquet"), tmp_path / "events.csv"):
+    # A partitioned dataset's folders picked by a glob read as folders (dogfood 189: "not a regular file"); `**`
+    # matches the folders and their files alike, each file read once.
+    days = tmp_path / "days"
+    for i, (lo, hi) in enumerate([(0, 3), (3, 4), (4, 6)]):
+        write(df.slice(lo, hi - lo), days / f"day=2026-03-0{i + 1}" / "part-0.parquet")
+    for source in (
+        shards,
+        str(shards / "part-*.parquet"),
+        tmp_path / "events.csv",
+        str(days / "**"),
+        str(days / "day=2026-03-0*"),
+    ):
+        if source == str(days / "day=2026-03-0*"):  # a job's marker file, which a folder's reading skips
+            (days / "day=2026-03-01" / "_SUCCESS").touch()
         loaded, spec, got = run(source)
         assert got == ref, source
         assert (spec.vocab, spec.edges) == (ref_spec.vocab, ref_spec.edges)

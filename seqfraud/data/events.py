@@ -134,7 +134,9 @@ class LoadedEvents(Generic[EventsT]):
 
 def resolve_paths(path: str | os.PathLike, *, warn: bool = True) -> list[str]:
     """A file, a directory of Parquet files (its subdirectories too, as a partitioned dataset has them; of CSV
-    files where it holds no Parquet), or a glob, to a sorted file list (sorted: row order is the tie-break).
+    files where it holds no Parquet), or a glob of either, to a sorted file list (sorted: row order is the
+    tie-break). A glob's folders are read as folders: ``events/day=2026-04-2*`` picks a partitioned dataset's days
+    (a dogfood's later window to monitor was refused as "not a regular file").
 
     Linked directories are followed once each: a link back up the tree (``loop -> .``) read every file 41 times
     through glob's recursion. A file reached twice under two names would count its rows twice, so it is refused.
@@ -143,33 +145,13 @@ def resolve_paths(path: str | os.PathLike, *, warn: bool = True) -> list[str]:
     """
     p = os.path.expanduser(str(path))
     if os.path.isdir(p):
-        found: dict[str, list[str]] = {"parquet": [], "csv": []}
-        seen = set()
-        for root, dirs, names in os.walk(p, followlinks=True):
-            if os.path.realpath(root) in seen:
-                dirs.clear()  # a directory already read, reached again through a link
-                continue
-            seen.add(os.path.realpath(root))
-            dirs[:] = sorted(
-                d for d in dirs if not d.startswith(".")
-            )  # hidden ones stay out, as glob leaves them
-            for n in names:
-                if not n.startswith(".") and (kind := file_kind(n)) is not None:
-                    found[kind].append(os.path.join(root, n))
-        files = sorted(found["parquet"] or found["csv"])
-        # A half-converted export's CSV rows are not read: said (dogfood 29).
-        if warn and found["parquet"] and found["csv"]:
-            log.warning(
-                "%s: %d CSV file(s) left out (the first: %s): a folder is read as its Parquet files, or as its "
-                "CSV files where it holds no Parquet; convert them, or name the files to read",
-                p,
-                len(found["csv"]),
-                min(found["csv"]),
-            )
+        files = _folder_files(p, warn)
     elif os.path.exists(p):
         files = [p]
     else:
-        files = sorted(glob.glob(p, recursive=True)) if glob.has_magic(p) else []
+        matched = sorted(glob.glob(p, recursive=True)) if glob.has_magic(p) else []
+        # a set: `**` matches a folder and its files alike
+        files = sorted({f for m in matched for f in (_folder_files(m, warn) if os.path.isdir(m) else [m])})
     if not files:
         # A glob under a folder whose own name holds brackets reads them as a character class (dogfood 41).
         literal = next((d for d in Path(p).parents if "[" in d.name and d.is_dir()), None)
@@ -191,6 +173,33 @@ def resolve_paths(path: str | os.PathLike, *, warn: bool = True) -> list[str]:
             )
         first[real] = f
     return files
+
+
+def _folder_files(p: str, warn: bool) -> list[str]:
+    """A folder's Parquet files, its subfolders' too, or its CSV files where it holds no Parquet."""
+    found: dict[str, list[str]] = {"parquet": [], "csv": []}
+    seen = set()
+    for root, dirs, names in os.walk(p, followlinks=True):
+        if os.path.realpath(root) in seen:
+            dirs.clear()  # a directory already read, reached again through a link
+            continue
+        seen.add(os.path.realpath(root))
+        dirs[:] = sorted(
+            d for d in dirs if not d.startswith(".")
+        )  # hidden ones stay out, as glob leaves them
+        for n in names:
+            if not n.startswith(".") and (kind := file_kind(n)) is not None:
+                found[kind].append(os.path.join(root, n))
+    # A half-converted export's CSV rows are not read: said (dogfood 29).
+    if warn and found["parquet"] and found["csv"]:
+        log.warning(
+            "%s: %d CSV file(s) left out (the first: %s): a folder is read as its Parquet files, or as its "
+            "CSV files where it holds no Parquet; convert them, or name the files to read",
+            p,
+            len(found["csv"]),
+            min(found["csv"]),
+        )
+    return sorted(found["parquet"] or found["csv"])
 
 
 def say_repeated_rows(source: str, n: int, copies: list[tuple[str, str]]) -> None:
