@@ -720,6 +720,23 @@ def test_service_events_labels_sessions_and_restart(gru_artifact, gru_run, tmp_p
         assert client.get(f"/sessions/{sid}").status_code == 404
         long = client.get("/sessions/" + "x" * 15_000)  # a dogfood's 404 echoed all 15,000 characters
         assert long.status_code == 404 and len(long.text) < 300 and "15,000 characters" in long.text
+        # Where an entity model's training log held integer session ids, a padded one is said as the id it writes
+        # (dogfood 187).
+        from seqfraud.data.events import INTEGER_IDS
+
+        online = client.app.state.online
+        trained = online.spec
+        online.spec = replace(
+            trained,
+            schema=replace(trained.schema, entities=("device",)),
+            fit_info=trained.fit_info | {INTEGER_IDS: [trained.schema.session_id]},
+        )
+        padded = client.get("/sessions/00047")
+        assert (
+            padded.status_code == 404 and "integers, held as their digits alone: /sessions/47" in padded.text
+        )
+        assert "digits alone" not in client.get("/sessions/47").text
+        online.spec = trained
         first = client.post("/events", json={"events": mine[:3]})
         assert first.status_code == 200, first.text
         (result,) = first.json()["results"]

@@ -24,6 +24,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -48,7 +49,7 @@ from starlette.requests import ClientDisconnect
 from typing_extensions import NotRequired, Required, TypedDict
 
 from seqfraud import schema as S
-from seqfraud.data.events import DataValidationError, blank_id
+from seqfraud.data.events import REWRITTEN, DataValidationError, blank_id
 from seqfraud.decisions import BANDS
 from seqfraud.export.artifact import Artifact, open_artifact, strict_json, unique_keys, verification_settings
 from seqfraud.features.spec import Spec
@@ -1241,7 +1242,19 @@ def create_app(
                 if len(session_id) <= 100
                 else f"{session_id[:100]}... ({len(session_id):,} characters)"
             )
-            raise RequestError(404, f"no open session {shown!r} (never seen, or expired)")
+            said = f"no open session {shown!r} (never seen, or expired)"
+            spec = online.spec
+            if (
+                shown == session_id
+                and spec.schema.session_id in spec.integer_ids
+                and REWRITTEN.match(session_id)
+            ):
+                # /events refuses such a form of an integer id, so none is held under it (dogfood 187).
+                plain = int(Decimal(session_id))
+                said += (
+                    f"; the model's session ids are integers, held as their digits alone: /sessions/{plain}"
+                )
+            raise RequestError(404, said)
         # The flags /events answers with, so that a reader of the state knows the score's footing (dogfood 120).
         return JSONResponse(state.public() | length_flags(online.spec, state.n_events))
 
