@@ -591,6 +591,12 @@ def test_label_times_all_at_midnight_are_said_as_days_written_as_datetimes(tmp_p
         (days, True),
         ([d + timedelta(hours=9) for d in days], False),
         ([d.date() for d in days], False),
+        # As text too, as a CSV holds them (dogfood 190); a date alone counts from its day's end, as documented.
+        ([f"{d:%Y-%m-%d %H:%M:%S}" for d in days], True),
+        ([f"{d:%Y-%m-%dT%H:%M:%S}.000+02:00" for d in days], True),
+        ([f"{d:%Y-%m-%dT%H:%M:%S}Z" for d in days], True),
+        ([f"{d + timedelta(hours=9):%Y-%m-%d %H:%M:%S}" for d in days], False),
+        ([f"{d:%Y-%m-%d}" for d in days], False),
     ):
         caplog.clear()
         table = pl.DataFrame({"session_id": [f"s{i}" for i in range(n)], "label": [0] * n, "known_at": times})

@@ -1069,6 +1069,8 @@ def _say_labels_named_otherwise(lf: pl.LazyFrame, given: pl.Schema, schema: Sche
 
 
 MIN_DATED_LABELS = 20  # fewer label times than this at midnight may be midnight's
+# A datetime as text at midnight, whatever its offset: 2026-05-08 00:00:00, 2026-05-08T00:00:00.000+02:00.
+MIDNIGHT_TEXT = r"^\d{4}-\d{2}-\d{2}[Tt ]00:00:00(?:\.0*)?(?:[Zz]|[+-]\d{2}:?\d{2})?$"
 
 
 def say_dates_as_datetimes(
@@ -1077,10 +1079,15 @@ def say_dates_as_datetimes(
     """Label times that are datetimes, every one at midnight, are most likely days written as datetimes (pandas
     writes dates so): read as the start of their day, where a date alone counts from its end, they were known a
     day early, unsaid (dogfood 173: 105 labels read as known before the test start), in a label table or on the
-    events (review 174), whose every row repeats its session's: counted once a ``session_id`` (review 176)."""
-    if not isinstance(have[column], pl.Datetime):
+    events (review 174), whose every row repeats its session's: counted once a ``session_id`` (review 176). Text
+    too, a CSV's ``2026-05-08 00:00:00`` (dogfood 190), where a date alone is no datetime and not counted."""
+    col = pl.col(column)
+    if isinstance(have[column], pl.Datetime):
+        midnight = col.dt.time() == time(0)
+    elif have[column] == pl.String:
+        midnight = pl.when(~col.str.contains(DATE_ALONE)).then(col.str.contains(MIDNIGHT_TEXT))
+    else:
         return
-    midnight = pl.col(column).dt.time() == time(0)
     times = lf.select(session_id, column).unique() if session_id is not None else lf
     with reading(source):
         n, every = times.select(midnight.count().alias("n"), midnight.all().alias("every")).collect().row(0)
