@@ -42,8 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--labels-as-of",
         metavar="DATETIME",
-        help="when the label table was pulled (ISO; naive means UTC): a session whose label delay has run by then "
-        "counts as settled (default: the window's last event)",
+        help="when the label table was pulled (ISO; naive means UTC): labels it dates after then are read as not "
+        "known yet, and a session whose label delay has run by then counts as settled (default: every label in the "
+        "table counts, and the delay runs to the window's last event)",
     )
     p.add_argument("--out", type=out_folder, default="monitor", help="output directory (default: ./monitor)")
     p.add_argument(
