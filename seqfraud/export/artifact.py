@@ -183,9 +183,12 @@ def save_compiled_step(
                 program,
                 package_path=str(root / COMPILED_STEP_FILE),
                 # Precompiled headers go to inductor's shared folder in /tmp whatever its cache dir (review 156).
+                # The vector ISA from /proc/cpuinfo's flags, as loading reads them (_compiled_foreign): inductor's
+                # own check builds and loads a test library per ISA, about 10 s an export in the private cache.
                 inductor_configs={
                     "cpp.march": COMPILED_MARCH,
                     "cpp.simdlen": 256,
+                    "cpp.vec_isa_ok": True,
                     "aot_inductor.precompile_headers": False,
                 },
             )
