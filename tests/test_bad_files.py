@@ -803,6 +803,28 @@ def test_a_column_recoded_upstream_is_named_when_scored(scorer, tmp_path, caplog
     assert "null in every row" not in caplog.text
 
 
+def test_an_integer_column_that_lost_a_codes_leading_zeros_is_said(scorer, tmp_path, caplog, monkeypatch):
+    """An integer column was left out of the recoding check: the agent codes a model learnt as 07499 and 00312,
+    scored as 7499 and 312 from an integer column, read as unknown values without a word (dogfood 190)."""
+    from dataclasses import replace
+
+    from seqfraud.scoring.batch import score_file
+
+    many = pl.concat([GOOD.with_columns(pl.col(SID) + f"-{k}") for k in range(5)])
+    codes = many.with_columns((pl.int_range(pl.len()) % 7 + 300).alias(DEVICE))  # 300..306, none learnt
+    path = _write(tmp_path / "codes.parquet", codes)
+    with caplog.at_level("WARNING", logger="seqfraud.scoring.batch"):
+        score_file(scorer, str(path), tmp_path / "s.parquet", progress=False)
+        assert f"column '{DEVICE}' holds no value the model learnt (e.g. 300" in caplog.text
+        assert "Was the column recoded?" in caplog.text
+        caplog.clear()
+        spec = scorer.spec
+        padded = [f"{300 + i:05d}" for i in range(len(spec.vocab[DEVICE]))]  # 00300, 00301, ...
+        monkeypatch.setattr(scorer, "spec", replace(spec, vocab=spec.vocab | {DEVICE: padded}))
+        score_file(scorer, str(path), tmp_path / "s2.parquet", progress=False)
+        assert "the model learnt codes with leading zeros: read it as text" in caplog.text
+
+
 @pytest.mark.parametrize("zone", ["+05:30", "-03:30", "+0545", "Mars/Olympus", "+05:00", "Asia/Kolkata"])
 def test_parquet_times_of_any_zone_read_as_their_instants(zone, scorer, tmp_path):
     """Arrow keeps instants in UTC whatever the zone says: a half-hour offset (``+05:30``, as pandas writes a

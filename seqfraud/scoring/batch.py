@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -42,6 +43,11 @@ log = logging.getLogger(__name__)
 CHUNK_EVENTS = 1_000_000
 RECODED_MIN_VALUES = 50  # fewer values, all unseen, may be a few sessions of new categories
 RECODED_SHARE_DROP = 0.1  # the share of known values this far below training's is said
+PADDED = re.compile(r"^0[0-9]+$")  # a code written with leading zeros, which an integer column drops
+LOST_ZEROS = (
+    "The column holds integers, and the model learnt codes with leading zeros: read it as text (in pandas, "
+    "dtype=str)"
+)
 
 
 def iter_scores(
@@ -83,11 +89,12 @@ def iter_sequences(
     # shared-device context (dogfood 112: that typology's recall 0.83 to 0).
     optional = [*spec.schema.categorical, *spec.schema.numerical, *spec.schema.entities]
     have = events.collect_schema()
-    # Text columns whose values can be looked up as they stand (a Boolean or integer column is spelt otherwise).
+    # Columns whose values can be looked up as their text (a Boolean column is spelt otherwise); an integer column's
+    # too, which loses a learnt code's leading zeros (dogfood 190: agent 07499 sent as 7499 read as unknown, unsaid).
     texts = [
         c
         for c in spec.schema.categorical_fields
-        if spec.vocab.get(c) and have[c] in (pl.String, pl.Categorical)
+        if spec.vocab.get(c) and (have[c] in (pl.String, pl.Categorical) or have[c].is_integer())
     ]
     finite = scorer.unsaid_infinite()  # the whole file's +inf and -inf, said by the scorer's note
     lengths = pl.col(spec.schema.session_id).unique_counts()
@@ -144,23 +151,26 @@ def iter_sequences(
         values, known = counts[f"__values_{i}"].item(), counts[f"__known_{i}"].item()
         if values < RECODED_MIN_VALUES:
             continue
+        padded = have[c].is_integer() and any(PADDED.match(v) for v in spec.vocab[c])
         if not known and counts[f"__new_{i}"].item() >= 2:
             log.warning(
                 "%s: column %r holds no value the model learnt (e.g. %r; it learnt %s): every event reads it as "
-                "an unknown value. Was the column recoded?",
+                "an unknown value. %s",
                 source,
                 c,
                 counts[f"__first_{i}"].item(),
                 spec.vocab[c][:5],
+                LOST_ZEROS if padded else "Was the column recoded?",
             )
         elif known / values < coverage.get(c, 1.0) - RECODED_SHARE_DROP:  # one new value on every event too
             log.warning(
                 "%s: column %r: %.0f%% of its values are ones the model learnt, against %.0f%% in training: the rest "
-                "read as unknown values. New traffic, or values recoded upstream?",
+                "read as unknown values. %s",
                 source,
                 c,
                 100 * known / values,
                 100 * coverage.get(c, 1.0),
+                LOST_ZEROS if padded else "New traffic, or values recoded upstream?",
             )
     if (truncated := counts["truncated"].item()) and scorer.reads_sequence:
         log.warning(
