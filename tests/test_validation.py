@@ -1064,6 +1064,30 @@ def test_csv_files_beside_parquet_ones_are_said_to_be_left_out(tmp_path, caplog)
     assert "1 CSV file(s) left out (the first:" in caplog.text and "b.csv" in caplog.text
 
 
+def test_a_folder_reads_parquet_by_its_bytes_and_says_what_it_leaves_out(tmp_path, caplog):
+    """Hive names its files 000000_0, some writers .parq: a folder's such files were left out without a word, half a
+    month unscored (dogfood 191). Parquet is known by its bytes; a writer's markers (_SUCCESS, _metadata, which is
+    Parquet too) are not data."""
+    import shutil
+
+    from seqfraud.data.events import resolve_paths
+
+    folder = tmp_path / "month=2026-01"
+    first = write(events(), folder / "part-0.parquet")
+    for name in ("000000_0", "part-1.parq", "_metadata"):
+        shutil.copy(first, folder / name)
+    (folder / "_SUCCESS").write_text("")
+    (folder / "README.txt").write_text("exported nightly")
+    assert resolve_paths(str(tmp_path)) == sorted(
+        str(folder / n) for n in ("000000_0", "part-0.parquet", "part-1.parq")
+    )
+    assert "1 file(s) left out, neither Parquet nor named .csv or .csv.gz (the first: " in caplog.text
+    assert "README.txt" in caplog.text and "_SUCCESS" not in caplog.text
+    assert (
+        load_events(str(folder / "000000_0"), SCHEMA).report["n_events"] == events().height
+    )  # named alone too
+
+
 def test_drop_unlabeled_with_a_label_column(tmp_path):
     ev = write(events(label=pl.Series([0, 0, None, None, 1])), tmp_path / "events.parquet")
     prepared = preprocess(_data_cfg(ev, on_unlabeled="drop"), FEATURES, tmp_path / "o")

@@ -178,6 +178,7 @@ def resolve_paths(path: str | os.PathLike, *, warn: bool = True) -> list[str]:
 def _folder_files(p: str, warn: bool) -> list[str]:
     """A folder's Parquet files, its subfolders' too, or its CSV files where it holds no Parquet."""
     found: dict[str, list[str]] = {"parquet": [], "csv": []}
+    other: list[str] = []  # neither, said; "_" names are a writer's markers (_SUCCESS, _metadata)
     seen = set()
     for root, dirs, names in os.walk(p, followlinks=True):
         if os.path.realpath(root) in seen:
@@ -188,8 +189,10 @@ def _folder_files(p: str, warn: bool) -> list[str]:
             d for d in dirs if not d.startswith(".")
         )  # hidden ones stay out, as glob leaves them
         for n in names:
-            if not n.startswith(".") and (kind := file_kind(n)) is not None:
-                found[kind].append(os.path.join(root, n))
+            if not n.startswith((".", "_")):
+                f = os.path.join(root, n)
+                kind = file_kind(f)
+                (other if kind is None else found[kind]).append(f)
     # A half-converted export's CSV rows are not read: said (dogfood 29).
     if warn and found["parquet"] and found["csv"]:
         log.warning(
@@ -198,6 +201,13 @@ def _folder_files(p: str, warn: bool) -> list[str]:
             p,
             len(found["csv"]),
             min(found["csv"]),
+        )
+    if warn and other:
+        log.warning(
+            "%s: %d file(s) left out, neither Parquet nor named .csv or .csv.gz (the first: %s)",
+            p,
+            len(other),
+            min(other),
         )
     return sorted(found["parquet"] or found["csv"])
 
@@ -247,16 +257,25 @@ def reads(path: str | os.PathLike, file: str | os.PathLike) -> bool:
 
 
 _PARQUET_SUFFIXES = (".parquet", ".pq")
+PARQUET_MAGIC = b"PAR1"  # a Parquet file's first (and last) bytes
 # CSV as exported, or gzipped as exports often are.
 _CSV_SUFFIXES = (".csv", ".csv.gz")
 
 
 def file_kind(name: str | os.PathLike) -> Literal["parquet", "csv"] | None:
-    """``parquet`` or ``csv`` by the file's name (``.csv.gz`` is CSV), or None for a file that is neither."""
+    """``parquet`` or ``csv`` by the file's name (``.csv.gz`` is CSV), or None for a file that is neither. A
+    regular file by another name is Parquet where its first bytes say so: Hive names its files ``000000_0``, and
+    some writers ``.parq`` (dogfood 191: a folder's such files were left out unsaid)."""
     lower = os.fspath(name).lower()
     if lower.endswith(_PARQUET_SUFFIXES):
         return "parquet"
-    return "csv" if lower.endswith(_CSV_SUFFIXES) else None
+    if lower.endswith(_CSV_SUFFIXES):
+        return "csv"
+    if os.path.isfile(name):  # not a pipe, which would block the read
+        with open(name, "rb") as f:
+            if f.read(len(PARQUET_MAGIC)) == PARQUET_MAGIC:
+                return "parquet"
+    return None
 
 
 def _open_csv(file: str, binary: bool = False) -> IO[Any]:
