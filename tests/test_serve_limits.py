@@ -66,15 +66,23 @@ def server(exported_artifact, events, tmp_path_factory):
 def test_learnt_values_longer_than_a_request_may_send_are_said_at_start(exported_artifact, caplog):
     """A model that learnt a 2,013-character user agent was refused at every request carrying it, unsaid
     (dogfood 166)."""
-    from seqfraud.features.spec import Spec
+    from dataclasses import replace
+
+    from seqfraud.features.spec import NAN_VALUES, Spec
     from seqfraud.scoring.service import unservable_values
 
     spec = Spec.load(exported_artifact / "spec.json")
     longest = max(len(v) for vocab in spec.vocab.values() for v in vocab)
-    assert unservable_values(spec, longest) is None
-    said = unservable_values(spec, longest - 1)
+    assert unservable_values(spec, longest) == []
+    (said,) = unservable_values(spec, longest - 1)
+    assert f"serve with --max-value-chars {longest}" in said and "refused with 422" in said
+    # NaN, which JSON lacks: a request's null reads as missing, unsaid after training (dogfood 191).
+    amount = spec.schema.numerical[0]
+    nan = replace(spec, fit_info=spec.fit_info | {NAN_VALUES: {amount: 12}})
+    (note,) = unservable_values(nan, longest)
     assert (
-        said is not None and f"serve with --max-value-chars {longest}" in said and "refused with 422" in said
+        f"the model learnt NaN values, which JSON cannot send, as a token of their own (training events: {{'{amount}': 12}})"
+        in note
     )
     # Said when the service starts (review 167: the call itself was untested).
     limits = Limits(max_value_chars=longest - 1, max_batch_in_flight=1, max_explain_in_flight=1)

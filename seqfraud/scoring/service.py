@@ -52,7 +52,7 @@ from seqfraud import schema as S
 from seqfraud.data.events import REWRITTEN, DataValidationError, blank_id
 from seqfraud.decisions import BANDS
 from seqfraud.export.artifact import Artifact, open_artifact, strict_json, unique_keys, verification_settings
-from seqfraud.features.spec import Spec
+from seqfraud.features.spec import NAN_VALUES, Spec
 from seqfraud.scoring.explain import flat_note, scored_occlusion, unlisted, unread_note
 from seqfraud.scoring.history import HistoryRequired, refuse_to_serve
 from seqfraud.scoring.online import (
@@ -95,19 +95,25 @@ class Limits:
     retry_after_s: int = 1
 
 
-def unservable_values(spec: Spec, max_chars: int) -> str | None:
-    """What to say where the model learnt values longer than a request's strings may be: every request carrying
-    one is refused with 422 (a user agent of 2,013 characters, learnt by the model and refused at every request,
-    unsaid before: dogfood 166); None where none is."""
+def unservable_values(spec: Spec, max_chars: int) -> list[str]:
+    """What to say, at start, of values the model learnt that a request cannot send: strings longer than
+    ``max_chars``, refused with 422 at every request carrying one (a user agent of 2,013 characters: dogfood 166),
+    and NaN, which JSON lacks, so a request's null reads as missing where a batch file's NaN reads as NaN (510
+    bands moved between a log's NaN prices and the same log with nulls, unsaid after training: dogfood 191)."""
+    notes = []
     longest = {f: max(map(len, vocab)) for f, vocab in spec.vocab.items() if vocab}
-    over = {f: n for f, n in longest.items() if n > max_chars}
-    if not over:
-        return None
-    named = ", ".join(f"{f!r} up to {n:,} characters" for f, n in sorted(over.items()))
-    return (
-        f"the model learnt values longer than a request may send (--max-value-chars {max_chars}): {named}; "
-        f"requests carrying them are refused with 422: serve with --max-value-chars {max(over.values())}"
-    )
+    if over := {f: n for f, n in longest.items() if n > max_chars}:
+        named = ", ".join(f"{f!r} up to {n:,} characters" for f, n in sorted(over.items()))
+        notes.append(
+            f"the model learnt values longer than a request may send (--max-value-chars {max_chars}): {named}; "
+            f"requests carrying them are refused with 422: serve with --max-value-chars {max(over.values())}"
+        )
+    if nan := {c: n for c, n in (spec.fit_info.get(NAN_VALUES) or {}).items() if n}:
+        notes.append(
+            f"the model learnt NaN values, which JSON cannot send, as a token of their own (training events: "
+            f"{nan}): a request's null reads as missing, so such events score here as batch scores a null, not a NaN"
+        )
+    return notes
 
 
 class RequestError(Exception):
@@ -981,7 +987,7 @@ def create_app(
             artifact if isinstance(artifact, Artifact) else open_artifact(artifact, **verification_settings())
         )
         scorer = Scorer.of_artifact(verified, fmt, thresholds, threads=threads)
-        if said := unservable_values(scorer.spec, limits.max_value_chars):
+        for said in unservable_values(scorer.spec, limits.max_value_chars):
             log.warning("%s", said)
         scorer.warmup()
         gc.collect()
