@@ -252,7 +252,7 @@ def test_bad_input_names_the_column_and_the_row_count(scorer, one_session):
         ),
         (
             one_session.with_columns(pl.lit("a\nb").alias(s.session_id)).to_dicts(),
-            f"'{s.session_id}': {one_session.height} row\\(s\\) have a blank session id.*control character",
+            f"'{s.session_id}': {one_session.height} row\\(s\\) have a blank session id.*control or invisible character",
         ),
         (
             one_session.with_columns(pl.col(s.timestamp).dt.to_string().str.replace(r"^\d{4}", "year")),

@@ -208,7 +208,7 @@ def _case(name: str, sessions, s) -> tuple[str, object, int, str]:
             "/score",
             {"events": [r | {s.session_id: ""} for r in e]},
             422,
-            f"events[0].{s.session_id}: expected a non-blank id without control characters",
+            f"events[0].{s.session_id}: expected a non-blank id without control or invisible characters",
         ),
         "blank session id": (
             "/events",
@@ -220,13 +220,19 @@ def _case(name: str, sessions, s) -> tuple[str, object, int, str]:
             "/score",
             {"events": [r | {s.session_id: "s1 "} for r in e]},
             422,
-            f"events[0].{s.session_id}: expected a non-blank id without control characters or spaces at its ends",
+            f"events[0].{s.session_id}: expected a non-blank id without control or invisible characters or spaces at its ends",
         ),
         "control character in session id": (
             "/score/batch",
             {"sessions": [{"events": [r | {s.session_id: "s\u0000x"} for r in e]}]},
             422,
             f"sessions[0].events[0].{s.session_id}: expected a non-blank id",
+        ),
+        "zero-width space in session id": (  # another session than s1, that looks the same (dogfood 191)
+            "/score",
+            {"events": [r | {s.session_id: "s1\u200b"} for r in e]},
+            422,
+            f"events[0].{s.session_id}: expected a non-blank id without control or invisible characters",
         ),
         # A gateway that reads the first of two keys checks another request than the one scored.
         "a key twice": (
@@ -289,6 +295,7 @@ BAD = [
     "empty session id",
     "blank session id",
     "control character in session id",
+    "zero-width space in session id",
     "NaN amount",
     "inf amount",
     "overflowing amount",

@@ -173,11 +173,16 @@ def test_session_ids_with_control_characters_are_refused(tmp_path):
     """An id with a newline or tab inside passed training and batch scoring, while the service refused it: it
     breaks every line-based file it is written to, and no ``GET /sessions/{id}`` can name it."""
     path = write(events(session_id=pl.Series(["s1", "s1", "s\n2", "s2", "s\t3"])), tmp_path / "e.parquet")
-    fails(path, path, "column 'session_id': 2 row(s) have a blank session id", "control character")
+    fails(path, path, "column 'session_id': 2 row(s) have a blank session id", "control or invisible character")
     # C1 controls too (U+009B is a terminal's escape), and the Unicode line separator (dogfood 31).
     c1 = ["s1", "s\u009b1", "s\u0085x", "s2", "s\u2028y"]
     path = write(events(session_id=pl.Series(c1)), tmp_path / "c1.parquet")
     fails(path, path, "column 'session_id': 3 row(s) have a blank session id")
+    # Invisible ones, that make another session of an id that looks the same (dogfood 191), a direction override
+    # too, which shows an id reversed.
+    hidden = ["s1", "s1\u200b", "s1\ufeff", "s2", "s\u202e2"]
+    path = write(events(session_id=pl.Series(hidden)), tmp_path / "hidden.parquet")
+    fails(path, path, "column 'session_id': 3 row(s) have a blank session id", "invisible character")
 
 
 def test_null_session_ids_in_a_sharded_directory(tmp_path):

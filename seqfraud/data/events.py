@@ -83,14 +83,19 @@ LABEL_TIME_UNPARSED = (
 )
 # A session id that is empty or only spaces names nothing a service route or a report can show; one with spaces
 # at an end is an export's padding ("7 " and "7" read as two sessions, silently: dogfood 22); one with a control
-# character (a newline, a tab) breaks the lines of a log or CSV it is written to and no URL path can name it.
-# Refused alike in training, label tables, batch scoring and requests.
+# character (a newline, a tab) breaks the lines of a log or CSV it is written to and no URL path can name it; an
+# invisible one (a zero-width space, a byte-order mark) makes another session of an id that looks the same (dogfood
+# 191: S-1, S-1 with U+200B and with U+FEFF scored as three). Refused alike in training, label tables, batch scoring
+# and requests.
 BLANK_ID = (
     "have a blank session id (empty, or spaces only), one with spaces at its start or end, which would read "
-    "as another session than the same id without them, or one with a control character (newline, tab): strip them"
+    "as another session than the same id without them, or one with a control or invisible character (newline, "
+    "tab, zero-width space): strip them"
 )
-# C0 and C1 control characters (U+009B is a terminal's escape) and the Unicode line and paragraph separators.
-_CONTROL = r"[\x00-\x1f\x7f-\x9f\u2028\u2029]"
+# C0 and C1 control characters (U+009B is a terminal's escape), the Unicode line and paragraph separators, and the
+# invisible format characters: soft hyphen, zero-width spaces and joiners, direction marks, embeddings and
+# isolates (which can show an id reversed), word joiners, and the byte-order mark.
+_CONTROL = r"[\x00-\x1f\x7f-\x9f\xad\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]"
 _CONTROL_CHAR = re.compile(_CONTROL)
 
 

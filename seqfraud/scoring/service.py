@@ -245,11 +245,11 @@ def _usable_id(code: str, expected: str) -> Callable[[Any], Any]:
 
 
 _session_id = _usable_id(
-    "session_id", "expected a non-blank id without control characters or spaces at its ends"
+    "session_id", "expected a non-blank id without control or invisible characters or spaces at its ends"
 )
 _optional_id = _usable_id(
     "id",
-    "expected null (the event has none) or a non-blank id without control characters or spaces at its ends",
+    "expected null (the event has none) or a non-blank id without control or invisible characters or spaces at its ends",
 )
 
 
