@@ -1000,7 +1000,11 @@ def test_a_small_training_split_trains_longer_in_smaller_batches(tmp_path, caplo
         caplog.clear()
         assert "trainer.max_epochs" not in main_fit_changes(cfg, prepared)
         said = "trainer.max_epochs=4, as set, stays below the 20 epochs a training split this small gets"
-        assert said in caplog.text, given
+        assert said in caplog.text and "lose to the aggregates" in caplog.text, given
+    # A sequence model alone has no aggregates to lose to (dogfood 191).
+    caplog.clear()
+    main_fit_changes(compose_train(["model=small", "trainer.max_epochs=4"]), prepared)
+    assert said in caplog.text and "aggregates" not in caplog.text
 
 
 def test_a_mistyped_wandb_mode_is_a_config_error(tmp_path):

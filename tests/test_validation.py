@@ -173,7 +173,9 @@ def test_session_ids_with_control_characters_are_refused(tmp_path):
     """An id with a newline or tab inside passed training and batch scoring, while the service refused it: it
     breaks every line-based file it is written to, and no ``GET /sessions/{id}`` can name it."""
     path = write(events(session_id=pl.Series(["s1", "s1", "s\n2", "s2", "s\t3"])), tmp_path / "e.parquet")
-    fails(path, path, "column 'session_id': 2 row(s) have a blank session id", "control or invisible character")
+    fails(
+        path, path, "column 'session_id': 2 row(s) have a blank session id", "control or invisible character"
+    )
     # C1 controls too (U+009B is a terminal's escape), and the Unicode line separator (dogfood 31).
     c1 = ["s1", "s\u009b1", "s\u0085x", "s2", "s\u2028y"]
     path = write(events(session_id=pl.Series(c1)), tmp_path / "c1.parquet")
