@@ -21,7 +21,7 @@ import polars as pl
 from omegaconf import OmegaConf
 
 from seqfraud import schema as S
-from seqfraud.config import SEQUENCE_FIT, plain
+from seqfraud.config import SEQUENCE_FIT, SMALL_SPLIT_OWN, plain
 from seqfraud.errors import UserError
 from seqfraud.metrics import PR_AUC_DECIMALS, precision_key, recall_key
 from seqfraud.rundir import (
@@ -198,6 +198,11 @@ def config_differences(runs: list[Run]) -> list[str]:
     # The schedule a small split's fit used, not the config's it replaced (review 113: batch_size=128 shown for a
     # run that trained in batches of 16).
     flat = [_flat(r.config) | (r.metrics.get("small_split") or {}) for r in runs]
+    # A value set on the command line is copied to its small_split key: one setting, said once (dogfood 187).
+    for f in flat:
+        for key, copy in SMALL_SPLIT_OWN.items():
+            if key in f and f.get(f"small_split.{copy}") == f[key]:
+                del f[f"small_split.{copy}"]
     # The hybrid's embeddings by their contents too: one path rewritten between two runs read alike (dogfood 105).
     for f, r in zip(flat, runs):
         given = ((r.metrics.get("provenance") or {}).get("inputs") or {}).get("embeddings") or {}

@@ -37,6 +37,10 @@ def packaged(name: str) -> dict[str, Any]:
 # out; train says an override of them changes nothing).
 SEQUENCE_FIT = ("trainer.", "optim.", "loader.", "callbacks.", "small_split.")
 
+# The settings small_split leaves where they were set, and the small_split key that then takes their value
+# (seqfraud.training.train.keep_what_was_set).
+SMALL_SPLIT_OWN = {"trainer.max_epochs": "max_epochs", "callbacks.early_stopping.patience": "patience"}
+
 # Each config group a command line sets keys of, with the option train.yaml picks for it, under the key it fills.
 DEFAULT_OPTIONS = {
     "data": "data/synthetic.yaml",

@@ -79,6 +79,10 @@ def test_config_differences_leave_out_what_a_lightgbm_run_does_not_read(runs):
     differs = config_differences([lightgbm, replace(other, config=small)])
     assert "trainer.max_epochs" not in differs[0] and "trainer.max_epochs=8" in differs[1]
     assert "small_split" not in differs[0] and "small_split.max_epochs=4" in differs[1]
+    # A trainer.max_epochs set on the command line, which the small split's copies: said once (dogfood 187).
+    copied = {**small, "trainer": {"max_epochs": 4}}
+    differs = config_differences([replace(other, config=sequence), replace(other, config=copied)])
+    assert differs[1] == "trainer.max_epochs=4", differs
     # A sequence model's settings that its runs share are not differences because a LightGBM run lacks them; what
     # its runs vary is (dogfood 64 read every model.* key of two runs that differed in trainer.max_epochs alone).
     runs_of = [

@@ -31,7 +31,15 @@ from torch import nn
 from seqfraud import rundir
 from seqfraud import schema as S
 from seqfraud.baselines import STACKER_FILE, check_lightgbm_params, fit_lightgbm, fit_predict_lightgbm
-from seqfraud.config import out_of_range, packaged, packaged_defaults, plain, unknown_key, wrong_type
+from seqfraud.config import (
+    SMALL_SPLIT_OWN,
+    out_of_range,
+    packaged,
+    packaged_defaults,
+    plain,
+    unknown_key,
+    wrong_type,
+)
 from seqfraud.data.events import read_typologies
 from seqfraud.data.shards import ROW_GROUP_SESSIONS, shard_files
 from seqfraud.data.split import BOUNDARY_PERIOD, check_splits, fractions_read, later_boundary
@@ -372,10 +380,6 @@ def small_split(cfg: DictConfig, train: Path) -> dict[str, int]:
     ):
         changes["callbacks.early_stopping.patience"] = int(small["patience"])
     return {k: v for k, v in changes.items() if OmegaConf.select(cfg, k) != v}
-
-
-# The settings small_split leaves where they were set, and the small_split key that then takes their value.
-SMALL_SPLIT_OWN = {"trainer.max_epochs": "max_epochs", "callbacks.early_stopping.patience": "patience"}
 
 
 def keep_what_was_set(cfg: DictConfig, overrides: Sequence[str]) -> None:
