@@ -819,10 +819,13 @@ def test_an_integer_column_that_lost_a_codes_leading_zeros_is_said(scorer, tmp_p
         assert "Was the column recoded?" in caplog.text
         caplog.clear()
         spec = scorer.spec
-        padded = [f"{300 + i:05d}" for i in range(len(spec.vocab[DEVICE]))]  # 00300, 00301, ...
-        monkeypatch.setattr(scorer, "spec", replace(spec, vocab=spec.vocab | {DEVICE: padded}))
-        score_file(scorer, str(path), tmp_path / "s2.parquet", progress=False)
-        assert "the model learnt codes with leading zeros: read it as text" in caplog.text
+        for first, lost in ((300, True), (900, False)):  # 00300, 00301, ...; or padded codes, but not these
+            caplog.clear()
+            padded = [f"{first + i:05d}" for i in range(len(spec.vocab[DEVICE]))]
+            monkeypatch.setattr(scorer, "spec", replace(spec, vocab=spec.vocab | {DEVICE: padded}))
+            score_file(scorer, str(path), tmp_path / f"s{first}.parquet", progress=False)
+            assert ("the model learnt codes with leading zeros: read it as text" in caplog.text) == lost
+            assert ("Was the column recoded?" in caplog.text) != lost
 
 
 @pytest.mark.parametrize("zone", ["+05:30", "-03:30", "+0545", "Mars/Olympus", "+05:00", "Asia/Kolkata"])

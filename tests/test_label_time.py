@@ -604,8 +604,11 @@ def test_label_times_all_at_midnight_are_said_as_days_written_as_datetimes(tmp_p
         # And on the events, each session's events carrying its label time (review 174: said of tables alone).
         on_events = ev.join(table, on="session_id")
         load_events(write(on_events, tmp_path / "on.parquet"), SCHEMA)
-        assert caplog.text.count("label times are at midnight: days written as datetimes?") == 2 * said
         assert (
-            f"column 'known_at': all {n} label times are at midnight: days written as datetimes?"
+            caplog.text.count("label times with a time of day are at midnight: days written as datetimes?")
+            == 2 * said
+        )
+        assert (
+            f"column 'known_at': all {n} label times with a time of day are at midnight: days written as datetimes?"
             in caplog.text
         ) == said

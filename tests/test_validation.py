@@ -187,6 +187,33 @@ def test_session_ids_with_control_characters_are_refused(tmp_path):
     fails(path, path, "column 'session_id': 3 row(s) have a blank session id", "invisible character")
 
 
+def test_session_ids_refuse_every_format_character_alike_in_polars_and_python():
+    """Unicode's format characters (category Cf) in a session id, by the Polars rule (files) and the Python one
+    (requests) alike: review 194 found U+061C and 141 more outside a first list. An entity value or event id may be
+    text, where Persian writes U+200C and an emoji sequence U+200D: those refuse control characters alone."""
+    import unicodedata
+
+    from seqfraud.data.events import blank, blank_id
+
+    format_chars = [c for c in range(0x110000) if unicodedata.category(chr(c)) == "Cf"]
+    controls = {*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029}
+    # Each and its neighbours, assigned in this Python's Unicode (the list holds Unicode 15's, this may be older).
+    around = sorted(
+        n
+        for n in {n for c in format_chars for n in (c - 1, c, c + 1)}
+        if unicodedata.category(chr(n)) not in ("Cn", "Cs")
+    )
+    ids = [f"s{chr(c)}1" for c in around]
+    by_polars = pl.DataFrame({"id": ids}).select(blank("id"))["id"].to_list()
+    assert by_polars == [blank_id(i) for i in ids]
+    wrong = [i for i, c, no in zip(ids, around, by_polars) if no != (c in format_chars or c in controls)]
+    assert wrong == []
+    assert not blank_id(
+        "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", session=False
+    )  # Persian, with U+200C
+    assert blank_id("s\n1", session=False) and not blank_id("\U0001f468\u200d\U0001f4bb", session=False)
+
+
 def test_null_session_ids_in_a_sharded_directory(tmp_path):
     df = events(session_id=pl.Series(["s1", None, "s2", None, None]))
     write(df.head(2), tmp_path / "shards" / "part-0.parquet")
@@ -1071,28 +1098,44 @@ def test_csv_files_beside_parquet_ones_are_said_to_be_left_out(tmp_path, caplog)
     assert "1 CSV file(s) left out (the first:" in caplog.text and "b.csv" in caplog.text
 
 
-def test_a_folder_reads_parquet_by_its_bytes_and_says_what_it_leaves_out(tmp_path, caplog):
+def test_a_folder_reads_parquet_by_its_bytes_and_says_what_it_leaves_out(tmp_path, caplog, monkeypatch):
     """Hive names its files 000000_0, some writers .parq: a folder's such files were left out without a word, half a
     month unscored (dogfood 191). Parquet is known by its bytes; a writer's markers (_SUCCESS, _metadata, which is
     Parquet too) are not data."""
     import shutil
 
-    from seqfraud.data.events import resolve_paths
+    from seqfraud.data.events import file_kind, resolve_paths
 
     folder = tmp_path / "month=2026-01"
     first = write(events(), folder / "part-0.parquet")
-    for name in ("000000_0", "part-1.parq", "_metadata"):
+    for name in ("000000_0", "part-1.parq", "_part-2.parquet", "_metadata"):
         shutil.copy(first, folder / name)
     (folder / "_SUCCESS").write_text("")
     (folder / "README.txt").write_text("exported nightly")
-    assert resolve_paths(str(tmp_path)) == sorted(
-        str(folder / n) for n in ("000000_0", "part-0.parquet", "part-1.parq")
-    )
+    data = (
+        "000000_0",
+        "_part-2.parquet",
+        "part-0.parquet",
+        "part-1.parq",
+    )  # "_" alone names no marker (review 194)
+    assert resolve_paths(str(tmp_path)) == sorted(str(folder / n) for n in data)
     assert "1 file(s) left out, neither Parquet nor named .csv or .csv.gz (the first: " in caplog.text
     assert "README.txt" in caplog.text and "_SUCCESS" not in caplog.text
     assert (
         load_events(str(folder / "000000_0"), SCHEMA).report["n_events"] == events().height
     )  # named alone too
+    # A marker matched by a glob is no data either (review 194: _metadata read as events, "Invalid thrift"), and a
+    # file that cannot be opened is not known to be data (it failed the folder's whole read).
+    assert file_kind(folder / "_metadata") is None
+
+    def refused(file, *args, **kwargs):
+        if str(file).endswith("000000_0"):
+            raise PermissionError(13, "Permission denied", str(file))
+        return opened(file, *args, **kwargs)
+
+    opened = open
+    monkeypatch.setattr("builtins.open", refused)
+    assert file_kind(folder / "000000_0") is None
 
 
 def test_drop_unlabeled_with_a_label_column(tmp_path):

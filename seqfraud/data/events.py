@@ -92,22 +92,31 @@ BLANK_ID = (
     "as another session than the same id without them, or one with a control or invisible character (newline, "
     "tab, zero-width space): strip them"
 )
-# C0 and C1 control characters (U+009B is a terminal's escape), the Unicode line and paragraph separators, and the
-# invisible format characters: soft hyphen, zero-width spaces and joiners, direction marks, embeddings and
-# isolates (which can show an id reversed), word joiners, and the byte-order mark.
-_CONTROL = r"[\x00-\x1f\x7f-\x9f\xad\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]"
+# C0 and C1 control characters (U+009B is a terminal's escape) and the Unicode line and paragraph separators.
+_CONTROL = r"[\x00-\x1f\x7f-\x9f\u2028\u2029]"
 _CONTROL_CHAR = re.compile(_CONTROL)
+# Unicode's format characters (category Cf, as of Unicode 15): zero-width spaces and joiners, direction marks,
+# embeddings, overrides and isolates (which can show an id reversed), the byte-order mark, tags. Refused in session
+# ids alone: an entity value or event id may be text, where Persian writes U+200C and an emoji sequence U+200D.
+_FORMAT = (
+    r"[\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064"
+    r"\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3"
+    r"\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]"
+)
+_SESSION_CHAR = re.compile(f"{_CONTROL}|{_FORMAT}")
 
 
 def blank(column: str) -> pl.Expr:
-    """Ids refused by :data:`BLANK_ID`."""
+    """Session ids refused by :data:`BLANK_ID`."""
     c = pl.col(column)
-    return (c.str.strip_chars() != c) | (c == "") | c.str.contains(_CONTROL)
+    return (c.str.strip_chars() != c) | (c == "") | c.str.contains(_SESSION_CHAR.pattern)
 
 
-def blank_id(value: str) -> bool:
-    """:func:`blank`'s rule for one id (a request's, the record fast path's)."""
-    return not value or value.strip() != value or _CONTROL_CHAR.search(value) is not None
+def blank_id(value: str, *, session: bool = True) -> bool:
+    """:func:`blank`'s rule for one id (a request's, the record fast path's); ``session=False`` for an entity value
+    or event id, where a format character may be text (:data:`_FORMAT`)."""
+    chars = _SESSION_CHAR if session else _CONTROL_CHAR
+    return not value or value.strip() != value or chars.search(value) is not None
 
 
 log = logging.getLogger(__name__)
@@ -183,7 +192,7 @@ def resolve_paths(path: str | os.PathLike, *, warn: bool = True) -> list[str]:
 def _folder_files(p: str, warn: bool) -> list[str]:
     """A folder's Parquet files, its subfolders' too, or its CSV files where it holds no Parquet."""
     found: dict[str, list[str]] = {"parquet": [], "csv": []}
-    other: list[str] = []  # neither, said; "_" names are a writer's markers (_SUCCESS, _metadata)
+    other: list[str] = []  # neither, said
     seen = set()
     for root, dirs, names in os.walk(p, followlinks=True):
         if os.path.realpath(root) in seen:
@@ -194,7 +203,7 @@ def _folder_files(p: str, warn: bool) -> list[str]:
             d for d in dirs if not d.startswith(".")
         )  # hidden ones stay out, as glob leaves them
         for n in names:
-            if not n.startswith((".", "_")):
+            if not n.startswith(".") and not writers_marker(n):
                 f = os.path.join(root, n)
                 kind = file_kind(f)
                 (other if kind is None else found[kind]).append(f)
@@ -276,11 +285,24 @@ def file_kind(name: str | os.PathLike) -> Literal["parquet", "csv"] | None:
         return "parquet"
     if lower.endswith(_CSV_SUFFIXES):
         return "csv"
-    if os.path.isfile(name):  # not a pipe, which would block the read
+    if writers_marker(name) or not os.path.isfile(
+        name
+    ):  # _metadata is Parquet, of no rows; a pipe would block
+        return None
+    try:
         with open(name, "rb") as f:
-            if f.read(len(PARQUET_MAGIC)) == PARQUET_MAGIC:
-                return "parquet"
-    return None
+            return "parquet" if f.read(len(PARQUET_MAGIC)) == PARQUET_MAGIC else None
+    except OSError:  # unreadable: not known to be data, so said as left out, where a folder holds it
+        return None
+
+
+def writers_marker(name: str | os.PathLike) -> bool:
+    """A file a writer leaves beside the data (Hadoop's and Spark's ``_SUCCESS``, Parquet's ``_metadata``, a
+    commit protocol's ``_committed_*``), which a folder's read passes over unsaid."""
+    base = os.path.basename(name)
+    return base in ("_SUCCESS", "_metadata", "_common_metadata") or base.startswith(
+        ("_committed_", "_started_")
+    )
 
 
 def _open_csv(file: str, binary: bool = False) -> IO[Any]:
@@ -1117,7 +1139,8 @@ def say_dates_as_datetimes(
         n, every = times.select(midnight.count().alias("n"), midnight.all().alias("every")).collect().row(0)
     if n >= MIN_DATED_LABELS and every:
         log.warning(
-            "%s: column %r: all %s label times are at midnight: days written as datetimes? They are read as the "
+            "%s: column %r: all %s label times with a time of day are at midnight: days written as datetimes? They "
+            "are read as the "
             "start of their day, where a date alone counts from the day's end (its label is known once the day "
             "is over); write them as dates, or with their time",
             source,

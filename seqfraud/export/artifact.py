@@ -183,8 +183,9 @@ def save_compiled_step(
                 program,
                 package_path=str(root / COMPILED_STEP_FILE),
                 # Precompiled headers go to inductor's shared folder in /tmp whatever its cache dir (review 156).
-                # The vector ISA from /proc/cpuinfo's flags, as loading reads them (_compiled_foreign): inductor's
-                # own check builds and loads a test library per ISA, about 10 s an export in the private cache.
+                # The vector ISA from what the CPU reports (torch's own reading), as loading trusts /proc/cpuinfo
+                # (_compiled_foreign): inductor's check builds and loads a test library per ISA, about 7 s an export
+                # in the private cache. Inductor keeps its ISA list for the process: the export's own.
                 inductor_configs={
                     "cpp.march": COMPILED_MARCH,
                     "cpp.simdlen": 256,

@@ -113,7 +113,14 @@ def iter_sequences(
                 pl.col(c).cast(pl.String).is_in(spec.vocab[c]).sum().alias(f"__known_{i}")
                 for i, c in enumerate(texts)
             ),
-            *(pl.col(c).drop_nulls().first().alias(f"__first_{i}") for i, c in enumerate(texts)),
+            *(
+                pl.col(c)
+                .filter(~pl.col(c).cast(pl.String).is_in(spec.vocab[c]))
+                .drop_nulls()
+                .first()
+                .alias(f"__new_first_{i}")
+                for i, c in enumerate(texts)
+            ),
             *(scorer.respelt_example(c).alias(f"__respelt_{i}") for i, c in enumerate(texts)),
             *(pl.col(c).count().alias(f"__values_{i}") for i, c in enumerate(texts)),
             *(
@@ -151,14 +158,20 @@ def iter_sequences(
         values, known = counts[f"__values_{i}"].item(), counts[f"__known_{i}"].item()
         if values < RECODED_MIN_VALUES:
             continue
-        padded = have[c].is_integer() and any(PADDED.match(v) for v in spec.vocab[c])
+        # An integer the model learnt with leading zeros (review 194: not any new integer beside one padded code).
+        new = counts[f"__new_first_{i}"].item()
+        padded = (
+            have[c].is_integer()
+            and new is not None
+            and any(PADDED.match(v) and v.lstrip("0") == str(new) for v in spec.vocab[c])
+        )
         if not known and counts[f"__new_{i}"].item() >= 2:
             log.warning(
                 "%s: column %r holds no value the model learnt (e.g. %r; it learnt %s): every event reads it as "
                 "an unknown value. %s",
                 source,
                 c,
-                counts[f"__first_{i}"].item(),
+                new,
                 spec.vocab[c][:5],
                 LOST_ZEROS if padded else "Was the column recoded?",
             )

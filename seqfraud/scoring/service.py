@@ -230,14 +230,14 @@ def _typed(expected: str, *types: type, nullable: bool = False, max_chars: int) 
     return Annotated[Any, PlainValidator(check), WithJsonSchema(schema)]
 
 
-def _usable_id(code: str, expected: str) -> Callable[[Any], Any]:
+def _usable_id(code: str, expected: str, *, session: bool) -> Callable[[Any], Any]:
     """A check of ids by :data:`~seqfraud.data.events.BLANK_ID`'s rule: session ids, which training and batch
     scoring refuse alike and ``GET /sessions/{id}`` must name, entity values, where ``""`` would link every
     session that sent it into one entity (dogfood 26; ``null`` says the event has none), and event ids, where
     ``" 7"`` beside ``"7"`` took a retry as a new event (review 103)."""
 
     def check(value: Any) -> Any:
-        if isinstance(value, str) and blank_id(value):
+        if isinstance(value, str) and blank_id(value, session=session):
             raise PydanticCustomError(code, expected)
         return value
 
@@ -245,11 +245,14 @@ def _usable_id(code: str, expected: str) -> Callable[[Any], Any]:
 
 
 _session_id = _usable_id(
-    "session_id", "expected a non-blank id without control or invisible characters or spaces at its ends"
+    "session_id",
+    "expected a non-blank id without control or invisible characters or spaces at its ends",
+    session=True,
 )
 _optional_id = _usable_id(
     "id",
-    "expected null (the event has none) or a non-blank id without control or invisible characters or spaces at its ends",
+    "expected null (the event has none) or a non-blank id without control characters or spaces at its ends",
+    session=False,
 )
 
 
