@@ -842,6 +842,16 @@ def test_a_learnt_value_spelt_otherwise_is_said_once(exported_artifact, one_sess
     numbers = with_spec(Scorer.load(exported_artifact), vocab={**spec.vocab, "device_type": ["411111", "7"]})
     decimals = pl.DataFrame({"device_type": ["411111.5", "7.00"]})
     assert decimals.select(numbers.respelt_example("device_type")).item() == "7.00"
+    # A code's leading zeros, which an integer column drops (dogfoods 190 and 192: MCC 0742 sent as 742 read as
+    # unknown over HTTP, unsaid), on both paths; zero itself stays.
+    assert spelling("742") == spelling("0742") == spelling("00742.0") == "742" and spelling("00") == "0"
+    codes = with_spec(Scorer.load(exported_artifact), vocab={**spec.vocab, "device_type": ["0742", "0763"]})
+    integers = pl.DataFrame({"device_type": [1, 742, 763]})
+    assert integers.select(codes.respelt_example("device_type")).item() == "742"
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="seqfraud.scoring.scorer"):
+        OnlineScorer(codes, MemoryStore()).events([records[0] | {"device_type": 742}])
+    assert "column 'device_type': '742' is not a value the model learnt, but '0742' is" in caplog.text
 
 
 def test_nan_a_model_never_saw_is_warned_of_once(scorer, one_session, caplog):

@@ -35,18 +35,23 @@ class TokenTables:
     respelt: dict[str, tuple[bool, dict[str, str]]]
 
 
-# An integer written as a decimal, its digits captured: one pattern for Python here and Polars in the scorer.
+# An integer written as a decimal, its digits captured, and an integer's leading zeros: one pattern each for Python
+# here and Polars in the scorer (replaced by "$1" and "$1$2").
 POINT_ZEROS = r"^([+-]?[0-9]+)\.0*$"
 _POINT_ZEROS = re.compile(POINT_ZEROS)
+LEADING_ZEROS = r"^([+-]?)0+([0-9]+)$"
+_LEADING_ZEROS = re.compile(LEADING_ZEROS)
 
 
 def spelling(value: str, booleans: bool = False) -> str:
     """A value as a client may have respelt it: case, the spaces at its ends and Unicode's compatibility forms
     aside (NFKC: "café" typed with its accent as a mark of its own, full-width letters, a no-break space: dogfood
     128), an integer written as a decimal (``411111.0``, as pandas writes an integer column with a gap: dogfood
-    169), and in a column of booleans (:func:`holds_booleans`) 1 and 0 for true and false, as JSON's 1 reads."""
+    169) or without a code's leading zeros (``742`` for ``0742``, as an integer column holds it: dogfoods 190 and
+    192), and in a column of booleans (:func:`holds_booleans`) 1 and 0 for true and false, as JSON's 1 reads."""
     key = unicodedata.normalize("NFKC", value).strip().casefold()
     key = integer[1] if (integer := _POINT_ZEROS.fullmatch(key)) else key
+    key = _LEADING_ZEROS.sub(r"\1\2", key)
     return {"1": "true", "0": "false"}.get(key, key) if booleans else key
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -43,11 +42,6 @@ log = logging.getLogger(__name__)
 CHUNK_EVENTS = 1_000_000
 RECODED_MIN_VALUES = 50  # fewer values, all unseen, may be a few sessions of new categories
 RECODED_SHARE_DROP = 0.1  # the share of known values this far below training's is said
-PADDED = re.compile(r"^0[0-9]+$")  # a code written with leading zeros, which an integer column drops
-LOST_ZEROS = (
-    "The column holds integers, and the model learnt codes with leading zeros: read it as text (in pandas, "
-    "dtype=str)"
-)
 
 
 def iter_scores(
@@ -90,7 +84,8 @@ def iter_sequences(
     optional = [*spec.schema.categorical, *spec.schema.numerical, *spec.schema.entities]
     have = events.collect_schema()
     # Columns whose values can be looked up as their text (a Boolean column is spelt otherwise); an integer column's
-    # too, which loses a learnt code's leading zeros (dogfood 190: agent 07499 sent as 7499 read as unknown, unsaid).
+    # too, which loses a learnt code's leading zeros (dogfood 190: agent 07499 sent as 7499 read as unknown, unsaid;
+    # said as a respelt value).
     texts = [
         c
         for c in spec.schema.categorical_fields
@@ -113,14 +108,7 @@ def iter_sequences(
                 pl.col(c).cast(pl.String).is_in(spec.vocab[c]).sum().alias(f"__known_{i}")
                 for i, c in enumerate(texts)
             ),
-            *(
-                pl.col(c)
-                .filter(~pl.col(c).cast(pl.String).is_in(spec.vocab[c]))
-                .drop_nulls()
-                .first()
-                .alias(f"__new_first_{i}")
-                for i, c in enumerate(texts)
-            ),
+            *(pl.col(c).drop_nulls().first().alias(f"__first_{i}") for i, c in enumerate(texts)),
             *(scorer.respelt_example(c).alias(f"__respelt_{i}") for i, c in enumerate(texts)),
             *(pl.col(c).count().alias(f"__values_{i}") for i, c in enumerate(texts)),
             *(
@@ -158,32 +146,23 @@ def iter_sequences(
         values, known = counts[f"__values_{i}"].item(), counts[f"__known_{i}"].item()
         if values < RECODED_MIN_VALUES:
             continue
-        # An integer the model learnt with leading zeros (review 194: not any new integer beside one padded code).
-        new = counts[f"__new_first_{i}"].item()
-        padded = (
-            have[c].is_integer()
-            and new is not None
-            and any(PADDED.match(v) and v.lstrip("0") == str(new) for v in spec.vocab[c])
-        )
         if not known and counts[f"__new_{i}"].item() >= 2:
             log.warning(
                 "%s: column %r holds no value the model learnt (e.g. %r; it learnt %s): every event reads it as "
-                "an unknown value. %s",
+                "an unknown value. Was the column recoded?",
                 source,
                 c,
-                new,
+                counts[f"__first_{i}"].item(),
                 spec.vocab[c][:5],
-                LOST_ZEROS if padded else "Was the column recoded?",
             )
         elif known / values < coverage.get(c, 1.0) - RECODED_SHARE_DROP:  # one new value on every event too
             log.warning(
                 "%s: column %r: %.0f%% of its values are ones the model learnt, against %.0f%% in training: the rest "
-                "read as unknown values. %s",
+                "read as unknown values. New traffic, or values recoded upstream?",
                 source,
                 c,
                 100 * known / values,
                 100 * coverage.get(c, 1.0),
-                LOST_ZEROS if padded else "New traffic, or values recoded upstream?",
             )
     if (truncated := counts["truncated"].item()) and scorer.reads_sequence:
         log.warning(

@@ -19,6 +19,7 @@ from seqfraud.calibration import Calibration
 from seqfraud.decisions import BANDS, assign_bands, check_thresholds
 from seqfraud.export.artifact import Artifact, Model, Step, open_artifact, verification_settings
 from seqfraud.features.fastpath import (
+    LEADING_ZEROS,
     POINT_ZEROS,
     EventColumns,
     column_sequences,
@@ -310,9 +311,9 @@ class Scorer:
                 if v not in vocab and (learnt := respelt.get(spelling(cast(str, v), booleans))) is not None:
                     self._respelt_said.add(column)
                     log.warning(
-                        "column %r: %r is not a value the model learnt, but %r is (values match exactly, case "
-                        "included): it reads as an unknown value. Send the values as the training log wrote them; "
-                        "said once",
+                        "column %r: %r is not a value the model learnt, but %r is (values match exactly: case, "
+                        "leading zeros and all): it reads as an unknown value. Send the values as the training log "
+                        "wrote them; said once",
                         column,
                         v,
                         learnt,
@@ -325,7 +326,13 @@ class Scorer:
         checks the example by :func:`~seqfraud.features.fastpath.spelling`)."""
         booleans, respelt = self.tables.respelt[column]
         text = pl.col(column).cast(pl.String)
-        key = text.str.normalize("NFKC").str.strip_chars().str.to_lowercase().str.replace(POINT_ZEROS, "$1")
+        key = (
+            text.str.normalize("NFKC")
+            .str.strip_chars()
+            .str.to_lowercase()
+            .str.replace(POINT_ZEROS, "$1")
+            .str.replace(LEADING_ZEROS, "$1$2")
+        )
         if booleans:
             key = key.replace({"1": "true", "0": "false"})
         return text.filter(~text.is_in(self.spec.vocab[column]) & key.is_in(list(respelt))).first()
