@@ -796,6 +796,19 @@ def test_label_ids_that_lost_their_leading_zeros_are_named_and_never_dropped(tmp
             **policy,
         )
         assert "on_orphan_labels=drop" not in msg
+    # Another case: a system that upper-cases uuids (dogfood 193: 16 of 31 scams dropped as orphans under drop, then
+    # trained as legitimate under on_unlabeled=negative).
+    uuids = pl.Series(["9f1c-a", "9f1c-a", "b2e0-c", "b2e0-c", "c3d4-e"])
+    ev = write(events(session_id=uuids).drop("label"), tmp_path / "u.parquet")
+    frauds = write(pl.DataFrame({"session_id": ["9f1c-a", "B2E0-C"]}), tmp_path / "f.parquet")
+    fails(
+        ev,
+        "1 labelled session(s) have no events",
+        "1 of them match an event id written another way (first: 'B2E0-C' for the event id 'b2e0-c')",
+        labels=frauds,
+        on_orphan_labels="drop",
+        on_unlabeled="negative",
+    )
     # Where none matches, each id is said once: renumbered, not also of a form no event id has (dogfood 108).
     from seqfraud.data.events import unmatched_ids_text
 

@@ -1759,15 +1759,17 @@ def _check_label_times(
 
 
 def _plain_id(ids: pl.Expr) -> pl.Expr:
-    """An id with leading zeros and a trailing ``.0`` set aside: what a reader that made ids numbers leaves."""
+    """An id with leading zeros and a trailing ``.0`` set aside, what a reader that made ids numbers leaves, and
+    its case, which another system may write otherwise (a uuid upper-cased: dogfood 193)."""
     digits = ids.str.replace(r"\.0$", "")
-    return pl.when(digits.str.contains(r"^[0-9]+$")).then(digits.str.strip_chars_start("0")).otherwise(ids)
+    plain = pl.when(digits.str.contains(r"^[0-9]+$")).then(digits.str.strip_chars_start("0")).otherwise(ids)
+    return plain.str.to_lowercase()
 
 
 def renumbered(label_ids: pl.Series, event_ids: pl.Series) -> pl.DataFrame:
     """The pairs (``label``, ``event``) of ``label_ids`` (none of them an event's) that meet an event's id once
-    leading zeros and a trailing ``.0`` are set aside: ids that a reader turned into numbers and back
-    (``00002037`` to 2037, or to ``2037.0`` through a float), on either side."""
+    leading zeros, a trailing ``.0`` and case are set aside: ids that a reader turned into numbers and back
+    (``00002037`` to 2037, or to ``2037.0`` through a float), on either side, or another system upper-cased."""
     frame = pl.DataFrame({"label": label_ids.unique().sort()}).with_columns(key=_plain_id(pl.col("label")))
     # Sorted: which of several event ids one key stands for changed from run to run (review 66).
     events = pl.DataFrame({"event": event_ids.unique().sort()}).with_columns(key=_plain_id(pl.col("event")))
@@ -1786,9 +1788,9 @@ def renumbered_said(met: pl.DataFrame, table: str = "label") -> str:
         return ""
     return (
         f"; {met.height:,} of them match an event id written another way (first: {met['label'][0]!r} for the "
-        f"event id {met['event'][0]!r}): the {table} table's ids or the events' lost their leading zeros or "
-        "became numbers on the way; read both as text (in CSV seqfraud does; in pandas, dtype=str) rather than "
-        "dropping them"
+        f"event id {met['event'][0]!r}): the {table} table's ids or the events' lost their leading zeros, "
+        "became numbers or changed case on the way; read both as text (in CSV seqfraud does; in pandas, "
+        "dtype=str), in one case, rather than dropping them"
     )
 
 
