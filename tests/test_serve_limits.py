@@ -462,6 +462,20 @@ def test_a_worker_timeout_shorter_than_a_cold_start_does_not_restart_for_good(
         ]
 
 
+def test_the_help_says_each_default_once(capsys):
+    """An unset option's help read "(default: all) (default: None)" (dogfood 192); a set default is said."""
+    from seqfraud.cli.serve import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    said = " ".join(capsys.readouterr().out.split())
+    assert exit_.value.code == 0 and "(default: None)" not in said and "(default 1) (default" not in said
+    assert (
+        "seconds entity history is kept (default: all)" in said
+        and "port to listen on (default: 8000)" in said
+    )
+
+
 @pytest.mark.parametrize(
     "flag, value",
     [

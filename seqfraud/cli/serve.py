@@ -44,18 +44,30 @@ def holds_context(store: StateStore) -> bool:
         return True
 
 
+class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default, where it has one its help does not say already: ``(default: None)`` followed an
+    unset option's own words (dogfood 192: "(default: all) (default: None)")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 @command
 def main(argv: list[str] | None = None) -> None:
     defaults, conn = Limits(), ConnectionLimits()
     p = argparse.ArgumentParser(
         prog="seqfraud serve",
         description="Real-time scoring service (FastAPI + uvicorn).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Defaults,
     )
     p.add_argument("--artifact", required=True, help="artifact directory written by export.py")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--format", default="torchscript", choices=("torchscript", "pt2"))
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on")
+    p.add_argument(
+        "--format", default="torchscript", choices=("torchscript", "pt2"), help="the model file to load"
+    )
     p.add_argument("--threads", type=count, default=1, help="torch intra-op threads per request (default 1)")
     p.add_argument("--review", type=float, help="override the artifact's review threshold (with --decline)")
     p.add_argument("--decline", type=float, help="override the artifact's decline threshold (with --review)")

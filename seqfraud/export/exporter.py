@@ -660,7 +660,7 @@ def save_steps(
             "compiled_step=true: no model format holds the step to compile (see the warnings above)"
         )
     if saved and compiled is not False:
-        log.info("compiling the step for online events (export.compiled_step=false skips it)")
+        log.info("compiling the step for online events (compiled_step=false skips it)")
         try:  # an event steps a state per window start in its window, all in one call
             entry["compiled"] = save_compiled_step(stepper, spec, root, layers, width, CARRIED_STATES)
         except Exception as e:  # inductor and the C++ compiler fail with their own error types
