@@ -713,6 +713,16 @@ def test_labels_as_of_reads_the_labels_the_table_dates_later_as_not_known_then(e
         got, _, pending = matched_labels(read, events, "labels", dated, as_of)
     assert got.sort(S.SESSION_ID).rows() == [("a", 1), ("c", 0)] and pending == {"labels_after_as_of": 1}
     assert "1 label(s) dated after --labels-as-of (column 'known_at') were not known then" in caplog.text
+    # A label dated before its session's first event is refused, as training refuses it, with --labels-as-of or
+    # without (dogfood 192: a month's chargebacks read against the next month's window, 14 frauds counted).
+    early = table.with_columns(pl.lit("2026-01-15T00:00:00Z").alias("known_at"))
+    for when in (as_of, None):
+        with pytest.raises(
+            DataValidationError,
+            match=r"^labels: column 'known_at': 3 row\(s\) have a label time before the first event of their "
+            r"session \(3 session\(s\); first: session 'a', label time 2026-01-15",
+        ):
+            matched_labels(current_labels(early, pl.LazyFrame(), dated, when), events, "labels", dated, when)
     # A chargeback file of frauds alone, no delay: on April 1st b had no chargeback, so it read as legitimate.
     dated.fit_info[ON_UNLABELED] = "negative"
     frauds = current_labels(table.filter(pl.col("label") == 1).drop("label"), pl.LazyFrame(), dated, as_of)

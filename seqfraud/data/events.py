@@ -859,6 +859,22 @@ def fail_rows(source: str, column: str, n_rows: int, what: str, first: str = "")
         bad.add(column, n_rows, what, first)
 
 
+def refuse_early_label_times(early: pl.DataFrame, source: str, column: str, n_rows: int) -> None:
+    """Sessions (``S.SESSION_ID``, ``S.LABEL_TIME_US``, ``S.START_TIME``) labelled before their first event, in
+    ``n_rows`` rows of ``source``: a chargeback before its session, refused in training and in a monitored window
+    alike (dogfood 192: the monitor counted 14 such frauds)."""
+    sid, label_us, start_us = (
+        early.sort(S.SESSION_ID).select(S.SESSION_ID, S.LABEL_TIME_US, S.START_TIME).row(0)
+    )
+    fail_rows(
+        source,
+        column,
+        n_rows,
+        f"have a label time before the first event of their session ({early.height:,} session(s); first: "
+        f"session {sid!r}, label time {from_epoch_us(label_us)}, first event {from_epoch_us(start_us)})",
+    )
+
+
 # Rows of normalized events (or labels) that validation counts and refuses, by the flags :func:`normalize` sets.
 TS_UNPARSED_ROWS = pl.col(S.TS_US).is_null() & pl.col(S.TS_PRESENT) & ~pl.col(S.TS_OUT_OF_RANGE)
 LABEL_TIME_UNPARSED_ROWS = (
@@ -2207,18 +2223,8 @@ def label_known(
             undated = int(frame["n_label_time_null"].sum()) if dated else 0
             return int(frame["n_events"].sum()) - undated
 
-        early = sessions.filter(lt < pl.col(S.START_TIME))
-        if early.height:
-            sid, label_us, start_us = (
-                early.sort(S.SESSION_ID).select(S.SESSION_ID, S.LABEL_TIME_US, S.START_TIME).row(0)
-            )
-            fail_rows(
-                label_source,
-                schema.label_time,
-                rows(early, dated=True),
-                f"have a label time before the first event of their session ({early.height:,} session(s); first: "
-                f"session {sid!r}, label time {from_epoch_us(label_us)}, first event {from_epoch_us(start_us)})",
-            )
+        if (early := sessions.filter(lt < pl.col(S.START_TIME))).height:
+            refuse_early_label_times(early, label_source, schema.label_time, rows(early, dated=True))
         if delay_us is None:
             blind = sessions.filter(lt.is_null() & (pl.col(S.LABEL) == 1))
             if blind.height:

@@ -18,6 +18,7 @@ from seqfraud.data.events import (
     check_some_match,
     label_delay_us,
     read_labels,
+    refuse_early_label_times,
     renumbered,
     renumbered_said,
     scan_table,
@@ -160,9 +161,9 @@ def reference_scores(scorer: Scorer, ref: Window, artifact: str | Path) -> tuple
 def current_labels(
     labels: Any, events_lf: pl.LazyFrame, spec: Spec, as_of_us: int | None = None
 ) -> pl.DataFrame | None:
-    """``session_id, label`` from a label table (path or frame), else the events' label column, else None. With
-    ``as_of_us`` (when the table was pulled), a model's label-time column and a table that holds it, also the
-    label times (:data:`S.LABEL_TIME_US`), for :func:`matched_labels` to leave out a label not known then."""
+    """``session_id, label`` from a label table (path or frame), else the events' label column, else None. With a
+    model's label-time column and a table that holds it, also the label times (:data:`S.LABEL_TIME_US`), for
+    :func:`matched_labels` to refuse one before its session and leave out one not known at ``as_of_us``."""
     s = spec.schema
     if labels is None:
         if s.label not in events_lf.collect_schema():
@@ -181,7 +182,7 @@ def current_labels(
     columns = (
         given.columns if isinstance(given, pl.DataFrame) else scan_table(given, s)[0].collect_schema().names()
     )
-    dated = as_of_us is not None and s.label_time is not None and s.label_time in columns
+    dated = s.label_time is not None and s.label_time in columns
     return read_labels(
         given,
         s,
@@ -253,6 +254,10 @@ def matched_labels(
         )
     table, pending = table.filter(inside), cast(dict[str, Any], {})
     if S.LABEL_TIME_US in table.columns:
+        starts = events.group_by(S.SESSION_ID).agg(pl.col(S.TS_US).min().alias(S.START_TIME))
+        early = table.join(starts, on=S.SESSION_ID).filter(pl.col(S.LABEL_TIME_US) < pl.col(S.START_TIME))
+        if early.height:
+            refuse_early_label_times(early, source, cast(str, spec.schema.label_time), early.height)
         later = (
             (pl.col(S.LABEL_TIME_US) > as_of_us).fill_null(False) if as_of_us is not None else pl.lit(False)
         )
