@@ -494,6 +494,16 @@ def test_cli_says_when_no_single_event_moves_the_score(
         "the session as a whole"
     )
     assert flat_note(falls, {S.RAW_SCORE: 0.2, S.BAND: "approve", "stacked": False}) is None
+    # A steep calibration makes a sliver of the raw score much of the score the bands read (dogfood 193: raw moves
+    # of 0.001 took a declined 0.972 to 0.767, "from the session as a whole"); a flat one keeps the note.
+    sliver = np.array([0.001, -0.0005, 0.0003], dtype=np.float32)
+    steep_row = {S.RAW_SCORE: 0.0232, S.SCORE: 0.96, S.BAND: "decline", "stacked": False}
+    steep = flat_note(sliver, steep_row, lambda r: np.clip((r - 0.02) * 300, 0, 1))
+    assert steep == (
+        "the events move its raw score of 0.023 by 0.001 at most, but the calibration is steep there: without one "
+        "of them its score of 0.960 moves by 0.300; the contributions are raw-score moves: read them as an order"
+    )
+    assert "the session as a whole" in flat_note(sliver, steep_row | {S.SCORE: 0.0232}, lambda r: r)
     # Nor is a context that lowers a flagged session's score its reason (review 156).
     lowered = flat_note(np.zeros(5), ring | {"context_shift": -0.3})
     assert lowered is not None and "its entity context" not in lowered and "the session as a whole" in lowered

@@ -70,7 +70,7 @@ def explain_session(
     explained = scorer.explain(found, source=where)
     said = (
         context,
-        flat_note(explained[S.CONTRIBUTION].to_numpy(), scored),
+        flat_note(explained[S.CONTRIBUTION].to_numpy(), scored, scorer.calibrate),
         unread_note(found.height, scorer.spec, scorer.stacker),
     )
     scored["notes"] = [note for note in said if note]

@@ -21,7 +21,7 @@ attention stays in cache.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -245,18 +245,40 @@ NO_SINGLE_EVENT = 5e-4  # below this, every contribution prints as 0.000
 SMALL_SHARE = 0.05
 
 
-def flat_note(contributions: np.ndarray, scored: Mapping[str, Any]) -> str | None:
+def flat_note(
+    contributions: np.ndarray,
+    scored: Mapping[str, Any],
+    calibrate: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> str | None:
     """Why no event stands out, where none does: every contribution about 0, or a flagged session's largest a
     sliver of its score (+0.008 of a 0.977 on a dogfood log), which reads as a broken explanation otherwise.
-    ``scored``: the session's row of ``score`` (``raw_score``, ``band``), ``stacked``, ``unlisted``
+    ``scored``: the session's row of ``score`` (``raw_score``, ``score``, ``band``), ``stacked``, ``unlisted``
     (:func:`unlisted`: events that count and are not listed, which may hold the reason) and, with entity features,
-    ``context_shift`` (the raw score less its score without other sessions: :func:`context_note`)."""
+    ``context_shift`` (the raw score less its score without other sessions: :func:`context_note`). With the
+    scorer's ``calibrate``, the same rule is read on the score the bands read too, where a steep calibration makes
+    a sliver of the raw score much of it (dogfood 193: raw moves of 0.001 took a declined 0.972 to 0.767, said to
+    come from the session as a whole)."""
     # A flagged session is the one whose reason is asked for: a sliver of its score is no reason, nor are events
     # that lower it (a declined 0.994 listed -0.102, -0.075 and -0.067 with no note: dogfood 136).
     raw, flagged = float(scored[S.RAW_SCORE]), scored[S.BAND] != "approve"
-    largest = float(contributions.max(initial=0.0) if flagged else np.abs(contributions).max(initial=0.0))
-    if not (largest < NO_SINGLE_EVENT or (flagged and largest < SMALL_SHARE * raw)):
+
+    def flat(moves: np.ndarray, score: float) -> tuple[bool, float]:
+        largest = float(moves.max(initial=0.0) if flagged else np.abs(moves).max(initial=0.0))
+        return largest < NO_SINGLE_EVENT or (flagged and largest < SMALL_SHARE * score), largest
+
+    is_flat, largest = flat(contributions, raw)
+    if not is_flat:
         return None
+    if calibrate is not None and len(contributions):
+        score = float(scored[S.SCORE])
+        without = calibrate(raw - contributions.astype(np.float64))
+        calibrated_flat, most = flat(score - without, score)
+        if not calibrated_flat:
+            return (
+                f"the events move its raw score of {raw:.3f} by {largest:.3f} at most, but the calibration is "
+                f"steep there: without one of them its score of {score:.3f} moves by {most:.3f}; the contributions "
+                "are raw-score moves: read them as an order"
+            )
     moved = (
         f"the largest rise of its raw score of {raw:.3f} is {largest:.3f}"
         if flagged

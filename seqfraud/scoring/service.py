@@ -716,7 +716,13 @@ def explained_session(scorer: Scorer, records: list[dict[str, Any]]) -> dict[str
     row = scores.select(S.SESSION_ID, S.SCORE, S.BAND, S.RAW_SCORE).row(0, named=True)
     # The command's notes, in one: why no event stands out, and which events the model did not read.
     hidden = unlisted(len(records), scorer.spec, stacked)
-    said = [flat_note(explained[S.CONTRIBUTION].to_numpy(), row | {"stacked": stacked, "unlisted": hidden})]
+    said = [
+        flat_note(
+            explained[S.CONTRIBUTION].to_numpy(),
+            row | {"stacked": stacked, "unlisted": hidden},
+            scorer.calibrate,
+        )
+    ]
     said.append(unread_note(len(records), scorer.spec, scorer.stacker))
     note = "; ".join(n for n in said if n) or None
     return row | {
