@@ -398,7 +398,7 @@ def test_bands_that_take_legitimate_sessions_early_are_warned_about(
     scorer.thresholds = {"review": 0.0, "decline": 1.0}
     by_events_seen(scorer, featured, labels, {})
     assert (
-        "after their first 1 event(s), the review band takes 100% of the legitimate test sessions"
+        "the review band takes 100% after their first 1 event(s), 100% after their first 2 event(s), "
         in caplog.text
     )
     assert "the decline band" not in caplog.text
