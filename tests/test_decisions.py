@@ -450,6 +450,31 @@ def test_a_calibration_that_made_test_worse_is_said_at_export(caplog):
     assert "Brier 0.0104 raw, 0.0136 calibrated" in caplog.text and "calibration=none" in caplog.text
 
 
+def test_a_calibration_that_is_a_step_is_said_at_export(caplog):
+    """A Platt fit on 7 validation frauds read a raw 0.0198 as 0.006 and 0.0232 as 0.97 (dogfood 193), and an
+    explanation's raw moves of 0.001 then moved a declined session's score by 0.2; nothing said so."""
+    from seqfraud.calibration import Calibration, fit_calibration
+    from seqfraud.export.exporter import warn_if_calibration_steps
+
+    raw = np.r_[np.linspace(0.001, 0.0198, 200), np.linspace(0.0232, 0.05, 7)]
+    val = pl.DataFrame({S.SCORE: raw, S.LABEL: np.r_[np.zeros(200), np.ones(7)]})
+    steep = Calibration("platt", {"a": 52.6, "b": 200.4})
+    with caplog.at_level("WARNING", logger="seqfraud.export.exporter"):
+        warn_if_calibration_steps(Calibration(), val)
+        warn_if_calibration_steps(Calibration("platt", {"a": 1.0, "b": 0.0}), val)  # gentle: nothing to say
+        assert not caplog.text
+        warn_if_calibration_steps(steep, val)
+    assert (
+        "calibration=platt, fitted on 7 validation fraud(s), is a step: between two validation sessions"
+        in caplog.text
+    )
+    assert (
+        "(0.0198 and 0.0232) the calibrated score jumps from 0.00" in caplog.text and "to 0.9" in caplog.text
+    )
+    # Validation that separates cleanly fits such a step itself.
+    assert fit_calibration("platt", val[S.LABEL].to_numpy(), raw).params["a"] > 5
+
+
 @pytest.mark.usefixtures("one_torch_thread")
 def test_band_override_at_load(exported_artifact, one_session):
     scorer = Scorer.load(exported_artifact, thresholds={"review": 0.0, "decline": 1.0})
