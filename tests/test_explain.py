@@ -565,3 +565,16 @@ def test_a_long_sessions_chart_shows_its_largest_contributions(tmp_path, monkeyp
     assert drawn == [[-0.3, 0.2, 0.05, 0.4, -0.1], [0.01, -0.3, 0.0, 0.2]]
     tall = [int.from_bytes((tmp_path / f).read_bytes()[20:24], "big") for f in ("long.png", "short.png")]
     assert tall[0] > tall[1]  # five bars and a second title line against four bars
+    # The id on a line of its own, cut past 60 characters: a uuid's title ran off the figure (dogfood 193).
+    titles = []
+    set_title = Axes.set_title
+    monkeypatch.setattr(
+        Axes, "set_title", lambda ax, text, **k: titles.append(text) or set_title(ax, text, **k)
+    )
+    for sid in ("67e7ae0b-5c1f-4a5e-9c1e-0d5b2f8e4a11", "x" * 200):
+        reports.session_png(explained.head(4), scored | {S.SESSION_ID: sid}, tmp_path / "id.png")
+    assert titles[0].split("\n") == [
+        "session 67e7ae0b-5c1f-4a5e-9c1e-0d5b2f8e4a11",
+        "score 0.500 (model 0.500), band review",
+    ]
+    assert titles[1].split("\n")[0] == "session " + "x" * 57 + "..."
