@@ -114,9 +114,17 @@ def test_a_search_whose_stacker_keeps_the_aggregates_alone_says_it_searches_noth
         ["hparams_search=optuna", "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={tmp_path}", "logger=none"]
     )
     logged = capfd.readouterr().out  # Hydra's job logging writes to stdout
-    assert (
-        "the stacker kept the aggregates alone, so this trial's validation PR-AUC does not depend" in logged
+    said = "the stacker kept the aggregates alone, so this job's validation PR-AUC does not depend"
+    assert said in logged and "settings it sweeps (hydra.sweeper.params)" in logged
+    # A grid sweep's jobs too (dogfood 193: model.d_model=32,64 ranked both first, unsaid); one of the stacker's
+    # own settings moves what it kept, and is not said.
+    cli.main(["-m", "model.d_model=32,64", f"hydra.sweep.dir={tmp_path / 'grid'}", "logger=none"])
+    logged = capfd.readouterr().out
+    assert logged.count(said) == 2 and "settings it sweeps (model.d_model=32)" in logged
+    cli.main(
+        ["-m", "model.stacking.params.num_leaves=4,31", f"hydra.sweep.dir={tmp_path / 'own'}", "logger=none"]
     )
+    assert said not in capfd.readouterr().out
     # Optuna's alembic logged a line a plugin, at its import (dogfood 106): seen where this test imports it first.
     assert "setup plugin alembic" not in logged
 

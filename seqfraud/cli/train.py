@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from seqfraud.cli import CONFIG_PATH, run_hydra
@@ -39,19 +40,33 @@ def train_task(cfg: DictConfig) -> float | None:
             log.warning("model=lightgbm fits no sequence model, so %s change(s) nothing", " ".join(unread))
     keep_what_was_set(cfg, HydraConfig.get().overrides.task)
     metrics = train(cfg)
-    if metrics and _searching() and stacking_kept(cfg.paths.output_dir) == "aggregates":
-        # Then the objective is LightGBM's alone: every trial scores the same, and "best parameters" mean nothing.
+    if metrics and (swept := _unread_in_sweep()) and stacking_kept(cfg.paths.output_dir) == "aggregates":
+        # Then the objective is LightGBM's alone: every job scores the same, and "best parameters" mean nothing; a
+        # grid sweep's jobs too (dogfood 193: model.d_model=32,64 ranked both first, unsaid).
         log.warning(
-            "the stacker kept the aggregates alone, so this trial's validation PR-AUC does not depend on the "
-            "sequence model's settings being searched: search them with model=small (or another sequence "
-            "preset), then train model=stacked with the best of them"
+            "the stacker kept the aggregates alone, so this job's validation PR-AUC does not depend on the "
+            "sequence model's settings it sweeps (%s): sweep them with model=small (or another sequence preset), "
+            "then train model=stacked with the best of them",
+            swept,
         )
     return metrics["val"].get("pr_auc") if metrics else None
 
 
-def _searching() -> bool:
-    """Whether this run is a trial of an Optuna search (hparams_search=optuna)."""
-    return "optuna" in str(HydraConfig.get().sweeper.get("_target_", "")).lower()
+def _unread_in_sweep() -> str:
+    """A sweep job's settings of the sequence model alone (an Optuna trial's searched ones, or a multirun job's
+    overrides of them), which a stacker that kept the aggregates alone never reads; empty outside a sweep."""
+    hydra = HydraConfig.get()
+    if "optuna" in str(hydra.sweeper.get("_target_", "")).lower():
+        return "hydra.sweeper.params"
+    if hydra.mode != RunMode.MULTIRUN:
+        return ""
+    sequence = (*SEQUENCE_FIT, "model.")
+    return " ".join(
+        o
+        for o in hydra.overrides.task
+        if o.lstrip("+~").startswith(sequence)
+        and not o.lstrip("+~").startswith(("model.stacking", "model.kind"))
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
