@@ -87,6 +87,35 @@ def split_log(run: Path) -> tuple[pl.DataFrame, pl.DataFrame, str]:
     return events.filter(is_test), events.filter(~is_test), data.labels
 
 
+def test_a_histories_label_table_may_hold_the_scored_sessions_labels(entity_run, entity_artifact) -> None:
+    """A table of every label beside a history of one session was refused as ids "written in a form no event id
+    has": its rows of the sessions being scored were read as misread orphans (dogfood 195). Given the scored
+    sessions, the same table reads."""
+    from seqfraud.data.events import DataValidationError
+    from seqfraud.features.spec import Spec
+    from seqfraud.scoring.history import History
+
+    spec = Spec.load(entity_artifact / "spec.json")
+    scored, other, labels = split_log(entity_run)
+    scored = scored.with_columns(
+        ("x-" + pl.col("session_id")).alias("session_id")
+    )  # another form than the history's one id
+    one = other.filter(pl.col("session_id") == other.sort("timestamp")["session_id"][0])
+    table = pl.read_parquet(labels)
+    table = pl.concat(
+        [
+            table.join(one.select("session_id").unique(), on="session_id"),
+            table.with_columns(("x-" + pl.col("session_id")).alias("session_id")).join(
+                scored.select("session_id").unique(), on="session_id"
+            ),
+        ]
+    )
+    with pytest.raises(DataValidationError, match="are written in a form no event id has"):
+        History.read(one, table, spec)
+    history = History.read(one, table, spec, scored=scored["session_id"].unique())
+    assert history.labels.height == table.height
+
+
 def test_spec_and_baseline_carry_the_entity_features(entity_run) -> None:
     from seqfraud.baselines import session_aggregates
     from seqfraud.features.spec import Spec

@@ -100,14 +100,24 @@ def add_history_arguments(
     )
 
 
-def history_of(args: Any, spec: Any) -> Any:
-    """The :class:`~seqfraud.scoring.history.History` the flags name, or None."""
+def history_of(args: Any, spec: Any, scored: str | None = None) -> Any:
+    """The :class:`~seqfraud.scoring.history.History` the flags name, or None; ``scored``: the event file whose
+    sessions the command scores, whose labels the history's label table may hold too."""
+    import polars as pl
+
+    from seqfraud.data.events import scan_table
     from seqfraud.errors import UserError
     from seqfraud.scoring.history import History
 
     if args.history_labels and not args.history_events:
         raise UserError("--history-labels needs --history-events")
-    return History.read(args.history_events, args.history_labels, spec) if args.history_events else None
+    if not args.history_events:
+        return None
+    ids = None
+    if scored is not None and args.history_labels:
+        column = pl.col(spec.schema.session_id)
+        ids = scan_table(scored, spec.schema)[0].select(column.cast(pl.String).unique()).collect().to_series()
+    return History.read(args.history_events, args.history_labels, spec, scored=ids)
 
 
 def count(text: str) -> int:

@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         batch_size=args.batch_size,
         workers=args.workers,
         device=args.device,
-        history=history_of(args, artifact.spec),
+        history=history_of(args, artifact.spec, args.events),
     )
     stats = embed_file(
         scorer,

@@ -105,7 +105,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     apply_verification_arguments(args)
     explained, scored = explain_session(
-        args.artifact, args.events, args.session, args.out, args.png, lambda spec: history_of(args, spec)
+        args.artifact,
+        args.events,
+        args.session,
+        args.out,
+        args.png,
+        lambda spec: history_of(args, spec, args.events),
     )
     print(
         f"wrote {args.out}"

@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dict(args.threshold),
         out=args.out,
         fmt=args.format,
-        history=lambda spec: history_of(args, spec),
+        history=lambda spec: history_of(args, spec, args.current),
         labels_as_of=args.labels_as_of,
     )
     for a in report["alerts"]:

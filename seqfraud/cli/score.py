@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         verify_key=args.verify_key,
         require_signed=args.require_signed,
     )
-    scorer.history = history_of(args, scorer.spec)
+    scorer.history = history_of(args, scorer.spec, args.events)
     t0 = time.perf_counter()
     stats = score_file(
         scorer, args.events, args.out, chunk_events=args.chunk_events, progress=not args.no_progress

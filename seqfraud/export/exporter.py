@@ -769,7 +769,9 @@ def check_end_to_end(
         # Entity features: the history is every other session of the run's log, and the run's labels, the test
         # sessions' included (those on the events too).
         labels = run_input(run_dir, "labels")
-        scorer.history = History.from_frame(raw.filter(~test_ids), source, labels, scorer.spec, labelled=raw)
+        scorer.history = History.from_frame(
+            raw.filter(~test_ids), source, labels, scorer.spec, labelled=raw, scored=expected[S.SESSION_ID]
+        )
     raw = raw.filter(test_ids)
     # Both token paths: Polars (batch scoring) and numpy (the real-time path of every small request).
     featured = scorer.in_context(normalized_events(raw, scorer.spec, source))

@@ -67,14 +67,17 @@ class History:
         events: str | os.PathLike | pl.DataFrame,
         labels: str | os.PathLike | pl.DataFrame | None,
         spec: Spec,
+        *,
+        scored: pl.Series | None = None,
     ) -> History:
         """Events as the scorer reads them; labels from ``labels`` (a table with the training label columns,
         sessions without a label yet simply absent), or off the events when None. Files or Polars frames: a frame
-        was read as a path, and its whole printout told as a file not found (dogfood 60)."""
+        was read as a path, and its whole printout told as a file not found (dogfood 60). ``scored``: the ids of
+        the sessions to be scored, where known, whose labels the table may hold too (:meth:`from_frame`)."""
         if isinstance(events, pl.DataFrame):
-            return cls.from_frame(events.lazy(), "history", labels, spec)
+            return cls.from_frame(events.lazy(), "history", labels, spec, scored=scored)
         lf, source = scan_table(events, spec.schema)
-        return cls.from_frame(lf, source, labels, spec)
+        return cls.from_frame(lf, source, labels, spec, scored=scored)
 
     @classmethod
     def from_frame(
@@ -85,11 +88,14 @@ class History:
         spec: Spec,
         *,
         labelled: pl.LazyFrame | None = None,
+        scored: pl.Series | None = None,
     ) -> History:
         """:meth:`read` of a frame. With labels on the events (``labels`` None), ``labelled`` gives the events they
         are read from where more sessions than the history's are labelled: the export's check leaves the test
         sessions' events out of its history, not their labels, which training's features read as they became
-        known (dogfood 72: a log labelled on its events failed every export as train/serve skew)."""
+        known (dogfood 72: a log labelled on its events failed every export as train/serve skew). A label table's
+        rows of the ``scored`` sessions are no orphans whose ids were misread: a table of every label beside a
+        history of one session was refused as "written in a form no event id has" (dogfood 195)."""
         entity = _entity(spec)
         frame = normalized_events(events, spec, source, keep_ids=True)
         # Read as one, every entity feature would be new and every risk feature zero, unsaid.
@@ -131,10 +137,11 @@ class History:
         check_some_match(table, history_ids, where, source, spec.absent_is_negative)
         # A table of its own, whose ids are checked as training checks a label table's: its rows of no history
         # session are those scored or older ones (kept, as under on_orphan_labels=drop), not ids written another way.
-        orphans = table.filter(~pl.col(S.SESSION_ID).is_in(history_ids.implode()))
+        known = history_ids if scored is None else pl.concat([history_ids, scored.cast(pl.String)]).unique()
+        orphans = table.filter(~pl.col(S.SESSION_ID).is_in(known.implode()))
         # Where none met, check_some_match judged the table.
         misread = labels is not None and 0 < orphans.height < table.height
-        if misread and (odd := refuse_misread_orphans(orphans, history_ids, where, source, "drop")):
+        if misread and (odd := refuse_misread_orphans(orphans, known, where, source, "drop")):
             log.warning(
                 "%s: %s labelled session(s) have no events in %s and count only where scored%s",
                 label_source,
