@@ -167,6 +167,20 @@ def test_default_reference_is_the_runs_train_dataset(exported_artifact, windows)
     assert report["unknown_rate_reference"].endswith("data/val")
     unknown = {a["field"] for a in report["alerts"] if a["check"] == "unknown_rate_increase"}
     assert "country" in unknown and EVENT_TYPE not in unknown
+    # A categorical's PSI too, whose unknown bin the training period keeps small by construction (dogfood 196: a
+    # zip code's PSI of 1.06 on the log's own test period); a number's stays against training.
+    from seqfraud.monitoring.inputs import default_reference, raw_window
+    from seqfraud.monitoring.statistics import field_stats
+
+    scorer = Scorer.load(exported_artifact)
+    current = raw_window(scorer, windows["late"], "current")[0].seqs
+    by_val = field_stats(scorer.spec, default_reference(scorer, exported_artifact, "val").seqs, current)
+    by_train = field_stats(scorer.spec, default_reference(scorer, exported_artifact).seqs, current)
+    for f, stats in report["fields"].items():
+        if f in by_val:
+            expected = by_val if f in scorer.spec.vocab else by_train
+            assert stats["psi"] == pytest.approx(expected[f]["psi"]), f
+    assert any(by_val[f]["psi"] != by_train[f]["psi"] for f in scorer.spec.vocab)
 
 
 def test_cli_exit_codes(exported_artifact, windows, tmp_path, capsys):
