@@ -21,7 +21,7 @@ import polars as pl
 from omegaconf import OmegaConf
 
 from seqfraud import schema as S
-from seqfraud.config import SEQUENCE_FIT, SMALL_SPLIT_OWN, plain
+from seqfraud.config import SEQUENCE_FIT, SMALL_SPLIT_OWN, TRANSFORMER_KEYS, plain
 from seqfraud.errors import UserError
 from seqfraud.metrics import PR_AUC_DECIMALS, precision_key, recall_key
 from seqfraud.rundir import (
@@ -234,7 +234,9 @@ def config_differences(runs: list[Run]) -> list[str]:
         " ".join(
             f"{k}={'null' if f[k] is None else f[k]}"
             for k in varying
-            if k in f and not (f.get("model.kind") == "lightgbm" and k.startswith(SEQUENCE_FIT))
+            if k in f
+            and not (f.get("model.kind") == "lightgbm" and k.startswith(SEQUENCE_FIT))
+            and not (f.get("model.encoder") == "gru" and k.removeprefix("model.") in TRANSFORMER_KEYS)
         )
         for f in flat
     ]

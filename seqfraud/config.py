@@ -35,7 +35,9 @@ def packaged(name: str) -> dict[str, Any]:
 
 # The sections only a sequence model's fit reads: a LightGBM run's are no settings of its own (compare leaves them
 # out; train says an override of them changes nothing).
-SEQUENCE_FIT = ("trainer.", "optim.", "loader.", "callbacks.", "small_split.")
+SEQUENCE_FIT = ("trainer.", "optim.", "loader.", "callbacks.", "small_split.", "loss.")
+# A transformer encoder's own settings, which a GRU reads none of.
+TRANSFORMER_KEYS = ("n_heads", "ff_mult", "local_kernel")
 
 # The settings small_split leaves where they were set, and the small_split key that then takes their value
 # (seqfraud.training.train.keep_what_was_set).

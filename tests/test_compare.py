@@ -79,6 +79,11 @@ def test_config_differences_leave_out_what_a_lightgbm_run_does_not_read(runs):
     differs = config_differences([lightgbm, replace(other, config=small)])
     assert "trainer.max_epochs" not in differs[0] and "trainer.max_epochs=8" in differs[1]
     assert "small_split" not in differs[0] and "small_split.max_epochs=4" in differs[1]
+    # Nor loss.pos_weight beside a LightGBM run, nor a transformer's setting beside a GRU's (dogfood 196).
+    weighted = replace(lightgbm, config={**lightgbm.config, "loss": {"pos_weight": 5.0}})
+    assert "loss" not in config_differences([weighted, replace(other, config=sequence)])[0]
+    gru = [{**sequence, "model": {"kind": "sequence", "encoder": "gru", "local_kernel": k}} for k in (1, 3)]
+    assert config_differences([replace(other, config=c) for c in gru]) == ["", ""]
     # A trainer.max_epochs set on the command line, which the small split's copies: said once (dogfood 187).
     copied = {**small, "trainer": {"max_epochs": 4}}
     differs = config_differences([replace(other, config=sequence), replace(other, config=copied)])

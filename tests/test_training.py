@@ -125,6 +125,11 @@ def test_a_search_whose_stacker_keeps_the_aggregates_alone_says_it_searches_noth
         ["-m", "model.stacking.params.num_leaves=4,31", f"hydra.sweep.dir={tmp_path / 'own'}", "logger=none"]
     )
     assert said not in capfd.readouterr().out
+    # A transformer's setting given to the GRU encoder (the packaged search samples model.local_kernel, which the
+    # default's GRU ignores: dogfood 196).
+    cli.main(["model.local_kernel=3", f"hydra.run.dir={tmp_path / 'gru'}", "logger=none"])
+    out = capfd.readouterr().out
+    assert "a GRU encoder reads no transformer setting, so model.local_kernel=3 change(s) nothing" in out
     # Optuna's alembic logged a line a plugin, at its import (dogfood 106): seen where this test imports it first.
     assert "setup plugin alembic" not in logged
 

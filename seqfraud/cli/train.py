@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from seqfraud.cli import CONFIG_PATH, run_hydra
 from seqfraud.cli.hydra_main import hydra_command
-from seqfraud.config import SEQUENCE_FIT
+from seqfraud.config import SEQUENCE_FIT, TRANSFORMER_KEYS
 from seqfraud.rundir import stacking_kept
 
 log = logging.getLogger(__name__)
@@ -34,10 +34,19 @@ def train_task(cfg: DictConfig) -> float | None:
             cfg.paths.output_dir,
             hydra_dir,
         )
+    overrides = HydraConfig.get().overrides.task
     if cfg.model.get("kind") == "lightgbm":  # ran without a word (dogfood 64)
-        unread = [o for o in HydraConfig.get().overrides.task if o.lstrip("+~").startswith(SEQUENCE_FIT)]
+        unread = [o for o in overrides if o.lstrip("+~").startswith(SEQUENCE_FIT)]
         if unread:
             log.warning("model=lightgbm fits no sequence model, so %s change(s) nothing", " ".join(unread))
+    elif cfg.model.get("encoder") == "gru":  # an Optuna trial's model.local_kernel=3, unsaid (dogfood 196)
+        unread = [
+            o for o in overrides if o.lstrip("+~").startswith(tuple(f"model.{k}=" for k in TRANSFORMER_KEYS))
+        ]
+        if unread:
+            log.warning(
+                "a GRU encoder reads no transformer setting, so %s change(s) nothing", " ".join(unread)
+            )
     keep_what_was_set(cfg, HydraConfig.get().overrides.task)
     metrics = train(cfg)
     if metrics and (swept := _unread_in_sweep()) and stacking_kept(cfg.paths.output_dir) == "aggregates":

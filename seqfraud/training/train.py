@@ -33,6 +33,7 @@ from seqfraud import schema as S
 from seqfraud.baselines import STACKER_FILE, check_lightgbm_params, fit_lightgbm, fit_predict_lightgbm
 from seqfraud.config import (
     SMALL_SPLIT_OWN,
+    TRANSFORMER_KEYS,
     out_of_range,
     packaged,
     packaged_defaults,
@@ -606,7 +607,7 @@ def encoder_settings(model: Mapping[str, Any]) -> dict[str, Any]:
     entity_input) show in the weights' shapes when the model reads such fields."""
     value = {k: model.get(k, _MODEL_DEFAULTS[k]) for k in SEQUENCE_KEYS}
     keys = ["encoder", "d_model", "n_layers", "fusion"]
-    keys += ["n_heads", "ff_mult", "local_kernel"] if value["encoder"] == "transformer" else []
+    keys += list(TRANSFORMER_KEYS) if value["encoder"] == "transformer" else []
     keys += ["field_dim"] if value["fusion"] == "concat" else []
     return {k: value[k] for k in keys}
 
