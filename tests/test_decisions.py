@@ -471,6 +471,12 @@ def test_a_calibration_that_is_a_step_is_said_at_export(caplog):
     assert (
         "(0.0198 and 0.0232) the calibrated score jumps from 0.00" in caplog.text and "to 0.9" in caplog.text
     )
+    # An isotonic fit's step over a wide raw gap is none (review 197: 0.5856 to 0.8079 was called a sliver).
+    caplog.clear()
+    wide = pl.DataFrame({S.SCORE: [0.1, 0.5856, 0.8079, 0.9], S.LABEL: [0, 0, 1, 1]})
+    with caplog.at_level("WARNING", logger="seqfraud.export.exporter"):
+        warn_if_calibration_steps(Calibration("isotonic", {"x": [0.5856, 0.8079], "y": [0.0, 0.7]}), wide)
+    assert not caplog.text
     # Validation that separates cleanly fits such a step itself.
     assert fit_calibration("platt", val[S.LABEL].to_numpy(), raw).params["a"] > 5
 

@@ -504,6 +504,9 @@ def test_cli_says_when_no_single_event_moves_the_score(
         "of them its score of 0.960 moves by 0.300; the contributions are raw-score moves: read them as an order"
     )
     assert "the session as a whole" in flat_note(sliver, steep_row | {S.SCORE: 0.0232}, lambda r: r)
+    # An approved session's moves of 5e-4 under a mild slope are no steepness (review 197).
+    mild = {S.RAW_SCORE: 0.2, S.SCORE: 0.26, S.BAND: "approve", "stacked": False}
+    assert "steep" not in flat_note(np.full(3, 3e-4), mild, lambda r: 1.3 * r)
     # Nor is a context that lowers a flagged session's score its reason (review 156).
     lowered = flat_note(np.zeros(5), ring | {"context_shift": -0.3})
     assert lowered is not None and "its entity context" not in lowered and "the session as a whole" in lowered

@@ -809,6 +809,16 @@ def test_label_ids_that_lost_their_leading_zeros_are_named_and_never_dropped(tmp
         on_orphan_labels="drop",
         on_unlabeled="negative",
     )
+    # Where the event ids mix cases, case tells ids apart: another period's 'Ab3X' is dropped (review 197).
+    mixed = write(
+        events(session_id=pl.Series(["aB3x", "aB3x", "Cd4y", "Cd4y", "c3d4-e"])).drop("label"),
+        tmp_path / "m.parquet",
+    )
+    table = write(pl.DataFrame({"session_id": ["aB3x", "Ab3X"], "label": [1, 1]}), tmp_path / "m_l.parquet")
+    prepared = preprocess(
+        _data_cfg(mixed, table, on_orphan_labels="drop", on_unlabeled="negative"), FEATURES, tmp_path / "m_o"
+    )
+    assert prepared.report["orphan_labels_dropped"] == 1
     # Where none matches, each id is said once: renumbered, not also of a form no event id has (dogfood 108).
     from seqfraud.data.events import unmatched_ids_text
 

@@ -105,7 +105,7 @@ def history_of(args: Any, spec: Any, scored: str | None = None) -> Any:
     sessions the command scores, whose labels the history's label table may hold too."""
     import polars as pl
 
-    from seqfraud.data.events import scan_table
+    from seqfraud.data.events import reading, scan_table
     from seqfraud.errors import UserError
     from seqfraud.scoring.history import History
 
@@ -115,8 +115,10 @@ def history_of(args: Any, spec: Any, scored: str | None = None) -> Any:
         return None
     ids = None
     if scored is not None and args.history_labels:
-        column = pl.col(spec.schema.session_id)
-        ids = scan_table(scored, spec.schema)[0].select(column.cast(pl.String).unique()).collect().to_series()
+        lf, source = scan_table(scored, spec.schema)
+        if (sid := spec.schema.session_id) in lf.collect_schema():  # where not, scoring names what is missing
+            with reading(source):
+                ids = lf.select(pl.col(sid).cast(pl.String).unique()).collect().to_series()
     return History.read(args.history_events, args.history_labels, spec, scored=ids)
 
 

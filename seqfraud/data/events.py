@@ -1775,20 +1775,28 @@ def _check_label_times(
 
 
 def _plain_id(ids: pl.Expr) -> pl.Expr:
-    """An id with leading zeros and a trailing ``.0`` set aside, what a reader that made ids numbers leaves, and
-    its case, which another system may write otherwise (a uuid upper-cased: dogfood 193)."""
+    """An id with leading zeros and a trailing ``.0`` set aside: what a reader that made ids numbers leaves."""
     digits = ids.str.replace(r"\.0$", "")
-    plain = pl.when(digits.str.contains(r"^[0-9]+$")).then(digits.str.strip_chars_start("0")).otherwise(ids)
-    return plain.str.to_lowercase()
+    return pl.when(digits.str.contains(r"^[0-9]+$")).then(digits.str.strip_chars_start("0")).otherwise(ids)
 
 
 def renumbered(label_ids: pl.Series, event_ids: pl.Series) -> pl.DataFrame:
     """The pairs (``label``, ``event``) of ``label_ids`` (none of them an event's) that meet an event's id once
-    leading zeros, a trailing ``.0`` and case are set aside: ids that a reader turned into numbers and back
-    (``00002037`` to 2037, or to ``2037.0`` through a float), on either side, or another system upper-cased."""
-    frame = pl.DataFrame({"label": label_ids.unique().sort()}).with_columns(key=_plain_id(pl.col("label")))
-    # Sorted: which of several event ids one key stands for changed from run to run (review 66).
-    events = pl.DataFrame({"event": event_ids.unique().sort()}).with_columns(key=_plain_id(pl.col("event")))
+    leading zeros and a trailing ``.0`` are set aside: ids that a reader turned into numbers and back
+    (``00002037`` to 2037, or to ``2037.0`` through a float), on either side; and, where the event ids keep to
+    one case, in the other case (a uuid upper-cased by another system: dogfood 193). Where the event ids mix cases,
+    case tells ids apart (``Ab3X`` and ``aB3x``: review 197)."""
+    ids = (
+        event_ids.unique().sort()
+    )  # sorted: which of several event ids one key stands for changed (review 66)
+    one_case = next(
+        (case for case in ("to_lowercase", "to_uppercase") if (getattr(ids.str, case)() == ids).all()), None
+    )
+    key = _plain_id(pl.col("label"))
+    frame = pl.DataFrame({"label": label_ids.unique().sort()}).with_columns(
+        key=key if one_case is None else getattr(key.str, one_case)()
+    )
+    events = pl.DataFrame({"event": ids}).with_columns(key=_plain_id(pl.col("event")))
     return frame.join(events.unique("key", keep="first"), on="key").sort("label").drop("key")
 
 

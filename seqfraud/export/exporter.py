@@ -502,19 +502,23 @@ def warn_if_calibration_hurt(calib: Calibration, report: dict[str, Any]) -> None
 
 
 STEP_JUMP = 0.5  # a calibrated score that jumps this much between two neighbouring validation sessions
+STEP_RATIO = (
+    20  # ... and this many times their gap in raw score (an isotonic fit's steps over wide gaps are none)
+)
 
 
 def warn_if_calibration_steps(calib: Calibration, val: pl.DataFrame) -> None:
     """Say when the calibration is a step where the validation sessions lie: between two sessions next to each
-    other in raw score the calibrated score jumps by :data:`STEP_JUMP` or more, so a sliver of the raw score decides
-    the band (dogfood 193: a Platt fit on 7 validation frauds read a raw 0.0198 as 0.006 and 0.0232 as 0.97, and
-    nothing said so)."""
+    other in raw score the calibrated score jumps by :data:`STEP_JUMP` or more, and by :data:`STEP_RATIO` times
+    their raw gap, so a sliver of the raw score decides the band (dogfood 193: a Platt fit on 7 validation frauds
+    read a raw 0.0198 as 0.006 and 0.0232 as 0.97, and nothing said so)."""
     if calib.method == "none":
         return
     raw = np.unique(val[S.SCORE].cast(pl.Float32).to_numpy().astype(np.float64))
     jumps = np.diff(calib.apply(raw))
-    i = int(jumps.argmax()) if len(jumps) else 0
-    if len(jumps) and jumps[i] >= STEP_JUMP:
+    steep = np.flatnonzero((jumps >= STEP_JUMP) & (jumps >= STEP_RATIO * np.diff(raw)))
+    if len(steep):
+        i = int(steep[jumps[steep].argmax()])
         low, high = calib.apply(raw[i : i + 2])
         log.warning(
             "calibration=%s, fitted on %s validation fraud(s), is a step: between two validation sessions next to "
@@ -854,8 +858,8 @@ def by_events_seen(
         # Every point past the limit, not the first alone (dogfood 193: 48% after 1 event was said, 7.6% after 2 not).
         if early := [r for r in rows if r[f"{band}_fpr"] is not None and r[f"{band}_fpr"] > limit]:
             log.warning(
-                "the %s band takes %s of the legitimate test sessions: do not act on per-event scores that early "
-                "(manifest metrics.test_by_events_seen)",
+                "the %s band takes %s of the legitimate test sessions: do not act on the scores so read (manifest "
+                "metrics.test_by_events_seen)",
                 band,
                 ", ".join(
                     f"{100 * r[f'{band}_fpr']:.0f}% "

@@ -39,7 +39,7 @@ class TokenTables:
 # here and Polars in the scorer (replaced by "$1" and "$1$2").
 POINT_ZEROS = r"^([+-]?[0-9]+)\.0*$"
 _POINT_ZEROS = re.compile(POINT_ZEROS)
-LEADING_ZEROS = r"^([+-]?)0+([0-9]+)$"
+LEADING_ZEROS = r"^([+-]?)0+([1-9][0-9]*|0)$"  # linear: "0+([0-9]+)" backtracked quadratically (review 197)
 _LEADING_ZEROS = re.compile(LEADING_ZEROS)
 
 

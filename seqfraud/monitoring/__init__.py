@@ -147,7 +147,7 @@ def monitor(
         # unknown bin alone; against validation, no alert).
         unknown_ref = default_reference(scorer, artifact, "val")
         for f, stats in field_stats(spec, unknown_ref.seqs, cur.seqs, list(spec.vocab)).items():
-            fields[f] |= {k: stats[k] for k in ("psi", "unknown_rate", "top_moves")}
+            fields[f] |= {k: stats[k] for k in ("psi", "unknown_rate", "missing_rate", "top_moves")}
         if spec.entity is not None:  # against the training and validation periods, each after its warm-up
             entity_ref = joined(ref, unknown_ref)
             assert entity_ref.starts is not None  # tokenized datasets

@@ -161,9 +161,11 @@ def reference_scores(scorer: Scorer, ref: Window, artifact: str | Path) -> tuple
 def current_labels(
     labels: Any, events_lf: pl.LazyFrame, spec: Spec, as_of_us: int | None = None
 ) -> pl.DataFrame | None:
-    """``session_id, label`` from a label table (path or frame), else the events' label column, else None. With a
-    model's label-time column and a table that holds it, also the label times (:data:`S.LABEL_TIME_US`), for
-    :func:`matched_labels` to refuse one before its session and leave out one not known at ``as_of_us``."""
+    """``session_id, label`` from a label table (path or frame), else the events' label column, else None. With
+    ``as_of_us`` (when the table was pulled), a model's label-time column and a table that holds it, also the
+    label times (:data:`S.LABEL_TIME_US`), for :func:`matched_labels` to refuse one before its session and leave
+    out one not known then (without it, a table of other months' rows, some not yet dated, reads as before:
+    review 197)."""
     s = spec.schema
     if labels is None:
         if s.label not in events_lf.collect_schema():
@@ -182,7 +184,7 @@ def current_labels(
     columns = (
         given.columns if isinstance(given, pl.DataFrame) else scan_table(given, s)[0].collect_schema().names()
     )
-    dated = s.label_time is not None and s.label_time in columns
+    dated = as_of_us is not None and s.label_time is not None and s.label_time in columns
     return read_labels(
         given,
         s,

@@ -269,7 +269,7 @@ def flat_note(
     is_flat, largest = flat(contributions, raw)
     if not is_flat:
         return None
-    if calibrate is not None and len(contributions):
+    if calibrate is not None and flagged and len(contributions):  # an approved one's 5e-4 is no steepness
         score = float(scored[S.SCORE])
         without = calibrate(raw - contributions.astype(np.float64))
         calibrated_flat, most = flat(score - without, score)
