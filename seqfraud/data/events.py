@@ -285,9 +285,8 @@ def file_kind(name: str | os.PathLike) -> Literal["parquet", "csv"] | None:
         return "parquet"
     if lower.endswith(_CSV_SUFFIXES):
         return "csv"
-    if writers_marker(name) or not os.path.isfile(
-        name
-    ):  # _metadata is Parquet, of no rows; a pipe would block
+    # _metadata is Parquet, of no rows; a pipe would block the read.
+    if writers_marker(name) or not os.path.isfile(name):
         return None
     try:
         with open(name, "rb") as f:
@@ -1156,9 +1155,8 @@ def say_dates_as_datetimes(
     if n >= MIN_DATED_LABELS and every:
         log.warning(
             "%s: column %r: all %s label times with a time of day are at midnight: days written as datetimes? They "
-            "are read as the "
-            "start of their day, where a date alone counts from the day's end (its label is known once the day "
-            "is over); write them as dates, or with their time",
+            "are read as the start of their day, where a date alone counts from the day's end (its label is known "
+            "once the day is over); write them as dates, or with their time",
             source,
             column,
             f"{n:,}",
@@ -1786,9 +1784,8 @@ def renumbered(label_ids: pl.Series, event_ids: pl.Series) -> pl.DataFrame:
     (``00002037`` to 2037, or to ``2037.0`` through a float), on either side; and, where the event ids keep to
     one case, in the other case (a uuid upper-cased by another system: dogfood 193). Where the event ids mix cases,
     case tells ids apart (``Ab3X`` and ``aB3x``: review 197)."""
-    ids = (
-        event_ids.unique().sort()
-    )  # sorted: which of several event ids one key stands for changed (review 66)
+    # Sorted: which of several event ids one key stands for changed from run to run (review 66).
+    ids = event_ids.unique().sort()
     one_case = next(
         (case for case in ("to_lowercase", "to_uppercase") if (getattr(ids.str, case)() == ids).all()), None
     )

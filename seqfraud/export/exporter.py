@@ -501,10 +501,9 @@ def warn_if_calibration_hurt(calib: Calibration, report: dict[str, Any]) -> None
         )
 
 
-STEP_JUMP = 0.5  # a calibrated score that jumps this much between two neighbouring validation sessions
-STEP_RATIO = (
-    20  # ... and this many times their gap in raw score (an isotonic fit's steps over wide gaps are none)
-)
+# A calibrated score that jumps this much between two neighbouring validation sessions, and this many times their
+# gap in raw score (an isotonic fit's steps over wide gaps are none).
+STEP_JUMP, STEP_RATIO = 0.5, 20
 
 
 def warn_if_calibration_steps(calib: Calibration, val: pl.DataFrame) -> None:
