@@ -199,7 +199,8 @@ def labels_known_by(
         )
 
     def counts(where: pl.Expr) -> dict[str, dict[str, int]]:
-        rows = sessions.filter(where).group_by(S.SPLIT).agg(pl.len(), pl.col(S.LABEL).sum())
+        # Sorted: group_by's order moved train and val about from window to window (dogfood 195).
+        rows = sessions.filter(where).group_by(S.SPLIT).agg(pl.len(), pl.col(S.LABEL).sum()).sort(S.SPLIT)
         return {split: {"sessions": n, "positives": int(p or 0)} for split, n, p in rows.iter_rows()}
 
     after_test = labelled & (known >= test_us)
