@@ -26,7 +26,7 @@ import sys
 import uuid
 from bisect import bisect_right
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import partial, reduce
 from itertools import accumulate
@@ -167,6 +167,7 @@ class SparkEngine:
                     with_label=label_on_events,
                     with_label_time=label_time_on_events,
                     with_event_id=schema.event_id in raw.columns,
+                    entities=schema.entities,
                 ).toArrow()
             ),
         )
@@ -586,6 +587,7 @@ def _session_table(
     with_label: bool,
     with_label_time: bool = False,
     with_event_id: bool = False,
+    entities: Sequence[str] = (),
 ) -> DataFrame:
     """``seqfraud.data.events.session_table`` in Spark."""
 
@@ -630,6 +632,10 @@ def _session_table(
     if with_event_id:  # count and countDistinct skip nulls, as Polars' count and drop_nulls
         ids = F.col(S.EVENT_ID)
         aggs.append((F.count(ids) - F.countDistinct(ids)).alias("n_event_id_repeats"))
+    for c in entities:  # blank(c, session=False): Polars strips Unicode's White_Space, (?U)\s in Java's regex
+        value = F.col(c)
+        padded = value.rlike(r"(?U)^\s|\s$") | value.rlike(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+        aggs.append(count((value == "") | padded).alias(f"n_blank_{c}"))
     return events.groupBy(S.SESSION_ID).agg(*aggs)
 
 

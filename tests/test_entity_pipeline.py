@@ -116,6 +116,29 @@ def test_a_histories_label_table_may_hold_the_scored_sessions_labels(entity_run,
     assert history.labels.height == table.height
 
 
+def test_scoring_refuses_blank_entity_values_as_training_and_the_service_do(
+    entity_run, entity_artifact
+) -> None:
+    """An entity value padded with a space read in batch scoring as another entity, where the service refused it
+    (dogfood 195); refused on the frame's path and the records' path alike, naming the column."""
+    from seqfraud.data.events import DataValidationError
+    from seqfraud.scoring.history import History
+    from seqfraud.scoring.scorer import Scorer
+
+    scored, other, labels = split_log(entity_run)
+    scorer = Scorer.load(entity_artifact)
+    scorer.history = History.read(other, pl.read_parquet(labels), scorer.spec)
+    column = S.SYNTHETIC_ENTITIES[-1]
+    one = scored.filter(pl.col("session_id") == scored["session_id"][0])
+    padded = one.with_columns((pl.col(column).cast(pl.String) + " ").alias(column))
+    said = (
+        f"column '{column}': {one.height} row(s) have an entity value that is empty, has spaces at its start"
+    )
+    for given in (padded, padded.to_dicts()):
+        with pytest.raises(DataValidationError, match=re.escape(said)):
+            scorer.score(given)
+
+
 def test_spec_and_baseline_carry_the_entity_features(entity_run) -> None:
     from seqfraud.baselines import session_aggregates
     from seqfraud.features.spec import Spec

@@ -485,6 +485,38 @@ def test_validation_errors_are_the_shared_ones(breakage, tmp_path):
     assert says in message
 
 
+def test_both_engines_refuse_blank_entity_values_alike(tmp_path):
+    """Entity values padded with spaces (a no-break space too), empty, or holding a control character were taken
+    in training as other entities, where the service refused them (dogfood 195: wallets padded by one export read
+    as two); both engines refuse them, in the same words."""
+    changed = (
+        pl.when(pl.col("i") == 5)
+        .then(pl.lit(" 10.0.1.1"))
+        .when(pl.col("i") == 6)
+        .then(pl.lit("10.0.1.1\u00a0"))
+        .when(pl.col("i") == 7)
+        .then(pl.lit(""))
+        .when(pl.col("i") == 8)
+        .then(pl.lit("10.0\x01.1"))
+        .otherwise(pl.col("ip"))
+    )
+    events = entity_events(seed=5).with_row_index("i").with_columns(changed.alias("ip")).drop("i")
+    ends = events.group_by("session_id").agg(pl.col("timestamp").max())
+    labels = ends.select("session_id", pl.lit(0).alias("label"), pl.col("timestamp").alias("label_time"))
+    labels.write_parquet(tmp_path / "labels.parquet")
+    data = {
+        "events": str(write_shards(events, tmp_path / "events")),
+        "labels": str(tmp_path / "labels.parquet"),
+        "schema": ENTITY_SCHEMA.roles(),
+        "policy": {"label_delay": "2d"},
+    }
+    message = _error(data, tmp_path / "polars", {"engine": "polars"})
+    assert message == _error(data, tmp_path / "spark", SPARK)
+    assert (
+        "column 'ip': 4 row(s) have an entity value that is empty, has spaces at its start or end" in message
+    )
+
+
 def test_inputs_the_spark_engine_refuses(tmp_path):
     events = edge_events(seed=4, base_ns=T0_NS)
     csv = tmp_path / "events.csv"

@@ -92,6 +92,13 @@ BLANK_ID = (
     "as another session than the same id without them, or one with a control or invisible character (newline, "
     "tab, zero-width space): strip them"
 )
+# An entity value empty or padded links or splits entities as the session ids' did: refused by training, batch
+# scoring and the service alike (dogfood 195: wallets padded by one export and not another read as two).
+BLANK_ENTITY = (
+    "have an entity value that is empty, has spaces at its start or end, or holds a control character: it would "
+    "read as another entity than the value without them (the service refuses it); strip them, or write null where "
+    "the event has none"
+)
 # C0 and C1 control characters (U+009B is a terminal's escape) and the Unicode line and paragraph separators.
 _CONTROL = r"[\x00-\x1f\x7f-\x9f\u2028\u2029]"
 _CONTROL_CHAR = re.compile(_CONTROL)
@@ -106,10 +113,11 @@ _FORMAT = (
 _SESSION_CHAR = re.compile(f"{_CONTROL}|{_FORMAT}")
 
 
-def blank(column: str) -> pl.Expr:
-    """Session ids refused by :data:`BLANK_ID`."""
+def blank(column: str, *, session: bool = True) -> pl.Expr:
+    """Session ids refused by :data:`BLANK_ID`; ``session=False`` for an entity value (:data:`BLANK_ENTITY`)."""
     c = pl.col(column)
-    return (c.str.strip_chars() != c) | (c == "") | c.str.contains(_SESSION_CHAR.pattern)
+    chars = _SESSION_CHAR if session else _CONTROL_CHAR
+    return (c.str.strip_chars() != c) | (c == "") | c.str.contains(chars.pattern)
 
 
 def blank_id(value: str, *, session: bool = True) -> bool:
@@ -1441,10 +1449,12 @@ def session_table(
     with_label: bool,
     with_label_time: bool = False,
     with_event_id: bool = False,
+    entities: Sequence[str] = (),
 ) -> pl.LazyFrame:
     """One row per session with its start and end time and the counts that validation needs (``event_type``:
     the schema's column); with ``with_label_time``, the label time's range and counts (:func:`normalize`'s label
-    time columns); with ``with_event_id``, the repeated event ids."""
+    time columns); with ``with_event_id``, the repeated event ids; per entity column, its values that
+    :data:`BLANK_ENTITY` refuses."""
     aggs = [
         pl.col(S.TS_US).min().alias(S.START_TIME),
         pl.col(S.TS_US).max().alias(S.END_TIME),
@@ -1490,6 +1500,7 @@ def session_table(
         ]
     if with_event_id:
         aggs.append(repeated_event_ids())
+    aggs += [blank(c, session=False).sum().alias(f"n_blank_{c}") for c in entities]
     return events.group_by(S.SESSION_ID).agg(aggs)
 
 
@@ -1969,6 +1980,9 @@ def validate_sessions(
             )
         if n := int(sessions.filter(blank(S.SESSION_ID))["n_events"].sum()):
             bad.add(schema.session_id, n, BLANK_ID, first(blank(S.SESSION_ID), schema.session_id))
+        for c in schema.entities:
+            if f"n_blank_{c}" in sessions.columns and (n := int(sessions[f"n_blank_{c}"].sum())):
+                bad.add(c, n, BLANK_ENTITY, first(blank(c, session=False), c))
         if n := int(sessions["n_event_type_null"].sum()):
             bad.add(
                 schema.event_type,
@@ -2474,6 +2488,7 @@ def load_events(
             with_label=raw.label_on_events,
             with_label_time=label_time_on_events,
             with_event_id=with_ids,
+            entities=schema.entities,
         ).collect(engine="streaming")
     # None iff raw.label_on_events
     counted: dict = {}  # what read_labels counts for the report

@@ -22,6 +22,7 @@ import polars as pl
 
 from seqfraud import schema as S
 from seqfraud.data.events import (
+    BLANK_ENTITY,
     BLANK_ID,
     DECIMAL_INTEGER,
     NULL_EVENT_TYPE,
@@ -225,6 +226,9 @@ def normalized_events(
             bad.add(schema.session_id, n, "have a null session id")
         if n := int(events.select(blank(S.SESSION_ID).sum()).item()):
             bad.add(schema.session_id, n, BLANK_ID)
+        for c in schema.entities:
+            if n := int(events.select(blank(c, session=False).sum()).item()):
+                bad.add(c, n, BLANK_ENTITY, first_bad(events, blank(c, session=False), lf, c))
         if n := events[schema.event_type].null_count():
             where = pl.col(schema.event_type).is_null()
             bad.add(schema.event_type, n, NULL_EVENT_TYPE, first_bad(events, where, lf, schema.event_type))
@@ -363,6 +367,8 @@ def record_columns(records: Sequence[Any], spec: Spec, source: str = "request") 
     sids = set(cast(list[str], text[s.session_id]))
     if any(map(blank_id, sids)) or (s.session_id not in integer_typed and any(map(_DECIMAL.match, sids))):
         return None  # a blank or padded id (BLANK_ID), or one written as a decimal: the full path names it
+    if any(v is not None and blank_id(v, session=False) for c in s.entities for v in text[c]):
+        return None  # an entity value BLANK_ENTITY refuses: the full path names it
     numeric = {}
     for c in s.numerical:
         values = column[c]
