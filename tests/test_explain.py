@@ -543,6 +543,11 @@ def test_a_session_id_without_its_leading_zeros_is_pointed_at_the_ids_that_have_
     assert found.height == 1 and others.collect()["session_id"].to_list() == ["7"]
     with pytest.raises(DataValidationError, match=r"no events of session '663553' \(ids compare as text; "):
         session_events(tmp_path / "e.csv", spec, "663553")
+    # As a spreadsheet writes an integer id (dogfood 196).
+    with pytest.raises(
+        DataValidationError, match=r"no events of session '7.0' \(ids compare as text; .*\['7'\]"
+    ):
+        session_events(tmp_path / "e.csv", spec, "7.0")
     with pytest.raises(DataValidationError, match=r"no events of session 'x'$"):
         session_events(tmp_path / "e.csv", spec, "x")
 

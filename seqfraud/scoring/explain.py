@@ -21,6 +21,7 @@ attention stays in cache.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -395,10 +396,18 @@ def session_events(path: str | Path, spec: Spec, session: str) -> tuple[pl.DataF
     with reading(source):
         found = events.filter(mine).collect()
     if found.height == 0:
-        # Ids compare as text: name the ids that differ from it only by leading zeros or spaces ('0663553').
-        bare = pl.col(column).cast(pl.String).str.strip_chars().str.strip_chars_start("0")
+        # Ids compare as text: name the ids that differ from it only by leading zeros, spaces or a trailing .0
+        # ('0663553'; '106130.0', as a spreadsheet writes it: dogfood 196).
+        bare = (
+            pl.col(column)
+            .cast(pl.String)
+            .str.strip_chars()
+            .str.replace(r"\.0+$", "")
+            .str.strip_chars_start("0")
+        )
+        given = re.sub(r"\.0+$", "", session.strip()).lstrip("0")
         with reading(source):
-            alike = events.filter(bare == session.strip().lstrip("0")).select(pl.col(column).cast(pl.String))
+            alike = events.filter(bare == given).select(pl.col(column).cast(pl.String))
             near = alike.unique(maintain_order=True).head(3).collect()[column].to_list()
         hint = f" (ids compare as text; this file has {near})" if near else ""
         raise DataValidationError(f"{source}: column {column!r}: no events of session {session!r}{hint}")
