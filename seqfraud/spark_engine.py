@@ -635,7 +635,7 @@ def _session_table(
     for c in entities:  # blank(c, session=False): Polars strips Unicode's White_Space, (?U)\s in Java's regex
         value = F.col(c)
         padded = value.rlike(r"(?U)^\s|\s$") | value.rlike(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-        aggs.append(count((value == "") | padded).alias(f"n_blank_{c}"))
+        aggs.append(F.coalesce(count((value == "") | padded), F.lit(0)).alias(f"n_blank_{c}"))  # Polars' 0
     return events.groupBy(S.SESSION_ID).agg(*aggs)
 
 

@@ -97,7 +97,7 @@ BLANK_ID = (
 BLANK_ENTITY = (
     "have an entity value that is empty, has spaces at its start or end, or holds a control character: it would "
     "read as another entity than the value without them (the service refuses it); strip them, or write null where "
-    "the event has none"
+    'the event has none (in a CSV an unquoted empty field is null, a quoted "" an empty value)'
 )
 # C0 and C1 control characters (U+009B is a terminal's escape) and the Unicode line and paragraph separators.
 _CONTROL = r"[\x00-\x1f\x7f-\x9f\u2028\u2029]"
