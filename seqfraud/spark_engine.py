@@ -46,6 +46,7 @@ from pyspark.sql import types as T
 
 from seqfraud import schema as S
 from seqfraud.data.events import (
+    CONTROL,
     US_PER_UNIT,
     DataValidationError,
     LoadedEvents,
@@ -634,7 +635,7 @@ def _session_table(
         aggs.append((F.count(ids) - F.countDistinct(ids)).alias("n_event_id_repeats"))
     for c in entities:  # blank(c, session=False): Polars strips Unicode's White_Space, (?U)\s in Java's regex
         value = F.col(c)
-        padded = value.rlike(r"(?U)^\s|\s$") | value.rlike(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+        padded = value.rlike(rf"(?U)^\s|\s$|{CONTROL}")
         aggs.append(F.coalesce(count((value == "") | padded), F.lit(0)).alias(f"n_blank_{c}"))  # Polars' 0
     return events.groupBy(S.SESSION_ID).agg(*aggs)
 

@@ -40,14 +40,13 @@ def train_task(cfg: DictConfig) -> float | None:
         if unread:
             log.warning("model=lightgbm fits no sequence model, so %s change(s) nothing", " ".join(unread))
     elif cfg.model.get("encoder") == "gru":  # an Optuna trial's model.local_kernel=3, unsaid (dogfood 196)
-        unread = [
-            o for o in overrides if o.lstrip("+~").startswith(tuple(f"model.{k}=" for k in TRANSFORMER_KEYS))
-        ]
+        transformer = tuple(f"model.{k}=" for k in TRANSFORMER_KEYS)
+        unread = [o for o in overrides if o.lstrip("+~").startswith(transformer)]
         if unread:
             log.warning(
                 "a GRU encoder reads no transformer setting, so %s change(s) nothing", " ".join(unread)
             )
-    keep_what_was_set(cfg, HydraConfig.get().overrides.task)
+    keep_what_was_set(cfg, overrides)
     metrics = train(cfg)
     if metrics and (swept := _unread_in_sweep()) and stacking_kept(cfg.paths.output_dir) == "aggregates":
         # Then the objective is LightGBM's alone: every job scores the same, and "best parameters" mean nothing; a

@@ -99,9 +99,10 @@ BLANK_ENTITY = (
     "read as another entity than the value without them (the service refuses it); strip them, or write null where "
     'the event has none (in a CSV an unquoted empty field is null, a quoted "" an empty value)'
 )
-# C0 and C1 control characters (U+009B is a terminal's escape) and the Unicode line and paragraph separators.
-_CONTROL = r"[\x00-\x1f\x7f-\x9f\u2028\u2029]"
-_CONTROL_CHAR = re.compile(_CONTROL)
+# C0 and C1 control characters (U+009B is a terminal's escape) and the Unicode line and paragraph separators; a
+# class Python's, Polars' and Java's (Spark's) regex read alike.
+CONTROL = r"[\x00-\x1f\x7f-\x9f\u2028\u2029]"
+_CONTROL_CHAR = re.compile(CONTROL)
 # Unicode's format characters (category Cf, as of Unicode 15): zero-width spaces and joiners, direction marks,
 # embeddings, overrides and isolates (which can show an id reversed), the byte-order mark, tags. Refused in session
 # ids alone: an entity value or event id may be text, where Persian writes U+200C and an emoji sequence U+200D.
@@ -110,7 +111,7 @@ _FORMAT = (
     r"\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3"
     r"\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]"
 )
-_SESSION_CHAR = re.compile(f"{_CONTROL}|{_FORMAT}")
+_SESSION_CHAR = re.compile(f"{CONTROL}|{_FORMAT}")
 
 
 def blank(column: str, *, session: bool = True) -> pl.Expr:

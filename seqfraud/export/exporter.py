@@ -772,7 +772,7 @@ def check_end_to_end(
         # Entity features: the history is every other session of the run's log, and the run's labels, the test
         # sessions' included (those on the events too).
         labels = run_input(run_dir, "labels")
-        try:  # a run of values its history now refuses (review 199: padded entity values, before 4fe0e14)
+        try:  # a run trained on values its history refuses (review 199: padded entity values, refused since)
             scorer.history = History.from_frame(
                 raw.filter(~test_ids),
                 source,
