@@ -709,7 +709,7 @@ def preprocess(
         schema,
         features_cfg.get("entity"),
         (data.get("policy") or {}).get("label_delay"),
-        prior=float(train[S.LABEL].cast(pl.Float64).mean() or 0.0) if train.height else 0.0,
+        train,
     )
     frauds_known = False  # whether the risk features of training read some fraud (known before validation)
     # Each phase said as it starts: a Spark run showed nothing for minutes (dogfood 33).

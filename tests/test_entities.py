@@ -256,3 +256,33 @@ def test_own_label_never_counts() -> None:
 
 def test_windows_are_durations() -> None:
     assert ENTITY.window_us == [duration_us("10s", "w"), 60_000_000]
+
+
+def test_risk_warm_up_counts_how_late_the_training_labels_came() -> None:
+    """Labels dated 30 to 120 days after their claims, with no label delay set, left a 30-day risk count's
+    warm-up at its window alone, and the monitor alerted at PSI 1.17 on a log without drift (dogfood 198): the
+    spec keeps the training labels' lag (95th percentile), and the risk features' warm-up adds it."""
+    from seqfraud.schema import Schema
+
+    day = 86_400_000_000
+    lags = np.arange(30, 130) * day  # 100 labels, 30 to 129 days after their sessions' end
+    train = pl.DataFrame(
+        {
+            S.LABEL: [1] * 100 + [None],
+            S.END_TIME: [0] * 101,
+            S.LABEL_KNOWN: [*lags.tolist(), 999 * day],  # an unlabelled session's time is not a label's lag
+        },
+        schema={S.LABEL: pl.Int8, S.END_TIME: pl.Int64, S.LABEL_KNOWN: pl.Int64},
+    )
+    entity = entities.entity_spec(
+        Schema(entities=("garage",), label_time="referred"), {"windows": ["30d"]}, None, train
+    )
+    assert entity is not None and entity.label_lag_us == 125 * day
+    assert entity.prior == 1.0
+    warm_up = entity.warm_up_us()
+    assert warm_up[S.entity_feature("garage", "known", "30d")] == 155 * day
+    assert warm_up[S.entity_feature("garage", "events", "30d")] == 30 * day
+    assert EntitySpec.from_dict(entity.to_dict()) == entity
+    # A spec written before the lag was kept falls back on the label delay, as it did.
+    older = {k: v for k, v in entity.to_dict().items() if k != "label_lag_us"} | {"label_delay": "45d"}
+    assert EntitySpec.from_dict(older).warm_up_us()[S.entity_feature("garage", "rate", "30d")] == 75 * day

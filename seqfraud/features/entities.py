@@ -64,6 +64,9 @@ class EntitySpec:
     smoothing: float
     prior: float  # the training period's fraud rate, where the smoothed rate starts from
     label_delay: str | None  # kept for the record and for histories scored later
+    # How long after their sessions' end the training labels became known (the 95th percentile, in µs); None in
+    # specs written before it was kept, and where no training label became known.
+    label_lag_us: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "columns", tuple(self.columns))
@@ -106,10 +109,16 @@ class EntitySpec:
 
     def warm_up_us(self) -> dict[str, int | None]:
         """Per feature, how much log must lie before an event for the feature to read as it will in a long
-        history: its window, plus the label delay for the risk features (a negative is known that long after its
-        session; where labels carry their own times the delay is unknown, and the window alone counts). None for
-        time since first and last seen, whose range grows with the history's age and never settles."""
-        delay = 0 if self.label_delay is None else duration_us(self.label_delay, "data.policy.label_delay")
+        history: its window, plus, for the risk features, how late labels come (:attr:`label_lag_us`, else the
+        label delay): a window's labels are those of sessions that ended up to that long before it. Labels dated
+        30 to 120 days after their claims, with no label delay set, left a 30-day count's warm-up at 30 days, and
+        the monitor alerted at PSI 1.17 on a log without drift (dogfood 198). None for time since first and last
+        seen, whose range grows with the history's age and never settles."""
+        delay = self.label_lag_us
+        if delay is None:
+            delay = (
+                0 if self.label_delay is None else duration_us(self.label_delay, "data.policy.label_delay")
+            )
         out: dict[str, int | None] = {}
         for column in self.columns:
             for kind in self._kinds(column):
@@ -130,13 +139,15 @@ class EntitySpec:
             smoothing=float(d["smoothing"]),
             prior=float(d["prior"]),
             label_delay=d.get("label_delay"),
+            label_lag_us=d.get("label_lag_us"),
         )
 
 
 def entity_spec(
-    schema: Schema, entity_cfg: Mapping[str, Any] | None, label_delay: str | None, prior: float
+    schema: Schema, entity_cfg: Mapping[str, Any] | None, label_delay: str | None, train: pl.DataFrame
 ) -> EntitySpec | None:
-    """The fitted entity spec from ``features.entity``; None when ``data.schema.entities`` is empty."""
+    """The fitted entity spec from ``features.entity``, with the training sessions' fraud rate and label lag
+    (``train``: their label, end and label-known times); None when ``data.schema.entities`` is empty."""
     if not schema.entities:
         return None
     cfg = dict(entity_cfg or {})
@@ -158,9 +169,20 @@ def entity_spec(
         windows=tuple(cfg.get("windows") or ("1h", "1d", "7d", "30d")),
         risk=risk,
         smoothing=float(cfg.get("smoothing", 20)),
-        prior=prior,
+        prior=float(train[S.LABEL].cast(pl.Float64).mean() or 0.0) if train.height else 0.0,
         label_delay=label_delay,
+        label_lag_us=_label_lag_us(train),
     )
+
+
+def _label_lag_us(train: pl.DataFrame) -> int | None:
+    """The 95th percentile of how long after its session's end a training label became known: a high quantile,
+    since a window reads the labels of sessions that late, and not the latest, since one chargeback a year late
+    would leave the risk features' drift unchecked."""
+    lag = (pl.col(S.LABEL_KNOWN) - pl.col(S.END_TIME)).clip(lower_bound=0)
+    known = pl.col(S.LABEL).is_not_null() & pl.col(S.LABEL_KNOWN).is_not_null()
+    q = train.select(lag.filter(known).quantile(0.95, "higher")).item()
+    return None if q is None else int(q)
 
 
 def kernel_rows(events: pl.LazyFrame, sessions: pl.DataFrame, entity: EntitySpec) -> pl.LazyFrame:
