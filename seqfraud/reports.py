@@ -347,8 +347,14 @@ def _shade(c: float, scale: float) -> str:
 
 
 def _fields_text(fields: dict | None) -> str:
-    """An event's other values, ``amount=4500.0, device=ios``: an amount that is the whole signal is shown."""
-    return ", ".join(f"{k}={v}" for k, v in (fields or {}).items() if v is not None)
+    """An event's other values, ``amount=4500.5, days=1251, device=ios``: an amount that is the whole signal is
+    shown. Numeric columns are read as floats, and a whole number is written as one: ``days=1251.0`` read as a
+    fraction of a day to an investigator (dogfood 198)."""
+
+    def text(v: Any) -> str:
+        return str(int(v)) if isinstance(v, float) and v.is_integer() and abs(v) < 2**53 else str(v)
+
+    return ", ".join(f"{k}={text(v)}" for k, v in (fields or {}).items() if v is not None)
 
 
 def session_html(explained: pl.DataFrame, scored: dict, model_version: str) -> str:

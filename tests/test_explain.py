@@ -586,3 +586,24 @@ def test_a_long_sessions_chart_shows_its_largest_contributions(tmp_path, monkeyp
         "score 0.500 (model 0.500), band review",
     ]
     assert titles[1].split("\n")[0] == "session " + "x" * 57 + "..."
+
+
+def test_the_report_writes_a_whole_number_as_one() -> None:
+    """Numeric columns are read as floats: an integer column's ``1251`` read ``PolicyAgeDays=1251.0`` in the
+    report (dogfood 198), while a fraction keeps its digits."""
+    from datetime import datetime, timezone
+
+    from seqfraud.reports import session_html
+
+    fields = {"days": 1251.0, "amount": 4500.25, "device": "ios", "note": None}
+    explained = pl.DataFrame(
+        {
+            S.POSITION: [0],
+            S.EVENT_TIME: [datetime(2026, 5, 1, tzinfo=timezone.utc)],
+            S.EVENT: ["login"],
+            S.CONTRIBUTION: [0.1],
+            S.FIELDS: [fields],
+        }
+    )
+    scored = {S.SESSION_ID: "c-1", S.SCORE: 0.5, S.RAW_SCORE: 0.5, S.BAND: "review"}
+    assert "days=1251, amount=4500.25, device=ios</td>" in session_html(explained, scored, "v1")
