@@ -28,6 +28,7 @@ import polars as pl
 from seqfraud import schema as S
 from seqfraud.config import plain
 from seqfraud.data.events import (
+    FIXED_WIDTH_IDS,
     INTEGER_IDS,
     ZERO_PADDED_IDS,
     ZONED_TIMESTAMPS,
@@ -790,7 +791,7 @@ def preprocess(
     }
     if policy.get("on_unlabeled") == "negative":
         spec.fit_info |= {ON_UNLABELED: "negative", LABEL_DELAY: policy.get("label_delay")}
-    for key in (ZERO_PADDED_IDS, INTEGER_IDS, ZONED_TIMESTAMPS):
+    for key in (ZERO_PADDED_IDS, INTEGER_IDS, FIXED_WIDTH_IDS, ZONED_TIMESTAMPS):
         if loaded.report.get(key):
             spec.fit_info[key] = loaded.report[key]
     (out / DATA_DIR).mkdir(parents=True)

@@ -136,6 +136,47 @@ def test_integer_ids_for_ids_trained_as_zero_padded_text_are_refused_on_every_pa
         read_labels(str(tmp_path / "l.parquet"), spec.schema, zero_padded=spec.zero_padded_ids)
 
 
+def test_a_code_of_fixed_width_may_begin_with_zero(tmp_path):
+    """A CSV log whose IMEIs were all 15 digits from '35' typed them as integer ids, and an iPhone's
+    '013456789012345' was then refused as an integer that had lost its zeros, a whole batch with it, and every
+    request of that phone (dogfood 190). A text id column whose ids all had one width is a code of that width:
+    a leading zero at that width is another code; at any other width, or as a decimal, still a rewriting."""
+    from dataclasses import replace
+
+    from seqfraud.data.events import FIXED_WIDTH_IDS, INTEGER_IDS, load_events
+    from seqfraud.features.entities import EntitySpec
+    from seqfraud.scoring.online import refuse_misread_ids
+    from seqfraud.scoring.prepare import normalized_events, record_columns
+
+    rows = "session_id,timestamp,event_type,imei,store,label\n"
+    rows += "".join(
+        f"s{i},2026-03-01T10:00:0{i}Z,pay,35{i}999999999992,{7 * 10**i},{i % 2}\n" for i in range(4)
+    )
+    (tmp_path / "e.csv").write_text(rows)
+    report = load_events(str(tmp_path / "e.csv"), Schema(entities=("imei", "store"))).report
+    assert report[INTEGER_IDS] == ["imei", "store"] and report[FIXED_WIDTH_IDS] == {"imei": 15}
+
+    spec = replace(
+        SPEC,
+        schema=replace(SPEC.schema, entities=("imei",)),
+        entity=EntitySpec(("imei",), ("1h",), risk=False, smoothing=1.0, prior=0.1, label_delay=None),
+        fit_info={INTEGER_IDS: ["imei"], FIXED_WIDTH_IDS: {"imei": 15}},
+    )
+    assert spec.integer_ids == {"imei": 15}
+    event = {**_events(1)[0], "timestamp": "2026-03-01T10:00:00Z", "imei": "013456789012345"}
+    assert record_columns([event], spec) is not None
+    normalized_events(as_frame([event], spec, "request").lazy(), spec, "request")
+    refuse_misread_ids(["013456789012345"], "imei", "imei", spec, "request")
+    for written in ("01345678901234", "0013456789012345", "359999999999992.0", "+35999999999999"):
+        events = [{**event, "imei": written}]
+        assert record_columns(events, spec) is None
+        says = f"request: column 'imei': 1 row(s) hold an integer id written otherwise than as its digits (first: '{written}'"
+        with pytest.raises(DataValidationError, match=re.escape(says)):
+            normalized_events(as_frame(events, spec, "request").lazy(), spec, "request")
+        with pytest.raises(DataValidationError, match=re.escape(f"(first: '{written}'")):
+            refuse_misread_ids([written], "imei", "imei", spec, "request")
+
+
 def test_ids_trained_as_integers_written_otherwise_are_refused(tmp_path):
     """A card log's ids are integers; a scoring CSV from pandas wrote them 3278.0 (an integer column with a gap
     turns float), read back as text: no card met its history, and 260 of 3,451 bands moved without a word

@@ -1516,7 +1516,7 @@ def read_labels(
     name: str = "labels",
     frauds_only: bool = False,
     zero_padded: Sequence[str] = (),
-    integer_typed: Sequence[str] = (),
+    integer_typed: Mapping[str, int | None] | None = None,
     report: dict | None = None,
 ) -> tuple[pl.DataFrame, str]:
     """A separate label table (a file, or a frame named ``name`` in messages, checked alike: a frame was cast
@@ -1589,8 +1589,8 @@ def read_labels(
         say_dates_as_datetimes(lf, have, lt, source)
     with reading(source):
         labels = numbered(lf).with_columns(epochs).select(S.ROW_INDEX, *columns).collect()
-    if schema.session_id in integer_typed and not have[schema.session_id].is_integer():
-        refuse_rewritten_ids(labels, {S.SESSION_ID: schema.session_id}, source)
+    if integer_typed and schema.session_id in integer_typed and not have[schema.session_id].is_integer():
+        refuse_rewritten_ids(labels, {S.SESSION_ID: schema.session_id}, source, integer_typed)
     if labels.is_empty():
         return nothing()
     unlabelled = pl.col(S.LABEL).is_null()
@@ -2274,6 +2274,7 @@ ZERO_PADDED_IDS = "zero_padded_ids"  # the report's (and the spec's fit_info) ke
 # And for whether the log's timestamps carried UTC offsets (:func:`zoned_timestamps`); absent where they did not.
 ZONED_TIMESTAMPS = "zoned_timestamps"
 INTEGER_IDS = "integer_ids"  # and for integer_ids
+FIXED_WIDTH_IDS = "fixed_width_ids"  # and for the digit count of the integer_ids the log wrote at one width
 
 
 @dataclass
@@ -2290,11 +2291,18 @@ class RawEvents:
         str | None
     )  # the unit integer epochs are read in; None when the column holds datetimes or strings
     zero_padded: list[str]  # :func:`zero_padded_ids`
-    integers: list[str]  # :func:`integer_ids`
+    integers: dict[str, int | None]  # :func:`integer_ids`
 
-    def id_forms(self) -> dict[str, list[str]]:
-        """The report's record of :attr:`zero_padded` and :attr:`integers`, where there are any."""
-        return {k: v for k, v in ((ZERO_PADDED_IDS, self.zero_padded), (INTEGER_IDS, self.integers)) if v}
+    def id_forms(self) -> dict[str, Any]:
+        """The report's record of :attr:`zero_padded` and :attr:`integers` (and their widths), where there are
+        any."""
+        widths = {c: w for c, w in self.integers.items() if w is not None}
+        forms = (
+            (ZERO_PADDED_IDS, self.zero_padded),
+            (INTEGER_IDS, list(self.integers)),
+            (FIXED_WIDTH_IDS, widths),
+        )
+        return {k: v for k, v in forms if v}
 
 
 def id_columns(schema: Schema) -> list[str]:
@@ -2325,18 +2333,23 @@ def zero_padded_ids(raw: pl.LazyFrame, have: pl.Schema, schema: Schema) -> list[
 
 def integer_ids(
     raw: pl.LazyFrame, have: pl.Schema, schema: Schema, source: str, padded: Sequence[str]
-) -> list[str]:
+) -> dict[str, int | None]:
     """The :func:`id_columns` that the log types as integers, or writes as integers in text (a CSV log's ids are
     read as text: dogfood 91), ``padded`` (:func:`zero_padded_ids`) aside: a later file that writes them as decimals
     (``3278.0``, a pandas export whose integer column with a gap became float, read back from CSV as text) meets no
     history, label or shared entity written ``3278`` (dogfood 72), and scoring refuses it
     (:func:`refuse_rewritten_ids`). Text columns are read whole: one of integers that writes some as decimals holds
     two ids of one entity, and is refused here. A text column with some ids zero-padded past the rows
-    :func:`zero_padded_ids` reads is text, not integers: its ids are keys as written."""
+    :func:`zero_padded_ids` reads is text, not integers: its ids are keys as written.
+
+    Each to the one number of digits its text wrote every id with, where it did (else None): a code of fixed
+    width, an IMEI's 15 digits, whose next value may begin with 0 (an iPhone's '01...'): not an integer that
+    lost its zeros but another code, which scoring refused, and a whole batch with it (dogfood 190)."""
     ids = [c for c in id_columns(schema) if c in have]
     text = [c for c in ids if _textual(have[c]) and c not in padded]
-    # Per text column: its rows, those written as integers, those as decimals, and the first decimal.
-    written: dict[str, tuple[int, int, int, str | None]] = {}
+    # Per text column: its rows, those written as integers, those as decimals, the first decimal, the integers'
+    # fewest and most digits.
+    written: dict[str, tuple[int, int, int, str | None, int | None, int | None]] = {}
     if text:
         values = [pl.col(c).cast(pl.String) for c in text]
         with reading(source):
@@ -2347,6 +2360,8 @@ def integer_ids(
                         v.str.contains(INTEGER_TEXT).sum().alias("integers"),
                         v.str.contains(DECIMAL_INTEGER).sum().alias("decimals"),
                         v.filter(v.str.contains(DECIMAL_INTEGER)).first().alias("first"),
+                        v.filter(v.str.contains(INTEGER_TEXT)).str.len_bytes().min().alias("narrowest"),
+                        v.filter(v.str.contains(INTEGER_TEXT)).str.len_bytes().max().alias("widest"),
                     ).alias(c)
                     for c, v in zip(text, values)
                 )
@@ -2354,11 +2369,15 @@ def integer_ids(
                 .row(0, named=True)
             )
         written = {c: tuple(counts[c].values()) for c in text}
-    for c, (n, integers, decimals, first) in written.items():
+    for c, (n, integers, decimals, first, _, _) in written.items():
         if integers and decimals and integers + decimals == n:
             held = f"its other {integers:,} row(s) hold integers"
             raise DataValidationError(rewritten_ids_said(source, c, decimals, str(first), held))
-    return [c for c in ids if have[c].is_integer() or (c in written and 0 < written[c][1] == written[c][0])]
+    out: dict[str, int | None] = {c: None for c in ids if have[c].is_integer()}
+    for c, (n, integers, _, _, narrowest, widest) in written.items():
+        if 0 < integers == n:
+            out[c] = widest if narrowest == widest and cast(int, widest) > 1 else None
+    return {c: out[c] for c in ids if c in out}
 
 
 # An integer as text, written as Polars writes an integer column: 3278, -7, 0.
@@ -2376,7 +2395,22 @@ REWRITTEN_INTEGER = (
     r"^(?:[+-]?[0-9]+\.0*|\+[0-9]+|-?0[0-9]+|-0"
     rf"|[+-]?[0-9{OTHER_DIGITS}]*[{OTHER_DIGITS}][0-9{OTHER_DIGITS}]*|[+-]?[0-9]+(?:_[0-9]+)+)$"
 )
-REWRITTEN = re.compile(REWRITTEN_INTEGER)  # for one value: Python's re and Polars' agree on this pattern
+_REWRITTEN = re.compile(REWRITTEN_INTEGER)  # for one value: Python's re and Polars' agree on this pattern
+
+
+def rewritten_id(value: str, width: int | None) -> bool:
+    """Whether ``value`` writes an integer id otherwise than its digits (:data:`REWRITTEN_INTEGER`), of a column
+    whose training ids all had ``width`` digits where given (:func:`integer_ids`): there a leading zero at that
+    width is another code, not a rewriting."""
+    return bool(_REWRITTEN.match(value)) and not (
+        width is not None and len(value) == width and value.isascii() and value.isdigit()
+    )
+
+
+def rewritten_ids(value: pl.Expr, width: int | None) -> pl.Expr:
+    """:func:`rewritten_id` of a column."""
+    said = value.str.contains(REWRITTEN_INTEGER)
+    return said if width is None else said & ~value.str.contains(f"^[0-9]{{{width}}}$")
 
 
 def rewritten_ids_said(source: str, column: str, n: int, first: str, held: str) -> str:
@@ -2391,12 +2425,14 @@ def rewritten_ids_said(source: str, column: str, n: int, first: str, held: str) 
     )
 
 
-def refuse_rewritten_ids(events: pl.DataFrame, names: Mapping[str, str], source: str) -> None:
+def refuse_rewritten_ids(
+    events: pl.DataFrame, names: Mapping[str, str], source: str, integer_typed: Mapping[str, int | None]
+) -> None:
     """Fails on text ids written otherwise than their digits (3278.0, 03278, +3278) in ``names`` (the events'
     column of each, to its name in the log): the columns the model's training log typed as integers
-    (:func:`integer_ids`), where such an id is another entity's key (dogfoods 72 and 102)."""
+    (``integer_typed``: :func:`integer_ids`), where such an id is another entity's key (dogfoods 72 and 102)."""
     for column, name in names.items():
-        bad = events.filter(pl.col(column).str.contains(REWRITTEN_INTEGER))[column]
+        bad = events.filter(rewritten_ids(pl.col(column), integer_typed.get(name)))[column]
         if len(bad):
             raise DataValidationError(
                 rewritten_ids_said(

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from seqfraud import __version__
-from seqfraud.data.events import INTEGER_IDS, ZERO_PADDED_IDS, ZONED_TIMESTAMPS, id_columns
+from seqfraud.data.events import FIXED_WIDTH_IDS, INTEGER_IDS, ZERO_PADDED_IDS, ZONED_TIMESTAMPS, id_columns
 from seqfraud.errors import UserError, json_value
 from seqfraud.features.entities import EntitySpec
 from seqfraud.schema import EPOCH_UNITS, TIME_DELTA, Schema, value_field
@@ -146,10 +146,12 @@ class Spec:
         return self._recorded_ids(ZERO_PADDED_IDS)
 
     @property
-    def integer_ids(self) -> tuple[str, ...]:
+    def integer_ids(self) -> dict[str, int | None]:
         """The id columns (:func:`seqfraud.data.events.id_columns`) the training log typed as integers, which
-        scoring refuses written otherwise than as their digits (:func:`seqfraud.data.events.integer_ids`)."""
-        return self._recorded_ids(INTEGER_IDS)
+        scoring refuses written otherwise than as their digits (:func:`seqfraud.data.events.integer_ids`), each
+        to the one number of digits the log wrote all of it with, if it did."""
+        widths = self.fit_info.get(FIXED_WIDTH_IDS) or {}
+        return {c: widths.get(c) for c in self._recorded_ids(INTEGER_IDS)}
 
     def _recorded_ids(self, key: str) -> tuple[str, ...]:
         """The id columns the fit recorded under ``key`` that this spec's schema still names: the spec that reads

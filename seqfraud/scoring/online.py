@@ -53,13 +53,13 @@ from seqfraud import schema as S
 from seqfraud.baselines import AggregateLayout, RunningAggregates
 from seqfraud.data.events import (
     LABEL_TIME_UNPARSED,
-    REWRITTEN,
     UNPARSED,
     DataValidationError,
     label_day_end,
     label_delay_us,
     refuse_integer_ids,
     refuse_rewritten_ids,
+    rewritten_id,
     usable_delay_us,
 )
 from seqfraud.data.split import from_epoch_us
@@ -1088,12 +1088,13 @@ def refuse_misread_ids(values: list[Any], column: str, key: str, spec: Spec, sou
     integer where the log wrote zero-padded text, or text that writes an integer otherwise than its digits where it
     held integers (:func:`~seqfraud.data.events.refuse_rewritten_ids`). An event id so written is another event's
     key: a resend would count as a new event (dogfood 102), said as such."""
+    integers, width = column in spec.integer_ids, spec.integer_ids.get(column)
     if column == spec.schema.event_id:
-        padded, integers = column in spec.zero_padded_ids, column in spec.integer_ids
+        padded = column in spec.zero_padded_ids
         bad = [
             v
             for v in values
-            if (padded and type(v) is int) or (integers and type(v) is str and REWRITTEN.match(v))
+            if (padded and type(v) is int) or (integers and type(v) is str and rewritten_id(v, width))
         ]
         if bad:
             trained = "text with leading zeros" if padded else "integers, as their digits alone"
@@ -1105,8 +1106,9 @@ def refuse_misread_ids(values: list[Any], column: str, key: str, spec: Spec, sou
         return
     if any(type(v) is int for v in values):
         refuse_integer_ids([column], spec.zero_padded_ids, source)
-    if column in spec.integer_ids and any(type(v) is str and REWRITTEN.match(v) for v in values):
-        refuse_rewritten_ids(pl.DataFrame({key: [v for v in values if type(v) is str]}), {key: key}, source)
+    if integers and any(type(v) is str and rewritten_id(v, width) for v in values):
+        texts = [v for v in values if type(v) is str]
+        refuse_rewritten_ids(pl.DataFrame({key: texts}), {key: key}, source, {key: width})
 
 
 def read_labels(labels: list[Mapping[str, Any]], spec: Spec, source: str) -> list[Label]:

@@ -11,7 +11,7 @@ import logging
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from operator import itemgetter
@@ -26,7 +26,6 @@ from seqfraud.data.events import (
     BLANK_ID,
     DECIMAL_INTEGER,
     NULL_EVENT_TYPE,
-    REWRITTEN,
     RFC3339,
     SCORING_NAMES,
     TRAINED_ZONED,
@@ -50,6 +49,7 @@ from seqfraud.data.events import (
     refuse_repeated_ids,
     refuse_rewritten_ids,
     repeated_event_ids,
+    rewritten_id,
     timestamp_range_us,
 )
 from seqfraud.errors import did_you_mean
@@ -256,7 +256,7 @@ def normalized_events(
         textual = {
             renamed.get(c, c): c for c in _keyed_ids(spec, spec.integer_ids) if not have[c].is_integer()
         }
-        refuse_rewritten_ids(events, textual, source)
+        refuse_rewritten_ids(events, textual, source, spec.integer_ids)
     # A float reading of integer ids (1008338.0), which a Parquet file's float column and the service refuse: a
     # model that records no integer ids (no entities) scored them, under ids that join nothing (dogfood 108).
     decimal = pl.col(S.SESSION_ID).str.contains(DECIMAL_INTEGER)
@@ -319,7 +319,7 @@ INT128_MIN, INT128_MAX = -(1 << 127), (1 << 127) - 1
 _NONE = type(None)
 
 
-def _keyed_ids(spec: Spec, ids: Sequence[str]) -> list[str]:
+def _keyed_ids(spec: Spec, ids: Iterable[str]) -> list[str]:
     """The id columns among ``ids`` whose form a scored file must keep: the event id aside, which a file or a
     ``/score`` request reads only for its repeats (``POST /events``, which takes a resend by it, checks it:
     :func:`~seqfraud.scoring.online.refuse_misread_ids`)."""
@@ -354,7 +354,11 @@ def record_columns(records: Sequence[Any], spec: Spec, source: str = "request") 
         allowed = {str, int} if c in s.entities or c == s.session_id else {str, int, bool}
         if not types <= allowed or (int in types and c in padded):
             return None  # the full path names what is wrong
-        if str in types and c in integer_typed and any(REWRITTEN.match(v) for v in values if type(v) is str):
+        if (
+            str in types
+            and c in integer_typed
+            and any(rewritten_id(v, integer_typed[c]) for v in values if type(v) is str)
+        ):
             return None
         if int in types and not all(
             v is None or type(v) is not int or _INT64_MIN <= v <= _INT64_MAX for v in values

@@ -49,7 +49,7 @@ from starlette.requests import ClientDisconnect
 from typing_extensions import NotRequired, Required, TypedDict
 
 from seqfraud import schema as S
-from seqfraud.data.events import REWRITTEN, DataValidationError, blank_id
+from seqfraud.data.events import DataValidationError, blank_id, rewritten_id
 from seqfraud.decisions import BANDS
 from seqfraud.export.artifact import Artifact, open_artifact, strict_json, unique_keys, verification_settings
 from seqfraud.features.spec import NAN_VALUES, Spec
@@ -1262,7 +1262,7 @@ def create_app(
             if (
                 shown == session_id
                 and spec.schema.session_id in spec.integer_ids
-                and REWRITTEN.match(session_id)
+                and rewritten_id(session_id, spec.integer_ids[spec.schema.session_id])
             ):
                 # /events refuses such a form of an integer id, so none is held under it (dogfood 187).
                 plain = int(Decimal(session_id))
