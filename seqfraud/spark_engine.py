@@ -47,6 +47,7 @@ from pyspark.sql import types as T
 from seqfraud import schema as S
 from seqfraud.data.events import (
     CONTROL,
+    FORMAT,
     US_PER_UNIT,
     DataValidationError,
     LoadedEvents,
@@ -77,6 +78,8 @@ _PREV_US, _NEWEST = "__prev_us", "__newest"
 _EVENTS = "__events"
 _N_EVENTS = "__n_events"
 _MONO_BITS = 33  # monotonically_increasing_id(): partition index << 33 | row position within the partition
+# events.FORMAT in Java's regex, which writes a code point past U+FFFF as \x{...}, not \U...
+_JAVA_FORMAT = re.sub(r"\\U000([0-9a-fA-F]{5})", r"\\x{\1}", FORMAT)
 
 
 # The masters SparkContext takes (its own check fails inside the JVM, unsaid).
@@ -635,7 +638,7 @@ def _session_table(
         aggs.append((F.count(ids) - F.countDistinct(ids)).alias("n_event_id_repeats"))
     for c in entities:  # blank(c, session=False): Polars strips Unicode's White_Space, (?U)\s in Java's regex
         value = F.col(c)
-        padded = value.rlike(rf"(?U)^\s|\s$|{CONTROL}")
+        padded = value.rlike(rf"(?U)^\s|\s$|{CONTROL}|^{_JAVA_FORMAT}|{_JAVA_FORMAT}$")
         aggs.append(F.coalesce(count((value == "") | padded), F.lit(0)).alias(f"n_blank_{c}"))  # Polars' 0
     return events.groupBy(S.SESSION_ID).agg(*aggs)
 

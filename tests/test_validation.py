@@ -190,7 +190,8 @@ def test_session_ids_with_control_characters_are_refused(tmp_path):
 def test_session_ids_refuse_every_format_character_alike_in_polars_and_python():
     """Unicode's format characters (category Cf) in a session id, by the Polars rule (files) and the Python one
     (requests) alike: review 194 found U+061C and 141 more outside a first list. An entity value or event id may be
-    text, where Persian writes U+200C and an emoji sequence U+200D: those refuse control characters alone."""
+    text, where Persian writes U+200C and an emoji sequence U+200D: those refuse control characters, and format
+    characters at their ends alone."""
     import unicodedata
 
     from seqfraud.data.events import blank, blank_id
@@ -212,6 +213,17 @@ def test_session_ids_refuse_every_format_character_alike_in_polars_and_python():
         "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", session=False
     )  # Persian, with U+200C
     assert blank_id("s\n1", session=False) and not blank_id("\U0001f468\u200d\U0001f4bb", session=False)
+    # At an entity value's ends a format character is no word's: a wallet with a trailing U+200B, or a byte-order
+    # mark before it, read as another wallet (dogfood 195).
+    values = [v for c in around for v in (f"{chr(c)}w", f"w{chr(c)}", f"w{chr(c)}w")]
+    by_polars = pl.DataFrame({"v": values}).select(blank("v", session=False))["v"].to_list()
+    assert by_polars == [blank_id(v, session=False) for v in values]
+    expected = [
+        c in controls or (v != f"w{chr(c)}w" and (c in format_chars or v.strip() != v))
+        for c in around
+        for v in (f"{chr(c)}w", f"w{chr(c)}", f"w{chr(c)}w")
+    ]
+    assert [v for v, no, yes in zip(values, by_polars, expected) if no != yes] == []
 
 
 def test_null_session_ids_in_a_sharded_directory(tmp_path):

@@ -95,36 +95,38 @@ BLANK_ID = (
 # An entity value empty or padded links or splits entities as the session ids' did: refused by training, batch
 # scoring and the service alike (dogfood 195: wallets padded by one export and not another read as two).
 BLANK_ENTITY = (
-    "have an entity value that is empty, has spaces at its start or end, or holds a control character: it would "
+    "have an entity value that is empty, has spaces or an invisible character (zero-width space, byte-order mark) "
+    "at its start or end, or holds a control character: it would "
     "read as another entity than the value without them (the service refuses it); strip them, or write null where "
     'the event has none (in a CSV an unquoted empty field is null, a quoted "" an empty value)'
 )
 # C0 and C1 control characters (U+009B is a terminal's escape) and the Unicode line and paragraph separators; a
 # class Python's, Polars' and Java's (Spark's) regex read alike.
 CONTROL = r"[\x00-\x1f\x7f-\x9f\u2028\u2029]"
-_CONTROL_CHAR = re.compile(CONTROL)
 # Unicode's format characters (category Cf, as of Unicode 15): zero-width spaces and joiners, direction marks,
-# embeddings, overrides and isolates (which can show an id reversed), the byte-order mark, tags. Refused in session
-# ids alone: an entity value or event id may be text, where Persian writes U+200C and an emoji sequence U+200D.
-_FORMAT = (
+# embeddings, overrides and isolates (which can show an id reversed), the byte-order mark, tags. Refused anywhere in
+# session ids; at the ends alone of an entity value or event id, which may be text, where Persian writes U+200C and
+# an emoji sequence U+200D within a word (a wallet with a trailing U+200B read as another: dogfood 195).
+FORMAT = (
     r"[\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064"
     r"\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3"
     r"\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]"
 )
-_SESSION_CHAR = re.compile(f"{CONTROL}|{_FORMAT}")
+_SESSION_CHAR = re.compile(f"{CONTROL}|{FORMAT}")
+_VALUE_CHAR = re.compile(f"{CONTROL}|^{FORMAT}|{FORMAT}$")
 
 
 def blank(column: str, *, session: bool = True) -> pl.Expr:
     """Session ids refused by :data:`BLANK_ID`; ``session=False`` for an entity value (:data:`BLANK_ENTITY`)."""
     c = pl.col(column)
-    chars = _SESSION_CHAR if session else _CONTROL_CHAR
+    chars = _SESSION_CHAR if session else _VALUE_CHAR
     return (c.str.strip_chars() != c) | (c == "") | c.str.contains(chars.pattern)
 
 
 def blank_id(value: str, *, session: bool = True) -> bool:
     """:func:`blank`'s rule for one id (a request's, the record fast path's); ``session=False`` for an entity value
-    or event id, where a format character may be text (:data:`_FORMAT`)."""
-    chars = _SESSION_CHAR if session else _CONTROL_CHAR
+    or event id, where a format character may be text within it (:data:`FORMAT`)."""
+    chars = _SESSION_CHAR if session else _VALUE_CHAR
     return not value or value.strip() != value or chars.search(value) is not None
 
 
