@@ -569,3 +569,31 @@ def test_a_stacker_that_kept_the_aggregates_alone_skips_the_sequence_model(
         assert (window in caplog.text) is reads and (
             "longer than the model's max_len" in caplog.text
         ) is reads
+
+
+def test_a_booster_that_stops_at_its_first_tree_says_so(caplog) -> None:
+    """A validation every model ranked perfectly (15 frauds) kept one tree, whose scores took 5 values, unsaid
+    (dogfood 198): the fit says it stopped at its first tree, and how many frauds validation held."""
+    import logging
+
+    from seqfraud.baselines import fit_lightgbm
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(400) < 0.1).astype(np.int64)
+    x = np.column_stack([y + rng.normal(0, 0.01, 400), rng.normal(size=400)])  # one feature separates alone
+    with caplog.at_level(logging.WARNING, logger="seqfraud.baselines"):
+        booster = fit_lightgbm(x[:300], y[:300], x[300:], y[300:], ["a", "b"], early_stopping=5)
+    assert booster.best_iteration == 1
+    said = (
+        "LightGBM stopped at its first tree: validation average precision 1.0000 after one tree, and no higher in "
+        "the 5 after it"
+    )
+    assert (
+        said in caplog.text
+        and f"A validation of {int(y[300:].sum())} fraud(s) that one tree ranks perfectly" in caplog.text
+    )
+    caplog.clear()
+    noisy = np.column_stack([y + rng.normal(0, 0.6, 400), y + rng.normal(0, 0.6, 400), rng.normal(size=400)])
+    with caplog.at_level(logging.WARNING, logger="seqfraud.baselines"):
+        booster = fit_lightgbm(noisy[:300], y[:300], noisy[300:], y[300:], ["a", "b", "c"], early_stopping=5)
+    assert booster.best_iteration > 1 and "first tree" not in caplog.text

@@ -184,6 +184,7 @@ def fit_stacked(
             num_boost_round=int(stacking.get("num_boost_round", 1000)),
             early_stopping=int(stacking.get("early_stopping", 50)),
             seed=int(cfg.seed),
+            what=f"stacking: the {kind} candidate's LightGBM",
         )
         text = booster.model_to_string(num_iteration=booster.best_iteration)
         stacker = Stacker.from_text(text, prepared.spec)  # the saved trees score, as the artifact's will
