@@ -31,7 +31,7 @@ from seqfraud import schema as S
 from seqfraud.compare import typology_columns
 from seqfraud.config import packaged, plain
 from seqfraud.data.events import label_delay_us, load_events
-from seqfraud.data.split import EmptySplit, from_epoch_us, setting_time
+from seqfraud.data.split import LABEL_UNKNOWN_BY_CUTOFF, EmptySplit, from_epoch_us, setting_time
 from seqfraud.errors import ConfigError, first_line, is_finite
 from seqfraud.preprocess import ensure_synthetic, resolve_data_config
 from seqfraud.rundir import REPORT_FILE, stacking_kept
@@ -277,6 +277,14 @@ def run_backtest(cfg: DictConfig) -> dict[str, Any]:
             if (index := str(skip["window"])) not in (listed := windows_of.setdefault(str(skip["why"]), [])):
                 listed.append(index)
         why = "; ".join(f"{y} in window{'s' * (len(ws) > 1)} {', '.join(ws)}" for y, ws in windows_of.items())
+        if not short and all(y.startswith(LABEL_UNKNOWN_BY_CUTOFF) for y in windows_of):
+            # Claims referred 30-120 days late against 7-day validations: the four settings named, where only
+            # val_days cures it (dogfood 198).
+            short = (
+                f"; a validation of backtest.val_days={float(bt.val_days):g} days ends at its test start, and no "
+                "label of its sessions was known by then: lengthen val_days past how late "
+                "most labels come after their sessions"
+            )
         raise ConfigError(
             f"backtest: every window was skipped ({why}): choose others with backtest.windows, window_days, "
             f"val_days or first_test_start{short}"

@@ -334,3 +334,29 @@ def test_a_cutoff_whose_delay_outlasts_validation_says_val_days_is_the_setting(b
         "error: backtest: every window was skipped (the val split holds no session with a label known by "
         "data.split.label_cutoff=test_start in windows 1, 2): choose others"
     ), said
+    # Label times alone (every label dated: the negatives' reviews too), later than validation is long: val_days
+    # is the cure, said so (dogfood 198).
+    dated = tmp_path / "dated.parquet"
+    labels = pl.read_parquet(config.data.labels)
+    labels.with_columns(pl.col("label_time").fill_null(pl.col("label_time").max())).write_parquet(dated)
+    with pytest.raises(SystemExit) as ended:
+        main(
+            [
+                *[
+                    o
+                    for o in overrides
+                    if not o.startswith(("data.policy.label_delay", "backtest.val_days", "data.labels"))
+                ],
+                f"data.labels={dated}",
+                "data.schema.label_time=label_time",
+                "backtest.windows=2",
+                "backtest.val_days=1",
+                f"hydra.run.dir={tmp_path / 'c'}",
+            ]
+        )
+    said = capsys.readouterr().err.strip().splitlines()[-1]
+    assert ended.value.code == 2 and said.endswith(
+        "val_days or first_test_start; a validation of backtest.val_days=1 days ends at its test start, and no "
+        "label of its sessions was known by then: lengthen val_days past how late most labels come after their "
+        "sessions"
+    ), said

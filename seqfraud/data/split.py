@@ -233,6 +233,10 @@ def labels_known_by(
 FEW_VAL_POSITIVES = 5
 
 
+# A validation whose labels a cutoff held back, every one (a backtest's window names it so: EmptySplit.lacking).
+LABEL_UNKNOWN_BY_CUTOFF = "the val split holds no session with a label"
+
+
 class EmptySplit(ConfigError):
     """A split without the sessions or labels a run needs: a backtest skips that window, and says ``lacking``
     (the message's advice on data.split is not a backtest's, which sets the split window by window)."""
@@ -265,7 +269,7 @@ def check_splits(report: dict[str, Any], cutoff: str | None, *, supervised: bool
     for name in S.SPLITS if supervised else ("train", "val"):
         if not counts[name]["sessions"]:
             if name == "val" and cutoff is not None:
-                lacking = f"the val split holds no session with a label{known}"
+                lacking = f"{LABEL_UNKNOWN_BY_CUTOFF}{known}"
                 raise EmptySplit(
                     f"data.split: {lacking} ({bounds}): start validation earlier (data.split.val_start, or {hint})",
                     lacking,
