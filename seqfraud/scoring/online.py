@@ -72,7 +72,14 @@ from seqfraud.features.spec import Spec
 from seqfraud.features.tokens import Sequences
 from seqfraud.schema import Schema
 from seqfraud.scoring.history import History
-from seqfraud.scoring.prepare import as_frame, normalized_events, record_columns, say_once, timestamp_us
+from seqfraud.scoring.prepare import (
+    Unsent,
+    as_frame,
+    normalized_events,
+    record_columns,
+    say_once,
+    timestamp_us,
+)
 from seqfraud.scoring.scorer import UNREAD_SCORE, Scorer, intra_op_threads
 from seqfraud.scoring.state import (
     EntityRow,
@@ -544,6 +551,7 @@ class OnlineScorer:
         layout = None if scorer.stacker is None else scorer.stacker.layout
         self._reader = StateReader(self.spec, self.hidden_shape, scorer.model_version, layout)
         self._arrivals = itertools.count()
+        self._unsent = Unsent(self.spec)
         store.check_restored(self._reader.read, scorer.model_version, len(self.spec.schema.entities))
 
     def events(self, records: list[dict[str, Any]], *, source: str = "request") -> list[dict[str, Any]]:
@@ -575,6 +583,7 @@ class OnlineScorer:
         sids = events.session_ids
         if schema.event_id:
             _refuse_repeats(sids, keys, schema.event_id, source)
+        self._unsent.take(records, source)
         # The last result of each session, in order of first appearance.
         results: dict[str, dict[str, Any]] = {}
         try:

@@ -63,7 +63,14 @@ from seqfraud.scoring.online import (
     read_labels,
     segments,
 )
-from seqfraud.scoring.prepare import INT128_MAX, INT128_MIN, as_frame, normalized_events, say_once
+from seqfraud.scoring.prepare import (
+    INT128_MAX,
+    INT128_MIN,
+    as_frame,
+    left_out_said,
+    normalized_events,
+    say_once,
+)
 from seqfraud.scoring.scorer import Scorer
 from seqfraud.scoring.state import MemoryStore, Occasional, StateStore, StoreBusy, StoreUnavailable
 
@@ -651,18 +658,11 @@ def one_session(events: list[dict[str, Any]], spec: Spec, where: str) -> list[di
             f"{where}.{spec.schema.session_id}: one session per request, got {len(ids)} session ids "
             "(/score/batch scores several at once; /explain takes them one by one)",
         )
-    # A field may be left out of an event (null), but one left out of a whole session is most often a client that
-    # never sends it, scored on a token the model rarely saw, where batch scoring refuses the file (dogfood 108).
+    # A field may be left out of an event (null), but not, unsaid, out of a whole session (left_out_said).
     present = set().union(*events)
     for c in (*spec.schema.categorical, *spec.schema.numerical):
         if c not in present:
-            say_once(
-                "left_out",
-                c,
-                f"{where}: field {c!r} was left out of every event of a session (read as null, which the model "
-                "saw only where training's events had no value): if the client never sends it, its scores read a "
-                "session unlike training's; said once",
-            )
+            say_once("left_out", c, left_out_said(where, c, "every event of a session"))
     return events
 
 
