@@ -461,8 +461,9 @@ def test_labels_of_other_sessions_are_counted_and_a_table_matching_none_is_refus
 def test_labels_outside_the_window_whose_ids_lost_their_zeros_are_warned_of(exported_artifact, caplog):
     """A table of every label is normal, its other windows' labels left out; ids that meet a window session's
     written another way are misread ones: 346 of a window's labels were left out unsaid (dogfood 159); warned of,
-    as they may be other windows' sessions (a real '1005' beside '001005': review 174), but refused where the
-    window's own labels then hold no fraud (dogfood 173: every fraud of a window lost, 0 positives, no alert)."""
+    as they may be other windows' sessions (a real '1005' beside '001005': review 174), but refused where a fraud's
+    meets a window session with no label of its own (dogfood 173: every fraud of a window lost, 0 positives, no
+    alert; dogfood 200: 13 of 32 lost, a false performance drop)."""
     from seqfraud.features.spec import Spec
     from seqfraud.monitoring.inputs import matched_labels
 
@@ -492,9 +493,16 @@ def test_labels_outside_the_window_whose_ids_lost_their_zeros_are_warned_of(expo
     with pytest.raises(DataValidationError) as e:
         matched_labels(table, events, "labels.csv", spec)
     assert (
-        "labels.csv: column 'session_id': the current window's labels hold no fraud, but 1 fraud label(s) meet its "
-        "sessions' ids written another way; 1 of them match an event id written another way (first: '1005'"
+        "labels.csv: column 'session_id': 1 fraud label(s) meet the current window's sessions that have no label of "
+        "their own, by ids written another way; 1 of them match an event id written another way (first: '1005'"
     ) in str(e.value)
+    # And where the window keeps frauds of its own: 13 of a window's 32 frauds lost their zeros in a spreadsheet,
+    # and the monitor read PR-AUC 0.614 for 0.983 and a performance drop (dogfood 200).
+    table = pl.DataFrame(
+        {S.SESSION_ID: ["002000", "001006", "1005"], S.LABEL: pl.Series([1, 0, 1], dtype=pl.Int8)}
+    )
+    with pytest.raises(DataValidationError, match="give a label table of this window's sessions"):
+        matched_labels(table, events, "labels.csv", spec)
 
 
 def test_a_window_absent_from_a_frauds_only_table_is_legitimate_under_the_runs_policy(
