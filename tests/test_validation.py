@@ -754,8 +754,17 @@ def test_label_table_missing_column_wrong_type_and_empty(tmp_path):
     fails(ev, f"{header_only}: the label table is empty", labels=header_only)
     bad = write(pl.DataFrame({"session_id": ["s1"], "fraud": [1]}), tmp_path / "l1.parquet")
     fails(ev, bad, "missing column(s) 'label'. Columns present: ['session_id', 'fraud']", labels=bad)
+    # A chargeback file (ids and dates, no label column) was told to rename its columns, with none to rename: the
+    # policy that reads it is named (dogfood 200).
+    chargebacks = write(
+        pl.DataFrame({"session_id": ["s1"], "cb_date": ["2026-03-01"]}), tmp_path / "cb.parquet"
+    )
+    fails(
+        ev, chargebacks, "missing column(s) 'label'", "data.policy.on_unlabeled=negative", labels=chargebacks
+    )
     keyed = write(pl.DataFrame({"session": ["s1"], "label": [1]}), tmp_path / "l4.parquet")
-    fails(ev, keyed, "missing column(s) 'session_id'", "takes the events' names", labels=keyed)
+    said = fails(ev, keyed, "missing column(s) 'session_id'", "takes the events' names", labels=keyed)
+    assert "on_unlabeled" not in said
     typo = write(pl.DataFrame({"session_id": ["s1"], "labels": [1]}), tmp_path / "l3.parquet")
     fails(ev, typo, "missing column(s) 'label' (did you mean 'labels'?)", labels=typo)
     bad = write(pl.DataFrame({"session_id": ["s1"], "label": ["yes"]}), tmp_path / "l2.parquet")

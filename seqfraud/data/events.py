@@ -1559,9 +1559,18 @@ def read_labels(
 
     missing = [c for c in (schema.session_id, schema.label, *([lt] if lt else [])) if c not in have]
     if missing:
+        # A chargeback file lists frauds alone, with no label column to rename (dogfood 200).
+        frauds = (
+            " A table of the frauds alone (a chargeback file) needs no label column where the model is trained "
+            "with data.policy.on_unlabeled=negative (and data.policy.label_delay, when the sessions it leaves out "
+            "are final): it is read as listing frauds."
+            if missing == [schema.label]
+            else ""
+        )
         raise DataValidationError(
             f"{missing_columns(source, missing, given)} The label table takes the events' names "
             "(data.schema.session_id, data.schema.label, data.schema.label_time): rename its columns to match."
+            + frauds
         )
     if not (have[schema.session_id] in _ENTITY_OK or have[schema.session_id].is_integer()):
         raise DataValidationError(wrong_id_type(source, schema.session_id, have[schema.session_id]))
