@@ -405,7 +405,8 @@ def online_request_models(spec: Spec, limits: Limits) -> tuple[TypeAdapter, Type
             "Label",
             {
                 session_key: Required[types.session],
-                label_key: Required[LABEL],
+                # A frauds-only feed may leave the label out, as its training table did (online.read_labels).
+                label_key: NotRequired[LABEL] if spec.absent_is_negative else Required[LABEL],
                 time_key: Required[label_time] if timed else NotRequired[label_time],
             },
         )
