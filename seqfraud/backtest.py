@@ -277,7 +277,11 @@ def run_backtest(cfg: DictConfig) -> dict[str, Any]:
             if (index := str(skip["window"])) not in (listed := windows_of.setdefault(str(skip["why"]), [])):
                 listed.append(index)
         why = "; ".join(f"{y} in window{'s' * (len(ws) > 1)} {', '.join(ws)}" for y, ws in windows_of.items())
-        if not short and all(y.startswith(LABEL_UNKNOWN_BY_CUTOFF) for y in windows_of):
+        if (
+            not short
+            and cutoff == "test_start"
+            and all(y.startswith(LABEL_UNKNOWN_BY_CUTOFF) for y in windows_of)
+        ):
             # Claims referred 30-120 days late against 7-day validations: the four settings named, where only
             # val_days cures it (dogfood 198).
             short = (

@@ -265,20 +265,24 @@ def test_risk_warm_up_counts_how_late_the_training_labels_came() -> None:
     from seqfraud.schema import Schema
 
     day = 86_400_000_000
-    lags = np.arange(30, 130) * day  # 100 labels, 30 to 129 days after their sessions' end
+    lags = np.arange(30, 130) * day  # 100 frauds, 30 to 129 days after their sessions' end
     train = pl.DataFrame(
         {
-            S.LABEL: [1] * 100 + [None],
-            S.END_TIME: [0] * 101,
-            S.LABEL_KNOWN: [*lags.tolist(), 999 * day],  # an unlabelled session's time is not a label's lag
+            # 900 reviews within a day: the frauds' lag counts still (review 202: read 1 day)
+            S.LABEL: [1] * 100 + [0] * 900 + [None, 0],
+            S.END_TIME: [0] * 1002,
+            # An unlabelled session's time is no label's lag, nor a chargeback after a cutoff that read it as
+            # legitimate (review 202: 400 days), which counts from when it was read so.
+            S.LABEL_KNOWN: [*lags.tolist(), *[day // 2] * 900, 999 * day, 400 * day],
+            S.LEGIT_FROM: [None] * 1001 + [day],
         },
-        schema={S.LABEL: pl.Int8, S.END_TIME: pl.Int64, S.LABEL_KNOWN: pl.Int64},
+        schema={S.LABEL: pl.Int8, S.END_TIME: pl.Int64, S.LABEL_KNOWN: pl.Int64, S.LEGIT_FROM: pl.Int64},
     )
     entity = entities.entity_spec(
         Schema(entities=("garage",), label_time="referred"), {"windows": ["30d"]}, None, train
     )
     assert entity is not None and entity.label_lag_us == 125 * day
-    assert entity.prior == 1.0
+    assert entity.prior == pytest.approx(100 / 1001)
     warm_up = entity.warm_up_us()
     assert warm_up[S.entity_feature("garage", "known", "30d")] == 155 * day
     assert warm_up[S.entity_feature("garage", "events", "30d")] == 30 * day

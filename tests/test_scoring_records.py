@@ -148,13 +148,25 @@ def test_a_code_of_fixed_width_may_begin_with_zero(tmp_path):
     from seqfraud.scoring.online import refuse_misread_ids
     from seqfraud.scoring.prepare import normalized_events, record_columns
 
-    rows = "session_id,timestamp,event_type,imei,store,label\n"
-    rows += "".join(
-        f"s{i},2026-03-01T10:00:0{i}Z,pay,35{i}999999999992,{7 * 10**i},{i % 2}\n" for i in range(4)
-    )
-    (tmp_path / "e.csv").write_text(rows)
-    report = load_events(str(tmp_path / "e.csv"), Schema(entities=("imei", "store"))).report
-    assert report[INTEGER_IDS] == ["imei", "store"] and report[FIXED_WIDTH_IDS] == {"imei": 15}
+    def log(n: int) -> dict:
+        """``n`` sessions' IMEIs (15 digits), stores of one to ``n`` digits, ids 10 to 9 + n, and ids of four
+        digits some of them negative."""
+        rows = "session_id,timestamp,event_type,imei,store,seq,signed,label\n"
+        rows += "".join(
+            f"s{i},2026-03-01T10:00:{i:02d}Z,pay,35{i:02d}99999999992,{7 * 10**i},{10 + i},"
+            f"{(-1) ** i * (1000 + i)},{i % 2}\n"
+            for i in range(n)
+        )
+        (tmp_path / "e.csv").write_text(rows)
+        return load_events(
+            str(tmp_path / "e.csv"), Schema(entities=("imei", "store", "seq", "signed"))
+        ).report
+
+    report = log(25)
+    assert report[INTEGER_IDS] == ["imei", "store", "seq", "signed"]
+    # Ids 10 to 34 (two digits), or with a sign, are no code of fixed width (review 202); nor two sessions' IMEIs.
+    assert report[FIXED_WIDTH_IDS] == {"imei": 15}
+    assert FIXED_WIDTH_IDS not in log(3)
 
     spec = replace(
         SPEC,

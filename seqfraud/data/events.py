@@ -2358,9 +2358,9 @@ def integer_ids(
     lost its zeros but another code, which scoring refused, and a whole batch with it (dogfood 190)."""
     ids = [c for c in id_columns(schema) if c in have]
     text = [c for c in ids if _textual(have[c]) and c not in padded]
-    # Per text column: its rows, those written as integers, those as decimals, the first decimal, the integers'
-    # fewest and most digits.
-    written: dict[str, tuple[int, int, int, str | None, int | None, int | None]] = {}
+    # Per text column: its rows, those written as integers, those as decimals, the first decimal, those positive,
+    # their fewest and most digits, and about how many values.
+    written: dict[str, tuple[int, int, int, str | None, int, int | None, int | None, int]] = {}
     if text:
         values = [pl.col(c).cast(pl.String) for c in text]
         with reading(source):
@@ -2371,8 +2371,10 @@ def integer_ids(
                         v.str.contains(INTEGER_TEXT).sum().alias("integers"),
                         v.str.contains(DECIMAL_INTEGER).sum().alias("decimals"),
                         v.filter(v.str.contains(DECIMAL_INTEGER)).first().alias("first"),
-                        v.filter(v.str.contains(INTEGER_TEXT)).str.len_bytes().min().alias("narrowest"),
-                        v.filter(v.str.contains(INTEGER_TEXT)).str.len_bytes().max().alias("widest"),
+                        v.str.contains(_POSITIVE).sum().alias("positive"),
+                        v.filter(v.str.contains(_POSITIVE)).str.len_bytes().min().alias("narrowest"),
+                        v.filter(v.str.contains(_POSITIVE)).str.len_bytes().max().alias("widest"),
+                        v.approx_n_unique().alias("values"),
                     ).alias(c)
                     for c, v in zip(text, values)
                 )
@@ -2380,19 +2382,25 @@ def integer_ids(
                 .row(0, named=True)
             )
         written = {c: tuple(counts[c].values()) for c in text}
-    for c, (n, integers, decimals, first, _, _) in written.items():
+    for c, (n, integers, decimals, first, *_) in written.items():
         if integers and decimals and integers + decimals == n:
             held = f"its other {integers:,} row(s) hold integers"
             raise DataValidationError(rewritten_ids_said(source, c, decimals, str(first), held))
     out: dict[str, int | None] = {c: None for c in ids if have[c].is_integer()}
-    for c, (n, integers, _, _, narrowest, widest) in written.items():
+    for c, (n, integers, _, _, positive, narrowest, widest, distinct) in written.items():
         if 0 < integers == n:
-            out[c] = widest if narrowest == widest and cast(int, widest) > 1 else None
+            # Many codes of one width, as an IMEI's; ids 10 to 99 or two sessions' are no evidence (review 202).
+            fixed = positive == n and narrowest == widest and distinct >= FIXED_WIDTH_VALUES
+            out[c] = widest if fixed and cast(int, widest) >= FIXED_WIDTH_DIGITS else None
     return {c: out[c] for c in ids if c in out}
 
 
 # An integer as text, written as Polars writes an integer column: 3278, -7, 0.
 INTEGER_TEXT = r"^-?(?:0|[1-9][0-9]*)$"
+_POSITIVE = r"^[1-9][0-9]*$"
+# A text id column of integers is a code of fixed width (integer_ids) where at least this many values all have
+# one number of digits, at least this many.
+FIXED_WIDTH_VALUES, FIXED_WIDTH_DIGITS = 20, 4
 # An integer written as a decimal, as text: 3278.0, -7.00.
 DECIMAL_INTEGER = r"^[+-]?[0-9]+\.0*$"
 # Digits other than ASCII's that Python's int() reads, named one by one: full-width, Arabic-Indic, extended

@@ -112,7 +112,7 @@ MODEL_KEYS = {
     "stacked": SEQUENCE_KEYS | {"stacking"},
     "lightgbm": {"embeddings"}
     | {p.name for p in inspect.signature(fit_lightgbm).parameters.values() if p.kind == p.KEYWORD_ONLY}
-    - {"seed"},
+    - {"seed", "what"},  # the run's seed; the fit's name in its messages
 }
 
 
