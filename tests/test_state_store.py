@@ -172,6 +172,12 @@ def test_entity_rows_replay_index_and_nulls(store: StateStore):
     assert by_key(store.entity_rows(["s1", "s2", "s3", "lone \ud800 surrogate", "unseen"])) == by_key(rows)
     assert by_key(store.entity_rows(["s1"])) == rows[:2]
     assert store.entity_rows([]) == []
+    # A seeded history's sessions, which /events refuses events of where no event id tells them apart.
+    store.add_history_sessions(["s1", "lone \ud800 surrogate"])
+    store.add_history_sessions(["s1"])
+    store.add_history_sessions([])
+    assert store.history_sessions(["s1", "s2", "lone \ud800 surrogate"]) == {"s1", "lone \ud800 surrogate"}
+    assert store.history_sessions([]) == set()
 
 
 def test_a_states_entity_rows_are_written_with_it_or_not_at_all(store: StateStore):

@@ -14,7 +14,8 @@ can share one Redis by giving each its own prefix. The layout, for an operator's
 ``{prefix}session:{id}`` (a session's state, expiring ``session_ttl_s`` after its last update),
 ``{prefix}rows:{id}`` (a hash: event key -> JSON ``[ts_us, values...]``), ``{prefix}ent:{column}:{value}``
 (a set of session ids), ``{prefix}labels`` (a hash: session id -> JSON ``[label, label_time_us]``) and
-``{prefix}seeded`` (set once a history is seeded: its absence tells a replica that Redis lost it) and
+``{prefix}seeded`` (set once a history is seeded: its absence tells a replica that Redis lost it),
+``{prefix}history`` (a set: the seeded history's session ids) and
 ``{prefix}live`` (set by every replica at start: its absence says Redis came back empty, seeded or not).
 
 What is atomic: :meth:`RedisStore.update` of one session with the entity rows of the events it took
@@ -126,6 +127,7 @@ class RedisStore(StateStore):
         self._prefix = _bytes(prefix)
         self._labels_key = self._prefix + b"labels"
         self._seeded_key = self._prefix + b"seeded"
+        self._history_key = self._prefix + b"history"
         self._live_key = self._prefix + b"live"
         self._marks_key = self._prefix + b"marks"
         self._live_mark: int | None = None  # the marks counter as this store last set it
@@ -270,6 +272,23 @@ class RedisStore(StateStore):
         if self._retention_ms is not None:
             for key in touched:
                 pipe.pexpire(key, self._retention_ms)
+
+    def add_history_sessions(self, session_ids: Sequence[str]) -> None:
+        if not session_ids:
+            return
+        with self._reachable(), self._client.pipeline(transaction=True) as pipe:
+            pipe.sadd(self._history_key, *map(_bytes, session_ids))
+            if self._retention_ms is not None:
+                pipe.pexpire(self._history_key, self._retention_ms)
+            pipe.execute()
+
+    def history_sessions(self, session_ids: Iterable[str]) -> set[str]:
+        ids = list(session_ids)
+        if not ids:
+            return set()
+        with self._reachable():
+            held = cast("list[int]", self._client.smismember(self._history_key, list(map(_bytes, ids))))
+        return {sid for sid, member in zip(ids, held) if member}
 
     def sessions_with(self, values: Sequence[Iterable[str]]) -> set[str]:
         keys = [self._key(b"ent:%d:" % i, value) for i, column in enumerate(values) for value in column]

@@ -178,6 +178,15 @@ class StateStore(ABC):
         """The rows of these sessions, in no particular order (a backend with retention may have dropped some)."""
 
     @abstractmethod
+    def add_history_sessions(self, session_ids: Sequence[str]) -> None:
+        """Note the sessions of a seeded history (:func:`~seqfraud.scoring.online.seed`), whose events the store
+        holds as context already."""
+
+    @abstractmethod
+    def history_sessions(self, session_ids: Iterable[str]) -> set[str]:
+        """Those of ``session_ids`` that a seeded history holds."""
+
+    @abstractmethod
     def add_labels(self, labels: list[Label], *, seed: bool = False) -> int:
         """Store ``labels``, each replacing its session's held one; with ``seed`` only where it
         :func:`supersedes` it (a seed's table may be older than a label posted since). The labels written."""
@@ -269,6 +278,7 @@ class MemoryStore(StateStore):
         self._session_lock = SessionLocks()
         self._lock = threading.Lock()  # the dicts themselves
         self._rows: dict[str, dict[str, EntityRow]] = {}  # session -> event key -> row
+        self._history: set[str] = set()  # sessions of the seeded history (seeded again at each start)
         self._index: dict[tuple[int, str], set[str]] = {}  # (column, value) -> sessions
         self._labels: dict[str, tuple[float, Label]] = {}  # session -> (when added, label)
         # Sessions labelled before any row of theirs came, oldest first: at most max_sessions of them are kept
@@ -408,6 +418,14 @@ class MemoryStore(StateStore):
     def entity_rows(self, session_ids: Iterable[str]) -> list[EntityRow]:
         with self._lock:
             return [row for sid in session_ids for row in self._rows.get(sid, {}).values()]
+
+    def add_history_sessions(self, session_ids: Sequence[str]) -> None:
+        with self._lock:
+            self._history.update(session_ids)
+
+    def history_sessions(self, session_ids: Iterable[str]) -> set[str]:
+        with self._lock:
+            return self._history.intersection(session_ids)
 
     def add_labels(self, labels: list[Label], *, seed: bool = False) -> int:
         with self._lock:
