@@ -71,6 +71,22 @@ def test_late_window_alerts_on_unknown_event_types_early_does_not(reports):
     assert late["fields"][EVENT_TYPE]["psi"] > early["fields"][EVENT_TYPE]["psi"]
 
 
+def test_a_window_of_the_runs_own_sessions_is_said_to_read_in_sample(exported_artifact, trained_run):
+    """A training month monitored after the retrain that read it reported PR-AUC 0.944 against the test's 0.841, as
+    no drop, unsaid (dogfood 201): its sessions of the run's train and val splits are counted and a note says so."""
+    from omegaconf import OmegaConf
+
+    events = pl.read_parquet(OmegaConf.load(trained_run / "config.yaml").data.events)
+    seen = {
+        split: pl.read_parquet(trained_run / "predictions" / f"{split}.parquet")[S.SESSION_ID].head(30)
+        for split in ("val", "test")
+    }
+    window = events.filter(pl.col("session_id").is_in(pl.concat(seen.values()).implode()))
+    report = monitor(exported_artifact, window)
+    assert report["current"]["run_sessions"] == {"val": 30}
+    assert "30 validation session(s) of the run are in the current window (60 sessions)" in report["notes"][0]
+
+
 def test_report_sections_and_files(reports):
     late = reports["late"]
     for key in (
@@ -152,6 +168,7 @@ def test_a_score_reference_of_labelled_sessions_alone_is_said(
 def test_default_reference_is_the_runs_train_dataset(exported_artifact, windows):
     report = monitor(exported_artifact, windows["late"])
     assert report["reference"]["source"].endswith("data/train")
+    assert report["current"]["run_sessions"] == {} and not any("in sample" in n for n in report["notes"])
     assert report["inter_event_seconds"]["reference"] is None  # tokens only: PSI of the buckets, no seconds
     # Its scores are the run's validation predictions, calibrated: the training sessions were scored in sample.
     from seqfraud.monitoring.statistics import quantiles

@@ -156,6 +156,14 @@ def notes(report: dict[str, Any], t: dict[str, float]) -> list[str]:
     1,000 of 20,000, raised 18,645 alerts on its own training window)."""
     n, perf = report["current"]["sessions"], report["performance"] or {}
     small = []
+    if in_run := report["current"].get("run_sessions"):
+        names = {"train": "training", "val": "validation"}
+        said = " and ".join(f"{k:,} {names[split]}" for split, k in in_run.items())
+        small.append(
+            f"{said} session(s) of the run are in the current window ({n:,} sessions): the model learnt or chose "
+            "on them, so its figures there read in sample, not as traffic it has not seen; monitor a period after "
+            "the run's test start"
+        )
     if n < MIN_ALERT_SESSIONS:
         small.append(
             f"the current window has {n:,} sessions, fewer than {MIN_ALERT_SESSIONS}: a PSI reaches about (bins - "
