@@ -695,6 +695,22 @@ def _split_tables(tmp_path, label_rows, ext="parquet"):
     return ev, lab
 
 
+def test_a_review_table_read_under_the_negative_policy_is_said(tmp_path, caplog):
+    """A review outcome table (frauds and cleared sessions) read under on_unlabeled=negative took the unreviewed
+    sessions as legitimate, and a log's test PR-AUC from 0.90 to 0.33, unsaid (dogfood 201): where the table
+    labels sessions legitimate itself, the policy's reading of the rest is a warning; of a list of frauds, not."""
+    for rows, warned in (([("s1", 0), ("s2", 1)], True), ([("s2", 1)], False)):
+        caplog.clear()
+        ev, lab = _split_tables(tmp_path, rows)
+        with caplog.at_level("INFO", logger="seqfraud.data.events"):
+            load_events(ev, SCHEMA, lab, on_unlabeled="negative")
+        said = [
+            r for r in caplog.records if "read as legitimate (data.policy.on_unlabeled=negative)" in r.message
+        ]
+        assert len(said) == 1 and (said[0].levelname == "WARNING") == warned
+        assert ("the table labels 1 session(s) legitimate (0) itself" in said[0].message) == warned
+
+
 def test_separate_label_table_loads(tmp_path):
     ev, lab = _split_tables(tmp_path, [("s1", 0), ("s2", 1), ("s3", 0), ("s3", 0)], ext="csv")
     loaded = load_events(ev, SCHEMA, lab)
