@@ -57,9 +57,9 @@ from seqfraud.data.events import (
     label_delay_us,
     label_time_unit,
     normalize,
-    read_labels,
     resolve_paths,
     timestamp_range_us,
+    training_labels,
     validate_sessions,
     valueless_columns,
     zoned_report,
@@ -175,14 +175,11 @@ class SparkEngine:
                 ).toArrow()
             ),
         )
-        negative = policy.get("on_unlabeled") == "negative"
         counted: dict = {}  # what read_labels counts for the report
         labels = (
             None
             if label_on_events
-            else read_labels(
-                data["labels"], schema, timestamp_unit=unit, frauds_only=negative, report=counted
-            )
+            else training_labels(data["labels"], schema, unit, policy.get("on_unlabeled", "error"), counted)
         )
         sessions, report = validate_sessions(
             table,

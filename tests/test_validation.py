@@ -758,6 +758,13 @@ def test_label_table_null_labels_and_ids(tmp_path):
     lab = pl.DataFrame({"session_id": ["s1", "s2", "s3"], "label": [0, None, None]})
     lab = write(lab, tmp_path / "l1.parquet")
     fails(ev, lab, "column 'label': 2 row(s) have no label (null or NaN)", labels=lab)
+    # Under a policy for unlabelled sessions, a null-labelled row is one: a review queue's export lists its pending
+    # sessions so, and was refused (dogfood 201). Counted; the session reads as unlabelled, as one left out would.
+    for policy, kept in (("drop", ["s1"]), ("keep", ["s1", "s2", "s3"])):
+        loaded = load_events(ev, SCHEMA, lab, on_unlabeled=policy)
+        assert loaded.report["label_rows_pending"] == 2, policy
+        assert loaded.sessions.sort(S.SESSION_ID)[S.SESSION_ID].to_list() == kept, policy
+    fails(ev, "have no label (null or NaN)", labels=lab, on_unlabeled="negative")
     lab = write(pl.DataFrame({"session_id": ["s1", None, "s3"], "label": [0, 1, 0]}), tmp_path / "l2.parquet")
     fails(ev, lab, "column 'session_id': 1 row(s) have a null session id", labels=lab)
 

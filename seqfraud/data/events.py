@@ -1529,6 +1529,21 @@ def session_table(
     return events.group_by(S.SESSION_ID).agg(aggs)
 
 
+def training_labels(
+    path: str, schema: Schema, timestamp_unit: str, on_unlabeled: str, report: dict
+) -> tuple[pl.DataFrame, str]:
+    """The training log's label table, read as ``data.policy.on_unlabeled`` says (:func:`read_labels`), by every
+    engine."""
+    return read_labels(
+        path,
+        schema,
+        timestamp_unit=timestamp_unit,
+        frauds_only=on_unlabeled == "negative",
+        pending_ok=on_unlabeled in ("drop", "keep"),
+        report=report,
+    )
+
+
 def read_labels(
     path: str | pl.DataFrame | pl.LazyFrame,
     schema: Schema,
@@ -1539,6 +1554,7 @@ def read_labels(
     empty_ok: bool = False,
     name: str = "labels",
     frauds_only: bool = False,
+    pending_ok: bool = False,
     zero_padded: Sequence[str] = (),
     integer_typed: Mapping[str, int | None] | None = None,
     report: dict | None = None,
@@ -1547,6 +1563,9 @@ def read_labels(
     unchecked, so 0.9 read as 0 and a repeated session counted twice: dogfood 60): one row per session, 0/1
     label. With ``any_event`` (events read as labels, of a log trained under ``data.policy.on_mixed_labels=any``)
     a session is labelled by its events' highest label, as training read it, where their labels disagree. With
+    ``pending_ok`` (``data.policy.on_unlabeled`` drop or keep) a row with a null label is a session not labelled
+    yet, as a review queue's export lists it: left out, and counted in ``report`` (``label_rows_pending``), where
+    it was refused (dogfood 201). With
     ``frauds_only`` (``data.policy.on_unlabeled=negative``) a table without the label column lists frauds: a
     chargeback file as it comes (session id and date). ``zero_padded``: a model's
     :attr:`~seqfraud.features.spec.Spec.zero_padded_ids`, whose session ids as integers are refused;
@@ -1641,6 +1660,17 @@ def read_labels(
                 f"have a null label inside {partial[S.SESSION_ID].n_unique():,} otherwise labelled session(s)",
             )
         labels = labels.filter(unlabelled.not_() | pl.col(S.SESSION_ID).is_null())
+    elif pending_ok and (
+        pending := int(labels.select((unlabelled & pl.col(S.SESSION_ID).is_not_null()).sum()).item())
+    ):
+        labels = labels.filter(unlabelled.not_() | pl.col(S.SESSION_ID).is_null())
+        log.info(
+            "%s: %s row(s) with no label (null) read as sessions not labelled yet (data.policy.on_unlabeled)",
+            source,
+            f"{pending:,}",
+        )
+        if report is not None:
+            report["label_rows_pending"] = pending
     refuse_empty_rows(
         labels,
         source,
@@ -2579,11 +2609,7 @@ def load_events(
     # None iff raw.label_on_events
     counted: dict = {}  # what read_labels counts for the report
     labels = (
-        None
-        if labels_path is None
-        else read_labels(
-            labels_path, schema, timestamp_unit=unit, frauds_only=on_unlabeled == "negative", report=counted
-        )
+        None if labels_path is None else training_labels(labels_path, schema, unit, on_unlabeled, counted)
     )
     sessions, report = validate_sessions(
         table,
