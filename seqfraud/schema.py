@@ -109,6 +109,20 @@ def token_column(field_name: str) -> str:
     return f"tok__{field_name}"
 
 
+# The keys of data.schema that name columns: each column takes one of them.
+_ROLE_KEYS = (
+    "session_id",
+    "timestamp",
+    "event_type",
+    "categorical",
+    "numerical",
+    "entities",
+    "label",
+    "label_time",
+    "event_id",
+)
+
+
 @dataclass(frozen=True)
 class Schema:
     """Roles of the columns in a user's event log."""
@@ -167,7 +181,16 @@ class Schema:
         names = self.named
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ConfigError(f"data.schema gives a column more than one role: {dupes}")
+            # Each with its roles: a column put in entities on purpose left its other role to be found (dogfood 200).
+            given = {k: v for k, v in self.roles().items() if k in _ROLE_KEYS}
+            said = "; ".join(
+                f"{n!r} in "
+                + " and ".join(k for k, v in given.items() if n == v or (isinstance(v, list) and n in v))
+                for n in dupes
+            )
+            raise ConfigError(
+                f"data.schema gives a column more than one role: {dupes} ({said}); a column takes one role"
+            )
         # A role named as a working column took its place: a session id column named __ts_us made each event its
         # own session, unsaid (dogfood 166). The event fields keep their names beside every working column of
         # the pipeline (__field, __value, __part, ...): no name of the double underscore for them.

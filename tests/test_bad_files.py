@@ -253,7 +253,7 @@ CASES: dict[str, Case] = {
         "e.csv",
         lambda: _ragged(LONG.write_csv(), 10_030),
         "1 row(s) have more fields than the header's 8",
-        "data row 10,030",
+        "data row 10,030). Quote values that hold the separator.",
     ),
     # ---- columns and types
     "missing column": _file(
@@ -326,6 +326,13 @@ CASES: dict[str, Case] = {
         "e.csv",
         lambda: GOOD.write_csv(separator=";"),
         "The header holds ';': CSV files are read as comma-separated",
+    ),
+    # With decimal commas its rows split at them: told to quote values (dogfood 200), where the separator is why.
+    "csv separated by semicolons, with decimal commas": _file(
+        "e.csv",
+        lambda: GOOD.with_columns(pl.lit(1.5).alias(AMOUNT)).write_csv(separator=";").replace("1.5", "1,5"),
+        "have more fields than the header's 1",
+        "The header holds ';': CSV files are read as comma-separated; convert it.",
     ),
     "csv that is not utf-8": _file(  # a spreadsheet's Windows-1252 export: it was a traceback
         "e.csv",

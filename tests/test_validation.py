@@ -1287,7 +1287,8 @@ def test_unknown_policy_value(tmp_path):
         ({"event_type": "label"}, "['label']"),
         (
             {"categorical": ("country",), "numerical": ("country", "amount"), "session_id": "amount"},
-            "['amount', 'country']",
+            # Each with its roles (dogfood 200: the other role had to be found).
+            "['amount', 'country'] ('amount' in session_id and numerical; 'country' in categorical and numerical)",
         ),
     ],
 )

@@ -21,7 +21,7 @@ import stat
 import zlib
 import zoneinfo
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import time
@@ -840,9 +840,12 @@ def _csv_fault(file: str, have: pl.Schema) -> str | None:
             )
     ragged, first = _csv_rows_where(file, lambda fields, width: len(fields) > width)
     if ragged:
+        # A ';' export with decimal commas splits its rows at the commas: the header's separator is the cause
+        # (dogfood 200: told to quote values).
+        fix = separator_said(have) or " Quote values that hold the separator."
         return (
             f"{file}: {ragged:,} row(s) have more fields than the header's {len(have)} (first: data "
-            f"row {first:,}); quote values that hold the separator"
+            f"row {first:,}).{fix}"
         )
     return None
 
@@ -1007,11 +1010,16 @@ def missing_columns(source: str, missing: list[str], have: pl.Schema) -> str:
     """The error of columns a table lacks: each with the closest present name, and the present ones; where a CSV
     header read as one column holds another separator (a European export's ``;``), which."""
     hint = "; ".join(repr(c) + did_you_mean(c, list(have)) for c in missing)
-    seps = [sep for sep in (";", "\t", "|") if any(sep in c for c in have)]
-    separator = (
+    return f"{source}: missing column(s) {hint}. Columns present: {names_shown(list(have))}.{separator_said(have)}"
+
+
+def separator_said(names: Iterable[str]) -> str:
+    """Where a CSV header's names hold another separator (a European export's ``;``), which: said in place of the
+    advice its rows would get otherwise."""
+    seps = [sep for sep in (";", "\t", "|") if any(sep in c for c in names)]
+    return (
         f" The header holds {seps[0]!r}: CSV files are read as comma-separated; convert it." if seps else ""
     )
-    return f"{source}: missing column(s) {hint}. Columns present: {names_shown(list(have))}.{separator}"
 
 
 def unit_origin(schema: Schema, epoch_unit: str | None) -> str:
