@@ -98,7 +98,9 @@ def test_integer_ids_for_ids_trained_as_zero_padded_text_are_refused_on_every_pa
     schema = Schema(entities=("terminal", "merchant"))
     report = load_events(str(tmp_path / "e.parquet"), schema).report
     assert report[ZERO_PADDED_IDS] == ["session_id", "terminal"]
-    assert ZERO_PADDED_IDS not in load_events(str(tmp_path / "e.parquet"), Schema()).report  # no entity model
+    # A model without entities keys its scores, state and labels by the session id too (dogfood 200: 095460 scored
+    # as 95460 joined no case file, and /events opened 4512 beside 004512).
+    assert load_events(str(tmp_path / "e.parquet"), Schema()).report[ZERO_PADDED_IDS] == ["session_id"]
     # pandas' category dtype, written to Parquet, is text too (review 66).
     log.with_columns(pl.col("session_id").cast(pl.Categorical)).write_parquet(tmp_path / "c.parquet")
     assert load_events(str(tmp_path / "c.parquet"), schema).report[ZERO_PADDED_IDS] == [
@@ -123,6 +125,12 @@ def test_integer_ids_for_ids_trained_as_zero_padded_text_are_refused_on_every_pa
             normalized_events(as_frame(events, spec, "request").lazy(), spec, "request")
     with pytest.raises(DataValidationError, match="column 'session_id' holds integers"):
         normalized_events(as_frame([{**event, "session_id": 2037}], spec, "request").lazy(), spec, "request")
+    plain = replace(SPEC, fit_info={ZERO_PADDED_IDS: ["session_id"]})  # a model without entities alike
+    assert record_columns([{**_events(1)[0], "session_id": 2037}], plain) is None
+    with pytest.raises(DataValidationError, match="column 'session_id' holds integers"):
+        normalized_events(
+            as_frame([{**_events(1)[0], "session_id": 2037}], plain, "request").lazy(), plain, "r"
+        )
     assert record_columns([event], spec) is not None  # text as trained: the fast path answers
     frame = pl.DataFrame({**{k: [v] for k, v in event.items()}, "terminal": [201]})
     with pytest.raises(DataValidationError, match=f"file.parquet: {says}"):
@@ -214,7 +222,7 @@ def test_ids_trained_as_integers_written_otherwise_are_refused(tmp_path):
     log.write_parquet(tmp_path / "e.parquet")
     schema = Schema(entities=("card", "merchant"))
     assert load_events(str(tmp_path / "e.parquet"), schema).report[INTEGER_IDS] == ["session_id", "card"]
-    assert INTEGER_IDS not in load_events(str(tmp_path / "e.parquet"), Schema()).report  # no entity model
+    assert load_events(str(tmp_path / "e.parquet"), Schema()).report[INTEGER_IDS] == ["session_id"]
 
     spec = replace(
         SPEC,

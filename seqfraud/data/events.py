@@ -2388,13 +2388,12 @@ class RawEvents:
 
 
 def id_columns(schema: Schema) -> list[str]:
-    """The columns whose values name things, so that one written two ways is two things: the session id and the
-    entities of an entity model (one session's device written 0375 and 375 is two devices), and the event id,
-    which online scoring takes a resent event by (0775 resent as 775 was scored as a new event: dogfood 102)."""
-    return [
-        *([schema.session_id, *schema.entities] if schema.entities else []),
-        *([schema.event_id] if schema.event_id else []),
-    ]
+    """The columns whose values name things, so that one written two ways is two things: the session id, which
+    keys the scores, the online state and the labels (a zero-padded log's ids scored as integers came out as 95460
+    for 095460, joining no case file, and /events opened 4512 beside 004512: dogfood 200), the entities (one
+    session's device written 0375 and 375 is two devices), and the event id, which online scoring takes a resent
+    event by (0775 resent as 775 was scored as a new event: dogfood 102)."""
+    return [schema.session_id, *schema.entities, *([schema.event_id] if schema.event_id else [])]
 
 
 def zero_padded_ids(raw: pl.LazyFrame, have: pl.Schema, schema: Schema) -> list[str]:
