@@ -131,9 +131,7 @@ def test_scoring_refuses_blank_entity_values_as_training_and_the_service_do(
     column = S.SYNTHETIC_ENTITIES[-1]
     one = scored.filter(pl.col("session_id") == scored["session_id"][0])
     padded = one.with_columns((pl.col(column).cast(pl.String) + " ").alias(column))
-    said = (
-        f"column '{column}': {one.height} row(s) have an entity value that is empty, has spaces at its start"
-    )
+    said = f"column '{column}': {one.height} row(s) have an entity value that is empty, has spaces or an invisible character"
     for given in (padded, padded.to_dicts()):
         with pytest.raises(DataValidationError, match=re.escape(said)):
             scorer.score(given)
