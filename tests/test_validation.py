@@ -1661,3 +1661,20 @@ def test_entity_values_that_differ_only_by_case_spaces_or_dashes_are_said(tmp_pa
     with caplog.at_level("WARNING", logger="seqfraud.data.events"):
         load_events(write(events(), tmp_path / "plain.parquet"), Schema(entities=("device",)))
     assert "differ from another only by case" not in caplog.text
+
+
+def test_label_ids_whose_inner_numbers_lost_their_zeros_are_refused_under_drop(tmp_path):
+    """Payment runs ``PR/2026/0004501`` in the events and ``PR/2026/4501`` in the labels: 361 labels dropped as
+    orphans under on_orphan_labels=drop, 19 of them frauds (dogfood 204). Ids that meet once each run of digits'
+    leading zeros is set aside are misread ones, refused as an all-digit id's are."""
+    ids = pl.Series(["PR/2026/0004501"] * 2 + ["PR/2026/0004502"] * 2 + ["PR/2026/0000003"])
+    ev = write(events(session_id=ids).drop("label"), tmp_path / "events.parquet")
+    table = pl.DataFrame({"session_id": ["PR/2026/0004501", "PR/2026/4502", "PR/2026/3"], "label": [0, 1, 0]})
+    lab = write(table, tmp_path / "labels.parquet")
+    fails(
+        ev,
+        "2 of them match an event id written another way (first: 'PR/2026/3' for the event id 'PR/2026/0000003')",
+        labels=lab,
+        on_orphan_labels="drop",
+        on_unlabeled="drop",
+    )
