@@ -664,6 +664,11 @@ def test_a_folder_whose_days_write_an_event_field_otherwise_reads_as_one(tmp_pat
         f"column 'country' is absent from 1 of 3 files (the first: {tmp_path / 'days' / 'd1.parquet'}): its events "
         "there read as missing a value"
     ) in caplog.text
+    # A day that renamed it: its name said (dogfood 203: a week's prices trained as missing, named 'price').
+    _write(tmp_path / "renamed" / "d1.parquet", days[0].rename({"country": "countri"}))
+    _write(tmp_path / "renamed" / "d2.parquet", days[1])
+    load_events(str(tmp_path / "renamed"), SYNTHETIC)
+    assert f"(the first: {tmp_path / 'renamed' / 'd1.parquet'} (did you mean 'countri'?))" in caplog.text
     # And a day that holds the field with no value in it, said alike (dogfood 201: a month's prescribers lost, 36%
     # of the training events, unsaid).
     assert (
