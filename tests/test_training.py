@@ -20,6 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from seqfraud import schema as S
+from seqfraud.config import TRANSFORMER_KEYS
 from seqfraud.data.events import DataValidationError
 from seqfraud.errors import ConfigError
 from seqfraud.features.spec import Spec
@@ -84,6 +85,8 @@ def test_optuna_search_composes_with_its_sweeper():
         and sweeper.storage is None
     )
     assert "optim.lr" in sweeper.params and cfg.hydra.mode.name == "MULTIRUN"
+    # Only keys both encoders read: the default's GRU ignored model.local_kernel (dogfood 203).
+    assert not {k.removeprefix("model.") for k in sweeper.params} & set(TRANSFORMER_KEYS)
     # Optuna's alembic logs a line a plugin at its import (dogfood 106); the sweep test below sees them only where it
     # imports Optuna first in its process, so the setting that quiets them is held here too.
     assert cfg.hydra.hydra_logging.loggers.alembic.level == "WARNING"
@@ -125,7 +128,7 @@ def test_a_search_whose_stacker_keeps_the_aggregates_alone_says_it_searches_noth
         ["-m", "model.stacking.params.num_leaves=4,31", f"hydra.sweep.dir={tmp_path / 'own'}", "logger=none"]
     )
     assert said not in capfd.readouterr().out
-    # A transformer's setting given to the GRU encoder (the packaged search samples model.local_kernel, which the
+    # A transformer's setting given to the GRU encoder (a search that samples model.local_kernel, which the
     # default's GRU ignores: dogfood 196).
     cli.main(["model.local_kernel=3", f"hydra.run.dir={tmp_path / 'gru'}", "logger=none"])
     out = capfd.readouterr().out
