@@ -85,8 +85,20 @@ def test_optuna_search_composes_with_its_sweeper():
         and sweeper.storage is None
     )
     assert "optim.lr" in sweeper.params and cfg.hydra.mode.name == "MULTIRUN"
-    # Only keys both encoders read: the default's GRU ignored model.local_kernel (dogfood 203).
+    # Only keys both encoders read: the default's GRU ignored model.local_kernel (dogfood 203). A transformer's
+    # search adds it as the search's comment says.
     assert not {k.removeprefix("model.") for k in sweeper.params} & set(TRANSFORMER_KEYS)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        added = '+hydra.sweeper.params={model.local_kernel:"choice(1,3)"}'
+        cfg = compose(
+            "train",
+            overrides=["hparams_search=optuna", "paths.output_dir=x", added],
+            return_hydra_config=True,
+        )
+    assert (
+        cfg.hydra.sweeper.params["model.local_kernel"] == "choice(1,3)"
+        and "optim.lr" in cfg.hydra.sweeper.params
+    )
     # Optuna's alembic logs a line a plugin at its import (dogfood 106); the sweep test below sees them only where it
     # imports Optuna first in its process, so the setting that quiets them is held here too.
     assert cfg.hydra.hydra_logging.loggers.alembic.level == "WARNING"
