@@ -73,6 +73,19 @@ def test_every_experiment_composes_and_builds(experiment, smoke_run, tmp_path):
     assert net(tokens, torch.tensor([5, 3])).shape == (2,)
 
 
+def test_experiments_compose_as_one_list_each_over_the_ones_before():
+    """The advice for two +experiment= (one list), tested: a third as +experiment@_global_= was refused again
+    (dogfood 204)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["+experiment=[smoke,synthetic_gru,ablation_no_time]"])
+    # The smoke log (the first's data), and the last's name and its time field left out.
+    assert (
+        cfg.data.events.endswith("synthetic_smoke/events.parquet")
+        and cfg.experiment_name == "ablation_no_time"
+    )
+    assert list(cfg.features.exclude) == ["time_delta"]
+
+
 def test_optuna_search_composes_with_its_sweeper():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(

@@ -73,10 +73,11 @@ def hydra_command(config_path: str, config_name: str) -> Callable[[F], F]:
                         f". A band's policy is replaced whole: '~thresholds.{band[1]}' "
                         f"'+thresholds.{band[1]}={{policy: capacity, per_1000: 20}}' (docs/risk.md)"
                     )
-                elif (group := re.match(r"Multiple values for (\w+)", str(e))) is not None:
-                    # Hydra's own advice (an `override` in a defaults list) fits no command line (dogfood 77).
+                elif (group := re.match(r"Multiple values for (\w+)(@\w+)?", str(e))) is not None:
+                    # Hydra's own advice (an `override` in a defaults list) fits no command line (dogfood 77), and
+                    # a third as +experiment@_global_= was refused again (dogfood 204): one list takes them all.
                     raise ConfigError(
-                        f"{group[0]}: give the first as +{group[1]}=A and each other as +{group[1]}@_global_=B"
+                        f"{group[0]}: give them as one list, +{group[1]}=[A,B,C], each applied over the ones before"
                     ) from e
                 elif key is not None and key.group(1).startswith("model.") and "not in struct" in one_line(e):
                     # Hydra's advice, +model.X=..., gave a model a setting it does not read: a misspelt setting,
