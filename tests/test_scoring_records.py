@@ -329,6 +329,12 @@ def test_csv_ids_written_as_integers_are_held_as_integers_and_their_decimals_ref
         )
         with pytest.raises(DataValidationError, match=re.escape(says)):
             load_events(str(tmp_path / "bad.csv"), schema)
+    # Of a folder, the file (dogfood 204: a month's CSV named as the folder of 7).
+    (tmp_path / "months").mkdir()
+    log.write_csv(tmp_path / "months" / "a.csv")
+    (tmp_path / "bad.csv").rename(tmp_path / "months" / "b.csv")
+    with pytest.raises(DataValidationError, match=re.escape(f"(first in {tmp_path / 'months' / 'b.csv'})")):
+        load_events(str(tmp_path / "months"), schema)
 
     # A text column of integers with one zero-padded: keys as written, not integers.
     late = pl.int_range(pl.len()) == n - 1

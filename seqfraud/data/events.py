@@ -2457,7 +2457,7 @@ def say_respelt_entities(raw: pl.LazyFrame, have: pl.Schema, schema: Schema, sou
 
 
 def integer_ids(
-    raw: pl.LazyFrame, have: pl.Schema, schema: Schema, source: str, padded: Sequence[str]
+    raw: pl.LazyFrame, have: pl.Schema, schema: Schema, source: str, padded: Sequence[str], files: list[str]
 ) -> dict[str, int | None]:
     """The :func:`id_columns` that the log types as integers, or writes as integers in text (a CSV log's ids are
     read as text: dogfood 91), ``padded`` (:func:`zero_padded_ids`) aside: a later file that writes them as decimals
@@ -2474,7 +2474,7 @@ def integer_ids(
     text = [c for c in ids if _textual(have[c]) and c not in padded]
     # Per text column: its rows, those written as integers, those as decimals, the first decimal, those positive,
     # their fewest and most digits, and about how many values.
-    written: dict[str, tuple[int, int, int, str | None, int, int | None, int | None, int]] = {}
+    written: dict[str, tuple[int, int, int, str | None, int | None, int, int | None, int | None, int]] = {}
     if text:
         values = [pl.col(c).cast(pl.String) for c in text]
         with reading(source):
@@ -2485,6 +2485,7 @@ def integer_ids(
                         v.str.contains(INTEGER_TEXT).sum().alias("integers"),
                         v.str.contains(DECIMAL_INTEGER).sum().alias("decimals"),
                         v.filter(v.str.contains(DECIMAL_INTEGER)).first().alias("first"),
+                        v.str.contains(DECIMAL_INTEGER).arg_true().first().alias("first_row"),
                         v.str.contains(_POSITIVE).sum().alias("positive"),
                         v.filter(v.str.contains(_POSITIVE)).str.len_bytes().min().alias("narrowest"),
                         v.filter(v.str.contains(_POSITIVE)).str.len_bytes().max().alias("widest"),
@@ -2496,12 +2497,16 @@ def integer_ids(
                 .row(0, named=True)
             )
         written = {c: tuple(counts[c].values()) for c in text}
-    for c, (n, integers, decimals, first, *_) in written.items():
+    for c, (n, integers, decimals, first, row, *_) in written.items():
         if integers and decimals and integers + decimals == n:
             held = f"its other {integers:,} row(s) hold integers"
-            raise DataValidationError(rewritten_ids_said(source, c, decimals, str(first), held))
+            # The file, of a folder's (dogfood 204: a month's CSV named as the folder of 7).
+            where = (
+                f"{source} (first in {f})" if (f := file_of_row(files, schema, cast(int, row))) else source
+            )
+            raise DataValidationError(rewritten_ids_said(where, c, decimals, str(first), held))
     out: dict[str, int | None] = {c: None for c in ids if have[c].is_integer()}
-    for c, (n, integers, _, _, positive, narrowest, widest, distinct) in written.items():
+    for c, (n, integers, _, _, _, positive, narrowest, widest, distinct) in written.items():
         if 0 < integers == n:
             # Many codes of one width, as an IMEI's; ids 10 to 99 or two sessions' are no evidence (review 202).
             fixed = positive == n and narrowest == widest and distinct >= FIXED_WIDTH_VALUES
@@ -2616,13 +2621,13 @@ def inspect_events(events_path: str, schema: Schema, labels_path: str | None) ->
         have = check_columns(raw, schema, source, with_label=label_on_events)
         unit = detect_timestamp_unit(raw, schema, have[schema.timestamp])
         padded = zero_padded_ids(raw, have, schema)
-    integers = integer_ids(raw, have, schema, source, padded)
+    files = resolve_paths(events_path, warn=False)  # scan_table said what it left out
+    integers = integer_ids(raw, have, schema, source, padded, files)
     say_respelt_entities(raw, have, schema, source)
     if label_on_events and schema.label_time:
         check_label_time_unit(source, schema, have[schema.label_time], unit)
         say_dates_as_datetimes(raw, have, schema.label_time, source, schema.session_id)
     epoch_unit = unit if have[schema.timestamp].is_integer() else None
-    files = resolve_paths(events_path, warn=False)  # scan_table said what it left out
     return RawEvents(raw, source, files, have, unit, label_on_events, epoch_unit, padded, integers)
 
 
