@@ -644,6 +644,10 @@ def test_labels_of_events_may_mark_a_session_fraud_when_any_event_is(tmp_path, c
 def test_null_label_inside_a_labelled_session(tmp_path):
     path = write(events(label=pl.Series([0, 0, 1, None, 0])), tmp_path / "e.parquet")
     fails(path, path, "column 'label': 1 row(s) have a null label inside 1 otherwise labelled session(s)")
+    # Of a folder, its session and file (dogfood 203: neither was named).
+    write(events(), tmp_path / "days" / "a.parquet")
+    write(events(label=pl.Series([0, 0, 1, None, 0])), tmp_path / "days" / "b.parquet")
+    fails(tmp_path / "days", "(session 's2', in", "b.parquet)")
 
 
 def test_session_without_label_on_events(tmp_path):

@@ -1661,15 +1661,17 @@ def read_labels(
     if rows_are_events:
         # Events: a session none of whose rows has a label yet is unlabelled, as training reads it (a history's
         # latest sessions are); one labelled in part is refused, as training refuses it.
-        partial = labels.filter(
-            unlabelled.any().over(S.SESSION_ID) & unlabelled.not_().any().over(S.SESSION_ID)
-        )
+        inside = unlabelled.any().over(S.SESSION_ID) & unlabelled.not_().any().over(S.SESSION_ID)
+        partial = labels.filter(inside)
         if partial.height:
+            # Its session and file (dogfood 203: a folder's, with neither).
+            files = (resolve_paths(path, warn=False), schema) if isinstance(path, str) else None
             fail_rows(
                 source,
                 schema.label,
                 int(partial[S.LABEL].null_count()),
                 f"have a null label inside {partial[S.SESSION_ID].n_unique():,} otherwise labelled session(s)",
+                first_bad(labels, inside & unlabelled, lf, schema.label, files),
             )
         labels = labels.filter(unlabelled.not_() | pl.col(S.SESSION_ID).is_null())
     elif pending_ok and (
@@ -2132,11 +2134,13 @@ def validate_sessions(
             )
         partial = sessions.filter((pl.col("n_label_null") > 0) & pl.col("label_min").is_not_null())
         if partial.height:
+            held = pl.col(S.LABEL).is_null() & pl.col(S.SESSION_ID).is_in(partial[S.SESSION_ID].implode())
             fail_rows(
                 source,
                 schema.label,
                 int(partial["n_label_null"].sum()),
                 f"have a null label inside {partial.height:,} otherwise labelled session(s)",
+                first(held, schema.label),  # its session and file (dogfood 203: a folder's, with neither)
             )
         sessions = sessions.with_columns(pl.col("label_max").cast(pl.Int8).alias(S.LABEL))
         label_source = source
