@@ -600,6 +600,34 @@ def test_a_field_no_event_sends_is_said_once(gru_artifact, gru_run, caplog) -> N
     assert "was left out" not in caplog.text
 
 
+def test_a_recoding_online_is_said_as_batch_scoring_says_it(
+    gru_artifact, gru_run, caplog, monkeypatch
+) -> None:
+    """Event types renamed on 38% of a week's events were scored as unknown over /events, unsaid, where batch
+    scoring said so (dogfood 203): the first events online scoring takes are judged by batch scoring's rule."""
+    import logging
+
+    from seqfraud.scoring import prepare
+    from seqfraud.scoring.online import OnlineScorer
+    from seqfraud.scoring.scorer import Scorer
+    from seqfraud.scoring.state import MemoryStore
+
+    monkeypatch.setattr(prepare, "RECODED_AFTER", 100)
+    scorer = Scorer.load(gru_artifact)
+    field = scorer.spec.schema.event_type
+    records = session_records(gru_run, 40)
+    renamed = [r | {field: f"store_{r[field]}"} if i % 2 else r for i, r in enumerate(records)]
+    said = f"test: column {field!r}: "
+    with single_torch_thread(), caplog.at_level(logging.WARNING, logger="seqfraud.scoring.prepare"):
+        OnlineScorer(scorer, MemoryStore()).events(records[:120], source="test")
+        assert said not in caplog.text
+        online = OnlineScorer(scorer, MemoryStore())
+        for start in range(0, 120, 10):
+            online.events(renamed[start : start + 10], source="test")
+    assert caplog.text.count(said) == 1 and "(the first 100 events online)" in caplog.text
+    assert "of its values are ones the model learnt, against 100% in training" in caplog.text
+
+
 def test_a_session_sent_in_both_time_spellings_takes_a_late_event(gru_artifact, gru_run) -> None:
     """Each request may send integer epochs or RFC 3339 text; a session held both could not be read again as one
     column, so the late event that rebuilt it was lost, answered as the store's fault at every resend (dogfood

@@ -34,14 +34,12 @@ from seqfraud.data.events import (
 from seqfraud.export.artifact import Model
 from seqfraud.features.tokens import Sequences, polars_sequences
 from seqfraud.provenance import embedding_record, files_digest
-from seqfraud.scoring.prepare import epoch_unit, normalized_events
+from seqfraud.scoring.prepare import epoch_unit, normalized_events, recoded_said
 from seqfraud.scoring.scorer import Scorer
 
 log = logging.getLogger(__name__)
 
 CHUNK_EVENTS = 1_000_000
-RECODED_MIN_VALUES = 50  # fewer values, all unseen, may be a few sessions of new categories
-RECODED_SHARE_DROP = 0.1  # the share of known values this far below training's is said
 
 
 def iter_scores(
@@ -108,7 +106,6 @@ def iter_sequences(
                 pl.col(c).cast(pl.String).is_in(spec.vocab[c]).sum().alias(f"__known_{i}")
                 for i, c in enumerate(texts)
             ),
-            *(pl.col(c).drop_nulls().first().alias(f"__first_{i}") for i, c in enumerate(texts)),
             *(scorer.respelt_example(c).alias(f"__respelt_{i}") for i, c in enumerate(texts)),
             *(pl.col(c).count().alias(f"__values_{i}") for i, c in enumerate(texts)),
             *(
@@ -116,11 +113,13 @@ def iter_sequences(
                 if files is not None and spec.schema.event_id is None
                 else []
             ),
-            *(
+            *(  # the first two values the model did not learn, distinct
                 pl.col(c)
                 .filter(~pl.col(c).cast(pl.String).is_in(spec.vocab[c]))
                 .drop_nulls()
-                .n_unique()
+                .unique(maintain_order=True)
+                .head(2)
+                .implode()
                 .alias(f"__new_{i}")
                 for i, c in enumerate(texts)
             ),
@@ -137,33 +136,10 @@ def iter_sequences(
     scorer.note_respelt(
         {c: [v] for i, c in enumerate(texts) if (v := counts[f"__respelt_{i}"].item()) is not None}
     )
-    # A recoding upstream (Y/N for true/false: dogfood 48): many values, several of them new, and none known (one
-    # new category alone, a new country's sessions, is traffic, not a recoding: dogfood 50); or far fewer known
-    # than in training, one new value or more (one of two upstream systems recoded; a new platform on 29% of the
-    # events, unsaid: dogfood 120).
-    coverage = spec.fit_info.get("vocab_coverage") or {}
-    for i, c in enumerate(texts):
+    for i, c in enumerate(texts):  # a recoding upstream
         values, known = counts[f"__values_{i}"].item(), counts[f"__known_{i}"].item()
-        if values < RECODED_MIN_VALUES:
-            continue
-        if not known and counts[f"__new_{i}"].item() >= 2:
-            log.warning(
-                "%s: column %r holds no value the model learnt (e.g. %r; it learnt %s): every event reads it as "
-                "an unknown value. Was the column recoded?",
-                source,
-                c,
-                counts[f"__first_{i}"].item(),
-                spec.vocab[c][:5],
-            )
-        elif known / values < coverage.get(c, 1.0) - RECODED_SHARE_DROP:  # one new value on every event too
-            log.warning(
-                "%s: column %r: %.0f%% of its values are ones the model learnt, against %.0f%% in training: the rest "
-                "read as unknown values. New traffic, or values recoded upstream?",
-                source,
-                c,
-                100 * known / values,
-                100 * coverage.get(c, 1.0),
-            )
+        if said := recoded_said(source, spec, c, values, known, counts[f"__new_{i}"].item().to_list()):
+            log.warning("%s", said)
     if (truncated := counts["truncated"].item()) and scorer.reads_sequence:
         log.warning(
             "%s: %s session(s) are longer than the model's max_len=%s (the longest %s events): the sequence "

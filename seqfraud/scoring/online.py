@@ -73,6 +73,7 @@ from seqfraud.features.tokens import Sequences
 from seqfraud.schema import Schema
 from seqfraud.scoring.history import History
 from seqfraud.scoring.prepare import (
+    Unlearnt,
     Unsent,
     as_frame,
     normalized_events,
@@ -551,7 +552,7 @@ class OnlineScorer:
         layout = None if scorer.stacker is None else scorer.stacker.layout
         self._reader = StateReader(self.spec, self.hidden_shape, scorer.model_version, layout)
         self._arrivals = itertools.count()
-        self._unsent = Unsent(self.spec)
+        self._unsent, self._unlearnt = Unsent(self.spec), Unlearnt(self.spec)
         store.check_restored(self._reader.read, scorer.model_version, len(self.spec.schema.entities))
 
     def events(self, records: list[dict[str, Any]], *, source: str = "request") -> list[dict[str, Any]]:
@@ -586,6 +587,7 @@ class OnlineScorer:
         elif self.needs_seed:
             self._refuse_history_sessions(sids, source)
         self._unsent.take(records, source)
+        self._unlearnt.take(events, source)
         # The last result of each session, in order of first appearance.
         results: dict[str, dict[str, Any]] = {}
         try:
