@@ -476,7 +476,7 @@ def test_a_store_seeded_with_a_history_scores_like_batch_with_it(
     assert "seeding replaced 1 label(s) the store held by the history's, known later" in caplog.text
     held = store.entity_rows(other["session_id"].unique().to_list())
     assert len(held) == rows  # keyed as /events keys them: no row twice
-    online = OnlineScorer(scorer, store, seeded=True)
+    online = OnlineScorer(scorer, store)  # seeded or not by this process (serve's memory store is not marked)
     # Events of a history session, which the log has no event id to know again, would count twice in the others'
     # features (dogfood 201: 516 of 1,000 sessions off batch): refused before any state changes.
     again = (

@@ -584,7 +584,7 @@ class OnlineScorer:
         sids = events.session_ids
         if schema.event_id:
             _refuse_repeats(sids, keys, schema.event_id, source)
-        elif self.needs_seed:
+        elif self.spec.entity is not None:  # whichever replica seeded the store, if any did (review 205)
             self._refuse_history_sessions(sids, source)
         self._unsent.take(records, source)
         self._unlearnt.take(events, source)
