@@ -30,6 +30,7 @@ from seqfraud.config import plain
 from seqfraud.data.events import (
     FIXED_WIDTH_IDS,
     INTEGER_IDS,
+    LABELS_WITHOUT_COLUMN,
     ZERO_PADDED_IDS,
     ZONED_TIMESTAMPS,
     DataValidationError,
@@ -791,7 +792,7 @@ def preprocess(
     }
     if policy.get("on_unlabeled") == "negative":
         spec.fit_info |= {ON_UNLABELED: "negative", LABEL_DELAY: policy.get("label_delay")}
-    for key in (ZERO_PADDED_IDS, INTEGER_IDS, FIXED_WIDTH_IDS, ZONED_TIMESTAMPS):
+    for key in (ZERO_PADDED_IDS, INTEGER_IDS, FIXED_WIDTH_IDS, ZONED_TIMESTAMPS, LABELS_WITHOUT_COLUMN):
         if loaded.report.get(key):
             spec.fit_info[key] = loaded.report[key]
     (out / DATA_DIR).mkdir(parents=True)

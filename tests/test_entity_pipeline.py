@@ -1078,12 +1078,19 @@ def test_a_label_table_of_the_frauds_alone_reads_every_other_session_as_legitima
     assert out["frauds"].spec.absent_is_negative and not out["full"].spec.absent_is_negative
     # POST /labels of such a model takes the chargeback feed as it comes too: a label left out is a fraud, where it
     # was a 422 for a column the team's data has nowhere (dogfood 200).
+    from dataclasses import replace
+
     from seqfraud.scoring.online import read_labels as posted_labels
     from seqfraud.scoring.service import Limits, online_request_models
 
     feed = {"labels": [{"session_id": "s-9", "label_time": "2026-05-30T00:00:00Z"}]}
-    for name, takes in (("frauds", True), ("full", False)):
-        spec = out[name].spec
+    frauds = out["frauds"].spec
+    # A model trained under the policy on a table that had the column (a review table) still needs the key: a feed
+    # that forgot it would read cleared sessions as frauds (review 205).
+    with_column = replace(
+        frauds, fit_info={k: v for k, v in frauds.fit_info.items() if k != "labels_without_column"}
+    )
+    for spec, takes in ((frauds, True), (out["full"].spec, False), (with_column, False)):
         validator = online_request_models(spec, Limits())[1]
         if not takes:
             with pytest.raises(ValueError, match="label"):

@@ -1598,6 +1598,10 @@ def read_labels(
     if frauds_only and schema.label not in given:
         _say_labels_named_otherwise(lf, given, schema, source)
         lf = lf.with_columns(pl.lit(1, pl.Int8).alias(schema.label))
+        if (
+            report is not None
+        ):  # the spec records it: POST /labels then takes labels without the key (review 205)
+            report[LABELS_WITHOUT_COLUMN] = True
     have = lf.collect_schema()
     refuse_integer_ids(integer_columns(have), [c for c in zero_padded if c == schema.session_id], source)
     lt = schema.label_time if timestamp_unit is not None else None
@@ -2370,6 +2374,7 @@ ZERO_PADDED_IDS = "zero_padded_ids"  # the report's (and the spec's fit_info) ke
 # And for whether the log's timestamps carried UTC offsets (:func:`zoned_timestamps`); absent where they did not.
 ZONED_TIMESTAMPS = "zoned_timestamps"
 INTEGER_IDS = "integer_ids"  # and for integer_ids
+LABELS_WITHOUT_COLUMN = "labels_without_column"  # a frauds-only label table that had no label column
 FIXED_WIDTH_IDS = "fixed_width_ids"  # and for the digit count of the integer_ids the log wrote at one width
 
 

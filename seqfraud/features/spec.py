@@ -10,7 +10,14 @@ from typing import Any
 import numpy as np
 
 from seqfraud import __version__
-from seqfraud.data.events import FIXED_WIDTH_IDS, INTEGER_IDS, ZERO_PADDED_IDS, ZONED_TIMESTAMPS, id_columns
+from seqfraud.data.events import (
+    FIXED_WIDTH_IDS,
+    INTEGER_IDS,
+    LABELS_WITHOUT_COLUMN,
+    ZERO_PADDED_IDS,
+    ZONED_TIMESTAMPS,
+    id_columns,
+)
 from seqfraud.errors import UserError, json_value
 from seqfraud.features.entities import EntitySpec
 from seqfraud.schema import EPOCH_UNITS, TIME_DELTA, Schema, value_field
@@ -169,6 +176,12 @@ class Spec:
     def absent_is_negative(self) -> bool:
         """Whether training read a session absent from the label table as legitimate (on_unlabeled=negative)."""
         return self.fit_info.get(ON_UNLABELED) == "negative"
+
+    @property
+    def labels_without_column(self) -> bool:
+        """Whether training's label table listed frauds without a label column: a label posted without its key is
+        then a fraud, as that table's rows were (a review table's feed that forgot it is not: review 205)."""
+        return self.absent_is_negative and bool(self.fit_info.get(LABELS_WITHOUT_COLUMN))
 
     @property
     def shortest_trained(self) -> int:

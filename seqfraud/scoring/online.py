@@ -1149,13 +1149,13 @@ def read_labels(labels: list[Mapping[str, Any]], spec: Spec, source: str) -> lis
     """Labels as ``POST /labels`` sends them (:func:`label_keys`), with the label times read by the event
     timestamp's own rules (RFC 3339, or integer epochs in the training unit) or as a date alone, the end of that day,
     as label tables read them; refused when the model could not use them as batch training did. A model trained
-    under ``data.policy.on_unlabeled=negative`` reads a label without the label key as a fraud, as its training
-    read a label table without the column."""
+    on a table of frauds without a label column (:attr:`~seqfraud.features.spec.Spec.labels_without_column`)
+    reads a label without the label key as a fraud, as its training read that table."""
     s, entity = spec.schema, spec.entity
     if entity is None or not entity.risk:
         raise DataValidationError(f"{source}: this model reads no labels (it has no entity risk features)")
     session_key, label_key, time_key = label_keys(s)
-    if spec.absent_is_negative:  # a chargeback feed lists frauds, as its training table did (dogfood 200)
+    if spec.labels_without_column:  # a chargeback feed lists frauds, as its training table did (dogfood 200)
         labels = [lb if label_key in lb else {**lb, label_key: 1} for lb in labels]
     refuse_misread_ids([lb.get(session_key) for lb in labels], s.session_id, session_key, spec, source)
     times = [lb.get(time_key) for lb in labels]

@@ -406,7 +406,7 @@ def online_request_models(spec: Spec, limits: Limits) -> tuple[TypeAdapter, Type
             {
                 session_key: Required[types.session],
                 # A frauds-only feed may leave the label out, as its training table did (online.read_labels).
-                label_key: NotRequired[LABEL] if spec.absent_is_negative else Required[LABEL],
+                label_key: NotRequired[LABEL] if spec.labels_without_column else Required[LABEL],
                 time_key: Required[label_time] if timed else NotRequired[label_time],
             },
         )
