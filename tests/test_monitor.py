@@ -87,6 +87,19 @@ def test_a_window_of_the_runs_own_sessions_is_said_to_read_in_sample(exported_ar
     assert "30 validation session(s) of the run are in the current window (60 sessions)" in report["notes"][0]
 
 
+def test_a_review_queues_pending_rows_are_unlabelled_sessions(exported_artifact, tmp_path):
+    """A label table whose pending rows have a null label: read by training under on_unlabeled=drop, and refused
+    by the monitor and a history (review 205): they are sessions not labelled yet there too."""
+    from seqfraud.features.spec import Spec
+    from seqfraud.monitoring.inputs import current_labels
+
+    spec = Spec.load(exported_artifact / "spec.json")
+    table = pl.DataFrame({"session_id": ["a", "b", "c"], "label": [1, None, 0]})
+    table.write_parquet(tmp_path / "queue.parquet")
+    read = current_labels(str(tmp_path / "queue.parquet"), pl.LazyFrame(), spec)
+    assert read is not None and sorted(read[S.SESSION_ID].to_list()) == ["a", "c"]
+
+
 def test_report_sections_and_files(reports):
     late = reports["late"]
     for key in (

@@ -191,6 +191,7 @@ def current_labels(
         timestamp_unit=spec.timestamp_unit if dated else None,
         empty_ok=negative,
         frauds_only=negative,
+        pending_ok=not negative,  # a review queue's pending rows, as training read them (review 205)
         zero_padded=spec.zero_padded_ids,
         integer_typed=spec.integer_ids,
     )[0]

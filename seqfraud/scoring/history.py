@@ -122,6 +122,7 @@ class History:
                 empty_ok=spec.absent_is_negative,
                 name=source,
                 frauds_only=labels is not None and spec.absent_is_negative,
+                pending_ok=not spec.absent_is_negative,  # a review queue's pending rows (review 205)
                 zero_padded=spec.zero_padded_ids,
                 integer_typed=spec.integer_ids,
             )
