@@ -2566,8 +2566,8 @@ def rewritten_ids_said(source: str, column: str, n: int, first: str, held: str) 
     plain = str(int(Decimal(first)))
     return (
         f"{source}: column {column!r}: {n:,} row(s) hold an integer id written otherwise than as its digits "
-        f"(first: {first!r}, the id {plain}), but {held}: it would meet no history, label or shared entity written "
-        f"{plain}. Write the integers as their digits alone (pandas turns an integer column with a missing value "
+        f"(first: {first!r}, the id {plain}), but {held}: it would be another id than {plain}, meeting none of its "
+        f"events, labels or shared entities. Write the integers as their digits alone (pandas turns an integer column with a missing value "
         "into floats: read it with dtype='Int64'; strip an export's leading zeros)"
     )
 
@@ -2602,8 +2602,9 @@ def refuse_integer_ids(integers: Sequence[str], padded: Sequence[str], source: s
     if bad := [c for c in padded if c in integers]:
         raise DataValidationError(
             f"{source}: column {bad[0]!r} holds integers, but the model's training log wrote its values as text "
-            "with leading zeros (e.g. 00002037): an integer has lost them and would meet no history, label or "
-            "shared entity; read the column as text (in pandas, dtype=str), or send it as a JSON string"
+            "with leading zeros (e.g. 00002037): an integer has lost them, another id than the text, meeting none "
+            "of its events, labels or shared entities; read the column as text (in pandas, dtype=str), or send it as "
+            "a JSON string"
         )
 
 

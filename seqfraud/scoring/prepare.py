@@ -258,7 +258,8 @@ def normalized_events(
         }
         refuse_rewritten_ids(events, textual, source, spec.integer_ids)
     # A float reading of integer ids (1008338.0), which a Parquet file's float column and the service refuse: a
-    # model that records no integer ids (no entities) scored them, under ids that join nothing (dogfood 108).
+    # model that records no integer ids (fitted before a model without entities recorded them, or on text ids)
+    # scored them, under ids that join nothing (dogfood 108): said.
     decimal = pl.col(S.SESSION_ID).str.contains(DECIMAL_INTEGER)
     if (
         schema.session_id not in spec.integer_ids
