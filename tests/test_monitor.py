@@ -529,10 +529,14 @@ def test_labels_outside_the_window_whose_ids_lost_their_zeros_are_warned_of(expo
     # And where the window keeps frauds of its own: 13 of a window's 32 frauds lost their zeros in a spreadsheet,
     # and the monitor read PR-AUC 0.614 for 0.983 and a performance drop (dogfood 200).
     table = pl.DataFrame(
-        {S.SESSION_ID: ["002000", "001006", "1005"], S.LABEL: pl.Series([1, 0, 1], dtype=pl.Int8)}
+        {S.SESSION_ID: ["002000", "01006", "1005"], S.LABEL: pl.Series([1, 0, 1], dtype=pl.Int8)}
     )
-    with pytest.raises(DataValidationError, match="give a label table of this window's sessions"):
+    with pytest.raises(DataValidationError, match="give a label table of this window's sessions") as e:
         matched_labels(table, events, "labels.csv", spec)
+    # The fraud named, not a legitimate label met alike ('01006' for '001006': review 205).
+    assert "1 of them match an event id written another way (first: '1005' for the event id '001005')" in str(
+        e.value
+    )
 
 
 def test_a_window_absent_from_a_frauds_only_table_is_legitimate_under_the_runs_policy(

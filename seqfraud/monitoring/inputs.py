@@ -243,9 +243,11 @@ def matched_labels(
         unlabelled = met.filter(~pl.col("event").is_in(table[S.SESSION_ID].implode()))["label"]
         misread = table.filter(pl.col(S.SESSION_ID).is_in(unlabelled.implode()) & (pl.col(S.LABEL) == 1))
         if misread.height:
+            # Of those frauds alone: another pair first named a legitimate label (review 205).
+            frauds = renumbered_said(met.filter(pl.col("label").is_in(misread[S.SESSION_ID].implode())))
             raise DataValidationError(
                 f"{where}: {misread.height:,} fraud label(s) meet the current window's sessions that have no label "
-                f"of their own, by ids written another way{said}. Read as they are, those frauds would count as "
+                f"of their own, by ids written another way{frauds}. Read as they are, those frauds would count as "
                 "missing from the window, and its performance as worse than it is. Where they are other sessions "
                 "(ids that differ by leading zeros or case alone name different sessions in your log), give a "
                 "label table of this window's sessions"
