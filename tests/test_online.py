@@ -571,16 +571,20 @@ def test_online_events_take_datetimes_as_score_does(gru_artifact, gru_run) -> No
     assert result["n_events"] == 4 and abs(result[S.SCORE] - whole[S.SCORE]) <= 1e-5
 
 
-def test_a_field_no_event_sends_is_said_once(gru_artifact, gru_run, caplog) -> None:
+def test_a_field_no_event_sends_is_said_once(gru_artifact, gru_run, caplog, monkeypatch) -> None:
     """A client that never sent the fare moved 4 of 100 frauds from decline to review over ``/events``, without a
-    word, where ``/score`` says so of a session and batch scoring refuses the file (dogfood 200): once 100 events
-    have come and none sent a field, it is said, once; a field sent on one event, even as null, is not."""
+    word, where ``/score`` says so of a session and batch scoring refuses the file (dogfood 200): once the first
+    events (1,000; 100 here) have come and none sent a field, it is said, once; a field sent on one event, even as
+    null, is not."""
     import logging
 
+    from seqfraud.scoring import prepare
     from seqfraud.scoring.online import OnlineScorer
-    from seqfraud.scoring.prepare import LEFT_OUT_AFTER
     from seqfraud.scoring.scorer import Scorer
     from seqfraud.scoring.state import MemoryStore
+
+    LEFT_OUT_AFTER = 100
+    monkeypatch.setattr(prepare, "ONLINE_CHECK_AFTER", LEFT_OUT_AFTER)
 
     scorer = Scorer.load(gru_artifact)
     field = scorer.spec.schema.numerical[0]
@@ -612,7 +616,7 @@ def test_a_recoding_online_is_said_as_batch_scoring_says_it(
     from seqfraud.scoring.scorer import Scorer
     from seqfraud.scoring.state import MemoryStore
 
-    monkeypatch.setattr(prepare, "RECODED_AFTER", 100)
+    monkeypatch.setattr(prepare, "ONLINE_CHECK_AFTER", 100)
     scorer = Scorer.load(gru_artifact)
     field = scorer.spec.schema.event_type
     records = session_records(gru_run, 40)

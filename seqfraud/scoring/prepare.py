@@ -10,6 +10,7 @@ import functools
 import logging
 import math
 import re
+import threading
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -322,32 +323,35 @@ def left_out_said(where: str, field: str, of: str) -> str:
 
 
 class Unsent:
-    """The schema's fields that no event taken yet has sent, said once :data:`LEFT_OUT_AFTER` events have come:
-    per-event scoring's counterpart of ``/score``'s check of a whole session (dogfood 200: fares that a client
-    left out moved 4 of 100 frauds from decline to review, unsaid). Its work ends once every field has come, or
-    once said."""
+    """The schema's fields that no event taken yet has sent, said once :data:`ONLINE_CHECK_AFTER` events have
+    come: per-event scoring's counterpart of ``/score``'s check of a whole session (dogfood 200: fares that a
+    client left out moved 4 of 100 frauds from decline to review, unsaid). Its work ends once every field has
+    come, or once said; concurrent requests take turns (review 205: said up to 8 times)."""
 
     def __init__(self, spec: Spec):
         self.fields = {*spec.schema.categorical, *spec.schema.numerical}
         self.taken = 0
+        self._lock = threading.Lock()
 
     def take(self, records: Sequence[Mapping[str, Any]], where: str) -> None:
         if not self.fields:
             return
-        for r in records:
-            self.fields.difference_update(r.keys())
-        self.taken += len(records)
-        if self.fields and self.taken >= LEFT_OUT_AFTER:
-            for field in sorted(self.fields):
-                log.warning(
-                    "%s", left_out_said(where, field, f"every one of the first {self.taken:,} events")
-                )
-            self.fields = set()
+        with self._lock:
+            for r in records:
+                self.fields.difference_update(r.keys())
+            self.taken += len(records)
+            if self.fields and self.taken >= ONLINE_CHECK_AFTER:
+                for field in sorted(self.fields):
+                    log.warning(
+                        "%s", left_out_said(where, field, f"every one of the first {self.taken:,} events")
+                    )
+                self.fields = set()
 
 
-# Events online scoring takes before it says a field none of them sent: a field of rare events (a fare, sent on
-# payments alone, by a client that leaves null fields out) may be missing from a few sessions' worth.
-LEFT_OUT_AFTER = 100
+# Events online scoring takes before it says a field none of them sent (Unsent), or judges a recoding (Unlearnt):
+# a field of rare events (sent on 1% of them, by a client that leaves null fields out) was said after 120 (review
+# 205), and a day's first sessions may be unlike the rest.
+ONLINE_CHECK_AFTER = 1_000
 # Values of a categorical field a recoding is judged on (batch scoring's file, or online scoring's first events):
 # fewer, all unseen, may be a few sessions of new categories.
 RECODED_MIN_VALUES = 50
@@ -380,9 +384,10 @@ def recoded_said(
 
 
 class Unlearnt:
-    """Batch scoring's check of a recoding (:func:`recoded_said`) over the first :data:`RECODED_AFTER` events
+    """Batch scoring's check of a recoding (:func:`recoded_said`) over the first :data:`ONLINE_CHECK_AFTER` events
     online scoring takes, said once: event types renamed on 38% of a week's events were scored as unknown over
-    ``/events``, unsaid, where batch scoring said so (dogfood 203). Its work ends once judged."""
+    ``/events``, unsaid, where batch scoring said so (dogfood 203). Its work ends once judged; concurrent requests
+    take turns."""
 
     def __init__(self, spec: Spec):
         self.spec = spec
@@ -391,27 +396,27 @@ class Unlearnt:
         self.known = dict.fromkeys(self.vocab, 0)
         self.new: dict[str, list[str]] = {f: [] for f in self.vocab}
         self.taken = 0
+        self._lock = threading.Lock()
 
     def take(self, events: EventColumns, where: str) -> None:
-        if self.taken >= RECODED_AFTER:
+        if self.taken >= ONLINE_CHECK_AFTER:
             return
-        for f, vocab in self.vocab.items():
-            sent = [v for v in events.categorical[f] if v is not None]
-            known = sum(v in vocab for v in sent)
-            self.values[f] += len(sent)
-            self.known[f] += known
-            if known < len(sent) and len(self.new[f]) < 2:
-                self.new[f] += [v for v in dict.fromkeys(sent) if v not in vocab and v not in self.new[f]][:2]
-        self.taken += len(events)
-        if self.taken >= RECODED_AFTER:
-            for f in self.vocab:
-                if said := recoded_said(where, self.spec, f, self.values[f], self.known[f], self.new[f]):
-                    log.warning("%s (the first %s events online)", said, f"{self.taken:,}")
-
-
-RECODED_AFTER = (
-    1_000  # events online scoring judges a recoding on: a day's first sessions may be unlike the rest
-)
+        with self._lock:
+            if self.taken >= ONLINE_CHECK_AFTER:
+                return
+            for f, vocab in self.vocab.items():
+                sent = [v for v in events.categorical[f] if v is not None]
+                known = sum(v in vocab for v in sent)
+                self.values[f] += len(sent)
+                self.known[f] += known
+                if known < len(sent) and len(self.new[f]) < 2:
+                    new = [v for v in dict.fromkeys(sent) if v not in vocab and v not in self.new[f]]
+                    self.new[f] += new[: 2 - len(self.new[f])]
+            self.taken += len(events)
+            if self.taken >= ONLINE_CHECK_AFTER:
+                for f in self.vocab:
+                    if said := recoded_said(where, self.spec, f, self.values[f], self.known[f], self.new[f]):
+                        log.warning("%s (the first %s events online)", said, f"{self.taken:,}")
 
 
 _RFC3339 = re.compile(RFC3339)
