@@ -703,7 +703,12 @@ def test_a_review_table_read_under_the_negative_policy_is_said(tmp_path, caplog)
     """A review outcome table (frauds and cleared sessions) read under on_unlabeled=negative took the unreviewed
     sessions as legitimate, and a log's test PR-AUC from 0.90 to 0.33, unsaid (dogfood 201): where the table
     labels sessions legitimate itself, the policy's reading of the rest is a warning; of a list of frauds, not."""
-    for rows, warned in (([("s1", 0), ("s2", 1)], True), ([("s2", 1)], False)):
+    # More cleared than frauds; a list of frauds, with a reversed chargeback written 0 (review 205), or without.
+    for rows, warned in (
+        ([("s1", 0), ("s3", 0)], True),
+        ([("s1", 0), ("s2", 1)], False),
+        ([("s2", 1)], False),
+    ):
         caplog.clear()
         ev, lab = _split_tables(tmp_path, rows)
         with caplog.at_level("INFO", logger="seqfraud.data.events"):
@@ -712,7 +717,7 @@ def test_a_review_table_read_under_the_negative_policy_is_said(tmp_path, caplog)
             r for r in caplog.records if "read as legitimate (data.policy.on_unlabeled=negative)" in r.message
         ]
         assert len(said) == 1 and (said[0].levelname == "WARNING") == warned
-        assert ("the table labels 1 session(s) legitimate (0) itself" in said[0].message) == warned
+        assert ("the table labels 2 session(s) legitimate (0) itself" in said[0].message) == warned
 
 
 def test_separate_label_table_loads(tmp_path):
@@ -1682,3 +1687,12 @@ def test_label_ids_whose_inner_numbers_lost_their_zeros_are_refused_under_drop(t
         on_orphan_labels="drop",
         on_unlabeled="drop",
     )
+
+
+def test_the_separator_hint_is_for_a_header_read_as_one_column():
+    """A ';' export reads as one column named 'a;b;c'; a comma CSV with a column 'note;eur' among others was told
+    to convert its separator (review 205)."""
+    from seqfraud.data.events import separator_said
+
+    assert "The header holds ';'" in separator_said(["session_id;timestamp;amount"])
+    assert separator_said(["session_id", "note;eur"]) == ""
