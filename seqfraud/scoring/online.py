@@ -557,10 +557,11 @@ class OnlineScorer:
 
     def events(self, records: list[dict[str, Any]], *, source: str = "request") -> list[dict[str, Any]]:
         """Take events of one or more open sessions; per touched session (in order of first appearance) its
-        ``session_id, score, band, n_events, degraded, repeated, conflicting, shorter_than_training,
+        ``session_id, score, band, n_events, degraded, repeated, conflicting, restarted, shorter_than_training,
         longer_than_training, model_version`` (the model that gave that score)
         (``repeated``: this request's events whose id the session had already taken, which change nothing;
         ``conflicting``: those of them whose fields differ from the event taken under that id, which is kept;
+        ``restarted``: the store had dropped the session's state for room, so it starts anew here;
         ``shorter_than_training``: the session has fewer events than 99% of the training sessions, so its score
         reads a kind of session the model hardly saw; ``longer_than_training``: it has more events than 99% of
         them). Every event is validated before any state changes, and one id twice in a session of the request is
@@ -602,7 +603,7 @@ class OnlineScorer:
                 if lost:
                     lost_seed = "the store lost the history seeded at start; the service seeds it again"
                     raise StoreUnavailable(lost_seed, public=lost_seed)
-                state, taken, conflicting = self._take(
+                state, taken, conflicting, restarted = self._take(
                     sid,
                     [keys[i] for i in rows],
                     [records[i] for i in rows],
@@ -628,6 +629,7 @@ class OnlineScorer:
                 "degraded": False,
                 "repeated": repeated,
                 "conflicting": conflicting,
+                "restarted": restarted or earlier.get("restarted", False),
                 **length_flags(self.spec, state.n_events),
                 # Whose score this is: a request of repeats only (a retry) leaves another model's state as it is.
                 "model_version": state.model_version,
@@ -697,15 +699,19 @@ class OnlineScorer:
         records: list[dict[str, Any]],
         lines: list[bytes],
         events: EventColumns,
-    ) -> tuple[SessionState, int, int]:
+    ) -> tuple[SessionState, int, int, bool]:
         """Apply a session's new events to its state and record them in the entity history, in one write;
-        returns the state, how many of the events were new, and how many repeated an id with other fields."""
+        returns the state, how many of the events were new, how many repeated an id with other fields, and whether
+        the store had dropped the session's state for room (:meth:`StateStore.dropped`): it starts anew."""
         entries = [key_entry(k) for k in keys] if self.spec.schema.event_id is not None else None
         taken: list[int] = []
         conflicts: list[str] = []
         latest: list[SessionState] = []
+        restarted: list[bool] = []
 
         def change(data: bytes | None) -> bytes | None:
+            if data is None and not restarted:
+                restarted.append(self.store.dropped(sid))
             state = SessionState(sid, self.scorer.model_version) if data is None else self._decode(sid, data)
             latest[:] = [state]
             new = list(range(len(keys)))  # without ids every event is new
@@ -753,7 +759,7 @@ class OnlineScorer:
                 len(conflicts),
                 conflicts[0][3:],
             )
-        return state, len(taken), len(conflicts)
+        return state, len(taken), len(conflicts), any(restarted)
 
     def _advance(self, state: SessionState, keys: list[str], lines: list[bytes], new: EventColumns) -> None:
         """The state after ``new`` (normalized events of the session not seen before, with their ``keys`` and
@@ -894,6 +900,7 @@ class OnlineScorer:
         return {S.SESSION_ID: sid, S.SCORE: row[S.SCORE], S.BAND: row[S.BAND], "n_events": len(records)} | {
             "degraded": True,
             "repeated": 0,  # unknown: the session's taken ids are in the store that could not be read
+            "restarted": False,
             "conflicting": 0,
             **length_flags(self.spec, len(records)),
             "model_version": self.scorer.model_version,

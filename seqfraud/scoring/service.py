@@ -459,6 +459,7 @@ EventResult: Any = _dynamic_typed_dict(
         "degraded": bool,
         "repeated": int,
         "conflicting": int,
+        "restarted": bool,
         "shorter_than_training": bool,
         "longer_than_training": bool,
         "model_version": str,

@@ -48,6 +48,7 @@ class Occasional:
         self.logger, self.what, self.every_s = logger, what, every_s
         self._lock = threading.Lock()
         self._count, self._logged_at = 0, float("-inf")
+        self._cause: object = None
 
     def note(self, cause: object, n: int = 1) -> None:
         with self._lock:
@@ -57,6 +58,14 @@ class Occasional:
                 return
             count, self._count, self._logged_at = self._count, 0, now
         self.logger.warning("%s: %d since the last such line; %s", self.what, count, cause)
+        self._cause = cause
+
+    def flush(self) -> None:
+        """Log the count not logged yet (at shutdown: 619 sessions dropped went unsaid: dogfood 203)."""
+        with self._lock:
+            count, self._count = self._count, 0
+        if count:
+            self.logger.warning("%s: %d since the last such line; %s", self.what, count, self._cause)
 
 
 class StoreUnavailable(RuntimeError):
@@ -197,6 +206,12 @@ class StateStore(ABC):
     def ping(self) -> None:
         """Raise :class:`StoreUnavailable` when the store cannot serve now (an in-process store always can)."""
 
+    def dropped(self, session_id: str) -> bool:
+        """Whether the store dropped the session's state for room (and forgets that it did): its next event starts
+        it anew, which an answer says (dogfood 203: 67 of 439 sessions scored on their latest events alone, the
+        answer as healthy as any). A store that drops none, or cannot tell, says False."""
+        return False
+
     def mark_seeded(self) -> None:
         """Note that a batch history was put into the store (:func:`~seqfraud.scoring.online.seed`)."""
 
@@ -275,6 +290,7 @@ class MemoryStore(StateStore):
         self.model = model
         self.clock = clock
         self._sessions: OrderedDict[str, tuple[float, bytes]] = OrderedDict()  # by last update, oldest first
+        self._dropped: OrderedDict[str, None] = OrderedDict()  # dropped for room, the latest max_sessions
         self._session_lock = SessionLocks()
         self._lock = threading.Lock()  # the dicts themselves
         self._rows: dict[str, dict[str, EntityRow]] = {}  # session -> event key -> row
@@ -343,14 +359,25 @@ class MemoryStore(StateStore):
         self._session_bytes -= len(self._sessions.popitem(last=False)[1][1])
 
     def _bound(self) -> int:
-        """Drop the least recently updated sessions past either bound (the newest stays); how many went."""
+        """Drop the least recently updated sessions past either bound (the newest stays), noted in
+        :meth:`dropped`; how many went."""
         dropped = 0
         while len(self._sessions) > 1 and (
             len(self._sessions) > self.max_sessions or self._session_bytes > self.max_session_bytes
         ):
+            self._dropped[next(iter(self._sessions))] = None
             self._drop_oldest()
             dropped += 1
+        while len(self._dropped) > self.max_sessions:
+            self._dropped.popitem(last=False)
         return dropped
+
+    def dropped(self, session_id: str) -> bool:
+        with self._lock:
+            if session_id not in self._dropped:
+                return False
+            del self._dropped[session_id]
+            return True
 
     def get(self, session_id: str) -> bytes | None:
         with self._lock:
@@ -458,6 +485,7 @@ class MemoryStore(StateStore):
             return [self._labels[sid][1] for sid in session_ids if sid in self._labels]
 
     def close(self) -> None:
+        self._evictions.flush()
         if self._snapshot_lock is None or not self._snapshot_lock.is_locked:
             return  # no snapshot, or closed already
         try:
