@@ -495,3 +495,19 @@ def test_session_ids_written_as_decimals_are_said_where_the_model_records_no_int
         e["session_id"] = "1008338"
     normalized_events(as_frame(events, SPEC, "digits.csv").lazy(), SPEC, "digits.csv")
     assert "written as a decimal" not in caplog.text
+
+
+def test_sessions_cut_at_a_files_edges_are_said():
+    """A month partition cut 90 of 822 payment runs, 33 of them to one event, and score and monitor read them as
+    whole, unsaid (dogfood 204): three times training's 1% of sessions shorter than its 1st percentile is said."""
+    from dataclasses import replace
+
+    from seqfraud.features.spec import SHORTEST_TRAINED
+    from seqfraud.scoring.prepare import cut_sessions_said
+
+    spec = replace(SPEC, fit_info={SHORTEST_TRAINED: 3})
+    said = cut_sessions_said("june.parquet", spec, 90, 822)
+    assert said is not None and said.startswith("june.parquet: 90 of its 822 sessions (10.9%) have fewer events")
+    assert cut_sessions_said("june.parquet", spec, 20, 822) is None  # 2.4%: traffic
+    assert cut_sessions_said("june.parquet", spec, 9, 100) is None  # too few to tell
+    assert cut_sessions_said("june.parquet", SPEC, 90, 822) is None  # a spec from before it was recorded

@@ -54,6 +54,7 @@ from seqfraud.monitoring.statistics import (
     token_counts,
 )
 from seqfraud.scoring.history import History, require_history
+from seqfraud.scoring.prepare import cut_sessions_said
 from seqfraud.scoring.scorer import Scorer
 
 __all__ = [
@@ -239,6 +240,9 @@ def monitor(
         report["performance"] |= pending
     report["alerts"], report["warnings"] = alerts(report, t)
     report["notes"] = notes(report, t)
+    short = int((cur.seqs.lengths < spec.shortest_trained).sum())
+    if said := cut_sessions_said("the current window", spec, short, len(cur.seqs)):
+        report["notes"].append(said)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

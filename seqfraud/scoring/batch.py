@@ -36,7 +36,7 @@ from seqfraud.data.events import (
 from seqfraud.export.artifact import Model
 from seqfraud.features.tokens import Sequences, polars_sequences
 from seqfraud.provenance import embedding_record, files_digest
-from seqfraud.scoring.prepare import epoch_unit, normalized_events, recoded_said
+from seqfraud.scoring.prepare import cut_sessions_said, epoch_unit, normalized_events, recoded_said
 from seqfraud.scoring.scorer import Scorer
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,7 @@ def iter_sequences(
             pl.len(),
             pl.col(spec.schema.session_id).n_unique().alias("sessions"),
             (lengths > spec.max_len).sum().alias("truncated"),
+            (lengths < spec.shortest_trained).sum().alias("short"),
             lengths.max().alias("longest"),
             *(pl.col(c).null_count().alias(f"__nulls_{i}") for i, c in enumerate(optional)),
             *(
@@ -142,6 +143,8 @@ def iter_sequences(
         values, known = counts[f"__values_{i}"].item(), counts[f"__known_{i}"].item()
         if said := recoded_said(source, spec, c, values, known, counts[f"__new_{i}"].item().to_list()):
             log.warning("%s", said)
+    if said := cut_sessions_said(source, spec, counts["short"].item(), counts["sessions"].item()):
+        log.warning("%s", said)
     if (truncated := counts["truncated"].item()) and scorer.reads_sequence:
         log.warning(
             "%s: %s session(s) are longer than the model's max_len=%s (the longest %s events): the sequence "

@@ -322,6 +322,20 @@ def left_out_said(where: str, field: str, of: str) -> str:
     )
 
 
+def cut_sessions_said(where: str, spec: Spec, short: int, sessions: int) -> str | None:
+    """What to say where ``short`` of ``sessions`` have fewer events than 99% of the training sessions, three times
+    training's share or more (and 10 or more): most often sessions cut at a file's edges (a month partition: 90 of
+    822 runs cut, 33 of them one event, scored and monitored as whole ones, unsaid: dogfood 204); None otherwise."""
+    if not spec.shortest_trained or short < 10 or short < 0.03 * sessions:
+        return None
+    return (
+        f"{where}: {short:,} of its {sessions:,} sessions ({short / sessions:.1%}) have fewer events than 99% of "
+        f"the training sessions (fewer than {spec.shortest_trained}), against 1% in training: sessions cut at a "
+        "file's edges (a month partition, a day's folder) score as whole ones, which they are not; give each "
+        "session's events whole (the files on both sides), or is this a new kind of short session?"
+    )
+
+
 class Unsent:
     """The schema's fields that no event taken yet has sent, said once :data:`ONLINE_CHECK_AFTER` events have
     come: per-event scoring's counterpart of ``/score``'s check of a whole session (dogfood 200: fares that a
