@@ -875,3 +875,19 @@ def test_parquet_times_of_any_zone_read_as_their_instants(zone, scorer, tmp_path
         score_file(scorer, p, tmp_path / f"{p.stem}_scores.parquet", progress=False)
     scores = [pl.read_parquet(tmp_path / f"{p.stem}_scores.parquet").sort(SID) for p in (utc, zoned)]
     assert scores[1].equals(scores[0])
+
+
+def test_scoring_says_session_ids_spelt_two_ways(scorer, tmp_path, caplog):
+    """1,995 sessions scored for 1,500 orders, the after-sales events' ids upper-cased, unsaid (dogfood 206):
+    batch scoring says so as training does."""
+    from seqfraud.scoring.batch import score_file
+
+    split = GOOD.with_columns(
+        pl.when(pl.int_range(pl.len()) % 2 == 0).then(pl.col(SID).str.to_uppercase()).otherwise(pl.col(SID))
+    )
+    assert split[SID].n_unique() > GOOD[SID].n_unique()
+    with caplog.at_level("WARNING", logger="seqfraud.data.events"):
+        score_file(scorer, str(_write(tmp_path / "e.parquet", split)), tmp_path / "s.parquet", progress=False)
+    assert (
+        f"session id column '{SID}': " in caplog.text and "one session's events split in two" in caplog.text
+    )

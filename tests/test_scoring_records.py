@@ -507,7 +507,9 @@ def test_sessions_cut_at_a_files_edges_are_said():
 
     spec = replace(SPEC, fit_info={SHORTEST_TRAINED: 3})
     said = cut_sessions_said("june.parquet", spec, 90, 822)
-    assert said is not None and said.startswith("june.parquet: 90 of its 822 sessions (10.9%) have fewer events")
+    assert said is not None and said.startswith(
+        "june.parquet: 90 of its 822 sessions (10.9%) have fewer events"
+    )
     assert cut_sessions_said("june.parquet", spec, 20, 822) is None  # 2.4%: traffic
     assert cut_sessions_said("june.parquet", spec, 9, 100) is None  # too few to tell
     assert cut_sessions_said("june.parquet", SPEC, 90, 822) is None  # a spec from before it was recorded

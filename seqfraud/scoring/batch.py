@@ -31,6 +31,7 @@ from seqfraud.data.events import (
     resolve_paths,
     same_contents,
     say_repeated_rows,
+    say_respelt_ids,
     scan_table,
 )
 from seqfraud.export.artifact import Model
@@ -83,6 +84,8 @@ def iter_sequences(
     # shared-device context (dogfood 112: that typology's recall 0.83 to 0).
     optional = [*spec.schema.categorical, *spec.schema.numerical, *spec.schema.entities]
     have = events.collect_schema()
+    if files is not None:  # a file scored (not the export's check of training's events), as training reads it
+        say_respelt_ids(events, have, spec.schema, source)
     # Columns whose values can be looked up as their text (a Boolean column is spelt otherwise); an integer column's
     # too, which loses a learnt code's leading zeros (dogfood 190: agent 07499 sent as 7499 read as unknown, unsaid;
     # said as a respelt value).
