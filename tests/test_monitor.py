@@ -100,6 +100,19 @@ def test_a_review_queues_pending_rows_are_unlabelled_sessions(exported_artifact,
     assert read is not None and sorted(read[S.SESSION_ID].to_list()) == ["a", "c"]
 
 
+def test_a_windows_doubled_rows_are_said_as_scoring_says_them(exported_artifact, windows, tmp_path, caplog):
+    """A day's 357 rows written twice moved scores by up to 0.96: batch scoring said so, the monitor did not
+    (dogfood 206)."""
+    late = windows["late"]
+    real = (
+        late.height - late.select(pl.struct(S.SYNTHETIC.event_columns).hash(0).n_unique()).item()
+    )  # a bot's
+    pl.concat([late, late.head(7)]).write_parquet(tmp_path / "doubled.parquet")
+    with caplog.at_level("WARNING", logger="seqfraud.data.events"):
+        monitor(exported_artifact, str(tmp_path / "doubled.parquet"), reference=windows["reference"])
+    assert f"{real + 7} event row(s) repeat another row of their session in every column" in caplog.text
+
+
 def test_report_sections_and_files(reports):
     late = reports["late"]
     for key in (

@@ -237,6 +237,11 @@ def _folder_files(p: str, warn: bool) -> list[str]:
     return sorted(found["parquet"] or found["csv"])
 
 
+def repeated_rows(schema: Schema) -> pl.Expr:
+    """How many event rows repeat another in every column a model reads (:func:`say_repeated_rows`)."""
+    return pl.len() - pl.struct(schema.event_columns).hash(0).n_unique()
+
+
 def say_repeated_rows(source: str, n: int, copies: list[tuple[str, str]]) -> None:
     """Warn of ``n`` rows equal in every column to another of their session, in training and in scoring alike:
     a doubled export moves scores as it moves training (20 doubled rows moved scores by up to 0.084)."""

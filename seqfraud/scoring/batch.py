@@ -28,6 +28,7 @@ from seqfraud.data.events import (
     DataValidationError,
     check_columns,
     reading,
+    repeated_rows,
     resolve_paths,
     same_contents,
     say_repeated_rows,
@@ -115,7 +116,7 @@ def iter_sequences(
             *(scorer.respelt_example(c).alias(f"__respelt_{i}") for i, c in enumerate(texts)),
             *(pl.col(c).count().alias(f"__values_{i}") for i, c in enumerate(texts)),
             *(
-                [(pl.len() - pl.struct(spec.schema.event_columns).hash(0).n_unique()).alias("repeated")]
+                [repeated_rows(spec.schema).alias("repeated")]
                 if files is not None and spec.schema.event_id is None
                 else []
             ),
