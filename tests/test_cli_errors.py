@@ -428,8 +428,8 @@ def test_hydra_config_errors_are_one_line_and_status_2(runs):
     )
     # Hydra's own advice for two +experiment= ("use 'override experiment: ...'") fits no command line.
     assert error_line(runs, "train: two experiments") == (
-        "error: Multiple values for experiment: give them as one list, +experiment=[A,B,C], each applied over the "
-        "ones before"
+        "error: Multiple values for experiment: give them as one list, '+experiment=[A,B,C]' (quoted for the "
+        "shell), each applied over the ones before"
     )
 
 

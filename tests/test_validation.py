@@ -1698,6 +1698,13 @@ def test_label_ids_whose_inner_numbers_lost_their_zeros_are_refused_under_drop(t
         on_unlabeled="drop",
     )
 
+    # A short number is a name as written: A1 beside A01 may be two things (review 207: refused the whole table).
+    ids = pl.Series(["A01", "A01", "s2", "s2", "s3"])
+    ev = write(events(session_id=ids).drop("label"), tmp_path / "short.parquet")
+    table = pl.DataFrame({"session_id": ["A01", "s2", "s3", "A1"], "label": [0, 1, 0, 1]})
+    loaded = load_events(ev, SCHEMA, write(table, tmp_path / "short_labels.parquet"), on_orphan_labels="drop")
+    assert loaded.report["orphan_labels_dropped"] == 1
+
 
 def test_the_separator_hint_is_for_a_header_read_as_one_column():
     """A ';' export reads as one column named 'a;b;c'; a comma CSV with a column 'note;eur' among others was told

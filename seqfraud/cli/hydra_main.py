@@ -77,7 +77,8 @@ def hydra_command(config_path: str, config_name: str) -> Callable[[F], F]:
                     # Hydra's own advice (an `override` in a defaults list) fits no command line (dogfood 77), and
                     # a third as +experiment@_global_= was refused again (dogfood 204): one list takes them all.
                     raise ConfigError(
-                        f"{group[0]}: give them as one list, +{group[1]}=[A,B,C], each applied over the ones before"
+                        f"{group[0]}: give them as one list, '+{group[1]}=[A,B,C]' (quoted for the shell), each "
+                        "applied over the ones before"
                     ) from e
                 elif key is not None and key.group(1).startswith("model.") and "not in struct" in one_line(e):
                     # Hydra's advice, +model.X=..., gave a model a setting it does not read: a misspelt setting,

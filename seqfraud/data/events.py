@@ -1886,13 +1886,18 @@ def _check_label_times(
 
 def _plain_id(ids: pl.Expr) -> pl.Expr:
     """An id with leading zeros and a trailing ``.0`` set aside: what a reader that made ids numbers leaves; of an
-    id with other characters, each run of digits' leading zeros (``PR/2026/0004501`` as ``PR/2026/4501``, an
-    export that padded the number and one that did not: dogfood 204, 19 frauds dropped as orphans)."""
+    id with other characters and a zero-padded number of 5 digits or more, each number's leading zeros
+    (``PR/2026/0004501`` as ``PR/2026/4501``, an export that padded the number and one that did not: dogfood 204,
+    19 frauds dropped as orphans). Shorter ones are names as written (``A01`` beside ``A1``, ``x-1.05``: review
+    207)."""
     digits = ids.str.replace(r"\.0$", "")
+    padded = ids.str.contains(r"(^|[^0-9])0[0-9]{4,}")
     return (
         pl.when(digits.str.contains(r"^[0-9]+$"))
         .then(digits.str.strip_chars_start("0"))
-        .otherwise(ids.str.replace_all(r"(^|[^0-9])0+([0-9])", "${1}${2}"))
+        .when(padded)
+        .then(ids.str.replace_all(r"(^|[^0-9])0+([0-9])", "${1}${2}"))
+        .otherwise(ids)
     )
 
 

@@ -240,7 +240,10 @@ def monitor(
         report["performance"] |= pending
     report["alerts"], report["warnings"] = alerts(report, t)
     report["notes"] = notes(report, t)
-    short = int((cur.seqs.lengths < spec.shortest_trained).sum())
+    # Whole sessions' events, as batch scoring counts them: the kept window's would read a session longer than
+    # max_len - hop as cut (review 207).
+    lengths = cur.events.group_by(S.SESSION_ID).len()["len"]
+    short = int((lengths < spec.shortest_trained).sum())
     if said := cut_sessions_said("the current window", spec, short, len(cur.seqs)):
         report["notes"].append(said)
     if out is not None:

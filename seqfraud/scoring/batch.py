@@ -180,10 +180,12 @@ def iter_sequences(
         return polars_sequences(frame, spec), frame if scorer.stacker is not None else None
 
     # Log lines above the bar, not after a fragment of it on its line (dogfood 203: a filter of progress lines
-    # dropped two warnings with them).
+    # dropped two warnings with them), where no handler of the caller's prints them (the command's last-resort
+    # one): a caller's own handlers are its to place (review 207: redirected, lines came twice or to the console).
+    redirect = progress and not logging.getLogger().handlers and not logging.getLogger("seqfraud").handlers
     with (
         ThreadPoolExecutor(max_workers=1) as pool,
-        logging_redirect_tqdm() if progress else contextlib.nullcontext(),
+        logging_redirect_tqdm() if redirect else contextlib.nullcontext(),
         tqdm(total=counts["sessions"].item(), unit="session", unit_scale=True, disable=not progress) as bar,
     ):
         pending = pool.submit(prepare, 0)

@@ -342,6 +342,7 @@ class MemoryStore(StateStore):
             with self._lock:
                 self._hold(session_id, (self.clock(), new))
                 self._sessions.move_to_end(session_id)
+                self._dropped.pop(session_id, None)  # held again: a drop meanwhile is over (review 207)
                 if dropped := self._bound():
                     self._evictions.note(
                         f"max_sessions {self.max_sessions:,}, max_session_bytes {self.max_session_bytes:,} "
