@@ -58,6 +58,7 @@ from seqfraud.data.events import (
     label_time_unit,
     normalize,
     resolve_paths,
+    say_respelt_ids,
     timestamp_range_us,
     training_labels,
     validate_sessions,
@@ -147,6 +148,7 @@ class SparkEngine:
                 "preprocess.engine=polars"
             )
         raw = inspect_events(data["events"], schema, data.get("labels"))
+        say_respelt_ids(raw.frame, raw.columns, schema, raw.source)
         source, unit, label_on_events = raw.source, raw.timestamp_unit, raw.label_on_events
         # A label time on the events is read by the timestamp's rules, so it takes the same limits.
         time_columns = [schema.timestamp]

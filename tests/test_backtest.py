@@ -320,17 +320,23 @@ def test_a_cutoff_whose_delay_outlasts_validation_says_val_days_is_the_setting(b
     # With label times some may come sooner: each window is tried, and the refusal gives every window's reason,
     # once (the first window's alone read as the only one: dogfood 181).
     overrides = [o for o in overrides if not o.startswith(("backtest.windows", "hydra.run.dir"))]
-    with pytest.raises(SystemExit) as ended:
-        main(
-            [
-                *overrides,
-                "data.schema.label_time=label_time",
-                "backtest.windows=2",
-                f"hydra.run.dir={tmp_path / 'b'}",
-            ]
-        )
-    said = capsys.readouterr().err.strip().splitlines()[-1]
-    assert ended.value.code == 2 and said.startswith(
+
+    def refused(given: list[str]) -> str:
+        """The command's one-line error, where it refuses ``given``."""
+        with pytest.raises(SystemExit) as ended:
+            main(given)
+        assert ended.value.code == 2
+        return capsys.readouterr().err.strip().splitlines()[-1]
+
+    said = refused(
+        [
+            *overrides,
+            "data.schema.label_time=label_time",
+            "backtest.windows=2",
+            f"hydra.run.dir={tmp_path / 'b'}",
+        ]
+    )
+    assert said.startswith(
         "error: backtest: every window was skipped (the val split holds no session with a label known by "
         "data.split.label_cutoff=test_start in windows 1, 2): choose others"
     ), said
@@ -339,23 +345,22 @@ def test_a_cutoff_whose_delay_outlasts_validation_says_val_days_is_the_setting(b
     dated = tmp_path / "dated.parquet"
     labels = pl.read_parquet(config.data.labels)
     labels.with_columns(pl.col("label_time").fill_null(pl.col("label_time").max())).write_parquet(dated)
-    with pytest.raises(SystemExit) as ended:
-        main(
-            [
-                *[
-                    o
-                    for o in overrides
-                    if not o.startswith(("data.policy.label_delay", "backtest.val_days", "data.labels"))
-                ],
-                f"data.labels={dated}",
-                "data.schema.label_time=label_time",
-                "backtest.windows=2",
-                "backtest.val_days=1",
-                f"hydra.run.dir={tmp_path / 'c'}",
-            ]
-        )
-    said = capsys.readouterr().err.strip().splitlines()[-1]
-    assert ended.value.code == 2 and said.endswith(
+    kept = [
+        o
+        for o in overrides
+        if not o.startswith(("data.policy.label_delay", "backtest.val_days", "data.labels"))
+    ]
+    said = refused(
+        [
+            *kept,
+            f"data.labels={dated}",
+            "data.schema.label_time=label_time",
+            "backtest.windows=2",
+            "backtest.val_days=1",
+            f"hydra.run.dir={tmp_path / 'c'}",
+        ]
+    )
+    assert said.endswith(
         "val_days or first_test_start; a validation of backtest.val_days=1 days ends at its test start, and no "
         "label of its sessions was known by then: lengthen val_days past how late most labels come after their "
         "sessions"

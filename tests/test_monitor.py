@@ -111,6 +111,10 @@ def test_a_windows_doubled_rows_are_said_as_scoring_says_them(exported_artifact,
     with caplog.at_level("WARNING", logger="seqfraud.data.events"):
         monitor(exported_artifact, str(tmp_path / "doubled.parquet"), reference=windows["reference"])
     assert f"{real + 7} event row(s) repeat another row of their session in every column" in caplog.text
+    # Its columns are checked first: a window without one was "the data cannot be read" (review 208).
+    late.drop("country").write_parquet(tmp_path / "short.parquet")
+    with pytest.raises(DataValidationError, match="missing column"):
+        monitor(exported_artifact, str(tmp_path / "short.parquet"), reference=windows["reference"])
 
 
 def test_report_sections_and_files(reports):

@@ -1886,18 +1886,15 @@ def _check_label_times(
 
 def _plain_id(ids: pl.Expr) -> pl.Expr:
     """An id with leading zeros and a trailing ``.0`` set aside: what a reader that made ids numbers leaves; of an
-    id with other characters and a zero-padded number of 5 digits or more, each number's leading zeros
-    (``PR/2026/0004501`` as ``PR/2026/4501``, an export that padded the number and one that did not: dogfood 204,
-    19 frauds dropped as orphans). Shorter ones are names as written (``A01`` beside ``A1``, ``x-1.05``: review
-    207)."""
+    id with other characters, the leading zeros of each number of 3 digits or more (``PR/2026/0004501`` as
+    ``PR/2026/4501``, ``ORD-0042`` as ``ORD-42``: an export that padded the number and one that did not: dogfood
+    204, 19 frauds dropped as orphans). A number of 2 digits is a name as written (``A01`` beside ``A1``,
+    ``x-1.05``: review 207)."""
     digits = ids.str.replace(r"\.0$", "")
-    padded = ids.str.contains(r"(^|[^0-9])0[0-9]{4,}")
     return (
         pl.when(digits.str.contains(r"^[0-9]+$"))
         .then(digits.str.strip_chars_start("0"))
-        .when(padded)
-        .then(ids.str.replace_all(r"(^|[^0-9])0+([0-9])", "${1}${2}"))
-        .otherwise(ids)
+        .otherwise(ids.str.replace_all(r"(^|[^0-9])(?:0{2,}([0-9]+)|0([0-9]{2,}))", "${1}${2}${3}"))
     )
 
 
@@ -2460,23 +2457,39 @@ RESPELT_ROWS = 100_000
 
 
 def say_respelt_ids(raw: pl.LazyFrame, have: pl.Schema, schema: Schema, source: str) -> None:
-    """Warn of session ids and entity values that differ from another only by case, spaces or dashes, in the log's
-    first :data:`RESPELT_ROWS` rows: each is a session or an entity of its own, unsaid (dogfood 206: the after-sales
-    events' order ids upper-cased, 6,000 orders read as 8,007 sessions, every return and refund cut off, test
-    PR-AUC 0.97 to 0.35; dogfood 203: 2,092 device hashes, 1,679 once lower-cased; dogfood 204: one channel's
-    IBANs in groups of four), where a categorical's respelt values are said. Not merged: ``AbC`` and ``abc`` may be
-    two keys. Training and batch scoring both read it."""
+    """Warn of session ids and entity values written two ways, in the log's first :data:`RESPELT_ROWS` rows: in
+    another case, where each value keeps to one (a base62 id's ``0gYj`` and ``0gyJ`` are two: review 208), or
+    grouped by spaces or dashes beside the same characters ungrouped (``DE89 3704`` and ``DE893704``; ``10-11`` and
+    ``101-1`` are two). Each is a session or an entity of its own, unsaid (dogfood 206: the after-sales events'
+    order ids upper-cased, 6,000 orders read as 8,007 sessions, every return cut off, test PR-AUC 0.97 to 0.35;
+    dogfood 203: device hashes upper-cased by one client; dogfood 204: one channel's IBANs in groups of four),
+    where a categorical's respelt values are said. Not merged. Training and batch scoring both say it."""
     columns = [c for c in (schema.session_id, *schema.entities) if c in have and _textual(have[c])]
     if not columns:
         return
     with reading(source):
         head = raw.head(RESPELT_ROWS).select(pl.col(c).cast(pl.String) for c in columns).collect()
     for c in columns:
-        values = head[c].drop_nulls().unique()
-        keyed = pl.DataFrame({c: values}).with_columns(
-            key=pl.col(c).str.to_lowercase().str.replace_all(r"[\s\-]", "")
+        values = pl.DataFrame({c: head[c].drop_nulls().unique()})
+        v = pl.col(c)
+        one_case = not values.select((v.str.contains("[a-z]") & v.str.contains("[A-Z]")).any()).item()
+        # Spaces and dashes between letters or digits (a leading '-1' is no grouping of '1': review 208), twice for
+        # the groups that share a character ('a-b-c').
+        inner = r"([0-9A-Za-z])[\s\-]+([0-9A-Za-z])"
+        bare = v.str.replace_all(inner, "${1}${2}").str.replace_all(inner, "${1}${2}")
+        form = v.str.replace_all(r"[\s\-]+", "-")  # where the groups fall, whatever marks them
+        keyed = values.with_columns(
+            key=bare.str.to_lowercase() if one_case else bare,
+            form=form.str.to_lowercase() if one_case else form,
+            grouped=v.str.contains(inner),
         )
-        alike = keyed.filter(pl.len().over("key") > 1).sort("key", c)
+        # One value written two ways: grouped beside ungrouped, or the same groups in another case or marked
+        # otherwise; '10-11' and '101-1' group the same characters apart, two ids.
+        n = pl.len().over("key")
+        alike = keyed.filter(
+            (n > 1)
+            & ((pl.col("grouped").n_unique().over("key") > 1) | (pl.col("form").n_unique().over("key") < n))
+        ).sort("key", c)
         if alike.height:
             first = alike.filter(pl.col("key") == alike["key"][0])[c].to_list()
             what = (
@@ -2485,12 +2498,13 @@ def say_respelt_ids(raw: pl.LazyFrame, have: pl.Schema, schema: Schema, source: 
                 else ("entity column", "an entity of its own, and the features read them apart")
             )
             log.warning(
-                "%s: %s %r: %s of its values in the first %s rows differ from another only by case, spaces or "
-                "dashes (e.g. %s): each is %s; write each one way in the log (and as the service is sent it)",
+                "%s: %s %r: %s value(s) in the first %s rows are written two ways, in another case or grouped by "
+                "spaces or dashes (e.g. %s): each is %s; write each one way in the log (and as the service is sent "
+                "it)",
                 source,
                 what[0],
                 c,
-                f"{alike.height:,}",
+                f"{alike['key'].n_unique():,}",
                 f"{RESPELT_ROWS:,}",
                 " and ".join(map(repr, first[:2])),
                 what[1],
@@ -2665,7 +2679,6 @@ def inspect_events(events_path: str, schema: Schema, labels_path: str | None) ->
         padded = zero_padded_ids(raw, have, schema)
     files = resolve_paths(events_path, warn=False)  # scan_table said what it left out
     integers = integer_ids(raw, have, schema, source, padded, files)
-    say_respelt_ids(raw, have, schema, source)
     if label_on_events and schema.label_time:
         check_label_time_unit(source, schema, have[schema.label_time], unit)
         say_dates_as_datetimes(raw, have, schema.label_time, source, schema.session_id)
@@ -2695,6 +2708,7 @@ def load_events(
     """
     label_delay_us(label_delay)  # a bad duration fails before the data is read
     raw = inspect_events(events_path, schema, labels_path)
+    say_respelt_ids(raw.frame, raw.columns, schema, raw.source)  # here, not in inspect_events: said once
     source, unit = raw.source, raw.timestamp_unit
     events = normalize(raw.frame, schema, raw.columns, unit, with_label=raw.label_on_events, naive_flag=True)
     label_time_on_events = raw.label_on_events and schema.label_time is not None
