@@ -583,24 +583,24 @@ def test_a_field_no_event_sends_is_said_once(gru_artifact, gru_run, caplog, monk
     from seqfraud.scoring.scorer import Scorer
     from seqfraud.scoring.state import MemoryStore
 
-    LEFT_OUT_AFTER = 100
-    monkeypatch.setattr(prepare, "ONLINE_CHECK_AFTER", LEFT_OUT_AFTER)
+    after = 100
+    monkeypatch.setattr(prepare, "ONLINE_CHECK_AFTER", after)
 
     scorer = Scorer.load(gru_artifact)
     field = scorer.spec.schema.numerical[0]
     records = [{k: v for k, v in r.items() if k != field} for r in session_records(gru_run, 40)]
-    assert len(records) > LEFT_OUT_AFTER + 20
+    assert len(records) > after + 20
     said = f"test: field {field!r} was left out of every one of the first "
     with single_torch_thread(), caplog.at_level(logging.WARNING, logger="seqfraud.scoring.prepare"):
         online = OnlineScorer(scorer, MemoryStore())
-        online.events(records[: LEFT_OUT_AFTER - 1], source="test")
+        online.events(records[: after - 1], source="test")
         assert said not in caplog.text
-        for start in range(LEFT_OUT_AFTER - 1, len(records), 10):
+        for start in range(after - 1, len(records), 10):
             online.events(records[start : start + 10], source="test")
-        assert caplog.text.count(said) == 1 and f"{said}{LEFT_OUT_AFTER + 9:,} events" in caplog.text
+        assert caplog.text.count(said) == 1 and f"{said}{after + 9:,} events" in caplog.text
         caplog.clear()
         online = OnlineScorer(scorer, MemoryStore())
-        online.events([records[0] | {field: None}, *records[1 : LEFT_OUT_AFTER + 20]], source="test")
+        online.events([records[0] | {field: None}, *records[1 : after + 20]], source="test")
     assert "was left out" not in caplog.text
 
 
