@@ -1614,9 +1614,8 @@ def read_labels(
     if frauds_only and schema.label not in given:
         _say_labels_named_otherwise(lf, given, schema, source)
         lf = lf.with_columns(pl.lit(1, pl.Int8).alias(schema.label))
-        if (
-            report is not None
-        ):  # the spec records it: POST /labels then takes labels without the key (review 205)
+        # The spec records it: POST /labels then takes labels without the key (review 205).
+        if report is not None:
             report[LABELS_WITHOUT_COLUMN] = True
     have = lf.collect_schema()
     refuse_integer_ids(integer_columns(have), [c for c in zero_padded if c == schema.session_id], source)
