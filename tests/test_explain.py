@@ -317,7 +317,8 @@ def test_cli_writes_html_and_png(exported_artifact, few, scorer, tmp_path, capsy
 
     s = scorer.spec.schema
     sid, args = _cli_session(exported_artifact, few, scorer, tmp_path)
-    main([*args, "--out", str(tmp_path / "view.html"), "--png", str(tmp_path / "view.png")])
+    # Into folders not made yet, as score writes (dogfood 206: a bare "No such file or directory").
+    main([*args, "--out", str(tmp_path / "new" / "view.html"), "--png", str(tmp_path / "png" / "view.png")])
     printed = capsys.readouterr().out
     assert "no single event explains this score" not in printed
     assert printed.strip().endswith(
@@ -334,13 +335,13 @@ def test_cli_writes_html_and_png(exported_artifact, few, scorer, tmp_path, capsy
         moved_most(made.with_columns(pl.col(S.CONTRIBUTION) / 1000))
         == "none (every event's contribution is 0.000)"
     )
-    page = (tmp_path / "view.html").read_text()
+    page = (tmp_path / "new" / "view.html").read_text()
     assert page.startswith("<!doctype html>") and sid in page and "<script" not in page
     for event in scorer.explain(few.filter(pl.col(s.session_id) == few[s.session_id].unique().sort()[0]))[
         S.EVENT
     ]:
         assert event in page
-    assert (tmp_path / "view.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "png" / "view.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(SystemExit) as exit_:  # a user error: one line, exit status 2
         main(
             [

@@ -74,6 +74,9 @@ def explain_session(
         unread_note(found.height, scorer.spec, scorer.stacker),
     )
     scored["notes"] = [note for note in said if note]
+    # Into a folder not made yet, as score writes (dogfood 206: a bare "No such file or directory").
+    for path in (out, *([png] if png else [])):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(reports.session_html(explained, scored, scorer.model_version), encoding="utf-8")
     if png:
         reports.session_png(explained, scored, png)
