@@ -2526,9 +2526,9 @@ def integer_ids(
     lost its zeros but another code, which scoring refused, and a whole batch with it (dogfood 190)."""
     ids = [c for c in id_columns(schema) if c in have]
     text = [c for c in ids if _textual(have[c]) and c not in padded]
-    # Per text column: its rows, those written as integers, those as decimals, the first decimal, those positive,
-    # their fewest and most digits, and about how many values.
-    written: dict[str, tuple[int, int, int, str | None, int | None, int, int | None, int | None, int]] = {}
+    # Per text column, by name: its rows, those written as integers, those as decimals, the first decimal and its
+    # row, those positive, their fewest and most digits, and about how many values.
+    written: dict[str, dict[str, Any]] = {}
     if text:
         values = [pl.col(c).cast(pl.String) for c in text]
         with reading(source):
@@ -2550,21 +2550,24 @@ def integer_ids(
                 .collect(engine="streaming")
                 .row(0, named=True)
             )
-        written = {c: tuple(counts[c].values()) for c in text}
-    for c, (n, integers, decimals, first, row, *_) in written.items():
-        if integers and decimals and integers + decimals == n:
-            held = f"its other {integers:,} row(s) hold integers"
+        written = {c: counts[c] for c in text}
+    for c, w in written.items():
+        if w["integers"] and w["decimals"] and w["integers"] + w["decimals"] == w["n"]:
+            held = f"its other {w['integers']:,} row(s) hold integers"
             # The file, of a folder's (dogfood 204: a month's CSV named as the folder of 7).
-            where = (
-                f"{source} (first in {f})" if (f := file_of_row(files, schema, cast(int, row))) else source
-            )
-            raise DataValidationError(rewritten_ids_said(where, c, decimals, str(first), held))
+            f = file_of_row(files, schema, w["first_row"])
+            where = f"{source} (first in {f})" if f else source
+            raise DataValidationError(rewritten_ids_said(where, c, w["decimals"], str(w["first"]), held))
     out: dict[str, int | None] = {c: None for c in ids if have[c].is_integer()}
-    for c, (n, integers, _, _, _, positive, narrowest, widest, distinct) in written.items():
-        if 0 < integers == n:
+    for c, w in written.items():
+        if 0 < w["integers"] == w["n"]:
             # Many codes of one width, as an IMEI's; ids 10 to 99 or two sessions' are no evidence (review 202).
-            fixed = positive == n and narrowest == widest and distinct >= FIXED_WIDTH_VALUES
-            out[c] = widest if fixed and cast(int, widest) >= FIXED_WIDTH_DIGITS else None
+            fixed = (
+                w["positive"] == w["n"]
+                and w["narrowest"] == w["widest"]
+                and w["values"] >= FIXED_WIDTH_VALUES
+            )
+            out[c] = w["widest"] if fixed and w["widest"] >= FIXED_WIDTH_DIGITS else None
     return {c: out[c] for c in ids if c in out}
 
 

@@ -1129,7 +1129,8 @@ def refuse_misread_ids(values: list[Any], column: str, key: str, spec: Spec, sou
     integer where the log wrote zero-padded text, or text that writes an integer otherwise than its digits where it
     held integers (:func:`~seqfraud.data.events.refuse_rewritten_ids`). An event id so written is another event's
     key: a resend would count as a new event (dogfood 102), said as such."""
-    integers, width = column in spec.integer_ids, spec.integer_ids.get(column)
+    typed = spec.integer_ids  # built from fit_info at each read: once a call
+    integers, width = column in typed, typed.get(column)
     if column == spec.schema.event_id:
         padded = column in spec.zero_padded_ids
         bad = [
