@@ -327,6 +327,27 @@ def test_bad_requests_get_a_4xx_naming_the_field(client, sessions, scorer, name)
     assert client.get("/healthz").status_code == 200  # still serving
 
 
+def test_a_body_of_many_errors_is_answered_with_a_few(client, sessions, scorer):
+    """Each error costs a few bytes of body and far more to build and answer: one event of 5,000 unknown keys was
+    answered with each of them, and a batch of empty events listed three errors an event of every session, 8 s and
+    5 GB in pydantic at the 8 MB limit (review 211)."""
+    event = _json_safe(sessions[0])[0]
+    r = client.post("/score", json={"events": [event | {f"col{i}": 0 for i in range(5000)}]})
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert "unknown field(s) ['col0', 'col1'" in detail and "'col19'] and 980 more" in detail, detail
+    assert "(5,000 errors in all; the first 1,000 are said)" in detail
+    assert len(r.json()["errors"]) == 100 and len(r.content) < 20_000
+    # A batch stops at its first refused session; that session's events are said together, with how often.
+    s = scorer.spec.schema
+    bad = {"events": [{}] * 3}
+    r = client.post("/score/batch", json={"sessions": [bad, {"events": _json_safe(sessions[1])}, bad]})
+    assert r.status_code == 422, r.text
+    assert {e["loc"].split(".")[0] for e in r.json()["errors"]} == {"sessions[0]"}, r.json()
+    assert f"sessions[0].events[0].{s.session_id}: Field required" in r.json()["detail"]
+    assert "(and in 2 more like it)" in r.json()["detail"]
+
+
 def test_streamed_body_over_the_limit_is_refused_without_a_length(client):
     chunks = (b" " * 50_000 for _ in range(5))  # chunked: no Content-Length to refuse up front
     r = client.post("/score", content=chunks, headers=JSON)
