@@ -68,7 +68,9 @@ from seqfraud.features.entities import (
 )
 from seqfraud.features.fastpath import holds_booleans, spelling
 from seqfraud.features.spec import (
+    GAP_QUANTILES,
     LABEL_DELAY,
+    LONGEST_GAPS,
     LONGEST_TRAINED,
     MISSING,
     ON_MIXED_LABELS,
@@ -412,6 +414,15 @@ class PolarsEngine:
         train_events = loaded.events.join(train_ids.lazy(), on=S.SESSION_ID, how="semi")
         return fit_stats(train_events, schema, probs, min_count, numeric, self.PART_SHARE * self.memory_bytes)
 
+    def longest_gaps(self, loaded: LoadedEvents, ids: pl.DataFrame) -> pl.Series:
+        """Per session of ``ids``, the longest gap between its consecutive events, in microseconds."""
+        return (
+            loaded.events.join(ids.lazy(), on=S.SESSION_ID, how="semi")
+            .group_by(S.SESSION_ID)
+            .agg(pl.col(S.TS_US).sort().diff().max())
+            .collect(engine="streaming")[S.TS_US]
+        )
+
     def entity_features(self, loaded: LoadedEvents, entity: EntitySpec, out: Path) -> LoadedEvents:
         """The events with their entity features, computed per entity column into ``out``.
 
@@ -636,6 +647,23 @@ def risk_blind_columns(spec: Spec) -> list[str]:
     ]
 
 
+GAP_SAMPLE = 20_000  # training sessions of two events or more whose longest gap is measured
+
+
+def longest_gap_quantiles(engine: Any, loaded: LoadedEvents, train: pl.DataFrame) -> list[float] | None:
+    """:data:`~seqfraud.features.spec.GAP_QUANTILES` of the training sessions' longest gap between events, in
+    seconds, over every k-th session of two events or more by id (at most :data:`GAP_SAMPLE`, the same sessions
+    for either engine); None without such sessions. The service expires a session idle for ``--session-ttl``:
+    applications that run for days were cut at every gap over an hour, and their later events scored alone
+    (dogfood 210), so its start compares the two."""
+    several = train.filter(pl.col("n_events") > 1).select(S.SESSION_ID).sort(S.SESSION_ID)
+    if not several.height:
+        return None
+    sample = several.gather_every(-(-several.height // GAP_SAMPLE))
+    gaps = engine.longest_gaps(loaded, sample).cast(pl.Float64) / 1e6
+    return [float(gaps.quantile(q, "higher")) for q in GAP_QUANTILES]
+
+
 def preprocess(
     data_cfg: Mapping[str, Any],
     features_cfg: Mapping[str, Any],
@@ -788,6 +816,7 @@ def preprocess(
         # kind of session it hardly saw: online results say so (seqfraud.scoring.online).
         SHORTEST_TRAINED: int(train["n_events"].quantile(0.01, "lower") or 0) if train.height else 0,
         LONGEST_TRAINED: int(train["n_events"].quantile(0.99, "higher") or 0) if train.height else 0,
+        LONGEST_GAPS: longest_gap_quantiles(engine, loaded, train),
         ON_MIXED_LABELS: policy.get("on_mixed_labels", "error"),
     }
     if policy.get("on_unlabeled") == "negative":

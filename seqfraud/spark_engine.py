@@ -76,7 +76,7 @@ from seqfraud.schema import Schema
 _PATH, _OFFSET, _FILE_ROW = "__path", "__offset", "__file_row"
 _FIELD, _VALUE, _ID, _PART, _N = "__field", "__value", "__id", "__part", "__n"
 _PREV_US, _NEWEST = "__prev_us", "__newest"
-_EVENTS = "__events"
+_EVENTS, _TIMES = "__events", "__times"
 _N_EVENTS = "__n_events"
 _MONO_BITS = 33  # monotonically_increasing_id(): partition index << 33 | row position within the partition
 # events.FORMAT in Java's regex, which writes a code point past U+FFFF as \x{...}, not \U...
@@ -361,6 +361,19 @@ class SparkEngine:
             return _fit_stats(train, schema, probs, min_count, numeric)
         finally:
             train.unpersist()
+
+    def longest_gaps(self, loaded: LoadedEvents[DataFrame], ids: pl.DataFrame) -> pl.Series:
+        """``PolarsEngine.longest_gaps`` in Spark."""
+        times = F.sort_array(F.collect_list(S.TS_US))
+        gaps = F.expr(f"transform(slice({_TIMES}, 2, size({_TIMES})), (t, i) -> t - {_TIMES}[i])")
+        table = (
+            loaded.events.join(self._frame(ids.select(S.SESSION_ID)), on=S.SESSION_ID, how="left_semi")
+            .groupBy(S.SESSION_ID)
+            .agg(times.alias(_TIMES))
+            .select(F.array_max(gaps).alias(S.TS_US))
+            .toArrow()
+        )
+        return cast(pl.DataFrame, pl.from_arrow(table))[S.TS_US]
 
     # ------------------------------------------------------------------------------- entity features
 

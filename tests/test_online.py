@@ -1437,6 +1437,43 @@ def test_a_session_longer_than_nearly_all_training_sessions_is_flagged(gru_artif
     assert caplog.text.count(said) == 1 and "holds 3 events" not in caplog.text
 
 
+def test_a_session_ttl_shorter_than_the_training_sessions_gaps_is_said(tmp_path):
+    """Applications open for days, cut by the default hour of --session-ttl at every longer gap, their later
+    events scored alone (dogfood 210): the spec keeps the training sessions' longest gaps, and the start compares."""
+    from seqfraud.features.spec import GAP_QUANTILES, LONGEST_GAPS
+    from seqfraud.preprocess import preprocess
+    from seqfraud.scoring.online import expiry_said
+
+    rng = np.random.default_rng(210)
+    gaps_s = rng.integers(20, 3 * 86_400, 400)  # each session: three events, 10 s and then its gap apart
+    starts = (1_735_689_600 + np.arange(400) * 86_400) * 10**6  # from 2025-01-01
+    events = pl.DataFrame(
+        {
+            "session_id": np.repeat([f"app-{i:03d}" for i in range(400)], 3),
+            "timestamp": np.column_stack([starts, starts + 10**7, starts + 10**7 + gaps_s * 10**6]).ravel(),
+            "event_type": ["start", "id_check", "decision"] * 400,
+            "label": np.repeat(np.arange(400) % 7 == 0, 3).astype(int),
+        }
+    )
+    events.write_parquet(tmp_path / "events.parquet")
+    schema = {"session_id": "session_id", "timestamp": "timestamp", "timestamp_unit": "us"}
+    data = {"events": str(tmp_path / "events.parquet"), "labels": None, "schema": schema}
+    prepared = preprocess(data, {"max_len": 4, "n_buckets": 4}, tmp_path / "out", {"engine": "polars"})
+    train = prepared.report["splits"]["train"]["sessions"]
+    trained = np.sort(gaps_s[:train])  # sessions start a day apart, so the first ones train
+    recorded = prepared.spec.fit_info[LONGEST_GAPS]
+    assert recorded == [float(np.quantile(trained, q, method="higher")) for q in GAP_QUANTILES]
+    said = expiry_said(prepared.spec, 3600)
+    assert (trained > 3600).mean() > 0.9
+    assert said is not None and "--session-ttl 3600 s: over 90.0% of the training sessions" in said, said
+    # Between two quantiles the share is said as a range.
+    assert "50.0% to 75.0% of the training sessions" in expiry_said(prepared.spec, recorded[2] - 1)
+    assert expiry_said(prepared.spec, float(trained.max())) is None
+    # Specs fitted before the gaps were kept say nothing.
+    prepared.spec.fit_info.pop(LONGEST_GAPS)
+    assert expiry_said(prepared.spec, 1) is None
+
+
 @pytest.mark.parametrize("frauds_only", [False, True])
 @pytest.mark.parametrize("label_time", [None, "cb_date"])
 @pytest.mark.parametrize("seed", range(4))

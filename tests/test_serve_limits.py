@@ -53,7 +53,7 @@ def server(exported_artifact, events, tmp_path_factory):
     flags = ["--header-timeout", str(TIMEOUT_S), "--body-timeout", str(TIMEOUT_S)]
     flags += ["--keep-alive-timeout", str(TIMEOUT_S), "--max-connections", str(MAX_CONNECTIONS)]
     flags += ["--max-header-bytes", "4096", "--max-headers", "16", "--max-batch-in-flight", "1"]
-    flags += ["--max-explain-in-flight", "1", "--worker-timeout", "3"]
+    flags += ["--max-explain-in-flight", "1", "--worker-timeout", "3", "--session-ttl", "1"]
     with serving(exported_artifact, log_path, json.dumps({"events": events}).encode(), *flags) as (
         port,
         proc,
@@ -96,12 +96,13 @@ def test_learnt_values_longer_than_a_request_may_send_are_said_at_start(exported
 
 def test_the_serve_command_answers_on_loopback(server, events):
     """``seqfraud serve`` (the fixture's) scores a session, and answers a malformed body with 400; it warns of
-    its unsigned artifact once, where it opened it twice."""
+    its unsigned artifact once, where it opened it twice, and of a --session-ttl shorter than training's gaps."""
     url = f"http://127.0.0.1:{server[0]}"
     r = httpx.post(f"{url}/score", json={"events": events}, timeout=10)
     assert r.status_code == 200 and 0 <= r.json()[S.SCORE] <= 1
     assert httpx.post(f"{url}/score", content=b"{", headers=JSON, timeout=10).status_code == 400
     assert server[1].read_text().count("UNSIGNED artifact") == 1
+    assert "WARNING seqfraud.cli.serve: --session-ttl 1 s: " in server[1].read_text()
 
 
 def _answer(sock: socket.socket, within: float = 5.0) -> tuple[bytes, float]:

@@ -25,7 +25,7 @@ from seqfraud import schema as S
 from seqfraud.data import synthetic
 from seqfraud.data.events import DataValidationError
 from seqfraud.data.shards import shard_files
-from seqfraud.features.spec import MISSING, NAN, UNKNOWN
+from seqfraud.features.spec import LONGEST_GAPS, MISSING, NAN, UNKNOWN
 from seqfraud.features.tokens import quantile_rank
 from seqfraud.preprocess import preprocess
 from seqfraud.rundir import ENTITY_DIR
@@ -121,6 +121,7 @@ def run_both(data_cfg: dict, out, features: dict = FEATURES):
     spark = preprocess(data_cfg, features, out / "spark", SPARK)
     assert spark.report["engine"] == "spark" and spark.report["partitions"] > 1
     assert spark.spec.to_dict() | {"versions": None} == polars.spec.to_dict() | {"versions": None}
+    assert polars.spec.fit_info[LONGEST_GAPS]  # measured, not None on both sides
     for name in S.SPLITS:
         want = pl.read_parquet(shard_files(polars.datasets[name])).sort(S.SESSION_ID)
         got = pl.read_parquet(shard_files(spark.datasets[name])).sort(S.SESSION_ID)

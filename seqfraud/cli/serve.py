@@ -23,7 +23,7 @@ from seqfraud.decisions import DecisionError, check_thresholds
 from seqfraud.errors import command, is_finite
 from seqfraud.export.artifact import open_artifact, verification_settings
 from seqfraud.scoring.history import History
-from seqfraud.scoring.online import StateReader, seed
+from seqfraud.scoring.online import StateReader, expiry_said, seed
 from seqfraud.scoring.redis_store import RedisStore
 from seqfraud.scoring.server import ConnectionLimits, run
 from seqfraud.scoring.service import Limits, create_app
@@ -240,6 +240,8 @@ def main(argv: list[str] | None = None) -> None:
     artifact = open_artifact(args.artifact, **verification_settings(None, None))
     artifact.calibration  # noqa: B018  # read and checked here: a refused one was a startup traceback (dogfood 116)
     spec = artifact.spec
+    if said := expiry_said(spec, args.session_ttl):
+        log.warning("%s", said)
     history = history_of(args, spec)
     if args.state == "redis" and args.snapshot:
         p.error("--snapshot is for --state memory; Redis keeps the state itself")

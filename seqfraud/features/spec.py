@@ -40,6 +40,9 @@ FIRST_ID = 4
 RESERVED = {"pad": PAD, "unknown": UNKNOWN, "missing": MISSING, "nan": NAN}
 SHORTEST_TRAINED = "session_events_p1"  # fit_info: 1% of the training sessions have fewer events than this
 LONGEST_TRAINED = "session_events_p99"  # fit_info: 99% of the training sessions have at most this many events
+# fit_info: quantiles (GAP_QUANTILES) of the longest gap, in seconds, between consecutive events of a training session
+LONGEST_GAPS = "session_longest_gap_s"
+GAP_QUANTILES = (0.1, 0.25, 0.5, 0.9, 0.99, 0.999, 1.0)
 NAN_VALUES = "nan_values"  # fit_info: per numeric column, the training events whose value was NaN
 # fit_info: data.policy.on_mixed_labels of the training log, which a history's labels off its events follow
 ON_MIXED_LABELS = "on_mixed_labels"

@@ -68,7 +68,7 @@ from seqfraud.errors import is_int, is_number, json_value
 from seqfraud.export.artifact import Step
 from seqfraud.features.entities import EntitySpec, point_features
 from seqfraud.features.fastpath import EventColumns, column_sequences, time_delta_ids
-from seqfraud.features.spec import Spec
+from seqfraud.features.spec import GAP_QUANTILES, LONGEST_GAPS, Spec
 from seqfraud.features.tokens import Sequences
 from seqfraud.schema import Schema
 from seqfraud.scoring.history import History
@@ -919,6 +919,30 @@ def _stored(session_id: str) -> Iterator[None]:
         raise StoreCorrupt(
             f"{public} ({e})", public=f"{public}; delete it from the store to start the session again"
         ) from None
+
+
+def expiry_said(spec: Spec, session_ttl_s: float) -> str | None:
+    """A warning where 0.1% of the training sessions or more had a gap between events longer than
+    ``session_ttl_s``: the service expires a session that long idle, and scores its later events as a new
+    session's, from them alone (dogfood 210: 803 of 1,004 applications open for days; live PR-AUC 0.39 against
+    0.91 in batch). None for specs fitted before the gaps were recorded."""
+    gaps = spec.fit_info.get(LONGEST_GAPS)
+    if not gaps:
+        return None
+    at = dict(zip(GAP_QUANTILES, gaps))
+    if at[0.999] <= session_ttl_s:
+        return None
+    below = [q for q, gap in at.items() if gap <= session_ttl_s]
+    above = next(q for q, gap in at.items() if gap > session_ttl_s)
+    share = f"{1 - above:.1%} to {1 - below[-1]:.1%}" if below else f"over {1 - above:.1%}"
+    return (
+        f"--session-ttl {session_ttl_s:g} s: {share} of the training sessions (a sample of them) had two "
+        f"consecutive events further apart (their longest gaps: half under {at[0.5]:,.0f} s, 99% under "
+        f"{at[0.99]:,.0f} s, the longest {at[1.0]:,.0f} s). Online such a session expires in between, and its "
+        "later events are scored as a new session's, from them alone, with nothing in the answer to say so: "
+        f"set --session-ttl above the gaps your sessions take (99.9% of training's were under {at[0.999]:,.0f} "
+        "s), within the memory the open sessions may take (--max-session-memory, or Redis's)"
+    )
 
 
 def length_flags(spec: Spec, n_events: int) -> dict[str, bool]:
