@@ -292,6 +292,16 @@ def test_errors_without_any_reference(exported_artifact, windows, tmp_path):
         monitor(copy, windows["late"])
     with pytest.raises(MonitorError, match="psi_warn"):
         check_thresholds({"psi_warn": 0.5, "psi_alert": 0.2})
+    # NaN compared false and switched its alert off (dogfood 210: --fail-on-alert exited 0 on a PR-AUC of 0.116).
+    for given, says in (
+        ({"performance_drop": float("nan")}, "finite and at least 0"),
+        ({"psi_alert": float("inf")}, "finite and at least 0"),
+        ({"new_category_sessions": -1}, "finite and at least 0"),
+        ({"capped_p": 7}, "capped_p is a probability"),
+        ({"performance_drop": 3}, "at most 1"),
+    ):
+        with pytest.raises(MonitorError, match=says):
+            check_thresholds(given)
     with pytest.raises(DataValidationError, match="no events"):
         monitor(exported_artifact, windows["late"].head(0), reference=windows["reference"])
 
