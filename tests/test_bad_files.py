@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -851,6 +852,39 @@ def test_an_integer_column_that_lost_a_codes_leading_zeros_is_said(scorer, tmp_p
             score_file(scorer, str(path), tmp_path / f"s{first}.parquet", progress=False)
             said = f"column '{DEVICE}': '300' is not a value the model learnt, but '00300' is"
             assert (said in caplog.text) == lost and "Was the column recoded?" in caplog.text
+
+
+def test_a_numeric_column_whose_unit_changed_is_said(scorer, tmp_path, caplog):
+    """Amounts in pence for pounds, a score on 0-100 for 0-1: every value read as the end bucket, June's PR-AUC 0.938
+    to 0.116 without a word, where a recoded categorical was said (dogfood 210). Batch and online alike."""
+    from seqfraud.features.fastpath import EventColumns
+    from seqfraud.scoring.batch import score_file
+    from seqfraud.scoring.prepare import ONLINE_CHECK_AFTER, Unlearnt, normalized_events
+
+    edges = scorer.spec.edges[AMOUNT]
+    many = log(60)
+    inside = np.linspace(edges[0], edges[-1], 60)  # within training's buckets: nothing to say
+    cases = {
+        "same": inside,
+        "pence": inside * 100 + edges[-1] + 1,
+        "thousands": edges[0] - 1 - abs(inside) / 1000,
+    }
+    with caplog.at_level("WARNING", logger="seqfraud.scoring"):
+        for name, amounts in cases.items():
+            caplog.clear()
+            path = _write(tmp_path / f"{name}.parquet", many.with_columns(pl.Series(AMOUNT, amounts)))
+            score_file(scorer, str(path), tmp_path / f"{name}_s.parquet", progress=False)
+            side = {"same": None, "pence": "above the highest", "thousands": "below the lowest"}[name]
+            said = f"column '{AMOUNT}': 100% of its values lie {side} value its buckets tell apart"
+            assert said in caplog.text if side else "Was its unit changed" not in caplog.text
+        # Online, over the first events the service takes.
+        caplog.clear()
+        unlearnt = Unlearnt(scorer.spec)
+        frame = many.with_columns(pl.Series(AMOUNT, cases["pence"]))
+        events = EventColumns.of_frame(normalized_events(frame.lazy(), scorer.spec, "request"), scorer.spec)
+        for _ in range(-(-ONLINE_CHECK_AFTER // len(events))):
+            unlearnt.take(events, "request")
+        assert f"request: column '{AMOUNT}': 100% of its values lie above the highest" in caplog.text
 
 
 @pytest.mark.parametrize("zone", ["+05:30", "-03:30", "+0545", "Mars/Olympus", "+05:00", "Asia/Kolkata"])

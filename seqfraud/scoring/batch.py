@@ -38,7 +38,13 @@ from seqfraud.data.events import (
 from seqfraud.export.artifact import Model
 from seqfraud.features.tokens import Sequences, polars_sequences
 from seqfraud.provenance import embedding_record, files_digest
-from seqfraud.scoring.prepare import cut_sessions_said, epoch_unit, normalized_events, recoded_said
+from seqfraud.scoring.prepare import (
+    cut_sessions_said,
+    epoch_unit,
+    normalized_events,
+    off_scale_said,
+    recoded_said,
+)
 from seqfraud.scoring.scorer import Scorer
 
 log = logging.getLogger(__name__)
@@ -96,6 +102,8 @@ def iter_sequences(
         if spec.vocab.get(c) and (have[c] in (pl.String, pl.Categorical) or have[c].is_integer())
     ]
     finite = scorer.unsaid_infinite()  # the whole file's +inf and -inf, said by the scorer's note
+    scaled = [c for c in spec.schema.numerical if spec.edges.get(c)]
+    numbers = [pl.col(c).cast(pl.Float64, strict=False) for c in scaled]
     lengths = pl.col(spec.schema.session_id).unique_counts()
     with reading(source):
         counts = events.select(
@@ -115,6 +123,17 @@ def iter_sequences(
             ),
             *(scorer.respelt_example(c).alias(f"__respelt_{i}") for i, c in enumerate(texts)),
             *(pl.col(c).count().alias(f"__values_{i}") for i, c in enumerate(texts)),
+            *(  # finite values, those above the highest edge, those below the lowest
+                counted.sum().alias(f"__scale_{i}_{k}")
+                for i, (c, x) in enumerate(zip(scaled, numbers))
+                for k, counted in enumerate(
+                    (
+                        x.is_finite(),
+                        x.is_finite() & (x > spec.edges[c][-1]),
+                        x.is_finite() & (x < spec.edges[c][0]),
+                    )
+                )
+            ),
             *(
                 [repeated_rows(spec.schema).alias("repeated")]
                 if files is not None and spec.schema.event_id is None
@@ -146,6 +165,9 @@ def iter_sequences(
     for i, c in enumerate(texts):  # a recoding upstream
         values, known = counts[f"__values_{i}"].item(), counts[f"__known_{i}"].item()
         if said := recoded_said(source, spec, c, values, known, counts[f"__new_{i}"].item().to_list()):
+            log.warning("%s", said)
+    for i, c in enumerate(scaled):  # a unit changed upstream
+        if said := off_scale_said(source, spec, c, *(counts[f"__scale_{i}_{k}"].item() for k in range(3))):
             log.warning("%s", said)
     if said := cut_sessions_said(source, spec, counts["short"].item(), counts["sessions"].item()):
         log.warning("%s", said)

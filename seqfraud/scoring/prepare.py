@@ -397,6 +397,29 @@ def recoded_said(
     return None
 
 
+OFF_SCALE_SHARE = (
+    0.5  # of a numeric column's values past an end of its buckets, where training held a bucket's
+)
+
+
+def off_scale_said(where: str, spec: Spec, field: str, values: int, above: int, below: int) -> str | None:
+    """What to say of a numeric field whose ``values`` (finite ones) lie mostly past an end of its buckets,
+    ``above`` the highest edge or ``below`` the lowest, or None: a unit changed upstream (pence for pounds, a score
+    on 0-100 for 0-1) reads every value as the end bucket, unsaid (dogfood 210: PR-AUC 0.938 to 0.116), where the
+    edges are training's quantiles, so it held at most a bucket's share past each."""
+    edges = spec.edges.get(field) or []
+    if values < RECODED_MIN_VALUES or not edges:
+        return None
+    for count, side, edge in ((above, "above the highest", edges[-1]), (below, "below the lowest", edges[0])):
+        if count >= OFF_SCALE_SHARE * values:
+            return (
+                f"{where}: column {field!r}: {count / values:.0%} of its values lie {side} value its buckets tell "
+                f"apart ({edge:g}, a quantile of training's values), so they read as one bucket. Was its unit "
+                "changed upstream?"
+            )
+    return None
+
+
 class Unlearnt:
     """Batch scoring's check of a recoding (:func:`recoded_said`) over the first :data:`ONLINE_CHECK_AFTER` events
     online scoring takes, said once: event types renamed on 38% of a week's events were scored as unknown over
@@ -409,6 +432,11 @@ class Unlearnt:
         self.values = dict.fromkeys(self.vocab, 0)
         self.known = dict.fromkeys(self.vocab, 0)
         self.new: dict[str, list[str]] = {f: [] for f in self.vocab}
+        # Per numeric column with edges: its finite values, those above its highest edge and below its lowest.
+        self.ends = {
+            c: (spec.edges[c][0], spec.edges[c][-1]) for c in spec.schema.numerical if spec.edges.get(c)
+        }
+        self.scale = {c: [0, 0, 0] for c in self.ends}
         self.taken = 0
         self._lock = threading.Lock()
 
@@ -426,11 +454,22 @@ class Unlearnt:
                 if known < len(sent) and len(self.new[f]) < 2:
                     new = [v for v in dict.fromkeys(sent) if v not in vocab and v not in self.new[f]]
                     self.new[f] += new[: 2 - len(self.new[f])]
+            for c, (low, high) in self.ends.items():
+                x = events.numeric[c][0]
+                x = x[np.isfinite(x)]
+                counted = self.scale[c]
+                counted[0] += len(x)
+                counted[1] += int((x > high).sum())
+                counted[2] += int((x < low).sum())
             self.taken += len(events)
             if self.taken >= ONLINE_CHECK_AFTER:
-                for f in self.vocab:
-                    if said := recoded_said(where, self.spec, f, self.values[f], self.known[f], self.new[f]):
-                        log.warning("%s (the first %s events online)", said, f"{self.taken:,}")
+                said = [
+                    recoded_said(where, self.spec, f, self.values[f], self.known[f], self.new[f])
+                    for f in self.vocab
+                ]
+                said += [off_scale_said(where, self.spec, c, *counted) for c, counted in self.scale.items()]
+                for line in filter(None, said):
+                    log.warning("%s (the first %s events online)", line, f"{self.taken:,}")
 
 
 _RFC3339 = re.compile(RFC3339)
