@@ -415,7 +415,8 @@ def off_scale_said(where: str, spec: Spec, field: str, values: int, above: int, 
             return (
                 f"{where}: column {field!r}: {count / values:.0%} of its values lie {side} value its buckets tell "
                 f"apart ({edge:g}, a quantile of training's values), so they read as one bucket. Was its unit "
-                "changed upstream?"
+                "changed upstream, or does it grow with time (a counter, a date as a number), past what training "
+                "saw?"
             )
     return None
 
