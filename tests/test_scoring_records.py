@@ -90,7 +90,8 @@ def test_integer_ids_for_ids_trained_as_zero_padded_text_are_refused_on_every_pa
             "timestamp": [datetime(2026, 3, 1, 10, 0, i) for i in range(3)],
             "event_type": ["pay"] * 3,
             "terminal": ["000201", "000201", "7"],
-            "merchant": ["m1", "m2", "m1"],
+            "merchant": ["m1", "42", "m1"],  # one integer's digits among them: an integer may be one of these
+            "phone": ["+447700900123", None, "+447700900124"],
             "label": [0, 0, 1],
         }
     )
@@ -98,6 +99,10 @@ def test_integer_ids_for_ids_trained_as_zero_padded_text_are_refused_on_every_pa
     schema = Schema(entities=("terminal", "merchant"))
     report = load_events(str(tmp_path / "e.parquet"), schema).report
     assert report[ZERO_PADDED_IDS] == ["session_id", "terminal"]
+    # Text that no integer spells at all: a spreadsheet's 447700900123 for +447700900123 met no history (dogfood
+    # 210), as a dotted IP address's integer did (dogfood 209).
+    with_phone = load_events(str(tmp_path / "e.parquet"), Schema(entities=("phone", "merchant"))).report
+    assert with_phone[ZERO_PADDED_IDS] == ["session_id", "phone"]
     # A model without entities keys its scores, state and labels by the session id too (dogfood 200: 095460 scored
     # as 95460 joined no case file, and /events opened 4512 beside 004512).
     assert load_events(str(tmp_path / "e.parquet"), Schema()).report[ZERO_PADDED_IDS] == ["session_id"]
@@ -115,7 +120,7 @@ def test_integer_ids_for_ids_trained_as_zero_padded_text_are_refused_on_every_pa
         fit_info={ZERO_PADDED_IDS: ["session_id", "terminal"]},
     )
     event = {**_events(1)[0], "timestamp": "2026-03-01T10:00:00Z", "terminal": "000201"}
-    says = "column 'terminal' holds integers, but the model's training log wrote its values as text with leading zeros"
+    says = "column 'terminal' holds integers, but the model's training log wrote its values as text that no integer"
     for events in (
         [{**event, "terminal": 201}],
         [event, {**event, "terminal": 201}],

@@ -2436,18 +2436,25 @@ def id_columns(schema: Schema) -> list[str]:
 
 
 def zero_padded_ids(raw: pl.LazyFrame, have: pl.Schema, schema: Schema) -> list[str]:
-    """The :func:`id_columns` that the log writes as text with leading zeros (``00002037``), judged from its first
-    rows: an integer sent for them later has lost its zeros, so it meets no history or label (dogfood 63), and
-    scoring refuses it (:func:`refuse_integer_ids`)."""
+    """The :func:`id_columns` that the log writes as text no integer spells, judged from its first rows: with
+    leading zeros (``00002037``), or, of an entity column, with no value an integer's digits (``+447700900123``,
+    ``10.0.0.7``, a UUID). An integer sent for them later has lost its zeros or its sign, so it meets no history or
+    label (dogfood 63; dogfood 210: a spreadsheet's phone numbers without their '+'), and scoring refuses it
+    (:func:`refuse_integer_ids`). A session id that no integer spells (``s0002555``) is new at scoring all the
+    same: its integer is refused only where zeros were lost."""
     # Text, or pandas' category dtype written to Parquet (review 66).
     ids = [c for c in id_columns(schema) if c in have and _textual(have[c])]
     if not ids:
         return []
-    padded = (
-        raw.head(CSV_INFER_ROWS)
-        .select(pl.col(c).cast(pl.String).str.contains(r"^0[0-9]+$").any() for c in ids)
-        .collect()
-    )
+
+    def no_integer_spells(c: str) -> pl.Expr:
+        v = pl.col(c).cast(pl.String)
+        padded = v.str.contains(r"^0[0-9]+$").any()
+        if c not in schema.entities:
+            return padded
+        return padded | (v.is_not_null().any() & ~v.str.contains(INTEGER_TEXT).any())
+
+    padded = raw.head(CSV_INFER_ROWS).select(no_integer_spells(c).alias(c) for c in ids).collect()
     return [c for c in ids if padded[c][0]]
 
 
@@ -2645,14 +2652,14 @@ def _textual(dtype: pl.DataType) -> bool:
 
 
 def refuse_integer_ids(integers: Sequence[str], padded: Sequence[str], source: str) -> None:
-    """``integers`` (columns holding integers) among the columns the model's training log wrote as zero-padded
-    text (:func:`zero_padded_ids`)."""
+    """``integers`` (columns holding integers) among the columns the model's training log wrote as text no integer
+    spells (:func:`zero_padded_ids`)."""
     if bad := [c for c in padded if c in integers]:
         raise DataValidationError(
             f"{source}: column {bad[0]!r} holds integers, but the model's training log wrote its values as text "
-            "with leading zeros (e.g. 00002037): an integer has lost them, another id than the text, meeting none "
-            "of its events, labels or shared entities; read the column as text (in pandas, dtype=str), or send it as "
-            "a JSON string"
+            "that no integer spells (with leading zeros as 00002037, a sign as +447700900123, or other characters): "
+            "an integer has lost them, another id than the text, meeting none of its events, labels or shared "
+            "entities; read the column as text (in pandas, dtype=str), or send it as a JSON string"
         )
 
 

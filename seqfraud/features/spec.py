@@ -151,8 +151,9 @@ class Spec:
 
     @property
     def zero_padded_ids(self) -> tuple[str, ...]:
-        """The id columns (:func:`seqfraud.data.events.id_columns`) the training log wrote as zero-padded text,
-        whose integers scoring refuses (:func:`seqfraud.data.events.zero_padded_ids`)."""
+        """The id columns (:func:`seqfraud.data.events.id_columns`) the training log wrote as text no integer
+        spells (zero-padded, signed, not digits), whose integers scoring refuses
+        (:func:`seqfraud.data.events.zero_padded_ids`)."""
         return self._recorded_ids(ZERO_PADDED_IDS)
 
     @property

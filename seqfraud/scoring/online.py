@@ -1163,7 +1163,7 @@ def refuse_misread_ids(values: list[Any], column: str, key: str, spec: Spec, sou
             if (padded and type(v) is int) or (integers and type(v) is str and rewritten_id(v, width))
         ]
         if bad:
-            trained = "text with leading zeros" if padded else "integers, as their digits alone"
+            trained = "text that no integer spells" if padded else "integers, as their digits alone"
             raise DataValidationError(
                 f"{source}: {key!r}: {len(bad):,} event id(s) in another form than the training log wrote them "
                 f"({trained}; first: {bad[0]!r}): a resent event under another form of its id would count as a "
