@@ -298,7 +298,6 @@ def test_errors_without_any_reference(exported_artifact, windows, tmp_path):
         ({"psi_alert": float("inf")}, "finite and at least 0"),
         ({"new_category_sessions": -1}, "finite and at least 0"),
         ({"capped_p": 7}, "capped_p is a probability"),
-        ({"performance_drop": 3}, "at most 1"),
     ):
         with pytest.raises(MonitorError, match=says):
             check_thresholds(given)

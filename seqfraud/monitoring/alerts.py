@@ -41,10 +41,6 @@ def check_thresholds(thresholds: Mapping[str, float] | None) -> dict[str, float]
         raise MonitorError(f"thresholds must be finite and at least 0, got {bad}")
     if not 0 < t["capped_p"] < 1:
         raise MonitorError(f"capped_p is a probability, between 0 and 1 (exclusive), got {t['capped_p']}")
-    if t["performance_drop"] > 1:
-        raise MonitorError(
-            f"performance_drop is a relative drop of PR-AUC, at most 1, got {t['performance_drop']}"
-        )
     if not t["psi_warn"] <= t["psi_alert"]:
         raise MonitorError(f"psi_warn ({t['psi_warn']}) must not exceed psi_alert ({t['psi_alert']})")
     return t
