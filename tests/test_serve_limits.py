@@ -300,6 +300,18 @@ def test_a_compressed_body_is_refused_not_read_as_plain(client, events, encoding
         assert f"Content-Encoding {encoding!r} is not supported" in r.json()["detail"]
 
 
+@pytest.mark.parametrize("coding", [b"gzip, chunked", b"deflate, chunked", b"x-custom,chunked"])
+def test_a_transfer_coding_the_server_does_not_undo_is_refused(server, events, coding):
+    """The server undoes chunked alone: a plain body sent "gzip, chunked" was scored as JSON, where a proxy that
+    honours the coding checks another body (review 211)."""
+    body = json.dumps({"events": events}).encode()
+    head = HEAD + b"Transfer-Encoding: " + coding + b"\r\n\r\n"
+    with _connect(server[0], head + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n") as sock:
+        answer, _ = _answer(sock)
+    assert answer.startswith(b"HTTP/1.1 501"), answer[:200]
+    assert b"Transfer-Encoding" in answer and b"is not supported" in answer
+
+
 def test_a_repeated_content_header_is_refused(client, events):
     """Of two Content-Encoding headers the first was read alone, so identity then gzip passed, where "identity,
     gzip" in one header was refused (review 119)."""

@@ -510,6 +510,7 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "no such open session",
         415: "not application/json",
         422: "a field is missing, mistyped, unknown or out of range",
+        501: "a Transfer-Encoding other than chunked",
         503: "busy: retry after Retry-After seconds",
     }
     out: dict[int | str, dict[str, Any]] = {
@@ -660,6 +661,14 @@ def check_json_content_type(request: Request) -> None:
     if encoding != "identity":
         raise RequestError(
             415, f"Content-Encoding {encoding[:100]!r} is not supported: send the body uncompressed"
+        )
+    # The server undoes chunked alone: a body sent "gzip, chunked" was read as plain JSON, where a proxy that
+    # honours the coding checks another (review 211). RFC 9112 answers a coding not understood with 501.
+    codings = [c.strip().lower() for v in request.headers.getlist("transfer-encoding") for c in v.split(",")]
+    if any(c not in ("chunked", "") for c in codings):
+        raise RequestError(
+            501,
+            f"Transfer-Encoding {', '.join(codings)[:100]!r} is not supported: send the body chunked alone",
         )
 
 
@@ -1172,7 +1181,7 @@ def create_app(
             parsed = parse(session_validator, body)
         return scorer, one_session(parsed["events"], scorer.spec, "events")
 
-    @app.post("/score", response_model=ScoreResponse, responses=_errors(400, 413, 415, 422, 503))
+    @app.post("/score", response_model=ScoreResponse, responses=_errors(400, 413, 415, 422, 501, 503))
     async def score(request: Request) -> JSONResponse:
         """One session's events: ``{"events": [{column: value, ...}, ...]}``."""
         t0 = time.perf_counter()
@@ -1188,7 +1197,7 @@ def create_app(
             }
         )
 
-    @app.post("/explain", response_model=ExplainResponse, responses=_errors(400, 413, 415, 422, 503))
+    @app.post("/explain", response_model=ExplainResponse, responses=_errors(400, 413, 415, 422, 501, 503))
     async def explain(request: Request) -> JSONResponse:
         """One session, as for ``/score``: its score and band plus each kept event's ``contribution`` (by occlusion)."""
         t0 = time.perf_counter()
@@ -1211,7 +1220,7 @@ def create_app(
             }
         )
 
-    @app.post("/score/batch", response_model=BatchResponse, responses=_errors(400, 413, 415, 422, 503))
+    @app.post("/score/batch", response_model=BatchResponse, responses=_errors(400, 413, 415, 422, 501, 503))
     async def score_batch(request: Request) -> JSONResponse:
         """Many sessions: ``{"sessions": [{"events": [...]}, ...]}``; results in request order."""
         t0 = time.perf_counter()
@@ -1227,7 +1236,7 @@ def create_app(
             }
         )
 
-    @app.post("/events", response_model=EventsResponse, responses=_errors(400, 413, 415, 422, 503))
+    @app.post("/events", response_model=EventsResponse, responses=_errors(400, 413, 415, 422, 501, 503))
     async def events(request: Request) -> JSONResponse:
         """Events of open sessions, ``{"events": [{column: value, ...}, ...]}``: each touched session's score
         after them (a repeated event changes nothing); ``degraded`` when the store could not be reached."""
@@ -1257,7 +1266,7 @@ def create_app(
             }
         )
 
-    @app.post("/labels", response_model=LabelsResponse, responses=_errors(400, 413, 415, 422, 503))
+    @app.post("/labels", response_model=LabelsResponse, responses=_errors(400, 413, 415, 422, 501, 503))
     async def labels(request: Request) -> JSONResponse:
         """Confirmed labels, ``{"labels": [{SESSION: ..., LABEL: 0 | 1, LABEL_TIME: ...}]}`` in the label table's
         column names (:func:`~seqfraud.scoring.online.label_keys`): the entity risk features count each one from
