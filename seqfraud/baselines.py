@@ -497,14 +497,16 @@ def snapped(x: np.ndarray) -> np.ndarray:
     by 1e6 that Polars makes a multiplication), so one session's row differs in its last bits between batch and
     online, and training holds such neighbours too: a tree split between two of them moved a stacked score by
     0.0026 from ``/score`` to ``/events`` (dogfood 209). Rounded, the neighbours are one value, unless they
-    straddle a rounding midpoint: a few units in the last place out of 2**20.
+    straddle a rounding midpoint: a few units in the last place out of 2**20. Not the spread of large values that
+    vary little (epoch-like numbers), which both paths compute to fewer digits than are kept (review 213).
     """
     x = np.ascontiguousarray(x, dtype=np.float64)
     half, low = np.uint64(1 << (SNAPPED_BITS - 1)), np.uint64((1 << SNAPPED_BITS) - 1)
     rounded = ((x.view(np.uint64) + half) & ~low).view(
         np.float64
     )  # a carry into the exponent rounds up a power
-    return np.where(np.isfinite(x), rounded, x)  # NaN and inf as they are: a NaN's payload could carry to inf
+    # NaN and inf as they are (a NaN's payload could carry to inf), and the largest finite values too (to inf)
+    return np.where(np.isfinite(rounded), rounded, x)
 
 
 class OneRow:

@@ -885,6 +885,18 @@ def test_a_numeric_column_whose_unit_changed_is_said(scorer, tmp_path, caplog):
         for _ in range(-(-ONLINE_CHECK_AFTER // len(events))):
             unlearnt.take(events, "request")
         assert f"request: column '{AMOUNT}': 100% of its values lie above the highest" in caplog.text
+    # Two buckets: the one edge is the median, past which half of any traffic lies (review 213); a tail edge's
+    # end alone is read.
+    from dataclasses import replace
+
+    from seqfraud.scoring.prepare import off_scale_said
+
+    two = replace(scorer.spec, fit_info=scorer.spec.fit_info | {"n_buckets": 2, "tail_quantiles": []})
+    assert off_scale_said("f", two, AMOUNT, 100, 100, 0) is None
+    assert off_scale_said("f", two, AMOUNT, 100, 0, 100) is None
+    tail = replace(two, fit_info=two.fit_info | {"tail_quantiles": [0.99]})
+    assert off_scale_said("f", tail, AMOUNT, 100, 0, 100) is None
+    assert off_scale_said("f", tail, AMOUNT, 100, 100, 0) is not None
 
 
 @pytest.mark.parametrize("zone", ["+05:30", "-03:30", "+0545", "Mars/Olympus", "+05:00", "Asia/Kolkata"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import polars as pl
 import pytest
@@ -78,7 +78,7 @@ def test_integer_ids_for_ids_trained_as_zero_padded_text_are_refused_on_every_pa
     refuses integers there, naming the column."""
     from dataclasses import replace
 
-    from seqfraud.data.events import ZERO_PADDED_IDS, load_events, read_labels
+    from seqfraud.data.events import CSV_INFER_ROWS, ZERO_PADDED_IDS, load_events, read_labels
     from seqfraud.features.entities import EntitySpec
     from seqfraud.scoring.online import read_labels as read_posted_labels
     from seqfraud.scoring.prepare import normalized_events, record_columns
@@ -103,6 +103,24 @@ def test_integer_ids_for_ids_trained_as_zero_padded_text_are_refused_on_every_pa
     # 210), as a dotted IP address's integer did (dogfood 209).
     with_phone = load_events(str(tmp_path / "e.parquet"), Schema(entities=("phone", "merchant"))).report
     assert with_phone[ZERO_PADDED_IDS] == ["session_id", "phone"]
+    # Read whole: merchants whose integer codes come after the first rows hold integers (review 213).
+    n = CSV_INFER_ROWS + 50
+    late = pl.DataFrame(
+        {
+            "session_id": [f"s{i // 4}" for i in range(n)],
+            "timestamp": [datetime(2026, 3, 1) + timedelta(seconds=i) for i in range(n)],
+            "event_type": ["pay"] * n,
+            "merchant": [f"m{i % 50}" for i in range(CSV_INFER_ROWS)] + [str(i) for i in range(50)],
+            "label": [0] * n,
+        }
+    )
+    late.write_parquet(tmp_path / "late.parquet")
+    assert (
+        load_events(str(tmp_path / "late.parquet"), Schema(entities=("merchant",))).report.get(
+            ZERO_PADDED_IDS, []
+        )
+        == []
+    )
     # A model without entities keys its scores, state and labels by the session id too (dogfood 200: 095460 scored
     # as 95460 joined no case file, and /events opened 4512 beside 004512).
     assert load_events(str(tmp_path / "e.parquet"), Schema()).report[ZERO_PADDED_IDS] == ["session_id"]

@@ -108,15 +108,16 @@ CONTROL = r"[\x00-\x1f\x7f-\x9f\u2028\u2029]"
 # session ids; at the ends alone of an entity value or event id, which may be text, where Persian writes U+200C and
 # an emoji sequence U+200D within a word (a wallet with a trailing U+200B read as another: dogfood 195).
 # With them the other characters that show as nothing (review 211: "abc" and "abc" + U+034F were two sessions shown
-# alike): the combining grapheme joiner, Hangul fillers, Khmer's inherent vowels, Mongolian variation selectors, the
-# braille blank.
+# alike): the combining grapheme joiner, Hangul fillers, Khmer's inherent vowels, the braille
+# blank.
 FORMAT = (
-    r"[\xad\u034f\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u115f\u1160\u17b4\u17b5\u180b-\u180f"
+    r"[\xad\u034f\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u115f\u1160\u17b4\u17b5\u180e"
     r"\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\u2800\u3164\ufeff\uffa0\ufff9-\ufffb\U000110bd"
     r"\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]"
 )
-# Variation selectors end an emoji (a heart's U+FE0F) in an entity value's text, but refused in a session id.
-_SESSION_CHAR = re.compile(rf"{CONTROL}|{FORMAT}|[\ufe00-\ufe0f\U000e0100-\U000e01ef]")
+# Variation selectors end an emoji (a heart's U+FE0F) or a Mongolian word in an entity value's text; refused in a
+# session id.
+_SESSION_CHAR = re.compile(rf"{CONTROL}|{FORMAT}|[\u180b-\u180d\u180f\ufe00-\ufe0f\U000e0100-\U000e01ef]")
 _VALUE_CHAR = re.compile(f"{CONTROL}|^{FORMAT}|{FORMAT}$")
 
 
@@ -2415,7 +2416,7 @@ class RawEvents:
     epoch_unit: (
         str | None
     )  # the unit integer epochs are read in; None when the column holds datetimes or strings
-    zero_padded: list[str]  # :func:`zero_padded_ids`
+    zero_padded: list[str]  # :func:`zero_padded_ids`, and the entity columns no integer spells (integer_ids)
     integers: dict[str, int | None]  # :func:`integer_ids`
 
     def id_forms(self) -> dict[str, Any]:
@@ -2440,25 +2441,18 @@ def id_columns(schema: Schema) -> list[str]:
 
 
 def zero_padded_ids(raw: pl.LazyFrame, have: pl.Schema, schema: Schema) -> list[str]:
-    """The :func:`id_columns` that the log writes as text no integer spells, judged from its first rows: with
-    leading zeros (``00002037``), or, of an entity column, with no value an integer's digits (``+447700900123``,
-    ``10.0.0.7``, a UUID). An integer sent for them later has lost its zeros or its sign, so it meets no history or
-    label (dogfood 63; dogfood 210: a spreadsheet's phone numbers without their '+'), and scoring refuses it
-    (:func:`refuse_integer_ids`). A session id that no integer spells (``s0002555``) is new at scoring all the
-    same: its integer is refused only where zeros were lost."""
+    """The :func:`id_columns` that the log writes as text with leading zeros (``00002037``), judged from its first
+    rows: an integer sent for them later has lost its zeros, so it meets no history or label (dogfood 63), and
+    scoring refuses it (:func:`refuse_integer_ids`). :func:`integer_ids` adds the entity columns no integer spells."""
     # Text, or pandas' category dtype written to Parquet (review 66).
     ids = [c for c in id_columns(schema) if c in have and _textual(have[c])]
     if not ids:
         return []
-
-    def no_integer_spells(c: str) -> pl.Expr:
-        v = pl.col(c).cast(pl.String)
-        padded = v.str.contains(r"^0[0-9]+$").any()
-        if c not in schema.entities:
-            return padded
-        return padded | (v.is_not_null().any() & ~v.str.contains(INTEGER_TEXT).any())
-
-    padded = raw.head(CSV_INFER_ROWS).select(no_integer_spells(c).alias(c) for c in ids).collect()
+    padded = (
+        raw.head(CSV_INFER_ROWS)
+        .select(pl.col(c).cast(pl.String).str.contains(r"^0[0-9]+$").any() for c in ids)
+        .collect()
+    )
     return [c for c in ids if padded[c][0]]
 
 
@@ -2523,7 +2517,7 @@ def say_respelt_ids(raw: pl.LazyFrame, have: pl.Schema, schema: Schema, source: 
 
 def integer_ids(
     raw: pl.LazyFrame, have: pl.Schema, schema: Schema, source: str, padded: Sequence[str], files: list[str]
-) -> dict[str, int | None]:
+) -> tuple[dict[str, int | None], list[str]]:
     """The :func:`id_columns` that the log types as integers, or writes as integers in text (a CSV log's ids are
     read as text: dogfood 91), ``padded`` (:func:`zero_padded_ids`) aside: a later file that writes them as decimals
     (``3278.0``, a pandas export whose integer column with a gap became float, read back from CSV as text) meets no
@@ -2534,7 +2528,12 @@ def integer_ids(
 
     Each to the one number of digits its text wrote every id with, where it did (else None): a code of fixed
     width, an IMEI's 15 digits, whose next value may begin with 0 (an iPhone's '01...'): not an integer that
-    lost its zeros but another code, which scoring refused, and a whole batch with it (dogfood 190)."""
+    lost its zeros but another code, which scoring refused, and a whole batch with it (dogfood 190).
+
+    And the text entity columns of which no value is an integer's digits (``+447700900123``, ``10.0.0.7``, a
+    UUID), whose integers scoring refuses as a zero-padded column's: a spreadsheet's ``447700900123`` met no phone
+    of the history (dogfood 210). Read whole: a column whose integers come after the first rows holds them
+    (review 213)."""
     ids = [c for c in id_columns(schema) if c in have]
     text = [c for c in ids if _textual(have[c]) and c not in padded]
     # Per text column, by name: its rows, those written as integers, those as decimals, the first decimal and its
@@ -2579,7 +2578,10 @@ def integer_ids(
                 and w["values"] >= FIXED_WIDTH_VALUES
             )
             out[c] = w["widest"] if fixed and w["widest"] >= FIXED_WIDTH_DIGITS else None
-    return {c: out[c] for c in ids if c in out}
+    no_integer = [
+        c for c in schema.entities if c in written and written[c]["n"] and not written[c]["integers"]
+    ]
+    return {c: out[c] for c in ids if c in out}, no_integer
 
 
 # An integer as text, written as Polars writes an integer column: 3278, -7, 0.
@@ -2691,7 +2693,8 @@ def inspect_events(events_path: str, schema: Schema, labels_path: str | None) ->
         unit = detect_timestamp_unit(raw, schema, have[schema.timestamp])
         padded = zero_padded_ids(raw, have, schema)
     files = resolve_paths(events_path, warn=False)  # scan_table said what it left out
-    integers = integer_ids(raw, have, schema, source, padded, files)
+    integers, no_integer = integer_ids(raw, have, schema, source, padded, files)
+    padded = [c for c in id_columns(schema) if c in padded or c in no_integer]
     if label_on_events and schema.label_time:
         check_label_time_unit(source, schema, have[schema.label_time], unit)
         say_dates_as_datetimes(raw, have, schema.label_time, source, schema.session_id)

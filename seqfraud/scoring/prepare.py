@@ -56,6 +56,7 @@ from seqfraud.data.events import (
 from seqfraud.errors import did_you_mean
 from seqfraud.features.fastpath import EventColumns
 from seqfraud.features.spec import Spec
+from seqfraud.features.tokens import quantile_probs
 
 log = logging.getLogger(__name__)
 
@@ -397,21 +398,27 @@ def recoded_said(
     return None
 
 
-OFF_SCALE_SHARE = (
-    0.5  # of a numeric column's values past an end of its buckets, where training held a bucket's
-)
+# A numeric column's values past an end of its buckets are said from this share, where training held at most
+# OFF_SCALE_TRAINED past that end (the quantile of its edge says how many).
+OFF_SCALE_SHARE, OFF_SCALE_TRAINED = 0.5, 0.1
 
 
 def off_scale_said(where: str, spec: Spec, field: str, values: int, above: int, below: int) -> str | None:
     """What to say of a numeric field whose ``values`` (finite ones) lie mostly past an end of its buckets,
     ``above`` the highest edge or ``below`` the lowest, or None: a unit changed upstream (pence for pounds, a score
-    on 0-100 for 0-1) reads every value as the end bucket, unsaid (dogfood 210: PR-AUC 0.938 to 0.116), where the
-    edges are training's quantiles, so it held at most a bucket's share past each."""
-    edges = spec.edges.get(field) or []
-    if values < RECODED_MIN_VALUES or not edges:
+    on 0-100 for 0-1) reads every value as the end bucket, unsaid (dogfood 210: PR-AUC 0.938 to 0.116). The edges
+    are training's quantiles, so it held at most the share past each that the quantile gives: an end whose
+    quantile leaves more (``features.n_buckets=2``: the median, half of any traffic past it, review 213) says
+    nothing."""
+    edges, fit = spec.edges.get(field) or [], spec.fit_info
+    if values < RECODED_MIN_VALUES or not edges or "n_buckets" not in fit:
         return None
-    for count, side, edge in ((above, "above the highest", edges[-1]), (below, "below the lowest", edges[0])):
-        if count >= OFF_SCALE_SHARE * values:
+    probs = quantile_probs(int(fit["n_buckets"]), tuple(fit.get("tail_quantiles") or ()))
+    for count, side, edge, trained in (
+        (above, "above the highest", edges[-1], 1 - probs[-1]),
+        (below, "below the lowest", edges[0], probs[0]),
+    ):
+        if trained <= OFF_SCALE_TRAINED and count >= OFF_SCALE_SHARE * values:
             return (
                 f"{where}: column {field!r}: {count / values:.0%} of its values lie {side} value its buckets tell "
                 f"apart ({edge:g}, a quantile of training's values), so they read as one bucket. Was its unit "

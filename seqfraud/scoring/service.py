@@ -584,8 +584,9 @@ def parse(validator: TypeAdapter, body: bytes) -> dict[str, Any]:
                 names = list(dict.fromkeys(str(err["loc"][-1]) for err in group))
                 places = len({err["loc"][:-1] for err in group})
                 known = _known_fields(validator, group[0]["loc"][:-1])
+                at_least = "at least " if total > len(errors) else ""  # counted in the errors read
                 listed = f"{names[:NAMES_SAID]}" + (
-                    f" and {len(names) - NAMES_SAID:,} more" if len(names) > NAMES_SAID else ""
+                    f" and {at_least}{len(names) - NAMES_SAID:,} more" if len(names) > NAMES_SAID else ""
                 )
                 said.append(
                     f"{_where(group[0]['loc'][:-1])}: unknown field(s) {listed}"
