@@ -488,6 +488,7 @@ def with_logit(aggregates: np.ndarray, probability: np.ndarray) -> np.ndarray:
 
 
 SNAPPED_BITS = 20  # of a float64's 52 stored significand bits: 33 significant bits, about 10 digits, are kept
+_HALF, _KEPT = np.uint64(1 << (SNAPPED_BITS - 1)), ~np.uint64((1 << SNAPPED_BITS) - 1)
 
 
 def snapped(x: np.ndarray) -> np.ndarray:
@@ -501,10 +502,7 @@ def snapped(x: np.ndarray) -> np.ndarray:
     vary little (epoch-like numbers), which both paths compute to fewer digits than are kept (review 213).
     """
     x = np.ascontiguousarray(x, dtype=np.float64)
-    half, low = np.uint64(1 << (SNAPPED_BITS - 1)), np.uint64((1 << SNAPPED_BITS) - 1)
-    rounded = ((x.view(np.uint64) + half) & ~low).view(
-        np.float64
-    )  # a carry into the exponent rounds up a power
+    rounded = ((x.view(np.uint64) + _HALF) & _KEPT).view(np.float64)  # a carry into the exponent rounds up
     # NaN and inf as they are (a NaN's payload could carry to inf), and the largest finite values too (to inf)
     return np.where(np.isfinite(rounded), rounded, x)
 
