@@ -1177,12 +1177,19 @@ def test_a_frauds_only_table_with_its_own_id_column_is_named_by_its_own_columns(
     assert "missing column(s) 'session_id'. Columns present: ['ref', 'confirmed_on']." in str(info.value)
 
 
-def test_csv_files_beside_parquet_ones_are_said_to_be_left_out(tmp_path, caplog):
-    """A folder is read as its Parquet files; a CSV export beside them lost its rows without a word."""
+def test_a_folder_of_parquet_and_csv_files_is_refused(tmp_path):
+    """A CSV export beside Parquet ones lost its rows without a word (dogfood 29), then with a warning: another
+    system's events, 26% of a log (dogfood 212), where a glob of both was refused. Which are data is the team's to
+    say."""
     write(events(), tmp_path / "shards" / "a.parquet")
     write(events().with_columns(pl.lit("x").alias("session_id")), tmp_path / "shards" / "b.csv")
-    assert load_events(str(tmp_path / "shards"), SCHEMA).report["n_events"] == events().height
-    assert "1 CSV file(s) left out (the first:" in caplog.text and "b.csv" in caplog.text
+    with pytest.raises(DataValidationError) as refused:
+        load_events(str(tmp_path / "shards"), SCHEMA)
+    assert "holds 1 Parquet and 1 CSV file(s) (the first CSV:" in str(refused.value) and "b.csv" in str(
+        refused.value
+    )
+    assert f"{tmp_path / 'shards' / '*.parquet'}" in str(refused.value)
+    assert load_events(str(tmp_path / "shards" / "*.parquet"), SCHEMA).report["n_events"] == events().height
 
 
 def test_a_folder_reads_parquet_by_its_bytes_and_says_what_it_leaves_out(tmp_path, caplog, monkeypatch):

@@ -206,7 +206,8 @@ def resolve_paths(path: str | os.PathLike, *, warn: bool = True) -> list[str]:
 
 
 def _folder_files(p: str, warn: bool) -> list[str]:
-    """A folder's Parquet files, its subfolders' too, or its CSV files where it holds no Parquet."""
+    """A folder's Parquet files, its subfolders' too, or its CSV files; refused where it holds both, as a glob of
+    both is."""
     found: dict[str, list[str]] = {"parquet": [], "csv": []}
     other: list[str] = []  # neither, said
     seen = set()
@@ -223,14 +224,14 @@ def _folder_files(p: str, warn: bool) -> list[str]:
                 f = os.path.join(root, n)
                 kind = file_kind(f)
                 (other if kind is None else found[kind]).append(f)
-    # A half-converted export's CSV rows are not read: said (dogfood 29).
-    if warn and found["parquet"] and found["csv"]:
-        log.warning(
-            "%s: %d CSV file(s) left out (the first: %s): a folder is read as its Parquet files, or as its "
-            "CSV files where it holds no Parquet; convert them, or name the files to read",
-            p,
-            len(found["csv"]),
-            min(found["csv"]),
+    # Which are data is the team's to say: the CSV may be copies of the Parquet (a half-converted export: dogfood
+    # 29) or another system's events (dogfood 212: the dispatch export's courier events, 26% of the log, left out
+    # with a warning, where a glob of both files was refused).
+    if found["parquet"] and found["csv"]:
+        raise DataValidationError(
+            f"{p}: holds {len(found['parquet']):,} Parquet and {len(found['csv']):,} CSV file(s) (the first CSV: "
+            f"{min(found['csv'])}); name the ones to read (a glob such as {os.path.join(p, '*.parquet')}), or "
+            "convert the CSV"
         )
     if warn and other:
         log.warning(
