@@ -899,6 +899,25 @@ def test_a_numeric_column_whose_unit_changed_is_said(scorer, tmp_path, caplog):
     assert off_scale_said("f", tail, AMOUNT, 100, 100, 0) is not None
 
 
+def test_scores_that_cannot_be_written_are_refused_before_scoring(scorer, tmp_path, monkeypatch):
+    """An --out where nothing can be written failed after the first chunk was scored, naming the hidden file
+    (dogfood 210: '/proc/.x.parquet.partial')."""
+    from seqfraud.errors import UserError
+    from seqfraud.scoring import batch
+
+    scored = []
+
+    def scoring(*args, **kwargs):  # a generator, as iter_scores: it scores when the frames are read
+        scored.append(1)
+        yield from ()
+
+    monkeypatch.setattr(batch, "iter_scores", scoring)
+    with pytest.raises(UserError) as refused:
+        batch.score_file(scorer, str(_write(tmp_path / "e.parquet", GOOD)), "/proc/x.parquet", progress=False)
+    assert str(refused.value).startswith("/proc/x.parquet: cannot write the scores there (")
+    assert ".partial" not in str(refused.value) and not scored
+
+
 @pytest.mark.parametrize("zone", ["+05:30", "-03:30", "+0545", "Mars/Olympus", "+05:00", "Asia/Kolkata"])
 def test_parquet_times_of_any_zone_read_as_their_instants(zone, scorer, tmp_path):
     """Arrow keeps instants in UTC whatever the zone says: a half-hour offset (``+05:30``, as pandas writes a

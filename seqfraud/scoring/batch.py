@@ -35,6 +35,7 @@ from seqfraud.data.events import (
     say_respelt_ids,
     scan_table,
 )
+from seqfraud.errors import UserError
 from seqfraud.export.artifact import Model
 from seqfraud.features.tokens import Sequences, polars_sequences
 from seqfraud.provenance import embedding_record, files_digest
@@ -301,6 +302,10 @@ def write_frames(
     out = Path(out).expanduser()  # Polars expands ~ and the rename did not: the output was lost (dogfood 39)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial")
+    try:  # before any frame is scored: a place it cannot write failed after the first, naming the hidden file
+        tmp.touch()
+    except OSError as e:
+        raise UserError(f"{out}: cannot write the scores there ({e.strerror or e})") from None
     writer, n_sessions = None, 0
     try:
         for frame in frames:
