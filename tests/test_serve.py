@@ -357,6 +357,10 @@ def test_streamed_body_over_the_limit_is_refused_without_a_length(client):
 def test_unknown_routes_and_methods_are_4xx(client):
     assert client.get("/score").status_code == 405
     assert client.post("/nope", json={}).status_code == 404
+    # No redirect built from the client's Host header: a client that follows it re-posts its events to that host
+    # (review 211).
+    r = client.post("/score/", json={}, headers={"host": "elsewhere.example"}, follow_redirects=False)
+    assert r.status_code == 404 and "location" not in r.headers
 
 
 def test_an_internal_error_is_a_500_json_and_the_server_goes_on(client, sessions, monkeypatch):

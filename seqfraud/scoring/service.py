@@ -1084,7 +1084,9 @@ def create_app(
             app.state.online.store.close()
             gc.collect()  # the pool's queues sit in a reference cycle: free their semaphores now, not as "leaked"
 
-    app = FastAPI(title="seqfraud scoring", lifespan=lifespan)
+    # No trailing-slash redirect: its Location named the client's Host header, where a client that follows it
+    # re-posts the events (review 211).
+    app = FastAPI(title="seqfraud scoring", lifespan=lifespan, redirect_slashes=False)
     capacity = {
         route: Capacity(route, slots, limits.max_body_memory, limits.retry_after_s)
         for route, slots in [
