@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import replace
 from datetime import datetime, time, timedelta
 
 import polars as pl
@@ -785,6 +786,21 @@ def test_label_table_null_labels_and_ids(tmp_path):
         assert loaded.report["label_rows_pending"] == 2, policy
         assert loaded.sessions.sort(S.SESSION_ID)[S.SESSION_ID].to_list() == kept, policy
     fails(ev, "have no label (null or NaN)", labels=lab, on_unlabeled="negative")
+    # A pending row has no verdict time: a null label with one is a verdict that lost its label (dogfood 214: a
+    # chargeback table without the label column stacked under a review table, 115 of 252 frauds read as pending).
+    timed = pl.DataFrame(
+        {"session_id": ["s1", "s2", "s3"], "label": [0, None, None], "cb": ["2024-02-01", "2024-02-03", None]}
+    )
+    timed_path = write(timed, tmp_path / "timed.parquet")
+    for policy in ("drop", "keep"):
+        fails(
+            ev,
+            "column 'label': 1 row(s) have no label (null) but a 'cb': a verdict's time without the verdict",
+            "s2",
+            schema=replace(SCHEMA, label_time="cb"),
+            labels=timed_path,
+            on_unlabeled=policy,
+        )
     lab = write(pl.DataFrame({"session_id": ["s1", None, "s3"], "label": [0, 1, 0]}), tmp_path / "l2.parquet")
     fails(ev, lab, "column 'session_id': 1 row(s) have a null session id", labels=lab)
 
