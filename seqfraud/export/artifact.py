@@ -350,6 +350,9 @@ def input_schema(spec: Spec) -> dict[str, Any]:
         **{c: "categorical" for c in s.categorical},
         **{c: "numerical" for c in s.numerical},
         **{c: "entity" for c in s.entities},
+        # Sent to POST /events alone, where it is required: a client building events from these columns was
+        # refused for want of it (dogfood 214).
+        **({s.event_id: "event_id"} if s.event_id else {}),
     }
     entity = spec.entity
     return {
@@ -762,13 +765,17 @@ def _checked(root: Path, raw: bytes) -> tuple[dict[str, Any], Spec]:
 def _defaults_aside(schema: dict[str, Any]) -> dict[str, Any]:
     """An input_schema without the keys at the defaults that older versions wrote nothing for: ``hop`` 1 and
     ``history`` null (an artifact exported before it existed was refused as not matching: dogfood 132). By type:
-    true and 1.0 equal 1 (review 134)."""
+    true and 1.0 equal 1 (review 134). And without the event id's column, which artifacts exported before
+    session 39 did not list."""
     default = {"hop": 1, "history": None}
-    return {
+    aside = {
         k: v
         for k, v in schema.items()
         if not (k in default and type(v) is type(default[k]) and v == default[k])
     }
+    if isinstance(columns := aside.get("columns"), dict):
+        aside["columns"] = {c: role for c, role in columns.items() if role != "event_id"}
+    return aside
 
 
 def _parse_manifest(raw: bytes, where: Path) -> dict[str, Any]:
