@@ -267,7 +267,7 @@ def _case(name: str, sessions, s) -> tuple[str, object, int, str]:
             "/score",
             {"events": [e[0]] * (LIMITS.max_events_per_session + 1)},
             422,
-            "events: List should have at most 200 items after validation, not 201 (--max-events-per-session)",
+            "events: List should have at most 200 items after validation, not 201 (--max-events-per-session, which bounds a POST /events request's events too, whatever its sessions)",
         ),
         "too many sessions": (
             "/score/batch",
