@@ -503,8 +503,9 @@ def snapped(x: np.ndarray) -> np.ndarray:
     """
     x = np.ascontiguousarray(x, dtype=np.float64)
     rounded = ((x.view(np.uint64) + _HALF) & _KEPT).view(np.float64)  # a carry into the exponent rounds up
-    # NaN and inf as they are (a NaN's payload could carry to inf), and the largest finite values too (to inf)
-    return np.where(np.isfinite(rounded), rounded, x)
+    # NaN and inf as they are (a NaN's payload can carry to inf, or into the sign bit: to 0), and the largest
+    # finite values too (to inf)
+    return np.where(np.isfinite(x) & np.isfinite(rounded), rounded, x)
 
 
 class OneRow:

@@ -331,6 +331,11 @@ BREAKAGES = {
     "no input_schema": Case(
         lambda r, x: _edit(r, lambda m: m.pop("input_schema")), "'input_schema' is missing"
     ),
+    # The event id's entry, which older manifests lack, is checked where given (review 215: any was taken).
+    "an event_id role added": Case(
+        lambda r, x: _edit(r, lambda m: m["input_schema"]["columns"].update({"no_such": "event_id"})),
+        "input_schema does not match",
+    ),
     "file entry not a dict": Case(
         lambda r, x: _edit(r, lambda m: m["files"].update({SPEC_FILE: "abc"})),
         r"files\['spec.json'\] must be",

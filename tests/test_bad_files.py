@@ -916,6 +916,12 @@ def test_scores_that_cannot_be_written_are_refused_before_scoring(scorer, tmp_pa
         batch.score_file(scorer, str(_write(tmp_path / "e.parquet", GOOD)), "/proc/x.parquet", progress=False)
     assert str(refused.value).startswith("/proc/x.parquet: cannot write the scores there (")
     assert ".partial" not in str(refused.value) and not scored
+    # A folder of that name failed after the last frame, and a path under a file at mkdir (review 215).
+    (tmp_path / "afile").write_text("x")
+    for out in (tmp_path, tmp_path / "afile" / "x.parquet"):
+        with pytest.raises(UserError, match="cannot write the scores there"):
+            batch.score_file(scorer, str(tmp_path / "e.parquet"), out, progress=False)
+    assert not scored
 
 
 @pytest.mark.parametrize("zone", ["+05:30", "-03:30", "+0545", "Mars/Olympus", "+05:00", "Asia/Kolkata"])

@@ -486,6 +486,9 @@ def test_snapped_rounds_half_away_from_zero_and_keeps_what_is_not_finite():
     assert np.isnan(out[5]) and out[6] == np.inf and out[7] == -np.inf and out[8] == 0.0
     biggest = np.finfo(np.float64).max  # would round to inf: kept as it is (review 213)
     np.testing.assert_array_equal(snapped(np.array([biggest, -biggest])), [biggest, -biggest])
+    # A NaN whose payload fills its bits: the carry reached the sign bit, a 0 (review 215).
+    full = np.array([0x7FFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFF], dtype=np.uint64).view(np.float64)
+    assert np.isnan(snapped(full)).all()
 
 
 LAYOUTS = [

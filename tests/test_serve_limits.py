@@ -312,6 +312,16 @@ def test_a_transfer_coding_the_server_does_not_undo_is_refused(server, events, c
     assert b"Transfer-Encoding" in answer and b"is not supported" in answer
 
 
+def test_a_transfer_coding_in_an_http_1_0_request_is_refused(server, events):
+    """HTTP/1.0 has no transfer codings: a chunked body was scored (review 215; RFC 9112 6.1)."""
+    body = json.dumps({"events": events}).encode()
+    head = HEAD.replace(b"HTTP/1.1", b"HTTP/1.0") + b"Transfer-Encoding: chunked\r\n\r\n"
+    with _connect(server[0], head + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n") as sock:
+        answer, _ = _answer(sock)
+    assert answer.split(b"\r\n")[0].endswith(b" 400 Bad Request"), answer[:200]
+    assert b"HTTP/1.0" in answer
+
+
 def test_a_repeated_content_header_is_refused(client, events):
     """Of two Content-Encoding headers the first was read alone, so identity then gzip passed, where "identity,
     gzip" in one header was refused (review 119)."""

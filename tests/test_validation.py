@@ -801,6 +801,11 @@ def test_label_table_null_labels_and_ids(tmp_path):
             labels=timed_path,
             on_unlabeled=policy,
         )
+    # And where the label times themselves are not read (a monitor's --labels without --labels-as-of: review 215).
+    from seqfraud.data.events import read_labels
+
+    with pytest.raises(DataValidationError, match="have no label \\(null\\) but a 'cb'"):
+        read_labels(timed_path, replace(SCHEMA, label_time="cb"), pending_ok=True)
     lab = write(pl.DataFrame({"session_id": ["s1", None, "s3"], "label": [0, 1, 0]}), tmp_path / "l2.parquet")
     fails(ev, lab, "column 'session_id': 1 row(s) have a null session id", labels=lab)
 
@@ -1204,8 +1209,12 @@ def test_a_folder_of_parquet_and_csv_files_is_refused(tmp_path):
     assert "holds 1 Parquet and 1 CSV file(s) (the first CSV:" in str(refused.value) and "b.csv" in str(
         refused.value
     )
-    assert f"{tmp_path / 'shards' / '*.parquet'}" in str(refused.value)
-    assert load_events(str(tmp_path / "shards" / "*.parquet"), SCHEMA).report["n_events"] == events().height
+    assert f"{tmp_path / 'shards' / '**' / '*.parquet'}" in str(refused.value)
+    # The glob said reads a partitioned folder's subfolders too (review 215: *.parquet read the top level alone).
+    later = events().with_columns(pl.col("session_id") + "-2")
+    write(later, tmp_path / "shards" / "day=2" / "c.parquet")
+    glob = str(tmp_path / "shards" / "**" / "*.parquet")
+    assert load_events(glob, SCHEMA).report["n_events"] == 2 * events().height
 
 
 def test_a_folder_reads_parquet_by_its_bytes_and_says_what_it_leaves_out(tmp_path, caplog, monkeypatch):

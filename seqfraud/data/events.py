@@ -163,8 +163,8 @@ class LoadedEvents(Generic[EventsT]):
 
 
 def resolve_paths(path: str | os.PathLike, *, warn: bool = True) -> list[str]:
-    """A file, a directory of Parquet files (its subdirectories too, as a partitioned dataset has them; of CSV
-    files where it holds no Parquet), or a glob of either, to a sorted file list (sorted: row order is the
+    """A file, a directory of Parquet files (its subdirectories too, as a partitioned dataset has them) or of CSV
+    files (refused where it holds both), or a glob of either, to a sorted file list (sorted: row order is the
     tie-break). A glob's folders are read as folders: ``events/day=2026-04-2*`` picks a partitioned dataset's days
     (a dogfood's later window to monitor was refused as "not a regular file").
 
@@ -230,8 +230,8 @@ def _folder_files(p: str, warn: bool) -> list[str]:
     if found["parquet"] and found["csv"]:
         raise DataValidationError(
             f"{p}: holds {len(found['parquet']):,} Parquet and {len(found['csv']):,} CSV file(s) (the first CSV: "
-            f"{min(found['csv'])}); name the ones to read (a glob such as {os.path.join(p, '*.parquet')}), or "
-            "convert the CSV"
+            f"{min(found['csv'])}); name the ones to read (a glob such as {os.path.join(p, '**', '*.parquet')} or "
+            "**/*.csv, which read subfolders too), move the others out, or convert the CSV"
         )
     if warn and other:
         log.warning(
@@ -1578,6 +1578,9 @@ def training_labels(
     )
 
 
+_TIMED = "__label_timed"  # read_labels: whether a row has a label time
+
+
 def read_labels(
     path: str | pl.DataFrame | pl.LazyFrame,
     schema: Schema,
@@ -1662,6 +1665,10 @@ def read_labels(
         pl.col(schema.session_id).cast(pl.String).alias(S.SESSION_ID),
         pl.col(schema.label).cast(pl.Float64).fill_nan(None).alias(S.LABEL),  # NaN: pandas' missing label
     ]
+    # Whether a row has a label time, read for the pending rows' check even where the times are not (a monitor's
+    # --labels without --labels-as-of: review 215).
+    if pending_ok and schema.label_time and schema.label_time in have:
+        columns.append(pl.col(schema.label_time).is_not_null().alias(_TIMED))
     epochs = []
     if lt is not None and timestamp_unit is not None:
         _check_time_type(source, lt, have[lt], may_be_empty=True)
@@ -1705,7 +1712,7 @@ def read_labels(
         # A row awaiting review has no verdict, and no verdict's time: one with a label time is a verdict that lost
         # its label (dogfood 214: a chargeback table without the label column stacked under a review table by
         # column name, 115 of 252 frauds read as pending, said at INFO).
-        timed = unlabelled & pl.col(S.LABEL_TIME_PRESENT) if S.LABEL_TIME_PRESENT in labels.columns else None
+        timed = unlabelled & pl.col(_TIMED) if _TIMED in labels.columns else None
         if timed is not None and (n := int(labels.select(timed.sum()).item())):
             files = (resolve_paths(path, warn=False), schema) if isinstance(path, str) else None
             fail_rows(
@@ -1725,6 +1732,7 @@ def read_labels(
         )
         if report is not None:
             report["label_rows_pending"] = pending
+    labels = labels.drop(_TIMED, strict=False)
     refuse_empty_rows(
         labels,
         source,

@@ -11,6 +11,7 @@ featured at once: its memory follows the whole input (docs/entities.md). Session
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import math
 import os
@@ -300,9 +301,13 @@ def write_frames(
     import pyarrow.parquet as pq
 
     out = Path(out).expanduser()  # Polars expands ~ and the rename did not: the output was lost (dogfood 39)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial")
-    try:  # before any frame is scored: a place it cannot write failed after the first, naming the hidden file
+    # Before any frame is scored: a place it cannot write failed after the first, naming the hidden file (dogfood
+    # 210), and a folder of that name after the last (review 215).
+    try:
+        if out.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "a folder")
+        out.parent.mkdir(parents=True, exist_ok=True)
         tmp.touch()
     except OSError as e:
         raise UserError(f"{out}: cannot write the scores there ({e.strerror or e})") from None

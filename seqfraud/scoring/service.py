@@ -574,6 +574,7 @@ def parse(validator: TypeAdapter, body: bytes) -> dict[str, Any]:
         # Each error is said once per place in the schema: a client that sends its raw rows has the same few extra
         # columns, or the same float ids, on every event (dogfood 108: one clause an event). Unknown fields are
         # said together, with what the place takes.
+        at_least = "at least " if total > len(errors) else ""  # the counts below are of the errors read
         groups: dict[tuple, list[Any]] = {}
         for err in errors:
             place = tuple(p if isinstance(p, str) else 0 for p in err["loc"])
@@ -586,17 +587,16 @@ def parse(validator: TypeAdapter, body: bytes) -> dict[str, Any]:
                 names = list(dict.fromkeys(str(err["loc"][-1]) for err in group))
                 places = len({err["loc"][:-1] for err in group})
                 known = _known_fields(validator, group[0]["loc"][:-1])
-                at_least = "at least " if total > len(errors) else ""  # counted in the errors read
                 listed = f"{names[:NAMES_SAID]}" + (
                     f" and {at_least}{len(names) - NAMES_SAID:,} more" if len(names) > NAMES_SAID else ""
                 )
                 said.append(
                     f"{_where(group[0]['loc'][:-1])}: unknown field(s) {listed}"
-                    + (f" (and in {places - 1} more like it)" if places > 1 else "")
+                    + (f" (and in {at_least}{places - 1} more like it)" if places > 1 else "")
                     + (f"; this request takes {known}" if known else "")
                 )
             else:
-                more_like = f" (and in {len(group) - 1} more like it)" if len(group) > 1 else ""
+                more_like = f" (and in {at_least}{len(group) - 1} more like it)" if len(group) > 1 else ""
                 # A list past its limit names the flag that sets it, as a long value does (dogfood 128).
                 why = None
                 if group[0]["type"] == "too_long":
@@ -668,6 +668,10 @@ def check_json_content_type(request: Request) -> None:
     # The server undoes chunked alone: a body sent "gzip, chunked" was read as plain JSON, where a proxy that
     # honours the coding checks another (review 211). RFC 9112 answers a coding not understood with 501.
     codings = [c.strip().lower() for v in request.headers.getlist("transfer-encoding") for c in v.split(",")]
+    if (
+        codings and request.scope.get("http_version") == "1.0"
+    ):  # HTTP/1.0 has no transfer codings (RFC 9112 6.1)
+        raise RequestError(400, "Transfer-Encoding in an HTTP/1.0 request: send a Content-Length")
     if any(c not in ("chunked", "") for c in codings):
         raise RequestError(
             501,
