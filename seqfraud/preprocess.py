@@ -31,6 +31,7 @@ from seqfraud.data.events import (
     FIXED_WIDTH_IDS,
     INTEGER_IDS,
     LABELS_WITHOUT_COLUMN,
+    PADDED_WIDTH_IDS,
     ZERO_PADDED_IDS,
     ZONED_TIMESTAMPS,
     DataValidationError,
@@ -821,7 +822,14 @@ def preprocess(
     }
     if policy.get("on_unlabeled") == "negative":
         spec.fit_info |= {ON_UNLABELED: "negative", LABEL_DELAY: policy.get("label_delay")}
-    for key in (ZERO_PADDED_IDS, INTEGER_IDS, FIXED_WIDTH_IDS, ZONED_TIMESTAMPS, LABELS_WITHOUT_COLUMN):
+    for key in (
+        ZERO_PADDED_IDS,
+        INTEGER_IDS,
+        FIXED_WIDTH_IDS,
+        PADDED_WIDTH_IDS,
+        ZONED_TIMESTAMPS,
+        LABELS_WITHOUT_COLUMN,
+    ):
         if loaded.report.get(key):
             spec.fit_info[key] = loaded.report[key]
     (out / DATA_DIR).mkdir(parents=True)

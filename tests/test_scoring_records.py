@@ -158,6 +158,7 @@ def test_integer_ids_for_ids_trained_as_zero_padded_text_are_refused_on_every_pa
     frame = pl.DataFrame({**{k: [v] for k, v in event.items()}, "terminal": [201]})
     with pytest.raises(DataValidationError, match=f"file.parquet: {says}"):
         normalized_events(frame.lazy(), spec, "file.parquet")
+
     # Labels: posted, and as a history's table.
     with pytest.raises(DataValidationError, match="request: column 'session_id' holds integers"):
         read_posted_labels([{"session_id": 2037, "label": 1, "cb": "2026-03-02"}], spec, "request")
@@ -165,6 +166,57 @@ def test_integer_ids_for_ids_trained_as_zero_padded_text_are_refused_on_every_pa
     pl.DataFrame({"session_id": [2037], "label": [1]}).write_parquet(tmp_path / "l.parquet")
     with pytest.raises(DataValidationError, match="l.parquet: column 'session_id' holds integers"):
         read_labels(str(tmp_path / "l.parquet"), spec.schema, zero_padded=spec.zero_padded_ids)
+
+
+def test_ids_that_lost_their_zeros_as_text_are_refused(tmp_path):
+    """Routing numbers all of nine digits, some from 0: a spreadsheet wrote 036106101 back as the text 36106101,
+    scored without a word, meeting no mule account of the history (dogfood 216: scores moved up to 0.33, 6 bands),
+    where the integer 36106101 was refused."""
+    from dataclasses import replace
+
+    from seqfraud.data.events import PADDED_WIDTH_IDS, ZERO_PADDED_IDS, load_events
+    from seqfraud.features.entities import EntitySpec
+    from seqfraud.scoring.online import refuse_misread_ids
+    from seqfraud.scoring.prepare import normalized_events, record_columns
+
+    n = 40
+    routing = [f"{(i * 37_000_001) % 400_000_000:09d}" for i in range(n)]  # nine digits, many from 0
+    log = pl.DataFrame(
+        {
+            "session_id": [f"s{i}" for i in range(n)],
+            "timestamp": [datetime(2026, 3, 1, 10) + timedelta(minutes=i) for i in range(n)],
+            "event_type": ["bank_change"] * n,
+            "routing": routing,
+            "widths_apart": [f"{i:0{4 + i % 3}d}" for i in range(n)],  # padded, but not to one width
+            "label": [0] * n,
+        }
+    )
+    log.write_parquet(tmp_path / "e.parquet")
+    report = load_events(str(tmp_path / "e.parquet"), Schema(entities=("routing", "widths_apart"))).report
+    assert report[ZERO_PADDED_IDS] == ["routing", "widths_apart"] and report[PADDED_WIDTH_IDS] == {
+        "routing": 9
+    }
+
+    spec = replace(
+        SPEC,
+        schema=replace(SPEC.schema, entities=("terminal",)),
+        entity=EntitySpec(("terminal",), ("1h",), risk=False, smoothing=1.0, prior=0.1, label_delay=None),
+        fit_info={ZERO_PADDED_IDS: ["terminal"], PADDED_WIDTH_IDS: {"terminal": 6}},
+    )
+    event = {**_events(1)[0], "timestamp": "2026-03-01T10:00:00Z", "terminal": "000201"}
+    assert (
+        record_columns([event, {**event, "terminal": "T201"}], spec) is not None
+    )  # as trained, or no digits
+    lost = [event, {**event, "terminal": "201"}]
+    assert record_columns(lost, spec) is None  # the full path names it
+    says = "column 'terminal': 1 row(s) hold an id of fewer digits than the 6 the model's training log wrote each"
+    with pytest.raises(DataValidationError, match=re.escape(f"{says} with (first: '201', there '000201')")):
+        normalized_events(as_frame(lost, spec, "request").lazy(), spec, "request")
+    with pytest.raises(DataValidationError, match=re.escape(says.replace("'terminal'", "'session'"))):
+        labelled = replace(
+            spec, fit_info={ZERO_PADDED_IDS: ["session_id"], PADDED_WIDTH_IDS: {"session_id": 6}}
+        )
+        refuse_misread_ids(["000201", "201"], "session_id", "session", labelled, "request")
 
 
 def test_a_code_of_fixed_width_may_begin_with_zero(tmp_path):

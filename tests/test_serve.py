@@ -340,7 +340,9 @@ def test_a_body_of_many_errors_is_answered_with_a_few(client, sessions, scorer):
     assert len(r.json()["errors"]) == 100 and len(r.content) < 20_000
     # Counts of an error's repeats are of the errors read, past which they are "at least" (review 215).
     r = client.post("/score", json={"events": [{"a": 1, "b": 2, "c": 3}] * LIMITS.max_events_per_session})
-    assert "(and in at least " in r.json()["detail"] and "(1,200 errors in all;" in r.json()["detail"], r.json()
+    assert "(and in at least " in r.json()["detail"] and "(1,200 errors in all;" in r.json()["detail"], (
+        r.json()
+    )
     # A batch stops at its first refused session; that session's events are said together, with how often.
     s = scorer.spec.schema
     bad = {"events": [{}] * 3}

@@ -2425,6 +2425,9 @@ ZONED_TIMESTAMPS = "zoned_timestamps"
 INTEGER_IDS = "integer_ids"  # and for integer_ids
 LABELS_WITHOUT_COLUMN = "labels_without_column"  # a frauds-only label table that had no label column
 FIXED_WIDTH_IDS = "fixed_width_ids"  # and for the digit count of the integer_ids the log wrote at one width
+PADDED_WIDTH_IDS = (
+    "padded_width_ids"  # and for the digit count of the zero-padded ids the log wrote at one width
+)
 
 
 @dataclass
@@ -2442,15 +2445,17 @@ class RawEvents:
     )  # the unit integer epochs are read in; None when the column holds datetimes or strings
     zero_padded: list[str]  # :func:`zero_padded_ids`, and the entity columns no integer spells (integer_ids)
     integers: dict[str, int | None]  # :func:`integer_ids`
+    padded_widths: dict[str, int]  # :func:`integer_ids`: the zero-padded columns of digits at one width
 
     def id_forms(self) -> dict[str, Any]:
-        """The report's record of :attr:`zero_padded` and :attr:`integers` (and their widths), where there are
-        any."""
+        """The report's record of :attr:`zero_padded` and :attr:`integers` (and their widths, and
+        :attr:`padded_widths`), where there are any."""
         widths = {c: w for c, w in self.integers.items() if w is not None}
         forms = (
             (ZERO_PADDED_IDS, self.zero_padded),
             (INTEGER_IDS, list(self.integers)),
             (FIXED_WIDTH_IDS, widths),
+            (PADDED_WIDTH_IDS, self.padded_widths),
         )
         return {k: v for k, v in forms if v}
 
@@ -2541,7 +2546,7 @@ def say_respelt_ids(raw: pl.LazyFrame, have: pl.Schema, schema: Schema, source: 
 
 def integer_ids(
     raw: pl.LazyFrame, have: pl.Schema, schema: Schema, source: str, padded: Sequence[str], files: list[str]
-) -> tuple[dict[str, int | None], list[str]]:
+) -> tuple[dict[str, int | None], list[str], dict[str, int]]:
     """The :func:`id_columns` that the log types as integers, or writes as integers in text (a CSV log's ids are
     read as text: dogfood 91), ``padded`` (:func:`zero_padded_ids`) aside: a later file that writes them as decimals
     (``3278.0``, a pandas export whose integer column with a gap became float, read back from CSV as text) meets no
@@ -2557,9 +2562,13 @@ def integer_ids(
     And the text entity columns of which no value is an integer's digits (``+447700900123``, ``10.0.0.7``, a
     UUID), whose integers scoring refuses as a zero-padded column's: a spreadsheet's ``447700900123`` met no phone
     of the history (dogfood 210). Read whole: a column whose integers come after the first rows holds them
-    (review 213)."""
+    (review 213).
+
+    And the zero-padded ones (``padded``) all of whose values are digits of one width, as routing numbers: a value
+    of fewer digits has lost its zeros as text (a spreadsheet's ``36106101`` for ``036106101`` met no mule account
+    of the history, scores moved up to 0.33: dogfood 216), where an integer of them is refused already."""
     ids = [c for c in id_columns(schema) if c in have]
-    text = [c for c in ids if _textual(have[c]) and c not in padded]
+    text = [c for c in ids if _textual(have[c])]
     # Per text column, by name: its rows, those written as integers, those as decimals, the first decimal and its
     # row, those positive, their fewest and most digits, and about how many values.
     written: dict[str, dict[str, Any]] = {}
@@ -2577,6 +2586,9 @@ def integer_ids(
                         v.str.contains(_POSITIVE).sum().alias("positive"),
                         v.filter(v.str.contains(_POSITIVE)).str.len_bytes().min().alias("narrowest"),
                         v.filter(v.str.contains(_POSITIVE)).str.len_bytes().max().alias("widest"),
+                        v.str.contains(_DIGITS).sum().alias("digits"),
+                        v.filter(v.str.contains(_DIGITS)).str.len_bytes().min().alias("digits_narrowest"),
+                        v.filter(v.str.contains(_DIGITS)).str.len_bytes().max().alias("digits_widest"),
                         v.approx_n_unique().alias("values"),
                     ).alias(c)
                     for c, v in zip(text, values)
@@ -2585,6 +2597,15 @@ def integer_ids(
                 .row(0, named=True)
             )
         written = {c: counts[c] for c in text}
+    padded_widths = {
+        c: w["digits_widest"]
+        for c, w in written.items()
+        if c in padded
+        and 0 < w["digits"] == w["n"]
+        and w["digits_narrowest"] == w["digits_widest"] >= FIXED_WIDTH_DIGITS
+        and w["values"] >= FIXED_WIDTH_VALUES
+    }
+    written = {c: w for c, w in written.items() if c not in padded}
     for c, w in written.items():
         if w["integers"] and w["decimals"] and w["integers"] + w["decimals"] == w["n"]:
             held = f"its other {w['integers']:,} row(s) hold integers"
@@ -2605,12 +2626,13 @@ def integer_ids(
     no_integer = [
         c for c in schema.entities if c in written and written[c]["n"] and not written[c]["integers"]
     ]
-    return {c: out[c] for c in ids if c in out}, no_integer
+    return {c: out[c] for c in ids if c in out}, no_integer, padded_widths
 
 
 # An integer as text, written as Polars writes an integer column: 3278, -7, 0.
 INTEGER_TEXT = r"^-?(?:0|[1-9][0-9]*)$"
 _POSITIVE = r"^[1-9][0-9]*$"
+_DIGITS = r"^[0-9]+$"
 # A text id column of integers is a code of fixed width (integer_ids) where at least this many values all have
 # one number of digits, at least this many.
 FIXED_WIDTH_VALUES, FIXED_WIDTH_DIGITS = 20, 4
@@ -2655,6 +2677,34 @@ def rewritten_ids_said(source: str, column: str, n: int, first: str, held: str) 
         f"events, labels or shared entities. Write the integers as their digits alone (pandas turns an integer column with a missing value "
         "into floats: read it with dtype='Int64'; strip an export's leading zeros)"
     )
+
+
+def unpadded_ids(value: pl.Expr, width: int) -> pl.Expr:
+    """Digits fewer than ``width``, of a column the training log wrote zero-padded at that width
+    (:func:`integer_ids`): an id that lost its leading zeros as text."""
+    return value.str.contains(_DIGITS) & (value.str.len_bytes() < width)
+
+
+def unpadded_id(value: str, width: int) -> bool:
+    """:func:`unpadded_ids` of one value."""
+    return len(value) < width and value.isascii() and value.isdigit()
+
+
+def refuse_unpadded_ids(
+    events: pl.DataFrame, names: Mapping[str, str], source: str, widths: Mapping[str, int]
+) -> None:
+    """Fails on ids of fewer digits than the width the model's training log wrote every one of them with
+    (:func:`unpadded_ids`), in ``names`` (the events' column of each, to its name in the log)."""
+    for column, name in names.items():
+        bad = events.filter(unpadded_ids(pl.col(column), widths[name]))[column]
+        if len(bad):
+            raise DataValidationError(
+                f"{source}: column {name!r}: {len(bad):,} row(s) hold an id of fewer digits than the "
+                f"{widths[name]} the model's training log wrote each with (first: {bad[0]!r}, there "
+                f"{bad[0].zfill(widths[name])!r}): its leading zeros were lost (a spreadsheet, or a reader that "
+                "took the column as numbers and wrote it back as text), so it would be another id, meeting none of "
+                "its events, labels or shared entities; restore them, or read the column as text at the source"
+            )
 
 
 def refuse_rewritten_ids(
@@ -2717,13 +2767,15 @@ def inspect_events(events_path: str, schema: Schema, labels_path: str | None) ->
         unit = detect_timestamp_unit(raw, schema, have[schema.timestamp])
         padded = zero_padded_ids(raw, have, schema)
     files = resolve_paths(events_path, warn=False)  # scan_table said what it left out
-    integers, no_integer = integer_ids(raw, have, schema, source, padded, files)
+    integers, no_integer, padded_widths = integer_ids(raw, have, schema, source, padded, files)
     padded = [c for c in id_columns(schema) if c in padded or c in no_integer]
     if label_on_events and schema.label_time:
         check_label_time_unit(source, schema, have[schema.label_time], unit)
         say_dates_as_datetimes(raw, have, schema.label_time, source, schema.session_id)
     epoch_unit = unit if have[schema.timestamp].is_integer() else None
-    return RawEvents(raw, source, files, have, unit, label_on_events, epoch_unit, padded, integers)
+    return RawEvents(
+        raw, source, files, have, unit, label_on_events, epoch_unit, padded, integers, padded_widths
+    )
 
 
 def load_events(

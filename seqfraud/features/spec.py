@@ -14,6 +14,7 @@ from seqfraud.data.events import (
     FIXED_WIDTH_IDS,
     INTEGER_IDS,
     LABELS_WITHOUT_COLUMN,
+    PADDED_WIDTH_IDS,
     ZERO_PADDED_IDS,
     ZONED_TIMESTAMPS,
     id_columns,
@@ -163,6 +164,14 @@ class Spec:
         to the one number of digits the log wrote all of it with, if it did."""
         widths = self.fit_info.get(FIXED_WIDTH_IDS) or {}
         return {c: widths.get(c) for c in self._recorded_ids(INTEGER_IDS)}
+
+    @property
+    def padded_widths(self) -> dict[str, int]:
+        """The :attr:`zero_padded_ids` the training log wrote as digits of one width, to that width: scoring
+        refuses fewer digits there (:func:`seqfraud.data.events.refuse_unpadded_ids`); none in specs fitted before
+        session 39."""
+        widths = self.fit_info.get(PADDED_WIDTH_IDS) or {}
+        return {c: int(widths[c]) for c in self.zero_padded_ids if c in widths}
 
     def _recorded_ids(self, key: str) -> tuple[str, ...]:
         """The id columns the fit recorded under ``key`` that this spec's schema still names: the spec that reads

@@ -49,9 +49,11 @@ from seqfraud.data.events import (
     refuse_integer_ids,
     refuse_repeated_ids,
     refuse_rewritten_ids,
+    refuse_unpadded_ids,
     repeated_event_ids,
     rewritten_id,
     timestamp_range_us,
+    unpadded_id,
 )
 from seqfraud.errors import did_you_mean
 from seqfraud.features.fastpath import EventColumns
@@ -253,12 +255,14 @@ def normalized_events(
                 out_of_range_text(schema, unit, "the model's unit, fixed at training"),
                 first_bad(events, pl.col(S.TS_OUT_OF_RANGE), lf, schema.timestamp),
             )
+    renamed = {schema.session_id: S.SESSION_ID}
     if spec.integer_ids:
-        renamed = {schema.session_id: S.SESSION_ID}
         textual = {
             renamed.get(c, c): c for c in _keyed_ids(spec, spec.integer_ids) if not have[c].is_integer()
         }
         refuse_rewritten_ids(events, textual, source, spec.integer_ids)
+    if widths := spec.padded_widths:  # digits that lost their zeros as text (dogfood 216)
+        refuse_unpadded_ids(events, {renamed.get(c, c): c for c in _keyed_ids(spec, widths)}, source, widths)
     # A float reading of integer ids (1008338.0), which a Parquet file's float column and the service refuse: a
     # model that records no integer ids (fitted before a model without entities recorded them, or on text ids)
     # scored them, under ids that join nothing (dogfood 108): said.
@@ -517,19 +521,22 @@ def record_columns(records: Sequence[Any], spec: Spec, source: str = "request") 
     if any(None in column[c] for c in (s.session_id, s.timestamp, s.event_type)):
         return None
     text: dict[str, list[str | None]] = {}
-    padded, integer_typed = spec.zero_padded_ids, spec.integer_ids  # once a request, not once a column
+    padded, integer_typed, widths = (
+        spec.zero_padded_ids,
+        spec.integer_ids,
+        spec.padded_widths,
+    )  # once a request
     for c in (s.session_id, *s.categorical_fields, *s.entities):
         values = column[c]
         types = set(map(type, values)) - {_NONE}
         allowed = {str, int} if c in s.entities or c == s.session_id else {str, int, bool}
         if not types <= allowed or (int in types and c in padded):
             return None  # the full path names what is wrong
-        if (
-            str in types
-            and c in integer_typed
-            and any(rewritten_id(v, integer_typed[c]) for v in values if type(v) is str)
+        if str in types and (
+            (c in integer_typed and any(rewritten_id(v, integer_typed[c]) for v in values if type(v) is str))
+            or (c in widths and any(unpadded_id(v, widths[c]) for v in values if type(v) is str))
         ):
-            return None
+            return None  # the full path names it
         if int in types and not all(
             v is None or type(v) is not int or _INT64_MIN <= v <= _INT64_MAX for v in values
         ):
