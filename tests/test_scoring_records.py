@@ -487,6 +487,7 @@ def test_naive_times_sent_to_a_model_trained_on_zoned_ones_are_said_once_per_sou
         (pl.col("timestamp").dt.strftime("%Y-%m-%dT%H:%M:%S"), False),  # a log in UTC
         (pl.col("timestamp").dt.replace_time_zone("UTC"), True),
         (pl.col("timestamp"), False),
+        (pl.col("timestamp").dt.epoch("ms"), True),  # instants (dogfood 216: local strings then read as UTC)
     ):
         log.with_columns(timestamps).write_parquet(tmp_path / "e.parquet")
         report = load_events(str(tmp_path / "e.parquet"), Schema()).report
@@ -494,7 +495,7 @@ def test_naive_times_sent_to_a_model_trained_on_zoned_ones_are_said_once_per_sou
 
     spec = replace(SPEC, fit_info={ZONED_TIMESTAMPS: True})
     naive = [{**e, "timestamp": f"2026-03-01T10:00:0{i}"} for i, e in enumerate(_events())]
-    said = "timestamps carry no UTC offset and are read as UTC, where the model's training times carried one"
+    said = "timestamps carry no UTC offset and are read as UTC, where the model's training times carried one (or were epochs)"
     for n, source in ((1, "fast-request"), (3, "fast-requests")):
         for _ in range(2):
             assert record_columns(naive[:n], spec, source) is not None  # still the fast path

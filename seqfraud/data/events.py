@@ -1386,7 +1386,7 @@ def say_naive(
 
 # Whose offsets a naive time lacks: its column's other times', or the model's training times' (all naive then).
 OTHERS_ZONED = "the others carry one"
-TRAINED_ZONED = "the model's training times carried one"
+TRAINED_ZONED = "the model's training times carried one (or were epochs)"
 
 
 def naive_said(
@@ -2420,7 +2420,7 @@ def label_known(
 
 
 ZERO_PADDED_IDS = "zero_padded_ids"  # the report's (and the spec's fit_info) key for zero_padded_ids
-# And for whether the log's timestamps carried UTC offsets (:func:`zoned_timestamps`); absent where they did not.
+# And for whether the log's timestamps carried UTC offsets or were epochs (:func:`zoned_report`); absent where not.
 ZONED_TIMESTAMPS = "zoned_timestamps"
 INTEGER_IDS = "integer_ids"  # and for integer_ids
 LABELS_WITHOUT_COLUMN = "labels_without_column"  # a frauds-only label table that had no label column
@@ -2745,13 +2745,15 @@ def refuse_integer_ids(integers: Sequence[str], padded: Sequence[str], source: s
 
 def zoned_report(table: pl.DataFrame, dtype: pl.DataType) -> dict[str, bool]:
     """The report's :data:`ZONED_TIMESTAMPS`, where a log's timestamps (``dtype``; ``table``: its
-    :func:`session_table`) carried UTC offsets: strings not all naive, or datetimes with a zone. Scoring warns
-    of naive times sent to a model trained on them (dogfood 91: a client that drops every offset), as it does
-    of naive times among zoned ones."""
+    :func:`session_table`) carried UTC offsets: strings not all naive, or datetimes with a zone; or were integer
+    epochs, instants as those are (dogfood 216: a model trained on epoch milliseconds scored local wall-clock
+    strings, read as UTC hours off and reordered across a DST change, without a word). Scoring warns of naive
+    times sent to a model trained on them (dogfood 91: a client that drops every offset), as it does of naive times
+    among zoned ones."""
     if "n_ts_naive" in table.columns:
         zoned = int(table["n_ts_naive"].sum()) < int(table["n_ts_stamped"].sum())
     else:
-        zoned = isinstance(dtype, pl.Datetime) and dtype.time_zone is not None
+        zoned = dtype.is_integer() or (isinstance(dtype, pl.Datetime) and dtype.time_zone is not None)
     return {ZONED_TIMESTAMPS: True} if zoned else {}
 
 

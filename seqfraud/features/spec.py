@@ -181,7 +181,7 @@ class Spec:
 
     @property
     def zoned_timestamps(self) -> bool:
-        """Whether the training log's timestamps carried UTC offsets, so that naive ones sent to it are said
+        """Whether the training log's timestamps carried UTC offsets (or were epochs), so that naive ones sent to it are said
         (:func:`seqfraud.data.events.zoned_report`); False for specs fitted before it was recorded."""
         return bool(self.fit_info.get(ZONED_TIMESTAMPS))
 
