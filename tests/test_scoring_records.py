@@ -168,16 +168,17 @@ def test_integer_ids_for_ids_trained_as_zero_padded_text_are_refused_on_every_pa
         read_labels(str(tmp_path / "l.parquet"), spec.schema, zero_padded=spec.zero_padded_ids)
 
 
-def test_ids_that_lost_their_zeros_as_text_are_refused(tmp_path):
+def test_ids_that_lost_their_zeros_as_text_are_said(tmp_path, caplog):
     """Routing numbers all of nine digits, some from 0: a spreadsheet wrote 036106101 back as the text 36106101,
     scored without a word, meeting no mule account of the history (dogfood 216: scores moved up to 0.33, 6 bands),
-    where the integer 36106101 was refused."""
+    where the integer 36106101 was refused. Said on every path, a history's and the monitor's label tables too
+    (review 217), not refused: a code of another width may be new."""
     from dataclasses import replace
 
-    from seqfraud.data.events import PADDED_WIDTH_IDS, ZERO_PADDED_IDS, load_events
+    from seqfraud.data.events import PADDED_WIDTH_IDS, ZERO_PADDED_IDS, load_events, read_labels
     from seqfraud.features.entities import EntitySpec
     from seqfraud.scoring.online import refuse_misread_ids
-    from seqfraud.scoring.prepare import normalized_events, record_columns
+    from seqfraud.scoring.prepare import _SAID, normalized_events, record_columns
 
     n = 40
     routing = [f"{(i * 37_000_001) % 400_000_000:09d}" for i in range(n)]  # nine digits, many from 0
@@ -208,15 +209,20 @@ def test_ids_that_lost_their_zeros_as_text_are_refused(tmp_path):
         record_columns([event, {**event, "terminal": "T201"}], spec) is not None
     )  # as trained, or no digits
     lost = [event, {**event, "terminal": "201"}]
-    assert record_columns(lost, spec) is None  # the full path names it
+    assert record_columns(lost, spec) is None  # the full path says it
     says = "column 'terminal': 1 row(s) hold an id of fewer digits than the 6 the model's training log wrote each"
-    with pytest.raises(DataValidationError, match=re.escape(f"{says} with (first: '201', there '000201')")):
+    with caplog.at_level("WARNING"):
         normalized_events(as_frame(lost, spec, "request").lazy(), spec, "request")
-    with pytest.raises(DataValidationError, match=re.escape(says.replace("'terminal'", "'session'"))):
+        assert f"request: {says} with (first: '201', in that form '000201')" in caplog.text
         labelled = replace(
             spec, fit_info={ZERO_PADDED_IDS: ["session_id"], PADDED_WIDTH_IDS: {"session_id": 6}}
         )
-        refuse_misread_ids(["000201", "201"], "session_id", "session", labelled, "request")
+        _SAID.discard(("unpadded", "posted"))
+        refuse_misread_ids(["000201", "201"], "session_id", "session", labelled, "posted")
+        assert "posted: column 'session': 1 row(s) hold an id of fewer digits than the 6" in caplog.text
+        pl.DataFrame({"session_id": ["000201", "202"], "label": [1, 1]}).write_parquet(tmp_path / "l.parquet")
+        read_labels(str(tmp_path / "l.parquet"), labelled.schema, padded_widths=labelled.padded_widths)
+        assert "l.parquet: column 'session_id': 1 row(s) hold an id of fewer digits than the 6" in caplog.text
 
 
 def test_a_code_of_fixed_width_may_begin_with_zero(tmp_path):
@@ -487,11 +493,11 @@ def test_naive_times_sent_to_a_model_trained_on_zoned_ones_are_said_once_per_sou
         (pl.col("timestamp").dt.strftime("%Y-%m-%dT%H:%M:%S"), False),  # a log in UTC
         (pl.col("timestamp").dt.replace_time_zone("UTC"), True),
         (pl.col("timestamp"), False),
-        (pl.col("timestamp").dt.epoch("ms"), True),  # instants (dogfood 216: local strings then read as UTC)
+        (pl.col("timestamp").dt.epoch("ms"), "epochs"),  # instants (dogfood 216: local strings read as UTC)
     ):
         log.with_columns(timestamps).write_parquet(tmp_path / "e.parquet")
         report = load_events(str(tmp_path / "e.parquet"), Schema()).report
-        assert report.get(ZONED_TIMESTAMPS, False) is zoned, timestamps
+        assert report.get(ZONED_TIMESTAMPS, False) == zoned, timestamps
 
     spec = replace(SPEC, fit_info={ZONED_TIMESTAMPS: True})
     naive = [{**e, "timestamp": f"2026-03-01T10:00:0{i}"} for i, e in enumerate(_events())]
@@ -519,6 +525,13 @@ def test_naive_times_sent_to_a_model_trained_on_zoned_ones_are_said_once_per_sou
     record_columns(naive, SPEC, "before-request")  # a spec fitted before, or on naive times
     normalized_events(as_frame(naive, SPEC, "before.csv").lazy(), SPEC, "before.csv")
     assert "no UTC offset" not in caplog.text
+    # Trained on epochs: naive strings are said, naive datetimes (converted from epochs, as pandas does) are their
+    # instants (review 217).
+    epochs = replace(SPEC, fit_info={ZONED_TIMESTAMPS: "epochs"})
+    normalized_events(times.lazy(), epochs, "epoch-datetimes.parquet")
+    assert "no UTC offset" not in caplog.text
+    normalized_events(as_frame(naive, epochs, "epoch-strings.csv").lazy(), epochs, "epoch-strings.csv")
+    assert f"epoch-strings.csv: column 'timestamp': 3 of its 3 {said}" in caplog.text
 
 
 def test_repeated_ids_of_a_one_event_model_are_said_once_per_source(caplog):

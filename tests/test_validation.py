@@ -965,6 +965,14 @@ def test_label_foreign_form_ids_are_refused_where_they_would_be_dropped_or_read_
     )  # the events' form: a fraud of other sessions
     check_some_match(other, ids, "cb.csv: column 'session_id'", "the window", absent_is_negative=True)
     assert "every one of them reads as legitimate" in caplog.text
+    # The events' own ids in another case are no frauds of other sessions (dogfood 216: a history's 210 frauds
+    # lower-cased, read as legitimate with a warning).
+    logins = pl.Series(["LGN-0001", "LGN-0002", "LGN-0003"])  # one case, so case tells no two apart
+    recased = pl.DataFrame({S.SESSION_ID: ["lgn-0001", "lgn-0003"], S.LABEL: [1, 1]})
+    with pytest.raises(DataValidationError, match="match an event id written another way"):
+        check_some_match(
+            recased, logins, "cb.csv: column 'session_id'", "the window", absent_is_negative=True
+        )
 
 
 def test_an_id_written_another_way_is_shown_beside_the_same_event_id_every_run():

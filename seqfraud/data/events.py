@@ -1594,6 +1594,7 @@ def read_labels(
     pending_ok: bool = False,
     zero_padded: Sequence[str] = (),
     integer_typed: Mapping[str, int | None] | None = None,
+    padded_widths: Mapping[str, int] | None = None,
     report: dict | None = None,
 ) -> tuple[pl.DataFrame, str]:
     """A separate label table (a file, or a frame named ``name`` in messages, checked alike: a frame was cast
@@ -1687,6 +1688,12 @@ def read_labels(
         labels = numbered(lf).with_columns(epochs).select(S.ROW_INDEX, *columns).collect()
     if integer_typed and schema.session_id in integer_typed and not have[schema.session_id].is_integer():
         refuse_rewritten_ids(labels, {S.SESSION_ID: schema.session_id}, source, integer_typed)
+    if (  # a history's or the monitor's table (review 217)
+        padded_widths
+        and schema.session_id in padded_widths
+        and (said := unpadded_said(labels, {S.SESSION_ID: schema.session_id}, source, padded_widths))
+    ):
+        log.warning("%s", said)
     if labels.is_empty():
         return nothing()
     unlabelled = pl.col(S.LABEL).is_null()
@@ -2018,9 +2025,11 @@ def check_some_match(
         + unmatched_ids_text(table[S.SESSION_ID], event_ids)
     )
     # Every id of another form is no chargeback file without a match but one written otherwise (dogfood 65: read as
-    # legitimate, it moved a window's PR-AUC from 0.970 to 0.459).
+    # legitimate, it moved a window's PR-AUC from 0.970 to 0.459); nor is one whose ids meet the events' once case
+    # or zeros are set aside (dogfood 216: a history's 210 frauds lower-cased, read as legitimate with a warning).
     n_odd, _ = foreign_form_ids(table[S.SESSION_ID], event_ids)
-    if not absent_is_negative or n_odd == table[S.SESSION_ID].n_unique():
+    respelt = not renumbered(table[S.SESSION_ID], event_ids).is_empty()
+    if not absent_is_negative or n_odd == table[S.SESSION_ID].n_unique() or respelt:
         raise DataValidationError(text)
     log.warning("%s; under data.policy.on_unlabeled=negative every one of them reads as legitimate", text)
 
@@ -2422,6 +2431,7 @@ def label_known(
 ZERO_PADDED_IDS = "zero_padded_ids"  # the report's (and the spec's fit_info) key for zero_padded_ids
 # And for whether the log's timestamps carried UTC offsets or were epochs (:func:`zoned_report`); absent where not.
 ZONED_TIMESTAMPS = "zoned_timestamps"
+ZONED_BY_EPOCHS = "epochs"  # its value where the log's timestamps were integer epochs
 INTEGER_IDS = "integer_ids"  # and for integer_ids
 LABELS_WITHOUT_COLUMN = "labels_without_column"  # a frauds-only label table that had no label column
 FIXED_WIDTH_IDS = "fixed_width_ids"  # and for the digit count of the integer_ids the log wrote at one width
@@ -2586,9 +2596,21 @@ def integer_ids(
                         v.str.contains(_POSITIVE).sum().alias("positive"),
                         v.filter(v.str.contains(_POSITIVE)).str.len_bytes().min().alias("narrowest"),
                         v.filter(v.str.contains(_POSITIVE)).str.len_bytes().max().alias("widest"),
-                        v.str.contains(_DIGITS).sum().alias("digits"),
-                        v.filter(v.str.contains(_DIGITS)).str.len_bytes().min().alias("digits_narrowest"),
-                        v.filter(v.str.contains(_DIGITS)).str.len_bytes().max().alias("digits_widest"),
+                        *(
+                            [  # the zero-padded ones' digits, for padded_widths
+                                v.str.contains(_DIGITS).sum().alias("digits"),
+                                v.filter(v.str.contains(_DIGITS))
+                                .str.len_bytes()
+                                .min()
+                                .alias("digits_narrowest"),
+                                v.filter(v.str.contains(_DIGITS))
+                                .str.len_bytes()
+                                .max()
+                                .alias("digits_widest"),
+                            ]
+                            if c in padded
+                            else []
+                        ),
                         v.approx_n_unique().alias("values"),
                     ).alias(c)
                     for c, v in zip(text, values)
@@ -2690,21 +2712,23 @@ def unpadded_id(value: str, width: int) -> bool:
     return len(value) < width and value.isascii() and value.isdigit()
 
 
-def refuse_unpadded_ids(
+def unpadded_said(
     events: pl.DataFrame, names: Mapping[str, str], source: str, widths: Mapping[str, int]
-) -> None:
-    """Fails on ids of fewer digits than the width the model's training log wrote every one of them with
-    (:func:`unpadded_ids`), in ``names`` (the events' column of each, to its name in the log)."""
+) -> str | None:
+    """What to say of ids of fewer digits than the width the model's training log wrote every one of them with
+    (:func:`unpadded_ids`), in ``names`` (the events' column of each, to its name in the log), or None: most often
+    zeros lost as text, but a code of another width may be new (review 217), so said, not refused."""
     for column, name in names.items():
         bad = events.filter(unpadded_ids(pl.col(column), widths[name]))[column]
         if len(bad):
-            raise DataValidationError(
-                f"{source}: column {name!r}: {len(bad):,} row(s) hold an id of fewer digits than the "
-                f"{widths[name]} the model's training log wrote each with (first: {bad[0]!r}, there "
-                f"{bad[0].zfill(widths[name])!r}): its leading zeros were lost (a spreadsheet, or a reader that "
-                "took the column as numbers and wrote it back as text), so it would be another id, meeting none of "
-                "its events, labels or shared entities; restore them, or read the column as text at the source"
+            return (
+                f"{source}: column {name!r}: {len(bad):,} row(s) hold an id of fewer digits than the {widths[name]} "
+                f"the model's training log wrote each with (first: {bad[0]!r}, in that form "
+                f"{bad[0].zfill(widths[name])!r}): if a spreadsheet or a reader that took the column as numbers lost "
+                "its leading zeros, it is another id, meeting none of its events, labels or shared entities; restore "
+                "them, or read the column as text at the source"
             )
+    return None
 
 
 def refuse_rewritten_ids(
@@ -2743,17 +2767,19 @@ def refuse_integer_ids(integers: Sequence[str], padded: Sequence[str], source: s
         )
 
 
-def zoned_report(table: pl.DataFrame, dtype: pl.DataType) -> dict[str, bool]:
+def zoned_report(table: pl.DataFrame, dtype: pl.DataType) -> dict[str, bool | str]:
     """The report's :data:`ZONED_TIMESTAMPS`, where a log's timestamps (``dtype``; ``table``: its
     :func:`session_table`) carried UTC offsets: strings not all naive, or datetimes with a zone; or were integer
     epochs, instants as those are (dogfood 216: a model trained on epoch milliseconds scored local wall-clock
     strings, read as UTC hours off and reordered across a DST change, without a word). Scoring warns of naive
     times sent to a model trained on them (dogfood 91: a client that drops every offset), as it does of naive times
     among zoned ones."""
+    if dtype.is_integer():  # "epochs": a naive datetime converted from them is the same instant, and not said
+        return {ZONED_TIMESTAMPS: ZONED_BY_EPOCHS}
     if "n_ts_naive" in table.columns:
         zoned = int(table["n_ts_naive"].sum()) < int(table["n_ts_stamped"].sum())
     else:
-        zoned = dtype.is_integer() or (isinstance(dtype, pl.Datetime) and dtype.time_zone is not None)
+        zoned = isinstance(dtype, pl.Datetime) and dtype.time_zone is not None
     return {ZONED_TIMESTAMPS: True} if zoned else {}
 
 

@@ -16,6 +16,7 @@ from seqfraud.data.events import (
     LABELS_WITHOUT_COLUMN,
     PADDED_WIDTH_IDS,
     ZERO_PADDED_IDS,
+    ZONED_BY_EPOCHS,
     ZONED_TIMESTAMPS,
     id_columns,
 )
@@ -168,7 +169,7 @@ class Spec:
     @property
     def padded_widths(self) -> dict[str, int]:
         """The :attr:`zero_padded_ids` the training log wrote as digits of one width, to that width: scoring
-        refuses fewer digits there (:func:`seqfraud.data.events.refuse_unpadded_ids`); none in specs fitted before
+        says fewer digits there (:func:`seqfraud.data.events.unpadded_said`); none in specs fitted before
         session 39."""
         widths = self.fit_info.get(PADDED_WIDTH_IDS) or {}
         return {c: int(widths[c]) for c in self.zero_padded_ids if c in widths}
@@ -184,6 +185,12 @@ class Spec:
         """Whether the training log's timestamps carried UTC offsets (or were epochs), so that naive ones sent to it are said
         (:func:`seqfraud.data.events.zoned_report`); False for specs fitted before it was recorded."""
         return bool(self.fit_info.get(ZONED_TIMESTAMPS))
+
+    @property
+    def zoned_by_epochs(self) -> bool:
+        """Whether the training log's timestamps were integer epochs: a naive datetime sent is their instant then,
+        as converted from them, and not said (review 217), where a naive string is."""
+        return self.fit_info.get(ZONED_TIMESTAMPS) == ZONED_BY_EPOCHS
 
     @property
     def absent_is_negative(self) -> bool:

@@ -309,6 +309,8 @@ def write_frames(
             raise IsADirectoryError(errno.EISDIR, "a folder")
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp.touch()
+    except (FileExistsError, NotADirectoryError):  # mkdir's, under a file (review 217: "File exists")
+        raise UserError(f"{out}: cannot write the scores there (a file lies in its path)") from None
     except OSError as e:
         raise UserError(f"{out}: cannot write the scores there ({e.strerror or e})") from None
     writer, n_sessions = None, 0

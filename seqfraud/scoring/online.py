@@ -59,9 +59,9 @@ from seqfraud.data.events import (
     label_delay_us,
     refuse_integer_ids,
     refuse_rewritten_ids,
-    refuse_unpadded_ids,
     rewritten_id,
     unpadded_id,
+    unpadded_said,
     usable_delay_us,
 )
 from seqfraud.data.split import from_epoch_us
@@ -1181,7 +1181,8 @@ def refuse_misread_ids(values: list[Any], column: str, key: str, spec: Spec, sou
         type(v) is str and unpadded_id(v, padded_width) for v in values
     ):
         texts = [v for v in values if type(v) is str]
-        refuse_unpadded_ids(pl.DataFrame({key: texts}), {key: key}, source, {key: padded_width})
+        if said := unpadded_said(pl.DataFrame({key: texts}), {key: key}, source, {key: padded_width}):
+            say_once("unpadded", source, said)
 
 
 def read_labels(labels: list[Mapping[str, Any]], spec: Spec, source: str) -> list[Label]:

@@ -49,11 +49,11 @@ from seqfraud.data.events import (
     refuse_integer_ids,
     refuse_repeated_ids,
     refuse_rewritten_ids,
-    refuse_unpadded_ids,
     repeated_event_ids,
     rewritten_id,
     timestamp_range_us,
     unpadded_id,
+    unpadded_said,
 )
 from seqfraud.errors import did_you_mean
 from seqfraud.features.fastpath import EventColumns
@@ -261,8 +261,12 @@ def normalized_events(
             renamed.get(c, c): c for c in _keyed_ids(spec, spec.integer_ids) if not have[c].is_integer()
         }
         refuse_rewritten_ids(events, textual, source, spec.integer_ids)
-    if widths := spec.padded_widths:  # digits that lost their zeros as text (dogfood 216)
-        refuse_unpadded_ids(events, {renamed.get(c, c): c for c in _keyed_ids(spec, widths)}, source, widths)
+    if (widths := spec.padded_widths) and (  # digits that lost their zeros as text (dogfood 216)
+        said := unpadded_said(
+            events, {renamed.get(c, c): c for c in _keyed_ids(spec, widths)}, source, widths
+        )
+    ):
+        say_once("unpadded", once or source, said)
     # A float reading of integer ids (1008338.0), which a Parquet file's float column and the service refuse: a
     # model that records no integer ids (fitted before a model without entities recorded them, or on text ids)
     # scored them, under ids that join nothing (dogfood 108): said.
@@ -283,7 +287,11 @@ def normalized_events(
     if S.TS_NAIVE in events.columns:
         naive = int(events[S.TS_NAIVE].sum())
         mixed = 0 < naive < events.height
-        if (mixed or (naive and spec.zoned_timestamps)) and ("naive", once or source) not in _SAID:
+        datetimes = isinstance(
+            have[schema.timestamp], pl.Datetime
+        )  # naive: an epoch-trained model's instants
+        trained_zoned = spec.zoned_timestamps and not (spec.zoned_by_epochs and datetimes)
+        if (mixed or (naive and trained_zoned)) and ("naive", once or source) not in _SAID:
             first = first_bad(events, pl.col(S.TS_NAIVE), lf, schema.timestamp)
             zoned = {} if mixed else {"zoned": TRAINED_ZONED}
             said = naive_said(source, schema.timestamp, naive, events.height, first, **zoned)
