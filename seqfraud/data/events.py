@@ -2435,9 +2435,8 @@ ZONED_BY_EPOCHS = "epochs"  # its value where the log's timestamps were integer 
 INTEGER_IDS = "integer_ids"  # and for integer_ids
 LABELS_WITHOUT_COLUMN = "labels_without_column"  # a frauds-only label table that had no label column
 FIXED_WIDTH_IDS = "fixed_width_ids"  # and for the digit count of the integer_ids the log wrote at one width
-PADDED_WIDTH_IDS = (
-    "padded_width_ids"  # and for the digit count of the zero-padded ids the log wrote at one width
-)
+# And for the digit count of the zero-padded ids the log wrote at one width.
+PADDED_WIDTH_IDS = "padded_width_ids"
 
 
 @dataclass
@@ -2574,9 +2573,10 @@ def integer_ids(
     of the history (dogfood 210). Read whole: a column whose integers come after the first rows holds them
     (review 213).
 
-    And the zero-padded ones (``padded``) all of whose values are digits of one width, as routing numbers: a value
-    of fewer digits has lost its zeros as text (a spreadsheet's ``36106101`` for ``036106101`` met no mule account
-    of the history, scores moved up to 0.33: dogfood 216), where an integer of them is refused already."""
+    And the zero-padded ones (``padded``) all of whose values are digits of one width, as routing numbers, to that
+    width: a value of fewer digits most often lost its zeros as text (a spreadsheet's ``36106101`` for
+    ``036106101`` met no mule account of the history, scores moved up to 0.33: dogfood 216), which scoring says
+    (:func:`unpadded_said`), where an integer of them is refused."""
     ids = [c for c in id_columns(schema) if c in have]
     text = [c for c in ids if _textual(have[c])]
     # Per text column, by name: its rows, those written as integers, those as decimals, the first decimal and its
