@@ -2520,9 +2520,12 @@ def say_respelt_ids(raw: pl.LazyFrame, have: pl.Schema, schema: Schema, source: 
         inner = r"([0-9A-Za-z])[\s\-]+([0-9A-Za-z])"
         bare = v.str.replace_all(inner, "${1}${2}").str.replace_all(inner, "${1}${2}")
         form = v.str.replace_all(r"[\s\-]+", "-")  # where the groups fall, whatever marks them
+        # Digits alone beside the same digits zero-padded: one written back by a spreadsheet (dogfood 216: a
+        # training folder of routing numbers as 036106101 and 36106101 trained on two of each, unsaid).
+        digits, unpadded = v.str.contains(_DIGITS), v.str.strip_chars_start("0")
         keyed = values.with_columns(
-            key=bare.str.to_lowercase() if one_case else bare,
-            form=form.str.to_lowercase() if one_case else form,
+            key=pl.when(digits).then(unpadded).otherwise(bare.str.to_lowercase() if one_case else bare),
+            form=pl.when(digits).then(unpadded).otherwise(form.str.to_lowercase() if one_case else form),
             grouped=v.str.contains(inner),
         )
         # One value written two ways: grouped beside ungrouped, or the same groups in another case or marked
@@ -2540,9 +2543,9 @@ def say_respelt_ids(raw: pl.LazyFrame, have: pl.Schema, schema: Schema, source: 
                 else ("entity column", "an entity of its own, and the features read them apart")
             )
             log.warning(
-                "%s: %s %r: %s value(s) in the first %s rows are written two ways, in another case or grouped by "
-                "spaces or dashes (e.g. %s): each is %s; write each one way in the log (and as the service is sent "
-                "it)",
+                "%s: %s %r: %s value(s) in the first %s rows are written two ways, in another case, grouped by "
+                "spaces or dashes, or with leading zeros (e.g. %s): each is %s; write each one way in the log (and "
+                "as the service is sent it)",
                 source,
                 what[0],
                 c,
