@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import re
 import shutil
@@ -748,7 +749,7 @@ def test_an_open_session_takes_at_most_max_session_events(gru_artifact, gru_run)
         OnlineScorer(Scorer.load(gru_artifact), MemoryStore(), max_session_events=0)
 
 
-def test_store_bounds_and_expiry_reach_sessions(gru_artifact, gru_run) -> None:
+def test_store_bounds_and_expiry_reach_sessions(gru_artifact, gru_run, caplog) -> None:
     from seqfraud.scoring.online import OnlineScorer
     from seqfraud.scoring.scorer import Scorer
     from seqfraud.scoring.state import MemoryStore
@@ -770,6 +771,12 @@ def test_store_bounds_and_expiry_reach_sessions(gru_artifact, gru_run) -> None:
     assert after["restarted"] is False and after["n_events"] == 2
     now[0] += 61
     assert online.session(sids[2]) is None and len(store) == 0
+    # A session idle past the TTL restarts too, said in the answer and the log (dogfood 210: unsaid, a fraud's
+    # application read from its latest event alone after every idle hour).
+    with caplog.at_level(logging.WARNING, logger="seqfraud.scoring.online"):
+        (expired,) = online.events([first[0]])
+    assert expired["restarted"] is True and expired["n_events"] == 1
+    assert "idle past --session-ttl" in caplog.text and repr(sids[0]) in caplog.text
 
 
 def test_service_events_labels_sessions_and_restart(gru_artifact, gru_run, tmp_path, capsys) -> None:

@@ -548,6 +548,12 @@ class OnlineScorer:
         self._partial = Occasional(
             log, "sessions whose stacker aggregates read only the events their state held"
         )
+        # Answered restarted: expired ones most often mean a --session-ttl below the gaps of the sessions.
+        self._restarts = Occasional(
+            log,
+            "sessions scored on their later events alone, the store having dropped their state (for room, or idle "
+            "past --session-ttl: set it above the gaps between the events of your sessions)",
+        )
         self._delta_field = self.spec.fields.index(S.TIME_DELTA)
         # A state's tokens are its latest max_len events', of which every window is a suffix (a rebuild's too).
         self._latest = replace(self.spec, hop=1)
@@ -563,7 +569,8 @@ class OnlineScorer:
         longer_than_training, model_version`` (the model that gave that score)
         (``repeated``: this request's events whose id the session had already taken, which change nothing;
         ``conflicting``: those of them whose fields differ from the event taken under that id, which is kept;
-        ``restarted``: the store had dropped the session's state for room, so it starts anew here;
+        ``restarted``: the store had dropped the session's state (for room, or idle past its TTL), so it starts
+        anew here;
         ``shorter_than_training``: the session has fewer events than 99% of the training sessions, so its score
         reads a kind of session the model hardly saw; ``longer_than_training``: it has more events than 99% of
         them). Every event is validated before any state changes, and one id twice in a session of the request is
@@ -620,6 +627,8 @@ class OnlineScorer:
                 results[sid] = self._alone(sid, mine, source)
                 failed.add(sid)
                 continue
+            if restarted:
+                self._restarts.note(f"session {sid!r}")
             earlier = results.get(sid, {})
             repeated = len(rows) - taken + earlier.get("repeated", 0)
             conflicting += earlier.get("conflicting", 0)
@@ -685,6 +694,12 @@ class OnlineScorer:
         self.store.add_labels(labels)
         return sum(lb.session_id not in starts for lb in labels)
 
+    def close(self) -> None:
+        """Log what the occasional warnings counted since their last line (at shutdown), and close the store."""
+        for said in (self._degraded, self._partial, self._restarts):
+            said.flush()
+        self.store.close()
+
     def session(self, session_id: str) -> SessionState | None:
         """An open session's state as the store holds it (``GET /sessions/{id}``); None once expired or unseen."""
         data = self.store.get(session_id)
@@ -704,7 +719,7 @@ class OnlineScorer:
     ) -> tuple[SessionState, int, int, bool]:
         """Apply a session's new events to its state and record them in the entity history, in one write;
         returns the state, how many of the events were new, how many repeated an id with other fields, and whether
-        the store had dropped the session's state for room (:meth:`StateStore.dropped`): it starts anew."""
+        the store had dropped the session's state (:meth:`StateStore.dropped`): it starts anew."""
         entries = [key_entry(k) for k in keys] if self.spec.schema.event_id is not None else None
         taken: list[int] = []
         conflicts: list[str] = []
@@ -941,7 +956,7 @@ def expiry_said(spec: Spec, session_ttl_s: float) -> str | None:
         f"--session-ttl {session_ttl_s:g} s: {share} of the training sessions of two events or more (a sample of them) had two "
         f"consecutive events further apart (their longest gaps: half under {at[0.5]:,.0f} s, 99% under "
         f"{at[0.99]:,.0f} s, the longest {at[1.0]:,.0f} s). Online such a session expires in between, and its "
-        "later events are scored as a new session's, from them alone, with nothing in the answer to say so: "
+        "later events are scored as a new session's, from them alone (answered restarted): "
         f"set --session-ttl above the gaps your sessions take (99.9% of training's were under {at[0.999]:,.0f} "
         "s), within the memory the open sessions may take (--max-session-memory, or Redis's)"
     )

@@ -12,6 +12,8 @@ Pointing the service at a Redis deployment is one URL (redis-py's forms):
 Every key starts with ``prefix`` (``seqfraud:`` by default), so services, or two deployments of this one,
 can share one Redis by giving each its own prefix. The layout, for an operator's ``redis-cli``:
 ``{prefix}session:{id}`` (a session's state, expiring ``session_ttl_s`` after its last update),
+``{prefix}held:{id}`` (empty, outliving that state by :attr:`RedisStore.DROPS_KEPT_S`: its next event after an
+expiry, or an eviction by ``maxmemory``, says it restarted),
 ``{prefix}rows:{id}`` (a hash: event key -> JSON ``[ts_us, values...]``), ``{prefix}ent:{column}:{value}``
 (a set of session ids), ``{prefix}labels`` (a hash: session id -> JSON ``[label, label_time_us]``) and
 ``{prefix}seeded`` (set once a history is seeded: its absence tells a replica that Redis lost it),
@@ -100,6 +102,7 @@ class RedisStore(StateStore):
 
     BACKOFF_S = 0.001  # the first wait after a conflicting write, doubled at each conflict in a row
     BACKOFF_CAP_S = 0.05
+    DROPS_KEPT_S = 86_400.0  # how long past a session's expiry its next event still says that it restarted
 
     def __init__(
         self,
@@ -132,6 +135,7 @@ class RedisStore(StateStore):
         self._marks_key = self._prefix + b"marks"
         self._live_mark: int | None = None  # the marks counter as this store last set it
         self._ttl_ms = max(1, round(session_ttl_s * 1000))
+        self._held_ms = self._ttl_ms + round(self.DROPS_KEPT_S * 1000)
         self._retention_ms = None if entity_retention_s is None else max(1, round(entity_retention_s * 1000))
         # Connection errors (BusyLoadingError, a restarted Redis still loading, is one), timeouts, writes
         # refused by a replica, and answers that are not Redis's (the URL names another server: its traceback
@@ -237,6 +241,7 @@ class RedisStore(StateStore):
                     added = [] if rows is None else rows()
                     pipe.multi()
                     pipe.set(key, new, px=self._ttl_ms)
+                    pipe.set(self._key(b"held:", session_id), b"", px=self._held_ms)
                     self._queue_rows(pipe, added)
                     pipe.execute()
                     return new
@@ -246,6 +251,11 @@ class RedisStore(StateStore):
             f"Redis at {self.where}: session {session_id!r} changed under us {1 + self.max_retries} times in a "
             "row (other replicas writing it at once)"
         )
+
+    def dropped(self, session_id: str) -> bool:
+        """One round trip at a session's first event: deleting its ``held:`` key both asks and forgets."""
+        with self._reachable():
+            return bool(self._client.delete(self._key(b"held:", session_id)))
 
     def get(self, session_id: str) -> bytes | None:
         with self._reachable():

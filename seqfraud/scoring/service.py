@@ -1087,7 +1087,7 @@ def create_app(
             watching.cancel()
             app.state.workers.shutdown()
             del app.state.workers
-            app.state.online.store.close()
+            app.state.online.close()
             gc.collect()  # the pool's queues sit in a reference cycle: free their semaphores now, not as "leaked"
 
     # No trailing-slash redirect: its Location named the client's Host header, where a client that follows it
