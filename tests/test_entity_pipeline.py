@@ -795,10 +795,24 @@ def test_score_and_explain_commands_take_a_history(
     solo.history = replace(alone.history, events=alone.history.events.head(0), said_short=True)
     by_itself = solo.score(scored.filter(pl.col(S.SESSION_ID) == session), source="test").row(0, named=True)
     assert abs(by_itself[S.SCORE] - row[S.SCORE]) > 1e-3
+    # And which entity it is, each column's links cut alone (the note lumped them): the session's score where no
+    # other session, of the history or the file, shares its value of that column, read from files so edited.
+    mine = scored.filter(pl.col(S.SESSION_ID) == session)
+    each = []
+    for column in ("account_id", "device_id", "ip"):
+        shared = pl.col(column).is_in(mine[column].drop_nulls().implode())
+        cut = pl.concat([other, scored.filter(pl.col(S.SESSION_ID) != session)])
+        cut.with_columns(pl.when(shared).then(None).otherwise(pl.col(column)).alias(column)).write_parquet(
+            tmp_path / "cut.parquet"
+        )
+        solo.history = History.read(tmp_path / "cut.parquet", labels, solo.spec)
+        without = solo.score(mine, source="test").row(0, named=True)
+        each.append(f"without those sharing its {column} {without[S.SCORE]:.3f} ({without[S.BAND]})")
     assert row["notes"][0] == (
         "its entity context, the other sessions on its account_id, device_id, ip, moves its score from "
-        f"{by_itself[S.SCORE]:.3f} ({by_itself[S.BAND]}) without them to {row[S.SCORE]:.3f} ({row[S.BAND]}); the "
-        "events listed are the session's own"
+        f"{by_itself[S.SCORE]:.3f} ({by_itself[S.BAND]}) without them to {row[S.SCORE]:.3f} ({row[S.BAND]}); "
+        + ", ".join(each)
+        + "; the events listed are the session's own"
     )
     explain.main(
         [

@@ -23,6 +23,7 @@ from seqfraud.errors import command
 from seqfraud.features.spec import Spec
 from seqfraud.scoring.explain import (
     NO_SINGLE_EVENT,
+    context_moves,
     context_note,
     flat_note,
     session_events,
@@ -30,6 +31,7 @@ from seqfraud.scoring.explain import (
     unread_note,
 )
 from seqfraud.scoring.history import History
+from seqfraud.scoring.prepare import normalized_events
 from seqfraud.scoring.scorer import Scorer
 
 
@@ -62,11 +64,20 @@ def explain_session(
     }
     context = None
     if read is not None:  # the session with no other session beside it: what its context gives
-        scorer.history = replace(read, events=read.events.head(0), said_short=True)
-        alone = scorer.score(found, source=where).row(0, named=True)
-        scorer.history = read
+
+        def without(history: History) -> dict[str, Any]:
+            scorer.history = history
+            return scorer.score(found, source=where).row(0, named=True)
+
+        alone = without(replace(read, events=read.events.head(0), said_short=True))
         scored["context_shift"] = scored[S.RAW_SCORE] - alone[S.RAW_SCORE]
-        context = context_note(scored, alone, scorer.spec.schema.entities)
+        columns = scorer.spec.schema.entities
+        by_column = None
+        if len(columns) > 1 and context_moves(scored, alone):  # which of them: each column's links cut alone
+            mine = normalized_events(found.lazy(), scorer.spec, where, keep_ids=True)
+            by_column = {column: without(read.unlinked(mine, column)) for column in columns}
+        scorer.history = read
+        context = context_note(scored, alone, columns, by_column)
     explained = scorer.explain(found, source=where)
     said = (
         context,

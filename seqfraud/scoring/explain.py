@@ -309,17 +309,33 @@ def flat_note(
     )
 
 
-def context_note(scored: Mapping[str, Any], alone: Mapping[str, Any], columns: Sequence[str]) -> str | None:
+def context_moves(scored: Mapping[str, Any], alone: Mapping[str, Any]) -> bool:
+    """Whether the score printed moves without the context, or the band (review 134: a calibration's steps)."""
+    return abs(scored[S.SCORE] - alone[S.SCORE]) >= NO_SINGLE_EVENT or scored[S.BAND] != alone[S.BAND]
+
+
+def context_note(
+    scored: Mapping[str, Any],
+    alone: Mapping[str, Any],
+    columns: Sequence[str],
+    by_column: Mapping[str, Mapping[str, Any]] | None = None,
+) -> str | None:
     """What the entity context gives a session's score, which leaving out one of its own events cannot show (a
     ring's session scored 0.988 beside its shared wallet's and IP's other sessions and 0.001 without them, while
     its explanation named no reason: dogfood 131). ``alone``: its score row with a history of no other session;
-    said where the score it prints moves, or the band (review 134: a calibration's steps)."""
-    if abs(scored[S.SCORE] - alone[S.SCORE]) < NO_SINGLE_EVENT and scored[S.BAND] == alone[S.BAND]:
+    said where it :func:`context_moves`. ``by_column``: its score row without the sessions sharing each column's
+    values alone, which says which entity it is (one note lumped a device with an IP)."""
+    if not context_moves(scored, alone):
         return None
+    each = [
+        f"without those sharing its {column} {row[S.SCORE]:.3f} ({row[S.BAND]})"
+        for column, row in (by_column or {}).items()
+    ]
     return (
         f"its entity context, the other sessions on its {', '.join(columns)}, moves its score from "
-        f"{alone[S.SCORE]:.3f} ({alone[S.BAND]}) without them to {scored[S.SCORE]:.3f} ({scored[S.BAND]}); the "
-        "events listed are the session's own"
+        f"{alone[S.SCORE]:.3f} ({alone[S.BAND]}) without them to {scored[S.SCORE]:.3f} ({scored[S.BAND]})"
+        + (f"; {', '.join(each)}" if each else "")
+        + "; the events listed are the session's own"
     )
 
 

@@ -183,6 +183,13 @@ class History:
         self._refuse_overlap(more, spec)
         return replace(self, events=pl.concat([self.events, more], how="diagonal_relaxed"))
 
+    def unlinked(self, events: pl.DataFrame, column: str) -> History:
+        """This history with no session sharing a value of entity ``column`` with ``events`` (normalized): what a
+        session's score owes to that column's context alone, the others' links kept."""
+        shared = pl.col(column).is_in(events[column].drop_nulls().unique().implode())
+        cut = pl.when(shared).then(None).otherwise(pl.col(column)).alias(column)
+        return replace(self, events=self.events.with_columns(cut), said_short=True)
+
     def _refuse_overlap(self, events: pl.DataFrame, spec: Spec) -> None:
         scored = events[S.SESSION_ID].unique()
         shared = self.events[S.SESSION_ID].filter(self.events[S.SESSION_ID].is_in(scored.implode()))
