@@ -31,6 +31,7 @@ from seqfraud.data.events import (
     FIXED_WIDTH_IDS,
     INTEGER_IDS,
     LABELS_WITHOUT_COLUMN,
+    ONE_CASE_IDS,
     PADDED_WIDTH_IDS,
     ZERO_PADDED_IDS,
     ZONED_TIMESTAMPS,
@@ -827,6 +828,7 @@ def preprocess(
         INTEGER_IDS,
         FIXED_WIDTH_IDS,
         PADDED_WIDTH_IDS,
+        ONE_CASE_IDS,
         ZONED_TIMESTAMPS,
         LABELS_WITHOUT_COLUMN,
     ):

@@ -217,12 +217,73 @@ def test_ids_that_lost_their_zeros_as_text_are_said(tmp_path, caplog):
         labelled = replace(
             spec, fit_info={ZERO_PADDED_IDS: ["session_id"], PADDED_WIDTH_IDS: {"session_id": 6}}
         )
-        _SAID.discard(("unpadded", "posted"))
-        refuse_misread_ids(["000201", "201"], "session_id", "session", labelled, "posted")
-        assert "posted: column 'session': 1 row(s) hold an id of fewer digits than the 6" in caplog.text
+        _SAID.discard(("respelt", "posted"))
+        refuse_misread_ids(["000201", "201"], "session_id", "session_id", labelled, "posted")
+        assert "posted: column 'session_id': 1 row(s) hold an id of fewer digits than the 6" in caplog.text
         pl.DataFrame({"session_id": ["000201", "202"], "label": [1, 1]}).write_parquet(tmp_path / "l.parquet")
-        read_labels(str(tmp_path / "l.parquet"), labelled.schema, padded_widths=labelled.padded_widths)
+        read_labels(str(tmp_path / "l.parquet"), labelled.schema, forms=labelled.id_forms)
         assert "l.parquet: column 'session_id': 1 row(s) hold an id of fewer digits than the 6" in caplog.text
+
+
+def test_ids_in_another_case_than_training_wrote_are_said(tmp_path, caplog):
+    """Hex device ids all upper-case in training, lower-cased by one client or a history's export: each met no
+    event, label or shared entity of its upper-case form, scored without a word (dogfoods 203, 206; a history's
+    re-cased entity values and online session ids stayed unsaid). A text id column of many values whose letters
+    are all in one case records it, and scoring says the other case on every path; an id of both cases (base62)
+    records none."""
+    from dataclasses import replace
+
+    from seqfraud.data.events import ONE_CASE_IDS, load_events, read_labels
+    from seqfraud.features.entities import EntitySpec
+    from seqfraud.scoring.online import refuse_misread_ids
+    from seqfraud.scoring.prepare import _SAID, normalized_events, record_columns
+
+    n = 40
+    log = pl.DataFrame(
+        {
+            "session_id": [f"s{i}" for i in range(n)],
+            "timestamp": [datetime(2026, 3, 1, 10) + timedelta(minutes=i) for i in range(n)],
+            "event_type": ["login"] * n,
+            "hw": [f"{i * 2654435761 % 2**32:08X}" for i in range(n)],
+            "base62": [f"aB{i}" for i in range(n)],
+            "few": [f"X{i % 5}" for i in range(n)],  # five values: no evidence of a form
+            "label": [0] * n,
+        }
+    )
+    log.write_parquet(tmp_path / "e.parquet")
+    schema = Schema(entities=("hw", "base62", "few"))
+    report = load_events(str(tmp_path / "e.parquet"), schema).report
+    assert report[ONE_CASE_IDS] == {"session_id": "lower", "hw": "upper"}
+
+    spec = replace(
+        SPEC,
+        schema=replace(SPEC.schema, entities=("hw",)),
+        entity=EntitySpec(("hw",), ("1h",), risk=False, smoothing=1.0, prior=0.1, label_delay=None),
+        fit_info={ONE_CASE_IDS: {"hw": "upper", "session_id": "lower"}},
+    )
+    event = {**_events(1)[0], "timestamp": "2026-03-01T10:00:00Z", "hw": "9E3779B1"}
+    assert record_columns([event, {**event, "hw": "12345"}], spec) is not None  # as trained, or no letters
+    recased = [event, {**event, "hw": "9e3779b1"}]
+    assert record_columns(recased, spec) is None  # the full path says it
+    _SAID.discard(("respelt", "request"))  # said once a source: the test above said it of "request"
+    with caplog.at_level("WARNING"):
+        normalized_events(as_frame(recased, spec, "request").lazy(), spec, "request")
+        assert (
+            "request: column 'hw': 1 row(s) hold an id with letters in another case than the upper case the "
+            "model's training log wrote every letter of it in (first: '9e3779b1', in that form '9E3779B1')"
+        ) in caplog.text
+        _SAID.discard(("respelt", "posted"))
+        refuse_misread_ids(["s1", "S2"], "session_id", "session_id", spec, "posted")
+        assert "posted: column 'session_id': 1 row(s) hold an id with letters in another case" in caplog.text
+        pl.DataFrame({"session_id": ["s1", "S2", "S3"], "label": [1, 1, 0]}).write_parquet(
+            tmp_path / "l.parquet"
+        )
+        read_labels(str(tmp_path / "l.parquet"), spec.schema, forms=spec.id_forms)
+        assert (
+            "l.parquet: column 'session_id': 2 row(s) hold an id with letters in another case" in caplog.text
+        )
+    # A spec whose record was edited to another word reads no case (a KeyError at every request otherwise).
+    assert not replace(spec, fit_info={ONE_CASE_IDS: {"hw": "title"}}).id_forms
 
 
 def test_a_code_of_fixed_width_may_begin_with_zero(tmp_path):

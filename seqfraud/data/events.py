@@ -1594,7 +1594,7 @@ def read_labels(
     pending_ok: bool = False,
     zero_padded: Sequence[str] = (),
     integer_typed: Mapping[str, int | None] | None = None,
-    padded_widths: Mapping[str, int] | None = None,
+    forms: IdForms | None = None,
     report: dict | None = None,
 ) -> tuple[pl.DataFrame, str]:
     """A separate label table (a file, or a frame named ``name`` in messages, checked alike: a frame was cast
@@ -1689,9 +1689,7 @@ def read_labels(
     if integer_typed and schema.session_id in integer_typed and not have[schema.session_id].is_integer():
         refuse_rewritten_ids(labels, {S.SESSION_ID: schema.session_id}, source, integer_typed)
     if (  # a history's or the monitor's table (review 217)
-        padded_widths
-        and schema.session_id in padded_widths
-        and (said := unpadded_said(labels, {S.SESSION_ID: schema.session_id}, source, padded_widths))
+        forms and (said := forms.said(labels, {S.SESSION_ID: schema.session_id}, source))
     ):
         log.warning("%s", said)
     if labels.is_empty():
@@ -2437,6 +2435,7 @@ LABELS_WITHOUT_COLUMN = "labels_without_column"  # a frauds-only label table tha
 FIXED_WIDTH_IDS = "fixed_width_ids"  # and for the digit count of the integer_ids the log wrote at one width
 # And for the digit count of the zero-padded ids the log wrote at one width.
 PADDED_WIDTH_IDS = "padded_width_ids"
+ONE_CASE_IDS = "one_case_ids"  # and for the case of the text ids the log wrote every letter of in one
 
 
 @dataclass
@@ -2454,17 +2453,18 @@ class RawEvents:
     )  # the unit integer epochs are read in; None when the column holds datetimes or strings
     zero_padded: list[str]  # :func:`zero_padded_ids`, and the entity columns no integer spells (integer_ids)
     integers: dict[str, int | None]  # :func:`integer_ids`
-    padded_widths: dict[str, int]  # :func:`integer_ids`: the zero-padded columns of digits at one width
+    forms: IdForms  # :func:`integer_ids`: the text id columns of one width or one case
 
     def id_forms(self) -> dict[str, Any]:
         """The report's record of :attr:`zero_padded` and :attr:`integers` (and their widths, and
-        :attr:`padded_widths`), where there are any."""
+        :attr:`forms`), where there are any."""
         widths = {c: w for c, w in self.integers.items() if w is not None}
         forms = (
             (ZERO_PADDED_IDS, self.zero_padded),
             (INTEGER_IDS, list(self.integers)),
             (FIXED_WIDTH_IDS, widths),
-            (PADDED_WIDTH_IDS, self.padded_widths),
+            (PADDED_WIDTH_IDS, dict(self.forms.widths)),
+            (ONE_CASE_IDS, dict(self.forms.cases)),
         )
         return {k: v for k, v in forms if v}
 
@@ -2558,7 +2558,7 @@ def say_respelt_ids(raw: pl.LazyFrame, have: pl.Schema, schema: Schema, source: 
 
 def integer_ids(
     raw: pl.LazyFrame, have: pl.Schema, schema: Schema, source: str, padded: Sequence[str], files: list[str]
-) -> tuple[dict[str, int | None], list[str], dict[str, int]]:
+) -> tuple[dict[str, int | None], list[str], IdForms]:
     """The :func:`id_columns` that the log types as integers, or writes as integers in text (a CSV log's ids are
     read as text: dogfood 91), ``padded`` (:func:`zero_padded_ids`) aside: a later file that writes them as decimals
     (``3278.0``, a pandas export whose integer column with a gap became float, read back from CSV as text) meets no
@@ -2576,10 +2576,10 @@ def integer_ids(
     of the history (dogfood 210). Read whole: a column whose integers come after the first rows holds them
     (review 213).
 
-    And the zero-padded ones (``padded``) all of whose values are digits of one width, as routing numbers, to that
-    width: a value of fewer digits most often lost its zeros as text (a spreadsheet's ``36106101`` for
-    ``036106101`` met no mule account of the history, scores moved up to 0.33: dogfood 216), which scoring says
-    (:func:`unpadded_said`), where an integer of them is refused."""
+    And the :class:`IdForms` that scoring says other forms of (where an integer of them is refused): the zero-padded
+    ones (``padded``) all of whose values are digits of one width, as routing numbers, to that width (a spreadsheet's
+    ``36106101`` for ``036106101`` met no mule account of the history, scores moved up to 0.33: dogfood 216), and
+    those of many values whose letters are all in one case, to that case."""
     ids = [c for c in id_columns(schema) if c in have]
     text = [c for c in ids if _textual(have[c])]
     # Per text column, by name: its rows, those written as integers, those as decimals, the first decimal and its
@@ -2615,6 +2615,7 @@ def integer_ids(
                             else []
                         ),
                         v.approx_n_unique().alias("values"),
+                        *(v.str.contains(o).sum().alias(f"has_{o}") for o in _OTHER_CASE.values()),
                     ).alias(c)
                     for c, v in zip(text, values)
                 )
@@ -2629,6 +2630,13 @@ def integer_ids(
         and 0 < w["digits"] == w["n"]
         and w["digits_narrowest"] == w["digits_widest"] >= FIXED_WIDTH_DIGITS
         and w["values"] >= FIXED_WIDTH_VALUES
+    }
+    # Many values, every letter in one case: hex device ids, e-mail addresses lower-cased at the source.
+    one_case = {
+        c: case
+        for c, w in written.items()
+        for case, own in (("upper", "[A-Z]"), ("lower", "[a-z]"))
+        if w["values"] >= FIXED_WIDTH_VALUES and w[f"has_{own}"] and not w[f"has_{_OTHER_CASE[case]}"]
     }
     written = {c: w for c, w in written.items() if c not in padded}
     for c, w in written.items():
@@ -2651,7 +2659,7 @@ def integer_ids(
     no_integer = [
         c for c in schema.entities if c in written and written[c]["n"] and not written[c]["integers"]
     ]
-    return {c: out[c] for c in ids if c in out}, no_integer, padded_widths
+    return {c: out[c] for c in ids if c in out}, no_integer, IdForms(padded_widths, one_case)
 
 
 # An integer as text, written as Polars writes an integer column: 3278, -7, 0.
@@ -2704,34 +2712,63 @@ def rewritten_ids_said(source: str, column: str, n: int, first: str, held: str) 
     )
 
 
-def unpadded_ids(value: pl.Expr, width: int) -> pl.Expr:
-    """Digits fewer than ``width``, of a column the training log wrote zero-padded at that width
-    (:func:`integer_ids`): an id that lost its leading zeros as text."""
-    return value.str.contains(_DIGITS) & (value.str.len_bytes() < width)
+# Per case a text id column's letters were all written in, those of the other (integer_ids: ASCII letters).
+_OTHER_CASE = {"upper": "[a-z]", "lower": "[A-Z]"}
+_OTHER_CASE_RE = {case: re.compile(letters) for case, letters in _OTHER_CASE.items()}
 
 
-def unpadded_id(value: str, width: int) -> bool:
-    """:func:`unpadded_ids` of one value."""
-    return len(value) < width and value.isascii() and value.isdigit()
+@dataclass(frozen=True)
+class IdForms:
+    """How the training log wrote every value of some text id columns (:func:`integer_ids`), where scoring says an
+    id written otherwise (:meth:`said`): zero-padded digits of one width (``widths``), or every letter in one case
+    (``cases``: "upper" or "lower"). Most often such an id was rewritten on its way (zeros lost by a spreadsheet:
+    dogfood 216; hex ids upper-cased by one client: dogfoods 203, 206), and it meets none of the events, labels or
+    shared entities of the log's form; but a code of another width or case may be new (review 217), so it is said,
+    not refused."""
 
+    widths: Mapping[str, int] = field(default_factory=dict)
+    cases: Mapping[str, str] = field(default_factory=dict)
 
-def unpadded_said(
-    events: pl.DataFrame, names: Mapping[str, str], source: str, widths: Mapping[str, int]
-) -> str | None:
-    """What to say of ids of fewer digits than the width the model's training log wrote every one of them with
-    (:func:`unpadded_ids`), in ``names`` (the events' column of each, to its name in the log), or None: most often
-    zeros lost as text, but a code of another width may be new (review 217), so said, not refused."""
-    for column, name in names.items():
-        bad = events.filter(unpadded_ids(pl.col(column), widths[name]))[column]
-        if len(bad):
-            return (
-                f"{source}: column {name!r}: {len(bad):,} row(s) hold an id of fewer digits than the {widths[name]} "
-                f"the model's training log wrote each with (first: {bad[0]!r}, in that form "
-                f"{bad[0].zfill(widths[name])!r}): if a spreadsheet or a reader that took the column as numbers lost "
-                "its leading zeros, it is another id, meeting none of its events, labels or shared entities; restore "
-                "them, or read the column as text at the source"
-            )
-    return None
+    def __bool__(self) -> bool:
+        return bool(self.widths or self.cases)
+
+    def columns(self) -> list[str]:
+        return list(dict.fromkeys([*self.widths, *self.cases]))
+
+    def off(self, column: str, value: str) -> bool:
+        """Whether one value of ``column`` is written otherwise (:meth:`said` of a column)."""
+        width, case = self.widths.get(column), self.cases.get(column)
+        return (width is not None and len(value) < width and value.isascii() and value.isdigit()) or (
+            case is not None and _OTHER_CASE_RE[case].search(value) is not None
+        )
+
+    def said(self, events: pl.DataFrame, names: Mapping[str, str], source: str) -> str | None:
+        """What to say of ``events``' ids written otherwise, in ``names`` (the events' column of each, to its name
+        in the log), or None."""
+        for column, name in names.items():
+            v = pl.col(column)
+            if (width := self.widths.get(name)) is not None:
+                bad = events.filter(v.str.contains(_DIGITS) & (v.str.len_bytes() < width))[column]
+                if len(bad):
+                    return (
+                        f"{source}: column {name!r}: {len(bad):,} row(s) hold an id of fewer digits than the {width} "
+                        f"the model's training log wrote each with (first: {bad[0]!r}, in that form "
+                        f"{bad[0].zfill(width)!r}): if a spreadsheet or a reader that took the column as numbers lost "
+                        "its leading zeros, it is another id, meeting none of its events, labels or shared entities; "
+                        "restore them, or read the column as text at the source"
+                    )
+            if (case := self.cases.get(name)) is not None:
+                bad = events.filter(v.str.contains(_OTHER_CASE[case]))[column]
+                if len(bad):
+                    first = str(bad[0])
+                    return (
+                        f"{source}: column {name!r}: {len(bad):,} row(s) hold an id with letters in another case "
+                        f"than the {case} case the model's training log wrote every letter of it in (first: "
+                        f"{first!r}, in that form {first.upper() if case == 'upper' else first.lower()!r}): it is "
+                        "another id, meeting none of the events, labels or shared entities written in the log's "
+                        "form; write the ids as the log does"
+                    )
+        return None
 
 
 def refuse_rewritten_ids(
@@ -2798,15 +2835,13 @@ def inspect_events(events_path: str, schema: Schema, labels_path: str | None) ->
         unit = detect_timestamp_unit(raw, schema, have[schema.timestamp])
         padded = zero_padded_ids(raw, have, schema)
     files = resolve_paths(events_path, warn=False)  # scan_table said what it left out
-    integers, no_integer, padded_widths = integer_ids(raw, have, schema, source, padded, files)
+    integers, no_integer, forms = integer_ids(raw, have, schema, source, padded, files)
     padded = [c for c in id_columns(schema) if c in padded or c in no_integer]
     if label_on_events and schema.label_time:
         check_label_time_unit(source, schema, have[schema.label_time], unit)
         say_dates_as_datetimes(raw, have, schema.label_time, source, schema.session_id)
     epoch_unit = unit if have[schema.timestamp].is_integer() else None
-    return RawEvents(
-        raw, source, files, have, unit, label_on_events, epoch_unit, padded, integers, padded_widths
-    )
+    return RawEvents(raw, source, files, have, unit, label_on_events, epoch_unit, padded, integers, forms)
 
 
 def load_events(

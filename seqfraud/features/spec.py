@@ -14,10 +14,12 @@ from seqfraud.data.events import (
     FIXED_WIDTH_IDS,
     INTEGER_IDS,
     LABELS_WITHOUT_COLUMN,
+    ONE_CASE_IDS,
     PADDED_WIDTH_IDS,
     ZERO_PADDED_IDS,
     ZONED_BY_EPOCHS,
     ZONED_TIMESTAMPS,
+    IdForms,
     id_columns,
 )
 from seqfraud.errors import UserError, json_value
@@ -167,12 +169,16 @@ class Spec:
         return {c: widths.get(c) for c in self._recorded_ids(INTEGER_IDS)}
 
     @property
-    def padded_widths(self) -> dict[str, int]:
-        """The :attr:`zero_padded_ids` the training log wrote as digits of one width, to that width: scoring
-        says fewer digits there (:func:`seqfraud.data.events.unpadded_said`); none in specs fitted before
-        session 39."""
+    def id_forms(self) -> IdForms:
+        """The :attr:`zero_padded_ids` the training log wrote as digits of one width, and the text id columns it
+        wrote every letter of in one case: scoring says other forms there (:class:`seqfraud.data.events.IdForms`);
+        none in specs fitted before sessions 39 (widths) and 40 (cases)."""
         widths = self.fit_info.get(PADDED_WIDTH_IDS) or {}
-        return {c: int(widths[c]) for c in self.zero_padded_ids if c in widths}
+        cases = self.fit_info.get(ONE_CASE_IDS) or {}
+        return IdForms(
+            {c: int(widths[c]) for c in self.zero_padded_ids if c in widths},
+            {c: cases[c] for c in self._recorded_ids(ONE_CASE_IDS) if cases[c] in ("upper", "lower")},
+        )
 
     def _recorded_ids(self, key: str) -> tuple[str, ...]:
         """The id columns the fit recorded under ``key`` that this spec's schema still names: the spec that reads

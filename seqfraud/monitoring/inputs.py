@@ -206,7 +206,7 @@ def current_labels(
         pending_ok=not negative,  # a review queue's pending rows, as training read them (review 205)
         zero_padded=spec.zero_padded_ids,
         integer_typed=spec.integer_ids,
-        padded_widths=spec.padded_widths,
+        forms=spec.id_forms,
     )[0]
 
 

@@ -125,7 +125,7 @@ class History:
                 pending_ok=not spec.absent_is_negative,  # a review queue's pending rows (review 205)
                 zero_padded=spec.zero_padded_ids,
                 integer_typed=spec.integer_ids,
-                padded_widths=spec.padded_widths,
+                forms=spec.id_forms,
             )
         else:
             table, label_source = (

@@ -60,8 +60,6 @@ from seqfraud.data.events import (
     refuse_integer_ids,
     refuse_rewritten_ids,
     rewritten_id,
-    unpadded_id,
-    unpadded_said,
     usable_delay_us,
 )
 from seqfraud.data.split import from_epoch_us
@@ -1192,12 +1190,11 @@ def refuse_misread_ids(values: list[Any], column: str, key: str, spec: Spec, sou
     if integers and any(type(v) is str and rewritten_id(v, width) for v in values):
         texts = [v for v in values if type(v) is str]
         refuse_rewritten_ids(pl.DataFrame({key: texts}), {key: key}, source, {key: width})
-    if (padded_width := spec.padded_widths.get(column)) and any(
-        type(v) is str and unpadded_id(v, padded_width) for v in values
-    ):
+    forms = spec.id_forms
+    if column in forms.columns() and any(type(v) is str and forms.off(column, v) for v in values):
         texts = [v for v in values if type(v) is str]
-        if said := unpadded_said(pl.DataFrame({key: texts}), {key: key}, source, {key: padded_width}):
-            say_once("unpadded", source, said)
+        if said := forms.said(pl.DataFrame({column: texts}), {column: column}, source):
+            say_once("respelt", source, said)
 
 
 def read_labels(labels: list[Mapping[str, Any]], spec: Spec, source: str) -> list[Label]:

@@ -52,8 +52,6 @@ from seqfraud.data.events import (
     repeated_event_ids,
     rewritten_id,
     timestamp_range_us,
-    unpadded_id,
-    unpadded_said,
 )
 from seqfraud.errors import did_you_mean
 from seqfraud.features.fastpath import EventColumns
@@ -261,12 +259,10 @@ def normalized_events(
             renamed.get(c, c): c for c in _keyed_ids(spec, spec.integer_ids) if not have[c].is_integer()
         }
         refuse_rewritten_ids(events, textual, source, spec.integer_ids)
-    if (widths := spec.padded_widths) and (  # digits that lost their zeros as text (dogfood 216)
-        said := unpadded_said(
-            events, {renamed.get(c, c): c for c in _keyed_ids(spec, widths)}, source, widths
-        )
+    if (forms := spec.id_forms) and (  # zeros lost as text (dogfood 216), letters re-cased
+        said := forms.said(events, {renamed.get(c, c): c for c in _keyed_ids(spec, forms.columns())}, source)
     ):
-        say_once("unpadded", once or source, said)
+        say_once("respelt", once or source, said)
     # A float reading of integer ids (1008338.0), which a Parquet file's float column and the service refuse: a
     # model that records no integer ids (fitted before a model without entities recorded them, or on text ids)
     # scored them, under ids that join nothing (dogfood 108): said.
@@ -529,10 +525,10 @@ def record_columns(records: Sequence[Any], spec: Spec, source: str = "request") 
     if any(None in column[c] for c in (s.session_id, s.timestamp, s.event_type)):
         return None
     text: dict[str, list[str | None]] = {}
-    padded, integer_typed, widths = (
+    padded, integer_typed, forms = (
         spec.zero_padded_ids,
         spec.integer_ids,
-        spec.padded_widths,
+        spec.id_forms,
     )  # once a request
     for c in (s.session_id, *s.categorical_fields, *s.entities):
         values = column[c]
@@ -542,7 +538,7 @@ def record_columns(records: Sequence[Any], spec: Spec, source: str = "request") 
             return None  # the full path names what is wrong
         if str in types and (
             (c in integer_typed and any(rewritten_id(v, integer_typed[c]) for v in values if type(v) is str))
-            or (c in widths and any(unpadded_id(v, widths[c]) for v in values if type(v) is str))
+            or (forms and any(forms.off(c, v) for v in values if type(v) is str))
         ):
             return None  # the full path names it
         if int in types and not all(
