@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # The CPU wheel of torch first: a plain install would pull a multi-GB CUDA build (see README for GPUs).
 TORCH_SPEC ?= torch==2.13.0
+# Another wheel index for torch alone (PyTorch's CUDA index on a GPU machine); empty: PyPI, whose Linux wheel is CPU.
+TORCH_INDEX ?=
 DEMO_DIR ?= outputs/demo
 # Optional dependency groups of pyproject.toml, e.g. EXTRAS=dev,spark. One stamp per set, so a new set installs.
 EXTRAS ?= dev
@@ -15,7 +17,7 @@ INSTALLED := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url "$(TORCH_INDEX)")
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 

@@ -181,7 +181,8 @@ def device(text: str) -> str:
 
 
 CHUNK_HELP = (
-    "events per chunk: bounds memory; each chunk reads the input once more, so small chunks cost time"
+    "events per chunk: bounds memory; each chunk reads the input once more, so small chunks cost time (default: "
+    "%(default)s)"
 )
 
 

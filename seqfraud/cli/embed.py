@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     source.add_argument("--run", type=Path, help="run directory (python train.py ...)")
     source.add_argument("--artifact", type=Path, help="artifact directory written by export.py")
     parser.add_argument(
-        "--events", help="with --artifact: Parquet/CSV file, directory of Parquet files, or glob"
+        "--events", help="with --artifact: Parquet/CSV file, directory of Parquet or CSV files, or glob"
     )
     parser.add_argument("--out", type=out_file, required=True, help="Parquet file to write")
     batch = parser.add_argument_group("with --artifact")

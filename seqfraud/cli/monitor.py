@@ -57,7 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--format", default="torchscript", choices=("torchscript", "pt2"))
     p.add_argument("--fail-on-alert", action="store_true", help=f"exit with status {EXIT_ALERT} on any alert")
-    add_history_arguments(p)
+    add_history_arguments(
+        p, "artifacts with entity features: earlier events of other sessions (same columns as --current)"
+    )
     add_verification_arguments(p)
     args = p.parse_args(argv)
     apply_verification_arguments(args)

@@ -31,7 +31,9 @@ def main(argv: list[str] | None = None) -> None:
         "sessions; writes the log's session id column, score, band, raw_score.",
     )
     p.add_argument("--artifact", required=True, help="artifact directory written by export.py")
-    p.add_argument("--events", required=True, help="Parquet/CSV file, directory of Parquet files, or glob")
+    p.add_argument(
+        "--events", required=True, help="Parquet/CSV file, directory of Parquet or CSV files, or glob"
+    )
     p.add_argument("--out", type=out_file, required=True, help="output Parquet file")
     p.add_argument("--format", default="torchscript", choices=("torchscript", "pt2"))
     p.add_argument(
@@ -40,7 +42,9 @@ def main(argv: list[str] | None = None) -> None:
         default=CHUNK_EVENTS,
         help=CHUNK_HELP,
     )
-    p.add_argument("--batch-size", type=count, default=64, help="sessions per model call")
+    p.add_argument(
+        "--batch-size", type=count, default=64, help="sessions per model call (default: %(default)s)"
+    )
     p.add_argument(
         "--workers",
         type=count,

@@ -71,7 +71,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=count, default=1, help="torch intra-op threads per request (default 1)")
     p.add_argument("--review", type=float, help="override the artifact's review threshold (with --decline)")
     p.add_argument("--decline", type=float, help="override the artifact's decline threshold (with --review)")
-    p.add_argument("--max-events-per-session", type=int, default=defaults.max_events_per_session)
+    p.add_argument(
+        "--max-events-per-session",
+        type=int,
+        default=defaults.max_events_per_session,
+        help="events of one session in a request, and of one /events request whatever its sessions (more is a 422)",
+    )
     p.add_argument(
         "--max-session-events",
         type=int,
@@ -79,7 +84,12 @@ def main(argv: list[str] | None = None) -> None:
         help="events one open session takes over all its /events requests; the request that would pass it is a "
         "422 (its earlier sessions are taken)",
     )
-    p.add_argument("--max-sessions-per-batch", type=int, default=defaults.max_sessions_per_batch)
+    p.add_argument(
+        "--max-sessions-per-batch",
+        type=int,
+        default=defaults.max_sessions_per_batch,
+        help="sessions of one /score/batch request (more is a 422)",
+    )
     p.add_argument(
         "--max-sessions-per-events",
         type=int,
