@@ -405,6 +405,13 @@ def test_bands_that_take_legitimate_sessions_early_are_warned_about(
         in caplog.text
     )
     assert "the decline band" not in caplog.text
+    # With what would learn the prefixes: not loader.prefix_share alone where a stacker's LightGBM scores
+    # (dogfood 218: the stacker kept LightGBM, and the README's remedy changed nothing).
+    stacked = "a stacked model's LightGBM learns from whole sessions, whatever loader.prefix_share"
+    assert (stacked in caplog.text) == (scorer.stacker is not None)
+    assert ("loader.prefix_share=0.5 trains the sequence model on prefixes too" in caplog.text) == (
+        scorer.stacker is None
+    )
 
 
 def test_export_says_when_validation_left_out_unlabelled_sessions(tmp_path, caplog):

@@ -253,6 +253,14 @@ def fit_stacked(
         confidence,
         ", ".join(f"{kind} {share:.3f}" for kind, share in win_share.items()),
     )
+    if chosen == "aggregates" and (prefixes := float(cfg.loader.get("prefix_share") or 0)):
+        log.warning(
+            "stacking: kept LightGBM on the aggregates alone, which learns from whole sessions: "
+            "loader.prefix_share=%g trained the sequence model on prefixes, which this model's per-event scores do "
+            "not read (dogfood 218: nothing changed); for decisions before a session ends, train the sequence "
+            "model alone with it (model=gru) and compare metrics.test_by_events_seen",
+            prefixes,
+        )
     if chosen == "aggregates" and not chance_p_value(labels["val"], kept["val"]) <= 1 - confidence:
         # The fallback kept was itself at chance, unsaid: "never loses" held because both were useless (dogfood 57).
         log.warning(
