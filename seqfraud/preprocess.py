@@ -70,6 +70,7 @@ from seqfraud.features.entities import (
 )
 from seqfraud.features.fastpath import holds_booleans, spelling
 from seqfraud.features.spec import (
+    FIRST_ID,
     GAP_QUANTILES,
     LABEL_DELAY,
     LONGEST_GAPS,
@@ -251,11 +252,35 @@ def token_shares(
     return out
 
 
-def unknown_shares(datasets: Mapping[str, Path], spec: Spec) -> dict[str, dict[str, float | None]]:
+# Per categorical column and split, the share of the events read holding each token id (None: an empty split).
+TokenShares = dict[str, dict[str, dict[int, float] | None]]
+
+
+def category_shares(datasets: Mapping[str, Path], spec: Spec) -> TokenShares:
+    """:data:`TokenShares` of the categorical columns, one pass over each column of each split."""
+    out: TokenShares = {field: {} for field in spec.schema.categorical_fields}
+    for split, path in datasets.items():
+        frame = pl.scan_parquet(shard_files(path))
+        for field in out:
+            counts = (
+                frame.select(pl.col(S.token_column(field)).explode().drop_nulls().alias("id"))
+                .group_by("id")
+                .len()
+                .collect(engine="streaming")
+            )
+            n = int(counts["len"].sum())
+            out[field][split] = {int(i): c / n for i, c in zip(counts["id"], counts["len"])} if n else None
+    return out
+
+
+def unknown_shares(shares: TokenShares) -> dict[str, dict[str, float | None]]:
     """Per categorical column and split, the share of the events read whose value is outside the vocabulary
     (never in training, or too rare there), each read as one unknown token. An out-of-time test whose traffic
     moved to values the training period never had (a new app version) scored lower, and only the monitor told."""
-    return token_shares(datasets, {f: (f, UNKNOWN) for f in spec.schema.categorical_fields})
+    return {
+        field: {split: None if ids is None else ids.get(UNKNOWN, 0.0) for split, ids in by_split.items()}
+        for field, by_split in shares.items()
+    }
 
 
 # The report's key for :func:`entity_null_shares`.
@@ -331,6 +356,40 @@ def unknown_share_warnings(shares: Mapping[str, Mapping[str, float | None]], spe
                 "in production (unknown_rate, each session weighing one)"
             )
     return said
+
+
+# The report's key for :func:`vanished_values`: a categorical value on at least VANISHED_FROM of the training events
+# that falls to a tenth of that share or less in validation or test is said.
+VANISHED_VALUES = "vanished_values"
+VANISHED_FROM = 0.05
+
+
+def vanished_values(shares: TokenShares, spec: Spec) -> dict[str, dict[str, dict[str, float]]]:
+    """Per categorical column, its values on at least :data:`VANISHED_FROM` of the training events whose share in
+    validation or test fell to a tenth of that or less, with their share per split: an extract that lost them (a
+    collector's outage, a value renamed), read as traffic that changed (dogfood 218: March without MeterValues,
+    65% of training's events; test PR-AUC 0.38 to 0.10, unsaid, where ``unknown_shares`` sees new values alone)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for field, by_split in shares.items():
+        vocab, later = spec.vocab[field], {k: ids for k in ("val", "test") if (ids := by_split.get(k))}
+        for i, share in (by_split.get("train") or {}).items():
+            if share < VANISHED_FROM or not FIRST_ID <= i < FIRST_ID + len(vocab):
+                continue
+            now = {k: ids.get(i, 0.0) for k, ids in later.items()}
+            if any(v <= share / 10 for v in now.values()):
+                out.setdefault(field, {})[str(vocab[i - FIRST_ID])] = {"train": share, **now}
+    return out
+
+
+def vanished_warnings(vanished: Mapping[str, Mapping[str, Mapping[str, float]]]) -> list[str]:
+    return [
+        f"column {field!r}: value {value!r} is on {', '.join(f'{v:.1%} of the {k} events' for k, v in by_split.items())}: "
+        "an extract that lost it (a collector's outage, a value renamed upstream) reads to the model as traffic that "
+        "changed, and its scores there fall; check that period's files (`seqfraud monitor` tracks value shares in "
+        "production)"
+        for field, values in vanished.items()
+        for value, by_split in values.items()
+    ]
 
 
 # At least this share of one-event sessions, and a log reads as one row per session (a transaction table).
@@ -839,7 +898,8 @@ def preprocess(
     log.info("tokenizing and writing the datasets into %s", out / DATA_DIR)
     engine_report = engine.write_datasets(loaded, spec, sessions, out / DATA_DIR)
     datasets = {name: dataset(out, name) for name in S.SPLITS}
-    unknown = unknown_shares(datasets, spec)
+    shares = category_shares(datasets, spec)
+    unknown, vanished = unknown_shares(shares), vanished_values(shares, spec)
     entity_nulls = entity_null_shares(datasets, spec)
     report = (
         loaded.report
@@ -862,6 +922,7 @@ def preprocess(
             "sessions_crossing_split": crossed,
             **truncation(sessions["n_events"], spec),
             UNKNOWN_SHARES: unknown,
+            VANISHED_VALUES: vanished,
             **({ENTITY_NULL_SHARES: entity_nulls} if entity else {}),
             **(
                 {"entity_features": len(entity.feature_names()), "entity_seconds": entity_seconds}
@@ -886,7 +947,11 @@ def preprocess(
             f"{report['events_not_read']:,}",
             100 * report["events_not_read"] / max(report["events_in_splits"], 1),
         )
-    for said in [*unknown_share_warnings(unknown, spec), *entity_null_warnings(entity_nulls)]:
+    for said in [
+        *unknown_share_warnings(unknown, spec),
+        *vanished_warnings(vanished),
+        *entity_null_warnings(entity_nulls),
+    ]:
         log.warning("%s", said)
     if said_one := one_event_sessions(sessions):
         log.warning("%s", said_one)

@@ -1137,6 +1137,35 @@ def test_categories_the_training_period_never_had_are_counted_and_said(tmp_path,
     assert "features.max_vocab=1 left out 1 of its values that training held often enough" in caplog.text
 
 
+def test_a_value_the_later_periods_lost_is_counted_and_said(tmp_path, caplog):
+    """An extract whose later months lost one event type (dogfood 218: a collector's outage, March without
+    MeterValues, 65% of training's events) trained and tested unsaid, test PR-AUC 0.38 to 0.10, where a value
+    new after training is said: a value on 5% of training's events or more that falls to a tenth of that share
+    is counted and said; a rare one, or one that merely shrinks, is not."""
+    from seqfraud.preprocess import VANISHED_VALUES
+
+    cfg = month_of_sessions(
+        tmp_path,
+        lambda d, i: (
+            "app"
+            if (d < 20 and i == 0) or (d >= 20 and (d, i) == (21, 0))
+            else "tv"
+            if (d, i) == (3, 1) or i == 1
+            else "web"
+        ),
+    )
+    prepared = preprocess(cfg, FEATURES, tmp_path / "o")
+    vanished = json.loads((tmp_path / "o" / REPORT_FILE).read_text())[VANISHED_VALUES]
+    assert vanished == prepared.report[VANISHED_VALUES]
+    assert vanished == {
+        "device": {"app": {"train": pytest.approx(1 / 3), "val": pytest.approx(1 / 15), "test": 0.0}}
+    }
+    assert (
+        "column 'device': value 'app' is on 33.3% of the train events, 6.7% of the val events, 0.0% of the test "
+        "events: an extract that lost it"
+    ) in caplog.text
+
+
 def test_a_value_spelt_several_ways_in_training_is_said(tmp_path, caplog):
     """A CSV's ``true`` and ``True`` in one column became two tokens, learnt apart, unsaid (dogfood 118)."""
     cfg = month_of_sessions(tmp_path, lambda d, i: ("Web" if d % 3 else "web") if d % 2 else "app")
