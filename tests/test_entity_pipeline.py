@@ -795,18 +795,18 @@ def test_score_and_explain_commands_take_a_history(
     solo.history = replace(alone.history, events=alone.history.events.head(0), said_short=True)
     by_itself = solo.score(scored.filter(pl.col(S.SESSION_ID) == session), source="test").row(0, named=True)
     assert abs(by_itself[S.SCORE] - row[S.SCORE]) > 1e-3
-    # And which entity it is, each column's links cut alone (the note lumped them): the session's score where no
-    # other session, of the history or the file, shares its value of that column, read from files so edited.
+    # And which entity it is, each column's links cut alone (the note lumped them): the session's score with its
+    # values of that column renamed to ones no other session, of the history or the file, holds (every other link
+    # and feature kept: review 222), read from files so edited.
     mine = scored.filter(pl.col(S.SESSION_ID) == session)
+    pl.concat([other, scored.filter(pl.col(S.SESSION_ID) != session)]).write_parquet(
+        tmp_path / "rest.parquet"
+    )
+    solo.history = History.read(tmp_path / "rest.parquet", labels, solo.spec)
     each = []
     for column in ("account_id", "device_id", "ip"):
-        shared = pl.col(column).is_in(mine[column].drop_nulls().implode())
-        cut = pl.concat([other, scored.filter(pl.col(S.SESSION_ID) != session)])
-        cut.with_columns(pl.when(shared).then(None).otherwise(pl.col(column)).alias(column)).write_parquet(
-            tmp_path / "cut.parquet"
-        )
-        solo.history = History.read(tmp_path / "cut.parquet", labels, solo.spec)
-        without = solo.score(mine, source="test").row(0, named=True)
+        renamed = mine.with_columns(("zz-" + pl.col(column)).alias(column))
+        without = solo.score(renamed, source="test").row(0, named=True)
         each.append(f"without those sharing its {column} {without[S.SCORE]:.3f} ({without[S.BAND]})")
     assert row["notes"][0] == (
         "its entity context, the other sessions on its account_id, device_id, ip, moves its score from "
@@ -814,6 +814,20 @@ def test_score_and_explain_commands_take_a_history(
         + ", ".join(each)
         + "; the events listed are the session's own"
     )
+    # A column the session holds no value in links nothing: not named (review 222: its unchanged score was).
+    is_mine = pl.col(S.SESSION_ID) == session
+    scored.with_columns(pl.when(is_mine).then(None).otherwise(pl.col("ip")).alias("ip")).write_parquet(
+        tmp_path / "no_ip.parquet"
+    )
+    _, no_ip = explain.explain_session(
+        entity_artifact,
+        tmp_path / "no_ip.parquet",
+        session,
+        tmp_path / "no_ip.html",
+        history=lambda spec: History.read(tmp_path / "history.parquet", labels, spec),
+    )
+    assert no_ip["notes"] and "sharing its device_id" in no_ip["notes"][0]
+    assert "sharing its ip" not in no_ip["notes"][0]
     explain.main(
         [
             "--artifact",

@@ -750,6 +750,7 @@ def test_an_open_session_takes_at_most_max_session_events(gru_artifact, gru_run)
 
 
 def test_store_bounds_and_expiry_reach_sessions(gru_artifact, gru_run, caplog) -> None:
+    from seqfraud.data.events import DataValidationError
     from seqfraud.scoring.online import OnlineScorer
     from seqfraud.scoring.scorer import Scorer
     from seqfraud.scoring.state import MemoryStore
@@ -773,6 +774,10 @@ def test_store_bounds_and_expiry_reach_sessions(gru_artifact, gru_run, caplog) -
     assert online.session(sids[2]) is None and len(store) == 0
     # A session idle past the TTL restarts too, said in the answer and the log (dogfood 210: unsaid, a fraud's
     # application read from its latest event alone after every idle hour).
+    # A request refused meanwhile leaves it to be said (review 222: its resend read as a session never dropped).
+    strict = OnlineScorer(Scorer.load(gru_artifact), store, max_session_events=1)
+    with pytest.raises(DataValidationError, match="more would pass"):
+        strict.events(first[:2])
     with caplog.at_level(logging.WARNING, logger="seqfraud.scoring.online"):
         (expired,) = online.events([first[0]])
     assert expired["restarted"] is True and expired["n_events"] == 1

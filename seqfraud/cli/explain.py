@@ -31,7 +31,6 @@ from seqfraud.scoring.explain import (
     unread_note,
 )
 from seqfraud.scoring.history import History
-from seqfraud.scoring.prepare import normalized_events
 from seqfraud.scoring.scorer import Scorer
 
 
@@ -74,8 +73,8 @@ def explain_session(
         columns = scorer.spec.schema.entities
         by_column = None
         if len(columns) > 1 and context_moves(scored, alone):  # which of them: each column's links cut alone
-            mine = normalized_events(found.lazy(), scorer.spec, where, keep_ids=True)
-            by_column = {column: without(read.unlinked(mine, column)) for column in columns}
+            held = [c for c in columns if found[c].is_not_null().any()]  # a null links nothing to cut
+            by_column = {column: without(read.apart(column)) for column in held}
         scorer.history = read
         context = context_note(scored, alone, columns, by_column)
     explained = scorer.explain(found, source=where)

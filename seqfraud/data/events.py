@@ -1688,10 +1688,9 @@ def read_labels(
         labels = numbered(lf).with_columns(epochs).select(S.ROW_INDEX, *columns).collect()
     if integer_typed and schema.session_id in integer_typed and not have[schema.session_id].is_integer():
         refuse_rewritten_ids(labels, {S.SESSION_ID: schema.session_id}, source, integer_typed)
-    if (  # a history's or the monitor's table (review 217)
-        forms and (said := forms.said(labels, {S.SESSION_ID: schema.session_id}, source))
-    ):
-        log.warning("%s", said)
+    if forms:  # a history's or the monitor's table (review 217)
+        for _, said in forms.said(labels, {S.SESSION_ID: schema.session_id}, source):
+            log.warning("%s", said)
     if labels.is_empty():
         return nothing()
     unlabelled = pl.col(S.LABEL).is_null()
@@ -2631,12 +2630,15 @@ def integer_ids(
         and w["digits_narrowest"] == w["digits_widest"] >= FIXED_WIDTH_DIGITS
         and w["values"] >= FIXED_WIDTH_VALUES
     }
-    # Many values, every letter in one case: hex device ids, e-mail addresses lower-cased at the source.
+    # Many values, most of them with letters and every letter in one case: hex device ids, e-mail addresses
+    # lower-cased at the source (one 'unknown' among numbers is no evidence of a case: review 222).
     one_case = {
         c: case
         for c, w in written.items()
         for case, own in (("upper", "[A-Z]"), ("lower", "[a-z]"))
-        if w["values"] >= FIXED_WIDTH_VALUES and w[f"has_{own}"] and not w[f"has_{_OTHER_CASE[case]}"]
+        if w["values"] >= FIXED_WIDTH_VALUES
+        and 2 * w[f"has_{own}"] > w["n"]
+        and not w[f"has_{_OTHER_CASE[case]}"]
     }
     written = {c: w for c, w in written.items() if c not in padded}
     for c, w in written.items():
@@ -2735,6 +2737,14 @@ class IdForms:
     def columns(self) -> list[str]:
         return list(dict.fromkeys([*self.widths, *self.cases]))
 
+    def keys(self, column: str) -> list[str]:
+        """The keys :meth:`said` says ``column``'s other forms by."""
+        return [
+            f"{kind} {column}"
+            for kind, of in (("unpadded", self.widths), ("recased", self.cases))
+            if column in of
+        ]
+
     def off(self, column: str, value: str) -> bool:
         """Whether one value of ``column`` is written otherwise (:meth:`said` of a column)."""
         width, case = self.widths.get(column), self.cases.get(column)
@@ -2742,33 +2752,45 @@ class IdForms:
             case is not None and _OTHER_CASE_RE[case].search(value) is not None
         )
 
-    def said(self, events: pl.DataFrame, names: Mapping[str, str], source: str) -> str | None:
+    def said(self, events: pl.DataFrame, names: Mapping[str, str], source: str) -> list[tuple[str, str]]:
         """What to say of ``events``' ids written otherwise, in ``names`` (the events' column of each, to its name
-        in the log), or None."""
+        in the log): per column and form, a key to say it once by (one key for all hid a re-cased entity behind a
+        session id's lost zeros for the life of a service: review 222) and the message."""
+        said = []
         for column, name in names.items():
             v = pl.col(column)
             if (width := self.widths.get(name)) is not None:
                 bad = events.filter(v.str.contains(_DIGITS) & (v.str.len_bytes() < width))[column]
                 if len(bad):
-                    return (
-                        f"{source}: column {name!r}: {len(bad):,} row(s) hold an id of fewer digits than the {width} "
-                        f"the model's training log wrote each with (first: {bad[0]!r}, in that form "
-                        f"{bad[0].zfill(width)!r}): if a spreadsheet or a reader that took the column as numbers lost "
-                        "its leading zeros, it is another id, meeting none of its events, labels or shared entities; "
-                        "restore them, or read the column as text at the source"
+                    said.append(
+                        (
+                            f"unpadded {name}",
+                            (
+                                f"{source}: column {name!r}: {len(bad):,} row(s) hold an id of fewer digits than the "
+                                f"{width} the model's training log wrote each with (first: {bad[0]!r}, in that form "
+                                f"{bad[0].zfill(width)!r}): if a spreadsheet or a reader that took the column as numbers "
+                                "lost its leading zeros, it is another id, meeting none of its events, labels or shared "
+                                "entities; restore them, or read the column as text at the source"
+                            ),
+                        )
                     )
             if (case := self.cases.get(name)) is not None:
                 bad = events.filter(v.str.contains(_OTHER_CASE[case]))[column]
                 if len(bad):
                     first = str(bad[0])
-                    return (
-                        f"{source}: column {name!r}: {len(bad):,} row(s) hold an id with letters in another case "
-                        f"than the {case} case the model's training log wrote every letter of it in (first: "
-                        f"{first!r}, in that form {first.upper() if case == 'upper' else first.lower()!r}): it is "
-                        "another id, meeting none of the events, labels or shared entities written in the log's "
-                        "form; write the ids as the log does"
+                    said.append(
+                        (
+                            f"recased {name}",
+                            (
+                                f"{source}: column {name!r}: {len(bad):,} row(s) hold an id with letters in another "
+                                f"case than the {case} case the model's training log wrote every letter of it in (first: "
+                                f"{first!r}, in that form {first.upper() if case == 'upper' else first.lower()!r}): it "
+                                "is another id, meeting none of the events, labels or shared entities written in the "
+                                "log's form; write the ids as the log does"
+                            ),
+                        )
                     )
-        return None
+        return said
 
 
 def refuse_rewritten_ids(

@@ -60,6 +60,7 @@ class History:
     # Whether warn_if_short has spoken: once a history, where an export's check (one pass a format) and explain
     # (the score, then each event left out) said it two times and more (dogfood 42).
     said_short: bool = field(default=False, repr=False)
+    read_apart: tuple[str, ...] = ()  # :meth:`apart`
 
     @classmethod
     def read(
@@ -161,9 +162,12 @@ class History:
         self._refuse_overlap(events, spec)
         if not self.said_short:
             self.said_short = warn_if_short(self.events, events, spec, self.source, self.latest_label_lag_us)
+        # Values no other session holds (control characters are refused in entity values), then their own again.
+        mark = "\x00apart:"
+        events = events.with_columns((mark + pl.col(c)).alias(c) for c in self.read_apart)
         return entity_context(
             events, self.events, self.labels, self.label_source, self.labels_on_events, spec
-        )
+        ).with_columns(pl.col(c).str.strip_prefix(mark) for c in self.read_apart)
 
     @functools.cached_property
     def latest_label_lag_us(self) -> int | None:
@@ -183,12 +187,11 @@ class History:
         self._refuse_overlap(more, spec)
         return replace(self, events=pl.concat([self.events, more], how="diagonal_relaxed"))
 
-    def unlinked(self, events: pl.DataFrame, column: str) -> History:
-        """This history with no session sharing a value of entity ``column`` with ``events`` (normalized): what a
-        session's score owes to that column's context alone, the others' links kept."""
-        shared = pl.col(column).is_in(events[column].drop_nulls().unique().implode())
-        cut = pl.when(shared).then(None).otherwise(pl.col(column)).alias(column)
-        return replace(self, events=self.events.with_columns(cut), said_short=True)
+    def apart(self, column: str) -> History:
+        """This history, read as if no other session held the scored sessions' values of entity ``column``: what a
+        score owes to that column's context alone, every other link and feature kept (blanking the history's shared
+        values moved the other columns' counts of distinct devices too: review 222)."""
+        return replace(self, read_apart=(*self.read_apart, column), said_short=True)
 
     def _refuse_overlap(self, events: pl.DataFrame, spec: Spec) -> None:
         scored = events[S.SESSION_ID].unique()

@@ -1184,17 +1184,18 @@ def refuse_misread_ids(values: list[Any], column: str, key: str, spec: Spec, sou
                 f"({trained}; first: {bad[0]!r}): a resent event under another form of its id would count as a "
                 "new event; send the ids as the log writes them"
             )
-        return
-    if any(type(v) is int for v in values):
-        refuse_integer_ids([column], spec.zero_padded_ids, source)
-    if integers and any(type(v) is str and rewritten_id(v, width) for v in values):
-        texts = [v for v in values if type(v) is str]
-        refuse_rewritten_ids(pl.DataFrame({key: texts}), {key: key}, source, {key: width})
+    else:
+        if any(type(v) is int for v in values):
+            refuse_integer_ids([column], spec.zero_padded_ids, source)
+        if integers and any(type(v) is str and rewritten_id(v, width) for v in values):
+            texts = [v for v in values if type(v) is str]
+            refuse_rewritten_ids(pl.DataFrame({key: texts}), {key: key}, source, {key: width})
+    # Said of the event id too: a resend whose id came re-cased counts as a new event (review 222).
     forms = spec.id_forms
     if column in forms.columns() and any(type(v) is str and forms.off(column, v) for v in values):
         texts = [v for v in values if type(v) is str]
-        if said := forms.said(pl.DataFrame({column: texts}), {column: column}, source):
-            say_once("respelt", source, said)
+        for kind, said in forms.said(pl.DataFrame({key: texts}), {key: column}, source):
+            say_once(kind, source, said)
 
 
 def read_labels(labels: list[Mapping[str, Any]], spec: Spec, source: str) -> list[Label]:

@@ -12,7 +12,7 @@ Pointing the service at a Redis deployment is one URL (redis-py's forms):
 Every key starts with ``prefix`` (``seqfraud:`` by default), so services, or two deployments of this one,
 can share one Redis by giving each its own prefix. The layout, for an operator's ``redis-cli``:
 ``{prefix}session:{id}`` (a session's state, expiring ``session_ttl_s`` after its last update),
-``{prefix}held:{id}`` (empty, outliving that state by :attr:`RedisStore.DROPS_KEPT_S`: its next event after an
+``{prefix}held:{id}`` (empty, outliving that state by :attr:`StateStore.DROPS_KEPT_S`: its next event after an
 expiry, or an eviction by ``maxmemory``, says it restarted),
 ``{prefix}rows:{id}`` (a hash: event key -> JSON ``[ts_us, values...]``), ``{prefix}ent:{column}:{value}``
 (a set of session ids), ``{prefix}labels`` (a hash: session id -> JSON ``[label, label_time_us]``) and
@@ -102,7 +102,6 @@ class RedisStore(StateStore):
 
     BACKOFF_S = 0.001  # the first wait after a conflicting write, doubled at each conflict in a row
     BACKOFF_CAP_S = 0.05
-    DROPS_KEPT_S = 86_400.0  # how long past a session's expiry its next event still says that it restarted
 
     def __init__(
         self,
@@ -253,9 +252,9 @@ class RedisStore(StateStore):
         )
 
     def dropped(self, session_id: str) -> bool:
-        """One round trip at a session's first event: deleting its ``held:`` key both asks and forgets."""
+        """One round trip at a session's first event; each write sets the ``held:`` key again."""
         with self._reachable():
-            return bool(self._client.delete(self._key(b"held:", session_id)))
+            return bool(self._client.exists(self._key(b"held:", session_id)))
 
     def get(self, session_id: str) -> bytes | None:
         with self._reachable():

@@ -206,11 +206,17 @@ class StateStore(ABC):
     def ping(self) -> None:
         """Raise :class:`StoreUnavailable` when the store cannot serve now (an in-process store always can)."""
 
+    # How long past a drop a session's next event still says that it restarted: an id used again later is most
+    # often a new session (review 222: a month-old id reused on a quiet service read as restarted).
+    DROPS_KEPT_S = 86_400.0
+
     def dropped(self, session_id: str) -> bool:
-        """Whether the store dropped the session's state, for room or idle past its TTL (and forgets that it did):
-        its next event starts it anew, which an answer says (dogfood 203: 67 of 439 sessions scored on their latest
-        events alone, the answer as healthy as any; dogfood 210: applications open for days cut at every idle hour,
-        unsaid). A store that drops none, or cannot tell, says False."""
+        """Whether the store dropped the session's state within :attr:`DROPS_KEPT_S`, for room or idle past its
+        TTL: its next event starts it anew, which an answer says (dogfood 203: 67 of 439 sessions scored on their
+        latest events alone, the answer as healthy as any; dogfood 210: applications open for days cut at every idle
+        hour, unsaid). Asking forgets nothing: the store forgets the drop once it holds the session again, so a
+        refused or failed write leaves it to be said by the resend (review 222). A store that drops none, or cannot
+        tell, says False."""
         return False
 
     def mark_seeded(self) -> None:
@@ -291,9 +297,8 @@ class MemoryStore(StateStore):
         self.model = model
         self.clock = clock
         self._sessions: OrderedDict[str, tuple[float, bytes]] = OrderedDict()  # by last update, oldest first
-        self._dropped: OrderedDict[str, None] = (
-            OrderedDict()
-        )  # dropped for room or expired, the latest max_sessions
+        # Dropped for room or expired, to when: the latest max_sessions of the last DROPS_KEPT_S.
+        self._dropped: OrderedDict[str, float] = OrderedDict()
         self._session_lock = SessionLocks()
         self._lock = threading.Lock()  # the dicts themselves
         self._rows: dict[str, dict[str, EntityRow]] = {}  # session -> event key -> row
@@ -359,12 +364,18 @@ class MemoryStore(StateStore):
         self._session_bytes += len(held[1]) - (0 if before is None else len(before[1]))
         self._sessions[session_id] = held
 
-    def _drop_oldest(self) -> None:
-        """Drop the least recently updated session, noted in :meth:`dropped` (the latest ``max_sessions`` such)."""
-        session_id, (_, state) = self._sessions.popitem(last=False)
+    def _drop_oldest(self, expired: bool = False) -> None:
+        """Drop the least recently updated session, noted in :meth:`dropped` as of when it went: its expiry's time,
+        not the quiet hours' later request that found it expired."""
+        session_id, (last, state) = self._sessions.popitem(last=False)
         self._session_bytes -= len(state)
-        self._dropped[session_id] = None
-        if len(self._dropped) > self.max_sessions:
+        now = self.clock()
+        self._dropped[session_id] = last + self.session_ttl_s if expired else now
+        self._dropped.move_to_end(session_id)
+        while self._dropped and (
+            len(self._dropped) > self.max_sessions
+            or next(iter(self._dropped.values())) < now - self.DROPS_KEPT_S
+        ):
             self._dropped.popitem(last=False)
 
     def _bound(self) -> int:
@@ -379,10 +390,8 @@ class MemoryStore(StateStore):
 
     def dropped(self, session_id: str) -> bool:
         with self._lock:
-            if session_id not in self._dropped:
-                return False
-            del self._dropped[session_id]
-            return True
+            when = self._dropped.get(session_id)
+        return when is not None and when >= self.clock() - self.DROPS_KEPT_S
 
     def get(self, session_id: str) -> bytes | None:
         with self._lock:
@@ -396,7 +405,7 @@ class MemoryStore(StateStore):
         while self._sessions:
             if next(iter(self._sessions.values()))[0] >= cutoff:
                 break
-            self._drop_oldest()
+            self._drop_oldest(expired=True)
 
     def __len__(self) -> int:
         with self._lock:
