@@ -17,7 +17,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
@@ -58,6 +58,7 @@ from seqfraud.data.split import (
 )
 from seqfraud.durations import duration_us
 from seqfraud.errors import ConfigError
+from seqfraud.features.drift import NUMERIC_SHARES
 from seqfraud.features.entities import (
     BUSIEST_ENTITY_VALUES,
     EntitySpec,
@@ -256,9 +257,9 @@ def token_shares(
 TokenShares = dict[str, dict[str, dict[int, float] | None]]
 
 
-def category_shares(datasets: Mapping[str, Path], spec: Spec) -> TokenShares:
-    """:data:`TokenShares` of the categorical columns, one pass over each column of each split."""
-    out: TokenShares = {field: {} for field in spec.schema.categorical_fields}
+def token_id_shares(datasets: Mapping[str, Path], fields: Sequence[str]) -> TokenShares:
+    """:data:`TokenShares` of ``fields``, one pass over each column of each split."""
+    out: TokenShares = {field: {} for field in fields}
     for split, path in datasets.items():
         frame = pl.scan_parquet(shard_files(path))
         for field in out:
@@ -356,6 +357,19 @@ def unknown_share_warnings(shares: Mapping[str, Mapping[str, float | None]], spe
                 "in production (unknown_rate, each session weighing one)"
             )
     return said
+
+
+def numeric_shares(shares: TokenShares, spec: Spec) -> dict[str, list[float]]:
+    """Per numeric column, the share of the training events in each of its token ids (reserved ids and
+    buckets): what batch scoring compares a file's with (:func:`seqfraud.scoring.batch.iter_sequences`)."""
+    out = {}
+    for field, by_split in shares.items():
+        if train := by_split.get("train"):
+            dense = [0.0] * spec.vocab_size(field)
+            for i, share in train.items():
+                dense[i] = share
+            out[field] = dense
+    return out
 
 
 # The report's key for :func:`vanished_values`: a categorical value on at least VANISHED_FROM of the training events
@@ -898,8 +912,9 @@ def preprocess(
     log.info("tokenizing and writing the datasets into %s", out / DATA_DIR)
     engine_report = engine.write_datasets(loaded, spec, sessions, out / DATA_DIR)
     datasets = {name: dataset(out, name) for name in S.SPLITS}
-    shares = category_shares(datasets, spec)
+    shares = token_id_shares(datasets, spec.schema.categorical_fields)
     unknown, vanished = unknown_shares(shares), vanished_values(shares, spec)
+    numeric = numeric_shares(token_id_shares({"train": datasets["train"]}, spec.schema.numerical), spec)
     entity_nulls = entity_null_shares(datasets, spec)
     report = (
         loaded.report
@@ -923,6 +938,7 @@ def preprocess(
             **truncation(sessions["n_events"], spec),
             UNKNOWN_SHARES: unknown,
             VANISHED_VALUES: vanished,
+            NUMERIC_SHARES: numeric,
             **({ENTITY_NULL_SHARES: entity_nulls} if entity else {}),
             **(
                 {"entity_features": len(entity.feature_names()), "entity_seconds": entity_seconds}

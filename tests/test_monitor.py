@@ -480,8 +480,8 @@ def test_psi_of_a_long_tail_groups_its_rare_values():
     """Per value, two samples of one 300-value long tail differ by chance alone past the alert threshold (a
     dogfood log's carrier field alerted at 0.93 on unchanged traffic); grouped into the most frequent values and
     the rest, they do not, and a rare value that becomes common still moves the PSI."""
+    from seqfraud.features.drift import PSI_BINS, psi_bins
     from seqfraud.features.spec import FIRST_ID
-    from seqfraud.monitoring.statistics import PSI_BINS, psi_bins
 
     rng = np.random.default_rng(0)
     p = 1 / np.arange(1, 301)

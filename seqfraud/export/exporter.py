@@ -56,6 +56,7 @@ from seqfraud.export.artifact import (
     sign_artifact,
 )
 from seqfraud.export.signing import SigningKeyError, load_private_key
+from seqfraud.features.drift import NUMERIC_SHARES
 from seqfraud.features.fastpath import numpy_sequences, token_tables
 from seqfraud.features.spec import Spec
 from seqfraud.metrics import classification_metrics, expected_calibration_error
@@ -308,6 +309,10 @@ def export_run(
             "metrics_config": run_metrics_config(
                 run_dir
             ),  # the operating points (metrics.fpr) the monitor reuses
+            # The training events' shares of each number's buckets, that batch scoring compares a file's with.
+            "reference": {
+                NUMERIC_SHARES: load_prepared(rundir.prepared_dir(run_dir)).report.get(NUMERIC_SHARES) or {}
+            },
             "calibration": {
                 "method": calib.method,
                 "file": CALIBRATION_FILE,

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -38,9 +39,12 @@ from seqfraud.data.events import (
 )
 from seqfraud.errors import UserError
 from seqfraud.export.artifact import Model
+from seqfraud.features.drift import NUMERIC_SHARES, psi, psi_bins, token_label
+from seqfraud.features.spec import FIRST_ID, Spec
 from seqfraud.features.tokens import Sequences, polars_sequences
 from seqfraud.provenance import embedding_record, files_digest
 from seqfraud.scoring.prepare import (
+    RECODED_MIN_VALUES,
     cut_sessions_said,
     epoch_unit,
     normalized_events,
@@ -106,6 +110,7 @@ def iter_sequences(
     finite = scorer.unsaid_infinite()  # the whole file's +inf and -inf, said by the scorer's note
     scaled = [c for c in spec.schema.numerical if spec.edges.get(c)]
     numbers = [pl.col(c).cast(pl.Float64, strict=False) for c in scaled]
+    trained = reference_shares(scorer)  # the training events' bucket shares, where the artifact records them
     lengths = pl.col(spec.schema.session_id).unique_counts()
     with reading(source):
         counts = events.select(
@@ -134,6 +139,18 @@ def iter_sequences(
                         x.is_finite() & (x > spec.edges[c][-1]),
                         x.is_finite() & (x < spec.edges[c][0]),
                     )
+                )
+            ),
+            *(  # missing, NaN, and past each edge: a file's bucket counts (spread_said)
+                e.alias(f"__spread_{i}_{k}")
+                for i, (c, x) in enumerate(zip(scaled, numbers))
+                if c in trained
+                for k, e in enumerate(
+                    [
+                        x.is_null().sum(),
+                        x.is_nan().sum(),
+                        *(((x > edge) & ~x.is_nan()).sum() for edge in spec.edges[c]),
+                    ]
                 )
             ),
             *(  # where no event id tells repeats apart: a model without one, or a file that left it out
@@ -173,6 +190,10 @@ def iter_sequences(
     for i, c in enumerate(scaled):  # a unit changed upstream
         if said := off_scale_said(source, spec, c, *(counts[f"__scale_{i}_{k}"].item() for k in range(3))):
             log.warning("%s", said)
+        elif c in trained:  # within the buckets' range too (dogfoods 218, 219)
+            read = [counts[f"__spread_{i}_{k}"].item() for k in range(len(spec.edges[c]) + 2)]
+            if said := spread_said(source, spec, c, trained[c], counts["len"].item(), read):
+                log.warning("%s", said)
     if said := cut_sessions_said(source, spec, counts["short"].item(), counts["sessions"].item()):
         log.warning("%s", said)
     if (truncated := counts["truncated"].item()) and scorer.reads_sequence:
@@ -223,6 +244,54 @@ def iter_sequences(
                 yield seqs, frame
             bar.update(len(seqs))
             bar.set_postfix(chunk=f"{i + 1}/{k}")
+
+
+# A file whose values of a number spread over its buckets this far from training's (PSI) is said: four times the
+# drift the monitor alerts on, far past what a month's traffic moves (dogfood 218's kWh for Wh read 4.96, 219's
+# blanks written as 0 4.68).
+SPREAD_PSI = 1.0
+
+
+def reference_shares(scorer: Scorer) -> dict[str, np.ndarray]:
+    """Per numeric column, the training events' share of each token id that the manifest records (artifacts
+    exported since session 40), where it fits the spec's buckets."""
+    recorded = (scorer.manifest.get("reference") or {}).get(NUMERIC_SHARES) or {}
+    out = {}
+    for c, shares in recorded.items() if isinstance(recorded, dict) else ():
+        size = scorer.spec.vocab_size(c) if c in scorer.spec.edges else None
+        if size and isinstance(shares, list) and len(shares) == size:
+            out[c] = np.asarray(shares, np.float64)
+    return out
+
+
+def spread_said(
+    source: str, spec: Spec, column: str, trained: np.ndarray, n: int, read: list[int]
+) -> str | None:
+    """What to say of a file whose values of ``column`` fall in its buckets far otherwise than training's events
+    did, over its values alone (``read``: the rows missing, NaN, and past each edge), or None: a unit changed
+    within the range the edges
+    span (kWh for Wh: every value in the lowest buckets, 43 sessions more in review, unsaid: dogfood 218), or
+    blanks written as 0 (41.7% of the rows: scores moved by up to 0.83, unsaid: dogfood 219), where
+    :func:`~seqfraud.scoring.prepare.off_scale_said` reads the ends alone."""
+    missing, nan, past = read[0], read[1], read[2:]
+    within = [n - missing - nan, *past, 0]  # the rows past each edge, from none to all of them
+    if within[0] < RECODED_MIN_VALUES:
+        return None
+    # Over the values alone: a file whose share of blanks differs (one kind of event) is no other scale.
+    now = np.array([0] * FIRST_ID + [within[j] - within[j + 1] for j in range(len(past) + 1)], np.float64)
+    was = np.where(np.arange(len(trained)) < FIRST_ID, 0.0, trained)
+    index = psi(*psi_bins(was, now))
+    if index < SPREAD_PSI or not was.sum():
+        return None
+    was, shares = was / was.sum(), now / now.sum()
+    moved = int(np.argmax(shares - was))
+    return (
+        f"{source}: column {column!r}: its values fall in the model's buckets far otherwise than training's did "
+        f"(PSI {index:.2f}; `seqfraud monitor` alerts on drift from 0.25): {token_label(spec, column, moved)} "
+        f"holds {shares[moved]:.0%} of the file's values against {was[moved]:.0%} of training's. A unit changed "
+        "upstream (kWh for Wh), blanks written as 0, or another field's values in this column? `seqfraud monitor "
+        "--current` compares the whole file"
+    )
 
 
 def score_file(
