@@ -58,7 +58,6 @@ from seqfraud.data.split import (
 )
 from seqfraud.durations import duration_us
 from seqfraud.errors import ConfigError
-from seqfraud.features.drift import NUMERIC_SHARES
 from seqfraud.features.entities import (
     BUSIEST_ENTITY_VALUES,
     EntitySpec,
@@ -361,7 +360,8 @@ def unknown_share_warnings(shares: Mapping[str, Mapping[str, float | None]], spe
 
 def numeric_shares(shares: TokenShares, spec: Spec) -> dict[str, list[float]]:
     """Per numeric column, the share of the training events in each of its token ids (reserved ids and
-    buckets): what batch scoring compares a file's with (:func:`seqfraud.scoring.batch.iter_sequences`)."""
+    buckets): what batch scoring compares a file's with (:func:`seqfraud.scoring.batch.spread_said`), from the
+    artifact's manifest."""
     out = {}
     for field, by_split in shares.items():
         if train := by_split.get("train"):
@@ -914,7 +914,6 @@ def preprocess(
     datasets = {name: dataset(out, name) for name in S.SPLITS}
     shares = token_id_shares(datasets, spec.schema.categorical_fields)
     unknown, vanished = unknown_shares(shares), vanished_values(shares, spec)
-    numeric = numeric_shares(token_id_shares({"train": datasets["train"]}, spec.schema.numerical), spec)
     entity_nulls = entity_null_shares(datasets, spec)
     report = (
         loaded.report
@@ -938,7 +937,6 @@ def preprocess(
             **truncation(sessions["n_events"], spec),
             UNKNOWN_SHARES: unknown,
             VANISHED_VALUES: vanished,
-            NUMERIC_SHARES: numeric,
             **({ENTITY_NULL_SHARES: entity_nulls} if entity else {}),
             **(
                 {"entity_features": len(entity.feature_names()), "entity_seconds": entity_seconds}

@@ -61,7 +61,7 @@ from seqfraud.features.fastpath import numpy_sequences, token_tables
 from seqfraud.features.spec import Spec
 from seqfraud.metrics import classification_metrics, expected_calibration_error
 from seqfraud.models.sequence import GRUStep, SessionClassifier, can_step
-from seqfraud.preprocess import load_prepared
+from seqfraud.preprocess import load_prepared, numeric_shares, token_id_shares
 from seqfraud.provenance import versions
 from seqfraud.scoring.batch import iter_scores
 from seqfraud.scoring.history import History
@@ -285,6 +285,7 @@ def export_run(
         parity["end_to_end"], featured = check_end_to_end(scorer, run_dir, events, tolerance)
         parity["end_to_end"]["format"] = formats[0]
         early = by_events_seen(scorer, featured, test, run_metrics_config(run_dir) or {})
+        train_only = {"train": load_prepared(rundir.prepared_dir(run_dir)).datasets["train"]}
         manifest = {
             "format": ARTIFACT_FORMAT,
             "version": ARTIFACT_VERSION,
@@ -311,7 +312,7 @@ def export_run(
             ),  # the operating points (metrics.fpr) the monitor reuses
             # The training events' shares of each number's buckets, that batch scoring compares a file's with.
             "reference": {
-                NUMERIC_SHARES: load_prepared(rundir.prepared_dir(run_dir)).report.get(NUMERIC_SHARES) or {}
+                NUMERIC_SHARES: numeric_shares(token_id_shares(train_only, spec.schema.numerical), spec)
             },
             "calibration": {
                 "method": calib.method,

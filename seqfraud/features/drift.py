@@ -8,7 +8,7 @@ import numpy as np
 from seqfraud.features.spec import FIRST_ID, MISSING, NAN, PAD, UNKNOWN, Spec
 
 PSI_EPSILON = 1e-4  # share given to an empty bin, so PSI stays finite
-# The report's and the manifest's key: per numeric column, the training events' share of each token id.
+# The manifest's key (reference): per numeric column, the training events' share of each token id.
 NUMERIC_SHARES = "numeric_shares"
 _RESERVED_NAMES = {PAD: "<pad>", UNKNOWN: "<unknown>", MISSING: "<missing>", NAN: "<nan>"}
 
