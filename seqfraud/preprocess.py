@@ -252,13 +252,13 @@ def token_shares(
     return out
 
 
-# Per categorical column and split, the share of the events read holding each token id (None: an empty split).
-TokenShares = dict[str, dict[str, dict[int, float] | None]]
+# Per column and split, the events read holding each token id (an empty split holds none).
+TokenCounts = dict[str, dict[str, dict[int, int]]]
 
 
-def token_id_shares(datasets: Mapping[str, Path], fields: Sequence[str]) -> TokenShares:
-    """:data:`TokenShares` of ``fields``, one pass over each column of each split."""
-    out: TokenShares = {field: {} for field in fields}
+def token_id_counts(datasets: Mapping[str, Path], fields: Sequence[str]) -> TokenCounts:
+    """:data:`TokenCounts` of ``fields``, one pass over each column of each split."""
+    out: TokenCounts = {field: {} for field in fields}
     for split, path in datasets.items():
         frame = pl.scan_parquet(shard_files(path))
         for field in out:
@@ -268,18 +268,20 @@ def token_id_shares(datasets: Mapping[str, Path], fields: Sequence[str]) -> Toke
                 .len()
                 .collect(engine="streaming")
             )
-            n = int(counts["len"].sum())
-            out[field][split] = {int(i): c / n for i, c in zip(counts["id"], counts["len"])} if n else None
+            out[field][split] = {int(i): int(c) for i, c in zip(counts["id"], counts["len"])}
     return out
 
 
-def unknown_shares(shares: TokenShares) -> dict[str, dict[str, float | None]]:
+def unknown_shares(counts: TokenCounts) -> dict[str, dict[str, float | None]]:
     """Per categorical column and split, the share of the events read whose value is outside the vocabulary
     (never in training, or too rare there), each read as one unknown token. An out-of-time test whose traffic
     moved to values the training period never had (a new app version) scored lower, and only the monitor told."""
     return {
-        field: {split: None if ids is None else ids.get(UNKNOWN, 0.0) for split, ids in by_split.items()}
-        for field, by_split in shares.items()
+        field: {
+            split: ids.get(UNKNOWN, 0) / n if (n := sum(ids.values())) else None
+            for split, ids in by_split.items()
+        }
+        for field, by_split in counts.items()
     }
 
 
@@ -358,39 +360,54 @@ def unknown_share_warnings(shares: Mapping[str, Mapping[str, float | None]], spe
     return said
 
 
-def numeric_shares(shares: TokenShares, spec: Spec) -> dict[str, list[float]]:
+def numeric_shares(counts: TokenCounts, spec: Spec) -> dict[str, list[float]]:
     """Per numeric column, the share of the training events in each of its token ids (reserved ids and
     buckets): what batch scoring compares a file's with (:func:`seqfraud.scoring.batch.spread_said`), from the
     artifact's manifest."""
     out = {}
-    for field, by_split in shares.items():
-        if train := by_split.get("train"):
+    for field, by_split in counts.items():
+        if n := sum((train := by_split.get("train") or {}).values()):
             dense = [0.0] * spec.vocab_size(field)
-            for i, share in train.items():
-                dense[i] = share
+            for i, c in train.items():
+                dense[i] = c / n
             out[field] = dense
     return out
 
 
 # The report's key for :func:`vanished_values`: a categorical value on at least VANISHED_FROM of the training events
-# that falls to a tenth of that share or less in validation or test is said.
+# that falls to a tenth of that share or less in validation or test is said, where that split holds events enough
+# to show it (VANISHED_EVENTS at training's share: one session of 3 events lost two values: review 223).
 VANISHED_VALUES = "vanished_values"
-VANISHED_FROM = 0.05
+VANISHED_FROM, VANISHED_EVENTS = 0.05, 20
 
 
-def vanished_values(shares: TokenShares, spec: Spec) -> dict[str, dict[str, dict[str, float]]]:
+def vanished_values(counts: TokenCounts, spec: Spec) -> dict[str, dict[str, dict[str, float]]]:
     """Per categorical column, its values on at least :data:`VANISHED_FROM` of the training events whose share in
     validation or test fell to a tenth of that or less, with their share per split: an extract that lost them (a
-    collector's outage, a value renamed), read as traffic that changed (dogfood 218: March without MeterValues,
-    65% of training's events; test PR-AUC 0.38 to 0.10, unsaid, where ``unknown_shares`` sees new values alone)."""
+    collector's outage), read as traffic that changed (dogfood 218: March without MeterValues, 65% of training's
+    events; test PR-AUC 0.38 to 0.10, unsaid, where ``unknown_shares`` sees new values alone). Not where values
+    training never had took half of its place or more: a new version or a rename, which the unknown share says
+    (review 223: an app version's rollover was said twice, as drift and as a lost extract)."""
     out: dict[str, dict[str, dict[str, float]]] = {}
-    for field, by_split in shares.items():
-        vocab, later = spec.vocab[field], {k: ids for k in ("val", "test") if (ids := by_split.get(k))}
-        for i, share in (by_split.get("train") or {}).items():
+    for field, by_split in counts.items():
+        vocab = spec.vocab[field]
+        shares = {
+            k: {i: c / n for i, c in ids.items()} for k, ids in by_split.items() if (n := sum(ids.values()))
+        }
+        sizes = {k: sum(ids.values()) for k, ids in by_split.items()}
+        train = shares.get("train", {})
+        for i, share in train.items():
             if share < VANISHED_FROM or not FIRST_ID <= i < FIRST_ID + len(vocab):
                 continue
-            now = {k: ids.get(i, 0.0) for k, ids in later.items()}
-            if any(v <= share / 10 for v in now.values()):
+            now: dict[str, float] = {k: shares[k].get(i, 0.0) for k in ("val", "test") if k in shares}
+            lost = [
+                k
+                for k, v in now.items()
+                if v <= share / 10
+                and sizes[k] * share >= VANISHED_EVENTS
+                and shares[k].get(UNKNOWN, 0.0) - train.get(UNKNOWN, 0.0) < share / 2
+            ]
+            if lost:
                 out.setdefault(field, {})[str(vocab[i - FIRST_ID])] = {"train": share, **now}
     return out
 
@@ -912,8 +929,8 @@ def preprocess(
     log.info("tokenizing and writing the datasets into %s", out / DATA_DIR)
     engine_report = engine.write_datasets(loaded, spec, sessions, out / DATA_DIR)
     datasets = {name: dataset(out, name) for name in S.SPLITS}
-    shares = token_id_shares(datasets, spec.schema.categorical_fields)
-    unknown, vanished = unknown_shares(shares), vanished_values(shares, spec)
+    by_token = token_id_counts(datasets, spec.schema.categorical_fields)
+    unknown, vanished = unknown_shares(by_token), vanished_values(by_token, spec)
     entity_nulls = entity_null_shares(datasets, spec)
     report = (
         loaded.report

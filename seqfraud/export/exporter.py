@@ -61,7 +61,7 @@ from seqfraud.features.fastpath import numpy_sequences, token_tables
 from seqfraud.features.spec import Spec
 from seqfraud.metrics import classification_metrics, expected_calibration_error
 from seqfraud.models.sequence import GRUStep, SessionClassifier, can_step
-from seqfraud.preprocess import load_prepared, numeric_shares, token_id_shares
+from seqfraud.preprocess import load_prepared, numeric_shares, token_id_counts
 from seqfraud.provenance import versions
 from seqfraud.scoring.batch import iter_scores
 from seqfraud.scoring.history import History
@@ -312,7 +312,7 @@ def export_run(
             ),  # the operating points (metrics.fpr) the monitor reuses
             # The training events' shares of each number's buckets, that batch scoring compares a file's with.
             "reference": {
-                NUMERIC_SHARES: numeric_shares(token_id_shares(train_only, spec.schema.numerical), spec)
+                NUMERIC_SHARES: numeric_shares(token_id_counts(train_only, spec.schema.numerical), spec)
             },
             "calibration": {
                 "method": calib.method,
