@@ -828,6 +828,7 @@ def test_score_and_explain_commands_take_a_history(
     )
     assert no_ip["notes"] and "sharing its device_id" in no_ip["notes"][0]
     assert "sharing its ip" not in no_ip["notes"][0]
+    assert "the other sessions on its account_id, device_id, moves" in no_ip["notes"][0]
     explain.main(
         [
             "--artifact",

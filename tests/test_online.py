@@ -784,6 +784,37 @@ def test_store_bounds_and_expiry_reach_sessions(gru_artifact, gru_run, caplog) -
     assert "idle past --session-ttl" in caplog.text and repr(sids[0]) in caplog.text
 
 
+def test_a_retry_that_finds_another_replicas_state_is_no_restart(gru_artifact, gru_run) -> None:
+    """Two replicas take a new session's first events at once: the one whose write conflicts reads the other's
+    state on its retry, and its first attempt's answer from the store (Redis: the other's held key, a drop) was
+    kept, so a session never dropped was answered restarted (review 223). Judged on the attempt that writes."""
+    from seqfraud.scoring.online import OnlineScorer
+    from seqfraud.scoring.scorer import Scorer
+    from seqfraud.scoring.state import MemoryStore
+
+    records = session_records(gru_run, 1, min_events=2)
+
+    class Racing(MemoryStore):
+        """A store whose first write of a session loses the race to another replica's."""
+
+        raced = False
+
+        def dropped(self, session_id: str) -> bool:
+            return self.raced  # by the retry, the other replica's write marks the session held
+
+        def update(self, session_id, change, rows=None):
+            if not self.raced:
+                change(None)  # this attempt's write conflicts: the other replica wrote first
+                self.raced = True
+                other.events(records[:1])
+            return super().update(session_id, change, rows)
+
+    store = Racing()
+    other = OnlineScorer(Scorer.load(gru_artifact), store)
+    (answer,) = OnlineScorer(Scorer.load(gru_artifact), store).events(records[1:2])
+    assert answer["n_events"] == 2 and answer["restarted"] is False
+
+
 def test_service_events_labels_sessions_and_restart(gru_artifact, gru_run, tmp_path, capsys) -> None:
     from seqfraud.scoring.service import Limits
     from seqfraud.scoring.state import MemoryStore

@@ -632,6 +632,7 @@ def test_batch_scoring_says_rows_repeated_exactly_as_training_does(scorer, one_s
     pl.concat([day, day.head(1)]).write_parquet(tmp_path / "no_ids.parquet")
     score_file(ided, tmp_path / "no_ids.parquet", tmp_path / "no_ids_scores.parquet", progress=False)
     assert "1 event row(s) repeat another row of their session" in caplog.text
+    assert "send the event ids the model reads (column 'evt', left out of this file)" in caplog.text
 
 
 def test_batch_outputs_name_and_type_session_ids_as_the_log_does(

@@ -292,6 +292,7 @@ def test_ids_in_another_case_than_training_wrote_are_said(tmp_path, caplog):
         )
         refuse_misread_ids(["e1", "E2"], "eid", "eid", with_ids, "posted")
         assert "posted: column 'eid': 1 row(s) hold an id with letters in another case" in caplog.text
+        assert "it is another id, so a resend under it counts as a new event" in caplog.text
         pl.DataFrame({"session_id": ["s1", "S2", "S3"], "label": [1, 1, 0]}).write_parquet(
             tmp_path / "l.parquet"
         )

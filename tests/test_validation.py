@@ -1522,6 +1522,17 @@ def test_repeated_event_ids_within_a_session(tmp_path):
     fails(path, path, "'event_id' has type Float64; expected string or integer event ids", schema=schema)
 
 
+def test_an_event_id_the_log_lacks_is_said(tmp_path, caplog):
+    """A misspelt data.schema.event_id trained and exported without a word, and the service refused every event
+    (dogfood 221); a log without ids may still train a model that takes them online: said, naming the column near
+    it."""
+    misspelt = Schema(categorical=("device",), numerical=("amount",), event_id="event_uid")
+    path = write(events(event_id=pl.Series(["a", "b", "c", "d", "e"])), tmp_path / "ok.parquet")
+    with caplog.at_level("WARNING", logger="seqfraud.data.events"):
+        assert load_events(path, misspelt).report["n_events"] == 5
+    assert "no column 'event_uid' (data.schema.event_id) (did you mean 'event_id'?)" in caplog.text
+
+
 def test_parquet_parts_in_other_time_zones_read_as_one(tmp_path):
     """Two writers, one in Asia/Kolkata at nanoseconds and one in UTC at microseconds: the same instants, so the
     parts read as the single file of them does (they were refused as files that disagree on the column); and so

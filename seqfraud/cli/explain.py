@@ -70,13 +70,13 @@ def explain_session(
 
         alone = without(replace(read, events=read.events.head(0), said_short=True))
         scored["context_shift"] = scored[S.RAW_SCORE] - alone[S.RAW_SCORE]
-        columns = scorer.spec.schema.entities
+        # The columns it holds a value in: a null links it to no other session (review 223: named all the same).
+        held = [c for c in scorer.spec.schema.entities if found[c].is_not_null().any()]
         by_column = None
-        if len(columns) > 1 and context_moves(scored, alone):  # which of them: each column's links cut alone
-            held = [c for c in columns if found[c].is_not_null().any()]  # a null links nothing to cut
+        if len(held) > 1 and context_moves(scored, alone):  # which of them: each column's links cut alone
             by_column = {column: without(read.apart(column)) for column in held}
         scorer.history = read
-        context = context_note(scored, alone, columns, by_column)
+        context = context_note(scored, alone, held, by_column)
     explained = scorer.explain(found, source=where)
     said = (
         context,

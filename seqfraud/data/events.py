@@ -248,17 +248,26 @@ def repeated_rows(schema: Schema) -> pl.Expr:
     return pl.len() - pl.struct(schema.event_columns).hash(0).n_unique()
 
 
-def say_repeated_rows(source: str, n: int, copies: list[tuple[str, str]]) -> None:
+def say_repeated_rows(
+    source: str, n: int, copies: list[tuple[str, str]], left_out_id: str | None = None
+) -> None:
     """Warn of ``n`` rows equal in every column to another of their session, in training and in scoring alike:
-    a doubled export moves scores as it moves training (20 doubled rows moved scores by up to 0.084)."""
+    a doubled export moves scores as it moves training (20 doubled rows moved scores by up to 0.084).
+    ``left_out_id``: the event id column the model reads and the file left out (review 223: the advice to give
+    the log an event id went to a model that has one)."""
+    ids = (
+        f"send the event ids the model reads (column {left_out_id!r}, left out of this file), whose repeats are refused"
+        if left_out_id
+        else "give the log an event id (data.schema.event_id), whose repeats are refused"
+    )
     log.warning(
         "%s: %s event row(s) repeat another row of their session in every column; each counts as an event. "
-        "If the export doubled them (a file copied twice, a retried batch), drop the copies, or give the log "
-        "an event id (data.schema.event_id), whose repeats are refused; if they are real repeats that the "
-        "timestamps' resolution cannot tell apart (a bot's clicks within one second), keep them: they may be "
-        "the signal%s",
+        "If the export doubled them (a file copied twice, a retried batch), drop the copies, or %s; if they are "
+        "real repeats that the timestamps' resolution cannot tell apart (a bot's clicks within one second), keep "
+        "them: they may be the signal%s",
         source,
         f"{n:,}",
+        ids,
         "".join(f"; {a} and {b} hold the same bytes" for a, b in copies[:3])
         + (f"; and {len(copies) - 3:,} more pairs of files" if len(copies) > 3 else ""),
     )
@@ -2752,10 +2761,17 @@ class IdForms:
             case is not None and _OTHER_CASE_RE[case].search(value) is not None
         )
 
-    def said(self, events: pl.DataFrame, names: Mapping[str, str], source: str) -> list[tuple[str, str]]:
+    def said(
+        self,
+        events: pl.DataFrame,
+        names: Mapping[str, str],
+        source: str,
+        effect: str = "meeting none of the events, labels or shared entities written in the log's form",
+    ) -> list[tuple[str, str]]:
         """What to say of ``events``' ids written otherwise, in ``names`` (the events' column of each, to its name
         in the log): per column and form, a key to say it once by (one key for all hid a re-cased entity behind a
-        session id's lost zeros for the life of a service: review 222) and the message."""
+        session id's lost zeros for the life of a service: review 222) and the message, which says the ``effect``
+        of another id (an event id's: a resend counts as a new event)."""
         said = []
         for column, name in names.items():
             v = pl.col(column)
@@ -2769,8 +2785,8 @@ class IdForms:
                                 f"{source}: column {name!r}: {len(bad):,} row(s) hold an id of fewer digits than the "
                                 f"{width} the model's training log wrote each with (first: {bad[0]!r}, in that form "
                                 f"{bad[0].zfill(width)!r}): if a spreadsheet or a reader that took the column as numbers "
-                                "lost its leading zeros, it is another id, meeting none of its events, labels or shared "
-                                "entities; restore them, or read the column as text at the source"
+                                f"lost its leading zeros, it is another id, {effect}; restore them, or read the column "
+                                "as text at the source"
                             ),
                         )
                     )
@@ -2785,8 +2801,7 @@ class IdForms:
                                 f"{source}: column {name!r}: {len(bad):,} row(s) hold an id with letters in another "
                                 f"case than the {case} case the model's training log wrote every letter of it in (first: "
                                 f"{first!r}, in that form {first.upper() if case == 'upper' else first.lower()!r}): it "
-                                "is another id, meeting none of the events, labels or shared entities written in the "
-                                "log's form; write the ids as the log does"
+                                f"is another id, {effect}; write the ids as the log does"
                             ),
                         )
                     )
@@ -2856,6 +2871,16 @@ def inspect_events(events_path: str, schema: Schema, labels_path: str | None) ->
         have = check_columns(raw, schema, source, with_label=label_on_events)
         unit = detect_timestamp_unit(raw, schema, have[schema.timestamp])
         padded = zero_padded_ids(raw, have, schema)
+    if schema.event_id and schema.event_id not in have:
+        # A log without ids may train a model that takes them online; a misspelt name trained and exported
+        # unsaid, and the service refused every event (dogfood 221).
+        log.warning(
+            "%s: no column %r (data.schema.event_id)%s: training reads every row as an event, and the model "
+            "requires the id of each event online (POST /events)",
+            source,
+            schema.event_id,
+            did_you_mean(schema.event_id, list(have)),
+        )
     files = resolve_paths(events_path, warn=False)  # scan_table said what it left out
     integers, no_integer, forms = integer_ids(raw, have, schema, source, padded, files)
     padded = [c for c in id_columns(schema) if c in padded or c in no_integer]

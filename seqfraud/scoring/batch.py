@@ -179,7 +179,7 @@ def iter_sequences(
             )
     scorer.note_unseen_inf({c: counts[f"__inf_{i}"].item() for i, c in enumerate(finite)}, source)
     if files is not None and "repeated" in counts.columns and (repeated := counts["repeated"].item()):
-        say_repeated_rows(source, repeated, same_contents(files))
+        say_repeated_rows(source, repeated, same_contents(files), spec.schema.event_id)
     scorer.note_respelt(
         {c: [v] for i, c in enumerate(texts) if (v := counts[f"__respelt_{i}"].item()) is not None}
     )

@@ -189,8 +189,9 @@ class History:
 
     def apart(self, column: str) -> History:
         """This history, read as if no other session held the scored sessions' values of entity ``column``: what a
-        score owes to that column's context alone, every other link and feature kept (blanking the history's shared
-        values moved the other columns' counts of distinct devices too: review 222)."""
+        score owes to that column's context alone, every other link kept (blanking the history's shared values
+        moved the other columns' features more: review 222). The other columns' counts of distinct values still
+        see the renamed value as another one beside the history's (review 223)."""
         return replace(self, read_apart=(*self.read_apart, column), said_short=True)
 
     def _refuse_overlap(self, events: pl.DataFrame, spec: Spec) -> None:

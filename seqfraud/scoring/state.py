@@ -215,8 +215,8 @@ class StateStore(ABC):
         TTL: its next event starts it anew, which an answer says (dogfood 203: 67 of 439 sessions scored on their
         latest events alone, the answer as healthy as any; dogfood 210: applications open for days cut at every idle
         hour, unsaid). Asking forgets nothing: the store forgets the drop once it holds the session again, so a
-        refused or failed write leaves it to be said by the resend (review 222). A store that drops none, or cannot
-        tell, says False."""
+        refused or failed write leaves it to be said by the resend (review 222). Asked where the store holds no state
+        of the session. A store that drops none, or cannot tell, says False."""
         return False
 
     def mark_seeded(self) -> None:
