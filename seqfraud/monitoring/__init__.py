@@ -137,7 +137,11 @@ def monitor(
         )
     # The run's operating point, recorded at export; artifacts from before that used 1% FPR.
     fpr = float((scorer.manifest.get("metrics_config") or {}).get("fpr", DEFAULT_FPR))
-    test_pr_auc = ((scorer.manifest.get("metrics") or {}).get("test") or {}).get("pr_auc")
+    test = (scorer.manifest.get("metrics") or {}).get("test") or {}
+    test_pr_auc = test.get("pr_auc")
+    test_share = (
+        test["positives"] / test["n"] if test.get("n") and test.get("positives") is not None else None
+    )
 
     fields = field_stats(spec, ref.seqs, cur.seqs)
     unknown_ref = entity_ref = None
@@ -234,7 +238,7 @@ def monitor(
             "current": quantiles(cur_scores),
             "current_bands": dict(cur_scored[S.BAND].value_counts().iter_rows()),
         },
-        "performance": performance(cur_scored, label_table, fpr, test_pr_auc, outside),
+        "performance": performance(cur_scored, label_table, fpr, test_pr_auc, outside, test_share),
     }
     if report["performance"] is not None:
         report["performance"] |= pending

@@ -181,6 +181,26 @@ def notes(report: dict[str, Any], t: dict[str, float]) -> list[str]:
             f"the current window's labels hold {perf['positives']} fraud(s), fewer than {MIN_ALERT_POSITIVES}: "
             "its PR-AUC is a rough estimate, so a drop is a warning, not an alert"
         )
+    # PR-AUC rises with the fraud share: labels that come sooner for one class (a chargeback before a settlement)
+    # made a window's labelled sessions 15.4% fraud against the test's 3.6%, and a model's 8% drop read as a 5% gain
+    # (dogfood 221).
+    share, was = (
+        (perf["positives"] / perf["n"], perf.get("reference_fraud_share")) if perf.get("n") else (None, None)
+    )
+    if share is not None and was and perf["labelled_share"] < 1 and not 1 / 2 <= share / was <= 2:
+        small.append(
+            f"the {perf['n']:,} labelled session(s) ({perf['labelled_share']:.0%} of the window) are {share:.1%} "
+            f"fraud against {was:.1%} of the artifact's test sessions: where one class's labels come sooner (a "
+            "chargeback before a settlement), the labelled sessions are unlike the traffic, and PR-AUC moves with "
+            "the fraud share, so its drop against the test's does not compare; read it once the window's labels are "
+            "settled (a later --labels-as-of), or read ROC-AUC, which the share leaves alone"
+        )
+    if perf.get("n") and perf.get("pr_auc") is None:  # one class known: no figure, and no word of why
+        known = "fraud" if perf["positives"] else "legitimate"
+        small.append(
+            f"the labels known hold {known} sessions alone ({perf['n']:,}): no PR-AUC until the other class's labels "
+            "come"
+        )
     if waiting := perf.get("sessions_within_label_delay"):  # only a log line said so (dogfood 61)
         as_of = perf["labels_as_of"]
         since = as_of or "the window's last event"
