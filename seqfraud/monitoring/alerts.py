@@ -195,7 +195,8 @@ def notes(report: dict[str, Any], t: dict[str, float]) -> list[str]:
             "the fraud share, so its drop against the test's does not compare; read it once the window's labels are "
             "settled (a later --labels-as-of), or read ROC-AUC, which the share leaves alone"
         )
-    if perf.get("n") and perf.get("pr_auc") is None:  # one class known: no figure, and no word of why
+    if perf.get("n") and "pr_auc" in perf and perf["pr_auc"] is None and perf["positives"] in (0, perf["n"]):
+        # One class known: no figure, and no word of why (dogfood 221).
         known = "fraud" if perf["positives"] else "legitimate"
         small.append(
             f"the labels known hold {known} sessions alone ({perf['n']:,}): no PR-AUC until the other class's labels "
