@@ -321,14 +321,20 @@ def test_cli_writes_html_and_png(exported_artifact, few, scorer, tmp_path, capsy
     main([*args, "--out", str(tmp_path / "new" / "view.html"), "--png", str(tmp_path / "png" / "view.png")])
     printed = capsys.readouterr().out
     assert "no single event explains this score" not in printed
+    mine = few.filter(pl.col(s.session_id) == sid)
+    flagged = scorer.score(mine)[S.BAND][0] != "approve"
     assert printed.strip().endswith(
-        f"events that moved the score most: {moved_most(scorer.explain(few.filter(pl.col(s.session_id) == sid)))}"
+        f"events that moved the score most: {moved_most(scorer.explain(mine), flagged=flagged)}"
     )
     # The events that moved the score most, either way: one that lowered it most was left out (dogfood 97).
     made = pl.DataFrame(
         {S.EVENT: ["login", "logout", "add_card", "view"], S.CONTRIBUTION: [0.006, -0.033, 0.004, 0.001]}
     )
     assert moved_most(made) == "logout (-0.033), login (+0.006), add_card (+0.004)"
+    # Of a flagged session, the reason asked for: what raised it first (dogfood 221: three that lowered a review's
+    # score were named, not the one that raised it most).
+    assert moved_most(made, flagged=True) == "login (+0.006), add_card (+0.004), view (+0.001)"
+    assert moved_most(made.head(2), flagged=True) == "login (+0.006), logout (-0.033)"
     # One that prints as 0.000 is no reason (dogfood 99).
     assert moved_most(made.with_columns(pl.col(S.CONTRIBUTION) / 20)) == "logout (-0.002)"
     assert (

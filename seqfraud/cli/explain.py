@@ -93,12 +93,19 @@ def explain_session(
     return explained, scored
 
 
-def moved_most(explained: pl.DataFrame, k: int = 3) -> str:
+def moved_most(explained: pl.DataFrame, k: int = 3, flagged: bool = False) -> str:
     """The ``k`` events that moved the score most, either way: of an approved fraud, the one that lowered it most
-    said more than three that raised it a little (dogfood 97). Those that print as 0.000 are left out: "scroll
+    said more than three that raised it a little (dogfood 97). Of a ``flagged`` session (review, decline), whose
+    reason is asked, those that raised it first, then those that lowered it (dogfood 221: three that lowered a
+    review's score were named, not the one that raised it most). Those that print as 0.000 are left out: "scroll
     (-0.000)" read as a reason (dogfood 99)."""
     moved = explained.filter(pl.col(S.CONTRIBUTION).abs() >= NO_SINGLE_EVENT)
-    top = moved.sort(pl.col(S.CONTRIBUTION).abs(), descending=True).head(k)
+    order = (
+        [pl.col(S.CONTRIBUTION) > 0, pl.col(S.CONTRIBUTION).abs()]
+        if flagged
+        else [pl.col(S.CONTRIBUTION).abs()]
+    )
+    top = moved.sort(order, descending=True).head(k)
     said = ", ".join(f"{e} ({c:+.3f})" for e, c in zip(top[S.EVENT], top[S.CONTRIBUTION]))
     return said or "none (every event's contribution is 0.000)"
 
@@ -128,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(
         f"wrote {args.out}"
         + (f" and {args.png}" if args.png else "")
-        + f"; events that moved the score most: {moved_most(explained)}"
+        + f"; events that moved the score most: {moved_most(explained, flagged=scored[S.BAND] != 'approve')}"
     )
     for note in scored["notes"]:
         print(f"note: {note}")
