@@ -24,7 +24,10 @@ from seqfraud.data.events import (
     label_delay_us,
     label_known,
     read_labels,
+    reading,
     refuse_misread_orphans,
+    repeated_rows,
+    say_repeated_rows,
     scan_table,
 )
 from seqfraud.errors import UserError
@@ -105,6 +108,11 @@ class History:
                 f"{source}: the history's event log is empty: give the earlier events of other sessions that the "
                 "entity features read, as training read them (docs/entities.md, 'How much history')"
             )
+        ids = spec.schema.event_id
+        if ids is None or ids not in events.collect_schema():  # no id tells repeats apart (dogfood 221)
+            with reading(source):
+                if repeated := events.select(repeated_rows(spec.schema)).collect().item():
+                    say_repeated_rows(source, repeated, [], ids)
         on_events = events if labelled is None else labelled
         if entity.risk and labels is None and spec.schema.label not in on_events.collect_schema():
             raise DataValidationError(
