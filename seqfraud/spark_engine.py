@@ -178,10 +178,13 @@ class SparkEngine:
             ),
         )
         counted: dict = {}  # what read_labels counts for the report
+        zoned = zoned_report(table, raw.columns[schema.timestamp])
         labels = (
             None
             if label_on_events
-            else training_labels(data["labels"], schema, unit, policy.get("on_unlabeled", "error"), counted)
+            else training_labels(
+                data["labels"], schema, unit, policy.get("on_unlabeled", "error"), counted, bool(zoned)
+            )
         )
         sessions, report = validate_sessions(
             table,
@@ -214,11 +217,7 @@ class SparkEngine:
             sessions=sessions,
             timestamp_unit=unit,
             source=source,
-            report={"source": source, "timestamp_unit": unit}
-            | raw.id_forms()
-            | zoned_report(table, raw.columns[schema.timestamp])
-            | counted
-            | report,
+            report={"source": source, "timestamp_unit": unit} | raw.id_forms() | zoned | counted | report,
         )
 
     def _read_parts(self, paths: list[str], footers: list[pq.FileMetaData], have: pl.Schema) -> DataFrame:

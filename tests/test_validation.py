@@ -1615,6 +1615,19 @@ def test_label_times_without_an_offset_among_ones_with_it_are_counted_and_said(t
         labels = write(table.select("session_id", "label", every.alias("cb")), tmp_path / "l.csv")
         loaded = load_events(path, schema, labels)
         assert "naive_label_times" not in loaded.report and "no UTC offset" not in caplog.text
+    # Every label time naive beside events whose times carry offsets: a verdict file that lost them moved its
+    # labels by hours, unsaid (dogfood 219).
+    zoned_events = write(
+        events().drop("label").with_columns(pl.col("timestamp").dt.replace_time_zone("Asia/Kolkata")),
+        tmp_path / "z.parquet",
+    )
+    labels = write(table.select("session_id", "label", naive.alias("cb")), tmp_path / "l.csv")
+    loaded = load_events(zoned_events, schema, labels)
+    assert loaded.report["naive_label_times"] == 3
+    assert (
+        f"{labels}: column 'cb': 3 of its 3 timestamps carry no UTC offset and are read as UTC, where the events' "
+        "times carry one (or are epochs)"
+    ) in caplog.text
 
 
 def test_parquet_parts_typed_apart_but_alike_read_as_one(tmp_path):

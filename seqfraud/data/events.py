@@ -1383,19 +1383,23 @@ def say_naive(
     counts: tuple[int, int],
     first: Callable[[], str],
     moves: str = EVENT_MOVES,
+    elsewhere: str | None = None,
 ) -> None:
     """Counts the naive timestamps of ``column`` (``counts``: naive, and all given) in ``report[key]`` and warns
     with ``first()`` (the example), where they mix with ones that carry an offset: a column of naive times alone
-    is one in UTC."""
+    is one in UTC, unless ``elsewhere`` says whose times carry offsets (a label table's, beside zoned events: a
+    verdict file that lost its offsets moved labels by hours, unsaid: dogfood 219)."""
     naive, stamped = counts
-    if 0 < naive < stamped:
+    if 0 < naive < stamped or (elsewhere and 0 < naive == stamped):
         report[key] = naive
-        log.warning("%s", naive_said(source, column, naive, stamped, first(), moves))
+        zoned = {"zoned": elsewhere} if elsewhere and naive == stamped else {}
+        log.warning("%s", naive_said(source, column, naive, stamped, first(), moves, **zoned))
 
 
 # Whose offsets a naive time lacks: its column's other times', or the model's training times' (all naive then).
 OTHERS_ZONED = "the others carry one"
 TRAINED_ZONED = "the model's training times carried one (or were epochs)"
+EVENTS_ZONED = "the events' times carry one (or are epochs)"
 
 
 def naive_said(
@@ -1573,10 +1577,15 @@ def session_table(
 
 
 def training_labels(
-    path: str, schema: Schema, timestamp_unit: str, on_unlabeled: str, report: dict
+    path: str,
+    schema: Schema,
+    timestamp_unit: str,
+    on_unlabeled: str,
+    report: dict,
+    events_zoned: bool = False,
 ) -> tuple[pl.DataFrame, str]:
     """The training log's label table, read as ``data.policy.on_unlabeled`` says (:func:`read_labels`), by every
-    engine."""
+    engine; ``events_zoned``: the events' times carried offsets (:func:`zoned_report`)."""
     return read_labels(
         path,
         schema,
@@ -1584,6 +1593,7 @@ def training_labels(
         frauds_only=on_unlabeled == "negative",
         pending_ok=on_unlabeled in ("drop", "keep"),
         report=report,
+        events_zoned=events_zoned,
     )
 
 
@@ -1605,6 +1615,7 @@ def read_labels(
     integer_typed: Mapping[str, int | None] | None = None,
     forms: IdForms | None = None,
     report: dict | None = None,
+    events_zoned: bool = False,
 ) -> tuple[pl.DataFrame, str]:
     """A separate label table (a file, or a frame named ``name`` in messages, checked alike: a frame was cast
     unchecked, so 0.9 read as 0 and a repeated session counted twice: dogfood 60): one row per session, 0/1
@@ -1768,7 +1779,9 @@ def read_labels(
         labels = labels.filter(pl.col(S.LABEL) == pl.col(S.LABEL).max().over(S.SESSION_ID))
     refuse_conflicts(labels, pl.col(S.LABEL), source, schema.label, "labels")
     if lt is not None:
-        labels = _check_label_times(labels, schema, source, lf, have[lt], timestamp_unit, any_event, report)
+        labels = _check_label_times(
+            labels, schema, source, lf, have[lt], timestamp_unit, any_event, report, events_zoned
+        )
     if not rows_are_events and (repeats := labels.height - labels[S.SESSION_ID].n_unique()):
         log.warning(  # the same session, label and label time again: read once, said, not dropped unsaid
             "%s: %s row(s) repeat another row's session and label%s: each session's label is read once",
@@ -1889,10 +1902,12 @@ def _check_label_times(
     unit: str | None,
     any_event: bool,
     report: dict | None,
+    events_zoned: bool = False,
 ) -> pl.DataFrame:
     """The label table's label times (``raw``: the table as read): each parses, lies in the plausible range, and
     one per session; with ``any_event``, a fraud session's is the earliest of its rows' (as training reads
-    events under ``data.policy.on_mixed_labels=any``). Naive ones among zoned ones go into ``report``
+    events under ``data.policy.on_mixed_labels=any``). Naive ones among zoned ones, or beside ``events_zoned``
+    events, go into ``report``
     (:func:`say_naive`)."""
     lt = cast(str, schema.label_time)
     us, outside = pl.col(S.LABEL_TIME_US), pl.col(S.LABEL_TIME_OUT_OF_RANGE)
@@ -1920,7 +1935,8 @@ def _check_label_times(
         counts = labels.select(naive.sum().alias("naive"), naive.count().alias("stamped")).row(0)
         first = functools.partial(first_bad, labels, naive, raw, lt)
         said = {} if report is None else report
-        say_naive(said, NAIVE_LABEL_TIMES, source, lt, counts, first, LABEL_MOVES)
+        elsewhere = EVENTS_ZONED if events_zoned else None
+        say_naive(said, NAIVE_LABEL_TIMES, source, lt, counts, first, LABEL_MOVES, elsewhere)
     refuse_conflicts(labels, us, source, lt, "label times")
     return labels.drop(S.LABEL_TIME_PRESENT, S.LABEL_TIME_OUT_OF_RANGE, S.LABEL_TIME_NAIVE, strict=False)
 
@@ -2929,8 +2945,11 @@ def load_events(
         ).collect(engine="streaming")
     # None iff raw.label_on_events
     counted: dict = {}  # what read_labels counts for the report
+    zoned = zoned_report(table, raw.columns[schema.timestamp])
     labels = (
-        None if labels_path is None else training_labels(labels_path, schema, unit, on_unlabeled, counted)
+        None
+        if labels_path is None
+        else training_labels(labels_path, schema, unit, on_unlabeled, counted, bool(zoned))
     )
     sessions, report = validate_sessions(
         table,
@@ -2962,6 +2981,5 @@ def load_events(
     if label_time_on_events:
         working += [S.LABEL_TIME_US, S.LABEL_TIME_PRESENT, S.LABEL_TIME_OUT_OF_RANGE]
     events = events.drop(working).with_columns(pl.col(S.LABEL).cast(pl.Int8))
-    zoned = zoned_report(table, raw.columns[schema.timestamp])
     report = {"source": source, "timestamp_unit": unit} | raw.id_forms() | zoned | counted | report
     return LoadedEvents(events=events, sessions=sessions, timestamp_unit=unit, source=source, report=report)

@@ -207,6 +207,7 @@ def current_labels(
         zero_padded=spec.zero_padded_ids,
         integer_typed=spec.integer_ids,
         forms=spec.id_forms,
+        events_zoned=spec.zoned_timestamps,
     )[0]
 
 

@@ -135,6 +135,7 @@ class History:
                 zero_padded=spec.zero_padded_ids,
                 integer_typed=spec.integer_ids,
                 forms=spec.id_forms,
+                events_zoned=spec.zoned_timestamps,
             )
         else:
             table, label_source = (
