@@ -546,6 +546,21 @@ def test_user_config_folder_through_the_search_path(tmp_path, monkeypatch, capsy
     assert "d_model: 16" in out  # model=tiny, a packaged config the user's experiment overrides to
 
 
+def test_an_experiment_file_without_a_name_is_said(tmp_path, monkeypatch):
+    """A user's experiment file without experiment_name ran as 'default': its folder, W&B group and compare row
+    said nothing of it (dogfood 219)."""
+    import seqfraud.training.train as training
+    from seqfraud.cli import main
+
+    monkeypatch.setattr(training, "train", lambda cfg: None)  # the warning comes before any data is read
+    (tmp_path / "myconf" / "experiment").mkdir(parents=True)
+    (tmp_path / "myconf" / "experiment" / "mine.yaml").write_text("# @package _global_\nseed: 7\n")
+    monkeypatch.chdir(tmp_path)
+    main(["train", f"hydra.searchpath=[file://{tmp_path / 'myconf'}]", "+experiment=mine", "logger=none"])
+    logs = "".join(p.read_text() for p in tmp_path.glob("outputs/train/default/*/train.log"))
+    assert "+experiment=mine sets no experiment_name, so its runs are named 'default'" in logs
+
+
 def test_command_reports_user_errors_and_lets_bugs_through(capsys, monkeypatch):
     from seqfraud.data.events import DataValidationError
     from seqfraud.errors import command
