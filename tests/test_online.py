@@ -1506,6 +1506,15 @@ def test_a_session_ttl_shorter_than_the_training_sessions_gaps_is_said(tmp_path)
     trained = np.sort(gaps_s[:train])  # sessions start a day apart, so the first ones train
     recorded = prepared.spec.fit_info[LONGEST_GAPS]
     assert recorded == [float(np.quantile(trained, q, method="higher")) for q in GAP_QUANTILES]
+    # A drop is kept as long as the longest of them where longer than a day: members back after 26 to 60 idle
+    # hours were scored as new, unflagged past the day (dogfood 224).
+    from dataclasses import replace
+
+    from seqfraud.scoring.online import drops_kept_s
+    from seqfraud.scoring.state import StateStore
+
+    assert drops_kept_s(prepared.spec) == max(recorded[-1], StateStore.DROPS_KEPT_S) > StateStore.DROPS_KEPT_S
+    assert drops_kept_s(replace(prepared.spec, fit_info={})) == StateStore.DROPS_KEPT_S
     said = expiry_said(prepared.spec, 3600)
     assert (trained > 3600).mean() > 0.9
     assert said is not None and "--session-ttl 3600 s: over 90.0% of the training sessions" in said, said

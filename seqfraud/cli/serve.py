@@ -23,7 +23,7 @@ from seqfraud.decisions import DecisionError, check_thresholds
 from seqfraud.errors import command, is_finite
 from seqfraud.export.artifact import open_artifact, verification_settings
 from seqfraud.scoring.history import History
-from seqfraud.scoring.online import StateReader, expiry_said, seed
+from seqfraud.scoring.online import StateReader, drops_kept_s, expiry_said, seed
 from seqfraud.scoring.redis_store import RedisStore
 from seqfraud.scoring.server import ConnectionLimits, run
 from seqfraud.scoring.service import Limits, create_app
@@ -263,6 +263,7 @@ def main(argv: list[str] | None = None) -> None:
             session_ttl_s=args.session_ttl,
             entity_retention_s=args.entity_retention,
             timeout_s=timeout_s,
+            drops_kept_s=drops_kept_s(spec),
         )
 
     store: StateStore
@@ -276,6 +277,7 @@ def main(argv: list[str] | None = None) -> None:
             entity_retention_s=args.entity_retention,
             snapshot=args.snapshot,  # read here, so that a snapshot of another model is refused before the port
             model=artifact.run_id,
+            drops_kept_s=drops_kept_s(spec),
         )
         # And each session's state checked here too: a damaged one then stops start-up with one line, not a
         # traceback from the service's start.

@@ -937,6 +937,14 @@ def _stored(session_id: str) -> Iterator[None]:
         ) from None
 
 
+def drops_kept_s(spec: Spec) -> float:
+    """How long past a drop the service's store says that a session restarted: a day, or the training sessions'
+    longest gap between two events where longer (dogfood 224: members back after 26 to 60 idle hours were scored
+    as new members, unflagged past the day)."""
+    gaps = spec.fit_info.get(LONGEST_GAPS)
+    return max(StateStore.DROPS_KEPT_S, float(gaps[-1])) if gaps else StateStore.DROPS_KEPT_S
+
+
 def expiry_said(spec: Spec, session_ttl_s: float) -> str | None:
     """A warning where 0.1% or more of the training sessions of two events or more had a gap between events longer than
     ``session_ttl_s``: the service expires a session that long idle, and scores its later events as a new

@@ -12,7 +12,7 @@ Pointing the service at a Redis deployment is one URL (redis-py's forms):
 Every key starts with ``prefix`` (``seqfraud:`` by default), so services, or two deployments of this one,
 can share one Redis by giving each its own prefix. The layout, for an operator's ``redis-cli``:
 ``{prefix}session:{id}`` (a session's state, expiring ``session_ttl_s`` after its last update),
-``{prefix}held:{id}`` (empty, outliving that state by :attr:`StateStore.DROPS_KEPT_S`: its next event after an
+``{prefix}held:{id}`` (empty, outliving that state by ``drops_kept_s``: its next event after an
 expiry, or an eviction by ``maxmemory``, says it restarted),
 ``{prefix}rows:{id}`` (a hash: event key -> JSON ``[ts_us, values...]``), ``{prefix}ent:{column}:{value}``
 (a set of session ids), ``{prefix}labels`` (a hash: session id -> JSON ``[label, label_time_us]``) and
@@ -113,6 +113,7 @@ class RedisStore(StateStore):
         timeout_s: float = 0.05,
         max_retries: int = 20,
         client: redis.Redis | None = None,
+        drops_kept_s: float = StateStore.DROPS_KEPT_S,
     ):
         try:
             import redis
@@ -122,7 +123,12 @@ class RedisStore(StateStore):
             raise ImportError("the Redis state store needs redis-py: pip install 'seqfraud[serve]'") from e
         if max_retries < 0:
             raise ValueError("max_retries must be at least 0")
-        check_seconds(session_ttl_s=session_ttl_s, timeout_s=timeout_s, entity_retention_s=entity_retention_s)
+        check_seconds(
+            session_ttl_s=session_ttl_s,
+            timeout_s=timeout_s,
+            entity_retention_s=entity_retention_s,
+            drops_kept_s=drops_kept_s,
+        )
         self.where = redact(url)
         self.max_retries = max_retries
         self._session_lock = SessionLocks()
@@ -134,7 +140,7 @@ class RedisStore(StateStore):
         self._marks_key = self._prefix + b"marks"
         self._live_mark: int | None = None  # the marks counter as this store last set it
         self._ttl_ms = max(1, round(session_ttl_s * 1000))
-        self._held_ms = self._ttl_ms + round(self.DROPS_KEPT_S * 1000)
+        self._held_ms = self._ttl_ms + round(drops_kept_s * 1000)
         self._retention_ms = None if entity_retention_s is None else max(1, round(entity_retention_s * 1000))
         # Connection errors (BusyLoadingError, a restarted Redis still loading, is one), timeouts, writes
         # refused by a replica, and answers that are not Redis's (the URL names another server: its traceback

@@ -206,12 +206,13 @@ class StateStore(ABC):
     def ping(self) -> None:
         """Raise :class:`StoreUnavailable` when the store cannot serve now (an in-process store always can)."""
 
-    # How long past a drop a session's next event still says that it restarted: an id used again later is most
-    # often a new session (review 222: a month-old id reused on a quiet service read as restarted).
+    # How long past a drop a session's next event still says that it restarted, by default: an id used again later
+    # is most often a new session (review 222: a month-old id reused on a quiet service read as restarted). The
+    # service keeps drops as long as the training sessions' longest gap where that is longer (dogfood 224).
     DROPS_KEPT_S = 86_400.0
 
     def dropped(self, session_id: str) -> bool:
-        """Whether the store dropped the session's state within :attr:`DROPS_KEPT_S`, for room or idle past its
+        """Whether the store dropped the session's state within its ``drops_kept_s``, for room or idle past its
         TTL: its next event starts it anew, which an answer says (dogfood 203: 67 of 439 sessions scored on their
         latest events alone, the answer as healthy as any; dogfood 210: applications open for days cut at every idle
         hour, unsaid). Asking forgets nothing: the store forgets the drop once it holds the session again, so a
@@ -280,10 +281,14 @@ class MemoryStore(StateStore):
         snapshot: str | os.PathLike | None = None,
         model: str | None = None,
         clock: Callable[[], float] = time.time,
+        drops_kept_s: float = StateStore.DROPS_KEPT_S,
     ):
         if max_sessions < 1 or max_session_bytes < 1:
             raise ValueError("max_sessions and max_session_bytes must be at least 1")
-        check_seconds(session_ttl_s=session_ttl_s, entity_retention_s=entity_retention_s)
+        check_seconds(
+            session_ttl_s=session_ttl_s, entity_retention_s=entity_retention_s, drops_kept_s=drops_kept_s
+        )
+        self.drops_kept_s = drops_kept_s
         self.max_sessions, self.session_ttl_s = max_sessions, session_ttl_s
         # A count alone bounds no memory: sessions of long text values took 433 kB each (dogfood 43).
         self.max_session_bytes = max_session_bytes
@@ -297,7 +302,7 @@ class MemoryStore(StateStore):
         self.model = model
         self.clock = clock
         self._sessions: OrderedDict[str, tuple[float, bytes]] = OrderedDict()  # by last update, oldest first
-        # Dropped for room or expired, to when: the latest max_sessions of the last DROPS_KEPT_S.
+        # Dropped for room or expired, to when: the latest max_sessions of the last drops_kept_s.
         self._dropped: OrderedDict[str, float] = OrderedDict()
         self._session_lock = SessionLocks()
         self._lock = threading.Lock()  # the dicts themselves
@@ -374,7 +379,7 @@ class MemoryStore(StateStore):
         self._dropped.move_to_end(session_id)
         while self._dropped and (
             len(self._dropped) > self.max_sessions
-            or next(iter(self._dropped.values())) < now - self.DROPS_KEPT_S
+            or next(iter(self._dropped.values())) < now - self.drops_kept_s
         ):
             self._dropped.popitem(last=False)
 
@@ -391,7 +396,7 @@ class MemoryStore(StateStore):
     def dropped(self, session_id: str) -> bool:
         with self._lock:
             when = self._dropped.get(session_id)
-        return when is not None and when >= self.clock() - self.DROPS_KEPT_S
+        return when is not None and when >= self.clock() - self.drops_kept_s
 
     def get(self, session_id: str) -> bytes | None:
         with self._lock:
