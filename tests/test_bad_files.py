@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
@@ -863,10 +864,11 @@ def test_a_numeric_column_whose_unit_changed_is_said(scorer, tmp_path, caplog):
     from seqfraud.scoring.prepare import ONLINE_CHECK_AFTER, Unlearnt, normalized_events
 
     edges = scorer.spec.edges[AMOUNT]
-    many = log(60)
+    n = 600  # 150 sessions: a spread is read over 100 sessions and 500 values at least
+    many = log(n)
     # Within training's buckets, one value in each inner bucket in turn (their shares of training's values are
     # alike, the tail quantiles' aside): nothing to say.
-    inside = np.resize([(a + b) / 2 for a, b in itertools.pairwise(edges)], 60)
+    inside = np.resize([(a + b) / 2 for a, b in itertools.pairwise(edges)], n)
     middle = (edges[len(edges) // 2 - 1] + edges[len(edges) // 2]) / 2
     cases = {
         "same": inside,
@@ -874,7 +876,7 @@ def test_a_numeric_column_whose_unit_changed_is_said(scorer, tmp_path, caplog):
         "thousands": edges[0] - 1 - abs(inside) / 1000,
         # Within the buckets' range, but every value in one of them: a unit changed within the range (dogfood 218:
         # kWh for Wh), blanks written as one value (219), unsaid where the ends alone were read.
-        "one_bucket": np.full(60, middle),
+        "one_bucket": np.full(n, middle),
     }
     spread = (
         f"column '{AMOUNT}': its values fall in the model's buckets far otherwise than training's did (PSI "
@@ -890,6 +892,16 @@ def test_a_numeric_column_whose_unit_changed_is_said(scorer, tmp_path, caplog):
             # One message a column: past an end, the ends' (review 213's false alarms are theirs to judge).
             assert (spread in caplog.text) == (name == "one_bucket"), name
         assert "holds 100% of the file's values against" in caplog.text
+        # Not a file too small to tell (review 225: 78% of files of 10-25 unchanged sessions were said), nor the
+        # infinities the scorer says of its own (review 225: said twice, the second time as a unit change).
+        for name, frame in {
+            "small": log(60).with_columns(pl.Series(AMOUNT, np.full(60, middle))),
+            "infinite": many.with_columns(pl.Series(AMOUNT, np.where(np.arange(n) % 2, np.inf, inside))),
+        }.items():
+            caplog.clear()
+            path = _write(tmp_path / f"{name}.parquet", frame)
+            score_file(scorer, str(path), tmp_path / f"{name}_s.parquet", progress=False)
+            assert spread not in caplog.text, name
         # Online, over the first events the service takes.
         caplog.clear()
         unlearnt = Unlearnt(scorer.spec)
@@ -898,6 +910,17 @@ def test_a_numeric_column_whose_unit_changed_is_said(scorer, tmp_path, caplog):
         for _ in range(-(-ONLINE_CHECK_AFTER // len(events))):
             unlearnt.take(events, "request")
         assert f"request: column '{AMOUNT}': 100% of its values lie above the highest" in caplog.text
+    # An edited reference is read as none (review 225: a string failed scoring, a null said a PSI of nan).
+    from seqfraud.scoring.batch import reference_shares
+
+    shares = scorer.manifest["reference"]["numeric_shares"][AMOUNT]
+    for bad in ("x", None, -1.0, float("nan")):
+        edited = {**scorer.manifest, "reference": {"numeric_shares": {AMOUNT: [bad, *shares[1:]]}}}
+        assert reference_shares(SimpleNamespace(manifest=edited, spec=scorer.spec)) == {}
+    for bad_reference in ([1], "x", {"numeric_shares": [1]}):
+        edited = {**scorer.manifest, "reference": bad_reference}
+        assert reference_shares(SimpleNamespace(manifest=edited, spec=scorer.spec)) == {}
+    assert AMOUNT in reference_shares(scorer)
     # Two buckets: the one edge is the median, past which half of any traffic lies (review 213); a tail edge's
     # end alone is read.
     from dataclasses import replace

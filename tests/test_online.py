@@ -800,12 +800,12 @@ def test_a_retry_that_finds_another_replicas_state_is_no_restart(gru_artifact, g
         raced = False
 
         def dropped(self, session_id: str) -> bool:
-            return self.raced  # by the retry, the other replica's write marks the session held
+            return self.raced  # the other replica's write marks the session held (Redis: its held key)
 
         def update(self, session_id, change, rows=None):
             if not self.raced:
-                change(None)  # this attempt's write conflicts: the other replica wrote first
                 self.raced = True
+                change(None)  # this attempt's write conflicts: the other replica wrote first
                 other.events(records[:1])
             return super().update(session_id, change, rows)
 

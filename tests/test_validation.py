@@ -1773,9 +1773,25 @@ def test_entity_values_that_differ_only_by_case_spaces_or_dashes_are_said(tmp_pa
     with caplog.at_level("WARNING", logger="seqfraud.data.events"):
         load_events(path, Schema(entities=("device",)))
     assert (
-        "entity column 'device': 2 value(s) in the first 100,000 rows are written two ways, in another case, "
+        "entity column 'device': 2 value(s) are written two ways, in another case, "
         "grouped by spaces or dashes, or with leading zeros (e.g. 'AB12' and 'ab12')"
     ) in caplog.text
+    # Read over the whole log: one month's export upper-cased past the first 100,000 rows was unsaid (dogfood 224).
+    n = 100_010
+    late = pl.DataFrame(
+        {
+            "session_id": [f"s{i // 10}" for i in range(n)],
+            "timestamp": pl.datetime_range(T0, T0 + timedelta(seconds=n - 1), "1s", eager=True),
+            "event_type": ["view"] * n,
+            "device": [f"ab{i % 50:02d}" for i in range(n - 10)] + [f"AB{i:02d}" for i in range(10)],
+            "amount": [1.0] * n,
+            "label": [0] * n,
+        }
+    )
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="seqfraud.data.events"):
+        load_events(write(late, tmp_path / "late.parquet"), Schema(entities=("device",)))
+    assert "entity column 'device': 10 value(s) are written two ways" in caplog.text
     # Not ids that group the same characters apart, case-sensitive ids (a base62 id's '0gYj' and '0gyJ') or a
     # placeholder '-1' beside '1' (review 208: false alarms).
     for apart in (
@@ -1808,7 +1824,7 @@ def test_entity_values_that_differ_only_by_case_spaces_or_dashes_are_said(tmp_pa
     with caplog.at_level("WARNING", logger="seqfraud.data.events"):
         load_events(write(events(session_id=ids), tmp_path / "ids.parquet"), SCHEMA)
     assert (
-        "session id column 'session_id': 1 value(s) in the first 100,000 rows are written two ways, in another case, "
+        "session id column 'session_id': 1 value(s) are written two ways, in another case, "
         "grouped by spaces or dashes, or with leading zeros (e.g. 'ORD-A1' and 'ord-a1'): each is a session of its "
         "own: one session's events split in two"
     ) in caplog.text

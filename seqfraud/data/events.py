@@ -2191,7 +2191,10 @@ def validate_sessions(
     report["duplicate_rows"] = int(sessions["n_duplicate_rows"].sum())
     if report["duplicate_rows"]:  # counted and said, not dropped: a session may really repeat an event
         say_repeated_rows(
-            source, report["duplicate_rows"], same_contents(rows[2]) if rows is not None else []
+            source,
+            report["duplicate_rows"],
+            same_contents(rows[2]) if rows is not None else [],
+            schema.event_id,  # set and counted here: the log left its column out
         )
 
     if labels is None:
@@ -2518,12 +2521,9 @@ def zero_padded_ids(raw: pl.LazyFrame, have: pl.Schema, schema: Schema) -> list[
     return [c for c in ids if padded[c][0]]
 
 
-# The rows an id column's values are compared in for spellings of one value (say_respelt_ids).
-RESPELT_ROWS = 100_000
-
-
 def say_respelt_ids(raw: pl.LazyFrame, have: pl.Schema, schema: Schema, source: str) -> None:
-    """Warn of session ids and entity values written two ways, in the log's first :data:`RESPELT_ROWS` rows: in
+    """Warn of session ids and entity values written two ways, among the log's distinct values (its first 100,000
+    rows alone missed a month's export that upper-cased a training folder's photo hashes: dogfood 224): in
     another case, where each value keeps to one (a base62 id's ``0gYj`` and ``0gyJ`` are two: review 208), or
     grouped by spaces or dashes beside the same characters ungrouped (``DE89 3704`` and ``DE893704``; ``10-11`` and
     ``101-1`` are two). Each is a session or an entity of its own, unsaid (dogfood 206: the after-sales events'
@@ -2534,9 +2534,11 @@ def say_respelt_ids(raw: pl.LazyFrame, have: pl.Schema, schema: Schema, source: 
     if not columns:
         return
     with reading(source):
-        head = raw.head(RESPELT_ROWS).select(pl.col(c).cast(pl.String) for c in columns).collect()
+        distinct = raw.select(
+            pl.col(c).cast(pl.String).drop_nulls().unique().implode() for c in columns
+        ).collect()
     for c in columns:
-        values = pl.DataFrame({c: head[c].drop_nulls().unique()})
+        values = pl.DataFrame({c: distinct[c][0]})
         v = pl.col(c)
         one_case = not values.select((v.str.contains("[a-z]") & v.str.contains("[A-Z]")).any()).item()
         # Spaces and dashes between letters or digits (a leading '-1' is no grouping of '1': review 208), twice for
@@ -2567,14 +2569,13 @@ def say_respelt_ids(raw: pl.LazyFrame, have: pl.Schema, schema: Schema, source: 
                 else ("entity column", "an entity of its own, and the features read them apart")
             )
             log.warning(
-                "%s: %s %r: %s value(s) in the first %s rows are written two ways, in another case, grouped by "
-                "spaces or dashes, or with leading zeros (e.g. %s): each is %s; write each one way in the log (and "
-                "as the service is sent it)",
+                "%s: %s %r: %s value(s) are written two ways, in another case, grouped by spaces or dashes, or "
+                "with leading zeros (e.g. %s): each is %s; write each one way in the log (and as the service is "
+                "sent it)",
                 source,
                 what[0],
                 c,
                 f"{alike['key'].n_unique():,}",
-                f"{RESPELT_ROWS:,}",
                 " and ".join(map(repr, first[:2])),
                 what[1],
             )
@@ -2895,7 +2896,7 @@ def inspect_events(events_path: str, schema: Schema, labels_path: str | None) ->
             "requires the id of each event online (POST /events)",
             source,
             schema.event_id,
-            did_you_mean(schema.event_id, list(have)),
+            did_you_mean(schema.event_id, [c for c in have if c not in schema.named]),
         )
     files = resolve_paths(events_path, warn=False)  # scan_table said what it left out
     integers, no_integer, forms = integer_ids(raw, have, schema, source, padded, files)

@@ -27,6 +27,9 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
 # Below these, a finding is a warning, not an alert (MIN_ALERT_SESSIONS: statistics.py); a PR-AUC on a dozen frauds
 # moves by a quarter by chance (one alerted on 11).
 MIN_ALERT_POSITIVES = 30
+# A labelled fraud share this many standard errors off the test's (binomial), and 2x or more, is said: chance
+# leaves it about one window in a thousand.
+SHARE_Z = 3.3
 
 
 def check_thresholds(thresholds: Mapping[str, float] | None) -> dict[str, float]:
@@ -184,10 +187,19 @@ def notes(report: dict[str, Any], t: dict[str, float]) -> list[str]:
     # PR-AUC rises with the fraud share: labels that come sooner for one class (a chargeback before a settlement)
     # made a window's labelled sessions 15.4% fraud against the test's 3.6%, and a model's 8% drop read as a 5% gain
     # (dogfood 221).
+    # Only where chance alone would hardly do it (review 225: a quarter of 50 labels missing at random did).
     share, was = (
-        (perf["positives"] / perf["n"], perf.get("reference_fraud_share")) if perf.get("n") else (None, None)
+        (perf["positives"] / perf["n"], perf.get("reference_fraud_share"))
+        if perf.get("n") and perf.get("pr_auc") is not None
+        else (None, None)
     )
-    if share is not None and was and perf["labelled_share"] < 1 and not 1 / 2 <= share / was <= 2:
+    if (
+        share is not None
+        and was
+        and perf["labelled_share"] < 1
+        and (share / was >= 2 or share / was <= 1 / 2)
+        and abs(perf["positives"] - perf["n"] * was) >= SHARE_Z * math.sqrt(perf["n"] * was * (1 - was))
+    ):
         small.append(
             f"the {perf['n']:,} labelled session(s) ({perf['labelled_share']:.0%} of the window) are {share:.1%} "
             f"fraud against {was:.1%} of the artifact's test sessions: where one class's labels come sooner (a "

@@ -37,14 +37,13 @@ from seqfraud.data.events import (
     say_respelt_ids,
     scan_table,
 )
-from seqfraud.errors import UserError
+from seqfraud.errors import UserError, is_finite, is_number
 from seqfraud.export.artifact import Model
 from seqfraud.features.drift import NUMERIC_SHARES, psi, psi_bins, token_label
 from seqfraud.features.spec import FIRST_ID, Spec
 from seqfraud.features.tokens import Sequences, polars_sequences
 from seqfraud.provenance import embedding_record, files_digest
 from seqfraud.scoring.prepare import (
-    RECODED_MIN_VALUES,
     cut_sessions_said,
     epoch_unit,
     normalized_events,
@@ -146,10 +145,9 @@ def iter_sequences(
                 for i, (c, x) in enumerate(zip(scaled, numbers))
                 if c in trained
                 for k, e in enumerate(
-                    [
-                        x.is_null().sum(),
-                        x.is_nan().sum(),
-                        *(((x > edge) & ~x.is_nan()).sum() for edge in spec.edges[c]),
+                    [  # finite values alone: the scorer says infinities of its own (review 225)
+                        x.is_finite().sum(),
+                        *(((x > edge) & x.is_finite()).sum() for edge in spec.edges[c]),
                     ]
                 )
             ),
@@ -191,8 +189,8 @@ def iter_sequences(
         if said := off_scale_said(source, spec, c, *(counts[f"__scale_{i}_{k}"].item() for k in range(3))):
             log.warning("%s", said)
         elif c in trained:  # within the buckets' range too (dogfoods 218, 219)
-            read = [counts[f"__spread_{i}_{k}"].item() for k in range(len(spec.edges[c]) + 2)]
-            if said := spread_said(source, spec, c, trained[c], counts["len"].item(), read):
+            read = [counts[f"__spread_{i}_{k}"].item() for k in range(len(spec.edges[c]) + 1)]
+            if said := spread_said(source, spec, c, trained[c], counts["sessions"].item(), read):
                 log.warning("%s", said)
     if said := cut_sessions_said(source, spec, counts["short"].item(), counts["sessions"].item()):
         log.warning("%s", said)
@@ -248,40 +246,50 @@ def iter_sequences(
 
 # A file whose values of a number spread over its buckets this far from training's (PSI) is said: four times the
 # drift the monitor alerts on, far past what a month's traffic moves (dogfood 218's kWh for Wh read 4.96, 219's
-# blanks written as 0 4.68).
-SPREAD_PSI = 1.0
+# blanks written as 0 4.68); over SPREAD_SESSIONS sessions and SPREAD_VALUES values at least, as a session repeats its
+# amount over several events: files of 10 to 25 unchanged sessions read past it by chance (review 225: 78% of them
+# at 50 values, 12% at 100, none of 200 at 200).
+SPREAD_PSI, SPREAD_SESSIONS, SPREAD_VALUES = 1.0, 100, 500
 
 
 def reference_shares(scorer: Scorer) -> dict[str, np.ndarray]:
     """Per numeric column, the training events' share of each token id that the manifest records (artifacts
-    exported since session 40), where it fits the spec's buckets."""
-    recorded = (scorer.manifest.get("reference") or {}).get(NUMERIC_SHARES) or {}
+    exported since session 40), where it fits the spec's buckets: finite shares, at least 0 (an edited one
+    failed scoring, or said a PSI of nan: review 225)."""
+    reference = scorer.manifest.get("reference")
+    recorded = reference.get(NUMERIC_SHARES) if isinstance(reference, dict) else None
     out = {}
     for c, shares in recorded.items() if isinstance(recorded, dict) else ():
         size = scorer.spec.vocab_size(c) if c in scorer.spec.edges else None
-        if size and isinstance(shares, list) and len(shares) == size:
+        if (
+            size
+            and isinstance(shares, list)
+            and len(shares) == size
+            and all(is_number(x) and is_finite(x) and x >= 0 for x in shares)
+            and sum(shares) > 0
+        ):
             out[c] = np.asarray(shares, np.float64)
     return out
 
 
 def spread_said(
-    source: str, spec: Spec, column: str, trained: np.ndarray, n: int, read: list[int]
+    source: str, spec: Spec, column: str, trained: np.ndarray, sessions: int, read: list[int]
 ) -> str | None:
     """What to say of a file whose values of ``column`` fall in its buckets far otherwise than training's events
-    did, over its values alone (``read``: the rows missing, NaN, and past each edge), or None: a unit changed
-    within the range the edges
-    span (kWh for Wh: every value in the lowest buckets, 43 sessions more in review, unsaid: dogfood 218), or
-    blanks written as 0 (41.7% of the rows: scores moved by up to 0.83, unsaid: dogfood 219), where
-    :func:`~seqfraud.scoring.prepare.off_scale_said` reads the ends alone."""
-    missing, nan, past = read[0], read[1], read[2:]
-    within = [n - missing - nan, *past, 0]  # the rows past each edge, from none to all of them
-    if within[0] < RECODED_MIN_VALUES:
+    did, over its finite values alone (``read``: those, and those past each edge), or None: a unit changed within
+    the range the edges span (kWh for Wh: every value in the lowest buckets, 43 sessions more in review, unsaid:
+    dogfood 218), or blanks written as 0 (41.7% of the rows: scores moved by up to 0.83, unsaid: dogfood 219),
+    where :func:`~seqfraud.scoring.prepare.off_scale_said` reads the ends alone."""
+    within = [*read, 0]  # the finite values past each edge, from none to all of them
+    if sessions < SPREAD_SESSIONS or within[0] < SPREAD_VALUES:
         return None
     # Over the values alone: a file whose share of blanks differs (one kind of event) is no other scale.
-    now = np.array([0] * FIRST_ID + [within[j] - within[j + 1] for j in range(len(past) + 1)], np.float64)
+    now = np.array([0] * FIRST_ID + [within[j] - within[j + 1] for j in range(len(read))], np.float64)
     was = np.where(np.arange(len(trained)) < FIRST_ID, 0.0, trained)
+    if not was.sum():
+        return None
     index = psi(*psi_bins(was, now))
-    if index < SPREAD_PSI or not was.sum():
+    if index < SPREAD_PSI:
         return None
     was, shares = was / was.sum(), now / now.sum()
     moved = int(np.argmax(shares - was))
