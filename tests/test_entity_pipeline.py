@@ -779,13 +779,18 @@ def test_score_and_explain_commands_take_a_history(
     }
     session = max(moved, key=moved.__getitem__)
     assert moved[session] > 1e-4  # its context moves it
-    _, row = explain.explain_session(
-        entity_artifact,
-        tmp_path / "new.parquet",
-        session,
-        tmp_path / "view.html",
-        history=lambda spec: History.read(tmp_path / "history.parquet", labels, spec),
-    )
+
+    def explained(events: str) -> dict:
+        history = lambda spec: History.read(tmp_path / "history.parquet", labels, spec)
+        return explain.explain_session(
+            entity_artifact,
+            tmp_path / f"{events}.parquet",
+            session,
+            tmp_path / f"{events}.html",
+            history=history,
+        )[1]
+
+    row = explained("new")
     assert row[S.SCORE] == pytest.approx(given[session], abs=1e-6)
     # What its context gives, beside its own events' contributions, which cannot show it (dogfood 131): its score
     # with no other session beside it.
@@ -819,13 +824,7 @@ def test_score_and_explain_commands_take_a_history(
     scored.with_columns(pl.when(is_mine).then(None).otherwise(pl.col("ip")).alias("ip")).write_parquet(
         tmp_path / "no_ip.parquet"
     )
-    _, no_ip = explain.explain_session(
-        entity_artifact,
-        tmp_path / "no_ip.parquet",
-        session,
-        tmp_path / "no_ip.html",
-        history=lambda spec: History.read(tmp_path / "history.parquet", labels, spec),
-    )
+    no_ip = explained("no_ip")
     assert no_ip["notes"] and "sharing its device_id" in no_ip["notes"][0]
     assert "sharing its ip" not in no_ip["notes"][0]
     assert "the other sessions on its account_id, device_id, moves" in no_ip["notes"][0]
