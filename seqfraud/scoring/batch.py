@@ -140,7 +140,7 @@ def iter_sequences(
                     )
                 )
             ),
-            *(  # missing, NaN, and past each edge: a file's bucket counts (spread_said)
+            *(  # the finite values, and those past each edge: a file's bucket counts (spread_said)
                 e.alias(f"__spread_{i}_{k}")
                 for i, (c, x) in enumerate(zip(scaled, numbers))
                 if c in trained
@@ -151,10 +151,10 @@ def iter_sequences(
                     ]
                 )
             ),
-            *(  # where no event id tells repeats apart: a model without one, or a file that left it out
-                [
-                    repeated_rows(spec.schema).alias("repeated")
-                ]  # (dogfood 221: 500 doubled rows scored unsaid)
+            # Where no event id tells repeats apart: a model without one, or a file that left its column out (dogfood
+            # 221: 500 doubled rows scored unsaid).
+            *(
+                [repeated_rows(spec.schema).alias("repeated")]
                 if files is not None and (spec.schema.event_id is None or spec.schema.event_id not in have)
                 else []
             ),
