@@ -405,8 +405,9 @@ def vanished_values(counts: TokenCounts, spec: Spec) -> dict[str, dict[str, dict
                 for k, v in now.items()
                 if v <= share / 10
                 and sizes[k] * share >= VANISHED_EVENTS
-                # New values took its place: unknowns beyond what its loss alone leaves (their share of the rest).
-                and shares[k].get(UNKNOWN, 0.0) - train.get(UNKNOWN, 0.0) / (1 - share) < share / 2
+                # New values took its place: unknowns beyond what its loss alone leaves (their share of the rest;
+                # none where it was every event: review 226, a division by zero).
+                and shares[k].get(UNKNOWN, 0.0) - train.get(UNKNOWN, 0.0) / max(1 - share, 1e-12) < share / 2
             ]
             if lost:
                 out.setdefault(field, {})[str(vocab[i - FIRST_ID])] = {"train": share, **now}

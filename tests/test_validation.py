@@ -1171,6 +1171,9 @@ def test_a_value_the_later_periods_lost_is_counted_and_said(tmp_path, caplog):
         tmp_path / "rolled", lambda d, i: "app2" if d >= 20 and i == 0 else device(d, i), 4
     )
     assert preprocess(rolled, FEATURES, tmp_path / "rolled_o").report[VANISHED_VALUES] == {}
+    # A column of one value in training that rolled over after it: no division by zero (review 226).
+    one = month_of_sessions(tmp_path / "one", lambda d, i: "v1" if d < 20 else "v2", 4)
+    assert preprocess(one, FEATURES, tmp_path / "one_o").report[VANISHED_VALUES] == {}
 
 
 def test_a_value_spelt_several_ways_in_training_is_said(tmp_path, caplog):
