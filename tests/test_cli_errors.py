@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from seqfraud.errors import DEBUG_ENV, EXIT_USER_ERROR
+from seqfraud.errors import DEBUG_ENV, EXIT_USER_ERROR, UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 # Imported once, by fork_each's process: 5 to 8 s of CPU a command otherwise, 22 commands (93 s of the suite's setup).
@@ -559,6 +559,17 @@ def test_an_experiment_file_without_a_name_is_said(tmp_path, monkeypatch):
     main(["train", f"hydra.searchpath=[file://{tmp_path / 'myconf'}]", "+experiment=mine", "logger=none"])
     logs = "".join(p.read_text() for p in tmp_path.glob("outputs/train/default/*/train.log"))
     assert "+experiment=mine sets no experiment_name, so its runs are named 'default'" in logs
+    # A backtest too (review 226).
+    from seqfraud import backtest
+
+    def stop(cfg):
+        raise UserError("stopped before any data is read")
+
+    monkeypatch.setattr(backtest, "run_backtest", stop)
+    with pytest.raises(SystemExit):
+        main(["backtest", f"hydra.searchpath=[file://{tmp_path / 'myconf'}]", "+experiment=mine"])
+    logs = "".join(p.read_text() for p in tmp_path.glob("outputs/backtest/default/*/*.log"))
+    assert "+experiment=mine sets no experiment_name" in logs
 
 
 def test_command_reports_user_errors_and_lets_bugs_through(capsys, monkeypatch):

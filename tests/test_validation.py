@@ -1171,6 +1171,19 @@ def test_a_value_the_later_periods_lost_is_counted_and_said(tmp_path, caplog):
         tmp_path / "rolled", lambda d, i: "app2" if d >= 20 and i == 0 else device(d, i), 4
     )
     assert preprocess(rolled, FEATURES, tmp_path / "rolled_o").report[VANISHED_VALUES] == {}
+    # A value lost with no new one in its place, beside unknowns training had already: those grow by its loss
+    # alone (30% of the rest), which is no replacement (review 225), said.
+    from types import SimpleNamespace
+
+    from seqfraud.features.spec import FIRST_ID, UNKNOWN
+    from seqfraud.preprocess import vanished_values
+
+    counts = {
+        "f": {"train": {UNKNOWN: 30, FIRST_ID: 65, FIRST_ID + 1: 5}, "val": {UNKNOWN: 86, FIRST_ID + 1: 14}}
+    }
+    assert vanished_values(counts, SimpleNamespace(vocab={"f": ["a", "b"]})) == {  # type: ignore[arg-type]
+        "f": {"a": {"train": 0.65, "val": 0.0}}
+    }
     # A column of one value in training that rolled over after it: no division by zero (review 226).
     one = month_of_sessions(tmp_path / "one", lambda d, i: "v1" if d < 20 else "v2", 4)
     assert preprocess(one, FEATURES, tmp_path / "one_o").report[VANISHED_VALUES] == {}
@@ -1618,6 +1631,16 @@ def test_label_times_without_an_offset_among_ones_with_it_are_counted_and_said(t
         labels = write(table.select("session_id", "label", every.alias("cb")), tmp_path / "l.csv")
         loaded = load_events(path, schema, labels)
         assert "naive_label_times" not in loaded.report and "no UTC offset" not in caplog.text
+    # And so on the events themselves (review 226).
+    caplog.clear()
+    naive_cb = per_session.with_columns(cb=at.dt.strftime("%Y-%m-%dT%H:%M:%S")).drop("last")
+    stamped = naive_cb.with_columns(pl.col("timestamp").dt.strftime("%Y-%m-%dT%H:%M:%S+05:30"))
+    loaded = load_events(write(stamped, tmp_path / "stamped.parquet"), schema)
+    assert loaded.report["naive_label_times"] == 5
+    assert (
+        "column 'cb': 5 of its 5 timestamps carry no UTC offset and are read as UTC, where the events'"
+        in (caplog.text)
+    )
     # Every label time naive beside events whose times carry offsets: a verdict file that lost them moved its
     # labels by hours, unsaid (dogfood 219).
     zoned_events = write(
@@ -1768,7 +1791,7 @@ def test_a_typology_table_is_checked_at_preprocessing_by_file_and_column(tmp_pat
     preprocess(_data_cfg(zero) | {"typologies": path}, FEATURES, tmp_path / "ok")
 
 
-def test_entity_values_that_differ_only_by_case_spaces_or_dashes_are_said(tmp_path, caplog):
+def test_entity_values_that_differ_only_by_case_spaces_or_dashes_are_said(tmp_path, caplog, monkeypatch):
     """Device hashes upper-cased by one client (2,092 values, 1,679 once lower-cased: dogfood 203) and IBANs written
     in groups of four by one channel (a mule's split 37 and 15: dogfood 204) read as other entities, unsaid."""
     devices = pl.Series(["AB12", "ab12", "DE89 3704", "DE89-3704", "x"])
@@ -1795,6 +1818,23 @@ def test_entity_values_that_differ_only_by_case_spaces_or_dashes_are_said(tmp_pa
     with caplog.at_level("WARNING", logger="seqfraud.data.events"):
         load_events(write(late, tmp_path / "late.parquet"), Schema(entities=("device",)))
     assert "entity column 'device': 10 value(s) are written two ways" in caplog.text
+    # One value of both cases in the column ('NaN') hides no others (review 226: a column-wide rule did).
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="seqfraud.data.events"):
+        load_events(
+            write(events(device=pl.Series(["AB12", "ab12", "NaN", "x", "y"])), tmp_path / "nan.parquet"),
+            Schema(entities=("device",)),
+        )
+    assert "entity column 'device': 1 value(s) are written two ways" in caplog.text
+    # Past RESPELT_VALUES distinct values, whole families of a sample are read (review 226: every distinct value
+    # of a 5M-value column held 1.7 GB on every scoring run).
+    import seqfraud.data.events as events_module
+
+    monkeypatch.setattr(events_module, "RESPELT_VALUES", 20)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="seqfraud.data.events"):
+        load_events(write(late, tmp_path / "late.parquet"), Schema(entities=("device",)))
+    assert "value(s) (of a sample of 1 in 4 of its values) are written two ways" in caplog.text
     # Not ids that group the same characters apart, case-sensitive ids (a base62 id's '0gYj' and '0gyJ') or a
     # placeholder '-1' beside '1' (review 208: false alarms).
     for apart in (

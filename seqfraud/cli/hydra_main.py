@@ -110,6 +110,19 @@ def hydra_command(config_path: str, config_name: str) -> Callable[[F], F]:
     return wrap
 
 
+def _say_an_unnamed_experiment(cfg: Any) -> None:
+    """A user's experiment file without an ``experiment_name``: its runs, backtests too, were named 'default' (their
+    folder, W&B group and row in seqfraud compare: dogfood 219; review 226)."""
+    chosen = HydraConfig.get().runtime.choices.get("experiment")
+    if chosen and cfg is not None and cfg.get("experiment_name") == "default":
+        log.warning(
+            "+experiment=%s sets no experiment_name, so its runs are named 'default' (their folder, W&B group and "
+            "row in seqfraud compare): add experiment_name: %s to the file",
+            chosen,
+            chosen,
+        )
+
+
 def _job(task: F, name: str) -> F:
     """:func:`command` around one run of the command ``name``; in a sweep, a user error is logged in one line and
     raised on, for Hydra's launcher to record as that job's failure (and raise again once every job has run).
@@ -120,6 +133,7 @@ def _job(task: F, name: str) -> F:
     @functools.wraps(task)
     def checked(*args: Any, **kwargs: Any) -> Any:
         _refuse_a_tilde_directory()
+        _say_an_unnamed_experiment(args[0] if args else kwargs.get("cfg"))
         try:
             return task(*args, **kwargs)
         except ModuleNotFoundError as e:

@@ -252,6 +252,11 @@ def main(argv: list[str] | None = None) -> None:
     spec = artifact.spec
     if said := expiry_said(spec, args.session_ttl):
         log.warning("%s", said)
+    log.info(
+        "a session dropped (idle past --session-ttl, or for room) is answered restarted at its next event within "
+        "%.0f s of the drop",
+        drops_kept_s(spec),
+    )
     history = history_of(args, spec)
     if args.state == "redis" and args.snapshot:
         p.error("--snapshot is for --state memory; Redis keeps the state itself")

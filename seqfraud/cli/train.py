@@ -34,14 +34,6 @@ def train_task(cfg: DictConfig) -> float | None:
             cfg.paths.output_dir,
             hydra_dir,
         )
-    chosen = HydraConfig.get().runtime.choices.get("experiment")
-    if chosen and cfg.experiment_name == "default":  # a user's experiment file without a name (dogfood 219)
-        log.warning(
-            "+experiment=%s sets no experiment_name, so its runs are named 'default' (their folder, W&B group and "
-            "row in seqfraud compare): add experiment_name: %s to the file",
-            chosen,
-            chosen,
-        )
     overrides = HydraConfig.get().overrides.task
     if cfg.model.get("kind") == "lightgbm":  # ran without a word (dogfood 64)
         unread = [o for o in overrides if o.lstrip("+~").startswith(SEQUENCE_FIT)]

@@ -15,6 +15,7 @@ import functools
 import glob
 import gzip
 import logging
+import math
 import os
 import re
 import stat
@@ -2177,15 +2178,23 @@ def validate_sessions(
                     out_of_range_text(schema, epoch_unit, origin, "label time"),
                     first(pl.col(S.LABEL_TIME_OUT_OF_RANGE), lt),
                 )
-    for key, name, column, flag, moves in (
-        ("naive_timestamps", "ts", schema.timestamp, S.TS_NAIVE, EVENT_MOVES),
-        (NAIVE_LABEL_TIMES, "label_time", schema.label_time, S.LABEL_TIME_NAIVE, LABEL_MOVES),
+    # Label times on the events, all naive beside event times with offsets, are said as a label table's (review 226).
+    zoned = "n_ts_naive" in sessions.columns and sessions["n_ts_naive"].sum() < sessions["n_ts_stamped"].sum()
+    for key, name, column, flag, moves, elsewhere in (
+        ("naive_timestamps", "ts", schema.timestamp, S.TS_NAIVE, EVENT_MOVES, None),
+        (
+            NAIVE_LABEL_TIMES,
+            "label_time",
+            schema.label_time,
+            S.LABEL_TIME_NAIVE,
+            LABEL_MOVES,
+            EVENTS_ZONED if zoned else None,
+        ),
     ):
         if f"n_{name}_naive" in sessions.columns and column:
             counts = int(sessions[f"n_{name}_naive"].sum()), int(sessions[f"n_{name}_stamped"].sum())
-            say_naive(
-                report, key, source, column, counts, functools.partial(first, pl.col(flag), column), moves
-            )
+            first_naive = functools.partial(first, pl.col(flag), column)
+            say_naive(report, key, source, column, counts, first_naive, moves, elsewhere)
     if "n_event_id_repeats" in sessions.columns:
         refuse_repeated_ids(sessions, source, str(schema.event_id))
     report["duplicate_rows"] = int(sessions["n_duplicate_rows"].sum())
@@ -2521,6 +2530,10 @@ def zero_padded_ids(raw: pl.LazyFrame, have: pl.Schema, schema: Schema) -> list[
     return [c for c in ids if padded[c][0]]
 
 
+# The distinct values of an id column that say_respelt_ids reads whole; past it, a sample of whole families.
+RESPELT_VALUES = 250_000
+
+
 def say_respelt_ids(raw: pl.LazyFrame, have: pl.Schema, schema: Schema, source: str) -> None:
     """Warn of session ids and entity values written two ways, among the log's distinct values (its first 100,000
     rows alone missed a month's export that upper-cased a training folder's photo hashes: dogfood 224): in
@@ -2534,13 +2547,33 @@ def say_respelt_ids(raw: pl.LazyFrame, have: pl.Schema, schema: Schema, source: 
     if not columns:
         return
     with reading(source):
+        sizes = raw.select(pl.col(c).approx_n_unique() for c in columns).collect().row(0)
+        # Past RESPELT_VALUES distinct values, the families of one in ``every`` folded spellings, whole: every
+        # distinct value held 0.33 GB a million, on every scoring run (review 226).
+        every = {c: max(1, math.ceil(n / RESPELT_VALUES)) for c, n in zip(columns, sizes)}
+        folded = {
+            c: pl.col(c)
+            .cast(pl.String)
+            .str.to_lowercase()
+            .str.replace_all(r"[\s\-]", "")
+            .str.strip_chars_start("0")
+            for c in columns
+        }
         distinct = raw.select(
-            pl.col(c).cast(pl.String).drop_nulls().unique().implode() for c in columns
+            pl.col(c)
+            .cast(pl.String)
+            .filter(folded[c].hash(0) % every[c] == 0 if every[c] > 1 else pl.lit(True))
+            .drop_nulls()
+            .unique()
+            .implode()
+            for c in columns
         ).collect()
     for c in columns:
         values = pl.DataFrame({c: distinct[c][0]})
         v = pl.col(c)
-        one_case = not values.select((v.str.contains("[a-z]") & v.str.contains("[A-Z]")).any()).item()
+        # Per value: one of both cases keeps it (a base62 id's '0gYj' beside '0gyJ': review 208), where a column-wide
+        # rule let one 'NaN' among upper-cased hex ids hide them all (review 226).
+        single = ~(v.str.contains("[a-z]") & v.str.contains("[A-Z]"))
         # Spaces and dashes between letters or digits (a leading '-1' is no grouping of '1': review 208), twice for
         # the groups that share a character ('a-b-c').
         inner = r"([0-9A-Za-z])[\s\-]+([0-9A-Za-z])"
@@ -2550,8 +2583,8 @@ def say_respelt_ids(raw: pl.LazyFrame, have: pl.Schema, schema: Schema, source: 
         # training folder of routing numbers as 036106101 and 36106101 trained on two of each, unsaid).
         digits, unpadded = v.str.contains(_DIGITS), v.str.strip_chars_start("0")
         keyed = values.with_columns(
-            key=pl.when(digits).then(unpadded).otherwise(bare.str.to_lowercase() if one_case else bare),
-            form=pl.when(digits).then(unpadded).otherwise(form.str.to_lowercase() if one_case else form),
+            key=pl.when(digits).then(unpadded).when(single).then(bare.str.to_lowercase()).otherwise(bare),
+            form=pl.when(digits).then(unpadded).when(single).then(form.str.to_lowercase()).otherwise(form),
             grouped=v.str.contains(inner),
         )
         # One value written two ways: grouped beside ungrouped, or the same groups in another case or marked
@@ -2569,13 +2602,14 @@ def say_respelt_ids(raw: pl.LazyFrame, have: pl.Schema, schema: Schema, source: 
                 else ("entity column", "an entity of its own, and the features read them apart")
             )
             log.warning(
-                "%s: %s %r: %s value(s) are written two ways, in another case, grouped by spaces or dashes, or "
+                "%s: %s %r: %s value(s)%s are written two ways, in another case, grouped by spaces or dashes, or "
                 "with leading zeros (e.g. %s): each is %s; write each one way in the log (and as the service is "
                 "sent it)",
                 source,
                 what[0],
                 c,
                 f"{alike['key'].n_unique():,}",
+                f" (of a sample of 1 in {every[c]:,} of its values)" if every[c] > 1 else "",
                 " and ".join(map(repr, first[:2])),
                 what[1],
             )

@@ -937,12 +937,17 @@ def _stored(session_id: str) -> Iterator[None]:
         ) from None
 
 
+# The most a drop is kept for: a held key of Redis lives that long past each session's expiry.
+DROPS_KEPT_MAX_S = 7 * 86_400.0
+
+
 def drops_kept_s(spec: Spec) -> float:
-    """How long past a drop the service's store says that a session restarted: a day, or the training sessions'
-    longest gap between two events where longer (dogfood 224: members back after 26 to 60 idle hours were scored
-    as new members, unflagged past the day)."""
-    gaps = spec.fit_info.get(LONGEST_GAPS)
-    return max(StateStore.DROPS_KEPT_S, float(gaps[-1])) if gaps else StateStore.DROPS_KEPT_S
+    """How long past a drop the service's store says that a session restarted: a day, or 99.9% of the training
+    sessions' longest gaps between two events where longer (dogfood 224: members back after 26 to 60 idle hours
+    were scored as new members, unflagged past the day), a week at most: the single longest gap of a sample (an id
+    reused a month later) kept every drop a month (review 226)."""
+    gaps = dict(zip(GAP_QUANTILES, spec.fit_info.get(LONGEST_GAPS) or ()))
+    return min(max(StateStore.DROPS_KEPT_S, float(gaps.get(0.999, 0.0))), DROPS_KEPT_MAX_S)
 
 
 def expiry_said(spec: Spec, session_ttl_s: float) -> str | None:
