@@ -227,31 +227,6 @@ UNKNOWN_SHARES = "unknown_shares"
 UNKNOWN_SHARE_RISE = 0.05
 
 
-def token_shares(
-    datasets: Mapping[str, Path], tokens: Mapping[str, tuple[str, int]]
-) -> dict[str, dict[str, float | None]]:
-    """Per name and split, the share of the events read whose token in a field is one id (``tokens``: name to
-    field and id)."""
-    out: dict[str, dict[str, float | None]] = {name: {} for name in tokens}
-    for split, path in datasets.items():
-        # Every engine writes a shard for each split, an empty one for a split without sessions.
-        row = (
-            pl.scan_parquet(shard_files(path))
-            .select(
-                pl.col(S.LENGTH).sum().alias(S.LENGTH),
-                *(
-                    pl.col(S.token_column(field)).explode().eq(id_).sum().alias(name)
-                    for name, (field, id_) in tokens.items()
-                ),
-            )
-            .collect(engine="streaming")
-            .row(0, named=True)
-        )
-        for name in tokens:
-            out[name][split] = row[name] / row[S.LENGTH] if row[S.LENGTH] else None
-    return out
-
-
 # Per column and split, the events read holding each token id (an empty split holds none).
 TokenCounts = dict[str, dict[str, dict[int, int]]]
 
@@ -272,17 +247,18 @@ def token_id_counts(datasets: Mapping[str, Path], fields: Sequence[str]) -> Toke
     return out
 
 
+def id_shares(by_split: Mapping[str, Mapping[int, int]], token: int) -> dict[str, float | None]:
+    """Per split, the share of the events read whose token is ``token`` (None: a split without events)."""
+    return {
+        split: ids.get(token, 0) / n if (n := sum(ids.values())) else None for split, ids in by_split.items()
+    }
+
+
 def unknown_shares(counts: TokenCounts) -> dict[str, dict[str, float | None]]:
     """Per categorical column and split, the share of the events read whose value is outside the vocabulary
     (never in training, or too rare there), each read as one unknown token. An out-of-time test whose traffic
     moved to values the training period never had (a new app version) scored lower, and only the monitor told."""
-    return {
-        field: {
-            split: ids.get(UNKNOWN, 0) / n if (n := sum(ids.values())) else None
-            for split, ids in by_split.items()
-        }
-        for field, by_split in counts.items()
-    }
+    return {field: id_shares(by_split, UNKNOWN) for field, by_split in counts.items()}
 
 
 # The report's key for :func:`entity_null_shares`.
@@ -296,7 +272,9 @@ def entity_null_shares(datasets: Mapping[str, Path], spec: Spec) -> dict[str, di
     entity = spec.entity
     if entity is None:
         return {}
-    return token_shares(datasets, {c: (entity.presence_feature(c), MISSING) for c in entity.columns})
+    presence = {c: entity.presence_feature(c) for c in entity.columns}
+    counts = token_id_counts(datasets, list(presence.values()))
+    return {c: id_shares(counts[field], MISSING) for c, field in presence.items()}
 
 
 def entity_null_warnings(shares: Mapping[str, Mapping[str, float | None]]) -> list[str]:

@@ -140,16 +140,12 @@ def iter_sequences(
                     )
                 )
             ),
-            *(  # the finite values, and those past each edge: a file's bucket counts (spread_said)
-                e.alias(f"__spread_{i}_{k}")
+            *(  # the finite values past each edge (the scorer says infinities of its own: review 225): a file's
+                # bucket counts, beside its finite values above (spread_said)
+                ((x > edge) & x.is_finite()).sum().alias(f"__spread_{i}_{k}")
                 for i, (c, x) in enumerate(zip(scaled, numbers))
                 if c in trained
-                for k, e in enumerate(
-                    [  # finite values alone: the scorer says infinities of its own (review 225)
-                        x.is_finite().sum(),
-                        *(((x > edge) & x.is_finite()).sum() for edge in spec.edges[c]),
-                    ]
-                )
+                for k, edge in enumerate(spec.edges[c])
             ),
             # Where no event id tells repeats apart: a model without one, or a file that left its column out (dogfood
             # 221: 500 doubled rows scored unsaid).
@@ -189,7 +185,8 @@ def iter_sequences(
         if said := off_scale_said(source, spec, c, *(counts[f"__scale_{i}_{k}"].item() for k in range(3))):
             log.warning("%s", said)
         elif c in trained:  # within the buckets' range too (dogfoods 218, 219)
-            read = [counts[f"__spread_{i}_{k}"].item() for k in range(len(spec.edges[c]) + 1)]
+            past = [counts[f"__spread_{i}_{k}"].item() for k in range(len(spec.edges[c]))]
+            read = [counts[f"__scale_{i}_0"].item(), *past]
             if said := spread_said(source, spec, c, trained[c], counts["sessions"].item(), read):
                 log.warning("%s", said)
     if said := cut_sessions_said(source, spec, counts["short"].item(), counts["sessions"].item()):
