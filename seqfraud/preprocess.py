@@ -340,7 +340,7 @@ def unknown_share_warnings(shares: Mapping[str, Mapping[str, float | None]], spe
 
 def numeric_shares(counts: TokenCounts, spec: Spec) -> dict[str, list[float]]:
     """Per numeric column, the share of the training events in each of its token ids (reserved ids and
-    buckets): what batch scoring compares a file's with (:func:`seqfraud.scoring.batch.spread_said`), from the
+    buckets): what batch scoring compares a file's with (:func:`seqfraud.scoring.prepare.spread_said`), from the
     artifact's manifest."""
     out = {}
     for field, by_split in counts.items():

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
@@ -861,7 +860,7 @@ def test_a_numeric_column_whose_unit_changed_is_said(scorer, tmp_path, caplog):
     to 0.116 without a word, where a recoded categorical was said (dogfood 210). Batch and online alike."""
     from seqfraud.features.fastpath import EventColumns
     from seqfraud.scoring.batch import score_file
-    from seqfraud.scoring.prepare import ONLINE_CHECK_AFTER, Unlearnt, normalized_events
+    from seqfraud.scoring.prepare import ONLINE_CHECK_AFTER, Unlearnt, normalized_events, reference_shares
 
     edges = scorer.spec.edges[AMOUNT]
     n = 600  # 150 sessions: a spread is read over 100 sessions and 500 values at least
@@ -904,23 +903,21 @@ def test_a_numeric_column_whose_unit_changed_is_said(scorer, tmp_path, caplog):
             assert spread not in caplog.text, name
         # Online, over the first events the service takes.
         caplog.clear()
-        unlearnt = Unlearnt(scorer.spec)
+        unlearnt = Unlearnt(scorer.spec, reference_shares(scorer.spec, scorer.manifest))
         frame = many.with_columns(pl.Series(AMOUNT, cases["pence"]))
         events = EventColumns.of_frame(normalized_events(frame.lazy(), scorer.spec, "request"), scorer.spec)
         for _ in range(-(-ONLINE_CHECK_AFTER // len(events))):
             unlearnt.take(events, "request")
         assert f"request: column '{AMOUNT}': 100% of its values lie above the highest" in caplog.text
     # An edited reference is read as none (review 225: a string failed scoring, a null said a PSI of nan).
-    from seqfraud.scoring.batch import reference_shares
-
     shares = scorer.manifest["reference"]["numeric_shares"][AMOUNT]
     for bad in ("x", None, -1.0, float("nan")):
         edited = {**scorer.manifest, "reference": {"numeric_shares": {AMOUNT: [bad, *shares[1:]]}}}
-        assert reference_shares(SimpleNamespace(manifest=edited, spec=scorer.spec)) == {}
+        assert reference_shares(scorer.spec, edited) == {}
     for bad_reference in ([1], "x", {"numeric_shares": [1]}):
         edited = {**scorer.manifest, "reference": bad_reference}
-        assert reference_shares(SimpleNamespace(manifest=edited, spec=scorer.spec)) == {}
-    assert AMOUNT in reference_shares(scorer)
+        assert reference_shares(scorer.spec, edited) == {}
+    assert AMOUNT in reference_shares(scorer.spec, scorer.manifest)
     # Two buckets: the one edge is the median, past which half of any traffic lies (review 213); a tail edge's
     # end alone is read.
     from dataclasses import replace
@@ -933,6 +930,46 @@ def test_a_numeric_column_whose_unit_changed_is_said(scorer, tmp_path, caplog):
     tail = replace(two, fit_info=two.fit_info | {"tail_quantiles": [0.99]})
     assert off_scale_said("f", tail, AMOUNT, 100, 0, 100) is None
     assert off_scale_said("f", tail, AMOUNT, 100, 100, 0) is not None
+
+
+def test_online_checks_read_later_windows_and_the_spread(scorer, caplog, monkeypatch):
+    """Online scoring judged its first 1,000 events alone, by the ends of the buckets alone: a unit changed after
+    them, or within the buckets' range (kWh for Wh: dogfood 218), went unsaid for the service's life. A window in
+    every ONLINE_CHECK_EVERY events is judged too, by batch scoring's spread rule as well, and a finding that lasts
+    is said again only after ONLINE_RESAY_S."""
+    from seqfraud.features.fastpath import EventColumns
+    from seqfraud.scoring import prepare
+    from seqfraud.scoring.prepare import Unlearnt, normalized_events, reference_shares
+
+    monkeypatch.setattr(prepare, "ONLINE_CHECK_AFTER", 600)
+    monkeypatch.setattr(prepare, "ONLINE_CHECK_EVERY", 1_800)
+    edges = scorer.spec.edges[AMOUNT]
+    n = 600  # 150 sessions, as batch scoring's spread needs 100 sessions and 500 values
+    inside = np.resize([(a + b) / 2 for a, b in itertools.pairwise(edges)], n)
+    middle = (edges[len(edges) // 2 - 1] + edges[len(edges) // 2]) / 2
+
+    def events(amounts) -> EventColumns:
+        frame = log(n).with_columns(pl.Series(AMOUNT, amounts))
+        return EventColumns.of_frame(normalized_events(frame.lazy(), scorer.spec, "request"), scorer.spec)
+
+    same, one_bucket = events(inside), events(np.full(n, middle))
+    spread = f"request: column '{AMOUNT}': its values fall in the model's buckets far otherwise than training's did"
+    unlearnt = Unlearnt(scorer.spec, reference_shares(scorer.spec, scorer.manifest))
+    with caplog.at_level("WARNING", logger="seqfraud.scoring"):
+        for batch in (same, same, same):  # the first window, then the events passed over
+            unlearnt.take(batch, "request")
+        assert spread not in caplog.text and "Was its unit changed" not in caplog.text
+        unlearnt.take(one_bucket, "request")  # the second window: events 1,801 to 2,400
+        assert caplog.text.count(spread) == 1
+        assert "holds 100% of these events' values against" in caplog.text
+        assert "(events 1,801 to 2,400 taken online)" in caplog.text
+        for batch in (one_bucket, one_bucket, one_bucket):  # the third window, within the hour: not again
+            unlearnt.take(batch, "request")
+        assert caplog.text.count(spread) == 1
+        monkeypatch.setattr(prepare, "ONLINE_RESAY_S", 0.0)
+        for batch in (one_bucket, one_bucket, one_bucket):
+            unlearnt.take(batch, "request")
+        assert caplog.text.count(spread) == 2 and "(events 5,401 to 6,000 taken online)" in caplog.text
 
 
 def test_scores_that_cannot_be_written_are_refused_before_scoring(scorer, tmp_path, monkeypatch):

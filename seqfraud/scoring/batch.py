@@ -19,7 +19,6 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -37,10 +36,8 @@ from seqfraud.data.events import (
     say_respelt_ids,
     scan_table,
 )
-from seqfraud.errors import UserError, is_finite, is_number
+from seqfraud.errors import UserError
 from seqfraud.export.artifact import Model
-from seqfraud.features.drift import NUMERIC_SHARES, psi, psi_bins, token_label
-from seqfraud.features.spec import FIRST_ID, Spec
 from seqfraud.features.tokens import Sequences, polars_sequences
 from seqfraud.provenance import embedding_record, files_digest
 from seqfraud.scoring.prepare import (
@@ -49,6 +46,8 @@ from seqfraud.scoring.prepare import (
     normalized_events,
     off_scale_said,
     recoded_said,
+    reference_shares,
+    spread_said,
 )
 from seqfraud.scoring.scorer import Scorer
 
@@ -109,7 +108,9 @@ def iter_sequences(
     finite = scorer.unsaid_infinite()  # the whole file's +inf and -inf, said by the scorer's note
     scaled = [c for c in spec.schema.numerical if spec.edges.get(c)]
     numbers = [pl.col(c).cast(pl.Float64, strict=False) for c in scaled]
-    trained = reference_shares(scorer)  # the training events' bucket shares, where the artifact records them
+    trained = reference_shares(
+        spec, scorer.manifest
+    )  # the training events' bucket shares, where the artifact records them
     lengths = pl.col(spec.schema.session_id).unique_counts()
     with reading(source):
         counts = events.select(
@@ -239,64 +240,6 @@ def iter_sequences(
                 yield seqs, frame
             bar.update(len(seqs))
             bar.set_postfix(chunk=f"{i + 1}/{k}")
-
-
-# A file whose values of a number spread over its buckets this far from training's (PSI) is said: four times the
-# drift the monitor alerts on, far past what a month's traffic moves (dogfood 218's kWh for Wh read 4.96, 219's
-# blanks written as 0 4.68); over SPREAD_SESSIONS sessions and SPREAD_VALUES values at least, as a session repeats its
-# amount over several events: files of 10 to 25 unchanged sessions read past it by chance (review 225: 78% of them
-# at 50 values, 12% at 100, none of 200 at 200).
-SPREAD_PSI, SPREAD_SESSIONS, SPREAD_VALUES = 1.0, 100, 500
-
-
-def reference_shares(scorer: Scorer) -> dict[str, np.ndarray]:
-    """Per numeric column, the training events' share of each token id that the manifest records (artifacts
-    exported since session 40), where it fits the spec's buckets: finite shares, at least 0 (an edited one
-    failed scoring, or said a PSI of nan: review 225)."""
-    reference = scorer.manifest.get("reference")
-    recorded = reference.get(NUMERIC_SHARES) if isinstance(reference, dict) else None
-    out = {}
-    for c, shares in recorded.items() if isinstance(recorded, dict) else ():
-        size = scorer.spec.vocab_size(c) if c in scorer.spec.edges else None
-        if (
-            size
-            and isinstance(shares, list)
-            and len(shares) == size
-            and all(is_number(x) and is_finite(x) and x >= 0 for x in shares)
-            and sum(shares) > 0
-        ):
-            out[c] = np.asarray(shares, np.float64)
-    return out
-
-
-def spread_said(
-    source: str, spec: Spec, column: str, trained: np.ndarray, sessions: int, read: list[int]
-) -> str | None:
-    """What to say of a file whose values of ``column`` fall in its buckets far otherwise than training's events
-    did, over its finite values alone (``read``: those, and those past each edge), or None: a unit changed within
-    the range the edges span (kWh for Wh: every value in the lowest buckets, 43 sessions more in review, unsaid:
-    dogfood 218), or blanks written as 0 (41.7% of the rows: scores moved by up to 0.83, unsaid: dogfood 219),
-    where :func:`~seqfraud.scoring.prepare.off_scale_said` reads the ends alone."""
-    within = [*read, 0]  # the finite values past each edge, from none to all of them
-    if sessions < SPREAD_SESSIONS or within[0] < SPREAD_VALUES:
-        return None
-    # Over the values alone: a file whose share of blanks differs (one kind of event) is no other scale.
-    now = np.array([0] * FIRST_ID + [within[j] - within[j + 1] for j in range(len(read))], np.float64)
-    was = np.where(np.arange(len(trained)) < FIRST_ID, 0.0, trained)
-    if not was.sum():
-        return None
-    index = psi(*psi_bins(was, now))
-    if index < SPREAD_PSI:
-        return None
-    was, shares = was / was.sum(), now / now.sum()
-    moved = int(np.argmax(shares - was))
-    return (
-        f"{source}: column {column!r}: its values fall in the model's buckets far otherwise than training's did "
-        f"(PSI {index:.2f}; `seqfraud monitor` alerts on drift from 0.25): {token_label(spec, column, moved)} "
-        f"holds {shares[moved]:.0%} of the file's values against {was[moved]:.0%} of training's. A unit changed "
-        "upstream (kWh for Wh), blanks written as 0, or another field's values in this column? `seqfraud monitor "
-        "--current` compares the whole file"
-    )
 
 
 def score_file(

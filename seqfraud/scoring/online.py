@@ -78,6 +78,7 @@ from seqfraud.scoring.prepare import (
     as_frame,
     normalized_events,
     record_columns,
+    reference_shares,
     say_once,
     timestamp_us,
 )
@@ -558,7 +559,8 @@ class OnlineScorer:
         layout = None if scorer.stacker is None else scorer.stacker.layout
         self._reader = StateReader(self.spec, self.hidden_shape, scorer.model_version, layout)
         self._arrivals = itertools.count()
-        self._unsent, self._unlearnt = Unsent(self.spec), Unlearnt(self.spec)
+        self._unsent = Unsent(self.spec)
+        self._unlearnt = Unlearnt(self.spec, reference_shares(self.spec, scorer.manifest))
         store.check_restored(self._reader.read, scorer.model_version, len(self.spec.schema.entities))
 
     def events(self, records: list[dict[str, Any]], *, source: str = "request") -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ import logging
 import math
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -54,9 +55,10 @@ from seqfraud.data.events import (
     rewritten_id,
     timestamp_range_us,
 )
-from seqfraud.errors import did_you_mean
+from seqfraud.errors import did_you_mean, is_finite, is_number
+from seqfraud.features.drift import NUMERIC_SHARES, psi, psi_bins, token_label
 from seqfraud.features.fastpath import EventColumns
-from seqfraud.features.spec import Spec
+from seqfraud.features.spec import FIRST_ID, Spec
 from seqfraud.features.tokens import quantile_probs
 
 log = logging.getLogger(__name__)
@@ -376,7 +378,11 @@ class Unsent:
 # a field of rare events (sent on 1% of them, by a client that leaves null fields out) was said after 120 (review
 # 205), and a day's first sessions may be unlike the rest.
 ONLINE_CHECK_AFTER = 1_000
-# Values of a categorical field a recoding is judged on (batch scoring's file, or online scoring's first events):
+# Unlearnt judges a window of ONLINE_CHECK_AFTER events in every ONLINE_CHECK_EVERY (its counts cost about 13 us a
+# one-event request in a window, 0.5 us between: BENCHMARKS.md), and says a finding again at most every
+# ONLINE_RESAY_S while it lasts.
+ONLINE_CHECK_EVERY, ONLINE_RESAY_S = 10_000, 3_600.0
+# Values of a categorical field a recoding is judged on (batch scoring's file, or a window of online events):
 # fewer, all unseen, may be a few sessions of new categories.
 RECODED_MIN_VALUES = 50
 RECODED_SHARE_DROP = 0.1  # the share of known values this far below training's is said
@@ -437,31 +443,106 @@ def off_scale_said(where: str, spec: Spec, field: str, values: int, above: int, 
     return None
 
 
-class Unlearnt:
-    """Batch scoring's check of a recoding (:func:`recoded_said`) over the first :data:`ONLINE_CHECK_AFTER` events
-    online scoring takes, said once: event types renamed on 38% of a week's events were scored as unknown over
-    ``/events``, unsaid, where batch scoring said so (dogfood 203). Its work ends once judged; concurrent requests
-    take turns."""
+# A file (or a window of online events) whose values of a number spread over its buckets this far from training's (PSI) is said: four times the
+# drift the monitor alerts on, far past what a month's traffic moves (dogfood 218's kWh for Wh read 4.96, 219's
+# blanks written as 0 4.68); over SPREAD_SESSIONS sessions and SPREAD_VALUES values at least, as a session repeats its
+# amount over several events: files of 10 to 25 unchanged sessions read past it by chance (review 225: 78% of them
+# at 50 values, 12% at 100, none of 200 at 200).
+SPREAD_PSI, SPREAD_SESSIONS, SPREAD_VALUES = 1.0, 100, 500
 
-    def __init__(self, spec: Spec):
-        self.spec = spec
+
+def reference_shares(spec: Spec, manifest: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Per numeric column, the training events' share of each token id that the manifest records (artifacts
+    exported since session 40), where it fits the spec's buckets: finite shares, at least 0 (an edited one
+    failed scoring, or said a PSI of nan: review 225)."""
+    reference = manifest.get("reference")
+    recorded = reference.get(NUMERIC_SHARES) if isinstance(reference, dict) else None
+    out = {}
+    for c, shares in recorded.items() if isinstance(recorded, dict) else ():
+        size = spec.vocab_size(c) if c in spec.edges else None
+        if (
+            size
+            and isinstance(shares, list)
+            and len(shares) == size
+            and all(is_number(x) and is_finite(x) and x >= 0 for x in shares)
+            and sum(shares) > 0
+        ):
+            out[c] = np.asarray(shares, np.float64)
+    return out
+
+
+def spread_said(
+    source: str,
+    spec: Spec,
+    column: str,
+    trained: np.ndarray,
+    sessions: int,
+    read: list[int],
+    whose: str = "the file's values",
+) -> str | None:
+    """What to say of a file whose values of ``column`` fall in its buckets far otherwise than training's events
+    did, over its finite values alone (``read``: those, and those past each edge), or None: a unit changed within
+    the range the edges span (kWh for Wh: every value in the lowest buckets, 43 sessions more in review, unsaid:
+    dogfood 218), or blanks written as 0 (41.7% of the rows: scores moved by up to 0.83, unsaid: dogfood 219),
+    where :func:`off_scale_said` reads the ends alone."""
+    within = [*read, 0]  # the finite values past each edge, from none to all of them
+    if sessions < SPREAD_SESSIONS or within[0] < SPREAD_VALUES:
+        return None
+    # Over the values alone: a file whose share of blanks differs (one kind of event) is no other scale.
+    now = np.array([0] * FIRST_ID + [within[j] - within[j + 1] for j in range(len(read))], np.float64)
+    was = np.where(np.arange(len(trained)) < FIRST_ID, 0.0, trained)
+    if not was.sum():
+        return None
+    index = psi(*psi_bins(was, now))
+    if index < SPREAD_PSI:
+        return None
+    was, shares = was / was.sum(), now / now.sum()
+    moved = int(np.argmax(shares - was))
+    return (
+        f"{source}: column {column!r}: its values fall in the model's buckets far otherwise than training's did "
+        f"(PSI {index:.2f}; `seqfraud monitor` alerts on drift from 0.25): {token_label(spec, column, moved)} "
+        f"holds {shares[moved]:.0%} of {whose} against {was[moved]:.0%} of training's. A unit changed "
+        "upstream (kWh for Wh), blanks written as 0, or another field's values in this column? `seqfraud monitor "
+        "--current` compares the whole file"
+    )
+
+
+class Unlearnt:
+    """Batch scoring's checks of a recoding (:func:`recoded_said`), a unit change (:func:`off_scale_said`) and a
+    number's spread over its buckets (:func:`spread_said`), online, over windows of :data:`ONLINE_CHECK_AFTER`
+    events: the first events the service takes, then a window in every :data:`ONLINE_CHECK_EVERY` (a change
+    upstream after the first thousand events went unsaid, and a unit changed within the buckets' range was never
+    said online). A finding is said when first judged, then at most every :data:`ONLINE_RESAY_S` while it lasts;
+    concurrent requests take turns."""
+
+    def __init__(self, spec: Spec, trained: Mapping[str, np.ndarray]):
+        self.spec, self.trained = spec, trained
         self.vocab = {f: frozenset(spec.vocab[f]) for f in spec.schema.categorical_fields}
-        self.values = dict.fromkeys(self.vocab, 0)
-        self.known = dict.fromkeys(self.vocab, 0)
-        self.new: dict[str, list[str]] = {f: [] for f in self.vocab}
         # Per numeric column with edges: its finite values, those above its highest edge and below its lowest.
         self.ends = {
             c: (spec.edges[c][0], spec.edges[c][-1]) for c in spec.schema.numerical if spec.edges.get(c)
         }
-        self.scale = {c: [0, 0, 0] for c in self.ends}
-        self.taken = 0
+        self.edges = {c: np.asarray(spec.edges[c], np.float64) for c in trained if c in self.ends}
+        self.begun = 0  # events taken before this window, over the service's life
+        self.skip = 0  # events left to pass over before the next window
+        self.said: dict[tuple[str, str], float] = {}  # (check, field): when last said (monotonic)
         self._lock = threading.Lock()
+        self._open()
+
+    def _open(self) -> None:
+        self.values = dict.fromkeys(self.vocab, 0)
+        self.known = dict.fromkeys(self.vocab, 0)
+        self.new: dict[str, list[str]] = {f: [] for f in self.vocab}
+        self.scale = {c: [0, 0, 0] for c in self.ends}
+        self.buckets = {c: np.zeros(len(e) + 1, np.int64) for c, e in self.edges.items()}
+        self.sessions: set[str] = set()
+        self.taken = 0
 
     def take(self, events: EventColumns, where: str) -> None:
-        if self.taken >= ONLINE_CHECK_AFTER:
-            return
         with self._lock:
-            if self.taken >= ONLINE_CHECK_AFTER:
+            if self.skip > 0:
+                self.skip -= len(events)
+                self.begun += len(events)
                 return
             for f, vocab in self.vocab.items():
                 sent = [v for v in events.categorical[f] if v is not None]
@@ -478,15 +559,41 @@ class Unlearnt:
                 counted[0] += len(x)
                 counted[1] += int((x > high).sum())
                 counted[2] += int((x < low).sum())
+                if c in self.edges:  # the buckets' ids, (lo, hi] as the tokens read them
+                    self.buckets[c] += np.bincount(
+                        np.searchsorted(self.edges[c], x), minlength=len(self.buckets[c])
+                    )
+            self.sessions.update(events.session_ids)
             self.taken += len(events)
             if self.taken >= ONLINE_CHECK_AFTER:
-                said = [
-                    recoded_said(where, self.spec, f, self.values[f], self.known[f], self.new[f])
-                    for f in self.vocab
-                ]
-                said += [off_scale_said(where, self.spec, c, *counted) for c, counted in self.scale.items()]
-                for line in filter(None, said):
-                    log.warning("%s (the first %s events online)", line, f"{self.taken:,}")
+                self._judge(where)
+                self.begun += self.taken
+                self.skip = ONLINE_CHECK_EVERY - self.taken
+                self._open()
+
+    def _judge(self, where: str) -> None:
+        said = [
+            ("recoded", f, recoded_said(where, self.spec, f, self.values[f], self.known[f], self.new[f]))
+            for f in self.vocab
+        ]
+        for c, counted in self.scale.items():
+            line = off_scale_said(where, self.spec, c, *counted)
+            if line is None and c in self.edges:  # the finite values past each edge, from none to all of them
+                past = np.cumsum(self.buckets[c][::-1])[::-1].tolist()
+                line = spread_said(
+                    where, self.spec, c, self.trained[c], len(self.sessions), past, "these events' values"
+                )
+            said.append(("scale", c, line))
+        span = (
+            f"the first {self.taken:,} events online"
+            if not self.begun
+            else f"events {self.begun + 1:,} to {self.begun + self.taken:,} taken online"
+        )
+        now = time.monotonic()
+        for check, field, line in said:
+            if line is not None and now - self.said.get((check, field), -math.inf) >= ONLINE_RESAY_S:
+                self.said[check, field] = now
+                log.warning("%s (%s)", line, span)
 
 
 _RFC3339 = re.compile(RFC3339)
