@@ -443,11 +443,11 @@ def off_scale_said(where: str, spec: Spec, field: str, values: int, above: int, 
     return None
 
 
-# A file (or a window of online events) whose values of a number spread over its buckets this far from training's (PSI) is said: four times the
-# drift the monitor alerts on, far past what a month's traffic moves (dogfood 218's kWh for Wh read 4.96, 219's
-# blanks written as 0 4.68); over SPREAD_SESSIONS sessions and SPREAD_VALUES values at least, as a session repeats its
-# amount over several events: files of 10 to 25 unchanged sessions read past it by chance (review 225: 78% of them
-# at 50 values, 12% at 100, none of 200 at 200).
+# A file (or a window of online events) whose values of a number spread over its buckets this far from training's
+# (PSI) is said: four times the drift the monitor alerts on, far past what a month's traffic moves (dogfood 218's kWh
+# for Wh read 4.96, 219's blanks written as 0 4.68); over SPREAD_SESSIONS sessions and SPREAD_VALUES values at least,
+# as a session repeats its amount over several events: files of 10 to 25 unchanged sessions read past it by chance
+# (review 225: 78% of them at 50 values, 12% at 100, none of 200 at 200).
 SPREAD_PSI, SPREAD_SESSIONS, SPREAD_VALUES = 1.0, 100, 500
 
 
