@@ -1654,6 +1654,22 @@ def test_label_times_without_an_offset_among_ones_with_it_are_counted_and_said(t
         f"{labels}: column 'cb': 3 of its 3 timestamps carry no UTC offset and are read as UTC, where the events' "
         "times carry one (or are epochs)"
     ) in caplog.text
+    # The same times as a Parquet column of naive datetimes, as pandas writes them (review 226); beside naive events
+    # nothing, and zoned datetimes nothing.
+    caplog.clear()
+    as_datetimes = table.select("session_id", "label", naive.str.to_datetime().alias("cb"))
+    labels = write(as_datetimes, tmp_path / "l.parquet")
+    loaded = load_events(zoned_events, schema, labels)
+    assert loaded.report["naive_label_times"] == 3
+    assert f"{labels}: column 'cb': 3 of its 3 timestamps carry no UTC offset" in caplog.text
+    assert "(first: 2024-01-02 00:00:05, session 's1')" in caplog.text
+    caplog.clear()
+    for events_file, cb in (
+        (path, as_datetimes),
+        (zoned_events, as_datetimes.with_columns(pl.col("cb").dt.replace_time_zone("Asia/Kolkata"))),
+    ):
+        loaded = load_events(events_file, schema, write(cb, tmp_path / "l.parquet"))
+        assert "naive_label_times" not in loaded.report and "no UTC offset" not in caplog.text
 
 
 def test_parquet_parts_typed_apart_but_alike_read_as_one(tmp_path):
