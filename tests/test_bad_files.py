@@ -934,9 +934,10 @@ def test_a_numeric_column_whose_unit_changed_is_said(scorer, tmp_path, caplog):
 
 def test_online_checks_read_later_windows_and_the_spread(scorer, caplog, monkeypatch):
     """Online scoring judged its first 1,000 events alone, by the ends of the buckets alone: a unit changed after
-    them, or within the buckets' range (kWh for Wh: dogfood 218), went unsaid for the service's life. A window in
-    every ONLINE_CHECK_EVERY events is judged too, by batch scoring's spread rule as well, and a finding that lasts
-    is said again only after ONLINE_RESAY_S."""
+    them, or within the buckets' range (kWh for Wh: dogfood 218), went unsaid for the process's life. A window
+    opens at every ONLINE_CHECK_EVERY-th event, whatever the requests' sizes, and is judged by batch scoring's
+    spread rule too; a sparse number's counts carry over windows, one busy session counts for ONLINE_SESSION_CAP
+    events, and a finding that lasts is said again only after ONLINE_RESAY_S, each kind apart (review 229)."""
     from seqfraud.features.fastpath import EventColumns
     from seqfraud.scoring import prepare
     from seqfraud.scoring.prepare import Unlearnt, normalized_events, reference_shares
@@ -944,32 +945,64 @@ def test_online_checks_read_later_windows_and_the_spread(scorer, caplog, monkeyp
     monkeypatch.setattr(prepare, "ONLINE_CHECK_AFTER", 600)
     monkeypatch.setattr(prepare, "ONLINE_CHECK_EVERY", 1_800)
     edges = scorer.spec.edges[AMOUNT]
-    n = 600  # 150 sessions, as batch scoring's spread needs 100 sessions and 500 values
-    inside = np.resize([(a + b) / 2 for a, b in itertools.pairwise(edges)], n)
     middle = (edges[len(edges) // 2 - 1] + edges[len(edges) // 2]) / 2
 
-    def events(amounts) -> EventColumns:
-        frame = log(n).with_columns(pl.Series(AMOUNT, amounts))
+    def events(amounts, n: int = 600, frame: pl.DataFrame | None = None) -> EventColumns:
+        """``n`` events of 4 a session (150 sessions in 600: the spread needs 100, and 500 values)."""
+        amounts = pl.Series(AMOUNT, (list(amounts) * n)[:n], pl.Float64)
+        frame = (log(n) if frame is None else frame).with_columns(amounts)
         return EventColumns.of_frame(normalized_events(frame.lazy(), scorer.spec, "request"), scorer.spec)
 
-    same, one_bucket = events(inside), events(np.full(n, middle))
+    inside = [(a + b) / 2 for a, b in itertools.pairwise(edges)]  # training's buckets, about alike: nothing
     spread = f"request: column '{AMOUNT}': its values fall in the model's buckets far otherwise than training's did"
-    unlearnt = Unlearnt(scorer.spec, reference_shares(scorer.spec, scorer.manifest))
+    off = f"request: column '{AMOUNT}': 100% of its values lie above the highest"
+
+    def take(unlearnt: Unlearnt, *batches: EventColumns) -> None:
+        for batch in batches:
+            unlearnt.take(batch, "request")
+
     with caplog.at_level("WARNING", logger="seqfraud.scoring"):
-        for batch in (same, same, same):  # the first window, then the events passed over
-            unlearnt.take(batch, "request")
-        assert spread not in caplog.text and "Was its unit changed" not in caplog.text
-        unlearnt.take(one_bucket, "request")  # the second window: events 1,801 to 2,400
-        assert caplog.text.count(spread) == 1
-        assert "holds 100% of these events' values against" in caplog.text
-        assert "(events 1,801 to 2,400 taken online)" in caplog.text
-        for batch in (one_bucket, one_bucket, one_bucket):  # the third window, within the hour: not again
-            unlearnt.take(batch, "request")
+        # Pence first (its ends said), then a unit within the range in requests of 700 events, which straddle the
+        # windows: each opens at the request that holds its 1,800th event.
+        unlearnt = Unlearnt(scorer.spec, reference_shares(scorer.spec, scorer.manifest))
+        take(unlearnt, events([edges[-1] * 100]))
+        assert (
+            off in caplog.text
+            and "(the first 600 events online)" in caplog.text
+            and spread not in caplog.text
+        )
+        one_bucket = events([middle], 700)
+        take(unlearnt, one_bucket, one_bucket)  # events 601 to 1,300 passed over; 1,301 to 2,000 judged
+        assert caplog.text.count(spread) == 1 and "holds 100% of these events' values against" in caplog.text
+        assert "(events 1,301 to 2,000 this process took online)" in caplog.text
+        take(
+            unlearnt, one_bucket, one_bucket, one_bucket
+        )  # judged 3,401 to 4,100, within the hour: not again
         assert caplog.text.count(spread) == 1
         monkeypatch.setattr(prepare, "ONLINE_RESAY_S", 0.0)
-        for batch in (one_bucket, one_bucket, one_bucket):
-            unlearnt.take(batch, "request")
-        assert caplog.text.count(spread) == 2 and "(events 5,401 to 6,000 taken online)" in caplog.text
+        take(unlearnt, one_bucket, one_bucket)
+        assert (
+            caplog.text.count(spread) == 2
+            and "(events 4,801 to 5,500 this process took online)" in caplog.text
+        )
+        assert caplog.text.count(off) == 1
+        # A number sent on a quarter of the events: 150 values a window, carried until they are 500.
+        caplog.clear()
+        sparse = events([middle, None, None, None])
+        unlearnt = Unlearnt(scorer.spec, reference_shares(scorer.spec, scorer.manifest))
+        take(unlearnt, *[sparse] * 9)
+        assert spread not in caplog.text
+        take(unlearnt, *[sparse] * 3)  # the fourth window
+        assert caplog.text.count(spread) == 1
+        assert "(events 1 to 6,000 this process took online, 600 of every 1,800 read)" in caplog.text
+        # One busy session's 900 events of one value among 150 sessions' clean ones count for 50 of them.
+        busy = log(900, ["bot"] * 900).with_columns(pl.col(SID).cast(pl.String))
+        for cap, said in ((prepare.ONLINE_SESSION_CAP, False), (10**9, True)):
+            caplog.clear()
+            monkeypatch.setattr(prepare, "ONLINE_SESSION_CAP", cap)
+            unlearnt = Unlearnt(scorer.spec, reference_shares(scorer.spec, scorer.manifest))
+            take(unlearnt, events(inside, 580), events([middle], 900, busy))  # one window
+            assert (spread in caplog.text) == said, cap
 
 
 def test_scores_that_cannot_be_written_are_refused_before_scoring(scorer, tmp_path, monkeypatch):

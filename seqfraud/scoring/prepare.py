@@ -7,6 +7,7 @@ that follow are :mod:`seqfraud.features`' (both the Polars path and the numpy fa
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import math
 import re
@@ -374,14 +375,15 @@ class Unsent:
                 self.fields = set()
 
 
-# Events online scoring takes before it says a field none of them sent (Unsent), or judges a recoding (Unlearnt):
-# a field of rare events (sent on 1% of them, by a client that leaves null fields out) was said after 120 (review
-# 205), and a day's first sessions may be unlike the rest.
+# Events online scoring takes before it says a field none of them sent (Unsent), and the events of a window Unlearnt
+# judges: a field of rare events (sent on 1% of them, by a client that leaves null fields out) was said after 120
+# (review 205), and a day's first sessions may be unlike the rest.
 ONLINE_CHECK_AFTER = 1_000
-# Unlearnt judges a window of ONLINE_CHECK_AFTER events in every ONLINE_CHECK_EVERY (its counts cost about 13 us a
-# one-event request in a window, 0.5 us between: BENCHMARKS.md), and says a finding again at most every
-# ONLINE_RESAY_S while it lasts.
-ONLINE_CHECK_EVERY, ONLINE_RESAY_S = 10_000, 3_600.0
+# Unlearnt opens a window at every ONLINE_CHECK_EVERY-th event (its counts cost about 15 us a one-event request in a
+# window, 0.5 us between: BENCHMARKS.md), counts a session's first ONLINE_SESSION_CAP events of a window alone (a
+# twentieth: one session's values never read as a unit change, nor its new category as a recoding), and says a
+# finding again at most every ONLINE_RESAY_S while it lasts.
+ONLINE_CHECK_EVERY, ONLINE_SESSION_CAP, ONLINE_RESAY_S = 10_000, 50, 3_600.0
 # Values of a categorical field a recoding is judged on (batch scoring's file, or a window of online events):
 # fewer, all unseen, may be a few sessions of new categories.
 RECODED_MIN_VALUES = 50
@@ -503,17 +505,20 @@ def spread_said(
         f"(PSI {index:.2f}; `seqfraud monitor` alerts on drift from 0.25): {token_label(spec, column, moved)} "
         f"holds {shares[moved]:.0%} of {whose} against {was[moved]:.0%} of training's. A unit changed "
         "upstream (kWh for Wh), blanks written as 0, or another field's values in this column? `seqfraud monitor "
-        "--current` compares the whole file"
+        "--current` compares a file of such events with training's in full"
     )
 
 
 class Unlearnt:
     """Batch scoring's checks of a recoding (:func:`recoded_said`), a unit change (:func:`off_scale_said`) and a
     number's spread over its buckets (:func:`spread_said`), online, over windows of :data:`ONLINE_CHECK_AFTER`
-    events: the first events the service takes, then a window in every :data:`ONLINE_CHECK_EVERY` (a change
-    upstream after the first thousand events went unsaid, and a unit changed within the buckets' range was never
-    said online). A finding is said when first judged, then at most every :data:`ONLINE_RESAY_S` while it lasts;
-    concurrent requests take turns."""
+    events: the first events the process takes, then one from each :data:`ONLINE_CHECK_EVERY`-th (a change upstream
+    after the first thousand events went unsaid, and a unit changed within the buckets' range was never said
+    online). A number's bucket counts carry over windows until they hold the spread check's values and sessions (an
+    amount sent on 15% of the events gave a window 94-195 values: review 229). A session counts for at most
+    :data:`ONLINE_SESSION_CAP` events of a window (one busy session read as a unit change: review 229). A finding is
+    said when first judged, then at most every :data:`ONLINE_RESAY_S` while it lasts; concurrent requests take
+    turns, and the log is written outside the lock."""
 
     def __init__(self, spec: Spec, trained: Mapping[str, np.ndarray]):
         self.spec, self.trained = spec, trained
@@ -523,9 +528,12 @@ class Unlearnt:
             c: (spec.edges[c][0], spec.edges[c][-1]) for c in spec.schema.numerical if spec.edges.get(c)
         }
         self.edges = {c: np.asarray(spec.edges[c], np.float64) for c in trained if c in self.ends}
-        self.begun = 0  # events taken before this window, over the service's life
-        self.skip = 0  # events left to pass over before the next window
-        self.said: dict[tuple[str, str], float] = {}  # (check, field): when last said (monotonic)
+        self.seen = 0  # events taken over the process's life
+        self.window: int | None = 0  # the open window's first event; None between windows
+        # Per column of the spread check: its bucket counts and their sessions, and the window they count from.
+        self.spread = {c: (np.zeros(len(e) + 1, np.int64), set[str]()) for c, e in self.edges.items()}
+        self.spread_from = dict.fromkeys(self.edges, 0)
+        self.said: dict[tuple[str, str], float] = {}  # (finding, field): when last said (monotonic)
         self._lock = threading.Lock()
         self._open()
 
@@ -534,66 +542,92 @@ class Unlearnt:
         self.known = dict.fromkeys(self.vocab, 0)
         self.new: dict[str, list[str]] = {f: [] for f in self.vocab}
         self.scale = {c: [0, 0, 0] for c in self.ends}
-        self.buckets = {c: np.zeros(len(e) + 1, np.int64) for c, e in self.edges.items()}
-        self.sessions: set[str] = set()
-        self.taken = 0
+        self.per_session: Counter[str] = Counter()
 
     def take(self, events: EventColumns, where: str) -> None:
         with self._lock:
-            if self.skip > 0:
-                self.skip -= len(events)
-                self.begun += len(events)
+            start, self.seen = self.seen, self.seen + len(events)
+            if self.window is None:  # windows open at fixed events, whatever the requests' sizes (review 229)
+                if (start - 1) // ONLINE_CHECK_EVERY == (self.seen - 1) // ONLINE_CHECK_EVERY:
+                    return
+                self.window = start
+            self._count(events)
+            if self.seen - self.window < ONLINE_CHECK_AFTER:
                 return
-            for f, vocab in self.vocab.items():
-                sent = [v for v in events.categorical[f] if v is not None]
-                known = sum(v in vocab for v in sent)
-                self.values[f] += len(sent)
-                self.known[f] += known
-                if known < len(sent) and len(self.new[f]) < 2:
-                    new = [v for v in dict.fromkeys(sent) if v not in vocab and v not in self.new[f]]
-                    self.new[f] += new[: 2 - len(self.new[f])]
-            for c, (low, high) in self.ends.items():
-                x = events.numeric[c][0]
-                x = x[np.isfinite(x)]
-                counted = self.scale[c]
-                counted[0] += len(x)
-                counted[1] += int((x > high).sum())
-                counted[2] += int((x < low).sum())
-                if c in self.edges:  # the buckets' ids, (lo, hi] as the tokens read them
-                    self.buckets[c] += np.bincount(
-                        np.searchsorted(self.edges[c], x), minlength=len(self.buckets[c])
-                    )
-            self.sessions.update(events.session_ids)
-            self.taken += len(events)
-            if self.taken >= ONLINE_CHECK_AFTER:
-                self._judge(where)
-                self.begun += self.taken
-                self.skip = ONLINE_CHECK_EVERY - self.taken
-                self._open()
+            said = self._judge(where, self.window)
+            self.window = None
+            self._open()
+        for line in said:
+            log.warning("%s", line)
 
-    def _judge(self, where: str) -> None:
-        said = [
-            ("recoded", f, recoded_said(where, self.spec, f, self.values[f], self.known[f], self.new[f]))
+    def _count(self, events: EventColumns) -> None:
+        counted, keep = self.per_session, []
+        for i, sid in enumerate(events.session_ids):
+            counted[sid] += 1
+            if counted[sid] <= ONLINE_SESSION_CAP:
+                keep.append(i)
+        if len(keep) < len(events):
+            events = events.take(keep)
+        for f, vocab in self.vocab.items():
+            sent = [v for v in events.categorical[f] if v is not None]
+            known = sum(v in vocab for v in sent)
+            self.values[f] += len(sent)
+            self.known[f] += known
+            if known < len(sent) and len(self.new[f]) < 2:
+                new = [v for v in dict.fromkeys(sent) if v not in vocab and v not in self.new[f]]
+                self.new[f] += new[: 2 - len(self.new[f])]
+        for c, (low, high) in self.ends.items():
+            x = events.numeric[c][0]
+            finite = np.isfinite(x)
+            x = x[finite]
+            scale = self.scale[c]
+            scale[0] += len(x)
+            scale[1] += int((x > high).sum())
+            scale[2] += int((x < low).sum())
+            if c in self.edges and len(x):  # the buckets' ids, (lo, hi] as the tokens read them
+                buckets, sessions = self.spread[c]
+                if not sessions:
+                    self.spread_from[c] = cast(int, self.window)
+                buckets += np.bincount(np.searchsorted(self.edges[c], x), minlength=len(buckets))
+                sessions.update(itertools.compress(events.session_ids, finite))
+
+    def _judge(self, where: str, window: int) -> list[str]:
+        """The findings of the window that began at event ``window`` not said yet (or not for an hour)."""
+        found = [
+            (("recoded" if self.known[f] else "unknown", f), line, window)
             for f in self.vocab
+            if (line := recoded_said(where, self.spec, f, self.values[f], self.known[f], self.new[f]))
         ]
-        for c, counted in self.scale.items():
-            line = off_scale_said(where, self.spec, c, *counted)
-            if line is None and c in self.edges:  # the finite values past each edge, from none to all of them
-                past = np.cumsum(self.buckets[c][::-1])[::-1].tolist()
-                line = spread_said(
-                    where, self.spec, c, self.trained[c], len(self.sessions), past, "these events' values"
+        for c, scale in self.scale.items():
+            if line := off_scale_said(where, self.spec, c, *scale):
+                found.append((("off_scale", c), line, window))
+            if c not in self.edges:
+                continue
+            buckets, sessions = self.spread[c]
+            if buckets.sum() < SPREAD_VALUES or len(sessions) < SPREAD_SESSIONS:
+                continue  # carried to the next window
+            # The finite values past each edge, from none to all of them.
+            past = np.cumsum(buckets[::-1])[::-1].tolist()
+            if not line:  # one message a column, as batch scoring says: the ends' first
+                said = spread_said(
+                    where, self.spec, c, self.trained[c], len(sessions), past, "these events' values"
                 )
-            said.append(("scale", c, line))
-        span = (
-            f"the first {self.taken:,} events online"
-            if not self.begun
-            else f"events {self.begun + 1:,} to {self.begun + self.taken:,} taken online"
-        )
-        now = time.monotonic()
-        for check, field, line in said:
-            if line is not None and now - self.said.get((check, field), -math.inf) >= ONLINE_RESAY_S:
-                self.said[check, field] = now
-                log.warning("%s (%s)", line, span)
+                if said:
+                    found.append((("spread", c), said, self.spread_from[c]))
+            self.spread[c] = (np.zeros_like(buckets), set())
+        now, out = time.monotonic(), []
+        for key, line, first in found:
+            if now - self.said.get(key, -math.inf) >= ONLINE_RESAY_S:
+                self.said[key] = now
+                out.append(f"{line} ({self._span(first, window)})")
+        return out
+
+    def _span(self, first: int, window: int) -> str:
+        """The events a finding read, from the window at event ``first`` to this one at ``window``."""
+        if first == window == 0:
+            return f"the first {self.seen:,} events online"
+        read = "" if first == window else f", {ONLINE_CHECK_AFTER:,} of every {ONLINE_CHECK_EVERY:,} read"
+        return f"events {first + 1:,} to {self.seen:,} this process took online{read}"
 
 
 _RFC3339 = re.compile(RFC3339)
