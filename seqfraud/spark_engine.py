@@ -49,6 +49,7 @@ from seqfraud.data.events import (
     CONTROL,
     FORMAT,
     US_PER_UNIT,
+    ZONED_TIMESTAMPS,
     DataValidationError,
     LoadedEvents,
     epoch_bounds,
@@ -183,7 +184,12 @@ class SparkEngine:
             None
             if label_on_events
             else training_labels(
-                data["labels"], schema, unit, policy.get("on_unlabeled", "error"), counted, bool(zoned)
+                data["labels"],
+                schema,
+                unit,
+                policy.get("on_unlabeled", "error"),
+                counted,
+                zoned.get(ZONED_TIMESTAMPS, False),
             )
         )
         sessions, report = validate_sessions(

@@ -313,6 +313,38 @@ def test_scoring_needs_a_history_and_reads_it_point_in_time(
         History.read(tmp_path / "history.parquet", None, scorer.spec)
 
 
+def test_a_history_that_stops_early_or_meets_no_scored_value_is_said(
+    entity_run, entity_artifact, caplog
+) -> None:
+    """A history of the months before, read for a month's last days, moved scores by up to 0.76, and an address
+    column reformatted upstream ('221.221.157' for '221.221.157.0/24') met none of the history, 29 of 1,626 bands
+    moved: both unsaid, where only the history's start was checked (dogfood 228)."""
+    from seqfraud.scoring.history import History
+    from seqfraud.scoring.scorer import Scorer
+
+    scored, other, labels = split_log(entity_run)
+    scorer = Scorer.load(entity_artifact)
+    first = scored["timestamp"].min()
+    stale = other.filter(pl.col("timestamp") < first - timedelta(days=3))
+    column = S.SYNTHETIC_ENTITIES[0]
+    respelt = scored.with_columns(("x" + pl.col(column).cast(pl.String)).alias(column))
+    cases = {"whole": (other, scored), "stale": (stale, scored), "respelt": (other, respelt)}
+    for name, (history, events) in cases.items():
+        caplog.clear()
+        scorer.history = History.from_frame(history.lazy(), name, labels, scorer.spec)
+        with caplog.at_level(logging.WARNING, logger="seqfraud.scoring.history"):
+            scorer.score(events)
+            scorer.score(events)
+        ends = re.findall(
+            rf"{name}: the history ends (\d+\.\d) day\(s\) before the first event scored", caplog.text
+        )
+        unmet = f"{name}: column {column!r}: 0.0% of the scored events' values meet a value of the history, where "
+        assert bool(ends and 3.0 <= float(ends[0]) < 3.2) == (name == "stale"), caplog.text
+        assert caplog.text.count(unmet) == (name == "respelt"), caplog.text
+        assert "meet a value of the history" not in caplog.text.replace(unmet, ""), caplog.text
+    assert "(scored 'x" in caplog.text
+
+
 def test_labels_on_the_events_read_like_a_label_table(entity_run, entity_artifact) -> None:
     """A log labelled on its events: the export's check leaves the test sessions' events out of its history, not
     their labels, which training read as they became known (dogfood 72: every export of such a log failed as

@@ -1655,7 +1655,7 @@ def test_label_times_without_an_offset_among_ones_with_it_are_counted_and_said(t
         "times carry one (or are epochs)"
     ) in caplog.text
     # The same times as a Parquet column of naive datetimes, as pandas writes them (review 226); beside naive events
-    # nothing, and zoned datetimes nothing.
+    # nothing, and zoned datetimes nothing; beside epochs nothing (instants as those are, in most logs: dogfood 228).
     caplog.clear()
     as_datetimes = table.select("session_id", "label", naive.str.to_datetime().alias("cb"))
     labels = write(as_datetimes, tmp_path / "l.parquet")
@@ -1664,9 +1664,13 @@ def test_label_times_without_an_offset_among_ones_with_it_are_counted_and_said(t
     assert f"{labels}: column 'cb': 3 of its 3 timestamps carry no UTC offset" in caplog.text
     assert "(first: 2024-01-02 00:00:05, session 's1')" in caplog.text
     caplog.clear()
+    epochs = write(
+        events().drop("label").with_columns(pl.col("timestamp").dt.epoch("ms")), tmp_path / "ms.parquet"
+    )
     for events_file, cb in (
         (path, as_datetimes),
         (zoned_events, as_datetimes.with_columns(pl.col("cb").dt.replace_time_zone("Asia/Kolkata"))),
+        (epochs, as_datetimes),
     ):
         loaded = load_events(events_file, schema, write(cb, tmp_path / "l.parquet"))
         assert "naive_label_times" not in loaded.report and "no UTC offset" not in caplog.text

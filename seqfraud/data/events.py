@@ -1369,13 +1369,15 @@ def naive_times(column: str, *, dated: bool = False) -> pl.Expr:
     return pl.when(pl.col(column).str.contains(r"[0-9][T ][0-9]")).then(naive) if dated else naive
 
 
-def naive_label_times(column: str, dtype: pl.DataType) -> pl.Expr | None:
+def naive_label_times(column: str, dtype: pl.DataType, events_zoned: bool | str) -> pl.Expr | None:
     """A label table's times without a UTC offset (:func:`naive_times`), where its column can hold any: strings, or
-    datetimes of no zone, every one naive then (review 226: a verdict table that pandas wrote without its zone was
-    read as UTC beside zoned events, unsaid, where the same times as text were said)."""
+    datetimes of no zone beside events whose times carry offsets (``events_zoned`` True), every one naive then
+    (review 226: a verdict table that pandas wrote without its zone was read as UTC beside zoned events, unsaid,
+    where the same times as text were said). Beside epochs (:data:`ZONED_BY_EPOCHS`) such datetimes are not said:
+    instants as epochs are, in most logs (dogfood 228's chargeback table)."""
     if dtype == pl.String:
         return naive_times(column, dated=True)
-    if isinstance(dtype, pl.Datetime) and dtype.time_zone is None:
+    if events_zoned is True and isinstance(dtype, pl.Datetime) and dtype.time_zone is None:
         return pl.when(pl.col(column).is_not_null()).then(True)
     return None
 
@@ -1594,10 +1596,11 @@ def training_labels(
     timestamp_unit: str,
     on_unlabeled: str,
     report: dict,
-    events_zoned: bool = False,
+    events_zoned: bool | str = False,
 ) -> tuple[pl.DataFrame, str]:
     """The training log's label table, read as ``data.policy.on_unlabeled`` says (:func:`read_labels`), by every
-    engine; ``events_zoned``: the events' times carried offsets (:func:`zoned_report`)."""
+    engine; ``events_zoned``: the events' times carried offsets (True) or were epochs (:data:`ZONED_BY_EPOCHS`), as
+    :func:`zoned_report` says."""
     return read_labels(
         path,
         schema,
@@ -1627,7 +1630,7 @@ def read_labels(
     integer_typed: Mapping[str, int | None] | None = None,
     forms: IdForms | None = None,
     report: dict | None = None,
-    events_zoned: bool = False,
+    events_zoned: bool | str = False,
 ) -> tuple[pl.DataFrame, str]:
     """A separate label table (a file, or a frame named ``name`` in messages, checked alike: a frame was cast
     unchecked, so 0.9 read as 0 and a repeated session counted twice: dogfood 60): one row per session, 0/1
@@ -1715,7 +1718,7 @@ def read_labels(
             outside.alias(S.LABEL_TIME_OUT_OF_RANGE),
             *(
                 [naive.alias(S.LABEL_TIME_NAIVE)]
-                if (naive := naive_label_times(lt, have[lt])) is not None
+                if (naive := naive_label_times(lt, have[lt], events_zoned)) is not None
                 else []
             ),
         ]
@@ -1918,7 +1921,7 @@ def _check_label_times(
     unit: str | None,
     any_event: bool,
     report: dict | None,
-    events_zoned: bool = False,
+    events_zoned: bool | str = False,
 ) -> pl.DataFrame:
     """The label table's label times (``raw``: the table as read): each parses, lies in the plausible range, and
     one per session; with ``any_event``, a fraud session's is the earliest of its rows' (as training reads
@@ -2999,7 +3002,9 @@ def load_events(
     labels = (
         None
         if labels_path is None
-        else training_labels(labels_path, schema, unit, on_unlabeled, counted, bool(zoned))
+        else training_labels(
+            labels_path, schema, unit, on_unlabeled, counted, zoned.get(ZONED_TIMESTAMPS, False)
+        )
     )
     sessions, report = validate_sessions(
         table,

@@ -13,6 +13,7 @@ import polars as pl
 from seqfraud import rundir
 from seqfraud import schema as S
 from seqfraud.data.events import (
+    ZONED_TIMESTAMPS,
     DataValidationError,
     absent_as_negative,
     check_some_match,
@@ -208,7 +209,7 @@ def current_labels(
         zero_padded=spec.zero_padded_ids,
         integer_typed=spec.integer_ids,
         forms=spec.id_forms,
-        events_zoned=spec.zoned_timestamps,
+        events_zoned=spec.fit_info.get(ZONED_TIMESTAMPS, False),
     )[0]
 
 

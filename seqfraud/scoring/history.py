@@ -18,6 +18,7 @@ import polars as pl
 
 from seqfraud import schema as S
 from seqfraud.data.events import (
+    ZONED_TIMESTAMPS,
     DataValidationError,
     absent_as_negative,
     check_some_match,
@@ -30,6 +31,7 @@ from seqfraud.data.events import (
     say_repeated_rows,
     scan_table,
 )
+from seqfraud.data.split import from_epoch_us
 from seqfraud.errors import UserError
 from seqfraud.features.entities import EntitySpec, attach, column_features, kernel_rows
 from seqfraud.features.spec import ON_MIXED_LABELS, Spec
@@ -63,6 +65,8 @@ class History:
     # Whether warn_if_short has spoken: once a history, where an export's check (one pass a format) and explain
     # (the score, then each event left out) said it two times and more (dogfood 42).
     said_short: bool = field(default=False, repr=False)
+    # Whether warn_if_apart has looked (once a history: it reads the whole of it).
+    looked_apart: bool = field(default=False, repr=False)
     read_apart: tuple[str, ...] = ()  # :meth:`apart`
 
     @classmethod
@@ -135,7 +139,7 @@ class History:
                 zero_padded=spec.zero_padded_ids,
                 integer_typed=spec.integer_ids,
                 forms=spec.id_forms,
-                events_zoned=spec.zoned_timestamps,
+                events_zoned=spec.fit_info.get(ZONED_TIMESTAMPS, False),
             )
         else:
             table, label_source = (
@@ -171,6 +175,9 @@ class History:
         self._refuse_overlap(events, spec)
         if not self.said_short:
             self.said_short = warn_if_short(self.events, events, spec, self.source, self.latest_label_lag_us)
+        if not self.looked_apart:
+            warn_if_apart(self.events, events, spec, self.source)
+            self.looked_apart = True
         # Values no other session holds (control characters are refused in entity values), then their own again.
         mark = "\x00apart:"
         events = events.with_columns((mark + pl.col(c)).alias(c) for c in self.read_apart)
@@ -201,7 +208,7 @@ class History:
         score owes to that column's context alone, every other link kept (blanking the history's shared values
         moved the other columns' features more: review 222). The other columns' counts of distinct values still
         see the renamed value as another one beside the history's (review 223)."""
-        return replace(self, read_apart=(*self.read_apart, column), said_short=True)
+        return replace(self, read_apart=(*self.read_apart, column), said_short=True, looked_apart=True)
 
     def _refuse_overlap(self, events: pl.DataFrame, spec: Spec) -> None:
         scored = events[S.SESSION_ID].unique()
@@ -256,6 +263,60 @@ def warn_if_short(
             unit,
         )
     return have < need
+
+
+# A history that ends this long before the first scored event, and longer than its own longest gap between events,
+# lacks the events between (dogfood 228: a history of the months before, read for a month's last days, moved scores
+# by up to 0.76 unsaid). Its latest tenth of events meeting its earlier ones this often at least, and the scored
+# events' values meeting it a tenth as often or less, say a column written otherwise (dogfood 228: '221.221.157' for
+# '221.221.157.0/24' met none of it, 29 of 1,626 bands moved), over UNMET_VALUES scored values at least.
+STALE_US, RECURRENT_SHARE, UNMET_VALUES = 86_400_000_000, 0.1, 50
+
+
+def warn_if_apart(history: pl.DataFrame, events: pl.DataFrame, spec: Spec, source: str) -> None:
+    """Log when the history and the scored events lie apart: the history stops well before them (their windows
+    then count nothing of the time between), or an entity column's scored values meet the history's far less
+    often than the history's own latest values meet its earlier ones (a column reformatted upstream, or a
+    history of another system): entity features read such values as never seen, unsaid otherwise."""
+    if not history.height or not events.height:
+        return
+    first, last = cast(int, events[S.TS_US].min()), cast(int, history[S.TS_US].max())
+    if first - last > STALE_US and first - last > cast(int, history[S.TS_US].sort().diff().max()):
+        log.warning(
+            "%s: the history ends %.1f day(s) before the first event scored (%s): the entity features of the scored "
+            "events count nothing of the time between, as if no session had used their devices, cards or addresses "
+            "then, and score otherwise than with those events; give the history up to the scored events "
+            "(docs/entities.md, 'How much history')",
+            source,
+            (first - last) / 86_400e6,
+            from_epoch_us(last),
+        )
+    for c in spec.schema.entities:
+        held = history.select(S.TS_US, c).drop_nulls(c)
+        scored = events[c].drop_nulls()
+        if scored.len() < UNMET_VALUES or held.height < 2 * UNMET_VALUES:
+            continue
+        latest = pl.col(S.TS_US) > pl.col(S.TS_US).quantile(0.9)
+        recurrent = held.select(
+            pl.col(c).filter(latest).is_in(pl.col(c).filter(~latest).unique().implode()).mean()
+        ).item()
+        values = held[c].unique()
+        met = scored.is_in(values.implode())
+        share = cast(float, met.mean())
+        if recurrent is None or recurrent < RECURRENT_SHARE or share > recurrent / 10:
+            continue
+        log.warning(
+            "%s: column %r: %.1f%% of the scored events' values meet a value of the history, where %.1f%% of the "
+            "history's latest tenth meet its earlier events (scored %r, the history's %r): their entity features "
+            "read them as never seen. Was the column written otherwise upstream (a prefix, case, a format), or is "
+            "the history another system's?",
+            source,
+            c,
+            100 * share,
+            100 * recurrent,
+            scored.filter(~met).first(),
+            values.sort().first(),
+        )
 
 
 def entity_context(
