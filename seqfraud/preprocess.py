@@ -58,6 +58,7 @@ from seqfraud.data.split import (
 )
 from seqfraud.durations import duration_us
 from seqfraud.errors import ConfigError
+from seqfraud.features.drift import NULL_SHARES, NUMERIC_SHARES
 from seqfraud.features.entities import (
     BUSIEST_ENTITY_VALUES,
     EntitySpec,
@@ -336,6 +337,21 @@ def unknown_share_warnings(shares: Mapping[str, Mapping[str, float | None]], spe
                 "in production (unknown_rate, each session weighing one)"
             )
     return said
+
+
+def training_shares(datasets: Mapping[str, Path], spec: Spec) -> dict[str, dict]:
+    """The training events' shares that scoring compares a file's or a window's with, from the artifact's manifest:
+    each number's buckets (:data:`NUMERIC_SHARES`), and each field's events without a value (:data:`NULL_SHARES`:
+    an entity column's through its presence feature), from one count of ``datasets``' train split."""
+    schema = spec.schema
+    presence = {c: spec.entity.presence_feature(c) for c in schema.entities} if spec.entity else {}
+    fields = {c: c for c in (*schema.categorical, *schema.numerical)} | presence
+    counts = token_id_counts(datasets, list(fields.values()))
+    nulls = {c: id_shares(counts[field], MISSING).get("train") for c, field in fields.items()}
+    return {
+        NUMERIC_SHARES: numeric_shares({c: counts[c] for c in schema.numerical}, spec),
+        NULL_SHARES: {c: share for c, share in nulls.items() if share is not None},
+    }
 
 
 def numeric_shares(counts: TokenCounts, spec: Spec) -> dict[str, list[float]]:

@@ -903,7 +903,7 @@ def test_a_numeric_column_whose_unit_changed_is_said(scorer, tmp_path, caplog):
             assert spread not in caplog.text, name
         # Online, over the first events the service takes.
         caplog.clear()
-        unlearnt = Unlearnt(scorer.spec, reference_shares(scorer.spec, scorer.manifest))
+        unlearnt = Unlearnt(scorer.spec, scorer.manifest)
         frame = many.with_columns(pl.Series(AMOUNT, cases["pence"]))
         events = EventColumns.of_frame(normalized_events(frame.lazy(), scorer.spec, "request"), scorer.spec)
         for _ in range(-(-ONLINE_CHECK_AFTER // len(events))):
@@ -932,6 +932,47 @@ def test_a_numeric_column_whose_unit_changed_is_said(scorer, tmp_path, caplog):
     assert off_scale_said("f", tail, AMOUNT, 100, 100, 0) is not None
 
 
+def test_a_field_thinned_far_below_training_is_said(scorer, tmp_path, caplog):
+    """A check result's 'na' written as empty on 99% of the events, a column one app stopped sending, a payee
+    nulled on one client's events: scores moved by up to 0.86, unsaid by `score` and `/events`, where only a column
+    null in every row was said (dogfood 227). Training's share of each field's nulls is in the manifest; a file (or
+    a window of online events) whose field holds a value on under half training's share is said."""
+    from seqfraud.features.fastpath import EventColumns
+    from seqfraud.scoring.batch import score_file
+    from seqfraud.scoring.prepare import Unlearnt, normalized_events, reference_null_shares
+
+    trained = reference_null_shares(scorer.spec, scorer.manifest)
+    assert trained[DEVICE] == 0.0 and 0.5 < trained[AMOUNT] < 1  # amounts on payment events alone
+    said = f"column '{DEVICE}' holds a value on 40.0% of the events, against 100.0% of training's"
+    n = 600  # 150 sessions
+    # Null on 60% of the events (said), on 40% (not: above half training's share), and a file too small to tell.
+    cases = {"thinned": np.arange(n) % 5 < 3, "fewer": np.arange(n) % 5 < 2, "small": np.arange(40) % 5 < 3}
+    with caplog.at_level("WARNING", logger="seqfraud.scoring"):
+        for name, nulled in cases.items():
+            caplog.clear()
+            frame = log(len(nulled)).with_columns(
+                pl.when(pl.Series(nulled)).then(None).otherwise(pl.col(DEVICE)).alias(DEVICE)
+            )
+            path = _write(tmp_path / f"{name}.parquet", frame)
+            score_file(scorer, str(path), tmp_path / f"{name}_s.parquet", progress=False)
+            assert (said in caplog.text) == (name == "thinned"), name
+            assert (f"column '{DEVICE}' holds a value on" in caplog.text) == (name == "thinned"), name
+            assert f"column '{AMOUNT}' holds a value on" not in caplog.text  # on every event here: no fewer
+        caplog.clear()
+        frame = log(n).with_columns(
+            pl.when(pl.Series(cases["thinned"])).then(None).otherwise(pl.col(DEVICE)).alias(DEVICE)
+        )
+        events = EventColumns.of_frame(normalized_events(frame.lazy(), scorer.spec, "request"), scorer.spec)
+        unlearnt = Unlearnt(scorer.spec, scorer.manifest)
+        for _ in range(2):  # the first 1,000 events online
+            unlearnt.take(events, "request")
+        assert f"request: {said}" in caplog.text and "(the first 1,200 events online)" in caplog.text
+    # An edited share is none.
+    for bad in ("x", None, -0.5, 1.5, float("nan")):
+        edited = {**scorer.manifest, "reference": {"null_shares": {DEVICE: bad}}}
+        assert reference_null_shares(scorer.spec, edited) == {}
+
+
 def test_online_checks_read_later_windows_and_the_spread(scorer, caplog, monkeypatch):
     """Online scoring judged its first 1,000 events alone, by the ends of the buckets alone: a unit changed after
     them, or within the buckets' range (kWh for Wh: dogfood 218), went unsaid for the process's life. A window
@@ -940,7 +981,7 @@ def test_online_checks_read_later_windows_and_the_spread(scorer, caplog, monkeyp
     events, and a finding that lasts is said again only after ONLINE_RESAY_S, each kind apart (review 229)."""
     from seqfraud.features.fastpath import EventColumns
     from seqfraud.scoring import prepare
-    from seqfraud.scoring.prepare import Unlearnt, normalized_events, reference_shares
+    from seqfraud.scoring.prepare import Unlearnt, normalized_events
 
     monkeypatch.setattr(prepare, "ONLINE_CHECK_AFTER", 600)
     monkeypatch.setattr(prepare, "ONLINE_CHECK_EVERY", 1_800)
@@ -964,7 +1005,7 @@ def test_online_checks_read_later_windows_and_the_spread(scorer, caplog, monkeyp
     with caplog.at_level("WARNING", logger="seqfraud.scoring"):
         # Pence first (its ends said), then a unit within the range in requests of 700 events, which straddle the
         # windows: each opens at the request that holds its 1,800th event.
-        unlearnt = Unlearnt(scorer.spec, reference_shares(scorer.spec, scorer.manifest))
+        unlearnt = Unlearnt(scorer.spec, scorer.manifest)
         take(unlearnt, events([edges[-1] * 100]))
         assert (
             off in caplog.text
@@ -989,7 +1030,7 @@ def test_online_checks_read_later_windows_and_the_spread(scorer, caplog, monkeyp
         # A number sent on a quarter of the events: 150 values a window, carried until they are 500.
         caplog.clear()
         sparse = events([middle, None, None, None])
-        unlearnt = Unlearnt(scorer.spec, reference_shares(scorer.spec, scorer.manifest))
+        unlearnt = Unlearnt(scorer.spec, scorer.manifest)
         take(unlearnt, *[sparse] * 9)
         assert spread not in caplog.text
         take(unlearnt, *[sparse] * 3)  # the fourth window
@@ -1000,7 +1041,7 @@ def test_online_checks_read_later_windows_and_the_spread(scorer, caplog, monkeyp
         for cap, said in ((prepare.ONLINE_SESSION_CAP, False), (10**9, True)):
             caplog.clear()
             monkeypatch.setattr(prepare, "ONLINE_SESSION_CAP", cap)
-            unlearnt = Unlearnt(scorer.spec, reference_shares(scorer.spec, scorer.manifest))
+            unlearnt = Unlearnt(scorer.spec, scorer.manifest)
             take(unlearnt, events(inside, 580), events([middle], 900, busy))  # one window
             assert (spread in caplog.text) == said, cap
 

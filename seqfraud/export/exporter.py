@@ -56,12 +56,11 @@ from seqfraud.export.artifact import (
     sign_artifact,
 )
 from seqfraud.export.signing import SigningKeyError, load_private_key
-from seqfraud.features.drift import NUMERIC_SHARES
 from seqfraud.features.fastpath import numpy_sequences, token_tables
 from seqfraud.features.spec import Spec
 from seqfraud.metrics import classification_metrics, expected_calibration_error
 from seqfraud.models.sequence import GRUStep, SessionClassifier, can_step
-from seqfraud.preprocess import load_prepared, numeric_shares, token_id_counts
+from seqfraud.preprocess import load_prepared, training_shares
 from seqfraud.provenance import versions
 from seqfraud.scoring.batch import iter_scores
 from seqfraud.scoring.history import History
@@ -310,10 +309,9 @@ def export_run(
             "metrics_config": run_metrics_config(
                 run_dir
             ),  # the operating points (metrics.fpr) the monitor reuses
-            # The training events' shares of each number's buckets, that batch scoring compares a file's with.
-            "reference": {
-                NUMERIC_SHARES: numeric_shares(token_id_counts(train_only, spec.schema.numerical), spec)
-            },
+            # The training events' shares of each number's buckets and of each field's nulls, that scoring
+            # compares a file's (or a window's of online events) with.
+            "reference": training_shares(train_only, spec),
             "calibration": {
                 "method": calib.method,
                 "file": CALIBRATION_FILE,

@@ -46,8 +46,10 @@ from seqfraud.scoring.prepare import (
     normalized_events,
     off_scale_said,
     recoded_said,
+    reference_null_shares,
     reference_shares,
     spread_said,
+    thinned_said,
 )
 from seqfraud.scoring.scorer import Scorer
 
@@ -167,11 +169,18 @@ def iter_sequences(
             ),
         ).collect()
     n_rows = counts["len"].item()
+    nulls = reference_null_shares(spec, scorer.manifest)
     for i, c in enumerate(optional):  # legal (a null is a missing value), but more often a broken export
         if n_rows and counts[f"__nulls_{i}"].item() == n_rows:
             log.warning(
                 "%s: column %r is null in every row: every event scores as if it had no value", source, c
             )
+        elif c in nulls and (
+            said := thinned_said(
+                source, spec, c, n_rows, counts[f"__nulls_{i}"].item(), counts["sessions"].item(), nulls[c]
+            )
+        ):
+            log.warning("%s", said)
     scorer.note_unseen_inf({c: counts[f"__inf_{i}"].item() for i, c in enumerate(finite)}, source)
     if files is not None and "repeated" in counts.columns and (repeated := counts["repeated"].item()):
         say_repeated_rows(source, repeated, same_contents(files), spec.schema.event_id)

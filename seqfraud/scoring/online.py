@@ -78,7 +78,6 @@ from seqfraud.scoring.prepare import (
     as_frame,
     normalized_events,
     record_columns,
-    reference_shares,
     say_once,
     timestamp_us,
 )
@@ -560,7 +559,7 @@ class OnlineScorer:
         self._reader = StateReader(self.spec, self.hidden_shape, scorer.model_version, layout)
         self._arrivals = itertools.count()
         self._unsent = Unsent(self.spec)
-        self._unlearnt = Unlearnt(self.spec, reference_shares(self.spec, scorer.manifest))
+        self._unlearnt = Unlearnt(self.spec, scorer.manifest)
         store.check_restored(self._reader.read, scorer.model_version, len(self.spec.schema.entities))
 
     def events(self, records: list[dict[str, Any]], *, source: str = "request") -> list[dict[str, Any]]:

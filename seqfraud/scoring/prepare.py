@@ -57,7 +57,7 @@ from seqfraud.data.events import (
     timestamp_range_us,
 )
 from seqfraud.errors import did_you_mean, is_finite, is_number
-from seqfraud.features.drift import NUMERIC_SHARES, psi, psi_bins, token_label
+from seqfraud.features.drift import NULL_SHARES, NUMERIC_SHARES, psi, psi_bins, token_label
 from seqfraud.features.fastpath import EventColumns
 from seqfraud.features.spec import FIRST_ID, Spec
 from seqfraud.features.tokens import quantile_probs
@@ -473,6 +473,41 @@ def reference_shares(spec: Spec, manifest: Mapping[str, Any]) -> dict[str, np.nd
     return out
 
 
+def reference_null_shares(spec: Spec, manifest: Mapping[str, Any]) -> dict[str, float]:
+    """Per categorical, numeric and entity column of the spec, the training events' share without a value that the
+    manifest records (artifacts exported since session 41), where it is a share."""
+    reference = manifest.get("reference")
+    recorded = reference.get(NULL_SHARES) if isinstance(reference, dict) else None
+    columns = {*spec.schema.categorical, *spec.schema.numerical, *spec.schema.entities}
+    return {
+        c: float(share)
+        for c, share in (recorded.items() if isinstance(recorded, dict) else ())
+        if c in columns and is_number(share) and is_finite(share) and 0 <= share <= 1
+    }
+
+
+# A field holding a value on under THINNED_SHARE of training's share of events is said: a placeholder written as
+# empty, a client or an upstream job that stopped sending it (dogfood 227: a payee column nulled on one app's
+# events moved scores by up to 0.86, a check result's 'na' written as empty by up to 0.15, unsaid), where the file
+# (or window) holds THINNED_SESSIONS sessions and training's share would have given THINNED_VALUES values at least.
+THINNED_SHARE, THINNED_SESSIONS, THINNED_VALUES = 0.5, 100, 100
+
+
+def thinned_said(
+    where: str, spec: Spec, field: str, rows: int, nulls: int, sessions: int, trained: float
+) -> str | None:
+    """What to say of ``field`` null on ``nulls`` of ``rows`` events of ``sessions`` sessions where training's
+    events were null on a share ``trained`` of them, or None."""
+    had, has = 1 - trained, 1 - nulls / rows if rows else 1.0
+    if sessions < THINNED_SESSIONS or rows * had < THINNED_VALUES or has >= THINNED_SHARE * had:
+        return None
+    return (
+        f"{where}: column {field!r} holds a value on {has:.1%} of the events, against {had:.1%} of training's: the "
+        f"rest read as missing{' (as shared with no other session)' if field in spec.schema.entities else ''}. Did "
+        "a client stop sending it, or an export write a value (a placeholder such as 'na') as empty?"
+    )
+
+
 def spread_said(
     source: str,
     spec: Spec,
@@ -520,14 +555,17 @@ class Unlearnt:
     said when first judged, then at most every :data:`ONLINE_RESAY_S` while it lasts; concurrent requests take
     turns, and the log is written outside the lock."""
 
-    def __init__(self, spec: Spec, trained: Mapping[str, np.ndarray]):
-        self.spec, self.trained = spec, trained
+    def __init__(self, spec: Spec, manifest: Mapping[str, Any]):
+        """``manifest``: the artifact's, whose reference shares (training's) the checks compare with."""
+        self.spec = spec
+        self.trained = reference_shares(spec, manifest)
+        self.trained_nulls = reference_null_shares(spec, manifest)
         self.vocab = {f: frozenset(spec.vocab[f]) for f in spec.schema.categorical_fields}
         # Per numeric column with edges: its finite values, those above its highest edge and below its lowest.
         self.ends = {
             c: (spec.edges[c][0], spec.edges[c][-1]) for c in spec.schema.numerical if spec.edges.get(c)
         }
-        self.edges = {c: np.asarray(spec.edges[c], np.float64) for c in trained if c in self.ends}
+        self.edges = {c: np.asarray(spec.edges[c], np.float64) for c in self.trained if c in self.ends}
         self.seen = 0  # events taken over the process's life
         self.window: int | None = 0  # the open window's first event; None between windows
         # Per column of the spread check: its bucket counts and their sessions, and the window they count from.
@@ -542,6 +580,8 @@ class Unlearnt:
         self.known = dict.fromkeys(self.vocab, 0)
         self.new: dict[str, list[str]] = {f: [] for f in self.vocab}
         self.scale = {c: [0, 0, 0] for c in self.ends}
+        self.nulls = dict.fromkeys(self.trained_nulls, 0)
+        self.counted = 0  # events counted (a session's past ONLINE_SESSION_CAP aside)
         self.per_session: Counter[str] = Counter()
 
     def take(self, events: EventColumns, where: str) -> None:
@@ -568,6 +608,13 @@ class Unlearnt:
                 keep.append(i)
         if len(keep) < len(events):
             events = events.take(keep)
+        self.counted += len(events)
+        for c in self.nulls:
+            if c in events.numeric:
+                self.nulls[c] += int(events.numeric[c][1].sum())
+            else:
+                values = events.categorical.get(c, events.entities.get(c))
+                self.nulls[c] += 0 if values is None else values.count(None)
         for f, vocab in self.vocab.items():
             sent = [v for v in events.categorical[f] if v is not None]
             known = sum(v in vocab for v in sent)
@@ -598,6 +645,11 @@ class Unlearnt:
             for f in self.vocab
             if (line := recoded_said(where, self.spec, f, self.values[f], self.known[f], self.new[f]))
         ]
+        for c, trained in self.trained_nulls.items():
+            if line := thinned_said(
+                where, self.spec, c, self.counted, self.nulls[c], len(self.per_session), trained
+            ):
+                found.append((("thinned", c), line, window))
         for c, scale in self.scale.items():
             if line := off_scale_said(where, self.spec, c, *scale):
                 found.append((("off_scale", c), line, window))
