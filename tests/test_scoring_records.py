@@ -121,6 +121,14 @@ def test_integer_ids_for_ids_trained_as_zero_padded_text_are_refused_on_every_pa
         )
         == []
     )
+    # Judged on each column's first values, not rows: payees null on a folder's first file of analytics events,
+    # then zero-padded, were judged on nulls, and payees sent as integers scored unsaid (dogfood 227).
+    nulls_first = late.with_columns(
+        pl.Series("payee", [None] * CSV_INFER_ROWS + [f"{i * 3_000_000:08d}" for i in range(50)], pl.String)
+    )
+    nulls_first.write_parquet(tmp_path / "nulls_first.parquet")
+    report = load_events(str(tmp_path / "nulls_first.parquet"), Schema(entities=("payee",))).report
+    assert report[ZERO_PADDED_IDS] == ["payee"]
     # A model without entities keys its scores, state and labels by the session id too (dogfood 200: 095460 scored
     # as 95460 joined no case file, and /events opened 4512 beside 004512).
     assert load_events(str(tmp_path / "e.parquet"), Schema()).report[ZERO_PADDED_IDS] == ["session_id"]

@@ -2533,18 +2533,19 @@ def id_columns(schema: Schema) -> list[str]:
 
 
 def zero_padded_ids(raw: pl.LazyFrame, have: pl.Schema, schema: Schema) -> list[str]:
-    """The :func:`id_columns` that the log writes as text with leading zeros (``00002037``), judged from its first
-    rows: an integer sent for them later has lost its zeros, so it meets no history or label (dogfood 63), and
-    scoring refuses it (:func:`refuse_integer_ids`). :func:`integer_ids` adds the entity columns no integer spells."""
+    """The :func:`id_columns` that the log writes as text with leading zeros (``00002037``), judged from each one's
+    first values: an integer sent for them later has lost its zeros, so it meets no history or label (dogfood 63),
+    and scoring refuses it (:func:`refuse_integer_ids`). :func:`integer_ids` adds the entity columns no integer
+    spells. The first values, not rows: a payee column null on the analytics events that a folder's first file
+    held was judged on nulls alone, and its payees sent as integers scored unsaid (dogfood 227)."""
     # Text, or pandas' category dtype written to Parquet (review 66).
     ids = [c for c in id_columns(schema) if c in have and _textual(have[c])]
     if not ids:
         return []
-    padded = (
-        raw.head(CSV_INFER_ROWS)
-        .select(pl.col(c).cast(pl.String).str.contains(r"^0[0-9]+$").any() for c in ids)
-        .collect()
-    )
+    padded = raw.select(
+        pl.col(c).drop_nulls().head(CSV_INFER_ROWS).cast(pl.String).str.contains(r"^0[0-9]+$").any()
+        for c in ids
+    ).collect(engine="streaming")
     return [c for c in ids if padded[c][0]]
 
 
@@ -2641,7 +2642,7 @@ def integer_ids(
     (``3278.0``, a pandas export whose integer column with a gap became float, read back from CSV as text) meets no
     history, label or shared entity written ``3278`` (dogfood 72), and scoring refuses it
     (:func:`refuse_rewritten_ids`). Text columns are read whole: one of integers that writes some as decimals holds
-    two ids of one entity, and is refused here. A text column with some ids zero-padded past the rows
+    two ids of one entity, and is refused here. A text column with some ids zero-padded past the values
     :func:`zero_padded_ids` reads is text, not integers: its ids are keys as written.
 
     Each to the one number of digits its text wrote every id with, where it did (else None): a code of fixed
