@@ -932,6 +932,17 @@ def test_a_numeric_column_whose_unit_changed_is_said(scorer, tmp_path, caplog):
     assert off_scale_said("f", tail, AMOUNT, 100, 100, 0) is not None
 
 
+def test_no_progress_bar_is_written_where_stderr_is_no_terminal(scorer, tmp_path, capsys):
+    """Written to a file (cron, CI), a warning that tqdm moved above the bar still followed a fragment of it on its
+    line, and a filter of progress lines (`grep -v session/s`) dropped the only warning (dogfood 228): the bar is
+    drawn on a terminal alone."""
+    from seqfraud.scoring.batch import score_file
+
+    path = _write(tmp_path / "e.parquet", log(40))
+    score_file(scorer, str(path), tmp_path / "s.parquet", progress=True)
+    assert "session/s" not in capsys.readouterr().err
+
+
 def test_a_field_thinned_far_below_training_is_said(scorer, tmp_path, caplog):
     """A check result's 'na' written as empty on 99% of the events, a column one app stopped sending, a payee
     nulled on one client's events: scores moved by up to 0.86, unsaid by `score` and `/events`, where only a column

@@ -234,11 +234,18 @@ def iter_sequences(
     # Log lines above the bar, not after a fragment of it on its line (dogfood 203: a filter of progress lines
     # dropped two warnings with them), where no handler of the caller's prints them (the command's last-resort
     # one): a caller's own handlers are its to place (review 207: redirected, lines came twice or to the console).
+    # A bar only where stderr is a terminal (disable=None): written to a file, each line tqdm moved above the bar
+    # still followed a fragment of it (dogfood 228: `grep -v session/s` dropped the only warning).
     redirect = progress and not logging.getLogger().handlers and not logging.getLogger("seqfraud").handlers
     with (
         ThreadPoolExecutor(max_workers=1) as pool,
         logging_redirect_tqdm() if redirect else contextlib.nullcontext(),
-        tqdm(total=counts["sessions"].item(), unit="session", unit_scale=True, disable=not progress) as bar,
+        tqdm(
+            total=counts["sessions"].item(),
+            unit="session",
+            unit_scale=True,
+            disable=None if progress else True,
+        ) as bar,
     ):
         pending = pool.submit(prepare, 0)
         for i in range(k):
