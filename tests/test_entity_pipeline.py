@@ -218,23 +218,28 @@ def test_scoring_needs_a_history_and_reads_it_point_in_time(
     from seqfraud.scoring.history import warn_if_short
 
     need = max(us for us in cast(EntitySpec, scorer.spec.entity).warm_up_us().values() if us is not None)
-    nearly = pl.DataFrame({S.TS_US: [0]})
+    base = scorer.spec.fit_info["first_event_us"] + 1  # after training's log began: some history is missing
+    nearly = pl.DataFrame({S.TS_US: [base]})
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="seqfraud.scoring.history"):
-        assert warn_if_short(nearly, pl.DataFrame({S.TS_US: [need - 3_600_000_000]}), scorer.spec, "h")
+        assert warn_if_short(nearly, pl.DataFrame({S.TS_US: [base + need - 3_600_000_000]}), scorer.spec, "h")
+        # From where training's log began, nothing is (dogfood 227: said on every run, it read as noise).
+        whole = pl.DataFrame({S.TS_US: [base - 1]})
+        assert not warn_if_short(whole, pl.DataFrame({S.TS_US: [base + 3_600_000_000]}), scorer.spec, "h")
     hours = need / 3_600e6
     assert f"starts {hours - 1:.1f} hour(s) before the first event scored" in caplog.text
     assert f"read {hours:.1f} hour(s) back" in caplog.text
     # A label known longer after its session than the delay counts that much later: a history long enough for
     # the delay was short for it, unsaid (dogfood 131).
-    after = pl.DataFrame({S.TS_US: [need]})
+    after = pl.DataFrame({S.TS_US: [base + need]})
     assert not warn_if_short(nearly, after, scorer.spec, "h")
     assert warn_if_short(nearly, after, scorer.spec, "h", label_lag_us=need)
     ends = other.group_by("session_id").agg(pl.col("timestamp").max().alias("end"))
     table = pl.read_parquet(labels).join(ends, on="session_id")
     lag = table.select((pl.col(S.SYNTHETIC_LABEL_TIME) - pl.col("end")).dt.total_microseconds().max()).item()
     assert History.read(other, pl.read_parquet(labels), scorer.spec).latest_label_lag_us == lag > 0
-    lagging = History.read(other, pl.read_parquet(labels), scorer.spec)
+    trimmed = other.filter(pl.col("timestamp") > other["timestamp"].min())  # after training's log began
+    lagging = History.read(trimmed, pl.read_parquet(labels), scorer.spec)
     lagging.latest_label_lag_us = 10 * need  # its labels known long after their sessions: scoring says so
     scorer.history = lagging
     caplog.clear()

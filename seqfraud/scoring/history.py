@@ -236,7 +236,8 @@ def warn_if_short(
     dogfood's 35-day history against 30-day windows and a 40-day delay moved scores by up to 0.60, silently).
     A label dated later after its session than the delay counts that much later: with risk features, the need
     is at least the longest window plus ``label_lag_us`` (:attr:`History.latest_label_lag_us`; dogfood 131: 39
-    days against a 21-day delay, unsaid)."""
+    days against a 21-day delay, unsaid). Not where the history starts where training's log did: that is all
+    there is."""
     # Nothing to fall short of (History.read refuses an empty history; one built by hand may be), or nothing
     # scored: an empty log, which its caller refuses by name (its first time read None, a TypeError: dogfood 91).
     if not history.height or not events.height:
@@ -246,6 +247,11 @@ def warn_if_short(
     if entity.risk and label_lag_us is not None:
         need = max(need, max(entity.window_us) + label_lag_us)
     have = cast(int, events[S.TS_US].min()) - cast(int, history[S.TS_US].min())
+    # A history from where training's log began reads all that training's features read: said on every run of a
+    # whole log's history, it read as noise (dogfood 227).
+    trained_from = spec.fit_info.get("first_event_us")
+    if isinstance(trained_from, int) and cast(int, history[S.TS_US].min()) <= trained_from:
+        return False
     if have < need:
         # A unit in which the two differ at one decimal (89.985 and 90 days read "90.0 ... 90.0": dogfood 51).
         units = (("day(s)", 86_400e6), ("hour(s)", 3_600e6))
