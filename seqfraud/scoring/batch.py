@@ -44,12 +44,12 @@ from seqfraud.scoring.prepare import (
     cut_sessions_said,
     epoch_unit,
     normalized_events,
+    nulls_said,
     off_scale_said,
     recoded_said,
     reference_null_shares,
     reference_shares,
     spread_said,
-    thinned_said,
 )
 from seqfraud.scoring.scorer import Scorer
 
@@ -176,7 +176,7 @@ def iter_sequences(
                 "%s: column %r is null in every row: every event scores as if it had no value", source, c
             )
         elif c in nulls and (
-            said := thinned_said(
+            said := nulls_said(
                 source, spec, c, n_rows, counts[f"__nulls_{i}"].item(), counts["sessions"].item(), nulls[c]
             )
         ):

@@ -488,24 +488,34 @@ def reference_null_shares(spec: Spec, manifest: Mapping[str, Any]) -> dict[str, 
 
 # A field holding a value on under THINNED_SHARE of training's share of events is said: a placeholder written as
 # empty, a client or an upstream job that stopped sending it (dogfood 227: a payee column nulled on one app's
-# events moved scores by up to 0.86, a check result's 'na' written as empty by up to 0.15, unsaid), where the file
-# (or window) holds THINNED_SESSIONS sessions and training's share would have given THINNED_VALUES values at least.
-THINNED_SHARE, THINNED_SESSIONS, THINNED_VALUES = 0.5, 100, 100
+# events moved scores by up to 0.86, a check result's 'na' written as empty by up to 0.15, unsaid); and one null
+# on a tenth of training's share or less, where that was FILLED_FROM or more: blanks written as a value (dogfood
+# 231: a watch time null on 40% of training's events written as 0, scores moved by up to 0.84, unsaid). Where the
+# file (or window) holds THINNED_SESSIONS sessions, and training's share would have given THINNED_VALUES values (or
+# nulls) at least.
+THINNED_SHARE, FILLED_FROM, THINNED_SESSIONS, THINNED_VALUES = 0.5, 0.2, 100, 100
 
 
-def thinned_said(
+def nulls_said(
     where: str, spec: Spec, field: str, rows: int, nulls: int, sessions: int, trained: float
 ) -> str | None:
     """What to say of ``field`` null on ``nulls`` of ``rows`` events of ``sessions`` sessions where training's
     events were null on a share ``trained`` of them, or None."""
-    had, has = 1 - trained, 1 - nulls / rows if rows else 1.0
-    if sessions < THINNED_SESSIONS or rows * had < THINNED_VALUES or has >= THINNED_SHARE * had:
+    if sessions < THINNED_SESSIONS or not rows:
         return None
-    return (
-        f"{where}: column {field!r} holds a value on {has:.1%} of the events, against {had:.1%} of training's: the "
-        f"rest read as missing{' (as shared with no other session)' if field in spec.schema.entities else ''}. Did "
-        "a client stop sending it, or an export write a value (a placeholder such as 'na') as empty?"
-    )
+    had, has = 1 - trained, 1 - nulls / rows
+    if rows * had >= THINNED_VALUES and has < THINNED_SHARE * had:
+        return (
+            f"{where}: column {field!r} holds a value on {has:.1%} of the events, against {had:.1%} of training's: "
+            f"the rest read as missing{' (as shared with no other session)' if field in spec.schema.entities else ''}"
+            ". Did a client stop sending it, or an export write a value (a placeholder such as 'na') as empty?"
+        )
+    if trained >= FILLED_FROM and rows * trained >= THINNED_VALUES and nulls / rows <= trained / 10:
+        return (
+            f"{where}: column {field!r} is null on {nulls / rows:.1%} of the events, against {trained:.1%} of "
+            "training's, whose nulls read as missing: did an export write its blanks as a value (0, 'na', '')?"
+        )
+    return None
 
 
 def spread_said(
@@ -646,10 +656,10 @@ class Unlearnt:
             if (line := recoded_said(where, self.spec, f, self.values[f], self.known[f], self.new[f]))
         ]
         for c, trained in self.trained_nulls.items():
-            if line := thinned_said(
+            if line := nulls_said(
                 where, self.spec, c, self.counted, self.nulls[c], len(self.per_session), trained
             ):
-                found.append((("thinned", c), line, window))
+                found.append((("nulls", c), line, window))
         for c, scale in self.scale.items():
             if line := off_scale_said(where, self.spec, c, *scale):
                 found.append((("off_scale", c), line, window))
