@@ -1712,6 +1712,31 @@ def test_parquet_parts_typed_apart_but_alike_read_as_one(tmp_path):
     fails(tmp_path / "parts", "the files disagree on column 'label'", "Float64", "Int64")
 
 
+def test_a_file_of_a_folder_in_another_unit_is_said(tmp_path, caplog):
+    """One job's day of charges in cents among days in dollars (Int32 beside Float64, read as one type): 5 values
+    of a month's 125, under every whole-input check, and a legitimate upgrade scored 0.79 review for 0.03 approve,
+    unsaid (dogfood 231). A file whose median size of a number is 50 times the files' usual one is said, in
+    Parquet and CSV folders alike; days that differ by the mix of their values are not."""
+    prices = [2.99, 15.49, 17.99, 22.99, 2.99, 2.99, 17.99]
+
+    def day(i: int, scale: float = 1.0) -> pl.DataFrame:
+        frame = events(amount=pl.Series([p * scale for p in prices[i % 3 : i % 3 + 5]]))
+        return frame.with_columns(pl.col("session_id") + f"-{i}", pl.col("timestamp").dt.offset_by(f"{i}d"))
+
+    for suffix in (".parquet", ".csv"):
+        for name, scale in (("cents", 100.0), ("dollars", 1.0)):
+            folder = tmp_path / f"{name}{suffix}"
+            for i in range(6):
+                write(day(i, scale if i == 3 else 1.0), folder / f"day{i}{suffix}")
+            caplog.clear()
+            with caplog.at_level("WARNING", logger="seqfraud.data.events"):
+                load_events(str(folder), SCHEMA)
+            said = "column 'amount': the values of 1 of 6 files are of another size than the others' (the first: "
+            assert (said in caplog.text) == (name == "cents"), (suffix, name, caplog.text)
+            if name == "cents":
+                assert f"day3{suffix}, median 1549 against 16.74)" in caplog.text
+
+
 def test_the_synthetic_companions_drop_out_with_other_events_and_say_so(caplog):
     """Labels in the synthetic folder follow the synthetic events: with other events they drop out (a user's
     shards of the synthetic log lost their labels without a word), said in the log; data.synthetic=null keeps them."""

@@ -19,6 +19,7 @@ import math
 import os
 import re
 import stat
+import statistics
 import zlib
 import zoneinfo
 from collections import Counter
@@ -386,6 +387,7 @@ def scan_table(path: str | os.PathLike, schema: Schema) -> tuple[pl.LazyFrame, s
             schema,
             source,
         )
+        _say_rescaled_files({f: _scan_parquet(f, read[f]) for f in files}, schema.numerical, source)
         if not (common or aside or partial or any(read[f].rezoned or read[f].date64 for f in files)):
             return pl.scan_parquet(files, glob=False), source
         parts = [_as_common(_scan_parquet(f, read[f]), common).drop(aside, strict=False) for f in files]
@@ -393,6 +395,7 @@ def scan_table(path: str | os.PathLike, schema: Schema) -> tuple[pl.LazyFrame, s
     if kinds == {"csv"}:
         scans = {f: _scan_csv_named(f, schema) for f in files}
         aside, _ = _checked_alike({f: lf.collect_schema() for f, lf in scans.items()}, schema, source)
+        _say_rescaled_files(scans, schema.numerical, source)
         parts = [lf.drop(aside, strict=False) for lf in scans.values()]
         return pl.concat(parts, how="diagonal"), source  # by name, as Parquet parts
     if kinds == {"csv", "parquet"}:  # each type is read; the two together are not (dogfood 61)
@@ -635,6 +638,53 @@ def _say_valueless(
 
 
 VALUELESS_ROWS = 1_000  # a file's rows, at least, for _say_valueless
+
+# A file of a folder whose median size of a number (over RESCALED_VALUES values at least) is RESCALED_RATIO times the
+# files' usual one (the median of their medians, of 3 files or more), or that fraction of it: one job's day in cents
+# among dollars, read as dollars, where the folder's share of such values stayed under the whole-input checks
+# (dogfood 231: a day of 5 charges in cents, 100 times the usual median where the others were 6 times it at most, a
+# legitimate upgrade from 0.03 approve to 0.79 review, unsaid).
+RESCALED_RATIO, RESCALED_VALUES = 50.0, 5
+
+
+def _say_rescaled_files(scans: Mapping[str, pl.LazyFrame], numerical: Sequence[str], source: str) -> None:
+    """Warn of files whose values of a numeric column are of another magnitude than the other files' (a unit
+    changed by one writer), naming the first of them; one pass over the numeric columns of each file."""
+    held = {f: [c for c in numerical if c in lf.collect_schema()] for f, lf in scans.items()}
+    if len(scans) < 3 or not any(held.values()):
+        return
+    sizes = {c: pl.col(c).cast(pl.Float64, strict=False).abs() for c in numerical}
+    sized = {c: x.filter(x.is_finite() & (x > 0)) for c, x in sizes.items()}
+    with reading(source):
+        read = pl.collect_all(
+            lf.select(
+                pl.struct(sized[c].median().alias("m"), sized[c].len().alias("n")).alias(c) for c in held[f]
+            )
+            for f, lf in scans.items()
+        )
+    for c in numerical:
+        of = {
+            f: (got["m"], got["n"])
+            for f, frame in zip(scans, read)
+            if c in frame.columns and (got := frame[c].item())["n"] >= RESCALED_VALUES
+        }
+        if len(of) < 3:
+            continue
+        usual = statistics.median(m for m, _ in of.values())
+        odd = [f for f, (m, _) in of.items() if max(m / usual, usual / m) >= RESCALED_RATIO]
+        if odd and 2 * len(odd) < len(of):
+            log.warning(
+                "%s: column %r: the values of %s of %s files are of another size than the others' (the first: %s, "
+                "median %g against %g): another unit written by one job (cents for dollars, Wh for kWh)? They read "
+                "as the others' unit",
+                source,
+                c,
+                f"{len(odd):,}",
+                f"{len(of):,}",
+                odd[0],
+                of[odd[0]][0],
+                usual,
+            )
 
 
 def _checked_alike(schemas: dict[str, pl.Schema], schema: Schema, source: str) -> tuple[list[str], bool]:
