@@ -223,6 +223,11 @@ def test_scoring_needs_a_history_and_reads_it_point_in_time(
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="seqfraud.scoring.history"):
         assert warn_if_short(nearly, pl.DataFrame({S.TS_US: [base + need - 3_600_000_000]}), scorer.spec, "h")
+        # After the first scored event: said as such (dogfood 230: "starts -120.0 day(s) before").
+        assert warn_if_short(
+            nearly, pl.DataFrame({S.TS_US: [base - 2 * 86_400_000_000]}), scorer.spec, "late"
+        )
+        assert "late: the history starts 2.0 day(s) after the first event scored" in caplog.text
         # From where training's log began, nothing is (dogfood 227: said on every run, it read as noise).
         whole = pl.DataFrame({S.TS_US: [base - 1]})
         assert not warn_if_short(whole, pl.DataFrame({S.TS_US: [base + 3_600_000_000]}), scorer.spec, "h")
@@ -333,7 +338,15 @@ def test_a_history_that_stops_early_or_meets_no_scored_value_is_said(
     stale = other.filter(pl.col("timestamp") < first - timedelta(days=3))
     column = S.SYNTHETIC_ENTITIES[0]
     respelt = scored.with_columns(("x" + pl.col(column).cast(pl.String)).alias(column))
-    cases = {"whole": (other, scored), "stale": (stale, scored), "respelt": (other, respelt)}
+    # Each session its own value, repeated over its events: no other session's meets it, in history or scored, and
+    # nothing is said (dogfood 230: a seller's own bank account read as 31% recurrent).
+    own = pl.col("session_id").alias(column)
+    cases = {
+        "whole": (other, scored),
+        "stale": (stale, scored),
+        "respelt": (other, respelt),
+        "own": (other.with_columns(own), scored.with_columns(own)),
+    }
     for name, (history, events) in cases.items():
         caplog.clear()
         scorer.history = History.from_frame(history.lazy(), name, labels, scorer.spec)
@@ -347,7 +360,29 @@ def test_a_history_that_stops_early_or_meets_no_scored_value_is_said(
         assert bool(ends and 3.0 <= float(ends[0]) < 3.2) == (name == "stale"), caplog.text
         assert caplog.text.count(unmet) == (name == "respelt"), caplog.text
         assert "meet a value of the history" not in caplog.text.replace(unmet, ""), caplog.text
-    assert "(scored 'x" in caplog.text
+        assert ("(scored 'x" in caplog.text) == (name == "respelt")
+    # A history of sessions that span its latest tenth, each with its own value: its latest events' values met only
+    # their own sessions' earlier ones, none another's (dogfood 230: read 31% recurrent, and clean data was said).
+    from seqfraud.scoring.history import warn_if_apart
+
+    n, day = 200, 86_400_000_000
+    spanning = pl.DataFrame(
+        {
+            S.SESSION_ID: [f"s{i}" for i in range(n)] * 2,
+            S.TS_US: [i * 1_000_000 for i in range(n)] + [day + i * 1_000_000 for i in range(n)],
+            column: [f"v{i}" for i in range(n)] * 2,
+        }
+    )
+    new = pl.DataFrame({S.TS_US: [day + n * 1_000_000] * 60, column: [f"w{i}" for i in range(60)]})
+    others = [pl.lit(None, pl.String).alias(c) for c in S.SYNTHETIC_ENTITIES if c != column]
+    spanning, new = spanning.with_columns(others), new.with_columns(others)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="seqfraud.scoring.history"):
+        warn_if_apart(spanning, new, scorer.spec, "spanning")
+        assert "meet a value of the history" not in caplog.text
+        shared = spanning.with_columns(pl.col(column).str.replace(r"\d+$", "0"))  # one value, every session's
+        warn_if_apart(shared, new, scorer.spec, "shared")
+        assert "shared: column" in caplog.text
 
 
 def test_labels_on_the_events_read_like_a_label_table(entity_run, entity_artifact) -> None:
