@@ -383,6 +383,9 @@ def test_a_history_that_stops_early_or_meets_no_scored_value_is_said(
         shared = spanning.with_columns(pl.col(column).str.replace(r"\d+$", "0"))  # one value, every session's
         warn_if_apart(shared, new, scorer.spec, "shared")
         assert "shared: column" in caplog.text
+        # A history of one event, days before: said, where its gap of None failed every scoring path (review 232).
+        warn_if_apart(spanning.head(1), new, scorer.spec, "one")
+        assert "one: the history ends 1.0 day(s) before the first event scored" in caplog.text
 
 
 def test_labels_on_the_events_read_like_a_label_table(entity_run, entity_artifact) -> None:

@@ -295,7 +295,8 @@ def warn_if_apart(history: pl.DataFrame, events: pl.DataFrame, spec: Spec, sourc
     if not history.height or not events.height:
         return
     first, last = cast(int, events[S.TS_US].min()), cast(int, history[S.TS_US].max())
-    if first - last > STALE_US and first - last > cast(int, history[S.TS_US].sort().diff().max()):
+    # A history of one event has no gap of its own (review 232: None, a TypeError in every scoring path).
+    if first - last > STALE_US and first - last > (history[S.TS_US].sort().diff().max() or 0):
         log.warning(
             "%s: the history ends %.1f day(s) before the first event scored (%s): the entity features of the scored "
             "events count nothing of the time between, as if no session had used their devices, cards or addresses "
@@ -331,15 +332,15 @@ def warn_if_apart(history: pl.DataFrame, events: pl.DataFrame, spec: Spec, sourc
             continue
         log.warning(
             "%s: column %r: %.1f%% of the scored events' values meet a value of the history, where %.1f%% of the "
-            "history's latest tenth meet its earlier events (scored %r, the history's %r): their entity features "
-            "read them as never seen. Was the column written otherwise upstream (a prefix, case, a format), or is "
-            "the history another system's?",
+            "history's latest tenth meet another session's earlier events (scored %r, the history's most frequent "
+            "%r): their entity features read them as never seen. Was the column written otherwise upstream (a "
+            "prefix, case, a format), is the history another system's, or are these all new?",
             source,
             c,
             100 * share,
             100 * recurrent,
             scored.filter(~met).first(),
-            values.sort().first(),
+            held[c].mode().sort().first(),  # review 232: the smallest, '00037337', read as a padding
         )
 
 
