@@ -58,7 +58,7 @@ from seqfraud.data.split import (
 )
 from seqfraud.durations import duration_us
 from seqfraud.errors import ConfigError
-from seqfraud.features.drift import NULL_SHARES, NUMERIC_SHARES
+from seqfraud.features.drift import NULL_SHARES, NUMERIC_SHARES, token_label
 from seqfraud.features.entities import (
     BUSIEST_ENTITY_VALUES,
     EntitySpec,
@@ -341,16 +341,29 @@ def unknown_share_warnings(shares: Mapping[str, Mapping[str, float | None]], spe
 
 def training_shares(datasets: Mapping[str, Path], spec: Spec) -> dict[str, dict]:
     """The training events' shares that scoring compares a file's or a window's with, from the artifact's manifest:
-    each number's buckets (:data:`NUMERIC_SHARES`), and each field's events without a value (:data:`NULL_SHARES`:
-    an entity column's through its presence feature), from one count of ``datasets``' train split."""
+    each number's buckets (:data:`NUMERIC_SHARES`), and per field and event type the share of events without a
+    value (:data:`NULL_SHARES`: an entity column's through its presence feature; an event type training did not
+    learn under ``<unknown>``), where a field is null on some kinds of event by nature (an amount on payments
+    alone: a file of other kinds read as a client that stopped sending it, review 232)."""
     schema = spec.schema
     presence = {c: spec.entity.presence_feature(c) for c in schema.entities} if spec.entity else {}
     fields = {c: c for c in (*schema.categorical, *schema.numerical)} | presence
-    counts = token_id_counts(datasets, list(fields.values()))
-    nulls = {c: id_shares(counts[field], MISSING).get("train") for c, field in fields.items()}
+    kind = S.token_column(schema.event_type)
+    tokens = [S.token_column(f) for f in fields.values()]
+    train = pl.scan_parquet(shard_files(datasets["train"]))
+    counted = (
+        train.select(kind, *tokens)
+        .explode(kind, *tokens)
+        .group_by(kind)
+        .agg(pl.len().alias("__n"), *((pl.col(t) == MISSING).sum().alias(c) for c, t in zip(fields, tokens)))
+        .collect(engine="streaming")
+    )
+    kinds = [token_label(spec, schema.event_type, t) for t in counted[kind]]
     return {
-        NUMERIC_SHARES: numeric_shares({c: counts[c] for c in schema.numerical}, spec),
-        NULL_SHARES: {c: share for c, share in nulls.items() if share is not None},
+        NUMERIC_SHARES: numeric_shares(token_id_counts(datasets, schema.numerical), spec),
+        NULL_SHARES: {
+            c: {k: nulls / n for k, nulls, n in zip(kinds, counted[c], counted["__n"])} for c in fields
+        },
     }
 
 

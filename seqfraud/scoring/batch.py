@@ -43,6 +43,7 @@ from seqfraud.provenance import embedding_record, files_digest
 from seqfraud.scoring.prepare import (
     cut_sessions_said,
     epoch_unit,
+    expected_nulls,
     normalized_events,
     nulls_said,
     off_scale_said,
@@ -170,6 +171,14 @@ def iter_sequences(
         ).collect()
     n_rows = counts["len"].item()
     nulls = reference_null_shares(spec, scorer.manifest)
+    if kinds := [c for c in optional if c in nulls]:  # by event type: a field null on some kinds by nature
+        with reading(source):
+            by_kind = (
+                events.group_by(pl.col(spec.schema.event_type).cast(pl.String))
+                .agg(pl.len().alias("__n"), *(pl.col(c).null_count() for c in kinds))
+                .collect()
+            )
+        events_of = dict(zip(by_kind[spec.schema.event_type], by_kind["__n"]))
     for i, c in enumerate(optional):  # legal (a null is a missing value), but more often a broken export
         if n_rows and counts[f"__nulls_{i}"].item() == n_rows:
             log.warning(
@@ -177,7 +186,13 @@ def iter_sequences(
             )
         elif c in nulls and (
             said := nulls_said(
-                source, spec, c, n_rows, counts[f"__nulls_{i}"].item(), counts["sessions"].item(), nulls[c]
+                source,
+                spec,
+                c,
+                n_rows,
+                counts[f"__nulls_{i}"].item(),
+                counts["sessions"].item(),
+                expected_nulls(nulls[c], events_of),
             )
         ):
             log.warning("%s", said)

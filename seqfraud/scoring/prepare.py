@@ -473,17 +473,27 @@ def reference_shares(spec: Spec, manifest: Mapping[str, Any]) -> dict[str, np.nd
     return out
 
 
-def reference_null_shares(spec: Spec, manifest: Mapping[str, Any]) -> dict[str, float]:
-    """Per categorical, numeric and entity column of the spec, the training events' share without a value that the
-    manifest records (artifacts exported since session 41), where it is a share."""
+def reference_null_shares(spec: Spec, manifest: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """Per categorical, numeric and entity column of the spec, and per event type, the training events' share
+    without a value that the manifest records (artifacts exported since session 41), where each is a share."""
     reference = manifest.get("reference")
     recorded = reference.get(NULL_SHARES) if isinstance(reference, dict) else None
     columns = {*spec.schema.categorical, *spec.schema.numerical, *spec.schema.entities}
     return {
-        c: float(share)
-        for c, share in (recorded.items() if isinstance(recorded, dict) else ())
-        if c in columns and is_number(share) and is_finite(share) and 0 <= share <= 1
+        c: {str(k): float(share) for k, share in by_kind.items()}
+        for c, by_kind in (recorded.items() if isinstance(recorded, dict) else ())
+        if c in columns
+        and isinstance(by_kind, dict)
+        and by_kind
+        and all(is_number(share) and is_finite(share) and 0 <= share <= 1 for share in by_kind.values())
     }
+
+
+def expected_nulls(shares: Mapping[str, float], kinds: Mapping[str, int]) -> float:
+    """The nulls that events of these ``kinds`` (event type: events) would hold at training's ``shares`` (per event
+    type, an unlearnt one's under ``<unknown>``, else the mean of the learnt ones)."""
+    fallback = shares.get("<unknown>", sum(shares.values()) / len(shares))
+    return sum(n * shares.get(kind, fallback) for kind, n in kinds.items())
 
 
 # A field holding a value on under THINNED_SHARE of training's share of events is said: a placeholder written as
@@ -496,24 +506,31 @@ def reference_null_shares(spec: Spec, manifest: Mapping[str, Any]) -> dict[str, 
 THINNED_SHARE, FILLED_FROM, THINNED_SESSIONS, THINNED_VALUES = 0.5, 0.2, 100, 100
 
 
+def nulls_judged(rows: int, expected: float, sessions: int) -> bool:
+    """Whether :func:`nulls_said` can judge ``rows`` events of ``sessions`` sessions with ``expected`` nulls."""
+    return sessions >= THINNED_SESSIONS and max(rows - expected, expected) >= THINNED_VALUES
+
+
 def nulls_said(
-    where: str, spec: Spec, field: str, rows: int, nulls: int, sessions: int, trained: float
+    where: str, spec: Spec, field: str, rows: int, nulls: int, sessions: int, expected: float
 ) -> str | None:
-    """What to say of ``field`` null on ``nulls`` of ``rows`` events of ``sessions`` sessions where training's
-    events were null on a share ``trained`` of them, or None."""
-    if sessions < THINNED_SESSIONS or not rows:
+    """What to say of ``field`` null on ``nulls`` of ``rows`` events of ``sessions`` sessions, where training's
+    events of the same types held ``expected`` nulls (:func:`expected_nulls`), or None."""
+    if not rows or not nulls_judged(rows, expected, sessions):
         return None
-    had, has = 1 - trained, 1 - nulls / rows
+    trained, had, has = expected / rows, 1 - expected / rows, 1 - nulls / rows
     if rows * had >= THINNED_VALUES and has < THINNED_SHARE * had:
         return (
-            f"{where}: column {field!r} holds a value on {has:.1%} of the events, against {had:.1%} of training's: "
-            f"the rest read as missing{' (as shared with no other session)' if field in spec.schema.entities else ''}"
-            ". Did a client stop sending it, or an export write a value (a placeholder such as 'na') as empty?"
+            f"{where}: column {field!r} holds a value on {has:.1%} of the events, against {had:.1%} of training's "
+            "events of the same types: the rest read as missing"
+            f"{' (as shared with no other session)' if field in spec.schema.entities else ''}. Did a client stop "
+            "sending it, or an export write a value (a placeholder such as 'na') as empty?"
         )
-    if trained >= FILLED_FROM and rows * trained >= THINNED_VALUES and nulls / rows <= trained / 10:
+    if trained >= FILLED_FROM and expected >= THINNED_VALUES and nulls / rows <= trained / 10:
         return (
             f"{where}: column {field!r} is null on {nulls / rows:.1%} of the events, against {trained:.1%} of "
-            "training's, whose nulls read as missing: did an export write its blanks as a value (0, 'na', '')?"
+            "training's events of the same types, whose nulls read as missing: did an export write its blanks as a "
+            "value (0, 'na', '')?"
         )
     return None
 
@@ -555,8 +572,9 @@ def spread_said(
 
 
 class Unlearnt:
-    """Batch scoring's checks of a recoding (:func:`recoded_said`), a unit change (:func:`off_scale_said`) and a
-    number's spread over its buckets (:func:`spread_said`), online, over windows of :data:`ONLINE_CHECK_AFTER`
+    """Batch scoring's checks of a recoding (:func:`recoded_said`), a unit change (:func:`off_scale_said`), a
+    number's spread over its buckets (:func:`spread_said`) and a field's nulls (:func:`nulls_said`, carried over
+    windows as the spread's counts are), online, over windows of :data:`ONLINE_CHECK_AFTER`
     events: the first events the process takes, then one from each :data:`ONLINE_CHECK_EVERY`-th (a change upstream
     after the first thousand events went unsaid, and a unit changed within the buckets' range was never said
     online). A number's bucket counts carry over windows until they hold the spread check's values and sessions (an
@@ -570,6 +588,11 @@ class Unlearnt:
         self.spec = spec
         self.trained = reference_shares(spec, manifest)
         self.trained_nulls = reference_null_shares(spec, manifest)
+        # Per field: its events, nulls, training's expected nulls, sessions and first event, carried over windows
+        # until judged (a field on 1.4% of the events never reached a window's gates: review 232).
+        self.nulls: dict[str, tuple[int, int, float, int, int]] = dict.fromkeys(
+            self.trained_nulls, (0, 0, 0.0, 0, 0)
+        )
         self.vocab = {f: frozenset(spec.vocab[f]) for f in spec.schema.categorical_fields}
         # Per numeric column with edges: its finite values, those above its highest edge and below its lowest.
         self.ends = {
@@ -590,8 +613,8 @@ class Unlearnt:
         self.known = dict.fromkeys(self.vocab, 0)
         self.new: dict[str, list[str]] = {f: [] for f in self.vocab}
         self.scale = {c: [0, 0, 0] for c in self.ends}
-        self.nulls = dict.fromkeys(self.trained_nulls, 0)
-        self.counted = 0  # events counted (a session's past ONLINE_SESSION_CAP aside)
+        self.kinds: Counter[str] = Counter()  # the window's events counted, by event type
+        self.window_nulls = dict.fromkeys(self.trained_nulls, 0)
         self.per_session: Counter[str] = Counter()
 
     def take(self, events: EventColumns, where: str) -> None:
@@ -618,13 +641,13 @@ class Unlearnt:
                 keep.append(i)
         if len(keep) < len(events):
             events = events.take(keep)
-        self.counted += len(events)
-        for c in self.nulls:
+        self.kinds.update(cast(list[str], events.categorical[self.spec.schema.event_type]))  # never null
+        for c in self.window_nulls:
             if c in events.numeric:
-                self.nulls[c] += int(events.numeric[c][1].sum())
+                self.window_nulls[c] += int(events.numeric[c][1].sum())
             else:
                 values = events.categorical.get(c, events.entities.get(c))
-                self.nulls[c] += 0 if values is None else values.count(None)
+                self.window_nulls[c] += 0 if values is None else values.count(None)
         for f, vocab in self.vocab.items():
             sent = [v for v in events.categorical[f] if v is not None]
             known = sum(v in vocab for v in sent)
@@ -655,11 +678,18 @@ class Unlearnt:
             for f in self.vocab
             if (line := recoded_said(where, self.spec, f, self.values[f], self.known[f], self.new[f]))
         ]
-        for c, trained in self.trained_nulls.items():
-            if line := nulls_said(
-                where, self.spec, c, self.counted, self.nulls[c], len(self.per_session), trained
-            ):
-                found.append((("nulls", c), line, window))
+        for c, shares in self.trained_nulls.items():
+            rows, nulls, expected, held, first = self.nulls[c]
+            first = first if rows else window
+            rows += sum(self.kinds.values())
+            nulls += self.window_nulls[c]
+            expected += expected_nulls(shares, self.kinds)
+            held += len(self.per_session)  # at most the distinct sessions of the windows carried
+            self.nulls[c] = (rows, nulls, expected, held, first)
+            if nulls_judged(rows, expected, held):
+                if line := nulls_said(where, self.spec, c, rows, nulls, held, expected):
+                    found.append((("nulls", c), line, first))
+                self.nulls[c] = (0, 0, 0.0, 0, 0)
         for c, scale in self.scale.items():
             if line := off_scale_said(where, self.spec, c, *scale):
                 found.append((("off_scale", c), line, window))
