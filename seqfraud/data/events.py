@@ -388,7 +388,7 @@ def scan_table(path: str | os.PathLike, schema: Schema) -> tuple[pl.LazyFrame, s
             schema,
             source,
         )
-        _say_rescaled_files({f: _scan_parquet(f, read[f]) for f in files}, schema.numerical, source)
+        _say_rescaled_files({f: _scan_parquet(f, read[f]) for f in files}, schemas, schema.numerical, source)
         if not (common or aside or partial or any(read[f].rezoned or read[f].date64 for f in files)):
             return pl.scan_parquet(files, glob=False), source
         parts = [_as_common(_scan_parquet(f, read[f]), common).drop(aside, strict=False) for f in files]
@@ -396,7 +396,9 @@ def scan_table(path: str | os.PathLike, schema: Schema) -> tuple[pl.LazyFrame, s
     if kinds == {"csv"}:
         scans = {f: _scan_csv_named(f, schema) for f in files}
         aside, _ = _checked_alike({f: lf.collect_schema() for f, lf in scans.items()}, schema, source)
-        _say_rescaled_files(scans, schema.numerical, source)
+        _say_rescaled_files(
+            scans, {f: lf.collect_schema().names() for f, lf in scans.items()}, schema.numerical, source
+        )
         parts = [lf.drop(aside, strict=False) for lf in scans.values()]
         return pl.concat(parts, how="diagonal"), source  # by name, as Parquet parts
     if kinds == {"csv", "parquet"}:  # each type is read; the two together are not (dogfood 61)
@@ -648,26 +650,51 @@ VALUELESS_ROWS = 1_000  # a file's rows, at least, for _say_valueless
 RESCALED_RATIO, RESCALED_VALUES = 50.0, 5
 
 
-def _say_rescaled_files(scans: Mapping[str, pl.LazyFrame], numerical: Sequence[str], source: str) -> None:
+def _say_rescaled_files(
+    scans: Mapping[str, pl.LazyFrame],
+    columns: Mapping[str, Iterable[str]],
+    numerical: Sequence[str],
+    source: str,
+) -> None:
     """Warn of files whose values of a numeric column are of another magnitude than the other files' (a unit
-    changed by one writer), naming the first of them; one pass over the numeric columns of each file."""
-    held = {f: [c for c in numerical if c in lf.collect_schema()] for f, lf in scans.items()}
-    if len(scans) < 3 or not any(held.values()):
+    changed by one writer), naming the first of them; one query over the numeric columns of every file
+    (``columns``: each file's)."""
+    held = [c for c in numerical if any(c in named for named in columns.values())]
+    if len(scans) < 3 or not held:
         return
-    sizes = {c: pl.col(c).cast(pl.Float64, strict=False).abs() for c in numerical}
-    sized = {c: x.filter(x.is_finite() & (x > 0)) for c, x in sizes.items()}
-    with reading(source):
-        read = pl.collect_all(
-            lf.select(
-                pl.struct(sized[c].median().alias("m"), sized[c].len().alias("n")).alias(c) for c in held[f]
-            )
-            for f, lf in scans.items()
+    size = {c: pl.col(c).abs() for c in held}
+    parts = [
+        lf.select(
+            pl.lit(i).alias("__file"),
+            *(
+                pl.col(c).cast(pl.Float64, strict=False) if c in named else pl.lit(None, pl.Float64).alias(c)
+                for c in held
+            ),
         )
-    for c in numerical:
+        for i, (lf, named) in enumerate(zip(scans.values(), (set(n) for n in columns.values())))
+    ]
+    with reading(source):
+        read = (
+            pl.concat(parts)
+            .group_by("__file")
+            .agg(
+                *(
+                    pl.struct(
+                        x.filter(x.is_finite() & (x > 0)).median().alias("m"),
+                        x.filter(x.is_finite() & (x > 0)).len().alias("n"),
+                    ).alias(c)
+                    for c, x in size.items()
+                )
+            )
+            .sort("__file")
+            .collect()
+        )
+    files = list(scans)
+    for c in held:
         of = {
-            f: (got["m"], got["n"])
-            for f, frame in zip(scans, read)
-            if c in frame.columns and (got := frame[c].item())["n"] >= RESCALED_VALUES
+            files[i]: (got["m"], got["n"])
+            for i, got in zip(read["__file"], read[c])
+            if got["n"] >= RESCALED_VALUES
         }
         if len(of) < 3:
             continue
