@@ -379,8 +379,8 @@ class Unsent:
 # judges: a field of rare events (sent on 1% of them, by a client that leaves null fields out) was said after 120
 # (review 205), and a day's first sessions may be unlike the rest.
 ONLINE_CHECK_AFTER = 1_000
-# Unlearnt opens a window at every ONLINE_CHECK_EVERY-th event (its counts cost about 15 us a one-event request in a
-# window, 0.5 us between: BENCHMARKS.md), counts a session's first ONLINE_SESSION_CAP events of a window alone (a
+# Unlearnt opens a window at every ONLINE_CHECK_EVERY-th event (its counts cost about 18 us a one-event request in a
+# window, 0.6 us between: BENCHMARKS.md), counts a session's first ONLINE_SESSION_CAP events of a window alone (a
 # twentieth: one session's values never read as a unit change, nor its new category as a recoding), and says a
 # finding again at most every ONLINE_RESAY_S while it lasts.
 ONLINE_CHECK_EVERY, ONLINE_SESSION_CAP, ONLINE_RESAY_S = 10_000, 50, 3_600.0
