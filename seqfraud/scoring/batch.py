@@ -111,9 +111,8 @@ def iter_sequences(
     finite = scorer.unsaid_infinite()  # the whole file's +inf and -inf, said by the scorer's note
     scaled = [c for c in spec.schema.numerical if spec.edges.get(c)]
     numbers = [pl.col(c).cast(pl.Float64, strict=False) for c in scaled]
-    trained = reference_shares(
-        spec, scorer.manifest
-    )  # the training events' bucket shares, where the artifact records them
+    # The training events' bucket shares and nulls, where the artifact records them.
+    trained = reference_shares(spec, scorer.manifest)
     lengths = pl.col(spec.schema.session_id).unique_counts()
     with reading(source):
         counts = events.select(
