@@ -943,13 +943,14 @@ def test_no_progress_bar_is_written_where_stderr_is_no_terminal(scorer, tmp_path
     assert "session/s" not in capsys.readouterr().err
 
 
-def test_a_field_thinned_or_filled_far_from_training_is_said(scorer, tmp_path, caplog):
+def test_a_field_thinned_or_filled_far_from_training_is_said(scorer, tmp_path, caplog, monkeypatch):
     """A check result's 'na' written as empty on 99% of the events, a column one app stopped sending, a payee
     nulled on one client's events: scores moved by up to 0.86, unsaid by `score` and `/events`, where only a column
     null in every row was said (dogfood 227); and blanks written as 0 (dogfood 231: up to 0.84). Training's share of
     each field's nulls is in the manifest; a file (or a window of online events) whose field holds a value on under
     half training's share is said, and one null on a tenth of training's share or less where that was 20% or more."""
     from seqfraud.features.fastpath import EventColumns
+    from seqfraud.scoring import prepare
     from seqfraud.scoring.batch import score_file
     from seqfraud.scoring.prepare import Unlearnt, normalized_events, reference_null_shares
 
@@ -972,7 +973,9 @@ def test_a_field_thinned_or_filled_far_from_training_is_said(scorer, tmp_path, c
             assert (f"column '{DEVICE}' holds a value on" in caplog.text) == (name == "thinned"), name
         # Per event type: amounts on carts alone are as training's were, where amounts (blanks as 0) on home page
         # views are not (review 232: read over the whole log's mix, a file of one kind of event was said).
-        for kind, said_filled in (("add_to_cart", False), ("view_home", True)):
+        # An event type training never had says nothing of its nulls (review 233: read as a client that stopped
+        # sending a field); the recoding check reads it.
+        for kind, said_filled in (("add_to_cart", False), ("view_home", True), ("view_home_v2", False)):
             caplog.clear()
             one_kind = log(n).with_columns(
                 pl.lit(kind).alias(SYNTHETIC.event_type), pl.lit(0.0).alias(AMOUNT)
@@ -991,6 +994,27 @@ def test_a_field_thinned_or_filled_far_from_training_is_said(scorer, tmp_path, c
         for _ in range(2):  # the first 1,000 events online
             unlearnt.take(events, "request")
         assert f"request: {said}" in caplog.text and "(the first 1,200 events online)" in caplog.text
+        # A field training's events of these types hold on 5% of them, no longer sent: 30 values expected a window,
+        # carried until 100 (review 233: reset once the other check could judge, it was never said).
+        caplog.clear()
+        monkeypatch.setattr(prepare, "ONLINE_CHECK_AFTER", 600)
+        monkeypatch.setattr(prepare, "ONLINE_CHECK_EVERY", 600)
+        kind = (
+            pl.when(pl.int_range(pl.len()) % 20 == 0)
+            .then(pl.lit("add_to_cart"))
+            .otherwise(pl.lit("view_home"))
+        )
+        rare = log(n).with_columns(kind.alias(SYNTHETIC.event_type), pl.lit(None, pl.Float64).alias(AMOUNT))
+        events = EventColumns.of_frame(normalized_events(rare.lazy(), scorer.spec, "request"), scorer.spec)
+        unlearnt = Unlearnt(scorer.spec, scorer.manifest)
+        stopped = (
+            f"request: column '{AMOUNT}' holds a value on 0.0% of the events, against 5.0% of training's"
+        )
+        for _ in range(3):
+            unlearnt.take(events, "request")
+        assert stopped not in caplog.text
+        unlearnt.take(events, "request")
+        assert stopped in caplog.text and "(events 1 to 2,400 this process took online" in caplog.text
     # An edited share is none.
     for bad in ("x", None, -0.5, 1.5, float("nan"), {"login": "x"}, {"login": 2.0}, {}):
         edited = {**scorer.manifest, "reference": {"null_shares": {DEVICE: bad}}}

@@ -646,8 +646,9 @@ VALUELESS_ROWS = 1_000  # a file's rows, at least, for _say_valueless
 # files' usual one (the median of their medians, of 3 files or more), or that fraction of it: one job's day in cents
 # among dollars, read as dollars, where the folder's share of such values stayed under the whole-input checks
 # (dogfood 231: a day of 5 charges in cents, 100 times the usual median where the others were 6 times it at most, a
-# legitimate upgrade from 0.03 approve to 0.79 review, unsaid).
-RESCALED_RATIO, RESCALED_VALUES = 50.0, 5
+# legitimate upgrade from 0.03 approve to 0.79 review, unsaid). Not 50: a day of annual plans at 50 times the monthly
+# add-ons' price was said (review 233).
+RESCALED_RATIO, RESCALED_VALUES = 80.0, 5
 
 
 def _say_rescaled_files(
@@ -702,13 +703,14 @@ def _say_rescaled_files(
         odd = [f for f, (m, _) in of.items() if max(m / usual, usual / m) >= RESCALED_RATIO]
         if odd and 2 * len(odd) < len(of):
             log.warning(
-                "%s: column %r: the values of %s of %s files are of another size than the others' (the first: %s, "
-                "median %g against %g): another unit written by one job (cents for dollars, Wh for kWh)? They read "
-                "as the others' unit",
+                "%s: column %r: the values of %s of the %s files holding %s of them or more are of another size "
+                "than the others' (the first: %s, median %g against %g): another unit written by one job (cents for "
+                "dollars, Wh for kWh)? They read as the others' unit",
                 source,
                 c,
                 f"{len(odd):,}",
                 f"{len(of):,}",
+                RESCALED_VALUES,
                 odd[0],
                 of[odd[0]][0],
                 usual,

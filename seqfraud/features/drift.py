@@ -13,7 +13,8 @@ NUMERIC_SHARES = "numeric_shares"
 # The manifest's key (reference): per categorical, numeric and entity column, the training events' share without a
 # value in it.
 NULL_SHARES = "null_shares"
-_RESERVED_NAMES = {PAD: "<pad>", UNKNOWN: "<unknown>", MISSING: "<missing>", NAN: "<nan>"}
+UNKNOWN_LABEL = "<unknown>"  # token_label of a value outside the vocabulary
+_RESERVED_NAMES = {PAD: "<pad>", UNKNOWN: UNKNOWN_LABEL, MISSING: "<missing>", NAN: "<nan>"}
 
 
 def psi(reference: np.ndarray, current: np.ndarray, eps: float = PSI_EPSILON) -> float:

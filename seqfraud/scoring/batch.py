@@ -43,7 +43,7 @@ from seqfraud.provenance import embedding_record, files_digest
 from seqfraud.scoring.prepare import (
     cut_sessions_said,
     epoch_unit,
-    expected_nulls,
+    learnt_nulls,
     normalized_events,
     nulls_said,
     off_scale_said,
@@ -178,23 +178,16 @@ def iter_sequences(
                 .collect()
             )
         events_of = dict(zip(by_kind[spec.schema.event_type], by_kind["__n"]))
+        nulls_of = {c: dict(zip(by_kind[spec.schema.event_type], by_kind[c])) for c in kinds}
     for i, c in enumerate(optional):  # legal (a null is a missing value), but more often a broken export
         if n_rows and counts[f"__nulls_{i}"].item() == n_rows:
             log.warning(
                 "%s: column %r is null in every row: every event scores as if it had no value", source, c
             )
-        elif c in nulls and (
-            said := nulls_said(
-                source,
-                spec,
-                c,
-                n_rows,
-                counts[f"__nulls_{i}"].item(),
-                counts["sessions"].item(),
-                expected_nulls(nulls[c], events_of),
-            )
-        ):
-            log.warning("%s", said)
+        elif c in nulls:
+            rows, held, expected = learnt_nulls(nulls[c], events_of, nulls_of[c])
+            if said := nulls_said(source, spec, c, rows, held, counts["sessions"].item(), expected):
+                log.warning("%s", said)
     scorer.note_unseen_inf({c: counts[f"__inf_{i}"].item() for i, c in enumerate(finite)}, source)
     if files is not None and "repeated" in counts.columns and (repeated := counts["repeated"].item()):
         say_repeated_rows(source, repeated, same_contents(files), spec.schema.event_id)

@@ -332,15 +332,15 @@ def warn_if_apart(history: pl.DataFrame, events: pl.DataFrame, spec: Spec, sourc
             continue
         log.warning(
             "%s: column %r: %.1f%% of the scored events' values meet a value of the history, where %.1f%% of the "
-            "history's latest tenth meet another session's earlier events (scored %r, the history's most frequent "
-            "%r): their entity features read them as never seen. Was the column written otherwise upstream (a "
+            "history's latest tenth meet another session's earlier events (scored %r, the history's latest %r): "
+            "their entity features read them as never seen. Was the column written otherwise upstream (a "
             "prefix, case, a format), is the history another system's, or are these all new?",
             source,
             c,
             100 * share,
             100 * recurrent,
             scored.filter(~met).first(),
-            held[c].mode().sort().first(),  # review 232: the smallest, '00037337', read as a padding
+            held.sort(S.TS_US)[c][-1],  # the smallest, '00037337', read as a padding (reviews 232, 233)
         )
 
 

@@ -57,7 +57,7 @@ from seqfraud.data.events import (
     timestamp_range_us,
 )
 from seqfraud.errors import did_you_mean, is_finite, is_number
-from seqfraud.features.drift import NULL_SHARES, NUMERIC_SHARES, psi, psi_bins, token_label
+from seqfraud.features.drift import NULL_SHARES, NUMERIC_SHARES, UNKNOWN_LABEL, psi, psi_bins, token_label
 from seqfraud.features.fastpath import EventColumns
 from seqfraud.features.spec import FIRST_ID, Spec
 from seqfraud.features.tokens import quantile_probs
@@ -489,11 +489,18 @@ def reference_null_shares(spec: Spec, manifest: Mapping[str, Any]) -> dict[str, 
     }
 
 
-def expected_nulls(shares: Mapping[str, float], kinds: Mapping[str, int]) -> float:
-    """The nulls that events of these ``kinds`` (event type: events) would hold at training's ``shares`` (per event
-    type, an unlearnt one's under ``<unknown>``, else the mean of the learnt ones)."""
-    fallback = shares.get("<unknown>", sum(shares.values()) / len(shares))
-    return sum(n * shares.get(kind, fallback) for kind, n in kinds.items())
+def learnt_nulls(
+    shares: Mapping[str, float], events: Mapping[str, int], nulls: Mapping[str, int]
+) -> tuple[int, int, float]:
+    """Of the events of the types training learnt (``events``, ``nulls``: per event type), how many, their nulls,
+    and the nulls training's ``shares`` give them. An event type training did not learn says nothing of its nulls
+    (review 233: a new type read as a client that stopped sending a field); the recoding check reads it."""
+    learnt = [kind for kind in events if kind in shares and kind != UNKNOWN_LABEL]
+    return (
+        sum(events[kind] for kind in learnt),
+        sum(nulls.get(kind, 0) for kind in learnt),
+        sum(events[kind] * shares[kind] for kind in learnt),
+    )
 
 
 # A field holding a value on under THINNED_SHARE of training's share of events is said: a placeholder written as
@@ -507,8 +514,12 @@ THINNED_SHARE, FILLED_FROM, THINNED_SESSIONS, THINNED_VALUES = 0.5, 0.2, 100, 10
 
 
 def nulls_judged(rows: int, expected: float, sessions: int) -> bool:
-    """Whether :func:`nulls_said` can judge ``rows`` events of ``sessions`` sessions with ``expected`` nulls."""
-    return sessions >= THINNED_SESSIONS and max(rows - expected, expected) >= THINNED_VALUES
+    """Whether each check of :func:`nulls_said` that may apply to ``rows`` events of ``sessions`` sessions with
+    ``expected`` nulls can judge them: online windows carry their counts until then (review 233: reset once one
+    check could judge, a field on 1.4% of the events was never read by the other)."""
+    thinned = rows - expected >= THINNED_VALUES or expected >= rows  # training held no value there: no check
+    filled = expected >= THINNED_VALUES or expected < FILLED_FROM * rows
+    return sessions >= THINNED_SESSIONS and thinned and filled
 
 
 def nulls_said(
@@ -516,7 +527,7 @@ def nulls_said(
 ) -> str | None:
     """What to say of ``field`` null on ``nulls`` of ``rows`` events of ``sessions`` sessions, where training's
     events of the same types held ``expected`` nulls (:func:`expected_nulls`), or None."""
-    if not rows or not nulls_judged(rows, expected, sessions):
+    if not rows or sessions < THINNED_SESSIONS:
         return None
     trained, had, has = expected / rows, 1 - expected / rows, 1 - nulls / rows
     if rows * had >= THINNED_VALUES and has < THINNED_SHARE * had:
@@ -614,7 +625,7 @@ class Unlearnt:
         self.new: dict[str, list[str]] = {f: [] for f in self.vocab}
         self.scale = {c: [0, 0, 0] for c in self.ends}
         self.kinds: Counter[str] = Counter()  # the window's events counted, by event type
-        self.window_nulls = dict.fromkeys(self.trained_nulls, 0)
+        self.window_nulls: dict[str, Counter[str]] = {c: Counter() for c in self.trained_nulls}
         self.per_session: Counter[str] = Counter()
 
     def take(self, events: EventColumns, where: str) -> None:
@@ -641,13 +652,13 @@ class Unlearnt:
                 keep.append(i)
         if len(keep) < len(events):
             events = events.take(keep)
-        self.kinds.update(cast(list[str], events.categorical[self.spec.schema.event_type]))  # never null
-        for c in self.window_nulls:
+        kinds = cast(list[str], events.categorical[self.spec.schema.event_type])  # never null
+        self.kinds.update(kinds)
+        for c, nulls in self.window_nulls.items():
             if c in events.numeric:
-                self.window_nulls[c] += int(events.numeric[c][1].sum())
-            else:
-                values = events.categorical.get(c, events.entities.get(c))
-                self.window_nulls[c] += 0 if values is None else values.count(None)
+                nulls.update(itertools.compress(kinds, events.numeric[c][1]))
+            elif (values := events.categorical.get(c, events.entities.get(c))) is not None:
+                nulls.update(kind for kind, v in zip(kinds, values) if v is None)
         for f, vocab in self.vocab.items():
             sent = [v for v in events.categorical[f] if v is not None]
             known = sum(v in vocab for v in sent)
@@ -681,9 +692,8 @@ class Unlearnt:
         for c, shares in self.trained_nulls.items():
             rows, nulls, expected, held, first = self.nulls[c]
             first = first if rows else window
-            rows += sum(self.kinds.values())
-            nulls += self.window_nulls[c]
-            expected += expected_nulls(shares, self.kinds)
+            more = learnt_nulls(shares, self.kinds, self.window_nulls[c])
+            rows, nulls, expected = rows + more[0], nulls + more[1], expected + more[2]
             held += len(self.per_session)  # at most the distinct sessions of the windows carried
             self.nulls[c] = (rows, nulls, expected, held, first)
             if nulls_judged(rows, expected, held):
