@@ -266,6 +266,7 @@ def run_backtest(cfg: DictConfig) -> dict[str, Any]:
                     "run_dir": str(run_dir.relative_to(out)),
                     "kept": stacking_kept(run_dir),  # a stacked run's choice, window by window
                     "labels_known_after_test_start": late or {},
+                    "splits": report.get("splits") or {},  # what the late labels are of (dogfood 228)
                     "labels_known_after_cutoff": report.get("labels_known_after_cutoff") or {},
                     "val_pr_auc": metrics["val"]["pr_auc"],
                     "test": metrics["test"],

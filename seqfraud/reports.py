@@ -260,15 +260,21 @@ def backtest_markdown(result: dict) -> str:
     ]
     # Said where the figures are read, not in a log line alone (review 104): a retrain at the window's test start
     # could not have had these labels, so the window's figures read better than production would.
+    # Of the split's sessions where the run records them: counts alone read as training sizes that shrank as the
+    # windows moved on (dogfood 228).
     late = {
-        r["window"]: r["labels_known_after_test_start"]
+        r["window"]: (r["labels_known_after_test_start"], r.get("splits") or {})
         for r in result["rows"]
         if r.get("labels_known_after_test_start")
     }
     unknown = [
         f"- window {w}: "
-        + ", ".join(f"{c['sessions']:,} {split} ({c['positives']:,} positive)" for split, c in splits.items())
-        for w, splits in sorted(late.items())
+        + ", ".join(
+            f"{c['sessions']:,} {_of(whole.get(split), 'sessions')}{split} sessions ({c['positives']:,} "
+            f"{_of(whole.get(split), 'positives')}positive)"
+            for split, c in splits.items()
+        )
+        for w, (splits, whole) in sorted(late.items())
     ]
     return (
         f"Backtest: {result['windows']} windows of {result['window_days']:g} days, validation on the "
@@ -285,6 +291,11 @@ def backtest_markdown(result: dict) -> str:
             else ""
         )
     )
+
+
+def _of(whole: Mapping[str, int] | None, key: str) -> str:
+    """``of N `` where a split's whole count is known, for the late labels' lines."""
+    return f"of {whole[key]:,} " if whole and key in whole else ""
 
 
 def backtest_legend(model: str, rows: list[dict]) -> str:

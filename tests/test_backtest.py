@@ -165,10 +165,18 @@ def test_backtest_writes_one_row_per_window_and_model(backtest):
     assert "labels known only after" not in reports.backtest_markdown(stacked)
     late = {"train": {"sessions": 290, "positives": 2}, "val": {"sessions": 224, "positives": 5}}
     said = reports.backtest_markdown(
-        {**stacked, "rows": [{**stacked["rows"][0], "labels_known_after_test_start": late}]}
+        {**stacked, "rows": [{**stacked["rows"][0], "labels_known_after_test_start": late, "splits": {}}]}
     )
     assert "labels known only after the window's test start" in said
-    assert "- window 1: 290 train (2 positive), 224 val (5 positive)" in said
+    assert "- window 1: 290 train sessions (2 positive), 224 val sessions (5 positive)" in said
+    # Of the split's sessions where the run records them (dogfood 228: read as training sizes that shrank).
+    whole = {"train": {"sessions": 3838, "positives": 109}, "val": {"sessions": 300, "positives": 9}}
+    said = reports.backtest_markdown(
+        {**stacked, "rows": [{**stacked["rows"][0], "labels_known_after_test_start": late, "splits": whole}]}
+    )
+    assert (
+        "- window 1: 290 of 3,838 train sessions (2 of 109 positive), 224 of 300 val sessions (5 of 9" in said
+    )
     assert reports.backtest_legend("stacked", stacked["rows"] * 2) == "stacked (sequence model alone)"
     mixed = [stacked["rows"][0], {**stacked["rows"][0], "kept": "aggregates"}]
     assert reports.backtest_legend("stacked", mixed) == "stacked (kept varies by window)"
