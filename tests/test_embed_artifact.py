@@ -289,3 +289,28 @@ def test_a_damaged_checkpoint_is_named_by_embed_and_export(trained_run, tmp_path
         assert "weights_only" not in str(caught.value)
         with pytest.raises(ExportError, match=f"{ckpt}: not a readable checkpoint"):
             export_run(run, tmp_path / "artifact")
+
+
+def test_embeddings_of_an_artifact_whose_stacker_kept_lightgbm_alone_are_said(
+    exported_artifact, events_file, tmp_path, caplog, monkeypatch
+):
+    """`seqfraud embed` of the default artifact gave its sequence model's embeddings, unsaid, where the stacker kept
+    LightGBM alone and the scores never read that model (dogfood 227)."""
+    from seqfraud.export.artifact import open_artifact
+    from seqfraud.scoring.batch import embed_file
+    from seqfraud.scoring.scorer import Scorer
+
+    artifact = open_artifact(exported_artifact)
+    said = "the stacker kept LightGBM alone: these embeddings are its sequence model's"
+    for reads in (True, False):
+        monkeypatch.setattr(Scorer, "reads_sequence", property(lambda self, reads=reads: reads))
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="seqfraud.scoring.batch"):
+            embed_file(
+                Scorer.of_artifact(artifact, "torchscript"),
+                artifact.load_embedding("torchscript"),
+                events_file,
+                tmp_path / "emb.parquet",
+                progress=False,
+            )
+        assert (said in caplog.text) == (not reads)

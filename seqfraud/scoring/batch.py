@@ -302,6 +302,11 @@ def embed_file(
 ) -> dict[str, int]:
     """Each session's embedding (:meth:`Scorer.embed_sequences`) of an event log into a Parquet file, chunk by
     chunk, tokenized as :func:`score_file` tokenizes: the log's session id column, ``emb_0 .. emb_{width-1}``."""
+    if not scorer.reads_sequence:  # unsaid, the embeddings read as the scores' own model's (dogfood 227)
+        log.warning(
+            "the stacker kept LightGBM alone: these embeddings are its sequence model's, which this artifact's "
+            "scores never read (the validation showed no gain of it over LightGBM)"
+        )
     lf, source = scan_table(events, scorer.spec.schema)
     files = resolve_paths(events, warn=False)
     frames = (
