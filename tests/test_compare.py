@@ -84,6 +84,18 @@ def test_config_differences_leave_out_what_a_lightgbm_run_does_not_read(runs):
     assert "loss" not in config_differences([weighted, replace(other, config=sequence)])[0]
     gru = [{**sequence, "model": {"kind": "sequence", "encoder": "gru", "local_kernel": k}} for k in (1, 3)]
     assert config_differences([replace(other, config=c) for c in gru]) == ["", ""]
+    # Nor entity windows beside a run that reads no entity (dogfood 227).
+    data = sequence.get("data", {})
+    entity = {
+        **sequence,
+        "data": {**data, "schema": {**data.get("schema", {}), "entities": ["device"]}},
+        "features": {**sequence.get("features", {}), "entity": {"windows": ["1h", "1d"]}},
+    }
+    plain = {**sequence, "data": {**data, "schema": {**data.get("schema", {}), "entities": []}}}
+    differs = config_differences([replace(other, config=plain), replace(other, config=entity)])
+    assert "features.entity" not in differs[0] and "features.entity.windows=['1h', '1d']" in differs[1], (
+        differs
+    )
     # A trainer.max_epochs set on the command line, which the small split's copies: said once (dogfood 187).
     copied = {**small, "trainer": {"max_epochs": 4}}
     differs = config_differences([replace(other, config=sequence), replace(other, config=copied)])
