@@ -545,9 +545,10 @@ def test_a_session_id_without_its_leading_zeros_is_pointed_at_the_ids_that_have_
     spec = Spec(schema=Schema(), timestamp_unit="us", max_len=4, vocab={"event_type": ["pay"]}, edges={})
     (tmp_path / "e.csv").write_text(
         "session_id,timestamp,event_type\n0663553,2026-01-01T00:00:00Z,pay\n7,2026-01-01T00:00:01Z,pay\n"
+        "S0100594,2026-01-01T00:00:02Z,pay\n"
     )
     found, others = session_events(tmp_path / "e.csv", spec, "0663553")
-    assert found.height == 1 and others.collect()["session_id"].to_list() == ["7"]
+    assert found.height == 1 and others.collect()["session_id"].to_list() == ["7", "S0100594"]
     with pytest.raises(DataValidationError, match=r"no events of session '663553' \(ids compare as text; "):
         session_events(tmp_path / "e.csv", spec, "663553")
     # As a spreadsheet writes an integer id (dogfood 196).
@@ -557,6 +558,9 @@ def test_a_session_id_without_its_leading_zeros_is_pointed_at_the_ids_that_have_
         session_events(tmp_path / "e.csv", spec, "7.0")
     with pytest.raises(DataValidationError, match=r"no events of session 'x'$"):
         session_events(tmp_path / "e.csv", spec, "x")
+    # In another case (dogfood 230: no hint for 's0100594').
+    with pytest.raises(DataValidationError, match=r"'s0100594' \(ids compare as text; .*\['S0100594'\]"):
+        session_events(tmp_path / "e.csv", spec, "s0100594")
 
 
 def test_a_long_sessions_chart_shows_its_largest_contributions(tmp_path, monkeypatch):

@@ -412,16 +412,17 @@ def session_events(path: str | Path, spec: Spec, session: str) -> tuple[pl.DataF
     with reading(source):
         found = events.filter(mine).collect()
     if found.height == 0:
-        # Ids compare as text: name the ids that differ from it only by leading zeros, spaces or a trailing .0
-        # ('0663553'; '106130.0', as a spreadsheet writes it: dogfood 196).
+        # Ids compare as text: name the ids that differ from it only by leading zeros, spaces, case or a trailing .0
+        # ('0663553'; '106130.0', as a spreadsheet writes it: dogfood 196; 'S0100594': dogfood 230).
         bare = (
             pl.col(column)
             .cast(pl.String)
             .str.strip_chars()
             .str.replace(r"\.0+$", "")
             .str.strip_chars_start("0")
+            .str.to_lowercase()
         )
-        given = re.sub(r"\.0+$", "", session.strip()).lstrip("0")
+        given = re.sub(r"\.0+$", "", session.strip()).lstrip("0").lower()
         with reading(source):
             alike = events.filter(bare == given).select(pl.col(column).cast(pl.String))
             near = alike.unique(maintain_order=True).head(3).collect()[column].to_list()
