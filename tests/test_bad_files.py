@@ -1015,6 +1015,14 @@ def test_a_field_thinned_or_filled_far_from_training_is_said(scorer, tmp_path, c
         assert stopped not in caplog.text
         unlearnt.take(events, "request")
         assert stopped in caplog.text and "(events 1 to 2,400 this process took online" in caplog.text
+        # The same events with blanks written as 0: said in the first window, not once the other check can judge
+        # (review 235: one reset for both kept it 41 windows behind).
+        caplog.clear()
+        zeros = rare.with_columns(pl.lit(0.0).alias(AMOUNT))
+        events = EventColumns.of_frame(normalized_events(zeros.lazy(), scorer.spec, "request"), scorer.spec)
+        Unlearnt(scorer.spec, scorer.manifest).take(events, "request")
+        filled = f"request: column '{AMOUNT}' is null on 0.0% of the events, against 95.0% of training's"
+        assert filled in caplog.text and "(the first 600 events online)" in caplog.text
     # An edited share is none.
     for bad in ("x", None, -0.5, 1.5, float("nan"), {"login": "x"}, {"login": 2.0}, {}):
         edited = {**scorer.manifest, "reference": {"null_shares": {DEVICE: bad}}}

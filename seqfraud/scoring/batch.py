@@ -38,14 +38,15 @@ from seqfraud.data.events import (
 )
 from seqfraud.errors import UserError
 from seqfraud.export.artifact import Model
+from seqfraud.features.drift import UNKNOWN_LABEL
 from seqfraud.features.tokens import Sequences, polars_sequences
 from seqfraud.provenance import embedding_record, files_digest
 from seqfraud.scoring.prepare import (
+    NULL_CHECKS,
     cut_sessions_said,
     epoch_unit,
     learnt_nulls,
     normalized_events,
-    nulls_said,
     off_scale_said,
     recoded_said,
     reference_null_shares,
@@ -171,12 +172,18 @@ def iter_sequences(
     n_rows = counts["len"].item()
     nulls = reference_null_shares(spec, scorer.manifest)
     if kinds := [c for c in optional if c in nulls]:  # by event type: a field null on some kinds by nature
+        kind = pl.col(spec.schema.event_type).cast(pl.String)
+        learnt = sorted({k for shares in nulls.values() for k in shares} - {UNKNOWN_LABEL})
         with reading(source):
-            by_kind = (
-                events.group_by(pl.col(spec.schema.event_type).cast(pl.String))
-                .agg(pl.len().alias("__n"), *(pl.col(c).null_count() for c in kinds))
-                .collect()
+            by_kind, of_learnt = pl.collect_all(
+                [
+                    events.group_by(kind).agg(
+                        pl.len().alias("__n"), *(pl.col(c).null_count() for c in kinds)
+                    ),
+                    events.select(pl.col(spec.schema.session_id).filter(kind.is_in(learnt)).n_unique()),
+                ]
             )
+        learnt_sessions = of_learnt.item()  # sessions with an event of a learnt type (review 235)
         events_of = dict(zip(by_kind[spec.schema.event_type], by_kind["__n"]))
         nulls_of = {c: dict(zip(by_kind[spec.schema.event_type], by_kind[c])) for c in kinds}
     for i, c in enumerate(optional):  # legal (a null is a missing value), but more often a broken export
@@ -186,8 +193,10 @@ def iter_sequences(
             )
         elif c in nulls:
             rows, held, expected = learnt_nulls(nulls[c], events_of, nulls_of[c])
-            if said := nulls_said(source, spec, c, rows, held, counts["sessions"].item(), expected):
-                log.warning("%s", said)
+            for said_of, _ in NULL_CHECKS.values():
+                if rows and (said := said_of(source, spec, c, rows, held, learnt_sessions, expected)):
+                    log.warning("%s", said)
+                    break
     scorer.note_unseen_inf({c: counts[f"__inf_{i}"].item() for i, c in enumerate(finite)}, source)
     if files is not None and "repeated" in counts.columns and (repeated := counts["repeated"].item()):
         say_repeated_rows(source, repeated, same_contents(files), spec.schema.event_id)

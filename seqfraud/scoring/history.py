@@ -340,7 +340,9 @@ def warn_if_apart(history: pl.DataFrame, events: pl.DataFrame, spec: Spec, sourc
             100 * share,
             100 * recurrent,
             scored.filter(~met).first(),
-            held.sort(S.TS_US)[c][-1],  # the smallest, '00037337', read as a padding (reviews 232, 233)
+            held.sort(S.TS_US, maintain_order=True)[c][
+                -1
+            ],  # not the smallest: it read as a padding (review 232)
         )
 
 

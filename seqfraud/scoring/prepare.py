@@ -513,37 +513,52 @@ def learnt_nulls(
 THINNED_SHARE, FILLED_FROM, THINNED_SESSIONS, THINNED_VALUES = 0.5, 0.2, 100, 100
 
 
-def nulls_judged(rows: int, expected: float, sessions: int) -> bool:
-    """Whether each check of :func:`nulls_said` that may apply to ``rows`` events of ``sessions`` sessions with
-    ``expected`` nulls can judge them: online windows carry their counts until then (review 233: reset once one
-    check could judge, a field on 1.4% of the events was never read by the other)."""
-    thinned = rows - expected >= THINNED_VALUES or expected >= rows  # training held no value there: no check
-    filled = expected >= THINNED_VALUES or expected < FILLED_FROM * rows
-    return sessions >= THINNED_SESSIONS and thinned and filled
-
-
-def nulls_said(
+def thinned_said(
     where: str, spec: Spec, field: str, rows: int, nulls: int, sessions: int, expected: float
 ) -> str | None:
-    """What to say of ``field`` null on ``nulls`` of ``rows`` events of ``sessions`` sessions, where training's
-    events of the same types held ``expected`` nulls (:func:`expected_nulls`), or None."""
-    if not rows or sessions < THINNED_SESSIONS:
+    """What to say of ``field`` holding a value on far fewer of ``rows`` events (``nulls`` null, of ``sessions``
+    sessions) than training's events of the same types did (``expected`` nulls: :func:`learnt_nulls`), or None."""
+    had, has = 1 - expected / rows, 1 - nulls / rows
+    if sessions < THINNED_SESSIONS or rows - expected < THINNED_VALUES or has >= THINNED_SHARE * had:
         return None
-    trained, had, has = expected / rows, 1 - expected / rows, 1 - nulls / rows
-    if rows * had >= THINNED_VALUES and has < THINNED_SHARE * had:
-        return (
-            f"{where}: column {field!r} holds a value on {has:.1%} of the events, against {had:.1%} of training's "
-            "events of the same types: the rest read as missing"
-            f"{' (as shared with no other session)' if field in spec.schema.entities else ''}. Did a client stop "
-            "sending it, or an export write a value (a placeholder such as 'na') as empty?"
-        )
-    if trained >= FILLED_FROM and expected >= THINNED_VALUES and nulls / rows <= trained / 10:
-        return (
-            f"{where}: column {field!r} is null on {nulls / rows:.1%} of the events, against {trained:.1%} of "
-            "training's events of the same types, whose nulls read as missing: did an export write its blanks as a "
-            "value (0, 'na', '')?"
-        )
-    return None
+    return (
+        f"{where}: column {field!r} holds a value on {has:.1%} of the events, against {had:.1%} of training's "
+        "events of the same types: the rest read as missing"
+        f"{' (as shared with no other session)' if field in spec.schema.entities else ''}. Did a client stop "
+        "sending it, or an export write a value (a placeholder such as 'na') as empty?"
+    )
+
+
+def filled_said(
+    where: str, spec: Spec, field: str, rows: int, nulls: int, sessions: int, expected: float
+) -> str | None:
+    """What to say of ``field`` null on far fewer of ``rows`` events than training's of the same types were (blanks
+    written as a value), as :func:`thinned_said`, or None."""
+    trained = expected / rows
+    if (
+        sessions < THINNED_SESSIONS
+        or expected < THINNED_VALUES
+        or trained < FILLED_FROM
+        or nulls / rows > trained / 10
+    ):
+        return None
+    return (
+        f"{where}: column {field!r} is null on {nulls / rows:.1%} of the events, against {trained:.1%} of "
+        "training's events of the same types, whose nulls read as missing: did an export write its blanks as a "
+        "value (0, 'na', '')?"
+    )
+
+
+# Each null check, and when its counts can be judged (online windows carry them until then, each its own: one reset
+# for both kept the blanks-as-0 check 41 windows behind the other, review 235): values expected enough, or none (no
+# check), and nulls expected enough, or too few for the check to apply.
+NULL_CHECKS = {
+    "thinned": (thinned_said, lambda rows, expected: rows - expected >= THINNED_VALUES or expected >= rows),
+    "filled": (
+        filled_said,
+        lambda rows, expected: expected >= THINNED_VALUES or expected < FILLED_FROM * rows,
+    ),
+}
 
 
 def spread_said(
@@ -584,7 +599,7 @@ def spread_said(
 
 class Unlearnt:
     """Batch scoring's checks of a recoding (:func:`recoded_said`), a unit change (:func:`off_scale_said`), a
-    number's spread over its buckets (:func:`spread_said`) and a field's nulls (:func:`nulls_said`, carried over
+    number's spread over its buckets (:func:`spread_said`) and a field's nulls (:data:`NULL_CHECKS`, carried over
     windows as the spread's counts are), online, over windows of :data:`ONLINE_CHECK_AFTER`
     events: the first events the process takes, then one from each :data:`ONLINE_CHECK_EVERY`-th (a change upstream
     after the first thousand events went unsaid, and a unit changed within the buckets' range was never said
@@ -599,11 +614,13 @@ class Unlearnt:
         self.spec = spec
         self.trained = reference_shares(spec, manifest)
         self.trained_nulls = reference_null_shares(spec, manifest)
-        # Per field: its events, nulls, training's expected nulls, sessions and first event, carried over windows
-        # until judged (a field on 1.4% of the events never reached a window's gates: review 232).
-        self.nulls: dict[str, tuple[int, int, float, int, int]] = dict.fromkeys(
-            self.trained_nulls, (0, 0, 0.0, 0, 0)
-        )
+        # Per null check and field: the events of learnt types, their nulls, training's expected nulls, sessions
+        # and first event, carried over windows until judged (a field on 1.4% of the events never reached a
+        # window's gates: review 232).
+        self.nulls: dict[tuple[str, str], tuple[int, int, float, int, int]] = {
+            (check, c): (0, 0, 0.0, 0, 0) for check in NULL_CHECKS for c in self.trained_nulls
+        }
+        self.learnt = {k for shares in self.trained_nulls.values() for k in shares} - {UNKNOWN_LABEL}
         self.vocab = {f: frozenset(spec.vocab[f]) for f in spec.schema.categorical_fields}
         # Per numeric column with edges: its finite values, those above its highest edge and below its lowest.
         self.ends = {
@@ -625,6 +642,7 @@ class Unlearnt:
         self.new: dict[str, list[str]] = {f: [] for f in self.vocab}
         self.scale = {c: [0, 0, 0] for c in self.ends}
         self.kinds: Counter[str] = Counter()  # the window's events counted, by event type
+        self.learnt_sessions: set[str] = set()  # the window's sessions with an event of a learnt type
         self.window_nulls: dict[str, Counter[str]] = {c: Counter() for c in self.trained_nulls}
         self.per_session: Counter[str] = Counter()
 
@@ -654,6 +672,10 @@ class Unlearnt:
             events = events.take(keep)
         kinds = cast(list[str], events.categorical[self.spec.schema.event_type])  # never null
         self.kinds.update(kinds)
+        if self.learnt:
+            self.learnt_sessions.update(
+                s for s, kind in zip(events.session_ids, kinds) if kind in self.learnt
+            )
         for c, nulls in self.window_nulls.items():
             if c in events.numeric:
                 nulls.update(itertools.compress(kinds, events.numeric[c][1]))
@@ -690,16 +712,17 @@ class Unlearnt:
             if (line := recoded_said(where, self.spec, f, self.values[f], self.known[f], self.new[f]))
         ]
         for c, shares in self.trained_nulls.items():
-            rows, nulls, expected, held, first = self.nulls[c]
-            first = first if rows else window
             more = learnt_nulls(shares, self.kinds, self.window_nulls[c])
-            rows, nulls, expected = rows + more[0], nulls + more[1], expected + more[2]
-            held += len(self.per_session)  # at most the distinct sessions of the windows carried
-            self.nulls[c] = (rows, nulls, expected, held, first)
-            if nulls_judged(rows, expected, held):
-                if line := nulls_said(where, self.spec, c, rows, nulls, held, expected):
-                    found.append((("nulls", c), line, first))
-                self.nulls[c] = (0, 0, 0.0, 0, 0)
+            for check, (said_of, ready) in NULL_CHECKS.items():
+                rows, nulls, expected, held, first = self.nulls[check, c]
+                first = first if rows else window
+                rows, nulls, expected = rows + more[0], nulls + more[1], expected + more[2]
+                held += len(self.learnt_sessions)  # at most the distinct sessions of the windows carried
+                self.nulls[check, c] = (rows, nulls, expected, held, first)
+                if held >= THINNED_SESSIONS and ready(rows, expected):
+                    if line := said_of(where, self.spec, c, rows, nulls, held, expected):
+                        found.append(((check, c), line, first))
+                    self.nulls[check, c] = (0, 0, 0.0, 0, 0)
         for c, scale in self.scale.items():
             if line := off_scale_said(where, self.spec, c, *scale):
                 found.append((("off_scale", c), line, window))
