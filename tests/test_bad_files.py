@@ -1029,6 +1029,31 @@ def test_a_field_thinned_or_filled_far_from_training_is_said(scorer, tmp_path, c
         assert reference_null_shares(scorer.spec, edited) == {}
 
 
+def test_a_file_of_a_folder_in_another_unit_is_said_by_name(scorer, tmp_path, caplog):
+    """A folder whose second file was wholly in m/s for km/h scored unsaid, where the same file alone was said: the
+    checks read the whole folder's shares, which that file moved too little (dogfood 234: 6 bands changed). Each
+    file of a folder is judged too, and named."""
+    from seqfraud.scoring.batch import score_file
+
+    edges = scorer.spec.edges[AMOUNT]
+    inside = [(a + b) / 2 for a, b in itertools.pairwise(edges)]
+    clean = log(1_200).with_columns(pl.Series(AMOUNT, np.resize(inside, 1_200)))
+    moved = log(200, [f"p{i // 4}" for i in range(200)]).with_columns(
+        pl.Series(AMOUNT, np.resize(inside, 200) * 100 + edges[-1] + 1)
+    )
+    _write(tmp_path / "folder" / "a.parquet", clean)
+    for name, frame in (
+        ("moved", moved),
+        ("clean", moved.with_columns(pl.Series(AMOUNT, np.resize(inside, 200)))),
+    ):
+        path = _write(tmp_path / "folder" / "b.parquet", frame)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="seqfraud.scoring"):
+            score_file(scorer, str(tmp_path / "folder"), tmp_path / "s.parquet", progress=False)
+        said = f"{path}: column '{AMOUNT}': 100% of its values lie above the highest value its buckets tell apart"
+        assert (said in caplog.text) == (name == "moved"), name
+
+
 def test_online_checks_read_later_windows_and_the_spread(scorer, caplog, monkeypatch):
     """Online scoring judged its first 1,000 events alone, by the ends of the buckets alone: a unit changed after
     them, or within the buckets' range (kWh for Wh: dogfood 218), went unsaid for the process's life. A window

@@ -355,7 +355,9 @@ _CSV_KINDS: dict[pl.DataType | type[pl.DataType], str] = {
 }
 
 
-def scan_table(path: str | os.PathLike, schema: Schema) -> tuple[pl.LazyFrame, str]:
+def scan_table(
+    path: str | os.PathLike, schema: Schema, file_column: str | None = None
+) -> tuple[pl.LazyFrame, str]:
     """Scan Parquet or CSV lazily, after checking every file; returns the frame and a printable source name.
 
     Every fault of the files themselves fails here, by file name, before any query runs: one that is not
@@ -364,7 +366,8 @@ def scan_table(path: str | os.PathLike, schema: Schema) -> tuple[pl.LazyFrame, s
     and costs a footer read per file. CSV is parsed once in full for it, with ``schema``'s types: ids and
     categorical columns as strings (``007`` is not ``7``), numeric columns as floats, the timestamp and
     label columns inferred from the first rows (integer epochs stay integers, and strings are left to
-    the timestamp rules: no date guessing) and every other column as strings.
+    the timestamp rules: no date guessing) and every other column as strings. With ``file_column``, each row's
+    file, by its path, in that column.
     """
     files = resolve_paths(path)
     kinds = {file_kind(f) for f in files}
@@ -390,9 +393,10 @@ def scan_table(path: str | os.PathLike, schema: Schema) -> tuple[pl.LazyFrame, s
         )
         _say_rescaled_files({f: _scan_parquet(f, read[f]) for f in files}, schemas, schema.numerical, source)
         if not (common or aside or partial or any(read[f].rezoned or read[f].date64 for f in files)):
-            return pl.scan_parquet(files, glob=False), source
+            return pl.scan_parquet(files, glob=False, include_file_paths=file_column), source
         parts = [_as_common(_scan_parquet(f, read[f]), common).drop(aside, strict=False) for f in files]
-        return pl.concat(parts, how="diagonal"), source  # by name: the files may order their columns apart
+        # By name: the files may order their columns apart.
+        return pl.concat(_with_file(parts, files, file_column), how="diagonal"), source
     if kinds == {"csv"}:
         scans = {f: _scan_csv_named(f, schema) for f in files}
         aside, _ = _checked_alike({f: lf.collect_schema() for f, lf in scans.items()}, schema, source)
@@ -400,7 +404,9 @@ def scan_table(path: str | os.PathLike, schema: Schema) -> tuple[pl.LazyFrame, s
             scans, {f: lf.collect_schema().names() for f, lf in scans.items()}, schema.numerical, source
         )
         parts = [lf.drop(aside, strict=False) for lf in scans.values()]
-        return pl.concat(parts, how="diagonal"), source  # by name, as Parquet parts
+        return pl.concat(
+            _with_file(parts, files, file_column), how="diagonal"
+        ), source  # by name, as Parquet parts
     if kinds == {"csv", "parquet"}:  # each type is read; the two together are not (dogfood 61)
         raise DataValidationError(
             f"{source}: mixes Parquet and CSV files; name one kind (a glob such as *.parquet), or convert the CSV"
@@ -408,6 +414,13 @@ def scan_table(path: str | os.PathLike, schema: Schema) -> tuple[pl.LazyFrame, s
     odd = sorted({Path(f).suffix.lower() or Path(f).name for f in files if file_kind(f) is None})
     raise DataValidationError(
         f"{source}: unsupported file type(s) {odd}; use Parquet (.parquet, .pq) or CSV (.csv, .csv.gz)"
+    )
+
+
+def _with_file(parts: list[pl.LazyFrame], files: list[str], column: str | None) -> list[pl.LazyFrame]:
+    """:func:`scan_table`'s parts, each with its file's path in ``column`` where one is asked for."""
+    return (
+        parts if column is None else [p.with_columns(pl.lit(f).alias(column)) for p, f in zip(parts, files)]
     )
 
 

@@ -18,7 +18,9 @@ import os
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import polars as pl
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -39,8 +41,10 @@ from seqfraud.data.events import (
 from seqfraud.errors import UserError
 from seqfraud.export.artifact import Model
 from seqfraud.features.drift import UNKNOWN_LABEL
+from seqfraud.features.spec import Spec
 from seqfraud.features.tokens import Sequences, polars_sequences
 from seqfraud.provenance import embedding_record, files_digest
+from seqfraud.schema import Schema
 from seqfraud.scoring.prepare import (
     NULL_CHECKS,
     cut_sessions_said,
@@ -68,9 +72,12 @@ def iter_scores(
     chunk_events: int = CHUNK_EVENTS,
     progress: bool = True,
     files: list[str] | None = None,
+    by_file: pl.LazyFrame | None = None,
 ) -> Iterator[pl.DataFrame]:
     """Score frames (``session_id, score, band``), one per chunk; together they equal ``scorer.score``."""
-    chunks = iter_sequences(scorer, events, source, chunk_events=chunk_events, progress=progress, files=files)
+    chunks = iter_sequences(
+        scorer, events, source, chunk_events=chunk_events, progress=progress, files=files, by_file=by_file
+    )
     for seqs, frame in chunks:
         yield scorer.score_sequences(seqs, frame)
 
@@ -83,13 +90,15 @@ def iter_sequences(
     chunk_events: int = CHUNK_EVENTS,
     progress: bool = True,
     files: list[str] | None = None,
+    by_file: pl.LazyFrame | None = None,
 ) -> Iterator[tuple[Sequences, pl.DataFrame | None]]:
     """The scorer's token sequences, one non-empty chunk at a time, with the normalized events a stacked
     artifact's aggregates read (None for other artifacts): what batch scoring and embedding run the model on.
 
     Rows that repeat another in every column the model reads are said as training says them, naming the
     ``files`` of the same bytes; without ``files`` (the export's check of events training read) they are not
-    counted, nor where the file holds the event ids the model reads, whose repeats are refused."""
+    counted, nor where the file holds the event ids the model reads, whose repeats are refused. ``by_file``: the
+    events of a folder with each row's file (:func:`scanned`), whose numbers are judged file by file too."""
     spec = scorer.spec
     # Refused before the first pass over the data; every chunk reads timestamps in the spec's unit.
     epoch_unit(
@@ -110,8 +119,6 @@ def iter_sequences(
         if spec.vocab.get(c) and (have[c] in (pl.String, pl.Categorical) or have[c].is_integer())
     ]
     finite = scorer.unsaid_infinite()  # the whole file's +inf and -inf, said by the scorer's note
-    scaled = [c for c in spec.schema.numerical if spec.edges.get(c)]
-    numbers = [pl.col(c).cast(pl.Float64, strict=False) for c in scaled]
     # The training events' bucket shares and nulls, where the artifact records them.
     trained = reference_shares(spec, scorer.manifest)
     lengths = pl.col(spec.schema.session_id).unique_counts()
@@ -133,24 +140,7 @@ def iter_sequences(
             ),
             *(scorer.respelt_example(c).alias(f"__respelt_{i}") for i, c in enumerate(texts)),
             *(pl.col(c).count().alias(f"__values_{i}") for i, c in enumerate(texts)),
-            *(  # finite values, those above the highest edge, those below the lowest
-                counted.sum().alias(f"__scale_{i}_{k}")
-                for i, (c, x) in enumerate(zip(scaled, numbers))
-                for k, counted in enumerate(
-                    (
-                        x.is_finite(),
-                        x.is_finite() & (x > spec.edges[c][-1]),
-                        x.is_finite() & (x < spec.edges[c][0]),
-                    )
-                )
-            ),
-            *(  # the finite values past each edge (the scorer says infinities of its own: review 225): a file's
-                # bucket counts, beside its finite values above (spread_said)
-                ((x > edge) & x.is_finite()).sum().alias(f"__spread_{i}_{k}")
-                for i, (c, x) in enumerate(zip(scaled, numbers))
-                if c in trained
-                for k, edge in enumerate(spec.edges[c])
-            ),
+            *scale_counts(spec, trained),
             # Where no event id tells repeats apart: a model without one, or a file that left its column out (dogfood
             # 221: 500 doubled rows scored unsaid).
             *(
@@ -207,14 +197,27 @@ def iter_sequences(
         values, known = counts[f"__values_{i}"].item(), counts[f"__known_{i}"].item()
         if said := recoded_said(source, spec, c, values, known, counts[f"__new_{i}"].item().to_list()):
             log.warning("%s", said)
-    for i, c in enumerate(scaled):  # a unit changed upstream
-        if said := off_scale_said(source, spec, c, *(counts[f"__scale_{i}_{k}"].item() for k in range(3))):
-            log.warning("%s", said)
-        elif c in trained:  # within the buckets' range too (dogfoods 218, 219)
-            past = [counts[f"__spread_{i}_{k}"].item() for k in range(len(spec.edges[c]))]
-            read = [counts[f"__scale_{i}_0"].item(), *past]
-            if said := spread_said(source, spec, c, trained[c], counts["sessions"].item(), read):
-                log.warning("%s", said)
+    scaled = scale_said(source, spec, trained, counts.row(0, named=True), counts["sessions"].item())
+    for said in scaled.values():  # a unit changed upstream
+        log.warning("%s", said)
+    if by_file is not None and (scale := scale_counts(spec, trained)):
+        # Each file of a folder too: one file wholly in another unit (m/s for km/h) moved the folder's shares less
+        # than the checks read, unsaid, where the same file alone was said (dogfood 234).
+        with reading(source):
+            per_file = (
+                by_file.group_by(S.FILE)
+                .agg(pl.col(spec.schema.session_id).n_unique().alias("sessions"), *scale)
+                .sort(S.FILE)
+                .collect()
+            )
+        files_said: dict[str, list[str]] = {}
+        for row in per_file.iter_rows(named=True):
+            for c, said in scale_said(row[S.FILE], spec, trained, row, row["sessions"]).items():
+                files_said.setdefault(c, []).append(said)
+        for lines in files_said.values():  # the files apart from the rest, where not every file is
+            if len(lines) < per_file.height:
+                more = f" (and {len(lines) - 1:,} more file(s) of {source})" if len(lines) > 1 else ""
+                log.warning("%s%s", lines[0], more)
     if said := cut_sessions_said(source, spec, counts["short"].item(), counts["sessions"].item()):
         log.warning("%s", said)
     if (truncated := counts["truncated"].item()) and scorer.reads_sequence:
@@ -274,6 +277,42 @@ def iter_sequences(
             bar.set_postfix(chunk=f"{i + 1}/{k}")
 
 
+def scale_counts(spec: Spec, trained: Mapping[str, np.ndarray]) -> list[pl.Expr]:
+    """Per numeric column with edges, its finite values, those above the highest edge and below the lowest
+    (:func:`off_scale_said`), and where training's shares are ``trained`` the finite values past each edge
+    (:func:`spread_said`; infinities the scorer says of its own: review 225)."""
+    out = []
+    for c in (c for c in spec.schema.numerical if spec.edges.get(c)):
+        x, edges = pl.col(c).cast(pl.Float64, strict=False), spec.edges[c]
+        finite = x.is_finite()
+        out += [
+            finite.sum().alias(f"__scale_{c}_0"),
+            (finite & (x > edges[-1])).sum().alias(f"__scale_{c}_1"),
+            (finite & (x < edges[0])).sum().alias(f"__scale_{c}_2"),
+        ]
+        out += [(finite & (x > edge)).sum().alias(f"__spread_{c}_{k}") for k, edge in enumerate(edges)] * (
+            c in trained
+        )
+    return out
+
+
+def scale_said(
+    source: str, spec: Spec, trained: Mapping[str, np.ndarray], counted: Mapping[str, Any], sessions: int
+) -> dict[str, str]:
+    """Per numeric column, what :func:`off_scale_said` says of the counts of :func:`scale_counts`, or where it says
+    nothing, what :func:`spread_said` says (within the buckets' range: dogfoods 218, 219)."""
+    said = {}
+    for c in (c for c in spec.schema.numerical if spec.edges.get(c)):
+        ends = [counted[f"__scale_{c}_{k}"] for k in range(3)]
+        if line := off_scale_said(source, spec, c, *ends):
+            said[c] = line
+        elif c in trained:
+            past = [counted[f"__spread_{c}_{k}"] for k in range(len(spec.edges[c]))]
+            if line := spread_said(source, spec, c, trained[c], sessions, [ends[0], *past]):
+                said[c] = line
+    return said
+
+
 def score_file(
     scorer: Scorer,
     events: str | os.PathLike,
@@ -288,16 +327,21 @@ def score_file(
     The output appears only when complete (written beside it, then renamed). Rows are grouped by
     chunk; sort by session id if order matters.
     """
-    lf, source = scan_table(events, scorer.spec.schema)
+    lf, source, files, by_file = scanned(events, scorer.spec.schema)
     frames = iter_scores(
-        scorer,
-        lf,
-        source,
-        chunk_events=chunk_events,
-        progress=progress,
-        files=resolve_paths(events, warn=False),
+        scorer, lf, source, chunk_events=chunk_events, progress=progress, files=files, by_file=by_file
     )
     return {"sessions": write_frames(as_logged(frames, lf, scorer.spec.schema.session_id), out, source)}
+
+
+def scanned(
+    events: str | os.PathLike, schema: Schema
+) -> tuple[pl.LazyFrame, str, list[str], pl.LazyFrame | None]:
+    """An event log scanned for batch scoring (:func:`scan_table`): its frame, name and files, and for a folder
+    of several files the frame with each row's file (:data:`S.FILE`)."""
+    files = resolve_paths(events, warn=False)
+    lf, source = scan_table(events, schema, S.FILE if len(files) > 1 else None)
+    return (lf.drop(S.FILE), source, files, lf) if len(files) > 1 else (lf, source, files, None)
 
 
 def embed_file(
@@ -316,12 +360,11 @@ def embed_file(
             "the stacker kept LightGBM alone: these embeddings are its sequence model's, which this artifact's "
             "scores never read (the validation showed no gain of it over LightGBM)"
         )
-    lf, source = scan_table(events, scorer.spec.schema)
-    files = resolve_paths(events, warn=False)
+    lf, source, files, by_file = scanned(events, scorer.spec.schema)
     frames = (
         scorer.embed_sequences(seqs, embedding)
         for seqs, _ in iter_sequences(
-            scorer, lf, source, chunk_events=chunk_events, progress=progress, files=files
+            scorer, lf, source, chunk_events=chunk_events, progress=progress, files=files, by_file=by_file
         )
     )
     # An artifact's encoder is a classifier's: it learnt from the labels of its training period.
