@@ -1052,6 +1052,13 @@ def test_a_file_of_a_folder_in_another_unit_is_said_by_name(scorer, tmp_path, ca
             score_file(scorer, str(tmp_path / "folder"), tmp_path / "s.parquet", progress=False)
         said = f"{path}: column '{AMOUNT}': 100% of its values lie above the highest value its buckets tell apart"
         assert (said in caplog.text) == (name == "moved"), name
+    # A column of the log that bears the file column's name, which the schema does not read, is no obstacle.
+    for name, frame in (("a", clean), ("b", moved)):
+        _write(tmp_path / "folder" / f"{name}.parquet", frame.with_columns(pl.lit("x").alias(S.FILE)))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="seqfraud.scoring"):
+        score_file(scorer, str(tmp_path / "folder"), tmp_path / "s.parquet", progress=False)
+    assert f"{tmp_path / 'folder' / 'b.parquet'}: column '{AMOUNT}': 100% of its values" in caplog.text
 
 
 def test_online_checks_read_later_windows_and_the_spread(scorer, caplog, monkeypatch):

@@ -392,7 +392,10 @@ def scan_table(
             source,
         )
         _say_rescaled_files({f: _scan_parquet(f, read[f]) for f in files}, schemas, schema.numerical, source)
-        if not (common or aside or partial or any(read[f].rezoned or read[f].date64 for f in files)):
+        # A column of the files that bears the file column's name is not the schema's (its working names are
+        # refused): the parts' path writes over it, where Polars' own file paths refuse it.
+        clash = file_column is not None and any(file_column in s for s in schemas.values())
+        if not (clash or common or aside or partial or any(read[f].rezoned or read[f].date64 for f in files)):
             return pl.scan_parquet(files, glob=False, include_file_paths=file_column), source
         parts = [_as_common(_scan_parquet(f, read[f]), common).drop(aside, strict=False) for f in files]
         # By name: the files may order their columns apart.
