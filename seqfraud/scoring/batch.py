@@ -197,27 +197,11 @@ def iter_sequences(
         values, known = counts[f"__values_{i}"].item(), counts[f"__known_{i}"].item()
         if said := recoded_said(source, spec, c, values, known, counts[f"__new_{i}"].item().to_list()):
             log.warning("%s", said)
-    scaled = scale_said(source, spec, trained, counts.row(0, named=True), counts["sessions"].item())
-    for said in scaled.values():  # a unit changed upstream
+    # A unit changed upstream: said of the files of a folder that stand apart, else of the whole input.
+    apart = files_apart(by_file, spec, trained, source) if by_file is not None else {}
+    whole = scale_said(source, spec, trained, counts.row(0, named=True), counts["sessions"].item())
+    for said in (apart | {c: said for c, said in whole.items() if c not in apart}).values():
         log.warning("%s", said)
-    if by_file is not None and (scale := scale_counts(spec, trained)):
-        # Each file of a folder too: one file wholly in another unit (m/s for km/h) moved the folder's shares less
-        # than the checks read, unsaid, where the same file alone was said (dogfood 234).
-        with reading(source):
-            per_file = (
-                by_file.group_by(S.FILE)
-                .agg(pl.col(spec.schema.session_id).n_unique().alias("sessions"), *scale)
-                .sort(S.FILE)
-                .collect()
-            )
-        files_said: dict[str, list[str]] = {}
-        for row in per_file.iter_rows(named=True):
-            for c, said in scale_said(row[S.FILE], spec, trained, row, row["sessions"]).items():
-                files_said.setdefault(c, []).append(said)
-        for lines in files_said.values():  # the files apart from the rest, where not every file is
-            if len(lines) < per_file.height:
-                more = f" (and {len(lines) - 1:,} more file(s) of {source})" if len(lines) > 1 else ""
-                log.warning("%s%s", lines[0], more)
     if said := cut_sessions_said(source, spec, counts["short"].item(), counts["sessions"].item()):
         log.warning("%s", said)
     if (truncated := counts["truncated"].item()) and scorer.reads_sequence:
@@ -294,6 +278,45 @@ def scale_counts(spec: Spec, trained: Mapping[str, np.ndarray]) -> list[pl.Expr]
             c in trained
         )
     return out
+
+
+# A file of a folder is judged apart from 20 sessions on: a file of 3 sessions' pings in a traffic jam read as a
+# unit change (review 236).
+FILE_SESSIONS = 20
+
+
+def files_apart(
+    by_file: pl.LazyFrame, spec: Spec, trained: Mapping[str, np.ndarray], source: str
+) -> dict[str, str]:
+    """Per numeric column, what to say of the files of a folder (``by_file``: its events with each row's file) that
+    :func:`scale_said` says of where it does not say it of every file: one file wholly in another unit (m/s for
+    km/h) moved the folder's shares less than the checks read, unsaid, where the same file alone was said
+    (dogfood 234)."""
+    if not (scale := scale_counts(spec, trained)):
+        return {}
+    with reading(source):
+        per_file = (
+            by_file.group_by(S.FILE)
+            .agg(pl.col(spec.schema.session_id).n_unique().alias("sessions"), *scale)
+            .filter(pl.col("sessions") >= FILE_SESSIONS)
+            .sort(S.FILE)
+            .collect()
+        )
+    files_said: dict[str, list[tuple[str, str]]] = {}
+    for row in per_file.iter_rows(named=True):
+        for c, said in scale_said(row[S.FILE], spec, trained, row, row["sessions"]).items():
+            files_said.setdefault(c, []).append((row[S.FILE], said))
+    return {
+        c: said[0][1]
+        + (
+            f"; so do {len(said) - 1:,} more file(s): {', '.join(f for f, _ in said[1:4])}"
+            if len(said) > 1
+            else ""
+        )
+        + ("..." if len(said) > 4 else "")
+        for c, said in files_said.items()
+        if len(said) < per_file.height
+    }
 
 
 def scale_said(

@@ -518,6 +518,8 @@ def thinned_said(
 ) -> str | None:
     """What to say of ``field`` holding a value on far fewer of ``rows`` events (``nulls`` null, of ``sessions``
     sessions) than training's events of the same types did (``expected`` nulls: :func:`learnt_nulls`), or None."""
+    if not rows:  # no event of a learnt type (review 236: a ZeroDivisionError online)
+        return None
     had, has = 1 - expected / rows, 1 - nulls / rows
     if sessions < THINNED_SESSIONS or rows - expected < THINNED_VALUES or has >= THINNED_SHARE * had:
         return None
@@ -534,6 +536,8 @@ def filled_said(
 ) -> str | None:
     """What to say of ``field`` null on far fewer of ``rows`` events than training's of the same types were (blanks
     written as a value), as :func:`thinned_said`, or None."""
+    if not rows:
+        return None
     trained = expected / rows
     if (
         sessions < THINNED_SESSIONS
