@@ -1023,6 +1023,12 @@ def test_a_field_thinned_or_filled_far_from_training_is_said(scorer, tmp_path, c
         Unlearnt(scorer.spec, scorer.manifest).take(events, "request")
         filled = f"request: column '{AMOUNT}' is null on 0.0% of the events, against 95.0% of training's"
         assert filled in caplog.text and "(the first 600 events online)" in caplog.text
+    # No event of a learnt type: nothing to judge (review 236: a ZeroDivisionError online).
+    from seqfraud.scoring.prepare import NULL_CHECKS
+
+    assert all(
+        said_of("x", scorer.spec, AMOUNT, 0, 0, 500, 0.0) is None for said_of, _ in NULL_CHECKS.values()
+    )
     # An edited share is none.
     for bad in ("x", None, -0.5, 1.5, float("nan"), {"login": "x"}, {"login": 2.0}, {}):
         edited = {**scorer.manifest, "reference": {"null_shares": {DEVICE: bad}}}
@@ -1052,6 +1058,13 @@ def test_a_file_of_a_folder_in_another_unit_is_said_by_name(scorer, tmp_path, ca
             score_file(scorer, str(tmp_path / "folder"), tmp_path / "s.parquet", progress=False)
         said = f"{path}: column '{AMOUNT}': 100% of its values lie above the highest value its buckets tell apart"
         assert (said in caplog.text) == (name == "moved"), name
+    # A file of a few sessions is not judged apart (review 236: 3 sessions' pings in a traffic jam were).
+    few = moved.head(12)  # 3 sessions
+    path = _write(tmp_path / "folder" / "b.parquet", few)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="seqfraud.scoring"):
+        score_file(scorer, str(tmp_path / "folder"), tmp_path / "s.parquet", progress=False)
+    assert f"{path}: column" not in caplog.text
     # A column of the log that bears the file column's name, which the schema does not read, is no obstacle.
     for name, frame in (("a", clean), ("b", moved)):
         _write(tmp_path / "folder" / f"{name}.parquet", frame.with_columns(pl.lit("x").alias(S.FILE)))
