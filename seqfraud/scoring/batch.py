@@ -274,9 +274,8 @@ def scale_counts(spec: Spec, trained: Mapping[str, np.ndarray]) -> list[pl.Expr]
             (finite & (x > edges[-1])).sum().alias(f"__scale_{c}_1"),
             (finite & (x < edges[0])).sum().alias(f"__scale_{c}_2"),
         ]
-        out += [(finite & (x > edge)).sum().alias(f"__spread_{c}_{k}") for k, edge in enumerate(edges)] * (
-            c in trained
-        )
+        if c in trained:
+            out += [(finite & (x > edge)).sum().alias(f"__spread_{c}_{k}") for k, edge in enumerate(edges)]
     return out
 
 
