@@ -63,7 +63,7 @@ TS_PRESENT = "__ts_present"
 TS_OUT_OF_RANGE = "__ts_out_of_range"
 TS_NAIVE = "__ts_naive"  # a timestamp string without a UTC offset, while training's events are validated
 EVENT_ID = "__event_id"  # data.schema.event_id, as a string, while events are validated
-FILE = "__file"  # the file of a folder an event row was read from, where batch scoring judges each file
+FILE = "__file"  # the file of a folder an event row was read from, where its files are judged apart
 # The normalized event frame's working columns: no column of the log may take their names (Schema).
 WORKING_NAMES = (
     ROW_INDEX,

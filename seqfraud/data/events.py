@@ -407,9 +407,8 @@ def scan_table(
             scans, {f: lf.collect_schema().names() for f, lf in scans.items()}, schema.numerical, source
         )
         parts = [lf.drop(aside, strict=False) for lf in scans.values()]
-        return pl.concat(
-            _with_file(parts, files, file_column), how="diagonal"
-        ), source  # by name, as Parquet parts
+        # By name, as Parquet parts.
+        return pl.concat(_with_file(parts, files, file_column), how="diagonal"), source
     if kinds == {"csv", "parquet"}:  # each type is read; the two together are not (dogfood 61)
         raise DataValidationError(
             f"{source}: mixes Parquet and CSV files; name one kind (a glob such as *.parquet), or convert the CSV"
@@ -682,7 +681,7 @@ def _say_rescaled_files(
     size = {c: pl.col(c).abs() for c in held}
     parts = [
         lf.select(
-            pl.lit(i).alias("__file"),
+            pl.lit(i).alias(S.FILE),
             *(
                 pl.col(c).cast(pl.Float64, strict=False) if c in named else pl.lit(None, pl.Float64).alias(c)
                 for c in held
@@ -693,7 +692,7 @@ def _say_rescaled_files(
     with reading(source):
         read = (
             pl.concat(parts)
-            .group_by("__file")
+            .group_by(S.FILE)
             .agg(
                 *(
                     pl.struct(
@@ -703,14 +702,14 @@ def _say_rescaled_files(
                     for c, x in size.items()
                 )
             )
-            .sort("__file")
+            .sort(S.FILE)
             .collect()
         )
     files = list(scans)
     for c in held:
         of = {
             files[i]: (got["m"], got["n"])
-            for i, got in zip(read["__file"], read[c])
+            for i, got in zip(read[S.FILE], read[c])
             if got["n"] >= RESCALED_VALUES
         }
         if len(of) < 3:
