@@ -681,17 +681,14 @@ def _say_rescaled_files(
     size = {c: pl.col(c).abs() for c in held}
     parts = [
         lf.select(
-            pl.lit(i).alias(S.FILE),
-            *(
-                pl.col(c).cast(pl.Float64, strict=False) if c in named else pl.lit(None, pl.Float64).alias(c)
-                for c in held
-            ),
+            pl.col(c).cast(pl.Float64, strict=False) if c in named else pl.lit(None, pl.Float64).alias(c)
+            for c in held
         )
-        for i, (lf, named) in enumerate(zip(scans.values(), (set(n) for n in columns.values())))
+        for lf, named in zip(scans.values(), (set(n) for n in columns.values()))
     ]
     with reading(source):
         read = (
-            pl.concat(parts)
+            pl.concat(_with_file(parts, list(scans), S.FILE))
             .group_by(S.FILE)
             .agg(
                 *(
@@ -705,11 +702,10 @@ def _say_rescaled_files(
             .sort(S.FILE)
             .collect()
         )
-    files = list(scans)
     for c in held:
         of = {
-            files[i]: (got["m"], got["n"])
-            for i, got in zip(read[S.FILE], read[c])
+            file: (got["m"], got["n"])
+            for file, got in zip(read[S.FILE], read[c])
             if got["n"] >= RESCALED_VALUES
         }
         if len(of) < 3:

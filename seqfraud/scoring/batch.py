@@ -40,7 +40,6 @@ from seqfraud.data.events import (
 )
 from seqfraud.errors import UserError
 from seqfraud.export.artifact import Model
-from seqfraud.features.drift import UNKNOWN_LABEL
 from seqfraud.features.spec import Spec
 from seqfraud.features.tokens import Sequences, polars_sequences
 from seqfraud.provenance import embedding_record, files_digest
@@ -49,6 +48,7 @@ from seqfraud.scoring.prepare import (
     NULL_CHECKS,
     cut_sessions_said,
     epoch_unit,
+    learnt_kinds,
     learnt_nulls,
     normalized_events,
     off_scale_said,
@@ -163,7 +163,7 @@ def iter_sequences(
     nulls = reference_null_shares(spec, scorer.manifest)
     if kinds := [c for c in optional if c in nulls]:  # by event type: a field null on some kinds by nature
         kind = pl.col(spec.schema.event_type).cast(pl.String)
-        learnt = sorted({k for shares in nulls.values() for k in shares} - {UNKNOWN_LABEL})
+        learnt = sorted(learnt_kinds(nulls))
         with reading(source):
             by_kind, of_learnt = pl.collect_all(
                 [

@@ -474,13 +474,15 @@ def reference_shares(spec: Spec, manifest: Mapping[str, Any]) -> dict[str, np.nd
 
 
 def reference_null_shares(spec: Spec, manifest: Mapping[str, Any]) -> dict[str, dict[str, float]]:
-    """Per categorical, numeric and entity column of the spec, and per event type, the training events' share
-    without a value that the manifest records (artifacts exported since session 41), where each is a share."""
+    """Per categorical, numeric and entity column of the spec, and per event type training learnt, the training
+    events' share without a value that the manifest records (artifacts exported since session 41), where each is a
+    share. The rare types training read as one unknown value are left out: an event type training did not learn
+    says nothing of its nulls (review 233: a new type read as a client that stopped sending a field)."""
     reference = manifest.get("reference")
     recorded = reference.get(NULL_SHARES) if isinstance(reference, dict) else None
     columns = {*spec.schema.categorical, *spec.schema.numerical, *spec.schema.entities}
     return {
-        c: {str(k): float(share) for k, share in by_kind.items()}
+        c: {str(k): float(share) for k, share in by_kind.items() if k != UNKNOWN_LABEL}
         for c, by_kind in (recorded.items() if isinstance(recorded, dict) else ())
         if c in columns
         and isinstance(by_kind, dict)
@@ -489,13 +491,18 @@ def reference_null_shares(spec: Spec, manifest: Mapping[str, Any]) -> dict[str, 
     }
 
 
+def learnt_kinds(nulls: Mapping[str, Mapping[str, float]]) -> set[str]:
+    """The event types whose nulls :func:`reference_null_shares` records, of any field."""
+    return {kind for shares in nulls.values() for kind in shares}
+
+
 def learnt_nulls(
     shares: Mapping[str, float], events: Mapping[str, int], nulls: Mapping[str, int]
 ) -> tuple[int, int, float]:
     """Of the events of the types training learnt (``events``, ``nulls``: per event type), how many, their nulls,
-    and the nulls training's ``shares`` give them. An event type training did not learn says nothing of its nulls
-    (review 233: a new type read as a client that stopped sending a field); the recoding check reads it."""
-    learnt = [kind for kind in events if kind in shares and kind != UNKNOWN_LABEL]
+    and the nulls training's ``shares`` (:func:`reference_null_shares`) give them; the recoding check reads the
+    others."""
+    learnt = [kind for kind in events if kind in shares]
     return (
         sum(events[kind] for kind in learnt),
         sum(nulls.get(kind, 0) for kind in learnt),
@@ -624,7 +631,7 @@ class Unlearnt:
         self.nulls: dict[tuple[str, str], tuple[int, int, float, int, int]] = {
             (check, c): (0, 0, 0.0, 0, 0) for check in NULL_CHECKS for c in self.trained_nulls
         }
-        self.learnt = {k for shares in self.trained_nulls.values() for k in shares} - {UNKNOWN_LABEL}
+        self.learnt = learnt_kinds(self.trained_nulls)
         self.vocab = {f: frozenset(spec.vocab[f]) for f in spec.schema.categorical_fields}
         # Per numeric column with edges: its finite values, those above its highest edge and below its lowest.
         self.ends = {
