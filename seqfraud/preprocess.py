@@ -80,6 +80,7 @@ from seqfraud.features.spec import (
     ON_MIXED_LABELS,
     ON_UNLABELED,
     SHORTEST_TRAINED,
+    TIED_SHARE,
     UNKNOWN,
     Spec,
 )
@@ -751,6 +752,12 @@ def risk_blind_columns(spec: Spec) -> list[str]:
 GAP_SAMPLE = 20_000  # training sessions of two events or more whose longest gap is measured
 
 
+def tied_share(train: pl.DataFrame) -> float:
+    """:data:`~seqfraud.features.spec.TIED_SHARE` of the training sessions (their session table's counts)."""
+    events = int(train["n_events"].sum())
+    return int(train["n_tied"].sum()) / events if events else 0.0
+
+
 def longest_gap_quantiles(engine: Any, loaded: LoadedEvents, train: pl.DataFrame) -> list[float] | None:
     """:data:`~seqfraud.features.spec.GAP_QUANTILES` of the training sessions' longest gap between events, in
     seconds, over every k-th session of two events or more by id (at most :data:`GAP_SAMPLE`, the same sessions
@@ -918,6 +925,7 @@ def preprocess(
         SHORTEST_TRAINED: int(train["n_events"].quantile(0.01, "lower") or 0) if train.height else 0,
         LONGEST_TRAINED: int(train["n_events"].quantile(0.99, "higher") or 0) if train.height else 0,
         LONGEST_GAPS: longest_gap_quantiles(engine, loaded, train),
+        TIED_SHARE: tied_share(train),
         ON_MIXED_LABELS: policy.get("on_mixed_labels", "error"),
     }
     if policy.get("on_unlabeled") == "negative":

@@ -627,6 +627,7 @@ def _session_table(
         (_count() - F.countDistinct(F.xxhash64(*[c for c in events.columns if c != S.ROW_INDEX]))).alias(
             "n_duplicate_rows"
         ),
+        F.countDistinct(ts).alias("n_times"),
     ]
     if with_label:
         aggs += [

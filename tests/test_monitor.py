@@ -111,6 +111,17 @@ def test_a_windows_doubled_rows_are_said_as_scoring_says_them(exported_artifact,
     with caplog.at_level("WARNING", logger="seqfraud.data.events"):
         monitor(exported_artifact, str(tmp_path / "doubled.parquet"), reference=windows["reference"])
     assert f"{real + 7} event row(s) repeat another row of their session in every column" in caplog.text
+    assert "share their session's timestamp" not in caplog.text
+    # Times written to the hour tie far more often than training's did, and their order is the rows' (dogfood 230).
+    hours = late.with_columns(pl.col(S.SYNTHETIC.timestamp).dt.truncate("1h"))
+    tied = hours.select(
+        pl.struct(S.SYNTHETIC.event_columns).n_unique()
+        - pl.struct(S.SYNTHETIC.session_id, S.SYNTHETIC.timestamp).n_unique()
+    )
+    hours.write_parquet(tmp_path / "hours.parquet")
+    with caplog.at_level("WARNING", logger="seqfraud.monitoring.inputs"):
+        monitor(exported_artifact, str(tmp_path / "hours.parquet"), reference=windows["reference"])
+    assert f"hours.parquet: {tied.item():,} of its {late.height:,} events" in caplog.text
     # Its columns are checked first: a window without one was "the data cannot be read" (review 208).
     late.drop("country").write_parquet(tmp_path / "short.parquet")
     with pytest.raises(DataValidationError, match="missing column"):

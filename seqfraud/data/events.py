@@ -251,6 +251,15 @@ def repeated_rows(schema: Schema) -> pl.Expr:
     return pl.len() - pl.struct(schema.event_columns).hash(0).n_unique()
 
 
+def tied_rows(schema: Schema) -> pl.Expr:
+    """How many event rows share their session's timestamp with another row and differ from it elsewhere (exact
+    repeats are :func:`repeated_rows`): the input's row order is then theirs."""
+    return (
+        pl.struct(schema.event_columns).hash(0).n_unique()
+        - pl.struct(schema.session_id, schema.timestamp).hash(0).n_unique()
+    )
+
+
 def say_repeated_rows(
     source: str, n: int, copies: list[tuple[str, str]], left_out_id: str | None = None
 ) -> None:
@@ -1643,6 +1652,7 @@ def session_table(
         # Rows equal in every column to another of their session: by a 64-bit hash per session (exact up to a
         # collision among one session's rows); an exact struct comparison cost four times as much.
         (pl.len() - pl.struct(pl.exclude(S.ROW_INDEX)).hash(0).n_unique()).alias("n_duplicate_rows"),
+        pl.col(S.TS_US).n_unique().alias("n_times"),
     ]
     have = events.collect_schema()
     for flag, name in ((S.TS_NAIVE, "ts"), (S.LABEL_TIME_NAIVE, "label_time")):
@@ -2435,6 +2445,8 @@ def validate_sessions(
         S.START_TIME,
         S.END_TIME,
         pl.col("n_events").cast(pl.Int64),
+        # Events that share their session's timestamp with another and differ from it elsewhere (TIED_SHARE).
+        (pl.col("n_events") - pl.col("n_duplicate_rows") - pl.col("n_times")).cast(pl.Int64).alias("n_tied"),
         pl.col(S.LABEL).cast(pl.Int8),
         pl.col(S.LABEL_KNOWN).cast(pl.Int64),
         pl.col(S.LEGIT_FROM).cast(pl.Int64),

@@ -47,6 +47,9 @@ LONGEST_TRAINED = "session_events_p99"  # fit_info: 99% of the training sessions
 # fit_info: quantiles (GAP_QUANTILES) of the longest gap, in seconds, between consecutive events of a training session
 LONGEST_GAPS = "session_longest_gap_s"
 GAP_QUANTILES = (0.1, 0.25, 0.5, 0.9, 0.99, 0.999, 1.0)
+# fit_info: the share of training events that share their session's timestamp with another of its events and differ
+# from it elsewhere (exact repeats are counted apart): their order is the input's
+TIED_SHARE = "tied_events_share"
 NAN_VALUES = "nan_values"  # fit_info: per numeric column, the training events whose value was NaN
 # fit_info: data.policy.on_mixed_labels of the training log, which a history's labels off its events follow
 ON_MIXED_LABELS = "on_mixed_labels"
@@ -214,6 +217,12 @@ class Spec:
         """Events of the shortest training sessions (their 1st percentile); 0 for specs fitted before it was
         recorded."""
         return int(self.fit_info.get(SHORTEST_TRAINED, 0))
+
+    @property
+    def tied_share(self) -> float | None:
+        """:data:`TIED_SHARE`; None for specs fitted before it was recorded."""
+        share = self.fit_info.get(TIED_SHARE)
+        return None if share is None else float(share)
 
     @property
     def longest_trained(self) -> int:

@@ -37,6 +37,7 @@ from seqfraud.data.events import (
     say_repeated_rows,
     say_respelt_ids,
     scan_table,
+    tied_rows,
 )
 from seqfraud.errors import UserError
 from seqfraud.export.artifact import Model
@@ -56,6 +57,7 @@ from seqfraud.scoring.prepare import (
     reference_null_shares,
     reference_shares,
     spread_said,
+    tied_said,
 )
 from seqfraud.scoring.scorer import Scorer
 
@@ -148,6 +150,7 @@ def iter_sequences(
                 if files is not None and (spec.schema.event_id is None or spec.schema.event_id not in have)
                 else []
             ),
+            *([tied_rows(spec.schema).alias("tied")] if files is not None else []),
             *(  # the first two values the model did not learn, distinct
                 pl.col(c)
                 .filter(~pl.col(c).cast(pl.String).is_in(spec.vocab[c]))
@@ -203,6 +206,8 @@ def iter_sequences(
     for said in (apart | {c: said for c, said in whole.items() if c not in apart}).values():
         log.warning("%s", said)
     if said := cut_sessions_said(source, spec, counts["short"].item(), counts["sessions"].item()):
+        log.warning("%s", said)
+    if "tied" in counts.columns and (said := tied_said(source, spec, counts["tied"].item(), n_rows)):
         log.warning("%s", said)
     if (truncated := counts["truncated"].item()) and scorer.reads_sequence:
         log.warning(
