@@ -1074,6 +1074,40 @@ def test_a_file_of_a_folder_in_another_unit_is_said_by_name(scorer, tmp_path, ca
     assert f"{tmp_path / 'folder' / 'b.parquet'}: column '{AMOUNT}': 100% of its values" in caplog.text
 
 
+def test_the_weeks_of_a_file_in_another_unit_are_said_by_date(scorer, tmp_path, caplog):
+    """A month's file whose second half a release had put in m/s for km/h scored unsaid: the file's shares moved
+    too little for the checks, which read the whole (dogfood 234: 6 bands changed). A file's weeks are judged
+    too, and named by their dates; a file wholly in another unit is named alone."""
+    from seqfraud.scoring.batch import score_file
+
+    edges = scorer.spec.edges[AMOUNT]
+    inside = [(a + b) / 2 for a, b in itertools.pairwise(edges)]
+    before = log(3_200).with_columns(pl.Series(AMOUNT, np.resize(inside, 3_200)))
+    after = log(160, [f"late{i // 4}" for i in range(160)]).with_columns(
+        pl.Series(AMOUNT, np.resize(inside, 160) * 100 + edges[-1] + 1),
+        (pl.col(TS) + timedelta(days=8)).alias(TS),
+    )
+    path = _write(tmp_path / "month.parquet", pl.concat([before, after]))
+    with caplog.at_level("WARNING", logger="seqfraud.scoring"):
+        score_file(scorer, path, tmp_path / "s.parquet", progress=False)
+    week = f"{(T0 + timedelta(days=8)).date()} to {(T0 + timedelta(days=8, seconds=159)).date()}"
+    said = f"{path} (its events of {week}): column '{AMOUNT}': 100% of its values lie above the highest value"
+    assert said in caplog.text
+    assert caplog.text.count("its buckets") == 1  # not of the whole file too: 5% of its values
+    # The same weeks unchanged: nothing; the whole file moved: the file is named, not its weeks.
+    for name, frame in (
+        ("clean", after.with_columns(pl.Series(AMOUNT, np.resize(inside, 160)))),
+        ("moved", before.with_columns(pl.Series(AMOUNT, np.resize(inside, 3_200) * 100 + edges[-1] + 1))),
+    ):
+        both = pl.concat([before, frame]) if name == "clean" else pl.concat([frame, after])
+        path = _write(tmp_path / f"{name}.parquet", both)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="seqfraud.scoring"):
+            score_file(scorer, path, tmp_path / "s.parquet", progress=False)
+        assert ("100% of its values lie above" in caplog.text) == (name == "moved"), name
+        assert "its events of" not in caplog.text, name
+
+
 def test_online_checks_read_later_windows_and_the_spread(scorer, caplog, monkeypatch):
     """Online scoring judged its first 1,000 events alone, by the ends of the buckets alone: a unit changed after
     them, or within the buckets' range (kWh for Wh: dogfood 218), went unsaid for the process's life. A window

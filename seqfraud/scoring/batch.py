@@ -28,8 +28,10 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from seqfraud import schema as S
 from seqfraud.data.events import (
     SCORING_NAMES,
+    US_PER_UNIT,
     DataValidationError,
     check_columns,
+    epoch_value,
     reading,
     repeated_rows,
     resolve_paths,
@@ -38,7 +40,10 @@ from seqfraud.data.events import (
     say_respelt_ids,
     scan_table,
     tied_rows,
+    timestamp_range_us,
+    timestamp_us,
 )
+from seqfraud.data.split import from_epoch_us
 from seqfraud.errors import UserError
 from seqfraud.export.artifact import Model
 from seqfraud.features.spec import Spec
@@ -100,10 +105,10 @@ def iter_sequences(
     Rows that repeat another in every column the model reads are said as training says them, naming the
     ``files`` of the same bytes; without ``files`` (the export's check of events training read) they are not
     counted, nor where the file holds the event ids the model reads, whose repeats are refused. ``by_file``: the
-    events of a folder with each row's file (:func:`scanned`), whose numbers are judged file by file too."""
+    events with each row's file (:func:`scanned`), whose numbers are judged part by part too (:func:`parts_apart`)."""
     spec = scorer.spec
     # Refused before the first pass over the data; every chunk reads timestamps in the spec's unit.
-    epoch_unit(
+    unit = epoch_unit(
         check_columns(events, spec.schema, source, with_label=False, missing_hint=SCORING_NAMES), spec, source
     )
     # Entity columns too: a device column empty in every row scored without a word, every session without its
@@ -200,8 +205,8 @@ def iter_sequences(
         values, known = counts[f"__values_{i}"].item(), counts[f"__known_{i}"].item()
         if said := recoded_said(source, spec, c, values, known, counts[f"__new_{i}"].item().to_list()):
             log.warning("%s", said)
-    # A unit changed upstream: said of the files of a folder that stand apart, else of the whole input.
-    apart = files_apart(by_file, spec, trained, source) if by_file is not None else {}
+    # A unit changed upstream: said of the parts of the input that stand apart, else of the whole input.
+    apart = parts_apart(by_file, spec, trained, source, unit) if by_file is not None else {}
     whole = scale_said(source, spec, trained, counts.row(0, named=True), counts["sessions"].item())
     for said in (apart | {c: said for c, said in whole.items() if c not in apart}).values():
         log.warning("%s", said)
@@ -284,42 +289,71 @@ def scale_counts(spec: Spec, trained: Mapping[str, np.ndarray]) -> list[pl.Expr]
     return out
 
 
-# A file of a folder is judged apart from 20 sessions on: a file of 3 sessions' pings in a traffic jam read as a
-# unit change (review 236).
+# A part of an input is judged apart from 20 sessions on: a file of 3 sessions' pings in a traffic jam read as a unit
+# change (review 236).
 FILE_SESSIONS = 20
 
 
-def files_apart(
-    by_file: pl.LazyFrame, spec: Spec, trained: Mapping[str, np.ndarray], source: str
+def parts_apart(
+    by_file: pl.LazyFrame, spec: Spec, trained: Mapping[str, np.ndarray], source: str, unit: str | None
 ) -> dict[str, str]:
-    """Per numeric column, what to say of the files of a folder (``by_file``: its events with each row's file) that
+    """Per numeric column, what to say of the parts of an input (``by_file``: its events with each row's file) that
     :func:`scale_said` says of where it does not say it of every file: one file wholly in another unit (m/s for
-    km/h) moved the folder's shares less than the checks read, unsaid, where the same file alone was said
-    (dogfood 234)."""
+    km/h) moved a folder's shares less than the checks read, unsaid, where the same file alone was said, and so
+    did a month's file whose second half a release had changed (dogfood 234). The parts are the files, and the
+    weeks (from Monday, UTC) of a file whose events span several, said where their file is not (``unit``: the
+    epochs', :func:`epoch_unit`)."""
     if not (scale := scale_counts(spec, trained)):
         return {}
+    ts = spec.schema.timestamp
+    us, _ = timestamp_us(
+        *epoch_value(ts, by_file.collect_schema()[ts], unit or "us"), timestamp_range_us(spec.schema)
+    )
+    week = (us // US_PER_UNIT["d"] + 3) // 7  # from Monday: 1970-01-01 was a Thursday
     with reading(source):
-        per_file = (
-            by_file.group_by(S.FILE)
-            .agg(pl.col(spec.schema.session_id).n_unique().alias("sessions"), *scale)
-            .filter(pl.col("sessions") >= FILE_SESSIONS)
-            .sort(S.FILE)
+        weeks = (
+            by_file.group_by(S.FILE, week.alias("__week"))
+            .agg(
+                pl.col(spec.schema.session_id).n_unique().alias("sessions"),
+                us.min().alias("__first"),
+                us.max().alias("__last"),
+                *scale,
+            )
+            .sort(S.FILE, "__week")
             .collect()
         )
-    files_said: dict[str, list[tuple[str, str]]] = {}
-    for row in per_file.iter_rows(named=True):
-        for c, said in scale_said(row[S.FILE], spec, trained, row, row["sessions"]).items():
-            files_said.setdefault(c, []).append((row[S.FILE], said))
+    # A file's counts are its weeks' sums (a session across a week's end counts in both: a threshold's count).
+    files = (
+        weeks.group_by(S.FILE, maintain_order=True)
+        .agg(pl.exclude("__week", "__first", "__last").sum(), pl.len().alias("__weeks"))
+        .filter(pl.col("sessions") >= FILE_SESSIONS)
+    )
+    judged = weeks.filter(pl.col("sessions") >= FILE_SESSIONS, pl.col("__week").is_not_null())
+    parts_said: dict[str, list[tuple[str, str]]] = {}  # per column, the parts said and what
+    whole: dict[str, int] = {}  # per column, the files said whole
+    for f in files.iter_rows(named=True):
+        said = scale_said(f[S.FILE], spec, trained, f, f["sessions"])
+        for c, line in said.items():
+            whole[c] = whole.get(c, 0) + 1
+            parts_said.setdefault(c, []).append((f[S.FILE], line))
+        if f["__weeks"] < 2:
+            continue
+        for w in judged.filter(pl.col(S.FILE) == f[S.FILE]).iter_rows(named=True):
+            first, last = (from_epoch_us(w[k])[:10] for k in ("__first", "__last"))
+            name = f"{f[S.FILE]} (its events of {first} to {last})"
+            for c, line in scale_said(name, spec, trained, w, w["sessions"]).items():
+                if c not in said:
+                    parts_said.setdefault(c, []).append((name, line))
     return {
         c: said[0][1]
         + (
-            f"; so do {len(said) - 1:,} more file(s): {', '.join(f for f, _ in said[1:4])}"
+            f"; so do {len(said) - 1:,} more part(s): {', '.join(name for name, _ in said[1:4])}"
             if len(said) > 1
             else ""
         )
         + ("..." if len(said) > 4 else "")
-        for c, said in files_said.items()
-        if len(said) < per_file.height
+        for c, said in parts_said.items()
+        if whole.get(c, 0) < files.height
     }
 
 
@@ -361,14 +395,12 @@ def score_file(
     return {"sessions": write_frames(as_logged(frames, lf, scorer.spec.schema.session_id), out, source)}
 
 
-def scanned(
-    events: str | os.PathLike, schema: Schema
-) -> tuple[pl.LazyFrame, str, list[str], pl.LazyFrame | None]:
-    """An event log scanned for batch scoring (:func:`scan_table`): its frame, name and files, and for a folder
-    of several files the frame with each row's file (:data:`S.FILE`)."""
+def scanned(events: str | os.PathLike, schema: Schema) -> tuple[pl.LazyFrame, str, list[str], pl.LazyFrame]:
+    """An event log scanned for batch scoring (:func:`scan_table`): its frame, name and files, and the frame with
+    each row's file (:data:`S.FILE`)."""
     files = resolve_paths(events, warn=False)
-    lf, source = scan_table(events, schema, S.FILE if len(files) > 1 else None)
-    return (lf.drop(S.FILE), source, files, lf) if len(files) > 1 else (lf, source, files, None)
+    lf, source = scan_table(events, schema, S.FILE)
+    return lf.drop(S.FILE), source, files, lf
 
 
 def embed_file(
