@@ -79,6 +79,8 @@ from seqfraud.features.spec import (
     MISSING,
     ON_MIXED_LABELS,
     ON_UNLABELED,
+    OPENER_SHARE,
+    OPENING_SHARES,
     SHORTEST_TRAINED,
     TIED_SHARE,
     UNKNOWN,
@@ -758,6 +760,12 @@ def tied_share(train: pl.DataFrame) -> float:
     return int(train["n_tied"].sum()) / events if events else 0.0
 
 
+def opening_shares(train: pl.DataFrame) -> dict[str, float]:
+    """:data:`~seqfraud.features.spec.OPENING_SHARES` of the training sessions (their session table's first types)."""
+    counts = train[S.FIRST_TYPE].value_counts(sort=True)
+    return {str(t): n / train.height for t, n in counts.iter_rows() if n >= OPENER_SHARE * train.height}
+
+
 def longest_gap_quantiles(engine: Any, loaded: LoadedEvents, train: pl.DataFrame) -> list[float] | None:
     """:data:`~seqfraud.features.spec.GAP_QUANTILES` of the training sessions' longest gap between events, in
     seconds, over every k-th session of two events or more by id (at most :data:`GAP_SAMPLE`, the same sessions
@@ -926,6 +934,7 @@ def preprocess(
         LONGEST_TRAINED: int(train["n_events"].quantile(0.99, "higher") or 0) if train.height else 0,
         LONGEST_GAPS: longest_gap_quantiles(engine, loaded, train),
         TIED_SHARE: tied_share(train),
+        OPENING_SHARES: opening_shares(train),
         ON_MIXED_LABELS: policy.get("on_mixed_labels", "error"),
     }
     if policy.get("on_unlabeled") == "negative":

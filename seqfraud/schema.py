@@ -52,6 +52,7 @@ EMBEDDING_PREFIX = "emb_"
 TIME_DELTA = "time_delta"
 # Internal working columns, of the double underscore that no event field may bear (Schema).
 ROW_INDEX = "__row"
+FIRST_TYPE = "__first_type"  # a session table's: the event type of the session's first event
 # Working columns of ``data.schema.label_time``: epoch microseconds (null where absent, unparsed or out of
 # range), and the flags validation counts.
 LABEL_TIME_US = "__label_time_us"

@@ -628,6 +628,7 @@ def _session_table(
             "n_duplicate_rows"
         ),
         F.countDistinct(ts).alias("n_times"),
+        F.min_by(F.col(event_type).cast("string"), F.struct(ts, F.col(S.ROW_INDEX))).alias(S.FIRST_TYPE),
     ]
     if with_label:
         aggs += [

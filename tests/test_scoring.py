@@ -661,6 +661,38 @@ def test_batch_scoring_says_timestamps_that_tie_far_more_often_than_trainings(
     assert "share their session's timestamp" not in caplog.text
 
 
+def test_batch_scoring_and_the_monitor_say_sessions_whose_start_lies_elsewhere(
+    scorer, exported_artifact, test_period_events, tmp_path, caplog
+):
+    """The last events of sessions delivered in a later file scored as whole sessions, unsaid (dogfood 238: a
+    fraud's tail moved from 0.96 to 0.001). Training records which event types open its sessions; a file of
+    sessions that start otherwise is said, by batch scoring and the monitor alike."""
+    from seqfraud.monitoring import monitor
+
+    schema, openers = scorer.spec.schema, scorer.spec.opening_shares
+    assert openers and sum(openers.values()) > 0.9  # recorded at fit
+    in_order = test_period_events.sort(schema.session_id, schema.timestamp, maintain_order=True)
+    tails = in_order.filter(
+        pl.int_range(pl.len()).over(schema.session_id) >= 2
+    )  # their first two came earlier
+    first = tails.group_by(schema.session_id).agg(pl.col(schema.event_type).first())[schema.event_type]
+    unopened = int((~first.is_in(list(openers))).sum())
+    tails.write_parquet(tmp_path / "tails.parquet")
+    test_period_events.write_parquet(tmp_path / "whole.parquet")
+    for name in ("whole", "tails"):
+        caplog.clear()
+        score_file(scorer, tmp_path / f"{name}.parquet", tmp_path / "s.parquet", progress=False)
+        said = f"{name}.parquet: {unopened:,} of its {first.len():,} sessions"
+        assert (said in caplog.text) == (name == "tails"), name
+        assert ("start with an event of a type that opens" in caplog.text) == (name == "tails"), name
+    report = monitor(
+        exported_artifact, str(tmp_path / "tails.parquet"), reference=str(tmp_path / "whole.parquet")
+    )
+    assert any(
+        f"the current window: {unopened:,} of its {first.len():,} sessions" in n for n in report["notes"]
+    )
+
+
 def test_batch_outputs_name_and_type_session_ids_as_the_log_does(
     scorer, exported_artifact, test_period_events, tmp_path
 ):

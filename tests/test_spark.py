@@ -122,7 +122,7 @@ def run_both(data_cfg: dict, out, features: dict = FEATURES):
     assert spark.report["engine"] == "spark" and spark.report["partitions"] > 1
     assert spark.spec.to_dict() | {"versions": None} == polars.spec.to_dict() | {"versions": None}
     assert polars.spec.fit_info[LONGEST_GAPS]  # measured, not None on both sides
-    assert polars.spec.tied_share is not None  # recorded, equal on both sides
+    assert polars.spec.tied_share is not None and polars.spec.opening_shares  # recorded, equal on both sides
     for name in S.SPLITS:
         want = pl.read_parquet(shard_files(polars.datasets[name])).sort(S.SESSION_ID)
         got = pl.read_parquet(shard_files(spark.datasets[name])).sort(S.SESSION_ID)

@@ -1628,6 +1628,21 @@ def repeated_event_ids() -> pl.Expr:
     )
 
 
+def first_type(event_type: str, *order: str | pl.Expr) -> pl.Expr:
+    """The type of a session's first event by ``order`` (ties: the input's order), as text: what opens it
+    (:data:`~seqfraud.features.spec.OPENING_SHARES`)."""
+    return pl.col(event_type).cast(pl.String).sort_by(*order, maintain_order=True).first().alias(S.FIRST_TYPE)
+
+
+def opening_types(
+    events: pl.LazyFrame, session_id: str, event_type: str, *order: str | pl.Expr
+) -> dict[str, int]:
+    """Sessions per type of their first event (:func:`first_type`): what scoring and the monitor compare with
+    training's :data:`~seqfraud.features.spec.OPENING_SHARES`."""
+    firsts = events.group_by(session_id).agg(first_type(event_type, *order)).group_by(S.FIRST_TYPE).len()
+    return dict(firsts.collect().iter_rows())
+
+
 def session_table(
     events: pl.LazyFrame,
     event_type: str,
@@ -1653,6 +1668,7 @@ def session_table(
         # collision among one session's rows); an exact struct comparison cost four times as much.
         (pl.len() - pl.struct(pl.exclude(S.ROW_INDEX)).hash(0).n_unique()).alias("n_duplicate_rows"),
         pl.col(S.TS_US).n_unique().alias("n_times"),
+        first_type(event_type, S.TS_US, S.ROW_INDEX),
     ]
     have = events.collect_schema()
     for flag, name in ((S.TS_NAIVE, "ts"), (S.LABEL_TIME_NAIVE, "label_time")):
@@ -2447,6 +2463,7 @@ def validate_sessions(
         pl.col("n_events").cast(pl.Int64),
         # Events that share their session's timestamp with another and differ from it elsewhere (TIED_SHARE).
         (pl.col("n_events") - pl.col("n_duplicate_rows") - pl.col("n_times")).cast(pl.Int64).alias("n_tied"),
+        S.FIRST_TYPE,
         pl.col(S.LABEL).cast(pl.Int8),
         pl.col(S.LABEL_KNOWN).cast(pl.Int64),
         pl.col(S.LEGIT_FROM).cast(pl.Int64),

@@ -50,6 +50,10 @@ GAP_QUANTILES = (0.1, 0.25, 0.5, 0.9, 0.99, 0.999, 1.0)
 # fit_info: the share of training events that share their session's timestamp with another of its events and differ
 # from it elsewhere (exact repeats are counted apart): their order is the input's
 TIED_SHARE = "tied_events_share"
+# fit_info: per event type that opens OPENER_SHARE of the training sessions or more, the share it opens: a file of
+# sessions that start otherwise holds the ends of sessions begun elsewhere
+OPENING_SHARES = "session_opening_shares"
+OPENER_SHARE = 0.01
 NAN_VALUES = "nan_values"  # fit_info: per numeric column, the training events whose value was NaN
 # fit_info: data.policy.on_mixed_labels of the training log, which a history's labels off its events follow
 ON_MIXED_LABELS = "on_mixed_labels"
@@ -217,6 +221,12 @@ class Spec:
         """Events of the shortest training sessions (their 1st percentile); 0 for specs fitted before it was
         recorded."""
         return int(self.fit_info.get(SHORTEST_TRAINED, 0))
+
+    @property
+    def opening_shares(self) -> dict[str, float] | None:
+        """:data:`OPENING_SHARES`; None for specs fitted before they were recorded."""
+        shares = self.fit_info.get(OPENING_SHARES)
+        return None if shares is None else {str(k): float(v) for k, v in shares.items()}
 
     @property
     def tied_share(self) -> float | None:

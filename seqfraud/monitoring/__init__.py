@@ -27,6 +27,7 @@ import numpy as np
 
 from seqfraud import reports
 from seqfraud import schema as S
+from seqfraud.data.events import opening_types
 from seqfraud.data.split import to_epoch_us
 from seqfraud.features.spec import Spec
 from seqfraud.monitoring.alerts import DEFAULT_THRESHOLDS, alerts, check_thresholds, notes
@@ -54,7 +55,7 @@ from seqfraud.monitoring.statistics import (
     token_counts,
 )
 from seqfraud.scoring.history import History, require_history
-from seqfraud.scoring.prepare import cut_sessions_said
+from seqfraud.scoring.prepare import cut_sessions_said, unopened_said
 from seqfraud.scoring.scorer import Scorer
 
 __all__ = [
@@ -249,6 +250,9 @@ def monitor(
     lengths = cur.events.group_by(S.SESSION_ID).len()["len"]
     short = int((lengths < spec.shortest_trained).sum())
     if said := cut_sessions_said("the current window", spec, short, len(cur.seqs)):
+        report["notes"].append(said)
+    firsts = opening_types(cur.events.lazy(), S.SESSION_ID, spec.schema.event_type, S.TS_US, S.ROW_INDEX)
+    if said := unopened_said("the current window", spec, firsts, len(cur.seqs)):
         report["notes"].append(said)
     if out is not None:
         out = Path(out)

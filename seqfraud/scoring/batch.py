@@ -32,6 +32,7 @@ from seqfraud.data.events import (
     DataValidationError,
     check_columns,
     epoch_value,
+    opening_types,
     reading,
     repeated_rows,
     resolve_paths,
@@ -63,6 +64,7 @@ from seqfraud.scoring.prepare import (
     reference_shares,
     spread_said,
     tied_said,
+    unopened_said,
 )
 from seqfraud.scoring.scorer import Scorer
 
@@ -214,6 +216,13 @@ def iter_sequences(
         log.warning("%s", said)
     if "tied" in counts.columns and (said := tied_said(source, spec, counts["tied"].item(), n_rows)):
         log.warning("%s", said)
+    if spec.opening_shares is not None:
+        with reading(source):
+            firsts = opening_types(
+                events, spec.schema.session_id, spec.schema.event_type, event_us(events, spec, unit)
+            )
+        if said := unopened_said(source, spec, firsts, counts["sessions"].item()):
+            log.warning("%s", said)
     if (truncated := counts["truncated"].item()) and scorer.reads_sequence:
         log.warning(
             "%s: %s session(s) are longer than the model's max_len=%s (the longest %s events): the sequence "
@@ -305,10 +314,7 @@ def parts_apart(
     epochs', :func:`epoch_unit`)."""
     if not (scale := scale_counts(spec, trained)):
         return {}
-    ts = spec.schema.timestamp
-    us, _ = timestamp_us(
-        *epoch_value(ts, by_file.collect_schema()[ts], unit or "us"), timestamp_range_us(spec.schema)
-    )
+    us = event_us(by_file, spec, unit)
     week = (us // US_PER_UNIT["d"] + 3) // 7  # from Monday: 1970-01-01 was a Thursday
     with reading(source):
         weeks = (
@@ -355,6 +361,15 @@ def parts_apart(
         for c, said in parts_said.items()
         if whole.get(c, 0) < files.height
     }
+
+
+def event_us(events: pl.LazyFrame, spec: Spec, unit: str | None) -> pl.Expr:
+    """The raw ``events``' times in epoch microseconds as training read them (``unit``: the epochs',
+    :func:`epoch_unit`), null where they do not parse: for the checks that read a file before its chunks."""
+    ts = spec.schema.timestamp
+    return timestamp_us(
+        *epoch_value(ts, events.collect_schema()[ts], unit or "us"), timestamp_range_us(spec.schema)
+    )[0]
 
 
 def scale_said(
