@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from datetime import timedelta
 from pathlib import Path
 from typing import cast
 
@@ -85,6 +86,10 @@ def test_a_window_of_the_runs_own_sessions_is_said_to_read_in_sample(exported_ar
     report = monitor(exported_artifact, window)
     assert report["current"]["run_sessions"] == {"val": 30}
     assert "30 validation session(s) of the run are in the current window (60 sessions)" in report["notes"][0]
+    # The same ids on sessions of a later month (a counter reset, ids per day) are not the run's (dogfood 237).
+    later = window.with_columns(pl.col(S.SYNTHETIC.timestamp) + timedelta(days=365))
+    report = monitor(exported_artifact, later)
+    assert report["current"]["run_sessions"] == {} and not any("in sample" in n for n in report["notes"])
 
 
 def test_a_review_queues_pending_rows_are_unlabelled_sessions(exported_artifact, tmp_path):

@@ -40,6 +40,7 @@ from seqfraud.monitoring.inputs import (
     overlap,
     raw_window,
     reference_scores,
+    run_sessions,
 )
 from seqfraud.monitoring.statistics import (
     DEFAULT_FPR,
@@ -155,14 +156,7 @@ def monitor(
         unknown_ref = default_reference(scorer, artifact, "val")
         for f, stats in field_stats(spec, unknown_ref.seqs, cur.seqs, list(spec.vocab)).items():
             fields[f] |= {k: stats[k] for k in ("psi", "unknown_rate", "missing_rate", "top_moves")}
-        # A window the run learnt or chose on reads in sample (dogfood 201: a training month's PR-AUC 0.944 against
-        # the test's 0.841, read as no drop).
-        ids = set(cur.seqs.session_ids)
-        in_run = {
-            name: n
-            for name, window in (("train", ref), ("val", unknown_ref))
-            if (n := len(ids.intersection(window.seqs.session_ids)))
-        }
+        in_run = run_sessions(cur, spec, train=ref, val=unknown_ref)
         if spec.entity is not None:  # against the training and validation periods, each after its warm-up
             entity_ref = joined(ref, unknown_ref)
             assert entity_ref.starts is not None  # tokenized datasets
