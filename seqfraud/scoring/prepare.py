@@ -642,7 +642,8 @@ def spread_said(
         f"{source}: column {column!r}: its values fall in the model's buckets far otherwise than training's did "
         f"(PSI {index:.2f}; `seqfraud monitor` alerts on drift from 0.25): {token_label(spec, column, moved)} "
         f"holds {shares[moved]:.0%} of {whose} against {was[moved]:.0%} of training's. A unit changed "
-        "upstream (kWh for Wh), blanks written as 0, or another field's values in this column? `seqfraud monitor "
+        "upstream (kWh for Wh), blanks written as 0, another field's values in this column, or far more of a "
+        "kind of traffic whose values differ (one corridor's or product's share grown)? `seqfraud monitor "
         "--current` compares a file of such events with training's in full"
     )
 
