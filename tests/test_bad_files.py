@@ -1074,6 +1074,21 @@ def test_a_file_of_a_folder_in_another_unit_is_said_by_name(scorer, tmp_path, ca
     assert f"{tmp_path / 'folder' / 'b.parquet'}: column '{AMOUNT}': 100% of its values" in caplog.text
 
 
+def test_a_file_refused_for_its_timestamps_is_refused_before_any_other_word(scorer, tmp_path, caplog):
+    """Timestamps a database wrote as ``2026-12-01 00:03:22 UTC`` were refused, but only after a warning of repeated
+    rows computed on the unparsed text, which came first and read as the problem (dogfood 237)."""
+    from seqfraud.scoring.batch import score_file
+
+    frame = log(40).with_columns(pl.col(TS).dt.strftime("%Y-%m-%d %H:%M:00 UTC"), pl.lit(1.0).alias(AMOUNT))
+    path = _write(tmp_path / "utc_word.csv", pl.concat([frame, frame.head(4)]))
+    with (
+        caplog.at_level("WARNING"),
+        pytest.raises(DataValidationError, match="44 row.s. have a timestamp that does not parse"),
+    ):
+        score_file(scorer, path, tmp_path / "s.parquet", progress=False)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"], caplog.text
+
+
 def test_the_weeks_of_a_file_in_another_unit_are_said_by_date(scorer, tmp_path, caplog):
     """A month's file whose second half a release had put in m/s for km/h scored unsaid: the file's shares moved
     too little for the checks, which read the whole (dogfood 234: 6 bands changed). A file's weeks are judged

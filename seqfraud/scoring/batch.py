@@ -117,8 +117,6 @@ def iter_sequences(
     # shared-device context (dogfood 112: that typology's recall 0.83 to 0).
     optional = [*spec.schema.categorical, *spec.schema.numerical, *spec.schema.entities]
     have = events.collect_schema()
-    if files is not None:  # a file scored (not the export's check of training's events), as training reads it
-        say_respelt_ids(events, have, spec.schema, source)
     # Columns whose values can be looked up as their text (a Boolean column is spelt otherwise); an integer column's
     # too, which loses a learnt code's leading zeros (dogfood 190: agent 07499 sent as 7499 read as unknown, unsaid;
     # said as a respelt value).
@@ -131,9 +129,11 @@ def iter_sequences(
     # The training events' bucket shares and nulls, where the artifact records them.
     trained = reference_shares(spec, scorer.manifest)
     lengths = pl.col(spec.schema.session_id).unique_counts()
+    ts = pl.col(spec.schema.timestamp)
     with reading(source):
         counts = events.select(
             pl.len(),
+            (ts.is_not_null() & event_us(events, spec, unit).is_null()).sum().alias("untimed"),
             pl.col(spec.schema.session_id).n_unique().alias("sessions"),
             (lengths > spec.max_len).sum().alias("truncated"),
             (lengths < spec.shortest_trained).sum().alias("short"),
@@ -169,6 +169,14 @@ def iter_sequences(
                 for i, c in enumerate(texts)
             ),
         ).collect()
+    if counts[
+        "untimed"
+    ].item():  # refused as the chunks would refuse them, before any warning of the rest of it
+        normalized_events(
+            events, spec, source
+        )  # (dogfood 237: a warning of repeats came first, and read as the problem)
+    if files is not None:  # a file scored (not the export's check of training's events), as training reads it
+        say_respelt_ids(events, have, spec.schema, source)
     n_rows = counts["len"].item()
     nulls = reference_null_shares(spec, scorer.manifest)
     if kinds := [c for c in optional if c in nulls]:  # by event type: a field null on some kinds by nature
