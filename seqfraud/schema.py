@@ -65,6 +65,10 @@ TS_OUT_OF_RANGE = "__ts_out_of_range"
 TS_NAIVE = "__ts_naive"  # a timestamp string without a UTC offset, while training's events are validated
 EVENT_ID = "__event_id"  # data.schema.event_id, as a string, while events are validated
 FILE = "__file"  # the file of a folder an event row was read from, where its files are judged apart
+# A scored row's hash over the columns a model reads, and over its session and instant: repeats and ties are counted
+# by their distinct values.
+ROW_HASH = "__row_hash"
+TIME_HASH = "__time_hash"
 # The normalized event frame's working columns: no column of the log may take their names (Schema).
 WORKING_NAMES = (
     ROW_INDEX,
@@ -78,6 +82,8 @@ WORKING_NAMES = (
     TS_NAIVE,
     EVENT_ID,
     FILE,
+    ROW_HASH,
+    TIME_HASH,
 )
 # Names the frame gives its roles and the time gaps: no event field (type, categorical, numeric, entity) may take
 # them, while the roles are renamed to them (a session id column named label works).

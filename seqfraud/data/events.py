@@ -246,20 +246,6 @@ def _folder_files(p: str, warn: bool) -> list[str]:
     return sorted(found["parquet"] or found["csv"])
 
 
-def repeated_rows(schema: Schema) -> pl.Expr:
-    """How many event rows repeat another in every column a model reads (:func:`say_repeated_rows`)."""
-    return pl.len() - pl.struct(schema.event_columns).hash(0).n_unique()
-
-
-def tied_rows(schema: Schema) -> pl.Expr:
-    """How many event rows share their session's timestamp with another row and differ from it elsewhere (exact
-    repeats are :func:`repeated_rows`): the input's row order is then theirs."""
-    return (
-        pl.struct(schema.event_columns).hash(0).n_unique()
-        - pl.struct(schema.session_id, schema.timestamp).hash(0).n_unique()
-    )
-
-
 def say_repeated_rows(
     source: str, n: int, copies: list[tuple[str, str]], left_out_id: str | None = None
 ) -> None:
@@ -1636,11 +1622,10 @@ def first_type(event_type: str, *order: str | pl.Expr) -> pl.Expr:
 
 def opening_types(
     events: pl.LazyFrame, session_id: str, event_type: str, *order: str | pl.Expr
-) -> dict[str, int]:
+) -> pl.LazyFrame:
     """Sessions per type of their first event (:func:`first_type`): what scoring and the monitor compare with
     training's :data:`~seqfraud.features.spec.OPENING_SHARES`."""
-    firsts = events.group_by(session_id).agg(first_type(event_type, *order)).group_by(S.FIRST_TYPE).len()
-    return dict(firsts.collect().iter_rows())
+    return events.group_by(session_id).agg(first_type(event_type, *order)).group_by(S.FIRST_TYPE).len()
 
 
 def session_table(

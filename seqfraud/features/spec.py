@@ -47,8 +47,8 @@ LONGEST_TRAINED = "session_events_p99"  # fit_info: 99% of the training sessions
 # fit_info: quantiles (GAP_QUANTILES) of the longest gap, in seconds, between consecutive events of a training session
 LONGEST_GAPS = "session_longest_gap_s"
 GAP_QUANTILES = (0.1, 0.25, 0.5, 0.9, 0.99, 0.999, 1.0)
-# fit_info: the share of training events that share their session's timestamp with another of its events and differ
-# from it elsewhere (exact repeats are counted apart): their order is the input's
+# fit_info: the share of training events that have the time of an earlier event of their session and differ from it
+# (exact repeats are counted apart): their order is the input's
 TIED_SHARE = "tied_events_share"
 # fit_info: per event type that opens OPENER_SHARE of the training sessions or more, the share it opens: a file of
 # sessions that start otherwise holds the ends of sessions begun elsewhere

@@ -246,7 +246,7 @@ def monitor(
     if said := cut_sessions_said("the current window", spec, short, len(cur.seqs)):
         report["notes"].append(said)
     firsts = opening_types(cur.events.lazy(), S.SESSION_ID, spec.schema.event_type, S.TS_US, S.ROW_INDEX)
-    if said := unopened_said("the current window", spec, firsts, len(cur.seqs)):
+    if said := unopened_said("the current window", spec, dict(firsts.collect().iter_rows()), len(cur.seqs)):
         report["notes"].append(said)
     if out is not None:
         out = Path(out)

@@ -23,19 +23,24 @@ from seqfraud.data.events import (
     refuse_early_label_times,
     renumbered,
     renumbered_said,
-    repeated_rows,
     resolve_paths,
-    same_contents,
-    say_repeated_rows,
     scan_table,
-    tied_rows,
 )
 from seqfraud.data.shards import shard_files
 from seqfraud.data.split import from_epoch_us, to_epoch_us
 from seqfraud.errors import UserError
 from seqfraud.features.spec import LABEL_DELAY, Spec
 from seqfraud.features.tokens import Sequences, as_sequences, inter_event_seconds, polars_sequences
-from seqfraud.scoring.prepare import as_frame, normalized_events, polars_frame, tied_said
+from seqfraud.scoring.prepare import (
+    as_frame,
+    epoch_unit,
+    event_us,
+    normalized_events,
+    polars_frame,
+    row_counts,
+    row_hashes,
+    say_rows,
+)
 from seqfraud.scoring.scorer import Scorer
 
 log = logging.getLogger(__name__)
@@ -72,24 +77,17 @@ def raw_window(scorer: Scorer, events: Any, source: str = "events") -> tuple[Win
         raise DataValidationError(f"{source}: no events")
     # Its columns checked first, the repeated rows counted after (review 208).
     normalized = scorer.in_context(normalized_events(lf, spec, source))
-    ids = spec.schema.event_id
     if isinstance(events, (str, Path)):
         # As scoring says them: a day's 357 rows written twice moved scores by up to 0.96, unsaid here (dogfood 206).
-        unsaid_ids = ids is None or ids not in lf.collect_schema()
+        have = lf.collect_schema()
+        at = event_us(lf, spec, epoch_unit(have, spec, source))
         with reading(source):
             counts = (
-                lf.select(
-                    pl.len(),
-                    tied_rows(spec.schema).alias("tied"),
-                    *([repeated_rows(spec.schema).alias("repeated")] if unsaid_ids else []),
-                )
+                lf.with_columns(row_hashes(spec, have, at))
+                .select(pl.len(), *row_counts(spec, have, scorer.reads_sequence))
                 .collect()
-                .row(0)
             )
-        if unsaid_ids and (n := counts[2]):
-            say_repeated_rows(source, n, same_contents(resolve_paths(events, warn=False)), ids)
-        if said := tied_said(source, spec, counts[1], counts[0]):
-            log.warning("%s", said)
+        say_rows(source, spec, counts.row(0, named=True), resolve_paths(events, warn=False))
     return Window(source, polars_sequences(normalized, spec), normalized), lf
 
 

@@ -31,18 +31,11 @@ from seqfraud.data.events import (
     US_PER_UNIT,
     DataValidationError,
     check_columns,
-    epoch_value,
     opening_types,
     reading,
-    repeated_rows,
     resolve_paths,
-    same_contents,
-    say_repeated_rows,
     say_respelt_ids,
     scan_table,
-    tied_rows,
-    timestamp_range_us,
-    timestamp_us,
 )
 from seqfraud.data.split import from_epoch_us
 from seqfraud.errors import UserError
@@ -55,6 +48,7 @@ from seqfraud.scoring.prepare import (
     NULL_CHECKS,
     cut_sessions_said,
     epoch_unit,
+    event_us,
     learnt_kinds,
     learnt_nulls,
     normalized_events,
@@ -62,7 +56,11 @@ from seqfraud.scoring.prepare import (
     recoded_said,
     reference_null_shares,
     reference_shares,
+    row_counts,
+    row_hashes,
+    say_rows,
     spread_said,
+    tied_rows,
     tied_said,
     unopened_said,
 )
@@ -129,11 +127,15 @@ def iter_sequences(
     # The training events' bucket shares and nulls, where the artifact records them.
     trained = reference_shares(spec, scorer.manifest)
     lengths = pl.col(spec.schema.session_id).unique_counts()
-    ts = pl.col(spec.schema.timestamp)
-    with reading(source):
-        counts = events.select(
+    # The times parsed once for every check that reads them: the queries below are collected together, so that the
+    # scan and the parse are shared (review 239: three parses of RFC 3339 text cost 2.5 times the rest).
+    base = by_file if by_file is not None else events
+    at = event_us(events, spec, unit)
+    timed = base.with_columns(at.alias(S.TS_US), *(row_hashes(spec, have, at) if files is not None else []))
+    queries = {
+        "counts": timed.select(
             pl.len(),
-            (ts.is_not_null() & event_us(events, spec, unit).is_null()).sum().alias("untimed"),
+            (pl.col(spec.schema.timestamp).is_not_null() & pl.col(S.TS_US).is_null()).sum().alias("untimed"),
             pl.col(spec.schema.session_id).n_unique().alias("sessions"),
             (lengths > spec.max_len).sum().alias("truncated"),
             (lengths < spec.shortest_trained).sum().alias("short"),
@@ -150,14 +152,7 @@ def iter_sequences(
             *(scorer.respelt_example(c).alias(f"__respelt_{i}") for i, c in enumerate(texts)),
             *(pl.col(c).count().alias(f"__values_{i}") for i, c in enumerate(texts)),
             *scale_counts(spec, trained),
-            # Where no event id tells repeats apart: a model without one, or a file that left its column out (dogfood
-            # 221: 500 doubled rows scored unsaid).
-            *(
-                [repeated_rows(spec.schema).alias("repeated")]
-                if files is not None and (spec.schema.event_id is None or spec.schema.event_id not in have)
-                else []
-            ),
-            *([tied_rows(spec.schema).alias("tied")] if files is not None else []),
+            *(row_counts(spec, have, scorer.reads_sequence) if files is not None else []),
             *(  # the first two values the model did not learn, distinct
                 pl.col(c)
                 .filter(~pl.col(c).cast(pl.String).is_in(spec.vocab[c]))
@@ -168,30 +163,38 @@ def iter_sequences(
                 .alias(f"__new_{i}")
                 for i, c in enumerate(texts)
             ),
-        ).collect()
+        )
+    }
+    nulls = reference_null_shares(spec, scorer.manifest)
+    kinds = [c for c in optional if c in nulls]  # by event type: a field null on some kinds by nature
+    kind = pl.col(spec.schema.event_type).cast(pl.String)
+    if kinds:
+        queries["by_kind"] = timed.group_by(kind).agg(
+            pl.len().alias("__n"), *(pl.col(c).null_count() for c in kinds)
+        )
+        learnt = sorted(learnt_kinds(nulls))
+        queries["of_learnt"] = timed.select(
+            pl.col(spec.schema.session_id).filter(kind.is_in(learnt)).n_unique()
+        )
+    if by_file is not None:
+        queries |= part_counts(timed, spec, trained, "tied" in queries["counts"].collect_schema())
+    if spec.opening_shares is not None:
+        queries["firsts"] = opening_types(timed, spec.schema.session_id, spec.schema.event_type, S.TS_US)
+    with reading(source):
+        got = dict(zip(queries, pl.collect_all(list(queries.values()))))
+    counts = got["counts"]
     if counts[
         "untimed"
-    ].item():  # refused as the chunks would refuse them, before any warning of the rest of it
+    ].item():  # refused as the chunks would refuse them, before a word of the rest (dogfood
         normalized_events(
             events, spec, source
-        )  # (dogfood 237: a warning of repeats came first, and read as the problem)
+        )  # 237: a warning of repeats came first, and read as the problem)
     if files is not None:  # a file scored (not the export's check of training's events), as training reads it
         say_respelt_ids(events, have, spec.schema, source)
     n_rows = counts["len"].item()
-    nulls = reference_null_shares(spec, scorer.manifest)
-    if kinds := [c for c in optional if c in nulls]:  # by event type: a field null on some kinds by nature
-        kind = pl.col(spec.schema.event_type).cast(pl.String)
-        learnt = sorted(learnt_kinds(nulls))
-        with reading(source):
-            by_kind, of_learnt = pl.collect_all(
-                [
-                    events.group_by(kind).agg(
-                        pl.len().alias("__n"), *(pl.col(c).null_count() for c in kinds)
-                    ),
-                    events.select(pl.col(spec.schema.session_id).filter(kind.is_in(learnt)).n_unique()),
-                ]
-            )
-        learnt_sessions = of_learnt.item()  # sessions with an event of a learnt type (review 235)
+    if kinds:
+        by_kind = got["by_kind"]
+        learnt_sessions = got["of_learnt"].item()  # sessions with an event of a learnt type (review 235)
         events_of = dict(zip(by_kind[spec.schema.event_type], by_kind["__n"]))
         nulls_of = {c: dict(zip(by_kind[spec.schema.event_type], by_kind[c])) for c in kinds}
     for i, c in enumerate(optional):  # legal (a null is a missing value), but more often a broken export
@@ -206,8 +209,13 @@ def iter_sequences(
                     log.warning("%s", said)
                     break
     scorer.note_unseen_inf({c: counts[f"__inf_{i}"].item() for i, c in enumerate(finite)}, source)
-    if files is not None and "repeated" in counts.columns and (repeated := counts["repeated"].item()):
-        say_repeated_rows(source, repeated, same_contents(files), spec.schema.event_id)
+    apart, tied_apart = (
+        parts_apart(got["weeks"], got["files"], spec, trained) if by_file is not None else ({}, [])
+    )
+    if files is not None:  # the ties of the files that stand apart in place of the whole input's (review 239)
+        say_rows(source, spec, counts.row(0, named=True), files, tied=not tied_apart)
+        for said in tied_apart:
+            log.warning("%s", said)
     scorer.note_respelt(
         {c: [v] for i, c in enumerate(texts) if (v := counts[f"__respelt_{i}"].item()) is not None}
     )
@@ -216,21 +224,15 @@ def iter_sequences(
         if said := recoded_said(source, spec, c, values, known, counts[f"__new_{i}"].item().to_list()):
             log.warning("%s", said)
     # A unit changed upstream: said of the parts of the input that stand apart, else of the whole input.
-    apart = parts_apart(by_file, spec, trained, source, unit) if by_file is not None else {}
     whole = scale_said(source, spec, trained, counts.row(0, named=True), counts["sessions"].item())
     for said in (apart | {c: said for c, said in whole.items() if c not in apart}).values():
         log.warning("%s", said)
     if said := cut_sessions_said(source, spec, counts["short"].item(), counts["sessions"].item()):
         log.warning("%s", said)
-    if "tied" in counts.columns and (said := tied_said(source, spec, counts["tied"].item(), n_rows)):
+    if "firsts" in got and (
+        said := unopened_said(source, spec, dict(got["firsts"].iter_rows()), counts["sessions"].item())
+    ):
         log.warning("%s", said)
-    if spec.opening_shares is not None:
-        with reading(source):
-            firsts = opening_types(
-                events, spec.schema.session_id, spec.schema.event_type, event_us(events, spec, unit)
-            )
-        if said := unopened_said(source, spec, firsts, counts["sessions"].item()):
-            log.warning("%s", said)
     if (truncated := counts["truncated"].item()) and scorer.reads_sequence:
         log.warning(
             "%s: %s session(s) are longer than the model's max_len=%s (the longest %s events): the sequence "
@@ -311,73 +313,80 @@ def scale_counts(spec: Spec, trained: Mapping[str, np.ndarray]) -> list[pl.Expr]
 FILE_SESSIONS = 20
 
 
-def parts_apart(
-    by_file: pl.LazyFrame, spec: Spec, trained: Mapping[str, np.ndarray], source: str, unit: str | None
-) -> dict[str, str]:
-    """Per numeric column, what to say of the parts of an input (``by_file``: its events with each row's file) that
-    :func:`scale_said` says of where it does not say it of every file: one file wholly in another unit (m/s for
-    km/h) moved a folder's shares less than the checks read, unsaid, where the same file alone was said, and so
-    did a month's file whose second half a release had changed (dogfood 234). The parts are the files, and the
-    weeks (from Monday, UTC) of a file whose events span several, said where their file is not (``unit``: the
-    epochs', :func:`epoch_unit`)."""
-    if not (scale := scale_counts(spec, trained)):
-        return {}
-    us = event_us(by_file, spec, unit)
-    week = (us // US_PER_UNIT["d"] + 3) // 7  # from Monday: 1970-01-01 was a Thursday
-    with reading(source):
-        weeks = (
-            by_file.group_by(S.FILE, week.alias("__week"))
-            .agg(
-                pl.col(spec.schema.session_id).n_unique().alias("sessions"),
-                us.min().alias("__first"),
-                us.max().alias("__last"),
-                *scale,
-            )
-            .sort(S.FILE, "__week")
-            .collect()
-        )
-    # A file's counts are its weeks' sums (a session across a week's end counts in both: a threshold's count).
-    files = (
-        weeks.group_by(S.FILE, maintain_order=True)
-        .agg(pl.exclude("__week", "__first", "__last").sum(), pl.len().alias("__weeks"))
-        .filter(pl.col("sessions") >= FILE_SESSIONS)
-    )
-    judged = weeks.filter(pl.col("sessions") >= FILE_SESSIONS, pl.col("__week").is_not_null())
-    parts_said: dict[str, list[tuple[str, str]]] = {}  # per column, the parts said and what
-    whole: dict[str, int] = {}  # per column, the files said whole
-    for f in files.iter_rows(named=True):
-        said = scale_said(f[S.FILE], spec, trained, f, f["sessions"])
-        for c, line in said.items():
-            whole[c] = whole.get(c, 0) + 1
-            parts_said.setdefault(c, []).append((f[S.FILE], line))
-        if f["__weeks"] < 2:
-            continue
-        for w in judged.filter(pl.col(S.FILE) == f[S.FILE]).iter_rows(named=True):
-            first, last = (from_epoch_us(w[k])[:10] for k in ("__first", "__last"))
-            name = f"{f[S.FILE]} (its events of {first} to {last})"
-            for c, line in scale_said(name, spec, trained, w, w["sessions"]).items():
-                if c not in said:
-                    parts_said.setdefault(c, []).append((name, line))
+def part_counts(
+    timed: pl.LazyFrame, spec: Spec, trained: Mapping[str, np.ndarray], tied: bool
+) -> dict[str, pl.LazyFrame]:
+    """The counts :func:`parts_apart` reads of an input's parts (``timed``: its events with each row's file and
+    parsed time): per file and week (from Monday, UTC) the numbers' :func:`scale_counts`, and per file its sessions
+    and, with ``tied``, its :func:`tied_rows` (one file of a folder written to the minute: review 239)."""
+    scale = scale_counts(spec, trained)
+    at = pl.col(S.TS_US)
     return {
-        c: said[0][1]
-        + (
-            f"; so do {len(said) - 1:,} more part(s): {', '.join(name for name, _ in said[1:4])}"
-            if len(said) > 1
-            else ""
+        "weeks": timed.group_by(
+            S.FILE, ((at // US_PER_UNIT["d"] + 3) // 7).alias("__week")
+        )  # 1970-01-01: Thursday
+        .agg(
+            pl.col(spec.schema.session_id).n_unique().alias("sessions"),
+            at.min().alias("__first"),
+            at.max().alias("__last"),
+            *scale,
         )
-        + ("..." if len(said) > 4 else "")
-        for c, said in parts_said.items()
-        if whole.get(c, 0) < files.height
+        .sort(S.FILE, "__week"),
+        "files": timed.group_by(S.FILE)
+        .agg(
+            pl.len(),
+            pl.col(spec.schema.session_id).n_unique().alias("sessions"),
+            *([tied_rows().alias("tied")] if tied else []),
+            *scale,
+        )
+        .sort(S.FILE),
     }
 
 
-def event_us(events: pl.LazyFrame, spec: Spec, unit: str | None) -> pl.Expr:
-    """The raw ``events``' times in epoch microseconds as training read them (``unit``: the epochs',
-    :func:`epoch_unit`), null where they do not parse: for the checks that read a file before its chunks."""
-    ts = spec.schema.timestamp
-    return timestamp_us(
-        *epoch_value(ts, events.collect_schema()[ts], unit or "us"), timestamp_range_us(spec.schema)
-    )[0]
+def parts_apart(
+    weeks: pl.DataFrame, files: pl.DataFrame, spec: Spec, trained: Mapping[str, np.ndarray]
+) -> tuple[dict[str, str], list[str]]:
+    """Per numeric column, what to say of the parts of an input (:func:`part_counts`) that :func:`scale_said` says
+    of where it does not say it of every file: one file wholly in another unit (m/s for km/h) moved a folder's
+    shares less than the checks read, unsaid, where the same file alone was said, and so did a month's file whose
+    second half a release had changed (dogfood 234). The parts are the files, and the weeks of a file whose events
+    span several, said where their file is not. And what :func:`tied_said` says of the files of a folder where
+    it does not say it of every file."""
+    files = files.filter(pl.col("sessions") >= FILE_SESSIONS)
+    judged = weeks.filter(pl.col("sessions") >= FILE_SESSIONS, pl.col("__week").is_not_null())
+    n_weeks = dict(weeks.group_by(S.FILE).len().iter_rows())
+    parts_said: dict[str, list[tuple[str, str]]] = {}  # per column, the parts said and what
+    files_said: dict[str, int] = {}  # per column, the files said whole
+    for f in files.iter_rows(named=True):
+        said = scale_said(f[S.FILE], spec, trained, f, f["sessions"])
+        for c, line in said.items():
+            files_said[c] = files_said.get(c, 0) + 1
+            parts_said.setdefault(c, []).append((f[S.FILE], line))
+        if n_weeks[f[S.FILE]] < 2:
+            continue
+        for w in judged.filter(pl.col(S.FILE) == f[S.FILE]).iter_rows(named=True):
+            first, last = (from_epoch_us(w[k])[:10] for k in ("__first", "__last"))
+            name = f"{f[S.FILE]} (its events of {first if first == last else f'{first} to {last}'})"
+            for c, line in scale_said(name, spec, trained, w, w["sessions"]).items():
+                if c not in said:
+                    parts_said.setdefault(c, []).append((name, line))
+    out = {
+        c: said[0][1]
+        + (
+            f" So do {len(said) - 1:,} more part(s): {', '.join(name for name, _ in said[1:4])}"
+            + ("..." if len(said) > 4 else "")
+            if len(said) > 1
+            else ""
+        )
+        for c, said in parts_said.items()
+        if files_said.get(c, 0) < files.height
+    }
+    tied = [
+        note
+        for f in files.iter_rows(named=True)
+        if "tied" in f and (note := tied_said(f[S.FILE], spec, f["tied"], f["len"]))
+    ]
+    return out, tied if files.height > 1 and len(tied) < files.height else []
 
 
 def scale_said(

@@ -27,15 +27,13 @@ from seqfraud.data.events import (
     read_labels,
     reading,
     refuse_misread_orphans,
-    repeated_rows,
-    say_repeated_rows,
     scan_table,
 )
 from seqfraud.data.split import from_epoch_us
 from seqfraud.errors import UserError
 from seqfraud.features.entities import EntitySpec, attach, column_features, kernel_rows
 from seqfraud.features.spec import ON_MIXED_LABELS, Spec
-from seqfraud.scoring.prepare import normalized_events
+from seqfraud.scoring.prepare import normalized_events, row_counts, row_hashes, say_rows
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +110,12 @@ class History:
                 f"{source}: the history's event log is empty: give the earlier events of other sessions that the "
                 "entity features read, as training read them (docs/entities.md, 'How much history')"
             )
-        ids = spec.schema.event_id
-        if ids is None or ids not in events.collect_schema():  # no id tells repeats apart (dogfood 221)
-            with reading(source):
-                if repeated := events.select(repeated_rows(spec.schema)).collect().item():
-                    say_repeated_rows(source, repeated, [], ids)
+        have = events.collect_schema()  # where no id tells repeats apart (dogfood 221)
+        with reading(source):
+            counts = events.with_columns(row_hashes(spec, have)).select(
+                pl.len(), *row_counts(spec, have, False)
+            )
+            say_rows(source, spec, counts.collect().row(0, named=True), [])
         on_events = events if labelled is None else labelled
         if entity.risk and labels is None and spec.schema.label not in on_events.collect_schema():
             raise DataValidationError(

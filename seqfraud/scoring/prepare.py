@@ -43,6 +43,7 @@ from seqfraud.data.events import (
     blank_id,
     check_columns,
     epoch_bounds,
+    epoch_value,
     first_bad,
     integer_columns,
     naive_said,
@@ -54,8 +55,11 @@ from seqfraud.data.events import (
     refuse_rewritten_ids,
     repeated_event_ids,
     rewritten_id,
+    same_contents,
+    say_repeated_rows,
     timestamp_range_us,
 )
+from seqfraud.data.events import timestamp_us as epoch_us
 from seqfraud.errors import did_you_mean, is_finite, is_number
 from seqfraud.features.drift import NULL_SHARES, NUMERIC_SHARES, UNKNOWN_LABEL, psi, psi_bins, token_label
 from seqfraud.features.fastpath import EventColumns
@@ -373,19 +377,82 @@ def unopened_said(where: str, spec: Spec, firsts: Mapping[Any, int], sessions: i
 
 
 def tied_said(where: str, spec: Spec, tied: int, events: int) -> str | None:
-    """What to say where ``tied`` of ``events`` share their session's timestamp with another event (:func:`tied_rows`),
-    ten times training's share or more (and 20 events, 0.2%): the input's row order then orders them, and a
-    sequence model reads them in that order. Timestamps written to the minute moved a GRU's scores by up to 0.62
-    with the rows' order, unsaid (dogfood 230); None otherwise, and for specs that did not record training's."""
+    """What to say where ``tied`` of ``events`` have the time of an earlier event of their session
+    (:func:`tied_rows`), ten times training's share or more: a sequence model reads them in the input's row
+    order. Timestamps written to the minute moved a GRU's scores by up to 0.62 with the rows' order, unsaid
+    (dogfood 230: 48 events of 9,281, against 0.007% in training); 20 events and 0.2% at least, so that a few
+    same-second clicks of a log that rarely had them are not said. None otherwise, and for specs that did not
+    record training's."""
     trained = spec.tied_share
     if trained is None or tied < 20 or tied < max(10 * trained, 0.002) * events:
         return None
     return (
-        f"{where}: {tied:,} of its {events:,} events ({tied / events:.1%}) share their session's timestamp with "
-        f"another of its events, against {trained:.2%} in training: were the times written to a coarser precision "
-        "(whole minutes or seconds), or a day delivered twice with values changed? Tied events are read in the "
-        "input's row order, so their scores can move with it; send the times as training's were"
+        f"{where}: {tied:,} of its {events:,} events ({tied / events:.1%}) have the time of an earlier event of "
+        f"their session and differ from it, against {trained:.2%} of training's: were the times written to a "
+        "coarser precision (whole minutes or seconds), or a day delivered twice with values changed, or is it a "
+        "burst of events within one tick (a bot)? The sequence model reads events of one time in the input's row "
+        "order, so their scores can move with it: send the times as training's were, or each session's rows in "
+        "the order its events happened"
     )
+
+
+def event_us(events: pl.LazyFrame, spec: Spec, unit: str | None) -> pl.Expr:
+    """The raw ``events``' times in epoch microseconds as training read them (``unit``: the epochs',
+    :func:`epoch_unit`), null where they do not parse: for the checks that read a file before its chunks."""
+    ts = spec.schema.timestamp
+    return epoch_us(
+        *epoch_value(ts, events.collect_schema()[ts], unit or "us"), timestamp_range_us(spec.schema)
+    )[0]
+
+
+def row_hashes(spec: Spec, have: pl.Schema, time: pl.Expr | None = None) -> list[pl.Expr]:
+    """Each row's :data:`S.ROW_HASH` over the columns a model reads (and the event id, where the file holds it: two
+    rows apart by it alone are two events, as training counts them), and with ``time`` (parsed: one instant written
+    two ways is one time, review 239) :data:`S.TIME_HASH` over its session and instant: columns of the frame, so
+    that the counts that read them hash each row once (hashed per count, the ties cost 0.55 s at 1.59M events)."""
+    ids = spec.schema.event_id
+    columns = [*spec.schema.event_columns, *([ids] if ids is not None and ids in have else [])]
+    return [
+        pl.struct(columns).hash(0).alias(S.ROW_HASH),
+        *(
+            []
+            if time is None
+            else [pl.struct(pl.col(spec.schema.session_id), time).hash(0).alias(S.TIME_HASH)]
+        ),
+    ]
+
+
+def tied_rows() -> pl.Expr:
+    """How many rows of a frame with :func:`row_hashes` have the instant of an earlier row of their session and
+    differ from it (exact repeats are counted apart): the input's row order is then theirs."""
+    return pl.col(S.ROW_HASH).n_unique() - pl.col(S.TIME_HASH).n_unique()
+
+
+def row_counts(spec: Spec, have: pl.Schema, reads_sequence: bool) -> list[pl.Expr]:
+    """What :func:`say_rows` reads of a frame with :func:`row_hashes` (``have``: the file's columns): its rows
+    repeated exactly where no event id tells them apart (a model without one, or a file that left its column out:
+    dogfood 221, 500 doubled rows scored unsaid), and where the model reads sequences and training recorded its
+    share, its tied rows (a LightGBM's aggregates do not read the rows' order: review 239)."""
+    ids = spec.schema.event_id
+    return [
+        *(
+            []
+            if ids is not None and ids in have
+            else [(pl.len() - pl.col(S.ROW_HASH).n_unique()).alias("repeated")]
+        ),
+        *([tied_rows().alias("tied")] if reads_sequence and spec.tied_share is not None else []),
+    ]
+
+
+def say_rows(
+    source: str, spec: Spec, counted: Mapping[str, Any], files: list[str], tied: bool = True
+) -> None:
+    """Say what :func:`row_counts` counted (``counted``: those and ``len``), as training says repeats; the ties too
+    unless ``tied`` is False (its parts are said instead)."""
+    if repeated := counted.get("repeated"):
+        say_repeated_rows(source, repeated, same_contents(files), spec.schema.event_id)
+    if tied and "tied" in counted and (said := tied_said(source, spec, counted["tied"], counted["len"])):
+        log.warning("%s", said)
 
 
 class Unsent:
