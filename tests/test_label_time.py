@@ -216,6 +216,8 @@ def test_nothing_configured_changes_nothing(tmp_path):
         S.START_TIME,
         S.END_TIME,
         "n_events",
+        "n_tied",
+        S.FIRST_TYPE,
         S.LABEL,
         S.LABEL_KNOWN,
         S.LEGIT_FROM,
