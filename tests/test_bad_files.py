@@ -1097,6 +1097,28 @@ def test_a_file_refused_for_its_timestamps_is_refused_before_any_other_word(scor
     ):
         score_file(scorer, path, tmp_path / "s.parquet", progress=False)
     assert not [r for r in caplog.records if r.levelname == "WARNING"], caplog.text
+    # So are a null time and a null event type (review 240: a null type was said first as sessions begun elsewhere).
+    doubled = pl.concat([log(40), log(40).head(4)])
+    for name, broken, said in (
+        (
+            "null_time",
+            pl.when(pl.int_range(pl.len()) == 5).then(None).otherwise(pl.col(TS)).alias(TS),
+            "null timestamp",
+        ),
+        (
+            "null_type",
+            pl.when(pl.int_range(pl.len()) == 5)
+            .then(None)
+            .otherwise(pl.col(SYNTHETIC.event_type))
+            .alias(SYNTHETIC.event_type),
+            "null event type",
+        ),
+    ):
+        path = _write(tmp_path / f"{name}.parquet", doubled.with_columns(broken))
+        caplog.clear()
+        with caplog.at_level("WARNING"), pytest.raises(DataValidationError, match=f"1 row.s. have a {said}"):
+            score_file(scorer, path, tmp_path / "s.parquet", progress=False)
+        assert not [r for r in caplog.records if r.levelname == "WARNING"], (name, caplog.text)
 
 
 def test_the_weeks_of_a_file_in_another_unit_are_said_by_date(scorer, tmp_path, caplog):

@@ -692,22 +692,44 @@ def test_batch_scoring_and_the_monitor_say_sessions_whose_start_lies_elsewhere(
     tails = in_order.filter(
         pl.int_range(pl.len()).over(schema.session_id) >= 2
     )  # their first two came earlier
-    first = tails.group_by(schema.session_id).agg(pl.col(schema.event_type).first())[schema.event_type]
-    unopened = int((~first.is_in(list(openers))).sum())
+    ts, kind = pl.col(schema.timestamp), pl.col(schema.event_type)
+    first = tails.group_by(schema.session_id).agg(
+        kind.first().is_in(scorer.spec.vocab[schema.event_type]).alias("learnt"),
+        kind.filter(ts == ts.min())
+        .is_in(list(openers))
+        .any()
+        .alias("opened"),  # an opener at the first instant
+    )
+    unopened = first.filter(pl.col("learnt") & ~pl.col("opened")).height
     tails.write_parquet(tmp_path / "tails.parquet")
     test_period_events.write_parquet(tmp_path / "whole.parquet")
     for name in ("whole", "tails"):
         caplog.clear()
         score_file(scorer, tmp_path / f"{name}.parquet", tmp_path / "s.parquet", progress=False)
-        said = f"{name}.parquet: {unopened:,} of its {first.len():,} sessions"
+        said = f"{name}.parquet: {unopened:,} of its {first.height:,} sessions"
         assert (said in caplog.text) == (name == "tails"), name
         assert ("start with an event of a type that opens" in caplog.text) == (name == "tails"), name
     report = monitor(
         exported_artifact, str(tmp_path / "tails.parquet"), reference=str(tmp_path / "whole.parquet")
     )
     assert any(
-        f"the current window: {unopened:,} of its {first.len():,} sessions" in n for n in report["notes"]
+        f"the current window: {unopened:,} of its {first.height:,} sessions" in n for n in report["notes"]
     )
+    # One cause, said once: not also as sessions shorter than training's (review 240).
+    assert not any("fewer events than 99%" in n for n in report["notes"])
+    assert "fewer events than 99%" not in caplog.text
+    # A session's opener tied at its first instant with the next event, written after it, still opens it (review
+    # 240: every such session read as begun elsewhere).
+    rank = pl.int_range(pl.len()).over(schema.session_id)
+    tied = in_order.with_columns(
+        pl.when(rank == 1)
+        .then(pl.col(schema.timestamp).first().over(schema.session_id))
+        .otherwise(pl.col(schema.timestamp))
+    )
+    tied.sort(rank == 0, maintain_order=True).write_parquet(tmp_path / "tied.parquet")  # openers last
+    caplog.clear()
+    score_file(scorer, tmp_path / "tied.parquet", tmp_path / "s.parquet", progress=False)
+    assert "start with an event of a type that opens" not in caplog.text
 
 
 def test_batch_outputs_name_and_type_session_ids_as_the_log_does(
@@ -795,7 +817,9 @@ def test_batch_cli_writes_nothing_on_bad_input(exported_artifact, test_period_ev
         )
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "1 row(s) have a null timestamp" in err
-    assert re.search(r"\(chunk \d+ of \d+: counts of this chunk's sessions\)", err), err  # not the file's
+    assert (
+        "events.parquet: column" in err and "chunk" not in err
+    )  # the whole file's count, refused before chunks
     assert sorted(p.name for p in tmp_path.iterdir()) == ["events.parquet"]
     # Parquet written under a .csv name would mislead whoever opens it: refused before anything is read.
     with pytest.raises(SystemExit) as exit_:

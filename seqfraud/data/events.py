@@ -1620,12 +1620,21 @@ def first_type(event_type: str, *order: str | pl.Expr) -> pl.Expr:
     return pl.col(event_type).cast(pl.String).sort_by(*order, maintain_order=True).first().alias(S.FIRST_TYPE)
 
 
-def opening_types(
-    events: pl.LazyFrame, session_id: str, event_type: str, *order: str | pl.Expr
+def unopened_types(
+    events: pl.LazyFrame, session_id: str, event_type: str, time: str, openers: Iterable[str]
 ) -> pl.LazyFrame:
-    """Sessions per type of their first event (:func:`first_type`): what scoring and the monitor compare with
-    training's :data:`~seqfraud.features.spec.OPENING_SHARES`."""
-    return events.group_by(session_id).agg(first_type(event_type, *order)).group_by(S.FIRST_TYPE).len()
+    """Per type of their first event (:func:`first_type` by ``time``), the sessions none of whose events at their
+    first instant is of a type in ``openers`` (training's :data:`~seqfraud.features.spec.OPENING_SHARES`): an
+    opener tied with another event at a session's first instant opens it (review 240)."""
+    at = pl.col(time)
+    opened = pl.col(event_type).cast(pl.String).filter(at == at.min()).is_in(list(openers)).any()
+    return (
+        events.group_by(session_id)
+        .agg(first_type(event_type, time), opened.alias("__opened"))
+        .filter(~pl.col("__opened"))
+        .group_by(S.FIRST_TYPE)
+        .len()
+    )
 
 
 def session_table(

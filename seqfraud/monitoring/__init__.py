@@ -27,7 +27,7 @@ import numpy as np
 
 from seqfraud import reports
 from seqfraud import schema as S
-from seqfraud.data.events import opening_types
+from seqfraud.data.events import unopened_types
 from seqfraud.data.split import to_epoch_us
 from seqfraud.features.spec import Spec
 from seqfraud.monitoring.alerts import DEFAULT_THRESHOLDS, alerts, check_thresholds, notes
@@ -243,10 +243,11 @@ def monitor(
     # max_len - hop as cut (review 207).
     lengths = cur.events.group_by(S.SESSION_ID).len()["len"]
     short = int((lengths < spec.shortest_trained).sum())
-    if said := cut_sessions_said("the current window", spec, short, len(cur.seqs)):
-        report["notes"].append(said)
-    firsts = opening_types(cur.events.lazy(), S.SESSION_ID, spec.schema.event_type, S.TS_US, S.ROW_INDEX)
-    if said := unopened_said("the current window", spec, dict(firsts.collect().iter_rows()), len(cur.seqs)):
+    said = None  # sessions cut at the window's edges, by their first event, else by their length (review 240)
+    if (openers := spec.opening_shares) is not None:
+        firsts = unopened_types(cur.events.lazy(), S.SESSION_ID, spec.schema.event_type, S.TS_US, openers)
+        said = unopened_said("the current window", spec, dict(firsts.collect().iter_rows()), len(cur.seqs))
+    if said := said or cut_sessions_said("the current window", spec, short, len(cur.seqs)):
         report["notes"].append(said)
     if out is not None:
         out = Path(out)

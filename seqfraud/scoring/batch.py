@@ -31,11 +31,11 @@ from seqfraud.data.events import (
     US_PER_UNIT,
     DataValidationError,
     check_columns,
-    opening_types,
     reading,
     resolve_paths,
     say_respelt_ids,
     scan_table,
+    unopened_types,
 )
 from seqfraud.data.split import from_epoch_us
 from seqfraud.errors import UserError
@@ -135,7 +135,8 @@ def iter_sequences(
     queries = {
         "counts": timed.select(
             pl.len(),
-            (pl.col(spec.schema.timestamp).is_not_null() & pl.col(S.TS_US).is_null()).sum().alias("untimed"),
+            # Rows the chunks refuse: a null, unreadable or out-of-range time, a null event type.
+            (pl.col(S.TS_US).is_null() | pl.col(spec.schema.event_type).is_null()).sum().alias("refused"),
             pl.col(spec.schema.session_id).n_unique().alias("sessions"),
             (lengths > spec.max_len).sum().alias("truncated"),
             (lengths < spec.shortest_trained).sum().alias("short"),
@@ -179,16 +180,19 @@ def iter_sequences(
     if by_file is not None:
         queries |= part_counts(timed, spec, trained, "tied" in queries["counts"].collect_schema())
     if spec.opening_shares is not None:
-        queries["firsts"] = opening_types(timed, spec.schema.session_id, spec.schema.event_type, S.TS_US)
+        queries["firsts"] = unopened_types(
+            timed, spec.schema.session_id, spec.schema.event_type, S.TS_US, spec.opening_shares
+        )
     with reading(source):
         got = dict(zip(queries, pl.collect_all(list(queries.values()))))
     counts = got["counts"]
-    if counts[
-        "untimed"
-    ].item():  # refused as the chunks would refuse them, before a word of the rest (dogfood
-        normalized_events(
-            events, spec, source
-        )  # 237: a warning of repeats came first, and read as the problem)
+    # Refused as the chunks refuse it, before a word of the rest (dogfood 237: a warning of repeats came first, and
+    # read as the problem).
+    if refused := counts["refused"].item():
+        normalized_events(events, spec, source)
+        raise DataValidationError(
+            f"{source}: {refused:,} row(s) have a null or unreadable timestamp or a null event type"
+        )
     if files is not None:  # a file scored (not the export's check of training's events), as training reads it
         say_respelt_ids(events, have, spec.schema, source)
     n_rows = counts["len"].item()
@@ -227,11 +231,11 @@ def iter_sequences(
     whole = scale_said(source, spec, trained, counts.row(0, named=True), counts["sessions"].item())
     for said in (apart | {c: said for c, said in whole.items() if c not in apart}).values():
         log.warning("%s", said)
-    if said := cut_sessions_said(source, spec, counts["short"].item(), counts["sessions"].item()):
-        log.warning("%s", said)
-    if "firsts" in got and (
-        said := unopened_said(source, spec, dict(got["firsts"].iter_rows()), counts["sessions"].item())
-    ):
+    # Sessions cut at the file's edges, by their first event, else by their length (review 240: both said one cause).
+    if (
+        "firsts" in got
+        and (said := unopened_said(source, spec, dict(got["firsts"].iter_rows()), counts["sessions"].item()))
+    ) or (said := cut_sessions_said(source, spec, counts["short"].item(), counts["sessions"].item())):
         log.warning("%s", said)
     if (truncated := counts["truncated"].item()) and scorer.reads_sequence:
         log.warning(

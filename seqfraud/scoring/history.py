@@ -111,11 +111,10 @@ class History:
                 "entity features read, as training read them (docs/entities.md, 'How much history')"
             )
         have = events.collect_schema()  # where no id tells repeats apart (dogfood 221)
-        with reading(source):
-            counts = events.with_columns(row_hashes(spec, have)).select(
-                pl.len(), *row_counts(spec, have, False)
-            )
-            say_rows(source, spec, counts.collect().row(0, named=True), [])
+        if counted := row_counts(spec, have, False):
+            with reading(source):
+                counts = events.with_columns(row_hashes(spec, have)).select(pl.len(), *counted).collect()
+            say_rows(source, spec, counts.row(0, named=True), [])
         on_events = events if labelled is None else labelled
         if entity.risk and labels is None and spec.schema.label not in on_events.collect_schema():
             raise DataValidationError(
