@@ -58,7 +58,7 @@ from seqfraud.data.split import (
 )
 from seqfraud.durations import duration_us
 from seqfraud.errors import ConfigError
-from seqfraud.features.drift import NULL_SHARES, NUMERIC_SHARES, token_label
+from seqfraud.features.drift import CATEGORY_SHARES, NULL_SHARES, NUMERIC_SHARES, token_label
 from seqfraud.features.entities import (
     BUSIEST_ENTITY_VALUES,
     EntitySpec,
@@ -344,7 +344,8 @@ def unknown_share_warnings(shares: Mapping[str, Mapping[str, float | None]], spe
 
 def training_shares(datasets: Mapping[str, Path], spec: Spec) -> dict[str, dict]:
     """The training events' shares that scoring compares a file's or a window's with, from the artifact's manifest:
-    each number's buckets (:data:`NUMERIC_SHARES`), and per field and event type the share of events without a
+    each number's buckets (:data:`NUMERIC_SHARES`), each categorical field's values (:data:`CATEGORY_SHARES`), and
+    per field and event type the share of events without a
     value (:data:`NULL_SHARES`: an entity column's through its presence feature; an event type training did not
     learn under ``<unknown>``), where a field is null on some kinds of event by nature (an amount on payments
     alone: a file of other kinds read as a client that stopped sending it, review 232)."""
@@ -363,17 +364,18 @@ def training_shares(datasets: Mapping[str, Path], spec: Spec) -> dict[str, dict]
     )
     kinds = [token_label(spec, schema.event_type, t) for t in counted[kind]]
     return {
-        NUMERIC_SHARES: numeric_shares(token_id_counts(datasets, schema.numerical), spec),
+        NUMERIC_SHARES: token_shares(token_id_counts(datasets, schema.numerical), spec),
+        CATEGORY_SHARES: token_shares(token_id_counts(datasets, schema.categorical_fields), spec),
         NULL_SHARES: {
             c: {k: nulls / n for k, nulls, n in zip(kinds, counted[c], counted["__n"])} for c in fields
         },
     }
 
 
-def numeric_shares(counts: TokenCounts, spec: Spec) -> dict[str, list[float]]:
-    """Per numeric column, the share of the training events in each of its token ids (reserved ids and
-    buckets): what batch scoring compares a file's with (:func:`seqfraud.scoring.prepare.spread_said`), from the
-    artifact's manifest."""
+def token_shares(counts: TokenCounts, spec: Spec) -> dict[str, list[float]]:
+    """Per field, the share of the training events in each of its token ids (reserved ids, then buckets or learnt
+    values): what batch scoring compares a file's with (:func:`seqfraud.scoring.prepare.spread_said`,
+    :func:`seqfraud.scoring.prepare.mix_said`), from the artifact's manifest."""
     out = {}
     for field, by_split in counts.items():
         if n := sum((train := by_split.get("train") or {}).values()):

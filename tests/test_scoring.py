@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 import subprocess
 import sys
@@ -676,6 +675,35 @@ def test_batch_scoring_says_timestamps_that_tie_far_more_often_than_trainings(
     monkeypatch.setattr(Scorer, "reads_sequence", property(lambda self: False))
     score_file(scorer, tmp_path / "hours.parquet", tmp_path / "s5.parquet", progress=False)
     assert "have the time of an earlier event of" not in caplog.text
+
+
+def test_batch_scoring_says_learnt_values_mixed_far_otherwise_than_trainings(
+    scorer, test_period_events, tmp_path, caplog
+):
+    """A release that added an event code at 2 shifted every code above it: each still a value the model learnt,
+    now of another event, and PR-AUC fell from 0.754 to 0.382 unsaid, where the monitor alerted (dogfood 241). A
+    categorical field whose learnt values are mixed far otherwise than training's (PSI 1.0) is said; unknown
+    values stay the recoding check's."""
+    from seqfraud.scoring.prepare import reference_shares
+
+    schema = scorer.spec.schema
+    kind, learnt = schema.event_type, scorer.spec.vocab[schema.event_type]
+    assert kind in reference_shares(scorer.spec, scorer.manifest, "category_shares")  # recorded at export
+    shifted = {a: b for a, b in zip(learnt, learnt[1:] + learnt[:1])}  # each value read as the next one
+    test_period_events.write_parquet(tmp_path / "as_sent.parquet")
+    test_period_events.with_columns(pl.col(kind).replace(shifted)).write_parquet(tmp_path / "shifted.parquet")
+    for name in ("as_sent", "shifted"):
+        caplog.clear()
+        score_file(scorer, tmp_path / f"{name}.parquet", tmp_path / "s.parquet", progress=False)
+        said = f"{name}.parquet: column '{kind}': its learnt values are mixed far otherwise than training's"
+        assert (said in caplog.text) == (name == "shifted"), name
+    # An edited reference is none, and a field the artifact records no shares for is not judged.
+    shares = scorer.manifest["reference"]["category_shares"][kind]
+    for bad in (float("nan"), -1.0, "x"):
+        edited = {**scorer.manifest, "reference": {"category_shares": {kind: [bad, *shares[1:]]}}}
+        assert reference_shares(scorer.spec, edited, "category_shares") == {}
+    edited = {**scorer.manifest, "reference": {"category_shares": {kind: shares[:-1]}}}
+    assert reference_shares(scorer.spec, edited, "category_shares") == {}
 
 
 def test_batch_scoring_and_the_monitor_say_sessions_whose_start_lies_elsewhere(

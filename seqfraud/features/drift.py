@@ -10,6 +10,8 @@ from seqfraud.features.spec import FIRST_ID, MISSING, NAN, PAD, UNKNOWN, Spec
 PSI_EPSILON = 1e-4  # share given to an empty bin, so PSI stays finite
 # The manifest's key (reference): per numeric column, the training events' share of each token id.
 NUMERIC_SHARES = "numeric_shares"
+# The manifest's reference: per categorical field (the event type too), the training events' share of each token id.
+CATEGORY_SHARES = "category_shares"
 # The manifest's key (reference): per categorical, numeric and entity column, the training events' share without a
 # value in it.
 NULL_SHARES = "null_shares"

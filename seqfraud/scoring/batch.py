@@ -40,6 +40,7 @@ from seqfraud.data.events import (
 from seqfraud.data.split import from_epoch_us
 from seqfraud.errors import UserError
 from seqfraud.export.artifact import Model
+from seqfraud.features.drift import CATEGORY_SHARES
 from seqfraud.features.spec import Spec
 from seqfraud.features.tokens import Sequences, polars_sequences
 from seqfraud.provenance import embedding_record, files_digest
@@ -51,6 +52,7 @@ from seqfraud.scoring.prepare import (
     event_us,
     learnt_kinds,
     learnt_nulls,
+    mix_said,
     normalized_events,
     off_scale_said,
     recoded_said,
@@ -179,6 +181,9 @@ def iter_sequences(
         )
     if by_file is not None:
         queries |= part_counts(timed, spec, trained, "tied" in queries["counts"].collect_schema())
+    mixes = reference_shares(spec, scorer.manifest, CATEGORY_SHARES)
+    for c in mixes:  # the values of each categorical field, against training's mix
+        queries[f"mix {c}"] = timed.group_by(pl.col(c).cast(pl.String)).len()
     if spec.opening_shares is not None:
         queries["firsts"] = unopened_types(
             timed, spec.schema.session_id, spec.schema.event_type, S.TS_US, spec.opening_shares
@@ -223,9 +228,16 @@ def iter_sequences(
     scorer.note_respelt(
         {c: [v] for i, c in enumerate(texts) if (v := counts[f"__respelt_{i}"].item()) is not None}
     )
-    for i, c in enumerate(texts):  # a recoding upstream
+    for i, c in enumerate(texts):  # a recoding upstream, else a mix unlike training's (codes renumbered)
         values, known = counts[f"__values_{i}"].item(), counts[f"__known_{i}"].item()
-        if said := recoded_said(source, spec, c, values, known, counts[f"__new_{i}"].item().to_list()):
+        if (said := recoded_said(source, spec, c, values, known, counts[f"__new_{i}"].item().to_list())) or (
+            c in mixes
+            and (
+                said := mix_said(
+                    source, spec, c, mixes[c], counts["sessions"].item(), dict(got[f"mix {c}"].iter_rows())
+                )
+            )
+        ):
             log.warning("%s", said)
     # A unit changed upstream: said of the parts of the input that stand apart, else of the whole input.
     whole = scale_said(source, spec, trained, counts.row(0, named=True), counts["sessions"].item())

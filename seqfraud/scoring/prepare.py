@@ -61,7 +61,14 @@ from seqfraud.data.events import (
 )
 from seqfraud.data.events import timestamp_us as epoch_us
 from seqfraud.errors import did_you_mean, is_finite, is_number
-from seqfraud.features.drift import NULL_SHARES, NUMERIC_SHARES, UNKNOWN_LABEL, psi, psi_bins, token_label
+from seqfraud.features.drift import (
+    NULL_SHARES,
+    NUMERIC_SHARES,
+    UNKNOWN_LABEL,
+    psi,
+    psi_bins,
+    token_label,
+)
 from seqfraud.features.fastpath import EventColumns
 from seqfraud.features.spec import FIRST_ID, OPENER_SHARE, Spec
 from seqfraud.features.tokens import quantile_probs
@@ -561,15 +568,19 @@ def off_scale_said(where: str, spec: Spec, field: str, values: int, above: int, 
 SPREAD_PSI, SPREAD_SESSIONS, SPREAD_VALUES = 1.0, 100, 500
 
 
-def reference_shares(spec: Spec, manifest: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Per numeric column, the training events' share of each token id that the manifest records (artifacts
-    exported since session 40), where it fits the spec's buckets: finite shares, at least 0 (an edited one
-    failed scoring, or said a PSI of nan: review 225)."""
+def reference_shares(
+    spec: Spec, manifest: Mapping[str, Any], key: str = NUMERIC_SHARES
+) -> dict[str, np.ndarray]:
+    """Per numeric column (``key``: :data:`NUMERIC_SHARES`) or categorical field (:data:`CATEGORY_SHARES`), the
+    training events' share of each token id that the manifest records (artifacts exported since sessions 40 and
+    42), where it fits the spec's buckets or vocabulary: finite shares, at least 0 (an edited one failed scoring, or
+    said a PSI of nan: review 225)."""
     reference = manifest.get("reference")
-    recorded = reference.get(NUMERIC_SHARES) if isinstance(reference, dict) else None
+    recorded = reference.get(key) if isinstance(reference, dict) else None
+    fields = spec.edges if key == NUMERIC_SHARES else spec.vocab
     out = {}
     for c, shares in recorded.items() if isinstance(recorded, dict) else ():
-        size = spec.vocab_size(c) if c in spec.edges else None
+        size = spec.vocab_size(c) if c in fields else None
         if (
             size
             and isinstance(shares, list)
@@ -714,6 +725,34 @@ def spread_said(
         "upstream (kWh for Wh), blanks written as 0, another field's values in this column, or far more of a "
         "kind of traffic whose values differ (one corridor's or product's share grown)? `seqfraud monitor "
         "--current` compares a file of such events with training's in full"
+    )
+
+
+def mix_said(
+    source: str, spec: Spec, column: str, trained: np.ndarray, sessions: int, counts: Mapping[Any, int]
+) -> str | None:
+    """What to say of a file whose learnt values of a categorical ``column`` (``counts``: events per value as text)
+    are mixed far otherwise than training's events' (PSI over the learnt values alone, as :func:`spread_said` reads
+    a number's buckets; unknown values are :func:`recoded_said`'s, nulls the null checks'), or None: integer event
+    codes renumbered by a release (a new code at 2) kept every value learnt and moved PR-AUC from 0.754 to 0.382,
+    unsaid (dogfood 241)."""
+    vocab = spec.vocab.get(column) or []
+    now = np.zeros(len(trained), np.float64)
+    for i, value in enumerate(vocab):
+        now[FIRST_ID + i] = counts.get(value, 0)
+    if sessions < SPREAD_SESSIONS or now.sum() < SPREAD_VALUES:
+        return None
+    was = np.where(np.arange(len(trained)) < FIRST_ID, 0.0, trained)
+    if not was.sum() or (index := psi(*psi_bins(was, now))) < SPREAD_PSI:
+        return None
+    was, shares = was / was.sum(), now / now.sum()
+    moved = int(np.argmax(shares - was))
+    return (
+        f"{source}: column {column!r}: its learnt values are mixed far otherwise than training's were (PSI "
+        f"{index:.2f}; `seqfraud monitor` alerts on drift from 0.25): {vocab[moved - FIRST_ID]!r} is {shares[moved]:.0%} "
+        f"of them against {was[moved]:.0%} of training's. Were codes renumbered or values swapped upstream (a release "
+        "that added a code), or has the traffic's mix changed (a promotion, a new market)? `seqfraud monitor "
+        "--current` compares it with training's in full"
     )
 
 
