@@ -291,6 +291,16 @@ def test_scoring_needs_a_history_and_reads_it_point_in_time(
     held = scored.head(3)["session_id"]
     said = f"3 history event row(s) of {held.n_unique()} session(s) being scored (first: {held.min()!r})"
     assert f"h: column 'session_id': {said}" in str(e.value)
+    assert "a cut in time split sessions" in str(e.value)  # the same sessions, the likely cause
+    # The same ids on sessions months before them: ids used again, not sessions split (dogfood 241: a counter reset
+    # read as a cut in time, whose advice could not be followed).
+    earlier = scored.head(12).with_columns(pl.col(S.SYNTHETIC.timestamp) - timedelta(days=90))
+    scorer.history = History.from_frame(pl.concat([other, earlier]).lazy(), "h", labels, scorer.spec)
+    with pytest.raises(
+        DataValidationError,
+        match="day.s. after the history.s session of the same id ends.*were the ids used again",
+    ):
+        scorer.score(scored)
 
     # A label table none of whose ids match the history's (read as numbers, say, where the events hold text).
     renamed = label_table.with_columns((pl.lit("0") + pl.col("session_id")).alias("session_id"))

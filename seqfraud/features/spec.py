@@ -228,6 +228,11 @@ class Spec:
         shares = self.fit_info.get(OPENING_SHARES)
         return None if shares is None else {str(k): float(v) for k, v in shares.items()}
 
+    def longest_gap_s(self, q: float) -> float:
+        """The ``q`` quantile (one of :data:`GAP_QUANTILES`) of the training sessions' longest gaps between two
+        events, in seconds; 0 for specs fitted before they were recorded."""
+        return float(dict(zip(GAP_QUANTILES, self.fit_info.get(LONGEST_GAPS) or ())).get(q, 0.0))
+
     @property
     def tied_share(self) -> float | None:
         """:data:`TIED_SHARE`; None for specs fitted before it was recorded."""

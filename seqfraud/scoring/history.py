@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import statistics
 from dataclasses import dataclass, field, replace
 from typing import cast
 
@@ -211,15 +212,37 @@ class History:
     def _refuse_overlap(self, events: pl.DataFrame, spec: Spec) -> None:
         scored = events[S.SESSION_ID].unique()
         shared = self.events[S.SESSION_ID].filter(self.events[S.SESSION_ID].is_in(scored.implode()))
-        if shared.len():
-            # Named, with the likely cause (dogfood 173: daily folders cut into history and scored days cut the
-            # sessions that cross midnight, and the count alone said neither which nor why).
+        if not shared.len():
+            return
+        # Named, with the likely cause (dogfood 173: daily folders cut into history and scored days cut the sessions
+        # that cross midnight, and the count alone said neither which nor why); ids that name sessions further apart
+        # than a day and than training's sessions' gaps were used again (dogfood 241: a counter reset months later).
+        sid, at = pl.col(S.SESSION_ID), pl.col(S.TS_US)
+        ends = (
+            self.events.filter(sid.is_in(scored.implode())).group_by(S.SESSION_ID).agg(at.max().alias("end"))
+        )
+        starts = (
+            events.filter(sid.is_in(scored.implode())).group_by(S.SESSION_ID).agg(at.min().alias("start"))
+        )
+        gaps_s = (
+            ends.join(starts, on=S.SESSION_ID).select((pl.col("start") - pl.col("end")) / 1e6)[:, 0].to_list()
+        )
+        apart = sum(gap > max(86_400.0, spec.longest_gap_s(0.999)) for gap in gaps_s)
+        said = (
+            f"{self.source}: column {spec.schema.session_id!r}: {shared.len():,} history event row(s) of "
+            f"{shared.n_unique():,} session(s) being scored (first: {shared.min()!r}); a history holds other "
+            "sessions only (the scored events are context for each other already): "
+        )
+        if 2 * apart > shared.n_unique():
             raise DataValidationError(
-                f"{self.source}: column {spec.schema.session_id!r}: {shared.len():,} history event row(s) of "
-                f"{shared.n_unique():,} session(s) being scored (first: {shared.min()!r}); a history holds other "
-                "sessions only (the scored events are context for each other already): where a cut in time split "
-                "sessions (daily files cut at midnight), give each such session's events to one side"
+                f"{said}{apart:,} of them begin a median {statistics.median(gaps_s) / 86_400:,.1f} day(s) after the history's "
+                "session of the same id ends, further apart than training's sessions' events: were the ids used "
+                "again (a counter reset, ids per day)? Give each session an id of its own (prefix the period)"
             )
+        raise DataValidationError(
+            f"{said}where a cut in time split sessions (daily files cut at midnight), give each such session's events "
+            "to one side"
+        )
 
 
 def warn_if_short(

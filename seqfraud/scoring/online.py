@@ -947,8 +947,7 @@ def drops_kept_s(spec: Spec) -> float:
     sessions' longest gaps between two events where longer (dogfood 224: members back after 26 to 60 idle hours
     were scored as new members, unflagged past the day), a week at most: the single longest gap of a sample (an id
     reused a month later) kept every drop a month (review 226)."""
-    gaps = dict(zip(GAP_QUANTILES, spec.fit_info.get(LONGEST_GAPS) or ()))
-    return min(max(StateStore.DROPS_KEPT_S, float(gaps.get(0.999, 0.0))), DROPS_KEPT_MAX_S)
+    return min(max(StateStore.DROPS_KEPT_S, spec.longest_gap_s(0.999)), DROPS_KEPT_MAX_S)
 
 
 def expiry_said(spec: Spec, session_ttl_s: float) -> str | None:
