@@ -691,6 +691,18 @@ NULL_CHECKS = {
 }
 
 
+def shares_apart(trained: np.ndarray, now: np.ndarray) -> tuple[float, int, float, float] | None:
+    """The PSI of ``now`` (counts per token id) against ``trained`` (training's shares) over the field's own ids
+    (the reserved ones are other checks': blanks, unknown values), with the id that gained most and its share now
+    and in training, where the PSI reaches :data:`SPREAD_PSI`; None otherwise."""
+    was = np.where(np.arange(len(trained)) < FIRST_ID, 0.0, trained)
+    if not was.sum() or (index := psi(*psi_bins(was, now))) < SPREAD_PSI:
+        return None
+    was, shares = was / was.sum(), now / now.sum()
+    moved = int(np.argmax(shares - was))
+    return index, moved, float(shares[moved]), float(was[moved])
+
+
 def spread_said(
     source: str,
     spec: Spec,
@@ -710,18 +722,13 @@ def spread_said(
         return None
     # Over the values alone: a file whose share of blanks differs (one kind of event) is no other scale.
     now = np.array([0] * FIRST_ID + [within[j] - within[j + 1] for j in range(len(read))], np.float64)
-    was = np.where(np.arange(len(trained)) < FIRST_ID, 0.0, trained)
-    if not was.sum():
+    if (apart := shares_apart(trained, now)) is None:
         return None
-    index = psi(*psi_bins(was, now))
-    if index < SPREAD_PSI:
-        return None
-    was, shares = was / was.sum(), now / now.sum()
-    moved = int(np.argmax(shares - was))
+    index, moved, share, was = apart
     return (
         f"{source}: column {column!r}: its values fall in the model's buckets far otherwise than training's did "
         f"(PSI {index:.2f}; `seqfraud monitor` alerts on drift from 0.25): {token_label(spec, column, moved)} "
-        f"holds {shares[moved]:.0%} of {whose} against {was[moved]:.0%} of training's. A unit changed "
+        f"holds {share:.0%} of {whose} against {was:.0%} of training's. A unit changed "
         "upstream (kWh for Wh), blanks written as 0, another field's values in this column, or far more of a "
         "kind of traffic whose values differ (one corridor's or product's share grown)? `seqfraud monitor "
         "--current` compares a file of such events with training's in full"
@@ -740,17 +747,17 @@ def mix_said(
     now = np.zeros(len(trained), np.float64)
     for i, value in enumerate(vocab):
         now[FIRST_ID + i] = counts.get(value, 0)
-    if sessions < SPREAD_SESSIONS or now.sum() < SPREAD_VALUES:
+    if (
+        sessions < SPREAD_SESSIONS
+        or now.sum() < SPREAD_VALUES
+        or (apart := shares_apart(trained, now)) is None
+    ):
         return None
-    was = np.where(np.arange(len(trained)) < FIRST_ID, 0.0, trained)
-    if not was.sum() or (index := psi(*psi_bins(was, now))) < SPREAD_PSI:
-        return None
-    was, shares = was / was.sum(), now / now.sum()
-    moved = int(np.argmax(shares - was))
+    index, moved, share, was = apart
     return (
         f"{source}: column {column!r}: its learnt values are mixed far otherwise than training's were (PSI "
-        f"{index:.2f}; `seqfraud monitor` alerts on drift from 0.25): {vocab[moved - FIRST_ID]!r} is {shares[moved]:.0%} "
-        f"of them against {was[moved]:.0%} of training's. Were codes renumbered or values swapped upstream (a release "
+        f"{index:.2f}; `seqfraud monitor` alerts on drift from 0.25): {vocab[moved - FIRST_ID]!r} is {share:.0%} "
+        f"of them against {was:.0%} of training's. Were codes renumbered or values swapped upstream (a release "
         "that added a code), or has the traffic's mix changed (a promotion, a new market)? `seqfraud monitor "
         "--current` compares it with training's in full"
     )
