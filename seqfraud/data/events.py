@@ -2455,7 +2455,7 @@ def validate_sessions(
         S.START_TIME,
         S.END_TIME,
         pl.col("n_events").cast(pl.Int64),
-        # Events that share their session's timestamp with another and differ from it elsewhere (TIED_SHARE).
+        # Events with the time of an earlier event of their session that differ from it (TIED_SHARE).
         (pl.col("n_events") - pl.col("n_duplicate_rows") - pl.col("n_times")).cast(pl.Int64).alias("n_tied"),
         S.FIRST_TYPE,
         pl.col(S.LABEL).cast(pl.Int8),

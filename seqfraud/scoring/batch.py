@@ -337,10 +337,9 @@ def part_counts(
     and, with ``tied``, its :func:`tied_rows` (one file of a folder written to the minute: review 239)."""
     scale = scale_counts(spec, trained)
     at = pl.col(S.TS_US)
+    week = (at // US_PER_UNIT["d"] + 3) // 7  # from Monday: 1970-01-01 was a Thursday
     return {
-        "weeks": timed.group_by(
-            S.FILE, ((at // US_PER_UNIT["d"] + 3) // 7).alias("__week")
-        )  # 1970-01-01: Thursday
+        "weeks": timed.group_by(S.FILE, week.alias("__week"))
         .agg(
             pl.col(spec.schema.session_id).n_unique().alias("sessions"),
             at.min().alias("__first"),
