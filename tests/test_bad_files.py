@@ -1154,6 +1154,32 @@ def test_the_weeks_of_a_file_in_another_unit_are_said_by_date(scorer, tmp_path, 
         assert "its events of" not in caplog.text, name
 
 
+def test_online_checks_say_learnt_values_mixed_far_otherwise(scorer, caplog, monkeypatch):
+    """Renumbered event codes, each still a learnt value, were scored unsaid by POST /events too (dogfood 241):
+    a window's learnt values are judged by batch scoring's mix rule, carried until they hold its values and
+    sessions."""
+    from seqfraud.features.fastpath import EventColumns
+    from seqfraud.scoring import prepare
+    from seqfraud.scoring.prepare import Unlearnt, normalized_events, reference_shares
+
+    monkeypatch.setattr(prepare, "ONLINE_CHECK_AFTER", 600)
+    kind = SYNTHETIC.event_type
+    learnt = scorer.spec.vocab[kind]
+    shares = reference_shares(scorer.spec, scorer.manifest, "category_shares")[kind][4:]
+    drawn = np.random.default_rng(0).choice(len(learnt), 600, p=shares / shares.sum())
+    as_trained = [learnt[i] for i in drawn]
+    shifted = [learnt[(i + 1) % len(learnt)] for i in drawn]  # each value read as the next one
+    said = f"request: column '{kind}': its learnt values are mixed far otherwise than training's"
+    for name, kinds in (("as trained", as_trained), ("shifted", shifted)):
+        frame = log(600).with_columns(pl.Series(kind, kinds))  # 150 sessions of 4 events
+        events = EventColumns.of_frame(normalized_events(frame.lazy(), scorer.spec, "request"), scorer.spec)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="seqfraud.scoring"):
+            Unlearnt(scorer.spec, scorer.manifest).take(events, "request")
+        assert (said in caplog.text) == (name == "shifted"), (name, caplog.text)
+    assert "(the first 600 events online)" in caplog.text
+
+
 def test_online_checks_read_later_windows_and_the_spread(scorer, caplog, monkeypatch):
     """Online scoring judged its first 1,000 events alone, by the ends of the buckets alone: a unit changed after
     them, or within the buckets' range (kWh for Wh: dogfood 218), went unsaid for the process's life. A window

@@ -62,6 +62,7 @@ from seqfraud.data.events import (
 from seqfraud.data.events import timestamp_us as epoch_us
 from seqfraud.errors import did_you_mean, is_finite, is_number
 from seqfraud.features.drift import (
+    CATEGORY_SHARES,
     NULL_SHARES,
     NUMERIC_SHARES,
     UNKNOWN_LABEL,
@@ -764,9 +765,9 @@ def mix_said(
 
 
 class Unlearnt:
-    """Batch scoring's checks of a recoding (:func:`recoded_said`), a unit change (:func:`off_scale_said`), a
-    number's spread over its buckets (:func:`spread_said`) and a field's nulls (:data:`NULL_CHECKS`, carried over
-    windows as the spread's counts are), online, over windows of :data:`ONLINE_CHECK_AFTER`
+    """Batch scoring's checks of a recoding (:func:`recoded_said`), a categorical's mix (:func:`mix_said`), a unit
+    change (:func:`off_scale_said`), a number's spread over its buckets (:func:`spread_said`) and a field's nulls
+    (:data:`NULL_CHECKS`; each carried over windows as the spread's counts are), online, over windows of :data:`ONLINE_CHECK_AFTER`
     events: the first events the process takes, then one from each :data:`ONLINE_CHECK_EVERY`-th (a change upstream
     after the first thousand events went unsaid, and a unit changed within the buckets' range was never said
     online). A number's bucket counts carry over windows until they hold the spread check's values and sessions (an
@@ -798,6 +799,11 @@ class Unlearnt:
         # Per column of the spread check: its bucket counts and their sessions, and the window they count from.
         self.spread = {c: (np.zeros(len(e) + 1, np.int64), set[str]()) for c, e in self.edges.items()}
         self.spread_from = dict.fromkeys(self.edges, 0)
+        # Per categorical field with training's shares: its learnt values' counts and their sessions, carried as the
+        # spread's are (renumbered event codes scored unsaid online too: dogfood 241).
+        self.mixes = reference_shares(spec, manifest, CATEGORY_SHARES)
+        self.mix = {f: (Counter[str](), set[str]()) for f in self.mixes}
+        self.mix_from = dict.fromkeys(self.mixes, 0)
         self.said: dict[tuple[str, str], float] = {}  # (finding, field): when last said (monotonic)
         self._lock = threading.Lock()
         self._open()
@@ -852,6 +858,12 @@ class Unlearnt:
             known = sum(v in vocab for v in sent)
             self.values[f] += len(sent)
             self.known[f] += known
+            if f in self.mix and known:
+                counts, sessions = self.mix[f]
+                if not sessions:
+                    self.mix_from[f] = cast(int, self.window)
+                counts.update(v for v in sent if v in vocab)
+                sessions.update(s for s, v in zip(events.session_ids, events.categorical[f]) if v in vocab)
             if known < len(sent) and len(self.new[f]) < 2:
                 new = [v for v in dict.fromkeys(sent) if v not in vocab and v not in self.new[f]]
                 self.new[f] += new[: 2 - len(self.new[f])]
@@ -877,6 +889,15 @@ class Unlearnt:
             for f in self.vocab
             if (line := recoded_said(where, self.spec, f, self.values[f], self.known[f], self.new[f]))
         ]
+        recoded = {f for (_, f), _, _ in found}
+        for f, (counts, sessions) in self.mix.items():
+            if counts.total() < SPREAD_VALUES or len(sessions) < SPREAD_SESSIONS:
+                continue  # carried to the next window
+            if f not in recoded and (
+                line := mix_said(where, self.spec, f, self.mixes[f], len(sessions), counts)
+            ):
+                found.append((("mix", f), line, self.mix_from[f]))
+            self.mix[f] = (Counter(), set())
         for c, shares in self.trained_nulls.items():
             more = learnt_nulls(shares, self.kinds, self.window_nulls[c])
             for check, (said_of, ready) in NULL_CHECKS.items():
