@@ -690,8 +690,21 @@ def test_batch_scoring_says_learnt_values_mixed_far_otherwise_than_trainings(
     kind, learnt = schema.event_type, scorer.spec.vocab[schema.event_type]
     assert kind in reference_shares(scorer.spec, scorer.manifest, "category_shares")  # recorded at export
     shifted = {a: b for a, b in zip(learnt, learnt[1:] + learnt[:1])}  # each value read as the next one
-    test_period_events.write_parquet(tmp_path / "as_sent.parquet")
-    test_period_events.with_columns(pl.col(kind).replace(shifted)).write_parquet(tmp_path / "shifted.parquet")
+    sid = pl.col(schema.session_id)
+    twice = pl.concat(
+        [test_period_events, test_period_events.with_columns(sid + "-2")]
+    )  # 500 sessions or more
+    twice.write_parquet(tmp_path / "as_sent.parquet")
+    twice.with_columns(pl.col(kind).replace(shifted)).write_parquet(tmp_path / "shifted.parquet")
+    # Under 500 sessions, not judged: a field constant within sessions varies by them (review 242).
+    test_period_events.with_columns(pl.col(kind).replace(shifted)).write_parquet(tmp_path / "few.parquet")
+    score_file(scorer, tmp_path / "few.parquet", tmp_path / "s.parquet", progress=False)
+    assert "mixed far otherwise" not in caplog.text
+    # A file of some kinds of event alone is another traffic, not a renumbering (review 242).
+    some = twice.filter(pl.col(kind).is_in(learnt[:1]))
+    some.write_parquet(tmp_path / "some.parquet")
+    score_file(scorer, tmp_path / "some.parquet", tmp_path / "s.parquet", progress=False)
+    assert "mixed far otherwise" not in caplog.text
     for name in ("as_sent", "shifted"):
         caplog.clear()
         score_file(scorer, tmp_path / f"{name}.parquet", tmp_path / "s.parquet", progress=False)

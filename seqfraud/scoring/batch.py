@@ -123,7 +123,8 @@ def iter_sequences(
     texts = [
         c
         for c in spec.schema.categorical_fields
-        if spec.vocab.get(c) and (have[c] in (pl.String, pl.Categorical) or have[c].is_integer())
+        if spec.vocab.get(c)
+        and (have[c] == pl.String or isinstance(have[c], (pl.Categorical, pl.Enum)) or have[c].is_integer())
     ]
     finite = scorer.unsaid_infinite()  # the whole file's +inf and -inf, said by the scorer's note
     # The training events' bucket shares and nulls, where the artifact records them.
@@ -181,7 +182,11 @@ def iter_sequences(
         )
     if by_file is not None:
         queries |= part_counts(timed, spec, trained, "tied" in queries["counts"].collect_schema())
-    mixes = reference_shares(spec, scorer.manifest, CATEGORY_SHARES)
+    mixes = {
+        c: shares
+        for c, shares in reference_shares(spec, scorer.manifest, CATEGORY_SHARES).items()
+        if c in texts
+    }
     for c in mixes:  # the values of each categorical field, against training's mix
         queries[f"mix {c}"] = timed.group_by(pl.col(c).cast(pl.String)).len()
     if spec.opening_shares is not None:

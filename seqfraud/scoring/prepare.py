@@ -736,6 +736,13 @@ def spread_said(
     )
 
 
+# A categorical's mix is judged over MIX_SESSIONS sessions at least: a field constant within a session (a city, a
+# device) varies by sessions, not events, and 100 sessions of heavy-tailed lengths read a PSI of 1.0 by chance in 10
+# to 28% of clean samples (review 242). Nor where the file lacks over half of training's mix: a file of some kinds of
+# event is another traffic, not a renumbering (a file of one stream read PSI 7.2: review 242).
+MIX_SESSIONS, MIX_PRESENT = 500, 0.5
+
+
 def mix_said(
     source: str, spec: Spec, column: str, trained: np.ndarray, sessions: int, counts: Mapping[Any, int]
 ) -> str | None:
@@ -743,24 +750,28 @@ def mix_said(
     are mixed far otherwise than training's events' (PSI over the learnt values alone, as :func:`spread_said` reads
     a number's buckets; unknown values are :func:`recoded_said`'s, nulls the null checks'), or None: integer event
     codes renumbered by a release (a new code at 2) kept every value learnt and moved PR-AUC from 0.754 to 0.382,
-    unsaid (dogfood 241)."""
+    unsaid (dogfood 241). Two values swapped read a PSI of 0.37 there, unsaid."""
     vocab = spec.vocab.get(column) or []
     now = np.zeros(len(trained), np.float64)
     for i, value in enumerate(vocab):
         now[FIRST_ID + i] = counts.get(value, 0)
+    present = trained[FIRST_ID:][now[FIRST_ID:] > 0].sum() / max(trained[FIRST_ID:].sum(), 1e-12)
     if (
-        sessions < SPREAD_SESSIONS
+        sessions < MIX_SESSIONS
         or now.sum() < SPREAD_VALUES
+        or present < MIX_PRESENT
         or (apart := shares_apart(trained, now)) is None
     ):
         return None
     index, moved, share, was = apart
+    was_all, now_all = trained[FIRST_ID:] / trained[FIRST_ID:].sum(), now[FIRST_ID:] / now[FIRST_ID:].sum()
+    lost = int(np.argmax(was_all - now_all))
     return (
         f"{source}: column {column!r}: its learnt values are mixed far otherwise than training's were (PSI "
         f"{index:.2f}; `seqfraud monitor` alerts on drift from 0.25): {vocab[moved - FIRST_ID]!r} is {share:.0%} "
-        f"of them against {was:.0%} of training's. Were codes renumbered or values swapped upstream (a release "
-        "that added a code), or has the traffic's mix changed (a promotion, a new market)? `seqfraud monitor "
-        "--current` compares it with training's in full"
+        f"of them against {was:.0%} of training's, {vocab[lost]!r} {now_all[lost]:.0%} against {was_all[lost]:.0%}. "
+        "Were codes renumbered upstream (a release that added a code), or has the traffic's mix changed (a "
+        "promotion, a new market)? `seqfraud monitor --current` compares it with training's in full"
     )
 
 
@@ -891,7 +902,7 @@ class Unlearnt:
         ]
         recoded = {f for (_, f), _, _ in found}
         for f, (counts, sessions) in self.mix.items():
-            if counts.total() < SPREAD_VALUES or len(sessions) < SPREAD_SESSIONS:
+            if counts.total() < SPREAD_VALUES or len(sessions) < MIX_SESSIONS:
                 continue  # carried to the next window
             if f not in recoded and (
                 line := mix_said(where, self.spec, f, self.mixes[f], len(sessions), counts)
