@@ -291,16 +291,30 @@ def test_scoring_needs_a_history_and_reads_it_point_in_time(
     held = scored.head(3)["session_id"]
     said = f"3 history event row(s) of {held.n_unique()} session(s) being scored (first: {held.min()!r})"
     assert f"h: column 'session_id': {said}" in str(e.value)
-    assert "a cut in time split sessions" in str(e.value)  # the same sessions, the likely cause
-    # The same ids on sessions months before them: ids used again, not sessions split (dogfood 241: a counter reset
-    # read as a cut in time, whose advice could not be followed).
-    earlier = scored.head(12).with_columns(pl.col(S.SYNTHETIC.timestamp) - timedelta(days=90))
-    scorer.history = History.from_frame(pl.concat([other, earlier]).lazy(), "h", labels, scorer.spec)
-    with pytest.raises(
-        DataValidationError,
-        match="day.s. after the history.s session of the same id ends.*were the ids used again",
-    ):
-        scorer.score(scored)
+    # Each with its likely cause, by how far the history's events of an id lie from the scored ones (dogfood 173,
+    # review 242): the scored events themselves; the first events of sessions a cut in time left in the history;
+    # ids used again 90 days before, or after (a later history whose counter restarted).
+    ids = scored["session_id"].unique(maintain_order=True)
+    ts = pl.col(S.SYNTHETIC.timestamp)
+    in_order = scored.sort("session_id", ts, maintain_order=True)
+    firsts = in_order.filter(pl.col("session_id").is_in(ids[3:8].implode())).group_by("session_id").head(1)
+    earlier = scored.filter(pl.col("session_id").is_in(ids[8:10].implode())).with_columns(
+        ts - timedelta(days=90)
+    )
+    later = scored.filter(pl.col("session_id").is_in(ids[10:12].implode())).with_columns(
+        ts + timedelta(days=90)
+    )
+    history = pl.concat([other, scored.head(3), firsts, earlier, later])
+    scorer.history = History.from_frame(history.lazy(), "h", labels, scorer.spec)
+    with pytest.raises(DataValidationError) as e:
+        scorer.score(scored.join(firsts, on=scored.columns, how="anti"))
+    said = str(e.value)
+    own = scored.head(3)["session_id"].n_unique()
+    assert f"of those sessions, {own:,} overlap the history's events of their id in time" in said
+    assert "; 5 adjoin the history's events of their id: where a cut in time split sessions" in said
+    assert (
+        "; 4 lie a median 90.0 day(s) from the history's events of their id" in said and "used again" in said
+    )
 
     # A label table none of whose ids match the history's (read as numbers, say, where the events hold text).
     renamed = label_table.with_columns((pl.lit("0") + pl.col("session_id")).alias("session_id"))

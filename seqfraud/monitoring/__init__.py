@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 
 from seqfraud import reports
 from seqfraud import schema as S
@@ -56,7 +57,7 @@ from seqfraud.monitoring.statistics import (
     token_counts,
 )
 from seqfraud.scoring.history import History, require_history
-from seqfraud.scoring.prepare import cut_sessions_said, unopened_said
+from seqfraud.scoring.prepare import cut_sessions_said, recoded_said, unopened_said
 from seqfraud.scoring.scorer import Scorer
 
 __all__ = [
@@ -243,12 +244,17 @@ def monitor(
     # max_len - hop as cut (review 207).
     lengths = cur.events.group_by(S.SESSION_ID).len()["len"]
     short = int((lengths < spec.shortest_trained).sum())
-    said = None  # sessions cut at the window's edges, by their first event, else by their length (review 240)
-    if (openers := spec.opening_shares) is not None:
-        firsts = unopened_types(cur.events.lazy(), S.SESSION_ID, spec.schema.event_type, S.TS_US, openers)
-        said = unopened_said("the current window", spec, dict(firsts.collect().iter_rows()), len(cur.seqs))
-    if said := said or cut_sessions_said("the current window", spec, short, len(cur.seqs)):
+    if said := cut_sessions_said("the current window", spec, short, len(cur.seqs)):
         report["notes"].append(said)
+    if (openers := spec.opening_shares) is not None:  # and by their first event
+        kind = spec.schema.event_type
+        firsts = unopened_types(cur.events.lazy(), S.SESSION_ID, kind, S.TS_US, openers).collect()
+        known = int(cur.events[kind].cast(pl.String).is_in(spec.vocab[kind]).sum())
+        recoded = recoded_said("", spec, kind, cur.events.height, known, []) is not None
+        if said := unopened_said(
+            "the current window", spec, dict(firsts.iter_rows()), len(cur.seqs), recoded
+        ):
+            report["notes"].append(said)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

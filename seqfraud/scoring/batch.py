@@ -233,9 +233,12 @@ def iter_sequences(
     scorer.note_respelt(
         {c: [v] for i, c in enumerate(texts) if (v := counts[f"__respelt_{i}"].item()) is not None}
     )
+    recoded = set()
     for i, c in enumerate(texts):  # a recoding upstream, else a mix unlike training's (codes renumbered)
         values, known = counts[f"__values_{i}"].item(), counts[f"__known_{i}"].item()
-        if (said := recoded_said(source, spec, c, values, known, counts[f"__new_{i}"].item().to_list())) or (
+        if said := recoded_said(source, spec, c, values, known, counts[f"__new_{i}"].item().to_list()):
+            recoded.add(c)
+        if said or (
             c in mixes
             and (
                 said := mix_said(
@@ -248,12 +251,16 @@ def iter_sequences(
     whole = scale_said(source, spec, trained, counts.row(0, named=True), counts["sessions"].item())
     for said in (apart | {c: said for c, said in whole.items() if c not in apart}).values():
         log.warning("%s", said)
-    # Sessions cut at the file's edges, by their first event, else by their length (review 240: both said one cause).
-    if (
-        "firsts" in got
-        and (said := unopened_said(source, spec, dict(got["firsts"].iter_rows()), counts["sessions"].item()))
-    ) or (said := cut_sessions_said(source, spec, counts["short"].item(), counts["sessions"].item())):
-        log.warning("%s", said)
+    # Sessions cut at the file's edges: by their first event, and by their length (review 242: one said for both hid
+    # 505 short sessions behind 56 that started elsewhere).
+    sessions = counts["sessions"].item()
+    firsts = dict(got["firsts"].iter_rows()) if "firsts" in got else {}
+    for said in (
+        unopened_said(source, spec, firsts, sessions, spec.schema.event_type in recoded),
+        cut_sessions_said(source, spec, counts["short"].item(), sessions),
+    ):
+        if said:
+            log.warning("%s", said)
     if (truncated := counts["truncated"].item()) and scorer.reads_sequence:
         log.warning(
             "%s: %s session(s) are longer than the model's max_len=%s (the longest %s events): the sequence "

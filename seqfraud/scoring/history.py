@@ -214,34 +214,50 @@ class History:
         shared = self.events[S.SESSION_ID].filter(self.events[S.SESSION_ID].is_in(scored.implode()))
         if not shared.len():
             return
-        # Named, with the likely cause (dogfood 173: daily folders cut into history and scored days cut the sessions
-        # that cross midnight, and the count alone said neither which nor why); ids that name sessions further apart
-        # than a day and than training's sessions' gaps were used again (dogfood 241: a counter reset months later).
+        # Named, each with its likely cause (dogfood 173: daily folders cut into history and scored days cut the
+        # sessions that cross midnight, and the count alone said neither which nor why): by how far apart the history's
+        # and the scored events of one id lie (review 242: by the sign of one gap, a later history and ids per day read
+        # as cuts, and a mix of causes as one).
         sid, at = pl.col(S.SESSION_ID), pl.col(S.TS_US)
-        ends = (
-            self.events.filter(sid.is_in(scored.implode())).group_by(S.SESSION_ID).agg(at.max().alias("end"))
+        spans = [
+            frame.filter(sid.is_in(scored.implode()))
+            .group_by(S.SESSION_ID)
+            .agg(at.min().alias(f"{k}0"), at.max().alias(f"{k}1"))
+            for frame, k in ((self.events, "h"), (events, "s"))
+        ]
+        apart_us = pl.max_horizontal(pl.col("s0") - pl.col("h1"), pl.col("h0") - pl.col("s1"))
+        # Two parts of one session cut in time lie within its longest gap: an hour, or ten times training's 99.9%.
+        near_us = 1e6 * max(3_600.0, 10 * spec.longest_gap_s(0.999))
+        kind = (
+            pl.when(apart_us < 0)
+            .then(pl.lit("own"))
+            .when(apart_us <= near_us)
+            .then(pl.lit("cut"))
+            .otherwise(pl.lit("reused"))
         )
-        starts = (
-            events.filter(sid.is_in(scored.implode())).group_by(S.SESSION_ID).agg(at.min().alias("start"))
+        read = (
+            spans[0]
+            .join(spans[1], on=S.SESSION_ID)
+            .with_columns(kind.alias("kind"), (apart_us / 86_400e6).alias("days"))
         )
-        gaps_s = (
-            ends.join(starts, on=S.SESSION_ID).select((pl.col("start") - pl.col("end")) / 1e6)[:, 0].to_list()
-        )
-        apart = sum(gap > max(86_400.0, spec.longest_gap_s(0.999)) for gap in gaps_s)
-        said = (
+        causes = {
+            "own": "overlap the history's events of their id in time: the history holds the scored sessions' own "
+            "events; leave the scored events out of the history",
+            "cut": "adjoin the history's events of their id: where a cut in time split sessions (daily files cut at "
+            "midnight), give each such session's events to one side",
+            "reused": "lie a median {days:,.1f} day(s) from the history's events of their id, further than training's "
+            "sessions' events: were the ids used again (a counter reset, ids per day)? Give each session an id of its "
+            "own (prefix the period)",
+        }
+        said = [
+            f"{len(group):,} {causes[k].format(days=statistics.median(group['days'].to_list()))} (first: {group[S.SESSION_ID].min()!r})"
+            for k in causes
+            if len(group := read.filter(pl.col("kind") == k))
+        ]
+        raise DataValidationError(
             f"{self.source}: column {spec.schema.session_id!r}: {shared.len():,} history event row(s) of "
             f"{shared.n_unique():,} session(s) being scored (first: {shared.min()!r}); a history holds other "
-            "sessions only (the scored events are context for each other already): "
-        )
-        if 2 * apart > shared.n_unique():
-            raise DataValidationError(
-                f"{said}{apart:,} of them begin a median {statistics.median(gaps_s) / 86_400:,.1f} day(s) after the history's "
-                "session of the same id ends, further apart than training's sessions' events: were the ids used "
-                "again (a counter reset, ids per day)? Give each session an id of its own (prefix the period)"
-            )
-        raise DataValidationError(
-            f"{said}where a cut in time split sessions (daily files cut at midnight), give each such session's events "
-            "to one side"
+            f"sessions only (the scored events are context for each other already): of those sessions, {'; '.join(said)}"
         )
 
 

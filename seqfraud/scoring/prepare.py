@@ -361,18 +361,23 @@ def cut_sessions_said(where: str, spec: Spec, short: int, sessions: int) -> str 
     )
 
 
-def unopened_said(where: str, spec: Spec, firsts: Mapping[Any, int], sessions: int) -> str | None:
+def unopened_said(
+    where: str, spec: Spec, firsts: Mapping[Any, int], sessions: int, recoded: bool = False
+) -> str | None:
     """What to say where ``firsts`` (sessions per type of their first event, :func:`unopened_types`) count
-    sessions that start with a learnt type opening under :data:`OPENER_SHARE` of training's sessions three times as
-    often as training's did or more (and 10, 1% of the ``sessions``): the ends of sessions begun in an earlier file
+    sessions that start with a type opening under :data:`OPENER_SHARE` of training's sessions three times as often
+    as training's did or more (and 10, 1% of the ``sessions``): the ends of sessions begun in an earlier file
     (events delivered late) score as whole sessions (dogfood 238: 61 of 1,493, scores moved by up to 0.96, frauds
-    to approve, unsaid). Types the model never learnt are a recoding's to say (review 240: integer codes read as
-    late events); None otherwise, and for specs that did not record training's."""
+    to approve, unsaid), and so does a new first event. Where the event type was ``recoded`` (said so), the types
+    the model never learnt are the recoding's (review 240: integer codes read as late events); None otherwise, and
+    for specs that did not record training's."""
     openers = spec.opening_shares
     if openers is None:
         return None
     learnt = set(spec.vocab.get(spec.schema.event_type) or ())
-    other = {str(t): n for t, n in firsts.items() if str(t) in learnt and str(t) not in openers}
+    other = {
+        str(t): n for t, n in firsts.items() if (not recoded or str(t) in learnt) and str(t) not in openers
+    }
     n, trained = sum(other.values()), max(0.0, 1 - sum(openers.values()))
     if n < 10 or n < max(3 * trained, 0.01) * sessions:
         return None
