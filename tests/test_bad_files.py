@@ -1121,6 +1121,24 @@ def test_a_file_refused_for_its_timestamps_is_refused_before_any_other_word(scor
         assert not [r for r in caplog.records if r.levelname == "WARNING"], (name, caplog.text)
 
 
+def test_a_share_past_a_tail_edge_far_above_trainings_is_said(scorer, tmp_path, caplog):
+    """One currency's amounts in cents put 11% of a file's values past the top edge, which training's 0.1% lay past,
+    and moved 18 bands unsaid: under half past it, and a PSI under 1.0 (dogfood 243). A share past a tail edge of
+    5% and twenty times training's is said, over 100 sessions and 500 values."""
+    from seqfraud.scoring.batch import score_file
+
+    edges = scorer.spec.edges[AMOUNT]
+    inside = np.resize([(a + b) / 2 for a, b in itertools.pairwise(edges)], 2_400)
+    some = np.where(np.arange(2_400) % 10 == 0, inside * 100 + edges[-1] + 1, inside)  # 10% in cents
+    said = f"column '{AMOUNT}': 10.0% of its values lie above the highest value its buckets tell apart"
+    for name, amounts, rows in (("clean", inside, 2_400), ("some", some, 2_400), ("few", some, 360)):
+        path = _write(tmp_path / f"{name}.parquet", log(rows).with_columns(pl.Series(AMOUNT, amounts[:rows])))
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="seqfraud.scoring"):
+            score_file(scorer, path, tmp_path / "s.parquet", progress=False)
+        assert (said in caplog.text) == (name == "some"), (name, caplog.text)  # 90 sessions are too few
+
+
 def test_the_weeks_of_a_file_in_another_unit_are_said_by_date(scorer, tmp_path, caplog):
     """A month's file whose second half a release had put in m/s for km/h scored unsaid: the file's shares moved
     too little for the checks, which read the whole (dogfood 234: 6 bands changed). A file's weeks are judged

@@ -424,7 +424,7 @@ def scale_said(
     said = {}
     for c in (c for c in spec.schema.numerical if spec.edges.get(c)):
         ends = [counted[f"__scale_{c}_{k}"] for k in range(3)]
-        if line := off_scale_said(source, spec, c, *ends):
+        if line := off_scale_said(source, spec, c, ends[0], ends[1], ends[2], sessions):
             said[c] = line
         elif c in trained:
             past = [counted[f"__spread_{c}_{k}"] for k in range(len(spec.edges[c]))]

@@ -539,15 +539,22 @@ def recoded_said(
 # A numeric column's values past an end of its buckets are said from this share, where training held at most
 # OFF_SCALE_TRAINED past that end (the quantile of its edge says how many).
 OFF_SCALE_SHARE, OFF_SCALE_TRAINED = 0.5, 0.1
+# Past an end that training's 1% or fewer lay past (a tail quantile), values are said from 5% and twenty times
+# training's share, over SPREAD_SESSIONS sessions and SPREAD_VALUES values: one currency's amounts in cents put 11% of
+# a file's past its top edge against training's 0.1%, and moved 18 bands unsaid (dogfood 243).
+OFF_SCALE_TAIL_TRAINED, OFF_SCALE_TAIL, OFF_SCALE_TIMES = 0.01, 0.05, 20
 
 
-def off_scale_said(where: str, spec: Spec, field: str, values: int, above: int, below: int) -> str | None:
+def off_scale_said(
+    where: str, spec: Spec, field: str, values: int, above: int, below: int, sessions: int | None = None
+) -> str | None:
     """What to say of a numeric field whose ``values`` (finite ones) lie mostly past an end of its buckets,
     ``above`` the highest edge or ``below`` the lowest, or None: a unit changed upstream (pence for pounds, a score
     on 0-100 for 0-1) reads every value as the end bucket, unsaid (dogfood 210: PR-AUC 0.938 to 0.116). The edges
     are training's quantiles, so it held at most the share past each that the quantile gives: an end whose
     quantile leaves more (``features.n_buckets=2``: the median, half of any traffic past it, review 213) says
-    nothing."""
+    nothing. With the file's ``sessions``, a share past a tail edge far above training's is said too
+    (:data:`OFF_SCALE_TAIL`)."""
     edges, fit = spec.edges.get(field) or [], spec.fit_info
     if values < RECODED_MIN_VALUES or not edges or "n_buckets" not in fit:
         return None
@@ -562,6 +569,19 @@ def off_scale_said(where: str, spec: Spec, field: str, values: int, above: int, 
                 f"apart ({edge:g}, a quantile of training's values), so they read as one bucket. Was its unit "
                 "changed upstream, or does it grow with time (a counter, a date as a number), past what training "
                 "saw?"
+            )
+        if (
+            sessions is not None
+            and sessions >= SPREAD_SESSIONS
+            and values >= SPREAD_VALUES
+            and trained <= OFF_SCALE_TAIL_TRAINED
+            and count >= max(OFF_SCALE_TAIL, OFF_SCALE_TIMES * trained) * values
+        ):
+            return (
+                f"{where}: column {field!r}: {count / values:.1%} of its values lie {side} value its buckets tell "
+                f"apart ({edge:g}), against {trained:.1%} of training's: were some of its rows put in another unit "
+                "upstream (one currency's amounts in cents), or is this new traffic of other values? They read as "
+                "one bucket"
             )
     return None
 
