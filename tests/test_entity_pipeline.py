@@ -944,6 +944,26 @@ def test_score_and_explain_commands_take_a_history(
     assert "note: its entity context, the other sessions on its account_id" in capsys.readouterr().out
 
 
+def test_a_history_whose_labels_name_almost_no_fraud_is_said(
+    entity_run, entity_artifact, tmp_path, caplog
+) -> None:
+    """An empty chargeback file read every history session as legitimate, and a mule's shared account lost its risk,
+    unsaid (dogfood 243): labels naming under a tenth of the frauds training's rate gives the settled sessions are
+    said."""
+    from seqfraud.features.spec import Spec
+    from seqfraud.scoring.history import History
+
+    spec = Spec.load(entity_artifact / "spec.json")
+    _, other, labels = split_log(entity_run)
+    table = pl.read_parquet(labels)
+    said = "the history's labels name 0 fraud(s) among its"
+    for name, frame in (("all", table), ("legit", table.filter(pl.col("label") == 0))):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="seqfraud.scoring.history"):
+            History.read(other, frame, spec)
+        assert (said in caplog.text) == (name == "legit"), (name, caplog.text)
+
+
 def test_a_histories_rows_repeated_exactly_are_said(entity_run, entity_artifact, tmp_path, caplog) -> None:
     """A history with 30% of its rows doubled (an export run twice) seeded 56,059 entity rows for 43,123 and
     scored without a word, every count of its entities inflated (dogfood 221), where a scored file's copies are

@@ -164,6 +164,8 @@ class History:
                 source,
                 odd,
             )
+        if entity.risk:
+            warn_if_few_frauds(frame, table, entity, label_source)
         if entity.risk and spec.absent_is_negative:  # the table lists the frauds alone, as training's did
             table = absent_as_negative(table, history_ids)
         return cls(frame, table, label_source, labels is None, source)
@@ -258,6 +260,28 @@ class History:
             f"{self.source}: column {spec.schema.session_id!r}: {shared.len():,} history event row(s) of "
             f"{shared.n_unique():,} session(s) being scored (first: {shared.min()!r}); a history holds other "
             f"sessions only (the scored events are context for each other already): of those sessions, {'; '.join(said)}"
+        )
+
+
+def warn_if_few_frauds(history: pl.DataFrame, labels: pl.DataFrame, entity: EntitySpec, source: str) -> None:
+    """Log where the history's labels name under a tenth of the frauds that training's rate gives its settled
+    sessions (those that ended training's label lag before its last event, whose labels have come), and that rate
+    gives 10 or more: an empty or stalled chargeback file read every history session as legitimate, and a mule's
+    shared payout account lost its risk, unsaid (dogfood 243: scores moved by up to 0.14)."""
+    ends = history.group_by(S.SESSION_ID).agg(pl.col(S.TS_US).max())
+    settled = ends.filter(pl.col(S.TS_US) <= pl.col(S.TS_US).max() - (entity.label_lag_us or 0))
+    expected = entity.prior * settled.height
+    frauds = labels.filter(pl.col(S.LABEL) == 1, pl.col(S.SESSION_ID).is_in(ends[S.SESSION_ID].implode()))
+    if expected >= 10 and frauds[S.SESSION_ID].n_unique() < expected / 10:
+        log.warning(
+            "%s: the history's labels name %s fraud(s) among its %s sessions, where training's rate (%.2f%%) gives "
+            "about %s of those settled: is the chargeback file empty, stalled or another period's? The risk features "
+            "read every session it leaves out as not known to be fraud",
+            source,
+            f"{frauds[S.SESSION_ID].n_unique():,}",
+            f"{ends.height:,}",
+            100 * entity.prior,
+            f"{expected:,.0f}",
         )
 
 
