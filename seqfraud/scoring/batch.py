@@ -171,8 +171,8 @@ def iter_sequences(
     }
     nulls = reference_null_shares(spec, scorer.manifest)
     kinds = [c for c in optional if c in nulls]  # by event type: a field null on some kinds by nature
-    kind = pl.col(spec.schema.event_type).cast(pl.String)
     if kinds:
+        kind = pl.col(spec.schema.event_type).cast(pl.String)
         queries["by_kind"] = timed.group_by(kind).agg(
             pl.len().alias("__n"), *(pl.col(c).null_count() for c in kinds)
         )

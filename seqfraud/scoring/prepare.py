@@ -780,16 +780,16 @@ def mix_said(
     now = np.zeros(len(trained), np.float64)
     for i, value in enumerate(vocab):
         now[FIRST_ID + i] = counts.get(value, 0)
-    present = trained[FIRST_ID:][now[FIRST_ID:] > 0].sum() / max(trained[FIRST_ID:].sum(), 1e-12)
+    was_all = trained[FIRST_ID:] / max(trained[FIRST_ID:].sum(), 1e-12)  # training's mix of the learnt values
     if (
         sessions < MIX_SESSIONS
         or now.sum() < SPREAD_VALUES
-        or present < MIX_PRESENT
+        or was_all[now[FIRST_ID:] > 0].sum() < MIX_PRESENT
         or (apart := shares_apart(trained, now)) is None
     ):
         return None
     index, moved, share, was = apart
-    was_all, now_all = trained[FIRST_ID:] / trained[FIRST_ID:].sum(), now[FIRST_ID:] / now[FIRST_ID:].sum()
+    now_all = now[FIRST_ID:] / now[FIRST_ID:].sum()
     lost = int(np.argmax(was_all - now_all))
     return (
         f"{source}: column {column!r}: its learnt values are mixed far otherwise than training's were (PSI "
