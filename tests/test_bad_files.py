@@ -1035,6 +1035,65 @@ def test_a_field_thinned_or_filled_far_from_training_is_said(scorer, tmp_path, c
         assert reference_null_shares(scorer.spec, edited) == {}
 
 
+def test_a_field_changed_on_one_event_type_is_said_of_that_type(scorer, tmp_path, caplog):
+    """A job that copied card countries onto every event of a session (100% null on campaign views in training,
+    12.8% now), and a client that stopped sending one on card events alone, scored unsaid: the null checks read
+    every learnt type's events as one pool, which the change moved too little (dogfood 243: a GRU's scores moved 16
+    bands). Each type is judged alone too, busiest first, where the pool says nothing, by score and online."""
+    from seqfraud.features.fastpath import EventColumns
+    from seqfraud.scoring.batch import score_file
+    from seqfraud.scoring.prepare import Unlearnt, normalized_events, reference_null_shares
+
+    trained = reference_null_shares(scorer.spec, scorer.manifest)
+    assert trained[AMOUNT]["view_home"] == trained[AMOUNT]["view_item"] == 1.0
+    assert trained[AMOUNT]["add_to_cart"] == 0.0 and trained[DEVICE]["add_to_cart"] == 0.0
+    n = 800  # 200 sessions of four events: home and item views, a cart, a login
+    kinds = pl.Series(["view_home", "add_to_cart", "view_item", "login"] * (n // 4))
+    clean = log(n).with_columns(
+        kinds.alias(SYNTHETIC.event_type),
+        pl.when(kinds == "add_to_cart").then(pl.col(AMOUNT)).alias(AMOUNT),
+        pl.lit("mobile").alias(DEVICE),
+        pl.lit(None, pl.String).alias("payment_method"),  # as training's events of these types
+    )
+    copied = pl.when((kinds == "view_home") & (pl.int_range(pl.len()) % 100 >= 12))  # 88% of the home views
+    cases = {
+        "clean": (clean, None),
+        # Over the pool, amounts are null on 53% of the events against 75%: neither a tenth nor ten times the values.
+        "copied": (
+            clean.with_columns(copied.then(pl.lit(12.0)).otherwise(pl.col(AMOUNT)).alias(AMOUNT)),
+            (
+                f"column '{AMOUNT}' is null on 12.0% of the 'view_home' events, against 100.0% of training's "
+                "'view_home' events"
+            ),
+        ),
+        # Over the pool, devices are sent on 75% of the events: above half training's share.
+        "stopped": (
+            clean.with_columns(pl.when(kinds != "add_to_cart").then(pl.col(DEVICE)).alias(DEVICE)),
+            (
+                f"column '{DEVICE}' holds a value on 0.0% of the 'add_to_cart' events, against 100.0% of "
+                "training's 'add_to_cart' events"
+            ),
+        ),
+    }
+    with caplog.at_level("WARNING", logger="seqfraud.scoring"):
+        for name, (frame, said) in cases.items():
+            caplog.clear()
+            path = _write(tmp_path / f"{name}.parquet", frame)
+            score_file(scorer, str(path), tmp_path / f"{name}_s.parquet", progress=False)
+            assert "of the events, against" not in caplog.text, name  # the pool says nothing
+            assert ("' events, against" in caplog.text) == (said is not None), name
+            assert said is None or f"{path}: {said}" in caplog.text, name
+            caplog.clear()
+            events = EventColumns.of_frame(
+                normalized_events(frame.lazy(), scorer.spec, "request"), scorer.spec
+            )
+            unlearnt = Unlearnt(scorer.spec, scorer.manifest)
+            for _ in range(2):  # the first 1,000 events online
+                unlearnt.take(events, "request")
+            assert ("' events, against" in caplog.text) == (said is not None), name
+            assert said is None or f"request: {said}" in caplog.text, name
+
+
 def test_a_file_of_a_folder_in_another_unit_is_said_by_name(scorer, tmp_path, caplog):
     """A folder whose second file was wholly in m/s for km/h scored unsaid, where the same file alone was said: the
     checks read the whole folder's shares, which that file moved too little (dogfood 234: 6 bands changed). Each

@@ -51,9 +51,9 @@ from seqfraud.scoring.prepare import (
     epoch_unit,
     event_us,
     learnt_kinds,
-    learnt_nulls,
     mix_said,
     normalized_events,
+    null_pools,
     off_scale_said,
     recoded_said,
     reference_null_shares,
@@ -174,7 +174,9 @@ def iter_sequences(
     if kinds:
         kind = pl.col(spec.schema.event_type).cast(pl.String)
         queries["by_kind"] = timed.group_by(kind).agg(
-            pl.len().alias("__n"), *(pl.col(c).null_count() for c in kinds)
+            pl.len().alias("__n"),
+            pl.col(spec.schema.session_id).n_unique().alias("__sessions"),
+            *(pl.col(c).null_count() for c in kinds),
         )
         learnt = sorted(learnt_kinds(nulls))
         queries["of_learnt"] = timed.select(
@@ -208,8 +210,12 @@ def iter_sequences(
     n_rows = counts["len"].item()
     if kinds:
         by_kind = got["by_kind"]
-        learnt_sessions = got["of_learnt"].item()  # sessions with an event of a learnt type (review 235)
         events_of = dict(zip(by_kind[spec.schema.event_type], by_kind["__n"]))
+        # Each pool's sessions: those with an event of a learnt type (review 235), and of each type.
+        sessions_of = {
+            None: got["of_learnt"].item(),
+            **dict(zip(by_kind[spec.schema.event_type], by_kind["__sessions"])),
+        }
         nulls_of = {c: dict(zip(by_kind[spec.schema.event_type], by_kind[c])) for c in kinds}
     for i, c in enumerate(optional):  # legal (a null is a missing value), but more often a broken export
         if n_rows and counts[f"__nulls_{i}"].item() == n_rows:
@@ -217,11 +223,13 @@ def iter_sequences(
                 "%s: column %r is null in every row: every event scores as if it had no value", source, c
             )
         elif c in nulls:
-            rows, held, expected = learnt_nulls(nulls[c], events_of, nulls_of[c])
-            for said_of, _ in NULL_CHECKS.values():
-                if rows and (said := said_of(source, spec, c, rows, held, learnt_sessions, expected)):
-                    log.warning("%s", said)
-                    break
+            findings = (
+                said_of(source, spec, c, rows, held, n, expected, kind)
+                for kind, rows, held, expected, n in null_pools(nulls[c], events_of, nulls_of[c], sessions_of)
+                for said_of, _ in NULL_CHECKS.values()
+            )
+            if said := next(filter(None, findings), None):
+                log.warning("%s", said)
     scorer.note_unseen_inf({c: counts[f"__inf_{i}"].item() for i, c in enumerate(finite)}, source)
     apart, tied_apart = (
         parts_apart(got["weeks"], got["files"], spec, trained) if by_file is not None else ({}, [])

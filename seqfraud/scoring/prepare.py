@@ -641,53 +641,89 @@ def learnt_kinds(nulls: Mapping[str, Mapping[str, float]]) -> set[str]:
     return {kind for shares in nulls.values() for kind in shares}
 
 
-def learnt_nulls(
-    shares: Mapping[str, float], events: Mapping[str, int], nulls: Mapping[str, int]
-) -> tuple[int, int, float]:
-    """Of the events of the types training learnt (``events``, ``nulls``: per event type), how many, their nulls,
-    and the nulls training's ``shares`` (:func:`reference_null_shares`) give them; the recoding check reads the
-    others."""
-    learnt = [kind for kind in events if kind in shares]
-    return (
-        sum(events[kind] for kind in learnt),
-        sum(nulls.get(kind, 0) for kind in learnt),
-        sum(events[kind] * shares[kind] for kind in learnt),
-    )
+def null_pools(
+    shares: Mapping[str, float],
+    events: Mapping[str, int],
+    nulls: Mapping[str, int],
+    sessions: Mapping[str | None, int],
+) -> list[tuple[str | None, int, int, float, int]]:
+    """The pools of events a null check judges: every event of the types training learnt (None), then each such
+    type alone, busiest first (dogfood 243: a field copied onto a type training never saw it on, 100% null there
+    and 12.8% now, was averaged away over the pool, and moved 16 bands unsaid). Of each pool: the event type, its
+    events and their nulls (``events``, ``nulls``: per event type), the nulls training's ``shares``
+    (:func:`reference_null_shares`) give them, and its sessions (``sessions``, per pool). The recoding check reads
+    the types training did not learn."""
+    learnt = sorted((kind for kind in events if kind in shares), key=lambda kind: (-events[kind], kind))
+
+    def pool(kinds: list[str]) -> tuple[int, int, float]:
+        return (
+            sum(events[kind] for kind in kinds),
+            sum(nulls.get(kind, 0) for kind in kinds),
+            sum(events[kind] * shares[kind] for kind in kinds),
+        )
+
+    return [
+        (kind, *pool(learnt if kind is None else [kind]), sessions.get(kind, 0)) for kind in (None, *learnt)
+    ]
 
 
 # A field holding a value on under THINNED_SHARE of training's share of events is said: a placeholder written as
 # empty, a client or an upstream job that stopped sending it (dogfood 227: a payee column nulled on one app's
 # events moved scores by up to 0.86, a check result's 'na' written as empty by up to 0.15, unsaid); and one null
 # on a tenth of training's share or less, where that was FILLED_FROM or more: blanks written as a value (dogfood
-# 231: a watch time null on 40% of training's events written as 0, scores moved by up to 0.84, unsaid). Where the
-# file (or window) holds THINNED_SESSIONS sessions, and training's share would have given THINNED_VALUES values (or
-# nulls) at least.
+# 231: a watch time null on 40% of training's events written as 0, scores moved by up to 0.84, unsaid), or holding
+# a value on ten times training's share, THINNED_VALUES more: a field copied onto events that never carried it
+# (dogfood 243). Where the events (of a pool: :func:`null_pools`) are of THINNED_SESSIONS sessions, and training's
+# share would have given THINNED_VALUES values (or nulls) at least.
 THINNED_SHARE, FILLED_FROM, THINNED_SESSIONS, THINNED_VALUES = 0.5, 0.2, 100, 100
 
 
+def _of_pool(kind: str | None) -> tuple[str, str]:
+    """The events of a pool (:func:`null_pools`), and training's of it, as a null check's message names them."""
+    if kind is None:
+        return "the events", "training's events of the same types"
+    return f"the {kind!r} events", f"training's {kind!r} events"
+
+
 def thinned_said(
-    where: str, spec: Spec, field: str, rows: int, nulls: int, sessions: int, expected: float
+    where: str,
+    spec: Spec,
+    field: str,
+    rows: int,
+    nulls: int,
+    sessions: int,
+    expected: float,
+    kind: str | None = None,
 ) -> str | None:
     """What to say of ``field`` holding a value on far fewer of ``rows`` events (``nulls`` null, of ``sessions``
-    sessions) than training's events of the same types did (``expected`` nulls: :func:`learnt_nulls`), or None."""
+    sessions; of event type ``kind``, or of every learnt one) than training's events of the same types did
+    (``expected`` nulls: :func:`null_pools`), or None."""
     if not rows:  # no event of a learnt type (review 236: a ZeroDivisionError online)
         return None
     had, has = 1 - expected / rows, 1 - nulls / rows
     if sessions < THINNED_SESSIONS or rows - expected < THINNED_VALUES or has >= THINNED_SHARE * had:
         return None
+    events, trained = _of_pool(kind)
     return (
-        f"{where}: column {field!r} holds a value on {has:.1%} of the events, against {had:.1%} of training's "
-        "events of the same types: the rest read as missing"
+        f"{where}: column {field!r} holds a value on {has:.1%} of {events}, against {had:.1%} of {trained}: "
+        "the rest read as missing"
         f"{' (as shared with no other session)' if field in spec.schema.entities else ''}. Did a client stop "
         "sending it, or an export write a value (a placeholder such as 'na') as empty?"
     )
 
 
 def filled_said(
-    where: str, spec: Spec, field: str, rows: int, nulls: int, sessions: int, expected: float
+    where: str,
+    spec: Spec,
+    field: str,
+    rows: int,
+    nulls: int,
+    sessions: int,
+    expected: float,
+    kind: str | None = None,
 ) -> str | None:
     """What to say of ``field`` null on far fewer of ``rows`` events than training's of the same types were (blanks
-    written as a value), as :func:`thinned_said`, or None."""
+    written as a value, or a value copied onto them), as :func:`thinned_said`, or None."""
     if not rows:
         return None
     trained = expected / rows
@@ -695,13 +731,17 @@ def filled_said(
         sessions < THINNED_SESSIONS
         or expected < THINNED_VALUES
         or trained < FILLED_FROM
-        or nulls / rows > trained / 10
+        or (
+            nulls / rows > trained / 10
+            and (rows - nulls < 10 * (rows - expected) or expected - nulls < THINNED_VALUES)
+        )
     ):
         return None
+    events, of_training = _of_pool(kind)
     return (
-        f"{where}: column {field!r} is null on {nulls / rows:.1%} of the events, against {trained:.1%} of "
-        "training's events of the same types, whose nulls read as missing: did an export write its blanks as a "
-        "value (0, 'na', '')?"
+        f"{where}: column {field!r} is null on {nulls / rows:.1%} of {events}, against {trained:.1%} of "
+        f"{of_training}, whose nulls read as missing: did an export write its blanks as a value (0, 'na', ''), or "
+        "a job copy the field onto events that never carried it?"
     )
 
 
@@ -817,12 +857,10 @@ class Unlearnt:
         self.spec = spec
         self.trained = reference_shares(spec, manifest)
         self.trained_nulls = reference_null_shares(spec, manifest)
-        # Per null check and field: the events of learnt types, their nulls, training's expected nulls, sessions
-        # and first event, carried over windows until judged (a field on 1.4% of the events never reached a
-        # window's gates: review 232).
-        self.nulls: dict[tuple[str, str], tuple[int, int, float, int, int]] = {
-            (check, c): (0, 0, 0.0, 0, 0) for check in NULL_CHECKS for c in self.trained_nulls
-        }
+        # Per null check, field and pool of events (:func:`null_pools`): its events, their nulls, training's
+        # expected nulls, sessions and first event, carried over windows until judged (a field on 1.4% of the
+        # events never reached a window's gates: review 232).
+        self.nulls: dict[tuple[str, str, str | None], tuple[int, int, float, int, int]] = {}
         self.learnt = learnt_kinds(self.trained_nulls)
         self.vocab = {f: frozenset(spec.vocab[f]) for f in spec.schema.categorical_fields}
         # Per numeric column with edges: its finite values, those above its highest edge and below its lowest.
@@ -850,7 +888,8 @@ class Unlearnt:
         self.new: dict[str, list[str]] = {f: [] for f in self.vocab}
         self.scale = {c: [0, 0, 0] for c in self.ends}
         self.kinds: Counter[str] = Counter()  # the window's events counted, by event type
-        self.learnt_sessions: set[str] = set()  # the window's sessions with an event of a learnt type
+        # The window's sessions with an event of a learnt type (None), and of each learnt type.
+        self.learnt_sessions: dict[str | None, set[str]] = {None: set()}
         self.window_nulls: dict[str, Counter[str]] = {c: Counter() for c in self.trained_nulls}
         self.per_session: Counter[str] = Counter()
 
@@ -881,9 +920,11 @@ class Unlearnt:
         kinds = cast(list[str], events.categorical[self.spec.schema.event_type])  # never null
         self.kinds.update(kinds)
         if self.learnt:
-            self.learnt_sessions.update(
-                s for s, kind in zip(events.session_ids, kinds) if kind in self.learnt
-            )
+            learnt = self.learnt_sessions
+            for s, kind in zip(events.session_ids, kinds):
+                if kind in self.learnt:
+                    learnt[None].add(s)
+                    learnt.setdefault(kind, set()).add(s)
         for c, nulls in self.window_nulls.items():
             if c in events.numeric:
                 nulls.update(itertools.compress(kinds, events.numeric[c][1]))
@@ -934,18 +975,23 @@ class Unlearnt:
             ):
                 found.append((("mix", f), line, self.mix_from[f]))
             self.mix[f] = (Counter(), set())
+        pooled = {kind: len(held) for kind, held in self.learnt_sessions.items()}
         for c, shares in self.trained_nulls.items():
-            more = learnt_nulls(shares, self.kinds, self.window_nulls[c])
-            for check, (said_of, ready) in NULL_CHECKS.items():
-                rows, nulls, expected, held, first = self.nulls[check, c]
-                first = first if rows else window
-                rows, nulls, expected = rows + more[0], nulls + more[1], expected + more[2]
-                held += len(self.learnt_sessions)  # at most the distinct sessions of the windows carried
-                self.nulls[check, c] = (rows, nulls, expected, held, first)
-                if held >= THINNED_SESSIONS and ready(rows, expected):
-                    if line := said_of(where, self.spec, c, rows, nulls, held, expected):
-                        found.append(((check, c), line, first))
-                    self.nulls[check, c] = (0, 0, 0.0, 0, 0)
+            lines = []  # one said a field, as batch scoring says: the first pool's, the first check's
+            for kind, n, n_nulls, n_expected, n_sessions in null_pools(
+                shares, self.kinds, self.window_nulls[c], pooled
+            ):
+                for check, (said_of, ready) in NULL_CHECKS.items():
+                    rows, nulls, expected, held, first = self.nulls.get((check, c, kind), (0, 0, 0.0, 0, 0))
+                    first = first if rows else window
+                    rows, nulls, expected = rows + n, nulls + n_nulls, expected + n_expected
+                    held += n_sessions  # at most the distinct sessions of the windows carried
+                    self.nulls[check, c, kind] = (rows, nulls, expected, held, first)
+                    if held >= THINNED_SESSIONS and ready(rows, expected):
+                        if line := said_of(where, self.spec, c, rows, nulls, held, expected, kind):
+                            lines.append(((check, c), line, first))
+                        del self.nulls[check, c, kind]
+            found += lines[:1]
         for c, scale in self.scale.items():
             if line := off_scale_said(where, self.spec, c, *scale):
                 found.append((("off_scale", c), line, window))
