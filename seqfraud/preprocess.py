@@ -58,7 +58,15 @@ from seqfraud.data.split import (
 )
 from seqfraud.durations import duration_us
 from seqfraud.errors import ConfigError
-from seqfraud.features.drift import CATEGORY_SHARES, NULL_SHARES, NUMERIC_SHARES, token_label
+from seqfraud.features.drift import (
+    CATEGORY_SHARES,
+    NULL_SHARES,
+    NUMERIC_SHARES,
+    TRANSITION_SHARES,
+    token_label,
+    transition_counts,
+    transition_shares,
+)
 from seqfraud.features.entities import (
     BUSIEST_ENTITY_VALUES,
     EntitySpec,
@@ -348,7 +356,8 @@ def training_shares(datasets: Mapping[str, Path], spec: Spec) -> dict[str, dict]
     per field and event type the share of events without a
     value (:data:`NULL_SHARES`: an entity column's through its presence feature; an event type training did not
     learn under ``<unknown>``), where a field is null on some kinds of event by nature (an amount on payments
-    alone: a file of other kinds read as a client that stopped sending it, review 232)."""
+    alone: a file of other kinds read as a client that stopped sending it, review 232), and what follows each event
+    type (:data:`TRANSITION_SHARES`)."""
     schema = spec.schema
     presence = {c: spec.entity.presence_feature(c) for c in schema.entities} if spec.entity else {}
     fields = {c: c for c in (*schema.categorical, *schema.numerical)} | presence
@@ -363,11 +372,19 @@ def training_shares(datasets: Mapping[str, Path], spec: Spec) -> dict[str, dict]
         .collect(engine="streaming")
     )
     kinds = [token_label(spec, schema.event_type, t) for t in counted[kind]]
+    types, size = train.select(kind).collect()[kind], spec.vocab_size(schema.event_type)
+    follows = transition_counts(
+        types.explode().drop_nulls().to_numpy().astype(np.int64), types.list.len().to_numpy(), size
+    )
     return {
         NUMERIC_SHARES: token_shares(token_id_counts(datasets, schema.numerical), spec),
         CATEGORY_SHARES: token_shares(token_id_counts(datasets, schema.categorical_fields), spec),
         NULL_SHARES: {
             c: {k: nulls / n for k, nulls, n in zip(kinds, counted[c], counted["__n"])} for c in fields
+        },
+        TRANSITION_SHARES: {  # JSON's keys, as the manifest holds them (its canonical order is the text's)
+            str(prev): {str(i): share for i, share in shares.items()}
+            for prev, shares in transition_shares(follows, size).items()
         },
     }
 

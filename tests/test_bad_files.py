@@ -1094,6 +1094,53 @@ def test_a_field_changed_on_one_event_type_is_said_of_that_type(scorer, tmp_path
             assert said is None or f"request: {said}" in caplog.text, name
 
 
+def test_two_event_types_swapped_are_said_by_what_follows_them(scorer, test_period_events, tmp_path, caplog):
+    """Two event types of like shares swapped upstream (a release that swapped two labels) keep every mix the
+    checks read, and moved PR-AUC from 0.79 to 0.59 unsaid (dogfood 241). The manifest records what follows each
+    event type in training (or ends its session), and a file whose types follow one another far otherwise is said,
+    after the chunks are read."""
+    from seqfraud.features.drift import transition_counts
+    from seqfraud.features.spec import FIRST_ID, PAD
+    from seqfraud.scoring.batch import score_file
+    from seqfraud.scoring.prepare import reference_transitions
+
+    # Per event, the type that follows it in its session, or the session's end (PAD): sessions [4 5 6], [], [4 4].
+    assert transition_counts(np.array([4, 5, 6, 4, 4]), np.array([3, 0, 2]), 10) == {
+        4 * 10 + 5: 1,
+        5 * 10 + 6: 1,
+        6 * 10 + PAD: 1,
+        4 * 10 + 4: 1,
+        4 * 10 + PAD: 1,
+    }
+    kind = SYNTHETIC.event_type
+    trained = reference_transitions(scorer.spec, scorer.manifest)
+    pay = FIRST_ID + scorer.spec.vocab[kind].index("payment_attempt")
+    assert trained[pay] and sum(trained[pay].values()) == pytest.approx(1.0, abs=0.01)
+    swapped = pl.col(kind).replace({"checkout_start": "payment_attempt", "payment_attempt": "checkout_start"})
+    with caplog.at_level("WARNING", logger="seqfraud.scoring"):
+        for name, frame in (
+            ("clean", test_period_events),
+            ("swapped", test_period_events.with_columns(swapped)),
+        ):
+            caplog.clear()
+            path = _write(tmp_path / f"{name}.parquet", frame)
+            score_file(scorer, str(path), tmp_path / f"{name}_s.parquet", progress=False)
+            assert ("events falls far otherwise than after training's" in caplog.text) == (name == "swapped")
+    assert f"{path}: what comes after its " in caplog.text
+    assert "'checkout_start' comes after" in caplog.text or "'payment_attempt' comes after" in caplog.text
+    # An edited record is left out.
+    for bad in (
+        "x",
+        {"4": "x"},
+        {"4": {"5": 2.0}},
+        {"4": {"x": 0.5}},
+        {"999999": {"5": 0.5}},
+        {"0": {"5": 0.5}},
+    ):
+        edited = {**scorer.manifest, "reference": {"transition_shares": bad}}
+        assert reference_transitions(scorer.spec, edited) == {}
+
+
 def test_a_file_of_a_folder_in_another_unit_is_said_by_name(scorer, tmp_path, caplog):
     """A folder whose second file was wholly in m/s for km/h scored unsaid, where the same file alone was said: the
     checks read the whole folder's shares, which that file moved too little (dogfood 234: 6 bands changed). Each

@@ -30,6 +30,7 @@ from seqfraud import reports
 from seqfraud import schema as S
 from seqfraud.data.events import unopened_types
 from seqfraud.data.split import to_epoch_us
+from seqfraud.features.drift import event_transitions, transition_shares
 from seqfraud.features.spec import Spec
 from seqfraud.monitoring.alerts import DEFAULT_THRESHOLDS, alerts, check_thresholds, notes
 from seqfraud.monitoring.inputs import (
@@ -57,7 +58,7 @@ from seqfraud.monitoring.statistics import (
     token_counts,
 )
 from seqfraud.scoring.history import History, require_history
-from seqfraud.scoring.prepare import cut_sessions_said, recoded_said, unopened_said
+from seqfraud.scoring.prepare import cut_sessions_said, recoded_said, transitions_said, unopened_said
 from seqfraud.scoring.scorer import Scorer
 
 __all__ = [
@@ -246,15 +247,28 @@ def monitor(
     short = int((lengths < spec.shortest_trained).sum())
     if said := cut_sessions_said("the current window", spec, short, len(cur.seqs)):
         report["notes"].append(said)
+    kind = spec.schema.event_type
+    known = int(cur.events[kind].cast(pl.String).is_in(spec.vocab[kind]).sum())
+    recoded = recoded_said("", spec, kind, cur.events.height, known, []) is not None
     if (openers := spec.opening_shares) is not None:  # and by their first event
-        kind = spec.schema.event_type
         firsts = unopened_types(cur.events.lazy(), S.SESSION_ID, kind, S.TS_US, openers).collect()
-        known = int(cur.events[kind].cast(pl.String).is_in(spec.vocab[kind]).sum())
-        recoded = recoded_said("", spec, kind, cur.events.height, known, []) is not None
         if said := unopened_said(
             "the current window", spec, dict(firsts.iter_rows()), len(cur.seqs), recoded
         ):
             report["notes"].append(said)
+    # And by what follows each event type (two types swapped: dogfood 241), against the reference's.
+    follows = transition_shares(event_transitions(ref.seqs, spec), spec.vocab_size(kind))
+    if not recoded and (
+        said := transitions_said(
+            "the current window",
+            spec,
+            follows,
+            event_transitions(cur.seqs, spec),
+            len(cur.seqs),
+            "the reference",
+        )
+    ):
+        report["notes"].append(said)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

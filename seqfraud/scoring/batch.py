@@ -15,6 +15,7 @@ import errno
 import logging
 import math
 import os
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -40,7 +41,7 @@ from seqfraud.data.events import (
 from seqfraud.data.split import from_epoch_us
 from seqfraud.errors import UserError
 from seqfraud.export.artifact import Model
-from seqfraud.features.drift import CATEGORY_SHARES
+from seqfraud.features.drift import CATEGORY_SHARES, event_transitions
 from seqfraud.features.spec import Spec
 from seqfraud.features.tokens import Sequences, polars_sequences
 from seqfraud.provenance import embedding_record, files_digest
@@ -58,12 +59,14 @@ from seqfraud.scoring.prepare import (
     recoded_said,
     reference_null_shares,
     reference_shares,
+    reference_transitions,
     row_counts,
     row_hashes,
     say_rows,
     spread_said,
     tied_rows,
     tied_said,
+    transitions_said,
     unopened_said,
 )
 from seqfraud.scoring.scorer import Scorer
@@ -281,6 +284,10 @@ def iter_sequences(
             "" if scorer.stacker is None else "; the stacker's aggregates read them all",
         )
     k = max(1, math.ceil(counts["len"].item() / chunk_events))
+    # What follows each event type, counted over the chunks' tokens and judged once they are read, as training's were
+    # (a recoded event type is said already).
+    follows = {} if spec.schema.event_type in recoded else reference_transitions(spec, scorer.manifest)
+    followed: Counter[int] = Counter()
     if spec.entity is not None:
         # Every scored session is context for the others (as in training), so their entity features are
         # computed over all of them at once, in memory; the chunks then only bound the model's batches.
@@ -321,9 +328,13 @@ def iter_sequences(
             if i + 1 < k:
                 pending = pool.submit(prepare, i + 1)
             if len(seqs):
+                if follows:
+                    followed.update(event_transitions(seqs, spec))
                 yield seqs, frame
             bar.update(len(seqs))
             bar.set_postfix(chunk=f"{i + 1}/{k}")
+    if follows and (said := transitions_said(source, spec, follows, followed, sessions)):
+        log.warning("%s", said)
 
 
 def scale_counts(spec: Spec, trained: Mapping[str, np.ndarray]) -> list[pl.Expr]:

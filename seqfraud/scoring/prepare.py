@@ -65,13 +65,15 @@ from seqfraud.features.drift import (
     CATEGORY_SHARES,
     NULL_SHARES,
     NUMERIC_SHARES,
+    TRANSITION_SHARES,
     UNKNOWN_LABEL,
+    followers,
     psi,
     psi_bins,
     token_label,
 )
 from seqfraud.features.fastpath import EventColumns
-from seqfraud.features.spec import FIRST_ID, OPENER_SHARE, Spec
+from seqfraud.features.spec import FIRST_ID, OPENER_SHARE, PAD, Spec
 from seqfraud.features.tokens import quantile_probs
 
 log = logging.getLogger(__name__)
@@ -616,6 +618,91 @@ def reference_shares(
         ):
             out[c] = np.asarray(shares, np.float64)
     return out
+
+
+def reference_transitions(spec: Spec, manifest: Mapping[str, Any]) -> dict[int, dict[int, float]]:
+    """Per event type id, the shares of the types that followed it in training (:data:`TRANSITION_SHARES`) that
+    the manifest records (artifacts exported since session 43), where each is a share of a type id in the
+    vocabulary, an edited one left out."""
+    reference = manifest.get("reference")
+    recorded = reference.get(TRANSITION_SHARES) if isinstance(reference, dict) else None
+    size = spec.vocab_size(spec.schema.event_type)
+
+    def type_id(key: Any) -> int | None:
+        return int(key) if isinstance(key, str) and key.isdigit() and int(key) < size else None
+
+    out = {}
+    for prev, shares in recorded.items() if isinstance(recorded, dict) else ():
+        if (
+            (at := type_id(prev)) is not None
+            and at >= FIRST_ID
+            and isinstance(shares, dict)
+            and shares
+            and all(type_id(i) is not None for i in shares)
+            and all(is_number(x) and is_finite(x) and 0 <= x <= 1 for x in shares.values())
+            and sum(shares.values()) <= 1 + 1e-6
+        ):
+            out[at] = {cast(int, type_id(i)): float(x) for i, x in shares.items()}
+    return out
+
+
+# What follows an event type is said from a PSI of TRANSITION_PSI (the mix check's), where the file follows that type
+# TRANSITION_PAIRS times (:mod:`seqfraud.features.drift`) and holds SPREAD_SESSIONS sessions: grouped in 21 bins, two
+# windows of the same traffic stay near 0.1 at that count.
+TRANSITION_PSI = 1.0
+
+
+def transitions_said(
+    where: str,
+    spec: Spec,
+    trained: Mapping[int, Mapping[int, float]],
+    counts: Counter[int],
+    sessions: int,
+    reference: str = "training",
+) -> str | None:
+    """What to say of events whose types follow one another far otherwise than training's did (``counts``:
+    :func:`~seqfraud.features.drift.transition_counts` of ``sessions`` sessions; ``trained``:
+    :func:`reference_transitions`, or the ``reference`` window's), or None: two event types of like shares swapped upstream keep the mix and
+    move what follows each (dogfood 241: PR-AUC 0.79 to 0.59, unsaid by score and monitor); so do a release that
+    changed a flow, and events out of order."""
+    if sessions < SPREAD_SESSIONS:
+        return None
+    kind = spec.schema.event_type
+    found = []
+    for prev, following in followers(counts, spec.vocab_size(kind)).items():
+        if (shares := trained.get(prev)) is None:
+            continue
+        ids, total = list(shares), following.total()
+        was = np.array([*shares.values(), max(0.0, 1 - sum(shares.values()))])
+        now = np.array([following[i] for i in ids] + [total - sum(following[i] for i in ids)], np.float64)
+        if (index := psi(was, now)) >= TRANSITION_PSI:
+            gained = int(np.argmax(now / total - was))  # the bin that gained most: a type, or the rest
+            if gained < len(ids):
+                moved, share, had = ids[gained], following[ids[gained]] / total, f"{was[gained]:.0%}"
+            else:  # the type of the rest that follows most, which training's rest held at most
+                n, moved = max((n, i) for i, n in following.items() if i not in shares)
+                share, had = n / total, f"at most {was[gained]:.0%}"
+            found.append((index, prev, total, moved, share, had))
+    if not found:
+        return None
+    found.sort(key=itemgetter(0), reverse=True)
+    index, prev, total, moved, share, had = found[0]
+
+    def label(token: int) -> str:
+        return "the session's end" if token == PAD else repr(token_label(spec, kind, token))
+
+    more = (
+        f" So does what comes after {len(found) - 1:,} more event type(s): "
+        f"{', '.join(label(f[1]) for f in found[1:4])}{'...' if len(found) > 4 else ''}."
+        if len(found) > 1
+        else ""
+    )
+    return (
+        f"{where}: what comes after its {total:,} {label(prev)} events falls far otherwise than after {reference}'s "
+        f"(PSI {index:.2f}): {label(moved)} comes after {share:.0%} "
+        f"of them against {had} in {reference}.{more} Were two event types swapped or renamed upstream, did a "
+        "release change a flow, or are events out of order (another clock's times)?"
+    )
 
 
 def reference_null_shares(spec: Spec, manifest: Mapping[str, Any]) -> dict[str, dict[str, float]]:
