@@ -63,6 +63,7 @@ from seqfraud.features.drift import (
     NULL_SHARES,
     NUMERIC_SHARES,
     TRANSITION_SHARES,
+    VANISHED_FROM,
     token_label,
     transition_counts,
     transition_shares,
@@ -407,7 +408,7 @@ def token_shares(counts: TokenCounts, spec: Spec) -> dict[str, list[float]]:
 # that falls to a tenth of that share or less in validation or test is said, where that split holds events enough
 # to show it (VANISHED_EVENTS at training's share: one session of 3 events lost two values: review 223).
 VANISHED_VALUES = "vanished_values"
-VANISHED_FROM, VANISHED_EVENTS = 0.05, 20
+VANISHED_EVENTS = 20
 
 
 def vanished_values(counts: TokenCounts, spec: Spec) -> dict[str, dict[str, dict[str, float]]]:

@@ -684,6 +684,7 @@ def test_batch_scoring_says_learnt_values_mixed_far_otherwise_than_trainings(
     now of another event, and PR-AUC fell from 0.754 to 0.382 unsaid, where the monitor alerted (dogfood 241). A
     categorical field whose learnt values are mixed far otherwise than training's (PSI 1.0) is said; unknown
     values stay the recoding check's."""
+    from seqfraud.features.spec import FIRST_ID
     from seqfraud.scoring.prepare import reference_shares
 
     schema = scorer.spec.schema
@@ -710,6 +711,16 @@ def test_batch_scoring_says_learnt_values_mixed_far_otherwise_than_trainings(
         score_file(scorer, tmp_path / f"{name}.parquet", tmp_path / "s.parquet", progress=False)
         said = f"{name}.parquet: column '{kind}': its learnt values are mixed far otherwise than training's"
         assert (said in caplog.text) == (name == "shifted"), name
+        assert "of its learnt values against" not in caplog.text, name
+    # A value on 5% of training's events or more that all but vanished, which moves the mix's PSI too little: an
+    # event type a release stopped logging moved 29 bands unsaid (dogfood 244).
+    shares = np.asarray(scorer.manifest["reference"]["category_shares"][kind][FIRST_ID:])
+    gone = next(v for v, share in zip(learnt, shares / shares.sum()) if 0.05 <= share < 0.08)
+    twice.filter(pl.col(kind) != gone).write_parquet(tmp_path / "gone.parquet")
+    caplog.clear()
+    score_file(scorer, tmp_path / "gone.parquet", tmp_path / "s.parquet", progress=False)
+    assert f"gone.parquet: column '{kind}': '{gone}' is 0.0% of its learnt values against" in caplog.text
+    assert "mixed far otherwise" not in caplog.text
     # An edited reference is none, and a field the artifact records no shares for is not judged.
     shares = scorer.manifest["reference"]["category_shares"][kind]
     for bad in (float("nan"), -1.0, "x"):
