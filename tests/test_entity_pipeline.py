@@ -352,7 +352,8 @@ def test_a_history_that_stops_early_or_meets_no_scored_value_is_said(
 ) -> None:
     """A history of the months before, read for a month's last days, moved scores by up to 0.76, and an address
     column reformatted upstream ('221.221.157' for '221.221.157.0/24') met none of the history, 29 of 1,626 bands
-    moved: both unsaid, where only the history's start was checked (dogfood 228)."""
+    moved: both unsaid, where only the history's start was checked (dogfood 228). So were cards re-hashed where
+    values rarely repeat (dogfood 245) and one channel's tokens from a new vault (dogfood 244)."""
     from seqfraud.scoring.history import History
     from seqfraud.scoring.scorer import Scorer
 
@@ -384,6 +385,7 @@ def test_a_history_that_stops_early_or_meets_no_scored_value_is_said(
         assert bool(ends and 3.0 <= float(ends[0]) < 3.2) == (name == "stale"), caplog.text
         assert caplog.text.count(unmet) == (name == "respelt"), caplog.text
         assert "meet a value of the history" not in caplog.text.replace(unmet, ""), caplog.text
+        assert "begin as none of the history's do" not in caplog.text
         assert ("(scored 'x" in caplog.text) == (name == "respelt")
     # A history of sessions that span its latest tenth, each with its own value: its latest events' values met only
     # their own sessions' earlier ones, none another's (dogfood 230: read 31% recurrent, and clean data was said).
@@ -410,6 +412,35 @@ def test_a_history_that_stops_early_or_meets_no_scored_value_is_said(
         # A history of one event, days before: said, where its gap of None failed every scoring path (review 232).
         warn_if_apart(spanning.head(1), new, scorer.spec, "one")
         assert "one: the history ends 1.0 day(s) before the first event scored" in caplog.text
+        # Values that rarely repeat (4% of the history's latest tenth meet another session's earlier value): scored
+        # values meeting none are said where 20 meets were expected (cards re-hashed upstream: dogfood 245), and
+        # not below.
+        n = 2000
+        rare = pl.DataFrame(
+            {
+                S.SESSION_ID: [f"r{i}" for i in range(n)],
+                S.TS_US: [i * 1_000_000 for i in range(n)],
+                column: [f"c{i:06d}" for i in [*range(1800), *range(8), *range(n, n + 192)]],
+            }
+        ).with_columns(others)
+
+        def scored_as(values: list[str]) -> pl.DataFrame:
+            return pl.DataFrame({S.TS_US: [day] * len(values), column: values}).with_columns(others)
+
+        for n_scored, said in ((400, False), (600, True)):  # 16 and 24 meets expected
+            caplog.clear()
+            warn_if_apart(rare, scored_as([f"c{3000 + i:06d}" for i in range(n_scored)]), scorer.spec, "rare")
+            assert ("rare: column" in caplog.text) == said, n_scored
+        # Half the scored values begin as none of the history's do: they meet it half as often, where a tenth was
+        # said (a new vault's tokens on one channel: dogfood 244).
+        caplog.clear()
+        half = [f"c{i:06d}" for i in range(60)] + [f"pt_{i:06d}" for i in range(60)]
+        warn_if_apart(rare, scored_as(half), scorer.spec, "half")
+        assert (
+            f"half: column {column!r}: 50.0% of the scored events' values begin as none of the history's do "
+            "(scored 'pt_', the history's most often 'c00'), against 0.0% of the history's latest tenth"
+        ) in caplog.text
+        assert "meet a value of the history" not in caplog.text
 
 
 def test_labels_on_the_events_read_like_a_label_table(entity_run, entity_artifact) -> None:
