@@ -907,3 +907,20 @@ def test_drift_is_read_over_sessions_not_events(trained_run):
     assert field_stats(spec, ref, piled, [f])[f]["psi"] < 0.01
     moved = window(np.where(rng.random(400) < 0.5, 0, same), five)
     assert field_stats(spec, ref, moved, [f])[f]["psi"] > 0.25
+
+
+def test_a_label_file_naming_almost_no_fraud_is_noted(exported_artifact, windows):
+    """A chargeback pull cut to 14 of its 136 frauds read as a PR-AUC drop of 93%, and an empty one as labels still
+    to come, where every settled session is labelled (dogfood 245): a note says the file names under a tenth of the
+    frauds the test's share gives."""
+    s = S.SYNTHETIC
+    clean = monitor(
+        exported_artifact, windows["early"], reference=windows["reference"], labels=windows["labels"]
+    )
+    assert not [n for n in clean["notes"] if "is the chargeback file empty" in n]
+    perf = clean["performance"]
+    assert perf["labelled_share"] == 1 and perf["n"] * perf["reference_fraud_share"] >= 10
+    legit = windows["labels"].with_columns(pl.lit(0).alias(s.label))
+    empty = monitor(exported_artifact, windows["early"], reference=windows["reference"], labels=legit)
+    [note] = [n for n in empty["notes"] if "is the chargeback file empty" in n]
+    assert note.startswith(f"the window's labels name 0 fraud(s) among its {perf['n']:,} settled session(s)")

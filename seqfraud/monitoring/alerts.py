@@ -207,6 +207,22 @@ def notes(report: dict[str, Any], t: dict[str, float]) -> list[str]:
             "the fraud share, so its drop against the test's does not compare; read it once the window's labels are "
             "settled (a later --labels-as-of), or read ROC-AUC, which the share leaves alone"
         )
+    # Where every settled session is labelled (a table of frauds alone, the rest legitimate), a chargeback file that
+    # names under a tenth of the frauds the test's share gives read as a model that got worse, or as labels to come
+    # (dogfood 245: a pull cut to 14 of 136 chargebacks read PR-AUC 0.056 for 0.815).
+    if (
+        (n := perf.get("n"))
+        and perf.get("labelled_share") == 1
+        and (was := perf.get("reference_fraud_share"))
+        and n * was >= 10
+        and perf["positives"] < n * was / 10
+    ):
+        small.append(
+            f"the window's labels name {perf['positives']:,} fraud(s) among its {n:,} settled session(s), where the "
+            f"artifact's test sessions' share ({was:.1%}) gives about {n * was:,.0f}: is the chargeback file "
+            "empty, stalled or another period's? Every session it leaves out reads as legitimate, and the "
+            "performance figures with it"
+        )
     if perf.get("n") and "pr_auc" in perf and perf["pr_auc"] is None and perf["positives"] in (0, perf["n"]):
         # One class known: no figure, and no word of why (dogfood 221).
         known = "fraud" if perf["positives"] else "legitimate"
