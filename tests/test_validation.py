@@ -294,6 +294,15 @@ def test_an_empty_part_is_left_out_whatever_its_column_types(tmp_path):
     )
     loaded = load_events(str(shards), SCHEMA)
     assert loaded.source == f"{shards} (2 files)" and loaded.report["n_events"] == 5
+    # A day's CSV of its header alone (a quiet day, an exporter that always writes it), among files of integer
+    # epochs, whose types its no rows cannot tell: read as text, it made the folder unreadable (dogfood 245).
+    daily = tmp_path / "daily"
+    epochs = events(timestamp=pl.Series([1_704_067_200 + s for s in (0, 5, 60, 61, 120)]))
+    write(epochs, daily / "day-1.csv")
+    (daily / "day-2.csv").write_text(",".join(epochs.columns) + "\n")
+    loaded = load_events(str(daily), SCHEMA)
+    assert loaded.report["n_events"] == 5 and loaded.timestamp_unit == "s"
+    fails(daily / "day-2.csv", "the event log is empty")
 
 
 def test_null_timestamps(tmp_path):

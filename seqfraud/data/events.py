@@ -396,7 +396,12 @@ def scan_table(
         # By name: the files may order their columns apart.
         return pl.concat(_with_file(parts, files, file_column), how="diagonal"), source
     if kinds == {"csv"}:
-        scans = {f: _scan_csv_named(f, schema) for f in files}
+        read_csv = {f: _scan_csv_named(f, schema) for f in files}
+        # A file of no rows adds nothing, and its columns' types are guesses (an epoch column read as text): it is
+        # left out, unless every file is empty, as a Parquet part is (dogfood 245: one day's header-only file made
+        # a folder unreadable, said as a type mismatch).
+        files = [f for f in files if read_csv[f][1]] or files
+        scans = {f: read_csv[f][0] for f in files}
         aside, _ = _checked_alike({f: lf.collect_schema() for f, lf in scans.items()}, schema, source)
         _say_rescaled_files(
             scans, {f: lf.collect_schema().names() for f, lf in scans.items()}, schema.numerical, source
@@ -839,7 +844,7 @@ def _csv_rows_where(file: str, bad: Callable[[list[str], int], bool]) -> tuple[i
     return len(found), found[0] if found else 0
 
 
-def _scan_csv_named(file: str, schema: Schema) -> pl.LazyFrame:
+def _scan_csv_named(file: str, schema: Schema) -> tuple[pl.LazyFrame, int]:
     """:func:`_scan_csv`, where a ``.gz`` file that is not gzip, or cut off, or damaged fails by name, not with
     zlib's or gzip's traceback (review 66)."""
     try:
@@ -853,8 +858,9 @@ def _scan_csv_named(file: str, schema: Schema) -> pl.LazyFrame:
         ) from None
 
 
-def _scan_csv(file: str, schema: Schema) -> pl.LazyFrame:
-    """One CSV file with ``schema``'s types (see :func:`scan_table`), parsed once in full to check it.
+def _scan_csv(file: str, schema: Schema) -> tuple[pl.LazyFrame, int]:
+    """One CSV file with ``schema``'s types (see :func:`scan_table`), parsed once in full to check it, and its
+    rows (blank lines left out).
 
     A time column (the timestamp, a label time) that the inference read as text may hold integer epochs: a label
     time is often empty for its first rows (negatives seldom have one), and one date-time string among the epochs
@@ -899,11 +905,12 @@ def _scan_csv(file: str, schema: Schema) -> pl.LazyFrame:
             raise DataValidationError(_mixed_epochs(file, c, n_int, n_text))
         if n_int:
             epochs.append(c)
+    rows = int(counts[S.ROW_INDEX][0]) - blanks
     if not epochs:
-        return lf
+        return lf, rows
     types |= {c: pl.Int64 for c in epochs}
     epoch_lf = pl.scan_csv(file, schema_overrides=types, infer_schema_length=CSV_INFER_ROWS, glob=False)
-    return epoch_lf.filter(~blank) if blanks else epoch_lf
+    return epoch_lf.filter(~blank) if blanks else epoch_lf, rows
 
 
 def _mixed_epochs(file: str, column: str, n_int: int, n_text: int) -> str:
@@ -1089,7 +1096,7 @@ def file_of_row(files: list[str], schema: Schema, row: int) -> str | None:
         if file_kind(f) == "parquet":
             n = pq.read_metadata(f).num_rows
         else:
-            n = _scan_csv(f, schema).select(pl.len()).collect().item()
+            n = _scan_csv(f, schema)[1]
         if row < n:
             return f
         row -= n
