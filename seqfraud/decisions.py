@@ -27,8 +27,14 @@ FEW_FALSE_POSITIVES = 5
 POLICY_KEYS = {
     "fpr": ({"fpr"}, {"fpr"}),
     "capacity": ({"per_1000"}, {"per_1000"}),
-    "cost": ({"fraud_loss", "false_decline_cost", "amount"}, {"fraud_loss", "false_decline_cost"}),
+    "cost": (
+        {"fraud_loss", "false_decline_cost", "amount", "amount_of"},
+        {"fraud_loss", "false_decline_cost"},
+    ),
 }
+# How a cost policy reads a session's amount from its events' values: their sum (purchases that add up), or their
+# largest (a price repeated on each step of a booking funnel, which a sum counted three or four times: dogfood 244).
+AMOUNT_OF = ("sum", "max")
 BAND_RULE = "approve: score < review; review: review <= score < decline; decline: score >= decline"
 # A policy that flags none of the validation sessions sets its threshold just above the top score, in the scores'
 # own float type; above a top score of 1.0 that is float64's next value or float32's, this one, the highest
@@ -183,10 +189,15 @@ def check_policy(policy: Mapping[str, Any], band: str = "threshold") -> dict[str
     if unknown := sorted(set(policy) - allowed):
         raise DecisionError(f"{band}: policy {name!r} takes {sorted(allowed)}, not {unknown}")
     # A quoted value (fpr: '0.01' in YAML or on the command line) ended in Python's TypeError (review 110).
-    if wrong := [k for k in sorted(given - {"amount"}) if not is_number(policy[k])]:
+    if wrong := [k for k in sorted(given - {"amount", "amount_of"}) if not is_number(policy[k])]:
         raise DecisionError(f"{band}: policy {name!r}: {wrong[0]} must be a number, got {policy[wrong[0]]!r}")
     if policy.get("amount") is not None and not isinstance(policy["amount"], str):
         raise DecisionError(f"{band}: policy 'cost': amount must name a column, got {policy['amount']!r}")
+    if policy.get("amount_of") is not None and policy["amount_of"] not in AMOUNT_OF:
+        raise DecisionError(
+            f"{band}: policy 'cost': amount_of must be one of {AMOUNT_OF} (how a session's events' amounts make "
+            f"its own), got {policy['amount_of']!r}"
+        )
     return {"policy": name, **policy}
 
 

@@ -190,6 +190,10 @@ def test_a_policy_that_flags_none_above_a_top_score_of_one_is_not_a_crossing(cap
             {"policy": "cost", "fraud_loss": 1, "false_decline_cost": 5, "amount": 3},
             "amount must name a column",
         ),
+        (
+            {"policy": "cost", "fraud_loss": 1, "false_decline_cost": 5, "amount": "x", "amount_of": "mean"},
+            "amount_of must be one of ('sum', 'max')",
+        ),
     ],
 )
 def test_a_policy_value_of_the_wrong_type_is_named(policy, says):
@@ -565,6 +569,22 @@ def test_export_with_platt_and_a_cost_policy_on_amounts(trained_run, tmp_path):
                 events=str(tmp_path / "e.parquet"),
             )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "e.parquet"]
+    # A price repeated on each step of a booking funnel was summed three or four times, and the decline band took
+    # 37% of validation (dogfood 244): amount_of: max reads a session's largest value.
+    from seqfraud.export.exporter import session_amounts
+
+    spec = Spec.load(trained_run / "spec.json")
+    largest = {band: {**p, "amount_of": "max"} for band, p in policies.items()}
+    summed = session_amounts(policies, val, trained_run, spec, None)
+    most = session_amounts(largest, val, trained_run, spec, None)
+    per_session = events.group_by(pl.col(sid).cast(pl.String).alias(S.SESSION_ID)).agg(
+        pl.col(amount).fill_null(0.0).max()
+    )
+    want = val.select(S.SESSION_ID).join(per_session, on=S.SESSION_ID, how="left")[amount].to_numpy()
+    assert most is not None and summed is not None and most == pytest.approx(want)
+    assert (most <= summed).all() and (most < summed).any()
+    with pytest.raises(ExportError, match="the cost policies read different amounts"):
+        session_amounts({**policies, "decline": largest["decline"]}, val, trained_run, spec, None)
 
 
 def test_calibration_refuses_labels_and_scores_it_cannot_fit():

@@ -405,6 +405,10 @@ def test_bands_that_take_legitimate_sessions_early_are_warned_about(
         in caplog.text
     )
     assert "the decline band" not in caplog.text
+    # Whole sessions past the limit are the threshold's own doing, which prefixes do not mend (dogfood 244: a cost
+    # policy's amount summed over a funnel's repeated price).
+    assert "100% scored whole of the legitimate test sessions: do not act" in caplog.text
+    assert "sessions scored whole are the threshold's own doing, which prefixes do not mend" in caplog.text
     # With what would learn the prefixes: not loader.prefix_share alone where a stacker's LightGBM scores
     # (dogfood 218: the stacker kept LightGBM, and the README's remedy changed nothing).
     stacked = "a stacked model's LightGBM learns from whole sessions, whatever loader.prefix_share"

@@ -580,13 +580,15 @@ def session_amounts(
     spec: Spec,
     events: str | None,
 ) -> np.ndarray | None:
-    """Per validation session, the sum of the numerical column a cost policy names as ``amount`` (else None)."""
-    names = {str(p["amount"]) for p in policies.values() if p.get("policy") == "cost" and p.get("amount")}
-    if not names:
+    """Per validation session, the sum (or the largest: ``amount_of``) of the numerical column a cost policy names
+    as ``amount`` (else None)."""
+    costs = [p for p in policies.values() if p.get("policy") == "cost" and p.get("amount")]
+    if not costs:
         return None
+    names = {(str(p["amount"]), p.get("amount_of") or "sum") for p in costs}
     if len(names) > 1:
-        raise ExportError(f"thresholds: the cost policies name different amount columns {sorted(names)}")
-    (amount,) = names
+        raise ExportError(f"thresholds: the cost policies read different amounts {sorted(names)}")
+    ((amount, amount_of),) = names
     if amount not in spec.schema.numerical:
         raise ExportError(
             f"thresholds: amount {amount!r} is not a numerical column of the run "
@@ -602,7 +604,9 @@ def session_amounts(
         raw.select(pl.col(sid).cast(pl.String).alias(S.SESSION_ID), pl.col(amount).cast(pl.Float64))
         .filter(pl.col(S.SESSION_ID).is_in(val[S.SESSION_ID].implode()))
         .group_by(S.SESSION_ID)
-        .agg(pl.col(amount).fill_null(0.0).sum())
+        .agg(
+            pl.col(amount).fill_null(0.0).max() if amount_of == "max" else pl.col(amount).fill_null(0.0).sum()
+        )
         .collect()
     )
     joined = val.select(S.SESSION_ID).join(sums, on=S.SESSION_ID, how="left")
@@ -871,12 +875,19 @@ def by_events_seen(
         )
     # What would learn the prefixes: a stacker's LightGBM learns from whole sessions whatever loader.prefix_share,
     # which the README's remedy named alone (dogfood 218: the stacker kept LightGBM, and nothing changed).
-    remedy = (
+    prefixes = (
         "a stacked model's LightGBM learns from whole sessions, whatever loader.prefix_share: to act before a "
         "session ends, train the sequence model alone on prefixes too (model=gru loader.prefix_share=0.5) and "
         "compare its table"
         if scorer.stacker is not None
         else "loader.prefix_share=0.5 trains the sequence model on prefixes too"
+    )
+    # Whole sessions past the limit are the band's own doing, which prefixes do not mend (dogfood 244: a cost
+    # policy's amount summed over a funnel's repeated price set the decline band at 0.0025).
+    whole = (
+        "sessions scored whole are the threshold's own doing, which prefixes do not mend: see the band's policy "
+        "(a cost policy's amount summed over a value repeated on several events of a session: amount_of: max; an "
+        "fpr set on few validation sessions)"
     )
     for band, limit in (("decline", FALSE_DECLINE_WARNING), ("review", FALSE_REVIEW_WARNING)):
         # Every point past the limit, not the first alone (dogfood 193: 48% after 1 event was said, 7.6% after 2 not).
@@ -894,7 +905,10 @@ def by_events_seen(
                     )
                     for r in early
                 ),
-                remedy,
+                "; ".join(
+                    [prefixes] * any(r["events"] != "all" for r in early)
+                    + [whole] * (early[-1]["events"] == "all")
+                ),
             )
     return rows
 
