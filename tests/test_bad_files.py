@@ -1062,7 +1062,7 @@ def test_a_field_changed_on_one_event_type_is_said_of_that_type(scorer, tmp_path
         "copied": (
             clean.with_columns(copied.then(pl.lit(12.0)).otherwise(pl.col(AMOUNT)).alias(AMOUNT)),
             (
-                f"column '{AMOUNT}' is null on 12.0% of the 'view_home' events, against 100.0% of training's "
+                f"column '{AMOUNT}' holds a value on 88.0% of the 'view_home' events, against 0.0% of training's "
                 "'view_home' events"
             ),
         ),
@@ -1075,6 +1075,19 @@ def test_a_field_changed_on_one_event_type_is_said_of_that_type(scorer, tmp_path
             ),
         ),
     }
+    # A trickle is not a copy: amounts on 5% of 2,000 home views (100 values), where training's carried none, are
+    # ten times that share and more, and unsaid (review 246: 130 values on 98,240 events read as a job's copy).
+    trickle = pl.concat([clean.with_columns(pl.col(SID) + f"-{k}") for k in range(10)])
+    home = trickle[SYNTHETIC.event_type] == "view_home"
+    cases["trickle"] = (
+        trickle.with_columns(
+            pl.when(home & (pl.int_range(pl.len()) % 80 == 0))
+            .then(pl.lit(12.0))
+            .otherwise(pl.col(AMOUNT))
+            .alias(AMOUNT)
+        ),
+        None,
+    )
     with caplog.at_level("WARNING", logger="seqfraud.scoring"):
         for name, (frame, said) in cases.items():
             caplog.clear()
@@ -1128,7 +1141,19 @@ def test_two_event_types_swapped_are_said_by_what_follows_them(scorer, test_peri
             assert ("events falls far otherwise than after training's" in caplog.text) == (name == "swapped")
     assert f"{path}: what comes after its " in caplog.text
     assert "'checkout_start' comes after" in caplog.text or "'payment_attempt' comes after" in caplog.text
-    # An edited record is left out.
+    # Sessions cut at the file's end, said so, are not read as a changed flow by their ends (review 246): what
+    # follows each type is judged without them.
+    rank = pl.int_range(pl.len()).over(SYNTHETIC.session_id, order_by=SYNTHETIC.timestamp)
+    cut = test_period_events.filter((rank < 1) | (pl.col(SYNTHETIC.session_id).hash(1) % 10 < 6))
+    caplog.clear()
+    path = _write(tmp_path / "cut.parquet", cut)
+    with caplog.at_level("WARNING", logger="seqfraud.scoring"):
+        score_file(scorer, str(path), tmp_path / "cut_s.parquet", progress=False)
+    assert "fewer events than 99%" in caplog.text
+    assert "falls far otherwise than after training's" not in caplog.text
+    # An edited record is left out; keys as str(int) writes them alone ("²" and 5,000 digits passed isdigit() and
+    # failed int(): review 246).
+    odd = ("²", "9" * 5000, "04", "\u0663")
     for bad in (
         "x",
         {"4": "x"},
@@ -1136,6 +1161,8 @@ def test_two_event_types_swapped_are_said_by_what_follows_them(scorer, test_peri
         {"4": {"x": 0.5}},
         {"999999": {"5": 0.5}},
         {"0": {"5": 0.5}},
+        *({key: {"5": 0.5}} for key in odd),
+        *({"4": {key: 0.5}} for key in odd),
     ):
         edited = {**scorer.manifest, "reference": {"transition_shares": bad}}
         assert reference_transitions(scorer.spec, edited) == {}

@@ -721,6 +721,35 @@ def test_batch_scoring_says_learnt_values_mixed_far_otherwise_than_trainings(
     score_file(scorer, tmp_path / "gone.parquet", tmp_path / "s.parquet", progress=False)
     assert f"gone.parquet: column '{kind}': '{gone}' is 0.0% of its learnt values against" in caplog.text
     assert "mixed far otherwise" not in caplog.text
+    # Said where another type lost more share (review 246: the check read the value that lost most alone), and a
+    # value the model did not learn in its place is named as a rename.
+    most = learnt[int(np.argmax(shares))]
+    halved = twice.filter(pl.col(kind) != gone).filter(
+        (pl.col(kind) != most) | (pl.int_range(pl.len()).over(schema.session_id) % 2 == 0)
+    )
+    halved.write_parquet(tmp_path / "halved.parquet")
+    twice.with_columns(pl.col(kind).replace({gone: "renamed_step"})).write_parquet(
+        tmp_path / "renamed.parquet"
+    )
+    for name in ("halved", "renamed"):
+        caplog.clear()
+        score_file(scorer, tmp_path / f"{name}.parquet", tmp_path / "s.parquet", progress=False)
+        assert (
+            f"{name}.parquet: column '{kind}': '{gone}' is 0.0% of its learnt values against" in caplog.text
+        )
+        assert ("where 'renamed_step', a value the model did not learn, is" in caplog.text) == (
+            name == "renamed"
+        )
+    # Another field's value goes with the traffic a file holds (one channel's sessions left out): not said.
+    other = next(f for f in schema.categorical if f in scorer.manifest["reference"]["category_shares"])
+    of_other = np.asarray(scorer.manifest["reference"]["category_shares"][other][FIRST_ID:])
+    value = scorer.spec.vocab[other][
+        int(np.argmin(np.where(of_other / of_other.sum() >= 0.05, of_other, np.inf)))
+    ]
+    twice.filter(pl.col(other) != value).write_parquet(tmp_path / "partial.parquet")
+    caplog.clear()
+    score_file(scorer, tmp_path / "partial.parquet", tmp_path / "s.parquet", progress=False)
+    assert "of its learnt values against" not in caplog.text
     # An edited reference is none, and a field the artifact records no shares for is not judged.
     shares = scorer.manifest["reference"]["category_shares"][kind]
     for bad in (float("nan"), -1.0, "x"):

@@ -58,7 +58,13 @@ from seqfraud.monitoring.statistics import (
     token_counts,
 )
 from seqfraud.scoring.history import History, require_history
-from seqfraud.scoring.prepare import cut_sessions_said, recoded_said, transitions_said, unopened_said
+from seqfraud.scoring.prepare import (
+    cut_sessions_said,
+    recoded_said,
+    reference_transitions,
+    transitions_said,
+    unopened_said,
+)
 from seqfraud.scoring.scorer import Scorer
 
 __all__ = [
@@ -245,8 +251,8 @@ def monitor(
     # max_len - hop as cut (review 207).
     lengths = cur.events.group_by(S.SESSION_ID).len()["len"]
     short = int((lengths < spec.shortest_trained).sum())
-    if said := cut_sessions_said("the current window", spec, short, len(cur.seqs)):
-        report["notes"].append(said)
+    if cut := cut_sessions_said("the current window", spec, short, len(cur.seqs)):
+        report["notes"].append(cut)
     kind = spec.schema.event_type
     known = int(cur.events[kind].cast(pl.String).is_in(spec.vocab[kind]).sum())
     recoded = recoded_said("", spec, kind, cur.events.height, known, []) is not None
@@ -256,8 +262,11 @@ def monitor(
             "the current window", spec, dict(firsts.iter_rows()), len(cur.seqs), recoded
         ):
             report["notes"].append(said)
-    # And by what follows each event type (two types swapped: dogfood 241), against the reference's.
-    follows = transition_shares(event_transitions(ref.seqs, spec), spec.vocab_size(kind))
+    # And by what follows each event type (two types swapped: dogfood 241), against the reference's, or training's
+    # where the reference holds too few of a type's events (review 246: a small reference said nothing).
+    follows = reference_transitions(spec, scorer.manifest) | transition_shares(
+        event_transitions(ref.seqs, spec), spec.vocab_size(kind)
+    )
     if not recoded and (
         said := transitions_said(
             "the current window",
@@ -266,6 +275,7 @@ def monitor(
             event_transitions(cur.seqs, spec),
             len(cur.seqs),
             "the reference",
+            ends=cut is None,
         )
     ):
         report["notes"].append(said)

@@ -266,10 +266,8 @@ def iter_sequences(
     # 505 short sessions behind 56 that started elsewhere).
     sessions = counts["sessions"].item()
     firsts = dict(got["firsts"].iter_rows()) if "firsts" in got else {}
-    for said in (
-        unopened_said(source, spec, firsts, sessions, spec.schema.event_type in recoded),
-        cut_sessions_said(source, spec, counts["short"].item(), sessions),
-    ):
+    cut = cut_sessions_said(source, spec, counts["short"].item(), sessions)
+    for said in (unopened_said(source, spec, firsts, sessions, spec.schema.event_type in recoded), cut):
         if said:
             log.warning("%s", said)
     if (truncated := counts["truncated"].item()) and scorer.reads_sequence:
@@ -333,7 +331,7 @@ def iter_sequences(
                 yield seqs, frame
             bar.update(len(seqs))
             bar.set_postfix(chunk=f"{i + 1}/{k}")
-    if follows and (said := transitions_said(source, spec, follows, followed, sessions)):
+    if follows and (said := transitions_said(source, spec, follows, followed, sessions, ends=cut is None)):
         log.warning("%s", said)
 
 

@@ -65,6 +65,7 @@ from seqfraud.features.drift import (
     CATEGORY_SHARES,
     NULL_SHARES,
     NUMERIC_SHARES,
+    TRANSITION_PAIRS,
     TRANSITION_SHARES,
     UNKNOWN_LABEL,
     VANISHED_FROM,
@@ -630,7 +631,10 @@ def reference_transitions(spec: Spec, manifest: Mapping[str, Any]) -> dict[int, 
     size = spec.vocab_size(spec.schema.event_type)
 
     def type_id(key: Any) -> int | None:
-        return int(key) if isinstance(key, str) and key.isdigit() and int(key) < size else None
+        # ASCII digits as str(int) writes them: "²" and 5,000 digits passed isdigit() and failed int() (review 246).
+        if not (isinstance(key, str) and key.isascii() and key.isdigit() and len(key) < 10):
+            return None
+        return int(key) if str(int(key)) == key and int(key) < size else None
 
     out = {}
     for prev, shares in recorded.items() if isinstance(recorded, dict) else ():
@@ -660,12 +664,14 @@ def transitions_said(
     counts: Counter[int],
     sessions: int,
     reference: str = "training",
+    ends: bool = True,
 ) -> str | None:
     """What to say of events whose types follow one another far otherwise than training's did (``counts``:
     :func:`~seqfraud.features.drift.transition_counts` of ``sessions`` sessions; ``trained``:
-    :func:`reference_transitions`, or the ``reference`` window's), or None: two event types of like shares swapped upstream keep the mix and
-    move what follows each (dogfood 241: PR-AUC 0.79 to 0.59, unsaid by score and monitor); so do a release that
-    changed a flow, and events out of order."""
+    :func:`reference_transitions`, or the ``reference`` window's), or None: two event types of like shares
+    swapped upstream keep the mix and move what follows each (dogfood 241: PR-AUC 0.79 to 0.59, unsaid by score
+    and monitor); so do a release that changed a flow, and events out of order. Without ``ends``, what follows
+    alone, not the sessions' ends: where sessions are said cut, their ends read as a changed flow (review 246)."""
     if sessions < SPREAD_SESSIONS:
         return None
     kind = spec.schema.event_type
@@ -673,16 +679,22 @@ def transitions_said(
     for prev, following in followers(counts, spec.vocab_size(kind)).items():
         if (shares := trained.get(prev)) is None:
             continue
-        ids, total = list(shares), following.total()
-        was = np.array([*shares.values(), max(0.0, 1 - sum(shares.values()))])
+        if not ends:  # the session's end left out of both, each read over the rest
+            shares = {i: share for i, share in shares.items() if i != PAD}
+            following = Counter({i: n for i, n in following.items() if i != PAD})
+        if (total := following.total()) < TRANSITION_PAIRS or not shares:
+            continue
+        ids = list(shares)
+        was = np.array([*shares.values(), max(0.0, 1 - sum(trained[prev].values()))])
+        was /= was.sum()
         now = np.array([following[i] for i in ids] + [total - sum(following[i] for i in ids)], np.float64)
         if (index := psi(was, now)) >= TRANSITION_PSI:
             gained = int(np.argmax(now / total - was))  # the bin that gained most: a type, or the rest
             if gained < len(ids):
-                moved, share, had = ids[gained], following[ids[gained]] / total, f"{was[gained]:.0%}"
+                moved, share, had = ids[gained], following[ids[gained]] / total, _share(was[gained])
             else:  # the type of the rest that follows most, which training's rest held at most
                 n, moved = max((n, i) for i, n in following.items() if i not in shares)
-                share, had = n / total, f"at most {was[gained]:.0%}"
+                share, had = n / total, "none" if not was[gained] else f"at most {_share(was[gained])}"
             found.append((index, prev, total, moved, share, had))
     if not found:
         return None
@@ -694,16 +706,21 @@ def transitions_said(
 
     more = (
         f" So does what comes after {len(found) - 1:,} more event type(s): "
-        f"{', '.join(label(f[1]) for f in found[1:4])}{'...' if len(found) > 4 else ''}."
+        f"{', '.join(label(f[1]) for f in found[1:4])}{', ...' if len(found) > 4 else ''}."
         if len(found) > 1
         else ""
     )
     return (
         f"{where}: what comes after its {total:,} {label(prev)} events falls far otherwise than after {reference}'s "
-        f"(PSI {index:.2f}): {label(moved)} comes after {share:.0%} "
-        f"of them against {had} in {reference}.{more} Were two event types swapped or renamed upstream, did a "
-        "release change a flow, or are events out of order (another clock's times)?"
+        f"(PSI {index:.2f}): {label(moved)} comes after {_share(share)} of them against {had} in {reference}.{more} "
+        "Were two event types swapped or renamed upstream, did a release change a flow, or are events out of order "
+        "(another clock's times)?"
     )
+
+
+def _share(x: float) -> str:
+    """A share as a message says it: to a tenth of a percent under 10% (0.3% read as "0%": review 246)."""
+    return f"{x:.1%}" if x < 0.1 else f"{x:.0%}"
 
 
 def reference_null_shares(spec: Spec, manifest: Mapping[str, Any]) -> dict[str, dict[str, float]]:
@@ -760,10 +777,10 @@ def null_pools(
 # events moved scores by up to 0.86, a check result's 'na' written as empty by up to 0.15, unsaid); and one null
 # on a tenth of training's share or less, where that was FILLED_FROM or more: blanks written as a value (dogfood
 # 231: a watch time null on 40% of training's events written as 0, scores moved by up to 0.84, unsaid), or holding
-# a value on ten times training's share, THINNED_VALUES more: a field copied onto events that never carried it
-# (dogfood 243). Where the events (of a pool: :func:`null_pools`) are of THINNED_SESSIONS sessions, and training's
+# a value on ten times training's share and COPIED_FROM of the events at least, THINNED_VALUES more: a field copied
+# onto events that never carried it (dogfood 243). Where the events (of a pool: :func:`null_pools`) are of THINNED_SESSIONS sessions, and training's
 # share would have given THINNED_VALUES values (or nulls) at least.
-THINNED_SHARE, FILLED_FROM, THINNED_SESSIONS, THINNED_VALUES = 0.5, 0.2, 100, 100
+THINNED_SHARE, FILLED_FROM, COPIED_FROM, THINNED_SESSIONS, THINNED_VALUES = 0.5, 0.2, 0.1, 100, 100
 
 
 def _of_pool(kind: str | None) -> tuple[str, str]:
@@ -815,21 +832,21 @@ def filled_said(
     if not rows:
         return None
     trained = expected / rows
-    if (
-        sessions < THINNED_SESSIONS
-        or expected < THINNED_VALUES
-        or trained < FILLED_FROM
-        or (
-            nulls / rows > trained / 10
-            and (rows - nulls < 10 * (rows - expected) or expected - nulls < THINNED_VALUES)
-        )
-    ):
+    if sessions < THINNED_SESSIONS or expected < THINNED_VALUES or trained < FILLED_FROM:
         return None
     events, of_training = _of_pool(kind)
+    if nulls / rows <= trained / 10:
+        return (
+            f"{where}: column {field!r} is null on {nulls / rows:.1%} of {events}, against {trained:.1%} of "
+            f"{of_training}, whose nulls read as missing: did an export write its blanks as a value (0, 'na', '')?"
+        )
+    had, has = 1 - trained, 1 - nulls / rows
+    # Not a trickle: 130 values on 98,240 events of a type that carried none passed the ten times alone (review 246).
+    if has < max(COPIED_FROM, 10 * had) or expected - nulls < THINNED_VALUES:
+        return None
     return (
-        f"{where}: column {field!r} is null on {nulls / rows:.1%} of {events}, against {trained:.1%} of "
-        f"{of_training}, whose nulls read as missing: did an export write its blanks as a value (0, 'na', ''), or "
-        "a job copy the field onto events that never carried it?"
+        f"{where}: column {field!r} holds a value on {has:.1%} of {events}, against {had:.1%} of {of_training}: "
+        "did a job copy the field onto events that never carried it, or a client start sending it there?"
     )
 
 
@@ -901,7 +918,7 @@ def mix_said(
 ) -> str | None:
     """What to say of a file whose learnt values of a categorical ``column`` (``counts``: events per value as text)
     are mixed far otherwise than training's events' (PSI over the learnt values alone, as :func:`spread_said` reads
-    a number's buckets; unknown values are :func:`recoded_said`'s, nulls the null checks'), or where one of them
+    a number's buckets; unknown values are :func:`recoded_said`'s, nulls the null checks'), or where an event type
     has all but vanished (:data:`VANISHED_FROM`), or None: integer event codes renumbered by a release (a new code
     at 2) kept every value learnt and moved PR-AUC from 0.754 to 0.382, unsaid (dogfood 241); an event type on 6.5%
     of the events that a release stopped logging read a PSI of 0.38, and moved 29 bands unsaid (dogfood 244). Two
@@ -920,12 +937,28 @@ def mix_said(
     now_all = now[FIRST_ID:] / now[FIRST_ID:].sum()
     lost = int(np.argmax(was_all - now_all))
     if (apart := shares_apart(trained, now)) is None:
-        if was_all[lost] < VANISHED_FROM or now_all[lost] > was_all[lost] / 10:
+        # Every event type that all but vanished, not only the one that lost most (review 246: views halved hid a
+        # step no longer logged); other fields' values go with the traffic a file holds (one channel's left out).
+        gone = [i for i in range(len(vocab)) if was_all[i] >= VANISHED_FROM and now_all[i] <= was_all[i] / 10]
+        if column != spec.schema.event_type or not gone:
             return None
-        return (
+        lost = max(gone, key=lambda i: was_all[i])
+        said = (
             f"{source}: column {column!r}: {vocab[lost]!r} is {now_all[lost]:.1%} of its learnt values against "
-            f"{was_all[lost]:.1%} of training's. Did the extract lose it (a collector's outage), or a release stop "
-            "sending it or merge it into another? The model reads these events without it"
+            f"{was_all[lost]:.1%} of training's"
+        )
+        # A value the model did not learn that took about its place: a rename (review 246).
+        learnt, held = set(vocab), sum(n for v, n in counts.items() if v is not None)
+        new = max(((n, v) for v, n in counts.items() if v is not None and v not in learnt), default=None)
+        if new is not None and new[0] / held >= was_all[lost] / 2:
+            return (
+                f"{said}, where {new[1]!r}, a value the model did not learn, is {new[0] / held:.1%} of all its "
+                "values: was it renamed upstream? The model reads those events as of an unknown type"
+            )
+        return (
+            f"{said}. Did the extract lose it (a collector's outage), a release stop sending it or merge it into "
+            "another, or does the file hold other traffic (a kind of session left out)? The model reads these "
+            "sessions without it"
         )
     index, moved, share, was = apart
     return (
