@@ -174,7 +174,12 @@ def test_a_hybrids_embeddings_of_other_events_or_of_unknown_making_are_warned_ab
     prepared = Prepared(SimpleNamespace(fit_info=fit_info), {}, report, None, None)
     frame = pl.DataFrame({S.SESSION_ID: ["s"], S.embedding_column(0): [0.5]})
     cases = {
-        "ours": (embedding_record(fit_info, labels_read=True, events_sha256="a" * 64), None),
+        # A supervised encoder's training vectors are fitted to their own labels: read in sample by the hybrid, which
+        # scored 0.697 against LightGBM alone's 0.769 (dogfood 247).
+        "ours": (
+            embedding_record(fit_info, labels_read=True, events_sha256="a" * 64),
+            "its encoder learnt from labels (a supervised run): the vectors of the training sessions",
+        ),
         "other log": (
             embedding_record(fit_info, labels_read=True, events_sha256="b" * 64),
             "it embedded other events",

@@ -254,6 +254,16 @@ def check_embedding_record(path: str | Path, prepared: Prepared, label_fraction:
     # A sparse label table holds labels back too, not label_fraction alone (dogfood 157).
     if record["labels_read"] and is_int(read.get("n")):
         say_more_labels(f"model.embeddings={path}: its encoder", read, prepared.datasets["train"])
+    if record["labels_read"]:
+        # Its training sessions' vectors are fitted to their own labels, which the hybrid then learns from in sample:
+        # validation flattered it, and its test fell below LightGBM alone (dogfood 247: 0.697 against 0.769).
+        log.warning(
+            "model.embeddings=%s: its encoder learnt from labels (a supervised run): the vectors of the training "
+            "sessions it read are fitted to their own labels, so the hybrid learns from them in sample and reads "
+            "them as more telling than they are on new sessions; embed a pretraining run (no labels: "
+            "+experiment=pretrain_contrastive) to compare what the sequences add",
+            path,
+        )
     if record["labels_read"] and label_fraction < 1:
         # The encoder may have read the labels this run holds back: a label-scarce comparison then reads them through
         # the vectors (dogfood 105).
