@@ -159,7 +159,7 @@ def iter_sequences(
             *(scorer.respelt_example(c).alias(f"__respelt_{i}") for i, c in enumerate(texts)),
             *(pl.col(c).count().alias(f"__values_{i}") for i, c in enumerate(texts)),
             *scale_counts(spec, trained),
-            *(row_counts(spec, have, scorer.reads_sequence) if files is not None else []),
+            *(row_counts(spec, have, True) if files is not None else []),
             *(  # the first two values the model did not learn, distinct
                 pl.col(c)
                 .filter(~pl.col(c).cast(pl.String).is_in(spec.vocab[c]))
