@@ -1141,6 +1141,17 @@ def test_two_event_types_swapped_are_said_by_what_follows_them(scorer, test_peri
             assert ("events falls far otherwise than after training's" in caplog.text) == (name == "swapped")
     assert f"{path}: what comes after its " in caplog.text
     assert "'checkout_start' comes after" in caplog.text or "'payment_attempt' comes after" in caplog.text
+    # /events too, over the pairs of a session's events a window holds (dogfoods 247, 248: unsaid online).
+    from seqfraud.features.fastpath import EventColumns
+    from seqfraud.scoring.prepare import Unlearnt, normalized_events
+
+    in_order = test_period_events.sort(SYNTHETIC.session_id, SYNTHETIC.timestamp, maintain_order=True)
+    for name, frame in (("clean", in_order), ("swapped", in_order.with_columns(swapped))):
+        events = EventColumns.of_frame(normalized_events(frame.lazy(), scorer.spec, "request"), scorer.spec)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="seqfraud.scoring"):
+            Unlearnt(scorer.spec, scorer.manifest).take(events, "request")
+        assert ("request: what comes after its " in caplog.text) == (name == "swapped"), (name, caplog.text)
     # Sessions cut at the file's end, said so, are not read as a changed flow by their ends (review 246): what
     # follows each type is judged without them.
     rank = pl.int_range(pl.len()).over(SYNTHETIC.session_id, order_by=SYNTHETIC.timestamp)

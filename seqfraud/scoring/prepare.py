@@ -75,7 +75,7 @@ from seqfraud.features.drift import (
     token_label,
 )
 from seqfraud.features.fastpath import EventColumns
-from seqfraud.features.spec import FIRST_ID, OPENER_SHARE, PAD, Spec
+from seqfraud.features.spec import FIRST_ID, OPENER_SHARE, PAD, UNKNOWN, Spec
 from seqfraud.features.tokens import quantile_probs
 
 log = logging.getLogger(__name__)
@@ -1010,6 +1010,15 @@ class Unlearnt:
         self.mixes = reference_shares(spec, manifest, CATEGORY_SHARES)
         self.mix = {f: (Counter[str](), set[str]()) for f in self.mixes}
         self.mix_from = dict.fromkeys(self.mixes, 0)
+        # What follows each event type, by type id as training's record reads it (two types swapped upstream:
+        # dogfood 241; unsaid online: dogfoods 247, 248): pairs of a session's events within a window, and their
+        # sessions, carried as the mix's counts are until a type has followed enough. A session's end is not
+        # known online.
+        self.follows = reference_transitions(spec, manifest)
+        self.type_ids = {v: FIRST_ID + i for i, v in enumerate(spec.vocab[spec.schema.event_type])}
+        self.n_types = spec.vocab_size(spec.schema.event_type)
+        self.pairs: tuple[Counter[int], set[str]] = (Counter(), set())
+        self.pairs_from = 0
         self.said: dict[tuple[str, str], float] = {}  # (finding, field): when last said (monotonic)
         self._lock = threading.Lock()
         self._open()
@@ -1024,6 +1033,7 @@ class Unlearnt:
         self.learnt_sessions: dict[str | None, set[str]] = {None: set()}
         self.window_nulls: dict[str, Counter[str]] = {c: Counter() for c in self.trained_nulls}
         self.per_session: Counter[str] = Counter()
+        self.last_type: dict[str, int] = {}  # per session of the window, its latest event's type id
 
     def take(self, events: EventColumns, where: str) -> None:
         with self._lock:
@@ -1051,6 +1061,17 @@ class Unlearnt:
             events = events.take(keep)
         kinds = cast(list[str], events.categorical[self.spec.schema.event_type])  # never null
         self.kinds.update(kinds)
+        if self.follows:
+            pairs, sessions = self.pairs
+            if not sessions:
+                self.pairs_from = cast(int, self.window)
+            last = self.last_type
+            for s, kind in zip(events.session_ids, kinds):
+                at = self.type_ids.get(kind, UNKNOWN)
+                if (prev := last.get(s)) is not None:
+                    pairs[prev * self.n_types + at] += 1
+                    sessions.add(s)
+                last[s] = at
         if self.learnt:
             learnt = self.learnt_sessions
             for s, kind in zip(events.session_ids, kinds):
@@ -1107,6 +1128,14 @@ class Unlearnt:
             ):
                 found.append((("mix", f), line, self.mix_from[f]))
             self.mix[f] = (Counter(), set())
+        pairs, sessions = self.pairs
+        if len(sessions) >= SPREAD_SESSIONS and followers(pairs, self.n_types):
+            event_type = self.spec.schema.event_type
+            if event_type not in recoded and (
+                line := transitions_said(where, self.spec, self.follows, pairs, len(sessions), ends=False)
+            ):
+                found.append((("transitions", event_type), line, self.pairs_from))
+            self.pairs = (Counter(), set())
         pooled = {kind: len(held) for kind, held in self.learnt_sessions.items()}
         for c, shares in self.trained_nulls.items():
             lines = []  # one said a field, as batch scoring says: the first pool's, the first check's
