@@ -305,6 +305,16 @@ def test_an_empty_part_is_left_out_whatever_its_column_types(tmp_path):
     fails(daily / "day-2.csv", "the event log is empty")
 
 
+def test_a_day_of_float_epochs_in_a_folder_is_refused_saying_why(tmp_path):
+    """A day of epochs a spreadsheet wrote as floats (1.77837E+12) was refused as a type mismatch alone, where the
+    same file read alone said why (dogfood 245)."""
+    daily = tmp_path / "daily"
+    epochs = events(timestamp=pl.Series([1_704_067_200 + s for s in (0, 5, 60, 61, 120)]))
+    write(epochs, daily / "day-1.csv")
+    (daily / "day-2.csv").write_text(",".join(epochs.columns) + "\ns9,1.70407E+09,view,web,1.0,0\n")
+    fails(daily, "Float64 in 1 file(s)", "a time column of floats holds epochs written as decimals")
+
+
 def test_null_timestamps(tmp_path):
     ts = [T0, None, T0, None, None]
     path = write(events(timestamp=pl.Series(ts, dtype=pl.Datetime("us"))), tmp_path / "e.parquet")

@@ -760,9 +760,18 @@ def _checked_alike(schemas: dict[str, pl.Schema], schema: Schema, source: str) -
             )
         elif len(files) > 1:
             said = ", ".join(f"{t} in {len(fs):,} file(s) (the first: {fs[0]})" for t, fs in files.items())
+            # Epochs of one file as floats: a spreadsheet's 1.77837E+12, whose file alone is refused for it (dogfood
+            # 245: the folder named the types alone).
+            floats = c in (schema.timestamp, schema.label_time) and "Float64" in files
             raise DataValidationError(
                 f"{source}: the files disagree on column {c!r}: {said}; every file must have the columns "
                 "the schema names, of the same types (an event field may be absent from some)"
+                + (
+                    "; a time column of floats holds epochs written as decimals (a spreadsheet's 1.77837E+12), "
+                    "which lose precision and hide their unit: write them as integers"
+                    if floats
+                    else ""
+                )
             )
     return aside, partial
 
