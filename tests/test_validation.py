@@ -315,6 +315,16 @@ def test_a_day_of_float_epochs_in_a_folder_is_refused_saying_why(tmp_path):
     fails(daily, "Float64 in 1 file(s)", "a time column of floats holds epochs written as decimals")
 
 
+def test_integer_epochs_written_as_text_are_told_to_be_sent_as_numbers(tmp_path):
+    """A JavaScript client's epochs kept as strings ("1777000000000") were refused as text that is not RFC 3339,
+    without the cause (dogfood 245)."""
+    digits = events(timestamp=pl.Series([str(1_704_067_200_000 + s) for s in (0, 5, 60, 61, 120)]))
+    path = write(digits, tmp_path / "e.parquet")
+    fails(
+        path, "(first: '1704067200000', session 's1'); integer epochs written as text: send them as numbers"
+    )
+
+
 def test_null_timestamps(tmp_path):
     ts = [T0, None, T0, None, None]
     path = write(events(timestamp=pl.Series(ts, dtype=pl.Datetime("us"))), tmp_path / "e.parquet")

@@ -2310,7 +2310,13 @@ def validate_sessions(
             ("n_ts_out_of_range", out_of_range_text(schema, epoch_unit, origin), pl.col(S.TS_OUT_OF_RANGE)),
         ):
             if n := int(sessions[col].sum()):
-                bad.add(schema.timestamp, n, what, first(where, schema.timestamp))
+                example = first(where, schema.timestamp)
+                if col == "n_ts_unparsed" and re.match(r" \(first: '[0-9]+'", example):
+                    # A JavaScript client's epochs kept as strings, read as text (dogfood 245).
+                    example += (
+                        "; integer epochs written as text: send them as numbers (JSON, Parquet integers)"
+                    )
+                bad.add(schema.timestamp, n, what, example)
         if labels is None and (n := int(sessions["n_label_bad"].sum())):
             bad.add(schema.label, n, "have a label that is not 0/1", first(LABEL_NOT_01_ROWS, schema.label))
         if labels is None and (lt := schema.label_time):
