@@ -931,3 +931,32 @@ def test_a_label_file_naming_almost_no_fraud_is_noted(exported_artifact, windows
     empty = monitor(exported_artifact, windows["early"], reference=windows["reference"], labels=legit)
     [note] = [n for n in empty["notes"] if "is the chargeback file empty" in n]
     assert note.startswith(f"the window's labels name 0 fraud(s) among its {perf['n']:,} settled session(s)")
+    # Sessions within the label delay are left out of the settled ones, which the note judges alone (review 249: it
+    # never spoke while any session waited, and "labels to come" or "one class sooner" said otherwise).
+    from seqfraud.monitoring.alerts import DEFAULT_THRESHOLDS, notes
+    from seqfraud.monitoring.statistics import performance
+
+    raw = np.linspace(0.01, 0.99, 400)
+    scores = pl.DataFrame({S.SESSION_ID: [f"s{i}" for i in range(400)], S.RAW_SCORE: raw, S.SCORE: raw})
+    for frauds in (0, 1):
+        table = pl.DataFrame(
+            {S.SESSION_ID: scores[S.SESSION_ID][:300], S.LABEL: [int(i < frauds) for i in range(300)]}
+        )
+        settled = performance(scores, table, 0.01, reference_pr_auc=0.5, reference_fraud_share=0.1)
+        assert settled is not None
+        report = {
+            "current": {"sessions": 400},
+            "performance": settled
+            | {
+                "sessions_within_label_delay": 100,
+                "frauds_within_label_delay": 0,
+                "label_delay": "60d",
+                "labels_as_of": None,
+            },
+            "new_categories": {},
+        }
+        said = notes(report, DEFAULT_THRESHOLDS)
+        assert any(
+            n.startswith(f"the window's labels name {frauds} fraud(s) among its 300 settled") for n in said
+        )
+        assert not any("no PR-AUC until" in n or "labels come sooner" in n for n in said), said
