@@ -1107,7 +1107,9 @@ def test_a_field_changed_on_one_event_type_is_said_of_that_type(scorer, tmp_path
             assert said is None or f"request: {said}" in caplog.text, name
 
 
-def test_two_event_types_swapped_are_said_by_what_follows_them(scorer, test_period_events, tmp_path, caplog):
+def test_two_event_types_swapped_are_said_by_what_follows_them(
+    scorer, test_period_events, tmp_path, caplog, monkeypatch
+):
     """Two event types of like shares swapped upstream (a release that swapped two labels) keep every mix the
     checks read, and moved PR-AUC from 0.79 to 0.59 unsaid (dogfood 241). The manifest records what follows each
     event type in training (or ends its session), and a file whose types follow one another far otherwise is said,
@@ -1143,6 +1145,7 @@ def test_two_event_types_swapped_are_said_by_what_follows_them(scorer, test_peri
     assert "'checkout_start' comes after" in caplog.text or "'payment_attempt' comes after" in caplog.text
     # /events too, over the pairs of a session's events a window holds (dogfoods 247, 248: unsaid online).
     from seqfraud.features.fastpath import EventColumns
+    from seqfraud.scoring import prepare
     from seqfraud.scoring.prepare import Unlearnt, normalized_events
 
     in_order = test_period_events.sort(SYNTHETIC.session_id, SYNTHETIC.timestamp, maintain_order=True)
@@ -1152,6 +1155,18 @@ def test_two_event_types_swapped_are_said_by_what_follows_them(scorer, test_peri
         with caplog.at_level("WARNING", logger="seqfraud.scoring"):
             Unlearnt(scorer.spec, scorer.manifest).take(events, "request")
         assert ("request: what comes after its " in caplog.text) == (name == "swapped"), (name, caplog.text)
+    # Events sent newest first, and each sent twice (a retry), make the pairs of their times' order, as the service
+    # reads a session's events (review 249: arrival order read as swapped types, a retry as a type following itself).
+    parts = (in_order.reverse(), in_order.select(pl.all().repeat_by(2).explode()))
+    monkeypatch.setattr(prepare, "ONLINE_CHECK_AFTER", sum(p.height for p in parts))  # one window for all
+    unlearnt = Unlearnt(scorer.spec, scorer.manifest)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="seqfraud.scoring"):
+        for part in parts:
+            unlearnt.take(
+                EventColumns.of_frame(normalized_events(part.lazy(), scorer.spec, "r"), scorer.spec), "r"
+            )
+    assert unlearnt.seen == sum(p.height for p in parts) and "r: what comes after its " not in caplog.text
     # Sessions cut at the file's end, said so, are not read as a changed flow by their ends (review 246): what
     # follows each type is judged without them.
     rank = pl.int_range(pl.len()).over(SYNTHETIC.session_id, order_by=SYNTHETIC.timestamp)
