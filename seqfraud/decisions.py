@@ -193,6 +193,10 @@ def check_policy(policy: Mapping[str, Any], band: str = "threshold") -> dict[str
         raise DecisionError(f"{band}: policy {name!r}: {wrong[0]} must be a number, got {policy[wrong[0]]!r}")
     if policy.get("amount") is not None and not isinstance(policy["amount"], str):
         raise DecisionError(f"{band}: policy 'cost': amount must name a column, got {policy['amount']!r}")
+    if policy.get("amount_of") is not None and policy.get("amount") is None:
+        raise DecisionError(
+            f"{band}: policy 'cost': amount_of reads an amount column: name it (amount: COLUMN)"
+        )
     if policy.get("amount_of") is not None and policy["amount_of"] not in AMOUNT_OF:
         raise DecisionError(
             f"{band}: policy 'cost': amount_of must be one of {AMOUNT_OF} (how a session's events' amounts make "

@@ -194,6 +194,10 @@ def test_a_policy_that_flags_none_above_a_top_score_of_one_is_not_a_crossing(cap
             {"policy": "cost", "fraud_loss": 1, "false_decline_cost": 5, "amount": "x", "amount_of": "mean"},
             "amount_of must be one of ('sum', 'max')",
         ),
+        (  # read nothing, where the manifest recorded it (review 249)
+            {"policy": "cost", "fraud_loss": 1, "false_decline_cost": 5, "amount_of": "max"},
+            "amount_of reads an amount column: name it",
+        ),
     ],
 )
 def test_a_policy_value_of_the_wrong_type_is_named(policy, says):

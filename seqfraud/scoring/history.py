@@ -279,14 +279,17 @@ def warn_if_few_frauds(history: pl.DataFrame, labels: pl.DataFrame, entity: Enti
     settled = ends.filter(pl.col(S.TS_US) <= pl.col(S.TS_US).max() - (entity.label_lag_us or 0))
     frauds = labels.filter(pl.col(S.LABEL) == 1)[S.SESSION_ID].unique().implode()
     latest = settled.filter(pl.col(S.TS_US) > pl.col(S.TS_US).max() - LATEST_SETTLED_US)
-    for sessions, which in ((settled, "of those settled"), (latest, "of those settled in its last 30 days")):
+    for sessions, which in (
+        (settled, "settled session(s)"),
+        (latest, "settled session(s) that ended in the latest 30 days of them"),
+    ):
         expected = entity.prior * sessions.height
         named = sessions[S.SESSION_ID].is_in(frauds).sum()
         if expected >= 10 and named < expected / 10:
             log.warning(
-                "%s: the history's labels name %s fraud(s) among %s %s (to %s), where training's rate (%.2f%%) gives "
-                "about %s: is the chargeback file empty, stalled or another period's? The risk features read every "
-                "session it leaves out as not known to be fraud",
+                "%s: the history's labels name %s fraud(s) among its %s %s (to %s), where training's rate (%.2f%%) "
+                "gives about %s: is the chargeback file empty, stalled or another period's? The risk features read "
+                "every session it leaves out as not known to be fraud",
                 source,
                 f"{named:,}",
                 f"{sessions.height:,}",
@@ -433,10 +436,14 @@ def begun_said(held: pl.DataFrame, scored: pl.Series, cut: float, column: str) -
     (``held``; its latest tenth after ``cut``) do, far more of them than of its latest tenth against its earlier
     values (:data:`BEGUN_SHARE`), or None."""
     begins = pl.col(column).cast(pl.String).str.slice(0, BEGUN_CHARS)
-    history = held.select(S.TS_US, begins)
+    # Values that begin with a digit are left out: a counter's leading digits advance as ids are issued (review 249:
+    # clean account numbers read as reformatted).
+    history = held.select(S.TS_US, begins).filter(~pl.col(column).str.contains("^[0-9]"))
     earlier = history.filter(pl.col(S.TS_US) <= cut)[column].unique().implode()
     was = cast(float, (~history.filter(pl.col(S.TS_US) > cut)[column].is_in(earlier)).mean() or 0.0)
-    starts = scored.to_frame(column).select(begins)[column]
+    starts = scored.to_frame(column).select(begins).filter(~pl.col(column).str.contains("^[0-9]"))[column]
+    if history.is_empty():
+        return None
     new = ~starts.is_in(history[column].unique().implode())
     if new.sum() < UNMET_VALUES or (now := cast(float, new.mean())) < max(BEGUN_SHARE, BEGUN_RATIO * was):
         return None
