@@ -1023,6 +1023,23 @@ def test_a_history_whose_labels_name_almost_no_fraud_is_said(
         )
         assert (said in caplog.text) == (name == "stalled"), caplog.text
         assert ("the history's labels name" in caplog.text) == (name == "stalled"), caplog.text
+    # A table whose fraud labels stop 60 days before the history's end, at 2 a day before, is said by its label
+    # times, where the settled sessions' latest 30 days still held enough frauds (review 249: moved scores by up to
+    # 0.69 unsaid); one whose labels run to the end is not, nor a table without label times.
+    from seqfraud.scoring.history import warn_if_labels_stop
+
+    for name, last_day in (("running", 148), ("stopped", 90)):
+        times = [d * day + k * day // 2 for d in range(last_day) for k in range(2)]
+        table = pl.DataFrame(
+            {S.SESSION_ID: [f"f{i}" for i in range(len(times))], S.LABEL: 1, S.LABEL_TIME_US: times}
+        )
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="seqfraud.scoring.history"):
+            warn_if_labels_stop(history, table, name)
+            warn_if_labels_stop(history, table.drop(S.LABEL_TIME_US), f"{name} untimed")
+        said = f"{name}: its latest fraud label was known on 1970-03-31, 60 day(s) before the history's last event"
+        assert (said in caplog.text) == (name == "stopped"), caplog.text
+        assert "untimed" not in caplog.text
 
 
 def test_a_histories_rows_repeated_exactly_are_said(entity_run, entity_artifact, tmp_path, caplog) -> None:

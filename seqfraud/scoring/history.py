@@ -166,6 +166,7 @@ class History:
             )
         if entity.risk:
             warn_if_few_frauds(frame, table, entity, label_source)
+            warn_if_labels_stop(frame, table, label_source)
         if entity.risk and spec.absent_is_negative:  # the table lists the frauds alone, as training's did
             table = absent_as_negative(table, history_ids)
         return cls(frame, table, label_source, labels is None, source)
@@ -299,6 +300,41 @@ def warn_if_few_frauds(history: pl.DataFrame, labels: pl.DataFrame, entity: Enti
                 f"{expected:,.0f}",
             )
             return
+
+
+# A label table whose latest label time lies this long before the history's last event, where its own rate of fraud
+# labels over the LABEL_RATE_US before would have given LABELS_EXPECTED more since, stopped: a file pulled two months
+# before the history's end named too few frauds of the latest settled sessions to be said by them, and moved scores
+# by up to 0.69 (review 249). Weekly chargeback batches leave gaps of days.
+LABELS_STOP_US, LABEL_RATE_US, LABELS_EXPECTED = 14 * 86_400_000_000, 60 * 86_400_000_000, 10
+
+
+def warn_if_labels_stop(history: pl.DataFrame, labels: pl.DataFrame, source: str) -> None:
+    """Log where the history's fraud labels, by their label times (a table without them is not judged), stop
+    :data:`LABELS_STOP_US` or more before its last event, where their own rate before would have given
+    :data:`LABELS_EXPECTED` since."""
+    if S.LABEL_TIME_US not in labels.columns or not history.height:
+        return
+    known = labels.filter(pl.col(S.LABEL) == 1)[S.LABEL_TIME_US].drop_nulls()
+    if known.is_empty():
+        return
+    latest, end = cast(int, known.max()), cast(int, history[S.TS_US].max())
+    before = int(
+        (known > latest - LABEL_RATE_US).sum()
+    )  # the rate over the period before it, the latest included
+    expected = before * (end - latest) / LABEL_RATE_US
+    if end - latest >= LABELS_STOP_US and expected >= LABELS_EXPECTED:
+        log.warning(
+            "%s: its latest fraud label was known on %s, %.0f day(s) before the history's last event, where the %s "
+            "known in the %d days before it give about %s since: is the chargeback file stalled, or pulled long "
+            "before the events? The risk features read every fraud it leaves out as not known to be fraud",
+            source,
+            from_epoch_us(latest)[:10],
+            (end - latest) / 86_400e6,
+            f"{before:,}",
+            LABEL_RATE_US // 86_400_000_000,
+            f"{expected:,.0f}",
+        )
 
 
 def warn_if_short(
