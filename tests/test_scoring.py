@@ -1050,3 +1050,36 @@ def test_nan_a_model_never_saw_is_warned_of_once(scorer, one_session, caplog):
         caplog.clear()
         scorer.score(records)
         assert "NaN" not in caplog.text
+
+
+def test_batch_scoring_and_the_monitor_say_two_sessions_under_one_id(
+    scorer, exported_artifact, test_period_events, tmp_path, caplog
+):
+    """Two applications under one id each (two dealer systems' numbering collided) were all declined, unsaid: only
+    too-short sessions were said (dogfood 250). Sessions with more events than 99% of training's, three times its
+    share, are said, by batch scoring and the monitor alike."""
+    from seqfraud.monitoring import monitor
+
+    schema = scorer.spec.schema
+    assert scorer.spec.longest_trained > 1  # recorded at fit
+    ids = test_period_events[schema.session_id].unique().sort()
+    pairs = {b: a for a, b in zip(ids[::2], ids[1::2])}  # each second session under the one before
+    merged = test_period_events.with_columns(pl.col(schema.session_id).replace(pairs))
+    lengths = merged.group_by(schema.session_id).len()["len"]
+    long = int((lengths > scorer.spec.longest_trained).sum())
+    test_period_events.write_parquet(tmp_path / "whole.parquet")
+    merged.write_parquet(tmp_path / "merged.parquet")
+    for name in ("whole", "merged"):
+        caplog.clear()
+        score_file(scorer, tmp_path / f"{name}.parquet", tmp_path / "s.parquet", progress=False)
+        said = f"{name}.parquet: {long:,} of its {lengths.len():,} sessions"
+        assert (said in caplog.text) == (name == "merged"), name
+        assert ("have more events than 99% of the training sessions" in caplog.text) == (name == "merged"), (
+            name
+        )
+    report = monitor(
+        exported_artifact, str(tmp_path / "merged.parquet"), reference=str(tmp_path / "whole.parquet")
+    )
+    assert any(
+        f"the current window: {long:,} of its {lengths.len():,} sessions" in n for n in report["notes"]
+    )

@@ -60,6 +60,7 @@ from seqfraud.monitoring.statistics import (
 from seqfraud.scoring.history import History, require_history
 from seqfraud.scoring.prepare import (
     cut_sessions_said,
+    merged_sessions_said,
     recoded_said,
     reference_transitions,
     transitions_said,
@@ -253,6 +254,9 @@ def monitor(
     short = int((lengths < spec.shortest_trained).sum())
     if cut := cut_sessions_said("the current window", spec, short, len(cur.seqs)):
         report["notes"].append(cut)
+    long = int((lengths > spec.longest_trained).sum())
+    if merged := merged_sessions_said("the current window", spec, long, len(cur.seqs)):
+        report["notes"].append(merged)
     kind = spec.schema.event_type
     known = int(cur.events[kind].cast(pl.String).is_in(spec.vocab[kind]).sum())
     recoded = recoded_said("", spec, kind, cur.events.height, known, []) is not None

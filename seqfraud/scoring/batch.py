@@ -52,6 +52,7 @@ from seqfraud.scoring.prepare import (
     epoch_unit,
     event_us,
     learnt_kinds,
+    merged_sessions_said,
     mix_said,
     normalized_events,
     null_pools,
@@ -146,6 +147,7 @@ def iter_sequences(
             pl.col(spec.schema.session_id).n_unique().alias("sessions"),
             (lengths > spec.max_len).sum().alias("truncated"),
             (lengths < spec.shortest_trained).sum().alias("short"),
+            (lengths > spec.longest_trained).sum().alias("long"),
             lengths.max().alias("longest"),
             *(pl.col(c).null_count().alias(f"__nulls_{i}") for i, c in enumerate(optional)),
             *(
@@ -267,7 +269,11 @@ def iter_sequences(
     sessions = counts["sessions"].item()
     firsts = dict(got["firsts"].iter_rows()) if "firsts" in got else {}
     cut = cut_sessions_said(source, spec, counts["short"].item(), sessions)
-    for said in (unopened_said(source, spec, firsts, sessions, spec.schema.event_type in recoded), cut):
+    for said in (
+        unopened_said(source, spec, firsts, sessions, spec.schema.event_type in recoded),
+        cut,
+        merged_sessions_said(source, spec, counts["long"].item(), sessions),
+    ):
         if said:
             log.warning("%s", said)
     if (truncated := counts["truncated"].item()) and scorer.reads_sequence:
