@@ -1285,6 +1285,43 @@ def test_busy_values_are_said_by_share_and_placeholders_sooner() -> None:
     assert "6.0%" in said[0] and "shared NAT" in said[0] and "placeholder" in said[1]
     assert busy_warnings({"ip": ["10.0.0.1", 60]}, n_sessions=200) == []  # few sessions in all: not said
     assert busy_warnings({"device": ["unknown", 9]}, n_sessions=10_000) == []
+    # A number of one digit repeated is a placeholder too (dogfood 250: '+10000000000' on 155 applications).
+    from seqfraud.features.entities import is_placeholder
+
+    filled = ("0000000000", "000-000-0000", "+10000000000", "(999) 999-9999", "N/A")
+    assert all(is_placeholder(v) for v in filled)
+    assert not any(is_placeholder(v) for v in ("+14155552671", "1234567", "a1b2c3", "dev-000001"))
+
+
+def test_a_placeholder_that_came_after_training_is_said_by_batch_scoring(
+    entity_run, entity_artifact, tmp_path, caplog
+) -> None:
+    """A phone made optional upstream, written '+10000000000' on 30% of the scored applications, linked them all
+    and moved 136 of 517 to decline, unsaid: the placeholder check ran at preprocessing alone (dogfood 250)."""
+    from seqfraud.scoring.batch import score_file
+    from seqfraud.scoring.history import History
+    from seqfraud.scoring.scorer import Scorer
+
+    scored, other, labels = split_log(entity_run)
+    scorer = Scorer.load(entity_artifact)
+    scorer.history = History.read(other, pl.read_parquet(labels), scorer.spec)
+    column = S.SYNTHETIC_ENTITIES[0]
+    sid = pl.col("session_id")
+    filled = scored.with_columns(
+        pl.when(sid.hash(3) % 10 < 3)
+        .then(pl.lit("+10000000000"))
+        .otherwise(pl.col(column).cast(pl.String))
+        .alias(column)
+    )
+    for name, frame in (("as_sent", scored), ("filled", filled)):
+        path = tmp_path / f"{name}.parquet"
+        frame.write_parquet(path)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="seqfraud.scoring"):
+            score_file(scorer, path, tmp_path / "s.parquet", progress=False)
+        said = f"{path}: entity column '{column}': the value '+10000000000' is on"
+        assert (said in caplog.text) == (name == "filled"), caplog.text
+        assert ("it looks like a placeholder" in caplog.text) == (name == "filled")
 
 
 def test_a_label_table_of_the_frauds_alone_reads_every_other_session_as_legitimate(

@@ -395,13 +395,15 @@ def warn_if_short(
 # A history that ends this long before the first scored event, and longer than its own longest gap between events,
 # lacks the events between (dogfood 228: a history of the months before, read for a month's last days, moved scores
 # by up to 0.76 unsaid). The scored events' values meeting the history a tenth as often as its latest tenth of events
-# meet its earlier ones or less, where that would have met UNMET_EXPECTED of them, say a column written otherwise
-# (dogfood 228: '221.221.157' for '221.221.157.0/24' met none of it, 29 of 1,626 bands moved; dogfood 245: cards
-# re-hashed upstream, 4.1% recurrent, met none, 11 bands moved), over UNMET_VALUES scored values at least. So do
+# meet its earlier ones or less, where that is RECURRENT_SHARE or more and would have met UNMET_EXPECTED of them, say
+# a column written otherwise (dogfood 228: '221.221.157' for '221.221.157.0/24' met none of it, 29 of 1,626 bands
+# moved; dogfood 245: cards re-hashed upstream, 4.1% recurrent, met none, 11 bands moved), over UNMET_VALUES scored
+# values at least. Rarer recurrence is a ring's, which comes and goes (dogfood 250: phones 1.5% recurrent, a clean
+# month's met none). So do
 # BEGUN_SHARE of the scored values or more beginning (BEGUN_CHARS) as none of the history's do, BEGUN_RATIO times the
 # share of its latest tenth that begin as none of its earlier values do (dogfood 244: one channel's card tokens from
 # a new vault, 'pt_' for 'ctk_', met half as often: 6 bands moved unsaid).
-STALE_US, UNMET_EXPECTED, UNMET_VALUES = 86_400_000_000, 20, 50
+STALE_US, RECURRENT_SHARE, UNMET_EXPECTED, UNMET_VALUES = 86_400_000_000, 0.03, 20, 50
 BEGUN_CHARS, BEGUN_SHARE, BEGUN_RATIO = 3, 0.2, 5
 
 
@@ -447,7 +449,12 @@ def warn_if_apart(history: pl.DataFrame, events: pl.DataFrame, spec: Spec, sourc
         values = held[c].unique()
         met = scored.is_in(values.implode())
         share = cast(float, met.mean())
-        if recurrent is None or recurrent * scored.len() < UNMET_EXPECTED or share > recurrent / 10:
+        if (
+            recurrent is None
+            or recurrent < RECURRENT_SHARE
+            or recurrent * scored.len() < UNMET_EXPECTED
+            or share > recurrent / 10
+        ):
             if said := begun_said(held, scored, cut, c):
                 log.warning("%s: %s", source, said)
             continue
