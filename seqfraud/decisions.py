@@ -193,7 +193,7 @@ def check_policy(policy: Mapping[str, Any], band: str = "threshold") -> dict[str
         raise DecisionError(f"{band}: policy {name!r}: {wrong[0]} must be a number, got {policy[wrong[0]]!r}")
     if policy.get("amount") is not None and not isinstance(policy["amount"], str):
         raise DecisionError(f"{band}: policy 'cost': amount must name a column, got {policy['amount']!r}")
-    if policy.get("amount_of") is not None and policy.get("amount") is None:
+    if policy.get("amount_of") == "max" and policy.get("amount") is None:
         raise DecisionError(
             f"{band}: policy 'cost': amount_of reads an amount column: name it (amount: COLUMN)"
         )

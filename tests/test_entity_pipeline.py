@@ -441,6 +441,14 @@ def test_a_history_that_stops_early_or_meets_no_scored_value_is_said(
             "(scored 'pt_', the history's most often 'c00'), against 0.0% of the history's latest tenth"
         ) in caplog.text
         assert "meet a value of the history" not in caplog.text
+        # A new vault's digits beside the history's letters stand apart as one class (review 252: left out, unsaid).
+        caplog.clear()
+        digits = [f"c{i:06d}" for i in range(60)] + [f"4{i:015d}" for i in range(60)]
+        warn_if_apart(rare, scored_as(digits), scorer.spec, "digits")
+        assert (
+            "digits: column" in caplog.text
+            and "(scored '0-9', the history's most often 'c00')" in caplog.text
+        )
         # Numbers issued in order begin otherwise as they grow: not read as reformatted (review 249).
         caplog.clear()
         counted = rare.with_columns(pl.Series(column, [str(1_000_000 + i) for i in range(n)]))
@@ -1028,8 +1036,9 @@ def test_a_history_whose_labels_name_almost_no_fraud_is_said(
     # 0.69 unsaid); one whose labels run to the end is not, nor a table without label times.
     from seqfraud.scoring.history import warn_if_labels_stop
 
-    for name, last_day in (("running", 148), ("stopped", 90)):
-        times = [d * day + k * day // 2 for d in range(last_day) for k in range(2)]
+    monthly = [d * day for d in range(10, 149, 30) for _ in range(60)]  # on the 10th, a month's labels each
+    for name, last_day in (("running", 148), ("stopped", 90), ("monthly", 0)):
+        times = [d * day + k * day // 2 for d in range(last_day) for k in range(2)] or monthly
         table = pl.DataFrame(
             {S.SESSION_ID: [f"f{i}" for i in range(len(times))], S.LABEL: 1, S.LABEL_TIME_US: times}
         )
@@ -1288,9 +1297,10 @@ def test_busy_values_are_said_by_share_and_placeholders_sooner() -> None:
     # A number of one digit repeated is a placeholder too (dogfood 250: '+10000000000' on 155 applications).
     from seqfraud.features.entities import is_placeholder
 
-    filled = ("0000000000", "000-000-0000", "+10000000000", "(999) 999-9999", "N/A")
+    filled = ("0000000000", "000-000-0000", "+10000000000", "(999) 999-9999", "+44 0000 000000", "N/A")
     assert all(is_placeholder(v) for v in filled)
-    assert not any(is_placeholder(v) for v in ("+14155552671", "1234567", "a1b2c3", "dev-000001"))
+    ids = ("+14155552671", "1234567", "a1b2c3", "dev-000001", "1000000", "111111", "4111111111111111")
+    assert not any(is_placeholder(v) for v in ids)  # review 252: a dealer id 1000000 was told "write null"
 
 
 def test_a_placeholder_that_came_after_training_is_said_by_batch_scoring(

@@ -164,8 +164,8 @@ class History:
                 source,
                 odd,
             )
-        if entity.risk:
-            warn_if_few_frauds(frame, table, entity, label_source)
+        # One word of a stalled file: its settled sessions' frauds, else its label times.
+        if entity.risk and not warn_if_few_frauds(frame, table, entity, label_source):
             warn_if_labels_stop(frame, table, label_source)
         if entity.risk and spec.absent_is_negative:  # the table lists the frauds alone, as training's did
             table = absent_as_negative(table, history_ids)
@@ -269,7 +269,7 @@ class History:
 LATEST_SETTLED_US = 30 * 86_400_000_000
 
 
-def warn_if_few_frauds(history: pl.DataFrame, labels: pl.DataFrame, entity: EntitySpec, source: str) -> None:
+def warn_if_few_frauds(history: pl.DataFrame, labels: pl.DataFrame, entity: EntitySpec, source: str) -> bool:
     """Log where the history's labels name under a tenth of the frauds that training's rate gives its settled
     sessions (those that ended training's label lag before its last event, whose labels have come), or those of
     them that ended in the last :data:`LATEST_SETTLED_US` of that, and that rate gives 10 or more: an empty or
@@ -299,7 +299,8 @@ def warn_if_few_frauds(history: pl.DataFrame, labels: pl.DataFrame, entity: Enti
                 100 * entity.prior,
                 f"{expected:,.0f}",
             )
-            return
+            return True
+    return False
 
 
 # A label table whose latest label time lies this long before the history's last event, where its own rate of fraud
@@ -319,11 +320,12 @@ def warn_if_labels_stop(history: pl.DataFrame, labels: pl.DataFrame, source: str
     if known.is_empty():
         return
     latest, end = cast(int, known.max()), cast(int, history[S.TS_US].max())
-    before = int(
-        (known > latest - LABEL_RATE_US).sum()
-    )  # the rate over the period before it, the latest included
+    recent = known.filter(known > latest - LABEL_RATE_US)
+    before = recent.len()  # the rate over the period before it, the latest included
     expected = before * (end - latest) / LABEL_RATE_US
-    if end - latest >= LABELS_STOP_US and expected >= LABELS_EXPECTED:
+    # Twice the table's own longest wait between label times there: a monthly report waits a month (review 252).
+    batched = 2 * int(recent.unique().sort().diff().max() or 0)
+    if end - latest >= max(LABELS_STOP_US, batched) and expected >= LABELS_EXPECTED:
         log.warning(
             "%s: its latest fraud label was known on %s, %.0f day(s) before the history's last event, where the %s "
             "known in the %d days before it give about %s since: is the chargeback file stalled, or pulled long "
@@ -395,15 +397,15 @@ def warn_if_short(
 # A history that ends this long before the first scored event, and longer than its own longest gap between events,
 # lacks the events between (dogfood 228: a history of the months before, read for a month's last days, moved scores
 # by up to 0.76 unsaid). The scored events' values meeting the history a tenth as often as its latest tenth of events
-# meet its earlier ones or less, where that is RECURRENT_SHARE or more and would have met UNMET_EXPECTED of them, say
-# a column written otherwise (dogfood 228: '221.221.157' for '221.221.157.0/24' met none of it, 29 of 1,626 bands
-# moved; dogfood 245: cards re-hashed upstream, 4.1% recurrent, met none, 11 bands moved), over UNMET_VALUES scored
-# values at least. Rarer recurrence is a ring's, which comes and goes (dogfood 250: phones 1.5% recurrent, a clean
-# month's met none). So do
+# meet its earlier ones or less, where that would have met UNMET_EXPECTED of them, say a column written otherwise
+# (dogfood 228: '221.221.157' for '221.221.157.0/24' met none of it, 29 of 1,626 bands moved; dogfood 245: cards
+# re-hashed upstream, 4.1% recurrent, met none, 11 bands moved; review 252: devices 2.7% recurrent re-hashed, 2
+# bands), over UNMET_VALUES scored values at least; a ring that reused values and stopped reads so too (dogfood 250:
+# phones 1.5% recurrent), and the message says it. So do
 # BEGUN_SHARE of the scored values or more beginning (BEGUN_CHARS) as none of the history's do, BEGUN_RATIO times the
 # share of its latest tenth that begin as none of its earlier values do (dogfood 244: one channel's card tokens from
 # a new vault, 'pt_' for 'ctk_', met half as often: 6 bands moved unsaid).
-STALE_US, RECURRENT_SHARE, UNMET_EXPECTED, UNMET_VALUES = 86_400_000_000, 0.03, 20, 50
+STALE_US, UNMET_EXPECTED, UNMET_VALUES = 86_400_000_000, 20, 50
 BEGUN_CHARS, BEGUN_SHARE, BEGUN_RATIO = 3, 0.2, 5
 
 
@@ -449,12 +451,7 @@ def warn_if_apart(history: pl.DataFrame, events: pl.DataFrame, spec: Spec, sourc
         values = held[c].unique()
         met = scored.is_in(values.implode())
         share = cast(float, met.mean())
-        if (
-            recurrent is None
-            or recurrent < RECURRENT_SHARE
-            or recurrent * scored.len() < UNMET_EXPECTED
-            or share > recurrent / 10
-        ):
+        if recurrent is None or recurrent * scored.len() < UNMET_EXPECTED or share > recurrent / 10:
             if said := begun_said(held, scored, cut, c):
                 log.warning("%s: %s", source, said)
             continue
@@ -462,7 +459,8 @@ def warn_if_apart(history: pl.DataFrame, events: pl.DataFrame, spec: Spec, sourc
             "%s: column %r: %.1f%% of the scored events' values meet a value of the history, where %.1f%% of the "
             "history's latest tenth meet another session's earlier events (scored %r, the history's latest %r): "
             "their entity features read them as never seen. Was the column written otherwise upstream (a "
-            "prefix, case, a format), is the history another system's, or are these all new?",
+            "prefix, case, a format), is the history another system's, or are these all new (a ring that reused "
+            "values and stopped)?",
             source,
             c,
             100 * share,
@@ -478,15 +476,17 @@ def begun_said(held: pl.DataFrame, scored: pl.Series, cut: float, column: str) -
     """What to say of ``scored`` values of an entity ``column`` many of which begin as none of the history's
     (``held``; its latest tenth after ``cut``) do, far more of them than of its latest tenth against its earlier
     values (:data:`BEGUN_SHARE`), or None."""
-    begins = pl.col(column).cast(pl.String).str.slice(0, BEGUN_CHARS)
-    # Values that begin with a digit are left out: a counter's leading digits advance as ids are issued (review 249:
-    # clean account numbers read as reformatted).
-    history = held.select(S.TS_US, begins).filter(~pl.col(column).str.contains("^[0-9]"))
+    # Values that begin with a digit are one class: a counter's leading digits advance as ids are issued (review 249:
+    # clean account numbers read as reformatted), and a new vault's digits among letters still stand apart (review
+    # 252).
+    text = pl.col(column).cast(pl.String)
+    begins = (
+        pl.when(text.str.contains("^[0-9]")).then(pl.lit("0-9")).otherwise(text.str.slice(0, BEGUN_CHARS))
+    )
+    history = held.select(S.TS_US, begins.alias(column))
     earlier = history.filter(pl.col(S.TS_US) <= cut)[column].unique().implode()
     was = cast(float, (~history.filter(pl.col(S.TS_US) > cut)[column].is_in(earlier)).mean() or 0.0)
-    starts = scored.to_frame(column).select(begins).filter(~pl.col(column).str.contains("^[0-9]"))[column]
-    if history.is_empty():
-        return None
+    starts = scored.to_frame(column).select(begins.alias(column))[column]
     new = ~starts.is_in(history[column].unique().implode())
     if new.sum() < UNMET_VALUES or (now := cast(float, new.mean())) < max(BEGUN_SHARE, BEGUN_RATIO * was):
         return None

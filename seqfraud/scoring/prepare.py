@@ -366,15 +366,15 @@ def cut_sessions_said(where: str, spec: Spec, short: int, sessions: int) -> str 
 
 
 def merged_sessions_said(where: str, spec: Spec, long: int, sessions: int) -> str | None:
-    """What to say where ``long`` of ``sessions`` have more events than 99% of the training sessions, three times
-    training's share or more (and 10 or more), as :func:`cut_sessions_said` says the short: two applications of two
-    dealer systems under one id each, declined all 150 of them, unsaid (dogfood 250); None otherwise, and for specs
-    that did not record training's."""
+    """What to say where ``long`` of ``sessions`` have more events than 99% of the training sessions, 3% or more
+    (and 10 or more), as :func:`cut_sessions_said` says the short: two applications of two dealer systems under one
+    id each, declined all 150 of them, unsaid (dogfood 250); None otherwise, and for specs that did not record
+    training's."""
     if not spec.longest_trained or long < 10 or long < 0.03 * sessions:
         return None
     return (
         f"{where}: {long:,} of its {sessions:,} sessions ({long / sessions:.1%}) have more events than 99% of the "
-        f"training sessions (more than {spec.longest_trained}), against 1% in training: the events of two sessions "
+        f"training sessions (more than {spec.longest_trained}), against 1% at most in training: the events of two sessions "
         "under one id (ids that collide between systems, a counter reset), or a new kind of long session?"
     )
 
