@@ -988,8 +988,9 @@ def mix_said(
 
 class Unlearnt:
     """Batch scoring's checks of a recoding (:func:`recoded_said`), a categorical's mix (:func:`mix_said`), a unit
-    change (:func:`off_scale_said`), a number's spread over its buckets (:func:`spread_said`) and a field's nulls
-    (:data:`NULL_CHECKS`; each carried over windows as the spread's counts are), online, over windows of :data:`ONLINE_CHECK_AFTER`
+    change (:func:`off_scale_said`), a number's spread over its buckets (:func:`spread_said`), what follows each
+    event type (:func:`transitions_said`) and a field's nulls (:data:`NULL_CHECKS`, per pool of events; each carried
+    over windows as the spread's counts are), online, over windows of :data:`ONLINE_CHECK_AFTER`
     events: the first events the process takes, then one from each :data:`ONLINE_CHECK_EVERY`-th (a change upstream
     after the first thousand events went unsaid, and a unit changed within the buckets' range was never said
     online). A number's bucket counts carry over windows until they hold the spread check's values and sessions (an
