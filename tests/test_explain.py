@@ -328,15 +328,20 @@ def test_cli_writes_html_and_png(exported_artifact, few, scorer, tmp_path, capsy
     )
     # The events that moved the score most, either way: one that lowered it most was left out (dogfood 97).
     made = pl.DataFrame(
-        {S.EVENT: ["login", "logout", "add_card", "view"], S.CONTRIBUTION: [0.006, -0.033, 0.004, 0.001]}
+        {
+            S.POSITION: [0, 1, 2, 3],
+            S.EVENT: ["login", "logout", "add_card", "view"],
+            S.CONTRIBUTION: [0.006, -0.033, 0.004, 0.001],
+        }
     )
-    assert moved_most(made) == "logout (-0.033), login (+0.006), add_card (+0.004)"
+    # Each by its row of the page too (dogfood 251: an integer event code alone read as a row number).
+    assert moved_most(made) == "#1 logout (-0.033), #0 login (+0.006), #2 add_card (+0.004)"
     # Of a flagged session, the reason asked for: what raised it first (dogfood 221: three that lowered a review's
     # score were named, not the one that raised it most).
-    assert moved_most(made, flagged=True) == "login (+0.006), add_card (+0.004), view (+0.001)"
-    assert moved_most(made.head(2), flagged=True) == "login (+0.006), logout (-0.033)"
+    assert moved_most(made, flagged=True) == "#0 login (+0.006), #2 add_card (+0.004), #3 view (+0.001)"
+    assert moved_most(made.head(2), flagged=True) == "#0 login (+0.006), #1 logout (-0.033)"
     # One that prints as 0.000 is no reason (dogfood 99).
-    assert moved_most(made.with_columns(pl.col(S.CONTRIBUTION) / 20)) == "logout (-0.002)"
+    assert moved_most(made.with_columns(pl.col(S.CONTRIBUTION) / 20)) == "#1 logout (-0.002)"
     assert (
         moved_most(made.with_columns(pl.col(S.CONTRIBUTION) / 1000))
         == "none (every event's contribution is 0.000)"

@@ -98,7 +98,8 @@ def moved_most(explained: pl.DataFrame, k: int = 3, flagged: bool = False) -> st
     said more than three that raised it a little (dogfood 97). Of a ``flagged`` session (review, decline), whose
     reason is asked, those that raised it first, then those that lowered it (dogfood 221: three that lowered a
     review's score were named, not the one that raised it most). Those that print as 0.000 are left out: "scroll
-    (-0.000)" read as a reason (dogfood 99)."""
+    (-0.000)" read as a reason (dogfood 99). Each by its row of the page and its type: an integer event code alone
+    read as a row number, another row's (dogfood 251)."""
     moved = explained.filter(pl.col(S.CONTRIBUTION).abs() >= NO_SINGLE_EVENT)
     order = (
         [pl.col(S.CONTRIBUTION) > 0, pl.col(S.CONTRIBUTION).abs()]
@@ -106,7 +107,9 @@ def moved_most(explained: pl.DataFrame, k: int = 3, flagged: bool = False) -> st
         else [pl.col(S.CONTRIBUTION).abs()]
     )
     top = moved.sort(order, descending=True).head(k)
-    said = ", ".join(f"{e} ({c:+.3f})" for e, c in zip(top[S.EVENT], top[S.CONTRIBUTION]))
+    said = ", ".join(
+        f"#{p} {e} ({c:+.3f})" for p, e, c in zip(top[S.POSITION], top[S.EVENT], top[S.CONTRIBUTION])
+    )
     return said or "none (every event's contribution is 0.000)"
 
 
