@@ -74,7 +74,7 @@ from seqfraud.features.drift import (
     psi_bins,
     token_label,
 )
-from seqfraud.features.fastpath import EventColumns
+from seqfraud.features.fastpath import EventColumns, token_tables
 from seqfraud.features.spec import FIRST_ID, OPENER_SHARE, PAD, UNKNOWN, Spec
 from seqfraud.features.tokens import quantile_probs
 
@@ -1030,7 +1030,7 @@ class Unlearnt:
         # sessions, carried as the mix's counts are until a type has followed enough. A session's end is not
         # known online.
         self.follows = reference_transitions(spec, manifest)
-        self.type_ids = {v: FIRST_ID + i for i, v in enumerate(spec.vocab[spec.schema.event_type])}
+        self.type_ids = token_tables(spec).vocab[spec.schema.event_type]
         self.n_types = spec.vocab_size(spec.schema.event_type)
         self.pairs: tuple[Counter[int], set[str]] = (Counter(), set())
         self.pairs_from = 0
