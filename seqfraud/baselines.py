@@ -27,6 +27,9 @@ from seqfraud.features.spec import Spec
 log = logging.getLogger(__name__)
 STACKER_FILE = "stacker.txt"
 STACKER_FORMAT = "lightgbm-text"
+# How a blend combines (the manifest's ``stacker.combine``): the mean of its trees' raw score and the sequence
+# model's logit. A stacker without it is given the logit as its last input.
+STACKER_BLEND = "mean-logit"
 
 
 def session_aggregates(events: pl.LazyFrame, spec: Spec) -> pl.LazyFrame:
@@ -509,12 +512,13 @@ def snapped(x: np.ndarray) -> np.ndarray:
 
 
 class OneRow:
-    """A booster's probability for one row through LightGBM's single-row C API (``...SingleRowFast``): its
-    configuration is parsed once, where ``Booster.predict`` builds a predictor per call. Per-event scoring calls
-    it once an event: 46 us against 118 us, each call after 8 MB of other work (6 against 22 us in a tight
-    loop), equal to ``predict`` to the bit. Thread-safe: LightGBM locks the booster, the output is per call."""
+    """A booster's probability (or ``raw`` score) for one row through LightGBM's single-row C API
+    (``...SingleRowFast``): its configuration is parsed once, where ``Booster.predict`` builds a predictor per
+    call. Per-event scoring calls it once an event: 46 us against 118 us, each call after 8 MB of other work (6
+    against 22 us in a tight loop), equal to ``predict`` to the bit. Thread-safe: LightGBM locks the booster,
+    the output is per call."""
 
-    def __init__(self, booster):
+    def __init__(self, booster, raw: bool = False):
         from lightgbm.basic import _LIB, _safe_call
 
         self._call, self._predict = _safe_call, _LIB.LGBM_BoosterPredictForMatSingleRowFast
@@ -523,7 +527,9 @@ class OneRow:
         _safe_call(
             _LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
                 booster._handle,
-                ctypes.c_int(0),  # C_API_PREDICT_NORMAL: the probability
+                ctypes.c_int(
+                    1 if raw else 0
+                ),  # C_API_PREDICT_RAW_SCORE or C_API_PREDICT_NORMAL (the probability)
                 ctypes.c_int(0),  # from the first iteration
                 ctypes.c_int(-1),  # to the best (or last)
                 ctypes.c_int(1),  # C_API_DTYPE_FLOAT64
@@ -553,25 +559,35 @@ def _free_config(lib, config: ctypes.c_void_p, booster) -> None:
 
 
 class Stacker:
-    """A LightGBM booster over :func:`with_logit` rows; thread-safe for concurrent predictions."""
+    """A LightGBM booster over :func:`with_logit` rows; thread-safe for concurrent predictions.
 
-    def __init__(self, booster, spec: Spec):
+    A ``blend`` (stacking's ``blend`` candidate) is the baseline's trees, which never split on the score: its
+    probability is the sigmoid of the mean of their raw score and the sequence model's logit, a hedge fitted on
+    nothing, which validation can flatter only by choosing it."""
+
+    def __init__(self, booster, spec: Spec, blend: bool = False):
         self.booster = booster
         self.spec = spec
+        self.blend = blend
         self.layout = AggregateLayout(spec)
         if self.layout.width + 1 != booster.num_feature():
             raise ValueError(
                 f"the stacker reads {booster.num_feature()} inputs; this spec gives "
                 f"{self.layout.width} aggregates and the score"
             )
-        self.one_row = OneRow(booster)
+        splits_on_score = bool(booster.feature_importance("split")[-1] > 0)
+        if blend and splits_on_score:
+            raise ValueError(
+                "a blend's trees must be the baseline's, which never split on the sequence score"
+            )
+        self.one_row = OneRow(booster, raw=blend)
         # A stacker that kept the aggregates alone (stacking's "aggregates": the score held constant in training)
         # never splits on the sequence model's score, so its sessions need not compute it (a dogfood's default
         # model ran its GRU at every event, 1.1-2.3 ms, for a score no tree read).
-        self.reads_sequence = bool(booster.feature_importance("split")[-1] > 0)
+        self.reads_sequence = blend or splits_on_score
 
     @classmethod
-    def from_text(cls, text: str, spec: Spec) -> Stacker:
+    def from_text(cls, text: str, spec: Spec, blend: bool = False) -> Stacker:
         """The booster of LightGBM's text format; ValueError if the text is not one."""
         import lightgbm
 
@@ -579,7 +595,7 @@ class Stacker:
             booster = lightgbm.Booster(model_str=text)
         except lightgbm.basic.LightGBMError as e:
             raise ValueError(f"not a LightGBM model: {e}") from e
-        return cls(booster, spec)
+        return cls(booster, spec, blend)
 
     def aggregates(self, events: pl.DataFrame | EventColumns, session_ids: list[str]) -> np.ndarray:
         """The aggregate rows of ``session_ids``, from normalized events or their plain columns."""
@@ -592,5 +608,9 @@ class Stacker:
         """Probabilities of the stacked model from the sessions' aggregates and sequence-model probabilities."""
         rows = with_logit(aggregates, probability)
         if len(rows) == 1:  # a session's event, online
-            return np.array([self.one_row(rows[0])], np.float32)
-        return np.asarray(self.booster.predict(rows, num_threads=1), np.float32)
+            out = np.array([self.one_row(rows[0])])
+        else:
+            out = np.asarray(self.booster.predict(rows, num_threads=1, raw_score=self.blend))
+        if self.blend:
+            out = 1 / (1 + np.exp(-(out + rows[:, -1]) / 2))
+        return out.astype(np.float32)

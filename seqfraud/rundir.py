@@ -50,7 +50,8 @@ def predictions(run_dir: str | Path, split: str) -> Path:
 
 def stacking_kept(run_dir: str | Path) -> str | None:
     """Which candidate a stacked run kept (``stacked``, ``aggregates``: LightGBM's scores whatever its sequence
-    model's settings, or ``sequence``: its sequence model's alone); None for other runs."""
+    model's settings, ``sequence``: its sequence model's alone, or ``blend``: the mean of both logits); None for
+    other runs."""
     report = Path(run_dir) / STACKING_REPORT
     return json.loads(report.read_text()).get("chosen") if report.is_file() else None
 
@@ -67,11 +68,15 @@ def unlabelled_val_dropped(run_dir: str | Path) -> int:
 
 
 def kept_label(model: str, kept: str | None) -> str:
-    """The model's name; a stacked run that kept one part alone (:func:`stacking_kept`) says which, since its
-    scores are that part's: LightGBM's when its sequence model did not win on validation, the sequence model's
-    when that beat the stacker."""
-    alone = {"aggregates": "LightGBM alone", "sequence": "sequence model alone"}.get(kept or "")
-    return f"{model} ({alone})" if alone else model
+    """The model's name; a stacked run that kept one part alone, or their blend (:func:`stacking_kept`), says
+    which, since its scores are that part's: LightGBM's when its sequence model did not win on validation, the
+    sequence model's when that beat the stacker."""
+    kept_part = {
+        "aggregates": "LightGBM alone",
+        "sequence": "sequence model alone",
+        "blend": "LightGBM blended with its sequence model",
+    }.get(kept or "")
+    return f"{model} ({kept_part})" if kept_part else model
 
 
 def prepared_dir(run_dir: str | Path) -> Path:

@@ -118,7 +118,7 @@ def test_a_stacked_run_keeps_the_sequence_model_alone_only_when_it_beats_the_bas
         )
 
     # A dogfood GRU: the stacker (out-of-fold scores of weaker fold models) below its own refit sequence model.
-    kept, shares = choose({"aggregates": weak, "stacked": good, "sequence": perfect})
+    kept, shares, _ = choose({"aggregates": weak, "stacked": good, "sequence": perfect})
     assert kept == "sequence" and shares["sequence"] > 0.99 and shares["stacked"] > 0.99
     assert choose({"aggregates": weak, "stacked": perfect, "sequence": good})[0] == "stacked"
     # Not allowed, or not sure against the baseline: never kept, however good on validation.
@@ -132,8 +132,18 @@ def test_a_stacked_run_keeps_the_sequence_model_alone_only_when_it_beats_the_bas
     # On a tie the default order keeps the simpler, the sequence model alone (dogfood 135).
     from seqfraud.training.stacking import CANDIDATES
 
-    tied = {"aggregates": weak, "stacked": perfect, "sequence": perfect.copy()}
+    tied = {"aggregates": weak, "stacked": perfect, "sequence": perfect.copy(), "blend": weak.copy()}
     assert choose(tied, allowed=CANDIDATES)[0] == "sequence"
+    # The blend, where sure, unless another beats it as surely: a sequence model best on validation but not surely
+    # over the blend lost to LightGBM on test where the blend beat it (dogfood 247).
+    near = good + 0.01 * rng.random(3000)  # the blend, ranking nearly as the sequence model does
+    kept, shares, over = choose({"aggregates": weak, "blend": near, "sequence": good}, allowed=CANDIDATES[:2])
+    assert kept == "blend" and shares["sequence"] > 0.99 and 0.05 < over["sequence"] < 0.95
+    kept, _, over = choose({"aggregates": weak, "blend": good, "sequence": perfect}, allowed=CANDIDATES[:2])
+    assert kept == "sequence" and over["sequence"] > 0.99
+    # Not sure against the baseline itself, it gives way to a candidate that is; and without it nothing changes.
+    kept, _, over = choose({"aggregates": good, "blend": rival, "sequence": perfect}, allowed=CANDIDATES[:2])
+    assert (kept, over) == ("sequence", {})
 
 
 def test_too_few_validation_frauds_keep_the_baseline_whatever_the_win_shares(caplog):
@@ -153,7 +163,7 @@ def test_too_few_validation_frauds_keep_the_baseline_whatever_the_win_shares(cap
         for confidence in (0.95, 0.5):
             caplog.clear()
             with caplog.at_level("WARNING", logger="seqfraud.training.stacking"):
-                kept, shares = choose_candidate(
+                kept, shares, _ = choose_candidate(
                     y, scores, val_ap, ["sequence"], confidence=confidence, resamples=200, seed=0
                 )
             assert shares["sequence"] > 0.95

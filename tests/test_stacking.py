@@ -58,14 +58,25 @@ def stacked_artifact(stacked_run, tmp_path_factory) -> Path:
 def test_stacked_run_scores_with_lightgbm_over_out_of_fold_scores(stacked_run):
     report = json.loads((stacked_run / STACKING_REPORT).read_text())
     assert report["folds"] == 2 and report["best_iteration"] >= 1
-    assert report["chosen"] in ("stacked", "aggregates")  # this run's stacker (a tiny model, one epoch)
-    assert report["confidence"] == 0.95 and set(report["win_share"]) == {"stacked", "sequence"}
+    assert report["chosen"] in (
+        "stacked",
+        "aggregates",
+        "blend",
+    )  # this run's stacker (a tiny model, one epoch)
+    assert report["confidence"] == 0.95 and set(report["win_share"]) == {"stacked", "sequence", "blend"}
     frauds = int(pl.read_parquet(stacked_run / "predictions" / "val.parquet")[S.LABEL].sum())
     assert (report["validation_frauds"], report["frauds_needed"]) == (frauds, 5)
     signal = report["sequence_out_of_fold"]["chance_p_value"] <= 1 - report["confidence"]
     sure = [k for k, share in report["win_share"].items() if signal and share >= report["confidence"]]
     val = report["candidates_val_pr_auc"]
-    assert report["chosen"] == max(sure, key=val.get, default="aggregates")
+    over_blend = report["win_share_over_blend"]
+    assert set(over_blend) == (set(sure) - {"blend"} if "blend" in sure else set())
+    beyond = [k for k, share in over_blend.items() if share >= report["confidence"]]
+    assert report["chosen"] == (
+        max(beyond, key=val.get, default="blend")
+        if "blend" in sure
+        else max(sure, key=val.get, default="aggregates")
+    )
     assert report["kept"]["val"]["pr_auc"] == pytest.approx(val[report["chosen"]])
     assert val["sequence"] == pytest.approx(report["sequence"]["val"]["pr_auc"])
     test = pl.read_parquet(stacked_run / "predictions" / "test.parquet")
@@ -97,7 +108,7 @@ def test_out_of_fold_scores_without_signal_leave_the_baseline_whatever_validatio
         return np.random.default_rng(0).random(n).astype(np.float32)
 
     def validation_prefers_the_sequence(y, val, val_ap, allowed, **kw):
-        return "sequence", {kind: 1.0 for kind in allowed}
+        return "sequence", {kind: 1.0 for kind in allowed}, {}
 
     monkeypatch.setattr(stacking, "out_of_fold_scores", noise)
     monkeypatch.setattr(stacking, "choose_candidate", validation_prefers_the_sequence)
@@ -116,13 +127,13 @@ def test_out_of_fold_scores_without_signal_leave_the_baseline_whatever_validatio
     assert report["chosen"] == "aggregates" and report["sequence_out_of_fold"]["chance_p_value"] > 0.05
     # Prefixes the kept LightGBM never learnt: said (dogfood 218: the README's remedy changed nothing, unsaid).
     assert "loader.prefix_share=0.5 trained the sequence model on prefixes, which this model's" in caplog.text
-    assert report["win_share"] == {"stacked": 1.0, "sequence": 1.0}
+    assert report["win_share"] == {"stacked": 1.0, "blend": 1.0, "sequence": 1.0}
     # It never runs its sequence model: no share of events read (dogfood 118: compare showed 100%).
     assert "sequence_reads" not in json.loads((run / "metrics.json").read_text())
     assert "no evidence the score carries signal" in caplog.text
     # The log line gives the rule beside the figures: a baseline below a candidate's PR-AUC read as kept for no
     # reason (dogfood 63).
-    assert "(model.stacking.confidence): sequence 1.000, stacked 1.000" in caplog.text
+    assert "(model.stacking.confidence): sequence 1.000, blend 1.000, stacked 1.000" in caplog.text
     # The baseline kept carries this log's signal: not said to be at chance (dogfood 57's warning).
     assert "the kept baseline ranks the validation frauds no surer than chance" not in caplog.text
     metrics = json.loads((run / "metrics.json").read_text())
@@ -154,7 +165,7 @@ def test_a_stacked_run_that_keeps_its_sequence_model_alone_exports_as_that_model
     (tmp_path / "run" / "run").mkdir(parents=True)
     (tmp_path / "run" / "run" / STACKER_FILE).write_text("tree\n")
     # The one allowed candidate is kept, whatever validation says of a 1-epoch model.
-    monkeypatch.setattr(stacking, "choose_candidate", lambda *_, **__: ("sequence", {"sequence": 1.0}))
+    monkeypatch.setattr(stacking, "choose_candidate", lambda *_, **__: ("sequence", {"sequence": 1.0}, {}))
     run = train_into(
         tmp_path / "run",
         "+experiment=smoke",
@@ -185,6 +196,72 @@ def test_a_stacked_run_that_keeps_its_sequence_model_alone_exports_as_that_model
     joined = expected.join(got, on=S.SESSION_ID, suffix="_served")
     assert joined.height == expected.height
     np.testing.assert_allclose(joined["raw_score"], joined[S.SCORE], atol=1e-5)
+
+
+@pytest.mark.integration
+def test_a_stacked_run_that_keeps_the_blend_exports_it_and_scores_it_like_the_run(tmp_path, monkeypatch):
+    """The blend (the mean of the baseline's and the sequence model's logits) travels as the baseline's trees with
+    ``combine`` in the manifest: batch, records and per-event scores are the run's, and an unknown way to
+    combine is refused."""
+    from omegaconf import OmegaConf
+
+    from seqfraud.export.exporter import export_run
+    from seqfraud.scoring.scorer import Scorer
+    from seqfraud.training import stacking
+    from tests.test_online import replay_matches_whole_sessions, session_records, without_ids
+
+    tiny = ["model.d_model=16", "model.n_layers=1", "model.n_heads=2", "model.field_dim=4"]
+    monkeypatch.setattr(stacking, "choose_candidate", lambda *_, **__: ("blend", {"blend": 1.0}, {}))
+    run = train_into(
+        tmp_path / "run",
+        "+experiment=smoke",
+        "model=stacked",
+        "model.stacking.candidates=[blend]",
+        *tiny,
+        "trainer.max_epochs=1",
+    )
+    report = json.loads((run / STACKING_REPORT).read_text())
+    assert report["chosen"] == "blend" and report["sequence_out_of_fold"] is None  # no fold fitted
+    assert report["kept"]["val"]["pr_auc"] == pytest.approx(report["candidates_val_pr_auc"]["blend"])
+    booster = lgb.Booster(model_file=str(run / STACKER_FILE))
+    assert booster.feature_importance("split")[-1] == 0  # the baseline's trees
+    with single_torch_thread():
+        artifact = export_run(run, tmp_path / "artifact", formats=["torchscript"], compiled_step=False)
+    manifest = json.loads((artifact / MANIFEST_FILE).read_text())
+    assert manifest["stacker"] == {"file": STACKER_FILE, "format": "lightgbm-text", "combine": "mean-logit"}
+    assert manifest["parity"]["end_to_end"]["max_abs_diff"] <= 1e-5
+    scorer = Scorer.load(artifact)
+    assert scorer.stacker is not None and scorer.stacker.blend and scorer.reads_sequence
+    expected = pl.read_parquet(run / "predictions" / "test.parquet")
+    events = pl.read_parquet(OmegaConf.load(run / "config.yaml").data.events)
+    got = scorer.score(
+        events.filter(pl.col("session_id").cast(pl.String).is_in(expected[S.SESSION_ID].implode()))
+    )
+    joined = expected.join(got, on=S.SESSION_ID, suffix="_served")
+    assert joined.height == expected.height
+    np.testing.assert_allclose(joined["raw_score"], joined[S.SCORE], atol=1e-5)
+    # Neither part alone: the blend's scores are the mean of their logits.
+    from seqfraud.baselines import Stacker
+
+    scored = events.filter(pl.col("session_id").cast(pl.String).is_in(expected[S.SESSION_ID].implode()))
+    parts = []
+    for stacker in (None, Stacker(booster, scorer.spec)):  # the sequence model's, the trees' alone
+        scorer.stacker = stacker
+        parts.append(scorer.score(scored).sort(S.SESSION_ID)[S.RAW_SCORE].to_numpy().astype(np.float64))
+    scorer.stacker = Stacker(booster, scorer.spec, blend=True)
+    logit = [np.log(p / (1 - p)) for p in parts]
+    mean = 1 / (1 + np.exp(-(logit[0] + logit[1]) / 2))
+    np.testing.assert_allclose(got.sort(S.SESSION_ID)[S.RAW_SCORE], mean, atol=1e-5)
+    assert np.abs(mean - parts[0]).max() > 1e-3 and np.abs(mean - parts[1]).max() > 1e-3
+    with single_torch_thread():
+        assert replay_matches_whole_sessions(scorer, without_ids(session_records(run, 2, min_events=5))) >= 10
+    unknown = tmp_path / "unknown"
+    shutil.copytree(artifact, unknown)
+    (unknown / MANIFEST_FILE).write_bytes(
+        canonical_json(manifest | {"stacker": manifest["stacker"] | {"combine": "max"}})
+    )
+    with pytest.raises(ArtifactError, match="'stacker'"):
+        open_artifact(unknown)
 
 
 def test_stacking_candidates_other_than_a_list_of_known_ones_are_refused_before_any_data_is_read():
@@ -483,6 +560,17 @@ def test_stacker_reads_the_baselines_aggregates_and_the_logit(tmp_path):
         lgb.train({"objective": "binary", "verbose": -1}, lgb.Dataset(held, y), 5).model_to_string(), spec
     )
     assert baseline.combine(rows, probability) == pytest.approx(baseline.combine(rows, probability[::-1]))
+    # The blend: the mean of the baseline trees' raw score and the logit, one row as many.
+    blend = Stacker.from_text(baseline.booster.model_to_string(), spec, blend=True)
+    assert blend.reads_sequence and not baseline.reads_sequence
+    raw = baseline.booster.predict(held, raw_score=True)
+    mean = 1 / (1 + np.exp(-(raw + x[:, -1]) / 2))
+    np.testing.assert_allclose(blend.combine(rows, probability), mean, rtol=1e-6)
+    assert [blend.combine(rows[i : i + 1], probability[i : i + 1])[0] for i in range(5)] == blend.combine(
+        rows[:5], probability[:5]
+    ).tolist()
+    with pytest.raises(ValueError, match="a blend's trees must be the baseline's"):
+        Stacker.from_text(booster.model_to_string(), spec, blend=True)
     narrow = lgb.train({"objective": "binary", "verbose": -1}, lgb.Dataset(x[:, :3], y), 2)
     with pytest.raises(ValueError, match="reads 3 inputs"):
         Stacker.from_text(narrow.model_to_string(), spec).aggregates(events, ids)

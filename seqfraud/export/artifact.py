@@ -38,7 +38,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from torch import Tensor, nn
 
-from seqfraud.baselines import STACKER_FILE, STACKER_FORMAT, Stacker
+from seqfraud.baselines import STACKER_BLEND, STACKER_FILE, STACKER_FORMAT, Stacker
 from seqfraud.calibration import Calibration, CalibrationError
 from seqfraud.decisions import DecisionError, check_thresholds
 from seqfraud.errors import UserError, first_line, is_finite, is_int, is_number, json_value
@@ -424,7 +424,8 @@ class Artifact:
             return None
         text = self.read(STACKER_FILE)
         try:
-            return Stacker.from_text(text.decode("utf-8"), self.spec)
+            blend = self.manifest["stacker"].get("combine") == STACKER_BLEND
+            return Stacker.from_text(text.decode("utf-8"), self.spec, blend)
         except (UnicodeDecodeError, ValueError) as e:
             raise ArtifactError(f"{self.path / STACKER_FILE}: cannot load the stacker: {e}") from e
 
@@ -842,14 +843,15 @@ def _parse_manifest(raw: bytes, where: Path) -> dict[str, Any]:
                 f"= {name!r} is unknown or not among the verified files "
                 f"(known: {', '.join(f'{k} in {v.file}' for k, v in FORMATS.items())})",
             )
-    stacker = manifest.get("stacker", {"file": STACKER_FILE, "format": STACKER_FORMAT})
-    if stacker != {"file": STACKER_FILE, "format": STACKER_FORMAT} or (
+    plain_stacker = {"file": STACKER_FILE, "format": STACKER_FORMAT}
+    stacker = manifest.get("stacker", plain_stacker)
+    if stacker not in (plain_stacker, plain_stacker | {"combine": STACKER_BLEND}) or (
         "stacker" in manifest and STACKER_FILE not in files
     ):
         raise bad(
             "'stacker'",
-            f'must be {{"file": "{STACKER_FILE}", "format": "{STACKER_FORMAT}"}} with the file among the '
-            f"verified files, got {json.dumps(stacker)[:120]}",
+            f'must be {{"file": "{STACKER_FILE}", "format": "{STACKER_FORMAT}"}} (with "combine": '
+            f'"{STACKER_BLEND}" for a blend) with the file among the verified files, got {json.dumps(stacker)[:120]}',
         )
     step = manifest.get("step")
     if step is not None and not (

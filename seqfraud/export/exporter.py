@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from seqfraud import reports, rundir
 from seqfraud import schema as S
-from seqfraud.baselines import STACKER_FILE, STACKER_FORMAT, Stacker
+from seqfraud.baselines import STACKER_BLEND, STACKER_FILE, STACKER_FORMAT, Stacker
 from seqfraud.calibration import Calibration, CalibrationError, fit_calibration
 from seqfraud.config import plain
 from seqfraud.data.events import DataValidationError, scan_table
@@ -228,7 +228,8 @@ def export_run(
         stacker = None
         if (run_dir / STACKER_FILE).exists():  # a model=stacked run: its LightGBM travels as text
             shutil.copyfile(run_dir / STACKER_FILE, tmp / STACKER_FILE)
-            stacker = Stacker.from_text((tmp / STACKER_FILE).read_text(), spec)
+            blend = rundir.stacking_kept(run_dir) == "blend"
+            stacker = Stacker.from_text((tmp / STACKER_FILE).read_text(), spec, blend)
             if not stacker.reads_sequence:  # the files below are still written, for embeddings and checks
                 log.info(
                     "the stacker kept LightGBM alone: scoring this artifact never runs its sequence model%s",
@@ -337,7 +338,9 @@ def export_run(
         if step is not None:
             manifest["step"] = step
         if stacker is not None:
-            manifest["stacker"] = {"file": STACKER_FILE, "format": STACKER_FORMAT}
+            manifest["stacker"] = {"file": STACKER_FILE, "format": STACKER_FORMAT} | (
+                {"combine": STACKER_BLEND} if stacker.blend else {}
+            )
         (tmp / MANIFEST_FILE).write_bytes(canonical_json(manifest))
         if private_key is not None:
             sign_artifact(tmp, private_key)
