@@ -114,7 +114,7 @@ FALSE_FRAUD = 0.003  # legitimate sessions labelled fraud
 # The value buckets of features/default.yaml (n_buckets 16, tail_quantiles): amount_rule's threshold falls
 # mid-way inside the one between the 0.99 and 0.995 edges.
 BUCKETS = 16
-TAIL_QUANTILES = (0.98, 0.99, 0.995, 0.999)
+TAIL_QUANTILES = (0.001, 0.01, 0.98, 0.99, 0.995, 0.999)
 RULE_BUCKET = (0.99, 0.995)
 TRAIN_FRACTION = 0.70  # the earliest sessions that the default split trains on
 

@@ -1288,26 +1288,38 @@ def test_a_share_past_a_tail_edge_far_above_trainings_is_said(scorer, tmp_path, 
 
     edges = scorer.spec.edges[AMOUNT]
     inside = np.resize([(a + b) / 2 for a, b in itertools.pairwise(edges)], 2_400)
-    some = np.where(np.arange(2_400) % 10 == 0, inside * 100 + edges[-1] + 1, inside)  # 10% in cents
+    tenth = np.arange(2_400) % 10 == 0
+    some = np.where(tenth, inside * 100 + edges[-1] + 1, inside)  # 10% in cents
     said = f"column '{AMOUNT}': 10.0% of its values lie above the highest value its buckets tell apart"
-    for name, amounts, rows in (("clean", inside, 2_400), ("some", some, 2_400), ("few", some, 360)):
+    # And at the low end, past the 0.1% edge (dogfood 248: one client's amounts divided by 100 twice, 12% under
+    # training's least, and refunds written negative, moved 3 and 16 bands unsaid).
+    low = np.where(tenth, edges[0] - 1 - inside / 100, inside)
+    low_said = f"column '{AMOUNT}': 10.0% of its values lie below the lowest value its buckets tell apart"
+    for name, amounts, rows in (
+        ("clean", inside, 2_400),
+        ("some", some, 2_400),
+        ("few", some, 360),
+        ("low", low, 2_400),
+    ):
         path = _write(tmp_path / f"{name}.parquet", log(rows).with_columns(pl.Series(AMOUNT, amounts[:rows])))
         caplog.clear()
         with caplog.at_level("WARNING", logger="seqfraud.scoring"):
             score_file(scorer, path, tmp_path / "s.parquet", progress=False)
         assert (said in caplog.text) == (name == "some"), (name, caplog.text)  # 90 sessions are too few
+        assert (low_said in caplog.text) == (name == "low"), (name, caplog.text)
     # Online too, over the counts the spread check carries (dogfood 248: a platform's amounts in cents, 17.7% past
     # the top, unsaid by /events).
     from seqfraud.features.fastpath import EventColumns
     from seqfraud.scoring.prepare import Unlearnt, normalized_events
 
-    for name, amounts in (("clean", inside), ("some", some)):
+    for name, amounts in (("clean", inside), ("some", some), ("low", low)):
         frame = log(2_400).with_columns(pl.Series(AMOUNT, amounts))
         events = EventColumns.of_frame(normalized_events(frame.lazy(), scorer.spec, "request"), scorer.spec)
         caplog.clear()
         with caplog.at_level("WARNING", logger="seqfraud.scoring"):
             Unlearnt(scorer.spec, scorer.manifest).take(events, "request")
         assert (f"request: {said}" in caplog.text) == (name == "some"), (name, caplog.text)
+        assert (f"request: {low_said}" in caplog.text) == (name == "low"), (name, caplog.text)
 
 
 def test_the_weeks_of_a_file_in_another_unit_are_said_by_date(scorer, tmp_path, caplog):

@@ -1018,7 +1018,12 @@ class Unlearnt:
         self.seen = 0  # events taken over the process's life
         self.window: int | None = 0  # the open window's first event; None between windows
         # Per column of the spread check: its bucket counts and their sessions, and the window they count from.
-        self.spread = {c: (np.zeros(len(e) + 1, np.int64), set[str]()) for c, e in self.edges.items()}
+        # Per number: its values in each bucket, those strictly below the lowest edge (the lowest bucket holds the
+        # values at the edge too), and the sessions they came from.
+        self.spread = {
+            c: (np.zeros(len(e) + 1, np.int64), np.zeros(1, np.int64), set[str]())
+            for c, e in self.edges.items()
+        }
         self.spread_from = dict.fromkeys(self.edges, 0)
         # Per categorical field with training's shares: its learnt values' counts and their sessions, carried as the
         # spread's are (renumbered event codes scored unsaid online too: dogfood 241).
@@ -1128,10 +1133,11 @@ class Unlearnt:
             scale[1] += int((x > high).sum())
             scale[2] += int((x < low).sum())
             if c in self.edges and len(x):  # the buckets' ids, (lo, hi] as the tokens read them
-                buckets, sessions = self.spread[c]
+                buckets, below, sessions = self.spread[c]
                 if not sessions:
                     self.spread_from[c] = cast(int, self.window)
                 buckets += np.bincount(np.searchsorted(self.edges[c], x), minlength=len(buckets))
+                below += int((x < self.edges[c][0]).sum())
                 sessions.update(itertools.compress(events.session_ids, finite))
 
     def _judge(self, where: str, window: int) -> list[str]:
@@ -1184,23 +1190,22 @@ class Unlearnt:
                 found.append((("off_scale", c), line, window))
             if c not in self.edges:
                 continue
-            buckets, sessions = self.spread[c]
+            buckets, below, sessions = self.spread[c]
             if buckets.sum() < SPREAD_VALUES or len(sessions) < SPREAD_SESSIONS:
                 continue  # carried to the next window
             # The finite values past each edge, from none to all of them.
             past = np.cumsum(buckets[::-1])[::-1].tolist()
             if not line:  # one message a column, as batch scoring says: the ends' first
-                # The tail past the top edge over the carried counts, as batch scoring reads a file's (dogfood 248:
-                # a platform's amounts in cents, 17.7% past the top, unsaid online). Not the bottom: the lowest
-                # bucket holds the values at its edge too.
+                # The tails past the end edges over the carried counts, as batch scoring reads a file's (dogfood
+                # 248: a platform's amounts in cents, 17.7% past the top, unsaid online).
                 said = off_scale_said(
-                    where, self.spec, c, int(buckets.sum()), int(buckets[-1]), 0, len(sessions)
+                    where, self.spec, c, int(buckets.sum()), int(buckets[-1]), int(below[0]), len(sessions)
                 ) or spread_said(
                     where, self.spec, c, self.trained[c], len(sessions), past, "these events' values"
                 )
                 if said:
                     found.append((("spread", c), said, self.spread_from[c]))
-            self.spread[c] = (np.zeros_like(buckets), set())
+            self.spread[c] = (np.zeros_like(buckets), np.zeros_like(below), set())
         now, out = time.monotonic(), []
         for key, line, first in found:
             if now - self.said.get(key, -math.inf) >= ONLINE_RESAY_S:
