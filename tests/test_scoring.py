@@ -676,6 +676,20 @@ def test_batch_scoring_says_timestamps_that_tie_far_more_often_than_trainings(
     monkeypatch.setattr(Scorer, "reads_sequence", property(lambda self: False))
     score_file(scorer, tmp_path / "hours.parquet", tmp_path / "s5.parquet", progress=False)
     assert said in caplog.text and "aggregates read the time between events" in caplog.text
+    # Online too, over the pairs of a session's events in a window (dogfood 248: said by score, unsaid by /events).
+    from seqfraud.features.fastpath import EventColumns
+    from seqfraud.scoring.prepare import Unlearnt, normalized_events
+
+    for frame, ties in ((test_period_events, False), (hours, True)):
+        ordered = frame.sort(schema.timestamp, maintain_order=True)
+        events = EventColumns.of_frame(normalized_events(ordered.lazy(), scorer.spec, "request"), scorer.spec)
+        online = Unlearnt(scorer.spec, scorer.manifest)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="seqfraud.scoring"):
+            for at in range(0, 1_000, 200):  # the first window, in requests of 200 events
+                online.take(events.take(list(range(at, at + 200))), "request")
+        assert ("have the time of an earlier event of their session" in caplog.text) is ties, caplog.text
+        assert ("(the first 1,000 events online)" in caplog.text) is ties
 
 
 def test_batch_scoring_says_learnt_values_mixed_far_otherwise_than_trainings(

@@ -525,6 +525,8 @@ ONLINE_CHECK_AFTER = 1_000
 # twentieth: one session's values never read as a unit change, nor its new category as a recoding), and says a
 # finding again at most every ONLINE_RESAY_S while it lasts.
 ONLINE_CHECK_EVERY, ONLINE_SESSION_CAP, ONLINE_RESAY_S = 10_000, 50, 3_600.0
+# The windows' events over which ties are carried at most (:func:`tied_said` needs 20 of them): a file of as many.
+ONLINE_TIED_EVENTS = 10_000
 # Values of a categorical field a recoding is judged on (batch scoring's file, or a window of online events):
 # fewer, all unseen, may be a few sessions of new categories.
 RECODED_MIN_VALUES = 50
@@ -989,8 +991,9 @@ def mix_said(
 class Unlearnt:
     """Batch scoring's checks of a recoding (:func:`recoded_said`), a categorical's mix (:func:`mix_said`), a unit
     change (:func:`off_scale_said`), a number's spread over its buckets (:func:`spread_said`), what follows each
-    event type (:func:`transitions_said`) and a field's nulls (:data:`NULL_CHECKS`, per pool of events; each carried
-    over windows as the spread's counts are), online, over windows of :data:`ONLINE_CHECK_AFTER`
+    event type (:func:`transitions_said`), ties (:func:`tied_said`, over pairs of a session's events in a window,
+    carried up to :data:`ONLINE_TIED_EVENTS` events) and a field's nulls (:data:`NULL_CHECKS`, per pool of events;
+    each carried over windows as the spread's counts are), online, over windows of :data:`ONLINE_CHECK_AFTER`
     events: the first events the process takes, then one from each :data:`ONLINE_CHECK_EVERY`-th (a change upstream
     after the first thousand events went unsaid, and a unit changed within the buckets' range was never said
     online). A number's bucket counts carry over windows until they hold the spread check's values and sessions (an
@@ -1039,6 +1042,10 @@ class Unlearnt:
         self.n_types = spec.vocab_size(spec.schema.event_type)
         self.pairs: tuple[Counter[int], set[str]] = (Counter(), set())
         self.pairs_from = 0
+        # Events of a session at the time of its event before them, of another type, and the events counted, from
+        # the window at the third (dogfood 248: times to the minute, said by score, unsaid by /events); None where
+        # the spec did not record training's share.
+        self.ties: list[int] | None = None if spec.tied_share is None else [0, 0, 0]
         self.said: dict[tuple[str, str], float] = {}  # (finding, field): when last said (monotonic)
         self._lock = threading.Lock()
         self._open()
@@ -1083,7 +1090,11 @@ class Unlearnt:
             events = events.take(keep)
         kinds = cast(list[str], events.categorical[self.spec.schema.event_type])  # never null
         self.kinds.update(kinds)
-        if self.follows:
+        if self.ties is not None:
+            if not self.ties[1]:
+                self.ties[2] = cast(int, self.window)
+            self.ties[1] += len(events)
+        if self.follows or self.ties is not None:
             pairs, sessions = self.pairs
             if not sessions:
                 self.pairs_from = cast(int, self.window)
@@ -1095,6 +1106,8 @@ class Unlearnt:
                 s, now = events.session_ids[i], (int(events.ts_us[i]), self.type_ids.get(kinds[i], UNKNOWN))
                 if (prev := last.get(s)) is not None and (now[0] < prev[0] or now == prev):
                     continue
+                if prev is not None and self.ties is not None and now[0] == prev[0]:
+                    self.ties[0] += 1
                 if prev is not None and prev[1] in self.follows:
                     pairs[prev[1] * self.n_types + now[1]] += 1
                     sessions.add(s)
@@ -1168,6 +1181,12 @@ class Unlearnt:
             len(sessions) >= 100 * SPREAD_SESSIONS
         ):  # recorded types that follow too seldom: not carried on and on
             self.pairs = (Counter(), set())
+        if self.ties is not None:
+            tied, n, first = self.ties
+            if line := tied_said(where, self.spec, tied, n):
+                found.append((("tied", self.spec.schema.timestamp), line, first))
+            if line or n >= ONLINE_TIED_EVENTS:
+                self.ties = [0, 0, 0]
         pooled = {kind: len(held) for kind, held in self.learnt_sessions.items()}
         for c, shares in self.trained_nulls.items():
             lines = []  # one said a field, as batch scoring says: the first pool's, the first check's
