@@ -604,6 +604,7 @@ class OnlineScorer:
         except StoreUnavailable:
             lost = False  # each session's update below meets the same outage and answers for it
         failed: set[str] = set()
+        taken_here: dict[str, tuple[int, list[int]]] = {}  # per session, the events taken and its rows
         for sid, rows in segments(sids, self.spec.entity is not None):
             if sid in failed:  # its answer is degraded, from all its events: a later run stored past a gap
                 continue  # and was answered healthy, hiding the events to resend (review 130)
@@ -628,6 +629,8 @@ class OnlineScorer:
                 continue
             if restarted:
                 self._restarts.note(f"session {sid!r}")
+            before, held = taken_here.get(sid, (0, []))
+            taken_here[sid] = (before + taken, held + rows)
             earlier = results.get(sid, {})
             repeated = len(rows) - taken + earlier.get("repeated", 0)
             conflicting += earlier.get("conflicting", 0)
@@ -644,6 +647,17 @@ class OnlineScorer:
                 # Whose score this is: a request of repeats only (a retry) leaves another model's state as it is.
                 "model_version": state.model_version,
             }
+        # The sessions this request began: all their events taken here, none read before a restart.
+        if began := [
+            taken_here[sid][1]
+            for sid, r in results.items()
+            if sid not in failed and not r["restarted"] and r["n_events"] == taken_here[sid][0]
+        ]:
+            openers = self.spec.opening_shares or {}
+            kinds = cast(list[str], events.categorical[schema.event_type])  # never null
+            self._unlearnt.opened(
+                (opening_type(events.ts_us, kinds, rows, openers) for rows in began), source
+            )
         if self.spec.one_event_sessions and (joined := [r for r in results.values() if r["n_events"] > 1]):
             say_once(
                 "one_event",
@@ -1016,6 +1030,15 @@ def segments(session_ids: list[str], by_run: bool) -> list[tuple[str, list[int]]
         else:
             runs.append((sid, [i]))
     return runs
+
+
+def opening_type(ts_us: np.ndarray, kinds: list[str], rows: list[int], openers: Mapping[str, float]) -> str:
+    """The type of the event that opened a session (``rows``: all its events): at its first instant, one of a
+    type that opens training's sessions (``openers``) if any does, as batch scoring reads it (review 240: an opener
+    tied with the next event, written after it, read as a session begun elsewhere)."""
+    first = min(ts_us[i] for i in rows)
+    at_first = [kinds[i] for i in rows if ts_us[i] == first]
+    return next((kind for kind in at_first if kind in openers), at_first[0])
 
 
 def _rows(events: EventColumns, at: list[int]) -> EventColumns:

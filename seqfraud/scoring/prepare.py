@@ -380,7 +380,12 @@ def merged_sessions_said(where: str, spec: Spec, long: int, sessions: int) -> st
 
 
 def unopened_said(
-    where: str, spec: Spec, firsts: Mapping[Any, int], sessions: int, recoded: bool = False
+    where: str,
+    spec: Spec,
+    firsts: Mapping[Any, int],
+    sessions: int,
+    recoded: bool = False,
+    online: bool = False,
 ) -> str | None:
     """What to say where ``firsts`` (sessions per type of their first event, :func:`unopened_types`) count
     sessions that start with a type opening under :data:`OPENER_SHARE` of training's sessions three times as often
@@ -388,7 +393,8 @@ def unopened_said(
     (events delivered late) score as whole sessions (dogfood 238: 61 of 1,493, scores moved by up to 0.96, frauds
     to approve, unsaid), and so does a new first event. Where the event type was ``recoded`` (said so), the types
     the model never learnt are the recoding's (review 240: integer codes read as late events); None otherwise, and
-    for specs that did not record training's."""
+    for specs that did not record training's. ``online``: sessions that began at the service, whose causes are a
+    client's, not a file's."""
     openers = spec.opening_shares
     if openers is None:
         return None
@@ -400,12 +406,18 @@ def unopened_said(
     if n < 10 or n < max(3 * trained, 0.01) * sessions:
         return None
     most = ", ".join(f"{t!r} {k:,}" for t, k in sorted(other.items(), key=lambda kv: (-kv[1], kv[0]))[:3])
+    causes = (
+        "is a client sending sessions without their first events (sent late, or not at all), or one whose clock "
+        "runs ahead of the others' (a kiosk's, putting its event after the next), or is this a new first event? "
+        "Each scores as though it were the session's start"
+        if online
+        else "are they the ends of sessions begun in an earlier file (events delivered late), or cut at the file's "
+        "start? Each scores as a whole session, which it is not; give each session's events whole (the files on "
+        "both sides), or is this a new first event?"
+    )
     return (
         f"{where}: {n:,} of its {sessions:,} sessions ({n / sessions:.1%}) start with an event of a type that opens "
-        f"under {OPENER_SHARE:.0%} of training's sessions ({most}), against {trained:.1%} in training: are they the "
-        "ends of sessions begun in an earlier file (events delivered late), or cut at the file's start? Each scores "
-        "as a whole session, which it is not; give each session's events whole (the files on both sides), or is "
-        "this a new first event?"
+        f"under {OPENER_SHARE:.0%} of training's sessions ({most}), against {trained:.1%} in training: {causes}"
     )
 
 
@@ -992,7 +1004,8 @@ class Unlearnt:
     """Batch scoring's checks of a recoding (:func:`recoded_said`), a categorical's mix (:func:`mix_said`), a unit
     change (:func:`off_scale_said`), a number's spread over its buckets (:func:`spread_said`), what follows each
     event type (:func:`transitions_said`), ties (:func:`tied_said`, over pairs of a session's events in a window,
-    carried up to :data:`ONLINE_TIED_EVENTS` events) and a field's nulls (:data:`NULL_CHECKS`, per pool of events;
+    carried up to :data:`ONLINE_TIED_EVENTS` events), the types that open sessions (:func:`unopened_said`, of every
+    session online scoring says began: :meth:`opened`) and a field's nulls (:data:`NULL_CHECKS`, per pool of events;
     each carried over windows as the spread's counts are), online, over windows of :data:`ONLINE_CHECK_AFTER`
     events: the first events the process takes, then one from each :data:`ONLINE_CHECK_EVERY`-th (a change upstream
     after the first thousand events went unsaid, and a unit changed within the buckets' range was never said
@@ -1046,6 +1059,11 @@ class Unlearnt:
         # the window at the third (dogfood 248: times to the minute, said by score, unsaid by /events); None where
         # the spec did not record training's share.
         self.ties: list[int] | None = None if spec.tied_share is None else [0, 0, 0]
+        # The types of the events that opened sessions, judged at every SPREAD_SESSIONS sessions begun, windows or
+        # not: sessions of tens of events open a few dozen in a window (dogfood 247: a kiosk clock an hour fast, its
+        # opening event after the first top-ups, said by score alone); None where the spec did not record
+        # training's openers.
+        self.openers: Counter[str] | None = None if spec.opening_shares is None else Counter()
         self.said: dict[tuple[str, str], float] = {}  # (finding, field): when last said (monotonic)
         self._lock = threading.Lock()
         self._open()
@@ -1079,6 +1097,26 @@ class Unlearnt:
             self._open()
         for line in said:
             log.warning("%s", line)
+
+    def opened(self, kinds: Iterable[str], where: str) -> None:
+        """Count the types of events that opened sessions (the online scorer knows which, once it took them), and
+        judge them at every :data:`SPREAD_SESSIONS` sessions begun (recoded types as the recoding's while that is
+        said)."""
+        if self.openers is None:
+            return
+        said = None
+        with self._lock:
+            self.openers.update(kinds)
+            if (opened := self.openers.total()) >= SPREAD_SESSIONS:
+                kind = self.spec.schema.event_type
+                recoded = any((check, kind) in self.said for check in ("recoded", "unknown"))
+                line = unopened_said(where, self.spec, self.openers, opened, recoded, online=True)
+                now, self.openers = time.monotonic(), Counter()
+                if line and now - self.said.get(("unopened", kind), -math.inf) >= ONLINE_RESAY_S:
+                    self.said["unopened", kind] = now
+                    said = f"{line} (the latest {opened:,} sessions begun online)"
+        if said:
+            log.warning("%s", said)
 
     def _count(self, events: EventColumns) -> None:
         counted, keep = self.per_session, []
@@ -1182,10 +1220,10 @@ class Unlearnt:
         ):  # recorded types that follow too seldom: not carried on and on
             self.pairs = (Counter(), set())
         if self.ties is not None:
-            tied, n, first = self.ties
-            if line := tied_said(where, self.spec, tied, n):
-                found.append((("tied", self.spec.schema.timestamp), line, first))
-            if line or n >= ONLINE_TIED_EVENTS:
+            tied, counted, since = self.ties
+            if said := tied_said(where, self.spec, tied, counted):
+                found.append((("tied", self.spec.schema.timestamp), said, since))
+            if said or counted >= ONLINE_TIED_EVENTS:
                 self.ties = [0, 0, 0]
         pooled = {kind: len(held) for kind, held in self.learnt_sessions.items()}
         for c, shares in self.trained_nulls.items():
