@@ -184,19 +184,24 @@ def fit_predict_lightgbm(
     """Early stopping on validation average precision; returns probabilities for val and each test frame.
 
     Frames hold aggregates plus ``label``; the session id is not a feature. ``options`` go to :func:`fit_lightgbm`.
+    The rows are :func:`snapped`, as the stacker's are: the default model's baseline is then this very model
+    (dogfood 253: LightGBM's bins on the raw floats kept 25 trees where the stacker's baseline kept 19, and scores
+    moved by up to 0.108).
     """
     features = [c for c in train.columns if c not in (S.SESSION_ID, S.LABEL)]
     booster = fit_lightgbm(
-        train.select(features).to_numpy(),
+        snapped(train.select(features).to_numpy()),
         train[S.LABEL].to_numpy(),
-        val.select(features).to_numpy(),
+        snapped(val.select(features).to_numpy()),
         val[S.LABEL].to_numpy(),
         features,
         **options,
     )
     frames = {"val": val} | tests
     return {
-        k: np.asarray(booster.predict(f.select(features).to_numpy(), num_iteration=booster.best_iteration))
+        k: np.asarray(
+            booster.predict(snapped(f.select(features).to_numpy()), num_iteration=booster.best_iteration)
+        )
         for k, f in frames.items()
     }
 

@@ -12,6 +12,7 @@ import dataclasses
 import inspect
 import json
 import logging
+import os
 import shutil
 import uuid
 from collections.abc import Mapping, Sequence
@@ -451,6 +452,9 @@ def fit_sequence_model(
     """Fit with Lightning. Rank 0 gets the best checkpoint's probabilities on val and test in dataset order;
     other DDP ranks (which run this same function) get None."""
     cfg = with_small_split(cfg, prepared.datasets["train"])
+    # Each fit from the run's seed (the one train() set): model=stacked's refit model, after its folds' fits, is
+    # then the model a run of its sequence model alone fits (dogfood 253: up to 0.036 test PR-AUC apart).
+    L.seed_everything(int(os.environ["PL_GLOBAL_SEED"]), workers=True, verbose=False)
     spec = prepared.spec
     features = plain(cfg.features)
     shuffle_order = features.get("shuffle_order", False)
