@@ -532,9 +532,8 @@ class OneRow:
         _safe_call(
             _LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
                 booster._handle,
-                ctypes.c_int(
-                    1 if raw else 0
-                ),  # C_API_PREDICT_RAW_SCORE or C_API_PREDICT_NORMAL (the probability)
+                # C_API_PREDICT_RAW_SCORE, or C_API_PREDICT_NORMAL: the probability
+                ctypes.c_int(1 if raw else 0),
                 ctypes.c_int(0),  # from the first iteration
                 ctypes.c_int(-1),  # to the best (or last)
                 ctypes.c_int(1),  # C_API_DTYPE_FLOAT64
