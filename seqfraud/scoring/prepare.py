@@ -1000,6 +1000,15 @@ def mix_said(
     )
 
 
+def event_fields(events: EventColumns, i: int) -> tuple:
+    """The values of event ``i``'s fields (None where null): a retry's are its first sending's."""
+    return (
+        *(values[i] for values in events.categorical.values()),
+        *(None if null[i] else float(x[i]) for x, null in events.numeric.values()),
+        *(values[i] for values in events.entities.values()),
+    )
+
+
 class Unlearnt:
     """Batch scoring's checks of a recoding (:func:`recoded_said`), a categorical's mix (:func:`mix_said`), a unit
     change (:func:`off_scale_said`), a number's spread over its buckets (:func:`spread_said`), what follows each
@@ -1078,9 +1087,9 @@ class Unlearnt:
         self.learnt_sessions: dict[str | None, set[str]] = {None: set()}
         self.window_nulls: dict[str, Counter[str]] = {c: Counter() for c in self.trained_nulls}
         self.per_session: Counter[str] = Counter()
-        self.last_type: dict[
-            str, tuple[int, int]
-        ] = {}  # per session of the window, its latest event's time and type
+        # Per session of the window, its latest event's time and type, and where it is (its fields are read where
+        # the next has the same time and type).
+        self.last_type: dict[str, tuple[int, int, EventColumns, int]] = {}
 
     def take(self, events: EventColumns, where: str) -> None:
         with self._lock:
@@ -1137,19 +1146,25 @@ class Unlearnt:
             if not sessions:
                 self.pairs_from = cast(int, self.window)
             last = self.last_type
-            # In time order, as the service reads a session's events: a late event, or a retry (its time and type
-            # again), makes no pair (review 249: arrival order read as swapped types, a retry as a type following
-            # itself). Pairs after a type training recorded alone: others were carried without end (review 249).
+            # In time order, as the service reads a session's events: a late event, or a retry (its time, type and
+            # fields again), makes no pair (review 249: arrival order read as swapped types, a retry as a type
+            # following itself); an event of the same time and type with other fields is one more, tied (dogfood
+            # 255: a fleet's launches logged at one instant, said by score, unsaid online). Pairs after a type
+            # training recorded alone: others were carried without end (review 249).
             for i in np.argsort(events.ts_us, kind="stable"):
                 s, now = events.session_ids[i], (int(events.ts_us[i]), self.type_ids.get(kinds[i], UNKNOWN))
-                if (prev := last.get(s)) is not None and (now[0] < prev[0] or now == prev):
+                if (prev := last.get(s)) is not None and (
+                    now[0] < prev[0]
+                    or now == prev[:2]
+                    and event_fields(events, i) == event_fields(prev[2], prev[3])
+                ):
                     continue
                 if prev is not None and self.ties is not None and now[0] == prev[0]:
                     self.ties[0] += 1
                 if prev is not None and prev[1] in self.follows:
                     pairs[prev[1] * self.n_types + now[1]] += 1
                     sessions.add(s)
-                last[s] = now
+                last[s] = (*now, events, int(i))
         if self.learnt:
             learnt = self.learnt_sessions
             for s, kind in zip(events.session_ids, kinds):
