@@ -942,7 +942,7 @@ def test_score_and_explain_commands_take_a_history(
     solo = Scorer.load(entity_artifact)
     solo.history = replace(alone.history, events=alone.history.events.head(0), said_short=True)
     by_itself = solo.score(scored.filter(pl.col(S.SESSION_ID) == session), source="test").row(0, named=True)
-    assert abs(by_itself[S.SCORE] - row[S.SCORE]) > 1e-3
+    assert abs(by_itself[S.SCORE] - row[S.SCORE]) > 1e-4  # as it moved above: a one-epoch model's
     # And which entity it is, each column's links cut alone (the note lumped them): the session's score with its
     # values of that column renamed to ones no other session, of the history or the file, holds (every other link
     # and feature kept: review 222), read from files so edited.
