@@ -594,8 +594,12 @@ def test_stacker_reads_the_baselines_aggregates_and_the_logit(tmp_path):
     assert [blend.combine(rows[i : i + 1], probability[i : i + 1])[0] for i in range(5)] == blend.combine(
         rows[:5], probability[:5]
     ).tolist()
+    telling = with_logit(rows, np.where(y == 1, 0.9, 0.1))  # a score no tree can leave out
+    reads = lgb.train(
+        {"objective": "binary", "verbose": -1, "min_data_in_leaf": 1}, lgb.Dataset(telling, y), 5
+    )
     with pytest.raises(ValueError, match="a blend's trees must be the baseline's"):
-        Stacker.from_text(booster.model_to_string(), spec, blend=True)
+        Stacker.from_text(reads.model_to_string(), spec, blend=True)
     narrow = lgb.train({"objective": "binary", "verbose": -1}, lgb.Dataset(x[:, :3], y), 2)
     with pytest.raises(ValueError, match="reads 3 inputs"):
         Stacker.from_text(narrow.model_to_string(), spec).aggregates(events, ids)
