@@ -1322,6 +1322,22 @@ def test_a_share_past_a_tail_edge_far_above_trainings_is_said(scorer, tmp_path, 
         assert (f"request: {low_said}" in caplog.text) == (name == "low"), (name, caplog.text)
 
 
+def test_a_value_within_float32s_rounding_of_the_lowest_edge_is_not_below_it(scorer):
+    """Edges fitted on float32 values sit a unit of 2**-24 from the decimal a CSV or JSON writes: a fixed fee of 0.3
+    at the lowest edge (0.30000001) read as 18% of a clean month below it, in batch and online (dogfood 255)."""
+    from dataclasses import replace
+
+    from seqfraud.scoring.batch import scale_counts
+    from seqfraud.scoring.prepare import Unlearnt
+
+    edges = [float(np.float32(0.3)), *scorer.spec.edges[AMOUNT][1:]]
+    spec = replace(scorer.spec, edges={**scorer.spec.edges, AMOUNT: edges})
+    frame = pl.DataFrame({AMOUNT: [0.3, 0.3, 0.29, edges[0]]})
+    counted = frame.select(scale_counts(spec, {})).row(0, named=True)
+    assert counted[f"__scale_{AMOUNT}_2"] == 1  # 0.29 alone
+    assert Unlearnt(spec, scorer.manifest).ends[AMOUNT][0] < 0.3 < edges[0]
+
+
 def test_the_weeks_of_a_file_in_another_unit_are_said_by_date(scorer, tmp_path, caplog):
     """A month's file whose second half a release had put in m/s for km/h scored unsaid: the file's shares moved
     too little for the checks, which read the whole (dogfood 234: 6 bands changed). A file's weeks are judged

@@ -53,6 +53,7 @@ from seqfraud.scoring.prepare import (
     epoch_unit,
     event_us,
     learnt_kinds,
+    lowest_edge,
     merged_sessions_said,
     mix_said,
     normalized_events,
@@ -362,7 +363,7 @@ def scale_counts(spec: Spec, trained: Mapping[str, np.ndarray]) -> list[pl.Expr]
         out += [
             finite.sum().alias(f"__scale_{c}_0"),
             (finite & (x > edges[-1])).sum().alias(f"__scale_{c}_1"),
-            (finite & (x < edges[0])).sum().alias(f"__scale_{c}_2"),
+            (finite & (x < lowest_edge(edges))).sum().alias(f"__scale_{c}_2"),
         ]
         if c in trained:
             out += [(finite & (x > edge)).sum().alias(f"__spread_{c}_{k}") for k, edge in enumerate(edges)]
