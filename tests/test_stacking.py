@@ -54,6 +54,21 @@ def stacked_artifact(stacked_run, tmp_path_factory) -> Path:
         )
 
 
+def served_as_the_run(run: Path, scorer) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """The run's test sessions' events, the run's test scores, and the artifact's scores of those events: its raw
+    scores are the run's."""
+    from omegaconf import OmegaConf
+
+    expected = pl.read_parquet(run / "predictions" / "test.parquet")
+    events = pl.read_parquet(OmegaConf.load(run / "config.yaml").data.events)
+    scored = events.filter(pl.col("session_id").cast(pl.String).is_in(expected[S.SESSION_ID].implode()))
+    got = scorer.score(scored)
+    joined = expected.join(got, on=S.SESSION_ID, suffix="_served")
+    assert joined.height == expected.height
+    np.testing.assert_allclose(joined["raw_score"], joined[S.SCORE], atol=1e-5)
+    return scored, expected, got
+
+
 @pytest.mark.integration
 def test_stacked_run_scores_with_lightgbm_over_out_of_fold_scores(stacked_run):
     report = json.loads((stacked_run / STACKING_REPORT).read_text())
@@ -211,16 +226,7 @@ def test_a_stacked_run_that_keeps_its_sequence_model_alone_exports_as_that_model
     assert "stacker" not in json.loads((artifact / MANIFEST_FILE).read_text())
     scorer = Scorer.load(artifact)
     assert scorer.stacker is None
-    expected = pl.read_parquet(run / "predictions" / "test.parquet")
-    from omegaconf import OmegaConf
-
-    events = pl.read_parquet(OmegaConf.load(run / "config.yaml").data.events)
-    got = scorer.score(
-        events.filter(pl.col("session_id").cast(pl.String).is_in(expected[S.SESSION_ID].implode()))
-    )
-    joined = expected.join(got, on=S.SESSION_ID, suffix="_served")
-    assert joined.height == expected.height
-    np.testing.assert_allclose(joined["raw_score"], joined[S.SCORE], atol=1e-5)
+    served_as_the_run(run, scorer)
 
 
 @pytest.mark.integration
@@ -228,7 +234,6 @@ def test_a_stacked_run_that_keeps_the_blend_exports_it_and_scores_it_like_the_ru
     """The blend (the mean of the baseline's and the sequence model's logits) travels as the baseline's trees with
     ``combine`` in the manifest: batch, records and per-event scores are the run's, and an unknown way to
     combine is refused."""
-    from omegaconf import OmegaConf
 
     from seqfraud.export.exporter import export_run
     from seqfraud.scoring.scorer import Scorer
@@ -257,18 +262,10 @@ def test_a_stacked_run_that_keeps_the_blend_exports_it_and_scores_it_like_the_ru
     assert manifest["parity"]["end_to_end"]["max_abs_diff"] <= 1e-5
     scorer = Scorer.load(artifact)
     assert scorer.stacker is not None and scorer.stacker.blend and scorer.reads_sequence
-    expected = pl.read_parquet(run / "predictions" / "test.parquet")
-    events = pl.read_parquet(OmegaConf.load(run / "config.yaml").data.events)
-    got = scorer.score(
-        events.filter(pl.col("session_id").cast(pl.String).is_in(expected[S.SESSION_ID].implode()))
-    )
-    joined = expected.join(got, on=S.SESSION_ID, suffix="_served")
-    assert joined.height == expected.height
-    np.testing.assert_allclose(joined["raw_score"], joined[S.SCORE], atol=1e-5)
+    scored, _, got = served_as_the_run(run, scorer)
     # Neither part alone: the blend's scores are the mean of their logits.
     from seqfraud.baselines import Stacker
 
-    scored = events.filter(pl.col("session_id").cast(pl.String).is_in(expected[S.SESSION_ID].implode()))
     parts = []
     for stacker in (None, Stacker(booster, scorer.spec)):  # the sequence model's, the trees' alone
         scorer.stacker = stacker
@@ -384,7 +381,6 @@ def version_5_state(data: bytes | None) -> bytes:
 def test_stacked_artifact_scores_like_the_run_and_refuses_a_changed_stacker(
     stacked_run, stacked_artifact, tmp_path
 ):
-    from omegaconf import OmegaConf
 
     from seqfraud.scoring.scorer import Scorer
 
@@ -393,13 +389,7 @@ def test_stacked_artifact_scores_like_the_run_and_refuses_a_changed_stacker(
     assert manifest["parity"]["end_to_end"]["max_abs_diff"] <= 1e-5
     scorer = Scorer.load(stacked_artifact)
     assert scorer.stacker is not None
-    expected = pl.read_parquet(stacked_run / "predictions" / "test.parquet")
-    events = pl.read_parquet(OmegaConf.load(stacked_run / "config.yaml").data.events)
-    ids = expected[S.SESSION_ID].implode()
-    got = scorer.score(events.filter(pl.col("session_id").cast(pl.String).is_in(ids)))
-    joined = expected.join(got, on=S.SESSION_ID, suffix="_served")
-    assert joined.height == expected.height
-    np.testing.assert_allclose(joined["raw_score"], joined[S.SCORE], atol=1e-5)
+    events, expected, _ = served_as_the_run(stacked_run, scorer)
 
     session = events.filter(pl.col("session_id") == expected[S.SESSION_ID][0]).select(
         scorer.spec.schema.event_columns
