@@ -1322,6 +1322,72 @@ def test_a_share_past_a_tail_edge_far_above_trainings_is_said(scorer, tmp_path, 
         assert (f"request: {low_said}" in caplog.text) == (name == "low"), (name, caplog.text)
 
 
+def test_a_numbers_values_past_a_point_mass_at_its_lowest_edge_are_judged_apart(scorer, caplog, monkeypatch):
+    """A fee of 0 on the 84% of events that carry none diluted every share: one channel's fees x100 put 3.3% of the
+    values past the top edge, and all fees /100 read a PSI of 0.96, both unsaid, moving 16 and 22 bands (dogfood
+    254). Where training held a quarter of its values at the lowest edge or more, the other values are judged
+    apart too: the top's tail and the spread over the buckets above the mass."""
+    from seqfraud.features.spec import FIRST_ID
+    from seqfraud.scoring.prepare import past_mass_said
+
+    n_edges = len(scorer.spec.edges[AMOUNT])
+    trained = np.zeros(FIRST_ID + n_edges + 1)
+    trained[FIRST_ID] = 0.84  # the mass at the lowest edge
+    trained[FIRST_ID + 1 : -1] = (0.16 - 0.0002) / (n_edges - 1)
+    trained[-1] = 0.0002  # past the top edge
+
+    def read(counts: np.ndarray) -> list[int]:
+        """What spread_said reads: the values, then those past each edge."""
+        return [int(counts.sum()), *(int(counts[k + 1 :].sum()) for k in range(n_edges))]
+
+    clean = np.round(trained[FIRST_ID:] * 20_000)
+    cents = clean.copy()  # a fifth of the fees x100: past the top edge
+    cents[-1] += (moved := np.round(clean[1:-1] * 0.2)).sum()
+    cents[1:-1] -= moved
+    divided = clean.copy()  # every fee /100: in the lowest bucket above the mass
+    divided[1] += divided[2:].sum()
+    divided[2:] = 0
+    said = {
+        name: past_mass_said("f", scorer.spec, AMOUNT, trained, 200, read(counts))
+        for name, counts in (("clean", clean), ("cents", cents), ("divided", divided))
+    }
+    assert said["clean"] is None
+    assert "of its values other than" in said["cents"] and "lie above the highest value" in said["cents"]
+    assert (
+        "(training's 84%)" in said["divided"]
+        and "fall in the model's buckets far otherwise" in said["divided"]
+    )
+    light = trained.copy()  # a fifth at the lowest edge: no mass, judged as a whole alone
+    light[FIRST_ID], light[FIRST_ID + 1 :] = 0.2, trained[FIRST_ID + 1 :] * 0.8 / 0.16
+    assert past_mass_said("f", scorer.spec, AMOUNT, light, 200, read(divided)) is None
+    # Online, the counts are carried over windows until the values past the mass are enough to judge.
+    from seqfraud.features.fastpath import EventColumns
+    from seqfraud.scoring import prepare
+    from seqfraud.scoring.prepare import Unlearnt, normalized_events
+
+    edges = scorer.spec.edges[AMOUNT]
+    assert edges[0] == 0.0  # the smoke log's amounts start at 0
+    manifest = {**scorer.manifest, "reference": {"numeric_shares": {AMOUNT: trained.tolist()}}}
+    carried = np.arange(0, 8_000, 6)  # the events with a fee: a sixth, the rest 0
+    for name, said in (("clean", False), ("cents", True)):
+        fees = np.zeros(8_000)
+        fees[carried] = np.resize([(lo + hi) / 2 for lo, hi in itertools.pairwise(edges[1:])], len(carried))
+        if said:  # a fifth of them in cents, past the top edge
+            fees[carried[::5]] = fees[carried[::5]] * 100 + edges[-1]
+        frame = log(8_000).with_columns(pl.Series(AMOUNT, fees))
+        events = EventColumns.of_frame(normalized_events(frame.lazy(), scorer.spec, "request"), scorer.spec)
+        online = Unlearnt(scorer.spec, manifest)
+        caplog.clear()
+        with monkeypatch.context() as m, caplog.at_level("WARNING", logger="seqfraud.scoring"):
+            m.setattr(prepare, "ONLINE_CHECK_EVERY", 1_000)  # every event in a window
+            for at in range(0, 8_000, 500):
+                online.take(events.take(list(range(at, at + 500))), "request")
+        assert ("of its values other than 0 (training's 84%) lie above" in caplog.text) is said, (
+            name,
+            caplog.text,
+        )
+
+
 def test_a_value_within_float32s_rounding_of_the_lowest_edge_is_not_below_it(scorer):
     """Edges fitted on float32 values sit a unit of 2**-24 from the decimal a CSV or JSON writes: a fixed fee of 0.3
     at the lowest edge (0.30000001) read as 18% of a clean month below it, in batch and online (dogfood 255)."""

@@ -59,6 +59,7 @@ from seqfraud.scoring.prepare import (
     normalized_events,
     null_pools,
     off_scale_said,
+    past_mass_said,
     recoded_said,
     reference_null_shares,
     reference_shares,
@@ -461,8 +462,10 @@ def scale_said(
         if line := off_scale_said(source, spec, c, ends[0], ends[1], ends[2], sessions):
             said[c] = line
         elif c in trained:
-            past = [counted[f"__spread_{c}_{k}"] for k in range(len(spec.edges[c]))]
-            if line := spread_said(source, spec, c, trained[c], sessions, [ends[0], *past]):
+            read = [ends[0], *(counted[f"__spread_{c}_{k}"] for k in range(len(spec.edges[c])))]
+            if line := spread_said(source, spec, c, trained[c], sessions, read) or past_mass_said(
+                source, spec, c, trained[c], sessions, read
+            ):
                 said[c] = line
     return said
 

@@ -588,7 +588,14 @@ def lowest_edge(edges: Sequence[float]) -> float:
 
 
 def off_scale_said(
-    where: str, spec: Spec, field: str, values: int, above: int, below: int, sessions: int | None = None
+    where: str,
+    spec: Spec,
+    field: str,
+    values: int,
+    above: int,
+    below: int,
+    sessions: int | None = None,
+    rest: tuple[str, float] | None = None,
 ) -> str | None:
     """What to say of a numeric field whose ``values`` (finite ones) lie mostly past an end of its buckets,
     ``above`` the highest edge or ``below`` the lowest, or None: a unit changed upstream (pence for pounds, a score
@@ -596,19 +603,21 @@ def off_scale_said(
     are training's quantiles, so it held at most the share past each that the quantile gives: an end whose
     quantile leaves more (``features.n_buckets=2``: the median, half of any traffic past it, review 213) says
     nothing. With the file's ``sessions``, a share past a tail edge far above training's is said too
-    (:data:`OFF_SCALE_TAIL`)."""
+    (:data:`OFF_SCALE_TAIL`). ``rest``: the values are those other than a point mass (:func:`past_mass_said`), its
+    text and training's share of the rest."""
     edges, fit = spec.edges.get(field) or [], spec.fit_info
     if values < RECODED_MIN_VALUES or not edges or "n_buckets" not in fit:
         return None
     probs = quantile_probs(int(fit["n_buckets"]), tuple(fit.get("tail_quantiles") or ()))
+    besides, share = rest or ("", 1.0)
     for count, side, edge, trained in (
-        (above, "above the highest", edges[-1], 1 - probs[-1]),
-        (below, "below the lowest", edges[0], probs[0]),
+        (above, "above the highest", edges[-1], (1 - probs[-1]) / share),
+        (below, "below the lowest", edges[0], probs[0] / share),
     ):
         if trained <= OFF_SCALE_TRAINED and count >= OFF_SCALE_SHARE * values:
             return (
-                f"{where}: column {field!r}: {count / values:.0%} of its values lie {side} value its buckets tell "
-                f"apart ({edge:g}, a quantile of training's values), so they read as one bucket. Was its unit "
+                f"{where}: column {field!r}: {count / values:.0%} of its values{besides} lie {side} value its buckets "
+                f"tell apart ({edge:g}, a quantile of training's values), so they read as one bucket. Was its unit "
                 "changed upstream, or does it grow with time (a counter, a date as a number), past what training "
                 "saw?"
             )
@@ -620,8 +629,8 @@ def off_scale_said(
             and count >= max(OFF_SCALE_TAIL, OFF_SCALE_TIMES * trained) * values
         ):
             return (
-                f"{where}: column {field!r}: {count / values:.1%} of its values lie {side} value its buckets tell "
-                f"apart ({edge:g}), against {trained:.1%} of training's: were some of its rows put in another unit "
+                f"{where}: column {field!r}: {count / values:.1%} of its values{besides} lie {side} value its buckets "
+                f"tell apart ({edge:g}), against {trained:.1%} of training's: were some of its rows put in another unit "
                 "upstream (one currency's amounts in cents), or is this new traffic of other values? They read as "
                 "one bucket"
             )
@@ -942,6 +951,36 @@ def spread_said(
         "kind of traffic whose values differ (one corridor's or product's share grown)? `seqfraud monitor "
         "--current` compares a file of such events with training's in full"
     )
+
+
+# A number whose training events held MASS_SHARE of their values or more at its lowest edge (0 on the events that
+# carry no fee) is judged over its other values too; online, its counts are carried until those are enough, up to
+# MASS_CARRIED values in all.
+MASS_SHARE, MASS_CARRIED = 0.25, 100 * SPREAD_VALUES
+
+
+def mass_share(trained: np.ndarray) -> float:
+    """Training's share of a number's values at its lowest edge (``trained``: its shares per token id)."""
+    total = float(trained[FIRST_ID:].sum())
+    return float(trained[FIRST_ID]) / total if total else 0.0
+
+
+def past_mass_said(
+    where: str, spec: Spec, column: str, trained: np.ndarray, sessions: int, read: list[int]
+) -> str | None:
+    """What :func:`off_scale_said` (the top's tail) and :func:`spread_said` say of a number's values above its
+    lowest edge (``read``: as :func:`spread_said` reads them), where training held a point mass at that edge: the
+    mass dilutes every share (dogfood 254: a fee of 0 on 84% of the events, one channel's fees x100 or all of them
+    /100 moved 16 and 22 bands, unsaid)."""
+    mass = mass_share(trained)
+    if mass < MASS_SHARE or len(read) < 2:
+        return None
+    besides = f" other than {spec.edges[column][0]:g} (training's {mass:.0%})"
+    others = trained.copy()
+    others[FIRST_ID] = 0.0
+    return off_scale_said(
+        where, spec, column, read[1], read[-1], 0, sessions, (besides, 1 - mass)
+    ) or spread_said(where, spec, column, others, sessions, read[1:2] + read[1:], f"its values{besides}")
 
 
 # A categorical's mix is judged over MIX_SESSIONS sessions at least: a field constant within a session (a city, a
@@ -1268,7 +1307,7 @@ class Unlearnt:
                         del self.nulls[check, c, kind]
             found += lines[:1]
         for c, scale in self.scale.items():
-            if line := off_scale_said(where, self.spec, c, *scale):
+            if line := off_scale_said(where, self.spec, c, scale[0], scale[1], scale[2]):
                 found.append((("off_scale", c), line, window))
             if c not in self.edges:
                 continue
@@ -1280,13 +1319,31 @@ class Unlearnt:
             if not line:  # one message a column, as batch scoring says: the ends' first
                 # The tails past the end edges over the carried counts, as batch scoring reads a file's (dogfood
                 # 248: a platform's amounts in cents, 17.7% past the top, unsaid online).
-                said = off_scale_said(
-                    where, self.spec, c, int(buckets.sum()), int(buckets[-1]), int(below[0]), len(sessions)
-                ) or spread_said(
-                    where, self.spec, c, self.trained[c], len(sessions), past, "these events' values"
+                said = (
+                    off_scale_said(
+                        where,
+                        self.spec,
+                        c,
+                        int(buckets.sum()),
+                        int(buckets[-1]),
+                        int(below[0]),
+                        len(sessions),
+                    )
+                    or spread_said(
+                        where, self.spec, c, self.trained[c], len(sessions), past, "these events' values"
+                    )
+                    or past_mass_said(where, self.spec, c, self.trained[c], len(sessions), past)
                 )
                 if said:
                     found.append((("spread", c), said, self.spread_from[c]))
+                # Carried on while the values past a point mass are too few to judge (a fee on a sixth of the
+                # events), up to MASS_CARRIED values.
+                elif (
+                    mass_share(self.trained[c]) >= MASS_SHARE
+                    and past[1] < SPREAD_VALUES
+                    and past[0] < MASS_CARRIED
+                ):
+                    continue
             self.spread[c] = (np.zeros_like(buckets), np.zeros_like(below), set())
         now, out = time.monotonic(), []
         for key, line, first in found:
