@@ -685,10 +685,24 @@ def test_batch_scoring_says_timestamps_that_tie_far_more_often_than_trainings(
     amount = scorer.spec.schema.numerical[0]
     again = pl.concat([test_period_events, test_period_events.with_columns(pl.col(amount).fill_null(0) + 1)])
     retried = pl.concat([test_period_events, test_period_events])
-    for frame, ties in ((test_period_events, False), (hours, True), (again, True), (retried, False)):
-        ordered = frame.sort(schema.timestamp, maintain_order=True)
+    # And with many sessions open at once, each session's events in turn, over a log that tied 5% of its events
+    # (review 256: a window held one event of most sessions, and the share over all its events read 45% where the
+    # events that follow another of their session tie at 99%).
+    turns = (
+        hours.sort(schema.timestamp)
+        .with_columns(pl.int_range(pl.len()).over(schema.session_id).alias("turn"))
+        .sort("turn", maintain_order=True)
+        .drop("turn")
+    )
+    in_time = [
+        f.sort(schema.timestamp, maintain_order=True) for f in (test_period_events, hours, again, retried)
+    ]
+    tying = replace(scorer.spec, fit_info=scorer.spec.fit_info | {TIED_SHARE: 0.05})
+    for ordered, spec, ties in zip(
+        [*in_time, turns], [scorer.spec] * 4 + [tying], (False, True, True, False, True)
+    ):
         events = EventColumns.of_frame(normalized_events(ordered.lazy(), scorer.spec, "request"), scorer.spec)
-        online = Unlearnt(scorer.spec, scorer.manifest)
+        online = Unlearnt(spec, scorer.manifest)
         caplog.clear()
         with caplog.at_level("WARNING", logger="seqfraud.scoring"):
             for at in range(0, 1_000, 200):  # the first window, in requests of 200 events
@@ -812,6 +826,16 @@ def test_batch_scoring_and_the_monitor_say_sessions_whose_start_lies_elsewhere(
     assert any(
         f"the current window: {unopened:,} of its {first.height:,} sessions" in n for n in report["notes"]
     )
+    # Not by chance: at training's own share of rare openers (3.3%), ten of 100 is said only past chance (review
+    # 256: 1.8 of every 1,000 judgements of clean traffic online).
+    from seqfraud.features.spec import OPENING_SHARES
+    from seqfraud.scoring.prepare import unopened_said
+
+    common = max(openers, key=openers.__getitem__)
+    rare = replace(scorer.spec, fit_info=scorer.spec.fit_info | {OPENING_SHARES: {common: 0.967}})
+    assert unopened_said("f", rare, {"late": 10, common: 90}, 100) is None
+    assert unopened_said("f", rare, {"late": 25, common: 75}, 100) is not None
+    assert unopened_said("f", scorer.spec, {"late": 10, common: 90}, 100) is not None
     # The short sessions are said too, apart (review 242: said for both, the smaller count hid the other).
     assert caplog.text.count("fewer events than 99%") == 1
     assert sum("fewer events than 99%" in n for n in report["notes"]) == 1

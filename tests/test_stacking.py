@@ -435,6 +435,18 @@ def test_stacked_artifact_scores_like_the_run_and_refuses_a_changed_stacker(
     (garbled / MANIFEST_FILE).write_bytes(canonical_json(rehashed))
     with pytest.raises(ArtifactError, match="cannot load the stacker"):
         Scorer.load(garbled)
+    # A run directory whose stacker.txt lost its stacking.json cannot say how its trees combine (review 256: a
+    # blend's exported as LightGBM alone, and failed its parity check as train/serve skew).
+    from seqfraud.export.exporter import ExportError, export_run
+
+    bare = tmp_path / "bare_run"
+    shutil.copytree(stacked_run, bare)
+    (bare / STACKING_REPORT).unlink()
+    with (
+        single_torch_thread(),
+        pytest.raises(ExportError, match=f"holds {STACKER_FILE} without {STACKING_REPORT}"),
+    ):
+        export_run(bare, tmp_path / "bare_artifact", formats=["torchscript"], compiled_step=False)
     mislabeled = tmp_path / "mislabeled"
     shutil.copytree(stacked_artifact, mislabeled)
     bad = manifest | {"stacker": {"file": "model.ts", "format": "lightgbm-text"}}

@@ -228,8 +228,15 @@ def export_run(
         stacker = None
         if (run_dir / STACKER_FILE).exists():  # a model=stacked run: its LightGBM travels as text
             shutil.copyfile(run_dir / STACKER_FILE, tmp / STACKER_FILE)
-            blend = rundir.stacking_kept(run_dir) == "blend"
-            stacker = Stacker.from_text((tmp / STACKER_FILE).read_text(), spec, blend)
+            # Which candidate it is, a stacker's trees, LightGBM's alone or a blend's, is the run's stacking.json's
+            # to say: without it a blend's trees exported as LightGBM alone (review 256).
+            if (kept := rundir.stacking_kept(run_dir)) is None:
+                raise ExportError(
+                    f"{run_dir}: holds {STACKER_FILE} without {rundir.STACKING_REPORT}, which says how its trees "
+                    "combine with the sequence model (a stacker, LightGBM alone, or a blend): export the run "
+                    "directory as training left it"
+                )
+            stacker = Stacker.from_text((tmp / STACKER_FILE).read_text(), spec, kept == "blend")
             if not stacker.reads_sequence:  # the files below are still written, for embeddings and checks
                 log.info(
                     "the stacker kept LightGBM alone: scoring this artifact never runs its sequence model%s",

@@ -560,6 +560,9 @@ class OnlineScorer:
         self._arrivals = itertools.count()
         self._unsent = Unsent(self.spec)
         self._unlearnt = Unlearnt(self.spec, scorer.manifest)
+        self._openers = (
+            self.spec.opening_shares or {}
+        )  # training's session openers (built once, not per request)
         store.check_restored(self._reader.read, scorer.model_version, len(self.spec.schema.entities))
 
     def events(self, records: list[dict[str, Any]], *, source: str = "request") -> list[dict[str, Any]]:
@@ -653,10 +656,9 @@ class OnlineScorer:
             for sid, r in results.items()
             if sid not in failed and not r["restarted"] and r["n_events"] == taken_here[sid][0]
         ]:
-            openers = self.spec.opening_shares or {}
             kinds = cast(list[str], events.categorical[schema.event_type])  # never null
             self._unlearnt.opened(
-                (opening_type(events.ts_us, kinds, rows, openers) for rows in began), source
+                (opening_type(events.ts_us, kinds, rows, self._openers) for rows in began), source
             )
         if self.spec.one_event_sessions and (joined := [r for r in results.values() if r["n_events"] > 1]):
             say_once(

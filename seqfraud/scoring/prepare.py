@@ -379,6 +379,19 @@ def merged_sessions_said(where: str, spec: Spec, long: int, sessions: int) -> st
     )
 
 
+# A share of sessions opening with rare types is said only where training's share would give as many this seldom:
+# each 100 sessions begun online are judged, and traffic at 3.3% rare openers read three times that by chance in
+# 1.8 of every 1,000 judgements (review 256).
+OPENERS_CHANCE = 1e-6
+
+
+def chance_of_as_many(n: int, sessions: int, share: float) -> float:
+    """The chance of ``n`` or more of ``sessions`` where each is one with probability ``share``."""
+    from scipy.stats import binom
+
+    return float(binom.sf(n - 1, sessions, share))
+
+
 def unopened_said(
     where: str,
     spec: Spec,
@@ -403,13 +416,18 @@ def unopened_said(
         str(t): n for t, n in firsts.items() if (not recoded or str(t) in learnt) and str(t) not in openers
     }
     n, trained = sum(other.values()), max(0.0, 1 - sum(openers.values()))
-    if n < 10 or n < max(3 * trained, 0.01) * sessions:
+    if (
+        n < 10
+        or n < max(3 * trained, 0.01) * sessions
+        or chance_of_as_many(n, sessions, trained) > OPENERS_CHANCE
+    ):
         return None
     most = ", ".join(f"{t!r} {k:,}" for t, k in sorted(other.items(), key=lambda kv: (-kv[1], kv[0]))[:3])
     causes = (
         "is a client sending sessions without their first events (sent late, or not at all), or one whose clock "
-        "runs ahead of the others' (a kiosk's, putting its event after the next), or is this a new first event? "
-        "Each scores as though it were the session's start"
+        "runs ahead of the others' (a kiosk's, putting its event after the next), did the service start while they "
+        "were open (an in-process store starts without the sessions it held), or is this a new first event? Each "
+        "scores as though it were the session's start"
         if online
         else "are they the ends of sessions begun in an earlier file (events delivered late), or cut at the file's "
         "start? Each scores as a whole session, which it is not; give each session's events whole (the files on "
@@ -421,19 +439,23 @@ def unopened_said(
     )
 
 
-def tied_said(where: str, spec: Spec, tied: int, events: int) -> str | None:
+def tied_said(where: str, spec: Spec, tied: int, events: int, after: bool = False) -> str | None:
     """What to say where ``tied`` of ``events`` have the time of an earlier event of their session
     (:func:`tied_rows`), ten times training's share or more: a sequence model reads them in the input's row
     order, and aggregates read the time between events. Timestamps written to the minute moved a GRU's scores by up
     to 0.62 with the rows' order, unsaid
     (dogfood 230: 48 events of 9,281, against 0.007% in training); 20 events and 0.2% at least, so that a few
     same-second clicks of a log that rarely had them are not said. None otherwise, and for specs that did not
-    record training's."""
-    trained = spec.tied_share
+    record training's. ``after``: ``events`` are those that follow another of their session (online, within a
+    window), and training's share is read over its own such events."""
+    trained, fit = spec.tied_share, spec.fit_info
+    if trained is not None and after:
+        trained *= fit["n_events"] / max(fit["n_events"] - fit["n_sessions"], 1)
     if trained is None or tied < 20 or tied < max(10 * trained, 0.002) * events:
         return None
+    whose = "events that follow another of their session" if after else "events"
     return (
-        f"{where}: {tied:,} of its {events:,} events ({tied / events:.1%}) have the time of an earlier event of "
+        f"{where}: {tied:,} of its {events:,} {whose} ({tied / events:.1%}) have the time of an earlier event of "
         f"their session and differ from it, against {trained:.2%} of training's: were the times written to a "
         "coarser precision (whole minutes or seconds), or a day delivered twice with values changed, or is it a "
         "burst of events within one tick (a bot)? A sequence model reads events of one time in the input's row "
@@ -1113,9 +1135,10 @@ class Unlearnt:
         self.n_types = spec.vocab_size(spec.schema.event_type)
         self.pairs: tuple[Counter[int], set[str]] = (Counter(), set())
         self.pairs_from = 0
-        # Events of a session at the time of its event before them, of another type, and the events counted, from
-        # the window at the third (dogfood 248: times to the minute, said by score, unsaid by /events); None where
-        # the spec did not record training's share.
+        # Events at the time of their session's event before them in a window, the events that follow another of
+        # their session there (the share's base: with many sessions open, a window holds one event of most: review
+        # 256), and the window they count from (dogfood 248: times to the minute, said by score, unsaid by
+        # /events); None where the spec did not record training's share.
         self.ties: list[int] | None = None if spec.tied_share is None else [0, 0, 0]
         # The types of the events that opened sessions, judged at every SPREAD_SESSIONS sessions begun, windows or
         # not: sessions of tens of events open a few dozen in a window (dogfood 247: a kiosk clock an hour fast, its
@@ -1186,10 +1209,8 @@ class Unlearnt:
             events = events.take(keep)
         kinds = cast(list[str], events.categorical[self.spec.schema.event_type])  # never null
         self.kinds.update(kinds)
-        if self.ties is not None:
-            if not self.ties[1]:
-                self.ties[2] = cast(int, self.window)
-            self.ties[1] += len(events)
+        if self.ties is not None and not self.ties[1]:
+            self.ties[2] = cast(int, self.window)
         if self.follows or self.ties is not None:
             pairs, sessions = self.pairs
             if not sessions:
@@ -1208,8 +1229,9 @@ class Unlearnt:
                     and event_fields(events, i) == event_fields(prev[2], prev[3])
                 ):
                     continue
-                if prev is not None and self.ties is not None and now[0] == prev[0]:
-                    self.ties[0] += 1
+                if prev is not None and self.ties is not None:
+                    self.ties[0] += now[0] == prev[0]
+                    self.ties[1] += 1
                 if prev is not None and prev[1] in self.follows:
                     pairs[prev[1] * self.n_types + now[1]] += 1
                     sessions.add(s)
@@ -1285,7 +1307,7 @@ class Unlearnt:
             self.pairs = (Counter(), set())
         if self.ties is not None:
             tied, counted, since = self.ties
-            if said := tied_said(where, self.spec, tied, counted):
+            if said := tied_said(where, self.spec, tied, counted, after=True):
                 found.append((("tied", self.spec.schema.timestamp), said, since))
             if said or counted >= ONLINE_TIED_EVENTS:
                 self.ties = [0, 0, 0]

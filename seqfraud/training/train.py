@@ -454,7 +454,8 @@ def fit_sequence_model(
     cfg = with_small_split(cfg, prepared.datasets["train"])
     # Each fit from the run's seed (the one train() set): model=stacked's refit model, after its folds' fits, is
     # then the model a run of its sequence model alone fits (dogfood 253: up to 0.036 test PR-AUC apart).
-    L.seed_everything(int(os.environ["PL_GLOBAL_SEED"]), workers=True, verbose=False)
+    seed = os.environ.get("PL_GLOBAL_SEED")
+    L.seed_everything(cfg.seed if seed is None else int(seed), workers=True, verbose=False)
     spec = prepared.spec
     features = plain(cfg.features)
     shuffle_order = features.get("shuffle_order", False)
