@@ -447,6 +447,9 @@ def test_stacked_artifact_scores_like_the_run_and_refuses_a_changed_stacker(
         pytest.raises(ExportError, match=f"holds {STACKER_FILE} without {STACKING_REPORT}"),
     ):
         export_run(bare, tmp_path / "bare_artifact", formats=["torchscript"], compiled_step=False)
+    (bare / STACKING_REPORT).write_text(json.dumps({"chosen": "Blend"}))  # a hand's typo: no candidate
+    with single_torch_thread(), pytest.raises(ExportError, match="'chosen' is 'Blend', which keeps no trees"):
+        export_run(bare, tmp_path / "bare_artifact", formats=["torchscript"], compiled_step=False)
     mislabeled = tmp_path / "mislabeled"
     shutil.copytree(stacked_artifact, mislabeled)
     bad = manifest | {"stacker": {"file": "model.ts", "format": "lightgbm-text"}}

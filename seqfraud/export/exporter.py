@@ -230,11 +230,17 @@ def export_run(
             shutil.copyfile(run_dir / STACKER_FILE, tmp / STACKER_FILE)
             # Which candidate it is, a stacker's trees, LightGBM's alone or a blend's, is the run's stacking.json's
             # to say: without it a blend's trees exported as LightGBM alone (review 256).
-            if (kept := rundir.stacking_kept(run_dir)) is None:
+            if not (run_dir / rundir.STACKING_REPORT).is_file():
                 raise ExportError(
                     f"{run_dir}: holds {STACKER_FILE} without {rundir.STACKING_REPORT}, which says how its trees "
                     "combine with the sequence model (a stacker, LightGBM alone, or a blend): export the run "
                     "directory as training left it"
+                )
+            # Runs before the blend wrote no "chosen" (a stacker's trees, or LightGBM's alone, either way).
+            if (kept := rundir.stacking_kept(run_dir)) not in (None, "stacked", "aggregates", "blend"):
+                raise ExportError(
+                    f"{run_dir / rundir.STACKING_REPORT}: 'chosen' is {kept!r}, which keeps no trees; a run that "
+                    f"kept its sequence model alone writes no {STACKER_FILE}"
                 )
             stacker = Stacker.from_text((tmp / STACKER_FILE).read_text(), spec, kept == "blend")
             if not stacker.reads_sequence:  # the files below are still written, for embeddings and checks

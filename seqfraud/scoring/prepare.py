@@ -386,10 +386,27 @@ OPENERS_CHANCE = 1e-6
 
 
 def chance_of_as_many(n: int, sessions: int, share: float) -> float:
-    """The chance of ``n`` or more of ``sessions`` where each is one with probability ``share``."""
-    from scipy.stats import binom
-
-    return float(binom.sf(n - 1, sessions, share))
+    """The chance of ``n`` or more of ``sessions`` where each is one with probability ``share`` (the binomial's
+    upper tail, summed in logs from ``n`` until its terms no longer count: no scipy import on a request thread)."""
+    if n <= 0:
+        return 1.0
+    if share <= 0 or n > sessions:
+        return 0.0
+    if share >= 1:
+        return 1.0
+    log_p, log_q, total = math.log(share), math.log1p(-share), 0.0
+    for k in range(n, sessions + 1):
+        term = math.exp(
+            math.lgamma(sessions + 1)
+            - math.lgamma(k + 1)
+            - math.lgamma(sessions - k + 1)
+            + k * log_p
+            + (sessions - k) * log_q
+        )
+        total += term
+        if k > sessions * share and term < total * 1e-12:
+            break
+    return min(total, 1.0)
 
 
 def unopened_said(
@@ -610,14 +627,7 @@ def lowest_edge(edges: Sequence[float]) -> float:
 
 
 def off_scale_said(
-    where: str,
-    spec: Spec,
-    field: str,
-    values: int,
-    above: int,
-    below: int,
-    sessions: int | None = None,
-    rest: tuple[str, float] | None = None,
+    where: str, spec: Spec, field: str, values: int, above: int, below: int, sessions: int | None = None
 ) -> str | None:
     """What to say of a numeric field whose ``values`` (finite ones) lie mostly past an end of its buckets,
     ``above`` the highest edge or ``below`` the lowest, or None: a unit changed upstream (pence for pounds, a score
@@ -625,20 +635,18 @@ def off_scale_said(
     are training's quantiles, so it held at most the share past each that the quantile gives: an end whose
     quantile leaves more (``features.n_buckets=2``: the median, half of any traffic past it, review 213) says
     nothing. With the file's ``sessions``, a share past a tail edge far above training's is said too
-    (:data:`OFF_SCALE_TAIL`). ``rest``: the values are those other than a point mass (:func:`past_mass_said`), its
-    text and training's share of the rest."""
+    (:data:`OFF_SCALE_TAIL`)."""
     edges, fit = spec.edges.get(field) or [], spec.fit_info
     if values < RECODED_MIN_VALUES or not edges or "n_buckets" not in fit:
         return None
     probs = quantile_probs(int(fit["n_buckets"]), tuple(fit.get("tail_quantiles") or ()))
-    besides, share = rest or ("", 1.0)
     for count, side, edge, trained in (
-        (above, "above the highest", edges[-1], (1 - probs[-1]) / share),
-        (below, "below the lowest", edges[0], probs[0] / share),
+        (above, "above the highest", edges[-1], 1 - probs[-1]),
+        (below, "below the lowest", edges[0], probs[0]),
     ):
         if trained <= OFF_SCALE_TRAINED and count >= OFF_SCALE_SHARE * values:
             return (
-                f"{where}: column {field!r}: {count / values:.0%} of its values{besides} lie {side} value its buckets "
+                f"{where}: column {field!r}: {count / values:.0%} of its values lie {side} value its buckets "
                 f"tell apart ({edge:g}, a quantile of training's values), so they read as one bucket. Was its unit "
                 "changed upstream, or does it grow with time (a counter, a date as a number), past what training "
                 "saw?"
@@ -651,7 +659,7 @@ def off_scale_said(
             and count >= max(OFF_SCALE_TAIL, OFF_SCALE_TIMES * trained) * values
         ):
             return (
-                f"{where}: column {field!r}: {count / values:.1%} of its values{besides} lie {side} value its buckets "
+                f"{where}: column {field!r}: {count / values:.1%} of its values lie {side} value its buckets "
                 f"tell apart ({edge:g}), against {trained:.1%} of training's: were some of its rows put in another unit "
                 "upstream (one currency's amounts in cents), or is this new traffic of other values? They read as "
                 "one bucket"
@@ -982,27 +990,36 @@ MASS_SHARE, MASS_CARRIED = 0.25, 100 * SPREAD_VALUES
 
 
 def mass_share(trained: np.ndarray) -> float:
-    """Training's share of a number's values at its lowest edge (``trained``: its shares per token id)."""
+    """Training's share of a number's values at its lowest edge or below (``trained``: its shares per token id)."""
     total = float(trained[FIRST_ID:].sum())
     return float(trained[FIRST_ID]) / total if total else 0.0
+
+
+def holds_mass(spec: Spec, column: str, trained: np.ndarray) -> bool:
+    """Whether training held :data:`MASS_SHARE` of a number's values or more at its lowest edge, twice the share its
+    quantile gives at least (three buckets' lowest holds a third of any values: review 257), and values above it."""
+    fit = spec.fit_info
+    if "n_buckets" not in fit:
+        return False
+    lowest = quantile_probs(int(fit["n_buckets"]), tuple(fit.get("tail_quantiles") or ()))[0]
+    return max(MASS_SHARE, 2 * lowest) <= mass_share(trained) < 1
 
 
 def past_mass_said(
     where: str, spec: Spec, column: str, trained: np.ndarray, sessions: int, read: list[int]
 ) -> str | None:
-    """What :func:`off_scale_said` (the top's tail) and :func:`spread_said` say of a number's values above its
-    lowest edge (``read``: as :func:`spread_said` reads them), where training held a point mass at that edge: the
-    mass dilutes every share (dogfood 254: a fee of 0 on 84% of the events, one channel's fees x100 or all of them
-    /100 moved 16 and 22 bands, unsaid)."""
-    mass = mass_share(trained)
-    if mass < MASS_SHARE or len(read) < 2:
+    """What :func:`spread_said` says of a number's values above its lowest edge (``read``: as it reads them), where
+    training held a point mass at that edge (:func:`holds_mass`): the mass dilutes the shares (dogfood 254: a fee
+    of 0 on 84% of the events, all fees /100 moved 22 bands unsaid). Not the top's tail over them: one session's
+    high fees read as a unit change (review 257)."""
+    if not holds_mass(spec, column, trained) or len(read) < 2:
         return None
-    besides = f" other than {spec.edges[column][0]:g} (training's {mass:.0%})"
     others = trained.copy()
     others[FIRST_ID] = 0.0
-    return off_scale_said(
-        where, spec, column, read[1], read[-1], 0, sessions, (besides, 1 - mass)
-    ) or spread_said(where, spec, column, others, sessions, read[1:2] + read[1:], f"its values{besides}")
+    whose = (
+        f"its values above {spec.edges[column][0]:g} (training's {mass_share(trained):.0%} at it or below)"
+    )
+    return spread_said(where, spec, column, others, sessions, read[1:2] + read[1:], whose)
 
 
 # A categorical's mix is judged over MIX_SESSIONS sessions at least: a field constant within a session (a city, a
@@ -1173,9 +1190,11 @@ class Unlearnt:
             self._count(events)
             if self.seen - self.window < ONLINE_CHECK_AFTER:
                 return
-            said = self._judge(where, self.window)
-            self.window = None
-            self._open()
+            try:
+                said = self._judge(where, self.window)
+            finally:  # closed whatever the judging met: an error left it open, and every later request failed
+                self.window = None
+                self._open()
         for line in said:
             log.warning("%s", line)
 
@@ -1361,7 +1380,7 @@ class Unlearnt:
                 # Carried on while the values past a point mass are too few to judge (a fee on a sixth of the
                 # events), up to MASS_CARRIED values.
                 elif (
-                    mass_share(self.trained[c]) >= MASS_SHARE
+                    holds_mass(self.spec, c, self.trained[c])
                     and past[1] < SPREAD_VALUES
                     and past[0] < MASS_CARRIED
                 ):
