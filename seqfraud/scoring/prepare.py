@@ -984,8 +984,8 @@ def spread_said(
 
 
 # A number whose training events held MASS_SHARE of their values or more at its lowest edge (0 on the events that
-# carry no fee) is judged over its other values too; online, its counts are carried until those are enough, up to
-# MASS_CARRIED values in all.
+# carry no fee) has its spread over the values above that edge judged too; online, its counts are carried until
+# those are enough, up to MASS_CARRIED values in all.
 MASS_SHARE, MASS_CARRIED = 0.25, 100 * SPREAD_VALUES
 
 
@@ -1348,7 +1348,7 @@ class Unlearnt:
                         del self.nulls[check, c, kind]
             found += lines[:1]
         for c, scale in self.scale.items():
-            if line := off_scale_said(where, self.spec, c, scale[0], scale[1], scale[2]):
+            if line := off_scale_said(where, self.spec, c, *scale):
                 found.append((("off_scale", c), line, window))
             if c not in self.edges:
                 continue
