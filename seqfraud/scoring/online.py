@@ -560,9 +560,8 @@ class OnlineScorer:
         self._arrivals = itertools.count()
         self._unsent = Unsent(self.spec)
         self._unlearnt = Unlearnt(self.spec, scorer.manifest)
-        self._openers = (
-            self.spec.opening_shares or {}
-        )  # training's session openers (built once, not per request)
+        # Training's session openers, built once, not per request.
+        self._openers = self.spec.opening_shares or {}
         store.check_restored(self._reader.read, scorer.model_version, len(self.spec.schema.entities))
 
     def events(self, records: list[dict[str, Any]], *, source: str = "request") -> list[dict[str, Any]]:
