@@ -154,6 +154,27 @@ def test_two_event_types_swapped_are_noted_by_what_follows_them(exported_artifac
     assert [n for n in notes if "falls far otherwise than after the reference's" in n]
 
 
+def test_a_number_in_another_unit_on_part_of_the_traffic_is_noted_as_scoring_says_it(
+    exported_artifact, windows
+):
+    """Part of the amounts in another unit alerted at most as a PSI, never as a unit change (dogfood 255): the
+    window's numbers are judged as batch scoring judges a file's."""
+    import json
+
+    early = windows["early"]
+    top = json.loads((exported_artifact / "spec.json").read_text())["edges"]["amount"][-1]
+    cents = (
+        pl.when(pl.int_range(pl.len()) % 5 == 0)
+        .then(pl.col("amount") * 100 + top)
+        .otherwise(pl.col("amount"))
+    )
+    for name, window in (("clean", early), ("cents", early.with_columns(cents.alias("amount")))):
+        notes = monitor(exported_artifact, window, reference=windows["reference"])["notes"]
+        said = [n for n in notes if "lie above the highest value its buckets tell apart" in n]
+        assert len(said) == (name == "cents"), (name, notes)
+    assert said[0].startswith("the current window: column 'amount': ")
+
+
 def test_report_sections_and_files(reports):
     late = reports["late"]
     for key in (

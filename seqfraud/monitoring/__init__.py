@@ -57,11 +57,13 @@ from seqfraud.monitoring.statistics import (
     quantiles,
     token_counts,
 )
+from seqfraud.scoring.batch import scale_counts, scale_said
 from seqfraud.scoring.history import History, require_history
 from seqfraud.scoring.prepare import (
     cut_sessions_said,
     merged_sessions_said,
     recoded_said,
+    reference_shares,
     reference_transitions,
     transitions_said,
     unopened_said,
@@ -283,6 +285,12 @@ def monitor(
         )
     ):
         report["notes"].append(said)
+    # And each number's scale, as batch scoring judges a file's: a part of the traffic in another unit, or written
+    # negative, was at most a PSI here (dogfood 255).
+    trained = reference_shares(spec, scorer.manifest)
+    if scale := scale_counts(spec, trained):
+        counted = cur.events.select(scale).row(0, named=True)
+        report["notes"] += scale_said("the current window", spec, trained, counted, len(cur.seqs)).values()
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
