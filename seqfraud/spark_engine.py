@@ -26,7 +26,7 @@ import sys
 import uuid
 from bisect import bisect_right
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from functools import partial, reduce
 from itertools import accumulate
@@ -52,6 +52,7 @@ from seqfraud.data.events import (
     ZONED_TIMESTAMPS,
     DataValidationError,
     LoadedEvents,
+    as_float64,
     epoch_bounds,
     file_kind,
     inspect_events,
@@ -226,14 +227,17 @@ class SparkEngine:
             report={"source": source, "timestamp_unit": unit} | raw.id_forms() | zoned | counted | report,
         )
 
-    def _read_parts(self, paths: list[str], footers: list[pq.FileMetaData], have: pl.Schema) -> DataFrame:
+    def _read_parts(
+        self, paths: list[str], footers: list[pq.FileMetaData], have: pl.Schema, numerical: Sequence[str]
+    ) -> DataFrame:
         """The files' rows, in the columns ``have`` (:func:`~seqfraud.data.events.scan_table`'s: a column that
         one file holds and no role reads stands aside), with their file (``_PATH``) and row in it
         (``_FILE_ROW``). Spark reads a set of files
         by one file's types: files typed apart (an Int32 day beside Int64 ones, a column of no value typed Null)
         are read by their own, a set each, and the union widens them as the Polars engine's scan does, where Spark
         can (nanosecond datetimes beside microsecond ones, it reads as integers: refused, naming the files); files
-        of no rows add none, and are left out as there."""
+        of no rows add none, and are left out as there. The ``numerical`` columns' float32 values are read as
+        :func:`~seqfraud.data.events.as_float64` reads them, before a union widens them."""
         arrow = [m.schema.to_arrow_schema() for m in footers]
         # A column of no value (typed Null, or holding none), which Spark reads by its file's type (integers for
         # Null): it takes the type the other files give it, as in the Polars engine's scan.
@@ -258,16 +262,19 @@ class SparkEngine:
             return reduce(
                 lambda x, y: x.unionByName(y, allowMissingColumns=True),  # an event field some files lack
                 [
-                    df.select(
-                        # A file's own columns of these names, which the schema does not read, stand aside (a raw
-                        # AMBIGUOUS_REFERENCE traceback: review 167); the Polars engine reads past them too.
-                        *[
-                            column(none, c)
-                            for c in df.columns
-                            if c in have and c not in (_PATH, _FILE_ROW, _OFFSET)
-                        ],
-                        F.col("_metadata.file_path").alias(_PATH),
-                        F.col("_metadata.row_index").alias(_FILE_ROW),
+                    _float32_decimals(
+                        df.select(
+                            # A file's own columns of these names, which the schema does not read, stand aside (a raw
+                            # AMBIGUOUS_REFERENCE traceback: review 167); the Polars engine reads past them too.
+                            *[
+                                column(none, c)
+                                for c in df.columns
+                                if c in have and c not in (_PATH, _FILE_ROW, _OFFSET)
+                            ],
+                            F.col("_metadata.file_path").alias(_PATH),
+                            F.col("_metadata.row_index").alias(_FILE_ROW),
+                        ),
+                        numerical,
                     )
                     for none, df in reads
                 ],
@@ -292,7 +299,7 @@ class SparkEngine:
         paths = [os.path.abspath(f) for f in files]
         footers = [pq.read_metadata(f) for f in files]
         offset = dict(zip(paths, accumulate([0] + [m.num_rows for m in footers[:-1]])))
-        raw = self._read_parts(paths, footers, have)
+        raw = self._read_parts(paths, footers, have, schema.numerical)
         # Spark names each file by its URL-encoded URI: one cheap pass over the first rows learns those
         # names, so that the events join a small table on the name as it comes, with no per-row decoding.
         names = [row[0] for row in raw.where(F.col(_FILE_ROW) == 0).select(_PATH).collect()]
@@ -314,7 +321,7 @@ class SparkEngine:
             _col(schema.timestamp).isNotNull().alias(S.TS_PRESENT),
             out_of_range.alias(S.TS_OUT_OF_RANGE),
             *[_col(c).cast("string").alias(c) for c in schema.categorical_fields],
-            *[_col(c).cast("double").alias(c) for c in schema.numerical],
+            *[_col(c).cast("double").alias(c) for c in schema.numerical],  # float32 ones read in _read_parts
             *[_col(c).cast("string").alias(c) for c in schema.entities],
             *[
                 _col(c).cast("string").alias(S.EVENT_ID)
@@ -558,6 +565,29 @@ def _kernel_part(job: tuple[str, str], column: str, entity: EntitySpec) -> None:
 def _col(name: str) -> Column:
     """A column by its exact name: user names may hold dots, which ``F.col`` reads as struct access."""
     return F.col(f"`{name.replace('`', '``')}`")
+
+
+def _float32_decimals(df: DataFrame, numerical: Sequence[str]) -> DataFrame:
+    """``df`` with its float ``numerical`` columns as doubles read by :func:`~seqfraud.data.events.as_float64`,
+    in the workers' Python: Spark prints a float by Java's rules, which gave 53,978 of 2.2M random float32
+    values another decimal than Polars' shortest one (3.27320276E13 for 3.2732028e13)."""
+    floats = [f.name for f in df.schema if f.name in numerical and isinstance(f.dataType, T.FloatType)]
+    if not floats:
+        return df
+    schema = T.StructType(
+        [T.StructField(f.name, T.DoubleType(), f.nullable) if f.name in floats else f for f in df.schema]
+    )
+    return df.mapInArrow(partial(_decimal_batches, floats), schema)
+
+
+def _decimal_batches(floats: list[str], batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        read = cast(pl.DataFrame, pl.from_arrow(batch.select(floats)))
+        read = read.select(as_float64(c, pl.Float32(), True) for c in floats)
+        names = batch.schema.names
+        yield pa.RecordBatch.from_arrays(
+            [read[n].to_arrow() if n in floats else batch.column(n) for n in names], names
+        )
 
 
 def _local_uri(path: str) -> str:

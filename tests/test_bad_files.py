@@ -1441,6 +1441,26 @@ def test_a_value_within_float32s_rounding_of_the_lowest_edge_is_not_below_it(sco
     assert Unlearnt(spec, scorer.manifest).ends[AMOUNT][0] < 0.3 < edges[0]
 
 
+def test_float32_numbers_are_scored_as_the_spec_read_them_at_its_fit(scorer, tmp_path):
+    """A file of float32 numbers reads as the CSV export of it (the shortest decimals), as training read them; a
+    spec fitted before version 6 read them widened, and still does, so its edges keep their meaning."""
+    from dataclasses import replace
+
+    from seqfraud.data.events import scan_table
+    from seqfraud.scoring.prepare import normalized_events
+
+    values = [12.99, 0.3, 30.01, 7.0]
+    events = log(4).with_columns(pl.Series(AMOUNT, values, pl.Float32))
+    path = _write(tmp_path / "f32.parquet", events)
+    _write(tmp_path / "mixed" / "a.parquet", events)
+    _write(tmp_path / "mixed" / "b.parquet", events.with_columns(pl.Series(AMOUNT, values)))
+    widened = [float(np.float32(v)) for v in values]
+    for spec, read in ((scorer.spec, values), (replace(scorer.spec, float32_decimal=False), widened)):
+        for where, want in ((path, read), (tmp_path / "mixed", read + values)):
+            lf, source = scan_table(where, spec.schema, float32_decimal=spec.float32_decimal)
+            assert normalized_events(lf, spec, source)[AMOUNT].to_list() == want
+
+
 def test_the_weeks_of_a_file_in_another_unit_are_said_by_date(scorer, tmp_path, caplog):
     """A month's file whose second half a release had put in m/s for km/h scored unsaid: the file's shares moved
     too little for the checks, which read the whole (dogfood 234: 6 bands changed). A file's weeks are judged

@@ -82,7 +82,7 @@ def tiny_spec(tmp_path_factory) -> Spec:
 
 def test_spec_carries_its_value_fields_and_reads_older_specs_without_them(tiny_spec: Spec):
     d = tiny_spec.to_dict()
-    assert d["version"] == 5 and d["values"] == list(tiny_spec.schema.numerical)
+    assert d["version"] == 6 and d["values"] == list(tiny_spec.schema.numerical)
     assert tiny_spec.value_fields == tuple(f"val__{c}" for c in tiny_spec.schema.numerical)
     assert set(tiny_spec.value_fields) <= set(tiny_spec.fields)
     assert all(tiny_spec.vocab_size(f) == FIRST_ID + VALUE_STEPS + 1 for f in tiny_spec.value_fields)

@@ -268,6 +268,36 @@ def test_numeric_edges_from_quantiles_and_bucket_rule(tmp_path):
     assert seqs["fit"][TOK["amount"]] == [7, 4, 6, MISSING, 4, NAN, 5, 7, 4]
 
 
+def test_a_float32_log_and_its_csv_export_fit_one_spec(tmp_path):
+    """Edges fitted on widened float32 values (0.3 read as 0.30000001192092896) split a CSV export's or a request's
+    decimals from training's: a value at an inner edge read into the next bucket, and scores moved up to 0.154
+    (dogfood 255). A folder whose parts mix float32 and float64 reads its float32 part so too."""
+    amounts = [10.0, 12.99, 0.3, 30.01, 1e-7, 40.0, 12.99, 0.3]
+    f64 = frame([("s", i, "view", "web", a, 0) for i, a in enumerate(amounts)])
+    f32 = f64.with_columns(pl.col("amount").cast(pl.Float32))
+    _, csv_spec, csv_seqs = run(write(f64, tmp_path / "e.csv"))
+    _, f32_spec, f32_seqs = run(write(f32, tmp_path / "f32.parquet"))
+    write(f32.head(4), tmp_path / "mixed" / "a.parquet")
+    write(f64.tail(4).with_columns(pl.col("amount").cast(pl.Float64)), tmp_path / "mixed" / "b.parquet")
+    loaded, mixed_spec, _ = run(tmp_path / "mixed")
+    assert loaded.events.collect()["amount"].to_list() == amounts
+    assert set(f32_spec.edges["amount"]) & {0.3, 12.99, 30.01}
+    assert f32_spec.edges == csv_spec.edges == mixed_spec.edges
+    assert f32_seqs["s"][TOK["amount"]] == csv_seqs["s"][TOK["amount"]]
+
+
+def test_a_spec_says_how_it_read_float32_numbers(tmp_path):
+    """Scoring reads float32 numbers as the spec's fit did: a spec of version 5 or before widened them."""
+    _, spec, _ = run(write(frame([("s", 0, "view", "web", 1.0, 0)]), tmp_path / "e.parquet"))
+    d = spec.to_dict()
+    assert (d["version"], d["float32_decimal"]) == (6, True)
+    older = d | {"version": 5}
+    older.pop("float32_decimal")
+    assert Spec.from_dict(older).float32_decimal is False
+    with pytest.raises(SpecError, match="float32_decimal='yes'"):
+        Spec.from_dict(d | {"float32_decimal": "yes"})
+
+
 def test_numeric_edges_deduplicated(tmp_path):
     rows = [("s", i, "view", "web", a, 0) for i, a in enumerate([1.0, 1.0, 1.0, 1.0, 5.0])]
     path = write(frame(rows), tmp_path / "e.parquet")
@@ -628,7 +658,7 @@ def test_spec_json_round_trip(tmp_path):
     loaded = Spec.load(path)
     assert loaded == spec
     d = json.loads(path.read_text())
-    assert d["format"] == "seqfraud.preprocessing-spec" and d["version"] == 5 and d["entity"] is None
+    assert d["format"] == "seqfraud.preprocessing-spec" and d["version"] == 6 and d["entity"] is None
     assert d["schema"]["timestamp_range"] == ["1990-01-01", "2100-01-01"]
     assert d["reserved"] == {"pad": 0, "unknown": 1, "missing": 2, "nan": 3}
     assert d["vocab"]["event_type"] == ["view", "add", "click", "pay", "zzz"]
@@ -648,7 +678,7 @@ def test_spec_json_round_trip(tmp_path):
 @pytest.mark.parametrize(
     ("mutate", "match"),
     [
-        (lambda d: d.update(version=6), "version 6"),
+        (lambda d: d.update(version=7), "version 7"),
         (lambda d: d["schema"].update(timestamp_range=["2100-01-01", "1990-01-01"]), "malformed"),
         (lambda d: d.pop("version"), "version None"),
         (lambda d: d.update(format="something-else"), "not a seqfraud preprocessing spec"),

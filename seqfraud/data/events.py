@@ -351,7 +351,7 @@ _CSV_KINDS: dict[pl.DataType | type[pl.DataType], str] = {
 
 
 def scan_table(
-    path: str | os.PathLike, schema: Schema, file_column: str | None = None
+    path: str | os.PathLike, schema: Schema, file_column: str | None = None, *, float32_decimal: bool = True
 ) -> tuple[pl.LazyFrame, str]:
     """Scan Parquet or CSV lazily, after checking every file; returns the frame and a printable source name.
 
@@ -362,7 +362,8 @@ def scan_table(
     categorical columns as strings (``007`` is not ``7``), numeric columns as floats, the timestamp and
     label columns inferred from the first rows (integer epochs stay integers, and strings are left to
     the timestamp rules: no date guessing) and every other column as strings. With ``file_column``, each row's
-    file, by its path, in that column.
+    file, by its path, in that column. A folder's float32 numbers among wider ones are read as
+    :func:`as_float64` reads them.
     """
     files = resolve_paths(path)
     kinds = {file_kind(f) for f in files}
@@ -392,7 +393,10 @@ def scan_table(
         clash = file_column is not None and any(file_column in s for s in schemas.values())
         if not (clash or common or aside or partial or any(read[f].rezoned or read[f].date64 for f in files)):
             return pl.scan_parquet(files, glob=False, include_file_paths=file_column), source
-        parts = [_as_common(_scan_parquet(f, read[f]), common).drop(aside, strict=False) for f in files]
+        parts = [
+            _as_common(_scan_parquet(f, read[f]), common, float32_decimal).drop(aside, strict=False)
+            for f in files
+        ]
         # By name: the files may order their columns apart.
         return pl.concat(_with_file(parts, files, file_column), how="diagonal"), source
     if kinds == {"csv"}:
@@ -586,8 +590,22 @@ def _common_types(
     return common
 
 
-def _as_common(lf: pl.LazyFrame, common: dict[str, pl.DataType]) -> pl.LazyFrame:
-    """One file's columns as :func:`_common_types` types them."""
+def as_float64(column: str, dtype: pl.DataType, float32_decimal: bool) -> pl.Expr:
+    """A number as Float64; with ``float32_decimal``, a float32 one as the shortest decimal that reads back as it
+    (0.3, not 0.30000001192092896): what a CSV, JSON or request of the same value holds. Edges fitted on widened
+    float32 values split a file's decimals from training's: a fee at an inner edge read into the next bucket
+    from a CSV export, and scores moved up to 0.154 (dogfood 255). Specs fitted before read them widened
+    (:attr:`~seqfraud.features.spec.Spec.float32_decimal`)."""
+    value = pl.col(column)
+    return (
+        value.cast(pl.String).cast(pl.Float64)
+        if float32_decimal and dtype == pl.Float32
+        else value.cast(pl.Float64)
+    )
+
+
+def _as_common(lf: pl.LazyFrame, common: dict[str, pl.DataType], float32_decimal: bool) -> pl.LazyFrame:
+    """One file's columns as :func:`_common_types` types them (a numeric column's floats as :func:`as_float64`)."""
     have = lf.collect_schema()
     columns = []
     for c, t in common.items():
@@ -599,6 +617,8 @@ def _as_common(lf: pl.LazyFrame, common: dict[str, pl.DataType]) -> pl.LazyFrame
             )
             value = value.dt.convert_time_zone("UTC") if t.time_zone else value
             columns.append(value.dt.cast_time_unit("us"))
+        elif t == pl.Float64:
+            columns.append(as_float64(c, have[c], float32_decimal))
         else:
             columns.append(pl.col(c).cast(t))
     return lf.with_columns(columns)
@@ -1546,6 +1566,7 @@ def normalize(
     *,
     with_label: bool,
     naive_flag: bool = False,
+    float32_decimal: bool = True,
 ) -> pl.LazyFrame:
     """Cast to the canonical working types; flags present and out-of-range timestamps for the row counts, and
     with ``naive_flag`` timestamp (and label time) strings without an offset (:data:`S.TS_NAIVE`,
@@ -1554,7 +1575,8 @@ def normalize(
     The epoch value is a column of its own first: both flags read it, and parsing strings twice would double
     the cost of a scoring request. Entity ids become strings (integers their decimal text). With
     ``with_label`` and ``data.schema.label_time`` the label time gets the timestamp's rules and flags
-    (:data:`S.LABEL_TIME_US` and the rest), integer epochs in the timestamp's ``unit``.
+    (:data:`S.LABEL_TIME_US` and the rest), integer epochs in the timestamp's ``unit``. Numbers are read by
+    :func:`as_float64`.
     """
     range_us = timestamp_range_us(schema)
     raw, raw_unit = epoch_value(schema.timestamp, have[schema.timestamp], unit)
@@ -1575,7 +1597,7 @@ def normalize(
             else []
         ),
         *[pl.col(c).cast(pl.String) for c in schema.categorical_fields],
-        *[pl.col(c).cast(pl.Float64) for c in schema.numerical],
+        *[as_float64(c, have[c], float32_decimal) for c in schema.numerical],
         *[pl.col(c).cast(pl.String) for c in schema.entities],
         *[
             pl.col(c).cast(pl.String).alias(S.EVENT_ID)

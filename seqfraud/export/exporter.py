@@ -612,7 +612,7 @@ def session_amounts(
         )
     path = events or run_input(run_dir, "events") or ""  # none recorded: the error asks for events=PATH
     try:
-        raw, _ = scan_table(path, spec.schema)
+        raw, _ = scan_table(path, spec.schema, float32_decimal=spec.float32_decimal)
     except DataValidationError as e:
         raise ExportError(f"thresholds: {e}; pass events=PATH to point at the run's raw events") from e
     sid = spec.schema.session_id
@@ -791,7 +791,7 @@ def check_end_to_end(
         raise ExportError(f"{rundir.predictions(run_dir, 'test')}: no test predictions to check against")
     path = events or run_input(run_dir, "events") or ""  # none recorded: the error asks for events=PATH
     try:
-        raw, source = scan_table(path, scorer.spec.schema)
+        raw, source = scan_table(path, scorer.spec.schema, float32_decimal=scorer.spec.float32_decimal)
     except DataValidationError as e:
         raise ExportError(f"end-to-end check: {e}; pass events=PATH to point at the run's raw events") from e
     sid = pl.col(scorer.spec.schema.session_id).cast(pl.String)

@@ -32,8 +32,9 @@ SPEC_FORMAT = "seqfraud.preprocessing-spec"
 # load: a version 1 range is the default one, its unit means the same, and neither has entity features.
 # 4: ``values``, the numeric columns that also carry their value as a number (a value field); earlier ones
 # have none. 5: ``hop``, the steps in which a long session's window moves (earlier ones move it by one event).
-SPEC_VERSION = 5
-READABLE_VERSIONS = (1, 2, 3, 4, 5)
+# 6: ``float32_decimal``, float32 numbers read as their shortest decimals (earlier ones widen them).
+SPEC_VERSION = 6
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
 
 # Reserved token ids, the same in every field. Fitted vocabulary entries and buckets start at FIRST_ID.
 PAD = 0
@@ -131,6 +132,8 @@ class Spec:
     entity: EntitySpec | None = None
     values: tuple[str, ...] = ()
     hop: int = 1
+    # How float32 numbers were read at fit, so that scoring reads them alike (seqfraud.data.events.as_float64).
+    float32_decimal: bool = True
 
     def window_start(self, n_events: Any) -> Any:
         """:func:`window_start` of sessions of ``n_events`` (an int or an integer array)."""
@@ -307,6 +310,7 @@ class Spec:
             "versions": self.versions,
             "entity": self.entity.to_dict() if self.entity else None,
             "values": list(self.values),
+            "float32_decimal": self.float32_decimal,
         }
 
     def to_json(self) -> str:
@@ -342,6 +346,7 @@ class Spec:
                 entity=EntitySpec.from_dict(d["entity"]) if d.get("entity") else None,
                 values=tuple(str(c) for c in d.get("values") or ()),
                 hop=d["hop"] if d["version"] >= 5 else 1,
+                float32_decimal=d["float32_decimal"] if d["version"] >= 6 else False,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise SpecError(f"{source}: malformed spec: {e}") from e
@@ -349,6 +354,8 @@ class Spec:
             raise SpecError(
                 f"{source}: hop={spec.hop!r} is not an integer between 1 and max_len={spec.max_len}"
             )
+        if not isinstance(spec.float32_decimal, bool):
+            raise SpecError(f"{source}: float32_decimal={spec.float32_decimal!r} is not true or false")
         if (spec.entity.columns if spec.entity else ()) != schema.entities:
             raise SpecError(f"{source}: entity features of {spec.entity} do not match the schema's entities")
         if not set(spec.values) <= set(schema.numerical):

@@ -70,7 +70,7 @@ def raw_window(scorer: Scorer, events: Any, source: str = "events") -> tuple[Win
     from the scorer's history where it has any: as the scorer reads them."""
     spec = scorer.spec
     if isinstance(events, (str, Path)):
-        lf, source = scan_table(events, spec.schema)
+        lf, source = scan_table(events, spec.schema, float32_decimal=spec.float32_decimal)
     else:
         lf = as_frame(events, spec, source).lazy()
     if lf.head(1).collect().height == 0:

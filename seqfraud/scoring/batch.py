@@ -46,7 +46,6 @@ from seqfraud.features.entities import busiest_value, busy_warnings, is_placehol
 from seqfraud.features.spec import Spec
 from seqfraud.features.tokens import Sequences, polars_sequences
 from seqfraud.provenance import embedding_record, files_digest
-from seqfraud.schema import Schema
 from seqfraud.scoring.prepare import (
     NULL_CHECKS,
     cut_sessions_said,
@@ -484,18 +483,18 @@ def score_file(
     The output appears only when complete (written beside it, then renamed). Rows are grouped by
     chunk; sort by session id if order matters.
     """
-    lf, source, files, by_file = scanned(events, scorer.spec.schema)
+    lf, source, files, by_file = scanned(events, scorer.spec)
     frames = iter_scores(
         scorer, lf, source, chunk_events=chunk_events, progress=progress, files=files, by_file=by_file
     )
     return {"sessions": write_frames(as_logged(frames, lf, scorer.spec.schema.session_id), out, source)}
 
 
-def scanned(events: str | os.PathLike, schema: Schema) -> tuple[pl.LazyFrame, str, list[str], pl.LazyFrame]:
+def scanned(events: str | os.PathLike, spec: Spec) -> tuple[pl.LazyFrame, str, list[str], pl.LazyFrame]:
     """An event log scanned for batch scoring (:func:`scan_table`): its frame, name and files, and the frame with
     each row's file (:data:`S.FILE`)."""
     files = resolve_paths(events, warn=False)
-    lf, source = scan_table(events, schema, S.FILE)
+    lf, source = scan_table(events, spec.schema, S.FILE, float32_decimal=spec.float32_decimal)
     return lf.drop(S.FILE), source, files, lf
 
 
@@ -515,7 +514,7 @@ def embed_file(
             "the stacker kept LightGBM alone: these embeddings are its sequence model's, which this artifact's "
             "scores never read (the validation showed no gain of it over LightGBM)"
         )
-    lf, source, files, by_file = scanned(events, scorer.spec.schema)
+    lf, source, files, by_file = scanned(events, scorer.spec)
     frames = (
         scorer.embed_sequences(seqs, embedding)
         for seqs, _ in iter_sequences(

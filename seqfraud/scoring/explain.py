@@ -406,7 +406,7 @@ def _check_alignment(scorer: TokenScorer, kept: pl.DataFrame, full: Sequences) -
 
 def session_events(path: str | Path, spec: Spec, session: str) -> tuple[pl.DataFrame, pl.LazyFrame]:
     """One session's raw events from a Parquet file, directory or glob, or a CSV file, and the others' (lazy)."""
-    events, source = scan_table(path, spec.schema)
+    events, source = scan_table(path, spec.schema, float32_decimal=spec.float32_decimal)
     column = spec.schema.session_id
     mine = pl.col(column).cast(pl.String) == session
     with reading(source):

@@ -83,7 +83,7 @@ class History:
         the sessions to be scored, where known, whose labels the table may hold too (:meth:`from_frame`)."""
         if isinstance(events, pl.DataFrame):
             return cls.from_frame(events.lazy(), "history", labels, spec, scored=scored)
-        lf, source = scan_table(events, spec.schema)
+        lf, source = scan_table(events, spec.schema, float32_decimal=spec.float32_decimal)
         return cls.from_frame(lf, source, labels, spec, scored=scored)
 
     @classmethod

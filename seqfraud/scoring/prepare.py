@@ -242,7 +242,15 @@ def normalized_events(
         )
     unit = epoch_unit(have, spec, source)
     with reading(source):
-        events = normalize(lf, schema, have, unit or "datetime", with_label=False, naive_flag=True).collect()
+        events = normalize(
+            lf,
+            schema,
+            have,
+            unit or "datetime",
+            with_label=False,
+            naive_flag=True,
+            float32_decimal=spec.float32_decimal,
+        ).collect()
     with BadRows(source) as bad:
         if n := events[S.SESSION_ID].null_count():
             bad.add(schema.session_id, n, "have a null session id")
@@ -620,8 +628,8 @@ OFF_SCALE_TAIL_TRAINED, OFF_SCALE_TAIL, OFF_SCALE_TIMES = 0.01, 0.05, 20
 
 def lowest_edge(edges: Sequence[float]) -> float:
     """What a value must lie below to lie below the lowest of ``edges`` (:func:`off_scale_said`): the edge less
-    float32's rounding. Edges fitted on float32 values sit up to a unit of 2**-24 from the decimal a CSV or JSON
-    writes (0.30000001 for 0.3), and a fixed fee at the lowest edge read as 18% of a clean month below it
+    float32's rounding. Edges that a spec before version 6 fitted on widened float32 values (``Spec.float32_decimal``)
+    sit up to a unit of 2**-24 from the decimal a CSV or JSON writes (0.30000001 for 0.3), and a fixed fee at the lowest edge read as 18% of a clean month below it
     (dogfood 255); the tokens put both in the lowest bucket."""
     return edges[0] - abs(edges[0]) * 2.0**-23
 
