@@ -27,7 +27,7 @@ from seqfraud.export.artifact import (
 from seqfraud.rundir import STACKING_REPORT
 from seqfraud.scoring.prepare import normalized_events
 from seqfraud.training.stacking import fold_datasets
-from tests.conftest import service_client, single_torch_thread, train_into
+from tests.conftest import compose_train, service_client, single_torch_thread, train_into
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +70,19 @@ def served_as_the_run(run: Path, scorer) -> tuple[pl.DataFrame, pl.DataFrame, pl
 
 
 @pytest.mark.integration
+def test_model_gru_is_the_default_models_sequence_model():
+    """``model=gru`` and the ``sequence`` a stacked run fits are one model, as metrics name both ``gru`` (dogfood
+    253: ``model=gru`` was a one-layer GRU, beside the default's two)."""
+    from omegaconf import OmegaConf
+
+    from seqfraud.training.train import SEQUENCE_KEYS
+
+    gru, stacked = (OmegaConf.to_container(compose_train([f"model={m}"]).model) for m in ("gru", "stacked"))
+    assert (gru["kind"], stacked["kind"]) == ("sequence", "stacked")
+    assert {k: gru.get(k) for k in SEQUENCE_KEYS} == {k: stacked.get(k) for k in SEQUENCE_KEYS}
+    assert gru["n_layers"] == 2
+
+
 def test_stacked_run_scores_with_lightgbm_over_out_of_fold_scores(stacked_run):
     report = json.loads((stacked_run / STACKING_REPORT).read_text())
     assert report["folds"] == 2 and report["best_iteration"] >= 1
