@@ -481,6 +481,11 @@ def test_cli_says_when_no_single_event_moves_the_score(
     # moved a dogfood's raw score from 0.737 to 0.165, while the note said no single event explains it.
     from seqfraud.scoring.explain import flat_note
 
+    flat = {S.RAW_SCORE: 0.5, S.SCORE: 0.5, S.BAND: "review", "stacked": True}
+    assert "a stacked model's trees" in flat_note(np.zeros(62), flat)
+    # Half of a blend's logit is the sequence model's, smooth in each event (review 256).
+    blended = flat_note(np.zeros(62), flat | {"blend": True})
+    assert "half of a blend's logit is LightGBM's" in blended and "a stacked model's" not in blended
     said = flat_note(np.zeros(62), {S.RAW_SCORE: 0.737, S.BAND: "decline", "stacked": True, "unlisted": 1352})
     assert said is not None and "the session as a whole" not in said
     assert said.startswith(

@@ -253,7 +253,7 @@ def flat_note(
 ) -> str | None:
     """Why no event stands out, where none does: every contribution about 0, or a flagged session's largest a
     sliver of its score (+0.008 of a 0.977 on a dogfood log), which reads as a broken explanation otherwise.
-    ``scored``: the session's row of ``score`` (``raw_score``, ``score``, ``band``), ``stacked``, ``unlisted``
+    ``scored``: the session's row of ``score`` (``raw_score``, ``score``, ``band``), ``stacked``, ``blend``, ``unlisted``
     (:func:`unlisted`: events that count and are not listed, which may hold the reason) and, with entity features,
     ``context_shift`` (the raw score less its score without other sessions: :func:`context_note`). With the
     scorer's ``calibrate``, the same rule is read on the score the bands read too, where a steep calibration makes
@@ -298,14 +298,18 @@ def flat_note(
         )
     if by_context:
         return f"no single event explains this score ({moved}): its entity context moves it more"
+    # A blend's other half is the sequence model's logit, smooth in each event (review 256).
+    steps = (
+        " (half of a blend's logit is LightGBM's, whose trees move in steps, and leaving out one event may cross "
+        "none of their splits)"
+        if scored.get("blend")
+        else " (a stacked model's trees move in steps, and leaving out one event may cross none of their splits)"
+        if scored["stacked"]
+        else ""
+    )
     return (
-        f"no single event explains this score ({moved}): it comes from the session as a whole"
-        + (
-            " (a stacked model's trees move in steps, and leaving out one event may cross none of their splits)"
-            if scored["stacked"]
-            else ""
-        )
-        + "; read the contributions as an order, not as the reason for the score"
+        f"no single event explains this score ({moved}): it comes from the session as a whole{steps}"
+        "; read the contributions as an order, not as the reason for the score"
     )
 
 

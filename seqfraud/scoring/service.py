@@ -765,7 +765,12 @@ def explained_session(scorer: Scorer, records: list[dict[str, Any]]) -> dict[str
     said = [
         flat_note(
             explained[S.CONTRIBUTION].to_numpy(),
-            row | {"stacked": stacked, "unlisted": hidden},
+            row
+            | {
+                "stacked": stacked,
+                "blend": scorer.stacker is not None and scorer.stacker.blend,
+                "unlisted": hidden,
+            },
             scorer.calibrate,
         )
     ]
