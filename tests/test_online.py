@@ -605,6 +605,31 @@ def test_a_field_no_event_sends_is_said_once(gru_artifact, gru_run, caplog, monk
     assert "was left out" not in caplog.text
 
 
+def test_resent_events_are_judged_once_as_taken(gru_artifact, gru_run, caplog, monkeypatch) -> None:
+    """The window checks read a request before its repeats were set aside: a retried request counted its events
+    again, and an event resent with another field (kept as first taken) read as tied with itself (review 256).
+    Each event is judged once, as the session takes it."""
+    import logging
+
+    from seqfraud.scoring import prepare
+    from seqfraud.scoring.online import OnlineScorer
+    from seqfraud.scoring.scorer import Scorer
+    from seqfraud.scoring.state import MemoryStore
+
+    monkeypatch.setattr(prepare, "ONLINE_CHECK_AFTER", 100)
+    scorer = Scorer.load(gru_artifact)
+    field = scorer.spec.schema.numerical[0]
+    records = session_records(gru_run, 40)[:150]
+    with single_torch_thread(), caplog.at_level(logging.WARNING, logger="seqfraud.scoring.prepare"):
+        online = OnlineScorer(scorer, MemoryStore())
+        for r in records:
+            online.events([r], source="test")
+            online.events([r], source="test")  # a retry
+            online.events([r | {field: (r[field] or 0) + 1}], source="test")  # a resend, another field
+    assert online._unlearnt.seen == len(records)
+    assert "have the time of an earlier event of their session" not in caplog.text, caplog.text
+
+
 def test_a_recoding_online_is_said_as_batch_scoring_says_it(
     gru_artifact, gru_run, caplog, monkeypatch
 ) -> None:

@@ -598,7 +598,6 @@ class OnlineScorer:
         elif self.spec.entity is not None:  # whichever replica seeded the store, if any did (review 205)
             self._refuse_history_sessions(sids, source)
         self._unsent.take(records, source)
-        self._unlearnt.take(events, source)
         # The last result of each session, in order of first appearance.
         results: dict[str, dict[str, Any]] = {}
         try:
@@ -607,6 +606,7 @@ class OnlineScorer:
             lost = False  # each session's update below meets the same outage and answers for it
         failed: set[str] = set()
         taken_here: dict[str, tuple[int, list[int]]] = {}  # per session, the events taken and its rows
+        fresh: list[int] = []  # the rows of events not taken before (a failed session's, all: none is known)
         for sid, rows in segments(sids, self.spec.entity is not None):
             if sid in failed:  # its answer is degraded, from all its events: a later run stored past a gap
                 continue  # and was answered healthy, hiding the events to resend (review 130)
@@ -628,13 +628,15 @@ class OnlineScorer:
                 mine = [records[i] for i, other in enumerate(sids) if other == sid]
                 results[sid] = self._alone(sid, mine, source)
                 failed.add(sid)
+                fresh += rows
                 continue
             if restarted:
                 self._restarts.note(f"session {sid!r}")
+            fresh += [rows[i] for i in taken]
             before, held = taken_here.get(sid, (0, []))
-            taken_here[sid] = (before + taken, held + rows)
+            taken_here[sid] = (before + len(taken), held + rows)
             earlier = results.get(sid, {})
-            repeated = len(rows) - taken + earlier.get("repeated", 0)
+            repeated = len(rows) - len(taken) + earlier.get("repeated", 0)
             conflicting += earlier.get("conflicting", 0)
             results[sid] = {
                 S.SESSION_ID: sid,
@@ -649,6 +651,9 @@ class OnlineScorer:
                 # Whose score this is: a request of repeats only (a retry) leaves another model's state as it is.
                 "model_version": state.model_version,
             }
+        # Events judged once, as taken: a retried request's ties counted again, and a resend of an event with other
+        # fields read as tied with it (review 256).
+        self._unlearnt.take(events if len(fresh) == len(events) else events.take(sorted(fresh)), source)
         # The sessions this request began: all their events taken here, none read before a restart.
         if began := [
             taken_here[sid][1]
@@ -730,9 +735,9 @@ class OnlineScorer:
         records: list[dict[str, Any]],
         lines: list[bytes],
         events: EventColumns,
-    ) -> tuple[SessionState, int, int, bool]:
+    ) -> tuple[SessionState, list[int], int, bool]:
         """Apply a session's new events to its state and record them in the entity history, in one write;
-        returns the state, how many of the events were new, how many repeated an id with other fields, and whether
+        returns the state, which of the events were new, how many repeated an id with other fields, and whether
         the store had dropped the session's state (:meth:`StateStore.dropped`): it starts anew."""
         entries = [key_entry(k) for k in keys] if self.spec.schema.event_id is not None else None
         taken: list[int] = []
@@ -791,7 +796,7 @@ class OnlineScorer:
                 len(conflicts),
                 conflicts[0][3:],
             )
-        return state, len(taken), len(conflicts), any(restarted)
+        return state, taken, len(conflicts), any(restarted)
 
     def _advance(self, state: SessionState, keys: list[str], lines: list[bytes], new: EventColumns) -> None:
         """The state after ``new`` (normalized events of the session not seen before, with their ``keys`` and
