@@ -60,10 +60,13 @@ from seqfraud.durations import duration_us
 from seqfraud.errors import ConfigError
 from seqfraud.features.drift import (
     CATEGORY_SHARES,
+    MASS_EDGES,
     NULL_SHARES,
     NUMERIC_SHARES,
     TRANSITION_SHARES,
     VANISHED_FROM,
+    holds_mass,
+    lowest_prob,
     token_label,
     transition_counts,
     transition_shares,
@@ -93,12 +96,14 @@ from seqfraud.features.spec import (
     SHORTEST_TRAINED,
     TIED_SHARE,
     UNKNOWN,
+    VALUE_STEPS,
     Spec,
+    value_pieces,
 )
 from seqfraud.features.tokens import FitStats, build_spec, fit_stats, quantile_probs, sequences
 from seqfraud.provenance import files_digest
 from seqfraud.rundir import DATA_DIR, ENTITY_DIR, REPORT_FILE, SPEC_FILE, dataset
-from seqfraud.schema import Schema
+from seqfraud.schema import Schema, value_field
 
 log = logging.getLogger(__name__)
 
@@ -357,8 +362,8 @@ def training_shares(datasets: Mapping[str, Path], spec: Spec) -> dict[str, dict]
     per field and event type the share of events without a
     value (:data:`NULL_SHARES`: an entity column's through its presence feature; an event type training did not
     learn under ``<unknown>``), where a field is null on some kinds of event by nature (an amount on payments
-    alone: a file of other kinds read as a client that stopped sending it, review 232), and what follows each event
-    type (:data:`TRANSITION_SHARES`)."""
+    alone: a file of other kinds read as a client that stopped sending it, review 232), what follows each event
+    type (:data:`TRANSITION_SHARES`), and :func:`mass_edges` (:data:`MASS_EDGES`)."""
     schema = spec.schema
     presence = {c: spec.entity.presence_feature(c) for c in schema.entities} if spec.entity else {}
     fields = {c: c for c in (*schema.categorical, *schema.numerical)} | presence
@@ -377,8 +382,10 @@ def training_shares(datasets: Mapping[str, Path], spec: Spec) -> dict[str, dict]
     follows = transition_counts(
         types.explode().drop_nulls().to_numpy().astype(np.int64), types.list.len().to_numpy(), size
     )
+    numeric = token_shares(token_id_counts(datasets, schema.numerical), spec)
     return {
-        NUMERIC_SHARES: token_shares(token_id_counts(datasets, schema.numerical), spec),
+        NUMERIC_SHARES: numeric,
+        MASS_EDGES: mass_edges(train, spec, numeric),
         CATEGORY_SHARES: token_shares(token_id_counts(datasets, schema.categorical_fields), spec),
         NULL_SHARES: {
             c: {k: nulls / n for k, nulls, n in zip(kinds, counted[c], counted["__n"])} for c in fields
@@ -388,6 +395,37 @@ def training_shares(datasets: Mapping[str, Path], spec: Spec) -> dict[str, dict]
             for prev, shares in transition_shares(follows, size).items()
         },
     }
+
+
+def mass_edges(train: pl.LazyFrame, spec: Spec, shares: Mapping[str, list[float]]) -> dict[str, float]:
+    """Per number that holds a point mass at its lowest edge in training (:func:`holds_mass`: a fee of 0 on the
+    events that carry none), the value at the lowest edge's quantile of its training values above that edge, read
+    back from its value field's tokens (``train``: the training dataset; a spec without value fields gives none).
+    The mass takes the lowest quantiles' edges: part of the other values /100 fell into the lowest bucket above it,
+    unsaid (dogfood 258); scoring says a share below this value as it says one below the lowest edge."""
+    out = {}
+    q = lowest_prob(spec)
+    for c in spec.values:
+        if q is None or c not in shares or not holds_mass(spec, c, np.asarray(shares[c])):
+            continue
+        bucket, value = S.token_column(c), S.token_column(value_field(c))
+        position = (
+            train.select(bucket, value)
+            .explode(bucket, value)
+            .filter(pl.col(bucket) > FIRST_ID)  # above the lowest edge (reserved ids lie below FIRST_ID)
+            .select(((pl.col(value) - FIRST_ID) / VALUE_STEPS).quantile(q, "nearest"))
+            .collect(engine="streaming")
+            .item()
+        )
+        if position is None:
+            continue
+        edges = spec.edges[c]
+        b, f = divmod(position * (len(edges) + 1), 1.0)  # Spec's value rule, read backwards
+        if 1 <= b < len(edges):  # an inner bucket: its edges place the value
+            lo, width, _ = value_pieces(edges)
+            # A step of the tokens below, so that the quantile's own value (a common $1 gift) never lies below it.
+            out[c] = lo[int(b)] + (f - (len(edges) + 1) / VALUE_STEPS) * width[int(b)]
+    return out
 
 
 def token_shares(counts: TokenCounts, spec: Spec) -> dict[str, list[float]]:

@@ -1143,6 +1143,21 @@ def test_two_event_types_swapped_are_said_by_what_follows_them(
             assert ("events falls far otherwise than after training's" in caplog.text) == (name == "swapped")
     assert f"{path}: what comes after its " in caplog.text
     assert "'checkout_start' comes after" in caplog.text or "'payment_attempt' comes after" in caplog.text
+    # A release's new step after each event of a type is named, where '<unknown>' alone sent the user looking for it
+    # (dogfoods 258, 259): after a type of events enough to judge, few enough that the type column reads no recoding.
+    shares = test_period_events[kind].value_counts(normalize=True).filter(pl.col("proportion") < 0.08)
+    before = shares.sort("proportion")[kind][-1]
+    step = test_period_events.filter(pl.col(kind) == before).with_columns(
+        pl.lit("fraud_check").alias(kind), pl.col(TS) + timedelta(microseconds=1)
+    )
+    stepped = pl.concat([test_period_events, step])
+    named = "'<unknown>' (types the model did not learn, most often 'fraud_check'"
+    with caplog.at_level("WARNING", logger="seqfraud.scoring"):
+        caplog.clear()
+        score_file(
+            scorer, _write(tmp_path / "stepped.parquet", stepped), tmp_path / "s.parquet", progress=False
+        )
+    assert named in caplog.text, caplog.text
     # /events too, over the pairs of a session's events a window holds (dogfoods 247, 248: unsaid online).
     from seqfraud.features.fastpath import EventColumns
     from seqfraud.scoring import prepare
@@ -1155,6 +1170,14 @@ def test_two_event_types_swapped_are_said_by_what_follows_them(
         with caplog.at_level("WARNING", logger="seqfraud.scoring"):
             Unlearnt(scorer.spec, scorer.manifest).take(events, "request")
         assert ("request: what comes after its " in caplog.text) == (name == "swapped"), (name, caplog.text)
+    events = EventColumns.of_frame(
+        normalized_events(stepped.sort(SID, TS, maintain_order=True).lazy(), scorer.spec, "request"),
+        scorer.spec,
+    )
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="seqfraud.scoring"):
+        Unlearnt(scorer.spec, scorer.manifest).take(events, "request")
+    assert named in caplog.text, caplog.text
     # Events sent newest first, and each sent twice (a retry), make the pairs of their times' order, as the service
     # reads a session's events (review 249: arrival order read as swapped types, a retry as a type following itself).
     parts = (in_order.reverse(), in_order.select(pl.all().repeat_by(2).explode()))
@@ -1425,6 +1448,62 @@ def test_an_online_window_closes_whatever_its_judging_meets(scorer, monkeypatch)
     )
 
 
+def test_part_of_a_numbers_values_above_a_point_mass_in_another_unit_is_said(
+    scorer, tmp_path, caplog, monkeypatch
+):
+    """60% of the donations /100, on a log whose amounts were 0 on 82% of the events, fell into the lowest bucket
+    above 0, a PSI of 0.6, and moved 9 bands unsaid (dogfood 258). A share of the values above the mass that lies
+    below training's lowest quantile of them (the manifest's mass edge) is said as one below the lowest edge is, in
+    batch and online; an artifact that records no such edge says nothing of it."""
+    from copy import copy
+
+    from seqfraud.features.fastpath import EventColumns
+    from seqfraud.features.spec import FIRST_ID
+    from seqfraud.scoring import prepare
+    from seqfraud.scoring.batch import score_file
+    from seqfraud.scoring.prepare import Unlearnt, normalized_events
+
+    edges = scorer.spec.edges[AMOUNT]
+    assert edges[0] == 0.0  # the smoke log's amounts start at 0
+    trained = np.zeros(FIRST_ID + len(edges) + 1)
+    trained[FIRST_ID] = 0.84  # the mass at the lowest edge
+    trained[FIRST_ID + 1 :] = 0.16 / len(edges)
+    middles = [(lo + hi) / 2 for lo, hi in itertools.pairwise(edges[1:])]
+    shares = {"numeric_shares": {AMOUNT: trained.tolist()}}
+    said = "of training's such values"
+    for reference, says in ((shares | {"mass_edges": {AMOUNT: min(middles) / 10}}, True), (shares, False)):
+        massive = copy(scorer)
+        massive.manifest = {**scorer.manifest, "reference": reference}
+        carried = np.arange(0, 8_000, 6)
+        for name, part in (("clean", 0), ("quarter", 4)):
+            fees = np.zeros(8_000)
+            fees[carried] = np.resize(middles, len(carried))
+            if part:  # a quarter of them /100, below the mass edge
+                fees[carried[::part]] /= 100
+            frame = log(8_000).with_columns(pl.Series(AMOUNT, fees))
+            caplog.clear()
+            with caplog.at_level("WARNING", logger="seqfraud.scoring"):
+                score_file(
+                    massive,
+                    _write(tmp_path / f"{name}.parquet", frame),
+                    tmp_path / "s.parquet",
+                    progress=False,
+                )
+            assert (said in caplog.text) is (says and name == "quarter"), (name, caplog.text)
+            # Online, over the windows' carried counts.
+            events = EventColumns.of_frame(
+                normalized_events(frame.lazy(), scorer.spec, "request"), scorer.spec
+            )
+            online = Unlearnt(scorer.spec, massive.manifest)
+            caplog.clear()
+            with monkeypatch.context() as m, caplog.at_level("WARNING", logger="seqfraud.scoring"):
+                m.setattr(prepare, "ONLINE_CHECK_EVERY", 1_000)  # every event in a window
+                for at in range(0, 8_000, 500):
+                    online.take(events.take(list(range(at, at + 500))), "request")
+            assert (said in caplog.text) is (says and name == "quarter"), (name, caplog.text)
+            assert ("% of its values above 0 lie below" in caplog.text) is (said in caplog.text)
+
+
 def test_a_value_within_float32s_rounding_of_the_lowest_edge_is_not_below_it(scorer):
     """Edges fitted on float32 values sit a unit of 2**-24 from the decimal a CSV or JSON writes: a fixed fee of 0.3
     at the lowest edge (0.30000001) read as 18% of a clean month below it, in batch and online (dogfood 255)."""
@@ -1436,12 +1515,12 @@ def test_a_value_within_float32s_rounding_of_the_lowest_edge_is_not_below_it(sco
     edges = [float(np.float32(0.3)), *scorer.spec.edges[AMOUNT][1:]]
     spec = replace(scorer.spec, edges={**scorer.spec.edges, AMOUNT: edges})
     frame = pl.DataFrame({AMOUNT: [0.3, 0.3, 0.29, edges[0]]})
-    counted = frame.select(scale_counts(spec, {})).row(0, named=True)
+    counted = frame.select(scale_counts(spec, {}, {})).row(0, named=True)
     assert counted[f"__scale_{AMOUNT}_2"] == 1  # 0.29 alone
     assert Unlearnt(spec, scorer.manifest).ends[AMOUNT][0] < 0.3 < edges[0]
 
 
-def test_float32_numbers_are_scored_as_the_spec_read_them_at_its_fit(scorer, tmp_path):
+def test_float32_numbers_are_scored_as_the_spec_read_them_at_its_fit(scorer, tmp_path, caplog):
     """A file of float32 numbers reads as the CSV export of it (the shortest decimals), as training read them; a
     spec fitted before version 6 read them widened, and still does, so its edges keep their meaning."""
     from dataclasses import replace
@@ -1459,6 +1538,23 @@ def test_float32_numbers_are_scored_as_the_spec_read_them_at_its_fit(scorer, tmp
         for where, want in ((path, read), (tmp_path / "mixed", read + values)):
             lf, source = scan_table(where, spec.schema, float32_decimal=spec.float32_decimal)
             assert normalized_events(lf, spec, source)[AMOUNT].to_list() == want
+    # Batch scoring's checks read them so too: a clean month of float32 values at an edge that widens above it read
+    # as 19% in the next bucket, said as a spread unlike training's, where its CSV export said nothing (session 45).
+    from seqfraud.scoring.batch import score_file
+
+    above = [e for e in scorer.spec.edges[AMOUNT] if float(np.float32(e)) > e]
+    assert above, scorer.spec.edges[AMOUNT]
+    at_edges = log(8_000).with_columns(pl.Series(AMOUNT, np.resize(above, 8_000)))
+    said = {}
+    for name, frame in (
+        ("f32.parquet", at_edges.with_columns(pl.col(AMOUNT).cast(pl.Float32))),
+        ("e.csv", at_edges),
+    ):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="seqfraud.scoring"):
+            score_file(scorer, _write(tmp_path / name, frame), tmp_path / "s.parquet", progress=False)
+        said[name] = [line.split(": ", 1)[1] for line in caplog.messages if f"'{AMOUNT}'" in line]
+    assert said["f32.parquet"] == said["e.csv"]
 
 
 def test_the_weeks_of_a_file_in_another_unit_are_said_by_date(scorer, tmp_path, caplog):

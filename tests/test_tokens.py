@@ -298,6 +298,41 @@ def test_a_spec_says_how_it_read_float32_numbers(tmp_path):
         Spec.from_dict(d | {"float32_decimal": "yes"})
 
 
+def test_a_numbers_values_above_a_point_mass_get_a_low_edge_of_their_own(tmp_path):
+    """A fee of 0 on 80% of the events takes the lowest quantiles' edges, so the values above it had no low edge,
+    and part of them /100 fell into the lowest bucket above 0, unsaid (dogfood 258): the training values' lowest
+    quantile above the mass is recorded for scoring, read back from the value field's tokens."""
+    from seqfraud.features.drift import MASS_EDGES
+    from seqfraud.preprocess import training_shares
+
+    rng = np.random.default_rng(3)
+    n = 6_000
+    fees = np.where(rng.random(n) < 0.8, 0.0, np.round(rng.lognormal(2.0, 1.0, n), 2))
+    rows = [(f"s{i // 6}", i, "view", "web", float(fee), 0) for i, fee in enumerate(fees)]
+    path = write(frame(rows).with_columns(pl.col("amount").alias("flat")), tmp_path / "in" / "events.parquet")
+    data = {
+        "events": path,
+        "labels": None,
+        "schema": {"categorical": ["device"], "numerical": ["amount", "flat"]},
+        "split": {"val_start": "2030-01-01", "test_start": "2030-01-02"},
+    }
+    features = {
+        "max_len": 8,
+        "min_count": 1,
+        "n_buckets": 8,
+        "tail_quantiles": [0.001, 0.01],
+        "time_delta": TD,
+    }
+    prepared = preprocess(data, features, tmp_path / "out")
+    edges = training_shares(prepared.datasets, prepared.spec)[MASS_EDGES]
+    above = pl.Series(fees[fees > 0]).quantile(0.001, "nearest")
+    assert prepared.spec.edges["amount"][0] == 0.0 and prepared.spec.edges["amount"][1] > above
+    assert set(edges) == {"amount", "flat"} and above * (1 - 1e-4) < edges["amount"] < above
+    # Without value fields there is nothing to read it back from.
+    bare = preprocess(data, features | {"numeric_values": False}, tmp_path / "bare")
+    assert training_shares(bare.datasets, bare.spec)[MASS_EDGES] == {}
+
+
 def test_numeric_edges_deduplicated(tmp_path):
     rows = [("s", i, "view", "web", a, 0) for i, a in enumerate([1.0, 1.0, 1.0, 1.0, 5.0])]
     path = write(frame(rows), tmp_path / "e.parquet")

@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 
 from seqfraud.features.spec import FIRST_ID, MISSING, NAN, PAD, UNKNOWN, Spec
-from seqfraud.features.tokens import Sequences
+from seqfraud.features.tokens import Sequences, quantile_probs
 
 PSI_EPSILON = 1e-4  # share given to an empty bin, so PSI stays finite
 # The manifest's key (reference): per numeric column, the training events' share of each token id.
@@ -22,6 +22,12 @@ NULL_SHARES = "null_shares"
 # that each of the PSI_BINS types (or the session's end) that most often followed them did (:func:`transition_shares`).
 TRANSITION_SHARES = "transition_shares"
 TRANSITION_PAIRS = 200
+# The manifest's key (reference): per number that holds a point mass at its lowest edge (:func:`holds_mass`), the value
+# at its lowest quantile of the training values above that edge (:func:`seqfraud.preprocess.mass_edges`).
+MASS_EDGES = "mass_edges"
+# A number whose training events held MASS_SHARE of their values or more at its lowest edge (0 on the events that
+# carry no fee) has its values above that edge judged apart.
+MASS_SHARE = 0.25
 UNKNOWN_LABEL = "<unknown>"  # token_label of a value outside the vocabulary
 # A categorical value on VANISHED_FROM of training's events or more that falls to a tenth of that share or less is
 # said, by preprocessing of the later splits and by scoring: an extract that lost it (dogfood 218), an event type a
@@ -108,3 +114,24 @@ def transition_shares(counts: Counter[int], size: int) -> dict[int, dict[int, fl
         prev: {i: n / following.total() for i, n in following.most_common(PSI_BINS)}
         for prev, following in followers(counts, size).items()
     }
+
+
+def mass_share(trained: np.ndarray) -> float:
+    """Training's share of a number's values at its lowest edge or below (``trained``: its shares per token id)."""
+    total = float(trained[FIRST_ID:].sum())
+    return float(trained[FIRST_ID]) / total if total else 0.0
+
+
+def holds_mass(spec: Spec, column: str, trained: np.ndarray) -> bool:
+    """Whether training held :data:`MASS_SHARE` of a number's values or more at its lowest edge, twice the share its
+    quantile gives at least (three buckets' lowest holds a third of any values: review 257), and values above it."""
+    lowest = lowest_prob(spec)
+    return lowest is not None and max(MASS_SHARE, 2 * lowest) <= mass_share(trained) < 1
+
+
+def lowest_prob(spec: Spec) -> float | None:
+    """The quantile of the spec's lowest numeric edge (None for a spec that does not record its buckets)."""
+    fit = spec.fit_info
+    if "n_buckets" not in fit:
+        return None
+    return quantile_probs(int(fit["n_buckets"]), tuple(fit.get("tail_quantiles") or ()))[0]

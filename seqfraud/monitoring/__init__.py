@@ -63,6 +63,7 @@ from seqfraud.scoring.prepare import (
     cut_sessions_said,
     merged_sessions_said,
     recoded_said,
+    reference_mass_edges,
     reference_shares,
     reference_transitions,
     transitions_said,
@@ -260,7 +261,9 @@ def monitor(
     if merged := merged_sessions_said("the current window", spec, long, len(cur.seqs)):
         report["notes"].append(merged)
     kind = spec.schema.event_type
-    known = int(cur.events[kind].cast(pl.String).is_in(spec.vocab[kind]).sum())
+    types = cur.events[kind].cast(pl.String)
+    known = int(types.is_in(spec.vocab[kind]).sum())
+    unlearnt = types.filter(~types.is_in(spec.vocab[kind])).drop_nulls().unique(maintain_order=True)
     recoded = recoded_said("", spec, kind, cur.events.height, known, []) is not None
     if (openers := spec.opening_shares) is not None:  # and by their first event
         firsts = unopened_types(cur.events.lazy(), S.SESSION_ID, kind, S.TS_US, openers).collect()
@@ -282,15 +285,18 @@ def monitor(
             len(cur.seqs),
             "the reference",
             ends=cut is None,
+            unknown=unlearnt[:2].to_list(),
         )
     ):
         report["notes"].append(said)
     # And each number's scale, as batch scoring judges a file's: a part of the traffic in another unit, or written
     # negative, was at most a PSI here (dogfood 255).
-    trained = reference_shares(spec, scorer.manifest)
-    if scale := scale_counts(spec, trained):
+    trained, mass = reference_shares(spec, scorer.manifest), reference_mass_edges(spec, scorer.manifest)
+    if scale := scale_counts(spec, trained, mass):
         counted = cur.events.select(scale).row(0, named=True)
-        report["notes"] += scale_said("the current window", spec, trained, counted, len(cur.seqs)).values()
+        report["notes"] += scale_said(
+            "the current window", spec, trained, mass, counted, len(cur.seqs)
+        ).values()
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ from seqfraud.data.events import (
     SCORING_NAMES,
     US_PER_UNIT,
     DataValidationError,
+    as_float64,
     check_columns,
     reading,
     resolve_paths,
@@ -53,6 +54,7 @@ from seqfraud.scoring.prepare import (
     event_us,
     learnt_kinds,
     lowest_edge,
+    mass_tail_said,
     merged_sessions_said,
     mix_said,
     normalized_events,
@@ -60,6 +62,7 @@ from seqfraud.scoring.prepare import (
     off_scale_said,
     past_mass_said,
     recoded_said,
+    reference_mass_edges,
     reference_null_shares,
     reference_shares,
     reference_transitions,
@@ -134,13 +137,21 @@ def iter_sequences(
     ]
     finite = scorer.unsaid_infinite()  # the whole file's +inf and -inf, said by the scorer's note
     # The training events' bucket shares and nulls, where the artifact records them.
-    trained = reference_shares(spec, scorer.manifest)
+    trained, mass = reference_shares(spec, scorer.manifest), reference_mass_edges(spec, scorer.manifest)
     lengths = pl.col(spec.schema.session_id).unique_counts()
     # The times parsed once for every check that reads them: the queries below are collected together, so that the
     # scan and the parse are shared (review 239: three parses of RFC 3339 text cost 2.5 times the rest).
     base = by_file if by_file is not None else events
     at = event_us(events, spec, unit)
-    timed = base.with_columns(at.alias(S.TS_US), *(row_hashes(spec, have, at) if files is not None else []))
+    # Float32 numbers as the chunks read them (a clean month of them read as 19% in another bucket: session 45).
+    numbers = [
+        as_float64(c, have[c], spec.float32_decimal).alias(c)
+        for c in spec.schema.numerical
+        if have.get(c) == pl.Float32
+    ]
+    timed = base.with_columns(
+        at.alias(S.TS_US), *numbers, *(row_hashes(spec, have, at) if files is not None else [])
+    )
     queries = {
         "counts": timed.select(
             pl.len(),
@@ -161,8 +172,18 @@ def iter_sequences(
                 for i, c in enumerate(texts)
             ),
             *(scorer.respelt_example(c).alias(f"__respelt_{i}") for i, c in enumerate(texts)),
+            # The event types the model did not learn that the input holds most often (transitions_said).
+            pl.col(spec.schema.event_type)
+            .cast(pl.String)
+            .filter(~pl.col(spec.schema.event_type).cast(pl.String).is_in(spec.vocab[spec.schema.event_type]))
+            .drop_nulls()
+            .value_counts(sort=True)
+            .struct.field(spec.schema.event_type)
+            .head(2)
+            .implode()
+            .alias("__unlearnt_types"),
             *(pl.col(c).count().alias(f"__values_{i}") for i, c in enumerate(texts)),
-            *scale_counts(spec, trained),
+            *scale_counts(spec, trained, mass),
             *(row_counts(spec, have, True) if files is not None else []),
             *(  # the first two values the model did not learn, distinct
                 pl.col(c)
@@ -190,7 +211,7 @@ def iter_sequences(
             pl.col(spec.schema.session_id).filter(kind.is_in(learnt)).n_unique()
         )
     if by_file is not None:
-        queries |= part_counts(timed, spec, trained, "tied" in queries["counts"].collect_schema())
+        queries |= part_counts(timed, spec, trained, mass, "tied" in queries["counts"].collect_schema())
     mixes = {
         c: shares
         for c, shares in reference_shares(spec, scorer.manifest, CATEGORY_SHARES).items()
@@ -248,7 +269,7 @@ def iter_sequences(
                 log.warning("%s: %s", source, said)
     scorer.note_unseen_inf({c: counts[f"__inf_{i}"].item() for i, c in enumerate(finite)}, source)
     apart, tied_apart = (
-        parts_apart(got["weeks"], got["files"], spec, trained) if by_file is not None else ({}, [])
+        parts_apart(got["weeks"], got["files"], spec, trained, mass) if by_file is not None else ({}, [])
     )
     if files is not None:  # the ties of the files that stand apart in place of the whole input's (review 239)
         say_rows(source, spec, counts.row(0, named=True), files, tied=not tied_apart)
@@ -272,7 +293,7 @@ def iter_sequences(
         ):
             log.warning("%s", said)
     # A unit changed upstream: said of the parts of the input that stand apart, else of the whole input.
-    whole = scale_said(source, spec, trained, counts.row(0, named=True), counts["sessions"].item())
+    whole = scale_said(source, spec, trained, mass, counts.row(0, named=True), counts["sessions"].item())
     for said in (apart | {c: said for c, said in whole.items() if c not in apart}).values():
         log.warning("%s", said)
     # Sessions cut at the file's edges: by their first event, and by their length (review 242: one said for both hid
@@ -348,14 +369,18 @@ def iter_sequences(
                 yield seqs, frame
             bar.update(len(seqs))
             bar.set_postfix(chunk=f"{i + 1}/{k}")
-    if follows and (said := transitions_said(source, spec, follows, followed, sessions, ends=cut is None)):
+    unknown = counts["__unlearnt_types"].item().to_list()
+    if follows and (
+        said := transitions_said(source, spec, follows, followed, sessions, ends=cut is None, unknown=unknown)
+    ):
         log.warning("%s", said)
 
 
-def scale_counts(spec: Spec, trained: Mapping[str, np.ndarray]) -> list[pl.Expr]:
+def scale_counts(spec: Spec, trained: Mapping[str, np.ndarray], mass: Mapping[str, float]) -> list[pl.Expr]:
     """Per numeric column with edges, its finite values, those above the highest edge and below the lowest
-    (:func:`off_scale_said`), and where training's shares are ``trained`` the finite values past each edge
-    (:func:`spread_said`; infinities the scorer says of its own: review 225)."""
+    (:func:`off_scale_said`), where training's shares are ``trained`` the finite values past each edge
+    (:func:`spread_said`; infinities the scorer says of its own: review 225), and where ``mass`` gives its edge
+    (:func:`reference_mass_edges`) those above the lowest edge and below that one (:func:`mass_tail_said`)."""
     out = []
     for c in (c for c in spec.schema.numerical if spec.edges.get(c)):
         x, edges = pl.col(c).cast(pl.Float64, strict=False), spec.edges[c]
@@ -367,6 +392,8 @@ def scale_counts(spec: Spec, trained: Mapping[str, np.ndarray]) -> list[pl.Expr]
         ]
         if c in trained:
             out += [(finite & (x > edge)).sum().alias(f"__spread_{c}_{k}") for k, edge in enumerate(edges)]
+            if c in mass:
+                out.append(((x > edges[0]) & (x < mass[c])).sum().alias(f"__mass_{c}"))
     return out
 
 
@@ -376,12 +403,16 @@ FILE_SESSIONS = 20
 
 
 def part_counts(
-    timed: pl.LazyFrame, spec: Spec, trained: Mapping[str, np.ndarray], tied: bool
+    timed: pl.LazyFrame,
+    spec: Spec,
+    trained: Mapping[str, np.ndarray],
+    mass: Mapping[str, float],
+    tied: bool,
 ) -> dict[str, pl.LazyFrame]:
     """The counts :func:`parts_apart` reads of an input's parts (``timed``: its events with each row's file and
     parsed time): per file and week (from Monday, UTC) the numbers' :func:`scale_counts`, and per file its sessions
     and, with ``tied``, its :func:`tied_rows` (one file of a folder written to the minute: review 239)."""
-    scale = scale_counts(spec, trained)
+    scale = scale_counts(spec, trained, mass)
     at = pl.col(S.TS_US)
     week = (at // US_PER_UNIT["d"] + 3) // 7  # from Monday: 1970-01-01 was a Thursday
     return {
@@ -405,7 +436,11 @@ def part_counts(
 
 
 def parts_apart(
-    weeks: pl.DataFrame, files: pl.DataFrame, spec: Spec, trained: Mapping[str, np.ndarray]
+    weeks: pl.DataFrame,
+    files: pl.DataFrame,
+    spec: Spec,
+    trained: Mapping[str, np.ndarray],
+    mass: Mapping[str, float],
 ) -> tuple[dict[str, str], list[str]]:
     """Per numeric column, what to say of the parts of an input (:func:`part_counts`) that :func:`scale_said` says
     of where it does not say it of every file: one file wholly in another unit (m/s for km/h) moved a folder's
@@ -419,7 +454,7 @@ def parts_apart(
     parts_said: dict[str, list[tuple[str, str]]] = {}  # per column, the parts said and what
     files_said: dict[str, int] = {}  # per column, the files said whole
     for f in files.iter_rows(named=True):
-        said = scale_said(f[S.FILE], spec, trained, f, f["sessions"])
+        said = scale_said(f[S.FILE], spec, trained, mass, f, f["sessions"])
         for c, line in said.items():
             files_said[c] = files_said.get(c, 0) + 1
             parts_said.setdefault(c, []).append((f[S.FILE], line))
@@ -428,7 +463,7 @@ def parts_apart(
         for w in judged.filter(pl.col(S.FILE) == f[S.FILE]).iter_rows(named=True):
             first, last = (from_epoch_us(w[k])[:10] for k in ("__first", "__last"))
             name = f"{f[S.FILE]} (its events of {first if first == last else f'{first} to {last}'})"
-            for c, line in scale_said(name, spec, trained, w, w["sessions"]).items():
+            for c, line in scale_said(name, spec, trained, mass, w, w["sessions"]).items():
                 if c not in said:
                     parts_said.setdefault(c, []).append((name, line))
     out = {
@@ -451,7 +486,12 @@ def parts_apart(
 
 
 def scale_said(
-    source: str, spec: Spec, trained: Mapping[str, np.ndarray], counted: Mapping[str, Any], sessions: int
+    source: str,
+    spec: Spec,
+    trained: Mapping[str, np.ndarray],
+    mass: Mapping[str, float],
+    counted: Mapping[str, Any],
+    sessions: int,
 ) -> dict[str, str]:
     """Per numeric column, what :func:`off_scale_said` says of the counts of :func:`scale_counts`, or where it says
     nothing, what :func:`spread_said` says (within the buckets' range: dogfoods 218, 219)."""
@@ -462,8 +502,12 @@ def scale_said(
             said[c] = line
         elif c in trained:
             read = [ends[0], *(counted[f"__spread_{c}_{k}"] for k in range(len(spec.edges[c])))]
-            if line := spread_said(source, spec, c, trained[c], sessions, read) or past_mass_said(
-                source, spec, c, trained[c], sessions, read
+            if line := (
+                spread_said(source, spec, c, trained[c], sessions, read)
+                or past_mass_said(source, spec, c, trained[c], sessions, read)
+                or mass_tail_said(
+                    source, spec, c, read[1], counted.get(f"__mass_{c}", 0), mass.get(c), sessions
+                )
             ):
                 said[c] = line
     return said

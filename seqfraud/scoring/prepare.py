@@ -63,6 +63,7 @@ from seqfraud.data.events import timestamp_us as epoch_us
 from seqfraud.errors import did_you_mean, is_finite, is_number
 from seqfraud.features.drift import (
     CATEGORY_SHARES,
+    MASS_EDGES,
     NULL_SHARES,
     NUMERIC_SHARES,
     TRANSITION_PAIRS,
@@ -70,6 +71,9 @@ from seqfraud.features.drift import (
     UNKNOWN_LABEL,
     VANISHED_FROM,
     followers,
+    holds_mass,
+    lowest_prob,
+    mass_share,
     psi,
     psi_bins,
     token_label,
@@ -659,20 +663,56 @@ def off_scale_said(
                 "changed upstream, or does it grow with time (a counter, a date as a number), past what training "
                 "saw?"
             )
-        if (
-            sessions is not None
-            and sessions >= SPREAD_SESSIONS
-            and values >= SPREAD_VALUES
-            and trained <= OFF_SCALE_TAIL_TRAINED
-            and count >= max(OFF_SCALE_TAIL, OFF_SCALE_TIMES * trained) * values
-        ):
+        if sessions is not None and past_tail(count, values, sessions, trained):
+            # At most: the quantile's share, of which a point mass at the edge leaves less (dogfood 258: 0% below 0).
             return (
                 f"{where}: column {field!r}: {count / values:.1%} of its values lie {side} value its buckets "
-                f"tell apart ({edge:g}), against {trained:.1%} of training's: were some of its rows put in another unit "
-                "upstream (one currency's amounts in cents), or is this new traffic of other values? They read as "
+                f"tell apart ({edge:g}), against at most {trained:.1%} of training's: were some of its rows put in "
+                "another unit upstream (one currency's amounts in cents), or is this new traffic of other values? They read as "
                 "one bucket"
             )
     return None
+
+
+def past_tail(count: int, values: int, sessions: int, trained: float) -> bool:
+    """Whether ``count`` of a number's ``values`` (finite ones, of ``sessions``) past an edge that at most ``trained``
+    of training's values lay past (a tail quantile's) read as part of them in another unit (:data:`OFF_SCALE_TAIL`)."""
+    return (
+        sessions >= SPREAD_SESSIONS
+        and values >= SPREAD_VALUES
+        and trained <= OFF_SCALE_TAIL_TRAINED
+        and count >= max(OFF_SCALE_TAIL, OFF_SCALE_TIMES * trained) * values
+    )
+
+
+def reference_mass_edges(spec: Spec, manifest: Mapping[str, Any]) -> dict[str, float]:
+    """Per number, the :data:`MASS_EDGES` value the manifest records (artifacts exported since session 45), where it
+    lies above the number's lowest edge."""
+    reference = manifest.get("reference")
+    recorded = reference.get(MASS_EDGES) if isinstance(reference, dict) else None
+    return {
+        c: float(v)
+        for c, v in (recorded.items() if isinstance(recorded, dict) else ())
+        if spec.edges.get(c) and is_number(v) and is_finite(v) and v > spec.edges[c][0]
+    }
+
+
+def mass_tail_said(
+    where: str, spec: Spec, field: str, values: int, below: int, edge: float | None, sessions: int
+) -> str | None:
+    """What to say where ``below`` of a number's ``values`` above a point mass at its lowest edge lie below ``edge``,
+    training's lowest quantile of such values (:data:`MASS_EDGES`), by :func:`off_scale_said`'s tail rule: the mass
+    takes the lowest quantiles' edges, and the values of part of the traffic /100 read into the lowest bucket above
+    it, a PSI under the spread's line (dogfood 258: 60% of the donations /100 moved 9 bands, unsaid)."""
+    trained = lowest_prob(spec)
+    if edge is None or trained is None or not past_tail(below, values, sessions, trained):
+        return None
+    return (
+        f"{where}: column {field!r}: {below / values:.1%} of its values above {spec.edges[field][0]:g} lie below "
+        f"{edge:.3g}, against at most {trained:.1%} of training's such values: "
+        "were some of its rows put in another unit upstream (one currency's amounts in cents), or is this new "
+        "traffic of other values?"
+    )
 
 
 # A file (or a window of online events) whose values of a number spread over its buckets this far from training's
@@ -750,13 +790,16 @@ def transitions_said(
     sessions: int,
     reference: str = "training",
     ends: bool = True,
+    unknown: Sequence[str] = (),
 ) -> str | None:
     """What to say of events whose types follow one another far otherwise than training's did (``counts``:
     :func:`~seqfraud.features.drift.transition_counts` of ``sessions`` sessions; ``trained``:
     :func:`reference_transitions`, or the ``reference`` window's), or None: two event types of like shares
     swapped upstream keep the mix and move what follows each (dogfood 241: PR-AUC 0.79 to 0.59, unsaid by score
     and monitor); so do a release that changed a flow, and events out of order. Without ``ends``, what follows
-    alone, not the sessions' ends: where sessions are said cut, their ends read as a changed flow (review 246)."""
+    alone, not the sessions' ends: where sessions are said cut, their ends read as a changed flow (review 246).
+    ``unknown``: the event types the model did not learn that the events hold most often, named where they read as
+    one (a release's new step, said as '<unknown>' alone: dogfoods 258, 259)."""
     if sessions < SPREAD_SESSIONS:
         return None
     kind = spec.schema.event_type
@@ -787,6 +830,8 @@ def transitions_said(
     index, prev, total, moved, share, had = found[0]
 
     def label(token: int) -> str:
+        if token == UNKNOWN and unknown:
+            return f"{UNKNOWN_LABEL!r} (types the model did not learn, most often {', '.join(map(repr, unknown))})"
         return "the session's end" if token == PAD else repr(token_label(spec, kind, token))
 
     more = (
@@ -991,26 +1036,9 @@ def spread_said(
     )
 
 
-# A number whose training events held MASS_SHARE of their values or more at its lowest edge (0 on the events that
-# carry no fee) has its spread over the values above that edge judged too; online, its counts are carried until
-# those are enough, up to MASS_CARRIED values in all.
-MASS_SHARE, MASS_CARRIED = 0.25, 100 * SPREAD_VALUES
-
-
-def mass_share(trained: np.ndarray) -> float:
-    """Training's share of a number's values at its lowest edge or below (``trained``: its shares per token id)."""
-    total = float(trained[FIRST_ID:].sum())
-    return float(trained[FIRST_ID]) / total if total else 0.0
-
-
-def holds_mass(spec: Spec, column: str, trained: np.ndarray) -> bool:
-    """Whether training held :data:`MASS_SHARE` of a number's values or more at its lowest edge, twice the share its
-    quantile gives at least (three buckets' lowest holds a third of any values: review 257), and values above it."""
-    fit = spec.fit_info
-    if "n_buckets" not in fit:
-        return False
-    lowest = quantile_probs(int(fit["n_buckets"]), tuple(fit.get("tail_quantiles") or ()))[0]
-    return max(MASS_SHARE, 2 * lowest) <= mass_share(trained) < 1
+# Online, the counts of a number that holds a point mass (:func:`holds_mass`) are carried until its values above the
+# mass are enough, up to MASS_CARRIED values in all.
+MASS_CARRIED = 100 * SPREAD_VALUES
 
 
 def past_mass_said(
@@ -1122,6 +1150,7 @@ class Unlearnt:
         """``manifest``: the artifact's, whose reference shares (training's) the checks compare with."""
         self.spec = spec
         self.trained = reference_shares(spec, manifest)
+        self.mass = reference_mass_edges(spec, manifest)
         self.trained_nulls = reference_null_shares(spec, manifest)
         # Per null check, field and pool of events (:func:`null_pools`): its events, their nulls, training's
         # expected nulls, sessions and first event, carried over windows until judged (a field on 1.4% of the
@@ -1140,9 +1169,10 @@ class Unlearnt:
         self.window: int | None = 0  # the open window's first event; None between windows
         # Per column of the spread check: its bucket counts and their sessions, and the window they count from.
         # Per number: its values in each bucket, those strictly below the lowest edge (the lowest bucket holds the
-        # values at the edge too), and the sessions they came from.
+        # values at the edge too) and those between it and its mass edge (mass_tail_said), and the sessions they came
+        # from.
         self.spread = {
-            c: (np.zeros(len(e) + 1, np.int64), np.zeros(1, np.int64), set[str]())
+            c: (np.zeros(len(e) + 1, np.int64), np.zeros(2, np.int64), set[str]())
             for c, e in self.edges.items()
         }
         self.spread_from = dict.fromkeys(self.edges, 0)
@@ -1301,7 +1331,9 @@ class Unlearnt:
                 if not sessions:
                     self.spread_from[c] = cast(int, self.window)
                 buckets += np.bincount(np.searchsorted(self.edges[c], x), minlength=len(buckets))
-                below += int((x < low).sum())
+                below[0] += int((x < low).sum())
+                if c in self.mass:
+                    below[1] += int(((x > self.edges[c][0]) & (x < self.mass[c])).sum())
                 sessions.update(itertools.compress(events.session_ids, finite))
 
     def _judge(self, where: str, window: int) -> list[str]:
@@ -1324,7 +1356,15 @@ class Unlearnt:
         if len(sessions) >= SPREAD_SESSIONS and followers(pairs, self.n_types):
             event_type = self.spec.schema.event_type
             if event_type not in recoded and (
-                line := transitions_said(where, self.spec, self.follows, pairs, len(sessions), ends=False)
+                line := transitions_said(
+                    where,
+                    self.spec,
+                    self.follows,
+                    pairs,
+                    len(sessions),
+                    ends=False,
+                    unknown=[k for k, _ in self.kinds.most_common() if k not in self.vocab[event_type]][:2],
+                )
             ):
                 found.append((("transitions", event_type), line, self.pairs_from))
             self.pairs = (Counter(), set())
@@ -1382,6 +1422,9 @@ class Unlearnt:
                         where, self.spec, c, self.trained[c], len(sessions), past, "these events' values"
                     )
                     or past_mass_said(where, self.spec, c, self.trained[c], len(sessions), past)
+                    or mass_tail_said(
+                        where, self.spec, c, past[1], int(below[1]), self.mass.get(c), len(sessions)
+                    )
                 )
                 if said:
                     found.append((("spread", c), said, self.spread_from[c]))
