@@ -578,6 +578,48 @@ def test_live_entity_features_equal_the_batch_features(entity_run, entity_artifa
         assert abs(states[sid].score - expected.filter(pl.col("session_id") == sid)[S.SCORE][0]) <= 1e-5
 
 
+def test_online_entity_values_that_meet_none_of_the_seeded_history_are_said(
+    entity_run, entity_artifact, caplog, monkeypatch
+) -> None:
+    """``seqfraud score`` says entity values that meet none of its history's; ``/events`` of a service seeded with
+    that history said nothing (dogfood 258: 400 sessions of devices and IPs new to it, scored as never seen). The
+    online events' values are judged by batch's rule, against the seeded history's recurrence."""
+    from seqfraud.scoring import online as online_module
+    from seqfraud.scoring.history import History
+    from seqfraud.scoring.online import OnlineScorer, seed
+    from seqfraud.scoring.scorer import Scorer
+    from seqfraud.scoring.state import MemoryStore
+
+    monkeypatch.setattr(online_module, "ONLINE_CHECK_AFTER", 60)
+    scored, other, labels = split_log(entity_run)
+    scorer = Scorer.load(entity_artifact)
+    history = History.from_frame(other.lazy(), "history", labels, scorer.spec)
+    recurring = history.recurrences(scorer.spec)
+    column = S.SYNTHETIC_ENTITIES[0]
+    assert recurring[column].share > 0.1, recurring
+    respelt = scored.with_columns(("x" + pl.col(column).cast(pl.String)).alias(column))
+    said = f"online events: column {column!r}: 0.0% of the scored events' values meet a value of the history"
+    for name, events in (("clean", scored), ("respelt", respelt)):
+        online = OnlineScorer(scorer, MemoryStore(), recurring=recurring)
+        seed(online.store, history, scorer.spec)
+        records = events.sort("timestamp").with_columns(
+            pl.col(pl.Datetime).dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ")
+        )
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="seqfraud.scoring.online"):
+            for at in range(0, 400, 20):
+                online.events(records.slice(at, 20).to_dicts())
+        assert (said in caplog.text) is (name == "respelt"), (name, caplog.text)
+        assert ("(scored 'x" in caplog.text) is (name == "respelt")
+    # Without a seeded history's recurrence (a replica on a store another seeded) nothing is judged.
+    online = OnlineScorer(scorer, MemoryStore())
+    seed(online.store, history, scorer.spec)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="seqfraud.scoring.online"):
+        online.events(records.head(200).to_dicts())
+    assert "meet a value of the history" not in caplog.text
+
+
 def test_a_store_seeded_with_a_history_scores_like_batch_with_it(
     entity_run, entity_artifact, exported_artifact, tmp_path, capsys, caplog, monkeypatch
 ) -> None:

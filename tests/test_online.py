@@ -591,7 +591,7 @@ def test_a_field_no_event_sends_is_said_once(gru_artifact, gru_run, caplog, monk
     field = scorer.spec.schema.numerical[0]
     records = [{k: v for k, v in r.items() if k != field} for r in session_records(gru_run, 40)]
     assert len(records) > after + 20
-    said = f"test: field {field!r} was left out of every one of the first "
+    said = f"online events: field {field!r} was left out of every one of the first "
     with single_torch_thread(), caplog.at_level(logging.WARNING, logger="seqfraud.scoring.prepare"):
         online = OnlineScorer(scorer, MemoryStore())
         online.events(records[: after - 1], source="test")
@@ -647,7 +647,7 @@ def test_a_recoding_online_is_said_as_batch_scoring_says_it(
     field = scorer.spec.schema.event_type
     records = session_records(gru_run, 40)
     renamed = [r | {field: f"store_{r[field]}"} if i % 2 else r for i, r in enumerate(records)]
-    said = f"test: column {field!r}: "
+    said = f"online events: column {field!r}: "
     with single_torch_thread(), caplog.at_level(logging.WARNING, logger="seqfraud.scoring.prepare"):
         OnlineScorer(scorer, MemoryStore()).events(records[:120], source="test")
         assert said not in caplog.text

@@ -347,6 +347,7 @@ def main(argv: list[str] | None = None) -> None:
         reseed=None
         if history is None or args.state != "redis"
         else lambda: seed_store(history_of(args, spec)),
+        recurring=None if history is None else history.recurrences(spec),
     )
     if not 0 <= args.port <= 65535:  # 99999 bound port 34463 (the number modulo 65536), unsaid: dogfood 54
         p.error(f"--port must be a TCP port, 0 (any free one) to 65535, got {args.port}")

@@ -13,7 +13,7 @@ import logging
 import os
 import statistics
 from dataclasses import dataclass, field, replace
-from typing import cast
+from typing import NamedTuple, cast
 
 import polars as pl
 
@@ -186,6 +186,17 @@ class History:
         return entity_context(
             events, self.events, self.labels, self.label_source, self.labels_on_events, spec
         ).with_columns(pl.col(c).str.strip_prefix(mark) for c in self.read_apart)
+
+    def recurrences(self, spec: Spec) -> dict[str, Recurrence]:
+        """Per entity column, the history's :class:`Recurrence`, where it holds values enough: what a service
+        seeded with it judges its online events' values by (:class:`~seqfraud.scoring.online.Unmet`)."""
+        out = {}
+        for c in spec.schema.entities:
+            if (
+                recurring := recurrence(self.events.select(S.SESSION_ID, S.TS_US, c).drop_nulls(c), c)
+            ) is not None:
+                out[c] = recurring
+        return out
 
     @functools.cached_property
     def latest_label_lag_us(self) -> int | None:
@@ -432,44 +443,63 @@ def warn_if_apart(history: pl.DataFrame, events: pl.DataFrame, spec: Spec, sourc
     for c in spec.schema.entities:
         held = history.select(S.SESSION_ID, S.TS_US, c).drop_nulls(c)
         scored = events[c].drop_nulls()
-        if scored.len() < UNMET_VALUES or held.height < 2 * UNMET_VALUES:
+        if scored.len() < UNMET_VALUES or (recurring := recurrence(held, c)) is None:
             continue
-        # A latest event's value met in an earlier event of another session, as entity features read it (its own
-        # session's repeats are none: dogfood 230's bank accounts, one a seller, read 31% recurrent).
-        cut = cast(float, held[S.TS_US].quantile(0.9))
-        earlier = (
-            held.filter(pl.col(S.TS_US) <= cut)
-            .group_by(c)
-            .agg(pl.col(S.SESSION_ID).n_unique().alias("n"), pl.col(S.SESSION_ID).first().alias("one"))
-        )
-        recurrent = (
-            held.filter(pl.col(S.TS_US) > cut)
-            .join(earlier, on=c, how="left")
-            .select(((pl.col("n") > 1) | (pl.col("one") != pl.col(S.SESSION_ID))).fill_null(False).mean())
-            .item()
-        )
-        values = held[c].unique()
-        met = scored.is_in(values.implode())
-        share = cast(float, met.mean())
-        if recurrent is None or recurrent * scored.len() < UNMET_EXPECTED or share > recurrent / 10:
-            if said := begun_said(held, scored, cut, c):
-                log.warning("%s: %s", source, said)
-            continue
-        log.warning(
-            "%s: column %r: %.1f%% of the scored events' values meet a value of the history, where %.1f%% of the "
-            "history's latest tenth meet another session's earlier events (scored %r, the history's latest %r): "
-            "their entity features read them as never seen. Was the column written otherwise upstream (a "
-            "prefix, case, a format), is the history another system's, or are these all new (a ring that reused "
-            "values and stopped)?",
-            source,
-            c,
-            100 * share,
-            100 * recurrent,
-            scored.filter(~met).first(),
-            held.sort(S.TS_US, maintain_order=True)[c][
-                -1
-            ],  # not the smallest: it read as a padding (review 232)
-        )
+        met = scored.is_in(held[c].unique().implode())
+        if (
+            said := unmet_said(
+                c, cast(float, met.mean()), scored.len(), recurring, scored.filter(~met).first()
+            )
+        ) or (said := begun_said(held, scored, recurring.cut, c)):
+            log.warning("%s: %s", source, said)
+
+
+class Recurrence(NamedTuple):
+    """How often a history's latest tenth of events (from ``cut`` on) meets another session's earlier events by an
+    entity column's value (``share``), and its latest value."""
+
+    share: float
+    cut: float
+    latest: str
+
+
+def recurrence(held: pl.DataFrame, column: str) -> Recurrence | None:
+    """The :class:`Recurrence` of a history's events that hold a value of ``column`` (``held``: their session, time
+    and value), or None where they are too few (:data:`UNMET_VALUES`)."""
+    if held.height < 2 * UNMET_VALUES:
+        return None
+    # A latest event's value met in an earlier event of another session, as entity features read it (its own
+    # session's repeats are none: dogfood 230's bank accounts, one a seller, read 31% recurrent).
+    cut = cast(float, held[S.TS_US].quantile(0.9))
+    earlier = (
+        held.filter(pl.col(S.TS_US) <= cut)
+        .group_by(column)
+        .agg(pl.col(S.SESSION_ID).n_unique().alias("n"), pl.col(S.SESSION_ID).first().alias("one"))
+    )
+    share = (
+        held.filter(pl.col(S.TS_US) > cut)
+        .join(earlier, on=column, how="left")
+        .select(((pl.col("n") > 1) | (pl.col("one") != pl.col(S.SESSION_ID))).fill_null(False).mean())
+        .item()
+    )
+    # Its latest value, not the smallest: that read as a padding (review 232).
+    latest = str(held.sort(S.TS_US, maintain_order=True)[column][-1])
+    return None if share is None else Recurrence(float(share), cut, latest)
+
+
+def unmet_said(column: str, share: float, scored: int, recurring: Recurrence, unmet: object) -> str | None:
+    """What to say where ``share`` of ``scored`` events' values of an entity ``column`` meet a value of a history
+    far less often than its latest tenth meets its earlier events (a tenth of its :class:`Recurrence`, where that
+    would have met :data:`UNMET_EXPECTED` of them; ``unmet``: a value that met none), or None."""
+    if recurring.share * scored < UNMET_EXPECTED or share > recurring.share / 10:
+        return None
+    return (
+        f"column {column!r}: {share:.1%} of the scored events' values meet a value of the history, where "
+        f"{recurring.share:.1%} of the history's latest tenth meet another session's earlier events (scored "
+        f"{unmet!r}, the history's latest {recurring.latest!r}): their entity features read them as never seen. Was "
+        "the column written otherwise upstream (a prefix, case, a format), is the history another system's, or are "
+        "these all new (a ring that reused values and stopped)?"
+    )
 
 
 def begun_said(held: pl.DataFrame, scored: pl.Series, cut: float, column: str) -> str | None:

@@ -37,6 +37,7 @@ import itertools
 import json
 import logging
 import math
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -66,13 +67,15 @@ from seqfraud.data.split import from_epoch_us
 from seqfraud.decisions import assign_bands
 from seqfraud.errors import is_int, is_number, json_value
 from seqfraud.export.artifact import Step
-from seqfraud.features.entities import EntitySpec, point_features
+from seqfraud.features.entities import FIRST_SEEN, EntitySpec, point_features
 from seqfraud.features.fastpath import EventColumns, column_sequences, time_delta_ids
 from seqfraud.features.spec import GAP_QUANTILES, LONGEST_GAPS, Spec
 from seqfraud.features.tokens import Sequences
 from seqfraud.schema import Schema
-from seqfraud.scoring.history import History
+from seqfraud.scoring.history import History, Recurrence, unmet_said
 from seqfraud.scoring.prepare import (
+    ONLINE_CHECK_AFTER,
+    ONLINE_RESAY_S,
     Unlearnt,
     Unsent,
     as_frame,
@@ -510,6 +513,51 @@ def event_key(record: Mapping[str, Any], event_id: str | None, arrival: str) -> 
     return f"new:{arrival}"
 
 
+# The subject of what the window checks say of the events a service took (a request's name read as one request's).
+ONLINE_EVENTS = "online events"
+
+
+class Unmet:
+    """Per entity column, the values of the events taken online that meet another session's earlier event, judged
+    every :data:`~seqfraud.scoring.prepare.ONLINE_CHECK_AFTER` values by batch scoring's rule
+    (:func:`~seqfraud.scoring.history.unmet_said`) against the :class:`~seqfraud.scoring.history.Recurrence` of
+    the history the service was seeded with: values written otherwise upstream read as never seen, said by
+    ``score`` and unsaid by ``/events`` (dogfood 258: 400 sessions of devices and IPs new to the history)."""
+
+    def __init__(self, recurring: Mapping[str, Recurrence]):
+        self.recurring = dict(recurring)
+        self._lock = threading.Lock()
+        self._counts: dict[str, tuple[int, int, str | None]] = dict.fromkeys(self.recurring, (0, 0, None))
+        self._said: dict[str, float] = {}
+
+    def take(self, events: EventColumns) -> None:
+        """Count ``events`` (a session's new events, with their entity features)."""
+        if not self.recurring:
+            return
+        lines = []
+        with self._lock:
+            for c, recurring in self.recurring.items():
+                values = events.entities[c]
+                held = np.array([v is not None for v in values])
+                seen = ~events.numeric[S.entity_feature(c, FIRST_SEEN)][1] & held
+                n, met, unmet = self._counts[c]
+                if unmet is None and (never := held & ~seen).any():
+                    unmet = values[int(np.argmax(never))]
+                n, met = n + int(held.sum()), met + int(seen.sum())
+                self._counts[c] = (n, met, unmet)
+                if n < ONLINE_CHECK_AFTER:
+                    continue
+                self._counts[c] = (0, 0, None)
+                now = time.monotonic()
+                if (said := unmet_said(c, met / n, n, recurring, unmet)) and now - self._said.get(
+                    c, -math.inf
+                ) >= ONLINE_RESAY_S:
+                    self._said[c] = now
+                    lines.append(f"{ONLINE_EVENTS}: {said} (the latest {n:,} values online)")
+        for line in lines:
+            log.warning("%s", line)
+
+
 class OnlineScorer:
     """:class:`Scorer` plus a :class:`StateStore`: events in, each touched session's updated score out."""
 
@@ -521,6 +569,7 @@ class OnlineScorer:
         on_store_error: str = "degraded",
         seeded: bool = False,
         max_session_events: int = MAX_SESSION_EVENTS,
+        recurring: Mapping[str, Recurrence] | None = None,
     ):
         if on_store_error not in ON_STORE_ERROR:
             raise ValueError(f"on_store_error must be one of {ON_STORE_ERROR}, got {on_store_error!r}")
@@ -560,6 +609,7 @@ class OnlineScorer:
         self._arrivals = itertools.count()
         self._unsent = Unsent(self.spec)
         self._unlearnt = Unlearnt(self.spec, scorer.manifest)
+        self._unmet = Unmet(recurring or {})
         # Training's session openers, built once, not per request.
         self._openers = self.spec.opening_shares or {}
         store.check_restored(self._reader.read, scorer.model_version, len(self.spec.schema.entities))
@@ -597,7 +647,8 @@ class OnlineScorer:
             _refuse_repeats(sids, keys, schema.event_id, source)
         elif self.spec.entity is not None:  # whichever replica seeded the store, if any did (review 205)
             self._refuse_history_sessions(sids, source)
-        self._unsent.take(records, source)
+        # What the window checks say spans many requests: said of the online events, not of this one (dogfood 259).
+        self._unsent.take(records, ONLINE_EVENTS)
         # The last result of each session, in order of first appearance.
         results: dict[str, dict[str, Any]] = {}
         try:
@@ -653,7 +704,9 @@ class OnlineScorer:
             }
         # Events judged once, as taken: a retried request's ties counted again, and a resend of an event with other
         # fields read as tied with it (review 256).
-        self._unlearnt.take(events if len(fresh) == len(events) else events.take(sorted(fresh)), source)
+        self._unlearnt.take(
+            events if len(fresh) == len(events) else events.take(sorted(fresh)), ONLINE_EVENTS
+        )
         # The sessions this request began: all their events taken here, none read before a restart.
         if began := [
             taken_here[sid][1]
@@ -662,7 +715,7 @@ class OnlineScorer:
         ]:
             kinds = cast(list[str], events.categorical[schema.event_type])  # never null
             self._unlearnt.opened(
-                (opening_type(events.ts_us, kinds, rows, self._openers) for rows in began), source
+                (opening_type(events.ts_us, kinds, rows, self._openers) for rows in began), ONLINE_EVENTS
             )
         if self.spec.one_event_sessions and (joined := [r for r in results.values() if r["n_events"] > 1]):
             say_once(
@@ -830,6 +883,7 @@ class OnlineScorer:
                 self._partial.note(f"session {state.session_id!r}: {len(columns)} of {state.n_events} events")
         else:
             columns = self._columns(new, keys)
+            self._unmet.take(columns)
             added = self._tokens(columns).tokens
             if state.last_ts_us is not None:
                 gap = np.array([(int(ts.min()) - state.last_ts_us) / 1e6])

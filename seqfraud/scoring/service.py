@@ -54,7 +54,7 @@ from seqfraud.decisions import BANDS
 from seqfraud.export.artifact import Artifact, open_artifact, strict_json, unique_keys, verification_settings
 from seqfraud.features.spec import NAN_VALUES, Spec
 from seqfraud.scoring.explain import flat_note, scored_occlusion, unlisted, unread_note
-from seqfraud.scoring.history import HistoryRequired, refuse_to_serve
+from seqfraud.scoring.history import HistoryRequired, Recurrence, refuse_to_serve
 from seqfraud.scoring.online import (
     MAX_SESSION_EVENTS,
     OnlineScorer,
@@ -984,6 +984,7 @@ def create_app(
     on_store_error: str = "degraded",
     reseed: Callable[[], object] | None = None,
     seed_check_s: float = 10.0,
+    recurring: Mapping[str, Recurrence] | None = None,
 ) -> FastAPI:
     """The service for one artifact; the model is verified and loaded when the app starts, not per request
     (an :class:`Artifact` already opened, as ``serve`` opens it to refuse a bad one before binding, is verified
@@ -996,6 +997,8 @@ def create_app(
     Every ``seed_check_s`` seconds the service checks that the store has not come back empty (a Redis restarted
     without persistence), and says so when it has. ``reseed`` seeds the store with its history again: with it,
     the service also checks that the store still holds that history, and seeds it again when a restart emptied it.
+    ``recurring``: that history's :meth:`~seqfraud.scoring.history.History.recurrences`, which the online events'
+    entity values are judged by (:class:`~seqfraud.scoring.online.Unmet`).
     """
 
     async def watch_store(store: StateStore, reseed: Callable[[], object] | None) -> None:
@@ -1060,6 +1063,7 @@ def create_app(
             on_store_error=on_store_error,
             seeded=reseed is not None,
             max_session_events=limits.max_session_events,
+            recurring=recurring,
         )
         app.state.online_validators = online_request_models(scorer.spec, limits)
         app.state.reseed = reseed
