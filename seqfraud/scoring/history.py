@@ -413,9 +413,9 @@ def warn_if_short(
 # re-hashed upstream, 4.1% recurrent, met none, 11 bands moved; review 252: devices 2.7% recurrent re-hashed, 2
 # bands), over UNMET_VALUES scored values at least; a ring that reused values and stopped reads so too (dogfood 250:
 # phones 1.5% recurrent), and the message says it. So do
-# BEGUN_SHARE of the scored values or more beginning (BEGUN_CHARS) as none of the history's do, BEGUN_RATIO times the
-# share of its latest tenth that begin as none of its earlier values do (dogfood 244: one channel's card tokens from
-# a new vault, 'pt_' for 'ctk_', met half as often: 6 bands moved unsaid).
+# BEGUN_SHARE of the scored values or more beginning (BEGUN_CHARS) or punctuated as none of the history's are,
+# BEGUN_RATIO times the share of its latest tenth that are so against its earlier values (dogfood 244: one channel's
+# card tokens from a new vault, 'pt_' for 'ctk_', met half as often: 6 bands moved unsaid).
 STALE_US, UNMET_EXPECTED, UNMET_VALUES = 86_400_000_000, 20, 50
 BEGUN_CHARS, BEGUN_SHARE, BEGUN_RATIO = 3, 0.2, 5
 
@@ -450,17 +450,18 @@ def warn_if_apart(history: pl.DataFrame, events: pl.DataFrame, spec: Spec, sourc
             said := unmet_said(
                 c, cast(float, met.mean()), scored.len(), recurring, scored.filter(~met).first()
             )
-        ) or (said := begun_said(held, scored, recurring.cut, c)):
+        ) or (said := formed_said(held, scored, recurring.cut, c)):
             log.warning("%s: %s", source, said)
 
 
 class Recurrence(NamedTuple):
     """How often a history's latest tenth of events (from ``cut`` on) meets another session's earlier events by an
-    entity column's value (``share``), and its latest value."""
+    entity column's value (``share``), its latest value, and the time of its latest event."""
 
     share: float
     cut: float
     latest: str
+    last_us: int
 
 
 def recurrence(held: pl.DataFrame, column: str) -> Recurrence | None:
@@ -483,8 +484,8 @@ def recurrence(held: pl.DataFrame, column: str) -> Recurrence | None:
         .item()
     )
     # Its latest value, not the smallest: that read as a padding (review 232).
-    latest = str(held.sort(S.TS_US, maintain_order=True)[column][-1])
-    return None if share is None else Recurrence(float(share), cut, latest)
+    last = held.sort(S.TS_US, maintain_order=True).row(-1, named=True)
+    return None if share is None else Recurrence(float(share), cut, str(last[column]), int(last[S.TS_US]))
 
 
 def unmet_said(column: str, share: float, scored: int, recurring: Recurrence, unmet: object) -> str | None:
@@ -502,31 +503,37 @@ def unmet_said(column: str, share: float, scored: int, recurring: Recurrence, un
     )
 
 
-def begun_said(held: pl.DataFrame, scored: pl.Series, cut: float, column: str) -> str | None:
-    """What to say of ``scored`` values of an entity ``column`` many of which begin as none of the history's
-    (``held``; its latest tenth after ``cut``) do, far more of them than of its latest tenth against its earlier
-    values (:data:`BEGUN_SHARE`), or None."""
-    # Values that begin with a digit are one class: a counter's leading digits advance as ids are issued (review 249:
-    # clean account numbers read as reformatted), and a new vault's digits among letters still stand apart (review
-    # 252).
+def formed_said(held: pl.DataFrame, scored: pl.Series, cut: float, column: str) -> str | None:
+    """What to say of ``scored`` values of an entity ``column`` many of which begin, or are punctuated (their
+    letters and digits aside), as none of the history's (``held``; its latest tenth after ``cut``) are, far more of
+    them than of its latest tenth against its earlier values (:data:`BEGUN_SHARE`), or None: a port after half the
+    IPs met the history half as often, and moved 14 bands unsaid (dogfood 258)."""
     text = pl.col(column).cast(pl.String)
-    begins = (
-        pl.when(text.str.contains("^[0-9]")).then(pl.lit("0-9")).otherwise(text.str.slice(0, BEGUN_CHARS))
-    )
-    history = held.select(S.TS_US, begins.alias(column))
-    earlier = history.filter(pl.col(S.TS_US) <= cut)[column].unique().implode()
-    was = cast(float, (~history.filter(pl.col(S.TS_US) > cut)[column].is_in(earlier)).mean() or 0.0)
-    starts = scored.to_frame(column).select(begins.alias(column))[column]
-    new = ~starts.is_in(history[column].unique().implode())
-    if new.sum() < UNMET_VALUES or (now := cast(float, new.mean())) < max(BEGUN_SHARE, BEGUN_RATIO * was):
-        return None
-    return (
-        f"column {column!r}: {now:.1%} of the scored events' values begin as none of the history's do (scored "
-        f"{starts.filter(new).mode().sort()[0]!r}, the history's most often {history[column].mode().sort()[0]!r}), "
-        f"against {was:.1%} of the history's latest tenth against its earlier events: their entity features read "
-        "them as never seen. Was the column written otherwise upstream for a part of the traffic (a new vault's or "
-        "system's ids, a prefix, case)?"
-    )
+    forms = {
+        # Values that begin with a digit are one class: a counter's leading digits advance as ids are issued (review
+        # 249: clean account numbers read as reformatted), and a new vault's digits among letters still stand apart
+        # (review 252).
+        "begin as none of the history's do": pl.when(text.str.contains("^[0-9]"))
+        .then(pl.lit("0-9"))
+        .otherwise(text.str.slice(0, BEGUN_CHARS)),
+        "are punctuated as none of the history's are": text.str.replace_all("[0-9A-Za-z]+", "x"),
+    }
+    for what, form in forms.items():
+        history = held.select(S.TS_US, form.alias(column))
+        earlier = history.filter(pl.col(S.TS_US) <= cut)[column].unique().implode()
+        was = cast(float, (~history.filter(pl.col(S.TS_US) > cut)[column].is_in(earlier)).mean() or 0.0)
+        formed = scored.to_frame(column).select(form.alias(column))[column]
+        new = ~formed.is_in(history[column].unique().implode())
+        if new.sum() < UNMET_VALUES or (now := cast(float, new.mean())) < max(BEGUN_SHARE, BEGUN_RATIO * was):
+            continue
+        return (
+            f"column {column!r}: {now:.1%} of the scored events' values {what} (scored "
+            f"{formed.filter(new).mode().sort()[0]!r}, the history's most often {history[column].mode().sort()[0]!r}), "
+            f"against {was:.1%} of the history's latest tenth against its earlier events: their entity features read "
+            "them as never seen. Was the column written otherwise upstream for a part of the traffic (a new vault's or "
+            "system's ids, a prefix or suffix, case)?"
+        )
+    return None
 
 
 def entity_context(

@@ -518,7 +518,8 @@ ONLINE_EVENTS = "online events"
 
 
 class Unmet:
-    """Per entity column, the values of the events taken online that meet another session's earlier event, judged
+    """Per entity column, the values of the events taken online that meet the seeded history (that another
+    session's event showed by the history's latest time, as their first-seen feature says), judged
     every :data:`~seqfraud.scoring.prepare.ONLINE_CHECK_AFTER` values by batch scoring's rule
     (:func:`~seqfraud.scoring.history.unmet_said`) against the :class:`~seqfraud.scoring.history.Recurrence` of
     the history the service was seeded with: values written otherwise upstream read as never seen, said by
@@ -539,10 +540,12 @@ class Unmet:
             for c, recurring in self.recurring.items():
                 values = events.entities[c]
                 held = np.array([v is not None for v in values])
-                seen = ~events.numeric[S.entity_feature(c, FIRST_SEEN)][1] & held
+                since, never = events.numeric[S.entity_feature(c, FIRST_SEEN)]
+                # First seen by the history's end: a millisecond's slack for the seconds' float rounding.
+                seen = held & ~never & (events.ts_us - since * 1e6 <= recurring.last_us + 1_000)
                 n, met, unmet = self._counts[c]
-                if unmet is None and (never := held & ~seen).any():
-                    unmet = values[int(np.argmax(never))]
+                if unmet is None and (new := held & ~seen).any():
+                    unmet = values[int(np.argmax(new))]
                 n, met = n + int(held.sum()), met + int(seen.sum())
                 self._counts[c] = (n, met, unmet)
                 if n < ONLINE_CHECK_AFTER:
