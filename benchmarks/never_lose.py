@@ -71,7 +71,8 @@ no model override at all, so this benchmark follows ``train.yaml``'s default mod
 adds a row trained with those overrides (commas inside brackets stay in their override), e.g.
 ``--variant gru12=model=gru,trainer.max_epochs=12``. Extra positional overrides apply to every run; use a
 fresh ``--work`` when changing them, since a finished run directory (one with ``seconds.txt``, as in
-quality.py) is kept, not run again. ``--report-only`` only rebuilds the table.
+quality.py) of the same seqfraud commit is kept, not run again; one of another commit, or of a checkout with
+changes, is run again (``--keep-stale`` keeps it, and says so). ``--report-only`` only rebuilds the table.
 
 Reported per (kind, model): mean ± std over seeds of test PR-AUC (average precision) and recall at 1% FPR,
 and the median fit seconds (the wall time of ``train(cfg)`` less its preprocessing). The verdict of a model
@@ -91,6 +92,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -100,6 +102,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+
+from seqfraud.provenance import source_commit
 
 ROOT = Path(__file__).resolve().parents[1]
 START = datetime(2025, 3, 3, tzinfo=timezone.utc)  # a Monday
@@ -584,8 +588,26 @@ def run_one(data: dict, row: list[str], seed: int, directory: Path, extra: list[
     metrics = train(cfg)
     seconds = time.perf_counter() - t0
     seconds -= json.loads((directory / rundir.REPORT_FILE).read_text())["seconds"]  # less preprocessing
-    (directory / DONE_FILE).write_text(f"{seconds:.1f}")
+    (directory / DONE_FILE).write_text(f"{seconds:.1f} {source_commit()}")
     return metrics
+
+
+def finished_by(directory: Path) -> str | None:
+    """The seqfraud commit a finished run ran (``-dirty`` with changes; "None" outside a checkout), or None where
+    the run is not finished or predates the record (a run of session 44's code was reported as today's: review
+    256)."""
+    done = directory / DONE_FILE
+    parts = done.read_text().split() if done.exists() else []
+    return parts[1] if len(parts) == 2 else None
+
+
+def reusable(directory: Path, commit: str | None, keep_stale: bool) -> bool:
+    """Whether a run directory is kept, not run again: finished by this clean ``commit``, or with ``keep_stale``
+    finished at all."""
+    if not (directory / DONE_FILE).exists():
+        return False
+    ran = finished_by(directory)
+    return keep_stale or (commit is not None and not commit.endswith("-dirty") and ran == commit)
 
 
 def load_run(directory: Path) -> dict:
@@ -593,7 +615,7 @@ def load_run(directory: Path) -> dict:
     return {
         "encoder": metrics.get("model"),
         "test": metrics["test"],
-        "seconds": float((directory / DONE_FILE).read_text()),
+        "seconds": float((directory / DONE_FILE).read_text().split()[0]),
     }
 
 
@@ -663,6 +685,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, default=None, help="raw figures (default WORK/never_lose.json)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--report-only", action="store_true", help="the table from existing run directories")
+    parser.add_argument(
+        "--keep-stale",
+        action="store_true",
+        help="keep finished runs of another commit, or of a changed checkout",
+    )
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args(argv)
     os.environ.setdefault("WANDB_MODE", "disabled")
@@ -681,6 +708,7 @@ def main(argv: list[str] | None = None) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
+        commit = source_commit()
         args.overrides = [
             f"threads={args.threads}",
             *args.overrides,
@@ -690,9 +718,12 @@ def main(argv: list[str] | None = None) -> None:
             for kind, data in builds.items():
                 for name, row in rows.items():
                     directory = kind_dir(args.work, kind, args.sessions, args.data_seed) / name / str(seed)
-                    if (directory / DONE_FILE).exists():
-                        print(f"{kind} {name} seed={seed}: kept", file=sys.stderr, flush=True)
+                    if reusable(directory, commit, args.keep_stale):
+                        ran = finished_by(directory)
+                        note = "" if ran == commit else f" (run by {ran}, not {commit}: --keep-stale)"
+                        print(f"{kind} {name} seed={seed}: kept{note}", file=sys.stderr, flush=True)
                         continue
+                    shutil.rmtree(directory, ignore_errors=True)  # a stale or unfinished run starts afresh
                     m = run_one(data, row, seed, directory, args.overrides)
                     print(
                         f"{kind} {name} seed={seed}: test PR-AUC {m['test']['pr_auc']:.3f}",

@@ -266,3 +266,19 @@ def test_model_rows_and_verdict():
     assert nl.verdict([0.53, 0.55, 0.57], [0.55, 0.56, 0.57]).startswith("holds")  # -0.01, noise 0.02
     assert nl.verdict([0.40, 0.41, 0.42], [0.55, 0.56, 0.57]).startswith("LOSES")
     assert nl.verdict([0.6], [0.6]).startswith("holds") and nl.verdict([0.59], [0.6]).startswith("LOSES")
+
+
+def test_a_finished_run_is_kept_only_for_the_commit_that_ran_it(tmp_path):
+    """A rerun into an old ``--work`` reported runs of an older commit as today's (review 256): a finished run is
+    kept only where this clean commit ran it, or with ``--keep-stale``."""
+    run = tmp_path / "run"
+    run.mkdir()
+    assert not nl.reusable(run, "abc", False)
+    (run / nl.DONE_FILE).write_text("12.5 abc")
+    assert nl.finished_by(run) == "abc" and nl.reusable(run, "abc", False)
+    assert not any(nl.reusable(run, commit, False) for commit in ("def", "abc-dirty", None))
+    assert nl.reusable(run, "def", True)
+    (run / nl.DONE_FILE).write_text("12.5")  # finished before the commit was recorded
+    assert nl.finished_by(run) is None and not nl.reusable(run, "abc", False)
+    (run / "metrics.json").write_text('{"model": "gru", "test": {}}')
+    assert nl.load_run(run)["seconds"] == 12.5
