@@ -568,10 +568,15 @@ def _col(name: str) -> Column:
 
 
 def _float32_decimals(df: DataFrame, numerical: Sequence[str]) -> DataFrame:
-    """``df`` with its float ``numerical`` columns as doubles read by :func:`~seqfraud.data.events.as_float64`,
-    in the workers' Python: Spark prints a float by Java's rules, which gave 53,978 of 2.2M random float32
-    values another decimal than Polars' shortest one (3.27320276E13 for 3.2732028e13)."""
-    floats = [f.name for f in df.schema if f.name in numerical and isinstance(f.dataType, T.FloatType)]
+    """``df`` with its float and double ``numerical`` columns as doubles read by
+    :func:`~seqfraud.data.events.as_float64`, in the workers' Python: Spark prints a float by Java's rules, which
+    gave 53,978 of 2.2M random float32 values another decimal than Polars' shortest one (3.27320276E13 for
+    3.2732028e13)."""
+    floats = [
+        f.name
+        for f in df.schema
+        if f.name in numerical and isinstance(f.dataType, (T.FloatType, T.DoubleType))
+    ]
     if not floats:
         return df
     schema = T.StructType(
@@ -583,7 +588,7 @@ def _float32_decimals(df: DataFrame, numerical: Sequence[str]) -> DataFrame:
 def _decimal_batches(floats: list[str], batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     for batch in batches:
         read = cast(pl.DataFrame, pl.from_arrow(batch.select(floats)))
-        read = read.select(as_float64(c, pl.Float32(), True) for c in floats)
+        read = read.select(as_float64(c, read.schema[c], True) for c in floats)
         names = batch.schema.names
         yield pa.RecordBatch.from_arrays(
             [read[n].to_arrow() if n in floats else batch.column(n) for n in names], names

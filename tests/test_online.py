@@ -628,6 +628,18 @@ def test_resent_events_are_judged_once_as_taken(gru_artifact, gru_run, caplog, m
             online.events([r | {field: (r[field] or 0) + 1}], source="test")  # a resend, another field
     assert online._unlearnt.seen == len(records)
     assert "have the time of an earlier event of their session" not in caplog.text, caplog.text
+    # A request refused part-way, after its first session's events were stored: those are judged, where their
+    # resends would never be (review 260).
+    from seqfraud.data.events import DataValidationError
+
+    online = OnlineScorer(scorer, MemoryStore(), max_session_events=6)
+    by_session: dict[str, list[dict]] = {}
+    for r in session_records(gru_run, 2, min_events=9):
+        by_session.setdefault(r["session_id"], []).append(r)
+    first, second = by_session.values()
+    with pytest.raises(DataValidationError, match="more would pass"):
+        online.events(first[:5] + second[:9], source="test")
+    assert online._unlearnt.seen == 5
 
 
 def test_a_recoding_online_is_said_as_batch_scoring_says_it(

@@ -238,6 +238,9 @@ def test_parity_on_parts_typed_apart_but_alike(tmp_path):
         ],
         "part-1.parquet": [
             pl.col("items").cast(pl.Int16),
+            pl.col("refund")
+            .cast(pl.Float32)
+            .cast(pl.Float64),  # widened upstream, read as the decimals (review 260)
             pl.col("label").cast(pl.Int32),
             pl.lit(None, pl.Float64).alias("device"),  # no value, as pandas writes an empty category
         ],
@@ -566,6 +569,31 @@ def test_exact_quantiles_across_range_partitions(spark):
     assert (
         spark.sparkContext.defaultParallelism == 2 and int(spark.conf.get("spark.sql.shuffle.partitions")) > 1
     )
+
+
+def test_spark_reads_floats_as_the_polars_engine_does(spark):
+    """Float32 values, and float32 values widened to doubles upstream, read as their shortest decimals by both
+    engines alike (review 260); other doubles, integral ones, NaN and nulls as they are."""
+    from seqfraud.data.events import as_float64
+    from seqfraud.spark_engine import SparkEngine, _float32_decimals
+
+    values = [0.3, 12.99, 3.2732028e13, 7.0, 0.1 + 0.2, None, float("nan"), float("inf")]
+    frame = pl.DataFrame(
+        {
+            "f": pl.Series(values, dtype=pl.Float32),
+            "w": pl.Series(values, dtype=pl.Float32).cast(pl.Float64),
+            "d": pl.Series(values, dtype=pl.Float64),
+        }
+    )
+    want = frame.select(as_float64(c, frame.schema[c], True) for c in frame.columns)
+    session = (
+        SparkEngine().spark
+    )  # the fixture's, with the engine's settings: its Python workers run this one
+    got = pl.from_arrow(
+        _float32_decimals(session.createDataFrame(frame.to_arrow()), ["f", "w", "d"]).toArrow()
+    )
+    assert got.equals(want), (got, want)
+    assert want["w"].to_list()[:2] == [0.3, 12.99] and want["d"].to_list()[4] == 0.1 + 0.2
 
 
 def test_spark_takes_file_names_literally(spark, tmp_path):

@@ -271,18 +271,23 @@ def test_numeric_edges_from_quantiles_and_bucket_rule(tmp_path):
 def test_a_float32_log_and_its_csv_export_fit_one_spec(tmp_path):
     """Edges fitted on widened float32 values (0.3 read as 0.30000001192092896) split a CSV export's or a request's
     decimals from training's: a value at an inner edge read into the next bucket, and scores moved up to 0.154
-    (dogfood 255). A folder whose parts mix float32 and float64 reads its float32 part so too."""
+    (dogfood 255). A folder whose parts mix float32 and float64 reads its float32 part so too, and a float64 log of
+    widened float32 values reads as its decimals."""
     amounts = [10.0, 12.99, 0.3, 30.01, 1e-7, 40.0, 12.99, 0.3]
     f64 = frame([("s", i, "view", "web", a, 0) for i, a in enumerate(amounts)])
     f32 = f64.with_columns(pl.col("amount").cast(pl.Float32))
     _, csv_spec, csv_seqs = run(write(f64, tmp_path / "e.csv"))
     _, f32_spec, f32_seqs = run(write(f32, tmp_path / "f32.parquet"))
+    # And widened to float64 upstream (pandas' astype(float)), as alike (review 260).
+    _, widened_spec, _ = run(
+        write(f32.with_columns(pl.col("amount").cast(pl.Float64)), tmp_path / "wide.parquet")
+    )
     write(f32.head(4), tmp_path / "mixed" / "a.parquet")
     write(f64.tail(4).with_columns(pl.col("amount").cast(pl.Float64)), tmp_path / "mixed" / "b.parquet")
     loaded, mixed_spec, _ = run(tmp_path / "mixed")
     assert loaded.events.collect()["amount"].to_list() == amounts
     assert set(f32_spec.edges["amount"]) & {0.3, 12.99, 30.01}
-    assert f32_spec.edges == csv_spec.edges == mixed_spec.edges
+    assert f32_spec.edges == csv_spec.edges == mixed_spec.edges == widened_spec.edges
     assert f32_seqs["s"][TOK["amount"]] == csv_seqs["s"][TOK["amount"]]
 
 
@@ -294,6 +299,8 @@ def test_a_spec_says_how_it_read_float32_numbers(tmp_path):
     older = d | {"version": 5}
     older.pop("float32_decimal")
     assert Spec.from_dict(older).float32_decimal is False
+    # And written back as version 5, which releases before version 6 read (review 260: a re-export of an old run).
+    assert Spec.from_dict(older).to_dict() == older
     with pytest.raises(SpecError, match="float32_decimal='yes'"):
         Spec.from_dict(d | {"float32_decimal": "yes"})
 

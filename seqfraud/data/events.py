@@ -591,16 +591,23 @@ def _common_types(
 
 
 def as_float64(column: str, dtype: pl.DataType, float32_decimal: bool) -> pl.Expr:
-    """A number as Float64; with ``float32_decimal``, a float32 one as the shortest decimal that reads back as it
-    (0.3, not 0.30000001192092896): what a CSV, JSON or request of the same value holds. Edges fitted on widened
-    float32 values split a file's decimals from training's: a fee at an inner edge read into the next bucket
-    from a CSV export, and scores moved up to 0.154 (dogfood 255). Specs fitted before read them widened
-    (:attr:`~seqfraud.features.spec.Spec.float32_decimal`)."""
-    value = pl.col(column)
+    """A number as Float64; with ``float32_decimal``, a float that a float32 holds exactly (a float32 column's,
+    or one widened to a double upstream: pandas' ``astype(float)``, a client's ``float(np.float32(x))``) and that
+    is no integer as the shortest decimal that float32 reads back as (0.3, not 0.30000001192092896): what a CSV,
+    JSON or request of the same value holds, so that every spelling of it reads alike. Edges fitted on widened
+    float32 values split a file's decimals from training's: a fee at an inner edge read into the next bucket from a
+    CSV export, and scores moved up to 0.154 (dogfood 255); fitted on the decimals, a client that sent the widened
+    values moved them up to 0.26 (review 260). Specs fitted before read them as sent
+    (:attr:`~seqfraud.features.spec.Spec.float32_decimal`); :func:`~seqfraud.scoring.prepare.float32_decimals` is
+    the rule in numpy."""
+    x = pl.col(column).cast(pl.Float64)
+    if not (float32_decimal and dtype.is_float()):
+        return x
+    narrow = x.cast(pl.Float32)
     return (
-        value.cast(pl.String).cast(pl.Float64)
-        if float32_decimal and dtype == pl.Float32
-        else value.cast(pl.Float64)
+        pl.when((narrow.cast(pl.Float64) == x) & (x != x.round()))
+        .then(narrow.cast(pl.String).cast(pl.Float64))
+        .otherwise(x)
     )
 
 

@@ -296,9 +296,11 @@ class Spec:
         return {f: self.vocab_size(f) for f in self.fields}
 
     def to_dict(self) -> dict[str, Any]:
+        # A spec that reads floats as sent is a version 5 one, which releases before version 6 read too: an old
+        # run exported again stayed readable by them (review 260).
         return {
             "format": SPEC_FORMAT,
-            "version": SPEC_VERSION,
+            "version": SPEC_VERSION if self.float32_decimal else 5,
             "schema": self.schema.roles(),
             "timestamp_unit": self.timestamp_unit,
             "max_len": self.max_len,
@@ -310,8 +312,7 @@ class Spec:
             "versions": self.versions,
             "entity": self.entity.to_dict() if self.entity else None,
             "values": list(self.values),
-            "float32_decimal": self.float32_decimal,
-        }
+        } | ({"float32_decimal": True} if self.float32_decimal else {})
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)

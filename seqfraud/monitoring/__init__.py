@@ -67,6 +67,7 @@ from seqfraud.scoring.prepare import (
     reference_shares,
     reference_transitions,
     transitions_said,
+    unlearnt_types,
     unopened_said,
 )
 from seqfraud.scoring.scorer import Scorer
@@ -261,9 +262,7 @@ def monitor(
     if merged := merged_sessions_said("the current window", spec, long, len(cur.seqs)):
         report["notes"].append(merged)
     kind = spec.schema.event_type
-    types = cur.events[kind].cast(pl.String)
-    known = int(types.is_in(spec.vocab[kind]).sum())
-    unlearnt = types.filter(~types.is_in(spec.vocab[kind])).drop_nulls().unique(maintain_order=True)
+    known = int(cur.events[kind].cast(pl.String).is_in(spec.vocab[kind]).sum())
     recoded = recoded_said("", spec, kind, cur.events.height, known, []) is not None
     if (openers := spec.opening_shares) is not None:  # and by their first event
         firsts = unopened_types(cur.events.lazy(), S.SESSION_ID, kind, S.TS_US, openers).collect()
@@ -285,7 +284,7 @@ def monitor(
             len(cur.seqs),
             "the reference",
             ends=cut is None,
-            unknown=unlearnt[:2].to_list(),
+            unknown=cur.events.select(unlearnt_types(spec)).item().to_list(),
         )
     ):
         report["notes"].append(said)

@@ -73,6 +73,7 @@ from seqfraud.scoring.prepare import (
     tied_rows,
     tied_said,
     transitions_said,
+    unlearnt_types,
     unopened_said,
 )
 from seqfraud.scoring.scorer import Scorer
@@ -143,11 +144,11 @@ def iter_sequences(
     # scan and the parse are shared (review 239: three parses of RFC 3339 text cost 2.5 times the rest).
     base = by_file if by_file is not None else events
     at = event_us(events, spec, unit)
-    # Float32 numbers as the chunks read them (a clean month of them read as 19% in another bucket: session 45).
+    # Floats as the chunks read them (a clean month of float32 values read as 19% in another bucket: session 45).
     numbers = [
         as_float64(c, have[c], spec.float32_decimal).alias(c)
         for c in spec.schema.numerical
-        if have.get(c) == pl.Float32
+        if c in have and have[c].is_float()
     ]
     timed = base.with_columns(
         at.alias(S.TS_US), *numbers, *(row_hashes(spec, have, at) if files is not None else [])
@@ -172,16 +173,7 @@ def iter_sequences(
                 for i, c in enumerate(texts)
             ),
             *(scorer.respelt_example(c).alias(f"__respelt_{i}") for i, c in enumerate(texts)),
-            # The event types the model did not learn that the input holds most often (transitions_said).
-            pl.col(spec.schema.event_type)
-            .cast(pl.String)
-            .filter(~pl.col(spec.schema.event_type).cast(pl.String).is_in(spec.vocab[spec.schema.event_type]))
-            .drop_nulls()
-            .value_counts(sort=True)
-            .struct.field(spec.schema.event_type)
-            .head(2)
-            .implode()
-            .alias("__unlearnt_types"),
+            unlearnt_types(spec).alias("__unlearnt_types"),
             *(pl.col(c).count().alias(f"__values_{i}") for i, c in enumerate(texts)),
             *scale_counts(spec, trained, mass),
             *(row_counts(spec, have, True) if files is not None else []),

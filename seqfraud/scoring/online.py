@@ -665,56 +665,61 @@ class OnlineScorer:
             lost = False  # each session's update below meets the same outage and answers for it
         failed: set[str] = set()
         taken_here: dict[str, tuple[int, list[int]]] = {}  # per session, the events taken and its rows
-        fresh: list[int] = []  # the rows of events not taken before (a failed session's, all: none is known)
-        for sid, rows in segments(sids, self.spec.entity is not None):
-            if sid in failed:  # its answer is degraded, from all its events: a later run stored past a gap
-                continue  # and was answered healthy, hiding the events to resend (review 130)
-            try:
-                if lost:
-                    lost_seed = "the store lost the history seeded at start; the service seeds it again"
-                    raise StoreUnavailable(lost_seed, public=lost_seed)
-                state, taken, conflicting, restarted = self._take(
-                    sid,
-                    [keys[i] for i in rows],
-                    [records[i] for i in rows],
-                    [lines[i] for i in rows],
-                    _rows(events, rows),
+        fresh: list[int] = []  # the rows of events taken here (a failed session's none: judged once resent)
+        try:
+            for sid, rows in segments(sids, self.spec.entity is not None):
+                # Its answer is degraded, from all its events: a later run stored past a gap and was answered
+                # healthy, hiding the events to resend (review 130).
+                if sid in failed:
+                    continue
+                try:
+                    if lost:
+                        lost_seed = "the store lost the history seeded at start; the service seeds it again"
+                        raise StoreUnavailable(lost_seed, public=lost_seed)
+                    state, taken, conflicting, restarted = self._take(
+                        sid,
+                        [keys[i] for i in rows],
+                        [records[i] for i in rows],
+                        [lines[i] for i in rows],
+                        _rows(events, rows),
+                    )
+                except StoreUnavailable as e:
+                    if self.on_store_error == "fail":
+                        raise
+                    self._degraded.note(e)
+                    mine = [records[i] for i, other in enumerate(sids) if other == sid]
+                    results[sid] = self._alone(sid, mine, source)
+                    failed.add(sid)
+                    continue
+                if restarted:
+                    self._restarts.note(f"session {sid!r}")
+                fresh += [rows[i] for i in taken]
+                before, held = taken_here.get(sid, (0, []))
+                taken_here[sid] = (before + len(taken), held + rows)
+                earlier = results.get(sid, {})
+                repeated = len(rows) - len(taken) + earlier.get("repeated", 0)
+                conflicting += earlier.get("conflicting", 0)
+                results[sid] = {
+                    S.SESSION_ID: sid,
+                    S.SCORE: state.score,
+                    S.BAND: state.band,
+                    "n_events": state.n_events,
+                    "degraded": False,
+                    "repeated": repeated,
+                    "conflicting": conflicting,
+                    "restarted": restarted or earlier.get("restarted", False),
+                    **length_flags(self.spec, state.n_events),
+                    # Whose score this is: a request of repeats only (a retry) leaves another model's state as it is.
+                    "model_version": state.model_version,
+                }
+        finally:
+            # Events judged once, as taken, also where a later session of the request fails (review 260): a retried
+            # request's ties counted again, and a resend of an event with other fields read as tied with it (review
+            # 256).
+            if fresh:
+                self._unlearnt.take(
+                    events if len(fresh) == len(events) else events.take(sorted(fresh)), ONLINE_EVENTS
                 )
-            except StoreUnavailable as e:
-                if self.on_store_error == "fail":
-                    raise
-                self._degraded.note(e)
-                mine = [records[i] for i, other in enumerate(sids) if other == sid]
-                results[sid] = self._alone(sid, mine, source)
-                failed.add(sid)
-                fresh += rows
-                continue
-            if restarted:
-                self._restarts.note(f"session {sid!r}")
-            fresh += [rows[i] for i in taken]
-            before, held = taken_here.get(sid, (0, []))
-            taken_here[sid] = (before + len(taken), held + rows)
-            earlier = results.get(sid, {})
-            repeated = len(rows) - len(taken) + earlier.get("repeated", 0)
-            conflicting += earlier.get("conflicting", 0)
-            results[sid] = {
-                S.SESSION_ID: sid,
-                S.SCORE: state.score,
-                S.BAND: state.band,
-                "n_events": state.n_events,
-                "degraded": False,
-                "repeated": repeated,
-                "conflicting": conflicting,
-                "restarted": restarted or earlier.get("restarted", False),
-                **length_flags(self.spec, state.n_events),
-                # Whose score this is: a request of repeats only (a retry) leaves another model's state as it is.
-                "model_version": state.model_version,
-            }
-        # Events judged once, as taken: a retried request's ties counted again, and a resend of an event with other
-        # fields read as tied with it (review 256).
-        self._unlearnt.take(
-            events if len(fresh) == len(events) else events.take(sorted(fresh)), ONLINE_EVENTS
-        )
         # The sessions this request began: all their events taken here, none read before a restart.
         if began := [
             taken_here[sid][1]

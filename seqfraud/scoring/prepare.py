@@ -687,13 +687,17 @@ def past_tail(count: int, values: int, sessions: int, trained: float) -> bool:
 
 def reference_mass_edges(spec: Spec, manifest: Mapping[str, Any]) -> dict[str, float]:
     """Per number, the :data:`MASS_EDGES` value the manifest records (artifacts exported since session 45), where it
-    lies above the number's lowest edge."""
+    lies between the number's lowest and highest edges."""
     reference = manifest.get("reference")
     recorded = reference.get(MASS_EDGES) if isinstance(reference, dict) else None
     return {
         c: float(v)
         for c, v in (recorded.items() if isinstance(recorded, dict) else ())
-        if spec.edges.get(c) and is_number(v) and is_finite(v) and v > spec.edges[c][0]
+        if c in spec.schema.numerical
+        and spec.edges.get(c)
+        and is_number(v)
+        and is_finite(v)
+        and spec.edges[c][0] < v < spec.edges[c][-1]  # inside the buckets, as export writes it (review 260)
     }
 
 
@@ -780,6 +784,16 @@ def reference_transitions(spec: Spec, manifest: Mapping[str, Any]) -> dict[int, 
 # TRANSITION_PAIRS times (:mod:`seqfraud.features.drift`) and holds SPREAD_SESSIONS sessions: grouped in 21 bins, two
 # windows of the same traffic stay near 0.1 at that count.
 TRANSITION_PSI = 1.0
+
+
+def unlearnt_types(spec: Spec) -> pl.Expr:
+    """The two event types the model did not learn that the events hold most often, commonest first (ties by
+    value), as a list: what :func:`transitions_said` names."""
+    kind = spec.schema.event_type
+    text = pl.col(kind).cast(pl.String)
+    counts = text.filter(~text.is_in(spec.vocab[kind])).drop_nulls().value_counts()
+    count, value = counts.struct.field("count"), counts.struct.field(kind)
+    return counts.sort_by(count, value, descending=[True, False]).struct.field(kind).head(2).implode()
 
 
 def transitions_said(
@@ -1476,6 +1490,19 @@ def _unsaid_form(forms: IdForms, column: str, values: list[Any], source: str) ->
     return unsaid and any(forms.off(column, v) for v in values if type(v) is str)
 
 
+def float32_decimals(x: np.ndarray) -> np.ndarray:
+    """:func:`~seqfraud.data.events.as_float64`'s rule on float64 values (numpy prints a float32 as its shortest decimal too), for the
+    online events that skip Polars."""
+    with np.errstate(over="ignore"):
+        narrow = x.astype(np.float32)
+    held = (narrow == x) & (x != np.round(x))
+    if not held.any():
+        return x
+    out = x.copy()
+    out[held] = [float(str(v)) for v in narrow[held]]
+    return out
+
+
 def record_columns(records: Sequence[Any], spec: Spec, source: str = "request") -> EventColumns | None:
     """A few events as plain columns without Polars, for per-event online scoring; None unless every record is
     clean (known keys, the required ones set, one JSON type per column, timestamps that parse and lie in range).
@@ -1542,7 +1569,7 @@ def record_columns(records: Sequence[Any], spec: Spec, source: str = "request") 
             x = x.astype(np.float64)
         else:
             null, x = np.zeros(len(values), dtype=bool), np.array(values, dtype=np.float64)
-        numeric[c] = (x, null)
+        numeric[c] = (float32_decimals(x) if spec.float32_decimal else x, null)
     ts = _timestamps_us(column[s.timestamp], spec)
     if ts is None:
         return None
