@@ -598,7 +598,7 @@ def as_float64(column: str, dtype: pl.DataType, float32_decimal: bool) -> pl.Exp
     float32 values split a file's decimals from training's: a fee at an inner edge read into the next bucket from a
     CSV export, and scores moved up to 0.154 (dogfood 255); fitted on the decimals, a client that sent the widened
     values moved them up to 0.26 (review 260). Specs fitted before read them as sent
-    (:attr:`~seqfraud.features.spec.Spec.float32_decimal`); :func:`~seqfraud.scoring.prepare.float32_decimals` is
+    (:attr:`~seqfraud.features.spec.Spec.float32_decimal`); :func:`~seqfraud.scoring.prepare.float32_decimal` is
     the rule in numpy."""
     x = pl.col(column).cast(pl.Float64)
     if not (float32_decimal and dtype.is_float()):
