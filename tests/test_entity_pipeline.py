@@ -381,7 +381,7 @@ def test_a_history_that_stops_early_or_meets_no_scored_value_is_said(
         ends = re.findall(
             rf"{name}: the history ends (\d+\.\d) day\(s\) before the first event scored", caplog.text
         )
-        unmet = f"{name}: column {column!r}: 0.0% of the scored events' values meet a value of the history, where "
+        unmet = f"{name} (the history): column {column!r}: 0.0% of the scored events' values meet a value of the history, where "
         assert bool(ends and 3.0 <= float(ends[0]) < 3.2) == (name == "stale"), caplog.text
         assert caplog.text.count(unmet) == (name == "respelt"), caplog.text
         assert "meet a value of the history" not in caplog.text.replace(unmet, ""), caplog.text
@@ -408,7 +408,7 @@ def test_a_history_that_stops_early_or_meets_no_scored_value_is_said(
         assert "meet a value of the history" not in caplog.text
         shared = spanning.with_columns(pl.col(column).str.replace(r"\d+$", "0"))  # one value, every session's
         warn_if_apart(shared, new, scorer.spec, "shared")
-        assert "shared: column" in caplog.text
+        assert "shared (the history): column" in caplog.text
         # A history of one event, days before: said, where its gap of None failed every scoring path (review 232).
         warn_if_apart(spanning.head(1), new, scorer.spec, "one")
         assert "one: the history ends 1.0 day(s) before the first event scored" in caplog.text
@@ -430,14 +430,14 @@ def test_a_history_that_stops_early_or_meets_no_scored_value_is_said(
         for n_scored, said in ((400, False), (600, True)):  # 16 and 24 meets expected
             caplog.clear()
             warn_if_apart(rare, scored_as([f"c{3000 + i:06d}" for i in range(n_scored)]), scorer.spec, "rare")
-            assert ("rare: column" in caplog.text) == said, n_scored
+            assert ("rare (the history): column" in caplog.text) == said, n_scored
         # Half the scored values begin as none of the history's do: they meet it half as often, where a tenth was
         # said (a new vault's tokens on one channel: dogfood 244).
         caplog.clear()
         half = [f"c{i:06d}" for i in range(60)] + [f"pt_{i:06d}" for i in range(60)]
         warn_if_apart(rare, scored_as(half), scorer.spec, "half")
         assert (
-            f"half: column {column!r}: 50.0% of the scored events' values begin as none of the history's do "
+            f"half (the history): column {column!r}: 50.0% of the scored events' values begin as none of the history's do "
             "(scored 'pt_', the history's most often 'c00'), against 0.0% of the history's latest tenth"
         ) in caplog.text
         assert "meet a value of the history" not in caplog.text
@@ -446,7 +446,7 @@ def test_a_history_that_stops_early_or_meets_no_scored_value_is_said(
         digits = [f"c{i:06d}" for i in range(60)] + [f"4{i:015d}" for i in range(60)]
         warn_if_apart(rare, scored_as(digits), scorer.spec, "digits")
         assert (
-            "digits: column" in caplog.text
+            "digits (the history): column" in caplog.text
             and "(scored '0-9', the history's most often 'c00')" in caplog.text
         )
         # Numbers issued in order begin otherwise as they grow: not read as reformatted (review 249).
@@ -461,12 +461,12 @@ def test_a_history_that_stops_early_or_meets_no_scored_value_is_said(
         ported = [f"10.{i // 250}.{i % 250}.1" + (":443" if i % 2 else "") for i in range(1_900, 2_000)]
         warn_if_apart(ips, scored_as(ported), scorer.spec, "ported")
         assert (
-            f"ported: column {column!r}: 50.0% of the scored events' values are punctuated as none of the history's "
+            f"ported (the history): column {column!r}: 50.0% of the scored events' values are punctuated as none of the history's "
             "are (scored 'x.x.x.x:x', the history's most often 'x.x.x.x')"
         ) in caplog.text
         caplog.clear()
         warn_if_apart(ips, scored_as([v.removesuffix(":443") for v in ported]), scorer.spec, "unported")
-        assert "unported: column" not in caplog.text
+        assert "unported (the history): column" not in caplog.text
 
 
 def test_labels_on_the_events_read_like_a_label_table(entity_run, entity_artifact) -> None:
@@ -603,7 +603,7 @@ def test_online_entity_values_that_meet_none_of_the_seeded_history_are_said(
     from seqfraud.scoring.scorer import Scorer
     from seqfraud.scoring.state import MemoryStore
 
-    monkeypatch.setattr(online_module, "ONLINE_CHECK_AFTER", 60)
+    monkeypatch.setattr(online_module, "ONLINE_CHECK_AFTER", 200)
     scored, other, labels = split_log(entity_run)
     scorer = Scorer.load(entity_artifact)
     history = History.from_frame(other.lazy(), "history", labels, scorer.spec)
@@ -614,7 +614,14 @@ def test_online_entity_values_that_meet_none_of_the_seeded_history_are_said(
     # New to the history, and shared by the online sessions themselves: met by another session, not by the history.
     shared = scored.with_columns(("x" + (pl.col(column).hash() % 3).cast(pl.String)).alias(column))
     said = f"online events: column {column!r}: 0.0% of the scored events' values meet a value of the history"
-    for name, events in (("clean", scored), ("respelt", respelt), ("shared", shared)):
+    # A port after half the values: they meet the history half as often, and are punctuated as none of its are
+    # (dogfood 261: said by score, unsaid online, scores up to 0.71 off).
+    half = pl.int_range(pl.len()) % 2 == 0
+    ported = scored.with_columns(
+        pl.when(half).then(pl.col(column).cast(pl.String) + ":9").otherwise(pl.col(column)).alias(column)
+    )
+    punctuated = f"online events: column {column!r}: "
+    for name, events in (("clean", scored), ("respelt", respelt), ("shared", shared), ("ported", ported)):
         online = OnlineScorer(scorer, MemoryStore(), recurring=recurring)
         seed(online.store, history, scorer.spec)
         records = events.sort("timestamp").with_columns(
@@ -624,8 +631,12 @@ def test_online_entity_values_that_meet_none_of_the_seeded_history_are_said(
         with caplog.at_level(logging.WARNING, logger="seqfraud.scoring.online"):
             for at in range(0, 400, 20):
                 online.events(records.slice(at, 20).to_dicts())
-        assert (said in caplog.text) is (name != "clean"), (name, caplog.text)
-        assert ("(scored 'x" in caplog.text) is (name != "clean")
+        assert (said in caplog.text) is (name in ("respelt", "shared")), (name, caplog.text)
+        assert ("(scored 'x:x', the history's most often 'x')" in caplog.text) is (name == "ported")
+        assert (
+            "of the scored events' values are punctuated as none of the history's are" in caplog.text
+        ) is (name == "ported"), (name, caplog.text)
+        assert (punctuated in caplog.text) is (name != "clean")
     # Without a seeded history's recurrence (a replica on a store another seeded) nothing is judged.
     online = OnlineScorer(scorer, MemoryStore())
     seed(online.store, history, scorer.spec)
@@ -1609,3 +1620,24 @@ def test_a_distinct_count_is_alerted_on_a_rise_only(entity_run) -> None:
     few = entity_field_stats(spec, window(FIRST_ID + 1), starts, window(FIRST_ID + 2))[name]
     assert few["alerted"] is False and "170 reference sessions began after its warm-up" in few["why"]
     assert few["why"].endswith("it needs 200")
+
+
+def test_a_values_forms_read_alike_in_batch_and_online() -> None:
+    """Batch scoring reads an entity value's forms in Polars, the service in Python: the two must agree, or a
+    service would call values written otherwise that batch scoring calls alike."""
+    from seqfraud.scoring.history import form_exprs, value_forms
+
+    values = [
+        "10.0.0.1:443",
+        "ctk_abc",
+        "pt_1",
+        "4111111111111111",
+        "é-ü_ß",
+        "x",
+        "Ab9-x.y@z",
+        "ünï:7",
+        "0a",
+        "#",
+    ]
+    frame = pl.DataFrame({"v": values}).select(f.alias(str(i)) for i, f in enumerate(form_exprs("v")))
+    assert [value_forms(v) for v in values] == frame.rows()

@@ -11,7 +11,9 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple, cast
 
@@ -446,22 +448,66 @@ def warn_if_apart(history: pl.DataFrame, events: pl.DataFrame, spec: Spec, sourc
         if scored.len() < UNMET_VALUES or (recurring := recurrence(held, c)) is None:
             continue
         met = scored.is_in(held[c].unique().implode())
-        if (
-            said := unmet_said(
-                c, cast(float, met.mean()), scored.len(), recurring, scored.filter(~met).first()
-            )
-        ) or (said := formed_said(held, scored, recurring.cut, c)):
-            log.warning("%s: %s", source, said)
+        forms = scored.to_frame(c).select(f.alias(str(i)) for i, f in enumerate(form_exprs(c)))
+        new = [
+            forms[str(i)].filter(~forms[str(i)].is_in(list(form.known)))
+            for i, form in enumerate(recurring.forms)
+        ]
+        if said := unmet_said(
+            c, cast(float, met.mean()), scored.len(), recurring, scored.filter(~met).first()
+        ) or formed_said(
+            c,
+            scored.len(),
+            recurring,
+            [n.len() for n in new],
+            [n.mode().sort()[0] if n.len() else None for n in new],
+        ):
+            log.warning(
+                "%s (the history): %s", source, said
+            )  # the scored events are not named here (dogfood 261)
+
+
+class Form(NamedTuple):
+    """A history's forms of an entity column's values by one rule of :data:`FORMS` (``known``), the share of its
+    latest tenth whose form none of its earlier events has (``was``), and its commonest form."""
+
+    known: frozenset[str]
+    was: float
+    common: str
 
 
 class Recurrence(NamedTuple):
     """How often a history's latest tenth of events (from ``cut`` on) meets another session's earlier events by an
-    entity column's value (``share``), its latest value, and the time of its latest event."""
+    entity column's value (``share``), its latest value, the time of its latest event, and its :class:`Form` by
+    each rule of :data:`FORMS`."""
 
     share: float
     cut: float
     latest: str
     last_us: int
+    forms: tuple[Form, ...]
+
+
+# What a value's form by each rule says, the rules being how a part of the traffic written otherwise stands apart: its
+# first BEGUN_CHARS characters, values that begin with a digit one class (a counter's leading digits advance as ids
+# are issued: review 249; a new vault's digits among letters still stand apart: review 252), and its punctuation,
+# its runs of letters and digits aside (a port after IPs: dogfood 258).
+FORMS = ("begin as none of the history's do", "are punctuated as none of the history's are")
+_WORDS = re.compile("[0-9A-Za-z]+")
+
+
+def form_exprs(column: str) -> list[pl.Expr]:
+    """A column's values' forms by each rule of :data:`FORMS` (:func:`value_forms` in Polars)."""
+    text = pl.col(column).cast(pl.String)
+    return [
+        pl.when(text.str.contains("^[0-9]")).then(pl.lit("0-9")).otherwise(text.str.slice(0, BEGUN_CHARS)),
+        text.str.replace_all(_WORDS.pattern, "x"),
+    ]
+
+
+def value_forms(value: str) -> tuple[str, ...]:
+    """One value's forms by each rule of :data:`FORMS` (:func:`form_exprs` in Python, for online events)."""
+    return ("0-9" if "0" <= value[:1] <= "9" else value[:BEGUN_CHARS], _WORDS.sub("x", value))
 
 
 def recurrence(held: pl.DataFrame, column: str) -> Recurrence | None:
@@ -483,9 +529,19 @@ def recurrence(held: pl.DataFrame, column: str) -> Recurrence | None:
         .select(((pl.col("n") > 1) | (pl.col("one") != pl.col(S.SESSION_ID))).fill_null(False).mean())
         .item()
     )
+    forms = []
+    for form in form_exprs(column):
+        history = held.select(S.TS_US, form.alias(column))
+        earlier_forms = history.filter(pl.col(S.TS_US) <= cut)[column].unique().implode()
+        was = cast(float, (~history.filter(pl.col(S.TS_US) > cut)[column].is_in(earlier_forms)).mean() or 0.0)
+        forms.append(
+            Form(frozenset(history[column].unique().to_list()), was, history[column].mode().sort()[0])
+        )
     # Its latest value, not the smallest: that read as a padding (review 232).
     last = held.sort(S.TS_US, maintain_order=True).row(-1, named=True)
-    return None if share is None else Recurrence(float(share), cut, str(last[column]), int(last[S.TS_US]))
+    if share is None:
+        return None
+    return Recurrence(float(share), cut, str(last[column]), int(last[S.TS_US]), tuple(forms))
 
 
 def unmet_said(column: str, share: float, scored: int, recurring: Recurrence, unmet: object) -> str | None:
@@ -503,35 +559,21 @@ def unmet_said(column: str, share: float, scored: int, recurring: Recurrence, un
     )
 
 
-def formed_said(held: pl.DataFrame, scored: pl.Series, cut: float, column: str) -> str | None:
-    """What to say of ``scored`` values of an entity ``column`` many of which begin, or are punctuated (their
-    letters and digits aside), as none of the history's (``held``; its latest tenth after ``cut``) are, far more of
-    them than of its latest tenth against its earlier values (:data:`BEGUN_SHARE`), or None: a port after half the
-    IPs met the history half as often, and moved 14 bands unsaid (dogfood 258)."""
-    text = pl.col(column).cast(pl.String)
-    forms = {
-        # Values that begin with a digit are one class: a counter's leading digits advance as ids are issued (review
-        # 249: clean account numbers read as reformatted), and a new vault's digits among letters still stand apart
-        # (review 252).
-        "begin as none of the history's do": pl.when(text.str.contains("^[0-9]"))
-        .then(pl.lit("0-9"))
-        .otherwise(text.str.slice(0, BEGUN_CHARS)),
-        "are punctuated as none of the history's are": text.str.replace_all("[0-9A-Za-z]+", "x"),
-    }
-    for what, form in forms.items():
-        history = held.select(S.TS_US, form.alias(column))
-        earlier = history.filter(pl.col(S.TS_US) <= cut)[column].unique().implode()
-        was = cast(float, (~history.filter(pl.col(S.TS_US) > cut)[column].is_in(earlier)).mean() or 0.0)
-        formed = scored.to_frame(column).select(form.alias(column))[column]
-        new = ~formed.is_in(history[column].unique().implode())
-        if new.sum() < UNMET_VALUES or (now := cast(float, new.mean())) < max(BEGUN_SHARE, BEGUN_RATIO * was):
+def formed_said(
+    column: str, scored: int, recurring: Recurrence, new: Sequence[int], examples: Sequence[object]
+) -> str | None:
+    """What to say where ``new`` of ``scored`` events' values of an entity ``column`` (per rule of :data:`FORMS`,
+    with a form of them each in ``examples``) have a form none of the history's has, far more of them than of its
+    latest tenth against its earlier values (:data:`BEGUN_SHARE`), or None: a port after half the IPs met the
+    history half as often, and moved 14 bands unsaid (dogfood 258)."""
+    for what, form, n_new, example in zip(FORMS, recurring.forms, new, examples):
+        if n_new < UNMET_VALUES or (now := n_new / scored) < max(BEGUN_SHARE, BEGUN_RATIO * form.was):
             continue
         return (
-            f"column {column!r}: {now:.1%} of the scored events' values {what} (scored "
-            f"{formed.filter(new).mode().sort()[0]!r}, the history's most often {history[column].mode().sort()[0]!r}), "
-            f"against {was:.1%} of the history's latest tenth against its earlier events: their entity features read "
-            "them as never seen. Was the column written otherwise upstream for a part of the traffic (a new vault's or "
-            "system's ids, a prefix or suffix, case)?"
+            f"column {column!r}: {now:.1%} of the scored events' values {what} (scored {example!r}, the history's "
+            f"most often {form.common!r}), against {form.was:.1%} of the history's latest tenth against its earlier "
+            "events: their entity features read them as never seen. Was the column written otherwise upstream for a "
+            "part of the traffic (a new vault's or system's ids, a prefix or suffix, case)?"
         )
     return None
 

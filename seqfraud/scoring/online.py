@@ -72,7 +72,7 @@ from seqfraud.features.fastpath import EventColumns, column_sequences, time_delt
 from seqfraud.features.spec import GAP_QUANTILES, LONGEST_GAPS, Spec
 from seqfraud.features.tokens import Sequences
 from seqfraud.schema import Schema
-from seqfraud.scoring.history import History, Recurrence, unmet_said
+from seqfraud.scoring.history import FORMS, History, Recurrence, formed_said, unmet_said, value_forms
 from seqfraud.scoring.prepare import (
     ONLINE_CHECK_AFTER,
     ONLINE_RESAY_S,
@@ -517,19 +517,33 @@ def event_key(record: Mapping[str, Any], event_id: str | None, arrival: str) -> 
 ONLINE_EVENTS = "online events"
 
 
+@dataclass
+class _Judged:
+    """An entity column's online values counted since its last judgement: how many, how many met the seeded
+    history (and one that did not), and per rule of :data:`~seqfraud.scoring.history.FORMS` how many had a form
+    none of the history's has (and one such form)."""
+
+    values: int = 0
+    met: int = 0
+    unmet: str | None = None
+    new: list[int] = field(default_factory=lambda: [0] * len(FORMS))
+    examples: list[str | None] = field(default_factory=lambda: [None] * len(FORMS))
+
+
 class Unmet:
     """Per entity column, the values of the events taken online that meet the seeded history (that another
-    session's event showed by the history's latest time, as their first-seen feature says), judged
-    every :data:`~seqfraud.scoring.prepare.ONLINE_CHECK_AFTER` values by batch scoring's rule
-    (:func:`~seqfraud.scoring.history.unmet_said`) against the :class:`~seqfraud.scoring.history.Recurrence` of
-    the history the service was seeded with: values written otherwise upstream read as never seen, said by
-    ``score`` and unsaid by ``/events`` (dogfood 258: 400 sessions of devices and IPs new to the history)."""
+    session's event showed by the history's latest time, as their first-seen feature says), and their forms,
+    judged every :data:`~seqfraud.scoring.prepare.ONLINE_CHECK_AFTER` values by batch scoring's rules
+    (:func:`~seqfraud.scoring.history.unmet_said`, :func:`~seqfraud.scoring.history.formed_said`) against the
+    :class:`~seqfraud.scoring.history.Recurrence` of the history the service was seeded with: values written
+    otherwise upstream read as never seen, said by ``score`` and unsaid by ``/events`` (dogfood 258: 400 sessions
+    of devices and IPs new to the history; dogfood 261: a port after one channel's IPs, scores up to 0.71 off)."""
 
     def __init__(self, recurring: Mapping[str, Recurrence]):
         self.recurring = dict(recurring)
         self._first_seen = {c: S.entity_feature(c, FIRST_SEEN) for c in self.recurring}
         self._lock = threading.Lock()
-        self._counts: dict[str, tuple[int, int, str | None]] = dict.fromkeys(self.recurring, (0, 0, None))
+        self._counts = {c: _Judged() for c in self.recurring}
         self._said: dict[str, float] = {}
 
     def take(self, events: EventColumns) -> None:
@@ -543,23 +557,27 @@ class Unmet:
                 # First seen by the history's end: a millisecond's slack for the seconds' float rounding. In Python:
                 # numpy's calls cost 8 us a column on a request of one event.
                 latest = recurring.last_us + 1_000
-                n, met, unmet = self._counts[c]
+                judged = self._counts[c]
                 for v, t, s, new in zip(events.entities[c], times, since.tolist(), never.tolist()):
                     if v is None:
                         continue
-                    n += 1
+                    judged.values += 1
                     if not new and t - s * 1e6 <= latest:
-                        met += 1
-                    elif unmet is None:
-                        unmet = v
-                self._counts[c] = (n, met, unmet)
-                if n < ONLINE_CHECK_AFTER:
+                        judged.met += 1
+                    elif judged.unmet is None:
+                        judged.unmet = v
+                    for k, (form, known) in enumerate(zip(value_forms(v), recurring.forms)):
+                        if form not in known.known:
+                            judged.new[k] += 1
+                            judged.examples[k] = judged.examples[k] or form
+                if judged.values < ONLINE_CHECK_AFTER:
                     continue
-                self._counts[c] = (0, 0, None)
-                now = time.monotonic()
-                if (said := unmet_said(c, met / n, n, recurring, unmet)) and now - self._said.get(
-                    c, -math.inf
-                ) >= ONLINE_RESAY_S:
+                self._counts[c] = _Judged()
+                n, now = judged.values, time.monotonic()
+                said = unmet_said(c, judged.met / n, n, recurring, judged.unmet) or formed_said(
+                    c, n, recurring, judged.new, judged.examples
+                )
+                if said and now - self._said.get(c, -math.inf) >= ONLINE_RESAY_S:
                     self._said[c] = now
                     lines.append(f"{ONLINE_EVENTS}: {said} (the latest {n:,} values online)")
         for line in lines:
