@@ -1530,8 +1530,10 @@ def test_float32_numbers_are_scored_as_the_spec_read_them_at_its_fit(scorer, tmp
     from seqfraud.data.events import scan_table
     from seqfraud.scoring.prepare import normalized_events, record_columns
 
-    values = [12.99, 0.3, 30.01, 7.0]
-    events = log(4).with_columns(pl.Series(AMOUNT, values, pl.Float32))
+    # An integer past 2**24 too, which a float32 holds as 123456792 and prints, as its CSV holds it, as 123456790
+    # (review 262).
+    values = [12.99, 0.3, 30.01, 7.0, 123456790.0]
+    events = log(5).with_columns(pl.Series(AMOUNT, values, pl.Float32))
     path = _write(tmp_path / "f32.parquet", events)
     _write(tmp_path / "mixed" / "a.parquet", events)
     _write(tmp_path / "mixed" / "b.parquet", events.with_columns(pl.Series(AMOUNT, values)))

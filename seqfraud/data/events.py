@@ -590,10 +590,15 @@ def _common_types(
     return common
 
 
+# Below this, a float32 that is an integer prints as that integer; above it, as fewer digits (123456792 as 1.2345679e8,
+# which a CSV holds: review 262).
+FLOAT32_EXACT = float(2**24)
+
+
 def as_float64(column: str, dtype: pl.DataType, float32_decimal: bool) -> pl.Expr:
     """A number as Float64; with ``float32_decimal``, a float that a float32 holds exactly (a float32 column's,
     or one widened to a double upstream: pandas' ``astype(float)``, a client's ``float(np.float32(x))``) and that
-    is no integer as the shortest decimal that float32 reads back as (0.3, not 0.30000001192092896): what a CSV,
+    is no integer below :data:`FLOAT32_EXACT` as the shortest decimal that float32 reads back as (0.3, not 0.30000001192092896): what a CSV,
     JSON or request of the same value holds, so that every spelling of it reads alike. Edges fitted on widened
     float32 values split a file's decimals from training's: a fee at an inner edge read into the next bucket from a
     CSV export, and scores moved up to 0.154 (dogfood 255); fitted on the decimals, a client that sent the widened
@@ -605,7 +610,7 @@ def as_float64(column: str, dtype: pl.DataType, float32_decimal: bool) -> pl.Exp
         return x
     narrow = x.cast(pl.Float32)
     return (
-        pl.when((narrow.cast(pl.Float64) == x) & (x != x.round()))
+        pl.when((narrow.cast(pl.Float64) == x) & ((x != x.round()) | (x.abs() >= FLOAT32_EXACT)))
         .then(narrow.cast(pl.String).cast(pl.Float64))
         .otherwise(x)
     )

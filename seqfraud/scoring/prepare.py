@@ -29,6 +29,7 @@ from seqfraud.data.events import (
     BLANK_ENTITY,
     BLANK_ID,
     DECIMAL_INTEGER,
+    FLOAT32_EXACT,
     NULL_EVENT_TYPE,
     RFC3339,
     SCORING_NAMES,
@@ -1501,7 +1502,8 @@ def float32_decimal(value: float) -> float:
         narrow = _FLOAT32.unpack(_FLOAT32.pack(value))[0]
     except OverflowError:  # past float32's range: none holds it
         return value
-    return float(str(np.float32(narrow))) if narrow == value and not value.is_integer() else value
+    held = narrow == value and (not value.is_integer() or abs(value) >= FLOAT32_EXACT)
+    return float(str(np.float32(narrow))) if held else value
 
 
 def record_columns(records: Sequence[Any], spec: Spec, source: str = "request") -> EventColumns | None:
