@@ -597,14 +597,14 @@ FLOAT32_EXACT = float(2**24)
 
 def as_float64(column: str, dtype: pl.DataType, float32_decimal: bool) -> pl.Expr:
     """A number as Float64; with ``float32_decimal``, a float that a float32 holds exactly (a float32 column's,
-    or one widened to a double upstream: pandas' ``astype(float)``, a client's ``float(np.float32(x))``) and that
-    is no integer below :data:`FLOAT32_EXACT` as the shortest decimal that float32 reads back as (0.3, not 0.30000001192092896): what a CSV,
-    JSON or request of the same value holds, so that every spelling of it reads alike. Edges fitted on widened
-    float32 values split a file's decimals from training's: a fee at an inner edge read into the next bucket from a
-    CSV export, and scores moved up to 0.154 (dogfood 255); fitted on the decimals, a client that sent the widened
-    values moved them up to 0.26 (review 260). Specs fitted before read them as sent
-    (:attr:`~seqfraud.features.spec.Spec.float32_decimal`); :func:`~seqfraud.scoring.prepare.float32_decimal` is
-    the rule in numpy."""
+    or one widened to a double upstream: pandas' ``astype(float)``, a client's ``float(np.float32(x))``), but an
+    integer below :data:`FLOAT32_EXACT`, as the shortest decimal that float32 reads back as (0.3, not
+    0.30000001192092896): what a CSV, JSON or request of the same value holds, so that every spelling of it reads
+    alike. Edges fitted on widened float32 values split a file's decimals from training's: a fee at an inner edge
+    read into the next bucket from a CSV export, and scores moved up to 0.154 (dogfood 255); fitted on the
+    decimals, a client that sent the widened values moved them up to 0.26 (review 260). Specs fitted before read
+    them as sent (:attr:`~seqfraud.features.spec.Spec.float32_decimal`);
+    :func:`~seqfraud.scoring.prepare.float32_decimal` is the rule in Python."""
     x = pl.col(column).cast(pl.Float64)
     if not (float32_decimal and dtype.is_float()):
         return x
