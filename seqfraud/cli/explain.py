@@ -46,8 +46,8 @@ def explain_session(
 
     ``history`` gives what an artifact with entity features reads besides the session (docs/entities.md).
     Also returns the session's score row (``score``, ``band``, and ``raw_score``: the contributions' units),
-    with ``stacked`` (whether a stacker made the score), ``blend`` (whether that was a blend), ``context_shift`` (with a history: the raw score less the
-    session's without any other session) and ``notes`` (:func:`context_note`, :func:`flat_note`,
+    with ``stacked`` (whether a stacker made the score), ``blend`` (whether that was a blend), ``context_shift``
+    (with a history: the raw score less the session's without any other session) and ``notes`` (:func:`context_note`, :func:`flat_note`,
     :func:`unread_note`: the page says them too, where the command alone did: dogfood 120).
     """
     scorer = Scorer.load(artifact)

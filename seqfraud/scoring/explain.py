@@ -253,8 +253,9 @@ def flat_note(
 ) -> str | None:
     """Why no event stands out, where none does: every contribution about 0, or a flagged session's largest a
     sliver of its score (+0.008 of a 0.977 on a dogfood log), which reads as a broken explanation otherwise.
-    ``scored``: the session's row of ``score`` (``raw_score``, ``score``, ``band``), ``stacked``, ``blend``, ``unlisted``
-    (:func:`unlisted`: events that count and are not listed, which may hold the reason) and, with entity features,
+    ``scored``: the session's row of ``score`` (``raw_score``, ``score``, ``band``), ``stacked``, ``blend``,
+    ``unlisted`` (:func:`unlisted`: events that count and are not listed, which may hold the reason) and, with
+    entity features,
     ``context_shift`` (the raw score less its score without other sessions: :func:`context_note`). With the
     scorer's ``calibrate``, the same rule is read on the score the bands read too, where a steep calibration makes
     a sliver of the raw score much of it (dogfood 193: raw moves of 0.001 took a declined 0.972 to 0.767, said to

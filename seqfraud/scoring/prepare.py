@@ -634,9 +634,10 @@ OFF_SCALE_TAIL_TRAINED, OFF_SCALE_TAIL, OFF_SCALE_TIMES = 0.01, 0.05, 20
 
 def lowest_edge(edges: Sequence[float]) -> float:
     """What a value must lie below to lie below the lowest of ``edges`` (:func:`off_scale_said`): the edge less
-    float32's rounding. Edges that a spec before version 6 fitted on widened float32 values (``Spec.float32_decimal``)
-    sit up to a unit of 2**-24 from the decimal a CSV or JSON writes (0.30000001 for 0.3), and a fixed fee at the lowest edge read as 18% of a clean month below it
-    (dogfood 255); the tokens put both in the lowest bucket."""
+    float32's rounding. Edges that a spec before version 6 fitted on widened float32 values
+    (``Spec.float32_decimal``) sit up to a unit of 2**-24 from the decimal a CSV or JSON writes (0.30000001 for
+    0.3), and a fixed fee at the lowest edge read as 18% of a clean month below it (dogfood 255); the tokens put both
+    in the lowest bucket."""
     return edges[0] - abs(edges[0]) * 2.0**-23
 
 
@@ -670,8 +671,8 @@ def off_scale_said(
             return (
                 f"{where}: column {field!r}: {count / values:.1%} of its values lie {side} value its buckets "
                 f"tell apart ({edge:g}), against at most {trained:.1%} of training's: were some of its rows put in "
-                "another unit upstream (one currency's amounts in cents), or is this new traffic of other values? They read as "
-                "one bucket"
+                "another unit upstream (one currency's amounts in cents), or is this new traffic of other values? "
+                "They read as one bucket"
             )
     return None
 
