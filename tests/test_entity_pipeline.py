@@ -447,12 +447,18 @@ def test_a_history_that_stops_early_or_meets_no_scored_value_is_said(
         warn_if_apart(rare, scored_as(digits), scorer.spec, "digits")
         assert (
             "digits (the history): column" in caplog.text
-            and "(scored '0-9', the history's most often 'c00')" in caplog.text
+            and "(scored '000', the history's most often 'c00')" in caplog.text
         )
         # Numbers issued in order begin otherwise as they grow: not read as reformatted (review 249).
         caplog.clear()
         counted = rare.with_columns(pl.Series(column, [str(1_000_000 + i) for i in range(n)]))
         warn_if_apart(counted, scored_as([str(1_100_000 + i) for i in range(600)]), scorer.spec, "counted")
+        assert "begin as none of the history's do" not in caplog.text
+        # So do they after a prefix: pi099999 to pi100000 (review 262).
+        prefixed = rare.with_columns(pl.Series(column, [f"pi{i:06d}" for i in range(n)]))
+        warn_if_apart(
+            prefixed, scored_as([f"pi{100_000 + i:06d}" for i in range(600)]), scorer.spec, "prefixed"
+        )
         assert "begin as none of the history's do" not in caplog.text
         # A port after half the values, which begin as the history's do: punctuated as none of them (dogfood 258: a
         # proxy's ':443' after the web channel's IPs met the history half as often, 14 bands moved unsaid).

@@ -489,25 +489,26 @@ class Recurrence(NamedTuple):
 
 
 # What a value's form by each rule says, the rules being how a part of the traffic written otherwise stands apart: its
-# first BEGUN_CHARS characters, values that begin with a digit one class (a counter's leading digits advance as ids
-# are issued: review 249; a new vault's digits among letters still stand apart: review 252), and its punctuation,
-# its runs of letters and digits aside (a port after IPs: dogfood 258).
+# first BEGUN_CHARS characters, each digit read as 0 (a counter's digits advance as ids are issued, after a prefix
+# too: review 249, review 262's pi0... to pi1...; a new vault's digits among letters still stand apart: review 252),
+# and its punctuation, its runs of letters and digits aside (a port after IPs: dogfood 258).
 FORMS = ("begin as none of the history's do", "are punctuated as none of the history's are")
 _WORDS = re.compile("[0-9A-Za-z]+")
+_ZEROS = str.maketrans("123456789", "000000000")
 
 
 def form_exprs(column: str) -> list[pl.Expr]:
     """A column's values' forms by each rule of :data:`FORMS` (:func:`value_forms` in Polars)."""
     text = pl.col(column).cast(pl.String)
     return [
-        pl.when(text.str.contains("^[0-9]")).then(pl.lit("0-9")).otherwise(text.str.slice(0, BEGUN_CHARS)),
+        text.str.slice(0, BEGUN_CHARS).str.replace_all("[0-9]", "0"),
         text.str.replace_all(_WORDS.pattern, "x"),
     ]
 
 
 def value_forms(value: str) -> tuple[str, ...]:
     """One value's forms by each rule of :data:`FORMS` (:func:`form_exprs` in Python, for online events)."""
-    return ("0-9" if "0" <= value[:1] <= "9" else value[:BEGUN_CHARS], _WORDS.sub("x", value))
+    return (value[:BEGUN_CHARS].translate(_ZEROS), _WORDS.sub("x", value))
 
 
 def recurrence(held: pl.DataFrame, column: str) -> Recurrence | None:
