@@ -79,6 +79,7 @@ from seqfraud.scoring.prepare import (
     Unlearnt,
     Unsent,
     as_frame,
+    commonest,
     normalized_events,
     record_columns,
     say_once,
@@ -527,7 +528,8 @@ class _Judged:
     met: int = 0
     unmet: str | None = None
     new: list[int] = field(default_factory=lambda: [0] * len(FORMS))
-    examples: list[str | None] = field(default_factory=lambda: [None] * len(FORMS))
+    # The new forms by rule, counted: a window is named by its commonest, as batch scoring names a file's.
+    examples: list[Counter[str]] = field(default_factory=lambda: [Counter() for _ in FORMS])
 
 
 class Unmet:
@@ -544,7 +546,7 @@ class Unmet:
         self._first_seen = {c: S.entity_feature(c, FIRST_SEEN) for c in self.recurring}
         self._lock = threading.Lock()
         self._counts = {c: _Judged() for c in self.recurring}
-        self._said: dict[str, float] = {}
+        self._said: dict[tuple[str, str], float] = {}
 
     def take(self, events: EventColumns) -> None:
         """Count ``events`` (a session's new events, with their entity features)."""
@@ -569,17 +571,21 @@ class Unmet:
                     for k, (form, known) in enumerate(zip(value_forms(v), recurring.forms)):
                         if form not in known.known:
                             judged.new[k] += 1
-                            judged.examples[k] = judged.examples[k] or form
+                            judged.examples[k][form] += 1
                 if judged.values < ONLINE_CHECK_AFTER:
                     continue
                 self._counts[c] = _Judged()
                 n, now = judged.values, time.monotonic()
-                said = unmet_said(c, judged.met / n, n, recurring, judged.unmet) or formed_said(
-                    c, n, recurring, judged.new, judged.examples
-                )
-                if said and now - self._said.get(c, -math.inf) >= ONLINE_RESAY_S:
-                    self._said[c] = now
-                    lines.append(f"{ONLINE_EVENTS}: {said} (the latest {n:,} values online)")
+                examples = [commonest(e, 1)[0] if e else None for e in judged.examples]
+                # Each rule said again apart: the values' unmet share does not hold back their forms (review 262).
+                for rule, said in (
+                    ("unmet", unmet_said(c, judged.met / n, n, recurring, judged.unmet)),
+                    ("forms", formed_said(c, n, recurring, judged.new, examples)),
+                ):
+                    if said and now - self._said.get((c, rule), -math.inf) >= ONLINE_RESAY_S:
+                        self._said[(c, rule)] = now
+                        lines.append(f"{ONLINE_EVENTS}: {said} (the latest {n:,} values online)")
+                        break
         for line in lines:
             log.warning("%s", line)
 

@@ -789,6 +789,12 @@ def reference_transitions(spec: Spec, manifest: Mapping[str, Any]) -> dict[int, 
 TRANSITION_PSI = 1.0
 
 
+def commonest(counts: Counter[str], n: int) -> list[str]:
+    """The ``n`` commonest of ``counts``, ties by value: as :func:`unlearnt_types` and batch scoring's modes name them
+    (review 262: online named ties in the order first seen)."""
+    return sorted(counts, key=lambda k: (-counts[k], k))[:n]
+
+
 def unlearnt_types(spec: Spec) -> pl.Expr:
     """The two event types the model did not learn that the events hold most often, commonest first (ties by
     value), as a list: what :func:`transitions_said` names."""
@@ -1380,7 +1386,9 @@ class Unlearnt:
                     pairs,
                     len(sessions),
                     ends=False,
-                    unknown=[k for k, _ in self.kinds.most_common() if k not in self.vocab[event_type]][:2],
+                    unknown=commonest(
+                        Counter({k: n for k, n in self.kinds.items() if k not in self.vocab[event_type]}), 2
+                    ),
                 )
             ):
                 found.append((("transitions", event_type), line, self.pairs_from))
