@@ -596,24 +596,26 @@ FLOAT32_EXACT = float(2**24)
 
 
 def as_float64(column: str, dtype: pl.DataType, float32_decimal: bool) -> pl.Expr:
-    """A number as Float64; with ``float32_decimal``, a float that a float32 holds exactly (a float32 column's,
-    or one widened to a double upstream: pandas' ``astype(float)``, a client's ``float(np.float32(x))``), but an
-    integer below :data:`FLOAT32_EXACT`, as the shortest decimal that float32 reads back as (0.3, not
-    0.30000001192092896): what a CSV, JSON or request of the same value holds, so that every spelling of it reads
-    alike. Edges fitted on widened float32 values split a file's decimals from training's: a fee at an inner edge
-    read into the next bucket from a CSV export, and scores moved up to 0.154 (dogfood 255); fitted on the
-    decimals, a client that sent the widened values moved them up to 0.26 (review 260). Specs fitted before read
-    them as sent (:attr:`~seqfraud.features.spec.Spec.float32_decimal`);
-    :func:`~seqfraud.scoring.prepare.float32_decimal` is the rule in Python."""
+    """A number as Float64; with ``float32_decimal``, a float32 as the shortest decimal it prints (0.3, not
+    0.30000001192092896; 123456790 for 123456792), and a double that a float32 holds exactly and that is no integer
+    (widened upstream: pandas' ``astype(float)``, a client's ``float(np.float32(x))``) so too: what a CSV, JSON or
+    request of the same value holds, so that every spelling of it reads alike. Edges fitted on widened float32
+    values split a file's decimals from training's: a fee at an inner edge read into the next bucket from a CSV
+    export, and scores moved up to 0.154 (dogfood 255); fitted on the decimals, a client that sent the widened
+    values moved them up to 0.26 (review 260). A double that is an integer reads as it is, a count as much as a
+    widened float32 (whose integers past :data:`FLOAT32_EXACT` then read apart from their CSV's). Specs fitted
+    before read numbers as sent (:attr:`~seqfraud.features.spec.Spec.float32_decimal`);
+    :func:`~seqfraud.scoring.prepare.float32_decimal` is the rule for one double, in Python."""
     x = pl.col(column).cast(pl.Float64)
     if not (float32_decimal and dtype.is_float()):
         return x
     narrow = x.cast(pl.Float32)
-    return (
-        pl.when((narrow.cast(pl.Float64) == x) & ((x != x.round()) | (x.abs() >= FLOAT32_EXACT)))
-        .then(narrow.cast(pl.String).cast(pl.Float64))
-        .otherwise(x)
+    held = (
+        (x != x.round()) | (x.abs() >= FLOAT32_EXACT)  # a float32's integers below it print as themselves
+        if dtype == pl.Float32
+        else (narrow.cast(pl.Float64) == x) & (x != x.round())
     )
+    return pl.when(held).then(narrow.cast(pl.String).cast(pl.Float64)).otherwise(x)
 
 
 def _as_common(lf: pl.LazyFrame, common: dict[str, pl.DataType], float32_decimal: bool) -> pl.LazyFrame:
