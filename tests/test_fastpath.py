@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import polars as pl
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from seqfraud import schema as S
@@ -123,6 +123,21 @@ clean = st.fixed_dictionaries(
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.one_of(clean, clean, record), min_size=1, max_size=6))
+# An integer past 2**24 that a float32 holds, as an integer and beside a float (CI, review 262's float rule).
+@example(
+    [{"session_id": "a", "timestamp": "2024-01-01T00:00:00Z", "event_type": "login", "amount": 134217728}]
+)
+@example(
+    [{"session_id": "a", "timestamp": "2024-01-01T00:00:00Z", "event_type": "login", "amount": 134217728}]
+    + [
+        {
+            "session_id": "a",
+            "timestamp": "2024-01-01T00:00:00Z",
+            "event_type": "login",
+            "amount": 0.30000001192092896,
+        }
+    ]
+)
 def test_record_columns_answer_only_what_the_full_path_answers(records):
     """The Polars-free path of per-event scoring: where it answers, exactly normalized_events' columns; where
     the full path refuses the records, it does not answer."""
