@@ -462,9 +462,8 @@ def warn_if_apart(history: pl.DataFrame, events: pl.DataFrame, spec: Spec, sourc
             [n.len() for n in new],
             [n.mode().sort()[0] if n.len() else None for n in new],
         ):
-            log.warning(
-                "%s (the history): %s", source, said
-            )  # the scored events are not named here (dogfood 261)
+            # Named by the history, against which the scored events (not named here) were judged (dogfood 261).
+            log.warning("%s (the history): %s", source, said)
 
 
 class Form(NamedTuple):
@@ -477,12 +476,11 @@ class Form(NamedTuple):
 
 
 class Recurrence(NamedTuple):
-    """How often a history's latest tenth of events (from ``cut`` on) meets another session's earlier events by an
-    entity column's value (``share``), its latest value, the time of its latest event, and its :class:`Form` by
-    each rule of :data:`FORMS`."""
+    """How often a history's latest tenth of events meets another session's earlier events by an entity column's
+    value (``share``), its latest value, the time of its latest event, and its :class:`Form` by each rule of
+    :data:`FORMS`."""
 
     share: float
-    cut: float
     latest: str
     last_us: int
     forms: tuple[Form, ...]
@@ -530,6 +528,8 @@ def recurrence(held: pl.DataFrame, column: str) -> Recurrence | None:
         .select(((pl.col("n") > 1) | (pl.col("one") != pl.col(S.SESSION_ID))).fill_null(False).mean())
         .item()
     )
+    if share is None:
+        return None
     forms = []
     for form in form_exprs(column):
         history = held.select(S.TS_US, form.alias(column))
@@ -540,9 +540,7 @@ def recurrence(held: pl.DataFrame, column: str) -> Recurrence | None:
         )
     # Its latest value, not the smallest: that read as a padding (review 232).
     last = held.sort(S.TS_US, maintain_order=True).row(-1, named=True)
-    if share is None:
-        return None
-    return Recurrence(float(share), cut, str(last[column]), int(last[S.TS_US]), tuple(forms))
+    return Recurrence(float(share), str(last[column]), int(last[S.TS_US]), tuple(forms))
 
 
 def unmet_said(column: str, share: float, scored: int, recurring: Recurrence, unmet: object) -> str | None:
