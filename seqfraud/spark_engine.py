@@ -321,7 +321,9 @@ class SparkEngine:
             _col(schema.timestamp).isNotNull().alias(S.TS_PRESENT),
             out_of_range.alias(S.TS_OUT_OF_RANGE),
             *[_col(c).cast("string").alias(c) for c in schema.categorical_fields],
-            *[_col(c).cast("double").alias(c) for c in schema.numerical],  # float32 ones read in _read_parts
+            *[
+                _col(c).cast("double").alias(c) for c in schema.numerical
+            ],  # floats read by the rule in _read_parts
             *[_col(c).cast("string").alias(c) for c in schema.entities],
             *[
                 _col(c).cast("string").alias(S.EVENT_ID)

@@ -1347,6 +1347,28 @@ def test_a_share_past_a_tail_edge_far_above_trainings_is_said(scorer, tmp_path, 
         assert (f"request: {low_said}" in caplog.text) == (name == "low"), (name, caplog.text)
 
 
+def said_in_batch_and_online(scorer, frame: pl.DataFrame, path: Path, caplog, monkeypatch) -> tuple[str, str]:
+    """What batch scoring logs of ``frame`` (written to ``path``), and what the online checks log of it taken in
+    requests of 500 events, every event in a window."""
+    from seqfraud.features.fastpath import EventColumns
+    from seqfraud.scoring import prepare
+    from seqfraud.scoring.batch import score_file
+    from seqfraud.scoring.prepare import Unlearnt, normalized_events
+
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="seqfraud.scoring"):
+        score_file(scorer, _write(path, frame), path.with_suffix(".scores.parquet"), progress=False)
+    batch = caplog.text
+    events = EventColumns.of_frame(normalized_events(frame.lazy(), scorer.spec, "request"), scorer.spec)
+    online = Unlearnt(scorer.spec, scorer.manifest)
+    caplog.clear()
+    with monkeypatch.context() as m, caplog.at_level("WARNING", logger="seqfraud.scoring"):
+        m.setattr(prepare, "ONLINE_CHECK_EVERY", 1_000)
+        for at in range(0, frame.height, 500):
+            online.take(events.take(list(range(at, min(at + 500, frame.height)))), "request")
+    return batch, caplog.text
+
+
 def test_a_numbers_values_past_a_point_mass_at_its_lowest_edge_are_judged_apart(
     scorer, tmp_path, caplog, monkeypatch
 ):
@@ -1357,11 +1379,8 @@ def test_a_numbers_values_past_a_point_mass_at_its_lowest_edge_are_judged_apart(
     from copy import copy
     from dataclasses import replace
 
-    from seqfraud.features.fastpath import EventColumns
     from seqfraud.features.spec import FIRST_ID
-    from seqfraud.scoring import prepare
-    from seqfraud.scoring.batch import score_file
-    from seqfraud.scoring.prepare import Unlearnt, normalized_events, past_mass_said
+    from seqfraud.scoring.prepare import past_mass_said
 
     edges = scorer.spec.edges[AMOUNT]
     assert edges[0] == 0.0  # the smoke log's amounts start at 0
@@ -1402,26 +1421,13 @@ def test_a_numbers_values_past_a_point_mass_at_its_lowest_edge_are_judged_apart(
         if factor != 1.0:  # half of them /100, into the lowest bucket above 0
             fees[carried[::2]] = np.minimum(fees[carried[::2]] * factor, edges[1])
         frame = log(8_000).with_columns(pl.Series(AMOUNT, fees))
-        caplog.clear()
-        with caplog.at_level("WARNING", logger="seqfraud.scoring"):
-            score_file(
-                massive, _write(tmp_path / f"{name}.parquet", frame), tmp_path / "s.parquet", progress=False
-            )
-        assert ("its values above 0 (training's 84% at it or below)" in caplog.text) is (name == "divided"), (
-            name
-        )
         # Online, the counts are carried over windows until 500 values past the mass.
-        events = EventColumns.of_frame(normalized_events(frame.lazy(), scorer.spec, "request"), scorer.spec)
-        online = Unlearnt(scorer.spec, massive.manifest)
-        caplog.clear()
-        with monkeypatch.context() as m, caplog.at_level("WARNING", logger="seqfraud.scoring"):
-            m.setattr(prepare, "ONLINE_CHECK_EVERY", 1_000)  # every event in a window
-            for at in range(0, 8_000, 500):
-                online.take(events.take(list(range(at, at + 500))), "request")
-        said_online = f"request: column '{AMOUNT}': its values fall in the model's buckets far otherwise"
-        assert (said_online in caplog.text and "above 0 (training's 84%" in caplog.text) is (
-            name == "divided"
+        batch, online = said_in_batch_and_online(
+            massive, frame, tmp_path / f"{name}.parquet", caplog, monkeypatch
         )
+        assert ("its values above 0 (training's 84% at it or below)" in batch) is (name == "divided"), name
+        said_online = f"request: column '{AMOUNT}': its values fall in the model's buckets far otherwise"
+        assert (said_online in online and "above 0 (training's 84%" in online) is (name == "divided")
 
 
 def test_an_online_window_closes_whatever_its_judging_meets(scorer, monkeypatch):
@@ -1459,11 +1465,7 @@ def test_part_of_a_numbers_values_above_a_point_mass_in_another_unit_is_said(
     batch and online; an artifact that records no such edge says nothing of it."""
     from copy import copy
 
-    from seqfraud.features.fastpath import EventColumns
     from seqfraud.features.spec import FIRST_ID
-    from seqfraud.scoring import prepare
-    from seqfraud.scoring.batch import score_file
-    from seqfraud.scoring.prepare import Unlearnt, normalized_events
 
     edges = scorer.spec.edges[AMOUNT]
     assert edges[0] == 0.0  # the smoke log's amounts start at 0
@@ -1483,27 +1485,13 @@ def test_part_of_a_numbers_values_above_a_point_mass_in_another_unit_is_said(
             if part:  # a quarter of them /100, below the mass edge
                 fees[carried[::part]] /= 100
             frame = log(8_000).with_columns(pl.Series(AMOUNT, fees))
-            caplog.clear()
-            with caplog.at_level("WARNING", logger="seqfraud.scoring"):
-                score_file(
-                    massive,
-                    _write(tmp_path / f"{name}.parquet", frame),
-                    tmp_path / "s.parquet",
-                    progress=False,
-                )
-            assert (said in caplog.text) is (says and name == "quarter"), (name, caplog.text)
             # Online, over the windows' carried counts.
-            events = EventColumns.of_frame(
-                normalized_events(frame.lazy(), scorer.spec, "request"), scorer.spec
+            batch, online = said_in_batch_and_online(
+                massive, frame, tmp_path / f"{name}.parquet", caplog, monkeypatch
             )
-            online = Unlearnt(scorer.spec, massive.manifest)
-            caplog.clear()
-            with monkeypatch.context() as m, caplog.at_level("WARNING", logger="seqfraud.scoring"):
-                m.setattr(prepare, "ONLINE_CHECK_EVERY", 1_000)  # every event in a window
-                for at in range(0, 8_000, 500):
-                    online.take(events.take(list(range(at, at + 500))), "request")
-            assert (said in caplog.text) is (says and name == "quarter"), (name, caplog.text)
-            assert ("% of its values above 0 lie below" in caplog.text) is (said in caplog.text)
+            for text in (batch, online):
+                assert (said in text) is (says and name == "quarter"), (name, text)
+            assert ("% of its values above 0 lie below" in online) is (said in online)
 
 
 def test_a_value_within_float32s_rounding_of_the_lowest_edge_is_not_below_it(scorer):
