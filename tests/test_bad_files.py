@@ -1494,6 +1494,51 @@ def test_part_of_a_numbers_values_above_a_point_mass_in_another_unit_is_said(
             assert ("% of its values above 0 lie below" in online) is (said in online)
 
 
+def test_few_values_above_a_point_mass_are_judged_by_the_sessions_that_carry_them(
+    scorer, tmp_path, caplog, monkeypatch
+):
+    """A month of 1,500 sessions with 150 fees, 60% of them /100, was said by none of score, monitor and /events: the
+    tail rule read 500 values or more (dogfood 261). Fewer are judged where TAIL_CARRIERS sessions carry those below
+    the mass edge, in batch and online; one session fewer is not."""
+    from copy import copy
+
+    from seqfraud.features.spec import FIRST_ID
+    from seqfraud.scoring.prepare import TAIL_CARRIERS
+
+    edges = scorer.spec.edges[AMOUNT]
+    trained = np.zeros(FIRST_ID + len(edges) + 1)
+    trained[FIRST_ID] = 0.84  # the mass at the lowest edge
+    trained[FIRST_ID + 1 :] = 0.16 / len(edges)
+    middles = [(lo + hi) / 2 for lo, hi in itertools.pairwise(edges[1:])]
+    massive = copy(scorer)
+    massive.manifest = {
+        **scorer.manifest,
+        "reference": {
+            "numeric_shares": {AMOUNT: trained.tolist()},
+            "mass_edges": {AMOUNT: min(middles) / 10},
+        },
+    }
+    # 8,000 events, four a session: 152 fees on the events of 38 sessions, far under the 500 values of the rule.
+    carried = np.arange(0, 152 * 50, 50)
+    carried = np.concatenate([np.arange(s, s + 4) for s in carried[::4]])
+    for name, divided, says in (
+        ("clean", 0, False),
+        ("one carrier short", TAIL_CARRIERS - 1, False),
+        ("carriers enough", TAIL_CARRIERS, True),
+    ):
+        fees = np.zeros(8_000)
+        fees[carried] = np.resize(middles, len(carried))
+        fees[carried[: 4 * divided]] = (
+            min(middles) / 100
+        )  # every fee of that many sessions, below the mass edge
+        frame = log(8_000).with_columns(pl.Series(AMOUNT, fees))
+        batch, online = said_in_batch_and_online(
+            massive, frame, tmp_path / f"{divided}.parquet", caplog, monkeypatch
+        )
+        for text in (batch, online):
+            assert ("of training's such values" in text) is says, (name, text)
+
+
 def test_a_value_within_float32s_rounding_of_the_lowest_edge_is_not_below_it(scorer):
     """Edges fitted on float32 values sit a unit of 2**-24 from the decimal a CSV or JSON writes: a fixed fee of 0.3
     at the lowest edge (0.30000001) read as 18% of a clean month below it, in batch and online (dogfood 255)."""

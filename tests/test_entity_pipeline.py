@@ -652,6 +652,62 @@ def test_online_entity_values_that_meet_none_of_the_seeded_history_are_said(
     assert "meet a value of the history" not in caplog.text
 
 
+def test_online_entity_values_are_judged_once_each_late_ones_too(
+    entity_run, entity_artifact, tmp_path, caplog, monkeypatch
+) -> None:
+    """The online history check counted a session's events inside the store's write: a Redis write retried on
+    another replica's conflict counted them twice, and a late event, which rebuilds its session, not at all (review
+    262). Each event taken is counted once, on the write that holds it."""
+    from seqfraud.scoring import online as online_module
+    from seqfraud.scoring.history import History
+    from seqfraud.scoring.online import OnlineScorer, seed
+    from seqfraud.scoring.redis_store import RedisStore
+    from seqfraud.scoring.scorer import Scorer
+    from tests.redis_server import redis_server
+
+    monkeypatch.setattr(online_module, "ONLINE_CHECK_AFTER", 60)
+    scored, other, labels = split_log(entity_run)
+    scorer = Scorer.load(entity_artifact)
+    history = History.from_frame(other.lazy(), "history", labels, scorer.spec)
+    column = S.SYNTHETIC_ENTITIES[0]
+    respelt = (
+        scored.with_columns(("x" + pl.col(column).cast(pl.String)).alias(column))
+        .sort("timestamp")
+        .with_columns(pl.col(pl.Datetime).dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ"))
+    )
+    # Ten sessions' first events held back and sent after the rest of them: late, each rebuilds its session.
+    sessions = respelt.group_by("session_id").len().filter(pl.col("len") >= 3)["session_id"].sort().head(10)
+    picked = respelt.filter(pl.col("session_id").is_in(sessions.implode()))
+    first = pl.int_range(pl.len()).over("session_id") == 0
+    on_time, late = picked.filter(~first), picked.filter(first)
+    assert on_time.height >= 50 and late.height == 10
+    on_time = on_time.head(50)
+    said = f"online events: column {column!r}: 0.0% of the scored events' values meet a value of the history"
+    with redis_server(tmp_path) as server:
+        store, other_replica = RedisStore(server.url, timeout_s=5), RedisStore(server.url, timeout_s=5)
+        online = OnlineScorer(scorer, store, recurring=history.recurrences(scorer.spec))
+        seed(store, history, scorer.spec)
+        advance, calls = online._advance, [0]
+
+        def conflicted(state, *args):
+            """Every other write of a held session meets another replica's write of it first: WATCH fails, and it is
+            retried."""
+            calls[0] += 1
+            if calls[0] % 2:  # the same state written again: a write all the same
+                other_replica.update(state.session_id, lambda data: data)
+            return advance(state, *args)
+
+        monkeypatch.setattr(online, "_advance", conflicted)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="seqfraud.scoring.online"):
+            for record in on_time.to_dicts():
+                online.events([record])
+            assert calls[0] >= on_time.height + 20  # retried
+            assert said not in caplog.text  # 50 values of the 60 judged, each counted once
+            online.events(late.to_dicts())
+        assert f"{said}" in caplog.text and "(the latest 60 values online)" in caplog.text, caplog.text
+
+
 def test_a_store_seeded_with_a_history_scores_like_batch_with_it(
     entity_run, entity_artifact, exported_artifact, tmp_path, capsys, caplog, monkeypatch
 ) -> None:

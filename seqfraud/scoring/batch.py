@@ -372,7 +372,8 @@ def scale_counts(spec: Spec, trained: Mapping[str, np.ndarray], mass: Mapping[st
     """Per numeric column with edges, its finite values, those above the highest edge and below the lowest
     (:func:`off_scale_said`), where training's shares are ``trained`` the finite values past each edge
     (:func:`spread_said`; infinities the scorer says of its own: review 225), and where ``mass`` gives its edge
-    (:func:`reference_mass_edges`) those above the lowest edge and below that one (:func:`mass_tail_said`)."""
+    (:func:`reference_mass_edges`) those above the lowest edge and below that one, and their sessions
+    (:func:`mass_tail_said`)."""
     out = []
     for c in (c for c in spec.schema.numerical if spec.edges.get(c)):
         x, edges = pl.col(c).cast(pl.Float64, strict=False), spec.edges[c]
@@ -385,7 +386,11 @@ def scale_counts(spec: Spec, trained: Mapping[str, np.ndarray], mass: Mapping[st
         if c in trained:
             out += [(finite & (x > edge)).sum().alias(f"__spread_{c}_{k}") for k, edge in enumerate(edges)]
             if c in mass:
-                out.append(((x > edges[0]) & (x < mass[c])).sum().alias(f"__mass_{c}"))
+                tail = (x > edges[0]) & (x < mass[c])
+                out += [
+                    tail.sum().alias(f"__mass_{c}"),
+                    pl.col(spec.schema.session_id).filter(tail).n_unique().alias(f"__mass_carriers_{c}"),
+                ]
     return out
 
 
@@ -498,7 +503,14 @@ def scale_said(
                 spread_said(source, spec, c, trained[c], sessions, read)
                 or past_mass_said(source, spec, c, trained[c], sessions, read)
                 or mass_tail_said(
-                    source, spec, c, read[1], counted.get(f"__mass_{c}", 0), mass.get(c), sessions
+                    source,
+                    spec,
+                    c,
+                    read[1],
+                    counted.get(f"__mass_{c}", 0),
+                    mass.get(c),
+                    sessions,
+                    counted.get(f"__mass_carriers_{c}", 0),
                 )
             ):
                 said[c] = line

@@ -834,11 +834,13 @@ class OnlineScorer:
         conflicts: list[str] = []
         latest: list[SessionState] = []
         restarted: list[bool] = []
+        advanced: list[EventColumns] = []
 
         def change(data: bytes | None) -> bytes | None:
             # Judged on the attempt that writes: a retry that finds another replica's state is no restart (review
-            # 223: its held key read as a drop).
+            # 223: its held key read as a drop), and its events are counted once.
             restarted[:] = [data is None and self.store.dropped(sid)]
+            advanced.clear()
             state = SessionState(sid, self.scorer.model_version) if data is None else self._decode(sid, data)
             latest[:] = [state]
             new = list(range(len(keys)))  # without ids every event is new
@@ -868,7 +870,7 @@ class OnlineScorer:
                     "session that long is more likely a bot or a replay than a visit: start a new session id"
                 )
             keyed = [json.dumps(keys[i]).encode() + b"\t" + lines[i] for i in new]
-            self._advance(state, [keys[i] for i in new], keyed, _rows(events, new))
+            advanced.append(self._advance(state, [keys[i] for i in new], keyed, _rows(events, new)))
             return state.encode()
 
         def history() -> list[EntityRow]:
@@ -877,6 +879,9 @@ class OnlineScorer:
             return [EntityRow(keys[i], sid, ts, row) for i, ts, row in zip(taken, new.ts_us.tolist(), values)]
 
         self.store.update(sid, change, None if self.spec.entity is None else history)
+        # Counted once the store holds them: a store's retry of the change read them twice (review 262).
+        for taken_now in advanced:
+            self._unmet.take(taken_now)
         state = latest[0]
         if conflicts:
             log.warning(
@@ -888,12 +893,15 @@ class OnlineScorer:
             )
         return state, taken, len(conflicts), any(restarted)
 
-    def _advance(self, state: SessionState, keys: list[str], lines: list[bytes], new: EventColumns) -> None:
+    def _advance(
+        self, state: SessionState, keys: list[str], lines: list[bytes], new: EventColumns
+    ) -> EventColumns:
         """The state after ``new`` (normalized events of the session not seen before, with their ``keys`` and
-        keyed JSON ``lines``)."""
+        keyed JSON ``lines``); returns ``new`` with their entity features."""
         ts = new.ts_us
         in_order = state.last_ts_us is None or int(ts.min()) >= state.last_ts_us
         by_time = np.lexsort((np.arange(len(lines)), ts)).tolist()
+        read = state.records.count(b"\n") + 1 if state.records else 0  # as a rebuild numbers its rows
         state.records = b"\n".join(
             [*([state.records] if state.records else []), *(lines[i] for i in by_time)]
         )
@@ -916,11 +924,11 @@ class OnlineScorer:
             state.last_ts_us = int(columns.ts_us.max())
             added = state.tokens
             state.aggregates = None if stacker is None else RunningAggregates(stacker.layout).add(columns)
+            judged = columns.take(np.flatnonzero(columns.rows >= read).tolist())
             if stacker is not None and len(columns) < state.n_events:
                 self._partial.note(f"session {state.session_id!r}: {len(columns)} of {state.n_events} events")
         else:
-            columns = self._columns(new, keys)
-            self._unmet.take(columns)
+            columns = judged = self._columns(new, keys)
             added = self._tokens(columns).tokens
             if state.last_ts_us is not None:
                 gap = np.array([(int(ts.min()) - state.last_ts_us) / 1e6])
@@ -941,6 +949,7 @@ class OnlineScorer:
         state.raw_score, state.score = float(raw[0]), float(score[0])
         state.band = str(assign_bands(score, self.scorer.thresholds)[0])
         state.updated_at, state.model_version = time.time(), self.scorer.model_version
+        return judged
 
     def _predict(self, state: SessionState, added: np.ndarray) -> np.ndarray:
         """The model's probability for the window: a step of the carried states where there are some."""
