@@ -982,11 +982,59 @@ def _text_rows(file: str, column: str, where: pl.Expr) -> tuple[int, Any, int]:
     return found.collect().row(0)
 
 
+def _stray_quotes(file: str, names: Sequence[str]) -> str | None:
+    """The CSV records with a double quote inside a field that no quote opens (``we"b``), counted, with the first's
+    column, value and data row: Polars refuses the whole file, and its error named no row (dogfood 263: it was a
+    traceback). A field that opens with a quote may hold quotes doubled and line breaks, as RFC 4180 has it."""
+    bad, first, record, quoted = 0, "", 0, False
+    with _open_csv(file) as f:
+        next(f, None)  # the header
+        for line in f:
+            if not quoted:
+                record += 1
+                if '"' not in line:
+                    continue
+            field, at, stray = 0, 0, ""
+            text = line.rstrip("\r\n")
+            while at <= len(text):
+                if quoted or text.startswith('"', at):  # a quoted field, or its rest on this line
+                    at += 0 if quoted else 1
+                    while (close := text.find('"', at)) >= 0 and text.startswith('""', close):
+                        at = close + 2
+                    quoted = close < 0
+                    if quoted:
+                        break  # its line break is in the field
+                    at = close + 1
+                end = text.find(",", at)
+                end = len(text) if end < 0 else end
+                if '"' in text[at:end] and not stray:
+                    column = names[field] if field < len(names) else f"field {field + 1}"
+                    stray = f"column {column!r}, {text[at:end]!r}, data row {record:,}"
+                field, at = field + 1, end + 1
+            if stray:
+                bad += 1
+                first = first or stray
+    if not bad:
+        return None
+    return (
+        f"{file}: {bad:,} row(s) hold a double quote inside a field that does not open with one (first: {first}); "
+        'quote such a field and double the quotes in it (we"b as "we""b"), or remove the stray quote'
+    )
+
+
 def _csv_fault(file: str, have: pl.Schema) -> str | None:
-    """What made a CSV file fail to parse, counted: bytes that are not UTF-8, values that do not fit a typed
-    column, or ragged rows."""
-    if encoding := _not_utf8(file):
-        return encoding
+    """What made a CSV file fail to parse, counted: bytes that are not UTF-8, stray quotes, values that do not fit a
+    typed column, or ragged rows; None where none of them did (or where reading it again as text fails too)."""
+    if found := _not_utf8(file) or _stray_quotes(file, list(have)):
+        return found
+    try:
+        return _typed_fault(file, have) or _ragged_fault(file, have)
+    except pl.exceptions.PolarsError:
+        return None
+
+
+def _typed_fault(file: str, have: pl.Schema) -> str | None:
+    """A typed column's values that do not fit its type, counted, with the first."""
     for c, dtype in have.items():
         if dtype == pl.String:
             continue
@@ -1009,6 +1057,11 @@ def _csv_fault(file: str, have: pl.Schema) -> str | None:
                 f"{file}: column {c!r}: {n:,} row(s) hold a value that is not {_CSV_KINDS.get(dtype, dtype)} "
                 f"(first: {example!r}, data row {row + 1:,}); {fix}"
             )
+    return None
+
+
+def _ragged_fault(file: str, have: pl.Schema) -> str | None:
+    """Rows with more fields than the header, counted, with the first."""
     ragged, first = _csv_rows_where(file, lambda fields, width: len(fields) > width)
     if ragged:
         # A ';' export with decimal commas splits its rows at the commas: the header's separator is the cause

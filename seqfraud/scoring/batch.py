@@ -42,13 +42,14 @@ from seqfraud.data.events import (
 from seqfraud.data.split import from_epoch_us
 from seqfraud.errors import UserError
 from seqfraud.export.artifact import Model
-from seqfraud.features.drift import CATEGORY_SHARES, event_transitions
+from seqfraud.features.drift import CATEGORY_SHARES, event_transitions, holds_mass
 from seqfraud.features.entities import busiest_value, busy_warnings, is_placeholder
 from seqfraud.features.spec import Spec
 from seqfraud.features.tokens import Sequences, polars_sequences
 from seqfraud.provenance import embedding_record, files_digest
 from seqfraud.scoring.prepare import (
     NULL_CHECKS,
+    MassTails,
     cut_sessions_said,
     epoch_unit,
     event_us,
@@ -372,8 +373,8 @@ def scale_counts(spec: Spec, trained: Mapping[str, np.ndarray], mass: Mapping[st
     """Per numeric column with edges, its finite values, those above the highest edge and below the lowest
     (:func:`off_scale_said`), where training's shares are ``trained`` the finite values past each edge
     (:func:`spread_said`; infinities the scorer says of its own: review 225), and where ``mass`` gives its edge
-    (:func:`reference_mass_edges`) those above the lowest edge and below that one, and their sessions
-    (:func:`mass_tail_said`)."""
+    (:func:`reference_mass_edges`) those above the lowest edge and below that one, and where training held a point
+    mass the sessions of those and of the values above the highest edge (:func:`mass_tail_said`)."""
     out = []
     for c in (c for c in spec.schema.numerical if spec.edges.get(c)):
         x, edges = pl.col(c).cast(pl.Float64, strict=False), spec.edges[c]
@@ -385,11 +386,13 @@ def scale_counts(spec: Spec, trained: Mapping[str, np.ndarray], mass: Mapping[st
         ]
         if c in trained:
             out += [(finite & (x > edge)).sum().alias(f"__spread_{c}_{k}") for k, edge in enumerate(edges)]
-            if c in mass:
-                tail = (x > edges[0]) & (x < mass[c])
+            if holds_mass(spec, c, trained[c]):
+                carried = pl.col(spec.schema.session_id)
+                tail = (x > edges[0]) & (x < mass.get(c, -math.inf))
                 out += [
                     tail.sum().alias(f"__mass_{c}"),
-                    pl.col(spec.schema.session_id).filter(tail).n_unique().alias(f"__mass_carriers_{c}"),
+                    carried.filter(tail).n_unique().alias(f"__mass_carriers_{c}"),
+                    carried.filter(finite & (x > edges[-1])).n_unique().alias(f"__top_carriers_{c}"),
                 ]
     return out
 
@@ -506,11 +509,16 @@ def scale_said(
                     source,
                     spec,
                     c,
-                    read[1],
-                    counted.get(f"__mass_{c}", 0),
+                    trained[c],
                     mass.get(c),
                     sessions,
-                    counted.get(f"__mass_carriers_{c}", 0),
+                    MassTails(
+                        read[1],
+                        counted.get(f"__mass_{c}", 0),
+                        counted.get(f"__mass_carriers_{c}", 0),
+                        read[-1],
+                        counted.get(f"__top_carriers_{c}", 0),
+                    ),
                 )
             ):
                 said[c] = line

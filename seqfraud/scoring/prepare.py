@@ -676,19 +676,20 @@ def off_scale_said(
     return None
 
 
-# Fewer than SPREAD_VALUES values are judged where TAIL_CARRIERS sessions or more carry those past the edge: the
-# values past a point mass are few (a month of 1,500 sessions with 150 fees, 60% of them /100, was said by none of
-# score, monitor and /events: dogfood 261), and a tail quantile's 1% of them falls on a session or two, not twenty.
+# The values above a point mass are judged where TAIL_CARRIERS sessions or more carry those past the edge, not
+# SPREAD_VALUES values: they are few (a month of 1,500 sessions with 150 fees, 60% of them /100, was said by none of
+# score, monitor and /events: dogfood 261), and one session's many high fees read as a unit change (review 257),
+# where a tail quantile's 1% of them falls on a session or two, not twenty.
 TAIL_CARRIERS = 20
 
 
-def past_tail(count: int, values: int, sessions: int, trained: float, carriers: int = 0) -> bool:
+def past_tail(count: int, values: int, sessions: int, trained: float, carriers: int | None = None) -> bool:
     """Whether ``count`` of a number's ``values`` (finite ones, of ``sessions``) past an edge that at most ``trained``
     of training's values lay past (a tail quantile's) read as part of them in another unit (:data:`OFF_SCALE_TAIL`);
-    ``carriers``: the sessions those ``count`` came from, where known (:data:`TAIL_CARRIERS`)."""
+    ``carriers``: the sessions those ``count`` came from, where they are judged by them (:data:`TAIL_CARRIERS`)."""
     return (
         sessions >= SPREAD_SESSIONS
-        and (values >= SPREAD_VALUES or carriers >= TAIL_CARRIERS)
+        and (values >= SPREAD_VALUES if carriers is None else carriers >= TAIL_CARRIERS)
         and trained <= OFF_SCALE_TAIL_TRAINED
         and count >= max(OFF_SCALE_TAIL, OFF_SCALE_TIMES * trained) * values
     )
@@ -710,30 +711,49 @@ def reference_mass_edges(spec: Spec, manifest: Mapping[str, Any]) -> dict[str, f
     }
 
 
+@dataclass(frozen=True)
+class MassTails:
+    """A number's values above a point mass at its lowest edge (:func:`holds_mass`), those of them below its mass
+    edge (:data:`MASS_EDGES`) and those above its highest edge, and the sessions each of the two came from."""
+
+    values: int
+    below: int
+    below_carriers: int
+    above: int
+    above_carriers: int
+
+
 def mass_tail_said(
     where: str,
     spec: Spec,
     field: str,
-    values: int,
-    below: int,
+    trained: np.ndarray,
     edge: float | None,
     sessions: int,
-    carriers: int,
+    tails: MassTails,
 ) -> str | None:
-    """What to say where ``below`` of a number's ``values`` above a point mass at its lowest edge lie below ``edge``,
-    training's lowest quantile of such values (:data:`MASS_EDGES`), by :func:`off_scale_said`'s tail rule: the mass
-    takes the lowest quantiles' edges, and the values of part of the traffic /100 read into the lowest bucket above
-    it, a PSI under the spread's line (dogfood 258: 60% of the donations /100 moved 9 bands, unsaid). ``carriers``:
-    the sessions the ``below`` came from."""
-    trained = lowest_prob(spec)
-    if edge is None or trained is None or not past_tail(below, values, sessions, trained, carriers):
+    """What to say of the tails of a number's values above a point mass at its lowest edge, by
+    :func:`off_scale_said`'s tail rule over those values alone (``trained``: training's shares per token id): the
+    mass takes the lowest quantiles' edges, and the values of part of the traffic /100 read into the lowest bucket
+    above it, a PSI under the spread's line (dogfood 258: 60% of the donations /100 moved 9 bands, unsaid), below
+    ``edge``, training's lowest quantile of such values; and it dilutes the share above the highest edge, where one
+    channel's fees x100 read (dogfood 254)."""
+    if not holds_mass(spec, field, trained):
         return None
-    return (
-        f"{where}: column {field!r}: {below / values:.1%} of its values above {spec.edges[field][0]:g} lie below "
-        f"{edge:.3g}, against at most {trained:.1%} of training's such values: "
-        "were some of its rows put in another unit upstream (one currency's amounts in cents), or is this new "
-        "traffic of other values?"
-    )
+    edges, low = spec.edges[field], lowest_prob(spec)
+    above_mass = float(trained[FIRST_ID + 1 :].sum())
+    for count, carriers, was, side in (
+        (tails.below, tails.below_carriers, low, None if edge is None else f"below {edge:.3g}"),
+        (tails.above, tails.above_carriers, float(trained[-1]) / above_mass, f"above {edges[-1]:g}"),
+    ):
+        if side is None or was is None or not past_tail(count, tails.values, sessions, was, carriers):
+            continue
+        return (
+            f"{where}: column {field!r}: {count / tails.values:.1%} of its values above {edges[0]:g} lie {side}, "
+            f"against at most {was:.1%} of training's such values: were some of its rows put in another unit "
+            "upstream (one currency's amounts in cents), or is this new traffic of other values?"
+        )
+    return None
 
 
 # A file (or a window of online events) whose values of a number spread over its buckets this far from training's
@@ -1206,10 +1226,10 @@ class Unlearnt:
         self.window: int | None = 0  # the open window's first event; None between windows
         # Per column of the spread check: its bucket counts and their sessions, and the window they count from.
         # Per number: its values in each bucket, those strictly below the lowest edge (the lowest bucket holds the
-        # values at the edge too) and those between it and its mass edge (mass_tail_said), the sessions they came
-        # from, and those that the latter came from.
+        # values at the edge too) and those between it and its mass edge, the sessions they came from, and those
+        # that the values below the mass edge and above the highest came from (mass_tail_said).
         self.spread = {
-            c: (np.zeros(len(e) + 1, np.int64), np.zeros(2, np.int64), set[str](), set[str]())
+            c: (np.zeros(len(e) + 1, np.int64), np.zeros(2, np.int64), set[str](), (set[str](), set[str]()))
             for c, e in self.edges.items()
         }
         self.spread_from = dict.fromkeys(self.edges, 0)
@@ -1373,7 +1393,8 @@ class Unlearnt:
                 if c in self.mass:
                     tail = (x > self.edges[c][0]) & (x < self.mass[c])
                     below[1] += int(tail.sum())
-                    carriers.update(itertools.compress(taken, tail))
+                    carriers[0].update(itertools.compress(taken, tail))
+                carriers[1].update(itertools.compress(taken, x > high))
                 sessions.update(taken)
 
     def _judge(self, where: str, window: int) -> list[str]:
@@ -1468,11 +1489,10 @@ class Unlearnt:
                         where,
                         self.spec,
                         c,
-                        past[1],
-                        int(below[1]),
+                        self.trained[c],
                         self.mass.get(c),
                         len(sessions),
-                        len(carriers),
+                        MassTails(past[1], int(below[1]), len(carriers[0]), past[-1], len(carriers[1])),
                     )
                 )
                 if said:
@@ -1485,7 +1505,7 @@ class Unlearnt:
                     and past[0] < MASS_CARRIED
                 ):
                     continue
-            self.spread[c] = (np.zeros_like(buckets), np.zeros_like(below), set(), set())
+            self.spread[c] = (np.zeros_like(buckets), np.zeros_like(below), set(), (set(), set()))
         now, out = time.monotonic(), []
         for key, line, first in found:
             if now - self.said.get(key, -math.inf) >= ONLINE_RESAY_S:
