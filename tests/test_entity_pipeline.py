@@ -379,7 +379,8 @@ def test_a_history_that_stops_early_or_meets_no_scored_value_is_said(
             scorer.score(events)
             scorer.score(events)
         ends = re.findall(
-            rf"{name}: the history ends (\d+\.\d) day\(s\) before the first event scored", caplog.text
+            rf"{name}: the history ends at \S+, (\d+\.\d) day\(s\) before the first event scored \(\S+\)",
+            caplog.text,
         )
         unmet = f"{name} (the history): column {column!r}: 0.0% of the scored events' values meet a value of the history, where "
         assert bool(ends and 3.0 <= float(ends[0]) < 3.2) == (name == "stale"), caplog.text
@@ -389,6 +390,7 @@ def test_a_history_that_stops_early_or_meets_no_scored_value_is_said(
         assert ("(scored 'x" in caplog.text) == (name == "respelt")
     # A history of sessions that span its latest tenth, each with its own value: its latest events' values met only
     # their own sessions' earlier ones, none another's (dogfood 230: read 31% recurrent, and clean data was said).
+    from seqfraud.data.events import from_epoch_us
     from seqfraud.scoring.history import warn_if_apart
 
     n, day = 200, 86_400_000_000
@@ -411,7 +413,12 @@ def test_a_history_that_stops_early_or_meets_no_scored_value_is_said(
         assert "shared (the history): column" in caplog.text
         # A history of one event, days before: said, where its gap of None failed every scoring path (review 232).
         warn_if_apart(spanning.head(1), new, scorer.spec, "one")
-        assert "one: the history ends 1.0 day(s) before the first event scored" in caplog.text
+        # The history's end, then the first event scored (dogfood 264: the end read as the first event's time).
+        first = from_epoch_us(day + n * 1_000_000)
+        assert (
+            f"one: the history ends at {from_epoch_us(0)}, 1.0 day(s) before the first event scored ({first})"
+            in (caplog.text)
+        )
         # Values that rarely repeat (4% of the history's latest tenth meet another session's earlier value): scored
         # values meeting none are said where 20 meets were expected (cards re-hashed upstream: dogfood 245), and
         # not below.
@@ -650,6 +657,42 @@ def test_online_entity_values_that_meet_none_of_the_seeded_history_are_said(
     with caplog.at_level(logging.WARNING, logger="seqfraud.scoring.online"):
         online.events(records.head(200).to_dicts())
     assert "meet a value of the history" not in caplog.text
+
+
+def test_online_entity_values_are_judged_once_they_come_from_enough_sessions(
+    entity_run, entity_artifact, caplog
+) -> None:
+    """A bank account sent on 7% of the events, its dash dropped upstream, was said by batch scoring of the 209
+    values and online only after 1,000 values of it, 14,000 events (dogfood 264). Online values are judged once they
+    come from SPREAD_SESSIONS sessions too, and not from fewer."""
+    from seqfraud.scoring.history import History
+    from seqfraud.scoring.online import OnlineScorer, seed
+    from seqfraud.scoring.prepare import SPREAD_SESSIONS
+    from seqfraud.scoring.scorer import Scorer
+    from seqfraud.scoring.state import MemoryStore
+
+    scored, other, labels = split_log(entity_run)
+    scorer = Scorer.load(entity_artifact)
+    history = History.from_frame(other.lazy(), "history", labels, scorer.spec)
+    column = S.SYNTHETIC_ENTITIES[0]
+    # One event a session, ported: fewer values than any window's 1,000.
+    firsts = (
+        scored.sort("timestamp")
+        .group_by("session_id", maintain_order=True)
+        .head(1)
+        .with_columns((pl.col(column).cast(pl.String) + ":9").alias(column))
+        .with_columns(pl.col(pl.Datetime).dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ"))
+    )
+    assert firsts.height >= SPREAD_SESSIONS and firsts[column].null_count() == 0
+    said = f"online events: column {column!r}: "  # that they meet none of the history, or their forms
+    online = OnlineScorer(scorer, MemoryStore(), recurring=history.recurrences(scorer.spec))
+    seed(online.store, history, scorer.spec)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="seqfraud.scoring.online"):
+        online.events(firsts.head(SPREAD_SESSIONS - 1).to_dicts())
+        assert said not in caplog.text
+        online.events(firsts.slice(SPREAD_SESSIONS - 1, 1).to_dicts())
+    assert said in caplog.text and f"(the latest {SPREAD_SESSIONS} values online)" in caplog.text, caplog.text
 
 
 def test_online_entity_values_are_judged_once_each_late_ones_too(

@@ -434,13 +434,15 @@ def warn_if_apart(history: pl.DataFrame, events: pl.DataFrame, spec: Spec, sourc
     # A history of one event has no gap of its own (review 232: None, a TypeError in every scoring path).
     if first - last > STALE_US and first - last > (history[S.TS_US].sort().diff().max() or 0):
         log.warning(
-            "%s: the history ends %.1f day(s) before the first event scored (%s): the entity features of the scored "
+            "%s: the history ends at %s, %.1f day(s) before the first event scored (%s): the entity features of the "
+            "scored "
             "events count nothing of the time between, as if no session had used their devices, cards or addresses "
             "then, and score otherwise than with those events; give the history up to the scored events "
             "(docs/entities.md, 'How much history')",
             source,
-            (first - last) / 86_400e6,
             from_epoch_us(last),
+            (first - last) / 86_400e6,
+            from_epoch_us(first),
         )
     for c in spec.schema.entities:
         held = history.select(S.SESSION_ID, S.TS_US, c).drop_nulls(c)

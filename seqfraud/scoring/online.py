@@ -72,10 +72,19 @@ from seqfraud.features.fastpath import EventColumns, column_sequences, time_delt
 from seqfraud.features.spec import GAP_QUANTILES, LONGEST_GAPS, Spec
 from seqfraud.features.tokens import Sequences
 from seqfraud.schema import Schema
-from seqfraud.scoring.history import FORMS, History, Recurrence, formed_said, unmet_said, value_forms
+from seqfraud.scoring.history import (
+    FORMS,
+    UNMET_VALUES,
+    History,
+    Recurrence,
+    formed_said,
+    unmet_said,
+    value_forms,
+)
 from seqfraud.scoring.prepare import (
     ONLINE_CHECK_AFTER,
     ONLINE_RESAY_S,
+    SPREAD_SESSIONS,
     Unlearnt,
     Unsent,
     as_frame,
@@ -520,11 +529,12 @@ ONLINE_EVENTS = "online events"
 
 @dataclass
 class _Judged:
-    """An entity column's online values counted since its last judgement: how many, how many met the seeded
-    history (and one that did not), and per rule of :data:`~seqfraud.scoring.history.FORMS` how many had a form
-    none of the history's has (and one such form)."""
+    """An entity column's online values counted since its last judgement: how many, of which sessions, how many met
+    the seeded history (and one that did not), and per rule of :data:`~seqfraud.scoring.history.FORMS` how many had
+    a form none of the history's has (and one such form)."""
 
     values: int = 0
+    sessions: set[str] = field(default_factory=set)
     met: int = 0
     unmet: str | None = None
     new: list[int] = field(default_factory=lambda: [0] * len(FORMS))
@@ -535,7 +545,10 @@ class _Judged:
 class Unmet:
     """Per entity column, the values of the events taken online that meet the seeded history (that another
     session's event showed by the history's latest time, as their first-seen feature says), and their forms,
-    judged every :data:`~seqfraud.scoring.prepare.ONLINE_CHECK_AFTER` values by batch scoring's rules
+    judged every :data:`~seqfraud.scoring.prepare.ONLINE_CHECK_AFTER` values, or sooner once they come from
+    :data:`~seqfraud.scoring.prepare.SPREAD_SESSIONS` sessions (:data:`~seqfraud.scoring.history.UNMET_VALUES`
+    values at least: a bank account sent on 7% of the events waited 14,000 events, dogfood 264), by batch scoring's
+    rules
     (:func:`~seqfraud.scoring.history.unmet_said`, :func:`~seqfraud.scoring.history.formed_said`) against the
     :class:`~seqfraud.scoring.history.Recurrence` of the history the service was seeded with: values written
     otherwise upstream read as never seen, said by ``score`` and unsaid by ``/events`` (dogfood 258: 400 sessions
@@ -560,10 +573,13 @@ class Unmet:
                 # numpy's calls cost 8 us a column on a request of one event.
                 latest = recurring.last_us + 1_000
                 judged = self._counts[c]
-                for v, t, s, new in zip(events.entities[c], times, since.tolist(), never.tolist()):
+                for v, t, s, new, sid in zip(
+                    events.entities[c], times, since.tolist(), never.tolist(), events.session_ids
+                ):
                     if v is None:
                         continue
                     judged.values += 1
+                    judged.sessions.add(sid)
                     if not new and t - s * 1e6 <= latest:
                         judged.met += 1
                     elif judged.unmet is None:
@@ -572,7 +588,9 @@ class Unmet:
                         if form not in known.known:
                             judged.new[k] += 1
                             judged.examples[k][form] += 1
-                if judged.values < ONLINE_CHECK_AFTER:
+                if judged.values < ONLINE_CHECK_AFTER and (
+                    judged.values < UNMET_VALUES or len(judged.sessions) < SPREAD_SESSIONS
+                ):
                     continue
                 self._counts[c] = _Judged()
                 n, now = judged.values, time.monotonic()
