@@ -1110,7 +1110,9 @@ def preprocess(
             if cutoff is not None
             else f"; {val_late:,} of validation's {val_all:,}: a retrain at the test start would have had few of "
             "the labels that chose its checkpoint, calibration and thresholds, so the test figures flatter it; "
-            "data.split.label_cutoff=test_start trains as it would"
+            "data.split.label_cutoff=test_start trains as it would, on the "
+            f"{val_all - val_late:,} validation label(s) known by then: start validation earlier by the labels' "
+            "delay (data.split.val_start) where they are too few (dogfood 264: 7, all frauds, and the run refused)"
             if most
             else "",
         )

@@ -1606,6 +1606,10 @@ def test_a_label_cutoff_trains_on_the_labels_known_by_then(tmp_path, caplog):
             (said,) = [r for r in caplog.records if "known only at or after the test start" in r.getMessage()]
             assert (said.levelname == "WARNING") == most, delay
             assert ("data.split.label_cutoff=test_start trains as it would" in said.getMessage()) == most
+            # With how many validation labels it would (dogfood 264: 7, and the run so set refused).
+            assert (
+                bool(re.search(r"on the \d+ validation label\(s\) known by then", said.getMessage())) == most
+            )
     cut_cfg = compose([*base, "data.split.label_cutoff=test_start"])
     cut = preprocess(cut_cfg.data, cut_cfg.features, tmp_path / "cut")
 

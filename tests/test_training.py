@@ -715,8 +715,11 @@ def test_unusable_splits_are_refused_before_the_fit(smoke_run, tmp_path, caplog)
     no_val = report | {"splits": report["splits"] | {"val": {"sessions": 0, "positives": 0}}}
     with pytest.raises(
         ConfigError, match="the val split holds no session with a label known by data.split.label_cutoff"
-    ):
+    ) as info:
         check_splits(no_val, "test_start", supervised=True)
+    # A plain run is told what to set, not a backtest's setting (dogfood 264: backtest.val_days offered to train).
+    assert "a validation period that starts a labels' delay or more before the cutoff" in str(info.value)
+    assert "backtest" not in str(info.value)
     # A validation period whose sessions are all unlabelled (chargebacks still to come) is said as such, for a
     # pretraining too: "move val_start" beside a span that held it read as a contradiction (dogfood 105).
     unlabelled = no_val | {"unlabeled_val_sessions_dropped": 640}

@@ -261,7 +261,7 @@ def check_splits(report: dict[str, Any], cutoff: str | None, *, supervised: bool
     known, hint = (
         (
             f" known by data.split.label_cutoff={cutoff}",
-            "a backtest.val_days longer than data.policy.label_delay",
+            "a validation period that starts a labels' delay or more before the cutoff",
         )
         if cutoff is not None
         else ("", "data.split.val_fraction")
