@@ -1682,8 +1682,11 @@ def test_online_checks_say_learnt_values_mixed_far_otherwise(scorer, caplog, mon
     drawn = np.random.default_rng(0).choice(len(learnt), 2_000, p=shares / shares.sum())
     as_trained = [learnt[i] for i in drawn]
     shifted = [learnt[(i + 1) % len(learnt)] for i in drawn]  # each value read as the next one
+    # And a type renamed, which the window counts among its values (dogfood 263: said by batch scoring alone).
+    gone = next(v for v, share in zip(learnt, shares / shares.sum()) if 0.05 <= share < 0.09)
+    renamed = ["renamed_type" if v == gone else v for v in as_trained]
     said = f"request: column '{kind}': its learnt values are mixed far otherwise than training's"
-    for name, kinds in (("as trained", as_trained), ("shifted", shifted)):
+    for name, kinds in (("as trained", as_trained), ("shifted", shifted), ("renamed", renamed)):
         frame = log(2_000).with_columns(pl.Series(kind, kinds))  # 500 sessions of 4 events
         events = EventColumns.of_frame(normalized_events(frame.lazy(), scorer.spec, "request"), scorer.spec)
         unlearnt = Unlearnt(scorer.spec, scorer.manifest)
@@ -1693,6 +1696,9 @@ def test_online_checks_say_learnt_values_mixed_far_otherwise(scorer, caplog, mon
             assert said not in caplog.text
             unlearnt.take(events.take(list(range(1_000, 2_000))), "request")
         assert (said in caplog.text) == (name == "shifted"), (name, caplog.text)
+        assert ("where 'renamed_type', a value the model did not learn, is" in caplog.text) == (
+            name == "renamed"
+        )
 
 
 def test_online_checks_read_later_windows_and_the_spread(scorer, caplog, monkeypatch):
