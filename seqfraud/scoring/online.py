@@ -919,7 +919,7 @@ class OnlineScorer:
         ts = new.ts_us
         in_order = state.last_ts_us is None or int(ts.min()) >= state.last_ts_us
         by_time = np.lexsort((np.arange(len(lines)), ts)).tolist()
-        read = state.records.count(b"\n") + 1 if state.records else 0  # as a rebuild numbers its rows
+        earlier = state.records  # the events read before these
         state.records = b"\n".join(
             [*([state.records] if state.records else []), *(lines[i] for i in by_time)]
         )
@@ -942,6 +942,7 @@ class OnlineScorer:
             state.last_ts_us = int(columns.ts_us.max())
             added = state.tokens
             state.aggregates = None if stacker is None else RunningAggregates(stacker.layout).add(columns)
+            read = earlier.count(b"\n") + 1 if earlier else 0  # as the rebuild numbers its rows
             judged = columns.take(np.flatnonzero(columns.rows >= read).tolist())
             if stacker is not None and len(columns) < state.n_events:
                 self._partial.note(f"session {state.session_id!r}: {len(columns)} of {state.n_events} events")
