@@ -118,11 +118,12 @@ def _ragged(text: str, data_row: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _stray_quote(text: str, data_row: int) -> str:
-    """A CSV text with a quote inside one unquoted field of ``data_row``, and a row quoted as RFC 4180 has it."""
+def _stray_quote(text: str, data_row: int, written: str = 'we"b') -> str:
+    """A CSV text with the device 'web' of ``data_row`` ``written`` so (line 0 is the header), and a row quoted as
+    RFC 4180 has it."""
     lines = text.splitlines()
     lines[3] = lines[3].replace(",web,", ',"web",', 1)
-    lines[data_row] = lines[data_row].replace(",web,", ',we"b,', 1)
+    lines[data_row] = lines[data_row].replace(",web,", f",{written},", 1)
     return "\n".join(lines) + "\n"
 
 
@@ -268,8 +269,33 @@ CASES: dict[str, Case] = {
     "stray quote in a csv field": _file(
         "e.csv",
         lambda: _stray_quote(LONG.write_csv(), 10_030),
-        "1 row(s) hold a double quote inside a field that does not open with one",
+        "1 row(s) hold a double quote that neither opens nor closes its field",
         f"(first: column '{DEVICE}', 'we\"b', data row 10,030)",
+    ),
+    # Text after a field's closing quote (Polars' own error named no row), a quote never closed (said as a field
+    # past the csv module's limit on another line), a quote in the header (read as an empty log), and lines that
+    # end in a carriage return alone (an empty log too): review 265.
+    "text after a csv field's closing quote": _file(
+        "e.csv",
+        lambda: _stray_quote(LONG.write_csv(), 10_030, '"we"b'),
+        "1 row(s) hold a double quote that neither opens nor closes its field",
+        f"(first: column '{DEVICE}', '\"we\"b', data row 10,030)",
+    ),
+    "a csv field's quote never closed": _file(
+        "e.csv",
+        lambda: _stray_quote(LONG.write_csv(), 10_030, '"web'),
+        f"the quote that opens a field (column '{DEVICE}', '\"web,",
+        "data row 10,030...) is never closed",
+    ),
+    "stray quote in a csv header": _file(
+        "e.csv",
+        lambda: GOOD.write_csv().replace(DEVICE, f'{DEVICE}"', 1),
+        "1 row(s) hold a double quote that neither opens nor closes its field (first: the header's field 4, ",
+    ),
+    "csv lines ending in carriage returns alone": _file(
+        "e.csv",
+        lambda: GOOD.write_csv().replace("\n", "\r"),
+        "its lines end in a carriage return alone",
     ),
     # ---- columns and types
     "missing column": _file(
@@ -348,6 +374,16 @@ CASES: dict[str, Case] = {
         "e.csv",
         lambda: GOOD.with_columns(pl.lit(1.5).alias(AMOUNT)).write_csv(separator=";").replace("1.5", "1,5"),
         "have more fields than the header's 1",
+        "The header holds ';': CSV files are read as comma-separated; convert it.",
+    ),
+    # A quote in one of them too: the separator said, not a quote in a field of the whole row (review 265).
+    "csv separated by semicolons, with decimal commas and a stray quote": _file(
+        "e.csv",
+        lambda: (
+            _with_row(GOOD.with_columns(pl.lit(1.5).alias(AMOUNT)), 3, **{DEVICE: 'we"b'})
+            .write_csv(separator=";", quote_style="never")
+            .replace("1.5", "1,5")
+        ),
         "The header holds ';': CSV files are read as comma-separated; convert it.",
     ),
     "csv that is not utf-8": _file(  # a spreadsheet's Windows-1252 export: it was a traceback

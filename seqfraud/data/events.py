@@ -839,12 +839,13 @@ def _csv_header(file: str) -> list[str]:
     return header
 
 
-def _check_short_rows(file: str, width: int) -> None:
+def _check_short_rows(file: str, header: Sequence[str]) -> None:
     """Rows of fewer fields than the header would read with nulls in the fields they lack: a file cut off
     mid-line (a copy that stopped, a full disk), a stray line break inside an unquoted value. Arrow's reader counts
     every row's fields (converting one column), which Polars does not; rows of more fields, and files Arrow cannot
     read, are left to the Polars read that follows, which names them."""
     short: list[str] = []
+    width = len(header)
 
     def seen(row: Any) -> str:
         if row.actual_columns < row.expected_columns:
@@ -866,6 +867,9 @@ def _check_short_rows(file: str, width: int) -> None:
         except (pa.ArrowException, OSError):
             return
     if short:
+        # A quote never closed holds the rest of the file as one field (review 265: said as a field too large).
+        if said := _stray_quotes(file, header):
+            raise DataValidationError(said)
         _, row = _csv_rows_where(file, lambda fields, width: 0 < len(fields) < width)
         raise DataValidationError(
             f"{file}: {len(short):,} row(s) have fewer fields than the header's {width} (first: data row {row:,}, "
@@ -912,7 +916,7 @@ def _scan_csv(file: str, schema: Schema) -> tuple[pl.LazyFrame, int]:
     integer would otherwise count as a timestamp that does not parse).
     """
     header = _csv_header(file)
-    _check_short_rows(file, len(header))
+    _check_short_rows(file, header)
     types: dict[str, type[pl.DataType]] = {c: pl.String for c in header}
     types |= {c: pl.Float64 for c in schema.numerical}
     for c in (schema.timestamp, schema.label, schema.label_time):
@@ -949,6 +953,9 @@ def _scan_csv(file: str, schema: Schema) -> tuple[pl.LazyFrame, int]:
         if n_int:
             epochs.append(c)
     rows = int(counts[S.ROW_INDEX][0]) - blanks
+    # None read, without an error: a quote in the header, or line ends Polars does not split at (review 265).
+    if not rows and (said := _csv_fault(file, have)):
+        raise DataValidationError(said)
     if not epochs:
         return lf, rows
     types |= {c: pl.Int64 for c in epochs}
@@ -983,12 +990,20 @@ def _text_rows(file: str, column: str, where: pl.Expr) -> tuple[int, Any, int]:
 
 
 def _stray_quotes(file: str, names: Sequence[str]) -> str | None:
-    """The CSV records with a double quote inside a field that no quote opens (``we"b``), counted, with the first's
-    column, value and data row: Polars refuses the whole file, and its error named no row (dogfood 263: it was a
-    traceback). A field that opens with a quote may hold quotes doubled and line breaks, as RFC 4180 has it."""
-    bad, first, record, quoted = 0, "", 0, False
+    """The CSV records, the header too, with a double quote that neither opens nor closes its field (``we"b``,
+    ``"desk"top``), counted, with the first's column, value and row; or an opening quote never closed. Polars
+    refuses the whole file, or reads a quote in the header as the start of one field that holds the rest of it (an
+    empty log), and its error named no row (dogfood 263: a traceback). A field that opens with a quote may hold
+    quotes doubled and line breaks, as RFC 4180 has it."""
+    bad, first, record, quoted, opened = 0, "", -1, False, ""
+
+    def where(field: int, value: str) -> str:
+        if not record:
+            return f"the header's field {field + 1}, {value!r}"
+        column = names[field] if field < len(names) else f"field {field + 1}"
+        return f"column {column!r}, {value!r}, data row {record:,}"
+
     with _open_csv(file) as f:
-        next(f, None)  # the header
         for line in f:
             if not quoted:
                 record += 1
@@ -997,8 +1012,10 @@ def _stray_quotes(file: str, names: Sequence[str]) -> str | None:
             field, at, stray = 0, 0, ""
             text = line.rstrip("\r\n")
             while at <= len(text):
+                start = at
                 if quoted or text.startswith('"', at):  # a quoted field, or its rest on this line
-                    at += 0 if quoted else 1
+                    if not quoted:
+                        opened, at = where(field, text[at : at + 20]), at + 1
                     while (close := text.find('"', at)) >= 0 and text.startswith('""', close):
                         at = close + 2
                     quoted = close < 0
@@ -1007,25 +1024,36 @@ def _stray_quotes(file: str, names: Sequence[str]) -> str | None:
                     at = close + 1
                 end = text.find(",", at)
                 end = len(text) if end < 0 else end
-                if '"' in text[at:end] and not stray:
-                    column = names[field] if field < len(names) else f"field {field + 1}"
-                    stray = f"column {column!r}, {text[at:end]!r}, data row {record:,}"
+                # A quote in a field that none opens, or text after the quote that closes one.
+                if (rest := text[at:end]) and (at > start or '"' in rest) and not stray:
+                    stray = where(field, text[start:end])
                 field, at = field + 1, end + 1
             if stray:
                 bad += 1
                 first = first or stray
+    if quoted:
+        return (
+            f"{file}: the quote that opens a field ({opened}...) is never closed: the rest of the file reads as "
+            "that one field; close it, or double a quote meant inside the field"
+        )
     if not bad:
         return None
     return (
-        f"{file}: {bad:,} row(s) hold a double quote inside a field that does not open with one (first: {first}); "
-        'quote such a field and double the quotes in it (we"b as "we""b"), or remove the stray quote'
+        f"{file}: {bad:,} row(s) hold a double quote that neither opens nor closes its field (first: {first}); "
+        'quote such a field whole and double the quotes in it (we"b as "we""b"), or remove the stray quote'
     )
 
 
 def _csv_fault(file: str, have: pl.Schema) -> str | None:
-    """What made a CSV file fail to parse, counted: bytes that are not UTF-8, stray quotes, values that do not fit a
-    typed column, or ragged rows; None where none of them did (or where reading it again as text fails too)."""
-    if found := _not_utf8(file) or _stray_quotes(file, list(have)):
+    """What made a CSV file fail to parse, or read no row, counted: bytes that are not UTF-8, line ends, stray
+    quotes, values that do not fit a typed column, or ragged rows; None where none of them did (or where reading it
+    again as text fails too)."""
+    # Another separator first: its rows read as one field each, and their quotes as strays (review 265).
+    if found := (
+        _not_utf8(file)
+        or _carriage_returns(file)
+        or (None if separator_said(have) else _stray_quotes(file, list(have)))
+    ):
         return found
     try:
         return _typed_fault(file, have) or _ragged_fault(file, have)
@@ -1072,6 +1100,16 @@ def _ragged_fault(file: str, have: pl.Schema) -> str | None:
             f"row {first:,}).{fix}"
         )
     return None
+
+
+def _carriage_returns(file: str) -> str | None:
+    """A file whose lines end in a carriage return alone (an old Mac export): Polars reads it as its header alone, an
+    empty log (review 265)."""
+    with _open_csv(file, binary=True) as f:
+        head = f.read(1 << 16)
+    if b"\r" not in head or b"\n" in head:
+        return None
+    return f"{file}: its lines end in a carriage return alone (an old Mac export), so it reads as one line: write it with \\n or \\r\\n line ends"
 
 
 def _not_utf8(file: str) -> str | None:
