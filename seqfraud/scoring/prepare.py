@@ -1314,8 +1314,8 @@ class Unlearnt:
         if start - self.early < ONLINE_CHECK_EVERY:
             return False
         for f, vocab in self.whole.items():
-            sent = [v for v in events.categorical[f] if v is not None]
-            if sent and not any(v in vocab for v in sent):
+            sent = events.categorical[f]
+            if vocab.isdisjoint(sent) and any(v is not None for v in sent):  # a set's test first: 0.1 us
                 self.early = start
                 return True
         return False
