@@ -175,7 +175,7 @@ def test_a_number_in_another_unit_on_part_of_the_traffic_is_alerted_as_scoring_s
         assert len(said) == (name == "cents"), (name, report["alerts"])
         assert not [n for n in report["notes"] if "lie above the highest value its buckets tell apart" in n]
     assert said[0]["field"] == "amount" and (said[0]["value"], said[0]["threshold"]) == (None, None)
-    assert said[0]["message"].startswith("scale amount: the current window: column 'amount': ")
+    assert said[0]["message"].startswith("the current window: column 'amount': ")
     assert "lie above the highest value its buckets tell apart" in said[0]["message"]
 
 

@@ -718,7 +718,9 @@ def test_unusable_splits_are_refused_before_the_fit(smoke_run, tmp_path, caplog)
     ) as info:
         check_splits(no_val, "test_start", supervised=True)
     # A plain run is told what to set, not a backtest's setting (dogfood 264: backtest.val_days offered to train).
-    assert "a validation period that starts a labels' delay or more before the cutoff" in str(info.value)
+    assert "start validation a labels' delay or more before the cutoff (data.split.val_start)" in str(
+        info.value
+    )
     assert "backtest" not in str(info.value)
     # A validation period whose sessions are all unlabelled (chargebacks still to come) is said as such, for a
     # pretraining too: "move val_start" beside a span that held it read as a contradiction (dogfood 105).

@@ -258,20 +258,20 @@ def check_splits(report: dict[str, Any], cutoff: str | None, *, supervised: bool
         bounds += f"; the log's sessions start from {span[0]} to {span[1]}"
     # Validation holds labelled sessions only: unlabelled ones stay in train (data.policy.on_unlabeled), and so do
     # those whose label a cutoff held back; a cutoff past every validation label empties it.
-    known, hint = (
+    known, earlier = (
         (
             f" known by data.split.label_cutoff={cutoff}",
-            "a validation period that starts a labels' delay or more before the cutoff",
+            "start validation a labels' delay or more before the cutoff (data.split.val_start)",
         )
         if cutoff is not None
-        else ("", "data.split.val_fraction")
+        else ("", "start validation earlier (data.split.val_start, or data.split.val_fraction)")
     )
     for name in S.SPLITS if supervised else ("train", "val"):
         if not counts[name]["sessions"]:
             if name == "val" and cutoff is not None:
                 lacking = f"{LABEL_UNKNOWN_BY_CUTOFF}{known}"
                 raise EmptySplit(
-                    f"data.split: {lacking} ({bounds}): start validation earlier (data.split.val_start, or {hint})",
+                    f"data.split: {lacking} ({bounds}): {earlier}",
                     lacking,
                 )
             # Its period has sessions, none labelled: the latest weeks, whose chargebacks are still to come. Said
@@ -304,7 +304,7 @@ def check_splits(report: dict[str, Any], cutoff: str | None, *, supervised: bool
         lacking = f"validation keeps {positives:,} positive and {negatives:,} negative label(s){known}, and needs both"
         raise EmptySplit(
             f"data.split: {lacking}: early stopping, the checkpoint, the stacker's choice and calibration read its "
-            f"PR-AUC; start validation earlier (data.split.val_start, or {hint})",
+            f"PR-AUC; {earlier}",
             lacking,
         )
     if positives < FEW_VAL_POSITIVES:

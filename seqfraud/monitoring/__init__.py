@@ -91,6 +91,21 @@ REPORT_VERSION = 3
 EXIT_ALERT = 1  # like diff: 1 means "differences found", 2 (a user error, see seqfraud.errors) means trouble
 
 
+def scale_alerts(spec: Spec, manifest: Mapping[str, Any], events: pl.DataFrame, sessions: int) -> list[dict]:
+    """Each number's scale, as batch scoring judges a file's (``events``: the window's normalized events, of
+    ``sessions``), as alerts: a part of the traffic in another unit, or written negative, was at most a PSI here
+    (dogfood 255), and data in another unit is broken, which --fail-on-alert must stop on (dogfood 263: a channel's
+    amounts in thousands, 31% of the values, exited 0 beside a PSI of 0.13 that the point mass diluted)."""
+    trained, mass = reference_shares(spec, manifest), reference_mass_edges(spec, manifest)
+    if not (scale := scale_counts(spec, trained, mass, S.SESSION_ID)):
+        return []
+    counted = events.select(scale).row(0, named=True)
+    return [
+        {"check": "scale", "field": c, "value": None, "threshold": None, "message": said}
+        for c, said in scale_said("the current window", spec, trained, mass, counted, sessions).items()
+    ]
+
+
 def monitor(
     artifact: str | Path,
     current: Any,
@@ -289,23 +304,7 @@ def monitor(
         )
     ):
         report["notes"].append(said)
-    # And each number's scale, as batch scoring judges a file's: a part of the traffic in another unit, or written
-    # negative, was at most a PSI here (dogfood 255). An alert: data in another unit is broken, which --fail-on-alert
-    # must stop on (dogfood 263: a channel's amounts in thousands, 31% of the values, exited 0 beside a PSI of 0.13
-    # that the point mass diluted).
-    trained, mass = reference_shares(spec, scorer.manifest), reference_mass_edges(spec, scorer.manifest)
-    if scale := scale_counts(spec, trained, mass):
-        counted = cur.events.select(scale).row(0, named=True)
-        for c, said in scale_said("the current window", spec, trained, mass, counted, len(cur.seqs)).items():
-            report["alerts"].append(
-                {
-                    "check": "scale",
-                    "field": c,
-                    "value": None,
-                    "threshold": None,
-                    "message": f"scale {c}: {said}",
-                }
-            )
+    report["alerts"] += scale_alerts(spec, scorer.manifest, cur.events, len(cur.seqs))
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

@@ -176,7 +176,7 @@ def iter_sequences(
             *(scorer.respelt_example(c).alias(f"__respelt_{i}") for i, c in enumerate(texts)),
             unlearnt_types(spec).alias("__unlearnt_types"),
             *(pl.col(c).count().alias(f"__values_{i}") for i, c in enumerate(texts)),
-            *scale_counts(spec, trained, mass),
+            *scale_counts(spec, trained, mass, spec.schema.session_id),
             *(row_counts(spec, have, True) if files is not None else []),
             *(  # the first two values the model did not learn, distinct
                 pl.col(c)
@@ -369,12 +369,16 @@ def iter_sequences(
         log.warning("%s", said)
 
 
-def scale_counts(spec: Spec, trained: Mapping[str, np.ndarray], mass: Mapping[str, float]) -> list[pl.Expr]:
+def scale_counts(
+    spec: Spec, trained: Mapping[str, np.ndarray], mass: Mapping[str, float], session: str
+) -> list[pl.Expr]:
     """Per numeric column with edges, its finite values, those above the highest edge and below the lowest
     (:func:`off_scale_said`), where training's shares are ``trained`` the finite values past each edge
     (:func:`spread_said`; infinities the scorer says of its own: review 225), and where ``mass`` gives its edge
     (:func:`reference_mass_edges`) those above the lowest edge and below that one, and where training held a point
-    mass the sessions of those and of the values above the highest edge (:func:`mass_tail_said`)."""
+    mass the sessions (column ``session``: a file's own name in batch scoring, the monitor's normalized events'
+    ``session_id``: dogfood 266, a traceback on every window of a log of another name) of those and of the values
+    above the highest edge (:func:`mass_tail_said`)."""
     out = []
     for c in (c for c in spec.schema.numerical if spec.edges.get(c)):
         x, edges = pl.col(c).cast(pl.Float64, strict=False), spec.edges[c]
@@ -387,7 +391,7 @@ def scale_counts(spec: Spec, trained: Mapping[str, np.ndarray], mass: Mapping[st
         if c in trained:
             out += [(finite & (x > edge)).sum().alias(f"__spread_{c}_{k}") for k, edge in enumerate(edges)]
             if holds_mass(spec, c, trained[c]):
-                carried = pl.col(spec.schema.session_id)
+                carried = pl.col(session)
                 tail = (x > edges[0]) & (x < mass.get(c, -math.inf))
                 out += [
                     tail.sum().alias(f"__mass_{c}"),
@@ -412,7 +416,7 @@ def part_counts(
     """The counts :func:`parts_apart` reads of an input's parts (``timed``: its events with each row's file and
     parsed time): per file and week (from Monday, UTC) the numbers' :func:`scale_counts`, and per file its sessions
     and, with ``tied``, its :func:`tied_rows` (one file of a folder written to the minute: review 239)."""
-    scale = scale_counts(spec, trained, mass)
+    scale = scale_counts(spec, trained, mass, spec.schema.session_id)
     at = pl.col(S.TS_US)
     week = (at // US_PER_UNIT["d"] + 3) // 7  # from Monday: 1970-01-01 was a Thursday
     return {

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from operator import itemgetter
 from typing import Any, cast
@@ -1125,7 +1125,13 @@ MIX_SESSIONS, MIX_PRESENT = 500, 0.5
 
 
 def mix_said(
-    source: str, spec: Spec, column: str, trained: np.ndarray, sessions: int, counts: Mapping[Any, int]
+    source: str,
+    spec: Spec,
+    column: str,
+    trained: np.ndarray,
+    sessions: int,
+    counts: Mapping[Any, int],
+    values: int | None = None,
 ) -> str | None:
     """What to say of a file whose learnt values of a categorical ``column`` (``counts``: events per value as text)
     are mixed far otherwise than training's events' (PSI over the learnt values alone, as :func:`spread_said` reads
@@ -1134,7 +1140,8 @@ def mix_said(
     at 2) kept every value learnt and moved PR-AUC from 0.754 to 0.382, unsaid (dogfood 241); an event type on 6.5%
     of the events that a release stopped logging read a PSI of 0.38, and moved 29 bands unsaid (dogfood 244). Two
     values swapped read a PSI of 0.37 there, unsaid. A value of any field that all but vanished where one the model
-    did not learn took about its place reads as renamed (dogfood 263: a tier on 7% of the events renamed, unsaid)."""
+    did not learn took about its place reads as renamed (dogfood 263: a tier on 7% of the events renamed, unsaid).
+    ``values``: the non-null values counted, where ``counts`` holds only the commonest unlearnt ones (online)."""
     vocab = spec.vocab.get(column) or []
     now = np.zeros(len(trained), np.float64)
     for i, value in enumerate(vocab):
@@ -1161,7 +1168,8 @@ def mix_said(
             f"{was_all[lost]:.1%} of training's"
         )
         # A value the model did not learn that took about its place: a rename (review 246).
-        learnt, held = set(vocab), sum(n for v, n in counts.items() if v is not None)
+        learnt = set(vocab)
+        held = sum(n for v, n in counts.items() if v is not None) if values is None else values
         new = max(((n, v) for v, n in counts.items() if v is not None and v not in learnt), default=None)
         if new is not None and new[0] / held >= was_all[lost] / 2:
             return (
@@ -1192,6 +1200,36 @@ def event_fields(events: EventColumns, i: int) -> tuple:
         *(None if null[i] else float(x[i]) for x, null in events.numeric.values()),
         *(values[i] for values in events.entities.values()),
     )
+
+
+# Online, the unlearnt values of a categorical's mix kept at most (:class:`_Mix`).
+MIX_OTHERS = 100
+
+
+@dataclass
+class _Mix:
+    """A categorical's values in online windows, carried until judged (:func:`mix_said`): its learnt values'
+    counts and their sessions, all its non-null values, and the commonest of the others, MIX_OTHERS at most
+    (Misra-Gries: one on over 1/MIX_OTHERS of the values is kept, its count less at most that share). A request
+    of unlearnt values alone was not counted (one event a request never said a rename), and a field of free text
+    kept every distinct value until 500 sessions with a learnt one came (review 267: 105,185 of 120,000)."""
+
+    learnt: Counter[str] = field(default_factory=Counter)
+    sessions: set[str] = field(default_factory=set)
+    values: int = 0
+    others: Counter[str] = field(default_factory=Counter)
+
+    def take(self, sent: list[str], vocab: frozenset[str], sessions: list[str], column: list[Any]) -> None:
+        """Count ``sent`` (a request's non-null values of the field; ``column``: all its values, of ``sessions``)."""
+        self.values += len(sent)
+        for v in sent:
+            if v in vocab:
+                self.learnt[v] += 1
+            elif v in self.others or len(self.others) < MIX_OTHERS:
+                self.others[v] += 1
+            else:
+                self.others -= Counter(dict.fromkeys(self.others, 1))  # Counter's minus drops what falls to 0
+        self.sessions.update(s for s, v in zip(sessions, column) if v in vocab)
 
 
 class Unlearnt:
@@ -1247,7 +1285,7 @@ class Unlearnt:
         # Per categorical field with training's shares: its learnt values' counts and their sessions, carried as the
         # spread's are (renumbered event codes scored unsaid online too: dogfood 241).
         self.mixes = reference_shares(spec, manifest, CATEGORY_SHARES)
-        self.mix = {f: (Counter[str](), set[str]()) for f in self.mixes}
+        self.mix = {f: _Mix() for f in self.mixes}
         self.mix_from = dict.fromkeys(self.mixes, 0)
         # What follows each event type, by type id as training's record reads it (two types swapped upstream:
         # dogfood 241; unsaid online: dogfoods 247, 248): pairs of a session's events within a window, and their
@@ -1393,12 +1431,11 @@ class Unlearnt:
             known = sum(v in vocab for v in sent)
             self.values[f] += len(sent)
             self.known[f] += known
-            if f in self.mix and known:
-                counts, sessions = self.mix[f]
-                if not sessions:
+            if f in self.mix:
+                mix = self.mix[f]
+                if known and not mix.sessions:
                     self.mix_from[f] = cast(int, self.window)
-                counts.update(sent)  # the unlearnt values too: one may have taken a learnt one's place
-                sessions.update(s for s, v in zip(events.session_ids, events.categorical[f]) if v in vocab)
+                mix.take(sent, vocab, events.session_ids, events.categorical[f])
             if known < len(sent) and len(self.new[f]) < 2:
                 new = [v for v in dict.fromkeys(sent) if v not in vocab and v not in self.new[f]]
                 self.new[f] += new[: 2 - len(self.new[f])]
@@ -1432,14 +1469,16 @@ class Unlearnt:
             if (line := recoded_said(where, self.spec, f, self.values[f], self.known[f], self.new[f]))
         ]
         recoded = {f for (_, f), _, _ in found}
-        for f, (counts, sessions) in self.mix.items():
-            if counts.total() < SPREAD_VALUES or len(sessions) < MIX_SESSIONS:
+        for f, mix in self.mix.items():
+            if mix.learnt.total() < SPREAD_VALUES or len(mix.sessions) < MIX_SESSIONS:
                 continue  # carried to the next window
             if f not in recoded and (
-                line := mix_said(where, self.spec, f, self.mixes[f], len(sessions), counts)
+                line := mix_said(
+                    where, self.spec, f, self.mixes[f], len(mix.sessions), mix.learnt + mix.others, mix.values
+                )
             ):
                 found.append((("mix", f), line, self.mix_from[f]))
-            self.mix[f] = (Counter(), set())
+            self.mix[f] = _Mix()
         pairs, sessions = self.pairs
         if len(sessions) >= SPREAD_SESSIONS and followers(pairs, self.n_types):
             event_type = self.spec.schema.event_type
