@@ -179,6 +179,27 @@ def test_a_number_in_another_unit_on_part_of_the_traffic_is_alerted_as_scoring_s
     assert "lie above the highest value its buckets tell apart" in said[0]["message"]
 
 
+def test_what_reading_a_window_warns_is_in_the_report(exported_artifact, windows, tmp_path, caplog):
+    """Ids that lost their zeros, a column null in every row, a case changed: said on stderr alone, not in
+    monitor.json, and --fail-on-alert exited 0 (dogfood 266). Every warning the run logs is a note too."""
+    import re
+
+    early = windows["early"]
+    repeats = {}
+    for name, window in (("early", early), ("doubled", pl.concat([early, early.head(40)]))):  # 40 rows twice
+        path = tmp_path / f"{name}.parquet"
+        window.write_parquet(path)
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            notes = monitor(exported_artifact, str(path), reference=windows["reference"])["notes"]
+        (said,) = [
+            n for n in notes if "event row(s) repeat another row of their session in every column" in n
+        ]
+        assert said in caplog.text and said.startswith(str(path)), notes
+        repeats[name] = int(re.search(r"([\d,]+) event row\(s\) repeat", said)[1].replace(",", ""))
+    assert repeats["doubled"] == repeats["early"] + 40
+
+
 def test_report_sections_and_files(reports):
     late = reports["late"]
     for key in (
