@@ -1797,38 +1797,6 @@ def test_online_checks_say_learnt_values_mixed_far_otherwise(scorer, caplog, mon
     assert len(mix.others) <= MIX_OTHERS and mix.values == 5_000 and "renamed_type" in mix.others
 
 
-def test_online_checks_open_a_window_at_a_request_of_only_unlearnt_values(scorer, caplog):
-    """A client that sent an enum's index (0, 1, 2) for a platform for 3,600 events between two windows was never
-    said (dogfood 263). A request that sends, of a field whose every training value the model learnt, only values it
-    did not learn opens a window at once, at most once a stride, so that a value that stays costs one more window
-    a stride at most."""
-    from seqfraud.features.fastpath import EventColumns
-    from seqfraud.scoring.prepare import ONLINE_CHECK_AFTER, ONLINE_CHECK_EVERY, Unlearnt, normalized_events
-
-    assert scorer.spec.fit_info["vocab_coverage"][DEVICE] == 1.0
-    learnt = scorer.spec.vocab[DEVICE][0]
-
-    def events(devices: list[str]) -> EventColumns:
-        frame = log(len(devices)).with_columns(pl.Series(DEVICE, devices))
-        return EventColumns.of_frame(normalized_events(frame.lazy(), scorer.spec, "request"), scorer.spec)
-
-    online = Unlearnt(scorer.spec, scorer.manifest)
-    said = f"request: column '{DEVICE}' holds no value the model learnt (e.g. '1'"
-    with caplog.at_level("WARNING", logger="seqfraud.scoring"):
-        for _ in range(2 * ONLINE_CHECK_AFTER // 100):  # the first window, then none
-            online.take(events([learnt] * 100), "request")
-        assert online.window is None and said not in caplog.text
-        online.take(events([learnt] * 99 + ["x"]), "request")  # a value it did not learn among learnt ones
-        assert online.window is None
-        for _ in range(ONLINE_CHECK_AFTER // 100):
-            online.take(events(["1", "2", "0", "1"] * 25), "request")
-        assert said in caplog.text and "(events 2,101 to 3,100 this process took online)" in caplog.text
-        # Once a stride: the index stays, and no window opens again before the next stride's.
-        online.take(events(["1"] * 100), "request")
-        assert online.window is None
-    assert online.seen < ONLINE_CHECK_EVERY
-
-
 def test_online_checks_read_later_windows_and_the_spread(scorer, caplog, monkeypatch):
     """Online scoring judged its first 1,000 events alone, by the ends of the buckets alone: a unit changed after
     them, or within the buckets' range (kWh for Wh: dogfood 218), went unsaid for the process's life. A window
@@ -1848,8 +1816,6 @@ def test_online_checks_read_later_windows_and_the_spread(scorer, caplog, monkeyp
         """``n`` events of 4 a session (150 sessions in 600: the spread needs 100, and 500 values)."""
         amounts = pl.Series(AMOUNT, (list(amounts) * n)[:n], pl.Float64)
         frame = (log(n) if frame is None else frame).with_columns(amounts)
-        # A device the model learnt: a request of none opens a window early (test_online_checks_open_a_window_...).
-        frame = frame.with_columns(pl.lit(scorer.spec.vocab[DEVICE][0]).alias(DEVICE))
         return EventColumns.of_frame(normalized_events(frame.lazy(), scorer.spec, "request"), scorer.spec)
 
     inside = [(a + b) / 2 for a, b in itertools.pairwise(edges)]  # training's buckets, about alike: nothing

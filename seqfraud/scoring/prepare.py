@@ -580,8 +580,6 @@ class Unsent:
                 self.fields = set()
 
 
-# A field whose training values the model learnt this share of or more is whole (Unlearnt._sudden).
-WHOLE_COVERAGE = 0.999
 # Events online scoring takes before it says a field none of them sent (Unsent), and the events of a window Unlearnt
 # judges: a field of rare events (sent on 1% of them, by a client that leaves null fields out) was said after 120
 # (review 205), and a day's first sessions may be unlike the rest.
@@ -1259,11 +1257,6 @@ class Unlearnt:
         self.nulls: dict[tuple[str, str, str | None], tuple[int, int, float, int, int]] = {}
         self.learnt = learnt_kinds(self.trained_nulls)
         self.vocab = {f: frozenset(spec.vocab[f]) for f in spec.schema.categorical_fields}
-        # The fields whose every training value the model learnt (a platform, a channel, an event type), and the
-        # event the latest window opened early at (:meth:`_sudden`).
-        coverage = spec.fit_info.get("vocab_coverage") or {}
-        self.whole = {f: v for f, v in self.vocab.items() if coverage.get(f, 0.0) >= WHOLE_COVERAGE}
-        self.early = -ONLINE_CHECK_EVERY
         # Per numeric column with edges: its finite values, those above its highest edge and below its lowest.
         self.ends = {
             c: (lowest_edge(spec.edges[c]), spec.edges[c][-1])
@@ -1328,9 +1321,7 @@ class Unlearnt:
         with self._lock:
             start, self.seen = self.seen, self.seen + len(events)
             if self.window is None:  # windows open at fixed events, whatever the requests' sizes (review 229)
-                if (start - 1) // ONLINE_CHECK_EVERY == (
-                    self.seen - 1
-                ) // ONLINE_CHECK_EVERY and not self._sudden(events, start):
+                if (start - 1) // ONLINE_CHECK_EVERY == (self.seen - 1) // ONLINE_CHECK_EVERY:
                     return
                 self.window = start
             self._count(events)
@@ -1343,20 +1334,6 @@ class Unlearnt:
                 self._open()
         for line in said:
             log.warning("%s", line)
-
-    def _sudden(self, events: EventColumns, start: int) -> bool:
-        """Whether a request between windows opens one now: it sends, of a field whose every training value the
-        model learnt, only values it did not learn; at most once an :data:`ONLINE_CHECK_EVERY` events, so that a
-        new value that stays costs at most a second window a stride. A client that sent an enum's index for 3,600
-        events between windows was never said (dogfood 263)."""
-        if start - self.early < ONLINE_CHECK_EVERY:
-            return False
-        for f, vocab in self.whole.items():
-            sent = [v for v in events.categorical[f] if v is not None]
-            if sent and not any(v in vocab for v in sent):
-                self.early = start
-                return True
-        return False
 
     def opened(self, kinds: Iterable[str], where: str) -> None:
         """Count the types of events that opened sessions (the online scorer knows which, once it took them), and
