@@ -642,7 +642,7 @@ def test_online_entity_values_that_meet_none_of_the_seeded_history_are_said(
         )
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="seqfraud.scoring.online"):
-            for at in range(0, 800, 20):  # a window counts each session's first UNMET_SESSION_VALUES
+            for at in range(0, 800, 20):
                 online.events(records.slice(at, 20).to_dicts())
         assert (said in caplog.text) is (name in ("respelt", "shared")), (name, caplog.text)
         assert ("(scored 'x:x', the history's most often 'x')" in caplog.text) is (name == "ported")
@@ -693,30 +693,37 @@ def test_online_entity_values_are_judged_once_they_come_from_enough_sessions(
         assert said not in caplog.text
         online.events(firsts.slice(SPREAD_SESSIONS - 1, 1).to_dicts())
     assert said in caplog.text and f"(the latest {SPREAD_SESSIONS} values online)" in caplog.text, caplog.text
-    # One session of 150 events of a value none of the history's is formed like, among 99 sessions' clean events: a
-    # session counts for its first UNMET_SESSION_VALUES values of a window (review 267: one IPv6 address's 150
-    # events read as 21.7% of a window's IPs written otherwise).
+    # Long sessions of a value none of the history's is formed like, among 99 sessions' clean events: one is no
+    # column written otherwise (review 267: one IPv6 address's 150 events read as 21.7% of a window's IPs), three
+    # are (review 268: three long sessions of a reformatted channel, said by batch scoring).
+    from seqfraud.scoring.online import UNMET_CARRIERS
+
     clean = (
         scored.sort("timestamp").group_by("session_id", maintain_order=True).head(1).head(SPREAD_SESSIONS - 1)
     )
-    one = clean.head(1).select(pl.all().repeat_by(150).explode())
-    one = one.with_columns(
-        pl.lit("bot").alias("session_id"),
-        pl.col("timestamp") + pl.duration(seconds=pl.int_range(pl.len())),
-        pl.lit("x9:y9:z9").alias(column),
-    )
-    mixed = (
-        pl.concat([one, clean])
-        .sort("timestamp")
-        .with_columns(pl.col(pl.Datetime).dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ"))
-    )
-    online = OnlineScorer(scorer, MemoryStore(), recurring=history.recurrences(scorer.spec))
-    seed(online.store, history, scorer.spec)
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="seqfraud.scoring.online"):
-        for record in mixed.to_dicts():
-            online.events([record])
-    assert said not in caplog.text, caplog.text
+    for carriers in (1, UNMET_CARRIERS):
+        long = pl.concat(
+            clean.head(1)
+            .select(pl.all().repeat_by(150 // carriers).explode())
+            .with_columns(
+                pl.lit(f"long{i}").alias("session_id"),
+                pl.col("timestamp") + pl.duration(seconds=pl.int_range(pl.len()) + i),
+                pl.lit(f"x9:y9:z{i}").alias(column),
+            )
+            for i in range(carriers)
+        )
+        mixed = (
+            pl.concat([long, clean])
+            .sort("timestamp")
+            .with_columns(pl.col(pl.Datetime).dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ"))
+        )
+        online = OnlineScorer(scorer, MemoryStore(), recurring=history.recurrences(scorer.spec))
+        seed(online.store, history, scorer.spec)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="seqfraud.scoring.online"):
+            for record in mixed.to_dicts():
+                online.events([record])
+        assert (said in caplog.text) is (carriers > 1), (carriers, caplog.text)
 
 
 def test_online_entity_values_are_judged_once_each_late_ones_too(
@@ -743,7 +750,7 @@ def test_online_entity_values_are_judged_once_each_late_ones_too(
         .with_columns(pl.col(pl.Datetime).dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ"))
     )
     # Twenty sessions' first three events, the first held back and sent after the rest: late, each rebuilds its
-    # session (three a session: a window counts a session's first UNMET_SESSION_VALUES).
+    # session.
     sessions = respelt.group_by("session_id").len().filter(pl.col("len") >= 3)["session_id"].sort().head(20)
     picked = respelt.filter(pl.col("session_id").is_in(sessions.implode())).filter(
         pl.int_range(pl.len()).over("session_id") < 3

@@ -931,9 +931,10 @@ def _scan_csv(file: str, schema: Schema) -> tuple[pl.LazyFrame, int]:
     integers = [
         pl.col(c).cast(pl.Int64, strict=False).is_not_null().sum().alias(f"{S.ROW_INDEX}{c}") for c in texts
     ]
-    # A value of a read column that holds a line break: a quote opened in one row and closed rows later read the
-    # rows between as one value, and their events were lost unsaid (dogfood 266: 10 rows of a month).
-    broken = [c for c in schema.named if have.get(c) == pl.String]
+    # A value that holds a line break, in any column (review 268: one the schema does not read too): a quote opened
+    # in one row and closed rows later read the rows between as one value, and their events were lost unsaid
+    # (dogfood 266: 10 rows of a month).
+    broken = [c for c, t in have.items() if t == pl.String]
     breaks = [
         pl.col(c).str.contains("\n", literal=True).sum().alias(f"{S.ROW_INDEX}breaks {c}") for c in broken
     ]
@@ -955,9 +956,9 @@ def _scan_csv(file: str, schema: Schema) -> tuple[pl.LazyFrame, int]:
         if n := int(counts[f"{S.ROW_INDEX}breaks {c}"][0]):
             _, example, row = _text_rows(file, c, pl.col(c).str.contains("\n", literal=True))
             log.warning(
-                "%s: column %r: %d value(s) hold a line break (first: data row %s, %r): a quote opened in one row "
-                "and closed rows later reads the rows between as one value, and their events are lost; fix the "
-                "quotes, unless the values are so",
+                "%s: column %r: %d value(s) hold a line break (first: data row %s, %r): where a quote opened in "
+                "one row closes rows later, the rows between read as one value and their events are lost; fix the "
+                "quotes, or ignore this where the values hold line breaks",
                 file,
                 c,
                 n,
@@ -1131,7 +1132,10 @@ def _carriage_returns(file: str) -> str | None:
         head = f.read(1 << 16)
     if b"\r" not in head or b"\n" in head:
         return None
-    return f"{file}: its lines end in a carriage return alone (an old Mac export), so it reads as one line: write it with \\n or \\r\\n line ends"
+    return (
+        f"{file}: its lines end in a carriage return alone (an old Mac export), so it reads as one line: write it "
+        "with \\n or \\r\\n line ends"
+    )
 
 
 def _not_utf8(file: str) -> str | None:

@@ -435,9 +435,8 @@ def warn_if_apart(history: pl.DataFrame, events: pl.DataFrame, spec: Spec, sourc
     if first - last > STALE_US and first - last > (history[S.TS_US].sort().diff().max() or 0):
         log.warning(
             "%s: the history ends at %s, %.1f day(s) before the first event scored (%s): the entity features of the "
-            "scored "
-            "events count nothing of the time between, as if no session had used their devices, cards or addresses "
-            "then, and score otherwise than with those events; give the history up to the scored events "
+            "scored events count nothing of the time between, as if no session had used their devices, cards or "
+            "addresses then, and score otherwise than with those events; give the history up to the scored events "
             "(docs/entities.md, 'How much history')",
             source,
             from_epoch_us(last),

@@ -530,20 +530,25 @@ ONLINE_EVENTS = "online events"
 @dataclass
 class _Judged:
     """An entity column's online values counted since its last judgement: how many, of which sessions, how many met
-    the seeded history (and one that did not), and per rule of :data:`~seqfraud.scoring.history.FORMS` how many had
-    a form none of the history's has (and one such form)."""
+    the seeded history (and one that did not, and the sessions of those that did not), and per rule of
+    :data:`~seqfraud.scoring.history.FORMS` how many had a form none of the history's has (and one such form, and
+    their sessions)."""
 
     values: int = 0
-    sessions: Counter[str] = field(default_factory=Counter)
+    sessions: set[str] = field(default_factory=set)
     met: int = 0
     unmet: str | None = None
+    unmet_sessions: set[str] = field(default_factory=set)
     new: list[int] = field(default_factory=lambda: [0] * len(FORMS))
+    new_sessions: list[set[str]] = field(default_factory=lambda: [set() for _ in FORMS])
     # The new forms by rule, counted: a window is named by its commonest, as batch scoring names a file's.
     examples: list[Counter[str]] = field(default_factory=lambda: [Counter() for _ in FORMS])
 
 
-# The values of one session that a window of the online entity checks counts (:class:`Unmet`).
-UNMET_SESSION_VALUES = 10
+# The sessions a finding of the online entity checks comes from at least (:class:`Unmet`): one session of 150
+# events from an IPv6 address read as 21.7% of a window's IPs written otherwise (review 267), where three long
+# sessions of a reformatted channel are one (review 268).
+UNMET_CARRIERS = 3
 
 
 class Unmet:
@@ -552,7 +557,7 @@ class Unmet:
     judged every :data:`~seqfraud.scoring.prepare.ONLINE_CHECK_AFTER` values, or sooner once they come from
     :data:`~seqfraud.scoring.prepare.SPREAD_SESSIONS` sessions (:data:`~seqfraud.scoring.history.UNMET_VALUES`
     values at least: a bank account sent on 7% of the events waited 14,000 events, dogfood 264), each session's
-    first :data:`UNMET_SESSION_VALUES` of a window alone, by batch scoring's rules
+    findings from :data:`UNMET_CARRIERS` sessions or more, by batch scoring's rules
     (:func:`~seqfraud.scoring.history.unmet_said`, :func:`~seqfraud.scoring.history.formed_said`) against the
     :class:`~seqfraud.scoring.history.Recurrence` of the history the service was seeded with: values written
     otherwise upstream read as never seen, said by ``score`` and unsaid by ``/events`` (dogfood 258: 400 sessions
@@ -580,20 +585,20 @@ class Unmet:
                 for v, t, s, new, sid in zip(
                     events.entities[c], times, since.tolist(), never.tolist(), events.session_ids
                 ):
-                    # A session's first UNMET_SESSION_VALUES values alone (review 267: one session of 150 events
-                    # from an IPv6 address read as 21.7% of a window's IPs written otherwise).
-                    if v is None or judged.sessions[sid] >= UNMET_SESSION_VALUES:
+                    if v is None:
                         continue
                     judged.values += 1
-                    judged.sessions[sid] += 1
+                    judged.sessions.add(sid)
                     if not new and t - s * 1e6 <= latest:
                         judged.met += 1
-                    elif judged.unmet is None:
-                        judged.unmet = v
+                    else:
+                        judged.unmet = v if judged.unmet is None else judged.unmet
+                        judged.unmet_sessions.add(sid)
                     for k, (form, known) in enumerate(zip(value_forms(v), recurring.forms)):
                         if form not in known.known:
                             judged.new[k] += 1
                             judged.examples[k][form] += 1
+                            judged.new_sessions[k].add(sid)
                 if judged.values < ONLINE_CHECK_AFTER and (
                     judged.values < UNMET_VALUES or len(judged.sessions) < SPREAD_SESSIONS
                 ):
@@ -601,10 +606,15 @@ class Unmet:
                 self._counts[c] = _Judged()
                 n, now = judged.values, time.monotonic()
                 examples = [commonest(e, 1)[0] if e else None for e in judged.examples]
+                # Of UNMET_CARRIERS sessions or more (one long session is no column written otherwise).
+                formed = [
+                    k if len(of) >= UNMET_CARRIERS else 0 for k, of in zip(judged.new, judged.new_sessions)
+                ]
+                met = judged.met if len(judged.unmet_sessions) >= UNMET_CARRIERS else n
                 # Each rule said again apart: the values' unmet share does not hold back their forms (review 262).
                 for rule, said in (
-                    ("unmet", unmet_said(c, judged.met / n, n, recurring, judged.unmet)),
-                    ("forms", formed_said(c, n, recurring, judged.new, examples)),
+                    ("unmet", unmet_said(c, met / n, n, recurring, judged.unmet)),
+                    ("forms", formed_said(c, n, recurring, formed, examples)),
                 ):
                     if said and now - self._said.get((c, rule), -math.inf) >= ONLINE_RESAY_S:
                         self._said[(c, rule)] = now
