@@ -592,8 +592,9 @@ class Unmet:
                     if not new and t - s * 1e6 <= latest:
                         judged.met += 1
                     else:
-                        judged.unmet = v if judged.unmet is None else judged.unmet
                         judged.unmet_sessions.add(sid)
+                        if judged.unmet is None:
+                            judged.unmet = v
                     for k, (form, known) in enumerate(zip(value_forms(v), recurring.forms)):
                         if form not in known.known:
                             judged.new[k] += 1

@@ -1264,6 +1264,8 @@ class Unlearnt:
             if spec.edges.get(c)
         }
         self.edges = {c: np.asarray(spec.edges[c], np.float64) for c in self.trained if c in self.ends}
+        # The numbers whose tails above a point mass mass_tail_said judges: their carriers are counted, no other's.
+        self.massive = {c for c in self.edges if holds_mass(spec, c, self.trained[c])}
         self.seen = 0  # events taken over the process's life
         self.window: int | None = 0  # the open window's first event; None between windows
         # Per column of the spread check: its bucket counts and their sessions, and the window they count from.
@@ -1431,11 +1433,11 @@ class Unlearnt:
                 buckets += np.bincount(np.searchsorted(self.edges[c], x), minlength=len(buckets))
                 below[0] += int((x < low).sum())
                 taken = list(itertools.compress(events.session_ids, finite))
-                if c in self.mass:
-                    tail = (x > self.edges[c][0]) & (x < self.mass[c])
+                if c in self.massive:
+                    tail = (x > self.edges[c][0]) & (x < self.mass.get(c, -math.inf))
                     below[1] += int(tail.sum())
                     carriers[0].update(itertools.compress(taken, tail))
-                carriers[1].update(itertools.compress(taken, x > high))
+                    carriers[1].update(itertools.compress(taken, x > high))
                 sessions.update(taken)
 
     def _judge(self, where: str, window: int) -> list[str]:
