@@ -1230,6 +1230,20 @@ class _Mix:
         self.sessions.update(s for s, v in zip(sessions, column) if v in vocab)
 
 
+def _capped(events: EventColumns, counted: Counter[str]) -> EventColumns:
+    """``events`` less those past their session's first :data:`ONLINE_SESSION_CAP` in ``counted``, which counts them."""
+    keep = []
+    for i, sid in enumerate(events.session_ids):
+        counted[sid] += 1
+        if counted[sid] <= ONLINE_SESSION_CAP:
+            keep.append(i)
+    return events if len(keep) == len(events) else events.take(keep)
+
+
+# The findings of a recoding, which Unlearnt counts over every event.
+RECODINGS = ("recoded", "unknown")
+
+
 class Unlearnt:
     """Batch scoring's checks of a recoding (:func:`recoded_said`), a categorical's mix (:func:`mix_said`), a unit
     change (:func:`off_scale_said`), a number's spread over its buckets (:func:`spread_said`), what follows each
@@ -1241,8 +1255,10 @@ class Unlearnt:
     after the first thousand events went unsaid, and a unit changed within the buckets' range was never said
     online). A number's bucket counts carry over windows until they hold the spread check's values and sessions (an
     amount sent on 15% of the events gave a window 94-195 values: review 229). A session counts for at most
-    :data:`ONLINE_SESSION_CAP` events of a window (one busy session read as a unit change: review 229). A finding is
-    said when first judged, then at most every :data:`ONLINE_RESAY_S` while it lasts; concurrent requests take
+    :data:`ONLINE_SESSION_CAP` events of a window (one busy session read as a unit change: review 229). A recoding
+    is counted over every event, not a window's alone, and judged at each window's end over the events since the
+    last (an enum sent as its index for 3,600 events between two windows went unsaid: dogfood 263); a session counts
+    for ONLINE_SESSION_CAP of them too. A finding is said when first judged, then at most every :data:`ONLINE_RESAY_S` while it lasts; concurrent requests take
     turns, and the log is written outside the lock."""
 
     def __init__(self, spec: Spec, manifest: Mapping[str, Any]):
@@ -1306,9 +1322,12 @@ class Unlearnt:
         self._open()
 
     def _open(self) -> None:
+        # Every event's categorical values since the last judgement (_count_values), and their sessions' events.
+        self.values_from = self.seen
         self.values = dict.fromkeys(self.vocab, 0)
         self.known = dict.fromkeys(self.vocab, 0)
         self.new: dict[str, list[str]] = {f: [] for f in self.vocab}
+        self.value_sessions: Counter[str] = Counter()
         self.scale = {c: [0, 0, 0] for c in self.ends}
         self.kinds: Counter[str] = Counter()  # the window's events counted, by event type
         # The window's sessions with an event of a learnt type (None), and of each learnt type.
@@ -1322,6 +1341,7 @@ class Unlearnt:
     def take(self, events: EventColumns, where: str) -> None:
         with self._lock:
             start, self.seen = self.seen, self.seen + len(events)
+            self._count_values(events)
             if self.window is None:  # windows open at fixed events, whatever the requests' sizes (review 229)
                 if (start - 1) // ONLINE_CHECK_EVERY == (self.seen - 1) // ONLINE_CHECK_EVERY:
                     return
@@ -1348,7 +1368,7 @@ class Unlearnt:
             self.openers.update(kinds)
             if (opened := self.openers.total()) >= SPREAD_SESSIONS:
                 kind = self.spec.schema.event_type
-                recoded = any((check, kind) in self.said for check in ("recoded", "unknown"))
+                recoded = any((check, kind) in self.said for check in RECODINGS)
                 line = unopened_said(where, self.spec, self.openers, opened, recoded, online=True)
                 now, self.openers = time.monotonic(), Counter()
                 if line and now - self.said.get(("unopened", kind), -math.inf) >= ONLINE_RESAY_S:
@@ -1357,14 +1377,25 @@ class Unlearnt:
         if said:
             log.warning("%s", said)
 
+    def _count_values(self, events: EventColumns) -> None:
+        """Every event's categorical values, learnt or not (:func:`recoded_said`), a session's first
+        :data:`ONLINE_SESSION_CAP` since the last judgement alone."""
+        events = _capped(events, self.value_sessions)
+        for f, vocab in self.vocab.items():  # loops in C: this runs at every online event (about 1.5 us)
+            values = events.categorical[f]
+            sent, known = len(values) - values.count(None), sum(map(vocab.__contains__, values))
+            self.values[f] += sent
+            self.known[f] += known
+            if known < sent and len(self.new[f]) < 2:
+                new = [
+                    v
+                    for v in dict.fromkeys(values)
+                    if v not in vocab and v is not None and v not in self.new[f]
+                ]
+                self.new[f] += new[: 2 - len(self.new[f])]
+
     def _count(self, events: EventColumns) -> None:
-        counted, keep = self.per_session, []
-        for i, sid in enumerate(events.session_ids):
-            counted[sid] += 1
-            if counted[sid] <= ONLINE_SESSION_CAP:
-                keep.append(i)
-        if len(keep) < len(events):
-            events = events.take(keep)
+        events = _capped(events, self.per_session)
         kinds = cast(list[str], events.categorical[self.spec.schema.event_type])  # never null
         self.kinds.update(kinds)
         if self.ties is not None and not self.ties[1]:
@@ -1405,19 +1436,12 @@ class Unlearnt:
                 nulls.update(itertools.compress(kinds, events.numeric[c][1]))
             elif (values := events.categorical.get(c, events.entities.get(c))) is not None:
                 nulls.update(kind for kind, v in zip(kinds, values) if v is None)
-        for f, vocab in self.vocab.items():
-            sent = [v for v in events.categorical[f] if v is not None]
-            known = sum(v in vocab for v in sent)
-            self.values[f] += len(sent)
-            self.known[f] += known
-            if f in self.mix:
-                mix = self.mix[f]
-                if known and not mix.sessions:
-                    self.mix_from[f] = cast(int, self.window)
-                mix.take(sent, vocab, events.session_ids, events.categorical[f])
-            if known < len(sent) and len(self.new[f]) < 2:
-                new = [v for v in dict.fromkeys(sent) if v not in vocab and v not in self.new[f]]
-                self.new[f] += new[: 2 - len(self.new[f])]
+        for f, mix in self.mix.items():
+            values, vocab = events.categorical[f], self.vocab[f]
+            sent = [v for v in values if v is not None]
+            if not mix.sessions and any(v in vocab for v in sent):
+                self.mix_from[f] = cast(int, self.window)
+            mix.take(sent, vocab, events.session_ids, values)
         for c, (low, high) in self.ends.items():
             x = events.numeric[c][0]
             finite = np.isfinite(x)
@@ -1443,7 +1467,7 @@ class Unlearnt:
     def _judge(self, where: str, window: int) -> list[str]:
         """The findings of the window that began at event ``window`` not said yet (or not for an hour)."""
         found = [
-            (("recoded" if self.known[f] else "unknown", f), line, window)
+            ((RECODINGS[0] if self.known[f] else RECODINGS[1], f), line, self.values_from)
             for f in self.vocab
             if (line := recoded_said(where, self.spec, f, self.values[f], self.known[f], self.new[f]))
         ]
@@ -1555,14 +1579,19 @@ class Unlearnt:
         for key, line, first in found:
             if now - self.said.get(key, -math.inf) >= ONLINE_RESAY_S:
                 self.said[key] = now
-                out.append(f"{line} ({self._span(first, window)})")
+                out.append(f"{line} ({self._span(first, window, key[0] in RECODINGS)})")
         return out
 
-    def _span(self, first: int, window: int) -> str:
-        """The events a finding read, from the window at event ``first`` to this one at ``window``."""
+    def _span(self, first: int, window: int, every: bool) -> str:
+        """The events a finding read, from the window at event ``first`` to this one at ``window`` (``every``: each
+        event from ``first`` on)."""
         if first == window == 0:
             return f"the first {self.seen:,} events online"
-        read = "" if first == window else f", {ONLINE_CHECK_AFTER:,} of every {ONLINE_CHECK_EVERY:,} read"
+        read = (
+            ""
+            if first == window or every
+            else f", {ONLINE_CHECK_AFTER:,} of every {ONLINE_CHECK_EVERY:,} read"
+        )
         return f"events {first + 1:,} to {self.seen:,} this process took online{read}"
 
 
