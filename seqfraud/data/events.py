@@ -980,6 +980,14 @@ def _scan_csv(file: str, schema: Schema) -> tuple[pl.LazyFrame, int]:
     # None read, without an error: a quote in the header, or line ends Polars does not split at (review 265).
     if not rows and (said := _csv_fault(file, have)):
         raise DataValidationError(said)
+    if rows and (last := _unended(file)) is not None:
+        log.warning(
+            "%s: its last line ends without a line break (%r), as a copy cut short does, mid-row (a value "
+            "shortened, or the last fields empty), where an export ends its last row with one: check that the file "
+            "is whole",
+            file,
+            last[-80:],
+        )
     if not epochs:
         return lf, rows
     types |= {c: pl.Int64 for c in epochs}
@@ -1123,6 +1131,21 @@ def _ragged_fault(file: str, have: pl.Schema) -> str | None:
             f"row {first:,}).{fix}"
         )
     return None
+
+
+def _unended(file: str) -> str | None:
+    """The last line of a plain CSV file that does not end in a line break, or None: a copy cut short ends so,
+    and its rows read whole where the cut fell at a separator or inside the last field (dogfood 270: 599 of a
+    month's 1,500 sessions scored away unsaid, or a last truck id 1356 read as 13). A gzipped file cut short does
+    not unpack (:func:`_scan_csv_named`)."""
+    if file.lower().endswith(".gz"):
+        return None
+    with open(file, "rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+        tail = f.read()
+    if not tail or tail.endswith(b"\n"):
+        return None
+    return tail.rsplit(b"\n", 1)[-1].decode("utf-8", "replace")
 
 
 def _carriage_returns(file: str) -> str | None:
