@@ -884,6 +884,21 @@ def test_service_events_labels_sessions_and_restart(gru_artifact, gru_run, tmp_p
             padded.status_code == 404 and "integers, held as their digits alone: /sessions/47" in padded.text
         )
         assert "digits alone" not in client.get("/sessions/47").text
+        # Where it held zero-padded ones, an id that lost its zeros is said as the id it writes (dogfood 270), and
+        # one of another case as its case.
+        from seqfraud.data.events import ONE_CASE_IDS, PADDED_WIDTH_IDS, ZERO_PADDED_IDS
+
+        column = trained.schema.session_id
+        for recorded, asked, said, whole in (
+            ({PADDED_WIDTH_IDS: {column: 5}}, "47", "5 digits, zero-padded: /sessions/00047", "00047"),
+            ({ONE_CASE_IDS: {column: "upper"}}, "ab1", "written in upper case: /sessions/AB1", "AB1"),
+        ):
+            online.spec = replace(trained, fit_info=trained.fit_info | {ZERO_PADDED_IDS: [column]} | recorded)
+            assert said in client.get(f"/sessions/{asked}").text
+            assert (
+                client.get(f"/sessions/{whole}").json()["detail"]
+                == f"no open session {whole!r} (never seen, or expired)"
+            )
         online.spec = trained
         first = client.post("/events", json={"events": mine[:3]})
         assert first.status_code == 200, first.text

@@ -1326,6 +1326,16 @@ def create_app(
                 said += (
                     f"; the model's session ids are integers, held as their digits alone: /sessions/{plain}"
                 )
+            elif shown == session_id and spec.id_forms.off(spec.schema.session_id, session_id):
+                # Held as /events took it: a zero-padded id that lost its zeros (dogfood 270), or another case.
+                width = spec.id_forms.widths.get(spec.schema.session_id)
+                case = spec.id_forms.cases.get(spec.schema.session_id)
+                said += (
+                    f"; the model's session ids are {width} digits, zero-padded: /sessions/{session_id.zfill(width)}"
+                    if width and session_id.isdigit()
+                    else f"; the model's session ids are written in {case} case: /sessions/"
+                    + (session_id.upper() if case == "upper" else session_id.lower())
+                )
             raise RequestError(404, said)
         # The flags /events answers with, so that a reader of the state knows the score's footing (dogfood 120).
         return JSONResponse(state.public() | length_flags(online.spec, state.n_events))
