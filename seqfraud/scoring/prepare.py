@@ -1257,10 +1257,10 @@ class Unlearnt:
     online). A number's bucket counts carry over windows until they hold the spread check's values and sessions (an
     amount sent on 15% of the events gave a window 94-195 values: review 229). A session counts for at most
     :data:`ONLINE_SESSION_CAP` events of a window (one busy session read as a unit change: review 229). A recoding
-    is counted over every event, not a window's alone, and judged at each window's end over the events since the
-    last (an enum sent as its index for 3,600 events between two windows went unsaid: dogfood 263); a session counts
-    for ONLINE_SESSION_CAP of them too. A finding is said when first judged, then at most every :data:`ONLINE_RESAY_S` while it lasts; concurrent requests take
-    turns, and the log is written outside the lock."""
+    and a number past its buckets' ends are counted over every event, not a window's alone, and judged at each
+    window's end over the events since the last (:meth:`_count_values`); a session counts for ONLINE_SESSION_CAP of
+    them too. A finding is said when first judged, then at most every :data:`ONLINE_RESAY_S` while it lasts;
+    concurrent requests take turns, and the log is written outside the lock."""
 
     def __init__(self, spec: Spec, manifest: Mapping[str, Any]):
         """``manifest``: the artifact's, whose reference shares (training's) the checks compare with."""
@@ -1383,13 +1383,12 @@ class Unlearnt:
     def _count_values(self, events: EventColumns) -> None:
         """Every event's categorical values, learnt or not (:func:`recoded_said`), and numbers past their buckets'
         ends (:func:`off_scale_said`), a session's first :data:`ONLINE_SESSION_CAP` since the last judgement alone:
-        windows alone read a field sent on 7% of the events too seldom (dogfood 269: a battery level sent as 0-1 on
-        one channel, unsaid for a month's 21,429 events, which batch scoring said)."""
+        windows read 1,000 of every 10,000 events, and an enum sent as its index for 3,600 events between two went
+        unsaid (dogfood 263), as did a battery level sent as 0-1 on one channel, a field on 7% of the events, for a
+        month's 21,429 events, which batch scoring said (dogfood 269)."""
         events = _capped(events, self.value_sessions)
-        for c, (
-            low,
-            high,
-        ) in self.ends.items():  # in Python: numpy's calls cost more on a request's few values
+        # In Python, not numpy, whose calls cost more on a request's one value or few.
+        for c, (low, high) in self.ends.items():
             scale, sessions = self.scale[c], self.scale_sessions[c]
             for v, s in zip(events.numeric[c][0].tolist(), events.session_ids):
                 if math.isfinite(v):
@@ -1397,7 +1396,7 @@ class Unlearnt:
                     scale[1] += v > high
                     scale[2] += v < low
                     sessions.add(s)
-        for f, vocab in self.vocab.items():  # loops in C: this runs at every online event (about 1.5 us)
+        for f, vocab in self.vocab.items():  # loops in C where they can be: this runs at every online event
             values = events.categorical[f]
             sent, known = len(values) - values.count(None), sum(map(vocab.__contains__, values))
             self.values[f] += sent
