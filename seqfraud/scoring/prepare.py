@@ -585,7 +585,7 @@ class Unsent:
 # (review 205), and a day's first sessions may be unlike the rest.
 ONLINE_CHECK_AFTER = 1_000
 # Unlearnt opens a window at every ONLINE_CHECK_EVERY-th event (its counts cost about 18 us a one-event request in a
-# window, 0.6 us between: BENCHMARKS.md), counts a session's first ONLINE_SESSION_CAP events of a window alone (a
+# window, and its counts at every event about 9 us between: BENCHMARKS.md), counts a session's first ONLINE_SESSION_CAP events of a window alone (a
 # twentieth: one session's values never read as a unit change, nor its new category as a recoding), and says a
 # finding again at most every ONLINE_RESAY_S while it lasts.
 ONLINE_CHECK_EVERY, ONLINE_SESSION_CAP, ONLINE_RESAY_S = 10_000, 50, 3_600.0
@@ -1240,9 +1240,11 @@ def _capped(events: EventColumns, counted: Counter[str]) -> EventColumns:
     return events if len(keep) == len(events) else events.take(keep)
 
 
-# The findings of a recoding, and those that Unlearnt counts over every event (a number past its buckets' ends too).
+# The findings of a recoding, and those that Unlearnt counts over every event (a number past its buckets' ends too),
+# which need ONLINE_CARRIERS sessions among those that sent the unlearnt values or the values past the end.
 RECODINGS = ("recoded", "unknown")
 EVERY_EVENT = (*RECODINGS, "off_scale")
+ONLINE_CARRIERS = TAIL_CARRIERS
 
 
 class Unlearnt:
@@ -1331,6 +1333,11 @@ class Unlearnt:
         self.new: dict[str, list[str]] = {f: [] for f in self.vocab}
         self.scale = {c: [0, 0, 0] for c in self.ends}
         self.scale_sessions: dict[str, set[str]] = {c: set() for c in self.ends}
+        # The sessions that sent each field's unlearnt values, and each number's values above and below its ends: a
+        # finding needs ONLINE_CARRIERS of them (review 271: one busy session of a field on 7% of the events read as
+        # a unit change, three with a new grade as a recoding, both unsaid by batch scoring over the month).
+        self.unlearnt_carriers: dict[str, set[str]] = {f: set() for f in self.vocab}
+        self.past_carriers: dict[str, tuple[set[str], set[str]]] = {c: (set(), set()) for c in self.ends}
         self.value_sessions: Counter[str] = Counter()
         self.kinds: Counter[str] = Counter()  # the window's events counted, by event type
         # The window's sessions with an event of a learnt type (None), and of each learnt type.
@@ -1389,18 +1396,26 @@ class Unlearnt:
         events = _capped(events, self.value_sessions)
         # In Python, not numpy, whose calls cost more on a request's one value or few.
         for c, (low, high) in self.ends.items():
-            scale, sessions = self.scale[c], self.scale_sessions[c]
+            scale, sessions, (above, below) = self.scale[c], self.scale_sessions[c], self.past_carriers[c]
             for v, s in zip(events.numeric[c][0].tolist(), events.session_ids):
                 if math.isfinite(v):
                     scale[0] += 1
-                    scale[1] += v > high
-                    scale[2] += v < low
                     sessions.add(s)
+                    if v > high:
+                        scale[1] += 1
+                        above.add(s)
+                    elif v < low:
+                        scale[2] += 1
+                        below.add(s)
         for f, vocab in self.vocab.items():  # loops in C where they can be: this runs at every online event
             values = events.categorical[f]
             sent, known = len(values) - values.count(None), sum(map(vocab.__contains__, values))
             self.values[f] += sent
             self.known[f] += known
+            if known < sent:
+                self.unlearnt_carriers[f].update(
+                    s for s, v in zip(events.session_ids, values) if v is not None and v not in vocab
+                )
             if known < sent and len(self.new[f]) < 2:
                 new = [
                     v
@@ -1480,7 +1495,8 @@ class Unlearnt:
         found = [
             ((RECODINGS[0] if self.known[f] else RECODINGS[1], f), line, self.values_from)
             for f in self.vocab
-            if (line := recoded_said(where, self.spec, f, self.values[f], self.known[f], self.new[f]))
+            if len(self.unlearnt_carriers[f]) >= ONLINE_CARRIERS
+            and (line := recoded_said(where, self.spec, f, self.values[f], self.known[f], self.new[f]))
         ]
         recoded = {f for (_, f), _, _ in found}
         for f, mix in self.mix.items():
@@ -1539,6 +1555,11 @@ class Unlearnt:
                         del self.nulls[check, c, kind]
             found += lines[:1]
         for c, (finite, above, under) in self.scale.items():
+            # An end's values count where ONLINE_CARRIERS sessions or more sent them.
+            above, under = (
+                n if len(held) >= ONLINE_CARRIERS else 0
+                for n, held in zip((above, under), self.past_carriers[c])
+            )
             if line := off_scale_said(where, self.spec, c, finite, above, under, len(self.scale_sessions[c])):
                 found.append((("off_scale", c), line, self.values_from))
             if c not in self.edges:
