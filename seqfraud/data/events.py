@@ -982,9 +982,9 @@ def _scan_csv(file: str, schema: Schema) -> tuple[pl.LazyFrame, int]:
         raise DataValidationError(said)
     if rows and (last := _unended(file)) is not None:
         log.warning(
-            "%s: its last line ends without a line break (%r), as a copy cut short does, mid-row (a value "
-            "shortened, or the last fields empty), where an export ends its last row with one: check that the file "
-            "is whole",
+            "%s: its last line ends without a line break (%r): a copy cut short ends so, mid-row (a value "
+            "shortened, or the last fields empty), where most exports end their last row with one; check that the "
+            "file is whole",
             file,
             last[-80:],
         )

@@ -178,7 +178,8 @@ def notes(report: dict[str, Any], t: dict[str, float]) -> list[str]:
             f"the current window has {n:,} sessions, fewer than {MIN_ALERT_SESSIONS}: a PSI reaches about (bins - "
             "1) / sessions by chance alone (0.3-0.4 over 20 bins on 50 sessions), so its findings are warnings, not "
             "alerts; one far above that (a new value taking half the traffic) is drift all the same. A number read "
-            "in another unit (check scale) is judged by its own rules, from 100 sessions, and alerts"
+            "in another unit (check scale) and what follows an event type (check transitions) are judged by their "
+            "own rules, from 100 sessions, and alert"
         )
     if perf.get("pr_auc") is not None and perf["positives"] < MIN_ALERT_POSITIVES:
         small.append(
