@@ -585,9 +585,9 @@ class Unsent:
 # (review 205), and a day's first sessions may be unlike the rest.
 ONLINE_CHECK_AFTER = 1_000
 # Unlearnt opens a window at every ONLINE_CHECK_EVERY-th event (its counts cost about 18 us a one-event request in a
-# window, and its counts at every event about 9 us between: BENCHMARKS.md), counts a session's first ONLINE_SESSION_CAP events of a window alone (a
-# twentieth: one session's values never read as a unit change, nor its new category as a recoding), and says a
-# finding again at most every ONLINE_RESAY_S while it lasts.
+# window, and those it makes at every event about 9 us between: BENCHMARKS.md), counts a session's first
+# ONLINE_SESSION_CAP events of a window alone (a twentieth: one session's values never read as a unit change, nor its
+# new category as a recoding), and says a finding again at most every ONLINE_RESAY_S while it lasts.
 ONLINE_CHECK_EVERY, ONLINE_SESSION_CAP, ONLINE_RESAY_S = 10_000, 50, 3_600.0
 # The windows' events over which ties are carried at most (:func:`tied_said` needs 20 of them): a file of as many.
 ONLINE_TIED_EVENTS = 10_000
