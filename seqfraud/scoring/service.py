@@ -1326,10 +1326,10 @@ def create_app(
                 said += (
                     f"; the model's session ids are integers, held as their digits alone: /sessions/{plain}"
                 )
-            elif shown == session_id and spec.id_forms.off(spec.schema.session_id, session_id):
+            elif shown == session_id and (forms := spec.id_forms).off(spec.schema.session_id, session_id):
                 # Held as /events took it: a zero-padded id that lost its zeros (dogfood 270), or another case.
-                width = spec.id_forms.widths.get(spec.schema.session_id)
-                case = spec.id_forms.cases.get(spec.schema.session_id)
+                width = forms.widths.get(spec.schema.session_id)
+                case = forms.cases.get(spec.schema.session_id)
                 said += (
                     f"; the model's session ids are {width} digits, zero-padded: /sessions/{session_id.zfill(width)}"
                     if width and session_id.isdigit()
