@@ -1005,6 +1005,46 @@ def test_serve_refuses_a_snapshot_of_another_model_before_binding(gru_artifact, 
     assert "holds the sessions of model 'run-of-another-model', not of this artifact's" in err
 
 
+@pytest.mark.parametrize(
+    ("flags", "longest_gap_s", "ttl_s"),
+    [
+        ([], 600.0, 3600.0),
+        ([], 2 * 86_400.0, 2 * 86_400.0),
+        ([], 40 * 86_400.0, 7 * 86_400.0),
+        (["--session-ttl", "60"], 600.0, 60.0),
+    ],
+)
+def test_serve_expires_sessions_after_the_training_sessions_gaps_unless_told(
+    gru_artifact, monkeypatch, caplog, flags, longest_gap_s, ttl_s
+) -> None:
+    """A fixed hour cut trade-ins open for days at every longer gap, and scored their later events alone, where
+    the start only warned (dogfood 269): unset, the TTL is the training sessions' gaps, a week at most, and said."""
+    from seqfraud.cli import serve
+    from seqfraud.features.spec import LONGEST_GAPS
+
+    stores = []
+
+    def open_artifact(*args, **kwargs):
+        artifact = opened(*args, **kwargs)
+        artifact.spec.fit_info[LONGEST_GAPS] = [longest_gap_s / 8, longest_gap_s / 4, *[longest_gap_s] * 5]
+        return artifact
+
+    def create_app(artifact, *, store, **kwargs):
+        stores.append(store)
+
+    opened = serve.open_artifact
+    monkeypatch.setattr(serve, "open_artifact", open_artifact)
+    monkeypatch.setattr(serve, "create_app", create_app)
+    with caplog.at_level("INFO"), pytest.raises(SystemExit):
+        serve.main(["--artifact", str(gru_artifact), "--port=-1", *flags])  # refused after the app is made
+    assert stores[0].session_ttl_s == ttl_s
+    assert (f"sessions expire {ttl_s:.0f} s after their last event" in caplog.text) == (not flags)
+    # Past the week, and past a TTL given, the start warns.
+    assert (
+        "--session-ttl" in caplog.text and "of the training sessions of two events or more" in caplog.text
+    ) == (longest_gap_s > ttl_s)
+
+
 def test_a_snapshot_that_names_no_model_is_refused(tmp_path) -> None:
     """Since version 2 every snapshot names its model: one without the name (an edited file) was read as any
     model's, its entity rows in another model's column order included; a version 1 file from before the stamp

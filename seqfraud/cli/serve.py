@@ -23,7 +23,7 @@ from seqfraud.decisions import DecisionError, check_thresholds
 from seqfraud.errors import command, is_finite
 from seqfraud.export.artifact import open_artifact, verification_settings
 from seqfraud.scoring.history import History
-from seqfraud.scoring.online import StateReader, drops_kept_s, expiry_said, seed
+from seqfraud.scoring.online import StateReader, drops_kept_s, expiry_said, seed, session_ttl_s
 from seqfraud.scoring.redis_store import RedisStore
 from seqfraud.scoring.server import ConnectionLimits, run
 from seqfraud.scoring.service import Limits, create_app
@@ -194,7 +194,10 @@ def main(argv: list[str] | None = None) -> None:
         "--redis-timeout", type=float, default=0.05, help="seconds before Redis counts as down"
     )
     online.add_argument(
-        "--session-ttl", type=float, default=3600.0, help="seconds a session lives after its last event"
+        "--session-ttl",
+        type=float,
+        help="seconds a session lives after its last event (default: an hour, or 99.9%% of the training sessions' "
+        "longest gaps between two events where longer, a week at most)",
     )
     online.add_argument(
         "--max-sessions", type=int, default=100_000, help="open sessions held (--state memory)"
@@ -237,7 +240,8 @@ def main(argv: list[str] | None = None) -> None:
     flags = {a.dest: a.option_strings[0] for a in p._actions if a.option_strings}
     store_limits = ("max_sessions", "max_session_memory", "session_ttl", "redis_timeout", "entity_retention")
     for name in [*(f.name for f in (*fields(Limits), *fields(ConnectionLimits))), *store_limits]:
-        if (value := getattr(args, name)) is None:  # --entity-retention unset: kept
+        # Unset: --entity-retention keeps all; --session-ttl is read from the spec below.
+        if (value := getattr(args, name)) is None:
             continue
         least, wanted = (value >= 0, "at least 0") if name == "retry_after_s" else (value > 0, "positive")
         if not (least and is_finite(value)):
@@ -250,6 +254,9 @@ def main(argv: list[str] | None = None) -> None:
     artifact = open_artifact(args.artifact, **verification_settings(None, None))
     artifact.calibration  # noqa: B018  # read and checked here: a refused one was a startup traceback (dogfood 116)
     spec = artifact.spec
+    if args.session_ttl is None:
+        args.session_ttl = session_ttl_s(spec)
+        log.info("sessions expire %.0f s after their last event (--session-ttl)", args.session_ttl)
     if said := expiry_said(spec, args.session_ttl):
         log.warning("%s", said)
     log.info(

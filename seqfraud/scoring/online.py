@@ -1094,16 +1094,31 @@ def _stored(session_id: str) -> Iterator[None]:
         ) from None
 
 
-# The most a drop is kept for: a held key of Redis lives that long past each session's expiry.
+# The most a drop is kept for (a held key of Redis lives that long past each session's expiry), and the longest
+# session TTL the service picks by itself.
 DROPS_KEPT_MAX_S = 7 * 86_400.0
+# The service's session TTL where the training sessions' gaps ask no longer one.
+SESSION_TTL_S = 3600.0
+
+
+def _past_training_gaps(spec: Spec, least_s: float) -> float:
+    """``least_s``, or 99.9% of the training sessions' longest gaps between two events where longer, a week at
+    most: the single longest gap of a sample (an id reused a month later) kept every drop a month (review 226)."""
+    return min(max(least_s, spec.longest_gap_s(0.999)), DROPS_KEPT_MAX_S)
 
 
 def drops_kept_s(spec: Spec) -> float:
-    """How long past a drop the service's store says that a session restarted: a day, or 99.9% of the training
-    sessions' longest gaps between two events where longer (dogfood 224: members back after 26 to 60 idle hours
-    were scored as new members, unflagged past the day), a week at most: the single longest gap of a sample (an id
-    reused a month later) kept every drop a month (review 226)."""
-    return min(max(StateStore.DROPS_KEPT_S, spec.longest_gap_s(0.999)), DROPS_KEPT_MAX_S)
+    """How long past a drop the service's store says that a session restarted: a day, or the training sessions'
+    gaps where longer (dogfood 224: members back after 26 to 60 idle hours were scored as new members, unflagged
+    past the day)."""
+    return _past_training_gaps(spec, StateStore.DROPS_KEPT_S)
+
+
+def session_ttl_s(spec: Spec) -> float:
+    """The service's ``--session-ttl`` where none is given: an hour, or the training sessions' gaps where longer.
+    A fixed hour cut trade-ins open for days at every longer gap, and scored their later events alone, where the
+    start only warned (dogfood 269)."""
+    return _past_training_gaps(spec, SESSION_TTL_S)
 
 
 def expiry_said(spec: Spec, session_ttl_s: float) -> str | None:
