@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -440,14 +441,37 @@ def test_stacked_artifact_scores_like_the_run_and_refuses_a_changed_stacker(
     (changed / STACKER_FILE).write_text(text[:digit] + swapped + text[digit + 1 :])
     with pytest.raises(ArtifactError, match="SHA-256"):
         open_artifact(changed)
-    garbled = tmp_path / "garbled"  # hashes rewritten to match: the text itself must still be a model
-    shutil.copytree(stacked_artifact, garbled)
-    (garbled / STACKER_FILE).write_text("tree\nversion=v4\nnot a model\n")
-    rehashed = json.loads((garbled / MANIFEST_FILE).read_text())
-    rehashed["files"][STACKER_FILE] = file_entries(garbled, [STACKER_FILE])[STACKER_FILE]
-    (garbled / MANIFEST_FILE).write_bytes(canonical_json(rehashed))
-    with pytest.raises(ArtifactError, match="cannot load the stacker"):
-        Scorer.load(garbled)
+    # Hashes rewritten to match: the text itself must still be a model. A byte added to a tree aborted the process
+    # in LightGBM (dogfood 272), a split on an input past the rows or a child past the nodes read memory past them
+    # (a segfault at the first prediction), and a child that points back walked for ever.
+    first_split = re.search(r"num_leaves=([2-9]|\d\d)", text)
+    assert first_split is not None, "the stacker holds a tree with a split"
+    split_tree = text[text.rindex("Tree=", 0, first_split.start()) :]
+    tree_name = split_tree.split("\n", 1)[0]
+    for garbled_text, said in [
+        ("tree\nversion=v4\nnot a model\n", "cannot load the stacker"),
+        (text.replace("\nleaf_value=", "\n9leaf_value=", 1), "should contain leaf_value field"),
+        (
+            text.replace(
+                split_tree, re.sub(r"split_feature=\d+", "split_feature=99999", split_tree, count=1)
+            ),
+            f"{tree_name} splits on input 99999",
+        ),
+        (
+            text.replace(split_tree, re.sub(r"left_child=-?\d+", "left_child=0", split_tree, count=1)),
+            f"{tree_name}: node 0's child 0 is neither a later node nor one of its",
+        ),
+    ]:
+        garbled = tmp_path / "garbled"
+        shutil.rmtree(garbled, ignore_errors=True)
+        shutil.copytree(stacked_artifact, garbled)
+        (garbled / STACKER_FILE).write_text(garbled_text)
+        rehashed = json.loads((garbled / MANIFEST_FILE).read_text())
+        rehashed["files"][STACKER_FILE] = file_entries(garbled, [STACKER_FILE])[STACKER_FILE]
+        (garbled / MANIFEST_FILE).write_bytes(canonical_json(rehashed))
+        with pytest.raises(ArtifactError, match="cannot load the stacker") as refused:
+            Scorer.load(garbled)
+        assert said in str(refused.value)
     # A run directory whose stacker.txt lost its stacking.json cannot say how its trees combine (review 256: a
     # blend's exported as LightGBM alone, and failed its parity check as train/serve skew).
     from seqfraud.export.exporter import ExportError, export_run
