@@ -530,6 +530,23 @@ def test_a_limit_of_zero_or_not_finite_is_refused_at_start(flag, value, tmp_path
     )
 
 
+def test_a_port_in_use_is_refused_before_the_artifact_loads(tmp_path, capsys):
+    """A port another process listened on was said by uvicorn once the model had loaded, 16 s in, with exit 3
+    (dogfood 273): now in one line, exit 2, before the artifact is read (``tmp_path`` is none)."""
+    from seqfraud.cli.serve import main
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(SystemExit) as exit_:
+            main(["--artifact", str(tmp_path), "--port", str(port)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and err[-1].endswith(
+        f"error: --port {port}: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ), err
+
+
 @pytest.mark.parametrize(
     "flags, says",
     [

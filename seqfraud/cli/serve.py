@@ -25,7 +25,7 @@ from seqfraud.export.artifact import open_artifact, verification_settings
 from seqfraud.scoring.history import History
 from seqfraud.scoring.online import StateReader, drops_kept_s, expiry_said, seed, session_ttl_s
 from seqfraud.scoring.redis_store import RedisStore
-from seqfraud.scoring.server import ConnectionLimits, run
+from seqfraud.scoring.server import ConnectionLimits, run, unbindable
 from seqfraud.scoring.service import Limits, create_app
 from seqfraud.scoring.state import MemoryStore, StateStore, StoreUnavailable
 
@@ -246,6 +246,9 @@ def main(argv: list[str] | None = None) -> None:
         least, wanted = (value >= 0, "at least 0") if name == "retry_after_s" else (value > 0, "positive")
         if not (least and is_finite(value)):
             p.error(f"{flags[name]} must be {wanted} and finite, got {value}")
+
+    if 0 < args.port <= 65535 and (busy := unbindable(args.host, args.port)):
+        p.error(f"--port {args.port}: {busy}")
 
     # Before anything logs: a snapshot's restore line (its age, what it held) was dropped (dogfood 32).
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

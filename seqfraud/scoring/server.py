@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import resource
+import socket
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from http import HTTPStatus
@@ -284,6 +285,19 @@ def fit_to_open_files(limits: ConnectionLimits) -> ConnectionLimits:
         soft,
     )
     return replace(limits, max_connections=fitted)
+
+
+def unbindable(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on (another process holds it, an address not this machine's), or None.
+    Asked before the artifact loads: uvicorn said it once the model had loaded, 16 s in, and exited 3 (dogfood
+    273). Bound as uvicorn binds, and closed again."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            return f"cannot listen on {host}:{port}: {e.strerror or e}"
+    return None
 
 
 def run(
