@@ -1120,6 +1120,8 @@ def past_mass_said(
 # to 28% of clean samples (review 242). Nor where the file lacks over half of training's mix: a file of some kinds of
 # event is another traffic, not a renumbering (a file of one stream read PSI 7.2: review 242).
 MIX_SESSIONS, MIX_PRESENT = 500, 0.5
+# A learnt value under VANISHED_FROM that all but vanished reads as renamed where this many of its events were due.
+RENAMED_EVENTS = 30
 
 
 def mix_said(
@@ -1154,10 +1156,24 @@ def mix_said(
     now_all = now[FIRST_ID:] / now[FIRST_ID:].sum()
     lost = int(np.argmax(was_all - now_all))
     if (apart := shares_apart(trained, now)) is None:
+        # A value the model did not learn that took about a learnt one's place: a rename (review 246).
+        learnt = set(vocab)
+        held = sum(n for v, n in counts.items() if v is not None) if values is None else values
+        new = max(((n, v) for v, n in counts.items() if v is not None and v not in learnt), default=None)
+
+        def replaced(i: int) -> bool:
+            return new is not None and new[0] / held >= was_all[i] / 2
+
         # Every event type that all but vanished, not only the one that lost most (review 246: views halved hid a
         # step no longer logged); other fields' values go with the traffic a file holds (one channel's left out),
-        # unless an unlearnt value took their place.
-        gone = [i for i in range(len(vocab)) if was_all[i] >= VANISHED_FROM and now_all[i] <= was_all[i] / 10]
+        # unless an unlearnt value took their place. A rarer one, renamed, where RENAMED_EVENTS of it were due: the
+        # two steps of an account takeover, 0.3% of the events each, renamed by a release, unsaid (dogfood 272).
+        gone = [
+            i
+            for i in range(len(vocab))
+            if now_all[i] <= was_all[i] / 10
+            and (was_all[i] >= VANISHED_FROM or (was_all[i] * now.sum() >= RENAMED_EVENTS and replaced(i)))
+        ]
         if not gone:
             return None
         lost = max(gone, key=lambda i: was_all[i])
@@ -1165,11 +1181,7 @@ def mix_said(
             f"{source}: column {column!r}: {vocab[lost]!r} is {now_all[lost]:.1%} of its learnt values against "
             f"{was_all[lost]:.1%} of training's"
         )
-        # A value the model did not learn that took about its place: a rename (review 246).
-        learnt = set(vocab)
-        held = sum(n for v, n in counts.items() if v is not None) if values is None else values
-        new = max(((n, v) for v, n in counts.items() if v is not None and v not in learnt), default=None)
-        if new is not None and new[0] / held >= was_all[lost] / 2:
+        if new is not None and replaced(lost):
             return (
                 f"{said}, where {new[1]!r}, a value the model did not learn, is {new[0] / held:.1%} of all its "
                 "values: was it renamed upstream? The model reads those events as of an unknown value"
