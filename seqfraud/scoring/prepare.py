@@ -1286,10 +1286,10 @@ def _capped(events: EventColumns, counted: Counter[str]) -> EventColumns:
     return events if len(keep) == len(events) else events.take(keep)
 
 
-# The findings of a recoding, and those that Unlearnt counts over every event (a number past its buckets' ends too),
-# which need ONLINE_CARRIERS sessions among those that sent the unlearnt values or the values past the end.
-RECODINGS = ("recoded", "unknown")
-EVERY_EVENT = (*RECODINGS, "off_scale")
+# The findings that Unlearnt counts over every event, a recoding (of values none or some of which are learnt: one
+# finding, said once an hour as the others) and a number past its buckets' ends, which need ONLINE_CARRIERS
+# sessions among those that sent the unlearnt values or the values past the end.
+EVERY_EVENT = ("recoded", "off_scale")
 ONLINE_CARRIERS = TAIL_CARRIERS
 
 
@@ -1305,9 +1305,9 @@ class Unlearnt:
     online). A number's bucket counts carry over windows until they hold the spread check's values and sessions (an
     amount sent on 15% of the events gave a window 94-195 values: review 229). A session counts for at most
     :data:`ONLINE_SESSION_CAP` events of a window (one busy session read as a unit change: review 229). A recoding
-    and a number past its buckets' ends are counted over every event, not a window's alone, and judged at each
-    window's end over the events since the last (:meth:`_count_values`); a session counts for ONLINE_SESSION_CAP of
-    them too. A finding is said when first judged, then at most every :data:`ONLINE_RESAY_S` while it lasts;
+    and a number past its buckets' ends are counted over every event, not a window's alone, and judged over the
+    events since the last judgement at each window's end, and between windows at every ONLINE_CHECK_AFTER-th event
+    since then (:meth:`_count_values`, :meth:`_window`); a session counts for ONLINE_SESSION_CAP of them too. A finding is said when first judged, then at most every :data:`ONLINE_RESAY_S` while it lasts;
     concurrent requests take turns, and the log is written outside the lock."""
 
     def __init__(self, spec: Spec, manifest: Mapping[str, Any]):
@@ -1368,9 +1368,10 @@ class Unlearnt:
         self.openers: Counter[str] | None = None if spec.opening_shares is None else Counter()
         self.said: dict[tuple[str, str], float] = {}  # (finding, field): when last said (monotonic)
         self._lock = threading.Lock()
+        self._open_values()
         self._open()
 
-    def _open(self) -> None:
+    def _open_values(self) -> None:
         # Every event's categorical values since the last judgement (_count_values), each number's finite values,
         # those above its highest edge and below its lowest, and the sessions they came from; their sessions' events.
         self.values_from = self.seen
@@ -1385,6 +1386,8 @@ class Unlearnt:
         self.unlearnt_carriers: dict[str, set[str]] = {f: set() for f in self.vocab}
         self.past_carriers: dict[str, tuple[set[str], set[str]]] = {c: (set(), set()) for c in self.ends}
         self.value_sessions: Counter[str] = Counter()
+
+    def _open(self) -> None:
         self.kinds: Counter[str] = Counter()  # the window's events counted, by event type
         # The window's sessions with an event of a learnt type (None), and of each learnt type.
         self.learnt_sessions: dict[str | None, set[str]] = {None: set()}
@@ -1398,20 +1401,35 @@ class Unlearnt:
         with self._lock:
             start, self.seen = self.seen, self.seen + len(events)
             self._count_values(events)
-            if self.window is None:  # windows open at fixed events, whatever the requests' sizes (review 229)
-                if (start - 1) // ONLINE_CHECK_EVERY == (self.seen - 1) // ONLINE_CHECK_EVERY:
-                    return
-                self.window = start
-            self._count(events)
-            if self.seen - self.window < ONLINE_CHECK_AFTER:
-                return
-            try:
-                said = self._judge(where, self.window)
-            finally:  # closed whatever the judging met: an error left it open, and every later request failed
-                self.window = None
-                self._open()
+            said = self._window(events, where, start)
         for line in said:
             log.warning("%s", line)
+
+    def _window(self, events: EventColumns, where: str, start: int) -> list[str]:
+        """Count ``events`` (from event ``start`` on) into the open window, and what to say where it closes;
+        between windows, what every event's counts say at each ONLINE_CHECK_AFTER-th event since they began (an
+        amount sent in cents from event 3,000 on was said at the next window's end, 11,000: dogfood 272), their
+        counts kept on where they say nothing."""
+        if self.window is None:  # windows open at fixed events, whatever the requests' sizes (review 229)
+            if (start - 1) // ONLINE_CHECK_EVERY == (self.seen - 1) // ONLINE_CHECK_EVERY:
+                after = ONLINE_CHECK_AFTER
+                if (start - self.values_from) // after == (self.seen - self.values_from) // after:
+                    return []
+                if not (found := self._values_found(where)):
+                    return []
+                first = self.values_from
+                self._open_values()
+                return self._fresh(found, first)
+            self.window = start
+        self._count(events)
+        if self.seen - self.window < ONLINE_CHECK_AFTER:
+            return []
+        try:
+            return self._judge(where, self.window)
+        finally:  # closed whatever the judging met: an error left it open, and every later request failed
+            self.window = None
+            self._open_values()
+            self._open()
 
     def opened(self, kinds: Iterable[str], where: str) -> None:
         """Count the types of events that opened sessions (the online scorer knows which, once it took them), and
@@ -1424,7 +1442,7 @@ class Unlearnt:
             self.openers.update(kinds)
             if (opened := self.openers.total()) >= SPREAD_SESSIONS:
                 kind = self.spec.schema.event_type
-                recoded = any((check, kind) in self.said for check in RECODINGS)
+                recoded = ("recoded", kind) in self.said
                 line = unopened_said(where, self.spec, self.openers, opened, recoded, online=True)
                 now, self.openers = time.monotonic(), Counter()
                 if line and now - self.said.get(("unopened", kind), -math.inf) >= ONLINE_RESAY_S:
@@ -1536,15 +1554,30 @@ class Unlearnt:
                     carriers[1].update(itertools.compress(taken, x > high))
                 sessions.update(taken)
 
-    def _judge(self, where: str, window: int) -> list[str]:
-        """The findings of the window that began at event ``window`` not said yet (or not for an hour)."""
+    def _values_found(self, where: str) -> list[tuple[tuple[str, str], str, int]]:
+        """What every event's counts say (:meth:`_count_values`): recodings, and numbers past their buckets' ends,
+        each as its key, its line and the event its counts began at."""
         found = [
-            ((RECODINGS[0] if self.known[f] else RECODINGS[1], f), line, self.values_from)
+            (("recoded", f), line, self.values_from)
             for f in self.vocab
             if len(self.unlearnt_carriers[f]) >= ONLINE_CARRIERS
             and (line := recoded_said(where, self.spec, f, self.values[f], self.known[f], self.new[f]))
         ]
-        recoded = {f for (_, f), _, _ in found}
+        for c, (finite, above, under) in self.scale.items():
+            # An end's values count where ONLINE_CARRIERS sessions or more sent them.
+            above, under = (
+                n if len(held) >= ONLINE_CARRIERS else 0
+                for n, held in zip((above, under), self.past_carriers[c])
+            )
+            if line := off_scale_said(where, self.spec, c, finite, above, under, len(self.scale_sessions[c])):
+                found.append((("off_scale", c), line, self.values_from))
+        return found
+
+    def _judge(self, where: str, window: int) -> list[str]:
+        """The findings of the window that began at event ``window`` not said yet (or not for an hour)."""
+        found = self._values_found(where)
+        recoded = {f for (check, f), _, _ in found if check == "recoded"}
+        off_scale = {c for (check, c), _, _ in found if check == "off_scale"}
         for f, mix in self.mix.items():
             if mix.learnt.total() < SPREAD_VALUES or len(mix.sessions) < MIX_SESSIONS:
                 continue  # carried to the next window
@@ -1600,22 +1633,13 @@ class Unlearnt:
                             lines.append(((check, c), line, first))
                         del self.nulls[check, c, kind]
             found += lines[:1]
-        for c, (finite, above, under) in self.scale.items():
-            # An end's values count where ONLINE_CARRIERS sessions or more sent them.
-            above, under = (
-                n if len(held) >= ONLINE_CARRIERS else 0
-                for n, held in zip((above, under), self.past_carriers[c])
-            )
-            if line := off_scale_said(where, self.spec, c, finite, above, under, len(self.scale_sessions[c])):
-                found.append((("off_scale", c), line, self.values_from))
-            if c not in self.edges:
-                continue
+        for c in self.edges:
             buckets, below, sessions, carriers = self.spread[c]
             if buckets.sum() < SPREAD_VALUES or len(sessions) < SPREAD_SESSIONS:
                 continue  # carried to the next window
             # The finite values past each edge, from none to all of them.
             past = np.cumsum(buckets[::-1])[::-1].tolist()
-            if not line:  # one message a column, as batch scoring says: the ends' first
+            if c not in off_scale:  # one message a column, as batch scoring says: the ends' first
                 # The tails past the end edges over the carried counts, as batch scoring reads a file's (dogfood
                 # 248: a platform's amounts in cents, 17.7% past the top, unsaid online).
                 said = (
@@ -1653,6 +1677,10 @@ class Unlearnt:
                 ):
                     continue
             self.spread[c] = (np.zeros_like(buckets), np.zeros_like(below), set(), (set(), set()))
+        return self._fresh(found, window)
+
+    def _fresh(self, found: list[tuple[tuple[str, str], str, int]], window: int) -> list[str]:
+        """The lines of ``found`` not said yet (or not for :data:`ONLINE_RESAY_S`), judged at event ``window``."""
         now, out = time.monotonic(), []
         for key, line, first in found:
             if now - self.said.get(key, -math.inf) >= ONLINE_RESAY_S:
