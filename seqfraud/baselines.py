@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import math
 import re
 import weakref
+from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
@@ -562,55 +564,162 @@ def _free_config(lib, config: ctypes.c_void_p, booster) -> None:
     lib.LGBM_FastConfigFree(config)
 
 
-def checked_trees(text: str) -> str:
-    """LightGBM's text of a model, its trees' splits checked and its ``tree_sizes`` line left out; ValueError
-    naming the tree that fails. LightGBM 4 reads the trees of a text with their sizes in parallel, where one it
-    cannot read ends the process (an artifact's stacker edited by a byte, its hash updated, aborted ``seqfraud
-    score`` and ``serve``: dogfood 272); without them it reads them one after another and raises. And it reads a
-    split on a feature past its inputs, or a child past its nodes, as memory past its arrays: a segfault at the
-    first prediction. Only the splits seqfraud's stackers make pass: on numbers, of constant leaves."""
-    head, trees, rest = text.partition("\nTree=")
-    if not trees:
-        return text  # no tree: LightGBM says what the text is
-    settings = dict(line.split("=", 1) for line in head.splitlines() if "=" in line)
-    try:
-        width = int(settings["max_feature_idx"]) + 1
-    except (KeyError, ValueError):
-        raise ValueError("not a LightGBM model: no max_feature_idx= before its trees") from None
-    for block in ("Tree=" + rest.partition("\nend of trees")[0]).split("\n\n"):
-        if block.strip():
-            _check_tree(block.strip().splitlines(), width)
-    kept = "\n".join(line for line in head.split("\n") if not line.startswith("tree_sizes="))
-    return kept + trees + rest
+# LightGBM's text as seqfraud's stackers hold it: a binary model of numeric splits and constant leaves. Each tree's
+# arrays by their length: a value per split, or per leaf (a tree of one leaf leaves the split ones and its leaves'
+# weights empty).
+_SPLIT_ARRAYS = {
+    "split_feature": int,
+    "split_gain": float,
+    "threshold": float,
+    "decision_type": int,
+    "left_child": int,
+    "right_child": int,
+    "internal_value": float,
+    "internal_weight": float,
+    "internal_count": int,
+}
+_LEAF_ARRAYS = {"leaf_value": float, "leaf_weight": float, "leaf_count": int}
+_TREE_KEYS = ("num_leaves", "num_cat", *_SPLIT_ARRAYS, *_LEAF_ARRAYS, "is_linear", "shrinkage")
+_HEADER_KEYS = (
+    "version",
+    "num_class",
+    "num_tree_per_iteration",
+    "label_index",
+    "max_feature_idx",
+    "objective",
+    "feature_names",
+    "feature_infos",
+    "tree_sizes",
+)
+_OBJECTIVE = re.compile(r"binary sigmoid:[0-9]+(\.[0-9]+)?")
+_FEATURE_RANGE = re.compile(r"\[([^:\]]+):([^:\]]+)\]")
+MAX_LEAVES = 131_072  # LightGBM's most
 
 
-def _check_tree(lines: list[str], width: int) -> None:
-    """One tree's lines (:func:`checked_trees`): every split on one of ``width`` inputs, and every child a later
-    node or a leaf of the tree, so that each walk ends in a leaf."""
-    name, keys = lines[0], dict(line.partition("=")[::2] for line in lines[1:])
+def checked_trees(text: str, width: int) -> str:
+    """LightGBM's text of a stacker over ``width`` inputs, written anew from what was checked in it: ValueError
+    where it is not one. LightGBM's parser is native code that trusts the text: a split on an input past the rows,
+    or a child past the nodes, read and wrote memory past its arrays (segfaults at load or at the first
+    prediction), a class count of 0 divided by it, and a tree it could not read, of a text with tree sizes (which
+    it reads in parallel), ended the process (a stacker edited by a byte, its hash updated, aborted ``seqfraud
+    score`` and ``serve``: dogfood 272). And it reads the text by rules of its own, so a check that reads it
+    otherwise (its line ends, a key twice, a line without ``=``) is passed by text LightGBM then misreads (review
+    274): so LightGBM reads the text written here, of the values checked alone, without tree sizes."""
+    lines = text.split("\n")
+    if lines[0] != "tree":
+        raise ValueError("not a LightGBM model: its first line is not 'tree'")
     try:
-        leaves = int(keys["num_leaves"])
-        if keys.get("num_cat", "0") != "0" or keys.get("is_linear", "0") != "0":
-            raise ValueError("categorical splits or linear leaves, which seqfraud's stackers never make")
-        if leaves < 2:
-            return  # one leaf, no split
-        feature, left, right = (
-            [int(x) for x in keys[k].split()] for k in ("split_feature", "left_child", "right_child")
-        )
-    except KeyError as e:
-        raise ValueError(f"not a LightGBM model: {name} holds no {e.args[0]}=") from None
-    except ValueError as e:
-        raise ValueError(f"not a LightGBM model: {name}: {e}") from None
-    if not len(feature) == len(left) == len(right) == leaves - 1:
-        raise ValueError(f"not a LightGBM model: {name} of {leaves} leaves does not hold {leaves - 1} splits")
-    if bad := [f for f in feature if not 0 <= f < width]:
-        raise ValueError(f"not a LightGBM model: {name} splits on input {bad[0]}, of {width} inputs")
-    for node, children in enumerate(zip(left, right)):
-        if bad := [c for c in children if not (node < c < leaves - 1 or -leaves <= c < 0)]:
+        ends = lines.index("end of trees")
+    except ValueError:
+        raise ValueError("not a LightGBM model: no line 'end of trees'") from None
+    blocks: list[list[str]] = [[]]
+    for line in lines[1:ends]:
+        if line:
+            blocks[-1].append(line)
+        elif blocks[-1]:
+            blocks.append([])
+    header, trees = _keyed(blocks[0], _HEADER_KEYS, "its header"), [b for b in blocks[1:] if b]
+    settings = {
+        "num_class": "1",
+        "num_tree_per_iteration": "1",
+        "label_index": "0",
+        "max_feature_idx": str(width - 1),
+    }
+    for key, wanted in settings.items():
+        if header.get(key) != wanted:
             raise ValueError(
-                f"not a LightGBM model: {name}: node {node}'s child {bad[0]} is neither a later node nor one of "
-                f"its {leaves} leaves"
+                f"not a stacker over {width} inputs: its {key} is {header.get(key)!r}, not {wanted!r}"
             )
+    if header.get("version") not in ("v3", "v4") or not _OBJECTIVE.fullmatch(header.get("objective", "")):
+        raise ValueError("not a stacker: a LightGBM model of version v3 or v4 and a binary objective")
+    ranges = []
+    for info in header.get("feature_infos", "").split(" "):
+        if (got := _FEATURE_RANGE.fullmatch(info)) is None and info != "none":
+            raise ValueError(f"not a stacker: its feature_infos hold {info[:40]!r}")
+        ranges.append(
+            "none" if got is None else "[{}:{}]".format(*_numbers(got.groups(), float, "its feature_infos"))
+        )
+    if len(ranges) != width:
+        raise ValueError(f"not a stacker over {width} inputs: its feature_infos give {len(ranges)}")
+    out = [
+        "tree",
+        *(f"{k}={header[k]}" for k in ("version", *settings, "objective")),
+        "feature_names=" + " ".join(f"Column_{i}" for i in range(width)),
+        "feature_infos=" + " ".join(ranges),
+        "",
+    ]
+    if not trees:
+        raise ValueError("not a LightGBM model: it holds no tree")
+    for index, block in enumerate(trees):
+        if block[0] != f"Tree={index}":
+            raise ValueError(
+                f"not a LightGBM model: tree {index} begins {block[0][:40]!r}, not 'Tree={index}'"
+            )
+        out += [block[0], *_tree_lines(_keyed(block[1:], _TREE_KEYS, block[0]), block[0], width), ""]
+    return "\n".join([*out, "", "end of trees", ""])
+
+
+def _keyed(lines: list[str], allowed: tuple[str, ...], where: str) -> dict[str, str]:
+    """``lines`` as ``key=value``, each key once and one of ``allowed``."""
+    keyed: dict[str, str] = {}
+    for line in lines:
+        key, equals, value = line.partition("=")
+        if not equals or key not in allowed or key in keyed:
+            raise ValueError(f"not a stacker: {where} holds the line {line[:40]!r}")
+        keyed[key] = value
+    return keyed
+
+
+def _numbers(values: Sequence[str], kind: type, what: str) -> list[str]:
+    """``values`` written anew as ``kind`` (int or finite float) would write them; ValueError naming ``what``."""
+    try:
+        read = [kind(v) for v in values if not set(v) - set("0123456789+-.eE")]
+    except ValueError:
+        read = []
+    if len(read) != len(values) or not all(math.isfinite(v) for v in read):
+        raise ValueError(f"not a stacker: {what} holds a value that is not a finite number")
+    return [repr(v) if kind is float else str(v) for v in read]
+
+
+def _tree_lines(tree: dict[str, str], name: str, width: int) -> list[str]:
+    """One tree's lines written anew, checked: numeric splits on one of ``width`` inputs, each child a later node or
+    one of the tree's leaves (so that each walk ends in a leaf), every array as long as its tree says."""
+    leaves = _numbers([tree.get("num_leaves", "")], int, f"{name}'s num_leaves")[0]
+    if not 1 <= int(leaves) <= MAX_LEAVES:
+        raise ValueError(f"not a stacker: {name} has {leaves} leaves")
+    if tree.get("num_cat") != "0" or tree.get("is_linear") != "0":
+        raise ValueError(
+            f"not a stacker: {name} holds categorical splits or linear leaves, which stackers never make"
+        )
+    n = int(leaves)
+    arrays = {}
+    for key, kind in (*_SPLIT_ARRAYS.items(), *_LEAF_ARRAYS.items()):
+        values = tree.get(key, "").split(" ") if tree.get(key) else []
+        wanted = n - 1 if key in _SPLIT_ARRAYS else n
+        if len(values) != wanted and not (n == 1 and key != "leaf_value" and len(values) <= 1):
+            raise ValueError(
+                f"not a stacker: {name} of {n} leaves holds {len(values)} {key} values, not {wanted}"
+            )
+        arrays[key] = _numbers(values, kind, f"{name}'s {key}")
+    feature = [int(f) for f in arrays["split_feature"]]
+    if bad := [f for f in feature if not 0 <= f < width]:
+        raise ValueError(f"not a stacker: {name} splits on input {bad[0]}, of {width} inputs")
+    # A decision's bits: categorical (never), default left, and how missing values go (none, zero or NaN).
+    if bad := [d for d in map(int, arrays["decision_type"]) if d & ~0b1110 or d >> 2 == 3]:
+        raise ValueError(f"not a stacker: {name} holds the decision type {bad[0]}")
+    for node, children in enumerate(zip(map(int, arrays["left_child"]), map(int, arrays["right_child"]))):
+        if bad := [c for c in children if not (node < c < n - 1 or -n <= c < 0)]:
+            raise ValueError(
+                f"not a stacker: {name}: node {node}'s child {bad[0]} is neither a later node nor one of its {n} leaves"
+            )
+    shrinkage = _numbers([tree.get("shrinkage", "")], float, f"{name}'s shrinkage")[0]
+    return [
+        f"num_leaves={n}",
+        "num_cat=0",
+        *(f"{key}={' '.join(arrays[key])}" for key in (*_SPLIT_ARRAYS, *_LEAF_ARRAYS)),
+        "is_linear=0",
+        f"shrinkage={shrinkage}",
+    ]
 
 
 class Stacker:
@@ -647,7 +756,7 @@ class Stacker:
         import lightgbm
 
         try:
-            booster = lightgbm.Booster(model_str=checked_trees(text))
+            booster = lightgbm.Booster(model_str=checked_trees(text, AggregateLayout(spec).width + 1))
         except lightgbm.basic.LightGBMError as e:
             raise ValueError(f"not a LightGBM model: {e}") from e
         return cls(booster, spec, blend)

@@ -1217,9 +1217,8 @@ def respelt_said(source: str, spec: Spec, column: str, was: np.ndarray, now: np.
     (dogfood 272; dogfood 269 the same), as every value was learnt and the learnt ones present were too few of
     training's for :func:`mix_said`'s PSI."""
     vocab = spec.vocab[column]
-    booleans = holds_booleans(
-        spec, column
-    )  # once: it reads the vocabulary (review 274: 15 s at 10,000 values)
+    # Once: it reads the vocabulary (review 274: 15 s a call at 10,000 values).
+    booleans = holds_booleans(spec, column)
     keys = [spelling(v, booleans) for v in vocab]
     usual: dict[str, int] = {}  # each spelling's key: training's commonest spelling of it
     for i, key in enumerate(keys):
