@@ -1045,6 +1045,19 @@ def test_serve_expires_sessions_after_the_training_sessions_gaps_unless_told(
     ) == (longest_gap_s > ttl_s)
 
 
+def test_an_app_made_without_a_store_expires_sessions_as_serve_does(gru_artifact) -> None:
+    """``create_app`` without a store kept the hour whatever the training sessions' gaps (review 274)."""
+    from seqfraud.export.artifact import open_artifact
+    from seqfraud.features.spec import LONGEST_GAPS
+
+    artifact = open_artifact(gru_artifact)
+    days = 2 * 86_400.0
+    artifact.spec.fit_info[LONGEST_GAPS] = [days / 8, days / 4, *[days] * 5]
+    with service_client(artifact) as client:
+        store = client.app.state.online.store
+        assert store.session_ttl_s == store.drops_kept_s == days
+
+
 def test_a_snapshot_that_names_no_model_is_refused(tmp_path) -> None:
     """Since version 2 every snapshot names its model: one without the name (an edited file) was read as any
     model's, its entity rows in another model's column order included; a version 1 file from before the stamp

@@ -290,13 +290,21 @@ def fit_to_open_files(limits: ConnectionLimits) -> ConnectionLimits:
 def unbindable(host: str, port: int) -> str | None:
     """Why ``host:port`` cannot be listened on (another process holds it, an address not this machine's), or None.
     Asked before the artifact loads: uvicorn said it once the model had loaded, 16 s in, and exited 3 (dogfood
-    273). Bound as uvicorn binds, and closed again."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as e:
-            return f"cannot listen on {host}:{port}: {e.strerror or e}"
+    273). Every address the host names is bound as asyncio's server binds it (uvicorn's), and closed again."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host or '*'}:{port}"
+    try:
+        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as e:
+        return f"cannot listen on {where}: {e.strerror or e}"
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as e:
+                return f"cannot listen on {where}: {e.strerror or e}"
     return None
 
 

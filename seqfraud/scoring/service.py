@@ -58,10 +58,12 @@ from seqfraud.scoring.history import HistoryRequired, Recurrence, refuse_to_serv
 from seqfraud.scoring.online import (
     MAX_SESSION_EVENTS,
     OnlineScorer,
+    drops_kept_s,
     label_keys,
     length_flags,
     read_labels,
     segments,
+    session_ttl_s,
 )
 from seqfraud.scoring.prepare import (
     INT128_MAX,
@@ -1059,7 +1061,12 @@ def create_app(
         app.state.validators = request_models(scorer.spec, limits)
         app.state.online = OnlineScorer(
             scorer,
-            store if store is not None else MemoryStore(),
+            # As `seqfraud serve` makes it (review 274: an app made without a store kept the hour).
+            store
+            if store is not None
+            else MemoryStore(
+                session_ttl_s=session_ttl_s(scorer.spec), drops_kept_s=drops_kept_s(scorer.spec)
+            ),
             on_store_error=on_store_error,
             seeded=reseed is not None,
             max_session_events=limits.max_session_events,
