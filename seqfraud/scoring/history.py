@@ -413,12 +413,14 @@ def warn_if_short(
 # meet its earlier ones or less, where that would have met UNMET_EXPECTED of them, say a column written otherwise
 # (dogfood 228: '221.221.157' for '221.221.157.0/24' met none of it, 29 of 1,626 bands moved; dogfood 245: cards
 # re-hashed upstream, 4.1% recurrent, met none, 11 bands moved; review 252: devices 2.7% recurrent re-hashed, 2
-# bands), over UNMET_VALUES scored values at least; a ring that reused values and stopped reads so too (dogfood 250:
-# phones 1.5% recurrent), and the message says it. So do
+# bands), over UNMET_VALUES scored values at least, where UNMET_SESSIONS sessions of its latest tenth met one (a
+# share of fewer is a few entities', which later traffic meets or not: dogfood 272's clean IPs were said, a ring's
+# four, 2.3% of the events, met by none); a ring that reused values and stopped reads so too (dogfood 250: phones 1.5%
+# recurrent), and the message says it. So do
 # BEGUN_SHARE of the scored values or more beginning (BEGUN_CHARS) or punctuated as none of the history's are,
 # BEGUN_RATIO times the share of its latest tenth that are so against its earlier values (dogfood 244: one channel's
 # card tokens from a new vault, 'pt_' for 'ctk_', met half as often: 6 bands moved unsaid).
-STALE_US, UNMET_EXPECTED, UNMET_VALUES = 86_400_000_000, 20, 50
+STALE_US, UNMET_EXPECTED, UNMET_VALUES, UNMET_SESSIONS = 86_400_000_000, 20, 50, 20
 BEGUN_CHARS, BEGUN_SHARE, BEGUN_RATIO = 3, 0.2, 5
 
 
@@ -478,10 +480,11 @@ class Form(NamedTuple):
 
 class Recurrence(NamedTuple):
     """How often a history's latest tenth of events meets another session's earlier events by an entity column's
-    value (``share``), its latest value, the time of its latest event, and its :class:`Form` by each rule of
-    :data:`FORMS`."""
+    value (``share``) and the sessions of those events that meet one, its latest value, the time of its latest
+    event, and its :class:`Form` by each rule of :data:`FORMS`."""
 
     share: float
+    sessions: int
     latest: str
     last_us: int
     forms: tuple[Form, ...]
@@ -523,14 +526,17 @@ def recurrence(held: pl.DataFrame, column: str) -> Recurrence | None:
         .group_by(column)
         .agg(pl.col(S.SESSION_ID).n_unique().alias("n"), pl.col(S.SESSION_ID).first().alias("one"))
     )
-    share = (
+    latest = (
         held.filter(pl.col(S.TS_US) > cut)
         .join(earlier, on=column, how="left")
-        .select(((pl.col("n") > 1) | (pl.col("one") != pl.col(S.SESSION_ID))).fill_null(False).mean())
-        .item()
+        .select(
+            S.SESSION_ID,
+            ((pl.col("n") > 1) | (pl.col("one") != pl.col(S.SESSION_ID))).fill_null(False).alias("met"),
+        )
     )
-    if share is None:
+    if not latest.height:
         return None
+    share, sessions = latest["met"].mean(), latest.filter("met")[S.SESSION_ID].n_unique()
     forms = []
     for form in form_exprs(column):
         history = held.select(S.TS_US, form.alias(column))
@@ -541,14 +547,23 @@ def recurrence(held: pl.DataFrame, column: str) -> Recurrence | None:
         )
     # Its latest value, not the smallest: that read as a padding (review 232).
     last = held.sort(S.TS_US, maintain_order=True).row(-1, named=True)
-    return Recurrence(float(share), str(last[column]), int(last[S.TS_US]), tuple(forms))
+    return Recurrence(
+        float(cast(float, share)), sessions, str(last[column]), int(last[S.TS_US]), tuple(forms)
+    )
 
 
 def unmet_said(column: str, share: float, scored: int, recurring: Recurrence, unmet: object) -> str | None:
     """What to say where ``share`` of ``scored`` events' values of an entity ``column`` meet a value of a history
     far less often than its latest tenth meets its earlier events (a tenth of its :class:`Recurrence`, where that
-    would have met :data:`UNMET_EXPECTED` of them; ``unmet``: a value that met none), or None."""
-    if recurring.share * scored < UNMET_EXPECTED or share > recurring.share / 10:
+    would have met :data:`UNMET_EXPECTED` of them, and :data:`UNMET_SESSIONS` of the history's latest tenth met
+    one; ``unmet``: a value that met none), or None. A share from fewer sessions is a few entities' (a ring's four
+    IPs, seven sessions of a month's clean IPs that recur on 2.3% of the events): clean traffic met none of them,
+    and was said online (dogfood 272)."""
+    if (
+        recurring.sessions < UNMET_SESSIONS
+        or recurring.share * scored < UNMET_EXPECTED
+        or share > recurring.share / 10
+    ):
         return None
     return (
         f"column {column!r}: {share:.1%} of the scored events' values meet a value of the history, where "
