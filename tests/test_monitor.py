@@ -923,8 +923,16 @@ def test_labels_as_of_reads_the_labels_the_table_dates_later_as_not_known_then(e
     ):
         matched_labels(current_labels(early, pl.LazyFrame(), dated, as_of), events, "labels", dated, as_of)
     # Without --labels-as-of the times are not read: a table of other months, some not yet dated (review 197).
-    pending = table.with_columns(pl.lit("pending").alias("known_at"))
-    assert current_labels(pending, pl.LazyFrame(), dated).height == 3
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="seqfraud.monitoring.inputs"):
+        assert current_labels(table, pl.LazyFrame(), dated).height == 3
+        assert not caplog.text
+        # But said where they would be refused: dates written 2026/05/24 passed until a run with --labels-as-of
+        # refused the same export (dogfood 272).
+        slashed = table.with_columns(pl.lit("2026/05/24").alias("known_at"))
+        assert current_labels(slashed, pl.LazyFrame(), dated).height == 3
+    assert "column 'known_at': 3 row(s) have a label time that does not parse" in caplog.text
+    assert "its label times are read with --labels-as-of alone, which refuses them" in caplog.text
     # A chargeback file of frauds alone, no delay: on April 1st b had no chargeback, so it read as legitimate.
     dated.fit_info[ON_UNLABELED] = "negative"
     frauds = current_labels(table.filter(pl.col("label") == 1).drop("label"), pl.LazyFrame(), dated, as_of)
