@@ -588,12 +588,14 @@ _HEADER_KEYS = (
     "max_feature_idx",
     "objective",
     "feature_names",
+    "monotone_constraints",
     "feature_infos",
     "tree_sizes",
+    "average_output",  # a random forest's: a line without "="
 )
-_OBJECTIVE = re.compile(r"binary sigmoid:[0-9]+(\.[0-9]+)?")
 _FEATURE_RANGE = re.compile(r"\[([^:\]]+):([^:\]]+)\]")
 MAX_LEAVES = 131_072  # LightGBM's most
+_NUMBER_CHARS = frozenset("0123456789+-.eE")
 
 
 def checked_trees(text: str, width: int) -> str:
@@ -630,20 +632,30 @@ def checked_trees(text: str, width: int) -> str:
             raise ValueError(
                 f"not a stacker over {width} inputs: its {key} is {header.get(key)!r}, not {wanted!r}"
             )
-    if header.get("version") not in ("v3", "v4") or not _OBJECTIVE.fullmatch(header.get("objective", "")):
+    objective = header.get("objective", "")
+    if objective.startswith("binary sigmoid:"):  # its number written anew too: 1 then 400 zeros read as 1e400
+        (sigmoid,) = _numbers([objective.removeprefix("binary sigmoid:")], float, "its objective's sigmoid")
+        objective = f"binary sigmoid:{sigmoid}"
+    elif objective != "cross_entropy":
+        objective = ""
+    if header.get("version") not in ("v3", "v4") or not objective:
         raise ValueError("not a stacker: a LightGBM model of version v3 or v4 and a binary objective")
     ranges = []
     for info in header.get("feature_infos", "").split(" "):
         if (got := _FEATURE_RANGE.fullmatch(info)) is None and info != "none":
             raise ValueError(f"not a stacker: its feature_infos hold {info[:40]!r}")
         ranges.append(
-            "none" if got is None else "[{}:{}]".format(*_numbers(got.groups(), float, "its feature_infos"))
+            "none"
+            if got is None
+            else "[{}:{}]".format(*_numbers(got.groups(), float, "its feature_infos", infinite=True))
         )
     if len(ranges) != width:
         raise ValueError(f"not a stacker over {width} inputs: its feature_infos give {len(ranges)}")
     out = [
         "tree",
-        *(f"{k}={header[k]}" for k in ("version", *settings, "objective")),
+        *(f"{k}={header[k]}" for k in ("version", *settings)),
+        f"objective={objective}",
+        *(["average_output"] if "average_output" in header else []),
         "feature_names=" + " ".join(f"Column_{i}" for i in range(width)),
         "feature_infos=" + " ".join(ranges),
         "",
@@ -660,24 +672,29 @@ def checked_trees(text: str, width: int) -> str:
 
 
 def _keyed(lines: list[str], allowed: tuple[str, ...], where: str) -> dict[str, str]:
-    """``lines`` as ``key=value``, each key once and one of ``allowed``."""
+    """``lines`` as ``key=value``, each key once and one of ``allowed`` (``average_output`` alone without ``=``)."""
     keyed: dict[str, str] = {}
     for line in lines:
         key, equals, value = line.partition("=")
-        if not equals or key not in allowed or key in keyed:
+        if not (equals or key == "average_output") or key not in allowed or key in keyed:
             raise ValueError(f"not a stacker: {where} holds the line {line[:40]!r}")
         keyed[key] = value
     return keyed
 
 
-def _numbers(values: Sequence[str], kind: type, what: str) -> list[str]:
-    """``values`` written anew as ``kind`` (int or finite float) would write them; ValueError naming ``what``."""
+def _numbers(values: Sequence[str], kind: type, what: str, infinite: bool = False) -> list[str]:
+    """``values`` written anew as ``kind`` would write them: an int of 32 bits (LightGBM's), or a float, finite or
+    (``infinite``) not NaN: LightGBM writes ``inf`` for a split that sends the missing values alone one way (review
+    275: six of ten stackers on data with gaps); ValueError naming ``what``."""
     try:
-        read = [kind(v) for v in values if not set(v) - set("0123456789+-.eE")]
+        read = [kind(v) for v in values if not set(v) - _NUMBER_CHARS or (infinite and v in ("inf", "-inf"))]
     except ValueError:
         read = []
-    if len(read) != len(values) or not all(math.isfinite(v) for v in read):
-        raise ValueError(f"not a stacker: {what} holds a value that is not a finite number")
+    if len(read) != len(values) or not all(
+        -(2**31) <= v < 2**31 if kind is int else math.isfinite(v) or (infinite and not math.isnan(v))
+        for v in read
+    ):
+        raise ValueError(f"not a stacker: {what} holds a value that is not a number it can hold")
     return [repr(v) if kind is float else str(v) for v in read]
 
 
@@ -700,7 +717,7 @@ def _tree_lines(tree: dict[str, str], name: str, width: int) -> list[str]:
             raise ValueError(
                 f"not a stacker: {name} of {n} leaves holds {len(values)} {key} values, not {wanted}"
             )
-        arrays[key] = _numbers(values, kind, f"{name}'s {key}")
+        arrays[key] = _numbers(values, kind, f"{name}'s {key}", infinite=key == "threshold")
     feature = [int(f) for f in arrays["split_feature"]]
     if bad := [f for f in feature if not 0 <= f < width]:
         raise ValueError(f"not a stacker: {name} splits on input {bad[0]}, of {width} inputs")

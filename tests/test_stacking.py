@@ -600,6 +600,39 @@ def test_folds_split_the_training_sessions_without_overlap(tmp_path):
         assert fit.isdisjoint(out) and fit | out == set(ids) and len(out) > 30
 
 
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"objective": "cross_entropy"},
+        {"boosting": "rf", "bagging_fraction": 0.5, "bagging_freq": 1},
+        {"monotone_constraints": [1, 0, 0, 0, 0, 0]},
+    ],
+)
+def test_lightgbms_own_text_is_read_anew_bit_for_bit(params):
+    """LightGBM writes ``inf`` for a split that sends the missing values alone one way: a stacked run on data with
+    gaps died at its end, its stacker refused (review 275). What LightGBM writes (other objectives, a forest, a
+    monotone constraint) is written anew to predict the same to the bit; a number it cannot hold is refused."""
+    from seqfraud.baselines import checked_trees
+
+    rng = np.random.default_rng(7)
+    x, y = rng.random((3000, 6)), (rng.random(3000) < 0.05).astype(float)
+    x[rng.random(x.shape) < 0.2] = np.nan
+    x[(y == 1) & (rng.random(3000) < 0.5), 0] = np.nan  # a missing value that tells: a split on it alone
+    booster = lgb.train(
+        {"objective": "binary", "verbose": -1, "min_data_in_leaf": 5} | params, lgb.Dataset(x, y), 20
+    )
+    text = booster.model_to_string()
+    assert "inf" in text or params
+    anew = lgb.Booster(model_str=checked_trees(text, 6))
+    for raw in (False, True):
+        assert np.array_equal(anew.predict(x, raw_score=raw), booster.predict(x, raw_score=raw))
+    # An integer past 32 bits, of hundreds of digits (it overflowed a float check into a traceback: review 275).
+    for huge in ("9" * 400, str(2**31)):
+        with pytest.raises(ValueError, match="split_feature holds a value that is not a number it can hold"):
+            checked_trees(re.sub(r"\nsplit_feature=\d+", f"\nsplit_feature={huge}", text, count=1), 6)
+
+
 def test_stacker_reads_the_baselines_aggregates_and_the_logit(tmp_path):
     from seqfraud.baselines import Stacker, aggregate_matrix, session_aggregates, with_logit
     from seqfraud.data import synthetic
