@@ -1320,7 +1320,8 @@ class Unlearnt:
     :data:`ONLINE_SESSION_CAP` events of a window (one busy session read as a unit change: review 229). A recoding
     and a number past its buckets' ends are counted over every event, not a window's alone, and judged over the
     events since the last judgement at each window's end, and between windows at every ONLINE_CHECK_AFTER-th event
-    since then (:meth:`_count_values`, :meth:`_window`); a session counts for ONLINE_SESSION_CAP of them too. A finding is said when first judged, then at most every :data:`ONLINE_RESAY_S` while it lasts;
+    since then (:meth:`_count_values`, :meth:`_window`); a session counts for ONLINE_SESSION_CAP of them too. A
+    finding is said when first judged, then at most every :data:`ONLINE_RESAY_S` while it lasts;
     concurrent requests take turns, and the log is written outside the lock."""
 
     def __init__(self, spec: Spec, manifest: Mapping[str, Any]):
