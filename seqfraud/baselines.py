@@ -92,10 +92,12 @@ DEFAULT_PARAMS = {
 }
 
 
-def check_lightgbm_params(params: dict, key: str) -> None:
+def check_lightgbm_params(params: dict, key: str, stacker: bool = False) -> None:
     """Refuse (ConfigError, naming ``key``) LightGBM parameters it does not know or will not take, by a one-round
     fit on a few rows: a misspelt one was ignored with a warning LightGBM prints, and a bad value failed after
-    preprocessing and every sequence fit."""
+    preprocessing and every sequence fit. A ``stacker``'s must also make trees an artifact reads
+    (:func:`checked_trees`) and a raw score that is one model's logit, which the blend candidate reads: a forest's
+    sums its trees (review 276), and cross_entropy_lambda's stacker was refused after training."""
     import lightgbm as lgb
 
     from seqfraud.errors import ConfigError, did_you_mean, first_line
@@ -110,17 +112,35 @@ def check_lightgbm_params(params: dict, key: str) -> None:
     # As fit_lightgbm fits (a validation set, its metric), but on two features: a list's length is per feature
     # (monotone_constraints...), which only the real aggregates give, so lists are left to the fit (review 58).
     scalars = {k: v for k, v in params.items() if not isinstance(v, (list, tuple))}
-    rows, labels = np.arange(40, dtype=np.float64).reshape(20, 2), np.arange(20) % 2
+    # Rows that split, so that a tree's kind shows (linear leaves, checked_trees refuses).
+    rows = np.arange(400, dtype=np.float64).reshape(200, 2)
+    labels = (np.arange(200) % 7 == 0) | (np.arange(200) > 150)
     train = lgb.Dataset(rows, labels)
     try:
-        lgb.train(
-            {"metric": "average_precision", **scalars, "verbose": -1},
+        booster = lgb.train(
+            {
+                **DEFAULT_PARAMS,
+                "metric": "average_precision",
+                **scalars,
+                "verbose": -1,
+            },  # as fit_lightgbm fits
             train,
             num_boost_round=1,
             valid_sets=[lgb.Dataset(rows, labels, reference=train)],
         )
     except (lgb.basic.LightGBMError, TypeError, ValueError) as e:
         raise ConfigError(f"{key}: LightGBM refuses them: {first_line(e)}") from None
+    if stacker:
+        text = booster.model_to_string()
+        if "\naverage_output\n" in text:
+            raise ConfigError(
+                f"{key}: a random forest's raw score sums its trees, where the stacker's blend reads one model's "
+                "logit: boost (boosting: gbdt, the default)"
+            )
+        try:
+            checked_trees(text, 2)
+        except ValueError as e:
+            raise ConfigError(f"{key}: an artifact could not read the stacker they make: {e}") from None
 
 
 def fit_lightgbm(
@@ -591,7 +611,6 @@ _HEADER_KEYS = (
     "monotone_constraints",
     "feature_infos",
     "tree_sizes",
-    "average_output",  # a random forest's: a line without "="
 )
 _FEATURE_RANGE = re.compile(r"\[([^:\]]+):([^:\]]+)\]")
 MAX_LEAVES = 131_072  # LightGBM's most
@@ -655,7 +674,6 @@ def checked_trees(text: str, width: int) -> str:
         "tree",
         *(f"{k}={header[k]}" for k in ("version", *settings)),
         f"objective={objective}",
-        *(["average_output"] if "average_output" in header else []),
         "feature_names=" + " ".join(f"Column_{i}" for i in range(width)),
         "feature_infos=" + " ".join(ranges),
         "",
@@ -672,11 +690,11 @@ def checked_trees(text: str, width: int) -> str:
 
 
 def _keyed(lines: list[str], allowed: tuple[str, ...], where: str) -> dict[str, str]:
-    """``lines`` as ``key=value``, each key once and one of ``allowed`` (``average_output`` alone without ``=``)."""
+    """``lines`` as ``key=value``, each key once and one of ``allowed``."""
     keyed: dict[str, str] = {}
     for line in lines:
         key, equals, value = line.partition("=")
-        if not (equals or key == "average_output") or key not in allowed or key in keyed:
+        if not equals or key not in allowed or key in keyed:
             raise ValueError(f"not a stacker: {where} holds the line {line[:40]!r}")
         keyed[key] = value
     return keyed

@@ -933,6 +933,11 @@ def test_labels_as_of_reads_the_labels_the_table_dates_later_as_not_known_then(e
         assert current_labels(slashed, pl.LazyFrame(), dated).height == 3
     assert "column 'known_at': 3 row(s) have a label time that does not parse" in caplog.text
     assert "its label times are read with --labels-as-of alone, which refuses them" in caplog.text
+    # A table refused for another reason is refused once, its label times not blamed (review 276).
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="seqfraud.monitoring.inputs"), pytest.raises(DataValidationError):
+        current_labels(slashed.with_columns(pl.Series("label", ["1", "yes", "0"])), pl.LazyFrame(), dated)
+    assert "label time" not in caplog.text
     # A chargeback file of frauds alone, no delay: on April 1st b had no chargeback, so it read as legitimate.
     dated.fit_info[ON_UNLABELED] = "negative"
     frauds = current_labels(table.filter(pl.col("label") == 1).drop("label"), pl.LazyFrame(), dated, as_of)

@@ -600,37 +600,34 @@ def test_folds_split_the_training_sessions_without_overlap(tmp_path):
         assert fit.isdisjoint(out) and fit | out == set(ids) and len(out) > 30
 
 
-@pytest.mark.parametrize(
-    "params",
-    [
-        {},
-        {"objective": "cross_entropy"},
-        {"boosting": "rf", "bagging_fraction": 0.5, "bagging_freq": 1},
-        {"monotone_constraints": [1, 0, 0, 0, 0, 0]},
-    ],
-)
-def test_lightgbms_own_text_is_read_anew_bit_for_bit(params):
-    """LightGBM writes ``inf`` for a split that sends the missing values alone one way: a stacked run on data with
-    gaps died at its end, its stacker refused (review 275). What LightGBM writes (other objectives, a forest, a
-    monotone constraint) is written anew to predict the same to the bit; a number it cannot hold is refused."""
-    from seqfraud.baselines import checked_trees
+def test_lightgbms_own_text_is_read_anew_bit_for_bit():
+    """LightGBM writes ``inf`` for a split that sends the missing values alone one way, and for a range of values
+    that holds one: a stacked run on data with gaps died at its end, its stacker refused (review 275). What
+    LightGBM writes (another binary objective, a monotone constraint) is written anew to predict the same to the
+    bit; a number it cannot hold is refused."""
+    from seqfraud.baselines import checked_trees, fit_lightgbm
 
-    rng = np.random.default_rng(7)
-    x, y = rng.random((3000, 6)), (rng.random(3000) < 0.05).astype(float)
-    x[rng.random(x.shape) < 0.2] = np.nan
-    x[(y == 1) & (rng.random(3000) < 0.5), 0] = np.nan  # a missing value that tells: a split on it alone
-    booster = lgb.train(
-        {"objective": "binary", "verbose": -1, "min_data_in_leaf": 5} | params, lgb.Dataset(x, y), 20
-    )
-    text = booster.model_to_string()
-    assert "inf" in text or params
-    anew = lgb.Booster(model_str=checked_trees(text, 6))
-    for raw in (False, True):
-        assert np.array_equal(anew.predict(x, raw_score=raw), booster.predict(x, raw_score=raw))
+    rng = np.random.default_rng(2)
+    x, y = rng.random((6000, 12)), (rng.random(6000) < 0.04).astype(float)
+    for j in range(12):
+        x[rng.random(6000) < (0.3 if j % 3 == 0 else 0.05), j] = np.nan
+    x[(y == 1) & (rng.random(6000) < 0.3), 0] = np.nan  # a missing value that tells: a split of it alone
+    x[rng.random(6000) < 0.01, 5] = np.inf
+    seen = set()
+    for params in ({}, {"objective": "cross_entropy"}, {"monotone_constraints": [1] + [0] * 11}):
+        booster = fit_lightgbm(
+            x[:4000], y[:4000], x[4000:], y[4000:], [f"f{i}" for i in range(12)], params=params, seed=2
+        )
+        text = booster.model_to_string()
+        seen |= {key for key in ("threshold", "feature_infos") if re.search(rf"\n{key}=[^\n]*inf", text)}
+        anew = lgb.Booster(model_str=checked_trees(text, 12))
+        for raw in (False, True):
+            assert np.array_equal(anew.predict(x, raw_score=raw), booster.predict(x, raw_score=raw))
+    assert seen == {"threshold", "feature_infos"}
     # An integer past 32 bits, of hundreds of digits (it overflowed a float check into a traceback: review 275).
     for huge in ("9" * 400, str(2**31)):
         with pytest.raises(ValueError, match="split_feature holds a value that is not a number it can hold"):
-            checked_trees(re.sub(r"\nsplit_feature=\d+", f"\nsplit_feature={huge}", text, count=1), 6)
+            checked_trees(re.sub(r"\nsplit_feature=\d+", f"\nsplit_feature={huge}", text, count=1), 12)
 
 
 def test_stacker_reads_the_baselines_aggregates_and_the_logit(tmp_path):

@@ -453,6 +453,20 @@ def test_a_setting_nothing_reads_is_refused_before_any_data(tmp_path, caplog):
             ["model=stacked", "model.stacking.params.learning_rate=-1"],
             "model.stacking.params: LightGBM refuses",
         ),
+        # Stackers an artifact cannot read, or whose raw score the blend misreads, were found after training
+        # (reviews 275, 276); the baseline may take them.
+        (
+            ["model=stacked", "+model.stacking.params.objective=cross_entropy_lambda"],
+            "model.stacking.params: an artifact could not read the stacker they make: not a stacker: .* a binary",
+        ),
+        (
+            ["model=stacked", "+model.stacking.params.linear_tree=true"],
+            "model.stacking.params: an artifact could not read the stacker .* holds the line 'leaf_const=",
+        ),
+        (
+            ["model=stacked", "+model.stacking.params.boosting=rf"],
+            "model.stacking.params: a random forest's raw score sums its trees",
+        ),
         # Found after every sequence fit (dogfood 53), and a pretraining's init_from that nothing read.
         (["model=stacked", "model.stacking.confidence=fast"], "model.stacking.confidence must be a number"),
         (["+experiment=pretrain_masked", f"init_from={tmp_path}"], "pretraining itself starts fresh"),

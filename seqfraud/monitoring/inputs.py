@@ -241,6 +241,7 @@ def current_labels(
             events_zoned=spec.fit_info.get(ZONED_TIMESTAMPS, False),
         )[0]
 
+    table = read(dated=holds_times and as_of_us is not None)  # refused here for what is not a label time
     if holds_times and as_of_us is None:
         # Its label times are not read here, but said where they would be refused: a table of dates written
         # 2026/05/24 passed until a run with --labels-as-of refused the same export (dogfood 272).
@@ -248,7 +249,7 @@ def current_labels(
             read(dated=True)
         except DataValidationError as e:
             log.warning("%s (its label times are read with --labels-as-of alone, which refuses them)", e)
-    return read(dated=holds_times and as_of_us is not None)
+    return table
 
 
 def matched_labels(

@@ -299,7 +299,9 @@ def checked_model(cfg: DictConfig) -> DictConfig:
         stacking = packaged("model/stacked.yaml")["stacking"]
         if wrong := wrong_type(model.get("stacking") or {}, stacking, "model.stacking."):
             raise ConfigError(wrong)
-        check_lightgbm_params((model.get("stacking") or {}).get("params") or {}, "model.stacking.params")
+        check_lightgbm_params(
+            (model.get("stacking") or {}).get("params") or {}, "model.stacking.params", stacker=True
+        )
         check_stacking(out)
     engine = (cfg.get("preprocess") or {}).get("engine", "polars")
     if kind != "sequence" and not cfg.get("pretrain") and (cfg.get("prepared_dir") or engine == "spark"):
