@@ -109,8 +109,8 @@ def check_lightgbm_params(params: dict, key: str, stacker: bool = False) -> None
     for name in params:
         if name not in known:
             raise ConfigError(f"{key}.{name}: not a LightGBM parameter{did_you_mean(name, sorted(known))}")
-    # As fit_lightgbm fits (a validation set, its metric), but on two features: a list's length is per feature
-    # (monotone_constraints...), which only the real aggregates give, so lists are left to the fit (review 58).
+    # As fit_lightgbm fits (its defaults, a validation set, its metric), but on two features: a list's length is per
+    # feature (monotone_constraints...), which only the real aggregates give, so lists are left to the fit (review 58).
     scalars = {k: v for k, v in params.items() if not isinstance(v, (list, tuple))}
     # Rows that split, so that a tree's kind shows (linear leaves, checked_trees refuses).
     rows = np.arange(400, dtype=np.float64).reshape(200, 2)
@@ -118,12 +118,7 @@ def check_lightgbm_params(params: dict, key: str, stacker: bool = False) -> None
     train = lgb.Dataset(rows, labels)
     try:
         booster = lgb.train(
-            {
-                **DEFAULT_PARAMS,
-                "metric": "average_precision",
-                **scalars,
-                "verbose": -1,
-            },  # as fit_lightgbm fits
+            {**DEFAULT_PARAMS, "metric": "average_precision", **scalars, "verbose": -1},
             train,
             num_boost_round=1,
             valid_sets=[lgb.Dataset(rows, labels, reference=train)],
