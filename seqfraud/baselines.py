@@ -649,7 +649,7 @@ def checked_trees(text: str, width: int) -> str:
     objective = header.get("objective", "")
     if objective.startswith("binary sigmoid:"):  # its number written anew too: 1 then 400 zeros read as 1e400
         (sigmoid,) = _numbers([objective.removeprefix("binary sigmoid:")], float, "its objective's sigmoid")
-        objective = f"binary sigmoid:{sigmoid}"
+        objective = f"binary sigmoid:{sigmoid!r}"
     elif objective != "cross_entropy":
         objective = ""
     if header.get("version") not in ("v3", "v4") or not objective:
@@ -661,7 +661,7 @@ def checked_trees(text: str, width: int) -> str:
         ranges.append(
             "none"
             if got is None
-            else "[{}:{}]".format(*_numbers(got.groups(), float, "its feature_infos", infinite=True))
+            else "[{!r}:{!r}]".format(*_numbers(got.groups(), float, "its feature_infos", infinite=True))
         )
     if len(ranges) != width:
         raise ValueError(f"not a stacker over {width} inputs: its feature_infos give {len(ranges)}")
@@ -695,10 +695,10 @@ def _keyed(lines: list[str], allowed: tuple[str, ...], where: str) -> dict[str, 
     return keyed
 
 
-def _numbers(values: Sequence[str], kind: type, what: str, infinite: bool = False) -> list[str]:
-    """``values`` written anew as ``kind`` would write them: an int of 32 bits (LightGBM's), or a float, finite or
-    (``infinite``) not NaN: LightGBM writes ``inf`` for a split that sends the missing values alone one way (review
-    275: six of ten stackers on data with gaps); ValueError naming ``what``."""
+def _numbers(values: Sequence[str], kind: type, what: str, infinite: bool = False) -> list:
+    """``values`` read as ``kind``, each written anew by its ``repr``: an int of 32 bits (LightGBM's), or a float,
+    finite or (``infinite``) not NaN: LightGBM writes ``inf`` for a split that sends the missing values alone one way
+    (review 275: six of ten stackers on data with gaps); ValueError naming ``what``."""
     try:
         read = [kind(v) for v in values if not set(v) - _NUMBER_CHARS or (infinite and v in ("inf", "-inf"))]
     except ValueError:
@@ -708,20 +708,19 @@ def _numbers(values: Sequence[str], kind: type, what: str, infinite: bool = Fals
         for v in read
     ):
         raise ValueError(f"not a stacker: {what} holds a value that is not a number it can hold")
-    return [repr(v) if kind is float else str(v) for v in read]
+    return read
 
 
 def _tree_lines(tree: dict[str, str], name: str, width: int) -> list[str]:
     """One tree's lines written anew, checked: numeric splits on one of ``width`` inputs, each child a later node or
     one of the tree's leaves (so that each walk ends in a leaf), every array as long as its tree says."""
-    leaves = _numbers([tree.get("num_leaves", "")], int, f"{name}'s num_leaves")[0]
-    if not 1 <= int(leaves) <= MAX_LEAVES:
-        raise ValueError(f"not a stacker: {name} has {leaves} leaves")
+    (n,) = _numbers([tree.get("num_leaves", "")], int, f"{name}'s num_leaves")
+    if not 1 <= n <= MAX_LEAVES:
+        raise ValueError(f"not a stacker: {name} has {n} leaves")
     if tree.get("num_cat") != "0" or tree.get("is_linear") != "0":
         raise ValueError(
             f"not a stacker: {name} holds categorical splits or linear leaves, which stackers never make"
         )
-    n = int(leaves)
     arrays = {}
     for key, kind in (*_SPLIT_ARRAYS.items(), *_LEAF_ARRAYS.items()):
         values = tree.get(key, "").split(" ") if tree.get(key) else []
@@ -731,24 +730,23 @@ def _tree_lines(tree: dict[str, str], name: str, width: int) -> list[str]:
                 f"not a stacker: {name} of {n} leaves holds {len(values)} {key} values, not {wanted}"
             )
         arrays[key] = _numbers(values, kind, f"{name}'s {key}", infinite=key == "threshold")
-    feature = [int(f) for f in arrays["split_feature"]]
-    if bad := [f for f in feature if not 0 <= f < width]:
+    if bad := [f for f in arrays["split_feature"] if not 0 <= f < width]:
         raise ValueError(f"not a stacker: {name} splits on input {bad[0]}, of {width} inputs")
     # A decision's bits: categorical (never), default left, and how missing values go (none, zero or NaN).
-    if bad := [d for d in map(int, arrays["decision_type"]) if d & ~0b1110 or d >> 2 == 3]:
+    if bad := [d for d in arrays["decision_type"] if d & ~0b1110 or d >> 2 == 3]:
         raise ValueError(f"not a stacker: {name} holds the decision type {bad[0]}")
-    for node, children in enumerate(zip(map(int, arrays["left_child"]), map(int, arrays["right_child"]))):
+    for node, children in enumerate(zip(arrays["left_child"], arrays["right_child"])):
         if bad := [c for c in children if not (node < c < n - 1 or -n <= c < 0)]:
             raise ValueError(
                 f"not a stacker: {name}: node {node}'s child {bad[0]} is neither a later node nor one of its {n} leaves"
             )
-    shrinkage = _numbers([tree.get("shrinkage", "")], float, f"{name}'s shrinkage")[0]
+    (shrinkage,) = _numbers([tree.get("shrinkage", "")], float, f"{name}'s shrinkage")
     return [
         f"num_leaves={n}",
         "num_cat=0",
-        *(f"{key}={' '.join(arrays[key])}" for key in (*_SPLIT_ARRAYS, *_LEAF_ARRAYS)),
+        *(f"{key}={' '.join(map(repr, arrays[key]))}" for key in (*_SPLIT_ARRAYS, *_LEAF_ARRAYS)),
         "is_linear=0",
-        f"shrinkage={shrinkage}",
+        f"shrinkage={shrinkage!r}",
     ]
 
 

@@ -1495,11 +1495,12 @@ class Unlearnt:
             sent, known = len(values) - values.count(None), sum(map(vocab.__contains__, values))
             self.values[f] += sent
             self.known[f] += known
-            if known < sent:
-                self.unlearnt_carriers[f].update(
-                    s for s, v in zip(events.session_ids, values) if v is not None and v not in vocab
-                )
-            if known < sent and len(self.new[f]) < 2:
+            if known == sent:
+                continue
+            self.unlearnt_carriers[f].update(
+                s for s, v in zip(events.session_ids, values) if v is not None and v not in vocab
+            )
+            if len(self.new[f]) < 2:
                 new = [
                     v
                     for v in dict.fromkeys(values)
