@@ -250,7 +250,8 @@ def test_export_refuses_missing_events_existing_out_and_unknown_format(trained_r
 def test_export_overwrite_replaces_the_old_artifact_and_signs(trained_run, tmp_path, caplog):
     """And only an artifact, or an empty folder: a scores file given as out was replaced, a hidden copy of it left
     (dogfood 55); an empty folder (one a user made) is no loss (review 58). An unsigned export is said of the
-    artifact, once: it was said of the temporary folder the export renames (dogfood 125)."""
+    artifact, once: it was said of the temporary folder the export renames (dogfood 125). Its long steps are said as
+    they start."""
     (tmp_path / "scores.parquet").write_text("scores")
     (tmp_path / "folder").mkdir()
     (tmp_path / "folder" / "x").write_text("x")
@@ -275,8 +276,12 @@ def test_export_overwrite_replaces_the_old_artifact_and_signs(trained_run, tmp_p
     (out / "stale").write_text("x")
     (out / MANIFEST_FILE).write_text("{}")  # an earlier artifact
     private, public = generate_keypair(tmp_path / "keys")
-    export_run(trained_run, out, formats=["torchscript"], overwrite=True, sign_key=private)
+    with caplog.at_level(logging.INFO, logger="seqfraud.export.exporter"):
+        export_run(trained_run, out, formats=["torchscript"], overwrite=True, sign_key=private)
     assert "UNSIGNED" not in caplog.text
+    # Each long step is said as it starts: an export ran minutes with nothing said (dogfood 273).
+    said = [r.getMessage().split(" ")[0] for r in caplog.records if r.name == "seqfraud.export.exporter"]
+    assert [w for w in said if w in ("saving", "scoring", "exported")] == ["saving", "scoring", "exported"]
     assert _leftovers(out) == sorted(
         [CALIBRATION_FILE, MANIFEST_FILE, SIGNATURE_FILE, "model.ts", "embed.ts", RELIABILITY_FILE, SPEC_FILE]
     )
