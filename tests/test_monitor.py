@@ -922,11 +922,17 @@ def test_labels_as_of_reads_the_labels_the_table_dates_later_as_not_known_then(e
         r"session \(3 session\(s\); first: session 'a', label time 2026-01-15",
     ):
         matched_labels(current_labels(early, pl.LazyFrame(), dated, as_of), events, "labels", dated, as_of)
-    # Without --labels-as-of the times are not read: a table of other months, some not yet dated (review 197).
+    # Without --labels-as-of every label counts: a table of other months, some not yet dated (review 197). But one
+    # dated before its session is refused all the same (dogfood 278: a window's times moved a year on).
     caplog.clear()
     with caplog.at_level("WARNING", logger="seqfraud.monitoring.inputs"):
-        assert current_labels(table, pl.LazyFrame(), dated).height == 3
+        got, _, pending = matched_labels(
+            current_labels(table, pl.LazyFrame(), dated), events, "labels", dated
+        )
+        assert got.sort(S.SESSION_ID).rows() == [("a", 1), ("b", 1), ("c", 0)] and not pending
         assert not caplog.text
+        with pytest.raises(DataValidationError, match=r"3 row\(s\) have a label time before the first event"):
+            matched_labels(current_labels(early, pl.LazyFrame(), dated), events, "labels", dated)
         # But said where they would be refused: dates written 2026/05/24 passed until a run with --labels-as-of
         # refused the same export (dogfood 272).
         slashed = table.with_columns(pl.lit("2026/05/24").alias("known_at"))

@@ -202,11 +202,12 @@ def reference_scores(scorer: Scorer, ref: Window, artifact: str | Path) -> tuple
 def current_labels(
     labels: Any, events_lf: pl.LazyFrame, spec: Spec, as_of_us: int | None = None
 ) -> pl.DataFrame | None:
-    """``session_id, label`` from a label table (path or frame), else the events' label column, else None. With
-    ``as_of_us`` (when the table was pulled), a model's label-time column and a table that holds it, also the
-    label times (:data:`S.LABEL_TIME_US`), for :func:`matched_labels` to refuse one before its session and leave
-    out one not known then (without it, a table of other months' rows, some not yet dated, reads as before:
-    review 197)."""
+    """``session_id, label`` from a label table (path or frame), else the events' label column, else None. Where
+    the model has a label-time column and the table holds it, also the label times (:data:`S.LABEL_TIME_US`), for
+    :func:`matched_labels` to refuse one before its session and, with ``as_of_us`` (when the table was pulled),
+    leave out one not known then. Without ``as_of_us`` a table whose times do not read is warned of and read
+    without them (a table of other months' rows, some not yet dated, reads as before: review 197), and one whose
+    times read is refused where they come before their sessions, as with it (dogfood 278)."""
     s = spec.schema
     if labels is None:
         if s.label not in events_lf.collect_schema():
@@ -243,10 +244,11 @@ def current_labels(
 
     table = read(dated=holds_times and as_of_us is not None)  # refused here for what is not a label time
     if holds_times and as_of_us is None:
-        # Its label times are not read here, but said where they would be refused: a table of dates written
-        # 2026/05/24 passed until a run with --labels-as-of refused the same export (dogfood 272).
+        # Said where its times would be refused: a table of dates written 2026/05/24 passed until a run with
+        # --labels-as-of refused the same export (dogfood 272); where they read, kept for matched_labels to refuse a
+        # label before its session (dogfood 278: a window's times a year late, its labels counted, unsaid).
         try:
-            read(dated=True)
+            table = read(dated=True)
         except DataValidationError as e:
             log.warning("%s (its label times are read with --labels-as-of alone, which refuses them)", e)
     return table
