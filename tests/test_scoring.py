@@ -719,7 +719,7 @@ def test_batch_scoring_says_learnt_values_mixed_far_otherwise_than_trainings(
     categorical field whose learnt values are mixed far otherwise than training's (PSI 1.0) is said; unknown
     values stay the recoding check's."""
     from seqfraud.features.spec import FIRST_ID
-    from seqfraud.scoring.prepare import reference_shares
+    from seqfraud.scoring.prepare import mix_said, reference_shares
 
     schema = scorer.spec.schema
     kind, learnt = schema.event_type, scorer.spec.vocab[schema.event_type]
@@ -827,6 +827,20 @@ def test_batch_scoring_says_learnt_values_mixed_far_otherwise_than_trainings(
     score_file(scorer, tmp_path / "other.parquet", tmp_path / "s.parquet", progress=False)
     assert f"other.parquet: column '{field}': '{value}' is 0.0% of its learnt values against" in caplog.text
     assert "where 'renamed_value', a value the model did not learn, is" in caplog.text
+    # A rarer value of such a field, whose share of the events is too few sessions' worth, is no rename: a session's
+    # country is one draw however many events carry it (a clean synthetic month's 'NG', 19 sessions' worth, gone
+    # beside a new 'CO' of about its share, read as renamed).
+    trained = np.asarray(recorded[field], np.float64)
+    counts = dict(zip(scorer.spec.vocab[field], trained[FIRST_ID:] * 100_000 / trained[FIRST_ID:].sum()))
+    rare = min(counts, key=lambda v: abs(counts[v] - 2_000))  # about 2% of the events
+    share = counts[rare] / 100_000
+    counts |= {rare: 0, "renamed_value": counts[rare]}
+    for sessions, said in ((round(40 / share), False), (round(60 / share), True)):
+        line = mix_said("f", scorer.spec, field, trained, sessions, counts)
+        assert (line is not None and f"{rare!r} is 0.0% of its learnt values" in line) is said, (
+            sessions,
+            line,
+        )
     # An edited reference is none, and a field the artifact records no shares for is not judged.
     shares = scorer.manifest["reference"]["category_shares"][kind]
     for bad in (float("nan"), -1.0, "x"):

@@ -58,11 +58,13 @@ from seqfraud.monitoring.statistics import (
     quantiles,
     token_counts,
 )
-from seqfraud.scoring.batch import scale_counts, scale_said
+from seqfraud.scoring.batch import scale_counts, scale_said, text_columns
 from seqfraud.scoring.history import History, require_history
 from seqfraud.scoring.prepare import (
+    CATEGORY_SHARES,
     cut_sessions_said,
     merged_sessions_said,
+    mix_said,
     recoded_said,
     reference_mass_edges,
     reference_shares,
@@ -88,8 +90,8 @@ OUTPUT_FILES = ("monitor.json", "monitor.html", "monitor.png")
 # monitor.json's shape: raised when a key is renamed or changes type, so that a pipeline reading the file can
 # refuse one it does not know (new_categories' values and truncated_share's rename changed it unsaid: dogfood 132).
 # 3: an alert of check "scale" has a null value and threshold (its message says what it read); 4: so has one of
-# check "transitions".
-REPORT_VERSION = 4
+# check "transitions"; 5: and one of check "mix".
+REPORT_VERSION = 5
 EXIT_ALERT = 1  # like diff: 1 means "differences found", 2 (a user error, see seqfraud.errors) means trouble
 
 
@@ -106,6 +108,32 @@ def scale_alerts(spec: Spec, manifest: Mapping[str, Any], events: pl.DataFrame, 
         {"check": "scale", "field": c, "value": None, "threshold": None, "message": said}
         for c, said in scale_said("the current window", spec, trained, mass, counted, sessions).items()
     ]
+
+
+def mix_alerts(spec: Spec, manifest: Mapping[str, Any], raw: pl.LazyFrame, sessions: int) -> list[dict]:
+    """Each categorical's learnt values against training's mix, as batch scoring judges a file's (``raw``: the
+    window's events, of ``sessions``), as alerts: an event type on 3% of training's events, gone from a window, read
+    as a PSI warning of 0.19 that named no value (dogfood 278). A field whose values the model did not learn is the
+    unknown-rate check's."""
+    texts = text_columns(spec, raw.collect_schema())
+    mixes = {
+        c: shares for c, shares in reference_shares(spec, manifest, CATEGORY_SHARES).items() if c in texts
+    }
+    counted = pl.collect_all([raw.group_by(pl.col(c).cast(pl.String)).len() for c in mixes])
+    found = []
+    for (c, shares), frame in zip(mixes.items(), counted):
+        counts = dict(frame.iter_rows())
+        learnt = set(spec.vocab[c])
+        new = [
+            v for v, _ in sorted(counts.items(), key=lambda vn: -vn[1]) if v is not None and v not in learnt
+        ]
+        values = sum(n for v, n in counts.items() if v is not None)
+        known = sum(n for v, n in counts.items() if v in learnt)
+        if recoded_said("", spec, c, values, known, new[:2]) is None and (
+            said := mix_said("the current window", spec, c, shares, sessions, counts)
+        ):
+            found.append({"check": "mix", "field": c, "value": None, "threshold": None, "message": said})
+    return found
 
 
 def monitor(
@@ -357,4 +385,5 @@ def _report(
             {"check": "transitions", "field": kind, "value": None, "threshold": None, "message": said}
         )
     report["alerts"] += scale_alerts(spec, scorer.manifest, cur.events, len(cur.seqs))
+    report["alerts"] += mix_alerts(spec, scorer.manifest, cur_lf, len(cur.seqs))
     return report, hist

@@ -102,6 +102,18 @@ def iter_scores(
         yield scorer.score_sequences(seqs, frame)
 
 
+def text_columns(spec: Spec, have: pl.Schema) -> list[str]:
+    """The categorical columns of a file's schema ``have`` whose values can be looked up as their text (a Boolean
+    column is spelt otherwise); an integer column's too, which loses a learnt code's leading zeros (dogfood 190:
+    agent 07499 sent as 7499 read as unknown, unsaid; said as a respelt value)."""
+    return [
+        c
+        for c in spec.schema.categorical_fields
+        if spec.vocab.get(c)
+        and (have[c] == pl.String or isinstance(have[c], (pl.Categorical, pl.Enum)) or have[c].is_integer())
+    ]
+
+
 def iter_sequences(
     scorer: Scorer,
     events: pl.LazyFrame,
@@ -128,15 +140,7 @@ def iter_sequences(
     # shared-device context (dogfood 112: that typology's recall 0.83 to 0).
     optional = [*spec.schema.categorical, *spec.schema.numerical, *spec.schema.entities]
     have = events.collect_schema()
-    # Columns whose values can be looked up as their text (a Boolean column is spelt otherwise); an integer column's
-    # too, which loses a learnt code's leading zeros (dogfood 190: agent 07499 sent as 7499 read as unknown, unsaid;
-    # said as a respelt value).
-    texts = [
-        c
-        for c in spec.schema.categorical_fields
-        if spec.vocab.get(c)
-        and (have[c] == pl.String or isinstance(have[c], (pl.Categorical, pl.Enum)) or have[c].is_integer())
-    ]
+    texts = text_columns(spec, have)
     finite = scorer.unsaid_infinite()  # the whole file's +inf and -inf, said by the scorer's note
     # The training events' bucket shares and nulls, where the artifact records them.
     trained, mass = reference_shares(spec, scorer.manifest), reference_mass_edges(spec, scorer.manifest)

@@ -1120,8 +1120,12 @@ def past_mass_said(
 # to 28% of clean samples (review 242). Nor where the file lacks over half of training's mix: a file of some kinds of
 # event is another traffic, not a renumbering (a file of one stream read PSI 7.2: review 242).
 MIX_SESSIONS, MIX_PRESENT = 500, 0.5
-# A learnt value under VANISHED_FROM that all but vanished reads as renamed where this many of its events were due.
-RENAMED_EVENTS = 30
+# A learnt value under VANISHED_FROM that all but vanished reads as renamed where this many of its events were due,
+# and, of a field other than the event type, where its share of the events times the file's sessions is
+# RENAMED_SESSIONS or more: a session's (an account's) country or device is one draw however many events carry it (a
+# clean synthetic month's 'NG', on 1.4% of training's events, 19 sessions' worth, vanished beside a new 'CO' of about
+# its share, and read as renamed).
+RENAMED_EVENTS, RENAMED_SESSIONS = 30, 50
 
 
 def mix_said(
@@ -1181,7 +1185,10 @@ def mix_said(
                 was_all[i] >= VANISHED_FROM
                 or (
                     was_all[i] * now.sum() >= RENAMED_EVENTS
-                    and (column == spec.schema.event_type or replaced(i))
+                    and (
+                        column == spec.schema.event_type
+                        or (was_all[i] * sessions >= RENAMED_SESSIONS and replaced(i))
+                    )
                 )
             )
         ]
