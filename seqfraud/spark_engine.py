@@ -48,6 +48,7 @@ from seqfraud import schema as S
 from seqfraud.data.events import (
     CONTROL,
     FORMAT,
+    NULL_TEXTS,
     US_PER_UNIT,
     ZONED_TIMESTAMPS,
     DataValidationError,
@@ -695,7 +696,10 @@ def _session_table(
     for c in entities:  # blank(c, session=False): Polars strips Unicode's White_Space, (?U)\s in Java's regex
         value = F.col(c)
         padded = value.rlike(rf"(?U)^\s|\s$|{CONTROL}|^{_JAVA_FORMAT}|{_JAVA_FORMAT}$")
-        aggs.append(F.coalesce(count((value == "") | padded), F.lit(0)).alias(f"n_blank_{c}"))  # Polars' 0
+        spelt = F.lower(value).isin(*NULL_TEXTS)
+        aggs.append(
+            F.coalesce(count((value == "") | padded | spelt), F.lit(0)).alias(f"n_blank_{c}")
+        )  # Polars' 0
     return events.groupBy(S.SESSION_ID).agg(*aggs)
 
 

@@ -1512,12 +1512,17 @@ def test_labels_are_read_in_the_label_tables_column_names() -> None:
     # Null says the event has no seller; a seller left out is a client's slip, refused rather than scored
     # without the shared-entity context.
     assert events.validate_python({"events": [event | {"seller": None}]})["events"][0]["seller"] is None
-    # "" is no seller: taken as a value, it linked every session that sent it into one entity (dogfood 26).
-    for blank in ("", " ", "a\nb", "a\u009bb", "a\u2028b"):
+    # "" is no seller: taken as a value, it linked every session that sent it into one entity (dogfood 26); nor is
+    # a text that spells no value (dogfood 277: a refund card written "null" on each cash refund).
+    for blank in ("", " ", "a\nb", "a\u009bb", "a\u2028b", "null", "NaN", "None", "N/A"):
         with pytest.raises(
             Exception, match="seller\n.*expected null \\(the event has none\\) or a non-blank id"
         ):
             events.validate_python({"events": [event | {"seller": blank}]})
+    assert (
+        events.validate_python({"events": [event | {"seller": "nullable"}]})["events"][0]["seller"]
+        == "nullable"
+    )
     with pytest.raises(RequestError, match="events\\[0\\].seller: Field required"):
         parse(events, json.dumps({"events": [event]}).encode())
     # So is the event id of a log that has one (null: this event has none): without it a client's retry counted

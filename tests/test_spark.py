@@ -501,7 +501,8 @@ def test_validation_errors_are_the_shared_ones(breakage, tmp_path):
 def test_both_engines_refuse_blank_entity_values_alike(tmp_path):
     """Entity values padded with spaces (a no-break space too) or invisible characters, empty, or holding a control
     character were taken in training as other entities, where the service refused them (dogfood 195: wallets
-    padded by one export read as two); both engines refuse them, in the same words."""
+    padded by one export read as two); both engines refuse them, in the same words, and a text that spells no value
+    (dogfood 277)."""
     changed = (
         pl.when(pl.col("i") == 5)
         .then(pl.lit(" 10.0.1.1"))
@@ -517,6 +518,10 @@ def test_both_engines_refuse_blank_entity_values_alike(tmp_path):
         .then(pl.lit("\U000e0041"))  # a tag character: past U+FFFF, written otherwise in Java's regex
         .when(pl.col("i") == 11)
         .then(pl.lit("10.0\u200c.1.1"))  # within a value, as Persian writes it: not refused
+        .when(pl.col("i") == 12)
+        .then(pl.lit("NULL"))  # an export's null written as text (dogfood 277)
+        .when(pl.col("i") == 13)
+        .then(pl.lit("nan"))
         .otherwise(pl.col("ip"))
     )
     events = entity_events(seed=5).with_row_index("i").with_columns(changed.alias("ip")).drop("i")
@@ -531,7 +536,7 @@ def test_both_engines_refuse_blank_entity_values_alike(tmp_path):
     }
     message = _error(data, tmp_path / "polars", {"engine": "polars"})
     assert message == _error(data, tmp_path / "spark", SPARK)
-    assert "column 'ip': 6 row(s) have an entity value that is empty, has spaces or an invisible" in message
+    assert "column 'ip': 8 row(s) have an entity value that is empty, spells no value as text" in message
 
 
 def test_inputs_the_spark_engine_refuses(tmp_path):

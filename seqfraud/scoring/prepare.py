@@ -49,6 +49,7 @@ from seqfraud.data.events import (
     integer_columns,
     naive_said,
     normalize,
+    null_text,
     out_of_range_text,
     reading,
     refuse_integer_ids,
@@ -1818,7 +1819,9 @@ def record_columns(records: Sequence[Any], spec: Spec, source: str = "request") 
     sids = set(cast(list[str], text[s.session_id]))
     if any(map(blank_id, sids)) or (s.session_id not in integer_typed and any(map(_DECIMAL.match, sids))):
         return None  # a blank or padded id (BLANK_ID), or one written as a decimal: the full path names it
-    if any(v is not None and blank_id(v, session=False) for c in s.entities for v in text[c]):
+    if any(
+        v is not None and (blank_id(v, session=False) or null_text(v)) for c in s.entities for v in text[c]
+    ):
         return None  # an entity value BLANK_ENTITY refuses: the full path names it
     numeric = {}
     for c in s.numerical:

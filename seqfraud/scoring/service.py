@@ -49,7 +49,7 @@ from starlette.requests import ClientDisconnect
 from typing_extensions import NotRequired, Required, TypedDict
 
 from seqfraud import schema as S
-from seqfraud.data.events import DataValidationError, blank_id, rewritten_id
+from seqfraud.data.events import DataValidationError, blank_id, null_text, rewritten_id
 from seqfraud.decisions import BANDS
 from seqfraud.export.artifact import Artifact, open_artifact, strict_json, unique_keys, verification_settings
 from seqfraud.features.spec import NAN_VALUES, Spec
@@ -239,14 +239,14 @@ def _typed(expected: str, *types: type, nullable: bool = False, max_chars: int) 
     return Annotated[Any, PlainValidator(check), WithJsonSchema(schema)]
 
 
-def _usable_id(code: str, expected: str, *, session: bool) -> Callable[[Any], Any]:
+def _usable_id(code: str, expected: str, *, session: bool, entity: bool = False) -> Callable[[Any], Any]:
     """A check of ids by :data:`~seqfraud.data.events.BLANK_ID`'s rule: session ids, which training and batch
-    scoring refuse alike and ``GET /sessions/{id}`` must name, entity values, where ``""`` would link every
-    session that sent it into one entity (dogfood 26; ``null`` says the event has none), and event ids, where
-    ``" 7"`` beside ``"7"`` took a retry as a new event (review 103)."""
+    scoring refuse alike and ``GET /sessions/{id}`` must name, entity values, where ``""`` or the text ``"null"``
+    would link every session that sent it into one entity (dogfoods 26, 277; ``null`` says the event has none), and
+    event ids, where ``" 7"`` beside ``"7"`` took a retry as a new event (review 103)."""
 
     def check(value: Any) -> Any:
-        if isinstance(value, str) and blank_id(value, session=session):
+        if isinstance(value, str) and (blank_id(value, session=session) or (entity and null_text(value))):
             raise PydanticCustomError(code, expected)
         return value
 
@@ -262,6 +262,13 @@ _optional_id = _usable_id(
     "id",
     "expected null (the event has none) or a non-blank id without control characters or spaces at its ends",
     session=False,
+)
+_entity_value = _usable_id(
+    "id",
+    "expected null (the event has none) or a non-blank id without control characters or spaces at its ends, "
+    "not a text that spells no value ('null', 'None', 'NaN', 'nil', 'undefined', 'n/a')",
+    session=False,
+    entity=True,
 )
 
 
@@ -287,7 +294,8 @@ class ValueTypes:
     session: Any
     timestamp: Any
     category: Any
-    optional_id: Any  # an entity value or an event id: null where the event has none
+    optional_id: Any  # an event id: null where the event has none
+    entity: Any  # an entity value: null where the event has none
 
     @classmethod
     @functools.cache
@@ -323,6 +331,10 @@ class ValueTypes:
             optional_id=Annotated[
                 _typed("a string, an integer or null", str, int, nullable=True, max_chars=max_chars),
                 AfterValidator(_optional_id),
+            ],
+            entity=Annotated[
+                _typed("a string, an integer or null", str, int, nullable=True, max_chars=max_chars),
+                AfterValidator(_entity_value),
             ],
         )
 
@@ -377,7 +389,7 @@ def online_request_models(spec: Spec, limits: Limits) -> tuple[TypeAdapter, Type
     # An entity column is required (null: the event has none): a client that leaves it out by mistake would
     # otherwise get scores without the shared-entity context the model was trained to read, and no error. So is
     # the event id (null: this event has none): without it a retry counts its events again (dogfood 36).
-    fields = event_fields(spec, types) | {c: Required[types.optional_id] for c in s.entities}
+    fields = event_fields(spec, types) | {c: Required[types.entity] for c in s.entities}
     if s.event_id:
         fields[s.event_id] = Required[types.optional_id]
     event: Any = with_config(FORBID)(_dynamic_typed_dict("OnlineEvent", fields))
