@@ -1365,16 +1365,21 @@ def test_monitoring_reads_the_current_window_against_a_history(entity_run, entit
     assert not {a["field"] for a in report["alerts"]} & {
         f for f in stats if not stats[f].get("alerted", True)
     }
-    assert not [n for n in report["notes"] if "went empty" in n]
-    # A column emptied in the current extract is said as such, not only as its features' PSIs (dogfood 118).
+    assert not [a for a in report["alerts"] if a["check"] == "entity_empty"]
+    # A column emptied in the current extract is one alert that names it, not its features' PSIs alone (dogfood 118),
+    # which, each a symptom, were twenty alerts beside a note (dogfood 278).
     emptied = monitor(
         entity_artifact, scored.with_columns(pl.lit(None, pl.String).alias("device_id")), history=history
     )
     assert emptied["entity_null_rate"]["device_id"]["current"] == 1.0
-    assert [
-        n
-        for n in emptied["notes"]
-        if n.startswith("entity column 'device_id' holds a value in 0.0% of the current")
+    said = [a for a in emptied["alerts"] if a["check"] == "entity_empty"]
+    assert [a["field"] for a in said] == ["device_id"] and said[0]["value"] == 0.0
+    assert said[0]["message"].startswith(
+        "entity_empty device_id: holds a value in 0.0% of the current events"
+    )
+    assert not [a for a in emptied["alerts"] if a["field"].startswith("ent__device_id__")]
+    assert [a for a in emptied["warnings"] + emptied["alerts"] if a["field"].startswith("ent__ip__")] == [
+        a for a in report["warnings"] + report["alerts"] if a["field"].startswith("ent__ip__")
     ]
     scored.write_parquet(tmp_path / "current.parquet")
     args = ["--artifact", str(entity_artifact), "--current", str(tmp_path / "current.parquet")]

@@ -55,6 +55,14 @@ def alerts(report: dict[str, Any], t: dict[str, float]) -> tuple[list[dict], lis
     found: list[dict[str, Any]] = []
     warned: list[dict[str, Any]] = []
     few = report["current"]["sessions"] < MIN_ALERT_SESSIONS
+    # An entity column emptied in the extract: one alert names it, where its features' PSIs, each a symptom, were
+    # twenty alerts beside a note that said why (dogfoods 118, 278).
+    empty = emptied(report)
+    for column, (had, has) in empty.items():
+        found.append(
+            {"check": "entity_empty", "field": column, "value": has, "threshold": had / 10, "reference": had}
+        )
+    symptoms = tuple(S.entity_feature(column, "") for column in empty)
 
     def psi_check(check: str, name: str, value: float, **extra: Any) -> None:
         if value >= t["psi_alert"]:
@@ -64,7 +72,7 @@ def alerts(report: dict[str, Any], t: dict[str, float]) -> tuple[list[dict], lis
             warned.append({"check": check, "field": name, "value": value, "threshold": t["psi_warn"]} | extra)
 
     for name, stats in report["fields"].items():
-        if stats.get("alerted", True):
+        if stats.get("alerted", True) and not name.startswith(symptoms):
             # A number's present values may have moved where its missing share hides it: one finding, the larger.
             present = stats.get("psi_present")
             if present is not None and present > stats["psi"]:
@@ -132,6 +140,15 @@ def alerts(report: dict[str, Any], t: dict[str, float]) -> tuple[list[dict], lis
     return found, warned
 
 
+def emptied(report: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """Each entity column whose share of events with a value fell to a tenth of the reference's or less: its share
+    then and now, each session weighing one."""
+    shares = {
+        c: (1 - r["reference"], 1 - r["current"]) for c, r in (report.get("entity_null_rate") or {}).items()
+    }
+    return {c: (had, has) for c, (had, has) in shares.items() if had > 0 and has <= had / 10}
+
+
 def beyond(count: int, expected: float, p: float) -> bool:
     """Whether ``count`` is too many for a Poisson count of mean ``expected``: its tail's Chernoff bound,
     ``exp(-expected) (e expected / count) ** count``, is under ``p`` (safe: the exact tail is smaller)."""
@@ -149,6 +166,12 @@ def describe(a: dict[str, Any]) -> str:
         return (
             f"new_category {a['field']}: {a['category']!r} in {a['value']:,} sessions (threshold "
             f"{a['threshold']:g})"
+        )
+    if a["check"] == "entity_empty":
+        return (
+            f"entity_empty {a['field']}: holds a value in {a['value']:.1%} of the current events against "
+            f"{a['reference']:.1%} of the reference's (each session weighing one; threshold a tenth of it): its "
+            "features' drift is that it went empty; was it dropped from the extract?"
         )
     if a["check"] == "performance_drop":
         return (
@@ -260,15 +283,6 @@ def notes(report: dict[str, Any], t: dict[str, float]) -> list[str]:
         if as_of is None:
             said += "; where the label table was pulled later, say when (--labels-as-of)"
         small.append(said)
-    for column, rate in (report.get("entity_null_rate") or {}).items():
-        # A column emptied in the extract drifted every feature of it, said only as their PSIs (dogfood 118).
-        had, has = 1 - rate["reference"], 1 - rate["current"]
-        if had > 0 and has <= had / 10:
-            small.append(
-                f"entity column {column!r} holds a value in {has:.1%} of the current events against {had:.1%} of "
-                "the reference's (each session weighing one): its features' drift is that it went empty; was it "
-                "dropped from the extract?"
-            )
     return small + [
         f"{f}: {new['count']:,} value(s) outside the vocabulary, which max_vocab capped in training "
         f"({new['capped']:,} frequent value(s) left out, the most frequent {100 * new['left_out_max_share']:.3g}% "
