@@ -97,6 +97,7 @@ from seqfraud.features.spec import (
     TIED_SHARE,
     UNKNOWN,
     VALUE_STEPS,
+    WHOLE_SECONDS,
     Spec,
     value_pieces,
 )
@@ -818,6 +819,12 @@ def tied_share(train: pl.DataFrame) -> float:
     return int(train["n_tied"].sum()) / events if events else 0.0
 
 
+def whole_second_share(train: pl.DataFrame) -> float:
+    """:data:`~seqfraud.features.spec.WHOLE_SECONDS` of the training sessions (their session table's counts)."""
+    events = int(train["n_events"].sum())
+    return int(train["n_whole_seconds"].sum()) / events if events else 0.0
+
+
 def opening_shares(train: pl.DataFrame) -> dict[str, float]:
     """:data:`~seqfraud.features.spec.OPENING_SHARES` of the training sessions (their session table's first types)."""
     counts = train[S.FIRST_TYPE].value_counts(sort=True)
@@ -992,6 +999,7 @@ def preprocess(
         LONGEST_TRAINED: int(train["n_events"].quantile(0.99, "higher") or 0) if train.height else 0,
         LONGEST_GAPS: longest_gap_quantiles(engine, loaded, train),
         TIED_SHARE: tied_share(train),
+        WHOLE_SECONDS: whole_second_share(train),
         OPENING_SHARES: opening_shares(train),
         ON_MIXED_LABELS: policy.get("on_mixed_labels", "error"),
     }

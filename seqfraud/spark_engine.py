@@ -666,6 +666,7 @@ def _session_table(
             "n_duplicate_rows"
         ),
         F.countDistinct(ts).alias("n_times"),
+        F.coalesce(count(ts % 1_000_000 == 0), F.lit(0)).alias("n_whole_seconds"),  # Polars' 0 for null times
         F.min_by(F.col(event_type).cast("string"), F.struct(ts, F.col(S.ROW_INDEX))).alias(S.FIRST_TYPE),
     ]
     if with_label:

@@ -1516,7 +1516,7 @@ def test_busy_values_are_said_by_share_and_placeholders_sooner() -> None:
     from seqfraud.features.entities import busy_warnings
 
     said = busy_warnings(
-        {"ip": ["10.0.0.1", 600], "card": ["c1", 400], "device": ["N/A", 12], "email": None},
+        {"ip": ["10.0.0.1", 600], "card": ["c1", 400], "device": ["-1", 12], "email": None},
         n_sessions=10_000,
     )
     assert [s.split(":")[0] for s in said] == ["entity column 'ip'", "entity column 'device'"]
@@ -1526,8 +1526,8 @@ def test_busy_values_are_said_by_share_and_placeholders_sooner() -> None:
     # A number of one digit repeated is a placeholder too (dogfood 250: '+10000000000' on 155 applications).
     from seqfraud.features.entities import is_placeholder
 
-    filled = ("0000000000", "000-000-0000", "+10000000000", "(999) 999-9999", "+44 0000 000000", "N/A")
-    assert all(is_placeholder(v) for v in filled)
+    filled = ("0000000000", "000-000-0000", "+10000000000", "(999) 999-9999", "+44 0000 000000", "Unknown")
+    assert all(is_placeholder(v) for v in filled)  # "N/A" and the like are refused (NULL_TEXTS)
     ids = ("+14155552671", "1234567", "a1b2c3", "dev-000001", "1000000", "111111", "4111111111111111")
     assert not any(is_placeholder(v) for v in ids)  # review 252: a dealer id 1000000 was told "write null"
 

@@ -1514,7 +1514,7 @@ def test_labels_are_read_in_the_label_tables_column_names() -> None:
     assert events.validate_python({"events": [event | {"seller": None}]})["events"][0]["seller"] is None
     # "" is no seller: taken as a value, it linked every session that sent it into one entity (dogfood 26); nor is
     # a text that spells no value (dogfood 277: a refund card written "null" on each cash refund).
-    for blank in ("", " ", "a\nb", "a\u009bb", "a\u2028b", "null", "NaN", "None", "N/A"):
+    for blank in ("", " ", "a\nb", "a\u009bb", "a\u2028b", "null", "NaN", "None", "N/A", "NA", "<NA>", "\\N"):
         with pytest.raises(
             Exception, match="seller\n.*expected null \\(the event has none\\) or a non-blank id"
         ):

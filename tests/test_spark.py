@@ -522,6 +522,8 @@ def test_both_engines_refuse_blank_entity_values_alike(tmp_path):
         .then(pl.lit("NULL"))  # an export's null written as text (dogfood 277)
         .when(pl.col("i") == 13)
         .then(pl.lit("nan"))
+        .when(pl.col("i") == 14)
+        .then(pl.lit("\\N"))  # a SQL dump's null
         .otherwise(pl.col("ip"))
     )
     events = entity_events(seed=5).with_row_index("i").with_columns(changed.alias("ip")).drop("i")
@@ -536,7 +538,7 @@ def test_both_engines_refuse_blank_entity_values_alike(tmp_path):
     }
     message = _error(data, tmp_path / "polars", {"engine": "polars"})
     assert message == _error(data, tmp_path / "spark", SPARK)
-    assert "column 'ip': 8 row(s) have an entity value that is empty, spells no value as text" in message
+    assert "column 'ip': 9 row(s) have an entity value that is empty, spells no value as text" in message
 
 
 def test_inputs_the_spark_engine_refuses(tmp_path):

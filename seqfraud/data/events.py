@@ -99,10 +99,24 @@ BLANK_ID = (
 # scoring and the service alike (dogfood 195: wallets padded by one export and not another read as two). So is one
 # that spells no value as text, in any case: an export that wrote its nulls so linked every session without a value
 # into one entity (dogfood 277: a refund card written "null" on each cash refund declined 3,498 of 3,500 tickets).
-NULL_TEXTS = ("null", "none", "nan", "nil", "undefined", "n/a")
+# As pandas (None, NaN, NaT, <NA>), R (NA), SQL dumps (\N, (null)) and JavaScript (undefined) write a missing value.
+NULL_TEXTS = (
+    "null",
+    "none",
+    "nan",
+    "nat",
+    "na",
+    "<na>",
+    "n/a",
+    "nil",
+    "undefined",
+    "(null)",
+    "<null>",
+    "\\n",
+)
 BLANK_ENTITY = (
-    "have an entity value that is empty, spells no value as text ('null', 'None', 'NaN', 'nil', 'undefined', "
-    "'n/a', any case), has spaces or an invisible character (zero-width space, byte-order mark) at its start or "
+    "have an entity value that is empty, spells no value as text ('null', 'None', 'NaN', 'NA', '<NA>', 'n/a', "
+    "'\\N', 'undefined' and the like, any case), has spaces or an invisible character (zero-width space, byte-order mark) at its start or "
     "end, or holds a control character: it would link every session that has it, or read as another entity than "
     "the value without them (the service refuses it); strip them, or write null where the event has none (in a "
     'CSV an unquoted empty field is null, a quoted "" an empty value)'
@@ -1869,6 +1883,7 @@ def session_table(
         # collision among one session's rows); an exact struct comparison cost four times as much.
         (pl.len() - pl.struct(pl.exclude(S.ROW_INDEX)).hash(0).n_unique()).alias("n_duplicate_rows"),
         pl.col(S.TS_US).n_unique().alias("n_times"),
+        (pl.col(S.TS_US) % 1_000_000 == 0).sum().alias("n_whole_seconds"),
         first_type(event_type, S.TS_US, S.ROW_INDEX),
     ]
     have = events.collect_schema()
@@ -2670,6 +2685,7 @@ def validate_sessions(
         pl.col("n_events").cast(pl.Int64),
         # Events with the time of an earlier event of their session that differ from it (TIED_SHARE).
         (pl.col("n_events") - pl.col("n_duplicate_rows") - pl.col("n_times")).cast(pl.Int64).alias("n_tied"),
+        pl.col("n_whole_seconds").cast(pl.Int64),  # WHOLE_SECONDS
         S.FIRST_TYPE,
         pl.col(S.LABEL).cast(pl.Int8),
         pl.col(S.LABEL_KNOWN).cast(pl.Int64),

@@ -226,7 +226,7 @@ def export_run(
         plot_reliability(calib, val, test, tmp / RELIABILITY_FILE)
         # An export of the default model ran minutes with nothing said between its first lines and its last
         # (dogfood 273): each step that takes long says what it does.
-        log.info("saving the model as %s and checking each against the eager model", formats)
+        log.info("saving the model as %s and checking each against the eager model", ", ".join(formats))
         formats, skipped = save_formats(model, spec, tmp, formats, requested)
         stacker = None
         if (run_dir / STACKER_FILE).exists():  # a model=stacked run: its LightGBM travels as text
@@ -299,8 +299,9 @@ def export_run(
             stacker=stacker,
         )
         log.info(
-            "scoring the raw events of the run's %s test sessions as the artifact, to match its predictions",
+            "scoring the raw events of the run's %s test sessions as the artifact%s, to match its predictions",
             f"{test.height:,}",
+            "" if spec.entity is None else ", against a history of the log's other sessions",
         )
         parity["end_to_end"], featured = check_end_to_end(scorer, run_dir, events, tolerance)
         parity["end_to_end"]["format"] = formats[0]

@@ -51,6 +51,9 @@ GAP_QUANTILES = (0.1, 0.25, 0.5, 0.9, 0.99, 0.999, 1.0)
 # fit_info: the share of training events that have the time of an earlier event of their session and differ from it
 # (exact repeats are counted apart): their order is the input's
 TIED_SHARE = "tied_events_share"
+# fit_info: the share of training events whose time is a whole second: a file whose times were cut to the second moves
+# the time between events the model reads
+WHOLE_SECONDS = "whole_second_share"
 # fit_info: per event type that opens OPENER_SHARE of the training sessions or more, the share it opens: a file of
 # sessions that start otherwise holds the ends of sessions begun elsewhere
 OPENING_SHARES = "session_opening_shares"
@@ -240,6 +243,12 @@ class Spec:
     def tied_share(self) -> float | None:
         """:data:`TIED_SHARE`; None for specs fitted before it was recorded."""
         share = self.fit_info.get(TIED_SHARE)
+        return None if share is None else float(share)
+
+    @property
+    def whole_second_share(self) -> float | None:
+        """:data:`WHOLE_SECONDS`; None for specs fitted before it was recorded."""
+        share = self.fit_info.get(WHOLE_SECONDS)
         return None if share is None else float(share)
 
     @property

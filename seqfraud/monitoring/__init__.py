@@ -58,7 +58,7 @@ from seqfraud.monitoring.statistics import (
     quantiles,
     token_counts,
 )
-from seqfraud.scoring.batch import scale_counts, scale_said, text_columns
+from seqfraud.scoring.batch import counted_values, scale_counts, scale_said, text_columns, value_counts
 from seqfraud.scoring.history import History, require_history
 from seqfraud.scoring.prepare import (
     CATEGORY_SHARES,
@@ -120,10 +120,10 @@ def mix_alerts(spec: Spec, manifest: Mapping[str, Any], raw: pl.LazyFrame, sessi
     mixes = {
         c: shares for c, shares in reference_shares(spec, manifest, CATEGORY_SHARES).items() if c in texts
     }
-    counted = pl.collect_all([raw.group_by(pl.col(c).cast(pl.String)).len() for c in mixes])
+    counted = pl.collect_all([value_counts(raw, c, spec.schema.session_id) for c in mixes])
     found = []
     for (c, shares), frame in zip(mixes.items(), counted):
-        counts = dict(frame.iter_rows())
+        counts, carriers = counted_values(frame)
         learnt = set(spec.vocab[c])
         new = [
             v for v, _ in sorted(counts.items(), key=lambda vn: -vn[1]) if v is not None and v not in learnt
@@ -131,7 +131,7 @@ def mix_alerts(spec: Spec, manifest: Mapping[str, Any], raw: pl.LazyFrame, sessi
         values = sum(n for v, n in counts.items() if v is not None)
         known = sum(n for v, n in counts.items() if v in learnt)
         if recoded_said("", spec, c, values, known, new[:2]) is None and (
-            said := mix_said("the current window", spec, c, shares, sessions, counts)
+            said := mix_said("the current window", spec, c, shares, sessions, counts, carriers)
         ):
             found.append({"check": "mix", "field": c, "value": None, "threshold": None, "message": said})
     return found

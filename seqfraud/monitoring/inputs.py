@@ -84,7 +84,7 @@ def raw_window(scorer: Scorer, events: Any, source: str = "events") -> tuple[Win
         with reading(source):
             counts = (
                 lf.with_columns(row_hashes(spec, have, at))
-                .select(pl.len(), *row_counts(spec, have, True))
+                .select(pl.len(), *row_counts(spec, have, True, at))
                 .collect()
             )
         say_rows(source, spec, counts.row(0, named=True), resolve_paths(events, warn=False))

@@ -114,6 +114,19 @@ def text_columns(spec: Spec, have: pl.Schema) -> list[str]:
     ]
 
 
+def value_counts(events: pl.LazyFrame, column: str, session_id: str) -> pl.LazyFrame:
+    """Each value of a categorical ``column`` as text, with its events and sessions: what :func:`mix_said` reads
+    (:func:`counted_values`)."""
+    return events.group_by(pl.col(column).cast(pl.String).alias("value")).agg(
+        pl.len().alias("events"), pl.col(session_id).n_unique().alias("sessions")
+    )
+
+
+def counted_values(counted: pl.DataFrame) -> tuple[dict[Any, int], dict[Any, int]]:
+    """:func:`value_counts`' events per value and sessions per value."""
+    return dict(zip(counted["value"], counted["events"])), dict(zip(counted["value"], counted["sessions"]))
+
+
 def iter_sequences(
     scorer: Scorer,
     events: pl.LazyFrame,
@@ -181,7 +194,7 @@ def iter_sequences(
             unlearnt_types(spec).alias("__unlearnt_types"),
             *(pl.col(c).count().alias(f"__values_{i}") for i, c in enumerate(texts)),
             *scale_counts(spec, trained, mass, spec.schema.session_id),
-            *(row_counts(spec, have, True) if files is not None else []),
+            *(row_counts(spec, have, True, pl.col(S.TS_US)) if files is not None else []),
             *(  # the first two values the model did not learn, distinct
                 pl.col(c)
                 .filter(~pl.col(c).cast(pl.String).is_in(spec.vocab[c]))
@@ -215,7 +228,7 @@ def iter_sequences(
         if c in texts
     }
     for c in mixes:  # the values of each categorical field, against training's mix
-        queries[f"mix {c}"] = timed.group_by(pl.col(c).cast(pl.String)).len()
+        queries[f"mix {c}"] = value_counts(timed, c, spec.schema.session_id)
     for c in spec.schema.entities:  # a placeholder that came after training links the sessions that carry it
         ids = pl.col(spec.schema.session_id).cast(pl.String).alias(S.SESSION_ID)
         queries[f"busiest {c}"] = busiest_value(timed.select(ids, pl.col(c).cast(pl.String)), c)
@@ -284,7 +297,7 @@ def iter_sequences(
             c in mixes
             and (
                 said := mix_said(
-                    source, spec, c, mixes[c], counts["sessions"].item(), dict(got[f"mix {c}"].iter_rows())
+                    source, spec, c, mixes[c], counts["sessions"].item(), *counted_values(got[f"mix {c}"])
                 )
             )
         ):

@@ -495,6 +495,28 @@ def tied_said(where: str, spec: Spec, tied: int, events: int, after: bool = Fals
     )
 
 
+# Times judged for their resolution from this many events on (:func:`resolution_said`).
+RESOLUTION_EVENTS = 1_000
+
+
+def resolution_said(where: str, spec: Spec, whole: int, events: int) -> str | None:
+    """What to say where ``whole`` of ``events`` times are whole seconds, and the share of them with a fraction of a
+    second a tenth of training's or less, where training's held one on half its events or more: a warehouse that
+    cut its times to the second moved 660 of 3,500 scores and 19 bands, unsaid (dogfood 277), as the time between
+    events, which the model reads, moved. None otherwise, and for specs that did not record training's."""
+    trained = spec.whole_second_share
+    if trained is None or events < RESOLUTION_EVENTS or 1 - trained < 0.5:
+        return None
+    if 1 - whole / events > (1 - trained) / 10:
+        return None
+    return (
+        f"{where}: {whole:,} of its {events:,} timestamps ({whole / events:.1%}) are whole seconds, against "
+        f"{trained:.1%} of training's: were the times cut to the second upstream (a warehouse's column type, an "
+        "export's format)? The time between events, which the model reads, then moves, and scores with it: send "
+        "the times as training's were"
+    )
+
+
 def event_us(events: pl.LazyFrame, spec: Spec, unit: str | None) -> pl.Expr:
     """The raw ``events``' times in epoch microseconds as training read them (``unit``: the epochs',
     :func:`epoch_unit`), null where they do not parse: for the checks that read a file before its chunks."""
@@ -527,12 +549,14 @@ def tied_rows() -> pl.Expr:
     return pl.col(S.ROW_HASH).n_unique() - pl.col(S.TIME_HASH).n_unique()
 
 
-def row_counts(spec: Spec, have: pl.Schema, tied: bool) -> list[pl.Expr]:
+def row_counts(spec: Spec, have: pl.Schema, tied: bool, time: pl.Expr | None = None) -> list[pl.Expr]:
     """What :func:`say_rows` reads of a frame with :func:`row_hashes` (``have``: the file's columns): its rows
     repeated exactly where no event id tells them apart (a model without one, or a file that left its column out:
     dogfood 221, 500 doubled rows scored unsaid), and with ``tied``, where training recorded its share, its tied
     rows: for every model, a LightGBM's aggregates reading the time between events, which coarser times collapse
-    (dogfood 248: times to the minute moved a stacker that kept LightGBM alone 20 bands, unsaid)."""
+    (dogfood 248: times to the minute moved a stacker that kept LightGBM alone 20 bands, unsaid). With ``time``
+    (the rows' epoch microseconds), where training recorded its share, the times that are whole seconds
+    (:func:`resolution_said`)."""
     ids = spec.schema.event_id
     return [
         *(
@@ -541,6 +565,11 @@ def row_counts(spec: Spec, have: pl.Schema, tied: bool) -> list[pl.Expr]:
             else [(pl.len() - pl.col(S.ROW_HASH).n_unique()).alias("repeated")]
         ),
         *([tied_rows().alias("tied")] if tied and spec.tied_share is not None else []),
+        *(
+            [(time % 1_000_000 == 0).sum().alias("whole_seconds"), time.count().alias("timed")]
+            if time is not None and spec.whole_second_share is not None
+            else []
+        ),
     ]
 
 
@@ -552,6 +581,10 @@ def say_rows(
     if repeated := counted.get("repeated"):
         say_repeated_rows(source, repeated, same_contents(files), spec.schema.event_id)
     if tied and "tied" in counted and (said := tied_said(source, spec, counted["tied"], counted["len"])):
+        log.warning("%s", said)
+    if "whole_seconds" in counted and (
+        said := resolution_said(source, spec, counted["whole_seconds"], counted["timed"])
+    ):
         log.warning("%s", said)
 
 
@@ -1122,10 +1155,10 @@ def past_mass_said(
 # event is another traffic, not a renumbering (a file of one stream read PSI 7.2: review 242).
 MIX_SESSIONS, MIX_PRESENT = 500, 0.5
 # A learnt value under VANISHED_FROM that all but vanished reads as renamed where this many of its events were due,
-# and, of a field other than the event type, where its share of the events times the file's sessions is
-# RENAMED_SESSIONS or more: a session's (an account's) country or device is one draw however many events carry it (a
-# clean synthetic month's 'NG', on 1.4% of training's events, 19 sessions' worth, vanished beside a new 'CO' of about
-# its share, and read as renamed).
+# and, of a field other than the event type, where the unlearnt value in its place came in RENAMED_SESSIONS sessions
+# or more: a session's (an account's) country is one draw however many events carry it (a clean synthetic month's
+# 'NG', on 1.4% of training's events, vanished beside a new 'CO' of about its share in 27 sessions, and read as
+# renamed), where a reason code renamed on 588 events due comes in hundreds (review 279).
 RENAMED_EVENTS, RENAMED_SESSIONS = 30, 50
 
 
@@ -1136,6 +1169,7 @@ def mix_said(
     trained: np.ndarray,
     sessions: int,
     counts: Mapping[Any, int],
+    carriers: Mapping[Any, int],
     values: int | None = None,
 ) -> str | None:
     """What to say of a file whose learnt values of a categorical ``column`` (``counts``: events per value as text)
@@ -1146,7 +1180,8 @@ def mix_said(
     of the events that a release stopped logging read a PSI of 0.38, and moved 29 bands unsaid (dogfood 244). Two
     values swapped read a PSI of 0.37 there, unsaid. A value of any field that all but vanished where one the model
     did not learn took about its place reads as renamed (dogfood 263: a tier on 7% of the events renamed, unsaid).
-    ``values``: the non-null values counted, where ``counts`` holds only the commonest unlearnt ones (online)."""
+    ``carriers``: the sessions of each unlearnt value of ``counts`` (:data:`RENAMED_SESSIONS`). ``values``: the
+    non-null values counted, where ``counts`` holds only the commonest unlearnt ones (online)."""
     vocab = spec.vocab.get(column) or []
     now = np.zeros(len(trained), np.float64)
     for i, value in enumerate(vocab):
@@ -1188,7 +1223,7 @@ def mix_said(
                     was_all[i] * now.sum() >= RENAMED_EVENTS
                     and (
                         column == spec.schema.event_type
-                        or (was_all[i] * sessions >= RENAMED_SESSIONS and replaced(i))
+                        or (new is not None and carriers.get(new[1], 0) >= RENAMED_SESSIONS and replaced(i))
                     )
                 )
             )
@@ -1283,17 +1318,26 @@ class _Mix:
     sessions: set[str] = field(default_factory=set)
     values: int = 0
     others: Counter[str] = field(default_factory=Counter)
+    carriers: dict[str, set[str]] = field(default_factory=dict)  # the sessions of each of the others
 
     def take(self, sent: list[str], vocab: frozenset[str], sessions: list[str], column: list[Any]) -> None:
         """Count ``sent`` (a request's non-null values of the field; ``column``: all its values, of ``sessions``)."""
         self.values += len(sent)
+        unlearnt = False
         for v in sent:
             if v in vocab:
                 self.learnt[v] += 1
-            elif v in self.others or len(self.others) < MIX_OTHERS:
+                continue
+            unlearnt = True
+            if v in self.others or len(self.others) < MIX_OTHERS:
                 self.others[v] += 1
             else:
                 self.others -= Counter(dict.fromkeys(self.others, 1))  # Counter's minus drops what falls to 0
+        if unlearnt:
+            for s, v in zip(sessions, column):
+                if v in self.others:
+                    self.carriers.setdefault(v, set()).add(s)
+            self.carriers = {v: held for v, held in self.carriers.items() if v in self.others}
         self.sessions.update(s for s, v in zip(sessions, column) if v in vocab)
 
 
@@ -1318,7 +1362,8 @@ class Unlearnt:
     """Batch scoring's checks of a recoding (:func:`recoded_said`), a categorical's mix (:func:`mix_said`), a unit
     change (:func:`off_scale_said`), a number's spread over its buckets (:func:`spread_said`), what follows each
     event type (:func:`transitions_said`), ties (:func:`tied_said`, over pairs of a session's events in a window,
-    carried up to :data:`ONLINE_TIED_EVENTS` events), the types that open sessions (:func:`unopened_said`, of every
+    carried up to :data:`ONLINE_TIED_EVENTS` events), the times' resolution (:func:`resolution_said`), the types that
+    open sessions (:func:`unopened_said`, of every
     session online scoring says began: :meth:`opened`) and a field's nulls (:data:`NULL_CHECKS`, per pool of events;
     each carried over windows as the spread's counts are), online, over windows of :data:`ONLINE_CHECK_AFTER`
     events: the first events the process takes, then one from each :data:`ONLINE_CHECK_EVERY`-th (a change upstream
@@ -1383,6 +1428,9 @@ class Unlearnt:
         # 256), and the window they count from (dogfood 248: times to the minute, said by score, unsaid by
         # /events); None where the spec did not record training's share.
         self.ties: list[int] | None = None if spec.tied_share is None else [0, 0, 0]
+        # The windows' times that are whole seconds, the times counted and the window they count from, carried until
+        # RESOLUTION_EVENTS (dogfood 277: times cut to the second); None where the spec did not record training's.
+        self.whole: list[int] | None = None if spec.whole_second_share is None else [0, 0, 0]
         # The types of the events that opened sessions, judged at every SPREAD_SESSIONS sessions begun, windows or
         # not: sessions of tens of events open a few dozen in a window (dogfood 247: a kiosk clock an hour fast, its
         # opening event after the first top-ups, said by score alone); None where the spec did not record
@@ -1522,6 +1570,11 @@ class Unlearnt:
         self.kinds.update(kinds)
         if self.ties is not None and not self.ties[1]:
             self.ties[2] = cast(int, self.window)
+        if self.whole is not None:
+            if not self.whole[1]:
+                self.whole[2] = cast(int, self.window)
+            self.whole[0] += int(np.count_nonzero(events.ts_us % 1_000_000 == 0))
+            self.whole[1] += len(events.ts_us)
         if self.follows or self.ties is not None:
             pairs, sessions = self.pairs
             if not sessions:
@@ -1611,7 +1664,14 @@ class Unlearnt:
                 continue  # carried to the next window
             if f not in recoded and (
                 line := mix_said(
-                    where, self.spec, f, self.mixes[f], len(mix.sessions), mix.learnt + mix.others, mix.values
+                    where,
+                    self.spec,
+                    f,
+                    self.mixes[f],
+                    len(mix.sessions),
+                    mix.learnt + mix.others,
+                    {v: len(held) for v, held in mix.carriers.items()},
+                    mix.values,
                 )
             ):
                 found.append((("mix", f), line, self.mix_from[f]))
@@ -1644,6 +1704,11 @@ class Unlearnt:
                 found.append((("tied", self.spec.schema.timestamp), said, since))
             if said or counted >= ONLINE_TIED_EVENTS:
                 self.ties = [0, 0, 0]
+        if self.whole is not None and self.whole[1] >= RESOLUTION_EVENTS:
+            whole, counted, since = self.whole
+            if said := resolution_said(where, self.spec, whole, counted):
+                found.append((("resolution", self.spec.schema.timestamp), said, since))
+            self.whole = [0, 0, 0]
         pooled = {kind: len(held) for kind, held in self.learnt_sessions.items()}
         for c, shares in self.trained_nulls.items():
             lines = []  # one said a field, as batch scoring says: the first pool's, the first check's

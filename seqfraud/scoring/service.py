@@ -266,7 +266,7 @@ _optional_id = _usable_id(
 _entity_value = _usable_id(
     "id",
     "expected null (the event has none) or a non-blank id without control characters or spaces at its ends, "
-    "not a text that spells no value ('null', 'None', 'NaN', 'nil', 'undefined', 'n/a')",
+    "not a text that spells no value ('null', 'None', 'NaN', 'NA', '<NA>', 'n/a', '\\N', 'undefined' and the like)",
     session=False,
     entity=True,
 )
