@@ -217,6 +217,7 @@ def test_nothing_configured_changes_nothing(tmp_path):
         S.END_TIME,
         "n_events",
         "n_tied",
+        "n_whole_seconds",
         S.FIRST_TYPE,
         S.LABEL,
         S.LABEL_KNOWN,
