@@ -61,9 +61,11 @@ def is_int(value: Any) -> TypeGuard[int]:
 
 
 def did_you_mean(name: object, choices: list[str], cutoff: float = 0.6) -> str:
-    """`` (did you mean 'x'?)`` for the closest of ``choices`` (by difflib's ratio, at least ``cutoff``), or
-    nothing: the one wording of a name hint."""
-    close = difflib.get_close_matches(str(name), choices, n=1, cutoff=cutoff)
+    """`` (did you mean 'x'?)`` for the one of ``choices`` that differs from ``name`` in case alone, else the
+    closest (by difflib's ratio, at least ``cutoff``), or nothing: the one wording of a name hint. An upper-cased
+    header had none, a column renamed had one (dogfood 280): difflib reads 'LOT_ID' and 'lot_id' as far apart."""
+    same = [c for c in choices if c.casefold() == str(name).casefold()]
+    close = same or difflib.get_close_matches(str(name), choices, n=1, cutoff=cutoff)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 

@@ -318,6 +318,9 @@ CASES: dict[str, Case] = {
     "misnamed column": _file(
         "e.parquet", GOOD.rename({DEVICE: "devicetype"}), f"'{DEVICE}' (did you mean 'devicetype'?)"
     ),
+    "upper-cased column": _file(
+        "e.parquet", GOOD.rename({DEVICE: DEVICE.upper()}), f"'{DEVICE}' (did you mean '{DEVICE.upper()}'?)"
+    ),
     "numeric column of strings (parquet)": _file(
         "e.parquet",
         GOOD.with_columns(pl.col(AMOUNT).cast(pl.String)),
