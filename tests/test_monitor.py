@@ -843,6 +843,11 @@ def test_a_shift_of_present_values_is_not_hidden_by_a_large_missing_share(traine
     assert [(a["check"], a["field"], a["value"], a["over"]) for a in found] == [
         ("psi", f, present, "present values")
     ]
+    # What moved most is named: a warning of a channel's PSI said nothing of its nulls gone (dogfood 280).
+    top = stats["top_moves"][0]
+    assert found[0]["moved"] == top and found[0]["message"].endswith(
+        f"; most moved: {top['token']} {top['reference']:.1%} of the reference, {top['current']:.1%} now"
+    )
 
 
 def test_a_small_window_warns_where_a_large_one_alerts():

@@ -73,12 +73,14 @@ def alerts(report: dict[str, Any], t: dict[str, float]) -> tuple[list[dict], lis
 
     for name, stats in report["fields"].items():
         if stats.get("alerted", True) and not name.startswith(symptoms):
+            # What moved most, named: a warning of a channel's PSI said nothing of its nulls gone (dogfood 280).
+            moved = {"moved": stats["top_moves"][0]} if stats.get("top_moves") else {}
             # A number's present values may have moved where its missing share hides it: one finding, the larger.
             present = stats.get("psi_present")
             if present is not None and present > stats["psi"]:
-                psi_check("psi", name, present, over="present values")
+                psi_check("psi", name, present, over="present values", **moved)
             else:
-                psi_check("psi", name, stats["psi"])
+                psi_check("psi", name, stats["psi"], **moved)
         u = stats["unknown_rate"]
         if (
             u is not None
@@ -179,7 +181,10 @@ def describe(a: dict[str, Any]) -> str:
             f"of {a['value']:.3g} (threshold {a['threshold']:g})"
         )
     over = f" over {a['over']}" if "over" in a else ""
-    return f"{a['check']} {a['field']}: {a['value']:.4g}{over} (threshold {a['threshold']:g})"
+    moved = ""
+    if m := a.get("moved"):
+        moved = f"; most moved: {m['token']} {m['reference']:.1%} of the reference, {m['current']:.1%} now"
+    return f"{a['check']} {a['field']}: {a['value']:.4g}{over} (threshold {a['threshold']:g}){moved}"
 
 
 def notes(report: dict[str, Any], t: dict[str, float]) -> list[str]:
