@@ -9,6 +9,7 @@ from typing import Any
 from seqfraud import schema as S
 from seqfraud.monitoring.inputs import MonitorError
 from seqfraud.monitoring.statistics import MIN_ALERT_SESSIONS
+from seqfraud.scoring.prepare import thinned
 
 DEFAULT_THRESHOLDS: dict[str, float] = {
     "psi_warn": 0.1,  # token field or session length PSI: warning from here
@@ -55,12 +56,12 @@ def alerts(report: dict[str, Any], t: dict[str, float]) -> tuple[list[dict], lis
     found: list[dict[str, Any]] = []
     warned: list[dict[str, Any]] = []
     few = report["current"]["sessions"] < MIN_ALERT_SESSIONS
-    # An entity column emptied in the extract: one alert names it, where its features' PSIs, each a symptom, were
-    # twenty alerts beside a note that said why (dogfoods 118, 278).
+    # An entity column emptied in the extract, or on part of the traffic: one alert names it, where its features'
+    # PSIs, each a symptom, were twenty alerts beside a note that said why, or nothing (dogfoods 118, 278, 280).
     empty = emptied(report)
     for column, (had, has) in empty.items():
         found.append(
-            {"check": "entity_empty", "field": column, "value": has, "threshold": had / 10, "reference": had}
+            {"check": "entity_empty", "field": column, "value": has, "threshold": None, "reference": had}
         )
     symptoms = tuple(S.entity_feature(column, "") for column in empty)
 
@@ -143,12 +144,12 @@ def alerts(report: dict[str, Any], t: dict[str, float]) -> tuple[list[dict], lis
 
 
 def emptied(report: dict[str, Any]) -> dict[str, tuple[float, float]]:
-    """Each entity column whose share of events with a value fell to a tenth of the reference's or less: its share
-    then and now, each session weighing one."""
+    """Each entity column whose share of events with a value fell far, as batch scoring judges a field's
+    (:func:`~seqfraud.scoring.prepare.thinned`): its share then and now, each session weighing one."""
     shares = {
         c: (1 - r["reference"], 1 - r["current"]) for c, r in (report.get("entity_null_rate") or {}).items()
     }
-    return {c: (had, has) for c, (had, has) in shares.items() if had > 0 and has <= had / 10}
+    return {c: (had, has) for c, (had, has) in shares.items() if had > 0 and thinned(had, has)}
 
 
 def beyond(count: int, expected: float, p: float) -> bool:
@@ -172,8 +173,8 @@ def describe(a: dict[str, Any]) -> str:
     if a["check"] == "entity_empty":
         return (
             f"entity_empty {a['field']}: holds a value in {a['value']:.1%} of the current events against "
-            f"{a['reference']:.1%} of the reference's (each session weighing one; threshold a tenth of it): its "
-            "features' drift is that it went empty; was it dropped from the extract?"
+            f"{a['reference']:.1%} of the reference's (each session weighing one): its features' drift is that it "
+            "lost its values; was it dropped from the extract, or did a client stop sending it?"
         )
     if a["check"] == "performance_drop":
         return (
