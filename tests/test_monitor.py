@@ -843,11 +843,41 @@ def test_a_shift_of_present_values_is_not_hidden_by_a_large_missing_share(traine
     assert [(a["check"], a["field"], a["value"], a["over"]) for a in found] == [
         ("psi", f, present, "present values")
     ]
-    # What moved most is named: a warning of a channel's PSI said nothing of its nulls gone (dogfood 280).
-    top = stats["top_moves"][0]
+    # What moved most is named: a warning of a channel's PSI said nothing of its nulls gone (dogfood 280); over
+    # present values, of those (review 281).
+    top = next(m for m in stats["top_moves"] if m["token"] != "<missing>")
     assert found[0]["moved"] == top and found[0]["message"].endswith(
         f"; most moved: {top['token']} {top['reference']:.1%} of the reference, {top['current']:.1%} now"
     )
+
+
+def test_an_entity_column_emptied_is_an_alert_where_its_values_were_enough_to_tell():
+    """A column with a value on 2% of the events, none in a window of 12 sessions, alerted (review 281): below
+    MIN_ALERT_SESSIONS, or where training's share would have given under 100 sessions a value, a warning."""
+    from seqfraud.monitoring.alerts import alerts
+
+    def report(sessions: int, had: float) -> dict:
+        return {
+            "current": {"sessions": sessions},
+            "fields": {"ent__card__events_1h": {"psi": 3.0, "unknown_rate": None}},
+            "new_categories": {},
+            "session_length": {"psi": 0.0},
+            "score": {"psi": 0.0},
+            "performance": None,
+            "entity_null_rate": {"card": {"reference": 1 - had, "current": 1.0}},
+        }
+
+    for sessions, had, alerted in (
+        (12, 0.02, False),
+        (1_000, 0.02, False),
+        (10_000, 0.02, True),
+        (1_000, 1.0, True),
+    ):
+        found, warned = alerts(report(sessions, had), check_thresholds(None))
+        checks = [a["check"] for a in (found if alerted else warned)]
+        assert "entity_empty" in checks, (sessions, had)
+        # Its features' PSIs are its symptoms where it alerts, and stand where it does not.
+        assert ("psi" in [a["check"] for a in found + warned]) is not alerted, (sessions, had)
 
 
 def test_a_small_window_warns_where_a_large_one_alerts():

@@ -655,6 +655,17 @@ def test_times_cut_to_the_second_are_said_in_batch_and_online(
         score_file(scorer, tmp_path / f"{name}.parquet", tmp_path / "s.parquet", progress=False)
         assert (said in caplog.text) == (name == "cut"), name
     assert f"cut.parquet: {cut.height:,} of its {cut.height:,} {said}" in caplog.text
+    # One file of a folder cut, said of that file (review 281: a quarter of the folder's times whole, unsaid).
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    sid = pl.col(scorer.spec.schema.session_id)
+    for i in range(3):
+        test_period_events.with_columns(sid + f"-{i}").write_parquet(folder / f"day{i}.parquet")
+    shutil.copy(tmp_path / "cut.parquet", folder / "day3.parquet")
+    caplog.clear()
+    score_file(scorer, folder, tmp_path / "s.parquet", progress=False)
+    assert f"{folder / 'day3.parquet'}: {cut.height:,} of its {cut.height:,} {said}" in caplog.text
+    assert caplog.text.count("are whole seconds") == 1
     from seqfraud.monitoring import monitor  # and the monitor, reading a window
 
     assert [n for n in monitor(exported_artifact, str(tmp_path / "cut.parquet"))["notes"] if said in n]
@@ -890,6 +901,20 @@ def test_batch_scoring_says_learnt_values_mixed_far_otherwise_than_trainings(
         assert reference_shares(scorer.spec, edited, "category_shares") == {}
     edited = {**scorer.manifest, "reference": {"category_shares": {kind: shares[:-1]}}}
     assert reference_shares(scorer.spec, edited, "category_shares") == {}
+
+
+def test_online_mix_keeps_at_most_the_sessions_a_rename_needs():
+    """A field renamed wholesale is never judged (no learnt value comes), and its unlearnt value's sessions were kept
+    for the process's life (review 281: 200,000 ids); a rename needs RENAMED_SESSIONS of them."""
+    from seqfraud.scoring.prepare import MIX_OTHERS, RENAMED_SESSIONS, _Mix
+
+    mix, vocab = _Mix(), frozenset({"web", "app"})
+    for i in range(2_000):
+        mix.take(["WEB"], vocab, [f"s{i}"], ["WEB"])
+    assert mix.others["WEB"] == 2_000 and len(mix.carriers["WEB"]) == RENAMED_SESSIONS
+    for i in range(MIX_OTHERS + 1):  # free text: the others turn over, and so do their sessions
+        mix.take([f"t{i}"], vocab, [f"s{i}"], [f"t{i}"])
+    assert set(mix.carriers) <= set(mix.others)
 
 
 def test_learnt_values_respelt_as_trainings_rarer_spellings_are_said(scorer):

@@ -99,14 +99,13 @@ BLANK_ID = (
 # scoring and the service alike (dogfood 195: wallets padded by one export and not another read as two). So is one
 # that spells no value as text, in any case: an export that wrote its nulls so linked every session without a value
 # into one entity (dogfood 277: a refund card written "null" on each cash refund declined 3,498 of 3,500 tickets).
-# As pandas (None, NaN, NaT, <NA>), R (NA), SQL dumps (\N, (null)) and JavaScript (undefined) write a missing value.
+# As pandas (None, NaN, <NA>), R (NA), SQL dumps (\N, (null)) and JavaScript (undefined) write a missing value.
 # A categorical column's are values, only said at preprocessing (features.tokens.NULL_SPELLINGS, without 'NA' or
 # 'none', which can be plain values there): linking nothing, they do no such harm.
 NULL_TEXTS = (
     "null",
     "none",
     "nan",
-    "nat",
     "na",
     "<na>",
     "n/a",

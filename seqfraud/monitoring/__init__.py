@@ -120,7 +120,7 @@ def mix_alerts(spec: Spec, manifest: Mapping[str, Any], raw: pl.LazyFrame, sessi
     mixes = {
         c: shares for c, shares in reference_shares(spec, manifest, CATEGORY_SHARES).items() if c in texts
     }
-    counted = pl.collect_all([value_counts(raw, c, spec.schema.session_id) for c in mixes])
+    counted = pl.collect_all([value_counts(raw, spec, c) for c in mixes])
     found = []
     for (c, shares), frame in zip(mixes.items(), counted):
         counts, carriers = counted_values(frame)

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import logging
 import math
 import os
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,7 @@ from seqfraud.scoring.prepare import (
     reference_null_shares,
     reference_shares,
     reference_transitions,
+    resolution_said,
     row_counts,
     row_hashes,
     say_rows,
@@ -76,6 +78,7 @@ from seqfraud.scoring.prepare import (
     transitions_said,
     unlearnt_types,
     unopened_said,
+    whole_seconds,
 )
 from seqfraud.scoring.scorer import Scorer
 
@@ -114,11 +117,14 @@ def text_columns(spec: Spec, have: pl.Schema) -> list[str]:
     ]
 
 
-def value_counts(events: pl.LazyFrame, column: str, session_id: str) -> pl.LazyFrame:
-    """Each value of a categorical ``column`` as text, with its events and sessions: what :func:`mix_said` reads
-    (:func:`counted_values`)."""
-    return events.group_by(pl.col(column).cast(pl.String).alias("value")).agg(
-        pl.len().alias("events"), pl.col(session_id).n_unique().alias("sessions")
+def value_counts(events: pl.LazyFrame, spec: Spec, column: str) -> pl.LazyFrame:
+    """Each value of a categorical ``column`` as text, with its events and, of a value the model did not learn, its
+    sessions: what :func:`mix_said` reads (:func:`counted_values`). Every value's sessions cost 25 times the counts
+    at 4M events (review 281)."""
+    text = pl.col(column).cast(pl.String)
+    unlearnt = pl.col(spec.schema.session_id).filter(~text.is_in(spec.vocab[column]))
+    return events.group_by(text.alias("value")).agg(
+        pl.len().alias("events"), unlearnt.n_unique().alias("sessions")
     )
 
 
@@ -221,14 +227,14 @@ def iter_sequences(
             pl.col(spec.schema.session_id).filter(kind.is_in(learnt)).n_unique()
         )
     if by_file is not None:
-        queries |= part_counts(timed, spec, trained, mass, "tied" in queries["counts"].collect_schema())
+        queries |= part_counts(timed, spec, trained, mass, queries["counts"].collect_schema().names())
     mixes = {
         c: shares
         for c, shares in reference_shares(spec, scorer.manifest, CATEGORY_SHARES).items()
         if c in texts
     }
     for c in mixes:  # the values of each categorical field, against training's mix
-        queries[f"mix {c}"] = value_counts(timed, c, spec.schema.session_id)
+        queries[f"mix {c}"] = value_counts(timed, spec, c)
     for c in spec.schema.entities:  # a placeholder that came after training links the sessions that carry it
         ids = pl.col(spec.schema.session_id).cast(pl.String).alias(S.SESSION_ID)
         queries[f"busiest {c}"] = busiest_value(timed.select(ids, pl.col(c).cast(pl.String)), c)
@@ -278,12 +284,12 @@ def iter_sequences(
             for said in busy_warnings({c: busiest.row(0)}, counts["sessions"].item()):
                 log.warning("%s: %s", source, said)
     scorer.note_unseen_inf({c: counts[f"__inf_{i}"].item() for i, c in enumerate(finite)}, source)
-    apart, tied_apart = (
-        parts_apart(got["weeks"], got["files"], spec, trained, mass) if by_file is not None else ({}, [])
+    apart, rows_apart = (
+        parts_apart(got["weeks"], got["files"], spec, trained, mass) if by_file is not None else ({}, {})
     )
-    if files is not None:  # the ties of the files that stand apart in place of the whole input's (review 239)
-        say_rows(source, spec, counts.row(0, named=True), files, tied=not tied_apart)
-        for said in tied_apart:
+    if files is not None:  # the files that stand apart, in place of the whole input (ties: review 239)
+        say_rows(source, spec, counts.row(0, named=True), files, apart=set(rows_apart))
+        for said in itertools.chain(*rows_apart.values()):
             log.warning("%s", said)
     scorer.note_respelt(
         {c: [v] for i, c in enumerate(texts) if (v := counts[f"__respelt_{i}"].item()) is not None}
@@ -428,11 +434,12 @@ def part_counts(
     spec: Spec,
     trained: Mapping[str, np.ndarray],
     mass: Mapping[str, float],
-    tied: bool,
+    counted: Collection[str],
 ) -> dict[str, pl.LazyFrame]:
     """The counts :func:`parts_apart` reads of an input's parts (``timed``: its events with each row's file and
     parsed time): per file and week (from Monday, UTC) the numbers' :func:`scale_counts`, and per file its sessions
-    and, with ``tied``, its :func:`tied_rows` (one file of a folder written to the minute: review 239)."""
+    and, where the whole input's (``counted``) hold them, its :func:`tied_rows` (one file of a folder written to the
+    minute: review 239) and its whole-second times (one file of four cut to the second: review 281)."""
     scale = scale_counts(spec, trained, mass, spec.schema.session_id)
     at = pl.col(S.TS_US)
     week = (at // US_PER_UNIT["d"] + 3) // 7  # from Monday: 1970-01-01 was a Thursday
@@ -449,7 +456,8 @@ def part_counts(
         .agg(
             pl.len(),
             pl.col(spec.schema.session_id).n_unique().alias("sessions"),
-            *([tied_rows().alias("tied")] if tied else []),
+            *([tied_rows().alias("tied")] if "tied" in counted else []),
+            *(whole_seconds(at) if "whole_seconds" in counted else []),
             *scale,
         )
         .sort(S.FILE),
@@ -462,13 +470,13 @@ def parts_apart(
     spec: Spec,
     trained: Mapping[str, np.ndarray],
     mass: Mapping[str, float],
-) -> tuple[dict[str, str], list[str]]:
+) -> tuple[dict[str, str], dict[str, list[str]]]:
     """Per numeric column, what to say of the parts of an input (:func:`part_counts`) that :func:`scale_said` says
     of where it does not say it of every file: one file wholly in another unit (m/s for km/h) moved a folder's
     shares less than the checks read, unsaid, where the same file alone was said, and so did a month's file whose
     second half a release had changed (dogfood 234). The parts are the files, and the weeks of a file whose events
-    span several, said where their file is not. And what :func:`tied_said` says of the files of a folder where
-    it does not say it of every file."""
+    span several, said where their file is not. And what :func:`tied_said` and :func:`resolution_said` say of the
+    files of a folder where they do not say it of every file, per check."""
     files = files.filter(pl.col("sessions") >= FILE_SESSIONS)
     judged = weeks.filter(pl.col("sessions") >= FILE_SESSIONS, pl.col("__week").is_not_null())
     n_weeks = dict(weeks.group_by(S.FILE).len().iter_rows())
@@ -498,12 +506,16 @@ def parts_apart(
         for c, said in parts_said.items()
         if files_said.get(c, 0) < files.height
     }
-    tied = [
-        note
-        for f in files.iter_rows(named=True)
-        if "tied" in f and (note := tied_said(f[S.FILE], spec, f["tied"], f["len"]))
-    ]
-    return out, tied if files.height > 1 and len(tied) < files.height else []
+    of_rows = {
+        "tied": lambda f: tied_said(f[S.FILE], spec, f["tied"], f["len"]),
+        "whole_seconds": lambda f: resolution_said(f[S.FILE], spec, f["whole_seconds"], f["timed"]),
+    }
+    apart: dict[str, list[str]] = {}
+    for check, said_of in of_rows.items():
+        notes = [note for f in files.iter_rows(named=True) if check in f and (note := said_of(f))]
+        if files.height > 1 and 0 < len(notes) < files.height:
+            apart[check] = notes
+    return out, apart
 
 
 def scale_said(

@@ -15,7 +15,7 @@ import struct
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from operator import itemgetter
@@ -565,25 +565,32 @@ def row_counts(spec: Spec, have: pl.Schema, tied: bool, time: pl.Expr | None = N
             else [(pl.len() - pl.col(S.ROW_HASH).n_unique()).alias("repeated")]
         ),
         *([tied_rows().alias("tied")] if tied and spec.tied_share is not None else []),
-        *(
-            [(time % 1_000_000 == 0).sum().alias("whole_seconds"), time.count().alias("timed")]
-            if time is not None and spec.whole_second_share is not None
-            else []
-        ),
+        *(whole_seconds(time) if time is not None and spec.whole_second_share is not None else []),
     ]
 
 
+def whole_seconds(time: pl.Expr) -> list[pl.Expr]:
+    """The times (epoch microseconds) that are whole seconds, and the times counted: :func:`resolution_said`'s."""
+    return [(time % 1_000_000 == 0).sum().alias("whole_seconds"), time.count().alias("timed")]
+
+
 def say_rows(
-    source: str, spec: Spec, counted: Mapping[str, Any], files: list[str], tied: bool = True
+    source: str, spec: Spec, counted: Mapping[str, Any], files: list[str], apart: Collection[str] = ()
 ) -> None:
-    """Say what :func:`row_counts` counted (``counted``: those and ``len``), as training says repeats; the ties too
-    unless ``tied`` is False (its parts are said instead)."""
+    """Say what :func:`row_counts` counted (``counted``: those and ``len``), as training says repeats; the ties and
+    the whole seconds too, but those of ``apart`` (their parts are said instead)."""
     if repeated := counted.get("repeated"):
         say_repeated_rows(source, repeated, same_contents(files), spec.schema.event_id)
-    if tied and "tied" in counted and (said := tied_said(source, spec, counted["tied"], counted["len"])):
+    if (
+        "tied" not in apart
+        and "tied" in counted
+        and (said := tied_said(source, spec, counted["tied"], counted["len"]))
+    ):
         log.warning("%s", said)
-    if "whole_seconds" in counted and (
-        said := resolution_said(source, spec, counted["whole_seconds"], counted["timed"])
+    if (
+        "whole_seconds" not in apart
+        and "whole_seconds" in counted
+        and (said := resolution_said(source, spec, counted["whole_seconds"], counted["timed"]))
     ):
         log.warning("%s", said)
 
@@ -1008,10 +1015,11 @@ THINNED_SHARE, FILLED_FROM, COPIED_FROM, THINNED_SESSIONS, THINNED_VALUES = 0.5,
 NULLS_RISEN = 0.2
 
 
-def thinned(had: float, has: float) -> bool:
+def thinned(had: float, has: float, risen: bool = True) -> bool:
     """Whether a field's share of events with a value, ``has`` against training's ``had``, fell far: under
-    :data:`THINNED_SHARE` of it, or its share without one :data:`NULLS_RISEN` higher and ten times training's."""
-    return has < THINNED_SHARE * had or (had - has >= NULLS_RISEN and 1 - has >= 10 * (1 - had))
+    :data:`THINNED_SHARE` of it, or, with ``risen``, its share without one :data:`NULLS_RISEN` higher and ten times
+    training's."""
+    return has < THINNED_SHARE * had or (risen and had - has >= NULLS_RISEN and 1 - has >= 10 * (1 - had))
 
 
 def _of_pool(kind: str | None) -> tuple[str, str]:
@@ -1037,7 +1045,13 @@ def thinned_said(
     if not rows:  # no event of a learnt type (review 236: a ZeroDivisionError online)
         return None
     had, has = 1 - expected / rows, 1 - nulls / rows
-    if sessions < THINNED_SESSIONS or rows - expected < THINNED_VALUES or not thinned(had, has):
+    # A rise over every learnt type's events is judged type by type (null_pools): pooled, a field one type stopped
+    # sending read as thinned on all, and hid the type (dogfood 243).
+    if (
+        sessions < THINNED_SESSIONS
+        or rows - expected < THINNED_VALUES
+        or not thinned(had, has, kind is not None)
+    ):
         return None
     events, trained = _of_pool(kind)
     return (
@@ -1328,12 +1342,14 @@ class _Mix:
     sessions: set[str] = field(default_factory=set)
     values: int = 0
     others: Counter[str] = field(default_factory=Counter)
-    carriers: dict[str, set[str]] = field(default_factory=dict)  # the sessions of each of the others
+    # The sessions of each of the others, up to RENAMED_SESSIONS (all mix_said reads: a field renamed wholesale, never
+    # judged, kept every session id: review 281).
+    carriers: dict[str, set[str]] = field(default_factory=dict)
 
     def take(self, sent: list[str], vocab: frozenset[str], sessions: list[str], column: list[Any]) -> None:
         """Count ``sent`` (a request's non-null values of the field; ``column``: all its values, of ``sessions``)."""
         self.values += len(sent)
-        unlearnt = False
+        unlearnt = dropped = False
         for v in sent:
             if v in vocab:
                 self.learnt[v] += 1
@@ -1343,11 +1359,13 @@ class _Mix:
                 self.others[v] += 1
             else:
                 self.others -= Counter(dict.fromkeys(self.others, 1))  # Counter's minus drops what falls to 0
+                dropped = True
+        if dropped:
+            self.carriers = {v: held for v, held in self.carriers.items() if v in self.others}
         if unlearnt:
             for s, v in zip(sessions, column):
-                if v in self.others:
-                    self.carriers.setdefault(v, set()).add(s)
-            self.carriers = {v: held for v, held in self.carriers.items() if v in self.others}
+                if v in self.others and len(held := self.carriers.setdefault(v, set())) < RENAMED_SESSIONS:
+                    held.add(s)
         self.sessions.update(s for s, v in zip(sessions, column) if v in vocab)
 
 
