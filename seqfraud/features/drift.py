@@ -33,8 +33,7 @@ UNKNOWN_LABEL = "<unknown>"  # token_label of a value outside the vocabulary
 # said, by preprocessing of the later splits and by scoring: an extract that lost it (dogfood 218), an event type a
 # release stopped logging (dogfood 244).
 VANISHED_FROM = 0.05
-MISSING_LABEL = "<missing>"  # the null's token, as reports name it
-_RESERVED_NAMES = {PAD: "<pad>", UNKNOWN: UNKNOWN_LABEL, MISSING: MISSING_LABEL, NAN: "<nan>"}
+_RESERVED_NAMES = {PAD: "<pad>", UNKNOWN: UNKNOWN_LABEL, MISSING: "<missing>", NAN: "<nan>"}
 
 
 def psi(reference: np.ndarray, current: np.ndarray, eps: float = PSI_EPSILON) -> float:

@@ -90,8 +90,9 @@ OUTPUT_FILES = ("monitor.json", "monitor.html", "monitor.png")
 # monitor.json's shape: raised when a key is renamed or changes type, so that a pipeline reading the file can
 # refuse one it does not know (new_categories' values and truncated_share's rename changed it unsaid: dogfood 132).
 # 3: an alert of check "scale" has a null value and threshold (its message says what it read); 4: so has one of
-# check "transitions"; 5: and one of check "mix", an entity column emptied is an alert of check "entity_empty" (a
-# note before), its features' PSIs none, and a PSI finding holds "moved", its top move.
+# check "transitions"; 5: and one of check "mix", an entity column emptied is a finding of check "entity_empty" (a
+# note before; an alert, its features' PSIs none, where the window can tell), a PSI finding holds "moved", its top
+# move, and a number's field stats "present_moves".
 REPORT_VERSION = 5
 EXIT_ALERT = 1  # like diff: 1 means "differences found", 2 (a user error, see seqfraud.errors) means trouble
 

@@ -7,10 +7,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from seqfraud import schema as S
-from seqfraud.features.drift import MISSING_LABEL
 from seqfraud.monitoring.inputs import MonitorError
 from seqfraud.monitoring.statistics import MIN_ALERT_SESSIONS
-from seqfraud.scoring.prepare import THINNED_VALUES, thinned
+from seqfraud.scoring.prepare import THINNED_VALUES
 
 DEFAULT_THRESHOLDS: dict[str, float] = {
     "psi_warn": 0.1,  # token field or session length PSI: warning from here
@@ -57,8 +56,8 @@ def alerts(report: dict[str, Any], t: dict[str, float]) -> tuple[list[dict], lis
     found: list[dict[str, Any]] = []
     warned: list[dict[str, Any]] = []
     few = report["current"]["sessions"] < MIN_ALERT_SESSIONS
-    # An entity column emptied in the extract, or on part of the traffic: one alert names it, where its features'
-    # PSIs, each a symptom, were twenty alerts beside a note that said why, or nothing (dogfoods 118, 278, 280).
+    # An entity column emptied in the extract: one alert names it, where its features' PSIs, each a symptom, were
+    # twenty alerts beside a note that said why (dogfoods 118, 278).
     # A warning where the window is too small, or the values expected too few, to tell it from chance (review 281: a
     # column with a value on 2% of the events, none in a window of 12 sessions, alerted), its features' PSIs kept.
     empty = emptied(report)
@@ -83,10 +82,10 @@ def alerts(report: dict[str, Any], t: dict[str, float]) -> tuple[list[dict], lis
     for name, stats in report["fields"].items():
         if stats.get("alerted", True) and not name.startswith(symptoms):
             # What moved most, named: a warning of a channel's PSI said nothing of its nulls gone (dogfood 280); over
-            # present values, of those (review 281: it named the missing share the finding left out).
+            # present values, among those (reviews 281, 282: it named the missing share, or all events' shares).
             present = stats.get("psi_present")
             over = present is not None and present > stats["psi"]
-            moves = [m for m in stats.get("top_moves") or [] if not (over and m["token"] == MISSING_LABEL)]
+            moves = stats.get("present_moves" if over else "top_moves") or []
             moved = {"moved": moves[0]} if moves else {}
             # A number's present values may have moved where its missing share hides it: one finding, the larger.
             if over:
@@ -155,12 +154,13 @@ def alerts(report: dict[str, Any], t: dict[str, float]) -> tuple[list[dict], lis
 
 
 def emptied(report: dict[str, Any]) -> dict[str, tuple[float, float]]:
-    """Each entity column whose share of events with a value fell far, as batch scoring judges a field's
-    (:func:`~seqfraud.scoring.prepare.thinned`): its share then and now, each session weighing one."""
+    """Each entity column whose share of events with a value fell to a tenth of the reference's or less: its share
+    then and now, each session weighing one. Not batch scoring's rule for part of the traffic, which reads each event
+    type's events: over the window's, fewer refund tickets read as a refund card no longer sent (review 282)."""
     shares = {
         c: (1 - r["reference"], 1 - r["current"]) for c, r in (report.get("entity_null_rate") or {}).items()
     }
-    return {c: (had, has) for c, (had, has) in shares.items() if had > 0 and thinned(had, has)}
+    return {c: (had, has) for c, (had, has) in shares.items() if had > 0 and has <= had / 10}
 
 
 def beyond(count: int, expected: float, p: float) -> bool:

@@ -89,23 +89,31 @@ def field_stats(
             continue
         rc, cc = token_counts(spec, ref, f), token_counts(spec, cur, f)
         rs, cs = rc / max(rc.sum(), 1), cc / max(cc.sum(), 1)
-        moved = np.argsort(-np.abs(cs - rs))[:5]
         out[f] = {
             "psi": psi(*psi_bins(rc, cc)),
-            "psi_present": present_psi(token_counts(spec, ref, f, True), token_counts(spec, cur, f, True))
-            if f in spec.edges
-            else None,
+            "psi_present": None,
             "unknown_rate": {"reference": float(rs[UNKNOWN]), "current": float(cs[UNKNOWN])}
             if f in spec.vocab
             else None,
             "missing_rate": {"reference": float(rs[MISSING]), "current": float(cs[MISSING])},
-            "top_moves": [
-                {"token": token_label(spec, f, int(t)), "reference": float(rs[t]), "current": float(cs[t])}
-                for t in moved
-                if rs[t] != cs[t]
-            ],
+            "top_moves": top_moves(spec, f, rc, cc),
         }
+        if f in spec.edges:  # and over the events with a value, what moved there (review 282)
+            rp, cp = token_counts(spec, ref, f, True), token_counts(spec, cur, f, True)
+            out[f] |= {"psi_present": present_psi(rp, cp), "present_moves": top_moves(spec, f, rp, cp)}
     return out
+
+
+def top_moves(
+    spec: Spec, field_name: str, reference: np.ndarray, current: np.ndarray
+) -> list[dict[str, Any]]:
+    """The five tokens whose shares moved most from ``reference`` to ``current`` (counts per token id)."""
+    rs, cs = reference / max(reference.sum(), 1), current / max(current.sum(), 1)
+    return [
+        {"token": token_label(spec, field_name, int(t)), "reference": float(rs[t]), "current": float(cs[t])}
+        for t in np.argsort(-np.abs(cs - rs))[:5]
+        if rs[t] != cs[t]
+    ]
 
 
 # Fewer sessions than this in the current window, or in an entity feature's reference after its warm-up, and a
