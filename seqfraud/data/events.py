@@ -117,10 +117,10 @@ NULL_TEXTS = (
 )
 BLANK_ENTITY = (
     "have an entity value that is empty, spells no value as text ('null', 'None', 'NaN', 'NA', '<NA>', 'n/a', "
-    "'\\N', 'undefined' and the like, any case), has spaces or an invisible character (zero-width space, byte-order mark) at its start or "
-    "end, or holds a control character: it would link every session that has it, or read as another entity than "
-    "the value without them (the service refuses it); strip them, or write null where the event has none (in a "
-    'CSV an unquoted empty field is null, a quoted "" an empty value)'
+    "'\\N', 'undefined' and the like, any case), has spaces or an invisible character (zero-width space, "
+    "byte-order mark) at its start or end, or holds a control character: it would link every session that has it, "
+    "or read as another entity than the value without them (the service refuses it); strip them, or write null "
+    'where the event has none (in a CSV an unquoted empty field is null, a quoted "" an empty value)'
 )
 # C0 and C1 control characters (U+009B is a terminal's escape) and the Unicode line and paragraph separators; a
 # class Python's, Polars' and Java's (Spark's) regex read alike.

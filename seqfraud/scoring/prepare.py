@@ -1015,7 +1015,7 @@ THINNED_SHARE, FILLED_FROM, COPIED_FROM, THINNED_SESSIONS, THINNED_VALUES = 0.5,
 NULLS_RISEN = 0.2
 
 
-def thinned(had: float, has: float, risen: bool = True) -> bool:
+def thinned(had: float, has: float, *, risen: bool) -> bool:
     """Whether a field's share of events with a value, ``has`` against training's ``had``, fell far: under
     :data:`THINNED_SHARE` of it, or, with ``risen``, its share without one :data:`NULLS_RISEN` higher and ten times
     training's."""
@@ -1050,7 +1050,7 @@ def thinned_said(
     if (
         sessions < THINNED_SESSIONS
         or rows - expected < THINNED_VALUES
-        or not thinned(had, has, kind is not None)
+        or not thinned(had, has, risen=kind is not None)
     ):
         return None
     events, trained = _of_pool(kind)
