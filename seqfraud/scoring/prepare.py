@@ -1015,13 +1015,6 @@ THINNED_SHARE, FILLED_FROM, COPIED_FROM, THINNED_SESSIONS, THINNED_VALUES = 0.5,
 NULLS_RISEN = 0.2
 
 
-def thinned(had: float, has: float, *, risen: bool) -> bool:
-    """Whether a field's share of events with a value, ``has`` against training's ``had``, fell far: under
-    :data:`THINNED_SHARE` of it, or, with ``risen``, its share without one :data:`NULLS_RISEN` higher and ten times
-    training's."""
-    return has < THINNED_SHARE * had or (risen and had - has >= NULLS_RISEN and 1 - has >= 10 * (1 - had))
-
-
 def _of_pool(kind: str | None) -> tuple[str, str]:
     """The events of a pool (:func:`null_pools`), and training's of it, as a null check's message names them."""
     if kind is None:
@@ -1045,12 +1038,13 @@ def thinned_said(
     if not rows:  # no event of a learnt type (review 236: a ZeroDivisionError online)
         return None
     had, has = 1 - expected / rows, 1 - nulls / rows
-    # A rise over every learnt type's events is judged type by type (null_pools): pooled, a field one type stopped
-    # sending read as thinned on all, and hid the type (dogfood 243).
+    # A rise of nulls is judged type by type (null_pools), not over every learnt type's events: pooled, a field one
+    # type stopped sending read as thinned on all, and hid the type (dogfood 243).
+    risen = kind is not None and had - has >= NULLS_RISEN and 1 - has >= 10 * (1 - had)
     if (
         sessions < THINNED_SESSIONS
         or rows - expected < THINNED_VALUES
-        or not thinned(had, has, risen=kind is not None)
+        or (has >= THINNED_SHARE * had and not risen)
     ):
         return None
     events, trained = _of_pool(kind)
